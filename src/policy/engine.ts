@@ -1,0 +1,344 @@
+/**
+ * The rule engine (DESIGN.md §3): first match decides, no match denies.
+ *
+ * Pure and synchronous; compiled once per config load. A request may leave a
+ * field unknown (`undefined`): the IMAP proxy asks about a folder before it
+ * knows the messages in it, the SMTP proxy checks a recipient before the
+ * headers arrive. Each rule condition is then true, false or unknown, and the
+ * engine reports either a decision or the set of outcomes still possible.
+ * `evaluate` resolves "still open" to deny, so a caller that forgot a field
+ * fails closed.
+ */
+
+import { compileGlob, type Glob } from "./glob.ts";
+import { ALL_OPERATIONS_MASK, expandOperation, operationBit, operationMask, operationsOf, type Operation } from "./operations.ts";
+
+export type Action = "allow" | "deny" | "ask";
+
+/** What the engine needs of a rule; the config's rule type is a superset. */
+export interface RuleSpec {
+  readonly name: string;
+  readonly action: Action;
+  readonly folders?: readonly string[] | undefined;
+  readonly from?: readonly string[] | undefined;
+  readonly to?: readonly string[] | undefined;
+  readonly cc?: readonly string[] | undefined;
+  readonly bcc?: readonly string[] | undefined;
+  readonly subject?: readonly string[] | undefined;
+  readonly hasAttachment?: boolean | undefined;
+  readonly agents?: readonly string[] | undefined;
+  /** Operation names or shorthands; omitted means all. */
+  readonly operations?: readonly string[] | undefined;
+}
+
+/** The message fields a rule can test. */
+export const MESSAGE_FIELDS = ["from", "to", "cc", "bcc", "subject", "hasAttachment"] as const;
+export type MessageField = (typeof MESSAGE_FIELDS)[number];
+export type Field = MessageField | "folder" | "agent";
+
+/**
+ * One operation to decide. `undefined` means "not known yet"; `null` for
+ * folder means "no folder applies" (a send), and for agent "no agent"
+ * (pass-through mode), in which case rules scoped to agents do not match.
+ * Folder names use `/` as the hierarchy delimiter. Address lists hold parsed
+ * addr-specs. For a send, `to` is the envelope recipient being decided, and
+ * `cc`/`bcc` hold it too when the headers class it so (DESIGN.md §6).
+ */
+export interface Request {
+  readonly operation: Operation;
+  readonly agent?: string | null | undefined;
+  readonly folder?: string | null | undefined;
+  readonly from?: readonly string[] | undefined;
+  readonly to?: readonly string[] | undefined;
+  readonly cc?: readonly string[] | undefined;
+  readonly bcc?: readonly string[] | undefined;
+  readonly subject?: string | undefined;
+  readonly hasAttachment?: boolean | undefined;
+}
+
+export interface Decision {
+  readonly action: Action;
+  /** The rule that decided; null for the default deny. */
+  readonly rule: string | null;
+  readonly ruleIndex: number | null;
+  readonly reason: string;
+}
+
+export type Outcome =
+  | { readonly decided: true; readonly decision: Decision }
+  | {
+      readonly decided: false;
+      /** Unknown request fields the answer depends on. */
+      readonly needs: ReadonlySet<Field>;
+      /** Every action some value of those fields would lead to. */
+      readonly possible: ReadonlySet<Action>;
+    };
+
+export interface ShadowedRule {
+  readonly index: number;
+  readonly name: string;
+  readonly by: string;
+  readonly byIndex: number;
+}
+
+type Tri = 0 | 1 | 2; // no, yes, unknown
+const NO = 0;
+const YES = 1;
+const UNKNOWN = 2;
+
+interface CompiledRule {
+  readonly index: number;
+  readonly name: string;
+  readonly action: Action;
+  readonly ops: number;
+  readonly agents: ReadonlySet<string> | null;
+  readonly folders: readonly Glob[] | null;
+  readonly from: readonly Glob[] | null;
+  readonly to: readonly Glob[] | null;
+  readonly cc: readonly Glob[] | null;
+  readonly bcc: readonly Glob[] | null;
+  readonly subject: readonly Glob[] | null;
+  readonly hasAttachment: boolean | null;
+  /** True when the rule has no condition besides operations and agents. */
+  readonly unconditional: boolean;
+  /** A human summary of the conditions, for reasons. */
+  readonly summary: string;
+}
+
+function globs(kind: "folder" | "address" | "subject", list: readonly string[] | undefined): Glob[] | null {
+  if (list === undefined) return null;
+  return list.map((p) => compileGlob(kind, p));
+}
+
+function anyMatch(list: readonly Glob[], value: string): boolean {
+  for (const g of list) if (g.test(value)) return true;
+  return false;
+}
+
+/** A list field matches when any of its addresses matches any glob. */
+function matchAny(globsOf: readonly Glob[] | null, values: readonly string[] | undefined): Tri {
+  if (globsOf === null) return YES;
+  if (values === undefined) return UNKNOWN;
+  for (const v of values) if (anyMatch(globsOf, v)) return YES;
+  return NO;
+}
+
+/** From matches only when every author matches: a co-author must not ride along (RFC 5322 §3.6.2 allows several). */
+function matchEvery(globsOf: readonly Glob[] | null, values: readonly string[] | undefined): Tri {
+  if (globsOf === null) return YES;
+  if (values === undefined) return UNKNOWN;
+  if (values.length === 0) return NO;
+  for (const v of values) if (!anyMatch(globsOf, v)) return NO;
+  return YES;
+}
+
+function describe(rule: RuleSpec): string {
+  const parts: string[] = [];
+  const list = (k: string, v: readonly string[] | undefined) => {
+    if (v !== undefined) parts.push(`${k} ${v.map((x) => JSON.stringify(x)).join("|")}`);
+  };
+  list("folder", rule.folders);
+  list("from", rule.from);
+  list("to", rule.to);
+  list("cc", rule.cc);
+  list("bcc", rule.bcc);
+  list("subject", rule.subject);
+  if (rule.hasAttachment !== undefined) parts.push(`has_attachment=${rule.hasAttachment}`);
+  list("agent", rule.agents);
+  return parts.length ? parts.join(", ") : "no conditions";
+}
+
+export class Policy {
+  readonly rules: readonly CompiledRule[];
+
+  /** Compiles rules; throws GlobError for a malformed glob and Error for an unknown operation. */
+  constructor(specs: readonly RuleSpec[]) {
+    this.rules = specs.map((r, index) => {
+      let ops = ALL_OPERATIONS_MASK;
+      if (r.operations !== undefined) {
+        ops = 0;
+        for (const name of r.operations) {
+          const expanded = expandOperation(name);
+          if (!expanded) throw new Error(`unknown operation "${name}"`);
+          ops |= operationMask(expanded);
+        }
+      }
+      const rule: CompiledRule = {
+        index,
+        name: r.name,
+        action: r.action,
+        ops,
+        agents: r.agents === undefined ? null : new Set(r.agents),
+        folders: globs("folder", r.folders),
+        from: globs("address", r.from),
+        to: globs("address", r.to),
+        cc: globs("address", r.cc),
+        bcc: globs("address", r.bcc),
+        subject: globs("subject", r.subject),
+        hasAttachment: r.hasAttachment ?? null,
+        unconditional:
+          r.folders === undefined &&
+          r.from === undefined &&
+          r.to === undefined &&
+          r.cc === undefined &&
+          r.bcc === undefined &&
+          r.subject === undefined &&
+          r.hasAttachment === undefined,
+        summary: describe(r),
+      };
+      return rule;
+    });
+  }
+
+  /** Tri-state match of one rule; adds unknown fields to `needs`. */
+  private match(rule: CompiledRule, req: Request, needs: Set<Field>): Tri {
+    if ((rule.ops & operationBit(req.operation)) === 0) return NO;
+    const t = this.conditions(rule, req, this.unknown);
+    if (t === UNKNOWN) for (const f of this.unknown) needs.add(f);
+    this.unknown.length = 0;
+    return t;
+  }
+
+  /** Scratch list of the unknown fields of the rule being matched (reused: no allocation per evaluation). */
+  private readonly unknown: Field[] = [];
+
+  private conditions(rule: CompiledRule, req: Request, unknown: Field[]): Tri {
+    let result: Tri = YES;
+    const fold = (t: Tri, field: Field): boolean => {
+      if (t === NO) return true;
+      if (t === UNKNOWN) {
+        result = UNKNOWN;
+        unknown.push(field);
+      }
+      return false;
+    };
+    if (rule.agents !== null) {
+      if (req.agent === undefined) {
+        if (fold(UNKNOWN, "agent")) return NO;
+      } else if (req.agent === null || !rule.agents.has(req.agent)) return NO;
+    }
+    if (rule.folders !== null) {
+      if (req.folder === null) return NO;
+      if (req.folder === undefined) {
+        if (fold(UNKNOWN, "folder")) return NO;
+      } else if (!anyMatch(rule.folders, req.folder)) return NO;
+    }
+    if (fold(matchEvery(rule.from, req.from), "from")) return NO;
+    if (fold(matchAny(rule.to, req.to), "to")) return NO;
+    if (fold(matchAny(rule.cc, req.cc), "cc")) return NO;
+    if (fold(matchAny(rule.bcc, req.bcc), "bcc")) return NO;
+    if (rule.subject !== null) {
+      if (req.subject === undefined) fold(UNKNOWN, "subject");
+      else if (!anyMatch(rule.subject, req.subject)) return NO;
+    }
+    if (rule.hasAttachment !== null) {
+      if (req.hasAttachment === undefined) fold(UNKNOWN, "hasAttachment");
+      else if (req.hasAttachment !== rule.hasAttachment) return NO;
+    }
+    return result;
+  }
+
+  private decision(rule: CompiledRule, req: Request): Decision {
+    return {
+      action: rule.action,
+      rule: rule.name,
+      ruleIndex: rule.index,
+      reason: `${req.operation} matched rule ${rule.index + 1} "${rule.name}" (${rule.summary})`,
+    };
+  }
+
+  private defaultDeny(req: Request): Decision {
+    return { action: "deny", rule: null, ruleIndex: null, reason: `${req.operation}: no rule matched (default deny)` };
+  }
+
+  /**
+   * Decides a request, or reports what it still depends on. When every rule
+   * that could still match leads to the same action, that is a decision too:
+   * the first such rule is named.
+   */
+  evaluatePartial(req: Request): Outcome {
+    const needs = new Set<Field>();
+    const candidates: CompiledRule[] = [];
+    let terminal: CompiledRule | null = null;
+    for (const rule of this.rules) {
+      const m = this.match(rule, req, needs);
+      if (m === NO) continue;
+      if (m === YES) {
+        if (candidates.length === 0) return { decided: true, decision: this.decision(rule, req) };
+        terminal = rule;
+        break;
+      }
+      candidates.push(rule);
+    }
+    if (candidates.length === 0) return { decided: true, decision: this.defaultDeny(req) };
+    const possible = new Set<Action>(candidates.map((r) => r.action));
+    possible.add(terminal ? terminal.action : "deny");
+    if (possible.size > 1) return { decided: false, needs, possible };
+    const first = candidates[0]!;
+    const decision = this.decision(first, req);
+    return { decided: true, decision: { ...decision, reason: `${decision.reason}; the same whatever ${[...needs].join(", ")} turn out to be` } };
+  }
+
+  /** Decides a request; a request that depends on unknown fields is denied. */
+  evaluate(req: Request): Decision {
+    const outcome = this.evaluatePartial(req);
+    if (outcome.decided) return outcome.decision;
+    return {
+      action: "deny",
+      rule: null,
+      ruleIndex: null,
+      reason: `${req.operation}: undecided without ${[...outcome.needs].join(", ")} (denied)`,
+    };
+  }
+
+  /** Could some message make `operation` in `folder` allowed (or ask) for this agent? */
+  mayAllow(operation: Operation, folder: string | null, agent: string | null): boolean {
+    const outcome = this.evaluatePartial({ operation, folder, agent });
+    if (outcome.decided) return outcome.decision.action !== "deny";
+    return outcome.possible.has("allow") || outcome.possible.has("ask");
+  }
+
+  /**
+   * May the agent see this folder at all? A folder is listed only if some
+   * operation on it can be allowed (DESIGN.md §4).
+   */
+  folderVisible(folder: string, agent: string | null): boolean {
+    for (const op of operationsOf(ALL_OPERATIONS_MASK)) {
+      if (op === "mail:send") continue;
+      if (this.mayAllow(op, folder, agent)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * The message fields that decide `operation` in `folder`, or an empty set
+   * when the folder alone decides it. A non-empty answer for mail:read means
+   * the IMAP proxy must filter messages one by one.
+   */
+  messageDependence(operation: Operation, folder: string, agent: string | null): ReadonlySet<Field> {
+    const outcome = this.evaluatePartial({ operation, folder, agent });
+    return outcome.decided ? new Set() : outcome.needs;
+  }
+
+  /** Rules that can never match: an earlier rule without conditions covers all their operations and agents. */
+  shadowed(): ShadowedRule[] {
+    const out: ShadowedRule[] = [];
+    for (const rule of this.rules) {
+      for (const earlier of this.rules) {
+        if (earlier.index >= rule.index) break;
+        if (!earlier.unconditional) continue;
+        if ((rule.ops & ~earlier.ops) !== 0) continue;
+        const agentsCovered =
+          earlier.agents === null || (rule.agents !== null && [...rule.agents].every((a) => earlier.agents!.has(a)));
+        if (!agentsCovered) continue;
+        out.push({ index: rule.index, name: rule.name, by: earlier.name, byIndex: earlier.index });
+        break;
+      }
+    }
+    return out;
+  }
+}
+
+export function compilePolicy(rules: readonly RuleSpec[]): Policy {
+  return new Policy(rules);
+}

@@ -1,0 +1,53 @@
+/**
+ * Operations a rule can allow or deny (DESIGN.md §4) and the shorthands that
+ * expand to them. Each operation is one bit, so a rule's operation set is a
+ * number and the first check of every evaluation is a single AND.
+ */
+
+export const OPERATIONS = [
+  "folder:read",
+  "folder:write",
+  "mail:read",
+  "mail:flag",
+  "mail:delete",
+  "mail:move",
+  "mail:append",
+  "mail:send",
+] as const;
+
+export type Operation = (typeof OPERATIONS)[number];
+
+export const SHORTHANDS: Readonly<Record<string, readonly Operation[]>> = {
+  read: ["folder:read", "mail:read"],
+  write: ["mail:flag", "mail:delete", "mail:move", "mail:append", "folder:write"],
+  send: ["mail:send"],
+  all: OPERATIONS,
+};
+
+const BIT = new Map<Operation, number>(OPERATIONS.map((op, i) => [op, 1 << i]));
+
+export const ALL_OPERATIONS_MASK = (1 << OPERATIONS.length) - 1;
+
+export function isOperation(name: string): name is Operation {
+  return BIT.has(name as Operation);
+}
+
+/** The operations a name stands for: itself, or a shorthand's expansion; undefined if unknown. */
+export function expandOperation(name: string): readonly Operation[] | undefined {
+  if (isOperation(name)) return [name];
+  return SHORTHANDS[name];
+}
+
+export function operationBit(op: Operation): number {
+  return BIT.get(op) ?? 0;
+}
+
+export function operationMask(ops: readonly Operation[]): number {
+  let mask = 0;
+  for (const op of ops) mask |= operationBit(op);
+  return mask;
+}
+
+export function operationsOf(mask: number): Operation[] {
+  return OPERATIONS.filter((op) => (mask & operationBit(op)) !== 0);
+}
