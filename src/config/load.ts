@@ -1,0 +1,371 @@
+/**
+ * mailgator.toml → validated, frozen Config. All problems are collected and
+ * reported together, each with its place in the file.
+ */
+
+import { createHash } from "node:crypto";
+import { accessSync, constants, readFileSync } from "node:fs";
+import { isIP } from "node:net";
+import { dirname, resolve } from "node:path";
+import { parse as parseToml, TomlError } from "smol-toml";
+import * as v from "valibot";
+import { expandOperation, GlobError, compileGlob, type GlobKind, type Operation } from "../policy/index.ts";
+import { ConfigError, type ConfigProblem } from "./errors.ts";
+import { locate } from "./locate.ts";
+import { configSchema, type RawConfig, type RawListener, type RawRule } from "./schema.ts";
+import {
+  Secret,
+  type AccountConfig,
+  type AgentConfig,
+  type Config,
+  type HostPort,
+  type ListenerConfig,
+  type RuleConfig,
+  type TlsMode,
+} from "./types.ts";
+
+export interface LoadOptions {
+  /** Where `password_env` is looked up; defaults to process.env. */
+  readonly env?: Readonly<Record<string, string | undefined>>;
+}
+
+/** Default upstream TLS by well-known port (RFC 8314 implicit TLS; RFC 3207/2595 STARTTLS). */
+const TLS_BY_PORT: Readonly<Record<number, TlsMode>> = { 993: "tls", 465: "tls", 143: "starttls", 587: "starttls", 25: "starttls" };
+
+const TOKEN_HASH = /^sha256:[0-9a-f]{64}$/;
+
+type PathItem = string | number;
+
+function pathString(path: readonly PathItem[]): string {
+  let out = "";
+  for (const p of path) out += typeof p === "number" ? `[${p}]` : out === "" ? p : `.${p}`;
+  return out;
+}
+
+class Problems {
+  readonly list: ConfigProblem[] = [];
+  constructor(private readonly source: string) {}
+  add(path: readonly PathItem[], message: string): void {
+    const at = locate(this.source, path);
+    this.list.push({ path: pathString(path), message, line: at?.line, column: at?.column });
+  }
+}
+
+function describeValue(value: unknown): string {
+  if (value === undefined) return "nothing";
+  if (typeof value === "string") return JSON.stringify(value);
+  if (Array.isArray(value)) return "a list";
+  if (typeof value === "object" && value !== null) return "a table";
+  return String(value);
+}
+
+/** Turns valibot's issues into sentences: `expected "allow" | "deny" | "ask", got "alow"`. */
+function schemaProblems(issues: readonly v.BaseIssue<unknown>[], problems: Problems): void {
+  for (const issue of issues) {
+    const path = (issue.path ?? []).map((p) => p.key as PathItem);
+    if (issue.type === "strict_object" && issue.expected === "never") {
+      problems.add(path, `unknown key ${JSON.stringify(path.at(-1))}`);
+    } else if (issue.type === "strict_object") {
+      problems.add(path, `missing required key ${JSON.stringify(path.at(-1))}`);
+    } else if (issue.type === "integer" || issue.type === "min_value" || issue.type === "min_length") {
+      const what = issue.type === "integer" ? "a whole number" : issue.type === "min_value" ? `a number ≥ ${String(issue.requirement)}` : "a non-empty string";
+      problems.add(path, `expected ${what}, got ${describeValue(issue.input)}`);
+    } else {
+      let expected = (issue.expected ?? "a different value").replace(/^\((.*)\)$/, "$1");
+      expected = expected.replace("Array", "a list").replace("Object", "a table");
+      problems.add(path, `expected ${expected}, got ${describeValue(issue.input)}`);
+    }
+  }
+}
+
+function parseHostPort(text: string, path: PathItem[], problems: Problems): HostPort | null {
+  const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(text);
+  const port = m ? Number(m[3]) : NaN;
+  if (!m || port < 1 || port > 65535) {
+    problems.add(path, `expected "host:port" (or "[ipv6]:port"), got ${JSON.stringify(text)}`);
+    return null;
+  }
+  return { host: m[1] ?? m[2]!, port };
+}
+
+function isLoopback(host: string): boolean {
+  return host === "localhost" || host === "::1" || host.startsWith("127.");
+}
+
+function resolveFile(base: string, file: string, path: PathItem[], problems: Problems): string | null {
+  const full = resolve(base, file);
+  try {
+    accessSync(full, constants.R_OK);
+  } catch {
+    problems.add(path, `file ${JSON.stringify(full)} does not exist or is not readable`);
+    return null;
+  }
+  return full;
+}
+
+function listener(
+  raw: RawListener,
+  section: "imap" | "smtp",
+  base: string,
+  problems: Problems,
+  warnings: string[],
+): ListenerConfig | null {
+  const listenAddr = parseHostPort(raw.listen_addr, [section, "listen_addr"], problems);
+  const upstreamAddr = parseHostPort(raw.upstream_addr, [section, "upstream_addr"], problems);
+  if (!listenAddr || !upstreamAddr) return null;
+  let upstreamTls = raw.upstream_tls;
+  if (upstreamTls === undefined) {
+    upstreamTls = TLS_BY_PORT[upstreamAddr.port];
+    if (upstreamTls === undefined) {
+      problems.add(
+        [section, "upstream_addr"],
+        `port ${upstreamAddr.port} is not a standard ${section.toUpperCase()} port; state upstream_tls = "tls" | "starttls" | "none"`,
+      );
+      return null;
+    }
+  }
+  if (upstreamTls === "none") {
+    warnings.push(`[${section}] upstream_tls = "none": credentials and mail cross to ${raw.upstream_addr} unencrypted`);
+  }
+  if (raw.upstream_tls_skip_verify) {
+    warnings.push(`[${section}] upstream_tls_skip_verify = true: the upstream certificate is NOT verified; anyone on the path can impersonate ${raw.upstream_addr}`);
+  }
+  const listenTls = raw.listen_tls ?? "none";
+  let cert: string | null = null;
+  let key: string | null = null;
+  if (listenTls !== "none") {
+    if (raw.tls_cert_file === undefined) problems.add([section, "tls_cert_file"], `required when listen_tls = "${listenTls}"`);
+    if (raw.tls_key_file === undefined) problems.add([section, "tls_key_file"], `required when listen_tls = "${listenTls}"`);
+  } else if (raw.tls_cert_file !== undefined || raw.tls_key_file !== undefined) {
+    problems.add([section, "listen_tls"], `tls_cert_file/tls_key_file are set but listen_tls is "none"; set listen_tls = "tls" or "starttls", or remove them`);
+  } else if (!isLoopback(listenAddr.host)) {
+    warnings.push(`[${section}] listens on ${raw.listen_addr} without TLS: agents' logins cross the network in clear text`);
+  }
+  if (raw.tls_cert_file !== undefined) cert = resolveFile(base, raw.tls_cert_file, [section, "tls_cert_file"], problems);
+  if (raw.tls_key_file !== undefined) key = resolveFile(base, raw.tls_key_file, [section, "tls_key_file"], problems);
+  const ca = raw.upstream_ca_file === undefined ? null : resolveFile(base, raw.upstream_ca_file, [section, "upstream_ca_file"], problems);
+  return {
+    listenAddr,
+    listenTls,
+    tlsCertFile: cert,
+    tlsKeyFile: key,
+    upstreamAddr,
+    upstreamTls,
+    upstreamTlsSkipVerify: raw.upstream_tls_skip_verify ?? false,
+    upstreamCaFile: ca,
+  };
+}
+
+function list(value: string | string[] | undefined): string[] | undefined {
+  if (value === undefined) return undefined;
+  return typeof value === "string" ? [value] : value;
+}
+
+function rule(raw: RawRule, i: number, agentNames: ReadonlySet<string> | null, problems: Problems): RuleConfig | null {
+  const at = (key: string, ...rest: PathItem[]): PathItem[] => ["rules", i, key, ...rest];
+  const before = problems.list.length;
+  const pick = (a: "folders" | "operations", b: "folder" | "operation"): string[] | undefined => {
+    if (raw[a] !== undefined && raw[b] !== undefined) problems.add(at(b), `"${b}" is an alias of "${a}"; give only one of them`);
+    return list(raw[a] ?? raw[b]);
+  };
+  const fields: Record<string, string[] | undefined> = {
+    folders: pick("folders", "folder"),
+    from: list(raw.from),
+    to: list(raw.to),
+    cc: list(raw.cc),
+    bcc: list(raw.bcc),
+    subject: list(raw.subject),
+    agents: list(raw.agents),
+    operations: pick("operations", "operation"),
+  };
+  for (const [key, values] of Object.entries(fields)) {
+    if (values !== undefined && values.length === 0) {
+      problems.add(at(key), "an empty list matches nothing; omit the key to match everything");
+    }
+  }
+  const kinds: [string, GlobKind][] = [["folders", "folder"], ["from", "address"], ["to", "address"], ["cc", "address"], ["bcc", "address"], ["subject", "subject"]];
+  for (const [key, kind] of kinds) {
+    fields[key]?.forEach((pattern, j) => {
+      try {
+        compileGlob(kind, pattern);
+      } catch (e) {
+        if (!(e instanceof GlobError)) throw e;
+        problems.add(at(key, j), e.message);
+      }
+    });
+  }
+  let operations: Operation[] | undefined;
+  if (fields["operations"] !== undefined) {
+    const ops = new Set<Operation>();
+    fields["operations"].forEach((name, j) => {
+      const expanded = expandOperation(name);
+      if (!expanded) {
+        problems.add(
+          at("operations", j),
+          `expected an operation (folder:read, folder:write, mail:read, mail:flag, mail:delete, mail:move, mail:append, mail:send) or a shorthand (read, write, send, all), got ${JSON.stringify(name)}`,
+        );
+      } else for (const op of expanded) ops.add(op);
+    });
+    operations = [...ops];
+  }
+  if (raw.action === "ask" && (operations === undefined || operations.some((op) => op !== "mail:send"))) {
+    problems.add(at("action"), `"ask" applies to mail:send only; set operations = ["mail:send"] (got ${operations ? operations.join(", ") : "all operations"})`);
+  }
+  fields["agents"]?.forEach((name, j) => {
+    if (agentNames === null) problems.add(at("agents", j), `rules name agents, but no [[agents]] are defined (pass-through mode has no agents)`);
+    else if (!agentNames.has(name)) problems.add(at("agents", j), `no agent named ${JSON.stringify(name)} in [[agents]]`);
+  });
+  if (problems.list.length > before) return null;
+  return {
+    name: raw.name,
+    action: raw.action,
+    folders: fields["folders"],
+    from: fields["from"],
+    to: fields["to"],
+    cc: fields["cc"],
+    bcc: fields["bcc"],
+    subject: fields["subject"],
+    hasAttachment: raw.has_attachment,
+    agents: fields["agents"],
+    operations,
+  };
+}
+
+function validIpOrCidr(text: string): boolean {
+  const [addr, bits, extra] = text.split("/");
+  if (extra !== undefined || addr === undefined) return false;
+  const family = isIP(addr);
+  if (family === 0) return false;
+  if (bits === undefined) return true;
+  const n = Number(bits);
+  return /^\d+$/.test(bits) && n <= (family === 4 ? 32 : 128);
+}
+
+function account(name: string, raw: NonNullable<RawConfig["accounts"]>[string], base: string, env: LoadOptions["env"] & object, problems: Problems): AccountConfig | null {
+  const sources = (["password", "password_env", "password_file"] as const).filter((k) => raw[k] !== undefined);
+  if (sources.length !== 1) {
+    problems.add(["accounts", name], `give exactly one of password, password_env, password_file (got ${sources.length ? sources.join(", ") : "none"})`);
+    return null;
+  }
+  let secret: string | undefined;
+  if (raw.password !== undefined) secret = raw.password;
+  else if (raw.password_env !== undefined) {
+    secret = env[raw.password_env];
+    if (secret === undefined || secret === "") {
+      problems.add(["accounts", name, "password_env"], `environment variable ${raw.password_env} is not set`);
+      return null;
+    }
+  } else {
+    const file = resolve(base, raw.password_file!);
+    try {
+      secret = readFileSync(file, "utf8").replace(/\r?\n$/, "");
+    } catch {
+      problems.add(["accounts", name, "password_file"], `cannot read ${JSON.stringify(file)}`);
+      return null;
+    }
+  }
+  return { name, username: raw.username, password: new Secret(secret) };
+}
+
+function build(raw: RawConfig, file: string, text: string, env: NonNullable<LoadOptions["env"]>, problems: Problems): Config {
+  const base = dirname(file);
+  const warnings: string[] = [];
+  const imap = raw.imap ? listener(raw.imap, "imap", base, problems, warnings) : null;
+  const smtp = raw.smtp ? listener(raw.smtp, "smtp", base, problems, warnings) : null;
+  if (!raw.imap && !raw.smtp) warnings.push("neither [imap] nor [smtp] is configured: serve has nothing to listen on");
+
+  const accounts: Record<string, AccountConfig> = {};
+  for (const [name, acc] of Object.entries(raw.accounts ?? {})) {
+    const a = account(name, acc, base, env, problems);
+    if (a) accounts[name] = a;
+  }
+
+  const agents: AgentConfig[] = [];
+  const agentNames = new Set<string>();
+  (raw.agents ?? []).forEach((a, i) => {
+    if (agentNames.has(a.name)) problems.add(["agents", i, "name"], `duplicate agent name ${JSON.stringify(a.name)}`);
+    agentNames.add(a.name);
+    if (!TOKEN_HASH.test(a.token_hash)) {
+      problems.add(["agents", i, "token_hash"], `expected "sha256:" and 64 hex digits (from \`mailgator token new ${a.name}\`)`);
+    }
+    if (raw.accounts?.[a.account] === undefined) {
+      problems.add(["agents", i, "account"], `no account named ${JSON.stringify(a.account)} in [accounts]`);
+    }
+    a.allowed_ips?.forEach((ip, j) => {
+      if (!validIpOrCidr(ip)) problems.add(["agents", i, "allowed_ips", j], `expected an IP address or CIDR range, got ${JSON.stringify(ip)}`);
+    });
+    agents.push({ name: a.name, tokenHash: a.token_hash, account: a.account, allowedIps: a.allowed_ips ?? null });
+  });
+  if (agents.length === 0 && Object.keys(raw.accounts ?? {}).length > 0) {
+    warnings.push("[accounts] are defined but no [[agents]]: pass-through mode ignores them");
+  }
+
+  const rules: RuleConfig[] = [];
+  const ruleNames = new Map<string, number>();
+  (raw.rules ?? []).forEach((r, i) => {
+    const first = ruleNames.get(r.name);
+    if (first !== undefined) problems.add(["rules", i, "name"], `duplicate rule name ${JSON.stringify(r.name)} (also rules[${first}])`);
+    else ruleNames.set(r.name, i);
+    const compiled = rule(r, i, raw.agents ? agentNames : null, problems);
+    if (compiled) rules.push(compiled);
+  });
+  if (rules.length === 0 && problems.list.length === 0) warnings.push("no [[rules]]: everything is denied");
+
+  const auditPath = resolve(base, raw.audit?.path ?? "mailgator-audit.db");
+  return {
+    file,
+    revision: createHash("sha256").update(text).digest("hex").slice(0, 16),
+    imap,
+    smtp,
+    rules,
+    audit: { path: auditPath, retentionDays: raw.audit?.retention_days ?? null },
+    agents,
+    accounts,
+    warnings,
+  };
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === "object" && !(value instanceof Secret) && !Object.isFrozen(value)) {
+    Object.freeze(value);
+    for (const child of Object.values(value)) deepFreeze(child);
+  }
+  return value;
+}
+
+/** Parses and validates config text; throws ConfigError listing every problem. */
+export function parseConfig(text: string, file: string, options: LoadOptions = {}): Config {
+  const env = options.env ?? process.env;
+  let data: unknown;
+  try {
+    data = parseToml(text);
+  } catch (e) {
+    if (e instanceof TomlError) {
+      const message = e.message.split("\n")[0]!.replace(/^Invalid TOML document: /, "TOML syntax error: ");
+      throw new ConfigError(file, [{ line: e.line, column: e.column, message, excerpt: e.codeblock.trimEnd() }]);
+    }
+    throw e;
+  }
+  const problems = new Problems(text);
+  const result = v.safeParse(configSchema, data);
+  if (!result.success) {
+    schemaProblems(result.issues, problems);
+    throw new ConfigError(file, problems.list);
+  }
+  const config = build(result.output, file, text, env, problems);
+  if (problems.list.length > 0) throw new ConfigError(file, problems.list);
+  return deepFreeze(config);
+}
+
+/** Reads, parses and validates a config file. */
+export function loadConfig(path: string, options: LoadOptions = {}): Config {
+  const file = resolve(path);
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8");
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    throw new ConfigError(file, [{ message: code === "ENOENT" ? "file not found" : `cannot read the file (${code ?? String(e)})` }]);
+  }
+  return parseConfig(text, file, options);
+}

@@ -1,0 +1,69 @@
+/**
+ * The shape of mailgator.toml as valibot schemas, before defaults and
+ * cross-checks (those live in load.ts). Every table is strict: an unknown key
+ * is an error, since a typo in a security policy must not widen access.
+ */
+
+import * as v from "valibot";
+
+const stringOrList = v.union([v.string(), v.array(v.string())]);
+const tlsMode = v.picklist(["tls", "starttls", "none"]);
+
+export const listenerSchema = v.strictObject({
+  listen_addr: v.string(),
+  upstream_addr: v.string(),
+  upstream_tls: v.optional(tlsMode),
+  upstream_tls_skip_verify: v.optional(v.boolean()),
+  upstream_ca_file: v.optional(v.string()),
+  listen_tls: v.optional(tlsMode),
+  tls_cert_file: v.optional(v.string()),
+  tls_key_file: v.optional(v.string()),
+});
+
+export const ruleSchema = v.strictObject({
+  name: v.pipe(v.string(), v.minLength(1)),
+  action: v.picklist(["allow", "deny", "ask"]),
+  folders: v.optional(stringOrList),
+  folder: v.optional(stringOrList),
+  from: v.optional(stringOrList),
+  to: v.optional(stringOrList),
+  cc: v.optional(stringOrList),
+  bcc: v.optional(stringOrList),
+  subject: v.optional(stringOrList),
+  has_attachment: v.optional(v.boolean()),
+  agents: v.optional(stringOrList),
+  operations: v.optional(stringOrList),
+  operation: v.optional(stringOrList),
+});
+
+export const auditSchema = v.strictObject({
+  path: v.optional(v.string()),
+  retention_days: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
+});
+
+export const agentSchema = v.strictObject({
+  name: v.pipe(v.string(), v.minLength(1)),
+  token_hash: v.string(),
+  account: v.string(),
+  allowed_ips: v.optional(v.array(v.string())),
+});
+
+export const accountSchema = v.strictObject({
+  username: v.string(),
+  password: v.optional(v.string()),
+  password_env: v.optional(v.string()),
+  password_file: v.optional(v.string()),
+});
+
+export const configSchema = v.strictObject({
+  imap: v.optional(listenerSchema),
+  smtp: v.optional(listenerSchema),
+  rules: v.optional(v.array(ruleSchema)),
+  audit: v.optional(auditSchema),
+  agents: v.optional(v.array(agentSchema)),
+  accounts: v.optional(v.record(v.string(), accountSchema)),
+});
+
+export type RawConfig = v.InferOutput<typeof configSchema>;
+export type RawRule = v.InferOutput<typeof ruleSchema>;
+export type RawListener = v.InferOutput<typeof listenerSchema>;

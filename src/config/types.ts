@@ -1,0 +1,93 @@
+/**
+ * The validated, frozen configuration (DESIGN.md §2–§5) that the rest of
+ * Mailgator reads. Paths are absolute; defaults are filled in; secrets are
+ * wrapped so they never print.
+ */
+
+import type { Operation, RuleSpec } from "../policy/index.ts";
+
+export type TlsMode = "tls" | "starttls" | "none";
+
+export interface HostPort {
+  readonly host: string;
+  readonly port: number;
+}
+
+export interface ListenerConfig {
+  readonly listenAddr: HostPort;
+  /** How agents connect: plain (default, for loopback), implicit TLS, or STARTTLS. */
+  readonly listenTls: TlsMode;
+  readonly tlsCertFile: string | null;
+  readonly tlsKeyFile: string | null;
+  readonly upstreamAddr: HostPort;
+  readonly upstreamTls: TlsMode;
+  readonly upstreamTlsSkipVerify: boolean;
+  readonly upstreamCaFile: string | null;
+}
+
+export interface RuleConfig extends RuleSpec {
+  readonly name: string;
+  readonly action: "allow" | "deny" | "ask";
+  /** Expanded operation names (shorthands resolved); undefined means all. */
+  readonly operations?: readonly Operation[] | undefined;
+}
+
+export interface AuditConfig {
+  readonly path: string;
+  /** Rows older than this are pruned; null keeps everything. */
+  readonly retentionDays: number | null;
+}
+
+export interface AgentConfig {
+  readonly name: string;
+  /** `sha256:<64 hex>` of the agent's token. */
+  readonly tokenHash: string;
+  readonly account: string;
+  /** Client addresses or CIDR ranges the agent may connect from; null = any. */
+  readonly allowedIps: readonly string[] | null;
+}
+
+/**
+ * A secret from the config. It prints as "[redacted]" through every string
+ * conversion, so logging a config object cannot leak it.
+ */
+export class Secret {
+  readonly #value: string;
+  constructor(value: string) {
+    this.#value = value;
+  }
+  reveal(): string {
+    return this.#value;
+  }
+  toString(): string {
+    return "[redacted]";
+  }
+  toJSON(): string {
+    return "[redacted]";
+  }
+  [Symbol.for("nodejs.util.inspect.custom")](): string {
+    return "[redacted]";
+  }
+}
+
+export interface AccountConfig {
+  readonly name: string;
+  readonly username: string;
+  readonly password: Secret;
+}
+
+export interface Config {
+  /** Absolute path of the file this was read from. */
+  readonly file: string;
+  /** First 16 hex digits of the file's SHA-256: recorded with every audit row. */
+  readonly revision: string;
+  readonly imap: ListenerConfig | null;
+  readonly smtp: ListenerConfig | null;
+  readonly rules: readonly RuleConfig[];
+  readonly audit: AuditConfig;
+  /** Empty in pass-through mode; vault mode when non-empty (DESIGN.md §5). */
+  readonly agents: readonly AgentConfig[];
+  readonly accounts: Readonly<Record<string, AccountConfig>>;
+  /** Things that load but deserve attention (TLS verification off, plaintext on a public address...). */
+  readonly warnings: readonly string[];
+}
