@@ -1,0 +1,49 @@
+/**
+ * Argument parsing shared by the subcommands: node:util's parseArgs in strict
+ * mode, with its errors turned into UsageError (exit code 2).
+ */
+
+import { parseArgs, type ParseArgsConfig } from "node:util";
+
+/** Wrong arguments: printed with the command's usage, exit code 2. */
+export class UsageError extends Error {
+  override name = "UsageError";
+  constructor(
+    message: string,
+    readonly usage?: string,
+  ) {
+    super(message);
+  }
+}
+
+/** Exit codes: 0 ok, 1 runtime failure, 2 usage or config error. */
+export const EXIT_OK = 0;
+export const EXIT_FAILURE = 1;
+export const EXIT_USAGE = 2;
+
+export interface CommandContext {
+  readonly argv: readonly string[];
+  readonly out: (text: string) => void;
+  readonly env: Readonly<Record<string, string | undefined>>;
+}
+
+type Options = NonNullable<ParseArgsConfig["options"]>;
+
+export function parse<T extends Options>(argv: readonly string[], options: T, usage: string, allowPositionals = false) {
+  try {
+    return parseArgs({ args: [...argv], options: { help: { type: "boolean", short: "h" }, ...options }, strict: true, allowPositionals, allowNegative: true });
+  } catch (e) {
+    throw new UsageError((e as Error).message.split("\n")[0]!, usage);
+  }
+}
+
+/** The value of a required string option, or a UsageError naming it. */
+export function required(value: string | boolean | (string | boolean)[] | undefined, flag: string, usage: string): string {
+  if (typeof value !== "string" || value === "") throw new UsageError(`${flag} is required`, usage);
+  return value;
+}
+
+export function strings(value: string | boolean | (string | boolean)[] | undefined): string[] | undefined {
+  if (value === undefined) return undefined;
+  return (Array.isArray(value) ? value : [value]).filter((v): v is string => typeof v === "string");
+}

@@ -1,0 +1,89 @@
+/** `mailgator audit`: read the audit log, optionally following new rows while the proxy writes. */
+
+import { existsSync } from "node:fs";
+import { AuditLog, type AuditFilter, type AuditRow, type Decision } from "../../audit/index.ts";
+import { loadConfig } from "../../config/index.ts";
+import { type CommandContext, EXIT_OK, parse, required, UsageError } from "../args.ts";
+
+export const usage = `Usage: mailgator audit -c FILE [--since 1h] [--decision allow|deny|ask|error]
+                      [--agent X] [--rule NAME] [--limit N] [--json] [--follow]
+
+Prints audit rows, oldest first (the newest N with --limit, default 50).
+--since takes a duration (90s, 15m, 1h, 7d) or an ISO date. --follow keeps
+printing new rows as they are written, until interrupted.`;
+
+const FOLLOW_INTERVAL_MS = 500;
+const UNITS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+export function parseSince(text: string, now = Date.now()): number {
+  const m = /^(\d+)([smhd])$/.exec(text);
+  if (m) return now - Number(m[1]) * UNITS[m[2]!]!;
+  const t = Date.parse(text);
+  if (Number.isNaN(t)) throw new UsageError(`--since: expected a duration like 1h or an ISO date, got ${JSON.stringify(text)}`, usage);
+  return t;
+}
+
+function line(row: AuditRow): string {
+  const when = new Date(row.time).toISOString();
+  const who = row.agent ?? "-";
+  const what = [row.protocol, row.command, row.operation ?? "", row.folder ? `folder=${JSON.stringify(row.folder)}` : "", row.target ? `target=${JSON.stringify(row.target)}` : ""]
+    .filter(Boolean)
+    .join(" ");
+  const counts = row.count != null ? ` count=${row.count}${row.hiddenCount != null ? ` hidden=${row.hiddenCount}` : ""}` : "";
+  const rule = row.rule ? ` rule=${JSON.stringify(row.rule)}` : "";
+  return `${when} #${row.id} ${row.decision.toUpperCase().padEnd(5)} ${who}@${row.clientAddr ?? "-"} ${what}${counts}${rule} — ${row.reason}`;
+}
+
+export async function audit(ctx: CommandContext): Promise<number> {
+  const { values } = parse(
+    ctx.argv,
+    {
+      config: { type: "string", short: "c" },
+      since: { type: "string" },
+      decision: { type: "string" },
+      agent: { type: "string" },
+      rule: { type: "string" },
+      limit: { type: "string" },
+      json: { type: "boolean" },
+      follow: { type: "boolean", short: "f" },
+    },
+    usage,
+  );
+  if (values.help) return (ctx.out(usage), EXIT_OK);
+  const config = loadConfig(required(values.config, "--config", usage), { env: ctx.env });
+  const filter: AuditFilter = { order: "desc", limit: 50 };
+  if (values.since !== undefined) filter.sinceMs = parseSince(values.since);
+  if (values.decision !== undefined) {
+    if (!["allow", "deny", "ask", "error"].includes(values.decision)) throw new UsageError(`--decision: expected allow, deny, ask or error, got ${JSON.stringify(values.decision)}`, usage);
+    filter.decision = values.decision as Decision;
+  }
+  if (values.agent !== undefined) filter.agent = values.agent;
+  if (values.rule !== undefined) filter.rule = values.rule;
+  if (values.limit !== undefined) {
+    if (!/^\d+$/.test(values.limit) || Number(values.limit) < 1) throw new UsageError(`--limit: expected a positive whole number, got ${JSON.stringify(values.limit)}`, usage);
+    filter.limit = Number(values.limit);
+  }
+  if (!existsSync(config.audit.path) && !values.follow) {
+    ctx.out(`no audit log yet at ${config.audit.path}`);
+    return EXIT_OK;
+  }
+  while (values.follow && !existsSync(config.audit.path)) await Bun.sleep(FOLLOW_INTERVAL_MS);
+  const log = AuditLog.open(config.audit.path, { readonly: true });
+  const show = (rows: AuditRow[]) => {
+    for (const row of rows) ctx.out(values.json ? JSON.stringify(row) : line(row));
+  };
+  try {
+    const rows = log.query(filter).reverse();
+    show(rows);
+    if (!values.follow) return EXIT_OK;
+    let last = rows.at(-1)?.id ?? log.query({ ...filter, limit: 1, order: "desc" }).at(0)?.id ?? 0;
+    for (;;) {
+      await Bun.sleep(FOLLOW_INTERVAL_MS);
+      const fresh = log.query({ ...filter, afterId: last, order: "asc", limit: 10_000 });
+      show(fresh);
+      last = fresh.at(-1)?.id ?? last;
+    }
+  } finally {
+    await log.close();
+  }
+}

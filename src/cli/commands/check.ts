@@ -1,0 +1,58 @@
+/** `mailgator check -c FILE`: validate a config, list its rules in order, warn about shadowed rules. */
+
+import { loadConfig, type RuleConfig } from "../../config/index.ts";
+import { compilePolicy } from "../../policy/index.ts";
+import { type CommandContext, EXIT_OK, parse, required } from "../args.ts";
+
+export const usage = `Usage: mailgator check -c FILE
+
+Validates the config and lists the rules in the order they are evaluated.
+Exits 0 when the config is valid, 2 when it is not.
+
+Options:
+  -c, --config FILE   the config file
+  -h, --help          this help`;
+
+function conditions(rule: RuleConfig): string {
+  const parts: string[] = [];
+  const add = (label: string, v: readonly string[] | undefined) => v && parts.push(`${label} ${v.map((x) => JSON.stringify(x)).join(" | ")}`);
+  add("folders", rule.folders);
+  add("from", rule.from);
+  add("to", rule.to);
+  add("cc", rule.cc);
+  add("bcc", rule.bcc);
+  add("subject", rule.subject);
+  if (rule.hasAttachment !== undefined) parts.push(`has_attachment ${rule.hasAttachment}`);
+  add("agents", rule.agents);
+  return parts.length ? parts.join("; ") : "every request";
+}
+
+export function check(ctx: CommandContext): number {
+  const { values } = parse(ctx.argv, { config: { type: "string", short: "c" } }, usage);
+  if (values.help) return (ctx.out(usage), EXIT_OK);
+  const config = loadConfig(required(values.config, "--config", usage), { env: ctx.env });
+  const policy = compilePolicy(config.rules);
+  const lines: string[] = [`${config.file}: valid (revision ${config.revision})`];
+  const listener = (name: string, l: typeof config.imap) => {
+    if (!l) return;
+    lines.push(
+      `[${name}] listen ${l.listenAddr.host}:${l.listenAddr.port} (${l.listenTls === "none" ? "plain" : l.listenTls}) → upstream ${l.upstreamAddr.host}:${l.upstreamAddr.port} (${l.upstreamTls}${l.upstreamTlsSkipVerify ? ", NOT verified" : ""})`,
+    );
+  };
+  listener("imap", config.imap);
+  listener("smtp", config.smtp);
+  lines.push(config.agents.length ? `mode: vault, ${config.agents.length} agent(s): ${config.agents.map((a) => a.name).join(", ")}` : "mode: pass-through (agents log in with the upstream credentials)");
+  lines.push(`audit log: ${config.audit.path}${config.audit.retentionDays ? ` (kept ${config.audit.retentionDays} days)` : ""}`);
+  lines.push(`rules (first match decides; no match denies):`);
+  config.rules.forEach((rule, i) => {
+    const ops = rule.operations ? rule.operations.join(", ") : "all operations";
+    lines.push(`  ${i + 1}. ${rule.action.toUpperCase().padEnd(5)} ${JSON.stringify(rule.name)}: ${ops}; when ${conditions(rule)}`);
+  });
+  if (config.rules.length === 0) lines.push("  (none: everything is denied)");
+  for (const s of policy.shadowed()) {
+    lines.push(`warning: rule ${s.index + 1} ${JSON.stringify(s.name)} can never match: rule ${s.byIndex + 1} ${JSON.stringify(s.by)} has no conditions and already decides all its operations`);
+  }
+  for (const w of config.warnings) lines.push(`warning: ${w}`);
+  ctx.out(lines.join("\n"));
+  return EXIT_OK;
+}

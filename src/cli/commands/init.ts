@@ -1,0 +1,80 @@
+/** `mailgator config init`: a commented starter config on stdout (or into a new file). */
+
+import { existsSync, writeFileSync } from "node:fs";
+import { type CommandContext, EXIT_OK, parse, UsageError } from "../args.ts";
+
+export const usage = `Usage: mailgator config init [--output FILE]
+
+Prints a commented starter config, or writes it to FILE (never overwriting).`;
+
+export const STARTER_CONFIG = `# Mailgator configuration. Agents connect to Mailgator instead of the mail
+# server; every IMAP and SMTP operation is checked against [[rules]] below.
+# Check it with:   mailgator check -c mailgator.toml
+# Try a request:   mailgator explain -c mailgator.toml --op read --folder INBOX --from a@b.test
+
+[imap]
+listen_addr = "127.0.0.1:1993"           # where agents connect (plain: keep it on loopback)
+upstream_addr = "imap.example.com:993"   # 993 = implicit TLS, 143 = STARTTLS
+# upstream_ca_file = "ca.pem"            # extra CA for a self-hosted server
+# listen_tls = "tls"                     # "tls" | "starttls" | "none" (default)
+# tls_cert_file = "cert.pem"
+# tls_key_file = "key.pem"
+
+[smtp]
+listen_addr = "127.0.0.1:1587"
+upstream_addr = "smtp.example.com:587"   # 465 = implicit TLS, 587 = STARTTLS
+
+[audit]
+# path = "mailgator-audit.db"            # default: beside this file
+retention_days = 90
+
+# Vault mode: agents log in with their own name and a token from
+# \`mailgator token new NAME\`; Mailgator logs in upstream with the account's
+# credentials, which the agent never sees. Without [[agents]], clients log in
+# with the upstream credentials themselves (pass-through).
+#
+# [accounts.main]
+# username = "me@example.com"
+# password_env = "MAIL_PASSWORD"         # or password_file = "secret.txt"
+#
+# [[agents]]
+# name = "assistant"
+# token_hash = "sha256:..."
+# account = "main"
+# allowed_ips = ["127.0.0.1"]
+
+# Rules: the first matching rule decides; no match denies.
+# Operations: folder:read folder:write mail:read mail:flag mail:delete
+# mail:move mail:append mail:send, or read / write / send / all.
+
+[[rules]]
+name = "Read notifications in the inbox"
+folders = ["INBOX"]
+from = "notifications@*"
+operations = ["read"]
+action = "allow"
+
+[[rules]]
+name = "Send to colleagues"
+to = "*@example.com"
+operations = ["send"]
+action = "allow"
+
+[[rules]]
+name = "Deny everything else"
+action = "deny"
+`;
+
+export function init(ctx: CommandContext): number {
+  const { values, positionals } = parse(ctx.argv, { output: { type: "string", short: "o" } }, usage, true);
+  if (values.help) return (ctx.out(usage), EXIT_OK);
+  if (positionals[0] !== "init" || positionals.length > 1) throw new UsageError("expected: config init [--output FILE]", usage);
+  if (values.output === undefined) {
+    ctx.out(STARTER_CONFIG.trimEnd());
+    return EXIT_OK;
+  }
+  if (existsSync(values.output)) throw new UsageError(`${values.output} exists; not overwriting it`, usage);
+  writeFileSync(values.output, STARTER_CONFIG, { mode: 0o600 });
+  ctx.out(`wrote ${values.output}`);
+  return EXIT_OK;
+}

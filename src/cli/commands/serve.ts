@@ -1,0 +1,89 @@
+/** `mailgator serve -c FILE` (and `mailgator --config FILE`): run the proxies until SIGINT/SIGTERM. */
+
+import { AuditLog } from "../../audit/index.ts";
+import { loadConfig, type Config } from "../../config/index.ts";
+import { moduleLogger } from "../../log.ts";
+import { compilePolicy, type Policy } from "../../policy/index.ts";
+import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required } from "../args.ts";
+
+export const usage = `Usage: mailgator serve -c FILE
+       mailgator --config FILE
+
+Starts the IMAP and SMTP listeners the config defines and runs until
+interrupted (SIGINT or SIGTERM), then closes them and flushes the audit log.
+
+Options:
+  -c, --config FILE        the config file
+      --log-format FORMAT  pretty (default) or json
+  -h, --help               this help`;
+
+export interface ProxyHandle {
+  readonly address: { readonly host: string; readonly port: number };
+  close(): Promise<void>;
+}
+
+export interface ProxyDeps {
+  readonly config: Config;
+  readonly policy: Policy;
+  readonly audit: AuditLog;
+}
+
+type Starter = (deps: ProxyDeps) => Promise<ProxyHandle>;
+
+/** The proxies this build has; null where the proxy is not there yet. */
+export const PROXIES: Readonly<Record<"imap" | "smtp", Starter | null>> = {
+  imap: null,
+  smtp: null,
+};
+
+export async function serve(ctx: CommandContext): Promise<number> {
+  const { values } = parse(ctx.argv, { config: { type: "string", short: "c" }, "log-format": { type: "string" } }, usage);
+  if (values.help) return (ctx.out(usage), EXIT_OK);
+  const log = moduleLogger("serve");
+  const config = loadConfig(required(values.config, "--config", usage), { env: ctx.env });
+  for (const w of config.warnings) log.warn(w);
+  const policy = compilePolicy(config.rules);
+  for (const s of policy.shadowed()) log.warn(`rule ${s.index + 1} "${s.name}" can never match (rule ${s.byIndex + 1} "${s.by}" decides first)`);
+
+  const audit = AuditLog.open(config.audit.path, {
+    ...(config.audit.retentionDays ? { retentionDays: config.audit.retentionDays } : {}),
+    log: (m) => log.error(m),
+  });
+  log.info(`audit log: ${config.audit.path}`);
+  const handles: ProxyHandle[] = [];
+  const deps: ProxyDeps = { config, policy, audit };
+  try {
+    for (const name of ["imap", "smtp"] as const) {
+      if (!config[name]) continue;
+      const start = PROXIES[name];
+      if (!start) {
+        log.warn(`[${name}] is configured, but this build has no ${name.toUpperCase()} proxy yet: nothing listens on ${config[name].listenAddr.host}:${config[name].listenAddr.port}`);
+        continue;
+      }
+      const handle = await start(deps);
+      handles.push(handle);
+      log.info(`${name.toUpperCase()} proxy listening on ${handle.address.host}:${handle.address.port}`);
+    }
+  } catch (e) {
+    log.error(`cannot start: ${(e as Error).message}`);
+    await Promise.allSettled(handles.map((h) => h.close()));
+    await audit.close();
+    return EXIT_FAILURE;
+  }
+  if (handles.length === 0) {
+    log.error("no listener could start: nothing to serve");
+    await audit.close();
+    return EXIT_FAILURE;
+  }
+  await new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info(`${signal}: shutting down`);
+      resolve();
+    };
+    process.once("SIGINT", () => stop("SIGINT"));
+    process.once("SIGTERM", () => stop("SIGTERM"));
+  });
+  await Promise.allSettled(handles.map((h) => h.close()));
+  await audit.close();
+  return EXIT_OK;
+}

@@ -1,0 +1,97 @@
+#!/usr/bin/env bun
+/**
+ * The mailgator command line. Exit codes: 0 ok, 1 runtime failure, 2 usage
+ * or config error. Protocol logic lives elsewhere; this only dispatches.
+ */
+
+import pkg from "../../package.json" with { type: "json" };
+import { ConfigError } from "../config/index.ts";
+import { configureLogger, logger } from "../log.ts";
+import { type CommandContext, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from "./args.ts";
+import { audit, usage as auditUsage } from "./commands/audit.ts";
+import { check, usage as checkUsage } from "./commands/check.ts";
+import { explain, usage as explainUsage } from "./commands/explain.ts";
+import { init, usage as initUsage } from "./commands/init.ts";
+import { serve, usage as serveUsage } from "./commands/serve.ts";
+import { token, usage as tokenUsage } from "./commands/token.ts";
+
+const HELP = `mailgator ${pkg.version}: an IMAP + SMTP proxy that lets AI agents touch a real
+mailbox only as far as your rules allow, and audits every decision.
+
+Usage:
+  mailgator --config FILE            run the proxies (same as serve)
+  mailgator serve -c FILE            run the proxies
+  mailgator check -c FILE            validate a config and list its rules
+  mailgator explain -c FILE --op OP  which rule decides a request, and why
+  mailgator audit -c FILE            read the audit log
+  mailgator token new NAME           a new agent token (vault mode)
+  mailgator config init              a commented starter config
+  mailgator version                  print the version
+
+Global options:
+  --log-format pretty|json           log format (stderr); default pretty
+  -h, --help                         help (also after each command)
+
+Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.`;
+
+type Command = (ctx: CommandContext) => number | Promise<number>;
+const COMMANDS: Readonly<Record<string, [Command, string]>> = {
+  serve: [serve, serveUsage],
+  check: [check, checkUsage],
+  explain: [explain, explainUsage],
+  audit: [audit, auditUsage],
+  token: [token, tokenUsage],
+  config: [init, initUsage],
+  version: [(ctx) => (ctx.out(`mailgator ${pkg.version}`), EXIT_OK), "Usage: mailgator version"],
+};
+
+/** Takes `--log-format X` / `--log-format=X` out of argv, wherever it stands. */
+function takeLogFormat(argv: string[]): "pretty" | "json" {
+  let format = "pretty";
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--log-format" || a.startsWith("--log-format=")) {
+      const value = a.includes("=") ? a.slice(a.indexOf("=") + 1) : argv[i + 1];
+      argv.splice(i, a.includes("=") ? 1 : 2);
+      if (value !== "pretty" && value !== "json") throw new UsageError(`--log-format: expected pretty or json, got ${JSON.stringify(value ?? "")}`);
+      format = value;
+      i--;
+    }
+  }
+  return format as "pretty" | "json";
+}
+
+export async function main(argv: string[], env = process.env, out = (t: string) => console.log(t)): Promise<number> {
+  const args = [...argv];
+  let usage = HELP;
+  try {
+    configureLogger(takeLogFormat(args));
+    const first = args[0];
+    if (first === undefined) {
+      process.stderr.write(`${HELP}\n`);
+      return EXIT_USAGE;
+    }
+    if (first === "--help" || first === "-h" || first === "help") return (out(HELP), EXIT_OK);
+    if (first === "--version" || first === "-V") return (out(`mailgator ${pkg.version}`), EXIT_OK);
+    const entry = first.startsWith("-") ? COMMANDS["serve"]! : COMMANDS[first];
+    if (!entry) throw new UsageError(`unknown command ${JSON.stringify(first)}`);
+    usage = entry[1];
+    const rest = first.startsWith("-") ? args : args.slice(1);
+    return await entry[0]({ argv: rest, out, env });
+  } catch (e) {
+    if (e instanceof UsageError) {
+      process.stderr.write(`mailgator: ${e.message}\n\n${e.usage ?? usage}\n`);
+      return EXIT_USAGE;
+    }
+    if (e instanceof ConfigError) {
+      process.stderr.write(`mailgator: ${e.message}\n`);
+      return EXIT_USAGE;
+    }
+    logger.error(`mailgator: ${(e as Error).message}`);
+    return EXIT_FAILURE;
+  }
+}
+
+if (import.meta.main) {
+  process.exitCode = await main(process.argv.slice(2));
+}

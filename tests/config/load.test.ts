@@ -1,0 +1,126 @@
+import { describe, expect, test } from "bun:test";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ConfigError, loadConfig, parseConfig } from "../../src/config/index.ts";
+
+const HASH = `sha256:${"a".repeat(64)}`;
+const IMAP = `[imap]\nlisten_addr = "127.0.0.1:1993"\nupstream_addr = "imap.example.test:993"\n`;
+
+function problems(text: string, env: Record<string, string> = {}): string {
+  try {
+    parseConfig(text, "/cfg/mailgator.toml", { env });
+  } catch (e) {
+    expect(e).toBeInstanceOf(ConfigError);
+    return (e as ConfigError).message;
+  }
+  throw new Error("expected a ConfigError");
+}
+
+describe("loading", () => {
+  test("the seed config loads verbatim with the defaults of DESIGN.md §2", () => {
+    const c = loadConfig(join(import.meta.dir, "../../examples/seed.toml"));
+    expect(c.imap?.upstreamTls).toBe("tls");
+    expect(c.smtp?.upstreamTls).toBe("starttls");
+    expect(c.imap?.listenTls).toBe("none");
+    expect(c.rules.map((r) => r.name)).toEqual(["Transactional emails from known senders", "Deny everything else"]);
+    expect(c.rules[0]!.operations).toEqual(["folder:read", "mail:read"]);
+    expect(c.rules[0]!.folders).toEqual(["INBOX"]);
+    expect(c.rules[0]!.from).toEqual(["notifications@*"]);
+    expect(c.audit.path.endsWith("examples/mailgator-audit.db")).toBe(true);
+    expect(c.agents).toEqual([]);
+    expect(c.revision).toMatch(/^[0-9a-f]{16}$/);
+    expect(Object.isFrozen(c)).toBe(true);
+    expect(Object.isFrozen(c.rules[0])).toBe(true);
+  });
+
+  test("aliases folder and operation", () => {
+    const c = parseConfig(`[[rules]]\nname = "a"\nfolder = "Drafts"\noperation = "mail:append"\naction = "allow"\n`, "/x.toml");
+    expect(c.rules[0]!.folders).toEqual(["Drafts"]);
+    expect(c.rules[0]!.operations).toEqual(["mail:append"]);
+  });
+
+  test("a secret from the environment never prints", () => {
+    const c = parseConfig(
+      `${IMAP}[accounts.main]\nusername = "me@x.test"\npassword_env = "PW"\n[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = "main"\n`,
+      "/x.toml",
+      { env: { PW: "hunter2-secret" } },
+    );
+    expect(c.accounts["main"]!.password.reveal()).toBe("hunter2-secret");
+    expect(JSON.stringify(c)).not.toContain("hunter2");
+    expect(String(c.accounts["main"]!.password)).toBe("[redacted]");
+    expect(Bun.inspect(c)).not.toContain("hunter2");
+  });
+
+  test("a password file is read relative to the config", () => {
+    const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
+    writeFileSync(join(dir, "pw.txt"), "from-file\n");
+    writeFileSync(join(dir, "m.toml"), `[accounts.main]\nusername = "u"\npassword_file = "pw.txt"\n[[agents]]\nname = "b"\ntoken_hash = "${HASH}"\naccount = "main"\n`);
+    expect(loadConfig(join(dir, "m.toml")).accounts["main"]!.password.reveal()).toBe("from-file");
+  });
+
+  test("warnings for skip-verify, upstream none and plaintext on a public address", () => {
+    const c = parseConfig(
+      `[imap]\nlisten_addr = "0.0.0.0:1993"\nupstream_addr = "h:993"\nupstream_tls_skip_verify = true\n[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:2525"\nupstream_tls = "none"\n`,
+      "/x.toml",
+    );
+    expect(c.warnings.join("\n")).toContain("NOT verified");
+    expect(c.warnings.join("\n")).toContain("unencrypted");
+    expect(c.warnings.join("\n")).toContain("clear text");
+  });
+});
+
+describe("errors a person can act on", () => {
+  const cases: [string, string, string[]][] = [
+    ["TOML syntax error with line, column and caret", `a = 1\nb = = 2\n`, ["/cfg/mailgator.toml:2:5", "TOML syntax error", "^"]],
+    [
+      "bad action names the path, expectation and value",
+      `[[rules]]\nname = "a"\naction = "deny"\n[[rules]]\nname = "b"\naction = "alow"\n`,
+      [`rules[1].action: expected "allow" | "deny" | "ask", got "alow"`, "mailgator.toml:6:"],
+    ],
+    ["unknown key in a rule", `[[rules]]\nname = "a"\naction = "deny"\nfrm = "x@y"\n`, [`rules[0].frm: unknown key "frm"`, ":4:"]],
+    ["unknown top-level table", `[imapp]\nx = 1\n`, [`imapp: unknown key "imapp"`]],
+    ["missing action", `[[rules]]\nname = "a"\n`, [`rules[0].action: missing required key "action"`]],
+    ["duplicate rule names", `[[rules]]\nname = "a"\naction = "deny"\n[[rules]]\nname = "a"\naction = "allow"\n`, [`rules[1].name: duplicate rule name "a"`]],
+    ["malformed folder glob", `[[rules]]\nname = "a"\naction = "allow"\nfolders = ["Archive//x"]\n`, [`rules[0].folders[0]: folder glob "Archive//x"`]],
+    ["malformed address glob", `[[rules]]\nname = "a"\naction = "allow"\nfrom = "boss"\n`, [`rules[0].from[0]: address glob "boss"`]],
+    ["unknown operation", `[[rules]]\nname = "a"\naction = "allow"\noperations = ["mail:raed"]\n`, [`rules[0].operations[0]: expected an operation`, `got "mail:raed"`]],
+    ["ask with all operations", `[[rules]]\nname = "a"\naction = "ask"\n`, [`rules[0].action: "ask" applies to mail:send only`]],
+    ["ask with read", `[[rules]]\nname = "a"\naction = "ask"\noperations = ["send", "read"]\n`, [`"ask" applies to mail:send only`]],
+    ["alias and key together", `[[rules]]\nname = "a"\naction = "allow"\nfolder = "A"\nfolders = ["B"]\n`, [`rules[0].folder: "folder" is an alias of "folders"`]],
+    ["empty list", `[[rules]]\nname = "a"\naction = "allow"\nto = []\n`, [`rules[0].to: an empty list matches nothing`]],
+    ["agent pointing at a missing account", `[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = "nope"\n`, [`agents[0].account: no account named "nope"`]],
+    ["bad token hash", `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "bot"\ntoken_hash = "abc"\naccount = "m"\n`, [`agents[0].token_hash: expected "sha256:"`]],
+    ["rule names an unknown agent", `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = "m"\n[[rules]]\nname = "a"\naction = "allow"\nagents = ["bott"]\n`, [`rules[0].agents[0]: no agent named "bott"`]],
+    ["rule names agents in pass-through mode", `[[rules]]\nname = "a"\naction = "allow"\nagents = ["x"]\n`, [`no [[agents]] are defined`]],
+    ["bad listen address", `[imap]\nlisten_addr = "localhost"\nupstream_addr = "h:993"\n`, [`imap.listen_addr: expected "host:port"`, ":2:"]],
+    ["non-standard port without upstream_tls", `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:3143"\n`, [`port 3143 is not a standard IMAP port; state upstream_tls`]],
+    ["cert without listen_tls", `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:993"\ntls_cert_file = "c.pem"\n`, [`imap.listen_tls: tls_cert_file/tls_key_file are set but listen_tls is "none"`]],
+    ["listen_tls without cert", `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:993"\nlisten_tls = "tls"\n`, [`imap.tls_cert_file: required when listen_tls = "tls"`]],
+    ["missing CA file", `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:993"\nupstream_ca_file = "nope.pem"\n`, [`imap.upstream_ca_file: file "/cfg/nope.pem" does not exist`]],
+    ["wrong type", `[audit]\nretention_days = "ten"\n`, [`audit.retention_days: expected number, got "ten"`]],
+    ["bad allowed_ips", `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "b"\ntoken_hash = "${HASH}"\naccount = "m"\nallowed_ips = ["10.0.0.0/33"]\n`, [`agents[0].allowed_ips[0]: expected an IP address or CIDR range`]],
+  ];
+  for (const [label, text, expected] of cases) {
+    test(label, () => {
+      const message = problems(text);
+      for (const e of expected) expect(message).toContain(e);
+    });
+  }
+
+  test("a missing environment variable is named, never a value", () => {
+    const message = problems(`[accounts.main]\nusername = "u"\npassword_env = "MAILGATOR_TEST_MISSING"\n`);
+    expect(message).toContain("accounts.main.password_env: environment variable MAILGATOR_TEST_MISSING is not set");
+  });
+
+  test("several problems are reported together", () => {
+    const message = problems(`[[rules]]\nname = "a"\naction = "allow"\nfrom = "boss"\nto = "x"\n`);
+    expect(message).toContain("rules[0].from[0]");
+    expect(message).toContain("rules[0].to[0]");
+    expect(message).toContain("config errors (2)");
+  });
+
+  test("a missing file", () => {
+    expect(() => loadConfig("/nonexistent/mailgator.toml")).toThrow("file not found");
+  });
+});
