@@ -11,7 +11,7 @@
  */
 
 import { compileGlob, type Glob } from "./glob.ts";
-import { ALL_OPERATIONS_MASK, expandOperation, operationBit, operationMask, operationsOf, type Operation } from "./operations.ts";
+import { ALL_OPERATIONS_MASK, expandOperation, operationBit, operationIndex, operationMask, operationsOf, type Operation } from "./operations.ts";
 
 export type Action = "allow" | "deny" | "ask";
 
@@ -190,65 +190,67 @@ export class Policy {
     });
   }
 
-  /** Tri-state match of one rule; adds unknown fields to `needs`. */
-  private match(rule: CompiledRule, req: Request, needs: Set<Field>): Tri {
+  /**
+   * Tri-state match of one rule; pushes the fields it could not decide on to
+   * `unknown`. Written without closures or allocation: it runs for every rule
+   * of every evaluation.
+   */
+  private match(rule: CompiledRule, req: Request, unknown: Field[]): Tri {
     if ((rule.ops & operationBit(req.operation)) === 0) return NO;
-    const t = this.conditions(rule, req, this.unknown);
-    if (t === UNKNOWN) for (const f of this.unknown) needs.add(f);
-    this.unknown.length = 0;
-    return t;
-  }
-
-  /** Scratch list of the unknown fields of the rule being matched (reused: no allocation per evaluation). */
-  private readonly unknown: Field[] = [];
-
-  private conditions(rule: CompiledRule, req: Request, unknown: Field[]): Tri {
-    let result: Tri = YES;
-    const fold = (t: Tri, field: Field): boolean => {
-      if (t === NO) return true;
-      if (t === UNKNOWN) {
-        result = UNKNOWN;
-        unknown.push(field);
-      }
-      return false;
-    };
+    const mark = unknown.length;
     if (rule.agents !== null) {
-      if (req.agent === undefined) {
-        if (fold(UNKNOWN, "agent")) return NO;
-      } else if (req.agent === null || !rule.agents.has(req.agent)) return NO;
+      if (req.agent === undefined) unknown.push("agent");
+      else if (req.agent === null || !rule.agents.has(req.agent)) return NO;
     }
     if (rule.folders !== null) {
-      if (req.folder === null) return NO;
-      if (req.folder === undefined) {
-        if (fold(UNKNOWN, "folder")) return NO;
-      } else if (!anyMatch(rule.folders, req.folder)) return NO;
+      if (req.folder === null) return this.no(unknown, mark);
+      if (req.folder === undefined) unknown.push("folder");
+      else if (!anyMatch(rule.folders, req.folder)) return this.no(unknown, mark);
     }
-    if (fold(matchEvery(rule.from, req.from), "from")) return NO;
-    if (fold(matchAny(rule.to, req.to), "to")) return NO;
-    if (fold(matchAny(rule.cc, req.cc), "cc")) return NO;
-    if (fold(matchAny(rule.bcc, req.bcc), "bcc")) return NO;
+    let t = matchEvery(rule.from, req.from);
+    if (t === NO) return this.no(unknown, mark);
+    if (t === UNKNOWN) unknown.push("from");
+    t = matchAny(rule.to, req.to);
+    if (t === NO) return this.no(unknown, mark);
+    if (t === UNKNOWN) unknown.push("to");
+    t = matchAny(rule.cc, req.cc);
+    if (t === NO) return this.no(unknown, mark);
+    if (t === UNKNOWN) unknown.push("cc");
+    t = matchAny(rule.bcc, req.bcc);
+    if (t === NO) return this.no(unknown, mark);
+    if (t === UNKNOWN) unknown.push("bcc");
     if (rule.subject !== null) {
-      if (req.subject === undefined) fold(UNKNOWN, "subject");
-      else if (!anyMatch(rule.subject, req.subject)) return NO;
+      if (req.subject === undefined) unknown.push("subject");
+      else if (!anyMatch(rule.subject, req.subject)) return this.no(unknown, mark);
     }
     if (rule.hasAttachment !== null) {
-      if (req.hasAttachment === undefined) fold(UNKNOWN, "hasAttachment");
-      else if (req.hasAttachment !== rule.hasAttachment) return NO;
+      if (req.hasAttachment === undefined) unknown.push("hasAttachment");
+      else if (req.hasAttachment !== rule.hasAttachment) return this.no(unknown, mark);
     }
-    return result;
+    return unknown.length > mark ? UNKNOWN : YES;
   }
 
-  private decision(rule: CompiledRule, req: Request): Decision {
-    return {
-      action: rule.action,
-      rule: rule.name,
-      ruleIndex: rule.index,
-      reason: `${req.operation} matched rule ${rule.index + 1} "${rule.name}" (${rule.summary})`,
-    };
+  /** A definite non-match: forget the unknown fields this rule had noted. */
+  private no(unknown: Field[], mark: number): Tri {
+    unknown.length = mark;
+    return NO;
   }
 
-  private defaultDeny(req: Request): Decision {
-    return { action: "deny", rule: null, ruleIndex: null, reason: `${req.operation}: no rule matched (default deny)` };
+  /** Decisions are immutable, so one object per (rule, operation) serves every evaluation. */
+  private readonly decisions = new Map<number, Decision>();
+
+  private decision(rule: CompiledRule | null, req: Request): Decision {
+    const key = (rule ? rule.index + 1 : 0) * 32 + operationIndex(req.operation);
+    let d = this.decisions.get(key);
+    if (d === undefined) {
+      d = Object.freeze(
+        rule
+          ? { action: rule.action, rule: rule.name, ruleIndex: rule.index, reason: `${req.operation} matched rule ${rule.index + 1} "${rule.name}" (${rule.summary})` }
+          : { action: "deny" as const, rule: null, ruleIndex: null, reason: `${req.operation}: no rule matched (default deny)` },
+      );
+      this.decisions.set(key, d);
+    }
+    return d;
   }
 
   /**
@@ -257,20 +259,21 @@ export class Policy {
    * the first such rule is named.
    */
   evaluatePartial(req: Request): Outcome {
-    const needs = new Set<Field>();
-    const candidates: CompiledRule[] = [];
+    const unknown: Field[] = [];
+    let candidates: CompiledRule[] | null = null;
     let terminal: CompiledRule | null = null;
     for (const rule of this.rules) {
-      const m = this.match(rule, req, needs);
+      const m = this.match(rule, req, unknown);
       if (m === NO) continue;
       if (m === YES) {
-        if (candidates.length === 0) return { decided: true, decision: this.decision(rule, req) };
+        if (candidates === null) return { decided: true, decision: this.decision(rule, req) };
         terminal = rule;
         break;
       }
-      candidates.push(rule);
+      (candidates ??= []).push(rule);
     }
-    if (candidates.length === 0) return { decided: true, decision: this.defaultDeny(req) };
+    if (candidates === null) return { decided: true, decision: this.decision(null, req) };
+    const needs = new Set<Field>(unknown);
     const possible = new Set<Action>(candidates.map((r) => r.action));
     possible.add(terminal ? terminal.action : "deny");
     if (possible.size > 1) return { decided: false, needs, possible };

@@ -38,8 +38,14 @@ export function expandOperation(name: string): readonly Operation[] | undefined 
   return SHORTHANDS[name];
 }
 
+const INDEX = new Map<Operation, number>(OPERATIONS.map((op, i) => [op, i]));
+
 export function operationBit(op: Operation): number {
   return BIT.get(op) ?? 0;
+}
+
+export function operationIndex(op: Operation): number {
+  return INDEX.get(op) ?? 31;
 }
 
 export function operationMask(ops: readonly Operation[]): number {
