@@ -1,0 +1,13 @@
+/** The audit log (DESIGN.md §7): SQLite schema, migrations, batched writer and queries. It makes no decisions. */
+export {
+  type AuditDetail,
+  type AuditEvent,
+  type AuditFilter,
+  type AuditProtocol,
+  type AuditRow,
+  AuditUnavailableError,
+  type Decision,
+} from "./event.ts";
+export { AuditLog, type AuditOpenOptions, MAX_QUEUED_ROWS } from "./log.ts";
+export { MAX_DETAIL_CHARS, MAX_TEXT_CHARS } from "./row.ts";
+export { SCHEMA_VERSION } from "./schema.ts";

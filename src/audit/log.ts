@@ -1,0 +1,397 @@
+/**
+ * The audit log: one SQLite file in WAL mode, written by a batched queue so that recording a decision never waits
+ * for the disk, with `durable()` for the rows that must be on disk before an operation is forwarded upstream.
+ *
+ * Failure is loud and closed: when a commit fails (read-only file, full disk) the log turns unhealthy, keeps every
+ * queued row in memory and retries, `record()` throws and `durable()` rejects with AuditUnavailableError, so the
+ * proxy refuses what it cannot audit. No row is dropped without an error that says so.
+ */
+import { Database } from "bun:sqlite";
+import { existsSync } from "node:fs";
+import {
+  type AuditEvent,
+  type AuditFilter,
+  type AuditRow,
+  AuditUnavailableError,
+  DECISIONS,
+  PROTOCOLS,
+} from "./event.ts";
+import { COLUMNS, migrate, SCHEMA_VERSION, schemaVersion } from "./schema.ts";
+import { fromColumns, type StoredRow, toColumns } from "./row.ts";
+
+/** Rows recorded with record() reach the disk within this; a crash loses at most this window of them. */
+const DEFAULT_BATCH_MS = 25;
+/** Rows per transaction; bounds how long one commit holds the event loop (about 4 ms measured, docs/audit.md). */
+const DEFAULT_MAX_BATCH = 1000;
+/** record() refuses beyond this many rows waiting for the disk, so a stalled disk cannot exhaust memory. */
+export const MAX_QUEUED_ROWS = 2_000_000;
+/** After a failed commit, queued rows are retried this often. */
+const RETRY_MS = 1000;
+/** A reader (the CLI) and the writer (the proxy) wait this long for each other's locks before failing. */
+const BUSY_TIMEOUT_MS = 5000;
+const RETENTION_INTERVAL_MS = 60 * 60 * 1000;
+const DAY_MS = 24 * 60 * 60 * 1000;
+
+export interface AuditOpenOptions {
+  /** flush queued rows this often (ms); default 25 */
+  batchMs?: number;
+  /** rows per transaction, and a queue this long is flushed at once; default 1000 */
+  maxBatch?: number;
+  /** open an existing log for queries only (the CLI); never creates or migrates */
+  readonly?: boolean;
+  /**
+   * "full" (default): a committed row survives power loss (fsync per commit).
+   * "normal": survives a killed process but not power loss; faster for durable() one at a time.
+   */
+  sync?: "full" | "normal";
+  /** refuse to grow the file past about this many bytes; a full log behaves like a full disk */
+  maxBytes?: number;
+  /** prune rows older than this many days at open and hourly */
+  retentionDays?: number;
+  /** where failures and recoveries are reported; default console.error */
+  log?: (message: string) => void;
+}
+
+interface Waiter {
+  resolve(id: number): void;
+  reject(error: Error): void;
+}
+
+interface Pending {
+  columns: StoredRow;
+  waiter: Waiter | null;
+}
+
+type Timer = ReturnType<typeof setTimeout>;
+
+export class AuditLog {
+  readonly path: string;
+  readonly readonly: boolean;
+  #db: Database;
+  #insertBatch: ((from: number, to: number) => number[]) | null = null;
+  #batchMs: number;
+  #maxBatch: number;
+  #log: (message: string) => void;
+
+  /** Rows not yet committed are #queue[#head..]; committed slots are cleared and compacted away. */
+  #queue: (Pending | undefined)[] = [];
+  #head = 0;
+  #enqueued = 0;
+  #committed = 0;
+  #draining: Promise<void> | null = null;
+  #timer: Timer | null = null;
+  #immediate: ReturnType<typeof setImmediate> | null = null;
+  #retryTimer: Timer | null = null;
+  #retentionTimer: ReturnType<typeof setInterval> | null = null;
+  #error: AuditUnavailableError | null = null;
+  #closed = false;
+
+  private constructor(path: string, db: Database, readonly: boolean, opts: AuditOpenOptions) {
+    this.path = path;
+    this.readonly = readonly;
+    this.#db = db;
+    this.#batchMs = opts.batchMs ?? DEFAULT_BATCH_MS;
+    this.#maxBatch = Math.max(1, opts.maxBatch ?? DEFAULT_MAX_BATCH);
+    this.#log = opts.log ?? ((message) => console.error(message));
+    if (!readonly) {
+      const insert = db.prepare(
+        `INSERT INTO audit (${COLUMNS.join(", ")}) VALUES (${COLUMNS.map(() => "?").join(", ")})`,
+      );
+      const batch = db.transaction((from: number, to: number): number[] => {
+        const ids: number[] = [];
+        for (let i = from; i < to; i++) {
+          const pending = this.#queue[i];
+          if (pending === undefined) continue;
+          const { lastInsertRowid } = insert.run(...pending.columns);
+          if (pending.waiter !== null) ids[i - from] = Number(lastInsertRowid);
+        }
+        return ids;
+      });
+      this.#insertBatch = batch.immediate;
+    }
+  }
+
+  /**
+   * Opens the log, creating the file and schema if missing and applying migrations.
+   * Throws AuditUnavailableError with the path and the cause if the file cannot be opened (or, unless readonly,
+   * cannot be written).
+   */
+  static open(path: string, opts: AuditOpenOptions = {}): AuditLog {
+    const readonly = opts.readonly ?? false;
+    let db: Database | null = null;
+    try {
+      if (readonly) {
+        if (!existsSync(path)) throw new Error("no such file");
+        db = new Database(path, { readonly: true, strict: true });
+        db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+        const version = schemaVersion(db);
+        if (version !== SCHEMA_VERSION) {
+          throw new Error(
+            version > SCHEMA_VERSION
+              ? `schema version ${version} is newer than this Mailgator understands (${SCHEMA_VERSION})`
+              : `schema version ${version}, expected ${SCHEMA_VERSION}; the proxy migrates it when it next starts`,
+          );
+        }
+      } else {
+        db = new Database(path, { create: true, readwrite: true, strict: true });
+        db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+        const mode = db.query<{ journal_mode: string }, []>("PRAGMA journal_mode = WAL").get();
+        if (mode?.journal_mode !== "wal") throw new Error(`cannot switch to WAL (journal mode ${mode?.journal_mode})`);
+        db.exec(`PRAGMA synchronous = ${opts.sync === "normal" ? "NORMAL" : "FULL"}`);
+        if (opts.maxBytes !== undefined) {
+          const pageSize = db.query<{ page_size: number }, []>("PRAGMA page_size").get()?.page_size ?? 4096;
+          db.exec(`PRAGMA max_page_count = ${Math.max(1, Math.floor(opts.maxBytes / pageSize))}`);
+        }
+        migrate(db);
+        // SQLite quietly opens a write-protected file read-only; a write here turns that into an error now
+        // rather than at the first decision.
+        db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+      }
+    } catch (e) {
+      db?.close();
+      throw new AuditUnavailableError(
+        `audit: cannot open ${path}${readonly ? "" : " for writing"}: ${message(e)}`,
+        { cause: e },
+      );
+    }
+    const log = new AuditLog(path, db, readonly, opts);
+    if (!readonly && opts.retentionDays !== undefined) log.#startRetention(opts.retentionDays);
+    return log;
+  }
+
+  /** False once a commit has failed, until a retry succeeds; also false after close(). */
+  get healthy(): boolean {
+    return !this.#closed && this.#error === null;
+  }
+
+  /** Rows recorded but not yet committed. */
+  get queued(): number {
+    return this.#enqueued - this.#committed;
+  }
+
+  /** Queues a row; never waits for the disk. Throws AuditUnavailableError if the log is known to be broken. */
+  record(ev: AuditEvent): void {
+    this.#enqueue(ev, null);
+    if (this.queued >= this.#maxBatch) this.#flushSoon();
+    else if (this.#timer === null) this.#timer = setTimeout(this.#onTimer, this.#batchMs);
+  }
+
+  /**
+   * Queues a row and resolves with its id once it is committed; rows passed to durable() in the same turn of the
+   * event loop share one commit. Rejects with AuditUnavailableError if the row cannot be written.
+   */
+  durable(ev: AuditEvent): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      this.#enqueue(ev, { resolve, reject });
+      this.#flushSoon();
+    });
+  }
+
+  /** Commits everything queued so far. Rejects with AuditUnavailableError if that fails. */
+  async flush(): Promise<void> {
+    const target = this.#enqueued;
+    while (this.#committed < target) await this.#drain();
+  }
+
+  /** Committed rows matching the filter, by id (newest first unless order is "asc"). Queued rows are not seen. */
+  query(filter: AuditFilter = {}): AuditRow[] {
+    const where: string[] = [];
+    const params: (string | number)[] = [];
+    const add = (sql: string, value: string | number | undefined): void => {
+      if (value === undefined) return;
+      where.push(sql);
+      params.push(value);
+    };
+    add("time >= ?", filter.sinceMs);
+    add("time < ?", filter.untilMs);
+    add("decision = ?", filter.decision);
+    add("agent = ?", filter.agent);
+    add("rule = ?", filter.rule);
+    add("session = ?", filter.session);
+    add("protocol = ?", filter.protocol);
+    add("id > ?", filter.afterId);
+    add("id < ?", filter.beforeId);
+    let sql = `SELECT id, ${COLUMNS.join(", ")} FROM audit`;
+    if (where.length > 0) sql += ` WHERE ${where.join(" AND ")}`;
+    sql += ` ORDER BY id ${filter.order === "asc" ? "ASC" : "DESC"}`;
+    if (filter.limit !== undefined) {
+      sql += " LIMIT ?";
+      params.push(Math.max(0, Math.floor(filter.limit)));
+    }
+    this.#checkOpen();
+    try {
+      return this.#db.query<Record<string, string | number | null>, (string | number)[]>(sql).all(...params)
+        .map(fromColumns);
+    } catch (e) {
+      throw new AuditUnavailableError(`audit: cannot read ${this.path}: ${message(e)}`, { cause: e });
+    }
+  }
+
+  /** Deletes rows older than retentionDays and returns how many. */
+  prune(retentionDays: number): number {
+    this.#checkWritable();
+    const cutoff = Date.now() - retentionDays * DAY_MS;
+    try {
+      return this.#db.run("DELETE FROM audit WHERE time < ?", [cutoff]).changes;
+    } catch (e) {
+      throw new AuditUnavailableError(`audit: cannot prune ${this.path}: ${message(e)}`, { cause: e });
+    }
+  }
+
+  /**
+   * Commits what is queued and closes the file. If rows cannot be written, rejects with AuditUnavailableError
+   * saying how many were lost; the file is closed either way.
+   */
+  async close(): Promise<void> {
+    if (this.#closed) return;
+    this.#closed = true;
+    if (this.#retentionTimer !== null) clearInterval(this.#retentionTimer);
+    if (this.#retryTimer !== null) clearTimeout(this.#retryTimer);
+    let failure: AuditUnavailableError | null = null;
+    if (!this.readonly) {
+      try {
+        await this.flush();
+      } catch (e) {
+        failure = new AuditUnavailableError(
+          `audit: closing ${this.path} with ${this.queued} rows that could not be written: ${message(e)}`,
+          { cause: e },
+        );
+        this.#log(failure.message);
+      }
+    }
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    if (this.#immediate !== null) clearImmediate(this.#immediate);
+    this.#db.close();
+    if (failure !== null) throw failure;
+  }
+
+  #checkOpen(): void {
+    if (this.#closed) throw new AuditUnavailableError(`audit: ${this.path} is closed`);
+  }
+
+  #checkWritable(): void {
+    this.#checkOpen();
+    if (this.readonly) throw new AuditUnavailableError(`audit: ${this.path} is open read-only`);
+  }
+
+  #enqueue(ev: AuditEvent, waiter: Waiter | null): void {
+    this.#checkWritable();
+    if (this.#error !== null) throw this.#error;
+    if (this.queued >= MAX_QUEUED_ROWS) {
+      throw new AuditUnavailableError(`audit: ${MAX_QUEUED_ROWS} rows are waiting for ${this.path}; refusing more`);
+    }
+    if (!DECISIONS.includes(ev.decision)) throw new TypeError(`audit: unknown decision ${JSON.stringify(ev.decision)}`);
+    if (!PROTOCOLS.includes(ev.protocol)) throw new TypeError(`audit: unknown protocol ${JSON.stringify(ev.protocol)}`);
+    this.#queue.push({ columns: toColumns(ev), waiter });
+    this.#enqueued++;
+  }
+
+  #onTimer = (): void => {
+    this.#timer = null;
+    this.#drainQuietly();
+  };
+
+  #flushSoon(): void {
+    this.#immediate ??= setImmediate(() => {
+      this.#immediate = null;
+      this.#drainQuietly();
+    });
+  }
+
+  /** For timers: a failure has already been logged and is held in #error for the next caller. */
+  #drainQuietly(): void {
+    this.#drain().catch(() => {});
+  }
+
+  #drain(): Promise<void> {
+    this.#draining ??= this.#runDrain().finally(() => {
+      this.#draining = null;
+    });
+    return this.#draining;
+  }
+
+  async #runDrain(): Promise<void> {
+    // Yield between transactions so that a long queue does not hold the event loop for more than one batch.
+    while (this.#head < this.#queue.length) {
+      this.#commitBatch();
+      if (this.#head < this.#queue.length) await new Promise<void>((resolve) => setImmediate(resolve));
+    }
+    if (this.#timer !== null) {
+      clearTimeout(this.#timer);
+      this.#timer = null;
+    }
+  }
+
+  #commitBatch(): void {
+    const from = this.#head;
+    const to = Math.min(this.#queue.length, from + this.#maxBatch);
+    let ids: number[];
+    try {
+      ids = this.#insertBatch?.(from, to) ?? [];
+    } catch (e) {
+      throw this.#fail(e);
+    }
+    for (let i = from; i < to; i++) {
+      const waiter = this.#queue[i]?.waiter;
+      if (waiter) waiter.resolve(ids[i - from] ?? 0);
+      this.#queue[i] = undefined;
+    }
+    this.#head = to;
+    this.#committed += to - from;
+    if (this.#head === this.#queue.length) {
+      this.#queue = [];
+      this.#head = 0;
+    } else if (this.#head > 65536 && this.#head * 2 > this.#queue.length) {
+      this.#queue = this.#queue.slice(this.#head);
+      this.#head = 0;
+    }
+    if (this.#error !== null) {
+      this.#error = null;
+      this.#log(`audit: writing to ${this.path} again; rows kept in memory have been committed`);
+    }
+  }
+
+  /** Marks the log unhealthy, rejects every waiting durable(), keeps the rows for a retry. */
+  #fail(cause: unknown): AuditUnavailableError {
+    const error = new AuditUnavailableError(
+      `audit: cannot write to ${this.path}: ${message(cause)}; ${this.queued} rows kept in memory for a retry, ` +
+        "operations that need the audit log are refused",
+      { cause },
+    );
+    if (this.#error === null) this.#log(error.message);
+    this.#error = error;
+    for (let i = this.#head; i < this.#queue.length; i++) {
+      const pending = this.#queue[i];
+      if (pending?.waiter) {
+        pending.waiter.reject(error);
+        pending.waiter = null;
+      }
+    }
+    if (!this.#closed && this.#retryTimer === null) {
+      this.#retryTimer = setTimeout(() => {
+        this.#retryTimer = null;
+        this.#drainQuietly();
+      }, RETRY_MS);
+      this.#retryTimer.unref();
+    }
+    return error;
+  }
+
+  #startRetention(days: number): void {
+    const prune = (): void => {
+      try {
+        const removed = this.prune(days);
+        if (removed > 0) this.#log(`audit: pruned ${removed} rows older than ${days} days`);
+      } catch (e) {
+        this.#log(message(e));
+      }
+    };
+    prune();
+    this.#retentionTimer = setInterval(prune, RETENTION_INTERVAL_MS);
+    this.#retentionTimer.unref();
+  }
+}
+
+function message(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

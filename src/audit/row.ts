@@ -1,0 +1,79 @@
+/** Converting between AuditEvent and the stored columns (schema.ts COLUMNS order). */
+import type { AuditDetail, AuditEvent, AuditProtocol, AuditRow, Decision } from "./event.ts";
+
+/** Text fields longer than this are cut and end with "…": a row describes a decision, it does not carry data. */
+export const MAX_TEXT_CHARS = 1024;
+/** The JSON of `detail` is cut to this; a cut detail is stored as {"truncated": "<start of the JSON>"}. */
+export const MAX_DETAIL_CHARS = 2048;
+
+export type StoredRow = (string | number | null)[];
+
+function cut(value: string, max: number): string {
+  return value.length > max ? `${value.slice(0, max - 1)}…` : value;
+}
+
+function text(value: string): string {
+  return value.length > MAX_TEXT_CHARS ? cut(value, MAX_TEXT_CHARS) : value;
+}
+
+function optionalText(value: string | null | undefined): string | null {
+  return value === null || value === undefined ? null : text(value);
+}
+
+function detailJson(detail: AuditDetail | null | undefined): string | null {
+  if (detail === null || detail === undefined) return null;
+  const json = JSON.stringify(detail);
+  return json.length > MAX_DETAIL_CHARS ? JSON.stringify({ truncated: cut(json, MAX_DETAIL_CHARS) }) : json;
+}
+
+export function toColumns(ev: AuditEvent): StoredRow {
+  return [
+    ev.time ?? Date.now(),
+    text(ev.session),
+    optionalText(ev.agent),
+    optionalText(ev.clientAddr),
+    ev.protocol,
+    text(ev.command),
+    optionalText(ev.operation),
+    optionalText(ev.folder),
+    optionalText(ev.target),
+    ev.decision,
+    optionalText(ev.rule),
+    ev.ruleIndex ?? null,
+    text(ev.reason),
+    text(ev.configRevision),
+    ev.count ?? null,
+    ev.hiddenCount ?? null,
+    detailJson(ev.detail),
+  ];
+}
+
+type Columns = Record<string, string | number | null>;
+
+const str = (v: string | number | null | undefined): string => (v === null || v === undefined ? "" : String(v));
+const optStr = (v: string | number | null | undefined): string | null => (v === null || v === undefined ? null : String(v));
+const optNum = (v: string | number | null | undefined): number | null => (v === null || v === undefined ? null : Number(v));
+
+export function fromColumns(c: Columns): AuditRow {
+  const detail = optStr(c["detail"]);
+  return {
+    id: Number(c["id"]),
+    time: Number(c["time"]),
+    session: str(c["session"]),
+    agent: optStr(c["agent"]),
+    clientAddr: optStr(c["client_addr"]),
+    protocol: str(c["protocol"]) as AuditProtocol,
+    command: str(c["command"]),
+    operation: optStr(c["operation"]),
+    folder: optStr(c["folder"]),
+    target: optStr(c["target"]),
+    decision: str(c["decision"]) as Decision,
+    rule: optStr(c["rule"]),
+    ruleIndex: optNum(c["rule_index"]),
+    reason: str(c["reason"]),
+    configRevision: str(c["config_revision"]),
+    count: optNum(c["count"]),
+    hiddenCount: optNum(c["hidden_count"]),
+    detail: detail === null ? null : (JSON.parse(detail) as AuditDetail),
+  };
+}

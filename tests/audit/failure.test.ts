@@ -1,0 +1,173 @@
+/**
+ * A log that cannot be written fails closed: a clear AuditUnavailableError, no crash, no row dropped silently.
+ * Read-only is made with chmod, and with `chattr +i` when running as root (root ignores file modes); if neither
+ * takes effect on this file system those tests are skipped. A full disk is simulated with maxBytes
+ * (PRAGMA max_page_count), which fails exactly as a full disk does (SQLITE_FULL).
+ */
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { spawnSync } from "node:child_process";
+import { chmodSync, closeSync, mkdirSync, openSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { AuditLog, AuditUnavailableError } from "../../src/audit/index.ts";
+import { sampleEvent, scratchDir } from "./helpers.ts";
+
+const asRoot = process.getuid?.() === 0;
+
+function makeReadOnly(path: string, isDir: boolean): void {
+  chmodSync(path, isDir ? 0o555 : 0o444);
+  if (asRoot) spawnSync("chattr", ["+i", path]);
+}
+
+function makeWritable(path: string, isDir: boolean): void {
+  if (asRoot) spawnSync("chattr", ["-i", path]);
+  chmodSync(path, isDir ? 0o755 : 0o644);
+}
+
+/** Whether makeReadOnly actually stops this process from writing here. */
+function readOnlyWorks(): boolean {
+  const scratch = scratchDir();
+  const probe = scratch.file("probe");
+  writeFileSync(probe, "x");
+  makeReadOnly(probe, false);
+  let works = false;
+  try {
+    closeSync(openSync(probe, "r+"));
+  } catch {
+    works = true;
+  }
+  makeWritable(probe, false);
+  scratch.remove();
+  return works;
+}
+
+const canMakeReadOnly = readOnlyWorks();
+
+let scratch: ReturnType<typeof scratchDir>;
+beforeEach(() => {
+  scratch = scratchDir();
+});
+afterEach(() => scratch.remove());
+
+describe("read-only", () => {
+  test.skipIf(!canMakeReadOnly)("a write-protected file: open says so, the CLI can still read it", async () => {
+    const path = scratch.file("ro.db");
+    const log = AuditLog.open(path);
+    await log.durable(sampleEvent());
+    await log.close();
+    makeReadOnly(path, false);
+    try {
+      let error: unknown;
+      try {
+        AuditLog.open(path);
+      } catch (e) {
+        error = e;
+      }
+      expect(error).toBeInstanceOf(AuditUnavailableError);
+      expect(String(error)).toContain(`audit: cannot open ${path} for writing: attempt to write a readonly database`);
+      const reader = AuditLog.open(path, { readonly: true });
+      expect(reader.query()).toHaveLength(1);
+      await reader.close();
+    } finally {
+      makeWritable(path, false);
+    }
+  });
+
+  test.skipIf(!canMakeReadOnly)("a missing file in a write-protected directory: open says so", () => {
+    const dir = join(scratch.dir, "locked");
+    mkdirSync(dir);
+    makeReadOnly(dir, true);
+    try {
+      expect(() => AuditLog.open(join(dir, "audit.db"))).toThrow(
+        new AuditUnavailableError(`audit: cannot open ${join(dir, "audit.db")} for writing: unable to open database file`),
+      );
+    } finally {
+      makeWritable(dir, true);
+    }
+  });
+
+  test("a missing file opened read-only (the CLI before the proxy ever ran)", () => {
+    const path = scratch.file("missing.db");
+    expect(() => AuditLog.open(path, { readonly: true })).toThrow(
+      new AuditUnavailableError(`audit: cannot open ${path}: no such file`),
+    );
+  });
+});
+
+describe("not an audit log", () => {
+  test("a file that is not SQLite", () => {
+    const path = scratch.file("garbage.db");
+    writeFileSync(path, "this is not a database, just some text that is long enough to have a header".repeat(20));
+    expect(() => AuditLog.open(path)).toThrow(/^audit: cannot open .* for writing: file is not a database$/);
+  });
+
+  test("a log written by a newer schema is refused, not downgraded", () => {
+    const path = scratch.file("newer.db");
+    const db = new Database(path, { create: true });
+    db.exec("PRAGMA user_version = 99");
+    db.close();
+    expect(() => AuditLog.open(path)).toThrow("schema version 99 is newer than this Mailgator understands");
+    expect(() => AuditLog.open(path, { readonly: true })).toThrow("schema version 99 is newer");
+  });
+});
+
+describe("full disk", () => {
+  test("fails closed, keeps queued rows, and recovers when space is freed", async () => {
+    const messages: string[] = [];
+    const log = AuditLog.open(scratch.file("full.db"), { maxBytes: 64 * 1024, log: (m) => messages.push(m) });
+    const old = Date.now() - 10 * 24 * 60 * 60 * 1000;
+    let written = 0;
+    let error: unknown;
+    try {
+      for (;;) {
+        await log.durable(sampleEvent({ time: old, reason: "r".repeat(200) }));
+        written++;
+      }
+    } catch (e) {
+      error = e;
+    }
+    expect(written).toBeGreaterThan(10);
+    expect(error).toBeInstanceOf(AuditUnavailableError);
+    expect(String(error)).toContain("database or disk is full");
+    expect(log.healthy).toBe(false);
+    expect(log.queued).toBe(1);
+    expect(messages).toHaveLength(1);
+    expect(messages[0]).toMatch(/^audit: cannot write to .*full\.db: database or disk is full; 1 rows kept in memory/);
+
+    // While broken: record() throws, durable() rejects, flush() rejects; nothing crashes.
+    expect(() => log.record(sampleEvent())).toThrow(AuditUnavailableError);
+    await expect(log.durable(sampleEvent())).rejects.toBeInstanceOf(AuditUnavailableError);
+    await expect(log.flush()).rejects.toBeInstanceOf(AuditUnavailableError);
+    expect(log.query()).toHaveLength(written);
+
+    // Freeing space (here by pruning) lets the retry commit the kept row.
+    expect(log.prune(1)).toBe(written);
+    await log.flush();
+    expect(log.healthy).toBe(true);
+    expect(log.queued).toBe(0);
+    expect(log.query()).toHaveLength(1);
+    expect(messages[1]).toMatch(/^audit: writing to .* again/);
+    await log.close();
+  });
+
+  test("the retry timer recovers on its own", async () => {
+    const log = AuditLog.open(scratch.file("retry.db"), { maxBytes: 64 * 1024, log: () => {} });
+    const old = Date.now() - 10 * 24 * 60 * 60 * 1000;
+    await expect(
+      (async () => {
+        for (;;) await log.durable(sampleEvent({ time: old, reason: "r".repeat(200) }));
+      })(),
+    ).rejects.toBeInstanceOf(AuditUnavailableError);
+    log.prune(1);
+    await Bun.sleep(1500);
+    expect(log.healthy).toBe(true);
+    expect(log.queued).toBe(0);
+    await log.close();
+  });
+
+  test("close() on a full log reports the rows it could not write", async () => {
+    const log = AuditLog.open(scratch.file("lost.db"), { maxBytes: 64 * 1024, batchMs: 10_000, log: () => {} });
+    for (let i = 0; i < 2000; i++) log.record(sampleEvent({ reason: "r".repeat(200) }));
+    await expect(log.close()).rejects.toThrow(/^audit: closing .* with \d+ rows that could not be written/);
+  });
+});

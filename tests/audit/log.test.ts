@@ -1,0 +1,254 @@
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+import { Database } from "bun:sqlite";
+import { existsSync } from "node:fs";
+import { AuditLog, type AuditRow, MAX_TEXT_CHARS, SCHEMA_VERSION } from "../../src/audit/index.ts";
+import { sampleEvent, scratchDir } from "./helpers.ts";
+
+let scratch: ReturnType<typeof scratchDir>;
+beforeEach(() => {
+  scratch = scratchDir();
+});
+afterEach(() => scratch.remove());
+
+describe("open", () => {
+  test("creates a missing file with the current schema in WAL mode", async () => {
+    const path = scratch.file("new.db");
+    expect(existsSync(path)).toBe(false);
+    const log = AuditLog.open(path);
+    expect(log.healthy).toBe(true);
+    await log.close();
+    const db = new Database(path, { readonly: true });
+    expect(db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(SCHEMA_VERSION);
+    expect(db.query<{ journal_mode: string }, []>("PRAGMA journal_mode").get()?.journal_mode).toBe("wal");
+    const indexes = db.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'index'").all();
+    expect(indexes.map((i) => i.name).sort()).toEqual(["audit_agent", "audit_decision", "audit_rule", "audit_time"]);
+    db.close();
+  });
+
+  test("reopening an existing log keeps its rows and does not migrate again", async () => {
+    const path = scratch.file("reopen.db");
+    const first = AuditLog.open(path);
+    const id = await first.durable(sampleEvent());
+    await first.close();
+    const second = AuditLog.open(path);
+    expect(second.query().map((r) => r.id)).toEqual([id]);
+    expect(await second.durable(sampleEvent())).toBeGreaterThan(id);
+    await second.close();
+  });
+
+  test("migrates a file that predates the schema (user_version 0, other content untouched)", async () => {
+    const path = scratch.file("old.db");
+    const db = new Database(path, { create: true });
+    db.exec("CREATE TABLE unrelated (x); INSERT INTO unrelated VALUES (1)");
+    db.close();
+    const log = AuditLog.open(path);
+    await log.durable(sampleEvent());
+    expect(log.query()).toHaveLength(1);
+    await log.close();
+  });
+
+  test("two processes opening a new file at once both succeed", async () => {
+    const path = scratch.file("race.db");
+    const script = `import { AuditLog } from ${JSON.stringify(`${import.meta.dir}/../../src/audit/index.ts`)};
+      const log = AuditLog.open(process.argv[1]); await log.close(); console.log("ok");`;
+    const children = [0, 1, 2].map(() =>
+      Bun.spawn([process.execPath, "-e", script, path], { stdout: "pipe", stderr: "pipe" }),
+    );
+    for (const child of children) {
+      expect(await child.exited).toBe(0);
+      expect((await new Response(child.stdout).text()).trim()).toBe("ok");
+    }
+  });
+});
+
+describe("batched writer", () => {
+  test("100,000 decisions through record() are all read back by query", async () => {
+    const log = AuditLog.open(scratch.file("bulk.db"));
+    const start = 1_700_000_000_000;
+    const decisions = ["allow", "deny", "ask", "error"] as const;
+    for (let i = 0; i < 100_000; i++) {
+      log.record(
+        sampleEvent({
+          time: start + i,
+          session: `s-${i % 97}`,
+          agent: i % 2 === 0 ? "even-agent" : "odd-agent",
+          decision: decisions[i % 4] ?? "allow",
+          rule: i % 10 === 0 ? null : `rule-${i % 7}`,
+          ruleIndex: i % 10 === 0 ? null : i % 7,
+          target: `target-${i}`,
+          count: i,
+          hiddenCount: i % 3,
+          detail: i % 1000 === 0 ? { size: i, code: "250", tls: true, note: null } : null,
+        }),
+      );
+    }
+    expect(log.queued).toBe(100_000);
+    await log.flush();
+    expect(log.queued).toBe(0);
+
+    const rows = log.query({ order: "asc" });
+    expect(rows).toHaveLength(100_000);
+    for (const i of [0, 1, 2, 3, 999, 1000, 54_321, 99_999]) {
+      const row = rows[i] as AuditRow;
+      expect(row.time).toBe(start + i);
+      expect(row.target).toBe(`target-${i}`);
+      expect(row.session).toBe(`s-${i % 97}`);
+      expect(row.decision).toBe(decisions[i % 4] ?? "allow");
+      expect(row.count).toBe(i);
+      expect(row.hiddenCount).toBe(i % 3);
+      expect(row.rule).toBe(i % 10 === 0 ? null : `rule-${i % 7}`);
+      expect(row.detail).toEqual(i % 1000 === 0 ? { size: i, code: "250", tls: true, note: null } : null);
+    }
+    const ids = rows.map((r) => r.id);
+    expect(new Set(ids).size).toBe(100_000);
+    expect(ids).toEqual([...ids].sort((a, b) => a - b));
+    expect(log.query({ decision: "deny" })).toHaveLength(25_000);
+    expect(log.query({ agent: "odd-agent", decision: "deny" })).toHaveLength(25_000);
+    expect(log.query({ rule: "rule-3" }).length).toBeGreaterThan(0);
+    await log.close();
+  }, 60_000);
+
+  test("record() rows reach the disk on the timer without flush()", async () => {
+    const path = scratch.file("timer.db");
+    const log = AuditLog.open(path, { batchMs: 10 });
+    log.record(sampleEvent());
+    expect(log.queued).toBe(1);
+    await Bun.sleep(60);
+    expect(log.queued).toBe(0);
+    const reader = AuditLog.open(path, { readonly: true });
+    expect(reader.query()).toHaveLength(1);
+    await reader.close();
+    await log.close();
+  });
+
+  test("durable() resolves with the committed id; calls in one turn share a commit", async () => {
+    const log = AuditLog.open(scratch.file("durable.db"));
+    log.record(sampleEvent({ target: "before" }));
+    const ids = await Promise.all([1, 2, 3].map((n) => log.durable(sampleEvent({ target: `d${n}` }))));
+    // the row queued by record() before them is committed first
+    expect(log.queued).toBe(0);
+    const rows = log.query({ order: "asc" });
+    expect(rows.map((r) => r.target)).toEqual(["before", "d1", "d2", "d3"]);
+    expect(ids).toEqual(rows.slice(1).map((r) => r.id));
+    await log.close();
+  });
+
+  test("close() flushes what is queued; the log refuses afterwards", async () => {
+    const path = scratch.file("close.db");
+    const log = AuditLog.open(path, { batchMs: 10_000 });
+    for (let i = 0; i < 10; i++) log.record(sampleEvent());
+    await log.close();
+    expect(log.healthy).toBe(false);
+    expect(() => log.record(sampleEvent())).toThrow("is closed");
+    await expect(log.durable(sampleEvent())).rejects.toThrow("is closed");
+    const reader = AuditLog.open(path, { readonly: true });
+    expect(reader.query()).toHaveLength(10);
+    expect(() => reader.record(sampleEvent())).toThrow("read-only");
+    await reader.close();
+  });
+
+  test("an unknown decision is a programming error, refused before it is queued", async () => {
+    const log = AuditLog.open(scratch.file("bad.db"));
+    // @ts-expect-error deliberately wrong
+    expect(() => log.record(sampleEvent({ decision: "maybe" }))).toThrow("unknown decision");
+    expect(log.queued).toBe(0);
+    await log.close();
+  });
+});
+
+describe("query", () => {
+  test("filters by time, decision, agent, rule, session, protocol, id; orders and limits", async () => {
+    const log = AuditLog.open(scratch.file("query.db"));
+    const t = 1_000_000;
+    const ids: number[] = [];
+    ids.push(await log.durable(sampleEvent({ time: t, agent: "a", decision: "allow", rule: "r1" })));
+    ids.push(await log.durable(sampleEvent({ time: t + 10, agent: "b", decision: "deny", rule: null, ruleIndex: null })));
+    ids.push(await log.durable(sampleEvent({ time: t + 20, agent: "a", decision: "deny", rule: "r2", session: "s-2" })));
+    ids.push(await log.durable(sampleEvent({ time: t + 30, agent: null, protocol: "smtp", decision: "error" })));
+    const [id0, id1, id2, id3] = ids as [number, number, number, number];
+
+    expect(log.query().map((r) => r.id)).toEqual([id3, id2, id1, id0]);
+    expect(log.query({ order: "asc", limit: 2 }).map((r) => r.id)).toEqual([id0, id1]);
+    expect(log.query({ sinceMs: t + 10, untilMs: t + 30 }).map((r) => r.id)).toEqual([id2, id1]);
+    expect(log.query({ decision: "deny" }).map((r) => r.id)).toEqual([id2, id1]);
+    expect(log.query({ agent: "a" }).map((r) => r.id)).toEqual([id2, id0]);
+    expect(log.query({ rule: "r2" }).map((r) => r.id)).toEqual([id2]);
+    expect(log.query({ session: "s-2" }).map((r) => r.id)).toEqual([id2]);
+    expect(log.query({ protocol: "smtp" }).map((r) => r.id)).toEqual([id3]);
+    expect(log.query({ afterId: id1, order: "asc" }).map((r) => r.id)).toEqual([id2, id3]);
+    expect(log.query({ beforeId: id2 }).map((r) => r.id)).toEqual([id1, id0]);
+    expect(log.query({ limit: 0 })).toEqual([]);
+
+    const row = log.query({ afterId: id2, limit: 1, order: "asc" })[0];
+    expect(row).toEqual({
+      ...sampleEvent({ agent: null, protocol: "smtp", decision: "error" }),
+      id: id3,
+      time: t + 30,
+      count: null,
+      hiddenCount: null,
+      detail: null,
+    });
+    await log.close();
+  });
+});
+
+describe("retention", () => {
+  test("prune() deletes rows older than the retention and ids are never reused", async () => {
+    const log = AuditLog.open(scratch.file("prune.db"));
+    const now = Date.now();
+    const day = 24 * 60 * 60 * 1000;
+    log.record(sampleEvent({ time: now - 40 * day, target: "old" }));
+    log.record(sampleEvent({ time: now - 31 * day, target: "old" }));
+    log.record(sampleEvent({ time: now - 29 * day, target: "kept" }));
+    log.record(sampleEvent({ time: now, target: "kept" }));
+    await log.flush();
+    const newest = log.query({ limit: 1 })[0]?.id ?? 0;
+    expect(log.prune(30)).toBe(2);
+    expect(log.query().map((r) => r.target)).toEqual(["kept", "kept"]);
+    expect(log.prune(0)).toBe(2);
+    expect(log.query()).toEqual([]);
+    expect(await log.durable(sampleEvent())).toBeGreaterThan(newest);
+    await log.close();
+  });
+
+  test("retentionDays prunes at open", async () => {
+    const path = scratch.file("retention.db");
+    const first = AuditLog.open(path);
+    first.record(sampleEvent({ time: Date.now() - 8 * 24 * 60 * 60 * 1000 }));
+    first.record(sampleEvent());
+    await first.close();
+    const messages: string[] = [];
+    const second = AuditLog.open(path, { retentionDays: 7, log: (m) => messages.push(m) });
+    expect(second.query()).toHaveLength(1);
+    expect(messages).toEqual(["audit: pruned 1 rows older than 7 days"]);
+    await second.close();
+  });
+});
+
+describe("what a row may hold", () => {
+  test("the schema has the DESIGN.md §7 fields and no column for a body, credential or token", async () => {
+    const path = scratch.file("schema.db");
+    await AuditLog.open(path).close();
+    const db = new Database(path, { readonly: true });
+    const columns = db.query<{ name: string }, []>("PRAGMA table_info(audit)").all().map((c) => c.name);
+    db.close();
+    expect(columns).toEqual([
+      "id", "time", "session", "agent", "client_addr", "protocol", "command", "operation", "folder", "target",
+      "decision", "rule", "rule_index", "reason", "config_revision", "count", "hidden_count", "detail",
+    ]);
+    for (const name of columns) expect(name).not.toMatch(/body|content|password|secret|token|credential|auth/);
+  });
+
+  test("long text and a large detail are cut, so a row cannot carry a body", async () => {
+    const path = scratch.file("long.db");
+    const log = AuditLog.open(path);
+    await log.durable(sampleEvent({ reason: "x".repeat(10_000), detail: { note: "y".repeat(10_000) } }));
+    await log.close();
+    const reader = AuditLog.open(path, { readonly: true });
+    const [long] = reader.query();
+    expect(long?.reason).toHaveLength(MAX_TEXT_CHARS);
+    expect(long?.reason.endsWith("…")).toBe(true);
+    expect(Object.keys(long?.detail ?? {})).toEqual(["truncated"]);
+    await reader.close();
+  });
+});
