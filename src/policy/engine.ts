@@ -110,9 +110,31 @@ function globs(kind: "folder" | "address" | "subject", list: readonly string[] |
   return list.map((p) => compileGlob(kind, p));
 }
 
-function anyMatch(list: readonly Glob[], value: string): boolean {
-  for (const g of list) if (g.test(value)) return true;
+/** `lower` must be lower-cased already (see fold()). */
+function anyMatch(list: readonly Glob[], lower: string): boolean {
+  for (const g of list) if (g.testFolded(lower)) return true;
   return false;
+}
+
+function foldList(values: readonly string[] | undefined): readonly string[] | undefined {
+  if (values === undefined) return undefined;
+  for (const v of values) if (v !== v.toLowerCase()) return values.map((x) => x.toLowerCase());
+  return values;
+}
+
+/** Globs are case-insensitive: lower-case each string field once per evaluation, not once per rule. */
+function fold(req: Request): Request {
+  return {
+    operation: req.operation,
+    agent: req.agent,
+    folder: typeof req.folder === "string" ? req.folder.toLowerCase() : req.folder,
+    from: foldList(req.from),
+    to: foldList(req.to),
+    cc: foldList(req.cc),
+    bcc: foldList(req.bcc),
+    subject: req.subject === undefined ? undefined : req.subject.toLowerCase(),
+    hasAttachment: req.hasAttachment,
+  };
 }
 
 /** A list field matches when any of its addresses matches any glob. */
@@ -258,7 +280,8 @@ export class Policy {
    * that could still match leads to the same action, that is a decision too:
    * the first such rule is named.
    */
-  evaluatePartial(req: Request): Outcome {
+  evaluatePartial(request: Request): Outcome {
+    const req = fold(request);
     const unknown: Field[] = [];
     let candidates: CompiledRule[] | null = null;
     let terminal: CompiledRule | null = null;

@@ -20,6 +20,8 @@ export interface Glob {
   /** True when the glob matches every value (`*`, or `**` for folders). */
   readonly matchesAll: boolean;
   test(value: string): boolean;
+  /** The same, for a value already lower-cased (the engine folds each request field once). */
+  testFolded(lower: string): boolean;
 }
 
 /** A glob that cannot be compiled; `message` says what is wrong with it. */
@@ -89,6 +91,46 @@ function compileSubject(pattern: string): string {
   return wildcards(pattern, "[^]", "[^]");
 }
 
+/**
+ * A matcher for globs whose only wildcard is `*` (and, for folders, whose `*`
+ * cannot meet a `/`): the value, lower-cased, must start with the first
+ * piece, end with the last and hold the others in order. Most real globs
+ * (`notifications@*`, `*@corp.test`, `INBOX`, `[JIRA] *`) take this path,
+ * which is several times faster than a regular expression. The matcher
+ * takes the value already lower-cased.
+ */
+function starMatcher(pattern: string): ((lower: string) => boolean) | undefined {
+  if (pattern.includes("?")) return undefined;
+  const pieces = pattern.toLowerCase().split("*");
+  const first = pieces[0]!;
+  if (pieces.length === 1) return (v) => v === first;
+  const last = pieces[pieces.length - 1]!;
+  const middle = pieces.slice(1, -1).filter((p) => p !== "");
+  const minLength = pieces.reduce((n, p) => n + p.length, 0);
+  return (v) => {
+    if (v.length < minLength) return false;
+    if (!v.startsWith(first) || !v.endsWith(last)) return false;
+    let at = first.length;
+    const end = v.length - last.length;
+    for (const piece of middle) {
+      const found = v.indexOf(piece, at);
+      if (found < 0 || found + piece.length > end) return false;
+      at = found + piece.length;
+    }
+    return true;
+  };
+}
+
+/** Folder globs that are plain names, or a plain prefix followed by `/**`. */
+function folderMatcher(pattern: string): ((lower: string) => boolean) | undefined {
+  if (/[*?]/.test(pattern.replace(/\/\*\*$/, ""))) return undefined;
+  if (pattern.endsWith("/**")) {
+    const prefix = pattern.slice(0, -2).toLowerCase();
+    return (v) => v.length > prefix.length && v.startsWith(prefix);
+  }
+  return starMatcher(pattern);
+}
+
 export function compileGlob(kind: GlobKind, pattern: string): Glob {
   if (pattern.length === 0) throw new GlobError(`${kind} glob is empty`);
   const matchesAll = pattern === "*" ? kind !== "folder" : kind === "folder" && pattern === "**";
@@ -97,9 +139,12 @@ export function compileGlob(kind: GlobKind, pattern: string): Glob {
   else if (kind === "address") body = compileAddress(pattern);
   else body = compileSubject(pattern);
   const re = new RegExp(`^${body}$`, "iu");
+  const fast = kind === "folder" ? folderMatcher(pattern) : starMatcher(pattern);
+  const testFolded = matchesAll ? () => true : (fast ?? ((lower: string) => re.test(lower)));
   return {
     source: pattern,
     matchesAll,
-    test: matchesAll ? () => true : (value: string) => re.test(value),
+    testFolded,
+    test: fast ? (value: string) => testFolded(value.toLowerCase()) : testFolded,
   };
 }
