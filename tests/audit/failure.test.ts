@@ -1,7 +1,7 @@
 /**
  * A log that cannot be written fails closed: a clear AuditUnavailableError, no crash, no row dropped silently.
  * Read-only is made with chmod, and with `chattr +i` when running as root (root ignores file modes); if neither
- * takes effect on this file system those tests are skipped. A full disk is simulated with maxBytes
+ * takes effect on this file system the tests fail and say so (CI runs as root, where chattr works). A full disk is simulated with maxBytes
  * (PRAGMA max_page_count), which fails exactly as a full disk does (SQLITE_FULL).
  */
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
@@ -50,7 +50,11 @@ beforeEach(() => {
 afterEach(() => scratch.remove());
 
 describe("read-only", () => {
-  test.skipIf(!canMakeReadOnly)("a write-protected file: open says so, the CLI can still read it", async () => {
+  test("this machine can make a file read-only for this process (chmod, or chattr +i as root)", () => {
+    expect(canMakeReadOnly).toBe(true);
+  });
+
+  test("a write-protected file: open says so, the CLI can still read it", async () => {
     const path = scratch.file("ro.db");
     const log = AuditLog.open(path);
     await log.durable(sampleEvent());
@@ -73,7 +77,7 @@ describe("read-only", () => {
     }
   });
 
-  test.skipIf(!canMakeReadOnly)("a missing file in a write-protected directory: open says so", () => {
+  test("a missing file in a write-protected directory: open says so", () => {
     const dir = join(scratch.dir, "locked");
     mkdirSync(dir);
     makeReadOnly(dir, true);
