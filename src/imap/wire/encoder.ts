@@ -1,0 +1,315 @@
+/**
+ * Serializer for both directions, after go-imap v2's imapwire encoder and imapflow's
+ * imap-compiler: tokens into a growable byte buffer; large byte views are passed on by
+ * reference (no copy, never through a string).
+ *
+ * Output is a list of rounds: the owner writes round 0, and before each following round
+ * waits for the peer's `+` (a synchronizing literal sent by the client side without
+ * LITERAL+). Responses to agents always form a single round (server literals never wait).
+ */
+import type { ImapDate, ImapDateTime, Section, Value } from './decoder.ts';
+import { MAX_NONSYNC_LITERAL } from './limits.ts';
+import { encodeMutf7 } from './mutf7.ts';
+import { STAR, type SeqSet } from './seqset.ts';
+
+export interface EncoderOptions {
+  /**
+   * `server`: literals to an agent, `{n}` without waiting. `client`: literals to
+   * upstream, which wait for `+` unless `literalPlus` (RFC 7888 LITERAL+; with
+   * `literalMinus` only literals up to 4096 octets go non-synchronizing).
+   */
+  readonly side: 'server' | 'client';
+  readonly literalPlus?: boolean;
+  readonly literalMinus?: boolean;
+}
+
+/** Views at least this long are passed through by reference instead of copied. */
+const BY_REFERENCE = 16 * 1024;
+const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+const textEncoder = new TextEncoder();
+
+/** Bytes that force a literal: anything but printable ASCII, plus `"` and `\` (no escaping games). */
+function quotable(b: number): boolean {
+  return b >= 0x20 && b < 0x7f && b !== 0x22 && b !== 0x5c;
+}
+
+/** ASTRING-CHAR (RFC 9051 §9). */
+function astringChar(b: number): boolean {
+  return b > 0x20 && b < 0x7f && b !== 0x28 && b !== 0x29 && b !== 0x7b && b !== 0x25 && b !== 0x2a && b !== 0x22 && b !== 0x5c;
+}
+
+export class Encoder {
+  private readonly options: EncoderOptions;
+  private buf = new Uint8Array(4096);
+  private len = 0;
+  private chunks: Uint8Array[] = [];
+  private rounds: Uint8Array[][] = [];
+
+  constructor(options: EncoderOptions) {
+    this.options = options;
+  }
+
+  private ensure(n: number): void {
+    if (this.len + n <= this.buf.length) return;
+    let size = this.buf.length * 2;
+    while (size < this.len + n) size *= 2;
+    const next = new Uint8Array(size);
+    next.set(this.buf.subarray(0, this.len));
+    this.buf = next;
+  }
+
+  private flush(): void {
+    if (this.len === 0) return;
+    this.chunks.push(this.buf.slice(0, this.len));
+    this.len = 0;
+  }
+
+  /** Appends ASCII text (callers guarantee it is ASCII). */
+  raw(s: string): this {
+    this.ensure(s.length);
+    const buf = this.buf;
+    let len = this.len;
+    for (let i = 0; i < s.length; i++) buf[len++] = s.charCodeAt(i);
+    this.len = len;
+    return this;
+  }
+
+  /** Appends bytes: copied if small, passed by reference if large. */
+  bytes(data: Uint8Array): this {
+    if (data.length >= BY_REFERENCE) {
+      this.flush();
+      this.chunks.push(data);
+      return this;
+    }
+    this.ensure(data.length);
+    this.buf.set(data, this.len);
+    this.len += data.length;
+    return this;
+  }
+
+  sp(): this {
+    return this.byte(0x20);
+  }
+
+  crlf(): this {
+    return this.byte(0x0d).byte(0x0a);
+  }
+
+  byte(b: number): this {
+    this.ensure(1);
+    this.buf[this.len++] = b;
+    return this;
+  }
+
+  atom(s: string): this {
+    return this.raw(s);
+  }
+
+  number(n: number): this {
+    return this.raw(String(n));
+  }
+
+  nil(): this {
+    return this.raw('NIL');
+  }
+
+  /** `string`: quoted if every byte is safe printable ASCII and it is short, else a literal. */
+  string(s: string | Uint8Array): this {
+    const data = typeof s === 'string' ? utf8(s) : s;
+    if (data.length <= 1024) {
+      let safe = true;
+      for (let i = 0; i < data.length; i++) {
+        if (!quotable(data[i]!)) {
+          safe = false;
+          break;
+        }
+      }
+      if (safe) return this.byte(0x22).bytes(data).byte(0x22);
+    }
+    return this.literal(data);
+  }
+
+  nstring(s: string | Uint8Array | null): this {
+    return s === null ? this.nil() : this.string(s);
+  }
+
+  /** `astring`: an atom when possible (not NIL, which would read as nil), else a string. */
+  astring(s: string | Uint8Array): this {
+    const data = typeof s === 'string' ? utf8(s) : s;
+    let atomOk = data.length > 0 && data.length <= 1024;
+    for (let i = 0; atomOk && i < data.length; i++) atomOk = astringChar(data[i]!);
+    if (atomOk && data.length === 3 && (data[0]! | 0x20) === 0x6e && (data[1]! | 0x20) === 0x69 && (data[2]! | 0x20) === 0x6c) {
+      atomOk = false;
+    }
+    return atomOk ? this.bytes(data) : this.string(data);
+  }
+
+  /** A literal (`~{n}` if `binary`). Client side: `{n+}` or a round break, per options. */
+  literal(data: Uint8Array, binary = false): this {
+    const o = this.options;
+    const nonSync =
+      o.side === 'client' && (o.literalPlus === true || (o.literalMinus === true && data.length <= MAX_NONSYNC_LITERAL));
+    this.raw(`${binary ? '~' : ''}{${data.length}${nonSync ? '+' : ''}}`).crlf();
+    if (o.side === 'client' && !nonSync) {
+      this.flush();
+      this.rounds.push(this.chunks);
+      this.chunks = [];
+    }
+    return this.bytes(data);
+  }
+
+  /** A mailbox name, modified UTF-7 encoded (INBOX in canonical case). */
+  mailbox(name: string): this {
+    const n = name.length === 5 && name.toUpperCase() === 'INBOX' ? 'INBOX' : name;
+    return this.astring(encodeMutf7(n));
+  }
+
+  /** A LIST pattern: wildcards are written unquoted when possible. */
+  listMailbox(pattern: string): this {
+    const enc = encodeMutf7(pattern);
+    let atomOk = enc.length > 0;
+    for (let i = 0; atomOk && i < enc.length; i++) {
+      const c = enc.charCodeAt(i);
+      atomOk = astringChar(c) || c === 0x25 || c === 0x2a;
+    }
+    return atomOk ? this.raw(enc) : this.string(enc);
+  }
+
+  seqSet(set: SeqSet): this {
+    for (let i = 0; i < set.length; i++) {
+      const r = set[i]!;
+      if (i > 0) this.byte(0x2c);
+      this.seqNumber(r.start);
+      if (r.stop !== r.start) this.byte(0x3a).seqNumber(r.stop);
+    }
+    return this;
+  }
+
+  private seqNumber(n: number): this {
+    return n === STAR ? this.byte(0x2a) : this.number(n);
+  }
+
+  /** `(` items `)`, items separated by SP. */
+  list<T>(items: readonly T[], write: (item: T) => void): this {
+    this.byte(0x28);
+    for (let i = 0; i < items.length; i++) {
+      if (i > 0) this.sp();
+      write(items[i]!);
+    }
+    return this.byte(0x29);
+  }
+
+  /** Flags are atoms or `\`atoms; anything else cannot be a flag and is refused. */
+  flag(f: string): this {
+    if (!/^\\?[!#$&'+,\-./0-9:;<=>?@A-Z^_`a-z|}~[]+$|^\\\*$/.test(f)) {
+      throw new Error(`imap-wire: cannot encode flag ${JSON.stringify(f)}`);
+    }
+    return this.raw(f);
+  }
+
+  flagList(flags: readonly string[]): this {
+    return this.list(flags, (f) => this.flag(f));
+  }
+
+  date(d: ImapDate): this {
+    return this.raw(`${d.day}-${MONTHS[d.month - 1] ?? 'Jan'}-${d.year}`);
+  }
+
+  dateTime(d: ImapDateTime): this {
+    const z = Math.abs(d.zone);
+    return this.raw(
+      `"${pad2(d.day)}-${MONTHS[d.month - 1] ?? 'Jan'}-${d.year} ${pad2(d.hour)}:${pad2(d.minute)}:${pad2(d.second)} ` +
+        `${d.zone < 0 ? '-' : '+'}${pad2(Math.floor(z / 60))}${pad2(z % 60)}"`,
+    );
+  }
+
+  /** `[section-spec]`. */
+  section(s: Section): this {
+    this.byte(0x5b);
+    let first = true;
+    for (const p of s.part) {
+      if (!first) this.byte(0x2e);
+      this.number(p);
+      first = false;
+    }
+    if (s.text !== '') {
+      if (!first) this.byte(0x2e);
+      this.raw(s.text);
+      if (s.text === 'HEADER.FIELDS' || s.text === 'HEADER.FIELDS.NOT') {
+        this.sp().list(s.fields, (f) => this.astring(f));
+      }
+    }
+    return this.byte(0x5d);
+  }
+
+  /** `[section-part]` of BINARY. */
+  sectionBinary(part: readonly number[]): this {
+    return this.raw(`[${part.join('.')}]`);
+  }
+
+  /** A generic value, e.g. an ENVELOPE or BODYSTRUCTURE from upstream. */
+  value(v: Value): this {
+    switch (v.type) {
+      case 'nil':
+        return this.nil();
+      case 'number':
+        return this.number(v.value);
+      case 'atom':
+        return this.raw(v.value);
+      case 'string':
+        return this.string(v.value);
+      case 'list':
+        return this.list(v.value, (x) => this.value(x));
+    }
+  }
+
+  /** Text after a status or continuation: CR, LF and NUL cannot be sent and become spaces. */
+  text(s: string): this {
+    const clean = s.replace(/[\r\n\0]/g, ' ');
+    const data = utf8(clean === '' ? '.' : clean);
+    return this.bytes(data);
+  }
+
+  /** Ends the message and returns its rounds (see module doc); the encoder is reset. */
+  finish(): Uint8Array[][] {
+    this.flush();
+    this.rounds.push(this.chunks);
+    const rounds = this.rounds;
+    this.chunks = [];
+    this.rounds = [];
+    return rounds;
+  }
+
+  /** Ends the message as one byte array (tests, small messages; ignores rounds). */
+  finishBytes(): Uint8Array {
+    const parts = this.finish().flat();
+    if (parts.length === 1) return parts[0]!;
+    let n = 0;
+    for (const p of parts) n += p.length;
+    const out = new Uint8Array(n);
+    let o = 0;
+    for (const p of parts) {
+      out.set(p, o);
+      o += p.length;
+    }
+    return out;
+  }
+}
+
+function pad2(n: number): string {
+  return n < 10 ? '0' + n : String(n);
+}
+
+function utf8(s: string): Uint8Array {
+  let ascii = true;
+  for (let i = 0; i < s.length; i++) {
+    if (s.charCodeAt(i) >= 0x80) {
+      ascii = false;
+      break;
+    }
+  }
+  if (!ascii) return textEncoder.encode(s);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}

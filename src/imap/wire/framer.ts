@@ -1,0 +1,595 @@
+/**
+ * Incremental framing of an IMAP byte stream into messages: one command or response,
+ * i.e. a line plus the literals it announces (RFC 9051 §2.2, §4.3).
+ *
+ * Two states, as in imapflow's imap-stream: LINE (scan for LF) and LITERAL (count n
+ * bytes). Lines and literals are `subarray` views of the fed chunks; bytes are copied
+ * only when a line or literal spans chunks. The caller must not reuse a chunk after
+ * feeding it (Bun's socket `data` chunks are owned by JS, so this holds).
+ *
+ * Pull style: `feed()` queues bytes, `next()` returns the next event or null when more
+ * input is needed. On the server side (reading agent commands) a literal stops the
+ * framer until the owner calls `acceptLiteral()` (and writes `+` for a synchronizing
+ * literal) or `refuseLiteral()` (and writes `BAD`). On the client side (reading
+ * upstream responses) literals are never synchronizing.
+ */
+import { WireError } from './errors.ts';
+import {
+  MAX_APPEND_MESSAGE,
+  MAX_ARGUMENT_LITERAL,
+  MAX_BUFFERED_INPUT,
+  MAX_COMMAND_BYTES,
+  MAX_LINE,
+  MAX_LITERALS_PER_COMMAND,
+  MAX_LITERALS_PER_RESPONSE,
+  MAX_NONSYNC_LITERAL,
+  MAX_NUMBER,
+  MAX_RESPONSE_BYTES,
+  MAX_RESPONSE_LINE,
+  MAX_RESPONSE_LITERAL,
+} from './limits.ts';
+
+/** Literal bytes of a message; `data` is a view, never decoded to a string. */
+export interface Literal {
+  readonly data: Uint8Array;
+  /** Sent as `{n+}` (RFC 7888). */
+  readonly nonSync: boolean;
+  /** Sent as `~{n}` (RFC 3516 literal8). */
+  readonly binary: boolean;
+}
+
+/**
+ * One complete command or response. `lines[i]` excludes CRLF; for i < lines.length-1 it
+ * ends with a literal marker starting at `markers[i]`, whose bytes are `literals[i]`.
+ */
+export interface Frame {
+  readonly lines: readonly Uint8Array[];
+  readonly markers: readonly number[];
+  readonly literals: readonly Literal[];
+  /** Octets on the wire, CRLFs and literals included. */
+  readonly size: number;
+}
+
+/** A literal announced by an agent command, awaiting the owner's decision. */
+export interface LiteralRequest {
+  /** Tag of the command, if its first line started with one. */
+  readonly tag: string | null;
+  /** Upper-cased command name, `UID ` prefix kept (e.g. `APPEND`, `UID SEARCH`). */
+  readonly command: string | null;
+  readonly size: number;
+  /** `{n+}`: bytes are already in flight; no `+` may be written either way. */
+  readonly nonSync: boolean;
+  readonly binary: boolean;
+  /** 0 for the command's first literal. */
+  readonly index: number;
+}
+
+export type FramerEvent =
+  | { readonly kind: 'frame'; readonly frame: Frame }
+  /** A line read after `expectRawLine()` (AUTHENTICATE continuation, IDLE's DONE). */
+  | { readonly kind: 'line'; readonly line: Uint8Array }
+  | { readonly kind: 'literal'; readonly request: LiteralRequest }
+  | { readonly kind: 'error'; readonly error: WireError };
+
+export interface FramerLimits {
+  readonly maxLine: number;
+  /** Server: largest APPEND literal. Client: largest response literal. */
+  readonly maxLiteral: number;
+  /** Server: largest literal in non-APPEND commands. */
+  readonly maxArgumentLiteral: number;
+  /** LITERAL- cap on `{n+}` (server only). */
+  readonly maxNonSyncLiteral: number;
+  readonly maxLiterals: number;
+  readonly maxFrameBytes: number;
+  readonly maxBuffered: number;
+}
+
+export interface FramerOptions {
+  /** `server` reads agent commands; `client` reads upstream responses. */
+  readonly role: 'server' | 'client';
+  /** Accept `~{n}` (only once BINARY is enabled). Default: false on the server, true on the client. */
+  readonly allowLiteral8?: boolean;
+  /** Override limits (tests; the defaults come from limits.ts). */
+  readonly limits?: Partial<FramerLimits>;
+}
+
+export const SERVER_LIMITS: FramerLimits = {
+  maxLine: MAX_LINE,
+  maxLiteral: MAX_APPEND_MESSAGE,
+  maxArgumentLiteral: MAX_ARGUMENT_LITERAL,
+  maxNonSyncLiteral: MAX_NONSYNC_LITERAL,
+  maxLiterals: MAX_LITERALS_PER_COMMAND,
+  maxFrameBytes: MAX_COMMAND_BYTES,
+  maxBuffered: MAX_BUFFERED_INPUT,
+};
+
+export const CLIENT_LIMITS: FramerLimits = {
+  maxLine: MAX_RESPONSE_LINE,
+  maxLiteral: MAX_RESPONSE_LITERAL,
+  maxArgumentLiteral: MAX_RESPONSE_LITERAL,
+  maxNonSyncLiteral: MAX_RESPONSE_LITERAL,
+  maxLiterals: MAX_LITERALS_PER_RESPONSE,
+  maxFrameBytes: MAX_RESPONSE_BYTES,
+  maxBuffered: MAX_BUFFERED_INPUT,
+};
+
+const LF = 0x0a;
+const CR = 0x0d;
+const SP = 0x20;
+const DQUOTE = 0x22;
+const BACKSLASH = 0x5c;
+const LBRACE = 0x7b;
+const RBRACE = 0x7d;
+const PLUS = 0x2b;
+const TILDE = 0x7e;
+
+const EMPTY = new Uint8Array(0);
+
+/** A literal marker found at the end of a line. `size` is -1 when unparsable or > 2^32-1. */
+export interface LiteralMarker {
+  readonly start: number;
+  readonly size: number;
+  readonly nonSync: boolean;
+  readonly binary: boolean;
+}
+
+/**
+ * Finds `{n}`, `{n+}`, `~{n}` or `~{n+}` at the end of a line (CRLF already removed),
+ * scanning bytes. Quote state is tracked from the start of the line so that an
+ * unterminated `"abc {5}` is not mistaken for a literal (PROTOCOL.md §4).
+ */
+export function findLiteralMarker(line: Uint8Array): LiteralMarker | null {
+  const len = line.length;
+  if (len < 3 || line[len - 1] !== RBRACE) return null;
+  let inQuote = false;
+  for (let i = 0; i < len; i++) {
+    const b = line[i];
+    if (inQuote) {
+      if (b === BACKSLASH) i++;
+      else if (b === DQUOTE) inQuote = false;
+    } else if (b === DQUOTE) {
+      inQuote = true;
+    }
+  }
+  if (inQuote) return null;
+  let j = len - 2;
+  let nonSync = false;
+  if (line[j] === PLUS) {
+    nonSync = true;
+    j--;
+  }
+  const digitsEnd = j + 1;
+  while (j >= 0) {
+    const b = line[j]!;
+    if (b < 0x30 || b > 0x39) break;
+    j--;
+  }
+  const digits = digitsEnd - (j + 1);
+  if (digits === 0 || j < 0 || line[j] !== LBRACE) return null;
+  let start = j;
+  let binary = false;
+  if (j > 0 && line[j - 1] === TILDE) {
+    binary = true;
+    start = j - 1;
+  }
+  let size = -1;
+  // Ten digits bound the value below 2^34 before the range check: no overflow.
+  if (digits <= 10) {
+    size = 0;
+    for (let k = j + 1; k < digitsEnd; k++) size = size * 10 + (line[k]! - 0x30);
+    if (size > MAX_NUMBER) size = -1;
+  }
+  return { start, size, nonSync, binary };
+}
+
+type State = 'line' | 'literal' | 'decide' | 'closed';
+
+export class Framer {
+  private readonly server: boolean;
+  private readonly allowLiteral8: boolean;
+  readonly limits: FramerLimits;
+
+  // Unframed input: chunks[0] is read from offset `head`.
+  private chunks: Uint8Array[] = [];
+  private head = 0;
+  private bufferedBytes = 0;
+
+  private state: State = 'line';
+  private fatal: WireError | null = null;
+  private rawLine = false;
+
+  // Pieces of a line that spans chunks.
+  private parts: Uint8Array[] = [];
+  private partsLen = 0;
+
+  // The message being framed.
+  private lines: Uint8Array[] = [];
+  private markers: number[] = [];
+  private literals: Literal[] = [];
+  private literalCount = 0;
+  private frameBytes = 0;
+  private tag: string | null = null;
+  private command: string | null = null;
+  /** Refused command whose remaining bytes (`{n+}` literals, lines) are being skipped. */
+  private discarding = false;
+
+  // The literal being read or awaiting a decision.
+  private lit: LiteralMarker = { start: 0, size: 0, nonSync: false, binary: false };
+  private litBuf: Uint8Array | null = null;
+  private litView: Uint8Array | null = null;
+  private litFilled = 0;
+
+  constructor(options: FramerOptions) {
+    this.server = options.role === 'server';
+    this.allowLiteral8 = options.allowLiteral8 ?? !this.server;
+    this.limits = { ...(this.server ? SERVER_LIMITS : CLIENT_LIMITS), ...options.limits };
+  }
+
+  /** Octets fed but not yet framed. */
+  get buffered(): number {
+    return this.bufferedBytes;
+  }
+
+  /** True between a `literal` event and the owner's accept/refuse call. */
+  get awaitingDecision(): boolean {
+    return this.state === 'decide';
+  }
+
+  /** Queues bytes. The chunk is kept by reference: do not modify it afterwards. */
+  feed(chunk: Uint8Array): void {
+    if (this.state === 'closed' || chunk.length === 0) return;
+    if (this.bufferedBytes > this.limits.maxBuffered) {
+      this.fail('input-overflow', `more than ${this.limits.maxBuffered} octets buffered ahead of the reader`);
+      return;
+    }
+    this.chunks.push(chunk);
+    this.bufferedBytes += chunk.length;
+  }
+
+  /**
+   * The next line is returned raw as a `line` event, without literal detection: for
+   * AUTHENTICATE continuations (RFC 9051 §6.2.2) and IDLE's DONE (§6.3.13). Call at a
+   * message boundary, before pulling the line.
+   */
+  expectRawLine(): void {
+    this.rawLine = true;
+  }
+
+  /**
+   * Drops all unframed input and returns its length. After STARTTLS, bytes received
+   * before the handshake must be discarded (RFC 9051 §6.2.1, PROTOCOL.md §4).
+   */
+  discardBuffered(): number {
+    const n = this.bufferedBytes;
+    this.chunks = [];
+    this.head = 0;
+    this.bufferedBytes = 0;
+    this.parts = [];
+    this.partsLen = 0;
+    return n;
+  }
+
+  /** Accepts the pending literal; for a synchronizing one the owner now writes `+`. */
+  acceptLiteral(): void {
+    if (this.state !== 'decide') throw new Error('imap-wire: acceptLiteral without a pending literal');
+    this.startLiteral(false);
+  }
+
+  /**
+   * Refuses the pending literal; the owner writes a tagged `BAD`. A synchronizing
+   * literal ends the command (the client sends nothing more for it); a `{n+}` literal's
+   * bytes and the rest of its command are consumed and dropped.
+   */
+  refuseLiteral(): void {
+    if (this.state !== 'decide') throw new Error('imap-wire: refuseLiteral without a pending literal');
+    if (this.lit.nonSync) {
+      this.discarding = true;
+      this.startLiteral(true);
+    } else {
+      this.resetFrame();
+    }
+  }
+
+  /** Returns the next event, or null when more input (or a literal decision) is needed. */
+  next(): FramerEvent | null {
+    for (;;) {
+      if (this.fatal !== null) {
+        const error = this.fatal;
+        this.fatal = null;
+        this.closeNow();
+        return { kind: 'error', error };
+      }
+      switch (this.state) {
+        case 'closed':
+        case 'decide':
+          return null;
+        case 'literal': {
+          if (!this.readLiteral()) return null;
+          this.state = 'line';
+          continue;
+        }
+        case 'line': {
+          const line = this.readLine();
+          if (line === null) continue; // fatal set, or loop ends below
+          if (line === undefined) return null;
+          const event = this.onLine(line);
+          if (event !== null) return event;
+          continue;
+        }
+      }
+    }
+  }
+
+  private onLine(line: Uint8Array): FramerEvent | null {
+    if (this.rawLine && this.lines.length === 0 && !this.discarding) {
+      this.rawLine = false;
+      return { kind: 'line', line };
+    }
+    const first = this.lines.length === 0 && !this.discarding && this.literalCount === 0;
+    if (first && this.server) this.readTagAndCommand(line);
+    this.frameBytes += line.length + 2;
+    if (this.frameBytes > this.limits.maxFrameBytes) {
+      return this.tooBig();
+    }
+    const marker = findLiteralMarker(line);
+    if (marker === null) {
+      if (this.discarding) {
+        this.resetFrame();
+        return null;
+      }
+      this.lines.push(line);
+      const frame: Frame = {
+        lines: this.lines,
+        markers: this.markers,
+        literals: this.literals,
+        size: this.frameBytes,
+      };
+      this.resetFrame();
+      return { kind: 'frame', frame };
+    }
+    if (!this.discarding) {
+      this.lines.push(line);
+      this.markers.push(marker.start);
+    }
+    this.lit = marker;
+    return this.server ? this.onServerLiteral(marker) : this.onClientLiteral(marker);
+  }
+
+  private onClientLiteral(m: LiteralMarker): FramerEvent | null {
+    const l = this.limits;
+    if (m.size < 0) this.fail('literal-size-invalid', 'invalid literal size in response');
+    else if (m.binary && !this.allowLiteral8) this.fail('literal8-refused', 'literal8 in response');
+    else if (m.size > l.maxLiteral) this.fail('literal-too-big', `response literal of ${m.size} octets`);
+    else if (this.literalCount >= l.maxLiterals) this.fail('too-many-literals', 'too many literals in response');
+    else if (this.frameBytes + m.size > l.maxFrameBytes) this.fail('response-too-big', 'response too big');
+    else this.startLiteral(false);
+    return null;
+  }
+
+  private onServerLiteral(m: LiteralMarker): FramerEvent | null {
+    const l = this.limits;
+    if (this.discarding) {
+      // Already answered BAD. A synchronizing literal ends the refused command (no `+`
+      // will come); a `{n+}` one is in flight and must be consumed.
+      if (!m.nonSync) this.resetFrame();
+      else if (m.size < 0 || this.frameBytes + m.size > l.maxFrameBytes) {
+        this.fail('command-too-big', 'refused command keeps sending literals');
+      } else this.startLiteral(true);
+      return null;
+    }
+    let error: WireError | null = null;
+    const cap = this.command === 'APPEND' ? l.maxLiteral : l.maxArgumentLiteral;
+    if (m.size < 0) {
+      error = this.badLiteral('literal-size-invalid', 'invalid literal size', null);
+    } else if (m.binary && !this.allowLiteral8) {
+      error = this.badLiteral('literal8-refused', 'literal8 requires BINARY', 'CLIENTBUG');
+    } else if (this.literalCount >= l.maxLiterals) {
+      error = this.badLiteral('too-many-literals', 'too many literals in command', 'LIMIT');
+    } else if (m.nonSync && m.size > l.maxNonSyncLiteral) {
+      // RFC 7888 §5 (LITERAL-): BAD [TOOBIG] after consuming the octets.
+      error = this.badLiteral('literal-too-big', `non-synchronizing literal over ${l.maxNonSyncLiteral} octets`, 'TOOBIG');
+    } else if (m.size > cap) {
+      error = this.badLiteral('literal-too-big', `literal of ${m.size} octets`, 'TOOBIG');
+    } else if (this.frameBytes + m.size > l.maxFrameBytes) {
+      error = this.badLiteral('command-too-big', 'command too big', 'TOOBIG');
+    }
+    if (error === null) {
+      this.state = 'decide';
+      return {
+        kind: 'literal',
+        request: {
+          tag: this.tag,
+          command: this.command,
+          size: m.size,
+          nonSync: m.nonSync,
+          binary: m.binary,
+          index: this.literalCount,
+        },
+      };
+    }
+    if (!m.nonSync) {
+      this.resetFrame();
+      return { kind: 'error', error };
+    }
+    // The octets are in flight: consume exactly n of them, unless n cannot be known or
+    // exceeds what any command may carry, in which case the stream is unrecoverable.
+    if (m.size < 0 || m.size > l.maxFrameBytes) {
+      this.fail(error.code, 'non-synchronizing literal cannot be skipped safely');
+      return null;
+    }
+    this.discarding = true;
+    this.startLiteral(true);
+    return { kind: 'error', error };
+  }
+
+  private badLiteral(code: WireError['code'], message: string, responseCode: string | null): WireError {
+    return new WireError(code, message, { tag: this.tag, responseCode });
+  }
+
+  private tooBig(): FramerEvent | null {
+    this.fail(this.server ? 'command-too-big' : 'response-too-big', 'message exceeds size limit');
+    return null;
+  }
+
+  private startLiteral(discard: boolean): void {
+    this.literalCount++;
+    this.litBuf = null;
+    this.litView = null;
+    this.litFilled = 0;
+    this.discarding = this.discarding || discard;
+    this.state = 'literal';
+  }
+
+  /** Reads literal octets; true when the literal is complete. */
+  private readLiteral(): boolean {
+    const size = this.lit.size;
+    while (this.litFilled < size) {
+      const c = this.chunks[0];
+      if (c === undefined) return false;
+      const avail = c.length - this.head;
+      const need = size - this.litFilled;
+      const take = avail < need ? avail : need;
+      if (!this.discarding) {
+        if (this.litFilled === 0 && take === size) {
+          this.litView = c.subarray(this.head, this.head + take);
+        } else {
+          // Spans chunks: one allocation of the already-checked size.
+          if (this.litBuf === null) this.litBuf = new Uint8Array(size);
+          this.litBuf.set(c.subarray(this.head, this.head + take), this.litFilled);
+        }
+      }
+      this.litFilled += take;
+      this.consume(take);
+    }
+    this.frameBytes += size;
+    if (!this.discarding) {
+      this.literals.push({
+        data: this.litView ?? this.litBuf ?? EMPTY,
+        nonSync: this.lit.nonSync,
+        binary: this.lit.binary,
+      });
+    }
+    this.litBuf = null;
+    this.litView = null;
+    return true;
+  }
+
+  private consume(n: number): void {
+    this.head += n;
+    this.bufferedBytes -= n;
+    const c = this.chunks[0];
+    if (c !== undefined && this.head >= c.length) {
+      this.chunks.shift();
+      this.head = 0;
+    }
+  }
+
+  /** A complete line without CRLF; undefined when incomplete; null when a limit broke. */
+  private readLine(): Uint8Array | null | undefined {
+    const max = this.limits.maxLine;
+    for (;;) {
+      const c = this.chunks[0];
+      if (c === undefined) return undefined;
+      const start = this.head;
+      const lf = c.indexOf(LF, start);
+      if (lf === -1) {
+        const piece = start === 0 ? c : c.subarray(start);
+        // +1: the CR of the CRLF may be in this piece.
+        if (this.partsLen + piece.length > max + 1) {
+          this.fail('line-too-long', `line longer than ${max} octets`);
+          return null;
+        }
+        this.parts.push(piece);
+        this.partsLen += piece.length;
+        this.consume(piece.length);
+        continue;
+      }
+      const total = this.partsLen + (lf - start);
+      if (total > max + 1) {
+        this.fail('line-too-long', `line longer than ${max} octets`);
+        return null;
+      }
+      let line: Uint8Array;
+      if (this.partsLen === 0) {
+        line = c.subarray(start, lf);
+      } else {
+        line = new Uint8Array(total);
+        let off = 0;
+        for (const p of this.parts) {
+          line.set(p, off);
+          off += p.length;
+        }
+        line.set(c.subarray(start, lf), off);
+        this.parts = [];
+        this.partsLen = 0;
+      }
+      this.consume(lf + 1 - start);
+      // Bare LF is accepted as a line end, as go-imap's decoder and Dovecot do.
+      if (line.length > 0 && line[line.length - 1] === CR) line = line.subarray(0, line.length - 1);
+      if (line.length > max) {
+        this.fail('line-too-long', `line longer than ${max} octets`);
+        return null;
+      }
+      return line;
+    }
+  }
+
+  /** Reads `tag SP command [SP name]` from a command's first line, for limits and errors. */
+  private readTagAndCommand(line: Uint8Array): void {
+    const sp1 = line.indexOf(SP);
+    const tagEnd = sp1 === -1 ? line.length : sp1;
+    this.tag = tagEnd > 0 && tagEnd <= 64 ? asciiUpperOrSame(line, 0, tagEnd, false) : null;
+    this.command = null;
+    if (sp1 === -1) return;
+    let sp2 = line.indexOf(SP, sp1 + 1);
+    if (sp2 === -1) sp2 = line.length;
+    if (sp2 - sp1 - 1 > 32) return;
+    let name = asciiUpperOrSame(line, sp1 + 1, sp2, true);
+    if (name === 'UID' && sp2 < line.length) {
+      let sp3 = line.indexOf(SP, sp2 + 1);
+      if (sp3 === -1) sp3 = line.length;
+      if (sp3 - sp2 - 1 <= 32) name += ' ' + asciiUpperOrSame(line, sp2 + 1, sp3, true);
+    }
+    this.command = name;
+  }
+
+  private fail(code: WireError['code'], message: string): void {
+    this.fatal = new WireError(code, message, { fatal: true, tag: this.tag });
+  }
+
+  private closeNow(): void {
+    this.state = 'closed';
+    this.chunks = [];
+    this.parts = [];
+    this.partsLen = 0;
+    this.bufferedBytes = 0;
+    this.head = 0;
+    this.lines = [];
+    this.markers = [];
+    this.literals = [];
+    this.litBuf = null;
+    this.litView = null;
+  }
+
+  private resetFrame(): void {
+    this.lines = [];
+    this.markers = [];
+    this.literals = [];
+    this.literalCount = 0;
+    this.frameBytes = 0;
+    this.tag = null;
+    this.command = null;
+    this.discarding = false;
+    this.state = 'line';
+  }
+}
+
+function asciiUpperOrSame(buf: Uint8Array, start: number, end: number, upper: boolean): string {
+  let s = '';
+  for (let i = start; i < end; i++) {
+    let b = buf[i]!;
+    if (upper && b >= 0x61 && b <= 0x7a) b -= 0x20;
+    s += String.fromCharCode(b);
+  }
+  return s;
+}
