@@ -263,10 +263,15 @@ export class Encoder {
     }
   }
 
-  /** Text after a status or continuation: CR, LF and NUL cannot be sent and become spaces. */
+  /**
+   * Text after a status or continuation: CR, LF and NUL cannot be sent and become
+   * spaces; empty text (not allowed by the grammar) and a trailing `{n}` get a '.'.
+   */
   text(s: string): this {
-    const clean = s.replace(/[\r\n\0]/g, ' ');
-    const data = utf8(clean === '' ? '.' : clean);
+    let clean = s.replace(/[\r\n\0]/g, ' ');
+    // Text ending like a literal marker would make the peer wait for literal bytes.
+    if (clean === '' || /\{[0-9]+\+?\}$/.test(clean)) clean += '.';
+    const data = utf8(clean);
     return this.bytes(data);
   }
 

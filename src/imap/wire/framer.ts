@@ -124,6 +124,8 @@ const PLUS = 0x2b;
 const TILDE = 0x7e;
 
 const EMPTY = new Uint8Array(0);
+/** First buffer for a literal that spans chunks; it grows as its bytes arrive. */
+const LITERAL_INITIAL = 64 * 1024;
 
 /** A literal marker found at the end of a line. `size` is -1 when unparsable or > 2^32-1. */
 export interface LiteralMarker {
@@ -453,9 +455,18 @@ export class Framer {
         if (this.litFilled === 0 && take === size) {
           this.litView = c.subarray(this.head, this.head + take);
         } else {
-          // Spans chunks: one allocation of the already-checked size.
-          if (this.litBuf === null) this.litBuf = new Uint8Array(size);
-          this.litBuf.set(c.subarray(this.head, this.head + take), this.litFilled);
+          // Spans chunks: grow with the bytes actually received (doubling, capped at the
+          // checked size), so announcing a large literal and stalling costs no memory.
+          const filled = this.litFilled + take;
+          const buf = this.litBuf;
+          if (buf === null || buf.length < filled) {
+            let cap = buf === null ? LITERAL_INITIAL : buf.length * 2;
+            while (cap < filled) cap *= 2;
+            const next = new Uint8Array(cap < size ? cap : size);
+            if (buf !== null) next.set(buf.subarray(0, this.litFilled));
+            this.litBuf = next;
+          }
+          this.litBuf!.set(c.subarray(this.head, this.head + take), this.litFilled);
         }
       }
       this.litFilled += take;

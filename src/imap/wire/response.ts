@@ -449,7 +449,7 @@ function list(dec: Decoder, type: 'LIST' | 'LSUB'): Response | null {
   let delimiter: string | null = null;
   if (!dec.acceptKeyword('NIL')) {
     const q = dec.quoted();
-    if (q === null || q.length !== 1) return dec.fail('expected hierarchy delimiter');
+    if (q === null || q.length !== 1 || q[0]! < 0x20 || q[0]! >= 0x7f) return dec.fail('expected hierarchy delimiter');
     delimiter = latin1(q, 0, 1);
   }
   dec.expectSP();
@@ -544,7 +544,7 @@ function namespace(dec: Decoder): Response | null {
       let delimiter: string | null = null;
       if (!dec.acceptKeyword('NIL')) {
         const q = dec.quoted();
-        if (q === null || q.length !== 1) dec.fail('expected delimiter');
+        if (q === null || q.length !== 1 || q[0]! < 0x20 || q[0]! >= 0x7f) dec.fail('expected delimiter');
         else delimiter = latin1(q, 0, 1);
       }
       // Namespace-Response-Extensions: parsed and dropped.
