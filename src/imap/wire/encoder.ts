@@ -201,9 +201,16 @@ export class Encoder {
 
   /** Flags are atoms or `\`atoms; anything else cannot be a flag and is refused. */
   flag(f: string): this {
-    if (!/^\\?[!#$&'+,\-./0-9:;<=>?@A-Z^_`a-z|}~[]+$|^\\\*$/.test(f)) {
-      throw new Error(`imap-wire: cannot encode flag ${JSON.stringify(f)}`);
+    const start = f.charCodeAt(0) === 0x5c ? 1 : 0;
+    let ok = f.length > start || f === '\\*';
+    if (f !== '\\*') {
+      for (let i = start; ok && i < f.length; i++) {
+        const c = f.charCodeAt(i);
+        // ATOM-CHAR (RFC 9051 §9): not atom-specials, not CTL, 7-bit.
+        ok = c > 0x20 && c < 0x7f && c !== 0x28 && c !== 0x29 && c !== 0x7b && c !== 0x25 && c !== 0x2a && c !== 0x22 && c !== 0x5c && c !== 0x5d;
+      }
     }
+    if (!ok) throw new Error(`imap-wire: cannot encode flag ${JSON.stringify(f)}`);
     return this.raw(f);
   }
 
