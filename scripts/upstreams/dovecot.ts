@@ -1,0 +1,151 @@
+/**
+ * Dovecot from a private config: IMAP on 127.0.0.1 (a plain port offering STARTTLS and an
+ * implicit-TLS port), users from a passwd-file, Maildir with special-use folders, and an
+ * auth socket Postfix uses for SMTP AUTH. Nothing under /etc is read.
+ */
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import type { Layout } from "./layout.ts";
+import { MAIL_UID, SPECIAL_FOLDERS } from "./layout.ts";
+import { runDaemonCommand } from "./processes.ts";
+import type { TlsFiles } from "./tls.ts";
+
+/** Socket (in Dovecot's base_dir) that Postfix's smtpd asks to check SMTP AUTH. */
+export const SASL_SOCKET = "auth-postfix";
+/** Socket (in Dovecot's base_dir) where Postfix delivers test users' mail over LMTP. */
+export const LMTP_SOCKET = "lmtp-postfix";
+
+export function dovecotConfig(paths: Layout, tls: TlsFiles, ports: { imap: number; imaps: number }): string {
+  const mailboxes = Object.entries(SPECIAL_FOLDERS).map(([name, use]) =>
+    // A mailbox block must span lines: on one line Dovecot reports a syntax error.
+    `  mailbox ${name} {\n    special_use = ${use}\n    auto = subscribe\n  }`).join("\n");
+  return `# Written by scripts/upstreams/start.ts; rewritten at every start.
+base_dir = ${paths.dovecotBaseDir}
+state_dir = ${paths.dovecotStateDir}
+log_path = ${paths.dovecotLog}
+instance_name = mailgator-upstream-${ports.imap}
+protocols = imap lmtp
+listen = 127.0.0.1
+shutdown_clients = yes
+
+ssl = yes
+ssl_cert = <${tls.certFile}
+ssl_key = <${tls.keyFile}
+ssl_min_protocol = TLSv1.2
+
+# Test fixtures log in over plain TCP too.
+disable_plaintext_auth = no
+auth_mechanisms = plain login
+default_internal_user = dovecot
+default_login_user = dovenull
+first_valid_uid = ${MAIL_UID}
+last_valid_uid = ${MAIL_UID}
+
+# Re-read when it changes: tests add users at run time without a reload.
+passdb {
+  driver = passwd-file
+  args = scheme=PLAIN username_format=%Lu ${paths.usersFile}
+}
+userdb {
+  driver = passwd-file
+  args = username_format=%Lu ${paths.usersFile}
+}
+
+mail_location = maildir:~/Maildir
+namespace inbox {
+  inbox = yes
+  separator = /
+${mailboxes}
+}
+
+# Load tests open many sessions for one user from one address.
+protocol imap {
+  mail_max_userip_connections = 1000
+}
+default_vsz_limit = 1G
+default_process_limit = 1100
+default_client_limit = 4000
+service imap-login {
+  inet_listener imap {
+    address = 127.0.0.1
+    port = ${ports.imap}
+  }
+  inet_listener imaps {
+    address = 127.0.0.1
+    port = ${ports.imaps}
+    ssl = yes
+  }
+  service_count = 0
+  process_min_avail = 2
+  process_limit = 8
+  client_limit = 1000
+}
+service imap {
+  process_limit = 1024
+}
+# Postfix hands test users' mail to Dovecot here; "user+tag@" goes to user's INBOX.
+recipient_delimiter = +
+lmtp_save_to_detail_mailbox = no
+service lmtp {
+  user = root
+  unix_listener ${LMTP_SOCKET} {
+    mode = 0660
+    user = postfix
+    group = postfix
+  }
+}
+service anvil {
+  client_limit = 5000
+}
+service auth {
+  client_limit = 5000
+  unix_listener ${SASL_SOCKET} {
+    mode = 0660
+    user = postfix
+    group = postfix
+  }
+}
+`;
+}
+
+/** Writes the config and the (initially empty) users file; keeps existing users. */
+export function writeDovecotFiles(paths: Layout, tls: TlsFiles, ports: { imap: number; imaps: number }): void {
+  mkdirSync(paths.dovecotDir, { recursive: true, mode: 0o755 });
+  mkdirSync(paths.dovecotStateDir, { recursive: true, mode: 0o755 });
+  writeFileSync(paths.dovecotConf, dovecotConfig(paths, tls, ports));
+  if (!existsSync(paths.usersFile)) writeFileSync(paths.usersFile, "");
+  // Dovecot's auth process reads it as group dovecot.
+  chownSync(paths.usersFile, 0, dovecotGid());
+  chmodSync(paths.usersFile, 0o640);
+}
+
+function dovecotGid(): number {
+  const line = readFileSync("/etc/group", "utf8").split("\n").find((entry) => entry.startsWith("dovecot:"));
+  const gid = Number(line?.split(":")[2]);
+  if (!Number.isInteger(gid)) throw new Error("upstreams: group dovecot is missing (the dovecot-core package creates it)");
+  return gid;
+}
+
+/** Starts the master (it daemonizes) and returns its PID from base_dir/master.pid. */
+export async function startDovecot(paths: Layout): Promise<number> {
+  const result = runDaemonCommand(["/usr/sbin/dovecot", "-c", paths.dovecotConf], join(paths.dovecotDir, "start.out"));
+  if (result.exitCode !== 0) {
+    throw new Error(`upstreams: dovecot did not start (exit ${result.exitCode}): ${result.output}${logTail(paths.dovecotLog)}`);
+  }
+  const pidFile = join(paths.dovecotBaseDir, "master.pid");
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline) {
+    if (existsSync(pidFile)) {
+      const pid = Number(readFileSync(pidFile, "utf8").trim());
+      if (pid > 0) return pid;
+    }
+    await Bun.sleep(20);
+  }
+  throw new Error(`upstreams: dovecot wrote no ${pidFile}${logTail(paths.dovecotLog)}`);
+}
+
+export function logTail(path: string, lines = 15): string {
+  if (!existsSync(path)) return "";
+  const tail = readFileSync(path, "utf8").trimEnd().split("\n").slice(-lines).join("\n");
+  return `\n--- last lines of ${path} ---\n${tail}`;
+}
