@@ -1,0 +1,180 @@
+/**
+ * One TCP connection, on either side of the proxy, plain or TLS, with the upgrade to TLS in place (STARTTLS).
+ *
+ * Built on node:net and node:tls because Bun 1.4.4's `upgradeTLS` cannot act as a TLS server (oven-sh/bun#25044);
+ * one socket type for both sides keeps the protocol code the same whichever way a connection was made.
+ * Bytes are delivered as Buffers the caller owns: `subarray` views of them do not copy.
+ */
+
+import type { Socket } from "node:net";
+import { connect as tlsConnect, TLSSocket, type ConnectionOptions } from "node:tls";
+
+export type DataHandler = (chunk: Buffer) => void;
+
+export class Connection {
+  #socket: Socket;
+  #onData: DataHandler | null = null;
+  #onClose: ((error: Error | null) => void) | null = null;
+  #closed = false;
+  #error: Error | null = null;
+  #paused = false;
+  /** True once the connection is encrypted (implicit TLS, or after STARTTLS). */
+  secure: boolean;
+  readonly remoteAddress: string;
+  readonly remotePort: number;
+
+  constructor(socket: Socket, secure: boolean) {
+    this.#socket = socket;
+    this.secure = secure;
+    this.remoteAddress = normalizeAddress(socket.remoteAddress ?? "");
+    this.remotePort = socket.remotePort ?? 0;
+    this.#attach(socket);
+  }
+
+  #attach(socket: Socket): void {
+    socket.setNoDelay(true);
+    socket.on("data", this.#handleData);
+    socket.on("error", this.#handleError);
+    socket.on("close", this.#handleClose);
+  }
+
+  #detach(socket: Socket): void {
+    socket.off("data", this.#handleData);
+    socket.off("error", this.#handleError);
+    socket.off("close", this.#handleClose);
+  }
+
+  #handleData = (chunk: Buffer): void => {
+    this.#onData?.(chunk);
+  };
+
+  #handleError = (error: Error): void => {
+    this.#error ??= error;
+  };
+
+  #handleClose = (): void => {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.#onClose?.(this.#error);
+  };
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  /** Where received bytes go; one handler at a time. */
+  onData(handler: DataHandler | null): void {
+    this.#onData = handler;
+  }
+
+  /** Called once when the connection is gone, with the error that ended it, if any. */
+  onClose(handler: (error: Error | null) => void): void {
+    this.#onClose = handler;
+    if (this.#closed) handler(this.#error);
+  }
+
+  /** Queues bytes; returns false when the kernel buffer is full (wait for `drained()`). */
+  write(data: Uint8Array | string): boolean {
+    if (this.#closed || this.#socket.destroyed) return false;
+    return this.#socket.write(data);
+  }
+
+  /** Resolves when written data has been handed to the kernel, or the connection closed. */
+  drained(): Promise<void> {
+    if (this.#closed || this.#socket.writableLength === 0 || !this.#socket.writableNeedDrain) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = (): void => {
+        this.#socket.off("drain", done);
+        this.#socket.off("close", done);
+        resolve();
+      };
+      this.#socket.on("drain", done);
+      this.#socket.on("close", done);
+    });
+  }
+
+  /** Stops delivering data (TCP flow control pushes back on the peer). */
+  pause(): void {
+    if (!this.#paused) {
+      this.#paused = true;
+      this.#socket.pause();
+    }
+  }
+
+  resume(): void {
+    if (this.#paused) {
+      this.#paused = false;
+      this.#socket.resume();
+    }
+  }
+
+  /**
+   * Server side of STARTTLS: call after writing the "go ahead" reply. Bytes the peer sent in clear after its
+   * STARTTLS command must be dropped by the caller (RFC 3207 §4.2; PROTOCOL.md §4): from here on only
+   * decrypted bytes reach the data handler.
+   */
+  async startTlsServer(key: Buffer, cert: Buffer, handshakeTimeoutMs: number): Promise<void> {
+    const raw = this.#socket;
+    this.#detach(raw);
+    const secure = new TLSSocket(raw, { isServer: true, key, cert });
+    this.#socket = secure;
+    this.#attach(secure);
+    await this.#handshake(secure, "secure", handshakeTimeoutMs);
+  }
+
+  /**
+   * Client side of STARTTLS: call after the server's go-ahead reply. The certificate is verified per `options`;
+   * any failure rejects and destroys the connection.
+   */
+  async startTlsClient(options: ConnectionOptions, handshakeTimeoutMs: number): Promise<void> {
+    const raw = this.#socket;
+    this.#detach(raw);
+    raw.on("error", () => {});
+    const secure = tlsConnect({ ...options, socket: raw });
+    this.#socket = secure;
+    this.#attach(secure);
+    await this.#handshake(secure, "secureConnect", handshakeTimeoutMs);
+  }
+
+  #handshake(socket: TLSSocket, event: "secure" | "secureConnect", timeoutMs: number): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => fail(new Error("TLS handshake timed out")), timeoutMs);
+      const cleanup = (): void => {
+        clearTimeout(timer);
+        socket.off(event, ok);
+        socket.off("error", fail);
+        socket.off("close", closed);
+      };
+      const ok = (): void => {
+        cleanup();
+        this.secure = true;
+        resolve();
+      };
+      const fail = (error: Error): void => {
+        cleanup();
+        this.#error ??= error;
+        socket.destroy();
+        reject(error);
+      };
+      const closed = (): void => fail(this.#error ?? new Error("connection closed during the TLS handshake"));
+      socket.once(event, ok);
+      socket.once("error", fail);
+      socket.once("close", closed);
+    });
+  }
+
+  /** Flushes what was written, then closes. */
+  end(): void {
+    if (!this.#closed) this.#socket.end();
+  }
+
+  /** Closes at once, dropping unwritten data. */
+  destroy(): void {
+    this.#socket.destroy();
+  }
+}
+
+/** `::ffff:127.0.0.1` → `127.0.0.1`, so IPv4 clients are named the same way whatever the listening socket. */
+export function normalizeAddress(address: string): string {
+  return address.startsWith("::ffff:") && address.includes(".") ? address.slice(7) : address;
+}

@@ -1,0 +1,100 @@
+/**
+ * A listener for agents: plain TCP (default, meant for loopback), implicit TLS, or plain with the protocol
+ * offering STARTTLS (then `Connection.startTlsServer` upgrades it). node:net / node:tls for all three
+ * (see connection.ts for why).
+ */
+
+import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from "node:net";
+import { createServer as createTlsServer } from "node:tls";
+import { readFileSync } from "node:fs";
+import { Connection } from "./connection.ts";
+
+export type ListenTls = "tls" | "starttls" | "none";
+
+export interface TlsIdentity {
+  readonly key: Buffer;
+  readonly cert: Buffer;
+}
+
+export interface ListenOptions {
+  readonly host: string;
+  /** 0 picks a free port. */
+  readonly port: number;
+  readonly tls: ListenTls;
+  /** Required for "tls" and "starttls". */
+  readonly identity: TlsIdentity | null;
+  /** Connections open at once; one more is handed to `onOverload` instead of `onConnection`. */
+  readonly maxConnections: number;
+  readonly onConnection: (connection: Connection) => void;
+  /** Say why (e.g. SMTP `421`) and close; the connection does not count against the limit. */
+  readonly onOverload: (connection: Connection) => void;
+}
+
+export interface Listener {
+  readonly address: { readonly host: string; readonly port: number };
+  /** Connections open now. */
+  readonly open: number;
+  /** Stops accepting; resolves when every open connection has closed (callers close sessions themselves). */
+  close(): Promise<void>;
+}
+
+/** Reads a PEM key and certificate pair; throws with the file name when one is unreadable. */
+export function loadIdentity(certFile: string, keyFile: string): TlsIdentity {
+  const read = (file: string, what: string): Buffer => {
+    try {
+      return readFileSync(file);
+    } catch (e) {
+      throw new Error(`net: cannot read the TLS ${what} file ${file}: ${(e as Error).message}`);
+    }
+  };
+  return { cert: read(certFile, "certificate"), key: read(keyFile, "key") };
+}
+
+export async function listen(options: ListenOptions): Promise<Listener> {
+  if (options.tls !== "none" && options.identity === null) {
+    throw new Error(`net: listen_tls = "${options.tls}" needs tls_cert_file and tls_key_file`);
+  }
+  let open = 0;
+  const sockets = new Set<Socket>();
+  const accept = (socket: Socket, secure: boolean): void => {
+    sockets.add(socket);
+    socket.once("close", () => sockets.delete(socket));
+    const connection = new Connection(socket, secure);
+    if (open >= options.maxConnections) {
+      options.onOverload(connection);
+      return;
+    }
+    open++;
+    connection.onClose(() => open--);
+    options.onConnection(connection);
+  };
+  let server: Server;
+  if (options.tls === "tls") {
+    const { key, cert } = options.identity!;
+    server = createTlsServer({ key, cert }, (socket) => accept(socket, true));
+    // A failed handshake is the client's problem; it must not take the listener down.
+    server.on("tlsClientError", () => {});
+  } else {
+    server = createTcpServer((socket) => accept(socket, false));
+  }
+  await new Promise<void>((resolve, reject) => {
+    server.once("error", reject);
+    server.listen(options.port, options.host, () => {
+      server.off("error", reject);
+      resolve();
+    });
+  });
+  server.on("error", () => {});
+  const bound = server.address() as AddressInfo;
+  return {
+    address: { host: options.host, port: bound.port },
+    get open() {
+      return open;
+    },
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        if (sockets.size === 0) resolve();
+      }),
+  };
+}

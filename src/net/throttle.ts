@@ -1,0 +1,49 @@
+/**
+ * Slows down repeated failed logins from one client address (DESIGN.md §5): each failure within the window
+ * adds `stepMs` to the delay before the next failure reply, up to `maxMs`. The delay applies to failures only,
+ * so a client that knows its credentials is never slowed. Entries expire after `windowMs` without failures.
+ */
+
+export interface ThrottleLimits {
+  readonly stepMs: number;
+  readonly maxMs: number;
+  readonly windowMs: number;
+  /** Addresses tracked at once; the oldest is forgotten beyond this (bounds memory under a spray). */
+  readonly maxTracked: number;
+}
+
+export class FailureThrottle {
+  readonly #limits: ThrottleLimits;
+  readonly #failures = new Map<string, { count: number; last: number }>();
+
+  constructor(limits: ThrottleLimits) {
+    this.#limits = limits;
+  }
+
+  /** Records a failure and returns how long to wait before replying to it. */
+  fail(address: string, now = Date.now()): number {
+    const entry = this.#current(address, now);
+    const count = (entry?.count ?? 0) + 1;
+    this.#failures.delete(address);
+    this.#failures.set(address, { count, last: now });
+    if (this.#failures.size > this.#limits.maxTracked) {
+      const oldest = this.#failures.keys().next().value;
+      if (oldest !== undefined) this.#failures.delete(oldest);
+    }
+    return Math.min(count * this.#limits.stepMs, this.#limits.maxMs);
+  }
+
+  /** Failures counted for this address now. */
+  failures(address: string, now = Date.now()): number {
+    return this.#current(address, now)?.count ?? 0;
+  }
+
+  #current(address: string, now: number): { count: number; last: number } | undefined {
+    const entry = this.#failures.get(address);
+    if (entry !== undefined && now - entry.last > this.#limits.windowMs) {
+      this.#failures.delete(address);
+      return undefined;
+    }
+    return entry;
+  }
+}

@@ -1,0 +1,81 @@
+/**
+ * Connections to the upstream server: implicit TLS, plain for STARTTLS (the protocol negotiates, then calls
+ * `Connection.startTlsClient(tlsOptions(target))`), or plain only when the config says `none`.
+ *
+ * Certificates are always verified unless `upstream_tls_skip_verify` is set: against the system CAs plus
+ * `upstream_ca_file`, and against the host name (or IP address) of `upstream_addr`.
+ */
+
+import { readFileSync } from "node:fs";
+import { connect as tcpConnect, isIP, type Socket } from "node:net";
+import { connect as tlsConnect, rootCertificates, type ConnectionOptions } from "node:tls";
+import { Connection } from "./connection.ts";
+
+export type UpstreamTls = "tls" | "starttls" | "none";
+
+export interface UpstreamTarget {
+  readonly host: string;
+  readonly port: number;
+  readonly tls: UpstreamTls;
+  readonly skipVerify: boolean;
+  /** PEM text of extra trusted CAs (from upstream_ca_file), or null. */
+  readonly extraCa: string | null;
+  readonly connectTimeoutMs: number;
+}
+
+/** Reads upstream_ca_file once at startup; throws with the file name when unreadable. */
+export function readCaFile(file: string | null): string | null {
+  if (file === null) return null;
+  try {
+    return readFileSync(file, "utf8");
+  } catch (e) {
+    throw new Error(`net: cannot read upstream_ca_file ${file}: ${(e as Error).message}`);
+  }
+}
+
+/** TLS client options for a target: verification on, system CAs plus the extra CA, host name checked. */
+export function tlsOptions(target: UpstreamTarget): ConnectionOptions {
+  const options: ConnectionOptions = {
+    host: target.host,
+    rejectUnauthorized: !target.skipVerify,
+    ca: target.extraCa === null ? [...rootCertificates] : [...rootCertificates, target.extraCa],
+  };
+  // SNI must not carry an IP address (RFC 6066 §3); the identity check still uses `host`.
+  if (isIP(target.host) === 0) options.servername = target.host;
+  return options;
+}
+
+/** Why an upstream connection failed, in words fit for a reply to the agent. */
+export class UpstreamError extends Error {
+  override name = "UpstreamError";
+}
+
+/** Connects (and for `tls`, completes a verified handshake) or rejects with UpstreamError. */
+export function connectUpstream(target: UpstreamTarget): Promise<Connection> {
+  return new Promise((resolve, reject) => {
+    let socket: Socket;
+    let settled = false;
+    const fail = (error: Error): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.destroy();
+      const what = target.tls === "tls" ? "TLS connection" : "connection";
+      reject(new UpstreamError(`${what} to ${target.host}:${target.port} failed: ${error.message}`));
+    };
+    const ready = (): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      socket.off("error", fail);
+      resolve(new Connection(socket, target.tls === "tls"));
+    };
+    const timer = setTimeout(() => fail(new Error("timed out")), target.connectTimeoutMs);
+    if (target.tls === "tls") {
+      socket = tlsConnect({ ...tlsOptions(target), port: target.port }, ready);
+    } else {
+      socket = tcpConnect({ host: target.host, port: target.port }, ready);
+    }
+    socket.once("error", fail);
+  });
+}

@@ -1,0 +1,53 @@
+/**
+ * AUTH (RFC 4954) on the agent side: SASL PLAIN (RFC 4616) and LOGIN decoding, and the vault-mode check of an
+ * agent's token (DESIGN.md §5). Pass-through logins are checked by the upstream server instead (session.ts).
+ */
+
+import { verifyToken } from "../vault/token.ts";
+import { ipAllowed } from "../net/index.ts";
+import type { AgentConfig } from "../config/types.ts";
+
+export type Mechanism = "PLAIN" | "LOGIN";
+
+export interface LoginAttempt {
+  readonly username: string;
+  readonly password: string;
+}
+
+/** Strict base64 (RFC 4648 §4, padding required); null when the text is not base64. */
+export function decodeBase64(text: string): Buffer | null {
+  if (text.length % 4 !== 0 || !/^[A-Za-z0-9+/]*={0,2}$/.test(text)) return null;
+  return Buffer.from(text, "base64");
+}
+
+/** `authzid NUL authcid NUL passwd`; an authzid other than the authcid is refused (no proxy authorization). */
+export function decodePlain(response: string): LoginAttempt | null {
+  const bytes = response === "=" ? Buffer.alloc(0) : decodeBase64(response);
+  if (bytes === null) return null;
+  const parts = bytes.toString("utf8").split("\0");
+  if (parts.length !== 3) return null;
+  const [authzid, username, password] = parts as [string, string, string];
+  if (username === "" || (authzid !== "" && authzid !== username)) return null;
+  return { username, password };
+}
+
+/** One LOGIN step (a base64 user name or password). */
+export function decodeLoginStep(response: string): string | null {
+  const bytes = response === "=" ? Buffer.alloc(0) : decodeBase64(response);
+  return bytes === null ? null : bytes.toString("utf8");
+}
+
+/** The hash compared when the user name is unknown, so that unknown names take as long as wrong tokens. */
+const NO_AGENT_HASH = `sha256:${"0".repeat(64)}`;
+
+export type VaultResult = { readonly ok: true; readonly agent: AgentConfig } | { readonly ok: false; readonly reason: string };
+
+/** Checks an agent's name and token, and its client address against allowed_ips. */
+export function checkAgentLogin(agents: readonly AgentConfig[], attempt: LoginAttempt, clientAddr: string): VaultResult {
+  const agent = agents.find((a) => a.name === attempt.username);
+  const tokenOk = verifyToken(attempt.password, agent?.tokenHash ?? NO_AGENT_HASH);
+  if (agent === undefined) return { ok: false, reason: "unknown agent name" };
+  if (!tokenOk) return { ok: false, reason: "wrong token" };
+  if (!ipAllowed(clientAddr, agent.allowedIps)) return { ok: false, reason: `client address ${clientAddr} is not in the agent's allowed_ips` };
+  return { ok: true, agent };
+}

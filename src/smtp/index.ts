@@ -1,0 +1,110 @@
+/**
+ * The SMTP proxy (DESIGN.md §6, docs/smtp.md): store and forward with sender, recipient and content rules.
+ * `startSmtpProxy` is what the CLI calls; it listens on `[smtp] listen_addr` until `close()`.
+ */
+
+import { hostname } from "node:os";
+import { dirname, join } from "node:path";
+import type { AuditLog } from "../audit/index.ts";
+import type { Config } from "../config/types.ts";
+import { moduleLogger } from "../log.ts";
+import { FailureThrottle, listen, loadIdentity, readCaFile, type UpstreamTarget } from "../net/index.ts";
+import type { Policy } from "../policy/index.ts";
+import {
+  AUTH_FAILURE_MAX_DELAY_MS,
+  AUTH_FAILURE_TRACKED_ADDRESSES,
+  AUTH_FAILURE_WINDOW_MS,
+  DEFAULT_LIMITS,
+  UPSTREAM_CONNECT_TIMEOUT_MS,
+  type SessionLimits,
+} from "./limits.ts";
+import { reply } from "./reply.ts";
+import { SmtpSession, type SessionContext } from "./session.ts";
+import { prepareSpoolDir } from "./spool.ts";
+
+export interface SmtpProxy {
+  readonly address: { readonly host: string; readonly port: number };
+  close(): Promise<void>;
+}
+
+export interface SmtpProxyOptions {
+  readonly config: Config;
+  readonly policy: Policy;
+  readonly audit: AuditLog;
+  /** Tests only: shorter times (idle, login delay). */
+  readonly limits?: Partial<SessionLimits>;
+}
+
+/** The spool directory: `mailgator-spool/` beside the audit database (docs/smtp.md). */
+export function spoolDirFor(config: Config): string {
+  return join(dirname(config.audit.path), "mailgator-spool");
+}
+
+export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy> {
+  const { config, policy, audit } = opts;
+  const log = moduleLogger("smtp");
+  const smtp = config.smtp;
+  if (smtp === null) throw new Error("smtp: the config has no [smtp] section");
+  const ask = config.rules.find((r) => r.action === "ask");
+  if (ask !== undefined) {
+    // Approvals are a later feature; an ask rule must never behave as allow, and refusing it silently would
+    // surprise the user who wrote it.
+    throw new Error(`smtp: rule "${ask.name}" uses action = "ask", which the SMTP proxy does not support yet (approvals are not implemented); use "allow" or "deny"`);
+  }
+  const identity = smtp.listenTls === "none" ? null : loadIdentity(smtp.tlsCertFile ?? "", smtp.tlsKeyFile ?? "");
+  const upstream: UpstreamTarget = {
+    host: smtp.upstreamAddr.host,
+    port: smtp.upstreamAddr.port,
+    tls: smtp.upstreamTls,
+    skipVerify: smtp.upstreamTlsSkipVerify,
+    extraCa: readCaFile(smtp.upstreamCaFile),
+    connectTimeoutMs: UPSTREAM_CONNECT_TIMEOUT_MS,
+  };
+  if (upstream.skipVerify) log.warn("upstream_tls_skip_verify is on: the upstream server's certificate is NOT checked");
+  const spoolDir = spoolDirFor(config);
+  prepareSpoolDir(spoolDir);
+  const limits: SessionLimits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const ctx: SessionContext = {
+    config,
+    policy,
+    audit,
+    upstream,
+    identity,
+    spoolDir,
+    limits,
+    throttle: new FailureThrottle({
+      stepMs: limits.authFailureStepMs,
+      maxMs: AUTH_FAILURE_MAX_DELAY_MS,
+      windowMs: AUTH_FAILURE_WINDOW_MS,
+      maxTracked: AUTH_FAILURE_TRACKED_ADDRESSES,
+    }),
+    hostname: validHostname(),
+    sessions: new Set(),
+  };
+  const listener = await listen({
+    host: smtp.listenAddr.host,
+    port: smtp.listenAddr.port,
+    tls: smtp.listenTls,
+    identity,
+    maxConnections: limits.maxConnections,
+    onConnection: (conn) => new SmtpSession(ctx, conn).start(),
+    onOverload: (conn) => {
+      conn.write(reply(421, "4.7.0", `Too many connections (limit ${limits.maxConnections}); try again later`));
+      conn.end();
+    },
+  });
+  log.info(`SMTP proxy listening on ${listener.address.host}:${listener.address.port} (${smtp.listenTls}), upstream ${upstream.host}:${upstream.port} (${upstream.tls})`);
+  return {
+    address: listener.address,
+    async close() {
+      const closed = listener.close();
+      for (const session of ctx.sessions) session.shutdown();
+      await closed;
+    },
+  };
+}
+
+function validHostname(): string {
+  const name = hostname();
+  return /^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,250}[A-Za-z0-9])?$/.test(name) ? name : "mailgator.localdomain";
+}

@@ -1,0 +1,241 @@
+/**
+ * Reads what the policy needs from a message as it streams past (DESIGN.md §6): the header section (To, Cc,
+ * Subject, Message-ID) and, for `has_attachment`, the MIME structure. Nothing but headers is kept: body lines
+ * are only looked at for MIME boundaries.
+ *
+ * has_attachment (docs/smtp.md): an entity (the message itself or any MIME part) is an attachment when its
+ * Content-Disposition is `attachment`, when it names a file (`filename` or Content-Type `name`, RFC 2231 forms
+ * included), or when it is a leaf whose type is not text/* (images, PDFs, message/rfc822, ...). Erring towards
+ * "attachment" is the safe side for rules that refuse attachments. A structure that cannot be read (a multipart
+ * without a boundary, too many parts, too deep) leaves it unknown.
+ */
+
+import { parseAddressList } from "../policy/index.ts";
+import { MAX_HEADER_BYTES, MAX_MIME_DEPTH, MAX_MIME_PARTS, MAX_PART_HEADER_BYTES } from "./limits.ts";
+import { decodeEncodedWords, hasParam, parseHeaderSection, parseParameterized, type HeaderField } from "./mime.ts";
+
+const LF = 10;
+const CR = 13;
+const DASH = 45;
+
+/** Body lines longer than this are only checked for a boundary within their first octets. */
+const BODY_LINE_PREFIX = 1000;
+
+export interface MessageFacts {
+  /** Lower-cased addr-specs of the To and Cc headers; undefined when a header could not be parsed. */
+  readonly to: readonly string[] | undefined;
+  readonly cc: readonly string[] | undefined;
+  /** Decoded Subject ("" when absent); undefined when there are several. */
+  readonly subject: string | undefined;
+  readonly hasAttachment: boolean | undefined;
+  /** For the audit log only (never for policy): the Message-ID as written, shortened. */
+  readonly messageId: string | null;
+  /** The header section exceeded MAX_HEADER_BYTES: the message must be refused. */
+  readonly headerTooLarge: boolean;
+}
+
+const enum Phase {
+  TopHeaders,
+  Body,
+  PartHeaders,
+}
+
+export class MessageInspector {
+  #phase = Phase.TopHeaders;
+  #line: Buffer[] = [];
+  #lineLength = 0;
+  #headerBytes: Buffer[] = [];
+  #headerLength = 0;
+  #headerTooLarge = false;
+  #topFields: HeaderField[] | null = null;
+  /** Open multipart boundaries, innermost last, as the bytes of "--" + boundary. */
+  #boundaries: Buffer[] = [];
+  #parts = 0;
+  #attachment = false;
+  #unknown = false;
+
+  /** Feeds message content (after dot-unstuffing, CRLF line ends). */
+  write(content: Buffer): void {
+    let from = 0;
+    while (from < content.length) {
+      const lf = content.indexOf(LF, from);
+      if (lf === -1) {
+        this.#hold(content, from, content.length);
+        return;
+      }
+      if (this.#lineLength === 0) {
+        this.#onLine(content.subarray(from, lf + 1));
+      } else {
+        this.#hold(content, from, lf + 1);
+        const line = Buffer.concat(this.#line);
+        this.#line = [];
+        this.#lineLength = 0;
+        this.#onLine(line);
+      }
+      from = lf + 1;
+    }
+  }
+
+  #hold(content: Buffer, from: number, to: number): void {
+    const cap = this.#phase === Phase.Body ? BODY_LINE_PREFIX : MAX_HEADER_BYTES + 2;
+    const room = cap - this.#lineLength;
+    if (room <= 0) return;
+    const end = Math.min(to, from + room);
+    this.#line.push(Buffer.from(content.subarray(from, end)));
+    this.#lineLength += end - from;
+  }
+
+  /** One line including its line end (CRLF, or a truncated prefix). */
+  #onLine(line: Buffer): void {
+    const blank = line.length === 2 && line[0] === CR;
+    switch (this.#phase) {
+      case Phase.TopHeaders:
+        if (blank) {
+          this.#endTopHeaders();
+          return;
+        }
+        this.#addHeaderLine(line, MAX_HEADER_BYTES);
+        return;
+      case Phase.PartHeaders:
+        if (blank) {
+          this.#endPartHeaders();
+          return;
+        }
+        this.#addHeaderLine(line, MAX_PART_HEADER_BYTES);
+        return;
+      case Phase.Body:
+        if (this.#boundaries.length > 0 && line[0] === DASH && line[1] === DASH) this.#checkBoundary(line);
+        return;
+    }
+  }
+
+  #addHeaderLine(line: Buffer, cap: number): void {
+    if (this.#headerLength + line.length > cap) {
+      if (this.#phase === Phase.TopHeaders) this.#headerTooLarge = true;
+      else this.#unknown = true;
+      return;
+    }
+    this.#headerBytes.push(Buffer.from(line));
+    this.#headerLength += line.length;
+  }
+
+  #takeHeader(): HeaderField[] | null {
+    const fields = parseHeaderSection(Buffer.concat(this.#headerBytes));
+    this.#headerBytes = [];
+    this.#headerLength = 0;
+    return fields;
+  }
+
+  #endTopHeaders(): void {
+    this.#topFields = this.#takeHeader();
+    this.#phase = Phase.Body;
+    if (this.#topFields === null) {
+      this.#unknown = true;
+      return;
+    }
+    this.#entity(this.#topFields);
+  }
+
+  #endPartHeaders(): void {
+    const fields = this.#takeHeader();
+    this.#phase = Phase.Body;
+    if (fields === null) {
+      this.#unknown = true;
+      return;
+    }
+    this.#entity(fields);
+  }
+
+  /** Classifies one entity from its header fields; a multipart opens its boundary. */
+  #entity(fields: readonly HeaderField[]): void {
+    const contentType = parseParameterized(fieldValue(fields, "content-type") ?? "text/plain");
+    const disposition = parseParameterized(fieldValue(fields, "content-disposition") ?? "");
+    if (contentType.value.startsWith("multipart/")) {
+      const boundary = contentType.params.get("boundary");
+      if (boundary === undefined || boundary === "" || boundary.length > 200) {
+        this.#unknown = true;
+        return;
+      }
+      if (this.#boundaries.length >= MAX_MIME_DEPTH) {
+        this.#unknown = true;
+        return;
+      }
+      this.#boundaries.push(Buffer.from(`--${boundary}`, "utf8"));
+      return;
+    }
+    if (
+      disposition.value === "attachment" ||
+      hasParam(disposition.params, "filename") ||
+      hasParam(contentType.params, "name") ||
+      !(contentType.value === "" || contentType.value.startsWith("text/"))
+    ) {
+      this.#attachment = true;
+    }
+  }
+
+  #checkBoundary(line: Buffer): void {
+    for (let depth = this.#boundaries.length - 1; depth >= 0; depth--) {
+      const boundary = this.#boundaries[depth]!;
+      if (line.length < boundary.length || !line.subarray(0, boundary.length).equals(boundary)) continue;
+      const rest = line.subarray(boundary.length).toString("latin1");
+      if (/^[ \t]*\r?\n?$/.test(rest)) {
+        // A delimiter: a new part of this multipart; inner ones are closed implicitly.
+        this.#boundaries.length = depth + 1;
+        if (++this.#parts > MAX_MIME_PARTS) {
+          this.#unknown = true;
+          this.#boundaries = [];
+          return;
+        }
+        this.#phase = Phase.PartHeaders;
+        return;
+      }
+      if (/^--[ \t]*\r?\n?$/.test(rest)) {
+        // The close delimiter: what follows is the epilogue of the enclosing multipart.
+        this.#boundaries.length = depth;
+        return;
+      }
+    }
+  }
+
+  finish(): MessageFacts {
+    if (this.#lineLength > 0) {
+      const line = Buffer.concat(this.#line);
+      this.#line = [];
+      this.#lineLength = 0;
+      this.#onLine(line);
+    }
+    // A message with no body: its header section ends at the end of the data.
+    if (this.#phase === Phase.TopHeaders && !this.#headerTooLarge) this.#endTopHeaders();
+    if (this.#phase === Phase.PartHeaders) this.#endPartHeaders();
+    const fields = this.#topFields;
+    if (fields === null) {
+      return { to: undefined, cc: undefined, subject: undefined, hasAttachment: undefined, messageId: null, headerTooLarge: this.#headerTooLarge };
+    }
+    const subjects = fields.filter((f) => f.name === "subject");
+    const messageId = fieldValue(fields, "message-id");
+    return {
+      to: addresses(fields, "to"),
+      cc: addresses(fields, "cc"),
+      subject: subjects.length > 1 ? undefined : decodeEncodedWords(subjects[0]?.value ?? ""),
+      hasAttachment: this.#attachment ? true : this.#unknown ? undefined : false,
+      messageId: messageId === undefined ? null : messageId.slice(0, 256),
+      headerTooLarge: this.#headerTooLarge,
+    };
+  }
+}
+
+function fieldValue(fields: readonly HeaderField[], name: string): string | undefined {
+  return fields.find((f) => f.name === name)?.value;
+}
+
+/** Every To (or Cc) field's addresses; undefined when one of them cannot be parsed. */
+function addresses(fields: readonly HeaderField[], name: string): string[] | undefined {
+  const out: string[] = [];
+  for (const field of fields) {
+    if (field.name !== name) continue;
+    const parsed = parseAddressList(field.value);
+    if (!parsed.ok) return undefined;
+    out.push(...parsed.addresses);
+  }
+  return out;
+}

@@ -1,0 +1,103 @@
+/**
+ * Every size, count and time the SMTP proxy enforces, with the reason next to it.
+ * Tests pin each value and exercise it at the limit and one past it (tests/smtp/limits.test.ts).
+ */
+
+/**
+ * Longest command line, CRLF excluded. RFC 5321 §4.5.3.1.4 sets 512 octets for commands, but RFC 4954 §4 lets
+ * an AUTH command with an initial response reach 12288 octets; a longer line gets `500 5.5.2` and is dropped.
+ */
+export const MAX_COMMAND_LINE = 12288;
+
+/**
+ * Recipients per message. RFC 5321 §4.5.3.1.8: a server must accept at least 100; the 101st gets
+ * `452 4.5.3 Too many recipients` (§4.5.3.1.10), which tells the client to send the rest in another message.
+ */
+export const MAX_RECIPIENTS = 100;
+
+/**
+ * Largest message (octets of content after dot-unstuffing, CRLF line ends), advertised as `SIZE` (RFC 1870).
+ * 50 MiB: common submission servers take 25–35 MB, i.e. 25 MB of attachments after base64's 4/3 growth.
+ * A larger message is read to its end (to stay in step with the client), never spooled, and refused with
+ * `552 5.3.4`.
+ */
+export const MAX_MESSAGE_BYTES = 50 * 1024 * 1024;
+
+/**
+ * The header section is parsed in memory (for To, Cc, Subject, Message-ID, Content-Type); beyond this the
+ * message is refused with `552 5.3.4`. 1 MiB is far above what any mail client writes (Postfix's
+ * header_size_limit is 100 KiB).
+ */
+export const MAX_HEADER_BYTES = 1024 * 1024;
+
+/**
+ * MIME parts inspected for `has_attachment`, and their nesting depth. A message beyond either leaves
+ * has_attachment unknown, which the policy resolves to deny for rules that test it. 1000 and 20 are Postfix's
+ * and common scanners' orders of magnitude (Postfix's mime_nesting_limit is 100).
+ */
+export const MAX_MIME_PARTS = 1000;
+export const MAX_MIME_DEPTH = 20;
+
+/** Header octets of one MIME part held for inspection; a larger part header leaves has_attachment unknown. */
+export const MAX_PART_HEADER_BYTES = 64 * 1024;
+
+/**
+ * Commands in one session. Bounds a session that never ends (a loop of NOOP or RSET); 10,000 is room for 2,000
+ * messages of five commands each. The next command gets `421 4.7.0` and the connection is closed.
+ */
+export const MAX_COMMANDS_PER_SESSION = 10_000;
+
+/**
+ * Idle time before the proxy closes the connection with `421 4.4.2`: RFC 5321 §4.5.3.2.7 asks a server to
+ * wait at least 5 minutes for the next command.
+ */
+export const IDLE_TIMEOUT_MS = 5 * 60 * 1000;
+
+/** Agent connections open at once; one more gets `421 4.7.0` and is closed. */
+export const MAX_CONNECTIONS = 100;
+
+/** AUTH attempts in one session; after the last failure the connection is closed with `421 4.7.0`. */
+export const MAX_AUTH_FAILURES_PER_SESSION = 3;
+
+/**
+ * Failed logins from one client address: each failure in the window delays its reply by one more step, up to
+ * the maximum (Dovecot's auth_failure_delay is 2 s). Tracked addresses are capped to bound memory.
+ */
+export const AUTH_FAILURE_STEP_MS = 1000;
+export const AUTH_FAILURE_MAX_DELAY_MS = 10_000;
+export const AUTH_FAILURE_WINDOW_MS = 15 * 60 * 1000;
+export const AUTH_FAILURE_TRACKED_ADDRESSES = 10_000;
+
+/** Connecting to the upstream server, including implicit TLS. */
+export const UPSTREAM_CONNECT_TIMEOUT_MS = 15_000;
+
+/** Waiting for one upstream reply. RFC 5321 §4.5.3.2.6 asks clients to wait 10 minutes after the final dot. */
+export const UPSTREAM_REPLY_TIMEOUT_MS = 10 * 60 * 1000;
+
+/** Longest upstream reply line and number of lines in one reply: more is a protocol error (4xx to the agent). */
+export const MAX_UPSTREAM_REPLY_LINE = 4096;
+export const MAX_UPSTREAM_REPLY_LINES = 100;
+
+/** A TLS handshake (agent STARTTLS or upstream STARTTLS) must finish within this. */
+export const TLS_HANDSHAKE_TIMEOUT_MS = 30_000;
+
+/** What a session may override (tests shorten times); everything else is fixed. */
+export interface SessionLimits {
+  readonly maxCommandLine: number;
+  readonly maxRecipients: number;
+  readonly maxMessageBytes: number;
+  readonly maxCommandsPerSession: number;
+  readonly idleTimeoutMs: number;
+  readonly maxConnections: number;
+  readonly authFailureStepMs: number;
+}
+
+export const DEFAULT_LIMITS: SessionLimits = Object.freeze({
+  maxCommandLine: MAX_COMMAND_LINE,
+  maxRecipients: MAX_RECIPIENTS,
+  maxMessageBytes: MAX_MESSAGE_BYTES,
+  maxCommandsPerSession: MAX_COMMANDS_PER_SESSION,
+  idleTimeoutMs: IDLE_TIMEOUT_MS,
+  maxConnections: MAX_CONNECTIONS,
+  authFailureStepMs: AUTH_FAILURE_STEP_MS,
+});

@@ -1,0 +1,766 @@
+/**
+ * One agent connection: the SMTP server state machine (RFC 5321 §4.1, §3.3), store and forward.
+ *
+ * States: before EHLO → greeted → authenticated → in a transaction (after MAIL) → receiving DATA. Commands are
+ * read one at a time from a byte queue and answered strictly in order, which is all PIPELINING (RFC 2920) needs:
+ * replies are buffered and flushed whenever the input runs dry or the session waits on something.
+ *
+ * Policy decisions come from decide.ts; this file maps them to replies (PROTOCOL.md §6 codes) and audit rows.
+ */
+
+import { randomBytes } from "node:crypto";
+import type { AuditEvent, AuditLog } from "../audit/index.ts";
+import type { AccountConfig, Config } from "../config/types.ts";
+import { moduleLogger } from "../log.ts";
+import type { Connection, FailureThrottle, TlsIdentity, UpstreamTarget } from "../net/index.ts";
+import { LineFramer, UpstreamError } from "../net/index.ts";
+import type { Decision, Outcome, Policy } from "../policy/index.ts";
+import { parsePathArgument } from "./address.ts";
+import { checkAgentLogin, decodeLoginStep, decodePlain, type LoginAttempt, type Mechanism } from "./auth.ts";
+import { DataReader } from "./data.ts";
+import { classify, finalDecision, finalRequest, recipientOutcome, senderOutcome } from "./decide.ts";
+import { MessageInspector } from "./inspect.ts";
+import { MAX_AUTH_FAILURES_PER_SESSION, MAX_HEADER_BYTES, TLS_HANDSHAKE_TIMEOUT_MS, type SessionLimits } from "./limits.ts";
+import { clean, formatReply, reply, type Reply } from "./reply.ts";
+import { Spool } from "./spool.ts";
+import { UpstreamAuthError, UpstreamSession, type Credentials } from "./upstream.ts";
+
+/** Input held while the session is busy; beyond it the socket is paused (TCP pushes back on the agent). */
+const MAX_QUEUED_INPUT = 1024 * 1024;
+
+/** Commands accepted before AUTH (the brief and RFC 4954 §4: everything else gets 530). */
+const BEFORE_AUTH = new Set(["EHLO", "HELO", "STARTTLS", "AUTH", "NOOP", "RSET", "QUIT"]);
+
+/** Commands Mailgator never implements or forwards (PROTOCOL.md §6, §7 case 34). */
+const NOT_OFFERED = new Set(["VRFY", "EXPN", "BDAT", "BURL", "XCLIENT", "XFORWARD", "ETRN", "TURN", "ATRN", "HELP", "SEND", "SOML", "SAML"]);
+
+export interface SessionContext {
+  readonly config: Config;
+  readonly policy: Policy;
+  readonly audit: AuditLog;
+  readonly upstream: UpstreamTarget;
+  readonly identity: TlsIdentity | null;
+  readonly spoolDir: string;
+  readonly throttle: FailureThrottle;
+  readonly limits: SessionLimits;
+  readonly hostname: string;
+  /** Sessions currently open, so that close() can end them. */
+  readonly sessions: Set<SmtpSession>;
+}
+
+interface Recipient {
+  readonly address: string;
+  readonly key: string;
+}
+
+interface Transaction {
+  readonly sender: string;
+  readonly senderKey: string;
+  readonly senderOutcome: Outcome;
+  readonly eightBit: boolean;
+  readonly recipients: Recipient[];
+  /** Recipients refused at RCPT time: the message will be refused as a whole (all or nothing). */
+  readonly denied: string[];
+}
+
+type Identity =
+  | { readonly mode: "vault"; readonly agent: string; readonly account: AccountConfig }
+  | { readonly mode: "pass-through"; readonly user: string; readonly credentials: Credentials };
+
+export class SmtpSession {
+  readonly id = randomBytes(6).toString("hex");
+  readonly #ctx: SessionContext;
+  readonly #conn: Connection;
+  readonly #framer: LineFramer;
+  readonly #queue: Buffer[] = [];
+  #queueOffset = 0;
+  #queuedBytes = 0;
+  #running = false;
+  #closing = false;
+  #out: string[] = [];
+
+  #greeted = false;
+  #identity: Identity | null = null;
+  #authFailures = 0;
+  #auth: { mechanism: Mechanism; username: string | null } | null = null;
+  #commands = 0;
+  #tx: Transaction | null = null;
+
+  #data: DataReader | null = null;
+  #inspector: MessageInspector | null = null;
+  #spool: Spool;
+  #messageBytes = 0;
+  #tooBig = false;
+
+  #upstream: UpstreamSession | null = null;
+  #idleTimer: ReturnType<typeof setTimeout> | null = null;
+
+  constructor(ctx: SessionContext, conn: Connection) {
+    this.#ctx = ctx;
+    this.#conn = conn;
+    this.#framer = new LineFramer(ctx.limits.maxCommandLine);
+    this.#spool = new Spool(ctx.spoolDir);
+  }
+
+  start(): void {
+    this.#ctx.sessions.add(this);
+    this.#conn.onClose(() => void this.#cleanup());
+    this.#conn.onData(this.#onData);
+    this.#conn.write(`220 ${this.#ctx.hostname} ESMTP Mailgator\r\n`);
+    this.#touch();
+  }
+
+  /** Ends the session from outside (proxy shutdown). */
+  shutdown(): void {
+    this.#send(reply(421, "4.3.2", "Mailgator is shutting down"));
+    this.#close();
+  }
+
+  // ---- input ----
+
+  #onData = (chunk: Buffer): void => {
+    this.#queue.push(chunk);
+    this.#queuedBytes += chunk.length;
+    if (this.#queuedBytes > MAX_QUEUED_INPUT) this.#conn.pause();
+    this.#touch();
+    if (!this.#running) void this.#run();
+  };
+
+  async #run(): Promise<void> {
+    this.#running = true;
+    try {
+      while (this.#queue.length > 0 && !this.#closing) {
+        const chunk = this.#queue[0]!;
+        const at = this.#queueOffset;
+        if (this.#data !== null) {
+          const result = this.#data.feed(chunk, at);
+          if (result.kind === "more") {
+            this.#consume(chunk.length);
+            if (this.#spool.full) await this.#spool.flush();
+          } else if (result.kind === "end") {
+            this.#consume(result.next);
+            this.#data = null;
+            await this.#endData();
+          } else {
+            this.#send(reply(521, "5.5.2", "Bare CR or LF in the message (RFC 5321 §2.3.8); nothing was sent; closing"));
+            this.#audit({ command: "DATA", operation: "mail:send", target: null, decision: "deny", reason: "bare CR or LF in DATA (smuggling defence); connection closed" });
+            this.#close();
+          }
+          continue;
+        }
+        const step = this.#framer.next(chunk, at);
+        if (step === null) {
+          this.#consume(chunk.length);
+          continue;
+        }
+        this.#consume(step.end);
+        const event = step.event;
+        if (event.kind === "bare-newline") {
+          this.#send(reply(521, "5.5.2", "Bare CR or LF in a command (RFC 5321 §2.3.8); closing"));
+          this.#close();
+        } else if (event.kind === "too-long") {
+          this.#countCommand();
+          this.#send(reply(500, "5.5.2", `Line too long (limit ${this.#ctx.limits.maxCommandLine} octets)`));
+        } else {
+          const pending = this.#line(event.line.toString("latin1"));
+          if (pending !== undefined) await pending;
+        }
+      }
+    } catch (e) {
+      moduleLogger("smtp").error(`session ${this.id}: ${(e as Error).message}`, e);
+      this.#send(reply(421, "4.3.0", "Internal error; closing"));
+      this.#close();
+    } finally {
+      this.#flush();
+      this.#running = false;
+      if (this.#queuedBytes <= MAX_QUEUED_INPUT / 2) this.#conn.resume();
+    }
+  }
+
+  /** Marks input up to `end` of the first queued chunk as consumed. */
+  #consume(end: number): void {
+    const chunk = this.#queue[0]!;
+    if (end >= chunk.length) {
+      this.#queue.shift();
+      this.#queueOffset = 0;
+      this.#queuedBytes -= chunk.length;
+    } else {
+      this.#queueOffset = end;
+    }
+    if (this.#queuedBytes <= MAX_QUEUED_INPUT / 2) this.#conn.resume();
+  }
+
+  /** Drops every buffered byte (after STARTTLS: RFC 3207 §4.2 forbids acting on pre-TLS input). */
+  #discardInput(): void {
+    this.#queue.length = 0;
+    this.#queueOffset = 0;
+    this.#queuedBytes = 0;
+    this.#framer.clear();
+  }
+
+  #countCommand(): boolean {
+    if (++this.#commands > this.#ctx.limits.maxCommandsPerSession) {
+      this.#send(reply(421, "4.7.0", `Too many commands in one session (limit ${this.#ctx.limits.maxCommandsPerSession}); closing`));
+      this.#close();
+      return false;
+    }
+    return true;
+  }
+
+  // ---- output ----
+
+  #send(text: string): void {
+    this.#out.push(text);
+  }
+
+  #flush(): void {
+    if (this.#out.length === 0) return;
+    this.#conn.write(this.#out.length === 1 ? this.#out[0]! : this.#out.join(""));
+    this.#out = [];
+  }
+
+  #close(): void {
+    if (this.#closing) return;
+    this.#closing = true;
+    this.#flush();
+    this.#conn.end();
+  }
+
+  async #cleanup(): Promise<void> {
+    this.#closing = true;
+    if (this.#idleTimer !== null) clearTimeout(this.#idleTimer);
+    this.#ctx.sessions.delete(this);
+    const upstream = this.#upstream;
+    this.#upstream = null;
+    await Promise.allSettled([upstream?.quit(), this.#spool.close()]);
+  }
+
+  #touch(): void {
+    if (this.#idleTimer !== null) clearTimeout(this.#idleTimer);
+    this.#idleTimer = setTimeout(this.#onIdle, this.#ctx.limits.idleTimeoutMs);
+  }
+
+  #onIdle = (): void => {
+    if (this.#running) {
+      // Busy with the upstream: the agent is waiting for us, not idle.
+      this.#touch();
+      return;
+    }
+    this.#send(reply(421, "4.4.2", `Idle for ${Math.round(this.#ctx.limits.idleTimeoutMs / 1000)} s; closing`));
+    this.#close();
+  };
+
+  // ---- audit ----
+
+  get #auditAgent(): string | null {
+    const id = this.#identity;
+    if (id === null) return null;
+    return id.mode === "vault" ? id.agent : id.user;
+  }
+
+  /** The agent as the policy sees it: a name in vault mode, null in pass-through mode. */
+  get #policyAgent(): string | null {
+    return this.#identity?.mode === "vault" ? this.#identity.agent : null;
+  }
+
+  #event(fields: Partial<AuditEvent> & Pick<AuditEvent, "command" | "decision" | "reason">): AuditEvent {
+    return {
+      session: this.id,
+      agent: this.#auditAgent,
+      clientAddr: this.#conn.remoteAddress,
+      protocol: "smtp",
+      operation: null,
+      folder: null,
+      target: null,
+      rule: null,
+      ruleIndex: null,
+      configRevision: this.#ctx.config.revision,
+      ...fields,
+    };
+  }
+
+  #audit(fields: Partial<AuditEvent> & Pick<AuditEvent, "command" | "decision" | "reason">): void {
+    try {
+      this.#ctx.audit.record(this.#event(fields));
+    } catch (e) {
+      moduleLogger("smtp").error(`audit log unavailable: ${(e as Error).message}`);
+    }
+  }
+
+  // ---- commands ----
+
+  /** Handles one line; returns a promise only when the command waits on something. */
+  #line(line: string): Promise<void> | undefined {
+    if (this.#auth !== null) return this.#authStep(line);
+    if (!this.#countCommand()) return undefined;
+    const space = line.indexOf(" ");
+    const verb = (space === -1 ? line : line.slice(0, space)).toUpperCase();
+    const args = space === -1 ? "" : line.slice(space + 1);
+    if (NOT_OFFERED.has(verb)) {
+      this.#send(reply(502, "5.5.1", `${verb} is not offered by Mailgator`));
+      return undefined;
+    }
+    const known = verb === "MAIL" || verb === "RCPT" || verb === "DATA" || BEFORE_AUTH.has(verb);
+    if (!known) {
+      this.#send(reply(500, "5.5.2", "Command unrecognized"));
+      return undefined;
+    }
+    if (!BEFORE_AUTH.has(verb) && this.#identity === null) {
+      this.#send(reply(530, "5.7.0", "Authentication required"));
+      return undefined;
+    }
+    switch (verb) {
+      case "EHLO":
+      case "HELO":
+        return this.#helo(verb, args);
+      case "STARTTLS":
+        return this.#startTls(args);
+      case "AUTH":
+        return this.#authStart(args);
+      case "NOOP":
+        this.#send(reply(250, "2.0.0", "OK"));
+        return undefined;
+      case "RSET":
+        this.#resetTransaction();
+        this.#send(reply(250, "2.0.0", "OK"));
+        return undefined;
+      case "QUIT":
+        this.#send(reply(221, "2.0.0", "Bye"));
+        this.#close();
+        return undefined;
+      case "MAIL":
+        return this.#mail(args);
+      case "RCPT":
+        return this.#rcpt(args);
+      case "DATA":
+        return this.#dataCommand(args);
+    }
+    return undefined;
+  }
+
+  #resetTransaction(): void {
+    this.#tx = null;
+  }
+
+  #helo(verb: "EHLO" | "HELO", args: string): undefined {
+    if (!/^[\x21-\x7e]+$/.test(args.trim())) {
+      this.#send(reply(501, "5.5.4", `Syntax: ${verb} hostname`));
+      return undefined;
+    }
+    // A repeated EHLO resets the transaction (RFC 5321 §4.1.4).
+    this.#resetTransaction();
+    this.#greeted = true;
+    const host = this.#ctx.hostname;
+    if (verb === "HELO") {
+      this.#send(`250 ${host}\r\n`);
+      return undefined;
+    }
+    const lines = [`${host} greets ${clean(args.trim()).slice(0, 100)}`, "PIPELINING", `SIZE ${this.#ctx.limits.maxMessageBytes}`, "8BITMIME", "ENHANCEDSTATUSCODES"];
+    if (this.#needsTls()) lines.push("STARTTLS");
+    else if (this.#identity === null) lines.push("AUTH PLAIN LOGIN");
+    this.#send(formatReply(250, lines));
+    return undefined;
+  }
+
+  /** True while the listener requires STARTTLS before AUTH and it has not happened yet. */
+  #needsTls(): boolean {
+    return this.#ctx.config.smtp!.listenTls === "starttls" && !this.#conn.secure;
+  }
+
+  #startTls(args: string): Promise<void> | undefined {
+    if (!this.#needsTls()) {
+      this.#send(this.#conn.secure ? reply(503, "5.5.1", "TLS is already active") : reply(502, "5.5.1", "STARTTLS is not offered"));
+      return undefined;
+    }
+    if (args !== "") {
+      this.#send(reply(501, "5.5.4", "Syntax: STARTTLS takes no parameters"));
+      return undefined;
+    }
+    this.#send(reply(220, "2.0.0", "Ready to start TLS"));
+    this.#flush();
+    this.#discardInput();
+    return (async () => {
+      try {
+        await this.#conn.startTlsServer(this.#ctx.identity!.key, this.#ctx.identity!.cert, TLS_HANDSHAKE_TIMEOUT_MS);
+      } catch {
+        this.#close();
+        return;
+      }
+      // RFC 3207 §4.2: forget everything learned before TLS; the client must EHLO again.
+      this.#discardInput();
+      this.#greeted = false;
+      this.#resetTransaction();
+    })();
+  }
+
+  // ---- AUTH ----
+
+  #authStart(args: string): Promise<void> | undefined {
+    if (!this.#greeted) {
+      this.#send(reply(503, "5.5.1", "Send EHLO first"));
+      return undefined;
+    }
+    if (this.#needsTls()) {
+      this.#send(reply(530, "5.7.0", "Must issue a STARTTLS command first"));
+      return undefined;
+    }
+    if (this.#identity !== null) {
+      this.#send(reply(503, "5.5.1", "Already authenticated"));
+      return undefined;
+    }
+    const [mechanismText = "", initial, extra] = args.split(" ");
+    const mechanism = mechanismText.toUpperCase();
+    if (extra !== undefined || (mechanism !== "PLAIN" && mechanism !== "LOGIN")) {
+      this.#send(reply(504, "5.5.4", "Unrecognized authentication type (PLAIN and LOGIN are offered)"));
+      return undefined;
+    }
+    if (mechanism === "PLAIN") {
+      if (initial === undefined) {
+        this.#auth = { mechanism, username: null };
+        this.#send("334 \r\n");
+        return undefined;
+      }
+      return this.#finishAuth(decodePlain(initial));
+    }
+    if (initial === undefined) {
+      this.#auth = { mechanism: "LOGIN", username: null };
+      this.#send("334 VXNlcm5hbWU6\r\n");
+      return undefined;
+    }
+    const username = decodeLoginStep(initial);
+    if (username === null) return this.#finishAuth(null);
+    this.#auth = { mechanism: "LOGIN", username };
+    this.#send("334 UGFzc3dvcmQ6\r\n");
+    return undefined;
+  }
+
+  #authStep(line: string): Promise<void> | undefined {
+    const auth = this.#auth!;
+    if (line === "*") {
+      this.#auth = null;
+      this.#send(reply(501, "5.0.0", "Authentication cancelled"));
+      return undefined;
+    }
+    if (auth.mechanism === "PLAIN") {
+      this.#auth = null;
+      return this.#finishAuth(decodePlain(line));
+    }
+    const value = decodeLoginStep(line);
+    if (value === null) {
+      this.#auth = null;
+      return this.#finishAuth(null);
+    }
+    if (auth.username === null) {
+      this.#auth = { mechanism: "LOGIN", username: value };
+      this.#send("334 UGFzc3dvcmQ6\r\n");
+      return undefined;
+    }
+    this.#auth = null;
+    return this.#finishAuth({ username: auth.username, password: value });
+  }
+
+  async #finishAuth(attempt: LoginAttempt | null): Promise<void> {
+    if (attempt === null) {
+      this.#send(reply(501, "5.5.2", "Malformed authentication response"));
+      return;
+    }
+    const { config } = this.#ctx;
+    if (config.agents.length > 0) {
+      const result = checkAgentLogin(config.agents, attempt, this.#conn.remoteAddress);
+      if (!result.ok) return this.#authFailed(attempt.username, result.reason);
+      const account = config.accounts[result.agent.account];
+      if (account === undefined) return this.#authFailed(attempt.username, `agent's account ${result.agent.account} is not configured`);
+      this.#identity = { mode: "vault", agent: result.agent.name, account };
+    } else {
+      // Pass-through: the upstream judges the credentials (DESIGN.md §5); the connection is kept for sending.
+      this.#flush();
+      const credentials: Credentials = { username: attempt.username, password: attempt.password };
+      try {
+        this.#upstream = await UpstreamSession.open(this.#ctx.upstream, credentials);
+      } catch (e) {
+        if (e instanceof UpstreamAuthError) return this.#authFailed(attempt.username, `upstream refused the login (${e.reply.code})`);
+        const message = (e as Error).message;
+        this.#audit({ command: "AUTH", target: attempt.username, decision: "error", reason: `upstream unavailable: ${message}` });
+        this.#send(reply(454, "4.7.0", `Temporary authentication failure: ${message}`));
+        return;
+      }
+      this.#identity = { mode: "pass-through", user: attempt.username, credentials };
+    }
+    this.#audit({ command: "AUTH", target: attempt.username, decision: "allow", reason: "login accepted" });
+    this.#send(reply(235, "2.7.0", "Authentication successful"));
+  }
+
+  async #authFailed(username: string, reason: string): Promise<void> {
+    const address = this.#conn.remoteAddress;
+    const delay = this.#ctx.throttle.fail(address);
+    this.#audit({ command: "AUTH", target: username.slice(0, 200), decision: "deny", reason: `login refused: ${reason}`, detail: { delayMs: delay } });
+    this.#flush();
+    await Bun.sleep(delay);
+    this.#send(reply(535, "5.7.8", "Authentication credentials invalid"));
+    if (++this.#authFailures >= MAX_AUTH_FAILURES_PER_SESSION) {
+      this.#send(reply(421, "4.7.0", "Too many failed logins; closing"));
+      this.#close();
+    }
+  }
+
+  // ---- transaction ----
+
+  #mail(args: string): undefined {
+    // A new MAIL starts over, even if it is refused (PROTOCOL.md §6: each new MAIL resets the transaction).
+    this.#resetTransaction();
+    if (!/^FROM:/i.test(args)) {
+      this.#send(reply(501, "5.5.4", "Syntax: MAIL FROM:<address>"));
+      return undefined;
+    }
+    const parsed = parsePathArgument(args.slice(5), true, "sender");
+    if (!parsed.ok) {
+      this.#send(reply(parsed.code, parsed.status, parsed.text));
+      return undefined;
+    }
+    const { path } = parsed;
+    let eightBit = false;
+    for (const [key, value] of path.params) {
+      if (key === "SIZE" && value !== null && /^\d{1,20}$/.test(value)) {
+        if (Number(value) > this.#ctx.limits.maxMessageBytes) {
+          this.#send(reply(552, "5.3.4", `Message too large (limit ${this.#ctx.limits.maxMessageBytes} octets)`));
+          return undefined;
+        }
+      } else if (key === "BODY" && (value?.toUpperCase() === "7BIT" || value?.toUpperCase() === "8BITMIME")) {
+        eightBit = value.toUpperCase() === "8BITMIME";
+      } else {
+        // RET, ENVID, AUTH=, SMTPUTF8, HOLDFOR, BY and anything unknown (PROTOCOL.md §6, §7 case 30).
+        this.#send(reply(555, "5.5.4", `MAIL parameter ${key} is not accepted`));
+        return undefined;
+      }
+    }
+    const outcome = senderOutcome(this.#ctx.policy, this.#policyAgent, path.key);
+    const target = path.address === "" ? "<>" : path.key;
+    if (outcome.decided && outcome.decision.action !== "allow" && outcome.decision.action !== "ask") {
+      this.#audit({ command: "MAIL FROM", operation: "mail:send", target, ...decisionFields(outcome.decision) });
+      this.#send(reply(553, "5.7.1", `Sender <${path.address}> is not allowed`));
+      return undefined;
+    }
+    this.#tx = { sender: path.address, senderKey: path.key, senderOutcome: outcome, eightBit, recipients: [], denied: [] };
+    this.#send(reply(250, "2.1.0", "Sender OK"));
+    return undefined;
+  }
+
+  #rcpt(args: string): undefined {
+    const tx = this.#tx;
+    if (tx === null) {
+      this.#send(reply(503, "5.5.1", "Need MAIL before RCPT"));
+      return undefined;
+    }
+    if (!/^TO:/i.test(args)) {
+      this.#send(reply(501, "5.5.4", "Syntax: RCPT TO:<address>"));
+      return undefined;
+    }
+    const parsed = parsePathArgument(args.slice(3), false, "recipient");
+    if (!parsed.ok) {
+      this.#send(reply(parsed.code, parsed.status, parsed.text));
+      return undefined;
+    }
+    const { path } = parsed;
+    const [param] = path.params.keys();
+    if (param !== undefined) {
+      // NOTIFY and ORCPT (DSN, RFC 3461) would send reports and copies elsewhere; nothing else is defined.
+      this.#send(reply(555, "5.5.4", `RCPT parameter ${param} is not accepted`));
+      return undefined;
+    }
+    if (tx.recipients.length + tx.denied.length >= this.#ctx.limits.maxRecipients) {
+      this.#send(reply(452, "4.5.3", `Too many recipients (limit ${this.#ctx.limits.maxRecipients})`));
+      return undefined;
+    }
+    const outcome = recipientOutcome(this.#ctx.policy, this.#policyAgent, tx.senderKey, path.key);
+    if (outcome.decided && outcome.decision.action === "deny") {
+      tx.denied.push(path.key);
+      this.#audit({ command: "RCPT TO", operation: "mail:send", target: path.key, ...decisionFields(outcome.decision) });
+      this.#send(reply(550, "5.7.1", `Recipient <${path.address}> is not allowed`));
+      return undefined;
+    }
+    if (!tx.recipients.some((r) => r.key === path.key)) tx.recipients.push({ address: path.address, key: path.key });
+    this.#send(reply(250, "2.1.5", "Recipient OK"));
+    return undefined;
+  }
+
+  #dataCommand(args: string): undefined {
+    const tx = this.#tx;
+    if (args !== "") {
+      this.#send(reply(501, "5.5.4", "Syntax: DATA takes no parameters"));
+      return undefined;
+    }
+    if (tx === null) {
+      this.#send(reply(503, "5.5.1", "Need MAIL before DATA"));
+      return undefined;
+    }
+    if (tx.denied.length > 0) {
+      // All or nothing (DESIGN.md §3): one refused recipient refuses the message.
+      this.#audit({
+        command: "DATA",
+        operation: "mail:send",
+        target: null,
+        decision: "deny",
+        reason: `refused before the message was read: recipients refused at RCPT: ${tx.denied.join(", ")}`,
+        count: tx.recipients.length + tx.denied.length,
+      });
+      this.#resetTransaction();
+      this.#send(reply(554, "5.7.1", `Message refused: ${tx.denied.length} recipient(s) not allowed; nothing was sent`));
+      return undefined;
+    }
+    if (tx.recipients.length === 0) {
+      this.#send(reply(503, "5.5.1", "Need RCPT before DATA (no valid recipients)"));
+      return undefined;
+    }
+    this.#spool.begin();
+    this.#messageBytes = 0;
+    this.#tooBig = false;
+    const inspector = new MessageInspector();
+    this.#inspector = inspector;
+    const max = this.#ctx.limits.maxMessageBytes;
+    this.#data = new DataReader((content) => {
+      if (this.#tooBig) return;
+      this.#messageBytes += content.length;
+      if (this.#messageBytes > max) {
+        this.#tooBig = true;
+        this.#spool.begin();
+        return;
+      }
+      this.#spool.append(content);
+      inspector.write(content);
+    });
+    this.#send("354 End data with <CR><LF>.<CR><LF>\r\n");
+    return undefined;
+  }
+
+  async #endData(): Promise<void> {
+    const tx = this.#tx!;
+    const inspector = this.#inspector!;
+    this.#inspector = null;
+    this.#tx = null;
+    if (this.#tooBig) {
+      this.#audit({ command: "DATA", operation: "mail:send", target: null, decision: "deny", reason: `message larger than ${this.#ctx.limits.maxMessageBytes} octets` });
+      this.#send(reply(552, "5.3.4", `Message too large (limit ${this.#ctx.limits.maxMessageBytes} octets); nothing was sent`));
+      return;
+    }
+    await this.#spool.flush();
+    const facts = inspector.finish();
+    if (facts.headerTooLarge) {
+      this.#audit({ command: "DATA", operation: "mail:send", target: null, decision: "deny", reason: `header section larger than ${MAX_HEADER_BYTES} octets` });
+      this.#send(reply(552, "5.3.4", "Header section too large; nothing was sent"));
+      return;
+    }
+    const agent = this.#policyAgent;
+    const size = this.#spool.length;
+    const rows: AuditEvent[] = [];
+    const senderTarget = tx.sender === "" ? "<>" : tx.senderKey;
+    rows.push(
+      this.#event({
+        command: "MAIL FROM",
+        operation: "mail:send",
+        target: senderTarget,
+        ...(tx.senderOutcome.decided ? decisionFields(tx.senderOutcome.decision) : { decision: "allow", reason: "sender not refused on its own; decided with each recipient" }),
+      }),
+    );
+    const refused: string[] = [];
+    for (const r of tx.recipients) {
+      const decision = finalDecision(this.#ctx.policy, finalRequest(agent, tx.senderKey, r.key, facts));
+      if (decision.action !== "allow") refused.push(r.key);
+      rows.push(this.#event({ command: "RCPT TO", operation: "mail:send", target: r.key, ...decisionFields(decision), detail: { class: classify(r.key, facts) } }));
+    }
+    const detail = { size, messageId: facts.messageId, hasAttachment: facts.hasAttachment ?? null, subjectKnown: facts.subject !== undefined };
+    if (refused.length > 0) {
+      rows.push(
+        this.#event({
+          command: "DATA",
+          operation: "mail:send",
+          target: facts.messageId,
+          decision: "deny",
+          reason: `refused as a whole: not allowed for ${refused.join(", ")}`,
+          count: tx.recipients.length,
+          detail,
+        }),
+      );
+      for (const row of rows) this.#audit(row);
+      this.#send(reply(554, "5.7.1", `Message refused: not allowed for ${refused.map((r) => `<${r}>`).join(", ")}; nothing was sent`));
+      return;
+    }
+    rows.push(this.#event({ command: "DATA", operation: "mail:send", target: facts.messageId, decision: "allow", reason: "every recipient allowed", count: tx.recipients.length, detail }));
+    this.#flush();
+    try {
+      // The rows must be on disk before anything reaches the upstream (DESIGN.md §7).
+      await Promise.all(rows.map((row) => this.#ctx.audit.durable(row)));
+    } catch (e) {
+      moduleLogger("smtp").error(`audit log unavailable, send refused: ${(e as Error).message}`);
+      this.#send(reply(451, "4.3.0", "Audit log unavailable; nothing was sent, try again later"));
+      return;
+    }
+    this.#send(await this.#replay(tx, facts.messageId));
+  }
+
+  /** Sends the approved transaction upstream; returns the reply for the agent and records the result. */
+  async #replay(tx: Transaction, messageId: string | null): Promise<string> {
+    const envelope = { from: tx.sender, recipients: tx.recipients.map((r) => r.address), eightBit: tx.eightBit };
+    let upstreamReply: Reply;
+    let text: string;
+    try {
+      let upstream = this.#upstream;
+      if (upstream === null || upstream.closed) {
+        upstream?.destroy();
+        this.#upstream = null;
+        upstream = await UpstreamSession.open(this.#ctx.upstream, this.#upstreamCredentials());
+        this.#upstream = upstream;
+      }
+      const result = await upstream.send(envelope, this.#spool);
+      upstreamReply = result.reply;
+      const [status, rest] = splitStatus(result.reply);
+      if (result.stage === "data") {
+        text = reply(result.reply.code, status, rest);
+      } else {
+        const what = result.stage === "rcpt" ? `recipient <${result.recipient}>` : result.stage === "mail" ? "the sender" : "DATA";
+        text = reply(result.reply.code, status, `Upstream refused ${what}: ${rest}; nothing was sent`);
+      }
+    } catch (e) {
+      const message = (e as Error).message;
+      const auth = e instanceof UpstreamAuthError;
+      this.#audit({
+        command: "DATA",
+        operation: "mail:send",
+        target: messageId,
+        decision: "error",
+        reason: `upstream failed: ${message}`,
+      });
+      if (!(e instanceof UpstreamError) && !auth) moduleLogger("smtp").error(`session ${this.id}: upstream: ${message}`);
+      this.#upstream?.destroy();
+      this.#upstream = null;
+      return reply(451, auth ? "4.7.0" : "4.4.1", `Upstream unavailable: ${message}; try again later`);
+    }
+    const ok = upstreamReply.code >= 200 && upstreamReply.code < 300;
+    this.#audit({
+      command: "DATA",
+      operation: "mail:send",
+      target: messageId,
+      decision: ok ? "allow" : "error",
+      reason: `upstream replied ${upstreamReply.code} ${upstreamReply.lines.at(-1) ?? ""}`.slice(0, 300),
+      detail: { upstreamCode: upstreamReply.code },
+    });
+    return text;
+  }
+
+  #upstreamCredentials(): Credentials {
+    const id = this.#identity!;
+    if (id.mode === "vault") return { username: id.account.username, password: id.account.password.reveal() };
+    return id.credentials;
+  }
+}
+
+function decisionFields(decision: Decision): Pick<AuditEvent, "decision" | "rule" | "ruleIndex" | "reason"> {
+  return { decision: decision.action, rule: decision.rule, ruleIndex: decision.ruleIndex, reason: decision.reason };
+}
+
+/** Splits "2.0.0 Ok: queued" into its enhanced status code and text (RFC 3463); invents one from the code when absent. */
+function splitStatus(r: Reply): [string, string] {
+  const last = r.lines.at(-1) ?? "";
+  const m = /^([245]\.\d{1,3}\.\d{1,3}) (.*)$/.exec(last);
+  if (m !== null) return [m[1]!, m[2]!];
+  return [`${String(r.code)[0]}.0.0`, last];
+}

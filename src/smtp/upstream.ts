@@ -1,0 +1,304 @@
+/**
+ * The proxy's side of the upstream submission server: connect (implicit TLS, verified STARTTLS, or plain only
+ * when configured), EHLO, AUTH with the credentials of this session, and replay approved transactions.
+ *
+ * Credentials are never sent on a connection that is not encrypted unless the config says `upstream_tls =
+ * "none"`. With `starttls`, an EHLO without STARTTLS (stripped by a man in the middle, RFC 3207 §6), a refused
+ * STARTTLS or a failed handshake ends the connection before anything else is sent; bytes received before the
+ * handshake are discarded (PROTOCOL.md §6, Poddebniak et al. 2021).
+ */
+
+import { hostname } from "node:os";
+import { connectUpstream, LineFramer, tlsOptions, UpstreamError, type Connection, type UpstreamTarget } from "../net/index.ts";
+import { MAX_UPSTREAM_REPLY_LINE, MAX_UPSTREAM_REPLY_LINES, TLS_HANDSHAKE_TIMEOUT_MS, UPSTREAM_REPLY_TIMEOUT_MS } from "./limits.ts";
+import type { Reply } from "./reply.ts";
+import type { Spool } from "./spool.ts";
+
+export { UpstreamError };
+
+export interface Credentials {
+  readonly username: string;
+  readonly password: string;
+}
+
+/** Upstream refused the login (535 and friends): the agent gets 535, not a temporary failure. */
+export class UpstreamAuthError extends Error {
+  override name = "UpstreamAuthError";
+  readonly reply: Reply;
+  constructor(reply: Reply) {
+    super(`upstream refused the login: ${reply.code} ${reply.lines.join(" ")}`);
+    this.reply = reply;
+  }
+}
+
+export interface Envelope {
+  readonly from: string;
+  readonly recipients: readonly string[];
+  readonly eightBit: boolean;
+}
+
+export type SendResult =
+  /** Upstream's reply to the final dot (success or failure), or to the first refused command. */
+  | { readonly stage: "data"; readonly reply: Reply }
+  | { readonly stage: "mail" | "rcpt" | "data-command"; readonly reply: Reply; readonly recipient?: string };
+
+const CRLF_DOT_CRLF = Buffer.from(".\r\n");
+const DOT = 46;
+const LF = 10;
+
+/** Index of the next "." that starts a line, searching from `from`, or -1. */
+function nextLineDot(block: Buffer, from: number): number {
+  const at = block.indexOf("\n.", from);
+  return at === -1 ? -1 : at + 1;
+}
+
+export class UpstreamSession {
+  readonly #conn: Connection;
+  readonly #framer = new LineFramer(MAX_UPSTREAM_REPLY_LINE);
+  #lines: string[] = [];
+  readonly #replies: Reply[] = [];
+  readonly #waiters: { resolve(r: Reply): void; reject(e: Error): void }[] = [];
+  #failure: Error | null = null;
+  extensions = new Map<string, string>();
+
+  private constructor(conn: Connection) {
+    this.#conn = conn;
+    conn.onData(this.#onData);
+    conn.onClose((error) => this.#fail(new UpstreamError(`upstream closed the connection${error ? `: ${error.message}` : ""}`)));
+  }
+
+  get closed(): boolean {
+    return this.#conn.closed || this.#failure !== null;
+  }
+
+  /** Connects, secures and authenticates; rejects with UpstreamError or UpstreamAuthError. */
+  static async open(target: UpstreamTarget, credentials: Credentials | null): Promise<UpstreamSession> {
+    const conn = await connectUpstream(target);
+    const session = new UpstreamSession(conn);
+    try {
+      await session.#handshake(target, credentials);
+    } catch (e) {
+      conn.destroy();
+      throw e;
+    }
+    return session;
+  }
+
+  async #handshake(target: UpstreamTarget, credentials: Credentials | null): Promise<void> {
+    const greeting = await this.#next();
+    if (greeting.code !== 220) throw new UpstreamError(`upstream greeting was ${describe(greeting)}`);
+    await this.#ehlo();
+    if (target.tls === "starttls") {
+      if (!this.extensions.has("STARTTLS")) {
+        throw new UpstreamError("upstream did not offer STARTTLS (stripped by a man in the middle?); nothing was sent");
+      }
+      const go = await this.command("STARTTLS");
+      if (go.code !== 220) throw new UpstreamError(`upstream refused STARTTLS: ${describe(go)}`);
+      // Anything already received arrived in clear text before the handshake: drop it.
+      this.#framer.clear();
+      this.#lines = [];
+      this.#replies.length = 0;
+      try {
+        await this.#conn.startTlsClient(tlsOptions(target), TLS_HANDSHAKE_TIMEOUT_MS);
+      } catch (e) {
+        throw new UpstreamError(`upstream TLS handshake failed: ${(e as Error).message}`);
+      }
+      await this.#ehlo();
+    }
+    if (credentials !== null) {
+      if (!this.#conn.secure && target.tls !== "none") throw new UpstreamError("refusing to send credentials without TLS");
+      await this.#auth(credentials);
+    }
+  }
+
+  async #ehlo(): Promise<void> {
+    const r = await this.command(`EHLO ${ehloName()}`);
+    if (r.code !== 250) throw new UpstreamError(`upstream refused EHLO: ${describe(r)}`);
+    this.extensions = new Map();
+    for (const line of r.lines.slice(1)) {
+      const [keyword, ...rest] = line.split(" ");
+      if (keyword) this.extensions.set(keyword.toUpperCase(), rest.join(" "));
+    }
+  }
+
+  async #auth(credentials: Credentials): Promise<void> {
+    const mechanisms = (this.extensions.get("AUTH") ?? "").toUpperCase().split(" ");
+    let r: Reply;
+    if (mechanisms.includes("PLAIN")) {
+      const token = Buffer.from(`\0${credentials.username}\0${credentials.password}`, "utf8").toString("base64");
+      r = await this.command(`AUTH PLAIN ${token}`);
+    } else if (mechanisms.includes("LOGIN")) {
+      r = await this.command("AUTH LOGIN");
+      if (r.code === 334) r = await this.command(Buffer.from(credentials.username, "utf8").toString("base64"));
+      if (r.code === 334) r = await this.command(Buffer.from(credentials.password, "utf8").toString("base64"));
+    } else {
+      throw new UpstreamError("upstream offers neither AUTH PLAIN nor AUTH LOGIN");
+    }
+    if (r.code === 235) return;
+    if (r.code >= 500) throw new UpstreamAuthError(r);
+    throw new UpstreamError(`upstream login failed: ${describe(r)}`);
+  }
+
+  /** Sends one command line and waits for its reply. */
+  command(line: string): Promise<Reply> {
+    this.#conn.write(`${line}\r\n`);
+    return this.#next();
+  }
+
+  /**
+   * Replays one approved transaction: MAIL and every RCPT (pipelined when offered), then DATA only if all were
+   * accepted, so that a recipient the upstream refuses never lets the others receive the message (all or
+   * nothing); then the spooled content, dot-stuffed again (RFC 5321 §4.5.2).
+   */
+  async send(envelope: Envelope, spool: Spool): Promise<SendResult> {
+    const params: string[] = [];
+    if (this.extensions.has("SIZE")) params.push(`SIZE=${spool.length}`);
+    if (envelope.eightBit && this.extensions.has("8BITMIME")) params.push("BODY=8BITMIME");
+    const commands = [`MAIL FROM:<${envelope.from}>${params.map((p) => ` ${p}`).join("")}`, ...envelope.recipients.map((r) => `RCPT TO:<${r}>`)];
+    let replies: Reply[];
+    if (this.extensions.has("PIPELINING")) {
+      this.#conn.write(commands.map((c) => `${c}\r\n`).join(""));
+      replies = [];
+      for (let i = 0; i < commands.length; i++) replies.push(await this.#next());
+    } else {
+      replies = [];
+      for (const c of commands) {
+        const r = await this.command(c);
+        replies.push(r);
+        if (r.code !== 250) break;
+      }
+    }
+    const mail = replies[0]!;
+    if (mail.code !== 250) {
+      await this.#reset();
+      return { stage: "mail", reply: mail };
+    }
+    for (let i = 1; i < replies.length; i++) {
+      const r = replies[i]!;
+      if (r.code !== 250 && r.code !== 251) {
+        await this.#reset();
+        return { stage: "rcpt", reply: r, recipient: envelope.recipients[i - 1]! };
+      }
+    }
+    const go = await this.command("DATA");
+    if (go.code !== 354) {
+      await this.#reset();
+      return { stage: "data-command", reply: go };
+    }
+    let lineStart = true;
+    for await (const block of spool.blocks()) {
+      lineStart = await this.#writeStuffed(block, lineStart);
+    }
+    if (!this.#conn.write(CRLF_DOT_CRLF)) await this.#conn.drained();
+    return { stage: "data", reply: await this.#next() };
+  }
+
+  /** Writes content, doubling a "." at the start of every line; returns whether the block ended a line. */
+  async #writeStuffed(block: Buffer, lineStart: boolean): Promise<boolean> {
+    let from = 0;
+    let dot = lineStart && block[0] === DOT ? 0 : nextLineDot(block, 0);
+    while (dot !== -1) {
+      // Up to and including the dot; the next write starts at the same dot, so it goes out twice.
+      if (!this.#conn.write(block.subarray(from, dot + 1))) await this.#conn.drained();
+      from = dot;
+      dot = nextLineDot(block, dot + 1);
+    }
+    if (from < block.length && !this.#conn.write(block.subarray(from))) await this.#conn.drained();
+    return block.length > 0 && block[block.length - 1] === LF;
+  }
+
+  async #reset(): Promise<void> {
+    if (this.closed) return;
+    try {
+      await this.command("RSET");
+    } catch {
+      // A failed RSET leaves the connection closed; the next transaction reconnects.
+    }
+  }
+
+  /** QUIT and close, without waiting long for a polite answer. */
+  async quit(): Promise<void> {
+    if (!this.closed) {
+      this.#conn.write("QUIT\r\n");
+      await Promise.race([this.#next().catch(() => undefined), Bun.sleep(1000)]);
+    }
+    this.#conn.end();
+  }
+
+  destroy(): void {
+    this.#conn.destroy();
+  }
+
+  #onData = (chunk: Buffer): void => {
+    let at = 0;
+    while (at < chunk.length && this.#failure === null) {
+      const step = this.#framer.next(chunk, at);
+      if (step === null) return;
+      at = step.end;
+      const event = step.event;
+      if (event.kind !== "line") {
+        this.#fail(new UpstreamError(event.kind === "too-long" ? "upstream reply line too long" : "upstream reply with a bare CR or LF"));
+        this.#conn.destroy();
+        return;
+      }
+      this.#onLine(event.line.toString("latin1"));
+    }
+  };
+
+  #onLine(line: string): void {
+    const m = /^([2-5]\d\d)([ -])(.*)$/.exec(line) ?? /^([2-5]\d\d)()$/.exec(line);
+    if (m === null || this.#lines.length >= MAX_UPSTREAM_REPLY_LINES) {
+      this.#fail(new UpstreamError(`malformed upstream reply: ${JSON.stringify(line.slice(0, 80))}`));
+      this.#conn.destroy();
+      return;
+    }
+    this.#lines.push(m[3] ?? "");
+    if (m[2] === "-") return;
+    const reply: Reply = { code: Number(m[1]), lines: this.#lines };
+    this.#lines = [];
+    const waiter = this.#waiters.shift();
+    if (waiter) waiter.resolve(reply);
+    else this.#replies.push(reply);
+  }
+
+  #next(): Promise<Reply> {
+    const ready = this.#replies.shift();
+    if (ready) return Promise.resolve(ready);
+    if (this.#failure) return Promise.reject(this.#failure);
+    return new Promise<Reply>((resolve, reject) => {
+      const timer = setTimeout(() => {
+        this.#fail(new UpstreamError("upstream did not reply in time"));
+        this.#conn.destroy();
+      }, UPSTREAM_REPLY_TIMEOUT_MS);
+      this.#waiters.push({
+        resolve: (r) => {
+          clearTimeout(timer);
+          resolve(r);
+        },
+        reject: (e) => {
+          clearTimeout(timer);
+          reject(e);
+        },
+      });
+    });
+  }
+
+  #fail(error: Error): void {
+    this.#failure ??= error;
+    for (const waiter of this.#waiters.splice(0)) waiter.reject(this.#failure);
+  }
+}
+
+function describe(r: Reply): string {
+  return `${r.code} ${r.lines.join(" / ")}`.slice(0, 300);
+}
+
+let cachedName: string | null = null;
+/** The name Mailgator gives in EHLO upstream: this machine's host name when it is a valid domain. */
+function ehloName(): string {
+  if (cachedName === null) {
+    const name = hostname();
+    cachedName = /^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,250}[A-Za-z0-9])?$/.test(name) ? name : "mailgator.localdomain";
+  }
+  return cachedName;
+}

@@ -1,0 +1,255 @@
+/**
+ * Test helpers for the SMTP proxy: a proxy built from TOML against the upstream servers of
+ * scripts/upstreams (described by MAILGATOR_UPSTREAMS), a raw SMTP client that sees every reply, and readers
+ * of what Postfix delivered (the sink Maildir holds one file per envelope recipient outside the test domain).
+ */
+
+import { mkdtempSync, readdirSync, readFileSync, rmSync, existsSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join, resolve } from "node:path";
+import { connect, type Socket } from "node:net";
+import { randomBytes } from "node:crypto";
+import { AuditLog, type AuditRow } from "../../src/audit/index.ts";
+import { parseConfig } from "../../src/config/index.ts";
+import type { Config } from "../../src/config/index.ts";
+import { compilePolicy } from "../../src/policy/index.ts";
+import { startSmtpProxy, type SmtpProxy } from "../../src/smtp/index.ts";
+import type { SessionLimits } from "../../src/smtp/limits.ts";
+import { readUpstreams, type Upstreams } from "../../scripts/upstreams/description.ts";
+
+let cached: Upstreams | null = null;
+/** The running upstream servers (npm test starts them and sets MAILGATOR_UPSTREAMS). */
+export function upstreams(): Upstreams {
+  if (cached === null) {
+    const path = process.env["MAILGATOR_UPSTREAMS"] ?? resolve(import.meta.dir, "../../.run/upstreams/upstreams.json");
+    if (!existsSync(path)) throw new Error(`SMTP e2e tests need the upstream servers: run npm test, or bun scripts/upstreams/start.ts (no ${path})`);
+    cached = readUpstreams(path);
+  }
+  return cached;
+}
+
+/** A unique token for addresses and subjects, so parallel tests never see each other's mail. */
+export function marker(): string {
+  return randomBytes(6).toString("hex");
+}
+
+export interface ProxyOptions {
+  /** TOML of [[rules]] (and anything else after [smtp]). */
+  readonly rules: string;
+  /** Extra keys for [smtp]. */
+  readonly smtp?: string;
+  readonly upstreamTls?: "tls" | "starttls" | "none";
+  /** host:port instead of the Postfix port for the upstream mode. */
+  readonly upstreamAddr?: string;
+  readonly limits?: Partial<SessionLimits>;
+}
+
+export interface TestProxy {
+  readonly proxy: SmtpProxy;
+  readonly port: number;
+  readonly audit: AuditLog;
+  readonly config: Config;
+  readonly dir: string;
+  /** Audit rows, oldest first, once queued rows are on disk. */
+  rows(): Promise<AuditRow[]>;
+  close(): Promise<void>;
+}
+
+export async function startTestProxy(options: ProxyOptions): Promise<TestProxy> {
+  const up = upstreams();
+  const dir = mkdtempSync(join(tmpdir(), "mailgator-smtp-"));
+  const mode = options.upstreamTls ?? "starttls";
+  const upstreamAddr = options.upstreamAddr ?? `${up.host}:${mode === "tls" ? up.ports.smtps : up.ports.smtp}`;
+  const toml = `[smtp]
+listen_addr = "127.0.0.1:1"
+upstream_addr = "${upstreamAddr}"
+upstream_tls = "${mode}"
+upstream_ca_file = "${up.caFile}"
+${options.smtp ?? ""}
+
+[audit]
+path = "${join(dir, "audit.db")}"
+
+${options.rules}
+`;
+  const parsed = parseConfig(toml, join(dir, "mailgator.toml"));
+  // The config format wants a real port; tests listen on a free one (port 0).
+  const config: Config = { ...parsed, smtp: { ...parsed.smtp!, listenAddr: { host: "127.0.0.1", port: 0 } } };
+  const audit = AuditLog.open(config.audit.path, { batchMs: 5, sync: "normal" });
+  const policy = compilePolicy(config.rules);
+  const proxy = await startSmtpProxy({ config, policy, audit, ...(options.limits ? { limits: options.limits } : {}) });
+  return {
+    proxy,
+    port: proxy.address.port,
+    audit,
+    config,
+    dir,
+    async rows() {
+      await audit.flush();
+      return audit.query({ order: "asc" });
+    },
+    async close() {
+      await proxy.close();
+      await audit.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+export interface ServerReply {
+  readonly code: number;
+  readonly lines: string[];
+  /** The whole reply as received, CRLFs included. */
+  readonly raw: string;
+}
+
+/** A raw SMTP client: write anything, read replies one at a time. */
+export class RawClient {
+  readonly socket: Socket;
+  #buffer = "";
+  #waiters: (() => void)[] = [];
+  closed = false;
+
+  private constructor(socket: Socket) {
+    this.socket = socket;
+    socket.setEncoding("latin1");
+    socket.on("data", (d: string) => {
+      this.#buffer += d;
+      for (const w of this.#waiters.splice(0)) w();
+    });
+    socket.on("close", () => {
+      this.closed = true;
+      for (const w of this.#waiters.splice(0)) w();
+    });
+    socket.on("error", () => {});
+  }
+
+  static connect(port: number, host = "127.0.0.1"): Promise<RawClient> {
+    return new Promise((resolve, reject) => {
+      const socket = connect({ port, host }, () => resolve(new RawClient(socket)));
+      socket.once("error", reject);
+    });
+  }
+
+  write(data: string | Uint8Array): void {
+    this.socket.write(data);
+  }
+
+  /** Next complete reply; rejects on close or timeout. */
+  async reply(timeoutMs = 10_000): Promise<ServerReply> {
+    const deadline = Date.now() + timeoutMs;
+    for (;;) {
+      const m = /^(?:\d{3}-[^\r\n]*\r\n)*\d{3}(?: [^\r\n]*)?\r\n/.exec(this.#buffer);
+      if (m !== null) {
+        const raw = m[0];
+        this.#buffer = this.#buffer.slice(raw.length);
+        const lines = raw.split("\r\n").filter((l) => l !== "");
+        return { code: Number(raw.slice(0, 3)), lines: lines.map((l) => l.slice(4)), raw };
+      }
+      if (this.closed) throw new Error(`connection closed; unread: ${JSON.stringify(this.#buffer)}`);
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no reply within ${timeoutMs} ms; unread: ${JSON.stringify(this.#buffer)}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.#waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+  }
+
+  /** Sends one command line and returns its reply. */
+  async command(line: string): Promise<ServerReply> {
+    this.write(`${line}\r\n`);
+    return this.reply();
+  }
+
+  /** Resolves when the server has closed the connection. */
+  async waitClosed(timeoutMs = 5000): Promise<void> {
+    const deadline = Date.now() + timeoutMs;
+    while (!this.closed) {
+      if (Date.now() > deadline) throw new Error("connection still open");
+      await Bun.sleep(10);
+    }
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** Connects, reads the greeting, EHLOs and logs in with a test user's upstream credentials (pass-through). */
+export async function loggedIn(port: number, user = upstreams().users[0]!): Promise<RawClient> {
+  const c = await RawClient.connect(port);
+  await c.reply();
+  await c.command("EHLO client.test");
+  const token = Buffer.from(`\0${user.user}\0${user.password}`).toString("base64");
+  const r = await c.command(`AUTH PLAIN ${token}`);
+  if (r.code !== 235) throw new Error(`login failed: ${r.raw}`);
+  return c;
+}
+
+export interface Delivered {
+  readonly file: string;
+  /** X-Original-To: the envelope recipient this copy was delivered for. */
+  readonly recipient: string;
+  readonly text: string;
+}
+
+/** Every copy in the sink whose text contains `needle` (e.g. a marker in the subject). */
+export function sinkCopies(needle: string): Delivered[] {
+  const out: Delivered[] = [];
+  const sink = upstreams().sink;
+  for (const sub of ["new", "cur"]) {
+    const dir = join(sink, sub);
+    if (!existsSync(dir)) continue;
+    for (const name of readdirSync(dir)) {
+      let text: string;
+      try {
+        text = readFileSync(join(dir, name), "latin1");
+      } catch {
+        continue;
+      }
+      if (!text.includes(needle)) continue;
+      const m = /^X-Original-To: (.*)$/im.exec(text);
+      out.push({ file: join(dir, name), recipient: (m?.[1] ?? "").trim().toLowerCase(), text });
+    }
+  }
+  return out;
+}
+
+/** Waits until `count` copies containing `needle` are in the sink. */
+export async function waitForSink(needle: string, count: number, timeoutMs = 15_000): Promise<Delivered[]> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const copies = sinkCopies(needle);
+    if (copies.length >= count) return copies;
+    if (Date.now() > deadline) throw new Error(`only ${copies.length} of ${count} copies of ${needle} reached the sink`);
+    await Bun.sleep(50);
+  }
+}
+
+/** The body as Postfix stored it: what follows the first blank line. */
+export function bodyOf(text: string): string {
+  const at = text.indexOf("\n\n");
+  return at === -1 ? "" : text.slice(at + 2);
+}
+
+/** The Postfix log, for asserting what the upstream saw. */
+export function postfixLog(): string {
+  const path = upstreams().logs["postfix"];
+  return path !== undefined && existsSync(path) ? readFileSync(path, "utf8") : "";
+}
+
+/** Builds a message with CRLF line ends. */
+export function message(headers: Record<string, string>, body: string): string {
+  const head = Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join("\r\n");
+  return `${head}\r\n\r\n${body.replace(/\r?\n/g, "\r\n")}`;
+}
+
+/** Dot-stuffs and terminates a message for DATA. */
+export function dataPayload(text: string): string {
+  const stuffed = text.replace(/(^|\r\n)\./g, "$1..");
+  return `${stuffed}${stuffed.endsWith("\r\n") || stuffed === "" ? "" : "\r\n"}.\r\n`;
+}
