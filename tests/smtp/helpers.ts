@@ -42,6 +42,8 @@ export interface ProxyOptions {
   /** host:port instead of the Postfix port for the upstream mode. */
   readonly upstreamAddr?: string;
   readonly limits?: Partial<SessionLimits>;
+  /** Trusted extra CA for the upstream; default the test CA, null for none. */
+  readonly caFile?: string | null;
 }
 
 export interface TestProxy {
@@ -64,7 +66,7 @@ export async function startTestProxy(options: ProxyOptions): Promise<TestProxy> 
 listen_addr = "127.0.0.1:1"
 upstream_addr = "${upstreamAddr}"
 upstream_tls = "${mode}"
-upstream_ca_file = "${up.caFile}"
+${options.caFile === null ? "" : `upstream_ca_file = "${options.caFile ?? up.caFile}"`}
 ${options.smtp ?? ""}
 
 [audit]
