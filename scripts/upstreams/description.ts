@@ -45,8 +45,8 @@ export interface Upstreams {
   readonly maildirRoot: string;
   /** Maildir that receives mail for every address outside `userDomain`, one file per envelope recipient. */
   readonly sink: string;
-  /** Dovecot passwd-file; a line appended here is a new user at the next login. */
-  readonly usersFile: string;
+  /** Dovecot passwd-files, one per user named after the login; a new file is a new user at the next login. */
+  readonly usersDir: string;
   /** Uid and gid that own every Maildir file. */
   readonly mailUid: number;
   /** Local parts that trigger Postfix's test hooks at RCPT TO. */

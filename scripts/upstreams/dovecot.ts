@@ -3,7 +3,7 @@
  * implicit-TLS port), users from a passwd-file, Maildir with special-use folders, and an
  * auth socket Postfix uses for SMTP AUTH. Nothing under /etc is read.
  */
-import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { Layout } from "./layout.ts";
 import { MAIL_UID, SPECIAL_FOLDERS } from "./layout.ts";
@@ -41,14 +41,15 @@ default_login_user = dovenull
 first_valid_uid = ${MAIL_UID}
 last_valid_uid = ${MAIL_UID}
 
-# Re-read when it changes: tests add users at run time without a reload.
+# One passwd-file per user, so a user added at run time is found at once, without a reload
+# (Dovecot re-reads a changed passwd-file, but checks its mtime at most once a second).
 passdb {
   driver = passwd-file
-  args = scheme=PLAIN username_format=%Lu ${paths.usersFile}
+  args = scheme=PLAIN username_format=%Lu ${paths.usersDir}/%Lu
 }
 userdb {
   driver = passwd-file
-  args = username_format=%Lu ${paths.usersFile}
+  args = username_format=%Lu ${paths.usersDir}/%Lu
 }
 
 mail_location = maildir:~/Maildir
@@ -108,18 +109,20 @@ service auth {
 `;
 }
 
-/** Writes the config and the (initially empty) users file; keeps existing users. */
+/** Writes the config and makes the users folder; keeps existing users. */
 export function writeDovecotFiles(paths: Layout, tls: TlsFiles, ports: { imap: number; imaps: number }): void {
   mkdirSync(paths.dovecotDir, { recursive: true, mode: 0o755 });
   mkdirSync(paths.dovecotStateDir, { recursive: true, mode: 0o755 });
   writeFileSync(paths.dovecotConf, dovecotConfig(paths, tls, ports));
-  if (!existsSync(paths.usersFile)) writeFileSync(paths.usersFile, "");
+  // Folders made by an earlier version of these scripts had one shared users file here.
+  if (existsSync(paths.usersDir) && !statSync(paths.usersDir).isDirectory()) rmSync(paths.usersDir);
+  mkdirSync(paths.usersDir, { recursive: true });
   // Dovecot's auth process reads it as group dovecot.
-  chownSync(paths.usersFile, 0, dovecotGid());
-  chmodSync(paths.usersFile, 0o640);
+  chownSync(paths.usersDir, 0, dovecotGid());
+  chmodSync(paths.usersDir, 0o750);
 }
 
-function dovecotGid(): number {
+export function dovecotGid(): number {
   const line = readFileSync("/etc/group", "utf8").split("\n").find((entry) => entry.startsWith("dovecot:"));
   const gid = Number(line?.split(":")[2]);
   if (!Number.isInteger(gid)) throw new Error("upstreams: group dovecot is missing (the dovecot-core package creates it)");

@@ -19,7 +19,7 @@ export interface Layout {
   readonly dovecotBaseDir: string;
   readonly dovecotStateDir: string;
   readonly dovecotLog: string;
-  readonly usersFile: string;
+  readonly usersDir: string;
   readonly postfixDir: string;
   readonly postfixQueue: string;
   readonly postfixData: string;
@@ -53,7 +53,7 @@ export function layout(dirArg?: string): Layout {
     dovecotBaseDir: join(dovecotDir, "run"),
     dovecotStateDir: join(dovecotDir, "state"),
     dovecotLog: join(dovecotDir, "dovecot.log"),
-    usersFile: join(dovecotDir, "users"),
+    usersDir: join(dovecotDir, "users"),
     postfixDir,
     postfixQueue: join(postfixDir, "queue"),
     postfixData: join(postfixDir, "data"),

@@ -11,16 +11,19 @@
  * messages with a base64 attachment; Maildir flags.
  *
  * UIDs: files are named `<10-digit number>.M<n>P<seed>.mailgator,S=<size>,W=<vsize>:2,<flags>`
- * in `cur/`; Dovecot gives new files UIDs in file-name order, so message i of a folder gets
- * UID first+i, where `first` is 1 for a folder Dovecot has never seen, or the next UID of its
- * dovecot-uidlist. Seeding into a folder that still holds messages is refused: which UIDs
- * Dovecot would give is then not ours to predict.
+ * in `cur/`, and the seeder writes Dovecot's `dovecot-uidlist` itself, so message i of a
+ * folder has UID first+i whatever touches the folder next (left to itself, Dovecot gives
+ * file-name order, but a mail delivered over LMTP before the first sync would take UID 1).
+ * `first` is 1 for a folder Dovecot has never seen, else the next UID of its uidlist.
+ * Seeding into a folder that still holds messages is refused: it would race with Dovecot over
+ * the uidlist, and which UIDs the old messages have is not ours to predict.
  *
  * CLI:
  *   bun scripts/upstreams/seed.ts (--user ADDRESS [--dir D] | --maildir PATH)
  *     [--count N] [--folder NAME=N ...] [--seed S] [--owner ADDRESS] [--manifest FILE]
  */
-import { chownSync, existsSync, readFileSync, readdirSync, utimesSync, writeFileSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { chownSync, existsSync, readFileSync, readdirSync, renameSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { MAIL_UID } from "./layout.ts";
 import { ensureFolder } from "./users.ts";
@@ -56,7 +59,7 @@ export interface SeededMessage {
   /** Date header and INTERNALDATE (file mtime), ISO 8601. */
   readonly date: string;
   readonly hasAttachment: boolean;
-  /** IMAP system flags, e.g. ["\\Seen", "\\Flagged"], in Maildir letter order. */
+  /** IMAP system flags in Dovecot's order (\\Answered \\Flagged \\Deleted \\Seen \\Draft). */
   readonly flags: readonly string[];
   /** RFC822.SIZE: size with CRLF line ends. */
   readonly size: number;
@@ -257,14 +260,16 @@ function generate(folder: string, index: number, uid: number, count: number, see
     messageId,
     date: date.toISOString(),
     hasAttachment,
-    flags: [...letters].map((letter) => FLAG_NAMES[letter] as string),
+    flags: FLAG_ORDER.filter((flag) => letters.includes(FLAG_LETTERS[flag] as string)),
     size: text.length + lineFeeds,
   };
   return { text, message, letters, mtime: date };
 }
 
 /** Maildir info letters (must be in ASCII order) and the IMAP flags they stand for. */
-const FLAG_NAMES: Readonly<Record<string, string>> = { D: "\\Draft", F: "\\Flagged", R: "\\Answered", S: "\\Seen", T: "\\Deleted" };
+const FLAG_LETTERS: Readonly<Record<string, string>> = { "\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S", "\\Deleted": "T" };
+/** The order Dovecot lists system flags in (its flag bits). */
+const FLAG_ORDER = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"] as const;
 
 function flagLetters(folder: string, random: () => number): string {
   let letters = "";
@@ -275,7 +280,14 @@ function flagLetters(folder: string, random: () => number): string {
   return letters;
 }
 
-function firstUid(path: string, folder: string): number {
+interface UidlistHeader {
+  readonly validity: number;
+  readonly next: number;
+  readonly guid: string;
+}
+
+/** The uidlist header to continue from (a fresh one for a folder Dovecot has not seen). */
+function uidlistHeader(path: string, folder: string): UidlistHeader {
   for (const sub of ["cur", "new"]) {
     const names = readdirSync(join(path, sub));
     if (names.length > 0) {
@@ -283,10 +295,26 @@ function firstUid(path: string, folder: string): number {
     }
   }
   const uidlist = join(path, "dovecot-uidlist");
-  if (!existsSync(uidlist)) return 1;
-  // Header: "3 V<uidvalidity> N<next uid> G<guid>".
-  const next = /\bN(\d+)/.exec(readFileSync(uidlist, "utf8").split("\n")[0] ?? "")?.[1];
-  return next === undefined ? 1 : Number(next);
+  const fresh = { validity: Math.floor(Date.now() / 1000), next: 1, guid: randomBytes(16).toString("hex") };
+  if (!existsSync(uidlist)) return fresh;
+  // Header (version 3): "3 V<uidvalidity> N<next uid> G<mailbox guid>" (Dovecot's maildir docs).
+  const header = readFileSync(uidlist, "utf8").split("\n")[0] ?? "";
+  const field = (key: string) => new RegExp(`\\b${key}(\\w+)`).exec(header)?.[1];
+  return {
+    validity: Number(field("V") ?? fresh.validity),
+    next: Number(field("N") ?? 1),
+    guid: field("G") ?? fresh.guid,
+  };
+}
+
+/** Writes dovecot-uidlist (version 3) listing the seeded files; replaced atomically by rename. */
+function writeUidlist(path: string, header: UidlistHeader, baseNames: readonly string[], asRoot: boolean): void {
+  const lines = [`3 V${header.validity} N${header.next + baseNames.length} G${header.guid}`];
+  for (let i = 0; i < baseNames.length; i++) lines.push(`${header.next + i} :${baseNames[i]}`);
+  const temporary = join(path, `dovecot-uidlist.seed-${process.pid}`);
+  writeFileSync(temporary, `${lines.join("\n")}\n`, { mode: 0o600 });
+  if (asRoot) chownSync(temporary, MAIL_UID, MAIL_UID);
+  renameSync(temporary, join(path, "dovecot-uidlist"));
 }
 
 /** Messages per folder for a total `count` spread by DEFAULT_MIX (remainder to INBOX). */
@@ -317,7 +345,9 @@ export function seedMaildir(maildir: string, options: SeedOptions = {}): SeedMan
     folderNumber++;
     if (!Number.isInteger(count) || count < 0) throw new Error(`seed: folder "${folder}": count must be a whole number, got ${count}`);
     const path = ensureFolder(maildir, folder);
-    const first = firstUid(path, folder);
+    const header = uidlistHeader(path, folder);
+    const first = header.next;
+    const baseNames: string[] = [];
     // One stream per folder: adding a folder to the plan does not change the others.
     const random = prng((seed * 1_000_003 + hash(folder)) >>> 0);
     const messages: SeededMessage[] = [];
@@ -325,13 +355,15 @@ export function seedMaildir(maildir: string, options: SeedOptions = {}): SeedMan
     for (let index = 0; index < count; index++) {
       const generated = generate(folder, index, first + index, count, seed, owner, attachmentRatio, random);
       const size = generated.text.length;
-      const name = `${1_000_000_000 + first + index}.M${index}P${seed}F${folderNumber}.mailgator,S=${size},W=${generated.message.size}:2,${generated.letters}`;
-      const file = join(cur, name);
+      const baseName = `${1_000_000_000 + first + index}.M${index}P${seed}F${folderNumber}.mailgator,S=${size},W=${generated.message.size}`;
+      baseNames.push(baseName);
+      const file = join(cur, `${baseName}:2,${generated.letters}`);
       writeFileSync(file, generated.text);
       if (asRoot) chownSync(file, MAIL_UID, MAIL_UID);
       utimesSync(file, generated.mtime, generated.mtime);
       messages.push(generated.message);
     }
+    writeUidlist(path, header, baseNames, asRoot);
     folders[folder] = messages;
   }
   return { seed, owner, folders };

@@ -121,7 +121,7 @@ async function startFresh(paths: Layout, options: StartOptions, log: (line: stri
       folders: FOLDERS,
       maildirRoot: paths.maildirRoot,
       sink: paths.sink,
-      usersFile: paths.usersFile,
+      usersDir: paths.usersDir,
       mailUid: MAIL_UID,
       hooks: { reject: `${HOOKS.reject}*@any → 550 5.1.1`, tempfail: `${HOOKS.tempfail}*@any → 451 4.3.0` },
       dir: paths.dir,

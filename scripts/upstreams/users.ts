@@ -2,13 +2,13 @@
  * Test users: one line in Dovecot's passwd-file (re-read by Dovecot whenever it changes, so
  * no reload) and a Maildir with the special-use folders, owned by the mail uid.
  */
-import { appendFileSync, chownSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, mkdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { UpstreamUser } from "./description.ts";
 import { FOLDERS, MAIL_UID, splitAddress, userMaildir } from "./layout.ts";
 
 export interface UserStore {
-  readonly usersFile: string;
+  readonly usersDir: string;
   readonly maildirRoot: string;
 }
 
@@ -53,33 +53,26 @@ export function ensureOwnedDir(path: string): void {
 }
 
 function passwdLine(address: string, password: string, home: string): string {
-  if (/[:\n]/.test(password) || /[:\n\s]/.test(address)) throw new Error(`upstreams: user "${address}": no ":" or line breaks allowed`);
+  if (/[:\n]/.test(password) || /[:\n\s/]/.test(address)) throw new Error(`upstreams: user "${address}": no ":", "/", spaces or line breaks allowed`);
   return `${address}:{PLAIN}${password}:${MAIL_UID}:${MAIL_UID}::${home}::`;
 }
 
 /**
  * Adds (or updates the password of) a user and creates its Maildir with INBOX, Drafts, Sent,
- * Trash, Junk and Archive. Safe to call from parallel processes for different users.
+ * Trash, Junk and Archive. The user's passwd-file is replaced atomically (rename), so Dovecot
+ * never reads half a line; parallel test workers each write their own file.
  */
 export function addUser(store: UserStore, address: string, password: string): UpstreamUser {
   const [local, domain] = splitAddress(address);
   const user = `${local}@${domain}`;
   const maildir = userMaildir(store.maildirRoot, user);
   for (const folder of FOLDERS) ensureFolder(maildir, folder);
-  const line = passwdLine(user, password, dirname(maildir));
-  const lines = readFileSync(store.usersFile, "utf8").split("\n").filter(Boolean);
-  const existing = lines.findIndex((entry) => entry.startsWith(`${user}:`));
-  if (existing === -1) {
-    // One short write with O_APPEND: parallel test workers never interleave within a line.
-    appendFileSync(store.usersFile, `${line}\n`);
-  } else if (lines[existing] !== line) {
-    lines[existing] = line;
-    const { uid, gid, mode } = statSync(store.usersFile);
-    const temporary = `${store.usersFile}.${process.pid}.tmp`;
-    writeFileSync(temporary, `${lines.join("\n")}\n`, { mode: mode & 0o777 });
-    chownSync(temporary, uid, gid);
-    renameSync(temporary, store.usersFile);
-  }
+  const file = join(store.usersDir, user);
+  const { gid } = statSync(store.usersDir);
+  const temporary = join(store.usersDir, `.new-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  writeFileSync(temporary, `${passwdLine(user, password, dirname(maildir))}\n`, { mode: 0o640 });
+  chownSync(temporary, 0, gid);
+  renameSync(temporary, file);
   return { user, password, address: user, maildir };
 }
 
