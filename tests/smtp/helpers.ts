@@ -4,6 +4,7 @@
  * of what Postfix delivered (the sink Maildir holds one file per envelope recipient outside the test domain).
  */
 
+import { setDefaultTimeout } from "bun:test";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -16,6 +17,9 @@ import { compilePolicy } from "../../src/policy/index.ts";
 import { startSmtpProxy, type SmtpProxy } from "../../src/smtp/index.ts";
 import type { SessionLimits } from "../../src/smtp/limits.ts";
 import { readUpstreams, type Upstreams } from "../../scripts/upstreams/description.ts";
+
+// End-to-end tests wait for Postfix deliveries and Dovecot's ~2 s delay after a failed login.
+setDefaultTimeout(30_000);
 
 let cached: Upstreams | null = null;
 /** The running upstream servers (npm test starts them and sets MAILGATOR_UPSTREAMS). */
