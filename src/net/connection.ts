@@ -14,7 +14,7 @@ export type DataHandler = (chunk: Buffer) => void;
 export class Connection {
   #socket: Socket;
   #onData: DataHandler | null = null;
-  #onClose: ((error: Error | null) => void) | null = null;
+  readonly #onClose: ((error: Error | null) => void)[] = [];
   #closed = false;
   #error: Error | null = null;
   #paused = false;
@@ -55,7 +55,7 @@ export class Connection {
   #handleClose = (): void => {
     if (this.#closed) return;
     this.#closed = true;
-    this.#onClose?.(this.#error);
+    for (const handler of this.#onClose) handler(this.#error);
   };
 
   get closed(): boolean {
@@ -67,9 +67,9 @@ export class Connection {
     this.#onData = handler;
   }
 
-  /** Called once when the connection is gone, with the error that ended it, if any. */
+  /** Adds a handler called once when the connection is gone, with the error that ended it, if any. */
   onClose(handler: (error: Error | null) => void): void {
-    this.#onClose = handler;
+    this.#onClose.push(handler);
     if (this.#closed) handler(this.#error);
   }
 

@@ -1,0 +1,170 @@
+/**
+ * Every named limit of src/smtp/limits.ts, pinned and exercised at the limit and one past it.
+ * Times (idle) are shortened through the session's limit overrides; everything else uses the real value.
+ */
+
+import { afterEach, describe, expect, test } from "bun:test";
+import {
+  IDLE_TIMEOUT_MS,
+  MAX_AUTH_FAILURES_PER_SESSION,
+  MAX_COMMAND_LINE,
+  MAX_COMMANDS_PER_SESSION,
+  MAX_CONNECTIONS,
+  MAX_MESSAGE_BYTES,
+  MAX_RECIPIENTS,
+  MAX_HEADER_BYTES,
+} from "../../src/smtp/limits.ts";
+import { startFakeUpstream, type FakeUpstream } from "./fake-upstream.ts";
+import { RawClient, startTestProxy, type TestProxy } from "./helpers.ts";
+
+const cleanups: (() => Promise<void>)[] = [];
+afterEach(async () => {
+  for (const f of cleanups.splice(0).reverse()) await f();
+});
+
+async function setup(limits = {}): Promise<{ p: TestProxy; fake: FakeUpstream }> {
+  const fake = await startFakeUpstream({});
+  cleanups.push(() => fake.close());
+  const p = await startTestProxy({ rules: `[[rules]]\nname = "corp"\naction = "allow"\nto = "*@corp.test"\n`, upstreamTls: "none", upstreamAddr: `127.0.0.1:${fake.port}`, limits });
+  cleanups.push(() => p.close());
+  return { p, fake };
+}
+
+async function client(port: number, login = true): Promise<RawClient> {
+  const c = await RawClient.connect(port);
+  await c.reply();
+  await c.command("EHLO client.test");
+  if (login) expect((await c.command(`AUTH PLAIN ${Buffer.from("\0u\0p").toString("base64")}`)).code).toBe(235);
+  return c;
+}
+
+test("the values are what docs/smtp.md says", () => {
+  expect(MAX_COMMAND_LINE).toBe(12288);
+  expect(MAX_RECIPIENTS).toBe(100);
+  expect(MAX_MESSAGE_BYTES).toBe(50 * 1024 * 1024);
+  expect(MAX_HEADER_BYTES).toBe(1024 * 1024);
+  expect(MAX_COMMANDS_PER_SESSION).toBe(10_000);
+  expect(IDLE_TIMEOUT_MS).toBe(5 * 60 * 1000);
+  expect(MAX_CONNECTIONS).toBe(100);
+  expect(MAX_AUTH_FAILURES_PER_SESSION).toBe(3);
+});
+
+describe("MAX_COMMAND_LINE", () => {
+  test("a line of exactly the limit is read; one octet more gets 500 5.5.2 and the session goes on", async () => {
+    const { p } = await setup();
+    const c = await client(p.port, false);
+    const exact = `NOOP ${"x".repeat(MAX_COMMAND_LINE - 5)}`;
+    expect(exact.length).toBe(MAX_COMMAND_LINE);
+    expect((await c.command(exact)).code).toBe(250);
+    expect((await c.command(`${exact}x`)).raw).toStartWith("500 5.5.2");
+    // Split across many writes as well.
+    for (let i = 0; i < exact.length; i += 1000) c.write(exact.slice(i, i + 1000));
+    c.write("x\r\nNOOP\r\n");
+    expect((await c.reply()).code).toBe(500);
+    expect((await c.reply()).code).toBe(250);
+  });
+});
+
+describe("MAX_RECIPIENTS", () => {
+  test(`${MAX_RECIPIENTS} recipients are accepted and replayed; the next gets 452 4.5.3`, async () => {
+    const { p, fake } = await setup();
+    const c = await client(p.port);
+    let batch = "MAIL FROM:<alice@mailgator.test>\r\n";
+    for (let i = 0; i <= MAX_RECIPIENTS; i++) batch += `RCPT TO:<r${i}@corp.test>\r\n`;
+    c.write(batch);
+    expect((await c.reply()).code).toBe(250);
+    for (let i = 0; i < MAX_RECIPIENTS; i++) expect((await c.reply()).code).toBe(250);
+    expect((await c.reply()).raw).toStartWith("452 4.5.3");
+    expect((await c.command("DATA")).code).toBe(354);
+    c.write("Subject: x\r\n\r\nhi\r\n.\r\n");
+    expect((await c.reply()).code).toBe(250);
+    expect(fake.lines.filter((l) => l.startsWith("RCPT"))).toHaveLength(MAX_RECIPIENTS);
+  });
+});
+
+describe("MAX_MESSAGE_BYTES", () => {
+  const head = Buffer.from("Subject: big\r\n\r\n");
+  const line = Buffer.from(`${"y".repeat(1022)}\r\n`);
+
+  /** Streams a message of exactly `size` content octets (a header, 1 KiB lines, one shorter last line). */
+  async function stream(c: RawClient, size: number): Promise<void> {
+    let left = size - head.length;
+    c.write(head);
+    const batch = Buffer.concat(Array(1024).fill(line));
+    while (left >= batch.length + line.length) {
+      if (!c.socket.write(batch)) await new Promise((r) => c.socket.once("drain", r));
+      left -= batch.length;
+    }
+    while (left >= line.length + 3) {
+      c.write(line);
+      left -= line.length;
+    }
+    c.write(`${"z".repeat(left - 2)}\r\n.\r\n`);
+  }
+
+  test("exactly the limit is sent upstream; one octet more gets 552 5.3.4 and nothing is sent", async () => {
+    const { p, fake } = await setup();
+    const c = await client(p.port);
+    expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+    expect((await c.command("RCPT TO:<a@corp.test>")).code).toBe(250);
+    expect((await c.command("DATA")).code).toBe(354);
+    await stream(c, MAX_MESSAGE_BYTES);
+    expect((await c.reply(60_000)).code).toBe(250);
+    expect(fake.sizes).toEqual([MAX_MESSAGE_BYTES]);
+    expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+    expect((await c.command("RCPT TO:<a@corp.test>")).code).toBe(250);
+    expect((await c.command("DATA")).code).toBe(354);
+    await stream(c, MAX_MESSAGE_BYTES + 1);
+    expect((await c.reply(60_000)).raw).toStartWith("552 5.3.4");
+    expect(fake.lines.filter((l) => l.startsWith("MAIL"))).toHaveLength(1);
+    // SIZE= in MAIL FROM is checked at once.
+    expect((await c.command(`MAIL FROM:<alice@mailgator.test> SIZE=${MAX_MESSAGE_BYTES}`)).code).toBe(250);
+    expect((await c.command(`MAIL FROM:<alice@mailgator.test> SIZE=${MAX_MESSAGE_BYTES + 1}`)).raw).toStartWith("552 5.3.4");
+  }, 120_000);
+});
+
+describe("MAX_COMMANDS_PER_SESSION", () => {
+  test("the last allowed command is answered; the next gets 421 and the connection closes", async () => {
+    const { p } = await setup();
+    // EHLO is the first command; the rest are NOOPs.
+    const c = await client(p.port, false);
+    c.write("NOOP\r\n".repeat(MAX_COMMANDS_PER_SESSION - 1));
+    for (let i = 0; i < MAX_COMMANDS_PER_SESSION - 1; i++) expect((await c.reply()).code).toBe(250);
+    expect((await c.command("NOOP")).raw).toStartWith("421 4.7.0");
+    await c.waitClosed();
+  });
+});
+
+describe("idle time", () => {
+  test("a session idle for less than the limit stays; past it gets 421 4.4.2 and is closed", async () => {
+    const { p } = await setup({ idleTimeoutMs: 300 });
+    const c = await client(p.port, false);
+    await Bun.sleep(200);
+    expect((await c.command("NOOP")).code).toBe(250);
+    await Bun.sleep(200);
+    expect((await c.command("NOOP")).code).toBe(250);
+    expect((await c.reply(2000)).raw).toStartWith("421 4.4.2");
+    await c.waitClosed();
+  });
+});
+
+describe("MAX_CONNECTIONS", () => {
+  test(`${MAX_CONNECTIONS} agents are served at once; one more gets 421 4.7.0; a freed slot is reused`, async () => {
+    const { p } = await setup();
+    const clients: RawClient[] = [];
+    for (let i = 0; i < MAX_CONNECTIONS; i++) {
+      const c = await RawClient.connect(p.port);
+      expect((await c.reply()).code).toBe(220);
+      clients.push(c);
+    }
+    const extra = await RawClient.connect(p.port);
+    expect((await extra.reply()).raw).toStartWith("421 4.7.0");
+    await extra.waitClosed();
+    clients.pop()!.close();
+    await Bun.sleep(100);
+    const again = await RawClient.connect(p.port);
+    expect((await again.reply()).code).toBe(220);
+    again.close();
+    for (const c of clients) c.close();
+  });
+});
