@@ -27,6 +27,10 @@ instance_name = mailgator-upstream-${ports.imap}
 protocols = imap lmtp
 listen = 127.0.0.1
 shutdown_clients = yes
+# Loopback is trusted so that one test's failed login (answered after ~2 s) does not make
+# Dovecot delay every later login from 127.0.0.1 (its per-IP auth penalty). Side effect: a
+# client here may set its reported address with ID ("x-originating-ip" ...).
+login_trusted_networks = 127.0.0.0/8
 
 ssl = yes
 ssl_cert = <${tls.certFile}
@@ -97,6 +101,12 @@ service lmtp {
 }
 service anvil {
   client_limit = 5000
+  # No auth penalty: without this, a failed SMTP AUTH in one test (Postfix asks Dovecot,
+  # from 127.0.0.1) would delay every later login in every test by up to 15 s. The auth
+  # process cannot open this socket and turns penalties off; failed logins still take ~2 s.
+  unix_listener anvil-auth-penalty {
+    mode = 0
+  }
 }
 service auth {
   client_limit = 5000

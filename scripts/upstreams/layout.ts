@@ -21,6 +21,8 @@ export interface Layout {
   readonly dovecotLog: string;
   readonly usersDir: string;
   readonly postfixDir: string;
+  /** Postfix's config_directory: only config files (postfix start checks every file in it). */
+  readonly postfixConf: string;
   readonly postfixQueue: string;
   readonly postfixData: string;
   readonly postfixLog: string;
@@ -55,6 +57,7 @@ export function layout(dirArg?: string): Layout {
     dovecotLog: join(dovecotDir, "dovecot.log"),
     usersDir: join(dovecotDir, "users"),
     postfixDir,
+    postfixConf: join(postfixDir, "conf"),
     postfixQueue: join(postfixDir, "queue"),
     postfixData: join(postfixDir, "data"),
     postfixLog: join(postfixDir, "postfix.log"),

@@ -22,7 +22,7 @@ export const HOOKS = { reject: "reject", tempfail: "tempfail" } as const;
 const SINK_DIR = "_sink/";
 
 export function mainCf(paths: Layout, tls: TlsFiles): string {
-  const dir = paths.postfixDir;
+  const dir = paths.postfixConf;
   return `# Written by scripts/upstreams/start.ts; rewritten at every start.
 compatibility_level = 3.6
 queue_directory = ${paths.postfixQueue}
@@ -135,16 +135,16 @@ export function recipientHooks(): string {
 }
 
 export function writePostfixFiles(paths: Layout, tls: TlsFiles, ports: { smtp: number; smtps: number }): void {
-  mkdirSync(paths.postfixDir, { recursive: true, mode: 0o755 });
+  mkdirSync(paths.postfixConf, { recursive: true, mode: 0o755 });
   mkdirSync(paths.postfixQueue, { recursive: true, mode: 0o755 });
   chownSync(paths.postfixQueue, 0, 0);
   mkdirSync(paths.postfixData, { recursive: true, mode: 0o700 });
   const postfixIds = userIds("postfix");
   chownSync(paths.postfixData, postfixIds.uid, postfixIds.gid);
-  writeFileSync(join(paths.postfixDir, "main.cf"), mainCf(paths, tls));
-  writeFileSync(join(paths.postfixDir, "master.cf"), masterCf(ports));
-  writeFileSync(join(paths.postfixDir, "recipient-hooks"), recipientHooks());
-  writeFileSync(join(paths.postfixDir, "transport"), `${USER_DOMAIN} lmtp:unix:${join(paths.dovecotBaseDir, LMTP_SOCKET)}\n`);
+  writeFileSync(join(paths.postfixConf, "main.cf"), mainCf(paths, tls));
+  writeFileSync(join(paths.postfixConf, "master.cf"), masterCf(ports));
+  writeFileSync(join(paths.postfixConf, "recipient-hooks"), recipientHooks());
+  writeFileSync(join(paths.postfixConf, "transport"), `${USER_DOMAIN} lmtp:unix:${join(paths.dovecotBaseDir, LMTP_SOCKET)}\n`);
 }
 
 function userIds(name: string): { uid: number; gid: number } {
@@ -158,7 +158,7 @@ function userIds(name: string): { uid: number; gid: number } {
 
 /** `postfix start` creates missing queue directories, starts the master and returns its PID. */
 export async function startPostfix(paths: Layout): Promise<number> {
-  const result = runDaemonCommand(["/usr/sbin/postfix", "-c", paths.postfixDir, "start"], join(paths.postfixDir, "start.out"));
+  const result = runDaemonCommand(["/usr/sbin/postfix", "-c", paths.postfixConf, "start"], join(paths.postfixDir, "start.out"));
   if (result.exitCode !== 0) {
     throw new Error(`upstreams: postfix did not start (exit ${result.exitCode}): ${result.output}${logTail(paths.postfixLog)}`);
   }

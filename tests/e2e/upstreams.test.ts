@@ -16,6 +16,9 @@ function hasAttachment(node: BodyNode | undefined): boolean {
   return node.disposition === "attachment" || (node.childNodes ?? []).some(hasAttachment);
 }
 
+// First, so that it runs while upstreams-isolation.test.ts runs its half in another worker.
+defineIsolationTest("a");
+
 describe("seeded mailbox", () => {
   test("Dovecot's UID FETCH 1:* (ENVELOPE ...) matches the seeder's manifest", async () => {
     const folders = { INBOX: 120, "Archive/2025": 40, "Archive/2026": 30, Sent: 20, Drafts: 10 };
@@ -153,5 +156,3 @@ describe("Dovecot", () => {
     }
   });
 });
-
-defineIsolationTest("a");
