@@ -1,0 +1,180 @@
+/**
+ * `npm run demo`: real Dovecot and Postfix on loopback, a seeded demo mailbox, a demo config
+ * with seed-style rules, and Mailgator in front; prints commands that show an allowed read, a
+ * hidden message and a refused send. Ctrl-C stops everything it started.
+ *
+ *   bun scripts/demo.ts [--smoke]   (--smoke: run the printed commands, show their output, stop)
+ */
+import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
+import type { Upstreams } from "./upstreams/description.ts";
+import { freePort, isListening } from "./upstreams/ports.ts";
+import type { SeedManifest } from "./upstreams/seed.ts";
+import { seedMaildir } from "./upstreams/seed.ts";
+import { startUpstreams } from "./upstreams/start.ts";
+import { stopUpstreams } from "./upstreams/stop.ts";
+import { addUser } from "./upstreams/users.ts";
+
+const ROOT = resolve(import.meta.dir, "..");
+const DEMO_DIR = join(ROOT, ".run", "demo");
+const UPSTREAMS_DIR = join(DEMO_DIR, "upstreams");
+const CONFIG = join(DEMO_DIR, "mailgator.toml");
+const USER = "demo@mailgator.test";
+const PASSWORD = "demo-password";
+const smoke = process.argv.includes("--smoke");
+const say = (line = "") => console.log(line);
+
+function demoConfig(servers: Upstreams, ports: { imap: number; smtp: number }): string {
+  return `# Written by scripts/demo.ts (npm run demo). Format: DESIGN.md §2 / docs/config.md.
+[imap]
+listen_addr = "127.0.0.1:${ports.imap}"
+upstream_addr = "127.0.0.1:${servers.ports.imaps}"
+upstream_tls = "tls"
+upstream_ca_file = ${JSON.stringify(servers.caFile)}
+
+[smtp]
+listen_addr = "127.0.0.1:${ports.smtp}"
+upstream_addr = "127.0.0.1:${servers.ports.smtps}"
+upstream_tls = "tls"
+upstream_ca_file = ${JSON.stringify(servers.caFile)}
+
+[audit]
+path = ${JSON.stringify(join(DEMO_DIR, "audit.db"))}
+
+[[rules]]
+name = "Transactional emails from known senders"
+folders = ["INBOX"]
+from = "notifications@*"
+action = "allow"
+operations = ["read"]
+
+[[rules]]
+name = "Send to colleagues"
+to = "*@corp.test"
+action = "allow"
+operations = ["send"]
+
+[[rules]]
+name = "Deny everything else"
+action = "deny"
+`;
+}
+
+/** Fresh demo mailbox every run: same seed, so the same UIDs and the same commands. */
+function seedDemo(servers: Upstreams): SeedManifest {
+  const user = addUser(servers, USER, PASSWORD);
+  rmSync(user.maildir, { recursive: true, force: true });
+  addUser(servers, USER, PASSWORD);
+  return seedMaildir(user.maildir, {
+    folders: { INBOX: 200, "Archive/2025": 50, Sent: 30, Drafts: 10, Trash: 10 },
+    seed: 2026,
+    owner: USER,
+  });
+}
+
+async function waitForPort(port: number, timeoutMs: number, child: { exitCode: number | null }): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (Date.now() < deadline && child.exitCode === null) {
+    if (await isListening(port)) return true;
+    await Bun.sleep(100);
+  }
+  return false;
+}
+
+function run(argv: string[]): string {
+  const result = Bun.spawnSync(argv, { stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 20_000 });
+  return `${result.stdout.toString()}${result.stderr.toString()}`.trim() + `\n(exit ${result.exitCode})`;
+}
+
+async function main(): Promise<number> {
+  mkdirSync(DEMO_DIR, { recursive: true });
+  // A demo killed without Ctrl-C may have left its servers running: end them first.
+  await stopUpstreams({ dir: UPSTREAMS_DIR });
+  rmSync(join(UPSTREAMS_DIR, "mail"), { recursive: true, force: true });
+  say("demo: starting Dovecot and Postfix on 127.0.0.1 (installs them first if missing) ...");
+  const servers = await startUpstreams({ dir: UPSTREAMS_DIR, log: (line) => console.error(line) });
+  let mailgator: ReturnType<typeof Bun.spawn> | undefined;
+  const cleanup = async () => {
+    if (mailgator !== undefined && mailgator.exitCode === null) {
+      mailgator.kill("SIGTERM");
+      await Promise.race([mailgator.exited, Bun.sleep(5000)]);
+      if (mailgator.exitCode === null) mailgator.kill("SIGKILL");
+    }
+    await stopUpstreams({ dir: UPSTREAMS_DIR });
+  };
+  try {
+    const manifest = seedDemo(servers);
+    const inbox = manifest.folders["INBOX"] ?? [];
+    const total = Object.values(manifest.folders).reduce((sum, list) => sum + list.length, 0);
+    const ports = { imap: await freePort(), smtp: await freePort() };
+    writeFileSync(CONFIG, demoConfig(servers, ports));
+    say(`demo: seeded ${total} messages for ${USER} (INBOX ${inbox.length}); config in ${CONFIG}`);
+
+    const cli = join(ROOT, "src", "cli", "main.ts");
+    if (!existsSync(cli)) {
+      say(`demo: ${cli} does not exist yet: Mailgator cannot start. The upstream servers worked; stopping them.`);
+      return 1;
+    }
+    mailgator = Bun.spawn([process.execPath, cli, "serve", "-c", CONFIG], { cwd: ROOT, stdin: "ignore", stdout: "inherit", stderr: "inherit" });
+    const child = mailgator;
+    const [imapUp, smtpUp] = await Promise.all([waitForPort(ports.imap, 10_000, child), waitForPort(ports.smtp, 10_000, child)]);
+    if (!imapUp && !smtpUp) {
+      const code = child.exitCode ?? (child.kill("SIGTERM"), await child.exited);
+      say(`\ndemo: Mailgator did not open its listeners (bun src/cli/main.ts serve -c ${CONFIG} ${child.exitCode === null ? "kept running" : `exited with ${code}`}); see its messages above. Stopping the upstream servers.`);
+      return 1;
+    }
+
+    const allowed = inbox.find((m) => m.from.startsWith("notifications@"));
+    const trick = inbox.find((m) => m.fromHeader.startsWith("\"notifications@"));
+    const boss = inbox.find((m) => m.from === "boss@corp.test");
+    const visible = inbox.filter((m) => m.from.startsWith("notifications@")).length;
+    const curl = (what: string) => ["curl", "-sS", `imap://127.0.0.1:${ports.imap}/${what}`, "-u", `${USER}:${PASSWORD}`];
+    const examples: { title: string; argv: string[] }[] = [];
+    if (imapUp) {
+      examples.push(
+        { title: `Allowed read: UID ${allowed?.uid} is from ${allowed?.from} in INBOX`, argv: curl(`INBOX;UID=${allowed?.uid}`) },
+        { title: `Hidden: UID ${boss?.uid} is from boss@corp.test, UID ${trick?.uid} is spam@evil.test posing as "notifications@shop.test"; neither exists for the agent`, argv: curl(`INBOX;UID=${boss?.uid}`) },
+        { title: `The agent's view of INBOX: ${visible} of ${inbox.length} messages (only notifications@*)`, argv: [...curl("INBOX"), "-X", "UID SEARCH ALL"] },
+        { title: "Folders: only INBOX can be read", argv: curl("") },
+      );
+    } else say(`demo: the IMAP proxy is not listening on 127.0.0.1:${ports.imap} (not in this build yet?)`);
+    const swaks = (to: string) => ["swaks", "--server", `127.0.0.1:${ports.smtp}`, "--auth", "PLAIN", "--auth-user", USER, "--auth-password", PASSWORD,
+      "--from", USER, "--to", to, "--h-Subject", "hello from the demo"];
+    if (smtpUp) {
+      examples.push(
+        { title: "Allowed send: boss@corp.test matches \"*@corp.test\"", argv: swaks("boss@corp.test") },
+        { title: "Refused send: spam@evil.test matches no allow rule (550 5.7.1, never reaches Postfix)", argv: swaks("spam@evil.test") },
+      );
+    } else say(`demo: the SMTP proxy is not listening on 127.0.0.1:${ports.smtp} (not in this build yet?)`);
+    examples.push({ title: "Every decision, from the audit log", argv: [process.execPath, "src/cli/main.ts", "audit", "-c", CONFIG] });
+
+    say(`\nMailgator is in front of Dovecot (127.0.0.1:${servers.ports.imaps}) and Postfix (127.0.0.1:${servers.ports.smtps}).`);
+    say(`Agents connect to IMAP 127.0.0.1:${ports.imap} and SMTP 127.0.0.1:${ports.smtp} as ${USER} / ${PASSWORD}.\n`);
+    for (const example of examples) {
+      say(`# ${example.title}`);
+      say(example.argv.map((arg) => (/^[\w@%+=:,./;[\]-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`)).join(" ").replace(process.execPath, "node_modules/.bin/bun"));
+      if (smoke) say(run(example.argv).split("\n").map((line) => `    ${line}`).join("\n"));
+      say();
+    }
+    say(`Sent mail lands in ${servers.sink} (one file per recipient). Config: ${CONFIG}`);
+    if (smoke) return 0;
+    say("Ctrl-C stops Mailgator, Dovecot and Postfix.");
+    await new Promise<void>((resolveWait) => {
+      process.on("SIGINT", () => resolveWait());
+      process.on("SIGTERM", () => resolveWait());
+      void child.exited.then(() => {
+        say(`\ndemo: Mailgator exited (code ${child.exitCode}); stopping the upstream servers.`);
+        resolveWait();
+      });
+    });
+    return 0;
+  } finally {
+    await cleanup();
+    say("demo: stopped everything it started.");
+  }
+}
+
+process.exit(await main().catch((error: unknown) => {
+  console.error(`demo: ${error instanceof Error ? error.message : String(error)}`);
+  return 1;
+}));
