@@ -78,10 +78,11 @@ function schemaProblems(issues: readonly v.BaseIssue<unknown>[], problems: Probl
   }
 }
 
-function parseHostPort(text: string, path: PathItem[], problems: Problems): HostPort | null {
+/** `host:port`; a listen address may use port 0 (any free port; serve logs the one it got). */
+function parseHostPort(text: string, path: PathItem[], problems: Problems, allowZero = false): HostPort | null {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(text);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port < 1 || port > 65535) {
+  if (!m || port < (allowZero ? 0 : 1) || port > 65535) {
     problems.add(path, `expected "host:port" (or "[ipv6]:port"), got ${JSON.stringify(text)}`);
     return null;
   }
@@ -110,7 +111,7 @@ function listener(
   problems: Problems,
   warnings: string[],
 ): ListenerConfig | null {
-  const listenAddr = parseHostPort(raw.listen_addr, [section, "listen_addr"], problems);
+  const listenAddr = parseHostPort(raw.listen_addr, [section, "listen_addr"], problems, true);
   const upstreamAddr = parseHostPort(raw.upstream_addr, [section, "upstream_addr"], problems);
   if (!listenAddr || !upstreamAddr) return null;
   let upstreamTls = raw.upstream_tls;

@@ -1,0 +1,111 @@
+/**
+ * `mailgator serve` as a user runs it: a child process with a config file,
+ * sending real mail through it to the test Postfix, stopped with SIGTERM.
+ */
+import { expect, setDefaultTimeout, test } from "bun:test";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import nodemailer from "nodemailer";
+import { sinkRecipients, uniqueToken, upstreams } from "../fixtures/index.ts";
+
+setDefaultTimeout(30_000);
+const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
+
+interface Served {
+  proc: ReturnType<typeof Bun.spawn>;
+  logs: () => string;
+  port: (name: "SMTP" | "IMAP") => Promise<number>;
+}
+
+function serve(config: string): Served {
+  const proc = Bun.spawn([process.execPath, MAIN, "serve", "-c", config, "--log-format", "json"], { stderr: "pipe", stdout: "pipe" });
+  let text = "";
+  const reader = (proc.stderr as ReadableStream<Uint8Array>).getReader();
+  const pump = (async () => {
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      text += new TextDecoder().decode(value);
+    }
+  })();
+  void pump;
+  return {
+    proc,
+    logs: () => text,
+    async port(name) {
+      const re = new RegExp(`${name} proxy listening on 127\\.0\\.0\\.1:(\\d+)`);
+      for (let i = 0; i < 200; i++) {
+        const m = re.exec(text);
+        if (m) return Number(m[1]);
+        if (proc.exitCode !== null) break;
+        await Bun.sleep(50);
+      }
+      throw new Error(`serve did not report the ${name} port:\n${text}`);
+    },
+  };
+}
+
+test("serve runs the SMTP proxy from a config file, audits, and stops cleanly on SIGTERM", async () => {
+  const up = upstreams();
+  const dir = mkdtempSync(join(tmpdir(), "mg-serve-"));
+  const config = join(dir, "mailgator.toml");
+  writeFileSync(
+    config,
+    `[smtp]
+listen_addr = "127.0.0.1:0"
+upstream_addr = "${up.host}:${up.ports.smtp}"
+upstream_tls = "starttls"
+upstream_ca_file = "${up.caFile}"
+
+[[rules]]
+name = "Colleagues"
+to = "*@corp.test"
+operations = ["send"]
+action = "allow"
+
+[[rules]]
+name = "Deny everything else"
+action = "deny"
+`,
+  );
+  const served = serve(config);
+  try {
+    const port = await served.port("SMTP");
+    const token = uniqueToken("serve");
+    const login = up.users[0]!; // pass-through: the client logs in with upstream credentials
+    const transport = nodemailer.createTransport({ host: "127.0.0.1", port, secure: false, ignoreTLS: true, auth: { user: login.user, pass: login.password } });
+    await transport.sendMail({ from: "me@corp.test", to: `${token}@corp.test`, subject: token, text: "hello" });
+    const refused = await transport.sendMail({ from: "me@corp.test", to: `${token}-x@evil.test`, subject: token, text: "nope" }).catch((e: Error) => e);
+    expect(String(refused)).toContain("5.7.1");
+    transport.close();
+    expect(await sinkRecipients(token)).toEqual([`${token}@corp.test`]);
+  } finally {
+    served.proc.kill("SIGTERM");
+  }
+  expect(await served.proc.exited).toBe(0);
+  expect(served.logs()).toContain("SIGTERM: shutting down");
+
+  const audit = Bun.spawnSync([process.execPath, MAIN, "audit", "-c", config, "--json", "--limit", "1000"]);
+  const rows = audit.stdout.toString().trim().split("\n").map((l) => JSON.parse(l));
+  expect(rows.some((r) => r.decision === "allow" && r.rule === "Colleagues" && String(r.target).includes("@corp.test"))).toBe(true);
+  expect(rows.some((r) => r.decision === "deny" && r.rule === "Deny everything else" && String(r.target).includes("evil.test"))).toBe(true);
+});
+
+test("serve with a config error exits 2 before listening", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "mg-serve-"));
+  const config = join(dir, "mailgator.toml");
+  writeFileSync(config, `[smtp]\nlisten_addr = "127.0.0.1:0"\nupstream_addr = "h:587"\n[[rules]]\nname = "a"\naction = "ask"\n`);
+  const p = Bun.spawnSync([process.execPath, MAIN, "serve", "-c", config]);
+  expect(p.exitCode).toBe(2);
+  expect(p.stderr.toString()).toContain(`"ask" applies to mail:send only`);
+});
+
+test("serve refuses to start an SMTP proxy with an ask rule (approvals do not exist yet), exit 1", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "mg-serve-"));
+  const config = join(dir, "mailgator.toml");
+  writeFileSync(config, `[smtp]\nlisten_addr = "127.0.0.1:0"\nupstream_addr = "127.0.0.1:587"\n[[rules]]\nname = "hold"\naction = "ask"\noperations = ["send"]\n`);
+  const p = Bun.spawnSync([process.execPath, MAIN, "serve", "-c", config]);
+  expect(p.exitCode).toBe(1);
+  expect(p.stderr.toString()).toContain(`rule "hold" uses action = "ask"`);
+});
