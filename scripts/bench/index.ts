@@ -1,0 +1,43 @@
+/**
+ * `npm run bench`: every benchmark in turn, against one set of local upstream
+ * servers started for the run (or those named by MAILGATOR_UPSTREAMS). Each
+ * benchmark prints its own figures; proxy benchmarks compare Mailgator with a
+ * direct connection to the same server in the same run and print the ratio.
+ *
+ *   bun scripts/bench/index.ts [name ...]    (names: policy audit imap-wire seed smtp imap)
+ */
+
+import { existsSync, mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { startUpstreams } from "../upstreams/start.ts";
+import { stopUpstreams } from "../upstreams/stop.ts";
+
+const ALL = ["policy", "audit", "imap-wire", "seed", "smtp", "imap"];
+const NEEDS_SERVERS = new Set(["seed", "smtp", "imap"]);
+const chosen = process.argv.length > 2 ? process.argv.slice(2) : ALL;
+const present = chosen.filter((name) => existsSync(join(import.meta.dir, `${name}.ts`)));
+
+let dir: string | null = null;
+let env = { ...process.env };
+if (present.some((n) => NEEDS_SERVERS.has(n)) && !process.env["MAILGATOR_UPSTREAMS"]) {
+  dir = mkdtempSync(join(tmpdir(), "mailgator-bench-"));
+  await startUpstreams({ dir });
+  env = { ...env, MAILGATOR_UPSTREAMS: join(dir, "upstreams.json") };
+}
+
+let failed = 0;
+try {
+  for (const name of present) {
+    console.log(`\n== ${name}`);
+    const p = Bun.spawn([process.execPath, join(import.meta.dir, `${name}.ts`)], { env, stdout: "inherit", stderr: "inherit" });
+    const code = await p.exited;
+    if (code !== 0) {
+      failed++;
+      console.log(`(${name} exited ${code})`);
+    }
+  }
+} finally {
+  if (dir) await stopUpstreams({ dir });
+}
+process.exitCode = failed ? 1 : 0;
