@@ -1,0 +1,70 @@
+/**
+ * What the proxy advertises to agents (PROTOCOL.md §2): only what it implements itself. docs/imap.md gives the
+ * reason for each extension kept or stripped.
+ */
+
+/** Before login. LOGINDISABLED and STARTTLS are added by the session when the listener offers STARTTLS. */
+export const PRE_AUTH_CAPABILITIES: readonly string[] = ["IMAP4rev1", "LITERAL-", "SASL-IR", "ID", "ENABLE", "IDLE", "AUTH=PLAIN"];
+
+/** After login. */
+export const AUTH_CAPABILITIES: readonly string[] = [
+  "IMAP4rev1",
+  "LITERAL-",
+  "ID",
+  "ENABLE",
+  "IDLE",
+  "UIDPLUS",
+  "MOVE",
+  "UNSELECT",
+  "SPECIAL-USE",
+  "CHILDREN",
+  "NAMESPACE",
+  "WITHIN",
+];
+
+/** LIST attributes passed on (the CHILDREN ones are recomputed over visible folders). */
+export const LIST_ATTRIBUTES = new Set([
+  "\\NOINFERIORS",
+  "\\NOSELECT",
+  "\\MARKED",
+  "\\UNMARKED",
+  "\\ALL",
+  "\\ARCHIVE",
+  "\\DRAFTS",
+  "\\FLAGGED",
+  "\\JUNK",
+  "\\SENT",
+  "\\TRASH",
+]);
+
+/** Response codes passed on from upstream; the others are dropped (PROTOCOL.md §2 "Response codes"). */
+export const PASSED_CODES = new Set([
+  "ALERT",
+  "PARSE",
+  "READ-ONLY",
+  "READ-WRITE",
+  "TRYCREATE",
+  "UIDNOTSTICKY",
+  "TOOBIG",
+  "UNAVAILABLE",
+  "EXPIRED",
+  "PRIVACYREQUIRED",
+  "CONTACTADMIN",
+  "NOPERM",
+  "INUSE",
+  "EXPUNGEISSUED",
+  "CORRUPTION",
+  "SERVERBUG",
+  "CLIENTBUG",
+  "CANNOT",
+  "LIMIT",
+  "OVERQUOTA",
+  "ALREADYEXISTS",
+  "NONEXISTENT",
+  "UIDVALIDITY",
+  "UIDNEXT",
+  "APPENDUID",
+  "COPYUID",
+  "BADCHARSET",
+  "CLOSED",
+]);

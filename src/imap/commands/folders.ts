@@ -1,0 +1,326 @@
+/**
+ * Folder commands (DESIGN.md §4 folder:read, folder:write, mail:append): LIST, LSUB, STATUS, SELECT, EXAMINE,
+ * CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, APPEND. A hidden folder answers exactly as a nonexistent one
+ * (PROTOCOL.md §0.5): every "does not exist" reply below is the proxy's own, whichever of the two it was.
+ */
+
+import { LIST_ATTRIBUTES, PASSED_CODES } from "../capabilities.ts";
+import { SelectedMailbox } from "../mailbox.ts";
+import { Refusal } from "../refusal.ts";
+import type { CommandOf, ImapSession } from "../session.ts";
+import type { Response, ResponseCode } from "../wire/index.ts";
+
+type FolderCommand = CommandOf<"LIST" | "LSUB" | "STATUS" | "SELECT" | "EXAMINE" | "CREATE" | "DELETE" | "RENAME" | "SUBSCRIBE" | "UNSUBSCRIBE" | "APPEND">;
+
+const NONEXISTENT = new Refusal("NO", "NONEXISTENT", "Mailbox does not exist");
+const TRYCREATE = new Refusal("NO", "TRYCREATE", "Mailbox does not exist");
+
+export async function runFolderCommand(s: ImapSession, cmd: FolderCommand): Promise<void> {
+  switch (cmd.name) {
+    case "LIST":
+    case "LSUB":
+      return list(s, cmd);
+    case "STATUS":
+      return status(s, cmd);
+    case "SELECT":
+    case "EXAMINE":
+      return select(s, cmd as CommandOf<"SELECT" | "EXAMINE">);
+    case "CREATE":
+      return create(s, cmd as CommandOf<"CREATE">);
+    case "DELETE":
+      return remove(s, cmd as CommandOf<"DELETE">);
+    case "RENAME":
+      return rename(s, cmd);
+    case "SUBSCRIBE":
+    case "UNSUBSCRIBE":
+      return subscribe(s, cmd as CommandOf<"SUBSCRIBE" | "UNSUBSCRIBE">);
+    case "APPEND":
+      return append(s, cmd);
+  }
+}
+
+/** Upstream response codes the agent may see. */
+export function passCode(code: ResponseCode | null): ResponseCode | null {
+  return code !== null && code.known && PASSED_CODES.has(code.name) ? code : null;
+}
+
+/** A hidden or invalid name is refused as nonexistent; returns the policy name otherwise. */
+function visibleFolder(s: ImapSession, name: string, refusal = NONEXISTENT): string {
+  if (s.names.invalid(name)) throw refusal;
+  const p = s.names.toPolicy(name);
+  if (!s.rights.visible(p)) throw refusal;
+  return p;
+}
+
+/** Upstream's "no such mailbox" becomes the proxy's own reply, so it cannot differ from a hidden folder's. */
+function upstreamStatus(s: ImapSession, tag: string, st: { status: string; code: ResponseCode | null; text: string }): void {
+  if (st.status !== "OK" && st.code?.known && (st.code.name === "NONEXISTENT" || st.code.name === "TRYCREATE")) {
+    throw st.code.name === "TRYCREATE" ? TRYCREATE : NONEXISTENT;
+  }
+  s.taggedFrom(tag, st, passCode(st.code));
+}
+
+interface Entry {
+  readonly name: string;
+  readonly attributes: readonly string[];
+  readonly delimiter: string | null;
+  subscribed: boolean;
+  exists: boolean;
+}
+
+/** Every upstream folder with its attributes and subscription state. */
+async function upstreamFolders(s: ImapSession): Promise<Map<string, Entry>> {
+  const up = s.up!;
+  const entries = new Map<string, Entry>();
+  const extended = up.caps.has("LIST-EXTENDED");
+  const returnOptions = extended ? (up.caps.has("SPECIAL-USE") ? ["SUBSCRIBED", "SPECIAL-USE"] : ["SUBSCRIBED"]) : [];
+  await s.upstreamRun({ name: "LIST", reference: "", pattern: "*", selectOptions: [], returnOptions }, (r) => {
+    if (r.type !== "LIST" || r.mailbox === null) return;
+    const upper = r.attributes.map((a) => a.toUpperCase());
+    entries.set(r.mailbox, {
+      name: r.mailbox,
+      attributes: r.attributes,
+      delimiter: r.delimiter,
+      subscribed: upper.includes("\\SUBSCRIBED"),
+      exists: !upper.includes("\\NONEXISTENT"),
+    });
+  });
+  if (!extended) {
+    await s.upstreamRun({ name: "LSUB", reference: "", pattern: "*", selectOptions: [], returnOptions: [] }, (r) => {
+      if (r.type !== "LSUB" || r.mailbox === null) return;
+      const e = entries.get(r.mailbox);
+      if (e !== undefined) e.subscribed = true;
+      else entries.set(r.mailbox, { name: r.mailbox, attributes: ["\\Noselect"], delimiter: r.delimiter, subscribed: true, exists: false });
+    });
+  }
+  return entries;
+}
+
+async function list(s: ImapSession, cmd: CommandOf<"LIST" | "LSUB">): Promise<void> {
+  const d = s.names.delimiter;
+  if (cmd.name === "LIST" && cmd.pattern === "") {
+    // RFC 3501 §6.3.8: the hierarchy delimiter and root.
+    s.sendText(`* LIST (\\Noselect) ${d === null ? "NIL" : `"${d}"`} ""`);
+    return s.tagged(cmd.tag, "OK", null, "List completed");
+  }
+  const all = await upstreamFolders(s);
+  const visible: Entry[] = [];
+  for (const e of all.values()) {
+    if (s.names.invalid(e.name) || !s.rights.visible(s.names.toPolicy(e.name))) continue;
+    visible.push(e);
+  }
+  const match = s.names.listMatcher(cmd.reference, cmd.pattern);
+  const lsub = cmd.name === "LSUB";
+  const onlySubscribed = lsub || cmd.selectOptions.includes("SUBSCRIBED");
+  const showSubscribed = !lsub && (cmd.selectOptions.includes("SUBSCRIBED") || cmd.returnOptions.includes("SUBSCRIBED"));
+  let count = 0;
+  for (const e of visible) {
+    if (!match(e.name)) continue;
+    if (onlySubscribed ? !e.subscribed : !e.exists) continue;
+    const attributes: string[] = [];
+    let noInferiors = false;
+    for (const a of e.attributes) {
+      const upper = a.toUpperCase();
+      if (upper === "\\NOINFERIORS") noInferiors = true;
+      if (LIST_ATTRIBUTES.has(upper)) attributes.push(a);
+    }
+    if (!e.exists) attributes.push("\\Noselect");
+    if (!noInferiors) {
+      // CHILDREN (RFC 3348), recomputed over visible folders only (PROTOCOL.md §2).
+      const hasChildren = visible.some((c) => c !== e && c.exists && s.names.isBelow(c.name, e.name));
+      attributes.push(hasChildren ? "\\HasChildren" : "\\HasNoChildren");
+    }
+    if (showSubscribed && e.subscribed) attributes.push("\\Subscribed");
+    const r: Response = { type: lsub ? "LSUB" : "LIST", attributes, delimiter: e.delimiter ?? d, raw: "", mailbox: e.name };
+    s.send(r);
+    count++;
+  }
+  s.auditRow({ command: cmd.name, operation: "folder:read", folder: null, target: `${cmd.reference}${cmd.pattern}`, decision: "allow", rule: null, ruleIndex: null, reason: "listing filtered to visible folders", count, hiddenCount: all.size - visible.length });
+  s.tagged(cmd.tag, "OK", null, `${cmd.name} completed`);
+}
+
+async function status(s: ImapSession, cmd: CommandOf<"STATUS">): Promise<void> {
+  const p = visibleFolder(s, cmd.mailbox);
+  const d = s.require("STATUS", "folder:read", p);
+  // STATUS=SIZE and rev2's DELETED are not advertised (PROTOCOL.md §2).
+  if (cmd.items.some((i) => i === "SIZE" || i === "DELETED")) throw new Refusal("BAD", null, "Unsupported STATUS item");
+  s.auditRow({ command: "STATUS", operation: "folder:read", folder: p, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
+  const st = await s.upstreamRun({ name: "STATUS", mailbox: cmd.mailbox, items: cmd.items }, (r) => {
+    if (r.type === "STATUS" && r.mailbox !== null) s.send({ ...r, mailbox: cmd.mailbox });
+  });
+  upstreamStatus(s, cmd.tag, st);
+}
+
+/** Flags the agent may set in this folder, for PERMANENTFLAGS. */
+function permittedFlags(s: ImapSession, p: string, flags: readonly string[]): string[] {
+  const flag = s.rights.may("mail:flag", p);
+  const del = s.rights.may("mail:delete", p);
+  return flags.filter((f) => (f.toUpperCase() === "\\DELETED" ? del : flag));
+}
+
+async function deselect(s: ImapSession): Promise<void> {
+  if (s.box === null) return;
+  s.box = null;
+  s.state = "authenticated";
+  await s.upstreamRun({ name: "UNSELECT" });
+}
+
+async function select(s: ImapSession, cmd: CommandOf<"SELECT" | "EXAMINE">): Promise<void> {
+  let p: string;
+  try {
+    p = visibleFolder(s, cmd.mailbox);
+    s.require(cmd.name, "folder:read", p);
+  } catch (refusal) {
+    // A failed SELECT deselects (RFC 3501 §6.3.1): upstream too.
+    await deselect(s);
+    throw refusal;
+  }
+  const d = s.decide("folder:read", p);
+  // Open upstream read-only unless the agent may change something here (PROTOCOL.md §1: keeps \Recent).
+  const mayChange = s.rights.may("mail:flag", p) || s.rights.may("mail:delete", p) || s.rights.may("mail:move", p);
+  const readOnly = cmd.name === "EXAMINE" || !mayChange;
+  s.box = null;
+  s.state = "authenticated";
+  const held: Response[] = [];
+  let exists = 0;
+  // No mailbox is modelled yet: every untagged reply is held and rewritten below.
+  const st = await s.up!.run({ name: readOnly ? "EXAMINE" : "SELECT", mailbox: cmd.mailbox }, (r) => {
+    if (r.type === "EXISTS") exists = r.n;
+    held.push(r);
+  });
+  if (st.status !== "OK") {
+    s.auditRow({ command: cmd.name, operation: "folder:read", folder: p, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: `${d.reason}; upstream: ${st.text}` });
+    return upstreamStatus(s, cmd.tag, st);
+  }
+  const uids: number[] = [];
+  await s.upstreamRun({ name: "SEARCH", uid: true, returnOptions: null, charset: null, criteria: [{ key: "ALL" }] }, (r) => {
+    if (r.type === "SEARCH") for (const n of r.numbers) uids.push(n);
+  });
+  uids.sort((a, b) => a - b);
+  const box = new SelectedMailbox(cmd.mailbox, p, readOnly, uids);
+  if (uids.length < exists) box.onExists(exists);
+  s.box = box;
+  s.state = "selected";
+  await s.sync(true);
+  for (const r of held) {
+    switch (r.type) {
+      case "FLAGS":
+        s.send(r);
+        break;
+      case "EXISTS":
+        s.sendText(`* ${box.agentCount} EXISTS`);
+        break;
+      case "RECENT":
+        s.send(r);
+        break;
+      case "status": {
+        const code = r.code;
+        if (code === null || !code.known) break;
+        if (code.name === "PERMANENTFLAGS") {
+          s.send({ ...r, code: { ...code, flags: permittedFlags(s, p, code.flags) } });
+        } else if (code.name === "UNSEEN") {
+          const k = box.agentSeqOf(box.uidOf(code.value));
+          if (k > 0) s.send({ ...r, code: { ...code, value: k } });
+        } else if (code.name === "UIDVALIDITY" || code.name === "UIDNEXT") {
+          s.send(r);
+        }
+        break;
+      }
+    }
+  }
+  s.auditRow({ command: cmd.name, operation: "folder:read", folder: p, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason, count: box.agentCount });
+  s.tagged(cmd.tag, "OK", readOnly ? "READ-ONLY" : "READ-WRITE", `${cmd.name} completed`);
+}
+
+/** Names below `name` upstream (hidden ones included: they decide whether DELETE or RENAME is safe). */
+async function children(s: ImapSession, name: string): Promise<string[]> {
+  const d = s.names.delimiter;
+  if (d === null) return [];
+  const out: string[] = [];
+  await s.upstreamRun({ name: "LIST", reference: "", pattern: `${name}${d}*`, selectOptions: [], returnOptions: [] }, (r) => {
+    if (r.type === "LIST") out.push(r.mailbox ?? "\0invalid");
+  });
+  return out;
+}
+
+async function create(s: ImapSession, cmd: CommandOf<"CREATE">): Promise<void> {
+  const denied = new Refusal("NO", "NOPERM", "Not permitted: folder:write here");
+  if (s.names.invalid(cmd.mailbox)) throw new Refusal("NO", "CANNOT", "Invalid mailbox name");
+  const p = s.names.toPolicy(cmd.mailbox);
+  // CREATE in a hidden subtree, or of a hidden name, is refused the same way whether or not it exists (§7.15).
+  for (const a of s.names.ancestors(cmd.mailbox)) {
+    if (!s.rights.visible(s.names.toPolicy(a))) {
+      s.auditRow({ command: "CREATE", operation: "folder:write", folder: p, decision: "deny", rule: null, ruleIndex: null, reason: `parent folder ${a} is hidden` });
+      throw denied;
+    }
+  }
+  const d = s.require("CREATE", "folder:write", p);
+  await s.auditDurable({ command: "CREATE", operation: "folder:write", folder: p, target: null, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
+  const st = await s.upstreamRun({ name: "CREATE", mailbox: cmd.mailbox });
+  s.taggedFrom(cmd.tag, st, passCode(st.code));
+}
+
+async function remove(s: ImapSession, cmd: CommandOf<"DELETE">): Promise<void> {
+  const p = visibleFolder(s, cmd.mailbox);
+  if (cmd.mailbox === "INBOX") throw new Refusal("NO", "CANNOT", "INBOX cannot be deleted");
+  const d = s.require("DELETE", "folder:write", p);
+  // DELETE destroys the messages and, upstream, may affect children: every one must be the agent's to change.
+  s.require("DELETE", "mail:delete", p);
+  for (const child of await children(s, cmd.mailbox)) {
+    const cp = s.names.toPolicy(child);
+    if (!s.rights.visible(cp) || !s.rights.may("folder:write", cp) || !s.rights.may("mail:delete", cp)) {
+      s.auditRow({ command: "DELETE", operation: "folder:write", folder: p, decision: "deny", rule: null, ruleIndex: null, reason: "a child folder is hidden or not the agent's to delete" });
+      throw new Refusal("NO", "NOPERM", "Not permitted: the folder has children the agent may not delete");
+    }
+  }
+  await s.auditDurable({ command: "DELETE", operation: "folder:write", folder: p, target: null, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
+  if (s.box !== null && s.box.name === cmd.mailbox) await deselect(s);
+  const st = await s.upstreamRun({ name: "DELETE", mailbox: cmd.mailbox });
+  upstreamStatus(s, cmd.tag, st);
+}
+
+async function rename(s: ImapSession, cmd: CommandOf<"RENAME">): Promise<void> {
+  const p = visibleFolder(s, cmd.mailbox);
+  // RENAME INBOX moves every message, hidden ones included (RFC 3501 §6.3.5, PROTOCOL.md §7.25).
+  if (cmd.mailbox === "INBOX") {
+    s.auditRow({ command: "RENAME", operation: "folder:write", folder: p, decision: "deny", rule: null, ruleIndex: null, reason: "RENAME INBOX is never allowed" });
+    throw new Refusal("NO", "NOPERM", "Not permitted: RENAME INBOX");
+  }
+  if (s.names.invalid(cmd.newName)) throw new Refusal("NO", "CANNOT", "Invalid mailbox name");
+  const np = s.names.toPolicy(cmd.newName);
+  const d = s.require("RENAME", "folder:write", p, np);
+  s.require("RENAME", "folder:write", np, p);
+  for (const a of s.names.ancestors(cmd.newName)) {
+    if (!s.rights.visible(s.names.toPolicy(a))) throw new Refusal("NO", "NOPERM", "Not permitted: folder:write here");
+  }
+  for (const child of await children(s, cmd.mailbox)) {
+    const cp = s.names.toPolicy(child);
+    const moved = s.names.toPolicy(cmd.newName + child.slice(cmd.mailbox.length));
+    if (!s.rights.visible(cp) || !s.rights.may("folder:write", cp) || !s.rights.may("folder:write", moved)) {
+      s.auditRow({ command: "RENAME", operation: "folder:write", folder: p, decision: "deny", rule: null, ruleIndex: null, reason: "a child folder is hidden or may not be renamed" });
+      throw new Refusal("NO", "NOPERM", "Not permitted: the folder has children the agent may not rename");
+    }
+  }
+  await s.auditDurable({ command: "RENAME", operation: "folder:write", folder: p, target: np, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
+  const st = await s.upstreamRun({ name: "RENAME", mailbox: cmd.mailbox, newName: cmd.newName });
+  upstreamStatus(s, cmd.tag, st);
+}
+
+async function subscribe(s: ImapSession, cmd: CommandOf<"SUBSCRIBE" | "UNSUBSCRIBE">): Promise<void> {
+  const p = visibleFolder(s, cmd.mailbox);
+  const d = s.require(cmd.name, "folder:write", p);
+  await s.auditDurable({ command: cmd.name, operation: "folder:write", folder: p, target: null, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
+  const st = await s.upstreamRun({ name: cmd.name, mailbox: cmd.mailbox });
+  upstreamStatus(s, cmd.tag, st);
+}
+
+async function append(s: ImapSession, cmd: CommandOf<"APPEND">): Promise<void> {
+  const p = visibleFolder(s, cmd.mailbox, TRYCREATE);
+  const d = s.require("APPEND", "mail:append", p);
+  if (cmd.flags.some((f) => f.toUpperCase() === "\\DELETED")) s.require("APPEND", "mail:delete", p);
+  if (cmd.binary) throw new Refusal("BAD", null, "literal8 is not supported");
+  await s.auditDurable({ command: "APPEND", operation: "mail:append", folder: p, target: `${cmd.message.length} octets`, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason, count: 1 });
+  const st = await s.upstreamRun({ name: "APPEND", mailbox: cmd.mailbox, flags: cmd.flags, date: cmd.date, message: cmd.message, binary: false });
+  await s.sync(true);
+  upstreamStatus(s, cmd.tag, st);
+}

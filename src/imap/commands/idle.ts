@@ -1,0 +1,57 @@
+/**
+ * IDLE (RFC 2177), run by the proxy: the agent's IDLE is answered locally while a separate IDLE runs upstream.
+ * When upstream reports new messages, the proxy ends its IDLE, learns their UIDs (the next issue classifies them
+ * here), reports them, and idles again (PROTOCOL.md §3 "IDLE flow"). Upstream IDLE is renewed well before the
+ * 30-minute inactivity timeout servers may apply (RFC 2177 §3).
+ */
+
+import { agentFetch } from "./messages.ts";
+import type { ImapSession } from "../session.ts";
+import { isIdleDone, type FramerEvent } from "../wire/index.ts";
+
+/** Renew upstream IDLE this often. */
+export const IDLE_RENEW_MS = 25 * 60 * 1000;
+
+export async function idle(s: ImapSession, tag: string): Promise<void> {
+  s.sendText("+ idling");
+  s.flush();
+  s.expectRawLine();
+  const agentLine = s.nextEvent();
+  let ended: FramerEvent | null | undefined;
+  void agentLine.then((ev) => (ended = ev));
+  const box = s.box;
+  if (s.up === null || box === null) {
+    ended = await agentLine;
+  } else {
+    await s.sync(true);
+    s.flush();
+    while (ended === undefined && !s.closed) {
+      let poke!: () => void;
+      const changed = new Promise<void>((resolve) => (poke = resolve));
+      const handle = await s.up.idle((r) => {
+        if (s.model(r)) {
+          if (r.type === "EXPUNGE") {
+            for (const k of box.takeExpunges()) s.sendText(`* ${k} EXPUNGE`);
+          } else if (r.type === "EXISTS" && box.hasUnknown) {
+            poke();
+          }
+          return;
+        }
+        if (r.type === "FETCH") {
+          const out = agentFetch(s, r, null);
+          if (out !== null) s.send(out);
+        }
+      });
+      const timer = setTimeout(poke, IDLE_RENEW_MS);
+      await Promise.race([agentLine, changed]);
+      clearTimeout(timer);
+      await handle.done();
+      await s.sync(true);
+      s.flush();
+    }
+  }
+  if (ended === undefined) ended = await agentLine;
+  if (ended === null) return;
+  if (ended.kind === "line" && isIdleDone(ended.line)) return s.tagged(tag, "OK", null, "Idle completed");
+  s.tagged(tag, "BAD", null, "Expected DONE");
+}

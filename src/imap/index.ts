@@ -1,0 +1,102 @@
+/**
+ * The IMAP proxy (DESIGN.md §4–§5, docs/imap.md): a strict IMAP server to agents and a careful client to the
+ * upstream server, with folder and operation rules enforced. `startImapProxy` is what the CLI's `serve` calls.
+ */
+
+import type { AuditLog } from "../audit/index.ts";
+import type { Config } from "../config/types.ts";
+import { moduleLogger } from "../log.ts";
+import { FailureThrottle, listen, loadIdentity, readCaFile, type UpstreamTarget } from "../net/index.ts";
+import type { Policy } from "../policy/index.ts";
+import { ImapSession, type SessionContext } from "./session.ts";
+import type { UpstreamTimeouts } from "./upstream.ts";
+
+export interface ImapProxy {
+  readonly address: { readonly host: string; readonly port: number };
+  close(): Promise<void>;
+}
+
+/** Agent connections open at once. */
+export const MAX_CONNECTIONS = 256;
+export const DEFAULT_TIMEOUTS: UpstreamTimeouts = { connectMs: 10_000, handshakeMs: 15_000, commandMs: 5 * 60_000 };
+/** Failed logins from one address: +500 ms per failure within 15 minutes, up to 10 s (DESIGN.md §5). */
+const LOGIN_THROTTLE = { stepMs: 500, maxMs: 10_000, windowMs: 15 * 60_000, maxTracked: 10_000 };
+
+const MESSAGE_CONDITIONS = ["from", "to", "cc", "bcc", "subject", "hasAttachment"] as const;
+
+/**
+ * Rules whose conditions look at messages need per-message filtering, which the IMAP proxy does not do yet. Such
+ * a rule is never ignored: the proxy refuses to start. Folders cannot be enumerated at start, so this is checked
+ * rule by rule (the issue's item 6).
+ */
+export function messageRuleProblem(config: Config): string | null {
+  for (const rule of config.rules) {
+    const ops = rule.operations;
+    const imapOps = ops === undefined ? true : ops.some((op) => op !== "mail:send");
+    if (!imapOps) continue;
+    const fields = MESSAGE_CONDITIONS.filter((f) => rule[f] !== undefined);
+    if (fields.length === 0) continue;
+    const names = fields.map((f) => (f === "hasAttachment" ? "has_attachment" : f)).join(", ");
+    return `imap: rule "${rule.name}" matches on message fields (${names}) for IMAP operations; per-message filtering is not implemented yet, so the IMAP proxy refuses to start rather than ignore the condition. Limit the rule to operations = ["send"] or remove those fields.`;
+  }
+  return null;
+}
+
+export async function startImapProxy(deps: {
+  config: Config;
+  policy: Policy;
+  audit: AuditLog;
+  /** Tests only: shorter timeouts and login delays. */
+  timeouts?: Partial<UpstreamTimeouts>;
+  loginThrottle?: Partial<typeof LOGIN_THROTTLE>;
+}): Promise<ImapProxy> {
+  const { config, policy, audit } = deps;
+  const log = moduleLogger("imap");
+  const imap = config.imap;
+  if (imap === null) throw new Error("imap: the config has no [imap] section");
+  const problem = messageRuleProblem(config);
+  if (problem !== null) throw new Error(problem);
+  const identity = imap.listenTls === "none" ? null : loadIdentity(imap.tlsCertFile ?? "", imap.tlsKeyFile ?? "");
+  const timeouts: UpstreamTimeouts = { ...DEFAULT_TIMEOUTS, ...deps.timeouts };
+  const upstream: UpstreamTarget = {
+    host: imap.upstreamAddr.host,
+    port: imap.upstreamAddr.port,
+    tls: imap.upstreamTls,
+    skipVerify: imap.upstreamTlsSkipVerify,
+    extraCa: readCaFile(imap.upstreamCaFile),
+    connectTimeoutMs: timeouts.connectMs,
+  };
+  if (upstream.skipVerify) log.warn("upstream_tls_skip_verify is on: the upstream IMAP server's certificate is NOT checked");
+  const ctx: SessionContext = {
+    config,
+    policy,
+    audit,
+    upstream,
+    listenTls: imap.listenTls,
+    identity,
+    throttle: new FailureThrottle({ ...LOGIN_THROTTLE, ...deps.loginThrottle }),
+    timeouts,
+    sessions: new Set(),
+  };
+  const listener = await listen({
+    host: imap.listenAddr.host,
+    port: imap.listenAddr.port,
+    tls: imap.listenTls,
+    identity,
+    maxConnections: MAX_CONNECTIONS,
+    onConnection: (conn) => new ImapSession(ctx, conn).start(),
+    onOverload: (conn) => {
+      conn.write("* BYE Too many connections\r\n");
+      conn.end();
+    },
+  });
+  log.info(`IMAP proxy listening on ${listener.address.host}:${listener.address.port} (${imap.listenTls}), upstream ${upstream.host}:${upstream.port} (${upstream.tls})`);
+  return {
+    address: listener.address,
+    async close() {
+      const closed = listener.close();
+      for (const session of ctx.sessions) session.shutdown();
+      await closed;
+    },
+  };
+}

@@ -1,0 +1,242 @@
+/**
+ * The selected mailbox as the proxy models it (PROTOCOL.md §3).
+ *
+ * - `U`: upstream sequence number → UID, every message included (hidden ones too, once per-message filtering
+ *   lands). A `0` entry is a message announced by `* n EXISTS` whose UID is not known yet; unknown entries are
+ *   always a suffix, because new messages only append.
+ * - `V`: the sorted UIDs the agent has been told about ("Vagent"). Agent sequence numbers are positions in V.
+ *   An upstream EXPUNGE removes its entry from U at once but stays in V until the agent's command permits an
+ *   EXPUNGE response (RFC 3501 §7.4.1), so agent sequence numbers never shift under a running FETCH.
+ *
+ * Every message is visible for now; the next issue classifies new UIDs before they enter V.
+ */
+
+import { STAR, type SeqRange, type SeqSet } from "./wire/index.ts";
+
+/** A growable array of UIDs (uint32), with removal by index. */
+class UidArray {
+  data = new Uint32Array(64);
+  length = 0;
+
+  get(i: number): number {
+    return this.data[i]!;
+  }
+
+  push(uid: number): void {
+    if (this.length === this.data.length) {
+      const next = new Uint32Array(this.data.length * 2);
+      next.set(this.data);
+      this.data = next;
+    }
+    this.data[this.length++] = uid;
+  }
+
+  removeAt(i: number): void {
+    this.data.copyWithin(i, i + 1, this.length);
+    this.length--;
+  }
+
+  /** Index of `uid` in a sorted array, or -1. */
+  indexOf(uid: number, length = this.length): number {
+    let lo = 0;
+    let hi = length - 1;
+    const d = this.data;
+    while (lo <= hi) {
+      const mid = (lo + hi) >>> 1;
+      const v = d[mid]!;
+      if (v === uid) return mid;
+      if (v < uid) lo = mid + 1;
+      else hi = mid - 1;
+    }
+    return -1;
+  }
+
+  /** Index of the first entry >= uid (sorted array). */
+  lowerBound(uid: number, length = this.length): number {
+    let lo = 0;
+    let hi = length;
+    const d = this.data;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (d[mid]! < uid) lo = mid + 1;
+      else hi = mid;
+    }
+    return lo;
+  }
+}
+
+export class SelectedMailbox {
+  /** The folder as the agent named it (upstream spelling) and its policy name (`/`-separated). */
+  readonly name: string;
+  readonly policyName: string;
+  /** Opened upstream with EXAMINE. */
+  readonly readOnly: boolean;
+  readonly u = new UidArray();
+  readonly v = new UidArray();
+  /** Entries of U before this index have known UIDs. */
+  known = 0;
+  /** UIDs expunged upstream, still in V until announced. */
+  readonly pendingExpunges: number[] = [];
+
+  constructor(name: string, policyName: string, readOnly: boolean, uids: readonly number[]) {
+    this.name = name;
+    this.policyName = policyName;
+    this.readOnly = readOnly;
+    for (const uid of uids) {
+      this.u.push(uid);
+      this.v.push(uid);
+    }
+    this.known = uids.length;
+  }
+
+  /** Messages upstream, as the last EXISTS said. */
+  get upstreamCount(): number {
+    return this.u.length;
+  }
+
+  get agentCount(): number {
+    return this.v.length;
+  }
+
+  get hasUnknown(): boolean {
+    return this.known < this.u.length;
+  }
+
+  get lastKnownUid(): number {
+    return this.known === 0 ? 0 : this.u.get(this.known - 1);
+  }
+
+  /** `* n EXISTS` from upstream: grows U with unknown entries (EXISTS never shrinks, RFC 3501 §7.3.1). */
+  onExists(n: number): void {
+    while (this.u.length < n) this.u.push(0);
+  }
+
+  /** `* n EXPUNGE` from upstream. */
+  onExpunge(n: number): void {
+    if (n < 1 || n > this.u.length) return;
+    const uid = this.u.get(n - 1);
+    this.u.removeAt(n - 1);
+    if (n - 1 < this.known) this.known--;
+    if (uid !== 0 && this.v.indexOf(uid) !== -1) this.pendingExpunges.push(uid);
+  }
+
+  /** A FETCH told us the UID of upstream message n. */
+  learnUid(n: number, uid: number): void {
+    if (n < 1 || n > this.u.length) return;
+    if (this.u.get(n - 1) === 0) {
+      this.u.data[n - 1] = uid;
+      while (this.known < this.u.length && this.u.get(this.known) !== 0) this.known++;
+    }
+  }
+
+  /** UID of upstream message n, or 0 when unknown. */
+  uidOf(n: number): number {
+    return n >= 1 && n <= this.u.length ? this.u.get(n - 1) : 0;
+  }
+
+  /** Agent sequence number of a UID, or 0 when the agent does not know it. */
+  agentSeqOf(uid: number): number {
+    return this.v.indexOf(uid) + 1;
+  }
+
+  /**
+   * Moves newly learned UIDs into V (every message is visible for now) and returns the new agent count when it
+   * grew, else null. Call before a tagged reply: size changes must be reported (RFC 3501 §5.2).
+   */
+  admitNew(): number | null {
+    const before = this.v.length;
+    const last = before === 0 ? 0 : this.v.get(before - 1);
+    const start = this.u.lowerBound(last + 1, this.known);
+    for (let i = start; i < this.known; i++) {
+      const uid = this.u.get(i);
+      if (uid > last) this.v.push(uid);
+    }
+    return this.v.length > before ? this.v.length : null;
+  }
+
+  /** Agent sequence numbers of pending expunges, in the order to announce them; removes them from V. */
+  takeExpunges(): number[] {
+    const out: number[] = [];
+    for (const uid of this.pendingExpunges) {
+      const i = this.v.indexOf(uid);
+      if (i === -1) continue;
+      out.push(i + 1);
+      this.v.removeAt(i);
+    }
+    this.pendingExpunges.length = 0;
+    return out;
+  }
+
+  /**
+   * Agent sequence set → sorted UIDs the agent knows. Null when a number is out of range (the agent gets BAD, as
+   * from Dovecot). `*` is the agent's last message.
+   */
+  uidsFromSeqSet(set: SeqSet): number[] | null {
+    const count = this.v.length;
+    const picked = new Uint8Array(count + 1);
+    for (const r of set) {
+      const a = r.start === STAR ? count : r.start;
+      const b = r.stop === STAR ? count : r.stop;
+      const lo = Math.min(a, b);
+      const hi = Math.max(a, b);
+      if (lo < 1 || hi > count) return null;
+      for (let i = lo; i <= hi; i++) picked[i] = 1;
+    }
+    const out: number[] = [];
+    for (let i = 1; i <= count; i++) if (picked[i] === 1) out.push(this.v.get(i - 1));
+    return out;
+  }
+
+  /** Agent UID set → sorted UIDs the agent knows; `*` is the highest UID the agent knows (RFC 3501 §6.4.8). */
+  uidsFromUidSet(set: SeqSet): number[] {
+    const count = this.v.length;
+    if (count === 0) return [];
+    const max = this.v.get(count - 1);
+    const ranges: Array<[number, number]> = [];
+    for (const r of set) {
+      const a = r.start === STAR ? max : r.start;
+      const b = r.stop === STAR ? max : r.stop;
+      ranges.push([Math.min(a, b), Math.max(a, b)]);
+    }
+    ranges.sort((x, y) => x[0] - y[0]);
+    const out: number[] = [];
+    let last = 0;
+    for (const [lo, hi] of ranges) {
+      let i = this.v.lowerBound(Math.max(lo, last + 1));
+      for (; i < count; i++) {
+        const uid = this.v.get(i);
+        if (uid > hi) break;
+        out.push(uid);
+        last = uid;
+      }
+    }
+    return out;
+  }
+
+  /** Every UID the agent knows, ascending. */
+  allUids(): number[] {
+    return Array.from(this.v.data.subarray(0, this.v.length));
+  }
+
+  /**
+   * A UID set for upstream covering exactly `uids` (sorted): a range `a:b` only spans UIDs that are adjacent in U,
+   * so it never covers a message the agent did not ask for (PROTOCOL.md §3 "UID sets sent upstream").
+   */
+  upstreamSet(uids: readonly number[]): SeqRange[] {
+    const out: SeqRange[] = [];
+    let i = 0;
+    while (i < uids.length) {
+      const start = uids[i]!;
+      let stop = start;
+      let pos = this.u.indexOf(start, this.known);
+      i++;
+      while (pos !== -1 && i < uids.length && pos + 1 < this.known && this.u.get(pos + 1) === uids[i]) {
+        stop = uids[i]!;
+        pos++;
+        i++;
+      }
+      out.push({ start, stop });
+    }
+    return out;
+  }
+}

@@ -1,0 +1,581 @@
+/**
+ * One agent connection: the proxy as a strict IMAP server (RFC 3501) in front of one upstream session.
+ *
+ * Commands are read with the wire layer's framer, parsed against its allowlist, run one at a time (pipelined
+ * commands wait their turn, RFC 9051 §5.5), checked against the rules, and sent upstream as UID commands with
+ * the proxy's own tags. Upstream responses are parsed, translated to the agent's sequence numbers, filtered, and
+ * written again. Errors become replies here and nowhere else.
+ */
+
+import { randomBytes } from "node:crypto";
+import type { AuditEvent, AuditLog } from "../audit/index.ts";
+import { AuditUnavailableError } from "../audit/index.ts";
+import type { Config } from "../config/types.ts";
+import { moduleLogger } from "../log.ts";
+import { FailureThrottle, ipAllowed, type Connection, type TlsIdentity, type UpstreamTarget, UpstreamError } from "../net/index.ts";
+import type { Decision, Operation, Policy } from "../policy/index.ts";
+import { verifyToken } from "../vault/token.ts";
+import { AUTH_CAPABILITIES, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
+import { FolderNames, FolderRights } from "./folders.ts";
+import type { SelectedMailbox } from "./mailbox.ts";
+import { runFolderCommand } from "./commands/folders.ts";
+import { runMessageCommand } from "./commands/messages.ts";
+import { idle } from "./commands/idle.ts";
+import { Refusal } from "./refusal.ts";
+import { UpstreamSession, type UpstreamTimeouts } from "./upstream.ts";
+import {
+  Encoder,
+  Framer,
+  parseAuthenticateLine,
+  parseCommand,
+  writeResponse,
+  type Command,
+  type FramerEvent,
+  type Response,
+  type ResponseCode,
+} from "./wire/index.ts";
+
+export interface SessionContext {
+  readonly config: Config;
+  readonly policy: Policy;
+  readonly audit: AuditLog;
+  readonly upstream: UpstreamTarget;
+  readonly listenTls: "tls" | "starttls" | "none";
+  readonly identity: TlsIdentity | null;
+  readonly throttle: FailureThrottle;
+  readonly timeouts: UpstreamTimeouts;
+  readonly sessions: Set<ImapSession>;
+}
+
+/** One parsed command of the given name(s). */
+export type CommandOf<N extends Command["name"]> = Command & { readonly name: N };
+
+/** An audit row as a command handler writes it; the session fills in who and where. */
+export type Row = Omit<AuditEvent, "session" | "agent" | "clientAddr" | "protocol" | "configRevision" | "target"> & { target?: string | null };
+
+/** Connection states (RFC 3501 §3). */
+export type State = "not-authenticated" | "authenticated" | "selected" | "logout";
+
+/** Pauses reading from the agent when this much is buffered ahead of the running command. */
+const READ_AHEAD_LIMIT = 256 * 1024;
+/** Commands allowed before login (the issue's list). */
+const PRE_AUTH = new Set(["CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "ID", "LOGIN", "AUTHENTICATE"]);
+const ANY_STATE = new Set(["CAPABILITY", "NOOP", "LOGOUT", "ID"]);
+const SELECTED_ONLY = new Set(["FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE", "CLOSE", "UNSELECT", "CHECK"]);
+
+export class ImapSession {
+  readonly id = randomBytes(6).toString("hex");
+  readonly ctx: SessionContext;
+  readonly conn: Connection;
+  readonly log = moduleLogger("imap");
+  #framer = new Framer({ role: "server" });
+  readonly #enc = new Encoder({ side: "server" });
+  #out: Uint8Array[] = [];
+  #flushScheduled = false;
+  #wake: (() => void) | null = null;
+  #closed = false;
+  state: State = "not-authenticated";
+  up: UpstreamSession | null = null;
+  /** Name in audit rows: the agent (vault) or the upstream user (pass-through). */
+  user: string | null = null;
+  /** Agent name for rules; null in pass-through mode. */
+  agent: string | null = null;
+  rights: FolderRights;
+  names = new FolderNames("/");
+  box: SelectedMailbox | null = null;
+
+  constructor(ctx: SessionContext, conn: Connection) {
+    this.ctx = ctx;
+    this.conn = conn;
+    this.rights = new FolderRights(ctx.policy, null);
+  }
+
+  start(): void {
+    this.ctx.sessions.add(this);
+    this.conn.onData((chunk) => {
+      this.#framer.feed(chunk);
+      if (this.#framer.buffered > READ_AHEAD_LIMIT) this.conn.pause();
+      const wake = this.#wake;
+      this.#wake = null;
+      wake?.();
+    });
+    this.conn.onClose(() => this.shutdown());
+    this.sendText(`* OK [CAPABILITY ${this.capabilities().join(" ")}] Mailgator ready`);
+    void this.#loop();
+  }
+
+  /** Ends the session now (listener closing, or either side gone). */
+  shutdown(): void {
+    if (this.#closed) return;
+    this.#closed = true;
+    this.state = "logout";
+    this.ctx.sessions.delete(this);
+    this.up?.close();
+    this.conn.end();
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  capabilities(): string[] {
+    if (this.state === "authenticated" || this.state === "selected") return [...AUTH_CAPABILITIES];
+    const caps = [...PRE_AUTH_CAPABILITIES];
+    if (this.ctx.listenTls === "starttls" && !this.conn.secure) {
+      caps.push("STARTTLS", "LOGINDISABLED");
+      return caps.filter((c) => c !== "AUTH=PLAIN" && c !== "SASL-IR");
+    }
+    return caps;
+  }
+
+  // ---- output ----------------------------------------------------------------------------------------------
+
+  send(r: Response): void {
+    writeResponse(this.#enc, r);
+    for (const chunk of this.#enc.finish().flat()) this.#out.push(chunk);
+    this.#scheduleFlush();
+  }
+
+  sendText(line: string): void {
+    this.#out.push(Buffer.from(line + "\r\n", "utf8"));
+    this.#scheduleFlush();
+  }
+
+  tagged(tag: string, status: "OK" | "NO" | "BAD", code: string | null, text: string): void {
+    this.sendText(`${tag} ${status} ${code ? `[${code}] ` : ""}${text.replace(/[\r\n\0]/g, " ") || "."}`);
+  }
+
+  /** A tagged reply carrying upstream's status, with its response code kept only if allowlisted. */
+  taggedFrom(tag: string, status: { status: string; code: ResponseCode | null; text: string }, code: ResponseCode | null): void {
+    const kind = status.status === "OK" ? "OK" : status.status === "NO" ? "NO" : "BAD";
+    this.send({ type: "status", tag, status: kind, code, text: status.text });
+  }
+
+  #scheduleFlush(): void {
+    if (this.#flushScheduled) return;
+    this.#flushScheduled = true;
+    queueMicrotask(() => this.flush());
+  }
+
+  flush(): void {
+    this.#flushScheduled = false;
+    if (this.#out.length === 0) return;
+    const parts = this.#out;
+    this.#out = [];
+    const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
+    if (!this.conn.write(data) && this.up !== null) {
+      // The agent reads slower than upstream sends: push back on upstream.
+      const up = this.up;
+      up.pause();
+      void this.conn.drained().then(() => up.resume());
+    }
+  }
+
+  // ---- input -----------------------------------------------------------------------------------------------
+
+  /** The next framer event, waiting for bytes as needed; null once the session is over. */
+  async nextEvent(): Promise<FramerEvent | null> {
+    for (;;) {
+      if (this.#closed) return null;
+      const ev = this.#framer.next();
+      if (ev !== null) return ev;
+      this.conn.resume();
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+    }
+  }
+
+  expectRawLine(): void {
+    this.#framer.expectRawLine();
+  }
+
+  async #loop(): Promise<void> {
+    while (!this.#closed) {
+      const ev = await this.nextEvent();
+      if (ev === null) break;
+      switch (ev.kind) {
+        case "literal": {
+          const r = ev.request;
+          const allowed = this.state !== "not-authenticated" || r.command === "LOGIN";
+          if (!allowed) {
+            this.#framer.refuseLiteral();
+            this.tagged(r.tag ?? "*", "BAD", null, "Literal refused before login");
+          } else {
+            this.#framer.acceptLiteral();
+            if (!r.nonSync) {
+              this.sendText("+ Ready for literal data");
+              this.flush();
+            }
+          }
+          continue;
+        }
+        case "error": {
+          const e = ev.error;
+          if (e.fatal) {
+            this.sendText(`* BYE ${e.message}`);
+            this.flush();
+            this.shutdown();
+            return;
+          }
+          this.tagged(e.tag ?? "*", "BAD", e.responseCode, e.message);
+          continue;
+        }
+        case "line":
+          // A raw line is only expected inside IDLE or AUTHENTICATE, which read it themselves.
+          continue;
+        case "frame": {
+          const parsed = parseCommand(ev.frame);
+          if (!parsed.ok) {
+            const e = parsed.error;
+            this.auditRow({ command: "(refused)", operation: null, folder: null, decision: "deny", rule: null, ruleIndex: null, reason: e.message });
+            this.tagged(e.tag ?? "*", "BAD", e.responseCode, e.message);
+            continue;
+          }
+          await this.#execute(parsed.value);
+          this.flush();
+        }
+      }
+    }
+  }
+
+  async #execute(cmd: Command): Promise<void> {
+    const name = cmd.name;
+    if (this.state === "not-authenticated" && !PRE_AUTH.has(name)) {
+      return this.tagged(cmd.tag, "BAD", null, "Log in first");
+    }
+    if (this.state !== "not-authenticated" && (name === "LOGIN" || name === "AUTHENTICATE" || name === "STARTTLS")) {
+      return this.tagged(cmd.tag, "BAD", null, "Already logged in");
+    }
+    if (SELECTED_ONLY.has(name) && this.state !== "selected") {
+      return this.tagged(cmd.tag, "BAD", null, "No mailbox selected");
+    }
+    try {
+      if (!ANY_STATE.has(name) || name === "NOOP") {
+        await this.#dispatch(cmd);
+      } else {
+        await this.#local(cmd);
+      }
+    } catch (error) {
+      this.#fail(cmd, error);
+    }
+  }
+
+  async #local(cmd: Command): Promise<void> {
+    switch (cmd.name) {
+      case "CAPABILITY":
+        this.sendText(`* CAPABILITY ${this.capabilities().join(" ")}`);
+        return this.tagged(cmd.tag, "OK", null, "Capability completed");
+      case "ID":
+        // RFC 2971: answered locally; nothing about upstream is revealed.
+        this.sendText('* ID ("name" "Mailgator")');
+        return this.tagged(cmd.tag, "OK", null, "ID completed");
+      case "LOGOUT":
+        this.sendText("* BYE Logging out");
+        this.tagged(cmd.tag, "OK", null, "Logout completed");
+        this.flush();
+        void this.up?.logout();
+        this.up = null;
+        this.shutdown();
+        return;
+    }
+  }
+
+  async #dispatch(cmd: Command): Promise<void> {
+    switch (cmd.name) {
+      case "NOOP":
+      case "CHECK":
+        if (this.up !== null && this.state !== "not-authenticated") {
+          await this.upstreamRun({ name: "NOOP" });
+          await this.sync(true);
+        }
+        return this.tagged(cmd.tag, "OK", null, `${cmd.name} completed`);
+      case "STARTTLS":
+        return this.#startTls(cmd.tag);
+      case "LOGIN":
+        return this.#login(cmd.tag, "LOGIN", cmd.username, cmd.password);
+      case "AUTHENTICATE":
+        return this.#authenticate(cmd.tag, cmd.mechanism, cmd.initialResponse);
+      case "ENABLE":
+        // RFC 5161: nothing this proxy advertises can be enabled; an empty ENABLED is the correct answer.
+        this.sendText("* ENABLED");
+        return this.tagged(cmd.tag, "OK", null, "ENABLE completed");
+      case "NAMESPACE": {
+        const d = this.names.delimiter;
+        this.sendText(`* NAMESPACE (("" ${d === null ? "NIL" : `"${d}"`})) NIL NIL`);
+        return this.tagged(cmd.tag, "OK", null, "NAMESPACE completed");
+      }
+      case "IDLE":
+        return idle(this, cmd.tag);
+      case "LIST":
+      case "LSUB":
+      case "STATUS":
+      case "SELECT":
+      case "EXAMINE":
+      case "CREATE":
+      case "DELETE":
+      case "RENAME":
+      case "SUBSCRIBE":
+      case "UNSUBSCRIBE":
+      case "APPEND":
+        return runFolderCommand(this, cmd);
+      case "FETCH":
+      case "SEARCH":
+      case "STORE":
+      case "COPY":
+      case "MOVE":
+      case "EXPUNGE":
+      case "CLOSE":
+      case "UNSELECT":
+        return runMessageCommand(this, cmd as CommandOf<"FETCH" | "SEARCH" | "STORE" | "COPY" | "MOVE" | "EXPUNGE" | "CLOSE" | "UNSELECT">);
+      case "SORT":
+        throw new Refusal("BAD", null, "SORT is not supported");
+      default:
+        throw new Refusal("BAD", null, `${cmd.name} is not supported`);
+    }
+  }
+
+  /** The one place errors become replies (STYLE.md). */
+  #fail(cmd: Command, error: unknown): void {
+    if (error instanceof Refusal) return this.tagged(cmd.tag, error.status, error.code, error.message);
+    if (error instanceof AuditUnavailableError) {
+      this.log.error(`session ${this.id}: ${error.message}`);
+      return this.tagged(cmd.tag, "NO", "UNAVAILABLE", "The audit log is unavailable; nothing was done");
+    }
+    if (error instanceof UpstreamError) {
+      this.log.warn(`session ${this.id}: ${error.message}`);
+      this.auditRow({ command: cmd.name, operation: null, folder: this.box?.policyName ?? null, decision: "error", rule: null, ruleIndex: null, reason: error.message });
+      this.sendText(`* BYE Upstream server unavailable: ${error.message}`);
+      this.flush();
+      this.shutdown();
+      return;
+    }
+    this.log.error(`session ${this.id}: ${cmd.name} failed: ${(error as Error)?.stack ?? String(error)}`);
+    this.tagged(cmd.tag, "NO", "SERVERBUG", "Internal error");
+  }
+
+  // ---- upstream --------------------------------------------------------------------------------------------
+
+  /** Runs an upstream command; every untagged response updates the mailbox model, then goes to `onData`. */
+  async upstreamRun(
+    command: Parameters<UpstreamSession["run"]>[0],
+    onData: ((r: Response) => void) | null = null,
+  ) {
+    const up = this.up;
+    if (up === null) throw new UpstreamError("no upstream session");
+    return up.run(command, (r) => {
+      if (!this.model(r)) onData?.(r);
+    });
+  }
+
+  /**
+   * Applies an untagged response to the mailbox model. Returns true when it was consumed (EXISTS, EXPUNGE,
+   * RECENT, dropped data); FETCH and the rest are left to the caller.
+   */
+  model(r: Response): boolean {
+    const box = this.box;
+    switch (r.type) {
+      case "EXISTS":
+        box?.onExists(r.n);
+        return true;
+      case "EXPUNGE":
+        box?.onExpunge(r.n);
+        return true;
+      case "VANISHED":
+      case "RECENT":
+      case "unknown":
+      case "CAPABILITY":
+      case "ENABLED":
+        return true;
+      case "FETCH":
+        if (box !== null) {
+          for (const a of r.attrs) if (a.name === "UID") box.learnUid(r.seq, a.value);
+        }
+        return false;
+      default:
+        return false;
+    }
+  }
+
+  /** Unsolicited responses between commands update the model; the agent hears of them at the next command. */
+  attachUpstream(up: UpstreamSession): void {
+    this.up = up;
+    up.onUnsolicited = (r) => {
+      this.model(r);
+    };
+    up.onBatch = () => this.flush();
+    up.onClose = (error) => {
+      if (this.#closed || this.up !== up) return;
+      this.auditRow({ command: "(upstream)", operation: null, folder: null, decision: "error", rule: null, ruleIndex: null, reason: error?.message ?? "upstream closed" });
+      this.sendText(`* BYE Upstream connection lost`);
+      this.flush();
+      this.shutdown();
+    };
+  }
+
+  /**
+   * Before a tagged reply: learn the UIDs of new messages and report the size change (RFC 3501 §5.2); announce
+   * expunges when the command permits them (§7.4.1: not during FETCH, STORE, SEARCH).
+   */
+  async sync(allowExpunge: boolean): Promise<void> {
+    const box = this.box;
+    if (box === null) return;
+    if (box.hasUnknown) {
+      const from = box.lastKnownUid + 1;
+      await this.upstreamRun({ name: "FETCH", uid: true, set: [{ start: from, stop: 0 }], items: [{ type: "UID" }], macro: null });
+    }
+    if (allowExpunge) for (const k of box.takeExpunges()) this.sendText(`* ${k} EXPUNGE`);
+    const n = box.admitNew();
+    if (n !== null) this.sendText(`* ${n} EXISTS`);
+  }
+
+  // ---- policy and audit ------------------------------------------------------------------------------------
+
+  decide(op: Operation, folder: string): Decision {
+    return this.ctx.policy.evaluate({ operation: op, folder, agent: this.agent });
+  }
+
+  auditRow(ev: Row): void {
+    try {
+      this.ctx.audit.record(this.#event(ev));
+    } catch (error) {
+      if (ev.decision === "allow") throw error;
+      this.log.error(`session ${this.id}: audit row lost: ${(error as Error).message}`);
+    }
+  }
+
+  /** Records and waits until the row is on disk: for writes, before they go upstream (DESIGN.md §7). */
+  async auditDurable(ev: Row): Promise<void> {
+    await this.ctx.audit.durable(this.#event(ev));
+  }
+
+  #event(ev: Row): AuditEvent {
+    return {
+      ...ev,
+      target: ev.target ?? null,
+      session: this.id,
+      agent: this.user,
+      clientAddr: this.conn.remoteAddress,
+      protocol: "imap",
+      configRevision: this.ctx.config.revision,
+    };
+  }
+
+  /** Audits a decision and throws a NO [NOPERM] refusal when it denies. */
+  require(command: string, op: Operation, folder: string, target: string | null = null): Decision {
+    const d = this.decide(op, folder);
+    if (d.action !== "allow") {
+      this.auditRow({ command, operation: op, folder, target, decision: "deny", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
+      throw new Refusal("NO", "NOPERM", `Not permitted: ${op} in this folder`);
+    }
+    return d;
+  }
+
+  // ---- login -----------------------------------------------------------------------------------------------
+
+  async #startTls(tag: string): Promise<void> {
+    if (this.ctx.listenTls !== "starttls" || this.conn.secure || this.ctx.identity === null) {
+      throw new Refusal("BAD", null, "STARTTLS is not available");
+    }
+    this.tagged(tag, "OK", null, "Begin TLS negotiation now");
+    this.flush();
+    // Bytes sent in clear after STARTTLS are discarded (RFC 9051 §6.2.1, PROTOCOL.md §7.20).
+    this.#framer.discardBuffered();
+    this.#framer = new Framer({ role: "server" });
+    try {
+      await this.conn.startTlsServer(this.ctx.identity.key, this.ctx.identity.cert, this.ctx.timeouts.handshakeMs);
+    } catch {
+      this.shutdown();
+    }
+    this.#framer.discardBuffered();
+  }
+
+  async #authenticate(tag: string, mechanism: string, initial: Uint8Array | null): Promise<void> {
+    if (mechanism !== "PLAIN") throw new Refusal("NO", "CANNOT", "Only AUTHENTICATE PLAIN is supported");
+    let data = initial;
+    if (data === null) {
+      this.sendText("+ ");
+      this.flush();
+      this.expectRawLine();
+      const ev = await this.nextEvent();
+      if (ev === null) return;
+      if (ev.kind !== "line") throw new Refusal("BAD", null, "Expected a SASL response");
+      const line = parseAuthenticateLine(ev.line);
+      if (!line.ok) throw new Refusal("BAD", null, "Invalid SASL response");
+      if (line.value.cancel) throw new Refusal("BAD", null, "AUTHENTICATE cancelled");
+      data = line.value.data;
+    }
+    // RFC 4616: [authzid] NUL authcid NUL passwd.
+    const text = new TextDecoder().decode(data);
+    const parts = text.split("\0");
+    if (parts.length !== 3 || (parts[0] !== "" && parts[0] !== parts[1])) {
+      return this.#loginFailed(tag, "AUTHENTICATE", parts[1] ?? null, "malformed PLAIN response or a different authorization identity");
+    }
+    return this.#login(tag, "AUTHENTICATE", parts[1]!, parts[2]!);
+  }
+
+  async #login(tag: string, command: string, username: string, password: string): Promise<void> {
+    if (this.ctx.listenTls === "starttls" && !this.conn.secure) {
+      throw new Refusal("NO", "PRIVACYREQUIRED", "Use STARTTLS first");
+    }
+    const { config } = this.ctx;
+    let upstreamUser = username;
+    let upstreamPassword = password;
+    let agent: string | null = null;
+    if (config.agents.length > 0) {
+      const found = config.agents.find((a) => a.name === username);
+      // Verify even for an unknown name, so the timing does not tell names apart.
+      const tokenOk = verifyToken(password, found?.tokenHash ?? "sha256:" + "0".repeat(64)) && found !== undefined;
+      if (!tokenOk || found === undefined) return this.#loginFailed(tag, command, username, "unknown agent or wrong token");
+      if (!ipAllowed(this.conn.remoteAddress, found.allowedIps)) return this.#loginFailed(tag, command, username, "client address not in allowed_ips");
+      const account = config.accounts[found.account];
+      if (account === undefined) return this.#loginFailed(tag, command, username, `account ${found.account} is not configured`);
+      upstreamUser = account.username;
+      upstreamPassword = account.password.reveal();
+      agent = found.name;
+    }
+    let up: UpstreamSession;
+    try {
+      up = await UpstreamSession.open(this.ctx.upstream, this.ctx.timeouts);
+    } catch (error) {
+      const reason = (error as Error).message;
+      this.log.warn(`session ${this.id}: ${reason}`);
+      this.auditRow({ command, operation: null, folder: null, target: null, decision: "error", rule: null, ruleIndex: null, reason });
+      throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
+    }
+    let ok: boolean;
+    try {
+      ok = await up.login(upstreamUser, upstreamPassword);
+    } catch (error) {
+      up.close();
+      const reason = (error as Error).message;
+      this.auditRow({ command, operation: null, folder: null, target: null, decision: "error", rule: null, ruleIndex: null, reason });
+      throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
+    }
+    if (!ok) {
+      up.close();
+      return this.#loginFailed(tag, command, username, "the upstream server refused the credentials");
+    }
+    this.user = agent ?? username;
+    this.agent = agent;
+    this.rights = new FolderRights(this.ctx.policy, agent);
+    this.attachUpstream(up);
+    let delimiter: string | null = "/";
+    await this.upstreamRun({ name: "LIST", reference: "", pattern: "", selectOptions: [], returnOptions: [] }, (r) => {
+      if (r.type === "LIST") delimiter = r.delimiter;
+    });
+    this.names = new FolderNames(delimiter);
+    this.state = "authenticated";
+    this.auditRow({ command, operation: null, folder: null, target: null, decision: "allow", rule: null, ruleIndex: null, reason: "logged in" });
+    this.tagged(tag, "OK", `CAPABILITY ${AUTH_CAPABILITIES.join(" ")}`, "Logged in");
+  }
+
+  async #loginFailed(tag: string, command: string, username: string | null, reason: string): Promise<void> {
+    this.user = null;
+    this.auditRow({ command, operation: null, folder: null, target: username, decision: "deny", rule: null, ruleIndex: null, reason: `login failed: ${reason}` });
+    const delay = this.ctx.throttle.fail(this.conn.remoteAddress);
+    await Bun.sleep(delay);
+    this.tagged(tag, "NO", "AUTHENTICATIONFAILED", "Authentication failed");
+  }
+}

@@ -1,0 +1,313 @@
+/**
+ * The proxy as an IMAP client to the upstream server: connect (implicit TLS, verified STARTTLS, or plain when
+ * configured), log in with credentials the caller chose, then run one command at a time with proxy-owned tags
+ * (PROTOCOL.md §0.4, §4). Every response is framed and parsed; nothing is relayed as bytes.
+ */
+
+import { Connection, connectUpstream, tlsOptions, UpstreamError, type UpstreamTarget } from "../net/index.ts";
+import { Encoder, Framer, parseResponse, writeCommand, type Command, type Response } from "./wire/index.ts";
+
+export type StatusResponse = Extract<Response, { type: "status" }>;
+
+/** A command as the wire layer writes it, without a tag (the upstream session adds its own). */
+export type UpstreamCommand = Command extends infer C ? (C extends { tag: string } ? Omit<C, "tag"> : never) : never;
+
+export interface UpstreamTimeouts {
+  readonly connectMs: number;
+  /** Greeting, STARTTLS, login. */
+  readonly handshakeMs: number;
+  /** Any other command, from sending it to its tagged reply. */
+  readonly commandMs: number;
+}
+
+/** Capabilities the proxy needs from the upstream server once logged in. */
+const REQUIRED_CAPABILITIES = ["UIDPLUS", "UNSELECT"] as const;
+
+interface Pending {
+  readonly tag: string;
+  readonly onData: ((r: Response) => void) | null;
+  rounds: Uint8Array[][];
+  resolve(status: StatusResponse): void;
+  reject(error: Error): void;
+  timer: ReturnType<typeof setTimeout> | null;
+}
+
+export class UpstreamSession {
+  readonly #conn: Connection;
+  readonly #target: UpstreamTarget;
+  readonly #timeouts: UpstreamTimeouts;
+  #framer = new Framer({ role: "client" });
+  #tagCount = 0;
+  #pending: Pending | null = null;
+  #error: Error | null = null;
+  /** Continuation handler while a command without rounds waits for `+` (IDLE). */
+  #onContinue: (() => void) | null = null;
+  /** Untagged responses outside a command (during IDLE, or between commands). */
+  onUnsolicited: (r: Response) => void = () => {};
+  /** Called once when the connection is lost or closed. */
+  onClose: (error: Error | null) => void = () => {};
+  /** Called after each batch of responses from one network read: flush what was queued for the agent. */
+  onBatch: () => void = () => {};
+  caps = new Set<string>();
+  /** Between a STARTTLS OK and the handshake: everything received is discarded (RFC 9051 §6.2.1). */
+  #discarding = false;
+  #greeting: ((r: Response) => void) | null = null;
+
+  private constructor(conn: Connection, target: UpstreamTarget, timeouts: UpstreamTimeouts) {
+    this.#conn = conn;
+    this.#target = target;
+    this.#timeouts = timeouts;
+    conn.onData((chunk) => this.#onData(chunk));
+    conn.onClose((error) => this.#closed(error));
+  }
+
+  /** Connects, reads the greeting and, for `starttls`, upgrades with a verified certificate before anything else. */
+  static async open(target: UpstreamTarget, timeouts: UpstreamTimeouts): Promise<UpstreamSession> {
+    const conn = await connectUpstream({ ...target, connectTimeoutMs: timeouts.connectMs });
+    const session = new UpstreamSession(conn, target, timeouts);
+    try {
+      await session.#readGreeting();
+      if (target.tls === "starttls") await session.#startTls();
+      if (session.caps.size === 0) await session.refreshCapabilities();
+      return session;
+    } catch (error) {
+      session.close();
+      throw error instanceof UpstreamError ? error : new UpstreamError((error as Error).message);
+    }
+  }
+
+  get secure(): boolean {
+    return this.#conn.secure;
+  }
+
+  get closed(): boolean {
+    return this.#conn.closed;
+  }
+
+  #readGreeting(): Promise<void> {
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new UpstreamError("no greeting from the upstream server")), this.#timeouts.handshakeMs);
+      this.#greeting = (r) => {
+        clearTimeout(timer);
+        this.#greeting = null;
+        if (r.type !== "status" || r.tag !== null) return reject(new UpstreamError("the upstream server sent no greeting"));
+        if (r.status === "OK") {
+          if (r.code?.known && r.code.name === "CAPABILITY") this.caps = new Set(r.code.capabilities.map((c) => c.toUpperCase()));
+          return resolve();
+        }
+        if (r.status === "PREAUTH") return reject(new UpstreamError("the upstream server greeted with PREAUTH; refusing a session not authenticated by the proxy"));
+        reject(new UpstreamError(`the upstream server refused the connection: ${r.text}`));
+      };
+    });
+  }
+
+  async #startTls(): Promise<void> {
+    if (this.caps.size === 0) await this.refreshCapabilities();
+    if (!this.caps.has("STARTTLS")) {
+      throw new UpstreamError("the upstream server does not offer STARTTLS; refusing to send credentials in clear");
+    }
+    this.#discarding = false;
+    const status = await this.run({ name: "STARTTLS" }, null, this.#timeouts.handshakeMs, () => {
+      // Anything after the OK was sent before the handshake: never read it (RFC 9051 §6.2.1).
+      this.#discarding = true;
+    });
+    if (status.status !== "OK") throw new UpstreamError(`the upstream server refused STARTTLS: ${status.text}`);
+    this.#framer.discardBuffered();
+    this.#framer = new Framer({ role: "client" });
+    try {
+      await this.#conn.startTlsClient(tlsOptions(this.#target), this.#timeouts.handshakeMs);
+    } catch (error) {
+      throw new UpstreamError(`STARTTLS with the upstream server failed: ${(error as Error).message}`);
+    }
+    this.#discarding = false;
+    this.caps.clear();
+  }
+
+  async refreshCapabilities(): Promise<void> {
+    const caps = new Set<string>();
+    const status = await this.run({ name: "CAPABILITY" }, (r) => {
+      if (r.type === "CAPABILITY") for (const c of r.capabilities) caps.add(c.toUpperCase());
+    }, this.#timeouts.handshakeMs);
+    if (status.status !== "OK") throw new UpstreamError(`CAPABILITY failed upstream: ${status.text}`);
+    this.caps = caps;
+  }
+
+  /**
+   * Logs in; resolves true on success, false when the server refused the credentials (the agent gets the one
+   * uniform failure reply), and throws UpstreamError when the session cannot be used.
+   */
+  async login(username: string, password: string): Promise<boolean> {
+    let status: StatusResponse;
+    if (this.caps.has("AUTH=PLAIN") && this.caps.has("SASL-IR")) {
+      const initial = new TextEncoder().encode(`\0${username}\0${password}`);
+      status = await this.run({ name: "AUTHENTICATE", mechanism: "PLAIN", initialResponse: initial }, null, this.#timeouts.handshakeMs);
+    } else if (!this.caps.has("LOGINDISABLED")) {
+      status = await this.run({ name: "LOGIN", username, password }, null, this.#timeouts.handshakeMs);
+    } else {
+      throw new UpstreamError("the upstream server accepts neither LOGIN nor AUTHENTICATE PLAIN with SASL-IR");
+    }
+    if (status.status !== "OK") return false;
+    if (status.code?.known && status.code.name === "CAPABILITY") {
+      this.caps = new Set(status.code.capabilities.map((c) => c.toUpperCase()));
+    } else {
+      await this.refreshCapabilities();
+    }
+    const missing = REQUIRED_CAPABILITIES.filter((c) => !this.caps.has(c));
+    if (missing.length > 0) throw new UpstreamError(`the upstream server lacks ${missing.join(", ")}, which the proxy requires`);
+    return true;
+  }
+
+  /**
+   * Sends one command and resolves with its tagged status. Untagged responses go to `onData` (or, when null, to
+   * `onUnsolicited`). `afterTagged` runs synchronously when the tagged reply is parsed, before later bytes.
+   */
+  run(
+    command: UpstreamCommand,
+    onData: ((r: Response) => void) | null = null,
+    timeoutMs = this.#timeouts.commandMs,
+    afterTagged: (() => void) | null = null,
+  ): Promise<StatusResponse> {
+    if (this.#error !== null) return Promise.reject(this.#error);
+    if (this.#pending !== null) return Promise.reject(new Error("imap: upstream command already in flight"));
+    const tag = `M${++this.#tagCount}`;
+    const enc = new Encoder({ side: "client", literalPlus: this.caps.has("LITERAL+") });
+    writeCommand(enc, { ...command, tag } as Command);
+    const rounds = enc.finish();
+    return new Promise<StatusResponse>((resolve, reject) => {
+      const pending: Pending = {
+        tag,
+        onData,
+        rounds: rounds.slice(1),
+        resolve: (s) => {
+          afterTagged?.();
+          resolve(s);
+        },
+        reject,
+        timer: timeoutMs > 0 ? setTimeout(() => this.#fail(new UpstreamError("the upstream server did not answer in time")), timeoutMs) : null,
+      };
+      this.#pending = pending;
+      for (const chunk of rounds[0]!) this.#conn.write(chunk);
+    });
+  }
+
+  /** Starts IDLE upstream; resolves once the server sent `+`. The returned promise of `done()` ends it. */
+  async idle(onData: (r: Response) => void): Promise<{ done(): Promise<StatusResponse> }> {
+    let started!: () => void;
+    let failed!: (e: Error) => void;
+    const ready = new Promise<void>((resolve, reject) => {
+      started = resolve;
+      failed = reject;
+    });
+    this.#onContinue = () => {
+      this.#onContinue = null;
+      started();
+    };
+    const finished = this.run({ name: "IDLE" }, onData, 0);
+    finished.then(
+      (s) => failed(new UpstreamError(`the upstream server refused IDLE: ${s.text}`)),
+      (e: Error) => failed(e),
+    );
+    await ready;
+    return {
+      done: () => {
+        this.#conn.write("DONE\r\n");
+        const pending = this.#pending;
+        if (pending !== null && pending.timer === null) {
+          pending.timer = setTimeout(() => this.#fail(new UpstreamError("the upstream server did not end IDLE")), this.#timeouts.handshakeMs);
+        }
+        return finished;
+      },
+    };
+  }
+
+  pause(): void {
+    this.#conn.pause();
+  }
+
+  resume(): void {
+    this.#conn.resume();
+  }
+
+  /** Sends LOGOUT without waiting long for the reply, then closes. */
+  async logout(): Promise<void> {
+    if (this.#error !== null || this.#pending !== null) return this.close();
+    try {
+      await this.run({ name: "LOGOUT" }, () => {}, 2000);
+    } catch {
+      // Closing anyway.
+    }
+    this.close();
+  }
+
+  close(): void {
+    this.#conn.destroy();
+  }
+
+  #onData(chunk: Buffer): void {
+    if (this.#discarding) return;
+    this.#framer.feed(chunk);
+    for (;;) {
+      if (this.#discarding) {
+        this.#framer.discardBuffered();
+        break;
+      }
+      const ev = this.#framer.next();
+      if (ev === null) break;
+      if (ev.kind === "error") return this.#fail(new UpstreamError(`the upstream server sent an invalid response: ${ev.error.message}`));
+      if (ev.kind !== "frame") continue;
+      const parsed = parseResponse(ev.frame);
+      if (!parsed.ok) {
+        if (process.env["MAILGATOR_IMAP_DEBUG"]) console.error(ev.frame.lines.map((l) => Buffer.from(l).toString("latin1")));
+        return this.#fail(new UpstreamError(`the upstream server sent an invalid response: ${parsed.error.message}`));
+      }
+      this.#dispatch(parsed.value);
+      if (this.#error !== null) return;
+    }
+    this.onBatch();
+  }
+
+  #dispatch(r: Response): void {
+    if (this.#greeting !== null) return this.#greeting(r);
+    const pending = this.#pending;
+    if (r.type === "continuation") {
+      if (pending !== null && pending.rounds.length > 0) {
+        for (const chunk of pending.rounds.shift()!) this.#conn.write(chunk);
+      } else if (this.#onContinue !== null) {
+        this.#onContinue();
+      }
+      return;
+    }
+    if (r.type === "status" && r.tag !== null) {
+      if (pending === null || r.tag !== pending.tag) return this.#fail(new UpstreamError("the upstream server answered a command that was not sent"));
+      if (pending.timer !== null) clearTimeout(pending.timer);
+      this.#pending = null;
+      pending.resolve(r);
+      return;
+    }
+    if (r.type === "status" && r.status === "BYE") {
+      // The server is closing; the close handler reports it.
+      this.#error ??= new UpstreamError(`the upstream server closed the session: ${r.text}`);
+      return;
+    }
+    if (pending !== null && pending.onData !== null) pending.onData(r);
+    else this.onUnsolicited(r);
+  }
+
+  #fail(error: Error): void {
+    this.#error ??= error;
+    this.#conn.destroy();
+  }
+
+  #closed(error: Error | null): void {
+    const reason = this.#error ?? (error ? new UpstreamError(`the upstream connection failed: ${error.message}`) : new UpstreamError("the upstream server closed the connection"));
+    this.#error = reason;
+    const pending = this.#pending;
+    this.#pending = null;
+    if (pending !== null) {
+      if (pending.timer !== null) clearTimeout(pending.timer);
+      pending.reject(reason);
+    }
+    this.#greeting?.({ type: "status", tag: null, status: "BYE", code: null, text: reason.message });
+    this.onClose(reason);
+  }
+}

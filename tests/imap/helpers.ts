@@ -1,0 +1,192 @@
+/**
+ * Helpers for the IMAP proxy's end-to-end tests: a proxy in front of the real Dovecot (tests/fixtures), a raw
+ * IMAP client that sees every byte, and imapflow clients for the proxy and for Dovecot directly.
+ */
+
+import { setDefaultTimeout } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { connect, type Socket } from "node:net";
+import { connect as tlsConnect } from "node:tls";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { ImapFlow } from "imapflow";
+import { AuditLog, type AuditRow } from "../../src/audit/index.ts";
+import { parseConfig, type Config } from "../../src/config/index.ts";
+import { startImapProxy, type ImapProxy } from "../../src/imap/index.ts";
+import { compilePolicy } from "../../src/policy/index.ts";
+import { upstreams } from "../fixtures/index.ts";
+
+setDefaultTimeout(30_000);
+
+export interface ProxyOptions {
+  /** TOML of [[rules]] and anything after [imap]; default allow-all. */
+  readonly rules?: string;
+  /** Extra keys for [imap]. */
+  readonly imap?: string;
+  readonly upstreamTls?: "tls" | "starttls" | "none";
+  readonly upstreamAddr?: string;
+  /** Extra trusted CA for the upstream; default the test CA, null for none. */
+  readonly caFile?: string | null;
+  /** Text after the rules (agents, accounts). */
+  readonly extra?: string;
+}
+
+export interface TestProxy {
+  readonly proxy: ImapProxy;
+  readonly port: number;
+  readonly audit: AuditLog;
+  readonly config: Config;
+  readonly dir: string;
+  rows(): Promise<AuditRow[]>;
+  close(): Promise<void>;
+}
+
+export const ALLOW_ALL = `[[rules]]
+name = "everything"
+action = "allow"
+`;
+
+export async function startTestProxy(options: ProxyOptions = {}): Promise<TestProxy> {
+  const up = upstreams();
+  const dir = mkdtempSync(join(tmpdir(), "mailgator-imap-"));
+  const mode = options.upstreamTls ?? "tls";
+  const upstreamAddr = options.upstreamAddr ?? `${up.host}:${mode === "tls" ? up.ports.imaps : up.ports.imap}`;
+  const toml = `[imap]
+listen_addr = "127.0.0.1:1"
+upstream_addr = "${upstreamAddr}"
+upstream_tls = "${mode}"
+${options.caFile === null ? "" : `upstream_ca_file = "${options.caFile ?? up.caFile}"`}
+${options.imap ?? ""}
+
+[audit]
+path = "${join(dir, "audit.db")}"
+
+${options.rules ?? ALLOW_ALL}
+${options.extra ?? ""}
+`;
+  const parsed = parseConfig(toml, join(dir, "mailgator.toml"));
+  const config: Config = { ...parsed, imap: { ...parsed.imap!, listenAddr: { host: "127.0.0.1", port: 0 } } };
+  const audit = AuditLog.open(config.audit.path, { batchMs: 5, sync: "normal" });
+  const policy = compilePolicy(config.rules);
+  const proxy = await startImapProxy({ config, policy, audit });
+  return {
+    proxy,
+    port: proxy.address.port,
+    audit,
+    config,
+    dir,
+    async rows() {
+      await audit.flush();
+      return audit.query({ order: "asc" });
+    },
+    async close() {
+      await proxy.close();
+      await audit.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** imapflow through the proxy (plain unless `tls`). */
+export async function proxyClient(port: number, user: string, pass: string, tls: "none" | "tls" | "starttls" = "none"): Promise<ImapFlow> {
+  const client = new ImapFlow({
+    host: "127.0.0.1",
+    port,
+    secure: tls === "tls",
+    doSTARTTLS: tls === "starttls" ? true : tls === "none" ? false : undefined,
+    tls: { ca: readFileSync(upstreams().caFile), servername: "localhost" },
+    auth: { user, pass },
+    logger: false,
+  } as ConstructorParameters<typeof ImapFlow>[0]);
+  await client.connect();
+  return client;
+}
+
+/** A raw IMAP client: send lines, read until a tagged reply; every byte visible. */
+export class RawImap {
+  readonly socket: Socket;
+  #buffer = "";
+  #waiters: (() => void)[] = [];
+  closed = false;
+
+  private constructor(socket: Socket) {
+    this.socket = socket;
+    socket.setEncoding("latin1");
+    socket.on("data", (d: string) => {
+      this.#buffer += d;
+      for (const w of this.#waiters.splice(0)) w();
+    });
+    socket.on("close", () => {
+      this.closed = true;
+      for (const w of this.#waiters.splice(0)) w();
+    });
+    socket.on("error", () => {});
+  }
+
+  static async open(port: number, options: { tls?: boolean } = {}): Promise<RawImap> {
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      const s = options.tls
+        ? tlsConnect({ host: "127.0.0.1", port, ca: readFileSync(upstreams().caFile), servername: "localhost" }, () => resolve(s))
+        : connect({ host: "127.0.0.1", port }, () => resolve(s));
+      s.once("error", reject);
+    });
+    const client = new RawImap(socket);
+    await client.readUntil((b) => b.includes("\r\n"));
+    client.take();
+    return client;
+  }
+
+  /** Waits until `done(buffer)` holds (or the connection closes), within `ms`. */
+  async readUntil(done: (buffer: string) => boolean, ms = 15_000): Promise<string> {
+    const deadline = Date.now() + ms;
+    while (!done(this.#buffer)) {
+      if (this.closed) return this.#buffer;
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`raw imap: timed out; buffer: ${JSON.stringify(this.#buffer.slice(-500))}`);
+      await new Promise<void>((resolve) => {
+        const t = setTimeout(resolve, left);
+        this.#waiters.push(() => {
+          clearTimeout(t);
+          resolve();
+        });
+      });
+    }
+    return this.#buffer;
+  }
+
+  take(): string {
+    const b = this.#buffer;
+    this.#buffer = "";
+    return b;
+  }
+
+  write(data: string): void {
+    this.socket.write(data);
+  }
+
+  /** Sends `tag command` and returns everything through the tagged reply. */
+  async command(tag: string, command: string): Promise<string> {
+    this.write(`${tag} ${command}\r\n`);
+    return this.waitTagged(tag);
+  }
+
+  async waitTagged(tag: string): Promise<string> {
+    const re = new RegExp(`(^|\\r\\n)${tag} (OK|NO|BAD)[^\\r\\n]*\\r\\n`);
+    await this.readUntil((b) => re.test(b));
+    const b = this.#buffer;
+    const m = re.exec(b)!;
+    const end = m.index + m[0].length;
+    this.#buffer = b.slice(end);
+    return b.slice(0, end);
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+/** The tagged status line of a reply. */
+export function statusOf(reply: string, tag: string): string {
+  const line = reply.split("\r\n").find((l) => l.startsWith(`${tag} `));
+  return line ?? "";
+}
