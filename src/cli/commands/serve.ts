@@ -4,6 +4,7 @@ import { AuditLog } from "../../audit/index.ts";
 import { loadConfig, type Config } from "../../config/index.ts";
 import { moduleLogger } from "../../log.ts";
 import { compilePolicy, type Policy } from "../../policy/index.ts";
+import { startImapProxy } from "../../imap/index.ts";
 import { startSmtpProxy } from "../../smtp/index.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required } from "../args.ts";
 
@@ -33,7 +34,7 @@ type Starter = (deps: ProxyDeps) => Promise<ProxyHandle>;
 
 /** The proxies this build has; null where the proxy is not there yet. */
 export const PROXIES: Readonly<Record<"imap" | "smtp", Starter | null>> = {
-  imap: null,
+  imap: startImapProxy,
   smtp: startSmtpProxy,
 };
 
