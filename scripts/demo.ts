@@ -24,6 +24,17 @@ const PASSWORD = "demo-password";
 const smoke = process.argv.includes("--smoke");
 const say = (line = "") => console.log(line);
 
+/** Ctrl-C (or SIGTERM) at any point: finish the current step, then clean up. */
+let stopping = false;
+const stopRequested = new Promise<void>((resolveStop) => {
+  const stop = () => {
+    stopping = true;
+    resolveStop();
+  };
+  process.on("SIGINT", stop);
+  process.on("SIGTERM", stop);
+});
+
 function demoConfig(servers: Upstreams, ports: { imap: number; smtp: number }): string {
   return `# Written by scripts/demo.ts (npm run demo). Format: DESIGN.md §2 / docs/config.md.
 [imap]
@@ -72,13 +83,20 @@ function seedDemo(servers: Upstreams): SeedManifest {
   });
 }
 
-async function waitForPort(port: number, timeoutMs: number, child: { exitCode: number | null }): Promise<boolean> {
-  const deadline = Date.now() + timeoutMs;
-  while (Date.now() < deadline && child.exitCode === null) {
-    if (await isListening(port)) return true;
+/** Which of the ports Mailgator opened: waits up to `timeoutMs`, then 1.5 s more after the first opens. */
+async function waitForListeners(ports: readonly number[], timeoutMs: number, child: { exitCode: number | null }): Promise<boolean[]> {
+  let deadline = Date.now() + timeoutMs;
+  const up = ports.map(() => false);
+  while (Date.now() < deadline && child.exitCode === null && !stopping) {
+    for (const [index, port] of ports.entries()) {
+      if (up[index] || !(await isListening(port))) continue;
+      if (!up.some(Boolean)) deadline = Math.min(deadline, Date.now() + 1500);
+      up[index] = true;
+    }
+    if (up.every(Boolean)) break;
     await Bun.sleep(100);
   }
-  return false;
+  return up;
 }
 
 function run(argv: string[]): string {
@@ -93,6 +111,10 @@ async function main(): Promise<number> {
   rmSync(join(UPSTREAMS_DIR, "mail"), { recursive: true, force: true });
   say("demo: starting Dovecot and Postfix on 127.0.0.1 (installs them first if missing) ...");
   const servers = await startUpstreams({ dir: UPSTREAMS_DIR, log: (line) => console.error(line) });
+  if (stopping) {
+    await stopUpstreams({ dir: UPSTREAMS_DIR });
+    return 0;
+  }
   let mailgator: ReturnType<typeof Bun.spawn> | undefined;
   const cleanup = async () => {
     if (mailgator !== undefined && mailgator.exitCode === null) {
@@ -117,7 +139,8 @@ async function main(): Promise<number> {
     }
     mailgator = Bun.spawn([process.execPath, cli, "serve", "-c", CONFIG], { cwd: ROOT, stdin: "ignore", stdout: "inherit", stderr: "inherit" });
     const child = mailgator;
-    const [imapUp, smtpUp] = await Promise.all([waitForPort(ports.imap, 10_000, child), waitForPort(ports.smtp, 10_000, child)]);
+    const [imapUp, smtpUp] = await waitForListeners([ports.imap, ports.smtp], 15_000, child);
+    if (stopping) return 0;
     if (!imapUp && !smtpUp) {
       const code = child.exitCode ?? (child.kill("SIGTERM"), await child.exited);
       say(`\ndemo: Mailgator did not open its listeners (bun src/cli/main.ts serve -c ${CONFIG} ${child.exitCode === null ? "kept running" : `exited with ${code}`}); see its messages above. Stopping the upstream servers.`);
@@ -159,15 +182,11 @@ async function main(): Promise<number> {
     say(`Sent mail lands in ${servers.sink} (one file per recipient). Config: ${CONFIG}`);
     if (smoke) return 0;
     say("Ctrl-C stops Mailgator, Dovecot and Postfix.");
-    await new Promise<void>((resolveWait) => {
-      process.on("SIGINT", () => resolveWait());
-      process.on("SIGTERM", () => resolveWait());
-      void child.exited.then(() => {
-        say(`\ndemo: Mailgator exited (code ${child.exitCode}); stopping the upstream servers.`);
-        resolveWait();
-      });
+    const exited = child.exited.then(() => {
+      if (!stopping) say(`\ndemo: Mailgator exited (code ${child.exitCode}); stopping the upstream servers.`);
     });
-    return 0;
+    await Promise.race([stopRequested, exited]);
+    return stopping ? 0 : 1;
   } finally {
     await cleanup();
     say("demo: stopped everything it started.");

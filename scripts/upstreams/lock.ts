@@ -1,5 +1,5 @@
 /** A lock file (O_EXCL) so that two starts or stops on one runtime folder take turns. */
-import { closeSync, openSync, readFileSync, unlinkSync, writeSync } from "node:fs";
+import { closeSync, openSync, readFileSync, statSync, unlinkSync, writeSync } from "node:fs";
 
 /** Runs `action` holding `path`; a lock left by a dead process is taken over. */
 export async function withLock<T>(path: string, action: () => Promise<T>, timeoutMs = 120_000): Promise<T> {
@@ -45,8 +45,14 @@ function readHolder(path: string): number {
 
 function holderAlive(path: string): boolean {
   const pid = readHolder(path);
-  // An empty file is a lock being written right now.
-  if (pid === 0) return true;
+  // An empty file is a lock being written right now, or one whose writer died in between.
+  if (pid === 0) {
+    try {
+      return Date.now() - statSync(path).mtimeMs < 5000;
+    } catch {
+      return false;
+    }
+  }
   try {
     process.kill(pid, 0);
     return true;
