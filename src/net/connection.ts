@@ -79,6 +79,17 @@ export class Connection {
     return this.#socket.write(data);
   }
 
+  /**
+   * Writes and resolves once these bytes have been handed to the kernel (or the connection closed), so the
+   * caller may reuse the buffer they came from.
+   */
+  writeFlushed(data: Uint8Array): Promise<void> {
+    if (this.#closed || this.#socket.destroyed) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#socket.write(data, () => resolve());
+    });
+  }
+
   /** Resolves when written data has been handed to the kernel, or the connection closed. */
   drained(): Promise<void> {
     if (this.#closed || this.#socket.writableLength === 0 || !this.#socket.writableNeedDrain) return Promise.resolve();

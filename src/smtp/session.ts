@@ -25,6 +25,9 @@ import { clean, formatReply, reply, type Reply } from "./reply.ts";
 import { Spool } from "./spool.ts";
 import { UpstreamAuthError, UpstreamSession, type Credentials } from "./upstream.ts";
 
+/** DATA octets between two hints to the garbage collector (see the DATA sink). */
+const GC_HINT_BYTES = 2 * 1024 * 1024;
+
 /** Input held while the session is busy; beyond it the socket is paused (TCP pushes back on the agent). */
 const MAX_QUEUED_INPUT = 1024 * 1024;
 
@@ -90,6 +93,7 @@ export class SmtpSession {
   #inspector: MessageInspector | null = null;
   #spool: Spool;
   #messageBytes = 0;
+  #lastCollect = 0;
   #tooBig = false;
 
   #upstream: UpstreamSession | null = null;
@@ -136,7 +140,6 @@ export class SmtpSession {
           const result = this.#data.feed(chunk, at);
           if (result.kind === "more") {
             this.#consume(chunk.length);
-            if (this.#spool.full) await this.#spool.flush();
           } else if (result.kind === "end") {
             this.#consume(result.next);
             this.#data = null;
@@ -232,7 +235,8 @@ export class SmtpSession {
     this.#ctx.sessions.delete(this);
     const upstream = this.#upstream;
     this.#upstream = null;
-    await Promise.allSettled([upstream?.quit(), this.#spool.close()]);
+    this.#spool.close();
+    await upstream?.quit();
   }
 
   #touch(): void {
@@ -613,6 +617,7 @@ export class SmtpSession {
     }
     this.#spool.begin();
     this.#messageBytes = 0;
+    this.#lastCollect = 0;
     this.#tooBig = false;
     const inspector = new MessageInspector();
     this.#inspector = inspector;
@@ -620,6 +625,12 @@ export class SmtpSession {
     this.#data = new DataReader((content) => {
       if (this.#tooBig) return;
       this.#messageBytes += content.length;
+      // Socket chunks are garbage once spooled; on a large message, ask the collector to keep up so the
+      // proxy's memory does not grow with the message (docs/smtp.md, memory figures).
+      if (this.#messageBytes - this.#lastCollect >= GC_HINT_BYTES) {
+        this.#lastCollect = this.#messageBytes;
+        Bun.gc(true);
+      }
       if (this.#messageBytes > max) {
         this.#tooBig = true;
         this.#spool.begin();
@@ -642,7 +653,7 @@ export class SmtpSession {
       this.#send(reply(552, "5.3.4", `Message too large (limit ${this.#ctx.limits.maxMessageBytes} octets); nothing was sent`));
       return;
     }
-    await this.#spool.flush();
+    this.#spool.flush();
     const facts = inspector.finish();
     if (facts.headerTooLarge) {
       this.#audit({ command: "DATA", operation: "mail:send", target: null, decision: "deny", reason: `header section larger than ${MAX_HEADER_BYTES} octets` });

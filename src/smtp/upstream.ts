@@ -46,6 +46,21 @@ const CRLF_DOT_CRLF = Buffer.from(".\r\n");
 const DOT = 46;
 const LF = 10;
 
+/** A block's pieces with every line-initial "." doubled (views of the block, no copies). */
+function stuffed(block: Buffer, lineStart: boolean): Buffer[] {
+  const pieces: Buffer[] = [];
+  let from = 0;
+  let dot = lineStart && block[0] === DOT ? 0 : nextLineDot(block, 0);
+  while (dot !== -1) {
+    // Up to and including the dot; the next piece starts at the same dot, so it goes out twice.
+    pieces.push(block.subarray(from, dot + 1));
+    from = dot;
+    dot = nextLineDot(block, dot + 1);
+  }
+  if (from < block.length) pieces.push(block.subarray(from));
+  return pieces;
+}
+
 /** Index of the next "." that starts a line, searching from `from`, or -1. */
 function nextLineDot(block: Buffer, from: number): number {
   const at = block.indexOf("\n.", from);
@@ -146,65 +161,59 @@ export class UpstreamSession {
   }
 
   /**
-   * Replays one approved transaction: MAIL and every RCPT (pipelined when offered), then DATA only if all were
-   * accepted, so that a recipient the upstream refuses never lets the others receive the message (all or
-   * nothing); then the spooled content, dot-stuffed again (RFC 5321 §4.5.2).
+   * Replays one approved transaction: MAIL, every RCPT and DATA, then the spooled content, dot-stuffed again
+   * (RFC 5321 §4.5.2).
+   *
+   * All or nothing upstream too: a recipient the upstream refuses must not let the others receive the message.
+   * With PIPELINING (RFC 2920) MAIL, the RCPTs and DATA go out in one write; if DATA was accepted although a
+   * recipient was refused, the connection is dropped before the final dot, which makes the server discard the
+   * transaction (RFC 5321 §4.1.1.4: only the end-of-data sequence completes a message), and the next
+   * transaction reconnects. Without PIPELINING, DATA is sent only after every RCPT was accepted.
    */
   async send(envelope: Envelope, spool: Spool): Promise<SendResult> {
     const params: string[] = [];
     if (this.extensions.has("SIZE")) params.push(`SIZE=${spool.length}`);
     if (envelope.eightBit && this.extensions.has("8BITMIME")) params.push("BODY=8BITMIME");
-    const commands = [`MAIL FROM:<${envelope.from}>${params.map((p) => ` ${p}`).join("")}`, ...envelope.recipients.map((r) => `RCPT TO:<${r}>`)];
-    let replies: Reply[];
+    const commands = [`MAIL FROM:<${envelope.from}>${params.map((p) => ` ${p}`).join("")}`, ...envelope.recipients.map((r) => `RCPT TO:<${r}>`), "DATA"];
+    const replies: Reply[] = [];
     if (this.extensions.has("PIPELINING")) {
       this.#conn.write(commands.map((c) => `${c}\r\n`).join(""));
-      replies = [];
       for (let i = 0; i < commands.length; i++) replies.push(await this.#next());
     } else {
-      replies = [];
       for (const c of commands) {
         const r = await this.command(c);
         replies.push(r);
-        if (r.code !== 250) break;
+        if (r.code !== 250 && r.code !== 251) break;
       }
     }
-    const mail = replies[0]!;
-    if (mail.code !== 250) {
-      await this.#reset();
-      return { stage: "mail", reply: mail };
-    }
-    for (let i = 1; i < replies.length; i++) {
-      const r = replies[i]!;
-      if (r.code !== 250 && r.code !== 251) {
+    const failed = replies.findIndex((r, i) => (i === commands.length - 1 ? r.code !== 354 : r.code !== 250 && r.code !== 251));
+    if (failed !== -1) {
+      const r = replies[failed]!;
+      const last = replies[commands.length - 1];
+      if (last?.code === 354) {
+        // DATA was accepted for the recipients that passed: abandon the transaction without ending it.
+        this.#fail(new UpstreamError("transaction abandoned after a refused recipient"));
+        this.#conn.destroy();
+      } else {
         await this.#reset();
-        return { stage: "rcpt", reply: r, recipient: envelope.recipients[i - 1]! };
       }
-    }
-    const go = await this.command("DATA");
-    if (go.code !== 354) {
-      await this.#reset();
-      return { stage: "data-command", reply: go };
+      if (failed === 0) return { stage: "mail", reply: r };
+      if (failed === commands.length - 1) return { stage: "data-command", reply: r };
+      return { stage: "rcpt", reply: r, recipient: envelope.recipients[failed - 1]! };
     }
     let lineStart = true;
-    for await (const block of spool.blocks()) {
-      lineStart = await this.#writeStuffed(block, lineStart);
+    let sent = 0;
+    for (const block of spool.blocks()) {
+      sent += block.length;
+      const pieces = stuffed(block, lineStart);
+      lineStart = block[block.length - 1] === LF;
+      // The final dot rides with the last block; the block's buffer is reused, so wait until it is flushed.
+      if (sent === spool.length) pieces.push(CRLF_DOT_CRLF);
+      for (let i = 0; i < pieces.length - 1; i++) this.#conn.write(pieces[i]!);
+      await this.#conn.writeFlushed(pieces[pieces.length - 1]!);
     }
-    if (!this.#conn.write(CRLF_DOT_CRLF)) await this.#conn.drained();
+    if (sent === 0) this.#conn.write(CRLF_DOT_CRLF);
     return { stage: "data", reply: await this.#next() };
-  }
-
-  /** Writes content, doubling a "." at the start of every line; returns whether the block ended a line. */
-  async #writeStuffed(block: Buffer, lineStart: boolean): Promise<boolean> {
-    let from = 0;
-    let dot = lineStart && block[0] === DOT ? 0 : nextLineDot(block, 0);
-    while (dot !== -1) {
-      // Up to and including the dot; the next write starts at the same dot, so it goes out twice.
-      if (!this.#conn.write(block.subarray(from, dot + 1))) await this.#conn.drained();
-      from = dot;
-      dot = nextLineDot(block, dot + 1);
-    }
-    if (from < block.length && !this.#conn.write(block.subarray(from))) await this.#conn.drained();
-    return block.length > 0 && block[block.length - 1] === LF;
   }
 
   async #reset(): Promise<void> {

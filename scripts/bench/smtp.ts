@@ -1,0 +1,238 @@
+/**
+ * SMTP proxy benchmark (docs/smtp.md): against the loopback Postfix of scripts/upstreams, in one run,
+ *
+ *  1. 1,000 messages of 10 KB sent directly to Postfix, then the same through Mailgator (pass-through, STARTTLS
+ *     upstream), over the same number of connections; prints both rates and their ratio (goal: >= 0.8);
+ *  2. one 25 MB message through Mailgator while sampling the proxy's resident memory (the proxy runs in a child
+ *     process for that); prints the growth over its idle size (goal: < 10 MB).
+ *
+ *   bun scripts/bench/smtp.ts [--messages 1000] [--size 10240] [--connections 4] [--big 25000000] [--upstream-tls starttls|none]
+ *
+ * Uses MAILGATOR_UPSTREAMS when set, otherwise starts the servers with scripts/upstreams.
+ */
+
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
+
+const argv = process.argv.slice(2);
+const flag = (name: string, fallback: string): string => {
+  const at = argv.indexOf(`--${name}`);
+  return at === -1 ? fallback : (argv[at + 1] ?? fallback);
+};
+
+if (argv[0] === "serve") {
+  await serve(argv[1]!);
+} else {
+  await main();
+}
+
+/** Child mode: run the proxy from a config file and print its port. */
+async function serve(tomlPath: string): Promise<void> {
+  const { parseConfig } = await import("../../src/config/index.ts");
+  const { AuditLog } = await import("../../src/audit/index.ts");
+  const { compilePolicy } = await import("../../src/policy/index.ts");
+  const { startSmtpProxy } = await import("../../src/smtp/index.ts");
+  const { configureLogger } = await import("../../src/log.ts");
+  configureLogger("pretty", 1);
+  const parsed = parseConfig(readFileSync(tomlPath, "utf8"), tomlPath);
+  const config = { ...parsed, smtp: { ...parsed.smtp!, listenAddr: { host: "127.0.0.1", port: 0 } } };
+  const audit = AuditLog.open(config.audit.path, process.env["BENCH_SYNC"] === "normal" ? { sync: "normal" } : {});
+  // BENCH_NO_AUDIT=1 measures the proxy without the audit log's cost (diagnosis only; never a product mode).
+  const measuredAudit = process.env["BENCH_NO_AUDIT"]
+    ? (Object.assign(Object.create(audit) as typeof audit, { record() {}, durable: () => Promise.resolve(0) }) as typeof audit)
+    : audit;
+  const proxy = await startSmtpProxy({ config, policy: compilePolicy(config.rules), audit: measuredAudit });
+  process.stdout.write(`${JSON.stringify({ port: proxy.address.port })}\n`);
+  process.on("SIGTERM", () => {
+    void proxy.close().then(() => audit.close()).then(() => process.exit(0));
+  });
+}
+
+async function upstreamDescription(): Promise<Upstreams> {
+  const path = process.env["MAILGATOR_UPSTREAMS"];
+  if (path) return readUpstreams(path);
+  const { startUpstreams } = await import("../upstreams/start.ts");
+  return startUpstreams({});
+}
+
+/** A minimal pipelining SMTP client: one connection, messages one after another. */
+class Client {
+  #socket: Socket;
+  #buffer = "";
+  #wake: (() => void) | null = null;
+
+  private constructor(socket: Socket) {
+    this.#socket = socket;
+    socket.setNoDelay(true);
+    socket.setEncoding("latin1");
+    socket.on("data", (d: string) => {
+      this.#buffer += d;
+      this.#wake?.();
+    });
+  }
+
+  static async open(port: number, user: string, password: string): Promise<Client> {
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      const s = connect({ host: "127.0.0.1", port }, () => resolve(s));
+      s.once("error", reject);
+    });
+    const c = new Client(socket);
+    await c.expect(220);
+    socket.write("EHLO bench.test\r\n");
+    await c.expect(250);
+    socket.write(`AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`).toString("base64")}\r\n`);
+    await c.expect(235);
+    return c;
+  }
+
+  async reply(): Promise<string> {
+    for (;;) {
+      const m = /^(?:\d{3}-[^\r\n]*\r\n)*\d{3}(?: [^\r\n]*)?\r\n/.exec(this.#buffer);
+      if (m) {
+        this.#buffer = this.#buffer.slice(m[0].length);
+        return m[0];
+      }
+      await new Promise<void>((resolve) => (this.#wake = resolve));
+      this.#wake = null;
+    }
+  }
+
+  async expect(code: number): Promise<void> {
+    const r = await this.reply();
+    if (!r.startsWith(String(code))) throw new Error(`bench: expected ${code}, got ${r.trim()}`);
+  }
+
+  async send(from: string, to: string, body: Buffer): Promise<void> {
+    this.#socket.write(`MAIL FROM:<${from}>\r\nRCPT TO:<${to}>\r\nDATA\r\n`);
+    await this.expect(250);
+    await this.expect(250);
+    await this.expect(354);
+    if (!this.#socket.write(body)) await new Promise((r) => this.#socket.once("drain", r));
+    this.#socket.write(".\r\n");
+    await this.expect(250);
+  }
+
+  close(): void {
+    this.#socket.end("QUIT\r\n");
+  }
+}
+
+function makeMessage(size: number, id: string): Buffer {
+  const head = `From: bench@mailgator.test\r\nTo: sink-${id}@bench.test\r\nSubject: bench ${id}\r\nMessage-ID: <${id}@bench.test>\r\n\r\n`;
+  const line = `${"0123456789abcdefghijklmnopqrstuvwxyz".repeat(2).slice(0, 70)}\r\n`;
+  let body = "";
+  while (head.length + body.length + line.length <= size) body += line;
+  body += "x".repeat(Math.max(0, size - head.length - body.length - 2)) + "\r\n";
+  return Buffer.from(head + body);
+}
+
+async function run(port: number, user: { user: string; password: string }, messages: number, connections: number, size: number, tag: string): Promise<number> {
+  const body = makeMessage(size, tag);
+  const clients = await Promise.all(Array.from({ length: connections }, () => Client.open(port, user.user, user.password)));
+  const start = performance.now();
+  await Promise.all(
+    clients.map(async (c, i) => {
+      for (let n = i; n < messages; n += connections) await c.send("bench@mailgator.test", `sink-${tag}@bench.test`, body);
+    }),
+  );
+  const seconds = (performance.now() - start) / 1000;
+  for (const c of clients) c.close();
+  return seconds;
+}
+
+/** User plus system CPU seconds of a process (/proc/PID/stat fields 14 and 15, in clock ticks of 1/100 s). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+function rssKb(pid: number): number {
+  const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));
+  return Number(m?.[1] ?? 0);
+}
+
+async function main(): Promise<void> {
+  const messages = Number(flag("messages", "1000"));
+  const size = Number(flag("size", "10240"));
+  const connections = Number(flag("connections", "4"));
+  const big = Number(flag("big", "25000000"));
+  const upstreamTls = flag("upstream-tls", "starttls");
+  const up = await upstreamDescription();
+  const user = up.users[0]!;
+  const dir = mkdtempSync(join(tmpdir(), "mailgator-bench-smtp-"));
+  const toml = join(dir, "mailgator.toml");
+  writeFileSync(
+    toml,
+    `[smtp]
+listen_addr = "127.0.0.1:1"
+upstream_addr = "${up.host}:${up.ports.smtp}"
+upstream_tls = "${upstreamTls}"
+upstream_ca_file = "${up.caFile}"
+
+[audit]
+path = "${join(dir, "audit.db")}"
+
+[[rules]]
+name = "bench sink"
+action = "allow"
+to = "*@bench.test"
+`,
+  );
+  const profile = process.env["BENCH_PROFILE"] ? ["--cpu-prof-md", `--cpu-prof-dir=${process.env["BENCH_PROFILE"]}`] : [];
+  const child = Bun.spawn([process.execPath, ...profile, import.meta.path, "serve", toml], { stdout: "pipe", stderr: "inherit" });
+  try {
+    const reader = child.stdout.getReader();
+    let text = "";
+    while (!text.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error("bench: the proxy exited before listening");
+      text += new TextDecoder().decode(value);
+    }
+    const { port } = JSON.parse(text.split("\n")[0]!) as { port: number };
+
+    // Warm both paths once, then measure direct and proxied back to back.
+    await run(up.ports.smtp, user, 20, connections, size, "warm-direct");
+    await run(port, user, 20, connections, size, "warm-proxy");
+    const direct = await run(up.ports.smtp, user, messages, connections, size, "direct");
+    const cpuBefore = cpuSeconds(child.pid);
+    const proxied = await run(port, user, messages, connections, size, "proxy");
+    const proxyCpu = cpuSeconds(child.pid) - cpuBefore;
+    const ratio = direct / proxied;
+    console.log(`${messages} messages of ${size} B over ${connections} connections (upstream ${upstreamTls}):`);
+    console.log(`  direct to Postfix   ${direct.toFixed(2)} s  ${(messages / direct).toFixed(0)} msg/s`);
+    console.log(`  through Mailgator   ${proxied.toFixed(2)} s  ${(messages / proxied).toFixed(0)} msg/s`);
+    console.log(`  proxy CPU time ${proxyCpu.toFixed(2)} s (${((proxyCpu / messages) * 1000).toFixed(2)} ms per message)`);
+    console.log(`  ratio (proxy/direct throughput) ${ratio.toFixed(2)}  (goal >= 0.8)`);
+
+    // One big message: sample the proxy's RSS from before the send to after the reply.
+    await Bun.sleep(500);
+    Bun.gc(true);
+    const baseline = rssKb(child.pid);
+    let peak = baseline;
+    let sampling = true;
+    const sampler = (async () => {
+      while (sampling) {
+        peak = Math.max(peak, rssKb(child.pid));
+        await Bun.sleep(5);
+      }
+    })();
+    const bigStart = performance.now();
+    await run(port, user, 1, 1, big, "big");
+    const bigSeconds = (performance.now() - bigStart) / 1000;
+    sampling = false;
+    await sampler;
+    const growthMb = (peak - baseline) / 1024;
+    console.log(`one message of ${(big / 1e6).toFixed(0)} MB through Mailgator: ${bigSeconds.toFixed(2)} s`);
+    console.log(`  proxy RSS idle ${(baseline / 1024).toFixed(1)} MB, peak ${(peak / 1024).toFixed(1)} MB, growth ${growthMb.toFixed(1)} MB  (goal < 10 MB)`);
+    const ok = ratio >= 0.8 && growthMb < 10;
+    console.log(ok ? "bench: goals met" : "bench: GOALS NOT MET");
+    process.exitCode = ok ? 0 : 1;
+  } finally {
+    child.kill("SIGTERM");
+    await child.exited;
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
