@@ -257,7 +257,6 @@ export class UpstreamSession {
       if (ev.kind !== "frame") continue;
       const parsed = parseResponse(ev.frame);
       if (!parsed.ok) {
-        if (process.env["MAILGATOR_IMAP_DEBUG"]) console.error(ev.frame.lines.map((l) => Buffer.from(l).toString("latin1")));
         return this.#fail(new UpstreamError(`the upstream server sent an invalid response: ${parsed.error.message}`));
       }
       this.#dispatch(parsed.value);

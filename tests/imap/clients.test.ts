@@ -37,10 +37,19 @@ async function session(client: ImapFlow): Promise<unknown> {
   out["open"] = { exists: box.exists, uidNext: box.uidNext, flags: [...box.flags].sort() };
   out["search"] = await client.search({ seen: false }, { uid: true });
   const fetched: unknown[] = [];
-  // ENVELOPE and BODYSTRUCTURE are left out until the wire layer parses lists whose items are not separated by
-  // a space (multi-address envelopes, multipart body structures: `((..)(..))`, RFC 3501 §9).
-  for await (const m of client.fetch("1:*", { uid: true, flags: true, size: true, source: true, internalDate: true })) {
-    fetched.push({ seq: m.seq, uid: m.uid, flags: [...(m.flags ?? [])].sort(), size: m.size, source: m.source?.toString("latin1"), date: m.internalDate?.toString() });
+  // ENVELOPE and BODYSTRUCTURE include multi-address To/Cc and multipart messages, which Dovecot writes as
+  // `((..)(..))` with no space (RFC 3501 §9); the seed has both (checked below).
+  for await (const m of client.fetch("1:*", { uid: true, flags: true, size: true, source: true, internalDate: true, envelope: true, bodyStructure: true })) {
+    fetched.push({
+      seq: m.seq,
+      uid: m.uid,
+      flags: [...(m.flags ?? [])].sort(),
+      size: m.size,
+      source: m.source?.toString("latin1"),
+      date: m.internalDate?.toString(),
+      envelope: m.envelope,
+      bodyStructure: m.bodyStructure,
+    });
   }
   out["fetch"] = fetched;
   out["store"] = await client.messageFlagsAdd("1:3", ["\\Flagged"]);
@@ -56,6 +65,10 @@ async function session(client: ImapFlow): Promise<unknown> {
 }
 
 test("imapflow: the same session directly and through the proxy gives the same data", async () => {
+  const inbox = viaProxy.manifest.folders["INBOX"] ?? [];
+  expect(inbox.some((m) => m.to.length > 1)).toBe(true);
+  expect(inbox.some((m) => m.cc.length > 1)).toBe(true);
+  expect(inbox.some((m) => m.hasAttachment)).toBe(true);
   const a = await connectImap(direct);
   const b = await proxyClient(proxy.port, viaProxy.user, viaProxy.password);
   try {

@@ -385,8 +385,14 @@ export class Decoder {
   /**
    * `list`: `(` [item *(SP item)] `)`. Returns false if no `(` is here; depth and item
    * counts are bounded (limits.ts).
+   *
+   * With `adjacentLists`, an item that ends with `)` may be followed by one that starts
+   * with `(` and no SP between them: RFC 3501 §9 writes address lists, multipart bodies
+   * and namespaces that way (`env-to = "(" 1*address ")"`, `body-type-mpart = 1*body SP
+   * media-subtype`, `Namespace = "(" 1*Namespace-Descr ")"`), and Dovecot sends exactly
+   * that. Nothing else may go without its SP.
    */
-  list(item: () => void, maxItems = MAX_LIST_ITEMS): boolean {
+  list(item: () => void, maxItems = MAX_LIST_ITEMS, adjacentLists = false): boolean {
     if (!this.acceptByte(LPAREN)) return false;
     if (++this.depth > MAX_LIST_DEPTH) {
       this.fail('lists nested too deeply', 'nesting-too-deep');
@@ -400,15 +406,20 @@ export class Decoder {
           break;
         }
         item();
-      } while (this.err === null && this.sp());
+      } while (this.err === null && (this.sp() || (adjacentLists && this.atAdjacentList())));
       this.expectByte(RPAREN, "')'");
     }
     this.depth--;
     return true;
   }
 
-  expectList(item: () => void, what = 'list', maxItems = MAX_LIST_ITEMS): void {
-    if (!this.list(item, maxItems)) this.fail(`expected ${what}`);
+  expectList(item: () => void, what = 'list', maxItems = MAX_LIST_ITEMS, adjacentLists = false): void {
+    if (!this.list(item, maxItems, adjacentLists)) this.fail(`expected ${what}`);
+  }
+
+  /** True between a `)` just read and a `(` that follows with no SP (see `list`). */
+  private atAdjacentList(): boolean {
+    return this.pos > 0 && this.buf[this.pos - 1] === RPAREN && this.peek() === LPAREN;
   }
 
   /** `flag`: `\`atom (system or extension flag) or keyword atom. `\*` is allowed only if `star`. */
@@ -659,11 +670,15 @@ export class Decoder {
     const b = this.peek();
     if (b === LPAREN) {
       const items: Value[] = [];
-      this.list(() => {
-        const v = this.value();
-        if (v === null) this.fail('expected value');
-        else items.push(v);
-      }, Number.MAX_SAFE_INTEGER);
+      this.list(
+        () => {
+          const v = this.value();
+          if (v === null) this.fail('expected value');
+          else items.push(v);
+        },
+        Number.MAX_SAFE_INTEGER,
+        true,
+      );
       return this.err === null ? { type: 'list', value: items } : null;
     }
     if (b === DQUOTE) {

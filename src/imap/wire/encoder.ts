@@ -189,11 +189,15 @@ export class Encoder {
     return n === STAR ? this.byte(0x2a) : this.number(n);
   }
 
-  /** `(` items `)`, items separated by SP. */
-  list<T>(items: readonly T[], write: (item: T) => void): this {
+  /**
+   * `(` items `)`, items separated by SP. With `adjacent`, the items before `adjacent`
+   * (a count) are written with no SP between them: the `1*address` of an address list,
+   * the `1*body` of a multipart body and `1*Namespace-Descr` (RFC 3501 §9).
+   */
+  list<T>(items: readonly T[], write: (item: T) => void, adjacent = 0): this {
     this.byte(0x28);
     for (let i = 0; i < items.length; i++) {
-      if (i > 0) this.sp();
+      if (i > 0 && i >= adjacent) this.sp();
       write(items[i]!);
     }
     return this.byte(0x29);
@@ -265,8 +269,14 @@ export class Encoder {
         return this.raw(v.value);
       case 'string':
         return this.string(v.value);
-      case 'list':
-        return this.list(v.value, (x) => this.value(x));
+      case 'list': {
+        // The leading run of lists is `1*address` or `1*body`, written with no SP between
+        // them; the grammar has SP everywhere else (e.g. an envelope before a body in
+        // body-type-msg, body-fld-param before body-fld-dsp).
+        let adjacent = 0;
+        while (adjacent < v.value.length && v.value[adjacent]!.type === 'list') adjacent++;
+        return this.list(v.value, (x) => this.value(x), adjacent);
+      }
     }
   }
 

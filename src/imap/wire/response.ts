@@ -551,7 +551,7 @@ function namespace(dec: Decoder): Response | null {
       while (dec.ok && dec.sp()) dec.value();
       dec.expectByte(0x29, "')'");
       out.push({ prefix, delimiter });
-    }, 'namespace');
+    }, 'namespace', undefined, true);
     return out;
   };
   const personal = one();

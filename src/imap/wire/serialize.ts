@@ -260,7 +260,7 @@ function namespaces(enc: Encoder, ns: readonly NamespaceDescr[] | null): void {
     if (n.delimiter === null) enc.nil();
     else enc.string(n.delimiter);
     enc.byte(0x29);
-  });
+  }, ns.length);
 }
 
 /** Writes one response line (with its literals) and CRLF. */
