@@ -98,6 +98,7 @@ export class SmtpSession {
 
   #upstream: UpstreamSession | null = null;
   #idleTimer: ReturnType<typeof setTimeout> | null = null;
+  #lastActivity = 0;
 
   constructor(ctx: SessionContext, conn: Connection) {
     this.#ctx = ctx;
@@ -176,6 +177,8 @@ export class SmtpSession {
     } finally {
       this.#flush();
       this.#running = false;
+      // The agent's idle time starts when it has our last reply.
+      this.#lastActivity = performance.now();
       if (this.#queuedBytes <= MAX_QUEUED_INPUT / 2) this.#conn.resume();
     }
   }
@@ -232,6 +235,7 @@ export class SmtpSession {
   async #cleanup(): Promise<void> {
     this.#closing = true;
     if (this.#idleTimer !== null) clearTimeout(this.#idleTimer);
+    this.#idleTimer = null;
     this.#ctx.sessions.delete(this);
     const upstream = this.#upstream;
     this.#upstream = null;
@@ -239,15 +243,20 @@ export class SmtpSession {
     await upstream?.quit();
   }
 
+  /** Notes activity; the idle timer checks the time of the last activity instead of being re-armed per chunk. */
   #touch(): void {
-    if (this.#idleTimer !== null) clearTimeout(this.#idleTimer);
-    this.#idleTimer = setTimeout(this.#onIdle, this.#ctx.limits.idleTimeoutMs);
+    this.#lastActivity = performance.now();
+    if (this.#idleTimer === null && !this.#closing) this.#idleTimer = setTimeout(this.#onIdle, this.#ctx.limits.idleTimeoutMs);
   }
 
   #onIdle = (): void => {
-    if (this.#running) {
-      // Busy with the upstream: the agent is waiting for us, not idle.
-      this.#touch();
+    this.#idleTimer = null;
+    if (this.#closing) return;
+    const idle = performance.now() - this.#lastActivity;
+    const left = this.#ctx.limits.idleTimeoutMs - idle;
+    if (this.#running || left > 0) {
+      // Busy with the upstream (the agent is waiting for us), or active since the timer was set.
+      this.#idleTimer = setTimeout(this.#onIdle, this.#running ? this.#ctx.limits.idleTimeoutMs : left);
       return;
     }
     this.#send(reply(421, "4.4.2", `Idle for ${Math.round(this.#ctx.limits.idleTimeoutMs / 1000)} s; closing`));

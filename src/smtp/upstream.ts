@@ -12,7 +12,7 @@ import { hostname } from "node:os";
 import { connectUpstream, LineFramer, tlsOptions, UpstreamError, type Connection, type UpstreamTarget } from "../net/index.ts";
 import { MAX_UPSTREAM_REPLY_LINE, MAX_UPSTREAM_REPLY_LINES, TLS_HANDSHAKE_TIMEOUT_MS, UPSTREAM_REPLY_TIMEOUT_MS } from "./limits.ts";
 import type { Reply } from "./reply.ts";
-import type { Spool } from "./spool.ts";
+import { SPOOL_BLOCK, type Spool } from "./spool.ts";
 
 export { UpstreamError };
 
@@ -75,6 +75,8 @@ export class UpstreamSession {
   readonly #waiters: { resolve(r: Reply): void; reject(e: Error): void }[] = [];
   #failure: Error | null = null;
   extensions = new Map<string, string>();
+  /** Reused output block for the dot-stuffed message. */
+  #out: Buffer | null = null;
 
   private constructor(conn: Connection) {
     this.#conn = conn;
@@ -203,14 +205,22 @@ export class UpstreamSession {
     }
     let lineStart = true;
     let sent = 0;
+    // Each block is stuffed into one reused buffer and written at once (one system call per block rather
+    // than per piece); a line-initial dot is doubled, so the output is at most 1.5 times the block, plus the dot.
+    const out = (this.#out ??= Buffer.allocUnsafe(Math.ceil(SPOOL_BLOCK * 1.5) + 1 + CRLF_DOT_CRLF.length));
     for (const block of spool.blocks()) {
       sent += block.length;
-      const pieces = stuffed(block, lineStart);
+      let length = 0;
+      for (const piece of stuffed(block, lineStart)) {
+        out.set(piece, length);
+        length += piece.length;
+      }
       lineStart = block[block.length - 1] === LF;
-      // The final dot rides with the last block; the block's buffer is reused, so wait until it is flushed.
-      if (sent === spool.length) pieces.push(CRLF_DOT_CRLF);
-      for (let i = 0; i < pieces.length - 1; i++) this.#conn.write(pieces[i]!);
-      await this.#conn.writeFlushed(pieces[pieces.length - 1]!);
+      if (sent === spool.length) {
+        out.set(CRLF_DOT_CRLF, length);
+        length += CRLF_DOT_CRLF.length;
+      }
+      await this.#conn.writeFlushed(out.subarray(0, length));
     }
     if (sent === 0) this.#conn.write(CRLF_DOT_CRLF);
     return { stage: "data", reply: await this.#next() };
