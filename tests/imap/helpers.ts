@@ -14,7 +14,7 @@ import { AuditLog, type AuditRow } from "../../src/audit/index.ts";
 import { parseConfig, type Config } from "../../src/config/index.ts";
 import { startImapProxy, type ImapProxy } from "../../src/imap/index.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
-import { upstreams } from "../fixtures/index.ts";
+import { connectImap, upstreams } from "../fixtures/index.ts";
 
 setDefaultTimeout(30_000);
 
@@ -189,4 +189,50 @@ export class RawImap {
 export function statusOf(reply: string, tag: string): string {
   const line = reply.split("\r\n").find((l) => l.startsWith(`${tag} `));
   return line ?? "";
+}
+
+/** What Dovecot holds for a user, read directly (not through the proxy): folders, subscriptions, UIDs and flags. */
+export interface UpstreamState {
+  readonly folders: readonly { readonly path: string; readonly subscribed: boolean }[];
+  readonly messages: Readonly<Record<string, { readonly uidNext: number; readonly uids: readonly string[] }>>;
+}
+
+/**
+ * Snapshot of a mailbox straight from Dovecot (EXAMINE, so \Recent is kept): every folder with its subscription,
+ * UIDNEXT, and each message as `uid flags`. Two snapshots are equal when nothing the agent could do changed.
+ */
+export async function upstreamState(mailbox: Pick<TestMailboxLike, "user" | "password">): Promise<UpstreamState> {
+  const client = await connectImap(mailbox);
+  try {
+    const list = await client.list();
+    const folders = list.map((f) => ({ path: f.path, subscribed: f.subscribed === true })).sort((a, b) => a.path.localeCompare(b.path));
+    const messages: Record<string, { uidNext: number; uids: string[] }> = {};
+    for (const f of folders) {
+      const box = await client.mailboxOpen(f.path, { readOnly: true });
+      const uids: string[] = [];
+      if (box.exists > 0) {
+        for await (const m of client.fetch("1:*", { uid: true, flags: true })) uids.push(`${m.uid} ${[...(m.flags ?? [])].sort().join(" ")}`.trim());
+      }
+      messages[f.path] = { uidNext: box.uidNext, uids };
+      await client.mailboxClose();
+    }
+    return { folders, messages };
+  } finally {
+    await client.logout();
+  }
+}
+
+interface TestMailboxLike {
+  readonly user: string;
+  readonly password: string;
+}
+
+/** New audit rows since the last call (per proxy). */
+export function auditCursor(proxy: TestProxy): () => Promise<AuditRow[]> {
+  let last = 0;
+  return async () => {
+    const rows = (await proxy.rows()).filter((r) => r.id > last);
+    if (rows.length > 0) last = rows[rows.length - 1]!.id;
+    return rows;
+  };
 }

@@ -8,6 +8,7 @@ import { LIST_ATTRIBUTES, PASSED_CODES } from "../capabilities.ts";
 import { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import type { CommandOf, ImapSession } from "../session.ts";
+import type { Operation } from "../../policy/index.ts";
 import type { Response, ResponseCode } from "../wire/index.ts";
 
 type FolderCommand = CommandOf<"LIST" | "LSUB" | "STATUS" | "SELECT" | "EXAMINE" | "CREATE" | "DELETE" | "RENAME" | "SUBSCRIBE" | "UNSUBSCRIBE" | "APPEND">;
@@ -44,11 +45,21 @@ export function passCode(code: ResponseCode | null): ResponseCode | null {
   return code !== null && code.known && PASSED_CODES.has(code.name) ? code : null;
 }
 
-/** A hidden or invalid name is refused as nonexistent; returns the policy name otherwise. */
-function visibleFolder(s: ImapSession, name: string, refusal = NONEXISTENT): string {
-  if (s.names.invalid(name)) throw refusal;
+/**
+ * A hidden or invalid name is refused as nonexistent, and the refusal audited with the rule that hides the
+ * folder; returns the policy name otherwise.
+ */
+export function visibleFolder(s: ImapSession, command: string, op: Operation, name: string, refusal = NONEXISTENT): string {
+  if (s.names.invalid(name)) {
+    s.auditRow({ command, operation: op, folder: null, target: name, decision: "deny", rule: null, ruleIndex: null, reason: "invalid mailbox name (.., empty level, trailing delimiter, # or ~ namespace)" });
+    throw refusal;
+  }
   const p = s.names.toPolicy(name);
-  if (!s.rights.visible(p)) throw refusal;
+  if (!s.rights.visible(p)) {
+    const d = s.decide(op, p);
+    s.auditRow({ command, operation: op, folder: p, decision: "deny", rule: d.rule, ruleIndex: d.ruleIndex, reason: `hidden folder; ${d.reason}` });
+    throw refusal;
+  }
   return p;
 }
 
@@ -140,7 +151,7 @@ async function list(s: ImapSession, cmd: CommandOf<"LIST" | "LSUB">): Promise<vo
 }
 
 async function status(s: ImapSession, cmd: CommandOf<"STATUS">): Promise<void> {
-  const p = visibleFolder(s, cmd.mailbox);
+  const p = visibleFolder(s, "STATUS", "folder:read", cmd.mailbox);
   const d = s.require("STATUS", "folder:read", p);
   // STATUS=SIZE and rev2's DELETED are not advertised (PROTOCOL.md §2).
   if (cmd.items.some((i) => i === "SIZE" || i === "DELETED")) throw new Refusal("BAD", null, "Unsupported STATUS item");
@@ -168,7 +179,7 @@ async function deselect(s: ImapSession): Promise<void> {
 async function select(s: ImapSession, cmd: CommandOf<"SELECT" | "EXAMINE">): Promise<void> {
   let p: string;
   try {
-    p = visibleFolder(s, cmd.mailbox);
+    p = visibleFolder(s, cmd.name, "folder:read", cmd.mailbox);
     s.require(cmd.name, "folder:read", p);
   } catch (refusal) {
     // A failed SELECT deselects (RFC 3501 §6.3.1): upstream too.
@@ -245,7 +256,10 @@ async function children(s: ImapSession, name: string): Promise<string[]> {
 
 async function create(s: ImapSession, cmd: CommandOf<"CREATE">): Promise<void> {
   const denied = new Refusal("NO", "NOPERM", "Not permitted: folder:write here");
-  if (s.names.invalid(cmd.mailbox)) throw new Refusal("NO", "CANNOT", "Invalid mailbox name");
+  if (s.names.invalid(cmd.mailbox)) {
+    s.auditRow({ command: "CREATE", operation: "folder:write", folder: null, target: cmd.mailbox, decision: "deny", rule: null, ruleIndex: null, reason: "invalid mailbox name" });
+    throw new Refusal("NO", "CANNOT", "Invalid mailbox name");
+  }
   const p = s.names.toPolicy(cmd.mailbox);
   // CREATE in a hidden subtree, or of a hidden name, is refused the same way whether or not it exists (§7.15).
   for (const a of s.names.ancestors(cmd.mailbox)) {
@@ -261,8 +275,11 @@ async function create(s: ImapSession, cmd: CommandOf<"CREATE">): Promise<void> {
 }
 
 async function remove(s: ImapSession, cmd: CommandOf<"DELETE">): Promise<void> {
-  const p = visibleFolder(s, cmd.mailbox);
-  if (cmd.mailbox === "INBOX") throw new Refusal("NO", "CANNOT", "INBOX cannot be deleted");
+  const p = visibleFolder(s, "DELETE", "folder:write", cmd.mailbox);
+  if (cmd.mailbox === "INBOX") {
+    s.auditRow({ command: "DELETE", operation: "folder:write", folder: p, decision: "deny", rule: null, ruleIndex: null, reason: "INBOX cannot be deleted (RFC 3501 §6.3.4)" });
+    throw new Refusal("NO", "CANNOT", "INBOX cannot be deleted");
+  }
   const d = s.require("DELETE", "folder:write", p);
   // DELETE destroys the messages and, upstream, may affect children: every one must be the agent's to change.
   s.require("DELETE", "mail:delete", p);
@@ -280,18 +297,24 @@ async function remove(s: ImapSession, cmd: CommandOf<"DELETE">): Promise<void> {
 }
 
 async function rename(s: ImapSession, cmd: CommandOf<"RENAME">): Promise<void> {
-  const p = visibleFolder(s, cmd.mailbox);
+  const p = visibleFolder(s, "RENAME", "folder:write", cmd.mailbox);
   // RENAME INBOX moves every message, hidden ones included (RFC 3501 §6.3.5, PROTOCOL.md §7.25).
   if (cmd.mailbox === "INBOX") {
     s.auditRow({ command: "RENAME", operation: "folder:write", folder: p, decision: "deny", rule: null, ruleIndex: null, reason: "RENAME INBOX is never allowed" });
     throw new Refusal("NO", "NOPERM", "Not permitted: RENAME INBOX");
   }
-  if (s.names.invalid(cmd.newName)) throw new Refusal("NO", "CANNOT", "Invalid mailbox name");
+  if (s.names.invalid(cmd.newName)) {
+    s.auditRow({ command: "RENAME", operation: "folder:write", folder: p, target: cmd.newName, decision: "deny", rule: null, ruleIndex: null, reason: "invalid new mailbox name" });
+    throw new Refusal("NO", "CANNOT", "Invalid mailbox name");
+  }
   const np = s.names.toPolicy(cmd.newName);
   const d = s.require("RENAME", "folder:write", p, np);
   s.require("RENAME", "folder:write", np, p);
   for (const a of s.names.ancestors(cmd.newName)) {
-    if (!s.rights.visible(s.names.toPolicy(a))) throw new Refusal("NO", "NOPERM", "Not permitted: folder:write here");
+    if (!s.rights.visible(s.names.toPolicy(a))) {
+      s.auditRow({ command: "RENAME", operation: "folder:write", folder: p, target: np, decision: "deny", rule: null, ruleIndex: null, reason: `new parent folder ${a} is hidden` });
+      throw new Refusal("NO", "NOPERM", "Not permitted: folder:write here");
+    }
   }
   for (const child of await children(s, cmd.mailbox)) {
     const cp = s.names.toPolicy(child);
@@ -307,7 +330,7 @@ async function rename(s: ImapSession, cmd: CommandOf<"RENAME">): Promise<void> {
 }
 
 async function subscribe(s: ImapSession, cmd: CommandOf<"SUBSCRIBE" | "UNSUBSCRIBE">): Promise<void> {
-  const p = visibleFolder(s, cmd.mailbox);
+  const p = visibleFolder(s, cmd.name, "folder:write", cmd.mailbox);
   const d = s.require(cmd.name, "folder:write", p);
   await s.auditDurable({ command: cmd.name, operation: "folder:write", folder: p, target: null, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
   const st = await s.upstreamRun({ name: cmd.name, mailbox: cmd.mailbox });
@@ -315,7 +338,7 @@ async function subscribe(s: ImapSession, cmd: CommandOf<"SUBSCRIBE" | "UNSUBSCRI
 }
 
 async function append(s: ImapSession, cmd: CommandOf<"APPEND">): Promise<void> {
-  const p = visibleFolder(s, cmd.mailbox, TRYCREATE);
+  const p = visibleFolder(s, "APPEND", "mail:append", cmd.mailbox, TRYCREATE);
   const d = s.require("APPEND", "mail:append", p);
   if (cmd.flags.some((f) => f.toUpperCase() === "\\DELETED")) s.require("APPEND", "mail:delete", p);
   if (cmd.binary) throw new Refusal("BAD", null, "literal8 is not supported");

@@ -4,7 +4,7 @@
  * translated back, and FETCH items the agent did not ask for are dropped.
  */
 
-import { passCode } from "./folders.ts";
+import { passCode, visibleFolder } from "./folders.ts";
 import type { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import type { CommandOf, ImapSession } from "../session.ts";
@@ -256,8 +256,7 @@ async function copyOrMove(s: ImapSession, cmd: CommandOf<"COPY" | "MOVE">): Prom
   const d = s.require(command, cmd.name === "MOVE" ? "mail:move" : "mail:read", p, `${uids.length} messages`);
   // Destination: hidden answers as nonexistent; then mail:append.
   const dest = cmd.mailbox;
-  const dp = s.names.toPolicy(dest);
-  if (s.names.invalid(dest) || !s.rights.visible(dp)) throw new Refusal("NO", "TRYCREATE", "Mailbox does not exist");
+  const dp = visibleFolder(s, command, "mail:append", dest, new Refusal("NO", "TRYCREATE", "Mailbox does not exist"));
   const dd = s.require(command, "mail:append", dp, `${uids.length} messages`);
   if (uids.length === 0) return s.tagged(cmd.tag, "OK", null, "No messages");
   await s.auditDurable({ command, operation: cmd.name === "MOVE" ? "mail:move" : "mail:read", folder: p, target: dp, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: `${d.reason}; destination: ${dd.reason}`, count: uids.length });
@@ -311,7 +310,9 @@ async function expunge(s: ImapSession, cmd: CommandOf<"EXPUNGE">): Promise<void>
 async function close(s: ImapSession, tag: string): Promise<void> {
   const box = s.box!;
   const p = box.policyName;
-  if (!box.readOnly) {
+  if (box.readOnly) {
+    s.auditRow({ command: "CLOSE", operation: null, folder: p, target: null, decision: "allow", rule: null, ruleIndex: null, reason: "read-only mailbox: closed without expunging" });
+  } else {
     const d = s.decide("mail:delete", p);
     if (d.action === "allow") {
       await s.auditDurable({ command: "CLOSE", operation: "mail:delete", folder: p, target: null, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
