@@ -144,10 +144,15 @@ async function run(port: number, user: { user: string; password: string }, messa
   return seconds;
 }
 
-/** User plus system CPU seconds of a process (/proc/PID/stat fields 14 and 15, in clock ticks of 1/100 s). */
-function cpuSeconds(pid: number): number {
+/** User and system CPU seconds of a process (/proc/PID/stat fields 14 and 15, in clock ticks of 1/100 s). */
+function cpuTimes(pid: number): { user: number; system: number } {
   const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+  return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
+}
+
+function cpuSeconds(pid: number): number {
+  const t = cpuTimes(pid);
+  return t.user + t.system;
 }
 
 function median(values: number[]): number {
@@ -207,11 +212,14 @@ to = "*@bench.test"
     const directs: number[] = [];
     const proxieds: number[] = [];
     const cpus: number[] = [];
+    const systems: number[] = [];
     for (let round = 0; round < rounds; round++) {
       directs.push(await run(up.ports.smtp, user, messages, connections, size, `direct${round}`));
-      const cpuBefore = cpuSeconds(child.pid);
+      const before = cpuTimes(child.pid);
       proxieds.push(await run(port, user, messages, connections, size, `proxy${round}`));
-      cpus.push(cpuSeconds(child.pid) - cpuBefore);
+      const after = cpuTimes(child.pid);
+      cpus.push(after.user + after.system - before.user - before.system);
+      systems.push(after.system - before.system);
     }
     const direct = median(directs);
     const proxied = median(proxieds);
@@ -220,7 +228,7 @@ to = "*@bench.test"
     console.log(`${messages} messages of ${size} B over ${connections} connections (upstream ${upstreamTls}), median of ${rounds} alternating rounds:`);
     console.log(`  direct to Postfix   ${direct.toFixed(2)} s  ${(messages / direct).toFixed(0)} msg/s   rounds: ${directs.map((d) => d.toFixed(2)).join(" ")}`);
     console.log(`  through Mailgator   ${proxied.toFixed(2)} s  ${(messages / proxied).toFixed(0)} msg/s   rounds: ${proxieds.map((d) => d.toFixed(2)).join(" ")}`);
-    console.log(`  proxy CPU time ${proxyCpu.toFixed(2)} s (${((proxyCpu / messages) * 1000).toFixed(2)} ms per message)`);
+    console.log(`  proxy CPU time ${proxyCpu.toFixed(2)} s (${((proxyCpu / messages) * 1000).toFixed(2)} ms per message, of which kernel ${median(systems).toFixed(2)} s)`);
     console.log(`  ratio (proxy/direct throughput) ${ratio.toFixed(2)}  (goal >= 0.8)`);
 
     // One big message: sample the proxy's RSS from before the send to after the reply.
