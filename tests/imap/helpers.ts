@@ -136,6 +136,11 @@ export class RawImap {
     return client;
   }
 
+  /** A raw client on a socket that is already past the greeting (e.g. just upgraded with STARTTLS). */
+  static fromSocket(socket: Socket): RawImap {
+    return new RawImap(socket);
+  }
+
   /** Waits until `done(buffer)` holds (or the connection closes), within `ms`. */
   async readUntil(done: (buffer: string) => boolean, ms = 15_000): Promise<string> {
     const deadline = Date.now() + ms;
@@ -199,7 +204,7 @@ export interface UpstreamState {
 
 /**
  * Snapshot of a mailbox straight from Dovecot (EXAMINE, so \Recent is kept): every folder with its subscription,
- * UIDNEXT, and each message as `uid flags`. Two snapshots are equal when nothing the agent could do changed.
+ * UIDNEXT, and each message as `uid flags` (without \Recent, which goes to whichever session looks first). Two snapshots are equal when nothing the agent could do changed.
  */
 export async function upstreamState(mailbox: Pick<TestMailboxLike, "user" | "password">): Promise<UpstreamState> {
   const client = await connectImap(mailbox);
@@ -207,11 +212,12 @@ export async function upstreamState(mailbox: Pick<TestMailboxLike, "user" | "pas
     const list = await client.list();
     const folders = list.map((f) => ({ path: f.path, subscribed: f.subscribed === true })).sort((a, b) => a.path.localeCompare(b.path));
     const messages: Record<string, { uidNext: number; uids: string[] }> = {};
-    for (const f of folders) {
+    for (const f of list) {
+      if (f.flags.has("\\Noselect") || f.flags.has("\\NonExistent")) continue;
       const box = await client.mailboxOpen(f.path, { readOnly: true });
       const uids: string[] = [];
       if (box.exists > 0) {
-        for await (const m of client.fetch("1:*", { uid: true, flags: true })) uids.push(`${m.uid} ${[...(m.flags ?? [])].sort().join(" ")}`.trim());
+        for await (const m of client.fetch("1:*", { uid: true, flags: true })) uids.push(`${m.uid} ${[...(m.flags ?? [])].filter((f) => f !== "\\Recent").sort().join(" ")}`.trim());
       }
       messages[f.path] = { uidNext: box.uidNext, uids };
       await client.mailboxClose();

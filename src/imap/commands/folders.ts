@@ -255,7 +255,8 @@ async function children(s: ImapSession, name: string): Promise<string[]> {
 }
 
 async function create(s: ImapSession, cmd: CommandOf<"CREATE">): Promise<void> {
-  const denied = new Refusal("NO", "NOPERM", "Not permitted: folder:write here");
+  // The same words as `require`'s refusal: a hidden ancestor must not be told apart from a denied name (§7.15).
+  const denied = new Refusal("NO", "NOPERM", "Not permitted: folder:write in this folder");
   if (s.names.invalid(cmd.mailbox)) {
     s.auditRow({ command: "CREATE", operation: "folder:write", folder: null, target: cmd.mailbox, decision: "deny", rule: null, ruleIndex: null, reason: "invalid mailbox name" });
     throw new Refusal("NO", "CANNOT", "Invalid mailbox name");
