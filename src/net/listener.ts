@@ -56,7 +56,13 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   }
   let open = 0;
   const sockets = new Set<Socket>();
+  // TCP connections whose TLS handshake has not completed (implicit TLS). server.close() waits for them, and no
+  // session exists yet to end them, so close() destroys them; otherwise a client that connects and never
+  // speaks TLS holds the listener open for the whole handshake timeout.
+  const handshaking = new Map<string, Socket>();
+  const peer = (s: Socket): string => `${s.remoteAddress}|${s.remotePort}`;
   const accept = (socket: Socket, secure: boolean): void => {
+    if (secure) handshaking.delete(peer(socket));
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     const connection = new Connection(socket, secure);
@@ -74,6 +80,13 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     server = createTlsServer({ key, cert }, (socket) => accept(socket, true));
     // A failed handshake is the client's problem; it must not take the listener down.
     server.on("tlsClientError", () => {});
+    server.on("connection", (raw: Socket) => {
+      const key = peer(raw);
+      handshaking.set(key, raw);
+      raw.once("close", () => {
+        if (handshaking.get(key) === raw) handshaking.delete(key);
+      });
+    });
   } else {
     server = createTcpServer((socket) => accept(socket, false));
   }
@@ -94,6 +107,8 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
+        for (const raw of handshaking.values()) raw.destroy();
+        handshaking.clear();
         if (sockets.size === 0) resolve();
       }),
   };
