@@ -149,6 +149,25 @@ describe("§7.13 mailbox names", () => {
   });
 });
 
+test("§0.5 a hidden folder answers exactly as an absent one the agent could use", async () => {
+  const raw = await login();
+  await unchanged(async () => {
+    // Trash/** is the agent's, so Trash/Nope is a name it may use that does not exist upstream.
+    for (const verb of ["SELECT", "EXAMINE", "STATUS", "SUBSCRIBE", "DELETE", "RENAME", "APPEND", "COPY"]) {
+      const args = verb === "STATUS" ? " (MESSAGES)" : verb === "RENAME" ? " Trash/Other" : verb === "APPEND" ? " {1+}\r\nx" : "";
+      const replies: string[] = [];
+      for (const name of ["Trash/Nope", "Secret", "Parent/Hidden"]) {
+        if (verb === "COPY") await raw.command("s", "SELECT INBOX");
+        replies.push(await raw.command("h", verb === "COPY" ? `COPY 1 ${name}` : `${verb} ${name}${args}`));
+      }
+      expect(replies[0]).toMatch(/^h NO \[(NONEXISTENT|TRYCREATE)\] Mailbox does not exist\r\n$/);
+      expect(replies[1]).toBe(replies[0]!);
+      expect(replies[2]).toBe(replies[0]!);
+    }
+  });
+  raw.close();
+});
+
 test("§7.14 LIST with RECURSIVEMATCH gets BAD; no listing reveals a hidden name", async () => {
   const raw = await login();
   expect(statusOf(await raw.command("a", 'LIST (RECURSIVEMATCH SUBSCRIBED) "" "%" RETURN (CHILDREN)'), "a")).toStartWith("a BAD");

@@ -63,11 +63,16 @@ export function visibleFolder(s: ImapSession, command: string, op: Operation, na
   return p;
 }
 
-/** Upstream's "no such mailbox" becomes the proxy's own reply, so it cannot differ from a hidden folder's. */
-function upstreamStatus(s: ImapSession, tag: string, st: { status: string; code: ResponseCode | null; text: string }): void {
+/**
+ * Upstream's "no such mailbox" becomes the proxy's own reply, so it cannot differ from a hidden folder's. With
+ * `uncodedIsMissing` (SELECT, EXAMINE, STATUS, SUBSCRIBE), a NO without a response code counts as "no such
+ * mailbox" too: Dovecot answers those for an absent name with `NO Mailbox doesn't exist: NAME (timings)` and no code.
+ */
+function upstreamStatus(s: ImapSession, tag: string, st: { status: string; code: ResponseCode | null; text: string }, uncodedIsMissing = false): void {
   if (st.status !== "OK" && st.code?.known && (st.code.name === "NONEXISTENT" || st.code.name === "TRYCREATE")) {
     throw st.code.name === "TRYCREATE" ? TRYCREATE : NONEXISTENT;
   }
+  if (st.status === "NO" && st.code === null && uncodedIsMissing) throw NONEXISTENT;
   s.taggedFrom(tag, st, passCode(st.code));
 }
 
@@ -159,7 +164,7 @@ async function status(s: ImapSession, cmd: CommandOf<"STATUS">): Promise<void> {
   const st = await s.upstreamRun({ name: "STATUS", mailbox: cmd.mailbox, items: cmd.items }, (r) => {
     if (r.type === "STATUS" && r.mailbox !== null) s.send({ ...r, mailbox: cmd.mailbox });
   });
-  upstreamStatus(s, cmd.tag, st);
+  upstreamStatus(s, cmd.tag, st, true);
 }
 
 /** Flags the agent may set in this folder, for PERMANENTFLAGS. */
@@ -201,7 +206,7 @@ async function select(s: ImapSession, cmd: CommandOf<"SELECT" | "EXAMINE">): Pro
   });
   if (st.status !== "OK") {
     s.auditRow({ command: cmd.name, operation: "folder:read", folder: p, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: `${d.reason}; upstream: ${st.text}` });
-    return upstreamStatus(s, cmd.tag, st);
+    return upstreamStatus(s, cmd.tag, st, true);
   }
   const uids: number[] = [];
   await s.upstreamRun({ name: "SEARCH", uid: true, returnOptions: null, charset: null, criteria: [{ key: "ALL" }] }, (r) => {
@@ -335,7 +340,7 @@ async function subscribe(s: ImapSession, cmd: CommandOf<"SUBSCRIBE" | "UNSUBSCRI
   const d = s.require(cmd.name, "folder:write", p);
   await s.auditDurable({ command: cmd.name, operation: "folder:write", folder: p, target: null, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
   const st = await s.upstreamRun({ name: cmd.name, mailbox: cmd.mailbox });
-  upstreamStatus(s, cmd.tag, st);
+  upstreamStatus(s, cmd.tag, st, true);
 }
 
 async function append(s: ImapSession, cmd: CommandOf<"APPEND">): Promise<void> {
