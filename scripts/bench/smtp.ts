@@ -1,8 +1,9 @@
 /**
  * SMTP proxy benchmark (docs/smtp.md): against the loopback Postfix of scripts/upstreams, in one run,
  *
- *  1. 1,000 messages of 10 KB sent directly to Postfix, then the same through Mailgator (pass-through, STARTTLS
- *     upstream), over the same number of connections; prints both rates and their ratio (goal: >= 0.8);
+ *  1. 1,000 messages of 10 KB sent directly to Postfix (with STARTTLS, as Mailgator connects upstream), then the
+ *     same through Mailgator (pass-through, STARTTLS upstream), over the same number of connections, in
+ *     alternating rounds; prints both rates and their ratio (goal: >= 0.8);
  *  2. one 25 MB message through Mailgator while sampling the proxy's resident memory (the proxy runs in a child
  *     process for that); prints the growth over its idle size (goal: < 10 MB).
  *
@@ -14,6 +15,7 @@
 
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
+import { connect as tlsConnect } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
@@ -67,6 +69,10 @@ class Client {
 
   private constructor(socket: Socket) {
     this.#socket = socket;
+    this.#listen(socket);
+  }
+
+  #listen(socket: Socket): void {
     socket.setNoDelay(true);
     socket.setEncoding("latin1");
     socket.on("data", (d: string) => {
@@ -75,7 +81,8 @@ class Client {
     });
   }
 
-  static async open(port: number, user: string, password: string): Promise<Client> {
+  /** Logs in; with `ca`, first upgrades with STARTTLS as Mailgator does upstream (the fair direct baseline). */
+  static async open(port: number, user: string, password: string, ca: string | null): Promise<Client> {
     const socket = await new Promise<Socket>((resolve, reject) => {
       const s = connect({ host: "127.0.0.1", port }, () => resolve(s));
       s.once("error", reject);
@@ -84,7 +91,21 @@ class Client {
     await c.expect(220);
     socket.write("EHLO bench.test\r\n");
     await c.expect(250);
-    socket.write(`AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`).toString("base64")}\r\n`);
+    if (ca !== null) {
+      socket.write("STARTTLS\r\n");
+      await c.expect(220);
+      socket.removeAllListeners("data");
+      const secure = tlsConnect({ socket, ca, servername: "localhost" });
+      await new Promise<void>((resolve, reject) => {
+        secure.once("secureConnect", resolve);
+        secure.once("error", reject);
+      });
+      c.#socket = secure;
+      c.#listen(secure);
+      secure.write("EHLO bench.test\r\n");
+      await c.expect(250);
+    }
+    c.#socket.write(`AUTH PLAIN ${Buffer.from(`\0${user}\0${password}`).toString("base64")}\r\n`);
     await c.expect(235);
     return c;
   }
@@ -130,9 +151,9 @@ function makeMessage(size: number, id: string): Buffer {
   return Buffer.from(head + body);
 }
 
-async function run(port: number, user: { user: string; password: string }, messages: number, connections: number, size: number, tag: string): Promise<number> {
+async function run(port: number, user: { user: string; password: string }, messages: number, connections: number, size: number, tag: string, ca: string | null = null): Promise<number> {
   const body = makeMessage(size, tag);
-  const clients = await Promise.all(Array.from({ length: connections }, () => Client.open(port, user.user, user.password)));
+  const clients = await Promise.all(Array.from({ length: connections }, () => Client.open(port, user.user, user.password, ca)));
   const start = performance.now();
   await Promise.all(
     clients.map(async (c, i) => {
@@ -207,14 +228,16 @@ to = "*@bench.test"
 
     // Warm both paths, then alternate direct and proxied rounds (the machine is shared: alternating spreads
     // the noise over both) and compare medians.
-    await run(up.ports.smtp, user, 20, connections, size, "warm-direct");
+    // Directly, the client secures the connection the way Mailgator does upstream, so both paths pay Postfix's TLS.
+    const directCa = upstreamTls === "starttls" ? readFileSync(up.caFile, "utf8") : null;
+    await run(up.ports.smtp, user, 20, connections, size, "warm-direct", directCa);
     await run(port, user, 20, connections, size, "warm-proxy");
     const directs: number[] = [];
     const proxieds: number[] = [];
     const cpus: number[] = [];
     const systems: number[] = [];
     for (let round = 0; round < rounds; round++) {
-      directs.push(await run(up.ports.smtp, user, messages, connections, size, `direct${round}`));
+      directs.push(await run(up.ports.smtp, user, messages, connections, size, `direct${round}`, directCa));
       const before = cpuTimes(child.pid);
       proxieds.push(await run(port, user, messages, connections, size, `proxy${round}`));
       const after = cpuTimes(child.pid);
