@@ -34,8 +34,11 @@ export interface Listener {
   readonly address: { readonly host: string; readonly port: number };
   /** Connections open now. */
   readonly open: number;
-  /** Stops accepting; resolves when every open connection has closed (callers close sessions themselves). */
-  close(): Promise<void>;
+  /**
+   * Stops accepting; resolves when every open connection has closed. Callers end their sessions politely first;
+   * connections still open after `graceMs` are destroyed.
+   */
+  close(graceMs?: number): Promise<void>;
 }
 
 /** Reads a PEM key and certificate pair; throws with the file name when one is unreadable. */

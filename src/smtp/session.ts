@@ -99,6 +99,8 @@ export class SmtpSession {
   #upstream: UpstreamSession | null = null;
   #idleTimer: ReturnType<typeof setTimeout> | null = null;
   #lastActivity = 0;
+  /** The connection closed while a command was running; release resources when it ends. */
+  #cleanupPending = false;
 
   constructor(ctx: SessionContext, conn: Connection) {
     this.#ctx = ctx;
@@ -109,7 +111,7 @@ export class SmtpSession {
 
   start(): void {
     this.#ctx.sessions.add(this);
-    this.#conn.onClose(() => void this.#cleanup());
+    this.#conn.onClose(() => this.#cleanup());
     this.#conn.onData(this.#onData);
     this.#conn.write(`220 ${this.#ctx.hostname} ESMTP Mailgator\r\n`);
     this.#touch();
@@ -179,6 +181,7 @@ export class SmtpSession {
       this.#running = false;
       // The agent's idle time starts when it has our last reply.
       this.#lastActivity = performance.now();
+      if (this.#cleanupPending) this.#release();
       if (this.#queuedBytes <= MAX_QUEUED_INPUT / 2) this.#conn.resume();
     }
   }
@@ -232,15 +235,29 @@ export class SmtpSession {
     this.#conn.end();
   }
 
-  async #cleanup(): Promise<void> {
+  /**
+   * The connection is gone. A replay in progress is left to finish first (the approved message may still be
+   * delivered; the agent just never sees the reply): closing the spool under it could let its file descriptor be
+   * reused by another session's spool while the replay still reads from it.
+   */
+  #cleanup(): void {
     this.#closing = true;
     if (this.#idleTimer !== null) clearTimeout(this.#idleTimer);
     this.#idleTimer = null;
+    if (this.#running) {
+      this.#cleanupPending = true;
+      return;
+    }
+    this.#release();
+  }
+
+  #release(): void {
+    this.#cleanupPending = false;
     this.#ctx.sessions.delete(this);
+    this.#spool.close();
     const upstream = this.#upstream;
     this.#upstream = null;
-    this.#spool.close();
-    await upstream?.quit();
+    void upstream?.quit().catch(() => {});
   }
 
   /** Notes activity; the idle timer checks the time of the last activity instead of being re-armed per chunk. */
