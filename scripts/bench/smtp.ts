@@ -54,11 +54,22 @@ async function serve(tomlPath: string): Promise<void> {
   });
 }
 
-async function upstreamDescription(): Promise<Upstreams> {
+/** The servers named by MAILGATOR_UPSTREAMS, or ones started in a folder of their own (then `stop` ends them). */
+async function upstreamDescription(): Promise<{ up: Upstreams; stop: () => Promise<void> }> {
   const path = process.env["MAILGATOR_UPSTREAMS"];
-  if (path) return readUpstreams(path);
+  if (path) return { up: readUpstreams(path), stop: async () => {} };
   const { startUpstreams } = await import("../upstreams/start.ts");
-  return startUpstreams({});
+  const { stopUpstreams } = await import("../upstreams/stop.ts");
+  // Inside the repository's .run/ (like scripts/test.ts): the daemons' users must be able to reach it.
+  const dir = join(import.meta.dir, "..", "..", ".run", `bench-smtp-${process.pid}`);
+  const up = await startUpstreams({ dir });
+  return {
+    up,
+    stop: async () => {
+      await stopUpstreams({ dir });
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
 }
 
 /** A minimal pipelining SMTP client: one connection, messages one after another. */
@@ -193,7 +204,8 @@ async function main(): Promise<void> {
   const big = Number(flag("big", "25000000"));
   const upstreamTls = flag("upstream-tls", "starttls");
   const rounds = Number(flag("rounds", "3"));
-  const up = await upstreamDescription();
+  const servers = await upstreamDescription();
+  const up = servers.up;
   const user = up.users[0]!;
   const dir = mkdtempSync(join(tmpdir(), "mailgator-bench-smtp-"));
   const toml = join(dir, "mailgator.toml");
@@ -281,5 +293,6 @@ to = "*@bench.test"
     child.kill("SIGTERM");
     await child.exited;
     rmSync(dir, { recursive: true, force: true });
+    await servers.stop();
   }
 }
