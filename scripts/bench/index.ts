@@ -7,7 +7,7 @@
  *   bun scripts/bench/index.ts [name ...]    (names: policy audit imap-wire seed smtp imap)
  */
 
-import { existsSync, mkdtempSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startUpstreams } from "../upstreams/start.ts";
@@ -22,6 +22,7 @@ let dir: string | null = null;
 let env = { ...process.env };
 if (present.some((n) => NEEDS_SERVERS.has(n)) && !process.env["MAILGATOR_UPSTREAMS"]) {
   dir = mkdtempSync(join(tmpdir(), "mailgator-bench-"));
+  chmodSync(dir, 0o755); // mkdtemp makes it 0700; Postfix and Dovecot drop privileges and must reach their files
   await startUpstreams({ dir });
   env = { ...env, MAILGATOR_UPSTREAMS: join(dir, "upstreams.json") };
 }
