@@ -62,9 +62,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
         log.warn(`[${name}] is configured, but this build has no ${name.toUpperCase()} proxy yet: nothing listens on ${config[name].listenAddr.host}:${config[name].listenAddr.port}`);
         continue;
       }
-      const handle = await start(deps);
-      handles.push(handle);
-      log.info(`${name.toUpperCase()} proxy listening on ${handle.address.host}:${handle.address.port}`);
+      handles.push(await start(deps)); // each proxy logs its own "listening on" line
     }
   } catch (e) {
     log.error(`cannot start: ${(e as Error).message}`);
