@@ -1,0 +1,258 @@
+/**
+ * IMAP proxy benchmark (docs/imap.md, Benchmarks): 1,000 seeded messages fetched whole, twenty times in one
+ * session (`UID FETCH 1:* (BODY.PEEK[])`), directly from Dovecot, through Mailgator (allow-all rules, plain on
+ * both legs, the proxy in a child process) and, when the servers run with `--nginx`, through nginx's mail relay
+ * for reference. Rounds alternate the targets (A B [C] A B [C] ...); prints each median, the ratio of Mailgator's
+ * throughput to direct (goal: >= 0.90) and the proxy's CPU time.
+ *
+ *   bun scripts/bench/imap.ts [--messages 1000] [--size 4096] [--repeat 20] [--rounds 3]
+ *
+ * Uses MAILGATOR_UPSTREAMS when set, otherwise starts the servers with scripts/upstreams. BENCH_PROFILE=DIR
+ * writes a CPU profile of the proxy there.
+ */
+
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
+
+const argv = process.argv.slice(2);
+const flag = (name: string, fallback: string): string => {
+  const at = argv.indexOf(`--${name}`);
+  return at === -1 ? fallback : (argv[at + 1] ?? fallback);
+};
+
+if (argv[0] === "serve") {
+  await serve(argv[1]!);
+} else {
+  await main();
+}
+
+/** Child mode: run the IMAP proxy from a config file and print its port. */
+async function serve(tomlPath: string): Promise<void> {
+  const { parseConfig } = await import("../../src/config/index.ts");
+  const { AuditLog } = await import("../../src/audit/index.ts");
+  const { compilePolicy } = await import("../../src/policy/index.ts");
+  const { startImapProxy } = await import("../../src/imap/index.ts");
+  const { configureLogger } = await import("../../src/log.ts");
+  configureLogger("pretty", 1);
+  const parsed = parseConfig(readFileSync(tomlPath, "utf8"), tomlPath);
+  const config = { ...parsed, imap: { ...parsed.imap!, listenAddr: { host: "127.0.0.1", port: 0 } } };
+  const audit = AuditLog.open(config.audit.path);
+  const proxy = await startImapProxy({ config, policy: compilePolicy(config.rules), audit });
+  process.stdout.write(`${JSON.stringify({ port: proxy.address.port })}\n`);
+  process.on("SIGTERM", () => {
+    void proxy.close().then(() => audit.close()).then(() => process.exit(0));
+  });
+}
+
+async function upstreamDescription(): Promise<Upstreams> {
+  const path = process.env["MAILGATOR_UPSTREAMS"];
+  if (path) return readUpstreams(path);
+  const { startUpstreams } = await import("../upstreams/start.ts");
+  return startUpstreams({});
+}
+
+/**
+ * A minimal IMAP client that counts bytes: one command at a time, done when the tagged reply arrives. It looks
+ * for `\r\nTAG ` only near the end of each chunk (the tagged reply is the last thing the server sends), so the
+ * client costs little next to what it measures.
+ */
+class Client {
+  readonly #socket: Socket;
+  #tail = Buffer.alloc(0);
+  #wanted: Buffer | null = null;
+  #done: ((status: string) => void) | null = null;
+  #tag = 0;
+  bytes = 0;
+
+  private constructor(socket: Socket) {
+    this.#socket = socket;
+    socket.setNoDelay(true);
+    socket.on("data", (chunk: Buffer) => this.#onData(chunk));
+  }
+
+  static async open(port: number): Promise<Client> {
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      const s = connect({ host: "127.0.0.1", port }, () => resolve(s));
+      s.once("error", reject);
+    });
+    const client = new Client(socket);
+    await client.#await(Buffer.from("* OK"), true);
+    return client;
+  }
+
+  #onData(chunk: Buffer): void {
+    this.bytes += chunk.length;
+    if (this.#wanted === null) return;
+    const window = this.#tail.length > 0 ? Buffer.concat([this.#tail, chunk.subarray(Math.max(0, chunk.length - 4096))]) : chunk.subarray(Math.max(0, chunk.length - 4096));
+    const at = window.lastIndexOf(this.#wanted);
+    if (at !== -1) {
+      const lineEnd = window.indexOf("\r\n", at + this.#wanted.length);
+      if (lineEnd !== -1) {
+        const status = window.subarray(at + 2, lineEnd).toString("latin1");
+        this.#tail = Buffer.alloc(0);
+        this.#wanted = null;
+        const done = this.#done!;
+        this.#done = null;
+        done(status);
+        return;
+      }
+    }
+    this.#tail = Buffer.from(window.subarray(Math.max(0, window.length - 256)));
+  }
+
+  #await(wanted: Buffer, greeting = false): Promise<string> {
+    return new Promise((resolve) => {
+      this.#wanted = greeting ? wanted : Buffer.concat([Buffer.from("\r\n"), wanted]);
+      // The previous reply ended with CRLF, so a tagged line at the start of the next chunk still matches.
+      this.#tail = Buffer.from("\r\n");
+      this.#done = resolve;
+    });
+  }
+
+  async command(text: string): Promise<string> {
+    const tag = `B${++this.#tag}`;
+    const reply = this.#await(Buffer.from(`${tag} `));
+    this.#socket.write(`${tag} ${text}\r\n`);
+    const status = await reply;
+    if (!status.startsWith(`${tag} OK`)) throw new Error(`bench: ${text.split(" ")[0]} failed: ${status}`);
+    return status;
+  }
+
+  close(): void {
+    this.#socket.end(`B${++this.#tag} LOGOUT\r\n`);
+  }
+}
+
+interface Run {
+  readonly seconds: number;
+  readonly bytes: number;
+}
+
+/** One session: login, select, then `repeat` whole-mailbox fetches; timed from the first fetch to the last OK. */
+async function session(port: number, user: { user: string; password: string }, repeat: number): Promise<Run> {
+  const client = await Client.open(port);
+  await client.command(`LOGIN "${user.user}" "${user.password}"`);
+  await client.command("SELECT INBOX");
+  const before = client.bytes;
+  const start = performance.now();
+  for (let i = 0; i < repeat; i++) await client.command("UID FETCH 1:* (BODY.PEEK[])");
+  const seconds = (performance.now() - start) / 1000;
+  const bytes = client.bytes - before;
+  client.close();
+  return { seconds, bytes };
+}
+
+/** Deterministic text messages of about `size` bytes, appended to INBOX directly (UIDs 1..count). */
+async function seed(port: number, user: { user: string; password: string }, count: number, size: number): Promise<number> {
+  const client = await Client.open(port);
+  await client.command(`LOGIN "${user.user}" "${user.password}"`);
+  let total = 0;
+  const line = `${"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor".slice(0, 74)}\r\n`;
+  for (let i = 1; i <= count; i++) {
+    const head = `From: sender${i % 37}@bench.test\r\nTo: ${user.user}\r\nSubject: bench message ${i}\r\nMessage-ID: <bench-${i}@bench.test>\r\nDate: Mon, 1 Jun 2026 10:00:00 +0000\r\n\r\n`;
+    const body = line.repeat(Math.max(1, Math.floor((size - head.length) / line.length)));
+    const message = head + body;
+    total += message.length;
+    await client.command(`APPEND INBOX {${message.length}+}\r\n${message}`);
+  }
+  client.close();
+  return total;
+}
+
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+async function main(): Promise<void> {
+  const messages = Number(flag("messages", "1000"));
+  const repeat = Number(flag("repeat", "20"));
+  const rounds = Number(flag("rounds", "3"));
+  const size = Number(flag("size", "4096"));
+  const up = await upstreamDescription();
+  const { addUser } = await import("../upstreams/users.ts");
+  const address = `bench-imap-${Date.now().toString(36)}@${up.userDomain}`;
+  const user = addUser(up, address, "bench-password");
+  const mailboxBytes = await seed(up.ports.imap, user, messages, size);
+  console.log(`imap: ${messages} messages, ${(mailboxBytes / 1e6).toFixed(2)} MB (avg ${(mailboxBytes / messages / 1024).toFixed(1)} KB), fetched x${repeat} per session, ${rounds} rounds`);
+
+  const dir = mkdtempSync(join(tmpdir(), "mailgator-bench-imap-"));
+  const toml = join(dir, "mailgator.toml");
+  writeFileSync(
+    toml,
+    `[imap]
+listen_addr = "127.0.0.1:1"
+upstream_addr = "${up.host}:${up.ports.imap}"
+upstream_tls = "none"
+
+[audit]
+path = "${join(dir, "audit.db")}"
+
+[[rules]]
+name = "everything"
+action = "allow"
+`,
+  );
+  const profile = process.env["BENCH_PROFILE"] ? ["--cpu-prof-md", `--cpu-prof-dir=${process.env["BENCH_PROFILE"]}`] : [];
+  const child = Bun.spawn([process.execPath, ...profile, import.meta.path, "serve", toml], { stdout: "pipe", stderr: "inherit" });
+  try {
+    const reader = child.stdout.getReader();
+    let text = "";
+    while (!text.includes("\n")) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error("bench: the proxy exited before listening");
+      text += new TextDecoder().decode(value);
+    }
+    reader.releaseLock();
+    const proxyPort = (JSON.parse(text.split("\n")[0]!) as { port: number }).port;
+    const nginxPort = (up.ports as Record<string, number | undefined>)["nginxImap"];
+    const targets: { name: string; port: number }[] = [
+      { name: "direct", port: up.ports.imap },
+      { name: "mailgator", port: proxyPort },
+    ];
+    if (nginxPort !== undefined) targets.push({ name: "nginx", port: nginxPort });
+    else console.log("imap: no nginx relay (start the servers with --nginx for the reference figure)");
+
+    // Warm-up: Dovecot builds its index and cache on first access; the proxy's code gets compiled.
+    for (const t of targets) await session(t.port, user, 2);
+
+    const times = new Map<string, number[]>(targets.map((t) => [t.name, []]));
+    let proxyCpu = 0;
+    let bytes = 0;
+    for (let r = 0; r < rounds; r++) {
+      const line: string[] = [];
+      for (const t of targets) {
+        const cpuBefore = t.name === "mailgator" ? cpuSeconds(child.pid) : 0;
+        const run = await session(t.port, user, repeat);
+        if (t.name === "mailgator") proxyCpu += cpuSeconds(child.pid) - cpuBefore;
+        if (t.name === "direct") bytes = run.bytes;
+        else if (Math.abs(run.bytes - bytes) > bytes * 0.01) throw new Error(`bench: ${t.name} returned ${run.bytes} bytes, direct ${bytes}`);
+        times.get(t.name)!.push(run.seconds);
+        line.push(`${t.name} ${run.seconds.toFixed(3)} s`);
+      }
+      console.log(`  round ${r + 1}: ${line.join(", ")}`);
+    }
+    const direct = median(times.get("direct")!);
+    const proxied = median(times.get("mailgator")!);
+    const mb = bytes / 1e6;
+    console.log(`imap: ${mb.toFixed(1)} MB per session`);
+    console.log(`  direct     ${direct.toFixed(3)} s  ${(mb / direct).toFixed(0)} MB/s`);
+    console.log(`  mailgator  ${proxied.toFixed(3)} s  ${(mb / proxied).toFixed(0)} MB/s  ratio ${(direct / proxied).toFixed(2)}x direct (goal >= 0.90); proxy CPU ${(proxyCpu / rounds).toFixed(2)} s per session`);
+    if (times.has("nginx")) {
+      const nginx = median(times.get("nginx")!);
+      console.log(`  nginx      ${nginx.toFixed(3)} s  ${(mb / nginx).toFixed(0)} MB/s  ratio ${(direct / nginx).toFixed(2)}x direct (pure relay, reference)`);
+    }
+  } finally {
+    child.kill("SIGTERM");
+    await child.exited;
+    rmSync(dir, { recursive: true, force: true });
+  }
+}
