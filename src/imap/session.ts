@@ -70,7 +70,6 @@ export class ImapSession {
   readonly log = moduleLogger("imap");
   #framer = new Framer({ role: "server" });
   readonly #enc = new Encoder({ side: "server" });
-  #out: Uint8Array[] = [];
   #flushScheduled = false;
   #wake: (() => void) | null = null;
   #closed = false;
@@ -133,14 +132,17 @@ export class ImapSession {
 
   // ---- output ----------------------------------------------------------------------------------------------
 
+  /**
+   * Responses accumulate in one encoder until `flush`, which writes the batch (one upstream read's worth) as one
+   * buffer: no per-response copies or allocations on the FETCH path.
+   */
   send(r: Response): void {
     writeResponse(this.#enc, r);
-    for (const chunk of this.#enc.finish().flat()) this.#out.push(chunk);
     this.#scheduleFlush();
   }
 
   sendText(line: string): void {
-    this.#out.push(Buffer.from(line + "\r\n", "utf8"));
+    this.#enc.bytes(Buffer.from(line + "\r\n", "utf8"));
     this.#scheduleFlush();
   }
 
@@ -162,11 +164,10 @@ export class ImapSession {
 
   flush(): void {
     this.#flushScheduled = false;
-    if (this.#out.length === 0) return;
-    const parts = this.#out;
-    this.#out = [];
-    const data = parts.length === 1 ? parts[0]! : Buffer.concat(parts);
-    if (!this.conn.write(data) && this.up !== null) {
+    // Large literals come by reference (see Encoder): written as they are, never copied into one buffer.
+    let full = false;
+    for (const part of this.#enc.finish().flat()) full = !this.conn.write(part) || full;
+    if (full && this.up !== null) {
       // The agent reads slower than upstream sends: push back on upstream.
       const up = this.up;
       up.pause();
