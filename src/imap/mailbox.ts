@@ -8,9 +8,13 @@
  *   An upstream EXPUNGE removes its entry from U at once but stays in V until the agent's command permits an
  *   EXPUNGE response (RFC 3501 §7.4.1), so agent sequence numbers never shift under a running FETCH.
  *
- * Every message is visible for now; the next issue classifies new UIDs before they enter V.
+ * - `visible` (optional): Vtrue, the classified visible UIDs of a filtered folder (view.ts, docs/filtering.md).
+ *   Without it every message is visible. With it, a UID enters V only once classified visible; hidden UIDs stay
+ *   in U only (their EXPUNGEs are silent), and a UID not yet classified holds back every later arrival, so V
+ *   stays sorted and agent sequence numbers never shift.
  */
 
+import { VisibleSet } from "./view.ts";
 import { STAR, type SeqRange, type SeqSet } from "./wire/index.ts";
 
 /** A growable array of UIDs (uint32), with removal by index. */
@@ -77,15 +81,22 @@ export class SelectedMailbox {
   known = 0;
   /** UIDs expunged upstream, still in V until announced. */
   readonly pendingExpunges: number[] = [];
+  /** Vtrue of a filtered folder; null when every message is visible. */
+  readonly visible: VisibleSet | null;
 
-  constructor(name: string, policyName: string, readOnly: boolean, uids: readonly number[]) {
+  /** `uids`: every UID upstream, ascending (`UID SEARCH ALL`); `visible`: their classification, for a filtered folder. */
+  constructor(name: string, policyName: string, readOnly: boolean, uids: ArrayLike<number>, visible: VisibleSet | null = null) {
     this.name = name;
     this.policyName = policyName;
     this.readOnly = readOnly;
-    for (const uid of uids) {
+    this.visible = visible;
+    for (let i = 0; i < uids.length; i++) {
+      const uid = uids[i]!;
       this.u.push(uid);
-      this.v.push(uid);
+      if (visible === null || visible.has(uid)) this.v.push(uid);
+      else if (!visible.classified(uid)) break;
     }
+    for (let i = this.u.length; i < uids.length; i++) this.u.push(uids[i]!);
     this.known = uids.length;
   }
 
@@ -117,6 +128,7 @@ export class SelectedMailbox {
     const uid = this.u.get(n - 1);
     this.u.removeAt(n - 1);
     if (n - 1 < this.known) this.known--;
+    if (uid !== 0) this.visible?.remove(uid);
     if (uid !== 0 && this.v.indexOf(uid) !== -1) this.pendingExpunges.push(uid);
   }
 
@@ -140,18 +152,61 @@ export class SelectedMailbox {
   }
 
   /**
-   * Moves newly learned UIDs into V (every message is visible for now) and returns the new agent count when it
-   * grew, else null. Call before a tagged reply: size changes must be reported (RFC 3501 §5.2).
+   * Moves newly learned visible UIDs into V and returns the new agent count when it grew, else null. In a
+   * filtered folder it stops at the first UID not classified yet (classify `unclassified()` first). Call before a
+   * tagged reply: size changes must be reported (RFC 3501 §5.2).
    */
   admitNew(): number | null {
     const before = this.v.length;
     const last = before === 0 ? 0 : this.v.get(before - 1);
     const start = this.u.lowerBound(last + 1, this.known);
+    const visible = this.visible;
     for (let i = start; i < this.known; i++) {
       const uid = this.u.get(i);
-      if (uid > last) this.v.push(uid);
+      if (uid <= last) continue;
+      if (visible === null || visible.has(uid)) this.v.push(uid);
+      else if (!visible.classified(uid)) break;
     }
     return this.v.length > before ? this.v.length : null;
+  }
+
+  /** Known UIDs upstream that a filtered folder has not classified yet, ascending (empty when unfiltered). */
+  unclassified(): number[] {
+    const visible = this.visible;
+    if (visible === null) return [];
+    const out: number[] = [];
+    for (let i = this.u.lowerBound(visible.classifiedThrough + 1, this.known); i < this.known; i++) out.push(this.u.get(i));
+    return out;
+  }
+
+  /** Whether the agent may see `uid` (classified visible; every known UID when unfiltered). */
+  isVisible(uid: number): boolean {
+    return this.visible === null ? this.u.indexOf(uid, this.known) !== -1 : this.visible.has(uid);
+  }
+
+  /** UIDNEXT for the agent: upstream's when unfiltered, else the highest visible UID + 1 (view.ts). */
+  uidNext(upstreamUidNext: number): number {
+    return this.visible === null ? upstreamUidNext : this.visible.uidNext;
+  }
+
+  /**
+   * The agent sequence number of the first message among `uids` that the agent knows (the `UNSEEN n` code at
+   * SELECT, from an upstream `UID SEARCH UNSEEN`), or 0 when none.
+   */
+  firstAgentSeqAmong(uids: Iterable<number>): number {
+    let best = 0;
+    for (const uid of uids) {
+      const k = this.agentSeqOf(uid);
+      if (k > 0 && (best === 0 || k < best)) best = k;
+    }
+    return best;
+  }
+
+  /** How many of `uids` the agent knows (RECENT over an upstream `UID SEARCH RECENT`). */
+  countKnown(uids: Iterable<number>): number {
+    let n = 0;
+    for (const uid of uids) if (this.agentSeqOf(uid) > 0) n++;
+    return n;
   }
 
   /** Agent sequence numbers of pending expunges, in the order to announce them; removes them from V. */

@@ -1,0 +1,199 @@
+/**
+ * The classification cache (docs/filtering.md): which UIDs of a filtered folder an agent may see, so that
+ * re-opening a large folder only classifies the messages that arrived since.
+ *
+ * One SQLite file (WAL) beside the audit log, `mailgator-cache.db` by default: it is disposable (deleting it costs
+ * one full classification per folder), unlike the audit log, and its writes must never wait behind, nor be
+ * mistaken for, audit rows. A row is keyed by (account, folder, rules fingerprint) and holds the UIDVALIDITY it
+ * is valid for, the highest UID classified, the highest UID ever found visible (for a UIDNEXT that never goes
+ * back) and the visible UIDs as a blob of little-endian uint32, ascending.
+ *
+ * Fail closed: any error, or a row that does not check out (blob length, order, range), is a miss, and the
+ * caller classifies from scratch. Nothing here ever makes a message visible that was not classified visible.
+ */
+
+import { Database } from "bun:sqlite";
+import { existsSync, rmSync } from "node:fs";
+import { dirname, join } from "node:path";
+
+/** Bump when the meaning of a stored row changes (the classifier's own version is part of the fingerprint). */
+const SCHEMA_VERSION = 1;
+const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
+const BUSY_TIMEOUT_MS = 2000;
+
+export interface CacheKey {
+  /** Who the mailbox belongs to upstream: server and user name, never a secret. */
+  readonly account: string;
+  /** The folder's upstream name. */
+  readonly folder: string;
+  /** Fingerprint of the rules that decide visibility here (classify.ts `MessageFilter.fingerprint`). */
+  readonly fingerprint: string;
+}
+
+export interface CachedVisibility {
+  readonly uidValidity: number;
+  /** Every UID up to this one was classified. */
+  readonly classifiedThrough: number;
+  /** The highest UID ever classified visible (0 when none). */
+  readonly highestVisible: number;
+  /** Visible UIDs, ascending, none above classifiedThrough. */
+  readonly visible: Uint32Array;
+}
+
+/** `mailgator-cache.db` in the audit log's folder. */
+export function cachePathBeside(auditPath: string): string {
+  return join(dirname(auditPath), "mailgator-cache.db");
+}
+
+interface Row {
+  uid_validity: number;
+  classified_through: number;
+  highest_visible: number;
+  visible: Uint8Array;
+}
+
+export class ClassificationCache {
+  readonly #db: Database;
+  readonly #log: (message: string) => void;
+  #broken = false;
+
+  private constructor(db: Database, log: (message: string) => void) {
+    this.#db = db;
+    this.#log = log;
+  }
+
+  /**
+   * Opens (creating if needed) the cache; null when it cannot be used, after logging why: the proxy then
+   * classifies every folder from scratch on each SELECT.
+   */
+  static open(path: string, log: (message: string) => void = (m) => console.error(m)): ClassificationCache | null {
+    if (!LITTLE_ENDIAN) {
+      log("imap: classification cache disabled: big-endian host");
+      return null;
+    }
+    const first = ClassificationCache.#tryOpen(path, log);
+    if (first instanceof ClassificationCache) return first;
+    if (/not a database|malformed|corrupt/i.test(first.message) && existsSync(path)) {
+      // The cache is disposable: a damaged file is replaced rather than kept off for good.
+      log(`imap: classification cache ${path} is damaged (${first.message}); starting a new one`);
+      for (const suffix of ["", "-wal", "-shm"]) rmSync(path + suffix, { force: true });
+      const second = ClassificationCache.#tryOpen(path, log);
+      if (second instanceof ClassificationCache) return second;
+      log(`imap: classification cache ${path} unavailable, classifying from scratch: ${second.message}`);
+      return null;
+    }
+    log(`imap: classification cache ${path} unavailable, classifying from scratch: ${first.message}`);
+    return null;
+  }
+
+  static #tryOpen(path: string, log: (message: string) => void): ClassificationCache | Error {
+    let db: Database | null = null;
+    try {
+      db = new Database(path, { create: true, readwrite: true, strict: true });
+      db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      db.exec("PRAGMA journal_mode = WAL");
+      // A lost write costs one re-classification: no fsync per commit.
+      db.exec("PRAGMA synchronous = NORMAL");
+      const version = db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version ?? 0;
+      if (version !== SCHEMA_VERSION) {
+        db.exec("DROP TABLE IF EXISTS visibility");
+        db.exec(`CREATE TABLE visibility (
+          account TEXT NOT NULL,
+          folder TEXT NOT NULL,
+          fingerprint TEXT NOT NULL,
+          uid_validity INTEGER NOT NULL,
+          classified_through INTEGER NOT NULL,
+          highest_visible INTEGER NOT NULL,
+          visible BLOB NOT NULL,
+          updated_at INTEGER NOT NULL,
+          PRIMARY KEY (account, folder, fingerprint)
+        ) WITHOUT ROWID`);
+        db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+      }
+      return new ClassificationCache(db, log);
+    } catch (error) {
+      db?.close();
+      return error as Error;
+    }
+  }
+
+  /** The stored classification for `key` at this UIDVALIDITY, or null (none, another UIDVALIDITY, unreadable). */
+  get(key: CacheKey, uidValidity: number): CachedVisibility | null {
+    if (this.#broken) return null;
+    let row: Row | null;
+    try {
+      row = this.#db
+        .query<Row, [string, string, string]>(
+          "SELECT uid_validity, classified_through, highest_visible, visible FROM visibility WHERE account = ? AND folder = ? AND fingerprint = ?",
+        )
+        .get(key.account, key.folder, key.fingerprint);
+    } catch (error) {
+      this.#fail("read", error);
+      return null;
+    }
+    if (row === null || row.uid_validity !== uidValidity) return null;
+    const blob = row.visible;
+    if (!(blob instanceof Uint8Array) || blob.byteLength % 4 !== 0) return this.#invalid(key);
+    const visible = new Uint32Array(blob.byteLength / 4);
+    new Uint8Array(visible.buffer).set(blob);
+    const through = row.classified_through;
+    const highest = row.highest_visible;
+    if (!Number.isInteger(through) || through < 0 || through > 0xffffffff || !Number.isInteger(highest) || highest > through) return this.#invalid(key);
+    let last = 0;
+    for (let i = 0; i < visible.length; i++) {
+      const uid = visible[i]!;
+      if (uid <= last) return this.#invalid(key);
+      last = uid;
+    }
+    if (last > through || last > highest) return this.#invalid(key);
+    return { uidValidity, classifiedThrough: through, highestVisible: highest, visible };
+  }
+
+  /**
+   * Stores a classification, replacing what `key` held (whatever its UIDVALIDITY). Returns false when it could not
+   * be written; the proxy works on without the cache.
+   */
+  put(key: CacheKey, value: CachedVisibility): boolean {
+    if (this.#broken) return false;
+    const v = value.visible;
+    const blob = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+    try {
+      this.#db
+        .query("INSERT OR REPLACE INTO visibility (account, folder, fingerprint, uid_validity, classified_through, highest_visible, visible, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
+        .run(key.account, key.folder, key.fingerprint, value.uidValidity, value.classifiedThrough, value.highestVisible, blob, Date.now());
+      return true;
+    } catch (error) {
+      this.#fail("write", error);
+      return false;
+    }
+  }
+
+  /** Forgets every classification of a folder (e.g. it was deleted or renamed upstream). */
+  forget(account: string, folder: string): void {
+    if (this.#broken) return;
+    try {
+      this.#db.query("DELETE FROM visibility WHERE account = ? AND folder = ?").run(account, folder);
+    } catch (error) {
+      this.#fail("write", error);
+    }
+  }
+
+  close(): void {
+    try {
+      this.#db.close();
+    } catch {
+      // Closing a broken database: nothing to save.
+    }
+  }
+
+  #invalid(key: CacheKey): null {
+    this.#log(`imap: classification cache row for ${key.folder} is invalid; classifying from scratch`);
+    return null;
+  }
+
+  #fail(what: string, error: unknown): void {
+    // One failure turns the cache off for this process: a disk that fails once is not trusted again.
+    this.#broken = true;
+    this.#log(`imap: classification cache ${what} failed, cache off until restart: ${(error as Error).message}`);
+  }
+}

@@ -1,0 +1,346 @@
+/**
+ * Per-message visibility (DESIGN.md §4 "hidden messages do not exist for the agent", PROTOCOL.md §3,
+ * docs/filtering.md): which UIDs of a folder an agent may read, decided by the rule engine from each message's
+ * headers, fetched from upstream with UID commands in chunks.
+ *
+ * - `messageFilter` compiles what a folder needs for one agent: the header fields the rules test
+ *   (`Policy.messageDependence`), whether BODYSTRUCTURE is needed (`has_attachment`), and a fingerprint of the
+ *   rules that decide, for the cache. Null when the folder alone decides (no per-message filtering).
+ * - `classifyUids` fetches `UID FETCH a:b (UID BODY.PEEK[HEADER.FIELDS (...)] [BODYSTRUCTURE])` chunk by chunk and
+ *   keeps only the visible UIDs; each response is parsed and dropped as it arrives, never held.
+ * - `classifyMailbox` adds the cache: only UIDs above the highest cached one are fetched.
+ *
+ * Fail closed: a header that cannot be read is an unknown field, which the engine denies; a message upstream does
+ * not return is not visible; a failed FETCH throws (the caller refuses the SELECT), never "assume visible".
+ */
+
+import { createHash } from "node:crypto";
+import { isAttachmentEntity, parseHeaderFields, readMessageFields, type MimeEntity } from "../mail/index.ts";
+import type { Decision, MessageField, Operation, Policy } from "../policy/index.ts";
+import { operationBit } from "../policy/operations.ts";
+import type { ClassificationCache, CacheKey } from "./cache.ts";
+import type { StatusResponse, UpstreamCommand } from "./upstream.ts";
+import { VisibleSet } from "./view.ts";
+import type { FetchItem, Response, Value } from "./wire/index.ts";
+
+/** Part of every fingerprint: a change in how messages are read invalidates cached classifications. */
+export const CLASSIFIER_VERSION = 1;
+
+/** UIDs per upstream FETCH: bounds one response batch; measured in scripts/bench/classify.ts. */
+export const CLASSIFY_CHUNK = 2000;
+
+/** BODYSTRUCTURE nesting deeper than this leaves has_attachment unknown (the SMTP side's MAX_MIME_DEPTH spirit). */
+const MAX_STRUCTURE_DEPTH = 32;
+
+const HEADER_NAMES: Readonly<Record<Exclude<MessageField, "hasAttachment">, string>> = {
+  from: "FROM",
+  to: "TO",
+  cc: "CC",
+  bcc: "BCC",
+  subject: "SUBJECT",
+};
+
+/** What one message offers the rules; fields not fetched are undefined. */
+export interface MessageFacts {
+  readonly from?: readonly string[] | undefined;
+  readonly to?: readonly string[] | undefined;
+  readonly cc?: readonly string[] | undefined;
+  readonly bcc?: readonly string[] | undefined;
+  readonly subject?: string | undefined;
+  readonly hasAttachment?: boolean | undefined;
+}
+
+export interface MessageFilter {
+  readonly operation: Operation;
+  /** Policy folder name (`/`-separated). */
+  readonly folder: string;
+  readonly agent: string | null;
+  /** The message fields the decision depends on (never empty). */
+  readonly needs: ReadonlySet<MessageField>;
+  /** Upper-cased header names to fetch (`FROM`, `TO`, ...), possibly empty when only has_attachment matters. */
+  readonly headerFields: readonly string[];
+  readonly bodyStructure: boolean;
+  /** sha256 (hex) over the rules that can decide here, the operation and CLASSIFIER_VERSION. */
+  readonly fingerprint: string;
+  /** The FETCH items that read what `needs` asks for (UID first). */
+  readonly fetchItems: readonly FetchItem[];
+  /** Decides one message from what its FETCH returned. */
+  decideFetched(header: Uint8Array | null | undefined, structure: Value | null | undefined): Decision;
+  /** Decides one message from facts (unknown fields deny when the decision depends on them). */
+  decide(facts: MessageFacts): Decision;
+}
+
+/**
+ * The filter for `operation` (default mail:read: visibility) in `folder` for `agent`, or null when the folder
+ * alone decides it (every message alike: the session uses the folder decision).
+ */
+export function messageFilter(policy: Policy, folder: string, agent: string | null, operation: Operation = "mail:read"): MessageFilter | null {
+  const depends = policy.messageDependence(operation, folder, agent);
+  const needs = new Set<MessageField>();
+  for (const f of depends) if (f !== "folder" && f !== "agent") needs.add(f);
+  if (needs.size === 0) return null;
+  const headerFields: string[] = [];
+  for (const f of ["from", "to", "cc", "bcc", "subject"] as const) if (needs.has(f)) headerFields.push(HEADER_NAMES[f]);
+  const bodyStructure = needs.has("hasAttachment");
+  const fetchItems: FetchItem[] = [{ type: "UID" }];
+  if (headerFields.length > 0) {
+    fetchItems.push({ type: "BODY[]", peek: true, section: { part: [], text: "HEADER.FIELDS", fields: headerFields }, partial: null });
+  }
+  if (bodyStructure) fetchItems.push({ type: "BODYSTRUCTURE" });
+  const decide = (facts: MessageFacts): Decision => policy.evaluate({ operation, folder, agent, ...facts });
+  return {
+    operation,
+    folder,
+    agent,
+    needs,
+    headerFields,
+    bodyStructure,
+    fingerprint: rulesFingerprint(policy, folder, agent, operation),
+    fetchItems,
+    decide,
+    decideFetched(header, structure) {
+      let facts: MessageFacts = {};
+      if (headerFields.length > 0) facts = header == null ? {} : readMessageFields(parseHeaderFields(header));
+      if (bodyStructure) facts = { ...facts, hasAttachment: structure == null ? undefined : hasAttachment(structure) };
+      return decide(facts);
+    },
+  };
+}
+
+/**
+ * A fingerprint of the rules that can decide `operation` in `folder` for `agent`, in order, up to the first one
+ * without message conditions (nothing after it can decide). Names are left out: renaming a rule changes no
+ * visibility. Any other change to those rules, or a new rule among them, gives a new fingerprint.
+ */
+export function rulesFingerprint(policy: Policy, folder: string, agent: string | null, operation: Operation): string {
+  const bit = operationBit(operation);
+  const relevant: unknown[] = [];
+  for (const rule of policy.rules) {
+    if ((rule.ops & bit) === 0) continue;
+    if (rule.agents !== null && (agent === null || !rule.agents.has(agent))) continue;
+    if (rule.folders !== null && !rule.folders.some((g) => g.test(folder))) continue;
+    const src = (list: readonly { source: string }[] | null) => (list === null ? null : list.map((g) => g.source.toLowerCase()));
+    const conditions = {
+      from: src(rule.from),
+      to: src(rule.to),
+      cc: src(rule.cc),
+      bcc: src(rule.bcc),
+      subject: src(rule.subject),
+      hasAttachment: rule.hasAttachment,
+    };
+    relevant.push({ action: rule.action, ...conditions });
+    if (Object.values(conditions).every((c) => c === null)) break;
+  }
+  const text = JSON.stringify({ v: CLASSIFIER_VERSION, operation, rules: relevant });
+  return createHash("sha256").update(text).digest("hex");
+}
+
+// ---- BODYSTRUCTURE → has_attachment (RFC 3501 §7.4.2; the definition is src/mail/attachment.ts) -------------
+
+const latin1 = new TextDecoder("latin1");
+
+function str(v: Value | undefined): string | null {
+  if (v === undefined) return null;
+  if (v.type === "string") return latin1.decode(v.value).toLowerCase();
+  if (v.type === "atom") return v.value.toLowerCase();
+  if (v.type === "nil") return "";
+  return null;
+}
+
+/** `body-fld-param`: ("name" "value" ...) or NIL; null when malformed. */
+function params(v: Value | undefined): Map<string, string> | null {
+  const out = new Map<string, string>();
+  if (v === undefined || v.type === "nil") return out;
+  if (v.type !== "list" || v.value.length % 2 !== 0) return null;
+  for (let i = 0; i < v.value.length; i += 2) {
+    const name = str(v.value[i]);
+    const value = str(v.value[i + 1]);
+    if (name === null || value === null) return null;
+    if (!out.has(name)) out.set(name, value);
+  }
+  return out;
+}
+
+/** `body-fld-dsp`: ("attachment" ("filename" "x")) or NIL. */
+function disposition(v: Value | undefined): { type: string; params: Map<string, string> } | null {
+  if (v === undefined || v.type === "nil") return { type: "", params: new Map() };
+  if (v.type !== "list" || v.value.length < 1) return null;
+  const type = str(v.value[0]);
+  const p = params(v.value[1]);
+  return type === null || p === null ? null : { type, params: p };
+}
+
+/** true / false, or undefined when the structure cannot be read. */
+export function hasAttachment(structure: Value, depth = 0): boolean | undefined {
+  if (structure.type !== "list" || depth > MAX_STRUCTURE_DEPTH) return undefined;
+  const items = structure.value;
+  if (items.length === 0) return undefined;
+  if (items[0]!.type === "list") {
+    // body-type-mpart: 1*body SP media-subtype [SP body-ext-mpart]; only its parts count.
+    let unknown = false;
+    for (const part of items) {
+      if (part.type !== "list") break;
+      const a = hasAttachment(part, depth + 1);
+      if (a === true) return true;
+      if (a === undefined) unknown = true;
+    }
+    return unknown ? undefined : false;
+  }
+  // body-type-1part: type subtype params id description encoding size ...
+  const type = str(items[0]);
+  const subtype = str(items[1]);
+  const typeParams = params(items[2]);
+  if (type === null || subtype === null || typeParams === null) return undefined;
+  // The extension data after the fixed fields: text/* has `lines` (index 7), message/rfc822 has envelope, body and
+  // lines (7..9); then md5 and the disposition.
+  const fixed = type === "text" ? 8 : type === "message" && subtype === "rfc822" ? 10 : 7;
+  const dsp = disposition(items[fixed + 1]);
+  if (dsp === null) return type === "text" ? undefined : true;
+  const entity: MimeEntity = { type: `${type}/${subtype}`, typeParams, disposition: dsp.type, dispositionParams: dsp.params };
+  return isAttachmentEntity(entity);
+}
+
+// ---- fetching -------------------------------------------------------------------------------------------
+
+/** How classification reaches upstream: `UpstreamSession.run`, or the session's `upstreamRun` (which models). */
+export interface UpstreamRunner {
+  run(command: UpstreamCommand, onData: (r: Response) => void): Promise<StatusResponse>;
+}
+
+/** Counters, for tests and the benchmark. */
+export interface ClassifyStats {
+  /** UID FETCH commands sent. */
+  commands: number;
+  /** FETCH responses classified. */
+  messages: number;
+}
+
+export class ClassifyError extends Error {
+  override name = "ClassifyError";
+}
+
+/**
+ * The visible UIDs among `uids` (ascending), fetched in chunks of `chunk` UIDs. Each chunk is one
+ * `UID FETCH first:last`, which may return messages between the asked UIDs: those are ignored. A UID upstream
+ * does not answer for (expunged meanwhile) is not visible.
+ */
+export async function classifyUids(
+  runner: UpstreamRunner,
+  filter: MessageFilter,
+  uids: ArrayLike<number>,
+  stats?: ClassifyStats,
+  chunk = CLASSIFY_CHUNK,
+): Promise<Uint32Array> {
+  const out = new Uint32Array(uids.length);
+  let visibleCount = 0;
+  for (let start = 0; start < uids.length; start += chunk) {
+    const end = Math.min(start + chunk, uids.length);
+    const lo = uids[start]!;
+    const hi = uids[end - 1]!;
+    const verdict = new Uint8Array(end - start);
+    const status = await runner.run(
+      { name: "FETCH", uid: true, set: [{ start: lo, stop: hi }], items: filter.fetchItems, macro: null },
+      (r) => {
+        if (r.type !== "FETCH") return;
+        let uid = 0;
+        let header: Uint8Array | null | undefined;
+        let structure: Value | undefined;
+        for (const a of r.attrs) {
+          if (a.name === "UID") uid = a.value;
+          else if (a.name === "BODY[]" && a.section.text === "HEADER.FIELDS") header = a.data;
+          else if (a.name === "BODYSTRUCTURE") structure = a.value;
+        }
+        if (uid < lo || uid > hi) return;
+        const i = indexOf(uids, uid, start, end);
+        if (i === -1) return;
+        if (stats) stats.messages++;
+        verdict[i - start] = filter.decideFetched(header, structure).action === "allow" ? 1 : 2;
+      },
+    );
+    if (stats) stats.commands++;
+    if (status.status !== "OK") throw new ClassifyError(`imap: classifying ${filter.folder}: UID FETCH failed upstream: ${status.text}`);
+    for (let i = 0; i < verdict.length; i++) if (verdict[i] === 1) out[visibleCount++] = uids[start + i]!;
+  }
+  return out.slice(0, visibleCount);
+}
+
+function indexOf(uids: ArrayLike<number>, uid: number, lo: number, end: number): number {
+  let hi = end - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    const v = uids[mid]!;
+    if (v === uid) return mid;
+    if (v < uid) lo = mid + 1;
+    else hi = mid - 1;
+  }
+  return -1;
+}
+
+export interface MailboxClassification {
+  readonly visible: VisibleSet;
+  /** UIDs classified by fetching (the rest came from the cache). */
+  readonly fetched: number;
+  readonly fromCache: boolean;
+}
+
+export interface ClassifyMailboxOptions {
+  readonly runner: UpstreamRunner;
+  readonly filter: MessageFilter;
+  /** Every UID in the folder, ascending (`UID SEARCH ALL` after SELECT/EXAMINE). */
+  readonly uids: ArrayLike<number>;
+  readonly uidValidity: number;
+  readonly cache: ClassificationCache | null;
+  /** Upstream server and user (`host:port/user`), and the folder's upstream name. */
+  readonly account: string;
+  readonly mailbox: string;
+  readonly stats?: ClassifyStats;
+  readonly chunk?: number;
+}
+
+export function cacheKey(account: string, mailbox: string, filter: MessageFilter): CacheKey {
+  return { account, folder: mailbox, fingerprint: filter.fingerprint };
+}
+
+/**
+ * Classifies a just-selected folder: what the cache holds for this UIDVALIDITY and these rules, less what was
+ * expunged since, plus a fetch of every UID above the highest cached one. The result is stored back.
+ */
+export async function classifyMailbox(o: ClassifyMailboxOptions): Promise<MailboxClassification> {
+  const key = cacheKey(o.account, o.mailbox, o.filter);
+  const cached = o.cache?.get(key, o.uidValidity) ?? null;
+  const visible = cached === null ? new VisibleSet() : new VisibleSet(cached.visible, cached.classifiedThrough, cached.highestVisible);
+  const before = visible.size;
+  if (cached !== null) visible.retain(o.uids);
+  const pruned = visible.size !== before;
+  const from = firstAbove(o.uids, visible.classifiedThrough);
+  const rest = Array.prototype.slice.call(o.uids, from) as number[];
+  if (rest.length > 0) {
+    const found = await classifyUids(o.runner, o.filter, rest, o.stats, o.chunk);
+    visible.extend(found, rest[rest.length - 1]!);
+  }
+  if (o.cache !== null && (cached === null || rest.length > 0 || pruned)) saveVisibility(o.cache, key, o.uidValidity, visible);
+  return { visible, fetched: rest.length, fromCache: cached !== null };
+}
+
+/** Classifies the arrivals of a selected folder (`box.unclassified()`) into its VisibleSet. */
+export async function classifyArrivals(runner: UpstreamRunner, filter: MessageFilter, visible: VisibleSet, uids: readonly number[], stats?: ClassifyStats): Promise<void> {
+  if (uids.length === 0) return;
+  const found = await classifyUids(runner, filter, uids, stats);
+  visible.extend(found, uids[uids.length - 1]!);
+}
+
+/** Stores a VisibleSet (e.g. after arrivals were classified, or when the folder is closed). */
+export function saveVisibility(cache: ClassificationCache, key: CacheKey, uidValidity: number, visible: VisibleSet): boolean {
+  return cache.put(key, { uidValidity, classifiedThrough: visible.classifiedThrough, highestVisible: visible.highestEver, visible: visible.uids() });
+}
+
+function firstAbove(uids: ArrayLike<number>, uid: number): number {
+  let lo = 0;
+  let hi = uids.length;
+  while (lo < hi) {
+    const mid = (lo + hi) >>> 1;
+    if (uids[mid]! <= uid) lo = mid + 1;
+    else hi = mid;
+  }
+  return lo;
+}

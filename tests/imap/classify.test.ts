@@ -1,0 +1,247 @@
+import { describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { decodeEncodedWords, parseHeaderFields, readMessageFields } from "../../src/mail/index.ts";
+import { ClassificationCache } from "../../src/imap/cache.ts";
+import { classifyMailbox, classifyUids, hasAttachment, messageFilter, type UpstreamRunner } from "../../src/imap/classify.ts";
+import type { StatusResponse, UpstreamCommand } from "../../src/imap/upstream.ts";
+import { compilePolicy, type RuleSpec } from "../../src/policy/index.ts";
+import type { Response, Value } from "../../src/imap/wire/index.ts";
+
+const SEED_RULES: RuleSpec[] = [
+  { name: "Transactional emails from known senders", folders: ["INBOX"], from: ["notifications@*"], action: "allow", operations: ["read"] },
+  { name: "Deny everything else", action: "deny" },
+];
+
+const bytes = (s: string) => new TextEncoder().encode(s);
+
+describe("header sections", () => {
+  test("unfolds continuation lines and lower-cases names", () => {
+    const fields = parseHeaderFields(bytes("Subject: a long\r\n  subject\r\nFROM : x@y.test\r\n\r\nbody: not a header\r\n"));
+    expect(fields).toEqual([
+      { name: "subject", value: "a long  subject" },
+      { name: "from", value: "x@y.test" },
+    ]);
+  });
+
+  test("bare LF line ends and a missing final blank line", () => {
+    expect(parseHeaderFields(bytes("From: a@b.test\nTo: c@d.test"))).toEqual([
+      { name: "from", value: "a@b.test" },
+      { name: "to", value: "c@d.test" },
+    ]);
+  });
+
+  test("a line that is not a field, or a leading continuation, is malformed", () => {
+    expect(parseHeaderFields(bytes("From a@b.test\r\n"))).toBeNull();
+    expect(parseHeaderFields(bytes(" folded: x\r\nFrom: a@b.test\r\n"))).toBeNull();
+    expect(parseHeaderFields(bytes("Fr om: a@b.test\r\n"))).toBeNull();
+  });
+});
+
+describe("encoded words (RFC 2047)", () => {
+  test("B and Q, charsets, adjacent words joined", () => {
+    expect(decodeEncodedWords("=?UTF-8?Q?Caf=C3=A9_on_Friday?=")).toBe("Café on Friday");
+    expect(decodeEncodedWords("=?utf-8?B?Ym9zc0Bjb3JwLnRlc3Q=?=")).toBe("boss@corp.test");
+    expect(decodeEncodedWords("=?ISO-8859-1?Q?a?= =?ISO-8859-1?Q?=E9?= z")).toBe("aé z");
+    expect(decodeEncodedWords("=?UTF-8*en?Q?hi?=")).toBe("hi");
+    expect(decodeEncodedWords("plain text")).toBe("plain text");
+  });
+
+  test("an undecodable word makes the value unknown", () => {
+    expect(decodeEncodedWords("=?x-unknown-charset?Q?secret?=")).toBeNull();
+    expect(decodeEncodedWords("=?UTF-8?B?not*base64?=")).toBeNull();
+    expect(decodeEncodedWords("=?UTF-8?Q?bad=ZZ?=")).toBeNull();
+  });
+});
+
+describe("message fields", () => {
+  const read = (text: string) => readMessageFields(parseHeaderFields(bytes(text)));
+
+  test("addresses from addr-specs, never display names; groups; encoded subject", () => {
+    const f = read(
+      '"notifications@shop.test" <spam@evil.test>\r\n'.replace(/^/, "From: ") +
+        "To: Team: carol@corp.test, Me <me@x.test>;, other@x.test\r\nCc: =?UTF-8?Q?Andr=C3=A9?= <andre@friends.test>\r\nSubject: =?UTF-8?Q?Caf=C3=A9?=\r\n",
+    );
+    expect(f.from).toEqual(["spam@evil.test"]);
+    expect(f.to).toEqual(["carol@corp.test", "me@x.test", "other@x.test"]);
+    expect(f.cc).toEqual(["andre@friends.test"]);
+    expect(f.bcc).toEqual([]);
+    expect(f.subject).toBe("Café");
+  });
+
+  test("an encoded display name that decodes to an address is still only a name", () => {
+    expect(read("From: =?UTF-8?B?Ym9zc0Bjb3JwLnRlc3Q=?= <spam@evil.test>\r\n").from).toEqual(["spam@evil.test"]);
+  });
+
+  test("several From or Subject fields, or a malformed list, are unknown", () => {
+    expect(read("From: a@b.test\r\nFrom: c@d.test\r\n").from).toBeUndefined();
+    expect(read("Subject: a\r\nSubject: b\r\n").subject).toBeUndefined();
+    expect(read("From: <a@b.test\r\n").from).toBeUndefined();
+    expect(read("Subject: =?bogus?Q?x?=\r\n").subject).toBeUndefined();
+    expect(readMessageFields(null).from).toBeUndefined();
+  });
+
+  test("absent fields: empty lists and an empty subject", () => {
+    const f = read("X-Other: 1\r\n");
+    expect(f.from).toEqual([]);
+    expect(f.subject).toBe("");
+  });
+});
+
+describe("decisions under the seed rule", () => {
+  const policy = compilePolicy(SEED_RULES);
+  const filter = messageFilter(policy, "INBOX", null)!;
+  const visible = (header: string) => filter.decideFetched(bytes(header), undefined).action === "allow";
+
+  test("INBOX depends on From only; other folders need no filter", () => {
+    expect([...filter.needs]).toEqual(["from"]);
+    expect(filter.headerFields).toEqual(["FROM"]);
+    expect(filter.bodyStructure).toBe(false);
+    expect(messageFilter(policy, "Archive", null)).toBeNull();
+  });
+
+  test("the addr-spec decides; every author must match", () => {
+    expect(visible("From: Shop <notifications@shop.test>\r\n\r\n")).toBe(true);
+    expect(visible("From: NOTIFICATIONS@Shop.Test\r\n\r\n")).toBe(true);
+    expect(visible('From: "notifications@shop.test" <spam@evil.test>\r\n\r\n')).toBe(false);
+    expect(visible("From: notifications@shop.test, spam@evil.test\r\n\r\n")).toBe(false);
+    expect(visible("From: notifications@shop.test\r\nFrom: notifications@shop.test\r\n\r\n")).toBe(false);
+    expect(visible("\r\n")).toBe(false);
+    expect(filter.decideFetched(null, undefined).action).toBe("deny");
+  });
+
+  test("fingerprint: same for renamed rules, different when a relevant rule changes, not for other folders' rules", () => {
+    const renamed = compilePolicy([{ ...SEED_RULES[0]!, name: "other name" }, SEED_RULES[1]!]);
+    expect(messageFilter(renamed, "INBOX", null)!.fingerprint).toBe(filter.fingerprint);
+    const widened = compilePolicy([{ ...SEED_RULES[0]!, from: ["notifications@*", "boss@*"] }, SEED_RULES[1]!]);
+    expect(messageFilter(widened, "INBOX", null)!.fingerprint).not.toBe(filter.fingerprint);
+    const unrelated = compilePolicy([{ name: "drafts", folders: ["Drafts"], action: "allow" }, ...SEED_RULES]);
+    expect(messageFilter(unrelated, "INBOX", null)!.fingerprint).toBe(filter.fingerprint);
+  });
+});
+
+describe("has_attachment from BODYSTRUCTURE", () => {
+  const s = (v: string): Value => ({ type: "string", value: bytes(v) });
+  const nil: Value = { type: "nil" };
+  const n = (v: number): Value => ({ type: "number", value: v });
+  const list = (...value: Value[]): Value => ({ type: "list", value });
+  const text = (dsp: Value = nil, params: Value = list(s("charset"), s("utf-8"))) => list(s("text"), s("plain"), params, nil, nil, s("7bit"), n(10), n(1), nil, dsp, nil, nil);
+  const pdf = list(s("application"), s("pdf"), list(s("name"), s("r.pdf")), nil, nil, s("base64"), n(100), nil, list(s("attachment"), list(s("filename"), s("r.pdf"))), nil, nil);
+
+  test("text alone is not an attachment; a PDF part is; disposition or a file name make text one", () => {
+    expect(hasAttachment(text())).toBe(false);
+    expect(hasAttachment(list(text(), pdf, s("mixed")))).toBe(true);
+    expect(hasAttachment(list(text(), text(), s("alternative")))).toBe(false);
+    expect(hasAttachment(text(list(s("attachment"), nil)))).toBe(true);
+    expect(hasAttachment(text(nil, list(s("name*0"), s("a.txt"))))).toBe(true);
+    expect(hasAttachment(text(list(s("inline"), list(s("filename*"), s("utf-8''a.txt")))))).toBe(true);
+  });
+
+  test("an unreadable structure is unknown", () => {
+    expect(hasAttachment(list())).toBeUndefined();
+    expect(hasAttachment(list(s("text"), s("plain"), list(s("odd"))))).toBeUndefined();
+    expect(hasAttachment(list(text(), list(), s("mixed")))).toBeUndefined();
+  });
+
+  test("a has_attachment rule fetches BODYSTRUCTURE and no headers", () => {
+    const policy = compilePolicy([{ name: "no attachments", folders: ["INBOX"], hasAttachment: false, action: "allow" }]);
+    const filter = messageFilter(policy, "INBOX", null)!;
+    expect(filter.headerFields).toEqual([]);
+    expect(filter.fetchItems.map((i) => i.type)).toEqual(["UID", "BODYSTRUCTURE"]);
+    expect(filter.decideFetched(undefined, text()).action).toBe("allow");
+    expect(filter.decideFetched(undefined, list(text(), pdf, s("mixed"))).action).toBe("deny");
+    expect(filter.decideFetched(undefined, undefined).action).toBe("deny");
+  });
+});
+
+/** A fake upstream: messages by UID, answering UID FETCH a:b like Dovecot (only existing UIDs in range). */
+class FakeUpstream implements UpstreamRunner {
+  commands: UpstreamCommand[] = [];
+  constructor(readonly messages: Map<number, string>, readonly status: "OK" | "NO" = "OK") {}
+  async run(command: UpstreamCommand, onData: (r: Response) => void): Promise<StatusResponse> {
+    this.commands.push(command);
+    if (command.name === "FETCH") {
+      const { start, stop } = command.set[0]!;
+      let seq = 0;
+      for (const [uid, header] of [...this.messages].sort((a, b) => a[0] - b[0])) {
+        seq++;
+        if (uid < start || uid > stop) continue;
+        onData({ type: "FETCH", seq, attrs: [{ name: "UID", value: uid }, { name: "BODY[]", section: { part: [], text: "HEADER.FIELDS", fields: ["FROM"] }, origin: null, data: bytes(header) }] });
+      }
+    }
+    return { type: "status", tag: "M1", status: this.status, code: null, text: "done" };
+  }
+}
+
+describe("classifying through an upstream", () => {
+  const policy = compilePolicy(SEED_RULES);
+  const filter = messageFilter(policy, "INBOX", null)!;
+  const from = (uid: number) => (uid % 3 === 0 ? "From: notifications@shop.test\r\n\r\n" : "From: spam@evil.test\r\n\r\n");
+
+  test("chunks, keeps only visible UIDs, ignores unasked UIDs in a range, hides what upstream does not return", async () => {
+    const messages = new Map<number, string>();
+    for (let uid = 1; uid <= 100; uid++) messages.set(uid, from(uid));
+    const up = new FakeUpstream(messages);
+    const asked = [...messages.keys()].filter((u) => u !== 50 && u !== 51);
+    asked.push(101); // not upstream: expunged meanwhile
+    const visible = await classifyUids(up, filter, asked, undefined, 30);
+    expect(up.commands.length).toBe(4);
+    expect([...visible]).toEqual(asked.filter((u) => u % 3 === 0 && u <= 100));
+  });
+
+  test("a failed FETCH throws instead of guessing", async () => {
+    const up = new FakeUpstream(new Map([[1, from(3)]]), "NO");
+    await expect(classifyUids(up, filter, [1])).rejects.toThrow(/UID FETCH failed/);
+  });
+
+  test("the cache: second open fetches only new UIDs; expunged ones drop out; UIDVALIDITY change or corruption refetches", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mailgator-classify-"));
+    try {
+      const path = join(dir, "mailgator-cache.db");
+      const cache = ClassificationCache.open(path)!;
+      const messages = new Map<number, string>();
+      for (let uid = 1; uid <= 60; uid++) messages.set(uid, from(uid));
+      const uids = () => [...messages.keys()].sort((a, b) => a - b);
+      const base = { filter, cache, account: "imap.test:993/me", mailbox: "INBOX" };
+      const first = await classifyMailbox({ ...base, runner: new FakeUpstream(messages), uids: uids(), uidValidity: 7 });
+      expect(first.fetched).toBe(60);
+      expect(first.fromCache).toBe(false);
+      expect(first.visible.size).toBe(20);
+
+      messages.delete(60);
+      for (let uid = 61; uid <= 66; uid++) messages.set(uid, from(uid));
+      const up = new FakeUpstream(messages);
+      const second = await classifyMailbox({ ...base, runner: up, uids: uids(), uidValidity: 7 });
+      expect(second.fromCache).toBe(true);
+      expect(second.fetched).toBe(6);
+      expect(up.commands.length).toBe(1);
+      expect([...second.visible.uids()]).toEqual(uids().filter((u) => u % 3 === 0));
+      expect(second.visible.uidNext).toBe(67); // 66 is visible; 60 was, and was expunged
+
+      const renewed = await classifyMailbox({ ...base, runner: new FakeUpstream(messages), uids: uids(), uidValidity: 8 });
+      expect(renewed.fromCache).toBe(false);
+      expect(renewed.fetched).toBe(65);
+      cache.close();
+
+      writeFileSync(path, "this is not a database, just damage ".repeat(200));
+      for (const suffix of ["-wal", "-shm"]) rmSync(path + suffix, { force: true });
+      const logged: string[] = [];
+      const reopened = ClassificationCache.open(path, (m) => logged.push(m))!;
+      expect(reopened).not.toBeNull();
+      const fresh = await classifyMailbox({ ...base, cache: reopened, runner: new FakeUpstream(messages), uids: uids(), uidValidity: 8 });
+      expect(fresh.fromCache).toBe(false);
+      expect(fresh.fetched).toBe(65);
+      expect(logged.join("\n")).toMatch(/damaged/);
+      reopened.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+
+  test("without a cache every open classifies everything", async () => {
+    const messages = new Map<number, string>([[5, from(6)], [9, from(1)]]);
+    const r = await classifyMailbox({ filter, cache: null, account: "a", mailbox: "INBOX", runner: new FakeUpstream(messages), uids: [5, 9], uidValidity: 1 });
+    expect([...r.visible.uids()]).toEqual([5]);
+  });
+});

@@ -1,0 +1,158 @@
+import { describe, expect, test } from "bun:test";
+import { SelectedMailbox } from "../../src/imap/mailbox.ts";
+import { VisibleSet } from "../../src/imap/view.ts";
+import { STAR } from "../../src/imap/wire/index.ts";
+
+/** Upstream UIDs 1..10; visible: 2, 4, 5, 9. */
+function filtered(): SelectedMailbox {
+  const uids = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+  return new SelectedMailbox("INBOX", "INBOX", true, uids, new VisibleSet([2, 4, 5, 9], 10));
+}
+
+describe("VisibleSet (Vtrue)", () => {
+  test("membership, extend only above the classified range, remove, retain", () => {
+    const v = new VisibleSet([3, 7], 10);
+    expect(v.has(3)).toBe(true);
+    expect(v.has(4)).toBe(false);
+    expect(v.classified(10)).toBe(true);
+    expect(v.classified(11)).toBe(false);
+    v.extend([5, 12, 15, 30], 20); // 5 is already classified (hidden): ignored; 30 is beyond `through`
+    expect([...v.uids()]).toEqual([3, 7, 12, 15]);
+    expect(v.classifiedThrough).toBe(20);
+    v.remove(15);
+    v.remove(99);
+    expect([...v.uids()]).toEqual([3, 7, 12]);
+    v.retain([1, 3, 12, 13]);
+    expect([...v.uids()]).toEqual([3, 12]);
+  });
+
+  test("UIDNEXT is the highest visible UID ever + 1: hidden arrivals do not move it, expunges do not lower it", () => {
+    const v = new VisibleSet([3, 7], 10);
+    expect(v.uidNext).toBe(8);
+    v.extend([], 50); // hidden mail arrived
+    expect(v.uidNext).toBe(8);
+    v.remove(7);
+    expect(v.uidNext).toBe(8);
+    expect(new VisibleSet([3], 10, 9).uidNext).toBe(10); // remembered from an earlier session
+    expect(new VisibleSet().uidNext).toBe(1);
+  });
+
+  test("grows past its initial capacity; refuses unsorted input", () => {
+    const v = new VisibleSet();
+    const many = Array.from({ length: 1000 }, (_, i) => i * 2 + 1);
+    v.extend(many, 5000);
+    expect(v.size).toBe(1000);
+    expect(v.has(1999)).toBe(true);
+    expect(v.has(2000)).toBe(false);
+    expect(() => new VisibleSet([5, 3], 10)).toThrow();
+    expect(() => new VisibleSet([5, 30], 10)).toThrow();
+  });
+
+  test("countAmong counts only visible UIDs", () => {
+    expect(new VisibleSet([2, 4, 6], 6).countAmong([1, 2, 3, 4])).toBe(2);
+  });
+});
+
+describe("a filtered SelectedMailbox (Vagent over Vtrue)", () => {
+  test("sequence numbers are positions among visible UIDs", () => {
+    const box = filtered();
+    expect(box.agentCount).toBe(4);
+    expect(box.upstreamCount).toBe(10);
+    expect(box.uidsFromSeqSet([{ start: 1, stop: STAR }])).toEqual([2, 4, 5, 9]);
+    expect(box.uidsFromSeqSet([{ start: 2, stop: 3 }])).toEqual([4, 5]);
+    expect(box.uidsFromSeqSet([{ start: 5, stop: 5 }])).toBeNull(); // beyond |V|: BAD, as from Dovecot
+    expect(box.agentSeqOf(9)).toBe(4);
+    expect(box.agentSeqOf(3)).toBe(0);
+  });
+
+  test("`*` is the highest visible UID; hidden UIDs are never selected, even inside a range", () => {
+    const box = filtered();
+    expect(box.uidsFromUidSet([{ start: 4294967295, stop: STAR }])).toEqual([9]); // §7 case 3
+    expect(box.uidsFromUidSet([{ start: 1, stop: STAR }])).toEqual([2, 4, 5, 9]); // §7 case 1
+    expect(box.uidsFromUidSet([{ start: 3, stop: 3 }])).toEqual([]); // §7 case 2: like a nonexistent UID
+    expect(box.uidsFromUidSet([{ start: 10, stop: 10 }])).toEqual([]);
+  });
+
+  test("upstream UID sets never span a hidden UID", () => {
+    const box = filtered();
+    expect(box.upstreamSet([2, 4, 5, 9])).toEqual([
+      { start: 2, stop: 2 },
+      { start: 4, stop: 5 },
+      { start: 9, stop: 9 },
+    ]);
+  });
+
+  test("hidden expunges are silent; visible ones wait and are renumbered in order", () => {
+    const box = filtered();
+    box.onExpunge(3); // UID 3, hidden
+    expect(box.pendingExpunges).toEqual([]);
+    expect(box.agentCount).toBe(4);
+    box.onExpunge(1); // UID 1, hidden
+    // upstream now: 2 4 5 6 7 8 9 10; expunge UID 4 (seq 2) then UID 9 (seq 6 after that)
+    box.onExpunge(2);
+    box.onExpunge(6);
+    expect(box.visible!.has(4)).toBe(false);
+    // Not announced yet: agent numbers do not shift under a running FETCH (§7 case 11).
+    expect(box.uidsFromSeqSet([{ start: 4, stop: 4 }])).toEqual([9]);
+    expect(box.takeExpunges()).toEqual([2, 3]); // UID 4 was 2; then UID 9 was 4, now 3
+    expect(box.agentCount).toBe(2);
+    expect(box.allUids()).toEqual([2, 5]);
+  });
+
+  test("arrivals: only visible ones enter V, and only once classified", () => {
+    const box = filtered();
+    box.onExists(13);
+    box.learnUid(11, 11);
+    box.learnUid(12, 12);
+    box.learnUid(13, 14);
+    expect(box.unclassified()).toEqual([11, 12, 14]);
+    expect(box.admitNew()).toBeNull(); // nothing classified yet: nothing admitted
+    box.visible!.extend([12, 14], 14);
+    expect(box.unclassified()).toEqual([]);
+    expect(box.admitNew()).toBe(6);
+    expect(box.allUids()).toEqual([2, 4, 5, 9, 12, 14]);
+    expect(box.uidNext(15)).toBe(15);
+  });
+
+  test("an unclassified UID holds back later visible ones, so V stays sorted", () => {
+    const box = new SelectedMailbox("INBOX", "INBOX", true, [1, 2, 3, 4], new VisibleSet([1], 2));
+    expect(box.allUids()).toEqual([1]);
+    expect(box.unclassified()).toEqual([3, 4]);
+    box.visible!.extend([3, 4], 4);
+    expect(box.admitNew()).toBe(3);
+    expect(box.allUids()).toEqual([1, 3, 4]);
+  });
+
+  test("hidden arrivals change nothing the agent sees (§7 case 10)", () => {
+    const box = filtered();
+    box.onExists(12);
+    box.learnUid(11, 11);
+    box.learnUid(12, 12);
+    box.visible!.extend([], 12);
+    expect(box.admitNew()).toBeNull();
+    expect(box.uidNext(13)).toBe(10);
+    expect(box.agentCount).toBe(4);
+  });
+
+  test("UNSEEN and RECENT over visible messages", () => {
+    const box = filtered();
+    expect(box.firstAgentSeqAmong([1, 3, 5, 9])).toBe(3); // UID 5
+    expect(box.firstAgentSeqAmong([1, 3])).toBe(0);
+    expect(box.countKnown([1, 2, 3, 9, 10])).toBe(2);
+    expect(box.isVisible(3)).toBe(false);
+    expect(box.isVisible(4)).toBe(true);
+  });
+
+  test("unfiltered boxes behave as before", () => {
+    const box = new SelectedMailbox("INBOX", "INBOX", false, [3, 5, 8]);
+    expect(box.visible).toBeNull();
+    expect(box.agentCount).toBe(3);
+    expect(box.unclassified()).toEqual([]);
+    box.onExists(4);
+    box.learnUid(4, 9);
+    expect(box.admitNew()).toBe(4);
+    expect(box.uidNext(10)).toBe(10);
+    expect(box.isVisible(9)).toBe(true);
+    expect(box.upstreamSet([3, 5, 8, 9])).toEqual([{ start: 3, stop: 9 }]);
+  });
+});
