@@ -29,6 +29,12 @@ export const CLASSIFIER_VERSION = 1;
 /** UIDs per upstream FETCH: bounds one response batch; measured in scripts/bench/classify.ts. */
 export const CLASSIFY_CHUNK = 2000;
 
+/**
+ * Decisions remembered per distinct header section (a pure function of its bytes): mailboxes repeat the same
+ * From line many times over. Cleared when full.
+ */
+const MEMO_ENTRIES = 4096;
+
 /** BODYSTRUCTURE nesting deeper than this leaves has_attachment unknown (the SMTP side's MAX_MIME_DEPTH spirit). */
 const MAX_STRUCTURE_DEPTH = 32;
 
@@ -88,6 +94,18 @@ export function messageFilter(policy: Policy, folder: string, agent: string | nu
   }
   if (bodyStructure) fetchItems.push({ type: "BODYSTRUCTURE" });
   const decide = (facts: MessageFacts): Decision => policy.evaluate({ operation, folder, agent, ...facts });
+  const memo = new Map<string, Decision>();
+  const fromHeader = (header: Uint8Array | null | undefined): Decision => {
+    if (header == null) return decide({});
+    const key = latin1.decode(header);
+    let d = memo.get(key);
+    if (d === undefined) {
+      d = decide(readMessageFields(parseHeaderFields(header)));
+      if (memo.size >= MEMO_ENTRIES) memo.clear();
+      memo.set(key, d);
+    }
+    return d;
+  };
   return {
     operation,
     folder,
@@ -99,6 +117,7 @@ export function messageFilter(policy: Policy, folder: string, agent: string | nu
     fetchItems,
     decide,
     decideFetched(header, structure) {
+      if (!bodyStructure) return fromHeader(header);
       let facts: MessageFacts = {};
       if (headerFields.length > 0) facts = header == null ? {} : readMessageFields(parseHeaderFields(header));
       if (bodyStructure) facts = { ...facts, hasAttachment: structure == null ? undefined : hasAttachment(structure) };
