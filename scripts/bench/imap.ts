@@ -162,9 +162,10 @@ async function seed(port: number, user: { user: string; password: string }, coun
   return total;
 }
 
-function cpuSeconds(pid: number): number {
+/** User and kernel CPU seconds of a process so far. */
+function cpuSeconds(pid: number): { user: number; sys: number } {
   const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+  return { user: Number(fields[11]) / 100, sys: Number(fields[12]) / 100 };
 }
 
 function median(values: number[]): number {
@@ -225,14 +226,18 @@ action = "allow"
     for (const t of targets) await session(t.port, user, 2);
 
     const times = new Map<string, number[]>(targets.map((t) => [t.name, []]));
-    let proxyCpu = 0;
+    const proxyCpu = { user: 0, sys: 0 };
     let bytes = 0;
     for (let r = 0; r < rounds; r++) {
       const line: string[] = [];
       for (const t of targets) {
-        const cpuBefore = t.name === "mailgator" ? cpuSeconds(child.pid) : 0;
+        const cpuBefore = cpuSeconds(child.pid);
         const run = await session(t.port, user, repeat);
-        if (t.name === "mailgator") proxyCpu += cpuSeconds(child.pid) - cpuBefore;
+        if (t.name === "mailgator") {
+          const cpuAfter = cpuSeconds(child.pid);
+          proxyCpu.user += cpuAfter.user - cpuBefore.user;
+          proxyCpu.sys += cpuAfter.sys - cpuBefore.sys;
+        }
         if (t.name === "direct") bytes = run.bytes;
         else if (Math.abs(run.bytes - bytes) > bytes * 0.01) throw new Error(`bench: ${t.name} returned ${run.bytes} bytes, direct ${bytes}`);
         times.get(t.name)!.push(run.seconds);
@@ -245,7 +250,7 @@ action = "allow"
     const mb = bytes / 1e6;
     console.log(`imap: ${mb.toFixed(1)} MB per session`);
     console.log(`  direct     ${direct.toFixed(3)} s  ${(mb / direct).toFixed(0)} MB/s`);
-    console.log(`  mailgator  ${proxied.toFixed(3)} s  ${(mb / proxied).toFixed(0)} MB/s  ratio ${(direct / proxied).toFixed(2)}x direct (goal >= 0.90); proxy CPU ${(proxyCpu / rounds).toFixed(2)} s per session`);
+    console.log(`  mailgator  ${proxied.toFixed(3)} s  ${(mb / proxied).toFixed(0)} MB/s  ratio ${(direct / proxied).toFixed(2)}x direct (goal >= 0.90); proxy CPU ${((proxyCpu.user + proxyCpu.sys) / rounds).toFixed(2)} s per session (user ${(proxyCpu.user / rounds).toFixed(2)}, kernel ${(proxyCpu.sys / rounds).toFixed(2)}; ${(((proxyCpu.user + proxyCpu.sys) / rounds / (messages * repeat)) * 1e6).toFixed(1)} µs per message)`);
     if (times.has("nginx")) {
       const nginx = median(times.get("nginx")!);
       console.log(`  nginx      ${nginx.toFixed(3)} s  ${(mb / nginx).toFixed(0)} MB/s  ratio ${(direct / nginx).toFixed(2)}x direct (pure relay, reference)`);

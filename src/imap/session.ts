@@ -164,9 +164,18 @@ export class ImapSession {
 
   flush(): void {
     this.#flushScheduled = false;
-    // Large literals come by reference (see Encoder): written as they are, never copied into one buffer.
+    // The batch goes out as views of the encoder's buffer, and large literals by reference (see Encoder): no copy.
+    // When the socket took every part directly (nothing queued before it), the buffer is reused for the next
+    // batch; otherwise a part may be queued by reference and the encoder moves on to a new buffer.
+    const parts = this.#enc.takeViews();
+    if (parts.length === 0) return;
     let full = false;
-    for (const part of this.#enc.finish().flat()) full = !this.conn.write(part) || full;
+    let taken = true;
+    for (const part of parts) {
+      if (!this.conn.writeIdle) taken = false;
+      full = !this.conn.write(part) || full;
+    }
+    if (taken) this.#enc.recycle();
     if (full && this.up !== null) {
       // The agent reads slower than upstream sends: push back on upstream.
       const up = this.up;

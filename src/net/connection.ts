@@ -80,6 +80,15 @@ export class Connection {
   }
 
   /**
+   * True when nothing is queued on the socket: a `write` now goes straight to Bun's native socket, which sends
+   * the bytes or copies what the kernel did not take, so the caller may overwrite its buffer as soon as `write`
+   * returns (tests/net/connection.test.ts checks this). Otherwise a write is queued by reference.
+   */
+  get writeIdle(): boolean {
+    return this.#socket.writableLength === 0;
+  }
+
+  /**
    * Writes and resolves once these bytes have been handed to the kernel (or the connection closed), so the
    * caller may reuse the buffer they came from.
    */

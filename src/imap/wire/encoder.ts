@@ -42,6 +42,8 @@ export class Encoder {
   private readonly options: EncoderOptions;
   private buf = new Uint8Array(4096);
   private len = 0;
+  /** Bytes of `buf` before this offset were handed out as views (`takeViews`) and must not change. */
+  private start = 0;
   private chunks: Uint8Array[] = [];
   private rounds: Uint8Array[][] = [];
 
@@ -51,17 +53,22 @@ export class Encoder {
 
   private ensure(n: number): void {
     if (this.len + n <= this.buf.length) return;
-    let size = this.buf.length * 2;
-    while (size < this.len + n) size *= 2;
+    // Bytes before `start` may be views held by the owner: they stay in the old buffer.
+    const used = this.len - this.start;
+    let size = this.buf.length;
+    while (size < used + n) size *= 2;
     const next = new Uint8Array(size);
-    next.set(this.buf.subarray(0, this.len));
+    next.set(this.buf.subarray(this.start, this.len));
     this.buf = next;
+    this.start = 0;
+    this.len = used;
   }
 
-  private flush(): void {
-    if (this.len === 0) return;
-    this.chunks.push(this.buf.slice(0, this.len));
-    this.len = 0;
+  /** Ends the current chunk as a view of the buffer; its bytes stay put until `recycle()` or `finish()`. */
+  private flushView(): void {
+    if (this.len === this.start) return;
+    this.chunks.push(this.buf.subarray(this.start, this.len));
+    this.start = this.len;
   }
 
   /** Appends ASCII text (callers guarantee it is ASCII). */
@@ -77,7 +84,7 @@ export class Encoder {
   /** Appends bytes: copied if small, passed by reference if large. */
   bytes(data: Uint8Array): this {
     if (data.length >= BY_REFERENCE) {
-      this.flush();
+      this.flushView();
       this.chunks.push(data);
       return this;
     }
@@ -151,7 +158,7 @@ export class Encoder {
       o.side === 'client' && (o.literalPlus === true || (o.literalMinus === true && data.length <= MAX_NONSYNC_LITERAL));
     this.raw(`${binary ? '~' : ''}{${data.length}${nonSync ? '+' : ''}}`).crlf();
     if (o.side === 'client' && !nonSync) {
-      this.flush();
+      this.flushView();
       this.rounds.push(this.chunks);
       this.chunks = [];
     }
@@ -292,13 +299,37 @@ export class Encoder {
     return this.bytes(data);
   }
 
+  /**
+   * Ends a single-round output (responses to an agent) without copying: the parts are views of the encoder's
+   * buffer and the large byte views passed by reference. The views stay valid until `recycle()`, which the owner
+   * calls once nothing holds them any more (the socket has taken the bytes); until then new output goes after
+   * them, or into a new buffer.
+   */
+  takeViews(): Uint8Array[] {
+    this.flushView();
+    const chunks = this.chunks;
+    this.chunks = [];
+    return chunks;
+  }
+
+  /** Lets the encoder overwrite the bytes of views returned by `takeViews` (see there). */
+  recycle(): void {
+    if (this.len === this.start) this.len = this.start = 0;
+  }
+
   /** Ends the message and returns its rounds (see module doc); the encoder is reset. */
   finish(): Uint8Array[][] {
-    this.flush();
+    this.flushView();
     this.rounds.push(this.chunks);
     const rounds = this.rounds;
     this.chunks = [];
     this.rounds = [];
+    // Views of the current buffer become copies, so the buffer can be reused at once.
+    const own = this.buf.buffer;
+    for (const round of rounds) {
+      for (let i = 0; i < round.length; i++) if (round[i]!.buffer === own) round[i] = round[i]!.slice();
+    }
+    this.len = this.start = 0;
     return rounds;
   }
 
