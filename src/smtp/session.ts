@@ -736,7 +736,10 @@ export class SmtpSession {
 
   /** Sends the approved transaction upstream; returns the reply for the agent and records the result. */
   async #replay(tx: Transaction, messageId: string | null): Promise<string> {
-    const envelope = { from: tx.sender, recipients: tx.recipients.map((r) => r.address), eightBit: tx.eightBit };
+    // Bounces and DSNs go to the reverse path with the message in them (RFC 3461): a reverse path other than the
+    // account's own address would receive a copy of what it may not (a failing recipient is easy to arrange).
+    const suppressReports = tx.sender !== "" && tx.senderKey !== this.#ownAddress();
+    const envelope = { from: tx.sender, recipients: tx.recipients.map((r) => r.address), eightBit: tx.eightBit, suppressReports };
     let upstreamReply: Reply;
     let text: string;
     try {
@@ -781,6 +784,12 @@ export class SmtpSession {
       detail: { upstreamCode: upstreamReply.code },
     });
     return text;
+  }
+
+  /** The upstream login of this session, lower-cased: the address bounces may go back to. */
+  #ownAddress(): string {
+    const id = this.#identity!;
+    return (id.mode === "vault" ? id.account.username : id.user).toLowerCase();
   }
 
   #upstreamCredentials(): Credentials {
