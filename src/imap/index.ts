@@ -8,6 +8,8 @@ import type { Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
 import { FailureThrottle, listen, loadIdentity, readCaFile, type UpstreamTarget } from "../net/index.ts";
 import type { Policy } from "../policy/index.ts";
+import { ClassificationCache, cachePathBeside } from "./cache.ts";
+import { FILTERED_OPERATIONS } from "./filtering.ts";
 import { ImapSession, type SessionContext } from "./session.ts";
 import type { UpstreamTimeouts } from "./upstream.ts";
 
@@ -25,21 +27,27 @@ const LOGIN_THROTTLE = { stepMs: 500, maxMs: 10_000, windowMs: 15 * 60_000, maxT
 const MESSAGE_CONDITIONS = ["from", "to", "cc", "bcc", "subject", "hasAttachment"] as const;
 
 /**
- * Rules whose conditions look at messages need per-message filtering, which the IMAP proxy does not do yet. Such
- * a rule is never ignored: the proxy refuses to start. Folders cannot be enumerated at start, so this is checked
- * rule by rule (the issue's item 6).
+ * Message conditions (from/to/cc/bcc/subject/has_attachment) are honoured for reading: `folder:read` and
+ * `mail:read` filter the folder per message (docs/filtering.md), and `mail:send` is the SMTP proxy's. On any other
+ * IMAP operation (flag, delete, move, append, folder:write) they are not implemented, and such a rule is never
+ * ignored: the proxy refuses to start. Folders cannot be enumerated at start, so this is checked rule by rule.
  */
 export function messageRuleProblem(config: Config): string | null {
   for (const rule of config.rules) {
-    const ops = rule.operations;
-    const imapOps = ops === undefined ? true : ops.some((op) => op !== "mail:send");
-    if (!imapOps) continue;
     const fields = MESSAGE_CONDITIONS.filter((f) => rule[f] !== undefined);
     if (fields.length === 0) continue;
+    const ops = rule.operations ?? null;
+    const unsupported = ops === null ? ["all operations"] : ops.filter((op) => op !== "mail:send" && !FILTERED_OPERATIONS.has(op));
+    if (unsupported.length === 0) continue;
     const names = fields.map((f) => (f === "hasAttachment" ? "has_attachment" : f)).join(", ");
-    return `imap: rule "${rule.name}" matches on message fields (${names}) for IMAP operations; per-message filtering is not implemented yet, so the IMAP proxy refuses to start rather than ignore the condition. Limit the rule to operations = ["send"] or remove those fields.`;
+    return `imap: rule "${rule.name}" matches on message fields (${names}) for ${unsupported.join(", ")}; message conditions are supported only for reading (operations "read", "folder:read", "mail:read") and sending ("send"), so the IMAP proxy refuses to start rather than ignore the condition. Limit the rule's operations to read and/or send, or remove those fields.`;
   }
   return null;
+}
+
+/** Whether any rule tests message fields for reading: then filtered folders need the classification cache. */
+function filtersMessages(config: Config): boolean {
+  return config.rules.some((rule) => MESSAGE_CONDITIONS.some((f) => rule[f] !== undefined) && (rule.operations ?? []).some((op) => FILTERED_OPERATIONS.has(op)));
 }
 
 export async function startImapProxy(deps: {
@@ -77,6 +85,7 @@ export async function startImapProxy(deps: {
     throttle: new FailureThrottle({ ...LOGIN_THROTTLE, ...deps.loginThrottle }),
     timeouts,
     sessions: new Set(),
+    cache: filtersMessages(config) ? ClassificationCache.open(cachePathBeside(config.audit.path), (m) => log.warn(m)) : null,
   };
   const listener = await listen({
     host: imap.listenAddr.host,
@@ -97,6 +106,7 @@ export async function startImapProxy(deps: {
       const closed = listener.close();
       for (const session of ctx.sessions) session.shutdown();
       await closed;
+      ctx.cache?.close();
     },
   };
 }

@@ -14,6 +14,7 @@
  *   stays sorted and agent sequence numbers never shift.
  */
 
+import type { MessageFilter } from "./classify.ts";
 import { VisibleSet } from "./view.ts";
 import { STAR, type SeqRange, type SeqSet } from "./wire/index.ts";
 
@@ -83,6 +84,10 @@ export class SelectedMailbox {
   readonly pendingExpunges: number[] = [];
   /** Vtrue of a filtered folder; null when every message is visible. */
   readonly visible: VisibleSet | null;
+  /** How a filtered folder's arrivals are classified (filtering.ts); null when unfiltered. */
+  filter: MessageFilter | null = null;
+  /** The folder's UIDVALIDITY (kept for STATUS and the classification cache of a filtered folder). */
+  uidValidity = 0;
 
   /** `uids`: every UID upstream, ascending (`UID SEARCH ALL`); `visible`: their classification, for a filtered folder. */
   constructor(name: string, policyName: string, readOnly: boolean, uids: ArrayLike<number>, visible: VisibleSet | null = null) {

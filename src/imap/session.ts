@@ -18,6 +18,8 @@ import { verifyToken } from "../vault/token.ts";
 import { AUTH_CAPABILITIES, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
 import { FolderNames, FolderRights } from "./folders.ts";
 import type { SelectedMailbox } from "./mailbox.ts";
+import type { ClassificationCache } from "./cache.ts";
+import { classifyNew, decideInFolder } from "./filtering.ts";
 import { runFolderCommand } from "./commands/folders.ts";
 import { runMessageCommand } from "./commands/messages.ts";
 import { idle } from "./commands/idle.ts";
@@ -45,6 +47,8 @@ export interface SessionContext {
   readonly throttle: FailureThrottle;
   readonly timeouts: UpstreamTimeouts;
   readonly sessions: Set<ImapSession>;
+  /** Visible UIDs of filtered folders (docs/filtering.md); null when no rule filters messages or it is off. */
+  readonly cache: ClassificationCache | null;
 }
 
 /** One parsed command of the given name(s). */
@@ -82,6 +86,11 @@ export class ImapSession {
   rights: FolderRights;
   names = new FolderNames("/");
   box: SelectedMailbox | null = null;
+  /** The upstream account (`host:port/user`, no secret): the classification cache's key. */
+  account = "";
+  /** Opens a second upstream session with the same login (STATUS of a filtered folder); set at login. */
+  #openAuxiliary: (() => Promise<UpstreamSession>) | null = null;
+  #auxiliary: Promise<UpstreamSession> | null = null;
 
   constructor(ctx: SessionContext, conn: Connection) {
     this.ctx = ctx;
@@ -110,6 +119,7 @@ export class ImapSession {
     this.state = "logout";
     this.ctx.sessions.delete(this);
     this.up?.close();
+    void this.#auxiliary?.then((up) => up.close(), () => {});
     this.conn.end();
     const wake = this.#wake;
     this.#wake = null;
@@ -435,6 +445,8 @@ export class ImapSession {
       const from = box.lastKnownUid + 1;
       await this.upstreamRun({ name: "FETCH", uid: true, set: [{ start: from, stop: 0 }], items: [{ type: "UID" }], macro: null });
     }
+    // A filtered folder's arrivals are classified before the agent hears of any (PROTOCOL.md §3 "IDLE flow").
+    if (box.visible !== null) await classifyNew(this, box);
     if (allowExpunge) for (const k of box.takeExpunges()) this.sendText(`* ${k} EXPUNGE`);
     const n = box.admitNew();
     if (n !== null) this.sendText(`* ${n} EXISTS`);
@@ -442,8 +454,20 @@ export class ImapSession {
 
   // ---- policy and audit ------------------------------------------------------------------------------------
 
+  /** Read operations in a filtered folder are allowed for the visible messages (filtering.ts). */
   decide(op: Operation, folder: string): Decision {
-    return this.ctx.policy.evaluate({ operation: op, folder, agent: this.agent });
+    return decideInFolder(this.ctx.policy, op, folder, this.agent);
+  }
+
+  /** A second upstream session, logged in like the first, opened once per session when needed. */
+  auxiliary(): Promise<UpstreamSession> {
+    const open = this.#openAuxiliary;
+    if (open === null) return Promise.reject(new UpstreamError("not logged in"));
+    this.#auxiliary ??= open().catch((error: unknown) => {
+      this.#auxiliary = null;
+      throw error;
+    });
+    return this.#auxiliary;
   }
 
   auditRow(ev: Row): void {
@@ -569,6 +593,16 @@ export class ImapSession {
     }
     this.user = agent ?? username;
     this.agent = agent;
+    this.account = `${this.ctx.upstream.host}:${this.ctx.upstream.port}/${upstreamUser}`;
+    const { upstream, timeouts } = this.ctx;
+    this.#openAuxiliary = async () => {
+      const aux = await UpstreamSession.open(upstream, timeouts);
+      if (!(await aux.login(upstreamUser, upstreamPassword))) {
+        aux.close();
+        throw new UpstreamError("the upstream server refused the credentials on a second connection");
+      }
+      return aux;
+    };
     this.rights = new FolderRights(this.ctx.policy, agent);
     this.attachUpstream(up);
     let delimiter: string | null = "/";

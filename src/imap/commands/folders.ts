@@ -5,6 +5,8 @@
  */
 
 import { LIST_ATTRIBUTES, PASSED_CODES } from "../capabilities.ts";
+import { messageFilter } from "../classify.ts";
+import { agentCopyUid, filteredStatus, openFiltered, searchUids, sessionRunner, SYSTEM_FLAGS, withoutKeywords } from "../filtering.ts";
 import { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import type { CommandOf, ImapSession } from "../session.ts";
@@ -160,6 +162,14 @@ async function status(s: ImapSession, cmd: CommandOf<"STATUS">): Promise<void> {
   const d = s.require("STATUS", "folder:read", p);
   // STATUS=SIZE and rev2's DELETED are not advertised (PROTOCOL.md §2).
   if (cmd.items.some((i) => i === "SIZE" || i === "DELETED")) throw new Refusal("BAD", null, "Unsupported STATUS item");
+  const filter = messageFilter(s.ctx.policy, p, s.agent);
+  if (filter !== null) {
+    // A filtered folder: counts over visible messages only (PROTOCOL.md §7.8).
+    const counted = await filteredStatus(s, cmd.mailbox, cmd.items, filter);
+    s.auditRow({ command: "STATUS", operation: "folder:read", folder: p, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason, count: counted.visible, hiddenCount: counted.hidden });
+    s.send({ type: "STATUS", raw: "", mailbox: cmd.mailbox, items: counted.items });
+    return s.tagged(cmd.tag, "OK", null, "Status completed");
+  }
   s.auditRow({ command: "STATUS", operation: "folder:read", folder: p, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
   const st = await s.upstreamRun({ name: "STATUS", mailbox: cmd.mailbox, items: cmd.items }, (r) => {
     if (r.type === "STATUS" && r.mailbox !== null) s.send({ ...r, mailbox: cmd.mailbox });
@@ -199,9 +209,11 @@ async function select(s: ImapSession, cmd: CommandOf<"SELECT" | "EXAMINE">): Pro
   s.state = "authenticated";
   const held: Response[] = [];
   let exists = 0;
+  let uidValidity = 0;
   // No mailbox is modelled yet: every untagged reply is held and rewritten below.
   const st = await s.up!.run({ name: readOnly ? "EXAMINE" : "SELECT", mailbox: cmd.mailbox }, (r) => {
     if (r.type === "EXISTS") exists = r.n;
+    if (r.type === "status" && r.code?.known && r.code.name === "UIDVALIDITY") uidValidity = r.code.value;
     held.push(r);
   });
   if (st.status !== "OK") {
@@ -213,38 +225,62 @@ async function select(s: ImapSession, cmd: CommandOf<"SELECT" | "EXAMINE">): Pro
     if (r.type === "SEARCH") for (const n of r.numbers) uids.push(n);
   });
   uids.sort((a, b) => a - b);
-  const box = new SelectedMailbox(cmd.mailbox, p, readOnly, uids);
-  if (uids.length < exists) box.onExists(exists);
+  const filter = messageFilter(s.ctx.policy, p, s.agent);
+  let box: SelectedMailbox;
+  if (filter === null) {
+    box = new SelectedMailbox(cmd.mailbox, p, readOnly, uids);
+    if (uids.length < exists) box.onExists(exists);
+  } else {
+    try {
+      box = await openFiltered(s, { name: cmd.mailbox, policyName: p, readOnly, uids, exists, uidValidity, filter });
+    } catch (error) {
+      // Nothing may be shown that was not classified: the SELECT fails, and deselects upstream too (§6.3.1).
+      s.auditRow({ command: cmd.name, operation: "mail:read", folder: p, decision: "error", rule: d.rule, ruleIndex: d.ruleIndex, reason: `classification failed: ${(error as Error).message}` });
+      await s.upstreamRun({ name: "UNSELECT" });
+      throw new Refusal("NO", "UNAVAILABLE", "The mailbox could not be filtered; try again later");
+    }
+  }
   s.box = box;
   s.state = "selected";
   await s.sync(true);
+  const filtered = box.visible !== null;
+  // In a filtered folder RECENT and UNSEEN are computed over the visible messages (PROTOCOL.md §3).
+  const unseenSeq = filtered ? box.firstAgentSeqAmong(await searchUids(sessionRunner(s), "UNSEEN")) : 0;
   for (const r of held) {
     switch (r.type) {
       case "FLAGS":
-        s.send(r);
+        s.send(filtered ? { ...r, flags: [...SYSTEM_FLAGS] } : r);
         break;
       case "EXISTS":
         s.sendText(`* ${box.agentCount} EXISTS`);
         break;
       case "RECENT":
-        s.send(r);
+        if (filtered) s.sendText(`* ${box.countKnown(await searchUids(sessionRunner(s), "RECENT"))} RECENT`);
+        else s.send(r);
         break;
       case "status": {
         const code = r.code;
         if (code === null || !code.known) break;
         if (code.name === "PERMANENTFLAGS") {
-          s.send({ ...r, code: { ...code, flags: permittedFlags(s, p, code.flags) } });
+          const flags = permittedFlags(s, p, code.flags);
+          s.send({ ...r, code: { ...code, flags: filtered ? withoutKeywords(flags) : flags } });
         } else if (code.name === "UNSEEN") {
-          const k = box.agentSeqOf(box.uidOf(code.value));
+          const k = filtered ? unseenSeq : box.agentSeqOf(box.uidOf(code.value));
           if (k > 0) s.send({ ...r, code: { ...code, value: k } });
-        } else if (code.name === "UIDVALIDITY" || code.name === "UIDNEXT") {
+        } else if (code.name === "UIDNEXT") {
+          s.send(filtered ? { ...r, code: { ...code, value: box.uidNext(code.value) } } : r);
+        } else if (code.name === "UIDVALIDITY") {
           s.send(r);
         }
         break;
       }
     }
   }
-  s.auditRow({ command: cmd.name, operation: "folder:read", folder: p, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason, count: box.agentCount });
+  // Dovecot sends UNSEEN only when some message is unseen; a filtered folder's first unseen may be visible anyway.
+  if (filtered && unseenSeq > 0 && !held.some((r) => r.type === "status" && r.code?.known && r.code.name === "UNSEEN")) {
+    s.sendText(`* OK [UNSEEN ${unseenSeq}] First unseen`);
+  }
+  s.auditRow({ command: cmd.name, operation: "folder:read", folder: p, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason, count: box.agentCount, hiddenCount: box.upstreamCount - box.agentCount });
   s.tagged(cmd.tag, "OK", readOnly ? "READ-ONLY" : "READ-WRITE", `${cmd.name} completed`);
 }
 
@@ -351,5 +387,5 @@ async function append(s: ImapSession, cmd: CommandOf<"APPEND">): Promise<void> {
   await s.auditDurable({ command: "APPEND", operation: "mail:append", folder: p, target: `${cmd.message.length} octets`, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason, count: 1 });
   const st = await s.upstreamRun({ name: "APPEND", mailbox: cmd.mailbox, flags: cmd.flags, date: cmd.date, message: cmd.message, binary: false });
   await s.sync(true);
-  upstreamStatus(s, cmd.tag, st);
+  upstreamStatus(s, cmd.tag, { ...st, code: agentCopyUid(s, st.code, p) });
 }

@@ -5,6 +5,7 @@
  */
 
 import { passCode, visibleFolder } from "./folders.ts";
+import { agentCopyUid } from "../filtering.ts";
 import type { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import type { CommandOf, ImapSession } from "../session.ts";
@@ -152,7 +153,10 @@ async function fetch(s: ImapSession, cmd: CommandOf<"FETCH">): Promise<void> {
 
 /** Other untagged data during a command: flag changes and allowlisted status codes. */
 function forwardUntagged(s: ImapSession, r: Response): void {
-  if (r.type === "FLAGS") s.send(r);
+  // A filtered folder's FLAGS stay the system flags: a new keyword may come from a hidden message.
+  if (r.type === "FLAGS") {
+    if (s.box?.visible == null) s.send(r);
+  }
   else if (r.type === "status" && r.tag === null && (r.status === "OK" || r.status === "NO")) {
     const code = passCode(r.code);
     if (code !== null) s.send({ ...r, code });
@@ -211,7 +215,8 @@ async function search(s: ImapSession, cmd: CommandOf<"SEARCH">): Promise<void> {
   }
   out.sort((a, b) => a - b);
   s.send({ type: "SEARCH", numbers: out });
-  s.auditRow({ command: cmd.uid ? "UID SEARCH" : "SEARCH", operation: "mail:read", folder: p, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason, count: out.length });
+  const hiddenCount = box.visible === null ? null : found.length - out.length;
+  s.auditRow({ command: cmd.uid ? "UID SEARCH" : "SEARCH", operation: "mail:read", folder: p, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason, count: out.length, hiddenCount });
   await s.sync(cmd.uid);
   s.tagged(cmd.tag, "OK", null, "Search completed");
 }
@@ -265,13 +270,17 @@ async function copyOrMove(s: ImapSession, cmd: CommandOf<"COPY" | "MOVE">): Prom
     if (r.type === "FETCH") {
       const out = agentFetch(s, r, null);
       if (out !== null) s.send(out);
+    } else if (r.type === "status" && r.tag === null && r.code?.known && r.code.name === "COPYUID") {
+      // MOVE's COPYUID comes untagged (RFC 6851 §4.3): the same check as the tagged one.
+      const code = agentCopyUid(s, passCode(r.code), dp);
+      if (code !== null) s.send({ ...r, code });
     } else forwardUntagged(s, r);
   });
   if (st.status !== "OK" && st.code?.known && (st.code.name === "TRYCREATE" || st.code.name === "NONEXISTENT")) {
     await s.sync(cmd.name === "MOVE" || cmd.uid);
     throw new Refusal("NO", "TRYCREATE", "Mailbox does not exist");
   }
-  tagCode = passCode(st.code);
+  tagCode = agentCopyUid(s, passCode(st.code), dp);
   // MOVE reports the moved messages as expunged (RFC 6851 §3.3).
   await s.sync(cmd.name === "MOVE" || cmd.uid);
   s.taggedFrom(cmd.tag, st, tagCode);

@@ -1,0 +1,170 @@
+/**
+ * Per-message filtering in the session (DESIGN.md §4 "hidden messages do not exist for the agent", PROTOCOL.md §3,
+ * docs/filtering.md): the read decision for a filtered folder, opening a filtered mailbox at SELECT (classification
+ * with the cache), classifying arrivals before the agent hears of them, and STATUS over visible messages only.
+ *
+ * A folder is filtered when the rules for `mail:read` there depend on message fields (`messageFilter` is not null).
+ * Only read operations may carry message conditions (index.ts refuses the rest at start-up), so every write is
+ * decided by the folder alone and reaches only UIDs the agent can see.
+ */
+
+import { operationBit } from "../policy/operations.ts";
+import type { Decision, Operation, Policy } from "../policy/index.ts";
+import { classifyArrivals, classifyMailbox, messageFilter, saveVisibility, cacheKey, type MessageFilter, type UpstreamRunner } from "./classify.ts";
+import { SelectedMailbox } from "./mailbox.ts";
+import { Refusal } from "./refusal.ts";
+import type { ImapSession } from "./session.ts";
+import { VisibleSet } from "./view.ts";
+import type { ResponseCode } from "./wire/index.ts";
+
+/** Operations whose rules may test message fields (the others are refused at start-up, index.ts). */
+export const FILTERED_OPERATIONS: ReadonlySet<Operation> = new Set<Operation>(["folder:read", "mail:read"]);
+
+/** The flags a filtered folder shows in FLAGS: keywords in use would tell of hidden messages' keywords. */
+export const SYSTEM_FLAGS = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"] as const;
+
+/**
+ * The decision for `op` in `folder`. When it depends on message fields (a filtered folder) and some message can be
+ * allowed, reading the folder is allowed for the messages the classification lets through: the decision names the
+ * first rule that can allow. Anything else undecided is denied, as `Policy.evaluate` does.
+ */
+export function decideInFolder(policy: Policy, op: Operation, folder: string, agent: string | null): Decision {
+  const outcome = policy.evaluatePartial({ operation: op, folder, agent });
+  if (outcome.decided) return outcome.decision;
+  if (FILTERED_OPERATIONS.has(op) && outcome.possible.has("allow")) {
+    const bit = operationBit(op);
+    for (const rule of policy.rules) {
+      if ((rule.ops & bit) === 0 || rule.action !== "allow") continue;
+      if (rule.agents !== null && (agent === null || !rule.agents.has(agent))) continue;
+      if (rule.folders !== null && !rule.folders.some((g) => g.test(folder))) continue;
+      return {
+        action: "allow",
+        rule: rule.name,
+        ruleIndex: rule.index,
+        reason: `${op} filtered per message (${[...outcome.needs].join(", ")}); rule ${rule.index + 1} "${rule.name}" (${rule.summary}) can allow`,
+      };
+    }
+  }
+  return policy.evaluate({ operation: op, folder, agent });
+}
+
+/** Classification goes through the session, so EXISTS and EXPUNGE that arrive meanwhile update the model. */
+export function sessionRunner(s: ImapSession): UpstreamRunner {
+  return { run: (command, onData) => s.upstreamRun(command, onData) };
+}
+
+/**
+ * Opens a filtered mailbox after the upstream SELECT/EXAMINE and `UID SEARCH ALL`: every message is classified
+ * (the cache serves what it knows) before the agent hears of any. A failure throws: the caller refuses the SELECT.
+ */
+export async function openFiltered(
+  s: ImapSession,
+  o: { name: string; policyName: string; readOnly: boolean; uids: readonly number[]; exists: number; uidValidity: number; filter: MessageFilter },
+): Promise<SelectedMailbox> {
+  // Nothing is classified yet, so nothing is visible: this box only follows upstream EXISTS/EXPUNGE meanwhile.
+  const pending = new SelectedMailbox(o.name, o.policyName, o.readOnly, o.uids, new VisibleSet());
+  if (o.uids.length < o.exists) pending.onExists(o.exists);
+  s.box = pending;
+  try {
+    const result = await classifyMailbox({
+      runner: sessionRunner(s),
+      filter: o.filter,
+      uids: o.uids,
+      uidValidity: o.uidValidity,
+      cache: s.ctx.cache,
+      account: s.account,
+      mailbox: o.name,
+    });
+    const current = Array.from(pending.u.data.subarray(0, pending.known));
+    result.visible.retain(current);
+    const box = new SelectedMailbox(o.name, o.policyName, o.readOnly, current, result.visible);
+    box.filter = o.filter;
+    box.uidValidity = o.uidValidity;
+    box.onExists(pending.upstreamCount);
+    return box;
+  } finally {
+    s.box = null;
+  }
+}
+
+/**
+ * Classifies messages that arrived in a filtered mailbox (their UIDs are known), so that `admitNew` can let the
+ * visible ones into Vagent; the cache row follows.
+ */
+export async function classifyNew(s: ImapSession, box: SelectedMailbox): Promise<void> {
+  const visible = box.visible;
+  const filter = box.filter;
+  if (visible === null || filter === null) return;
+  const uids = box.unclassified();
+  if (uids.length === 0) return;
+  await classifyArrivals(sessionRunner(s), filter, visible, uids);
+  const cache = s.ctx.cache;
+  if (cache !== null) saveVisibility(cache, cacheKey(s.account, box.name, filter), box.uidValidity, visible);
+}
+
+/** UIDs an upstream `UID SEARCH <key>` returns in the selected mailbox. */
+export async function searchUids(run: UpstreamRunner, key: "UNSEEN" | "RECENT" | "ALL"): Promise<number[]> {
+  const out: number[] = [];
+  const st = await run.run({ name: "SEARCH", uid: true, returnOptions: null, charset: null, criteria: [{ key }] }, (r) => {
+    if (r.type === "SEARCH") for (const n of r.numbers) out.push(n);
+  });
+  if (st.status !== "OK") throw new Refusal("NO", "UNAVAILABLE", "Mailbox could not be read upstream");
+  return out.sort((a, b) => a - b);
+}
+
+/** A COPYUID for the agent: only when every source UID is one it can see and the destination is not filtered. */
+export function agentCopyUid(s: ImapSession, code: ResponseCode | null, destination: string): ResponseCode | null {
+  if (code === null || !code.known || (code.name !== "COPYUID" && code.name !== "APPENDUID")) return code;
+  // In a filtered destination the new UIDs may be hidden ones there: the proxy cannot say without classifying.
+  if (messageFilter(s.ctx.policy, destination, s.agent) !== null) return null;
+  if (code.name === "APPENDUID") return code;
+  const box = s.box;
+  if (box === null || box.visible === null) return code;
+  for (const r of code.source) {
+    if (r.start === 0 || r.stop === 0) return null;
+    for (let uid = Math.min(r.start, r.stop); uid <= Math.max(r.start, r.stop); uid++) if (!box.visible.has(uid)) return null;
+  }
+  return code;
+}
+
+export type StatusItem = "MESSAGES" | "RECENT" | "UIDNEXT" | "UIDVALIDITY" | "UNSEEN";
+const COMPUTABLE = new Set<string>(["MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"]);
+
+/**
+ * STATUS of a filtered folder, counted over its visible messages (PROTOCOL.md §7.8): from the model when it is the
+ * selected folder, else by opening it read-only on a second upstream connection (EXAMINE keeps \Recent) and
+ * classifying it (the cache serves re-opens). Items that cannot be computed so are refused.
+ */
+export async function filteredStatus(s: ImapSession, mailbox: string, items: readonly string[], filter: MessageFilter): Promise<{ items: Array<[string, number]>; visible: number; hidden: number }> {
+  if (items.some((i) => !COMPUTABLE.has(i))) throw new Refusal("BAD", null, "Unsupported STATUS item");
+  const box = s.box;
+  if (box !== null && box.name === mailbox && box.visible !== null) {
+    const runner = sessionRunner(s);
+    const unseen = items.includes("UNSEEN") ? box.countKnown(await searchUids(runner, "UNSEEN")) : 0;
+    const recent = items.includes("RECENT") ? box.countKnown(await searchUids(runner, "RECENT")) : 0;
+    const values = { MESSAGES: box.agentCount, RECENT: recent, UIDNEXT: box.visible.uidNext, UIDVALIDITY: box.uidValidity, UNSEEN: unseen };
+    return { items: items.map((i) => [i, values[i as StatusItem]]), visible: box.agentCount, hidden: box.upstreamCount - box.agentCount };
+  }
+  const up = await s.auxiliary();
+  let uidValidity = 0;
+  const st = await up.run({ name: "EXAMINE", mailbox }, (r) => {
+    if (r.type === "status" && r.code?.known && r.code.name === "UIDVALIDITY") uidValidity = r.code.value;
+  });
+  if (st.status !== "OK") throw new Refusal("NO", "NONEXISTENT", "Mailbox does not exist");
+  try {
+    const all = await searchUids(up, "ALL");
+    const result = await classifyMailbox({ runner: up, filter, uids: all, uidValidity, cache: s.ctx.cache, account: s.account, mailbox });
+    const visible = result.visible;
+    const unseen = items.includes("UNSEEN") ? visible.countAmong(await searchUids(up, "UNSEEN")) : 0;
+    const recent = items.includes("RECENT") ? visible.countAmong(await searchUids(up, "RECENT")) : 0;
+    const values = { MESSAGES: visible.size, RECENT: recent, UIDNEXT: visible.uidNext, UIDVALIDITY: uidValidity, UNSEEN: unseen };
+    return { items: items.map((i) => [i, values[i as StatusItem]]), visible: visible.size, hidden: all.length - visible.size };
+  } finally {
+    await up.run({ name: "UNSELECT" }, () => {});
+  }
+}
+
+/** `* FLAGS` and PERMANENTFLAGS of a filtered folder: system flags only (keywords in use belong to hidden messages too). */
+export function withoutKeywords(flags: readonly string[]): string[] {
+  return flags.filter((f) => f.startsWith("\\"));
+}
