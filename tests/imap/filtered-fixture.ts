@@ -1,0 +1,65 @@
+/**
+ * Shared by the filtered-mailbox tests: the seed config's rules, a seeded mailbox, and what the agent must see,
+ * computed from the seeder's manifest (never from the proxy).
+ */
+import { expect } from "bun:test";
+import type { SeededMessage } from "../fixtures/index.ts";
+
+/** DESIGN.md §2's rules, verbatim. */
+export const SEED_RULES = `[[rules]]
+name = "Transactional emails from known senders"
+folders = ["INBOX"]
+from = "notifications@*"
+action = "allow"
+operations = ["read"]
+
+[[rules]]
+name = "Deny everything else"
+action = "deny"
+`;
+
+export interface Expected {
+  readonly visible: readonly SeededMessage[];
+  readonly hidden: readonly SeededMessage[];
+  readonly visibleUids: readonly number[];
+  readonly hiddenUids: ReadonlySet<number>;
+}
+
+/** The seed rule over a manifest: From's addr-spec starts with notifications@ (display names never count). */
+export function expected(messages: readonly SeededMessage[]): Expected {
+  const visible = messages.filter((m) => m.from.startsWith("notifications@"));
+  const hidden = messages.filter((m) => !m.from.startsWith("notifications@"));
+  return { visible, hidden, visibleUids: visible.map((m) => m.uid), hiddenUids: new Set(hidden.map((m) => m.uid)) };
+}
+
+/**
+ * Asserts that nothing of a hidden message is in `bytes` (everything the agent received): no Message-ID, no subject
+ * that no visible message shares, no hidden UID after `UID`, in a SEARCH result of a UID command, or in COPYUID.
+ */
+export function expectNoLeak(bytes: string, e: Expected, options: { uidSearch?: boolean } = {}): void {
+  const visibleSubjects = new Set(e.visible.map((m) => m.subject));
+  for (const m of e.hidden) {
+    expect(bytes.includes(m.messageId)).toBe(false);
+    if (!visibleSubjects.has(m.subject) && m.subject.length > 8) expect(bytes.includes(m.subject)).toBe(false);
+  }
+  for (const match of bytes.matchAll(/\bUID (\d+)/g)) expect(e.hiddenUids.has(Number(match[1]))).toBe(false);
+  if (options.uidSearch) {
+    for (const line of bytes.split("\r\n")) {
+      if (!line.startsWith("* SEARCH")) continue;
+      for (const n of line.slice(8).trim().split(" ").filter(Boolean)) expect(e.hiddenUids.has(Number(n))).toBe(false);
+    }
+  }
+  expect(bytes).not.toMatch(/MODSEQ|VANISHED|HIGHESTMODSEQ/);
+}
+
+/** `* n FETCH (... UID u ...)` pairs in order. */
+export function fetchedUids(bytes: string): Array<[number, number]> {
+  const out: Array<[number, number]> = [];
+  for (const m of bytes.matchAll(/\* (\d+) FETCH \([^\r\n]*?\bUID (\d+)/g)) out.push([Number(m[1]), Number(m[2])]);
+  return out;
+}
+
+/** A message for APPEND: `from` decides its visibility under the seed rule. */
+export function rawMessage(from: string, subject: string, id: string): string {
+  return [`From: ${from}`, "To: me@mailgator.test", `Subject: ${subject}`, `Message-ID: <${id}@filtered.test>`, "Date: Mon, 23 Nov 2026 10:00:00 +0000", "", `Body of ${subject}`, ""].join("\r\n");
+}
