@@ -1,0 +1,132 @@
+/**
+ * Updates in a filtered INBOX (PROTOCOL.md §3 "IDLE flow", §7 cases 10 and 11): while the agent idles or sends NOOP,
+ * a client connected straight to Dovecot appends visible and hidden messages, expunges both kinds and changes
+ * flags. The agent hears exactly of the visible changes, and `FETCH 1:* (UID)` afterwards matches the expectation
+ * computed from the manifest and those changes.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import type { ImapFlow } from "imapflow";
+import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
+import { expected, expectNoLeak, fetchedUids, rawMessage, SEED_RULES, type Expected } from "./filtered-fixture.ts";
+import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+
+let mailbox: TestMailbox;
+let proxy: TestProxy;
+let e: Expected;
+let human: ImapFlow;
+
+beforeAll(async () => {
+  mailbox = await createMailbox({ seed: { folders: { INBOX: 1000 }, seed: 23 } });
+  e = expected(mailbox.manifest.folders["INBOX"]!);
+  proxy = await startTestProxy({ rules: SEED_RULES });
+  human = await connectImap(mailbox);
+  await human.mailboxOpen("INBOX");
+});
+
+afterAll(async () => {
+  await human?.logout();
+  await proxy?.close();
+});
+
+async function agent(): Promise<RawImap> {
+  const raw = await RawImap.open(proxy.port);
+  expect(statusOf(await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
+  const sel = await raw.command("s", "EXAMINE INBOX");
+  expect(sel).toContain(`* ${e.visibleUids.length} EXISTS`);
+  return raw;
+}
+
+async function append(from: string, subject: string): Promise<number> {
+  const r = await human.append("INBOX", rawMessage(from, subject, `${subject.replace(/\W+/g, "-")}-${Date.now()}`), []);
+  return (r as { uid: number }).uid;
+}
+
+async function expunge(uid: number): Promise<void> {
+  await human.messageDelete(String(uid), { uid: true });
+}
+
+/** Sequence numbers the agent must see for its current view. */
+function expectView(reply: string, uids: readonly number[]): void {
+  expect(fetchedUids(reply)).toEqual(uids.map((u, i) => [i + 1, u] as [number, number]));
+}
+
+test("case 10: hidden arrivals, hidden flag changes and hidden expunges during IDLE reach the agent not at all", async () => {
+  const raw = await agent();
+  raw.write("i IDLE\r\n");
+  await raw.readUntil((b) => b.includes("+ "));
+  raw.take();
+  const hiddenNew = await append("spam@evil.test", "Hidden arrival during idle");
+  await human.messageFlagsAdd(String(e.hidden[0]!.uid), ["\\Flagged", "$Secret"], { uid: true });
+  await expunge(e.hidden[1]!.uid);
+  await Bun.sleep(1500);
+  raw.write("DONE\r\n");
+  const idled = await raw.waitTagged("i");
+  expect(idled).toBe("i OK Idle completed\r\n");
+  const noop = await raw.command("n", "NOOP");
+  expect(noop).toBe("n OK NOOP completed\r\n");
+  const view = await raw.command("f", "FETCH 1:* (UID)");
+  expectView(view, e.visibleUids);
+  expect(view).not.toContain(String(hiddenNew));
+  e = { ...e, hidden: e.hidden.filter((m) => m.uid !== e.hidden[1]!.uid), hiddenUids: new Set([...e.hiddenUids, hiddenNew]) };
+  raw.close();
+});
+
+test("visible arrivals, flag changes and expunges during IDLE arrive, renumbered; hidden ones around them do not", async () => {
+  const raw = await agent();
+  const n = e.visibleUids.length;
+  raw.write("i IDLE\r\n");
+  await raw.readUntil((b) => b.includes("+ "));
+  raw.take();
+  const hiddenA = await append("boss@corp.test", "Hidden before the visible one");
+  const visibleNew = await append("Shop <notifications@shop.test>", "Visible arrival during idle");
+  const hiddenB = await append("\"notifications@shop.test\" <spam@evil.test>", "Hidden display-name trick");
+  await raw.readUntil((b) => b.includes(`* ${n + 1} EXISTS`));
+  const flagged = e.visibleUids[3]!;
+  await human.messageFlagsAdd(String(flagged), ["\\Flagged"], { uid: true });
+  await raw.readUntil((b) => b.includes("* 4 FETCH"));
+  const gone = e.visibleUids[6]!;
+  await expunge(gone);
+  await expunge(e.hidden[2]!.uid);
+  await raw.readUntil((b) => b.includes("* 7 EXPUNGE"));
+  await Bun.sleep(500);
+  raw.write("DONE\r\n");
+  const idled = await raw.waitTagged("i");
+  expect(idled.match(/EXISTS/g)?.length).toBe(1);
+  expect(idled.match(/EXPUNGE/g)?.length).toBe(1);
+  expect(idled).toContain(`* ${n + 1} EXISTS\r\n`);
+  expect(idled).toMatch(/\* 4 FETCH \(FLAGS \([^)]*\\Flagged/);
+  expect(idled).toContain("* 7 EXPUNGE\r\n");
+  expect(idled).not.toMatch(/\* \d+ RECENT|\* FLAGS/);
+  const want = [...e.visibleUids.filter((u) => u !== gone), visibleNew];
+  const view = await raw.command("f", "FETCH 1:* (UID)");
+  expectView(view, want);
+  e = { ...e, visibleUids: want, hiddenUids: new Set([...e.hiddenUids, hiddenA, hiddenB]) };
+  expectNoLeak(idled + view, e);
+  const status = await raw.command("t", "STATUS INBOX (MESSAGES UIDNEXT)");
+  expect(status).toStartWith(`* STATUS INBOX (MESSAGES ${want.length} UIDNEXT ${visibleNew + 1})`);
+  raw.close();
+});
+
+test("NOOP: arrivals are classified first; a visible expunge is announced at NOOP, never during FETCH (case 11)", async () => {
+  const raw = await agent();
+  const n = e.visibleUids.length;
+  await append("spam@evil.test", "Hidden before NOOP");
+  const noop1 = await raw.command("a", "NOOP");
+  expect(noop1).toBe("a OK NOOP completed\r\n");
+  const visibleNew = await append("notifications@shop.test", "Visible before NOOP");
+  expect(await raw.command("b", "NOOP")).toBe(`* ${n + 1} EXISTS\r\nb OK NOOP completed\r\n`);
+  // Case 11: a visible message is expunged while the agent's FETCH 1:* runs: the FETCH keeps the old numbers.
+  const gone = e.visibleUids[2]!;
+  raw.write("c FETCH 1:* (UID BODY.PEEK[])\r\n");
+  await expunge(gone);
+  await expunge(e.hidden[3]!.uid);
+  const fetched = await raw.waitTagged("c");
+  expect(fetched).not.toContain("EXPUNGE");
+  const pairs = fetchedUids(fetched);
+  for (const [seq, uid] of pairs) expect([...e.visibleUids, visibleNew][seq - 1]).toBe(uid);
+  const after = await raw.command("d", "NOOP");
+  expect(after).toBe("* 3 EXPUNGE\r\nd OK NOOP completed\r\n");
+  const want = [...e.visibleUids.filter((u) => u !== gone), visibleNew];
+  expectView(await raw.command("f", "FETCH 1:* (UID)"), want);
+  raw.close();
+});
