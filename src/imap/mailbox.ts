@@ -70,6 +70,12 @@ class UidArray {
   }
 }
 
+/**
+ * Ranges per upstream command: Dovecot refuses command lines over 64 KB (`imap_max_line_length`), and a filtered
+ * folder's visible UIDs are scattered (30,000 of 100,000 make some 20,000 ranges). 1,000 ranges stay under 22 KB.
+ */
+export const UPSTREAM_SET_RANGES = 1000;
+
 export class SelectedMailbox {
   /** The folder as the agent named it (upstream spelling) and its policy name (`/`-separated). */
   readonly name: string;
@@ -297,6 +303,14 @@ export class SelectedMailbox {
       }
       out.push({ start, stop });
     }
+    return out;
+  }
+
+  /** `upstreamSet(uids)` cut into sets of at most `ranges` ranges, one per upstream command, in UID order. */
+  upstreamSets(uids: readonly number[], ranges = UPSTREAM_SET_RANGES): SeqRange[][] {
+    const all = this.upstreamSet(uids);
+    const out: SeqRange[][] = [];
+    for (let i = 0; i < all.length; i += ranges) out.push(all.slice(i, i + ranges));
     return out;
   }
 }

@@ -156,3 +156,17 @@ describe("a filtered SelectedMailbox (Vagent over Vtrue)", () => {
     expect(box.upstreamSet([3, 5, 8, 9])).toEqual([{ start: 3, stop: 9 }]);
   });
 });
+
+describe("upstream sets in parts", () => {
+  test("scattered visible UIDs are cut into commands of at most N ranges, in order, none spanning a hidden UID", () => {
+    const all = Array.from({ length: 100 }, (_, i) => i + 1);
+    const visible = all.filter((u) => u % 3 !== 0);
+    const box = new SelectedMailbox("INBOX", "INBOX", true, all, new VisibleSet(visible, 100));
+    const sets = box.upstreamSets(box.allUids(), 10);
+    expect(sets.every((set) => set.length <= 10)).toBe(true);
+    const flat = sets.flat();
+    expect(flat).toEqual(box.upstreamSet(box.allUids()));
+    const covered = flat.flatMap((r) => Array.from({ length: r.stop - r.start + 1 }, (_, i) => r.start + i));
+    expect(covered).toEqual(visible);
+  });
+});

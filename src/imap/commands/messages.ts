@@ -6,7 +6,7 @@
 
 import { passCode, visibleFolder } from "./folders.ts";
 import { agentCopyUid } from "../filtering.ts";
-import type { SelectedMailbox } from "../mailbox.ts";
+import { UPSTREAM_SET_RANGES, type SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import type { CommandOf, ImapSession } from "../session.ts";
 import type { FetchAttr, FetchItem, Response, SearchKey, SeqSet } from "../wire/index.ts";
@@ -135,13 +135,15 @@ async function fetch(s: ImapSession, cmd: CommandOf<"FETCH">): Promise<void> {
   if (!cmd.items.some((i) => i.type === "UID")) items.push({ type: "UID" });
   const shape: FetchShape = { uid: uidAsked, rfc822, rfc822Text, bodyWhole, bodyText };
   s.auditRow({ command: cmd.uid ? "UID FETCH" : "FETCH", operation: "mail:read", folder: p, target: null, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: peekOnly ? `${d.reason}; bodies fetched with PEEK` : d.reason, count: uids.length });
-  if (uids.length > 0) {
-    const st = await s.upstreamRun({ name: "FETCH", uid: true, set: box.upstreamSet(uids), items, macro: null }, (r) => {
-      if (r.type === "FETCH") {
-        const out = agentFetch(s, r, shape);
-        if (out !== null) s.send(out);
-      } else forwardUntagged(s, r);
-    });
+  const onData = (r: Response) => {
+    if (r.type === "FETCH") {
+      const out = agentFetch(s, r, shape);
+      if (out !== null) s.send(out);
+    } else forwardUntagged(s, r);
+  };
+  // One upstream command per UPSTREAM_SET_RANGES ranges (a filtered folder's UIDs are scattered).
+  for (const set of uids.length > 0 ? box.upstreamSets(uids) : []) {
+    const st = await s.upstreamRun({ name: "FETCH", uid: true, set, items, macro: null }, onData);
     if (st.status !== "OK") {
       await s.sync(cmd.uid);
       return s.taggedFrom(cmd.tag, st, passCode(st.code));
@@ -198,7 +200,19 @@ async function search(s: ImapSession, cmd: CommandOf<"SEARCH">): Promise<void> {
   const d = s.require(cmd.name, "mail:read", p);
   // ESEARCH is not advertised: a RETURN option is a client bug.
   if (cmd.returnOptions !== null) throw new Refusal("BAD", null, "SEARCH RETURN is not supported");
-  const criteria = cmd.criteria.map((k) => translateKey(box, k));
+  // A top-level sequence or UID set too long for one upstream command line (a filtered folder's UIDs are
+  // scattered) is applied here instead: the criteria are ANDed, so intersecting the results is the same.
+  const local: Array<Set<number>> = [];
+  const criteria = cmd.criteria.map((k) => {
+    if (k.key === "SEQ" || k.key === "UID") {
+      const uids = k.key === "SEQ" ? (box.uidsFromSeqSet(k.set) ?? clampSeq(box, k.set)) : box.uidsFromUidSet(k.set);
+      if (uids.length > UPSTREAM_SET_RANGES) {
+        local.push(new Set(uids));
+        return { key: "ALL" } as const;
+      }
+    }
+    return translateKey(box, k);
+  });
   const found: number[] = [];
   const st = await s.upstreamRun({ name: "SEARCH", uid: true, returnOptions: null, charset: cmd.charset, criteria }, (r) => {
     if (r.type === "SEARCH") for (const n of r.numbers) found.push(n);
@@ -210,12 +224,13 @@ async function search(s: ImapSession, cmd: CommandOf<"SEARCH">): Promise<void> {
   }
   const out: number[] = [];
   for (const uid of found) {
+    if (local.some((set) => !set.has(uid))) continue;
     const seq = box.agentSeqOf(uid);
     if (seq > 0) out.push(cmd.uid ? uid : seq);
   }
   out.sort((a, b) => a - b);
   s.send({ type: "SEARCH", numbers: out });
-  const hiddenCount = box.visible === null ? null : found.length - out.length;
+  const hiddenCount = box.visible === null ? null : found.filter((uid) => !box.isVisible(uid)).length;
   s.auditRow({ command: cmd.uid ? "UID SEARCH" : "SEARCH", operation: "mail:read", folder: p, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason, count: out.length, hiddenCount });
   await s.sync(cmd.uid);
   s.tagged(cmd.tag, "OK", null, "Search completed");
@@ -237,15 +252,17 @@ async function store(s: ImapSession, cmd: CommandOf<"STORE">): Promise<void> {
   if (uids.length > 0) {
     await s.auditDurable({ command, operation: deleted ? "mail:delete" : "mail:flag", folder: p, target: cmd.flags.join(" "), decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason, count: uids.length });
     const shape: FetchShape = { uid: cmd.uid, rfc822: false, rfc822Text: false, bodyWhole: false, bodyText: false };
-    const st = await s.upstreamRun({ name: "STORE", uid: true, set: box.upstreamSet(uids), action: cmd.action, silent: cmd.silent, flags: cmd.flags }, (r) => {
-      if (r.type === "FETCH") {
-        const out = agentFetch(s, r, shape);
-        if (out !== null) s.send(out);
-      } else forwardUntagged(s, r);
-    });
-    if (st.status !== "OK") {
-      await s.sync(cmd.uid);
-      return s.taggedFrom(cmd.tag, st, passCode(st.code));
+    for (const set of box.upstreamSets(uids)) {
+      const st = await s.upstreamRun({ name: "STORE", uid: true, set, action: cmd.action, silent: cmd.silent, flags: cmd.flags }, (r) => {
+        if (r.type === "FETCH") {
+          const out = agentFetch(s, r, shape);
+          if (out !== null) s.send(out);
+        } else forwardUntagged(s, r);
+      });
+      if (st.status !== "OK") {
+        await s.sync(cmd.uid);
+        return s.taggedFrom(cmd.tag, st, passCode(st.code));
+      }
     }
   }
   await s.sync(cmd.uid);
@@ -266,21 +283,27 @@ async function copyOrMove(s: ImapSession, cmd: CommandOf<"COPY" | "MOVE">): Prom
   if (uids.length === 0) return s.tagged(cmd.tag, "OK", null, "No messages");
   await s.auditDurable({ command, operation: cmd.name === "MOVE" ? "mail:move" : "mail:read", folder: p, target: dp, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: `${d.reason}; destination: ${dd.reason}`, count: uids.length });
   let tagCode = null;
-  const st = await s.upstreamRun({ name: cmd.name, uid: true, set: box.upstreamSet(uids), mailbox: dest }, (r) => {
-    if (r.type === "FETCH") {
-      const out = agentFetch(s, r, null);
-      if (out !== null) s.send(out);
-    } else if (r.type === "status" && r.tag === null && r.code?.known && r.code.name === "COPYUID") {
-      // MOVE's COPYUID comes untagged (RFC 6851 §4.3): the same check as the tagged one.
-      const code = agentCopyUid(s, passCode(r.code), dp);
-      if (code !== null) s.send({ ...r, code });
-    } else forwardUntagged(s, r);
-  });
+  const sets = box.upstreamSets(uids);
+  let st!: Awaited<ReturnType<ImapSession["upstreamRun"]>>;
+  for (const set of sets) {
+    st = await s.upstreamRun({ name: cmd.name, uid: true, set, mailbox: dest }, (r) => {
+      if (r.type === "FETCH") {
+        const out = agentFetch(s, r, null);
+        if (out !== null) s.send(out);
+      } else if (r.type === "status" && r.tag === null && r.code?.known && r.code.name === "COPYUID") {
+        // MOVE's COPYUID comes untagged (RFC 6851 §4.3): the same check as the tagged one.
+        const code = agentCopyUid(s, passCode(r.code), dp);
+        if (code !== null) s.send({ ...r, code });
+      } else forwardUntagged(s, r);
+    });
+    if (st.status !== "OK") break;
+  }
   if (st.status !== "OK" && st.code?.known && (st.code.name === "TRYCREATE" || st.code.name === "NONEXISTENT")) {
     await s.sync(cmd.name === "MOVE" || cmd.uid);
     throw new Refusal("NO", "TRYCREATE", "Mailbox does not exist");
   }
-  tagCode = agentCopyUid(s, passCode(st.code), dp);
+  // Split over several commands, the last COPYUID would describe only the last part: none then.
+  tagCode = sets.length > 1 && st.code?.known && st.code.name === "COPYUID" ? null : agentCopyUid(s, passCode(st.code), dp);
   // MOVE reports the moved messages as expunged (RFC 6851 §3.3).
   await s.sync(cmd.name === "MOVE" || cmd.uid);
   s.taggedFrom(cmd.tag, st, tagCode);
@@ -296,8 +319,10 @@ async function safeExpunge(s: ImapSession, within: readonly number[] | null): Pr
   const allowed = new Set(within ?? box.allUids());
   const mine = deleted.filter((u) => allowed.has(u) && box.agentSeqOf(u) > 0).sort((a, b) => a - b);
   if (mine.length === 0) return 0;
-  const st = await s.upstreamRun({ name: "EXPUNGE", uid: true, set: box.upstreamSet(mine) });
-  if (st.status !== "OK") throw new Refusal("NO", null, st.text);
+  for (const set of box.upstreamSets(mine)) {
+    const st = await s.upstreamRun({ name: "EXPUNGE", uid: true, set });
+    if (st.status !== "OK") throw new Refusal("NO", null, st.text);
+  }
   return mine.length;
 }
 

@@ -1,0 +1,253 @@
+/**
+ * Filtered-mailbox benchmark through the proxy (docs/filtering.md, Figures): a fresh user's INBOX seeded with N
+ * messages (default 100,000; the seeder's sender mix), the seed config's rules, the proxy in a child process
+ * (plain IMAP on both legs, audit log on), a raw client.
+ *
+ * 1. first SELECT, cold: Dovecot opens the folder for the first time and the cache is empty;
+ * 2. re-SELECT in a new session: served by the classification cache (target <= 0.2 s);
+ * 3. first SELECT with a warm Dovecot and an empty cache (a second proxy with its own cache file);
+ * 4. `UID FETCH 1:* (BODY.PEEK[])` of the filtered INBOX through the proxy against a fetch of the same UIDs
+ *    straight from Dovecot, interleaved rounds, medians (target: proxy >= 0.75x direct).
+ *
+ *   bun scripts/bench/filtered.ts [--count N] [--rounds 3]
+ *
+ * Uses MAILGATOR_UPSTREAMS when set, otherwise starts the servers with scripts/upstreams. Prints one JSON line.
+ */
+
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { connect, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
+
+const argv = process.argv.slice(2);
+const flag = (name: string, fallback: string): string => {
+  const at = argv.indexOf(`--${name}`);
+  return at === -1 ? fallback : (argv[at + 1] ?? fallback);
+};
+
+if (argv[0] === "serve") await serve(argv[1]!);
+else await main();
+
+/** Child mode: the IMAP proxy from a config file; prints its port. */
+async function serve(tomlPath: string): Promise<void> {
+  const { parseConfig } = await import("../../src/config/index.ts");
+  const { AuditLog } = await import("../../src/audit/index.ts");
+  const { compilePolicy } = await import("../../src/policy/index.ts");
+  const { startImapProxy } = await import("../../src/imap/index.ts");
+  const parsed = parseConfig(readFileSync(tomlPath, "utf8"), tomlPath);
+  const config = { ...parsed, imap: { ...parsed.imap!, listenAddr: { host: "127.0.0.1", port: 0 } } };
+  const audit = AuditLog.open(config.audit.path);
+  const proxy = await startImapProxy({ config, policy: compilePolicy(config.rules), audit, timeouts: { commandMs: 600_000 } });
+  process.stdout.write(`${JSON.stringify({ port: proxy.address.port })}\n`);
+  process.on("SIGTERM", () => void proxy.close().then(() => audit.close()).then(() => process.exit(0)));
+}
+
+/** A raw client that counts bytes and finds its tagged replies by scanning each chunk's tail. */
+class Client {
+  #socket: Socket;
+  #tag = 0;
+  #window = "";
+  #done: ((status: string) => void) | null = null;
+  #wanted = "";
+  #collect: string[] | null = null;
+  bytes = 0;
+
+  private constructor(socket: Socket) {
+    this.#socket = socket;
+    socket.on("data", (chunk: Buffer) => {
+      this.bytes += chunk.length;
+      const text = chunk.toString("latin1");
+      this.#collect?.push(text);
+      this.#window = (this.#window + text).slice(-(this.#wanted.length + 512));
+      const at = this.#window.indexOf(this.#wanted);
+      if (this.#done !== null && at !== -1 && this.#window.indexOf("\r\n", at) !== -1) {
+        const line = this.#window.slice(at + 2, this.#window.indexOf("\r\n", at + 2));
+        const done = this.#done;
+        this.#done = null;
+        done(line);
+      }
+    });
+  }
+
+  static async open(port: number): Promise<Client> {
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      const s = connect({ host: "127.0.0.1", port }, () => resolve(s));
+      s.once("error", reject);
+    });
+    const client = new Client(socket);
+    await new Promise<void>((resolve) => socket.once("data", () => resolve()));
+    return client;
+  }
+
+  /** Sends a command; resolves with its tagged line (and everything before it when `collect`). */
+  async command(text: string, collect = false): Promise<{ status: string; data: string }> {
+    const tag = `B${++this.#tag}`;
+    this.#wanted = `\r\n${tag} `;
+    this.#window = "\r\n";
+    this.#collect = collect ? [] : null;
+    const status = new Promise<string>((resolve) => (this.#done = resolve));
+    this.#socket.write(`${tag} ${text}\r\n`);
+    const line = await status;
+    if (!line.startsWith(`${tag} OK`)) throw new Error(`bench: ${text.slice(0, 40)} failed: ${line}`);
+    const data = this.#collect?.join("") ?? "";
+    this.#collect = null;
+    return { status: line, data };
+  }
+
+  close(): void {
+    this.#socket.end(`B${++this.#tag} LOGOUT\r\n`);
+  }
+}
+
+async function upstreamDescription(): Promise<Upstreams> {
+  const path = process.env["MAILGATOR_UPSTREAMS"];
+  if (path) return readUpstreams(path);
+  const { startUpstreams } = await import("../upstreams/start.ts");
+  return startUpstreams({});
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  return sorted[Math.floor(sorted.length / 2)]!;
+}
+
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+  return (Number(fields[11]) + Number(fields[12])) / 100;
+}
+
+async function startProxy(dir: string, up: Upstreams): Promise<{ port: number; pid: number; stop(): Promise<void> }> {
+  const toml = join(dir, "mailgator.toml");
+  writeFileSync(
+    toml,
+    `[imap]
+listen_addr = "127.0.0.1:1"
+upstream_addr = "${up.host}:${up.ports.imap}"
+upstream_tls = "none"
+
+[audit]
+path = "${join(dir, "audit.db")}"
+
+[[rules]]
+name = "Transactional emails from known senders"
+folders = ["INBOX"]
+from = "notifications@*"
+action = "allow"
+operations = ["read"]
+
+[[rules]]
+name = "Deny everything else"
+action = "deny"
+`,
+  );
+  const child = Bun.spawn([process.execPath, import.meta.path, "serve", toml], { stdout: "pipe", stderr: "inherit" });
+  const reader = child.stdout.getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) throw new Error("bench: proxy exited");
+    text += new TextDecoder().decode(value);
+  }
+  const { port } = JSON.parse(text.slice(0, text.indexOf("\n"))) as { port: number };
+  return {
+    port,
+    pid: child.pid,
+    async stop() {
+      child.kill("SIGTERM");
+      await child.exited;
+    },
+  };
+}
+
+async function timed<T>(f: () => Promise<T>): Promise<[number, T]> {
+  const t = performance.now();
+  const value = await f();
+  return [Number(((performance.now() - t) / 1000).toFixed(3)), value];
+}
+
+async function main(): Promise<void> {
+  const count = Number(flag("count", "100000"));
+  const rounds = Number(flag("rounds", "3"));
+  const up = await upstreamDescription();
+  const { addUser } = await import("../upstreams/users.ts");
+  const { seedMaildir } = await import("../upstreams/seed.ts");
+  const address = `bench-filtered-${Date.now().toString(36)}@${up.userDomain}`;
+  const user = addUser(up, address, "bench-password");
+  const dirA = mkdtempSync(join(tmpdir(), "mailgator-bench-filtered-a-"));
+  const dirB = mkdtempSync(join(tmpdir(), "mailgator-bench-filtered-b-"));
+  const figures: Record<string, unknown> = { messages: count };
+  try {
+    const manifest = seedMaildir(user.maildir, { folders: { INBOX: count }, owner: address });
+    const visible = manifest.folders["INBOX"]!.filter((m) => m.from.startsWith("notifications@")).map((m) => m.uid);
+    figures["visible"] = visible.length;
+    const login = async (port: number) => {
+      const c = await Client.open(port);
+      await c.command(`LOGIN "${user.user}" "${user.password}"`);
+      return c;
+    };
+    const a = await startProxy(dirA, up);
+    const b = await startProxy(dirB, up);
+    try {
+      // 1. cold Dovecot, empty cache.
+      const first = await login(a.port);
+      const [cold, sel] = await timed(() => first.command("EXAMINE INBOX", true));
+      if (!sel.data.includes(`* ${visible.length} EXISTS`)) throw new Error(`bench: EXISTS is not ${visible.length}: ${sel.data.slice(0, 300)}`);
+      first.close();
+      figures["selectColdSeconds"] = cold;
+      // 2. re-SELECT: the cache.
+      const again: number[] = [];
+      for (let i = 0; i < 5; i++) {
+        const c = await login(a.port);
+        again.push((await timed(() => c.command("EXAMINE INBOX")))[0]);
+        c.close();
+      }
+      figures["reselectCachedSeconds"] = median(again);
+      // 3. warm Dovecot, empty cache (proxy b has its own cache file).
+      const warm = await login(b.port);
+      figures["selectWarmNoCacheSeconds"] = (await timed(() => warm.command("EXAMINE INBOX")))[0];
+      warm.close();
+      // 4. throughput: the filtered INBOX through the proxy vs the same UIDs from Dovecot (in chunks of 2,000
+      // UIDs: Dovecot limits command lines to 64 KB).
+      const proxyRuns: number[] = [];
+      const directRuns: number[] = [];
+      let proxyBytes = 0;
+      let directBytes = 0;
+      const cpuBefore = cpuSeconds(a.pid);
+      for (let r = 0; r < rounds; r++) {
+        const viaProxy = await login(a.port);
+        await viaProxy.command("EXAMINE INBOX");
+        const before = viaProxy.bytes;
+        proxyRuns.push((await timed(() => viaProxy.command("UID FETCH 1:* (BODY.PEEK[])")))[0]);
+        proxyBytes = viaProxy.bytes - before;
+        viaProxy.close();
+        const direct = await login(up.ports.imap);
+        await direct.command("EXAMINE INBOX");
+        const start = direct.bytes;
+        directRuns.push(
+          (
+            await timed(async () => {
+              for (let i = 0; i < visible.length; i += 2000) await direct.command(`UID FETCH ${visible.slice(i, i + 2000).join(",")} (BODY.PEEK[])`);
+            })
+          )[0],
+        );
+        directBytes = direct.bytes - start;
+        direct.close();
+      }
+      figures["fetchProxySeconds"] = median(proxyRuns);
+      figures["fetchDirectSeconds"] = median(directRuns);
+      figures["fetchProxyMB"] = Number((proxyBytes / 1e6).toFixed(1));
+      figures["fetchDirectMB"] = Number((directBytes / 1e6).toFixed(1));
+      figures["throughputRatio"] = Number((median(directRuns) / median(proxyRuns)).toFixed(2));
+      figures["proxyCpuSecondsPerFetch"] = Number(((cpuSeconds(a.pid) - cpuBefore) / rounds).toFixed(2));
+    } finally {
+      await a.stop();
+      await b.stop();
+    }
+  } finally {
+    rmSync(user.maildir, { recursive: true, force: true });
+    rmSync(dirA, { recursive: true, force: true });
+    rmSync(dirB, { recursive: true, force: true });
+  }
+  console.log(JSON.stringify(figures));
+}
