@@ -28,6 +28,22 @@ export interface ListenOptions {
   readonly onConnection: (connection: Connection) => void;
   /** Say why (e.g. SMTP `421`) and close; the connection does not count against the limit. */
   readonly onOverload: (connection: Connection) => void;
+  /** Implicit TLS: how long a client has to complete its handshake (default TLS_HANDSHAKE_TIMEOUT_MS). */
+  readonly handshakeTimeoutMs?: number;
+}
+
+/**
+ * Implicit TLS: a client that connects and does not complete its handshake within this time is dropped. Node's
+ * default is 120 s, long enough for idle connections to hold every place under the connection limit; a real
+ * client's handshake takes milliseconds.
+ */
+export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
+
+interface Handshake {
+  readonly raw: Socket;
+  /** Arrived with the limit reached: answered by onOverload once secure. */
+  readonly overloaded: boolean;
+  readonly timer: ReturnType<typeof setTimeout>;
 }
 
 export interface Listener {
@@ -59,17 +75,26 @@ export async function listen(options: ListenOptions): Promise<Listener> {
   }
   let open = 0;
   const sockets = new Set<Socket>();
-  // TCP connections whose TLS handshake has not completed (implicit TLS). server.close() waits for them, and no
-  // session exists yet to end them, so close() destroys them; otherwise a client that connects and never
-  // speaks TLS holds the listener open for the whole handshake timeout.
-  const handshaking = new Map<string, Socket>();
+  // TCP connections whose TLS handshake has not completed (implicit TLS). Each holds a place under the connection
+  // limit until it completes or fails, and has TLS_HANDSHAKE_TIMEOUT_MS to do so. server.close() waits for them,
+  // and no session exists yet to end them, so close() destroys them.
+  const handshaking = new Map<string, Handshake>();
+  let overloadedHandshakes = 0;
   const peer = (s: Socket): string => `${s.remoteAddress}|${s.remotePort}`;
   const accept = (socket: Socket, secure: boolean): void => {
-    if (secure) handshaking.delete(peer(socket));
+    let overloaded = open >= options.maxConnections;
+    if (secure) {
+      const key = peer(socket);
+      const h = handshaking.get(key);
+      if (h !== undefined) {
+        finishHandshake(key, h);
+        overloaded = h.overloaded || overloaded;
+      }
+    }
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     const connection = new Connection(socket, secure);
-    if (open >= options.maxConnections) {
+    if (overloaded) {
       options.onOverload(connection);
       return;
     }
@@ -77,18 +102,32 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     connection.onClose(() => open--);
     options.onConnection(connection);
   };
+  const finishHandshake = (key: string, h: Handshake): void => {
+    clearTimeout(h.timer);
+    if (handshaking.get(key) !== h) return;
+    handshaking.delete(key);
+    if (h.overloaded) overloadedHandshakes--;
+  };
   let server: Server;
   if (options.tls === "tls") {
     const { key, cert } = options.identity!;
     server = createTlsServer({ key, cert }, (socket) => accept(socket, true));
     // A failed handshake is the client's problem; it must not take the listener down.
     server.on("tlsClientError", () => {});
+    const timeoutMs = options.handshakeTimeoutMs ?? TLS_HANDSHAKE_TIMEOUT_MS;
     server.on("connection", (raw: Socket) => {
+      // Over the limit, the client still completes its handshake to be told why (onOverload), but only as many
+      // such handshakes run at once as the limit itself; beyond that the connection is dropped unanswered.
+      const overloaded = open + handshaking.size - overloadedHandshakes >= options.maxConnections;
+      if (overloaded && overloadedHandshakes >= options.maxConnections) {
+        raw.destroy();
+        return;
+      }
       const key = peer(raw);
-      handshaking.set(key, raw);
-      raw.once("close", () => {
-        if (handshaking.get(key) === raw) handshaking.delete(key);
-      });
+      const h: Handshake = { raw, overloaded, timer: setTimeout(() => raw.destroy(), timeoutMs) };
+      if (overloaded) overloadedHandshakes++;
+      handshaking.set(key, h);
+      raw.once("close", () => finishHandshake(key, h));
     });
   } else {
     server = createTcpServer((socket) => accept(socket, false));
@@ -110,8 +149,10 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());
-        for (const raw of handshaking.values()) raw.destroy();
-        handshaking.clear();
+        for (const [key, h] of [...handshaking]) {
+          finishHandshake(key, h);
+          h.raw.destroy();
+        }
         if (sockets.size === 0) resolve();
       }),
   };
