@@ -54,11 +54,13 @@ function run(encode: boolean): { mbps: number; msgs: number } {
         if (!res.ok || res.value.type !== 'FETCH') throw new Error('parse failed');
         const b = res.value.attrs[2];
         if (b?.name === 'BODY[]' && b.data !== null) bodyBytes += b.data.length;
-        if (encode) {
-          writeResponse(enc, res.value);
-          enc.finish();
-        }
+        if (encode) writeResponse(enc, res.value);
         parsed++;
+      }
+      // One batch per chunk, as the session writes it: views of the encoder's buffer, then reused.
+      if (encode) {
+        enc.takeViews();
+        enc.recycle();
       }
     }
   }

@@ -233,15 +233,17 @@ action = "allow"
       for (const t of targets) {
         const cpuBefore = cpuSeconds(child.pid);
         const run = await session(t.port, user, repeat);
+        let cpu = "";
         if (t.name === "mailgator") {
           const cpuAfter = cpuSeconds(child.pid);
           proxyCpu.user += cpuAfter.user - cpuBefore.user;
           proxyCpu.sys += cpuAfter.sys - cpuBefore.sys;
+          cpu = ` (proxy CPU ${(cpuAfter.user - cpuBefore.user + cpuAfter.sys - cpuBefore.sys).toFixed(2)} s)`;
         }
         if (t.name === "direct") bytes = run.bytes;
         else if (Math.abs(run.bytes - bytes) > bytes * 0.01) throw new Error(`bench: ${t.name} returned ${run.bytes} bytes, direct ${bytes}`);
         times.get(t.name)!.push(run.seconds);
-        line.push(`${t.name} ${run.seconds.toFixed(3)} s`);
+        line.push(`${t.name} ${run.seconds.toFixed(3)} s${cpu}`);
       }
       console.log(`  round ${r + 1}: ${line.join(", ")}`);
     }
