@@ -4,7 +4,7 @@
  * benchmark prints its own figures; proxy benchmarks compare Mailgator with a
  * direct connection to the same server in the same run and print the ratio.
  *
- *   bun scripts/bench/index.ts [name ...]    (names: policy audit imap-wire seed smtp imap)
+ *   bun scripts/bench/index.ts [name ...]    (names: policy audit imap-wire seed smtp imap classify filtered)
  */
 
 import { chmodSync, existsSync, mkdtempSync } from "node:fs";
@@ -13,8 +13,8 @@ import { join } from "node:path";
 import { startUpstreams } from "../upstreams/start.ts";
 import { stopUpstreams } from "../upstreams/stop.ts";
 
-const ALL = ["policy", "audit", "imap-wire", "seed", "smtp", "imap"];
-const NEEDS_SERVERS = new Set(["seed", "smtp", "imap"]);
+const ALL = ["policy", "audit", "imap-wire", "seed", "smtp", "imap", "classify", "filtered"];
+const NEEDS_SERVERS = new Set(["seed", "smtp", "imap", "classify", "filtered"]);
 const chosen = process.argv.length > 2 ? process.argv.slice(2) : ALL;
 const present = chosen.filter((name) => existsSync(join(import.meta.dir, `${name}.ts`)));
 
