@@ -7,7 +7,7 @@ import { chmodSync, chownSync, existsSync, mkdirSync, readFileSync, rmSync, stat
 import { join } from "node:path";
 import type { Layout } from "./layout.ts";
 import { MAIL_UID, SPECIAL_FOLDERS } from "./layout.ts";
-import { runDaemonCommand } from "./processes.ts";
+import { startDaemon } from "./processes.ts";
 import type { TlsFiles } from "./tls.ts";
 
 /** Socket (in Dovecot's base_dir) that Postfix's smtpd asks to check SMTP AUTH. */
@@ -141,20 +141,8 @@ export function dovecotGid(): number {
 
 /** Starts the master (it daemonizes) and returns its PID from base_dir/master.pid. */
 export async function startDovecot(paths: Layout): Promise<number> {
-  const result = runDaemonCommand(["/usr/sbin/dovecot", "-c", paths.dovecotConf], join(paths.dovecotDir, "start.out"));
-  if (result.exitCode !== 0) {
-    throw new Error(`upstreams: dovecot did not start (exit ${result.exitCode}): ${result.output}${logTail(paths.dovecotLog)}`);
-  }
   const pidFile = join(paths.dovecotBaseDir, "master.pid");
-  const deadline = Date.now() + 5000;
-  while (Date.now() < deadline) {
-    if (existsSync(pidFile)) {
-      const pid = Number(readFileSync(pidFile, "utf8").trim());
-      if (pid > 0) return pid;
-    }
-    await Bun.sleep(20);
-  }
-  throw new Error(`upstreams: dovecot wrote no ${pidFile}${logTail(paths.dovecotLog)}`);
+  return startDaemon("dovecot", ["/usr/sbin/dovecot", "-c", paths.dovecotConf], join(paths.dovecotDir, "start.out"), pidFile, () => logTail(paths.dovecotLog));
 }
 
 export function logTail(path: string, lines = 15): string {

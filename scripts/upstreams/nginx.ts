@@ -6,7 +6,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { logTail } from "./dovecot.ts";
 import type { Layout } from "./layout.ts";
-import { runDaemonCommand } from "./processes.ts";
+import { startDaemon } from "./processes.ts";
 
 const MAIL_MODULE = "/usr/lib/nginx/modules/ngx_mail_module.so";
 
@@ -61,17 +61,5 @@ export async function startNginx(paths: Layout, ports: { nginxImap: number; auth
   mkdirSync(paths.nginxDir, { recursive: true });
   writeFileSync(paths.nginxConf, nginxConfig(paths, ports));
   const pidFile = join(paths.nginxDir, "nginx.pid");
-  const result = runDaemonCommand(["/usr/sbin/nginx", "-p", paths.nginxDir, "-e", paths.nginxLog, "-c", paths.nginxConf], join(paths.nginxDir, "start.out"));
-  if (result.exitCode !== 0) {
-    throw new Error(`upstreams: nginx did not start (exit ${result.exitCode}): ${result.output}${logTail(paths.nginxLog)}`);
-  }
-  const deadline = Date.now() + 5000;
-  while (Date.now() < deadline) {
-    if (existsSync(pidFile)) {
-      const pid = Number(readFileSync(pidFile, "utf8").trim());
-      if (pid > 0) return pid;
-    }
-    await Bun.sleep(20);
-  }
-  throw new Error(`upstreams: nginx wrote no ${pidFile}${logTail(paths.nginxLog)}`);
+  return startDaemon("nginx", ["/usr/sbin/nginx", "-p", paths.nginxDir, "-e", paths.nginxLog, "-c", paths.nginxConf], join(paths.nginxDir, "start.out"), pidFile, () => logTail(paths.nginxLog));
 }

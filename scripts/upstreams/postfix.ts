@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { LMTP_SOCKET, SASL_SOCKET, logTail } from "./dovecot.ts";
 import type { Layout } from "./layout.ts";
 import { MAIL_UID, USER_DOMAIN } from "./layout.ts";
-import { runDaemonCommand } from "./processes.ts";
+import { startDaemon } from "./processes.ts";
 import type { TlsFiles } from "./tls.ts";
 
 /** Local-part prefixes of the RCPT TO hooks (any domain): `reject…@x` → 550, `tempfail…@x` → 451. */
@@ -158,18 +158,6 @@ function userIds(name: string): { uid: number; gid: number } {
 
 /** `postfix start` creates missing queue directories, starts the master and returns its PID. */
 export async function startPostfix(paths: Layout): Promise<number> {
-  const result = runDaemonCommand(["/usr/sbin/postfix", "-c", paths.postfixConf, "start"], join(paths.postfixDir, "start.out"));
-  if (result.exitCode !== 0) {
-    throw new Error(`upstreams: postfix did not start (exit ${result.exitCode}): ${result.output}${logTail(paths.postfixLog)}`);
-  }
   const pidFile = join(paths.postfixQueue, "pid", "master.pid");
-  const deadline = Date.now() + 5000;
-  while (Date.now() < deadline) {
-    if (existsSync(pidFile)) {
-      const pid = Number(readFileSync(pidFile, "utf8").trim());
-      if (pid > 0) return pid;
-    }
-    await Bun.sleep(20);
-  }
-  throw new Error(`upstreams: postfix wrote no ${pidFile}${logTail(paths.postfixLog)}`);
+  return startDaemon("postfix", ["/usr/sbin/postfix", "-c", paths.postfixConf, "start"], join(paths.postfixDir, "start.out"), pidFile, () => logTail(paths.postfixLog));
 }

@@ -2,7 +2,7 @@
  * Processes the fixtures start, identified by PID plus the kernel's start time so that a
  * recycled PID is never mistaken for ours (and never killed).
  */
-import { closeSync, openSync, readFileSync, readdirSync } from "node:fs";
+import { closeSync, existsSync, openSync, readFileSync, readdirSync } from "node:fs";
 
 /** A process we started (a daemon's master), as recorded in upstreams.json. */
 export interface TrackedProcess {
@@ -124,4 +124,24 @@ export function runDaemonCommand(argv: string[], outputFile: string): { exitCode
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * Starts a daemon with `argv` and waits until it has written a positive PID
+ * to `pidFile`; `logTail` adds the end of its log to any error.
+ */
+export async function startDaemon(name: string, argv: string[], outputFile: string, pidFile: string, logTail: () => string): Promise<number> {
+  const result = runDaemonCommand(argv, outputFile);
+  if (result.exitCode !== 0) {
+    throw new Error(`upstreams: ${name} did not start (exit ${result.exitCode}): ${result.output}${logTail()}`);
+  }
+  const deadline = Date.now() + 5000;
+  while (Date.now() < deadline) {
+    if (existsSync(pidFile)) {
+      const pid = Number(readFileSync(pidFile, "utf8").trim());
+      if (pid > 0) return pid;
+    }
+    await Bun.sleep(20);
+  }
+  throw new Error(`upstreams: ${name} wrote no ${pidFile}${logTail()}`);
 }
