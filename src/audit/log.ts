@@ -437,8 +437,7 @@ export class AuditLog {
   }
 
   #startWriter(): Worker {
-    // The URL form is what `bun build --compile` needs to find the worker (with writer.ts as an extra entrypoint).
-    const writer = new Worker(new URL("./writer.ts", import.meta.url));
+    const writer = new Worker(writerUrl());
     writer.unref();
     writer.addEventListener("message", (event: MessageEvent<FromWriter>) => this.#onWriterMessage(event.data));
     writer.addEventListener("error", (event: ErrorEvent) => {
@@ -493,6 +492,15 @@ export class AuditLog {
     this.#retentionTimer = setInterval(prune, RETENTION_INTERVAL_MS);
     this.#retentionTimer.unref();
   }
+}
+
+/**
+ * Where the writer thread's code is. From source, next to this file. In the executable, which `npm run build`
+ * compiles with writer.ts as a second entrypoint and `--root src`, every bundled module has the executable's own
+ * URL, and the writer is at audit/writer.ts under that root (Bun's docs: "Worker" in "Single-file executable").
+ */
+function writerUrl(): URL {
+  return new URL(import.meta.file === "log.ts" ? "./writer.ts" : "./audit/writer.ts", import.meta.url);
 }
 
 function message(e: unknown): string {
