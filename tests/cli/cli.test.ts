@@ -193,7 +193,11 @@ describe("compiled executable", () => {
   test("dist/mailgator runs alone in an empty directory with no Bun on PATH", () => {
     const dir = tempDir();
     const out = join(dir, "build", "mailgator");
-    const build = Bun.spawnSync([process.execPath, "build", "--compile", MAIN, "--outfile", out], { cwd: ROOT });
+    // The same command as `npm run build`, with another output file.
+    const script: string = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).scripts.build;
+    const argv = script.split(" ").slice(1).map((a) => (a === "dist/mailgator" ? out : a));
+    expect(argv).toContain(out);
+    const build = Bun.spawnSync([process.execPath, ...argv], { cwd: ROOT });
     expect(build.exitCode).toBe(0);
     const alone = join(dir, "alone");
     Bun.spawnSync(["mkdir", alone]);
