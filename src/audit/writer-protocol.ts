@@ -2,8 +2,6 @@
  * Messages between the audit log (log.ts, on the proxy's event loop) and its writer thread (writer.ts).
  * One batch is in flight at a time; `batch` numbers it, so an answer is matched to the batch it is about.
  */
-import type { StoredRow } from "./row.ts";
-
 /** A reader (the CLI) and the writer (the proxy) wait this long for each other's locks before failing. */
 export const BUSY_TIMEOUT_MS = 5000;
 
@@ -15,8 +13,8 @@ export interface WriterSettings {
 
 export type ToWriter =
   | { type: "settings"; settings: WriterSettings }
-  /** Insert these rows in one transaction. */
-  | { type: "commit"; batch: number; rows: StoredRow[] }
+  /** Insert these rows (a JSON array of StoredRow) in one transaction. */
+  | { type: "commit"; batch: number; rows: string }
   /** Close the connection (this checkpoints the WAL when it is the last one) and answer "closed". */
   | { type: "close" };
 

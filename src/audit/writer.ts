@@ -59,7 +59,7 @@ port.on("message", (message: ToWriter) => {
         if (settings === null) throw new Error("the writer thread has no settings");
         // Opened on first use, and again after an open that failed (a retry after the file came back).
         insertBatch ??= connect(settings);
-        reply({ type: "committed", batch: message.batch, ids: insertBatch(message.rows) });
+        reply({ type: "committed", batch: message.batch, ids: insertBatch(JSON.parse(message.rows) as StoredRow[]) });
       } catch (e) {
         reply({ type: "failed", batch: message.batch, message: e instanceof Error ? e.message : String(e) });
       }
