@@ -1,12 +1,10 @@
 /**
- * The audit log: one SQLite file in WAL mode. Rows are queued on the proxy's event loop and committed by a writer
- * thread (writer.ts), so that recording a decision never waits for the disk and a commit's fsync never holds a
- * session; `durable()` resolves once the writer has committed the row, for the rows that must be on disk before an
- * operation is forwarded upstream.
+ * The audit log: one SQLite file in WAL mode, written by a batched queue so that recording a decision never waits
+ * for the disk, with `durable()` for the rows that must be on disk before an operation is forwarded upstream.
  *
- * Failure is loud and closed: when a commit fails (read-only file, full disk, a writer thread that stopped) the log
- * turns unhealthy, keeps every queued row in memory and retries, `record()` throws and `durable()` rejects with
- * AuditUnavailableError, so the proxy refuses what it cannot audit. No row is dropped without an error that says so.
+ * Failure is loud and closed: when a commit fails (read-only file, full disk) the log turns unhealthy, keeps every
+ * queued row in memory and retries, `record()` throws and `durable()` rejects with AuditUnavailableError, so the
+ * proxy refuses what it cannot audit. No row is dropped without an error that says so.
  */
 import { Database } from "bun:sqlite";
 import { existsSync } from "node:fs";
@@ -20,25 +18,19 @@ import {
 } from "./event.ts";
 import { COLUMNS, migrate, SCHEMA_VERSION, schemaVersion } from "./schema.ts";
 import { fromColumns, type StoredRow, toColumns } from "./row.ts";
-import { BUSY_TIMEOUT_MS, type FromWriter, type ToWriter } from "./writer-protocol.ts";
 
 /** Rows recorded with record() reach the disk within this; a crash loses at most this window of them. */
 const DEFAULT_BATCH_MS = 25;
-/** Rows per transaction: bounds the size of one commit, and so of one message to the writer thread. */
+/** Rows per transaction; bounds how long one commit holds the event loop (about 4 ms measured, docs/audit.md). */
 const DEFAULT_MAX_BATCH = 1000;
 /** record() refuses beyond this many rows waiting for the disk, so a stalled disk cannot exhaust memory. */
 export const MAX_QUEUED_ROWS = 2_000_000;
 /** After a failed commit, queued rows are retried this often. */
 const RETRY_MS = 1000;
-/** close() waits this long for the writer thread to close its connection before it terminates the thread. */
-const WRITER_CLOSE_MS = 10_000;
+/** A reader (the CLI) and the writer (the proxy) wait this long for each other's locks before failing. */
+const BUSY_TIMEOUT_MS = 5000;
 const RETENTION_INTERVAL_MS = 60 * 60 * 1000;
 const DAY_MS = 24 * 60 * 60 * 1000;
-
-/**
- * Terminates the writer thread as if it had crashed. For tests of that failure only; not exported by index.ts.
- */
-export const CRASH_WRITER_FOR_TESTS = Symbol("audit: crash the writer thread");
 
 export interface AuditOpenOptions {
   /** flush queued rows this often (ms); default 25 */
@@ -70,42 +62,23 @@ interface Pending {
   waiter: Waiter | null;
 }
 
-interface FlushWaiter {
-  /** resolved once this many rows (counted from open) are committed */
-  target: number;
-  resolve(): void;
-  reject(error: Error): void;
-}
-
 type Timer = ReturnType<typeof setTimeout>;
 
 export class AuditLog {
   readonly path: string;
   readonly readonly: boolean;
-  /** This thread's connection: queries, pruning, and the checks at open. Rows are inserted by the writer thread. */
   #db: Database;
-  #sync: "full" | "normal";
-  #maxBytes: number | null;
+  #insertBatch: ((from: number, to: number) => number[]) | null = null;
   #batchMs: number;
   #maxBatch: number;
   #log: (message: string) => void;
-
-  #writer: Worker | null = null;
-  /** The writer's answer to "close", or its exit. */
-  #writerClosed: (() => void) | null = null;
-  #batchNo = 0;
-  /** Whether the writer is committing a batch: rows #queue[#head..#head + #inFlight]. */
-  #busy = false;
-  #inFlight = 0;
 
   /** Rows not yet committed are #queue[#head..]; committed slots are cleared and compacted away. */
   #queue: (Pending | undefined)[] = [];
   #head = 0;
   #enqueued = 0;
   #committed = 0;
-  /** A commit has been asked for (by durable(), flush(), the timer or a full batch) of the rows enqueued up to here. */
-  #wanted = 0;
-  #flushWaiters: FlushWaiter[] = [];
+  #draining: Promise<void> | null = null;
   #timer: Timer | null = null;
   #immediate: ReturnType<typeof setImmediate> | null = null;
   #retryTimer: Timer | null = null;
@@ -117,18 +90,31 @@ export class AuditLog {
     this.path = path;
     this.readonly = readonly;
     this.#db = db;
-    this.#sync = opts.sync ?? "full";
-    this.#maxBytes = opts.maxBytes ?? null;
     this.#batchMs = opts.batchMs ?? DEFAULT_BATCH_MS;
     this.#maxBatch = Math.max(1, opts.maxBatch ?? DEFAULT_MAX_BATCH);
     this.#log = opts.log ?? ((message) => console.error(message));
-    if (!readonly) this.#startWriter();
+    if (!readonly) {
+      const insert = db.prepare(
+        `INSERT INTO audit (${COLUMNS.join(", ")}) VALUES (${COLUMNS.map(() => "?").join(", ")})`,
+      );
+      const batch = db.transaction((from: number, to: number): number[] => {
+        const ids: number[] = [];
+        for (let i = from; i < to; i++) {
+          const pending = this.#queue[i];
+          if (pending === undefined) continue;
+          const { lastInsertRowid } = insert.run(...pending.columns);
+          if (pending.waiter !== null) ids[i - from] = Number(lastInsertRowid);
+        }
+        return ids;
+      });
+      this.#insertBatch = batch.immediate;
+    }
   }
 
   /**
    * Opens the log, creating the file and schema if missing and applying migrations.
    * Throws AuditUnavailableError with the path and the cause if the file cannot be opened (or, unless readonly,
-   * cannot be written). These checks run here, on the caller's thread; the writer thread starts afterwards.
+   * cannot be written).
    */
   static open(path: string, opts: AuditOpenOptions = {}): AuditLog {
     const readonly = opts.readonly ?? false;
@@ -152,6 +138,10 @@ export class AuditLog {
         const mode = db.query<{ journal_mode: string }, []>("PRAGMA journal_mode = WAL").get();
         if (mode?.journal_mode !== "wal") throw new Error(`cannot switch to WAL (journal mode ${mode?.journal_mode})`);
         db.exec(`PRAGMA synchronous = ${opts.sync === "normal" ? "NORMAL" : "FULL"}`);
+        if (opts.maxBytes !== undefined) {
+          const pageSize = db.query<{ page_size: number }, []>("PRAGMA page_size").get()?.page_size ?? 4096;
+          db.exec(`PRAGMA max_page_count = ${Math.max(1, Math.floor(opts.maxBytes / pageSize))}`);
+        }
         migrate(db);
         // SQLite quietly opens a write-protected file read-only; a write here turns that into an error now
         // rather than at the first decision.
@@ -182,34 +172,25 @@ export class AuditLog {
   /** Queues a row; never waits for the disk. Throws AuditUnavailableError if the log is known to be broken. */
   record(ev: AuditEvent): void {
     this.#enqueue(ev, null);
-    if (this.queued >= this.#maxBatch) this.#commitSoon();
+    if (this.queued >= this.#maxBatch) this.#flushSoon();
     else if (this.#timer === null) this.#timer = setTimeout(this.#onTimer, this.#batchMs);
   }
 
   /**
    * Queues a row and resolves with its id once it is committed; rows passed to durable() in the same turn of the
-   * event loop, and rows queued while the writer is busy with an earlier commit, share one commit.
-   * Rejects with AuditUnavailableError if the row cannot be written.
+   * event loop share one commit. Rejects with AuditUnavailableError if the row cannot be written.
    */
   durable(ev: AuditEvent): Promise<number> {
     return new Promise<number>((resolve, reject) => {
       this.#enqueue(ev, { resolve, reject });
-      this.#commitSoon();
+      this.#flushSoon();
     });
   }
 
-  /**
-   * Commits everything queued so far. Rejects with AuditUnavailableError if that fails; on an unhealthy log it
-   * retries at once.
-   */
-  flush(): Promise<void> {
+  /** Commits everything queued so far. Rejects with AuditUnavailableError if that fails. */
+  async flush(): Promise<void> {
     const target = this.#enqueued;
-    if (this.#committed >= target && this.#error === null) return Promise.resolve();
-    return new Promise<void>((resolve, reject) => {
-      this.#flushWaiters.push({ target, resolve, reject });
-      if (this.#error !== null) this.#retry();
-      else this.#want();
-    });
+    while (this.#committed < target) await this.#drain();
   }
 
   /** Committed rows matching the filter, by id (newest first unless order is "asc"). Queued rows are not seen. */
@@ -246,10 +227,7 @@ export class AuditLog {
     }
   }
 
-  /**
-   * Deletes rows older than retentionDays and returns how many. Runs on this thread's connection (it is rare:
-   * hourly); if the writer is committing, it waits for that commit.
-   */
+  /** Deletes rows older than retentionDays and returns how many. */
   prune(retentionDays: number): number {
     this.#checkWritable();
     const cutoff = Date.now() - retentionDays * DAY_MS;
@@ -270,7 +248,7 @@ export class AuditLog {
     if (this.#retentionTimer !== null) clearInterval(this.#retentionTimer);
     if (this.#retryTimer !== null) clearTimeout(this.#retryTimer);
     let failure: AuditUnavailableError | null = null;
-    if (!this.readonly && this.queued > 0) {
+    if (!this.readonly) {
       try {
         await this.flush();
       } catch (e) {
@@ -283,14 +261,8 @@ export class AuditLog {
     }
     if (this.#timer !== null) clearTimeout(this.#timer);
     if (this.#immediate !== null) clearImmediate(this.#immediate);
-    await this.#stopWriter();
     this.#db.close();
     if (failure !== null) throw failure;
-  }
-
-  /** See CRASH_WRITER_FOR_TESTS. */
-  [CRASH_WRITER_FOR_TESTS](): void {
-    this.#writer?.terminate();
   }
 
   #checkOpen(): void {
@@ -316,61 +288,49 @@ export class AuditLog {
 
   #onTimer = (): void => {
     this.#timer = null;
-    this.#want();
+    this.#drainQuietly();
   };
 
-  #commitSoon(): void {
+  #flushSoon(): void {
     this.#immediate ??= setImmediate(() => {
       this.#immediate = null;
-      this.#want();
+      this.#drainQuietly();
     });
   }
 
-  /** Asks for a commit of everything queued so far; a failure is held in #error for the next caller. */
-  #want(): void {
-    this.#wanted = this.#enqueued;
-    this.#send(false);
+  /** For timers: a failure has already been logged and is held in #error for the next caller. */
+  #drainQuietly(): void {
+    this.#drain().catch(() => {});
   }
 
-  /**
-   * Sends the next batch to the writer, unless one is in flight, nothing is asked for, or the log is broken.
-   * A retry sends even an empty batch: after a writer thread stopped, that is what shows its successor works.
-   */
-  #send(retrying: boolean): void {
-    if (this.#busy) return;
-    if (!retrying && (this.#error !== null || this.#committed >= this.#wanted)) return;
-    const writer = this.#writer ?? this.#startWriter();
-    const count = Math.min(this.#queue.length - this.#head, this.#maxBatch);
-    const rows: StoredRow[] = new Array(count);
-    for (let i = 0; i < count; i++) rows[i] = (this.#queue[this.#head + i] as Pending).columns;
-    this.#busy = true;
-    this.#inFlight = count;
-    writer.ref(); // an awaited durable() keeps the process alive until its answer comes
-    // As JSON: one string crosses to the thread faster than a structured clone of the row arrays (about 2x here).
-    this.#post(writer, { type: "commit", batch: ++this.#batchNo, rows: JSON.stringify(rows) });
+  #drain(): Promise<void> {
+    this.#draining ??= this.#runDrain().finally(() => {
+      this.#draining = null;
+    });
+    return this.#draining;
   }
 
-  #post(writer: Worker, message: ToWriter): void {
-    writer.postMessage(message);
-  }
-
-  #onWriterMessage(message: FromWriter): void {
-    if (message.type === "closed") {
-      this.#writerClosed?.();
-      return;
+  async #runDrain(): Promise<void> {
+    // Yield between transactions so that a long queue does not hold the event loop for more than one batch.
+    while (this.#head < this.#queue.length) {
+      this.#commitBatch();
+      if (this.#head < this.#queue.length) await new Promise<void>((resolve) => setImmediate(resolve));
     }
-    if (!this.#busy || message.batch !== this.#batchNo) return; // a batch already given up on
-    this.#busy = false;
-    if (message.type === "failed") {
-      this.#fail(new Error(message.message));
-      return;
+    if (this.#timer !== null) {
+      clearTimeout(this.#timer);
+      this.#timer = null;
     }
-    this.#committedBatch(message.ids);
   }
 
-  #committedBatch(ids: number[]): void {
+  #commitBatch(): void {
     const from = this.#head;
-    const to = from + this.#inFlight;
+    const to = Math.min(this.#queue.length, from + this.#maxBatch);
+    let ids: number[];
+    try {
+      ids = this.#insertBatch?.(from, to) ?? [];
+    } catch (e) {
+      throw this.#fail(e);
+    }
     for (let i = from; i < to; i++) {
       const waiter = this.#queue[i]?.waiter;
       if (waiter) waiter.resolve(ids[i - from] ?? 0);
@@ -389,21 +349,10 @@ export class AuditLog {
       this.#error = null;
       this.#log(`audit: writing to ${this.path} again; rows kept in memory have been committed`);
     }
-    if (this.#flushWaiters.length > 0) {
-      const done = this.#flushWaiters.filter((w) => w.target <= this.#committed);
-      this.#flushWaiters = this.#flushWaiters.filter((w) => w.target > this.#committed);
-      for (const w of done) w.resolve();
-    }
-    if (this.queued === 0 && this.#timer !== null) {
-      clearTimeout(this.#timer);
-      this.#timer = null;
-    }
-    if (this.#committed < this.#wanted) this.#send(false);
-    else this.#writer?.unref();
   }
 
-  /** Marks the log unhealthy, rejects every waiting durable() and flush(), keeps the rows for a retry. */
-  #fail(cause: unknown): void {
+  /** Marks the log unhealthy, rejects every waiting durable(), keeps the rows for a retry. */
+  #fail(cause: unknown): AuditUnavailableError {
     const error = new AuditUnavailableError(
       `audit: cannot write to ${this.path}: ${message(cause)}; ${this.queued} rows kept in memory for a retry, ` +
         "operations that need the audit log are refused",
@@ -418,66 +367,14 @@ export class AuditLog {
         pending.waiter = null;
       }
     }
-    const flushWaiters = this.#flushWaiters;
-    this.#flushWaiters = [];
-    for (const w of flushWaiters) w.reject(error);
-    this.#writer?.unref();
     if (!this.#closed && this.#retryTimer === null) {
       this.#retryTimer = setTimeout(() => {
         this.#retryTimer = null;
-        this.#retry();
+        this.#drainQuietly();
       }, RETRY_MS);
       this.#retryTimer.unref();
     }
-  }
-
-  /** Sends the kept rows again (starting a new writer thread if the last one stopped). */
-  #retry(): void {
-    this.#wanted = this.#enqueued;
-    this.#send(true);
-  }
-
-  #startWriter(): Worker {
-    const writer = new Worker(writerUrl());
-    writer.unref();
-    writer.addEventListener("message", (event: MessageEvent<FromWriter>) => this.#onWriterMessage(event.data));
-    writer.addEventListener("error", (event: ErrorEvent) => {
-      this.#writerStopped(writer, `the writer thread failed: ${event.message}`);
-      writer.terminate();
-    });
-    writer.addEventListener("close", () => this.#writerStopped(writer, "the writer thread stopped"));
-    this.#post(writer, { type: "settings", settings: { path: this.path, sync: this.#sync, maxBytes: this.#maxBytes } });
-    this.#writer = writer;
-    return writer;
-  }
-
-  /**
-   * A writer that exits or throws outside a commit is a failure of the log, as a failed commit is. The outcome of a
-   * batch it was committing is unknown: its rows stay queued and are written again by the retry, so such a row may
-   * be in the file twice, never zero times.
-   */
-  #writerStopped(writer: Worker, reason: string): void {
-    if (this.#writer !== writer) return;
-    this.#writer = null;
-    this.#writerClosed?.();
-    if (this.#writerClosed !== null) return; // close() stopped it
-    this.#busy = false;
-    this.#fail(new Error(reason));
-  }
-
-  async #stopWriter(): Promise<void> {
-    const writer = this.#writer;
-    if (writer === null) return;
-    writer.ref();
-    let timer: Timer | null = null;
-    await new Promise<void>((resolve) => {
-      this.#writerClosed = resolve;
-      timer = setTimeout(resolve, WRITER_CLOSE_MS);
-      this.#post(writer, { type: "close" });
-    });
-    if (timer !== null) clearTimeout(timer);
-    this.#writer = null;
-    writer.terminate();
+    return error;
   }
 
   #startRetention(days: number): void {
@@ -493,15 +390,6 @@ export class AuditLog {
     this.#retentionTimer = setInterval(prune, RETENTION_INTERVAL_MS);
     this.#retentionTimer.unref();
   }
-}
-
-/**
- * Where the writer thread's code is. From source, next to this file. In the executable, which `npm run build`
- * compiles with writer.ts as a second entrypoint and `--root src`, every bundled module has the executable's own
- * URL, and the writer is at audit/writer.ts under that root (Bun's docs: "Worker" in "Single-file executable").
- */
-function writerUrl(): URL {
-  return new URL(import.meta.file === "log.ts" ? "./writer.ts" : "./audit/writer.ts", import.meta.url);
 }
 
 function message(e: unknown): string {
