@@ -64,6 +64,8 @@ class Client {
   #tail = Buffer.alloc(0);
   #wanted: Buffer | null = null;
   #done: ((status: string) => void) | null = null;
+  #failed: ((error: Error) => void) | null = null;
+  #error: Error | null = null;
   #tag = 0;
   bytes = 0;
 
@@ -71,6 +73,16 @@ class Client {
     this.#socket = socket;
     socket.setNoDelay(true);
     socket.on("data", (chunk: Buffer) => this.#onData(chunk));
+    // A server that drops the session (a proxy failure) fails the bench instead of leaving it waiting forever.
+    socket.on("error", (error: Error) => this.#lost(error));
+    socket.on("close", () => this.#lost(new Error("connection closed by the server")));
+  }
+
+  #lost(error: Error): void {
+    this.#error ??= error;
+    const failed = this.#failed;
+    this.#done = this.#failed = this.#wanted = null;
+    failed?.(new Error(`bench: ${this.#error.message}`));
   }
 
   static async open(port: number): Promise<Client> {
@@ -95,7 +107,7 @@ class Client {
         this.#tail = Buffer.alloc(0);
         this.#wanted = null;
         const done = this.#done!;
-        this.#done = null;
+        this.#done = this.#failed = null;
         done(status);
         return;
       }
@@ -104,11 +116,13 @@ class Client {
   }
 
   #await(wanted: Buffer, greeting = false): Promise<string> {
-    return new Promise((resolve) => {
+    return new Promise((resolve, reject) => {
+      if (this.#error !== null) return reject(new Error(`bench: ${this.#error.message}`));
       this.#wanted = greeting ? wanted : Buffer.concat([Buffer.from("\r\n"), wanted]);
       // The previous reply ended with CRLF, so a tagged line at the start of the next chunk still matches.
       this.#tail = Buffer.from("\r\n");
       this.#done = resolve;
+      this.#failed = reject;
     });
   }
 
