@@ -23,7 +23,7 @@ import { MessageInspector } from "./inspect.ts";
 import { MAX_AUTH_FAILURES_PER_SESSION, MAX_HEADER_BYTES, TLS_HANDSHAKE_TIMEOUT_MS, type SessionLimits } from "./limits.ts";
 import { clean, formatReply, reply, type Reply } from "./reply.ts";
 import { Spool } from "./spool.ts";
-import { UpstreamAuthError, UpstreamSession, type Credentials } from "./upstream.ts";
+import { CommitFailedError, CommitGate, UpstreamAuthError, UpstreamSession, type Credentials } from "./upstream.ts";
 
 /** DATA octets between two hints to the garbage collector (see the DATA sink). */
 const GC_HINT_BYTES = 2 * 1024 * 1024;
@@ -66,6 +66,12 @@ interface Transaction {
   readonly denied: string[];
 }
 
+/** An upstream connection being opened (connect, TLS, EHLO, AUTH) while the agent's message comes in. */
+interface Opening {
+  readonly promise: Promise<UpstreamSession>;
+  failed: boolean;
+}
+
 type Identity =
   | { readonly mode: "vault"; readonly agent: string; readonly account: AccountConfig }
   | { readonly mode: "pass-through"; readonly user: string; readonly credentials: Credentials };
@@ -97,6 +103,8 @@ export class SmtpSession {
   #tooBig = false;
 
   #upstream: UpstreamSession | null = null;
+  /** Set from DATA until the replay takes it (or, if it failed, until the next DATA starts over). */
+  #opening: Opening | null = null;
   #idleTimer: ReturnType<typeof setTimeout> | null = null;
   #lastActivity = 0;
   /** The connection closed while a command was running; release resources when it ends. */
@@ -258,6 +266,9 @@ export class SmtpSession {
     const upstream = this.#upstream;
     this.#upstream = null;
     void upstream?.quit().catch(() => {});
+    const opening = this.#opening;
+    this.#opening = null;
+    opening?.promise.then((late) => late.quit(), () => {}).catch(() => {});
   }
 
   /** Notes activity; the idle timer checks the time of the last activity instead of being re-armed per chunk. */
@@ -665,8 +676,49 @@ export class SmtpSession {
       this.#spool.append(content);
       inspector.write(content);
     });
+    this.#prepareUpstream();
     this.#send("354 End data with <CR><LF>.<CR><LF>\r\n");
     return undefined;
+  }
+
+  /**
+   * Opens the upstream connection, if the session has none, while the message is still coming in: connect, TLS,
+   * EHLO and AUTH say nothing about the message. MAIL FROM waits for the final decision after the last dot.
+   */
+  #prepareUpstream(): void {
+    if (this.#opening !== null && !this.#opening.failed) return;
+    this.#opening = null;
+    if (this.#upstream !== null && !this.#upstream.closed) return;
+    this.#upstream?.destroy();
+    this.#upstream = null;
+    const opening: Opening = { promise: UpstreamSession.open(this.#ctx.upstream, this.#upstreamCredentials()), failed: false };
+    this.#opening = opening;
+    opening.promise.then(
+      (session) => {
+        if (this.#opening !== opening) return; // taken by the replay, or the session ended (#release quits it)
+        this.#opening = null;
+        this.#upstream = session;
+      },
+      () => {
+        // Kept for the replay, which reports it; a later DATA starts over.
+        opening.failed = true;
+      },
+    );
+  }
+
+  /** The upstream connection for a replay: the one being opened, the open one, or a new one. */
+  async #connectedUpstream(): Promise<UpstreamSession> {
+    const opening = this.#opening;
+    if (opening !== null) {
+      this.#opening = null;
+      this.#upstream = await opening.promise;
+      return this.#upstream;
+    }
+    if (this.#upstream !== null && !this.#upstream.closed) return this.#upstream;
+    this.#upstream?.destroy();
+    this.#upstream = null;
+    this.#upstream = await UpstreamSession.open(this.#ctx.upstream, this.#upstreamCredentials());
+    return this.#upstream;
   }
 
   async #endData(): Promise<void> {
@@ -723,19 +775,21 @@ export class SmtpSession {
     }
     rows.push(this.#event({ command: "DATA", operation: "mail:send", target: facts.messageId, decision: "allow", reason: "every recipient allowed", count: tx.recipients.length, detail }));
     this.#flush();
-    try {
-      // The rows must be on disk before anything reaches the upstream (DESIGN.md §7).
-      await Promise.all(rows.map((row) => this.#ctx.audit.durable(row)));
-    } catch (e) {
-      moduleLogger("smtp").error(`audit log unavailable, send refused: ${(e as Error).message}`);
+    const audit = this.#ctx.audit;
+    if (!audit.healthy) {
+      // Known to be unable to write: refused before anything of the transaction goes upstream.
+      moduleLogger("smtp").error(`audit log unavailable, send refused: ${audit.path}`);
       this.#send(reply(451, "4.3.0", "Audit log unavailable; nothing was sent, try again later"));
       return;
     }
-    this.#send(await this.#replay(tx, facts.messageId));
+    // The rows must be on disk before the message reaches the upstream (DESIGN.md §7), that is before the final
+    // dot: the commit runs while the transaction is replayed, and the replay holds its end of data until then.
+    const gate = new CommitGate(Promise.all(rows.map((row) => audit.durable(row))));
+    this.#send(await this.#replay(tx, facts.messageId, gate));
   }
 
   /** Sends the approved transaction upstream; returns the reply for the agent and records the result. */
-  async #replay(tx: Transaction, messageId: string | null): Promise<string> {
+  async #replay(tx: Transaction, messageId: string | null, gate: CommitGate): Promise<string> {
     // Bounces and DSNs go to the reverse path with the message in them (RFC 3461): a reverse path other than the
     // account's own address would receive a copy of what it may not (a failing recipient is easy to arrange).
     const suppressReports = tx.sender !== "" && tx.senderKey !== this.#ownAddress();
@@ -743,14 +797,8 @@ export class SmtpSession {
     let upstreamReply: Reply;
     let text: string;
     try {
-      let upstream = this.#upstream;
-      if (upstream === null || upstream.closed) {
-        upstream?.destroy();
-        this.#upstream = null;
-        upstream = await UpstreamSession.open(this.#ctx.upstream, this.#upstreamCredentials());
-        this.#upstream = upstream;
-      }
-      const result = await upstream.send(envelope, this.#spool);
+      const upstream = await this.#connectedUpstream();
+      const result = await upstream.send(envelope, this.#spool, gate);
       upstreamReply = result.reply;
       const [status, rest] = splitStatus(result.reply);
       if (result.stage === "data") {
@@ -760,6 +808,14 @@ export class SmtpSession {
         text = reply(result.reply.code, status, `Upstream refused ${what}: ${rest}; nothing was sent`);
       }
     } catch (e) {
+      // The agent learns of a failed commit whichever failure came first: nothing was delivered either way.
+      await gate.settled;
+      if (gate.state() === "failed" || e instanceof CommitFailedError) {
+        moduleLogger("smtp").error(`audit log unavailable, send abandoned before its end of data: ${gate.error?.message ?? (e as Error).message}`);
+        this.#upstream?.destroy();
+        this.#upstream = null;
+        return reply(451, "4.3.0", "Audit log unavailable; nothing was sent, try again later");
+      }
       const message = (e as Error).message;
       const auth = e instanceof UpstreamAuthError;
       this.#audit({

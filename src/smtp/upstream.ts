@@ -47,6 +47,59 @@ export type SendResult =
   | { readonly stage: "data"; readonly reply: Reply }
   | { readonly stage: "mail" | "rcpt" | "data-command"; readonly reply: Reply; readonly recipient?: string };
 
+/**
+ * The audit commit that a replay waits for before its final dot. DESIGN.md §7 asks that an operation that reached
+ * upstream has its audit row on disk; a message reaches the upstream server only with the end of data (RFC 5321
+ * §4.1.1.4: nothing is delivered before it, and a connection lost before it discards the transaction). So MAIL,
+ * the RCPTs, DATA and the content may go out while the rows are being committed; the final dot waits for the
+ * commit, and a failed commit abandons the transaction instead.
+ */
+export class CommitGate {
+  #state: "pending" | "committed" | "failed" = "pending";
+  #error: Error | null = null;
+  readonly #onFail = new Set<(error: Error) => void>();
+  /** Resolves once the commit has settled, either way; never rejects. */
+  readonly settled: Promise<void>;
+
+  constructor(commit: Promise<unknown>) {
+    this.settled = commit.then(
+      () => {
+        this.#state = "committed";
+      },
+      (e: unknown) => {
+        this.#state = "failed";
+        this.#error = e instanceof Error ? e : new Error(String(e));
+        for (const f of this.#onFail) f(this.#error);
+        this.#onFail.clear();
+      },
+    );
+  }
+
+  /** A method, not a getter: the state changes between two reads, which TypeScript's narrowing would not expect. */
+  state(): "pending" | "committed" | "failed" {
+    return this.#state;
+  }
+
+  /** Why the commit failed, once it has. */
+  get error(): Error | null {
+    return this.#error;
+  }
+
+  /** Calls `f` when the commit fails (not if it already has); returns the function that cancels this. */
+  onFail(f: (error: Error) => void): () => void {
+    this.#onFail.add(f);
+    return () => this.#onFail.delete(f);
+  }
+}
+
+/** The audit commit failed: the transaction was abandoned before its end of data, and nothing was delivered. */
+export class CommitFailedError extends Error {
+  override name = "CommitFailedError";
+  constructor(cause: Error | null) {
+    super(`audit commit failed, transaction abandoned before the end of data: ${cause?.message ?? "unknown error"}`, { cause });
+  }
+}
+
 const CRLF_DOT_CRLF = Buffer.from(".\r\n");
 const DOT = 46;
 const LF = 10;
@@ -169,15 +222,34 @@ export class UpstreamSession {
 
   /**
    * Replays one approved transaction: MAIL, every RCPT and DATA, then the spooled content, dot-stuffed again
-   * (RFC 5321 §4.5.2).
+   * (RFC 5321 §4.5.2), and the final dot only once `gate` (the audit commit) has succeeded.
    *
    * All or nothing upstream too: a recipient the upstream refuses must not let the others receive the message.
    * With PIPELINING (RFC 2920) MAIL, the RCPTs and DATA go out in one write; if DATA was accepted although a
    * recipient was refused, the connection is dropped before the final dot, which makes the server discard the
    * transaction (RFC 5321 §4.1.1.4: only the end-of-data sequence completes a message), and the next
    * transaction reconnects. Without PIPELINING, DATA is sent only after every RCPT was accepted.
+   *
+   * A failed commit abandons the transaction the same way, at whatever stage it is (nothing at all is sent if it
+   * failed before the call): rejects with CommitFailedError, and the connection is closed.
    */
-  async send(envelope: Envelope, spool: Spool): Promise<SendResult> {
+  async send(envelope: Envelope, spool: Spool, gate: CommitGate): Promise<SendResult> {
+    if (gate.state() === "failed") throw new CommitFailedError(gate.error);
+    const cancel = gate.onFail(() => this.#abandon("the audit commit failed"));
+    try {
+      return await this.#send(envelope, spool, gate);
+    } catch (e) {
+      if (gate.state() === "failed") {
+        this.#abandon("the audit commit failed");
+        throw new CommitFailedError(gate.error);
+      }
+      throw e;
+    } finally {
+      cancel();
+    }
+  }
+
+  async #send(envelope: Envelope, spool: Spool, gate: CommitGate): Promise<SendResult> {
     const params: string[] = [];
     if (this.extensions.has("SIZE")) params.push(`SIZE=${spool.length}`);
     if (envelope.eightBit && this.extensions.has("8BITMIME")) params.push("BODY=8BITMIME");
@@ -200,8 +272,7 @@ export class UpstreamSession {
       const last = replies[commands.length - 1];
       if (last?.code === 354) {
         // DATA was accepted for the recipients that passed: abandon the transaction without ending it.
-        this.#fail(new UpstreamError("transaction abandoned after a refused recipient"));
-        this.#conn.destroy();
+        this.#abandon("a recipient was refused");
       } else {
         await this.#reset();
       }
@@ -211,10 +282,13 @@ export class UpstreamSession {
     }
     let lineStart = true;
     let sent = 0;
+    let ended = false;
     // Each block is stuffed into one reused buffer and written at once (one system call per block rather
     // than per piece); a line-initial dot is doubled, so the output is at most 1.5 times the block, plus the dot.
+    // The final dot goes with the last block when the commit is already done, else alone once it is.
     const out = (this.#out ??= Buffer.allocUnsafe(Math.ceil(SPOOL_BLOCK * 1.5) + 1 + CRLF_DOT_CRLF.length));
     for (const block of spool.blocks()) {
+      if (this.closed) throw this.#failure ?? new UpstreamError("upstream closed the connection");
       sent += block.length;
       let length = 0;
       for (const piece of stuffed(block, lineStart)) {
@@ -222,14 +296,29 @@ export class UpstreamSession {
         length += piece.length;
       }
       lineStart = block[block.length - 1] === LF;
-      if (sent === spool.length) {
+      if (sent === spool.length && gate.state() === "committed") {
         out.set(CRLF_DOT_CRLF, length);
         length += CRLF_DOT_CRLF.length;
+        ended = true;
       }
       await this.#conn.writeFlushed(out.subarray(0, length));
     }
-    if (sent === 0) this.#conn.write(CRLF_DOT_CRLF);
+    if (!ended) {
+      await gate.settled;
+      if (gate.state() !== "committed") throw new CommitFailedError(gate.error);
+      if (this.closed) throw this.#failure ?? new UpstreamError("upstream closed the connection");
+      this.#conn.write(CRLF_DOT_CRLF);
+    }
     return { stage: "data", reply: await this.#next() };
+  }
+
+  /**
+   * Drops the connection in the middle of a transaction, before its end of data: the server discards it
+   * (RFC 5321 §4.1.1.4). RSET cannot be sent inside DATA. The next transaction reconnects.
+   */
+  #abandon(why: string): void {
+    this.#fail(new UpstreamError(`transaction abandoned before the end of data: ${why}`));
+    this.#conn.destroy();
   }
 
   async #reset(): Promise<void> {

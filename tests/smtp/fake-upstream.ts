@@ -18,6 +18,11 @@ export interface FakeUpstreamOptions {
   readonly dataReply?: string;
   /** Keep DATA content (off for huge messages: only the size is counted). */
   readonly keepData?: boolean;
+  /**
+   * Called the moment the end of data (CRLF.CRLF) arrives, before the server replies: what a test checks here
+   * held when the message was delivered. Gets the content when keepData.
+   */
+  readonly onEndOfData?: (content: Buffer | null) => void;
 }
 
 export interface FakeUpstream {
@@ -28,6 +33,10 @@ export interface FakeUpstream {
   readonly messages: Buffer[];
   /** Sizes of each DATA as received. */
   readonly sizes: number[];
+  /** DATA octets received so far, across connections, including a message whose end has not come. */
+  readonly dataOctets: number;
+  /** Connections that closed in the middle of DATA: transactions abandoned without their end of data. */
+  readonly abandoned: number;
   connections: number;
   close(): Promise<void>;
 }
@@ -38,15 +47,18 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
   const messages: Buffer[] = [];
   const sizes: number[] = [];
   const sockets = new Set<Socket>();
-  const state = { connections: 0 };
+  const state = { connections: 0, dataOctets: 0, abandoned: 0 };
   const server: Server = createServer((raw) => {
     state.connections++;
     sockets.add(raw);
-    raw.on("close", () => sockets.delete(raw));
+    let inData = false;
+    raw.on("close", () => {
+      sockets.delete(raw);
+      if (inData) state.abandoned++;
+    });
     raw.on("error", () => {});
     let socket: Socket = raw;
     let buffer = Buffer.alloc(0);
-    let inData = false;
     let dataParts: Buffer[] = [];
     let dataSize = 0;
     let tail = Buffer.alloc(0);
@@ -58,6 +70,7 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
         const end = joined.indexOf("\r\n.\r\n");
         if (end === -1) {
           dataSize += chunk.length;
+          state.dataOctets += chunk.length;
           if (options.keepData) dataParts.push(chunk);
           tail = joined.subarray(Math.max(0, joined.length - 4));
           return;
@@ -66,11 +79,14 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
         const contentInChunk = end + 2 - tail.length;
         if (contentInChunk > 0) {
           dataSize += contentInChunk;
+          state.dataOctets += contentInChunk;
           if (options.keepData) dataParts.push(chunk.subarray(0, contentInChunk));
         }
         inData = false;
         sizes.push(dataSize);
-        if (options.keepData) messages.push(Buffer.concat(dataParts));
+        const content = options.keepData ? Buffer.concat(dataParts) : null;
+        if (content !== null) messages.push(content);
+        options.onEndOfData?.(content);
         dataParts = [];
         dataSize = 0;
         tail = Buffer.alloc(0);
@@ -130,6 +146,12 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
     sizes,
     get connections() {
       return state.connections;
+    },
+    get dataOctets() {
+      return state.dataOctets;
+    },
+    get abandoned() {
+      return state.abandoned;
     },
     set connections(n: number) {
       state.connections = n;

@@ -48,6 +48,8 @@ export interface ProxyOptions {
   readonly limits?: Partial<SessionLimits>;
   /** Trusted extra CA for the upstream; default the test CA, null for none. */
   readonly caFile?: string | null;
+  /** What the proxy is given as its audit log, built around the real one (a slow or failing log). */
+  readonly wrapAudit?: (log: AuditLog) => AuditLog;
 }
 
 export interface TestProxy {
@@ -83,7 +85,8 @@ ${options.rules}
   const config: Config = { ...parsed, smtp: { ...parsed.smtp!, listenAddr: { host: "127.0.0.1", port: 0 } } };
   const audit = AuditLog.open(config.audit.path, { batchMs: 5, sync: "normal" });
   const policy = compilePolicy(config.rules);
-  const proxy = await startSmtpProxy({ config, policy, audit, ...(options.limits ? { limits: options.limits } : {}) });
+  const proxyAudit = options.wrapAudit?.(audit) ?? audit;
+  const proxy = await startSmtpProxy({ config, policy, audit: proxyAudit, ...(options.limits ? { limits: options.limits } : {}) });
   return {
     proxy,
     port: proxy.address.port,
