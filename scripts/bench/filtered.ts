@@ -18,6 +18,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { startProxyChild, type ProxyChild } from "./proxy-child.ts";
 import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
 
 const argv = process.argv.slice(2);
@@ -117,11 +118,8 @@ function cpuSeconds(pid: number): number {
   return (Number(fields[11]) + Number(fields[12])) / 100;
 }
 
-async function startProxy(dir: string, up: Upstreams): Promise<{ port: number; pid: number; stop(): Promise<void> }> {
-  const toml = join(dir, "mailgator.toml");
-  writeFileSync(
-    toml,
-    `[imap]
+async function startProxy(dir: string, up: Upstreams): Promise<ProxyChild> {
+  return startProxyChild(import.meta.path, join(dir, "mailgator.toml"), `[imap]
 listen_addr = "127.0.0.1:1"
 upstream_addr = "${up.host}:${up.ports.imap}"
 upstream_tls = "none"
@@ -139,25 +137,7 @@ operations = ["read"]
 [[rules]]
 name = "Deny everything else"
 action = "deny"
-`,
-  );
-  const child = Bun.spawn([process.execPath, import.meta.path, "serve", toml], { stdout: "pipe", stderr: "inherit" });
-  const reader = child.stdout.getReader();
-  let text = "";
-  while (!text.includes("\n")) {
-    const { value, done } = await reader.read();
-    if (done) throw new Error("bench: proxy exited");
-    text += new TextDecoder().decode(value);
-  }
-  const { port } = JSON.parse(text.slice(0, text.indexOf("\n"))) as { port: number };
-  return {
-    port,
-    pid: child.pid,
-    async stop() {
-      child.kill("SIGTERM");
-      await child.exited;
-    },
-  };
+`);
 }
 
 async function timed<T>(f: () => Promise<T>): Promise<[number, T]> {

@@ -15,6 +15,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { startProxyChild } from "./proxy-child.ts";
 import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
 
 const argv = process.argv.slice(2);
@@ -200,10 +201,7 @@ async function main(): Promise<void> {
   console.log(`imap: ${messages} messages, ${(mailboxBytes / 1e6).toFixed(2)} MB (avg ${(mailboxBytes / messages / 1024).toFixed(1)} KB), fetched x${repeat} per session, ${rounds} rounds`);
 
   const dir = mkdtempSync(join(tmpdir(), "mailgator-bench-imap-"));
-  const toml = join(dir, "mailgator.toml");
-  writeFileSync(
-    toml,
-    `[imap]
+  const child = await startProxyChild(import.meta.path, join(dir, "mailgator.toml"), `[imap]
 listen_addr = "127.0.0.1:1"
 upstream_addr = "${up.host}:${up.ports.imap}"
 upstream_tls = "none"
@@ -214,20 +212,9 @@ path = "${join(dir, "audit.db")}"
 [[rules]]
 name = "everything"
 action = "allow"
-`,
-  );
-  const profile = process.env["BENCH_PROFILE"] ? ["--cpu-prof-md", `--cpu-prof-dir=${process.env["BENCH_PROFILE"]}`] : [];
-  const child = Bun.spawn([process.execPath, ...profile, import.meta.path, "serve", toml], { stdout: "pipe", stderr: "inherit" });
+`);
   try {
-    const reader = child.stdout.getReader();
-    let text = "";
-    while (!text.includes("\n")) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error("bench: the proxy exited before listening");
-      text += new TextDecoder().decode(value);
-    }
-    reader.releaseLock();
-    const proxyPort = (JSON.parse(text.split("\n")[0]!) as { port: number }).port;
+    const proxyPort = child.port;
     const nginxPort = (up.ports as Record<string, number | undefined>)["nginxImap"];
     const targets: { name: string; port: number }[] = [
       { name: "direct", port: up.ports.imap },
@@ -274,8 +261,7 @@ action = "allow"
       console.log(`  nginx      ${nginx.toFixed(3)} s  ${(mb / nginx).toFixed(0)} MB/s  ratio ${(direct / nginx).toFixed(2)}x direct (pure relay, reference)`);
     }
   } finally {
-    child.kill("SIGTERM");
-    await child.exited;
+    await child.stop();
     rmSync(dir, { recursive: true, force: true });
   }
 }

@@ -18,6 +18,7 @@ import { connect, type Socket } from "node:net";
 import { connect as tlsConnect } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { startProxyChild } from "./proxy-child.ts";
 import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
 
 const argv = process.argv.slice(2);
@@ -216,10 +217,7 @@ async function main(): Promise<void> {
   const up = servers.up;
   const user = up.users[0]!;
   const dir = mkdtempSync(join(tmpdir(), "mailgator-bench-smtp-"));
-  const toml = join(dir, "mailgator.toml");
-  writeFileSync(
-    toml,
-    `[smtp]
+  const child = await startProxyChild(import.meta.path, join(dir, "mailgator.toml"), `[smtp]
 listen_addr = "127.0.0.1:1"
 upstream_addr = "${up.host}:${up.ports.smtp}"
 upstream_tls = "${upstreamTls}"
@@ -232,19 +230,9 @@ path = "${join(dir, "audit.db")}"
 name = "bench sink"
 action = "allow"
 to = "*@bench.test"
-`,
-  );
-  const profile = process.env["BENCH_PROFILE"] ? ["--cpu-prof-md", `--cpu-prof-dir=${process.env["BENCH_PROFILE"]}`] : [];
-  const child = Bun.spawn([process.execPath, ...profile, import.meta.path, "serve", toml], { stdout: "pipe", stderr: "inherit" });
+`);
   try {
-    const reader = child.stdout.getReader();
-    let text = "";
-    while (!text.includes("\n")) {
-      const { value, done } = await reader.read();
-      if (done) throw new Error("bench: the proxy exited before listening");
-      text += new TextDecoder().decode(value);
-    }
-    const { port } = JSON.parse(text.split("\n")[0]!) as { port: number };
+    const port = child.port;
 
     // Warm both paths, then alternate direct and proxied rounds (the machine is shared: alternating spreads
     // the noise over both) and compare medians.
@@ -298,8 +286,7 @@ to = "*@bench.test"
     console.log(ok ? "bench: goals met" : "bench: GOALS NOT MET");
     process.exitCode = ok ? 0 : 1;
   } finally {
-    child.kill("SIGTERM");
-    await child.exited;
+    await child.stop();
     rmSync(dir, { recursive: true, force: true });
     await servers.stop();
   }

@@ -1,0 +1,41 @@
+/**
+ * Runs a proxy in a child process for a benchmark, so that its CPU and memory
+ * can be read from /proc apart from the client's. The benchmark script itself
+ * is the child: started as `bun SCRIPT serve CONFIG`, it starts the proxy and
+ * prints one JSON line `{"port": N}` on stdout.
+ */
+
+import { writeFileSync } from "node:fs";
+
+export interface ProxyChild {
+  readonly port: number;
+  readonly pid: number;
+  stop(): Promise<void>;
+}
+
+/** Writes `toml` to `configFile`, starts `script serve configFile`, waits for its port. BENCH_PROFILE=DIR adds a CPU profile. */
+export async function startProxyChild(script: string, configFile: string, toml: string): Promise<ProxyChild> {
+  writeFileSync(configFile, toml);
+  const profile = process.env["BENCH_PROFILE"] ? ["--cpu-prof-md", `--cpu-prof-dir=${process.env["BENCH_PROFILE"]}`] : [];
+  const child = Bun.spawn([process.execPath, ...profile, script, "serve", configFile], { stdout: "pipe", stderr: "inherit" });
+  const reader = child.stdout.getReader();
+  let text = "";
+  while (!text.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) {
+      child.kill();
+      throw new Error("bench: the proxy exited before listening");
+    }
+    text += new TextDecoder().decode(value);
+  }
+  reader.releaseLock();
+  const { port } = JSON.parse(text.slice(0, text.indexOf("\n"))) as { port: number };
+  return {
+    port,
+    pid: child.pid,
+    async stop() {
+      child.kill("SIGTERM");
+      await child.exited;
+    },
+  };
+}
