@@ -8,29 +8,12 @@
  * its addresses.
  */
 
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { dataPayload, loggedIn, marker, message, postfixLog, RawClient, sinkCopies, startTestProxy, waitForSink, type TestProxy } from "./helpers.ts";
+import { describe, expect, test } from "bun:test";
+import { dataPayload, loggedIn, marker, message, postfixLog, RawClient, sinkCopies, useTestProxy, CORP_ONLY_RULES, startTestProxy, waitForSink, type TestProxy } from "./helpers.ts";
 import { startFakeUpstream } from "./fake-upstream.ts";
 
-const RULES = `
-[[rules]]
-name = "corp only"
-action = "allow"
-operations = ["send"]
-to = "*@corp.test"
-
-[[rules]]
-name = "nothing else"
-action = "deny"
-`;
-
 let p: TestProxy;
-beforeAll(async () => {
-  p = await startTestProxy({ rules: RULES });
-});
-afterAll(async () => {
-  await p.close();
-});
+useTestProxy({ rules: CORP_ONLY_RULES }, (proxy) => (p = proxy));
 
 /** Sends an allowed message in a fresh session and waits until Postfix delivered it. */
 async function barrier(): Promise<void> {
@@ -191,7 +174,7 @@ describe("§7 case 33: reset, then the denied recipient again", () => {
 describe("§7 case 34: commands that are never forwarded", () => {
   test("BDAT, VRFY, EXPN, BURL, XCLIENT, ETRN get 502 and the upstream never sees them", async () => {
     const fake = await startFakeUpstream({ keepData: true });
-    const proxy = await startTestProxy({ rules: RULES, upstreamTls: "none", upstreamAddr: `127.0.0.1:${fake.port}` });
+    const proxy = await startTestProxy({ rules: CORP_ONLY_RULES, upstreamTls: "none", upstreamAddr: `127.0.0.1:${fake.port}` });
     try {
       const c = await RawClient.connect(proxy.port);
       await c.reply();

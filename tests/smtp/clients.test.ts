@@ -4,31 +4,14 @@
  * the postmark-mcp attack (a poisoned client quietly adding a BCC recipient) delivers nothing.
  */
 
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
-import { bodyOf, marker, postfixLog, sinkCopies, startTestProxy, upstreams, waitForSink, type TestProxy } from "./helpers.ts";
-
-const RULES = `
-[[rules]]
-name = "corp only"
-action = "allow"
-operations = ["send"]
-to = "*@corp.test"
-
-[[rules]]
-name = "nothing else"
-action = "deny"
-`;
+import { bodyOf, marker, postfixLog, sinkCopies, useTestProxy, CORP_ONLY_RULES, upstreams, waitForSink, type TestProxy } from "./helpers.ts";
 
 let p: TestProxy;
-beforeAll(async () => {
-  p = await startTestProxy({ rules: RULES });
-});
-afterAll(async () => {
-  await p.close();
-});
+useTestProxy({ rules: CORP_ONLY_RULES }, (proxy) => (p = proxy));
 
 /** A body with what breaks naive relays: leading dots, a lone dot line, 8-bit text, long lines. */
 function trickyBody(m: string): string {

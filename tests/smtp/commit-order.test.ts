@@ -11,9 +11,9 @@
 
 import { afterEach, describe, expect, test } from "bun:test";
 import { AuditUnavailableError, type AuditEvent, type AuditLog } from "../../src/audit/index.ts";
-import { generateToken, hashToken } from "../../src/vault/token.ts";
+import { generateToken } from "../../src/vault/token.ts";
 import { startFakeUpstream, type FakeUpstream, type FakeUpstreamOptions } from "./fake-upstream.ts";
-import { dataPayload, loggedIn, marker, message, RawClient, startTestProxy, upstreams, type ProxyOptions, type TestProxy } from "./helpers.ts";
+import { dataPayload, loggedIn, marker, message, RawClient, startTestProxy, vaultClient, vaultConfig, type ProxyOptions, type TestProxy } from "./helpers.ts";
 
 const ALLOW_CORP = `
 [[rules]]
@@ -230,27 +230,7 @@ describe("the final dot waits for the audit commit", () => {
 });
 
 describe("the upstream connection is opened while the message comes in", () => {
-  function vault(token: string): string {
-    const user = upstreams().users[0]!;
-    return `${ALLOW_CORP}
-[[agents]]
-name = "bot"
-token_hash = "${hashToken(token)}"
-account = "main"
-
-[accounts.main]
-username = "${user.user}"
-password = "${user.password}"
-`;
-  }
-
-  async function vaultClient(port: number, token: string): Promise<RawClient> {
-    const c = await RawClient.connect(port);
-    await c.reply();
-    await c.command("EHLO client.test");
-    expect((await c.command(`AUTH PLAIN ${Buffer.from(`\0bot\0${token}`).toString("base64")}`)).code).toBe(235);
-    return c;
-  }
+  const vault = (token: string): string => vaultConfig(ALLOW_CORP, token);
 
   test("vault mode: EHLO and AUTH upstream during DATA, MAIL FROM only after the final dot", async () => {
     const token = generateToken();

@@ -4,7 +4,7 @@
  * of what Postfix delivered (the sink Maildir holds one file per envelope recipient outside the test domain).
  */
 
-import { setDefaultTimeout } from "bun:test";
+import { afterAll, beforeAll, expect, setDefaultTimeout } from "bun:test";
 import { mkdtempSync, readdirSync, readFileSync, rmSync, existsSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
@@ -16,6 +16,7 @@ import type { Config } from "../../src/config/index.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
 import { startSmtpProxy, type SmtpProxy } from "../../src/smtp/index.ts";
 import type { SessionLimits } from "../../src/smtp/limits.ts";
+import { hashToken } from "../../src/vault/token.ts";
 import { readUpstreams, type Upstreams } from "../../scripts/upstreams/description.ts";
 
 // End-to-end tests wait for Postfix deliveries and Dovecot's ~2 s delay after a failed login.
@@ -261,4 +262,53 @@ export function message(headers: Record<string, string>, body: string): string {
 export function dataPayload(text: string): string {
   const stuffed = text.replace(/(^|\r\n)\./g, "$1..");
   return `${stuffed}${stuffed.endsWith("\r\n") || stuffed === "" ? "" : "\r\n"}.\r\n`;
+}
+
+/** Send rules most tests use: only recipients at corp.test, nothing else. */
+export const CORP_ONLY_RULES = `
+[[rules]]
+name = "corp only"
+action = "allow"
+operations = ["send"]
+to = "*@corp.test"
+
+[[rules]]
+name = "nothing else"
+action = "deny"
+`;
+
+/** One proxy for the whole test file: started before its first test, closed after its last. */
+export function useTestProxy(options: ProxyOptions, set: (proxy: TestProxy) => void): void {
+  let proxy: TestProxy | undefined;
+  beforeAll(async () => {
+    proxy = await startTestProxy(options);
+    set(proxy);
+  });
+  afterAll(async () => {
+    await proxy?.close();
+  });
+}
+
+/** Vault mode after `rules`: one agent "bot" with `token`, whose account is the first test user. */
+export function vaultConfig(rules: string, token: string): string {
+  const user = upstreams().users[0]!;
+  return `${rules}
+[[agents]]
+name = "bot"
+token_hash = "${hashToken(token)}"
+account = "main"
+
+[accounts.main]
+username = "${user.user}"
+password = "${user.password}"
+`;
+}
+
+/** A raw client logged in to the proxy as the vault agent "bot". */
+export async function vaultClient(port: number, token: string): Promise<RawClient> {
+  const c = await RawClient.connect(port);
+  await c.reply();
+  await c.command("EHLO client.test");
+  expect((await c.command(`AUTH PLAIN ${Buffer.from(`\0bot\0${token}`).toString("base64")}`)).code).toBe(235);
+  return c;
 }

@@ -3,8 +3,8 @@
  * reached the upstream server (Postfix's log and sink, or the fake upstream), not only the replies.
  */
 
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { dataPayload, loggedIn, marker, message, postfixLog, sinkCopies, startTestProxy, type TestProxy } from "./helpers.ts";
+import { describe, expect, test } from "bun:test";
+import { dataPayload, loggedIn, marker, message, postfixLog, sinkCopies, useTestProxy, type TestProxy } from "./helpers.ts";
 
 const RULES = `
 [[rules]]
@@ -19,12 +19,7 @@ action = "deny"
 `;
 
 let p: TestProxy;
-beforeAll(async () => {
-  p = await startTestProxy({ rules: RULES });
-});
-afterAll(async () => {
-  await p.close();
-});
+useTestProxy({ rules: RULES }, (proxy) => (p = proxy));
 
 /** Waits until Postfix logged `needle`. */
 async function waitForLog(needle: string, timeoutMs = 15_000): Promise<string> {

@@ -5,9 +5,9 @@
  */
 
 import { afterEach, describe, expect, test } from "bun:test";
-import { generateToken, hashToken } from "../../src/vault/token.ts";
+import { generateToken } from "../../src/vault/token.ts";
 import { startFakeUpstream, type FakeUpstream } from "./fake-upstream.ts";
-import { dataPayload, loggedIn, marker, message, postfixLog, RawClient, sinkCopies, startTestProxy, upstreams, waitForSink, type TestProxy } from "./helpers.ts";
+import { dataPayload, loggedIn, marker, message, postfixLog, RawClient, sinkCopies, startTestProxy, upstreams, vaultClient, vaultConfig, waitForSink, type TestProxy } from "./helpers.ts";
 
 const ALLOW_CORP = `
 [[rules]]
@@ -16,29 +16,7 @@ action = "allow"
 to = "*@corp.test"
 `;
 
-/** Vault mode: one agent, whose account is the first test user. */
-function vault(token: string): string {
-  const user = upstreams().users[0]!;
-  return `${ALLOW_CORP}
-[[agents]]
-name = "bot"
-token_hash = "${hashToken(token)}"
-account = "main"
-
-[accounts.main]
-username = "${user.user}"
-password = "${user.password}"
-`;
-}
-
-async function vaultClient(port: number, token: string): Promise<RawClient> {
-  const c = await RawClient.connect(port);
-  await c.reply();
-  await c.command("EHLO client.test");
-  const r = await c.command(`AUTH PLAIN ${Buffer.from(`\0bot\0${token}`).toString("base64")}`);
-  expect(r.code).toBe(235);
-  return c;
-}
+const vault = (token: string): string => vaultConfig(ALLOW_CORP, token);
 
 /** MAIL, one RCPT, DATA and a small message; returns the reply to the final dot (or to DATA). */
 async function sendOne(c: RawClient, to: string, subject: string): Promise<string> {
