@@ -15,6 +15,7 @@ import { parseConfig, type Config } from "../../src/config/index.ts";
 import { startImapProxy, type ImapProxy } from "../../src/imap/index.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
 import { connectImap, upstreams } from "../fixtures/index.ts";
+import { RawSocket } from "../fixtures/raw-socket.ts";
 
 setDefaultTimeout(30_000);
 
@@ -103,26 +104,7 @@ export async function proxyClient(port: number, user: string, pass: string, tls:
 }
 
 /** A raw IMAP client: send lines, read until a tagged reply; every byte visible. */
-export class RawImap {
-  readonly socket: Socket;
-  #buffer = "";
-  #waiters: (() => void)[] = [];
-  closed = false;
-
-  private constructor(socket: Socket) {
-    this.socket = socket;
-    socket.setEncoding("latin1");
-    socket.on("data", (d: string) => {
-      this.#buffer += d;
-      for (const w of this.#waiters.splice(0)) w();
-    });
-    socket.on("close", () => {
-      this.closed = true;
-      for (const w of this.#waiters.splice(0)) w();
-    });
-    socket.on("error", () => {});
-  }
-
+export class RawImap extends RawSocket {
   static async open(port: number, options: { tls?: boolean } = {}): Promise<RawImap> {
     const socket = await new Promise<Socket>((resolve, reject) => {
       const s = options.tls
@@ -141,34 +123,6 @@ export class RawImap {
     return new RawImap(socket);
   }
 
-  /** Waits until `done(buffer)` holds (or the connection closes), within `ms`. */
-  async readUntil(done: (buffer: string) => boolean, ms = 15_000): Promise<string> {
-    const deadline = Date.now() + ms;
-    while (!done(this.#buffer)) {
-      if (this.closed) return this.#buffer;
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`raw imap: timed out; buffer: ${JSON.stringify(this.#buffer.slice(-500))}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.#waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
-    return this.#buffer;
-  }
-
-  take(): string {
-    const b = this.#buffer;
-    this.#buffer = "";
-    return b;
-  }
-
-  write(data: string): void {
-    this.socket.write(data);
-  }
-
   /** Sends `tag command` and returns everything through the tagged reply. */
   async command(tag: string, command: string): Promise<string> {
     this.write(`${tag} ${command}\r\n`);
@@ -177,16 +131,10 @@ export class RawImap {
 
   async waitTagged(tag: string): Promise<string> {
     const re = new RegExp(`(^|\\r\\n)${tag} (OK|NO|BAD)[^\\r\\n]*\\r\\n`);
-    await this.readUntil((b) => re.test(b));
-    const b = this.#buffer;
-    const m = re.exec(b)!;
-    const end = m.index + m[0].length;
-    this.#buffer = b.slice(end);
-    return b.slice(0, end);
-  }
-
-  close(): void {
-    this.socket.destroy();
+    const b = await this.readUntil((buffer) => re.test(buffer));
+    const m = re.exec(b);
+    if (m === null) throw new Error(`raw imap: connection closed before ${tag}'s reply; unread: ${JSON.stringify(b.slice(-500))}`);
+    return this.take(m.index + m[0].length);
   }
 }
 

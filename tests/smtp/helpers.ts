@@ -17,6 +17,7 @@ import { compilePolicy } from "../../src/policy/index.ts";
 import { startSmtpProxy, type SmtpProxy } from "../../src/smtp/index.ts";
 import type { SessionLimits } from "../../src/smtp/limits.ts";
 import { hashToken } from "../../src/vault/token.ts";
+import { RawSocket } from "../fixtures/raw-socket.ts";
 import { readUpstreams, type Upstreams } from "../../scripts/upstreams/description.ts";
 
 // End-to-end tests wait for Postfix deliveries and Dovecot's ~2 s delay after a failed login.
@@ -114,26 +115,7 @@ export interface ServerReply {
 }
 
 /** A raw SMTP client: write anything, read replies one at a time. */
-export class RawClient {
-  readonly socket: Socket;
-  #buffer = "";
-  #waiters: (() => void)[] = [];
-  closed = false;
-
-  private constructor(socket: Socket) {
-    this.socket = socket;
-    socket.setEncoding("latin1");
-    socket.on("data", (d: string) => {
-      this.#buffer += d;
-      for (const w of this.#waiters.splice(0)) w();
-    });
-    socket.on("close", () => {
-      this.closed = true;
-      for (const w of this.#waiters.splice(0)) w();
-    });
-    socket.on("error", () => {});
-  }
-
+export class RawClient extends RawSocket {
   static connect(port: number, host = "127.0.0.1"): Promise<RawClient> {
     return new Promise((resolve, reject) => {
       const socket = connect({ port, host }, () => resolve(new RawClient(socket)));
@@ -141,32 +123,15 @@ export class RawClient {
     });
   }
 
-  write(data: string | Uint8Array): void {
-    this.socket.write(data);
-  }
-
   /** Next complete reply; rejects on close or timeout. */
   async reply(timeoutMs = 10_000): Promise<ServerReply> {
-    const deadline = Date.now() + timeoutMs;
-    for (;;) {
-      const m = /^(?:\d{3}-[^\r\n]*\r\n)*\d{3}(?: [^\r\n]*)?\r\n/.exec(this.#buffer);
-      if (m !== null) {
-        const raw = m[0];
-        this.#buffer = this.#buffer.slice(raw.length);
-        const lines = raw.split("\r\n").filter((l) => l !== "");
-        return { code: Number(raw.slice(0, 3)), lines: lines.map((l) => l.slice(4)), raw };
-      }
-      if (this.closed) throw new Error(`connection closed; unread: ${JSON.stringify(this.#buffer)}`);
-      const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`no reply within ${timeoutMs} ms; unread: ${JSON.stringify(this.#buffer)}`);
-      await new Promise<void>((resolve) => {
-        const t = setTimeout(resolve, left);
-        this.#waiters.push(() => {
-          clearTimeout(t);
-          resolve();
-        });
-      });
-    }
+    const re = /^(?:\d{3}-[^\r\n]*\r\n)*\d{3}(?: [^\r\n]*)?\r\n/;
+    const buffer = await this.readUntil((b) => re.test(b), timeoutMs, "no reply");
+    const m = re.exec(buffer);
+    if (m === null) throw new Error(`connection closed; unread: ${JSON.stringify(buffer)}`);
+    const raw = this.take(m[0].length);
+    const lines = raw.split("\r\n").filter((l) => l !== "");
+    return { code: Number(raw.slice(0, 3)), lines: lines.map((l) => l.slice(4)), raw };
   }
 
   /** Sends one command line and returns its reply. */
@@ -182,10 +147,6 @@ export class RawClient {
       if (Date.now() > deadline) throw new Error("connection still open");
       await Bun.sleep(10);
     }
-  }
-
-  close(): void {
-    this.socket.destroy();
   }
 }
 
