@@ -605,10 +605,13 @@ export class ImapSession {
     };
     this.rights = new FolderRights(this.ctx.policy, agent);
     this.attachUpstream(up);
-    let delimiter: string | null = "/";
-    await this.upstreamRun({ name: "LIST", reference: "", pattern: "", selectOptions: [], returnOptions: [] }, (r) => {
+    // The delimiter maps every name onto the rules: without upstream's own answer, no guess (a wrong one would let
+    // `Secret.Sub` past a rule on `Secret/**`); the session ends instead.
+    let delimiter: string | null | undefined;
+    const listed = await this.upstreamRun({ name: "LIST", reference: "", pattern: "", selectOptions: [], returnOptions: [] }, (r) => {
       if (r.type === "LIST") delimiter = r.delimiter;
     });
+    if (listed.status !== "OK" || delimiter === undefined) throw new UpstreamError("the upstream server did not tell its hierarchy delimiter");
     this.names = new FolderNames(delimiter);
     this.state = "authenticated";
     this.auditRow({ command, operation: null, folder: null, target: null, decision: "allow", rule: null, ruleIndex: null, reason: "logged in" });
