@@ -79,3 +79,18 @@ action = "allow"
     }
   });
 });
+
+describe("response codes in replies to message commands", () => {
+  test("codes that carry UIDs or mailbox state never pass during FETCH, SEARCH or STORE; the others do", async () => {
+    const { messageCommandCode } = await import("../../src/imap/commands/messages.ts");
+    // An upstream `* OK [UIDNEXT n]` mid-FETCH in a filtered folder would reveal that hidden mail arrived.
+    expect(messageCommandCode({ known: true, name: "UIDNEXT", value: 9999 })).toBeNull();
+    expect(messageCommandCode({ known: true, name: "UIDVALIDITY", value: 7 })).toBeNull();
+    expect(messageCommandCode({ known: true, name: "APPENDUID", uidValidity: 7, uids: [{ start: 5, end: 5 }] } as never)).toBeNull();
+    expect(messageCommandCode({ known: true, name: "COPYUID", uidValidity: 7, source: [], destination: [] } as never)).toBeNull();
+    expect(messageCommandCode({ known: true, name: "HIGHESTMODSEQ", value: 3 })).toBeNull();
+    expect(messageCommandCode({ known: false, name: "X-SECRET", text: "x" })).toBeNull();
+    expect(messageCommandCode({ known: true, name: "EXPUNGEISSUED" })?.name).toBe("EXPUNGEISSUED");
+    expect(messageCommandCode({ known: true, name: "TRYCREATE" })?.name).toBe("TRYCREATE");
+  });
+});

@@ -9,7 +9,7 @@ import { agentCopyUid } from "../filtering.ts";
 import { UPSTREAM_SET_RANGES, type SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import type { CommandOf, ImapSession } from "../session.ts";
-import type { FetchAttr, FetchItem, Response, SearchKey, SeqSet } from "../wire/index.ts";
+import type { FetchAttr, FetchItem, Response, ResponseCode, SearchKey, SeqSet } from "../wire/index.ts";
 
 type MessageCommand = CommandOf<"FETCH" | "SEARCH" | "STORE" | "COPY" | "MOVE" | "EXPUNGE" | "CLOSE" | "UNSELECT">;
 
@@ -146,11 +146,24 @@ async function fetch(s: ImapSession, cmd: CommandOf<"FETCH">): Promise<void> {
     const st = await s.upstreamRun({ name: "FETCH", uid: true, set, items, macro: null }, onData);
     if (st.status !== "OK") {
       await s.sync(cmd.uid);
-      return s.taggedFrom(cmd.tag, st, passCode(st.code));
+      return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));
     }
   }
   await s.sync(cmd.uid);
   s.tagged(cmd.tag, "OK", null, "Fetch completed");
+}
+
+/**
+ * Codes that carry UIDs or mailbox state. SELECT and COPY/MOVE/APPEND pass them on deliberately, remapped to
+ * the agent's view; anywhere else (FETCH, SEARCH, STORE, EXPUNGE, and untagged data during any command) a real
+ * UIDNEXT or COPYUID of a filtered folder would reveal hidden messages, so they are dropped.
+ */
+const MAILBOX_STATE_CODES: ReadonlySet<string> = new Set(["UIDNEXT", "UIDVALIDITY", "COPYUID", "APPENDUID"]);
+
+/** An upstream response code the agent may see in the reply to a message command (FETCH, SEARCH, STORE...). */
+export function messageCommandCode(code: ResponseCode | null): ResponseCode | null {
+  const passed = passCode(code);
+  return passed !== null && MAILBOX_STATE_CODES.has(passed.name) ? null : passed;
 }
 
 /** Other untagged data during a command: flag changes and allowlisted status codes. */
@@ -160,7 +173,7 @@ function forwardUntagged(s: ImapSession, r: Response): void {
     if (s.box?.visible == null) s.send(r);
   }
   else if (r.type === "status" && r.tag === null && (r.status === "OK" || r.status === "NO")) {
-    const code = passCode(r.code);
+    const code = messageCommandCode(r.code);
     if (code !== null) s.send({ ...r, code });
   }
 }
@@ -220,7 +233,7 @@ async function search(s: ImapSession, cmd: CommandOf<"SEARCH">): Promise<void> {
   });
   if (st.status !== "OK") {
     s.auditRow({ command: cmd.uid ? "UID SEARCH" : "SEARCH", operation: "mail:read", folder: p, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: `${d.reason}; upstream: ${st.text}` });
-    return s.taggedFrom(cmd.tag, st, passCode(st.code));
+    return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));
   }
   const out: number[] = [];
   for (const uid of found) {
@@ -261,7 +274,7 @@ async function store(s: ImapSession, cmd: CommandOf<"STORE">): Promise<void> {
       });
       if (st.status !== "OK") {
         await s.sync(cmd.uid);
-        return s.taggedFrom(cmd.tag, st, passCode(st.code));
+        return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));
       }
     }
   }
