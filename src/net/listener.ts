@@ -146,14 +146,24 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     get open() {
       return open;
     },
-    close: () =>
+    close: (graceMs?: number) =>
       new Promise<void>((resolve) => {
-        server.close(() => resolve());
+        let timer: ReturnType<typeof setTimeout> | null = null;
+        server.close(() => {
+          if (timer !== null) clearTimeout(timer);
+          resolve();
+        });
         for (const [key, h] of [...handshaking]) {
           finishHandshake(key, h);
           h.raw.destroy();
         }
         if (sockets.size === 0) resolve();
+        else if (graceMs !== undefined) {
+          // A peer that never closes its side must not hold the shutdown forever.
+          timer = setTimeout(() => {
+            for (const socket of sockets) socket.destroy();
+          }, graceMs);
+        }
       }),
   };
 }
