@@ -6,7 +6,7 @@
 import type { AuditLog } from "../audit/index.ts";
 import type { Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
-import { FailureThrottle, listen, loadIdentity, readCaFile, type UpstreamTarget } from "../net/index.ts";
+import { FailureThrottle, listen, loadIdentity, readCaFile, SHUTDOWN_GRACE_MS, type UpstreamTarget } from "../net/index.ts";
 import type { Policy } from "../policy/index.ts";
 import { ClassificationCache, cachePathBeside } from "./cache.ts";
 import { FILTERED_OPERATIONS } from "./filtering.ts";
@@ -103,7 +103,7 @@ export async function startImapProxy(deps: {
   return {
     address: listener.address,
     async close() {
-      const closed = listener.close();
+      const closed = listener.close(SHUTDOWN_GRACE_MS);
       for (const session of ctx.sessions) session.shutdown();
       await closed;
       ctx.cache?.close();

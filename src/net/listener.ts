@@ -57,6 +57,14 @@ export interface Listener {
   close(graceMs?: number): Promise<void>;
 }
 
+/**
+ * How long a proxy's close() (SIGINT/SIGTERM of serve) waits for agents to hang up after their sessions were told
+ * to end, before it destroys their connections. Without it one client that never closes keeps serve from exiting
+ * and the audit log from closing. A send cut this way is safe: its end of data goes upstream only after its audit
+ * rows are on disk, and a transaction without its end of data delivers nothing.
+ */
+export const SHUTDOWN_GRACE_MS = 10_000;
+
 /** Reads a PEM key and certificate pair; throws with the file name when one is unreadable. */
 export function loadIdentity(certFile: string, keyFile: string): TlsIdentity {
   const read = (file: string, what: string): Buffer => {

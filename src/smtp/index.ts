@@ -8,7 +8,7 @@ import { dirname, join } from "node:path";
 import type { AuditLog } from "../audit/index.ts";
 import type { Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
-import { FailureThrottle, listen, loadIdentity, readCaFile, type UpstreamTarget } from "../net/index.ts";
+import { FailureThrottle, listen, loadIdentity, readCaFile, SHUTDOWN_GRACE_MS, type UpstreamTarget } from "../net/index.ts";
 import type { Policy } from "../policy/index.ts";
 import {
   AUTH_FAILURE_MAX_DELAY_MS,
@@ -97,7 +97,7 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
   return {
     address: listener.address,
     async close() {
-      const closed = listener.close();
+      const closed = listener.close(SHUTDOWN_GRACE_MS);
       for (const session of ctx.sessions) session.shutdown();
       await closed;
     },

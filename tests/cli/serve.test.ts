@@ -109,3 +109,22 @@ test("serve refuses to start an SMTP proxy with an ask rule (approvals do not ex
   expect(p.exitCode).toBe(1);
   expect(p.stderr.toString()).toContain(`rule "hold" uses action = "ask"`);
 });
+
+test("SIGTERM ends serve even when an agent never hangs up (connections destroyed after the shutdown grace time)", async () => {
+  const up = upstreams();
+  const dir = mkdtempSync(join(tmpdir(), "mg-serve-"));
+  const config = join(dir, "mailgator.toml");
+  writeFileSync(config, `[smtp]\nlisten_addr = "127.0.0.1:0"\nupstream_addr = "${up.host}:${up.ports.smtp}"\nupstream_tls = "starttls"\nupstream_ca_file = "${up.caFile}"\n[[rules]]\nname = "none"\naction = "deny"\n`);
+  const served = serve(config);
+  const port = await served.port("SMTP");
+  const { connect } = await import("node:net");
+  const stubborn = connect({ host: "127.0.0.1", port }); // reads nothing, never closes its side
+  stubborn.on("error", () => {});
+  await new Promise<void>((resolve) => stubborn.once("connect", () => resolve()));
+  await Bun.sleep(100);
+  const started = Date.now();
+  served.proc.kill("SIGTERM");
+  expect(await served.proc.exited).toBe(0);
+  expect(Date.now() - started).toBeLessThan(20_000);
+  stubborn.destroy();
+});
