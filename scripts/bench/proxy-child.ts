@@ -2,10 +2,12 @@
  * Runs a proxy in a child process for a benchmark, so that its CPU and memory
  * can be read from /proc apart from the client's. The benchmark script itself
  * is the child: started as `bun SCRIPT serve CONFIG`, it starts the proxy and
- * prints one JSON line `{"port": N}` on stdout.
+ * prints one JSON line `{"port": N}` on stdout. It runs with the allocator settings `mailgator serve` gives itself
+ * (src/cli/allocator.ts); a value already in the environment wins, so `MIMALLOC_PURGE_DELAY=10` measures without.
  */
 
 import { writeFileSync } from "node:fs";
+import { ALLOCATOR_ENV } from "../../src/cli/allocator.ts";
 
 export interface ProxyChild {
   readonly port: number;
@@ -17,7 +19,7 @@ export interface ProxyChild {
 export async function startProxyChild(script: string, configFile: string, toml: string): Promise<ProxyChild> {
   writeFileSync(configFile, toml);
   const profile = process.env["BENCH_PROFILE"] ? ["--cpu-prof-md", `--cpu-prof-dir=${process.env["BENCH_PROFILE"]}`] : [];
-  const child = Bun.spawn([process.execPath, ...profile, script, "serve", configFile], { stdout: "pipe", stderr: "inherit" });
+  const child = Bun.spawn([process.execPath, ...profile, script, "serve", configFile], { stdout: "pipe", stderr: "inherit", env: { ...ALLOCATOR_ENV, ...process.env } });
   const reader = child.stdout.getReader();
   let text = "";
   while (!text.includes("\n")) {

@@ -7,6 +7,7 @@
 import pkg from "../../package.json" with { type: "json" };
 import { ConfigError } from "../config/index.ts";
 import { configureLogger, logger } from "../log.ts";
+import { tuneAllocator } from "./allocator.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from "./args.ts";
 import { audit, usage as auditUsage } from "./commands/audit.ts";
 import { check, usage as checkUsage } from "./commands/check.ts";
@@ -92,6 +93,16 @@ export async function main(argv: string[], env = process.env, out = (t: string) 
   }
 }
 
+/** True when argv asks for the long-running proxies (`serve`, or options only), which get a tuned allocator. */
+export function runsProxies(argv: readonly string[]): boolean {
+  const first = argv.find((a, i) => !a.startsWith("--log-format") && argv[i - 1] !== "--log-format");
+  if (first === undefined) return false;
+  if (first === "serve") return !argv.includes("--help") && !argv.includes("-h");
+  return first.startsWith("-") && !["-h", "--help", "-V", "--version"].includes(first);
+}
+
 if (import.meta.main) {
-  process.exitCode = await main(process.argv.slice(2));
+  const argv = process.argv.slice(2);
+  if (runsProxies(argv)) tuneAllocator(); // may re-execute this process (src/cli/allocator.ts)
+  process.exitCode = await main(argv);
 }

@@ -4,6 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AuditLog } from "../../src/audit/index.ts";
 import { loadConfig, parseConfig } from "../../src/config/index.ts";
+import { runsProxies } from "../../src/cli/main.ts";
 import { verifyToken } from "../../src/vault/token.ts";
 
 const ROOT = join(import.meta.dir, "../..");
@@ -68,6 +69,15 @@ describe("check", () => {
     expect(run(["check", "-c", SEED, "--bogus"]).code).toBe(2);
     expect(run(["frobnicate"]).code).toBe(2);
     expect(run([]).code).toBe(2);
+  });
+
+  test("only the commands that run the proxies re-execute with a tuned allocator", () => {
+    for (const argv of [["serve", "-c", "f"], ["--config", "f"], ["-c", "f"], ["--log-format", "json", "serve", "-c", "f"], ["--log-format=json", "--config", "f"]]) {
+      expect([argv, runsProxies(argv)]).toEqual([argv, true]);
+    }
+    for (const argv of [[], ["serve", "--help"], ["--help"], ["-V"], ["check", "-c", "f"], ["audit", "-c", "f"], ["--log-format", "json", "version"]]) {
+      expect([argv, runsProxies(argv)]).toEqual([argv, false]);
+    }
   });
 
   test("--help everywhere exits 0", () => {

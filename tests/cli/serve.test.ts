@@ -3,7 +3,7 @@
  * sending real mail through it to the test Postfix, stopped with SIGTERM.
  */
 import { expect, setDefaultTimeout, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
@@ -18,8 +18,8 @@ interface Served {
   port: (name: "SMTP" | "IMAP") => Promise<number>;
 }
 
-function serve(config: string): Served {
-  const proc = Bun.spawn([process.execPath, MAIN, "serve", "-c", config, "--log-format", "json"], { stderr: "pipe", stdout: "pipe" });
+function serve(config: string, env: Record<string, string> = {}): Served {
+  const proc = Bun.spawn([process.execPath, MAIN, "serve", "-c", config, "--log-format", "json"], { stderr: "pipe", stdout: "pipe", env: { ...process.env, ...env } });
   let text = "";
   const reader = (proc.stderr as ReadableStream<Uint8Array>).getReader();
   const pump = (async () => {
@@ -46,7 +46,13 @@ function serve(config: string): Served {
   };
 }
 
-test("serve runs the SMTP proxy from a config file, audits, and stops cleanly on SIGTERM", async () => {
+/** The allocator variables of a running process, from /proc (src/cli/allocator.ts). */
+function allocatorEnv(pid: number): string[] {
+  return readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").filter((kv) => kv.startsWith("MIMALLOC_"));
+}
+
+/** A config with just the SMTP proxy: sends to *@corp.test allowed, the rest denied. */
+function smtpConfig(): string {
   const up = upstreams();
   const dir = mkdtempSync(join(tmpdir(), "mg-serve-"));
   const config = join(dir, "mailgator.toml");
@@ -69,9 +75,17 @@ name = "Deny everything else"
 action = "deny"
 `,
   );
+  return config;
+}
+
+test("serve runs the SMTP proxy from a config file, audits, and stops cleanly on SIGTERM", async () => {
+  const up = upstreams();
+  const config = smtpConfig();
   const served = serve(config);
   try {
     const port = await served.port("SMTP");
+    // serve re-executed itself (same PID) with the allocator tuned.
+    expect(allocatorEnv(served.proc.pid)).toEqual(["MIMALLOC_PURGE_DELAY=-1"]);
     const token = uniqueToken("serve");
     const login = up.users[0]!; // pass-through: the client logs in with upstream credentials
     const transport = nodemailer.createTransport({ host: "127.0.0.1", port, secure: false, ignoreTLS: true, auth: { user: login.user, pass: login.password } });
@@ -90,6 +104,17 @@ action = "deny"
   const rows = audit.stdout.toString().trim().split("\n").map((l) => JSON.parse(l));
   expect(rows.some((r) => r.decision === "allow" && r.rule === "Colleagues" && String(r.target).includes("@corp.test"))).toBe(true);
   expect(rows.some((r) => r.decision === "deny" && r.rule === "Deny everything else" && String(r.target).includes("evil.test"))).toBe(true);
+});
+
+test("serve leaves an allocator setting the operator made alone", async () => {
+  const served = serve(smtpConfig(), { MIMALLOC_PURGE_DELAY: "10" });
+  try {
+    await served.port("SMTP");
+    expect(allocatorEnv(served.proc.pid)).toEqual(["MIMALLOC_PURGE_DELAY=10"]);
+  } finally {
+    served.proc.kill("SIGTERM");
+  }
+  expect(await served.proc.exited).toBe(0);
 });
 
 test("serve with a config error exits 2 before listening", async () => {

@@ -1,0 +1,38 @@
+/**
+ * Allocator tuning for the long-running proxy process (README, "Command line").
+ *
+ * Bun allocates with mimalloc, which by default hands freed pages back to the kernel soon after they are freed.
+ * A proxy frees a buffer for nearly every socket read, so with that default it kept returning pages and faulting
+ * them back in: about a third of the IMAP proxy's CPU in `UID FETCH` relays and a fifth of the SMTP proxy's per
+ * message (docs/benchmarks.md). mimalloc reads its options from the environment once, when the process starts,
+ * so `mailgator serve` re-executes itself (same PID, same arguments) with the option set. The price: memory
+ * freed after a peak stays with the process for reuse instead of going back to the kernel, so RSS stays at its
+ * high-water mark, which the named limits bound (connections, literal and message sizes).
+ *
+ * A value the operator already set is left alone; that is also how to opt out (`MIMALLOC_PURGE_DELAY=10`,
+ * mimalloc's default).
+ */
+
+/** The variables set, and their values. */
+export const ALLOCATOR_ENV: Readonly<Record<string, string>> = { MIMALLOC_PURGE_DELAY: "-1" };
+
+/** True when every variable of ALLOCATOR_ENV is set (to any value: the operator's choice wins). */
+export function allocatorTuned(env: NodeJS.ProcessEnv = process.env): boolean {
+  return Object.keys(ALLOCATOR_ENV).every((name) => env[name] !== undefined);
+}
+
+/**
+ * Re-executes this process with ALLOCATOR_ENV added, unless already tuned; returns only when nothing needed
+ * doing. Works both for the compiled executable (whose argv[1] is its embedded entry point) and under `bun`.
+ */
+export function tuneAllocator(): void {
+  if (allocatorTuned() || process.execve === undefined) return;
+  const compiled = Bun.main.startsWith("/$bunfs/");
+  const args = compiled
+    ? [process.execPath, ...process.argv.slice(2)]
+    : [process.execPath, ...process.execArgv, ...process.argv.slice(1)];
+  const env: Record<string, string> = {};
+  for (const [name, value] of Object.entries(process.env)) if (value !== undefined) env[name] = value;
+  for (const [name, value] of Object.entries(ALLOCATOR_ENV)) env[name] ??= value;
+  process.execve(process.execPath, args, env);
+}
