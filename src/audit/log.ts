@@ -81,6 +81,8 @@ export class AuditLog {
   #draining: Promise<void> | null = null;
   #timer: Timer | null = null;
   #immediate: ReturnType<typeof setImmediate> | null = null;
+  /** The latest commit of rows queued by durableWithin(). */
+  #deferred: Timer | null = null;
   #retryTimer: Timer | null = null;
   #retentionTimer: ReturnType<typeof setInterval> | null = null;
   #error: AuditUnavailableError | null = null;
@@ -187,6 +189,35 @@ export class AuditLog {
     });
   }
 
+  /**
+   * Like durable(), but the commit may wait up to `withinMs` for company, so that rows queued meanwhile (other
+   * sessions' sends) share one commit and one fsync; `commitNow()` ends the wait. For a caller that needs the row
+   * on disk only at a later step of its own (SMTP: before the end of data goes upstream, not before MAIL FROM).
+   * The wait is counted from the first such row still waiting.
+   */
+  durableWithin(ev: AuditEvent, withinMs: number): Promise<number> {
+    return new Promise<number>((resolve, reject) => {
+      this.#enqueue(ev, { resolve, reject });
+      this.#deferred ??= setTimeout(() => {
+        this.#deferred = null;
+        this.#flushSoon();
+      }, withinMs);
+    });
+  }
+
+  /**
+   * Commits everything queued, now, before returning (the waiting rows of durableWithin() among them); their
+   * promises settle on the next microtask. A failure takes the usual path: waiters rejected, a retry scheduled.
+   */
+  commitNow(): void {
+    if (this.#closed || this.readonly || this.#error !== null) return;
+    try {
+      while (this.#head < this.#queue.length) this.#commitBatch();
+    } catch {
+      // #fail has rejected the waiters and scheduled the retry.
+    }
+  }
+
   /** Commits everything queued so far. Rejects with AuditUnavailableError if that fails. */
   async flush(): Promise<void> {
     const target = this.#enqueued;
@@ -260,6 +291,7 @@ export class AuditLog {
       }
     }
     if (this.#timer !== null) clearTimeout(this.#timer);
+    if (this.#deferred !== null) clearTimeout(this.#deferred);
     if (this.#immediate !== null) clearImmediate(this.#immediate);
     this.#db.close();
     if (failure !== null) throw failure;
@@ -341,6 +373,10 @@ export class AuditLog {
     if (this.#head === this.#queue.length) {
       this.#queue = [];
       this.#head = 0;
+      if (this.#deferred !== null) {
+        clearTimeout(this.#deferred);
+        this.#deferred = null;
+      }
     } else if (this.#head > 65536 && this.#head * 2 > this.#queue.length) {
       this.#queue = this.#queue.slice(this.#head);
       this.#head = 0;

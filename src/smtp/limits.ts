@@ -78,6 +78,13 @@ export const UPSTREAM_REPLY_TIMEOUT_MS = 10 * 60 * 1000;
 export const MAX_UPSTREAM_REPLY_LINE = 4096;
 export const MAX_UPSTREAM_REPLY_LINES = 100;
 
+/**
+ * A send's audit rows must be on disk before its end of data goes upstream. They are committed when the upstream
+ * has accepted DATA (the body and the final dot then go out together), or at the latest this long after they were
+ * queued: meanwhile other sessions' rows join the same commit, one fsync for several messages (docs/smtp.md).
+ */
+export const SEND_COMMIT_WAIT_MS = 20;
+
 /** A TLS handshake (agent STARTTLS or upstream STARTTLS) must finish within this. */
 export const TLS_HANDSHAKE_TIMEOUT_MS = 30_000;
 

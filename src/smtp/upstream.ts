@@ -51,8 +51,8 @@ export type SendResult =
  * The audit commit that a replay waits for before its final dot. DESIGN.md §7 asks that an operation that reached
  * upstream has its audit row on disk; a message reaches the upstream server only with the end of data (RFC 5321
  * §4.1.1.4: nothing is delivered before it, and a connection lost before it discards the transaction). So MAIL,
- * the RCPTs, DATA and the content may go out while the rows are being committed; the final dot waits for the
- * commit, and a failed commit abandons the transaction instead.
+ * the RCPTs and DATA may go out while the rows wait to be committed; the replay asks for the commit (`hurry`)
+ * once DATA is accepted, the final dot waits for it, and a failed commit abandons the transaction instead.
  */
 export class CommitGate {
   #state: "pending" | "committed" | "failed" = "pending";
@@ -60,8 +60,11 @@ export class CommitGate {
   readonly #onFail = new Set<(error: Error) => void>();
   /** Resolves once the commit has settled, either way; never rejects. */
   readonly settled: Promise<void>;
+  /** Asks for the commit now rather than later (the rows may be waiting for company: AuditLog.durableWithin). */
+  readonly hurry: () => void;
 
-  constructor(commit: Promise<unknown>) {
+  constructor(commit: Promise<unknown>, hurry: () => void = () => {}) {
+    this.hurry = hurry;
     this.settled = commit.then(
       () => {
         this.#state = "committed";
@@ -280,12 +283,20 @@ export class UpstreamSession {
       if (failed === commands.length - 1) return { stage: "data-command", reply: r };
       return { stage: "rcpt", reply: r, recipient: envelope.recipients[failed - 1]! };
     }
+    // Upstream accepted DATA: the rows go to disk now (with whatever other sends queued meanwhile), before any of
+    // the content, so that the last block and the final dot can go out in one write.
+    if (gate.state() === "pending") {
+      gate.hurry();
+      await gate.settled;
+    }
+    if (gate.state() === "failed") throw new CommitFailedError(gate.error);
     let lineStart = true;
     let sent = 0;
     let ended = false;
     // Each block is stuffed into one reused buffer and written at once (one system call per block rather
     // than per piece); a line-initial dot is doubled, so the output is at most 1.5 times the block, plus the dot.
-    // The final dot goes with the last block when the commit is already done, else alone once it is.
+    // The final dot goes with the last block when the commit is done (it is, unless the log could not be
+    // written and a retry is pending), else alone once it is.
     const out = (this.#out ??= Buffer.allocUnsafe(Math.ceil(SPOOL_BLOCK * 1.5) + 1 + CRLF_DOT_CRLF.length));
     for (const block of spool.blocks()) {
       if (this.closed) throw this.#failure ?? new UpstreamError("upstream closed the connection");

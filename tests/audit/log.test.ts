@@ -133,6 +133,48 @@ describe("batched writer", () => {
     await log.close();
   });
 
+  test("durableWithin() waits for company: rows queued at different times share the commit commitNow() makes", async () => {
+    const log = AuditLog.open(scratch.file("within.db"), { batchMs: 10_000 });
+    const first = log.durableWithin(sampleEvent({ target: "w1" }), 5_000);
+    await Bun.sleep(30); // several turns of the event loop: nothing committed yet
+    log.record(sampleEvent({ target: "r" }));
+    const second = log.durableWithin(sampleEvent({ target: "w2" }), 5_000);
+    await Bun.sleep(30);
+    expect(log.queued).toBe(3);
+    expect(log.query()).toEqual([]);
+    log.commitNow();
+    // committed before commitNow() returned; the promises settle right after
+    expect(log.queued).toBe(0);
+    expect(log.query({ order: "asc" }).map((r) => r.target)).toEqual(["w1", "r", "w2"]);
+    const rows = log.query({ order: "asc" });
+    expect(await Promise.all([first, second])).toEqual([rows[0]!.id, rows[2]!.id]);
+    await log.close();
+  });
+
+  test("durableWithin() commits on its own after the wait when nobody asks", async () => {
+    const log = AuditLog.open(scratch.file("within-timer.db"), { batchMs: 10_000 });
+    const started = performance.now();
+    const id = await log.durableWithin(sampleEvent({ target: "late" }), 40);
+    const waited = performance.now() - started;
+    expect(waited).toBeGreaterThanOrEqual(35);
+    expect(log.query().map((r) => [r.id, r.target])).toEqual([[id, "late"]]);
+    await log.close();
+  });
+
+  test("a commitNow() that fails rejects the waiting rows and keeps them for the retry", async () => {
+    const log = AuditLog.open(scratch.file("within-fail.db"), { maxBytes: 64 * 1024, log: () => {} });
+    const big = "x".repeat(3000);
+    // About 150 KB of rows waiting for company in a file limited to 64 KB: their commit cannot succeed.
+    const waiting = Array.from({ length: 50 }, () => log.durableWithin(sampleEvent({ reason: big, detail: { big } }), 5_000));
+    const outcomes = Promise.allSettled(waiting);
+    log.commitNow();
+    expect(log.healthy).toBe(false);
+    expect(log.queued).toBe(50);
+    const settled = await outcomes;
+    expect(settled.every((o) => o.status === "rejected" && String(o.reason).includes("cannot write"))).toBe(true);
+    await log.close().catch(() => {});
+  });
+
   test("close() flushes what is queued; the log refuses afterwards", async () => {
     const path = scratch.file("close.db");
     const log = AuditLog.open(path, { batchMs: 10_000 });

@@ -1,9 +1,11 @@
 /**
- * The audit commit and the upstream replay run at the same time (docs/smtp.md, Replay), without weakening
- * DESIGN.md §7: an operation that reached upstream has its audit row on disk. A message reaches the upstream
- * with its end of data, so the fake upstream checks, the moment the final dot arrives, that the message's rows
- * are already committed; an audit log whose durable() is held back or refused shows that the dot waits, and
- * that a failed commit abandons the transaction before its end of data (451 to the agent, nothing delivered).
+ * The audit commit and the upstream replay overlap (docs/smtp.md, Replay) without weakening DESIGN.md §7: an
+ * operation that reached upstream has its audit row on disk. A message reaches the upstream with its end of
+ * data, so the fake upstream checks, the moment the final dot arrives, that the message's rows are already
+ * committed. The rows wait for company (AuditLog.durableWithin) while MAIL, RCPT and DATA go upstream; once
+ * DATA is accepted the replay asks for the commit and sends the content only after it. An audit log whose
+ * commit is held back or refused shows that the content and the dot wait, and that a failed commit abandons the
+ * transaction before its end of data (451 to the agent, nothing delivered).
  *
  * Also: the upstream connection is opened (EHLO, AUTH) while the agent's message comes in, and nothing of the
  * transaction (MAIL FROM) goes out before the final decision.
@@ -46,12 +48,16 @@ async function proxy(server: FakeUpstream, options: Partial<ProxyOptions> = {}):
 
 type RealDurable = (row: AuditEvent) => Promise<number>;
 
-/** The real log, except that every durable() goes through `durable`, which may hold the row back or refuse it. */
+/**
+ * The real log, except that every durable() and durableWithin() goes through `durable`, which may hold the row
+ * back (it is not even queued until then) or refuse it.
+ */
 function withDurable(durable: (row: AuditEvent, real: RealDurable) => Promise<number>): (log: AuditLog) => AuditLog {
   return (log) =>
     new Proxy(log, {
       get(target, key) {
         if (key === "durable") return (row: AuditEvent) => durable(row, (r) => target.durable(r));
+        if (key === "durableWithin") return (row: AuditEvent, ms: number) => durable(row, (r) => target.durableWithin(r, ms));
         const value: unknown = Reflect.get(target, key, target);
         return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
       },
@@ -87,7 +93,7 @@ function dataRowCommitted(p: TestProxy, id: string): boolean {
 const transactionLines = (f: FakeUpstream) => f.lines.filter((l) => /^(MAIL|RCPT|DATA)/.test(l));
 
 describe("the final dot waits for the audit commit", () => {
-  test("held commit: MAIL, RCPT, DATA and the whole content go out meanwhile, the end of data only once the rows are on disk", async () => {
+  test("held commit: MAIL, RCPT and DATA go out meanwhile, the content and the end of data only once the rows are on disk", async () => {
     const commit = latch();
     let resolved = 0;
     const atDot: { id: string; resolved: number; committed: boolean }[] = [];
@@ -116,11 +122,11 @@ describe("the final dot waits for the audit commit", () => {
     expect((await c.command("DATA")).code).toBe(354);
     c.write(dataPayload(text));
 
-    // Everything but the end of data reaches the upstream while the commit is held.
-    await until("the content upstream", () => server.dataOctets >= text.length);
-    expect(server.dataOctets).toBe(text.length);
+    // The transaction up to DATA reaches the upstream while the commit is held; none of the content does.
+    await until("DATA upstream", () => transactionLines(server).length === 3);
     expect(transactionLines(server)).toEqual([`MAIL FROM:<alice@mailgator.test> SIZE=${text.length}`, `RCPT TO:<ok-${m}@corp.test>`, "DATA"]);
     await Bun.sleep(150);
+    expect(server.dataOctets).toBe(0);
     expect(server.sizes).toEqual([]);
     expect(dataRowCommitted(p, m)).toBe(false);
     expect(c.reply(50)).rejects.toThrow("no reply");
@@ -173,7 +179,7 @@ describe("the final dot waits for the audit commit", () => {
     expect(atDot.filter((d) => !d.committed)).toEqual([]);
   });
 
-  test("failed commit after the content went out: no end of data, the connection dropped, 451 to the agent; the session goes on", async () => {
+  test("failed commit after upstream accepted DATA: no content, no end of data, the connection dropped, 451 to the agent; the session goes on", async () => {
     const server = await fake({ keepData: true });
     let failing = true;
     const m = marker();
@@ -181,8 +187,9 @@ describe("the final dot waits for the audit commit", () => {
     const p = await proxy(server, {
       wrapAudit: withDurable(async (row, real) => {
         if (!failing) return real(row);
-        // Fail only once the upstream holds the whole content: the latest a commit can fail.
-        await until("the content upstream", () => server.dataOctets >= text.length);
+        // Fail only once the upstream has accepted DATA: the latest a commit can fail.
+        await until("DATA upstream", () => transactionLines(server).length === 3);
+        await Bun.sleep(20);
         throw new AuditUnavailableError("audit: cannot write to the test log: database or disk is full");
       }),
     });
@@ -194,9 +201,10 @@ describe("the final dot waits for the audit commit", () => {
     const final = await c.reply();
     expect(final.raw).toStartWith("451 4.3.0");
     expect(final.raw).toContain("nothing was sent");
-    // The transaction had reached DATA upstream, and was abandoned there.
+    // The transaction had reached DATA upstream, and was abandoned there, before any content.
     expect(transactionLines(server)).toEqual([`MAIL FROM:<alice@mailgator.test> SIZE=${text.length}`, `RCPT TO:<ok-${m}@corp.test>`, "DATA"]);
     await until("the upstream connection to close", () => server.abandoned === 1);
+    expect(server.dataOctets).toBe(0);
     expect(server.sizes).toEqual([]);
 
     // The audit log works again: the same agent session sends, over a new upstream connection.
