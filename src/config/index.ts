@@ -4,4 +4,4 @@ export type { LoadOptions } from "./load.ts";
 export { ConfigError, formatProblem, formatProblems } from "./errors.ts";
 export type { ConfigProblem } from "./errors.ts";
 export { Secret } from "./types.ts";
-export type { AccountConfig, AgentConfig, AuditConfig, Config, HostPort, ListenerConfig, RuleConfig, TlsMode } from "./types.ts";
+export type { AccountConfig, AgentConfig, AuditConfig, Config, HostPort, ListenerConfig, RuleConfig, SmtpConfig, TlsMode } from "./types.ts";

@@ -10,6 +10,7 @@ import { dirname, resolve } from "node:path";
 import { parse as parseToml, TomlError } from "smol-toml";
 import * as v from "valibot";
 import { expandOperation, GlobError, compileGlob, type GlobKind, type Operation } from "../policy/index.ts";
+import { mailboxProblem } from "../smtp/address.ts";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
 import { locate } from "./locate.ts";
 import { configSchema, type RawConfig, type RawListener, type RawRule } from "./schema.ts";
@@ -21,6 +22,7 @@ import {
   type HostPort,
   type ListenerConfig,
   type RuleConfig,
+  type SmtpConfig,
   type TlsMode,
 } from "./types.ts";
 
@@ -157,6 +159,21 @@ function listener(
   };
 }
 
+/**
+ * `identities`: exact addresses, each one MAIL FROM would accept (docs/smtp.md "Addresses"), so that none is
+ * unusable. No globs: an identity is an address the account owns, and `*@corp.test` would hand an agent every
+ * mailbox of the domain as a reverse path (bounces included).
+ */
+function identities(values: readonly string[] | undefined, path: PathItem[], problems: Problems): string[] {
+  const out: string[] = [];
+  values?.forEach((address, j) => {
+    const problem = /[*?]/.test(address) ? "identities are exact addresses, not globs" : mailboxProblem(address);
+    if (problem !== null) problems.add([...path, j], `expected an email address (local@domain), got ${JSON.stringify(address)}: ${problem}`);
+    else out.push(address);
+  });
+  return out;
+}
+
 function list(value: string | string[] | undefined): string[] | undefined {
   if (value === undefined) return undefined;
   return typeof value === "string" ? [value] : value;
@@ -243,6 +260,7 @@ function validIpOrCidr(text: string): boolean {
 }
 
 function account(name: string, raw: NonNullable<RawConfig["accounts"]>[string], base: string, env: LoadOptions["env"] & object, problems: Problems): AccountConfig | null {
+  const ids = identities(raw.identities, ["accounts", name, "identities"], problems);
   const sources = (["password", "password_env", "password_file"] as const).filter((k) => raw[k] !== undefined);
   if (sources.length !== 1) {
     problems.add(["accounts", name], `give exactly one of password, password_env, password_file (got ${sources.length ? sources.join(", ") : "none"})`);
@@ -265,14 +283,16 @@ function account(name: string, raw: NonNullable<RawConfig["accounts"]>[string], 
       return null;
     }
   }
-  return { name, username: raw.username, password: new Secret(secret) };
+  return { name, username: raw.username, password: new Secret(secret), identities: ids };
 }
 
 function build(raw: RawConfig, file: string, text: string, env: NonNullable<LoadOptions["env"]>, problems: Problems): Config {
   const base = dirname(file);
   const warnings: string[] = [];
   const imap = raw.imap ? listener(raw.imap, "imap", base, problems, warnings) : null;
-  const smtp = raw.smtp ? listener(raw.smtp, "smtp", base, problems, warnings) : null;
+  const smtpListener = raw.smtp ? listener(raw.smtp, "smtp", base, problems, warnings) : null;
+  const smtpIdentities = identities(raw.smtp?.identities, ["smtp", "identities"], problems);
+  const smtp: SmtpConfig | null = smtpListener && { ...smtpListener, identities: smtpIdentities };
   if (!raw.imap && !raw.smtp) warnings.push("neither [imap] nor [smtp] is configured: serve has nothing to listen on");
 
   const accounts: Record<string, AccountConfig> = {};
@@ -299,6 +319,9 @@ function build(raw: RawConfig, file: string, text: string, env: NonNullable<Load
   });
   if (agents.length === 0 && Object.keys(raw.accounts ?? {}).length > 0) {
     warnings.push("[accounts] are defined but no [[agents]]: pass-through mode ignores them");
+  }
+  if (agents.length > 0 && raw.smtp?.identities !== undefined) {
+    warnings.push("[smtp] identities apply in pass-through mode only; vault mode ignores them and uses each [accounts] entry's identities");
   }
 
   const rules: RuleConfig[] = [];

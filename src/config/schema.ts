@@ -20,6 +20,15 @@ export const listenerSchema = v.strictObject({
   tls_key_file: v.optional(v.string()),
 });
 
+/** Addresses a session may use as its reverse path besides its login (checked in load.ts). */
+const identities = v.optional(v.array(v.string()));
+
+/** `[smtp]`: a listener, plus the identities of pass-through mode (where there are no accounts). */
+export const smtpSchema = v.strictObject({
+  ...listenerSchema.entries,
+  identities,
+});
+
 export const ruleSchema = v.strictObject({
   name: v.pipe(v.string(), v.minLength(1)),
   action: v.picklist(["allow", "deny", "ask"]),
@@ -53,11 +62,12 @@ export const accountSchema = v.strictObject({
   password: v.optional(v.string()),
   password_env: v.optional(v.string()),
   password_file: v.optional(v.string()),
+  identities,
 });
 
 export const configSchema = v.strictObject({
   imap: v.optional(listenerSchema),
-  smtp: v.optional(listenerSchema),
+  smtp: v.optional(smtpSchema),
   rules: v.optional(v.array(ruleSchema)),
   audit: v.optional(auditSchema),
   agents: v.optional(v.array(agentSchema)),
@@ -67,3 +77,4 @@ export const configSchema = v.strictObject({
 export type RawConfig = v.InferOutput<typeof configSchema>;
 export type RawRule = v.InferOutput<typeof ruleSchema>;
 export type RawListener = v.InferOutput<typeof listenerSchema>;
+export type RawSmtp = v.InferOutput<typeof smtpSchema>;

@@ -25,6 +25,14 @@ export interface ListenerConfig {
   readonly upstreamCaFile: string | null;
 }
 
+/**
+ * `[smtp]`. `identities`: the addresses a pass-through session may use as MAIL FROM besides its login (as written
+ * in the file; compared case-insensitively). Vault mode uses each account's `identities` instead.
+ */
+export interface SmtpConfig extends ListenerConfig {
+  readonly identities: readonly string[];
+}
+
 export interface RuleConfig extends RuleSpec {
   readonly name: string;
   readonly action: "allow" | "deny" | "ask";
@@ -74,6 +82,8 @@ export interface AccountConfig {
   readonly name: string;
   readonly username: string;
   readonly password: Secret;
+  /** Addresses the account may use as MAIL FROM besides `username` (as written; compared case-insensitively). */
+  readonly identities: readonly string[];
 }
 
 export interface Config {
@@ -82,7 +92,7 @@ export interface Config {
   /** First 16 hex digits of the file's SHA-256: recorded with every audit row. */
   readonly revision: string;
   readonly imap: ListenerConfig | null;
-  readonly smtp: ListenerConfig | null;
+  readonly smtp: SmtpConfig | null;
   readonly rules: readonly RuleConfig[];
   readonly audit: AuditConfig;
   /** Empty in pass-through mode; vault mode when non-empty (DESIGN.md §5). */

@@ -59,6 +59,21 @@ describe("loading", () => {
     expect(loadConfig(join(dir, "m.toml")).accounts["main"]!.password.reveal()).toBe("from-file");
   });
 
+  test("identities: [smtp] and per account, as written; [smtp] identities in vault mode only warn", () => {
+    const smtp = `[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:587"\nidentities = ["Me@Corp.test", "sales@corp.test"]\n`;
+    const pass = parseConfig(smtp, "/x.toml");
+    expect(pass.smtp?.identities).toEqual(["Me@Corp.test", "sales@corp.test"]);
+    expect(pass.warnings.join("\n")).not.toContain("identities");
+    expect(parseConfig(`[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:587"\n`, "/x.toml").smtp?.identities).toEqual([]);
+    const vault = parseConfig(
+      `${smtp}[accounts.main]\nusername = "me@corp.test"\npassword = "p"\nidentities = ["me.alias@corp.test"]\n[accounts.other]\nusername = "o"\npassword = "p"\n[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = "main"\n`,
+      "/x.toml",
+    );
+    expect(vault.accounts["main"]!.identities).toEqual(["me.alias@corp.test"]);
+    expect(vault.accounts["other"]!.identities).toEqual([]);
+    expect(vault.warnings.join("\n")).toContain("[smtp] identities apply in pass-through mode only");
+  });
+
   test("warnings for skip-verify, upstream none and plaintext on a public address", () => {
     const c = parseConfig(
       `[imap]\nlisten_addr = "0.0.0.0:1993"\nupstream_addr = "h:993"\nupstream_tls_skip_verify = true\n[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:2525"\nupstream_tls = "none"\n`,
@@ -99,6 +114,11 @@ describe("errors a person can act on", () => {
     ["listen_tls without cert", `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:993"\nlisten_tls = "tls"\n`, [`imap.tls_cert_file: required when listen_tls = "tls"`]],
     ["missing CA file", `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:993"\nupstream_ca_file = "nope.pem"\n`, [`imap.upstream_ca_file: file "/cfg/nope.pem" does not exist`]],
     ["wrong type", `[audit]\nretention_days = "ten"\n`, [`audit.retention_days: expected number, got "ten"`]],
+    ["identity that is not an address (account)", `[accounts.m]\nusername = "u"\npassword = "p"\nidentities = ["me@corp.test", "boss"]\n`, [`mailgator.toml:4:14: accounts.m.identities[1]: expected an email address (local@domain), got "boss"`]],
+    ["identity that is not an address ([smtp])", `[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:587"\nidentities = ["<me@corp.test>"]\n`, [`mailgator.toml:4:14: smtp.identities[0]: expected an email address (local@domain), got "<me@corp.test>"`]],
+    ["identity written as a glob", `[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:587"\nidentities = ["*@corp.test"]\n`, [`smtp.identities[0]: expected an email address (local@domain), got "*@corp.test": identities are exact addresses, not globs`]],
+    ["identities not a list ([smtp])", `[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:587"\nidentities = "me@corp.test"\n`, [`mailgator.toml:4:14: smtp.identities: expected a list, got "me@corp.test"`]],
+    ["identities not a list (account)", `[accounts.m]\nusername = "u"\npassword = "p"\nidentities = 3\n`, [`mailgator.toml:4:14: accounts.m.identities: expected a list, got 3`]],
     ["bad allowed_ips", `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "b"\ntoken_hash = "${HASH}"\naccount = "m"\nallowed_ips = ["10.0.0.0/33"]\n`, [`agents[0].allowed_ips[0]: expected an IP address or CIDR range`]],
   ];
   for (const [label, text, expected] of cases) {
