@@ -81,8 +81,9 @@ export class AuditLog {
   #draining: Promise<void> | null = null;
   #timer: Timer | null = null;
   #immediate: ReturnType<typeof setImmediate> | null = null;
-  /** The latest commit of rows queued by durableWithin(). */
+  /** The latest commit of rows queued by durableWithin(), and when it is due (performance.now()). */
   #deferred: Timer | null = null;
+  #deferredDue = 0;
   #retryTimer: Timer | null = null;
   #retentionTimer: ReturnType<typeof setInterval> | null = null;
   #error: AuditUnavailableError | null = null;
@@ -193,12 +194,15 @@ export class AuditLog {
    * Like durable(), but the commit may wait up to `withinMs` for company, so that rows queued meanwhile (other
    * sessions' sends) share one commit and one fsync; `commitNow()` ends the wait. For a caller that needs the row
    * on disk only at a later step of its own (SMTP: before the end of data goes upstream, not before MAIL FROM).
-   * The wait is counted from the first such row still waiting.
    */
   durableWithin(ev: AuditEvent, withinMs: number): Promise<number> {
     return new Promise<number>((resolve, reject) => {
       this.#enqueue(ev, { resolve, reject });
-      this.#deferred ??= setTimeout(() => {
+      const due = performance.now() + withinMs;
+      if (this.#deferred !== null && this.#deferredDue <= due) return;
+      if (this.#deferred !== null) clearTimeout(this.#deferred);
+      this.#deferredDue = due;
+      this.#deferred = setTimeout(() => {
         this.#deferred = null;
         this.#flushSoon();
       }, withinMs);
@@ -206,16 +210,21 @@ export class AuditLog {
   }
 
   /**
-   * Commits everything queued, now, before returning (the waiting rows of durableWithin() among them); their
-   * promises settle on the next microtask. A failure takes the usual path: waiters rejected, a retry scheduled.
+   * Commits what is queued, now, before returning (the waiting rows of durableWithin() among them); their promises
+   * settle on the next microtask. At most one batch (`maxBatch` rows) is committed here, so that the event loop
+   * is never held for a backlog (after a recovery, say); the rest goes through the usual drain, a batch per turn.
+   * Does nothing on a closed, read-only or unhealthy log (its waiters were rejected, or close() commits them). A
+   * failure takes the usual path: waiters rejected, rows kept, a retry scheduled.
    */
   commitNow(): void {
-    if (this.#closed || this.readonly || this.#error !== null) return;
+    if (this.#closed || this.readonly || this.#error !== null || this.#head === this.#queue.length) return;
     try {
-      while (this.#head < this.#queue.length) this.#commitBatch();
-    } catch {
-      // #fail has rejected the waiters and scheduled the retry.
+      this.#commitBatch();
+    } catch (e) {
+      if (!(e instanceof AuditUnavailableError)) throw e;
+      return; // #fail has rejected the waiters and scheduled the retry.
     }
+    if (this.#head < this.#queue.length) this.#flushSoon();
   }
 
   /** Commits everything queued so far. Rejects with AuditUnavailableError if that fails. */
@@ -396,6 +405,11 @@ export class AuditLog {
     );
     if (this.#error === null) this.#log(error.message);
     this.#error = error;
+    if (this.#deferred !== null) {
+      // The retry below takes over; the waiting rows' promises are rejected here.
+      clearTimeout(this.#deferred);
+      this.#deferred = null;
+    }
     for (let i = this.#head; i < this.#queue.length; i++) {
       const pending = this.#queue[i];
       if (pending?.waiter) {

@@ -4,8 +4,8 @@
  * Bun allocates with mimalloc, which by default hands freed pages back to the kernel soon after they are freed.
  * A proxy frees a buffer for nearly every socket read, so with that default it kept returning pages and faulting
  * them back in: about a third of the IMAP proxy's CPU in `UID FETCH` relays and a fifth of the SMTP proxy's per
- * message (docs/benchmarks.md). mimalloc reads its options from the environment once, when the process starts,
- * so `mailgator serve` re-executes itself (same PID, same arguments) with the option set. The price: memory
+ * message (docs/benchmarks.md, "Allocator"). mimalloc reads its options from the environment once, when the
+ * process starts, so `mailgator serve` re-executes itself (same PID, same arguments) with the option set. The price: memory
  * freed after a peak stays with the process for reuse instead of going back to the kernel, so RSS stays at its
  * high-water mark, which the named limits bound (connections, literal and message sizes).
  *
@@ -23,7 +23,8 @@ export function allocatorTuned(env: NodeJS.ProcessEnv = process.env): boolean {
 
 /**
  * Re-executes this process with ALLOCATOR_ENV added, unless already tuned; returns only when nothing needed
- * doing. Works both for the compiled executable (whose argv[1] is its embedded entry point) and under `bun`.
+ * doing or the re-execution failed (then the process runs on untuned, with a warning). Works both for the
+ * compiled executable (whose argv[1] is its embedded entry point) and under `bun`.
  */
 export function tuneAllocator(): void {
   if (allocatorTuned() || process.execve === undefined) return;
@@ -34,5 +35,10 @@ export function tuneAllocator(): void {
   const env: Record<string, string> = {};
   for (const [name, value] of Object.entries(process.env)) if (value !== undefined) env[name] = value;
   for (const [name, value] of Object.entries(ALLOCATOR_ENV)) env[name] ??= value;
-  process.execve(process.execPath, args, env);
+  try {
+    process.execve(process.execPath, args, env);
+  } catch (e) {
+    // Only slower, not less safe: run on with the allocator's defaults.
+    process.stderr.write(`mailgator: could not re-execute with the allocator tuned (${(e as Error).message}); running with its defaults\n`);
+  }
 }

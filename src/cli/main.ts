@@ -97,8 +97,8 @@ export async function main(argv: string[], env = process.env, out = (t: string) 
 export function runsProxies(argv: readonly string[]): boolean {
   const first = argv.find((a, i) => !a.startsWith("--log-format") && argv[i - 1] !== "--log-format");
   if (first === undefined) return false;
-  if (first === "serve") return !argv.includes("--help") && !argv.includes("-h");
-  return first.startsWith("-") && !["-h", "--help", "-V", "--version"].includes(first);
+  if (first !== "serve" && !first.startsWith("-")) return false;
+  return !argv.some((a) => a === "-h" || a === "--help" || a === "-V" || a === "--version");
 }
 
 if (import.meta.main) {

@@ -151,6 +151,27 @@ describe("batched writer", () => {
     await log.close();
   });
 
+  test("commitNow() commits one batch at once and leaves a backlog to the drain, a batch per turn", async () => {
+    const log = AuditLog.open(scratch.file("within-backlog.db"), { maxBatch: 10, batchMs: 10_000 });
+    const waiting = Array.from({ length: 25 }, (_, i) => log.durableWithin(sampleEvent({ target: `b${i}` }), 5_000));
+    log.commitNow();
+    expect(log.queued).toBe(15);
+    const ids = await Promise.all(waiting);
+    expect(log.queued).toBe(0);
+    expect(log.query({ order: "asc" }).map((r) => r.id)).toEqual(ids);
+    await log.close();
+  });
+
+  test("a shorter wait asked later still holds: the commit is due at the earliest deadline", async () => {
+    const log = AuditLog.open(scratch.file("within-earliest.db"), { batchMs: 10_000 });
+    const started = performance.now();
+    void log.durableWithin(sampleEvent({ target: "long" }), 10_000);
+    await log.durableWithin(sampleEvent({ target: "short" }), 30);
+    expect(performance.now() - started).toBeLessThan(2_000);
+    expect(log.query().map((r) => r.target).sort()).toEqual(["long", "short"]);
+    await log.close();
+  });
+
   test("durableWithin() commits on its own after the wait when nobody asks", async () => {
     const log = AuditLog.open(scratch.file("within-timer.db"), { batchMs: 10_000 });
     const started = performance.now();

@@ -75,7 +75,7 @@ describe("check", () => {
     for (const argv of [["serve", "-c", "f"], ["--config", "f"], ["-c", "f"], ["--log-format", "json", "serve", "-c", "f"], ["--log-format=json", "--config", "f"]]) {
       expect([argv, runsProxies(argv)]).toEqual([argv, true]);
     }
-    for (const argv of [[], ["serve", "--help"], ["--help"], ["-V"], ["check", "-c", "f"], ["audit", "-c", "f"], ["--log-format", "json", "version"]]) {
+    for (const argv of [[], ["serve", "--help"], ["--help"], ["-V"], ["--config", "f", "--help"], ["-c", "f", "-V"], ["check", "-c", "f"], ["audit", "-c", "f"], ["--log-format", "json", "version"]]) {
       expect([argv, runsProxies(argv)]).toEqual([argv, false]);
     }
   });
