@@ -5,9 +5,9 @@
  * A proxy frees a buffer for nearly every socket read, so with that default it kept returning pages and faulting
  * them back in: about a third of the IMAP proxy's CPU in `UID FETCH` relays and a fifth of the SMTP proxy's per
  * message (docs/benchmarks.md, "Allocator"). mimalloc reads its options from the environment once, when the
- * process starts, so `mailgator serve` re-executes itself (same PID, same arguments) with the option set. The price: memory
- * freed after a peak stays with the process for reuse instead of going back to the kernel, so RSS stays at its
- * high-water mark, which the named limits bound (connections, literal and message sizes).
+ * process starts, so `mailgator serve` re-executes itself (same PID, same arguments) with the option set. The
+ * price: memory freed after a peak stays with the process for reuse instead of going back to the kernel, so RSS
+ * stays at its high-water mark, which the named limits bound (connections, literal and message sizes).
  *
  * A value the operator already set is left alone; that is also how to opt out (`MIMALLOC_PURGE_DELAY=10`,
  * mimalloc's default).
@@ -39,6 +39,7 @@ export function tuneAllocator(): void {
     process.execve(process.execPath, args, env);
   } catch (e) {
     // Only slower, not less safe: run on with the allocator's defaults.
-    process.stderr.write(`mailgator: could not re-execute with the allocator tuned (${(e as Error).message}); running with its defaults\n`);
+    const why = (e as Error).message;
+    process.stderr.write(`mailgator: could not re-execute with the allocator tuned (${why}); running with its defaults\n`);
   }
 }
