@@ -90,6 +90,8 @@ export class SmtpSession {
 
   #greeted = false;
   #identity: Identity | null = null;
+  /** The reverse paths this session may use besides `<>`, lower-cased (PROTOCOL.md §6; set at AUTH). */
+  #senders: ReadonlySet<string> = new Set();
   #authFailures = 0;
   #auth: { mechanism: Mechanism; username: string | null } | null = null;
   #commands = 0;
@@ -512,6 +514,7 @@ export class SmtpSession {
       const account = config.accounts[result.agent.account];
       if (account === undefined) return this.#authFailed(attempt.username, `agent's account ${result.agent.account} is not configured`);
       this.#identity = { mode: "vault", agent: result.agent.name, account };
+      this.#senders = sessionIdentities(account.username, account.identities);
     } else {
       // Pass-through: the upstream judges the credentials (DESIGN.md §5); the connection is kept for sending.
       this.#flush();
@@ -526,6 +529,7 @@ export class SmtpSession {
         return;
       }
       this.#identity = { mode: "pass-through", user: attempt.username, credentials };
+      this.#senders = sessionIdentities(attempt.username, config.smtp?.identities ?? []);
     }
     this.#audit({ command: "AUTH", target: attempt.username, decision: "allow", reason: "login accepted" });
     this.#send(reply(235, "2.7.0", "Authentication successful"));
@@ -573,6 +577,21 @@ export class SmtpSession {
         this.#send(reply(555, "5.5.4", `MAIL parameter ${key} is not accepted`));
         return undefined;
       }
+    }
+    if (path.address !== "" && !this.#senders.has(path.key)) {
+      // Bounces and DSNs go to the reverse path with the message in them (RFC 3461): an address that is not the
+      // account's own would receive a copy of what it may not, whatever the rules say about recipients.
+      const known = [...this.#senders].join(", ");
+      this.#audit({
+        command: "MAIL FROM",
+        operation: "mail:send",
+        target: path.key,
+        decision: "deny",
+        rule: null,
+        reason: `sender is not one of this account's identities (${known === "" ? "it has none: the upstream login is not an address and no identities are configured" : known})`.slice(0, 300),
+      });
+      this.#send(reply(553, "5.7.1", `Sender <${path.address}> is not one of this account's identities`));
+      return undefined;
     }
     const outcome = senderOutcome(this.#ctx.policy, this.#policyAgent, path.key);
     const target = path.address === "" ? "<>" : path.key;
@@ -791,10 +810,7 @@ export class SmtpSession {
 
   /** Sends the approved transaction upstream; returns the reply for the agent and records the result. */
   async #replay(tx: Transaction, messageId: string | null, gate: CommitGate): Promise<string> {
-    // Bounces and DSNs go to the reverse path with the message in them (RFC 3461): a reverse path other than the
-    // account's own address would receive a copy of what it may not (a failing recipient is easy to arrange).
-    const suppressReports = tx.sender !== "" && tx.senderKey !== this.#ownAddress();
-    const envelope = { from: tx.sender, recipients: tx.recipients.map((r) => r.address), eightBit: tx.eightBit, suppressReports };
+    const envelope = { from: tx.sender, recipients: tx.recipients.map((r) => r.address), eightBit: tx.eightBit };
     let upstreamReply: Reply;
     let text: string;
     try {
@@ -843,17 +859,24 @@ export class SmtpSession {
     return text;
   }
 
-  /** The upstream login of this session, lower-cased: the address bounces may go back to. */
-  #ownAddress(): string {
-    const id = this.#identity!;
-    return (id.mode === "vault" ? id.account.username : id.user).toLowerCase();
-  }
-
   #upstreamCredentials(): Credentials {
     const id = this.#identity!;
     if (id.mode === "vault") return { username: id.account.username, password: id.account.password.reveal() };
     return id.credentials;
   }
+}
+
+/**
+ * A session's identities (PROTOCOL.md §6: MAIL FROM must be one of them, or `<>`): its upstream login when that is an
+ * address, and the configured ones. Exact addresses, lower-cased: the whole address compares case-insensitively,
+ * as the rules do (a local part MAY be case-sensitive, RFC 5321 §2.4, but no mail system in use makes two
+ * mailboxes of `Me@x` and `me@x`, and refusing the case variant of one's own login would only confuse clients).
+ */
+function sessionIdentities(login: string, configured: readonly string[]): ReadonlySet<string> {
+  const out = new Set<string>();
+  if (login.includes("@")) out.add(login.toLowerCase());
+  for (const address of configured) out.add(address.toLowerCase());
+  return out;
 }
 
 function decisionFields(decision: Decision): Pick<AuditEvent, "decision" | "rule" | "ruleIndex" | "reason"> {

@@ -35,11 +35,6 @@ export interface Envelope {
   readonly from: string;
   readonly recipients: readonly string[];
   readonly eightBit: boolean;
-  /**
-   * The reverse path is not the account's own address: ask the upstream for no bounce or DSN at all
-   * (`NOTIFY=NEVER`, RFC 3461 §4.1), since one would carry the message to that address.
-   */
-  readonly suppressReports?: boolean;
 }
 
 export type SendResult =
@@ -256,8 +251,7 @@ export class UpstreamSession {
     const params: string[] = [];
     if (this.extensions.has("SIZE")) params.push(`SIZE=${spool.length}`);
     if (envelope.eightBit && this.extensions.has("8BITMIME")) params.push("BODY=8BITMIME");
-    const notify = envelope.suppressReports === true && this.extensions.has("DSN") ? " NOTIFY=NEVER" : "";
-    const commands = [`MAIL FROM:<${envelope.from}>${params.map((p) => ` ${p}`).join("")}`, ...envelope.recipients.map((r) => `RCPT TO:<${r}>${notify}`), "DATA"];
+    const commands = [`MAIL FROM:<${envelope.from}>${params.map((p) => ` ${p}`).join("")}`, ...envelope.recipients.map((r) => `RCPT TO:<${r}>`), "DATA"];
     const replies: Reply[] = [];
     if (this.extensions.has("PIPELINING")) {
       this.#conn.write(commands.map((c) => `${c}\r\n`).join(""));

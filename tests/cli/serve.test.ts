@@ -51,7 +51,7 @@ function allocatorEnv(pid: number): string[] {
   return readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").filter((kv) => kv.startsWith("MIMALLOC_"));
 }
 
-/** A config with just the SMTP proxy: sends to *@corp.test allowed, the rest denied. */
+/** A config with just the SMTP proxy: sends to *@corp.test allowed, the rest denied; me@corp.test is an identity. */
 function smtpConfig(): string {
   const up = upstreams();
   const dir = mkdtempSync(join(tmpdir(), "mg-serve-"));
@@ -63,6 +63,7 @@ listen_addr = "127.0.0.1:0"
 upstream_addr = "${up.host}:${up.ports.smtp}"
 upstream_tls = "starttls"
 upstream_ca_file = "${up.caFile}"
+identities = ["me@corp.test"]
 
 [[rules]]
 name = "Colleagues"
@@ -92,6 +93,9 @@ test("serve runs the SMTP proxy from a config file, audits, and stops cleanly on
     await transport.sendMail({ from: "me@corp.test", to: `${token}@corp.test`, subject: token, text: "hello" });
     const refused = await transport.sendMail({ from: "me@corp.test", to: `${token}-x@evil.test`, subject: token, text: "nope" }).catch((e: Error) => e);
     expect(String(refused)).toContain("5.7.1");
+    // Only the login and [smtp] identities may be the sender (the rules alone would allow this one).
+    const foreign = await transport.sendMail({ from: "boss@corp.test", to: `${token}-f@corp.test`, subject: token, text: "as someone else" }).catch((e: Error) => e);
+    expect(String(foreign)).toContain("553 5.7.1");
     transport.close();
     expect(await sinkRecipients(token)).toEqual([`${token}@corp.test`]);
   } finally {
@@ -104,6 +108,7 @@ test("serve runs the SMTP proxy from a config file, audits, and stops cleanly on
   const rows = audit.stdout.toString().trim().split("\n").map((l) => JSON.parse(l));
   expect(rows.some((r) => r.decision === "allow" && r.rule === "Colleagues" && String(r.target).includes("@corp.test"))).toBe(true);
   expect(rows.some((r) => r.decision === "deny" && r.rule === "Deny everything else" && String(r.target).includes("evil.test"))).toBe(true);
+  expect(rows.some((r) => r.decision === "deny" && r.rule === null && r.target === "boss@corp.test" && String(r.reason).includes("not one of this account's identities"))).toBe(true);
 });
 
 test("serve leaves an allocator setting the operator made alone", async () => {

@@ -44,6 +44,7 @@ account = "main"
 [accounts.main]
 username = "upstream-user"
 password = "upstream-password"
+identities = ["bot@corp.test"]
 `,
   });
   cleanups.push(() => p.close());
@@ -238,18 +239,21 @@ describe("sender rules and the null reverse path", () => {
     const p = await startTestProxy({
       upstreamTls: "none",
       upstreamAddr: `127.0.0.1:${fake.port}`,
+      // other@ is one of the session's identities, so the rules (not the identity check) refuse it.
+      smtp: `identities = ["other@mailgator.test"]`,
       rules: `[[rules]]\nname = "alice"\naction = "allow"\nfrom = "alice@mailgator.test"\n`,
     });
     cleanups.push(() => p.close());
     const c = await RawClient.connect(p.port);
     await c.reply();
     await c.command("EHLO client.test");
-    await c.command(`AUTH PLAIN ${plain("u", "p")}`);
-    expect((await c.command("MAIL FROM:<evil@x.test>")).raw).toStartWith("553 5.7.1");
-    expect((await c.command("MAIL FROM:<>")).raw).toStartWith("553 5.7.1");
+    await c.command(`AUTH PLAIN ${plain("alice@mailgator.test", "p")}`);
+    expect((await c.command("MAIL FROM:<other@mailgator.test>")).raw).toStartWith("553 5.7.1 Sender <other@mailgator.test> is not allowed");
+    expect((await c.command("MAIL FROM:<>")).raw).toStartWith("553 5.7.1 Sender <> is not allowed");
     expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
     const rows = (await p.rows()).filter((r) => r.command === "MAIL FROM");
-    expect(rows.map((r) => [r.target, r.decision])).toEqual([["evil@x.test", "deny"], ["<>", "deny"]]);
+    expect(rows.map((r) => [r.target, r.decision])).toEqual([["other@mailgator.test", "deny"], ["<>", "deny"]]);
+    for (const row of rows) expect(row.reason).not.toContain("identities");
   });
 
   test("<> is allowed by rules that do not name senders", async () => {
@@ -261,6 +265,8 @@ describe("sender rules and the null reverse path", () => {
     await c.reply();
     await c.command("EHLO client.test");
     await c.command(`AUTH PLAIN ${plain("u", "p")}`);
+    // The login is not an address and no identities are configured: <> is the only reverse path left.
+    expect((await c.command("MAIL FROM:<u@corp.test>")).raw).toStartWith("553 5.7.1");
     expect((await c.command("MAIL FROM:<>")).code).toBe(250);
     expect((await c.command("RCPT TO:<a@corp.test>")).code).toBe(250);
     expect((await c.command("DATA")).code).toBe(354);

@@ -34,7 +34,7 @@ async function client(port: number, login = true): Promise<RawClient> {
   const c = await RawClient.connect(port);
   await c.reply();
   await c.command("EHLO client.test");
-  if (login) expect((await c.command(`AUTH PLAIN ${Buffer.from("\0u\0p").toString("base64")}`)).code).toBe(235);
+  if (login) expect((await c.command(`AUTH PLAIN ${Buffer.from("\0alice@mailgator.test\0p").toString("base64")}`)).code).toBe(235);
   return c;
 }
 

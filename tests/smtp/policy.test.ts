@@ -28,7 +28,7 @@ async function send(port: number, rcpts: string[], text: string): Promise<{ rcpt
   const c = await RawClient.connect(port);
   await c.reply();
   await c.command("EHLO client.test");
-  await c.command(`AUTH PLAIN ${Buffer.from("\0u\0p").toString("base64")}`);
+  await c.command(`AUTH PLAIN ${Buffer.from("\0alice@mailgator.test\0p").toString("base64")}`);
   expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
   const rcpt: number[] = [];
   for (const r of rcpts) rcpt.push((await c.command(`RCPT TO:<${r}>`)).code);
