@@ -250,8 +250,8 @@ export function useTestProxy(options: ProxyOptions, set: (proxy: TestProxy) => v
   });
 }
 
-/** Vault mode after `rules`: one agent "bot" with `token`, whose account is the first test user. */
-export function vaultConfig(rules: string, token: string): string {
+/** Vault mode after `rules`: one agent "bot" with `token`, whose account is the first test user (`account`: more keys for it). */
+export function vaultConfig(rules: string, token: string, account = ""): string {
   const user = upstreams().users[0]!;
   return `${rules}
 [[agents]]
@@ -262,6 +262,7 @@ account = "main"
 [accounts.main]
 username = "${user.user}"
 password = "${user.password}"
+${account}
 `;
 }
 

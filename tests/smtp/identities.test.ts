@@ -1,0 +1,165 @@
+/**
+ * MAIL FROM must be one of the session's identities, or `<>` (PROTOCOL.md §6; docs/smtp.md "Identities"): the
+ * upstream login when it is an address, plus `[smtp] identities` (pass-through) or the account's `identities`
+ * (vault). Against the real Postfix: a refused sender leaves no trace there (barrier, sink, Postfix's log), an
+ * accepted one is delivered with the reverse path as the agent wrote it.
+ */
+
+import { describe, expect, test } from "bun:test";
+import { generateToken } from "../../src/vault/token.ts";
+import {
+  CORP_ONLY_RULES,
+  dataPayload,
+  loggedIn,
+  marker,
+  message,
+  postfixLog,
+  sinkCopies,
+  upstreams,
+  useTestProxy,
+  vaultClient,
+  vaultConfig,
+  waitForSink,
+  type RawClient,
+  type TestProxy,
+} from "./helpers.ts";
+
+let plain: TestProxy;
+useTestProxy({ rules: CORP_ONLY_RULES }, (proxy) => (plain = proxy));
+
+let withIdentities: TestProxy;
+useTestProxy({ rules: CORP_ONLY_RULES, smtp: `identities = ["Sales-Team@Corp.test"]` }, (proxy) => (withIdentities = proxy));
+
+const TOKEN = generateToken();
+let vault: TestProxy;
+useTestProxy({ rules: vaultConfig(CORP_ONLY_RULES, TOKEN, `identities = ["bot-desk@corp.test"]`) }, (proxy) => (vault = proxy));
+
+const REFUSED = "is not one of this account's identities";
+
+/** One whole transaction from `sender` to `ok-<m>@corp.test` on an open session; returns the final reply. */
+async function send(c: RawClient, sender: string, m: string): Promise<string> {
+  expect((await c.command(`MAIL FROM:<${sender}>`)).code).toBe(250);
+  expect((await c.command(`RCPT TO:<ok-${m}@corp.test>`)).code).toBe(250);
+  expect((await c.command("DATA")).code).toBe(354);
+  c.write(dataPayload(message({ Subject: `identity ${m}`, To: `ok-${m}@corp.test` }, `from ${sender} ${m}`)));
+  return (await c.reply()).raw;
+}
+
+/** Postfix's stored copy names the envelope sender in Return-Path. */
+function returnPath(text: string): string | undefined {
+  return /^Return-Path: (.*)$/m.exec(text)?.[1];
+}
+
+/**
+ * After a refusal on `c`: the session goes on and delivers an allowed message from the login (the barrier); once
+ * it is in the sink, nothing with `m` is, and Postfix never logged `needle`.
+ */
+async function nothingReachedPostfix(c: RawClient, login: string, m: string, needle: string): Promise<void> {
+  const barrier = marker();
+  expect(await send(c, login, barrier)).toStartWith("250");
+  await waitForSink(barrier, 1);
+  expect(sinkCopies(m)).toEqual([]);
+  expect(postfixLog()).not.toContain(needle);
+}
+
+describe("pass-through, no identities configured: the login is the only one", () => {
+  test("a foreign sender gets 553 5.7.1, no transaction starts, nothing reaches Postfix, and the refusal is audited", async () => {
+    const m = marker();
+    const sender = `me-${m}@corp.test`; // the rules (to *@corp.test, no sender named) would let it send
+    const c = await loggedIn(plain.port);
+    const r = await c.command(`MAIL FROM:<${sender}>`);
+    expect(r.raw).toBe(`553 5.7.1 Sender <${sender}> ${REFUSED}\r\n`);
+    expect((await c.command(`RCPT TO:<ok-${m}@corp.test>`)).raw).toStartWith("503 5.5.1");
+    expect((await c.command("DATA")).raw).toStartWith("503 5.5.1");
+    // Pipelined the same way (one write): the RCPT and DATA of the refused transaction still find none.
+    c.write(`MAIL FROM:<${sender}> BODY=8BITMIME\r\nRCPT TO:<ok-${m}@corp.test>\r\nDATA\r\n`);
+    expect((await c.reply()).raw).toStartWith("553 5.7.1");
+    expect((await c.reply()).raw).toStartWith("503 5.5.1");
+    expect((await c.reply()).raw).toStartWith("503 5.5.1");
+    expect((await c.command("NOOP")).code).toBe(250);
+    await nothingReachedPostfix(c, "alice@mailgator.test", m, sender);
+    c.close();
+
+    const rows = (await plain.rows()).filter((row) => row.command === "MAIL FROM" && row.target === sender);
+    expect(rows).toHaveLength(2);
+    for (const row of rows) {
+      expect(row).toMatchObject({ protocol: "smtp", operation: "mail:send", decision: "deny", rule: null, ruleIndex: null, agent: "alice@mailgator.test" });
+      expect(row.reason).toBe("sender is not one of this account's identities (alice@mailgator.test)");
+    }
+  });
+
+  test("another user's address is not an identity of this login", async () => {
+    const bob = upstreams().users[1]!.address;
+    const c = await loggedIn(plain.port);
+    expect((await c.command(`MAIL FROM:<${bob}>`)).raw).toStartWith(`553 5.7.1 Sender <${bob}> ${REFUSED}`);
+    c.close();
+  });
+
+  test("a case variant of the login is accepted and goes upstream as written", async () => {
+    const m = marker();
+    const c = await loggedIn(plain.port);
+    expect(await send(c, "ALICE@Mailgator.TEST", m)).toStartWith("250");
+    c.close();
+    const [copy] = await waitForSink(m, 1);
+    expect(returnPath(copy!.text)).toBe("<ALICE@Mailgator.TEST>");
+  });
+
+  test("<> is still accepted (the rules decide) and delivered", async () => {
+    const m = marker();
+    const c = await loggedIn(plain.port);
+    expect(await send(c, "", m)).toStartWith("250");
+    c.close();
+    const [copy] = await waitForSink(m, 1);
+    expect(returnPath(copy!.text)).toBe("<>");
+    const rows = (await plain.rows()).filter((row) => row.command === "MAIL FROM" && row.target === "<>");
+    expect(rows.some((row) => row.decision === "allow")).toBe(true);
+  });
+});
+
+describe("pass-through with [smtp] identities", () => {
+  test("a configured identity is accepted in any case and delivered; the login still is one", async () => {
+    const m = marker();
+    const c = await loggedIn(withIdentities.port);
+    expect(await send(c, "sales-team@corp.test", m)).toStartWith("250");
+    const [copy] = await waitForSink(m, 1);
+    expect(returnPath(copy!.text)).toBe("<sales-team@corp.test>");
+    const m2 = marker();
+    expect(await send(c, "alice@mailgator.test", m2)).toStartWith("250");
+    await waitForSink(m2, 1);
+    c.close();
+  });
+
+  test("identities are exact addresses: a neighbour of one is refused", async () => {
+    const m = marker();
+    const c = await loggedIn(withIdentities.port);
+    for (const sender of [`sales-team-${m}@corp.test`, `sales-team@corp.test.${m}.test`, `sales-team@sub.corp.test`]) {
+      expect((await c.command(`MAIL FROM:<${sender}>`)).raw, sender).toStartWith(`553 5.7.1 Sender <${sender}> ${REFUSED}`);
+    }
+    await nothingReachedPostfix(c, "alice@mailgator.test", m, `sales-team-${m}`);
+    c.close();
+    const row = (await withIdentities.rows()).find((r) => r.command === "MAIL FROM" && r.target === `sales-team-${m}@corp.test`);
+    expect(row?.reason).toBe("sender is not one of this account's identities (alice@mailgator.test, sales-team@corp.test)");
+  });
+});
+
+describe("vault mode: the account's username and identities", () => {
+  test("the account's identity and its username are accepted and delivered; a foreign sender is refused and audited", async () => {
+    const m = marker();
+    const c = await vaultClient(vault.port, TOKEN);
+    expect(await send(c, "Bot-Desk@corp.test", m)).toStartWith("250");
+    const [copy] = await waitForSink(m, 1);
+    expect(returnPath(copy!.text)).toBe("<Bot-Desk@corp.test>");
+    const m2 = marker();
+    expect(await send(c, upstreams().users[0]!.address, m2)).toStartWith("250");
+    await waitForSink(m2, 1);
+
+    const m3 = marker();
+    const foreign = `ceo-${m3}@corp.test`;
+    expect((await c.command(`MAIL FROM:<${foreign}>`)).raw).toStartWith(`553 5.7.1 Sender <${foreign}> ${REFUSED}`);
+    await nothingReachedPostfix(c, "bot-desk@corp.test", m3, foreign);
+    c.close();
+    const row = (await vault.rows()).find((r) => r.command === "MAIL FROM" && r.target === foreign);
+    expect(row).toMatchObject({ agent: "bot", operation: "mail:send", decision: "deny", rule: null });
+    expect(row!.reason).toBe("sender is not one of this account's identities (alice@mailgator.test, bot-desk@corp.test)");
+  });
+});
