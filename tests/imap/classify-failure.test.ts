@@ -231,6 +231,8 @@ describe("Dovecot as configured by default: the classification FETCH ends in BYE
     expect(classification[0]!.command).toBe("SELECT");
     expect(classification[0]!.folder).toBe("INBOX");
     expect(classification[0]!.reason).toContain("FETCH failed: Internal error occurred");
+    // One row for the lost upstream and one for the SELECT: nothing written twice for the one failure.
+    expect(rows.slice(1).map((r) => r.command).sort()).toEqual(["(upstream)", "SELECT"]);
 
     // What Dovecot answered, on a connection of its own: the unreadable message as its UID only, then BYE and close.
     const direct = await dovecot(s.mailbox);

@@ -236,7 +236,9 @@ async function select(s: ImapSession, cmd: CommandOf<"SELECT" | "EXAMINE">): Pro
     } catch (error) {
       // Nothing may be shown that was not classified: the SELECT fails, and deselects upstream too (§6.3.1).
       s.auditRow({ command: cmd.name, operation: "mail:read", folder: p, decision: "error", rule: d.rule, ruleIndex: d.ruleIndex, reason: `classification failed: ${(error as Error).message}` });
-      await s.upstreamRun({ name: "UNSELECT" });
+      // An upstream that failed with BYE (Dovecot's default on a failed FETCH) is gone, and the session ends with
+      // it; UNSELECT can only fail then, and the refusal below is its one answer (no second audit row).
+      await s.upstreamRun({ name: "UNSELECT" }).catch(() => {});
       throw new Refusal("NO", "UNAVAILABLE", "The mailbox could not be filtered; try again later");
     }
   }
