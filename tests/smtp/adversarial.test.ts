@@ -92,6 +92,8 @@ describe("§7 case 30: DSN parameters", () => {
       const r = await c.command(`MAIL FROM:<evil-${m}@x.test> ${param}`);
       expect(r.raw, param).toStartWith("555 5.5.4");
     }
+    // Without any parameter the reverse path alone is refused: a bounce would carry the message to it.
+    expect((await c.command(`MAIL FROM:<evil-${m}@x.test>`)).raw).toStartWith("553 5.7.1");
     expect((await c.command(`RCPT TO:<ok-${m}@corp.test>`)).raw).toStartWith("503");
     expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
     for (const param of ["NOTIFY=FAILURE", "NOTIFY=SUCCESS,FAILURE", `ORCPT=rfc822;evil-${m}@x.test`]) {
