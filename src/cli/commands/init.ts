@@ -23,6 +23,9 @@ upstream_addr = "imap.example.com:993"   # 993 = implicit TLS, 143 = STARTTLS
 [smtp]
 listen_addr = "127.0.0.1:1587"
 upstream_addr = "smtp.example.com:587"   # 465 = implicit TLS, 587 = STARTTLS
+# MAIL FROM must be the login or one of these (pass-through mode; in vault
+# mode, give identities in [accounts.NAME]):
+# identities = ["sales@example.com"]
 
 [audit]
 # path = "mailgator-audit.db"            # default: beside this file
@@ -36,6 +39,7 @@ retention_days = 90
 # [accounts.main]
 # username = "me@example.com"
 # password_env = "MAIL_PASSWORD"         # or password_file = "secret.txt"
+# identities = ["sales@example.com"]     # MAIL FROM besides username
 #
 # [[agents]]
 # name = "assistant"
