@@ -222,6 +222,8 @@ listen_addr = "127.0.0.1:1"
 upstream_addr = "${up.host}:${up.ports.smtp}"
 upstream_tls = "${upstreamTls}"
 upstream_ca_file = "${up.caFile}"
+# The bench sends as bench@mailgator.test, logged in as ${user.user}: an identity of the session (docs/config.md).
+identities = ["bench@mailgator.test"]
 
 [audit]
 path = "${join(dir, "audit.db")}"

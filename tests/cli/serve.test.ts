@@ -18,8 +18,11 @@ interface Served {
   port: (name: "SMTP" | "IMAP") => Promise<number>;
 }
 
+/** Runs serve with the test's environment minus any allocator setting (serve must add its own), plus `env`. */
 function serve(config: string, env: Record<string, string> = {}): Served {
-  const proc = Bun.spawn([process.execPath, MAIN, "serve", "-c", config, "--log-format", "json"], { stderr: "pipe", stdout: "pipe", env: { ...process.env, ...env } });
+  const inherited: Record<string, string | undefined> = { ...process.env };
+  delete inherited["MIMALLOC_PURGE_DELAY"];
+  const proc = Bun.spawn([process.execPath, MAIN, "serve", "-c", config, "--log-format", "json"], { stderr: "pipe", stdout: "pipe", env: { ...inherited, ...env } });
   let text = "";
   const reader = (proc.stderr as ReadableStream<Uint8Array>).getReader();
   const pump = (async () => {
