@@ -97,6 +97,7 @@ export interface SessionLimits {
   readonly idleTimeoutMs: number;
   readonly maxConnections: number;
   readonly authFailureStepMs: number;
+  readonly sendCommitWaitMs: number;
 }
 
 export const DEFAULT_LIMITS: SessionLimits = Object.freeze({
@@ -107,4 +108,5 @@ export const DEFAULT_LIMITS: SessionLimits = Object.freeze({
   idleTimeoutMs: IDLE_TIMEOUT_MS,
   maxConnections: MAX_CONNECTIONS,
   authFailureStepMs: AUTH_FAILURE_STEP_MS,
+  sendCommitWaitMs: SEND_COMMIT_WAIT_MS,
 });

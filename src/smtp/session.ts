@@ -20,7 +20,7 @@ import { checkAgentLogin, decodeLoginStep, decodePlain, type LoginAttempt, type 
 import { DataReader } from "./data.ts";
 import { classify, finalDecision, finalRequest, recipientOutcome, senderOutcome } from "./decide.ts";
 import { MessageInspector } from "./inspect.ts";
-import { MAX_AUTH_FAILURES_PER_SESSION, MAX_HEADER_BYTES, SEND_COMMIT_WAIT_MS, TLS_HANDSHAKE_TIMEOUT_MS, type SessionLimits } from "./limits.ts";
+import { MAX_AUTH_FAILURES_PER_SESSION, MAX_HEADER_BYTES, TLS_HANDSHAKE_TIMEOUT_MS, type SessionLimits } from "./limits.ts";
 import { clean, formatReply, reply, type Reply } from "./reply.ts";
 import { Spool } from "./spool.ts";
 import { CommitFailedError, CommitGate, UpstreamAuthError, UpstreamSession, type Credentials } from "./upstream.ts";
@@ -802,9 +802,9 @@ export class SmtpSession {
       return;
     }
     // The rows must be on disk before the message reaches the upstream (DESIGN.md §7), that is before the final
-    // dot. They wait for company (SEND_COMMIT_WAIT_MS) while MAIL, the RCPTs and DATA go upstream; the replay
+    // dot. They wait for company (at most SEND_COMMIT_WAIT_MS) while MAIL, the RCPTs and DATA go upstream; the replay
     // commits them once DATA is accepted, and holds its end of data until they are on disk.
-    const gate = new CommitGate(Promise.all(rows.map((row) => audit.durableWithin(row, SEND_COMMIT_WAIT_MS))), () => audit.commitNow());
+    const gate = new CommitGate(Promise.all(rows.map((row) => audit.durableWithin(row, this.#ctx.limits.sendCommitWaitMs))), () => audit.commitNow());
     this.#send(await this.#replay(tx, facts.messageId, gate));
   }
 

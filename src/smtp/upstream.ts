@@ -289,8 +289,8 @@ export class UpstreamSession {
     let ended = false;
     // Each block is stuffed into one reused buffer and written at once (one system call per block rather
     // than per piece); a line-initial dot is doubled, so the output is at most 1.5 times the block, plus the dot.
-    // The final dot goes with the last block when the commit is done (it is, unless the log could not be
-    // written and a retry is pending), else alone once it is.
+    // The commit is done by now (a failed one threw above), so the final dot goes with the last block; it goes
+    // alone only for an empty message, which has no block.
     const out = (this.#out ??= Buffer.allocUnsafe(Math.ceil(SPOOL_BLOCK * 1.5) + 1 + CRLF_DOT_CRLF.length));
     for (const block of spool.blocks()) {
       if (this.closed) throw this.#failure ?? new UpstreamError("upstream closed the connection");

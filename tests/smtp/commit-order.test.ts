@@ -139,6 +139,34 @@ describe("the final dot waits for the audit commit", () => {
     expect(server.sizes).toEqual([text.length]);
   });
 
+  test("the replay commits when upstream accepts DATA: with a 60 s wait for company, sends take milliseconds", async () => {
+    const atDot: { id: string; committed: boolean }[] = [];
+    let p: TestProxy | null = null;
+    const server = await fake({
+      keepData: true,
+      onEndOfData: (content) => {
+        const id = idOf(content);
+        atDot.push({ id, committed: dataRowCommitted(p!, id) });
+      },
+    });
+    // The real audit log, with long waits: the send's rows wait up to 60 s for company and other rows are
+    // committed every 60 s, so nothing but the replay's own request at DATA commits in time.
+    p = await proxy(server, { limits: { sendCommitWaitMs: 60_000 }, auditBatchMs: 60_000 });
+    const c = await loggedIn(p.port);
+    const ids = [marker(), marker(), marker()];
+    const started = performance.now();
+    for (const id of ids) {
+      c.write(`MAIL FROM:<alice@mailgator.test>\r\nRCPT TO:<ok-${id}@corp.test>\r\nDATA\r\n`);
+      expect((await c.reply()).code).toBe(250);
+      expect((await c.reply()).code).toBe(250);
+      expect((await c.reply()).code).toBe(354);
+      c.write(dataPayload(letter(id)));
+      expect((await c.reply()).code).toBe(250);
+    }
+    expect(performance.now() - started).toBeLessThan(5_000);
+    expect(atDot).toEqual(ids.map((id) => ({ id, committed: true })));
+  });
+
   test("commits of random latency under pipelined load: at every end of data, that message's rows are committed", async () => {
     const atDot: { id: string; committed: boolean }[] = [];
     let p: TestProxy | null = null;
@@ -179,7 +207,7 @@ describe("the final dot waits for the audit commit", () => {
     expect(atDot.filter((d) => !d.committed)).toEqual([]);
   });
 
-  test("failed commit after upstream accepted DATA: no content, no end of data, the connection dropped, 451 to the agent; the session goes on", async () => {
+  test("failed commit with the transaction at DATA upstream: no content, no end of data, the connection dropped, 451 to the agent; the session goes on", async () => {
     const server = await fake({ keepData: true });
     let failing = true;
     const m = marker();
@@ -187,9 +215,8 @@ describe("the final dot waits for the audit commit", () => {
     const p = await proxy(server, {
       wrapAudit: withDurable(async (row, real) => {
         if (!failing) return real(row);
-        // Fail only once the upstream has accepted DATA: the latest a commit can fail.
+        // Fail only once DATA has reached the upstream (whether its 354 is back yet or not, no content may follow).
         await until("DATA upstream", () => transactionLines(server).length === 3);
-        await Bun.sleep(20);
         throw new AuditUnavailableError("audit: cannot write to the test log: database or disk is full");
       }),
     });

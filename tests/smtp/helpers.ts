@@ -52,6 +52,8 @@ export interface ProxyOptions {
   readonly caFile?: string | null;
   /** What the proxy is given as its audit log, built around the real one (a slow or failing log). */
   readonly wrapAudit?: (log: AuditLog) => AuditLog;
+  /** How often rows recorded without waiting are committed (default 5 ms). */
+  readonly auditBatchMs?: number;
 }
 
 export interface TestProxy {
@@ -85,7 +87,7 @@ ${options.rules}
   const parsed = parseConfig(toml, join(dir, "mailgator.toml"));
   // The config format wants a real port; tests listen on a free one (port 0).
   const config: Config = { ...parsed, smtp: { ...parsed.smtp!, listenAddr: { host: "127.0.0.1", port: 0 } } };
-  const audit = AuditLog.open(config.audit.path, { batchMs: 5, sync: "normal" });
+  const audit = AuditLog.open(config.audit.path, { batchMs: options.auditBatchMs ?? 5, sync: "normal" });
   const policy = compilePolicy(config.rules);
   const proxyAudit = options.wrapAudit?.(audit) ?? audit;
   const proxy = await startSmtpProxy({ config, policy, audit: proxyAudit, ...(options.limits ? { limits: options.limits } : {}) });
