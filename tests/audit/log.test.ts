@@ -21,7 +21,7 @@ describe("open", () => {
     expect(db.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(SCHEMA_VERSION);
     expect(db.query<{ journal_mode: string }, []>("PRAGMA journal_mode").get()?.journal_mode).toBe("wal");
     const indexes = db.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'index'").all();
-    expect(indexes.map((i) => i.name).sort()).toEqual(["audit_agent", "audit_decision", "audit_rule", "audit_time"]);
+    expect(indexes.map((i) => i.name).sort()).toEqual(["audit_time"]);
     db.close();
   });
 
@@ -34,6 +34,34 @@ describe("open", () => {
     expect(second.query().map((r) => r.id)).toEqual([id]);
     expect(await second.durable(sampleEvent())).toBeGreaterThan(id);
     await second.close();
+  });
+
+  test("migrates a version-1 log: its rows stay, the three secondary indexes go, user_version is current", async () => {
+    const path = scratch.file("v1.db");
+    const db = new Database(path, { create: true });
+    db.exec("PRAGMA journal_mode = WAL");
+    db.exec(`CREATE TABLE audit (
+       id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, session TEXT NOT NULL, agent TEXT, client_addr TEXT,
+       protocol TEXT NOT NULL, command TEXT NOT NULL, operation TEXT, folder TEXT, target TEXT, decision TEXT NOT NULL,
+       rule TEXT, rule_index INTEGER, reason TEXT NOT NULL, config_revision TEXT NOT NULL, count INTEGER,
+       hidden_count INTEGER, detail TEXT);
+     CREATE INDEX audit_time ON audit (time);
+     CREATE INDEX audit_decision ON audit (decision);
+     CREATE INDEX audit_agent ON audit (agent);
+     CREATE INDEX audit_rule ON audit (rule);
+     INSERT INTO audit (time, session, protocol, command, decision, reason, config_revision, agent)
+       VALUES (1, 's1', 'imap', 'LOGIN', 'allow', 'ok', 'r1', 'old-agent');
+     PRAGMA user_version = 1;`);
+    db.close();
+    const log = AuditLog.open(path);
+    expect(log.query({ agent: "old-agent" }).map((r) => r.command)).toEqual(["LOGIN"]);
+    const id = await log.durable(sampleEvent({ agent: "new-agent" }));
+    expect(id).toBe(2);
+    await log.close();
+    const check = new Database(path, { readonly: true });
+    expect(check.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(SCHEMA_VERSION);
+    expect(check.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'index'").all().map((i) => i.name)).toEqual(["audit_time"]);
+    check.close();
   });
 
   test("migrates a file that predates the schema (user_version 0, other content untouched)", async () => {
