@@ -1,8 +1,10 @@
 /**
- * Where a message waits between the agent's final dot and the upstream's reply: one file per session, in the
- * spool directory (docs/smtp.md: `mailgator-spool/` beside the audit database), mode 0600, unlinked as soon as
- * it is opened so that no message survives the process, even a crash. Written in blocks, read back in blocks:
- * a message is never whole in memory.
+ * Where a message waits between the agent's final dot and the upstream's reply: one reused block of SPOOL_BLOCK
+ * octets per session, and, once a message outgrows it, one file per session in the spool directory (docs/smtp.md:
+ * `mailgator-spool/` beside the audit database), mode 0600, unlinked as soon as it is opened so that no message
+ * survives the process, even a crash. Written in blocks, read back in blocks: a message is never whole in memory
+ * beyond that one block. A message that fits in the block never touches the file: the block is its only copy
+ * either way, and writing it out to read it straight back in bought nothing (two system calls per message).
  *
  * The file calls are synchronous: a block of at most SPOOL_BLOCK octets goes to the page cache in tens of
  * microseconds, less than the thread-pool round trip of an asynchronous call (measured with
@@ -60,13 +62,25 @@ export class Spool {
       stage.set(content.subarray(from, from + n), this.#staged);
       this.#staged += n;
       from += n;
-      if (this.#staged === SPOOL_BLOCK) this.flush();
+      if (this.#staged === SPOOL_BLOCK) this.#write();
     }
   }
 
-  /** Writes what is staged. */
+  /** True once the current message has outgrown the block and is (partly) in the file. */
+  get spilled(): boolean {
+    return this.#written > 0;
+  }
+
+  /**
+   * Writes what is staged, once the message is in the file: called at the end of the content so that the file
+   * holds all of it. A message still within its first block stays there (see the module doc).
+   */
   flush(): void {
-    if (this.#staged === 0) return;
+    if (this.#staged === 0 || this.#written === 0) return;
+    this.#write();
+  }
+
+  #write(): void {
     const fd = this.#open();
     let offset = 0;
     while (offset < this.#staged) {
@@ -82,7 +96,10 @@ export class Spool {
    * consumed (written out and flushed) before the next is asked for.
    */
   *blocks(): Generator<Buffer> {
-    if (this.#written === 0) return;
+    if (this.#written === 0) {
+      if (this.#staged > 0) yield this.#stage!.subarray(0, this.#staged);
+      return;
+    }
     const fd = this.#open();
     const buffer = (this.#readBuffer ??= Buffer.allocUnsafe(SPOOL_BLOCK));
     let position = 0;
