@@ -257,6 +257,8 @@ action = "allow"
     console.log(`imap: ${mb.toFixed(1)} MB per session`);
     console.log(`  direct     ${direct.toFixed(3)} s  ${(mb / direct).toFixed(0)} MB/s`);
     console.log(`  mailgator  ${proxied.toFixed(3)} s  ${(mb / proxied).toFixed(0)} MB/s  ratio ${(direct / proxied).toFixed(2)}x direct (goal >= 0.90); proxy CPU ${((proxyCpu.user + proxyCpu.sys) / rounds).toFixed(2)} s per session (user ${(proxyCpu.user / rounds).toFixed(2)}, kernel ${(proxyCpu.sys / rounds).toFixed(2)}; ${(((proxyCpu.user + proxyCpu.sys) / rounds / (messages * repeat)) * 1e6).toFixed(1)} µs per message)`);
+    const paired = times.get("direct")!.map((d, i) => d / times.get("mailgator")![i]!);
+    console.log(`  per round (direct/mailgator, same round): ${paired.map((r) => r.toFixed(2)).join(" ")}, median ${median(paired).toFixed(2)}`);
     if (times.has("nginx")) {
       const nginx = median(times.get("nginx")!);
       console.log(`  nginx      ${nginx.toFixed(3)} s  ${(mb / nginx).toFixed(0)} MB/s  ratio ${(direct / nginx).toFixed(2)}x direct (pure relay, reference)`);
