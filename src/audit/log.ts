@@ -16,7 +16,7 @@ import {
   DECISIONS,
   PROTOCOLS,
 } from "./event.ts";
-import { COLUMNS, migrate, SCHEMA_VERSION, schemaVersion } from "./schema.ts";
+import { COLUMNS, migrate, READABLE_SINCE, SCHEMA_VERSION, schemaVersion } from "./schema.ts";
 import { fromColumns, type StoredRow, toColumns } from "./row.ts";
 
 /** Rows recorded with record() reach the disk within this; a crash loses at most this window of them. */
@@ -128,11 +128,13 @@ export class AuditLog {
         db = new Database(path, { readonly: true, strict: true });
         db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
         const version = schemaVersion(db);
-        if (version !== SCHEMA_VERSION) {
+        // Readers take any version with the same columns: the CLI of a new build reads a log the running (older)
+        // proxy has not migrated yet, and index-only migrations change nothing a reader sees.
+        if (version < READABLE_SINCE || version > SCHEMA_VERSION) {
           throw new Error(
             version > SCHEMA_VERSION
               ? `schema version ${version} is newer than this Mailgator understands (${SCHEMA_VERSION})`
-              : `schema version ${version}, expected ${SCHEMA_VERSION}; the proxy migrates it when it next starts`,
+              : `schema version ${version}, expected ${READABLE_SINCE} to ${SCHEMA_VERSION}; the proxy migrates it when it next starts`,
           );
         }
       } else {
@@ -234,6 +236,12 @@ export class AuditLog {
   }
 
   /** Committed rows matching the filter, by id (newest first unless order is "asc"). Queued rows are not seen. */
+  /** The id of the newest committed row, 0 for an empty log (the rowid's b-tree end: no scan). */
+  newestId(): number {
+    this.#checkOpen();
+    return this.#db.query<{ id: number | null }, []>("SELECT max(id) AS id FROM audit").get()?.id ?? 0;
+  }
+
   query(filter: AuditFilter = {}): AuditRow[] {
     const where: string[] = [];
     const params: (string | number)[] = [];

@@ -63,6 +63,9 @@ const MIGRATIONS: readonly string[] = [
 
 export const SCHEMA_VERSION = MIGRATIONS.length;
 
+/** The oldest version whose table has exactly COLUMNS: a read-only open (the CLI) accepts it without migrating. */
+export const READABLE_SINCE = 1;
+
 export function schemaVersion(db: Database): number {
   const row = db.query<{ user_version: number }, []>("PRAGMA user_version").get();
   return row?.user_version ?? 0;

@@ -53,6 +53,11 @@ describe("open", () => {
        VALUES (1, 's1', 'imap', 'LOGIN', 'allow', 'ok', 'r1', 'old-agent');
      PRAGMA user_version = 1;`);
     db.close();
+    // The CLI of the new build reads the v1 file as it is, before any proxy migrated it.
+    const reader = AuditLog.open(path, { readonly: true });
+    expect(reader.query({ agent: "old-agent" }).map((r) => r.command)).toEqual(["LOGIN"]);
+    expect(reader.newestId()).toBe(1);
+    await reader.close();
     const log = AuditLog.open(path);
     expect(log.query({ agent: "old-agent" }).map((r) => r.command)).toEqual(["LOGIN"]);
     const id = await log.durable(sampleEvent({ agent: "new-agent" }));

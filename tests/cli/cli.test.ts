@@ -197,6 +197,36 @@ describe("audit", () => {
     await log.close();
     expect(seen.trim().split("\n")).toHaveLength(2);
   });
+
+  test("--follow with a filter prints only matching rows written after it started, none from before", async () => {
+    const dir = tempDir();
+    const file = join(dir, "m.toml");
+    writeFileSync(file, readFileSync(SEED));
+    const log = AuditLog.open(join(dir, "mailgator-audit.db"));
+    const ev = { session: "s", agent: null, clientAddr: null, protocol: "smtp" as const, command: "RCPT TO", operation: "mail:send", folder: null, decision: "deny" as const, rule: null, ruleIndex: null, reason: "r", configRevision: "x" };
+    await log.durable({ ...ev, agent: "rare", target: "old-rare@x.test" });
+    for (let i = 0; i < 50; i++) log.record({ ...ev, agent: "common", target: `c${i}@x.test` });
+    await log.flush();
+    const child = Bun.spawn([process.execPath, MAIN, "audit", "-c", file, "--follow", "--json", "--agent", "rare", "--limit", "1"], { stdout: "pipe" });
+    let seen = "";
+    const reader = child.stdout.getReader();
+    const until = async (needle: string) => {
+      while (!seen.includes(needle)) {
+        const { value, done } = await reader.read();
+        if (done) throw new Error(`follow ended before ${needle}`);
+        seen += new TextDecoder().decode(value);
+      }
+    };
+    await until("old-rare@x.test"); // --limit 1: the newest matching row from before
+    for (let i = 0; i < 50; i++) log.record({ ...ev, agent: "common", target: `d${i}@x.test` });
+    await log.flush();
+    await Bun.sleep(600); // a poll with only non-matching new rows
+    await log.durable({ ...ev, agent: "rare", target: "new-rare@x.test" });
+    await until("new-rare@x.test");
+    child.kill();
+    await log.close();
+    expect(seen.trim().split("\n").map((l) => JSON.parse(l).target)).toEqual(["old-rare@x.test", "new-rare@x.test"]);
+  });
 });
 
 describe("compiled executable", () => {

@@ -12,6 +12,8 @@ Prints audit rows, oldest first (the newest N with --limit, default 50).
 --since takes a duration (90s, 15m, 1h, 7d) or an ISO date. --follow keeps
 printing new rows as they are written, until interrupted.`;
 
+/** Rows printed per poll at most; the next poll continues after the last one printed. */
+const FOLLOW_BATCH = 10_000;
 const FOLLOW_INTERVAL_MS = 500;
 const UNITS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
@@ -73,15 +75,19 @@ export async function audit(ctx: CommandContext): Promise<number> {
     for (const row of rows) ctx.out(values.json ? JSON.stringify(row) : line(row));
   };
   try {
-    const rows = log.query(filter).reverse();
+    // Each poll looks only at rows newer than the newest one seen, matching or not: a filter that matches rarely
+    // must not rescan the log every time (the decision, agent and rule columns have no index).
+    let last = log.newestId();
+    const rows = log.query({ ...filter, beforeId: last + 1 }).reverse();
     show(rows);
     if (!values.follow) return EXIT_OK;
-    let last = rows.at(-1)?.id ?? log.query({ ...filter, limit: 1, order: "desc" }).at(0)?.id ?? 0;
     for (;;) {
       await Bun.sleep(FOLLOW_INTERVAL_MS);
-      const fresh = log.query({ ...filter, afterId: last, order: "asc", limit: 10_000 });
+      const top = log.newestId();
+      if (top <= last) continue;
+      const fresh = log.query({ ...filter, afterId: last, beforeId: top + 1, order: "asc", limit: FOLLOW_BATCH });
       show(fresh);
-      last = fresh.at(-1)?.id ?? last;
+      last = fresh.length === FOLLOW_BATCH ? fresh.at(-1)!.id : top;
     }
   } finally {
     await log.close();
