@@ -180,22 +180,13 @@ describe("audit", () => {
     const log = AuditLog.open(join(dir, "mailgator-audit.db"));
     const ev = { session: "s", agent: null, clientAddr: null, protocol: "smtp" as const, command: "RCPT TO", operation: "mail:send", folder: null, decision: "deny" as const, rule: null, ruleIndex: null, reason: "r", configRevision: "x" };
     await log.durable({ ...ev, target: "before@x.test" });
-    const child = Bun.spawn([process.execPath, MAIN, "audit", "-c", file, "--follow", "--json"], { stdout: "pipe" });
-    let seen = "";
-    const reader = child.stdout.getReader();
-    const until = async (needle: string) => {
-      while (!seen.includes(needle)) {
-        const { value, done } = await reader.read();
-        if (done) throw new Error(`follow ended before ${needle}`);
-        seen += new TextDecoder().decode(value);
-      }
-    };
-    await until("before@x.test");
+    const follow = followAudit(file, []);
+    await follow.until("before@x.test");
     await log.durable({ ...ev, target: "after@x.test" });
-    await until("after@x.test");
-    child.kill();
+    await follow.until("after@x.test");
+    follow.stop();
     await log.close();
-    expect(seen.trim().split("\n")).toHaveLength(2);
+    expect(follow.seen().trim().split("\n")).toHaveLength(2);
   });
 
   test("--follow with a filter prints only matching rows written after it started, none from before", async () => {
@@ -207,27 +198,36 @@ describe("audit", () => {
     await log.durable({ ...ev, agent: "rare", target: "old-rare@x.test" });
     for (let i = 0; i < 50; i++) log.record({ ...ev, agent: "common", target: `c${i}@x.test` });
     await log.flush();
-    const child = Bun.spawn([process.execPath, MAIN, "audit", "-c", file, "--follow", "--json", "--agent", "rare", "--limit", "1"], { stdout: "pipe" });
-    let seen = "";
-    const reader = child.stdout.getReader();
-    const until = async (needle: string) => {
+    const follow = followAudit(file, ["--agent", "rare", "--limit", "1"]);
+    await follow.until("old-rare@x.test"); // --limit 1: the newest matching row from before
+    for (let i = 0; i < 50; i++) log.record({ ...ev, agent: "common", target: `d${i}@x.test` });
+    await log.flush();
+    await Bun.sleep(600); // a poll with only non-matching new rows
+    await log.durable({ ...ev, agent: "rare", target: "new-rare@x.test" });
+    await follow.until("new-rare@x.test");
+    follow.stop();
+    await log.close();
+    expect(follow.seen().trim().split("\n").map((l) => JSON.parse(l).target)).toEqual(["old-rare@x.test", "new-rare@x.test"]);
+  });
+});
+
+/** `mailgator audit -c FILE --follow --json ...args` in a child process; `until` waits for text in its output. */
+function followAudit(file: string, args: string[]): { until(needle: string): Promise<void>; seen(): string; stop(): void } {
+  const child = Bun.spawn([process.execPath, MAIN, "audit", "-c", file, "--follow", "--json", ...args], { stdout: "pipe" });
+  const reader = child.stdout.getReader();
+  let seen = "";
+  return {
+    async until(needle) {
       while (!seen.includes(needle)) {
         const { value, done } = await reader.read();
         if (done) throw new Error(`follow ended before ${needle}`);
         seen += new TextDecoder().decode(value);
       }
-    };
-    await until("old-rare@x.test"); // --limit 1: the newest matching row from before
-    for (let i = 0; i < 50; i++) log.record({ ...ev, agent: "common", target: `d${i}@x.test` });
-    await log.flush();
-    await Bun.sleep(600); // a poll with only non-matching new rows
-    await log.durable({ ...ev, agent: "rare", target: "new-rare@x.test" });
-    await until("new-rare@x.test");
-    child.kill();
-    await log.close();
-    expect(seen.trim().split("\n").map((l) => JSON.parse(l).target)).toEqual(["old-rare@x.test", "new-rare@x.test"]);
-  });
-});
+    },
+    seen: () => seen,
+    stop: () => child.kill(),
+  };
+}
 
 describe("compiled executable", () => {
   test("dist/mailgator runs alone in an empty directory with no Bun on PATH", () => {
