@@ -167,7 +167,7 @@ export class Decoder {
     const limit = this.marker >= 0 ? this.marker : this.end;
     while (i < limit && (CLASS[buf[i]!]! & cls) !== 0) i++;
     this.pos = i;
-    return latin1(buf, start, i);
+    return token(buf, start, i);
   }
 
   /** `atom`: one or more ATOM-CHARs, case preserved. */
@@ -695,6 +695,41 @@ export class Decoder {
     if (a.length <= 15 && /^[0-9]+$/.test(a)) return { type: 'number', value: Number(a) };
     return { type: 'atom', value: a };
   }
+}
+
+/** Tokens up to this long are looked up in TOKENS before a new string is built. */
+const TOKEN_MAX = 16;
+/**
+ * Recently seen short tokens (`FETCH`, `UID`, `BODY`, `FLAGS`, flag names...), by a hash of their bytes: a
+ * response stream repeats the same few words, and building each one again was a tenth of the parse. A hit is
+ * checked byte by byte, so the cache can only save work, never change a result; it holds at most TOKEN_SLOTS
+ * strings of at most TOKEN_MAX characters. It is shared by the process's sessions; what one session could learn
+ * of another's tokens from it is a hit or a miss, nanoseconds inside a network round trip.
+ */
+const TOKEN_SLOTS = 256;
+const TOKENS: (string | undefined)[] = new Array<string | undefined>(TOKEN_SLOTS);
+
+function token(buf: Uint8Array, start: number, end: number): string {
+  const n = end - start;
+  if (n === 0) return '';
+  if (n > TOKEN_MAX) return latin1(buf, start, end);
+  let h = n;
+  for (let i = start; i < end; i++) h = (h * 31 + buf[i]!) | 0;
+  const slot = h & (TOKEN_SLOTS - 1);
+  const hit = TOKENS[slot];
+  if (hit !== undefined && hit.length === n) {
+    let same = true;
+    for (let i = 0; i < n; i++) {
+      if (hit.charCodeAt(i) !== buf[start + i]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return hit;
+  }
+  const fresh = latin1(buf, start, end);
+  TOKENS[slot] = fresh;
+  return fresh;
 }
 
 /** ASCII/Latin-1 bytes to a string without a TextDecoder for short runs. */

@@ -112,8 +112,20 @@ export class Encoder {
     return this.raw(s);
   }
 
+  /** A non-negative integer in decimal, written straight into the buffer (no string on the hot path). */
   number(n: number): this {
-    return this.raw(String(n));
+    if (!Number.isSafeInteger(n) || n < 0) return this.raw(String(n));
+    let digits = 1;
+    for (let p = 10; p <= n; p *= 10) digits++;
+    this.ensure(digits);
+    const buf = this.buf;
+    let at = this.len + digits;
+    this.len = at;
+    do {
+      buf[--at] = 0x30 + (n % 10);
+      n = Math.floor(n / 10);
+    } while (n > 0);
+    return this;
   }
 
   nil(): this {
@@ -156,7 +168,10 @@ export class Encoder {
     const o = this.options;
     const nonSync =
       o.side === 'client' && (o.literalPlus === true || (o.literalMinus === true && data.length <= MAX_NONSYNC_LITERAL));
-    this.raw(`${binary ? '~' : ''}{${data.length}${nonSync ? '+' : ''}}`).crlf();
+    if (binary) this.byte(0x7e);
+    this.byte(0x7b).number(data.length);
+    if (nonSync) this.byte(0x2b);
+    this.byte(0x7d).crlf();
     if (o.side === 'client' && !nonSync) {
       this.flushView();
       this.rounds.push(this.chunks);

@@ -280,7 +280,7 @@ export function writeResponse(enc: Encoder, r: Response): void {
       enc.raw(`* ${r.n} ${r.type}`);
       break;
     case 'FETCH':
-      enc.raw(`* ${r.seq} FETCH `).list(r.attrs, (a) => writeFetchAttr(enc, a));
+      enc.raw('* ').number(r.seq).raw(' FETCH ').list(r.attrs, (a) => writeFetchAttr(enc, a));
       break;
     case 'LIST':
     case 'LSUB':

@@ -51,3 +51,31 @@ describe('Encoder.takeViews', () => {
     expect(text(round!)).toBe('a1 NOOP\r\n');
   });
 });
+
+describe('Encoder.number and literal headers', () => {
+  const text = (write: (e: Encoder) => void) => {
+    const e = new Encoder({ side: 'server' });
+    write(e);
+    return new TextDecoder().decode(e.finishBytes());
+  };
+
+  test('decimal digits written into the buffer, at every length and at the edges', () => {
+    for (const n of [0, 7, 9, 10, 99, 100, 4096, 65535, 1_000_000, 4_294_967_295, Number.MAX_SAFE_INTEGER]) {
+      expect(text((e) => e.number(n))).toBe(String(n));
+    }
+    // not a non-negative safe integer: written as JavaScript prints it (no caller passes one)
+    for (const n of [-1, 1.5]) expect(text((e) => e.number(n))).toBe(String(n));
+  });
+
+  test('the buffer grows for a number that does not fit', () => {
+    expect(text((e) => e.raw('x'.repeat(4094)).number(123456))).toBe('x'.repeat(4094) + '123456');
+  });
+
+  test('literal headers: {n}, ~{n}, and {n+} for a client with LITERAL+', () => {
+    expect(text((e) => e.literal(new Uint8Array(12)))).toStartWith('{12}\r\n');
+    expect(text((e) => e.literal(new Uint8Array(3), true))).toStartWith('~{3}\r\n');
+    const c = new Encoder({ side: 'client', literalPlus: true });
+    c.literal(new Uint8Array(5));
+    expect(new TextDecoder().decode(c.finishBytes())).toStartWith('{5+}\r\n');
+  });
+});

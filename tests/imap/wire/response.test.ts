@@ -226,3 +226,24 @@ describe('AUTHENTICATE and IDLE lines', () => {
     for (const bad of ['DONE ', 'a NOOP', 'DON', 'DONEX', '']) expect(isIdleDone(bytes(bad))).toBe(false);
   });
 });
+
+describe('short tokens come back exactly, whatever was parsed before (the decoder reuses recent token strings)', () => {
+  test('600 distinct keywords, twice, in FLAGS lists: more than the cache holds, so slots collide and are replaced', () => {
+    const words = Array.from({ length: 600 }, (_, i) => `$K${i.toString(36)}x${(i * 7919) % 1000}`);
+    for (let pass = 0; pass < 2; pass++) {
+      for (let i = 0; i < words.length; i += 30) {
+        const batch = words.slice(i, i + 30);
+        const r = one(`* 1 FETCH (FLAGS (${batch.join(' ')}))`);
+        if (r.type !== 'FETCH') throw new Error('expected FETCH');
+        const flags = r.attrs.find((a) => a.name === 'FLAGS');
+        expect(flags?.name === 'FLAGS' ? flags.flags : null).toEqual(batch);
+      }
+    }
+  });
+
+  test('same length and case-folded twins stay distinct', () => {
+    const r = one('* 1 FETCH (FLAGS ($abc $ABC $abd $Abc))');
+    if (r.type !== 'FETCH' || r.attrs[0]?.name !== 'FLAGS') throw new Error('expected FLAGS');
+    expect(r.attrs[0].flags).toEqual(['$abc', '$ABC', '$abd', '$Abc']);
+  });
+});
