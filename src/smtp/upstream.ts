@@ -283,14 +283,15 @@ export class UpstreamSession {
       gate.hurry();
       await gate.settled;
     }
-    if (gate.state() === "failed") throw new CommitFailedError(gate.error);
+    // Nothing of the content goes out unless the rows are on disk (never on a gate still pending).
+    if (gate.state() !== "committed") throw new CommitFailedError(gate.error);
     let lineStart = true;
     let sent = 0;
     let ended = false;
     // Each block is stuffed into one reused buffer and written at once (one system call per block rather
     // than per piece); a line-initial dot is doubled, so the output is at most 1.5 times the block, plus the dot.
-    // The commit is done by now (a failed one threw above), so the final dot goes with the last block; it goes
-    // alone only for an empty message, which has no block.
+    // The commit is done (checked above), so the final dot goes with the last block; it goes alone only for an
+    // empty message, which has no block.
     const out = (this.#out ??= Buffer.allocUnsafe(Math.ceil(SPOOL_BLOCK * 1.5) + 1 + CRLF_DOT_CRLF.length));
     for (const block of spool.blocks()) {
       if (this.closed) throw this.#failure ?? new UpstreamError("upstream closed the connection");
@@ -301,7 +302,7 @@ export class UpstreamSession {
         length += piece.length;
       }
       lineStart = block[block.length - 1] === LF;
-      if (sent === spool.length && gate.state() === "committed") {
+      if (sent === spool.length) {
         out.set(CRLF_DOT_CRLF, length);
         length += CRLF_DOT_CRLF.length;
         ended = true;
@@ -309,8 +310,6 @@ export class UpstreamSession {
       await this.#conn.writeFlushed(out.subarray(0, length));
     }
     if (!ended) {
-      await gate.settled;
-      if (gate.state() !== "committed") throw new CommitFailedError(gate.error);
       if (this.closed) throw this.#failure ?? new UpstreamError("upstream closed the connection");
       this.#conn.write(CRLF_DOT_CRLF);
     }
