@@ -92,6 +92,30 @@ function dataRowCommitted(p: TestProxy, id: string): boolean {
 
 const transactionLines = (f: FakeUpstream) => f.lines.filter((l) => /^(MAIL|RCPT|DATA)/.test(l));
 
+/** A fake upstream that notes, at each end of data, whether that message's DATA row was committed in `proxy()`. */
+async function checkingFake(): Promise<{ server: FakeUpstream; atDot: { id: string; committed: boolean }[]; proxy: (p: TestProxy) => void }> {
+  const atDot: { id: string; committed: boolean }[] = [];
+  let proxied: TestProxy | null = null;
+  const server = await fake({
+    keepData: true,
+    onEndOfData: (content) => {
+      const id = idOf(content);
+      atDot.push({ id, committed: dataRowCommitted(proxied!, id) });
+    },
+  });
+  return { server, atDot, proxy: (p) => (proxied = p) };
+}
+
+/** One transaction in one packet, as a pipelining client sends it, then its content; expects it accepted. */
+async function pipelinedSend(c: RawClient, id: string, lines = 10): Promise<void> {
+  c.write(`MAIL FROM:<alice@mailgator.test>\r\nRCPT TO:<ok-${id}@corp.test>\r\nDATA\r\n`);
+  expect((await c.reply()).code).toBe(250);
+  expect((await c.reply()).code).toBe(250);
+  expect((await c.reply()).code).toBe(354);
+  c.write(dataPayload(letter(id, lines)));
+  expect((await c.reply()).code).toBe(250);
+}
+
 describe("the final dot waits for the audit commit", () => {
   test("held commit: MAIL, RCPT and DATA go out meanwhile, the content and the end of data only once the rows are on disk", async () => {
     const commit = latch();
@@ -140,49 +164,28 @@ describe("the final dot waits for the audit commit", () => {
   });
 
   test("the replay commits when upstream accepts DATA: with a 60 s wait for company, sends take milliseconds", async () => {
-    const atDot: { id: string; committed: boolean }[] = [];
-    let p: TestProxy | null = null;
-    const server = await fake({
-      keepData: true,
-      onEndOfData: (content) => {
-        const id = idOf(content);
-        atDot.push({ id, committed: dataRowCommitted(p!, id) });
-      },
-    });
+    const { server, atDot, proxy: checking } = await checkingFake();
     // The real audit log, with long waits: the send's rows wait up to 60 s for company and other rows are
     // committed every 60 s, so nothing but the replay's own request at DATA commits in time.
-    p = await proxy(server, { limits: { sendCommitWaitMs: 60_000 }, auditBatchMs: 60_000 });
+    const p = await proxy(server, { limits: { sendCommitWaitMs: 60_000 }, auditBatchMs: 60_000 });
+    checking(p);
     const c = await loggedIn(p.port);
     const ids = [marker(), marker(), marker()];
     const started = performance.now();
-    for (const id of ids) {
-      c.write(`MAIL FROM:<alice@mailgator.test>\r\nRCPT TO:<ok-${id}@corp.test>\r\nDATA\r\n`);
-      expect((await c.reply()).code).toBe(250);
-      expect((await c.reply()).code).toBe(250);
-      expect((await c.reply()).code).toBe(354);
-      c.write(dataPayload(letter(id)));
-      expect((await c.reply()).code).toBe(250);
-    }
+    for (const id of ids) await pipelinedSend(c, id);
     expect(performance.now() - started).toBeLessThan(5_000);
     expect(atDot).toEqual(ids.map((id) => ({ id, committed: true })));
   });
 
   test("commits of random latency under pipelined load: at every end of data, that message's rows are committed", async () => {
-    const atDot: { id: string; committed: boolean }[] = [];
-    let p: TestProxy | null = null;
-    const server = await fake({
-      keepData: true,
-      onEndOfData: (content) => {
-        const id = idOf(content);
-        atDot.push({ id, committed: dataRowCommitted(p!, id) });
-      },
-    });
-    p = await proxy(server, {
+    const { server, atDot, proxy: checking } = await checkingFake();
+    const p = await proxy(server, {
       wrapAudit: withDurable(async (row, real) => {
         await Bun.sleep(Math.random() * 4);
         return real(row);
       }),
     });
+    checking(p);
     const sessions = 3;
     const perSession = 8;
     const ids: string[] = [];
@@ -192,13 +195,7 @@ describe("the final dot waits for the audit commit", () => {
         for (let i = 0; i < perSession; i++) {
           const id = marker();
           ids.push(id);
-          // The whole transaction in one packet, as a pipelining client sends it.
-          c.write(`MAIL FROM:<alice@mailgator.test>\r\nRCPT TO:<ok-${id}@corp.test>\r\nDATA\r\n`);
-          expect((await c.reply()).code).toBe(250);
-          expect((await c.reply()).code).toBe(250);
-          expect((await c.reply()).code).toBe(354);
-          c.write(dataPayload(letter(id, 1 + Math.floor(Math.random() * 200))));
-          expect((await c.reply()).code).toBe(250);
+          await pipelinedSend(c, id, 1 + Math.floor(Math.random() * 200));
         }
         c.close();
       }),
