@@ -10,7 +10,7 @@
 
 import { operationBit } from "../policy/operations.ts";
 import type { Decision, Operation, Policy } from "../policy/index.ts";
-import { classifyArrivals, classifyMailbox, messageFilter, saveVisibility, cacheKey, type MessageFilter, type UpstreamRunner } from "./classify.ts";
+import { classifyArrivals, classifyMailbox, messageFilter, saveVisibility, cacheKey, type ClassifyHelper, type MessageFilter, type UpstreamRunner } from "./classify.ts";
 import { SelectedMailbox } from "./mailbox.ts";
 import { Refusal } from "./refusal.ts";
 import type { ImapSession } from "./session.ts";
@@ -74,6 +74,7 @@ export async function openFiltered(
       cache: s.ctx.cache,
       account: s.account,
       mailbox: o.name,
+      helper: auxiliaryHelper(s, o.name, o.uidValidity),
     });
     const current = Array.from(pending.u.data.subarray(0, pending.known));
     result.visible.retain(current);
@@ -145,23 +146,48 @@ export async function filteredStatus(s: ImapSession, mailbox: string, items: rea
     const values = { MESSAGES: box.agentCount, RECENT: recent, UIDNEXT: box.visible.uidNext, UIDVALIDITY: box.uidValidity, UNSEEN: unseen };
     return { items: items.map((i) => [i, values[i as StatusItem]]), visible: box.agentCount, hidden: box.upstreamCount - box.agentCount };
   }
-  const up = await s.auxiliary();
-  let uidValidity = 0;
-  const st = await up.run({ name: "EXAMINE", mailbox }, (r) => {
-    if (r.type === "status" && r.code?.known && r.code.name === "UIDVALIDITY") uidValidity = r.code.value;
+  return s.withAuxiliary(async (up) => {
+    let uidValidity = 0;
+    const st = await up.run({ name: "EXAMINE", mailbox }, (r) => {
+      if (r.type === "status" && r.code?.known && r.code.name === "UIDVALIDITY") uidValidity = r.code.value;
+    });
+    if (st.status !== "OK") throw new Refusal("NO", "NONEXISTENT", "Mailbox does not exist");
+    try {
+      const all = await searchUids(up, "ALL");
+      const result = await classifyMailbox({ runner: up, filter, uids: all, uidValidity, cache: s.ctx.cache, account: s.account, mailbox });
+      const visible = result.visible;
+      const unseen = items.includes("UNSEEN") ? visible.countAmong(await searchUids(up, "UNSEEN")) : 0;
+      const recent = items.includes("RECENT") ? visible.countAmong(await searchUids(up, "RECENT")) : 0;
+      const values = { MESSAGES: visible.size, RECENT: recent, UIDNEXT: visible.uidNext, UIDVALIDITY: uidValidity, UNSEEN: unseen };
+      return { items: items.map((i): [string, number] => [i, values[i as StatusItem]]), visible: visible.size, hidden: all.length - visible.size };
+    } finally {
+      await up.run({ name: "UNSELECT" }, () => {});
+    }
   });
-  if (st.status !== "OK") throw new Refusal("NO", "NONEXISTENT", "Mailbox does not exist");
-  try {
-    const all = await searchUids(up, "ALL");
-    const result = await classifyMailbox({ runner: up, filter, uids: all, uidValidity, cache: s.ctx.cache, account: s.account, mailbox });
-    const visible = result.visible;
-    const unseen = items.includes("UNSEEN") ? visible.countAmong(await searchUids(up, "UNSEEN")) : 0;
-    const recent = items.includes("RECENT") ? visible.countAmong(await searchUids(up, "RECENT")) : 0;
-    const values = { MESSAGES: visible.size, RECENT: recent, UIDNEXT: visible.uidNext, UIDVALIDITY: uidValidity, UNSEEN: unseen };
-    return { items: items.map((i) => [i, values[i as StatusItem]]), visible: visible.size, hidden: all.length - visible.size };
-  } finally {
-    await up.run({ name: "UNSELECT" }, () => {});
-  }
+}
+
+/**
+ * The helper of a large first classification (`ClassifyHelper`): the session's auxiliary upstream session opens
+ * the same folder read-only; it helps only when upstream gives the same UIDVALIDITY there. Its EXAMINE and
+ * UNSELECT are the only commands besides the UID FETCHes, and nothing it receives reaches the agent.
+ */
+function auxiliaryHelper(s: ImapSession, mailbox: string, uidValidity: number): ClassifyHelper {
+  const warn = (error: unknown) => {
+    if (!s.closed) s.log.warn(`session ${s.id}: classifying ${mailbox} over one upstream connection: ${(error as Error).message}`);
+  };
+  return (use) =>
+    s.withAuxiliary(async (up) => {
+      let seen = 0;
+      const st = await up.run({ name: "EXAMINE", mailbox }, (r) => {
+        if (r.type === "status" && r.code?.known && r.code.name === "UIDVALIDITY") seen = r.code.value;
+      });
+      if (st.status !== "OK") return;
+      try {
+        if (seen === uidValidity) await use(up);
+      } finally {
+        await up.run({ name: "UNSELECT" }, () => {});
+      }
+    }).catch(warn);
 }
 
 /** `* FLAGS` and PERMANENTFLAGS of a filtered folder: system flags only (keywords in use belong to hidden messages too). */

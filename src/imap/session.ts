@@ -91,6 +91,8 @@ export class ImapSession {
   /** Opens a second upstream session with the same login (STATUS of a filtered folder); set at login. */
   #openAuxiliary: (() => Promise<UpstreamSession>) | null = null;
   #auxiliary: Promise<UpstreamSession> | null = null;
+  /** Settles when the last use of the auxiliary session is over (`withAuxiliary`). */
+  #auxiliaryTurn: Promise<void> = Promise.resolve();
 
   constructor(ctx: SessionContext, conn: Connection) {
     this.ctx = ctx;
@@ -459,15 +461,32 @@ export class ImapSession {
     return decideInFolder(this.ctx.policy, op, folder, this.agent);
   }
 
-  /** A second upstream session, logged in like the first, opened once per session when needed. */
-  auxiliary(): Promise<UpstreamSession> {
-    const open = this.#openAuxiliary;
-    if (open === null) return Promise.reject(new UpstreamError("not logged in"));
-    this.#auxiliary ??= open().catch((error: unknown) => {
-      this.#auxiliary = null;
-      throw error;
-    });
-    return this.#auxiliary;
+  /**
+   * Runs `use` on a second upstream session, logged in like the first, opened when first needed and again when it
+   * was lost. Uses run one after another (STATUS of a filtered folder, a helper of a large classification that
+   * may outlast its SELECT), so none finds the session in another's folder or with a command in flight.
+   */
+  withAuxiliary<T>(use: (up: UpstreamSession) => Promise<T>): Promise<T> {
+    const run = async (): Promise<T> => {
+      const open = this.#openAuxiliary;
+      if (open === null || this.#closed) throw new UpstreamError("not logged in");
+      let up = await this.#auxiliary?.catch(() => null);
+      if (up === undefined || up === null || up.closed) {
+        up?.close();
+        this.#auxiliary = open();
+        up = await this.#auxiliary.catch((error: unknown) => {
+          this.#auxiliary = null;
+          throw error;
+        });
+      }
+      return use(up);
+    };
+    const result = this.#auxiliaryTurn.then(run, run);
+    this.#auxiliaryTurn = result.then(
+      () => {},
+      () => {},
+    );
+    return result;
   }
 
   auditRow(ev: Row): void {

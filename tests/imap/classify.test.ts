@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { decodeEncodedWords, parseHeaderFields, readMessageFields } from "../../src/mail/index.ts";
 import { ClassificationCache } from "../../src/imap/cache.ts";
-import { classifyMailbox, classifyUids, hasAttachment, messageFilter, type UpstreamRunner } from "../../src/imap/classify.ts";
+import { CLASSIFY_CHUNK, CLASSIFY_PARALLEL_MIN, classifyMailbox, classifyUids, hasAttachment, messageFilter, type UpstreamRunner } from "../../src/imap/classify.ts";
 import type { StatusResponse, UpstreamCommand } from "../../src/imap/upstream.ts";
 import { compilePolicy, type RuleSpec } from "../../src/policy/index.ts";
 import type { Response, Value } from "../../src/imap/wire/index.ts";
@@ -158,9 +158,14 @@ describe("has_attachment from BODYSTRUCTURE", () => {
 /** A fake upstream: messages by UID, answering UID FETCH a:b like Dovecot (only existing UIDs in range). */
 class FakeUpstream implements UpstreamRunner {
   commands: UpstreamCommand[] = [];
+  /** Milliseconds each command takes, so that two sessions take turns. */
+  delayMs = 0;
+  /** The n-th command (1-based) answers NO, or fails as a lost connection would, after sending its data. */
+  failAt: { n: number; how: "NO" | "lost" } | null = null;
   constructor(readonly messages: Map<number, string>, readonly status: "OK" | "NO" = "OK") {}
   async run(command: UpstreamCommand, onData: (r: Response) => void): Promise<StatusResponse> {
     this.commands.push(command);
+    if (this.delayMs > 0) await Bun.sleep(this.delayMs);
     if (command.name === "FETCH") {
       const { start, stop } = command.set[0]!;
       let seq = 0;
@@ -170,7 +175,16 @@ class FakeUpstream implements UpstreamRunner {
         onData({ type: "FETCH", seq, attrs: [{ name: "UID", value: uid }, { name: "BODY[]", section: { part: [], text: "HEADER.FIELDS", fields: ["FROM"] }, origin: null, data: bytes(header) }] });
       }
     }
+    if (this.failAt !== null && this.commands.length === this.failAt.n) {
+      if (this.failAt.how === "lost") throw new Error("the upstream connection failed");
+      return { type: "status", tag: "M1", status: "NO", code: null, text: "failed" };
+    }
     return { type: "status", tag: "M1", status: this.status, code: null, text: "done" };
+  }
+
+  /** The UID ranges of its FETCH commands, as "lo:hi". */
+  ranges(): string[] {
+    return this.commands.flatMap((c) => (c.name === "FETCH" ? [`${c.set[0]!.start}:${c.set[0]!.stop}`] : []));
   }
 }
 
@@ -237,6 +251,106 @@ describe("classifying through an upstream", () => {
     } finally {
       rmSync(dir, { recursive: true, force: true });
     }
+  });
+
+  describe("with a helper session", () => {
+    const truth = new Map<number, string>();
+    for (let uid = 1; uid <= 300; uid++) truth.set(uid, from(uid));
+    const all = [...truth.keys()];
+    const want = all.filter((u) => u % 3 === 0);
+    /** A helper that lends `aux` (or nothing), and tells when its use is over. */
+    const lending = (aux: FakeUpstream | null) => {
+      const state = { called: false, over: false };
+      const helper = async (use: (r: UpstreamRunner) => Promise<void>) => {
+        state.called = true;
+        if (aux !== null) await use(aux);
+        state.over = true;
+      };
+      return { helper, state };
+    };
+    const slow = (messages: Map<number, string>) => {
+      const up = new FakeUpstream(messages);
+      up.delayMs = 2;
+      return up;
+    };
+
+    test("both sessions take chunks from one queue; every chunk is fetched once; the result is the one session's", async () => {
+      const main = slow(truth);
+      const aux = slow(truth);
+      const { helper, state } = lending(aux);
+      const visible = await classifyUids(main, filter, all, undefined, 20, helper);
+      expect([...visible]).toEqual(want);
+      expect(main.ranges().length).toBeGreaterThan(2);
+      expect(aux.ranges().length).toBeGreaterThan(2);
+      const ranges = [...main.ranges(), ...aux.ranges()].sort();
+      expect(ranges.length).toBe(15);
+      expect(new Set(ranges).size).toBe(15);
+      expect(state.over).toBe(true);
+    });
+
+    for (const how of ["NO", "lost"] as const) {
+      test(`a helper chunk that ends ${how === "NO" ? "NO" : "with the connection lost"} is fetched again by the first session; its answers never count`, async () => {
+        // For the first session, UIDs ending in 5 were expunged meanwhile: it returns nothing for them.
+        const main = slow(new Map([...truth].filter(([u]) => u % 10 !== 5)));
+        // The helper's session says that every message is from notifications@, then fails its second FETCH.
+        const lies = new Map([...truth.keys()].map((u) => [u, "From: notifications@shop.test\r\n\r\n"]));
+        const aux = slow(lies);
+        aux.failAt = { n: 2, how };
+        const visible = await classifyUids(main, filter, all, undefined, 20, lending(aux).helper);
+        const failed = aux.ranges()[1]!;
+        expect(main.ranges()).toContain(failed);
+        expect(aux.commands.length).toBe(2);
+        expect(main.ranges().length).toBe(14);
+        // The chunk the helper finished OK counts as it answered; in the failed one, nothing it said is left, not
+        // even for the UIDs the first session no longer finds.
+        const [lo, hi] = aux.ranges()[0]!.split(":").map(Number) as [number, number];
+        expect([...visible]).toEqual(all.filter((u) => (u >= lo && u <= hi) || (u % 3 === 0 && u % 10 !== 5)));
+      });
+    }
+
+    test("a helper that lends nothing, or fails before lending, leaves every chunk to the first session", async () => {
+      const none = lending(null);
+      const main = slow(truth);
+      expect([...(await classifyUids(main, filter, all, undefined, 20, none.helper))]).toEqual(want);
+      expect(none.state.called).toBe(true);
+      expect(main.ranges().length).toBe(15);
+      const failing = async () => {
+        throw new Error("the upstream server refused the credentials on a second connection");
+      };
+      const again = slow(truth);
+      expect([...(await classifyUids(again, filter, all, undefined, 20, failing))]).toEqual(want);
+      expect(again.ranges().length).toBe(15);
+    });
+
+    test("the first session's failure throws while the helper works, and the helper takes no further chunk", async () => {
+      const main = slow(truth);
+      main.failAt = { n: 3, how: "NO" };
+      const aux = slow(truth);
+      const { helper, state } = lending(aux);
+      await expect(classifyUids(main, filter, all, undefined, 20, helper)).rejects.toThrow(/UID FETCH failed/);
+      const taken = aux.commands.length;
+      await Bun.sleep(20);
+      expect(aux.commands.length).toBeLessThanOrEqual(taken);
+      expect(state.over).toBe(true);
+      expect(taken).toBeLessThan(12);
+    });
+
+    test(`classifyMailbox lends a helper from CLASSIFY_PARALLEL_MIN (${CLASSIFY_PARALLEL_MIN}) UIDs to classify, not one below`, async () => {
+      const many = new Map<number, string>();
+      for (let uid = 1; uid <= CLASSIFY_PARALLEL_MIN; uid++) many.set(uid, from(uid));
+      const uids = [...many.keys()];
+      const base = { filter, cache: null, account: "a", mailbox: "INBOX", uidValidity: 1 };
+      const below = lending(slow(many));
+      const r1 = await classifyMailbox({ ...base, runner: new FakeUpstream(many), uids: uids.slice(0, -1), helper: below.helper });
+      expect(below.state.called).toBe(false);
+      expect(r1.visible.size).toBe(Math.floor((CLASSIFY_PARALLEL_MIN - 1) / 3));
+      const at = lending(slow(many));
+      const main = slow(many);
+      const r2 = await classifyMailbox({ ...base, runner: main, uids, helper: at.helper });
+      expect(at.state.called).toBe(true);
+      expect(r2.visible.size).toBe(Math.floor(CLASSIFY_PARALLEL_MIN / 3));
+      expect(main.ranges().length).toBeLessThan(CLASSIFY_PARALLEL_MIN / CLASSIFY_CHUNK);
+    });
   });
 
   test("without a cache every open classifies everything", async () => {
