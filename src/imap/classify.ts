@@ -230,7 +230,7 @@ export interface UpstreamRunner {
 export interface ClassifyStats {
   /** UID FETCH commands sent. */
   commands: number;
-  /** FETCH responses classified. */
+  /** FETCH responses classified, in commands that ended OK. */
   messages: number;
 }
 
@@ -240,9 +240,10 @@ export class ClassifyError extends Error {
 
 /**
  * A second upstream session lent for one large classification (`CLASSIFY_PARALLEL_MIN`): `lend(use)` opens the
- * same folder there (read-only, same UIDVALIDITY), calls `use` with it, and closes the folder again. It may
- * resolve without calling `use` (no session to lend, another UIDVALIDITY); it may reject. Either way the
- * classification goes on over the first session alone: a helper can only speed it up, never make it fail.
+ * same folder there (read-only, same UIDVALIDITY), calls `use` with it at most once (a second call does nothing),
+ * and closes the folder again. It may resolve without calling `use` (no session to lend, another UIDVALIDITY); it
+ * may reject. Either way the classification goes on over the first session alone: a helper can only speed it up,
+ * never make it fail.
  */
 export type ClassifyHelper = (use: (runner: UpstreamRunner) => Promise<void>) => Promise<void>;
 
@@ -282,6 +283,8 @@ export async function classifyUids(
     const end = Math.min(start + chunk, uids.length);
     const lo = uids[start]!;
     const hi = uids[end - 1]!;
+    let answered = 0;
+    if (stats) stats.commands++;
     const status = await r.run(
       { name: "FETCH", uid: true, set: [{ start: lo, stop: hi }], items: filter.fetchItems, macro: null },
       (resp) => {
@@ -297,22 +300,26 @@ export async function classifyUids(
         if (uid < lo || uid > hi) return;
         const i = indexOf(uids, uid, start, end);
         if (i === -1) return;
-        if (stats) stats.messages++;
+        answered++;
         verdict[i] = filter.decideFetched(header, structure).action === "allow" ? 1 : 2;
       },
     ).catch((error: unknown) => {
       verdict.fill(0, start, end);
       throw error;
     });
-    if (stats) stats.commands++;
     if (status.status !== "OK") verdict.fill(0, start, end);
+    else if (stats) stats.messages += answered;
     return status;
   };
 
   // The helper's chunk in flight: the first session waits for it before concluding that the queue is empty.
   let helping: Promise<void> | null = null;
   if (helper !== undefined && chunks > 1) {
+    let lentOnce = false;
     const lent = helper(async (r) => {
+      // One helper at a time: the queue has one `helping` slot.
+      if (lentOnce) return;
+      lentOnce = true;
       for (let c = take(); c !== undefined && !stopped; c = take()) {
         let finished!: () => void;
         helping = new Promise<void>((resolve) => (finished = resolve));

@@ -168,8 +168,9 @@ export async function filteredStatus(s: ImapSession, mailbox: string, items: rea
 
 /**
  * The helper of a large first classification (`ClassifyHelper`): the session's auxiliary upstream session opens
- * the same folder read-only; it helps only when upstream gives the same UIDVALIDITY there. Its EXAMINE and
- * UNSELECT are the only commands besides the UID FETCHes, and nothing it receives reaches the agent.
+ * the same folder read-only; it helps only when upstream gives the same UIDVALIDITY there. Besides the UID
+ * FETCHes it sends EXAMINE and UNSELECT (and its login, when it is opened); nothing it receives reaches the agent.
+ * A stalled second connection delays the SELECT as a stalled first one would: up to the command timeout.
  */
 function auxiliaryHelper(s: ImapSession, mailbox: string, uidValidity: number): ClassifyHelper {
   const warn = (error: unknown) => {
@@ -181,9 +182,11 @@ function auxiliaryHelper(s: ImapSession, mailbox: string, uidValidity: number): 
       const st = await up.run({ name: "EXAMINE", mailbox }, (r) => {
         if (r.type === "status" && r.code?.known && r.code.name === "UIDVALIDITY") seen = r.code.value;
       });
-      if (st.status !== "OK") return;
+      if (st.status !== "OK") return warn(new Error(`EXAMINE on the second connection: ${st.text}`));
       try {
-        if (seen === uidValidity) await use(up);
+        // Only the same folder: a UIDVALIDITY, and the one the first session got.
+        if (seen !== 0 && seen === uidValidity) await use(up);
+        else warn(new Error(`the second connection got UIDVALIDITY ${seen}, the first ${uidValidity}`));
       } finally {
         await up.run({ name: "UNSELECT" }, () => {});
       }

@@ -88,7 +88,7 @@ export class ImapSession {
   box: SelectedMailbox | null = null;
   /** The upstream account (`host:port/user`, no secret): the classification cache's key. */
   account = "";
-  /** Opens a second upstream session with the same login (STATUS of a filtered folder); set at login. */
+  /** Opens a second upstream session with the same login (STATUS of a filtered folder, classification helper); set at login. */
   #openAuxiliary: (() => Promise<UpstreamSession>) | null = null;
   #auxiliary: Promise<UpstreamSession> | null = null;
   /** Settles when the last use of the auxiliary session is over (`withAuxiliary`). */
@@ -479,6 +479,11 @@ export class ImapSession {
           throw error;
         });
       }
+      // The agent may have left while the connection opened: shutdown closes only what it found.
+      if (this.#closed) {
+        up.close();
+        throw new UpstreamError("not logged in");
+      }
       return use(up);
     };
     const result = this.#auxiliaryTurn.then(run, run);
@@ -616,7 +621,11 @@ export class ImapSession {
     const { upstream, timeouts } = this.ctx;
     this.#openAuxiliary = async () => {
       const aux = await UpstreamSession.open(upstream, timeouts);
-      if (!(await aux.login(upstreamUser, upstreamPassword))) {
+      const ok = await aux.login(upstreamUser, upstreamPassword).catch((error: unknown) => {
+        aux.close();
+        throw error;
+      });
+      if (!ok) {
         aux.close();
         throw new UpstreamError("the upstream server refused the credentials on a second connection");
       }

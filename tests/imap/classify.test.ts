@@ -308,6 +308,18 @@ describe("classifying through an upstream", () => {
       });
     }
 
+    test("a lender that calls `use` twice lends one session: the second call does nothing, no chunk is lost", async () => {
+      const main = slow(truth);
+      const aux = slow(truth);
+      const other = slow(truth);
+      const twice = async (use: (r: UpstreamRunner) => Promise<void>) => {
+        await Promise.all([use(aux), use(other)]);
+      };
+      expect([...(await classifyUids(main, filter, all, undefined, 20, twice))]).toEqual(want);
+      expect(other.commands.length).toBe(0);
+      expect(main.ranges().length + aux.ranges().length).toBe(15);
+    });
+
     test("a helper that lends nothing, or fails before lending, leaves every chunk to the first session", async () => {
       const none = lending(null);
       const main = slow(truth);
