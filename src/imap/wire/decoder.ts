@@ -348,8 +348,15 @@ export class Decoder {
     return this.astring() ?? (this.fail(`expected ${what}`), EMPTY);
   }
 
-  /** `astring` decoded as UTF-8 (invalid UTF-8 is an error). */
+  /**
+   * `astring` decoded as UTF-8 (invalid UTF-8 is an error). An atom is taken as the token it is (ASTRING-CHARs are
+   * ASCII, so decoding would give the same string), without a copy; a `~` is left to `astring` (literal8).
+   */
   expectAstringText(what = 'astring'): string {
+    if (this.err === null && this.buf[this.pos] !== TILDE) {
+      const atom = this.run(ASTRING);
+      if (atom !== '') return atom;
+    }
     return this.utf8(this.expectAstring(what));
   }
 

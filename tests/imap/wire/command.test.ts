@@ -52,6 +52,7 @@ const VALID: Array<[string, Record<string, unknown>]> = [
   ['a FETCH 1 BODY[]', { items: [{ type: 'BODY[]', peek: false, section: { part: [], text: '', fields: [] }, partial: null }] }],
   ['a FETCH 1 body.peek[1.2.mime]', { items: [{ type: 'BODY[]', peek: true, section: { part: [1, 2], text: 'MIME' } }] }],
   ['a FETCH 1 BODY.PEEK[HEADER.FIELDS.NOT (Bcc "X-Secret")]<0.1024>', { items: [{ section: { text: 'HEADER.FIELDS.NOT', fields: ['Bcc', 'X-Secret'] }, partial: { offset: 0, count: 1024 } }] }],
+  ['a FETCH 1 BODY.PEEK[HEADER.FIELDS ({4+}\r\nFrom To)]', { items: [{ section: { text: 'HEADER.FIELDS', fields: ['From', 'To'] } }] }],
   ['a FETCH 1 (BODY[TEXT] BODY[3.HEADER])', { items: [{ section: { text: 'TEXT' } }, { section: { part: [3], text: 'HEADER' } }] }],
   ['a FETCH 1 (BINARY[1] BINARY.PEEK[]<5.10> BINARY.SIZE[2.1])', { items: [{ type: 'BINARY[]', peek: false, part: [1] }, { type: 'BINARY[]', peek: true, part: [], partial: { offset: 5, count: 10 } }, { type: 'BINARY.SIZE', part: [2, 1] }] }],
   ['a STORE 1:3 FLAGS (\\Seen)', { name: 'STORE', action: 'set', silent: false, flags: ['\\Seen'] }],

@@ -142,6 +142,8 @@ const BAD: string[] = [
   '* 99999999999 EXISTS',
   'a1 MAYBE done',
   '* 1 FETCH ' + '('.repeat(100) + ')'.repeat(100),
+  // A header field name is an astring: a literal8 is not one (the `~` must not be read as an atom).
+  '* 1 FETCH (BODY[HEADER.FIELDS (~{4}\r\nFROM)] "x")',
 ];
 
 describe('responses: malformed input gives a typed error', () => {
