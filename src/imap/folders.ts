@@ -103,6 +103,17 @@ export class FolderRights {
     return v;
   }
 
+  /** Is every folder below this one visible, whatever its name (the rules alone decide; `Policy.subtreeVisible`)? */
+  subtreeVisible(policyName: string): boolean {
+    const key = `subtree\0${policyName}`;
+    let v = this.#cache.get(key);
+    if (v === undefined) {
+      v = this.#policy.subtreeVisible(policyName, this.#agent);
+      this.#cache.set(key, v);
+    }
+    return v;
+  }
+
   /** May the agent do `op` in this folder (folder-level rules only; message rules are refused at start). */
   may(op: Operation, policyName: string): boolean {
     return this.#policy.evaluate({ operation: op, folder: policyName, agent: this.#agent }).action === "allow";

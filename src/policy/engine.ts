@@ -10,7 +10,7 @@
  * fails closed.
  */
 
-import { compileGlob, type Glob } from "./glob.ts";
+import { compileGlob, escapeLiteral, type Glob } from "./glob.ts";
 import { ALL_OPERATIONS_MASK, expandOperation, operationBit, operationIndex, operationMask, operationsOf, type Operation } from "./operations.ts";
 
 export type Action = "allow" | "deny" | "ask";
@@ -103,6 +103,39 @@ interface CompiledRule {
   readonly unconditional: boolean;
   /** A human summary of the conditions, for reasons. */
   readonly summary: string;
+}
+
+function hasMessageConditions(rule: CompiledRule): boolean {
+  return rule.from !== null || rule.to !== null || rule.cc !== null || rule.bcc !== null || rule.subject !== null || rule.hasAttachment !== null;
+}
+
+/** One folder level against one level of a glob (`*` and `?` stay within it); both lower-cased. */
+function levelMatches(glob: string, level: string): boolean {
+  if (!/[*?]/.test(glob)) return glob === level;
+  let re = "^";
+  for (const part of glob.split(/([*?])/)) re += part === "*" ? "[^/]*" : part === "?" ? "[^/]" : escapeLiteral(part);
+  return new RegExp(`${re}$`).test(level);
+}
+
+/** Does folder glob `source` match every name strictly below `levels`? Only `P/**` with P matching a prefix of it. */
+function coversAllBelow(source: string, levels: readonly string[]): boolean {
+  const g = source.toLowerCase().split("/");
+  if (g[g.length - 1] !== "**") return false;
+  const fixed = g.length - 1;
+  if (fixed > levels.length) return false;
+  for (let i = 0; i < fixed; i++) if (g[i] === "**" || !levelMatches(g[i]!, levels[i]!)) return false;
+  return true;
+}
+
+/** Could folder glob `source` match some name strictly below `levels`? False only when it certainly cannot. */
+function mayMatchBelow(source: string, levels: readonly string[]): boolean {
+  const g = source.toLowerCase().split("/");
+  if (!g.includes("**") && g.length <= levels.length) return false;
+  for (let i = 0; i < Math.min(g.length, levels.length); i++) {
+    if (g[i] === "**") return true;
+    if (!levelMatches(g[i]!, levels[i]!)) return false;
+  }
+  return true;
 }
 
 function globs(kind: "folder" | "address" | "subject", list: readonly string[] | undefined): Glob[] | null {
@@ -332,6 +365,33 @@ export class Policy {
     for (const op of operationsOf(ALL_OPERATIONS_MASK)) {
       if (op === "mail:send") continue;
       if (this.mayAllow(op, folder, agent)) return true;
+    }
+    return false;
+  }
+
+  /**
+   * Is every folder strictly below `folder` visible to the agent, whatever its name? Decided from the rules alone,
+   * so that DELETE and RENAME answer the same whether or not a hidden child exists (docs/imap.md). Conservative:
+   * true only when, for some operation, the first rule that can match a name below `folder` is an allow (or ask)
+   * rule that matches every name below it; partial allow rules before it are passed over, and so are deny rules
+   * with message conditions (they deny only some messages). Anything else, or no rule, is false.
+   */
+  subtreeVisible(folder: string, agent: string | null): boolean {
+    const levels = folder.toLowerCase().split("/");
+    for (const op of operationsOf(ALL_OPERATIONS_MASK)) {
+      if (op === "mail:send") continue;
+      const bit = operationBit(op);
+      for (const rule of this.rules) {
+        if ((rule.ops & bit) === 0) continue;
+        if (rule.agents !== null && (agent === null || !rule.agents.has(agent))) continue;
+        const covers = rule.folders === null || rule.folders.some((g) => coversAllBelow(g.source, levels));
+        if (!covers && !rule.folders!.some((g) => mayMatchBelow(g.source, levels))) continue;
+        if (rule.action !== "deny") {
+          if (covers) return true;
+          continue;
+        }
+        if (!hasMessageConditions(rule)) break;
+      }
     }
     return false;
   }

@@ -31,7 +31,7 @@ export class GlobError extends Error {
 
 const REGEX_SPECIAL = /[.+^${}()|[\]\\]/g;
 
-function escapeLiteral(text: string): string {
+export function escapeLiteral(text: string): string {
   return text.replace(REGEX_SPECIAL, "\\$&");
 }
 

@@ -502,6 +502,31 @@ test("§7.25 RENAME INBOX and DELETE or RENAME of a folder with a hidden child a
   raw.close();
 });
 
+test("DELETE and RENAME answer the same whether or not a hidden child exists: the rules decide", async () => {
+  const raw = await login();
+  // Parent has a hidden child (Parent/Hidden). Parent/Leaf has none, but the rules would hide any child of it
+  // (Parent/* is one level, and nothing else is allowed): both are refused, with the same words.
+  expect(statusOf(await raw.command("c", "CREATE Parent/Leaf"), "c")).toStartWith("c OK");
+  await newRows();
+  const line = (reply: string, tag: string) => statusOf(reply, tag).slice(tag.length);
+  await unchanged(async () => {
+    const withHidden = line(await raw.command("d1", "DELETE Parent"), "d1");
+    const withNone = line(await raw.command("d2", "DELETE Parent/Leaf"), "d2");
+    expect(withHidden).toStartWith(" NO [NOPERM]");
+    expect(withNone).toBe(withHidden);
+    const renameHidden = line(await raw.command("r1", "RENAME Parent Trash/Parent"), "r1");
+    const renameNone = line(await raw.command("r2", "RENAME Parent/Leaf Trash/Leaf"), "r2");
+    expect(renameHidden).toStartWith(" NO [NOPERM]");
+    expect(renameNone).toBe(renameHidden);
+  });
+  const rows = await newRows();
+  expect(rows.filter((r) => r.decision === "deny" && r.reason.includes("may hide folders below")).length).toBe(4);
+  // Trash/** is wholly the agent's: a folder there is deleted as before.
+  expect(statusOf(await raw.command("t1", "CREATE Trash/Tmp"), "t1")).toStartWith("t1 OK");
+  expect(statusOf(await raw.command("t2", "DELETE Trash/Tmp"), "t2")).toStartWith("t2 OK");
+  raw.close();
+});
+
 test("§7.26 STORE -X-GM-LABELS gets BAD", async () => {
   const raw = await login();
   await unchanged(async () => {

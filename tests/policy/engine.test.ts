@@ -186,3 +186,77 @@ describe("shadowed rules", () => {
     expect(p.shadowed()).toEqual([]);
   });
 });
+
+describe("subtreeVisible: every folder below, whatever its name", () => {
+  const deny = (name: string, more: Partial<RuleSpec> = {}): RuleSpec => ({ name, action: "deny", ...more });
+  const ok = (name: string, more: Partial<RuleSpec> = {}): RuleSpec => ({ name, action: "allow", ...more });
+  const rows: Array<[label: string, rules: RuleSpec[], folder: string, agent: string | null, expected: boolean]> = [
+    ["an allow of A/** covers everything below A and below A/b", [ok("a", { folders: ["A", "A/**"] }), deny("rest")], "A", null, true],
+    ["... and below a deeper folder", [ok("a", { folders: ["A/**"] }), deny("rest")], "A/b/c", null, true],
+    ["... but not below B", [ok("a", { folders: ["A/**"] }), deny("rest")], "B", null, false],
+    ["folder names are case-insensitive", [ok("a", { folders: ["Archive/**"] }), deny("rest")], "archive", null, true],
+    ["one level (*) leaves deeper names hidden", [ok("top", { folders: ["*"] }), deny("rest")], "Foo", null, false],
+    ["a hidden child ahead of the allow", [deny("hidden", { folders: ["P/Hidden", "P/Hidden/**"] }), ok("own", { folders: ["P", "P/*"] }), deny("rest")], "P", null, false],
+    ["P/* allows one level: below P/Leaf is hidden", [ok("own", { folders: ["P", "P/*"] }), deny("rest")], "P/Leaf", null, false],
+    ["a deny elsewhere does not matter", [deny("hidden", { folders: ["P/Hidden/**"] }), ok("all", { folders: ["**"] })], "Q", null, true],
+    ["below the hidden folder itself", [deny("hidden", { folders: ["P/Hidden/**"] }), ok("all", { folders: ["**"] })], "P/Hidden", null, false],
+    ["a deny with message conditions hides no folder", [deny("spam", { folders: ["A/**"], from: ["spam@*"] }), ok("a", { folders: ["A/**"] })], "A", null, true],
+    ["a deny of some operations: another operation still shows every folder", [deny("keep", { folders: ["A/secret"], operations: ["mail:delete"] }), ok("a", { folders: ["A/**"] })], "A", null, true],
+    ["a deny of every operation on one child", [deny("keep", { folders: ["A/secret"] }), ok("a", { folders: ["A/**"] })], "A", null, false],
+    ["a partial allow, then the rest allowed", [ok("some", { folders: ["A/x*"] }), ok("a", { folders: ["A/**"] })], "A", null, true],
+    ["a partial allow, then the rest denied", [ok("some", { folders: ["A/x*"] }), deny("rest")], "A", null, false],
+    ["wildcards in the covering prefix", [ok("a", { folders: ["A*/**"] }), deny("rest")], "Abc", null, true],
+    ["? is one character", [ok("a", { folders: ["A/?/**"] }), deny("rest")], "A/xy", null, false],
+    ["a leading ** is not trusted to cover", [ok("sent", { folders: ["**/Sent"] }), deny("rest")], "X", null, false],
+    ["** alone covers", [ok("all", { folders: ["**"] })], "X", null, true],
+    ["a rule without folders covers", [ok("all", {})], "X/y", null, true],
+    ["a rule for another agent does not count", [ok("bot", { folders: ["A/**"], agents: ["bot"] }), deny("rest")], "A", "other", false],
+    ["... it counts for its agent", [ok("bot", { folders: ["A/**"], agents: ["bot"] }), deny("rest")], "A", "bot", true],
+    ["... and not in pass-through mode (no agent)", [ok("bot", { folders: ["A/**"], agents: ["bot"] }), deny("rest")], "A", null, false],
+    ["only mail:send allowed: nothing is visible", [ok("send", { operations: ["send"] })], "A", null, false],
+    ["no rules", [], "A", null, false],
+  ];
+  for (const [label, rules, folder, agent, expected] of rows) {
+    test(label, () => {
+      expect(compilePolicy(rules).subtreeVisible(folder, agent)).toBe(expected);
+    });
+  }
+
+  test("sound on random rules: when it says yes, every sampled name below is visible", () => {
+    let state = 12345;
+    const random = (n: number) => {
+      state = (Math.imul(state, 1103515245) + 12345) >>> 0;
+      return (state >>> 8) % n;
+    };
+    const levels = ["a", "b", "ab", "x"];
+    const globLevels = ["a", "b", "ab", "x", "*", "a*", "?", "**"];
+    const pick = <T>(list: readonly T[]) => list[random(list.length)]!;
+    const glob = () => {
+      const n = 1 + random(3);
+      const parts = Array.from({ length: n }, () => pick(globLevels));
+      return parts.join("/");
+    };
+    const name = (n: number) => Array.from({ length: n }, () => pick(levels)).join("/");
+    let yes = 0;
+    for (let round = 0; round < 400; round++) {
+      const rules: RuleSpec[] = Array.from({ length: 1 + random(4) }, (_, i) => ({
+        name: `r${i}`,
+        action: random(2) === 0 ? ("allow" as const) : ("deny" as const),
+        ...(random(5) === 0 ? {} : { folders: Array.from({ length: 1 + random(2) }, glob) }),
+        ...(random(4) === 0 ? { operations: ["mail:delete"] } : {}),
+      }));
+      const policy = compilePolicy(rules);
+      const folder = name(1 + random(2));
+      if (!policy.subtreeVisible(folder, null)) continue;
+      yes++;
+      for (let depth = 1; depth <= 3; depth++) {
+        for (let k = 0; k < 20; k++) {
+          const below = `${folder}/${name(depth)}`;
+          expect({ rules, folder, below, visible: policy.folderVisible(below, null) }).toEqual({ rules, folder, below, visible: true });
+        }
+      }
+    }
+    // The sample must exercise the yes branch, or the check above proves nothing.
+    expect(yes).toBeGreaterThan(40);
+  });
+});

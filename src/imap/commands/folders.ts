@@ -318,6 +318,10 @@ async function create(s: ImapSession, cmd: CommandOf<"CREATE">): Promise<void> {
   s.taggedFrom(cmd.tag, st, passCode(st.code));
 }
 
+/** One answer whether folders below are hidden by the rules, exist and are hidden, or exist and are read-only. */
+const SUBTREE_DELETE = "Not permitted: folders below it are not all the agent's to delete";
+const SUBTREE_RENAME = "Not permitted: folders below it are not all the agent's to rename";
+
 async function remove(s: ImapSession, cmd: CommandOf<"DELETE">): Promise<void> {
   const p = visibleFolder(s, "DELETE", "folder:write", cmd.mailbox);
   if (cmd.mailbox === "INBOX") {
@@ -327,11 +331,17 @@ async function remove(s: ImapSession, cmd: CommandOf<"DELETE">): Promise<void> {
   const d = s.require("DELETE", "folder:write", p);
   // DELETE destroys the messages and, upstream, may affect children: every one must be the agent's to change.
   s.require("DELETE", "mail:delete", p);
+  // Whether a hidden child exists must not change the answer: where the rules could hide one, DELETE is refused
+  // whatever lies below, with the words used for a child the agent sees but may not delete.
+  if (!s.rights.subtreeVisible(p)) {
+    s.auditRow({ command: "DELETE", operation: "folder:write", folder: p, decision: "deny", rule: null, ruleIndex: null, reason: "the rules may hide folders below it" });
+    throw new Refusal("NO", "NOPERM", SUBTREE_DELETE);
+  }
   for (const child of await children(s, cmd.mailbox)) {
     const cp = s.names.toPolicy(child);
     if (!s.rights.visible(cp) || !s.rights.may("folder:write", cp) || !s.rights.may("mail:delete", cp)) {
       s.auditRow({ command: "DELETE", operation: "folder:write", folder: p, decision: "deny", rule: null, ruleIndex: null, reason: "a child folder is hidden or not the agent's to delete" });
-      throw new Refusal("NO", "NOPERM", "Not permitted: the folder has children the agent may not delete");
+      throw new Refusal("NO", "NOPERM", SUBTREE_DELETE);
     }
   }
   await s.auditDurable({ command: "DELETE", operation: "folder:write", folder: p, target: null, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
@@ -360,12 +370,16 @@ async function rename(s: ImapSession, cmd: CommandOf<"RENAME">): Promise<void> {
       throw new Refusal("NO", "NOPERM", "Not permitted: folder:write here");
     }
   }
+  if (!s.rights.subtreeVisible(p)) {
+    s.auditRow({ command: "RENAME", operation: "folder:write", folder: p, target: np, decision: "deny", rule: null, ruleIndex: null, reason: "the rules may hide folders below it" });
+    throw new Refusal("NO", "NOPERM", SUBTREE_RENAME);
+  }
   for (const child of await children(s, cmd.mailbox)) {
     const cp = s.names.toPolicy(child);
     const moved = s.names.toPolicy(cmd.newName + child.slice(cmd.mailbox.length));
     if (!s.rights.visible(cp) || !s.rights.may("folder:write", cp) || !s.rights.may("folder:write", moved)) {
       s.auditRow({ command: "RENAME", operation: "folder:write", folder: p, decision: "deny", rule: null, ruleIndex: null, reason: "a child folder is hidden or may not be renamed" });
-      throw new Refusal("NO", "NOPERM", "Not permitted: the folder has children the agent may not rename");
+      throw new Refusal("NO", "NOPERM", SUBTREE_RENAME);
     }
   }
   await s.auditDurable({ command: "RENAME", operation: "folder:write", folder: p, target: np, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
