@@ -94,21 +94,18 @@ export class FolderRights {
 
   /** Listed at all: some operation on it can be allowed (DESIGN.md §4). Hidden means nonexistent. */
   visible(policyName: string): boolean {
-    const key = `visible\0${policyName}`;
-    let v = this.#cache.get(key);
-    if (v === undefined) {
-      v = this.#policy.folderVisible(policyName, this.#agent);
-      this.#cache.set(key, v);
-    }
-    return v;
+    return this.#remembered(`visible\0${policyName}`, () => this.#policy.folderVisible(policyName, this.#agent));
   }
 
   /** Is every folder below this one visible, whatever its name (the rules alone decide; `Policy.subtreeVisible`)? */
   subtreeVisible(policyName: string): boolean {
-    const key = `subtree\0${policyName}`;
+    return this.#remembered(`subtree\0${policyName}`, () => this.#policy.subtreeVisible(policyName, this.#agent));
+  }
+
+  #remembered(key: string, compute: () => boolean): boolean {
     let v = this.#cache.get(key);
     if (v === undefined) {
-      v = this.#policy.subtreeVisible(policyName, this.#agent);
+      v = compute();
       this.#cache.set(key, v);
     }
     return v;

@@ -9,25 +9,18 @@ import { readFileSync } from "node:fs";
 import { CLASSIFY_CHUNK, CLASSIFY_PARALLEL_MIN } from "../../src/imap/classify.ts";
 import { addUser } from "../../scripts/upstreams/users.ts";
 import { createMailbox, upstreams, type TestMailbox } from "../fixtures/index.ts";
+import { SEED_RULES } from "./filtered-fixture.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
 setDefaultTimeout(60_000);
 
-const RULES = `[[rules]]
-name = "Transactional emails from known senders"
-folders = ["INBOX", "Archive"]
-from = "notifications@*"
-action = "allow"
-operations = ["read"]
-
-[[rules]]
-name = "Deny everything else"
-action = "deny"
-`;
+/** The seed config's rules, with a second filtered folder for STATUS. */
+const RULES = SEED_RULES.replace('folders = ["INBOX"]', 'folders = ["INBOX", "Archive"]');
 
 let proxy: TestProxy;
 
 beforeAll(async () => {
+  expect(RULES).toContain('folders = ["INBOX", "Archive"]');
   proxy = await startTestProxy({ rules: RULES });
 });
 
