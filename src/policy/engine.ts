@@ -10,7 +10,7 @@
  * fails closed.
  */
 
-import { compileGlob, escapeLiteral, type Glob } from "./glob.ts";
+import { compileGlob, escapeLiteral, folderGlobUsesRegex, type Glob } from "./glob.ts";
 import { ALL_OPERATIONS_MASK, expandOperation, operationBit, operationIndex, operationMask, operationsOf, type Operation } from "./operations.ts";
 
 export type Action = "allow" | "deny" | "ask";
@@ -109,6 +109,17 @@ function hasMessageConditions(rule: CompiledRule): boolean {
   return rule.from !== null || rule.to !== null || rule.cc !== null || rule.bcc !== null || rule.subject !== null || rule.hasAttachment !== null;
 }
 
+/**
+ * Whether `levelMatches` can stand for how the engine matches `source`: a glob matched by comparing lower-cased
+ * text, or anything in ASCII. A glob matched by its `iu` regular expression folds case (`ſ` is `s`) and counts
+ * code points (`?` is one emoji) in ways lower-casing does not: with non-ASCII on either side, the callers give
+ * their cautious answer.
+ */
+function comparable(source: string, levels: readonly string[]): boolean {
+  const ascii = (text: string) => !/[^\x00-\x7f]/.test(text);
+  return !folderGlobUsesRegex(source) || (ascii(source) && levels.every(ascii));
+}
+
 /** One folder level against one level of a glob (`*` and `?` stay within it); both lower-cased. */
 function levelMatches(glob: string, level: string): boolean {
   if (!/[*?]/.test(glob)) return glob === level;
@@ -122,6 +133,7 @@ function coversAllBelow(source: string, levels: readonly string[]): boolean {
   const g = source.toLowerCase().split("/");
   if (g[g.length - 1] !== "**") return false;
   const fixed = g.length - 1;
+  if (fixed > 0 && !comparable(source, levels)) return false;
   if (fixed > levels.length) return false;
   for (let i = 0; i < fixed; i++) if (g[i] === "**" || !levelMatches(g[i]!, levels[i]!)) return false;
   return true;
@@ -131,6 +143,7 @@ function coversAllBelow(source: string, levels: readonly string[]): boolean {
 function mayMatchBelow(source: string, levels: readonly string[]): boolean {
   const g = source.toLowerCase().split("/");
   if (!g.includes("**") && g.length <= levels.length) return false;
+  if (!comparable(source, levels)) return true;
   for (let i = 0; i < Math.min(g.length, levels.length); i++) {
     if (g[i] === "**") return true;
     if (!levelMatches(g[i]!, levels[i]!)) return false;
@@ -370,7 +383,8 @@ export class Policy {
   }
 
   /**
-   * Is every folder strictly below `folder` visible to the agent, whatever its name? Decided from the rules alone,
+   * Is every folder strictly below `folder` visible to the agent, whatever its name (of non-empty levels, as every
+   * valid folder name has)? Decided from the rules alone,
    * so that DELETE and RENAME answer the same whether or not a hidden child exists (docs/imap.md). Conservative:
    * true only when, for some operation, the first rule that can match a name below `folder` is an allow (or ask)
    * rule that matches every name below it; partial allow rules before it are passed over, and so are deny rules

@@ -121,9 +121,17 @@ function starMatcher(pattern: string): ((lower: string) => boolean) | undefined 
   };
 }
 
+/**
+ * Is this folder glob matched by its regular expression (flags `iu`: Unicode case folding, `?` one code point)
+ * rather than by comparing lower-cased text? The two agree on ASCII only.
+ */
+export function folderGlobUsesRegex(pattern: string): boolean {
+  return /[*?]/.test(pattern.replace(/\/\*\*$/, ""));
+}
+
 /** Folder globs that are plain names, or a plain prefix followed by `/**`. */
 function folderMatcher(pattern: string): ((lower: string) => boolean) | undefined {
-  if (/[*?]/.test(pattern.replace(/\/\*\*$/, ""))) return undefined;
+  if (folderGlobUsesRegex(pattern)) return undefined;
   if (pattern.endsWith("/**")) {
     const prefix = pattern.slice(0, -2).toLowerCase();
     return (v) => v.length > prefix.length && v.startsWith(prefix);
