@@ -142,17 +142,18 @@ function folderMatcher(pattern: string): ((lower: string) => boolean) | undefine
 export function compileGlob(kind: GlobKind, pattern: string): Glob {
   if (pattern.length === 0) throw new GlobError(`${kind} glob is empty`);
   const matchesAll = pattern === "*" ? kind !== "folder" : kind === "folder" && pattern === "**";
-  let body: string;
-  if (kind === "folder") body = compileFolder(pattern);
-  else if (kind === "address") body = compileAddress(pattern);
-  else body = compileSubject(pattern);
-  const re = new RegExp(`^${body}$`, "iu");
+  const compile = kind === "folder" ? compileFolder : kind === "address" ? compileAddress : compileSubject;
+  compile(pattern); // errors name the glob as written
+  // Values arrive lower-cased (the engine folds each field once), so the expression is built from the lower-cased
+  // glob too: lower-casing is not Unicode case folding (`İ` becomes `i̇`, which /İ/iu does not match), and a
+  // deny rule must match exactly what it names.
+  const re = new RegExp(`^${compile(pattern.toLowerCase())}$`, "iu");
   const fast = kind === "folder" ? folderMatcher(pattern) : starMatcher(pattern);
   const testFolded = matchesAll ? () => true : (fast ?? ((lower: string) => re.test(lower)));
   return {
     source: pattern,
     matchesAll,
     testFolded,
-    test: fast ? (value: string) => testFolded(value.toLowerCase()) : testFolded,
+    test: (value: string) => testFolded(value.toLowerCase()),
   };
 }

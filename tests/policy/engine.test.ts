@@ -262,3 +262,20 @@ describe("subtreeVisible: every folder below, whatever its name", () => {
     expect(yes).toBeGreaterThan(200);
   });
 });
+
+describe("globs with non-ASCII letters", () => {
+  test("a deny rule with a wildcard matches the names it spells, whatever lower-casing does to them (İ → i̇)", () => {
+    const p = compilePolicy([
+      { name: "hide", folders: ["İ*", "Ω/*"], action: "deny" },
+      { name: "rest", action: "allow" },
+    ]);
+    expect(p.folderVisible("İstanbul", null)).toBe(false);
+    expect(p.folderVisible("İ", null)).toBe(false);
+    expect(p.folderVisible("ω/Σ", null)).toBe(false);
+    expect(p.folderVisible("Other", null)).toBe(true);
+    const s = compilePolicy([{ name: "hide", subject: ["*İstanbul*"], action: "deny" }, { name: "rest", action: "allow" }]);
+    expect(s.evaluate({ operation: "mail:read", folder: "INBOX", subject: "Trip to İstanbul" }).action).toBe("deny");
+    const a = compilePolicy([{ name: "hide", from: ["İ*@x.test"], action: "deny" }, { name: "rest", action: "allow" }]);
+    expect(a.evaluate({ operation: "mail:read", folder: "INBOX", from: ["İlker@x.test"] }).action).toBe("deny");
+  });
+});
