@@ -35,6 +35,8 @@ export function tuneAllocator(): void {
   const env: Record<string, string> = {};
   for (const [name, value] of Object.entries(process.env)) if (value !== undefined) env[name] = value;
   for (const [name, value] of Object.entries(ALLOCATOR_ENV)) env[name] ??= value;
+  // Under `bun`, execArgv already holds the flags BUN_OPTIONS gave; passed both ways they would apply twice.
+  if (!compiled) delete env["BUN_OPTIONS"];
   try {
     process.execve(process.execPath, args, env);
   } catch (e) {

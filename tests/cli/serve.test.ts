@@ -125,6 +125,22 @@ test("serve leaves an allocator setting the operator made alone", async () => {
   expect(await served.proc.exited).toBe(0);
 });
 
+test("serve under bun passes the flags BUN_OPTIONS gave once when it re-executes itself: in its arguments", async () => {
+  const served = serve(smtpConfig(), { BUN_OPTIONS: "--smol" });
+  try {
+    await served.port("SMTP");
+    // Bun reads BUN_OPTIONS into execArgv: kept in the environment as well, every flag would be given twice.
+    const cmdline = readFileSync(`/proc/${served.proc.pid}/cmdline`, "utf8").split("\0");
+    expect(cmdline.filter((a) => a === "--smol")).toEqual(["--smol"]);
+    const environ = readFileSync(`/proc/${served.proc.pid}/environ`, "utf8").split("\0");
+    expect(environ.filter((kv) => kv.startsWith("BUN_OPTIONS="))).toEqual([]);
+    expect(allocatorEnv(served.proc.pid)).toEqual(["MIMALLOC_PURGE_DELAY=-1"]);
+  } finally {
+    served.proc.kill("SIGTERM");
+  }
+  expect(await served.proc.exited).toBe(0);
+});
+
 test("serve with a config error exits 2 before listening", async () => {
   const dir = mkdtempSync(join(tmpdir(), "mg-serve-"));
   const config = join(dir, "mailgator.toml");
