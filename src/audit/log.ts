@@ -235,13 +235,13 @@ export class AuditLog {
     while (this.#committed < target) await this.#drain();
   }
 
-  /** Committed rows matching the filter, by id (newest first unless order is "asc"). Queued rows are not seen. */
   /** The id of the newest committed row, 0 for an empty log (the rowid's b-tree end: no scan). */
   newestId(): number {
     this.#checkOpen();
     return this.#db.query<{ id: number | null }, []>("SELECT max(id) AS id FROM audit").get()?.id ?? 0;
   }
 
+  /** Committed rows matching the filter, by id (newest first unless order is "asc"). Queued rows are not seen. */
   query(filter: AuditFilter = {}): AuditRow[] {
     const where: string[] = [];
     const params: (string | number)[] = [];
