@@ -174,11 +174,7 @@ describe("audit", () => {
   });
 
   test("--follow prints rows written after it started", async () => {
-    const dir = tempDir();
-    const file = join(dir, "m.toml");
-    writeFileSync(file, readFileSync(SEED));
-    const log = AuditLog.open(join(dir, "mailgator-audit.db"));
-    const ev = { session: "s", agent: null, clientAddr: null, protocol: "smtp" as const, command: "RCPT TO", operation: "mail:send", folder: null, decision: "deny" as const, rule: null, ruleIndex: null, reason: "r", configRevision: "x" };
+    const { file, log, ev } = followFixture();
     await log.durable({ ...ev, target: "before@x.test" });
     const follow = followAudit(file, []);
     await follow.until("before@x.test");
@@ -190,11 +186,7 @@ describe("audit", () => {
   });
 
   test("--follow with a filter prints only matching rows written after it started, none from before", async () => {
-    const dir = tempDir();
-    const file = join(dir, "m.toml");
-    writeFileSync(file, readFileSync(SEED));
-    const log = AuditLog.open(join(dir, "mailgator-audit.db"));
-    const ev = { session: "s", agent: null, clientAddr: null, protocol: "smtp" as const, command: "RCPT TO", operation: "mail:send", folder: null, decision: "deny" as const, rule: null, ruleIndex: null, reason: "r", configRevision: "x" };
+    const { file, log, ev } = followFixture();
     await log.durable({ ...ev, agent: "rare", target: "old-rare@x.test" });
     for (let i = 0; i < 50; i++) log.record({ ...ev, agent: "common", target: `c${i}@x.test` });
     await log.flush();
@@ -210,6 +202,16 @@ describe("audit", () => {
     expect(follow.seen().trim().split("\n").map((l) => JSON.parse(l).target)).toEqual(["old-rare@x.test", "new-rare@x.test"]);
   });
 });
+
+/** A config file (the seed's), its audit log opened for writing, and a row to write variants of. */
+function followFixture() {
+  const dir = tempDir();
+  const file = join(dir, "m.toml");
+  writeFileSync(file, readFileSync(SEED));
+  const log = AuditLog.open(join(dir, "mailgator-audit.db"));
+  const ev = { session: "s", agent: null, clientAddr: null, protocol: "smtp" as const, command: "RCPT TO", operation: "mail:send", folder: null, decision: "deny" as const, rule: null, ruleIndex: null, reason: "r", configRevision: "x" };
+  return { file, log, ev };
+}
 
 /** `mailgator audit -c FILE --follow --json ...args` in a child process; `until` waits for text in its output. */
 function followAudit(file: string, args: string[]): { until(needle: string): Promise<void>; seen(): string; stop(): void } {
