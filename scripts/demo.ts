@@ -6,7 +6,7 @@
  *   bun scripts/demo.ts [--smoke]   (--smoke: run the printed commands, show their output, stop)
  */
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
-import { dirname, join, resolve } from "node:path";
+import { join, resolve } from "node:path";
 import type { Upstreams } from "./upstreams/description.ts";
 import { freePort, isListening } from "./upstreams/ports.ts";
 import type { SeedManifest } from "./upstreams/seed.ts";
@@ -84,7 +84,11 @@ function seedDemo(servers: Upstreams): SeedManifest {
 }
 
 /** Which of the ports Mailgator opened: waits up to `timeoutMs`, then 1.5 s more after the first opens. */
-async function waitForListeners(ports: readonly number[], timeoutMs: number, child: { exitCode: number | null }): Promise<boolean[]> {
+async function waitForListeners(
+  ports: readonly number[],
+  timeoutMs: number,
+  child: { exitCode: number | null },
+): Promise<boolean[]> {
   let deadline = Date.now() + timeoutMs;
   const up = ports.map(() => false);
   while (Date.now() < deadline && child.exitCode === null && !stopping) {
@@ -137,46 +141,102 @@ async function main(): Promise<number> {
       say(`demo: ${cli} does not exist yet: Mailgator cannot start. The upstream servers worked; stopping them.`);
       return 1;
     }
-    mailgator = Bun.spawn([process.execPath, cli, "serve", "-c", CONFIG], { cwd: ROOT, stdin: "ignore", stdout: "inherit", stderr: "inherit" });
+    mailgator = Bun.spawn([process.execPath, cli, "serve", "-c", CONFIG], {
+      cwd: ROOT,
+      stdin: "ignore",
+      stdout: "inherit",
+      stderr: "inherit",
+    });
     const child = mailgator;
     const [imapUp, smtpUp] = await waitForListeners([ports.imap, ports.smtp], 15_000, child);
     if (stopping) return 0;
     if (!imapUp && !smtpUp) {
       const code = child.exitCode ?? (child.kill("SIGTERM"), await child.exited);
-      say(`\ndemo: Mailgator did not open its listeners (bun src/cli/main.ts serve -c ${CONFIG} ${child.exitCode === null ? "kept running" : `exited with ${code}`}); see its messages above. Stopping the upstream servers.`);
+      say(
+        `\ndemo: Mailgator did not open its listeners (bun src/cli/main.ts serve -c ${CONFIG} ${child.exitCode === null ? "kept running" : `exited with ${code}`}); see its messages above. Stopping the upstream servers.`,
+      );
       return 1;
     }
 
     const allowed = inbox.find((m) => m.from.startsWith("notifications@"));
-    const trick = inbox.find((m) => m.fromHeader.startsWith("\"notifications@"));
+    const trick = inbox.find((m) => m.fromHeader.startsWith('"notifications@'));
     const boss = inbox.find((m) => m.from === "boss@corp.test");
     const visible = inbox.filter((m) => m.from.startsWith("notifications@")).length;
-    const curl = (what: string) => ["curl", "-sS", `imap://127.0.0.1:${ports.imap}/${what}`, "-u", `${USER}:${PASSWORD}`];
+    const curl = (what: string) => [
+      "curl",
+      "-sS",
+      `imap://127.0.0.1:${ports.imap}/${what}`,
+      "-u",
+      `${USER}:${PASSWORD}`,
+    ];
     const examples: { title: string; argv: string[] }[] = [];
     if (imapUp) {
       examples.push(
-        { title: `Allowed read: UID ${allowed?.uid} is from ${allowed?.from} in INBOX`, argv: curl(`INBOX;UID=${allowed?.uid}`) },
-        { title: `Hidden: UID ${boss?.uid} is from boss@corp.test, UID ${trick?.uid} is spam@evil.test posing as "notifications@shop.test"; neither exists for the agent`, argv: curl(`INBOX;UID=${boss?.uid}`) },
-        { title: `The agent's view of INBOX: ${visible} of ${inbox.length} messages (only notifications@*)`, argv: [...curl("INBOX"), "-X", "UID SEARCH ALL"] },
+        {
+          title: `Allowed read: UID ${allowed?.uid} is from ${allowed?.from} in INBOX`,
+          argv: curl(`INBOX;UID=${allowed?.uid}`),
+        },
+        {
+          title: `Hidden: UID ${boss?.uid} is from boss@corp.test, UID ${trick?.uid} is spam@evil.test posing as "notifications@shop.test"; neither exists for the agent`,
+          argv: curl(`INBOX;UID=${boss?.uid}`),
+        },
+        {
+          title: `The agent's view of INBOX: ${visible} of ${inbox.length} messages (only notifications@*)`,
+          argv: [...curl("INBOX"), "-X", "UID SEARCH ALL"],
+        },
         { title: "Folders: only INBOX can be read", argv: curl("") },
       );
     } else say(`demo: the IMAP proxy is not listening on 127.0.0.1:${ports.imap} (not in this build yet?)`);
-    const swaks = (to: string) => ["swaks", "--server", `127.0.0.1:${ports.smtp}`, "--auth", "PLAIN", "--auth-user", USER, "--auth-password", PASSWORD,
-      "--from", USER, "--to", to, "--h-Subject", "hello from the demo"];
+    const swaks = (to: string) => [
+      "swaks",
+      "--server",
+      `127.0.0.1:${ports.smtp}`,
+      "--auth",
+      "PLAIN",
+      "--auth-user",
+      USER,
+      "--auth-password",
+      PASSWORD,
+      "--from",
+      USER,
+      "--to",
+      to,
+      "--h-Subject",
+      "hello from the demo",
+    ];
     if (smtpUp) {
       examples.push(
-        { title: "Allowed send: boss@corp.test matches \"*@corp.test\"", argv: swaks("boss@corp.test") },
-        { title: "Refused send: spam@evil.test matches no allow rule (550 5.7.1, never reaches Postfix)", argv: swaks("spam@evil.test") },
+        { title: 'Allowed send: boss@corp.test matches "*@corp.test"', argv: swaks("boss@corp.test") },
+        {
+          title: "Refused send: spam@evil.test matches no allow rule (550 5.7.1, never reaches Postfix)",
+          argv: swaks("spam@evil.test"),
+        },
       );
     } else say(`demo: the SMTP proxy is not listening on 127.0.0.1:${ports.smtp} (not in this build yet?)`);
-    examples.push({ title: "Every decision, from the audit log", argv: [process.execPath, "src/cli/main.ts", "audit", "-c", CONFIG] });
+    examples.push({
+      title: "Every decision, from the audit log",
+      argv: [process.execPath, "src/cli/main.ts", "audit", "-c", CONFIG],
+    });
 
-    say(`\nMailgator is in front of Dovecot (127.0.0.1:${servers.ports.imaps}) and Postfix (127.0.0.1:${servers.ports.smtps}).`);
+    say(
+      `\nMailgator is in front of Dovecot (127.0.0.1:${servers.ports.imaps}) and Postfix (127.0.0.1:${servers.ports.smtps}).`,
+    );
     say(`Agents connect to IMAP 127.0.0.1:${ports.imap} and SMTP 127.0.0.1:${ports.smtp} as ${USER} / ${PASSWORD}.\n`);
     for (const example of examples) {
       say(`# ${example.title}`);
-      say(example.argv.map((arg) => (/^[\w@%+=:,./;[\]-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`)).join(" ").replace(process.execPath, "node_modules/.bin/bun"));
-      if (smoke) say(run(example.argv).split("\n").map((line) => `    ${line}`).join("\n"));
+      say(
+        example.argv
+          .map((arg) => (/^[\w@%+=:,./;[\]-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`))
+          .join(" ")
+          .replace(process.execPath, "node_modules/.bin/bun"),
+      );
+      if (smoke)
+        say(
+          run(example.argv)
+            .split("\n")
+            .map((line) => `    ${line}`)
+            .join("\n"),
+        );
       say();
     }
     say(`Sent mail lands in ${servers.sink} (one file per recipient). Config: ${CONFIG}`);
@@ -193,7 +253,9 @@ async function main(): Promise<number> {
   }
 }
 
-process.exit(await main().catch((error: unknown) => {
-  console.error(`demo: ${error instanceof Error ? error.message : String(error)}`);
-  return 1;
-}));
+process.exit(
+  await main().catch((error: unknown) => {
+    console.error(`demo: ${error instanceof Error ? error.message : String(error)}`);
+    return 1;
+  }),
+);

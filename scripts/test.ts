@@ -8,10 +8,10 @@
  */
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { commandLine } from "./upstreams/processes.ts";
 import { startUpstreams } from "./upstreams/start.ts";
 import type { StopReport } from "./upstreams/stop.ts";
 import { stopUpstreams } from "./upstreams/stop.ts";
-import { commandLine } from "./upstreams/processes.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
 const RUN = join(ROOT, ".run");
@@ -59,7 +59,11 @@ async function runBunTest(env: Record<string, string | undefined>): Promise<numb
   // bunfig.toml's [test] timeout is not applied to --parallel workers; pass it on the command line.
   const timeout = args.some((arg) => arg.startsWith("--timeout")) ? [] : [`--timeout=${BUNFIG_TIMEOUT_MS}`];
   const child = Bun.spawn([process.execPath, "test", ...(parallel ? [] : ["--parallel"]), ...timeout, ...args], {
-    cwd: ROOT, env, stdin: "inherit", stdout: "inherit", stderr: "inherit",
+    cwd: ROOT,
+    env,
+    stdin: "inherit",
+    stdout: "inherit",
+    stderr: "inherit",
   });
   // Ctrl-C reaches bun test too (same process group); wait for it, then clean up.
   const ignore = () => {};
@@ -88,9 +92,13 @@ async function main(): Promise<number> {
     const upstreams = await startUpstreams({ dir, log });
     writeFileSync(join(dir, "runner.pid"), `${process.pid}\n`);
     descriptionFile = join(upstreams.dir, "upstreams.json");
-    log(`Dovecot imap ${upstreams.ports.imap}/imaps ${upstreams.ports.imaps}, Postfix smtp ${upstreams.ports.smtp}/smtps ${upstreams.ports.smtps} ready in ${((performance.now() - started) / 1000).toFixed(1)} s`);
+    log(
+      `Dovecot imap ${upstreams.ports.imap}/imaps ${upstreams.ports.imaps}, Postfix smtp ${upstreams.ports.smtp}/smtps ${upstreams.ports.smtps} ready in ${((performance.now() - started) / 1000).toFixed(1)} s`,
+    );
   } catch (error) {
-    console.error(`\ntest: FAILED: the upstream mail servers did not start, so no test ran.\n${error instanceof Error ? error.message : String(error)}\n`);
+    console.error(
+      `\ntest: FAILED: the upstream mail servers did not start, so no test ran.\n${error instanceof Error ? error.message : String(error)}\n`,
+    );
     await stopUpstreams({ dir }).catch(() => undefined);
     return 1;
   }
@@ -108,7 +116,9 @@ async function main(): Promise<number> {
     ...strays.map((stray) => `process still using ${dir}: ${stray}`),
   ];
   if (problems.length > 0) {
-    console.error(`\ntest: FAILED: the fixtures did not shut down cleanly:\n  ${problems.join("\n  ")}\nLogs are in ${dir}`);
+    console.error(
+      `\ntest: FAILED: the fixtures did not shut down cleanly:\n  ${problems.join("\n  ")}\nLogs are in ${dir}`,
+    );
     return code === 0 ? 1 : code;
   }
   if (code === 0) rmSync(dir, { recursive: true, force: true });

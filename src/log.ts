@@ -4,7 +4,7 @@
  * bodies to the logger.
  */
 
-import { createConsola, type ConsolaInstance, type LogObject } from "consola";
+import { type ConsolaInstance, createConsola, type LogObject } from "consola";
 
 export type LogFormat = "pretty" | "json";
 

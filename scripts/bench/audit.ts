@@ -6,7 +6,7 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { AuditLog, type AuditEvent, type AuditOpenOptions } from "../../src/audit/index.ts";
+import { type AuditEvent, AuditLog, type AuditOpenOptions } from "../../src/audit/index.ts";
 
 export interface AuditBenchResult {
   name: string;

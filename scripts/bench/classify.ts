@@ -21,7 +21,7 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { ClassificationCache } from "../../src/imap/cache.ts";
-import { classifyMailbox, classifyUids, messageFilter, type ClassifyStats } from "../../src/imap/classify.ts";
+import { type ClassifyStats, classifyMailbox, classifyUids, messageFilter } from "../../src/imap/classify.ts";
 import { UpstreamSession } from "../../src/imap/upstream.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
 import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
@@ -58,14 +58,31 @@ try {
   figures["visible"] = want.length;
 
   const up = await UpstreamSession.open(
-    { host: servers.host, port: servers.ports.imaps, tls: "tls", skipVerify: false, extraCa: readFileSync(servers.caFile, "utf8"), connectTimeoutMs: 5000 },
+    {
+      host: servers.host,
+      port: servers.ports.imaps,
+      tls: "tls",
+      skipVerify: false,
+      extraCa: readFileSync(servers.caFile, "utf8"),
+      connectTimeoutMs: 5000,
+    },
     { connectMs: 5000, handshakeMs: 5000, commandMs: 300_000 },
   );
   if (!(await up.login(user.user, user.password))) throw new Error("bench: login failed");
-  const filter = messageFilter(compilePolicy([
-    { name: "Transactional emails from known senders", folders: ["INBOX"], from: ["notifications@*"], action: "allow", operations: ["read"] },
-    { name: "Deny everything else", action: "deny" },
-  ]), "INBOX", null)!;
+  const filter = messageFilter(
+    compilePolicy([
+      {
+        name: "Transactional emails from known senders",
+        folders: ["INBOX"],
+        from: ["notifications@*"],
+        action: "allow",
+        operations: ["read"],
+      },
+      { name: "Deny everything else", action: "deny" },
+    ]),
+    "INBOX",
+    null,
+  )!;
   const cache = ClassificationCache.open(join(cacheDir, "mailgator-cache.db"))!;
 
   const examine = async () => {
@@ -83,7 +100,8 @@ try {
     return uids.sort((a, b) => a - b);
   };
   const check = (got: Uint32Array, label: string) => {
-    if (got.length !== want.length || got.some((u, i) => u !== want[i])) throw new Error(`bench: ${label}: visible set differs from the manifest`);
+    if (got.length !== want.length || got.some((u, i) => u !== want[i]))
+      throw new Error(`bench: ${label}: visible set differs from the manifest`);
   };
   const open = async (label: string, withCache: boolean, chunk?: number) => {
     const start = performance.now();
@@ -94,7 +112,17 @@ try {
     const stats: ClassifyStats = { commands: 0, messages: 0 };
     const c0 = performance.now();
     const cpu0 = process.cpuUsage();
-    const r = await classifyMailbox({ runner: up, filter, uids, uidValidity, cache: withCache ? cache : null, account: `bench/${user.user}`, mailbox: "INBOX", stats, ...(chunk ? { chunk } : {}) });
+    const r = await classifyMailbox({
+      runner: up,
+      filter,
+      uids,
+      uidValidity,
+      cache: withCache ? cache : null,
+      account: `bench/${user.user}`,
+      mailbox: "INBOX",
+      stats,
+      ...(chunk ? { chunk } : {}),
+    });
     const cpu = process.cpuUsage(cpu0);
     check(r.visible.uids(), label);
     figures[label] = {
@@ -117,9 +145,18 @@ try {
   await examine();
   t = performance.now();
   const hits: number[] = [];
-  await up.run({ name: "SEARCH", uid: true, returnOptions: null, charset: null, criteria: [{ key: "FROM", value: "notifications@" }] }, (r) => {
-    if (r.type === "SEARCH") for (const n of r.numbers) hits.push(n);
-  });
+  await up.run(
+    {
+      name: "SEARCH",
+      uid: true,
+      returnOptions: null,
+      charset: null,
+      criteria: [{ key: "FROM", value: "notifications@" }],
+    },
+    (r) => {
+      if (r.type === "SEARCH") for (const n of r.numbers) hits.push(n);
+    },
+  );
   hits.sort((a, b) => a - b);
   const searchSeconds = seconds(t);
   const stats: ClassifyStats = { commands: 0, messages: 0 };

@@ -14,12 +14,12 @@
  * Uses MAILGATOR_UPSTREAMS when set, otherwise starts the servers with scripts/upstreams. Prints one JSON line.
  */
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startProxyChild, type ProxyChild } from "./proxy-child.ts";
 import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
+import { type ProxyChild, startProxyChild } from "./proxy-child.ts";
 
 const argv = process.argv.slice(2);
 const flag = (name: string, fallback: string): string => {
@@ -39,9 +39,21 @@ async function serve(tomlPath: string): Promise<void> {
   const parsed = parseConfig(readFileSync(tomlPath, "utf8"), tomlPath);
   const config = { ...parsed, imap: { ...parsed.imap!, listenAddr: { host: "127.0.0.1", port: 0 } } };
   const audit = AuditLog.open(config.audit.path);
-  const proxy = await startImapProxy({ config, policy: compilePolicy(config.rules), audit, timeouts: { commandMs: 600_000 } });
+  const proxy = await startImapProxy({
+    config,
+    policy: compilePolicy(config.rules),
+    audit,
+    timeouts: { commandMs: 600_000 },
+  });
   process.stdout.write(`${JSON.stringify({ port: proxy.address.port })}\n`);
-  process.on("SIGTERM", () => void proxy.close().then(() => audit.close()).then(() => process.exit(0)));
+  process.on(
+    "SIGTERM",
+    () =>
+      void proxy
+        .close()
+        .then(() => audit.close())
+        .then(() => process.exit(0)),
+  );
 }
 
 /** A raw client that counts bytes and finds its tagged replies by scanning each chunk's tail. */
@@ -119,7 +131,10 @@ function cpuSeconds(pid: number): number {
 }
 
 async function startProxy(dir: string, up: Upstreams): Promise<ProxyChild> {
-  return startProxyChild(import.meta.path, join(dir, "mailgator.toml"), `[imap]
+  return startProxyChild(
+    import.meta.path,
+    join(dir, "mailgator.toml"),
+    `[imap]
 listen_addr = "127.0.0.1:1"
 upstream_addr = "${up.host}:${up.ports.imap}"
 upstream_tls = "none"
@@ -137,7 +152,8 @@ operations = ["read"]
 [[rules]]
 name = "Deny everything else"
 action = "deny"
-`);
+`,
+  );
 }
 
 async function timed<T>(f: () => Promise<T>): Promise<[number, T]> {
@@ -175,7 +191,8 @@ async function main(): Promise<void> {
       // 1. cold Dovecot, empty cache.
       const first = await login(a.port);
       const [cold, sel] = await timed(() => first.command("EXAMINE INBOX", true));
-      if (!sel.data.includes(`* ${visible.length} EXISTS`)) throw new Error(`bench: EXISTS is not ${visible.length}: ${sel.data.slice(0, 300)}`);
+      if (!sel.data.includes(`* ${visible.length} EXISTS`))
+        throw new Error(`bench: EXISTS is not ${visible.length}: ${sel.data.slice(0, 300)}`);
       first.close();
       figures["selectColdSeconds"] = cold;
       // 2. re-SELECT: the cache.
@@ -210,7 +227,8 @@ async function main(): Promise<void> {
         directRuns.push(
           (
             await timed(async () => {
-              for (let i = 0; i < visible.length; i += 2000) await direct.command(`UID FETCH ${visible.slice(i, i + 2000).join(",")} (BODY.PEEK[])`);
+              for (let i = 0; i < visible.length; i += 2000)
+                await direct.command(`UID FETCH ${visible.slice(i, i + 2000).join(",")} (BODY.PEEK[])`);
             })
           )[0],
         );

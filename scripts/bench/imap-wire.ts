@@ -5,7 +5,7 @@
  *
  *   bun scripts/bench/imap-wire.ts [total MiB, default 256]
  */
-import { Encoder, Framer, parseResponse, writeResponse } from '../../src/imap/wire/index.ts';
+import { Encoder, Framer, parseResponse, writeResponse } from "../../src/imap/wire/index.ts";
 
 const TOTAL_MIB = Number(process.argv[2] ?? 256);
 const BODY_SIZE = 4096;
@@ -13,7 +13,7 @@ const CHUNK = 64 * 1024;
 
 function buildStream(): { data: Uint8Array; messages: number } {
   const body = new Uint8Array(BODY_SIZE);
-  const line = new TextEncoder().encode('From: a@example.org\r\nSubject: benchmark message body line\r\n');
+  const line = new TextEncoder().encode("From: a@example.org\r\nSubject: benchmark message body line\r\n");
   for (let i = 0; i < BODY_SIZE; i++) body[i] = line[i % line.length]!;
   const parts: Uint8Array[] = [];
   let size = 0;
@@ -22,7 +22,7 @@ function buildStream(): { data: Uint8Array; messages: number } {
   while (size < 16 * 1024 * 1024) {
     n++;
     const head = new TextEncoder().encode(`* ${n} FETCH (UID ${n + 1000} FLAGS (\\Seen) BODY[] {${BODY_SIZE}}\r\n`);
-    const tail = new TextEncoder().encode(')\r\n');
+    const tail = new TextEncoder().encode(")\r\n");
     parts.push(head, body, tail);
     size += head.length + body.length + tail.length;
   }
@@ -39,9 +39,9 @@ const { data, messages } = buildStream();
 const rounds = Math.max(1, Math.round((TOTAL_MIB * 1024 * 1024) / data.length));
 
 function run(encode: boolean): { mbps: number; msgs: number } {
-  const framer = new Framer({ role: 'client' });
+  const framer = new Framer({ role: "client" });
   // One encoder per connection, as a session would keep it.
-  const enc = new Encoder({ side: 'server' });
+  const enc = new Encoder({ side: "server" });
   let parsed = 0;
   let bodyBytes = 0;
   const start = performance.now();
@@ -49,11 +49,11 @@ function run(encode: boolean): { mbps: number; msgs: number } {
     for (let off = 0; off < data.length; off += CHUNK) {
       framer.feed(data.subarray(off, off + CHUNK));
       for (let e = framer.next(); e !== null; e = framer.next()) {
-        if (e.kind !== 'frame') throw new Error(`unexpected ${e.kind}`);
+        if (e.kind !== "frame") throw new Error(`unexpected ${e.kind}`);
         const res = parseResponse(e.frame);
-        if (!res.ok || res.value.type !== 'FETCH') throw new Error('parse failed');
+        if (!res.ok || res.value.type !== "FETCH") throw new Error("parse failed");
         const b = res.value.attrs[2];
-        if (b?.name === 'BODY[]' && b.data !== null) bodyBytes += b.data.length;
+        if (b?.name === "BODY[]" && b.data !== null) bodyBytes += b.data.length;
         if (encode) writeResponse(enc, res.value);
         parsed++;
       }
@@ -65,13 +65,19 @@ function run(encode: boolean): { mbps: number; msgs: number } {
     }
   }
   const secs = (performance.now() - start) / 1000;
-  if (parsed !== messages * rounds || bodyBytes !== parsed * BODY_SIZE) throw new Error('lost messages');
+  if (parsed !== messages * rounds || bodyBytes !== parsed * BODY_SIZE) throw new Error("lost messages");
   return { mbps: (data.length * rounds) / secs / (1024 * 1024), msgs: parsed / secs };
 }
 
 run(false); // warm up
 const parseOnly = run(false);
 const withEncode = run(true);
-console.log(`imap-wire: ${((data.length * rounds) / 1048576).toFixed(0)} MiB of FETCH BODY[] responses (${BODY_SIZE}-octet bodies, ${CHUNK / 1024} KiB chunks)`);
-console.log(`  framer + parseResponse:           ${parseOnly.mbps.toFixed(0)} MiB/s, ${(parseOnly.msgs / 1000).toFixed(0)}k responses/s`);
-console.log(`  framer + parseResponse + encode:  ${withEncode.mbps.toFixed(0)} MiB/s, ${(withEncode.msgs / 1000).toFixed(0)}k responses/s`);
+console.log(
+  `imap-wire: ${((data.length * rounds) / 1048576).toFixed(0)} MiB of FETCH BODY[] responses (${BODY_SIZE}-octet bodies, ${CHUNK / 1024} KiB chunks)`,
+);
+console.log(
+  `  framer + parseResponse:           ${parseOnly.mbps.toFixed(0)} MiB/s, ${(parseOnly.msgs / 1000).toFixed(0)}k responses/s`,
+);
+console.log(
+  `  framer + parseResponse + encode:  ${withEncode.mbps.toFixed(0)} MiB/s, ${(withEncode.msgs / 1000).toFixed(0)}k responses/s`,
+);

@@ -11,12 +11,12 @@
  * writes a CPU profile of the proxy there.
  */
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startProxyChild } from "./proxy-child.ts";
 import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
+import { startProxyChild } from "./proxy-child.ts";
 
 const argv = process.argv.slice(2);
 const flag = (name: string, fallback: string): string => {
@@ -44,7 +44,10 @@ async function serve(tomlPath: string): Promise<void> {
   const proxy = await startImapProxy({ config, policy: compilePolicy(config.rules), audit });
   process.stdout.write(`${JSON.stringify({ port: proxy.address.port })}\n`);
   process.on("SIGTERM", () => {
-    void proxy.close().then(() => audit.close()).then(() => process.exit(0));
+    void proxy
+      .close()
+      .then(() => audit.close())
+      .then(() => process.exit(0));
   });
 }
 
@@ -99,7 +102,10 @@ class Client {
   #onData(chunk: Buffer): void {
     this.bytes += chunk.length;
     if (this.#wanted === null) return;
-    const window = this.#tail.length > 0 ? Buffer.concat([this.#tail, chunk.subarray(Math.max(0, chunk.length - 4096))]) : chunk.subarray(Math.max(0, chunk.length - 4096));
+    const window =
+      this.#tail.length > 0
+        ? Buffer.concat([this.#tail, chunk.subarray(Math.max(0, chunk.length - 4096))])
+        : chunk.subarray(Math.max(0, chunk.length - 4096));
     const at = window.lastIndexOf(this.#wanted);
     if (at !== -1) {
       const lineEnd = window.indexOf("\r\n", at + this.#wanted.length);
@@ -161,7 +167,12 @@ async function session(port: number, user: { user: string; password: string }, r
 }
 
 /** Deterministic text messages of about `size` bytes, appended to INBOX directly (UIDs 1..count). */
-async function seed(port: number, user: { user: string; password: string }, count: number, size: number): Promise<number> {
+async function seed(
+  port: number,
+  user: { user: string; password: string },
+  count: number,
+  size: number,
+): Promise<number> {
   const client = await Client.open(port);
   await client.command(`LOGIN "${user.user}" "${user.password}"`);
   let total = 0;
@@ -199,10 +210,15 @@ async function main(): Promise<void> {
   const address = `bench-imap-${Date.now().toString(36)}@${up.userDomain}`;
   const user = addUser(up, address, "bench-password");
   const mailboxBytes = await seed(up.ports.imap, user, messages, size);
-  console.log(`imap: ${messages} messages, ${(mailboxBytes / 1e6).toFixed(2)} MB (avg ${(mailboxBytes / messages / 1024).toFixed(1)} KB), fetched x${repeat} per session, ${rounds} rounds`);
+  console.log(
+    `imap: ${messages} messages, ${(mailboxBytes / 1e6).toFixed(2)} MB (avg ${(mailboxBytes / messages / 1024).toFixed(1)} KB), fetched x${repeat} per session, ${rounds} rounds`,
+  );
 
   const dir = mkdtempSync(join(tmpdir(), "mailgator-bench-imap-"));
-  const child = await startProxyChild(import.meta.path, join(dir, "mailgator.toml"), `[imap]
+  const child = await startProxyChild(
+    import.meta.path,
+    join(dir, "mailgator.toml"),
+    `[imap]
 listen_addr = "127.0.0.1:1"
 upstream_addr = "${up.host}:${up.ports.imap}"
 upstream_tls = "none"
@@ -213,7 +229,8 @@ path = "${join(dir, "audit.db")}"
 [[rules]]
 name = "everything"
 action = "allow"
-`);
+`,
+  );
   try {
     const proxyPort = child.port;
     const nginxPort = (up.ports as Record<string, number | undefined>)["nginxImap"];
@@ -245,7 +262,8 @@ action = "allow"
           cpu = ` (proxy CPU ${(cpuAfter.user - cpuBefore.user + cpuAfter.sys - cpuBefore.sys).toFixed(2)} s)`;
         }
         if (t.name === "direct") bytes = run.bytes;
-        else if (Math.abs(run.bytes - bytes) > bytes * 0.01) throw new Error(`bench: ${t.name} returned ${run.bytes} bytes, direct ${bytes}`);
+        else if (Math.abs(run.bytes - bytes) > bytes * 0.01)
+          throw new Error(`bench: ${t.name} returned ${run.bytes} bytes, direct ${bytes}`);
         times.get(t.name)!.push(run.seconds);
         line.push(`${t.name} ${run.seconds.toFixed(3)} s${cpu}`);
       }
@@ -256,12 +274,18 @@ action = "allow"
     const mb = bytes / 1e6;
     console.log(`imap: ${mb.toFixed(1)} MB per session`);
     console.log(`  direct     ${direct.toFixed(3)} s  ${(mb / direct).toFixed(0)} MB/s`);
-    console.log(`  mailgator  ${proxied.toFixed(3)} s  ${(mb / proxied).toFixed(0)} MB/s  ratio ${(direct / proxied).toFixed(2)}x direct (goal >= 0.90); proxy CPU ${((proxyCpu.user + proxyCpu.sys) / rounds).toFixed(2)} s per session (user ${(proxyCpu.user / rounds).toFixed(2)}, kernel ${(proxyCpu.sys / rounds).toFixed(2)}; ${(((proxyCpu.user + proxyCpu.sys) / rounds / (messages * repeat)) * 1e6).toFixed(1)} µs per message)`);
+    console.log(
+      `  mailgator  ${proxied.toFixed(3)} s  ${(mb / proxied).toFixed(0)} MB/s  ratio ${(direct / proxied).toFixed(2)}x direct (goal >= 0.90); proxy CPU ${((proxyCpu.user + proxyCpu.sys) / rounds).toFixed(2)} s per session (user ${(proxyCpu.user / rounds).toFixed(2)}, kernel ${(proxyCpu.sys / rounds).toFixed(2)}; ${(((proxyCpu.user + proxyCpu.sys) / rounds / (messages * repeat)) * 1e6).toFixed(1)} µs per message)`,
+    );
     const paired = times.get("direct")!.map((d, i) => d / times.get("mailgator")![i]!);
-    console.log(`  per round (direct/mailgator, same round): ${paired.map((r) => r.toFixed(2)).join(" ")}, median ${median(paired).toFixed(2)}`);
+    console.log(
+      `  per round (direct/mailgator, same round): ${paired.map((r) => r.toFixed(2)).join(" ")}, median ${median(paired).toFixed(2)}`,
+    );
     if (times.has("nginx")) {
       const nginx = median(times.get("nginx")!);
-      console.log(`  nginx      ${nginx.toFixed(3)} s  ${(mb / nginx).toFixed(0)} MB/s  ratio ${(direct / nginx).toFixed(2)}x direct (pure relay, reference)`);
+      console.log(
+        `  nginx      ${nginx.toFixed(3)} s  ${(mb / nginx).toFixed(0)} MB/s  ratio ${(direct / nginx).toFixed(2)}x direct (pure relay, reference)`,
+      );
     }
   } finally {
     await child.stop();

@@ -31,7 +31,11 @@ let failed = 0;
 try {
   for (const name of present) {
     console.log(`\n== ${name}`);
-    const p = Bun.spawn([process.execPath, join(import.meta.dir, `${name}.ts`)], { env, stdout: "inherit", stderr: "inherit" });
+    const p = Bun.spawn([process.execPath, join(import.meta.dir, `${name}.ts`)], {
+      env,
+      stdout: "inherit",
+      stderr: "inherit",
+    });
     const code = await p.exited;
     if (code !== 0) {
       failed++;

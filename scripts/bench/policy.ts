@@ -14,19 +14,66 @@ function rules(n: number): RuleSpec[] {
   const out: RuleSpec[] = [];
   for (let i = 0; i < n - 1; i++) {
     const kind = i % 4;
-    if (kind === 0) out.push({ name: `r${i}`, action: "allow", folders: [`Projects/p${i}/**`], from: [`*@client${i}.test`], operations: ["read"] });
+    if (kind === 0)
+      out.push({
+        name: `r${i}`,
+        action: "allow",
+        folders: [`Projects/p${i}/**`],
+        from: [`*@client${i}.test`],
+        operations: ["read"],
+      });
     else if (kind === 1) out.push({ name: `r${i}`, action: "deny", folders: ["INBOX"], subject: [`*secret-${i}*`] });
-    else if (kind === 2) out.push({ name: `r${i}`, action: "allow", to: [`team${i}@corp.test`, `*@dept${i}.corp.test`], operations: ["send"] });
-    else out.push({ name: `r${i}`, action: "allow", folders: [`Archive/${2000 + i}`], operations: ["mail:read", "mail:flag"] });
+    else if (kind === 2)
+      out.push({
+        name: `r${i}`,
+        action: "allow",
+        to: [`team${i}@corp.test`, `*@dept${i}.corp.test`],
+        operations: ["send"],
+      });
+    else
+      out.push({
+        name: `r${i}`,
+        action: "allow",
+        folders: [`Archive/${2000 + i}`],
+        operations: ["mail:read", "mail:flag"],
+      });
   }
   out.push({ name: "deny all", action: "deny" });
   return out;
 }
 
 const requests: Request[] = [
-  { operation: "mail:read", folder: "INBOX", agent: null, from: ["notifications@shop.test"], to: ["me@corp.test"], cc: [], subject: "Your order has shipped", hasAttachment: false },
-  { operation: "mail:send", folder: null, agent: null, from: ["me@corp.test"], to: ["someone@corp.test"], cc: [], bcc: [], subject: "Hello", hasAttachment: false },
-  { operation: "mail:flag", folder: "Archive/2003", agent: null, from: ["boss@corp.test"], to: ["me@corp.test"], cc: [], subject: "Re: plan", hasAttachment: true },
+  {
+    operation: "mail:read",
+    folder: "INBOX",
+    agent: null,
+    from: ["notifications@shop.test"],
+    to: ["me@corp.test"],
+    cc: [],
+    subject: "Your order has shipped",
+    hasAttachment: false,
+  },
+  {
+    operation: "mail:send",
+    folder: null,
+    agent: null,
+    from: ["me@corp.test"],
+    to: ["someone@corp.test"],
+    cc: [],
+    bcc: [],
+    subject: "Hello",
+    hasAttachment: false,
+  },
+  {
+    operation: "mail:flag",
+    folder: "Archive/2003",
+    agent: null,
+    from: ["boss@corp.test"],
+    to: ["me@corp.test"],
+    cc: [],
+    subject: "Re: plan",
+    hasAttachment: true,
+  },
   { operation: "folder:read", folder: "Projects/p4/notes", agent: null },
 ];
 

@@ -18,8 +18,14 @@ export interface ProxyChild {
 /** Writes `toml` to `configFile`, starts `script serve configFile`, waits for its port. BENCH_PROFILE=DIR adds a CPU profile. */
 export async function startProxyChild(script: string, configFile: string, toml: string): Promise<ProxyChild> {
   writeFileSync(configFile, toml);
-  const profile = process.env["BENCH_PROFILE"] ? ["--cpu-prof-md", `--cpu-prof-dir=${process.env["BENCH_PROFILE"]}`] : [];
-  const child = Bun.spawn([process.execPath, ...profile, script, "serve", configFile], { stdout: "pipe", stderr: "inherit", env: { ...ALLOCATOR_ENV, ...process.env } });
+  const profile = process.env["BENCH_PROFILE"]
+    ? ["--cpu-prof-md", `--cpu-prof-dir=${process.env["BENCH_PROFILE"]}`]
+    : [];
+  const child = Bun.spawn([process.execPath, ...profile, script, "serve", configFile], {
+    stdout: "pipe",
+    stderr: "inherit",
+    env: { ...ALLOCATOR_ENV, ...process.env },
+  });
   const reader = child.stdout.getReader();
   let text = "";
   while (!text.includes("\n")) {

@@ -30,9 +30,12 @@ const manifest = seedMaildir(user.maildir, { folders: { INBOX: count }, owner: a
 const seedSeconds = (performance.now() - started) / 1000;
 
 const client = new ImapFlow({
-  host: upstreams.host, port: upstreams.ports.imaps, secure: true,
+  host: upstreams.host,
+  port: upstreams.ports.imaps,
+  secure: true,
   tls: { ca: readFileSync(upstreams.caFile), servername: upstreams.tlsName },
-  auth: { user: user.user, pass: user.password }, logger: false,
+  auth: { user: user.user, pass: user.password },
+  logger: false,
 });
 await client.connect();
 started = performance.now();
@@ -43,7 +46,11 @@ const uids = (await client.search({ all: true }, { uid: true })) || [];
 const searchSeconds = (performance.now() - started) / 1000;
 started = performance.now();
 let fetched = 0;
-for await (const message of client.fetch(`${Math.max(1, count - 999)}:*`, { uid: true, envelope: true }, { uid: true })) {
+for await (const message of client.fetch(
+  `${Math.max(1, count - 999)}:*`,
+  { uid: true, envelope: true },
+  { uid: true },
+)) {
   if (message.envelope?.messageId !== manifest.folders["INBOX"]?.[message.uid - 1]?.messageId) {
     throw new Error(`bench: UID ${message.uid} is not the seeded message`);
   }
@@ -51,15 +58,18 @@ for await (const message of client.fetch(`${Math.max(1, count - 999)}:*`, { uid:
 }
 const fetchSeconds = (performance.now() - started) / 1000;
 await client.logout();
-if (mailbox.exists !== count || uids.length !== count) throw new Error(`bench: Dovecot sees ${mailbox.exists} messages, seeded ${count}`);
+if (mailbox.exists !== count || uids.length !== count)
+  throw new Error(`bench: Dovecot sees ${mailbox.exists} messages, seeded ${count}`);
 if (!args.includes("--keep")) rmSync(dirname(user.maildir), { recursive: true, force: true });
 
-console.log(JSON.stringify({
-  messages: count,
-  seedSeconds: Number(seedSeconds.toFixed(2)),
-  messagesPerSecond: Math.round(count / seedSeconds),
-  dovecotFirstSelectSeconds: Number(selectSeconds.toFixed(2)),
-  uidSearchAllSeconds: Number(searchSeconds.toFixed(2)),
-  fetchLast1000EnvelopesSeconds: Number(fetchSeconds.toFixed(2)),
-  fetched,
-}));
+console.log(
+  JSON.stringify({
+    messages: count,
+    seedSeconds: Number(seedSeconds.toFixed(2)),
+    messagesPerSecond: Math.round(count / seedSeconds),
+    dovecotFirstSelectSeconds: Number(selectSeconds.toFixed(2)),
+    uidSearchAllSeconds: Number(searchSeconds.toFixed(2)),
+    fetchLast1000EnvelopesSeconds: Number(fetchSeconds.toFixed(2)),
+    fetched,
+  }),
+);

@@ -13,13 +13,13 @@
  * Uses MAILGATOR_UPSTREAMS when set, otherwise starts the servers with scripts/upstreams.
  */
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { connect, type Socket } from "node:net";
-import { connect as tlsConnect } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { startProxyChild } from "./proxy-child.ts";
+import { connect as tlsConnect } from "node:tls";
 import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
+import { startProxyChild } from "./proxy-child.ts";
 
 const argv = process.argv.slice(2);
 const flag = (name: string, fallback: string): string => {
@@ -59,7 +59,10 @@ async function serve(tomlPath: string): Promise<void> {
   const proxy = await startSmtpProxy({ config, policy: compilePolicy(config.rules), audit: measuredAudit });
   process.stdout.write(`${JSON.stringify({ port: proxy.address.port })}\n`);
   process.on("SIGTERM", () => {
-    void proxy.close().then(() => audit.close()).then(() => process.exit(0));
+    void proxy
+      .close()
+      .then(() => audit.close())
+      .then(() => process.exit(0));
   });
 }
 
@@ -171,13 +174,24 @@ function makeMessage(size: number, id: string): Buffer {
   return Buffer.from(head + body);
 }
 
-async function run(port: number, user: { user: string; password: string }, messages: number, connections: number, size: number, tag: string, ca: string | null = null): Promise<number> {
+async function run(
+  port: number,
+  user: { user: string; password: string },
+  messages: number,
+  connections: number,
+  size: number,
+  tag: string,
+  ca: string | null = null,
+): Promise<number> {
   const body = makeMessage(size, tag);
-  const clients = await Promise.all(Array.from({ length: connections }, () => Client.open(port, user.user, user.password, ca)));
+  const clients = await Promise.all(
+    Array.from({ length: connections }, () => Client.open(port, user.user, user.password, ca)),
+  );
   const start = performance.now();
   await Promise.all(
     clients.map(async (c, i) => {
-      for (let n = i; n < messages; n += connections) await c.send("bench@mailgator.test", `sink-${tag}@bench.test`, body);
+      for (let n = i; n < messages; n += connections)
+        await c.send("bench@mailgator.test", `sink-${tag}@bench.test`, body);
     }),
   );
   const seconds = (performance.now() - start) / 1000;
@@ -191,7 +205,7 @@ function cpuTimes(pid: number): { user: number; system: number } {
   return { user: Number(fields[11]) / 100, system: Number(fields[12]) / 100 };
 }
 
-function cpuSeconds(pid: number): number {
+function _cpuSeconds(pid: number): number {
   const t = cpuTimes(pid);
   return t.user + t.system;
 }
@@ -218,7 +232,10 @@ async function main(): Promise<void> {
   const up = servers.up;
   const user = up.users[0]!;
   const dir = mkdtempSync(join(tmpdir(), "mailgator-bench-smtp-"));
-  const child = await startProxyChild(import.meta.path, join(dir, "mailgator.toml"), `[smtp]
+  const child = await startProxyChild(
+    import.meta.path,
+    join(dir, "mailgator.toml"),
+    `[smtp]
 listen_addr = "127.0.0.1:1"
 upstream_addr = "${up.host}:${up.ports.smtp}"
 upstream_tls = "${upstreamTls}"
@@ -233,7 +250,8 @@ path = "${join(dir, "audit.db")}"
 name = "bench sink"
 action = "allow"
 to = "*@bench.test"
-`);
+`,
+  );
   try {
     const port = child.port;
 
@@ -261,12 +279,22 @@ to = "*@bench.test"
     const proxied = median(proxieds);
     const proxyCpu = median(cpus);
     const ratio = direct / proxied;
-    console.log(`${messages} messages of ${size} B over ${connections} connections (upstream ${upstreamTls}), median of ${rounds} alternating rounds:`);
-    console.log(`  direct to Postfix   ${direct.toFixed(2)} s  ${(messages / direct).toFixed(0)} msg/s   rounds: ${directs.map((d) => d.toFixed(2)).join(" ")}`);
-    console.log(`  through Mailgator   ${proxied.toFixed(2)} s  ${(messages / proxied).toFixed(0)} msg/s   rounds: ${proxieds.map((d) => d.toFixed(2)).join(" ")}`);
-    console.log(`  proxy CPU time ${proxyCpu.toFixed(2)} s (${((proxyCpu / messages) * 1000).toFixed(2)} ms per message, of which kernel ${median(systems).toFixed(2)} s)`);
+    console.log(
+      `${messages} messages of ${size} B over ${connections} connections (upstream ${upstreamTls}), median of ${rounds} alternating rounds:`,
+    );
+    console.log(
+      `  direct to Postfix   ${direct.toFixed(2)} s  ${(messages / direct).toFixed(0)} msg/s   rounds: ${directs.map((d) => d.toFixed(2)).join(" ")}`,
+    );
+    console.log(
+      `  through Mailgator   ${proxied.toFixed(2)} s  ${(messages / proxied).toFixed(0)} msg/s   rounds: ${proxieds.map((d) => d.toFixed(2)).join(" ")}`,
+    );
+    console.log(
+      `  proxy CPU time ${proxyCpu.toFixed(2)} s (${((proxyCpu / messages) * 1000).toFixed(2)} ms per message, of which kernel ${median(systems).toFixed(2)} s)`,
+    );
     const perRound = directs.map((d, i) => d / proxieds[i]!);
-    console.log(`  ratio (proxy/direct throughput) ${ratio.toFixed(2)}  (goal >= 0.8); per round: ${perRound.map((r) => r.toFixed(2)).join(" ")}, median ${median(perRound).toFixed(2)}`);
+    console.log(
+      `  ratio (proxy/direct throughput) ${ratio.toFixed(2)}  (goal >= 0.8); per round: ${perRound.map((r) => r.toFixed(2)).join(" ")}, median ${median(perRound).toFixed(2)}`,
+    );
 
     // One big message: sample the proxy's RSS from before the send to after the reply.
     await Bun.sleep(500);
@@ -287,7 +315,9 @@ to = "*@bench.test"
     await sampler;
     const growthMb = (peak - baseline) / 1024;
     console.log(`one message of ${(big / 1e6).toFixed(0)} MB through Mailgator: ${bigSeconds.toFixed(2)} s`);
-    console.log(`  proxy RSS idle ${(baseline / 1024).toFixed(1)} MB, peak ${(peak / 1024).toFixed(1)} MB, growth ${growthMb.toFixed(1)} MB  (goal < 10 MB)`);
+    console.log(
+      `  proxy RSS idle ${(baseline / 1024).toFixed(1)} MB, peak ${(peak / 1024).toFixed(1)} MB, growth ${growthMb.toFixed(1)} MB  (goal < 10 MB)`,
+    );
     const ok = ratio >= 0.8 && growthMb < 10;
     console.log(ok ? "bench: goals met" : "bench: GOALS NOT MET");
     process.exitCode = ok ? 0 : 1;

@@ -16,9 +16,13 @@ export const SASL_SOCKET = "auth-postfix";
 export const LMTP_SOCKET = "lmtp-postfix";
 
 export function dovecotConfig(paths: Layout, tls: TlsFiles, ports: { imap: number; imaps: number }): string {
-  const mailboxes = Object.entries(SPECIAL_FOLDERS).map(([name, use]) =>
-    // A mailbox block must span lines: on one line Dovecot reports a syntax error.
-    `  mailbox ${name} {\n    special_use = ${use}\n    auto = subscribe\n  }`).join("\n");
+  const mailboxes = Object.entries(SPECIAL_FOLDERS)
+    .map(
+      ([name, use]) =>
+        // A mailbox block must span lines: on one line Dovecot reports a syntax error.
+        `  mailbox ${name} {\n    special_use = ${use}\n    auto = subscribe\n  }`,
+    )
+    .join("\n");
   return `# Written by scripts/upstreams/start.ts; rewritten at every start.
 base_dir = ${paths.dovecotBaseDir}
 state_dir = ${paths.dovecotStateDir}
@@ -133,16 +137,25 @@ export function writeDovecotFiles(paths: Layout, tls: TlsFiles, ports: { imap: n
 }
 
 export function dovecotGid(): number {
-  const line = readFileSync("/etc/group", "utf8").split("\n").find((entry) => entry.startsWith("dovecot:"));
+  const line = readFileSync("/etc/group", "utf8")
+    .split("\n")
+    .find((entry) => entry.startsWith("dovecot:"));
   const gid = Number(line?.split(":")[2]);
-  if (!Number.isInteger(gid)) throw new Error("upstreams: group dovecot is missing (the dovecot-core package creates it)");
+  if (!Number.isInteger(gid))
+    throw new Error("upstreams: group dovecot is missing (the dovecot-core package creates it)");
   return gid;
 }
 
 /** Starts the master (it daemonizes) and returns its PID from base_dir/master.pid. */
 export async function startDovecot(paths: Layout): Promise<number> {
   const pidFile = join(paths.dovecotBaseDir, "master.pid");
-  return startDaemon("dovecot", ["/usr/sbin/dovecot", "-c", paths.dovecotConf], join(paths.dovecotDir, "start.out"), pidFile, () => logTail(paths.dovecotLog));
+  return startDaemon(
+    "dovecot",
+    ["/usr/sbin/dovecot", "-c", paths.dovecotConf],
+    join(paths.dovecotDir, "start.out"),
+    pidFile,
+    () => logTail(paths.dovecotLog),
+  );
 }
 
 export function logTail(path: string, lines = 15): string {

@@ -8,7 +8,15 @@
  */
 import { existsSync, unlinkSync, writeFileSync } from "node:fs";
 
-const MAIL_SERVERS = ["dovecot-core", "dovecot-imapd", "dovecot-lmtpd", "postfix", "swaks", "libnet-ssleay-perl", "openssl"] as const;
+const MAIL_SERVERS = [
+  "dovecot-core",
+  "dovecot-imapd",
+  "dovecot-lmtpd",
+  "postfix",
+  "swaks",
+  "libnet-ssleay-perl",
+  "openssl",
+] as const;
 const NGINX = ["nginx", "libnginx-mod-mail"] as const;
 
 const POLICY_RC_D = "/usr/sbin/policy-rc.d";
@@ -18,7 +26,11 @@ export function missingPackages(options: { nginx: boolean }): string[] {
   const wanted: string[] = options.nginx ? [...MAIL_SERVERS, ...NGINX] : [...MAIL_SERVERS];
   if (!existsSync("/usr/bin/dpkg-query")) return wanted;
   // dpkg-query exits 1 when a name is unknown but still prints the known ones.
-  const result = Bun.spawnSync(["dpkg-query", "-W", "-f=${Package} ${Status}\\n", ...wanted], { stdout: "pipe", stderr: "ignore" });
+  // biome-ignore lint/suspicious/noTemplateCurlyInString: a dpkg-query format, not a template
+  const result = Bun.spawnSync(["dpkg-query", "-W", "-f=${Package} ${Status}\\n", ...wanted], {
+    stdout: "pipe",
+    stderr: "ignore",
+  });
   const installed = new Set<string>();
   for (const line of result.stdout.toString().split("\n")) {
     const [name] = line.split(" ");
@@ -40,14 +52,23 @@ export function ensurePackages(options: { nginx: boolean; log: (line: string) =>
   const missing = missingPackages(options);
   if (missing.length === 0) return;
   if (process.getuid?.() !== 0) {
-    throw new Error(`upstreams: missing Debian packages ${missing.join(", ")}; install them with:\n  ${installCommand(missing)}`);
+    throw new Error(
+      `upstreams: missing Debian packages ${missing.join(", ")}; install them with:\n  ${installCommand(missing)}`,
+    );
   }
   if (!existsSync("/usr/bin/apt-get")) {
-    throw new Error(`upstreams: missing packages ${missing.join(", ")} and no apt-get here; install Dovecot 2.3, Postfix 3.x, swaks and nginx with its mail module`);
+    throw new Error(
+      `upstreams: missing packages ${missing.join(", ")} and no apt-get here; install Dovecot 2.3, Postfix 3.x, swaks and nginx with its mail module`,
+    );
   }
   options.log(`upstreams: installing ${missing.join(" ")} (apt-get, about a minute)`);
   const createdPolicy = !existsSync(POLICY_RC_D);
-  if (createdPolicy) writeFileSync(POLICY_RC_D, "#!/bin/sh\n# Keep package scripts from starting system daemons during install.\nexit 101\n", { mode: 0o755 });
+  if (createdPolicy)
+    writeFileSync(
+      POLICY_RC_D,
+      "#!/bin/sh\n# Keep package scripts from starting system daemons during install.\nexit 101\n",
+      { mode: 0o755 },
+    );
   try {
     const env = { ...process.env, DEBIAN_FRONTEND: "noninteractive" };
     run(["apt-get", "update", "-q"], env);

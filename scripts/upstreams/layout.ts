@@ -6,7 +6,13 @@ export const MAIL_UID = 5000;
 /** Test users are `local@USER_DOMAIN`; Postfix delivers that whole domain into Dovecot Maildirs. */
 export const USER_DOMAIN = "mailgator.test";
 /** Folders every user has; all but INBOX carry a special-use attribute (RFC 6154). */
-export const SPECIAL_FOLDERS = { Drafts: "\\Drafts", Sent: "\\Sent", Trash: "\\Trash", Junk: "\\Junk", Archive: "\\Archive" } as const;
+export const SPECIAL_FOLDERS = {
+  Drafts: "\\Drafts",
+  Sent: "\\Sent",
+  Trash: "\\Trash",
+  Junk: "\\Junk",
+  Archive: "\\Archive",
+} as const;
 export const FOLDERS: readonly string[] = ["INBOX", ...Object.keys(SPECIAL_FOLDERS)];
 
 export interface Layout {

@@ -20,7 +20,8 @@ export async function withLock<T>(path: string, action: () => Promise<T>, timeou
         }
         continue;
       }
-      if (Date.now() > deadline) throw new Error(`upstreams: ${path} is held by pid ${readHolder(path)} for over ${timeoutMs} ms`);
+      if (Date.now() > deadline)
+        throw new Error(`upstreams: ${path} is held by pid ${readHolder(path)} for over ${timeoutMs} ms`);
       await Bun.sleep(100);
     }
   }

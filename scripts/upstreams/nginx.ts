@@ -2,7 +2,7 @@
  * nginx's mail module as a pure IMAP relay in front of Dovecot's plain port, plus the tiny
  * auth_http endpoint it needs (a Bun process). Started only on request (`--nginx`).
  */
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { logTail } from "./dovecot.ts";
 import type { Layout } from "./layout.ts";
@@ -39,12 +39,15 @@ export async function startAuthHttp(paths: Layout, port: number, imapPort: numbe
   mkdirSync(paths.nginxDir, { recursive: true });
   const pidFile = join(paths.nginxDir, "auth-http.pid");
   writeFileSync(pidFile, "");
-  const child = Bun.spawn([process.execPath, join(import.meta.dir, "auth-http.ts"), String(port), String(imapPort), pidFile], {
-    detached: true,
-    stdin: "ignore",
-    stdout: Bun.file(paths.authHttpLog),
-    stderr: Bun.file(paths.authHttpLog),
-  });
+  const child = Bun.spawn(
+    [process.execPath, join(import.meta.dir, "auth-http.ts"), String(port), String(imapPort), pidFile],
+    {
+      detached: true,
+      stdin: "ignore",
+      stdout: Bun.file(paths.authHttpLog),
+      stderr: Bun.file(paths.authHttpLog),
+    },
+  );
   child.unref();
   const deadline = Date.now() + 5000;
   while (Date.now() < deadline) {
@@ -61,5 +64,11 @@ export async function startNginx(paths: Layout, ports: { nginxImap: number; auth
   mkdirSync(paths.nginxDir, { recursive: true });
   writeFileSync(paths.nginxConf, nginxConfig(paths, ports));
   const pidFile = join(paths.nginxDir, "nginx.pid");
-  return startDaemon("nginx", ["/usr/sbin/nginx", "-p", paths.nginxDir, "-e", paths.nginxLog, "-c", paths.nginxConf], join(paths.nginxDir, "start.out"), pidFile, () => logTail(paths.nginxLog));
+  return startDaemon(
+    "nginx",
+    ["/usr/sbin/nginx", "-p", paths.nginxDir, "-e", paths.nginxLog, "-c", paths.nginxConf],
+    join(paths.nginxDir, "start.out"),
+    pidFile,
+    () => logTail(paths.nginxLog),
+  );
 }

@@ -1,5 +1,5 @@
 /** Loopback ports: finding free ones and waiting for a listener. */
-import { createServer, connect } from "node:net";
+import { connect, createServer } from "node:net";
 
 /** Asks the kernel for a free port on 127.0.0.1 (bind to port 0, read it back, release it). */
 export function freePort(): Promise<number> {
@@ -41,11 +41,15 @@ export async function waitForPorts(ports: Record<string, number>, timeoutMs: num
   const deadline = Date.now() + timeoutMs;
   let pending = Object.entries(ports);
   while (pending.length > 0) {
-    const states = await Promise.all(pending.map(async ([name, port]) => [name, port, await isListening(port)] as const));
+    const states = await Promise.all(
+      pending.map(async ([name, port]) => [name, port, await isListening(port)] as const),
+    );
     pending = states.filter(([, , up]) => !up).map(([name, port]) => [name, port]);
     if (pending.length === 0) return;
     if (Date.now() > deadline) {
-      throw new Error(`upstreams: nothing listens on ${pending.map(([name, port]) => `${name} 127.0.0.1:${port}`).join(", ")} after ${timeoutMs} ms`);
+      throw new Error(
+        `upstreams: nothing listens on ${pending.map(([name, port]) => `${name} 127.0.0.1:${port}`).join(", ")} after ${timeoutMs} ms`,
+      );
     }
     await Bun.sleep(50);
   }

@@ -8,9 +8,9 @@
  * Maildir, one file per envelope recipient, with X-Original-To and Delivered-To.
  * Recipient-name hooks answer 550 / 451 at RCPT TO.
  */
-import { chownSync, existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { chownSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { LMTP_SOCKET, SASL_SOCKET, logTail } from "./dovecot.ts";
+import { LMTP_SOCKET, logTail, SASL_SOCKET } from "./dovecot.ts";
 import type { Layout } from "./layout.ts";
 import { MAIL_UID, USER_DOMAIN } from "./layout.ts";
 import { startDaemon } from "./processes.ts";
@@ -144,20 +144,32 @@ export function writePostfixFiles(paths: Layout, tls: TlsFiles, ports: { smtp: n
   writeFileSync(join(paths.postfixConf, "main.cf"), mainCf(paths, tls));
   writeFileSync(join(paths.postfixConf, "master.cf"), masterCf(ports));
   writeFileSync(join(paths.postfixConf, "recipient-hooks"), recipientHooks());
-  writeFileSync(join(paths.postfixConf, "transport"), `${USER_DOMAIN} lmtp:unix:${join(paths.dovecotBaseDir, LMTP_SOCKET)}\n`);
+  writeFileSync(
+    join(paths.postfixConf, "transport"),
+    `${USER_DOMAIN} lmtp:unix:${join(paths.dovecotBaseDir, LMTP_SOCKET)}\n`,
+  );
 }
 
 function userIds(name: string): { uid: number; gid: number } {
-  const line = readFileSync("/etc/passwd", "utf8").split("\n").find((entry) => entry.startsWith(`${name}:`));
+  const line = readFileSync("/etc/passwd", "utf8")
+    .split("\n")
+    .find((entry) => entry.startsWith(`${name}:`));
   const fields = line?.split(":") ?? [];
   const uid = Number(fields[2]);
   const gid = Number(fields[3]);
-  if (!Number.isInteger(uid) || !Number.isInteger(gid)) throw new Error(`upstreams: user ${name} is missing (the ${name} package creates it)`);
+  if (!Number.isInteger(uid) || !Number.isInteger(gid))
+    throw new Error(`upstreams: user ${name} is missing (the ${name} package creates it)`);
   return { uid, gid };
 }
 
 /** `postfix start` creates missing queue directories, starts the master and returns its PID. */
 export async function startPostfix(paths: Layout): Promise<number> {
   const pidFile = join(paths.postfixQueue, "pid", "master.pid");
-  return startDaemon("postfix", ["/usr/sbin/postfix", "-c", paths.postfixConf, "start"], join(paths.postfixDir, "start.out"), pidFile, () => logTail(paths.postfixLog));
+  return startDaemon(
+    "postfix",
+    ["/usr/sbin/postfix", "-c", paths.postfixConf, "start"],
+    join(paths.postfixDir, "start.out"),
+    pidFile,
+    () => logTail(paths.postfixLog),
+  );
 }

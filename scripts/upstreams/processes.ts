@@ -2,7 +2,7 @@
  * Processes the fixtures start, identified by PID plus the kernel's start time so that a
  * recycled PID is never mistaken for ours (and never killed).
  */
-import { closeSync, existsSync, openSync, readFileSync, readdirSync } from "node:fs";
+import { closeSync, existsSync, openSync, readdirSync, readFileSync } from "node:fs";
 
 /** A process we started (a daemon's master), as recorded in upstreams.json. */
 export interface TrackedProcess {
@@ -130,7 +130,13 @@ export function runDaemonCommand(argv: string[], outputFile: string): { exitCode
  * Starts a daemon with `argv` and waits until it has written a positive PID
  * to `pidFile`; `logTail` adds the end of its log to any error.
  */
-export async function startDaemon(name: string, argv: string[], outputFile: string, pidFile: string, logTail: () => string): Promise<number> {
+export async function startDaemon(
+  name: string,
+  argv: string[],
+  outputFile: string,
+  pidFile: string,
+  logTail: () => string,
+): Promise<number> {
   const result = runDaemonCommand(argv, outputFile);
   if (result.exitCode !== 0) {
     throw new Error(`upstreams: ${name} did not start (exit ${result.exitCode}): ${result.output}${logTail()}`);

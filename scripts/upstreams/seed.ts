@@ -23,7 +23,7 @@
  *     [--count N] [--folder NAME=N ...] [--seed S] [--owner ADDRESS] [--manifest FILE]
  */
 import { randomBytes } from "node:crypto";
-import { chownSync, existsSync, readFileSync, readdirSync, renameSync, utimesSync, writeFileSync } from "node:fs";
+import { chownSync, existsSync, readdirSync, readFileSync, renameSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { MAIL_UID } from "./layout.ts";
 import { ensureFolder } from "./users.ts";
@@ -74,7 +74,13 @@ export interface SeedManifest {
 
 /** The folders and shares used when only a count is given. */
 export const DEFAULT_MIX: Readonly<Record<string, number>> = {
-  INBOX: 0.5, "Archive/2025": 0.15, "Archive/2026": 0.1, Sent: 0.1, Drafts: 0.05, Trash: 0.05, Junk: 0.05,
+  INBOX: 0.5,
+  "Archive/2025": 0.15,
+  "Archive/2026": 0.1,
+  Sent: 0.1,
+  Drafts: 0.05,
+  Trash: 0.05,
+  Junk: 0.05,
 };
 
 interface Sender {
@@ -86,26 +92,67 @@ interface Sender {
 }
 
 const SENDERS: readonly Sender[] = [
-  { header: "Shop Notifications <notifications@shop.test>", address: "notifications@shop.test", name: "Shop Notifications", weight: 30,
-    subjects: ["Your order #{n} has shipped", "Receipt for order #{n}", "Password reset code {n}"] },
-  { header: "Pat Boss <boss@corp.test>", address: "boss@corp.test", name: "Pat Boss", weight: 20,
-    subjects: ["Q3 planning, item {n}", "Re: budget review {n}", "Please sign contract {n}"] },
-  { header: "spam@evil.test", address: "spam@evil.test", name: "", weight: 12,
-    subjects: ["You won a prize ({n})!!!", "Verify your account {n} now"] },
-  { header: "Alice Friend <alice@friends.test>", address: "alice@friends.test", name: "Alice Friend", weight: 15,
-    subjects: ["Lunch on day {n}?", "Photos from the trip ({n})"] },
+  {
+    header: "Shop Notifications <notifications@shop.test>",
+    address: "notifications@shop.test",
+    name: "Shop Notifications",
+    weight: 30,
+    subjects: ["Your order #{n} has shipped", "Receipt for order #{n}", "Password reset code {n}"],
+  },
+  {
+    header: "Pat Boss <boss@corp.test>",
+    address: "boss@corp.test",
+    name: "Pat Boss",
+    weight: 20,
+    subjects: ["Q3 planning, item {n}", "Re: budget review {n}", "Please sign contract {n}"],
+  },
+  {
+    header: "spam@evil.test",
+    address: "spam@evil.test",
+    name: "",
+    weight: 12,
+    subjects: ["You won a prize ({n})!!!", "Verify your account {n} now"],
+  },
+  {
+    header: "Alice Friend <alice@friends.test>",
+    address: "alice@friends.test",
+    name: "Alice Friend",
+    weight: 15,
+    subjects: ["Lunch on day {n}?", "Photos from the trip ({n})"],
+  },
   // The name looks like an allowed sender; rules must match the addr-spec, not the name.
-  { header: "\"notifications@shop.test\" <spam@evil.test>", address: "spam@evil.test", name: "notifications@shop.test", weight: 8,
-    subjects: ["Your order #{n} has shipped", "Action required: invoice {n}"] },
+  {
+    header: '"notifications@shop.test" <spam@evil.test>',
+    address: "spam@evil.test",
+    name: "notifications@shop.test",
+    weight: 8,
+    subjects: ["Your order #{n} has shipped", "Action required: invoice {n}"],
+  },
   // An encoded-word name (RFC 2047) that decodes to "boss@corp.test".
-  { header: "=?UTF-8?B?Ym9zc0Bjb3JwLnRlc3Q=?= <spam@evil.test>", address: "spam@evil.test", name: "boss@corp.test", weight: 5,
-    subjects: ["Urgent wire transfer {n}"] },
-  { header: "=?UTF-8?Q?Andr=C3=A9_M=C3=BCller?= <andre@friends.test>", address: "andre@friends.test", name: "André Müller", weight: 10,
-    subjects: ["=?UTF-8?Q?Caf=C3=A9_on_Friday_{n}?=", "Re: the book {n}"] },
+  {
+    header: "=?UTF-8?B?Ym9zc0Bjb3JwLnRlc3Q=?= <spam@evil.test>",
+    address: "spam@evil.test",
+    name: "boss@corp.test",
+    weight: 5,
+    subjects: ["Urgent wire transfer {n}"],
+  },
+  {
+    header: "=?UTF-8?Q?Andr=C3=A9_M=C3=BCller?= <andre@friends.test>",
+    address: "andre@friends.test",
+    name: "André Müller",
+    weight: 10,
+    subjects: ["=?UTF-8?Q?Caf=C3=A9_on_Friday_{n}?=", "Re: the book {n}"],
+  },
 ];
 
 const CC_POOL = ["carol@corp.test", "dave@partner.test", "alice@friends.test", "eve@corp.test"] as const;
-const CONTACTS = ["boss@corp.test", "alice@friends.test", "carol@corp.test", "orders@shop.test", "dave@partner.test"] as const;
+const CONTACTS = [
+  "boss@corp.test",
+  "alice@friends.test",
+  "carol@corp.test",
+  "orders@shop.test",
+  "dave@partner.test",
+] as const;
 
 /** mulberry32: small, fast, good enough for test data, same sequence everywhere. */
 function prng(seed: number): () => number {
@@ -138,7 +185,13 @@ function decodeWords(text: string): string {
   return text.replace(/=\?UTF-8\?([BQ])\?([^?]*)\?=/gi, (_, encoding: string, data: string) =>
     encoding.toUpperCase() === "B"
       ? Buffer.from(data, "base64").toString("utf8")
-      : Buffer.from(data.replace(/_/g, " ").replace(/=([0-9A-F]{2})/gi, (__, hex: string) => String.fromCharCode(parseInt(hex, 16))), "latin1").toString("utf8"));
+      : Buffer.from(
+          data
+            .replace(/_/g, " ")
+            .replace(/=([0-9A-F]{2})/gi, (__, hex: string) => String.fromCharCode(parseInt(hex, 16))),
+          "latin1",
+        ).toString("utf8"),
+  );
 }
 
 /** RFC 5322 date, e.g. "Thu, 01 Jan 2026 10:00:00 +0000". */
@@ -181,12 +234,25 @@ interface Generated {
   readonly mtime: Date;
 }
 
-function generate(folder: string, index: number, uid: number, count: number, seed: number, owner: string, attachmentRatio: number, random: () => number): Generated {
+function generate(
+  folder: string,
+  index: number,
+  uid: number,
+  count: number,
+  seed: number,
+  owner: string,
+  attachmentRatio: number,
+  random: () => number,
+): Generated {
   const n = index + 1;
   const outgoing = isOutgoing(folder);
   const sender = outgoing ? undefined : pick(SENDERS, random);
   const fromHeader = sender?.header ?? `Me <${owner}>`;
-  const subjectRaw = (sender === undefined ? choose(["Re: planning {n}", "Notes {n}", "Draft reply {n}"], random) : choose(sender.subjects, random)).replace("{n}", String(n));
+  const subjectRaw = (
+    sender === undefined
+      ? choose(["Re: planning {n}", "Notes {n}", "Draft reply {n}"], random)
+      : choose(sender.subjects, random)
+  ).replace("{n}", String(n));
 
   let toHeader: string;
   let to: string[];
@@ -198,6 +264,7 @@ function generate(folder: string, index: number, uid: number, count: number, see
     // A group (RFC 5322 §3.4): its members are recipients, its name is not an address.
     to = ["carol@corp.test", owner];
     toHeader = `Team: carol@corp.test, ${owner};`;
+    // biome-ignore lint/suspicious/noDuplicateElseIf: each branch draws a new random number
   } else if (random() < 0.05) {
     to = [];
     toHeader = "undisclosed-recipients:;";
@@ -267,7 +334,13 @@ function generate(folder: string, index: number, uid: number, count: number, see
 }
 
 /** Maildir info letters (must be in ASCII order) and the IMAP flags they stand for. */
-const FLAG_LETTERS: Readonly<Record<string, string>> = { "\\Draft": "D", "\\Flagged": "F", "\\Answered": "R", "\\Seen": "S", "\\Deleted": "T" };
+const FLAG_LETTERS: Readonly<Record<string, string>> = {
+  "\\Draft": "D",
+  "\\Flagged": "F",
+  "\\Answered": "R",
+  "\\Seen": "S",
+  "\\Deleted": "T",
+};
 /** The order Dovecot lists system flags in (its flag bits). */
 const FLAG_ORDER = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"] as const;
 
@@ -291,7 +364,9 @@ function uidlistHeader(path: string, folder: string): UidlistHeader {
   for (const sub of ["cur", "new"]) {
     const names = readdirSync(join(path, sub));
     if (names.length > 0) {
-      throw new Error(`seed: folder "${folder}" already holds ${names.length}+ messages (${join(path, sub)}); seed only into empty folders`);
+      throw new Error(
+        `seed: folder "${folder}" already holds ${names.length}+ messages (${join(path, sub)}); seed only into empty folders`,
+      );
     }
   }
   const uidlist = join(path, "dovecot-uidlist");
@@ -343,7 +418,8 @@ export function seedMaildir(maildir: string, options: SeedOptions = {}): SeedMan
   let folderNumber = 0;
   for (const [folder, count] of Object.entries(plan)) {
     folderNumber++;
-    if (!Number.isInteger(count) || count < 0) throw new Error(`seed: folder "${folder}": count must be a whole number, got ${count}`);
+    if (!Number.isInteger(count) || count < 0)
+      throw new Error(`seed: folder "${folder}": count must be a whole number, got ${count}`);
     const path = ensureFolder(maildir, folder);
     const header = uidlistHeader(path, folder);
     const first = header.next;
@@ -389,13 +465,20 @@ if (import.meta.main) {
     maildir = userMaildir(layout(value("--dir")).maildirRoot, user);
   }
   if (maildir === undefined) {
-    console.error("usage: bun scripts/upstreams/seed.ts (--user ADDRESS [--dir D] | --maildir PATH) [--count N] [--folder NAME=N ...] [--seed S] [--owner ADDRESS] [--manifest FILE]");
+    console.error(
+      "usage: bun scripts/upstreams/seed.ts (--user ADDRESS [--dir D] | --maildir PATH) [--count N] [--folder NAME=N ...] [--seed S] [--owner ADDRESS] [--manifest FILE]",
+    );
     process.exit(2);
   }
-  const folders = folderArgs.length === 0 ? undefined : Object.fromEntries(folderArgs.map((spec) => {
-    const at = spec.lastIndexOf("=");
-    return [spec.slice(0, at), Number(spec.slice(at + 1))];
-  }));
+  const folders =
+    folderArgs.length === 0
+      ? undefined
+      : Object.fromEntries(
+          folderArgs.map((spec) => {
+            const at = spec.lastIndexOf("=");
+            return [spec.slice(0, at), Number(spec.slice(at + 1))];
+          }),
+        );
   const count = value("--count");
   const seed = value("--seed");
   const owner = value("--owner") ?? user;
@@ -410,6 +493,8 @@ if (import.meta.main) {
   const manifestFile = value("--manifest");
   if (manifestFile !== undefined) writeFileSync(manifestFile, JSON.stringify(manifest));
   const total = Object.values(manifest.folders).reduce((sum, list) => sum + list.length, 0);
-  const perFolder = Object.entries(manifest.folders).map(([folder, list]) => `${folder}=${list.length}`).join(" ");
+  const perFolder = Object.entries(manifest.folders)
+    .map(([folder, list]) => `${folder}=${list.length}`)
+    .join(" ");
   console.error(`seed: ${total} messages into ${maildir} in ${seconds.toFixed(2)} s (${perFolder})`);
 }

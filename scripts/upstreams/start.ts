@@ -13,11 +13,11 @@ import { readUpstreams } from "./description.ts";
 import { startDovecot, writeDovecotFiles } from "./dovecot.ts";
 import { ensurePackages } from "./install.ts";
 import type { Layout } from "./layout.ts";
-import { FOLDERS, MAIL_UID, USER_DOMAIN, layout } from "./layout.ts";
+import { FOLDERS, layout, MAIL_UID, USER_DOMAIN } from "./layout.ts";
 import { withLock } from "./lock.ts";
 import { startAuthHttp, startNginx } from "./nginx.ts";
 import { freePort, isListening, waitForPorts } from "./ports.ts";
-import { startPostfix, writePostfixFiles, HOOKS } from "./postfix.ts";
+import { HOOKS, startPostfix, writePostfixFiles } from "./postfix.ts";
 import type { TrackedProcess } from "./processes.ts";
 import { isAlive, terminate, track } from "./processes.ts";
 import { stopProcesses } from "./stop.ts";
@@ -30,7 +30,13 @@ export interface StartOptions {
   /** Also start nginx's IMAP relay. */
   readonly nginx?: boolean;
   /** Fixed ports; the others are chosen free. */
-  readonly ports?: { readonly imap?: number; readonly imaps?: number; readonly smtp?: number; readonly smtps?: number; readonly nginxImap?: number };
+  readonly ports?: {
+    readonly imap?: number;
+    readonly imaps?: number;
+    readonly smtp?: number;
+    readonly smtps?: number;
+    readonly nginxImap?: number;
+  };
   /** Install missing Debian packages when root (default true). */
   readonly install?: boolean;
   /** Progress messages (default: stderr). */
@@ -90,7 +96,8 @@ async function startFresh(paths: Layout, options: StartOptions, log: (line: stri
     smtp: options.ports?.smtp ?? (await freePort()),
     smtps: options.ports?.smtps ?? (await freePort()),
   };
-  if (new Set(Object.values(ports)).size !== 4) throw new Error(`upstreams: ports must differ: ${JSON.stringify(ports)}`);
+  if (new Set(Object.values(ports)).size !== 4)
+    throw new Error(`upstreams: ports must differ: ${JSON.stringify(ports)}`);
   for (const [name, port] of Object.entries(ports)) {
     if (await isListening(port)) throw new Error(`upstreams: port ${port} (${name}) is already in use on 127.0.0.1`);
   }
@@ -137,7 +144,12 @@ async function startFresh(paths: Layout, options: StartOptions, log: (line: stri
   }
 }
 
-async function addNginx(paths: Layout, description: Upstreams, options: StartOptions, log: (line: string) => void): Promise<Upstreams> {
+async function addNginx(
+  paths: Layout,
+  description: Upstreams,
+  options: StartOptions,
+  log: (line: string) => void,
+): Promise<Upstreams> {
   if (options.install !== false) ensurePackages({ nginx: true, log });
   const nginxImap = options.ports?.nginxImap ?? (await freePort());
   const authHttp = await freePort();
@@ -169,7 +181,11 @@ function writeDescription(paths: Layout, description: Upstreams): void {
 function parseArgs(argv: string[]): StartOptions {
   const options: { dir?: string; nginx?: boolean; install?: boolean; ports: Record<string, number> } = { ports: {} };
   const portFlags: Record<string, string> = {
-    "--imap-port": "imap", "--imaps-port": "imaps", "--smtp-port": "smtp", "--smtps-port": "smtps", "--nginx-port": "nginxImap",
+    "--imap-port": "imap",
+    "--imaps-port": "imaps",
+    "--smtp-port": "smtp",
+    "--smtps-port": "smtps",
+    "--nginx-port": "nginxImap",
   };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i] as string;
@@ -181,7 +197,10 @@ function parseArgs(argv: string[]): StartOptions {
       const port = Number(required(argv, ++i, arg));
       if (!Number.isInteger(port) || port < 1 || port > 65535) throw new Error(`upstreams: ${arg} needs a port number`);
       options.ports[portName] = port;
-    } else throw new Error(`upstreams: unknown argument ${arg}\nusage: bun scripts/upstreams/start.ts [--dir D] [--nginx] [--no-install] [--imap-port N] [--imaps-port N] [--smtp-port N] [--smtps-port N] [--nginx-port N]`);
+    } else
+      throw new Error(
+        `upstreams: unknown argument ${arg}\nusage: bun scripts/upstreams/start.ts [--dir D] [--nginx] [--no-install] [--imap-port N] [--imaps-port N] [--smtp-port N] [--smtps-port N] [--nginx-port N]`,
+      );
   }
   return options;
 }
@@ -197,7 +216,9 @@ if (import.meta.main) {
     const started = Date.now();
     const description = await startUpstreams(parseArgs(process.argv.slice(2)));
     console.log(JSON.stringify(description, null, 2));
-    console.error(`upstreams: ready in ${Date.now() - started} ms; description in ${join(description.dir, "upstreams.json")}`);
+    console.error(
+      `upstreams: ready in ${Date.now() - started} ms; description in ${join(description.dir, "upstreams.json")}`,
+    );
   } catch (error) {
     console.error(error instanceof Error ? error.message : String(error));
     process.exit(1);

@@ -56,7 +56,8 @@ if (import.meta.main) {
   } else {
     console.error(`upstreams: stopped ${report.stopped.processes.map((p) => `${p.name} (pid ${p.pid})`).join(", ")}`);
   }
-  for (const left of report.leftoverProcesses) console.error(`upstreams: still running: pid ${left.pid} ${left.command}`);
+  for (const left of report.leftoverProcesses)
+    console.error(`upstreams: still running: pid ${left.pid} ${left.command}`);
   for (const port of report.leftoverPorts) console.error(`upstreams: still listening: 127.0.0.1:${port}`);
   process.exit(report.leftoverProcesses.length + report.leftoverPorts.length === 0 ? 0 : 1);
 }

@@ -53,7 +53,8 @@ export function ensureOwnedDir(path: string): void {
 }
 
 function passwdLine(address: string, password: string, home: string): string {
-  if (/[:\n]/.test(password) || /[:\n\s/]/.test(address)) throw new Error(`upstreams: user "${address}": no ":", "/", spaces or line breaks allowed`);
+  if (/[:\n]/.test(password) || /[:\n\s/]/.test(address))
+    throw new Error(`upstreams: user "${address}": no ":", "/", spaces or line breaks allowed`);
   return `${address}:{PLAIN}${password}:${MAIL_UID}:${MAIL_UID}::${home}::`;
 }
 

@@ -16,8 +16,8 @@ import {
   DECISIONS,
   PROTOCOLS,
 } from "./event.ts";
-import { COLUMNS, migrate, READABLE_SINCE, SCHEMA_VERSION, schemaVersion } from "./schema.ts";
 import { fromColumns, type StoredRow, toColumns } from "./row.ts";
+import { COLUMNS, migrate, READABLE_SINCE, SCHEMA_VERSION, schemaVersion } from "./schema.ts";
 
 /** Rows recorded with record() reach the disk within this; a crash loses at most this window of them. */
 const DEFAULT_BATCH_MS = 25;
@@ -154,10 +154,9 @@ export class AuditLog {
       }
     } catch (e) {
       db?.close();
-      throw new AuditUnavailableError(
-        `audit: cannot open ${path}${readonly ? "" : " for writing"}: ${message(e)}`,
-        { cause: e },
-      );
+      throw new AuditUnavailableError(`audit: cannot open ${path}${readonly ? "" : " for writing"}: ${message(e)}`, {
+        cause: e,
+      });
     }
     const log = new AuditLog(path, db, readonly, opts);
     if (!readonly && opts.retentionDays !== undefined) log.#startRetention(opts.retentionDays);
@@ -268,7 +267,9 @@ export class AuditLog {
     }
     this.#checkOpen();
     try {
-      return this.#db.query<Record<string, string | number | null>, (string | number)[]>(sql).all(...params)
+      return this.#db
+        .query<Record<string, string | number | null>, (string | number)[]>(sql)
+        .all(...params)
         .map(fromColumns);
     } catch (e) {
       throw new AuditUnavailableError(`audit: cannot read ${this.path}: ${message(e)}`, { cause: e });

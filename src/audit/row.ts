@@ -51,8 +51,10 @@ export function toColumns(ev: AuditEvent): StoredRow {
 type Columns = Record<string, string | number | null>;
 
 const str = (v: string | number | null | undefined): string => (v === null || v === undefined ? "" : String(v));
-const optStr = (v: string | number | null | undefined): string | null => (v === null || v === undefined ? null : String(v));
-const optNum = (v: string | number | null | undefined): number | null => (v === null || v === undefined ? null : Number(v));
+const optStr = (v: string | number | null | undefined): string | null =>
+  v === null || v === undefined ? null : String(v);
+const optNum = (v: string | number | null | undefined): number | null =>
+  v === null || v === undefined ? null : Number(v);
 
 export function fromColumns(c: Columns): AuditRow {
   const detail = optStr(c["detail"]);

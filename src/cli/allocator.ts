@@ -42,6 +42,8 @@ export function tuneAllocator(): void {
   } catch (e) {
     // Only slower, not less safe: run on with the allocator's defaults.
     const why = (e as Error).message;
-    process.stderr.write(`mailgator: could not re-execute with the allocator tuned (${why}); running with its defaults\n`);
+    process.stderr.write(
+      `mailgator: could not re-execute with the allocator tuned (${why}); running with its defaults\n`,
+    );
   }
 }

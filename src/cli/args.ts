@@ -3,7 +3,7 @@
  * mode, with its errors turned into UsageError (exit code 2).
  */
 
-import { parseArgs, type ParseArgsConfig } from "node:util";
+import { type ParseArgsConfig, parseArgs } from "node:util";
 
 /** Wrong arguments: printed with the command's usage, exit code 2. */
 export class UsageError extends Error {
@@ -31,14 +31,24 @@ type Options = NonNullable<ParseArgsConfig["options"]>;
 
 export function parse<T extends Options>(argv: readonly string[], options: T, usage: string, allowPositionals = false) {
   try {
-    return parseArgs({ args: [...argv], options: { help: { type: "boolean", short: "h" }, ...options }, strict: true, allowPositionals, allowNegative: true });
+    return parseArgs({
+      args: [...argv],
+      options: { help: { type: "boolean", short: "h" }, ...options },
+      strict: true,
+      allowPositionals,
+      allowNegative: true,
+    });
   } catch (e) {
     throw new UsageError((e as Error).message.split("\n")[0]!, usage);
   }
 }
 
 /** The value of a required string option, or a UsageError naming it. */
-export function required(value: string | boolean | (string | boolean)[] | undefined, flag: string, usage: string): string {
+export function required(
+  value: string | boolean | (string | boolean)[] | undefined,
+  flag: string,
+  usage: string,
+): string {
   if (typeof value !== "string" || value === "") throw new UsageError(`${flag} is required`, usage);
   return value;
 }

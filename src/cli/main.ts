@@ -54,7 +54,8 @@ function takeLogFormat(argv: string[]): "pretty" | "json" {
     if (a === "--log-format" || a.startsWith("--log-format=")) {
       const value = a.includes("=") ? a.slice(a.indexOf("=") + 1) : argv[i + 1];
       argv.splice(i, a.includes("=") ? 1 : 2);
-      if (value !== "pretty" && value !== "json") throw new UsageError(`--log-format: expected pretty or json, got ${JSON.stringify(value ?? "")}`);
+      if (value !== "pretty" && value !== "json")
+        throw new UsageError(`--log-format: expected pretty or json, got ${JSON.stringify(value ?? "")}`);
       format = value;
       i--;
     }

@@ -1,7 +1,18 @@
 /** Configuration: mailgator.toml → validated, frozen Config. */
-export { loadConfig, parseConfig } from "./load.ts";
-export type { LoadOptions } from "./load.ts";
-export { ConfigError, formatProblem, formatProblems } from "./errors.ts";
+
 export type { ConfigProblem } from "./errors.ts";
+export { ConfigError, formatProblem, formatProblems } from "./errors.ts";
+export type { LoadOptions } from "./load.ts";
+export { loadConfig, parseConfig } from "./load.ts";
+export type {
+  AccountConfig,
+  AgentConfig,
+  AuditConfig,
+  Config,
+  HostPort,
+  ListenerConfig,
+  RuleConfig,
+  SmtpConfig,
+  TlsMode,
+} from "./types.ts";
 export { Secret } from "./types.ts";
-export type { AccountConfig, AgentConfig, AuditConfig, Config, HostPort, ListenerConfig, RuleConfig, SmtpConfig, TlsMode } from "./types.ts";

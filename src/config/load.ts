@@ -9,19 +9,19 @@ import { isIP } from "node:net";
 import { dirname, resolve } from "node:path";
 import { parse as parseToml, TomlError } from "smol-toml";
 import * as v from "valibot";
-import { expandOperation, GlobError, compileGlob, type GlobKind, type Operation } from "../policy/index.ts";
+import { compileGlob, expandOperation, GlobError, type GlobKind, type Operation } from "../policy/index.ts";
 import { mailboxProblem } from "../smtp/address.ts";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
 import { locate } from "./locate.ts";
 import { configSchema, type RawConfig, type RawListener, type RawRule } from "./schema.ts";
 import {
-  Secret,
   type AccountConfig,
   type AgentConfig,
   type Config,
   type HostPort,
   type ListenerConfig,
   type RuleConfig,
+  Secret,
   type SmtpConfig,
   type TlsMode,
 } from "./types.ts";
@@ -32,7 +32,13 @@ export interface LoadOptions {
 }
 
 /** Default upstream TLS by well-known port (RFC 8314 implicit TLS; RFC 3207/2595 STARTTLS). */
-const TLS_BY_PORT: Readonly<Record<number, TlsMode>> = { 993: "tls", 465: "tls", 143: "starttls", 587: "starttls", 25: "starttls" };
+const TLS_BY_PORT: Readonly<Record<number, TlsMode>> = {
+  993: "tls",
+  465: "tls",
+  143: "starttls",
+  587: "starttls",
+  25: "starttls",
+};
 
 const TOKEN_HASH = /^sha256:[0-9a-f]{64}$/;
 
@@ -70,7 +76,12 @@ function schemaProblems(issues: readonly v.BaseIssue<unknown>[], problems: Probl
     } else if (issue.type === "strict_object") {
       problems.add(path, `missing required key ${JSON.stringify(path.at(-1))}`);
     } else if (issue.type === "integer" || issue.type === "min_value" || issue.type === "min_length") {
-      const what = issue.type === "integer" ? "a whole number" : issue.type === "min_value" ? `a number ≥ ${String(issue.requirement)}` : "a non-empty string";
+      const what =
+        issue.type === "integer"
+          ? "a whole number"
+          : issue.type === "min_value"
+            ? `a number ≥ ${String(issue.requirement)}`
+            : "a non-empty string";
       problems.add(path, `expected ${what}, got ${describeValue(issue.input)}`);
     } else {
       let expected = (issue.expected ?? "a different value").replace(/^\((.*)\)$/, "$1");
@@ -131,22 +142,35 @@ function listener(
     warnings.push(`[${section}] upstream_tls = "none": credentials and mail cross to ${raw.upstream_addr} unencrypted`);
   }
   if (raw.upstream_tls_skip_verify) {
-    warnings.push(`[${section}] upstream_tls_skip_verify = true: the upstream certificate is NOT verified; anyone on the path can impersonate ${raw.upstream_addr}`);
+    warnings.push(
+      `[${section}] upstream_tls_skip_verify = true: the upstream certificate is NOT verified; anyone on the path can impersonate ${raw.upstream_addr}`,
+    );
   }
   const listenTls = raw.listen_tls ?? "none";
   let cert: string | null = null;
   let key: string | null = null;
   if (listenTls !== "none") {
-    if (raw.tls_cert_file === undefined) problems.add([section, "tls_cert_file"], `required when listen_tls = "${listenTls}"`);
-    if (raw.tls_key_file === undefined) problems.add([section, "tls_key_file"], `required when listen_tls = "${listenTls}"`);
+    if (raw.tls_cert_file === undefined)
+      problems.add([section, "tls_cert_file"], `required when listen_tls = "${listenTls}"`);
+    if (raw.tls_key_file === undefined)
+      problems.add([section, "tls_key_file"], `required when listen_tls = "${listenTls}"`);
   } else if (raw.tls_cert_file !== undefined || raw.tls_key_file !== undefined) {
-    problems.add([section, "listen_tls"], `tls_cert_file/tls_key_file are set but listen_tls is "none"; set listen_tls = "tls" or "starttls", or remove them`);
+    problems.add(
+      [section, "listen_tls"],
+      `tls_cert_file/tls_key_file are set but listen_tls is "none"; set listen_tls = "tls" or "starttls", or remove them`,
+    );
   } else if (!isLoopback(listenAddr.host)) {
-    warnings.push(`[${section}] listens on ${raw.listen_addr} without TLS: agents' logins cross the network in clear text`);
+    warnings.push(
+      `[${section}] listens on ${raw.listen_addr} without TLS: agents' logins cross the network in clear text`,
+    );
   }
-  if (raw.tls_cert_file !== undefined) cert = resolveFile(base, raw.tls_cert_file, [section, "tls_cert_file"], problems);
+  if (raw.tls_cert_file !== undefined)
+    cert = resolveFile(base, raw.tls_cert_file, [section, "tls_cert_file"], problems);
   if (raw.tls_key_file !== undefined) key = resolveFile(base, raw.tls_key_file, [section, "tls_key_file"], problems);
-  const ca = raw.upstream_ca_file === undefined ? null : resolveFile(base, raw.upstream_ca_file, [section, "upstream_ca_file"], problems);
+  const ca =
+    raw.upstream_ca_file === undefined
+      ? null
+      : resolveFile(base, raw.upstream_ca_file, [section, "upstream_ca_file"], problems);
   return {
     listenAddr,
     listenTls,
@@ -168,7 +192,11 @@ function identities(values: readonly string[] | undefined, path: PathItem[], pro
   const out: string[] = [];
   values?.forEach((address, j) => {
     const problem = /[*?]/.test(address) ? "identities are exact addresses, not globs" : mailboxProblem(address);
-    if (problem !== null) problems.add([...path, j], `expected an email address (local@domain), got ${JSON.stringify(address)}: ${problem}`);
+    if (problem !== null)
+      problems.add(
+        [...path, j],
+        `expected an email address (local@domain), got ${JSON.stringify(address)}: ${problem}`,
+      );
     else out.push(address);
   });
   return out;
@@ -183,7 +211,8 @@ function rule(raw: RawRule, i: number, agentNames: ReadonlySet<string> | null, p
   const at = (key: string, ...rest: PathItem[]): PathItem[] => ["rules", i, key, ...rest];
   const before = problems.list.length;
   const pick = (a: "folders" | "operations", b: "folder" | "operation"): string[] | undefined => {
-    if (raw[a] !== undefined && raw[b] !== undefined) problems.add(at(b), `"${b}" is an alias of "${a}"; give only one of them`);
+    if (raw[a] !== undefined && raw[b] !== undefined)
+      problems.add(at(b), `"${b}" is an alias of "${a}"; give only one of them`);
     return list(raw[a] ?? raw[b]);
   };
   const fields: Record<string, string[] | undefined> = {
@@ -201,7 +230,14 @@ function rule(raw: RawRule, i: number, agentNames: ReadonlySet<string> | null, p
       problems.add(at(key), "an empty list matches nothing; omit the key to match everything");
     }
   }
-  const kinds: [string, GlobKind][] = [["folders", "folder"], ["from", "address"], ["to", "address"], ["cc", "address"], ["bcc", "address"], ["subject", "subject"]];
+  const kinds: [string, GlobKind][] = [
+    ["folders", "folder"],
+    ["from", "address"],
+    ["to", "address"],
+    ["cc", "address"],
+    ["bcc", "address"],
+    ["subject", "subject"],
+  ];
   for (const [key, kind] of kinds) {
     fields[key]?.forEach((pattern, j) => {
       try {
@@ -227,11 +263,19 @@ function rule(raw: RawRule, i: number, agentNames: ReadonlySet<string> | null, p
     operations = [...ops];
   }
   if (raw.action === "ask" && (operations === undefined || operations.some((op) => op !== "mail:send"))) {
-    problems.add(at("action"), `"ask" applies to mail:send only; set operations = ["mail:send"] (got ${operations ? operations.join(", ") : "all operations"})`);
+    problems.add(
+      at("action"),
+      `"ask" applies to mail:send only; set operations = ["mail:send"] (got ${operations ? operations.join(", ") : "all operations"})`,
+    );
   }
   fields["agents"]?.forEach((name, j) => {
-    if (agentNames === null) problems.add(at("agents", j), `rules name agents, but no [[agents]] are defined (pass-through mode has no agents)`);
-    else if (!agentNames.has(name)) problems.add(at("agents", j), `no agent named ${JSON.stringify(name)} in [[agents]]`);
+    if (agentNames === null)
+      problems.add(
+        at("agents", j),
+        `rules name agents, but no [[agents]] are defined (pass-through mode has no agents)`,
+      );
+    else if (!agentNames.has(name))
+      problems.add(at("agents", j), `no agent named ${JSON.stringify(name)} in [[agents]]`);
   });
   if (problems.list.length > before) return null;
   return {
@@ -259,11 +303,20 @@ function validIpOrCidr(text: string): boolean {
   return /^\d+$/.test(bits) && n <= (family === 4 ? 32 : 128);
 }
 
-function account(name: string, raw: NonNullable<RawConfig["accounts"]>[string], base: string, env: LoadOptions["env"] & object, problems: Problems): AccountConfig | null {
+function account(
+  name: string,
+  raw: NonNullable<RawConfig["accounts"]>[string],
+  base: string,
+  env: LoadOptions["env"] & object,
+  problems: Problems,
+): AccountConfig | null {
   const ids = identities(raw.identities, ["accounts", name, "identities"], problems);
   const sources = (["password", "password_env", "password_file"] as const).filter((k) => raw[k] !== undefined);
   if (sources.length !== 1) {
-    problems.add(["accounts", name], `give exactly one of password, password_env, password_file (got ${sources.length ? sources.join(", ") : "none"})`);
+    problems.add(
+      ["accounts", name],
+      `give exactly one of password, password_env, password_file (got ${sources.length ? sources.join(", ") : "none"})`,
+    );
     return null;
   }
   let secret: string | undefined;
@@ -286,7 +339,13 @@ function account(name: string, raw: NonNullable<RawConfig["accounts"]>[string], 
   return { name, username: raw.username, password: new Secret(secret), identities: ids };
 }
 
-function build(raw: RawConfig, file: string, text: string, env: NonNullable<LoadOptions["env"]>, problems: Problems): Config {
+function build(
+  raw: RawConfig,
+  file: string,
+  text: string,
+  env: NonNullable<LoadOptions["env"]>,
+  problems: Problems,
+): Config {
   const base = dirname(file);
   const warnings: string[] = [];
   const imap = raw.imap ? listener(raw.imap, "imap", base, problems, warnings) : null;
@@ -307,13 +366,20 @@ function build(raw: RawConfig, file: string, text: string, env: NonNullable<Load
     if (agentNames.has(a.name)) problems.add(["agents", i, "name"], `duplicate agent name ${JSON.stringify(a.name)}`);
     agentNames.add(a.name);
     if (!TOKEN_HASH.test(a.token_hash)) {
-      problems.add(["agents", i, "token_hash"], `expected "sha256:" and 64 hex digits (from \`mailgator token new ${a.name}\`)`);
+      problems.add(
+        ["agents", i, "token_hash"],
+        `expected "sha256:" and 64 hex digits (from \`mailgator token new ${a.name}\`)`,
+      );
     }
     if (raw.accounts?.[a.account] === undefined) {
       problems.add(["agents", i, "account"], `no account named ${JSON.stringify(a.account)} in [accounts]`);
     }
     a.allowed_ips?.forEach((ip, j) => {
-      if (!validIpOrCidr(ip)) problems.add(["agents", i, "allowed_ips", j], `expected an IP address or CIDR range, got ${JSON.stringify(ip)}`);
+      if (!validIpOrCidr(ip))
+        problems.add(
+          ["agents", i, "allowed_ips", j],
+          `expected an IP address or CIDR range, got ${JSON.stringify(ip)}`,
+        );
     });
     agents.push({ name: a.name, tokenHash: a.token_hash, account: a.account, allowedIps: a.allowed_ips ?? null });
   });
@@ -321,14 +387,17 @@ function build(raw: RawConfig, file: string, text: string, env: NonNullable<Load
     warnings.push("[accounts] are defined but no [[agents]]: pass-through mode ignores them");
   }
   if (agents.length > 0 && raw.smtp?.identities !== undefined) {
-    warnings.push("[smtp] identities apply in pass-through mode only; vault mode ignores them and uses each [accounts] entry's identities");
+    warnings.push(
+      "[smtp] identities apply in pass-through mode only; vault mode ignores them and uses each [accounts] entry's identities",
+    );
   }
 
   const rules: RuleConfig[] = [];
   const ruleNames = new Map<string, number>();
   (raw.rules ?? []).forEach((r, i) => {
     const first = ruleNames.get(r.name);
-    if (first !== undefined) problems.add(["rules", i, "name"], `duplicate rule name ${JSON.stringify(r.name)} (also rules[${first}])`);
+    if (first !== undefined)
+      problems.add(["rules", i, "name"], `duplicate rule name ${JSON.stringify(r.name)} (also rules[${first}])`);
     else ruleNames.set(r.name, i);
     const compiled = rule(r, i, raw.agents ? agentNames : null, problems);
     if (compiled) rules.push(compiled);
@@ -389,7 +458,9 @@ export function loadConfig(path: string, options: LoadOptions = {}): Config {
     text = readFileSync(file, "utf8");
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
-    throw new ConfigError(file, [{ message: code === "ENOENT" ? "file not found" : `cannot read the file (${code ?? String(e)})` }]);
+    throw new ConfigError(file, [
+      { message: code === "ENOENT" ? "file not found" : `cannot read the file (${code ?? String(e)})` },
+    ]);
   }
   return parseConfig(text, file, options);
 }

@@ -138,7 +138,14 @@ export class ClassificationCache {
     new Uint8Array(visible.buffer).set(blob);
     const through = row.classified_through;
     const highest = row.highest_visible;
-    if (!Number.isInteger(through) || through < 0 || through > 0xffffffff || !Number.isInteger(highest) || highest > through) return this.#invalid(key);
+    if (
+      !Number.isInteger(through) ||
+      through < 0 ||
+      through > 0xffffffff ||
+      !Number.isInteger(highest) ||
+      highest > through
+    )
+      return this.#invalid(key);
     let last = 0;
     for (let i = 0; i < visible.length; i++) {
       const uid = visible[i]!;
@@ -159,8 +166,19 @@ export class ClassificationCache {
     const blob = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
     try {
       this.#db
-        .query("INSERT OR REPLACE INTO visibility (account, folder, fingerprint, uid_validity, classified_through, highest_visible, visible, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)")
-        .run(key.account, key.folder, key.fingerprint, value.uidValidity, value.classifiedThrough, value.highestVisible, blob, Date.now());
+        .query(
+          "INSERT OR REPLACE INTO visibility (account, folder, fingerprint, uid_validity, classified_through, highest_visible, visible, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .run(
+          key.account,
+          key.folder,
+          key.fingerprint,
+          value.uidValidity,
+          value.classifiedThrough,
+          value.highestVisible,
+          blob,
+          Date.now(),
+        );
       return true;
     } catch (error) {
       this.#fail("write", error);

@@ -4,7 +4,15 @@
  */
 
 /** Before login. LOGINDISABLED and STARTTLS are added by the session when the listener offers STARTTLS. */
-export const PRE_AUTH_CAPABILITIES: readonly string[] = ["IMAP4rev1", "LITERAL-", "SASL-IR", "ID", "ENABLE", "IDLE", "AUTH=PLAIN"];
+export const PRE_AUTH_CAPABILITIES: readonly string[] = [
+  "IMAP4rev1",
+  "LITERAL-",
+  "SASL-IR",
+  "ID",
+  "ENABLE",
+  "IDLE",
+  "AUTH=PLAIN",
+];
 
 /** After login. */
 export const AUTH_CAPABILITIES: readonly string[] = [

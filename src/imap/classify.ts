@@ -15,10 +15,10 @@
  */
 
 import { createHash } from "node:crypto";
-import { isAttachmentEntity, parseHeaderFields, readMessageFields, type MimeEntity } from "../mail/index.ts";
+import { isAttachmentEntity, type MimeEntity, parseHeaderFields, readMessageFields } from "../mail/index.ts";
 import type { Decision, MessageField, Operation, Policy } from "../policy/index.ts";
 import { operationBit } from "../policy/operations.ts";
-import type { ClassificationCache, CacheKey } from "./cache.ts";
+import type { CacheKey, ClassificationCache } from "./cache.ts";
 import type { StatusResponse, UpstreamCommand } from "./upstream.ts";
 import { VisibleSet } from "./view.ts";
 import type { FetchItem, Response, Value } from "./wire/index.ts";
@@ -80,7 +80,12 @@ export interface MessageFilter {
  * The filter for `operation` (default mail:read: visibility) in `folder` for `agent`, or null when the folder
  * alone decides it (every message alike: the session uses the folder decision).
  */
-export function messageFilter(policy: Policy, folder: string, agent: string | null, operation: Operation = "mail:read"): MessageFilter | null {
+export function messageFilter(
+  policy: Policy,
+  folder: string,
+  agent: string | null,
+  operation: Operation = "mail:read",
+): MessageFilter | null {
   const depends = policy.messageDependence(operation, folder, agent);
   const needs = new Set<MessageField>();
   for (const f of depends) if (f !== "folder" && f !== "agent") needs.add(f);
@@ -90,7 +95,12 @@ export function messageFilter(policy: Policy, folder: string, agent: string | nu
   const bodyStructure = needs.has("hasAttachment");
   const fetchItems: FetchItem[] = [{ type: "UID" }];
   if (headerFields.length > 0) {
-    fetchItems.push({ type: "BODY[]", peek: true, section: { part: [], text: "HEADER.FIELDS", fields: headerFields }, partial: null });
+    fetchItems.push({
+      type: "BODY[]",
+      peek: true,
+      section: { part: [], text: "HEADER.FIELDS", fields: headerFields },
+      partial: null,
+    });
   }
   if (bodyStructure) fetchItems.push({ type: "BODYSTRUCTURE" });
   const decide = (facts: MessageFacts): Decision => policy.evaluate({ operation, folder, agent, ...facts });
@@ -138,7 +148,8 @@ export function rulesFingerprint(policy: Policy, folder: string, agent: string |
     if ((rule.ops & bit) === 0) continue;
     if (rule.agents !== null && (agent === null || !rule.agents.has(agent))) continue;
     if (rule.folders !== null && !rule.folders.some((g) => g.test(folder))) continue;
-    const src = (list: readonly { source: string }[] | null) => (list === null ? null : list.map((g) => g.source.toLowerCase()));
+    const src = (list: readonly { source: string }[] | null) =>
+      list === null ? null : list.map((g) => g.source.toLowerCase());
     const conditions = {
       from: src(rule.from),
       to: src(rule.to),
@@ -215,7 +226,12 @@ export function hasAttachment(structure: Value, depth = 0): boolean | undefined 
   const fixed = type === "text" ? 8 : type === "message" && subtype === "rfc822" ? 10 : 7;
   const dsp = disposition(items[fixed + 1]);
   if (dsp === null) return type === "text" ? undefined : true;
-  const entity: MimeEntity = { type: `${type}/${subtype}`, typeParams, disposition: dsp.type, dispositionParams: dsp.params };
+  const entity: MimeEntity = {
+    type: `${type}/${subtype}`,
+    typeParams,
+    disposition: dsp.type,
+    dispositionParams: dsp.params,
+  };
   return isAttachmentEntity(entity);
 }
 
@@ -285,28 +301,30 @@ export async function classifyUids(
     const hi = uids[end - 1]!;
     let answered = 0;
     if (stats) stats.commands++;
-    const status = await r.run(
-      { name: "FETCH", uid: true, set: [{ start: lo, stop: hi }], items: filter.fetchItems, macro: null },
-      (resp) => {
-        if (resp.type !== "FETCH") return;
-        let uid = 0;
-        let header: Uint8Array | null | undefined;
-        let structure: Value | undefined;
-        for (const a of resp.attrs) {
-          if (a.name === "UID") uid = a.value;
-          else if (a.name === "BODY[]" && a.section.text === "HEADER.FIELDS") header = a.data;
-          else if (a.name === "BODYSTRUCTURE") structure = a.value;
-        }
-        if (uid < lo || uid > hi) return;
-        const i = indexOf(uids, uid, start, end);
-        if (i === -1) return;
-        answered++;
-        verdict[i] = filter.decideFetched(header, structure).action === "allow" ? 1 : 2;
-      },
-    ).catch((error: unknown) => {
-      verdict.fill(0, start, end);
-      throw error;
-    });
+    const status = await r
+      .run(
+        { name: "FETCH", uid: true, set: [{ start: lo, stop: hi }], items: filter.fetchItems, macro: null },
+        (resp) => {
+          if (resp.type !== "FETCH") return;
+          let uid = 0;
+          let header: Uint8Array | null | undefined;
+          let structure: Value | undefined;
+          for (const a of resp.attrs) {
+            if (a.name === "UID") uid = a.value;
+            else if (a.name === "BODY[]" && a.section.text === "HEADER.FIELDS") header = a.data;
+            else if (a.name === "BODYSTRUCTURE") structure = a.value;
+          }
+          if (uid < lo || uid > hi) return;
+          const i = indexOf(uids, uid, start, end);
+          if (i === -1) return;
+          answered++;
+          verdict[i] = filter.decideFetched(header, structure).action === "allow" ? 1 : 2;
+        },
+      )
+      .catch((error: unknown) => {
+        verdict.fill(0, start, end);
+        throw error;
+      });
     if (status.status !== "OK") verdict.fill(0, start, end);
     else if (stats) stats.messages += answered;
     return status;
@@ -347,7 +365,8 @@ export async function classifyUids(
         continue;
       }
       const status = await fetchChunk(runner, c);
-      if (status.status !== "OK") throw new ClassifyError(`imap: classifying ${filter.folder}: UID FETCH failed upstream: ${status.text}`);
+      if (status.status !== "OK")
+        throw new ClassifyError(`imap: classifying ${filter.folder}: UID FETCH failed upstream: ${status.text}`);
     }
   } finally {
     stopped = true;
@@ -404,7 +423,10 @@ export function cacheKey(account: string, mailbox: string, filter: MessageFilter
 export async function classifyMailbox(o: ClassifyMailboxOptions): Promise<MailboxClassification> {
   const key = cacheKey(o.account, o.mailbox, o.filter);
   const cached = o.cache?.get(key, o.uidValidity) ?? null;
-  const visible = cached === null ? new VisibleSet() : new VisibleSet(cached.visible, cached.classifiedThrough, cached.highestVisible);
+  const visible =
+    cached === null
+      ? new VisibleSet()
+      : new VisibleSet(cached.visible, cached.classifiedThrough, cached.highestVisible);
   const before = visible.size;
   if (cached !== null) visible.retain(o.uids);
   const pruned = visible.size !== before;
@@ -415,20 +437,37 @@ export async function classifyMailbox(o: ClassifyMailboxOptions): Promise<Mailbo
     const found = await classifyUids(o.runner, o.filter, rest, o.stats, o.chunk, helper);
     visible.extend(found, rest[rest.length - 1]!);
   }
-  if (o.cache !== null && (cached === null || rest.length > 0 || pruned)) saveVisibility(o.cache, key, o.uidValidity, visible);
+  if (o.cache !== null && (cached === null || rest.length > 0 || pruned))
+    saveVisibility(o.cache, key, o.uidValidity, visible);
   return { visible, fetched: rest.length, fromCache: cached !== null };
 }
 
 /** Classifies the arrivals of a selected folder (`box.unclassified()`) into its VisibleSet. */
-export async function classifyArrivals(runner: UpstreamRunner, filter: MessageFilter, visible: VisibleSet, uids: readonly number[], stats?: ClassifyStats): Promise<void> {
+export async function classifyArrivals(
+  runner: UpstreamRunner,
+  filter: MessageFilter,
+  visible: VisibleSet,
+  uids: readonly number[],
+  stats?: ClassifyStats,
+): Promise<void> {
   if (uids.length === 0) return;
   const found = await classifyUids(runner, filter, uids, stats);
   visible.extend(found, uids[uids.length - 1]!);
 }
 
 /** Stores a VisibleSet (e.g. after arrivals were classified, or when the folder is closed). */
-export function saveVisibility(cache: ClassificationCache, key: CacheKey, uidValidity: number, visible: VisibleSet): boolean {
-  return cache.put(key, { uidValidity, classifiedThrough: visible.classifiedThrough, highestVisible: visible.highestEver, visible: visible.uids() });
+export function saveVisibility(
+  cache: ClassificationCache,
+  key: CacheKey,
+  uidValidity: number,
+  visible: VisibleSet,
+): boolean {
+  return cache.put(key, {
+    uidValidity,
+    classifiedThrough: visible.classifiedThrough,
+    highestVisible: visible.highestEver,
+    visible: visible.uids(),
+  });
 }
 
 function firstAbove(uids: ArrayLike<number>, uid: number): number {

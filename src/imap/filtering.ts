@@ -8,9 +8,18 @@
  * decided by the folder alone and reaches only UIDs the agent can see.
  */
 
-import { operationBit } from "../policy/operations.ts";
 import type { Decision, Operation, Policy } from "../policy/index.ts";
-import { classifyArrivals, classifyMailbox, messageFilter, saveVisibility, cacheKey, type ClassifyHelper, type MessageFilter, type UpstreamRunner } from "./classify.ts";
+import { operationBit } from "../policy/operations.ts";
+import {
+  type ClassifyHelper,
+  cacheKey,
+  classifyArrivals,
+  classifyMailbox,
+  type MessageFilter,
+  messageFilter,
+  saveVisibility,
+  type UpstreamRunner,
+} from "./classify.ts";
 import { SelectedMailbox } from "./mailbox.ts";
 import { Refusal } from "./refusal.ts";
 import type { ImapSession } from "./session.ts";
@@ -59,7 +68,15 @@ export function sessionRunner(s: ImapSession): UpstreamRunner {
  */
 export async function openFiltered(
   s: ImapSession,
-  o: { name: string; policyName: string; readOnly: boolean; uids: readonly number[]; exists: number; uidValidity: number; filter: MessageFilter },
+  o: {
+    name: string;
+    policyName: string;
+    readOnly: boolean;
+    uids: readonly number[];
+    exists: number;
+    uidValidity: number;
+    filter: MessageFilter;
+  },
 ): Promise<SelectedMailbox> {
   // Nothing is classified yet, so nothing is visible: this box only follows upstream EXISTS/EXPUNGE meanwhile.
   const pending = new SelectedMailbox(o.name, o.policyName, o.readOnly, o.uids, new VisibleSet());
@@ -106,9 +123,12 @@ export async function classifyNew(s: ImapSession, box: SelectedMailbox): Promise
 /** UIDs an upstream `UID SEARCH <key>` returns in the selected mailbox. */
 export async function searchUids(run: UpstreamRunner, key: "UNSEEN" | "RECENT" | "ALL"): Promise<number[]> {
   const out: number[] = [];
-  const st = await run.run({ name: "SEARCH", uid: true, returnOptions: null, charset: null, criteria: [{ key }] }, (r) => {
-    if (r.type === "SEARCH") for (const n of r.numbers) out.push(n);
-  });
+  const st = await run.run(
+    { name: "SEARCH", uid: true, returnOptions: null, charset: null, criteria: [{ key }] },
+    (r) => {
+      if (r.type === "SEARCH") for (const n of r.numbers) out.push(n);
+    },
+  );
   if (st.status !== "OK") throw new Refusal("NO", "UNAVAILABLE", "Mailbox could not be read upstream");
   return out.sort((a, b) => a - b);
 }
@@ -123,7 +143,8 @@ export function agentCopyUid(s: ImapSession, code: ResponseCode | null, destinat
   if (box === null || box.visible === null) return code;
   for (const r of code.source) {
     if (r.start === 0 || r.stop === 0) return null;
-    for (let uid = Math.min(r.start, r.stop); uid <= Math.max(r.start, r.stop); uid++) if (!box.visible.has(uid)) return null;
+    for (let uid = Math.min(r.start, r.stop); uid <= Math.max(r.start, r.stop); uid++)
+      if (!box.visible.has(uid)) return null;
   }
   return code;
 }
@@ -136,15 +157,30 @@ const COMPUTABLE = new Set<string>(["MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDIT
  * selected folder, else by opening it read-only on a second upstream connection (EXAMINE keeps \Recent) and
  * classifying it (the cache serves re-opens). Items that cannot be computed so are refused.
  */
-export async function filteredStatus(s: ImapSession, mailbox: string, items: readonly string[], filter: MessageFilter): Promise<{ items: Array<[string, number]>; visible: number; hidden: number }> {
+export async function filteredStatus(
+  s: ImapSession,
+  mailbox: string,
+  items: readonly string[],
+  filter: MessageFilter,
+): Promise<{ items: Array<[string, number]>; visible: number; hidden: number }> {
   if (items.some((i) => !COMPUTABLE.has(i))) throw new Refusal("BAD", null, "Unsupported STATUS item");
   const box = s.box;
   if (box !== null && box.name === mailbox && box.visible !== null) {
     const runner = sessionRunner(s);
     const unseen = items.includes("UNSEEN") ? box.countKnown(await searchUids(runner, "UNSEEN")) : 0;
     const recent = items.includes("RECENT") ? box.countKnown(await searchUids(runner, "RECENT")) : 0;
-    const values = { MESSAGES: box.agentCount, RECENT: recent, UIDNEXT: box.visible.uidNext, UIDVALIDITY: box.uidValidity, UNSEEN: unseen };
-    return { items: items.map((i) => [i, values[i as StatusItem]]), visible: box.agentCount, hidden: box.upstreamCount - box.agentCount };
+    const values = {
+      MESSAGES: box.agentCount,
+      RECENT: recent,
+      UIDNEXT: box.visible.uidNext,
+      UIDVALIDITY: box.uidValidity,
+      UNSEEN: unseen,
+    };
+    return {
+      items: items.map((i) => [i, values[i as StatusItem]]),
+      visible: box.agentCount,
+      hidden: box.upstreamCount - box.agentCount,
+    };
   }
   return s.withAuxiliary(async (up) => {
     let uidValidity = 0;
@@ -154,12 +190,30 @@ export async function filteredStatus(s: ImapSession, mailbox: string, items: rea
     if (st.status !== "OK") throw new Refusal("NO", "NONEXISTENT", "Mailbox does not exist");
     try {
       const all = await searchUids(up, "ALL");
-      const result = await classifyMailbox({ runner: up, filter, uids: all, uidValidity, cache: s.ctx.cache, account: s.account, mailbox });
+      const result = await classifyMailbox({
+        runner: up,
+        filter,
+        uids: all,
+        uidValidity,
+        cache: s.ctx.cache,
+        account: s.account,
+        mailbox,
+      });
       const visible = result.visible;
       const unseen = items.includes("UNSEEN") ? visible.countAmong(await searchUids(up, "UNSEEN")) : 0;
       const recent = items.includes("RECENT") ? visible.countAmong(await searchUids(up, "RECENT")) : 0;
-      const values = { MESSAGES: visible.size, RECENT: recent, UIDNEXT: visible.uidNext, UIDVALIDITY: uidValidity, UNSEEN: unseen };
-      return { items: items.map((i): [string, number] => [i, values[i as StatusItem]]), visible: visible.size, hidden: all.length - visible.size };
+      const values = {
+        MESSAGES: visible.size,
+        RECENT: recent,
+        UIDNEXT: visible.uidNext,
+        UIDVALIDITY: uidValidity,
+        UNSEEN: unseen,
+      };
+      return {
+        items: items.map((i): [string, number] => [i, values[i as StatusItem]]),
+        visible: visible.size,
+        hidden: all.length - visible.size,
+      };
     } finally {
       await up.run({ name: "UNSELECT" }, () => {});
     }
@@ -174,23 +228,26 @@ export async function filteredStatus(s: ImapSession, mailbox: string, items: rea
  */
 function auxiliaryHelper(s: ImapSession, mailbox: string, uidValidity: number): ClassifyHelper {
   const warn = (error: unknown) => {
-    if (!s.closed) s.log.warn(`session ${s.id}: classifying ${mailbox} over one upstream connection: ${(error as Error).message}`);
+    if (!s.closed)
+      s.log.warn(`session ${s.id}: classifying ${mailbox} over one upstream connection: ${(error as Error).message}`);
   };
   return (use) =>
-    s.withAuxiliary(async (up) => {
-      let seen = 0;
-      const st = await up.run({ name: "EXAMINE", mailbox }, (r) => {
-        if (r.type === "status" && r.code?.known && r.code.name === "UIDVALIDITY") seen = r.code.value;
-      });
-      if (st.status !== "OK") return warn(new Error(`EXAMINE on the second connection: ${st.text}`));
-      try {
-        // Only the same folder: a UIDVALIDITY, and the one the first session got.
-        if (seen !== 0 && seen === uidValidity) await use(up);
-        else warn(new Error(`the second connection got UIDVALIDITY ${seen}, the first ${uidValidity}`));
-      } finally {
-        await up.run({ name: "UNSELECT" }, () => {});
-      }
-    }).catch(warn);
+    s
+      .withAuxiliary(async (up) => {
+        let seen = 0;
+        const st = await up.run({ name: "EXAMINE", mailbox }, (r) => {
+          if (r.type === "status" && r.code?.known && r.code.name === "UIDVALIDITY") seen = r.code.value;
+        });
+        if (st.status !== "OK") return warn(new Error(`EXAMINE on the second connection: ${st.text}`));
+        try {
+          // Only the same folder: a UIDVALIDITY, and the one the first session got.
+          if (seen !== 0 && seen === uidValidity) await use(up);
+          else warn(new Error(`the second connection got UIDVALIDITY ${seen}, the first ${uidValidity}`));
+        } finally {
+          await up.run({ name: "UNSELECT" }, () => {});
+        }
+      })
+      .catch(warn);
 }
 
 /** `* FLAGS` and PERMANENTFLAGS of a filtered folder: system flags only (keywords in use belong to hidden messages too). */

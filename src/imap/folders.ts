@@ -71,7 +71,8 @@ export class FolderNames {
     const inboxRe = /^inbox/i.test(full) ? new RegExp(re, "iu") : null;
     return (name) => {
       if (exact.test(name)) return true;
-      if (inboxRe !== null && (name === "INBOX" || (d !== null && name.startsWith("INBOX" + d)))) return inboxRe.test(name);
+      if (inboxRe !== null && (name === "INBOX" || (d !== null && name.startsWith("INBOX" + d))))
+        return inboxRe.test(name);
       return false;
     };
   }

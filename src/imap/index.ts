@@ -6,7 +6,14 @@
 import type { AuditLog } from "../audit/index.ts";
 import type { Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
-import { FailureThrottle, listen, loadIdentity, readCaFile, SHUTDOWN_GRACE_MS, type UpstreamTarget } from "../net/index.ts";
+import {
+  FailureThrottle,
+  listen,
+  loadIdentity,
+  readCaFile,
+  SHUTDOWN_GRACE_MS,
+  type UpstreamTarget,
+} from "../net/index.ts";
 import type { Policy } from "../policy/index.ts";
 import { ClassificationCache, cachePathBeside } from "./cache.ts";
 import { FILTERED_OPERATIONS } from "./filtering.ts";
@@ -37,7 +44,8 @@ export function messageRuleProblem(config: Config): string | null {
     const fields = MESSAGE_CONDITIONS.filter((f) => rule[f] !== undefined);
     if (fields.length === 0) continue;
     const ops = rule.operations ?? null;
-    const unsupported = ops === null ? ["all operations"] : ops.filter((op) => op !== "mail:send" && !FILTERED_OPERATIONS.has(op));
+    const unsupported =
+      ops === null ? ["all operations"] : ops.filter((op) => op !== "mail:send" && !FILTERED_OPERATIONS.has(op));
     if (unsupported.length === 0) continue;
     const names = fields.map((f) => (f === "hasAttachment" ? "has_attachment" : f)).join(", ");
     return `imap: rule "${rule.name}" matches on message fields (${names}) for ${unsupported.join(", ")}; message conditions are supported only for reading (operations "read", "folder:read", "mail:read") and sending ("send"), so the IMAP proxy refuses to start rather than ignore the condition. Limit the rule's operations to read and/or send, or remove those fields.`;
@@ -47,7 +55,11 @@ export function messageRuleProblem(config: Config): string | null {
 
 /** Whether any rule tests message fields for reading: then filtered folders need the classification cache. */
 function filtersMessages(config: Config): boolean {
-  return config.rules.some((rule) => MESSAGE_CONDITIONS.some((f) => rule[f] !== undefined) && (rule.operations ?? []).some((op) => FILTERED_OPERATIONS.has(op)));
+  return config.rules.some(
+    (rule) =>
+      MESSAGE_CONDITIONS.some((f) => rule[f] !== undefined) &&
+      (rule.operations ?? []).some((op) => FILTERED_OPERATIONS.has(op)),
+  );
 }
 
 export async function startImapProxy(deps: {
@@ -74,7 +86,8 @@ export async function startImapProxy(deps: {
     extraCa: readCaFile(imap.upstreamCaFile),
     connectTimeoutMs: timeouts.connectMs,
   };
-  if (upstream.skipVerify) log.warn("upstream_tls_skip_verify is on: the upstream IMAP server's certificate is NOT checked");
+  if (upstream.skipVerify)
+    log.warn("upstream_tls_skip_verify is on: the upstream IMAP server's certificate is NOT checked");
   const ctx: SessionContext = {
     config,
     policy,
@@ -85,7 +98,9 @@ export async function startImapProxy(deps: {
     throttle: new FailureThrottle({ ...LOGIN_THROTTLE, ...deps.loginThrottle }),
     timeouts,
     sessions: new Set(),
-    cache: filtersMessages(config) ? ClassificationCache.open(cachePathBeside(config.audit.path), (m) => log.warn(m)) : null,
+    cache: filtersMessages(config)
+      ? ClassificationCache.open(cachePathBeside(config.audit.path), (m) => log.warn(m))
+      : null,
   };
   const listener = await listen({
     host: imap.listenAddr.host,
@@ -99,7 +114,9 @@ export async function startImapProxy(deps: {
       conn.end();
     },
   });
-  log.info(`IMAP proxy listening on ${listener.address.host}:${listener.address.port} (${imap.listenTls}), upstream ${upstream.host}:${upstream.port} (${upstream.tls})`);
+  log.info(
+    `IMAP proxy listening on ${listener.address.host}:${listener.address.port} (${imap.listenTls}), upstream ${upstream.host}:${upstream.port} (${upstream.tls})`,
+  );
   return {
     address: listener.address,
     async close() {

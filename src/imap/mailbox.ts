@@ -15,8 +15,8 @@
  */
 
 import type { MessageFilter } from "./classify.ts";
-import { VisibleSet } from "./view.ts";
-import { STAR, type SeqRange, type SeqSet } from "./wire/index.ts";
+import type { VisibleSet } from "./view.ts";
+import { type SeqRange, type SeqSet, STAR } from "./wire/index.ts";
 
 /** A growable array of UIDs (uint32), with removal by index. */
 class UidArray {
@@ -96,7 +96,13 @@ export class SelectedMailbox {
   uidValidity = 0;
 
   /** `uids`: every UID upstream, ascending (`UID SEARCH ALL`); `visible`: their classification, for a filtered folder. */
-  constructor(name: string, policyName: string, readOnly: boolean, uids: ArrayLike<number>, visible: VisibleSet | null = null) {
+  constructor(
+    name: string,
+    policyName: string,
+    readOnly: boolean,
+    uids: ArrayLike<number>,
+    visible: VisibleSet | null = null,
+  ) {
     this.name = name;
     this.policyName = policyName;
     this.readOnly = readOnly;
@@ -186,7 +192,8 @@ export class SelectedMailbox {
     const visible = this.visible;
     if (visible === null) return [];
     const out: number[] = [];
-    for (let i = this.u.lowerBound(visible.classifiedThrough + 1, this.known); i < this.known; i++) out.push(this.u.get(i));
+    for (let i = this.u.lowerBound(visible.classifiedThrough + 1, this.known); i < this.known; i++)
+      out.push(this.u.get(i));
     return out;
   }
 

@@ -12,29 +12,36 @@ import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import { AuditUnavailableError } from "../audit/index.ts";
 import type { Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
-import { FailureThrottle, ipAllowed, type Connection, type TlsIdentity, type UpstreamTarget, UpstreamError } from "../net/index.ts";
+import {
+  type Connection,
+  type FailureThrottle,
+  ipAllowed,
+  type TlsIdentity,
+  UpstreamError,
+  type UpstreamTarget,
+} from "../net/index.ts";
 import type { Decision, Operation, Policy } from "../policy/index.ts";
 import { verifyToken } from "../vault/token.ts";
+import type { ClassificationCache } from "./cache.ts";
 import { AUTH_CAPABILITIES, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
+import { runFolderCommand } from "./commands/folders.ts";
+import { idle } from "./commands/idle.ts";
+import { runMessageCommand } from "./commands/messages.ts";
+import { classifyNew, decideInFolder } from "./filtering.ts";
 import { FolderNames, FolderRights } from "./folders.ts";
 import type { SelectedMailbox } from "./mailbox.ts";
-import type { ClassificationCache } from "./cache.ts";
-import { classifyNew, decideInFolder } from "./filtering.ts";
-import { runFolderCommand } from "./commands/folders.ts";
-import { runMessageCommand } from "./commands/messages.ts";
-import { idle } from "./commands/idle.ts";
 import { Refusal } from "./refusal.ts";
 import { UpstreamSession, type UpstreamTimeouts } from "./upstream.ts";
 import {
+  type Command,
   Encoder,
   Framer,
+  type FramerEvent,
   parseAuthenticateLine,
   parseCommand,
-  writeResponse,
-  type Command,
-  type FramerEvent,
   type Response,
   type ResponseCode,
+  writeResponse,
 } from "./wire/index.ts";
 
 export interface SessionContext {
@@ -55,7 +62,9 @@ export interface SessionContext {
 export type CommandOf<N extends Command["name"]> = Command & { readonly name: N };
 
 /** An audit row as a command handler writes it; the session fills in who and where. */
-export type Row = Omit<AuditEvent, "session" | "agent" | "clientAddr" | "protocol" | "configRevision" | "target"> & { target?: string | null };
+export type Row = Omit<AuditEvent, "session" | "agent" | "clientAddr" | "protocol" | "configRevision" | "target"> & {
+  target?: string | null;
+};
 
 /** Connection states (RFC 3501 §3). */
 export type State = "not-authenticated" | "authenticated" | "selected" | "logout";
@@ -121,7 +130,10 @@ export class ImapSession {
     this.state = "logout";
     this.ctx.sessions.delete(this);
     this.up?.close();
-    void this.#auxiliary?.then((up) => up.close(), () => {});
+    void this.#auxiliary?.then(
+      (up) => up.close(),
+      () => {},
+    );
     this.conn.end();
     const wake = this.#wake;
     this.#wake = null;
@@ -163,7 +175,11 @@ export class ImapSession {
   }
 
   /** A tagged reply carrying upstream's status, with its response code kept only if allowlisted. */
-  taggedFrom(tag: string, status: { status: string; code: ResponseCode | null; text: string }, code: ResponseCode | null): void {
+  taggedFrom(
+    tag: string,
+    status: { status: string; code: ResponseCode | null; text: string },
+    code: ResponseCode | null,
+  ): void {
     const kind = status.status === "OK" ? "OK" : status.status === "NO" ? "NO" : "BAD";
     this.send({ type: "status", tag, status: kind, code, text: status.text });
   }
@@ -251,7 +267,15 @@ export class ImapSession {
           const parsed = parseCommand(ev.frame);
           if (!parsed.ok) {
             const e = parsed.error;
-            this.auditRow({ command: "(refused)", operation: null, folder: null, decision: "deny", rule: null, ruleIndex: null, reason: e.message });
+            this.auditRow({
+              command: "(refused)",
+              operation: null,
+              folder: null,
+              decision: "deny",
+              rule: null,
+              ruleIndex: null,
+              reason: e.message,
+            });
             this.tagged(e.tag ?? "*", "BAD", e.responseCode, e.message);
             continue;
           }
@@ -350,7 +374,10 @@ export class ImapSession {
       case "EXPUNGE":
       case "CLOSE":
       case "UNSELECT":
-        return runMessageCommand(this, cmd as CommandOf<"FETCH" | "SEARCH" | "STORE" | "COPY" | "MOVE" | "EXPUNGE" | "CLOSE" | "UNSELECT">);
+        return runMessageCommand(
+          this,
+          cmd as CommandOf<"FETCH" | "SEARCH" | "STORE" | "COPY" | "MOVE" | "EXPUNGE" | "CLOSE" | "UNSELECT">,
+        );
       case "SORT":
         throw new Refusal("BAD", null, "SORT is not supported");
       default:
@@ -367,7 +394,15 @@ export class ImapSession {
     }
     if (error instanceof UpstreamError) {
       this.log.warn(`session ${this.id}: ${error.message}`);
-      this.auditRow({ command: cmd.name, operation: null, folder: this.box?.policyName ?? null, decision: "error", rule: null, ruleIndex: null, reason: error.message });
+      this.auditRow({
+        command: cmd.name,
+        operation: null,
+        folder: this.box?.policyName ?? null,
+        decision: "error",
+        rule: null,
+        ruleIndex: null,
+        reason: error.message,
+      });
       this.sendText(`* BYE Upstream server unavailable: ${error.message}`);
       this.flush();
       this.shutdown();
@@ -380,10 +415,7 @@ export class ImapSession {
   // ---- upstream --------------------------------------------------------------------------------------------
 
   /** Runs an upstream command; every untagged response updates the mailbox model, then goes to `onData`. */
-  async upstreamRun(
-    command: Parameters<UpstreamSession["run"]>[0],
-    onData: ((r: Response) => void) | null = null,
-  ) {
+  async upstreamRun(command: Parameters<UpstreamSession["run"]>[0], onData: ((r: Response) => void) | null = null) {
     const up = this.up;
     if (up === null) throw new UpstreamError("no upstream session");
     return up.run(command, (r) => {
@@ -429,7 +461,15 @@ export class ImapSession {
     up.onBatch = () => this.flush();
     up.onClose = (error) => {
       if (this.#closed || this.up !== up) return;
-      this.auditRow({ command: "(upstream)", operation: null, folder: null, decision: "error", rule: null, ruleIndex: null, reason: error?.message ?? "upstream closed" });
+      this.auditRow({
+        command: "(upstream)",
+        operation: null,
+        folder: null,
+        decision: "error",
+        rule: null,
+        ruleIndex: null,
+        reason: error?.message ?? "upstream closed",
+      });
       this.sendText(`* BYE Upstream connection lost`);
       this.flush();
       this.shutdown();
@@ -445,7 +485,13 @@ export class ImapSession {
     if (box === null) return;
     if (box.hasUnknown) {
       const from = box.lastKnownUid + 1;
-      await this.upstreamRun({ name: "FETCH", uid: true, set: [{ start: from, stop: 0 }], items: [{ type: "UID" }], macro: null });
+      await this.upstreamRun({
+        name: "FETCH",
+        uid: true,
+        set: [{ start: from, stop: 0 }],
+        items: [{ type: "UID" }],
+        macro: null,
+      });
     }
     // A filtered folder's arrivals are classified before the agent hears of any (PROTOCOL.md §3 "IDLE flow").
     if (box.visible !== null) await classifyNew(this, box);
@@ -524,7 +570,16 @@ export class ImapSession {
   require(command: string, op: Operation, folder: string, target: string | null = null): Decision {
     const d = this.decide(op, folder);
     if (d.action !== "allow") {
-      this.auditRow({ command, operation: op, folder, target, decision: "deny", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
+      this.auditRow({
+        command,
+        operation: op,
+        folder,
+        target,
+        decision: "deny",
+        rule: d.rule,
+        ruleIndex: d.ruleIndex,
+        reason: d.reason,
+      });
       throw new Refusal("NO", "NOPERM", `Not permitted: ${op} in this folder`);
     }
     return d;
@@ -568,7 +623,12 @@ export class ImapSession {
     const text = new TextDecoder().decode(data);
     const parts = text.split("\0");
     if (parts.length !== 3 || (parts[0] !== "" && parts[0] !== parts[1])) {
-      return this.#loginFailed(tag, "AUTHENTICATE", parts[1] ?? null, "malformed PLAIN response or a different authorization identity");
+      return this.#loginFailed(
+        tag,
+        "AUTHENTICATE",
+        parts[1] ?? null,
+        "malformed PLAIN response or a different authorization identity",
+      );
     }
     return this.#login(tag, "AUTHENTICATE", parts[1]!, parts[2]!);
   }
@@ -585,10 +645,13 @@ export class ImapSession {
       const found = config.agents.find((a) => a.name === username);
       // Verify even for an unknown name, so the timing does not tell names apart.
       const tokenOk = verifyToken(password, found?.tokenHash ?? "sha256:" + "0".repeat(64)) && found !== undefined;
-      if (!tokenOk || found === undefined) return this.#loginFailed(tag, command, username, "unknown agent or wrong token");
-      if (!ipAllowed(this.conn.remoteAddress, found.allowedIps)) return this.#loginFailed(tag, command, username, "client address not in allowed_ips");
+      if (!tokenOk || found === undefined)
+        return this.#loginFailed(tag, command, username, "unknown agent or wrong token");
+      if (!ipAllowed(this.conn.remoteAddress, found.allowedIps))
+        return this.#loginFailed(tag, command, username, "client address not in allowed_ips");
       const account = config.accounts[found.account];
-      if (account === undefined) return this.#loginFailed(tag, command, username, `account ${found.account} is not configured`);
+      if (account === undefined)
+        return this.#loginFailed(tag, command, username, `account ${found.account} is not configured`);
       upstreamUser = account.username;
       upstreamPassword = account.password.reveal();
       agent = found.name;
@@ -599,7 +662,16 @@ export class ImapSession {
     } catch (error) {
       const reason = (error as Error).message;
       this.log.warn(`session ${this.id}: ${reason}`);
-      this.auditRow({ command, operation: null, folder: null, target: null, decision: "error", rule: null, ruleIndex: null, reason });
+      this.auditRow({
+        command,
+        operation: null,
+        folder: null,
+        target: null,
+        decision: "error",
+        rule: null,
+        ruleIndex: null,
+        reason,
+      });
       throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
     }
     let ok: boolean;
@@ -608,7 +680,16 @@ export class ImapSession {
     } catch (error) {
       up.close();
       const reason = (error as Error).message;
-      this.auditRow({ command, operation: null, folder: null, target: null, decision: "error", rule: null, ruleIndex: null, reason });
+      this.auditRow({
+        command,
+        operation: null,
+        folder: null,
+        target: null,
+        decision: "error",
+        rule: null,
+        ruleIndex: null,
+        reason,
+      });
       throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
     }
     if (!ok) {
@@ -636,19 +717,41 @@ export class ImapSession {
     // The delimiter maps every name onto the rules: without upstream's own answer, no guess (a wrong one would let
     // `Secret.Sub` past a rule on `Secret/**`); the session ends instead.
     let delimiter: string | null | undefined;
-    const listed = await this.upstreamRun({ name: "LIST", reference: "", pattern: "", selectOptions: [], returnOptions: [] }, (r) => {
-      if (r.type === "LIST") delimiter = r.delimiter;
-    });
-    if (listed.status !== "OK" || delimiter === undefined) throw new UpstreamError("the upstream server did not tell its hierarchy delimiter");
+    const listed = await this.upstreamRun(
+      { name: "LIST", reference: "", pattern: "", selectOptions: [], returnOptions: [] },
+      (r) => {
+        if (r.type === "LIST") delimiter = r.delimiter;
+      },
+    );
+    if (listed.status !== "OK" || delimiter === undefined)
+      throw new UpstreamError("the upstream server did not tell its hierarchy delimiter");
     this.names = new FolderNames(delimiter);
     this.state = "authenticated";
-    this.auditRow({ command, operation: null, folder: null, target: null, decision: "allow", rule: null, ruleIndex: null, reason: "logged in" });
+    this.auditRow({
+      command,
+      operation: null,
+      folder: null,
+      target: null,
+      decision: "allow",
+      rule: null,
+      ruleIndex: null,
+      reason: "logged in",
+    });
     this.tagged(tag, "OK", `CAPABILITY ${AUTH_CAPABILITIES.join(" ")}`, "Logged in");
   }
 
   async #loginFailed(tag: string, command: string, username: string | null, reason: string): Promise<void> {
     this.user = null;
-    this.auditRow({ command, operation: null, folder: null, target: username, decision: "deny", rule: null, ruleIndex: null, reason: `login failed: ${reason}` });
+    this.auditRow({
+      command,
+      operation: null,
+      folder: null,
+      target: username,
+      decision: "deny",
+      rule: null,
+      ruleIndex: null,
+      reason: `login failed: ${reason}`,
+    });
     const delay = this.ctx.throttle.fail(this.conn.remoteAddress);
     await Bun.sleep(delay);
     this.tagged(tag, "NO", "AUTHENTICATIONFAILED", "Authentication failed");

@@ -4,8 +4,8 @@
  * (PROTOCOL.md §0.4, §4). Every response is framed and parsed; nothing is relayed as bytes.
  */
 
-import { Connection, connectUpstream, tlsOptions, UpstreamError, type UpstreamTarget } from "../net/index.ts";
-import { Encoder, Framer, parseResponse, writeCommand, type Command, type Response } from "./wire/index.ts";
+import { type Connection, connectUpstream, tlsOptions, UpstreamError, type UpstreamTarget } from "../net/index.ts";
+import { type Command, Encoder, Framer, parseResponse, type Response, writeCommand } from "./wire/index.ts";
 
 export type StatusResponse = Extract<Response, { type: "status" }>;
 
@@ -86,16 +86,26 @@ export class UpstreamSession {
 
   #readGreeting(): Promise<void> {
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new UpstreamError("no greeting from the upstream server")), this.#timeouts.handshakeMs);
+      const timer = setTimeout(
+        () => reject(new UpstreamError("no greeting from the upstream server")),
+        this.#timeouts.handshakeMs,
+      );
       this.#greeting = (r) => {
         clearTimeout(timer);
         this.#greeting = null;
-        if (r.type !== "status" || r.tag !== null) return reject(new UpstreamError("the upstream server sent no greeting"));
+        if (r.type !== "status" || r.tag !== null)
+          return reject(new UpstreamError("the upstream server sent no greeting"));
         if (r.status === "OK") {
-          if (r.code?.known && r.code.name === "CAPABILITY") this.caps = new Set(r.code.capabilities.map((c) => c.toUpperCase()));
+          if (r.code?.known && r.code.name === "CAPABILITY")
+            this.caps = new Set(r.code.capabilities.map((c) => c.toUpperCase()));
           return resolve();
         }
-        if (r.status === "PREAUTH") return reject(new UpstreamError("the upstream server greeted with PREAUTH; refusing a session not authenticated by the proxy"));
+        if (r.status === "PREAUTH")
+          return reject(
+            new UpstreamError(
+              "the upstream server greeted with PREAUTH; refusing a session not authenticated by the proxy",
+            ),
+          );
         reject(new UpstreamError(`the upstream server refused the connection: ${r.text}`));
       };
     });
@@ -125,9 +135,13 @@ export class UpstreamSession {
 
   async refreshCapabilities(): Promise<void> {
     const caps = new Set<string>();
-    const status = await this.run({ name: "CAPABILITY" }, (r) => {
-      if (r.type === "CAPABILITY") for (const c of r.capabilities) caps.add(c.toUpperCase());
-    }, this.#timeouts.handshakeMs);
+    const status = await this.run(
+      { name: "CAPABILITY" },
+      (r) => {
+        if (r.type === "CAPABILITY") for (const c of r.capabilities) caps.add(c.toUpperCase());
+      },
+      this.#timeouts.handshakeMs,
+    );
     if (status.status !== "OK") throw new UpstreamError(`CAPABILITY failed upstream: ${status.text}`);
     this.caps = caps;
   }
@@ -140,7 +154,11 @@ export class UpstreamSession {
     let status: StatusResponse;
     if (this.caps.has("AUTH=PLAIN") && this.caps.has("SASL-IR")) {
       const initial = new TextEncoder().encode(`\0${username}\0${password}`);
-      status = await this.run({ name: "AUTHENTICATE", mechanism: "PLAIN", initialResponse: initial }, null, this.#timeouts.handshakeMs);
+      status = await this.run(
+        { name: "AUTHENTICATE", mechanism: "PLAIN", initialResponse: initial },
+        null,
+        this.#timeouts.handshakeMs,
+      );
     } else if (!this.caps.has("LOGINDISABLED")) {
       status = await this.run({ name: "LOGIN", username, password }, null, this.#timeouts.handshakeMs);
     } else {
@@ -153,7 +171,8 @@ export class UpstreamSession {
       await this.refreshCapabilities();
     }
     const missing = REQUIRED_CAPABILITIES.filter((c) => !this.caps.has(c));
-    if (missing.length > 0) throw new UpstreamError(`the upstream server lacks ${missing.join(", ")}, which the proxy requires`);
+    if (missing.length > 0)
+      throw new UpstreamError(`the upstream server lacks ${missing.join(", ")}, which the proxy requires`);
     return true;
   }
 
@@ -183,7 +202,10 @@ export class UpstreamSession {
           resolve(s);
         },
         reject,
-        timer: timeoutMs > 0 ? setTimeout(() => this.#fail(new UpstreamError("the upstream server did not answer in time")), timeoutMs) : null,
+        timer:
+          timeoutMs > 0
+            ? setTimeout(() => this.#fail(new UpstreamError("the upstream server did not answer in time")), timeoutMs)
+            : null,
       };
       this.#pending = pending;
       for (const chunk of rounds[0]!) this.#conn.write(chunk);
@@ -213,7 +235,10 @@ export class UpstreamSession {
         this.#conn.write("DONE\r\n");
         const pending = this.#pending;
         if (pending !== null && pending.timer === null) {
-          pending.timer = setTimeout(() => this.#fail(new UpstreamError("the upstream server did not end IDLE")), this.#timeouts.handshakeMs);
+          pending.timer = setTimeout(
+            () => this.#fail(new UpstreamError("the upstream server did not end IDLE")),
+            this.#timeouts.handshakeMs,
+          );
         }
         return finished;
       },
@@ -253,7 +278,8 @@ export class UpstreamSession {
       }
       const ev = this.#framer.next();
       if (ev === null) break;
-      if (ev.kind === "error") return this.#fail(new UpstreamError(`the upstream server sent an invalid response: ${ev.error.message}`));
+      if (ev.kind === "error")
+        return this.#fail(new UpstreamError(`the upstream server sent an invalid response: ${ev.error.message}`));
       if (ev.kind !== "frame") continue;
       const parsed = parseResponse(ev.frame);
       if (!parsed.ok) {
@@ -277,7 +303,8 @@ export class UpstreamSession {
       return;
     }
     if (r.type === "status" && r.tag !== null) {
-      if (pending === null || r.tag !== pending.tag) return this.#fail(new UpstreamError("the upstream server answered a command that was not sent"));
+      if (pending === null || r.tag !== pending.tag)
+        return this.#fail(new UpstreamError("the upstream server answered a command that was not sent"));
       if (pending.timer !== null) clearTimeout(pending.timer);
       this.#pending = null;
       pending.resolve(r);
@@ -298,7 +325,11 @@ export class UpstreamSession {
   }
 
   #closed(error: Error | null): void {
-    const reason = this.#error ?? (error ? new UpstreamError(`the upstream connection failed: ${error.message}`) : new UpstreamError("the upstream server closed the connection"));
+    const reason =
+      this.#error ??
+      (error
+        ? new UpstreamError(`the upstream connection failed: ${error.message}`)
+        : new UpstreamError("the upstream server closed the connection"));
     this.#error = reason;
     const pending = this.#pending;
     this.#pending = null;

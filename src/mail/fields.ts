@@ -22,7 +22,13 @@ export interface MessageFields {
 }
 
 /** Every field unknown: what a header section that could not be parsed gives. */
-export const UNKNOWN_FIELDS: MessageFields = Object.freeze({ from: undefined, to: undefined, cc: undefined, bcc: undefined, subject: undefined });
+export const UNKNOWN_FIELDS: MessageFields = Object.freeze({
+  from: undefined,
+  to: undefined,
+  cc: undefined,
+  bcc: undefined,
+  subject: undefined,
+});
 
 const EMPTY: readonly string[] = Object.freeze([]);
 

@@ -102,7 +102,8 @@ function decodeWord(charset: string, encoding: string, text: string): string | n
     let k = 0;
     for (let i = 0; i < text.length; i++) {
       const c = text.charCodeAt(i);
-      if (c === 0x5f) out[k++] = 0x20; // "_" is a space in Q (RFC 2047 §4.2)
+      if (c === 0x5f)
+        out[k++] = 0x20; // "_" is a space in Q (RFC 2047 §4.2)
       else if (c === 0x3d) {
         const hi = hex(text.charCodeAt(i + 1));
         const lo = hex(text.charCodeAt(i + 2));

@@ -12,7 +12,7 @@
  */
 
 import type { Socket } from "node:net";
-import { connect as tlsConnect, TLSSocket, type ConnectionOptions } from "node:tls";
+import { type ConnectionOptions, TLSSocket, connect as tlsConnect } from "node:tls";
 
 export type DataHandler = (chunk: Buffer) => void;
 

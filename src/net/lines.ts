@@ -60,7 +60,8 @@ export class LineFramer {
     const stop = lf === -1 ? chunk.length : lf;
     // A CR anywhere before the LF other than right before it is a bare CR.
     const cr = chunk.indexOf(CR, from);
-    if (cr !== -1 && cr < stop - 1) return { event: this.#fail("bare-newline"), end: lf === -1 ? chunk.length : lf + 1 };
+    if (cr !== -1 && cr < stop - 1)
+      return { event: this.#fail("bare-newline"), end: lf === -1 ? chunk.length : lf + 1 };
     if (lf === -1) {
       if (cr === chunk.length - 1) {
         this.#pendingCr = true;

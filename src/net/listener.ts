@@ -4,9 +4,9 @@
  * (see connection.ts for why).
  */
 
-import { createServer as createTcpServer, type AddressInfo, type Server, type Socket } from "node:net";
-import { createServer as createTlsServer } from "node:tls";
 import { readFileSync } from "node:fs";
+import { type AddressInfo, createServer as createTcpServer, type Server, type Socket } from "node:net";
+import { createServer as createTlsServer } from "node:tls";
 import { Connection } from "./connection.ts";
 
 export type ListenTls = "tls" | "starttls" | "none";

@@ -7,8 +7,8 @@
  */
 
 import { readFileSync } from "node:fs";
-import { connect as tcpConnect, isIP, type Socket } from "node:net";
-import { connect as tlsConnect, rootCertificates, type ConnectionOptions } from "node:tls";
+import { isIP, type Socket, connect as tcpConnect } from "node:net";
+import { type ConnectionOptions, rootCertificates, connect as tlsConnect } from "node:tls";
 import { Connection } from "./connection.ts";
 
 export type UpstreamTls = "tls" | "starttls" | "none";

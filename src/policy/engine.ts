@@ -11,7 +11,15 @@
  */
 
 import { compileGlob, escapeLiteral, folderGlobUsesRegex, type Glob } from "./glob.ts";
-import { ALL_OPERATIONS_MASK, expandOperation, operationBit, operationIndex, operationMask, operationsOf, type Operation } from "./operations.ts";
+import {
+  ALL_OPERATIONS_MASK,
+  expandOperation,
+  type Operation,
+  operationBit,
+  operationIndex,
+  operationMask,
+  operationsOf,
+} from "./operations.ts";
 
 export type Action = "allow" | "deny" | "ask";
 
@@ -106,7 +114,14 @@ interface CompiledRule {
 }
 
 function hasMessageConditions(rule: CompiledRule): boolean {
-  return rule.from !== null || rule.to !== null || rule.cc !== null || rule.bcc !== null || rule.subject !== null || rule.hasAttachment !== null;
+  return (
+    rule.from !== null ||
+    rule.to !== null ||
+    rule.cc !== null ||
+    rule.bcc !== null ||
+    rule.subject !== null ||
+    rule.hasAttachment !== null
+  );
 }
 
 /**
@@ -313,8 +328,18 @@ export class Policy {
     if (d === undefined) {
       d = Object.freeze(
         rule
-          ? { action: rule.action, rule: rule.name, ruleIndex: rule.index, reason: `${req.operation} matched rule ${rule.index + 1} "${rule.name}" (${rule.summary})` }
-          : { action: "deny" as const, rule: null, ruleIndex: null, reason: `${req.operation}: no rule matched (default deny)` },
+          ? {
+              action: rule.action,
+              rule: rule.name,
+              ruleIndex: rule.index,
+              reason: `${req.operation} matched rule ${rule.index + 1} "${rule.name}" (${rule.summary})`,
+            }
+          : {
+              action: "deny" as const,
+              rule: null,
+              ruleIndex: null,
+              reason: `${req.operation}: no rule matched (default deny)`,
+            },
       );
       this.decisions.set(key, d);
     }
@@ -348,7 +373,13 @@ export class Policy {
     if (possible.size > 1) return { decided: false, needs, possible };
     const first = candidates[0]!;
     const decision = this.decision(first, req);
-    return { decided: true, decision: { ...decision, reason: `${decision.reason}; the same whatever ${[...needs].join(", ")} turn out to be` } };
+    return {
+      decided: true,
+      decision: {
+        ...decision,
+        reason: `${decision.reason}; the same whatever ${[...needs].join(", ")} turn out to be`,
+      },
+    };
   }
 
   /** Decides a request; a request that depends on unknown fields is denied. */

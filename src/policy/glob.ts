@@ -78,10 +78,14 @@ function compileFolder(pattern: string): string {
 
 function compileAddress(pattern: string): string {
   if (pattern !== "*" && !pattern.includes("@")) {
-    throw new GlobError(`address glob "${pattern}": expected local@domain (wildcards allowed, e.g. "*@corp.test") or "*"`);
+    throw new GlobError(
+      `address glob "${pattern}": expected local@domain (wildcards allowed, e.g. "*@corp.test") or "*"`,
+    );
   }
   if (/[\s<>()[\]{}\\,;:"]/.test(pattern)) {
-    throw new GlobError(`address glob "${pattern}": must be a bare address pattern, without display name, brackets or quotes`);
+    throw new GlobError(
+      `address glob "${pattern}": must be a bare address pattern, without display name, brackets or quotes`,
+    );
   }
   if (pattern.includes("**")) throw new GlobError(`address glob "${pattern}": "**" is not meaningful here; use "*"`);
   return wildcards(pattern, "[^]", "[^]");

@@ -20,12 +20,18 @@ export function senderOutcome(policy: Policy, agent: string | null, sender: stri
 
 /** What RCPT TO says before the message is known: a decided deny refuses the recipient at once (550 5.7.1). */
 export function recipientOutcome(policy: Policy, agent: string | null, sender: string, recipient: string): Outcome {
-  return policy.evaluatePartial({ operation: "mail:send", folder: null, agent, from: senderList(sender), to: [recipient] });
+  return policy.evaluatePartial({
+    operation: "mail:send",
+    folder: null,
+    agent,
+    from: senderList(sender),
+    to: [recipient],
+  });
 }
 
 /** Where the headers put a recipient; "unknown" when a To or Cc header could not be parsed. */
 export function classify(recipient: string, facts: MessageFacts): RecipientClass {
-  if (facts.to !== undefined && facts.to.includes(recipient)) return "to";
+  if (facts.to?.includes(recipient)) return "to";
   if (facts.to === undefined || facts.cc === undefined) return "unknown";
   return facts.cc.includes(recipient) ? "cc" : "bcc";
 }
@@ -50,7 +56,11 @@ export function finalRequest(agent: string | null, sender: string, recipient: st
 export function finalDecision(policy: Policy, request: Request): Decision {
   const decision = policy.evaluate(request);
   if (decision.action === "ask") {
-    return { ...decision, action: "deny", reason: `${decision.reason}; approvals are not available yet, so ask refuses` };
+    return {
+      ...decision,
+      action: "deny",
+      reason: `${decision.reason}; approvals are not available yet, so ask refuses`,
+    };
   }
   return decision;
 }

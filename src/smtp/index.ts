@@ -8,18 +8,25 @@ import { dirname, join } from "node:path";
 import type { AuditLog } from "../audit/index.ts";
 import type { Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
-import { FailureThrottle, listen, loadIdentity, readCaFile, SHUTDOWN_GRACE_MS, type UpstreamTarget } from "../net/index.ts";
+import {
+  FailureThrottle,
+  listen,
+  loadIdentity,
+  readCaFile,
+  SHUTDOWN_GRACE_MS,
+  type UpstreamTarget,
+} from "../net/index.ts";
 import type { Policy } from "../policy/index.ts";
 import {
   AUTH_FAILURE_MAX_DELAY_MS,
   AUTH_FAILURE_TRACKED_ADDRESSES,
   AUTH_FAILURE_WINDOW_MS,
   DEFAULT_LIMITS,
-  UPSTREAM_CONNECT_TIMEOUT_MS,
   type SessionLimits,
+  UPSTREAM_CONNECT_TIMEOUT_MS,
 } from "./limits.ts";
 import { reply } from "./reply.ts";
-import { SmtpSession, type SessionContext } from "./session.ts";
+import { type SessionContext, SmtpSession } from "./session.ts";
 import { prepareSpoolDir } from "./spool.ts";
 
 export interface SmtpProxy {
@@ -49,7 +56,9 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
   if (ask !== undefined) {
     // Approvals are a later feature; an ask rule must never behave as allow, and refusing it silently would
     // surprise the user who wrote it.
-    throw new Error(`smtp: rule "${ask.name}" uses action = "ask", which the SMTP proxy does not support yet (approvals are not implemented); use "allow" or "deny"`);
+    throw new Error(
+      `smtp: rule "${ask.name}" uses action = "ask", which the SMTP proxy does not support yet (approvals are not implemented); use "allow" or "deny"`,
+    );
   }
   const identity = smtp.listenTls === "none" ? null : loadIdentity(smtp.tlsCertFile ?? "", smtp.tlsKeyFile ?? "");
   const upstream: UpstreamTarget = {
@@ -93,7 +102,9 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
       conn.end();
     },
   });
-  log.info(`SMTP proxy listening on ${listener.address.host}:${listener.address.port} (${smtp.listenTls}), upstream ${upstream.host}:${upstream.port} (${upstream.tls})`);
+  log.info(
+    `SMTP proxy listening on ${listener.address.host}:${listener.address.port} (${smtp.listenTls}), upstream ${upstream.host}:${upstream.port} (${upstream.tls})`,
+  );
   return {
     address: listener.address,
     async close() {

@@ -12,7 +12,7 @@
 
 import { parseAddressList } from "../policy/index.ts";
 import { MAX_HEADER_BYTES, MAX_MIME_DEPTH, MAX_MIME_PARTS, MAX_PART_HEADER_BYTES } from "./limits.ts";
-import { decodeEncodedWords, hasParam, parseHeaderSection, parseParameterized, type HeaderField } from "./mime.ts";
+import { decodeEncodedWords, type HeaderField, hasParam, parseHeaderSection, parseParameterized } from "./mime.ts";
 
 const LF = 10;
 const CR = 13;
@@ -209,7 +209,14 @@ export class MessageInspector {
     if (this.#phase === Phase.PartHeaders) this.#endPartHeaders();
     const fields = this.#topFields;
     if (fields === null) {
-      return { to: undefined, cc: undefined, subject: undefined, hasAttachment: undefined, messageId: null, headerTooLarge: this.#headerTooLarge };
+      return {
+        to: undefined,
+        cc: undefined,
+        subject: undefined,
+        hasAttachment: undefined,
+        messageId: null,
+        headerTooLarge: this.#headerTooLarge,
+      };
     }
     const subjects = fields.filter((f) => f.name === "subject");
     const messageId = fieldValue(fields, "message-id");

@@ -20,10 +20,15 @@ import { checkAgentLogin, decodeLoginStep, decodePlain, type LoginAttempt, type 
 import { DataReader } from "./data.ts";
 import { classify, finalDecision, finalRequest, recipientOutcome, senderOutcome } from "./decide.ts";
 import { MessageInspector } from "./inspect.ts";
-import { MAX_AUTH_FAILURES_PER_SESSION, MAX_HEADER_BYTES, TLS_HANDSHAKE_TIMEOUT_MS, type SessionLimits } from "./limits.ts";
-import { clean, formatReply, reply, type Reply } from "./reply.ts";
+import {
+  MAX_AUTH_FAILURES_PER_SESSION,
+  MAX_HEADER_BYTES,
+  type SessionLimits,
+  TLS_HANDSHAKE_TIMEOUT_MS,
+} from "./limits.ts";
+import { clean, formatReply, type Reply, reply } from "./reply.ts";
 import { Spool } from "./spool.ts";
-import { CommitFailedError, CommitGate, UpstreamAuthError, UpstreamSession, type Credentials } from "./upstream.ts";
+import { CommitFailedError, CommitGate, type Credentials, UpstreamAuthError, UpstreamSession } from "./upstream.ts";
 
 /** DATA octets between two hints to the garbage collector (see the DATA sink). */
 const GC_HINT_BYTES = 2 * 1024 * 1024;
@@ -35,7 +40,21 @@ const MAX_QUEUED_INPUT = 1024 * 1024;
 const BEFORE_AUTH = new Set(["EHLO", "HELO", "STARTTLS", "AUTH", "NOOP", "RSET", "QUIT"]);
 
 /** Commands Mailgator never implements or forwards (PROTOCOL.md §6, §7 case 34). */
-const NOT_OFFERED = new Set(["VRFY", "EXPN", "BDAT", "BURL", "XCLIENT", "XFORWARD", "ETRN", "TURN", "ATRN", "HELP", "SEND", "SOML", "SAML"]);
+const NOT_OFFERED = new Set([
+  "VRFY",
+  "EXPN",
+  "BDAT",
+  "BURL",
+  "XCLIENT",
+  "XFORWARD",
+  "ETRN",
+  "TURN",
+  "ATRN",
+  "HELP",
+  "SEND",
+  "SOML",
+  "SAML",
+]);
 
 export interface SessionContext {
   readonly config: Config;
@@ -158,8 +177,16 @@ export class SmtpSession {
             this.#data = null;
             await this.#endData();
           } else {
-            this.#send(reply(521, "5.5.2", "Bare CR or LF in the message (RFC 5321 §2.3.8); nothing was sent; closing"));
-            this.#audit({ command: "DATA", operation: "mail:send", target: null, decision: "deny", reason: "bare CR or LF in DATA (smuggling defence); connection closed" });
+            this.#send(
+              reply(521, "5.5.2", "Bare CR or LF in the message (RFC 5321 §2.3.8); nothing was sent; closing"),
+            );
+            this.#audit({
+              command: "DATA",
+              operation: "mail:send",
+              target: null,
+              decision: "deny",
+              reason: "bare CR or LF in DATA (smuggling defence); connection closed",
+            });
             this.#close();
           }
           continue;
@@ -219,7 +246,13 @@ export class SmtpSession {
 
   #countCommand(): boolean {
     if (++this.#commands > this.#ctx.limits.maxCommandsPerSession) {
-      this.#send(reply(421, "4.7.0", `Too many commands in one session (limit ${this.#ctx.limits.maxCommandsPerSession}); closing`));
+      this.#send(
+        reply(
+          421,
+          "4.7.0",
+          `Too many commands in one session (limit ${this.#ctx.limits.maxCommandsPerSession}); closing`,
+        ),
+      );
       this.#close();
       return false;
     }
@@ -270,13 +303,19 @@ export class SmtpSession {
     void upstream?.quit().catch(() => {});
     const opening = this.#opening;
     this.#opening = null;
-    opening?.promise.then((late) => late.quit(), () => {}).catch(() => {});
+    opening?.promise
+      .then(
+        (late) => late.quit(),
+        () => {},
+      )
+      .catch(() => {});
   }
 
   /** Notes activity; the idle timer checks the time of the last activity instead of being re-armed per chunk. */
   #touch(): void {
     this.#lastActivity = performance.now();
-    if (this.#idleTimer === null && !this.#closing) this.#idleTimer = setTimeout(this.#onIdle, this.#ctx.limits.idleTimeoutMs);
+    if (this.#idleTimer === null && !this.#closing)
+      this.#idleTimer = setTimeout(this.#onIdle, this.#ctx.limits.idleTimeoutMs);
   }
 
   #onIdle = (): void => {
@@ -398,7 +437,13 @@ export class SmtpSession {
       this.#send(`250 ${host}\r\n`);
       return undefined;
     }
-    const lines = [`${host} greets ${clean(args.trim()).slice(0, 100)}`, "PIPELINING", `SIZE ${this.#ctx.limits.maxMessageBytes}`, "8BITMIME", "ENHANCEDSTATUSCODES"];
+    const lines = [
+      `${host} greets ${clean(args.trim()).slice(0, 100)}`,
+      "PIPELINING",
+      `SIZE ${this.#ctx.limits.maxMessageBytes}`,
+      "8BITMIME",
+      "ENHANCEDSTATUSCODES",
+    ];
     if (this.#needsTls()) lines.push("STARTTLS");
     else if (this.#identity === null) lines.push("AUTH PLAIN LOGIN");
     this.#send(formatReply(250, lines));
@@ -412,7 +457,11 @@ export class SmtpSession {
 
   #startTls(args: string): Promise<void> | undefined {
     if (!this.#needsTls()) {
-      this.#send(this.#conn.secure ? reply(503, "5.5.1", "TLS is already active") : reply(502, "5.5.1", "STARTTLS is not offered"));
+      this.#send(
+        this.#conn.secure
+          ? reply(503, "5.5.1", "TLS is already active")
+          : reply(502, "5.5.1", "STARTTLS is not offered"),
+      );
       return undefined;
     }
     if (args !== "") {
@@ -512,7 +561,8 @@ export class SmtpSession {
       const result = checkAgentLogin(config.agents, attempt, this.#conn.remoteAddress);
       if (!result.ok) return this.#authFailed(attempt.username, result.reason);
       const account = config.accounts[result.agent.account];
-      if (account === undefined) return this.#authFailed(attempt.username, `agent's account ${result.agent.account} is not configured`);
+      if (account === undefined)
+        return this.#authFailed(attempt.username, `agent's account ${result.agent.account} is not configured`);
       this.#identity = { mode: "vault", agent: result.agent.name, account };
       this.#senders = sessionIdentities(account.username, account.identities);
     } else {
@@ -522,9 +572,15 @@ export class SmtpSession {
       try {
         this.#upstream = await UpstreamSession.open(this.#ctx.upstream, credentials);
       } catch (e) {
-        if (e instanceof UpstreamAuthError) return this.#authFailed(attempt.username, `upstream refused the login (${e.reply.code})`);
+        if (e instanceof UpstreamAuthError)
+          return this.#authFailed(attempt.username, `upstream refused the login (${e.reply.code})`);
         const message = (e as Error).message;
-        this.#audit({ command: "AUTH", target: attempt.username, decision: "error", reason: `upstream unavailable: ${message}` });
+        this.#audit({
+          command: "AUTH",
+          target: attempt.username,
+          decision: "error",
+          reason: `upstream unavailable: ${message}`,
+        });
         this.#send(reply(454, "4.7.0", `Temporary authentication failure: ${message}`));
         return;
       }
@@ -538,7 +594,13 @@ export class SmtpSession {
   async #authFailed(username: string, reason: string): Promise<void> {
     const address = this.#conn.remoteAddress;
     const delay = this.#ctx.throttle.fail(address);
-    this.#audit({ command: "AUTH", target: username.slice(0, 200), decision: "deny", reason: `login refused: ${reason}`, detail: { delayMs: delay } });
+    this.#audit({
+      command: "AUTH",
+      target: username.slice(0, 200),
+      decision: "deny",
+      reason: `login refused: ${reason}`,
+      detail: { delayMs: delay },
+    });
     this.#flush();
     await Bun.sleep(delay);
     this.#send(reply(535, "5.7.8", "Authentication credentials invalid"));
@@ -588,7 +650,11 @@ export class SmtpSession {
         target: path.key,
         decision: "deny",
         rule: null,
-        reason: `sender is not one of this account's identities (${known === "" ? "it has none: the upstream login is not an address and no identities are configured" : known})`.slice(0, 300),
+        reason:
+          `sender is not one of this account's identities (${known === "" ? "it has none: the upstream login is not an address and no identities are configured" : known})`.slice(
+            0,
+            300,
+          ),
       });
       this.#send(reply(553, "5.7.1", `Sender <${path.address}> is not one of this account's identities`));
       return undefined;
@@ -600,7 +666,14 @@ export class SmtpSession {
       this.#send(reply(553, "5.7.1", `Sender <${path.address}> is not allowed`));
       return undefined;
     }
-    this.#tx = { sender: path.address, senderKey: path.key, senderOutcome: outcome, eightBit, recipients: [], denied: [] };
+    this.#tx = {
+      sender: path.address,
+      senderKey: path.key,
+      senderOutcome: outcome,
+      eightBit,
+      recipients: [],
+      denied: [],
+    };
     this.#send(reply(250, "2.1.0", "Sender OK"));
     return undefined;
   }
@@ -634,7 +707,12 @@ export class SmtpSession {
     const outcome = recipientOutcome(this.#ctx.policy, this.#policyAgent, tx.senderKey, path.key);
     if (outcome.decided && outcome.decision.action === "deny") {
       tx.denied.push(path.key);
-      this.#audit({ command: "RCPT TO", operation: "mail:send", target: path.key, ...decisionFields(outcome.decision) });
+      this.#audit({
+        command: "RCPT TO",
+        operation: "mail:send",
+        target: path.key,
+        ...decisionFields(outcome.decision),
+      });
       this.#send(reply(550, "5.7.1", `Recipient <${path.address}> is not allowed`));
       return undefined;
     }
@@ -664,7 +742,9 @@ export class SmtpSession {
         count: tx.recipients.length + tx.denied.length,
       });
       this.#resetTransaction();
-      this.#send(reply(554, "5.7.1", `Message refused: ${tx.denied.length} recipient(s) not allowed; nothing was sent`));
+      this.#send(
+        reply(554, "5.7.1", `Message refused: ${tx.denied.length} recipient(s) not allowed; nothing was sent`),
+      );
       return undefined;
     }
     if (tx.recipients.length === 0) {
@@ -710,7 +790,10 @@ export class SmtpSession {
     if (this.#upstream !== null && !this.#upstream.closed) return;
     this.#upstream?.destroy();
     this.#upstream = null;
-    const opening: Opening = { promise: UpstreamSession.open(this.#ctx.upstream, this.#upstreamCredentials()), failed: false };
+    const opening: Opening = {
+      promise: UpstreamSession.open(this.#ctx.upstream, this.#upstreamCredentials()),
+      failed: false,
+    };
     this.#opening = opening;
     opening.promise.then(
       (session) => {
@@ -746,14 +829,28 @@ export class SmtpSession {
     this.#inspector = null;
     this.#tx = null;
     if (this.#tooBig) {
-      this.#audit({ command: "DATA", operation: "mail:send", target: null, decision: "deny", reason: `message larger than ${this.#ctx.limits.maxMessageBytes} octets` });
-      this.#send(reply(552, "5.3.4", `Message too large (limit ${this.#ctx.limits.maxMessageBytes} octets); nothing was sent`));
+      this.#audit({
+        command: "DATA",
+        operation: "mail:send",
+        target: null,
+        decision: "deny",
+        reason: `message larger than ${this.#ctx.limits.maxMessageBytes} octets`,
+      });
+      this.#send(
+        reply(552, "5.3.4", `Message too large (limit ${this.#ctx.limits.maxMessageBytes} octets); nothing was sent`),
+      );
       return;
     }
     this.#spool.flush();
     const facts = inspector.finish();
     if (facts.headerTooLarge) {
-      this.#audit({ command: "DATA", operation: "mail:send", target: null, decision: "deny", reason: `header section larger than ${MAX_HEADER_BYTES} octets` });
+      this.#audit({
+        command: "DATA",
+        operation: "mail:send",
+        target: null,
+        decision: "deny",
+        reason: `header section larger than ${MAX_HEADER_BYTES} octets`,
+      });
       this.#send(reply(552, "5.3.4", "Header section too large; nothing was sent"));
       return;
     }
@@ -766,16 +863,31 @@ export class SmtpSession {
         command: "MAIL FROM",
         operation: "mail:send",
         target: senderTarget,
-        ...(tx.senderOutcome.decided ? decisionFields(tx.senderOutcome.decision) : { decision: "allow", reason: "sender not refused on its own; decided with each recipient" }),
+        ...(tx.senderOutcome.decided
+          ? decisionFields(tx.senderOutcome.decision)
+          : { decision: "allow", reason: "sender not refused on its own; decided with each recipient" }),
       }),
     );
     const refused: string[] = [];
     for (const r of tx.recipients) {
       const decision = finalDecision(this.#ctx.policy, finalRequest(agent, tx.senderKey, r.key, facts));
       if (decision.action !== "allow") refused.push(r.key);
-      rows.push(this.#event({ command: "RCPT TO", operation: "mail:send", target: r.key, ...decisionFields(decision), detail: { class: classify(r.key, facts) } }));
+      rows.push(
+        this.#event({
+          command: "RCPT TO",
+          operation: "mail:send",
+          target: r.key,
+          ...decisionFields(decision),
+          detail: { class: classify(r.key, facts) },
+        }),
+      );
     }
-    const detail = { size, messageId: facts.messageId, hasAttachment: facts.hasAttachment ?? null, subjectKnown: facts.subject !== undefined };
+    const detail = {
+      size,
+      messageId: facts.messageId,
+      hasAttachment: facts.hasAttachment ?? null,
+      subjectKnown: facts.subject !== undefined,
+    };
     if (refused.length > 0) {
       rows.push(
         this.#event({
@@ -789,10 +901,26 @@ export class SmtpSession {
         }),
       );
       for (const row of rows) this.#audit(row);
-      this.#send(reply(554, "5.7.1", `Message refused: not allowed for ${refused.map((r) => `<${r}>`).join(", ")}; nothing was sent`));
+      this.#send(
+        reply(
+          554,
+          "5.7.1",
+          `Message refused: not allowed for ${refused.map((r) => `<${r}>`).join(", ")}; nothing was sent`,
+        ),
+      );
       return;
     }
-    rows.push(this.#event({ command: "DATA", operation: "mail:send", target: facts.messageId, decision: "allow", reason: "every recipient allowed", count: tx.recipients.length, detail }));
+    rows.push(
+      this.#event({
+        command: "DATA",
+        operation: "mail:send",
+        target: facts.messageId,
+        decision: "allow",
+        reason: "every recipient allowed",
+        count: tx.recipients.length,
+        detail,
+      }),
+    );
     this.#flush();
     const audit = this.#ctx.audit;
     if (!audit.healthy) {
@@ -804,7 +932,10 @@ export class SmtpSession {
     // The rows must be on disk before the message reaches the upstream (DESIGN.md §7), that is before the final
     // dot. They wait for company (at most SEND_COMMIT_WAIT_MS) while MAIL, the RCPTs and DATA go upstream; the replay
     // commits them once DATA is accepted, and holds its end of data until they are on disk.
-    const gate = new CommitGate(Promise.all(rows.map((row) => audit.durableWithin(row, this.#ctx.limits.sendCommitWaitMs))), () => audit.commitNow());
+    const gate = new CommitGate(
+      Promise.all(rows.map((row) => audit.durableWithin(row, this.#ctx.limits.sendCommitWaitMs))),
+      () => audit.commitNow(),
+    );
     this.#send(await this.#replay(tx, facts.messageId, gate));
   }
 
@@ -821,14 +952,17 @@ export class SmtpSession {
       if (result.stage === "data") {
         text = reply(result.reply.code, status, rest);
       } else {
-        const what = result.stage === "rcpt" ? `recipient <${result.recipient}>` : result.stage === "mail" ? "the sender" : "DATA";
+        const what =
+          result.stage === "rcpt" ? `recipient <${result.recipient}>` : result.stage === "mail" ? "the sender" : "DATA";
         text = reply(result.reply.code, status, `Upstream refused ${what}: ${rest}; nothing was sent`);
       }
     } catch (e) {
       // The agent learns of a failed commit whichever failure came first: nothing was delivered either way.
       await gate.settled;
       if (gate.state() === "failed" || e instanceof CommitFailedError) {
-        moduleLogger("smtp").error(`audit log unavailable, send abandoned before its end of data: ${gate.error?.message ?? (e as Error).message}`);
+        moduleLogger("smtp").error(
+          `audit log unavailable, send abandoned before its end of data: ${gate.error?.message ?? (e as Error).message}`,
+        );
         this.#upstream?.destroy();
         this.#upstream = null;
         return reply(451, "4.3.0", "Audit log unavailable; nothing was sent, try again later");
@@ -842,7 +976,8 @@ export class SmtpSession {
         decision: "error",
         reason: `upstream failed: ${message}`,
       });
-      if (!(e instanceof UpstreamError) && !auth) moduleLogger("smtp").error(`session ${this.id}: upstream: ${message}`);
+      if (!(e instanceof UpstreamError) && !auth)
+        moduleLogger("smtp").error(`session ${this.id}: upstream: ${message}`);
       this.#upstream?.destroy();
       this.#upstream = null;
       return reply(451, auth ? "4.7.0" : "4.4.1", `Upstream unavailable: ${message}; try again later`);

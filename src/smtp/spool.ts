@@ -11,9 +11,9 @@
  * scripts/bench/smtp.ts); the event loop is never held longer than one block.
  */
 
+import { randomBytes } from "node:crypto";
 import { chmodSync, closeSync, mkdirSync, openSync, readSync, unlinkSync, writeSync } from "node:fs";
 import { join } from "node:path";
-import { randomBytes } from "node:crypto";
 
 /** Bytes gathered before a write; also the read block size for the replay. */
 export const SPOOL_BLOCK = 256 * 1024;

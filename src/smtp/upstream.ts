@@ -9,8 +9,20 @@
  */
 
 import { hostname } from "node:os";
-import { connectUpstream, LineFramer, tlsOptions, UpstreamError, type Connection, type UpstreamTarget } from "../net/index.ts";
-import { MAX_UPSTREAM_REPLY_LINE, MAX_UPSTREAM_REPLY_LINES, TLS_HANDSHAKE_TIMEOUT_MS, UPSTREAM_REPLY_TIMEOUT_MS } from "./limits.ts";
+import {
+  type Connection,
+  connectUpstream,
+  LineFramer,
+  tlsOptions,
+  UpstreamError,
+  type UpstreamTarget,
+} from "../net/index.ts";
+import {
+  MAX_UPSTREAM_REPLY_LINE,
+  MAX_UPSTREAM_REPLY_LINES,
+  TLS_HANDSHAKE_TIMEOUT_MS,
+  UPSTREAM_REPLY_TIMEOUT_MS,
+} from "./limits.ts";
 import type { Reply } from "./reply.ts";
 import { SPOOL_BLOCK, type Spool } from "./spool.ts";
 
@@ -94,7 +106,9 @@ export class CommitGate {
 export class CommitFailedError extends Error {
   override name = "CommitFailedError";
   constructor(cause: Error | null) {
-    super(`audit commit failed, transaction abandoned before the end of data: ${cause?.message ?? "unknown error"}`, { cause });
+    super(`audit commit failed, transaction abandoned before the end of data: ${cause?.message ?? "unknown error"}`, {
+      cause,
+    });
   }
 }
 
@@ -137,7 +151,9 @@ export class UpstreamSession {
   private constructor(conn: Connection) {
     this.#conn = conn;
     conn.onData(this.#onData);
-    conn.onClose((error) => this.#fail(new UpstreamError(`upstream closed the connection${error ? `: ${error.message}` : ""}`)));
+    conn.onClose((error) =>
+      this.#fail(new UpstreamError(`upstream closed the connection${error ? `: ${error.message}` : ""}`)),
+    );
   }
 
   get closed(): boolean {
@@ -179,7 +195,8 @@ export class UpstreamSession {
       await this.#ehlo();
     }
     if (credentials !== null) {
-      if (!this.#conn.secure && target.tls !== "none") throw new UpstreamError("refusing to send credentials without TLS");
+      if (!this.#conn.secure && target.tls !== "none")
+        throw new UpstreamError("refusing to send credentials without TLS");
       await this.#auth(credentials);
     }
   }
@@ -251,7 +268,11 @@ export class UpstreamSession {
     const params: string[] = [];
     if (this.extensions.has("SIZE")) params.push(`SIZE=${spool.length}`);
     if (envelope.eightBit && this.extensions.has("8BITMIME")) params.push("BODY=8BITMIME");
-    const commands = [`MAIL FROM:<${envelope.from}>${params.map((p) => ` ${p}`).join("")}`, ...envelope.recipients.map((r) => `RCPT TO:<${r}>`), "DATA"];
+    const commands = [
+      `MAIL FROM:<${envelope.from}>${params.map((p) => ` ${p}`).join("")}`,
+      ...envelope.recipients.map((r) => `RCPT TO:<${r}>`),
+      "DATA",
+    ];
     const replies: Reply[] = [];
     if (this.extensions.has("PIPELINING")) {
       this.#conn.write(commands.map((c) => `${c}\r\n`).join(""));
@@ -263,7 +284,9 @@ export class UpstreamSession {
         if (r.code !== 250 && r.code !== 251) break;
       }
     }
-    const failed = replies.findIndex((r, i) => (i === commands.length - 1 ? r.code !== 354 : r.code !== 250 && r.code !== 251));
+    const failed = replies.findIndex((r, i) =>
+      i === commands.length - 1 ? r.code !== 354 : r.code !== 250 && r.code !== 251,
+    );
     if (failed !== -1) {
       const r = replies[failed]!;
       const last = replies[commands.length - 1];
@@ -355,7 +378,11 @@ export class UpstreamSession {
       at = step.end;
       const event = step.event;
       if (event.kind !== "line") {
-        this.#fail(new UpstreamError(event.kind === "too-long" ? "upstream reply line too long" : "upstream reply with a bare CR or LF"));
+        this.#fail(
+          new UpstreamError(
+            event.kind === "too-long" ? "upstream reply line too long" : "upstream reply with a bare CR or LF",
+          ),
+        );
         this.#conn.destroy();
         return;
       }

@@ -16,7 +16,8 @@ let exe: string;
 beforeAll(() => {
   scratch = scratchDir();
   exe = scratch.file("mailgator");
-  const build = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { scripts: { build: string } }).scripts.build;
+  const build = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { scripts: { build: string } }).scripts
+    .build;
   const argv = build.split(" ");
   expect(argv.slice(0, 2)).toEqual(["bun", "build"]);
   expect(argv.at(-2)).toBe("--outfile");
@@ -42,7 +43,12 @@ async function converse(port: number, lines: string[]): Promise<string[]> {
       const end = buffer.search(/^\d{3} .*\r\n/m);
       if (end !== -1) {
         const stop = buffer.indexOf("\r\n", end) + 2;
-        received.push(...buffer.slice(0, stop).split("\r\n").filter((l) => l !== ""));
+        received.push(
+          ...buffer
+            .slice(0, stop)
+            .split("\r\n")
+            .filter((l) => l !== ""),
+        );
         buffer = buffer.slice(stop);
         return;
       }
@@ -94,7 +100,11 @@ test("the executable audits through its writer thread, and its audit command rea
 
   const audit = Bun.spawnSync([exe, "audit", "-c", config, "--json"], { stderr: "pipe" });
   expect(audit.exitCode).toBe(0);
-  const rows = audit.stdout.toString().trim().split("\n").map((l) => JSON.parse(l) as Record<string, unknown>);
+  const rows = audit.stdout
+    .toString()
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
   expect(rows).toHaveLength(1);
   expect(rows[0]).toMatchObject({ protocol: "smtp", command: "AUTH", target: "mailbox-user", decision: "error" });
   expect(String(rows[0]?.["reason"])).toContain("upstream unavailable");

@@ -4,8 +4,9 @@
  * takes effect on this file system the tests fail and say so (CI runs as root, where chattr works). A full disk is simulated with maxBytes
  * (PRAGMA max_page_count), which fails exactly as a full disk does (SQLITE_FULL).
  */
-import { afterEach, beforeEach, describe, expect, test } from "bun:test";
+
 import { Database } from "bun:sqlite";
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { chmodSync, closeSync, mkdirSync, openSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -83,7 +84,9 @@ describe("read-only", () => {
     makeReadOnly(dir, true);
     try {
       expect(() => AuditLog.open(join(dir, "audit.db"))).toThrow(
-        new AuditUnavailableError(`audit: cannot open ${join(dir, "audit.db")} for writing: unable to open database file`),
+        new AuditUnavailableError(
+          `audit: cannot open ${join(dir, "audit.db")} for writing: unable to open database file`,
+        ),
       );
     } finally {
       makeWritable(dir, true);

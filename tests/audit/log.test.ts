@@ -1,5 +1,5 @@
-import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { Database } from "bun:sqlite";
+import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { AuditLog, type AuditRow, MAX_TEXT_CHARS, SCHEMA_VERSION } from "../../src/audit/index.ts";
 import { sampleEvent, scratchDir } from "./helpers.ts";
@@ -65,7 +65,12 @@ describe("open", () => {
     await log.close();
     const check = new Database(path, { readonly: true });
     expect(check.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version).toBe(SCHEMA_VERSION);
-    expect(check.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'index'").all().map((i) => i.name)).toEqual(["audit_time"]);
+    expect(
+      check
+        .query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'index'")
+        .all()
+        .map((i) => i.name),
+    ).toEqual(["audit_time"]);
     check.close();
   });
 
@@ -201,7 +206,12 @@ describe("batched writer", () => {
     void log.durableWithin(sampleEvent({ target: "long" }), 10_000);
     await log.durableWithin(sampleEvent({ target: "short" }), 30);
     expect(performance.now() - started).toBeLessThan(2_000);
-    expect(log.query().map((r) => r.target).sort()).toEqual(["long", "short"]);
+    expect(
+      log
+        .query()
+        .map((r) => r.target)
+        .sort(),
+    ).toEqual(["long", "short"]);
     await log.close();
   });
 
@@ -219,7 +229,9 @@ describe("batched writer", () => {
     const log = AuditLog.open(scratch.file("within-fail.db"), { maxBytes: 64 * 1024, log: () => {} });
     const big = "x".repeat(3000);
     // About 150 KB of rows waiting for company in a file limited to 64 KB: their commit cannot succeed.
-    const waiting = Array.from({ length: 50 }, () => log.durableWithin(sampleEvent({ reason: big, detail: { big } }), 5_000));
+    const waiting = Array.from({ length: 50 }, () =>
+      log.durableWithin(sampleEvent({ reason: big, detail: { big } }), 5_000),
+    );
     const outcomes = Promise.allSettled(waiting);
     log.commitNow();
     expect(log.healthy).toBe(false);
@@ -258,8 +270,12 @@ describe("query", () => {
     const t = 1_000_000;
     const ids: number[] = [];
     ids.push(await log.durable(sampleEvent({ time: t, agent: "a", decision: "allow", rule: "r1" })));
-    ids.push(await log.durable(sampleEvent({ time: t + 10, agent: "b", decision: "deny", rule: null, ruleIndex: null })));
-    ids.push(await log.durable(sampleEvent({ time: t + 20, agent: "a", decision: "deny", rule: "r2", session: "s-2" })));
+    ids.push(
+      await log.durable(sampleEvent({ time: t + 10, agent: "b", decision: "deny", rule: null, ruleIndex: null })),
+    );
+    ids.push(
+      await log.durable(sampleEvent({ time: t + 20, agent: "a", decision: "deny", rule: "r2", session: "s-2" })),
+    );
     ids.push(await log.durable(sampleEvent({ time: t + 30, agent: null, protocol: "smtp", decision: "error" })));
     const [id0, id1, id2, id3] = ids as [number, number, number, number];
 
@@ -326,11 +342,30 @@ describe("what a row may hold", () => {
     const path = scratch.file("schema.db");
     await AuditLog.open(path).close();
     const db = new Database(path, { readonly: true });
-    const columns = db.query<{ name: string }, []>("PRAGMA table_info(audit)").all().map((c) => c.name);
+    const columns = db
+      .query<{ name: string }, []>("PRAGMA table_info(audit)")
+      .all()
+      .map((c) => c.name);
     db.close();
     expect(columns).toEqual([
-      "id", "time", "session", "agent", "client_addr", "protocol", "command", "operation", "folder", "target",
-      "decision", "rule", "rule_index", "reason", "config_revision", "count", "hidden_count", "detail",
+      "id",
+      "time",
+      "session",
+      "agent",
+      "client_addr",
+      "protocol",
+      "command",
+      "operation",
+      "folder",
+      "target",
+      "decision",
+      "rule",
+      "rule_index",
+      "reason",
+      "config_revision",
+      "count",
+      "hidden_count",
+      "detail",
     ]);
     for (const name of columns) expect(name).not.toMatch(/body|content|password|secret|token|credential|auth/);
   });

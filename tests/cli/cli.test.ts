@@ -3,8 +3,8 @@ import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs"
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AuditLog } from "../../src/audit/index.ts";
-import { loadConfig, parseConfig } from "../../src/config/index.ts";
 import { runsProxies } from "../../src/cli/main.ts";
+import { loadConfig, parseConfig } from "../../src/config/index.ts";
 import { verifyToken } from "../../src/vault/token.ts";
 
 const ROOT = join(import.meta.dir, "../..");
@@ -37,7 +37,10 @@ describe("check", () => {
   test("a shadowed rule is warned about", () => {
     const dir = tempDir();
     const file = join(dir, "m.toml");
-    writeFileSync(file, `[[rules]]\nname = "deny all"\naction = "deny"\n[[rules]]\nname = "late"\naction = "allow"\nfolders = ["INBOX"]\n`);
+    writeFileSync(
+      file,
+      `[[rules]]\nname = "deny all"\naction = "deny"\n[[rules]]\nname = "late"\naction = "allow"\nfolders = ["INBOX"]\n`,
+    );
     const r = run(["check", "-c", file]);
     expect(r.code).toBe(0);
     expect(r.stdout).toContain(`warning: rule 2 "late" can never match: rule 1 "deny all"`);
@@ -55,7 +58,10 @@ describe("check", () => {
   test("a missing environment variable exits 2 and prints no secret", () => {
     const dir = tempDir();
     const file = join(dir, "m.toml");
-    writeFileSync(file, `[accounts.main]\nusername = "u"\npassword_env = "MG_PW"\n[[agents]]\nname = "b"\ntoken_hash = "sha256:${"0".repeat(64)}"\naccount = "main"\n`);
+    writeFileSync(
+      file,
+      `[accounts.main]\nusername = "u"\npassword_env = "MG_PW"\n[[agents]]\nname = "b"\ntoken_hash = "sha256:${"0".repeat(64)}"\naccount = "main"\n`,
+    );
     const missing = run(["check", "-c", file]);
     expect(missing.code).toBe(2);
     expect(missing.stderr).toContain("environment variable MG_PW is not set");
@@ -72,16 +78,40 @@ describe("check", () => {
   });
 
   test("only the commands that run the proxies re-execute with a tuned allocator", () => {
-    for (const argv of [["serve", "-c", "f"], ["--config", "f"], ["-c", "f"], ["--log-format", "json", "serve", "-c", "f"], ["--log-format=json", "--config", "f"]]) {
+    for (const argv of [
+      ["serve", "-c", "f"],
+      ["--config", "f"],
+      ["-c", "f"],
+      ["--log-format", "json", "serve", "-c", "f"],
+      ["--log-format=json", "--config", "f"],
+    ]) {
       expect([argv, runsProxies(argv)]).toEqual([argv, true]);
     }
-    for (const argv of [[], ["serve", "--help"], ["--help"], ["-V"], ["--config", "f", "--help"], ["-c", "f", "-V"], ["check", "-c", "f"], ["audit", "-c", "f"], ["--log-format", "json", "version"]]) {
+    for (const argv of [
+      [],
+      ["serve", "--help"],
+      ["--help"],
+      ["-V"],
+      ["--config", "f", "--help"],
+      ["-c", "f", "-V"],
+      ["check", "-c", "f"],
+      ["audit", "-c", "f"],
+      ["--log-format", "json", "version"],
+    ]) {
       expect([argv, runsProxies(argv)]).toEqual([argv, false]);
     }
   });
 
   test("--help everywhere exits 0", () => {
-    for (const cmd of [["--help"], ["check", "--help"], ["explain", "-h"], ["audit", "--help"], ["token", "--help"], ["config", "--help"], ["serve", "--help"]]) {
+    for (const cmd of [
+      ["--help"],
+      ["check", "--help"],
+      ["explain", "-h"],
+      ["audit", "--help"],
+      ["token", "--help"],
+      ["config", "--help"],
+      ["serve", "--help"],
+    ]) {
       const r = run(cmd);
       expect(r.code).toBe(0);
       expect(r.stdout).toContain("Usage:");
@@ -91,13 +121,25 @@ describe("check", () => {
 
 describe("explain on the seed config", () => {
   const cases: [string[], string][] = [
-    [["--op", "mail:read", "--folder", "INBOX", "--from", "notifications@shop.test"], `mail:read in "INBOX": ALLOW by rule 1 "Transactional emails from known senders"`],
-    [["--op", "mail:read", "--folder", "INBOX", "--from", "Boss <boss@corp.test>"], `mail:read in "INBOX": DENY by rule 2 "Deny everything else"`],
+    [
+      ["--op", "mail:read", "--folder", "INBOX", "--from", "notifications@shop.test"],
+      `mail:read in "INBOX": ALLOW by rule 1 "Transactional emails from known senders"`,
+    ],
+    [
+      ["--op", "mail:read", "--folder", "INBOX", "--from", "Boss <boss@corp.test>"],
+      `mail:read in "INBOX": DENY by rule 2 "Deny everything else"`,
+    ],
     [["--op", "read", "--folder", "Archive"], `mail:read in "Archive": DENY by rule 2 "Deny everything else"`],
     [["--op", "mail:send", "--to", "a@corp.test"], `mail:send: DENY by rule 2 "Deny everything else"`],
-    [["--op", "mail:delete", "--folder", "INBOX", "--from", "notifications@shop.test"], `mail:delete in "INBOX": DENY by rule 2 "Deny everything else"`],
+    [
+      ["--op", "mail:delete", "--folder", "INBOX", "--from", "notifications@shop.test"],
+      `mail:delete in "INBOX": DENY by rule 2 "Deny everything else"`,
+    ],
     [["--op", "mail:read", "--folder", "INBOX"], `mail:read in "INBOX": depends on from (possible: allow, deny)`],
-    [["--op", "mail:read", "--folder", "INBOX", "--from", '"notifications@shop.test" <spam@evil.test>'], `DENY by rule 2`],
+    [
+      ["--op", "mail:read", "--folder", "INBOX", "--from", '"notifications@shop.test" <spam@evil.test>'],
+      `DENY by rule 2`,
+    ],
   ];
   for (const [args, expected] of cases) {
     test(args.join(" "), () => {
@@ -108,8 +150,24 @@ describe("explain on the seed config", () => {
   }
 
   test("--json", () => {
-    const r = run(["explain", "-c", SEED, "--op", "mail:read", "--folder", "INBOX", "--from", "notifications@x.test", "--json"]);
-    expect(JSON.parse(r.stdout)).toMatchObject({ operation: "mail:read", action: "allow", rule: "Transactional emails from known senders", ruleIndex: 0 });
+    const r = run([
+      "explain",
+      "-c",
+      SEED,
+      "--op",
+      "mail:read",
+      "--folder",
+      "INBOX",
+      "--from",
+      "notifications@x.test",
+      "--json",
+    ]);
+    expect(JSON.parse(r.stdout)).toMatchObject({
+      operation: "mail:read",
+      action: "allow",
+      rule: "Transactional emails from known senders",
+      ruleIndex: 0,
+    });
   });
 
   test("an unknown operation or agent is a usage error", () => {
@@ -148,10 +206,46 @@ describe("audit", () => {
     const file = join(dir, "m.toml");
     writeFileSync(file, readFileSync(SEED));
     const log = AuditLog.open(join(dir, "mailgator-audit.db"));
-    const base = { session: "s1", clientAddr: "127.0.0.1", protocol: "imap" as const, folder: "INBOX", target: null, configRevision: "r" };
-    log.record({ ...base, agent: "bot", command: "UID FETCH", operation: "mail:read", decision: "allow", rule: "Transactional emails from known senders", ruleIndex: 0, reason: "ok", count: 3, hiddenCount: 7 });
-    log.record({ ...base, agent: "bot", command: "STORE", operation: "mail:delete", decision: "deny", rule: "Deny everything else", ruleIndex: 1, reason: "no" });
-    log.record({ ...base, agent: "other", command: "SELECT", operation: "folder:read", decision: "allow", rule: "Transactional emails from known senders", ruleIndex: 0, reason: "ok" });
+    const base = {
+      session: "s1",
+      clientAddr: "127.0.0.1",
+      protocol: "imap" as const,
+      folder: "INBOX",
+      target: null,
+      configRevision: "r",
+    };
+    log.record({
+      ...base,
+      agent: "bot",
+      command: "UID FETCH",
+      operation: "mail:read",
+      decision: "allow",
+      rule: "Transactional emails from known senders",
+      ruleIndex: 0,
+      reason: "ok",
+      count: 3,
+      hiddenCount: 7,
+    });
+    log.record({
+      ...base,
+      agent: "bot",
+      command: "STORE",
+      operation: "mail:delete",
+      decision: "deny",
+      rule: "Deny everything else",
+      ruleIndex: 1,
+      reason: "no",
+    });
+    log.record({
+      ...base,
+      agent: "other",
+      command: "SELECT",
+      operation: "folder:read",
+      decision: "allow",
+      rule: "Transactional emails from known senders",
+      ruleIndex: 0,
+      reason: "ok",
+    });
     await log.close();
 
     const all = run(["audit", "-c", file]);
@@ -160,12 +254,17 @@ describe("audit", () => {
     expect(all.stdout).toContain("count=3 hidden=7");
 
     const denied = run(["audit", "-c", file, "--decision", "deny", "--json"]);
-    const rows = denied.stdout.trim().split("\n").map((l) => JSON.parse(l));
+    const rows = denied.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l));
     expect(rows).toHaveLength(1);
     expect(rows[0]).toMatchObject({ command: "STORE", decision: "deny", rule: "Deny everything else" });
 
     expect(run(["audit", "-c", file, "--agent", "other", "--json"]).stdout.trim().split("\n")).toHaveLength(1);
-    expect(run(["audit", "-c", file, "--rule", "Deny everything else", "--json"]).stdout.trim().split("\n")).toHaveLength(1);
+    expect(
+      run(["audit", "-c", file, "--rule", "Deny everything else", "--json"]).stdout.trim().split("\n"),
+    ).toHaveLength(1);
     expect(run(["audit", "-c", file, "--limit", "2", "--json"]).stdout.trim().split("\n")).toHaveLength(2);
     expect(run(["audit", "-c", file, "--since", "1h", "--json"]).stdout.trim().split("\n")).toHaveLength(3);
     expect(run(["audit", "-c", file, "--since", "2999-01-01", "--json"]).stdout.trim()).toBe("");
@@ -199,7 +298,13 @@ describe("audit", () => {
     await follow.until("new-rare@x.test");
     follow.stop();
     await log.close();
-    expect(follow.seen().trim().split("\n").map((l) => JSON.parse(l).target)).toEqual(["old-rare@x.test", "new-rare@x.test"]);
+    expect(
+      follow
+        .seen()
+        .trim()
+        .split("\n")
+        .map((l) => JSON.parse(l).target),
+    ).toEqual(["old-rare@x.test", "new-rare@x.test"]);
   });
 });
 
@@ -209,13 +314,31 @@ function followFixture() {
   const file = join(dir, "m.toml");
   writeFileSync(file, readFileSync(SEED));
   const log = AuditLog.open(join(dir, "mailgator-audit.db"));
-  const ev = { session: "s", agent: null, clientAddr: null, protocol: "smtp" as const, command: "RCPT TO", operation: "mail:send", folder: null, decision: "deny" as const, rule: null, ruleIndex: null, reason: "r", configRevision: "x" };
+  const ev = {
+    session: "s",
+    agent: null,
+    clientAddr: null,
+    protocol: "smtp" as const,
+    command: "RCPT TO",
+    operation: "mail:send",
+    folder: null,
+    decision: "deny" as const,
+    rule: null,
+    ruleIndex: null,
+    reason: "r",
+    configRevision: "x",
+  };
   return { file, log, ev };
 }
 
 /** `mailgator audit -c FILE --follow --json ...args` in a child process; `until` waits for text in its output. */
-function followAudit(file: string, args: string[]): { until(needle: string): Promise<void>; seen(): string; stop(): void } {
-  const child = Bun.spawn([process.execPath, MAIN, "audit", "-c", file, "--follow", "--json", ...args], { stdout: "pipe" });
+function followAudit(
+  file: string,
+  args: string[],
+): { until(needle: string): Promise<void>; seen(): string; stop(): void } {
+  const child = Bun.spawn([process.execPath, MAIN, "audit", "-c", file, "--follow", "--json", ...args], {
+    stdout: "pipe",
+  });
   const reader = child.stdout.getReader();
   let seen = "";
   return {
@@ -237,7 +360,10 @@ describe("compiled executable", () => {
     const out = join(dir, "build", "mailgator");
     // The same command as `npm run build`, with another output file.
     const script: string = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).scripts.build;
-    const argv = script.split(" ").slice(1).map((a) => (a === "dist/mailgator" ? out : a));
+    const argv = script
+      .split(" ")
+      .slice(1)
+      .map((a) => (a === "dist/mailgator" ? out : a));
     expect(argv).toContain(out);
     const build = Bun.spawnSync([process.execPath, ...argv], { cwd: ROOT });
     expect(build.exitCode).toBe(0);
@@ -246,7 +372,10 @@ describe("compiled executable", () => {
     copyFileSync(out, join(alone, "mailgator"));
     Bun.spawnSync(["chmod", "+x", join(alone, "mailgator")]);
     copyFileSync(SEED, join(alone, "seed.toml"));
-    const p = Bun.spawnSync(["./mailgator", "check", "-c", "seed.toml"], { cwd: alone, env: { PATH: "/usr/bin:/bin" } });
+    const p = Bun.spawnSync(["./mailgator", "check", "-c", "seed.toml"], {
+      cwd: alone,
+      env: { PATH: "/usr/bin:/bin" },
+    });
     expect(p.exitCode).toBe(0);
     const text = p.stdout.toString();
     expect(text).toContain("1. ALLOW");

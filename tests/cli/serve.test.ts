@@ -22,7 +22,11 @@ interface Served {
 function serve(config: string, env: Record<string, string> = {}): Served {
   const inherited: Record<string, string | undefined> = { ...process.env };
   delete inherited["MIMALLOC_PURGE_DELAY"];
-  const proc = Bun.spawn([process.execPath, MAIN, "serve", "-c", config, "--log-format", "json"], { stderr: "pipe", stdout: "pipe", env: { ...inherited, ...env } });
+  const proc = Bun.spawn([process.execPath, MAIN, "serve", "-c", config, "--log-format", "json"], {
+    stderr: "pipe",
+    stdout: "pipe",
+    env: { ...inherited, ...env },
+  });
   let text = "";
   const reader = (proc.stderr as ReadableStream<Uint8Array>).getReader();
   const pump = (async () => {
@@ -51,7 +55,9 @@ function serve(config: string, env: Record<string, string> = {}): Served {
 
 /** The allocator variables of a running process, from /proc (src/cli/allocator.ts). */
 function allocatorEnv(pid: number): string[] {
-  return readFileSync(`/proc/${pid}/environ`, "utf8").split("\0").filter((kv) => kv.startsWith("MIMALLOC_"));
+  return readFileSync(`/proc/${pid}/environ`, "utf8")
+    .split("\0")
+    .filter((kv) => kv.startsWith("MIMALLOC_"));
 }
 
 /** A config with just the SMTP proxy: sends to *@corp.test allowed, the rest denied; me@corp.test is an identity. */
@@ -92,12 +98,22 @@ test("serve runs the SMTP proxy from a config file, audits, and stops cleanly on
     expect(allocatorEnv(served.proc.pid)).toEqual(["MIMALLOC_PURGE_DELAY=-1"]);
     const token = uniqueToken("serve");
     const login = up.users[0]!; // pass-through: the client logs in with upstream credentials
-    const transport = nodemailer.createTransport({ host: "127.0.0.1", port, secure: false, ignoreTLS: true, auth: { user: login.user, pass: login.password } });
+    const transport = nodemailer.createTransport({
+      host: "127.0.0.1",
+      port,
+      secure: false,
+      ignoreTLS: true,
+      auth: { user: login.user, pass: login.password },
+    });
     await transport.sendMail({ from: "me@corp.test", to: `${token}@corp.test`, subject: token, text: "hello" });
-    const refused = await transport.sendMail({ from: "me@corp.test", to: `${token}-x@evil.test`, subject: token, text: "nope" }).catch((e: Error) => e);
+    const refused = await transport
+      .sendMail({ from: "me@corp.test", to: `${token}-x@evil.test`, subject: token, text: "nope" })
+      .catch((e: Error) => e);
     expect(String(refused)).toContain("5.7.1");
     // Only the login and [smtp] identities may be the sender (the rules alone would allow this one).
-    const foreign = await transport.sendMail({ from: "boss@corp.test", to: `${token}-f@corp.test`, subject: token, text: "as someone else" }).catch((e: Error) => e);
+    const foreign = await transport
+      .sendMail({ from: "boss@corp.test", to: `${token}-f@corp.test`, subject: token, text: "as someone else" })
+      .catch((e: Error) => e);
     expect(String(foreign)).toContain("553 5.7.1");
     transport.close();
     expect(await sinkRecipients(token)).toEqual([`${token}@corp.test`]);
@@ -108,10 +124,28 @@ test("serve runs the SMTP proxy from a config file, audits, and stops cleanly on
   expect(served.logs()).toContain("SIGTERM: shutting down");
 
   const audit = Bun.spawnSync([process.execPath, MAIN, "audit", "-c", config, "--json", "--limit", "1000"]);
-  const rows = audit.stdout.toString().trim().split("\n").map((l) => JSON.parse(l));
-  expect(rows.some((r) => r.decision === "allow" && r.rule === "Colleagues" && String(r.target).includes("@corp.test"))).toBe(true);
-  expect(rows.some((r) => r.decision === "deny" && r.rule === "Deny everything else" && String(r.target).includes("evil.test"))).toBe(true);
-  expect(rows.some((r) => r.decision === "deny" && r.rule === null && r.target === "boss@corp.test" && String(r.reason).includes("not one of this account's identities"))).toBe(true);
+  const rows = audit.stdout
+    .toString()
+    .trim()
+    .split("\n")
+    .map((l) => JSON.parse(l));
+  expect(
+    rows.some((r) => r.decision === "allow" && r.rule === "Colleagues" && String(r.target).includes("@corp.test")),
+  ).toBe(true);
+  expect(
+    rows.some(
+      (r) => r.decision === "deny" && r.rule === "Deny everything else" && String(r.target).includes("evil.test"),
+    ),
+  ).toBe(true);
+  expect(
+    rows.some(
+      (r) =>
+        r.decision === "deny" &&
+        r.rule === null &&
+        r.target === "boss@corp.test" &&
+        String(r.reason).includes("not one of this account's identities"),
+    ),
+  ).toBe(true);
 });
 
 test("serve leaves an allocator setting the operator made alone", async () => {
@@ -144,7 +178,10 @@ test("serve under bun passes the flags BUN_OPTIONS gave once when it re-executes
 test("serve with a config error exits 2 before listening", async () => {
   const dir = mkdtempSync(join(tmpdir(), "mg-serve-"));
   const config = join(dir, "mailgator.toml");
-  writeFileSync(config, `[smtp]\nlisten_addr = "127.0.0.1:0"\nupstream_addr = "h:587"\n[[rules]]\nname = "a"\naction = "ask"\n`);
+  writeFileSync(
+    config,
+    `[smtp]\nlisten_addr = "127.0.0.1:0"\nupstream_addr = "h:587"\n[[rules]]\nname = "a"\naction = "ask"\n`,
+  );
   const p = Bun.spawnSync([process.execPath, MAIN, "serve", "-c", config]);
   expect(p.exitCode).toBe(2);
   expect(p.stderr.toString()).toContain(`"ask" applies to mail:send only`);
@@ -153,7 +190,10 @@ test("serve with a config error exits 2 before listening", async () => {
 test("serve refuses to start an SMTP proxy with an ask rule (approvals do not exist yet), exit 1", async () => {
   const dir = mkdtempSync(join(tmpdir(), "mg-serve-"));
   const config = join(dir, "mailgator.toml");
-  writeFileSync(config, `[smtp]\nlisten_addr = "127.0.0.1:0"\nupstream_addr = "127.0.0.1:587"\n[[rules]]\nname = "hold"\naction = "ask"\noperations = ["send"]\n`);
+  writeFileSync(
+    config,
+    `[smtp]\nlisten_addr = "127.0.0.1:0"\nupstream_addr = "127.0.0.1:587"\n[[rules]]\nname = "hold"\naction = "ask"\noperations = ["send"]\n`,
+  );
   const p = Bun.spawnSync([process.execPath, MAIN, "serve", "-c", config]);
   expect(p.exitCode).toBe(1);
   expect(p.stderr.toString()).toContain(`rule "hold" uses action = "ask"`);
@@ -163,7 +203,10 @@ test("SIGTERM ends serve even when an agent never hangs up (connections destroye
   const up = upstreams();
   const dir = mkdtempSync(join(tmpdir(), "mg-serve-"));
   const config = join(dir, "mailgator.toml");
-  writeFileSync(config, `[smtp]\nlisten_addr = "127.0.0.1:0"\nupstream_addr = "${up.host}:${up.ports.smtp}"\nupstream_tls = "starttls"\nupstream_ca_file = "${up.caFile}"\n[[rules]]\nname = "none"\naction = "deny"\n`);
+  writeFileSync(
+    config,
+    `[smtp]\nlisten_addr = "127.0.0.1:0"\nupstream_addr = "${up.host}:${up.ports.smtp}"\nupstream_tls = "starttls"\nupstream_ca_file = "${up.caFile}"\n[[rules]]\nname = "none"\naction = "deny"\n`,
+  );
   const served = serve(config);
   const port = await served.port("SMTP");
   const { connect } = await import("node:net");

@@ -35,7 +35,10 @@ describe("loading", () => {
   });
 
   test("aliases folder and operation", () => {
-    const c = parseConfig(`[[rules]]\nname = "a"\nfolder = "Drafts"\noperation = "mail:append"\naction = "allow"\n`, "/x.toml");
+    const c = parseConfig(
+      `[[rules]]\nname = "a"\nfolder = "Drafts"\noperation = "mail:append"\naction = "allow"\n`,
+      "/x.toml",
+    );
     expect(c.rules[0]!.folders).toEqual(["Drafts"]);
     expect(c.rules[0]!.operations).toEqual(["mail:append"]);
   });
@@ -55,7 +58,10 @@ describe("loading", () => {
   test("a password file is read relative to the config", () => {
     const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
     writeFileSync(join(dir, "pw.txt"), "from-file\n");
-    writeFileSync(join(dir, "m.toml"), `[accounts.main]\nusername = "u"\npassword_file = "pw.txt"\n[[agents]]\nname = "b"\ntoken_hash = "${HASH}"\naccount = "main"\n`);
+    writeFileSync(
+      join(dir, "m.toml"),
+      `[accounts.main]\nusername = "u"\npassword_file = "pw.txt"\n[[agents]]\nname = "b"\ntoken_hash = "${HASH}"\naccount = "main"\n`,
+    );
     expect(loadConfig(join(dir, "m.toml")).accounts["main"]!.password.reveal()).toBe("from-file");
   });
 
@@ -64,7 +70,9 @@ describe("loading", () => {
     const pass = parseConfig(smtp, "/x.toml");
     expect(pass.smtp?.identities).toEqual(["Me@Corp.test", "sales@corp.test"]);
     expect(pass.warnings.join("\n")).not.toContain("identities");
-    expect(parseConfig(`[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:587"\n`, "/x.toml").smtp?.identities).toEqual([]);
+    expect(
+      parseConfig(`[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:587"\n`, "/x.toml").smtp?.identities,
+    ).toEqual([]);
     const vault = parseConfig(
       `${smtp}[accounts.main]\nusername = "me@corp.test"\npassword = "p"\nidentities = ["me.alias@corp.test"]\n[accounts.other]\nusername = "o"\npassword = "p"\n[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = "main"\n`,
       "/x.toml",
@@ -87,39 +95,141 @@ describe("loading", () => {
 
 describe("errors a person can act on", () => {
   const cases: [string, string, string[]][] = [
-    ["TOML syntax error with line, column and caret", `a = 1\nb = = 2\n`, ["/cfg/mailgator.toml:2:5", "TOML syntax error", "^"]],
+    [
+      "TOML syntax error with line, column and caret",
+      `a = 1\nb = = 2\n`,
+      ["/cfg/mailgator.toml:2:5", "TOML syntax error", "^"],
+    ],
     [
       "bad action names the path, expectation and value",
       `[[rules]]\nname = "a"\naction = "deny"\n[[rules]]\nname = "b"\naction = "alow"\n`,
       [`rules[1].action: expected "allow" | "deny" | "ask", got "alow"`, "mailgator.toml:6:"],
     ],
-    ["unknown key in a rule", `[[rules]]\nname = "a"\naction = "deny"\nfrm = "x@y"\n`, [`rules[0].frm: unknown key "frm"`, ":4:"]],
+    [
+      "unknown key in a rule",
+      `[[rules]]\nname = "a"\naction = "deny"\nfrm = "x@y"\n`,
+      [`rules[0].frm: unknown key "frm"`, ":4:"],
+    ],
     ["unknown top-level table", `[imapp]\nx = 1\n`, [`imapp: unknown key "imapp"`]],
     ["missing action", `[[rules]]\nname = "a"\n`, [`rules[0].action: missing required key "action"`]],
-    ["duplicate rule names", `[[rules]]\nname = "a"\naction = "deny"\n[[rules]]\nname = "a"\naction = "allow"\n`, [`rules[1].name: duplicate rule name "a"`]],
-    ["malformed folder glob", `[[rules]]\nname = "a"\naction = "allow"\nfolders = ["Archive//x"]\n`, [`rules[0].folders[0]: folder glob "Archive//x"`]],
-    ["malformed address glob", `[[rules]]\nname = "a"\naction = "allow"\nfrom = "boss"\n`, [`rules[0].from[0]: address glob "boss"`]],
-    ["unknown operation", `[[rules]]\nname = "a"\naction = "allow"\noperations = ["mail:raed"]\n`, [`rules[0].operations[0]: expected an operation`, `got "mail:raed"`]],
-    ["ask with all operations", `[[rules]]\nname = "a"\naction = "ask"\n`, [`rules[0].action: "ask" applies to mail:send only`]],
-    ["ask with read", `[[rules]]\nname = "a"\naction = "ask"\noperations = ["send", "read"]\n`, [`"ask" applies to mail:send only`]],
-    ["alias and key together", `[[rules]]\nname = "a"\naction = "allow"\nfolder = "A"\nfolders = ["B"]\n`, [`rules[0].folder: "folder" is an alias of "folders"`]],
-    ["empty list", `[[rules]]\nname = "a"\naction = "allow"\nto = []\n`, [`rules[0].to: an empty list matches nothing`]],
-    ["agent pointing at a missing account", `[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = "nope"\n`, [`agents[0].account: no account named "nope"`]],
-    ["bad token hash", `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "bot"\ntoken_hash = "abc"\naccount = "m"\n`, [`agents[0].token_hash: expected "sha256:"`]],
-    ["rule names an unknown agent", `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = "m"\n[[rules]]\nname = "a"\naction = "allow"\nagents = ["bott"]\n`, [`rules[0].agents[0]: no agent named "bott"`]],
-    ["rule names agents in pass-through mode", `[[rules]]\nname = "a"\naction = "allow"\nagents = ["x"]\n`, [`no [[agents]] are defined`]],
-    ["bad listen address", `[imap]\nlisten_addr = "localhost"\nupstream_addr = "h:993"\n`, [`imap.listen_addr: expected "host:port"`, ":2:"]],
-    ["non-standard port without upstream_tls", `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:3143"\n`, [`port 3143 is not a standard IMAP port; state upstream_tls`]],
-    ["cert without listen_tls", `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:993"\ntls_cert_file = "c.pem"\n`, [`imap.listen_tls: tls_cert_file/tls_key_file are set but listen_tls is "none"`]],
-    ["listen_tls without cert", `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:993"\nlisten_tls = "tls"\n`, [`imap.tls_cert_file: required when listen_tls = "tls"`]],
-    ["missing CA file", `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:993"\nupstream_ca_file = "nope.pem"\n`, [`imap.upstream_ca_file: file "/cfg/nope.pem" does not exist`]],
+    [
+      "duplicate rule names",
+      `[[rules]]\nname = "a"\naction = "deny"\n[[rules]]\nname = "a"\naction = "allow"\n`,
+      [`rules[1].name: duplicate rule name "a"`],
+    ],
+    [
+      "malformed folder glob",
+      `[[rules]]\nname = "a"\naction = "allow"\nfolders = ["Archive//x"]\n`,
+      [`rules[0].folders[0]: folder glob "Archive//x"`],
+    ],
+    [
+      "malformed address glob",
+      `[[rules]]\nname = "a"\naction = "allow"\nfrom = "boss"\n`,
+      [`rules[0].from[0]: address glob "boss"`],
+    ],
+    [
+      "unknown operation",
+      `[[rules]]\nname = "a"\naction = "allow"\noperations = ["mail:raed"]\n`,
+      [`rules[0].operations[0]: expected an operation`, `got "mail:raed"`],
+    ],
+    [
+      "ask with all operations",
+      `[[rules]]\nname = "a"\naction = "ask"\n`,
+      [`rules[0].action: "ask" applies to mail:send only`],
+    ],
+    [
+      "ask with read",
+      `[[rules]]\nname = "a"\naction = "ask"\noperations = ["send", "read"]\n`,
+      [`"ask" applies to mail:send only`],
+    ],
+    [
+      "alias and key together",
+      `[[rules]]\nname = "a"\naction = "allow"\nfolder = "A"\nfolders = ["B"]\n`,
+      [`rules[0].folder: "folder" is an alias of "folders"`],
+    ],
+    [
+      "empty list",
+      `[[rules]]\nname = "a"\naction = "allow"\nto = []\n`,
+      [`rules[0].to: an empty list matches nothing`],
+    ],
+    [
+      "agent pointing at a missing account",
+      `[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = "nope"\n`,
+      [`agents[0].account: no account named "nope"`],
+    ],
+    [
+      "bad token hash",
+      `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "bot"\ntoken_hash = "abc"\naccount = "m"\n`,
+      [`agents[0].token_hash: expected "sha256:"`],
+    ],
+    [
+      "rule names an unknown agent",
+      `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = "m"\n[[rules]]\nname = "a"\naction = "allow"\nagents = ["bott"]\n`,
+      [`rules[0].agents[0]: no agent named "bott"`],
+    ],
+    [
+      "rule names agents in pass-through mode",
+      `[[rules]]\nname = "a"\naction = "allow"\nagents = ["x"]\n`,
+      [`no [[agents]] are defined`],
+    ],
+    [
+      "bad listen address",
+      `[imap]\nlisten_addr = "localhost"\nupstream_addr = "h:993"\n`,
+      [`imap.listen_addr: expected "host:port"`, ":2:"],
+    ],
+    [
+      "non-standard port without upstream_tls",
+      `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:3143"\n`,
+      [`port 3143 is not a standard IMAP port; state upstream_tls`],
+    ],
+    [
+      "cert without listen_tls",
+      `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:993"\ntls_cert_file = "c.pem"\n`,
+      [`imap.listen_tls: tls_cert_file/tls_key_file are set but listen_tls is "none"`],
+    ],
+    [
+      "listen_tls without cert",
+      `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:993"\nlisten_tls = "tls"\n`,
+      [`imap.tls_cert_file: required when listen_tls = "tls"`],
+    ],
+    [
+      "missing CA file",
+      `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:993"\nupstream_ca_file = "nope.pem"\n`,
+      [`imap.upstream_ca_file: file "/cfg/nope.pem" does not exist`],
+    ],
     ["wrong type", `[audit]\nretention_days = "ten"\n`, [`audit.retention_days: expected number, got "ten"`]],
-    ["identity that is not an address (account)", `[accounts.m]\nusername = "u"\npassword = "p"\nidentities = ["me@corp.test", "boss"]\n`, [`mailgator.toml:4:14: accounts.m.identities[1]: expected an email address (local@domain), got "boss"`]],
-    ["identity that is not an address ([smtp])", `[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:587"\nidentities = ["<me@corp.test>"]\n`, [`mailgator.toml:4:14: smtp.identities[0]: expected an email address (local@domain), got "<me@corp.test>"`]],
-    ["identity written as a glob", `[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:587"\nidentities = ["*@corp.test"]\n`, [`smtp.identities[0]: expected an email address (local@domain), got "*@corp.test": identities are exact addresses, not globs`]],
-    ["identities not a list ([smtp])", `[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:587"\nidentities = "me@corp.test"\n`, [`mailgator.toml:4:14: smtp.identities: expected a list, got "me@corp.test"`]],
-    ["identities not a list (account)", `[accounts.m]\nusername = "u"\npassword = "p"\nidentities = 3\n`, [`mailgator.toml:4:14: accounts.m.identities: expected a list, got 3`]],
-    ["bad allowed_ips", `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "b"\ntoken_hash = "${HASH}"\naccount = "m"\nallowed_ips = ["10.0.0.0/33"]\n`, [`agents[0].allowed_ips[0]: expected an IP address or CIDR range`]],
+    [
+      "identity that is not an address (account)",
+      `[accounts.m]\nusername = "u"\npassword = "p"\nidentities = ["me@corp.test", "boss"]\n`,
+      [`mailgator.toml:4:14: accounts.m.identities[1]: expected an email address (local@domain), got "boss"`],
+    ],
+    [
+      "identity that is not an address ([smtp])",
+      `[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:587"\nidentities = ["<me@corp.test>"]\n`,
+      [`mailgator.toml:4:14: smtp.identities[0]: expected an email address (local@domain), got "<me@corp.test>"`],
+    ],
+    [
+      "identity written as a glob",
+      `[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:587"\nidentities = ["*@corp.test"]\n`,
+      [
+        `smtp.identities[0]: expected an email address (local@domain), got "*@corp.test": identities are exact addresses, not globs`,
+      ],
+    ],
+    [
+      "identities not a list ([smtp])",
+      `[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:587"\nidentities = "me@corp.test"\n`,
+      [`mailgator.toml:4:14: smtp.identities: expected a list, got "me@corp.test"`],
+    ],
+    [
+      "identities not a list (account)",
+      `[accounts.m]\nusername = "u"\npassword = "p"\nidentities = 3\n`,
+      [`mailgator.toml:4:14: accounts.m.identities: expected a list, got 3`],
+    ],
+    [
+      "bad allowed_ips",
+      `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "b"\ntoken_hash = "${HASH}"\naccount = "m"\nallowed_ips = ["10.0.0.0/33"]\n`,
+      [`agents[0].allowed_ips[0]: expected an IP address or CIDR range`],
+    ],
   ];
   for (const [label, text, expected] of cases) {
     test(label, () => {

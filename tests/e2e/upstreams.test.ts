@@ -2,8 +2,15 @@
 // Dovecot serves, Postfix delivers per envelope recipient, the hooks and AUTH work.
 import { describe, expect, test } from "bun:test";
 import nodemailer from "nodemailer";
-import { connectImap, createMailbox, sinkRecipients, uniqueToken, upstreams, waitForDelivery } from "../fixtures/index.ts";
 import type { SeededMessage } from "../fixtures/index.ts";
+import {
+  connectImap,
+  createMailbox,
+  sinkRecipients,
+  uniqueToken,
+  upstreams,
+  waitForDelivery,
+} from "../fixtures/index.ts";
 import { defineIsolationTest } from "../fixtures/isolation.ts";
 
 interface BodyNode {
@@ -26,7 +33,7 @@ describe("seeded mailbox", () => {
     expect(Object.keys(mailbox.manifest.folders)).toEqual(Object.keys(folders));
     const all = Object.values(mailbox.manifest.folders).flat();
     // The mix the rules will be tested against is really there.
-    expect(all.some((m) => m.fromHeader === "\"notifications@shop.test\" <spam@evil.test>")).toBe(true);
+    expect(all.some((m) => m.fromHeader === '"notifications@shop.test" <spam@evil.test>')).toBe(true);
     expect(all.some((m) => m.from === "notifications@shop.test")).toBe(true);
     expect(all.some((m) => m.hasAttachment)).toBe(true);
     expect(all.some((m) => m.cc.length > 0)).toBe(true);
@@ -36,10 +43,15 @@ describe("seeded mailbox", () => {
       for (const [folder, expected] of Object.entries(mailbox.manifest.folders)) {
         await client.mailboxOpen(folder, { readOnly: true });
         const seen: SeededMessage[] = [];
-        for await (const message of client.fetch("1:*", { uid: true, envelope: true, flags: true, size: true, internalDate: true, bodyStructure: true }, { uid: true })) {
+        for await (const message of client.fetch(
+          "1:*",
+          { uid: true, envelope: true, flags: true, size: true, internalDate: true, bodyStructure: true },
+          { uid: true },
+        )) {
           const envelope = message.envelope;
           // Group syntax shows up as entries without an address (RFC 3501 §7.4.2).
-          const addresses = (list: readonly { address?: string | undefined }[] | undefined) => (list ?? []).flatMap((a) => (a.address ? [a.address.toLowerCase()] : []));
+          const addresses = (list: readonly { address?: string | undefined }[] | undefined) =>
+            (list ?? []).flatMap((a) => (a.address ? [a.address.toLowerCase()] : []));
           const from = envelope?.from?.[0];
           seen.push({
             uid: message.uid,
@@ -76,7 +88,12 @@ describe("Postfix", () => {
     const mailbox = await createMailbox();
     const token = uniqueToken();
     const others = [`carol-${token}@corp.test`, `dave-${token}@partner.test`];
-    const transport = nodemailer.createTransport({ host: servers.host, port: servers.ports.smtp, secure: false, ignoreTLS: true });
+    const transport = nodemailer.createTransport({
+      host: servers.host,
+      port: servers.ports.smtp,
+      secure: false,
+      ignoreTLS: true,
+    });
     const info = await transport.sendMail({
       envelope: { from: `boss-${token}@corp.test`, to: [mailbox.address, ...others] },
       from: `boss-${token}@corp.test`,
@@ -108,9 +125,17 @@ describe("Postfix", () => {
   test("recipient hooks: reject* → 550, tempfail* → 451, others accepted", async () => {
     const servers = upstreams();
     const token = uniqueToken();
-    const transport = nodemailer.createTransport({ host: servers.host, port: servers.ports.smtp, secure: false, ignoreTLS: true });
+    const transport = nodemailer.createTransport({
+      host: servers.host,
+      port: servers.ports.smtp,
+      secure: false,
+      ignoreTLS: true,
+    });
     const info = await transport.sendMail({
-      envelope: { from: `x-${token}@ext.test`, to: [`reject-${token}@corp.test`, `tempfail-${token}@corp.test`, `ok-${token}@corp.test`] },
+      envelope: {
+        from: `x-${token}@ext.test`,
+        to: [`reject-${token}@corp.test`, `tempfail-${token}@corp.test`, `ok-${token}@corp.test`],
+      },
       from: `x-${token}@ext.test`,
       to: `ok-${token}@corp.test`,
       subject: `hooks ${token}`,
@@ -118,7 +143,12 @@ describe("Postfix", () => {
     });
     transport.close();
     expect(info.accepted).toEqual([`ok-${token}@corp.test`]);
-    const codes = Object.fromEntries((info.rejectedErrors ?? []).map((error) => [(error as unknown as { recipient: string }).recipient, (error as unknown as { responseCode: number }).responseCode]));
+    const codes = Object.fromEntries(
+      (info.rejectedErrors ?? []).map((error) => [
+        (error as unknown as { recipient: string }).recipient,
+        (error as unknown as { responseCode: number }).responseCode,
+      ]),
+    );
     expect(codes).toEqual({ [`reject-${token}@corp.test`]: 550, [`tempfail-${token}@corp.test`]: 451 });
     expect(await sinkRecipients(token)).toEqual([`ok-${token}@corp.test`]);
   });
@@ -128,13 +158,35 @@ describe("Postfix", () => {
     const mailbox = await createMailbox();
     const token = uniqueToken();
     const tls = { ca: await Bun.file(servers.caFile).text(), servername: servers.tlsName };
-    const good = nodemailer.createTransport({ host: servers.host, port: servers.ports.smtps, secure: true, tls, auth: { user: mailbox.user, pass: mailbox.password }, authMethod: "PLAIN" });
-    await good.sendMail({ from: mailbox.address, to: `auth-${token}@ext.test`, subject: `auth ${token}`, text: "auth" });
+    const good = nodemailer.createTransport({
+      host: servers.host,
+      port: servers.ports.smtps,
+      secure: true,
+      tls,
+      auth: { user: mailbox.user, pass: mailbox.password },
+      authMethod: "PLAIN",
+    });
+    await good.sendMail({
+      from: mailbox.address,
+      to: `auth-${token}@ext.test`,
+      subject: `auth ${token}`,
+      text: "auth",
+    });
     good.close();
     expect(await sinkRecipients(token)).toEqual([`auth-${token}@ext.test`]);
 
-    const bad = nodemailer.createTransport({ host: servers.host, port: servers.ports.smtps, secure: true, tls, auth: { user: mailbox.user, pass: "wrong" }, authMethod: "PLAIN" });
-    const error = await bad.verify().then(() => undefined, (failure: unknown) => failure as { responseCode?: number });
+    const bad = nodemailer.createTransport({
+      host: servers.host,
+      port: servers.ports.smtps,
+      secure: true,
+      tls,
+      auth: { user: mailbox.user, pass: "wrong" },
+      authMethod: "PLAIN",
+    });
+    const error = await bad.verify().then(
+      () => undefined,
+      (failure: unknown) => failure as { responseCode?: number },
+    );
     bad.close();
     expect(error?.responseCode).toBe(535);
   });
@@ -149,7 +201,14 @@ describe("Dovecot", () => {
         expect(client.secureConnection || security === "starttls").toBe(true);
         const list = await client.list();
         const uses = Object.fromEntries(list.map((folder) => [folder.path, folder.specialUse ?? ""]));
-        expect(uses).toEqual({ INBOX: "\\Inbox", Drafts: "\\Drafts", Sent: "\\Sent", Trash: "\\Trash", Junk: "\\Junk", Archive: "\\Archive" });
+        expect(uses).toEqual({
+          INBOX: "\\Inbox",
+          Drafts: "\\Drafts",
+          Sent: "\\Sent",
+          Trash: "\\Trash",
+          Junk: "\\Junk",
+          Archive: "\\Archive",
+        });
       } finally {
         await client.logout();
       }

@@ -12,10 +12,18 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
-import { connect as tlsConnect } from "node:tls";
 import { join } from "node:path";
-import { connectImap, createMailbox, upstreams, type TestMailbox } from "../fixtures/index.ts";
-import { auditCursor, RawImap, startTestProxy, statusOf, upstreamState, type TestProxy, type UpstreamState } from "./helpers.ts";
+import { connect as tlsConnect } from "node:tls";
+import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import {
+  auditCursor,
+  RawImap,
+  startTestProxy,
+  statusOf,
+  type TestProxy,
+  type UpstreamState,
+  upstreamState,
+} from "./helpers.ts";
 
 const RULES = `
 [[rules]]
@@ -63,7 +71,10 @@ let newRows: ReturnType<typeof auditCursor>;
 
 beforeAll(async () => {
   mailbox = await createMailbox({
-    seed: { folders: { INBOX: 6, Archive: 4, Sent: 3, Drafts: 2, Trash: 2, Secret: 3, Parent: 1, "Parent/Hidden": 2 }, seed: 23 },
+    seed: {
+      folders: { INBOX: 6, Archive: 4, Sent: 3, Drafts: 2, Trash: 2, Secret: 3, Parent: 1, "Parent/Hidden": 2 },
+      seed: 23,
+    },
   });
   const human = await connectImap(mailbox);
   await human.mailboxCreate("[Gmail]/All Mail");
@@ -121,20 +132,40 @@ describe("§7.13 mailbox names", () => {
     const raw = await login();
     await newRows();
     await unchanged(async () => {
-      const names = ['"[Gmail]/All Mail"', '"INBOX/../Secret"', "INBOX/..", "INBOX/./Secret", '"#shared/x"', "#shared", `"~${mailbox.user}/Secret"`, "Secret", "SECRET", "INBOX/", "Parent//Hidden", "Parent/Hidden/", "/Secret"];
+      const names = [
+        '"[Gmail]/All Mail"',
+        '"INBOX/../Secret"',
+        "INBOX/..",
+        "INBOX/./Secret",
+        '"#shared/x"',
+        "#shared",
+        `"~${mailbox.user}/Secret"`,
+        "Secret",
+        "SECRET",
+        "INBOX/",
+        "Parent//Hidden",
+        "Parent/Hidden/",
+        "/Secret",
+      ];
       for (const [i, name] of names.entries()) {
         for (const verb of ["SELECT", "EXAMINE"]) {
           const tag = `n${i}${verb[0]}`;
-          expect(statusOf(await raw.command(tag, `${verb} ${name}`), tag)).toBe(`${tag} NO [NONEXISTENT] Mailbox does not exist`);
+          expect(statusOf(await raw.command(tag, `${verb} ${name}`), tag)).toBe(
+            `${tag} NO [NONEXISTENT] Mailbox does not exist`,
+          );
         }
         const tag = `st${i}`;
-        expect(statusOf(await raw.command(tag, `STATUS ${name} (MESSAGES)`), tag)).toBe(`${tag} NO [NONEXISTENT] Mailbox does not exist`);
+        expect(statusOf(await raw.command(tag, `STATUS ${name} (MESSAGES)`), tag)).toBe(
+          `${tag} NO [NONEXISTENT] Mailbox does not exist`,
+        );
       }
       // A refused SELECT left nothing selected, on either side.
       expect(statusOf(await raw.command("f", "FETCH 1 FLAGS"), "f")).toStartWith("f BAD");
     });
     const rows = await newRows();
-    expect(rows.filter((r) => r.decision === "deny" && (r.command === "SELECT" || r.command === "EXAMINE")).length).toBe(26);
+    expect(
+      rows.filter((r) => r.decision === "deny" && (r.command === "SELECT" || r.command === "EXAMINE")).length,
+    ).toBe(26);
     raw.close();
   });
 
@@ -154,7 +185,8 @@ test("§0.5 a hidden folder answers exactly as an absent one the agent could use
   await unchanged(async () => {
     // Trash/** is the agent's, so Trash/Nope is a name it may use that does not exist upstream.
     for (const verb of ["SELECT", "EXAMINE", "STATUS", "SUBSCRIBE", "DELETE", "RENAME", "APPEND", "COPY"]) {
-      const args = verb === "STATUS" ? " (MESSAGES)" : verb === "RENAME" ? " Trash/Other" : verb === "APPEND" ? " {1+}\r\nx" : "";
+      const args =
+        verb === "STATUS" ? " (MESSAGES)" : verb === "RENAME" ? " Trash/Other" : verb === "APPEND" ? " {1+}\r\nx" : "";
       const replies: string[] = [];
       for (const name of ["Trash/Nope", "Secret", "Parent/Hidden"]) {
         if (verb === "COPY") await raw.command("s", "SELECT INBOX");
@@ -170,7 +202,9 @@ test("§0.5 a hidden folder answers exactly as an absent one the agent could use
 
 test("§7.14 LIST with RECURSIVEMATCH gets BAD; no listing reveals a hidden name", async () => {
   const raw = await login();
-  expect(statusOf(await raw.command("a", 'LIST (RECURSIVEMATCH SUBSCRIBED) "" "%" RETURN (CHILDREN)'), "a")).toStartWith("a BAD");
+  expect(
+    statusOf(await raw.command("a", 'LIST (RECURSIVEMATCH SUBSCRIBED) "" "%" RETURN (CHILDREN)'), "a"),
+  ).toStartWith("a BAD");
   const all: string[] = [];
   for (const [tag, cmd] of [
     ["b", 'LIST (SUBSCRIBED) "" "*" RETURN (CHILDREN)'],
@@ -197,7 +231,17 @@ test("§7.15 CREATE of an existing hidden name answers exactly as CREATE of a de
   const raw = await login();
   await unchanged(async () => {
     const replies: string[] = [];
-    for (const name of ["Secret", "Nope", "SECRET", "Parent/Hidden", "Parent/Hidden2/../x", "Secret/child", "Nope/child", '"[Gmail]/All Mail"', '"[Gmail]/Nope"']) {
+    for (const name of [
+      "Secret",
+      "Nope",
+      "SECRET",
+      "Parent/Hidden",
+      "Parent/Hidden2/../x",
+      "Secret/child",
+      "Nope/child",
+      '"[Gmail]/All Mail"',
+      '"[Gmail]/Nope"',
+    ]) {
       const reply = await raw.command("c", `CREATE ${name}`);
       replies.push(reply);
     }
@@ -212,8 +256,12 @@ test("§7.15 CREATE of an existing hidden name answers exactly as CREATE of a de
 test("§7.16 APPEND with CATENATE gets BAD", async () => {
   const raw = await login();
   await unchanged(async () => {
-    expect(statusOf(await raw.command("a", 'APPEND Drafts CATENATE (URL "/INBOX;UIDVALIDITY=1/;UID=1")'), "a")).toStartWith("a BAD");
-    expect(statusOf(await raw.command("b", 'APPEND Drafts (\\Seen) CATENATE (TEXT {3+}\r\nabc URL "/Secret;UID=1")'), "b")).toStartWith("b BAD");
+    expect(
+      statusOf(await raw.command("a", 'APPEND Drafts CATENATE (URL "/INBOX;UIDVALIDITY=1/;UID=1")'), "a"),
+    ).toStartWith("a BAD");
+    expect(
+      statusOf(await raw.command("b", 'APPEND Drafts (\\Seen) CATENATE (TEXT {3+}\r\nabc URL "/Secret;UID=1")'), "b"),
+    ).toStartWith("b BAD");
     await alive(raw);
   });
   raw.close();
@@ -232,9 +280,9 @@ test("§7.17 URLFETCH, COMPRESS, NOTIFY, SETACL, SETMETADATA and friends are ref
       'SETMETADATA INBOX (/private/comment "x")',
       "GETMETADATA Secret /private/comment",
       "GETQUOTAROOT Secret",
-      "XLIST \"\" *",
+      'XLIST "" *',
       "UNAUTHENTICATE",
-      "GENURLAUTH \"imap://u@h/Secret;UID=1\" INTERNAL",
+      'GENURLAUTH "imap://u@h/Secret;UID=1" INTERNAL',
       "RESETKEY",
       "XFOO bar",
       "REPLACE 1 Drafts {3+}\r\nabc",
@@ -296,14 +344,14 @@ describe("§7.19 sizes and literal8 fail closed", () => {
   });
 
   for (const size of ["99999999999999999999+", "99999999+"]) {
-  test(`{${size}} cannot be skipped safely: BYE`, async () => {
-    const raw = await login();
-    await unchanged(async () => {
-      raw.write(`a APPEND Drafts {${size}}\r\nFrom: x\r\n\r\nb\r\n`);
-      await raw.readUntil(() => raw.closed);
-      expect(raw.take()).toContain("* BYE");
+    test(`{${size}} cannot be skipped safely: BYE`, async () => {
+      const raw = await login();
+      await unchanged(async () => {
+        raw.write(`a APPEND Drafts {${size}}\r\nFrom: x\r\n\r\nb\r\n`);
+        await raw.readUntil(() => raw.closed);
+        expect(raw.take()).toContain("* BYE");
+      });
     });
-  });
   }
 
   test("~{4} with NUL gets BAD (BINARY is not offered), in both literal forms", async () => {
@@ -386,7 +434,10 @@ test("§7.21 a read-only agent's FETCH of BODY[], RFC822, RFC822.TEXT, BODY[TEXT
       // Archive is opened read-write upstream (the agent may expunge there): PEEK alone keeps \Seen unset.
       const sel = await raw.command("s", `SELECT ${folder}`);
       expect(statusOf(sel, "s")).toStartWith(folder === "Archive" ? "s OK [READ-WRITE]" : "s OK [READ-ONLY]");
-      const reply = await raw.command("f", "FETCH 1:* (BODY[] RFC822 RFC822.TEXT BODY[TEXT] BODY[1] BODY[HEADER] FLAGS)");
+      const reply = await raw.command(
+        "f",
+        "FETCH 1:* (BODY[] RFC822 RFC822.TEXT BODY[TEXT] BODY[1] BODY[HEADER] FLAGS)",
+      );
       expect(statusOf(reply, "f")).toStartWith("f OK");
       expect(reply).toContain("RFC822 {");
       expect(reply).toContain("BODY[] {");
@@ -404,7 +455,13 @@ test("§7.22 STORE +FLAGS (\\DELETED) without mail:delete gets NO", async () => 
   await unchanged(async () => {
     for (const folder of ["INBOX", "Drafts"]) {
       await raw.command("s", `SELECT ${folder}`);
-      for (const store of ["STORE 1 +FLAGS (\\DELETED)", "STORE 1 +FLAGS.SILENT (\\deleted)", "UID STORE 1:* FLAGS (\\Seen \\Deleted)", "STORE 1 FLAGS ()", "STORE 1 +FLAGS (\\Seen \\Deleted)"]) {
+      for (const store of [
+        "STORE 1 +FLAGS (\\DELETED)",
+        "STORE 1 +FLAGS.SILENT (\\deleted)",
+        "UID STORE 1:* FLAGS (\\Seen \\Deleted)",
+        "STORE 1 FLAGS ()",
+        "STORE 1 +FLAGS (\\Seen \\Deleted)",
+      ]) {
         expect(statusOf(await raw.command("a", store), "a")).toStartWith("a NO [NOPERM]");
       }
     }
@@ -423,7 +480,9 @@ describe("§7.23 a \\Deleted message the agent has not been shown survives its E
       expect(statusOf(await raw.command("s", "SELECT Trash"), "s")).toStartWith("s OK [READ-WRITE]");
       // The human appends a \Deleted message; the agent runs no command in between, so it has not been told.
       const human = await connectImap(mailbox);
-      const appended = await human.append("Trash", `From: h@x.test\r\nSubject: human's ${verb}\r\n\r\nx\r\n`, ["\\Deleted"]);
+      const appended = await human.append("Trash", `From: h@x.test\r\nSubject: human's ${verb}\r\n\r\nx\r\n`, [
+        "\\Deleted",
+      ]);
       await human.logout();
       const humanUid = appended && appended.uid;
       expect(typeof humanUid).toBe("number");
@@ -494,7 +553,9 @@ test("§7.25 RENAME INBOX and DELETE or RENAME of a folder with a hidden child a
     expect(statusOf(await raw.command("b", "DELETE Parent"), "b")).toStartWith("b NO [NOPERM]");
     expect(statusOf(await raw.command("c", "RENAME Parent Trash/Parent"), "c")).toStartWith("c NO [NOPERM]");
     expect(statusOf(await raw.command("d", "DELETE Parent/Hidden"), "d")).toStartWith("d NO [NONEXISTENT]");
-    expect(statusOf(await raw.command("e", "RENAME Parent/Hidden Parent/Shown"), "e")).toStartWith("e NO [NONEXISTENT]");
+    expect(statusOf(await raw.command("e", "RENAME Parent/Hidden Parent/Shown"), "e")).toStartWith(
+      "e NO [NONEXISTENT]",
+    );
     expect(statusOf(await raw.command("f", "RENAME Trash Parent/Hidden"), "f")).toStartWith("f NO [NOPERM]");
   });
   const rows = await newRows();

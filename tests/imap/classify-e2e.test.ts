@@ -7,15 +7,21 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ClassificationCache } from "../../src/imap/cache.ts";
-import { classifyMailbox, messageFilter, type ClassifyStats, type MessageFilter } from "../../src/imap/classify.ts";
+import { type ClassifyStats, classifyMailbox, type MessageFilter, messageFilter } from "../../src/imap/classify.ts";
 import { UpstreamSession } from "../../src/imap/upstream.ts";
 import { compilePolicy, type RuleSpec } from "../../src/policy/index.ts";
-import { connectImap, createMailbox, upstreams, type SeededMessage, type TestMailbox } from "../fixtures/index.ts";
+import { connectImap, createMailbox, type SeededMessage, type TestMailbox, upstreams } from "../fixtures/index.ts";
 
 setDefaultTimeout(60_000);
 
 const SEED_RULES: RuleSpec[] = [
-  { name: "Transactional emails from known senders", folders: ["INBOX"], from: ["notifications@*"], action: "allow", operations: ["read"] },
+  {
+    name: "Transactional emails from known senders",
+    folders: ["INBOX"],
+    from: ["notifications@*"],
+    action: "allow",
+    operations: ["read"],
+  },
   { name: "Deny everything else", action: "deny" },
 ];
 
@@ -26,7 +32,14 @@ let dir: string;
 async function open(): Promise<UpstreamSession> {
   const servers = upstreams();
   const session = await UpstreamSession.open(
-    { host: servers.host, port: servers.ports.imaps, tls: "tls", skipVerify: false, extraCa: readFileSync(servers.caFile, "utf8"), connectTimeoutMs: 5000 },
+    {
+      host: servers.host,
+      port: servers.ports.imaps,
+      tls: "tls",
+      skipVerify: false,
+      extraCa: readFileSync(servers.caFile, "utf8"),
+      connectTimeoutMs: 5000,
+    },
     { connectMs: 5000, handshakeMs: 5000, commandMs: 30_000 },
   );
   if (!(await session.login(mailbox.user, mailbox.password))) throw new Error("login failed");
@@ -41,14 +54,18 @@ async function examine(session: UpstreamSession, folder: string): Promise<{ uidV
   });
   expect(st.status).toBe("OK");
   const uids: number[] = [];
-  await session.run({ name: "SEARCH", uid: true, returnOptions: null, charset: null, criteria: [{ key: "ALL" }] }, (r) => {
-    if (r.type === "SEARCH") uids.push(...r.numbers);
-  });
+  await session.run(
+    { name: "SEARCH", uid: true, returnOptions: null, charset: null, criteria: [{ key: "ALL" }] },
+    (r) => {
+      if (r.type === "SEARCH") uids.push(...r.numbers);
+    },
+  );
   uids.sort((a, b) => a - b);
   return { uidValidity, uids };
 }
 
-const expected = (messages: readonly SeededMessage[], visible: (m: SeededMessage) => boolean) => messages.filter(visible).map((m) => m.uid);
+const expected = (messages: readonly SeededMessage[], visible: (m: SeededMessage) => boolean) =>
+  messages.filter(visible).map((m) => m.uid);
 
 beforeAll(async () => {
   mailbox = await createMailbox({ seed: { folders: { INBOX: 1200, Archive: 150 }, seed: 7, attachmentRatio: 0.25 } });
@@ -62,9 +79,24 @@ afterAll(async () => {
 });
 
 describe("classification against Dovecot", () => {
-  const classify = async (filter: MessageFilter, folder: string, cache: ClassificationCache | null, stats: ClassifyStats) => {
+  const classify = async (
+    filter: MessageFilter,
+    folder: string,
+    cache: ClassificationCache | null,
+    stats: ClassifyStats,
+  ) => {
     const { uidValidity, uids } = await examine(up, folder);
-    return classifyMailbox({ runner: up, filter, uids, uidValidity, cache, account: `dovecot/${mailbox.user}`, mailbox: folder, stats, chunk: 500 });
+    return classifyMailbox({
+      runner: up,
+      filter,
+      uids,
+      uidValidity,
+      cache,
+      account: `dovecot/${mailbox.user}`,
+      mailbox: folder,
+      stats,
+      chunk: 500,
+    });
   };
 
   test("the seed rule: INBOX shows exactly the manifest's notifications@ messages; the cache serves the second open", async () => {
@@ -94,7 +126,7 @@ describe("classification against Dovecot", () => {
     const direct = await connectImap(mailbox);
     try {
       await direct.append("INBOX", "From: Shop <notifications@shop.test>\r\nSubject: new\r\n\r\nhi\r\n");
-      await direct.append("INBOX", "From: \"notifications@shop.test\" <spam@evil.test>\r\nSubject: new\r\n\r\nhi\r\n");
+      await direct.append("INBOX", 'From: "notifications@shop.test" <spam@evil.test>\r\nSubject: new\r\n\r\nhi\r\n');
     } finally {
       await direct.logout();
     }
@@ -108,13 +140,21 @@ describe("classification against Dovecot", () => {
 
   test("has_attachment reads BODYSTRUCTURE; an encoded-word subject matches decoded", async () => {
     const inbox = mailbox.manifest.folders["INBOX"]!;
-    const noAttachments = messageFilter(compilePolicy([{ name: "plain only", folders: ["INBOX"], hasAttachment: false, action: "allow" }]), "INBOX", null)!;
+    const noAttachments = messageFilter(
+      compilePolicy([{ name: "plain only", folders: ["INBOX"], hasAttachment: false, action: "allow" }]),
+      "INBOX",
+      null,
+    )!;
     const r1 = await classify(noAttachments, "INBOX", null, { commands: 0, messages: 0 });
     const plain = expected(inbox, (m) => !m.hasAttachment);
     // The two messages appended above have no attachment.
     expect([...r1.visible.uids()]).toEqual([...plain, 1201, 1202]);
 
-    const cafe = messageFilter(compilePolicy([{ name: "café", folders: ["INBOX"], subject: ["café on friday *"], action: "allow" }]), "INBOX", null)!;
+    const cafe = messageFilter(
+      compilePolicy([{ name: "café", folders: ["INBOX"], subject: ["café on friday *"], action: "allow" }]),
+      "INBOX",
+      null,
+    )!;
     const r2 = await classify(cafe, "INBOX", null, { commands: 0, messages: 0 });
     const want = expected(inbox, (m) => m.subject.toLowerCase().startsWith("café on friday "));
     expect(want.length).toBeGreaterThan(0);

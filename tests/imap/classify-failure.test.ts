@@ -22,8 +22,8 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { chmodSync, chownSync, readdirSync, readFileSync, renameSync, statSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import type { AuditRow } from "../../src/audit/index.ts";
-import { createMailbox, upstreams, type SeededMessage, type TestMailbox } from "../fixtures/index.ts";
-import { expected, expectNoLeak, fetchedUids, SEED_RULES, type Expected } from "./filtered-fixture.ts";
+import { createMailbox, type SeededMessage, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { type Expected, expected, expectNoLeak, fetchedUids, SEED_RULES } from "./filtered-fixture.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
 const ALLOW_RULE = "Transactional emails from known senders";
@@ -225,14 +225,21 @@ describe("Dovecot as configured by default: the classification FETCH ends in BYE
     expect(rows.length).toBeGreaterThan(1);
     expect(rows[0]!.command).toBe("LOGIN");
     for (const r of rows.slice(1)) expect(r.decision).toBe("error");
-    expect(rows.some((r) => r.command === "(upstream)" && r.reason.includes("FETCH failed: Internal error occurred"))).toBe(true);
+    expect(
+      rows.some((r) => r.command === "(upstream)" && r.reason.includes("FETCH failed: Internal error occurred")),
+    ).toBe(true);
     const classification = rows.filter((r) => r.decision === "error" && r.reason.startsWith("classification failed"));
     expect(classification.length).toBe(1);
     expect(classification[0]!.command).toBe("SELECT");
     expect(classification[0]!.folder).toBe("INBOX");
     expect(classification[0]!.reason).toContain("FETCH failed: Internal error occurred");
     // One row for the lost upstream and one for the SELECT: nothing written twice for the one failure.
-    expect(rows.slice(1).map((r) => r.command).sort()).toEqual(["(upstream)", "SELECT"]);
+    expect(
+      rows
+        .slice(1)
+        .map((r) => r.command)
+        .sort(),
+    ).toEqual(["(upstream)", "SELECT"]);
 
     // What Dovecot answered, on a connection of its own: the unreadable message as its UID only, then BYE and close.
     const direct = await dovecot(s.mailbox);

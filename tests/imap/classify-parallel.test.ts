@@ -6,9 +6,9 @@
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { readFileSync } from "node:fs";
-import { CLASSIFY_CHUNK, CLASSIFY_PARALLEL_MIN } from "../../src/imap/classify.ts";
 import { addUser } from "../../scripts/upstreams/users.ts";
-import { createMailbox, upstreams, type TestMailbox } from "../fixtures/index.ts";
+import { CLASSIFY_CHUNK, CLASSIFY_PARALLEL_MIN } from "../../src/imap/classify.ts";
+import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { SEED_RULES } from "./filtered-fixture.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
@@ -28,7 +28,8 @@ afterAll(async () => {
   await proxy?.close();
 });
 
-const visibleUids = (m: TestMailbox, folder: string) => m.manifest.folders[folder]!.filter((x) => x.from.startsWith("notifications@")).map((x) => x.uid);
+const visibleUids = (m: TestMailbox, folder: string) =>
+  m.manifest.folders[folder]!.filter((x) => x.from.startsWith("notifications@")).map((x) => x.uid);
 
 /** `hdr_count` of each of the user's Dovecot IMAP sessions that has ended, once `sessions` have. */
 async function headerCounts(user: string, sessions: number): Promise<number[]> {
@@ -58,7 +59,9 @@ const uidSearch = (reply: string) =>
 
 describe("first SELECT of a large filtered folder", () => {
   test("two Dovecot sessions share the header reads; the agent sees exactly the manifest; a STATUS pipelined behind it, on the second session, is right", async () => {
-    const m = await createMailbox({ seed: { folders: { INBOX: CLASSIFY_PARALLEL_MIN + 4000, Archive: 300 }, seed: 13 } });
+    const m = await createMailbox({
+      seed: { folders: { INBOX: CLASSIFY_PARALLEL_MIN + 4000, Archive: 300 }, seed: 13 },
+    });
     const inbox = visibleUids(m, "INBOX");
     const archive = visibleUids(m, "Archive");
     const c = await login(m);
@@ -70,7 +73,9 @@ describe("first SELECT of a large filtered folder", () => {
       expect(selected).toContain(`* ${inbox.length} EXISTS\r\n`);
       const status = await c.waitTagged("t");
       expect(statusOf(status, "t")).toStartWith("t OK");
-      expect(status).toContain(`* STATUS Archive (MESSAGES ${archive.length} UIDNEXT ${archive[archive.length - 1]! + 1})`);
+      expect(status).toContain(
+        `* STATUS Archive (MESSAGES ${archive.length} UIDNEXT ${archive[archive.length - 1]! + 1})`,
+      );
       expect(uidSearch(await c.command("u", "UID SEARCH ALL"))).toEqual(inbox);
       await c.command("z", "LOGOUT");
     } finally {
@@ -105,7 +110,9 @@ describe("first SELECT of a large filtered folder", () => {
     // The second login was tried and refused (Dovecot logs a failed login once its delay of about 2 s is over).
     let refused = false;
     for (let i = 0; i < 60 && !refused; i++) {
-      refused = readFileSync(upstreams().logs["dovecot"]!, "utf8").split("\n").some((l) => l.includes(`user=<${m.user}>`) && l.includes("auth failed"));
+      refused = readFileSync(upstreams().logs["dovecot"]!, "utf8")
+        .split("\n")
+        .some((l) => l.includes(`user=<${m.user}>`) && l.includes("auth failed"));
       if (!refused) await Bun.sleep(100);
     }
     expect(refused).toBe(true);

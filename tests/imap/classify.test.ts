@@ -2,15 +2,29 @@ import { describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { decodeEncodedWords, parseHeaderFields, readMessageFields } from "../../src/mail/index.ts";
 import { ClassificationCache } from "../../src/imap/cache.ts";
-import { CLASSIFY_CHUNK, CLASSIFY_PARALLEL_MIN, classifyMailbox, classifyUids, hasAttachment, messageFilter, type UpstreamRunner } from "../../src/imap/classify.ts";
+import {
+  CLASSIFY_CHUNK,
+  CLASSIFY_PARALLEL_MIN,
+  classifyMailbox,
+  classifyUids,
+  hasAttachment,
+  messageFilter,
+  type UpstreamRunner,
+} from "../../src/imap/classify.ts";
 import type { StatusResponse, UpstreamCommand } from "../../src/imap/upstream.ts";
-import { compilePolicy, type RuleSpec } from "../../src/policy/index.ts";
 import type { Response, Value } from "../../src/imap/wire/index.ts";
+import { decodeEncodedWords, parseHeaderFields, readMessageFields } from "../../src/mail/index.ts";
+import { compilePolicy, type RuleSpec } from "../../src/policy/index.ts";
 
 const SEED_RULES: RuleSpec[] = [
-  { name: "Transactional emails from known senders", folders: ["INBOX"], from: ["notifications@*"], action: "allow", operations: ["read"] },
+  {
+    name: "Transactional emails from known senders",
+    folders: ["INBOX"],
+    from: ["notifications@*"],
+    action: "allow",
+    operations: ["read"],
+  },
   { name: "Deny everything else", action: "deny" },
 ];
 
@@ -18,7 +32,9 @@ const bytes = (s: string) => new TextEncoder().encode(s);
 
 describe("header sections", () => {
   test("unfolds continuation lines and lower-cases names", () => {
-    const fields = parseHeaderFields(bytes("Subject: a long\r\n  subject\r\nFROM : x@y.test\r\n\r\nbody: not a header\r\n"));
+    const fields = parseHeaderFields(
+      bytes("Subject: a long\r\n  subject\r\nFROM : x@y.test\r\n\r\nbody: not a header\r\n"),
+    );
     expect(fields).toEqual([
       { name: "subject", value: "a long  subject" },
       { name: "from", value: "x@y.test" },
@@ -126,8 +142,21 @@ describe("has_attachment from BODYSTRUCTURE", () => {
   const nil: Value = { type: "nil" };
   const n = (v: number): Value => ({ type: "number", value: v });
   const list = (...value: Value[]): Value => ({ type: "list", value });
-  const text = (dsp: Value = nil, params: Value = list(s("charset"), s("utf-8"))) => list(s("text"), s("plain"), params, nil, nil, s("7bit"), n(10), n(1), nil, dsp, nil, nil);
-  const pdf = list(s("application"), s("pdf"), list(s("name"), s("r.pdf")), nil, nil, s("base64"), n(100), nil, list(s("attachment"), list(s("filename"), s("r.pdf"))), nil, nil);
+  const text = (dsp: Value = nil, params: Value = list(s("charset"), s("utf-8"))) =>
+    list(s("text"), s("plain"), params, nil, nil, s("7bit"), n(10), n(1), nil, dsp, nil, nil);
+  const pdf = list(
+    s("application"),
+    s("pdf"),
+    list(s("name"), s("r.pdf")),
+    nil,
+    nil,
+    s("base64"),
+    n(100),
+    nil,
+    list(s("attachment"), list(s("filename"), s("r.pdf"))),
+    nil,
+    nil,
+  );
 
   test("text alone is not an attachment; a PDF part is; disposition or a file name make text one", () => {
     expect(hasAttachment(text())).toBe(false);
@@ -145,7 +174,9 @@ describe("has_attachment from BODYSTRUCTURE", () => {
   });
 
   test("a has_attachment rule fetches BODYSTRUCTURE and no headers", () => {
-    const policy = compilePolicy([{ name: "no attachments", folders: ["INBOX"], hasAttachment: false, action: "allow" }]);
+    const policy = compilePolicy([
+      { name: "no attachments", folders: ["INBOX"], hasAttachment: false, action: "allow" },
+    ]);
     const filter = messageFilter(policy, "INBOX", null)!;
     expect(filter.headerFields).toEqual([]);
     expect(filter.fetchItems.map((i) => i.type)).toEqual(["UID", "BODYSTRUCTURE"]);
@@ -162,7 +193,10 @@ class FakeUpstream implements UpstreamRunner {
   delayMs = 0;
   /** The n-th command (1-based) answers NO, or fails as a lost connection would, after sending its data. */
   failAt: { n: number; how: "NO" | "lost" } | null = null;
-  constructor(readonly messages: Map<number, string>, readonly status: "OK" | "NO" = "OK") {}
+  constructor(
+    readonly messages: Map<number, string>,
+    readonly status: "OK" | "NO" = "OK",
+  ) {}
   async run(command: UpstreamCommand, onData: (r: Response) => void): Promise<StatusResponse> {
     this.commands.push(command);
     if (this.delayMs > 0) await Bun.sleep(this.delayMs);
@@ -172,7 +206,19 @@ class FakeUpstream implements UpstreamRunner {
       for (const [uid, header] of [...this.messages].sort((a, b) => a[0] - b[0])) {
         seq++;
         if (uid < start || uid > stop) continue;
-        onData({ type: "FETCH", seq, attrs: [{ name: "UID", value: uid }, { name: "BODY[]", section: { part: [], text: "HEADER.FIELDS", fields: ["FROM"] }, origin: null, data: bytes(header) }] });
+        onData({
+          type: "FETCH",
+          seq,
+          attrs: [
+            { name: "UID", value: uid },
+            {
+              name: "BODY[]",
+              section: { part: [], text: "HEADER.FIELDS", fields: ["FROM"] },
+              origin: null,
+              data: bytes(header),
+            },
+          ],
+        });
       }
     }
     if (this.failAt !== null && this.commands.length === this.failAt.n) {
@@ -191,7 +237,8 @@ class FakeUpstream implements UpstreamRunner {
 describe("classifying through an upstream", () => {
   const policy = compilePolicy(SEED_RULES);
   const filter = messageFilter(policy, "INBOX", null)!;
-  const from = (uid: number) => (uid % 3 === 0 ? "From: notifications@shop.test\r\n\r\n" : "From: spam@evil.test\r\n\r\n");
+  const from = (uid: number) =>
+    uid % 3 === 0 ? "From: notifications@shop.test\r\n\r\n" : "From: spam@evil.test\r\n\r\n";
 
   test("chunks, keeps only visible UIDs, ignores unasked UIDs in a range, hides what upstream does not return", async () => {
     const messages = new Map<number, string>();
@@ -218,7 +265,12 @@ describe("classifying through an upstream", () => {
       for (let uid = 1; uid <= 60; uid++) messages.set(uid, from(uid));
       const uids = () => [...messages.keys()].sort((a, b) => a - b);
       const base = { filter, cache, account: "imap.test:993/me", mailbox: "INBOX" };
-      const first = await classifyMailbox({ ...base, runner: new FakeUpstream(messages), uids: uids(), uidValidity: 7 });
+      const first = await classifyMailbox({
+        ...base,
+        runner: new FakeUpstream(messages),
+        uids: uids(),
+        uidValidity: 7,
+      });
       expect(first.fetched).toBe(60);
       expect(first.fromCache).toBe(false);
       expect(first.visible.size).toBe(20);
@@ -233,7 +285,12 @@ describe("classifying through an upstream", () => {
       expect([...second.visible.uids()]).toEqual(uids().filter((u) => u % 3 === 0));
       expect(second.visible.uidNext).toBe(67); // 66 is visible; 60 was, and was expunged
 
-      const renewed = await classifyMailbox({ ...base, runner: new FakeUpstream(messages), uids: uids(), uidValidity: 8 });
+      const renewed = await classifyMailbox({
+        ...base,
+        runner: new FakeUpstream(messages),
+        uids: uids(),
+        uidValidity: 8,
+      });
       expect(renewed.fromCache).toBe(false);
       expect(renewed.fetched).toBe(65);
       cache.close();
@@ -243,7 +300,13 @@ describe("classifying through an upstream", () => {
       const logged: string[] = [];
       const reopened = ClassificationCache.open(path, (m) => logged.push(m))!;
       expect(reopened).not.toBeNull();
-      const fresh = await classifyMailbox({ ...base, cache: reopened, runner: new FakeUpstream(messages), uids: uids(), uidValidity: 8 });
+      const fresh = await classifyMailbox({
+        ...base,
+        cache: reopened,
+        runner: new FakeUpstream(messages),
+        uids: uids(),
+        uidValidity: 8,
+      });
       expect(fresh.fromCache).toBe(false);
       expect(fresh.fetched).toBe(65);
       expect(logged.join("\n")).toMatch(/damaged/);
@@ -353,7 +416,12 @@ describe("classifying through an upstream", () => {
       const uids = [...many.keys()];
       const base = { filter, cache: null, account: "a", mailbox: "INBOX", uidValidity: 1 };
       const below = lending(slow(many));
-      const r1 = await classifyMailbox({ ...base, runner: new FakeUpstream(many), uids: uids.slice(0, -1), helper: below.helper });
+      const r1 = await classifyMailbox({
+        ...base,
+        runner: new FakeUpstream(many),
+        uids: uids.slice(0, -1),
+        helper: below.helper,
+      });
       expect(below.state.called).toBe(false);
       expect(r1.visible.size).toBe(Math.floor((CLASSIFY_PARALLEL_MIN - 1) / 3));
       const at = lending(slow(many));
@@ -366,8 +434,19 @@ describe("classifying through an upstream", () => {
   });
 
   test("without a cache every open classifies everything", async () => {
-    const messages = new Map<number, string>([[5, from(6)], [9, from(1)]]);
-    const r = await classifyMailbox({ filter, cache: null, account: "a", mailbox: "INBOX", runner: new FakeUpstream(messages), uids: [5, 9], uidValidity: 1 });
+    const messages = new Map<number, string>([
+      [5, from(6)],
+      [9, from(1)],
+    ]);
+    const r = await classifyMailbox({
+      filter,
+      cache: null,
+      account: "a",
+      mailbox: "INBOX",
+      runner: new FakeUpstream(messages),
+      uids: [5, 9],
+      uidValidity: 1,
+    });
     expect([...r.visible.uids()]).toEqual([5]);
   });
 });

@@ -32,14 +32,24 @@ afterAll(async () => {
 /** The same session on both sides; returns what a client would show a user. */
 async function session(client: ImapFlow): Promise<unknown> {
   const out: Record<string, unknown> = {};
-  out["list"] = (await client.list()).map((f) => ({ path: f.path, specialUse: f.specialUse ?? null, flags: [...f.flags].sort() })).sort((a, b) => a.path.localeCompare(b.path));
+  out["list"] = (await client.list())
+    .map((f) => ({ path: f.path, specialUse: f.specialUse ?? null, flags: [...f.flags].sort() }))
+    .sort((a, b) => a.path.localeCompare(b.path));
   const box = await client.mailboxOpen("INBOX");
   out["open"] = { exists: box.exists, uidNext: box.uidNext, flags: [...box.flags].sort() };
   out["search"] = await client.search({ seen: false }, { uid: true });
   const fetched: unknown[] = [];
   // ENVELOPE and BODYSTRUCTURE include multi-address To/Cc and multipart messages, which Dovecot writes as
   // `((..)(..))` with no space (RFC 3501 §9); the seed has both (checked below).
-  for await (const m of client.fetch("1:*", { uid: true, flags: true, size: true, source: true, internalDate: true, envelope: true, bodyStructure: true })) {
+  for await (const m of client.fetch("1:*", {
+    uid: true,
+    flags: true,
+    size: true,
+    source: true,
+    internalDate: true,
+    envelope: true,
+    bodyStructure: true,
+  })) {
     fetched.push({
       seq: m.seq,
       uid: m.uid,
@@ -130,7 +140,17 @@ c.logout()
 
 test("curl: fetches a message by UID the same way", async () => {
   const fetchWith = (port: number, user: TestMailbox) =>
-    new Response(Bun.spawn(["curl", "-s", "--max-time", "10", "-u", `${user.user}:${user.password}`, `imap://127.0.0.1:${port}/Archive;UID=1`]).stdout).text();
+    new Response(
+      Bun.spawn([
+        "curl",
+        "-s",
+        "--max-time",
+        "10",
+        "-u",
+        `${user.user}:${user.password}`,
+        `imap://127.0.0.1:${port}/Archive;UID=1`,
+      ]).stdout,
+    ).text();
   const d = (await fetchWith(direct2.upstreams.ports.imap, direct2)).replaceAll(direct2.user, "U");
   const p = (await fetchWith(proxy.port, viaProxy2)).replaceAll(viaProxy2.user, "U");
   expect(d.length).toBeGreaterThan(100);

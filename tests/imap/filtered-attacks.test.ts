@@ -6,8 +6,8 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { ImapFlow } from "imapflow";
 import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
-import { expected, expectNoLeak, fetchedUids, rawMessage, SEED_RULES, type Expected } from "./filtered-fixture.ts";
-import { RawImap, startTestProxy, statusOf, upstreamState, type TestProxy } from "./helpers.ts";
+import { type Expected, expected, expectNoLeak, fetchedUids, rawMessage, SEED_RULES } from "./filtered-fixture.ts";
+import { RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
 
 let mailbox: TestMailbox;
 let proxy: TestProxy;
@@ -214,7 +214,9 @@ describe("PROTOCOL.md §7 against a filtered INBOX", () => {
   test("case 27: pipelined FETCH, UID STORE, NOOP, FETCH keep sequence numbers consistent", async () => {
     const raw = await agent();
     await raw.command("s", "EXAMINE INBOX");
-    raw.write(`p1 FETCH 1 (UID BODY[])\r\np2 UID STORE ${e.visibleUids[1]} +FLAGS (\\Flagged)\r\np3 NOOP\r\np4 FETCH 2 (UID FLAGS)\r\n`);
+    raw.write(
+      `p1 FETCH 1 (UID BODY[])\r\np2 UID STORE ${e.visibleUids[1]} +FLAGS (\\Flagged)\r\np3 NOOP\r\np4 FETCH 2 (UID FLAGS)\r\n`,
+    );
     const reply = await raw.waitTagged("p4");
     expect(fetchedUids(reply)).toEqual([
       [1, e.visibleUids[0]!],
@@ -229,7 +231,7 @@ describe("PROTOCOL.md §7 against a filtered INBOX", () => {
 
 describe("with flag and delete rights in a filtered INBOX", () => {
   const RULES = SEED_RULES.replace(
-    "[[rules]]\nname = \"Deny everything else\"",
+    '[[rules]]\nname = "Deny everything else"',
     `[[rules]]
 name = "Tidy the inbox"
 folders = ["INBOX"]
@@ -276,6 +278,10 @@ name = "Deny everything else"`,
     expect(left.has(victimB)).toBe(false);
     await client.messageFlagsRemove(`${hiddenA},${hiddenB}`, ["\\Deleted"], { uid: true });
     await client.logout();
-    e = { ...e, visible: e.visible.filter((m) => m.uid !== victimA && m.uid !== victimB), visibleUids: e.visibleUids.filter((u) => u !== victimA && u !== victimB) };
+    e = {
+      ...e,
+      visible: e.visible.filter((m) => m.uid !== victimA && m.uid !== victimB),
+      visibleUids: e.visibleUids.filter((u) => u !== victimA && u !== victimB),
+    };
   });
 });

@@ -61,5 +61,14 @@ export function fetchedUids(bytes: string): Array<[number, number]> {
 
 /** A message for APPEND: `from` decides its visibility under the seed rule. */
 export function rawMessage(from: string, subject: string, id: string): string {
-  return [`From: ${from}`, "To: me@mailgator.test", `Subject: ${subject}`, `Message-ID: <${id}@filtered.test>`, "Date: Mon, 23 Nov 2026 10:00:00 +0000", "", `Body of ${subject}`, ""].join("\r\n");
+  return [
+    `From: ${from}`,
+    "To: me@mailgator.test",
+    `Subject: ${subject}`,
+    `Message-ID: <${id}@filtered.test>`,
+    "Date: Mon, 23 Nov 2026 10:00:00 +0000",
+    "",
+    `Body of ${subject}`,
+    "",
+  ].join("\r\n");
 }

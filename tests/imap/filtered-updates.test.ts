@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { ImapFlow } from "imapflow";
 import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
-import { expected, expectNoLeak, fetchedUids, rawMessage, SEED_RULES, type Expected } from "./filtered-fixture.ts";
+import { type Expected, expected, expectNoLeak, fetchedUids, rawMessage, SEED_RULES } from "./filtered-fixture.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
 let mailbox: TestMailbox;
@@ -67,7 +67,11 @@ test("case 10: hidden arrivals, hidden flag changes and hidden expunges during I
   const view = await raw.command("f", "FETCH 1:* (UID)");
   expectView(view, e.visibleUids);
   expect(view).not.toContain(String(hiddenNew));
-  e = { ...e, hidden: e.hidden.filter((m) => m.uid !== e.hidden[1]!.uid), hiddenUids: new Set([...e.hiddenUids, hiddenNew]) };
+  e = {
+    ...e,
+    hidden: e.hidden.filter((m) => m.uid !== e.hidden[1]!.uid),
+    hiddenUids: new Set([...e.hiddenUids, hiddenNew]),
+  };
   raw.close();
 });
 
@@ -79,7 +83,7 @@ test("visible arrivals, flag changes and expunges during IDLE arrive, renumbered
   raw.take();
   const hiddenA = await append("boss@corp.test", "Hidden before the visible one");
   const visibleNew = await append("Shop <notifications@shop.test>", "Visible arrival during idle");
-  const hiddenB = await append("\"notifications@shop.test\" <spam@evil.test>", "Hidden display-name trick");
+  const hiddenB = await append('"notifications@shop.test" <spam@evil.test>', "Hidden display-name trick");
   await raw.readUntil((b) => b.includes(`* ${n + 1} EXISTS`));
   const flagged = e.visibleUids[3]!;
   await human.messageFlagsAdd(String(flagged), ["\\Flagged"], { uid: true });

@@ -10,7 +10,7 @@ import { join } from "node:path";
 import { parseConfig } from "../../src/config/index.ts";
 import { messageRuleProblem } from "../../src/imap/index.ts";
 import { createMailbox, type TestMailbox } from "../fixtures/index.ts";
-import { expected, SEED_RULES, type Expected } from "./filtered-fixture.ts";
+import { type Expected, expected, SEED_RULES } from "./filtered-fixture.ts";
 import { proxyClient, startTestProxy, type TestProxy } from "./helpers.ts";
 
 let mailbox: TestMailbox;
@@ -28,12 +28,22 @@ afterAll(async () => {
 });
 
 describe("start-up", () => {
-  const config = (rules: string) => parseConfig(`[imap]\nlisten_addr = "127.0.0.1:1993"\nupstream_addr = "imap.example.test:993"\n\n${rules}`, "/x/mailgator.toml");
+  const config = (rules: string) =>
+    parseConfig(
+      `[imap]\nlisten_addr = "127.0.0.1:1993"\nupstream_addr = "imap.example.test:993"\n\n${rules}`,
+      "/x/mailgator.toml",
+    );
 
   test("the seed rules start; message conditions on a write operation are refused with a clear message", () => {
     expect(messageRuleProblem(config(SEED_RULES))).toBeNull();
-    expect(messageRuleProblem(config(`[[rules]]\nname = "s"\nfrom = "a@*"\naction = "allow"\noperations = ["read", "send"]\n`))).toBeNull();
-    const flag = messageRuleProblem(config(`[[rules]]\nname = "flag boss"\nfrom = "boss@*"\naction = "allow"\noperations = ["read", "mail:flag"]\n`));
+    expect(
+      messageRuleProblem(
+        config(`[[rules]]\nname = "s"\nfrom = "a@*"\naction = "allow"\noperations = ["read", "send"]\n`),
+      ),
+    ).toBeNull();
+    const flag = messageRuleProblem(
+      config(`[[rules]]\nname = "flag boss"\nfrom = "boss@*"\naction = "allow"\noperations = ["read", "mail:flag"]\n`),
+    );
     expect(flag).toContain('rule "flag boss"');
     expect(flag).toContain("mail:flag");
     expect(flag).toContain("refuses to start");
@@ -51,9 +61,16 @@ describe("imapflow", () => {
       expect(Number(box.uidNext)).toBe(e.visibleUids[e.visibleUids.length - 1]! + 1);
       const seen: Array<{ seq: number; uid: number; subject: string; flags: string[] }> = [];
       for await (const m of client.fetch("1:*", { uid: true, envelope: true, flags: true })) {
-        seen.push({ seq: m.seq, uid: m.uid, subject: m.envelope?.subject ?? "", flags: [...(m.flags ?? [])].filter((f) => f !== "\\Recent").sort() });
+        seen.push({
+          seq: m.seq,
+          uid: m.uid,
+          subject: m.envelope?.subject ?? "",
+          flags: [...(m.flags ?? [])].filter((f) => f !== "\\Recent").sort(),
+        });
       }
-      expect(seen).toEqual(e.visible.map((m, i) => ({ seq: i + 1, uid: m.uid, subject: m.subject, flags: [...m.flags].sort() })));
+      expect(seen).toEqual(
+        e.visible.map((m, i) => ({ seq: i + 1, uid: m.uid, subject: m.subject, flags: [...m.flags].sort() })),
+      );
       expect(await client.search({ all: true }, { uid: true })).toEqual([...e.visibleUids]);
       const unseen = e.visible.filter((m) => !m.flags.includes("\\Seen"));
       expect(await client.search({ seen: false }, { uid: true })).toEqual(unseen.map((m) => m.uid));
@@ -88,8 +105,23 @@ typ, data = c.uid("FETCH", sys.argv[4], "(BODY.PEEK[HEADER.FIELDS (FROM)])")
 print("hidden", typ, data)
 c.logout()
 `;
-  const out = await new Response(Bun.spawn(["/usr/bin/python3", "-c", script, String(proxy.port), mailbox.user, mailbox.password, String(e.hidden[0]!.uid)]).stdout).text();
-  const lines = Object.fromEntries(out.trim().split("\n").map((l) => [l.slice(0, l.indexOf(" ")), l.slice(l.indexOf(" ") + 1)]));
+  const out = await new Response(
+    Bun.spawn([
+      "/usr/bin/python3",
+      "-c",
+      script,
+      String(proxy.port),
+      mailbox.user,
+      mailbox.password,
+      String(e.hidden[0]!.uid),
+    ]).stdout,
+  ).text();
+  const lines = Object.fromEntries(
+    out
+      .trim()
+      .split("\n")
+      .map((l) => [l.slice(0, l.indexOf(" ")), l.slice(l.indexOf(" ") + 1)]),
+  );
   expect(lines["select"]).toBe(`OK ${e.visible.length}`);
   expect(lines["search"]).toBe(e.visible.map((_, i) => i + 1).join(" "));
   expect(lines["uidsearch"]).toBe(e.visibleUids.join(" "));
@@ -99,7 +131,17 @@ c.logout()
 
 test("curl: a visible UID is fetched; a hidden one is not there", async () => {
   const get = (path: string) =>
-    new Response(Bun.spawn(["curl", "-s", "--max-time", "10", "-u", `${mailbox.user}:${mailbox.password}`, `imap://127.0.0.1:${proxy.port}/${path}`]).stdout).text();
+    new Response(
+      Bun.spawn([
+        "curl",
+        "-s",
+        "--max-time",
+        "10",
+        "-u",
+        `${mailbox.user}:${mailbox.password}`,
+        `imap://127.0.0.1:${proxy.port}/${path}`,
+      ]).stdout,
+    ).text();
   const visible = e.visible[7]!;
   expect(await get(`INBOX;UID=${visible.uid}`)).toContain(visible.messageId);
   expect(await get(`INBOX;UID=${e.hidden[7]!.uid}`)).toBe("");

@@ -6,13 +6,13 @@
 import { setDefaultTimeout } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { connect, type Socket } from "node:net";
-import { connect as tlsConnect } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { connect as tlsConnect } from "node:tls";
 import { ImapFlow } from "imapflow";
 import { AuditLog, type AuditRow } from "../../src/audit/index.ts";
-import { parseConfig, type Config } from "../../src/config/index.ts";
-import { startImapProxy, type ImapProxy } from "../../src/imap/index.ts";
+import { type Config, parseConfig } from "../../src/config/index.ts";
+import { type ImapProxy, startImapProxy } from "../../src/imap/index.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
 import { connectImap, upstreams } from "../fixtures/index.ts";
 import { RawSocket } from "../fixtures/raw-socket.ts";
@@ -89,7 +89,12 @@ ${options.extra ?? ""}
 }
 
 /** imapflow through the proxy (plain unless `tls`). */
-export async function proxyClient(port: number, user: string, pass: string, tls: "none" | "tls" | "starttls" = "none"): Promise<ImapFlow> {
+export async function proxyClient(
+  port: number,
+  user: string,
+  pass: string,
+  tls: "none" | "tls" | "starttls" = "none",
+): Promise<ImapFlow> {
   const client = new ImapFlow({
     host: "127.0.0.1",
     port,
@@ -108,7 +113,9 @@ export class RawImap extends RawSocket {
   static async open(port: number, options: { tls?: boolean } = {}): Promise<RawImap> {
     const socket = await new Promise<Socket>((resolve, reject) => {
       const s = options.tls
-        ? tlsConnect({ host: "127.0.0.1", port, ca: readFileSync(upstreams().caFile), servername: "localhost" }, () => resolve(s))
+        ? tlsConnect({ host: "127.0.0.1", port, ca: readFileSync(upstreams().caFile), servername: "localhost" }, () =>
+            resolve(s),
+          )
         : connect({ host: "127.0.0.1", port }, () => resolve(s));
       s.once("error", reject);
     });
@@ -133,7 +140,8 @@ export class RawImap extends RawSocket {
     const re = new RegExp(`(^|\\r\\n)${tag} (OK|NO|BAD)[^\\r\\n]*\\r\\n`);
     const b = await this.readUntil((buffer) => re.test(buffer));
     const m = re.exec(b);
-    if (m === null) throw new Error(`raw imap: connection closed before ${tag}'s reply; unread: ${JSON.stringify(b.slice(-500))}`);
+    if (m === null)
+      throw new Error(`raw imap: connection closed before ${tag}'s reply; unread: ${JSON.stringify(b.slice(-500))}`);
     return this.take(m.index + m[0].length);
   }
 }
@@ -158,14 +166,22 @@ export async function upstreamState(mailbox: Pick<TestMailboxLike, "user" | "pas
   const client = await connectImap(mailbox);
   try {
     const list = await client.list();
-    const folders = list.map((f) => ({ path: f.path, subscribed: f.subscribed === true })).sort((a, b) => a.path.localeCompare(b.path));
+    const folders = list
+      .map((f) => ({ path: f.path, subscribed: f.subscribed === true }))
+      .sort((a, b) => a.path.localeCompare(b.path));
     const messages: Record<string, { uidNext: number; uids: string[] }> = {};
     for (const f of list) {
       if (f.flags.has("\\Noselect") || f.flags.has("\\NonExistent")) continue;
       const box = await client.mailboxOpen(f.path, { readOnly: true });
       const uids: string[] = [];
       if (box.exists > 0) {
-        for await (const m of client.fetch("1:*", { uid: true, flags: true })) uids.push(`${m.uid} ${[...(m.flags ?? [])].filter((f) => f !== "\\Recent").sort().join(" ")}`.trim());
+        for await (const m of client.fetch("1:*", { uid: true, flags: true }))
+          uids.push(
+            `${m.uid} ${[...(m.flags ?? [])]
+              .filter((f) => f !== "\\Recent")
+              .sort()
+              .join(" ")}`.trim(),
+          );
       }
       messages[f.path] = { uidNext: box.uidNext, uids };
       await client.mailboxClose();

@@ -13,11 +13,18 @@ import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { AuditLog } from "../../src/audit/index.ts";
-import { parseConfig, type Config } from "../../src/config/index.ts";
-import { startImapProxy, type ImapProxy } from "../../src/imap/index.ts";
+import { type Config, parseConfig } from "../../src/config/index.ts";
+import { type ImapProxy, startImapProxy } from "../../src/imap/index.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
-import { startSmtpProxy, type SmtpProxy } from "../../src/smtp/index.ts";
-import { createMailbox, uniqueToken, upstreams, waitForDelivery, waitForSink, type TestMailbox } from "../fixtures/index.ts";
+import { type SmtpProxy, startSmtpProxy } from "../../src/smtp/index.ts";
+import {
+  createMailbox,
+  type TestMailbox,
+  uniqueToken,
+  upstreams,
+  waitForDelivery,
+  waitForSink,
+} from "../fixtures/index.ts";
 
 let mailbox: TestMailbox;
 let dir: string;
@@ -73,7 +80,10 @@ afterAll(async () => {
 });
 
 /** Starts an MCP server under Node over stdio and connects the SDK client to it. */
-async function mcp(script: string, env: Record<string, string>): Promise<{ client: Client; stderr: () => string; close(): Promise<void> }> {
+async function mcp(
+  script: string,
+  env: Record<string, string>,
+): Promise<{ client: Client; stderr: () => string; close(): Promise<void> }> {
   const transport = new StdioClientTransport({
     command: "node",
     args: [join(import.meta.dir, "../../node_modules", script)],
@@ -90,7 +100,11 @@ async function mcp(script: string, env: Record<string, string>): Promise<{ clien
 }
 
 /** Calls a tool; returns its text output, failing the test with the server's log when the tool failed. */
-async function call(server: { client: Client; stderr: () => string }, name: string, args: Record<string, unknown> = {}): Promise<string> {
+async function call(
+  server: { client: Client; stderr: () => string },
+  name: string,
+  args: Record<string, unknown> = {},
+): Promise<string> {
   const result = await server.client.callTool({ name, arguments: args }, undefined, { timeout: 25_000 });
   const text = ((result.content ?? []) as { type: string; text?: string }[]).map((c) => c.text ?? "").join("\n");
   if (result.isError) throw new Error(`${name} failed: ${text}\n--- server log ---\n${server.stderr().slice(-3000)}`);
@@ -137,13 +151,21 @@ describe("@codefuturist/email-mcp", () => {
     const sender = inbox.find((m) => m.from === "boss@corp.test") ?? inbox[0]!;
     const found = await call(server, "list_emails", { account: "main", mailbox: "INBOX", from: sender.from });
     expect(found).toContain(sender.subject);
-    const hidden = await call(server, "list_emails", { account: "main", mailbox: "Junk" }).then((t) => t, (e: Error) => e.message);
+    const hidden = await call(server, "list_emails", { account: "main", mailbox: "Junk" }).then(
+      (t) => t,
+      (e: Error) => e.message,
+    );
     for (const m of junk) if (!inbox.some((i) => i.subject === m.subject)) expect(hidden).not.toContain(m.subject);
   });
 
   test("send through the SMTP proxy", async () => {
     const token = uniqueToken("mcpa");
-    await call(server, "send_email", { account: "main", to: [mailbox.address], subject: `hello ${token}`, body: "sent by email-mcp through Mailgator" });
+    await call(server, "send_email", {
+      account: "main",
+      to: [mailbox.address],
+      subject: `hello ${token}`,
+      body: "sent by email-mcp through Mailgator",
+    });
     const delivered = await waitForDelivery(mailbox, token);
     expect(delivered.length).toBe(1);
   });
@@ -184,13 +206,20 @@ describe("mcp-mail-server", () => {
     const sender = inbox.find((m) => m.from === "boss@corp.test") ?? inbox[0]!;
     const found = await call(server, "search_by_sender", { sender: sender.from, inboxOnly: true });
     expect(found).toContain(sender.subject);
-    const opened = await call(server, "open_mailbox", { mailboxName: "Junk" }).then((t) => t, (e: Error) => e.message);
+    const opened = await call(server, "open_mailbox", { mailboxName: "Junk" }).then(
+      (t) => t,
+      (e: Error) => e.message,
+    );
     expect(opened).not.toMatch(/"total":\s*[1-9]/);
   });
 
   test("send through the SMTP proxy", async () => {
     const token = uniqueToken("mcpb");
-    await call(server, "send_email", { to: `${token}@sink.test`, subject: `hello ${token}`, text: "sent by mcp-mail-server through Mailgator" });
+    await call(server, "send_email", {
+      to: `${token}@sink.test`,
+      subject: `hello ${token}`,
+      text: "sent by mcp-mail-server through Mailgator",
+    });
     const sunk = await waitForSink(token);
     expect(sunk.length).toBe(1);
   });

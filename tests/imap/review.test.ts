@@ -24,7 +24,8 @@ function scriptedUpstream(): Server {
         const command = name.toUpperCase();
         if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY IMAP4rev1 UIDPLUS UNSELECT] Logged in\r\n`);
         else if (command === "LIST" && line.endsWith('""')) socket.write(`${tag} NO Try again later\r\n`);
-        else if (command === "LIST") socket.write(`* LIST () "." INBOX\r\n* LIST () "." Secret.Sub\r\n${tag} OK List completed\r\n`);
+        else if (command === "LIST")
+          socket.write(`* LIST () "." INBOX\r\n* LIST () "." Secret.Sub\r\n${tag} OK List completed\r\n`);
         else if (command === "LSUB") socket.write(`${tag} OK Lsub completed\r\n`);
         else if (command === "LOGOUT") socket.end(`* BYE\r\n${tag} OK Logout completed\r\n`);
         else socket.write(`${tag} OK done\r\n`);
@@ -86,8 +87,12 @@ describe("response codes in replies to message commands", () => {
     // An upstream `* OK [UIDNEXT n]` mid-FETCH in a filtered folder would reveal that hidden mail arrived.
     expect(messageCommandCode({ known: true, name: "UIDNEXT", value: 9999 })).toBeNull();
     expect(messageCommandCode({ known: true, name: "UIDVALIDITY", value: 7 })).toBeNull();
-    expect(messageCommandCode({ known: true, name: "APPENDUID", uidValidity: 7, uids: [{ start: 5, end: 5 }] } as never)).toBeNull();
-    expect(messageCommandCode({ known: true, name: "COPYUID", uidValidity: 7, source: [], destination: [] } as never)).toBeNull();
+    expect(
+      messageCommandCode({ known: true, name: "APPENDUID", uidValidity: 7, uids: [{ start: 5, end: 5 }] } as never),
+    ).toBeNull();
+    expect(
+      messageCommandCode({ known: true, name: "COPYUID", uidValidity: 7, source: [], destination: [] } as never),
+    ).toBeNull();
     expect(messageCommandCode({ known: true, name: "HIGHESTMODSEQ", value: 3 })).toBeNull();
     expect(messageCommandCode({ known: false, name: "X-SECRET", text: "x" })).toBeNull();
     expect(messageCommandCode({ known: true, name: "EXPUNGEISSUED" })?.name).toBe("EXPUNGEISSUED");

@@ -9,7 +9,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { AuditRow } from "../../src/audit/index.ts";
 import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
-import { auditCursor, RawImap, startTestProxy, statusOf, upstreamState, type TestProxy } from "./helpers.ts";
+import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
 
 const RULES = `
 [[rules]]
@@ -42,7 +42,9 @@ let newRows: () => Promise<AuditRow[]>;
 let n = 0;
 
 beforeAll(async () => {
-  mailbox = await createMailbox({ seed: { folders: { INBOX: 8, Drafts: 2, Archive: 4, "Archive/2025": 2, Sent: 3, Trash: 2 }, seed: 11 } });
+  mailbox = await createMailbox({
+    seed: { folders: { INBOX: 8, Drafts: 2, Archive: 4, "Archive/2025": 2, Sent: 3, Trash: 2 }, seed: 11 },
+  });
   // The human has flagged an INBOX message \Deleted and one in hidden Trash: the agent must not expunge either.
   const human = await connectImap(mailbox);
   await human.mailboxOpen("INBOX");
@@ -53,7 +55,9 @@ beforeAll(async () => {
   proxy = await startTestProxy({ rules: RULES });
   newRows = auditCursor(proxy);
   raw = await RawImap.open(proxy.port);
-  expect(statusOf(await raw.command("login", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "login")).toStartWith("login OK");
+  expect(statusOf(await raw.command("login", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "login")).toStartWith(
+    "login OK",
+  );
   await newRows();
 });
 
@@ -66,7 +70,12 @@ interface Expect {
   /** Tagged status, e.g. "OK", "NO [NOPERM]", "NO [NONEXISTENT]", "NO [TRYCREATE]". */
   readonly status: string;
   /** The audit rows the command must have written: decision and rule name (command defaults to the verb). */
-  readonly audit: readonly { readonly decision: "allow" | "deny"; readonly rule: string | null; readonly command?: string; readonly operation?: string }[];
+  readonly audit: readonly {
+    readonly decision: "allow" | "deny";
+    readonly rule: string | null;
+    readonly command?: string;
+    readonly operation?: string;
+  }[];
 }
 
 /** Runs one command; a refusal must leave Dovecot unchanged. Returns the whole reply. */
@@ -79,11 +88,28 @@ async function step(command: string, want: Expect): Promise<string> {
   const rows = await newRows();
   const verb = command.split(" ")[0] === "UID" ? command.split(" ").slice(0, 2).join(" ") : command.split(" ")[0]!;
   for (const w of want.audit) {
-    const found = rows.find((r) => r.decision === w.decision && r.rule === w.rule && r.command === (w.command ?? verb) && (w.operation === undefined || r.operation === w.operation));
-    if (found === undefined) throw new Error(`${command}: no audit row ${JSON.stringify(w)} in ${JSON.stringify(rows.map((r) => [r.command, r.operation, r.decision, r.rule]))}`);
+    const found = rows.find(
+      (r) =>
+        r.decision === w.decision &&
+        r.rule === w.rule &&
+        r.command === (w.command ?? verb) &&
+        (w.operation === undefined || r.operation === w.operation),
+    );
+    if (found === undefined)
+      throw new Error(
+        `${command}: no audit row ${JSON.stringify(w)} in ${JSON.stringify(rows.map((r) => [r.command, r.operation, r.decision, r.rule]))}`,
+      );
   }
   if (refused) {
-    expect(rows.some((r) => r.decision === "allow" && r.operation !== "folder:read" && r.operation !== "mail:read" && r.operation !== null)).toBe(false);
+    expect(
+      rows.some(
+        (r) =>
+          r.decision === "allow" &&
+          r.operation !== "folder:read" &&
+          r.operation !== "mail:read" &&
+          r.operation !== null,
+      ),
+    ).toBe(false);
     expect(await upstreamState(mailbox)).toEqual(before!);
   }
   return reply;
@@ -93,17 +119,26 @@ const DENY = { decision: "deny", rule: "nothing else" } as const;
 
 describe("folder:read", () => {
   test("LIST and LSUB show INBOX, Drafts and the Archive subtree, never the hidden folders", async () => {
-    const list = await step('LIST "" "*"', { status: "OK", audit: [{ decision: "allow", rule: null, operation: "folder:read" }] });
+    const list = await step('LIST "" "*"', {
+      status: "OK",
+      audit: [{ decision: "allow", rule: null, operation: "folder:read" }],
+    });
     const names = [...list.matchAll(/^\* LIST \([^)]*\) "\/" (.+)$/gm)].map((m) => m[1]);
     expect(names.sort()).toEqual(["Archive", "Archive/2025", "Drafts", "INBOX"]);
-    const lsub = await step('LSUB "" "*"', { status: "OK", audit: [{ decision: "allow", rule: null, operation: "folder:read" }] });
+    const lsub = await step('LSUB "" "*"', {
+      status: "OK",
+      audit: [{ decision: "allow", rule: null, operation: "folder:read" }],
+    });
     expect(lsub).not.toMatch(/Sent|Trash|Junk/);
     const rows = (await proxy.rows()).filter((r) => r.command === "LIST");
     expect(rows.at(-1)!.hiddenCount).toBe(3);
   });
 
   test("STATUS: allowed in INBOX; Drafts is visible but not readable; Sent does not exist", async () => {
-    const ok = await step("STATUS INBOX (MESSAGES UIDNEXT)", { status: "OK", audit: [{ decision: "allow", rule: "inbox read-only" }] });
+    const ok = await step("STATUS INBOX (MESSAGES UIDNEXT)", {
+      status: "OK",
+      audit: [{ decision: "allow", rule: "inbox read-only" }],
+    });
     expect(ok).toContain("* STATUS INBOX (MESSAGES 8 UIDNEXT 9)");
     await step("STATUS Drafts (MESSAGES)", { status: "NO [NOPERM]", audit: [DENY] });
     await step("STATUS Sent (MESSAGES)", { status: "NO [NONEXISTENT]", audit: [DENY] });
@@ -122,13 +157,21 @@ describe("folder:read", () => {
 describe("in read-only INBOX", () => {
   test("FETCH of a body without PEEK is allowed and leaves \\Seen unset upstream", async () => {
     const before = await upstreamState(mailbox);
-    const unseen = before.messages["INBOX"]!.uids.filter((u) => !u.includes("\\Seen")).map((u) => Number(u.split(" ")[0]));
+    const unseen = before.messages["INBOX"]!.uids.filter((u) => !u.includes("\\Seen")).map((u) =>
+      Number(u.split(" ")[0]),
+    );
     expect(unseen.length).toBeGreaterThan(0);
-    const reply = await step(`UID FETCH ${unseen.join(",")} (BODY[] RFC822.TEXT FLAGS)`, { status: "OK", audit: [{ decision: "allow", rule: "inbox read-only", operation: "mail:read" }] });
+    const reply = await step(`UID FETCH ${unseen.join(",")} (BODY[] RFC822.TEXT FLAGS)`, {
+      status: "OK",
+      audit: [{ decision: "allow", rule: "inbox read-only", operation: "mail:read" }],
+    });
     expect(reply).toContain("BODY[] {");
     expect(reply).not.toContain("PEEK");
     expect(reply).not.toContain("\\Seen");
-    await step("FETCH 1:* (ENVELOPE BODYSTRUCTURE)", { status: "OK", audit: [{ decision: "allow", rule: "inbox read-only" }] });
+    await step("FETCH 1:* (ENVELOPE BODYSTRUCTURE)", {
+      status: "OK",
+      audit: [{ decision: "allow", rule: "inbox read-only" }],
+    });
     expect(await upstreamState(mailbox)).toEqual(before);
   });
 
@@ -141,7 +184,10 @@ describe("in read-only INBOX", () => {
     await step("STORE 2 +FLAGS (\\Flagged)", { status: "NO [NOPERM]", audit: [{ ...DENY, operation: "mail:flag" }] });
     await step("STORE 2 +FLAGS.SILENT (\\Seen)", { status: "NO [NOPERM]", audit: [DENY] });
     await step("STORE 2 +FLAGS (\\DELETED)", { status: "NO [NOPERM]", audit: [{ ...DENY, operation: "mail:delete" }] });
-    await step("UID STORE 3 -FLAGS (\\Deleted)", { status: "NO [NOPERM]", audit: [{ ...DENY, operation: "mail:delete" }] });
+    await step("UID STORE 3 -FLAGS (\\Deleted)", {
+      status: "NO [NOPERM]",
+      audit: [{ ...DENY, operation: "mail:delete" }],
+    });
     await step("STORE 2 FLAGS ()", { status: "NO [NOPERM]", audit: [DENY] });
   });
 
@@ -163,7 +209,10 @@ describe("in read-only INBOX", () => {
   test("COPY to append-only Drafts is a read here and an append there: allowed", async () => {
     await step("SELECT INBOX", { status: "OK [READ-ONLY]", audit: [{ decision: "allow", rule: "inbox read-only" }] });
     const before = await upstreamState(mailbox);
-    const reply = await step("COPY 1 Drafts", { status: "OK", audit: [{ decision: "allow", rule: "inbox read-only", operation: "mail:read" }] });
+    const reply = await step("COPY 1 Drafts", {
+      status: "OK",
+      audit: [{ decision: "allow", rule: "inbox read-only", operation: "mail:read" }],
+    });
     expect(reply).toMatch(/\[COPYUID \d+ \d+ 3\]/);
     const after = await upstreamState(mailbox);
     expect(after.messages["Drafts"]!.uids.length).toBe(before.messages["Drafts"]!.uids.length + 1);
@@ -181,11 +230,16 @@ describe("mail:append", () => {
     raw.write(message + "\r\n");
     expect(statusOf(await raw.waitTagged(tag), tag)).toStartWith(`${tag} OK [APPENDUID`);
     const rows = await newRows();
-    expect(rows.some((r) => r.command === "APPEND" && r.decision === "allow" && r.rule === "drafts append-only")).toBe(true);
+    expect(rows.some((r) => r.command === "APPEND" && r.decision === "allow" && r.rule === "drafts append-only")).toBe(
+      true,
+    );
     // Refused before the literal: the agent sends {n+} so the bytes come anyway and are dropped.
     await step(`APPEND INBOX {${message.length}+}\r\n${message}`, { status: "NO [NOPERM]", audit: [DENY] });
     await step(`APPEND Sent {${message.length}+}\r\n${message}`, { status: "NO [TRYCREATE]", audit: [DENY] });
-    await step(`APPEND Drafts (\\Deleted) {${message.length}+}\r\n${message}`, { status: "NO [NOPERM]", audit: [{ ...DENY, operation: "mail:delete" }] });
+    await step(`APPEND Drafts (\\Deleted) {${message.length}+}\r\n${message}`, {
+      status: "NO [NOPERM]",
+      audit: [{ ...DENY, operation: "mail:delete" }],
+    });
   });
 });
 
@@ -202,7 +256,10 @@ describe("folder:write", () => {
     await step("SUBSCRIBE INBOX", { status: "NO [NOPERM]", audit: [DENY] });
     await step("UNSUBSCRIBE Drafts", { status: "NO [NOPERM]", audit: [DENY] });
     await step("UNSUBSCRIBE Trash", { status: "NO [NONEXISTENT]", audit: [DENY] });
-    await step("SUBSCRIBE Archive/New", { status: "OK", audit: [{ decision: "allow", rule: "archive is the agent's" }] });
+    await step("SUBSCRIBE Archive/New", {
+      status: "OK",
+      audit: [{ decision: "allow", rule: "archive is the agent's" }],
+    });
     expect((await upstreamState(mailbox)).folders).toContainEqual({ path: "Archive/New", subscribed: true });
   });
 
@@ -211,34 +268,58 @@ describe("folder:write", () => {
     await step("RENAME Archive/New Drafts/New", { status: "NO [NOPERM]", audit: [DENY] });
     await step("RENAME Archive/New Outside", { status: "NO [NOPERM]", audit: [DENY] });
     await step("RENAME Trash Archive/Trash", { status: "NO [NONEXISTENT]", audit: [DENY] });
-    await step("RENAME Archive/New Archive/Newer", { status: "OK", audit: [{ decision: "allow", rule: "archive is the agent's" }] });
+    await step("RENAME Archive/New Archive/Newer", {
+      status: "OK",
+      audit: [{ decision: "allow", rule: "archive is the agent's" }],
+    });
   });
 
   test("DELETE: refused for Drafts and INBOX, nonexistent for hidden Trash, allowed in Archive", async () => {
     await step("DELETE Drafts", { status: "NO [NOPERM]", audit: [DENY] });
     await step("DELETE INBOX", { status: "NO [CANNOT]", audit: [{ decision: "deny", rule: null }] });
     await step("DELETE Trash", { status: "NO [NONEXISTENT]", audit: [DENY] });
-    await step("DELETE Archive/Newer", { status: "OK", audit: [{ decision: "allow", rule: "archive is the agent's" }] });
+    await step("DELETE Archive/Newer", {
+      status: "OK",
+      audit: [{ decision: "allow", rule: "archive is the agent's" }],
+    });
     expect((await upstreamState(mailbox)).folders.map((f) => f.path)).not.toContain("Archive/Newer");
   });
 });
 
 describe("in the agent's own Archive", () => {
   test("SELECT is read-write; STORE, \\Deleted, EXPUNGE are allowed; MOVE needs mail:append at the destination", async () => {
-    await step("SELECT Archive", { status: "OK [READ-WRITE]", audit: [{ decision: "allow", rule: "archive is the agent's" }] });
-    await step("STORE 1 +FLAGS (\\Flagged)", { status: "OK", audit: [{ decision: "allow", rule: "archive is the agent's", operation: "mail:flag" }] });
+    await step("SELECT Archive", {
+      status: "OK [READ-WRITE]",
+      audit: [{ decision: "allow", rule: "archive is the agent's" }],
+    });
+    await step("STORE 1 +FLAGS (\\Flagged)", {
+      status: "OK",
+      audit: [{ decision: "allow", rule: "archive is the agent's", operation: "mail:flag" }],
+    });
     await step("MOVE 1 INBOX", { status: "NO [NOPERM]", audit: [{ ...DENY, operation: "mail:append" }] });
     await step("MOVE 1 Junk", { status: "NO [TRYCREATE]", audit: [DENY] });
-    await step("MOVE 1 Drafts", { status: "OK", audit: [{ decision: "allow", rule: "archive is the agent's", operation: "mail:move" }] });
-    await step("STORE 1 +FLAGS (\\Deleted)", { status: "OK", audit: [{ decision: "allow", rule: "archive is the agent's", operation: "mail:delete" }] });
-    const reply = await step("EXPUNGE", { status: "OK", audit: [{ decision: "allow", rule: "archive is the agent's", operation: "mail:delete" }] });
+    await step("MOVE 1 Drafts", {
+      status: "OK",
+      audit: [{ decision: "allow", rule: "archive is the agent's", operation: "mail:move" }],
+    });
+    await step("STORE 1 +FLAGS (\\Deleted)", {
+      status: "OK",
+      audit: [{ decision: "allow", rule: "archive is the agent's", operation: "mail:delete" }],
+    });
+    const reply = await step("EXPUNGE", {
+      status: "OK",
+      audit: [{ decision: "allow", rule: "archive is the agent's", operation: "mail:delete" }],
+    });
     expect(reply).toContain("* 1 EXPUNGE");
     const state = await upstreamState(mailbox);
     expect(state.messages["Archive"]!.uids.length).toBe(2);
     // Hidden Trash kept its \Deleted message; INBOX kept the human's.
     expect(state.messages["Trash"]!.uids.length).toBe(2);
     expect(state.messages["INBOX"]!.uids.length).toBe(8);
-    await step("CLOSE", { status: "OK", audit: [{ decision: "allow", rule: "archive is the agent's", operation: "mail:delete" }] });
+    await step("CLOSE", {
+      status: "OK",
+      audit: [{ decision: "allow", rule: "archive is the agent's", operation: "mail:delete" }],
+    });
   });
 });
 

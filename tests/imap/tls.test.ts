@@ -11,10 +11,10 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { createServer as createTlsServer, type Server, type TLSSocket } from "node:tls";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { createMailbox, upstreams, type TestMailbox } from "../fixtures/index.ts";
+import { createServer as createTlsServer, type Server, type TLSSocket } from "node:tls";
+import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { proxyClient, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
 let mailbox: TestMailbox;
@@ -56,7 +56,10 @@ print("fetch", typ, len(data[0][1]) > 0)
 c.logout()
 print("done")
 `;
-  const p = Bun.spawn(["/usr/bin/python3", "-c", script, String(port), mode, mailbox.user, mailbox.password, upstreams().caFile], { stderr: "pipe" });
+  const p = Bun.spawn(
+    ["/usr/bin/python3", "-c", script, String(port), mode, mailbox.user, mailbox.password, upstreams().caFile],
+    { stderr: "pipe" },
+  );
   const [out, err] = await Promise.all([new Response(p.stdout).text(), new Response(p.stderr).text()]);
   await p.exited;
   return out + err;
@@ -94,7 +97,13 @@ describe("agent side", () => {
       expect(out).toContain("login OK");
       expect(out).toContain("fetch OK True");
       // A plain-text client on the TLS port gets nothing IMAP can parse, and the listener survives it.
-      const raw = await Promise.race([RawImap.open(proxy.port).then(() => "greeting", () => "refused"), Bun.sleep(2000).then(() => "timeout")]);
+      const raw = await Promise.race([
+        RawImap.open(proxy.port).then(
+          () => "greeting",
+          () => "refused",
+        ),
+        Bun.sleep(2000).then(() => "timeout"),
+      ]);
       expect(raw).not.toBe("greeting");
       const again = await proxyClient(proxy.port, mailbox.user, mailbox.password, "tls");
       await again.logout();
@@ -155,7 +164,20 @@ describe("agent side", () => {
 
     test("openssl s_client -starttls imap completes the handshake and verifies the certificate", async () => {
       const p = Bun.spawn(
-        ["openssl", "s_client", "-starttls", "imap", "-connect", `127.0.0.1:${proxy.port}`, "-CAfile", upstreams().caFile, "-verify_hostname", "localhost", "-verify_return_error", "-quiet"],
+        [
+          "openssl",
+          "s_client",
+          "-starttls",
+          "imap",
+          "-connect",
+          `127.0.0.1:${proxy.port}`,
+          "-CAfile",
+          upstreams().caFile,
+          "-verify_hostname",
+          "localhost",
+          "-verify_return_error",
+          "-quiet",
+        ],
         { stdin: "pipe", stdout: "pipe", stderr: "pipe" },
       );
       p.stdin.write(`a CAPABILITY\r\nb LOGIN "${mailbox.user}" "${mailbox.password}"\r\nc LOGOUT\r\n`);
@@ -235,10 +257,51 @@ async function certificateFor(name: string): Promise<{ ca: string; cert: string;
     const code = await p.exited;
     if (code !== 0) throw new Error(`openssl ${args[0]} failed: ${await new Response(p.stderr).text()}`);
   };
-  await run(["req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=Other Test CA", "-keyout", "ca.key", "-out", "ca.pem"]);
-  await run(["req", "-newkey", "rsa:2048", "-nodes", "-subj", `/CN=${name}`, "-keyout", "server.key", "-out", "server.csr"]);
+  await run([
+    "req",
+    "-x509",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-days",
+    "2",
+    "-subj",
+    "/CN=Other Test CA",
+    "-keyout",
+    "ca.key",
+    "-out",
+    "ca.pem",
+  ]);
+  await run([
+    "req",
+    "-newkey",
+    "rsa:2048",
+    "-nodes",
+    "-subj",
+    `/CN=${name}`,
+    "-keyout",
+    "server.key",
+    "-out",
+    "server.csr",
+  ]);
   writeFileSync(join(dir, "ext"), `subjectAltName=DNS:${name}\n`);
-  await run(["x509", "-req", "-in", "server.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial", "-days", "2", "-extfile", "ext", "-out", "server.pem"]);
+  await run([
+    "x509",
+    "-req",
+    "-in",
+    "server.csr",
+    "-CA",
+    "ca.pem",
+    "-CAkey",
+    "ca.key",
+    "-CAcreateserial",
+    "-days",
+    "2",
+    "-extfile",
+    "ext",
+    "-out",
+    "server.pem",
+  ]);
   return { ca: join(dir, "ca.pem"), cert: join(dir, "server.pem"), key: join(dir, "server.key") };
 }
 
@@ -246,12 +309,18 @@ test("an upstream whose certificate names another host is refused before anythin
   const files = await certificateFor("imap.other.test");
   const received: Buffer[] = [];
   let handshakes = 0;
-  const server: Server = createTlsServer({ cert: await Bun.file(files.cert).bytes().then(Buffer.from), key: await Bun.file(files.key).bytes().then(Buffer.from) }, (socket: TLSSocket) => {
-    handshakes++;
-    socket.on("data", (d: Buffer) => received.push(d));
-    socket.on("error", () => {});
-    socket.write("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR UIDPLUS UNSELECT] fake upstream\r\n");
-  });
+  const server: Server = createTlsServer(
+    {
+      cert: await Bun.file(files.cert).bytes().then(Buffer.from),
+      key: await Bun.file(files.key).bytes().then(Buffer.from),
+    },
+    (socket: TLSSocket) => {
+      handshakes++;
+      socket.on("data", (d: Buffer) => received.push(d));
+      socket.on("error", () => {});
+      socket.write("* OK [CAPABILITY IMAP4rev1 AUTH=PLAIN SASL-IR UIDPLUS UNSELECT] fake upstream\r\n");
+    },
+  );
   server.on("tlsClientError", () => {});
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const port = (server.address() as { port: number }).port;

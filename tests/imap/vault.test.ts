@@ -192,7 +192,14 @@ allowed_ips = ["10.0.0.0/8"]
       for (let i = 1; i < delays.length; i++) expect(delays[i]!).toBeGreaterThan(delays[i - 1]! + 300);
       const rows = (await fresh.rows()).filter((r) => r.reason?.startsWith("login failed"));
       expect(rows.map((r) => r.decision)).toEqual(attempts.map(() => "deny"));
-      expect(rows.map((r) => r.target)).toEqual(["assistant", "nobody", "pinned", "assistant", mailbox.user, "assistant"]);
+      expect(rows.map((r) => r.target)).toEqual([
+        "assistant",
+        "nobody",
+        "pinned",
+        "assistant",
+        mailbox.user,
+        "assistant",
+      ]);
       expect(rows[2]!.reason).toContain("allowed_ips");
       for (const r of rows) {
         expect(JSON.stringify(r)).not.toContain(token);

@@ -6,10 +6,16 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { connect as tcpConnect, createServer as createTcpServer, type AddressInfo, type Server, type Socket } from "node:net";
+import {
+  type AddressInfo,
+  createServer as createTcpServer,
+  type Server,
+  type Socket,
+  connect as tcpConnect,
+} from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { connect as tlsConnect, createServer as createTlsServer } from "node:tls";
+import { createServer as createTlsServer, connect as tlsConnect } from "node:tls";
 import { Connection } from "../../src/net/connection.ts";
 
 const SIZE = 8 * 1024 * 1024;
@@ -21,7 +27,22 @@ let cert: Buffer;
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "mailgator-net-"));
   const p = Bun.spawn(
-    ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "cert.pem"],
+    [
+      "openssl",
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-days",
+      "2",
+      "-subj",
+      "/CN=localhost",
+      "-keyout",
+      "key.pem",
+      "-out",
+      "cert.pem",
+    ],
     { cwd: dir, stdout: "ignore", stderr: "ignore" },
   );
   if ((await p.exited) !== 0) throw new Error("openssl req failed");
@@ -32,7 +53,9 @@ beforeAll(async () => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** A peer that reads nothing for a while (so the kernel buffers fill), then counts bytes other than 'A'. */
-function slowPeer(tls: boolean): Promise<{ server: Server; port: number; result: Promise<{ bytes: number; wrong: number }> }> {
+function slowPeer(
+  tls: boolean,
+): Promise<{ server: Server; port: number; result: Promise<{ bytes: number; wrong: number }> }> {
   let report!: (r: { bytes: number; wrong: number }) => void;
   const result = new Promise<{ bytes: number; wrong: number }>((resolve) => (report = resolve));
   const onSocket = (s: Socket): void => {
@@ -47,7 +70,9 @@ function slowPeer(tls: boolean): Promise<{ server: Server; port: number; result:
     setTimeout(() => s.resume(), 200);
   };
   const server = tls ? createTlsServer({ key, cert }, onSocket) : createTcpServer(onSocket);
-  return new Promise((resolve) => server.listen(0, "127.0.0.1", () => resolve({ server, port: (server.address() as AddressInfo).port, result })));
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve({ server, port: (server.address() as AddressInfo).port, result })),
+  );
 }
 
 function open(port: number, tls: boolean): Promise<Connection> {

@@ -1,7 +1,7 @@
 /** CRLF line framing: views without copies, lines across chunks, bare CR/LF, the length limit at and past it. */
 
 import { describe, expect, test } from "bun:test";
-import { LineFramer, type LineEvent } from "../../src/net/lines.ts";
+import { type LineEvent, LineFramer } from "../../src/net/lines.ts";
 
 function lines(framer: LineFramer, ...chunks: string[]): LineEvent[] {
   const out: LineEvent[] = [];
@@ -50,7 +50,10 @@ describe("LineFramer", () => {
     expect(lines(new LineFramer(max), `${"a".repeat(max)}\r\n`).map(text)).toEqual(["a".repeat(max)]);
     expect(lines(new LineFramer(max), `${"a".repeat(max + 1)}\r\nNOOP\r\n`).map(text)).toEqual(["too-long", "NOOP"]);
     expect(lines(new LineFramer(max), "a".repeat(30), `${"a".repeat(20)}\r\n`).map(text)).toEqual(["a".repeat(max)]);
-    expect(lines(new LineFramer(max), "a".repeat(30), "a".repeat(21), "aaaa\r\nNOOP\r\n").map(text)).toEqual(["too-long", "NOOP"]);
+    expect(lines(new LineFramer(max), "a".repeat(30), "a".repeat(21), "aaaa\r\nNOOP\r\n").map(text)).toEqual([
+      "too-long",
+      "NOOP",
+    ]);
   });
 
   test("a held partial line is copied, so the caller may reuse its chunk", () => {

@@ -2,11 +2,11 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { connect as tcpConnect, type Socket } from "node:net";
+import { type Socket, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
-import { listen, TLS_HANDSHAKE_TIMEOUT_MS, type Listener, type TlsIdentity } from "../../src/net/listener.ts";
+import { type Listener, listen, TLS_HANDSHAKE_TIMEOUT_MS, type TlsIdentity } from "../../src/net/listener.ts";
 
 let dir: string;
 let identity: TlsIdentity;
@@ -14,7 +14,22 @@ let identity: TlsIdentity;
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "mailgator-listener-"));
   const p = Bun.spawn(
-    ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost", "-keyout", "key.pem", "-out", "cert.pem"],
+    [
+      "openssl",
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-days",
+      "2",
+      "-subj",
+      "/CN=localhost",
+      "-keyout",
+      "key.pem",
+      "-out",
+      "cert.pem",
+    ],
     { cwd: dir, stdout: "ignore", stderr: "ignore" },
   );
   if ((await p.exited) !== 0) throw new Error("openssl req failed");

@@ -8,7 +8,7 @@ describe("parseAddressList", () => {
     ['"notifications@shop.test" <spam@evil.test>', ["spam@evil.test"]],
     ["notifications@shop.test <spam@evil.test>", ["spam@evil.test"]],
     ["=?UTF-8?B?bm90aWZpY2F0aW9uc0BzaG9wLnRlc3Q=?= <spam@evil.test>", ["spam@evil.test"]],
-    ["a@b.test, \"Doe, John\" <john@doe.test>", ["a@b.test", "john@doe.test"]],
+    ['a@b.test, "Doe, John" <john@doe.test>', ["a@b.test", "john@doe.test"]],
     ["friends: a@b.test, c@d.test;, e@f.test", ["a@b.test", "c@d.test", "e@f.test"]],
     ["undisclosed-recipients:;", []],
     ["a@b.test (notifications@shop.test)", ["a@b.test"]],
@@ -24,7 +24,15 @@ describe("parseAddressList", () => {
       expect(r.addresses).toEqual(expected);
     });
   }
-  const bad = ["a@b.test <c@d.test", '"unterminated <a@b.test>', "a@b@c.test", "no-at-sign", "<a@b.test> trailing", "(open a@b.test", "a@b.test>"];
+  const bad = [
+    "a@b.test <c@d.test",
+    '"unterminated <a@b.test>',
+    "a@b@c.test",
+    "no-at-sign",
+    "<a@b.test> trailing",
+    "(open a@b.test",
+    "a@b.test>",
+  ];
   for (const input of bad) {
     test(`rejects ${JSON.stringify(input)}`, () => {
       expect(parseAddressList(input)).toEqual({ addresses: [], ok: false });

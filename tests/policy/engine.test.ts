@@ -37,13 +37,43 @@ const allow = (name: string, extra: Partial<RuleSpec>): RuleSpec => ({ name, act
 
 describe("seed config", () => {
   check([
-    ["notifications in INBOX → rule 1", SEED, { operation: "mail:read", folder: "INBOX", from: ["notifications@shop.test"] }, "Transactional"],
-    ["boss in INBOX → rule 2", SEED, { operation: "mail:read", folder: "INBOX", from: ["boss@corp.test"] }, "Deny everything else"],
-    ["Archive → rule 2", SEED, { operation: "mail:read", folder: "Archive", from: ["notifications@shop.test"] }, "Deny everything else"],
-    ["send → rule 2", SEED, { operation: "mail:send", folder: null, from: ["me@x.test"], to: ["a@b.test"] }, "Deny everything else"],
-    ["delete in INBOX → rule 2", SEED, { operation: "mail:delete", folder: "INBOX", from: ["notifications@shop.test"] }, "Deny everything else"],
+    [
+      "notifications in INBOX → rule 1",
+      SEED,
+      { operation: "mail:read", folder: "INBOX", from: ["notifications@shop.test"] },
+      "Transactional",
+    ],
+    [
+      "boss in INBOX → rule 2",
+      SEED,
+      { operation: "mail:read", folder: "INBOX", from: ["boss@corp.test"] },
+      "Deny everything else",
+    ],
+    [
+      "Archive → rule 2",
+      SEED,
+      { operation: "mail:read", folder: "Archive", from: ["notifications@shop.test"] },
+      "Deny everything else",
+    ],
+    [
+      "send → rule 2",
+      SEED,
+      { operation: "mail:send", folder: null, from: ["me@x.test"], to: ["a@b.test"] },
+      "Deny everything else",
+    ],
+    [
+      "delete in INBOX → rule 2",
+      SEED,
+      { operation: "mail:delete", folder: "INBOX", from: ["notifications@shop.test"] },
+      "Deny everything else",
+    ],
     ["read INBOX, sender unknown → undecided", SEED, { operation: "mail:read", folder: "INBOX" }, null],
-    ["folder:read of Archive, sender unknown → rule 2 decides", SEED, { operation: "folder:read", folder: "Archive" }, "Deny everything else"],
+    [
+      "folder:read of Archive, sender unknown → rule 2 decides",
+      SEED,
+      { operation: "folder:read", folder: "Archive" },
+      "Deny everything else",
+    ],
   ]);
   test("folder visibility and per-message dependence", () => {
     const p = compilePolicy(SEED);
@@ -81,28 +111,88 @@ describe("folder globs", () => {
     ["? does not cross a level", [allow("q", { folders: ["a?b"] })], f("a/b"), "default"],
     ["regex specials are literal", [allow("dot", { folders: ["a.b"] })], f("axb"), "default"],
     ["list: any item", [allow("l", { folders: ["Drafts", "Sent"] })], f("Sent"), "l"],
-    ["a send has no folder: folder rules do not match", [allow("f", { folders: ["**"] })], { operation: "mail:send", folder: null }, "default"],
+    [
+      "a send has no folder: folder rules do not match",
+      [allow("f", { folders: ["**"] })],
+      { operation: "mail:send", folder: null },
+      "default",
+    ],
   ]);
 });
 
 describe("address and subject fields", () => {
   const corp = [allow("corp", { to: ["*@corp.test"] })];
   check([
-    ["from glob, case-insensitive", [allow("n", { from: ["notifications@*"] })], { operation: "mail:read", from: ["NOTIFICATIONS@Shop.Test"] }, "n"],
-    ["from: every author must match", [allow("n", { from: ["notifications@*"] })], { operation: "mail:read", from: ["notifications@shop.test", "spam@evil.test"] }, "default"],
-    ["from: empty From matches nothing", [allow("n", { from: ["*"] })], { operation: "mail:read", from: [] }, "default"],
+    [
+      "from glob, case-insensitive",
+      [allow("n", { from: ["notifications@*"] })],
+      { operation: "mail:read", from: ["NOTIFICATIONS@Shop.Test"] },
+      "n",
+    ],
+    [
+      "from: every author must match",
+      [allow("n", { from: ["notifications@*"] })],
+      { operation: "mail:read", from: ["notifications@shop.test", "spam@evil.test"] },
+      "default",
+    ],
+    [
+      "from: empty From matches nothing",
+      [allow("n", { from: ["*"] })],
+      { operation: "mail:read", from: [] },
+      "default",
+    ],
     ["to: any address matches", corp, { operation: "mail:read", to: ["x@evil.test", "boss@corp.test"] }, "corp"],
     ["to: none matches", corp, { operation: "mail:read", to: ["x@evil.test"] }, "default"],
-    ["to glob does not match a lookalike domain", corp, { operation: "mail:read", to: ["a@corp.test.evil"] }, "default"],
+    [
+      "to glob does not match a lookalike domain",
+      corp,
+      { operation: "mail:read", to: ["a@corp.test.evil"] },
+      "default",
+    ],
     ["cc", [allow("cc", { cc: ["alice@*"] })], { operation: "mail:read", cc: ["alice@friends.test"] }, "cc"],
-    ["bcc", [allow("bcc", { bcc: ["alice@*"] })], { operation: "mail:send", to: ["alice@friends.test"], bcc: ["alice@friends.test"] }, "bcc"],
-    ["bcc not set → no match", [allow("bcc", { bcc: ["*"] })], { operation: "mail:send", to: ["a@b.test"], bcc: [] }, "default"],
-    ["subject glob", [allow("s", { subject: ["[JIRA] *"] })], { operation: "mail:read", subject: "[jira] Ticket 1" }, "s"],
-    ["subject must match whole", [allow("s", { subject: ["Invoice"] })], { operation: "mail:read", subject: "Invoice 42" }, "default"],
+    [
+      "bcc",
+      [allow("bcc", { bcc: ["alice@*"] })],
+      { operation: "mail:send", to: ["alice@friends.test"], bcc: ["alice@friends.test"] },
+      "bcc",
+    ],
+    [
+      "bcc not set → no match",
+      [allow("bcc", { bcc: ["*"] })],
+      { operation: "mail:send", to: ["a@b.test"], bcc: [] },
+      "default",
+    ],
+    [
+      "subject glob",
+      [allow("s", { subject: ["[JIRA] *"] })],
+      { operation: "mail:read", subject: "[jira] Ticket 1" },
+      "s",
+    ],
+    [
+      "subject must match whole",
+      [allow("s", { subject: ["Invoice"] })],
+      { operation: "mail:read", subject: "Invoice 42" },
+      "default",
+    ],
     ["subject ?", [allow("s", { subject: ["Invoice ??"] })], { operation: "mail:read", subject: "Invoice 42" }, "s"],
-    ["has_attachment true", [allow("a", { hasAttachment: true })], { operation: "mail:read", hasAttachment: true }, "a"],
-    ["has_attachment false vs true", [allow("a", { hasAttachment: false })], { operation: "mail:read", hasAttachment: true }, "default"],
-    ["several conditions are AND", [allow("and", { from: ["boss@*"], subject: ["Hi"] })], { operation: "mail:read", from: ["boss@corp.test"], subject: "Bye" }, "default"],
+    [
+      "has_attachment true",
+      [allow("a", { hasAttachment: true })],
+      { operation: "mail:read", hasAttachment: true },
+      "a",
+    ],
+    [
+      "has_attachment false vs true",
+      [allow("a", { hasAttachment: false })],
+      { operation: "mail:read", hasAttachment: true },
+      "default",
+    ],
+    [
+      "several conditions are AND",
+      [allow("and", { from: ["boss@*"], subject: ["Hi"] })],
+      { operation: "mail:read", from: ["boss@corp.test"], subject: "Bye" },
+      "default",
+    ],
   ]);
 });
 
@@ -112,15 +202,45 @@ describe("operations, shorthands, agents, order", () => {
     ["read covers folder:read", readOnly, { operation: "folder:read", folder: "INBOX" }, "r"],
     ["read covers mail:read", readOnly, { operation: "mail:read", folder: "INBOX" }, "r"],
     ["read does not cover mail:flag", readOnly, { operation: "mail:flag", folder: "INBOX" }, "default"],
-    ["write covers mail:delete", [allow("w", { operations: ["write"] })], { operation: "mail:delete", folder: "INBOX" }, "w"],
-    ["write covers folder:write", [allow("w", { operations: ["write"] })], { operation: "folder:write", folder: "X" }, "w"],
-    ["write does not cover mail:send", [allow("w", { operations: ["write"] })], { operation: "mail:send", folder: null }, "default"],
+    [
+      "write covers mail:delete",
+      [allow("w", { operations: ["write"] })],
+      { operation: "mail:delete", folder: "INBOX" },
+      "w",
+    ],
+    [
+      "write covers folder:write",
+      [allow("w", { operations: ["write"] })],
+      { operation: "folder:write", folder: "X" },
+      "w",
+    ],
+    [
+      "write does not cover mail:send",
+      [allow("w", { operations: ["write"] })],
+      { operation: "mail:send", folder: null },
+      "default",
+    ],
     ["send covers mail:send", [allow("s", { operations: ["send"] })], { operation: "mail:send", folder: null }, "s"],
     ["all covers mail:move", [allow("a", { operations: ["all"] })], { operation: "mail:move", folder: "X" }, "a"],
     ["omitted operations = all", [allow("a", {})], { operation: "mail:append", folder: "X" }, "a"],
-    ["agent-scoped rule matches its agent", [allow("ag", { agents: ["bot"] })], { operation: "mail:read", agent: "bot" }, "ag"],
-    ["agent-scoped rule skips others", [allow("ag", { agents: ["bot"] })], { operation: "mail:read", agent: "other" }, "default"],
-    ["agent-scoped rule skips pass-through", [allow("ag", { agents: ["bot"] })], { operation: "mail:read", agent: null }, "default"],
+    [
+      "agent-scoped rule matches its agent",
+      [allow("ag", { agents: ["bot"] })],
+      { operation: "mail:read", agent: "bot" },
+      "ag",
+    ],
+    [
+      "agent-scoped rule skips others",
+      [allow("ag", { agents: ["bot"] })],
+      { operation: "mail:read", agent: "other" },
+      "default",
+    ],
+    [
+      "agent-scoped rule skips pass-through",
+      [allow("ag", { agents: ["bot"] })],
+      { operation: "mail:read", agent: null },
+      "default",
+    ],
     [
       "first match wins over a later allow",
       [{ name: "deny boss", action: "deny", from: ["boss@*"] }, allow("all", {})],
@@ -143,7 +263,10 @@ describe("operations, shorthands, agents, order", () => {
   });
 
   test("an unknown field only matters while no earlier rule decides", () => {
-    const p = compilePolicy([{ name: "deny archive", action: "deny", folders: ["Archive/**"] }, allow("boss", { from: ["boss@*"] })]);
+    const p = compilePolicy([
+      { name: "deny archive", action: "deny", folders: ["Archive/**"] },
+      allow("boss", { from: ["boss@*"] }),
+    ]);
     expect(p.evaluatePartial({ operation: "mail:read", folder: "Archive/2025" }).decided).toBe(true);
     const open = p.evaluatePartial({ operation: "mail:read", folder: "INBOX" });
     expect(open.decided).toBe(false);
@@ -162,8 +285,12 @@ describe("operations, shorthands, agents, order", () => {
     expect(evil.decided).toBe(true);
     const ok = p.evaluatePartial({ operation: "mail:send", folder: null, to: ["a@corp.test"] });
     expect(ok.decided).toBe(false);
-    expect(p.evaluate({ operation: "mail:send", folder: null, to: ["a@corp.test"], cc: [], bcc: ["a@corp.test"] }).rule).toBe("no hidden recipients");
-    expect(p.evaluate({ operation: "mail:send", folder: null, to: ["a@corp.test"], cc: [], bcc: [] }).rule).toBe("corp");
+    expect(
+      p.evaluate({ operation: "mail:send", folder: null, to: ["a@corp.test"], cc: [], bcc: ["a@corp.test"] }).rule,
+    ).toBe("no hidden recipients");
+    expect(p.evaluate({ operation: "mail:send", folder: null, to: ["a@corp.test"], cc: [], bcc: [] }).rule).toBe(
+      "corp",
+    );
   });
 });
 
@@ -191,28 +318,100 @@ describe("subtreeVisible: every folder below, whatever its name", () => {
   const deny = (name: string, more: Partial<RuleSpec> = {}): RuleSpec => ({ name, action: "deny", ...more });
   const ok = (name: string, more: Partial<RuleSpec> = {}): RuleSpec => ({ name, action: "allow", ...more });
   const rows: Array<[label: string, rules: RuleSpec[], folder: string, agent: string | null, expected: boolean]> = [
-    ["an allow of A/** covers everything below A and below A/b", [ok("a", { folders: ["A", "A/**"] }), deny("rest")], "A", null, true],
+    [
+      "an allow of A/** covers everything below A and below A/b",
+      [ok("a", { folders: ["A", "A/**"] }), deny("rest")],
+      "A",
+      null,
+      true,
+    ],
     ["... and below a deeper folder", [ok("a", { folders: ["A/**"] }), deny("rest")], "A/b/c", null, true],
     ["... but not below B", [ok("a", { folders: ["A/**"] }), deny("rest")], "B", null, false],
     ["folder names are case-insensitive", [ok("a", { folders: ["Archive/**"] }), deny("rest")], "archive", null, true],
     ["one level (*) leaves deeper names hidden", [ok("top", { folders: ["*"] }), deny("rest")], "Foo", null, false],
-    ["a hidden child ahead of the allow", [deny("hidden", { folders: ["P/Hidden", "P/Hidden/**"] }), ok("own", { folders: ["P", "P/*"] }), deny("rest")], "P", null, false],
-    ["P/* allows one level: below P/Leaf is hidden", [ok("own", { folders: ["P", "P/*"] }), deny("rest")], "P/Leaf", null, false],
-    ["a deny elsewhere does not matter", [deny("hidden", { folders: ["P/Hidden/**"] }), ok("all", { folders: ["**"] })], "Q", null, true],
-    ["below the hidden folder itself", [deny("hidden", { folders: ["P/Hidden/**"] }), ok("all", { folders: ["**"] })], "P/Hidden", null, false],
-    ["a deny with message conditions hides no folder", [deny("spam", { folders: ["A/**"], from: ["spam@*"] }), ok("a", { folders: ["A/**"] })], "A", null, true],
-    ["a deny of some operations: another operation still shows every folder", [deny("keep", { folders: ["A/secret"], operations: ["mail:delete"] }), ok("a", { folders: ["A/**"] })], "A", null, true],
-    ["a deny of every operation on one child", [deny("keep", { folders: ["A/secret"] }), ok("a", { folders: ["A/**"] })], "A", null, false],
-    ["a partial allow, then the rest allowed", [ok("some", { folders: ["A/x*"] }), ok("a", { folders: ["A/**"] })], "A", null, true],
+    [
+      "a hidden child ahead of the allow",
+      [deny("hidden", { folders: ["P/Hidden", "P/Hidden/**"] }), ok("own", { folders: ["P", "P/*"] }), deny("rest")],
+      "P",
+      null,
+      false,
+    ],
+    [
+      "P/* allows one level: below P/Leaf is hidden",
+      [ok("own", { folders: ["P", "P/*"] }), deny("rest")],
+      "P/Leaf",
+      null,
+      false,
+    ],
+    [
+      "a deny elsewhere does not matter",
+      [deny("hidden", { folders: ["P/Hidden/**"] }), ok("all", { folders: ["**"] })],
+      "Q",
+      null,
+      true,
+    ],
+    [
+      "below the hidden folder itself",
+      [deny("hidden", { folders: ["P/Hidden/**"] }), ok("all", { folders: ["**"] })],
+      "P/Hidden",
+      null,
+      false,
+    ],
+    [
+      "a deny with message conditions hides no folder",
+      [deny("spam", { folders: ["A/**"], from: ["spam@*"] }), ok("a", { folders: ["A/**"] })],
+      "A",
+      null,
+      true,
+    ],
+    [
+      "a deny of some operations: another operation still shows every folder",
+      [deny("keep", { folders: ["A/secret"], operations: ["mail:delete"] }), ok("a", { folders: ["A/**"] })],
+      "A",
+      null,
+      true,
+    ],
+    [
+      "a deny of every operation on one child",
+      [deny("keep", { folders: ["A/secret"] }), ok("a", { folders: ["A/**"] })],
+      "A",
+      null,
+      false,
+    ],
+    [
+      "a partial allow, then the rest allowed",
+      [ok("some", { folders: ["A/x*"] }), ok("a", { folders: ["A/**"] })],
+      "A",
+      null,
+      true,
+    ],
     ["a partial allow, then the rest denied", [ok("some", { folders: ["A/x*"] }), deny("rest")], "A", null, false],
     ["wildcards in the covering prefix", [ok("a", { folders: ["A*/**"] }), deny("rest")], "Abc", null, true],
     ["? is one character", [ok("a", { folders: ["A/?/**"] }), deny("rest")], "A/xy", null, false],
     ["a leading ** is not trusted to cover", [ok("sent", { folders: ["**/Sent"] }), deny("rest")], "X", null, false],
     ["** alone covers", [ok("all", { folders: ["**"] })], "X", null, true],
     ["a rule without folders covers", [ok("all", {})], "X/y", null, true],
-    ["a rule for another agent does not count", [ok("bot", { folders: ["A/**"], agents: ["bot"] }), deny("rest")], "A", "other", false],
-    ["... it counts for its agent", [ok("bot", { folders: ["A/**"], agents: ["bot"] }), deny("rest")], "A", "bot", true],
-    ["... and not in pass-through mode (no agent)", [ok("bot", { folders: ["A/**"], agents: ["bot"] }), deny("rest")], "A", null, false],
+    [
+      "a rule for another agent does not count",
+      [ok("bot", { folders: ["A/**"], agents: ["bot"] }), deny("rest")],
+      "A",
+      "other",
+      false,
+    ],
+    [
+      "... it counts for its agent",
+      [ok("bot", { folders: ["A/**"], agents: ["bot"] }), deny("rest")],
+      "A",
+      "bot",
+      true,
+    ],
+    [
+      "... and not in pass-through mode (no agent)",
+      [ok("bot", { folders: ["A/**"], agents: ["bot"] }), deny("rest")],
+      "A",
+      null,
+      false,
+    ],
     ["only mail:send allowed: nothing is visible", [ok("send", { operations: ["send"] })], "A", null, false],
     ["no rules", [], "A", null, false],
   ];
@@ -254,7 +453,12 @@ describe("subtreeVisible: every folder below, whatever its name", () => {
       for (let depth = 1; depth <= 3; depth++) {
         for (let k = 0; k < 20; k++) {
           const below = `${folder}/${name(depth)}`;
-          expect({ rules, folder, below, visible: policy.folderVisible(below, null) }).toEqual({ rules, folder, below, visible: true });
+          expect({ rules, folder, below, visible: policy.folderVisible(below, null) }).toEqual({
+            rules,
+            folder,
+            below,
+            visible: true,
+          });
         }
       }
     }
@@ -273,9 +477,15 @@ describe("globs with non-ASCII letters", () => {
     expect(p.folderVisible("İ", null)).toBe(false);
     expect(p.folderVisible("ω/Σ", null)).toBe(false);
     expect(p.folderVisible("Other", null)).toBe(true);
-    const s = compilePolicy([{ name: "hide", subject: ["*İstanbul*"], action: "deny" }, { name: "rest", action: "allow" }]);
+    const s = compilePolicy([
+      { name: "hide", subject: ["*İstanbul*"], action: "deny" },
+      { name: "rest", action: "allow" },
+    ]);
     expect(s.evaluate({ operation: "mail:read", folder: "INBOX", subject: "Trip to İstanbul" }).action).toBe("deny");
-    const a = compilePolicy([{ name: "hide", from: ["İ*@x.test"], action: "deny" }, { name: "rest", action: "allow" }]);
+    const a = compilePolicy([
+      { name: "hide", from: ["İ*@x.test"], action: "deny" },
+      { name: "rest", action: "allow" },
+    ]);
     expect(a.evaluate({ operation: "mail:read", folder: "INBOX", from: ["İlker@x.test"] }).action).toBe("deny");
   });
 });

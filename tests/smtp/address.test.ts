@@ -44,6 +44,9 @@ test("syntax errors and parameters", () => {
   expect(parsePathArgument("<ok@corp.test", false, "recipient")).toMatchObject({ ok: false, code: 501 });
   expect(parsePathArgument("<ok@corp.test>x", false, "recipient")).toMatchObject({ ok: false, code: 501 });
   const r = parsePathArgument("<a@b.test> SIZE=10 body=8BITMIME", true, "sender");
-  expect(r.ok && [...r.path.params]).toEqual([["SIZE", "10"], ["BODY", "8BITMIME"]]);
+  expect(r.ok && [...r.path.params]).toEqual([
+    ["SIZE", "10"],
+    ["BODY", "8BITMIME"],
+  ]);
   expect(parsePathArgument("<a@b.test> SIZE=1 SIZE=2", true, "sender")).toMatchObject({ ok: false, code: 501 });
 });

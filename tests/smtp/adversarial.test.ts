@@ -9,8 +9,21 @@
  */
 
 import { describe, expect, test } from "bun:test";
-import { dataPayload, loggedIn, marker, message, postfixLog, RawClient, sinkCopies, useTestProxy, CORP_ONLY_RULES, startTestProxy, waitForSink, type TestProxy } from "./helpers.ts";
 import { startFakeUpstream } from "./fake-upstream.ts";
+import {
+  CORP_ONLY_RULES,
+  dataPayload,
+  loggedIn,
+  marker,
+  message,
+  postfixLog,
+  RawClient,
+  sinkCopies,
+  startTestProxy,
+  type TestProxy,
+  useTestProxy,
+  waitForSink,
+} from "./helpers.ts";
 
 let p: TestProxy;
 useTestProxy({ rules: CORP_ONLY_RULES }, (proxy) => (p = proxy));
@@ -119,7 +132,9 @@ describe("§7 case 31: SMTP smuggling", () => {
       expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
       expect((await c.command(`RCPT TO:<ok-${m}@corp.test>`)).code).toBe(250);
       expect((await c.command("DATA")).code).toBe(354);
-      c.write(`Subject: ${m}\r\n\r\nfirst${sequence}MAIL FROM:<alice@mailgator.test>\r\nRCPT TO:<evil-${m}@x.test>\r\nDATA\r\n\r\nsmuggled ${m}\r\n.\r\n`);
+      c.write(
+        `Subject: ${m}\r\n\r\nfirst${sequence}MAIL FROM:<alice@mailgator.test>\r\nRCPT TO:<evil-${m}@x.test>\r\nDATA\r\n\r\nsmuggled ${m}\r\n.\r\n`,
+      );
       const r = await c.reply();
       expect(r.raw).toStartWith("521 5.5.2");
       await c.waitClosed();
@@ -132,7 +147,9 @@ describe("§7 case 32: one packet with MAIL, a denied RCPT, an allowed RCPT and 
   test("replies come in order, the denied recipient in its place, and the message is refused", async () => {
     const m = marker();
     const c = await loggedIn(p.port);
-    c.write(`MAIL FROM:<alice@mailgator.test>\r\nRCPT TO:<evil-${m}@x.test>\r\nRCPT TO:<ok-${m}@corp.test>\r\nDATA\r\nNOOP\r\n`);
+    c.write(
+      `MAIL FROM:<alice@mailgator.test>\r\nRCPT TO:<evil-${m}@x.test>\r\nRCPT TO:<ok-${m}@corp.test>\r\nDATA\r\nNOOP\r\n`,
+    );
     const codes = [];
     for (let i = 0; i < 5; i++) codes.push((await c.reply()).code);
     expect(codes).toEqual([250, 550, 250, 554, 250]);
@@ -176,7 +193,11 @@ describe("§7 case 33: reset, then the denied recipient again", () => {
 describe("§7 case 34: commands that are never forwarded", () => {
   test("BDAT, VRFY, EXPN, BURL, XCLIENT, ETRN get 502 and the upstream never sees them", async () => {
     const fake = await startFakeUpstream({ keepData: true });
-    const proxy = await startTestProxy({ rules: CORP_ONLY_RULES, upstreamTls: "none", upstreamAddr: `127.0.0.1:${fake.port}` });
+    const proxy = await startTestProxy({
+      rules: CORP_ONLY_RULES,
+      upstreamTls: "none",
+      upstreamAddr: `127.0.0.1:${fake.port}`,
+    });
     try {
       const c = await RawClient.connect(proxy.port);
       await c.reply();
@@ -184,10 +205,19 @@ describe("§7 case 34: commands that are never forwarded", () => {
       for (const absent of ["BURL", "CHUNKING", "XCLIENT", "ETRN", "VRFY", "EXPN", "SMTPUTF8", "DSN"]) {
         expect(ehlo.lines.some((l) => l.toUpperCase().startsWith(absent))).toBe(false);
       }
-      expect((await c.command(`AUTH PLAIN ${Buffer.from("\0alice@mailgator.test\0p").toString("base64")}`)).code).toBe(235);
+      expect((await c.command(`AUTH PLAIN ${Buffer.from("\0alice@mailgator.test\0p").toString("base64")}`)).code).toBe(
+        235,
+      );
       expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
       expect((await c.command("RCPT TO:<ok@corp.test>")).code).toBe(250);
-      for (const cmd of ["BDAT 10 LAST", "VRFY evil@x.test", "EXPN staff", "BURL imap://x/;UID=1 LAST", "XCLIENT ADDR=1.2.3.4", "ETRN corp.test"]) {
+      for (const cmd of [
+        "BDAT 10 LAST",
+        "VRFY evil@x.test",
+        "EXPN staff",
+        "BURL imap://x/;UID=1 LAST",
+        "XCLIENT ADDR=1.2.3.4",
+        "ETRN corp.test",
+      ]) {
         expect((await c.command(cmd)).raw, cmd).toStartWith("502 5.5.1");
       }
       expect((await c.command("DATA")).code).toBe(354);

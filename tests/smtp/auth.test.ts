@@ -4,11 +4,11 @@
  */
 
 import { afterEach, describe, expect, test } from "bun:test";
-import { connect as tlsConnect } from "node:tls";
 import { readFileSync } from "node:fs";
+import { connect as tlsConnect } from "node:tls";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { startFakeUpstream } from "./fake-upstream.ts";
-import { marker, RawClient, startTestProxy, upstreams, waitForSink, type TestProxy } from "./helpers.ts";
+import { marker, RawClient, startTestProxy, type TestProxy, upstreams, waitForSink } from "./helpers.ts";
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -74,7 +74,11 @@ describe("vault mode", () => {
   test("a good token logs in (PLAIN with initial response, PLAIN with continuation, LOGIN)", async () => {
     const token = generateToken();
     const p = await vaultProxy(token);
-    for (const steps of [[`AUTH PLAIN ${plain("bot", token)}`], ["AUTH PLAIN", plain("bot", token)], ["AUTH LOGIN", Buffer.from("bot").toString("base64"), Buffer.from(token).toString("base64")]]) {
+    for (const steps of [
+      [`AUTH PLAIN ${plain("bot", token)}`],
+      ["AUTH PLAIN", plain("bot", token)],
+      ["AUTH LOGIN", Buffer.from("bot").toString("base64"), Buffer.from(token).toString("base64")],
+    ]) {
       const c = await RawClient.connect(p.port);
       await c.reply();
       await c.command("EHLO client.test");
@@ -108,7 +112,11 @@ describe("vault mode", () => {
     expect((await c.reply()).raw).toStartWith("421 4.7.0");
     await c.waitClosed();
     const rows = (await p.rows()).filter((r) => r.command === "AUTH");
-    expect(rows.map((r) => [r.decision, r.target])).toEqual([["deny", "bot"], ["deny", "nobody"], ["deny", "bot"]]);
+    expect(rows.map((r) => [r.decision, r.target])).toEqual([
+      ["deny", "bot"],
+      ["deny", "nobody"],
+      ["deny", "bot"],
+    ]);
     expect(rows[0]!.reason).toContain("wrong token");
     expect(rows[1]!.reason).toContain("unknown agent");
     expect(JSON.stringify(rows)).not.toContain(token);
@@ -139,7 +147,10 @@ describe("vault mode", () => {
 
 describe("pass-through mode", () => {
   test("the upstream judges the credentials: a wrong password gets 535 and an audit row", async () => {
-    const p = await startTestProxy({ rules: `[[rules]]\nname = "all"\naction = "allow"\n`, limits: { authFailureStepMs: 1 } });
+    const p = await startTestProxy({
+      rules: `[[rules]]\nname = "all"\naction = "allow"\n`,
+      limits: { authFailureStepMs: 1 },
+    });
     cleanups.push(() => p.close());
     const c = await RawClient.connect(p.port);
     await c.reply();
@@ -155,17 +166,25 @@ describe("pass-through mode", () => {
 
 describe("listeners with TLS", () => {
   const tlsDir = () => upstreams().caFile.replace(/ca\.pem$/, "");
-  const tlsKeys = () => `listen_tls = "%MODE%"\ntls_cert_file = "${tlsDir()}server.pem"\ntls_key_file = "${tlsDir()}server.key"`;
+  const tlsKeys = () =>
+    `listen_tls = "%MODE%"\ntls_cert_file = "${tlsDir()}server.pem"\ntls_key_file = "${tlsDir()}server.key"`;
 
   async function tlsProxy(mode: "starttls" | "tls"): Promise<TestProxy> {
-    const p = await startTestProxy({ rules: `[[rules]]\nname = "corp"\naction = "allow"\nto = "*@corp.test"\n`, smtp: tlsKeys().replace("%MODE%", mode) });
+    const p = await startTestProxy({
+      rules: `[[rules]]\nname = "corp"\naction = "allow"\nto = "*@corp.test"\n`,
+      smtp: tlsKeys().replace("%MODE%", mode),
+    });
     cleanups.push(() => p.close());
     return p;
   }
 
   async function python(script: string, ...args: string[]): Promise<string> {
     const child = Bun.spawn(["python3", "-c", script, ...args], { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-    const [out, err, code] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+    const [out, err, code] = await Promise.all([
+      new Response(child.stdout).text(),
+      new Response(child.stderr).text(),
+      child.exited,
+    ]);
     if (code !== 0) throw new Error(`python failed: ${err.slice(-800)}`);
     return out;
   }
@@ -192,7 +211,16 @@ print("sent")
       const p = await tlsProxy(mode);
       const user = upstreams().users[0]!;
       const m = marker();
-      const out = await python(SEND, mode, String(p.port), upstreams().caFile, user.user, user.password, `${mode}-${m}@corp.test`, m);
+      const out = await python(
+        SEND,
+        mode,
+        String(p.port),
+        upstreams().caFile,
+        user.user,
+        user.password,
+        `${mode}-${m}@corp.test`,
+        m,
+      );
       expect(out.trim()).toBe("sent");
       await waitForSink(m, 1);
     });
@@ -248,18 +276,27 @@ describe("sender rules and the null reverse path", () => {
     await c.reply();
     await c.command("EHLO client.test");
     await c.command(`AUTH PLAIN ${plain("alice@mailgator.test", "p")}`);
-    expect((await c.command("MAIL FROM:<other@mailgator.test>")).raw).toStartWith("553 5.7.1 Sender <other@mailgator.test> is not allowed");
+    expect((await c.command("MAIL FROM:<other@mailgator.test>")).raw).toStartWith(
+      "553 5.7.1 Sender <other@mailgator.test> is not allowed",
+    );
     expect((await c.command("MAIL FROM:<>")).raw).toStartWith("553 5.7.1 Sender <> is not allowed");
     expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
     const rows = (await p.rows()).filter((r) => r.command === "MAIL FROM");
-    expect(rows.map((r) => [r.target, r.decision])).toEqual([["other@mailgator.test", "deny"], ["<>", "deny"]]);
+    expect(rows.map((r) => [r.target, r.decision])).toEqual([
+      ["other@mailgator.test", "deny"],
+      ["<>", "deny"],
+    ]);
     for (const row of rows) expect(row.reason).not.toContain("identities");
   });
 
   test("<> is allowed by rules that do not name senders", async () => {
     const fake = await startFakeUpstream({});
     cleanups.push(() => fake.close());
-    const p = await startTestProxy({ upstreamTls: "none", upstreamAddr: `127.0.0.1:${fake.port}`, rules: `[[rules]]\nname = "corp"\naction = "allow"\nto = "*@corp.test"\n` });
+    const p = await startTestProxy({
+      upstreamTls: "none",
+      upstreamAddr: `127.0.0.1:${fake.port}`,
+      rules: `[[rules]]\nname = "corp"\naction = "allow"\nto = "*@corp.test"\n`,
+    });
     cleanups.push(() => p.close());
     const c = await RawClient.connect(p.port);
     await c.reply();

@@ -8,7 +8,17 @@ import { expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
-import { bodyOf, marker, postfixLog, sinkCopies, useTestProxy, CORP_ONLY_RULES, upstreams, waitForSink, type TestProxy } from "./helpers.ts";
+import {
+  bodyOf,
+  CORP_ONLY_RULES,
+  marker,
+  postfixLog,
+  sinkCopies,
+  type TestProxy,
+  upstreams,
+  useTestProxy,
+  waitForSink,
+} from "./helpers.ts";
 
 let p: TestProxy;
 useTestProxy({ rules: CORP_ONLY_RULES }, (proxy) => (p = proxy));
@@ -23,13 +33,23 @@ function trickyBody(m: string): string {
 /** Runs a client in a child process without blocking the proxy, which lives in this process. */
 async function exec(cmd: string[]): Promise<{ exitCode: number; stdout: string; stderr: string }> {
   const child = Bun.spawn(cmd, { stdout: "pipe", stderr: "pipe", stdin: "ignore" });
-  const [stdout, stderr, exitCode] = await Promise.all([new Response(child.stdout).text(), new Response(child.stderr).text(), child.exited]);
+  const [stdout, stderr, exitCode] = await Promise.all([
+    new Response(child.stdout).text(),
+    new Response(child.stderr).text(),
+    child.exited,
+  ]);
   return { exitCode, stdout, stderr };
 }
 
 function transport() {
   const user = upstreams().users[0]!;
-  return nodemailer.createTransport({ host: "127.0.0.1", port: p.port, secure: false, ignoreTLS: true, auth: { user: user.user, pass: user.password } });
+  return nodemailer.createTransport({
+    host: "127.0.0.1",
+    port: p.port,
+    secure: false,
+    ignoreTLS: true,
+    auth: { user: user.user, pass: user.password },
+  });
 }
 
 test("nodemailer: allowed mail arrives with an identical body and the approved envelope", async () => {
@@ -37,7 +57,10 @@ test("nodemailer: allowed mail arrives with an identical body and the approved e
   const body = trickyBody(m);
   // A raw message goes out byte for byte, so the delivered body can be compared exactly.
   const raw = `From: alice@mailgator.test\r\nTo: a-${m}@corp.test\r\nCc: b-${m}@corp.test\r\nSubject: nodemailer ${m}\r\n\r\n${body.replace(/\n/g, "\r\n")}`;
-  const info = await transport().sendMail({ envelope: { from: "alice@mailgator.test", to: [`a-${m}@corp.test`, `b-${m}@corp.test`] }, raw });
+  const info = await transport().sendMail({
+    envelope: { from: "alice@mailgator.test", to: [`a-${m}@corp.test`, `b-${m}@corp.test`] },
+    raw,
+  });
   expect(info.accepted.sort()).toEqual([`a-${m}@corp.test`, `b-${m}@corp.test`]);
   const copies = await waitForSink(m, 2);
   expect(copies.map((c) => c.recipient).sort()).toEqual([`a-${m}@corp.test`, `b-${m}@corp.test`]);
@@ -65,14 +88,21 @@ test("postmark-mcp: a quietly added BCC recipient is refused and nobody receives
   expect(error!.responseCode).toBe(554);
   // Nothing reached the server: send an allowed message, wait for it, then look for the refused one.
   const barrier = marker();
-  await transport().sendMail({ from: "alice@mailgator.test", to: `barrier-${barrier}@corp.test`, subject: barrier, text: "x" });
+  await transport().sendMail({
+    from: "alice@mailgator.test",
+    to: `barrier-${barrier}@corp.test`,
+    subject: barrier,
+    text: "x",
+  });
   await waitForSink(barrier, 1);
   expect(sinkCopies(m)).toEqual([]);
   expect(postfixLog()).not.toContain(m);
   const rows = await p.rows();
   const refused = rows.find((r) => r.command === "RCPT TO" && r.target === `phan-${m}@giftshop.test`);
   expect(refused).toMatchObject({ decision: "deny", rule: "nothing else", protocol: "smtp", operation: "mail:send" });
-  expect(rows.some((r) => r.command === "DATA" && r.decision === "deny" && r.reason.includes(`phan-${m}@giftshop.test`))).toBe(true);
+  expect(
+    rows.some((r) => r.command === "DATA" && r.decision === "deny" && r.reason.includes(`phan-${m}@giftshop.test`)),
+  ).toBe(true);
 });
 
 test("Python smtplib: allowed mail arrives with an identical body", async () => {
@@ -104,32 +134,71 @@ test("swaks --pipeline: allowed mail to two recipients arrives with an identical
   const body = trickyBody(m).replace(/\n/g, "\r\n");
   const file = join(p.dir, `swaks-${m}.eml`);
   // swaks ends --data with its own CRLF before the dot, so the file leaves out the last one.
-  writeFileSync(file, `From: alice@mailgator.test\r\nTo: s1-${m}@corp.test, s2-${m}@corp.test\r\nSubject: swaks ${m}\r\n\r\n${body.replace(/\r\n$/, "")}`);
-  const run = await exec(
-    ["swaks", "--server", `127.0.0.1:${p.port}`, "--pipeline", "--auth", "PLAIN", "--auth-user", user.user, "--auth-password", user.password,
-      "--from", "alice@mailgator.test", "--to", `s1-${m}@corp.test,s2-${m}@corp.test`, "--data", `@${file}`],
+  writeFileSync(
+    file,
+    `From: alice@mailgator.test\r\nTo: s1-${m}@corp.test, s2-${m}@corp.test\r\nSubject: swaks ${m}\r\n\r\n${body.replace(/\r\n$/, "")}`,
   );
+  const run = await exec([
+    "swaks",
+    "--server",
+    `127.0.0.1:${p.port}`,
+    "--pipeline",
+    "--auth",
+    "PLAIN",
+    "--auth-user",
+    user.user,
+    "--auth-password",
+    user.password,
+    "--from",
+    "alice@mailgator.test",
+    "--to",
+    `s1-${m}@corp.test,s2-${m}@corp.test`,
+    "--data",
+    `@${file}`,
+  ]);
   const out = run.stdout;
   expect(run.exitCode, out.slice(-500)).toBe(0);
   // swaks really pipelined: MAIL, both RCPTs and DATA went out before the first reply came back.
-  expect(out.slice(0, 2000)).toMatch(/ [-~]> MAIL FROM:<alice@mailgator\.test>\n [-~]> RCPT TO:<s1-[0-9a-f]+@corp\.test>\n [-~]> RCPT TO:<s2-[0-9a-f]+@corp\.test>\n [-~]> DATA/);
+  expect(out.slice(0, 2000)).toMatch(
+    / [-~]> MAIL FROM:<alice@mailgator\.test>\n [-~]> RCPT TO:<s1-[0-9a-f]+@corp\.test>\n [-~]> RCPT TO:<s2-[0-9a-f]+@corp\.test>\n [-~]> DATA/,
+  );
   const copies = await waitForSink(m, 2);
   expect(copies.map((c) => c.recipient).sort()).toEqual([`s1-${m}@corp.test`, `s2-${m}@corp.test`]);
-  for (const copy of copies) expect(Buffer.from(bodyOf(copy.text), "latin1").toString("utf8")).toBe(body.replace(/\r\n/g, "\n"));
+  for (const copy of copies)
+    expect(Buffer.from(bodyOf(copy.text), "latin1").toString("utf8")).toBe(body.replace(/\r\n/g, "\n"));
 });
 
 test("swaks --pipeline with a denied recipient: refused, nothing delivered", async () => {
   const m = marker();
   const user = upstreams().users[0]!;
-  const run = await exec(
-    ["swaks", "--server", `127.0.0.1:${p.port}`, "--pipeline", "--auth", "PLAIN", "--auth-user", user.user, "--auth-password", user.password,
-      "--from", "alice@mailgator.test", "--to", `ok-${m}@corp.test,evil-${m}@x.test`, "--header", `Subject: ${m}`],
-  );
+  const run = await exec([
+    "swaks",
+    "--server",
+    `127.0.0.1:${p.port}`,
+    "--pipeline",
+    "--auth",
+    "PLAIN",
+    "--auth-user",
+    user.user,
+    "--auth-password",
+    user.password,
+    "--from",
+    "alice@mailgator.test",
+    "--to",
+    `ok-${m}@corp.test,evil-${m}@x.test`,
+    "--header",
+    `Subject: ${m}`,
+  ]);
   const out = run.stdout;
   expect(out).toContain("<** 550 5.7.1");
   expect(run.exitCode).not.toBe(0);
   const barrier = marker();
-  await transport().sendMail({ from: "alice@mailgator.test", to: `barrier-${barrier}@corp.test`, subject: barrier, text: "x" });
+  await transport().sendMail({
+    from: "alice@mailgator.test",
+    to: `barrier-${barrier}@corp.test`,
+    subject: barrier,
+    text: "x",
+  });
   await waitForSink(barrier, 1);
   expect(sinkCopies(m)).toEqual([]);
 });

@@ -12,10 +12,21 @@
  */
 
 import { afterEach, describe, expect, test } from "bun:test";
-import { AuditUnavailableError, type AuditEvent, type AuditLog } from "../../src/audit/index.ts";
+import { type AuditEvent, type AuditLog, AuditUnavailableError } from "../../src/audit/index.ts";
 import { generateToken } from "../../src/vault/token.ts";
-import { startFakeUpstream, type FakeUpstream, type FakeUpstreamOptions } from "./fake-upstream.ts";
-import { dataPayload, loggedIn, marker, message, RawClient, startTestProxy, vaultClient, vaultConfig, type ProxyOptions, type TestProxy } from "./helpers.ts";
+import { type FakeUpstream, type FakeUpstreamOptions, startFakeUpstream } from "./fake-upstream.ts";
+import {
+  dataPayload,
+  loggedIn,
+  marker,
+  message,
+  type ProxyOptions,
+  type RawClient,
+  startTestProxy,
+  type TestProxy,
+  vaultClient,
+  vaultConfig,
+} from "./helpers.ts";
 
 const ALLOW_CORP = `
 [[rules]]
@@ -41,7 +52,12 @@ async function fake(options: FakeUpstreamOptions): Promise<FakeUpstream> {
 }
 
 async function proxy(server: FakeUpstream, options: Partial<ProxyOptions> = {}): Promise<TestProxy> {
-  const p = await startTestProxy({ rules: ALLOW_CORP, upstreamTls: "none", upstreamAddr: `127.0.0.1:${server.port}`, ...options });
+  const p = await startTestProxy({
+    rules: ALLOW_CORP,
+    upstreamTls: "none",
+    upstreamAddr: `127.0.0.1:${server.port}`,
+    ...options,
+  });
   cleanups.push(() => p.close());
   return p;
 }
@@ -57,7 +73,8 @@ function withDurable(durable: (row: AuditEvent, real: RealDurable) => Promise<nu
     new Proxy(log, {
       get(target, key) {
         if (key === "durable") return (row: AuditEvent) => durable(row, (r) => target.durable(r));
-        if (key === "durableWithin") return (row: AuditEvent, ms: number) => durable(row, (r) => target.durableWithin(r, ms));
+        if (key === "durableWithin")
+          return (row: AuditEvent, ms: number) => durable(row, (r) => target.durableWithin(r, ms));
         const value: unknown = Reflect.get(target, key, target);
         return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
       },
@@ -80,20 +97,30 @@ async function until(what: string, condition: () => boolean, timeoutMs = 10_000)
 
 /** A message of about `lines` × 72 octets with a Message-ID that carries `id`. */
 function letter(id: string, lines = 10): string {
-  return message({ To: `ok-${id}@corp.test`, Subject: `order ${id}`, "Message-ID": `<${id}@client.test>` }, `${"0123456789".repeat(7)}\n`.repeat(lines));
+  return message(
+    { To: `ok-${id}@corp.test`, Subject: `order ${id}`, "Message-ID": `<${id}@client.test>` },
+    `${"0123456789".repeat(7)}\n`.repeat(lines),
+  );
 }
 
-const idOf = (content: Buffer | null): string => /^Message-ID: <([^@>]+)@/im.exec(content?.toString("latin1") ?? "")?.[1] ?? "?";
+const idOf = (content: Buffer | null): string =>
+  /^Message-ID: <([^@>]+)@/im.exec(content?.toString("latin1") ?? "")?.[1] ?? "?";
 
 /** Is the DATA "allow" row of the message with this id committed (visible to a query)? */
 function dataRowCommitted(p: TestProxy, id: string): boolean {
-  return p.audit.query({ order: "asc" }).some((row) => row.command === "DATA" && row.decision === "allow" && (row.target ?? "").includes(id));
+  return p.audit
+    .query({ order: "asc" })
+    .some((row) => row.command === "DATA" && row.decision === "allow" && (row.target ?? "").includes(id));
 }
 
 const transactionLines = (f: FakeUpstream) => f.lines.filter((l) => /^(MAIL|RCPT|DATA)/.test(l));
 
 /** A fake upstream that notes, at each end of data, whether that message's DATA row was committed in `proxy()`. */
-async function checkingFake(): Promise<{ server: FakeUpstream; atDot: { id: string; committed: boolean }[]; proxy: (p: TestProxy) => void }> {
+async function checkingFake(): Promise<{
+  server: FakeUpstream;
+  atDot: { id: string; committed: boolean }[];
+  proxy: (p: TestProxy) => void;
+}> {
   const atDot: { id: string; committed: boolean }[] = [];
   let proxied: TestProxy | null = null;
   const server = await fake({
@@ -148,7 +175,11 @@ describe("the final dot waits for the audit commit", () => {
 
     // The transaction up to DATA reaches the upstream while the commit is held; none of the content does.
     await until("DATA upstream", () => transactionLines(server).length === 3);
-    expect(transactionLines(server)).toEqual([`MAIL FROM:<alice@mailgator.test> SIZE=${text.length}`, `RCPT TO:<ok-${m}@corp.test>`, "DATA"]);
+    expect(transactionLines(server)).toEqual([
+      `MAIL FROM:<alice@mailgator.test> SIZE=${text.length}`,
+      `RCPT TO:<ok-${m}@corp.test>`,
+      "DATA",
+    ]);
     await Bun.sleep(150);
     expect(server.dataOctets).toBe(0);
     expect(server.sizes).toEqual([]);
@@ -226,7 +257,11 @@ describe("the final dot waits for the audit commit", () => {
     expect(final.raw).toStartWith("451 4.3.0");
     expect(final.raw).toContain("nothing was sent");
     // The transaction had reached DATA upstream, and was abandoned there, before any content.
-    expect(transactionLines(server)).toEqual([`MAIL FROM:<alice@mailgator.test> SIZE=${text.length}`, `RCPT TO:<ok-${m}@corp.test>`, "DATA"]);
+    expect(transactionLines(server)).toEqual([
+      `MAIL FROM:<alice@mailgator.test> SIZE=${text.length}`,
+      `RCPT TO:<ok-${m}@corp.test>`,
+      "DATA",
+    ]);
     await until("the upstream connection to close", () => server.abandoned === 1);
     expect(server.dataOctets).toBe(0);
     expect(server.sizes).toEqual([]);
@@ -246,7 +281,9 @@ describe("the final dot waits for the audit commit", () => {
   test("commit refused at once: 451, and no end of data upstream", async () => {
     const server = await fake({ keepData: true });
     const p = await proxy(server, {
-      wrapAudit: withDurable(() => Promise.reject(new AuditUnavailableError("audit: cannot write to the test log: disk I/O error"))),
+      wrapAudit: withDurable(() =>
+        Promise.reject(new AuditUnavailableError("audit: cannot write to the test log: disk I/O error")),
+      ),
     });
     const m = marker();
     const c = await loggedIn(p.port);

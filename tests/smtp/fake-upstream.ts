@@ -4,9 +4,9 @@
  * line it receives (outside DATA) so tests can assert what the proxy sent.
  */
 
-import { createServer, type AddressInfo, type Server, type Socket } from "node:net";
-import { TLSSocket } from "node:tls";
 import { readFileSync } from "node:fs";
+import { type AddressInfo, createServer, type Server, type Socket } from "node:net";
+import { TLSSocket } from "node:tls";
 import { upstreams } from "./helpers.ts";
 
 export interface FakeUpstreamOptions {
@@ -111,7 +111,11 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
           raw.off("data", onData);
           const up = upstreams();
           const tlsDir = up.caFile.replace(/ca\.pem$/, "");
-          const secure = new TLSSocket(raw, { isServer: true, key: readFileSync(`${tlsDir}server.key`), cert: readFileSync(`${tlsDir}server.pem`) });
+          const secure = new TLSSocket(raw, {
+            isServer: true,
+            key: readFileSync(`${tlsDir}server.key`),
+            cert: readFileSync(`${tlsDir}server.pem`),
+          });
           secure.on("error", () => {});
           socket = secure;
           buffer = Buffer.alloc(0);

@@ -5,20 +5,20 @@
  */
 
 import { afterAll, beforeAll, expect, setDefaultTimeout } from "bun:test";
-import { mkdtempSync, readdirSync, readFileSync, rmSync, existsSync } from "node:fs";
+import { randomBytes } from "node:crypto";
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
-import { connect, type Socket } from "node:net";
-import { randomBytes } from "node:crypto";
+import { readUpstreams, type Upstreams } from "../../scripts/upstreams/description.ts";
 import { AuditLog, type AuditRow } from "../../src/audit/index.ts";
-import { parseConfig } from "../../src/config/index.ts";
 import type { Config } from "../../src/config/index.ts";
+import { parseConfig } from "../../src/config/index.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
-import { startSmtpProxy, type SmtpProxy } from "../../src/smtp/index.ts";
+import { type SmtpProxy, startSmtpProxy } from "../../src/smtp/index.ts";
 import type { SessionLimits } from "../../src/smtp/limits.ts";
 import { hashToken } from "../../src/vault/token.ts";
 import { RawSocket } from "../fixtures/raw-socket.ts";
-import { readUpstreams, type Upstreams } from "../../scripts/upstreams/description.ts";
 
 // End-to-end tests wait for Postfix deliveries and Dovecot's ~2 s delay after a failed login.
 setDefaultTimeout(30_000);
@@ -28,7 +28,10 @@ let cached: Upstreams | null = null;
 export function upstreams(): Upstreams {
   if (cached === null) {
     const path = process.env["MAILGATOR_UPSTREAMS"] ?? resolve(import.meta.dir, "../../.run/upstreams/upstreams.json");
-    if (!existsSync(path)) throw new Error(`SMTP e2e tests need the upstream servers: run npm test, or bun scripts/upstreams/start.ts (no ${path})`);
+    if (!existsSync(path))
+      throw new Error(
+        `SMTP e2e tests need the upstream servers: run npm test, or bun scripts/upstreams/start.ts (no ${path})`,
+      );
     cached = readUpstreams(path);
   }
   return cached;
@@ -90,7 +93,12 @@ ${options.rules}
   const audit = AuditLog.open(config.audit.path, { batchMs: options.auditBatchMs ?? 5, sync: "normal" });
   const policy = compilePolicy(config.rules);
   const proxyAudit = options.wrapAudit?.(audit) ?? audit;
-  const proxy = await startSmtpProxy({ config, policy, audit: proxyAudit, ...(options.limits ? { limits: options.limits } : {}) });
+  const proxy = await startSmtpProxy({
+    config,
+    policy,
+    audit: proxyAudit,
+    ...(options.limits ? { limits: options.limits } : {}),
+  });
   return {
     proxy,
     port: proxy.address.port,
@@ -198,7 +206,8 @@ export async function waitForSink(needle: string, count: number, timeoutMs = 15_
   for (;;) {
     const copies = sinkCopies(needle);
     if (copies.length >= count) return copies;
-    if (Date.now() > deadline) throw new Error(`only ${copies.length} of ${count} copies of ${needle} reached the sink`);
+    if (Date.now() > deadline)
+      throw new Error(`only ${copies.length} of ${count} copies of ${needle} reached the sink`);
     await Bun.sleep(50);
   }
 }
@@ -217,7 +226,9 @@ export function postfixLog(): string {
 
 /** Builds a message with CRLF line ends. */
 export function message(headers: Record<string, string>, body: string): string {
-  const head = Object.entries(headers).map(([k, v]) => `${k}: ${v}`).join("\r\n");
+  const head = Object.entries(headers)
+    .map(([k, v]) => `${k}: ${v}`)
+    .join("\r\n");
   return `${head}\r\n\r\n${body.replace(/\r?\n/g, "\r\n")}`;
 }
 

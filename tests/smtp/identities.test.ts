@@ -14,25 +14,31 @@ import {
   marker,
   message,
   postfixLog,
+  type RawClient,
   sinkCopies,
+  type TestProxy,
   upstreams,
   useTestProxy,
   vaultClient,
   vaultConfig,
   waitForSink,
-  type RawClient,
-  type TestProxy,
 } from "./helpers.ts";
 
 let plain: TestProxy;
 useTestProxy({ rules: CORP_ONLY_RULES }, (proxy) => (plain = proxy));
 
 let withIdentities: TestProxy;
-useTestProxy({ rules: CORP_ONLY_RULES, smtp: `identities = ["Sales-Team@Corp.test"]` }, (proxy) => (withIdentities = proxy));
+useTestProxy(
+  { rules: CORP_ONLY_RULES, smtp: `identities = ["Sales-Team@Corp.test"]` },
+  (proxy) => (withIdentities = proxy),
+);
 
 const TOKEN = generateToken();
 let vault: TestProxy;
-useTestProxy({ rules: vaultConfig(CORP_ONLY_RULES, TOKEN, `identities = ["bot-desk@corp.test"]`) }, (proxy) => (vault = proxy));
+useTestProxy(
+  { rules: vaultConfig(CORP_ONLY_RULES, TOKEN, `identities = ["bot-desk@corp.test"]`) },
+  (proxy) => (vault = proxy),
+);
 
 const REFUSED = "is not one of this account's identities";
 
@@ -83,7 +89,14 @@ describe("pass-through, no identities configured: the login is the only one", ()
     const rows = (await plain.rows()).filter((row) => row.command === "MAIL FROM" && row.target === sender);
     expect(rows).toHaveLength(2);
     for (const row of rows) {
-      expect(row).toMatchObject({ protocol: "smtp", operation: "mail:send", decision: "deny", rule: null, ruleIndex: null, agent: "alice@mailgator.test" });
+      expect(row).toMatchObject({
+        protocol: "smtp",
+        operation: "mail:send",
+        decision: "deny",
+        rule: null,
+        ruleIndex: null,
+        agent: "alice@mailgator.test",
+      });
       expect(row.reason).toBe("sender is not one of this account's identities (alice@mailgator.test)");
     }
   });
@@ -133,12 +146,18 @@ describe("pass-through with [smtp] identities", () => {
     const m = marker();
     const c = await loggedIn(withIdentities.port);
     for (const sender of [`sales-team-${m}@corp.test`, `sales-team@corp.test.${m}.test`, `sales-team@sub.corp.test`]) {
-      expect((await c.command(`MAIL FROM:<${sender}>`)).raw, sender).toStartWith(`553 5.7.1 Sender <${sender}> ${REFUSED}`);
+      expect((await c.command(`MAIL FROM:<${sender}>`)).raw, sender).toStartWith(
+        `553 5.7.1 Sender <${sender}> ${REFUSED}`,
+      );
     }
     await nothingReachedPostfix(c, "alice@mailgator.test", m, `sales-team-${m}`);
     c.close();
-    const row = (await withIdentities.rows()).find((r) => r.command === "MAIL FROM" && r.target === `sales-team-${m}@corp.test`);
-    expect(row?.reason).toBe("sender is not one of this account's identities (alice@mailgator.test, sales-team@corp.test)");
+    const row = (await withIdentities.rows()).find(
+      (r) => r.command === "MAIL FROM" && r.target === `sales-team-${m}@corp.test`,
+    );
+    expect(row?.reason).toBe(
+      "sender is not one of this account's identities (alice@mailgator.test, sales-team@corp.test)",
+    );
   });
 });
 
@@ -160,6 +179,8 @@ describe("vault mode: the account's username and identities", () => {
     c.close();
     const row = (await vault.rows()).find((r) => r.command === "MAIL FROM" && r.target === foreign);
     expect(row).toMatchObject({ agent: "bot", operation: "mail:send", decision: "deny", rule: null });
-    expect(row!.reason).toBe("sender is not one of this account's identities (alice@mailgator.test, bot-desk@corp.test)");
+    expect(row!.reason).toBe(
+      "sender is not one of this account's identities (alice@mailgator.test, bot-desk@corp.test)",
+    );
   });
 });

@@ -1,8 +1,8 @@
 /** What the policy reads from a message: To/Cc, Subject (RFC 2047), Message-ID, has_attachment (docs/smtp.md). */
 
 import { describe, expect, test } from "bun:test";
-import { MessageInspector, type MessageFacts } from "../../src/smtp/inspect.ts";
 import { classify } from "../../src/smtp/decide.ts";
+import { type MessageFacts, MessageInspector } from "../../src/smtp/inspect.ts";
 import { MAX_HEADER_BYTES, MAX_MIME_DEPTH, MAX_MIME_PARTS } from "../../src/smtp/limits.ts";
 
 function facts(text: string, chunk = 0): MessageFacts {
@@ -15,7 +15,9 @@ function facts(text: string, chunk = 0): MessageFacts {
 
 describe("headers", () => {
   test("To and Cc addresses, folded and repeated, display names dropped", () => {
-    const f = facts(`To: "Boss" <Boss@Corp.test>,\n  a@corp.test\nCc: c@corp.test\nCc: "x@evil.test" <d@corp.test>\nSubject: hi\n\nbody\n`);
+    const f = facts(
+      `To: "Boss" <Boss@Corp.test>,\n  a@corp.test\nCc: c@corp.test\nCc: "x@evil.test" <d@corp.test>\nSubject: hi\n\nbody\n`,
+    );
     expect(f.to).toEqual(["boss@corp.test", "a@corp.test"]);
     expect(f.cc).toEqual(["c@corp.test", "d@corp.test"]);
     expect(f.subject).toBe("hi");
@@ -61,34 +63,58 @@ describe("has_attachment", () => {
 
   test("plain text and multipart/alternative text+html have none", () => {
     expect(facts("Subject: x\n\nhello\n").hasAttachment).toBe(false);
-    expect(facts(multipart(["Content-Type: text/plain\n\nhi", "Content-Type: text/html\n\n<p>hi</p>"], "alternative")).hasAttachment).toBe(false);
+    expect(
+      facts(multipart(["Content-Type: text/plain\n\nhi", "Content-Type: text/html\n\n<p>hi</p>"], "alternative"))
+        .hasAttachment,
+    ).toBe(false);
   });
 
   test("Content-Disposition attachment, a filename, a name, or a non-text leaf is one", () => {
     const text = "Content-Type: text/plain\n\nhi";
-    expect(facts(multipart([text, "Content-Type: text/plain\nContent-Disposition: attachment\n\nsecret"])).hasAttachment).toBe(true);
-    expect(facts(multipart([text, 'Content-Type: text/plain\nContent-Disposition: inline; filename="a.txt"\n\nx'])).hasAttachment).toBe(true);
-    expect(facts(multipart([text, "Content-Type: text/plain\nContent-Disposition: inline; filename*=UTF-8''%C3%A9.txt\n\nx"])).hasAttachment).toBe(true);
-    expect(facts(multipart([text, 'Content-Type: application/octet-stream; name="x.bin"\n\nAAAA'])).hasAttachment).toBe(true);
+    expect(
+      facts(multipart([text, "Content-Type: text/plain\nContent-Disposition: attachment\n\nsecret"])).hasAttachment,
+    ).toBe(true);
+    expect(
+      facts(multipart([text, 'Content-Type: text/plain\nContent-Disposition: inline; filename="a.txt"\n\nx']))
+        .hasAttachment,
+    ).toBe(true);
+    expect(
+      facts(
+        multipart([text, "Content-Type: text/plain\nContent-Disposition: inline; filename*=UTF-8''%C3%A9.txt\n\nx"]),
+      ).hasAttachment,
+    ).toBe(true);
+    expect(facts(multipart([text, 'Content-Type: application/octet-stream; name="x.bin"\n\nAAAA'])).hasAttachment).toBe(
+      true,
+    );
     expect(facts(multipart([text, "Content-Type: image/png\n\niVBOR"])).hasAttachment).toBe(true);
     expect(facts(multipart([text, "Content-Type: message/rfc822\n\nSubject: fwd\n\nx"])).hasAttachment).toBe(true);
-    expect(facts('Content-Type: application/pdf\nContent-Disposition: attachment; filename="a.pdf"\n\nJVBER\n').hasAttachment).toBe(true);
+    expect(
+      facts('Content-Type: application/pdf\nContent-Disposition: attachment; filename="a.pdf"\n\nJVBER\n')
+        .hasAttachment,
+    ).toBe(true);
   });
 
   test("nested multiparts, read in small chunks", () => {
     const inner = `Content-Type: multipart/alternative; boundary="inner"\n\n--inner\nContent-Type: text/plain\n\nhi\n--inner\nContent-Type: text/html\n\nhi\n--inner--\n`;
-    const msg = multipart([inner, "Content-Type: application/zip\nContent-Disposition: attachment; filename=a.zip\n\nUEsDB"]);
+    const msg = multipart([
+      inner,
+      "Content-Type: application/zip\nContent-Disposition: attachment; filename=a.zip\n\nUEsDB",
+    ]);
     for (const chunk of [0, 1, 7, 64]) expect(facts(msg, chunk).hasAttachment).toBe(true);
     expect(facts(multipart([inner])).hasAttachment).toBe(false);
   });
 
   test("a boundary-like line inside a part does not confuse the scanner", () => {
-    const msg = multipart(["Content-Type: text/plain\n\n--b1x is not a boundary\n--b2\nContent-Disposition: attachment\n"]);
+    const msg = multipart([
+      "Content-Type: text/plain\n\n--b1x is not a boundary\n--b2\nContent-Disposition: attachment\n",
+    ]);
     expect(facts(msg).hasAttachment).toBe(false);
   });
 
   test("a multipart without a boundary is unknown", () => {
-    expect(facts("Content-Type: multipart/mixed\n\n--x\nContent-Type: text/plain\n\nhi\n--x--\n").hasAttachment).toBeUndefined();
+    expect(
+      facts("Content-Type: multipart/mixed\n\n--x\nContent-Type: text/plain\n\nhi\n--x--\n").hasAttachment,
+    ).toBeUndefined();
   });
 
   test(`MAX_MIME_PARTS (${MAX_MIME_PARTS}) parts are read; one more leaves it unknown`, () => {
@@ -100,7 +126,8 @@ describe("has_attachment", () => {
   test(`MAX_MIME_DEPTH (${MAX_MIME_DEPTH}) nested multiparts are read; one more leaves it unknown`, () => {
     const nest = (depth: number): string => {
       let body = "Content-Type: text/plain\n\nleaf";
-      for (let d = depth; d >= 1; d--) body = `Content-Type: multipart/mixed; boundary="n${d}"\n\n--n${d}\n${body}\n--n${d}--\n`;
+      for (let d = depth; d >= 1; d--)
+        body = `Content-Type: multipart/mixed; boundary="n${d}"\n\n--n${d}\n${body}\n--n${d}--\n`;
       return body;
     };
     expect(facts(nest(MAX_MIME_DEPTH)).hasAttachment).toBe(false);

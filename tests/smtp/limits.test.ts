@@ -10,11 +10,11 @@ import {
   MAX_COMMAND_LINE,
   MAX_COMMANDS_PER_SESSION,
   MAX_CONNECTIONS,
+  MAX_HEADER_BYTES,
   MAX_MESSAGE_BYTES,
   MAX_RECIPIENTS,
-  MAX_HEADER_BYTES,
 } from "../../src/smtp/limits.ts";
-import { startFakeUpstream, type FakeUpstream } from "./fake-upstream.ts";
+import { type FakeUpstream, startFakeUpstream } from "./fake-upstream.ts";
 import { RawClient, startTestProxy, type TestProxy } from "./helpers.ts";
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -25,7 +25,12 @@ afterEach(async () => {
 async function setup(limits = {}): Promise<{ p: TestProxy; fake: FakeUpstream }> {
   const fake = await startFakeUpstream({});
   cleanups.push(() => fake.close());
-  const p = await startTestProxy({ rules: `[[rules]]\nname = "corp"\naction = "allow"\nto = "*@corp.test"\n`, upstreamTls: "none", upstreamAddr: `127.0.0.1:${fake.port}`, limits });
+  const p = await startTestProxy({
+    rules: `[[rules]]\nname = "corp"\naction = "allow"\nto = "*@corp.test"\n`,
+    upstreamTls: "none",
+    upstreamAddr: `127.0.0.1:${fake.port}`,
+    limits,
+  });
   cleanups.push(() => p.close());
   return { p, fake };
 }
@@ -34,7 +39,10 @@ async function client(port: number, login = true): Promise<RawClient> {
   const c = await RawClient.connect(port);
   await c.reply();
   await c.command("EHLO client.test");
-  if (login) expect((await c.command(`AUTH PLAIN ${Buffer.from("\0alice@mailgator.test\0p").toString("base64")}`)).code).toBe(235);
+  if (login)
+    expect((await c.command(`AUTH PLAIN ${Buffer.from("\0alice@mailgator.test\0p").toString("base64")}`)).code).toBe(
+      235,
+    );
   return c;
 }
 
@@ -119,7 +127,9 @@ describe("MAX_MESSAGE_BYTES", () => {
     expect(fake.lines.filter((l) => l.startsWith("MAIL"))).toHaveLength(1);
     // SIZE= in MAIL FROM is checked at once.
     expect((await c.command(`MAIL FROM:<alice@mailgator.test> SIZE=${MAX_MESSAGE_BYTES}`)).code).toBe(250);
-    expect((await c.command(`MAIL FROM:<alice@mailgator.test> SIZE=${MAX_MESSAGE_BYTES + 1}`)).raw).toStartWith("552 5.3.4");
+    expect((await c.command(`MAIL FROM:<alice@mailgator.test> SIZE=${MAX_MESSAGE_BYTES + 1}`)).raw).toStartWith(
+      "552 5.3.4",
+    );
   }, 120_000);
 });
 

@@ -7,7 +7,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { compilePolicy } from "../../src/policy/index.ts";
 import { startSmtpProxy } from "../../src/smtp/index.ts";
-import { startFakeUpstream, type FakeUpstream } from "./fake-upstream.ts";
+import { type FakeUpstream, startFakeUpstream } from "./fake-upstream.ts";
 import { dataPayload, RawClient, startTestProxy, type TestProxy } from "./helpers.ts";
 
 const cleanups: (() => Promise<void>)[] = [];
@@ -69,7 +69,10 @@ to = "*@corp.test"
     const rows = await p.rows();
     const hidden = rows.find((row) => row.command === "RCPT TO" && row.target === "hidden@corp.test");
     expect(hidden).toMatchObject({ decision: "deny", rule: "no blind copies", detail: { class: "bcc" } });
-    expect(rows.find((row) => row.command === "RCPT TO" && row.target === "a@corp.test")).toMatchObject({ decision: "allow", detail: { class: "to" } });
+    expect(rows.find((row) => row.command === "RCPT TO" && row.target === "a@corp.test")).toMatchObject({
+      decision: "allow",
+      detail: { class: "to" },
+    });
   });
 
   test("the same recipient named in Cc is allowed, and the message goes out once with the approved envelope", async () => {
@@ -77,7 +80,12 @@ to = "*@corp.test"
     const text = "To: a@corp.test\nCc: B@Corp.test\nSubject: s\n\nhi\n..dot\n";
     const r = await send(p.port, ["a@corp.test", "b@corp.test"], text);
     expect(r.final).toStartWith("250");
-    expect(sent(fake)).toEqual(["MAIL FROM:<alice@mailgator.test> SIZE=59", "RCPT TO:<a@corp.test>", "RCPT TO:<b@corp.test>", "DATA"]);
+    expect(sent(fake)).toEqual([
+      "MAIL FROM:<alice@mailgator.test> SIZE=59",
+      "RCPT TO:<a@corp.test>",
+      "RCPT TO:<b@corp.test>",
+      "DATA",
+    ]);
     // Re-stuffed on the way out: the upstream sees exactly what the client sent.
     expect(fake.messages[0]!.toString()).toBe(text.replace(/\n/g, "\r\n").replace("\r\n..dot", "\r\n...dot"));
   });
@@ -110,7 +118,11 @@ to = "*@corp.test"
 
   test("an encoded subject is matched after decoding", async () => {
     const { p, fake } = await setup(RULES);
-    const r = await send(p.port, ["a@corp.test"], "To: a@corp.test\nSubject: =?UTF-8?B?WW91ciBQYXNTd29yZCByZXNldA==?=\n\nhi\n");
+    const r = await send(
+      p.port,
+      ["a@corp.test"],
+      "To: a@corp.test\nSubject: =?UTF-8?B?WW91ciBQYXNTd29yZCByZXNldA==?=\n\nhi\n",
+    );
     expect(r.final).toStartWith("554 5.7.1");
     expect(sent(fake)).toEqual([]);
     expect((await p.rows()).find((row) => row.command === "RCPT TO")?.rule).toBe("no password mail");
@@ -125,14 +137,20 @@ to = "*@corp.test"
     expect((await send(p.port, ["a@corp.test"], alternative)).final).toStartWith("250");
     expect(sent(fake).filter((l) => l.startsWith("MAIL"))).toHaveLength(1);
     const rows = await p.rows();
-    expect(rows.find((row) => row.command === "DATA" && row.decision === "deny")?.detail).toMatchObject({ hasAttachment: true });
+    expect(rows.find((row) => row.command === "DATA" && row.decision === "deny")?.detail).toMatchObject({
+      hasAttachment: true,
+    });
   });
 });
 
 describe("audit rows of an allowed send", () => {
   test("sender, each recipient, the message (size, Message-ID, no body) and the upstream result", async () => {
     const { p } = await setup(`[[rules]]\nname = "corp"\naction = "allow"\nto = "*@corp.test"\n`);
-    const r = await send(p.port, ["a@corp.test", "b@corp.test"], "To: a@corp.test\nMessage-ID: <m1@corp.test>\nSubject: secret subject\n\nsecret body\n");
+    const r = await send(
+      p.port,
+      ["a@corp.test", "b@corp.test"],
+      "To: a@corp.test\nMessage-ID: <m1@corp.test>\nSubject: secret subject\n\nsecret body\n",
+    );
     expect(r.final).toStartWith("250");
     const rows = (await p.rows()).filter((row) => row.command !== "AUTH");
     expect(rows.map((row) => [row.command, row.target, row.decision])).toEqual([

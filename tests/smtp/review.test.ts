@@ -4,7 +4,16 @@
  */
 
 import { describe, expect, test } from "bun:test";
-import { dataPayload, loggedIn, marker, message, postfixLog, sinkCopies, useTestProxy, type TestProxy } from "./helpers.ts";
+import {
+  dataPayload,
+  loggedIn,
+  marker,
+  message,
+  postfixLog,
+  sinkCopies,
+  type TestProxy,
+  useTestProxy,
+} from "./helpers.ts";
 
 const RULES = `
 [[rules]]
@@ -39,7 +48,9 @@ describe("bounces to a reverse path the rules never judged", () => {
     // address. Since MAIL FROM must be one of the account's identities, the transaction never starts.
     const m = marker();
     const c = await loggedIn(p.port);
-    expect((await c.command(`MAIL FROM:<evil-${m}@x.test>`)).raw).toStartWith(`553 5.7.1 Sender <evil-${m}@x.test> is not one of this account's identities`);
+    expect((await c.command(`MAIL FROM:<evil-${m}@x.test>`)).raw).toStartWith(
+      `553 5.7.1 Sender <evil-${m}@x.test> is not one of this account's identities`,
+    );
     expect((await c.command(`RCPT TO:<nobody-${m}@mailgator.test>`)).raw).toStartWith("503 5.5.1");
     expect((await c.command("DATA")).raw).toStartWith("503 5.5.1");
     // Barrier: the same session sends to the login's own mailbox; once Postfix is done with it, it has seen

@@ -6,7 +6,7 @@ import { afterEach, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Spool, SPOOL_BLOCK } from "../../src/smtp/spool.ts";
+import { SPOOL_BLOCK, Spool } from "../../src/smtp/spool.ts";
 
 const dirs: string[] = [];
 afterEach(() => {

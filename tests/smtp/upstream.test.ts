@@ -6,8 +6,22 @@
 
 import { afterEach, describe, expect, test } from "bun:test";
 import { generateToken } from "../../src/vault/token.ts";
-import { startFakeUpstream, type FakeUpstream } from "./fake-upstream.ts";
-import { dataPayload, loggedIn, marker, message, postfixLog, RawClient, sinkCopies, startTestProxy, upstreams, vaultClient, vaultConfig, waitForSink, type TestProxy } from "./helpers.ts";
+import { type FakeUpstream, startFakeUpstream } from "./fake-upstream.ts";
+import {
+  dataPayload,
+  loggedIn,
+  marker,
+  message,
+  postfixLog,
+  RawClient,
+  sinkCopies,
+  startTestProxy,
+  type TestProxy,
+  upstreams,
+  vaultClient,
+  vaultConfig,
+  waitForSink,
+} from "./helpers.ts";
 
 const ALLOW_CORP = `
 [[rules]]
@@ -50,14 +64,20 @@ describe("§7 case 36: a man in the middle strips STARTTLS", () => {
     const c = await RawClient.connect(p.port);
     await c.reply();
     await c.command("EHLO client.test");
-    const r = await c.command(`AUTH PLAIN ${Buffer.from("\0alice@mailgator.test\0secret-password").toString("base64")}`);
+    const r = await c.command(
+      `AUTH PLAIN ${Buffer.from("\0alice@mailgator.test\0secret-password").toString("base64")}`,
+    );
     expect(r.raw).toStartWith("454 4.7.0");
     expect(r.raw).toContain("STARTTLS");
     await Bun.sleep(50);
     expect(mitm.lines.map((l) => l.split(" ")[0])).toEqual(["EHLO"]);
-    expect(mitm.lines.join("\n")).not.toContain(Buffer.from("\0alice@mailgator.test\0secret-password").toString("base64"));
+    expect(mitm.lines.join("\n")).not.toContain(
+      Buffer.from("\0alice@mailgator.test\0secret-password").toString("base64"),
+    );
     const rows = await p.rows();
-    expect(rows.some((row) => row.command === "AUTH" && row.decision === "error" && row.reason.includes("STARTTLS"))).toBe(true);
+    expect(
+      rows.some((row) => row.command === "AUTH" && row.decision === "error" && row.reason.includes("STARTTLS")),
+    ).toBe(true);
   });
 
   test("vault: the send gets 451, nothing but EHLO reaches the fake server, and the audit log says why", async () => {
@@ -69,7 +89,9 @@ describe("§7 case 36: a man in the middle strips STARTTLS", () => {
     expect(final).toStartWith("451 4.4.1");
     expect(mitm.lines.map((l) => l.split(" ")[0])).toEqual(["EHLO"]);
     const rows = await p.rows();
-    expect(rows.some((row) => row.command === "DATA" && row.decision === "error" && row.reason.includes("STARTTLS"))).toBe(true);
+    expect(
+      rows.some((row) => row.command === "DATA" && row.decision === "error" && row.reason.includes("STARTTLS")),
+    ).toBe(true);
   });
 
   test("control: with STARTTLS offered, AUTH goes out only after the handshake", async () => {
@@ -78,13 +100,26 @@ describe("§7 case 36: a man in the middle strips STARTTLS", () => {
     const p = await proxy({ rules: vault(token), upstreamTls: "starttls", upstreamAddr: `localhost:${server.port}` });
     const c = await vaultClient(p.port, token);
     expect(await sendOne(c, "ok@corp.test", "x")).toStartWith("250");
-    expect(server.lines.map((l) => l.split(" ")[0])).toEqual(["EHLO", "STARTTLS", "EHLO", "AUTH", "MAIL", "RCPT", "DATA"]);
+    expect(server.lines.map((l) => l.split(" ")[0])).toEqual([
+      "EHLO",
+      "STARTTLS",
+      "EHLO",
+      "AUTH",
+      "MAIL",
+      "RCPT",
+      "DATA",
+    ]);
   });
 
   test("a certificate the proxy cannot verify: no credentials, 4xx", async () => {
     const token = generateToken();
     const server = await fake({ starttls: true });
-    const p = await proxy({ rules: vault(token), upstreamTls: "starttls", upstreamAddr: `127.0.0.1:${server.port}`, caFile: null });
+    const p = await proxy({
+      rules: vault(token),
+      upstreamTls: "starttls",
+      upstreamAddr: `127.0.0.1:${server.port}`,
+      caFile: null,
+    });
     const c = await vaultClient(p.port, token);
     const final = await sendOne(c, "ok@corp.test", "x");
     expect(final).toStartWith("451 4.4.1");
@@ -138,7 +173,9 @@ describe("upstream failures", () => {
     const final = await sendOne(c, "ok@corp.test", "x");
     expect(final).toStartWith("451 4.4.1");
     const rows = await p.rows();
-    expect(rows.some((row) => row.command === "DATA" && row.decision === "error" && row.reason.includes("failed"))).toBe(true);
+    expect(
+      rows.some((row) => row.command === "DATA" && row.decision === "error" && row.reason.includes("failed")),
+    ).toBe(true);
   });
 
   test("an upstream refusal of one recipient refuses the whole message (reject hook, 550)", async () => {

@@ -1,7 +1,7 @@
 /** `mailgator audit`: read the audit log, optionally following new rows while the proxy writes. */
 
 import { existsSync } from "node:fs";
-import { AuditLog, type AuditFilter, type AuditRow, type Decision } from "../../audit/index.ts";
+import { type AuditFilter, AuditLog, type AuditRow, type Decision } from "../../audit/index.ts";
 import { loadConfig } from "../../config/index.ts";
 import { type CommandContext, EXIT_OK, parse, required, UsageError } from "../args.ts";
 
@@ -21,17 +21,25 @@ export function parseSince(text: string, now = Date.now()): number {
   const m = /^(\d+)([smhd])$/.exec(text);
   if (m) return now - Number(m[1]) * UNITS[m[2]!]!;
   const t = Date.parse(text);
-  if (Number.isNaN(t)) throw new UsageError(`--since: expected a duration like 1h or an ISO date, got ${JSON.stringify(text)}`, usage);
+  if (Number.isNaN(t))
+    throw new UsageError(`--since: expected a duration like 1h or an ISO date, got ${JSON.stringify(text)}`, usage);
   return t;
 }
 
 function line(row: AuditRow): string {
   const when = new Date(row.time).toISOString();
   const who = row.agent ?? "-";
-  const what = [row.protocol, row.command, row.operation ?? "", row.folder ? `folder=${JSON.stringify(row.folder)}` : "", row.target ? `target=${JSON.stringify(row.target)}` : ""]
+  const what = [
+    row.protocol,
+    row.command,
+    row.operation ?? "",
+    row.folder ? `folder=${JSON.stringify(row.folder)}` : "",
+    row.target ? `target=${JSON.stringify(row.target)}` : "",
+  ]
     .filter(Boolean)
     .join(" ");
-  const counts = row.count != null ? ` count=${row.count}${row.hiddenCount != null ? ` hidden=${row.hiddenCount}` : ""}` : "";
+  const counts =
+    row.count != null ? ` count=${row.count}${row.hiddenCount != null ? ` hidden=${row.hiddenCount}` : ""}` : "";
   const rule = row.rule ? ` rule=${JSON.stringify(row.rule)}` : "";
   return `${when} #${row.id} ${row.decision.toUpperCase().padEnd(5)} ${who}@${row.clientAddr ?? "-"} ${what}${counts}${rule} — ${row.reason}`;
 }
@@ -56,13 +64,18 @@ export async function audit(ctx: CommandContext): Promise<number> {
   const filter: AuditFilter = { order: "desc", limit: 50 };
   if (values.since !== undefined) filter.sinceMs = parseSince(values.since);
   if (values.decision !== undefined) {
-    if (!["allow", "deny", "ask", "error"].includes(values.decision)) throw new UsageError(`--decision: expected allow, deny, ask or error, got ${JSON.stringify(values.decision)}`, usage);
+    if (!["allow", "deny", "ask", "error"].includes(values.decision))
+      throw new UsageError(
+        `--decision: expected allow, deny, ask or error, got ${JSON.stringify(values.decision)}`,
+        usage,
+      );
     filter.decision = values.decision as Decision;
   }
   if (values.agent !== undefined) filter.agent = values.agent;
   if (values.rule !== undefined) filter.rule = values.rule;
   if (values.limit !== undefined) {
-    if (!/^\d+$/.test(values.limit) || Number(values.limit) < 1) throw new UsageError(`--limit: expected a positive whole number, got ${JSON.stringify(values.limit)}`, usage);
+    if (!/^\d+$/.test(values.limit) || Number(values.limit) < 1)
+      throw new UsageError(`--limit: expected a positive whole number, got ${JSON.stringify(values.limit)}`, usage);
     filter.limit = Number(values.limit);
   }
   if (!existsSync(config.audit.path) && !values.follow) {

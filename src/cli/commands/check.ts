@@ -15,7 +15,8 @@ Options:
 
 function conditions(rule: RuleConfig): string {
   const parts: string[] = [];
-  const add = (label: string, v: readonly string[] | undefined) => v && parts.push(`${label} ${v.map((x) => JSON.stringify(x)).join(" | ")}`);
+  const add = (label: string, v: readonly string[] | undefined) =>
+    v && parts.push(`${label} ${v.map((x) => JSON.stringify(x)).join(" | ")}`);
   add("folders", rule.folders);
   add("from", rule.from);
   add("to", rule.to);
@@ -41,16 +42,26 @@ export function check(ctx: CommandContext): number {
   };
   listener("imap", config.imap);
   listener("smtp", config.smtp);
-  lines.push(config.agents.length ? `mode: vault, ${config.agents.length} agent(s): ${config.agents.map((a) => a.name).join(", ")}` : "mode: pass-through (agents log in with the upstream credentials)");
-  lines.push(`audit log: ${config.audit.path}${config.audit.retentionDays ? ` (kept ${config.audit.retentionDays} days)` : ""}`);
+  lines.push(
+    config.agents.length
+      ? `mode: vault, ${config.agents.length} agent(s): ${config.agents.map((a) => a.name).join(", ")}`
+      : "mode: pass-through (agents log in with the upstream credentials)",
+  );
+  lines.push(
+    `audit log: ${config.audit.path}${config.audit.retentionDays ? ` (kept ${config.audit.retentionDays} days)` : ""}`,
+  );
   lines.push(`rules (first match decides; no match denies):`);
   config.rules.forEach((rule, i) => {
     const ops = rule.operations ? rule.operations.join(", ") : "all operations";
-    lines.push(`  ${i + 1}. ${rule.action.toUpperCase().padEnd(5)} ${JSON.stringify(rule.name)}: ${ops}; when ${conditions(rule)}`);
+    lines.push(
+      `  ${i + 1}. ${rule.action.toUpperCase().padEnd(5)} ${JSON.stringify(rule.name)}: ${ops}; when ${conditions(rule)}`,
+    );
   });
   if (config.rules.length === 0) lines.push("  (none: everything is denied)");
   for (const s of policy.shadowed()) {
-    lines.push(`warning: rule ${s.index + 1} ${JSON.stringify(s.name)} can never match: rule ${s.byIndex + 1} ${JSON.stringify(s.by)} has no conditions and already decides all its operations`);
+    lines.push(
+      `warning: rule ${s.index + 1} ${JSON.stringify(s.name)} can never match: rule ${s.byIndex + 1} ${JSON.stringify(s.by)} has no conditions and already decides all its operations`,
+    );
   }
   for (const w of config.warnings) lines.push(`warning: ${w}`);
   ctx.out(lines.join("\n"));

@@ -1,7 +1,7 @@
 /** `mailgator explain`: the config simulator — which rule decides a request, and why. */
 
 import { loadConfig } from "../../config/index.ts";
-import { compilePolicy, expandOperation, parseAddressList, type Operation, type Request } from "../../policy/index.ts";
+import { compilePolicy, expandOperation, type Operation, parseAddressList, type Request } from "../../policy/index.ts";
 import { type CommandContext, EXIT_OK, parse, required, strings, UsageError } from "../args.ts";
 
 export const usage = `Usage: mailgator explain -c FILE --op OP [--folder F] [--from A] [--to A] [--cc A]
@@ -28,7 +28,8 @@ function addresses(values: string[] | undefined, flag: string): string[] | undef
   const out: string[] = [];
   for (const v of values) {
     const parsed = parseAddressList(v);
-    if (!parsed.ok || parsed.addresses.length === 0) throw new UsageError(`${flag}: not an address: ${JSON.stringify(v)}`, usage);
+    if (!parsed.ok || parsed.addresses.length === 0)
+      throw new UsageError(`${flag}: not an address: ${JSON.stringify(v)}`, usage);
     out.push(...parsed.addresses);
   }
   return out;
@@ -78,17 +79,32 @@ export function explain(ctx: CommandContext): number {
     const req: Request = { operation, folder, ...base };
     const outcome = policy.evaluatePartial(req);
     if (values.json) {
-      lines.push(JSON.stringify(outcome.decided ? { operation, folder: folder ?? null, ...outcome.decision } : { operation, folder: folder ?? null, action: "undecided", needs: [...outcome.needs], possible: [...outcome.possible] }));
+      lines.push(
+        JSON.stringify(
+          outcome.decided
+            ? { operation, folder: folder ?? null, ...outcome.decision }
+            : {
+                operation,
+                folder: folder ?? null,
+                action: "undecided",
+                needs: [...outcome.needs],
+                possible: [...outcome.possible],
+              },
+        ),
+      );
       continue;
     }
     const where = folder ? ` in ${JSON.stringify(folder)}` : "";
     if (outcome.decided) {
       const d = outcome.decision;
-      const by = d.ruleIndex === null ? "no rule matched: default deny" : `rule ${d.ruleIndex + 1} ${JSON.stringify(d.rule)}`;
+      const by =
+        d.ruleIndex === null ? "no rule matched: default deny" : `rule ${d.ruleIndex + 1} ${JSON.stringify(d.rule)}`;
       lines.push(`${operation}${where}: ${d.action.toUpperCase()} by ${by}`, `  ${d.reason}`);
     } else if (operation === "folder:read" && (outcome.possible.has("allow") || outcome.possible.has("ask"))) {
       // A folder is listed and selectable when some message in it may be read (DESIGN.md §4).
-      lines.push(`${operation}${where}: ALLOW: the folder is visible; which messages are depends on ${[...outcome.needs].join(", ")}`);
+      lines.push(
+        `${operation}${where}: ALLOW: the folder is visible; which messages are depends on ${[...outcome.needs].join(", ")}`,
+      );
     } else {
       lines.push(
         `${operation}${where}: depends on ${[...outcome.needs].join(", ")} (possible: ${[...outcome.possible].join(", ")}); give them to decide, otherwise denied`,

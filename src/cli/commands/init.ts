@@ -72,7 +72,8 @@ action = "deny"
 export function init(ctx: CommandContext): number {
   const { values, positionals } = parse(ctx.argv, { output: { type: "string", short: "o" } }, usage, true);
   if (values.help) return (ctx.out(usage), EXIT_OK);
-  if (positionals[0] !== "init" || positionals.length > 1) throw new UsageError("expected: config init [--output FILE]", usage);
+  if (positionals[0] !== "init" || positionals.length > 1)
+    throw new UsageError("expected: config init [--output FILE]", usage);
   if (values.output === undefined) {
     ctx.out(STARTER_CONFIG.trimEnd());
     return EXIT_OK;

@@ -1,10 +1,10 @@
 /** `mailgator serve -c FILE` (and `mailgator --config FILE`): run the proxies until SIGINT/SIGTERM. */
 
 import { AuditLog } from "../../audit/index.ts";
-import { loadConfig, type Config } from "../../config/index.ts";
+import { type Config, loadConfig } from "../../config/index.ts";
+import { startImapProxy } from "../../imap/index.ts";
 import { moduleLogger } from "../../log.ts";
 import { compilePolicy, type Policy } from "../../policy/index.ts";
-import { startImapProxy } from "../../imap/index.ts";
 import { startSmtpProxy } from "../../smtp/index.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required } from "../args.ts";
 
@@ -39,13 +39,18 @@ export const PROXIES: Readonly<Record<"imap" | "smtp", Starter | null>> = {
 };
 
 export async function serve(ctx: CommandContext): Promise<number> {
-  const { values } = parse(ctx.argv, { config: { type: "string", short: "c" }, "log-format": { type: "string" } }, usage);
+  const { values } = parse(
+    ctx.argv,
+    { config: { type: "string", short: "c" }, "log-format": { type: "string" } },
+    usage,
+  );
   if (values.help) return (ctx.out(usage), EXIT_OK);
   const log = moduleLogger("serve");
   const config = loadConfig(required(values.config, "--config", usage), { env: ctx.env });
   for (const w of config.warnings) log.warn(w);
   const policy = compilePolicy(config.rules);
-  for (const s of policy.shadowed()) log.warn(`rule ${s.index + 1} "${s.name}" can never match (rule ${s.byIndex + 1} "${s.by}" decides first)`);
+  for (const s of policy.shadowed())
+    log.warn(`rule ${s.index + 1} "${s.name}" can never match (rule ${s.byIndex + 1} "${s.by}" decides first)`);
 
   const audit = AuditLog.open(config.audit.path, {
     ...(config.audit.retentionDays ? { retentionDays: config.audit.retentionDays } : {}),
@@ -59,7 +64,9 @@ export async function serve(ctx: CommandContext): Promise<number> {
       if (!config[name]) continue;
       const start = PROXIES[name];
       if (!start) {
-        log.warn(`[${name}] is configured, but this build has no ${name.toUpperCase()} proxy yet: nothing listens on ${config[name].listenAddr.host}:${config[name].listenAddr.port}`);
+        log.warn(
+          `[${name}] is configured, but this build has no ${name.toUpperCase()} proxy yet: nothing listens on ${config[name].listenAddr.host}:${config[name].listenAddr.port}`,
+        );
         continue;
       }
       handles.push(await start(deps)); // each proxy logs its own "listening on" line

@@ -14,7 +14,8 @@ export function token(ctx: CommandContext): number {
   if (values.help) return (ctx.out(usage), EXIT_OK);
   const [verb, name, ...rest] = positionals;
   if (verb !== "new" || !name || rest.length) throw new UsageError("expected: token new NAME", usage);
-  if (!/^[A-Za-z0-9._-]{1,64}$/.test(name)) throw new UsageError(`agent name ${JSON.stringify(name)}: use 1-64 letters, digits, ".", "_" or "-"`, usage);
+  if (!/^[A-Za-z0-9._-]{1,64}$/.test(name))
+    throw new UsageError(`agent name ${JSON.stringify(name)}: use 1-64 letters, digits, ".", "_" or "-"`, usage);
   const secret = generateToken();
   ctx.out(
     [

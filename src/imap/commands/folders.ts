@@ -4,16 +4,36 @@
  * (PROTOCOL.md §0.5): every "does not exist" reply below is the proxy's own, whichever of the two it was.
  */
 
+import type { Operation } from "../../policy/index.ts";
 import { LIST_ATTRIBUTES, PASSED_CODES } from "../capabilities.ts";
 import { messageFilter } from "../classify.ts";
-import { agentCopyUid, filteredStatus, openFiltered, searchUids, sessionRunner, SYSTEM_FLAGS, withoutKeywords } from "../filtering.ts";
+import {
+  agentCopyUid,
+  filteredStatus,
+  openFiltered,
+  SYSTEM_FLAGS,
+  searchUids,
+  sessionRunner,
+  withoutKeywords,
+} from "../filtering.ts";
 import { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import type { CommandOf, ImapSession } from "../session.ts";
-import type { Operation } from "../../policy/index.ts";
 import type { Response, ResponseCode } from "../wire/index.ts";
 
-type FolderCommand = CommandOf<"LIST" | "LSUB" | "STATUS" | "SELECT" | "EXAMINE" | "CREATE" | "DELETE" | "RENAME" | "SUBSCRIBE" | "UNSUBSCRIBE" | "APPEND">;
+type FolderCommand = CommandOf<
+  | "LIST"
+  | "LSUB"
+  | "STATUS"
+  | "SELECT"
+  | "EXAMINE"
+  | "CREATE"
+  | "DELETE"
+  | "RENAME"
+  | "SUBSCRIBE"
+  | "UNSUBSCRIBE"
+  | "APPEND"
+>;
 
 const NONEXISTENT = new Refusal("NO", "NONEXISTENT", "Mailbox does not exist");
 const TRYCREATE = new Refusal("NO", "TRYCREATE", "Mailbox does not exist");
@@ -44,22 +64,45 @@ export async function runFolderCommand(s: ImapSession, cmd: FolderCommand): Prom
 
 /** Upstream response codes the agent may see. */
 export function passCode(code: ResponseCode | null): ResponseCode | null {
-  return code !== null && code.known && PASSED_CODES.has(code.name) ? code : null;
+  return code?.known && PASSED_CODES.has(code.name) ? code : null;
 }
 
 /**
  * A hidden or invalid name is refused as nonexistent, and the refusal audited with the rule that hides the
  * folder; returns the policy name otherwise.
  */
-export function visibleFolder(s: ImapSession, command: string, op: Operation, name: string, refusal = NONEXISTENT): string {
+export function visibleFolder(
+  s: ImapSession,
+  command: string,
+  op: Operation,
+  name: string,
+  refusal = NONEXISTENT,
+): string {
   if (s.names.invalid(name)) {
-    s.auditRow({ command, operation: op, folder: null, target: name, decision: "deny", rule: null, ruleIndex: null, reason: "invalid mailbox name (.., empty level, trailing delimiter, # or ~ namespace)" });
+    s.auditRow({
+      command,
+      operation: op,
+      folder: null,
+      target: name,
+      decision: "deny",
+      rule: null,
+      ruleIndex: null,
+      reason: "invalid mailbox name (.., empty level, trailing delimiter, # or ~ namespace)",
+    });
     throw refusal;
   }
   const p = s.names.toPolicy(name);
   if (!s.rights.visible(p)) {
     const d = s.decide(op, p);
-    s.auditRow({ command, operation: op, folder: p, decision: "deny", rule: d.rule, ruleIndex: d.ruleIndex, reason: `hidden folder; ${d.reason}` });
+    s.auditRow({
+      command,
+      operation: op,
+      folder: p,
+      decision: "deny",
+      rule: d.rule,
+      ruleIndex: d.ruleIndex,
+      reason: `hidden folder; ${d.reason}`,
+    });
     throw refusal;
   }
   return p;
@@ -70,7 +113,12 @@ export function visibleFolder(s: ImapSession, command: string, op: Operation, na
  * `uncodedIsMissing` (SELECT, EXAMINE, STATUS, SUBSCRIBE), a NO without a response code counts as "no such
  * mailbox" too: Dovecot answers those for an absent name with `NO Mailbox doesn't exist: NAME (timings)` and no code.
  */
-function upstreamStatus(s: ImapSession, tag: string, st: { status: string; code: ResponseCode | null; text: string }, uncodedIsMissing = false): void {
+function upstreamStatus(
+  s: ImapSession,
+  tag: string,
+  st: { status: string; code: ResponseCode | null; text: string },
+  uncodedIsMissing = false,
+): void {
   if (st.status !== "OK" && st.code?.known && (st.code.name === "NONEXISTENT" || st.code.name === "TRYCREATE")) {
     throw st.code.name === "TRYCREATE" ? TRYCREATE : NONEXISTENT;
   }
@@ -108,7 +156,14 @@ async function upstreamFolders(s: ImapSession): Promise<Map<string, Entry>> {
       if (r.type !== "LSUB" || r.mailbox === null) return;
       const e = entries.get(r.mailbox);
       if (e !== undefined) e.subscribed = true;
-      else entries.set(r.mailbox, { name: r.mailbox, attributes: ["\\Noselect"], delimiter: r.delimiter, subscribed: true, exists: false });
+      else
+        entries.set(r.mailbox, {
+          name: r.mailbox,
+          attributes: ["\\Noselect"],
+          delimiter: r.delimiter,
+          subscribed: true,
+          exists: false,
+        });
     });
   }
   return entries;
@@ -130,7 +185,8 @@ async function list(s: ImapSession, cmd: CommandOf<"LIST" | "LSUB">): Promise<vo
   const match = s.names.listMatcher(cmd.reference, cmd.pattern);
   const lsub = cmd.name === "LSUB";
   const onlySubscribed = lsub || cmd.selectOptions.includes("SUBSCRIBED");
-  const showSubscribed = !lsub && (cmd.selectOptions.includes("SUBSCRIBED") || cmd.returnOptions.includes("SUBSCRIBED"));
+  const showSubscribed =
+    !lsub && (cmd.selectOptions.includes("SUBSCRIBED") || cmd.returnOptions.includes("SUBSCRIBED"));
   let count = 0;
   for (const e of visible) {
     if (!match(e.name)) continue;
@@ -149,11 +205,28 @@ async function list(s: ImapSession, cmd: CommandOf<"LIST" | "LSUB">): Promise<vo
       attributes.push(hasChildren ? "\\HasChildren" : "\\HasNoChildren");
     }
     if (showSubscribed && e.subscribed) attributes.push("\\Subscribed");
-    const r: Response = { type: lsub ? "LSUB" : "LIST", attributes, delimiter: e.delimiter ?? d, raw: "", mailbox: e.name };
+    const r: Response = {
+      type: lsub ? "LSUB" : "LIST",
+      attributes,
+      delimiter: e.delimiter ?? d,
+      raw: "",
+      mailbox: e.name,
+    };
     s.send(r);
     count++;
   }
-  s.auditRow({ command: cmd.name, operation: "folder:read", folder: null, target: `${cmd.reference}${cmd.pattern}`, decision: "allow", rule: null, ruleIndex: null, reason: "listing filtered to visible folders", count, hiddenCount: all.size - visible.length });
+  s.auditRow({
+    command: cmd.name,
+    operation: "folder:read",
+    folder: null,
+    target: `${cmd.reference}${cmd.pattern}`,
+    decision: "allow",
+    rule: null,
+    ruleIndex: null,
+    reason: "listing filtered to visible folders",
+    count,
+    hiddenCount: all.size - visible.length,
+  });
   s.tagged(cmd.tag, "OK", null, `${cmd.name} completed`);
 }
 
@@ -166,11 +239,29 @@ async function status(s: ImapSession, cmd: CommandOf<"STATUS">): Promise<void> {
   if (filter !== null) {
     // A filtered folder: counts over visible messages only (PROTOCOL.md §7.8).
     const counted = await filteredStatus(s, cmd.mailbox, cmd.items, filter);
-    s.auditRow({ command: "STATUS", operation: "folder:read", folder: p, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason, count: counted.visible, hiddenCount: counted.hidden });
+    s.auditRow({
+      command: "STATUS",
+      operation: "folder:read",
+      folder: p,
+      decision: "allow",
+      rule: d.rule,
+      ruleIndex: d.ruleIndex,
+      reason: d.reason,
+      count: counted.visible,
+      hiddenCount: counted.hidden,
+    });
     s.send({ type: "STATUS", raw: "", mailbox: cmd.mailbox, items: counted.items });
     return s.tagged(cmd.tag, "OK", null, "Status completed");
   }
-  s.auditRow({ command: "STATUS", operation: "folder:read", folder: p, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
+  s.auditRow({
+    command: "STATUS",
+    operation: "folder:read",
+    folder: p,
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: d.reason,
+  });
   const st = await s.upstreamRun({ name: "STATUS", mailbox: cmd.mailbox, items: cmd.items }, (r) => {
     if (r.type === "STATUS" && r.mailbox !== null) s.send({ ...r, mailbox: cmd.mailbox });
   });
@@ -217,13 +308,24 @@ async function select(s: ImapSession, cmd: CommandOf<"SELECT" | "EXAMINE">): Pro
     held.push(r);
   });
   if (st.status !== "OK") {
-    s.auditRow({ command: cmd.name, operation: "folder:read", folder: p, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: `${d.reason}; upstream: ${st.text}` });
+    s.auditRow({
+      command: cmd.name,
+      operation: "folder:read",
+      folder: p,
+      decision: "allow",
+      rule: d.rule,
+      ruleIndex: d.ruleIndex,
+      reason: `${d.reason}; upstream: ${st.text}`,
+    });
     return upstreamStatus(s, cmd.tag, st, true);
   }
   const uids: number[] = [];
-  await s.upstreamRun({ name: "SEARCH", uid: true, returnOptions: null, charset: null, criteria: [{ key: "ALL" }] }, (r) => {
-    if (r.type === "SEARCH") for (const n of r.numbers) uids.push(n);
-  });
+  await s.upstreamRun(
+    { name: "SEARCH", uid: true, returnOptions: null, charset: null, criteria: [{ key: "ALL" }] },
+    (r) => {
+      if (r.type === "SEARCH") for (const n of r.numbers) uids.push(n);
+    },
+  );
   uids.sort((a, b) => a - b);
   const filter = messageFilter(s.ctx.policy, p, s.agent);
   let box: SelectedMailbox;
@@ -235,7 +337,15 @@ async function select(s: ImapSession, cmd: CommandOf<"SELECT" | "EXAMINE">): Pro
       box = await openFiltered(s, { name: cmd.mailbox, policyName: p, readOnly, uids, exists, uidValidity, filter });
     } catch (error) {
       // Nothing may be shown that was not classified: the SELECT fails, and deselects upstream too (§6.3.1).
-      s.auditRow({ command: cmd.name, operation: "mail:read", folder: p, decision: "error", rule: d.rule, ruleIndex: d.ruleIndex, reason: `classification failed: ${(error as Error).message}` });
+      s.auditRow({
+        command: cmd.name,
+        operation: "mail:read",
+        folder: p,
+        decision: "error",
+        rule: d.rule,
+        ruleIndex: d.ruleIndex,
+        reason: `classification failed: ${(error as Error).message}`,
+      });
       // An upstream that failed with BYE (Dovecot's default on a failed FETCH) is gone, and the session ends with
       // it; UNSELECT can only fail then, and the refusal below is its one answer (no second audit row).
       await s.upstreamRun({ name: "UNSELECT" }).catch(() => {});
@@ -279,10 +389,24 @@ async function select(s: ImapSession, cmd: CommandOf<"SELECT" | "EXAMINE">): Pro
     }
   }
   // Dovecot sends UNSEEN only when some message is unseen; a filtered folder's first unseen may be visible anyway.
-  if (filtered && unseenSeq > 0 && !held.some((r) => r.type === "status" && r.code?.known && r.code.name === "UNSEEN")) {
+  if (
+    filtered &&
+    unseenSeq > 0 &&
+    !held.some((r) => r.type === "status" && r.code?.known && r.code.name === "UNSEEN")
+  ) {
     s.sendText(`* OK [UNSEEN ${unseenSeq}] First unseen`);
   }
-  s.auditRow({ command: cmd.name, operation: "folder:read", folder: p, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason, count: box.agentCount, hiddenCount: box.upstreamCount - box.agentCount });
+  s.auditRow({
+    command: cmd.name,
+    operation: "folder:read",
+    folder: p,
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: d.reason,
+    count: box.agentCount,
+    hiddenCount: box.upstreamCount - box.agentCount,
+  });
   s.tagged(cmd.tag, "OK", readOnly ? "READ-ONLY" : "READ-WRITE", `${cmd.name} completed`);
 }
 
@@ -291,9 +415,12 @@ async function children(s: ImapSession, name: string): Promise<string[]> {
   const d = s.names.delimiter;
   if (d === null) return [];
   const out: string[] = [];
-  await s.upstreamRun({ name: "LIST", reference: "", pattern: `${name}${d}*`, selectOptions: [], returnOptions: [] }, (r) => {
-    if (r.type === "LIST") out.push(r.mailbox ?? "\0invalid");
-  });
+  await s.upstreamRun(
+    { name: "LIST", reference: "", pattern: `${name}${d}*`, selectOptions: [], returnOptions: [] },
+    (r) => {
+      if (r.type === "LIST") out.push(r.mailbox ?? "\0invalid");
+    },
+  );
   return out;
 }
 
@@ -301,19 +428,45 @@ async function create(s: ImapSession, cmd: CommandOf<"CREATE">): Promise<void> {
   // The same words as `require`'s refusal: a hidden ancestor must not be told apart from a denied name (§7.15).
   const denied = new Refusal("NO", "NOPERM", "Not permitted: folder:write in this folder");
   if (s.names.invalid(cmd.mailbox)) {
-    s.auditRow({ command: "CREATE", operation: "folder:write", folder: null, target: cmd.mailbox, decision: "deny", rule: null, ruleIndex: null, reason: "invalid mailbox name" });
+    s.auditRow({
+      command: "CREATE",
+      operation: "folder:write",
+      folder: null,
+      target: cmd.mailbox,
+      decision: "deny",
+      rule: null,
+      ruleIndex: null,
+      reason: "invalid mailbox name",
+    });
     throw new Refusal("NO", "CANNOT", "Invalid mailbox name");
   }
   const p = s.names.toPolicy(cmd.mailbox);
   // CREATE in a hidden subtree, or of a hidden name, is refused the same way whether or not it exists (§7.15).
   for (const a of s.names.ancestors(cmd.mailbox)) {
     if (!s.rights.visible(s.names.toPolicy(a))) {
-      s.auditRow({ command: "CREATE", operation: "folder:write", folder: p, decision: "deny", rule: null, ruleIndex: null, reason: `parent folder ${a} is hidden` });
+      s.auditRow({
+        command: "CREATE",
+        operation: "folder:write",
+        folder: p,
+        decision: "deny",
+        rule: null,
+        ruleIndex: null,
+        reason: `parent folder ${a} is hidden`,
+      });
       throw denied;
     }
   }
   const d = s.require("CREATE", "folder:write", p);
-  await s.auditDurable({ command: "CREATE", operation: "folder:write", folder: p, target: null, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
+  await s.auditDurable({
+    command: "CREATE",
+    operation: "folder:write",
+    folder: p,
+    target: null,
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: d.reason,
+  });
   const st = await s.upstreamRun({ name: "CREATE", mailbox: cmd.mailbox });
   s.taggedFrom(cmd.tag, st, passCode(st.code));
 }
@@ -325,7 +478,15 @@ const SUBTREE_RENAME = "Not permitted: folders below it are not all the agent's 
 async function remove(s: ImapSession, cmd: CommandOf<"DELETE">): Promise<void> {
   const p = visibleFolder(s, "DELETE", "folder:write", cmd.mailbox);
   if (cmd.mailbox === "INBOX") {
-    s.auditRow({ command: "DELETE", operation: "folder:write", folder: p, decision: "deny", rule: null, ruleIndex: null, reason: "INBOX cannot be deleted (RFC 3501 §6.3.4)" });
+    s.auditRow({
+      command: "DELETE",
+      operation: "folder:write",
+      folder: p,
+      decision: "deny",
+      rule: null,
+      ruleIndex: null,
+      reason: "INBOX cannot be deleted (RFC 3501 §6.3.4)",
+    });
     throw new Refusal("NO", "CANNOT", "INBOX cannot be deleted");
   }
   const d = s.require("DELETE", "folder:write", p);
@@ -334,17 +495,42 @@ async function remove(s: ImapSession, cmd: CommandOf<"DELETE">): Promise<void> {
   // Whether a hidden child exists must not change the answer: where the rules could hide one, DELETE is refused
   // whatever lies below, with the words used for a child the agent sees but may not delete.
   if (!s.rights.subtreeVisible(p)) {
-    s.auditRow({ command: "DELETE", operation: "folder:write", folder: p, decision: "deny", rule: null, ruleIndex: null, reason: "the rules may hide folders below it" });
+    s.auditRow({
+      command: "DELETE",
+      operation: "folder:write",
+      folder: p,
+      decision: "deny",
+      rule: null,
+      ruleIndex: null,
+      reason: "the rules may hide folders below it",
+    });
     throw new Refusal("NO", "NOPERM", SUBTREE_DELETE);
   }
   for (const child of await children(s, cmd.mailbox)) {
     const cp = s.names.toPolicy(child);
     if (!s.rights.visible(cp) || !s.rights.may("folder:write", cp) || !s.rights.may("mail:delete", cp)) {
-      s.auditRow({ command: "DELETE", operation: "folder:write", folder: p, decision: "deny", rule: null, ruleIndex: null, reason: "a child folder is hidden or not the agent's to delete" });
+      s.auditRow({
+        command: "DELETE",
+        operation: "folder:write",
+        folder: p,
+        decision: "deny",
+        rule: null,
+        ruleIndex: null,
+        reason: "a child folder is hidden or not the agent's to delete",
+      });
       throw new Refusal("NO", "NOPERM", SUBTREE_DELETE);
     }
   }
-  await s.auditDurable({ command: "DELETE", operation: "folder:write", folder: p, target: null, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
+  await s.auditDurable({
+    command: "DELETE",
+    operation: "folder:write",
+    folder: p,
+    target: null,
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: d.reason,
+  });
   if (s.box !== null && s.box.name === cmd.mailbox) await deselect(s);
   const st = await s.upstreamRun({ name: "DELETE", mailbox: cmd.mailbox });
   upstreamStatus(s, cmd.tag, st);
@@ -354,11 +540,28 @@ async function rename(s: ImapSession, cmd: CommandOf<"RENAME">): Promise<void> {
   const p = visibleFolder(s, "RENAME", "folder:write", cmd.mailbox);
   // RENAME INBOX moves every message, hidden ones included (RFC 3501 §6.3.5, PROTOCOL.md §7.25).
   if (cmd.mailbox === "INBOX") {
-    s.auditRow({ command: "RENAME", operation: "folder:write", folder: p, decision: "deny", rule: null, ruleIndex: null, reason: "RENAME INBOX is never allowed" });
+    s.auditRow({
+      command: "RENAME",
+      operation: "folder:write",
+      folder: p,
+      decision: "deny",
+      rule: null,
+      ruleIndex: null,
+      reason: "RENAME INBOX is never allowed",
+    });
     throw new Refusal("NO", "NOPERM", "Not permitted: RENAME INBOX");
   }
   if (s.names.invalid(cmd.newName)) {
-    s.auditRow({ command: "RENAME", operation: "folder:write", folder: p, target: cmd.newName, decision: "deny", rule: null, ruleIndex: null, reason: "invalid new mailbox name" });
+    s.auditRow({
+      command: "RENAME",
+      operation: "folder:write",
+      folder: p,
+      target: cmd.newName,
+      decision: "deny",
+      rule: null,
+      ruleIndex: null,
+      reason: "invalid new mailbox name",
+    });
     throw new Refusal("NO", "CANNOT", "Invalid mailbox name");
   }
   const np = s.names.toPolicy(cmd.newName);
@@ -366,23 +569,58 @@ async function rename(s: ImapSession, cmd: CommandOf<"RENAME">): Promise<void> {
   s.require("RENAME", "folder:write", np, p);
   for (const a of s.names.ancestors(cmd.newName)) {
     if (!s.rights.visible(s.names.toPolicy(a))) {
-      s.auditRow({ command: "RENAME", operation: "folder:write", folder: p, target: np, decision: "deny", rule: null, ruleIndex: null, reason: `new parent folder ${a} is hidden` });
+      s.auditRow({
+        command: "RENAME",
+        operation: "folder:write",
+        folder: p,
+        target: np,
+        decision: "deny",
+        rule: null,
+        ruleIndex: null,
+        reason: `new parent folder ${a} is hidden`,
+      });
       throw new Refusal("NO", "NOPERM", "Not permitted: folder:write here");
     }
   }
   if (!s.rights.subtreeVisible(p)) {
-    s.auditRow({ command: "RENAME", operation: "folder:write", folder: p, target: np, decision: "deny", rule: null, ruleIndex: null, reason: "the rules may hide folders below it" });
+    s.auditRow({
+      command: "RENAME",
+      operation: "folder:write",
+      folder: p,
+      target: np,
+      decision: "deny",
+      rule: null,
+      ruleIndex: null,
+      reason: "the rules may hide folders below it",
+    });
     throw new Refusal("NO", "NOPERM", SUBTREE_RENAME);
   }
   for (const child of await children(s, cmd.mailbox)) {
     const cp = s.names.toPolicy(child);
     const moved = s.names.toPolicy(cmd.newName + child.slice(cmd.mailbox.length));
     if (!s.rights.visible(cp) || !s.rights.may("folder:write", cp) || !s.rights.may("folder:write", moved)) {
-      s.auditRow({ command: "RENAME", operation: "folder:write", folder: p, decision: "deny", rule: null, ruleIndex: null, reason: "a child folder is hidden or may not be renamed" });
+      s.auditRow({
+        command: "RENAME",
+        operation: "folder:write",
+        folder: p,
+        decision: "deny",
+        rule: null,
+        ruleIndex: null,
+        reason: "a child folder is hidden or may not be renamed",
+      });
       throw new Refusal("NO", "NOPERM", SUBTREE_RENAME);
     }
   }
-  await s.auditDurable({ command: "RENAME", operation: "folder:write", folder: p, target: np, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
+  await s.auditDurable({
+    command: "RENAME",
+    operation: "folder:write",
+    folder: p,
+    target: np,
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: d.reason,
+  });
   const st = await s.upstreamRun({ name: "RENAME", mailbox: cmd.mailbox, newName: cmd.newName });
   upstreamStatus(s, cmd.tag, st);
 }
@@ -390,7 +628,16 @@ async function rename(s: ImapSession, cmd: CommandOf<"RENAME">): Promise<void> {
 async function subscribe(s: ImapSession, cmd: CommandOf<"SUBSCRIBE" | "UNSUBSCRIBE">): Promise<void> {
   const p = visibleFolder(s, cmd.name, "folder:write", cmd.mailbox);
   const d = s.require(cmd.name, "folder:write", p);
-  await s.auditDurable({ command: cmd.name, operation: "folder:write", folder: p, target: null, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
+  await s.auditDurable({
+    command: cmd.name,
+    operation: "folder:write",
+    folder: p,
+    target: null,
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: d.reason,
+  });
   const st = await s.upstreamRun({ name: cmd.name, mailbox: cmd.mailbox });
   upstreamStatus(s, cmd.tag, st, true);
 }
@@ -400,8 +647,25 @@ async function append(s: ImapSession, cmd: CommandOf<"APPEND">): Promise<void> {
   const d = s.require("APPEND", "mail:append", p);
   if (cmd.flags.some((f) => f.toUpperCase() === "\\DELETED")) s.require("APPEND", "mail:delete", p);
   if (cmd.binary) throw new Refusal("BAD", null, "literal8 is not supported");
-  await s.auditDurable({ command: "APPEND", operation: "mail:append", folder: p, target: `${cmd.message.length} octets`, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason, count: 1 });
-  const st = await s.upstreamRun({ name: "APPEND", mailbox: cmd.mailbox, flags: cmd.flags, date: cmd.date, message: cmd.message, binary: false });
+  await s.auditDurable({
+    command: "APPEND",
+    operation: "mail:append",
+    folder: p,
+    target: `${cmd.message.length} octets`,
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: d.reason,
+    count: 1,
+  });
+  const st = await s.upstreamRun({
+    name: "APPEND",
+    mailbox: cmd.mailbox,
+    flags: cmd.flags,
+    date: cmd.date,
+    message: cmd.message,
+    binary: false,
+  });
   await s.sync(true);
   upstreamStatus(s, cmd.tag, { ...st, code: agentCopyUid(s, st.code, p) });
 }

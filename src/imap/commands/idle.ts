@@ -5,9 +5,9 @@
  * 30-minute inactivity timeout servers may apply (RFC 2177 §3).
  */
 
-import { agentFetch } from "./messages.ts";
 import type { ImapSession } from "../session.ts";
-import { isIdleDone, type FramerEvent } from "../wire/index.ts";
+import { type FramerEvent, isIdleDone } from "../wire/index.ts";
+import { agentFetch } from "./messages.ts";
 
 /** Renew upstream IDLE this often. */
 export const IDLE_RENEW_MS = 25 * 60 * 1000;

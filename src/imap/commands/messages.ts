@@ -4,12 +4,12 @@
  * translated back, and FETCH items the agent did not ask for are dropped.
  */
 
-import { passCode, visibleFolder } from "./folders.ts";
 import { agentCopyUid } from "../filtering.ts";
-import { UPSTREAM_SET_RANGES, type SelectedMailbox } from "../mailbox.ts";
+import { type SelectedMailbox, UPSTREAM_SET_RANGES } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import type { CommandOf, ImapSession } from "../session.ts";
 import type { FetchAttr, FetchItem, Response, ResponseCode, SearchKey, SeqSet } from "../wire/index.ts";
+import { passCode, visibleFolder } from "./folders.ts";
 
 type MessageCommand = CommandOf<"FETCH" | "SEARCH" | "STORE" | "COPY" | "MOVE" | "EXPUNGE" | "CLOSE" | "UNSELECT">;
 
@@ -63,7 +63,11 @@ function isSection(a: FetchAttr, text: "" | "TEXT"): boolean {
 }
 
 /** Re-numbers one upstream FETCH for the agent; null when it concerns a message the agent does not know. */
-export function agentFetch(s: ImapSession, r: Extract<Response, { type: "FETCH" }>, shape: FetchShape | null): Response | null {
+export function agentFetch(
+  s: ImapSession,
+  r: Extract<Response, { type: "FETCH" }>,
+  shape: FetchShape | null,
+): Response | null {
   const box = s.box;
   if (box === null) return null;
   let uid = box.uidOf(r.seq);
@@ -80,10 +84,10 @@ export function agentFetch(s: ImapSession, r: Extract<Response, { type: "FETCH" 
         if (shape === null || shape.uid) attrs.push(a);
         continue;
       case "BODY[]":
-        if (shape !== null && shape.rfc822 && isSection(a, "")) {
+        if (shape?.rfc822 && isSection(a, "")) {
           attrs.push({ name: "RFC822", data: a.data });
           if (!shape.bodyWhole) continue;
-        } else if (shape !== null && shape.rfc822Text && isSection(a, "TEXT")) {
+        } else if (shape?.rfc822Text && isSection(a, "TEXT")) {
           attrs.push({ name: "RFC822.TEXT", data: a.data });
           if (!shape.bodyText) continue;
         }
@@ -134,7 +138,17 @@ async function fetch(s: ImapSession, cmd: CommandOf<"FETCH">): Promise<void> {
   }
   if (!cmd.items.some((i) => i.type === "UID")) items.push({ type: "UID" });
   const shape: FetchShape = { uid: uidAsked, rfc822, rfc822Text, bodyWhole, bodyText };
-  s.auditRow({ command: cmd.uid ? "UID FETCH" : "FETCH", operation: "mail:read", folder: p, target: null, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: peekOnly ? `${d.reason}; bodies fetched with PEEK` : d.reason, count: uids.length });
+  s.auditRow({
+    command: cmd.uid ? "UID FETCH" : "FETCH",
+    operation: "mail:read",
+    folder: p,
+    target: null,
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: peekOnly ? `${d.reason}; bodies fetched with PEEK` : d.reason,
+    count: uids.length,
+  });
   const onData = (r: Response) => {
     if (r.type === "FETCH") {
       const out = agentFetch(s, r, shape);
@@ -171,8 +185,7 @@ function forwardUntagged(s: ImapSession, r: Response): void {
   // A filtered folder's FLAGS stay the system flags: a new keyword may come from a hidden message.
   if (r.type === "FLAGS") {
     if (s.box?.visible == null) s.send(r);
-  }
-  else if (r.type === "status" && r.tag === null && (r.status === "OK" || r.status === "NO")) {
+  } else if (r.type === "status" && r.tag === null && (r.status === "OK" || r.status === "NO")) {
     const code = messageCommandCode(r.code);
     if (code !== null) s.send({ ...r, code });
   }
@@ -227,12 +240,23 @@ async function search(s: ImapSession, cmd: CommandOf<"SEARCH">): Promise<void> {
     return translateKey(box, k);
   });
   const found: number[] = [];
-  const st = await s.upstreamRun({ name: "SEARCH", uid: true, returnOptions: null, charset: cmd.charset, criteria }, (r) => {
-    if (r.type === "SEARCH") for (const n of r.numbers) found.push(n);
-    else forwardUntagged(s, r);
-  });
+  const st = await s.upstreamRun(
+    { name: "SEARCH", uid: true, returnOptions: null, charset: cmd.charset, criteria },
+    (r) => {
+      if (r.type === "SEARCH") for (const n of r.numbers) found.push(n);
+      else forwardUntagged(s, r);
+    },
+  );
   if (st.status !== "OK") {
-    s.auditRow({ command: cmd.uid ? "UID SEARCH" : "SEARCH", operation: "mail:read", folder: p, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: `${d.reason}; upstream: ${st.text}` });
+    s.auditRow({
+      command: cmd.uid ? "UID SEARCH" : "SEARCH",
+      operation: "mail:read",
+      folder: p,
+      decision: "allow",
+      rule: d.rule,
+      ruleIndex: d.ruleIndex,
+      reason: `${d.reason}; upstream: ${st.text}`,
+    });
     return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));
   }
   const out: number[] = [];
@@ -244,7 +268,17 @@ async function search(s: ImapSession, cmd: CommandOf<"SEARCH">): Promise<void> {
   out.sort((a, b) => a - b);
   s.send({ type: "SEARCH", numbers: out });
   const hiddenCount = box.visible === null ? null : found.filter((uid) => !box.isVisible(uid)).length;
-  s.auditRow({ command: cmd.uid ? "UID SEARCH" : "SEARCH", operation: "mail:read", folder: p, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason, count: out.length, hiddenCount });
+  s.auditRow({
+    command: cmd.uid ? "UID SEARCH" : "SEARCH",
+    operation: "mail:read",
+    folder: p,
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: d.reason,
+    count: out.length,
+    hiddenCount,
+  });
   await s.sync(cmd.uid);
   s.tagged(cmd.tag, "OK", null, "Search completed");
 }
@@ -263,15 +297,28 @@ async function store(s: ImapSession, cmd: CommandOf<"STORE">): Promise<void> {
   if (cmd.action === "set" || deleted) d = s.require(command, "mail:delete", p, `${uids.length} messages`);
   if (d === null) d = s.require(command, "mail:flag", p, `${uids.length} messages`);
   if (uids.length > 0) {
-    await s.auditDurable({ command, operation: deleted ? "mail:delete" : "mail:flag", folder: p, target: cmd.flags.join(" "), decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason, count: uids.length });
+    await s.auditDurable({
+      command,
+      operation: deleted ? "mail:delete" : "mail:flag",
+      folder: p,
+      target: cmd.flags.join(" "),
+      decision: "allow",
+      rule: d.rule,
+      ruleIndex: d.ruleIndex,
+      reason: d.reason,
+      count: uids.length,
+    });
     const shape: FetchShape = { uid: cmd.uid, rfc822: false, rfc822Text: false, bodyWhole: false, bodyText: false };
     for (const set of box.upstreamSets(uids)) {
-      const st = await s.upstreamRun({ name: "STORE", uid: true, set, action: cmd.action, silent: cmd.silent, flags: cmd.flags }, (r) => {
-        if (r.type === "FETCH") {
-          const out = agentFetch(s, r, shape);
-          if (out !== null) s.send(out);
-        } else forwardUntagged(s, r);
-      });
+      const st = await s.upstreamRun(
+        { name: "STORE", uid: true, set, action: cmd.action, silent: cmd.silent, flags: cmd.flags },
+        (r) => {
+          if (r.type === "FETCH") {
+            const out = agentFetch(s, r, shape);
+            if (out !== null) s.send(out);
+          } else forwardUntagged(s, r);
+        },
+      );
       if (st.status !== "OK") {
         await s.sync(cmd.uid);
         return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));
@@ -294,7 +341,17 @@ async function copyOrMove(s: ImapSession, cmd: CommandOf<"COPY" | "MOVE">): Prom
   const dp = visibleFolder(s, command, "mail:append", dest, new Refusal("NO", "TRYCREATE", "Mailbox does not exist"));
   const dd = s.require(command, "mail:append", dp, `${uids.length} messages`);
   if (uids.length === 0) return s.tagged(cmd.tag, "OK", null, "No messages");
-  await s.auditDurable({ command, operation: cmd.name === "MOVE" ? "mail:move" : "mail:read", folder: p, target: dp, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: `${d.reason}; destination: ${dd.reason}`, count: uids.length });
+  await s.auditDurable({
+    command,
+    operation: cmd.name === "MOVE" ? "mail:move" : "mail:read",
+    folder: p,
+    target: dp,
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: `${d.reason}; destination: ${dd.reason}`,
+    count: uids.length,
+  });
   let tagCode = null;
   const sets = box.upstreamSets(uids);
   let st!: Awaited<ReturnType<ImapSession["upstreamRun"]>>;
@@ -316,7 +373,8 @@ async function copyOrMove(s: ImapSession, cmd: CommandOf<"COPY" | "MOVE">): Prom
     throw new Refusal("NO", "TRYCREATE", "Mailbox does not exist");
   }
   // Split over several commands, the last COPYUID would describe only the last part: none then.
-  tagCode = sets.length > 1 && st.code?.known && st.code.name === "COPYUID" ? null : agentCopyUid(s, passCode(st.code), dp);
+  tagCode =
+    sets.length > 1 && st.code?.known && st.code.name === "COPYUID" ? null : agentCopyUid(s, passCode(st.code), dp);
   // MOVE reports the moved messages as expunged (RFC 6851 §3.3).
   await s.sync(cmd.name === "MOVE" || cmd.uid);
   s.taggedFrom(cmd.tag, st, tagCode);
@@ -326,9 +384,12 @@ async function copyOrMove(s: ImapSession, cmd: CommandOf<"COPY" | "MOVE">): Prom
 async function safeExpunge(s: ImapSession, within: readonly number[] | null): Promise<number> {
   const box = s.box!;
   const deleted: number[] = [];
-  await s.upstreamRun({ name: "SEARCH", uid: true, returnOptions: null, charset: null, criteria: [{ key: "DELETED" }] }, (r) => {
-    if (r.type === "SEARCH") for (const n of r.numbers) deleted.push(n);
-  });
+  await s.upstreamRun(
+    { name: "SEARCH", uid: true, returnOptions: null, charset: null, criteria: [{ key: "DELETED" }] },
+    (r) => {
+      if (r.type === "SEARCH") for (const n of r.numbers) deleted.push(n);
+    },
+  );
   const allowed = new Set(within ?? box.allUids());
   const mine = deleted.filter((u) => allowed.has(u) && box.agentSeqOf(u) > 0).sort((a, b) => a - b);
   if (mine.length === 0) return 0;
@@ -346,9 +407,28 @@ async function expunge(s: ImapSession, cmd: CommandOf<"EXPUNGE">): Promise<void>
   const d = s.require(command, "mail:delete", p);
   if (box.readOnly) throw new Refusal("NO", "CANNOT", "Mailbox is read-only");
   const within = cmd.set === null ? null : box.uidsFromUidSet(cmd.set);
-  await s.auditDurable({ command, operation: "mail:delete", folder: p, target: null, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
+  await s.auditDurable({
+    command,
+    operation: "mail:delete",
+    folder: p,
+    target: null,
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: d.reason,
+  });
   const n = await safeExpunge(s, within);
-  s.auditRow({ command, operation: "mail:delete", folder: p, target: null, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: "expunged", count: n });
+  s.auditRow({
+    command,
+    operation: "mail:delete",
+    folder: p,
+    target: null,
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: "expunged",
+    count: n,
+  });
   await s.sync(true);
   s.tagged(cmd.tag, "OK", null, "Expunge completed");
 }
@@ -358,14 +438,41 @@ async function close(s: ImapSession, tag: string): Promise<void> {
   const box = s.box!;
   const p = box.policyName;
   if (box.readOnly) {
-    s.auditRow({ command: "CLOSE", operation: null, folder: p, target: null, decision: "allow", rule: null, ruleIndex: null, reason: "read-only mailbox: closed without expunging" });
+    s.auditRow({
+      command: "CLOSE",
+      operation: null,
+      folder: p,
+      target: null,
+      decision: "allow",
+      rule: null,
+      ruleIndex: null,
+      reason: "read-only mailbox: closed without expunging",
+    });
   } else {
     const d = s.decide("mail:delete", p);
     if (d.action === "allow") {
-      await s.auditDurable({ command: "CLOSE", operation: "mail:delete", folder: p, target: null, decision: "allow", rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason });
+      await s.auditDurable({
+        command: "CLOSE",
+        operation: "mail:delete",
+        folder: p,
+        target: null,
+        decision: "allow",
+        rule: d.rule,
+        ruleIndex: d.ruleIndex,
+        reason: d.reason,
+      });
       await safeExpunge(s, null);
     } else {
-      s.auditRow({ command: "CLOSE", operation: "mail:delete", folder: p, target: null, decision: "deny", rule: d.rule, ruleIndex: d.ruleIndex, reason: `${d.reason}; closed without expunging` });
+      s.auditRow({
+        command: "CLOSE",
+        operation: "mail:delete",
+        folder: p,
+        target: null,
+        decision: "deny",
+        rule: d.rule,
+        ruleIndex: d.ruleIndex,
+        reason: `${d.reason}; closed without expunging`,
+      });
     }
   }
   s.box = null;

@@ -4,48 +4,48 @@
  * known command with an extension argument we strip, e.g. SELECT's CONDSTORE) is a
  * parse error the session answers with BAD.
  */
-import { Decoder, type ImapDateTime } from './decoder.ts';
-import { WireError, type Parsed } from './errors.ts';
-import { type FetchItem, type FetchMacro, fetchItems } from './fetch.ts';
-import type { Frame } from './framer.ts';
+import { Decoder, type ImapDateTime } from "./decoder.ts";
+import { type Parsed, WireError } from "./errors.ts";
+import { type FetchItem, type FetchMacro, fetchItems } from "./fetch.ts";
+import type { Frame } from "./framer.ts";
 import {
+  charset,
   type SearchKey,
   type SearchReturnOption,
   type SortCriterion,
-  charset,
   searchKeys,
   searchReturnOptions,
   sortCriteria,
-} from './search.ts';
-import type { SeqSet } from './seqset.ts';
+} from "./search.ts";
+import type { SeqSet } from "./seqset.ts";
 
 export type SimpleCommandName =
-  | 'CAPABILITY'
-  | 'NOOP'
-  | 'LOGOUT'
-  | 'STARTTLS'
-  | 'IDLE'
-  | 'UNSELECT'
-  | 'CHECK'
-  | 'NAMESPACE'
-  | 'CLOSE';
+  | "CAPABILITY"
+  | "NOOP"
+  | "LOGOUT"
+  | "STARTTLS"
+  | "IDLE"
+  | "UNSELECT"
+  | "CHECK"
+  | "NAMESPACE"
+  | "CLOSE";
 
-export type MailboxCommandName = 'SELECT' | 'EXAMINE' | 'CREATE' | 'DELETE' | 'SUBSCRIBE' | 'UNSUBSCRIBE';
+export type MailboxCommandName = "SELECT" | "EXAMINE" | "CREATE" | "DELETE" | "SUBSCRIBE" | "UNSUBSCRIBE";
 
-export type StatusItem = 'MESSAGES' | 'RECENT' | 'UIDNEXT' | 'UIDVALIDITY' | 'UNSEEN' | 'DELETED' | 'SIZE';
+export type StatusItem = "MESSAGES" | "RECENT" | "UIDNEXT" | "UIDVALIDITY" | "UNSEEN" | "DELETED" | "SIZE";
 
 export type Command = { readonly tag: string } & (
   | { readonly name: SimpleCommandName }
   /** `uid` with `set` for UID EXPUNGE (RFC 4315). */
-  | { readonly name: 'EXPUNGE'; readonly uid: boolean; readonly set: SeqSet | null }
+  | { readonly name: "EXPUNGE"; readonly uid: boolean; readonly set: SeqSet | null }
   /** ID NIL → null (RFC 2971). */
-  | { readonly name: 'ID'; readonly params: ReadonlyArray<readonly [string, string | null]> | null }
-  | { readonly name: 'ENABLE'; readonly capabilities: readonly string[] }
-  | { readonly name: 'LOGIN'; readonly username: string; readonly password: string }
+  | { readonly name: "ID"; readonly params: ReadonlyArray<readonly [string, string | null]> | null }
+  | { readonly name: "ENABLE"; readonly capabilities: readonly string[] }
+  | { readonly name: "LOGIN"; readonly username: string; readonly password: string }
   /** SASL-IR initial response, base64-decoded; `=` gives an empty array (RFC 4959). */
-  | { readonly name: 'AUTHENTICATE'; readonly mechanism: string; readonly initialResponse: Uint8Array | null }
+  | { readonly name: "AUTHENTICATE"; readonly mechanism: string; readonly initialResponse: Uint8Array | null }
   | {
-      readonly name: 'LIST' | 'LSUB';
+      readonly name: "LIST" | "LSUB";
       readonly reference: string;
       readonly pattern: string;
       /** LIST-EXTENDED selection options (RFC 5258), upper-cased; empty for LSUB. */
@@ -53,26 +53,26 @@ export type Command = { readonly tag: string } & (
       readonly returnOptions: readonly string[];
     }
   | { readonly name: MailboxCommandName; readonly mailbox: string }
-  | { readonly name: 'STATUS'; readonly mailbox: string; readonly items: readonly StatusItem[] }
-  | { readonly name: 'RENAME'; readonly mailbox: string; readonly newName: string }
+  | { readonly name: "STATUS"; readonly mailbox: string; readonly items: readonly StatusItem[] }
+  | { readonly name: "RENAME"; readonly mailbox: string; readonly newName: string }
   | {
-      readonly name: 'FETCH';
+      readonly name: "FETCH";
       readonly uid: boolean;
       readonly set: SeqSet;
       readonly items: readonly FetchItem[];
       readonly macro: FetchMacro | null;
     }
   | {
-      readonly name: 'STORE';
+      readonly name: "STORE";
       readonly uid: boolean;
       readonly set: SeqSet;
-      readonly action: 'set' | 'add' | 'remove';
+      readonly action: "set" | "add" | "remove";
       readonly silent: boolean;
       readonly flags: readonly string[];
     }
-  | { readonly name: 'COPY' | 'MOVE'; readonly uid: boolean; readonly set: SeqSet; readonly mailbox: string }
+  | { readonly name: "COPY" | "MOVE"; readonly uid: boolean; readonly set: SeqSet; readonly mailbox: string }
   | {
-      readonly name: 'SEARCH';
+      readonly name: "SEARCH";
       readonly uid: boolean;
       /** RETURN (...) given: the agent wants an ESEARCH reply (RFC 4731). */
       readonly returnOptions: readonly SearchReturnOption[] | null;
@@ -80,14 +80,14 @@ export type Command = { readonly tag: string } & (
       readonly criteria: readonly SearchKey[];
     }
   | {
-      readonly name: 'SORT';
+      readonly name: "SORT";
       readonly uid: boolean;
       readonly sortCriteria: readonly SortCriterion[];
       readonly charset: string;
       readonly criteria: readonly SearchKey[];
     }
   | {
-      readonly name: 'APPEND';
+      readonly name: "APPEND";
       readonly mailbox: string;
       readonly flags: readonly string[];
       readonly date: ImapDateTime | null;
@@ -97,33 +97,43 @@ export type Command = { readonly tag: string } & (
     }
 );
 
-export type CommandName = Command['name'];
+export type CommandName = Command["name"];
 
-const SIMPLE = new Set<string>(['CAPABILITY', 'NOOP', 'LOGOUT', 'STARTTLS', 'IDLE', 'UNSELECT', 'CHECK', 'NAMESPACE', 'CLOSE']);
-const MAILBOX = new Set<string>(['SELECT', 'EXAMINE', 'CREATE', 'DELETE', 'SUBSCRIBE', 'UNSUBSCRIBE']);
-const UID_COMMANDS = new Set<string>(['FETCH', 'SEARCH', 'SORT', 'STORE', 'COPY', 'MOVE', 'EXPUNGE']);
-const STATUS_ITEMS = new Set<string>(['MESSAGES', 'RECENT', 'UIDNEXT', 'UIDVALIDITY', 'UNSEEN', 'DELETED', 'SIZE']);
+const SIMPLE = new Set<string>([
+  "CAPABILITY",
+  "NOOP",
+  "LOGOUT",
+  "STARTTLS",
+  "IDLE",
+  "UNSELECT",
+  "CHECK",
+  "NAMESPACE",
+  "CLOSE",
+]);
+const MAILBOX = new Set<string>(["SELECT", "EXAMINE", "CREATE", "DELETE", "SUBSCRIBE", "UNSUBSCRIBE"]);
+const UID_COMMANDS = new Set<string>(["FETCH", "SEARCH", "SORT", "STORE", "COPY", "MOVE", "EXPUNGE"]);
+const STATUS_ITEMS = new Set<string>(["MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE"]);
 
 /** Parses one framed agent command. Errors carry the tag when it was readable. */
 export function parseCommand(frame: Frame): Parsed<Command> {
   const dec = new Decoder(frame, { strict: true });
   const tag = dec.tag();
   if (tag === null || !dec.sp()) {
-    return { ok: false, error: new WireError('syntax', 'expected tag SP command') };
+    return { ok: false, error: new WireError("syntax", "expected tag SP command") };
   }
   let name = dec.keyword();
   let uid = false;
-  if (name === 'UID' && dec.sp()) {
+  if (name === "UID" && dec.sp()) {
     uid = true;
     name = dec.keyword();
     if (name === null || !UID_COMMANDS.has(name)) {
-      return { ok: false, error: new WireError('unknown-command', `unknown command UID ${name ?? ''}`, { tag }) };
+      return { ok: false, error: new WireError("unknown-command", `unknown command UID ${name ?? ""}`, { tag }) };
     }
   }
-  if (name === null) return { ok: false, error: new WireError('syntax', 'expected command name', { tag }) };
+  if (name === null) return { ok: false, error: new WireError("syntax", "expected command name", { tag }) };
   const cmd = commandBody(dec, tag, name, uid);
   if (cmd !== null && dec.expectEnd()) return { ok: true, value: cmd };
-  const error = dec.error ?? new WireError('unknown-command', `unknown command ${name}`);
+  const error = dec.error ?? new WireError("unknown-command", `unknown command ${name}`);
   return { ok: false, error: error.withTag(tag) };
 }
 
@@ -133,94 +143,98 @@ function commandBody(dec: Decoder, tag: string, name: string, uid: boolean): Com
     dec.expectSP();
     const mailbox = dec.expectMailbox();
     // SELECT/EXAMINE (CONDSTORE | QRESYNC ...) and CREATE (USE ...) are stripped extensions.
-    if (dec.sp()) return dec.fail(`${name} parameters are not supported`, 'unsupported');
+    if (dec.sp()) return dec.fail(`${name} parameters are not supported`, "unsupported");
     return dec.ok ? { tag, name: name as MailboxCommandName, mailbox } : null;
   }
   switch (name) {
-    case 'EXPUNGE': {
+    case "EXPUNGE": {
       if (!uid) return { tag, name, uid, set: null };
       dec.expectSP();
       const set = dec.expectSeqSet();
       return dec.ok ? { tag, name, uid, set } : null;
     }
-    case 'ID':
+    case "ID":
       return id(dec, tag);
-    case 'ENABLE': {
+    case "ENABLE": {
       const capabilities: string[] = [];
-      while (dec.sp()) capabilities.push(dec.expectAtom('capability').toUpperCase());
-      if (capabilities.length === 0) return dec.fail('ENABLE needs a capability');
+      while (dec.sp()) capabilities.push(dec.expectAtom("capability").toUpperCase());
+      if (capabilities.length === 0) return dec.fail("ENABLE needs a capability");
       return dec.ok ? { tag, name, capabilities } : null;
     }
-    case 'LOGIN': {
+    case "LOGIN": {
       dec.expectSP();
-      const username = dec.expectAstringText('userid');
+      const username = dec.expectAstringText("userid");
       dec.expectSP();
-      const password = dec.expectAstringText('password');
+      const password = dec.expectAstringText("password");
       return dec.ok ? { tag, name, username, password } : null;
     }
-    case 'AUTHENTICATE': {
+    case "AUTHENTICATE": {
       dec.expectSP();
-      const mechanism = dec.expectAtom('SASL mechanism').toUpperCase();
+      const mechanism = dec.expectAtom("SASL mechanism").toUpperCase();
       let initialResponse: Uint8Array | null = null;
       if (dec.sp()) {
-        const text = dec.expectAtom('initial response');
-        initialResponse = text === '=' ? new Uint8Array(0) : decodeBase64(text);
-        if (initialResponse === null) return dec.fail('invalid base64 initial response');
+        const text = dec.expectAtom("initial response");
+        initialResponse = text === "=" ? new Uint8Array(0) : decodeBase64(text);
+        if (initialResponse === null) return dec.fail("invalid base64 initial response");
       }
       return dec.ok ? { tag, name, mechanism, initialResponse } : null;
     }
-    case 'LIST':
-    case 'LSUB':
+    case "LIST":
+    case "LSUB":
       return list(dec, tag, name);
-    case 'STATUS': {
+    case "STATUS": {
       dec.expectSP();
       const mailbox = dec.expectMailbox();
       dec.expectSP();
       const items: StatusItem[] = [];
-      dec.expectList(() => {
-        const item = dec.keyword();
-        if (item !== null && STATUS_ITEMS.has(item)) items.push(item as StatusItem);
-        else dec.fail(`unsupported STATUS item ${item ?? ''}`, 'unsupported');
-      }, 'status items', 16);
-      if (items.length === 0) dec.fail('empty STATUS item list');
+      dec.expectList(
+        () => {
+          const item = dec.keyword();
+          if (item !== null && STATUS_ITEMS.has(item)) items.push(item as StatusItem);
+          else dec.fail(`unsupported STATUS item ${item ?? ""}`, "unsupported");
+        },
+        "status items",
+        16,
+      );
+      if (items.length === 0) dec.fail("empty STATUS item list");
       return dec.ok ? { tag, name, mailbox, items } : null;
     }
-    case 'RENAME': {
+    case "RENAME": {
       dec.expectSP();
       const mailbox = dec.expectMailbox();
       dec.expectSP();
       const newName = dec.expectMailbox();
       return dec.ok ? { tag, name, mailbox, newName } : null;
     }
-    case 'FETCH': {
+    case "FETCH": {
       dec.expectSP();
       const set = dec.expectSeqSet();
       dec.expectSP();
       const { items, macro } = fetchItems(dec);
       // fetch-modifiers (CHANGEDSINCE, RFC 7162) belong to the stripped CONDSTORE.
-      if (dec.sp()) return dec.fail('FETCH modifiers are not supported', 'unsupported');
+      if (dec.sp()) return dec.fail("FETCH modifiers are not supported", "unsupported");
       return dec.ok ? { tag, name, uid, set, items, macro } : null;
     }
-    case 'STORE':
+    case "STORE":
       return store(dec, tag, uid);
-    case 'COPY':
-    case 'MOVE': {
+    case "COPY":
+    case "MOVE": {
       dec.expectSP();
       const set = dec.expectSeqSet();
       dec.expectSP();
       const mailbox = dec.expectMailbox();
       return dec.ok ? { tag, name, uid, set, mailbox } : null;
     }
-    case 'SEARCH': {
+    case "SEARCH": {
       dec.expectSP();
       let returnOptions: SearchReturnOption[] | null = null;
-      if (dec.acceptKeyword('RETURN')) {
+      if (dec.acceptKeyword("RETURN")) {
         dec.expectSP();
         returnOptions = searchReturnOptions(dec);
         dec.expectSP();
       }
       let cs: string | null = null;
-      if (dec.acceptKeyword('CHARSET')) {
+      if (dec.acceptKeyword("CHARSET")) {
         dec.expectSP();
         cs = charset(dec);
         dec.expectSP();
@@ -228,9 +242,9 @@ function commandBody(dec: Decoder, tag: string, name: string, uid: boolean): Com
       const criteria = searchKeys(dec);
       return dec.ok ? { tag, name, uid, returnOptions, charset: cs, criteria } : null;
     }
-    case 'SORT': {
+    case "SORT": {
       dec.expectSP();
-      if (dec.acceptKeyword('RETURN')) return dec.fail('ESORT is not supported', 'unsupported');
+      if (dec.acceptKeyword("RETURN")) return dec.fail("ESORT is not supported", "unsupported");
       const criteria0 = sortCriteria(dec);
       dec.expectSP();
       const cs = charset(dec);
@@ -238,65 +252,69 @@ function commandBody(dec: Decoder, tag: string, name: string, uid: boolean): Com
       const criteria = searchKeys(dec);
       return dec.ok ? { tag, name, uid, sortCriteria: criteria0, charset: cs, criteria } : null;
     }
-    case 'APPEND':
+    case "APPEND":
       return append(dec, tag);
   }
-  return dec.fail(`unknown command ${name}`, 'unknown-command');
+  return dec.fail(`unknown command ${name}`, "unknown-command");
 }
 
 function id(dec: Decoder, tag: string): Command | null {
   dec.expectSP();
-  if (dec.acceptKeyword('NIL')) return { tag, name: 'ID', params: null };
+  if (dec.acceptKeyword("NIL")) return { tag, name: "ID", params: null };
   const params: Array<readonly [string, string | null]> = [];
   // RFC 2971 §3.3: at most 30 pairs, field names ≤ 30 octets, values ≤ 1024.
   dec.expectList(
     () => {
       const key = dec.string();
       if (key === null) {
-        dec.fail('expected ID field name');
+        dec.fail("expected ID field name");
         return;
       }
       dec.expectSP();
       const value = dec.nstring();
-      if (key.length > 30 || (value != null && value.length > 1024)) dec.fail('ID field too long');
+      if (key.length > 30 || (value != null && value.length > 1024)) dec.fail("ID field too long");
       const k = dec.utf8(key);
       const v = value == null ? null : dec.utf8(value);
       params.push([k, v]);
       // list() separates items by SP; the pair's own SP was consumed above.
     },
-    'ID parameter list',
+    "ID parameter list",
     60,
   );
-  return dec.ok ? { tag, name: 'ID', params } : null;
+  return dec.ok ? { tag, name: "ID", params } : null;
 }
 
-function list(dec: Decoder, tag: string, name: 'LIST' | 'LSUB'): Command | null {
+function list(dec: Decoder, tag: string, name: "LIST" | "LSUB"): Command | null {
   dec.expectSP();
   const selectOptions: string[] = [];
-  if (name === 'LIST' && dec.peek() === 0x28) {
+  if (name === "LIST" && dec.peek() === 0x28) {
     dec.list(() => {
       const o = dec.keyword();
       // LIST-EXTENDED (RFC 5258) is stripped; the options below are the ones a policy
       // layer can honour without revealing hidden children.
-      if (o === 'SUBSCRIBED' || o === 'REMOTE' || o === 'SPECIAL-USE') selectOptions.push(o);
-      else dec.fail(`unsupported LIST selection option ${o ?? ''}`, 'unsupported');
+      if (o === "SUBSCRIBED" || o === "REMOTE" || o === "SPECIAL-USE") selectOptions.push(o);
+      else dec.fail(`unsupported LIST selection option ${o ?? ""}`, "unsupported");
     }, 16);
     dec.expectSP();
   }
   const reference = dec.listMailbox();
-  if (reference === null) return dec.fail('expected LIST reference');
+  if (reference === null) return dec.fail("expected LIST reference");
   dec.expectSP();
   const pattern = dec.listMailbox();
-  if (pattern === null) return dec.fail('expected LIST pattern');
+  if (pattern === null) return dec.fail("expected LIST pattern");
   const returnOptions: string[] = [];
-  if (name === 'LIST' && dec.sp()) {
-    if (!dec.acceptKeyword('RETURN')) return dec.fail('expected RETURN');
+  if (name === "LIST" && dec.sp()) {
+    if (!dec.acceptKeyword("RETURN")) return dec.fail("expected RETURN");
     dec.expectSP();
-    dec.expectList(() => {
-      const o = dec.keyword();
-      if (o === 'SUBSCRIBED' || o === 'CHILDREN' || o === 'SPECIAL-USE') returnOptions.push(o);
-      else dec.fail(`unsupported LIST return option ${o ?? ''}`, 'unsupported');
-    }, 'return options', 16);
+    dec.expectList(
+      () => {
+        const o = dec.keyword();
+        if (o === "SUBSCRIBED" || o === "CHILDREN" || o === "SPECIAL-USE") returnOptions.push(o);
+        else dec.fail(`unsupported LIST return option ${o ?? ""}`, "unsupported");
+      },
+      "return options",
+      16,
+    );
   }
   return dec.ok ? { tag, name, reference, pattern, selectOptions, returnOptions } : null;
 }
@@ -306,25 +324,25 @@ function store(dec: Decoder, tag: string, uid: boolean): Command | null {
   const set = dec.expectSeqSet();
   dec.expectSP();
   // store-modifiers (UNCHANGEDSINCE, RFC 7162) belong to the stripped CONDSTORE.
-  if (dec.peek() === 0x28) return dec.fail('STORE modifiers are not supported', 'unsupported');
-  let action: 'set' | 'add' | 'remove' = 'set';
-  if (dec.acceptByte(0x2b)) action = 'add';
-  else if (dec.acceptByte(0x2d)) action = 'remove';
+  if (dec.peek() === 0x28) return dec.fail("STORE modifiers are not supported", "unsupported");
+  let action: "set" | "add" | "remove" = "set";
+  if (dec.acceptByte(0x2b)) action = "add";
+  else if (dec.acceptByte(0x2d)) action = "remove";
   const item = dec.name();
   let silent = false;
-  if (item === 'FLAGS.SILENT') silent = true;
-  else if (item !== 'FLAGS') return dec.fail(`unsupported STORE item ${item ?? ''}`, 'unsupported');
+  if (item === "FLAGS.SILENT") silent = true;
+  else if (item !== "FLAGS") return dec.fail(`unsupported STORE item ${item ?? ""}`, "unsupported");
   dec.expectSP();
   let flags = dec.flagList();
   if (flags === null) {
     flags = [];
     do {
       const f = dec.flag();
-      if (f === null) return dec.fail('expected flag');
+      if (f === null) return dec.fail("expected flag");
       flags.push(f);
     } while (dec.sp());
   }
-  return dec.ok ? { tag, name: 'STORE', uid, set, action, silent, flags } : null;
+  return dec.ok ? { tag, name: "STORE", uid, set, action, silent, flags } : null;
 }
 
 function append(dec: Decoder, tag: string): Command | null {
@@ -339,15 +357,16 @@ function append(dec: Decoder, tag: string): Command | null {
   }
   const date = dec.dateTime();
   if (date !== null) dec.expectSP();
-  if (!dec.atLiteral()) return dec.fail('APPEND needs a literal message (CATENATE is not supported)', dec.ok ? 'unsupported' : 'syntax');
+  if (!dec.atLiteral())
+    return dec.fail("APPEND needs a literal message (CATENATE is not supported)", dec.ok ? "unsupported" : "syntax");
   const lit = dec.literalToken();
   if (lit === null) return null;
   // MULTIAPPEND (RFC 3502) would continue here; it is stripped, so the command must end.
-  return dec.ok ? { tag, name: 'APPEND', mailbox, flags, date, message: lit.data, binary: lit.binary } : null;
+  return dec.ok ? { tag, name: "APPEND", mailbox, flags, date, message: lit.data, binary: lit.binary } : null;
 }
 
 const B64 = new Int16Array(256).fill(-1);
-for (let i = 0; i < 64; i++) B64['ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/'.charCodeAt(i)] = i;
+for (let i = 0; i < 64; i++) B64["ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/".charCodeAt(i)] = i;
 
 /** Strict base64 (RFC 4648 §4, padded): null on any other character or bad padding. */
 export function decodeBase64(text: string): Uint8Array | null {

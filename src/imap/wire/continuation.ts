@@ -2,9 +2,9 @@
  * Lines an agent sends outside the command grammar, read with `Framer.expectRawLine()`:
  * AUTHENTICATE continuations (RFC 9051 §6.2.2) and IDLE's DONE (RFC 2177, §6.3.13).
  */
-import { decodeBase64 } from './command.ts';
-import { latin1 } from './decoder.ts';
-import { WireError, type Parsed } from './errors.ts';
+import { decodeBase64 } from "./command.ts";
+import { latin1 } from "./decoder.ts";
+import { type Parsed, WireError } from "./errors.ts";
 
 export type AuthenticateLine = { readonly cancel: true } | { readonly cancel: false; readonly data: Uint8Array };
 
@@ -12,10 +12,10 @@ export type AuthenticateLine = { readonly cancel: true } | { readonly cancel: fa
 export function parseAuthenticateLine(line: Uint8Array): Parsed<AuthenticateLine> {
   if (line.length === 1 && line[0] === 0x2a) return { ok: true, value: { cancel: true } };
   for (let i = 0; i < line.length; i++) {
-    if (line[i]! >= 0x80) return { ok: false, error: new WireError('syntax', 'invalid base64 in AUTHENTICATE') };
+    if (line[i]! >= 0x80) return { ok: false, error: new WireError("syntax", "invalid base64 in AUTHENTICATE") };
   }
   const data = decodeBase64(latin1(line, 0, line.length));
-  if (data === null) return { ok: false, error: new WireError('syntax', 'invalid base64 in AUTHENTICATE') };
+  if (data === null) return { ok: false, error: new WireError("syntax", "invalid base64 in AUTHENTICATE") };
   return { ok: true, value: { cancel: false, data } };
 }
 

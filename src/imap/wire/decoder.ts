@@ -8,11 +8,11 @@
  * A token that starts but is malformed (`"abc` with no closing quote) is an error
  * even from a `try` method.
  */
-import { WireError, type WireErrorCode } from './errors.ts';
-import type { Frame, Literal } from './framer.ts';
-import { MAX_LIST_DEPTH, MAX_LIST_ITEMS, MAX_NUMBER, MAX_NUMBER64 } from './limits.ts';
-import { decodeMutf7 } from './mutf7.ts';
-import { STAR, type SeqRange, type SeqSet } from './seqset.ts';
+import { WireError, type WireErrorCode } from "./errors.ts";
+import type { Frame, Literal } from "./framer.ts";
+import { MAX_LIST_DEPTH, MAX_LIST_ITEMS, MAX_NUMBER, MAX_NUMBER64 } from "./limits.ts";
+import { decodeMutf7 } from "./mutf7.ts";
+import { type SeqRange, type SeqSet, STAR } from "./seqset.ts";
 
 const SP = 0x20;
 const DQUOTE = 0x22;
@@ -32,15 +32,15 @@ const NAME = 32; // data item and response code names: letters, digits, "." and 
 const CLASS = new Uint8Array(256);
 for (let b = 0x21; b < 0x7f; b++) {
   const c = String.fromCharCode(b);
-  if (/[A-Za-z0-9.\-]/.test(c)) CLASS[b]! |= NAME;
+  if (/[A-Za-z0-9.-]/.test(c)) CLASS[b]! |= NAME;
   const atomSpecial = '(){%*"\\]'.includes(c);
-  if (!atomSpecial) CLASS[b]! |= ATOM | ASTRING | LIST | (c === '+' ? 0 : TAG);
-  if (c === ']') CLASS[b]! |= ASTRING | TAG | LIST;
-  if (c === '%' || c === '*') CLASS[b]! |= LIST;
+  if (!atomSpecial) CLASS[b]! |= ATOM | ASTRING | LIST | (c === "+" ? 0 : TAG);
+  if (c === "]") CLASS[b]! |= ASTRING | TAG | LIST;
+  if (c === "%" || c === "*") CLASS[b]! |= LIST;
   if (!'(){"]'.includes(c)) CLASS[b]! |= VALUE;
 }
 
-const MONTHS = ['JAN', 'FEB', 'MAR', 'APR', 'MAY', 'JUN', 'JUL', 'AUG', 'SEP', 'OCT', 'NOV', 'DEC'];
+const MONTHS = ["JAN", "FEB", "MAR", "APR", "MAY", "JUN", "JUL", "AUG", "SEP", "OCT", "NOV", "DEC"];
 
 /** A calendar date as in SEARCH's `date` (RFC 9051 §9). */
 export interface ImapDate {
@@ -60,7 +60,7 @@ export interface ImapDateTime extends ImapDate {
 /** `section` of BODY[...] (RFC 9051 §9 `section-spec`). */
 export interface Section {
   readonly part: readonly number[];
-  readonly text: '' | 'HEADER' | 'HEADER.FIELDS' | 'HEADER.FIELDS.NOT' | 'TEXT' | 'MIME';
+  readonly text: "" | "HEADER" | "HEADER.FIELDS" | "HEADER.FIELDS.NOT" | "TEXT" | "MIME";
   readonly fields: readonly string[];
 }
 
@@ -69,15 +69,15 @@ export interface Section {
  * faithful enough to be re-encoded: strings stay bytes.
  */
 export type Value =
-  | { readonly type: 'nil' }
-  | { readonly type: 'number'; readonly value: number }
-  | { readonly type: 'atom'; readonly value: string }
-  | { readonly type: 'string'; readonly value: Uint8Array }
-  | { readonly type: 'list'; readonly value: readonly Value[] };
+  | { readonly type: "nil" }
+  | { readonly type: "number"; readonly value: number }
+  | { readonly type: "atom"; readonly value: string }
+  | { readonly type: "string"; readonly value: Uint8Array }
+  | { readonly type: "list"; readonly value: readonly Value[] };
 
-const NIL_VALUE: Value = { type: 'nil' };
+const NIL_VALUE: Value = { type: "nil" };
 const EMPTY = new Uint8Array(0);
-const utf8Decoder = new TextDecoder('utf-8', { fatal: true });
+const utf8Decoder = new TextDecoder("utf-8", { fatal: true });
 
 export interface DecoderOptions {
   /** Agent input: NUL is refused in literals unless they are literal8 (CHAR8 = %x01-ff). */
@@ -113,7 +113,7 @@ export class Decoder {
   }
 
   /** Records the first error; later ones are ignored. Always returns null for chaining. */
-  fail(message: string, code: WireErrorCode = 'syntax'): null {
+  fail(message: string, code: WireErrorCode = "syntax"): null {
     if (this.err === null) this.err = new WireError(code, message, { offset: this.pos });
     return null;
   }
@@ -132,7 +132,7 @@ export class Decoder {
   expectEnd(): boolean {
     if (this.err !== null) return false;
     if (!this.atEnd()) {
-      this.fail('expected end of line');
+      this.fail("expected end of line");
       return false;
     }
     return true;
@@ -155,12 +155,12 @@ export class Decoder {
   }
 
   expectSP(): boolean {
-    return this.expectByte(SP, 'SP');
+    return this.expectByte(SP, "SP");
   }
 
   /** Bytes from `pos` while they are in `cls`; '' if none. */
   private run(cls: number): string {
-    if (this.err !== null) return '';
+    if (this.err !== null) return "";
     const buf = this.buf;
     const start = this.pos;
     let i = start;
@@ -173,11 +173,11 @@ export class Decoder {
   /** `atom`: one or more ATOM-CHARs, case preserved. */
   atom(): string | null {
     const s = this.run(ATOM);
-    return s === '' ? null : s;
+    return s === "" ? null : s;
   }
 
-  expectAtom(what = 'atom'): string {
-    return this.atom() ?? (this.fail(`expected ${what}`), '');
+  expectAtom(what = "atom"): string {
+    return this.atom() ?? (this.fail(`expected ${what}`), "");
   }
 
   /**
@@ -186,7 +186,7 @@ export class Decoder {
    */
   name(): string | null {
     const s = this.run(NAME);
-    return s === '' ? null : s.toUpperCase();
+    return s === "" ? null : s.toUpperCase();
   }
 
   /** An atom compared case-insensitively, returned upper-cased. */
@@ -208,13 +208,13 @@ export class Decoder {
   /** `tag`: ASTRING-CHARs except `+`. */
   tag(): string | null {
     const s = this.run(TAG);
-    return s === '' ? null : s;
+    return s === "" ? null : s;
   }
 
   /** Lenient atom for upstream data (flags, BODYSTRUCTURE tokens...). */
   valueAtom(): string | null {
     const s = this.run(VALUE);
-    return s === '' ? null : s;
+    return s === "" ? null : s;
   }
 
   /** `number`: 1*DIGIT within 32 bits; null if absent, error if out of range. */
@@ -237,7 +237,7 @@ export class Decoder {
       const b = buf[i]!;
       if (b < 0x30 || b > 0x39) break;
       n = n * 10 + (b - 0x30);
-      if (n > max) return this.fail('number out of range');
+      if (n > max) return this.fail("number out of range");
       i++;
     }
     if (i === this.pos) return null;
@@ -245,12 +245,12 @@ export class Decoder {
     return n;
   }
 
-  expectNumber(what = 'number'): number {
+  expectNumber(what = "number"): number {
     return this.number() ?? (this.fail(`expected ${what}`), 0);
   }
 
   /** `nz-number`. */
-  expectNzNumber(what = 'nz-number'): number {
+  expectNzNumber(what = "nz-number"): number {
     const n = this.number();
     if (n === null || n === 0) {
       this.fail(`expected ${what}`);
@@ -270,13 +270,13 @@ export class Decoder {
     let i = start;
     let escapes = 0;
     for (;;) {
-      if (i >= this.end) return this.fail('unterminated quoted string');
+      if (i >= this.end) return this.fail("unterminated quoted string");
       const b = buf[i]!;
       if (b === DQUOTE) break;
-      if (b === 0 || b === 0x0d || b === 0x0a) return this.fail('CR, LF or NUL in quoted string');
+      if (b === 0 || b === 0x0d || b === 0x0a) return this.fail("CR, LF or NUL in quoted string");
       if (b === BACKSLASH) {
         const e = buf[i + 1];
-        if (e !== DQUOTE && e !== BACKSLASH) return this.fail('invalid escape in quoted string');
+        if (e !== DQUOTE && e !== BACKSLASH) return this.fail("invalid escape in quoted string");
         escapes++;
         i += 2;
         continue;
@@ -306,9 +306,9 @@ export class Decoder {
   literalToken(): Literal | null {
     if (!this.atLiteral()) return null;
     const lit = this.frame.literals[this.seg];
-    if (lit === undefined) return this.fail('literal data missing');
+    if (lit === undefined) return this.fail("literal data missing");
     if (this.strict && !lit.binary && lit.data.indexOf(0) !== -1) {
-      return this.fail('NUL in literal (CHAR8 excludes it)');
+      return this.fail("NUL in literal (CHAR8 excludes it)");
     }
     this.seg++;
     this.buf = this.frame.lines[this.seg] ?? EMPTY;
@@ -320,7 +320,7 @@ export class Decoder {
 
   /** `literal` (not literal8). */
   literal(): Uint8Array | null {
-    if (this.atLiteral() && this.buf[this.pos] === TILDE) return this.fail('literal8 not allowed here');
+    if (this.atLiteral() && this.buf[this.pos] === TILDE) return this.fail("literal8 not allowed here");
     const lit = this.literalToken();
     return lit === null ? null : lit.data;
   }
@@ -330,7 +330,7 @@ export class Decoder {
     return this.quoted() ?? this.literal();
   }
 
-  expectString(what = 'string'): Uint8Array {
+  expectString(what = "string"): Uint8Array {
     return this.string() ?? (this.fail(`expected ${what}`), EMPTY);
   }
 
@@ -344,7 +344,7 @@ export class Decoder {
     return this.pos === start ? null : this.buf.subarray(start, this.pos);
   }
 
-  expectAstring(what = 'astring'): Uint8Array {
+  expectAstring(what = "astring"): Uint8Array {
     return this.astring() ?? (this.fail(`expected ${what}`), EMPTY);
   }
 
@@ -352,27 +352,27 @@ export class Decoder {
    * `astring` decoded as UTF-8 (invalid UTF-8 is an error). An atom is taken as the token it is (ASTRING-CHARs are
    * ASCII, so decoding would give the same string), without a copy; a `~` is left to `astring` (literal8).
    */
-  expectAstringText(what = 'astring'): string {
+  expectAstringText(what = "astring"): string {
     if (this.err === null && this.buf[this.pos] !== TILDE) {
       const atom = this.run(ASTRING);
-      if (atom !== '') return atom;
+      if (atom !== "") return atom;
     }
     return this.utf8(this.expectAstring(what));
   }
 
   /** `nstring` = string / NIL. Returns undefined when absent (error recorded). */
   nstring(): Uint8Array | null | undefined {
-    if (this.acceptKeyword('NIL')) return null;
+    if (this.acceptKeyword("NIL")) return null;
     const s = this.string();
     if (s === null) {
-      this.fail('expected nstring');
+      this.fail("expected nstring");
       return undefined;
     }
     return s;
   }
 
   utf8(bytes: Uint8Array): string {
-    if (this.err !== null) return '';
+    if (this.err !== null) return "";
     let ascii = true;
     for (let i = 0; i < bytes.length; i++) {
       if (bytes[i]! >= 0x80) {
@@ -384,8 +384,8 @@ export class Decoder {
     try {
       return utf8Decoder.decode(bytes);
     } catch {
-      this.fail('invalid UTF-8');
-      return '';
+      this.fail("invalid UTF-8");
+      return "";
     }
   }
 
@@ -402,14 +402,14 @@ export class Decoder {
   list(item: () => void, maxItems = MAX_LIST_ITEMS, adjacentLists = false): boolean {
     if (!this.acceptByte(LPAREN)) return false;
     if (++this.depth > MAX_LIST_DEPTH) {
-      this.fail('lists nested too deeply', 'nesting-too-deep');
+      this.fail("lists nested too deeply", "nesting-too-deep");
       return true;
     }
     if (!this.acceptByte(RPAREN)) {
       let n = 0;
       do {
         if (++n > maxItems) {
-          this.fail('too many list items', 'too-many-items');
+          this.fail("too many list items", "too-many-items");
           break;
         }
         item();
@@ -420,7 +420,7 @@ export class Decoder {
     return true;
   }
 
-  expectList(item: () => void, what = 'list', maxItems = MAX_LIST_ITEMS, adjacentLists = false): void {
+  expectList(item: () => void, what = "list", maxItems = MAX_LIST_ITEMS, adjacentLists = false): void {
     if (!this.list(item, maxItems, adjacentLists)) this.fail(`expected ${what}`);
   }
 
@@ -433,9 +433,9 @@ export class Decoder {
   flag(star = false): string | null {
     if (this.peek() === BACKSLASH) {
       this.pos++;
-      if (star && this.acceptByte(0x2a)) return '\\*';
+      if (star && this.acceptByte(0x2a)) return "\\*";
       const a = this.atom();
-      return a === null ? this.fail('expected flag name') : '\\' + a;
+      return a === null ? this.fail("expected flag name") : "\\" + a;
     }
     return this.atom();
   }
@@ -445,7 +445,7 @@ export class Decoder {
     const flags: string[] = [];
     const found = this.list(() => {
       const f = this.flag(star);
-      if (f === null) this.fail('expected flag');
+      if (f === null) this.fail("expected flag");
       else flags.push(f);
     });
     return found ? flags : null;
@@ -453,31 +453,31 @@ export class Decoder {
 
   /** `sequence-set` with `*` (STAR); `$` (SEARCHRES) is refused (PROTOCOL.md §2). */
   seqSet(): SeqSet | null {
-    if (this.peek() === 0x24) return this.fail('SEARCHRES ($) is not supported', 'unsupported');
+    if (this.peek() === 0x24) return this.fail("SEARCHRES ($) is not supported", "unsupported");
     const ranges: SeqRange[] = [];
     do {
       const start = this.seqNumber();
-      if (start === null) return ranges.length === 0 ? null : this.fail('expected seq-number');
+      if (start === null) return ranges.length === 0 ? null : this.fail("expected seq-number");
       let stop = start;
       if (this.acceptByte(0x3a)) {
         const s = this.seqNumber();
         if (s === null) return this.fail('expected seq-number after ":"');
         stop = s;
       }
-      if (ranges.length >= MAX_LIST_ITEMS) return this.fail('sequence set too long', 'too-many-items');
+      if (ranges.length >= MAX_LIST_ITEMS) return this.fail("sequence set too long", "too-many-items");
       ranges.push({ start, stop });
     } while (this.acceptByte(0x2c));
     return this.err === null ? ranges : null;
   }
 
   expectSeqSet(): SeqSet {
-    return this.seqSet() ?? (this.fail('expected sequence set'), []);
+    return this.seqSet() ?? (this.fail("expected sequence set"), []);
   }
 
   private seqNumber(): number | null {
     if (this.acceptByte(0x2a)) return STAR;
     const n = this.number();
-    if (n === 0) return this.fail('sequence number 0');
+    if (n === 0) return this.fail("sequence number 0");
     return n;
   }
 
@@ -488,12 +488,12 @@ export class Decoder {
    */
   mailbox(): string | null {
     const name = this.mailboxLike(false);
-    if (name === '') return this.fail('empty mailbox name', 'mailbox-name');
+    if (name === "") return this.fail("empty mailbox name", "mailbox-name");
     return name;
   }
 
   expectMailbox(): string {
-    return this.mailbox() ?? (this.fail('expected mailbox'), '');
+    return this.mailbox() ?? (this.fail("expected mailbox"), "");
   }
 
   /** `list-mailbox` (LIST pattern, wildcards allowed) or a LIST reference; may be empty. */
@@ -512,16 +512,16 @@ export class Decoder {
     if (raw === null) return null;
     for (let i = 0; i < raw.length; i++) {
       const b = raw[i]!;
-      if (b < 0x20 || b > 0x7e) return this.fail('mailbox name must be 7-bit modified UTF-7', 'mailbox-name');
-      if (!wildcards && (b === 0x25 || b === 0x2a)) return this.fail('wildcard in mailbox name', 'mailbox-name');
+      if (b < 0x20 || b > 0x7e) return this.fail("mailbox name must be 7-bit modified UTF-7", "mailbox-name");
+      if (!wildcards && (b === 0x25 || b === 0x2a)) return this.fail("wildcard in mailbox name", "mailbox-name");
     }
     const name = decodeMutf7(latin1(raw, 0, raw.length));
-    if (name === null) return this.fail('invalid or non-canonical modified UTF-7', 'mailbox-name');
+    if (name === null) return this.fail("invalid or non-canonical modified UTF-7", "mailbox-name");
     for (let i = 0; i < name.length; i++) {
       const c = name.charCodeAt(i);
-      if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) return this.fail('control character in mailbox name', 'mailbox-name');
+      if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) return this.fail("control character in mailbox name", "mailbox-name");
     }
-    return name.length === 5 && name.toUpperCase() === 'INBOX' ? 'INBOX' : name;
+    return name.length === 5 && name.toUpperCase() === "INBOX" ? "INBOX" : name;
   }
 
   /** `date` = date-text / DQUOTE date-text DQUOTE; date-text = 1*2DIGIT "-" Mon "-" 4DIGIT. */
@@ -529,18 +529,18 @@ export class Decoder {
     if (this.err !== null) return null;
     const quoted = this.acceptByte(DQUOTE);
     const day = this.fixedDigits(1, 2);
-    if (day === null) return quoted ? this.fail('expected date') : null;
+    if (day === null) return quoted ? this.fail("expected date") : null;
     if (!this.expectByte(0x2d, "'-'")) return null;
     const limit = this.marker >= 0 ? this.marker : this.end;
-    if (this.pos + 3 > limit) return this.fail('invalid month');
+    if (this.pos + 3 > limit) return this.fail("invalid month");
     const month = MONTHS.indexOf(latin1(this.buf, this.pos, this.pos + 3).toUpperCase()) + 1;
-    if (month === 0) return this.fail('invalid month');
+    if (month === 0) return this.fail("invalid month");
     this.pos += 3;
     if (!this.expectByte(0x2d, "'-'")) return null;
     const year = this.fixedDigits(4, 4);
-    if (year === null) return this.fail('invalid year');
-    if (day < 1 || day > 31) return this.fail('invalid day of month');
-    if (quoted && !this.expectByte(DQUOTE, 'closing quote')) return null;
+    if (year === null) return this.fail("invalid year");
+    if (day < 1 || day > 31) return this.fail("invalid day of month");
+    if (quoted && !this.expectByte(DQUOTE, "closing quote")) return null;
     return { year, month, day };
   }
 
@@ -550,10 +550,11 @@ export class Decoder {
     const b = this.buf;
     const p = this.pos;
     // Fixed layout: "dd-Mon-yyyy hh:mm:ss +zzzz" is 28 bytes with the quotes.
-    if (this.end - p < 28 || b[p + 27] !== DQUOTE) return this.fail('invalid date-time');
+    if (this.end - p < 28 || b[p + 27] !== DQUOTE) return this.fail("invalid date-time");
     const s = latin1(b, p + 1, p + 27);
-    const m = /^([ 0-9][0-9])-([A-Za-z]{3})-([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})$/.exec(s);
-    if (m === null) return this.fail('invalid date-time');
+    const m =
+      /^([ 0-9][0-9])-([A-Za-z]{3})-([0-9]{4}) ([0-9]{2}):([0-9]{2}):([0-9]{2}) ([+-])([0-9]{2})([0-9]{2})$/.exec(s);
+    if (m === null) return this.fail("invalid date-time");
     const month = MONTHS.indexOf(m[2]!.toUpperCase()) + 1;
     const day = Number(m[1]!.trim());
     const hour = Number(m[4]);
@@ -562,10 +563,10 @@ export class Decoder {
     const zh = Number(m[8]);
     const zm = Number(m[9]);
     if (month === 0 || day < 1 || day > 31 || hour > 23 || minute > 59 || second > 60 || zm > 59) {
-      return this.fail('invalid date-time');
+      return this.fail("invalid date-time");
     }
     this.pos = p + 28;
-    const zone = (m[7] === '-' ? -1 : 1) * (zh * 60 + zm);
+    const zone = (m[7] === "-" ? -1 : 1) * (zh * 60 + zm);
     return { year: Number(m[3]), month, day, hour, minute, second, zone };
   }
 
@@ -588,38 +589,38 @@ export class Decoder {
   section(): Section | null {
     if (!this.acceptByte(0x5b)) return null;
     const part: number[] = [];
-    let text: Section['text'] = '';
+    let text: Section["text"] = "";
     let fields: string[] = [];
     if (!this.acceptByte(0x5d)) {
       for (;;) {
         const n = this.number();
         if (n !== null) {
-          if (n === 0) return this.fail('section part 0');
-          if (part.length >= 64) return this.fail('section part too deep', 'too-many-items');
+          if (n === 0) return this.fail("section part 0");
+          if (part.length >= 64) return this.fail("section part too deep", "too-many-items");
           part.push(n);
           if (this.acceptByte(0x2e)) continue;
           break;
         }
         const word = this.run(ATOM).toUpperCase();
-        if (word === 'HEADER' || word === 'TEXT' || word === 'HEADER.FIELDS' || word === 'HEADER.FIELDS.NOT') {
+        if (word === "HEADER" || word === "TEXT" || word === "HEADER.FIELDS" || word === "HEADER.FIELDS.NOT") {
           text = word;
-        } else if (word === 'MIME' && part.length > 0) {
-          text = 'MIME';
+        } else if (word === "MIME" && part.length > 0) {
+          text = "MIME";
         } else {
           return this.fail(`invalid section "${word}"`);
         }
         break;
       }
-      if (text === 'HEADER.FIELDS' || text === 'HEADER.FIELDS.NOT') {
+      if (text === "HEADER.FIELDS" || text === "HEADER.FIELDS.NOT") {
         this.expectSP();
         fields = [];
         const names = fields;
         this.expectList(() => {
-          const f = this.expectAstringText('header field name');
-          if (f === '' || /[\x00-\x20\x7f-\uffff:]/.test(f)) this.fail('invalid header field name');
+          const f = this.expectAstringText("header field name");
+          if (f === "" || /[\x00-\x20\x7f-\uffff:]/.test(f)) this.fail("invalid header field name");
           names.push(f);
-        }, 'header-list');
-        if (fields.length === 0) this.fail('empty header-list');
+        }, "header-list");
+        if (fields.length === 0) this.fail("empty header-list");
       }
       this.expectByte(0x5d, "']'");
     }
@@ -632,8 +633,8 @@ export class Decoder {
     const part: number[] = [];
     if (!this.acceptByte(0x5d)) {
       do {
-        if (part.length >= 64) return this.fail('section part too deep', 'too-many-items');
-        part.push(this.expectNzNumber('section part'));
+        if (part.length >= 64) return this.fail("section part too deep", "too-many-items");
+        part.push(this.expectNzNumber("section part"));
       } while (this.err === null && this.acceptByte(0x2e));
       this.expectByte(0x5d, "']'");
     }
@@ -642,7 +643,7 @@ export class Decoder {
 
   /** Bytes up to (not including) `stop` or the end of the segment, as Latin-1 text. */
   until(stop: number): string {
-    if (this.err !== null) return '';
+    if (this.err !== null) return "";
     const limit = this.marker >= 0 ? this.marker : this.end;
     let i = this.pos;
     while (i < limit && this.buf[i] !== stop) i++;
@@ -653,7 +654,7 @@ export class Decoder {
 
   /** Rest of the current line segment as text (resp-text); a literal marker is just text here. */
   restOfLine(): string {
-    if (this.err !== null) return '';
+    if (this.err !== null) return "";
     const s = latin1(this.buf, this.pos, this.end);
     this.pos = this.end;
     return s;
@@ -680,27 +681,27 @@ export class Decoder {
       this.list(
         () => {
           const v = this.value();
-          if (v === null) this.fail('expected value');
+          if (v === null) this.fail("expected value");
           else items.push(v);
         },
         Number.MAX_SAFE_INTEGER,
         true,
       );
-      return this.err === null ? { type: 'list', value: items } : null;
+      return this.err === null ? { type: "list", value: items } : null;
     }
     if (b === DQUOTE) {
       const q = this.quoted();
-      return q === null ? null : { type: 'string', value: q };
+      return q === null ? null : { type: "string", value: q };
     }
     if (this.atLiteral()) {
       const lit = this.literalToken();
-      return lit === null ? null : { type: 'string', value: lit.data };
+      return lit === null ? null : { type: "string", value: lit.data };
     }
     const a = this.valueAtom();
     if (a === null) return null;
-    if (a.length === 3 && a.toUpperCase() === 'NIL') return NIL_VALUE;
-    if (a.length <= 15 && /^[0-9]+$/.test(a)) return { type: 'number', value: Number(a) };
-    return { type: 'atom', value: a };
+    if (a.length === 3 && a.toUpperCase() === "NIL") return NIL_VALUE;
+    if (a.length <= 15 && /^[0-9]+$/.test(a)) return { type: "number", value: Number(a) };
+    return { type: "atom", value: a };
   }
 }
 
@@ -718,7 +719,7 @@ const TOKENS: (string | undefined)[] = new Array<string | undefined>(TOKEN_SLOTS
 
 function token(buf: Uint8Array, start: number, end: number): string {
   const n = end - start;
-  if (n === 0) return '';
+  if (n === 0) return "";
   if (n > TOKEN_MAX) return latin1(buf, start, end);
   let h = n;
   for (let i = start; i < end; i++) h = (h * 31 + buf[i]!) | 0;
@@ -742,11 +743,11 @@ function token(buf: Uint8Array, start: number, end: number): string {
 /** ASCII/Latin-1 bytes to a string without a TextDecoder for short runs. */
 export function latin1(buf: Uint8Array, start: number, end: number): string {
   if (end - start <= 64) {
-    let s = '';
+    let s = "";
     for (let i = start; i < end; i++) s += String.fromCharCode(buf[i]!);
     return s;
   }
-  let s = '';
+  let s = "";
   for (let i = start; i < end; i += 8192) {
     const stop = Math.min(end, i + 8192);
     s += String.fromCharCode.apply(null, buf.subarray(i, stop) as unknown as number[]);

@@ -7,10 +7,10 @@
  * waits for the peer's `+` (a synchronizing literal sent by the client side without
  * LITERAL+). Responses to agents always form a single round (server literals never wait).
  */
-import type { ImapDate, ImapDateTime, Section, Value } from './decoder.ts';
-import { MAX_NONSYNC_LITERAL } from './limits.ts';
-import { encodeMutf7 } from './mutf7.ts';
-import { STAR, type SeqSet } from './seqset.ts';
+import type { ImapDate, ImapDateTime, Section, Value } from "./decoder.ts";
+import { MAX_NONSYNC_LITERAL } from "./limits.ts";
+import { encodeMutf7 } from "./mutf7.ts";
+import { type SeqSet, STAR } from "./seqset.ts";
 
 export interface EncoderOptions {
   /**
@@ -18,14 +18,14 @@ export interface EncoderOptions {
    * upstream, which wait for `+` unless `literalPlus` (RFC 7888 LITERAL+; with
    * `literalMinus` only literals up to 4096 octets go non-synchronizing).
    */
-  readonly side: 'server' | 'client';
+  readonly side: "server" | "client";
   readonly literalPlus?: boolean;
   readonly literalMinus?: boolean;
 }
 
 /** Views at least this long are passed through by reference instead of copied. */
 const BY_REFERENCE = 16 * 1024;
-const MONTHS = ['Jan', 'Feb', 'Mar', 'Apr', 'May', 'Jun', 'Jul', 'Aug', 'Sep', 'Oct', 'Nov', 'Dec'];
+const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 const textEncoder = new TextEncoder();
 
 /** Bytes that force a literal: anything but printable ASCII, plus `"` and `\` (no escaping games). */
@@ -35,7 +35,17 @@ function quotable(b: number): boolean {
 
 /** ASTRING-CHAR (RFC 9051 §9). */
 function astringChar(b: number): boolean {
-  return b > 0x20 && b < 0x7f && b !== 0x28 && b !== 0x29 && b !== 0x7b && b !== 0x25 && b !== 0x2a && b !== 0x22 && b !== 0x5c;
+  return (
+    b > 0x20 &&
+    b < 0x7f &&
+    b !== 0x28 &&
+    b !== 0x29 &&
+    b !== 0x7b &&
+    b !== 0x25 &&
+    b !== 0x2a &&
+    b !== 0x22 &&
+    b !== 0x5c
+  );
 }
 
 export class Encoder {
@@ -129,12 +139,12 @@ export class Encoder {
   }
 
   nil(): this {
-    return this.raw('NIL');
+    return this.raw("NIL");
   }
 
   /** `string`: quoted if every byte is safe printable ASCII and it is short, else a literal. */
   string(s: string | Uint8Array): this {
-    const data = typeof s === 'string' ? utf8(s) : s;
+    const data = typeof s === "string" ? utf8(s) : s;
     if (data.length <= 1024) {
       let safe = true;
       for (let i = 0; i < data.length; i++) {
@@ -154,10 +164,16 @@ export class Encoder {
 
   /** `astring`: an atom when possible (not NIL, which would read as nil), else a string. */
   astring(s: string | Uint8Array): this {
-    const data = typeof s === 'string' ? utf8(s) : s;
+    const data = typeof s === "string" ? utf8(s) : s;
     let atomOk = data.length > 0 && data.length <= 1024;
     for (let i = 0; atomOk && i < data.length; i++) atomOk = astringChar(data[i]!);
-    if (atomOk && data.length === 3 && (data[0]! | 0x20) === 0x6e && (data[1]! | 0x20) === 0x69 && (data[2]! | 0x20) === 0x6c) {
+    if (
+      atomOk &&
+      data.length === 3 &&
+      (data[0]! | 0x20) === 0x6e &&
+      (data[1]! | 0x20) === 0x69 &&
+      (data[2]! | 0x20) === 0x6c
+    ) {
       atomOk = false;
     }
     return atomOk ? this.bytes(data) : this.string(data);
@@ -167,12 +183,13 @@ export class Encoder {
   literal(data: Uint8Array, binary = false): this {
     const o = this.options;
     const nonSync =
-      o.side === 'client' && (o.literalPlus === true || (o.literalMinus === true && data.length <= MAX_NONSYNC_LITERAL));
+      o.side === "client" &&
+      (o.literalPlus === true || (o.literalMinus === true && data.length <= MAX_NONSYNC_LITERAL));
     if (binary) this.byte(0x7e);
     this.byte(0x7b).number(data.length);
     if (nonSync) this.byte(0x2b);
     this.byte(0x7d).crlf();
-    if (o.side === 'client' && !nonSync) {
+    if (o.side === "client" && !nonSync) {
       this.flushView();
       this.rounds.push(this.chunks);
       this.chunks = [];
@@ -182,7 +199,7 @@ export class Encoder {
 
   /** A mailbox name, modified UTF-7 encoded (INBOX in canonical case). */
   mailbox(name: string): this {
-    const n = name.length === 5 && name.toUpperCase() === 'INBOX' ? 'INBOX' : name;
+    const n = name.length === 5 && name.toUpperCase() === "INBOX" ? "INBOX" : name;
     return this.astring(encodeMutf7(n));
   }
 
@@ -228,12 +245,22 @@ export class Encoder {
   /** Flags are atoms or `\`atoms; anything else cannot be a flag and is refused. */
   flag(f: string): this {
     const start = f.charCodeAt(0) === 0x5c ? 1 : 0;
-    let ok = f.length > start || f === '\\*';
-    if (f !== '\\*') {
+    let ok = f.length > start || f === "\\*";
+    if (f !== "\\*") {
       for (let i = start; ok && i < f.length; i++) {
         const c = f.charCodeAt(i);
         // ATOM-CHAR (RFC 9051 §9): not atom-specials, not CTL, 7-bit.
-        ok = c > 0x20 && c < 0x7f && c !== 0x28 && c !== 0x29 && c !== 0x7b && c !== 0x25 && c !== 0x2a && c !== 0x22 && c !== 0x5c && c !== 0x5d;
+        ok =
+          c > 0x20 &&
+          c < 0x7f &&
+          c !== 0x28 &&
+          c !== 0x29 &&
+          c !== 0x7b &&
+          c !== 0x25 &&
+          c !== 0x2a &&
+          c !== 0x22 &&
+          c !== 0x5c &&
+          c !== 0x5d;
       }
     }
     if (!ok) throw new Error(`imap-wire: cannot encode flag ${JSON.stringify(f)}`);
@@ -245,14 +272,14 @@ export class Encoder {
   }
 
   date(d: ImapDate): this {
-    return this.raw(`${d.day}-${MONTHS[d.month - 1] ?? 'Jan'}-${d.year}`);
+    return this.raw(`${d.day}-${MONTHS[d.month - 1] ?? "Jan"}-${d.year}`);
   }
 
   dateTime(d: ImapDateTime): this {
     const z = Math.abs(d.zone);
     return this.raw(
-      `"${pad2(d.day)}-${MONTHS[d.month - 1] ?? 'Jan'}-${d.year} ${pad2(d.hour)}:${pad2(d.minute)}:${pad2(d.second)} ` +
-        `${d.zone < 0 ? '-' : '+'}${pad2(Math.floor(z / 60))}${pad2(z % 60)}"`,
+      `"${pad2(d.day)}-${MONTHS[d.month - 1] ?? "Jan"}-${d.year} ${pad2(d.hour)}:${pad2(d.minute)}:${pad2(d.second)} ` +
+        `${d.zone < 0 ? "-" : "+"}${pad2(Math.floor(z / 60))}${pad2(z % 60)}"`,
     );
   }
 
@@ -265,10 +292,10 @@ export class Encoder {
       this.number(p);
       first = false;
     }
-    if (s.text !== '') {
+    if (s.text !== "") {
       if (!first) this.byte(0x2e);
       this.raw(s.text);
-      if (s.text === 'HEADER.FIELDS' || s.text === 'HEADER.FIELDS.NOT') {
+      if (s.text === "HEADER.FIELDS" || s.text === "HEADER.FIELDS.NOT") {
         this.sp().list(s.fields, (f) => this.astring(f));
       }
     }
@@ -277,26 +304,26 @@ export class Encoder {
 
   /** `[section-part]` of BINARY. */
   sectionBinary(part: readonly number[]): this {
-    return this.raw(`[${part.join('.')}]`);
+    return this.raw(`[${part.join(".")}]`);
   }
 
   /** A generic value, e.g. an ENVELOPE or BODYSTRUCTURE from upstream. */
   value(v: Value): this {
     switch (v.type) {
-      case 'nil':
+      case "nil":
         return this.nil();
-      case 'number':
+      case "number":
         return this.number(v.value);
-      case 'atom':
+      case "atom":
         return this.raw(v.value);
-      case 'string':
+      case "string":
         return this.string(v.value);
-      case 'list': {
+      case "list": {
         // The leading run of lists is `1*address` or `1*body`, written with no SP between
         // them; the grammar has SP everywhere else (e.g. an envelope before a body in
         // body-type-msg, body-fld-param before body-fld-dsp).
         let adjacent = 0;
-        while (adjacent < v.value.length && v.value[adjacent]!.type === 'list') adjacent++;
+        while (adjacent < v.value.length && v.value[adjacent]!.type === "list") adjacent++;
         return this.list(v.value, (x) => this.value(x), adjacent);
       }
     }
@@ -307,9 +334,9 @@ export class Encoder {
    * spaces; empty text (not allowed by the grammar) and a trailing `{n}` get a '.'.
    */
   text(s: string): this {
-    let clean = s.replace(/[\r\n\0]/g, ' ');
+    let clean = s.replace(/[\r\n\0]/g, " ");
     // Text ending like a literal marker would make the peer wait for literal bytes.
-    if (clean === '' || /\{[0-9]+\+?\}$/.test(clean)) clean += '.';
+    if (clean === "" || /\{[0-9]+\+?\}$/.test(clean)) clean += ".";
     const data = utf8(clean);
     return this.bytes(data);
   }
@@ -365,7 +392,7 @@ export class Encoder {
 }
 
 function pad2(n: number): string {
-  return n < 10 ? '0' + n : String(n);
+  return n < 10 ? "0" + n : String(n);
 }
 
 function utf8(s: string): Uint8Array {

@@ -5,28 +5,28 @@
 
 /** What went wrong; stable identifiers that tests and the audit log can match on. */
 export type WireErrorCode =
-  | 'syntax' // the bytes do not match the grammar
-  | 'unknown-command' // well-formed but not on the allowlist (PROTOCOL.md §0.2)
-  | 'unsupported' // a known extension we refuse (CONDSTORE modifiers, SAVE, X-GM-*...)
-  | 'line-too-long'
-  | 'literal-too-big'
-  | 'literal-size-invalid' // unparsable or overflowing `{n}`
-  | 'literal8-refused' // `~{n}` without BINARY
-  | 'too-many-literals'
-  | 'command-too-big'
-  | 'response-too-big'
-  | 'nesting-too-deep'
-  | 'too-many-items'
-  | 'input-overflow' // fed too far ahead of what the owner pulled
-  | 'mailbox-name' // invalid or non-canonical mailbox name
-  | 'bad-charset';
+  | "syntax" // the bytes do not match the grammar
+  | "unknown-command" // well-formed but not on the allowlist (PROTOCOL.md §0.2)
+  | "unsupported" // a known extension we refuse (CONDSTORE modifiers, SAVE, X-GM-*...)
+  | "line-too-long"
+  | "literal-too-big"
+  | "literal-size-invalid" // unparsable or overflowing `{n}`
+  | "literal8-refused" // `~{n}` without BINARY
+  | "too-many-literals"
+  | "command-too-big"
+  | "response-too-big"
+  | "nesting-too-deep"
+  | "too-many-items"
+  | "input-overflow" // fed too far ahead of what the owner pulled
+  | "mailbox-name" // invalid or non-canonical mailbox name
+  | "bad-charset";
 
 /**
  * One error with enough context to answer it: `fatal` errors get `BYE` and a closed
  * connection, the others a tagged `BAD` (with `responseCode`, e.g. `TOOBIG`, if set).
  */
 export class WireError extends Error {
-  override readonly name = 'WireError';
+  override readonly name = "WireError";
   readonly code: WireErrorCode;
   readonly fatal: boolean;
   /** Tag of the command the error belongs to, when one could be read. */
@@ -51,7 +51,7 @@ export class WireError extends Error {
 
   /** The same error, attributed to a command tag. */
   withTag(tag: string | null): WireError {
-    return new WireError(this.code, this.message.slice('imap-wire: '.length), {
+    return new WireError(this.code, this.message.slice("imap-wire: ".length), {
       fatal: this.fatal,
       tag,
       responseCode: this.responseCode,

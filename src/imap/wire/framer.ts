@@ -13,7 +13,7 @@
  * literal) or `refuseLiteral()` (and writes `BAD`). On the client side (reading
  * upstream responses) literals are never synchronizing.
  */
-import { WireError } from './errors.ts';
+import { WireError } from "./errors.ts";
 import {
   MAX_APPEND_MESSAGE,
   MAX_ARGUMENT_LITERAL,
@@ -27,7 +27,7 @@ import {
   MAX_RESPONSE_BYTES,
   MAX_RESPONSE_LINE,
   MAX_RESPONSE_LITERAL,
-} from './limits.ts';
+} from "./limits.ts";
 
 /** Literal bytes of a message; `data` is a view, never decoded to a string. */
 export interface Literal {
@@ -65,11 +65,11 @@ export interface LiteralRequest {
 }
 
 export type FramerEvent =
-  | { readonly kind: 'frame'; readonly frame: Frame }
+  | { readonly kind: "frame"; readonly frame: Frame }
   /** A line read after `expectRawLine()` (AUTHENTICATE continuation, IDLE's DONE). */
-  | { readonly kind: 'line'; readonly line: Uint8Array }
-  | { readonly kind: 'literal'; readonly request: LiteralRequest }
-  | { readonly kind: 'error'; readonly error: WireError };
+  | { readonly kind: "line"; readonly line: Uint8Array }
+  | { readonly kind: "literal"; readonly request: LiteralRequest }
+  | { readonly kind: "error"; readonly error: WireError };
 
 export interface FramerLimits {
   readonly maxLine: number;
@@ -86,7 +86,7 @@ export interface FramerLimits {
 
 export interface FramerOptions {
   /** `server` reads agent commands; `client` reads upstream responses. */
-  readonly role: 'server' | 'client';
+  readonly role: "server" | "client";
   /** Accept `~{n}` (only once BINARY is enabled). Default: false on the server, true on the client. */
   readonly allowLiteral8?: boolean;
   /** Override limits (tests; the defaults come from limits.ts). */
@@ -184,7 +184,7 @@ export function findLiteralMarker(line: Uint8Array): LiteralMarker | null {
   return { start, size, nonSync, binary };
 }
 
-type State = 'line' | 'literal' | 'decide' | 'closed';
+type State = "line" | "literal" | "decide" | "closed";
 
 export class Framer {
   private readonly server: boolean;
@@ -196,7 +196,7 @@ export class Framer {
   private head = 0;
   private bufferedBytes = 0;
 
-  private state: State = 'line';
+  private state: State = "line";
   private fatal: WireError | null = null;
   private rawLine = false;
 
@@ -222,7 +222,7 @@ export class Framer {
   private litFilled = 0;
 
   constructor(options: FramerOptions) {
-    this.server = options.role === 'server';
+    this.server = options.role === "server";
     this.allowLiteral8 = options.allowLiteral8 ?? !this.server;
     this.limits = { ...(this.server ? SERVER_LIMITS : CLIENT_LIMITS), ...options.limits };
   }
@@ -234,14 +234,14 @@ export class Framer {
 
   /** True between a `literal` event and the owner's accept/refuse call. */
   get awaitingDecision(): boolean {
-    return this.state === 'decide';
+    return this.state === "decide";
   }
 
   /** Queues bytes. The chunk is kept by reference: do not modify it afterwards. */
   feed(chunk: Uint8Array): void {
-    if (this.state === 'closed' || chunk.length === 0) return;
+    if (this.state === "closed" || chunk.length === 0) return;
     if (this.bufferedBytes > this.limits.maxBuffered) {
-      this.fail('input-overflow', `more than ${this.limits.maxBuffered} octets buffered ahead of the reader`);
+      this.fail("input-overflow", `more than ${this.limits.maxBuffered} octets buffered ahead of the reader`);
       return;
     }
     this.chunks.push(chunk);
@@ -273,7 +273,7 @@ export class Framer {
 
   /** Accepts the pending literal; for a synchronizing one the owner now writes `+`. */
   acceptLiteral(): void {
-    if (this.state !== 'decide') throw new Error('imap-wire: acceptLiteral without a pending literal');
+    if (this.state !== "decide") throw new Error("imap-wire: acceptLiteral without a pending literal");
     this.startLiteral(false);
   }
 
@@ -283,7 +283,7 @@ export class Framer {
    * bytes and the rest of its command are consumed and dropped.
    */
   refuseLiteral(): void {
-    if (this.state !== 'decide') throw new Error('imap-wire: refuseLiteral without a pending literal');
+    if (this.state !== "decide") throw new Error("imap-wire: refuseLiteral without a pending literal");
     if (this.lit.nonSync) {
       this.discarding = true;
       this.startLiteral(true);
@@ -299,18 +299,18 @@ export class Framer {
         const error = this.fatal;
         this.fatal = null;
         this.closeNow();
-        return { kind: 'error', error };
+        return { kind: "error", error };
       }
       switch (this.state) {
-        case 'closed':
-        case 'decide':
+        case "closed":
+        case "decide":
           return null;
-        case 'literal': {
+        case "literal": {
           if (!this.readLiteral()) return null;
-          this.state = 'line';
+          this.state = "line";
           continue;
         }
-        case 'line': {
+        case "line": {
           const line = this.readLine();
           if (line === null) continue; // fatal set, or loop ends below
           if (line === undefined) return null;
@@ -325,7 +325,7 @@ export class Framer {
   private onLine(line: Uint8Array): FramerEvent | null {
     if (this.rawLine && this.lines.length === 0 && !this.discarding) {
       this.rawLine = false;
-      return { kind: 'line', line };
+      return { kind: "line", line };
     }
     const first = this.lines.length === 0 && !this.discarding && this.literalCount === 0;
     if (first && this.server) this.readTagAndCommand(line);
@@ -347,7 +347,7 @@ export class Framer {
         size: this.frameBytes,
       };
       this.resetFrame();
-      return { kind: 'frame', frame };
+      return { kind: "frame", frame };
     }
     if (!this.discarding) {
       this.lines.push(line);
@@ -359,11 +359,11 @@ export class Framer {
 
   private onClientLiteral(m: LiteralMarker): FramerEvent | null {
     const l = this.limits;
-    if (m.size < 0) this.fail('literal-size-invalid', 'invalid literal size in response');
-    else if (m.binary && !this.allowLiteral8) this.fail('literal8-refused', 'literal8 in response');
-    else if (m.size > l.maxLiteral) this.fail('literal-too-big', `response literal of ${m.size} octets`);
-    else if (this.literalCount >= l.maxLiterals) this.fail('too-many-literals', 'too many literals in response');
-    else if (this.frameBytes + m.size > l.maxFrameBytes) this.fail('response-too-big', 'response too big');
+    if (m.size < 0) this.fail("literal-size-invalid", "invalid literal size in response");
+    else if (m.binary && !this.allowLiteral8) this.fail("literal8-refused", "literal8 in response");
+    else if (m.size > l.maxLiteral) this.fail("literal-too-big", `response literal of ${m.size} octets`);
+    else if (this.literalCount >= l.maxLiterals) this.fail("too-many-literals", "too many literals in response");
+    else if (this.frameBytes + m.size > l.maxFrameBytes) this.fail("response-too-big", "response too big");
     else this.startLiteral(false);
     return null;
   }
@@ -375,30 +375,34 @@ export class Framer {
       // will come); a `{n+}` one is in flight and must be consumed.
       if (!m.nonSync) this.resetFrame();
       else if (m.size < 0 || this.frameBytes + m.size > l.maxFrameBytes) {
-        this.fail('command-too-big', 'refused command keeps sending literals');
+        this.fail("command-too-big", "refused command keeps sending literals");
       } else this.startLiteral(true);
       return null;
     }
     let error: WireError | null = null;
-    const cap = this.command === 'APPEND' ? l.maxLiteral : l.maxArgumentLiteral;
+    const cap = this.command === "APPEND" ? l.maxLiteral : l.maxArgumentLiteral;
     if (m.size < 0) {
-      error = this.badLiteral('literal-size-invalid', 'invalid literal size', null);
+      error = this.badLiteral("literal-size-invalid", "invalid literal size", null);
     } else if (m.binary && !this.allowLiteral8) {
-      error = this.badLiteral('literal8-refused', 'literal8 requires BINARY', 'CLIENTBUG');
+      error = this.badLiteral("literal8-refused", "literal8 requires BINARY", "CLIENTBUG");
     } else if (this.literalCount >= l.maxLiterals) {
-      error = this.badLiteral('too-many-literals', 'too many literals in command', 'LIMIT');
+      error = this.badLiteral("too-many-literals", "too many literals in command", "LIMIT");
     } else if (m.nonSync && m.size > l.maxNonSyncLiteral) {
       // RFC 7888 §5 (LITERAL-): BAD [TOOBIG] after consuming the octets.
-      error = this.badLiteral('literal-too-big', `non-synchronizing literal over ${l.maxNonSyncLiteral} octets`, 'TOOBIG');
+      error = this.badLiteral(
+        "literal-too-big",
+        `non-synchronizing literal over ${l.maxNonSyncLiteral} octets`,
+        "TOOBIG",
+      );
     } else if (m.size > cap) {
-      error = this.badLiteral('literal-too-big', `literal of ${m.size} octets`, 'TOOBIG');
+      error = this.badLiteral("literal-too-big", `literal of ${m.size} octets`, "TOOBIG");
     } else if (this.frameBytes + m.size > l.maxFrameBytes) {
-      error = this.badLiteral('command-too-big', 'command too big', 'TOOBIG');
+      error = this.badLiteral("command-too-big", "command too big", "TOOBIG");
     }
     if (error === null) {
-      this.state = 'decide';
+      this.state = "decide";
       return {
-        kind: 'literal',
+        kind: "literal",
         request: {
           tag: this.tag,
           command: this.command,
@@ -411,25 +415,25 @@ export class Framer {
     }
     if (!m.nonSync) {
       this.resetFrame();
-      return { kind: 'error', error };
+      return { kind: "error", error };
     }
     // The octets are in flight: consume exactly n of them, unless n cannot be known or
     // exceeds what any command may carry, in which case the stream is unrecoverable.
     if (m.size < 0 || m.size > l.maxFrameBytes) {
-      this.fail(error.code, 'non-synchronizing literal cannot be skipped safely');
+      this.fail(error.code, "non-synchronizing literal cannot be skipped safely");
       return null;
     }
     this.discarding = true;
     this.startLiteral(true);
-    return { kind: 'error', error };
+    return { kind: "error", error };
   }
 
-  private badLiteral(code: WireError['code'], message: string, responseCode: string | null): WireError {
+  private badLiteral(code: WireError["code"], message: string, responseCode: string | null): WireError {
     return new WireError(code, message, { tag: this.tag, responseCode });
   }
 
   private tooBig(): FramerEvent | null {
-    this.fail(this.server ? 'command-too-big' : 'response-too-big', 'message exceeds size limit');
+    this.fail(this.server ? "command-too-big" : "response-too-big", "message exceeds size limit");
     return null;
   }
 
@@ -439,7 +443,7 @@ export class Framer {
     this.litView = null;
     this.litFilled = 0;
     this.discarding = this.discarding || discard;
-    this.state = 'literal';
+    this.state = "literal";
   }
 
   /** Reads literal octets; true when the literal is complete. */
@@ -507,7 +511,7 @@ export class Framer {
         const piece = start === 0 ? c : c.subarray(start);
         // +1: the CR of the CRLF may be in this piece.
         if (this.partsLen + piece.length > max + 1) {
-          this.fail('line-too-long', `line longer than ${max} octets`);
+          this.fail("line-too-long", `line longer than ${max} octets`);
           return null;
         }
         this.parts.push(piece);
@@ -517,7 +521,7 @@ export class Framer {
       }
       const total = this.partsLen + (lf - start);
       if (total > max + 1) {
-        this.fail('line-too-long', `line longer than ${max} octets`);
+        this.fail("line-too-long", `line longer than ${max} octets`);
         return null;
       }
       let line: Uint8Array;
@@ -538,7 +542,7 @@ export class Framer {
       // Bare LF is accepted as a line end, as go-imap's decoder and Dovecot do.
       if (line.length > 0 && line[line.length - 1] === CR) line = line.subarray(0, line.length - 1);
       if (line.length > max) {
-        this.fail('line-too-long', `line longer than ${max} octets`);
+        this.fail("line-too-long", `line longer than ${max} octets`);
         return null;
       }
       return line;
@@ -556,20 +560,20 @@ export class Framer {
     if (sp2 === -1) sp2 = line.length;
     if (sp2 - sp1 - 1 > 32) return;
     let name = asciiUpperOrSame(line, sp1 + 1, sp2, true);
-    if (name === 'UID' && sp2 < line.length) {
+    if (name === "UID" && sp2 < line.length) {
       let sp3 = line.indexOf(SP, sp2 + 1);
       if (sp3 === -1) sp3 = line.length;
-      if (sp3 - sp2 - 1 <= 32) name += ' ' + asciiUpperOrSame(line, sp2 + 1, sp3, true);
+      if (sp3 - sp2 - 1 <= 32) name += " " + asciiUpperOrSame(line, sp2 + 1, sp3, true);
     }
     this.command = name;
   }
 
-  private fail(code: WireError['code'], message: string): void {
+  private fail(code: WireError["code"], message: string): void {
     this.fatal = new WireError(code, message, { fatal: true, tag: this.tag });
   }
 
   private closeNow(): void {
-    this.state = 'closed';
+    this.state = "closed";
     this.chunks = [];
     this.parts = [];
     this.partsLen = 0;
@@ -591,12 +595,12 @@ export class Framer {
     this.tag = null;
     this.command = null;
     this.discarding = false;
-    this.state = 'line';
+    this.state = "line";
   }
 }
 
 function asciiUpperOrSame(buf: Uint8Array, start: number, end: number, upper: boolean): string {
-  let s = '';
+  let s = "";
   for (let i = start; i < end; i++) {
     let b = buf[i]!;
     if (upper && b >= 0x61 && b <= 0x7a) b -= 0x20;

@@ -3,34 +3,50 @@
  * upstream responses (client side). It knows the grammar and nothing about policy.
  * See docs/imap-wire.md.
  */
-export * from './limits.ts';
-export { WireError, type WireErrorCode, type Parsed } from './errors.ts';
+
+export { type Command, type CommandName, decodeBase64, parseCommand, type StatusItem } from "./command.ts";
+export { type AuthenticateLine, isIdleDone, parseAuthenticateLine } from "./continuation.ts";
 export {
-  Framer,
-  findLiteralMarker,
-  SERVER_LIMITS,
+  Decoder,
+  type DecoderOptions,
+  type ImapDate,
+  type ImapDateTime,
+  latin1,
+  type Section,
+  type Value,
+} from "./decoder.ts";
+export { Encoder, type EncoderOptions } from "./encoder.ts";
+export { type Parsed, WireError, type WireErrorCode } from "./errors.ts";
+export { type ByteRange, FETCH_MACROS, type FetchItem, type FetchMacro, type SimpleFetchItem } from "./fetch.ts";
+export {
   CLIENT_LIMITS,
   type Frame,
+  Framer,
   type FramerEvent,
   type FramerLimits,
   type FramerOptions,
+  findLiteralMarker,
   type Literal,
   type LiteralMarker,
   type LiteralRequest,
-} from './framer.ts';
-export { Decoder, latin1, type DecoderOptions, type ImapDate, type ImapDateTime, type Section, type Value } from './decoder.ts';
-export { encodeMutf7, decodeMutf7 } from './mutf7.ts';
-export { STAR, formatSeqSet, seqSetContains, seqSetFromSorted, type SeqRange, type SeqSet } from './seqset.ts';
-export { parseCommand, decodeBase64, type Command, type CommandName, type StatusItem } from './command.ts';
-export { FETCH_MACROS, type FetchItem, type FetchMacro, type ByteRange, type SimpleFetchItem } from './fetch.ts';
+  SERVER_LIMITS,
+} from "./framer.ts";
+export * from "./limits.ts";
+export { decodeMutf7, encodeMutf7 } from "./mutf7.ts";
+export {
+  type FetchAttr,
+  type NamespaceDescr,
+  parseResponse,
+  type Response,
+  type ResponseCode,
+  type StatusKind,
+} from "./response.ts";
 export {
   SEARCH_CHARSETS,
   type SearchKey,
   type SearchReturnOption,
   type SortCriterion,
   type SortKey,
-} from './search.ts';
-export { parseResponse, type Response, type ResponseCode, type FetchAttr, type NamespaceDescr, type StatusKind } from './response.ts';
-export { parseAuthenticateLine, isIdleDone, type AuthenticateLine } from './continuation.ts';
-export { Encoder, type EncoderOptions } from './encoder.ts';
-export { writeCommand, writeResponse, writeFetchItem, writeFetchAttr, writeSearchKey } from './serialize.ts';
+} from "./search.ts";
+export { formatSeqSet, type SeqRange, type SeqSet, STAR, seqSetContains, seqSetFromSorted } from "./seqset.ts";
+export { writeCommand, writeFetchAttr, writeFetchItem, writeResponse, writeSearchKey } from "./serialize.ts";

@@ -6,19 +6,19 @@
  * bypassed with `&AEk-NBOX` (PROTOCOL.md §4, §7.13).
  */
 
-const ALPHABET = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,';
+const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
 const DECODE = new Int8Array(128).fill(-1);
 for (let i = 0; i < ALPHABET.length; i++) DECODE[ALPHABET.charCodeAt(i)] = i;
 
 /** Encodes a Unicode mailbox name to modified UTF-7. */
 export function encodeMutf7(name: string): string {
-  let out = '';
+  let out = "";
   let i = 0;
   const n = name.length;
   while (i < n) {
     const c = name.charCodeAt(i);
     if (c >= 0x20 && c <= 0x7e) {
-      out += c === 0x26 ? '&-' : name[i];
+      out += c === 0x26 ? "&-" : name[i];
       i++;
       continue;
     }
@@ -28,14 +28,14 @@ export function encodeMutf7(name: string): string {
       if (d >= 0x20 && d <= 0x7e) break;
       j++;
     }
-    out += '&' + base64Units(name, i, j) + '-';
+    out += "&" + base64Units(name, i, j) + "-";
     i = j;
   }
   return out;
 }
 
 function base64Units(s: string, start: number, end: number): string {
-  let out = '';
+  let out = "";
   let bits = 0;
   let nbits = 0;
   for (let i = start; i < end; i++) {
@@ -57,7 +57,7 @@ function base64Units(s: string, start: number, end: number): string {
  * an encoded printable ASCII character, two adjacent shifts, or broken UTF-16.
  */
 export function decodeMutf7(encoded: string): string | null {
-  let out = '';
+  let out = "";
   let i = 0;
   const n = encoded.length;
   let afterShift = false;
@@ -70,10 +70,10 @@ export function decodeMutf7(encoded: string): string | null {
       afterShift = false;
       continue;
     }
-    const end = encoded.indexOf('-', i + 1);
+    const end = encoded.indexOf("-", i + 1);
     if (end === -1) return null;
     if (end === i + 1) {
-      out += '&';
+      out += "&";
       i = end + 1;
       afterShift = false;
       continue;

@@ -3,83 +3,87 @@
  * keep their literal bytes as views. Unknown response codes, untagged responses and
  * FETCH items are reported as unknown so the proxy can drop them (PROTOCOL.md §2).
  */
-import { Decoder, type ImapDateTime, type Section, type Value, latin1 } from './decoder.ts';
-import { WireError, type Parsed } from './errors.ts';
-import type { Frame } from './framer.ts';
-import { decodeMutf7 } from './mutf7.ts';
-import type { SeqSet } from './seqset.ts';
+import { Decoder, type ImapDateTime, latin1, type Section, type Value } from "./decoder.ts";
+import { type Parsed, WireError } from "./errors.ts";
+import type { Frame } from "./framer.ts";
+import { decodeMutf7 } from "./mutf7.ts";
+import type { SeqSet } from "./seqset.ts";
 
-export type StatusKind = 'OK' | 'NO' | 'BAD' | 'BYE' | 'PREAUTH';
+export type StatusKind = "OK" | "NO" | "BAD" | "BYE" | "PREAUTH";
 
 const ATOM_CODES = new Set<string>([
-  'ALERT',
-  'PARSE',
-  'READ-ONLY',
-  'READ-WRITE',
-  'TRYCREATE',
-  'UIDNOTSTICKY',
-  'CLOSED',
-  'NOMODSEQ',
-  'TOOBIG',
+  "ALERT",
+  "PARSE",
+  "READ-ONLY",
+  "READ-WRITE",
+  "TRYCREATE",
+  "UIDNOTSTICKY",
+  "CLOSED",
+  "NOMODSEQ",
+  "TOOBIG",
   // RFC 5530
-  'UNAVAILABLE',
-  'AUTHENTICATIONFAILED',
-  'AUTHORIZATIONFAILED',
-  'EXPIRED',
-  'PRIVACYREQUIRED',
-  'CONTACTADMIN',
-  'NOPERM',
-  'INUSE',
-  'EXPUNGEISSUED',
-  'CORRUPTION',
-  'SERVERBUG',
-  'CLIENTBUG',
-  'CANNOT',
-  'LIMIT',
-  'OVERQUOTA',
-  'ALREADYEXISTS',
-  'NONEXISTENT',
+  "UNAVAILABLE",
+  "AUTHENTICATIONFAILED",
+  "AUTHORIZATIONFAILED",
+  "EXPIRED",
+  "PRIVACYREQUIRED",
+  "CONTACTADMIN",
+  "NOPERM",
+  "INUSE",
+  "EXPUNGEISSUED",
+  "CORRUPTION",
+  "SERVERBUG",
+  "CLIENTBUG",
+  "CANNOT",
+  "LIMIT",
+  "OVERQUOTA",
+  "ALREADYEXISTS",
+  "NONEXISTENT",
 ]);
 
 export type AtomCodeName =
-  | 'ALERT'
-  | 'PARSE'
-  | 'READ-ONLY'
-  | 'READ-WRITE'
-  | 'TRYCREATE'
-  | 'UIDNOTSTICKY'
-  | 'CLOSED'
-  | 'NOMODSEQ'
-  | 'TOOBIG'
-  | 'UNAVAILABLE'
-  | 'AUTHENTICATIONFAILED'
-  | 'AUTHORIZATIONFAILED'
-  | 'EXPIRED'
-  | 'PRIVACYREQUIRED'
-  | 'CONTACTADMIN'
-  | 'NOPERM'
-  | 'INUSE'
-  | 'EXPUNGEISSUED'
-  | 'CORRUPTION'
-  | 'SERVERBUG'
-  | 'CLIENTBUG'
-  | 'CANNOT'
-  | 'LIMIT'
-  | 'OVERQUOTA'
-  | 'ALREADYEXISTS'
-  | 'NONEXISTENT';
+  | "ALERT"
+  | "PARSE"
+  | "READ-ONLY"
+  | "READ-WRITE"
+  | "TRYCREATE"
+  | "UIDNOTSTICKY"
+  | "CLOSED"
+  | "NOMODSEQ"
+  | "TOOBIG"
+  | "UNAVAILABLE"
+  | "AUTHENTICATIONFAILED"
+  | "AUTHORIZATIONFAILED"
+  | "EXPIRED"
+  | "PRIVACYREQUIRED"
+  | "CONTACTADMIN"
+  | "NOPERM"
+  | "INUSE"
+  | "EXPUNGEISSUED"
+  | "CORRUPTION"
+  | "SERVERBUG"
+  | "CLIENTBUG"
+  | "CANNOT"
+  | "LIMIT"
+  | "OVERQUOTA"
+  | "ALREADYEXISTS"
+  | "NONEXISTENT";
 
 /** A response code (RFC 9051 §7.1); `known: false` codes are to be dropped. */
 export type ResponseCode =
   | { readonly known: true; readonly name: AtomCodeName }
-  | { readonly known: true; readonly name: 'UIDNEXT' | 'UIDVALIDITY' | 'UNSEEN' | 'HIGHESTMODSEQ'; readonly value: number }
-  | { readonly known: true; readonly name: 'PERMANENTFLAGS'; readonly flags: readonly string[] }
-  | { readonly known: true; readonly name: 'CAPABILITY'; readonly capabilities: readonly string[] }
-  | { readonly known: true; readonly name: 'BADCHARSET'; readonly charsets: readonly string[] }
-  | { readonly known: true; readonly name: 'APPENDUID'; readonly uidValidity: number; readonly uids: SeqSet }
   | {
       readonly known: true;
-      readonly name: 'COPYUID';
+      readonly name: "UIDNEXT" | "UIDVALIDITY" | "UNSEEN" | "HIGHESTMODSEQ";
+      readonly value: number;
+    }
+  | { readonly known: true; readonly name: "PERMANENTFLAGS"; readonly flags: readonly string[] }
+  | { readonly known: true; readonly name: "CAPABILITY"; readonly capabilities: readonly string[] }
+  | { readonly known: true; readonly name: "BADCHARSET"; readonly charsets: readonly string[] }
+  | { readonly known: true; readonly name: "APPENDUID"; readonly uidValidity: number; readonly uids: SeqSet }
+  | {
+      readonly known: true;
+      readonly name: "COPYUID";
       readonly uidValidity: number;
       readonly source: SeqSet;
       readonly destination: SeqSet;
@@ -88,21 +92,26 @@ export type ResponseCode =
 
 /** A FETCH response item. Body data are byte views (null for NIL). */
 export type FetchAttr =
-  | { readonly name: 'FLAGS'; readonly flags: readonly string[] }
-  | { readonly name: 'UID' | 'RFC822.SIZE'; readonly value: number }
-  | { readonly name: 'INTERNALDATE'; readonly date: ImapDateTime }
-  | { readonly name: 'ENVELOPE' | 'BODYSTRUCTURE' | 'BODY'; readonly value: Value }
-  | { readonly name: 'BODY[]'; readonly section: Section; readonly origin: number | null; readonly data: Uint8Array | null }
+  | { readonly name: "FLAGS"; readonly flags: readonly string[] }
+  | { readonly name: "UID" | "RFC822.SIZE"; readonly value: number }
+  | { readonly name: "INTERNALDATE"; readonly date: ImapDateTime }
+  | { readonly name: "ENVELOPE" | "BODYSTRUCTURE" | "BODY"; readonly value: Value }
   | {
-      readonly name: 'BINARY[]';
+      readonly name: "BODY[]";
+      readonly section: Section;
+      readonly origin: number | null;
+      readonly data: Uint8Array | null;
+    }
+  | {
+      readonly name: "BINARY[]";
       readonly part: readonly number[];
       readonly origin: number | null;
       readonly data: Uint8Array | null;
     }
-  | { readonly name: 'BINARY.SIZE'; readonly part: readonly number[]; readonly value: number }
-  | { readonly name: 'RFC822' | 'RFC822.HEADER' | 'RFC822.TEXT'; readonly data: Uint8Array | null }
+  | { readonly name: "BINARY.SIZE"; readonly part: readonly number[]; readonly value: number }
+  | { readonly name: "RFC822" | "RFC822.HEADER" | "RFC822.TEXT"; readonly data: Uint8Array | null }
   /** MODSEQ, X-GM-*, EMAILID...: to be dropped. `item` is the upper-cased item name. */
-  | { readonly name: 'unknown'; readonly item: string; readonly value: Value | null };
+  | { readonly name: "unknown"; readonly item: string; readonly value: Value | null };
 
 export interface NamespaceDescr {
   readonly prefix: string;
@@ -110,19 +119,19 @@ export interface NamespaceDescr {
 }
 
 export type Response =
-  | { readonly type: 'continuation'; readonly text: string }
+  | { readonly type: "continuation"; readonly text: string }
   | {
-      readonly type: 'status';
+      readonly type: "status";
       /** null for untagged (`*`). */
       readonly tag: string | null;
       readonly status: StatusKind;
       readonly code: ResponseCode | null;
       readonly text: string;
     }
-  | { readonly type: 'EXISTS' | 'EXPUNGE' | 'RECENT'; readonly n: number }
-  | { readonly type: 'FETCH'; readonly seq: number; readonly attrs: readonly FetchAttr[] }
+  | { readonly type: "EXISTS" | "EXPUNGE" | "RECENT"; readonly n: number }
+  | { readonly type: "FETCH"; readonly seq: number; readonly attrs: readonly FetchAttr[] }
   | {
-      readonly type: 'LIST' | 'LSUB';
+      readonly type: "LIST" | "LSUB";
       readonly attributes: readonly string[];
       readonly delimiter: string | null;
       /** The name as sent (modified UTF-7), to address it upstream. */
@@ -131,14 +140,14 @@ export type Response =
       readonly mailbox: string | null;
     }
   | {
-      readonly type: 'STATUS';
+      readonly type: "STATUS";
       readonly raw: string;
       readonly mailbox: string | null;
       readonly items: ReadonlyArray<readonly [string, number]>;
     }
-  | { readonly type: 'SEARCH' | 'SORT'; readonly numbers: readonly number[] }
+  | { readonly type: "SEARCH" | "SORT"; readonly numbers: readonly number[] }
   | {
-      readonly type: 'ESEARCH';
+      readonly type: "ESEARCH";
       readonly tag: string | null;
       readonly uid: boolean;
       readonly min: number | null;
@@ -146,34 +155,34 @@ export type Response =
       readonly count: number | null;
       readonly all: SeqSet | null;
     }
-  | { readonly type: 'CAPABILITY' | 'ENABLED'; readonly capabilities: readonly string[] }
-  | { readonly type: 'FLAGS'; readonly flags: readonly string[] }
-  | { readonly type: 'VANISHED'; readonly earlier: boolean; readonly uids: SeqSet }
-  | { readonly type: 'ID'; readonly params: ReadonlyArray<readonly [string, string | null]> | null }
+  | { readonly type: "CAPABILITY" | "ENABLED"; readonly capabilities: readonly string[] }
+  | { readonly type: "FLAGS"; readonly flags: readonly string[] }
+  | { readonly type: "VANISHED"; readonly earlier: boolean; readonly uids: SeqSet }
+  | { readonly type: "ID"; readonly params: ReadonlyArray<readonly [string, string | null]> | null }
   | {
-      readonly type: 'NAMESPACE';
+      readonly type: "NAMESPACE";
       readonly personal: readonly NamespaceDescr[] | null;
       readonly other: readonly NamespaceDescr[] | null;
       readonly shared: readonly NamespaceDescr[] | null;
     }
   /** Untagged data we do not know (THREAD, METADATA, QUOTA, XLIST...): drop it. */
-  | { readonly type: 'unknown'; readonly name: string };
+  | { readonly type: "unknown"; readonly name: string };
 
-const textDecoder = new TextDecoder('utf-8');
+const textDecoder = new TextDecoder("utf-8");
 
 /** Parses one framed upstream response. */
 export function parseResponse(frame: Frame): Parsed<Response> {
   const dec = new Decoder(frame);
   const r = response(dec);
   if (r !== null && dec.expectEnd()) return { ok: true, value: r };
-  return { ok: false, error: dec.error ?? new WireError('syntax', 'invalid response') };
+  return { ok: false, error: dec.error ?? new WireError("syntax", "invalid response") };
 }
 
 function response(dec: Decoder): Response | null {
   if (dec.acceptByte(0x2b)) {
     // `+` [SP text]; some servers send a bare `+`.
     dec.sp();
-    return { type: 'continuation', text: text(dec) };
+    return { type: "continuation", text: text(dec) };
   }
   if (dec.acceptByte(0x2a)) {
     dec.expectSP();
@@ -183,7 +192,7 @@ function response(dec: Decoder): Response | null {
   if (tag === null) return dec.fail('expected tag, "*" or "+"');
   dec.expectSP();
   const status = dec.keyword();
-  if (status !== 'OK' && status !== 'NO' && status !== 'BAD') return dec.fail('expected OK, NO or BAD');
+  if (status !== "OK" && status !== "NO" && status !== "BAD") return dec.fail("expected OK, NO or BAD");
   return statusResponse(dec, tag, status);
 }
 
@@ -196,7 +205,7 @@ function statusResponse(dec: Decoder, tag: string | null, status: StatusKind): R
     dec.sp();
   }
   if (!dec.ok) return null;
-  return { type: 'status', tag, status, code, text: text(dec) };
+  return { type: "status", tag, status, code, text: text(dec) };
 }
 
 /** resp-text: the rest of the line; any literal it seems to announce is skipped. */
@@ -208,45 +217,45 @@ function text(dec: Decoder): string {
 
 function responseCode(dec: Decoder): ResponseCode | null {
   const name = dec.name();
-  if (name === null) return dec.fail('expected response code');
+  if (name === null) return dec.fail("expected response code");
   if (ATOM_CODES.has(name) && dec.peek() === 0x5d) return { known: true, name: name as AtomCodeName };
   switch (name) {
-    case 'UIDNEXT':
-    case 'UIDVALIDITY':
-    case 'UNSEEN': {
+    case "UIDNEXT":
+    case "UIDVALIDITY":
+    case "UNSEEN": {
       dec.expectSP();
       return { known: true, name, value: dec.expectNumber() };
     }
-    case 'HIGHESTMODSEQ': {
+    case "HIGHESTMODSEQ": {
       dec.expectSP();
       const value = dec.number64();
-      return value === null ? dec.fail('expected mod-sequence') : { known: true, name, value };
+      return value === null ? dec.fail("expected mod-sequence") : { known: true, name, value };
     }
-    case 'PERMANENTFLAGS': {
+    case "PERMANENTFLAGS": {
       dec.expectSP();
       const flags = dec.flagList(true);
-      return flags === null ? dec.fail('expected flag list') : { known: true, name, flags };
+      return flags === null ? dec.fail("expected flag list") : { known: true, name, flags };
     }
-    case 'CAPABILITY': {
+    case "CAPABILITY": {
       const capabilities: string[] = [];
-      while (dec.sp()) capabilities.push(dec.expectAtom('capability'));
+      while (dec.sp()) capabilities.push(dec.expectAtom("capability"));
       return { known: true, name, capabilities };
     }
-    case 'BADCHARSET': {
+    case "BADCHARSET": {
       const charsets: string[] = [];
       if (dec.sp()) {
-        dec.expectList(() => charsets.push(dec.expectAstringText('charset')), 'charsets');
+        dec.expectList(() => charsets.push(dec.expectAstringText("charset")), "charsets");
       }
       return { known: true, name, charsets };
     }
-    case 'APPENDUID': {
+    case "APPENDUID": {
       dec.expectSP();
       const uidValidity = dec.expectNzNumber();
       dec.expectSP();
       const uids = dec.expectSeqSet();
       return dec.ok ? { known: true, name, uidValidity, uids } : null;
     }
-    case 'COPYUID': {
+    case "COPYUID": {
       dec.expectSP();
       const uidValidity = dec.expectNzNumber();
       dec.expectSP();
@@ -257,7 +266,7 @@ function responseCode(dec: Decoder): ResponseCode | null {
     }
   }
   // Unknown (or a known atom code with arguments): keep the text up to "]".
-  const t = dec.sp() ? dec.until(0x5d) : '';
+  const t = dec.sp() ? dec.until(0x5d) : "";
   return { known: false, name, text: t };
 }
 
@@ -267,47 +276,47 @@ function untagged(dec: Decoder): Response | null {
     dec.expectSP();
     const what = dec.keyword();
     switch (what) {
-      case 'EXISTS':
-      case 'EXPUNGE':
-      case 'RECENT':
+      case "EXISTS":
+      case "EXPUNGE":
+      case "RECENT":
         return { type: what, n };
-      case 'FETCH':
+      case "FETCH":
         dec.expectSP();
         return fetch(dec, n);
     }
     dec.skipRest();
-    return dec.ok ? { type: 'unknown', name: what ?? '' } : null;
+    return dec.ok ? { type: "unknown", name: what ?? "" } : null;
   }
   const name = dec.keyword();
-  if (name === null) return dec.fail('expected untagged response');
+  if (name === null) return dec.fail("expected untagged response");
   switch (name) {
-    case 'OK':
-    case 'NO':
-    case 'BAD':
-    case 'BYE':
-    case 'PREAUTH':
+    case "OK":
+    case "NO":
+    case "BAD":
+    case "BYE":
+    case "PREAUTH":
       return statusResponse(dec, null, name);
-    case 'CAPABILITY':
-    case 'ENABLED': {
+    case "CAPABILITY":
+    case "ENABLED": {
       const capabilities: string[] = [];
       while (dec.sp()) {
         if (dec.atEnd()) break; // tolerate a trailing space
-        capabilities.push(dec.expectAtom('capability'));
+        capabilities.push(dec.expectAtom("capability"));
       }
       return { type: name, capabilities };
     }
-    case 'FLAGS': {
+    case "FLAGS": {
       dec.expectSP();
       const flags = dec.flagList();
-      return flags === null ? dec.fail('expected flag list') : { type: 'FLAGS', flags };
+      return flags === null ? dec.fail("expected flag list") : { type: "FLAGS", flags };
     }
-    case 'LIST':
-    case 'LSUB':
+    case "LIST":
+    case "LSUB":
       return list(dec, name);
-    case 'STATUS':
+    case "STATUS":
       return status(dec);
-    case 'SEARCH':
-    case 'SORT': {
+    case "SEARCH":
+    case "SORT": {
       const numbers: number[] = [];
       while (dec.sp()) {
         if (dec.atEnd()) break;
@@ -320,27 +329,27 @@ function untagged(dec: Decoder): Response | null {
       }
       return dec.ok ? { type: name, numbers } : null;
     }
-    case 'ESEARCH':
+    case "ESEARCH":
       return esearch(dec);
-    case 'VANISHED': {
+    case "VANISHED": {
       dec.expectSP();
       let earlier = false;
       if (dec.acceptByte(0x28)) {
-        if (!dec.acceptKeyword('EARLIER')) return dec.fail('expected EARLIER');
+        if (!dec.acceptKeyword("EARLIER")) return dec.fail("expected EARLIER");
         dec.expectByte(0x29, "')'");
         dec.expectSP();
         earlier = true;
       }
       const uids = dec.expectSeqSet();
-      return dec.ok ? { type: 'VANISHED', earlier, uids } : null;
+      return dec.ok ? { type: "VANISHED", earlier, uids } : null;
     }
-    case 'ID':
+    case "ID":
       return id(dec);
-    case 'NAMESPACE':
+    case "NAMESPACE":
       return namespace(dec);
   }
   dec.skipRest();
-  return dec.ok ? { type: 'unknown', name } : null;
+  return dec.ok ? { type: "unknown", name } : null;
 }
 
 function fetch(dec: Decoder, seq: number): Response | null {
@@ -349,8 +358,8 @@ function fetch(dec: Decoder, seq: number): Response | null {
     const a = fetchAttr(dec);
     if (a !== null) attrs.push(a);
   }, Number.MAX_SAFE_INTEGER);
-  if (!found) return dec.fail('expected FETCH attribute list');
-  return dec.ok ? { type: 'FETCH', seq, attrs } : null;
+  if (!found) return dec.fail("expected FETCH attribute list");
+  return dec.ok ? { type: "FETCH", seq, attrs } : null;
 }
 
 function nstringData(dec: Decoder): Uint8Array | null {
@@ -360,66 +369,66 @@ function nstringData(dec: Decoder): Uint8Array | null {
 
 function origin(dec: Decoder): number | null {
   if (!dec.acceptByte(0x3c)) return null;
-  const n = dec.expectNumber('origin octet');
+  const n = dec.expectNumber("origin octet");
   dec.expectByte(0x3e, "'>'");
   return n;
 }
 
 function fetchAttr(dec: Decoder): FetchAttr | null {
   const name = dec.name();
-  if (name === null) return dec.fail('expected FETCH item name');
+  if (name === null) return dec.fail("expected FETCH item name");
   switch (name) {
-    case 'UID':
-    case 'RFC822.SIZE': {
+    case "UID":
+    case "RFC822.SIZE": {
       dec.expectSP();
-      const value = name === 'UID' ? dec.expectNzNumber() : dec.number64();
-      return value === null ? dec.fail('expected number') : { name, value };
+      const value = name === "UID" ? dec.expectNzNumber() : dec.number64();
+      return value === null ? dec.fail("expected number") : { name, value };
     }
-    case 'FLAGS': {
+    case "FLAGS": {
       dec.expectSP();
       const flags = dec.flagList();
-      return flags === null ? dec.fail('expected flag list') : { name, flags };
+      return flags === null ? dec.fail("expected flag list") : { name, flags };
     }
-    case 'INTERNALDATE': {
+    case "INTERNALDATE": {
       dec.expectSP();
       const date = dec.dateTime();
-      return date === null ? dec.fail('expected date-time') : { name, date };
+      return date === null ? dec.fail("expected date-time") : { name, date };
     }
-    case 'RFC822':
-    case 'RFC822.HEADER':
-    case 'RFC822.TEXT': {
+    case "RFC822":
+    case "RFC822.HEADER":
+    case "RFC822.TEXT": {
       dec.expectSP();
       const data = nstringData(dec);
       return dec.ok ? { name, data } : null;
     }
-    case 'ENVELOPE':
-    case 'BODYSTRUCTURE':
-    case 'BODY': {
-      if (name === 'BODY' && dec.peek() === 0x5b) {
+    case "ENVELOPE":
+    case "BODYSTRUCTURE":
+    case "BODY": {
+      if (name === "BODY" && dec.peek() === 0x5b) {
         const section = dec.section();
         if (section === null) return null;
         const o = origin(dec);
         dec.expectSP();
         const data = nstringData(dec);
-        return dec.ok ? { name: 'BODY[]', section, origin: o, data } : null;
+        return dec.ok ? { name: "BODY[]", section, origin: o, data } : null;
       }
       dec.expectSP();
       const value = dec.value();
       return value === null ? dec.fail(`expected ${name} value`) : { name, value };
     }
-    case 'BINARY': {
+    case "BINARY": {
       const part = dec.sectionBinary();
-      if (part === null) return dec.fail('expected section-binary');
+      if (part === null) return dec.fail("expected section-binary");
       const o = origin(dec);
       dec.expectSP();
       const data = dec.atLiteral() ? (dec.literalToken()?.data ?? null) : nstringData(dec);
-      return dec.ok ? { name: 'BINARY[]', part, origin: o, data } : null;
+      return dec.ok ? { name: "BINARY[]", part, origin: o, data } : null;
     }
-    case 'BINARY.SIZE': {
+    case "BINARY.SIZE": {
       const part = dec.sectionBinary();
-      if (part === null) return dec.fail('expected section-binary');
+      if (part === null) return dec.fail("expected section-binary");
       dec.expectSP();
-      return { name: 'BINARY.SIZE', part, value: dec.expectNumber() };
+      return { name: "BINARY.SIZE", part, value: dec.expectNumber() };
     }
   }
   // Unknown item: skip an optional [section] and <origin>, then one value.
@@ -429,27 +438,27 @@ function fetchAttr(dec: Decoder): FetchAttr | null {
   }
   dec.expectSP();
   const value = dec.value();
-  return dec.ok ? { name: 'unknown', item: name, value } : null;
+  return dec.ok ? { name: "unknown", item: name, value } : null;
 }
 
 function mailboxName(dec: Decoder): { raw: string; mailbox: string | null } | null {
   const bytes = dec.astring();
-  if (bytes === null) return dec.fail('expected mailbox');
+  if (bytes === null) return dec.fail("expected mailbox");
   const raw = dec.utf8(bytes);
   const decoded = decodeMutf7(raw);
-  const mailbox = decoded !== null && decoded.length === 5 && decoded.toUpperCase() === 'INBOX' ? 'INBOX' : decoded;
+  const mailbox = decoded !== null && decoded.length === 5 && decoded.toUpperCase() === "INBOX" ? "INBOX" : decoded;
   return { raw, mailbox };
 }
 
-function list(dec: Decoder, type: 'LIST' | 'LSUB'): Response | null {
+function list(dec: Decoder, type: "LIST" | "LSUB"): Response | null {
   dec.expectSP();
   const attributes = dec.flagList();
-  if (attributes === null) return dec.fail('expected mailbox attributes');
+  if (attributes === null) return dec.fail("expected mailbox attributes");
   dec.expectSP();
   let delimiter: string | null = null;
-  if (!dec.acceptKeyword('NIL')) {
+  if (!dec.acceptKeyword("NIL")) {
     const q = dec.quoted();
-    if (q === null || q.length !== 1 || q[0]! < 0x20 || q[0]! >= 0x7f) return dec.fail('expected hierarchy delimiter');
+    if (q === null || q.length !== 1 || q[0]! < 0x20 || q[0]! >= 0x7f) return dec.fail("expected hierarchy delimiter");
     delimiter = latin1(q, 0, 1);
   }
   dec.expectSP();
@@ -470,10 +479,10 @@ function status(dec: Decoder): Response | null {
     const item = dec.name();
     dec.expectSP();
     const value = dec.number64();
-    if (item === null || value === null) dec.fail('expected status item');
+    if (item === null || value === null) dec.fail("expected status item");
     else items.push([item, value]);
-  }, 'status list');
-  return dec.ok ? { type: 'STATUS', raw: name.raw, mailbox: name.mailbox, items } : null;
+  }, "status list");
+  return dec.ok ? { type: "STATUS", raw: name.raw, mailbox: name.mailbox, items } : null;
 }
 
 function esearch(dec: Decoder): Response | null {
@@ -483,79 +492,84 @@ function esearch(dec: Decoder): Response | null {
   let max: number | null = null;
   let count: number | null = null;
   let all: SeqSet | null = null;
-  if (!dec.sp()) return { type: 'ESEARCH', tag, uid, min, max, count, all };
+  if (!dec.sp()) return { type: "ESEARCH", tag, uid, min, max, count, all };
   if (dec.acceptByte(0x28)) {
-    if (!dec.acceptKeyword('TAG')) return dec.fail('expected TAG');
+    if (!dec.acceptKeyword("TAG")) return dec.fail("expected TAG");
     dec.expectSP();
-    tag = dec.utf8(dec.expectString('tag-string'));
+    tag = dec.utf8(dec.expectString("tag-string"));
     dec.expectByte(0x29, "')'");
-    if (!dec.sp()) return dec.ok ? { type: 'ESEARCH', tag, uid, min, max, count, all } : null;
+    if (!dec.sp()) return dec.ok ? { type: "ESEARCH", tag, uid, min, max, count, all } : null;
   }
-  if (dec.acceptKeyword('UID')) {
+  if (dec.acceptKeyword("UID")) {
     uid = true;
-    if (!dec.sp()) return dec.ok ? { type: 'ESEARCH', tag, uid, min, max, count, all } : null;
+    if (!dec.sp()) return dec.ok ? { type: "ESEARCH", tag, uid, min, max, count, all } : null;
   }
   do {
     const key = dec.name();
-    if (key === null) return dec.fail('expected search return data');
+    if (key === null) return dec.fail("expected search return data");
     dec.expectSP();
     switch (key) {
-      case 'MIN':
+      case "MIN":
         min = dec.expectNzNumber();
         break;
-      case 'MAX':
+      case "MAX":
         max = dec.expectNzNumber();
         break;
-      case 'COUNT':
+      case "COUNT":
         count = dec.expectNumber();
         break;
-      case 'ALL':
+      case "ALL":
         all = dec.expectSeqSet();
         break;
       default:
         dec.value(); // MODSEQ and others: dropped
     }
   } while (dec.ok && dec.sp());
-  return dec.ok ? { type: 'ESEARCH', tag, uid, min, max, count, all } : null;
+  return dec.ok ? { type: "ESEARCH", tag, uid, min, max, count, all } : null;
 }
 
 function id(dec: Decoder): Response | null {
   dec.expectSP();
-  if (dec.acceptKeyword('NIL')) return { type: 'ID', params: null };
+  if (dec.acceptKeyword("NIL")) return { type: "ID", params: null };
   const params: Array<readonly [string, string | null]> = [];
   dec.expectList(() => {
-    const key = dec.expectString('ID field');
+    const key = dec.expectString("ID field");
     dec.expectSP();
     const value = dec.nstring();
     params.push([dec.utf8(key), value == null ? null : textDecoder.decode(value)]);
-  }, 'ID parameters');
-  return dec.ok ? { type: 'ID', params } : null;
+  }, "ID parameters");
+  return dec.ok ? { type: "ID", params } : null;
 }
 
 function namespace(dec: Decoder): Response | null {
   const one = (): NamespaceDescr[] | null => {
     dec.expectSP();
-    if (dec.acceptKeyword('NIL')) return null;
+    if (dec.acceptKeyword("NIL")) return null;
     const out: NamespaceDescr[] = [];
-    dec.expectList(() => {
-      dec.expectByte(0x28, "'('");
-      const prefix = dec.utf8(dec.expectString('namespace prefix'));
-      dec.expectSP();
-      let delimiter: string | null = null;
-      if (!dec.acceptKeyword('NIL')) {
-        const q = dec.quoted();
-        if (q === null || q.length !== 1 || q[0]! < 0x20 || q[0]! >= 0x7f) dec.fail('expected delimiter');
-        else delimiter = latin1(q, 0, 1);
-      }
-      // Namespace-Response-Extensions: parsed and dropped.
-      while (dec.ok && dec.sp()) dec.value();
-      dec.expectByte(0x29, "')'");
-      out.push({ prefix, delimiter });
-    }, 'namespace', undefined, true);
+    dec.expectList(
+      () => {
+        dec.expectByte(0x28, "'('");
+        const prefix = dec.utf8(dec.expectString("namespace prefix"));
+        dec.expectSP();
+        let delimiter: string | null = null;
+        if (!dec.acceptKeyword("NIL")) {
+          const q = dec.quoted();
+          if (q === null || q.length !== 1 || q[0]! < 0x20 || q[0]! >= 0x7f) dec.fail("expected delimiter");
+          else delimiter = latin1(q, 0, 1);
+        }
+        // Namespace-Response-Extensions: parsed and dropped.
+        while (dec.ok && dec.sp()) dec.value();
+        dec.expectByte(0x29, "')'");
+        out.push({ prefix, delimiter });
+      },
+      "namespace",
+      undefined,
+      true,
+    );
     return out;
   };
   const personal = one();
   const other = one();
   const shared = one();
-  return dec.ok ? { type: 'NAMESPACE', personal, other, shared } : null;
+  return dec.ok ? { type: "NAMESPACE", personal, other, shared } : null;
 }

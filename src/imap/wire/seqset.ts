@@ -16,12 +16,12 @@ export type SeqSet = readonly SeqRange[];
 
 /** Serializes a set the way it was parsed (`1:3,7,9:*`). */
 export function formatSeqSet(set: SeqSet): string {
-  let out = '';
+  let out = "";
   for (let i = 0; i < set.length; i++) {
     const r = set[i]!;
-    if (i > 0) out += ',';
-    out += r.start === STAR ? '*' : String(r.start);
-    if (r.stop !== r.start) out += ':' + (r.stop === STAR ? '*' : String(r.stop));
+    if (i > 0) out += ",";
+    out += r.start === STAR ? "*" : String(r.start);
+    if (r.stop !== r.start) out += ":" + (r.stop === STAR ? "*" : String(r.stop));
   }
   return out;
 }

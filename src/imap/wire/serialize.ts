@@ -3,97 +3,125 @@
  * parsers return can be written again; what they report as unknown cannot (the proxy
  * drops it, PROTOCOL.md §0.2), so writing it is a programming error.
  */
-import type { Command } from './command.ts';
-import type { Encoder } from './encoder.ts';
-import type { FetchItem } from './fetch.ts';
-import type { FetchAttr, NamespaceDescr, Response, ResponseCode } from './response.ts';
-import type { SearchKey } from './search.ts';
+import type { Command } from "./command.ts";
+import type { Encoder } from "./encoder.ts";
+import type { FetchItem } from "./fetch.ts";
+import type { FetchAttr, NamespaceDescr, Response, ResponseCode } from "./response.ts";
+import type { SearchKey } from "./search.ts";
 
 /** Writes `tag SP command CRLF` (the tag is the caller's: proxy-owned tags upstream). */
 export function writeCommand(enc: Encoder, cmd: Command): void {
   enc.atom(cmd.tag).sp();
   switch (cmd.name) {
-    case 'CAPABILITY':
-    case 'NOOP':
-    case 'LOGOUT':
-    case 'STARTTLS':
-    case 'IDLE':
-    case 'UNSELECT':
-    case 'CHECK':
-    case 'NAMESPACE':
-    case 'CLOSE':
+    case "CAPABILITY":
+    case "NOOP":
+    case "LOGOUT":
+    case "STARTTLS":
+    case "IDLE":
+    case "UNSELECT":
+    case "CHECK":
+    case "NAMESPACE":
+    case "CLOSE":
       enc.atom(cmd.name);
       break;
-    case 'EXPUNGE':
-      if (cmd.uid && cmd.set !== null) enc.atom('UID EXPUNGE').sp().seqSet(cmd.set);
-      else enc.atom('EXPUNGE');
+    case "EXPUNGE":
+      if (cmd.uid && cmd.set !== null) enc.atom("UID EXPUNGE").sp().seqSet(cmd.set);
+      else enc.atom("EXPUNGE");
       break;
-    case 'ID':
-      enc.atom('ID').sp();
+    case "ID":
+      enc.atom("ID").sp();
       if (cmd.params === null) enc.nil();
       else enc.list(cmd.params, ([k, v]) => enc.string(k).sp().nstring(v));
       break;
-    case 'ENABLE':
-      enc.atom('ENABLE');
+    case "ENABLE":
+      enc.atom("ENABLE");
       for (const c of cmd.capabilities) enc.sp().atom(c);
       break;
-    case 'LOGIN':
-      enc.atom('LOGIN').sp().astring(cmd.username).sp().astring(cmd.password);
+    case "LOGIN":
+      enc.atom("LOGIN").sp().astring(cmd.username).sp().astring(cmd.password);
       break;
-    case 'AUTHENTICATE':
-      enc.atom('AUTHENTICATE').sp().atom(cmd.mechanism);
+    case "AUTHENTICATE":
+      enc.atom("AUTHENTICATE").sp().atom(cmd.mechanism);
       if (cmd.initialResponse !== null) {
-        enc.sp().atom(cmd.initialResponse.length === 0 ? '=' : Buffer.from(cmd.initialResponse).toString('base64'));
+        enc.sp().atom(cmd.initialResponse.length === 0 ? "=" : Buffer.from(cmd.initialResponse).toString("base64"));
       }
       break;
-    case 'LIST':
-    case 'LSUB':
+    case "LIST":
+    case "LSUB":
       enc.atom(cmd.name).sp();
       if (cmd.selectOptions.length > 0) enc.list(cmd.selectOptions, (o) => enc.atom(o)).sp();
       enc.listMailbox(cmd.reference).sp().listMailbox(cmd.pattern);
-      if (cmd.returnOptions.length > 0) enc.sp().atom('RETURN').sp().list(cmd.returnOptions, (o) => enc.atom(o));
+      if (cmd.returnOptions.length > 0)
+        enc
+          .sp()
+          .atom("RETURN")
+          .sp()
+          .list(cmd.returnOptions, (o) => enc.atom(o));
       break;
-    case 'SELECT':
-    case 'EXAMINE':
-    case 'CREATE':
-    case 'DELETE':
-    case 'SUBSCRIBE':
-    case 'UNSUBSCRIBE':
+    case "SELECT":
+    case "EXAMINE":
+    case "CREATE":
+    case "DELETE":
+    case "SUBSCRIBE":
+    case "UNSUBSCRIBE":
       enc.atom(cmd.name).sp().mailbox(cmd.mailbox);
       break;
-    case 'STATUS':
-      enc.atom('STATUS').sp().mailbox(cmd.mailbox).sp().list(cmd.items, (i) => enc.atom(i));
+    case "STATUS":
+      enc
+        .atom("STATUS")
+        .sp()
+        .mailbox(cmd.mailbox)
+        .sp()
+        .list(cmd.items, (i) => enc.atom(i));
       break;
-    case 'RENAME':
-      enc.atom('RENAME').sp().mailbox(cmd.mailbox).sp().mailbox(cmd.newName);
+    case "RENAME":
+      enc.atom("RENAME").sp().mailbox(cmd.mailbox).sp().mailbox(cmd.newName);
       break;
-    case 'FETCH':
-      enc.atom(cmd.uid ? 'UID FETCH' : 'FETCH').sp().seqSet(cmd.set).sp();
+    case "FETCH":
+      enc
+        .atom(cmd.uid ? "UID FETCH" : "FETCH")
+        .sp()
+        .seqSet(cmd.set)
+        .sp();
       enc.list(cmd.items, (i) => writeFetchItem(enc, i));
       break;
-    case 'STORE':
-      enc.atom(cmd.uid ? 'UID STORE' : 'STORE').sp().seqSet(cmd.set).sp();
-      enc.atom(`${cmd.action === 'add' ? '+' : cmd.action === 'remove' ? '-' : ''}FLAGS${cmd.silent ? '.SILENT' : ''}`);
+    case "STORE":
+      enc
+        .atom(cmd.uid ? "UID STORE" : "STORE")
+        .sp()
+        .seqSet(cmd.set)
+        .sp();
+      enc.atom(`${cmd.action === "add" ? "+" : cmd.action === "remove" ? "-" : ""}FLAGS${cmd.silent ? ".SILENT" : ""}`);
       enc.sp().flagList(cmd.flags);
       break;
-    case 'COPY':
-    case 'MOVE':
-      enc.atom(cmd.uid ? `UID ${cmd.name}` : cmd.name).sp().seqSet(cmd.set).sp().mailbox(cmd.mailbox);
+    case "COPY":
+    case "MOVE":
+      enc
+        .atom(cmd.uid ? `UID ${cmd.name}` : cmd.name)
+        .sp()
+        .seqSet(cmd.set)
+        .sp()
+        .mailbox(cmd.mailbox);
       break;
-    case 'SEARCH':
-      enc.atom(cmd.uid ? 'UID SEARCH' : 'SEARCH');
-      if (cmd.returnOptions !== null) enc.sp().atom('RETURN').sp().list(cmd.returnOptions, (o) => enc.atom(o));
-      if (cmd.charset !== null) enc.sp().atom('CHARSET').sp().astring(cmd.charset);
+    case "SEARCH":
+      enc.atom(cmd.uid ? "UID SEARCH" : "SEARCH");
+      if (cmd.returnOptions !== null)
+        enc
+          .sp()
+          .atom("RETURN")
+          .sp()
+          .list(cmd.returnOptions, (o) => enc.atom(o));
+      if (cmd.charset !== null) enc.sp().atom("CHARSET").sp().astring(cmd.charset);
       for (const k of cmd.criteria) writeSearchKey(enc.sp(), k);
       break;
-    case 'SORT':
-      enc.atom(cmd.uid ? 'UID SORT' : 'SORT').sp();
+    case "SORT":
+      enc.atom(cmd.uid ? "UID SORT" : "SORT").sp();
       enc.list(cmd.sortCriteria, (c) => enc.atom(c.reverse ? `REVERSE ${c.key}` : c.key));
       enc.sp().astring(cmd.charset);
       for (const k of cmd.criteria) writeSearchKey(enc.sp(), k);
       break;
-    case 'APPEND':
-      enc.atom('APPEND').sp().mailbox(cmd.mailbox);
+    case "APPEND":
+      enc.atom("APPEND").sp().mailbox(cmd.mailbox);
       if (cmd.flags.length > 0) enc.sp().flagList(cmd.flags);
       if (cmd.date !== null) enc.sp().dateTime(cmd.date);
       enc.sp().literal(cmd.message, cmd.binary);
@@ -104,16 +132,16 @@ export function writeCommand(enc: Encoder, cmd: Command): void {
 
 export function writeFetchItem(enc: Encoder, item: FetchItem): void {
   switch (item.type) {
-    case 'BODY[]':
-      enc.atom(item.peek ? 'BODY.PEEK' : 'BODY').section(item.section);
+    case "BODY[]":
+      enc.atom(item.peek ? "BODY.PEEK" : "BODY").section(item.section);
       if (item.partial !== null) enc.raw(`<${item.partial.offset}.${item.partial.count}>`);
       return;
-    case 'BINARY[]':
-      enc.atom(item.peek ? 'BINARY.PEEK' : 'BINARY').sectionBinary(item.part);
+    case "BINARY[]":
+      enc.atom(item.peek ? "BINARY.PEEK" : "BINARY").sectionBinary(item.part);
       if (item.partial !== null) enc.raw(`<${item.partial.offset}.${item.partial.count}>`);
       return;
-    case 'BINARY.SIZE':
-      enc.atom('BINARY.SIZE').sectionBinary(item.part);
+    case "BINARY.SIZE":
+      enc.atom("BINARY.SIZE").sectionBinary(item.part);
       return;
     default:
       enc.atom(item.type);
@@ -122,52 +150,52 @@ export function writeFetchItem(enc: Encoder, item: FetchItem): void {
 
 export function writeSearchKey(enc: Encoder, k: SearchKey): void {
   switch (k.key) {
-    case 'BCC':
-    case 'BODY':
-    case 'CC':
-    case 'FROM':
-    case 'SUBJECT':
-    case 'TEXT':
-    case 'TO':
+    case "BCC":
+    case "BODY":
+    case "CC":
+    case "FROM":
+    case "SUBJECT":
+    case "TEXT":
+    case "TO":
       enc.atom(k.key).sp().astring(k.value);
       return;
-    case 'BEFORE':
-    case 'ON':
-    case 'SINCE':
-    case 'SENTBEFORE':
-    case 'SENTON':
-    case 'SENTSINCE':
+    case "BEFORE":
+    case "ON":
+    case "SINCE":
+    case "SENTBEFORE":
+    case "SENTON":
+    case "SENTSINCE":
       enc.atom(k.key).sp().date(k.date);
       return;
-    case 'KEYWORD':
-    case 'UNKEYWORD':
+    case "KEYWORD":
+    case "UNKEYWORD":
       enc.atom(k.key).sp().flag(k.flag);
       return;
-    case 'HEADER':
-      enc.atom('HEADER').sp().astring(k.field).sp().astring(k.value);
+    case "HEADER":
+      enc.atom("HEADER").sp().astring(k.field).sp().astring(k.value);
       return;
-    case 'LARGER':
-    case 'SMALLER':
+    case "LARGER":
+    case "SMALLER":
       enc.atom(k.key).sp().number(k.size);
       return;
-    case 'YOUNGER':
-    case 'OLDER':
+    case "YOUNGER":
+    case "OLDER":
       enc.atom(k.key).sp().number(k.seconds);
       return;
-    case 'UID':
-      enc.atom('UID').sp().seqSet(k.set);
+    case "UID":
+      enc.atom("UID").sp().seqSet(k.set);
       return;
-    case 'SEQ':
+    case "SEQ":
       enc.seqSet(k.set);
       return;
-    case 'NOT':
-      writeSearchKey(enc.atom('NOT').sp(), k.operand);
+    case "NOT":
+      writeSearchKey(enc.atom("NOT").sp(), k.operand);
       return;
-    case 'OR':
-      writeSearchKey(enc.atom('OR').sp(), k.left);
+    case "OR":
+      writeSearchKey(enc.atom("OR").sp(), k.left);
       writeSearchKey(enc.sp(), k.right);
       return;
-    case 'AND':
+    case "AND":
       enc.list(k.operands, (o) => writeSearchKey(enc, o));
       return;
     default:
@@ -179,25 +207,25 @@ function writeCode(enc: Encoder, code: ResponseCode): void {
   if (!code.known) throw new Error(`imap-wire: unknown response code ${code.name} must be dropped, not written`);
   enc.byte(0x5b).atom(code.name);
   switch (code.name) {
-    case 'UIDNEXT':
-    case 'UIDVALIDITY':
-    case 'UNSEEN':
-    case 'HIGHESTMODSEQ':
+    case "UIDNEXT":
+    case "UIDVALIDITY":
+    case "UNSEEN":
+    case "HIGHESTMODSEQ":
       enc.sp().number(code.value);
       break;
-    case 'PERMANENTFLAGS':
+    case "PERMANENTFLAGS":
       enc.sp().flagList(code.flags);
       break;
-    case 'CAPABILITY':
+    case "CAPABILITY":
       for (const c of code.capabilities) enc.sp().atom(c);
       break;
-    case 'BADCHARSET':
+    case "BADCHARSET":
       if (code.charsets.length > 0) enc.sp().list(code.charsets, (c) => enc.astring(c));
       break;
-    case 'APPENDUID':
+    case "APPENDUID":
       enc.sp().number(code.uidValidity).sp().seqSet(code.uids);
       break;
-    case 'COPYUID':
+    case "COPYUID":
       enc.sp().number(code.uidValidity).sp().seqSet(code.source).sp().seqSet(code.destination);
       break;
   }
@@ -206,40 +234,40 @@ function writeCode(enc: Encoder, code: ResponseCode): void {
 
 export function writeFetchAttr(enc: Encoder, a: FetchAttr): void {
   switch (a.name) {
-    case 'FLAGS':
-      enc.atom('FLAGS').sp().flagList(a.flags);
+    case "FLAGS":
+      enc.atom("FLAGS").sp().flagList(a.flags);
       return;
-    case 'UID':
-    case 'RFC822.SIZE':
+    case "UID":
+    case "RFC822.SIZE":
       enc.atom(a.name).sp().number(a.value);
       return;
-    case 'INTERNALDATE':
-      enc.atom('INTERNALDATE').sp().dateTime(a.date);
+    case "INTERNALDATE":
+      enc.atom("INTERNALDATE").sp().dateTime(a.date);
       return;
-    case 'ENVELOPE':
-    case 'BODYSTRUCTURE':
-    case 'BODY':
+    case "ENVELOPE":
+    case "BODYSTRUCTURE":
+    case "BODY":
       enc.atom(a.name).sp().value(a.value);
       return;
-    case 'BODY[]':
-      enc.atom('BODY').section(a.section);
+    case "BODY[]":
+      enc.atom("BODY").section(a.section);
       if (a.origin !== null) enc.raw(`<${a.origin}>`);
       writeBody(enc.sp(), a.data, false);
       return;
-    case 'BINARY[]':
-      enc.atom('BINARY').sectionBinary(a.part);
+    case "BINARY[]":
+      enc.atom("BINARY").sectionBinary(a.part);
       if (a.origin !== null) enc.raw(`<${a.origin}>`);
       writeBody(enc.sp(), a.data, true);
       return;
-    case 'BINARY.SIZE':
-      enc.atom('BINARY.SIZE').sectionBinary(a.part).sp().number(a.value);
+    case "BINARY.SIZE":
+      enc.atom("BINARY.SIZE").sectionBinary(a.part).sp().number(a.value);
       return;
-    case 'RFC822':
-    case 'RFC822.HEADER':
-    case 'RFC822.TEXT':
+    case "RFC822":
+    case "RFC822.HEADER":
+    case "RFC822.TEXT":
       writeBody(enc.atom(a.name).sp(), a.data, false);
       return;
-    case 'unknown':
+    case "unknown":
       throw new Error(`imap-wire: unknown FETCH item ${a.item} must be dropped, not written`);
   }
 }
@@ -255,85 +283,101 @@ function namespaces(enc: Encoder, ns: readonly NamespaceDescr[] | null): void {
     enc.nil();
     return;
   }
-  enc.list(ns, (n) => {
-    enc.byte(0x28).string(n.prefix).sp();
-    if (n.delimiter === null) enc.nil();
-    else enc.string(n.delimiter);
-    enc.byte(0x29);
-  }, ns.length);
+  enc.list(
+    ns,
+    (n) => {
+      enc.byte(0x28).string(n.prefix).sp();
+      if (n.delimiter === null) enc.nil();
+      else enc.string(n.delimiter);
+      enc.byte(0x29);
+    },
+    ns.length,
+  );
 }
 
 /** Writes one response line (with its literals) and CRLF. */
 export function writeResponse(enc: Encoder, r: Response): void {
   switch (r.type) {
-    case 'continuation':
+    case "continuation":
       enc.byte(0x2b).sp().text(r.text);
       break;
-    case 'status':
-      enc.atom(r.tag ?? '*').sp().atom(r.status).sp();
+    case "status":
+      enc
+        .atom(r.tag ?? "*")
+        .sp()
+        .atom(r.status)
+        .sp();
       if (r.code !== null) writeCode(enc, r.code), enc.sp();
       enc.text(r.text);
       break;
-    case 'EXISTS':
-    case 'EXPUNGE':
-    case 'RECENT':
+    case "EXISTS":
+    case "EXPUNGE":
+    case "RECENT":
       enc.raw(`* ${r.n} ${r.type}`);
       break;
-    case 'FETCH':
-      enc.raw('* ').number(r.seq).raw(' FETCH ').list(r.attrs, (a) => writeFetchAttr(enc, a));
+    case "FETCH":
+      enc
+        .raw("* ")
+        .number(r.seq)
+        .raw(" FETCH ")
+        .list(r.attrs, (a) => writeFetchAttr(enc, a));
       break;
-    case 'LIST':
-    case 'LSUB':
+    case "LIST":
+    case "LSUB":
       enc.raw(`* ${r.type} `).flagList(r.attributes).sp();
       if (r.delimiter === null) enc.nil();
       else enc.string(r.delimiter);
       enc.sp();
-      if (r.mailbox === null) throw new Error('imap-wire: invalid mailbox name must be dropped, not written');
+      if (r.mailbox === null) throw new Error("imap-wire: invalid mailbox name must be dropped, not written");
       enc.mailbox(r.mailbox);
       break;
-    case 'STATUS':
-      if (r.mailbox === null) throw new Error('imap-wire: invalid mailbox name must be dropped, not written');
-      enc.raw('* STATUS ').mailbox(r.mailbox).sp().list(r.items, ([k, v]) => enc.atom(k).sp().number(v));
+    case "STATUS":
+      if (r.mailbox === null) throw new Error("imap-wire: invalid mailbox name must be dropped, not written");
+      enc
+        .raw("* STATUS ")
+        .mailbox(r.mailbox)
+        .sp()
+        .list(r.items, ([k, v]) => enc.atom(k).sp().number(v));
       break;
-    case 'SEARCH':
-    case 'SORT':
+    case "SEARCH":
+    case "SORT":
       enc.raw(`* ${r.type}`);
       for (const n of r.numbers) enc.sp().number(n);
       break;
-    case 'ESEARCH':
-      enc.raw('* ESEARCH');
-      if (r.tag !== null) enc.raw(' (TAG ').string(r.tag).byte(0x29);
-      if (r.uid) enc.raw(' UID');
-      if (r.min !== null) enc.raw(' MIN ').number(r.min);
-      if (r.max !== null) enc.raw(' MAX ').number(r.max);
-      if (r.count !== null) enc.raw(' COUNT ').number(r.count);
-      if (r.all !== null && r.all.length > 0) enc.raw(' ALL ').seqSet(r.all);
+    case "ESEARCH":
+      enc.raw("* ESEARCH");
+      if (r.tag !== null) enc.raw(" (TAG ").string(r.tag).byte(0x29);
+      if (r.uid) enc.raw(" UID");
+      if (r.min !== null) enc.raw(" MIN ").number(r.min);
+      if (r.max !== null) enc.raw(" MAX ").number(r.max);
+      if (r.count !== null) enc.raw(" COUNT ").number(r.count);
+      if (r.all !== null && r.all.length > 0) enc.raw(" ALL ").seqSet(r.all);
       break;
-    case 'CAPABILITY':
-    case 'ENABLED':
+    case "CAPABILITY":
+    case "ENABLED":
       enc.raw(`* ${r.type}`);
       for (const c of r.capabilities) enc.sp().atom(c);
       break;
-    case 'FLAGS':
-      enc.raw('* FLAGS ').flagList(r.flags);
+    case "FLAGS":
+      enc.raw("* FLAGS ").flagList(r.flags);
       break;
-    case 'VANISHED':
-      enc.raw(r.earlier ? '* VANISHED (EARLIER) ' : '* VANISHED ').seqSet(r.uids);
+    case "VANISHED":
+      enc.raw(r.earlier ? "* VANISHED (EARLIER) " : "* VANISHED ").seqSet(r.uids);
       break;
-    case 'ID':
-      enc.raw('* ID ');
+    case "ID":
+      enc.raw("* ID ");
       if (r.params === null) enc.nil();
       else enc.list(r.params, ([k, v]) => enc.string(k).sp().nstring(v));
       break;
-    case 'NAMESPACE':
-      enc.raw('* NAMESPACE ');
+    case "NAMESPACE":
+      enc.raw("* NAMESPACE ");
       namespaces(enc, r.personal);
       enc.sp();
       namespaces(enc, r.other);
       enc.sp();
       namespaces(enc, r.shared);
       break;
-    case 'unknown':
+    case "unknown":
       throw new Error(`imap-wire: unknown response ${r.name} must be dropped, not written`);
   }
   enc.crlf();

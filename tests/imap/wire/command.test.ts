@@ -1,84 +1,208 @@
-import { describe, expect, test } from 'bun:test';
-import { Encoder, Framer, STAR, parseCommand, writeCommand, type Command } from '../../../src/imap/wire/index.ts';
-import { bytes, frameOf, run, td } from './helpers.ts';
+import { describe, expect, test } from "bun:test";
+import { type Command, Encoder, Framer, parseCommand, STAR, writeCommand } from "../../../src/imap/wire/index.ts";
+import { bytes, frameOf, run, td } from "./helpers.ts";
 
 function parse(s: string): ReturnType<typeof parseCommand> {
-  return parseCommand(frameOf(s.endsWith('\n') ? s : s + '\r\n'));
+  return parseCommand(frameOf(s.endsWith("\n") ? s : s + "\r\n"));
 }
 
 const VALID: Array<[string, Record<string, unknown>]> = [
-  ['a CAPABILITY', { tag: 'a', name: 'CAPABILITY' }],
-  ['a1.2 noop', { tag: 'a1.2', name: 'NOOP' }],
-  ['A LOGOUT', { name: 'LOGOUT' }],
-  ['a STARTTLS', { name: 'STARTTLS' }],
-  ['a IDLE', { name: 'IDLE' }],
-  ['a UNSELECT', { name: 'UNSELECT' }],
-  ['a CHECK', { name: 'CHECK' }],
-  ['a NAMESPACE', { name: 'NAMESPACE' }],
-  ['a CLOSE', { name: 'CLOSE' }],
-  ['a EXPUNGE', { name: 'EXPUNGE', uid: false, set: null }],
-  ['a UID EXPUNGE 3:5,9', { name: 'EXPUNGE', uid: true, set: [{ start: 3, stop: 5 }, { start: 9, stop: 9 }] }],
-  ['a ID NIL', { name: 'ID', params: null }],
-  ['a ID ("name" "agent" "version" NIL)', { name: 'ID', params: [['name', 'agent'], ['version', null]] }],
-  ['a ENABLE UTF8=ACCEPT condstore', { name: 'ENABLE', capabilities: ['UTF8=ACCEPT', 'CONDSTORE'] }],
-  ['a LOGIN bob "p a\\"s\\\\s"', { name: 'LOGIN', username: 'bob', password: 'p a"s\\s' }],
-  ['a LOGIN {3+}\r\nbob {5+}\r\np\u00e4ss\r\n', { name: 'LOGIN', username: 'bob', password: 'päss' }],
-  ['a AUTHENTICATE PLAIN', { name: 'AUTHENTICATE', mechanism: 'PLAIN', initialResponse: null }],
-  ['a AUTHENTICATE plain =', { name: 'AUTHENTICATE', mechanism: 'PLAIN', initialResponse: new Uint8Array(0) }],
-  ['a AUTHENTICATE PLAIN AGJvYgBwdw==', { name: 'AUTHENTICATE', initialResponse: bytes('\0bob\0pw') }],
-  ['a LIST "" "*"', { name: 'LIST', reference: '', pattern: '*', selectOptions: [], returnOptions: [] }],
-  ['a LIST "" %', { name: 'LIST', pattern: '%' }],
-  ['a LIST "" "Caf&AOk-/%"', { name: 'LIST', pattern: 'Café/%' }],
-  ['a LIST (SUBSCRIBED) "" "*" RETURN (CHILDREN SPECIAL-USE)', { selectOptions: ['SUBSCRIBED'], returnOptions: ['CHILDREN', 'SPECIAL-USE'] }],
-  ['a LSUB "" *', { name: 'LSUB', pattern: '*' }],
-  ['a SELECT inbox', { name: 'SELECT', mailbox: 'INBOX' }],
-  ['a SELECT InBoX', { name: 'SELECT', mailbox: 'INBOX' }],
-  ['a EXAMINE "Caf&AOk-"', { name: 'EXAMINE', mailbox: 'Café' }],
-  ['a CREATE Archive/2024', { name: 'CREATE', mailbox: 'Archive/2024' }],
-  ['a DELETE {4}\r\nJunk\r\n', { name: 'DELETE', mailbox: 'Junk' }],
-  ['a SUBSCRIBE x', { name: 'SUBSCRIBE', mailbox: 'x' }],
-  ['a UNSUBSCRIBE x', { name: 'UNSUBSCRIBE', mailbox: 'x' }],
-  ['a STATUS INBOX (MESSAGES UNSEEN uidnext)', { name: 'STATUS', mailbox: 'INBOX', items: ['MESSAGES', 'UNSEEN', 'UIDNEXT'] }],
-  ['a RENAME a b', { name: 'RENAME', mailbox: 'a', newName: 'b' }],
-  ['a FETCH 1 FLAGS', { name: 'FETCH', uid: false, items: [{ type: 'FLAGS' }], macro: null }],
-  ['a FETCH 1:* ALL', { macro: 'ALL', items: [{ type: 'FLAGS' }, { type: 'INTERNALDATE' }, { type: 'RFC822.SIZE' }, { type: 'ENVELOPE' }] }],
-  ['a FETCH 1 fast', { macro: 'FAST' }],
-  ['a FETCH 1 FULL', { macro: 'FULL' }],
-  ['a UID FETCH 4294967295:* UID', { uid: true, set: [{ start: 4294967295, stop: STAR }], items: [{ type: 'UID' }] }],
+  ["a CAPABILITY", { tag: "a", name: "CAPABILITY" }],
+  ["a1.2 noop", { tag: "a1.2", name: "NOOP" }],
+  ["A LOGOUT", { name: "LOGOUT" }],
+  ["a STARTTLS", { name: "STARTTLS" }],
+  ["a IDLE", { name: "IDLE" }],
+  ["a UNSELECT", { name: "UNSELECT" }],
+  ["a CHECK", { name: "CHECK" }],
+  ["a NAMESPACE", { name: "NAMESPACE" }],
+  ["a CLOSE", { name: "CLOSE" }],
+  ["a EXPUNGE", { name: "EXPUNGE", uid: false, set: null }],
   [
-    'a FETCH 2,4:6 (UID RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE BODY RFC822 RFC822.HEADER RFC822.TEXT)',
-    { items: ['UID', 'RFC822.SIZE', 'INTERNALDATE', 'ENVELOPE', 'BODYSTRUCTURE', 'BODY', 'RFC822', 'RFC822.HEADER', 'RFC822.TEXT'].map((type) => ({ type })) },
+    "a UID EXPUNGE 3:5,9",
+    {
+      name: "EXPUNGE",
+      uid: true,
+      set: [
+        { start: 3, stop: 5 },
+        { start: 9, stop: 9 },
+      ],
+    },
   ],
-  ['a FETCH 1 BODY[]', { items: [{ type: 'BODY[]', peek: false, section: { part: [], text: '', fields: [] }, partial: null }] }],
-  ['a FETCH 1 body.peek[1.2.mime]', { items: [{ type: 'BODY[]', peek: true, section: { part: [1, 2], text: 'MIME' } }] }],
-  ['a FETCH 1 BODY.PEEK[HEADER.FIELDS.NOT (Bcc "X-Secret")]<0.1024>', { items: [{ section: { text: 'HEADER.FIELDS.NOT', fields: ['Bcc', 'X-Secret'] }, partial: { offset: 0, count: 1024 } }] }],
-  ['a FETCH 1 BODY.PEEK[HEADER.FIELDS ({4+}\r\nFrom To)]', { items: [{ section: { text: 'HEADER.FIELDS', fields: ['From', 'To'] } }] }],
-  ['a FETCH 1 (BODY[TEXT] BODY[3.HEADER])', { items: [{ section: { text: 'TEXT' } }, { section: { part: [3], text: 'HEADER' } }] }],
-  ['a FETCH 1 (BINARY[1] BINARY.PEEK[]<5.10> BINARY.SIZE[2.1])', { items: [{ type: 'BINARY[]', peek: false, part: [1] }, { type: 'BINARY[]', peek: true, part: [], partial: { offset: 5, count: 10 } }, { type: 'BINARY.SIZE', part: [2, 1] }] }],
-  ['a STORE 1:3 FLAGS (\\Seen)', { name: 'STORE', action: 'set', silent: false, flags: ['\\Seen'] }],
-  ['a STORE 1 +FLAGS.SILENT (\\Deleted $Label)', { action: 'add', silent: true, flags: ['\\Deleted', '$Label'] }],
-  ['a UID STORE 1 -flags \\Flagged \\Draft', { uid: true, action: 'remove', flags: ['\\Flagged', '\\Draft'] }],
-  ['a STORE 1 +FLAGS (\\DELETED)', { flags: ['\\DELETED'] }],
-  ['a STORE 1 FLAGS ()', { flags: [] }],
-  ['a COPY 1:2 Trash', { name: 'COPY', uid: false, mailbox: 'Trash' }],
-  ['a UID MOVE 1:* Archive', { name: 'MOVE', uid: true, mailbox: 'Archive' }],
-  ['a SEARCH ALL', { name: 'SEARCH', uid: false, returnOptions: null, charset: null, criteria: [{ key: 'ALL' }] }],
-  ['a SEARCH RETURN () ALL', { returnOptions: ['ALL'] }],
-  ['a SEARCH RETURN (COUNT MIN MAX) ALL', { returnOptions: ['COUNT', 'MIN', 'MAX'] }],
-  ['a UID SEARCH CHARSET utf-8 SUBJECT {5}\r\ncaf\u00e9\r\n', { uid: true, charset: 'UTF-8' }],
-  ['a SEARCH NOT FROM notifications', { criteria: [{ key: 'NOT', operand: { key: 'FROM', value: 'notifications' } }] }],
-  ['a SEARCH OR (SEEN FLAGGED) NOT (DELETED) 1:5,*', { criteria: [{ key: 'OR', left: { key: 'AND' }, right: { key: 'NOT' } }, { key: 'SEQ', set: [{ start: 1, stop: 5 }, { start: STAR, stop: STAR }] }] }],
-  ['a SEARCH UID 1:100 SINCE 1-Jan-2024 BEFORE "15-feb-2024" ON 01-Mar-2024', { criteria: [{ key: 'UID' }, { key: 'SINCE', date: { year: 2024, month: 1, day: 1 } }, { key: 'BEFORE', date: { day: 15, month: 2 } }, { key: 'ON' }] }],
-  ['a SEARCH HEADER Message-ID "<x@y>" LARGER 100 SMALLER 9999999999 KEYWORD $Junk', { criteria: [{ key: 'HEADER', field: 'Message-ID', value: '<x@y>' }, { key: 'LARGER', size: 100 }, { key: 'SMALLER', size: 9999999999 }, { key: 'KEYWORD', flag: '$Junk' }] }],
-  ['a SEARCH YOUNGER 3600 ANSWERED UNANSWERED DRAFT UNDRAFT NEW OLD RECENT UNSEEN TEXT x BODY y CC z BCC w TO v SENTSINCE 1-Jan-2000', { name: 'SEARCH' }],
-  ['a SORT (REVERSE DATE SUBJECT) UTF-8 ALL', { name: 'SORT', sortCriteria: [{ key: 'DATE', reverse: true }, { key: 'SUBJECT', reverse: false }], charset: 'UTF-8' }],
-  ['a UID SORT (ARRIVAL) US-ASCII SEEN', { uid: true }],
-  ['a APPEND Drafts {5}\r\nhello\r\n', { name: 'APPEND', mailbox: 'Drafts', flags: [], date: null, message: bytes('hello') }],
-  ['a APPEND Drafts (\\Seen \\Draft) "04-Jul-2024 10:00:00 -0130" {2+}\r\nhi\r\n', { flags: ['\\Seen', '\\Draft'], date: { day: 4, month: 7, year: 2024, hour: 10, zone: -90 } }],
-  ['a APPEND INBOX () {0}\r\n\r\n', { flags: [], message: new Uint8Array(0) }],
+  ["a ID NIL", { name: "ID", params: null }],
+  [
+    'a ID ("name" "agent" "version" NIL)',
+    {
+      name: "ID",
+      params: [
+        ["name", "agent"],
+        ["version", null],
+      ],
+    },
+  ],
+  ["a ENABLE UTF8=ACCEPT condstore", { name: "ENABLE", capabilities: ["UTF8=ACCEPT", "CONDSTORE"] }],
+  ['a LOGIN bob "p a\\"s\\\\s"', { name: "LOGIN", username: "bob", password: 'p a"s\\s' }],
+  ["a LOGIN {3+}\r\nbob {5+}\r\np\u00e4ss\r\n", { name: "LOGIN", username: "bob", password: "päss" }],
+  ["a AUTHENTICATE PLAIN", { name: "AUTHENTICATE", mechanism: "PLAIN", initialResponse: null }],
+  ["a AUTHENTICATE plain =", { name: "AUTHENTICATE", mechanism: "PLAIN", initialResponse: new Uint8Array(0) }],
+  ["a AUTHENTICATE PLAIN AGJvYgBwdw==", { name: "AUTHENTICATE", initialResponse: bytes("\0bob\0pw") }],
+  ['a LIST "" "*"', { name: "LIST", reference: "", pattern: "*", selectOptions: [], returnOptions: [] }],
+  ['a LIST "" %', { name: "LIST", pattern: "%" }],
+  ['a LIST "" "Caf&AOk-/%"', { name: "LIST", pattern: "Café/%" }],
+  [
+    'a LIST (SUBSCRIBED) "" "*" RETURN (CHILDREN SPECIAL-USE)',
+    { selectOptions: ["SUBSCRIBED"], returnOptions: ["CHILDREN", "SPECIAL-USE"] },
+  ],
+  ['a LSUB "" *', { name: "LSUB", pattern: "*" }],
+  ["a SELECT inbox", { name: "SELECT", mailbox: "INBOX" }],
+  ["a SELECT InBoX", { name: "SELECT", mailbox: "INBOX" }],
+  ['a EXAMINE "Caf&AOk-"', { name: "EXAMINE", mailbox: "Café" }],
+  ["a CREATE Archive/2024", { name: "CREATE", mailbox: "Archive/2024" }],
+  ["a DELETE {4}\r\nJunk\r\n", { name: "DELETE", mailbox: "Junk" }],
+  ["a SUBSCRIBE x", { name: "SUBSCRIBE", mailbox: "x" }],
+  ["a UNSUBSCRIBE x", { name: "UNSUBSCRIBE", mailbox: "x" }],
+  [
+    "a STATUS INBOX (MESSAGES UNSEEN uidnext)",
+    { name: "STATUS", mailbox: "INBOX", items: ["MESSAGES", "UNSEEN", "UIDNEXT"] },
+  ],
+  ["a RENAME a b", { name: "RENAME", mailbox: "a", newName: "b" }],
+  ["a FETCH 1 FLAGS", { name: "FETCH", uid: false, items: [{ type: "FLAGS" }], macro: null }],
+  [
+    "a FETCH 1:* ALL",
+    {
+      macro: "ALL",
+      items: [{ type: "FLAGS" }, { type: "INTERNALDATE" }, { type: "RFC822.SIZE" }, { type: "ENVELOPE" }],
+    },
+  ],
+  ["a FETCH 1 fast", { macro: "FAST" }],
+  ["a FETCH 1 FULL", { macro: "FULL" }],
+  ["a UID FETCH 4294967295:* UID", { uid: true, set: [{ start: 4294967295, stop: STAR }], items: [{ type: "UID" }] }],
+  [
+    "a FETCH 2,4:6 (UID RFC822.SIZE INTERNALDATE ENVELOPE BODYSTRUCTURE BODY RFC822 RFC822.HEADER RFC822.TEXT)",
+    {
+      items: [
+        "UID",
+        "RFC822.SIZE",
+        "INTERNALDATE",
+        "ENVELOPE",
+        "BODYSTRUCTURE",
+        "BODY",
+        "RFC822",
+        "RFC822.HEADER",
+        "RFC822.TEXT",
+      ].map((type) => ({ type })),
+    },
+  ],
+  [
+    "a FETCH 1 BODY[]",
+    { items: [{ type: "BODY[]", peek: false, section: { part: [], text: "", fields: [] }, partial: null }] },
+  ],
+  [
+    "a FETCH 1 body.peek[1.2.mime]",
+    { items: [{ type: "BODY[]", peek: true, section: { part: [1, 2], text: "MIME" } }] },
+  ],
+  [
+    'a FETCH 1 BODY.PEEK[HEADER.FIELDS.NOT (Bcc "X-Secret")]<0.1024>',
+    {
+      items: [
+        { section: { text: "HEADER.FIELDS.NOT", fields: ["Bcc", "X-Secret"] }, partial: { offset: 0, count: 1024 } },
+      ],
+    },
+  ],
+  [
+    "a FETCH 1 BODY.PEEK[HEADER.FIELDS ({4+}\r\nFrom To)]",
+    { items: [{ section: { text: "HEADER.FIELDS", fields: ["From", "To"] } }] },
+  ],
+  [
+    "a FETCH 1 (BODY[TEXT] BODY[3.HEADER])",
+    { items: [{ section: { text: "TEXT" } }, { section: { part: [3], text: "HEADER" } }] },
+  ],
+  [
+    "a FETCH 1 (BINARY[1] BINARY.PEEK[]<5.10> BINARY.SIZE[2.1])",
+    {
+      items: [
+        { type: "BINARY[]", peek: false, part: [1] },
+        { type: "BINARY[]", peek: true, part: [], partial: { offset: 5, count: 10 } },
+        { type: "BINARY.SIZE", part: [2, 1] },
+      ],
+    },
+  ],
+  ["a STORE 1:3 FLAGS (\\Seen)", { name: "STORE", action: "set", silent: false, flags: ["\\Seen"] }],
+  ["a STORE 1 +FLAGS.SILENT (\\Deleted $Label)", { action: "add", silent: true, flags: ["\\Deleted", "$Label"] }],
+  ["a UID STORE 1 -flags \\Flagged \\Draft", { uid: true, action: "remove", flags: ["\\Flagged", "\\Draft"] }],
+  ["a STORE 1 +FLAGS (\\DELETED)", { flags: ["\\DELETED"] }],
+  ["a STORE 1 FLAGS ()", { flags: [] }],
+  ["a COPY 1:2 Trash", { name: "COPY", uid: false, mailbox: "Trash" }],
+  ["a UID MOVE 1:* Archive", { name: "MOVE", uid: true, mailbox: "Archive" }],
+  ["a SEARCH ALL", { name: "SEARCH", uid: false, returnOptions: null, charset: null, criteria: [{ key: "ALL" }] }],
+  ["a SEARCH RETURN () ALL", { returnOptions: ["ALL"] }],
+  ["a SEARCH RETURN (COUNT MIN MAX) ALL", { returnOptions: ["COUNT", "MIN", "MAX"] }],
+  ["a UID SEARCH CHARSET utf-8 SUBJECT {5}\r\ncaf\u00e9\r\n", { uid: true, charset: "UTF-8" }],
+  ["a SEARCH NOT FROM notifications", { criteria: [{ key: "NOT", operand: { key: "FROM", value: "notifications" } }] }],
+  [
+    "a SEARCH OR (SEEN FLAGGED) NOT (DELETED) 1:5,*",
+    {
+      criteria: [
+        { key: "OR", left: { key: "AND" }, right: { key: "NOT" } },
+        {
+          key: "SEQ",
+          set: [
+            { start: 1, stop: 5 },
+            { start: STAR, stop: STAR },
+          ],
+        },
+      ],
+    },
+  ],
+  [
+    'a SEARCH UID 1:100 SINCE 1-Jan-2024 BEFORE "15-feb-2024" ON 01-Mar-2024',
+    {
+      criteria: [
+        { key: "UID" },
+        { key: "SINCE", date: { year: 2024, month: 1, day: 1 } },
+        { key: "BEFORE", date: { day: 15, month: 2 } },
+        { key: "ON" },
+      ],
+    },
+  ],
+  [
+    'a SEARCH HEADER Message-ID "<x@y>" LARGER 100 SMALLER 9999999999 KEYWORD $Junk',
+    {
+      criteria: [
+        { key: "HEADER", field: "Message-ID", value: "<x@y>" },
+        { key: "LARGER", size: 100 },
+        { key: "SMALLER", size: 9999999999 },
+        { key: "KEYWORD", flag: "$Junk" },
+      ],
+    },
+  ],
+  [
+    "a SEARCH YOUNGER 3600 ANSWERED UNANSWERED DRAFT UNDRAFT NEW OLD RECENT UNSEEN TEXT x BODY y CC z BCC w TO v SENTSINCE 1-Jan-2000",
+    { name: "SEARCH" },
+  ],
+  [
+    "a SORT (REVERSE DATE SUBJECT) UTF-8 ALL",
+    {
+      name: "SORT",
+      sortCriteria: [
+        { key: "DATE", reverse: true },
+        { key: "SUBJECT", reverse: false },
+      ],
+      charset: "UTF-8",
+    },
+  ],
+  ["a UID SORT (ARRIVAL) US-ASCII SEEN", { uid: true }],
+  [
+    "a APPEND Drafts {5}\r\nhello\r\n",
+    { name: "APPEND", mailbox: "Drafts", flags: [], date: null, message: bytes("hello") },
+  ],
+  [
+    'a APPEND Drafts (\\Seen \\Draft) "04-Jul-2024 10:00:00 -0130" {2+}\r\nhi\r\n',
+    { flags: ["\\Seen", "\\Draft"], date: { day: 4, month: 7, year: 2024, hour: 10, zone: -90 } },
+  ],
+  ["a APPEND INBOX () {0}\r\n\r\n", { flags: [], message: new Uint8Array(0) }],
 ];
 
-describe('commands: valid', () => {
+describe("commands: valid", () => {
   for (const [input, expected] of VALID) {
     test(JSON.stringify(input), () => {
       const r = parse(input);
@@ -89,83 +213,83 @@ describe('commands: valid', () => {
 });
 
 const INVALID: Array<[string, string]> = [
-  ['', 'syntax'],
-  ['a', 'syntax'],
-  ['+ NOOP', 'syntax'],
-  ['a NOOP extra', 'syntax'],
-  ['a FOO', 'unknown-command'],
-  ['a XLIST "" *', 'unknown-command'],
-  ['a COMPRESS DEFLATE', 'unknown-command'],
-  ['a NOTIFY SET STATUS', 'unknown-command'],
-  ['a SETACL Secret evil lr', 'unknown-command'],
-  ['a SETMETADATA INBOX (/private/comment "x")', 'unknown-command'],
-  ['a URLFETCH x', 'unknown-command'],
-  ['a THREAD REFERENCES UTF-8 ALL', 'unknown-command'],
-  ['a UID NOOP', 'unknown-command'],
-  ['a UID', 'unknown-command'],
-  ['a SELECT INBOX (QRESYNC (1 1))', 'unsupported'],
-  ['a SELECT INBOX (CONDSTORE)', 'unsupported'],
-  ['a SELECT "&AEk-NBOX"', 'mailbox-name'],
-  ['a SELECT "Caf\u00e9"', 'mailbox-name'],
-  ['a SELECT "a*"', 'mailbox-name'],
-  ['a SELECT "a%"', 'mailbox-name'],
-  ['a SELECT ""', 'mailbox-name'],
-  ['a SELECT "&AAA-"', 'mailbox-name'],
-  ['a FETCH 1 (X-GM-LABELS)', 'unsupported'],
-  ['a UID FETCH 1 (X-GM-MSGID)', 'unsupported'],
-  ['a FETCH 1 (MODSEQ)', 'unsupported'],
-  ['a FETCH 1:* FLAGS (CHANGEDSINCE 1)', 'unsupported'],
-  ['a FETCH 1 BODY[4.MIMEX]', 'syntax'],
-  ['a FETCH 1 BODY[MIME]', 'syntax'],
-  ['a FETCH 1 BODY[0]', 'syntax'],
-  ['a FETCH 1 BODY[HEADER.FIELDS ()]', 'syntax'],
-  ['a FETCH 1 BODY[]<1.0>', 'syntax'],
-  ['a FETCH 0 FLAGS', 'syntax'],
-  ['a FETCH 4294967296 FLAGS', 'syntax'],
-  ['a FETCH $ BODY[]', 'unsupported'],
-  ['a FETCH 1 ()', 'syntax'],
-  ['a SEARCH RETURN (SAVE) ALL', 'unsupported'],
-  ['a SEARCH X-GM-RAW "in:anywhere"', 'unsupported'],
-  ['a SEARCH MODSEQ 5', 'unsupported'],
-  ['a SEARCH FUZZY TEXT x', 'unsupported'],
-  ['a SEARCH CHARSET KOI8-R ALL', 'bad-charset'],
-  ['a SEARCH', 'syntax'],
-  ['a SEARCH ()', 'syntax'],
-  ['a SEARCH SINCE 32-Jan-2024', 'syntax'],
-  ['a SEARCH SINCE 1-Foo-2024', 'syntax'],
-  ['a SEARCH ' + 'NOT '.repeat(40) + 'ALL', 'nesting-too-deep'],
-  ['a SEARCH ' + '('.repeat(40) + 'ALL' + ')'.repeat(40), 'nesting-too-deep'],
-  ['a STORE 1 +X-GM-LABELS (\\Inbox)', 'unsupported'],
-  ['a STORE 1 -X-GM-LABELS (\\Inbox)', 'unsupported'],
-  ['a STORE 1 (UNCHANGEDSINCE 5) +FLAGS (\\Seen)', 'unsupported'],
-  ['a STORE 1 +FLAGS (\\*)', 'syntax'],
-  ['a APPEND Drafts CATENATE (URL "/INBOX;UIDVALIDITY=1/;UID=7")', 'unsupported'],
-  ['a APPEND Drafts {1}\r\nx (\\Seen) {1}\r\ny\r\n', 'syntax'],
-  ['a APPEND Drafts {3}\r\na\0b\r\n', 'syntax'],
-  ['a SORT RETURN (ALL) (DATE) UTF-8 ALL', 'unsupported'],
-  ['a SORT (DATE) KOI8-R ALL', 'bad-charset'],
-  ['a SORT (X-GM) UTF-8 ALL', 'unsupported'],
-  ['a LIST (RECURSIVEMATCH SUBSCRIBED) "" "%" RETURN (CHILDREN)', 'unsupported'],
-  ['a LIST "" "*" RETURN (STATUS (MESSAGES))', 'unsupported'],
-  ['a STATUS INBOX (HIGHESTMODSEQ)', 'unsupported'],
-  ['a STATUS INBOX ()', 'syntax'],
-  ['a LOGIN "unterminated', 'syntax'],
-  ['a LOGIN "a\\x" b', 'syntax'],
-  ['a LOGIN {2}\r\n\xff\xfe b\r\n', 'syntax'],
-  ['a AUTHENTICATE PLAIN not*base64', 'syntax'],
-  ['a AUTHENTICATE PLAIN AGJvYgBwdw=', 'syntax'],
-  ['a ENABLE', 'syntax'],
+  ["", "syntax"],
+  ["a", "syntax"],
+  ["+ NOOP", "syntax"],
+  ["a NOOP extra", "syntax"],
+  ["a FOO", "unknown-command"],
+  ['a XLIST "" *', "unknown-command"],
+  ["a COMPRESS DEFLATE", "unknown-command"],
+  ["a NOTIFY SET STATUS", "unknown-command"],
+  ["a SETACL Secret evil lr", "unknown-command"],
+  ['a SETMETADATA INBOX (/private/comment "x")', "unknown-command"],
+  ["a URLFETCH x", "unknown-command"],
+  ["a THREAD REFERENCES UTF-8 ALL", "unknown-command"],
+  ["a UID NOOP", "unknown-command"],
+  ["a UID", "unknown-command"],
+  ["a SELECT INBOX (QRESYNC (1 1))", "unsupported"],
+  ["a SELECT INBOX (CONDSTORE)", "unsupported"],
+  ['a SELECT "&AEk-NBOX"', "mailbox-name"],
+  ['a SELECT "Caf\u00e9"', "mailbox-name"],
+  ['a SELECT "a*"', "mailbox-name"],
+  ['a SELECT "a%"', "mailbox-name"],
+  ['a SELECT ""', "mailbox-name"],
+  ['a SELECT "&AAA-"', "mailbox-name"],
+  ["a FETCH 1 (X-GM-LABELS)", "unsupported"],
+  ["a UID FETCH 1 (X-GM-MSGID)", "unsupported"],
+  ["a FETCH 1 (MODSEQ)", "unsupported"],
+  ["a FETCH 1:* FLAGS (CHANGEDSINCE 1)", "unsupported"],
+  ["a FETCH 1 BODY[4.MIMEX]", "syntax"],
+  ["a FETCH 1 BODY[MIME]", "syntax"],
+  ["a FETCH 1 BODY[0]", "syntax"],
+  ["a FETCH 1 BODY[HEADER.FIELDS ()]", "syntax"],
+  ["a FETCH 1 BODY[]<1.0>", "syntax"],
+  ["a FETCH 0 FLAGS", "syntax"],
+  ["a FETCH 4294967296 FLAGS", "syntax"],
+  ["a FETCH $ BODY[]", "unsupported"],
+  ["a FETCH 1 ()", "syntax"],
+  ["a SEARCH RETURN (SAVE) ALL", "unsupported"],
+  ['a SEARCH X-GM-RAW "in:anywhere"', "unsupported"],
+  ["a SEARCH MODSEQ 5", "unsupported"],
+  ["a SEARCH FUZZY TEXT x", "unsupported"],
+  ["a SEARCH CHARSET KOI8-R ALL", "bad-charset"],
+  ["a SEARCH", "syntax"],
+  ["a SEARCH ()", "syntax"],
+  ["a SEARCH SINCE 32-Jan-2024", "syntax"],
+  ["a SEARCH SINCE 1-Foo-2024", "syntax"],
+  ["a SEARCH " + "NOT ".repeat(40) + "ALL", "nesting-too-deep"],
+  ["a SEARCH " + "(".repeat(40) + "ALL" + ")".repeat(40), "nesting-too-deep"],
+  ["a STORE 1 +X-GM-LABELS (\\Inbox)", "unsupported"],
+  ["a STORE 1 -X-GM-LABELS (\\Inbox)", "unsupported"],
+  ["a STORE 1 (UNCHANGEDSINCE 5) +FLAGS (\\Seen)", "unsupported"],
+  ["a STORE 1 +FLAGS (\\*)", "syntax"],
+  ['a APPEND Drafts CATENATE (URL "/INBOX;UIDVALIDITY=1/;UID=7")', "unsupported"],
+  ["a APPEND Drafts {1}\r\nx (\\Seen) {1}\r\ny\r\n", "syntax"],
+  ["a APPEND Drafts {3}\r\na\0b\r\n", "syntax"],
+  ["a SORT RETURN (ALL) (DATE) UTF-8 ALL", "unsupported"],
+  ["a SORT (DATE) KOI8-R ALL", "bad-charset"],
+  ["a SORT (X-GM) UTF-8 ALL", "unsupported"],
+  ['a LIST (RECURSIVEMATCH SUBSCRIBED) "" "%" RETURN (CHILDREN)', "unsupported"],
+  ['a LIST "" "*" RETURN (STATUS (MESSAGES))', "unsupported"],
+  ["a STATUS INBOX (HIGHESTMODSEQ)", "unsupported"],
+  ["a STATUS INBOX ()", "syntax"],
+  ['a LOGIN "unterminated', "syntax"],
+  ['a LOGIN "a\\x" b', "syntax"],
+  ["a LOGIN {2}\r\n\xff\xfe b\r\n", "syntax"],
+  ["a AUTHENTICATE PLAIN not*base64", "syntax"],
+  ["a AUTHENTICATE PLAIN AGJvYgBwdw=", "syntax"],
+  ["a ENABLE", "syntax"],
 ];
 
-describe('commands: invalid or refused', () => {
+describe("commands: invalid or refused", () => {
   for (const [input, code] of INVALID) {
     test(JSON.stringify(input), () => {
-      const frameInput = input.endsWith('\n') ? input : input + '\r\n';
+      const frameInput = input.endsWith("\n") ? input : input + "\r\n";
       // Bytes given as \xNN in the table are raw octets, not UTF-8.
       const data = Uint8Array.from(frameInput, (c) => c.charCodeAt(0) & 0xff);
-      const events = run(new Framer({ role: 'server' }), [data], 'accept');
-      const frame = events.find((e) => e.kind === 'frame');
-      if (frame === undefined || frame.kind !== 'frame') throw new Error('no frame');
+      const events = run(new Framer({ role: "server" }), [data], "accept");
+      const frame = events.find((e) => e.kind === "frame");
+      if (frame === undefined || frame.kind !== "frame") throw new Error("no frame");
       const r = parseCommand(frame.frame);
       expect(r.ok).toBe(false);
       if (!r.ok) {
@@ -175,35 +299,36 @@ describe('commands: invalid or refused', () => {
     });
   }
 
-  test('errors carry the tag for the BAD reply', () => {
-    const r = parse('t17 FETCH 1 (X-GM-LABELS)');
-    expect(r.ok ? null : r.error.tag).toBe('t17');
+  test("errors carry the tag for the BAD reply", () => {
+    const r = parse("t17 FETCH 1 (X-GM-LABELS)");
+    expect(r.ok ? null : r.error.tag).toBe("t17");
   });
 });
 
-describe('commands: encode and re-parse give the same structure', () => {
+describe("commands: encode and re-parse give the same structure", () => {
   for (const [input] of VALID) {
     test(JSON.stringify(input), () => {
       const first = parse(input);
       if (!first.ok) throw new Error(first.error.message);
-      const enc = new Encoder({ side: 'client', literalPlus: true });
+      const enc = new Encoder({ side: "client", literalPlus: true });
       writeCommand(enc, first.value);
       const wire = enc.finishBytes();
       const again = parseCommand(frameOf(td.decode(wire)));
       if (!again.ok) throw new Error(`${again.error.message}: ${td.decode(wire)}`);
-      const norm = (c: Command): unknown => JSON.parse(JSON.stringify(c, (_k, v: unknown) => (v instanceof Uint8Array ? Array.from(v) : v)));
+      const norm = (c: Command): unknown =>
+        JSON.parse(JSON.stringify(c, (_k, v: unknown) => (v instanceof Uint8Array ? Array.from(v) : v)));
       const { macro: _m1, ...a } = norm(first.value) as Record<string, unknown>;
       const { macro: _m2, ...b } = norm(again.value) as Record<string, unknown>;
       expect(b).toEqual(a);
     });
   }
 
-  test('synchronizing literals split the output into rounds', () => {
-    const r = parse('a LOGIN bob {2}\r\nä\r\n');
+  test("synchronizing literals split the output into rounds", () => {
+    const r = parse("a LOGIN bob {2}\r\nä\r\n");
     if (!r.ok) throw new Error(r.error.message);
-    const enc = new Encoder({ side: 'client' });
-    writeCommand(enc, { ...r.value, tag: 'P1' } as Command);
-    const rounds = enc.finish().map((round) => round.map((c) => td.decode(c)).join(''));
-    expect(rounds).toEqual(['P1 LOGIN bob {2}\r\n', 'ä\r\n']);
+    const enc = new Encoder({ side: "client" });
+    writeCommand(enc, { ...r.value, tag: "P1" } as Command);
+    const rounds = enc.finish().map((round) => round.map((c) => td.decode(c)).join(""));
+    expect(rounds).toEqual(["P1 LOGIN bob {2}\r\n", "ä\r\n"]);
   });
 });

@@ -1,160 +1,168 @@
-import { describe, expect, test } from 'bun:test';
+import { describe, expect, test } from "bun:test";
 import {
   Framer,
-  MAX_LINE,
-  MIN_ACCEPTED_LINE,
-  MAX_NONSYNC_LITERAL,
-  MAX_ARGUMENT_LITERAL,
   findLiteralMarker,
+  MAX_ARGUMENT_LITERAL,
+  MAX_LINE,
+  MAX_NONSYNC_LITERAL,
+  MIN_ACCEPTED_LINE,
   parseCommand,
-} from '../../../src/imap/wire/index.ts';
-import { bytes, run, splitAt, summarize } from './helpers.ts';
+} from "../../../src/imap/wire/index.ts";
+import { bytes, run, splitAt, summarize } from "./helpers.ts";
 
 /** Server-side inputs and the events they must produce whatever the chunking (all literals accepted). */
 const SERVER_CORPUS: Array<[string, string[]]> = [
-  ['a NOOP\r\n', ['frame a NOOP']],
-  ['a NOOP\n', ['frame a NOOP']], // bare LF accepted
-  ['a NOOP\r\nb CAPABILITY\r\nc LOGOUT\r\n', ['frame a NOOP', 'frame b CAPABILITY', 'frame c LOGOUT']],
-  ['a LOGIN {3}\r\nbob {4}\r\npass\r\n', ['literal a LOGIN 3', 'literal a LOGIN 4', 'frame a LOGIN {3}<bob> {4}<pass>']],
-  ['a LOGIN {3+}\r\nbob pw\r\n', ['literal a LOGIN 3+', 'frame a LOGIN {3+}<bob> pw']],
-  ['a LOGIN {0}\r\n x\r\n', ['literal a LOGIN 0', 'frame a LOGIN {0}<> x']],
-  ['a uid search SUBJECT {2}\r\n\r\n\r\n', ['literal a UID SEARCH 2', 'frame a uid search SUBJECT {2}<\r\n>']],
+  ["a NOOP\r\n", ["frame a NOOP"]],
+  ["a NOOP\n", ["frame a NOOP"]], // bare LF accepted
+  ["a NOOP\r\nb CAPABILITY\r\nc LOGOUT\r\n", ["frame a NOOP", "frame b CAPABILITY", "frame c LOGOUT"]],
+  [
+    "a LOGIN {3}\r\nbob {4}\r\npass\r\n",
+    ["literal a LOGIN 3", "literal a LOGIN 4", "frame a LOGIN {3}<bob> {4}<pass>"],
+  ],
+  ["a LOGIN {3+}\r\nbob pw\r\n", ["literal a LOGIN 3+", "frame a LOGIN {3+}<bob> pw"]],
+  ["a LOGIN {0}\r\n x\r\n", ["literal a LOGIN 0", "frame a LOGIN {0}<> x"]],
+  ["a uid search SUBJECT {2}\r\n\r\n\r\n", ["literal a UID SEARCH 2", "frame a uid search SUBJECT {2}<\r\n>"]],
   // An unterminated quoted string never announces a literal (PROTOCOL.md §4).
-  ['a LOGIN "abc {5}\r\nb NOOP\r\n', ['frame a LOGIN "abc {5}', 'frame b NOOP']],
+  ['a LOGIN "abc {5}\r\nb NOOP\r\n', ['frame a LOGIN "abc {5}', "frame b NOOP"]],
   ['a LOGIN "a\\"b {5}\r\n', ['frame a LOGIN "a\\"b {5}']],
-  ['a LOGIN "a\\\\" {1}\r\nx\r\n', ['literal a LOGIN 1', 'frame a LOGIN "a\\\\" {1}<x>']],
-  ['a X {}\r\n', ['frame a X {}']],
-  ['a X {5 }\r\n', ['frame a X {5 }']],
+  ['a LOGIN "a\\\\" {1}\r\nx\r\n', ["literal a LOGIN 1", 'frame a LOGIN "a\\\\" {1}<x>']],
+  ["a X {}\r\n", ["frame a X {}"]],
+  ["a X {5 }\r\n", ["frame a X {5 }"]],
 ];
 
-describe('framer: split at every byte position', () => {
+describe("framer: split at every byte position", () => {
   for (const [input, expected] of SERVER_CORPUS) {
     test(JSON.stringify(input), () => {
       const data = bytes(input);
-      expect(summarize(run(new Framer({ role: 'server' }), [data], 'accept'))).toEqual(expected);
+      expect(summarize(run(new Framer({ role: "server" }), [data], "accept"))).toEqual(expected);
       for (let i = 0; i <= data.length; i++) {
-        expect(summarize(run(new Framer({ role: 'server' }), splitAt(data, i), 'accept'))).toEqual(expected);
+        expect(summarize(run(new Framer({ role: "server" }), splitAt(data, i), "accept"))).toEqual(expected);
         for (let j = i; j <= data.length; j += 3) {
-          expect(summarize(run(new Framer({ role: 'server' }), splitAt(data, i, j), 'accept'))).toEqual(expected);
+          expect(summarize(run(new Framer({ role: "server" }), splitAt(data, i, j), "accept"))).toEqual(expected);
         }
       }
       // One byte at a time.
       const single = Array.from(data, (b) => Uint8Array.of(b));
-      expect(summarize(run(new Framer({ role: 'server' }), single, 'accept'))).toEqual(expected);
+      expect(summarize(run(new Framer({ role: "server" }), single, "accept"))).toEqual(expected);
     });
   }
 
-  test('client side: literals never wait, at every split', () => {
-    const input = bytes('* 1 FETCH (BODY[] {5}\r\nab\r\nc UID 7)\r\na1 OK done\r\n');
-    const expected = ['frame * 1 FETCH (BODY[] {5}<ab\r\nc> UID 7)', 'frame a1 OK done'];
+  test("client side: literals never wait, at every split", () => {
+    const input = bytes("* 1 FETCH (BODY[] {5}\r\nab\r\nc UID 7)\r\na1 OK done\r\n");
+    const expected = ["frame * 1 FETCH (BODY[] {5}<ab\r\nc> UID 7)", "frame a1 OK done"];
     for (let i = 0; i <= input.length; i++) {
-      expect(summarize(run(new Framer({ role: 'client' }), splitAt(input, i), 'accept'))).toEqual(expected);
+      expect(summarize(run(new Framer({ role: "client" }), splitAt(input, i), "accept"))).toEqual(expected);
     }
   });
 });
 
-describe('framer: literal marker detection scans bytes', () => {
+describe("framer: literal marker detection scans bytes", () => {
   const cases: Array<[string, ReturnType<typeof findLiteralMarker>]> = [
-    ['a {5}', { start: 2, size: 5, nonSync: false, binary: false }],
-    ['a {5+}', { start: 2, size: 5, nonSync: true, binary: false }],
-    ['a ~{5}', { start: 2, size: 5, nonSync: false, binary: true }],
-    ['a ~{5+}', { start: 2, size: 5, nonSync: true, binary: true }],
-    ['a {0000000005}', { start: 2, size: 5, nonSync: false, binary: false }],
-    ['a {4294967295}', { start: 2, size: 4294967295, nonSync: false, binary: false }],
-    ['a {4294967296}', { start: 2, size: -1, nonSync: false, binary: false }],
-    ['a {99999999999999999999}', { start: 2, size: -1, nonSync: false, binary: false }],
+    ["a {5}", { start: 2, size: 5, nonSync: false, binary: false }],
+    ["a {5+}", { start: 2, size: 5, nonSync: true, binary: false }],
+    ["a ~{5}", { start: 2, size: 5, nonSync: false, binary: true }],
+    ["a ~{5+}", { start: 2, size: 5, nonSync: true, binary: true }],
+    ["a {0000000005}", { start: 2, size: 5, nonSync: false, binary: false }],
+    ["a {4294967295}", { start: 2, size: 4294967295, nonSync: false, binary: false }],
+    ["a {4294967296}", { start: 2, size: -1, nonSync: false, binary: false }],
+    ["a {99999999999999999999}", { start: 2, size: -1, nonSync: false, binary: false }],
     ['a "x {5}', null],
-    ['a {+}', null],
-    ['a 5}', null],
-    ['}', null],
+    ["a {+}", null],
+    ["a 5}", null],
+    ["}", null],
   ];
   for (const [line, marker] of cases) {
     test(line, () => expect(findLiteralMarker(bytes(line))).toEqual(marker));
   }
 });
 
-describe('framer: server-side literal decisions', () => {
-  test('refusing a synchronizing literal ends the command; the next line is a new command', () => {
-    const events = run(new Framer({ role: 'server' }), [bytes('a APPEND x {5}\r\nb NOOP\r\n')], 'refuse');
-    expect(summarize(events)).toEqual(['literal a APPEND 5', 'frame b NOOP']);
+describe("framer: server-side literal decisions", () => {
+  test("refusing a synchronizing literal ends the command; the next line is a new command", () => {
+    const events = run(new Framer({ role: "server" }), [bytes("a APPEND x {5}\r\nb NOOP\r\n")], "refuse");
+    expect(summarize(events)).toEqual(["literal a APPEND 5", "frame b NOOP"]);
   });
 
-  test('refusing {n+} consumes exactly n bytes and the rest of the command', () => {
-    const input = 'a APPEND x {5+}\r\nb NOO {3+}\r\nP\r\n\r\nc NOOP\r\n';
+  test("refusing {n+} consumes exactly n bytes and the rest of the command", () => {
+    const input = "a APPEND x {5+}\r\nb NOO {3+}\r\nP\r\n\r\nc NOOP\r\n";
     for (let i = 0; i <= input.length; i++) {
-      const events = run(new Framer({ role: 'server' }), splitAt(bytes(input), i), 'refuse');
-      expect(summarize(events)).toEqual(['literal a APPEND 5+', 'frame c NOOP']);
+      const events = run(new Framer({ role: "server" }), splitAt(bytes(input), i), "refuse");
+      expect(summarize(events)).toEqual(["literal a APPEND 5+", "frame c NOOP"]);
     }
   });
 
-  test('framer does not move past a literal until the owner decides', () => {
-    const f = new Framer({ role: 'server' });
-    f.feed(bytes('a LOGIN {3}\r\nbob x\r\n'));
+  test("framer does not move past a literal until the owner decides", () => {
+    const f = new Framer({ role: "server" });
+    f.feed(bytes("a LOGIN {3}\r\nbob x\r\n"));
     const e = f.next();
-    expect(e?.kind).toBe('literal');
+    expect(e?.kind).toBe("literal");
     expect(f.awaitingDecision).toBe(true);
     expect(f.next()).toBeNull();
     f.acceptLiteral();
-    expect(summarize([f.next()!])).toEqual(['frame a LOGIN {3}<bob> x']);
+    expect(summarize([f.next()!])).toEqual(["frame a LOGIN {3}<bob> x"]);
   });
 
-  test('accept/refuse without a pending literal is a programming error', () => {
-    const f = new Framer({ role: 'server' });
+  test("accept/refuse without a pending literal is a programming error", () => {
+    const f = new Framer({ role: "server" });
     expect(() => f.acceptLiteral()).toThrow();
     expect(() => f.refuseLiteral()).toThrow();
   });
 
-  test('PROTOCOL §7.18: literal bytes that look like a command are data', () => {
-    const payload = '\r\nb UID FETCH 1:* BODY[]\r\n';
+  test("PROTOCOL §7.18: literal bytes that look like a command are data", () => {
+    const payload = "\r\nb UID FETCH 1:* BODY[]\r\n";
     const input = `a SEARCH SUBJECT {${payload.length}+}\r\n${payload}\r\nc NOOP\r\n`;
     for (let i = 0; i <= input.length; i++) {
-      const events = run(new Framer({ role: 'server' }), splitAt(bytes(input), i), 'accept');
-      expect(events.map((e) => e.kind)).toEqual(['literal', 'frame', 'frame']);
+      const events = run(new Framer({ role: "server" }), splitAt(bytes(input), i), "accept");
+      expect(events.map((e) => e.kind)).toEqual(["literal", "frame", "frame"]);
       const first = events[1]!;
-      if (first.kind !== 'frame') throw new Error('unreachable');
+      if (first.kind !== "frame") throw new Error("unreachable");
       const cmd = parseCommand(first.frame);
       expect(cmd.ok).toBe(true);
-      if (cmd.ok && cmd.value.name === 'SEARCH') expect(cmd.value.criteria).toEqual([{ key: 'SUBJECT', value: payload }]);
+      if (cmd.ok && cmd.value.name === "SEARCH")
+        expect(cmd.value.criteria).toEqual([{ key: "SUBJECT", value: payload }]);
     }
   });
 
-  test('PROTOCOL §7.19: {99999999999999999999} fails closed without allocating', () => {
-    const events = run(new Framer({ role: 'server' }), [bytes('a LOGIN {99999999999999999999}\r\nb NOOP\r\n')], 'accept');
-    expect(summarize(events)).toEqual(['error literal-size-invalid', 'frame b NOOP']);
-    const nonSync = run(new Framer({ role: 'server' }), [bytes('a LOGIN {99999999999999999999+}\r\nxx')], 'accept');
-    expect(summarize(nonSync)).toEqual(['error literal-size-invalid fatal']);
+  test("PROTOCOL §7.19: {99999999999999999999} fails closed without allocating", () => {
+    const events = run(
+      new Framer({ role: "server" }),
+      [bytes("a LOGIN {99999999999999999999}\r\nb NOOP\r\n")],
+      "accept",
+    );
+    expect(summarize(events)).toEqual(["error literal-size-invalid", "frame b NOOP"]);
+    const nonSync = run(new Framer({ role: "server" }), [bytes("a LOGIN {99999999999999999999+}\r\nxx")], "accept");
+    expect(summarize(nonSync)).toEqual(["error literal-size-invalid fatal"]);
   });
 
-  test('PROTOCOL §7.19: ~{4} with NUL is refused (BINARY not enabled); ~{4+} is consumed', () => {
-    const events = run(new Framer({ role: 'server' }), [bytes('a APPEND x ~{4}\r\nb NOOP\r\n')], 'accept');
-    expect(summarize(events)).toEqual(['error literal8-refused', 'frame b NOOP']);
-    const ns = run(new Framer({ role: 'server' }), [bytes('a APPEND x ~{4+}\r\n\0\0\0\0\r\nb NOOP\r\n')], 'accept');
-    expect(summarize(ns)).toEqual(['error literal8-refused', 'frame b NOOP']);
+  test("PROTOCOL §7.19: ~{4} with NUL is refused (BINARY not enabled); ~{4+} is consumed", () => {
+    const events = run(new Framer({ role: "server" }), [bytes("a APPEND x ~{4}\r\nb NOOP\r\n")], "accept");
+    expect(summarize(events)).toEqual(["error literal8-refused", "frame b NOOP"]);
+    const ns = run(new Framer({ role: "server" }), [bytes("a APPEND x ~{4+}\r\n\0\0\0\0\r\nb NOOP\r\n")], "accept");
+    expect(summarize(ns)).toEqual(["error literal8-refused", "frame b NOOP"]);
   });
 
-  test('PROTOCOL §7.19: a 10 MB line fails closed and is never buffered whole', () => {
-    const f = new Framer({ role: 'server' });
+  test("PROTOCOL §7.19: a 10 MB line fails closed and is never buffered whole", () => {
+    const f = new Framer({ role: "server" });
     const chunk = new Uint8Array(64 * 1024).fill(0x61);
     const events = [];
     for (let i = 0; i < 160; i++) {
       f.feed(chunk);
       for (let e = f.next(); e !== null; e = f.next()) events.push(e);
     }
-    expect(summarize(events)).toEqual(['error line-too-long fatal']);
+    expect(summarize(events)).toEqual(["error line-too-long fatal"]);
     expect(f.buffered).toBe(0);
     // Closed: further input is ignored.
-    f.feed(bytes('b NOOP\r\n'));
+    f.feed(bytes("b NOOP\r\n"));
     expect(f.next()).toBeNull();
   });
 
-  test('a 10 MB line in one chunk also fails closed', () => {
+  test("a 10 MB line in one chunk also fails closed", () => {
     const big = new Uint8Array(10 * 1024 * 1024).fill(0x61);
-    const events = run(new Framer({ role: 'server' }), [big, bytes('\r\n')], 'accept');
-    expect(summarize(events)).toEqual(['error line-too-long fatal']);
+    const events = run(new Framer({ role: "server" }), [big, bytes("\r\n")], "accept");
+    expect(summarize(events)).toEqual(["error line-too-long fatal"]);
   });
 });
 
-describe('framer: limits at the limit and one past it', () => {
+describe("framer: limits at the limit and one past it", () => {
   test(`MAX_LINE (${MAX_LINE}) >= ${MIN_ACCEPTED_LINE} (RFC 7162 §4)`, () => {
     expect(MAX_LINE).toBeGreaterThanOrEqual(MIN_ACCEPTED_LINE);
   });
@@ -169,106 +177,116 @@ describe('framer: limits at the limit and one past it', () => {
     test(`a ${n}-octet line is accepted, whole or split`, () => {
       const data = lineOf(n);
       for (const chunks of [[data], splitAt(data, 1000), splitAt(data, n), splitAt(data, n + 1)]) {
-        const events = run(new Framer({ role: 'server' }), chunks, 'accept');
-        expect(events.map((e) => e.kind)).toEqual(['frame']);
+        const events = run(new Framer({ role: "server" }), chunks, "accept");
+        expect(events.map((e) => e.kind)).toEqual(["frame"]);
       }
     });
   }
   test(`a ${MAX_LINE + 1}-octet line is fatal, whole or split`, () => {
     const data = lineOf(MAX_LINE + 1);
     for (const chunks of [[data], splitAt(data, 1000), splitAt(data, MAX_LINE + 1), splitAt(data, MAX_LINE + 2)]) {
-      expect(summarize(run(new Framer({ role: 'server' }), chunks, 'accept'))).toEqual(['error line-too-long fatal']);
+      expect(summarize(run(new Framer({ role: "server" }), chunks, "accept"))).toEqual(["error line-too-long fatal"]);
     }
   });
 
   test(`non-synchronizing literal of ${MAX_NONSYNC_LITERAL} is offered; one more is BAD [TOOBIG] and consumed`, () => {
-    const ok = `a LOGIN x {${MAX_NONSYNC_LITERAL}+}\r\n${'p'.repeat(MAX_NONSYNC_LITERAL)}\r\n`;
-    expect(summarize(run(new Framer({ role: 'server' }), [bytes(ok)], 'accept'))[0]).toBe(`literal a LOGIN ${MAX_NONSYNC_LITERAL}+`);
-    const over = `a LOGIN x {${MAX_NONSYNC_LITERAL + 1}+}\r\n${'p'.repeat(MAX_NONSYNC_LITERAL + 1)}\r\nb NOOP\r\n`;
-    const events = run(new Framer({ role: 'server' }), [bytes(over)], 'accept');
-    expect(summarize(events)).toEqual(['error literal-too-big', 'frame b NOOP']);
+    const ok = `a LOGIN x {${MAX_NONSYNC_LITERAL}+}\r\n${"p".repeat(MAX_NONSYNC_LITERAL)}\r\n`;
+    expect(summarize(run(new Framer({ role: "server" }), [bytes(ok)], "accept"))[0]).toBe(
+      `literal a LOGIN ${MAX_NONSYNC_LITERAL}+`,
+    );
+    const over = `a LOGIN x {${MAX_NONSYNC_LITERAL + 1}+}\r\n${"p".repeat(MAX_NONSYNC_LITERAL + 1)}\r\nb NOOP\r\n`;
+    const events = run(new Framer({ role: "server" }), [bytes(over)], "accept");
+    expect(summarize(events)).toEqual(["error literal-too-big", "frame b NOOP"]);
     const e = events[0]!;
-    if (e.kind === 'error') {
-      expect(e.error.responseCode).toBe('TOOBIG');
-      expect(e.error.tag).toBe('a');
+    if (e.kind === "error") {
+      expect(e.error.responseCode).toBe("TOOBIG");
+      expect(e.error.tag).toBe("a");
     }
   });
 
   test(`argument literal of ${MAX_ARGUMENT_LITERAL} is offered; one more is BAD`, () => {
-    const at = run(new Framer({ role: 'server' }), [bytes(`a LOGIN {${MAX_ARGUMENT_LITERAL}}\r\n`)], 'refuse');
+    const at = run(new Framer({ role: "server" }), [bytes(`a LOGIN {${MAX_ARGUMENT_LITERAL}}\r\n`)], "refuse");
     expect(summarize(at)).toEqual([`literal a LOGIN ${MAX_ARGUMENT_LITERAL}`]);
-    const over = run(new Framer({ role: 'server' }), [bytes(`a LOGIN {${MAX_ARGUMENT_LITERAL + 1}}\r\nb NOOP\r\n`)], 'accept');
-    expect(summarize(over)).toEqual(['error literal-too-big', 'frame b NOOP']);
+    const over = run(
+      new Framer({ role: "server" }),
+      [bytes(`a LOGIN {${MAX_ARGUMENT_LITERAL + 1}}\r\nb NOOP\r\n`)],
+      "accept",
+    );
+    expect(summarize(over)).toEqual(["error literal-too-big", "frame b NOOP"]);
   });
 
-  test('APPEND literal at the limit is offered, one past it is BAD (limits overridable)', () => {
+  test("APPEND literal at the limit is offered, one past it is BAD (limits overridable)", () => {
     const limits = { maxLiteral: 1000 };
-    const at = run(new Framer({ role: 'server', limits }), [bytes('a APPEND x {1000}\r\n')], 'refuse');
-    expect(summarize(at)).toEqual(['literal a APPEND 1000']);
-    const over = run(new Framer({ role: 'server', limits }), [bytes('a APPEND x {1001}\r\n')], 'accept');
-    expect(summarize(over)).toEqual(['error literal-too-big']);
+    const at = run(new Framer({ role: "server", limits }), [bytes("a APPEND x {1000}\r\n")], "refuse");
+    expect(summarize(at)).toEqual(["literal a APPEND 1000"]);
+    const over = run(new Framer({ role: "server", limits }), [bytes("a APPEND x {1001}\r\n")], "accept");
+    expect(summarize(over)).toEqual(["error literal-too-big"]);
   });
 
-  test('too many literals in one command', () => {
+  test("too many literals in one command", () => {
     const limits = { maxLiterals: 2 };
-    const input = 'a LOGIN {1}\r\na {1}\r\nb {1}\r\n';
-    const events = run(new Framer({ role: 'server', limits }), [bytes(input)], 'accept');
-    expect(summarize(events)).toEqual(['literal a LOGIN 1', 'literal a LOGIN 1', 'error too-many-literals']);
+    const input = "a LOGIN {1}\r\na {1}\r\nb {1}\r\n";
+    const events = run(new Framer({ role: "server", limits }), [bytes(input)], "accept");
+    expect(summarize(events)).toEqual(["literal a LOGIN 1", "literal a LOGIN 1", "error too-many-literals"]);
   });
 
-  test('client side: response literal past the limit is fatal', () => {
+  test("client side: response literal past the limit is fatal", () => {
     const limits = { maxLiteral: 10 };
-    expect(run(new Framer({ role: 'client', limits }), [bytes('* 1 FETCH (BODY[] {10}\r\n0123456789)\r\n')], 'accept').map((e) => e.kind)).toEqual(['frame']);
-    expect(summarize(run(new Framer({ role: 'client', limits }), [bytes('* 1 FETCH (BODY[] {11}\r\n')], 'accept'))).toEqual([
-      'error literal-too-big fatal',
-    ]);
+    expect(
+      run(new Framer({ role: "client", limits }), [bytes("* 1 FETCH (BODY[] {10}\r\n0123456789)\r\n")], "accept").map(
+        (e) => e.kind,
+      ),
+    ).toEqual(["frame"]);
+    expect(
+      summarize(run(new Framer({ role: "client", limits }), [bytes("* 1 FETCH (BODY[] {11}\r\n")], "accept")),
+    ).toEqual(["error literal-too-big fatal"]);
   });
 
-  test('client side: total response size is bounded', () => {
+  test("client side: total response size is bounded", () => {
     const limits = { maxFrameBytes: 30 };
-    const events = run(new Framer({ role: 'client', limits }), [bytes('* 1 FETCH (BODY[] {20}\r\n')], 'accept');
-    expect(summarize(events)).toEqual(['error response-too-big fatal']);
+    const events = run(new Framer({ role: "client", limits }), [bytes("* 1 FETCH (BODY[] {20}\r\n")], "accept");
+    expect(summarize(events)).toEqual(["error response-too-big fatal"]);
   });
 
-  test('input buffered ahead of the reader is bounded', () => {
-    const f = new Framer({ role: 'server', limits: { maxBuffered: 100 } });
-    f.feed(bytes('a LOGIN {3}\r\n'));
-    expect(f.next()?.kind).toBe('literal');
+  test("input buffered ahead of the reader is bounded", () => {
+    const f = new Framer({ role: "server", limits: { maxBuffered: 100 } });
+    f.feed(bytes("a LOGIN {3}\r\n"));
+    expect(f.next()?.kind).toBe("literal");
     f.feed(new Uint8Array(200));
     f.feed(new Uint8Array(1));
-    expect(summarize([f.next()!])).toEqual(['error input-overflow fatal']);
+    expect(summarize([f.next()!])).toEqual(["error input-overflow fatal"]);
   });
 });
 
-describe('framer: modes and views', () => {
-  test('raw line mode for AUTHENTICATE/IDLE: no literal detection', () => {
-    const f = new Framer({ role: 'server' });
-    const events = run(f, [bytes('a IDLE\r\n')], 'accept');
-    expect(summarize(events)).toEqual(['frame a IDLE']);
+describe("framer: modes and views", () => {
+  test("raw line mode for AUTHENTICATE/IDLE: no literal detection", () => {
+    const f = new Framer({ role: "server" });
+    const events = run(f, [bytes("a IDLE\r\n")], "accept");
+    expect(summarize(events)).toEqual(["frame a IDLE"]);
     f.expectRawLine();
-    expect(summarize(run(f, [bytes('DONE {5}\r\nb NOOP\r\n')], 'accept'))).toEqual(['line DONE {5}', 'frame b NOOP']);
+    expect(summarize(run(f, [bytes("DONE {5}\r\nb NOOP\r\n")], "accept"))).toEqual(["line DONE {5}", "frame b NOOP"]);
   });
 
-  test('discardBuffered drops pipelined plaintext after STARTTLS (§7.20)', () => {
-    const f = new Framer({ role: 'server' });
-    f.feed(bytes('a STARTTLS\r\nb LOGIN user pass\r\n'));
-    expect(summarize([f.next()!])).toEqual(['frame a STARTTLS']);
-    expect(f.discardBuffered()).toBe('b LOGIN user pass\r\n'.length);
+  test("discardBuffered drops pipelined plaintext after STARTTLS (§7.20)", () => {
+    const f = new Framer({ role: "server" });
+    f.feed(bytes("a STARTTLS\r\nb LOGIN user pass\r\n"));
+    expect(summarize([f.next()!])).toEqual(["frame a STARTTLS"]);
+    expect(f.discardBuffered()).toBe("b LOGIN user pass\r\n".length);
     expect(f.next()).toBeNull();
   });
 
-  test('lines and literals within one chunk are views, not copies', () => {
-    const chunk = bytes('* 1 FETCH (BODY[] {5}\r\nhello)\r\n');
-    const events = run(new Framer({ role: 'client' }), [chunk], 'accept');
+  test("lines and literals within one chunk are views, not copies", () => {
+    const chunk = bytes("* 1 FETCH (BODY[] {5}\r\nhello)\r\n");
+    const events = run(new Framer({ role: "client" }), [chunk], "accept");
     const e = events[0]!;
-    if (e.kind !== 'frame') throw new Error('expected frame');
+    if (e.kind !== "frame") throw new Error("expected frame");
     expect(e.frame.literals[0]!.data.buffer).toBe(chunk.buffer);
     expect(e.frame.lines[0]!.buffer).toBe(chunk.buffer);
     // A literal spanning chunks is assembled once.
-    const split = run(new Framer({ role: 'client' }), splitAt(chunk, 25), 'accept');
+    const split = run(new Framer({ role: "client" }), splitAt(chunk, 25), "accept");
     const s = split[0]!;
-    if (s.kind !== 'frame') throw new Error('expected frame');
+    if (s.kind !== "frame") throw new Error("expected frame");
     expect(s.frame.literals[0]!.data.buffer).not.toBe(chunk.buffer);
-    expect(new TextDecoder().decode(s.frame.literals[0]!.data)).toBe('hello');
+    expect(new TextDecoder().decode(s.frame.literals[0]!.data)).toBe("hello");
   });
 });

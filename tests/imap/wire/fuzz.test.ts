@@ -4,21 +4,21 @@
  * back as values), whatever parses re-encodes and parses again, and the heap stays
  * bounded. Seeded, so a failure reproduces; FUZZ_SEED and FUZZ_ITERATIONS override.
  */
-import { expect, test } from 'bun:test';
+import { expect, test } from "bun:test";
 import {
   Encoder,
+  type Frame,
   Framer,
+  type FramerLimits,
   parseAuthenticateLine,
   parseCommand,
   parseResponse,
   writeCommand,
   writeResponse,
-  type Frame,
-  type FramerLimits,
-} from '../../../src/imap/wire/index.ts';
+} from "../../../src/imap/wire/index.ts";
 
-const ITERATIONS = Number(process.env['FUZZ_ITERATIONS'] ?? 100_000);
-const SEED = Number(process.env['FUZZ_SEED'] ?? 0x5eed1234);
+const ITERATIONS = Number(process.env["FUZZ_ITERATIONS"] ?? 100_000);
+const SEED = Number(process.env["FUZZ_SEED"] ?? 0x5eed1234);
 
 /** mulberry32: small, fast, good enough for fuzzing. */
 function prng(seed: number): () => number {
@@ -33,47 +33,47 @@ function prng(seed: number): () => number {
 }
 
 const COMMANDS = [
-  'a NOOP\r\n',
-  'a1 CAPABILITY\r\n',
-  'a LOGIN {3}\r\nbob {4+}\r\npass\r\n',
+  "a NOOP\r\n",
+  "a1 CAPABILITY\r\n",
+  "a LOGIN {3}\r\nbob {4+}\r\npass\r\n",
   'a LOGIN "bob" "p\\"w"\r\n',
-  'a AUTHENTICATE PLAIN AGJvYgBwdw==\r\n',
+  "a AUTHENTICATE PLAIN AGJvYgBwdw==\r\n",
   'a ID ("name" "x" "version" NIL)\r\n',
-  'a ENABLE UTF8=ACCEPT\r\n',
+  "a ENABLE UTF8=ACCEPT\r\n",
   'a LIST (SUBSCRIBED) "" "Caf&AOk-/%" RETURN (CHILDREN)\r\n',
   'a SELECT "&AEk-NBOX"\r\n',
-  'a EXAMINE INBOX\r\n',
-  'a STATUS INBOX (MESSAGES UNSEEN UIDNEXT)\r\n',
+  "a EXAMINE INBOX\r\n",
+  "a STATUS INBOX (MESSAGES UNSEEN UIDNEXT)\r\n",
   'a RENAME a "b c"\r\n',
-  'a UID FETCH 1:*,5,7:9 (FLAGS BODY.PEEK[1.2.HEADER.FIELDS (From To)]<0.100> UID BINARY[1] RFC822.SIZE)\r\n',
-  'a FETCH 1 FULL\r\n',
+  "a UID FETCH 1:*,5,7:9 (FLAGS BODY.PEEK[1.2.HEADER.FIELDS (From To)]<0.100> UID BINARY[1] RFC822.SIZE)\r\n",
+  "a FETCH 1 FULL\r\n",
   'a UID SEARCH RETURN (MIN MAX COUNT) CHARSET UTF-8 OR FROM {5}\r\ncaf\xc3\xa9 NOT (SEEN UID 1:5) SINCE 1-Feb-2024 HEADER X-A "b"\r\n',
-  'a SORT (REVERSE DATE) UTF-8 ALL\r\n',
-  'a UID STORE 1:3 +FLAGS.SILENT (\\Seen $Label)\r\n',
-  'a UID MOVE 1:* Archive\r\n',
-  'a UID EXPUNGE 1:3\r\n',
+  "a SORT (REVERSE DATE) UTF-8 ALL\r\n",
+  "a UID STORE 1:3 +FLAGS.SILENT (\\Seen $Label)\r\n",
+  "a UID MOVE 1:* Archive\r\n",
+  "a UID EXPUNGE 1:3\r\n",
   'a APPEND Drafts (\\Draft) " 4-Jul-2024 10:00:00 +0200" {12}\r\nFrom: x\r\n\r\nb\r\n',
-  'a APPEND Drafts {5+}\r\nhello\r\n',
-  'a IDLE\r\nDONE\r\n',
+  "a APPEND Drafts {5+}\r\nhello\r\n",
+  "a IDLE\r\nDONE\r\n",
 ];
 
 const RESPONSES = [
-  '* OK [CAPABILITY IMAP4rev1 LITERAL+ IDLE] Dovecot ready.\r\n',
-  '* 3 FETCH (FLAGS (\\Seen) BODY[] {20}\r\nFrom: a\r\n\r\nbody\r\n12 UID 42)\r\n',
+  "* OK [CAPABILITY IMAP4rev1 LITERAL+ IDLE] Dovecot ready.\r\n",
+  "* 3 FETCH (FLAGS (\\Seen) BODY[] {20}\r\nFrom: a\r\n\r\nbody\r\n12 UID 42)\r\n",
   '* 1 FETCH (UID 1 ENVELOPE ("d" {3}\r\nsub (("A" NIL "a" "x")) NIL NIL NIL NIL NIL NIL "<i>") BODYSTRUCTURE ("text" "plain" NIL NIL NIL "7bit" 1 1))\r\n',
   '* 1 FETCH (BODY[HEADER.FIELDS (FROM)]<0> "x" BINARY[1] ~{2}\r\n\x00\x01 INTERNALDATE " 4-Jul-2024 10:00:00 +0000")\r\n',
-  'a1 OK [COPYUID 17 1:3 10:12] done\r\n',
-  '* OK [PERMANENTFLAGS (\\Seen \\*)] ok\r\n',
+  "a1 OK [COPYUID 17 1:3 10:12] done\r\n",
+  "* OK [PERMANENTFLAGS (\\Seen \\*)] ok\r\n",
   '* LIST (\\HasNoChildren) "/" "Caf&AOk-"\r\n',
-  '* STATUS INBOX (MESSAGES 3 UIDNEXT 5)\r\n',
+  "* STATUS INBOX (MESSAGES 3 UIDNEXT 5)\r\n",
   '* ESEARCH (TAG "a1") UID MIN 1 MAX 9 COUNT 3 ALL 1,5:9\r\n',
-  '* SEARCH 1 2 3\r\n',
-  '* VANISHED (EARLIER) 1:5\r\n',
+  "* SEARCH 1 2 3\r\n",
+  "* VANISHED (EARLIER) 1:5\r\n",
   '* NAMESPACE (("" "/")) NIL NIL\r\n',
   '* ID ("name" "Dovecot")\r\n',
-  '+ Ready\r\n',
-  '* 5 EXISTS\r\n* 2 EXPUNGE\r\n',
-  '* OK [X-UNKNOWN a b] c\r\n',
+  "+ Ready\r\n",
+  "* 5 EXISTS\r\n* 2 EXPUNGE\r\n",
+  "* OK [X-UNKNOWN a b] c\r\n",
 ];
 
 const enc = new TextEncoder();
@@ -82,7 +82,29 @@ const CMD_BYTES = COMMANDS.map(toBytes);
 const RESP_BYTES = RESPONSES.map(toBytes);
 void enc;
 
-const MARKERS = ['{0}\r\n', '{5}\r\n', '{5+}\r\n', '~{4}\r\n', '{4294967296}\r\n', '{99999999999999999999}\r\n', '{100000}\r\n', '{4097+}\r\n', '"', '\\', '(', ')', '[', ']', '\r\n', '\n', '*', '%', '&', '\x00', ' '];
+const MARKERS = [
+  "{0}\r\n",
+  "{5}\r\n",
+  "{5+}\r\n",
+  "~{4}\r\n",
+  "{4294967296}\r\n",
+  "{99999999999999999999}\r\n",
+  "{100000}\r\n",
+  "{4097+}\r\n",
+  '"',
+  "\\",
+  "(",
+  ")",
+  "[",
+  "]",
+  "\r\n",
+  "\n",
+  "*",
+  "%",
+  "&",
+  "\x00",
+  " ",
+];
 
 function mutate(rand: () => number, input: Uint8Array, pool: Uint8Array[]): Uint8Array {
   let b = Array.from(input);
@@ -124,7 +146,8 @@ function randomBytes(rand: () => number): Uint8Array {
   const n = Math.floor(rand() * 200);
   const out = new Uint8Array(n);
   const alphabet = toBytes('a1 {}[]()<>"\\*%:,.+-~\r\n\r\nFETCH BODY UID NIL OK SEARCH 0123456789');
-  for (let i = 0; i < n; i++) out[i] = rand() < 0.8 ? alphabet[Math.floor(rand() * alphabet.length)]! : Math.floor(rand() * 256);
+  for (let i = 0; i < n; i++)
+    out[i] = rand() < 0.8 ? alphabet[Math.floor(rand() * alphabet.length)]! : Math.floor(rand() * 256);
   return out;
 }
 
@@ -143,25 +166,25 @@ function exercise(frame: Frame, server: boolean): void {
   if (server) {
     const r = parseCommand(frame);
     if (r.ok) {
-      const e = new Encoder({ side: 'client', literalPlus: true });
+      const e = new Encoder({ side: "client", literalPlus: true });
       writeCommand(e, r.value);
-      const again = reframe(e.finishBytes(), 'server');
-      if (again !== null && !parseCommand(again).ok) throw new Error('re-encoded command does not parse');
+      const again = reframe(e.finishBytes(), "server");
+      if (again !== null && !parseCommand(again).ok) throw new Error("re-encoded command does not parse");
     }
   } else {
     const r = parseResponse(frame);
     if (r.ok) {
       const v = r.value;
       const droppable =
-        v.type === 'unknown' ||
-        (v.type === 'status' && v.code !== null && !v.code.known) ||
-        (v.type === 'FETCH' && v.attrs.some((a) => a.name === 'unknown')) ||
-        ((v.type === 'LIST' || v.type === 'STATUS') && v.mailbox === null);
+        v.type === "unknown" ||
+        (v.type === "status" && v.code !== null && !v.code.known) ||
+        (v.type === "FETCH" && v.attrs.some((a) => a.name === "unknown")) ||
+        ((v.type === "LIST" || v.type === "STATUS") && v.mailbox === null);
       if (!droppable) {
-        const e = new Encoder({ side: 'server' });
+        const e = new Encoder({ side: "server" });
         writeResponse(e, v);
-        const again = reframe(e.finishBytes(), 'client');
-        if (again !== null && !parseResponse(again).ok) throw new Error('re-encoded response does not parse');
+        const again = reframe(e.finishBytes(), "client");
+        if (again !== null && !parseResponse(again).ok) throw new Error("re-encoded response does not parse");
       }
     }
   }
@@ -169,15 +192,15 @@ function exercise(frame: Frame, server: boolean): void {
   if (line !== undefined) parseAuthenticateLine(line);
 }
 
-function reframe(data: Uint8Array, role: 'server' | 'client'): Frame | null {
+function reframe(data: Uint8Array, role: "server" | "client"): Frame | null {
   const f = new Framer({ role, allowLiteral8: true });
   f.feed(data);
   for (let e = f.next(); e !== null; e = f.next()) {
-    if (e.kind === 'literal') f.acceptLiteral();
-    else if (e.kind === 'frame') return e.frame;
-    else if (e.kind === 'error') throw new Error(`re-encoded message does not frame: ${e.error.message}`);
+    if (e.kind === "literal") f.acceptLiteral();
+    else if (e.kind === "frame") return e.frame;
+    else if (e.kind === "error") throw new Error(`re-encoded message does not frame: ${e.error.message}`);
   }
-  throw new Error('re-encoded message is incomplete');
+  throw new Error("re-encoded message is incomplete");
 }
 
 test(`fuzz: ${ITERATIONS} random and mutated inputs, random chunking`, () => {
@@ -205,7 +228,7 @@ test(`fuzz: ${ITERATIONS} random and mutated inputs, random chunking`, () => {
       input = joined;
     }
     const framer = new Framer({
-      role: server ? 'server' : 'client',
+      role: server ? "server" : "client",
       allowLiteral8: rand() < 0.2,
       ...(rand() < 0.3 ? { limits: SMALL_LIMITS } : {}),
     });
@@ -216,15 +239,15 @@ test(`fuzz: ${ITERATIONS} random and mutated inputs, random chunking`, () => {
         framer.feed(input.subarray(off, off + size));
         off += size;
         for (let e = framer.next(); e !== null; e = framer.next()) {
-          if (e.kind === 'literal') {
+          if (e.kind === "literal") {
             if (rand() < 0.8) framer.acceptLiteral();
             else framer.refuseLiteral();
-          } else if (e.kind === 'frame') {
+          } else if (e.kind === "frame") {
             frames++;
             exercise(e.frame, server);
             // Parse with the other side's grammar too: it must fail gracefully.
             exercise(e.frame, !server);
-          } else if (e.kind === 'line') {
+          } else if (e.kind === "line") {
             parseAuthenticateLine(e.line);
           } else {
             errors++;
@@ -233,8 +256,8 @@ test(`fuzz: ${ITERATIONS} random and mutated inputs, random chunking`, () => {
         }
       }
     } catch (err) {
-      const hex = Buffer.from(input).toString('hex');
-      throw new Error(`iteration ${i} (seed ${SEED}, ${server ? 'server' : 'client'}) input ${hex}: ${String(err)}`);
+      const hex = Buffer.from(input).toString("hex");
+      throw new Error(`iteration ${i} (seed ${SEED}, ${server ? "server" : "client"}) input ${hex}: ${String(err)}`);
     }
     if (i % 20_000 === 19_999) {
       Bun.gc(true);

@@ -1,5 +1,5 @@
 /** Shared helpers for the wire-layer tests. */
-import { Framer, type FramerEvent, type FramerOptions, type Frame } from '../../../src/imap/wire/index.ts';
+import { type Frame, Framer, type FramerEvent, type FramerOptions } from "../../../src/imap/wire/index.ts";
 
 export const te = new TextEncoder();
 export const td = new TextDecoder();
@@ -9,10 +9,10 @@ export function bytes(s: string): Uint8Array {
 }
 
 /** A frame built directly from a single-line (or multi-line with literals) string, through a server framer accepting all literals. */
-export function frameOf(s: string, role: FramerOptions['role'] = 'server'): Frame {
-  const events = run(new Framer({ role }), [bytes(s)], 'accept');
-  const frames = events.filter((e) => e.kind === 'frame');
-  if (frames.length !== 1 || frames[0]!.kind !== 'frame') {
+export function frameOf(s: string, role: FramerOptions["role"] = "server"): Frame {
+  const events = run(new Framer({ role }), [bytes(s)], "accept");
+  const frames = events.filter((e) => e.kind === "frame");
+  if (frames.length !== 1 || frames[0]!.kind !== "frame") {
     throw new Error(`expected one frame from ${JSON.stringify(s)}, got ${JSON.stringify(events.map((e) => e.kind))}`);
   }
   return frames[0]!.frame;
@@ -22,7 +22,7 @@ export function frameOf(s: string, role: FramerOptions['role'] = 'server'): Fram
 export function run(
   framer: Framer,
   chunks: readonly Uint8Array[],
-  decide: 'accept' | 'refuse' | ((e: FramerEvent) => 'accept' | 'refuse'),
+  decide: "accept" | "refuse" | ((e: FramerEvent) => "accept" | "refuse"),
 ): FramerEvent[] {
   const out: FramerEvent[] = [];
   const pump = (): void => {
@@ -30,9 +30,9 @@ export function run(
       const e = framer.next();
       if (e === null) return;
       out.push(e);
-      if (e.kind === 'literal') {
-        const d = typeof decide === 'function' ? decide(e) : decide;
-        if (d === 'accept') framer.acceptLiteral();
+      if (e.kind === "literal") {
+        const d = typeof decide === "function" ? decide(e) : decide;
+        if (d === "accept") framer.acceptLiteral();
         else framer.refuseLiteral();
       }
     }
@@ -58,16 +58,23 @@ export function splitAt(data: Uint8Array, ...positions: number[]): Uint8Array[] 
 
 /** A readable summary of events for table comparisons. */
 export function summarize(events: readonly FramerEvent[]): string[] {
-  return events.map((e) => {
+  return events.map((e): string => {
     switch (e.kind) {
-      case 'frame':
-        return `frame ${e.frame.lines.map((l, i) => td.decode(l) + (i < e.frame.literals.length ? `<${td.decode(e.frame.literals[i]!.data)}>` : '')).join('')}`;
-      case 'line':
+      case "frame": {
+        const parts = e.frame.lines.map((l, i) => {
+          const literal = e.frame.literals[i];
+          return td.decode(l) + (literal !== undefined ? `<${td.decode(literal.data)}>` : "");
+        });
+        return `frame ${parts.join("")}`;
+      }
+      case "line":
         return `line ${td.decode(e.line)}`;
-      case 'literal':
-        return `literal ${e.request.tag} ${e.request.command} ${e.request.size}${e.request.nonSync ? '+' : ''}`;
-      case 'error':
-        return `error ${e.error.code}${e.error.fatal ? ' fatal' : ''}`;
+      case "literal":
+        return `literal ${e.request.tag} ${e.request.command} ${e.request.size}${e.request.nonSync ? "+" : ""}`;
+      case "error":
+        return `error ${e.error.code}${e.error.fatal ? " fatal" : ""}`;
+      default:
+        throw new Error("summarize: unknown event");
     }
   });
 }

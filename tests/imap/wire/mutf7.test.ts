@@ -1,18 +1,18 @@
-import { describe, expect, test } from 'bun:test';
-import { decodeMutf7, encodeMutf7 } from '../../../src/imap/wire/index.ts';
+import { describe, expect, test } from "bun:test";
+import { decodeMutf7, encodeMutf7 } from "../../../src/imap/wire/index.ts";
 
-describe('modified UTF-7', () => {
+describe("modified UTF-7", () => {
   const pairs: Array<[string, string]> = [
-    ['INBOX', 'INBOX'],
-    ['&', '&-'],
-    ['a&b', 'a&-b'],
-    ['Café', 'Caf&AOk-'],
-    ['日本語', '&ZeVnLIqe-'],
-    ['Entwürfe/Ablage', 'Entw&APw-rfe/Ablage'],
-    ['~peter/mail/台北/日本語', '~peter/mail/&U,BTFw-/&ZeVnLIqe-'],
-    ['😀', '&2D3eAA-'],
-    ['é&é', '&AOk-&-&AOk-'],
-    ['', ''],
+    ["INBOX", "INBOX"],
+    ["&", "&-"],
+    ["a&b", "a&-b"],
+    ["Café", "Caf&AOk-"],
+    ["日本語", "&ZeVnLIqe-"],
+    ["Entwürfe/Ablage", "Entw&APw-rfe/Ablage"],
+    ["~peter/mail/台北/日本語", "~peter/mail/&U,BTFw-/&ZeVnLIqe-"],
+    ["😀", "&2D3eAA-"],
+    ["é&é", "&AOk-&-&AOk-"],
+    ["", ""],
   ];
   for (const [plain, enc] of pairs) {
     test(`${JSON.stringify(plain)} <-> ${enc}`, () => {
@@ -22,36 +22,43 @@ describe('modified UTF-7', () => {
   }
 
   const rejected: Array<[string, string]> = [
-    ['&AEk-NBOX', 'printable ASCII encoded (I)'],
-    ['&ACY-', '& encoded instead of &-'],
-    ['&AOk', 'unterminated shift'],
-    ['&AOk=-', 'padding'],
-    ['&AOl-', 'non-zero leftover bits'],
-    ['&AOkA-', 'leftover of six bits or more'],
-    ['&AOk-&AOk-', 'two adjacent shifts'],
-    ['&2D0-', 'unpaired high surrogate'],
-    ['&3gA-', 'unpaired low surrogate'],
-    ['&AO/-', 'standard base64 / instead of ,'],
-    ['Caf\u00e9', '8-bit'],
-    ['a\tb', 'control character'],
-    ['&-&', 'unterminated after &-'],
+    ["&AEk-NBOX", "printable ASCII encoded (I)"],
+    ["&ACY-", "& encoded instead of &-"],
+    ["&AOk", "unterminated shift"],
+    ["&AOk=-", "padding"],
+    ["&AOl-", "non-zero leftover bits"],
+    ["&AOkA-", "leftover of six bits or more"],
+    ["&AOk-&AOk-", "two adjacent shifts"],
+    ["&2D0-", "unpaired high surrogate"],
+    ["&3gA-", "unpaired low surrogate"],
+    ["&AO/-", "standard base64 / instead of ,"],
+    ["Caf\u00e9", "8-bit"],
+    ["a\tb", "control character"],
+    ["&-&", "unterminated after &-"],
   ];
   for (const [input, why] of rejected) {
     test(`rejects ${JSON.stringify(input)}: ${why}`, () => expect(decodeMutf7(input)).toBeNull());
   }
 
-  test('round trip of random strings', () => {
+  test("round trip of random strings", () => {
     let seed = 7;
     const rand = (n: number): number => {
       seed = (seed * 1103515245 + 12345) & 0x7fffffff;
       return seed % n;
     };
     for (let i = 0; i < 2000; i++) {
-      let s = '';
+      let s = "";
       const len = rand(12);
       for (let k = 0; k < len; k++) {
         const r = rand(4);
-        s += r === 0 ? String.fromCharCode(0x20 + rand(95)) : r === 1 ? '&' : r === 2 ? String.fromCharCode(0xa0 + rand(0x2000)) : '😀';
+        s +=
+          r === 0
+            ? String.fromCharCode(0x20 + rand(95))
+            : r === 1
+              ? "&"
+              : r === 2
+                ? String.fromCharCode(0xa0 + rand(0x2000))
+                : "😀";
       }
       expect(decodeMutf7(encodeMutf7(s))).toBe(s);
     }
