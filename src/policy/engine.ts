@@ -1,5 +1,5 @@
 /**
- * The rule engine (docs/config.md "`[[rules]]`"): first match decides, no match denies.
+ * The rule engine (docs/config.md "[[rules]]"): first match decides, no match denies.
  *
  * Pure and synchronous; compiled once per config load. A request may leave a
  * field unknown (`undefined`): the IMAP proxy asks about a folder before it
