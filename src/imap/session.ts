@@ -385,7 +385,10 @@ export class ImapSession {
     }
   }
 
-  /** The one place errors become replies (syntax → BAD, policy → NO, the unexpected → logged and a generic NO). */
+  /**
+   * The one place a command's errors become replies: a Refusal as thrown, an unavailable audit log `NO [UNAVAILABLE]`,
+   * a lost upstream `BYE`, anything else logged and `NO [SERVERBUG]`. Parse errors are answered in the read loop.
+   */
   #fail(cmd: Command, error: unknown): void {
     if (error instanceof Refusal) return this.tagged(cmd.tag, error.status, error.code, error.message);
     if (error instanceof AuditUnavailableError) {
