@@ -36,7 +36,7 @@ const stopRequested = new Promise<void>((resolveStop) => {
 });
 
 function demoConfig(servers: Upstreams, ports: { imap: number; smtp: number }): string {
-  return `# Written by scripts/demo.ts (npm run demo). Format: DESIGN.md §2 / docs/config.md.
+  return `# Written by scripts/demo.ts (npm run demo). Every key is described in docs/config.md.
 [imap]
 listen_addr = "127.0.0.1:${ports.imap}"
 upstream_addr = "127.0.0.1:${servers.ports.imaps}"

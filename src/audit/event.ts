@@ -1,5 +1,5 @@
 /**
- * What one audit row says: a single policy decision, as DESIGN.md §7 lists it.
+ * What one audit row says: a single policy decision, as docs/audit.md "What a row records" lists it.
  * Never message bodies, credentials or tokens; `detail` is for small scalars such as a size or an upstream reply code.
  */
 

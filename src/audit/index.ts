@@ -1,4 +1,4 @@
-/** The audit log (DESIGN.md §7): SQLite schema, migrations, batched writer and queries. It makes no decisions. */
+/** The audit log (docs/audit.md): SQLite schema, migrations, batched writer and queries. It makes no decisions. */
 export {
   type AuditDetail,
   type AuditEvent,

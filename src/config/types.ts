@@ -1,5 +1,5 @@
 /**
- * The validated, frozen configuration (DESIGN.md §2–§5) that the rest of
+ * The validated, frozen configuration (docs/config.md) that the rest of
  * Mailgator reads. Paths are absolute; defaults are filled in; secrets are
  * wrapped so they never print.
  */
@@ -95,7 +95,7 @@ export interface Config {
   readonly smtp: SmtpConfig | null;
   readonly rules: readonly RuleConfig[];
   readonly audit: AuditConfig;
-  /** Empty in pass-through mode; vault mode when non-empty (DESIGN.md §5). */
+  /** Empty in pass-through mode; vault mode when non-empty (docs/config.md "Who connects"). */
   readonly agents: readonly AgentConfig[];
   readonly accounts: Readonly<Record<string, AccountConfig>>;
   /** Things that load but deserve attention (TLS verification off, plaintext on a public address...). */

@@ -1,6 +1,6 @@
 /**
- * What the proxy advertises to agents (PROTOCOL.md §2): only what it implements itself. docs/imap.md gives the
- * reason for each extension kept or stripped.
+ * What the proxy advertises to agents (docs/protocol.md §2): only what it implements itself. That section
+ * gives the reason for each extension offered or not.
  */
 
 /** Before login. LOGINDISABLED and STARTTLS are added by the session when the listener offers STARTTLS. */
@@ -45,7 +45,7 @@ export const LIST_ATTRIBUTES = new Set([
   "\\TRASH",
 ]);
 
-/** Response codes passed on from upstream; the others are dropped (PROTOCOL.md §2 "Response codes"). */
+/** Response codes passed on from upstream; the others are dropped (docs/protocol.md §2 "Response codes"). */
 export const PASSED_CODES = new Set([
   "ALERT",
   "PARSE",

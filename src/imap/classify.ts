@@ -1,7 +1,7 @@
 /**
- * Per-message visibility (DESIGN.md §4 "hidden messages do not exist for the agent", PROTOCOL.md §3,
- * docs/filtering.md): which UIDs of a folder an agent may read, decided by the rule engine from each message's
- * headers, fetched from upstream with UID commands in chunks.
+ * Per-message visibility (hidden messages do not exist for the agent: docs/config.md "Operations",
+ * docs/protocol.md §3, docs/filtering.md): which UIDs of a folder an agent may read, decided by the rule engine from
+ * each message's headers, fetched from upstream with UID commands in chunks.
  *
  * - `messageFilter` compiles what a folder needs for one agent: the header fields the rules test
  *   (`Policy.messageDependence`), whether BODYSTRUCTURE is needed (`has_attachment`), and a fingerprint of the

@@ -1,7 +1,8 @@
 /**
- * Per-message filtering in the session (DESIGN.md §4 "hidden messages do not exist for the agent", PROTOCOL.md §3,
- * docs/filtering.md): the read decision for a filtered folder, opening a filtered mailbox at SELECT (classification
- * with the cache), classifying arrivals before the agent hears of them, and STATUS over visible messages only.
+ * Per-message filtering in the session (hidden messages do not exist for the agent: docs/config.md "Operations",
+ * docs/protocol.md §3, docs/filtering.md): the read decision for a filtered folder, opening a filtered mailbox at
+ * SELECT (classification with the cache), classifying arrivals before the agent hears of them, and STATUS over visible
+ * messages only.
  *
  * A folder is filtered when the rules for `mail:read` there depend on message fields (`messageFilter` is not null).
  * Only read operations may carry message conditions (index.ts refuses the rest at start-up), so every write is
@@ -153,7 +154,7 @@ export type StatusItem = "MESSAGES" | "RECENT" | "UIDNEXT" | "UIDVALIDITY" | "UN
 const COMPUTABLE = new Set<string>(["MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"]);
 
 /**
- * STATUS of a filtered folder, counted over its visible messages (PROTOCOL.md §7.8): from the model when it is the
+ * STATUS of a filtered folder, counted over its visible messages (docs/protocol.md §7.8): from the model when it is the
  * selected folder, else by opening it read-only on a second upstream connection (EXAMINE keeps \Recent) and
  * classifying it (the cache serves re-opens). Items that cannot be computed so are refused.
  */

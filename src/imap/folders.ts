@@ -1,8 +1,8 @@
 /**
  * Folder names between the agent, the policy and the upstream server.
  *
- * The agent sees upstream's names and hierarchy delimiter; rules see `/`-separated names (DESIGN.md §3). Names
- * arrive already decoded from modified UTF-7 and with INBOX canonicalized by the wire layer.
+ * The agent sees upstream's names and hierarchy delimiter; rules see `/`-separated names (docs/config.md "Globs").
+ * Names arrive already decoded from modified UTF-7 and with INBOX canonicalized by the wire layer.
  */
 
 import type { Operation, Policy } from "../policy/index.ts";
@@ -23,7 +23,7 @@ export class FolderNames {
   }
 
   /**
-   * Names the proxy refuses outright (PROTOCOL.md §4, §7.13): `..` segments, empty segments, a trailing
+   * Names the proxy refuses outright (docs/protocol.md §4, §7.13): `..` segments, empty segments, a trailing
    * delimiter, and other users' or shared namespaces.
    */
   invalid(name: string): boolean {
@@ -93,7 +93,7 @@ export class FolderRights {
     this.#agent = agent;
   }
 
-  /** Listed at all: some operation on it can be allowed (DESIGN.md §4). Hidden means nonexistent. */
+  /** Listed at all: some operation on it can be allowed (docs/config.md "Operations"). Hidden means nonexistent. */
   visible(policyName: string): boolean {
     return this.#remembered(`visible\0${policyName}`, () => this.#policy.folderVisible(policyName, this.#agent));
   }

@@ -1,5 +1,5 @@
 /**
- * The IMAP proxy (DESIGN.md §4–§5, docs/imap.md): a strict IMAP server to agents and a careful client to the
+ * The IMAP proxy (docs/imap.md, docs/protocol.md): a strict IMAP server to agents and a careful client to the
  * upstream server, with folder and operation rules enforced. `startImapProxy` is what the CLI's `serve` calls.
  */
 
@@ -28,7 +28,9 @@ export interface ImapProxy {
 /** Agent connections open at once. */
 export const MAX_CONNECTIONS = 256;
 export const DEFAULT_TIMEOUTS: UpstreamTimeouts = { connectMs: 10_000, handshakeMs: 15_000, commandMs: 5 * 60_000 };
-/** Failed logins from one address: +500 ms per failure within 15 minutes, up to 10 s (DESIGN.md §5). */
+/**
+ * Failed logins from one address: +500 ms per failure within 15 minutes, up to 10 s (docs/config.md "Who connects").
+ */
 const LOGIN_THROTTLE = { stepMs: 500, maxMs: 10_000, windowMs: 15 * 60_000, maxTracked: 10_000 };
 
 const MESSAGE_CONDITIONS = ["from", "to", "cc", "bcc", "subject", "hasAttachment"] as const;

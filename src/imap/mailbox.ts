@@ -1,9 +1,9 @@
 /**
- * The selected mailbox as the proxy models it (PROTOCOL.md §3).
+ * The selected mailbox as the proxy models it (docs/protocol.md §3).
  *
- * - `U`: upstream sequence number → UID, every message included (hidden ones too, once per-message filtering
- *   lands). A `0` entry is a message announced by `* n EXISTS` whose UID is not known yet; unknown entries are
- *   always a suffix, because new messages only append.
+ * - `U`: upstream sequence number → UID, every message included (hidden ones too). A `0` entry is a message
+ *   announced by `* n EXISTS` whose UID is not known yet; unknown entries are always a suffix, because new
+ *   messages only append.
  * - `V`: the sorted UIDs the agent has been told about ("Vagent"). Agent sequence numbers are positions in V.
  *   An upstream EXPUNGE removes its entry from U at once but stays in V until the agent's command permits an
  *   EXPUNGE response (RFC 3501 §7.4.1), so agent sequence numbers never shift under a running FETCH.
@@ -293,7 +293,7 @@ export class SelectedMailbox {
 
   /**
    * A UID set for upstream covering exactly `uids` (sorted): a range `a:b` only spans UIDs that are adjacent in U,
-   * so it never covers a message the agent did not ask for (PROTOCOL.md §3 "UID sets sent upstream").
+   * so it never covers a message the agent did not ask for (docs/protocol.md §3 "UID sets sent upstream").
    */
   upstreamSet(uids: readonly number[]): SeqRange[] {
     const out: SeqRange[] = [];

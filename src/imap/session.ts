@@ -71,7 +71,7 @@ export type State = "not-authenticated" | "authenticated" | "selected" | "logout
 
 /** Pauses reading from the agent when this much is buffered ahead of the running command. */
 const READ_AHEAD_LIMIT = 256 * 1024;
-/** Commands allowed before login (the issue's list). */
+/** Commands allowed before login (RFC 3501 §6.1, §6.2; docs/protocol.md §1). */
 const PRE_AUTH = new Set(["CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "ID", "LOGIN", "AUTHENTICATE"]);
 const ANY_STATE = new Set(["CAPABILITY", "NOOP", "LOGOUT", "ID"]);
 const SELECTED_ONLY = new Set(["FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE", "CLOSE", "UNSELECT", "CHECK"]);
@@ -385,7 +385,10 @@ export class ImapSession {
     }
   }
 
-  /** The one place errors become replies (STYLE.md). */
+  /**
+   * The one place a command's errors become replies: a Refusal as thrown, an unavailable audit log `NO [UNAVAILABLE]`,
+   * a lost upstream `BYE`, anything else logged and `NO [SERVERBUG]`. Parse errors are answered in the read loop.
+   */
   #fail(cmd: Command, error: unknown): void {
     if (error instanceof Refusal) return this.tagged(cmd.tag, error.status, error.code, error.message);
     if (error instanceof AuditUnavailableError) {
@@ -493,7 +496,7 @@ export class ImapSession {
         macro: null,
       });
     }
-    // A filtered folder's arrivals are classified before the agent hears of any (PROTOCOL.md §3 "IDLE flow").
+    // A filtered folder's arrivals are classified before the agent hears of any (docs/protocol.md §3 "IDLE flow").
     if (box.visible !== null) await classifyNew(this, box);
     if (allowExpunge) for (const k of box.takeExpunges()) this.sendText(`* ${k} EXPUNGE`);
     const n = box.admitNew();
@@ -549,7 +552,7 @@ export class ImapSession {
     }
   }
 
-  /** Records and waits until the row is on disk: for writes, before they go upstream (DESIGN.md §7). */
+  /** Records and waits until the row is on disk: for writes, before they go upstream (docs/audit.md). */
   async auditDurable(ev: Row): Promise<void> {
     await this.ctx.audit.durable(this.#event(ev));
   }
@@ -593,7 +596,7 @@ export class ImapSession {
     }
     this.tagged(tag, "OK", null, "Begin TLS negotiation now");
     this.flush();
-    // Bytes sent in clear after STARTTLS are discarded (RFC 9051 §6.2.1, PROTOCOL.md §7.20).
+    // Bytes sent in clear after STARTTLS are discarded (RFC 9051 §6.2.1, docs/protocol.md §7.20).
     this.#framer.discardBuffered();
     this.#framer = new Framer({ role: "server" });
     try {

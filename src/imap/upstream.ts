@@ -1,7 +1,7 @@
 /**
  * The proxy as an IMAP client to the upstream server: connect (implicit TLS, verified STARTTLS, or plain when
  * configured), log in with credentials the caller chose, then run one command at a time with proxy-owned tags
- * (PROTOCOL.md §0.4, §4). Every response is framed and parsed; nothing is relayed as bytes.
+ * (docs/protocol.md §0.4, §4). Every response is framed and parsed; nothing is relayed as bytes.
  */
 
 import { type Connection, connectUpstream, tlsOptions, UpstreamError, type UpstreamTarget } from "../net/index.ts";

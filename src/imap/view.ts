@@ -1,5 +1,5 @@
 /**
- * What a filtered mailbox looks like to an agent (PROTOCOL.md §3, docs/filtering.md).
+ * What a filtered mailbox looks like to an agent (docs/protocol.md §3, docs/filtering.md).
  *
  * - `VisibleSet` is Vtrue: the sorted UIDs the agent may see, as far as they have been classified
  *   (`classifiedThrough`). Visibility depends only on immutable headers, so a UID is classified once and
@@ -86,7 +86,8 @@ export class VisibleSet {
 
   /**
    * Records the classification of every UID up to `through`: `visible` (ascending) are the visible ones among
-   * them above the previous `classifiedThrough`; ones at or below it are ignored (classified once, PROTOCOL.md §3).
+   * them above the previous `classifiedThrough`; ones at or below it are ignored (classified once:
+   * docs/protocol.md §3 "Visibility is decided once").
    */
   extend(visible: ArrayLike<number>, through: number): void {
     for (let i = 0; i < visible.length; i++) {

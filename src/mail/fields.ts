@@ -1,6 +1,7 @@
 /**
- * The message fields rules test (DESIGN.md §3), read from a header section: From, To, Cc, Bcc as lower-cased
- * addr-specs (display names and group names dropped, `parseAddressList`) and the decoded Subject.
+ * The message fields rules test (docs/config.md "What the message fields mean"), read from a header section: From, To,
+ * Cc, Bcc as lower-cased addr-specs (display names and group names dropped, `parseAddressList`) and the decoded
+ * Subject.
  *
  * A field that cannot be read is `undefined` (unknown), and the policy engine denies any request whose decision
  * depends on it. Beyond parse errors that means:

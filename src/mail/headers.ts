@@ -1,8 +1,8 @@
 /**
- * Header sections and encoded words, read for policy (DESIGN.md §3): unfolding (RFC 5322 §2.2.3) and RFC 2047
- * encoded words. Strict where a lenient reading could change a decision: a line that is not a field, or an
- * encoded word that cannot be decoded (unknown charset, bad base64, bad `=XX`), makes the caller treat the field
- * as unknown, which the policy engine resolves to deny.
+ * Header sections and encoded words, read for policy (docs/config.md "What the message fields mean"): unfolding
+ * (RFC 5322 §2.2.3) and RFC 2047 encoded words. Strict where a lenient reading could change a decision: a line that
+ * is not a field, or an encoded word that cannot be decoded (unknown charset, bad base64, bad `=XX`), makes the
+ * caller treat the field as unknown, which the policy engine resolves to deny.
  */
 
 export interface HeaderField {

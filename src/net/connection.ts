@@ -135,8 +135,8 @@ export class Connection {
 
   /**
    * Server side of STARTTLS: call after writing the "go ahead" reply. Bytes the peer sent in clear after its
-   * STARTTLS command must be dropped by the caller (RFC 3207 §4.2; PROTOCOL.md §4): from here on only
-   * decrypted bytes reach the data handler.
+   * STARTTLS command must be dropped by the caller (RFC 3207 §4.2, RFC 9051 §6.2.1; docs/protocol.md §4, §6): from here
+   * on only decrypted bytes reach the data handler.
    */
   async startTlsServer(key: Buffer, cert: Buffer, handshakeTimeoutMs: number): Promise<void> {
     const raw = this.#socket;

@@ -1,4 +1,6 @@
-/** Client address checks for `allowed_ips` (DESIGN.md §5): exact addresses or CIDR ranges, IPv4 and IPv6. */
+/**
+ * Client address checks for `allowed_ips` (docs/config.md "Vault mode"): exact addresses or CIDR ranges, IPv4 and IPv6.
+ */
 
 import { isIP } from "node:net";
 

@@ -1,6 +1,6 @@
 /**
- * Slows down repeated failed logins from one client address (DESIGN.md §5): each failure within the window
- * adds `stepMs` to the delay before the next failure reply, up to `maxMs`. The delay applies to failures only,
+ * Slows down repeated failed logins from one client address (docs/config.md "Who connects"): each failure within the
+ * window adds `stepMs` to the delay before the next failure reply, up to `maxMs`. The delay applies to failures only,
  * so a client that knows its credentials is never slowed. Entries expire after `windowMs` without failures.
  */
 

@@ -1,7 +1,7 @@
 /**
  * Address lists of RFC 5322 §3.4 reduced to their addr-specs: display names,
  * comments and group names are dropped, because rules match addresses only
- * (DESIGN.md §3). `"notifications@shop.test" <spam@evil.test>` is spam@evil.test.
+ * (docs/config.md "Globs"). `"notifications@shop.test" <spam@evil.test>` is spam@evil.test.
  *
  * Parsing is strict where it matters for policy: an unterminated quote, comment
  * or angle bracket, or a mailbox without exactly one unquoted `@`, makes the

@@ -1,5 +1,5 @@
 /**
- * The rule engine (DESIGN.md §3): first match decides, no match denies.
+ * The rule engine (docs/config.md "[[rules]]"): first match decides, no match denies.
  *
  * Pure and synchronous; compiled once per config load. A request may leave a
  * field unknown (`undefined`): the IMAP proxy asks about a folder before it
@@ -50,7 +50,7 @@ export type Field = MessageField | "folder" | "agent";
  * (pass-through mode), in which case rules scoped to agents do not match.
  * Folder names use `/` as the hierarchy delimiter. Address lists hold parsed
  * addr-specs. For a send, `to` is the envelope recipient being decided, and
- * `cc`/`bcc` hold it too when the headers class it so (DESIGN.md §6).
+ * `cc`/`bcc` hold it too when the headers class it so (docs/smtp.md "Send semantics").
  */
 export interface Request {
   readonly operation: Operation;
@@ -403,7 +403,7 @@ export class Policy {
 
   /**
    * May the agent see this folder at all? A folder is listed only if some
-   * operation on it can be allowed (DESIGN.md §4).
+   * operation on it can be allowed (docs/config.md "Operations").
    */
   folderVisible(folder: string, agent: string | null): boolean {
     for (const op of operationsOf(ALL_OPERATIONS_MASK)) {

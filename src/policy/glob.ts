@@ -1,5 +1,5 @@
 /**
- * Globs of DESIGN.md §3, compiled once per config load.
+ * Globs of docs/config.md "Globs", compiled once per config load.
  *
  * - Folder globs are `/`-separated; `*` and `?` stay within one level, a `**`
  *   segment spans any number of levels. `Archive/**` matches everything below

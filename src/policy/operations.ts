@@ -1,5 +1,5 @@
 /**
- * Operations a rule can allow or deny (DESIGN.md §4) and the shorthands that
+ * Operations a rule can allow or deny (docs/config.md "Operations") and the shorthands that
  * expand to them. Each operation is one bit, so a rule's operation set is a
  * number and the first check of every evaluation is a single AND.
  */

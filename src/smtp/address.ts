@@ -1,5 +1,6 @@
 /**
- * MAIL FROM / RCPT TO arguments (RFC 5321 §4.1.2, §4.1.1.11) read strictly (PROTOCOL.md §6, §7 case 29).
+ * MAIL FROM / RCPT TO arguments (RFC 5321 §4.1.2, §4.1.1.11) read strictly (docs/protocol.md §6 "Addresses",
+ * §7 case 29).
  *
  * Only plain `local@domain` is accepted: a local part of dot-atom text without `%` or `!` (old routing hacks:
  * `evil%x@corp.com` is delivered to x by some relays), a domain of LDH labels without a trailing dot. Refused:

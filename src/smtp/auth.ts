@@ -1,6 +1,7 @@
 /**
  * AUTH (RFC 4954) on the agent side: SASL PLAIN (RFC 4616) and LOGIN decoding, and the vault-mode check of an
- * agent's token (DESIGN.md §5). Pass-through logins are checked by the upstream server instead (session.ts).
+ * agent's token (docs/config.md "Who connects"). Pass-through logins are checked by the upstream server instead
+ * (session.ts).
  */
 
 import type { AgentConfig } from "../config/types.ts";

@@ -1,5 +1,5 @@
 /**
- * Send semantics (DESIGN.md §6, docs/smtp.md): what the policy is asked for a sender and for each recipient.
+ * Send semantics (docs/smtp.md "Send semantics"): what the policy is asked for a sender and for each recipient.
  *
  * Each envelope recipient R is decided on its own with `to = [R]`; `cc = [R]` when the Cc header names R and
  * the To header does not; `bcc = [R]` when neither does. `from` is the envelope sender (the reverse path), `[]`

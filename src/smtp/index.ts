@@ -1,5 +1,5 @@
 /**
- * The SMTP proxy (DESIGN.md §6, docs/smtp.md): store and forward with sender, recipient and content rules.
+ * The SMTP proxy (docs/smtp.md, docs/protocol.md §6): store and forward with sender, recipient and content rules.
  * `startSmtpProxy` is what the CLI calls; it listens on `[smtp] listen_addr` until `close()`.
  */
 

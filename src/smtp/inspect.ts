@@ -1,7 +1,7 @@
 /**
- * Reads what the policy needs from a message as it streams past (DESIGN.md §6): the header section (To, Cc,
- * Subject, Message-ID) and, for `has_attachment`, the MIME structure. Nothing but headers is kept: body lines
- * are only looked at for MIME boundaries.
+ * Reads what the policy needs from a message as it streams past (docs/smtp.md "What the message says"): the header
+ * section (To, Cc, Subject, Message-ID) and, for `has_attachment`, the MIME structure. Nothing but headers is kept:
+ * body lines are only looked at for MIME boundaries.
  *
  * has_attachment (docs/smtp.md): an entity (the message itself or any MIME part) is an attachment when its
  * Content-Disposition is `attachment`, when it names a file (`filename` or Content-Type `name`, RFC 2231 forms

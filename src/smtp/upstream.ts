@@ -5,7 +5,7 @@
  * Credentials are never sent on a connection that is not encrypted unless the config says `upstream_tls =
  * "none"`. With `starttls`, an EHLO without STARTTLS (stripped by a man in the middle, RFC 3207 §6), a refused
  * STARTTLS or a failed handshake ends the connection before anything else is sent; bytes received before the
- * handshake are discarded (PROTOCOL.md §6, Poddebniak et al. 2021).
+ * handshake are discarded (docs/protocol.md §6 "STARTTLS"; Poddebniak et al., USENIX Security 2021).
  */
 
 import { hostname } from "node:os";
@@ -55,10 +55,10 @@ export type SendResult =
   | { readonly stage: "mail" | "rcpt" | "data-command"; readonly reply: Reply; readonly recipient?: string };
 
 /**
- * The audit commit that a replay waits for before its final dot. DESIGN.md §7 asks that an operation that reached
- * upstream has its audit row on disk; a message reaches the upstream server only with the end of data (RFC 5321
- * §4.1.1.4: nothing is delivered before it, and a connection lost before it discards the transaction). So MAIL,
- * the RCPTs and DATA may go out while the rows wait to be committed; the replay asks for the commit (`hurry`)
+ * The audit commit that a replay waits for before its final dot. docs/audit.md ("What a row records") asks that an
+ * operation that reached upstream has its audit row on disk; a message reaches the upstream server only with the end of
+ * data (RFC 5321 §4.1.1.4: nothing is delivered before it, and a connection lost before it discards the transaction).
+ * So MAIL, the RCPTs and DATA may go out while the rows wait to be committed; the replay asks for the commit (`hurry`)
  * once DATA is accepted, the final dot waits for it, and a failed commit abandons the transaction instead.
  */
 export class CommitGate {

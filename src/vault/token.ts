@@ -1,5 +1,5 @@
 /**
- * Agent tokens for vault mode (DESIGN.md §5). A token is 32 random bytes in
+ * Agent tokens for vault mode (docs/config.md "Vault mode"). A token is 32 random bytes in
  * base64url behind a `mgt_` prefix (so it is recognisable in a leaked file);
  * the config stores only `sha256:<hex>` of it. A plain hash is enough because
  * the token has 256 bits of entropy: there is nothing to brute-force.

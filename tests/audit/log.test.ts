@@ -338,7 +338,7 @@ describe("retention", () => {
 });
 
 describe("what a row may hold", () => {
-  test("the schema has the DESIGN.md §7 fields and no column for a body, credential or token", async () => {
+  test("the schema has the fields docs/audit.md lists and no column for a body, credential or token", async () => {
     const path = scratch.file("schema.db");
     await AuditLog.open(path).close();
     const db = new Database(path, { readonly: true });

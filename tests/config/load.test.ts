@@ -18,7 +18,7 @@ function problems(text: string, env: Record<string, string> = {}): string {
 }
 
 describe("loading", () => {
-  test("the seed config loads verbatim with the defaults of DESIGN.md §2", () => {
+  test("the seed config loads verbatim with the defaults of docs/config.md", () => {
     const c = loadConfig(join(import.meta.dir, "../../examples/seed.toml"));
     expect(c.imap?.upstreamTls).toBe("tls");
     expect(c.smtp?.upstreamTls).toBe("starttls");

@@ -1,7 +1,7 @@
 /**
- * PROTOCOL.md §7 cases 12–26 through the proxy, with a raw socket client writing exact bytes. After each attack
+ * docs/protocol.md §7 cases 12–26 through the proxy, with a raw socket client writing exact bytes. After each attack
  * Dovecot is read directly (tests/fixtures connectImap): the reply alone proves nothing if the upstream changed.
- * Cases 1–11 are per-message (hidden messages) and belong to the per-message filtering work.
+ * Cases 1–11 are about hidden messages: filtered-attacks.test.ts and filtered-updates.test.ts.
  *
  * Rules: INBOX and below may be read, flagged and managed (no delete, move or append); Archive may be read and
  * expunged but not flagged (so it is opened read-write upstream and PEEK is the only thing keeping \Seen unset);

@@ -1,5 +1,5 @@
 /**
- * PROTOCOL.md §7 cases 1–11, 21, 23, 24 and 27 against a filtered INBOX (the seed config's rules) over a raw
+ * docs/protocol.md §7 cases 1–11, 21, 23, 24 and 27 against a filtered INBOX (the seed config's rules) over a raw
  * socket: every byte the agent receives is checked for hidden messages' Message-IDs, subjects and UIDs, and the
  * expected sets come from the seeder's manifest. Dovecot is read directly where the attack could change it.
  */
@@ -42,7 +42,7 @@ afterAll(async () => {
   await proxy?.close();
 });
 
-describe("PROTOCOL.md §7 against a filtered INBOX", () => {
+describe("docs/protocol.md §7 against a filtered INBOX", () => {
   test("case 1: UID FETCH 1:* BODY.PEEK[] returns exactly the visible messages, numbered 1..n", async () => {
     const raw = await agent();
     await raw.command("s", "EXAMINE INBOX");

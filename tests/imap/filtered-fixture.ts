@@ -5,7 +5,7 @@
 import { expect } from "bun:test";
 import type { SeededMessage } from "../fixtures/index.ts";
 
-/** DESIGN.md §2's rules, verbatim. */
+/** The seed config's rules (README.md "Rules"), verbatim. */
 export const SEED_RULES = `[[rules]]
 name = "Transactional emails from known senders"
 folders = ["INBOX"]

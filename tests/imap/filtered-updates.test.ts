@@ -1,6 +1,6 @@
 /**
- * Updates in a filtered INBOX (PROTOCOL.md §3 "IDLE flow", §7 cases 10 and 11): while the agent idles or sends NOOP,
- * a client connected straight to Dovecot appends visible and hidden messages, expunges both kinds and changes
+ * Updates in a filtered INBOX (docs/protocol.md §3 "IDLE flow", §7 cases 10 and 11): while the agent idles or sends
+ * NOOP, a client connected straight to Dovecot appends visible and hidden messages, expunges both kinds and changes
  * flags. The agent hears exactly of the visible changes, and `FETCH 1:* (UID)` afterwards matches the expectation
  * computed from the manifest and those changes.
  */

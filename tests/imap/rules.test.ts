@@ -1,6 +1,6 @@
 /**
- * Folder and operation rules, command by command (DESIGN.md §4): INBOX is read-only, Drafts append-only, the
- * Archive subtree is the agent's own, and nothing else exists for the agent (Sent, Trash, Junk are hidden).
+ * Folder and operation rules, command by command (docs/config.md "Operations"): INBOX is read-only, Drafts append-only,
+ * the Archive subtree is the agent's own, and nothing else exists for the agent (Sent, Trash, Junk are hidden).
  * Each command class is tried through the proxy with a raw client and must be allowed or refused as the rules say;
  * after every refusal Dovecot is read directly and must hold exactly what it held before (folders, subscriptions,
  * UIDs, flags, UIDNEXT); every decision is in the audit log with the rule that made it.

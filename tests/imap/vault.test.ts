@@ -1,5 +1,5 @@
 /**
- * Login through the IMAP proxy (DESIGN.md §5).
+ * Login through the IMAP proxy (docs/config.md "Who connects").
  *
  * Pass-through: every failure (wrong password, unknown user, malformed AUTHENTICATE PLAIN, another authorization
  * identity) is the same `NO [AUTHENTICATIONFAILED] Authentication failed`. Vault: an agent logs in with its name
@@ -184,7 +184,7 @@ allowed_ips = ["10.0.0.0/8"]
         expect(status).toBe(FAILED);
         delays.push(ms);
       }
-      // DESIGN.md §5: +500 ms per failure from the same address (0.5, 1.0, 1.5 ... s), never shorter.
+      // docs/config.md "Who connects": +500 ms per failure from the same address (0.5, 1.0, 1.5 ... s), never shorter.
       for (let i = 0; i < delays.length; i++) {
         expect(delays[i]!).toBeGreaterThanOrEqual(500 * (i + 1) - 50);
         expect(delays[i]!).toBeLessThan(500 * (i + 1) + 1500);

@@ -1,4 +1,4 @@
-/** MAIL FROM / RCPT TO arguments (PROTOCOL.md §6, §7 case 29). */
+/** MAIL FROM / RCPT TO arguments (docs/protocol.md §6, §7 case 29). */
 
 import { expect, test } from "bun:test";
 import { parsePathArgument } from "../../src/smtp/address.ts";

@@ -1,5 +1,5 @@
 /**
- * PROTOCOL.md §7 cases 28–35 against real Postfix through the proxy. Each test asserts what reached the
+ * docs/protocol.md §7 cases 28–35 against real Postfix through the proxy. Each test asserts what reached the
  * upstream server (the sink Maildir and Postfix's log), not only the replies. Every address carries a marker
  * unique to the test, so parallel tests never see each other's mail.
  *

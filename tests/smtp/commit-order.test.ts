@@ -1,7 +1,7 @@
 /**
- * The audit commit and the upstream replay overlap (docs/smtp.md, Replay) without weakening DESIGN.md §7: an
- * operation that reached upstream has its audit row on disk. A message reaches the upstream with its end of
- * data, so the fake upstream checks, the moment the final dot arrives, that the message's rows are already
+ * The audit commit and the upstream replay overlap (docs/smtp.md, Replay) without weakening the audit contract
+ * (docs/audit.md): an operation that reached upstream has its audit row on disk. A message reaches the upstream with
+ * its end of data, so the fake upstream checks, the moment the final dot arrives, that the message's rows are already
  * committed. The rows wait for company (AuditLog.durableWithin) while MAIL, RCPT and DATA go upstream; once
  * DATA is accepted the replay asks for the commit and sends the content only after it. An audit log whose
  * commit is held back or refused shows that the content and the dot wait, and that a failed commit abandons the

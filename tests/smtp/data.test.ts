@@ -56,7 +56,7 @@ describe("end of data", () => {
   });
 });
 
-describe("bare CR and LF are refused (smuggling, PROTOCOL.md §7 case 31)", () => {
+describe("bare CR and LF are refused (smuggling, docs/protocol.md §7 case 31)", () => {
   for (const [name, input] of [
     ["<LF>.<LF>", "hi\n.\nRCPT TO:<evil@x>\r\n.\r\n"],
     ["<CR><LF>.<LF>", "hi\r\n.\nRCPT TO:<evil@x>\r\n.\r\n"],

@@ -1,5 +1,5 @@
 /**
- * MAIL FROM must be one of the session's identities, or `<>` (PROTOCOL.md §6; docs/smtp.md "Identities"): the
+ * MAIL FROM must be one of the session's identities, or `<>` (docs/smtp.md "Identities", docs/protocol.md §6): the
  * upstream login when it is an address, plus `[smtp] identities` (pass-through) or the account's `identities`
  * (vault). Against the real Postfix: a refused sender leaves no trace there (barrier, sink, Postfix's log), an
  * accepted one is delivered with the reverse path as the agent wrote it.

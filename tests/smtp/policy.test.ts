@@ -1,5 +1,5 @@
 /**
- * Content rules at the end of DATA (DESIGN.md §6, docs/smtp.md): cc / bcc classing of each envelope recipient,
+ * Content rules at the end of DATA (docs/smtp.md "Send semantics"): cc / bcc classing of each envelope recipient,
  * subject, has_attachment; all or nothing; nothing reaches the upstream when any recipient is refused.
  * A fake upstream records what arrives, so each refusal is checked at the server side too.
  */

@@ -1,5 +1,5 @@
 /**
- * The upstream leg: implicit TLS, verified STARTTLS, plain only when configured; PROTOCOL.md §7 case 36 (a man
+ * The upstream leg: implicit TLS, verified STARTTLS, plain only when configured; docs/protocol.md §7 case 36 (a man
  * in the middle strips STARTTLS: no credentials leave); upstream failures become 4xx replies and audit rows;
  * upstream refusals keep the transaction all or nothing.
  */

@@ -101,7 +101,7 @@ export function explain(ctx: CommandContext): number {
         d.ruleIndex === null ? "no rule matched: default deny" : `rule ${d.ruleIndex + 1} ${JSON.stringify(d.rule)}`;
       lines.push(`${operation}${where}: ${d.action.toUpperCase()} by ${by}`, `  ${d.reason}`);
     } else if (operation === "folder:read" && (outcome.possible.has("allow") || outcome.possible.has("ask"))) {
-      // A folder is listed and selectable when some message in it may be read (DESIGN.md §4).
+      // A folder is listed and selectable when some message in it may be read (docs/config.md "Operations").
       lines.push(
         `${operation}${where}: ALLOW: the folder is visible; which messages are depends on ${[...outcome.needs].join(", ")}`,
       );

@@ -1,7 +1,7 @@
 /**
- * Folder commands (DESIGN.md §4 folder:read, folder:write, mail:append): LIST, LSUB, STATUS, SELECT, EXAMINE,
- * CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, APPEND. A hidden folder answers exactly as a nonexistent one
- * (PROTOCOL.md §0.5): every "does not exist" reply below is the proxy's own, whichever of the two it was.
+ * Folder commands (docs/config.md "Operations": folder:read, folder:write, mail:append): LIST, LSUB, STATUS, SELECT,
+ * EXAMINE, CREATE, DELETE, RENAME, SUBSCRIBE, UNSUBSCRIBE, APPEND. A hidden folder answers exactly as a nonexistent one
+ * (docs/protocol.md §0.5): every "does not exist" reply below is the proxy's own, whichever of the two it was.
  */
 
 import type { Operation } from "../../policy/index.ts";
@@ -200,7 +200,7 @@ async function list(s: ImapSession, cmd: CommandOf<"LIST" | "LSUB">): Promise<vo
     }
     if (!e.exists) attributes.push("\\Noselect");
     if (!noInferiors) {
-      // CHILDREN (RFC 3348), recomputed over visible folders only (PROTOCOL.md §2).
+      // CHILDREN (RFC 3348), recomputed over visible folders only (docs/protocol.md §2).
       const hasChildren = visible.some((c) => c !== e && c.exists && s.names.isBelow(c.name, e.name));
       attributes.push(hasChildren ? "\\HasChildren" : "\\HasNoChildren");
     }
@@ -233,11 +233,11 @@ async function list(s: ImapSession, cmd: CommandOf<"LIST" | "LSUB">): Promise<vo
 async function status(s: ImapSession, cmd: CommandOf<"STATUS">): Promise<void> {
   const p = visibleFolder(s, "STATUS", "folder:read", cmd.mailbox);
   const d = s.require("STATUS", "folder:read", p);
-  // STATUS=SIZE and rev2's DELETED are not advertised (PROTOCOL.md §2).
+  // STATUS=SIZE and rev2's DELETED are not advertised (docs/protocol.md §2).
   if (cmd.items.some((i) => i === "SIZE" || i === "DELETED")) throw new Refusal("BAD", null, "Unsupported STATUS item");
   const filter = messageFilter(s.ctx.policy, p, s.agent);
   if (filter !== null) {
-    // A filtered folder: counts over visible messages only (PROTOCOL.md §7.8).
+    // A filtered folder: counts over visible messages only (docs/protocol.md §7.8).
     const counted = await filteredStatus(s, cmd.mailbox, cmd.items, filter);
     s.auditRow({
       command: "STATUS",
@@ -293,7 +293,8 @@ async function select(s: ImapSession, cmd: CommandOf<"SELECT" | "EXAMINE">): Pro
     throw refusal;
   }
   const d = s.decide("folder:read", p);
-  // Open upstream read-only unless the agent may change something here (PROTOCOL.md §1: keeps \Recent).
+  // Open upstream read-only unless the agent may change something here: EXAMINE keeps \Recent (RFC 3501 §6.3.2,
+  // docs/protocol.md §1).
   const mayChange = s.rights.may("mail:flag", p) || s.rights.may("mail:delete", p) || s.rights.may("mail:move", p);
   const readOnly = cmd.name === "EXAMINE" || !mayChange;
   s.box = null;
@@ -356,7 +357,7 @@ async function select(s: ImapSession, cmd: CommandOf<"SELECT" | "EXAMINE">): Pro
   s.state = "selected";
   await s.sync(true);
   const filtered = box.visible !== null;
-  // In a filtered folder RECENT and UNSEEN are computed over the visible messages (PROTOCOL.md §3).
+  // In a filtered folder RECENT and UNSEEN are computed over the visible messages (docs/protocol.md §3).
   const unseenSeq = filtered ? box.firstAgentSeqAmong(await searchUids(sessionRunner(s), "UNSEEN")) : 0;
   for (const r of held) {
     switch (r.type) {
@@ -425,7 +426,8 @@ async function children(s: ImapSession, name: string): Promise<string[]> {
 }
 
 async function create(s: ImapSession, cmd: CommandOf<"CREATE">): Promise<void> {
-  // The same words as `require`'s refusal: a hidden ancestor must not be told apart from a denied name (§7.15).
+  // The same words as `require`'s refusal: a hidden ancestor must not be told apart from a denied name (§7.15 of
+  // docs/protocol.md).
   const denied = new Refusal("NO", "NOPERM", "Not permitted: folder:write in this folder");
   if (s.names.invalid(cmd.mailbox)) {
     s.auditRow({
@@ -441,7 +443,8 @@ async function create(s: ImapSession, cmd: CommandOf<"CREATE">): Promise<void> {
     throw new Refusal("NO", "CANNOT", "Invalid mailbox name");
   }
   const p = s.names.toPolicy(cmd.mailbox);
-  // CREATE in a hidden subtree, or of a hidden name, is refused the same way whether or not it exists (§7.15).
+  // CREATE in a hidden subtree, or of a hidden name, is refused the same way whether or not it exists
+  // (docs/protocol.md §7.15).
   for (const a of s.names.ancestors(cmd.mailbox)) {
     if (!s.rights.visible(s.names.toPolicy(a))) {
       s.auditRow({
@@ -538,7 +541,7 @@ async function remove(s: ImapSession, cmd: CommandOf<"DELETE">): Promise<void> {
 
 async function rename(s: ImapSession, cmd: CommandOf<"RENAME">): Promise<void> {
   const p = visibleFolder(s, "RENAME", "folder:write", cmd.mailbox);
-  // RENAME INBOX moves every message, hidden ones included (RFC 3501 §6.3.5, PROTOCOL.md §7.25).
+  // RENAME INBOX moves every message, hidden ones included (RFC 3501 §6.3.5, docs/protocol.md §7.25).
   if (cmd.mailbox === "INBOX") {
     s.auditRow({
       command: "RENAME",

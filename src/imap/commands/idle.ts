@@ -1,8 +1,8 @@
 /**
  * IDLE (RFC 2177), run by the proxy: the agent's IDLE is answered locally while a separate IDLE runs upstream.
- * When upstream reports new messages, the proxy ends its IDLE, learns their UIDs (the next issue classifies them
- * here), reports them, and idles again (PROTOCOL.md §3 "IDLE flow"). Upstream IDLE is renewed well before the
- * 30-minute inactivity timeout servers may apply (RFC 2177 §3).
+ * When upstream reports new messages, the proxy ends its IDLE, learns their UIDs and classifies them in a filtered
+ * folder, reports the visible ones, and idles again (docs/protocol.md §3 "IDLE flow"). Upstream IDLE is renewed well
+ * before the 30-minute inactivity timeout servers may apply (RFC 2177 §3).
  */
 
 import type { ImapSession } from "../session.ts";

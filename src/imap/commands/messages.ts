@@ -1,6 +1,6 @@
 /**
  * Commands on the selected mailbox: FETCH, SEARCH, STORE, COPY, MOVE, EXPUNGE, CLOSE, UNSELECT. The agent's
- * sequence numbers and UID sets are translated to explicit UID sets (PROTOCOL.md §0.3, §3); responses are
+ * sequence numbers and UID sets are translated to explicit UID sets (docs/protocol.md §0.3, §3); responses are
  * translated back, and FETCH items the agent did not ask for are dropped.
  */
 
@@ -79,7 +79,7 @@ export function agentFetch(
   for (const a of r.attrs) {
     switch (a.name) {
       case "unknown":
-        continue; // MODSEQ, X-GM-*, ...: never passed on (PROTOCOL.md §2)
+        continue; // MODSEQ, X-GM-*, ...: never passed on (docs/protocol.md §2)
       case "UID":
         if (shape === null || shape.uid) attrs.push(a);
         continue;
@@ -106,7 +106,7 @@ async function fetch(s: ImapSession, cmd: CommandOf<"FETCH">): Promise<void> {
   const p = box.policyName;
   const d = s.require(cmd.name, "mail:read", p);
   const uids = target(box, cmd.uid, cmd.set);
-  // Without mail:flag, reading must not set \Seen (RFC 3501 §6.4.5, DESIGN.md §4): fetch with PEEK upstream.
+  // Without mail:flag, reading must not set \Seen (RFC 3501 §6.4.5, docs/config.md "Operations"): PEEK upstream.
   const peekOnly = box.readOnly || !s.rights.may("mail:flag", p);
   let uidAsked = cmd.uid;
   let rfc822 = false;
@@ -288,7 +288,7 @@ async function store(s: ImapSession, cmd: CommandOf<"STORE">): Promise<void> {
   const p = box.policyName;
   const command = cmd.uid ? "UID STORE" : "STORE";
   // Each flag is checked: \Deleted (any case) is mail:delete, the others mail:flag. Replacing the flag list may
-  // add or remove \Deleted and any other flag, so it needs both (DESIGN.md §4, PROTOCOL.md §7.22).
+  // add or remove \Deleted and any other flag, so it needs both (docs/config.md "Operations", docs/protocol.md §7.22).
   const deleted = cmd.flags.some((f) => f.toUpperCase() === "\\DELETED");
   const others = cmd.flags.some((f) => f.toUpperCase() !== "\\DELETED");
   const uids = target(box, cmd.uid, cmd.set);
@@ -334,7 +334,7 @@ async function copyOrMove(s: ImapSession, cmd: CommandOf<"COPY" | "MOVE">): Prom
   const p = box.policyName;
   const command = `${cmd.uid ? "UID " : ""}${cmd.name}`;
   const uids = target(box, cmd.uid, cmd.set);
-  // Source: a copy reads the messages, a move also removes them (DESIGN.md §4).
+  // Source: a copy reads the messages, a move also removes them (docs/config.md "Operations").
   const d = s.require(command, cmd.name === "MOVE" ? "mail:move" : "mail:read", p, `${uids.length} messages`);
   // Destination: hidden answers as nonexistent; then mail:append.
   const dest = cmd.mailbox;
@@ -380,7 +380,7 @@ async function copyOrMove(s: ImapSession, cmd: CommandOf<"COPY" | "MOVE">): Prom
   s.taggedFrom(cmd.tag, st, tagCode);
 }
 
-/** `UID EXPUNGE` of the agent's own visible `\Deleted` messages, never a bare EXPUNGE (PROTOCOL.md §1). */
+/** `UID EXPUNGE` of the agent's own visible `\Deleted` messages, never a bare EXPUNGE (docs/protocol.md §1). */
 async function safeExpunge(s: ImapSession, within: readonly number[] | null): Promise<number> {
   const box = s.box!;
   const deleted: number[] = [];

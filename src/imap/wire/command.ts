@@ -1,6 +1,6 @@
 /**
  * Agent commands: `tag SP [UID SP] name [SP arguments]` parsed into a structured
- * `Command` for the commands of PROTOCOL.md §1. Allowlist: an unknown command (and any
+ * `Command` for the commands of docs/protocol.md §1. Allowlist: an unknown command (and any
  * known command with an extension argument we strip, e.g. SELECT's CONDSTORE) is a
  * parse error the session answers with BAD.
  */

@@ -451,7 +451,7 @@ export class Decoder {
     return found ? flags : null;
   }
 
-  /** `sequence-set` with `*` (STAR); `$` (SEARCHRES) is refused (PROTOCOL.md §2). */
+  /** `sequence-set` with `*` (STAR); `$` (SEARCHRES) is refused (docs/protocol.md §2). */
   seqSet(): SeqSet | null {
     if (this.peek() === 0x24) return this.fail("SEARCHRES ($) is not supported", "unsupported");
     const ranges: SeqRange[] = [];

@@ -6,7 +6,7 @@
 /** What went wrong; stable identifiers that tests and the audit log can match on. */
 export type WireErrorCode =
   | "syntax" // the bytes do not match the grammar
-  | "unknown-command" // well-formed but not on the allowlist (PROTOCOL.md §0.2)
+  | "unknown-command" // well-formed but not on the allowlist (docs/protocol.md §0.2)
   | "unsupported" // a known extension we refuse (CONDSTORE modifiers, SAVE, X-GM-*...)
   | "line-too-long"
   | "literal-too-big"

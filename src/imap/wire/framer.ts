@@ -138,7 +138,7 @@ export interface LiteralMarker {
 /**
  * Finds `{n}`, `{n+}`, `~{n}` or `~{n+}` at the end of a line (CRLF already removed),
  * scanning bytes. Quote state is tracked from the start of the line so that an
- * unterminated `"abc {5}` is not mistaken for a literal (PROTOCOL.md §4).
+ * unterminated `"abc {5}` is not mistaken for a literal (docs/protocol.md §4).
  */
 export function findLiteralMarker(line: Uint8Array): LiteralMarker | null {
   const len = line.length;
@@ -259,7 +259,7 @@ export class Framer {
 
   /**
    * Drops all unframed input and returns its length. After STARTTLS, bytes received
-   * before the handshake must be discarded (RFC 9051 §6.2.1, PROTOCOL.md §4).
+   * before the handshake must be discarded (RFC 9051 §6.2.1, docs/protocol.md §4).
    */
   discardBuffered(): number {
     const n = this.bufferedBytes;

@@ -70,8 +70,8 @@ export const MAX_LITERALS_PER_RESPONSE = 4096;
 export const MAX_BUFFERED_INPUT = 4 * 1024 * 1024;
 
 /**
- * Commands an agent may pipeline before the session stops reading (RFC 9051 §5.5 allows
- * pipelining; nothing requires unbounded queues). Enforced by the session, not the framer.
+ * Not enforced anywhere: the session runs one command at a time and bounds pipelined input
+ * by bytes instead (`READ_AHEAD_LIMIT` in session.ts, docs/imap-wire.md). Unused; to be removed.
  */
 export const MAX_PENDING_COMMANDS = 64;
 

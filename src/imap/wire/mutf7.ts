@@ -3,7 +3,7 @@
  *
  * Decoding is strict: only the canonical encoding of a name is accepted, so every name
  * has exactly one spelling on the wire and a policy written for `INBOX` cannot be
- * bypassed with `&AEk-NBOX` (PROTOCOL.md §4, §7.13).
+ * bypassed with `&AEk-NBOX` (docs/protocol.md §4, §7.13).
  */
 
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";

@@ -1,7 +1,7 @@
 /**
  * Upstream responses (RFC 9051 §7) parsed into structured values. FETCH body items
  * keep their literal bytes as views. Unknown response codes, untagged responses and
- * FETCH items are reported as unknown so the proxy can drop them (PROTOCOL.md §2).
+ * FETCH items are reported as unknown so the proxy can drop them (docs/protocol.md §2).
  */
 import { Decoder, type ImapDateTime, latin1, type Section, type Value } from "./decoder.ts";
 import { type Parsed, WireError } from "./errors.ts";

@@ -1,7 +1,7 @@
 /**
  * SEARCH keys (RFC 3501 §6.4.4, RFC 9051 §6.4.4, WITHIN RFC 5032), ESEARCH return
  * options (RFC 4731) and SORT criteria (RFC 5256). Allowlist: X-GM-RAW, MODSEQ,
- * SAVE, FUZZY, EMAILID, THREADID... are parse errors (PROTOCOL.md §2, §7.6, §7.12).
+ * SAVE, FUZZY, EMAILID, THREADID... are parse errors (docs/protocol.md §2, §7.6, §7.12).
  */
 import type { Decoder, ImapDate } from "./decoder.ts";
 import { MAX_LIST_ITEMS, MAX_SEARCH_DEPTH } from "./limits.ts";

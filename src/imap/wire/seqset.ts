@@ -1,6 +1,6 @@
 /**
  * Sequence sets (RFC 9051 §9 `sequence-set`): structured, with `*` kept symbolic because
- * its meaning depends on the mailbox (the largest number in use, PROTOCOL.md §3).
+ * its meaning depends on the mailbox (the largest number in use, RFC 3501 §6.4.8; docs/protocol.md §3).
  */
 
 /** Stands for `*` in a range bound: 0 is never a valid sequence number or UID. */

@@ -1,7 +1,7 @@
 /**
  * Structured commands and responses back to bytes, through an `Encoder`. What the
  * parsers return can be written again; what they report as unknown cannot (the proxy
- * drops it, PROTOCOL.md §0.2), so writing it is a programming error.
+ * drops it, docs/protocol.md §0.2), so writing it is a programming error.
  */
 import type { Command } from "./command.ts";
 import type { Encoder } from "./encoder.ts";

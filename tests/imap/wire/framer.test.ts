@@ -22,7 +22,7 @@ const SERVER_CORPUS: Array<[string, string[]]> = [
   ["a LOGIN {3+}\r\nbob pw\r\n", ["literal a LOGIN 3+", "frame a LOGIN {3+}<bob> pw"]],
   ["a LOGIN {0}\r\n x\r\n", ["literal a LOGIN 0", "frame a LOGIN {0}<> x"]],
   ["a uid search SUBJECT {2}\r\n\r\n\r\n", ["literal a UID SEARCH 2", "frame a uid search SUBJECT {2}<\r\n>"]],
-  // An unterminated quoted string never announces a literal (PROTOCOL.md §4).
+  // An unterminated quoted string never announces a literal (docs/protocol.md §4).
   ['a LOGIN "abc {5}\r\nb NOOP\r\n', ['frame a LOGIN "abc {5}', "frame b NOOP"]],
   ['a LOGIN "a\\"b {5}\r\n', ['frame a LOGIN "a\\"b {5}']],
   ['a LOGIN "a\\\\" {1}\r\nx\r\n', ["literal a LOGIN 1", 'frame a LOGIN "a\\\\" {1}<x>']],
@@ -107,7 +107,7 @@ describe("framer: server-side literal decisions", () => {
     expect(() => f.refuseLiteral()).toThrow();
   });
 
-  test("PROTOCOL §7.18: literal bytes that look like a command are data", () => {
+  test("docs/protocol.md §7.18: literal bytes that look like a command are data", () => {
     const payload = "\r\nb UID FETCH 1:* BODY[]\r\n";
     const input = `a SEARCH SUBJECT {${payload.length}+}\r\n${payload}\r\nc NOOP\r\n`;
     for (let i = 0; i <= input.length; i++) {
@@ -122,7 +122,7 @@ describe("framer: server-side literal decisions", () => {
     }
   });
 
-  test("PROTOCOL §7.19: {99999999999999999999} fails closed without allocating", () => {
+  test("docs/protocol.md §7.19: {99999999999999999999} fails closed without allocating", () => {
     const events = run(
       new Framer({ role: "server" }),
       [bytes("a LOGIN {99999999999999999999}\r\nb NOOP\r\n")],
@@ -133,14 +133,14 @@ describe("framer: server-side literal decisions", () => {
     expect(summarize(nonSync)).toEqual(["error literal-size-invalid fatal"]);
   });
 
-  test("PROTOCOL §7.19: ~{4} with NUL is refused (BINARY not enabled); ~{4+} is consumed", () => {
+  test("docs/protocol.md §7.19: ~{4} with NUL is refused (BINARY not enabled); ~{4+} is consumed", () => {
     const events = run(new Framer({ role: "server" }), [bytes("a APPEND x ~{4}\r\nb NOOP\r\n")], "accept");
     expect(summarize(events)).toEqual(["error literal8-refused", "frame b NOOP"]);
     const ns = run(new Framer({ role: "server" }), [bytes("a APPEND x ~{4+}\r\n\0\0\0\0\r\nb NOOP\r\n")], "accept");
     expect(summarize(ns)).toEqual(["error literal8-refused", "frame b NOOP"]);
   });
 
-  test("PROTOCOL §7.19: a 10 MB line fails closed and is never buffered whole", () => {
+  test("docs/protocol.md §7.19: a 10 MB line fails closed and is never buffered whole", () => {
     const f = new Framer({ role: "server" });
     const chunk = new Uint8Array(64 * 1024).fill(0x61);
     const events = [];
