@@ -40,6 +40,7 @@ const CONTROL = /[\x00-\x08\x0a-\x1f\x7f-\x9f]/;
 const BIDI_REORDERING = /[\u202a-\u202e\u2066-\u2069]/;
 const DEFAULT_IGNORABLE = /\p{Default_Ignorable_Code_Point}/gu;
 const REPLACEMENT_CHARACTER = "\ufffd";
+const PRINTABLE_ASCII = /^[\t\x20-\x7e]*$/;
 
 /** How one charset label decodes: `bom` is UTF-16 whose byte order must come from a byte order mark. */
 type Charset =
@@ -200,6 +201,8 @@ function sameDecoder(a: Charset, b: Charset): boolean {
 export function readUnstructured(value: string): string | null {
   const decoded = decodeEncodedWords(value);
   if (decoded === null) return null;
+  // Printable ASCII (and TAB) has nothing to check, remove or normalize: the common case, kept cheap.
+  if (PRINTABLE_ASCII.test(decoded)) return decoded;
   if (decoded.includes(REPLACEMENT_CHARACTER) || CONTROL.test(decoded) || BIDI_REORDERING.test(decoded)) return null;
   return decoded.replace(DEFAULT_IGNORABLE, "").normalize("NFC");
 }
