@@ -188,3 +188,16 @@ export function mailboxProblem(mailbox: string): string | null {
   }
   return null;
 }
+
+export type EnvelopeAddress =
+  | { readonly ok: true; readonly key: string }
+  | { readonly ok: false; readonly problem: string };
+
+/**
+ * An envelope mailbox (the address inside `MAIL FROM:<...>` / `RCPT TO:<...>`) as the SMTP proxy reads it: the
+ * lower-cased key the rules are asked about (rules compare case-insensitively), or why it is refused.
+ */
+export function readEnvelopeAddress(mailbox: string): EnvelopeAddress {
+  const problem = mailboxProblem(mailbox);
+  return problem === null ? { ok: true, key: mailbox.toLowerCase() } : { ok: false, problem };
+}

@@ -3,7 +3,13 @@
  * encoded words, address lists and envelope mailboxes, MIME parameters and attachments (docs/filtering.md).
  */
 
-export { mailboxProblem, type ParsedAddressList, parseAddressList } from "./address.ts";
+export {
+  type EnvelopeAddress,
+  mailboxProblem,
+  type ParsedAddressList,
+  parseAddressList,
+  readEnvelopeAddress,
+} from "./address.ts";
 export {
   entityOf,
   hasParam,

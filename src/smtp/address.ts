@@ -1,9 +1,9 @@
 /**
  * MAIL FROM / RCPT TO arguments (RFC 5321 §4.1.2, §4.1.1.11) read strictly (docs/smtp.md): `<path>` and
- * parameters; the path must be a mailbox that `mailboxProblem` (src/mail/address.ts) accepts.
+ * parameters; the path must be a mailbox that `readEnvelopeAddress` (src/mail/address.ts) accepts.
  */
 
-import { mailboxProblem } from "../mail/address.ts";
+import { readEnvelopeAddress } from "../mail/address.ts";
 
 export interface MailPath {
   /** As the client wrote it (case kept: a local part MAY be case-sensitive, RFC 5321 §2.4); "" for `<>`. */
@@ -38,14 +38,16 @@ export function parsePathArgument(text: string, allowEmpty: boolean, what: "send
   const address = rest.slice(1, close);
   const tail = rest.slice(close + 1);
   if (tail !== "" && !tail.startsWith(" ")) return refuse(501, "5.5.4", "Syntax: a space must separate parameters");
+  let key = "";
   if (address === "") {
     if (!allowEmpty) return refuse(553, badSyntax, "An empty recipient is not accepted");
   } else {
-    const problem = mailboxProblem(address);
-    if (problem !== null) {
-      const status = problem.startsWith("only ASCII") ? "5.6.7" : badSyntax;
-      return refuse(553, status, `<${address}> refused: ${problem}`);
+    const read = readEnvelopeAddress(address);
+    if (!read.ok) {
+      const status = read.problem.startsWith("only ASCII") ? "5.6.7" : badSyntax;
+      return refuse(553, status, `<${address}> refused: ${read.problem}`);
     }
+    key = read.key;
   }
   const params = new Map<string, string | null>();
   for (const word of tail.split(" ")) {
@@ -56,5 +58,5 @@ export function parsePathArgument(text: string, allowEmpty: boolean, what: "send
     if (params.has(key)) return refuse(501, "5.5.4", `Syntax: parameter ${key} given twice`);
     params.set(key, m[2] ?? null);
   }
-  return { ok: true, path: { address, key: address.toLowerCase(), params } };
+  return { ok: true, path: { address, key, params } };
 }

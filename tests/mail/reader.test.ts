@@ -11,6 +11,7 @@ import {
   mailboxProblem,
   parseHeaderFields,
   parseParameterized,
+  readEnvelopeAddress,
   readMessageFields,
   readUnstructured,
 } from "../../src/mail/index.ts";
@@ -121,7 +122,9 @@ describe("envelope mailboxes", () => {
     expect(mailboxProblem("Ok.Name+tag@Corp.Test")).toBeNull();
     for (const bad of ["@a:u@d.test", '"a"@d.test', "u@[1.2.3.4]", "a%b@c.test", "a@b.test.", "ä@b.test", "a@b@c"]) {
       expect(mailboxProblem(bad)).not.toBeNull();
+      expect(readEnvelopeAddress(bad)).toMatchObject({ ok: false });
     }
+    expect(readEnvelopeAddress("Ok.Name+tag@Corp.Test")).toEqual({ ok: true, key: "ok.name+tag@corp.test" });
   });
 });
 
