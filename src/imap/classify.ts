@@ -24,7 +24,7 @@ import { VisibleSet } from "./view.ts";
 import type { FetchItem, Response, Value } from "./wire/index.ts";
 
 /** Part of every fingerprint: a change in how messages are read invalidates cached classifications. */
-export const CLASSIFIER_VERSION = 1;
+export const CLASSIFIER_VERSION = 2;
 
 /** UIDs per upstream FETCH: bounds one response batch; measured in scripts/bench/classify.ts. */
 export const CLASSIFY_CHUNK = 2000;

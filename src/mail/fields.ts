@@ -1,18 +1,20 @@
 /**
- * The message fields rules test (docs/config.md "What the message fields mean"), read from a header section: From, To,
- * Cc, Bcc as lower-cased addr-specs (display names and group names dropped, `parseAddressList`) and the decoded
- * Subject.
+ * The message fields rules test (docs/filtering.md "Deciding a message", docs/smtp.md "What the message says"),
+ * read from a header section: From, To, Cc, Bcc as lower-cased addr-specs (display names and group names dropped,
+ * `parseAddressList`) and the Subject as shown (`readUnstructured`). Both proxies read messages with this.
  *
  * A field that cannot be read is `undefined` (unknown), and the policy engine denies any request whose decision
  * depends on it. Beyond parse errors that means:
  * - more than one From or Subject field (RFC 5322 §3.6 allows one each): which one a client shows is not ours
  *   to guess, and a second From is how a co-author would ride along;
- * - an encoded word in Subject that cannot be decoded.
+ * - a Subject `readUnstructured` cannot read (an undecodable or malformed encoded word, and the rest it lists);
+ * - an addr-spec with an octet that is not UTF-8 (U+FFFD in the value).
  * An absent From, To, Cc or Bcc is an empty list; an absent Subject is "". Several To/Cc/Bcc fields add up.
  */
 
-import { parseAddressList } from "../policy/index.ts";
-import { decodeEncodedWords, type HeaderField } from "./headers.ts";
+import { parseAddressList } from "./address.ts";
+import { readUnstructured } from "./encoded-words.ts";
+import type { HeaderField } from "./headers.ts";
 
 export interface MessageFields {
   readonly from: readonly string[] | undefined;
@@ -33,6 +35,7 @@ export const UNKNOWN_FIELDS: MessageFields = Object.freeze({
 
 const EMPTY: readonly string[] = Object.freeze([]);
 
+/** Every `name` field's addr-specs; undefined when one cannot be parsed, or when `single` and there are several. */
 function addresses(fields: readonly HeaderField[], name: string, single: boolean): readonly string[] | undefined {
   let out: string[] | null = null;
   let seen = 0;
@@ -41,12 +44,14 @@ function addresses(fields: readonly HeaderField[], name: string, single: boolean
     if (single && ++seen > 1) return undefined;
     const parsed = parseAddressList(field.value);
     if (!parsed.ok) return undefined;
+    for (const address of parsed.addresses) if (address.includes("\ufffd")) return undefined;
     if (out === null) out = [...parsed.addresses];
     else out.push(...parsed.addresses);
   }
   return out ?? EMPTY;
 }
 
+/** The one Subject as shown ("" when absent); undefined when there are several or it cannot be read. */
 function subject(fields: readonly HeaderField[]): string | undefined {
   let value: string | null = null;
   for (const field of fields) {
@@ -55,7 +60,7 @@ function subject(fields: readonly HeaderField[]): string | undefined {
     value = field.value;
   }
   if (value === null) return "";
-  return decodeEncodedWords(value) ?? undefined;
+  return readUnstructured(value) ?? undefined;
 }
 
 /** Reads the message fields from parsed header fields; null (an unparseable section) gives every field unknown. */

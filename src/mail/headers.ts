@@ -1,8 +1,9 @@
 /**
- * Header sections and encoded words, read for policy (docs/config.md "What the message fields mean"): unfolding
- * (RFC 5322 §2.2.3) and RFC 2047 encoded words. Strict where a lenient reading could change a decision: a line that
- * is not a field, or an encoded word that cannot be decoded (unknown charset, bad base64, bad `=XX`), makes the
- * caller treat the field as unknown, which the policy engine resolves to deny.
+ * Header sections read for policy (docs/filtering.md "Decoding headers"): unfolding (RFC 5322 §2.2.3), one field
+ * per name/value pair. Strict where a lenient reading could change a decision: a line that is neither a field nor a
+ * continuation makes the whole section unreadable (null), which the caller turns into unknown fields. Values are
+ * UTF-8 (RFC 6532); an octet that is not UTF-8 becomes U+FFFD, which the field readers treat as unknown.
+ * Encoded words are decoded by the field readers, never here (src/mail/encoded-words.ts).
  */
 
 export interface HeaderField {
@@ -62,81 +63,4 @@ export function parseHeaderFields(bytes: Uint8Array): HeaderField[] | null {
   }
   if (name !== null) fields.push({ name, value: value.trim() });
   return fields;
-}
-
-const ENCODED_WORD = /=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=/g;
-const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2,3})?$/;
-const decoders = new Map<string, TextDecoder | null>();
-
-function decoderFor(charset: string): TextDecoder | null {
-  // RFC 2231 §5: a language may follow the charset after "*".
-  const label = charset.split("*")[0]!.toLowerCase();
-  let d = decoders.get(label);
-  if (d === undefined) {
-    try {
-      d = new TextDecoder(label as ConstructorParameters<typeof TextDecoder>[0]);
-    } catch {
-      d = null;
-    }
-    decoders.set(label, d);
-  }
-  return d;
-}
-
-function hex(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  if (c >= 65 && c <= 70) return c - 55;
-  if (c >= 97 && c <= 102) return c - 87;
-  return -1;
-}
-
-function decodeWord(charset: string, encoding: string, text: string): string | null {
-  const decoder = decoderFor(charset);
-  if (decoder === null) return null;
-  let bytes: Uint8Array;
-  if (encoding === "b" || encoding === "B") {
-    if (!BASE64.test(text)) return null;
-    bytes = Buffer.from(text, "base64");
-  } else {
-    const out = new Uint8Array(text.length);
-    let k = 0;
-    for (let i = 0; i < text.length; i++) {
-      const c = text.charCodeAt(i);
-      if (c === 0x5f)
-        out[k++] = 0x20; // "_" is a space in Q (RFC 2047 §4.2)
-      else if (c === 0x3d) {
-        const hi = hex(text.charCodeAt(i + 1));
-        const lo = hex(text.charCodeAt(i + 2));
-        if (hi < 0 || lo < 0) return null;
-        out[k++] = hi * 16 + lo;
-        i += 2;
-      } else if (c > 0x7e || c < 0x21) return null;
-      else out[k++] = c;
-    }
-    bytes = out.subarray(0, k);
-  }
-  return decoder.decode(bytes);
-}
-
-/**
- * Decodes RFC 2047 encoded words; whitespace between adjacent encoded words is dropped (§6.2). Null when an
- * encoded word cannot be decoded: the caller must treat the value as unknown rather than match the raw text
- * (a deny rule on a subject must not be sidestepped with an unknown charset).
- */
-export function decodeEncodedWords(text: string): string | null {
-  if (!text.includes("=?")) return text;
-  let out = "";
-  let last = 0;
-  let previousWasWord = false;
-  for (const m of text.matchAll(ENCODED_WORD)) {
-    const start = m.index;
-    const between = text.slice(last, start);
-    const decoded = decodeWord(m[1]!, m[2]!, m[3]!);
-    if (decoded === null) return null;
-    if (!(previousWasWord && /^[ \t\r\n]*$/.test(between))) out += between;
-    out += decoded;
-    previousWasWord = true;
-    last = start + m[0].length;
-  }
-  return out + text.slice(last);
 }

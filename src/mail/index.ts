@@ -1,5 +1,23 @@
-/** Reading messages for policy, shared by the IMAP and SMTP proxies: headers, encoded words, attachments. */
+/**
+ * Reading messages for policy, one reader for the IMAP and SMTP proxies and for the config: header sections,
+ * encoded words, address lists and envelope mailboxes, MIME parameters and attachments (docs/filtering.md).
+ */
 
-export { hasParam, isAttachmentEntity, type MimeEntity } from "./attachment.ts";
+export {
+  type EnvelopeAddress,
+  mailboxProblem,
+  type ParsedAddressList,
+  parseAddressList,
+  readEnvelopeAddress,
+} from "./address.ts";
+export {
+  entityOf,
+  hasParam,
+  isAttachmentEntity,
+  type MimeEntity,
+  type ParameterizedValue,
+  parseParameterized,
+} from "./attachment.ts";
+export { decodeEncodedWords, readUnstructured } from "./encoded-words.ts";
 export { type MessageFields, readMessageFields, UNKNOWN_FIELDS } from "./fields.ts";
-export { decodeEncodedWords, type HeaderField, parseHeaderFields } from "./headers.ts";
+export { type HeaderField, parseHeaderFields } from "./headers.ts";

@@ -1,13 +1,9 @@
 /**
- * MAIL FROM / RCPT TO arguments (RFC 5321 §4.1.2, §4.1.1.11) read strictly (docs/protocol.md §6 "Addresses",
- * §7 case 29).
- *
- * Only plain `local@domain` is accepted: a local part of dot-atom text without `%` or `!` (old routing hacks:
- * `evil%x@corp.com` is delivered to x by some relays), a domain of LDH labels without a trailing dot. Refused:
- * source routes (`<@a:u@d>`, §4.1.1.3 lets us), quoted local parts (`<"ok@corp.com"@x>`), address literals
- * (`[1.2.3.4]`), and any non-ASCII octet, since SMTPUTF8 is not offered (so U-label look-alikes such as
- * `corр.test` with a Cyrillic `р` never reach the matcher; A-labels are plain ASCII and compare as such).
+ * MAIL FROM / RCPT TO arguments (RFC 5321 §4.1.2, §4.1.1.11) read strictly (docs/smtp.md): `<path>` and
+ * parameters; the path must be a mailbox that `readEnvelopeAddress` (src/mail/address.ts) accepts.
  */
+
+import { readEnvelopeAddress } from "../mail/address.ts";
 
 export interface MailPath {
   /** As the client wrote it (case kept: a local part MAY be case-sensitive, RFC 5321 §2.4); "" for `<>`. */
@@ -22,36 +18,10 @@ export type PathResult =
   | { readonly ok: true; readonly path: MailPath }
   | { readonly ok: false; readonly code: number; readonly status: string; readonly text: string };
 
-const ATEXT = /^[A-Za-z0-9#$&'*+/=?^_`{|}~-]+$/;
-const LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
 const PARAM = /^([A-Za-z0-9][A-Za-z0-9-]*)(?:=([\x21-\x3c\x3e-\x7e]+))?$/;
 
 function refuse(code: number, status: string, text: string): PathResult {
   return { ok: false, code, status, text };
-}
-
-/** Why a mailbox is refused, or null when it is acceptable. */
-export function mailboxProblem(mailbox: string): string | null {
-  // eslint-disable-next-line no-control-regex
-  if (/[^\x21-\x7e]/.test(mailbox)) return "only ASCII addresses are accepted (SMTPUTF8 is not offered)";
-  if (mailbox.startsWith("@")) return "source routes are not accepted";
-  if (mailbox.includes('"') || mailbox.includes("\\")) return "quoted local parts are not accepted";
-  const at = mailbox.lastIndexOf("@");
-  if (at <= 0 || mailbox.indexOf("@") !== at) return "an address needs exactly one @ between local part and domain";
-  const local = mailbox.slice(0, at);
-  const domain = mailbox.slice(at + 1);
-  if (local.length > 64) return "local part longer than 64 octets";
-  if (mailbox.length > 254) return "address longer than 254 octets";
-  if (local.includes("%") || local.includes("!")) return "% and ! routing in local parts is not accepted";
-  for (const atom of local.split(".")) {
-    if (!ATEXT.test(atom)) return "malformed local part";
-  }
-  if (domain.startsWith("[")) return "address literals are not accepted";
-  if (domain.endsWith(".")) return "a domain with a trailing dot is not accepted";
-  for (const label of domain.split(".")) {
-    if (!LABEL.test(label)) return "malformed domain";
-  }
-  return null;
 }
 
 /**
@@ -68,14 +38,16 @@ export function parsePathArgument(text: string, allowEmpty: boolean, what: "send
   const address = rest.slice(1, close);
   const tail = rest.slice(close + 1);
   if (tail !== "" && !tail.startsWith(" ")) return refuse(501, "5.5.4", "Syntax: a space must separate parameters");
+  let key = "";
   if (address === "") {
     if (!allowEmpty) return refuse(553, badSyntax, "An empty recipient is not accepted");
   } else {
-    const problem = mailboxProblem(address);
-    if (problem !== null) {
-      const status = problem.startsWith("only ASCII") ? "5.6.7" : badSyntax;
-      return refuse(553, status, `<${address}> refused: ${problem}`);
+    const read = readEnvelopeAddress(address);
+    if (!read.ok) {
+      const status = read.problem.startsWith("only ASCII") ? "5.6.7" : badSyntax;
+      return refuse(553, status, `<${address}> refused: ${read.problem}`);
     }
+    key = read.key;
   }
   const params = new Map<string, string | null>();
   for (const word of tail.split(" ")) {
@@ -86,5 +58,5 @@ export function parsePathArgument(text: string, allowEmpty: boolean, what: "send
     if (params.has(key)) return refuse(501, "5.5.4", `Syntax: parameter ${key} given twice`);
     params.set(key, m[2] ?? null);
   }
-  return { ok: true, path: { address, key: address.toLowerCase(), params } };
+  return { ok: true, path: { address, key, params } };
 }

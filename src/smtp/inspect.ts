@@ -1,18 +1,14 @@
 /**
  * Reads what the policy needs from a message as it streams past (docs/smtp.md "What the message says"): the header
- * section (To, Cc, Subject, Message-ID) and, for `has_attachment`, the MIME structure. Nothing but headers is kept:
- * body lines are only looked at for MIME boundaries.
- *
- * has_attachment (docs/smtp.md): an entity (the message itself or any MIME part) is an attachment when its
- * Content-Disposition is `attachment`, when it names a file (`filename` or Content-Type `name`, RFC 2231 forms
- * included), or when it is a leaf whose type is not text/* (images, PDFs, message/rfc822, ...). Erring towards
- * "attachment" is the safe side for rules that refuse attachments. A structure that cannot be read (a multipart
- * without a boundary, too many parts, too deep) leaves it unknown.
+ * section (To, Cc, Subject, Message-ID) and, for `has_attachment`, the MIME structure. Nothing but headers is
+ * kept: body lines are only looked at for MIME boundaries. Header sections, fields and attachments are read by
+ * src/mail, as the IMAP filter reads them: what cannot be read is unknown, which the final decision denies for any
+ * rule that depends on it. A structure that cannot be read (a multipart without a boundary, too many parts, too
+ * deep, a part header that is not a header) leaves has_attachment unknown.
  */
 
-import { parseAddressList } from "../policy/index.ts";
+import { entityOf, type HeaderField, isAttachmentEntity, parseHeaderFields, readMessageFields } from "../mail/index.ts";
 import { MAX_HEADER_BYTES, MAX_MIME_DEPTH, MAX_MIME_PARTS, MAX_PART_HEADER_BYTES } from "./limits.ts";
-import { decodeEncodedWords, type HeaderField, hasParam, parseHeaderSection, parseParameterized } from "./mime.ts";
 
 const LF = 10;
 const CR = 13;
@@ -25,7 +21,7 @@ export interface MessageFacts {
   /** Lower-cased addr-specs of the To and Cc headers; undefined when a header could not be parsed. */
   readonly to: readonly string[] | undefined;
   readonly cc: readonly string[] | undefined;
-  /** Decoded Subject ("" when absent); undefined when there are several. */
+  /** The Subject as shown ("" when absent); undefined when there are several or it cannot be read. */
   readonly subject: string | undefined;
   readonly hasAttachment: boolean | undefined;
   /** For the audit log only (never for policy): the Message-ID as written, shortened. */
@@ -120,7 +116,7 @@ export class MessageInspector {
   }
 
   #takeHeader(): HeaderField[] | null {
-    const fields = parseHeaderSection(Buffer.concat(this.#headerBytes));
+    const fields = parseHeaderFields(Buffer.concat(this.#headerBytes, this.#headerLength));
     this.#headerBytes = [];
     this.#headerLength = 0;
     return fields;
@@ -148,10 +144,13 @@ export class MessageInspector {
 
   /** Classifies one entity from its header fields; a multipart opens its boundary. */
   #entity(fields: readonly HeaderField[]): void {
-    const contentType = parseParameterized(fieldValue(fields, "content-type") ?? "text/plain");
-    const disposition = parseParameterized(fieldValue(fields, "content-disposition") ?? "");
-    if (contentType.value.startsWith("multipart/")) {
-      const boundary = contentType.params.get("boundary");
+    const entity = entityOf(fields);
+    if (entity === null) {
+      this.#unknown = true;
+      return;
+    }
+    if (entity.type.startsWith("multipart/")) {
+      const boundary = entity.typeParams.get("boundary");
       if (boundary === undefined || boundary === "" || boundary.length > 200) {
         this.#unknown = true;
         return;
@@ -163,14 +162,7 @@ export class MessageInspector {
       this.#boundaries.push(Buffer.from(`--${boundary}`, "utf8"));
       return;
     }
-    if (
-      disposition.value === "attachment" ||
-      hasParam(disposition.params, "filename") ||
-      hasParam(contentType.params, "name") ||
-      !(contentType.value === "" || contentType.value.startsWith("text/"))
-    ) {
-      this.#attachment = true;
-    }
+    if (isAttachmentEntity(entity)) this.#attachment = true;
   }
 
   #checkBoundary(line: Buffer): void {
@@ -218,31 +210,15 @@ export class MessageInspector {
         headerTooLarge: this.#headerTooLarge,
       };
     }
-    const subjects = fields.filter((f) => f.name === "subject");
-    const messageId = fieldValue(fields, "message-id");
+    const read = readMessageFields(fields);
+    const messageId = fields.find((f) => f.name === "message-id")?.value;
     return {
-      to: addresses(fields, "to"),
-      cc: addresses(fields, "cc"),
-      subject: subjects.length > 1 ? undefined : decodeEncodedWords(subjects[0]?.value ?? ""),
+      to: read.to,
+      cc: read.cc,
+      subject: read.subject,
       hasAttachment: this.#attachment ? true : this.#unknown ? undefined : false,
       messageId: messageId === undefined ? null : messageId.slice(0, 256),
       headerTooLarge: this.#headerTooLarge,
     };
   }
-}
-
-function fieldValue(fields: readonly HeaderField[], name: string): string | undefined {
-  return fields.find((f) => f.name === name)?.value;
-}
-
-/** Every To (or Cc) field's addresses; undefined when one of them cannot be parsed. */
-function addresses(fields: readonly HeaderField[], name: string): string[] | undefined {
-  const out: string[] = [];
-  for (const field of fields) {
-    if (field.name !== name) continue;
-    const parsed = parseAddressList(field.value);
-    if (!parsed.ok) return undefined;
-    out.push(...parsed.addresses);
-  }
-  return out;
 }

@@ -1,44 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { compileGlob, GlobError, parseAddressList } from "../../src/policy/index.ts";
-
-describe("parseAddressList", () => {
-  const ok: [string, string[]][] = [
-    ["a@b.test", ["a@b.test"]],
-    ["Alice <Alice@Friends.Test>", ["alice@friends.test"]],
-    ['"notifications@shop.test" <spam@evil.test>', ["spam@evil.test"]],
-    ["notifications@shop.test <spam@evil.test>", ["spam@evil.test"]],
-    ["=?UTF-8?B?bm90aWZpY2F0aW9uc0BzaG9wLnRlc3Q=?= <spam@evil.test>", ["spam@evil.test"]],
-    ['a@b.test, "Doe, John" <john@doe.test>', ["a@b.test", "john@doe.test"]],
-    ["friends: a@b.test, c@d.test;, e@f.test", ["a@b.test", "c@d.test", "e@f.test"]],
-    ["undisclosed-recipients:;", []],
-    ["a@b.test (notifications@shop.test)", ["a@b.test"]],
-    ["(comment (nested)) a@b.test", ["a@b.test"]],
-    ['"quoted local"@x.test', ['"quoted local"@x.test']],
-    ["<@relay.test:user@host.test>", ["user@host.test"]],
-    ["", []],
-  ];
-  for (const [input, expected] of ok) {
-    test(`parses ${JSON.stringify(input)}`, () => {
-      const r = parseAddressList(input);
-      expect(r.ok).toBe(true);
-      expect(r.addresses).toEqual(expected);
-    });
-  }
-  const bad = [
-    "a@b.test <c@d.test",
-    '"unterminated <a@b.test>',
-    "a@b@c.test",
-    "no-at-sign",
-    "<a@b.test> trailing",
-    "(open a@b.test",
-    "a@b.test>",
-  ];
-  for (const input of bad) {
-    test(`rejects ${JSON.stringify(input)}`, () => {
-      expect(parseAddressList(input)).toEqual({ addresses: [], ok: false });
-    });
-  }
-});
+import { compileGlob, GlobError } from "../../src/policy/index.ts";
 
 describe("compileGlob validation", () => {
   const bad: [Parameters<typeof compileGlob>[0], string][] = [

@@ -1,12 +1,18 @@
 /**
- * Address lists of RFC 5322 §3.4 reduced to their addr-specs: display names,
- * comments and group names are dropped, because rules match addresses only
- * (docs/config.md "Globs"). `"notifications@shop.test" <spam@evil.test>` is spam@evil.test.
+ * Addresses, one reading for the whole program.
  *
- * Parsing is strict where it matters for policy: an unterminated quote, comment
- * or angle bracket, or a mailbox without exactly one unquoted `@`, makes the
- * whole list unparseable, and callers must then treat the field as unknown
- * (which the engine resolves to deny) rather than guess.
+ * `parseAddressList`: address lists of RFC 5322 §3.4 (mailboxes and groups) reduced to their addr-specs: display
+ * names, comments and group names are dropped, because rules match addresses only (docs/filtering.md "Deciding a
+ * message", docs/smtp.md "What the message says"). `"notifications@shop.test" <spam@evil.test>` is spam@evil.test.
+ * Encoded words (RFC 2047) are never decoded here: they may stand in a display name, not in an addr-spec (RFC 2047
+ * §5), so a display name that decodes to an address is still only a name.
+ *
+ * Parsing is strict where it matters for policy: an unterminated quote, comment or angle bracket, or a mailbox
+ * without exactly one unquoted `@`, makes the whole list unparseable, and callers must then treat the field as
+ * unknown (which the engine resolves to deny) rather than guess.
+ *
+ * `mailboxProblem`: the stricter envelope form (RFC 5321 §4.1.2) that MAIL FROM / RCPT TO and configured identities
+ * must have (docs/smtp.md "Identities").
  */
 
 export interface ParsedAddressList {
@@ -147,4 +153,51 @@ export function parseAddressList(value: string): ParsedAddressList {
   if (inGroup) return FAILED;
   if (!flush()) return FAILED;
   return { addresses, ok: true };
+}
+
+const ATEXT = /^[A-Za-z0-9#$&'*+/=?^_`{|}~-]+$/;
+const LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
+
+/**
+ * Why an envelope mailbox (`local@domain`, no angle brackets) is refused, or null when it is acceptable.
+ *
+ * Only plain `local@domain` is accepted: a local part of dot-atom text without `%` or `!` (old routing hacks:
+ * `evil%x@corp.com` is delivered to x by some relays), a domain of LDH labels without a trailing dot. Refused:
+ * source routes (`@a:u@d`, RFC 5321 §4.1.1.3), quoted local parts (`"ok@corp.com"@x`), address literals
+ * (`[1.2.3.4]`), and any non-ASCII octet, since SMTPUTF8 is not offered (so U-label look-alikes such as
+ * `corр.test` with a Cyrillic `р` never reach the matcher; A-labels are plain ASCII and compare as such).
+ */
+export function mailboxProblem(mailbox: string): string | null {
+  if (/[^\x21-\x7e]/.test(mailbox)) return "only ASCII addresses are accepted (SMTPUTF8 is not offered)";
+  if (mailbox.startsWith("@")) return "source routes are not accepted";
+  if (mailbox.includes('"') || mailbox.includes("\\")) return "quoted local parts are not accepted";
+  const at = mailbox.lastIndexOf("@");
+  if (at <= 0 || mailbox.indexOf("@") !== at) return "an address needs exactly one @ between local part and domain";
+  const local = mailbox.slice(0, at);
+  const domain = mailbox.slice(at + 1);
+  if (local.length > 64) return "local part longer than 64 octets";
+  if (mailbox.length > 254) return "address longer than 254 octets";
+  if (local.includes("%") || local.includes("!")) return "% and ! routing in local parts is not accepted";
+  for (const atom of local.split(".")) {
+    if (!ATEXT.test(atom)) return "malformed local part";
+  }
+  if (domain.startsWith("[")) return "address literals are not accepted";
+  if (domain.endsWith(".")) return "a domain with a trailing dot is not accepted";
+  for (const label of domain.split(".")) {
+    if (!LABEL.test(label)) return "malformed domain";
+  }
+  return null;
+}
+
+export type EnvelopeAddress =
+  | { readonly ok: true; readonly key: string }
+  | { readonly ok: false; readonly problem: string };
+
+/**
+ * An envelope mailbox (the address inside `MAIL FROM:<...>` / `RCPT TO:<...>`) as the SMTP proxy reads it: the
+ * lower-cased key the rules are asked about (rules compare case-insensitively), or why it is refused.
+ */
+export function readEnvelopeAddress(mailbox: string): EnvelopeAddress {
+  const problem = mailboxProblem(mailbox);
+  return problem === null ? { ok: true, key: mailbox.toLowerCase() } : { ok: false, problem };
 }
