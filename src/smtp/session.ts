@@ -18,7 +18,15 @@ import type { Decision, Outcome, Policy } from "../policy/index.ts";
 import { parsePathArgument } from "./address.ts";
 import { checkAgentLogin, decodeLoginStep, decodePlain, type LoginAttempt, type Mechanism } from "./auth.ts";
 import { DataReader } from "./data.ts";
-import { classify, finalDecision, finalRequest, recipientOutcome, senderOutcome } from "./decide.ts";
+import {
+  decideMessage,
+  recipientOutcome,
+  recipientRefused,
+  senderNotIdentity,
+  senderOutcome,
+  senderRefused,
+  sessionIdentities,
+} from "./decide.ts";
 import { MessageInspector } from "./inspect.ts";
 import {
   MAX_AUTH_FAILURES_PER_SESSION,
@@ -640,7 +648,7 @@ export class SmtpSession {
         return undefined;
       }
     }
-    if (path.address !== "" && !this.#senders.has(path.key)) {
+    if (senderNotIdentity(this.#senders, path.key)) {
       // Bounces and DSNs go to the reverse path with the message in them (RFC 3461): an address that is not the
       // account's own would receive a copy of what it may not, whatever the rules say about recipients.
       const known = [...this.#senders].join(", ");
@@ -661,7 +669,7 @@ export class SmtpSession {
     }
     const outcome = senderOutcome(this.#ctx.policy, this.#policyAgent, path.key);
     const target = path.address === "" ? "<>" : path.key;
-    if (outcome.decided && outcome.decision.action !== "allow" && outcome.decision.action !== "ask") {
+    if (senderRefused(outcome)) {
       this.#audit({ command: "MAIL FROM", operation: "mail:send", target, ...decisionFields(outcome.decision) });
       this.#send(reply(553, "5.7.1", `Sender <${path.address}> is not allowed`));
       return undefined;
@@ -705,7 +713,7 @@ export class SmtpSession {
       return undefined;
     }
     const outcome = recipientOutcome(this.#ctx.policy, this.#policyAgent, tx.senderKey, path.key);
-    if (outcome.decided && outcome.decision.action === "deny") {
+    if (recipientRefused(outcome)) {
       tx.denied.push(path.key);
       this.#audit({
         command: "RCPT TO",
@@ -868,17 +876,22 @@ export class SmtpSession {
           : { decision: "allow", reason: "sender not refused on its own; decided with each recipient" }),
       }),
     );
-    const refused: string[] = [];
-    for (const r of tx.recipients) {
-      const decision = finalDecision(this.#ctx.policy, finalRequest(agent, tx.senderKey, r.key, facts));
-      if (decision.action !== "allow") refused.push(r.key);
+    const verdict = decideMessage(
+      this.#ctx.policy,
+      agent,
+      tx.senderKey,
+      tx.recipients.map((r) => r.key),
+      facts,
+    );
+    const refused = verdict.refused;
+    for (const r of verdict.recipients) {
       rows.push(
         this.#event({
           command: "RCPT TO",
           operation: "mail:send",
-          target: r.key,
-          ...decisionFields(decision),
-          detail: { class: classify(r.key, facts) },
+          target: r.recipient,
+          ...decisionFields(r.decision),
+          detail: { class: r.class },
         }),
       );
     }
@@ -999,19 +1012,6 @@ export class SmtpSession {
     if (id.mode === "vault") return { username: id.account.username, password: id.account.password.reveal() };
     return id.credentials;
   }
-}
-
-/**
- * A session's identities (PROTOCOL.md §6: MAIL FROM must be one of them, or `<>`): its upstream login when that is an
- * address, and the configured ones. Exact addresses, lower-cased: the whole address compares case-insensitively,
- * as the rules do (a local part MAY be case-sensitive, RFC 5321 §2.4, but no mail system in use makes two
- * mailboxes of `Me@x` and `me@x`, and refusing the case variant of one's own login would only confuse clients).
- */
-function sessionIdentities(login: string, configured: readonly string[]): ReadonlySet<string> {
-  const out = new Set<string>();
-  if (login.includes("@")) out.add(login.toLowerCase());
-  for (const address of configured) out.add(address.toLowerCase());
-  return out;
 }
 
 function decisionFields(decision: Decision): Pick<AuditEvent, "decision" | "rule" | "ruleIndex" | "reason"> {
