@@ -27,6 +27,8 @@ import {
   type RawClient,
   startTestProxy as startSmtpProxy,
   type TestProxy as TestSmtpProxy,
+  vaultClient,
+  vaultConfig,
 } from "../smtp/helpers.ts";
 
 setDefaultTimeout(120_000);
@@ -328,6 +330,89 @@ describe("sends: the SMTP proxy and explain agree, in every order of the recipie
       }
     });
   }
+});
+
+// ---- vault mode: an agent's rules and its account's identities -------------------------------------------------
+
+describe("vault mode: the SMTP proxy and explain --agent agree", () => {
+  const VAULT_RULES = `
+[[rules]]
+name = "bot writes to colleagues"
+action = "allow"
+operations = ["send"]
+agents = ["bot"]
+to = "*@corp.test"
+
+[[rules]]
+name = "deny everything else"
+action = "deny"
+`;
+  const token = "mgt_explain-agreement-vault-token-0000000000000";
+  let vault: TestSmtpProxy;
+  let vaultFile: string;
+
+  beforeAll(async () => {
+    const toml = vaultConfig(VAULT_RULES, token, `identities = ["alias@corp.test"]`);
+    vault = await startSmtpProxy({ rules: toml });
+    vaultFile = join(dir, "vault.toml");
+    writeFileSync(vaultFile, `[smtp]\nlisten_addr = "127.0.0.1:1587"\nupstream_addr = "127.0.0.1:587"\n${toml}`);
+  });
+
+  afterAll(async () => {
+    await vault?.close();
+  });
+
+  const cases: { sender: string; to: string[]; expect: { mail: string; message: string } }[] = [
+    { sender: "login", to: ["a@corp.test", "x@evil.test"], expect: { mail: "accepted", message: "refused" } },
+    { sender: "alias@corp.test", to: ["a@corp.test", "b@corp.test"], expect: { mail: "accepted", message: "sent" } },
+    // Not one of the account's identities: refused at MAIL FROM before any rule.
+    { sender: "stranger@corp.test", to: ["a@corp.test"], expect: { mail: "refused", message: "refused" } },
+  ];
+  for (const c of cases) {
+    test(`${c.sender} to ${c.to.join(", ")}`, async () => {
+      const sender = c.sender === "login" ? upstreams().users[0]!.address : c.sender;
+      for (const order of permutations(c.to)) {
+        const t = `ex${marker()}`;
+        const client = await vaultClient(vault.port, token);
+        const rcpt: SendResult["rcpt"] = {};
+        let message = "refused";
+        const mail = (await client.command(`MAIL FROM:<${sender}>`)).code === 250 ? "accepted" : "refused";
+        for (const r of order) {
+          const code = (await client.command(`RCPT TO:<${r}>`)).code;
+          rcpt[r] = code === 250 ? "accepted" : code === 550 ? "refused" : "not-reached";
+        }
+        if ((await client.command("DATA")).code === 354) {
+          client.write(dataPayload(`From: <${sender}>\r\nTo: ${order.join(", ")}\r\nSubject: ${t}\r\n\r\nhi\r\n`));
+          message = (await client.reply(20_000)).code === 250 ? "sent" : "refused";
+        }
+        client.close();
+        const args = ["explain", "-c", vaultFile, "--json", "--op", "send", "--agent", "bot", "--from", sender];
+        for (const r of order) args.push("--to", r);
+        const p = Bun.spawnSync([process.execPath, MAIN, ...args], {
+          cwd: ROOT,
+          env: { PATH: process.env["PATH"] ?? "" },
+        });
+        const answer = JSON.parse(p.stdout.toString()) as ExplainAnswer;
+        expect({
+          order,
+          mail: answer.sender!.refused ? "refused" : "accepted",
+          rcpt: Object.fromEntries(answer.recipients!.map((r) => [r.address, r.rcpt])),
+          message: answer.action === "allow" ? "sent" : "refused",
+        }).toEqual({ order, mail, rcpt, message });
+        expect({ mail, message }).toEqual(c.expect);
+      }
+    });
+  }
+
+  test("without --agent the answer is for no agent, and says so", () => {
+    const p = Bun.spawnSync(
+      [process.execPath, MAIN, "explain", "-c", vaultFile, "--json", "--op", "send", "--to", "a@corp.test"],
+      { cwd: ROOT, env: { PATH: process.env["PATH"] ?? "" } },
+    );
+    const answer = JSON.parse(p.stdout.toString());
+    expect(answer).toMatchObject({ action: "deny", agent: null, agents: ["bot"], rule: "deny everything else" });
+    expect(answer.note).toContain('"no agent"');
+  });
 });
 
 // ---- reads ---------------------------------------------------------------------------------------------------
