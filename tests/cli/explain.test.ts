@@ -80,7 +80,7 @@ const NOTE =
 
 describe("sends: each recipient on its own, the message all or nothing", () => {
   const DENIED = [
-    `mail:send: DENY by rule 2 "No invoices out" for <x@evil.test>: refused at RCPT TO, so DATA is refused; one refused recipient refuses the whole message, nothing is sent`,
+    `mail:send: DENY by rule 2 "No invoices out" for <x@evil.test> (at RCPT TO): the whole message is refused`,
     "  sender <me@corp.test>: accepted at MAIL FROM: decided with each recipient (depends on subject, to)",
   ];
   const X = [
@@ -141,7 +141,7 @@ describe("sends: each recipient on its own, the message all or nothing", () => {
       "Invoice 7",
     ]);
     expect(lines[0]).toBe(
-      `mail:send: DENY by rule 2 "No invoices out" for <a@corp.test>: refused after DATA; one refused recipient refuses the whole message, nothing is sent`,
+      `mail:send: DENY by rule 2 "No invoices out" for <a@corp.test> (after DATA): the whole message is refused`,
     );
     expect(lines[2]).toBe(
       `  to <a@corp.test>: DENY by rule 2 "No invoices out"; accepted at RCPT TO, refused after DATA`,

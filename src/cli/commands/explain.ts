@@ -185,7 +185,7 @@ function explainImap(v: ImapVerdict): Answer {
   else if (v.steps.length === 2 && v.steps[0]!.decision.action !== "allow") why = ": SELECT of the folder is refused";
   const text = [`${head}: ${d.action.toUpperCase()} by ${by(d)}${why}`, `  ${d.reason}`];
   if (v.steps.length === 2 && v.steps[0]!.decision.action === "allow" && v.operation !== "folder:read")
-    text.push(`  (SELECT first: ${v.steps[0]!.decision.reason})`);
+    text.push(`  (SELECT first: ${v.steps[0]!.decision.action.toUpperCase()} by ${by(v.steps[0]!.decision)})`);
   return { text, json: { ...json, ...decisionJson(d) } };
 }
 
@@ -232,8 +232,8 @@ function explainSend(
     const refused = sim.recipients.filter((r) => r.deciding.decided && r.deciding.decision.action !== "allow");
     const first = (refused[0]!.deciding as Extract<Outcome, { decided: true }>).decision;
     const whom = refused.map((r) => `<${r.recipient}>`).join(", ");
-    const when = sim.stoppedAt === "rcpt" ? "at RCPT TO, so DATA is refused" : "after DATA";
-    headline = `mail:send: DENY by ${by(first)} for ${whom}: refused ${when}; one refused recipient refuses the whole message, nothing is sent`;
+    const when = sim.stoppedAt === "rcpt" ? "at RCPT TO" : "after DATA";
+    headline = `mail:send: DENY by ${by(first)} for ${whom} (${when}): the whole message is refused`;
     json = {
       ...base,
       action: "deny",
