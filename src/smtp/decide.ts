@@ -108,19 +108,13 @@ export function finalOutcome(policy: Policy, request: Request): Outcome {
   return outcome.decided ? { decided: true, decision: refuseAsk(outcome.decision) } : outcome;
 }
 
-/** Final decision; anything still undecided is denied (`Policy.evaluate`), and `ask` is never allow. */
-export function finalDecision(policy: Policy, request: Request): Decision {
-  const outcome = finalOutcome(policy, request);
-  return outcome.decided ? outcome.decision : policy.evaluate(request);
-}
-
 export interface RecipientFinal {
   /** The recipient, lower-cased. */
   readonly recipient: string;
   readonly class: RecipientClass;
   /** `finalOutcome`: undecided only when a field the rules test is unknown. */
   readonly outcome: Outcome;
-  /** `finalDecision`: what the proxy acts on (undecided is deny). */
+  /** What the proxy acts on: the outcome, or deny when it is undecided. */
   readonly decision: Decision;
 }
 
@@ -144,6 +138,7 @@ export function decideMessage(
   for (const recipient of recipients) {
     const request = finalRequest(agent, sender, recipient, facts);
     const outcome = finalOutcome(policy, request);
+    // Still undecided when the proxy must act: denied (`Policy.evaluate`).
     const decision = outcome.decided ? outcome.decision : policy.evaluate(request);
     if (decision.action !== "allow") refused.push(recipient);
     out.push({ recipient, class: classify(recipient, facts), outcome, decision });

@@ -226,7 +226,8 @@ function explainSend(
     json = { ...base, action: "deny", stage: "mail", rule: null, ruleIndex: null, reason };
   } else if (sim.stoppedAt === "mail") {
     const d = (sim.senderOutcome as Extract<Outcome, { decided: true }>).decision;
-    headline = `mail:send: DENY by ${by(d)}: the sender ${shown} is refused at MAIL FROM; nothing is sent`;
+    const who = sender === undefined ? "every sender is" : `the sender ${shown} is`;
+    headline = `mail:send: DENY by ${by(d)}: ${who} refused at MAIL FROM; nothing is sent`;
     json = { ...base, action: "deny", stage: "mail", ...decisionJson(d) };
   } else if (sim.stoppedAt !== null) {
     const refused = sim.recipients.filter((r) => r.deciding.decided && r.deciding.decision.action !== "allow");
