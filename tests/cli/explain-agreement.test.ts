@@ -171,6 +171,27 @@ function permutations<T>(items: readonly T[]): T[][] {
   return out;
 }
 
+/** A multipart/mixed message whose second part is a PDF attachment. */
+function withAttachment(headers: readonly string[]): string {
+  return [
+    ...headers,
+    'Content-Type: multipart/mixed; boundary="b1"',
+    "",
+    "--b1",
+    "Content-Type: text/plain",
+    "",
+    "see attached",
+    "--b1",
+    "Content-Type: application/pdf",
+    'Content-Disposition: attachment; filename="a.pdf"',
+    "Content-Transfer-Encoding: base64",
+    "",
+    "JVBERi0xLjQK",
+    "--b1--",
+    "",
+  ].join("\r\n");
+}
+
 // ---- sends ---------------------------------------------------------------------------------------------------
 
 interface SendCase {
@@ -248,7 +269,7 @@ function sendText(c: SendCase, envelopeTo: readonly string[], envelopeCc: readon
     "MIME-Version: 1.0",
   ];
   if (!c.attachment) return `${headers.join("\r\n")}\r\nContent-Type: text/plain\r\n\r\nhi ${token}\r\n`;
-  return `${headers.join("\r\n")}\r\nContent-Type: multipart/mixed; boundary="b1"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b1\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename="a.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b1--\r\n`;
+  return withAttachment(headers);
 }
 
 /** One transaction through the SMTP proxy with RCPTs in `order`. */
@@ -504,7 +525,7 @@ function readMessage(c: ReadCase, token: string): string {
     "MIME-Version: 1.0",
   ];
   if (!c.attachment) return `${headers.join("\r\n")}\r\nContent-Type: text/plain\r\n\r\nbody\r\n`;
-  return `${headers.join("\r\n")}\r\nContent-Type: multipart/mixed; boundary="b1"\r\n\r\n--b1\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--b1\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename="i.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK\r\n--b1--\r\n`;
+  return withAttachment(headers);
 }
 
 /** Message-IDs (without brackets) the agent sees in `folder` through the IMAP proxy; null when SELECT fails. */

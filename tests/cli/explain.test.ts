@@ -158,7 +158,8 @@ describe("sends: each recipient on its own, the message all or nothing", () => {
   test("vault mode with --agent: a sender that is not the account's is refused at MAIL FROM", () => {
     const lines = run(VAULTED, ["--op", "send", "--agent", "bot", "--from", "me@corp.test", "--to", "a@corp.test"]);
     expect(lines).toEqual([
-      `mail:send: DENY: the sender <me@corp.test> is not one of the identities of account "main" (bot@corp.test); refused at MAIL FROM, nothing is sent`,
+      `mail:send: DENY: the sender <me@corp.test> is not one of the identities of account "main" (bot@corp.test); ` +
+        "refused at MAIL FROM, nothing is sent",
       "  sender <me@corp.test>: not one of the account's identities: refused at MAIL FROM (553)",
       "  to <a@corp.test>: depends on subject (possible: deny, allow); not reached (MAIL FROM refused)",
       "    give the fields it depends on to decide; the proxy denies what stays undecided",
@@ -190,13 +191,16 @@ describe("sends: each recipient on its own, the message all or nothing", () => {
   });
 });
 
+const ABSENT = "(it does not exist for the agent)";
+const HIDDEN_FOLDER = `the folder is hidden ${ABSENT}`;
+
 describe("reads", () => {
   test("vault config without --agent: the answer is for no agent, and the agents are listed", () => {
     expect(run(VAULTED, ["--op", "read", "--folder", "Archive"])).toEqual([
       NOTE,
-      `folder:read in "Archive": DENY by rule 5 "Deny everything else": the folder is hidden (it does not exist for the agent)`,
+      `folder:read in "Archive": DENY by rule 5 "Deny everything else": ${HIDDEN_FOLDER}`,
       `  hidden folder; folder:read matched rule 5 "Deny everything else" (no conditions)`,
-      `mail:read in "Archive": DENY by rule 5 "Deny everything else": the folder is hidden (it does not exist for the agent)`,
+      `mail:read in "Archive": DENY by rule 5 "Deny everything else": ${HIDDEN_FOLDER}`,
       `  hidden folder; mail:read matched rule 5 "Deny everything else" (no conditions)`,
     ]);
     expect(run(VAULTED, ["--op", "folder:read", "--folder", "Archive", "--agent", "bot"])).toEqual([
@@ -211,11 +215,12 @@ describe("reads", () => {
       `mail:read in "INBOX": ALLOW by rule 1 "Notifications": the message is visible in this filtered folder`,
     );
     expect(run(PASS, [...args, "--from", '"notifications@shop.test" <spam@evil.test>']).slice(0, 2)).toEqual([
-      `mail:read in "INBOX": DENY by rule 5 "Deny everything else": the message is hidden (it does not exist for the agent)`,
+      `mail:read in "INBOX": DENY by rule 5 "Deny everything else": the message is hidden ${ABSENT}`,
       `  message hidden: mail:read matched rule 5 "Deny everything else" (no conditions)`,
     ]);
     expect(run(PASS, args)[0]).toBe(
-      `mail:read in "INBOX": depends on from (possible: allow, deny); give them to decide, otherwise the message is hidden`,
+      `mail:read in "INBOX": depends on from (possible: allow, deny); give them to decide, ` +
+        "otherwise the message is hidden",
     );
   });
 

@@ -221,7 +221,9 @@ function explainSend(
   let headline: string;
   let json: Record<string, unknown>;
   if (identity.refused) {
-    const reason = `the sender ${shown} is not one of the identities of account ${JSON.stringify(identity.account)} (${identity.list}); refused at MAIL FROM, nothing is sent`;
+    const reason =
+      `the sender ${shown} is not one of the identities of account ${JSON.stringify(identity.account)} ` +
+      `(${identity.list}); refused at MAIL FROM, nothing is sent`;
     headline = `mail:send: DENY: ${reason}`;
     json = { ...base, action: "deny", stage: "mail", rule: null, ruleIndex: null, reason };
   } else if (sim.stoppedAt === "mail") {
@@ -251,7 +253,10 @@ function explainSend(
       for (const n of o.needs) needs.add(n);
       for (const p of o.possible) possible.add(p);
     }
-    headline = `mail:send: depends on ${[...needs].join(", ")} (possible: ${[...possible].join(", ")}) for ${open.map((r) => `<${r.recipient}>`).join(", ")}; give them to decide, otherwise denied`;
+    const whom = open.map((r) => `<${r.recipient}>`).join(", ");
+    headline =
+      `mail:send: depends on ${[...needs].join(", ")} (possible: ${[...possible].join(", ")}) for ${whom}; ` +
+      "give them to decide, otherwise denied";
     json = { ...base, action: "undecided", stage: null, needs: [...needs], possible: [...possible] };
   } else {
     headline = "mail:send: ALLOW: every recipient is allowed";
