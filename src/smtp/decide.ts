@@ -1,5 +1,5 @@
 /**
- * Send semantics (docs/smtp.md, docs/config.md "Fields"): what the policy is asked for a sender and for each
+ * Send semantics (docs/smtp.md "Send semantics"): what the policy is asked for a sender and for each
  * recipient, and how those answers become the proxy's replies. Pure: no I/O. The SMTP session calls these step by
  * step as the transaction arrives; `simulateSend` runs the same steps in the same order for `mailgator explain`.
  *
@@ -21,8 +21,8 @@ export type RecipientClass = "to" | "cc" | "bcc" | "unknown";
 export type SendFacts = Pick<MessageFacts, "to" | "cc" | "subject" | "hasAttachment">;
 
 /**
- * A session's identities (docs/smtp.md: MAIL FROM must be one of them, or `<>`): its upstream login when that is
- * an address, and the configured ones. Exact addresses, lower-cased: the whole address compares
+ * A session's identities (docs/smtp.md "Identities": MAIL FROM must be one of them, or `<>`): its upstream login
+ * when that is an address, and the configured ones. Exact addresses, lower-cased: the whole address compares
  * case-insensitively, as the rules do (a local part MAY be case-sensitive, RFC 5321 §2.4, but no mail system in
  * use makes two mailboxes of `Me@x` and `me@x`, and refusing the case variant of one's own login would only
  * confuse clients).
