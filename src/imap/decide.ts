@@ -48,6 +48,11 @@ export interface ImapVerdict {
   readonly action: "allow" | "deny" | "undecided";
   /** The decision that settles it (the refusing one, or the last that allowed); null when undecided. */
   readonly decision: Decision | null;
+  /**
+   * folder:write only: whether DELETE and RENAME find every folder below visible (`Policy.subtreeVisible`, as
+   * `FolderRights.subtreeVisible`), and whether DELETE's mail:delete check allows; null for other operations.
+   */
+  readonly subtree: { readonly visible: boolean; readonly mailDelete: Decision } | null;
 }
 
 /**
@@ -63,7 +68,14 @@ export function decideImap(
   facts: MessageFacts = {},
 ): ImapVerdict {
   const visible = policy.folderVisible(folder, agent);
-  const base = { operation, folder, visible };
+  const subtree =
+    operation === "folder:write" && visible
+      ? {
+          visible: policy.subtreeVisible(folder, agent),
+          mailDelete: notAllowed(decideInFolder(policy, "mail:delete", folder, agent)),
+        }
+      : null;
+  const base = { operation, folder, visible, subtree };
   if (!visible) {
     // The proxy audits a hidden folder with the operation's own decision (commands/folders.ts visibleFolder).
     const decision = decideInFolder(policy, operation, folder, agent);

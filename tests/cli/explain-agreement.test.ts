@@ -104,6 +104,17 @@ operations = ["read", "mail:delete"]
 folders = ["Trash"]
 
 [[rules]]
+name = "agent folders"
+action = "allow"
+folders = ["Agent", "Agent/**"]
+
+[[rules]]
+name = "projects"
+action = "allow"
+operations = ["folder:write"]
+folders = ["Projects"]
+
+[[rules]]
 name = "deny everything else"
 action = "deny"
 `;
@@ -140,6 +151,7 @@ interface ExplainAnswer {
   readonly action: string;
   readonly rule: string | null;
   readonly visible?: boolean;
+  readonly subtree?: { readonly visible: boolean; readonly mailDelete: { readonly action: string } } | null;
   readonly sender?: { readonly refused: boolean };
   readonly recipients?: readonly {
     readonly address: string;
@@ -615,6 +627,33 @@ describe("reads: the IMAP proxy and explain agree", () => {
         const allowed = statusOf(reply, `d${n}`).startsWith(`d${n} OK`);
         expect({ folder, allowed: answer!.action === "allow" }).toEqual({ folder, allowed });
         n++;
+      }
+    } finally {
+      raw.close();
+    }
+  });
+  test("CREATE and DELETE: allowed exactly when explain's folder:write answer (with DELETE's extra checks) allows", async () => {
+    const raw = await RawImap.open(imap.port);
+    try {
+      await raw.command("l", `LOGIN "${mailbox.user}" "${mailbox.password}"`);
+      // The last item is what the proxy must answer, so that both sides cannot pass by being wrong alike.
+      const steps: [string, string, boolean][] = [
+        ["CREATE", "Agent", true],
+        ["CREATE", "Sent2", false],
+        ["CREATE", "Projects", true],
+        ["DELETE", "Projects", false], // mail:delete is not allowed there
+        ["DELETE", "Agent", true],
+      ];
+      let n = 0;
+      for (const [command, folder, expected] of steps) {
+        const [answer] = explainJson(["--op", "folder:write", "--folder", folder]);
+        const predicted =
+          answer!.action === "allow" &&
+          (command === "CREATE" || (answer!.subtree!.visible && answer!.subtree!.mailDelete.action === "allow"));
+        const tag = `w${n++}`;
+        const ok = statusOf(await raw.command(tag, `${command} ${folder}`), tag).startsWith(`${tag} OK`);
+        expect({ command, folder, ok: predicted }).toEqual({ command, folder, ok });
+        expect(ok).toBe(expected);
       }
     } finally {
       raw.close();

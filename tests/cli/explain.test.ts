@@ -224,6 +224,26 @@ describe("reads", () => {
     );
   });
 
+  test("folder:write names what DELETE and RENAME also need", () => {
+    expect(run(VAULTED, ["--op", "folder:write", "--folder", "Archive", "--agent", "bot"])).toEqual([
+      `folder:write in "Archive": DENY by rule 5 "Deny everything else"`,
+      `  folder:write matched rule 5 "Deny everything else" (no conditions)`,
+    ]);
+    const file = join(dir, "write.toml");
+    writeFileSync(file, `[[rules]]\nname = "Agent"\nfolders = ["Agent", "Agent/**"]\naction = "allow"\n`);
+    expect(run(file, ["--op", "folder:write", "--folder", "Agent"])).toEqual([
+      `folder:write in "Agent": ALLOW by rule 1 "Agent"`,
+      `  folder:write matched rule 1 "Agent" (folder "Agent"|"Agent/**")`,
+      `  DELETE also needs mail:delete (ALLOW by rule 1 "Agent"); DELETE and RENAME also need every folder below ` +
+        "to be visible: every folder below is visible",
+    ]);
+    // Without "Agent/**", a folder below Agent may be hidden: DELETE and RENAME of Agent are refused.
+    writeFileSync(file, `[[rules]]\nname = "Agent"\nfolders = ["Agent"]\naction = "allow"\n`);
+    expect(run(file, ["--op", "folder:write", "--folder", "Agent"]).at(-1)).toEndWith(
+      "to be visible: the rules may hide folders below it",
+    );
+  });
+
   test("an operation on the selected mailbox is refused when SELECT is", () => {
     expect(run(PASS, ["--op", "mail:delete", "--folder", "INBOX"])[0]).toBe(
       `mail:delete in "INBOX": DENY by rule 5 "Deny everything else"`,

@@ -163,6 +163,7 @@ function explainImap(v: ImapVerdict): Answer {
     filtered: v.filtered,
     steps: v.steps.map((s) => ({ operation: s.operation, ...decisionJson(s.decision) })),
     message: v.message === null ? null : outcomeJson(v.message),
+    subtree: v.subtree === null ? null : { visible: v.subtree.visible, mailDelete: decisionJson(v.subtree.mailDelete) },
   };
   if (v.action === "undecided") {
     const m = v.message as Extract<Outcome, { decided: false }>;
@@ -186,6 +187,14 @@ function explainImap(v: ImapVerdict): Answer {
   const text = [`${head}: ${d.action.toUpperCase()} by ${by(d)}${why}`, `  ${d.reason}`];
   if (v.steps.length === 2 && v.steps[0]!.decision.action === "allow" && v.operation !== "folder:read")
     text.push(`  (SELECT first: ${v.steps[0]!.decision.action.toUpperCase()} by ${by(v.steps[0]!.decision)})`);
+  if (v.subtree !== null && d.action === "allow") {
+    const below = v.subtree.visible ? "every folder below is visible" : "the rules may hide folders below it";
+    const del = v.subtree.mailDelete;
+    text.push(
+      `  DELETE also needs mail:delete (${del.action.toUpperCase()} by ${by(del)}); DELETE and RENAME also need ` +
+        `every folder below to be visible: ${below}`,
+    );
+  }
   return { text, json: { ...json, ...decisionJson(d) } };
 }
 
