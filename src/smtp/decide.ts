@@ -1,25 +1,65 @@
 /**
- * Send semantics (docs/smtp.md "Send semantics"): what the policy is asked for a sender and for each recipient.
+ * Send semantics (docs/smtp.md "Send semantics"): what the policy is asked for a sender and for each
+ * recipient, and how those answers become the proxy's replies. Pure: no I/O. The SMTP session calls these step by
+ * step as the transaction arrives; `simulateSend` runs the same steps in the same order for `mailgator explain`.
  *
  * Each envelope recipient R is decided on its own with `to = [R]`; `cc = [R]` when the Cc header names R and
  * the To header does not; `bcc = [R]` when neither does. `from` is the envelope sender (the reverse path), `[]`
  * for `<>`, so rules that name senders never match a null sender. At RCPT time the headers are not known yet
  * (cc, bcc, subject, has_attachment are `undefined`): only a decided deny refuses the recipient then; every
- * recipient is decided again, finally, once the message is in.
+ * recipient is decided again, finally, once the message is in. One refused recipient refuses the whole message.
  */
 
 import type { Decision, Outcome, Policy, Request } from "../policy/index.ts";
 import type { MessageFacts } from "./inspect.ts";
 
+type Decided = Extract<Outcome, { decided: true }>;
+
 export type RecipientClass = "to" | "cc" | "bcc" | "unknown";
 
-/** What the MAIL FROM alone says: denied senders are refused at once (553 5.7.1). */
-export function senderOutcome(policy: Policy, agent: string | null, sender: string): Outcome {
+/** The header facts the final decision reads (what `MessageInspector` gives, without its audit-only fields). */
+export type SendFacts = Pick<MessageFacts, "to" | "cc" | "subject" | "hasAttachment">;
+
+/**
+ * A session's identities (docs/smtp.md "Identities": MAIL FROM must be one of them, or `<>`): its upstream login
+ * when that is an address, and the configured ones. Exact addresses, lower-cased: the whole address compares
+ * case-insensitively, as the rules do (a local part MAY be case-sensitive, RFC 5321 §2.4, but no mail system in
+ * use makes two mailboxes of `Me@x` and `me@x`, and refusing the case variant of one's own login would only
+ * confuse clients).
+ */
+export function sessionIdentities(login: string, configured: readonly string[]): ReadonlySet<string> {
+  const out = new Set<string>();
+  if (login.includes("@")) out.add(login.toLowerCase());
+  for (const address of configured) out.add(address.toLowerCase());
+  return out;
+}
+
+/**
+ * Is the reverse path (lower-cased; "" for `<>`) refused as not one of the session's identities? Bounces and DSNs
+ * go to the reverse path with the message in them (RFC 3461): an address that is not the account's own would
+ * receive a copy of what it may not, whatever the rules say about recipients.
+ */
+export function senderNotIdentity(identities: ReadonlySet<string>, senderKey: string): boolean {
+  return senderKey !== "" && !identities.has(senderKey);
+}
+
+/** What the MAIL FROM alone says. `sender` undefined (explain without --from) leaves `from` unknown. */
+export function senderOutcome(policy: Policy, agent: string | null, sender: string | undefined): Outcome {
   return policy.evaluatePartial({ operation: "mail:send", folder: null, agent, from: senderList(sender) });
 }
 
-/** What RCPT TO says before the message is known: a decided deny refuses the recipient at once (550 5.7.1). */
-export function recipientOutcome(policy: Policy, agent: string | null, sender: string, recipient: string): Outcome {
+/** A sender the rules deny on its own, before any recipient, is refused at once (553 5.7.1). */
+export function senderRefused(outcome: Outcome): outcome is Decided {
+  return outcome.decided && outcome.decision.action !== "allow" && outcome.decision.action !== "ask";
+}
+
+/** What RCPT TO says before the message is known. */
+export function recipientOutcome(
+  policy: Policy,
+  agent: string | null,
+  sender: string | undefined,
+  recipient: string,
+): Outcome {
   return policy.evaluatePartial({
     operation: "mail:send",
     folder: null,
@@ -29,15 +69,25 @@ export function recipientOutcome(policy: Policy, agent: string | null, sender: s
   });
 }
 
+/** A decided deny refuses the recipient at RCPT time (550 5.7.1); anything else waits for the message. */
+export function recipientRefused(outcome: Outcome): outcome is Decided {
+  return outcome.decided && outcome.decision.action === "deny";
+}
+
 /** Where the headers put a recipient; "unknown" when a To or Cc header could not be parsed. */
-export function classify(recipient: string, facts: MessageFacts): RecipientClass {
+export function classify(recipient: string, facts: SendFacts): RecipientClass {
   if (facts.to?.includes(recipient)) return "to";
   if (facts.to === undefined || facts.cc === undefined) return "unknown";
   return facts.cc.includes(recipient) ? "cc" : "bcc";
 }
 
 /** The final request for one recipient, every field known except what the message left unreadable. */
-export function finalRequest(agent: string | null, sender: string, recipient: string, facts: MessageFacts): Request {
+export function finalRequest(
+  agent: string | null,
+  sender: string | undefined,
+  recipient: string,
+  facts: SendFacts,
+): Request {
   const kind = classify(recipient, facts);
   return {
     operation: "mail:send",
@@ -52,19 +102,133 @@ export function finalRequest(agent: string | null, sender: string, recipient: st
   };
 }
 
-/** Final decision; `evaluate` turns anything still undecided into deny, and `ask` is never allow. */
-export function finalDecision(policy: Policy, request: Request): Decision {
-  const decision = policy.evaluate(request);
-  if (decision.action === "ask") {
-    return {
-      ...decision,
-      action: "deny",
-      reason: `${decision.reason}; approvals are not available yet, so ask refuses`,
-    };
-  }
-  return decision;
+/** The final outcome for one recipient; a decided `ask` refuses (approvals are not available yet). */
+export function finalOutcome(policy: Policy, request: Request): Outcome {
+  const outcome = policy.evaluatePartial(request);
+  return outcome.decided ? { decided: true, decision: refuseAsk(outcome.decision) } : outcome;
 }
 
-function senderList(sender: string): string[] {
+export interface RecipientFinal {
+  /** The recipient, lower-cased. */
+  readonly recipient: string;
+  readonly class: RecipientClass;
+  /** `finalOutcome`: undecided only when a field the rules test is unknown. */
+  readonly outcome: Outcome;
+  /** What the proxy acts on: the outcome, or deny when it is undecided. */
+  readonly decision: Decision;
+}
+
+/** The decision at the end of DATA: every recipient decided on its own, the message allowed only if all are. */
+export interface MessageVerdict {
+  readonly recipients: readonly RecipientFinal[];
+  /** Recipients whose final decision is not allow, in envelope order. */
+  readonly refused: readonly string[];
+}
+
+/** The end-of-DATA decision over the accepted recipients (lower-cased, in envelope order). */
+export function decideMessage(
+  policy: Policy,
+  agent: string | null,
+  sender: string | undefined,
+  recipients: readonly string[],
+  facts: SendFacts,
+): MessageVerdict {
+  const out: RecipientFinal[] = [];
+  const refused: string[] = [];
+  for (const recipient of recipients) {
+    const request = finalRequest(agent, sender, recipient, facts);
+    const outcome = finalOutcome(policy, request);
+    // Still undecided when the proxy must act: denied (`Policy.evaluate`).
+    const decision = outcome.decided ? outcome.decision : policy.evaluate(request);
+    if (decision.action !== "allow") refused.push(recipient);
+    out.push({ recipient, class: classify(recipient, facts), outcome, decision });
+  }
+  return { recipients: out, refused };
+}
+
+/** One recipient of a simulated send. */
+export interface SimulatedRecipient {
+  readonly recipient: string;
+  /** The RCPT TO reply: refused (550), accepted (250), or never asked because MAIL FROM was refused. */
+  readonly rcpt: "accepted" | "refused" | "not-reached";
+  /** The RCPT-time outcome (headers unknown). */
+  readonly rcptOutcome: Outcome;
+  /** The recipient decided on its own with the message's facts (even when another recipient stops the message). */
+  readonly final: RecipientFinal;
+  /** The decision that settles this recipient: the RCPT-time one when it refused, else the final one. */
+  readonly deciding: Outcome;
+}
+
+/** What the SMTP proxy would do with one whole message. */
+export interface SimulatedSend {
+  readonly sender: string | undefined;
+  readonly senderOutcome: Outcome;
+  /** MAIL FROM refused by the rules (553). */
+  readonly senderRefused: boolean;
+  readonly recipients: readonly SimulatedRecipient[];
+  /**
+   * Where the message stops: "mail" (MAIL FROM refused), "rcpt" (a recipient refused at RCPT: DATA gets 554 before
+   * the message is read), "data" (a recipient refused at the end of DATA: 554), or null when it is accepted.
+   * `undecided` is true when no stop was found but a final outcome depends on a field left unknown.
+   */
+  readonly stoppedAt: "mail" | "rcpt" | "data" | null;
+  readonly undecided: boolean;
+}
+
+/**
+ * The proxy's decision path for one transaction, run without a connection: MAIL FROM, each RCPT in order (a
+ * repeated recipient is accepted once, as the session does), then the end-of-DATA decision. Recipients and sender
+ * lower-cased; sender "" for `<>`, undefined when not known.
+ */
+export function simulateSend(
+  policy: Policy,
+  agent: string | null,
+  sender: string | undefined,
+  recipients: readonly string[],
+  facts: SendFacts,
+): SimulatedSend {
+  const senderOut = senderOutcome(policy, agent, sender);
+  const mailRefused = senderRefused(senderOut);
+  const unique = [...new Set(recipients)];
+  const rcpts = unique.map((recipient) => {
+    const outcome = recipientOutcome(policy, agent, sender, recipient);
+    return { recipient, outcome, refused: recipientRefused(outcome) };
+  });
+  const verdict = decideMessage(policy, agent, sender, unique, facts);
+  const list: SimulatedRecipient[] = rcpts.map((r, i) => {
+    const final = verdict.recipients[i]!;
+    return {
+      recipient: r.recipient,
+      rcpt: mailRefused ? "not-reached" : r.refused ? "refused" : "accepted",
+      rcptOutcome: r.outcome,
+      final,
+      deciding: r.refused ? r.outcome : final.outcome,
+    };
+  });
+  const stoppedAt = mailRefused
+    ? "mail"
+    : rcpts.some((r) => r.refused)
+      ? "rcpt"
+      : verdict.recipients.some((r) => r.outcome.decided && r.decision.action !== "allow")
+        ? "data"
+        : null;
+  const undecided = stoppedAt === null && verdict.recipients.some((r) => !r.outcome.decided);
+  return {
+    sender,
+    senderOutcome: senderOut,
+    senderRefused: mailRefused,
+    recipients: list,
+    stoppedAt,
+    undecided,
+  };
+}
+
+function refuseAsk(decision: Decision): Decision {
+  if (decision.action !== "ask") return decision;
+  return { ...decision, action: "deny", reason: `${decision.reason}; approvals are not available yet, so ask refuses` };
+}
+
+function senderList(sender: string | undefined): string[] | undefined {
+  if (sender === undefined) return undefined;
   return sender === "" ? [] : [sender];
 }

@@ -5,8 +5,7 @@
  * read one at a time from a byte queue and answered strictly in order, which is all PIPELINING (RFC 2920) needs:
  * replies are buffered and flushed whenever the input runs dry or the session waits on something.
  *
- * Policy decisions come from decide.ts; this file maps them to replies and audit rows (docs/protocol.md §6
- * "Reply codes").
+ * Policy decisions come from decide.ts; this file maps them to replies (PROTOCOL.md §6 codes) and audit rows.
  */
 
 import { randomBytes } from "node:crypto";
@@ -19,7 +18,15 @@ import type { Decision, Outcome, Policy } from "../policy/index.ts";
 import { parsePathArgument } from "./address.ts";
 import { checkAgentLogin, decodeLoginStep, decodePlain, type LoginAttempt, type Mechanism } from "./auth.ts";
 import { DataReader } from "./data.ts";
-import { classify, finalDecision, finalRequest, recipientOutcome, senderOutcome } from "./decide.ts";
+import {
+  decideMessage,
+  recipientOutcome,
+  recipientRefused,
+  senderNotIdentity,
+  senderOutcome,
+  senderRefused,
+  sessionIdentities,
+} from "./decide.ts";
 import { MessageInspector } from "./inspect.ts";
 import {
   MAX_AUTH_FAILURES_PER_SESSION,
@@ -37,10 +44,10 @@ const GC_HINT_BYTES = 2 * 1024 * 1024;
 /** Input held while the session is busy; beyond it the socket is paused (TCP pushes back on the agent). */
 const MAX_QUEUED_INPUT = 1024 * 1024;
 
-/** Commands accepted before AUTH (RFC 4954 §4, docs/smtp.md "AUTH": everything else gets 530). */
+/** Commands accepted before AUTH (the brief and RFC 4954 §4: everything else gets 530). */
 const BEFORE_AUTH = new Set(["EHLO", "HELO", "STARTTLS", "AUTH", "NOOP", "RSET", "QUIT"]);
 
-/** Commands Mailgator never implements or forwards (docs/protocol.md §6, §7 case 34). */
+/** Commands Mailgator never implements or forwards (PROTOCOL.md §6, §7 case 34). */
 const NOT_OFFERED = new Set([
   "VRFY",
   "EXPN",
@@ -110,7 +117,7 @@ export class SmtpSession {
 
   #greeted = false;
   #identity: Identity | null = null;
-  /** The reverse paths this session may use besides `<>`, lower-cased (docs/smtp.md "Identities"; set at AUTH). */
+  /** The reverse paths this session may use besides `<>`, lower-cased (PROTOCOL.md §6; set at AUTH). */
   #senders: ReadonlySet<string> = new Set();
   #authFailures = 0;
   #auth: { mechanism: Mechanism; username: string | null } | null = null;
@@ -567,8 +574,7 @@ export class SmtpSession {
       this.#identity = { mode: "vault", agent: result.agent.name, account };
       this.#senders = sessionIdentities(account.username, account.identities);
     } else {
-      // Pass-through: the upstream judges the credentials (docs/config.md "Who connects"); the connection is kept
-      // for sending.
+      // Pass-through: the upstream judges the credentials (DESIGN.md §5); the connection is kept for sending.
       this.#flush();
       const credentials: Credentials = { username: attempt.username, password: attempt.password };
       try {
@@ -615,7 +621,7 @@ export class SmtpSession {
   // ---- transaction ----
 
   #mail(args: string): undefined {
-    // A new MAIL starts over, even if it is refused (RFC 5321 §4.1.1.2, §4.1.4; docs/protocol.md §6 "Transactions").
+    // A new MAIL starts over, even if it is refused (PROTOCOL.md §6: each new MAIL resets the transaction).
     this.#resetTransaction();
     if (!/^FROM:/i.test(args)) {
       this.#send(reply(501, "5.5.4", "Syntax: MAIL FROM:<address>"));
@@ -637,12 +643,12 @@ export class SmtpSession {
       } else if (key === "BODY" && (value?.toUpperCase() === "7BIT" || value?.toUpperCase() === "8BITMIME")) {
         eightBit = value.toUpperCase() === "8BITMIME";
       } else {
-        // RET, ENVID, AUTH=, SMTPUTF8, HOLDFOR, BY and anything unknown (docs/protocol.md §6 "Parameters", §7 case 30).
+        // RET, ENVID, AUTH=, SMTPUTF8, HOLDFOR, BY and anything unknown (PROTOCOL.md §6, §7 case 30).
         this.#send(reply(555, "5.5.4", `MAIL parameter ${key} is not accepted`));
         return undefined;
       }
     }
-    if (path.address !== "" && !this.#senders.has(path.key)) {
+    if (senderNotIdentity(this.#senders, path.key)) {
       // Bounces and DSNs go to the reverse path with the message in them (RFC 3461): an address that is not the
       // account's own would receive a copy of what it may not, whatever the rules say about recipients.
       const known = [...this.#senders].join(", ");
@@ -663,7 +669,7 @@ export class SmtpSession {
     }
     const outcome = senderOutcome(this.#ctx.policy, this.#policyAgent, path.key);
     const target = path.address === "" ? "<>" : path.key;
-    if (outcome.decided && outcome.decision.action !== "allow" && outcome.decision.action !== "ask") {
+    if (senderRefused(outcome)) {
       this.#audit({ command: "MAIL FROM", operation: "mail:send", target, ...decisionFields(outcome.decision) });
       this.#send(reply(553, "5.7.1", `Sender <${path.address}> is not allowed`));
       return undefined;
@@ -707,7 +713,7 @@ export class SmtpSession {
       return undefined;
     }
     const outcome = recipientOutcome(this.#ctx.policy, this.#policyAgent, tx.senderKey, path.key);
-    if (outcome.decided && outcome.decision.action === "deny") {
+    if (recipientRefused(outcome)) {
       tx.denied.push(path.key);
       this.#audit({
         command: "RCPT TO",
@@ -734,7 +740,7 @@ export class SmtpSession {
       return undefined;
     }
     if (tx.denied.length > 0) {
-      // All or nothing (docs/protocol.md §6, docs/smtp.md "Send semantics"): one refused recipient refuses the message.
+      // All or nothing (DESIGN.md §3): one refused recipient refuses the message.
       this.#audit({
         command: "DATA",
         operation: "mail:send",
@@ -870,17 +876,22 @@ export class SmtpSession {
           : { decision: "allow", reason: "sender not refused on its own; decided with each recipient" }),
       }),
     );
-    const refused: string[] = [];
-    for (const r of tx.recipients) {
-      const decision = finalDecision(this.#ctx.policy, finalRequest(agent, tx.senderKey, r.key, facts));
-      if (decision.action !== "allow") refused.push(r.key);
+    const verdict = decideMessage(
+      this.#ctx.policy,
+      agent,
+      tx.senderKey,
+      tx.recipients.map((r) => r.key),
+      facts,
+    );
+    const refused = verdict.refused;
+    for (const r of verdict.recipients) {
       rows.push(
         this.#event({
           command: "RCPT TO",
           operation: "mail:send",
-          target: r.key,
-          ...decisionFields(decision),
-          detail: { class: classify(r.key, facts) },
+          target: r.recipient,
+          ...decisionFields(r.decision),
+          detail: { class: r.class },
         }),
       );
     }
@@ -931,9 +942,9 @@ export class SmtpSession {
       this.#send(reply(451, "4.3.0", "Audit log unavailable; nothing was sent, try again later"));
       return;
     }
-    // The rows must be on disk before the message reaches the upstream (docs/audit.md "What a row records"), that is
-    // before the final dot. They wait for company (at most SEND_COMMIT_WAIT_MS) while MAIL, the RCPTs and DATA go
-    // upstream; the replay commits them once DATA is accepted, and holds its end of data until they are on disk.
+    // The rows must be on disk before the message reaches the upstream (DESIGN.md §7), that is before the final
+    // dot. They wait for company (at most SEND_COMMIT_WAIT_MS) while MAIL, the RCPTs and DATA go upstream; the replay
+    // commits them once DATA is accepted, and holds its end of data until they are on disk.
     const gate = new CommitGate(
       Promise.all(rows.map((row) => audit.durableWithin(row, this.#ctx.limits.sendCommitWaitMs))),
       () => audit.commitNow(),
@@ -1001,20 +1012,6 @@ export class SmtpSession {
     if (id.mode === "vault") return { username: id.account.username, password: id.account.password.reveal() };
     return id.credentials;
   }
-}
-
-/**
- * A session's identities (docs/smtp.md "Identities": MAIL FROM must be one of them, or `<>`): its upstream login when
- * that is an address, and the configured ones. Exact addresses, lower-cased: the whole address compares
- * case-insensitively, as the rules do (a local part MAY be case-sensitive, RFC 5321 §2.4, but no mail system in use
- * makes two mailboxes of `Me@x` and `me@x`, and refusing the case variant of one's own login would only confuse
- * clients).
- */
-function sessionIdentities(login: string, configured: readonly string[]): ReadonlySet<string> {
-  const out = new Set<string>();
-  if (login.includes("@")) out.add(login.toLowerCase());
-  for (const address of configured) out.add(address.toLowerCase());
-  return out;
 }
 
 function decisionFields(decision: Decision): Pick<AuditEvent, "decision" | "rule" | "ruleIndex" | "reason"> {

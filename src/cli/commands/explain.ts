@@ -1,28 +1,53 @@
-/** `mailgator explain`: the config simulator — which rule decides a request, and why. */
+/**
+ * `mailgator explain`: the config simulator. It answers as the proxies would, because it runs their decision
+ * functions: `simulateSend` (src/smtp/decide.ts) for a send, `decideImap` (src/imap/decide.ts) for the rest.
+ * Output format: README.md "Command line" and docs/config.md "Trying rules: mailgator explain".
+ */
 
+import type { Config } from "../../config/index.ts";
 import { loadConfig } from "../../config/index.ts";
-import { compilePolicy, expandOperation, type Operation, parseAddressList, type Request } from "../../policy/index.ts";
+import type { MessageFacts } from "../../imap/classify.ts";
+import { decideImap, type ImapVerdict } from "../../imap/decide.ts";
+import { parseAddressList, readEnvelopeAddress } from "../../mail/index.ts";
+import {
+  compilePolicy,
+  type Decision,
+  expandOperation,
+  type Operation,
+  type Outcome,
+  type Policy,
+} from "../../policy/index.ts";
+import { type SimulatedSend, senderNotIdentity, sessionIdentities, simulateSend } from "../../smtp/decide.ts";
 import { type CommandContext, EXIT_OK, parse, required, strings, UsageError } from "../args.ts";
 
 export const usage = `Usage: mailgator explain -c FILE --op OP [--folder F] [--from A] [--to A] [--cc A]
                         [--bcc A] [--subject S] [--[no-]attachment] [--agent NAME] [--json]
 
-Shows which rule decides an operation and why. OP is an operation (folder:read,
-folder:write, mail:read, mail:flag, mail:delete, mail:move, mail:append,
-mail:send) or a shorthand (read, write, send, all), which is explained per
-operation. --from/--to/--cc/--bcc take addresses ("Name <a@b>" is fine) and may
-repeat. A field left out is unknown: when the decision depends on it, explain
-says so and lists the outcomes still possible (the proxies then look at each
-message; a request that stays undecided is denied).
+Answers as the proxies would, naming the rule that decides. OP is an operation
+(folder:read, folder:write, mail:read, mail:flag, mail:delete, mail:move,
+mail:append, mail:send) or a shorthand (read, write, send, all), which is
+explained per operation. --from/--to/--cc/--bcc take addresses or whole header
+values ('"Shop" <a@b.test>, c@d.test') and may repeat.
+
+A send (mail:send): --from is the envelope sender ("<>" for none); the
+recipients are every --to, --cc and --bcc address, --to ones named in the To
+header, --cc ones in Cc, --bcc ones in neither. Each recipient is decided on its
+own; one refused recipient refuses the whole message.
+
+Anything else needs --folder; the message fields describe one message in it.
+
+A field left out is unknown: when the answer depends on it, explain says so and
+lists the outcomes still possible (the proxies deny what stays undecided).
 
 Options:
   -c, --config FILE   the config file
       --op OP         operation or shorthand (required)
       --folder F      folder, "/"-separated (IMAP operations)
-      --agent NAME    agent name (vault mode)
+      --agent NAME    agent name (vault mode: configs with [[agents]])
       --json          one JSON object per operation
   -h, --help          this help`;
 
+/** The addresses of every value of a repeated flag, each parsed as an RFC 5322 address list. */
 function addresses(values: string[] | undefined, flag: string): string[] | undefined {
   if (values === undefined) return undefined;
   const out: string[] = [];
@@ -33,6 +58,34 @@ function addresses(values: string[] | undefined, flag: string): string[] | undef
     out.push(...parsed.addresses);
   }
   return out;
+}
+
+/**
+ * Envelope mailboxes of a send (`a@b` or `<a@b>`), read as the SMTP proxy reads MAIL FROM and RCPT TO
+ * (`readEnvelopeAddress`): one the proxy refuses as a syntax error is a usage error here, never a guess.
+ */
+function envelopeAddresses(values: string[] | undefined, flag: string): string[] | undefined {
+  if (values === undefined) return undefined;
+  return values.map((v) => {
+    const bare = v.trim().replace(/^<(.*)>$/, "$1");
+    const read = readEnvelopeAddress(bare);
+    if (!read.ok) throw new UsageError(`${flag}: the SMTP proxy refuses ${JSON.stringify(v)}: ${read.problem}`, usage);
+    return read.key;
+  });
+}
+
+/** The envelope sender of a send: one address, `<>` for the null sender, undefined when not given. */
+function envelopeSender(values: string[] | undefined): string | undefined {
+  if (values === undefined) return undefined;
+  if (values.length === 1 && values[0]!.trim() === "<>") return "";
+  const list = envelopeAddresses(values, "--from")!;
+  if (list.length !== 1) throw new UsageError("--from: a send has one envelope sender", usage);
+  return list[0]!;
+}
+
+interface Answer {
+  readonly text: string[];
+  readonly json: Record<string, unknown>;
 }
 
 export function explain(ctx: CommandContext): number {
@@ -58,59 +111,259 @@ export function explain(ctx: CommandContext): number {
   const opName = required(values.op, "--op", usage);
   const ops = expandOperation(opName);
   if (!ops) throw new UsageError(`--op: unknown operation ${JSON.stringify(opName)}`, usage);
+  if (ops.some((op) => op !== "mail:send") && values.folder === undefined)
+    throw new UsageError(`--folder is required for ${ops.filter((op) => op !== "mail:send").join(", ")}`, usage);
   const config = loadConfig(file, { env: ctx.env });
   const agent = values.agent ?? null;
   if (agent !== null && !config.agents.some((a) => a.name === agent)) {
     throw new UsageError(`--agent: no agent named ${JSON.stringify(agent)} in the config`, usage);
   }
   const policy = compilePolicy(config.rules);
-  const base = {
-    agent,
-    from: addresses(strings(values.from), "--from"),
-    to: addresses(strings(values.to), "--to"),
-    cc: addresses(strings(values.cc), "--cc"),
-    bcc: addresses(strings(values.bcc), "--bcc"),
-    subject: values.subject,
-    hasAttachment: values.attachment,
-  };
-  const lines: string[] = [];
+  const to = addresses(strings(values.to), "--to");
+  const cc = addresses(strings(values.cc), "--cc");
+  const bcc = addresses(strings(values.bcc), "--bcc");
+  const subject = values.subject;
+  const hasAttachment = values.attachment;
+  const agents = config.agents.map((a) => a.name);
+  const note =
+    agent === null && agents.length > 0
+      ? `this config has agents (${agents.join(", ")}) and no --agent was given: the answer is for "no agent", ` +
+        `which rules limited to agents never match; every connection to the proxies is an agent, so give --agent NAME`
+      : null;
+
+  const out: string[] = [];
+  if (note !== null && !values.json) out.push(`note: ${note}`);
   for (const operation of ops as readonly Operation[]) {
-    const folder = operation === "mail:send" ? null : (values.folder ?? undefined);
-    const req: Request = { operation, folder, ...base };
-    const outcome = policy.evaluatePartial(req);
-    if (values.json) {
-      lines.push(
-        JSON.stringify(
-          outcome.decided
-            ? { operation, folder: folder ?? null, ...outcome.decision }
-            : {
-                operation,
-                folder: folder ?? null,
-                action: "undecided",
-                needs: [...outcome.needs],
-                possible: [...outcome.possible],
-              },
-        ),
-      );
-      continue;
-    }
-    const where = folder ? ` in ${JSON.stringify(folder)}` : "";
-    if (outcome.decided) {
-      const d = outcome.decision;
-      const by =
-        d.ruleIndex === null ? "no rule matched: default deny" : `rule ${d.ruleIndex + 1} ${JSON.stringify(d.rule)}`;
-      lines.push(`${operation}${where}: ${d.action.toUpperCase()} by ${by}`, `  ${d.reason}`);
-    } else if (operation === "folder:read" && (outcome.possible.has("allow") || outcome.possible.has("ask"))) {
-      // A folder is listed and selectable when some message in it may be read (docs/config.md "Operations").
-      lines.push(
-        `${operation}${where}: ALLOW: the folder is visible; which messages are depends on ${[...outcome.needs].join(", ")}`,
-      );
+    let answer: Answer;
+    if (operation === "mail:send") {
+      const recipients = [
+        ...(envelopeAddresses(strings(values.to), "--to") ?? []),
+        ...(envelopeAddresses(strings(values.cc), "--cc") ?? []),
+        ...(envelopeAddresses(strings(values.bcc), "--bcc") ?? []),
+      ];
+      if (recipients.length === 0) {
+        const why = "a send needs at least one recipient (--to, --cc or --bcc)";
+        if (ops.length === 1) throw new UsageError(why, usage);
+        out.push(
+          values.json ? JSON.stringify({ operation, action: "not-explained", reason: why }) : `${operation}: ${why}`,
+        );
+        continue;
+      }
+      const sender = envelopeSender(strings(values.from));
+      const facts = { to: to ?? [], cc: cc ?? [], subject, hasAttachment };
+      answer = explainSend(config, policy, agent, sender, recipients, facts);
     } else {
-      lines.push(
-        `${operation}${where}: depends on ${[...outcome.needs].join(", ")} (possible: ${[...outcome.possible].join(", ")}); give them to decide, otherwise denied`,
-      );
+      const facts: MessageFacts = {
+        from: addresses(strings(values.from), "--from"),
+        to,
+        cc,
+        bcc,
+        subject,
+        hasAttachment,
+      };
+      answer = explainImap(decideImap(policy, operation, values.folder!, agent, facts));
     }
+    if (values.json) out.push(JSON.stringify({ ...answer.json, agent, agents, note }));
+    else out.push(...answer.text);
   }
-  ctx.out(lines.join("\n"));
+  ctx.out(out.join("\n"));
   return EXIT_OK;
+}
+
+// ---- IMAP ----------------------------------------------------------------------------------------------------
+
+function explainImap(v: ImapVerdict): Answer {
+  const head = `${v.operation} in ${JSON.stringify(v.folder)}`;
+  const json: Record<string, unknown> = {
+    operation: v.operation,
+    folder: v.folder,
+    visible: v.visible,
+    filtered: v.filtered,
+    steps: v.steps.map((s) => ({ operation: s.operation, ...decisionJson(s.decision) })),
+    message: v.message === null ? null : outcomeJson(v.message),
+    subtree: v.subtree === null ? null : { visible: v.subtree.visible, mailDelete: decisionJson(v.subtree.mailDelete) },
+  };
+  if (v.action === "undecided") {
+    const m = v.message as Extract<Outcome, { decided: false }>;
+    const needs = [...m.needs];
+    return {
+      text: [
+        `${head}: depends on ${needs.join(", ")} (possible: ${[...m.possible].join(", ")}); ` +
+          `give them to decide, otherwise the message is hidden`,
+        "  the folder is filtered: the agent sees only the messages the rules let it read",
+      ],
+      json: { ...json, action: "undecided", needs, possible: [...m.possible] },
+    };
+  }
+  const d = v.decision!;
+  let why = "";
+  if (!v.visible) why = ": the folder is hidden (it does not exist for the agent)";
+  else if (v.message !== null && d.action !== "allow")
+    why = ": the message is hidden (it does not exist for the agent)";
+  else if (v.message !== null) why = ": the message is visible in this filtered folder";
+  else if (v.steps.length === 2 && v.steps[0]!.decision.action !== "allow") why = ": SELECT of the folder is refused";
+  const text = [`${head}: ${d.action.toUpperCase()} by ${by(d)}${why}`, `  ${d.reason}`];
+  if (v.steps.length === 2 && v.steps[0]!.decision.action === "allow" && v.operation !== "folder:read")
+    text.push(`  (SELECT first: ${v.steps[0]!.decision.action.toUpperCase()} by ${by(v.steps[0]!.decision)})`);
+  if (v.subtree !== null && d.action === "allow") {
+    const below = v.subtree.visible ? "every folder below is visible" : "the rules may hide folders below it";
+    const del = v.subtree.mailDelete;
+    text.push(
+      `  DELETE also needs mail:delete (${del.action.toUpperCase()} by ${by(del)}); DELETE and RENAME also need ` +
+        `every folder below to be visible: ${below}`,
+    );
+  }
+  return { text, json: { ...json, ...decisionJson(d) } };
+}
+
+// ---- send ----------------------------------------------------------------------------------------------------
+
+function explainSend(
+  config: Config,
+  policy: Policy,
+  agent: string | null,
+  sender: string | undefined,
+  recipients: readonly string[],
+  facts: { to: string[]; cc: string[]; subject: string | undefined; hasAttachment: boolean | undefined },
+): Answer {
+  const identity = senderIdentity(config, agent, sender);
+  const sim = simulateSend(policy, agent, sender, recipients, facts);
+  const shown = sender === undefined ? "not given" : sender === "" ? "<>" : `<${sender}>`;
+  const senderJson = {
+    address: sender ?? null,
+    identity: identity.known ? !identity.refused : null,
+    refused: identity.refused || sim.senderRefused,
+    ...outcomeJson(sim.senderOutcome),
+  };
+  const recipientsJson = sim.recipients.map((r) => ({
+    address: r.recipient,
+    class: r.final.class,
+    rcpt: identity.refused ? "not-reached" : r.rcpt,
+    ...outcomeJson(r.deciding),
+    rcptOutcome: outcomeJson(r.rcptOutcome),
+    final: outcomeJson(r.final.outcome),
+  }));
+  const base = { operation: "mail:send", folder: null, sender: senderJson, recipients: recipientsJson };
+
+  let headline: string;
+  let json: Record<string, unknown>;
+  if (identity.refused) {
+    const reason =
+      `the sender ${shown} is not one of the identities of account ${JSON.stringify(identity.account)} ` +
+      `(${identity.list}); refused at MAIL FROM, nothing is sent`;
+    headline = `mail:send: DENY: ${reason}`;
+    json = { ...base, action: "deny", stage: "mail", rule: null, ruleIndex: null, reason };
+  } else if (sim.stoppedAt === "mail") {
+    const d = (sim.senderOutcome as Extract<Outcome, { decided: true }>).decision;
+    const who = sender === undefined ? "every sender is" : `the sender ${shown} is`;
+    headline = `mail:send: DENY by ${by(d)}: ${who} refused at MAIL FROM; nothing is sent`;
+    json = { ...base, action: "deny", stage: "mail", ...decisionJson(d) };
+  } else if (sim.stoppedAt !== null) {
+    const refused = sim.recipients.filter((r) => r.deciding.decided && r.deciding.decision.action !== "allow");
+    const first = (refused[0]!.deciding as Extract<Outcome, { decided: true }>).decision;
+    const whom = refused.map((r) => `<${r.recipient}>`).join(", ");
+    const when = sim.stoppedAt === "rcpt" ? "at RCPT TO" : "after DATA";
+    headline = `mail:send: DENY by ${by(first)} for ${whom} (${when}): the whole message is refused`;
+    json = {
+      ...base,
+      action: "deny",
+      stage: sim.stoppedAt,
+      ...decisionJson(first),
+      reason: `refused as a whole: not allowed for ${refused.map((r) => r.recipient).join(", ")}`,
+    };
+  } else if (sim.undecided) {
+    const open = sim.recipients.filter((r) => !r.deciding.decided);
+    const needs = new Set<string>();
+    const possible = new Set<string>();
+    for (const r of open) {
+      const o = r.deciding as Extract<Outcome, { decided: false }>;
+      for (const n of o.needs) needs.add(n);
+      for (const p of o.possible) possible.add(p);
+    }
+    const whom = open.map((r) => `<${r.recipient}>`).join(", ");
+    headline =
+      `mail:send: depends on ${[...needs].join(", ")} (possible: ${[...possible].join(", ")}) for ${whom}; ` +
+      "give them to decide, otherwise denied";
+    json = { ...base, action: "undecided", stage: null, needs: [...needs], possible: [...possible] };
+  } else {
+    headline = "mail:send: ALLOW: every recipient is allowed";
+    json = { ...base, action: "allow", stage: null, rule: null, ruleIndex: null, reason: "every recipient allowed" };
+  }
+
+  const text = [headline];
+  text.push(`  sender ${shown}: ${senderLine(sim, identity.refused)}`);
+  for (const r of sim.recipients) {
+    const state = identity.refused || r.rcpt === "not-reached" ? "not reached (MAIL FROM refused)" : null;
+    text.push(`  ${r.final.class} <${r.recipient}>: ${outcomeWords(r.deciding)}${rcptWords(r, state)}`);
+    text.push(`    ${outcomeReason(r.deciding)}`);
+  }
+  if (!identity.known && sender !== undefined && sender !== "")
+    text.push(`  note: the proxy also refuses a sender that is not one of the session's identities (${identity.list})`);
+  return { text, json };
+}
+
+function senderLine(sim: SimulatedSend, identityRefused: boolean): string {
+  if (identityRefused) return "not one of the account's identities: refused at MAIL FROM (553)";
+  const o = sim.senderOutcome;
+  if (sim.senderRefused && o.decided) return `refused at MAIL FROM (553): ${o.decision.reason}`;
+  if (o.decided) return `accepted at MAIL FROM: ${o.decision.reason}`;
+  return `accepted at MAIL FROM: decided with each recipient (depends on ${[...o.needs].join(", ")})`;
+}
+
+function rcptWords(r: SimulatedSend["recipients"][number], notReached: string | null): string {
+  if (notReached !== null) return `; ${notReached}`;
+  if (r.rcpt === "refused") return "; refused at RCPT TO (550)";
+  if (r.deciding.decided && r.deciding.decision.action !== "allow") return "; accepted at RCPT TO, refused after DATA";
+  return "";
+}
+
+/**
+ * Whether the sender passes the proxy's identity check (docs/smtp.md): known only in vault mode with --agent (the
+ * account's login and identities); in pass-through mode it depends on the login, which a config does not name.
+ */
+function senderIdentity(
+  config: Config,
+  agent: string | null,
+  sender: string | undefined,
+): { known: boolean; refused: boolean; account: string | null; list: string } {
+  const found = agent === null ? undefined : config.agents.find((a) => a.name === agent);
+  const account = found === undefined ? undefined : config.accounts[found.account];
+  if (account === undefined) {
+    // Vault mode without --agent: the agent's account decides; pass-through: the login and [smtp] identities.
+    const configured = config.agents.length > 0 ? [] : (config.smtp?.identities ?? []);
+    const first =
+      config.agents.length > 0 ? "the agent's account: its login address and identities" : "the login address";
+    const listed = sender !== undefined && configured.some((a) => a.toLowerCase() === sender);
+    return { known: listed, refused: false, account: null, list: [first, ...configured].join(", ") };
+  }
+  const identities = sessionIdentities(account.username, account.identities);
+  const list = [...identities].join(", ") || "none";
+  const refused = sender !== undefined && senderNotIdentity(identities, sender);
+  return { known: sender !== undefined, refused, account: account.name, list };
+}
+
+// ---- shared --------------------------------------------------------------------------------------------------
+
+function by(d: Decision): string {
+  return d.ruleIndex === null ? "no rule (default deny)" : `rule ${d.ruleIndex + 1} ${JSON.stringify(d.rule)}`;
+}
+
+function outcomeWords(o: Outcome): string {
+  if (o.decided) return `${o.decision.action.toUpperCase()} by ${by(o.decision)}`;
+  return `depends on ${[...o.needs].join(", ")} (possible: ${[...o.possible].join(", ")})`;
+}
+
+function outcomeReason(o: Outcome): string {
+  return o.decided
+    ? o.decision.reason
+    : "give the fields it depends on to decide; the proxy denies what stays undecided";
+}
+
+function decisionJson(d: Decision): Record<string, unknown> {
+  return { action: d.action, rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason };
+}
+
+function outcomeJson(o: Outcome): Record<string, unknown> {
+  if (o.decided) return decisionJson(o.decision);
+  return { action: "undecided", rule: null, ruleIndex: null, needs: [...o.needs], possible: [...o.possible] };
 }
