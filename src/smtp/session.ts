@@ -5,7 +5,8 @@
  * read one at a time from a byte queue and answered strictly in order, which is all PIPELINING (RFC 2920) needs:
  * replies are buffered and flushed whenever the input runs dry or the session waits on something.
  *
- * Policy decisions come from decide.ts; this file maps them to replies (PROTOCOL.md §6 codes) and audit rows.
+ * Policy decisions come from decide.ts; this file maps them to replies and audit rows (docs/protocol.md §6
+ * "Reply codes").
  */
 
 import { randomBytes } from "node:crypto";
@@ -44,10 +45,10 @@ const GC_HINT_BYTES = 2 * 1024 * 1024;
 /** Input held while the session is busy; beyond it the socket is paused (TCP pushes back on the agent). */
 const MAX_QUEUED_INPUT = 1024 * 1024;
 
-/** Commands accepted before AUTH (the brief and RFC 4954 §4: everything else gets 530). */
+/** Commands accepted before AUTH (RFC 4954 §4, docs/smtp.md "AUTH": everything else gets 530). */
 const BEFORE_AUTH = new Set(["EHLO", "HELO", "STARTTLS", "AUTH", "NOOP", "RSET", "QUIT"]);
 
-/** Commands Mailgator never implements or forwards (PROTOCOL.md §6, §7 case 34). */
+/** Commands Mailgator never implements or forwards (docs/protocol.md §6, §7 case 34). */
 const NOT_OFFERED = new Set([
   "VRFY",
   "EXPN",
@@ -117,7 +118,7 @@ export class SmtpSession {
 
   #greeted = false;
   #identity: Identity | null = null;
-  /** The reverse paths this session may use besides `<>`, lower-cased (PROTOCOL.md §6; set at AUTH). */
+  /** The reverse paths this session may use besides `<>`, lower-cased (docs/smtp.md "Identities"; set at AUTH). */
   #senders: ReadonlySet<string> = new Set();
   #authFailures = 0;
   #auth: { mechanism: Mechanism; username: string | null } | null = null;
@@ -574,7 +575,8 @@ export class SmtpSession {
       this.#identity = { mode: "vault", agent: result.agent.name, account };
       this.#senders = sessionIdentities(account.username, account.identities);
     } else {
-      // Pass-through: the upstream judges the credentials (DESIGN.md §5); the connection is kept for sending.
+      // Pass-through: the upstream judges the credentials (docs/config.md "Who connects"); the connection is kept
+      // for sending.
       this.#flush();
       const credentials: Credentials = { username: attempt.username, password: attempt.password };
       try {
@@ -621,7 +623,7 @@ export class SmtpSession {
   // ---- transaction ----
 
   #mail(args: string): undefined {
-    // A new MAIL starts over, even if it is refused (PROTOCOL.md §6: each new MAIL resets the transaction).
+    // A new MAIL starts over, even if it is refused (RFC 5321 §4.1.1.2, §4.1.4; docs/protocol.md §6 "Transactions").
     this.#resetTransaction();
     if (!/^FROM:/i.test(args)) {
       this.#send(reply(501, "5.5.4", "Syntax: MAIL FROM:<address>"));
@@ -643,7 +645,7 @@ export class SmtpSession {
       } else if (key === "BODY" && (value?.toUpperCase() === "7BIT" || value?.toUpperCase() === "8BITMIME")) {
         eightBit = value.toUpperCase() === "8BITMIME";
       } else {
-        // RET, ENVID, AUTH=, SMTPUTF8, HOLDFOR, BY and anything unknown (PROTOCOL.md §6, §7 case 30).
+        // RET, ENVID, AUTH=, SMTPUTF8, HOLDFOR, BY and anything unknown (docs/protocol.md §6 "Parameters", §7 case 30).
         this.#send(reply(555, "5.5.4", `MAIL parameter ${key} is not accepted`));
         return undefined;
       }
@@ -740,7 +742,7 @@ export class SmtpSession {
       return undefined;
     }
     if (tx.denied.length > 0) {
-      // All or nothing (DESIGN.md §3): one refused recipient refuses the message.
+      // All or nothing (docs/protocol.md §6, docs/smtp.md "Send semantics"): one refused recipient refuses the message.
       this.#audit({
         command: "DATA",
         operation: "mail:send",
@@ -942,9 +944,9 @@ export class SmtpSession {
       this.#send(reply(451, "4.3.0", "Audit log unavailable; nothing was sent, try again later"));
       return;
     }
-    // The rows must be on disk before the message reaches the upstream (DESIGN.md §7), that is before the final
-    // dot. They wait for company (at most SEND_COMMIT_WAIT_MS) while MAIL, the RCPTs and DATA go upstream; the replay
-    // commits them once DATA is accepted, and holds its end of data until they are on disk.
+    // The rows must be on disk before the message reaches the upstream (docs/audit.md "What a row records"), that is
+    // before the final dot. They wait for company (at most SEND_COMMIT_WAIT_MS) while MAIL, the RCPTs and DATA go
+    // upstream; the replay commits them once DATA is accepted, and holds its end of data until they are on disk.
     const gate = new CommitGate(
       Promise.all(rows.map((row) => audit.durableWithin(row, this.#ctx.limits.sendCommitWaitMs))),
       () => audit.commitNow(),

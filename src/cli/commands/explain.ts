@@ -61,15 +61,15 @@ function addresses(values: string[] | undefined, flag: string): string[] | undef
 }
 
 /**
- * Envelope mailboxes of a send (`a@b` or `<a@b>`), read as the SMTP proxy reads MAIL FROM and RCPT TO
- * (`readEnvelopeAddress`): one the proxy refuses as a syntax error is a usage error here, never a guess.
+ * Envelope mailboxes of a send. Each value may be a header value (`"Name" <a@b>`, as for reads); each address in it
+ * must also be one the SMTP proxy accepts in MAIL FROM / RCPT TO (`readEnvelopeAddress`): one it refuses as a syntax
+ * error is a usage error here, never a guess.
  */
 function envelopeAddresses(values: string[] | undefined, flag: string): string[] | undefined {
-  if (values === undefined) return undefined;
-  return values.map((v) => {
-    const bare = v.trim().replace(/^<(.*)>$/, "$1");
-    const read = readEnvelopeAddress(bare);
-    if (!read.ok) throw new UsageError(`${flag}: the SMTP proxy refuses ${JSON.stringify(v)}: ${read.problem}`, usage);
+  return addresses(values, flag)?.map((address) => {
+    const read = readEnvelopeAddress(address);
+    if (!read.ok)
+      throw new UsageError(`${flag}: the SMTP proxy refuses ${JSON.stringify(address)}: ${read.problem}`, usage);
     return read.key;
   });
 }
