@@ -190,7 +190,7 @@ describe("a UID command naming hidden messages", () => {
     raw.close();
   });
 
-  test("several rules: the row names the rule that hid the lowest UID, the reason the others, the count all", async () => {
+  test("several rules: the row names the lowest UID's rule, the reason the others, the count all", async () => {
     const raw = await agent();
     // The lowest named is hidden by the last rule, two higher ones by the boss rule.
     const low = byRest.find((m) => m.uid < byBoss[byBoss.length - 2]!.uid)!.uid;
@@ -220,7 +220,7 @@ describe("a UID command naming hidden messages", () => {
     raw.close();
   });
 
-  test("UID STORE, UID COPY, UID MOVE and UID EXPUNGE of hidden UIDs: nonexistent bytes, a row each, Dovecot untouched", async () => {
+  test("UID STORE, COPY, MOVE, EXPUNGE of hidden UIDs: nonexistent bytes, a row each, Dovecot unchanged", async () => {
     const raw = await agent();
     const [a, b, c, d] = [byBoss[1]!.uid, byRest[1]!.uid, byBoss[2]!.uid, byRest[2]!.uid];
     const archiveBefore = await messageIds("Archive");
@@ -253,7 +253,7 @@ describe("a UID command naming hidden messages", () => {
     await client.logout();
   });
 
-  test("mixed visible and hidden: the visible part works as before with its allow row, plus the probe row", async () => {
+  test("mixed visible and hidden: the visible part as before, with its allow row, plus the probe row", async () => {
     const raw = await agent();
     const [v1, v2, v3] = [visible[3]!.uid, visible[4]!.uid, visible[5]!.uid];
     const [h1, h2, h3] = [byBoss[3]!.uid, byRest[3]!.uid, byBoss[4]!.uid];

@@ -210,7 +210,7 @@ describe("hidden UIDs and the rules that hid them (docs/filtering.md, Probes)", 
     expect([...many.hidden().slots]).toEqual(uids.map((u) => u % 7));
   });
 
-  test("named: single hidden UIDs, and ranges with no visible UID; never `*`, visible, absent or unclassified UIDs", () => {
+  test("named: hidden UIDs, ranges without a visible UID; never `*`, visible, absent or unclassified UIDs", () => {
     const box = probed();
     expect(box.hiddenNamed(set([3, 3]))).toEqual({ uids: [3], slots: [0] });
     expect(box.hiddenNamed(set([11, 11], [3, 3], [3, 3]))).toEqual({ uids: [3, 11], slots: [0, 1] });
