@@ -9,6 +9,8 @@
  * - `classifyUids` fetches `UID FETCH a:b (UID BODY.PEEK[HEADER.FIELDS (...)] [BODYSTRUCTURE])` chunk by chunk and
  *   keeps only the visible UIDs; each response is parsed and dropped as it arrives, never held.
  * - `classifyMailbox` adds the cache: only UIDs above the highest cached one are fetched.
+ * - Hidden UIDs are kept too, each with the slot of the rule that hid it (`MessageFilter.rules`), so that a UID
+ *   command naming them can be audited with that rule (docs/filtering.md "Probes").
  *
  * Fail closed: a header that cannot be read is an unknown field, which the engine denies; a message upstream does
  * not return is not visible; a failed FETCH throws (the caller refuses the SELECT), never "assume visible".

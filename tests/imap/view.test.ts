@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { PROBE_TARGET_CHARS, probeTarget } from "../../src/imap/commands/messages.ts";
 import { SelectedMailbox } from "../../src/imap/mailbox.ts";
 import { VisibleSet } from "../../src/imap/view.ts";
 import { STAR } from "../../src/imap/wire/index.ts";
@@ -227,5 +228,19 @@ describe("hidden UIDs and the rules that hid them (docs/filtering.md, Probes)", 
       uids: [],
       slots: [],
     });
+  });
+});
+
+describe("a probe row's target (PROBE_TARGET_CHARS)", () => {
+  test("consecutive UIDs as ranges; at the limit the whole list, one part past it cut with …", () => {
+    expect(probeTarget([7])).toBe("UID 7");
+    expect(probeTarget([4, 7, 8, 9, 11])).toBe("UIDs 4,7:9,11");
+    // "UIDs 10" and 101 parts ",1000", ",1002", ... ",1200": 7 + 5 × 101 = 512 characters.
+    const atLimit = [10, ...Array.from({ length: 101 }, (_, i) => 1000 + 2 * i)];
+    const whole = `UIDs ${atLimit.join(",")}`;
+    expect(whole.length).toBe(PROBE_TARGET_CHARS);
+    expect(probeTarget(atLimit)).toBe(whole);
+    expect(probeTarget([...atLimit, 1202])).toBe(`${whole}…`);
+    expect(probeTarget([...atLimit, 1202, 1203, 1205])).toBe(`${whole}…`);
   });
 });

@@ -45,8 +45,11 @@ function target(box: SelectedMailbox, uid: boolean, set: SeqSet): number[] {
   return uids;
 }
 
-/** The hidden UIDs a probe row lists in `target`, as ranges; the rest is counted, not listed. */
-const PROBE_TARGET_CHARS = 512;
+/**
+ * The longest list of hidden UIDs a probe row's `target` holds (docs/filtering.md "Probes"): UIDs past it are
+ * counted in `hiddenCount`, not listed, and the list ends in `…`.
+ */
+export const PROBE_TARGET_CHARS = 512;
 
 /**
  * A UID command that names messages hidden from the agent (docs/filtering.md "Probes", `hiddenNamed`) gets one
@@ -91,16 +94,19 @@ function auditProbe(s: ImapSession, command: string, operation: string, set: Seq
   });
 }
 
-/** `UIDs 4,7:9` (consecutive numbers as ranges), cut after PROBE_TARGET_CHARS with `…`. */
-function probeTarget(uids: readonly number[]): string {
+/**
+ * `UIDs 4,7:9` for ascending UIDs (consecutive numbers as ranges): at most PROBE_TARGET_CHARS characters, then `…`
+ * when some did not fit.
+ */
+export function probeTarget(uids: readonly number[]): string {
   let out = uids.length === 1 ? "UID " : "UIDs ";
   let i = 0;
   while (i < uids.length) {
     let j = i;
     while (j + 1 < uids.length && uids[j + 1] === uids[j]! + 1) j++;
-    const part = i === j ? String(uids[i]) : `${uids[i]}:${uids[j]}`;
+    const part = (i === 0 ? "" : ",") + (i === j ? String(uids[i]) : `${uids[i]}:${uids[j]}`);
     if (out.length + part.length > PROBE_TARGET_CHARS) return `${out}…`;
-    out += (i === 0 ? "" : ",") + part;
+    out += part;
     i = j + 1;
   }
   return out;
