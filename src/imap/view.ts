@@ -72,12 +72,21 @@ export class VisibleSet {
     if (hidden !== undefined && hidden.slots.length !== n) throw new Error("imap: one rule slot per hidden UID");
     this.#hidden = new Uint32Array(Math.max(64, n));
     this.#hiddenSlots = new Uint16Array(Math.max(64, n));
-    this.#hiddenLength = 0;
+    this.#hiddenLength = n;
+    if (hidden === undefined) return;
+    this.#hidden.set(hidden.uids);
+    this.#hiddenSlots.set(hidden.slots);
+    // Ascending, classified, and never visible: one walk over both sorted lists.
+    let j = 0;
     for (let i = 0; i < n; i++) {
-      const uid = hidden!.uids[i]!;
-      if (uid > classifiedThrough || (i > 0 && uid <= hidden!.uids[i - 1]!) || this.has(uid))
+      const uid = this.#hidden[i]!;
+      while (j < this.#length && this.#data[j]! < uid) j++;
+      if (
+        uid > classifiedThrough ||
+        (i > 0 && uid <= this.#hidden[i - 1]!) ||
+        (j < this.#length && this.#data[j] === uid)
+      )
         throw new Error("imap: hidden UIDs must ascend, be classified and not visible");
-      this.#pushHidden(uid, hidden!.slots[i]!);
     }
   }
 
