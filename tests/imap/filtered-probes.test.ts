@@ -13,6 +13,14 @@ import { connectImap, createMailbox, type SeededMessage, type TestMailbox } from
 import { expectNoLeak, fetchedUids, rawMessage } from "./filtered-fixture.ts";
 import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
+/** Flag, delete and move in INBOX: the rule the read-only proxy below leaves out. */
+const WORK_THE_INBOX = `[[rules]]
+name = "Work the inbox"
+folders = ["INBOX"]
+action = "allow"
+operations = ["mail:flag", "mail:delete", "mail:move"]
+`;
+
 /**
  * Two rules hide INBOX messages: "Hide the boss" (rule 1) and the final "Deny everything else" (rule 5). The
  * agent may also flag, delete and move in INBOX (no message conditions there), and file into Archive.
@@ -31,12 +39,7 @@ from = "notifications@*"
 action = "allow"
 operations = ["read"]
 
-[[rules]]
-name = "Work the inbox"
-folders = ["INBOX"]
-action = "allow"
-operations = ["mail:flag", "mail:delete", "mail:move"]
-
+${WORK_THE_INBOX}
 [[rules]]
 name = "File into Archive"
 folders = ["Archive"]
@@ -369,6 +372,40 @@ describe("a UID command naming hidden messages", () => {
       rule: ruleOfLowest([boss, other]),
       hidden: [boss, other],
     });
+    raw.close();
+  });
+});
+
+describe("a probe the folder's rules refuse anyway", () => {
+  /** The same hiding rules, but nothing may be flagged. */
+  const READ_ONLY = RULES.replace(WORK_THE_INBOX, "");
+  let reader: TestProxy;
+
+  beforeAll(async () => {
+    expect(READ_ONLY).not.toContain("Work the inbox");
+    reader = await startTestProxy({ rules: READ_ONLY });
+  });
+  afterAll(async () => {
+    await reader?.close();
+  });
+
+  test("UID STORE without mail:flag: a nonexistent UID's refusal; both the probe and the refusal rows", async () => {
+    const raw = await RawImap.open(reader.port);
+    await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`);
+    expect(statusOf(await raw.command("S", "SELECT INBOX"), "S")).toStartWith("S OK");
+    const readerRows = auditCursor(reader);
+    await readerRows();
+    const boss = byBoss[7]!.uid;
+    const hidden = await raw.command("s", `UID STORE ${boss} +FLAGS (\\Flagged)`);
+    const denied = probeRows(await readerRows());
+    expect(hidden).toBe(await raw.command("s", `UID STORE ${ABSENT} +FLAGS (\\Flagged)`));
+    expect(statusOf(hidden, "s")).toStartWith("s NO [NOPERM]");
+    expect(denied.length).toBe(2);
+    expectProbe(denied[0], { command: "UID STORE", operation: "mail:flag", rule: BOSS, hidden: [boss] });
+    expect(denied[1]!.hiddenCount).toBeNull();
+    expect(denied[1]!.reason).not.toContain("hidden message");
+    // The nonexistent UID: the refusal's row only.
+    expect(probeRows(await readerRows()).map((r) => r.hiddenCount)).toEqual([null]);
     raw.close();
   });
 });
