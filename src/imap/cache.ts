@@ -6,7 +6,8 @@
  * one full classification per folder), unlike the audit log, and its writes must never wait behind, nor be
  * mistaken for, audit rows. A row is keyed by (account, folder, rules fingerprint) and holds the UIDVALIDITY it
  * is valid for, the highest UID classified, the highest UID ever found visible (for a UIDNEXT that never goes
- * back) and the visible UIDs as a blob of little-endian uint32, ascending.
+ * back), the visible UIDs as a blob of little-endian uint32, ascending, and the hidden UIDs likewise with, for
+ * each, the slot of the rule that hid it (little-endian uint16; for the audit of probes, docs/filtering.md).
  *
  * Fail closed: any error, or a row that does not check out (blob length, order, range), is a miss, and the
  * caller classifies from scratch. Nothing here ever makes a message visible that was not classified visible.
@@ -16,8 +17,11 @@ import { Database } from "bun:sqlite";
 import { existsSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 
-/** Bump when the meaning of a stored row changes (the classifier's own version is part of the fingerprint). */
-const SCHEMA_VERSION = 1;
+/**
+ * Bump when the meaning of a stored row changes (the classifier's own version is part of the fingerprint); a file
+ * of another version is emptied and rebuilt. 2: hidden UIDs and their rule slots.
+ */
+const SCHEMA_VERSION = 2;
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 const BUSY_TIMEOUT_MS = 2000;
 
@@ -38,6 +42,8 @@ export interface CachedVisibility {
   readonly highestVisible: number;
   /** Visible UIDs, ascending, none above classifiedThrough. */
   readonly visible: Uint32Array;
+  /** Hidden UIDs, ascending, none above classifiedThrough nor visible, and the rule slot of each (view.ts). */
+  readonly hidden: { readonly uids: Uint32Array; readonly slots: Uint16Array };
 }
 
 /** `mailgator-cache.db` in the audit log's folder. */
@@ -50,6 +56,8 @@ interface Row {
   classified_through: number;
   highest_visible: number;
   visible: Uint8Array;
+  hidden: Uint8Array;
+  hidden_slots: Uint8Array;
 }
 
 export class ClassificationCache {
@@ -105,6 +113,8 @@ export class ClassificationCache {
           classified_through INTEGER NOT NULL,
           highest_visible INTEGER NOT NULL,
           visible BLOB NOT NULL,
+          hidden BLOB NOT NULL,
+          hidden_slots BLOB NOT NULL,
           updated_at INTEGER NOT NULL,
           PRIMARY KEY (account, folder, fingerprint)
         ) WITHOUT ROWID`);
@@ -124,7 +134,8 @@ export class ClassificationCache {
     try {
       row = this.#db
         .query<Row, [string, string, string]>(
-          "SELECT uid_validity, classified_through, highest_visible, visible FROM visibility WHERE account = ? AND folder = ? AND fingerprint = ?",
+          "SELECT uid_validity, classified_through, highest_visible, visible, hidden, hidden_slots FROM visibility " +
+            "WHERE account = ? AND folder = ? AND fingerprint = ?",
         )
         .get(key.account, key.folder, key.fingerprint);
     } catch (error) {
@@ -153,7 +164,36 @@ export class ClassificationCache {
       last = uid;
     }
     if (last > through || last > highest) return this.#invalid(key);
-    return { uidValidity, classifiedThrough: through, highestVisible: highest, visible };
+    const hiddenBlob = row.hidden;
+    const slotBlob = row.hidden_slots;
+    if (
+      !(hiddenBlob instanceof Uint8Array) ||
+      !(slotBlob instanceof Uint8Array) ||
+      hiddenBlob.byteLength % 4 !== 0 ||
+      slotBlob.byteLength !== hiddenBlob.byteLength / 2
+    )
+      return this.#invalid(key);
+    const hidden = new Uint32Array(hiddenBlob.byteLength / 4);
+    new Uint8Array(hidden.buffer).set(hiddenBlob);
+    const slots = new Uint16Array(hidden.length);
+    new Uint8Array(slots.buffer).set(slotBlob);
+    // Ascending, classified, and never a visible UID (a merge over both sorted lists).
+    let j = 0;
+    last = 0;
+    for (let i = 0; i < hidden.length; i++) {
+      const uid = hidden[i]!;
+      if (uid <= last || uid > through) return this.#invalid(key);
+      while (j < visible.length && visible[j]! < uid) j++;
+      if (j < visible.length && visible[j] === uid) return this.#invalid(key);
+      last = uid;
+    }
+    return {
+      uidValidity,
+      classifiedThrough: through,
+      highestVisible: highest,
+      visible,
+      hidden: { uids: hidden, slots },
+    };
   }
 
   /**
@@ -162,12 +202,12 @@ export class ClassificationCache {
    */
   put(key: CacheKey, value: CachedVisibility): boolean {
     if (this.#broken) return false;
-    const v = value.visible;
-    const blob = new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
+    const bytes = (v: Uint32Array | Uint16Array) => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
     try {
       this.#db
         .query(
-          "INSERT OR REPLACE INTO visibility (account, folder, fingerprint, uid_validity, classified_through, highest_visible, visible, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+          "INSERT OR REPLACE INTO visibility (account, folder, fingerprint, uid_validity, classified_through, " +
+            "highest_visible, visible, hidden, hidden_slots, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
         )
         .run(
           key.account,
@@ -176,7 +216,9 @@ export class ClassificationCache {
           value.uidValidity,
           value.classifiedThrough,
           value.highestVisible,
-          blob,
+          bytes(value.visible),
+          bytes(value.hidden.uids),
+          bytes(value.hidden.slots),
           Date.now(),
         );
       return true;

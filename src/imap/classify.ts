@@ -9,6 +9,8 @@
  * - `classifyUids` fetches `UID FETCH a:b (UID BODY.PEEK[HEADER.FIELDS (...)] [BODYSTRUCTURE])` chunk by chunk and
  *   keeps only the visible UIDs; each response is parsed and dropped as it arrives, never held.
  * - `classifyMailbox` adds the cache: only UIDs above the highest cached one are fetched.
+ * - Hidden UIDs are kept too, each with the slot of the rule that hid it (`MessageFilter.rules`), so that a UID
+ *   command naming them can be audited with that rule (docs/filtering.md "Probes").
  *
  * Fail closed: a header that cannot be read is an unknown field, which the engine denies; a message upstream does
  * not return is not visible; a failed FETCH throws (the caller refuses the SELECT), never "assume visible".
@@ -20,7 +22,7 @@ import type { Decision, MessageField, Operation, Policy } from "../policy/index.
 import { operationBit } from "../policy/operations.ts";
 import type { CacheKey, ClassificationCache } from "./cache.ts";
 import type { StatusResponse, UpstreamCommand } from "./upstream.ts";
-import { VisibleSet } from "./view.ts";
+import { NO_HIDING_RULE, VisibleSet } from "./view.ts";
 import type { FetchItem, Response, Value } from "./wire/index.ts";
 
 /** Part of every fingerprint: a change in how messages are read invalidates cached classifications. */
@@ -70,6 +72,14 @@ export interface MessageFilter {
   readonly fingerprint: string;
   /** The FETCH items that read what `needs` asks for (UID first). */
   readonly fetchItems: readonly FetchItem[];
+  /**
+   * The rules that can decide here, in order (those the fingerprint covers). A hidden message's rule is kept as
+   * its slot in this list, which the fingerprint keeps stable while the cache holds it (a rule inserted elsewhere
+   * shifts rule indices, never slots).
+   */
+  readonly rules: readonly { readonly name: string; readonly index: number }[];
+  /** The slot in `rules` of the rule that made a decision; NO_HIDING_RULE when no rule decided (default deny). */
+  slotOf(d: Decision): number;
   /** Decides one message from what its FETCH returned. */
   decideFetched(header: Uint8Array | null | undefined, structure: Value | null | undefined): Decision;
   /** Decides one message from facts (unknown fields deny when the decision depends on them). */
@@ -104,6 +114,8 @@ export function messageFilter(
   }
   if (bodyStructure) fetchItems.push({ type: "BODYSTRUCTURE" });
   const decide = (facts: MessageFacts): Decision => policy.evaluate({ operation, folder, agent, ...facts });
+  const rules = relevantRules(policy, folder, agent, operation).map((r) => ({ name: r.name, index: r.index }));
+  const slots = new Map(rules.map((r, slot) => [r.index, slot]));
   const memo = new Map<string, Decision>();
   const fromHeader = (header: Uint8Array | null | undefined): Decision => {
     if (header == null) return decide({});
@@ -125,6 +137,8 @@ export function messageFilter(
     bodyStructure,
     fingerprint: rulesFingerprint(policy, folder, agent, operation),
     fetchItems,
+    rules,
+    slotOf: (d) => (d.ruleIndex === null ? NO_HIDING_RULE : (slots.get(d.ruleIndex) ?? NO_HIDING_RULE)),
     decide,
     decideFetched(header, structure) {
       if (!bodyStructure) return fromHeader(header);
@@ -142,12 +156,7 @@ export function messageFilter(
  * visibility. Any other change to those rules, or a new rule among them, gives a new fingerprint.
  */
 export function rulesFingerprint(policy: Policy, folder: string, agent: string | null, operation: Operation): string {
-  const bit = operationBit(operation);
-  const relevant: unknown[] = [];
-  for (const rule of policy.rules) {
-    if ((rule.ops & bit) === 0) continue;
-    if (rule.agents !== null && (agent === null || !rule.agents.has(agent))) continue;
-    if (rule.folders !== null && !rule.folders.some((g) => g.test(folder))) continue;
+  const relevant = relevantRules(policy, folder, agent, operation).map((rule) => {
     const src = (list: readonly { source: string }[] | null) =>
       list === null ? null : list.map((g) => g.source.toLowerCase());
     const conditions = {
@@ -158,11 +167,28 @@ export function rulesFingerprint(policy: Policy, folder: string, agent: string |
       subject: src(rule.subject),
       hasAttachment: rule.hasAttachment,
     };
-    relevant.push({ action: rule.action, ...conditions });
-    if (Object.values(conditions).every((c) => c === null)) break;
-  }
+    return { action: rule.action, ...conditions };
+  });
   const text = JSON.stringify({ v: CLASSIFIER_VERSION, operation, rules: relevant });
   return createHash("sha256").update(text).digest("hex");
+}
+
+/**
+ * The rules that can decide `operation` in `folder` for `agent`, in order, up to the first without message
+ * conditions (nothing after it can decide).
+ */
+function relevantRules(policy: Policy, folder: string, agent: string | null, operation: Operation): Policy["rules"] {
+  const bit = operationBit(operation);
+  const out: Array<Policy["rules"][number]> = [];
+  for (const rule of policy.rules) {
+    if ((rule.ops & bit) === 0) continue;
+    if (rule.agents !== null && (agent === null || !rule.agents.has(agent))) continue;
+    if (rule.folders !== null && !rule.folders.some((g) => g.test(folder))) continue;
+    out.push(rule);
+    const conditions = [rule.from, rule.to, rule.cc, rule.bcc, rule.subject, rule.hasAttachment];
+    if (conditions.every((c) => c === null)) break;
+  }
+  return out;
 }
 
 // ---- BODYSTRUCTURE → has_attachment (RFC 3501 §7.4.2; the definition is src/mail/attachment.ts) -------------
@@ -287,8 +313,30 @@ export async function classifyUids(
   chunk = CLASSIFY_CHUNK,
   helper?: ClassifyHelper,
 ): Promise<Uint32Array> {
-  // 0 not yet known, 1 visible, 2 hidden; a chunk's entries are final once its FETCH ended OK.
-  const verdict = new Uint8Array(uids.length);
+  return (await classifyVerdicts(runner, filter, uids, stats, chunk, helper)).visible;
+}
+
+/** What `classifyVerdicts` found: the visible UIDs, and the hidden ones with the slot of the rule that hid each. */
+export interface Verdicts {
+  readonly visible: Uint32Array;
+  readonly hidden: { readonly uids: Uint32Array; readonly slots: Uint16Array };
+}
+
+/**
+ * `classifyUids`, also returning the hidden UIDs upstream answered for, each with the slot (`MessageFilter.rules`)
+ * of the rule that hid it. A UID upstream did not answer for is in neither list: it does not exist.
+ */
+export async function classifyVerdicts(
+  runner: UpstreamRunner,
+  filter: MessageFilter,
+  uids: ArrayLike<number>,
+  stats?: ClassifyStats,
+  chunk = CLASSIFY_CHUNK,
+  helper?: ClassifyHelper,
+): Promise<Verdicts> {
+  // 0 not yet known, 1 visible, 2 + slot hidden by that rule (NO_HIDING_RULE when none); a chunk's entries are
+  // final once its FETCH ended OK.
+  const verdict = new Uint32Array(uids.length);
   const chunks = Math.ceil(uids.length / chunk);
   const returned: number[] = [];
   let next = 0;
@@ -318,7 +366,8 @@ export async function classifyUids(
           const i = indexOf(uids, uid, start, end);
           if (i === -1) return;
           answered++;
-          verdict[i] = filter.decideFetched(header, structure).action === "allow" ? 1 : 2;
+          const d = filter.decideFetched(header, structure);
+          verdict[i] = d.action === "allow" ? 1 : 2 + filter.slotOf(d);
         },
       )
       .catch((error: unknown) => {
@@ -372,9 +421,22 @@ export async function classifyUids(
     stopped = true;
   }
   const out = new Uint32Array(uids.length);
+  const hidden = new Uint32Array(uids.length);
+  const slots = new Uint16Array(uids.length);
   let visibleCount = 0;
-  for (let i = 0; i < verdict.length; i++) if (verdict[i] === 1) out[visibleCount++] = uids[i]!;
-  return out.slice(0, visibleCount);
+  let hiddenCount = 0;
+  for (let i = 0; i < verdict.length; i++) {
+    const v = verdict[i]!;
+    if (v === 1) out[visibleCount++] = uids[i]!;
+    else if (v >= 2) {
+      slots[hiddenCount] = Math.min(v - 2, NO_HIDING_RULE);
+      hidden[hiddenCount++] = uids[i]!;
+    }
+  }
+  return {
+    visible: out.slice(0, visibleCount),
+    hidden: { uids: hidden.slice(0, hiddenCount), slots: slots.slice(0, hiddenCount) },
+  };
 }
 
 function indexOf(uids: ArrayLike<number>, uid: number, lo: number, end: number): number {
@@ -426,7 +488,7 @@ export async function classifyMailbox(o: ClassifyMailboxOptions): Promise<Mailbo
   const visible =
     cached === null
       ? new VisibleSet()
-      : new VisibleSet(cached.visible, cached.classifiedThrough, cached.highestVisible);
+      : new VisibleSet(cached.visible, cached.classifiedThrough, cached.highestVisible, cached.hidden);
   const before = visible.size;
   if (cached !== null) visible.retain(o.uids);
   const pruned = visible.size !== before;
@@ -434,8 +496,8 @@ export async function classifyMailbox(o: ClassifyMailboxOptions): Promise<Mailbo
   const rest = Array.prototype.slice.call(o.uids, from) as number[];
   if (rest.length > 0) {
     const helper = rest.length >= CLASSIFY_PARALLEL_MIN ? o.helper : undefined;
-    const found = await classifyUids(o.runner, o.filter, rest, o.stats, o.chunk, helper);
-    visible.extend(found, rest[rest.length - 1]!);
+    const found = await classifyVerdicts(o.runner, o.filter, rest, o.stats, o.chunk, helper);
+    visible.extend(found.visible, rest[rest.length - 1]!, found.hidden);
   }
   if (o.cache !== null && (cached === null || rest.length > 0 || pruned))
     saveVisibility(o.cache, key, o.uidValidity, visible);
@@ -451,8 +513,8 @@ export async function classifyArrivals(
   stats?: ClassifyStats,
 ): Promise<void> {
   if (uids.length === 0) return;
-  const found = await classifyUids(runner, filter, uids, stats);
-  visible.extend(found, uids[uids.length - 1]!);
+  const found = await classifyVerdicts(runner, filter, uids, stats);
+  visible.extend(found.visible, uids[uids.length - 1]!, found.hidden);
 }
 
 /** Stores a VisibleSet (e.g. after arrivals were classified, or when the folder is closed). */
@@ -467,6 +529,7 @@ export function saveVisibility(
     classifiedThrough: visible.classifiedThrough,
     highestVisible: visible.highestEver,
     visible: visible.uids(),
+    hidden: visible.hidden(),
   });
 }
 

@@ -286,6 +286,41 @@ export class SelectedMailbox {
     return out;
   }
 
+  /**
+   * The hidden UIDs that an agent's UID set names, ascending, each with the slot of the rule that hid it
+   * (`MessageFilter.rules`), for the audit of probes (docs/filtering.md "Probes"). Named are: a single UID (`n` or
+   * `n:n`) that is hidden, and every hidden UID of a range `a:b` in which no UID is visible. A range holding a
+   * visible UID names none (ranges span hidden UIDs by nature: `1:*`, `2:9` between two visible messages), nor does
+   * one with `*`, which is the agent's own highest UID. A UID not classified yet, visible or absent is never named.
+   * Empty in an unfiltered folder. Cost: two binary searches per set element, then one step per UID named.
+   */
+  hiddenNamed(set: SeqSet): { uids: number[]; slots: number[] } {
+    const out = { uids: [] as number[], slots: [] as number[] };
+    const visible = this.visible;
+    if (visible === null) return out;
+    const spans: Array<[number, number]> = [];
+    for (const r of set) {
+      if (r.start === STAR || r.stop === STAR) continue;
+      const lo = Math.min(r.start, r.stop);
+      const hi = Math.max(r.start, r.stop);
+      if (lo !== hi && visible.hasVisibleIn(lo, hi)) continue;
+      spans.push([lo, hi]);
+    }
+    spans.sort((a, b) => a[0] - b[0]);
+    let done = 0;
+    for (const [lo, hi] of spans) {
+      if (hi <= done) continue;
+      const [from, to] = visible.hiddenIn(Math.max(lo, done + 1), hi);
+      for (let i = from; i < to; i++) {
+        const [uid, slot] = visible.hiddenAt(i);
+        out.uids.push(uid);
+        out.slots.push(slot);
+      }
+      done = hi;
+    }
+    return out;
+  }
+
   /** Every UID the agent knows, ascending. */
   allUids(): number[] {
     return Array.from(this.v.data.subarray(0, this.v.length));

@@ -1,3 +1,4 @@
+import { Database } from "bun:sqlite";
 import { describe, expect, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -8,11 +9,13 @@ import {
   CLASSIFY_PARALLEL_MIN,
   classifyMailbox,
   classifyUids,
+  classifyVerdicts,
   hasAttachment,
   messageFilter,
   type UpstreamRunner,
 } from "../../src/imap/classify.ts";
 import type { StatusResponse, UpstreamCommand } from "../../src/imap/upstream.ts";
+import { NO_HIDING_RULE } from "../../src/imap/view.ts";
 import type { Response, Value } from "../../src/imap/wire/index.ts";
 import { decodeEncodedWords, parseHeaderFields, readMessageFields } from "../../src/mail/index.ts";
 import { compilePolicy, type RuleSpec } from "../../src/policy/index.ts";
@@ -448,5 +451,66 @@ describe("classifying through an upstream", () => {
       uidValidity: 1,
     });
     expect([...r.visible.uids()]).toEqual([5]);
+  });
+});
+
+describe("the rule that hid each message (docs/filtering.md, Probes)", () => {
+  const RULES: RuleSpec[] = [
+    { name: "Hide the boss", folders: ["INBOX"], from: ["boss@*"], action: "deny", operations: ["read"] },
+    { name: "Archive only", folders: ["Archive"], action: "allow", operations: ["read"] },
+    ...SEED_RULES,
+  ];
+  const filter = messageFilter(compilePolicy(RULES), "INBOX", null)!;
+  /** uid % 3: 0 notifications (visible), 1 the boss, 2 spam; UID 7 has two From fields (unreadable). */
+  const messages = new Map<number, string>();
+  for (let uid = 1; uid <= 30; uid++) {
+    const from = ["notifications@shop.test", "boss@corp.test", "spam@evil.test"][uid % 3]!;
+    messages.set(uid, uid === 7 ? "From: a@b.test\r\nFrom: c@d.test\r\n\r\n" : `From: ${from}\r\n\r\n`);
+  }
+  const uids = [...messages.keys()];
+  const hiddenUids = uids.filter((u) => u % 3 !== 0);
+  const slotOf = (uid: number) => (uid === 7 ? NO_HIDING_RULE : uid % 3 === 1 ? 0 : 2);
+
+  test("slots are positions among the rules that can decide in the folder; no rule is NO_HIDING_RULE", async () => {
+    // "Archive only" cannot decide in INBOX: not a slot. The list ends at the first rule without message conditions.
+    expect(filter.rules).toEqual([
+      { name: "Hide the boss", index: 0 },
+      { name: "Transactional emails from known senders", index: 2 },
+      { name: "Deny everything else", index: 3 },
+    ]);
+    const r = await classifyVerdicts(new FakeUpstream(messages), filter, uids, undefined, 7);
+    expect([...r.visible]).toEqual(uids.filter((u) => u % 3 === 0));
+    expect([...r.hidden.uids]).toEqual(hiddenUids);
+    expect([...r.hidden.slots]).toEqual(hiddenUids.map(slotOf));
+  });
+
+  test("the cache keeps hidden UIDs and slots; a row whose hidden part does not check out is a miss", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mailgator-classify-"));
+    try {
+      const path = join(dir, "mailgator-cache.db");
+      const logged: string[] = [];
+      const cache = ClassificationCache.open(path, (m) => logged.push(m))!;
+      const base = { filter, cache, account: "imap.test:993/me", mailbox: "INBOX", uids, uidValidity: 3 };
+      await classifyMailbox({ ...base, runner: new FakeUpstream(messages) });
+      const up = new FakeUpstream(messages);
+      const again = await classifyMailbox({ ...base, runner: up, uids: uids.filter((u) => u !== 8) });
+      expect(again.fromCache).toBe(true);
+      expect(up.commands.length).toBe(0);
+      const kept = hiddenUids.filter((u) => u !== 8); // expunged meanwhile
+      expect([...again.visible.hidden().uids]).toEqual(kept);
+      expect([...again.visible.hidden().slots]).toEqual(kept.map(slotOf));
+      cache.close();
+
+      const db = new Database(path);
+      db.exec("UPDATE visibility SET hidden_slots = x'0000'");
+      db.close();
+      const reopened = ClassificationCache.open(path, (m) => logged.push(m))!;
+      const fresh = await classifyMailbox({ ...base, cache: reopened, runner: new FakeUpstream(messages) });
+      expect(fresh.fromCache).toBe(false);
+      expect(logged.join("\n")).toMatch(/invalid/);
+      reopened.close();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });

@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { PROBE_TARGET_CHARS, probeTarget } from "../../src/imap/commands/messages.ts";
 import { SelectedMailbox } from "../../src/imap/mailbox.ts";
 import { VisibleSet } from "../../src/imap/view.ts";
 import { STAR } from "../../src/imap/wire/index.ts";
@@ -168,5 +169,78 @@ describe("upstream sets in parts", () => {
     expect(flat).toEqual(box.upstreamSet(box.allUids()));
     const covered = flat.flatMap((r) => Array.from({ length: r.stop - r.start + 1 }, (_, i) => r.start + i));
     expect(covered).toEqual(visible);
+  });
+});
+
+describe("hidden UIDs and the rules that hid them (docs/filtering.md, Probes)", () => {
+  /** Upstream UIDs 1..12; visible 2, 4, 5, 9; hidden: 1, 3, 6, 7, 8, 10 by slot 0, 11 by slot 1; 12 unclassified. */
+  function probed(): SelectedMailbox {
+    const v = new VisibleSet([2, 4, 5, 9], 10, 0, { uids: [1, 3, 6, 7, 8, 10], slots: [0, 0, 0, 0, 0, 0] });
+    v.extend([], 11, { uids: [11], slots: [1] });
+    return new SelectedMailbox(
+      "INBOX",
+      "INBOX",
+      true,
+      Array.from({ length: 12 }, (_, i) => i + 1),
+      v,
+    );
+  }
+  const set = (...ranges: Array<[number, number]>) => ranges.map(([start, stop]) => ({ start, stop }));
+
+  test("VisibleSet keeps hidden UIDs with their slots through extend, remove and retain; refuses bad input", () => {
+    const v = probed().visible!;
+    expect([...v.hidden().uids]).toEqual([1, 3, 6, 7, 8, 10, 11]);
+    expect([...v.hidden().slots]).toEqual([0, 0, 0, 0, 0, 0, 1]);
+    v.extend([13], 14, { uids: [5, 14, 20], slots: [1, 1, 1] }); // 5: classified already; 20: beyond `through`
+    expect([...v.hidden().uids]).toEqual([1, 3, 6, 7, 8, 10, 11, 14]);
+    v.remove(3);
+    v.remove(2);
+    expect([...v.hidden().uids]).toEqual([1, 6, 7, 8, 10, 11, 14]);
+    expect([...v.uids()]).toEqual([4, 5, 9, 13]);
+    v.retain([1, 4, 7, 11, 13]);
+    expect([...v.hidden().uids]).toEqual([1, 7, 11]);
+    expect([...v.hidden().slots]).toEqual([0, 0, 1]);
+    expect(() => new VisibleSet([2], 5, 0, { uids: [2], slots: [0] })).toThrow(); // visible and hidden
+    expect(() => new VisibleSet([], 5, 0, { uids: [4, 3], slots: [0, 0] })).toThrow();
+    expect(() => new VisibleSet([], 5, 0, { uids: [6], slots: [0] })).toThrow(); // not classified
+    expect(() => new VisibleSet([], 5, 0, { uids: [1], slots: [] })).toThrow();
+    // Growth past the initial capacity keeps the slots in step.
+    const many = new VisibleSet();
+    const uids = Array.from({ length: 300 }, (_, i) => i + 1);
+    many.extend([], 300, { uids, slots: uids.map((u) => u % 7) });
+    expect([...many.hidden().slots]).toEqual(uids.map((u) => u % 7));
+  });
+
+  test("named: hidden UIDs, ranges without a visible UID; never `*`, visible, absent or unclassified UIDs", () => {
+    const box = probed();
+    expect(box.hiddenNamed(set([3, 3]))).toEqual({ uids: [3], slots: [0] });
+    expect(box.hiddenNamed(set([11, 11], [3, 3], [3, 3]))).toEqual({ uids: [3, 11], slots: [0, 1] });
+    expect(box.hiddenNamed(set([8, 6]))).toEqual({ uids: [6, 7, 8], slots: [0, 0, 0] }); // reversed range
+    expect(box.hiddenNamed(set([10, 11], [6, 7], [7, 8]))).toEqual({ uids: [6, 7, 8, 10, 11], slots: [0, 0, 0, 0, 1] });
+    expect(box.hiddenNamed(set([6, 12]))).toEqual({ uids: [], slots: [] }); // 9 is visible
+    expect(box.hiddenNamed(set([1, STAR]))).toEqual({ uids: [], slots: [] });
+    expect(box.hiddenNamed(set([10, STAR], [STAR, 3]))).toEqual({ uids: [], slots: [] });
+    expect(box.hiddenNamed(set([3, 6]))).toEqual({ uids: [], slots: [] }); // both ends hidden, 4 and 5 visible
+    expect(box.hiddenNamed(set([2, 2], [9, 9], [12, 12], [99, 99], [13, 50]))).toEqual({ uids: [], slots: [] });
+    expect(box.hiddenNamed(set([10, 4000000000]))).toEqual({ uids: [10, 11], slots: [0, 1] });
+    // The same set on an unfiltered mailbox names nothing.
+    expect(new SelectedMailbox("INBOX", "INBOX", true, [1, 2, 3]).hiddenNamed(set([2, 2]))).toEqual({
+      uids: [],
+      slots: [],
+    });
+  });
+});
+
+describe("a probe row's target (PROBE_TARGET_CHARS)", () => {
+  test("consecutive UIDs as ranges; at the limit the whole list, one part past it cut with …", () => {
+    expect(probeTarget([7])).toBe("UID 7");
+    expect(probeTarget([4, 7, 8, 9, 11])).toBe("UIDs 4,7:9,11");
+    // "UIDs 10" and 101 parts ",1000", ",1002", ... ",1200": 7 + 5 × 101 = 512 characters.
+    const atLimit = [10, ...Array.from({ length: 101 }, (_, i) => 1000 + 2 * i)];
+    const whole = `UIDs ${atLimit.join(",")}`;
+    expect(whole.length).toBe(PROBE_TARGET_CHARS);
+    expect(probeTarget(atLimit)).toBe(whole);
+    expect(probeTarget([...atLimit, 1202])).toBe(`${whole}…`);
+    expect(probeTarget([...atLimit, 1202, 1203, 1205])).toBe(`${whole}…`);
   });
 });

@@ -8,6 +8,7 @@ import { agentCopyUid } from "../filtering.ts";
 import { type SelectedMailbox, UPSTREAM_SET_RANGES } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import type { CommandOf, ImapSession } from "../session.ts";
+import { NO_HIDING_RULE } from "../view.ts";
 import type { FetchAttr, FetchItem, Response, ResponseCode, SearchKey, SeqSet } from "../wire/index.ts";
 import { passCode, visibleFolder } from "./folders.ts";
 
@@ -42,6 +43,73 @@ function target(box: SelectedMailbox, uid: boolean, set: SeqSet): number[] {
   const uids = box.uidsFromSeqSet(set);
   if (uids === null) throw new Refusal("BAD", null, "Invalid messageset");
   return uids;
+}
+
+/**
+ * The longest list of hidden UIDs a probe row's `target` holds (docs/filtering.md "Probes"): UIDs past it are
+ * counted in `hiddenCount`, not listed, and the list ends in `…`.
+ */
+export const PROBE_TARGET_CHARS = 512;
+
+/**
+ * A UID command that names messages hidden from the agent (docs/filtering.md "Probes", `hiddenNamed`) gets one
+ * `deny` row: `hiddenCount` how many, `target` which, and the rule that hid the lowest of them (the reason names
+ * the others' rules too). Nothing changes for the agent: hidden UIDs were cut from the command, and it gets the
+ * reply a nonexistent UID gets. Sequence numbers are positions among the messages the agent sees: they cannot
+ * name a hidden one.
+ */
+function auditProbe(s: ImapSession, command: string, operation: string, set: SeqSet): void {
+  const box = s.box!;
+  const named = box.hiddenNamed(set);
+  const n = named.uids.length;
+  if (n === 0) return;
+  const rules = box.filter?.rules ?? [];
+  const ruleAt = (slot: number) => (slot === NO_HIDING_RULE ? null : (rules[slot] ?? null));
+  const describe = (slot: number) => {
+    const r = ruleAt(slot);
+    return r === null
+      ? "no rule (the default deny, or a field that could not be read)"
+      : `rule ${r.index + 1} "${r.name}"`;
+  };
+  const bySlot = new Map<number, number>();
+  for (const slot of named.slots) bySlot.set(slot, (bySlot.get(slot) ?? 0) + 1);
+  const first = named.slots[0]!;
+  let reason = `${n} hidden message${n === 1 ? "" : "s"} named, answered as nonexistent; hidden by ${describe(first)}`;
+  if (bySlot.size > 1) {
+    reason += ` (${bySlot.get(first)} of them)`;
+    for (const [slot, count] of bySlot) if (slot !== first) reason += `; ${count} by ${describe(slot)}`;
+  }
+  const rule = ruleAt(first);
+  s.auditRow({
+    command,
+    operation,
+    folder: box.policyName,
+    target: probeTarget(named.uids),
+    decision: "deny",
+    rule: rule?.name ?? null,
+    ruleIndex: rule?.index ?? null,
+    reason,
+    count: 0,
+    hiddenCount: n,
+  });
+}
+
+/**
+ * `UIDs 4,7:9` for ascending UIDs (consecutive numbers as ranges): at most PROBE_TARGET_CHARS characters, then `…`
+ * when some did not fit.
+ */
+export function probeTarget(uids: readonly number[]): string {
+  let out = uids.length === 1 ? "UID " : "UIDs ";
+  let i = 0;
+  while (i < uids.length) {
+    let j = i;
+    while (j + 1 < uids.length && uids[j + 1] === uids[j]! + 1) j++;
+    const part = (i === 0 ? "" : ",") + (i === j ? String(uids[i]) : `${uids[i]}:${uids[j]}`);
+    if (out.length + part.length > PROBE_TARGET_CHARS) return `${out}…`;
+    out += part;
+    i = j + 1;
+  }
+  return out;
 }
 
 interface FetchShape {
@@ -104,6 +172,7 @@ export function agentFetch(
 async function fetch(s: ImapSession, cmd: CommandOf<"FETCH">): Promise<void> {
   const box = s.box!;
   const p = box.policyName;
+  if (cmd.uid) auditProbe(s, "UID FETCH", "mail:read", cmd.set);
   const d = s.require(cmd.name, "mail:read", p);
   const uids = target(box, cmd.uid, cmd.set);
   // Without mail:flag, reading must not set \Seen (RFC 3501 §6.4.5, docs/config.md "Operations"): PEEK upstream.
@@ -291,6 +360,7 @@ async function store(s: ImapSession, cmd: CommandOf<"STORE">): Promise<void> {
   // add or remove \Deleted and any other flag, so it needs both (docs/config.md "Operations", docs/protocol.md §7.22).
   const deleted = cmd.flags.some((f) => f.toUpperCase() === "\\DELETED");
   const others = cmd.flags.some((f) => f.toUpperCase() !== "\\DELETED");
+  if (cmd.uid) auditProbe(s, command, deleted ? "mail:delete" : "mail:flag", cmd.set);
   const uids = target(box, cmd.uid, cmd.set);
   let d = null;
   if (cmd.action === "set" || others) d = s.require(command, "mail:flag", p, `${uids.length} messages`);
@@ -333,6 +403,7 @@ async function copyOrMove(s: ImapSession, cmd: CommandOf<"COPY" | "MOVE">): Prom
   const box = s.box!;
   const p = box.policyName;
   const command = `${cmd.uid ? "UID " : ""}${cmd.name}`;
+  if (cmd.uid) auditProbe(s, command, cmd.name === "MOVE" ? "mail:move" : "mail:read", cmd.set);
   const uids = target(box, cmd.uid, cmd.set);
   // Source: a copy reads the messages, a move also removes them (docs/config.md "Operations").
   const d = s.require(command, cmd.name === "MOVE" ? "mail:move" : "mail:read", p, `${uids.length} messages`);
@@ -404,6 +475,7 @@ async function expunge(s: ImapSession, cmd: CommandOf<"EXPUNGE">): Promise<void>
   const box = s.box!;
   const p = box.policyName;
   const command = cmd.uid ? "UID EXPUNGE" : "EXPUNGE";
+  if (cmd.set !== null) auditProbe(s, command, "mail:delete", cmd.set);
   const d = s.require(command, "mail:delete", p);
   if (box.readOnly) throw new Refusal("NO", "CANNOT", "Mailbox is read-only");
   const within = cmd.set === null ? null : box.uidsFromUidSet(cmd.set);
