@@ -134,6 +134,16 @@ function tlsIdentityProblem(certFile: string, keyFile: string): string | null {
   }
 }
 
+/** The upstream CA file as each upstream connection will use it (src/net/upstream.ts): otherwise every one fails. */
+function caProblem(file: string): string | null {
+  try {
+    createSecureContext({ ca: readFileSync(file, "utf8") });
+    return null;
+  } catch (e) {
+    return `${JSON.stringify(file)} holds no PEM certificate TLS can use as a CA (${(e as Error).message})`;
+  }
+}
+
 function listener(
   raw: RawListener,
   section: "imap" | "smtp",
@@ -192,6 +202,10 @@ function listener(
     raw.upstream_ca_file === undefined
       ? null
       : resolveFile(base, raw.upstream_ca_file, [section, "upstream_ca_file"], problems);
+  if (ca !== null) {
+    const problem = caProblem(ca);
+    if (problem !== null) problems.add([section, "upstream_ca_file"], problem);
+  }
   return {
     listenAddr,
     listenTls,

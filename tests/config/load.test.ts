@@ -126,6 +126,15 @@ describe("what a rule may say", () => {
     expect(mismatch).toMatch(/KEY_VALUES_MISMATCH|key values mismatch/i);
     expect(mismatch).not.toContain("PRIVATE KEY");
   });
+
+  test("an upstream CA file must hold a PEM certificate", () => {
+    const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
+    writeFileSync(join(dir, "garbage.pem"), "not a certificate\n");
+    const imap = (ca: string) => `${IMAP}upstream_ca_file = "${ca}"\n`;
+    expect(parseConfig(imap(upstreams().caFile), join(dir, "m.toml")).imap?.upstreamCaFile).toBe(upstreams().caFile);
+    const garbage = problems(imap(join(dir, "garbage.pem")));
+    expect(garbage).toContain(`mailgator.toml:4:20: imap.upstream_ca_file: "${join(dir, "garbage.pem")}" holds no PEM`);
+  });
 });
 
 describe("errors a person can act on", () => {
