@@ -27,6 +27,7 @@ import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import ts from "typescript";
 import { upstreams } from "../fixtures/index.ts";
+import { ALLOW_ALL } from "../imap/helpers.ts";
 
 const ROOT = join(import.meta.dir, "../..");
 const MAIN = join(ROOT, "src/cli/main.ts");
@@ -114,7 +115,7 @@ function helperConfig(kind: "imap" | "smtp", rules: string | undefined, dir: str
     up,
     join,
     dir,
-    ALLOW_ALL: imap ? `[[rules]]\nname = "everything"\naction = "allow"\n` : undefined,
+    ALLOW_ALL,
   });
 }
 
