@@ -21,8 +21,8 @@
  * In every file, a listen_addr that is a host:port becomes "127.0.0.1:0" (a free port) on its own line, so no
  * position moves; serve never connects upstream before it listens, so upstream addresses stay as written.
  */
-import { beforeAll, describe, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from "node:fs";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import ts from "typescript";
@@ -31,7 +31,7 @@ import { ALLOW_ALL } from "../imap/helpers.ts";
 
 const ROOT = join(import.meta.dir, "../..");
 const MAIN = join(ROOT, "src/cli/main.ts");
-/** Configs run at once (check and serve each): the machine is shared. */
+/** Configs run at once (check, explain and serve each): the machine is shared. */
 const CONCURRENCY = 2;
 /** How long serve may take to log "listening" for every listener (a loaded machine, a re-executed process). */
 const LISTEN_TIMEOUT_MS = 40_000;
@@ -302,6 +302,8 @@ beforeAll(async () => {
     }),
   );
 }, 900_000);
+
+afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
 test("the corpus holds what it claims: docs blocks, examples, test configs, run-time templates", () => {
   expect(groups["docs"]!.length).toBeGreaterThanOrEqual(4);
