@@ -7,12 +7,14 @@ import { createHash } from "node:crypto";
 import { accessSync, constants, readFileSync } from "node:fs";
 import { isIP } from "node:net";
 import { dirname, resolve } from "node:path";
+import { createSecureContext } from "node:tls";
 import { parse as parseToml, TomlError } from "smol-toml";
 import * as v from "valibot";
 import { mailboxProblem } from "../mail/address.ts";
 import { compileGlob, expandOperation, GlobError, type GlobKind, type Operation } from "../policy/index.ts";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
 import { locate } from "./locate.ts";
+import { type RuleContext, ruleProblems } from "./rules.ts";
 import { configSchema, type RawConfig, type RawListener, type RawRule } from "./schema.ts";
 import {
   type AccountConfig,
@@ -117,6 +119,31 @@ function resolveFile(base: string, file: string, path: PathItem[], problems: Pro
   return full;
 }
 
+/**
+ * The listener's certificate and key as TLS will use them: a file that is not PEM, or a key that is not the
+ * certificate's, is a config error here rather than a proxy that fails to start (implicit TLS) or fails every
+ * STARTTLS. OpenSSL's reason never includes the key.
+ */
+function tlsIdentityProblem(certFile: string, keyFile: string): string | null {
+  try {
+    createSecureContext({ cert: readFileSync(certFile), key: readFileSync(keyFile) });
+    return null;
+  } catch (e) {
+    const files = `${JSON.stringify(certFile)} and ${JSON.stringify(keyFile)}`;
+    return `${files} are not a PEM certificate and its private key (${(e as Error).message})`;
+  }
+}
+
+/** The upstream CA file as each upstream connection will use it (src/net/upstream.ts): otherwise every one fails. */
+function caProblem(file: string): string | null {
+  try {
+    createSecureContext({ ca: readFileSync(file, "utf8") });
+    return null;
+  } catch (e) {
+    return `${JSON.stringify(file)} holds no PEM certificate TLS can use as a CA (${(e as Error).message})`;
+  }
+}
+
 function listener(
   raw: RawListener,
   section: "imap" | "smtp",
@@ -167,10 +194,18 @@ function listener(
   if (raw.tls_cert_file !== undefined)
     cert = resolveFile(base, raw.tls_cert_file, [section, "tls_cert_file"], problems);
   if (raw.tls_key_file !== undefined) key = resolveFile(base, raw.tls_key_file, [section, "tls_key_file"], problems);
+  if (cert !== null && key !== null) {
+    const problem = tlsIdentityProblem(cert, key);
+    if (problem !== null) problems.add([section, "tls_cert_file"], problem);
+  }
   const ca =
     raw.upstream_ca_file === undefined
       ? null
       : resolveFile(base, raw.upstream_ca_file, [section, "upstream_ca_file"], problems);
+  if (ca !== null) {
+    const problem = caProblem(ca);
+    if (problem !== null) problems.add([section, "upstream_ca_file"], problem);
+  }
   return {
     listenAddr,
     listenTls,
@@ -207,7 +242,13 @@ function list(value: string | string[] | undefined): string[] | undefined {
   return typeof value === "string" ? [value] : value;
 }
 
-function rule(raw: RawRule, i: number, agentNames: ReadonlySet<string> | null, problems: Problems): RuleConfig | null {
+function rule(
+  raw: RawRule,
+  i: number,
+  agentNames: ReadonlySet<string> | null,
+  context: RuleContext,
+  problems: Problems,
+): RuleConfig | null {
   const at = (key: string, ...rest: PathItem[]): PathItem[] => ["rules", i, key, ...rest];
   const before = problems.list.length;
   const pick = (a: "folders" | "operations", b: "folder" | "operation"): string[] | undefined => {
@@ -262,12 +303,6 @@ function rule(raw: RawRule, i: number, agentNames: ReadonlySet<string> | null, p
     });
     operations = [...ops];
   }
-  if (raw.action === "ask" && (operations === undefined || operations.some((op) => op !== "mail:send"))) {
-    problems.add(
-      at("action"),
-      `"ask" applies to mail:send only; set operations = ["mail:send"] (got ${operations ? operations.join(", ") : "all operations"})`,
-    );
-  }
   fields["agents"]?.forEach((name, j) => {
     if (agentNames === null)
       problems.add(
@@ -278,7 +313,7 @@ function rule(raw: RawRule, i: number, agentNames: ReadonlySet<string> | null, p
       problems.add(at("agents", j), `no agent named ${JSON.stringify(name)} in [[agents]]`);
   });
   if (problems.list.length > before) return null;
-  return {
+  const compiled: RuleConfig = {
     name: raw.name,
     action: raw.action,
     folders: fields["folders"],
@@ -291,6 +326,10 @@ function rule(raw: RawRule, i: number, agentNames: ReadonlySet<string> | null, p
     agents: fields["agents"],
     operations,
   };
+  for (const p of ruleProblems(compiled, context)) {
+    problems.add(at(p.key === "operations" && raw.operations === undefined ? "operation" : p.key), p.message);
+  }
+  return problems.list.length > before ? null : compiled;
 }
 
 function validIpOrCidr(text: string): boolean {
@@ -399,7 +438,7 @@ function build(
     if (first !== undefined)
       problems.add(["rules", i, "name"], `duplicate rule name ${JSON.stringify(r.name)} (also rules[${first}])`);
     else ruleNames.set(r.name, i);
-    const compiled = rule(r, i, raw.agents ? agentNames : null, problems);
+    const compiled = rule(r, i, raw.agents ? agentNames : null, { imap: raw.imap !== undefined }, problems);
     if (compiled) rules.push(compiled);
   });
   if (rules.length === 0 && problems.list.length === 0) warnings.push("no [[rules]]: everything is denied");

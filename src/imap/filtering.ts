@@ -5,12 +5,12 @@
  * messages only.
  *
  * A folder is filtered when the rules for `mail:read` there depend on message fields (`messageFilter` is not null).
- * Only read operations may carry message conditions (index.ts refuses the rest at start-up), so every write is
- * decided by the folder alone and reaches only UIDs the agent can see.
+ * Only read operations may carry message conditions (config validation refuses the rest, src/config/rules.ts), so
+ * every write is decided by the folder alone and reaches only UIDs the agent can see.
  */
 
 import type { Decision, Operation, Policy } from "../policy/index.ts";
-import { operationBit } from "../policy/operations.ts";
+import { FILTERED_OPERATIONS, operationBit } from "../policy/operations.ts";
 import {
   type ClassifyHelper,
   cacheKey,
@@ -27,8 +27,8 @@ import type { ImapSession } from "./session.ts";
 import { VisibleSet } from "./view.ts";
 import type { ResponseCode } from "./wire/index.ts";
 
-/** Operations whose rules may test message fields (the others are refused at start-up, index.ts). */
-export const FILTERED_OPERATIONS: ReadonlySet<Operation> = new Set<Operation>(["folder:read", "mail:read"]);
+/** Operations whose rules may test message fields (config validation refuses the others, src/config/rules.ts). */
+export { FILTERED_OPERATIONS };
 
 /** The flags a filtered folder shows in FLAGS: keywords in use would tell of hidden messages' keywords. */
 export const SYSTEM_FLAGS = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"] as const;

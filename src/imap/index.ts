@@ -4,6 +4,7 @@
  */
 
 import type { AuditLog } from "../audit/index.ts";
+import { assertRules } from "../config/rules.ts";
 import type { Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
 import {
@@ -14,9 +15,8 @@ import {
   SHUTDOWN_GRACE_MS,
   type UpstreamTarget,
 } from "../net/index.ts";
-import type { Policy } from "../policy/index.ts";
+import { FILTERED_OPERATIONS, MESSAGE_FIELDS, type Policy } from "../policy/index.ts";
 import { ClassificationCache, cachePathBeside } from "./cache.ts";
-import { FILTERED_OPERATIONS } from "./filtering.ts";
 import { ImapSession, type SessionContext } from "./session.ts";
 import type { UpstreamTimeouts } from "./upstream.ts";
 
@@ -33,33 +33,11 @@ export const DEFAULT_TIMEOUTS: UpstreamTimeouts = { connectMs: 10_000, handshake
  */
 const LOGIN_THROTTLE = { stepMs: 500, maxMs: 10_000, windowMs: 15 * 60_000, maxTracked: 10_000 };
 
-const MESSAGE_CONDITIONS = ["from", "to", "cc", "bcc", "subject", "hasAttachment"] as const;
-
-/**
- * Message conditions (from/to/cc/bcc/subject/has_attachment) are honoured for reading: `folder:read` and
- * `mail:read` filter the folder per message (docs/filtering.md), and `mail:send` is the SMTP proxy's. On any other
- * IMAP operation (flag, delete, move, append, folder:write) they are not implemented, and such a rule is never
- * ignored: the proxy refuses to start. Folders cannot be enumerated at start, so this is checked rule by rule.
- */
-export function messageRuleProblem(config: Config): string | null {
-  for (const rule of config.rules) {
-    const fields = MESSAGE_CONDITIONS.filter((f) => rule[f] !== undefined);
-    if (fields.length === 0) continue;
-    const ops = rule.operations ?? null;
-    const unsupported =
-      ops === null ? ["all operations"] : ops.filter((op) => op !== "mail:send" && !FILTERED_OPERATIONS.has(op));
-    if (unsupported.length === 0) continue;
-    const names = fields.map((f) => (f === "hasAttachment" ? "has_attachment" : f)).join(", ");
-    return `imap: rule "${rule.name}" matches on message fields (${names}) for ${unsupported.join(", ")}; message conditions are supported only for reading (operations "read", "folder:read", "mail:read") and sending ("send"), so the IMAP proxy refuses to start rather than ignore the condition. Limit the rule's operations to read and/or send, or remove those fields.`;
-  }
-  return null;
-}
-
 /** Whether any rule tests message fields for reading: then filtered folders need the classification cache. */
 function filtersMessages(config: Config): boolean {
   return config.rules.some(
     (rule) =>
-      MESSAGE_CONDITIONS.some((f) => rule[f] !== undefined) &&
+      MESSAGE_FIELDS.some((f) => rule[f] !== undefined) &&
       (rule.operations ?? []).some((op) => FILTERED_OPERATIONS.has(op)),
   );
 }
@@ -76,8 +54,7 @@ export async function startImapProxy(deps: {
   const log = moduleLogger("imap");
   const imap = config.imap;
   if (imap === null) throw new Error("imap: the config has no [imap] section");
-  const problem = messageRuleProblem(config);
-  if (problem !== null) throw new Error(problem);
+  assertRules(config); // loadConfig has refused such a config already (src/config/rules.ts)
   const identity = imap.listenTls === "none" ? null : loadIdentity(imap.tlsCertFile ?? "", imap.tlsKeyFile ?? "");
   const timeouts: UpstreamTimeouts = { ...DEFAULT_TIMEOUTS, ...deps.timeouts };
   const upstream: UpstreamTarget = {

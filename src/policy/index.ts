@@ -12,4 +12,4 @@ export { compilePolicy, MESSAGE_FIELDS, Policy } from "./engine.ts";
 export type { Glob, GlobKind } from "./glob.ts";
 export { compileGlob, GlobError } from "./glob.ts";
 export type { Operation } from "./operations.ts";
-export { expandOperation, isOperation, OPERATIONS, SHORTHANDS } from "./operations.ts";
+export { expandOperation, FILTERED_OPERATIONS, isOperation, OPERATIONS, SHORTHANDS } from "./operations.ts";

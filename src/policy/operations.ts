@@ -24,6 +24,13 @@ export const SHORTHANDS: Readonly<Record<string, readonly Operation[]>> = {
   all: OPERATIONS,
 };
 
+/**
+ * The IMAP operations whose rules may test message fields (from, to, cc, bcc, subject, has_attachment): for them the
+ * IMAP proxy filters a folder message by message (docs/filtering.md). Sending may test them too (the SMTP proxy
+ * decides each recipient of the message it holds); no other operation may (src/config/rules.ts refuses such a rule).
+ */
+export const FILTERED_OPERATIONS: ReadonlySet<Operation> = new Set<Operation>(["folder:read", "mail:read"]);
+
 const BIT = new Map<Operation, number>(OPERATIONS.map((op, i) => [op, 1 << i]));
 
 export const ALL_OPERATIONS_MASK = (1 << OPERATIONS.length) - 1;

@@ -6,6 +6,7 @@
 import { hostname } from "node:os";
 import { dirname, join } from "node:path";
 import type { AuditLog } from "../audit/index.ts";
+import { assertRules } from "../config/rules.ts";
 import type { Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
 import {
@@ -52,14 +53,7 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
   const log = moduleLogger("smtp");
   const smtp = config.smtp;
   if (smtp === null) throw new Error("smtp: the config has no [smtp] section");
-  const ask = config.rules.find((r) => r.action === "ask");
-  if (ask !== undefined) {
-    // Approvals are a later feature; an ask rule must never behave as allow, and refusing it silently would
-    // surprise the user who wrote it.
-    throw new Error(
-      `smtp: rule "${ask.name}" uses action = "ask", which the SMTP proxy does not support yet (approvals are not implemented); use "allow" or "deny"`,
-    );
-  }
+  assertRules(config); // loadConfig has refused such a config already (src/config/rules.ts): no ask rule
   const identity = smtp.listenTls === "none" ? null : loadIdentity(smtp.tlsCertFile ?? "", smtp.tlsKeyFile ?? "");
   const upstream: UpstreamTarget = {
     host: smtp.upstreamAddr.host,

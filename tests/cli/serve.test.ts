@@ -3,7 +3,7 @@
  * sending real mail through it to the test Postfix, stopped with SIGTERM.
  */
 import { expect, setDefaultTimeout, test } from "bun:test";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
@@ -175,28 +175,56 @@ test("serve under bun passes the flags BUN_OPTIONS gave once when it re-executes
   expect(await served.proc.exited).toBe(0);
 });
 
-test("serve with a config error exits 2 before listening", async () => {
+test("serve with a config the validator refuses: exit 2, each problem at file:line:col, nothing listens", async () => {
+  const up = upstreams();
   const dir = mkdtempSync(join(tmpdir(), "mg-serve-"));
   const config = join(dir, "mailgator.toml");
   writeFileSync(
     config,
-    `[smtp]\nlisten_addr = "127.0.0.1:0"\nupstream_addr = "h:587"\n[[rules]]\nname = "a"\naction = "ask"\n`,
-  );
-  const p = Bun.spawnSync([process.execPath, MAIN, "serve", "-c", config]);
-  expect(p.exitCode).toBe(2);
-  expect(p.stderr.toString()).toContain(`"ask" applies to mail:send only`);
-});
+    `[imap]
+listen_addr = "127.0.0.1:0"
+upstream_addr = "${up.host}:${up.ports.imaps}"
+upstream_tls = "tls"
+upstream_ca_file = "${up.caFile}"
 
-test("serve refuses to start an SMTP proxy with an ask rule (approvals do not exist yet), exit 1", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "mg-serve-"));
-  const config = join(dir, "mailgator.toml");
-  writeFileSync(
-    config,
-    `[smtp]\nlisten_addr = "127.0.0.1:0"\nupstream_addr = "127.0.0.1:587"\n[[rules]]\nname = "hold"\naction = "ask"\noperations = ["send"]\n`,
+[smtp]
+listen_addr = "127.0.0.1:0"
+upstream_addr = "${up.host}:${up.ports.smtp}"
+upstream_tls = "starttls"
+upstream_ca_file = "${up.caFile}"
+
+[[rules]]
+name = "Flag the boss's mail"
+folders = ["INBOX"]
+from = "boss@corp.test"
+action = "allow"
+operations = ["read", "mail:flag"]
+
+[[rules]]
+name = "Hold outgoing mail"
+action = "ask"
+operations = ["send"]
+`,
   );
-  const p = Bun.spawnSync([process.execPath, MAIN, "serve", "-c", config]);
-  expect(p.exitCode).toBe(1);
-  expect(p.stderr.toString()).toContain(`rule "hold" uses action = "ask"`);
+  const p = Bun.spawn([process.execPath, MAIN, "serve", "-c", config, "--log-format", "json"], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [code, stdout, stderr] = await Promise.all([
+    p.exited,
+    new Response(p.stdout).text(),
+    new Response(p.stderr).text(),
+  ]);
+  expect(code).toBe(2);
+  expect(stderr).toContain(`mailgator: config errors (2):`);
+  expect(stderr).toContain(
+    `${config}:18:14: rules[0].operations: message conditions (from) apply only to reading ("read", "folder:read", ` +
+      `"mail:read") and sending ("send"), but this rule also covers mail:flag`,
+  );
+  expect(stderr).toContain(`${config}:22:10: rules[1].action: action "ask" is not available yet`);
+  expect(`${stdout}${stderr}`).not.toContain("listening");
+  // Refused before anything was opened: not even the audit log.
+  expect(existsSync(join(dir, "mailgator-audit.db"))).toBe(false);
 });
 
 test("SIGTERM ends serve even when an agent never hangs up (connections destroyed after the shutdown grace time)", async () => {

@@ -3,6 +3,7 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError, loadConfig, parseConfig } from "../../src/config/index.ts";
+import { upstreams } from "../fixtures/index.ts";
 
 const HASH = `sha256:${"a".repeat(64)}`;
 const IMAP = `[imap]\nlisten_addr = "127.0.0.1:1993"\nupstream_addr = "imap.example.test:993"\n`;
@@ -93,6 +94,49 @@ describe("loading", () => {
   });
 });
 
+describe("what a rule may say", () => {
+  test("message conditions on reading and sending load with [imap]; on any operation without it", () => {
+    const read = `[[rules]]\nname = "r"\nfrom = "a@*"\naction = "allow"\noperations = ["read", "send"]\n`;
+    expect(parseConfig(`${IMAP}${read}`, "/x.toml").rules[0]!.operations).toEqual([
+      "folder:read",
+      "mail:read",
+      "mail:send",
+    ]);
+    const smtpOnly =
+      `[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:587"\n` +
+      `[[rules]]\nname = "b"\nbcc = "*"\naction = "deny"\n`;
+    expect(parseConfig(smtpOnly, "/x.toml").rules[0]!.bcc).toEqual(["*"]);
+    expect(problems(`${IMAP}${smtpOnly.slice(smtpOnly.indexOf("[[rules]]"))}`)).toContain("rules[0].bcc");
+  });
+
+  test("a listener's certificate and key must be a PEM certificate and its own key", () => {
+    const tls = join(upstreams().caFile, "..");
+    const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
+    writeFileSync(join(dir, "garbage.pem"), "not a certificate\n");
+    const listener = (cert: string, key: string) =>
+      `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:993"\nlisten_tls = "tls"\n` +
+      `tls_cert_file = "${cert}"\ntls_key_file = "${key}"\n`;
+    const good = parseConfig(listener(join(tls, "server.pem"), join(tls, "server.key")), join(dir, "m.toml"));
+    expect(good.imap?.tlsCertFile).toBe(join(tls, "server.pem"));
+    const garbage = problems(listener(join(dir, "garbage.pem"), join(tls, "server.key")));
+    expect(garbage).toContain("mailgator.toml:5:17: imap.tls_cert_file:");
+    expect(garbage).toContain("are not a PEM certificate and its private key");
+    const mismatch = problems(listener(join(tls, "ca.pem"), join(tls, "server.key")));
+    expect(mismatch).toContain("imap.tls_cert_file:");
+    expect(mismatch).toMatch(/KEY_VALUES_MISMATCH|key values mismatch/i);
+    expect(mismatch).not.toContain("PRIVATE KEY");
+  });
+
+  test("an upstream CA file must hold a PEM certificate", () => {
+    const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
+    writeFileSync(join(dir, "garbage.pem"), "not a certificate\n");
+    const imap = (ca: string) => `${IMAP}upstream_ca_file = "${ca}"\n`;
+    expect(parseConfig(imap(upstreams().caFile), join(dir, "m.toml")).imap?.upstreamCaFile).toBe(upstreams().caFile);
+    const garbage = problems(imap(join(dir, "garbage.pem")));
+    expect(garbage).toContain(`mailgator.toml:4:20: imap.upstream_ca_file: "${join(dir, "garbage.pem")}" holds no PEM`);
+  });
+});
+
 describe("errors a person can act on", () => {
   const cases: [string, string, string[]][] = [
     [
@@ -133,14 +177,34 @@ describe("errors a person can act on", () => {
       [`rules[0].operations[0]: expected an operation`, `got "mail:raed"`],
     ],
     [
-      "ask with all operations",
-      `[[rules]]\nname = "a"\naction = "ask"\n`,
-      [`rules[0].action: "ask" applies to mail:send only`],
+      "ask (approvals are not implemented), whatever its operations",
+      `[[rules]]\nname = "a"\naction = "allow"\n[[rules]]\nname = "hold"\naction = "ask"\noperations = ["send"]\n`,
+      [`mailgator.toml:6:10: rules[1].action: action "ask" is not available yet`, `Use "allow" or "deny"`],
     ],
     [
-      "ask with read",
-      `[[rules]]\nname = "a"\naction = "ask"\noperations = ["send", "read"]\n`,
-      [`"ask" applies to mail:send only`],
+      "ask without operations",
+      `[[rules]]\nname = "a"\naction = "ask"\n`,
+      [`mailgator.toml:3:10: rules[0].action: action "ask" is not available yet`],
+    ],
+    [
+      "message conditions on an IMAP write, at the rule's operations",
+      `${IMAP}[[rules]]\nname = "a"\nfolders = ["INBOX"]\naction = "allow"\n` +
+        `[[rules]]\nname = "flag boss"\nfrom = "boss@*"\naction = "allow"\noperations = ["read", "mail:flag"]\n`,
+      [
+        `mailgator.toml:12:14: rules[1].operations: message conditions (from) apply only to reading`,
+        "also covers mail:flag",
+        "Limit the rule's operations to read and/or send, or remove those conditions",
+      ],
+    ],
+    [
+      "message conditions on an IMAP write, at the alias operation",
+      `${IMAP}[[rules]]\nname = "a"\nsubject = "x*"\nhas_attachment = true\naction = "deny"\noperation = "write"\n`,
+      [`mailgator.toml:9:13: rules[0].operation: message conditions (subject, has_attachment)`],
+    ],
+    [
+      "message conditions without operations (all of them), at the first condition",
+      `${IMAP}[[rules]]\nname = "a"\naction = "deny"\nbcc = "*"\n`,
+      [`mailgator.toml:7:7: rules[0].bcc: message conditions (bcc)`, "every operation (operations is omitted)"],
     ],
     [
       "alias and key together",

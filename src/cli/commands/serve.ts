@@ -57,6 +57,16 @@ export async function serve(ctx: CommandContext): Promise<number> {
     log: (m) => log.error(m),
   });
   log.info(`audit log: ${config.audit.path}`);
+  // The signal handlers go in before the first proxy starts: a SIGTERM right after a "listening" line must close
+  // the proxies and the audit log, not end the process with the default action.
+  const stopped = new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info(`${signal}: shutting down`);
+      resolve();
+    };
+    process.once("SIGINT", () => stop("SIGINT"));
+    process.once("SIGTERM", () => stop("SIGTERM"));
+  });
   const handles: ProxyHandle[] = [];
   const deps: ProxyDeps = { config, policy, audit };
   try {
@@ -82,14 +92,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
     await audit.close();
     return EXIT_FAILURE;
   }
-  await new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      log.info(`${signal}: shutting down`);
-      resolve();
-    };
-    process.once("SIGINT", () => stop("SIGINT"));
-    process.once("SIGTERM", () => stop("SIGTERM"));
-  });
+  await stopped;
   await Promise.allSettled(handles.map((h) => h.close()));
   await audit.close();
   return EXIT_OK;

@@ -1,0 +1,84 @@
+/**
+ * What a rule may say, beyond its shape and its globs: the checks that look at a whole rule (its action, its
+ * conditions and its operations together) against what this version of Mailgator can enforce. load.ts runs them
+ * with every other config check, so `check`, `explain` and `serve` refuse the same configs, each problem with its
+ * place in the file (docs/config.md "Errors"). The proxies' start functions assert the same function (assertRules),
+ * for a Config that was built without loadConfig.
+ */
+
+import { FILTERED_OPERATIONS, MESSAGE_FIELDS, type MessageField } from "../policy/index.ts";
+import type { Config, RuleConfig } from "./types.ts";
+
+export interface RuleProblem {
+  /** The rule's key the problem is about, to find its place in the file (`operations` stands for its alias too). */
+  readonly key: string;
+  readonly message: string;
+}
+
+/** Which sections the config has: some rules are refused only where a proxy would have to enforce them. */
+export interface RuleContext {
+  readonly imap: boolean;
+}
+
+const KEY_OF: Readonly<Record<MessageField, string>> = {
+  from: "from",
+  to: "to",
+  cc: "cc",
+  bcc: "bcc",
+  subject: "subject",
+  hasAttachment: "has_attachment",
+};
+
+/**
+ * `ask` holds a send for a person's approval, and approvals are not implemented yet: an ask rule could only behave
+ * as allow or deny, and either would surprise the person who wrote it.
+ */
+export const ASK_UNAVAILABLE =
+  'action "ask" is not available yet: approvals are not implemented in this version, so no one could answer. ' +
+  'Use "allow" or "deny" for now';
+
+/**
+ * The problems of one rule (already checked for shape, globs and operation names). Message conditions are honoured
+ * for reading (the IMAP proxy filters a folder message by message, docs/filtering.md) and for sending (the SMTP
+ * proxy decides each recipient); on any other IMAP operation the proxy could only ignore them, so a config with an
+ * `[imap]` section must not put them there.
+ */
+export function ruleProblems(rule: RuleConfig, context: RuleContext): RuleProblem[] {
+  const out: RuleProblem[] = [];
+  if (rule.action === "ask") out.push({ key: "action", message: ASK_UNAVAILABLE });
+  const fields = MESSAGE_FIELDS.filter((f) => rule[f] !== undefined);
+  if (context.imap && fields.length > 0) {
+    const ops = rule.operations;
+    const unsupported =
+      ops === undefined ? null : ops.filter((op) => op !== "mail:send" && !FILTERED_OPERATIONS.has(op));
+    if (unsupported === null || unsupported.length > 0) {
+      const names = fields.map((f) => KEY_OF[f]).join(", ");
+      const covers = unsupported === null ? "every operation (operations is omitted)" : unsupported.join(", ");
+      out.push({
+        key: ops === undefined ? KEY_OF[fields[0]!] : "operations",
+        message:
+          `message conditions (${names}) apply only to reading ("read", "folder:read", "mail:read") and sending ` +
+          `("send"), but this rule also covers ${covers}, where the IMAP proxy could not enforce them. ` +
+          "Limit the rule's operations to read and/or send, or remove those conditions",
+      });
+    }
+  }
+  return out;
+}
+
+/** Every rule problem of a config, as `rules[i].key: message` lines. */
+export function configRuleProblems(config: Pick<Config, "imap" | "rules">): string[] {
+  const context: RuleContext = { imap: config.imap !== null };
+  return config.rules.flatMap((rule, i) =>
+    ruleProblems(rule, context).map((p) => `rules[${i}].${p.key} (rule ${JSON.stringify(rule.name)}): ${p.message}`),
+  );
+}
+
+/**
+ * For the proxies' start functions: the same checks loadConfig ran, as an assertion. A loaded config always passes;
+ * this stops a Config built some other way from starting a proxy that would ignore part of a rule.
+ */
+export function assertRules(config: Pick<Config, "imap" | "rules">): void {
+  const problems = configRuleProblems(config);
+  if (problems.length > 0) throw new Error(`config: ${problems.join("; ")}`);
+}
