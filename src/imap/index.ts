@@ -4,13 +4,16 @@
  */
 
 import type { AuditLog } from "../audit/index.ts";
-import type { Config } from "../config/types.ts";
+import { IMAP_MAX_CONNECTIONS } from "../config/limits.ts";
+import type { Config, ImapLimits } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
 import {
   FailureThrottle,
   listen,
   loadIdentity,
+  overloadEvent,
   readCaFile,
+  SessionCounter,
   SHUTDOWN_GRACE_MS,
   type UpstreamTarget,
 } from "../net/index.ts";
@@ -25,8 +28,8 @@ export interface ImapProxy {
   close(): Promise<void>;
 }
 
-/** Agent connections open at once. */
-export const MAX_CONNECTIONS = 256;
+/** Agent connections open at once, unless `[limits]` says otherwise (src/config/limits.ts). */
+export const MAX_CONNECTIONS = IMAP_MAX_CONNECTIONS;
 export const DEFAULT_TIMEOUTS: UpstreamTimeouts = { connectMs: 10_000, handshakeMs: 15_000, commandMs: 5 * 60_000 };
 /** Failed logins from one address: +500 ms per failure within 15 minutes, up to 10 s (DESIGN.md §5). */
 const LOGIN_THROTTLE = { stepMs: 500, maxMs: 10_000, windowMs: 15 * 60_000, maxTracked: 10_000 };
@@ -78,6 +81,7 @@ export async function startImapProxy(deps: {
   if (problem !== null) throw new Error(problem);
   const identity = imap.listenTls === "none" ? null : loadIdentity(imap.tlsCertFile ?? "", imap.tlsKeyFile ?? "");
   const timeouts: UpstreamTimeouts = { ...DEFAULT_TIMEOUTS, ...deps.timeouts };
+  const limits: ImapLimits = config.limits.imap;
   const upstream: UpstreamTarget = {
     host: imap.upstreamAddr.host,
     port: imap.upstreamAddr.port,
@@ -97,6 +101,8 @@ export async function startImapProxy(deps: {
     identity,
     throttle: new FailureThrottle({ ...LOGIN_THROTTLE, ...deps.loginThrottle }),
     timeouts,
+    limits,
+    perAgent: new SessionCounter(limits.maxSessionsPerAgent),
     sessions: new Set(),
     cache: filtersMessages(config)
       ? ClassificationCache.open(cachePathBeside(config.audit.path), (m) => log.warn(m))
@@ -107,11 +113,19 @@ export async function startImapProxy(deps: {
     port: imap.listenAddr.port,
     tls: imap.listenTls,
     identity,
-    maxConnections: MAX_CONNECTIONS,
+    maxConnections: limits.maxConnections,
+    maxConnectionsPerIp: limits.maxConnectionsPerIp,
     onConnection: (conn) => new ImapSession(ctx, conn).start(),
-    onOverload: (conn) => {
-      conn.write("* BYE Too many connections\r\n");
+    onOverload: (conn, over) => {
+      // The greeting is replaced by BYE (RFC 3501 §7.1.5): the server will not accept this connection.
+      const from = over.limit === "max_connections_per_ip" ? " from your address" : "";
+      conn.write(`* BYE [LIMIT] Too many connections${from} (limit ${over.value}); try again later\r\n`);
       conn.end();
+      try {
+        audit.record(overloadEvent("imap", conn.remoteAddress, over, config.revision));
+      } catch (error) {
+        log.error(`audit row lost: ${(error as Error).message}`);
+      }
     },
   });
   log.info(
