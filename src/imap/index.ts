@@ -4,7 +4,6 @@
  */
 
 import type { AuditLog } from "../audit/index.ts";
-import { IMAP_MAX_CONNECTIONS } from "../config/limits.ts";
 import type { Config, ImapLimits } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
 import {
@@ -28,8 +27,6 @@ export interface ImapProxy {
   close(): Promise<void>;
 }
 
-/** Agent connections open at once, unless `[limits]` says otherwise (src/config/limits.ts). */
-export const MAX_CONNECTIONS = IMAP_MAX_CONNECTIONS;
 export const DEFAULT_TIMEOUTS: UpstreamTimeouts = { connectMs: 10_000, handshakeMs: 15_000, commandMs: 5 * 60_000 };
 /** Failed logins from one address: +500 ms per failure within 15 minutes, up to 10 s (DESIGN.md §5). */
 const LOGIN_THROTTLE = { stepMs: 500, maxMs: 10_000, windowMs: 15 * 60_000, maxTracked: 10_000 };
