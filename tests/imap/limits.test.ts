@@ -368,3 +368,28 @@ describe("timeouts", () => {
     expect(c.take()).toBe("+ idling\r\n* BYE Autologout; IDLE for 4 s\r\n");
   });
 });
+
+describe("a session that ends while reading is paused", () => {
+  test("LOGOUT followed by 2 MiB of pipelined commands: its place is free at once, not at the grace", async () => {
+    // One place per address: the next connection from it is accepted only once the proxy has closed this one.
+    const p = await startTestProxy({ extra: "[limits]\nmax_connections_per_ip = 1\n" });
+    try {
+      const c = await rawFrom(p.port, "127.0.0.1");
+      expect(await firstLine(c)).toStartWith("* OK");
+      const started = performance.now();
+      // Far more than the 256 KiB the session reads ahead: it pauses reading behind LOGOUT.
+      c.write(`z LOGOUT\r\n${"x NOOP\r\n".repeat(256 * 1024)}`);
+      expect(statusOf(await c.waitTagged("z"), "z")).toBe("z OK Logout completed");
+      let free = false;
+      while (!free && performance.now() - started < END_GRACE_MS * 2) {
+        free = await accepted(p.port, "127.0.0.1");
+        if (!free) await Bun.sleep(100);
+      }
+      expect(free).toBe(true);
+      expect(performance.now() - started).toBeLessThan(END_GRACE_MS - 1000);
+      c.close();
+    } finally {
+      await p.close();
+    }
+  });
+});

@@ -5,7 +5,11 @@
  */
 
 import { afterEach, describe, expect, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { type AddressInfo, createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect as tlsConnect } from "node:tls";
 import { Connection, END_GRACE_MS } from "../../src/net/connection.ts";
 import { addressKey } from "../../src/net/ip.ts";
 import { listen, type Overload } from "../../src/net/listener.ts";
@@ -128,6 +132,58 @@ describe("listener: max_connections_per_ip", () => {
     second.s.destroy();
     for (let i = 0; i < 50 && listener.open > 3; i++) await Bun.sleep(20);
     expect((await line("127.0.0.1")).text).toBe("ok");
+  });
+});
+
+describe("implicit TLS listener: max_connections_per_ip", () => {
+  test("a handshake in progress holds its address's place; another address is served; the place comes back", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mailgator-lifecycle-"));
+    cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+    const openssl = Bun.spawnSync(
+      ["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=localhost"].concat([
+        "-keyout",
+        "key.pem",
+        "-out",
+        "cert.pem",
+      ]),
+      { cwd: dir, stdout: "ignore", stderr: "ignore" },
+    );
+    expect(openssl.exitCode).toBe(0);
+    const listener = await listen({
+      host: "127.0.0.1",
+      port: 0,
+      tls: "tls",
+      identity: { key: readFileSync(join(dir, "key.pem")), cert: readFileSync(join(dir, "cert.pem")) },
+      maxConnections: 4,
+      maxConnectionsPerIp: 1,
+      handshakeTimeoutMs: 400,
+      onConnection: (c) => {
+        c.write("ok\n");
+      },
+      onOverload: (c, over) => {
+        c.write(`full ${over.limit}\n`);
+        c.end();
+      },
+    });
+    cleanups.push(() => listener.close(100));
+    const port = listener.address.port;
+    const line = (from: string): Promise<string> =>
+      new Promise((resolve, reject) => {
+        const s = tlsConnect({ host: "127.0.0.1", port, localAddress: from, rejectUnauthorized: false });
+        s.once("data", (d: Buffer) => {
+          resolve(d.toString().trim());
+          s.destroy();
+        });
+        s.once("error", reject);
+      });
+    // Takes 127.0.0.1's only place and never speaks TLS.
+    const stalled = await client(port, { localAddress: "127.0.0.1" });
+    await Bun.sleep(50);
+    expect(await line("127.0.0.1")).toBe("full max_connections_per_ip");
+    expect(await line("127.0.0.2")).toBe("ok");
+    // The stalled handshake is dropped at its timeout, and its place is given back.
+    await new Promise((resolve) => stalled.once("close", resolve));
+    expect(await line("127.0.0.1")).toBe("ok");
   });
 });
 
