@@ -167,15 +167,17 @@ describe("implicit TLS listener: max_connections_per_ip", () => {
     });
     cleanups.push(() => listener.close(100));
     const port = listener.address.port;
-    const line = (from: string): Promise<string> =>
-      new Promise((resolve, reject) => {
-        const s = tlsConnect({ host: "127.0.0.1", port, localAddress: from, rejectUnauthorized: false });
+    const line = async (from: string): Promise<string> => {
+      const raw = await client(port, { localAddress: from });
+      return new Promise((resolve, reject) => {
+        const s = tlsConnect({ socket: raw, rejectUnauthorized: false });
         s.once("data", (d: Buffer) => {
           resolve(d.toString().trim());
           s.destroy();
         });
         s.once("error", reject);
       });
+    };
     // Takes 127.0.0.1's only place and never speaks TLS.
     const stalled = await client(port, { localAddress: "127.0.0.1" });
     await Bun.sleep(50);
