@@ -156,7 +156,7 @@ describe("implicit TLS listener: max_connections_per_ip", () => {
       identity: { key: readFileSync(join(dir, "key.pem")), cert: readFileSync(join(dir, "cert.pem")) },
       maxConnections: 4,
       maxConnectionsPerIp: 1,
-      handshakeTimeoutMs: 400,
+      handshakeTimeoutMs: 2000,
       onConnection: (c) => {
         c.write("ok\n");
       },
@@ -176,6 +176,7 @@ describe("implicit TLS listener: max_connections_per_ip", () => {
           s.destroy();
         });
         s.once("error", reject);
+        s.once("close", () => reject(new Error(`closed before any data (from ${from})`)));
       });
     };
     // Takes 127.0.0.1's only place and never speaks TLS.
