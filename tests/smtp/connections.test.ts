@@ -135,7 +135,7 @@ describe("floods from one address", () => {
       await allClosed(held, 30_000);
       for (const c of held) {
         expect(closedAt.get(c)! - connectedAt.get(c)!).toBeGreaterThanOrEqual(11_900);
-        expect((await c.reply()).raw).toBe("421 4.4.2 No login within 8 s; closing\r\n");
+        expect((await c.reply()).raw).toBe("421 4.4.2 No login within 12 s; closing\r\n");
       }
       expect(await accepted(p.port, "127.0.0.1")).toBe(true);
       const rows = (await p.rows()).filter((r) => r.command === "(connect)");
