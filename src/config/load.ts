@@ -13,15 +13,18 @@ import * as v from "valibot";
 import { mailboxProblem } from "../mail/address.ts";
 import { compileGlob, expandOperation, GlobError, type GlobKind, type Operation } from "../policy/index.ts";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
+import { DEFAULT_IMAP_LIMITS, DEFAULT_SMTP_LIMITS } from "./limits.ts";
 import { locate } from "./locate.ts";
 import { type RuleContext, ruleProblems } from "./rules.ts";
-import { configSchema, type RawConfig, type RawListener, type RawRule } from "./schema.ts";
+import { configSchema, type RawConfig, type RawLimits, type RawListener, type RawRule } from "./schema.ts";
 import {
   type AccountConfig,
   type AgentConfig,
   type Config,
   type HostPort,
+  type LimitsConfig,
   type ListenerConfig,
+  type ProtocolLimits,
   type RuleConfig,
   Secret,
   type SmtpConfig,
@@ -77,13 +80,20 @@ function schemaProblems(issues: readonly v.BaseIssue<unknown>[], problems: Probl
       problems.add(path, `unknown key ${JSON.stringify(path.at(-1))}`);
     } else if (issue.type === "strict_object") {
       problems.add(path, `missing required key ${JSON.stringify(path.at(-1))}`);
-    } else if (issue.type === "integer" || issue.type === "min_value" || issue.type === "min_length") {
+    } else if (
+      issue.type === "integer" ||
+      issue.type === "min_value" ||
+      issue.type === "max_value" ||
+      issue.type === "min_length"
+    ) {
       const what =
         issue.type === "integer"
           ? "a whole number"
           : issue.type === "min_value"
             ? `a number ≥ ${String(issue.requirement)}`
-            : "a non-empty string";
+            : issue.type === "max_value"
+              ? `a number ≤ ${String(issue.requirement)}`
+              : "a non-empty string";
       problems.add(path, `expected ${what}, got ${describeValue(issue.input)}`);
     } else {
       let expected = (issue.expected ?? "a different value").replace(/^\((.*)\)$/, "$1");
@@ -378,6 +388,45 @@ function account(
   return { name, username: raw.username, password: new Secret(secret), identities: ids };
 }
 
+/**
+ * `[limits]`: each key of `[limits.imap]` / `[limits.smtp]` overrides the same key of `[limits]`, which applies to
+ * both listeners; what neither gives takes its default (src/config/limits.ts). Times are seconds in the file.
+ */
+function limits(raw: RawLimits | undefined, warnings: string[]): LimitsConfig {
+  const resolve = (
+    section: "imap" | "smtp",
+    defaults: ProtocolLimits,
+    own: NonNullable<RawLimits["smtp"]> | undefined,
+  ): ProtocolLimits => {
+    const pick = (key: keyof NonNullable<RawLimits["smtp"]>): number | undefined => own?.[key] ?? raw?.[key];
+    const seconds = (key: "login_timeout" | "idle_timeout", fallback: number): number => {
+      const value = pick(key);
+      return value === undefined ? fallback : value * 1000;
+    };
+    const out: ProtocolLimits = {
+      maxConnections: pick("max_connections") ?? defaults.maxConnections,
+      maxConnectionsPerIp: pick("max_connections_per_ip") ?? defaults.maxConnectionsPerIp,
+      maxSessionsPerAgent: pick("max_sessions_per_agent") ?? defaults.maxSessionsPerAgent,
+      loginTimeoutMs: seconds("login_timeout", defaults.loginTimeoutMs),
+      idleTimeoutMs: seconds("idle_timeout", defaults.idleTimeoutMs),
+    };
+    if (out.maxConnectionsPerIp >= out.maxConnections) {
+      warnings.push(
+        `[limits] ${section}: max_connections_per_ip (${out.maxConnectionsPerIp}) is not below max_connections (${out.maxConnections}): one client address can take every ${section.toUpperCase()} connection`,
+      );
+    }
+    return out;
+  };
+  const imapCommand = raw?.imap?.idle_command_timeout;
+  return {
+    imap: {
+      ...resolve("imap", DEFAULT_IMAP_LIMITS, raw?.imap),
+      idleCommandTimeoutMs: imapCommand === undefined ? DEFAULT_IMAP_LIMITS.idleCommandTimeoutMs : imapCommand * 1000,
+    },
+    smtp: resolve("smtp", DEFAULT_SMTP_LIMITS, raw?.smtp),
+  };
+}
+
 function build(
   raw: RawConfig,
   file: string,
@@ -453,6 +502,7 @@ function build(
     audit: { path: auditPath, retentionDays: raw.audit?.retention_days ?? null },
     agents,
     accounts,
+    limits: limits(raw.limits, warnings),
     warnings,
   };
 }

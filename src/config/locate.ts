@@ -2,7 +2,7 @@
  * Best-effort mapping from a key path (`rules[1].action`) back to a line and
  * column of the TOML text, so that schema errors point into the file like
  * syntax errors do. It understands the layouts a config is written in
- * (`[table]`, `[[array]]`, `[accounts.NAME]`, `key = value`); for anything
+ * (`[table]`, `[[array]]`, `[accounts.NAME]`, `[limits.imap]`, `key = value`); for anything
  * else it returns undefined and the key path alone identifies the place.
  */
 
@@ -23,6 +23,9 @@ export function locate(text: string, path: readonly (string | number)[]): Locati
   if (typeof path[1] === "number") {
     table = String(path[0]);
     index = path[1];
+    rest = path.slice(2);
+  } else if (path[0] === "limits" && (path[1] === "imap" || path[1] === "smtp") && path.length >= 3) {
+    table = `limits.${path[1]}`;
     rest = path.slice(2);
   } else if (path[0] === "accounts" && path.length >= 2) {
     table = `accounts.${String(path[1])}`;

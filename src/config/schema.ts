@@ -65,6 +65,25 @@ export const accountSchema = v.strictObject({
   identities,
 });
 
+const count = v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)));
+/** Seconds, whole; at most a day (longer timers would overflow setTimeout's 2^31 ms). */
+const seconds = v.optional(v.pipe(v.number(), v.integer(), v.minValue(1), v.maxValue(86_400)));
+
+/** Keys of `[limits]` that apply to each listener; `[limits.imap]` and `[limits.smtp]` override them per protocol. */
+const protocolLimits = {
+  max_connections: count,
+  max_connections_per_ip: count,
+  max_sessions_per_agent: count,
+  login_timeout: seconds,
+  idle_timeout: seconds,
+};
+
+export const limitsSchema = v.strictObject({
+  ...protocolLimits,
+  imap: v.optional(v.strictObject({ ...protocolLimits, idle_command_timeout: seconds })),
+  smtp: v.optional(v.strictObject(protocolLimits)),
+});
+
 export const configSchema = v.strictObject({
   imap: v.optional(listenerSchema),
   smtp: v.optional(smtpSchema),
@@ -72,9 +91,11 @@ export const configSchema = v.strictObject({
   audit: v.optional(auditSchema),
   agents: v.optional(v.array(agentSchema)),
   accounts: v.optional(v.record(v.string(), accountSchema)),
+  limits: v.optional(limitsSchema),
 });
 
 export type RawConfig = v.InferOutput<typeof configSchema>;
 export type RawRule = v.InferOutput<typeof ruleSchema>;
 export type RawListener = v.InferOutput<typeof listenerSchema>;
 export type RawSmtp = v.InferOutput<typeof smtpSchema>;
+export type RawLimits = v.InferOutput<typeof limitsSchema>;

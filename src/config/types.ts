@@ -46,6 +46,28 @@ export interface AuditConfig {
   readonly retentionDays: number | null;
 }
 
+/** One listener's `[limits]` (docs/config.md), defaults filled in; times in milliseconds. */
+export interface ProtocolLimits {
+  readonly maxConnections: number;
+  readonly maxConnectionsPerIp: number;
+  /** Logged-in sessions per agent (vault mode) or per upstream login name (pass-through mode). */
+  readonly maxSessionsPerAgent: number;
+  /** From connecting to a successful login. */
+  readonly loginTimeoutMs: number;
+  /** Inactivity (no command from the agent). */
+  readonly idleTimeoutMs: number;
+}
+
+export interface ImapLimits extends ProtocolLimits {
+  /** Longest IDLE command; the inactivity timeout does not run during IDLE. */
+  readonly idleCommandTimeoutMs: number;
+}
+
+export interface LimitsConfig {
+  readonly imap: ImapLimits;
+  readonly smtp: ProtocolLimits;
+}
+
 export interface AgentConfig {
   readonly name: string;
   /** `sha256:<64 hex>` of the agent's token. */
@@ -98,6 +120,8 @@ export interface Config {
   /** Empty in pass-through mode; vault mode when non-empty (docs/config.md "Who connects"). */
   readonly agents: readonly AgentConfig[];
   readonly accounts: Readonly<Record<string, AccountConfig>>;
+  /** Connection and session limits and timeouts, per listener. */
+  readonly limits: LimitsConfig;
   /** Things that load but deserve attention (TLS verification off, plaintext on a public address...). */
   readonly warnings: readonly string[];
 }

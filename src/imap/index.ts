@@ -5,13 +5,15 @@
 
 import type { AuditLog } from "../audit/index.ts";
 import { assertRules } from "../config/rules.ts";
-import type { Config } from "../config/types.ts";
+import type { Config, ImapLimits } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
 import {
   FailureThrottle,
   listen,
   loadIdentity,
+  overloadEvent,
   readCaFile,
+  SessionCounter,
   SHUTDOWN_GRACE_MS,
   type UpstreamTarget,
 } from "../net/index.ts";
@@ -25,8 +27,6 @@ export interface ImapProxy {
   close(): Promise<void>;
 }
 
-/** Agent connections open at once. */
-export const MAX_CONNECTIONS = 256;
 export const DEFAULT_TIMEOUTS: UpstreamTimeouts = { connectMs: 10_000, handshakeMs: 15_000, commandMs: 5 * 60_000 };
 /**
  * Failed logins from one address: +500 ms per failure within 15 minutes, up to 10 s (docs/config.md "Who connects").
@@ -57,6 +57,7 @@ export async function startImapProxy(deps: {
   assertRules(config); // loadConfig has refused such a config already (src/config/rules.ts)
   const identity = imap.listenTls === "none" ? null : loadIdentity(imap.tlsCertFile ?? "", imap.tlsKeyFile ?? "");
   const timeouts: UpstreamTimeouts = { ...DEFAULT_TIMEOUTS, ...deps.timeouts };
+  const limits: ImapLimits = config.limits.imap;
   const upstream: UpstreamTarget = {
     host: imap.upstreamAddr.host,
     port: imap.upstreamAddr.port,
@@ -76,6 +77,8 @@ export async function startImapProxy(deps: {
     identity,
     throttle: new FailureThrottle({ ...LOGIN_THROTTLE, ...deps.loginThrottle }),
     timeouts,
+    limits,
+    perAgent: new SessionCounter(limits.maxSessionsPerAgent),
     sessions: new Set(),
     cache: filtersMessages(config)
       ? ClassificationCache.open(cachePathBeside(config.audit.path), (m) => log.warn(m))
@@ -86,11 +89,19 @@ export async function startImapProxy(deps: {
     port: imap.listenAddr.port,
     tls: imap.listenTls,
     identity,
-    maxConnections: MAX_CONNECTIONS,
+    maxConnections: limits.maxConnections,
+    maxConnectionsPerIp: limits.maxConnectionsPerIp,
     onConnection: (conn) => new ImapSession(ctx, conn).start(),
-    onOverload: (conn) => {
-      conn.write("* BYE Too many connections\r\n");
+    onOverload: (conn, over) => {
+      // The greeting is replaced by BYE (RFC 3501 §7.1.5): the server will not accept this connection.
+      const from = over.limit === "max_connections_per_ip" ? " from your address" : "";
+      conn.write(`* BYE [LIMIT] Too many connections${from} (limit ${over.value}); try again later\r\n`);
       conn.end();
+      try {
+        audit.record(overloadEvent("imap", conn.remoteAddress, over, config.revision));
+      } catch (error) {
+        log.error(`audit row lost: ${(error as Error).message}`);
+      }
     },
   });
   log.info(

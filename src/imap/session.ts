@@ -10,12 +10,13 @@
 import { randomBytes } from "node:crypto";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import { AuditUnavailableError } from "../audit/index.ts";
-import type { Config } from "../config/types.ts";
+import type { Config, ImapLimits } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
 import {
   type Connection,
   type FailureThrottle,
   ipAllowed,
+  SessionCounter,
   type TlsIdentity,
   UpstreamError,
   type UpstreamTarget,
@@ -53,6 +54,10 @@ export interface SessionContext {
   readonly identity: TlsIdentity | null;
   readonly throttle: FailureThrottle;
   readonly timeouts: UpstreamTimeouts;
+  /** Session limits and timeouts (`[limits]`, docs/config.md). */
+  readonly limits: ImapLimits;
+  /** Logged-in sessions per agent or upstream login: `max_sessions_per_agent`. */
+  readonly perAgent: SessionCounter;
   readonly sessions: Set<ImapSession>;
   /** Visible UIDs of filtered folders (docs/filtering.md); null when no rule filters messages or it is off. */
   readonly cache: ClassificationCache | null;
@@ -102,6 +107,17 @@ export class ImapSession {
   #auxiliary: Promise<UpstreamSession> | null = null;
   /** Settles when the last use of the auxiliary session is over (`withAuxiliary`). */
   #auxiliaryTurn: Promise<void> = Promise.resolve();
+  /** Gives back this session's place under `max_sessions_per_agent`; set at login. */
+  #releasePlace: (() => void) | null = null;
+  /** The one timer of the login deadline, the inactivity timeout and the IDLE limit (`#checkTimers`). */
+  #timer: ReturnType<typeof setTimeout> | null = null;
+  readonly #connectedAt = performance.now();
+  /** When the agent last sent something or last got a command's reply. */
+  #lastActivity = performance.now();
+  /** A command is running: the agent waits for the proxy, so it is not inactive. */
+  #busy = false;
+  /** When the running IDLE began; null outside IDLE. */
+  #idleSince: number | null = null;
 
   constructor(ctx: SessionContext, conn: Connection) {
     this.ctx = ctx;
@@ -112,6 +128,7 @@ export class ImapSession {
   start(): void {
     this.ctx.sessions.add(this);
     this.conn.onData((chunk) => {
+      this.#lastActivity = performance.now();
       this.#framer.feed(chunk);
       if (this.#framer.buffered > READ_AHEAD_LIMIT) this.conn.pause();
       const wake = this.#wake;
@@ -120,7 +137,47 @@ export class ImapSession {
     });
     this.conn.onClose(() => this.shutdown());
     this.sendText(`* OK [CAPABILITY ${this.capabilities().join(" ")}] Mailgator ready`);
+    this.#checkTimers();
     void this.#loop();
+  }
+
+  /**
+   * Ends the session with `* BYE` (RFC 3501 §7.1.5, autologout) when a time limit has passed, else sets the timer
+   * for the nearest one: before login, `login_timeout` counted from the connection; then `idle_timeout` of
+   * inactivity, which does not run while a command runs (the agent is waiting for the proxy) nor during IDLE,
+   * which has `idle_command_timeout` instead (docs/reliability.md, "Connections and timeouts").
+   */
+  #checkTimers = (): void => {
+    this.#timer = null;
+    if (this.#closed) return;
+    const now = performance.now();
+    const { loginTimeoutMs, idleTimeoutMs, idleCommandTimeoutMs } = this.ctx.limits;
+    const s = (ms: number): number => Math.round(ms / 1000);
+    let next = Number.POSITIVE_INFINITY;
+    if (this.state === "not-authenticated") {
+      const left = loginTimeoutMs - (now - this.#connectedAt);
+      if (left <= 0) return this.#autologout(`no login within ${s(loginTimeoutMs)} s`);
+      next = left;
+    }
+    if (this.#idleSince !== null) {
+      const left = idleCommandTimeoutMs - (now - this.#idleSince);
+      if (left <= 0) return this.#autologout(`IDLE for ${s(idleCommandTimeoutMs)} s`);
+      next = Math.min(next, left);
+    } else if (this.#busy) {
+      next = Math.min(next, idleTimeoutMs);
+    } else {
+      const left = idleTimeoutMs - (now - this.#lastActivity);
+      if (left <= 0) return this.#autologout(`idle for ${s(idleTimeoutMs)} s`);
+      next = Math.min(next, left);
+    }
+    this.#timer = setTimeout(this.#checkTimers, Math.max(next, 10));
+  };
+
+  #autologout(why: string): void {
+    this.log.info(`session ${this.id}: autologout, ${why}`);
+    this.sendText(`* BYE Autologout; ${why}`);
+    this.flush();
+    this.shutdown();
   }
 
   /** Ends the session now (listener closing, or either side gone). */
@@ -129,6 +186,10 @@ export class ImapSession {
     this.#closed = true;
     this.state = "logout";
     this.ctx.sessions.delete(this);
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#timer = null;
+    this.#releasePlace?.();
+    this.#releasePlace = null;
     this.up?.close();
     void this.#auxiliary?.then(
       (up) => up.close(),
@@ -279,7 +340,13 @@ export class ImapSession {
             this.tagged(e.tag ?? "*", "BAD", e.responseCode, e.message);
             continue;
           }
-          await this.#execute(parsed.value);
+          this.#busy = true;
+          try {
+            await this.#execute(parsed.value);
+          } finally {
+            this.#busy = false;
+            this.#lastActivity = performance.now();
+          }
           this.flush();
         }
       }
@@ -353,7 +420,12 @@ export class ImapSession {
         return this.tagged(cmd.tag, "OK", null, "NAMESPACE completed");
       }
       case "IDLE":
-        return idle(this, cmd.tag);
+        this.#idleSince = performance.now();
+        try {
+          return await idle(this, cmd.tag);
+        } finally {
+          this.#idleSince = null;
+        }
       case "LIST":
       case "LSUB":
       case "STATUS":
@@ -658,6 +730,9 @@ export class ImapSession {
       upstreamUser = account.username;
       upstreamPassword = account.password.reveal();
       agent = found.name;
+      // Known before going upstream: an agent at its limit costs the upstream nothing.
+      if (this.ctx.perAgent.count(SessionCounter.key(agent, upstreamUser)) >= this.ctx.perAgent.limit)
+        return this.#overSessionLimit(command, username, true);
     }
     let up: UpstreamSession;
     try {
@@ -699,6 +774,14 @@ export class ImapSession {
       up.close();
       return this.#loginFailed(tag, command, username, "the upstream server refused the credentials");
     }
+    // Counted once the login is known to be good (pass-through: per upstream login name).
+    const place = this.#closed ? null : this.ctx.perAgent.acquire(SessionCounter.key(agent, upstreamUser));
+    if (place === null) {
+      up.close();
+      if (this.#closed) return;
+      return this.#overSessionLimit(command, username, agent !== null);
+    }
+    this.#releasePlace = place;
     this.user = agent ?? username;
     this.agent = agent;
     this.account = `${this.ctx.upstream.host}:${this.ctx.upstream.port}/${upstreamUser}`;
@@ -741,6 +824,25 @@ export class ImapSession {
       reason: "logged in",
     });
     this.tagged(tag, "OK", `CAPABILITY ${AUTH_CAPABILITIES.join(" ")}`, "Logged in");
+  }
+
+  /** Over `max_sessions_per_agent`: a `deny` row, then `* BYE` and the connection closes (RFC 3501 §7.1.5). */
+  #overSessionLimit(command: string, username: string, vault: boolean): void {
+    const limit = this.ctx.perAgent.limit;
+    this.auditRow({
+      command,
+      operation: null,
+      folder: null,
+      target: username,
+      decision: "deny",
+      rule: null,
+      ruleIndex: null,
+      reason: `login refused: max_sessions_per_agent (${limit}) reached`,
+      detail: { limit: "max_sessions_per_agent", value: limit },
+    });
+    this.sendText(`* BYE [LIMIT] Too many sessions for this ${vault ? "agent" : "login"} (limit ${limit})`);
+    this.flush();
+    this.shutdown();
   }
 
   async #loginFailed(tag: string, command: string, username: string | null, reason: string): Promise<void> {

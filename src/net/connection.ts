@@ -16,6 +16,14 @@ import { type ConnectionOptions, TLSSocket, connect as tlsConnect } from "node:t
 
 export type DataHandler = (chunk: Buffer) => void;
 
+/**
+ * After `end()`, how long the peer has to take what was written and close its side before the connection is
+ * destroyed. Without it a peer that never closes (or stops reading) keeps a half-closed connection, and its place
+ * under the connection limits, for as long as it likes (docs/reliability.md, "Connections and timeouts"). 5 s is
+ * many round trips on any working network for a final reply of a few lines; a session's last reply is never large.
+ */
+export const END_GRACE_MS = 5_000;
+
 export class Connection {
   #socket: Socket;
   #onData: DataHandler | null = null;
@@ -23,6 +31,7 @@ export class Connection {
   #closed = false;
   #error: Error | null = null;
   #paused = false;
+  #endTimer: ReturnType<typeof setTimeout> | null = null;
   /** True once the connection is encrypted (implicit TLS, or after STARTTLS). */
   secure: boolean;
   readonly remoteAddress: string;
@@ -60,6 +69,8 @@ export class Connection {
   #handleClose = (): void => {
     if (this.#closed) return;
     this.#closed = true;
+    if (this.#endTimer !== null) clearTimeout(this.#endTimer);
+    this.#endTimer = null;
     for (const handler of this.#onClose) handler(this.#error);
   };
 
@@ -188,9 +199,24 @@ export class Connection {
     });
   }
 
-  /** Flushes what was written, then closes. */
-  end(): void {
-    if (!this.#closed) this.#socket.end();
+  /**
+   * Flushes what was written, then closes; destroys the connection if it is still open `graceMs` later. Reading
+   * resumes (and what arrives is dropped), so the peer's FIN is seen even when reading was paused.
+   */
+  end(graceMs = END_GRACE_MS): void {
+    if (this.#closed || this.#endTimer !== null) return;
+    this.#onData = null;
+    this.resume();
+    this.#socket.end();
+    this.#endTimer = setTimeout(() => {
+      this.#endTimer = null;
+      this.#socket.destroy();
+    }, graceMs);
+  }
+
+  /** True once `end()` was called (the connection may still be flushing). */
+  get ending(): boolean {
+    return this.#endTimer !== null || this.#closed;
   }
 
   /** Closes at once, dropping unwritten data. */

@@ -1,6 +1,6 @@
 /** Network plumbing shared by the IMAP and SMTP proxies: listeners, upstream connections, TLS, line framing. */
-export { Connection, normalizeAddress } from "./connection.ts";
-export { ipAllowed } from "./ip.ts";
+export { Connection, END_GRACE_MS, normalizeAddress } from "./connection.ts";
+export { addressKey, ipAllowed } from "./ip.ts";
 export { type LineEvent, LineFramer } from "./lines.ts";
 export {
   type Listener,
@@ -8,9 +8,12 @@ export {
   type ListenTls,
   listen,
   loadIdentity,
+  type Overload,
   SHUTDOWN_GRACE_MS,
   type TlsIdentity,
 } from "./listener.ts";
+export { overloadEvent } from "./overload.ts";
+export { SessionCounter } from "./sessions.ts";
 export { FailureThrottle, type ThrottleLimits } from "./throttle.ts";
 export {
   connectUpstream,

@@ -73,3 +73,19 @@ export function ipAllowed(client: string, allowed: readonly string[] | null): bo
   }
   return false;
 }
+
+/**
+ * The key a client address is counted under for `max_connections_per_ip` (docs/config.md, `[limits]`): an IPv4
+ * address as it is, an IPv6 address by its /64 prefix, since one IPv6 host is usually given a whole /64
+ * (RFC 4291 §2.5.4 interface identifiers are 64 bits) and could otherwise take a new address per connection.
+ * An address that does not parse is counted as itself.
+ */
+export function addressKey(address: string): string {
+  const p = parse(address);
+  if (p === null) return address;
+  if (p.width === 32) {
+    const b = Number(p.bits);
+    return `${b >>> 24}.${(b >>> 16) & 255}.${(b >>> 8) & 255}.${b & 255}`;
+  }
+  return `${(p.bits >> 64n).toString(16)}::/64`;
+}

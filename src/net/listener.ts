@@ -7,7 +7,8 @@
 import { readFileSync } from "node:fs";
 import { type AddressInfo, createServer as createTcpServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer } from "node:tls";
-import { Connection } from "./connection.ts";
+import { Connection, normalizeAddress } from "./connection.ts";
+import { addressKey } from "./ip.ts";
 
 export type ListenTls = "tls" | "starttls" | "none";
 
@@ -25,9 +26,14 @@ export interface ListenOptions {
   readonly identity: TlsIdentity | null;
   /** Connections open at once; one more is handed to `onOverload` instead of `onConnection`. */
   readonly maxConnections: number;
+  /**
+   * Connections open at once from one client address (an IPv6 client by its /64: `addressKey`); one more is
+   * handed to `onOverload`. Default: `maxConnections` (no limit of its own).
+   */
+  readonly maxConnectionsPerIp?: number;
   readonly onConnection: (connection: Connection) => void;
-  /** Say why (e.g. SMTP `421`) and close; the connection does not count against the limit. */
-  readonly onOverload: (connection: Connection) => void;
+  /** Say why (e.g. SMTP `421`) and close; the connection does not count against the limits. */
+  readonly onOverload: (connection: Connection, overload: Overload) => void;
   /** Implicit TLS: how long a client has to complete its handshake (default TLS_HANDSHAKE_TIMEOUT_MS). */
   readonly handshakeTimeoutMs?: number;
 }
@@ -39,10 +45,18 @@ export interface ListenOptions {
  */
 export const TLS_HANDSHAKE_TIMEOUT_MS = 10_000;
 
+/** Which limit a refused connection met (its name in `[limits]`) and its value. */
+export interface Overload {
+  readonly limit: "max_connections" | "max_connections_per_ip";
+  readonly value: number;
+}
+
 interface Handshake {
   readonly raw: Socket;
-  /** Arrived with the limit reached: answered by onOverload once secure. */
-  readonly overloaded: boolean;
+  /** Arrived with a limit reached: answered by onOverload once secure. */
+  readonly overload: Overload | null;
+  /** Gives back the place it holds under the per-address limit. */
+  readonly release: () => void;
   readonly timer: ReturnType<typeof setTimeout>;
 }
 
@@ -82,39 +96,67 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     throw new Error(`net: listen_tls = "${options.tls}" needs tls_cert_file and tls_key_file`);
   }
   let open = 0;
+  const perIpLimit = options.maxConnectionsPerIp ?? options.maxConnections;
   const sockets = new Set<Socket>();
   // TCP connections whose TLS handshake has not completed (implicit TLS). Each holds a place under the connection
-  // limit until it completes or fails, and has TLS_HANDSHAKE_TIMEOUT_MS to do so. server.close() waits for them,
+  // limits until it completes or fails, and has TLS_HANDSHAKE_TIMEOUT_MS to do so. server.close() waits for them,
   // and no session exists yet to end them, so close() destroys them.
   const handshaking = new Map<string, Handshake>();
   let overloadedHandshakes = 0;
+  // Places held per client address: open connections and handshakes in progress.
+  const perIp = new Map<string, number>();
+  const hold = (key: string): (() => void) => {
+    perIp.set(key, (perIp.get(key) ?? 0) + 1);
+    let held = true;
+    return () => {
+      if (!held) return;
+      held = false;
+      const n = (perIp.get(key) ?? 1) - 1;
+      if (n <= 0) perIp.delete(key);
+      else perIp.set(key, n);
+    };
+  };
+  /** The limit a new connection from `key` would pass, with `pending` places taken by handshakes. */
+  const over = (key: string, pending: number): Overload | null => {
+    if (open + pending >= options.maxConnections) return { limit: "max_connections", value: options.maxConnections };
+    if ((perIp.get(key) ?? 0) >= perIpLimit) return { limit: "max_connections_per_ip", value: perIpLimit };
+    return null;
+  };
+  const clientKey = (s: Socket): string => addressKey(normalizeAddress(s.remoteAddress ?? ""));
   const peer = (s: Socket): string => `${s.remoteAddress}|${s.remotePort}`;
   const accept = (socket: Socket, secure: boolean): void => {
-    let overloaded = open >= options.maxConnections;
+    const key = clientKey(socket);
+    let overload: Overload | null;
     if (secure) {
-      const key = peer(socket);
-      const h = handshaking.get(key);
-      if (h !== undefined) {
-        finishHandshake(key, h);
-        overloaded = h.overloaded || overloaded;
-      }
+      const peerKey = peer(socket);
+      const h = handshaking.get(peerKey);
+      if (h !== undefined) finishHandshake(peerKey, h);
+      // Decided when the handshake began, when it took its place.
+      overload = h === undefined ? over(key, handshaking.size - overloadedHandshakes) : h.overload;
+    } else {
+      overload = over(key, 0);
     }
     sockets.add(socket);
     socket.once("close", () => sockets.delete(socket));
     const connection = new Connection(socket, secure);
-    if (overloaded) {
-      options.onOverload(connection);
+    if (overload !== null) {
+      options.onOverload(connection, overload);
       return;
     }
     open++;
-    connection.onClose(() => open--);
+    const release = hold(key);
+    connection.onClose(() => {
+      open--;
+      release();
+    });
     options.onConnection(connection);
   };
   const finishHandshake = (key: string, h: Handshake): void => {
     clearTimeout(h.timer);
     if (handshaking.get(key) !== h) return;
     handshaking.delete(key);
-    if (h.overloaded) overloadedHandshakes--;
+    if (h.overload !== null) overloadedHandshakes--;
+    h.release();
   };
   let server: Server;
   if (options.tls === "tls") {
@@ -126,14 +168,19 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     server.on("connection", (raw: Socket) => {
       // Over the limit, the client still completes its handshake to be told why (onOverload), but only as many
       // such handshakes run at once as the limit itself; beyond that the connection is dropped unanswered.
-      const overloaded = open + handshaking.size - overloadedHandshakes >= options.maxConnections;
-      if (overloaded && overloadedHandshakes >= options.maxConnections) {
+      const overload = over(clientKey(raw), handshaking.size - overloadedHandshakes);
+      if (overload !== null && overloadedHandshakes >= options.maxConnections) {
         raw.destroy();
         return;
       }
       const key = peer(raw);
-      const h: Handshake = { raw, overloaded, timer: setTimeout(() => raw.destroy(), timeoutMs) };
-      if (overloaded) overloadedHandshakes++;
+      const h: Handshake = {
+        raw,
+        overload,
+        release: overload === null ? hold(clientKey(raw)) : () => {},
+        timer: setTimeout(() => raw.destroy(), timeoutMs),
+      };
+      if (overload !== null) overloadedHandshakes++;
       handshaking.set(key, h);
       raw.once("close", () => finishHandshake(key, h));
     });

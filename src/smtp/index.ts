@@ -13,7 +13,9 @@ import {
   FailureThrottle,
   listen,
   loadIdentity,
+  overloadEvent,
   readCaFile,
+  SessionCounter,
   SHUTDOWN_GRACE_MS,
   type UpstreamTarget,
 } from "../net/index.ts";
@@ -39,7 +41,7 @@ export interface SmtpProxyOptions {
   readonly config: Config;
   readonly policy: Policy;
   readonly audit: AuditLog;
-  /** Tests only: shorter times (idle, login delay). */
+  /** Tests only: shorter times (idle, login delay); connection limits and session times come from `[limits]`. */
   readonly limits?: Partial<SessionLimits>;
 }
 
@@ -66,7 +68,16 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
   if (upstream.skipVerify) log.warn("upstream_tls_skip_verify is on: the upstream server's certificate is NOT checked");
   const spoolDir = spoolDirFor(config);
   prepareSpoolDir(spoolDir);
-  const limits: SessionLimits = { ...DEFAULT_LIMITS, ...opts.limits };
+  const configured = config.limits.smtp;
+  const limits: SessionLimits = {
+    ...DEFAULT_LIMITS,
+    maxConnections: configured.maxConnections,
+    maxConnectionsPerIp: configured.maxConnectionsPerIp,
+    maxSessionsPerAgent: configured.maxSessionsPerAgent,
+    loginTimeoutMs: configured.loginTimeoutMs,
+    idleTimeoutMs: configured.idleTimeoutMs,
+    ...opts.limits,
+  };
   const ctx: SessionContext = {
     config,
     policy,
@@ -83,6 +94,7 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
     }),
     hostname: validHostname(),
     sessions: new Set(),
+    perAgent: new SessionCounter(limits.maxSessionsPerAgent),
   };
   const listener = await listen({
     host: smtp.listenAddr.host,
@@ -90,10 +102,17 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
     tls: smtp.listenTls,
     identity,
     maxConnections: limits.maxConnections,
+    maxConnectionsPerIp: limits.maxConnectionsPerIp,
     onConnection: (conn) => new SmtpSession(ctx, conn).start(),
-    onOverload: (conn) => {
-      conn.write(reply(421, "4.7.0", `Too many connections (limit ${limits.maxConnections}); try again later`));
+    onOverload: (conn, over) => {
+      const from = over.limit === "max_connections_per_ip" ? " from your address" : "";
+      conn.write(reply(421, "4.7.0", `Too many connections${from} (limit ${over.value}); try again later`));
       conn.end();
+      try {
+        audit.record(overloadEvent("smtp", conn.remoteAddress, over, config.revision));
+      } catch (error) {
+        log.error(`audit row lost: ${(error as Error).message}`);
+      }
     },
   });
   log.info(

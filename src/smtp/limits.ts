@@ -1,7 +1,16 @@
 /**
  * Every size, count and time the SMTP proxy enforces, with the reason next to it.
  * Tests pin each value and exercise it at the limit and one past it (tests/smtp/limits.test.ts).
+ * Connection counts and session times are `[limits]` in the config; their defaults are in src/config/limits.ts.
  */
+
+import {
+  LOGIN_TIMEOUT_MS,
+  MAX_SESSIONS_PER_AGENT,
+  SMTP_IDLE_TIMEOUT_MS,
+  SMTP_MAX_CONNECTIONS,
+  SMTP_MAX_CONNECTIONS_PER_IP,
+} from "../config/limits.ts";
 
 /**
  * Longest command line, CRLF excluded. RFC 5321 §4.5.3.1.4 sets 512 octets for commands, but RFC 4954 §4 lets
@@ -49,12 +58,12 @@ export const MAX_COMMANDS_PER_SESSION = 10_000;
 
 /**
  * Idle time before the proxy closes the connection with `421 4.4.2`: RFC 5321 §4.5.3.2.7 asks a server to
- * wait at least 5 minutes for the next command.
+ * wait at least 5 minutes for the next command. Default of `[limits] idle_timeout`.
  */
-export const IDLE_TIMEOUT_MS = 5 * 60 * 1000;
+export const IDLE_TIMEOUT_MS = SMTP_IDLE_TIMEOUT_MS;
 
-/** Agent connections open at once; one more gets `421 4.7.0` and is closed. */
-export const MAX_CONNECTIONS = 100;
+/** Agent connections open at once; one more gets `421 4.7.0` and is closed. Default of `[limits] max_connections`. */
+export const MAX_CONNECTIONS = SMTP_MAX_CONNECTIONS;
 
 /** AUTH attempts in one session; after the last failure the connection is closed with `421 4.7.0`. */
 export const MAX_AUTH_FAILURES_PER_SESSION = 3;
@@ -96,6 +105,10 @@ export interface SessionLimits {
   readonly maxCommandsPerSession: number;
   readonly idleTimeoutMs: number;
   readonly maxConnections: number;
+  readonly maxConnectionsPerIp: number;
+  readonly maxSessionsPerAgent: number;
+  /** From connecting to a successful AUTH; `421 4.4.2` past it. */
+  readonly loginTimeoutMs: number;
   readonly authFailureStepMs: number;
   readonly sendCommitWaitMs: number;
 }
@@ -107,6 +120,9 @@ export const DEFAULT_LIMITS: SessionLimits = Object.freeze({
   maxCommandsPerSession: MAX_COMMANDS_PER_SESSION,
   idleTimeoutMs: IDLE_TIMEOUT_MS,
   maxConnections: MAX_CONNECTIONS,
+  maxConnectionsPerIp: SMTP_MAX_CONNECTIONS_PER_IP,
+  maxSessionsPerAgent: MAX_SESSIONS_PER_AGENT,
+  loginTimeoutMs: LOGIN_TIMEOUT_MS,
   authFailureStepMs: AUTH_FAILURE_STEP_MS,
   sendCommitWaitMs: SEND_COMMIT_WAIT_MS,
 });

@@ -14,7 +14,7 @@ import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
 import type { Connection, FailureThrottle, TlsIdentity, UpstreamTarget } from "../net/index.ts";
-import { LineFramer, UpstreamError } from "../net/index.ts";
+import { LineFramer, SessionCounter, UpstreamError } from "../net/index.ts";
 import type { Decision, Outcome, Policy } from "../policy/index.ts";
 import { parsePathArgument } from "./address.ts";
 import { checkAgentLogin, decodeLoginStep, decodePlain, type LoginAttempt, type Mechanism } from "./auth.ts";
@@ -77,6 +77,8 @@ export interface SessionContext {
   readonly hostname: string;
   /** Sessions currently open, so that close() can end them. */
   readonly sessions: Set<SmtpSession>;
+  /** Logged-in sessions per agent or upstream login: `max_sessions_per_agent`. */
+  readonly perAgent: SessionCounter;
 }
 
 interface Recipient {
@@ -137,6 +139,9 @@ export class SmtpSession {
   #opening: Opening | null = null;
   #idleTimer: ReturnType<typeof setTimeout> | null = null;
   #lastActivity = 0;
+  readonly #connectedAt = performance.now();
+  /** Gives back this session's place under `max_sessions_per_agent`; set at AUTH. */
+  #releasePlace: (() => void) | null = null;
   /** The connection closed while a command was running; release resources when it ends. */
   #cleanupPending = false;
 
@@ -306,6 +311,8 @@ export class SmtpSession {
   #release(): void {
     this.#cleanupPending = false;
     this.#ctx.sessions.delete(this);
+    this.#releasePlace?.();
+    this.#releasePlace = null;
     this.#spool.close();
     const upstream = this.#upstream;
     this.#upstream = null;
@@ -323,22 +330,37 @@ export class SmtpSession {
   /** Notes activity; the idle timer checks the time of the last activity instead of being re-armed per chunk. */
   #touch(): void {
     this.#lastActivity = performance.now();
-    if (this.#idleTimer === null && !this.#closing)
-      this.#idleTimer = setTimeout(this.#onIdle, this.#ctx.limits.idleTimeoutMs);
+    if (this.#idleTimer === null && !this.#closing) this.#idleTimer = setTimeout(this.#onIdle, this.#untilLimit());
+  }
+
+  /**
+   * Time until the nearest time limit, if nothing happens meanwhile: the idle timeout (which does not run while a
+   * command runs: the agent is waiting for us) and, before AUTH, the login timeout counted from the connection.
+   */
+  #untilLimit(): number {
+    const { idleTimeoutMs, loginTimeoutMs } = this.#ctx.limits;
+    const now = performance.now();
+    let left = this.#running ? idleTimeoutMs : idleTimeoutMs - (now - this.#lastActivity);
+    if (this.#identity === null) left = Math.min(left, loginTimeoutMs - (now - this.#connectedAt));
+    return left;
   }
 
   #onIdle = (): void => {
     this.#idleTimer = null;
     if (this.#closing) return;
-    const idle = performance.now() - this.#lastActivity;
-    const left = this.#ctx.limits.idleTimeoutMs - idle;
-    if (this.#running || left > 0) {
-      // Busy with the upstream (the agent is waiting for us), or active since the timer was set.
-      this.#idleTimer = setTimeout(this.#onIdle, this.#running ? this.#ctx.limits.idleTimeoutMs : left);
+    const { idleTimeoutMs, loginTimeoutMs } = this.#ctx.limits;
+    const now = performance.now();
+    if (this.#identity === null && now - this.#connectedAt >= loginTimeoutMs) {
+      this.#send(reply(421, "4.4.2", `No login within ${Math.round(loginTimeoutMs / 1000)} s; closing`));
+      this.#close();
       return;
     }
-    this.#send(reply(421, "4.4.2", `Idle for ${Math.round(this.#ctx.limits.idleTimeoutMs / 1000)} s; closing`));
-    this.#close();
+    if (!this.#running && now - this.#lastActivity >= idleTimeoutMs) {
+      this.#send(reply(421, "4.4.2", `Idle for ${Math.round(idleTimeoutMs / 1000)} s; closing`));
+      this.#close();
+      return;
+    }
+    this.#idleTimer = setTimeout(this.#onIdle, Math.max(this.#untilLimit(), 10));
   };
 
   // ---- audit ----
@@ -572,6 +594,7 @@ export class SmtpSession {
       const account = config.accounts[result.agent.account];
       if (account === undefined)
         return this.#authFailed(attempt.username, `agent's account ${result.agent.account} is not configured`);
+      if (!this.#takePlace(SessionCounter.key(result.agent.name, account.username), attempt.username, true)) return;
       this.#identity = { mode: "vault", agent: result.agent.name, account };
       this.#senders = sessionIdentities(account.username, account.identities);
     } else {
@@ -594,11 +617,44 @@ export class SmtpSession {
         this.#send(reply(454, "4.7.0", `Temporary authentication failure: ${message}`));
         return;
       }
+      // Counted once the upstream has accepted the login: per upstream login name.
+      if (!this.#takePlace(SessionCounter.key(null, attempt.username), attempt.username, false)) {
+        const upstream = this.#upstream;
+        this.#upstream = null;
+        void upstream?.quit().catch(() => {});
+        return;
+      }
       this.#identity = { mode: "pass-through", user: attempt.username, credentials };
       this.#senders = sessionIdentities(attempt.username, config.smtp?.identities ?? []);
     }
     this.#audit({ command: "AUTH", target: attempt.username, decision: "allow", reason: "login accepted" });
     this.#send(reply(235, "2.7.0", "Authentication successful"));
+  }
+
+  /**
+   * Takes the session's place under `max_sessions_per_agent`. Over it: a `deny` row, `421 4.7.0` and the
+   * connection closes; returns false.
+   */
+  #takePlace(key: string, username: string, vault: boolean): boolean {
+    const place = this.#closing ? null : this.#ctx.perAgent.acquire(key);
+    if (place !== null) {
+      this.#releasePlace = place;
+      return true;
+    }
+    if (this.#closing) return false;
+    const limit = this.#ctx.perAgent.limit;
+    this.#audit({
+      command: "AUTH",
+      target: username.slice(0, 200),
+      decision: "deny",
+      reason: `login refused: max_sessions_per_agent (${limit}) reached`,
+      detail: { limit: "max_sessions_per_agent", value: limit },
+    });
+    this.#send(
+      reply(421, "4.7.0", `Too many sessions for this ${vault ? "agent" : "login"} (limit ${limit}); closing`),
+    );
+    this.#close();
+    return false;
   }
 
   async #authFailed(username: string, reason: string): Promise<void> {

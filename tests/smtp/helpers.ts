@@ -126,9 +126,12 @@ export interface ServerReply {
 
 /** A raw SMTP client: write anything, read replies one at a time. */
 export class RawClient extends RawSocket {
-  static connect(port: number, host = "127.0.0.1"): Promise<RawClient> {
+  /** `localAddress`: the client's own address (any of 127.0.0.0/8 on loopback), for per-address limits. */
+  static connect(port: number, host = "127.0.0.1", localAddress?: string): Promise<RawClient> {
     return new Promise((resolve, reject) => {
-      const socket = connect({ port, host }, () => resolve(new RawClient(socket)));
+      const socket = connect({ port, host, ...(localAddress ? { localAddress } : {}) }, () =>
+        resolve(new RawClient(socket)),
+      );
       socket.once("error", reject);
     });
   }

@@ -165,20 +165,23 @@ describe("MAX_CONNECTIONS", () => {
   test(`${MAX_CONNECTIONS} agents are served at once; one more gets 421 4.7.0; a freed slot is reused`, async () => {
     const { p } = await setup();
     const clients: RawClient[] = [];
+    // From two addresses: one address gets at most half the places (max_connections_per_ip).
     for (let i = 0; i < MAX_CONNECTIONS; i++) {
-      const c = await RawClient.connect(p.port);
+      const c = await RawClient.connect(p.port, "127.0.0.1", i % 2 === 0 ? "127.0.0.1" : "127.0.0.2");
       expect((await c.reply()).code).toBe(220);
       clients.push(c);
     }
-    const extra = await RawClient.connect(p.port);
-    expect((await extra.reply()).raw).toStartWith("421 4.7.0");
+    const extra = await RawClient.connect(p.port, "127.0.0.1", "127.0.0.3");
+    expect((await extra.reply()).raw).toBe(
+      `421 4.7.0 Too many connections (limit ${MAX_CONNECTIONS}); try again later\r\n`,
+    );
     await extra.waitClosed();
     clients.pop()!.close();
     // The proxy notices the close asynchronously: retry until the slot is free again.
     let code = 0;
     for (let attempt = 0; attempt < 50 && code !== 220; attempt++) {
       await Bun.sleep(50);
-      const again = await RawClient.connect(p.port);
+      const again = await RawClient.connect(p.port, "127.0.0.1", "127.0.0.3");
       code = (await again.reply()).code;
       again.close();
     }

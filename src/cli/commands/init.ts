@@ -31,6 +31,17 @@ upstream_addr = "smtp.example.com:587"   # 465 = implicit TLS, 587 = STARTTLS
 # path = "mailgator-audit.db"            # default: beside this file
 retention_days = 90
 
+# Connection limits and timeouts per listener ([limits.imap] and
+# [limits.smtp] override [limits]); the defaults are:
+# [limits]
+# max_sessions_per_agent = 10            # per agent, or per login
+# login_timeout = 180                    # seconds to log in
+# [limits.imap]                          # [limits.smtp]: 100, 50, 300
+# max_connections = 256
+# max_connections_per_ip = 128           # half: one address never takes all
+# idle_timeout = 1800
+# idle_command_timeout = 3600            # longest IDLE
+
 # Vault mode: agents log in with their own name and a token from
 # \`mailgator token new NAME\`; Mailgator logs in upstream with the account's
 # credentials, which the agent never sees. Without [[agents]], clients log in

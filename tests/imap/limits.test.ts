@@ -1,0 +1,411 @@
+/**
+ * `[limits]` of the IMAP proxy end to end against Dovecot (docs/config.md, docs/reliability.md "Connections and
+ * timeouts"): floods of half-closed, silent and logged-in idle connections from one address do not keep an agent
+ * from another address out, and are dropped at their timeouts; each connection and session limit at the limit and
+ * one past it, with its audit row; the login, inactivity and IDLE timeouts. Loopback clients take their own
+ * addresses from 127.0.0.0/8 to stand for different hosts.
+ */
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { connect, type Socket } from "node:net";
+import {
+  IMAP_IDLE_COMMAND_TIMEOUT_MS,
+  IMAP_IDLE_TIMEOUT_MS,
+  IMAP_MAX_CONNECTIONS,
+  IMAP_MAX_CONNECTIONS_PER_IP,
+  LOGIN_TIMEOUT_MS,
+  MAX_SESSIONS_PER_AGENT,
+} from "../../src/config/limits.ts";
+import { END_GRACE_MS } from "../../src/net/index.ts";
+import { generateToken, hashToken } from "../../src/vault/token.ts";
+import { createMailbox, type TestMailbox } from "../fixtures/index.ts";
+import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+
+const FLOOD = 300;
+
+let mailbox: TestMailbox;
+const token = generateToken();
+
+beforeAll(async () => {
+  mailbox = await createMailbox({ seed: { folders: { INBOX: 3 }, seed: 11 } });
+});
+
+/** Vault agents `a0`…`a{n-1}` and `reader`, all on the test mailbox, with one token. */
+function vault(agents: number): string {
+  let out = "";
+  for (const name of [...Array.from({ length: agents }, (_, i) => `a${i}`), "reader"])
+    out += `[[agents]]\nname = "${name}"\ntoken_hash = "${hashToken(token)}"\naccount = "main"\n\n`;
+  return `${out}[accounts.main]\nusername = "${mailbox.user}"\npassword = "${mailbox.password}"\n`;
+}
+
+/** A raw client whose own address is `from`; the greeting is left unread. */
+async function rawFrom(port: number, from: string, options: { halfOpen?: boolean } = {}): Promise<RawImap> {
+  const socket = await new Promise<Socket>((resolve, reject) => {
+    const s = connect({ host: "127.0.0.1", port, localAddress: from, allowHalfOpen: options.halfOpen ?? false }, () =>
+      resolve(s),
+    );
+    s.once("error", reject);
+  });
+  return RawImap.fromSocket(socket);
+}
+
+/** The first line the server sent. */
+async function firstLine(c: RawImap): Promise<string> {
+  const b = await c.readUntil((buffer) => buffer.includes("\r\n"));
+  return c.take(b.includes("\r\n") ? b.indexOf("\r\n") + 2 : b.length).trimEnd();
+}
+
+/** `count` connections from `from`, one after another; returns the accepted ones and the greetings of the rest. */
+async function flood(
+  port: number,
+  from: string,
+  count: number,
+  options: { halfOpen?: boolean } = {},
+): Promise<{ accepted: RawImap[]; refused: string[]; connectedAt: Map<RawImap, number> }> {
+  const accepted: RawImap[] = [];
+  const refused: string[] = [];
+  const connectedAt = new Map<RawImap, number>();
+  for (let i = 0; i < count; i++) {
+    const c = await rawFrom(port, from, options);
+    connectedAt.set(c, performance.now());
+    const line = await firstLine(c);
+    if (line.startsWith("* OK")) accepted.push(c);
+    else {
+      refused.push(line);
+      c.close();
+    }
+  }
+  return { accepted, refused, connectedAt };
+}
+
+/** Logs in as the vault agent `reader` from `from`, selects INBOX and reads its first message: the time it took. */
+async function readAtOnce(port: number, from: string): Promise<number> {
+  const started = performance.now();
+  const c = await rawFrom(port, from);
+  try {
+    expect(await firstLine(c)).toStartWith("* OK");
+    expect(statusOf(await c.command("a", `LOGIN reader ${token}`), "a")).toStartWith("a OK");
+    expect(statusOf(await c.command("b", "SELECT INBOX"), "b")).toStartWith("b OK");
+    const fetched = await c.command("c", "FETCH 1 (BODY.PEEK[])");
+    expect(statusOf(fetched, "c")).toStartWith("c OK");
+    expect(fetched).toContain("Message-ID:");
+    return performance.now() - started;
+  } finally {
+    c.close();
+  }
+}
+
+/**
+ * Every client whose timeout (`ms` from `since`) has not come yet is still open: the flood held its places while
+ * the other address was served. Returns how many were checked (a slow machine may have let some time out).
+ */
+function stillHeld(clients: RawImap[], since: Map<RawImap, number>, ms: number): number {
+  const now = performance.now();
+  const due = clients.filter((c) => now - since.get(c)! < ms - 200);
+  for (const c of due) expect(c.closed).toBe(false);
+  return due.length;
+}
+
+/** Waits until every client is closed by the server, or throws after `ms`. */
+async function allClosed(clients: RawImap[], ms: number): Promise<void> {
+  const deadline = Date.now() + ms;
+  while (clients.some((c) => !c.closed)) {
+    if (Date.now() > deadline) throw new Error(`${clients.filter((c) => !c.closed).length} still open`);
+    await Bun.sleep(50);
+  }
+}
+
+/** True when a new connection from `from` is accepted (its greeting is OK). */
+async function accepted(port: number, from: string): Promise<boolean> {
+  const c = await rawFrom(port, from);
+  try {
+    return (await firstLine(c)).startsWith("* OK");
+  } finally {
+    c.close();
+  }
+}
+
+test("the defaults are what docs/config.md says", () => {
+  expect(IMAP_MAX_CONNECTIONS).toBe(256);
+  expect(IMAP_MAX_CONNECTIONS_PER_IP).toBe(128);
+  expect(MAX_SESSIONS_PER_AGENT).toBe(10);
+  expect(LOGIN_TIMEOUT_MS).toBe(180_000);
+  expect(IMAP_IDLE_TIMEOUT_MS).toBe(30 * 60_000);
+  expect(IMAP_IDLE_COMMAND_TIMEOUT_MS).toBe(60 * 60_000);
+});
+
+describe("floods from one address", () => {
+  test(`${FLOOD} silent connections: another address reads at once; the silent ones get BYE at login_timeout`, async () => {
+    const p = await startTestProxy({ extra: `${vault(0)}\n[limits]\nlogin_timeout = 12\n` });
+    try {
+      const { accepted: held, refused, connectedAt } = await flood(p.port, "127.0.0.1", FLOOD);
+      const closedAt = new Map<RawImap, number>();
+      for (const c of held) c.socket.once("close", () => closedAt.set(c, performance.now()));
+      expect(held).toHaveLength(IMAP_MAX_CONNECTIONS_PER_IP);
+      expect(refused).toHaveLength(FLOOD - IMAP_MAX_CONNECTIONS_PER_IP);
+      for (const line of refused)
+        expect(line).toBe(
+          `* BYE [LIMIT] Too many connections from your address (limit ${IMAP_MAX_CONNECTIONS_PER_IP}); try again later`,
+        );
+      expect(await readAtOnce(p.port, "127.0.0.2")).toBeLessThan(6000);
+      // The flood still holds its places: the read did not wait for them to go.
+      const checked = stillHeld(held, connectedAt, 12_000);
+      expect(checked).toBeGreaterThan(0);
+      let refusedAgain = 0;
+      if (checked === held.length) {
+        expect(await accepted(p.port, "127.0.0.1")).toBe(false);
+        refusedAgain = 1;
+      }
+      await allClosed(held, 30_000);
+      for (const c of held) {
+        expect(closedAt.get(c)! - connectedAt.get(c)!).toBeGreaterThanOrEqual(11_900);
+        expect(await c.readUntil(() => false, 1)).toBe("* BYE Autologout; no login within 12 s\r\n");
+      }
+      expect(await accepted(p.port, "127.0.0.1")).toBe(true);
+      const rows = (await p.rows()).filter((r) => r.command === "(connect)");
+      expect(rows).toHaveLength(FLOOD - IMAP_MAX_CONNECTIONS_PER_IP + refusedAgain);
+      expect(rows[0]).toMatchObject({
+        decision: "deny",
+        clientAddr: "127.0.0.1",
+        protocol: "imap",
+        reason: `connection refused: max_connections_per_ip (${IMAP_MAX_CONNECTIONS_PER_IP}) reached`,
+      });
+    } finally {
+      await p.close();
+    }
+  }, 90_000);
+
+  test(`${FLOOD} half-closed connections (LOGOUT, socket kept open): another address reads at once; each is destroyed ${END_GRACE_MS} ms after its end`, async () => {
+    const p = await startTestProxy({ extra: vault(0) });
+    try {
+      const { accepted: held } = await flood(p.port, "127.0.0.1", FLOOD, { halfOpen: true });
+      expect(held).toHaveLength(IMAP_MAX_CONNECTIONS_PER_IP);
+      const ended = performance.now();
+      for (const c of held) c.write("z LOGOUT\r\n");
+      for (const c of held) expect(statusOf(await c.waitTagged("z"), "z")).toStartWith("z OK");
+      // Each peer keeps its side open; the proxy's side is half-closed and still holds its place.
+      expect(await readAtOnce(p.port, "127.0.0.2")).toBeLessThan(6000);
+      if (performance.now() - ended < END_GRACE_MS - 500) expect(await accepted(p.port, "127.0.0.1")).toBe(false);
+      // After the grace every place is free again: a full set from the same address is accepted.
+      await Bun.sleep(Math.max(0, END_GRACE_MS + 500 - (performance.now() - ended)));
+      const again = await flood(p.port, "127.0.0.1", IMAP_MAX_CONNECTIONS_PER_IP);
+      expect(again.accepted).toHaveLength(IMAP_MAX_CONNECTIONS_PER_IP);
+      for (const c of [...held, ...again.accepted]) c.close();
+    } finally {
+      await p.close();
+    }
+  }, 60_000);
+
+  test(`${FLOOD} logged-in idle connections: another address reads at once; the idle ones get BYE at idle_timeout`, async () => {
+    // Four agents of ten sessions fill the 40 places this address gets (a short version of 128 logins).
+    const perIp = 40;
+    const p = await startTestProxy({
+      extra: `${vault(4)}\n[limits]\nmax_connections_per_ip = ${perIp}\nidle_timeout = 12\n`,
+    });
+    try {
+      const { accepted: held, refused } = await flood(p.port, "127.0.0.1", FLOOD);
+      expect(held).toHaveLength(perIp);
+      expect(refused).toHaveLength(FLOOD - perIp);
+      const loggedInAt = new Map<RawImap, number>();
+      const closedAt = new Map<RawImap, number>();
+      for (const c of held) c.socket.once("close", () => closedAt.set(c, performance.now()));
+      await Promise.all(
+        held.map(async (c, i) => {
+          expect(statusOf(await c.command("l", `LOGIN a${i % 4} ${token}`), "l")).toStartWith("l OK");
+          loggedInAt.set(c, performance.now());
+        }),
+      );
+      expect(await readAtOnce(p.port, "127.0.0.2")).toBeLessThan(6000);
+      expect(stillHeld(held, loggedInAt, 12_000)).toBeGreaterThan(0);
+      await allClosed(held, 30_000);
+      for (const c of held) {
+        expect(closedAt.get(c)! - loggedInAt.get(c)!).toBeGreaterThanOrEqual(11_900);
+        expect(await c.readUntil(() => false, 1)).toBe("* BYE Autologout; idle for 12 s\r\n");
+      }
+      expect(await accepted(p.port, "127.0.0.1")).toBe(true);
+    } finally {
+      await p.close();
+    }
+  }, 90_000);
+});
+
+describe("connection limits at the limit and one past it", () => {
+  test(`max_connections_per_ip ${IMAP_MAX_CONNECTIONS_PER_IP} and max_connections ${IMAP_MAX_CONNECTIONS}`, async () => {
+    const p = await startTestProxy();
+    try {
+      const one = await flood(p.port, "127.0.0.1", IMAP_MAX_CONNECTIONS_PER_IP + 1);
+      expect(one.accepted).toHaveLength(IMAP_MAX_CONNECTIONS_PER_IP);
+      expect(one.refused).toEqual([
+        `* BYE [LIMIT] Too many connections from your address (limit ${IMAP_MAX_CONNECTIONS_PER_IP}); try again later`,
+      ]);
+      const two = await flood(p.port, "127.0.0.2", IMAP_MAX_CONNECTIONS - IMAP_MAX_CONNECTIONS_PER_IP);
+      expect(two.accepted).toHaveLength(IMAP_MAX_CONNECTIONS - IMAP_MAX_CONNECTIONS_PER_IP);
+      const three = await flood(p.port, "127.0.0.3", 1);
+      expect(three.refused).toEqual([
+        `* BYE [LIMIT] Too many connections (limit ${IMAP_MAX_CONNECTIONS}); try again later`,
+      ]);
+      // A freed place is taken again (the proxy sees the close asynchronously).
+      one.accepted.pop()!.close();
+      let ok = false;
+      for (let i = 0; i < 50 && !ok; i++) {
+        await Bun.sleep(50);
+        ok = await accepted(p.port, "127.0.0.3");
+      }
+      expect(ok).toBe(true);
+      const rows = (await p.rows()).filter((r) => r.command === "(connect)");
+      expect(rows.map((r) => [r.clientAddr, r.decision, r.detail])).toEqual([
+        ["127.0.0.1", "deny", { limit: "max_connections_per_ip", value: IMAP_MAX_CONNECTIONS_PER_IP }],
+        ["127.0.0.3", "deny", { limit: "max_connections", value: IMAP_MAX_CONNECTIONS }],
+      ]);
+      for (const c of [...one.accepted, ...two.accepted]) c.close();
+    } finally {
+      await p.close();
+    }
+  }, 60_000);
+});
+
+describe("max_sessions_per_agent", () => {
+  test(`vault: ${MAX_SESSIONS_PER_AGENT} sessions of one agent log in; the next gets BYE; a place given back is taken again`, async () => {
+    const p = await startTestProxy({ extra: vault(1) });
+    const clients: RawImap[] = [];
+    try {
+      for (let i = 0; i < MAX_SESSIONS_PER_AGENT; i++) {
+        const c = await RawImap.open(p.port);
+        clients.push(c);
+        expect(statusOf(await c.command("a", `LOGIN a0 ${token}`), "a")).toStartWith("a OK");
+      }
+      const extra = await RawImap.open(p.port);
+      extra.write(`a LOGIN a0 ${token}\r\n`);
+      await extra.readUntil(() => false, 5000).catch(() => {});
+      expect(extra.closed).toBe(true);
+      expect(extra.take()).toBe(`* BYE [LIMIT] Too many sessions for this agent (limit ${MAX_SESSIONS_PER_AGENT})\r\n`);
+      // Another agent of the same account has places of its own.
+      const other = await RawImap.open(p.port);
+      clients.push(other);
+      expect(statusOf(await other.command("a", `LOGIN reader ${token}`), "a")).toStartWith("a OK");
+      // LOGOUT gives the place back.
+      expect(statusOf(await clients[0]!.command("z", "LOGOUT"), "z")).toStartWith("z OK");
+      const again = await RawImap.open(p.port);
+      clients.push(again);
+      expect(statusOf(await again.command("a", `LOGIN a0 ${token}`), "a")).toStartWith("a OK");
+      const denied = (await p.rows()).filter((r) => r.decision === "deny");
+      expect(denied).toHaveLength(1);
+      expect(denied[0]).toMatchObject({
+        command: "LOGIN",
+        target: "a0",
+        reason: `login refused: max_sessions_per_agent (${MAX_SESSIONS_PER_AGENT}) reached`,
+      });
+    } finally {
+      for (const c of clients) c.close();
+      await p.close();
+    }
+  });
+
+  test("pass-through: counted per upstream login name, whatever its case, once the upstream accepted it", async () => {
+    const p = await startTestProxy({ extra: "[limits]\nmax_sessions_per_agent = 2\n" });
+    const clients: RawImap[] = [];
+    try {
+      const login = async (user: string, password: string): Promise<RawImap> => {
+        const c = await RawImap.open(p.port);
+        clients.push(c);
+        c.write(`a LOGIN "${user}" "${password}"\r\n`);
+        await c.readUntil((b) => b.includes("\r\n"), 10_000);
+        return c;
+      };
+      for (let i = 0; i < 2; i++)
+        expect(statusOf(await (await login(mailbox.user, mailbox.password)).waitTagged("a"), "a")).toStartWith("a OK");
+      // A wrong password is an ordinary failure, not a place.
+      expect(statusOf(await (await login(mailbox.user, "wrong")).waitTagged("a"), "a")).toBe(
+        "a NO [AUTHENTICATIONFAILED] Authentication failed",
+      );
+      const third = await login(mailbox.user.toUpperCase(), mailbox.password);
+      await third.readUntil(() => false, 5000).catch(() => {});
+      expect(third.take()).toBe("* BYE [LIMIT] Too many sessions for this login (limit 2)\r\n");
+      expect(third.closed).toBe(true);
+    } finally {
+      for (const c of clients) c.close();
+      await p.close();
+    }
+  });
+});
+
+describe("timeouts", () => {
+  let p: TestProxy;
+  beforeAll(async () => {
+    p = await startTestProxy({
+      extra: `${vault(1)}\n[limits]\nlogin_timeout = 2\nidle_timeout = 2\n\n[limits.imap]\nidle_command_timeout = 4\n`,
+    });
+  });
+  afterAll(async () => {
+    await p.close();
+  });
+
+  test("login_timeout counts from the connection: commands before login do not extend it", async () => {
+    const c = await RawImap.open(p.port);
+    const started = performance.now();
+    await Bun.sleep(1000);
+    expect(statusOf(await c.command("a", "NOOP"), "a")).toStartWith("a OK");
+    await c.readUntil(() => c.closed, 5000);
+    const after = performance.now() - started;
+    expect(after).toBeGreaterThanOrEqual(1900);
+    expect(after).toBeLessThan(END_GRACE_MS);
+    expect(c.take()).toBe("* BYE Autologout; no login within 2 s\r\n");
+  });
+
+  test("idle_timeout: pauses under it keep the session; a longer one gets BYE", async () => {
+    const c = await RawImap.open(p.port);
+    expect(statusOf(await c.command("a", `LOGIN a0 ${token}`), "a")).toStartWith("a OK");
+    // Three pauses of 1.2 s, together longer than the limit and the login timeout.
+    for (const tag of ["b", "c", "d"]) {
+      await Bun.sleep(1200);
+      expect(statusOf(await c.command(tag, "NOOP"), tag)).toStartWith(`${tag} OK`);
+    }
+    const started = performance.now();
+    await c.readUntil(() => c.closed, 5000);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(1900);
+    expect(c.take()).toBe("* BYE Autologout; idle for 2 s\r\n");
+  });
+
+  test("IDLE is not inactivity: it outlasts idle_timeout; past idle_command_timeout it gets BYE", async () => {
+    const c = await RawImap.open(p.port);
+    expect(statusOf(await c.command("a", `LOGIN a0 ${token}`), "a")).toStartWith("a OK");
+    expect(statusOf(await c.command("b", "SELECT INBOX"), "b")).toStartWith("b OK");
+    c.write("i IDLE\r\n");
+    await c.readUntil((b) => b.includes("+ idling\r\n"));
+    c.take();
+    await Bun.sleep(3000);
+    expect(c.closed).toBe(false);
+    c.write("DONE\r\n");
+    expect(statusOf(await c.waitTagged("i"), "i")).toBe("i OK Idle completed");
+    c.write("j IDLE\r\n");
+    const started = performance.now();
+    await c.readUntil(() => c.closed, 8000);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(3900);
+    expect(c.take()).toBe("+ idling\r\n* BYE Autologout; IDLE for 4 s\r\n");
+  });
+});
+
+describe("a session that ends while reading is paused", () => {
+  test("LOGOUT followed by 2 MiB of pipelined commands: its place is free at once, not at the grace", async () => {
+    // One place per address: the next connection from it is accepted only once the proxy has closed this one.
+    const p = await startTestProxy({ extra: "[limits]\nmax_connections_per_ip = 1\n" });
+    try {
+      const c = await rawFrom(p.port, "127.0.0.1");
+      expect(await firstLine(c)).toStartWith("* OK");
+      const started = performance.now();
+      // Far more than the 256 KiB the session reads ahead: it pauses reading behind LOGOUT.
+      c.write(`z LOGOUT\r\n${"x NOOP\r\n".repeat(256 * 1024)}`);
+      expect(statusOf(await c.waitTagged("z"), "z")).toBe("z OK Logout completed");
+      let free = false;
+      while (!free && performance.now() - started < END_GRACE_MS * 2) {
+        free = await accepted(p.port, "127.0.0.1");
+        if (!free) await Bun.sleep(100);
+      }
+      expect(free).toBe(true);
+      expect(performance.now() - started).toBeLessThan(END_GRACE_MS - 1000);
+      c.close();
+    } finally {
+      await p.close();
+    }
+  });
+});
