@@ -1,6 +1,6 @@
 /**
  * Files only the proxy's own user may read: the audit log (who mailed whom), the classification cache, and their
- * SQLite side files. Created 0600 whatever the umask, and tightened to 0600 when an earlier run left them wider
+ * SQLite side files. Created 0600 whatever the umask; group and other bits an earlier run left are taken away
  * (docs/audit.md "Files").
  */
 
@@ -14,8 +14,8 @@ const SQLITE_SIDE_FILES = ["-wal", "-shm", "-journal"] as const;
 
 /**
  * Before SQLite opens `path` for writing: creates it empty with mode 0600 if it is missing (SQLite takes an empty
- * file as an empty database, and creates its -wal and -shm files with the database file's mode), and sets 0600
- * on it and on any side file already there. Throws on any failure but "already exists".
+ * file as an empty database, and creates its -wal and -shm files with the database file's mode), and takes the
+ * group and other bits off it and any side file already there. Throws on any failure but "already exists".
  */
 export function preparePrivateDatabase(path: string): void {
   let fd: number | null = null;
@@ -31,7 +31,7 @@ export function preparePrivateDatabase(path: string): void {
   restrictDatabaseFiles(path);
 }
 
-/** Sets 0600 on `path` and its SQLite side files where they exist and are not 0600 already. */
+/** Clears the group and other bits of `path` and its SQLite side files where they exist (0644 becomes 0600). */
 export function restrictDatabaseFiles(path: string): void {
   for (const file of [path, ...SQLITE_SIDE_FILES.map((suffix) => path + suffix)]) {
     let mode: number;
@@ -41,6 +41,7 @@ export function restrictDatabaseFiles(path: string): void {
       if ((e as NodeJS.ErrnoException).code === "ENOENT") continue;
       throw e;
     }
-    if (mode !== PRIVATE_FILE_MODE) chmodSync(file, PRIVATE_FILE_MODE);
+    // Group and other bits are taken away; the owner's are left as they are (a write-protected log stays so).
+    if ((mode & 0o077) !== 0) chmodSync(file, mode & 0o700);
   }
 }
