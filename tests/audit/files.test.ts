@@ -7,7 +7,11 @@ import { chmodSync, copyFileSync, mkdtempSync, renameSync, rmSync, statSync } fr
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AuditLog } from "../../src/audit/index.ts";
-import { ClassificationCache } from "../../src/imap/cache.ts";
+import { type Config, parseConfig } from "../../src/config/index.ts";
+import { ClassificationCache, cachePathBeside } from "../../src/imap/cache.ts";
+import { startImapProxy } from "../../src/imap/index.ts";
+import { compilePolicy } from "../../src/policy/index.ts";
+import { spoolDirFor, startSmtpProxy } from "../../src/smtp/index.ts";
 import { sampleEvent as event } from "./helpers.ts";
 
 const root = mkdtempSync(join(tmpdir(), "mailgator-files-"));
@@ -86,5 +90,51 @@ test("files an older build left 0644 are made 0600 when the log and the cache op
   } finally {
     await log.close();
     cache?.close();
+  }
+});
+
+test("under umask 000 the proxies' own start makes the log and the cache 0600 and the spool folder 0700", async () => {
+  process.umask(0o000);
+  const dir = mkdtempSync(join(root, "serve"));
+  const toml = `[imap]
+listen_addr = "127.0.0.1:1"
+upstream_addr = "127.0.0.1:1"
+upstream_tls = "none"
+
+[smtp]
+listen_addr = "127.0.0.1:1"
+upstream_addr = "127.0.0.1:1"
+upstream_tls = "none"
+
+[audit]
+path = "${join(dir, "audit.db")}"
+
+[[rules]]
+name = "newsletters"
+folders = ["INBOX"]
+from = "news@*"
+operations = ["read"]
+action = "allow"
+`;
+  const parsed = parseConfig(toml, join(dir, "mailgator.toml"));
+  const any = { host: "127.0.0.1", port: 0 };
+  const config: Config = {
+    ...parsed,
+    imap: { ...parsed.imap!, listenAddr: any },
+    smtp: { ...parsed.smtp!, listenAddr: any },
+  };
+  const audit = AuditLog.open(config.audit.path);
+  const policy = compilePolicy(config.rules);
+  const imap = await startImapProxy({ config, policy, audit });
+  const smtp = await startSmtpProxy({ config, policy, audit });
+  try {
+    await audit.durable(event());
+    expect(modes(join(dir, "audit.db"))).toEqual(PRIVATE);
+    expect(modes(cachePathBeside(config.audit.path))).toEqual(PRIVATE);
+    expect(mode(spoolDirFor(config))).toBe("700");
+  } finally {
+    await imap.close();
+    await smtp.close();
+    await audit.close();
   }
 });
