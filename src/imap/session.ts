@@ -711,6 +711,8 @@ export class ImapSession {
     if (this.ctx.listenTls === "starttls" && !this.conn.secure) {
       throw new Refusal("NO", "PRIVACYREQUIRED", "Use STARTTLS first");
     }
+    // A login that could not be audited is refused anyway (below): no upstream login for nothing.
+    this.requireAudit();
     const { config } = this.ctx;
     let upstreamUser = username;
     let upstreamPassword = password;
