@@ -98,6 +98,8 @@ export class ImapSession {
   #closed = false;
   /** Every upstream connection this session opened and may not have closed: `shutdown` closes them all. */
   readonly #upstreams = new Set<UpstreamSession>();
+  /** Aborted by `shutdown`: cancels upstream connection attempts not yet connected. */
+  readonly #ending = new AbortController();
   state: State = "not-authenticated";
   up: UpstreamSession | null = null;
   /** Name in audit rows: the agent (vault) or the upstream user (pass-through). */
@@ -145,6 +147,7 @@ export class ImapSession {
     // Including one still connecting or logging in, or opened by a command the agent left in the middle of.
     for (const up of this.#upstreams) up.close();
     this.#upstreams.clear();
+    this.#ending.abort();
     void this.#auxiliary?.then(
       (up) => up.close(),
       () => {},
@@ -818,7 +821,7 @@ export class ImapSession {
     this.account = `${this.ctx.upstream.host}:${this.ctx.upstream.port}/${upstreamUser}`;
     const { upstream, timeouts } = this.ctx;
     this.#openAuxiliary = async () => {
-      const aux = await UpstreamSession.open(upstream, timeouts, (opened) => this.#own(opened));
+      const aux = await UpstreamSession.open(upstream, timeouts, (opened) => this.#own(opened), this.#ending.signal);
       const ok = await aux.login(upstreamUser, upstreamPassword).catch((error: unknown) => {
         aux.close();
         throw error;
@@ -838,7 +841,12 @@ export class ImapSession {
 
   /** Opens an upstream connection owned by this session: closed by `shutdown` from the moment it is connected. */
   async #openUpstream(): Promise<UpstreamSession> {
-    return UpstreamSession.open(this.ctx.upstream, this.ctx.timeouts, (opened) => this.#own(opened));
+    return UpstreamSession.open(
+      this.ctx.upstream,
+      this.ctx.timeouts,
+      (opened) => this.#own(opened),
+      this.#ending.signal,
+    );
   }
 
   #own(up: UpstreamSession): void {
