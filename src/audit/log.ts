@@ -8,6 +8,7 @@
  */
 import { Database } from "bun:sqlite";
 import { existsSync } from "node:fs";
+import { preparePrivateDatabase, restrictDatabaseFiles } from "../private-files.ts";
 import {
   type AuditEvent,
   type AuditFilter,
@@ -138,6 +139,8 @@ export class AuditLog {
           );
         }
       } else {
+        // Who mailed whom: the file and its -wal and -shm are the proxy user's alone, whatever the umask.
+        preparePrivateDatabase(path);
         db = new Database(path, { create: true, readwrite: true, strict: true });
         db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
         const mode = db.query<{ journal_mode: string }, []>("PRAGMA journal_mode = WAL").get();
@@ -151,6 +154,8 @@ export class AuditLog {
         // SQLite quietly opens a write-protected file read-only; a write here turns that into an error now
         // rather than at the first decision.
         db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
+        // The -wal and -shm files exist now: made with the database file's mode, or left wider by an older build.
+        restrictDatabaseFiles(path);
       }
     } catch (e) {
       db?.close();

@@ -16,6 +16,7 @@
 import { Database } from "bun:sqlite";
 import { existsSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
+import { preparePrivateDatabase, restrictDatabaseFiles } from "../private-files.ts";
 
 /**
  * Bump when the meaning of a stored row changes (the classifier's own version is part of the fingerprint); a file
@@ -97,6 +98,8 @@ export class ClassificationCache {
   static #tryOpen(path: string, log: (message: string) => void): ClassificationCache | Error {
     let db: Database | null = null;
     try {
+      // Which messages an agent may see, per account and folder: 0600 like the audit log, whatever the umask.
+      preparePrivateDatabase(path);
       db = new Database(path, { create: true, readwrite: true, strict: true });
       db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
       db.exec("PRAGMA journal_mode = WAL");
@@ -120,6 +123,7 @@ export class ClassificationCache {
         ) WITHOUT ROWID`);
         db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
       }
+      restrictDatabaseFiles(path);
       return new ClassificationCache(db, log);
     } catch (error) {
       db?.close();

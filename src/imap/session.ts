@@ -80,6 +80,14 @@ const READ_AHEAD_LIMIT = 256 * 1024;
 const PRE_AUTH = new Set(["CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "ID", "LOGIN", "AUTHENTICATE"]);
 const ANY_STATE = new Set(["CAPABILITY", "NOOP", "LOGOUT", "ID"]);
 const SELECTED_ONLY = new Set(["FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE", "CLOSE", "UNSELECT", "CHECK"]);
+/**
+ * Commands whose result is audited: refused at once while the audit log is known to be failing, and their output
+ * held until their allow row is accepted (docs/imap.md "Audit before data").
+ */
+const AUDITED = new Set([
+  ...["LIST", "LSUB", "STATUS", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE"],
+  ...["APPEND", "FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE", "CLOSE"],
+]);
 
 export class ImapSession {
   readonly id = randomBytes(6).toString("hex");
@@ -89,8 +97,14 @@ export class ImapSession {
   #framer = new Framer({ role: "server" });
   readonly #enc = new Encoder({ side: "server" });
   #flushScheduled = false;
+  /** The running command's output waits in the encoder until its allow row is accepted (`#hold`). */
+  #held = false;
   #wake: (() => void) | null = null;
   #closed = false;
+  /** Every upstream connection this session opened and may not have closed: `shutdown` closes them all. */
+  readonly #upstreams = new Set<UpstreamSession>();
+  /** Aborted by `shutdown`: cancels upstream connection attempts not yet connected. */
+  readonly #ending = new AbortController();
   state: State = "not-authenticated";
   up: UpstreamSession | null = null;
   /** Name in audit rows: the agent (vault) or the upstream user (pass-through). */
@@ -191,6 +205,10 @@ export class ImapSession {
     this.#releasePlace?.();
     this.#releasePlace = null;
     this.up?.close();
+    // Including one still connecting or logging in, or opened by a command the agent left in the middle of.
+    for (const up of this.#upstreams) up.close();
+    this.#upstreams.clear();
+    this.#ending.abort();
     void this.#auxiliary?.then(
       (up) => up.close(),
       () => {},
@@ -253,6 +271,7 @@ export class ImapSession {
 
   flush(): void {
     this.#flushScheduled = false;
+    if (this.#held) return;
     // The batch goes out as views of the encoder's buffer, and large literals by reference (see Encoder): no copy.
     // When the socket took every part directly (nothing queued before it), the buffer is reused for the next
     // batch; otherwise a part may be queued by reference and the encoder moves on to a new buffer.
@@ -271,6 +290,34 @@ export class ImapSession {
       up.pause();
       void this.conn.drained().then(() => up.resume());
     }
+  }
+
+  /** Holds what the running command sends until `#release` (its allow row was accepted, or it ended). */
+  #hold(): void {
+    this.flush();
+    this.#held = true;
+  }
+
+  #release(): void {
+    if (!this.#held) return;
+    this.#held = false;
+    this.#scheduleFlush();
+  }
+
+  /** Ends the session with `* BYE`; what a held command had prepared is not sent (it was never audited). */
+  #bye(text: string): void {
+    this.#dropHeld();
+    this.#held = false;
+    this.sendText(`* BYE ${text}`);
+    this.flush();
+    this.shutdown();
+  }
+
+  /** Throws away what the running command sent while held: its row could not be recorded. */
+  #dropHeld(): void {
+    if (!this.#held) return;
+    this.#enc.takeViews();
+    this.#enc.recycle();
   }
 
   // ---- input -----------------------------------------------------------------------------------------------
@@ -364,14 +411,23 @@ export class ImapSession {
     if (SELECTED_ONLY.has(name) && this.state !== "selected") {
       return this.tagged(cmd.tag, "BAD", null, "No mailbox selected");
     }
+    const audited = AUDITED.has(name);
+    if (audited) this.#hold();
     try {
+      // SELECT and EXAMINE check for themselves: a failed one must deselect (RFC 3501 §6.3.1).
+      if (audited && name !== "SELECT" && name !== "EXAMINE") this.requireAudit();
       if (!ANY_STATE.has(name) || name === "NOOP") {
         await this.#dispatch(cmd);
       } else {
         await this.#local(cmd);
       }
     } catch (error) {
+      // A row that could not be recorded: the agent gets the NO and nothing the command had prepared.
+      if (error instanceof AuditUnavailableError) this.#dropHeld();
+      this.#release();
       this.#fail(cmd, error);
+    } finally {
+      this.#release();
     }
   }
 
@@ -388,7 +444,11 @@ export class ImapSession {
         this.sendText("* BYE Logging out");
         this.tagged(cmd.tag, "OK", null, "Logout completed");
         this.flush();
-        void this.up?.logout();
+        if (this.up !== null) {
+          // Logged out politely (at most 2 s), not cut by shutdown.
+          this.#upstreams.delete(this.up);
+          void this.up.logout();
+        }
         this.up = null;
         this.shutdown();
         return;
@@ -462,6 +522,11 @@ export class ImapSession {
    * a lost upstream `BYE`, anything else logged and `NO [SERVERBUG]`. Parse errors are answered in the read loop.
    */
   #fail(cmd: Command, error: unknown): void {
+    if (this.#closed) {
+      // The agent left (or the proxy is stopping) during the command: nobody to answer, and shutdown closed upstream.
+      this.log.debug(`session ${this.id}: ${cmd.name} ended with the session: ${(error as Error)?.message}`);
+      return;
+    }
     if (error instanceof Refusal) return this.tagged(cmd.tag, error.status, error.code, error.message);
     if (error instanceof AuditUnavailableError) {
       this.log.error(`session ${this.id}: ${error.message}`);
@@ -478,10 +543,7 @@ export class ImapSession {
         ruleIndex: null,
         reason: error.message,
       });
-      this.sendText(`* BYE Upstream server unavailable: ${error.message}`);
-      this.flush();
-      this.shutdown();
-      return;
+      return this.#bye(`Upstream server unavailable: ${error.message}`);
     }
     this.log.error(`session ${this.id}: ${cmd.name} failed: ${(error as Error)?.stack ?? String(error)}`);
     this.tagged(cmd.tag, "NO", "SERVERBUG", "Internal error");
@@ -545,9 +607,7 @@ export class ImapSession {
         ruleIndex: null,
         reason: error?.message ?? "upstream closed",
       });
-      this.sendText(`* BYE Upstream connection lost`);
-      this.flush();
-      this.shutdown();
+      this.#bye("Upstream connection lost");
     };
   }
 
@@ -615,18 +675,35 @@ export class ImapSession {
     return result;
   }
 
+  /**
+   * Queues a row. An allow row that cannot be queued throws AuditUnavailableError (the command is refused); one
+   * that is queued lets the command's held output go to the agent.
+   */
   auditRow(ev: Row): void {
     try {
       this.ctx.audit.record(this.#event(ev));
     } catch (error) {
       if (ev.decision === "allow") throw error;
       this.log.error(`session ${this.id}: audit row lost: ${(error as Error).message}`);
+      return;
     }
+    if (ev.decision === "allow") this.#release();
   }
 
   /** Records and waits until the row is on disk: for writes, before they go upstream (docs/audit.md). */
   async auditDurable(ev: Row): Promise<void> {
     await this.ctx.audit.durable(this.#event(ev));
+    this.#release();
+  }
+
+  /**
+   * Throws AuditUnavailableError while the audit log is known to be failing (a commit failed and no retry has
+   * succeeded yet): audited commands are refused before they do anything.
+   */
+  requireAudit(): void {
+    if (!this.ctx.audit.healthy) {
+      throw new AuditUnavailableError(`audit: ${this.ctx.audit.path} is not accepting rows; command refused`);
+    }
   }
 
   #event(ev: Row): AuditEvent {
@@ -712,6 +789,8 @@ export class ImapSession {
     if (this.ctx.listenTls === "starttls" && !this.conn.secure) {
       throw new Refusal("NO", "PRIVACYREQUIRED", "Use STARTTLS first");
     }
+    // A login that could not be audited is refused anyway (below): no upstream login for nothing.
+    this.requireAudit();
     const { config } = this.ctx;
     let upstreamUser = username;
     let upstreamPassword = password;
@@ -734,10 +813,13 @@ export class ImapSession {
       if (this.ctx.perAgent.count(SessionCounter.key(agent, upstreamUser)) >= this.ctx.perAgent.limit)
         return this.#overSessionLimit(command, username, true);
     }
+    // After every await below the agent may have gone: what was opened is closed (shutdown closes what it finds
+    // in #upstreams; each step checks #closed too), and nothing is attached to a dead session.
     let up: UpstreamSession;
     try {
-      up = await UpstreamSession.open(this.ctx.upstream, this.ctx.timeouts);
+      up = await this.#openUpstream();
     } catch (error) {
+      if (this.#closed) return;
       const reason = (error as Error).message;
       this.log.warn(`session ${this.id}: ${reason}`);
       this.auditRow({
@@ -757,6 +839,7 @@ export class ImapSession {
       ok = await up.login(upstreamUser, upstreamPassword);
     } catch (error) {
       up.close();
+      if (this.#closed) return;
       const reason = (error as Error).message;
       this.auditRow({
         command,
@@ -770,8 +853,9 @@ export class ImapSession {
       });
       throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
     }
-    if (!ok) {
+    if (!ok || this.#closed) {
       up.close();
+      if (this.#closed) return;
       return this.#loginFailed(tag, command, username, "the upstream server refused the credentials");
     }
     // Counted once the login is known to be good (pass-through: per upstream login name).
@@ -782,12 +866,51 @@ export class ImapSession {
       return this.#overSessionLimit(command, username, agent !== null);
     }
     this.#releasePlace = place;
+    // The delimiter maps every name onto the rules: without upstream's own answer, no guess (a wrong one would let
+    // `Secret.Sub` past a rule on `Secret/**`); the session ends instead.
+    let delimiter: string | null | undefined;
+    let listed: Awaited<ReturnType<UpstreamSession["run"]>>;
+    try {
+      listed = await up.run({ name: "LIST", reference: "", pattern: "", selectOptions: [], returnOptions: [] }, (r) => {
+        if (r.type === "LIST") delimiter = r.delimiter;
+      });
+    } catch (error) {
+      this.#dropPlace();
+      up.close();
+      throw error;
+    }
+    if (this.#closed) return up.close();
+    if (listed.status !== "OK" || delimiter === undefined) {
+      this.#dropPlace();
+      up.close();
+      throw new UpstreamError("the upstream server did not tell its hierarchy delimiter");
+    }
+    // The login's row is on disk before the session is logged in (docs/imap.md "Audit before data"): if it cannot
+    // be written, the agent gets NO [UNAVAILABLE], stays unauthenticated, and the upstream login is closed.
     this.user = agent ?? username;
+    try {
+      await this.auditDurable({
+        command,
+        operation: null,
+        folder: null,
+        target: null,
+        decision: "allow",
+        rule: null,
+        ruleIndex: null,
+        reason: "logged in",
+      });
+    } catch (error) {
+      this.user = null;
+      this.#dropPlace();
+      up.close();
+      throw error;
+    }
+    if (this.#closed) return up.close();
     this.agent = agent;
     this.account = `${this.ctx.upstream.host}:${this.ctx.upstream.port}/${upstreamUser}`;
     const { upstream, timeouts } = this.ctx;
     this.#openAuxiliary = async () => {
-      const aux = await UpstreamSession.open(upstream, timeouts);
+      const aux = await UpstreamSession.open(upstream, timeouts, (opened) => this.#own(opened), this.#ending.signal);
       const ok = await aux.login(upstreamUser, upstreamPassword).catch((error: unknown) => {
         aux.close();
         throw error;
@@ -800,29 +923,8 @@ export class ImapSession {
     };
     this.rights = new FolderRights(this.ctx.policy, agent);
     this.attachUpstream(up);
-    // The delimiter maps every name onto the rules: without upstream's own answer, no guess (a wrong one would let
-    // `Secret.Sub` past a rule on `Secret/**`); the session ends instead.
-    let delimiter: string | null | undefined;
-    const listed = await this.upstreamRun(
-      { name: "LIST", reference: "", pattern: "", selectOptions: [], returnOptions: [] },
-      (r) => {
-        if (r.type === "LIST") delimiter = r.delimiter;
-      },
-    );
-    if (listed.status !== "OK" || delimiter === undefined)
-      throw new UpstreamError("the upstream server did not tell its hierarchy delimiter");
     this.names = new FolderNames(delimiter);
     this.state = "authenticated";
-    this.auditRow({
-      command,
-      operation: null,
-      folder: null,
-      target: null,
-      decision: "allow",
-      rule: null,
-      ruleIndex: null,
-      reason: "logged in",
-    });
     this.tagged(tag, "OK", `CAPABILITY ${AUTH_CAPABILITIES.join(" ")}`, "Logged in");
   }
 
@@ -843,6 +945,28 @@ export class ImapSession {
     this.sendText(`* BYE [LIMIT] Too many sessions for this ${vault ? "agent" : "login"} (limit ${limit})`);
     this.flush();
     this.shutdown();
+  }
+
+  /** A login that fails after its place was taken gives the place back (a retried LOGIN takes a new one). */
+  #dropPlace(): void {
+    this.#releasePlace?.();
+    this.#releasePlace = null;
+  }
+
+  /** Opens an upstream connection owned by this session: closed by `shutdown` from the moment it is connected. */
+  async #openUpstream(): Promise<UpstreamSession> {
+    return UpstreamSession.open(
+      this.ctx.upstream,
+      this.ctx.timeouts,
+      (opened) => this.#own(opened),
+      this.#ending.signal,
+    );
+  }
+
+  #own(up: UpstreamSession): void {
+    if (this.#closed) return up.close();
+    for (const known of this.#upstreams) if (known.closed) this.#upstreams.delete(known);
+    this.#upstreams.add(up);
   }
 
   async #loginFailed(tag: string, command: string, username: string | null, reason: string): Promise<void> {

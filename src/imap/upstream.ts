@@ -61,10 +61,21 @@ export class UpstreamSession {
     conn.onClose((error) => this.#closed(error));
   }
 
-  /** Connects, reads the greeting and, for `starttls`, upgrades with a verified certificate before anything else. */
-  static async open(target: UpstreamTarget, timeouts: UpstreamTimeouts): Promise<UpstreamSession> {
-    const conn = await connectUpstream({ ...target, connectTimeoutMs: timeouts.connectMs });
+  /**
+   * Connects, reads the greeting and, for `starttls`, upgrades with a verified certificate before anything else.
+   * `signal` abandons the connection attempt (and, for implicit TLS, its handshake); `onConnected` gets the session
+   * as soon as the connection exists, so that its owner can close it while the rest is still under way (the agent
+   * hung up, the proxy is stopping).
+   */
+  static async open(
+    target: UpstreamTarget,
+    timeouts: UpstreamTimeouts,
+    onConnected: ((session: UpstreamSession) => void) | null = null,
+    signal: AbortSignal | null = null,
+  ): Promise<UpstreamSession> {
+    const conn = await connectUpstream({ ...target, connectTimeoutMs: timeouts.connectMs }, signal);
     const session = new UpstreamSession(conn, target, timeouts);
+    onConnected?.(session);
     try {
       await session.#readGreeting();
       if (target.tls === "starttls") await session.#startTls();

@@ -50,15 +50,20 @@ export class UpstreamError extends Error {
   override name = "UpstreamError";
 }
 
-/** Connects (and for `tls`, completes a verified handshake) or rejects with UpstreamError. */
-export function connectUpstream(target: UpstreamTarget): Promise<Connection> {
+/**
+ * Connects (and for `tls`, completes a verified handshake) or rejects with UpstreamError; `signal` gives up at once
+ * (the session that asked is gone).
+ */
+export function connectUpstream(target: UpstreamTarget, signal: AbortSignal | null = null): Promise<Connection> {
   return new Promise((resolve, reject) => {
     let socket: Socket;
     let settled = false;
+    const cancelled = (): void => fail(new Error("cancelled"));
     const fail = (error: Error): void => {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      signal?.removeEventListener("abort", cancelled);
       socket.destroy();
       const what = target.tls === "tls" ? "TLS connection" : "connection";
       reject(new UpstreamError(`${what} to ${target.host}:${target.port} failed: ${error.message}`));
@@ -67,6 +72,7 @@ export function connectUpstream(target: UpstreamTarget): Promise<Connection> {
       if (settled) return;
       settled = true;
       clearTimeout(timer);
+      signal?.removeEventListener("abort", cancelled);
       socket.off("error", fail);
       resolve(new Connection(socket, target.tls === "tls"));
     };
@@ -77,5 +83,7 @@ export function connectUpstream(target: UpstreamTarget): Promise<Connection> {
       socket = tcpConnect({ host: target.host, port: target.port }, ready);
     }
     socket.once("error", fail);
+    if (signal?.aborted) cancelled();
+    else signal?.addEventListener("abort", cancelled, { once: true });
   });
 }

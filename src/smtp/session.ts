@@ -164,6 +164,8 @@ export class SmtpSession {
   shutdown(): void {
     this.#send(reply(421, "4.3.2", "Mailgator is shutting down"));
     this.#close();
+    // The upstream connection ends now, not when the agent hangs up; a running command's ends when it is done.
+    if (!this.#running) this.#releaseUpstream();
   }
 
   // ---- input ----
@@ -233,6 +235,7 @@ export class SmtpSession {
       // The agent's idle time starts when it has our last reply.
       this.#lastActivity = performance.now();
       if (this.#cleanupPending) this.#release();
+      else if (this.#closing) this.#releaseUpstream();
       if (this.#queuedBytes <= MAX_QUEUED_INPUT / 2) this.#conn.resume();
     }
   }
@@ -314,6 +317,11 @@ export class SmtpSession {
     this.#releasePlace?.();
     this.#releasePlace = null;
     this.#spool.close();
+    this.#releaseUpstream();
+  }
+
+  /** Quits the upstream connection and the one being opened, if any: the session sends nothing more. */
+  #releaseUpstream(): void {
     const upstream = this.#upstream;
     this.#upstream = null;
     void upstream?.quit().catch(() => {});
@@ -602,8 +610,9 @@ export class SmtpSession {
       // for sending.
       this.#flush();
       const credentials: Credentials = { username: attempt.username, password: attempt.password };
+      let opened: UpstreamSession;
       try {
-        this.#upstream = await UpstreamSession.open(this.#ctx.upstream, credentials);
+        opened = await UpstreamSession.open(this.#ctx.upstream, credentials);
       } catch (e) {
         if (e instanceof UpstreamAuthError)
           return this.#authFailed(attempt.username, `upstream refused the login (${e.reply.code})`);
@@ -617,13 +626,17 @@ export class SmtpSession {
         this.#send(reply(454, "4.7.0", `Temporary authentication failure: ${message}`));
         return;
       }
-      // Counted once the upstream has accepted the login: per upstream login name.
-      if (!this.#takePlace(SessionCounter.key(null, attempt.username), attempt.username, false)) {
-        const upstream = this.#upstream;
-        this.#upstream = null;
-        void upstream?.quit().catch(() => {});
+      if (this.#closing) {
+        // The agent left, or the proxy is stopping, while upstream checked the login: nothing to keep it for.
+        void opened.quit().catch(() => {});
         return;
       }
+      // Counted once the upstream has accepted the login: per upstream login name.
+      if (!this.#takePlace(SessionCounter.key(null, attempt.username), attempt.username, false)) {
+        void opened.quit().catch(() => {});
+        return;
+      }
+      this.#upstream = opened;
       this.#identity = { mode: "pass-through", user: attempt.username, credentials };
       this.#senders = sessionIdentities(attempt.username, config.smtp?.identities ?? []);
     }

@@ -30,6 +30,8 @@ export interface ProxyOptions {
   readonly caFile?: string | null;
   /** Text after the rules (agents, accounts). */
   readonly extra?: string;
+  /** What the proxy is given as its audit log, built around the real one (a log that fails on cue). */
+  readonly wrapAudit?: (log: AuditLog) => AuditLog;
 }
 
 export interface TestProxy {
@@ -69,7 +71,7 @@ ${options.extra ?? ""}
   const config: Config = { ...parsed, imap: { ...parsed.imap!, listenAddr: { host: "127.0.0.1", port: 0 } } };
   const audit = AuditLog.open(config.audit.path, { batchMs: 5, sync: "normal" });
   const policy = compilePolicy(config.rules);
-  const proxy = await startImapProxy({ config, policy, audit });
+  const proxy = await startImapProxy({ config, policy, audit: options.wrapAudit?.(audit) ?? audit });
   return {
     proxy,
     port: proxy.address.port,

@@ -285,6 +285,7 @@ async function deselect(s: ImapSession): Promise<void> {
 async function select(s: ImapSession, cmd: CommandOf<"SELECT" | "EXAMINE">): Promise<void> {
   let p: string;
   try {
+    s.requireAudit();
     p = visibleFolder(s, cmd.name, "folder:read", cmd.mailbox);
     s.require(cmd.name, "folder:read", p);
   } catch (refusal) {
@@ -353,6 +354,24 @@ async function select(s: ImapSession, cmd: CommandOf<"SELECT" | "EXAMINE">): Pro
       throw new Refusal("NO", "UNAVAILABLE", "The mailbox could not be filtered; try again later");
     }
   }
+  // The allow row before anything of the mailbox reaches the agent (docs/imap.md "Audit before data"); a SELECT
+  // that cannot be audited fails, and deselects upstream too.
+  try {
+    s.auditRow({
+      command: cmd.name,
+      operation: "folder:read",
+      folder: p,
+      decision: "allow",
+      rule: d.rule,
+      ruleIndex: d.ruleIndex,
+      reason: d.reason,
+      count: box.agentCount,
+      hiddenCount: box.upstreamCount - box.agentCount,
+    });
+  } catch (error) {
+    await s.upstreamRun({ name: "UNSELECT" }).catch(() => {});
+    throw error;
+  }
   s.box = box;
   s.state = "selected";
   await s.sync(true);
@@ -397,17 +416,6 @@ async function select(s: ImapSession, cmd: CommandOf<"SELECT" | "EXAMINE">): Pro
   ) {
     s.sendText(`* OK [UNSEEN ${unseenSeq}] First unseen`);
   }
-  s.auditRow({
-    command: cmd.name,
-    operation: "folder:read",
-    folder: p,
-    decision: "allow",
-    rule: d.rule,
-    ruleIndex: d.ruleIndex,
-    reason: d.reason,
-    count: box.agentCount,
-    hiddenCount: box.upstreamCount - box.agentCount,
-  });
   s.tagged(cmd.tag, "OK", readOnly ? "READ-ONLY" : "READ-WRITE", `${cmd.name} completed`);
 }
 

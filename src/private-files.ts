@@ -1,0 +1,47 @@
+/**
+ * Files only the proxy's own user may read: the audit log (who mailed whom), the classification cache, and their
+ * SQLite side files. Created 0600 whatever the umask; group and other bits an earlier run left are taken away
+ * (docs/audit.md "Files").
+ */
+
+import { chmodSync, closeSync, fchmodSync, openSync, statSync } from "node:fs";
+
+/** Owner read and write, nothing for group or others. */
+export const PRIVATE_FILE_MODE = 0o600;
+
+/** SQLite's companions of a database file in WAL mode (the rollback journal for a file not yet in WAL mode). */
+const SQLITE_SIDE_FILES = ["-wal", "-shm", "-journal"] as const;
+
+/**
+ * Before SQLite opens `path` for writing: creates it empty with mode 0600 if it is missing (SQLite takes an empty
+ * file as an empty database, and creates its -wal and -shm files with the database file's mode), and takes the
+ * group and other bits off it and any side file already there. Throws on any failure but "already exists".
+ */
+export function preparePrivateDatabase(path: string): void {
+  let fd: number | null = null;
+  try {
+    fd = openSync(path, "wx", PRIVATE_FILE_MODE);
+    // The umask may have cleared bits of the mode asked for; never added any. fchmod sets exactly 0600.
+    fchmodSync(fd, PRIVATE_FILE_MODE);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+  } finally {
+    if (fd !== null) closeSync(fd);
+  }
+  restrictDatabaseFiles(path);
+}
+
+/** Clears the group and other bits of `path` and its SQLite side files where they exist (0644 becomes 0600). */
+export function restrictDatabaseFiles(path: string): void {
+  for (const file of [path, ...SQLITE_SIDE_FILES.map((suffix) => path + suffix)]) {
+    let mode: number;
+    try {
+      mode = statSync(file).mode & 0o777;
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") continue;
+      throw e;
+    }
+    // Group and other bits are taken away; the owner's are left as they are (a write-protected log stays so).
+    if ((mode & 0o077) !== 0) chmodSync(file, mode & 0o700);
+  }
+}
