@@ -30,12 +30,14 @@ export const AUTH_CAPABILITIES: readonly string[] = [
   "WITHIN",
 ];
 
-/** LIST attributes passed on (the CHILDREN ones are recomputed over visible folders). */
+/**
+ * LIST attributes passed on (the CHILDREN ones are recomputed over visible folders). `\Marked` and `\UnMarked` are
+ * not: they say whether mail arrived since the folder was last selected (RFC 3501 §7.2.2), hidden mail included, and
+ * by the human's client too; a server MAY leave them out, so dropping them is always correct.
+ */
 export const LIST_ATTRIBUTES = new Set([
   "\\NOINFERIORS",
   "\\NOSELECT",
-  "\\MARKED",
-  "\\UNMARKED",
   "\\ALL",
   "\\ARCHIVE",
   "\\DRAFTS",

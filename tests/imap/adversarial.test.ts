@@ -224,6 +224,8 @@ test("§7.14 LIST with RECURSIVEMATCH gets BAD; no listing reveals a hidden name
   for (const hidden of ["Secret", "Hidden", "Gmail", "All Mail", "Junk", "#shared"]) expect(text).not.toContain(hidden);
   // Parent's only child is hidden: \HasNoChildren (RFC 3348 rewritten over visible folders).
   expect(text).toContain('* LIST (\\HasNoChildren) "/" Parent\r\n');
+  // \Marked / \UnMarked would tell whether hidden mail arrived since the last SELECT: never passed on.
+  expect(text.toLowerCase()).not.toContain("marked");
   raw.close();
 });
 
