@@ -70,11 +70,14 @@ describe("lifetimes (clock set by the test)", () => {
   function code(authority: Authority): { code: string; verifier: string } {
     const verifier = "v".repeat(43);
     const challenge = createHash("sha256").update(verifier).digest("base64url");
-    const reply = call(
-      authority,
-      "GET",
-      `/authorize?response_type=code&client_id=${CLIENT.id}&redirect_uri=http://127.0.0.1:9/cb&code_challenge=${challenge}&code_challenge_method=S256`,
-    );
+    const query = new URLSearchParams({
+      response_type: "code",
+      client_id: CLIENT.id,
+      redirect_uri: "http://127.0.0.1:9/cb",
+      code_challenge: challenge,
+      code_challenge_method: "S256",
+    });
+    const reply = call(authority, "GET", `/authorize?${query}`);
     return { code: new URL(reply.headers?.["location"] ?? "").searchParams.get("code") ?? "", verifier };
   }
 
