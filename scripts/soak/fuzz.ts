@@ -17,15 +17,15 @@ import {
   ImapClient,
   intFlag,
   LOOPBACK,
+  type MailgatorProcess,
   makeUsers,
   parseFlags,
   plainAuth,
   prng,
-  type Proxy,
   RssSampler,
   runDir,
-  type SoakUser,
   SmtpClient,
+  type SoakUser,
   servers,
   settle,
   startProxy,
@@ -111,7 +111,7 @@ const SMTP_CORPUS: readonly string[] = [
   "MAIL FROM:<USER> SIZE=100 BODY=8BITMIME",
   "RCPT TO:<a@corp.test>",
   "RCPT TO:<b@evil.test>",
-  "RCPT TO:<\"quoted local\"@corp.test> NOTIFY=NEVER",
+  'RCPT TO:<"quoted local"@corp.test> NOTIFY=NEVER',
   "DATA\r\nFrom: <USER>\r\nTo: a@corp.test\r\nSubject: fuzz\r\n\r\nhello\r\n..dot\r\n.",
   "RSET",
   "NOOP",
@@ -132,7 +132,15 @@ const SMTP_CORPUS: readonly string[] = [
 const VALID_SHARE = 0.25;
 const SPECIAL_INSERTS = ["\r", "\n", "\0", "\r\n", " ", '"', "(", ")", "[", "]", "*", "\\", "%", "\x7f", "\xff", "~"];
 const LITERAL_SIZES = [0, 1, 5, 100, 4095, 4096, 4097, 65536, 65537, 2 ** 31, 4294967295, 4294967296];
-const HUGE_NUMBERS = ["0", "4294967295", "4294967296", "18446744073709551616", "99999999999999999999999999", "-1", "00000000001"];
+const HUGE_NUMBERS = [
+  "0",
+  "4294967295",
+  "4294967296",
+  "18446744073709551616",
+  "99999999999999999999999999",
+  "-1",
+  "00000000001",
+];
 
 /** One mutated input from the corpus: 1 to 3 mutations. */
 export function mutate(corpus: readonly string[], random: () => number): string {
@@ -145,7 +153,10 @@ export function mutate(corpus: readonly string[], random: () => number): string 
       case 0: {
         if (text.length === 0) break;
         const i = Math.min(at, text.length - 1);
-        text = text.slice(0, i) + String.fromCharCode(text.charCodeAt(i) ^ (1 << Math.floor(random() * 8))) + text.slice(i + 1);
+        text =
+          text.slice(0, i) +
+          String.fromCharCode(text.charCodeAt(i) ^ (1 << Math.floor(random() * 8))) +
+          text.slice(i + 1);
         break;
       }
       case 1:
@@ -305,7 +316,8 @@ async function sendChunks(
 async function imapConnection(port: number, user: SoakUser, inputs: string[], random: () => number): Promise<Outcome> {
   const sink = await Sink.open(port);
   try {
-    if (!(await sink.wait(/^\* (OK|BYE)[^\r\n]*\r\n/m, LOGIN_WAIT_MS))) return { closedByProxy: sink.closed, written: 0 };
+    if (!(await sink.wait(/^\* (OK|BYE)[^\r\n]*\r\n/m, LOGIN_WAIT_MS)))
+      return { closedByProxy: sink.closed, written: 0 };
     if (random() < 0.85) {
       sink.write(`L1 LOGIN "${user.user}" "${user.password}"\r\n`);
       if (!(await sink.wait(/(^|\n)L1 [^\r\n]*\r\n/, LOGIN_WAIT_MS))) return { closedByProxy: sink.closed, written: 0 };
@@ -352,7 +364,7 @@ async function smtpConnection(port: number, user: SoakUser, inputs: string[], ra
 
 // ------------------------------------------------------------------------------------------------ the run
 
-export async function runFuzz(options: FuzzOptions, proxyIn?: Proxy): Promise<FuzzReport> {
+export async function runFuzz(options: FuzzOptions, proxyIn?: MailgatorProcess): Promise<FuzzReport> {
   const log = options.log;
   const { upstreams } = await servers(log);
   const dir = runDir("fuzz");
@@ -430,8 +442,7 @@ export async function runFuzz(options: FuzzOptions, proxyIn?: Proxy): Promise<Fu
     20_000,
   );
   const upstream = await settle(
-    () =>
-      tcpConnections(proxy.pid, { remote: imapRelay.port }) + tcpConnections(proxy.pid, { remote: smtpRelay.port }),
+    () => tcpConnections(proxy.pid, { remote: imapRelay.port }) + tcpConnections(proxy.pid, { remote: smtpRelay.port }),
     0,
     20_000,
   );
@@ -450,7 +461,8 @@ export async function runFuzz(options: FuzzOptions, proxyIn?: Proxy): Promise<Fu
         ["LOGOUT", "OK"],
       ] as const) {
         const reply = await imap.command(command);
-        if (reply.status !== want) problems.push(`after the run, ${command.split(" ")[0]} got ${reply.text.slice(-120)}`);
+        if (reply.status !== want)
+          problems.push(`after the run, ${command.split(" ")[0]} got ${reply.text.slice(-120)}`);
       }
       imap.destroy();
       const smtp = await SmtpClient.connect(proxy.smtpPort);
@@ -473,13 +485,16 @@ export async function runFuzz(options: FuzzOptions, proxyIn?: Proxy): Promise<Fu
   }
   const end = rss.sample();
   rss.stop();
-  if (!(rss.max <= options.rssLimitMiB)) problems.push(`RSS reached ${rss.max.toFixed(1)} MiB > ${options.rssLimitMiB}`);
+  if (!(rss.max <= options.rssLimitMiB))
+    problems.push(`RSS reached ${rss.max.toFixed(1)} MiB > ${options.rssLimitMiB}`);
   for (const [name, relay] of [
     ["IMAP", imapRelay],
     ["SMTP", smtpRelay],
   ] as const) {
     if (relay.stats.malformed > 0)
-      problems.push(`${relay.stats.malformed} malformed ${name} command(s) upstream: ${relay.stats.samples.join(" | ")}`);
+      problems.push(
+        `${relay.stats.malformed} malformed ${name} command(s) upstream: ${relay.stats.samples.join(" | ")}`,
+      );
     if (relay.stats.commands === 0) problems.push(`no ${name} command reached upstream: the relay saw nothing`);
   }
   if (proxyIn === undefined) {
@@ -493,7 +508,12 @@ export async function runFuzz(options: FuzzOptions, proxyIn?: Proxy): Promise<Fu
     inputs,
     connections,
     seconds,
-    rss: { start: rss.series[0]![1], max: rss.max, end, series: rss.format(Math.max(1, Math.round(rss.series.length / 40))) },
+    rss: {
+      start: rss.series[0]![1],
+      max: rss.max,
+      end,
+      series: rss.format(Math.max(1, Math.round(rss.series.length / 40))),
+    },
     relay: { imap: imapRelay.stats, smtp: smtpRelay.stats },
     leftover: { agents, upstream },
     problems,
@@ -517,7 +537,9 @@ function print(report: FuzzReport, options: FuzzOptions): void {
       `fuzz: RSS MiB: start ${report.rss.start.toFixed(1)}, max ${report.rss.max.toFixed(1)} (limit ${options.rssLimitMiB}), end ${report.rss.end.toFixed(1)}`,
       `fuzz: RSS series (s MiB): ${report.rss.series}`,
       `fuzz: folder ${report.dir}`,
-      total < options.inputs ? `fuzz: stopped at --max-seconds ${options.maxSeconds} after ${total} of ${options.inputs} inputs` : "",
+      total < options.inputs
+        ? `fuzz: stopped at --max-seconds ${options.maxSeconds} after ${total} of ${options.inputs} inputs`
+        : "",
       report.problems.length === 0 ? "fuzz: PASS" : `fuzz: FAIL\n  ${report.problems.join("\n  ")}`,
     ]
       .filter(Boolean)

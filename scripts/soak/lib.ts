@@ -8,7 +8,7 @@
  */
 
 import { Database } from "bun:sqlite";
-import { mkdirSync, readdirSync, readFileSync, readlinkSync, writeFileSync } from "node:fs";
+import { mkdirSync, readdirSync, readFileSync, readlinkSync, statSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { join, resolve } from "node:path";
 import { readUpstreams, type Upstreams, type UpstreamUser } from "../upstreams/description.ts";
@@ -27,7 +27,11 @@ export interface FlagSpec {
 }
 
 /** `--name value` flags with defaults; `--help` prints `usage` and the flags, then exits 0. Unknown flags exit 2. */
-export function parseFlags<S extends FlagSpec>(usage: string, spec: S, argv = process.argv.slice(2)): Record<keyof S, string> {
+export function parseFlags<S extends FlagSpec>(
+  usage: string,
+  spec: S,
+  argv = process.argv.slice(2),
+): Record<keyof S, string> {
   const values: Record<string, string> = {};
   for (const [name, s] of Object.entries(spec)) values[name] = s.default;
   for (let i = 0; i < argv.length; i++) {
@@ -41,7 +45,9 @@ export function parseFlags<S extends FlagSpec>(usage: string, spec: S, argv = pr
       process.exit(0);
     }
     const name = arg.startsWith("--") ? arg.slice(2) : "";
-    const [key, inline] = name.includes("=") ? [name.slice(0, name.indexOf("=")), name.slice(name.indexOf("=") + 1)] : [name, undefined];
+    const [key, inline] = name.includes("=")
+      ? [name.slice(0, name.indexOf("=")), name.slice(name.indexOf("=") + 1)]
+      : [name, undefined];
     if (!(key in spec)) {
       console.error(`unknown argument ${arg}; --help lists the flags`);
       process.exit(2);
@@ -157,11 +163,13 @@ export interface ProxyOptions {
   readonly env?: Readonly<Record<string, string>>;
   /** Load scripts/soak/heap-probe.ts into the proxy: heap statistics every few seconds into `<dir>/heap.jsonl`. */
   readonly heapProbe?: boolean;
+  /** The audit database (default `<dir>/audit.db`). */
+  readonly auditFile?: string;
   /** Extra config text (appended before the rules). */
   readonly extraConfig?: string;
 }
 
-export interface Proxy {
+export interface MailgatorProcess {
   readonly pid: number;
   readonly imapPort: number;
   readonly smtpPort: number;
@@ -176,12 +184,12 @@ export interface Proxy {
 }
 
 /** Writes `<dir>/mailgator.toml` and starts `bun src/cli/main.ts serve` on it; resolves once both ports listen. */
-export async function startProxy(options: ProxyOptions): Promise<Proxy> {
+export async function startProxy(options: ProxyOptions): Promise<MailgatorProcess> {
   mkdirSync(options.dir, { recursive: true });
   const imapPort = options.imapPort ?? (await freePort());
   const smtpPort = options.smtpPort ?? (await freePort());
   const configFile = join(options.dir, "mailgator.toml");
-  const auditFile = join(options.dir, "audit.db");
+  const auditFile = options.auditFile ?? join(options.dir, "audit.db");
   const logFile = join(options.dir, "mailgator.log");
   const { ports } = options.upstreams;
   writeFileSync(
@@ -305,6 +313,16 @@ export class RssSampler {
   }
 }
 
+/** User plus system CPU seconds a process has used so far (/proc/PID/stat), NaN once it is gone. */
+export function cpuSeconds(pid: number): number {
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
+    return (Number(fields[11]) + Number(fields[12])) / 100;
+  } catch {
+    return Number.NaN;
+  }
+}
+
 /** Socket inodes a process holds (from /proc/PID/fd). */
 function socketInodes(pid: number): Set<string> {
   const inodes = new Set<string>();
@@ -335,6 +353,38 @@ const TCP_LISTEN = "0A";
 export function tcpConnections(pid: number, filter: { local?: number; remote?: number }): number {
   const inodes = socketInodes(pid);
   let count = 0;
+  for (const f of tcpTable()) {
+    if (f.state === TCP_LISTEN || !inodes.has(f.inode)) continue;
+    if (filter.local !== undefined && f.local !== filter.local) continue;
+    if (filter.remote !== undefined && f.remote !== filter.remote) continue;
+    count++;
+  }
+  return count;
+}
+
+/** Local ports of the process's TCP connections to `remotePort` (its upstream connections, say). */
+export function localPortsTo(pid: number, remotePort: number): number[] {
+  const inodes = socketInodes(pid);
+  const ports: number[] = [];
+  for (const f of tcpTable()) {
+    if (f.state !== TCP_LISTEN && inodes.has(f.inode) && f.remote === remotePort) ports.push(f.local);
+  }
+  return ports;
+}
+
+/** The process holding the loopback TCP connection from `localPort` to `remotePort` (null when none). */
+export function socketOwner(localPort: number, remotePort: number): number | null {
+  const entry = tcpTable().find((f) => f.local === localPort && f.remote === remotePort && f.state !== TCP_LISTEN);
+  if (entry === undefined) return null;
+  for (const pid of readdirSync("/proc")) {
+    if (!/^\d+$/.test(pid)) continue;
+    if (socketInodes(Number(pid)).has(entry.inode)) return Number(pid);
+  }
+  return null;
+}
+
+function tcpTable(): { local: number; remote: number; state: string; inode: string }[] {
+  const rows: { local: number; remote: number; state: string; inode: string }[] = [];
   for (const file of ["/proc/net/tcp", "/proc/net/tcp6"]) {
     let text: string;
     try {
@@ -344,15 +394,16 @@ export function tcpConnections(pid: number, filter: { local?: number; remote?: n
     }
     for (const line of text.split("\n").slice(1)) {
       const f = line.trim().split(/\s+/);
-      if (f.length < 10 || f[3] === TCP_LISTEN || !inodes.has(f[9]!)) continue;
-      const local = Number.parseInt(f[1]!.split(":")[1]!, 16);
-      const remote = Number.parseInt(f[2]!.split(":")[1]!, 16);
-      if (filter.local !== undefined && local !== filter.local) continue;
-      if (filter.remote !== undefined && remote !== filter.remote) continue;
-      count++;
+      if (f.length < 10) continue;
+      rows.push({
+        local: Number.parseInt(f[1]!.split(":")[1]!, 16),
+        remote: Number.parseInt(f[2]!.split(":")[1]!, 16),
+        state: f[3]!,
+        inode: f[9]!,
+      });
     }
   }
-  return count;
+  return rows;
 }
 
 /** Polls until `count()` is at most `target` or `ms` passes; returns the last count. */
@@ -427,7 +478,8 @@ export class LineClient {
       }
       if (this.closed) throw new Error(`${what}: connection closed; unread ${JSON.stringify(this.buffer.slice(-200))}`);
       const left = deadline - Date.now();
-      if (left <= 0) throw new Error(`${what}: no answer within ${ms} ms; unread ${JSON.stringify(this.buffer.slice(-200))}`);
+      if (left <= 0)
+        throw new Error(`${what}: no answer within ${ms} ms; unread ${JSON.stringify(this.buffer.slice(-200))}`);
       await new Promise<void>((resolve) => {
         const t = setTimeout(resolve, left);
         this.#waiter = () => {
@@ -436,6 +488,11 @@ export class LineClient {
         };
       });
     }
+  }
+
+  /** Octets received and not yet taken by a reader. */
+  get unread(): number {
+    return this.buffer.length;
   }
 
   write(data: string | Uint8Array): void {
@@ -573,7 +630,11 @@ export function bump(map: Map<string, number>, key: string, n = 1): void {
 }
 
 /** Lines "key: expected N, audit M" for every key where the two maps differ (keys of `only` when given). */
-export function compareCounts(expected: Map<string, number>, actual: Map<string, number>, only?: (k: string) => boolean): string[] {
+export function compareCounts(
+  expected: Map<string, number>,
+  actual: Map<string, number>,
+  only?: (k: string) => boolean,
+): string[] {
   const keys = new Set([...expected.keys(), ...actual.keys()]);
   const problems: string[] = [];
   for (const key of [...keys].sort()) {
@@ -583,6 +644,30 @@ export function compareCounts(expected: Map<string, number>, actual: Map<string,
     if (e !== a) problems.push(`${key}: client counted ${e}, audit has ${a}`);
   }
   return problems;
+}
+
+/** Message files in the Postfix sink (every non-local recipient) written since `sinceMs` that contain `text`. */
+export function sinkFilesWith(sinkDir: string, text: string, sinceMs: number): number {
+  let found = 0;
+  for (const sub of ["new", "cur"]) {
+    const dir = join(sinkDir, sub);
+    let names: string[];
+    try {
+      names = readdirSync(dir);
+    } catch {
+      continue;
+    }
+    for (const name of names) {
+      try {
+        const file = join(dir, name);
+        if (statSync(file).mtimeMs < sinceMs - 2_000) continue;
+        if (readFileSync(file, "latin1").includes(text)) found++;
+      } catch {
+        // moved from new/ to cur/ meanwhile
+      }
+    }
+  }
+  return found;
 }
 
 /** A run folder under .run/soak/. */

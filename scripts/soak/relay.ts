@@ -228,7 +228,10 @@ function smtpChecker(count: (name: string) => void, bad: Bad): (chunk: Uint8Arra
         }
         continue;
       }
-      if (full.length > SMTP_MAX_LINE) bad("command line longer than 1000 octets", full);
+      if (full.length > SMTP_MAX_LINE) {
+        bad("command line longer than 1000 octets", full);
+        continue;
+      }
       if (authLogin > 0) {
         authLogin--;
         if (/^[A-Za-z0-9+/=]*$/.test(line)) count("AUTH continuation");

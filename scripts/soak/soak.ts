@@ -15,18 +15,19 @@ import {
   auditCounts,
   bump,
   compareCounts,
+  cpuSeconds,
   ImapClient,
   intFlag,
+  type MailgatorProcess,
   makeUsers,
   numberFlag,
   parseFlags,
   plainAuth,
   prng,
-  type Proxy,
   RssSampler,
   runDir,
-  type SoakUser,
   SmtpClient,
+  type SoakUser,
   servers,
   settle,
   startProxy,
@@ -51,7 +52,7 @@ export interface SoakOptions {
   /** When false, RSS is reported but not checked (short runs, where the warm-up value means little). */
   readonly checkRss: boolean;
   readonly seed: number;
-  /** Proxy environment (MIMALLOC_PURGE_DELAY; the default is what `serve` sets itself). */
+  /** MailgatorProcess environment (MIMALLOC_PURGE_DELAY; the default is what `serve` sets itself). */
   readonly env: Readonly<Record<string, string>>;
   readonly heapProbe: boolean;
   readonly log: (line: string) => void;
@@ -66,21 +67,23 @@ export interface SoakReport {
   readonly cycles: { imap: number; smtp: number; commands: number; sends: number };
   readonly rss: { warm: number; end: number; idle: number; max: number; series: string };
   readonly leftover: { agents: number; upstream: number };
+  /** The proxy's CPU seconds (user + system) during the traffic. */
+  readonly cpuSeconds: number;
   readonly problems: string[];
 }
 
 const MAX_ERRORS_KEPT = 20;
 
 /** One soak run: starts a proxy, drives the traffic, checks, stops the proxy. */
-export async function runSoak(options: SoakOptions, proxyIn?: Proxy): Promise<SoakReport> {
+export async function runSoak(options: SoakOptions, proxyIn?: MailgatorProcess): Promise<SoakReport> {
   const log = options.log;
   const { upstreams } = await servers(log);
   const dir = runDir("soak");
   const users = makeUsers(upstreams, "soak", options.users, options.messages);
-  const proxy =
-    proxyIn ?? (await startProxy({ dir, upstreams, env: options.env, heapProbe: options.heapProbe }));
+  const proxy = proxyIn ?? (await startProxy({ dir, upstreams, env: options.env, heapProbe: options.heapProbe }));
   log(`soak: mailgator pid ${proxy.pid}, IMAP ${proxy.imapPort}, SMTP ${proxy.smtpPort}, folder ${dir}`);
   const rss = new RssSampler(proxy.pid, options.sampleMs);
+  const cpuBefore = cpuSeconds(proxy.pid);
   const client = new Map<string, number>();
   const errors: string[] = [];
   let errorCount = 0;
@@ -103,7 +106,14 @@ export async function runSoak(options: SoakOptions, proxyIn?: Proxy): Promise<So
         await Bun.sleep(random() * Math.min(5_000, options.seconds * 100));
         while (performance.now() < deadline) {
           try {
-            await worker({ port: i < imapSessions ? proxy.imapPort : proxy.smtpPort, user, random, think, client, cycles });
+            await worker({
+              port: i < imapSessions ? proxy.imapPort : proxy.smtpPort,
+              user,
+              random,
+              think,
+              client,
+              cycles,
+            });
           } catch (error) {
             fail(`${i < imapSessions ? "imap" : "smtp"} session ${i}: ${(error as Error).message}`);
             await think();
@@ -115,6 +125,7 @@ export async function runSoak(options: SoakOptions, proxyIn?: Proxy): Promise<So
   const warmAt = options.warmupSeconds;
   await Promise.all(workers);
   const endRss = rss.sample();
+  const cpu = cpuSeconds(proxy.pid) - cpuBefore;
   const trafficSeconds = rss.series[rss.series.length - 1]![0];
   log(`soak: traffic done after ${trafficSeconds.toFixed(0)} s; idling ${options.idleSeconds} s`);
   // Connections: every agent connection and every upstream connection of the proxy must be gone.
@@ -167,6 +178,7 @@ export async function runSoak(options: SoakOptions, proxyIn?: Proxy): Promise<So
       series: rss.format(Math.max(1, Math.round(rss.series.length / 40))),
     },
     leftover: { agents, upstream },
+    cpuSeconds: cpu,
     problems,
   };
 }
@@ -202,7 +214,8 @@ async function imapWorker(ctx: WorkerContext): Promise<void> {
       const a = 1 + Math.floor(random() * messages);
       const b = Math.min(messages, a + Math.floor(random() * 20));
       const pick = random();
-      if (pick < 0.25) await expect(`UID FETCH ${a}:${b} (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])`, "OK", "UID FETCH allow");
+      if (pick < 0.25)
+        await expect(`UID FETCH ${a}:${b} (FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT FROM)])`, "OK", "UID FETCH allow");
       else if (pick < 0.35) await expect(`FETCH ${a}:${b} (UID RFC822.SIZE)`, "OK", "FETCH allow");
       else if (pick < 0.45) await expect(`UID FETCH ${a} (BODY.PEEK[])`, "OK", "UID FETCH allow");
       else if (pick < 0.55) await expect("UID SEARCH FROM boss", "OK", "UID SEARCH allow");
@@ -288,6 +301,7 @@ function print(report: SoakReport, options: SoakOptions): void {
     ...[...new Set([...report.client.keys(), ...report.audit.keys()])]
       .sort()
       .map((k) => `  ${k}: ${report.client.get(k) ?? 0} / ${report.audit.get(k) ?? 0}`),
+    `soak: proxy CPU during the traffic: ${report.cpuSeconds.toFixed(1)} s (${((report.cpuSeconds / report.cycles.commands) * 1e3).toFixed(2)} ms per command)`,
     `soak: connections left in the proxy: ${report.leftover.agents} agent, ${report.leftover.upstream} upstream`,
     `soak: RSS MiB: after ${options.warmupSeconds} s ${report.rss.warm.toFixed(1)}, end ${report.rss.end.toFixed(1)}, after ${options.idleSeconds} s idle ${report.rss.idle.toFixed(1)}, max ${report.rss.max.toFixed(1)}${options.checkRss ? ` (limit +${(options.rssTolerance * 100).toFixed(0)} %)` : " (not checked)"}`,
     `soak: RSS series (s MiB): ${report.rss.series}`,
