@@ -40,10 +40,10 @@ test("the relay counts what it cannot parse or that is not on the allowlist", as
 test("20,000 fuzzed inputs: the proxy stays up, no slot lost, RSS bounded, upstream sees only well-formed commands", async () => {
   const report = await runFuzz({
     inputs: 20_000,
-    concurrency: 32,
+    concurrency: 48,
     perConnection: 200,
     imapShare: 0.7,
-    maxSeconds: 45,
+    maxSeconds: 75,
     rssLimitMiB: 300,
     sampleMs: 1000,
     seed: 17,
@@ -56,4 +56,4 @@ test("20,000 fuzzed inputs: the proxy stays up, no slot lost, RSS bounded, upstr
   expect(report.relay.smtp.commands).toBeGreaterThan(50);
   expect(report.relay.imap.malformed + report.relay.smtp.malformed).toBe(0);
   expect(report.leftover).toEqual({ agents: 0, upstream: 0 });
-}, 90_000);
+}, 120_000);
