@@ -324,11 +324,12 @@ async function auditFull(ctx: Context): Promise<Check[]> {
     early.destroy();
     const late = await ImapClient.connect(proxy.imapPort);
     const login = await late.command(`LOGIN "${user!.user}" "${user!.password}"`);
-    const after = await late.command("SELECT INBOX");
+    // NAMESPACE needs a login and writes no audit row: BAD ("Log in first") only if the session is not logged in.
+    const after = await late.command("NAMESPACE");
     checks.add(
       "LOGIN is refused and leaves the session unauthenticated",
-      login.status === "NO" && after.status !== "OK",
-      `LOGIN ${login.status}, then SELECT ${after.status}`,
+      login.status === "NO" && after.status === "BAD",
+      `LOGIN ${login.status}, then NAMESPACE ${after.status}`,
     );
     late.destroy();
     checks.add("the proxy is still running", proxy.alive());
