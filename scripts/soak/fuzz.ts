@@ -447,7 +447,11 @@ export async function runFuzz(options: FuzzOptions, proxyIn?: MailgatorProcess):
     20_000,
   );
   if (agents !== 0) problems.push(`${agents} agent connection(s) still held by the proxy 20 s after the run`);
-  if (upstream !== 0) problems.push(`${upstream} upstream connection(s) still held by the proxy 20 s after the run`);
+  if (upstream !== 0) {
+    const imap = tcpConnections(proxy.pid, { remote: imapRelay.port });
+    const smtp = tcpConnections(proxy.pid, { remote: smtpRelay.port });
+    problems.push(`upstream connections still held by the proxy 20 s after the run: IMAP ${imap}, SMTP ${smtp}`);
+  }
 
   // A normal agent still gets in and is served, on both listeners.
   if (proxy.alive()) {

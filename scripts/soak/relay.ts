@@ -207,8 +207,10 @@ function smtpChecker(count: (name: string) => void, bad: Bad): (chunk: Uint8Arra
       const lf = pending.indexOf("\n");
       if (lf === -1) {
         if (pending.length > SMTP_MAX_LINE) {
-          bad("line longer than 1000 octets", pending);
-          pending = "";
+          // Inside a message a long line is content (forwarded as it came, below); outside it is a command.
+          if (!inData) bad("command line longer than 1000 octets", pending);
+          else if (/\r(?!\n|$)/.test(pending)) bad("bare CR", pending);
+          pending = pending.endsWith("\r") ? "\r" : "";
         }
         return;
       }
