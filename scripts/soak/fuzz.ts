@@ -45,6 +45,8 @@ export interface FuzzOptions {
   readonly sampleMs: number;
   readonly seed: number;
   readonly env: Readonly<Record<string, string>>;
+  /** TOML appended to the proxy's config (e.g. a `[limits]` table raising per-address limits for one client host). */
+  readonly extraConfig?: string;
   readonly log: (line: string) => void;
 }
 
@@ -379,6 +381,7 @@ export async function runFuzz(options: FuzzOptions, proxyIn?: MailgatorProcess):
       imapUpstreamPort: imapRelay.port,
       smtpUpstreamPort: smtpRelay.port,
       env: options.env,
+      extraConfig: options.extraConfig ?? "",
     }));
   log(`fuzz: mailgator pid ${proxy.pid}, IMAP ${proxy.imapPort}, SMTP ${proxy.smtpPort}, folder ${dir}`);
   const rss = new RssSampler(proxy.pid, options.sampleMs);
@@ -564,6 +567,7 @@ if (import.meta.main) {
       "sample-ms": { default: "2000", help: "RSS sampling interval" },
       "purge-delay": { default: "", help: "MIMALLOC_PURGE_DELAY for the proxy (default: what serve sets, -1)" },
       seed: { default: "1", help: "PRNG seed" },
+      "extra-config": { default: "", help: "TOML appended to the proxy's config, e.g. a [limits] table" },
     },
   );
   const options: FuzzOptions = {
@@ -576,6 +580,7 @@ if (import.meta.main) {
     sampleMs: Math.max(100, intFlag("sample-ms", flags["sample-ms"], 600_000)),
     seed: intFlag("seed", flags.seed, 2 ** 31),
     env: flags["purge-delay"] === "" ? {} : { MIMALLOC_PURGE_DELAY: flags["purge-delay"] },
+    extraConfig: flags["extra-config"],
     log: (line) => console.error(line),
   };
   const report = await runFuzz(options);

@@ -54,6 +54,8 @@ export interface SoakOptions {
   readonly seed: number;
   /** MailgatorProcess environment (MIMALLOC_PURGE_DELAY; the default is what `serve` sets itself). */
   readonly env: Readonly<Record<string, string>>;
+  /** TOML appended to the proxy's config (e.g. a `[limits]` table raising per-address limits for one client host). */
+  readonly extraConfig?: string;
   readonly heapProbe: boolean;
   readonly log: (line: string) => void;
 }
@@ -80,7 +82,15 @@ export async function runSoak(options: SoakOptions, proxyIn?: MailgatorProcess):
   const { upstreams } = await servers(log);
   const dir = runDir("soak");
   const users = makeUsers(upstreams, "soak", options.users, options.messages);
-  const proxy = proxyIn ?? (await startProxy({ dir, upstreams, env: options.env, heapProbe: options.heapProbe }));
+  const proxy =
+    proxyIn ??
+    (await startProxy({
+      dir,
+      upstreams,
+      env: options.env,
+      heapProbe: options.heapProbe,
+      extraConfig: options.extraConfig ?? "",
+    }));
   log(`soak: mailgator pid ${proxy.pid}, IMAP ${proxy.imapPort}, SMTP ${proxy.smtpPort}, folder ${dir}`);
   const rss = new RssSampler(proxy.pid, options.sampleMs);
   const cpuBefore = cpuSeconds(proxy.pid);
@@ -330,6 +340,7 @@ if (import.meta.main) {
       "purge-delay": { default: "", help: "MIMALLOC_PURGE_DELAY for the proxy (default: what serve sets, -1)" },
       "heap-probe": { default: "no", help: "yes: the proxy writes heap statistics to heap.jsonl in the run folder" },
       seed: { default: "1", help: "PRNG seed" },
+      "extra-config": { default: "", help: "TOML appended to the proxy's config, e.g. a [limits] table" },
     },
   );
   const seconds =
@@ -348,6 +359,7 @@ if (import.meta.main) {
     checkRss: flags["check-rss"] === "yes",
     seed: intFlag("seed", flags.seed, 2 ** 31),
     env: flags["purge-delay"] === "" ? {} : { MIMALLOC_PURGE_DELAY: flags["purge-delay"] },
+    extraConfig: flags["extra-config"],
     heapProbe: flags["heap-probe"] === "yes",
     log: (line) => console.error(line),
   };
