@@ -43,7 +43,7 @@ export interface SoakOptions {
   readonly messages: number;
   /** Mean pause between two commands of one session. */
   readonly thinkMs: number;
-  /** RSS "after the warm-up" is read at this time (the "after the first minute"). */
+  /** RSS "after the warm-up" is read at this time: the reference the end and idle values are held to. */
   readonly warmupSeconds: number;
   readonly idleSeconds: number;
   readonly sampleMs: number;
@@ -332,7 +332,7 @@ if (import.meta.main) {
       users: { default: "10", help: "upstream users the sessions share" },
       messages: { default: "200", help: "messages seeded in each user's INBOX" },
       "think-ms": { default: "250", help: "mean pause between commands of a session" },
-      "warmup-seconds": { default: "60", help: "RSS reference time (the issue's 'after the first minute')" },
+      "warmup-seconds": { default: "60", help: "RSS reference time: end and idle RSS are held to it" },
       "idle-seconds": { default: "60", help: "idle time after the traffic before the last RSS sample" },
       "sample-ms": { default: "5000", help: "RSS sampling interval" },
       "rss-tolerance": { default: "0.2", help: "allowed RSS growth over the warm-up value" },
