@@ -7,6 +7,7 @@ import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
+import { ALLOCATOR_ENV } from "../../src/cli/allocator.ts";
 import { sinkRecipients, uniqueToken, upstreams } from "../fixtures/index.ts";
 
 setDefaultTimeout(30_000);
@@ -95,7 +96,7 @@ test("serve runs the SMTP proxy from a config file, audits, and stops cleanly on
   try {
     const port = await served.port("SMTP");
     // serve re-executed itself (same PID) with the allocator tuned.
-    expect(allocatorEnv(served.proc.pid)).toEqual(["MIMALLOC_PURGE_DELAY=-1"]);
+    expect(allocatorEnv(served.proc.pid)).toEqual([`MIMALLOC_PURGE_DELAY=${ALLOCATOR_ENV["MIMALLOC_PURGE_DELAY"]}`]);
     const token = uniqueToken("serve");
     const login = up.users[0]!; // pass-through: the client logs in with upstream credentials
     const transport = nodemailer.createTransport({
@@ -168,7 +169,7 @@ test("serve under bun passes the flags BUN_OPTIONS gave once when it re-executes
     expect(cmdline.filter((a) => a === "--smol")).toEqual(["--smol"]);
     const environ = readFileSync(`/proc/${served.proc.pid}/environ`, "utf8").split("\0");
     expect(environ.filter((kv) => kv.startsWith("BUN_OPTIONS="))).toEqual([]);
-    expect(allocatorEnv(served.proc.pid)).toEqual(["MIMALLOC_PURGE_DELAY=-1"]);
+    expect(allocatorEnv(served.proc.pid)).toEqual([`MIMALLOC_PURGE_DELAY=${ALLOCATOR_ENV["MIMALLOC_PURGE_DELAY"]}`]);
   } finally {
     served.proc.kill("SIGTERM");
   }

@@ -271,14 +271,15 @@ export class Encoder {
     return this.list(flags, (f) => this.flag(f));
   }
 
+  /** `date-year` is 4DIGIT (RFC 3501 §9): year 20, read from `0020`, is written `0020`, never `20`. */
   date(d: ImapDate): this {
-    return this.raw(`${d.day}-${MONTHS[d.month - 1] ?? "Jan"}-${d.year}`);
+    return this.raw(`${d.day}-${MONTHS[d.month - 1] ?? "Jan"}-${year4(d.year)}`);
   }
 
   dateTime(d: ImapDateTime): this {
     const z = Math.abs(d.zone);
     return this.raw(
-      `"${pad2(d.day)}-${MONTHS[d.month - 1] ?? "Jan"}-${d.year} ${pad2(d.hour)}:${pad2(d.minute)}:${pad2(d.second)} ` +
+      `"${pad2(d.day)}-${MONTHS[d.month - 1] ?? "Jan"}-${year4(d.year)} ${pad2(d.hour)}:${pad2(d.minute)}:${pad2(d.second)} ` +
         `${d.zone < 0 ? "-" : "+"}${pad2(Math.floor(z / 60))}${pad2(z % 60)}"`,
     );
   }
@@ -389,6 +390,10 @@ export class Encoder {
     }
     return out;
   }
+}
+
+function year4(n: number): string {
+  return String(n).padStart(4, "0");
 }
 
 function pad2(n: number): string {

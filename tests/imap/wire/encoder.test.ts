@@ -79,3 +79,14 @@ describe("Encoder.number and literal headers", () => {
     expect(new TextDecoder().decode(c.finishBytes())).toStartWith("{5+}\r\n");
   });
 });
+
+describe("Encoder dates", () => {
+  // A year below 1000 read from its four digits (`0020`) must go out as four digits: `20` is no date-year
+  // (RFC 3501 §9), and a server reading it as 2020 would search a different range. Found by scripts/soak/fuzz.ts.
+  test("years are written with four digits", () => {
+    const enc = new Encoder({ side: "client" });
+    enc.date({ year: 20, month: 1, day: 1 }).raw(" ");
+    enc.dateTime({ year: 7, month: 2, day: 3, hour: 4, minute: 5, second: 6, zone: -90 });
+    expect(Buffer.from(enc.finishBytes()).toString("latin1")).toBe('1-Jan-0020 "03-Feb-0007 04:05:06 -0130"');
+  });
+});

@@ -1,0 +1,59 @@
+/**
+ * The short fuzz of docs/reliability.md ("Soak, faults and fuzzing"): 20,000 mutated IMAP and SMTP inputs against a
+ * real `mailgator serve` process, with the checking relay between it and Dovecot and Postfix. The proxy must stay
+ * up, release every agent and upstream connection, serve a normal session afterwards, stay under an RSS bound,
+ * and send upstream only well-formed, allowlisted commands. The relay's own check is tested first, so that a
+ * "0 malformed" cannot come from a relay that checks nothing.
+ */
+
+import { expect, test } from "bun:test";
+import { connect } from "node:net";
+import { runFuzz } from "../../scripts/soak/fuzz.ts";
+import { LOOPBACK } from "../../scripts/soak/lib.ts";
+import { startRelay } from "../../scripts/soak/relay.ts";
+import { upstreams } from "../fixtures/index.ts";
+
+async function through(port: number, bytes: string): Promise<void> {
+  const socket = connect({ host: LOOPBACK, port });
+  await new Promise<void>((resolve) => socket.once("connect", () => resolve()));
+  socket.write(Buffer.from(bytes, "latin1"));
+  await Bun.sleep(300);
+  socket.destroy();
+}
+
+test("the relay counts what it cannot parse or that is not on the allowlist", async () => {
+  const imap = await startRelay("imap", upstreams().ports.imap);
+  const smtp = await startRelay("smtp", upstreams().ports.smtp);
+  try {
+    await through(imap.port, "a1 NOOP\r\na2 FROBNICATE\r\na3 FETCH 1:* (FLAGS\r\na4 IDLE\r\nDONE\r\n");
+    expect(imap.stats.commands).toBe(3); // NOOP, IDLE, DONE
+    expect(imap.stats.malformed).toBe(2);
+    await through(smtp.port, `EHLO relay.test\r\nVRFY x\r\nNOOP\nMAIL FROM:<a@b.test> ${"X".repeat(1000)}\r\nQUIT\r\n`);
+    expect(smtp.stats.commands).toBe(2); // EHLO, QUIT
+    expect(smtp.stats.malformed).toBe(3); // VRFY, the bare LF, the long line
+  } finally {
+    await imap.close();
+    await smtp.close();
+  }
+});
+
+test("20,000 fuzzed inputs: the proxy stays up, no slot lost, RSS bounded, upstream sees only well-formed commands", async () => {
+  const report = await runFuzz({
+    inputs: 20_000,
+    concurrency: 48,
+    perConnection: 200,
+    imapShare: 0.7,
+    maxSeconds: 75,
+    rssLimitMiB: 300,
+    sampleMs: 1000,
+    seed: 17,
+    env: {},
+    log: () => {},
+  });
+  expect(report.problems).toEqual([]);
+  expect(report.inputs.imap + report.inputs.smtp).toBe(20_000);
+  expect(report.relay.imap.commands).toBeGreaterThan(100);
+  expect(report.relay.smtp.commands).toBeGreaterThan(50);
+  expect(report.relay.imap.malformed + report.relay.smtp.malformed).toBe(0);
+  expect(report.leftover).toEqual({ agents: 0, upstream: 0 });
+}, 120_000);
