@@ -78,7 +78,7 @@ function requestOptions(ep: Endpoint): oauth.TokenEndpointRequestOptions {
   return { ...ep.options, signal: AbortSignal.timeout(TOKEN_REQUEST_TIMEOUT_MS) };
 }
 
-function grantOf(response: oauth.TokenEndpointResponse): Grant {
+export function grantOf(response: oauth.TokenEndpointResponse): Grant {
   const expiresIn =
     typeof response.expires_in === "number" && response.expires_in > 0
       ? response.expires_in
