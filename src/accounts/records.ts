@@ -101,6 +101,7 @@ export function writeStatus(store: SealedStore, row: StatusRow): void {
  * one, never neither (the provider may already have retired the old refresh token when it issued the new one).
  */
 export function saveTokens(store: SealedStore, account: string, record: TokenRecord, now: number): void {
+  ensureSchema(store);
   store.transaction(() => {
     store.put(TOKEN_KIND, account, JSON.stringify(record));
     const before = readStatus(store, account);
