@@ -62,7 +62,9 @@ describe("oauth2 accounts", () => {
     expect(JSON.stringify(a)).not.toContain("app-secret");
     const noTenant = ['auth = "oauth2"', 'provider = "microsoft"', 'grant = "client_credentials"', 'client_id = "i"'];
     expect(problems([...noTenant, 'client_secret = "s"'])).toContain("needs tenant = your directory's id or domain");
-    expect(problems([...noTenant, 'client_secret = "s"', 'tenant = "common"'])).toMatch(/mailgator\.toml:8:10: accounts\.a\.tenant/);
+    expect(problems([...noTenant, 'client_secret = "s"', 'tenant = "common"'])).toMatch(
+      /mailgator\.toml:8:10: accounts\.a\.tenant/,
+    );
     expect(problems(noTenant)).toContain("needs the app's secret");
   });
 
