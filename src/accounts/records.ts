@@ -90,8 +90,8 @@ export function readStatus(store: SealedStore, account: string): StatusRow | nul
 export function writeStatus(store: SealedStore, row: StatusRow): void {
   store.db
     .query(
-      `INSERT OR REPLACE INTO account_status (account, state, since, last_error, last_error_at, expires_at, refreshed_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT OR REPLACE INTO account_status
+         (account, state, since, last_error, last_error_at, expires_at, refreshed_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
     )
     .run(row.account, row.state, row.since, row.lastError, row.lastErrorAt, row.expiresAt, row.refreshedAt);
 }

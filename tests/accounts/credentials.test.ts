@@ -75,7 +75,7 @@ function msToken(access: string, refresh: string) {
 }
 
 describe("Microsoft: a refresh token rotated on every use", () => {
-  test("each refresh sends the latest refresh token and stores the new one; invalid_grant then needs a login", async () => {
+  test("each refresh sends the latest refresh token and stores the new one; invalid_grant needs a login", async () => {
     const { config, store } = microsoftSetup();
     const account = config.accounts["work"] as OAuth2AccountConfig;
     let now = 1_700_000_000_000;
@@ -109,7 +109,8 @@ describe("Microsoft: a refresh token rotated on every use", () => {
         body: {
           error: "invalid_grant",
           error_description:
-            "AADSTS50173: The provided grant has expired due to it being revoked, a fresh auth token is needed. Trace ID: 5c1f Correlation ID: 9a2b Timestamp: 2026-11-02 10:00:00Z",
+            "AADSTS50173: The provided grant has expired due to it being revoked, a fresh auth token is needed. " +
+            "Trace ID: 5c1f Correlation ID: 9a2b Timestamp: 2026-11-02 10:00:00Z",
           error_codes: [50173],
           timestamp: "2026-11-02 10:00:00Z",
           trace_id: "5c1f",
@@ -133,7 +134,8 @@ describe("Microsoft: a refresh token rotated on every use", () => {
       accessToken: "eyJ0-at-1",
     });
     now += 4000_000; // past the refresh point, before expiry
-    expect((await c.credentialFor("work")) as object).toMatchObject({ accessToken: "eyJ0-at-1" }); // refresh runs behind
+    // Past the refresh point the current token is still handed out while the refresh runs behind.
+    expect((await c.credentialFor("work")) as object).toMatchObject({ accessToken: "eyJ0-at-1" });
     await Bun.sleep(50);
     expect(readTokens(store, "work")!.refreshToken).toBe("0.AAAA-rt-2");
     expect((await c.credentialFor("work")) as object).toMatchObject({ accessToken: "eyJ0-at-2" });
@@ -202,7 +204,14 @@ describe("Microsoft: a refresh token rotated on every use", () => {
 test("Google's device endpoint says verification_url; the login accepts it", async () => {
   const dir = mkdtempSync(join(tmpdir(), "mg-g-"));
   const config = parseConfig(
-    `[accounts.g]\nusername = "a@gmail.com"\nauth = "oauth2"\nprovider = "google"\nclient_id = "x.apps.googleusercontent.com"\nclient_secret = "GOCSPX-x"\n`,
+    [
+      "[accounts.g]",
+      'username = "a@gmail.com"',
+      'auth = "oauth2"',
+      'provider = "google"',
+      'client_id = "x.apps.googleusercontent.com"',
+      'client_secret = "GOCSPX-x"',
+    ].join("\n"),
     join(dir, "g.toml"),
   );
   const said: string[] = [];

@@ -210,7 +210,7 @@ describe("staying logged in", () => {
     expect(await tokenCount(name, "refresh_token")).toBe(2);
   }, 30_000);
 
-  test("revocation: needs re-authorization, one audit row and one transition however many ask; login fixes it", async () => {
+  test("revocation: needs re-authorization, one audit row however many ask; login fixes it", async () => {
     const name = await user();
     const setup = oauthConfig(name);
     dirs.push(setup.dir);
@@ -245,7 +245,8 @@ describe("staying logged in", () => {
   }, 30_000);
 
   for (const mode of ["status", "close"] as const) {
-    test(`token endpoint ${mode === "status" ? "answering 503" : "closing the connection"}: retried with backoff, token kept, works again after`, async () => {
+    const what = mode === "status" ? "answering 503" : "closing the connection";
+    test(`token endpoint ${what}: retried with backoff, token kept, works again after`, async () => {
       const name = await user();
       const setup = oauthConfig(name);
       dirs.push(setup.dir);
