@@ -722,7 +722,11 @@ export async function serve(config: OAuthServerConfig): Promise<{ authority: Aut
   });
   return {
     authority,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
   };
 }
 
@@ -733,7 +737,14 @@ if (import.meta.main) {
     process.exit(2);
   }
   const config = JSON.parse(readFileSync(configPath, "utf8")) as OAuthServerConfig;
-  await serve(config);
+  const server = await serve(config);
+  // On SIGTERM (stop.ts), close the listening socket and every connection before exiting: with the
+  // default handling, the process could linger as a zombie main thread still holding the port for a
+  // moment after stop.ts saw it exit (seen with Dovecot's keep-alive introspection connections).
+  process.once("SIGTERM", () => {
+    setTimeout(() => process.exit(0), 1000).unref();
+    void server.close().then(() => process.exit(0));
+  });
   if (config.pidFile !== undefined) writeFileSync(config.pidFile, `${process.pid}\n`);
   console.error(`oauth-server: listening on 127.0.0.1:${config.port}`);
 }
