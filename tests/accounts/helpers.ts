@@ -1,5 +1,5 @@
 /**
- * Accounts against the local OAuth2 authorization server of the upstreams (docs/upstreams.md): configs
+ * Accounts against the local OAuth2 authorization server of the upstreams (docs/upstreams.md "OAuth2"): configs
  * whose `[accounts.main]` is a custom provider pointing at it, and the CLI run as a child process.
  */
 import { mkdtempSync, writeFileSync } from "node:fs";
