@@ -56,8 +56,9 @@ export class Child {
   #out = "";
   #err = "";
 
-  constructor(args: string[], env: Record<string, string> = {}) {
-    this.proc = Bun.spawn([process.execPath, ...args], {
+  /** Runs `args` with Bun, or with `executable` (a compiled mailgator) when given. */
+  constructor(args: string[], env: Record<string, string> = {}, executable: string = process.execPath) {
+    this.proc = Bun.spawn([executable, ...args], {
       stdin: "pipe",
       stdout: "pipe",
       stderr: "pipe",

@@ -2,7 +2,8 @@
 // `mailgator account login`, client credentials, refresh ahead of expiry under concurrency, rotation across a
 // SIGKILL, revocation, token endpoint failures, and no token in clear in any file the proxy writes.
 import { afterAll, describe, expect, test } from "bun:test";
-import { existsSync, readFileSync, renameSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, renameSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
   AccountCredentials,
@@ -274,6 +275,21 @@ describe("staying logged in", () => {
     }, 30_000);
   }
 });
+
+test("the compiled binary logs in (oauth4webapi inside it) and reports status", async () => {
+  const out = join(mkdtempSync(join(tmpdir(), "mg-bin-")), "mailgator");
+  const build = Bun.spawnSync([process.execPath, "build", "--compile", MAIN, "--outfile", out]);
+  expect(build.exitCode).toBe(0);
+  const setup = oauthConfig(await user());
+  dirs.push(setup.dir);
+  const child = new Child(["account", "login", "main", "-c", setup.config], {}, out);
+  const [url] = await child.waitFor(/http:\/\/127\.0\.0\.1:\d+\/authorize\?\S+/);
+  expect((await fetch(url!)).status).toBe(200);
+  expect(await child.exit()).toBe(0);
+  const status = Bun.spawnSync([out, "account", "status", "-c", setup.config, "--json"]);
+  expect(status.exitCode).toBe(0);
+  expect(JSON.parse(status.stdout.toString())[0]).toMatchObject({ account: "main", state: "ok" });
+}, 120_000);
 
 describe("secrets at rest", () => {
   test("a wrong or missing key is a clear startup error, never a silent re-login", async () => {
