@@ -287,6 +287,50 @@ describe("Postfix checks the tokens (Dovecot SASL)", () => {
   }
 });
 
+describe("real clients: Python's imaplib and smtplib", () => {
+  // Both base64-encode what the callback returns: imaplib after the "+" continuation, smtplib as the initial response.
+  const script = String.raw`
+import imaplib, smtplib, sys
+imap_port, smtp_port, user, token, rcpt, subject = sys.argv[1:7]
+xoauth2 = f"user={user}\x01auth=Bearer {token}\x01\x01"
+oauthbearer = f"n,a={user},\x01auth=Bearer {token}\x01\x01"
+imap = imaplib.IMAP4("127.0.0.1", int(imap_port))
+print("imap", imap.authenticate("OAUTHBEARER", lambda _: oauthbearer.encode())[0])
+print("select", imap.select("INBOX")[0])
+imap.logout()
+smtp = smtplib.SMTP("127.0.0.1", int(smtp_port))
+smtp.ehlo()
+print("smtp", smtp.auth("XOAUTH2", lambda challenge=None: xoauth2, initial_response_ok=True)[0])
+smtp.sendmail(user, [rcpt], f"Subject: {subject}\r\nX-Test-Token: {subject}\r\n\r\nsmtplib\r\n")
+smtp.quit()
+`;
+
+  test("imaplib AUTHENTICATE OAUTHBEARER and smtplib AUTH XOAUTH2 with a token from the code flow", async () => {
+    const [sender, recipient] = [await createMailbox(), await createMailbox()];
+    const { access_token } = await authorizationCodeFlow({ user: sender.user });
+    const token = uniqueToken();
+    const servers = upstreams();
+    const child = Bun.spawn(
+      [
+        "/usr/bin/python3",
+        "-c",
+        script,
+        String(servers.ports.imap),
+        String(servers.ports.smtp),
+        sender.user,
+        access_token as string,
+        recipient.address,
+        token,
+      ],
+      { stdout: "pipe", stderr: "pipe", stdin: "ignore" },
+    );
+    const [out, err] = [await new Response(child.stdout).text(), await new Response(child.stderr).text()];
+    expect({ exit: await child.exited, err }).toEqual({ exit: 0, err: "" });
+    expect(out).toBe("imap OK\nselect OK\nsmtp 235\n");
+    expect((await waitForDelivery(recipient, token)).length).toBe(1);
+  });
+});
+
 describe("expired and revoked tokens", () => {
   test("an expired access token is refused by Dovecot and Postfix, with the OAuth2 error challenge", async () => {
     const mailbox = await createMailbox();
