@@ -1,7 +1,7 @@
 // OAuth2 accounts against the local authorization server of the upstreams (docs/accounts.md): each login path of
 // `mailgator account login`, client credentials, refresh ahead of expiry under concurrency, rotation across a
 // SIGKILL, revocation, token endpoint failures, and no token in clear in any file the proxy writes.
-import { afterAll, describe, expect, test } from "bun:test";
+import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, renameSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -18,6 +18,9 @@ import { createMailbox } from "../fixtures/index.ts";
 import { control, LineClient, oauthServer, xoauth2 } from "../fixtures/oauth.ts";
 import { upstreams } from "../fixtures/upstreams.ts";
 import { Child, cli, MAIN, oauthConfig } from "./helpers.ts";
+
+// Each test runs the CLI as a child process several times; on a loaded machine one start takes seconds.
+setDefaultTimeout(120_000);
 
 /** Every state folder this file made: the last test greps their files for every token the server issued for `users`. */
 const dirs: string[] = [];
@@ -194,7 +197,7 @@ describe("staying logged in", () => {
     // Refreshed ahead of expiry: at least one per lifetime, at most one per half lifetime (MIN_USE_FRACTION).
     expect(refreshes).toBeGreaterThanOrEqual(2);
     expect(refreshes).toBeLessThanOrEqual(Math.ceil(8 / 1.5) + 1);
-  }, 30_000);
+  });
 
   test("a rotated refresh token survives SIGKILL right after the rotation; the next start uses it", async () => {
     const name = await user();
@@ -217,7 +220,7 @@ describe("staying logged in", () => {
     const next = await oauthToken(c);
     expect(next).not.toBe(cached);
     expect(await tokenCount(name, "refresh_token")).toBe(2);
-  }, 30_000);
+  });
 
   test("revocation: needs re-authorization, one audit row however many ask; login fixes it", async () => {
     const name = await user();
@@ -251,7 +254,7 @@ describe("staying logged in", () => {
     await login(setup.config);
     expect(await oauthToken(c)).not.toBe(token);
     expect(readStatus(store, "main")!.state).toBe("ok");
-  }, 30_000);
+  });
 
   for (const mode of ["status", "close"] as const) {
     const what = mode === "status" ? "answering 503" : "closing the connection";
@@ -280,7 +283,7 @@ describe("staying logged in", () => {
       expect(after).not.toBe(token);
       expect(readTokens(store, "main")!.refreshToken).toBe(before.refreshToken);
       expect(readStatus(store, "main")!.state).toBe("ok");
-    }, 30_000);
+    });
   }
 });
 
@@ -297,7 +300,7 @@ test("the compiled binary logs in (oauth4webapi inside it) and reports status", 
   const status = Bun.spawnSync([out, "account", "status", "-c", setup.config, "--json"]);
   expect(status.exitCode).toBe(0);
   expect(JSON.parse(status.stdout.toString())[0]).toMatchObject({ account: "main", state: "ok" });
-}, 120_000);
+});
 
 describe("secrets at rest", () => {
   test("a wrong or missing key is a clear startup error, never a silent re-login", async () => {
@@ -319,7 +322,7 @@ describe("secrets at rest", () => {
     expect(run.code).toBe(1);
     renameSync(`${keyFile}.away`, keyFile);
     expect(cli(["account", "status", "-c", setup.config]).stdout).toContain("state: ok");
-  }, 30_000);
+  });
 
   test("no token the server issued appears in clear in the state database, its -wal/-shm or the key file", async () => {
     expect(dirs.length).toBeGreaterThan(5);
