@@ -300,8 +300,8 @@ for (const [setting, mechanism] of [
         expectNoSecret(imapCapture.text(), secrets);
         expectNoSecret(smtpCapture.text(), secrets);
         const rows = await s.rows();
-        const logins = rows.filter((r) => r.command === "AUTHENTICATE" || r.command === "LOGIN");
-        expect(logins.some((r) => r.decision === "allow" && r.agent === "bot")).toBe(true);
+        const agentLogins = rows.filter((r) => r.command === "AUTHENTICATE" || r.command === "LOGIN");
+        expect(agentLogins.some((r) => r.decision === "allow" && r.agent === "bot")).toBe(true);
         for (const row of rows) expectNoSecretIn(JSON.stringify(row), secrets);
       } finally {
         imapCapture.close();
