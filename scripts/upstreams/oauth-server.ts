@@ -540,12 +540,10 @@ export class Authority {
       !record.revoked &&
       record.expiresAt !== null &&
       record.expiresAt > Date.now();
-    if (!active) {
-      this.save();
-      return { status: 200, body: { active: false } };
-    }
+    // Introspection changes only counters: they reach the state file with the next change, so that
+    // a load test's thousands of logins do not each rewrite it.
+    if (!active) return { status: 200, body: { active: false } };
     this.state.counters.introspectByUser[record.user] = (this.state.counters.introspectByUser[record.user] ?? 0) + 1;
-    this.save();
     return {
       status: 200,
       body: {
@@ -722,7 +720,11 @@ export async function serve(config: OAuthServerConfig): Promise<{ authority: Aut
   });
   return {
     authority,
-    close: () => new Promise<void>((resolve) => server.close(() => resolve())),
+    close: () =>
+      new Promise<void>((resolve) => {
+        server.close(() => resolve());
+        server.closeAllConnections();
+      }),
   };
 }
 
@@ -733,7 +735,14 @@ if (import.meta.main) {
     process.exit(2);
   }
   const config = JSON.parse(readFileSync(configPath, "utf8")) as OAuthServerConfig;
-  await serve(config);
+  const server = await serve(config);
+  // On SIGTERM (stop.ts), close the listening socket and every connection before exiting: with the
+  // default handling, the process could linger as a zombie main thread still holding the port for a
+  // moment after stop.ts saw it exit (seen with Dovecot's keep-alive introspection connections).
+  process.once("SIGTERM", () => {
+    setTimeout(() => process.exit(0), 1000).unref();
+    void server.close().then(() => process.exit(0));
+  });
   if (config.pidFile !== undefined) writeFileSync(config.pidFile, `${process.pid}\n`);
   console.error(`oauth-server: listening on 127.0.0.1:${config.port}`);
 }

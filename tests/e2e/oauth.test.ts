@@ -112,12 +112,21 @@ async function smtpAuthenticate(
   }
 }
 
+/** The authorization endpoint's URL for the test client with these parameters. */
+function authorizeUrl(params: Record<string, string>): string {
+  const url = new URL(oauthServer().authorizeUrl);
+  url.searchParams.set("response_type", "code");
+  url.searchParams.set("client_id", oauthServer().clientId);
+  for (const [key, value] of Object.entries(params)) url.searchParams.set(key, value);
+  return url.toString();
+}
+
 function decodeChallenge(line: string): unknown {
   return JSON.parse(Buffer.from(line.replace(/^(\+|334) /, "").trim(), "base64").toString("utf8"));
 }
 
 describe("getting tokens", () => {
-  test("authorization code with PKCE through a loopback redirect; code single-use; redirect_uri and verifier checked", async () => {
+  test("authorization code with PKCE through a loopback redirect; the code is single-use", async () => {
     const mailbox = await createMailbox();
     const reply = await authorizationCodeFlow({ user: mailbox.user });
     expect(reply.status).toBe(200);
@@ -147,7 +156,12 @@ describe("getting tokens", () => {
     );
     expect(unknown.status).toBe(400);
     const plain = await fetch(
-      `${server.authorizeUrl}?response_type=code&client_id=${server.clientId}&redirect_uri=http://127.0.0.1:9/cb&state=s1&code_challenge=${"a".repeat(43)}&code_challenge_method=plain`,
+      authorizeUrl({
+        redirect_uri: "http://127.0.0.1:9/cb",
+        state: "s1",
+        code_challenge: "a".repeat(43),
+        code_challenge_method: "plain",
+      }),
       { redirect: "manual" },
     );
     expect(plain.status).toBe(302);
@@ -157,13 +171,12 @@ describe("getting tokens", () => {
   });
 
   test("a wrong code_verifier or redirect_uri is invalid_grant", async () => {
-    const server = oauthServer();
     const { challenge } = pkcePair();
     const redirectUri = "http://127.0.0.1:9/cb";
     const codes: string[] = [];
     for (let i = 0; i < 2; i++) {
       const response = await fetch(
-        `${server.authorizeUrl}?response_type=code&client_id=${server.clientId}&redirect_uri=${encodeURIComponent(redirectUri)}&code_challenge=${challenge}&code_challenge_method=S256`,
+        authorizeUrl({ redirect_uri: redirectUri, code_challenge: challenge, code_challenge_method: "S256" }),
         { redirect: "manual" },
       );
       codes.push(new URL(response.headers.get("location") ?? "").searchParams.get("code") ?? "");
@@ -274,6 +287,50 @@ describe("Postfix checks the tokens (Dovecot SASL)", () => {
   }
 });
 
+describe("real clients: Python's imaplib and smtplib", () => {
+  // Both base64-encode what the callback returns: imaplib after the "+" continuation, smtplib as the initial response.
+  const script = String.raw`
+import imaplib, smtplib, sys
+imap_port, smtp_port, user, token, rcpt, subject = sys.argv[1:7]
+xoauth2 = f"user={user}\x01auth=Bearer {token}\x01\x01"
+oauthbearer = f"n,a={user},\x01auth=Bearer {token}\x01\x01"
+imap = imaplib.IMAP4("127.0.0.1", int(imap_port))
+print("imap", imap.authenticate("OAUTHBEARER", lambda _: oauthbearer.encode())[0])
+print("select", imap.select("INBOX")[0])
+imap.logout()
+smtp = smtplib.SMTP("127.0.0.1", int(smtp_port))
+smtp.ehlo()
+print("smtp", smtp.auth("XOAUTH2", lambda challenge=None: xoauth2, initial_response_ok=True)[0])
+smtp.sendmail(user, [rcpt], f"Subject: {subject}\r\nX-Test-Token: {subject}\r\n\r\nsmtplib\r\n")
+smtp.quit()
+`;
+
+  test("imaplib AUTHENTICATE OAUTHBEARER and smtplib AUTH XOAUTH2 with a token from the code flow", async () => {
+    const [sender, recipient] = [await createMailbox(), await createMailbox()];
+    const { access_token } = await authorizationCodeFlow({ user: sender.user });
+    const token = uniqueToken();
+    const servers = upstreams();
+    const child = Bun.spawn(
+      [
+        "/usr/bin/python3",
+        "-c",
+        script,
+        String(servers.ports.imap),
+        String(servers.ports.smtp),
+        sender.user,
+        access_token as string,
+        recipient.address,
+        token,
+      ],
+      { stdout: "pipe", stderr: "pipe", stdin: "ignore" },
+    );
+    const [out, err] = [await new Response(child.stdout).text(), await new Response(child.stderr).text()];
+    expect({ exit: await child.exited, err }).toEqual({ exit: 0, err: "" });
+    expect(out).toBe("imap OK\nselect OK\nsmtp 235\n");
+    expect((await waitForDelivery(recipient, token)).length).toBe(1);
+  });
+});
+
 describe("expired and revoked tokens", () => {
   test("an expired access token is refused by Dovecot and Postfix, with the OAuth2 error challenge", async () => {
     const mailbox = await createMailbox();
@@ -344,7 +401,7 @@ describe("control endpoints", () => {
     expect(await imapAuthenticate("XOAUTH2", mailbox.user, next.access_token as string)).toMatch(/^a OK/m);
   });
 
-  test("fail: N answers of 5xx, then normal; close drops the connection until cleared; counters count it all", async () => {
+  test("fail: N answers of 5xx, then normal; close drops connections until cleared; counters count all", async () => {
     const mailbox = await createMailbox();
     const initial = await authorizationCodeFlow({ user: mailbox.user });
     const token = initial.refresh_token as string;

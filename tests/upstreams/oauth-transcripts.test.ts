@@ -21,7 +21,7 @@ describe("tests/fixtures/oauth transcripts", () => {
     }
   });
 
-  test("Gmail IMAP: XOAUTH2 initial response, + JSON challenge, empty client line, then NO [AUTHENTICATIONFAILED]", () => {
+  test("Gmail IMAP: XOAUTH2, then a + JSON challenge, an empty client line, NO [AUTHENTICATIONFAILED]", () => {
     const lines = transcriptSection("gmail-xoauth2-failure.txt", "imap");
     const auth = lines.findIndex((line) => line.from === "C" && /^a2 AUTHENTICATE XOAUTH2 /.test(line.text));
     expect(auth).toBeGreaterThan(0);
@@ -48,7 +48,7 @@ describe("tests/fixtures/oauth transcripts", () => {
     expect(lines.find((line) => line.text.startsWith("250-AUTH"))?.text).toContain("XOAUTH2");
   });
 
-  test("Microsoft: each refresh answers with a new refresh token; the last is invalid_grant with an AADSTS code", () => {
+  test("Microsoft: each refresh answers with a new refresh token; the last is invalid_grant (AADSTS)", () => {
     const transcript = readTranscript("microsoft-refresh-rotation.txt");
     const exchanges = [...transcript.values()];
     const sent = exchanges.map((lines) => {
