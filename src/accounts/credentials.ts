@@ -220,9 +220,8 @@ export class AccountCredentials {
       rt.retryAt = this.#now() + backoffMs(rt.failures);
       rt.lastError = error.message;
       const kind = e instanceof TokenEndpointUnavailable ? "unavailable" : "refused the request";
-      this.#log.warn(
-        `account ${name}: token endpoint ${kind}: ${error.message}; retry in ${Math.round((rt.retryAt - this.#now()) / 1000)} s`,
-      );
+      const retryS = Math.round((rt.retryAt - this.#now()) / 1000);
+      this.#log.warn(`account ${name}: token endpoint ${kind}: ${error.message}; retry in ${retryS} s`);
       this.#noteError(account, error.message);
       throw new AccountTemporarilyUnavailable(name, error.message, rt.retryAt);
     }

@@ -111,7 +111,10 @@ export function classify(e: unknown): Error {
     const status = (e.cause as { status?: unknown } | undefined)?.status;
     const response = (e.cause as Response | undefined) ?? null;
     const code = typeof status === "number" ? status : response instanceof Response ? response.status : null;
-    return new TokenEndpointUnavailable(`unexpected token endpoint response${code ? ` (HTTP ${code})` : ""}`);
+    // The message names the check that failed (never a value from the body).
+    return new TokenEndpointUnavailable(
+      `unexpected token endpoint response${code ? ` (HTTP ${code})` : ""}: ${e.message}`.slice(0, 300),
+    );
   }
   const name = (e as Error)?.name;
   if (name === "TimeoutError" || name === "AbortError") return new TokenEndpointUnavailable("token request timed out");

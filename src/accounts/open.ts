@@ -4,6 +4,7 @@ import type { AuditEvent } from "../audit/index.ts";
 import type { Config } from "../config/index.ts";
 import { SealedStore } from "../state/store.ts";
 import { AccountCredentials, type CredentialsOptions } from "./credentials.ts";
+import { TOKEN_KIND } from "./records.ts";
 
 export interface OpenOptions {
   readonly env: Readonly<Record<string, string | undefined>>;
@@ -32,6 +33,15 @@ export function openAccountCredentials(
       log: options.log,
       fetch: options.fetch,
     });
+    if (store) {
+      const loggedIn = new Set(store.ids(TOKEN_KIND));
+      for (const account of Object.values(config.accounts)) {
+        if (account.auth === "oauth2" && account.oauth2.grant === "authorization_code" && !loggedIn.has(account.name))
+          options.log?.warn(
+            `account ${account.name} is not logged in: run \`mailgator account login ${account.name}\``,
+          );
+      }
+    }
     return { credentials, store };
   } catch (e) {
     store?.close();

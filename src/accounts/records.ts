@@ -90,8 +90,8 @@ export function readStatus(store: SealedStore, account: string): StatusRow | nul
 export function writeStatus(store: SealedStore, row: StatusRow): void {
   store.db
     .query(
-      `INSERT OR REPLACE INTO account_status (account, state, since, last_error, last_error_at, expires_at, refreshed_at)
-       VALUES (?, ?, ?, ?, ?, ?, ?)`,
+      `INSERT OR REPLACE INTO account_status
+         (account, state, since, last_error, last_error_at, expires_at, refreshed_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
     )
     .run(row.account, row.state, row.since, row.lastError, row.lastErrorAt, row.expiresAt, row.refreshedAt);
 }
@@ -101,6 +101,7 @@ export function writeStatus(store: SealedStore, row: StatusRow): void {
  * one, never neither (the provider may already have retired the old refresh token when it issued the new one).
  */
 export function saveTokens(store: SealedStore, account: string, record: TokenRecord, now: number): void {
+  ensureSchema(store);
   store.transaction(() => {
     store.put(TOKEN_KIND, account, JSON.stringify(record));
     const before = readStatus(store, account);

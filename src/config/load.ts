@@ -493,7 +493,8 @@ function oauth2Settings(
     if (grant === "client_credentials" && (tenant === null || MICROSOFT_TENANT_ALIASES.includes(tenant)))
       problems.add(
         at(raw.tenant === undefined ? undefined : "tenant"),
-        `grant = "client_credentials" needs tenant = your directory's id or domain (app-only tokens are issued by one tenant, not "${tenant ?? MICROSOFT_DEFAULT_TENANT}")`,
+        `grant = "client_credentials" needs tenant = your directory's id or domain ` +
+          `(app-only tokens are issued by one tenant, not "${tenant ?? MICROSOFT_DEFAULT_TENANT}")`,
       );
   }
   const secret = secretFrom(raw, CLIENT_SECRET_KEYS, at(), base, env, problems);

@@ -39,7 +39,8 @@ export function loadSecretsKey(source: KeySource): Buffer {
   if (fromEnv !== undefined && fromEnv !== "") return decode(fromEnv, SECRETS_KEY_ENV);
   let fd: number;
   try {
-    fd = openSync(source.file, constants.O_RDONLY | constants.O_NOFOLLOW);
+    // A symbolic link is followed (secret stores mount files that way); the mode checked is the target's.
+    fd = openSync(source.file, constants.O_RDONLY);
   } catch (e) {
     const code = (e as NodeJS.ErrnoException).code;
     if (code !== "ENOENT") throw new SecretsKeyError(`cannot read the secrets file ${source.file} (${code})`);

@@ -46,6 +46,31 @@ describe("check", () => {
     expect(r.stdout).toContain(`warning: rule 2 "late" can never match: rule 1 "deny all"`);
   });
 
+  test("accounts are listed with how they log in upstream, never with a secret", () => {
+    const file = join(tempDir(), "m.toml");
+    writeFileSync(
+      file,
+      [
+        `[accounts.work]`,
+        `username = "agent@contoso.com"`,
+        `auth = "oauth2"`,
+        `provider = "microsoft"`,
+        `client_id = "abc"`,
+        `client_secret = "client-secret-value"`,
+        `[accounts.pw]`,
+        `username = "u@x.test"`,
+        `password = "password-value"`,
+      ].join("\n"),
+    );
+    const r = run(["check", "-c", file]);
+    expect(r.code).toBe(0);
+    expect(r.stdout).toContain(
+      "account work: agent@contoso.com, oauth2 (microsoft, authorization_code, tenant common)",
+    );
+    expect(r.stdout).toContain("account pw: u@x.test, password");
+    expect(r.stdout + r.stderr).not.toContain("-value");
+  });
+
   test("a config error exits 2 with the located message", () => {
     const dir = tempDir();
     const file = join(dir, "m.toml");

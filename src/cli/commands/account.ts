@@ -77,7 +77,8 @@ async function login(ctx: CommandContext, config: Config, name: string, mode: "l
             : await loginLoopback(account, io);
       if (grant.refreshToken === null)
         throw new LoginError(
-          "the provider issued no refresh token: check that the scopes allow offline access (Microsoft: offline_access)",
+          "the provider issued no refresh token: check that the scopes allow offline access " +
+            "(Microsoft: offline_access)",
         );
       const now = Date.now();
       saveTokens(

@@ -47,6 +47,12 @@ export function check(ctx: CommandContext): number {
       ? `mode: vault, ${config.agents.length} agent(s): ${config.agents.map((a) => a.name).join(", ")}`
       : "mode: pass-through (agents log in with the upstream credentials)",
   );
+  for (const account of Object.values(config.accounts)) {
+    // What the proxy logs in upstream with; never a secret (docs/accounts.md).
+    const o = account.auth === "oauth2" ? account.oauth2 : null;
+    const how = o ? `oauth2 (${o.provider}, ${o.grant}${o.tenant ? `, tenant ${o.tenant}` : ""})` : "password";
+    lines.push(`account ${account.name}: ${account.username}, ${how}`);
+  }
   lines.push(
     `audit log: ${config.audit.path}${config.audit.retentionDays ? ` (kept ${config.audit.retentionDays} days)` : ""}`,
   );
