@@ -266,7 +266,7 @@ for (const [setting, mechanism] of [
   ["oauthbearer", "OAUTHBEARER"],
 ] as const) {
   describe(`sasl_mechanism = "${setting}"`, () => {
-    test(`the agent reads with imapflow and sends with nodemailer; upstream logins use ${mechanism}; no token reaches the agent`, async () => {
+    test(`imapflow reads, nodemailer sends; upstream logins by ${mechanism}; no token reaches the agent`, async () => {
       const s = await setup(setting);
       const recipient = await createMailbox({ name: "oauth-recipient" });
       const imapCapture = await Capture.in_front_of(s.imap.address.port);
@@ -316,7 +316,7 @@ function expectNoSecretIn(text: string, secrets: readonly string[]): void {
 }
 
 describe("failures", () => {
-  test("revoked grant: NO [UNAVAILABLE] and 454 4.7.0 with the re-authorization message, an error row per attempt", async () => {
+  test("revoked grant: NO [UNAVAILABLE] and 454 4.7.0 saying so, an error row per attempt", async () => {
     const s = await setup("auto");
     // A working session first, so the proxy holds a cached access token the revocation invalidates.
     const client = imapClient(s.imap.address.port, "bot", AGENT_TOKEN);
@@ -345,7 +345,7 @@ describe("failures", () => {
     await pw.logout();
   });
 
-  test("token endpoint answering 5xx: a temporary failure; the token is kept and sessions resume when it is back", async () => {
+  test("token endpoint 5xx: a temporary failure; the token is kept, sessions resume when it is back", async () => {
     const s = await setup("auto");
     const user = s.mailbox.user;
     // The cached access token stops working, and refreshing it fails with 503.
@@ -407,8 +407,7 @@ describe("latency", () => {
     const counters = (await control("counters", {}, "GET")).body as { tokenByUser: Record<string, unknown> };
     // The cached token served every login: only the authorization-code exchange of setup() was a token request.
     expect(counters.tokenByUser[s.mailbox.user]).toEqual({ authorization_code: 1 });
-    console.log(
-      `login-to-first-command (median of 10, ms): oauth2 cached token ${median(oauth).toFixed(1)}, password ${median(password).toFixed(1)}`,
-    );
+    const figures = `oauth2 cached token ${median(oauth).toFixed(1)}, password ${median(password).toFixed(1)}`;
+    console.log(`login-to-first-command (median of 10, ms): ${figures}`);
   });
 });

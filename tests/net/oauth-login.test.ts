@@ -168,7 +168,7 @@ describe("Gmail's failure challenge (recorded transcript)", () => {
     expect(JSON.stringify(rows)).not.toMatch(/token-[12]/);
   });
 
-  test("SMTP proxy: 334 answered with an empty line, 535, a second connection with a fresh token, then 454", async () => {
+  test("SMTP proxy: 334 answered with an empty line, 535, a new connection with a fresh token, 454", async () => {
     const server = await TranscriptServer.start(transcriptSection(GMAIL, "smtp"));
     cleanups.push(() => server.close());
     const { config, audit, credentials, calls } = setup({ smtp: server.port });
