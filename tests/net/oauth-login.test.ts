@@ -122,7 +122,7 @@ describe("SASL strings (src/net/sasl.ts)", () => {
   });
 });
 
-describe("Gmail's failure challenge (recorded transcript)", () => {
+describe("scripted upstreams: Gmail's failure challenge (recorded transcript), no SASL-IR", () => {
   test("IMAP upstream: the challenge is answered with an empty line, then NO is a refused login", async () => {
     const server = await TranscriptServer.start(transcriptSection(GMAIL, "imap"));
     cleanups.push(() => server.close());
@@ -140,6 +140,27 @@ describe("Gmail's failure challenge (recorded transcript)", () => {
     const initial = b64(oauthInitialResponse("XOAUTH2", USER, "ya29.expired-token-example"));
     expect(server.received[0]).toEqual(["M1 CAPABILITY", `M2 AUTHENTICATE XOAUTH2 ${initial}`, ""]);
     expect(up.closed).toBe(false);
+  });
+
+  test("IMAP upstream without SASL-IR: AUTHENTICATE alone, the response after the first +", async () => {
+    const response = b64(oauthInitialResponse("OAUTHBEARER", USER, "tok"));
+    const lines: TranscriptLine[] = [
+      { from: "S", text: "* OK [CAPABILITY IMAP4rev1 AUTH=OAUTHBEARER AUTH=XOAUTH2] ready" },
+      { from: "C", text: "a1 AUTHENTICATE OAUTHBEARER" },
+      { from: "S", text: "+ " },
+      { from: "C", text: response },
+      { from: "S", text: "a1 OK [CAPABILITY IMAP4rev1 UIDPLUS UNSELECT] Logged in" },
+    ];
+    const server = await TranscriptServer.start(lines);
+    cleanups.push(() => server.close());
+    const target = { host: "127.0.0.1", port: server.port, tls: "none" as const, skipVerify: false, extraCa: null };
+    const up = await UpstreamSession.open(
+      { ...target, connectTimeoutMs: 2000 },
+      { connectMs: 2000, handshakeMs: 2000, commandMs: 2000 },
+    );
+    cleanups.push(() => up.close());
+    expect(await up.loginOAuth(USER, "tok", "auto")).toBe(true);
+    expect(server.received[0]).toEqual(["M1 AUTHENTICATE OAUTHBEARER", response]);
   });
 
   test("IMAP proxy: refused twice → reportRejected once, one retry, NO [UNAVAILABLE] try again later", async () => {
