@@ -193,7 +193,7 @@ export class AccountCredentials {
     return rt.flight;
   }
 
-  async #tokenRequest(account: OAuth2AccountConfig, rt: Runtime): Promise<TokenRecord> {
+  async #tokenRequest(account: OAuth2AccountConfig, rt: Runtime, retried = false): Promise<TokenRecord> {
     const name = account.name;
     const settings = account.oauth2;
     // Re-read: another process (`account login`, or a proxy restarted after a rotation) may have written newer tokens.
@@ -213,6 +213,11 @@ export class AccountCredentials {
       if (e instanceof AccountNeedsReauthorization) throw e;
       const error = e as Error;
       if (e instanceof GrantRevoked) {
+        // Another process may have replaced the grant meanwhile (`account login`, or a rotation by a second proxy
+        // on the same database): the refused token was then the old one. Try once with the stored one.
+        const latest = retried ? null : this.#read(account);
+        if (latest?.refreshToken != null && latest.refreshToken !== current?.refreshToken)
+          return this.#tokenRequest(account, rt, true);
         this.#markNeedsReauthorization(account, error.message);
         throw new AccountNeedsReauthorization(name, error.message);
       }

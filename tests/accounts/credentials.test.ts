@@ -201,6 +201,44 @@ describe("Microsoft: a refresh token rotated on every use", () => {
   });
 });
 
+test("invalid_grant for a token another process has replaced meanwhile retries with the stored one", async () => {
+  const { config, store } = microsoftSetup();
+  const account = config.accounts["work"] as OAuth2AccountConfig;
+  const now = 1_700_000_000_000;
+  const record = (refreshToken: string) => ({
+    refreshToken,
+    accessToken: null,
+    expiresAt: null,
+    obtainedAt: now,
+    clientId: account.oauth2.clientId,
+    tokenUrl: TOKEN_URL,
+  });
+  saveTokens(store, "work", record("0.old"), now);
+  const used: string[] = [];
+  const fetchImpl = (async (input: string | URL | Request, init?: RequestInit) => {
+    const form = new URLSearchParams(await new Request(input as string, init).text());
+    used.push(form.get("refresh_token")!);
+    if (form.get("refresh_token") === "0.old") {
+      saveTokens(store, "work", record("0.from-login"), now); // `account login` ran while this request was out
+      return Response.json({ error: "invalid_grant", error_description: "AADSTS70008" }, { status: 400 });
+    }
+    return Response.json(msToken("at-new", "0.next"));
+  }) as typeof fetch;
+  const audited: AuditEvent[] = [];
+  const c = new AccountCredentials({
+    config,
+    store,
+    fetch: fetchImpl,
+    now: () => now,
+    log: quiet,
+    audit: (e) => audited.push(e),
+  });
+  expect((await c.credentialFor("work")) as object).toMatchObject({ accessToken: "at-new" });
+  expect(used).toEqual(["0.old", "0.from-login"]);
+  expect(readStatus(store, "work")!.state).toBe("ok");
+  expect(audited).toEqual([]);
+});
+
 test("Google's device endpoint says verification_url; the login accepts it", async () => {
   const dir = mkdtempSync(join(tmpdir(), "mg-g-"));
   const config = parseConfig(

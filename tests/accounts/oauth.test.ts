@@ -87,7 +87,15 @@ describe("account login", () => {
     const name = await user();
     const setup = oauthConfig(name);
     dirs.push(setup.dir);
-    await login(setup.config);
+    const child = new Child([MAIN, "account", "login", "main", "-c", setup.config]);
+    const [url] = await child.waitFor(/http:\/\/127\.0\.0\.1:\d+\/authorize\?\S+/);
+    const [, callback] = await child.waitFor(/Waiting for the redirect to (\S+) /);
+    // A request without this login's state (a stray page, an attacker's code) is refused and changes nothing.
+    expect((await fetch(`${callback}?code=forged&state=guess`)).status).toBe(404);
+    const page = await fetch(url!);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain("login received");
+    expect(await child.exit()).toBe(0);
     const { credentials: c } = credentials(setup.config);
     const token = await oauthToken(c);
     expect(token.length).toBeGreaterThan(10);
