@@ -373,6 +373,7 @@ const OAUTH2_KEYS = [
   "token_url",
   "device_url",
   "scopes",
+  "sasl_mechanism",
 ] as const;
 const PASSWORD_KEYS = ["password", "password_env", "password_file"] as const;
 const CLIENT_SECRET_KEYS = ["client_secret", "client_secret_env", "client_secret_file"] as const;
@@ -519,6 +520,7 @@ function oauth2Settings(
     tokenUrl: resolved.tokenUrl!,
     deviceUrl: resolved.deviceUrl,
     scopes: [...resolved.scopes],
+    saslMechanism: raw.sasl_mechanism ?? "auto",
   };
 }
 

@@ -76,6 +76,7 @@ export const accountSchema = v.strictObject({
   token_url: v.optional(v.string()),
   device_url: v.optional(v.string()),
   scopes: v.optional(v.array(v.string())),
+  sasl_mechanism: v.optional(v.picklist(["auto", "xoauth2", "oauthbearer"])),
 });
 
 /** `[state]`: where the proxy keeps sealed records (OAuth2 tokens) and the key that seals them. */

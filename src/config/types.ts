@@ -128,6 +128,11 @@ export interface OAuth2Settings {
   /** The RFC 8628 device authorization endpoint, where the provider has one. */
   readonly deviceUrl: string | null;
   readonly scopes: readonly string[];
+  /**
+   * The SASL mechanism for the upstream login (docs/imap.md, docs/smtp.md "OAuth2 accounts"): "auto" takes
+   * OAUTHBEARER (RFC 7628) when the server offers it, else XOAUTH2; the other two force one.
+   */
+  readonly saslMechanism: "auto" | "xoauth2" | "oauthbearer";
 }
 
 export interface OAuth2AccountConfig extends AccountBase {

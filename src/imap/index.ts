@@ -3,6 +3,7 @@
  * upstream server, with folder and operation rules enforced. `startImapProxy` is what the CLI's `serve` calls.
  */
 
+import { AccountCredentials } from "../accounts/index.ts";
 import type { AuditLog } from "../audit/index.ts";
 import { assertRules } from "../config/rules.ts";
 import type { Config, ImapLimits } from "../config/types.ts";
@@ -46,6 +47,8 @@ export async function startImapProxy(deps: {
   config: Config;
   policy: Policy;
   audit: AuditLog;
+  /** The accounts' upstream credentials; without it, password accounts only (an OAuth2 account is refused). */
+  credentials?: AccountCredentials;
   /** Tests only: shorter timeouts and login delays. */
   timeouts?: Partial<UpstreamTimeouts>;
   loginThrottle?: Partial<typeof LOGIN_THROTTLE>;
@@ -72,6 +75,7 @@ export async function startImapProxy(deps: {
     config,
     policy,
     audit,
+    credentials: deps.credentials ?? new AccountCredentials({ config, store: null }),
     upstream,
     listenTls: imap.listenTls,
     identity,

@@ -8,6 +8,11 @@
  */
 
 import { randomBytes } from "node:crypto";
+import {
+  type AccountCredentials,
+  AccountNeedsReauthorization,
+  AccountTemporarilyUnavailable,
+} from "../accounts/index.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import { AuditUnavailableError } from "../audit/index.ts";
 import type { Config, ImapLimits } from "../config/types.ts";
@@ -21,6 +26,7 @@ import {
   UpstreamError,
   type UpstreamTarget,
 } from "../net/index.ts";
+import type { MechanismSetting } from "../net/sasl.ts";
 import type { Decision, Operation, Policy } from "../policy/index.ts";
 import { verifyToken } from "../vault/token.ts";
 import type { ClassificationCache } from "./cache.ts";
@@ -49,6 +55,8 @@ export interface SessionContext {
   readonly config: Config;
   readonly policy: Policy;
   readonly audit: AuditLog;
+  /** The upstream credential of each vault-mode account (src/accounts/index.ts). */
+  readonly credentials: AccountCredentials;
   readonly upstream: UpstreamTarget;
   readonly listenTls: "tls" | "starttls" | "none";
   readonly identity: TlsIdentity | null;
@@ -793,7 +801,7 @@ export class ImapSession {
     this.requireAudit();
     const { config } = this.ctx;
     let upstreamUser = username;
-    let upstreamPassword = password;
+    let loginUpstream = (up: UpstreamSession) => up.login(username, password);
     let agent: string | null = null;
     if (config.agents.length > 0) {
       const found = config.agents.find((a) => a.name === username);
@@ -806,11 +814,14 @@ export class ImapSession {
       const account = config.accounts[found.account];
       if (account === undefined)
         return this.#loginFailed(tag, command, username, `account ${found.account} is not configured`);
-      // OAuth2 upstream login (docs/accounts.md) is not wired into the IMAP proxy yet: refuse, never guess.
-      if (account.auth !== "password")
-        throw new Refusal("NO", "UNAVAILABLE", "Upstream login for this account is not available");
       upstreamUser = account.username;
-      upstreamPassword = account.password.reveal();
+      if (account.auth === "oauth2") {
+        const setting = account.oauth2.saslMechanism;
+        loginUpstream = (up) => oauthLogin(this.ctx.credentials, account.name, up, setting);
+      } else {
+        const secret = account.password;
+        loginUpstream = (up) => up.login(account.username, secret.reveal());
+      }
       agent = found.name;
       // Known before going upstream: an agent at its limit costs the upstream nothing.
       if (this.ctx.perAgent.count(SessionCounter.key(agent, upstreamUser)) >= this.ctx.perAgent.limit)
@@ -818,6 +829,18 @@ export class ImapSession {
     }
     // After every await below the agent may have gone: what was opened is closed (shutdown closes what it finds
     // in #upstreams; each step checks #closed too), and nothing is attached to a dead session.
+    const upstreamFailed = (reason: string): void => {
+      this.auditRow({
+        command,
+        operation: null,
+        folder: null,
+        target: null,
+        decision: "error",
+        rule: null,
+        ruleIndex: null,
+        reason,
+      });
+    };
     let up: UpstreamSession;
     try {
       up = await this.#openUpstream();
@@ -825,35 +848,26 @@ export class ImapSession {
       if (this.#closed) return;
       const reason = (error as Error).message;
       this.log.warn(`session ${this.id}: ${reason}`);
-      this.auditRow({
-        command,
-        operation: null,
-        folder: null,
-        target: null,
-        decision: "error",
-        rule: null,
-        ruleIndex: null,
-        reason,
-      });
+      upstreamFailed(reason);
       throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
     }
     let ok: boolean;
     try {
-      ok = await up.login(upstreamUser, upstreamPassword);
+      ok = await loginUpstream(up);
     } catch (error) {
       up.close();
       if (this.#closed) return;
-      const reason = (error as Error).message;
-      this.auditRow({
-        command,
-        operation: null,
-        folder: null,
-        target: null,
-        decision: "error",
-        rule: null,
-        ruleIndex: null,
-        reason,
-      });
+      upstreamFailed((error as Error).message);
+      // docs/imap.md "OAuth2 accounts": the agent learns that the account needs its owner, or to come back later;
+      // never anything of the token exchange.
+      if (error instanceof AccountNeedsReauthorization)
+        throw new Refusal(
+          "NO",
+          "UNAVAILABLE",
+          `Account ${error.account} needs re-authorization by its owner (mailgator account login ${error.account})`,
+        );
+      if (error instanceof AccountTemporarilyUnavailable || error instanceof OAuthRefused)
+        throw new Refusal("NO", "UNAVAILABLE", "Upstream login temporarily unavailable; try again later");
       throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
     }
     if (!ok || this.#closed) {
@@ -914,9 +928,9 @@ export class ImapSession {
     const { upstream, timeouts } = this.ctx;
     this.#openAuxiliary = async () => {
       const aux = await UpstreamSession.open(upstream, timeouts, (opened) => this.#own(opened), this.#ending.signal);
-      const ok = await aux.login(upstreamUser, upstreamPassword).catch((error: unknown) => {
+      const ok = await loginUpstream(aux).catch((error: unknown) => {
         aux.close();
-        throw error;
+        throw error instanceof UpstreamError ? error : new UpstreamError((error as Error).message);
       });
       if (!ok) {
         aux.close();
@@ -988,4 +1002,32 @@ export class ImapSession {
     await Bun.sleep(delay);
     this.tagged(tag, "NO", "AUTHENTICATIONFAILED", "Authentication failed");
   }
+}
+
+/** The upstream refused a fresh access token too: a temporary failure for the agent (docs/imap.md). */
+class OAuthRefused extends Error {
+  override name = "OAuthRefused";
+}
+
+/**
+ * Logs `up` in as an OAuth2 account (docs/imap.md "OAuth2 accounts"): with the current access token, and when the
+ * server refuses it, once more with a fresh one (the refused token is reported, so the next one is new). Resolves
+ * true; throws AccountNeedsReauthorization, AccountTemporarilyUnavailable, OAuthRefused or UpstreamError. Never
+ * false: a refused token is not the agent's wrong password.
+ */
+async function oauthLogin(
+  credentials: AccountCredentials,
+  account: string,
+  up: UpstreamSession,
+  setting: MechanismSetting,
+): Promise<boolean> {
+  const first = await credentials.credentialFor(account);
+  if (first.kind !== "oauth2") throw new UpstreamError(`account ${account}: expected an OAuth2 credential`);
+  if (await up.loginOAuth(first.username, first.accessToken, setting)) return true;
+  credentials.reportRejected(account, first.accessToken);
+  const second = await credentials.credentialFor(account);
+  if (second.kind !== "oauth2") throw new UpstreamError(`account ${account}: expected an OAuth2 credential`);
+  if (second.accessToken !== first.accessToken && (await up.loginOAuth(second.username, second.accessToken, setting)))
+    return true;
+  throw new OAuthRefused(`account ${account}: the upstream server refused a fresh access token`);
 }

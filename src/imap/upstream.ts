@@ -5,6 +5,13 @@
  */
 
 import { type Connection, connectUpstream, tlsOptions, UpstreamError, type UpstreamTarget } from "../net/index.ts";
+import {
+  chooseOAuthMechanism,
+  type MechanismSetting,
+  type OAuthMechanism,
+  oauthFailureAnswer,
+  oauthInitialResponse,
+} from "../net/sasl.ts";
 import { type Command, Encoder, Framer, parseResponse, type Response, writeCommand } from "./wire/index.ts";
 
 export type StatusResponse = Extract<Response, { type: "status" }>;
@@ -27,6 +34,8 @@ interface Pending {
   readonly tag: string;
   readonly onData: ((r: Response) => void) | null;
   rounds: Uint8Array[][];
+  /** A `+` once the literals are sent: a SASL challenge (AUTHENTICATE). Absent: the session fails. */
+  readonly onChallenge: (() => void) | null;
   resolve(status: StatusResponse): void;
   reject(error: Error): void;
   timer: ReturnType<typeof setTimeout> | null;
@@ -175,6 +184,48 @@ export class UpstreamSession {
     } else {
       throw new UpstreamError("the upstream server accepts neither LOGIN nor AUTHENTICATE PLAIN with SASL-IR");
     }
+    return this.#loggedIn(status);
+  }
+
+  /**
+   * Logs in with an OAuth2 access token (docs/imap.md "OAuth2 accounts"): AUTHENTICATE OAUTHBEARER (RFC 7628) or
+   * XOAUTH2 as `setting` and the capabilities decide, with the initial response in the command when the server
+   * offers SASL-IR (RFC 4959) and after the first `+` otherwise. A refused token gets a challenge (base64 JSON)
+   * first, answered as the mechanism says, then NO. Resolves like `login`; throws UpstreamError when no offered
+   * mechanism fits or the server goes on challenging.
+   */
+  async loginOAuth(username: string, accessToken: string, setting: MechanismSetting): Promise<boolean> {
+    const mechanism: OAuthMechanism | null = chooseOAuthMechanism((m) => this.caps.has(`AUTH=${m}`), setting);
+    if (mechanism === null) {
+      const wanted = setting === "auto" ? "OAUTHBEARER or XOAUTH2" : setting.toUpperCase();
+      throw new UpstreamError(`the upstream server does not offer AUTHENTICATE ${wanted}`);
+    }
+    const response = oauthInitialResponse(mechanism, username, accessToken);
+    const saslIr = this.caps.has("SASL-IR");
+    // Challenges expected: the one asking for the response (without SASL-IR), then at most one failure challenge.
+    let sent = saslIr;
+    let answeredFailure = false;
+    const status = await this.run(
+      { name: "AUTHENTICATE", mechanism, initialResponse: saslIr ? response : null },
+      null,
+      this.#timeouts.handshakeMs,
+      null,
+      () => {
+        if (!sent) {
+          sent = true;
+          this.#conn.write(`${Buffer.from(response).toString("base64")}\r\n`);
+        } else if (!answeredFailure) {
+          answeredFailure = true;
+          this.#conn.write(`${Buffer.from(oauthFailureAnswer(mechanism)).toString("base64")}\r\n`);
+        } else {
+          this.#fail(new UpstreamError(`the upstream server kept challenging AUTHENTICATE ${mechanism}`));
+        }
+      },
+    );
+    return this.#loggedIn(status);
+  }
+
+  async #loggedIn(status: StatusResponse): Promise<boolean> {
     if (status.status !== "OK") return false;
     if (status.code?.known && status.code.name === "CAPABILITY") {
       this.caps = new Set(status.code.capabilities.map((c) => c.toUpperCase()));
@@ -196,6 +247,7 @@ export class UpstreamSession {
     onData: ((r: Response) => void) | null = null,
     timeoutMs = this.#timeouts.commandMs,
     afterTagged: (() => void) | null = null,
+    onChallenge: (() => void) | null = null,
   ): Promise<StatusResponse> {
     if (this.#error !== null) return Promise.reject(this.#error);
     if (this.#pending !== null) return Promise.reject(new Error("imap: upstream command already in flight"));
@@ -208,6 +260,7 @@ export class UpstreamSession {
         tag,
         onData,
         rounds: rounds.slice(1),
+        onChallenge,
         resolve: (s) => {
           afterTagged?.();
           resolve(s);
@@ -308,6 +361,8 @@ export class UpstreamSession {
     if (r.type === "continuation") {
       if (pending !== null && pending.rounds.length > 0) {
         for (const chunk of pending.rounds.shift()!) this.#conn.write(chunk);
+      } else if (pending !== null && pending.onChallenge !== null) {
+        pending.onChallenge();
       } else if (this.#onContinue !== null) {
         this.#onContinue();
       }

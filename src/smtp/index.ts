@@ -5,6 +5,7 @@
 
 import { hostname } from "node:os";
 import { dirname, join } from "node:path";
+import { AccountCredentials } from "../accounts/index.ts";
 import type { AuditLog } from "../audit/index.ts";
 import { assertRules } from "../config/rules.ts";
 import type { Config } from "../config/types.ts";
@@ -41,6 +42,8 @@ export interface SmtpProxyOptions {
   readonly config: Config;
   readonly policy: Policy;
   readonly audit: AuditLog;
+  /** The accounts' upstream credentials; without it, password accounts only (an OAuth2 account is refused). */
+  readonly credentials?: AccountCredentials;
   /** Tests only: shorter times (idle, login delay); connection limits and session times come from `[limits]`. */
   readonly limits?: Partial<SessionLimits>;
 }
@@ -82,6 +85,7 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
     config,
     policy,
     audit,
+    credentials: opts.credentials ?? new AccountCredentials({ config, store: null }),
     upstream,
     identity,
     spoolDir,

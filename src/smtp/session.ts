@@ -10,11 +10,13 @@
  */
 
 import { randomBytes } from "node:crypto";
+import { type AccountCredentials, AccountNeedsReauthorization } from "../accounts/index.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
 import type { Connection, FailureThrottle, TlsIdentity, UpstreamTarget } from "../net/index.ts";
 import { LineFramer, SessionCounter, UpstreamError } from "../net/index.ts";
+import type { MechanismSetting } from "../net/sasl.ts";
 import type { Decision, Outcome, Policy } from "../policy/index.ts";
 import { parsePathArgument } from "./address.ts";
 import { checkAgentLogin, decodeLoginStep, decodePlain, type LoginAttempt, type Mechanism } from "./auth.ts";
@@ -69,6 +71,8 @@ export interface SessionContext {
   readonly config: Config;
   readonly policy: Policy;
   readonly audit: AuditLog;
+  /** The upstream credential of each vault-mode account (src/accounts/index.ts). */
+  readonly credentials: AccountCredentials;
   readonly upstream: UpstreamTarget;
   readonly identity: TlsIdentity | null;
   readonly spoolDir: string;
@@ -603,6 +607,40 @@ export class SmtpSession {
       if (account === undefined)
         return this.#authFailed(attempt.username, `agent's account ${result.agent.account} is not configured`);
       if (!this.#takePlace(SessionCounter.key(result.agent.name, account.username), attempt.username, true)) return;
+      if (account.auth === "oauth2") {
+        // The token is tried at AUTH (docs/smtp.md "OAuth2 accounts"): an account that needs its owner, or a token
+        // endpoint that is down, is a 454 now rather than a surprise after DATA. The connection is kept for sending.
+        this.#flush();
+        try {
+          const opened = await this.#openOAuth(account.name, account.oauth2.saslMechanism);
+          if (this.#closing) {
+            // The agent left, or the proxy is stopping, while upstream checked the login.
+            void opened.quit().catch(() => {});
+            return;
+          }
+          this.#upstream = opened;
+        } catch (e) {
+          // The place taken above is given back: this login did not happen.
+          this.#releasePlace?.();
+          this.#releasePlace = null;
+          this.#audit({
+            command: "AUTH",
+            target: attempt.username,
+            decision: "error",
+            reason: `upstream login failed: ${(e as Error).message}`,
+          });
+          this.#send(
+            e instanceof AccountNeedsReauthorization
+              ? reply(
+                  454,
+                  "4.7.0",
+                  `Account ${e.account} needs re-authorization by its owner (mailgator account login ${e.account})`,
+                )
+              : reply(454, "4.7.0", "Upstream login temporarily unavailable; try again later"),
+          );
+          return;
+        }
+      }
       this.#identity = { mode: "vault", agent: result.agent.name, account };
       this.#senders = sessionIdentities(account.username, account.identities);
     } else {
@@ -870,7 +908,7 @@ export class SmtpSession {
     this.#upstream?.destroy();
     this.#upstream = null;
     const opening: Opening = {
-      promise: UpstreamSession.open(this.#ctx.upstream, this.#upstreamCredentials()),
+      promise: this.#openUpstream(),
       failed: false,
     };
     this.#opening = opening;
@@ -898,7 +936,7 @@ export class SmtpSession {
     if (this.#upstream !== null && !this.#upstream.closed) return this.#upstream;
     this.#upstream?.destroy();
     this.#upstream = null;
-    this.#upstream = await UpstreamSession.open(this.#ctx.upstream, this.#upstreamCredentials());
+    this.#upstream = await this.#openUpstream();
     return this.#upstream;
   }
 
@@ -1078,15 +1116,44 @@ export class SmtpSession {
     return text;
   }
 
-  #upstreamCredentials(): Credentials {
+  /** A new upstream connection logged in as this session's identity. */
+  #openUpstream(): Promise<UpstreamSession> {
     const id = this.#identity!;
-    if (id.mode === "vault") {
-      // OAuth2 upstream login (docs/accounts.md) is not wired into the SMTP proxy yet: fail, never guess.
-      if (id.account.auth !== "password")
-        throw new Error(`account ${id.account.name}: OAuth2 upstream login unavailable`);
-      return { username: id.account.username, password: id.account.password.reveal() };
+    if (id.mode === "pass-through") return UpstreamSession.open(this.#ctx.upstream, id.credentials);
+    const account = id.account;
+    if (account.auth === "oauth2") return this.#openOAuth(account.name, account.oauth2.saslMechanism);
+    return UpstreamSession.open(this.#ctx.upstream, {
+      username: account.username,
+      password: account.password.reveal(),
+    });
+  }
+
+  /**
+   * Connects and logs in as an OAuth2 account (docs/smtp.md "OAuth2 accounts"): with the current access token, and
+   * when the server refuses it, on a new connection with a fresh one (the refused token is reported, so the next one
+   * is new). Throws AccountNeedsReauthorization, AccountTemporarilyUnavailable or UpstreamError; never
+   * UpstreamAuthError, since a refused token is not the agent's wrong password.
+   */
+  async #openOAuth(account: string, mechanism: MechanismSetting): Promise<UpstreamSession> {
+    const { credentials, upstream } = this.#ctx;
+    const first = await credentials.credentialFor(account);
+    if (first.kind !== "oauth2") throw new UpstreamError(`account ${account}: expected an OAuth2 credential`);
+    try {
+      return await UpstreamSession.open(upstream, { ...first, mechanism });
+    } catch (e) {
+      if (!(e instanceof UpstreamAuthError)) throw e;
     }
-    return id.credentials;
+    credentials.reportRejected(account, first.accessToken);
+    const second = await credentials.credentialFor(account);
+    if (second.kind !== "oauth2") throw new UpstreamError(`account ${account}: expected an OAuth2 credential`);
+    if (second.accessToken !== first.accessToken) {
+      try {
+        return await UpstreamSession.open(upstream, { ...second, mechanism });
+      } catch (e) {
+        if (!(e instanceof UpstreamAuthError)) throw e;
+      }
+    }
+    throw new UpstreamError(`account ${account}: the upstream server refused a fresh access token`);
   }
 }
 

@@ -17,6 +17,7 @@ import {
   UpstreamError,
   type UpstreamTarget,
 } from "../net/index.ts";
+import { chooseOAuthMechanism, type MechanismSetting, oauthFailureAnswer, oauthInitialResponse } from "../net/sasl.ts";
 import {
   MAX_UPSTREAM_REPLY_LINE,
   MAX_UPSTREAM_REPLY_LINES,
@@ -32,6 +33,15 @@ export interface Credentials {
   readonly username: string;
   readonly password: string;
 }
+
+/** An OAuth2 login (docs/smtp.md "OAuth2 accounts"): AUTH OAUTHBEARER or XOAUTH2 as `mechanism` decides. */
+export interface OAuthCredentials {
+  readonly username: string;
+  readonly accessToken: string;
+  readonly mechanism: MechanismSetting;
+}
+
+export type UpstreamLogin = Credentials | OAuthCredentials;
 
 /** Upstream refused the login (535 and friends): the agent gets 535, not a temporary failure. */
 export class UpstreamAuthError extends Error {
@@ -161,7 +171,7 @@ export class UpstreamSession {
   }
 
   /** Connects, secures and authenticates; rejects with UpstreamError or UpstreamAuthError. */
-  static async open(target: UpstreamTarget, credentials: Credentials | null): Promise<UpstreamSession> {
+  static async open(target: UpstreamTarget, credentials: UpstreamLogin | null): Promise<UpstreamSession> {
     const conn = await connectUpstream(target);
     const session = new UpstreamSession(conn);
     try {
@@ -173,7 +183,7 @@ export class UpstreamSession {
     return session;
   }
 
-  async #handshake(target: UpstreamTarget, credentials: Credentials | null): Promise<void> {
+  async #handshake(target: UpstreamTarget, credentials: UpstreamLogin | null): Promise<void> {
     const greeting = await this.#next();
     if (greeting.code !== 220) throw new UpstreamError(`upstream greeting was ${describe(greeting)}`);
     await this.#ehlo();
@@ -211,10 +221,12 @@ export class UpstreamSession {
     }
   }
 
-  async #auth(credentials: Credentials): Promise<void> {
+  async #auth(credentials: UpstreamLogin): Promise<void> {
     const mechanisms = (this.extensions.get("AUTH") ?? "").toUpperCase().split(" ");
     let r: Reply;
-    if (mechanisms.includes("PLAIN")) {
+    if ("accessToken" in credentials) {
+      r = await this.#authOAuth(mechanisms, credentials);
+    } else if (mechanisms.includes("PLAIN")) {
       const token = Buffer.from(`\0${credentials.username}\0${credentials.password}`, "utf8").toString("base64");
       r = await this.command(`AUTH PLAIN ${token}`);
     } else if (mechanisms.includes("LOGIN")) {
@@ -227,6 +239,24 @@ export class UpstreamSession {
     if (r.code === 235) return;
     if (r.code >= 500) throw new UpstreamAuthError(r);
     throw new UpstreamError(`upstream login failed: ${describe(r)}`);
+  }
+
+  /**
+   * AUTH with an access token and the initial response in the command (RFC 4954 §4). A refused token gets a 334
+   * challenge (base64 JSON) first, answered as the mechanism says (src/net/sasl.ts), then 535; a second 334 ends
+   * the connection.
+   */
+  async #authOAuth(mechanisms: readonly string[], credentials: OAuthCredentials): Promise<Reply> {
+    const mechanism = chooseOAuthMechanism((m) => mechanisms.includes(m), credentials.mechanism);
+    if (mechanism === null) {
+      const wanted = credentials.mechanism === "auto" ? "OAUTHBEARER or XOAUTH2" : credentials.mechanism.toUpperCase();
+      throw new UpstreamError(`upstream does not offer AUTH ${wanted}`);
+    }
+    const initial = oauthInitialResponse(mechanism, credentials.username, credentials.accessToken);
+    let r = await this.command(`AUTH ${mechanism} ${Buffer.from(initial).toString("base64")}`);
+    if (r.code === 334) r = await this.command(Buffer.from(oauthFailureAnswer(mechanism)).toString("base64"));
+    if (r.code === 334) throw new UpstreamError(`upstream kept challenging AUTH ${mechanism}`);
+    return r;
   }
 
   /** Sends one command line and waits for its reply. */
