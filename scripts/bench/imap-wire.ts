@@ -73,11 +73,14 @@ run(false); // warm up
 const parseOnly = run(false);
 const withEncode = run(true);
 console.log(
-  `imap-wire: ${((data.length * rounds) / 1048576).toFixed(0)} MiB of FETCH BODY[] responses (${BODY_SIZE}-octet bodies, ${CHUNK / 1024} KiB chunks)`,
+  `imap-wire: ${((data.length * rounds) / 1048576).toFixed(0)} MiB of FETCH BODY[] responses ` +
+    `(${BODY_SIZE}-octet bodies, ${CHUNK / 1024} KiB chunks)`,
 );
 console.log(
-  `  framer + parseResponse:           ${parseOnly.mbps.toFixed(0)} MiB/s, ${(parseOnly.msgs / 1000).toFixed(0)}k responses/s`,
+  `  framer + parseResponse:           ${parseOnly.mbps.toFixed(0)} MiB/s, ` +
+    `${(parseOnly.msgs / 1000).toFixed(0)}k responses/s`,
 );
 console.log(
-  `  framer + parseResponse + encode:  ${withEncode.mbps.toFixed(0)} MiB/s, ${(withEncode.msgs / 1000).toFixed(0)}k responses/s`,
+  `  framer + parseResponse + encode:  ${withEncode.mbps.toFixed(0)} MiB/s, ` +
+    `${(withEncode.msgs / 1000).toFixed(0)}k responses/s`,
 );

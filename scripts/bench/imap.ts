@@ -178,7 +178,9 @@ async function seed(
   let total = 0;
   const line = `${"Lorem ipsum dolor sit amet, consectetur adipiscing elit, sed do eiusmod tempor".slice(0, 74)}\r\n`;
   for (let i = 1; i <= count; i++) {
-    const head = `From: sender${i % 37}@bench.test\r\nTo: ${user.user}\r\nSubject: bench message ${i}\r\nMessage-ID: <bench-${i}@bench.test>\r\nDate: Mon, 1 Jun 2026 10:00:00 +0000\r\n\r\n`;
+    const head =
+      `From: sender${i % 37}@bench.test\r\nTo: ${user.user}\r\nSubject: bench message ${i}\r\nMessage-ID: ` +
+      `<bench-${i}@bench.test>\r\nDate: Mon, 1 Jun 2026 10:00:00 +0000\r\n\r\n`;
     const body = line.repeat(Math.max(1, Math.floor((size - head.length) / line.length)));
     const message = head + body;
     total += message.length;
@@ -211,7 +213,8 @@ async function main(): Promise<void> {
   const user = addUser(up, address, "bench-password");
   const mailboxBytes = await seed(up.ports.imap, user, messages, size);
   console.log(
-    `imap: ${messages} messages, ${(mailboxBytes / 1e6).toFixed(2)} MB (avg ${(mailboxBytes / messages / 1024).toFixed(1)} KB), fetched x${repeat} per session, ${rounds} rounds`,
+    `imap: ${messages} messages, ${(mailboxBytes / 1e6).toFixed(2)} MB (avg ` +
+      `${(mailboxBytes / messages / 1024).toFixed(1)} KB), fetched x${repeat} per session, ${rounds} rounds`,
   );
 
   const dir = mkdtempSync(join(tmpdir(), "mailgator-bench-imap-"));
@@ -275,16 +278,23 @@ action = "allow"
     console.log(`imap: ${mb.toFixed(1)} MB per session`);
     console.log(`  direct     ${direct.toFixed(3)} s  ${(mb / direct).toFixed(0)} MB/s`);
     console.log(
-      `  mailgator  ${proxied.toFixed(3)} s  ${(mb / proxied).toFixed(0)} MB/s  ratio ${(direct / proxied).toFixed(2)}x direct (goal >= 0.90); proxy CPU ${((proxyCpu.user + proxyCpu.sys) / rounds).toFixed(2)} s per session (user ${(proxyCpu.user / rounds).toFixed(2)}, kernel ${(proxyCpu.sys / rounds).toFixed(2)}; ${(((proxyCpu.user + proxyCpu.sys) / rounds / (messages * repeat)) * 1e6).toFixed(1)} µs per message)`,
+      `  mailgator  ${proxied.toFixed(3)} s  ${(mb / proxied).toFixed(0)} MB/s  ratio ` +
+        `${(direct / proxied).toFixed(2)}x direct (goal >= 0.90); proxy CPU ` +
+        `${((proxyCpu.user + proxyCpu.sys) / rounds).toFixed(2)} s per session (user ` +
+        `${(proxyCpu.user / rounds).toFixed(2)}, kernel ${(proxyCpu.sys / rounds).toFixed(2)}; ` +
+        `${(((proxyCpu.user + proxyCpu.sys) / rounds / (messages * repeat)) * 1e6).toFixed(1)} µs per ` +
+        `message)`,
     );
     const paired = times.get("direct")!.map((d, i) => d / times.get("mailgator")![i]!);
     console.log(
-      `  per round (direct/mailgator, same round): ${paired.map((r) => r.toFixed(2)).join(" ")}, median ${median(paired).toFixed(2)}`,
+      `  per round (direct/mailgator, same round): ${paired.map((r) => r.toFixed(2)).join(" ")}, median ` +
+        `${median(paired).toFixed(2)}`,
     );
     if (times.has("nginx")) {
       const nginx = median(times.get("nginx")!);
       console.log(
-        `  nginx      ${nginx.toFixed(3)} s  ${(mb / nginx).toFixed(0)} MB/s  ratio ${(direct / nginx).toFixed(2)}x direct (pure relay, reference)`,
+        `  nginx      ${nginx.toFixed(3)} s  ${(mb / nginx).toFixed(0)} MB/s  ratio ` +
+          `${(direct / nginx).toFixed(2)}x direct (pure relay, reference)`,
       );
     }
   } finally {

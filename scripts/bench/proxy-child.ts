@@ -15,7 +15,10 @@ export interface ProxyChild {
   stop(): Promise<void>;
 }
 
-/** Writes `toml` to `configFile`, starts `script serve configFile`, waits for its port. BENCH_PROFILE=DIR adds a CPU profile. */
+/**
+ * Writes `toml` to `configFile`, starts `script serve configFile`, waits for its port. BENCH_PROFILE=DIR adds a CPU
+ * profile.
+ */
 export async function startProxyChild(script: string, configFile: string, toml: string): Promise<ProxyChild> {
   writeFileSync(configFile, toml);
   const profile = process.env["BENCH_PROFILE"]

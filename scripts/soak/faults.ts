@@ -78,7 +78,8 @@ async function send(
       if (!reply.startsWith(want)) return reply;
     }
     smtp.write(
-      `From: <${user.address}>\r\nTo: <${token}@corp.test>\r\nSubject: ${token}\r\nMessage-ID: <${token}@faults.test>\r\n\r\n`,
+      `From: <${user.address}>\r\nTo: <${token}@corp.test>\r\nSubject: ${token}\r\nMessage-ID: ` +
+        `<${token}@faults.test>\r\n\r\n`,
     );
     await options.onData?.(smtp);
     return await smtp.command(`${"fault line\r\n".repeat(50)}.`);
@@ -418,7 +419,8 @@ async function killSends(ctx: Context): Promise<Check[]> {
     await Bun.sleep(500);
     const db = new Database(proxy.auditFile, { readonly: true });
     const rowFor = db.query<{ n: number }, [string]>(
-      "SELECT count(*) AS n FROM audit WHERE protocol = 'smtp' AND command = 'DATA' AND decision = 'allow' AND detail LIKE ?",
+      "SELECT count(*) AS n FROM audit WHERE protocol = 'smtp' AND command = 'DATA' AND decision = " +
+        "'allow' AND detail LIKE ?",
     );
     const unaudited = delivered.filter((t) => rowFor.get(`%${t}@faults.test%`)!.n === 0);
     const integrity = db.query<{ integrity_check: string }, []>("PRAGMA integrity_check").get()!.integrity_check;
@@ -426,7 +428,8 @@ async function killSends(ctx: Context): Promise<Check[]> {
     checks.add(
       "every message that reached upstream has its allow row in the audit log",
       unaudited.length === 0,
-      `${delivered.length} delivered, ${unaudited.length} without a row${unaudited.length ? `: ${unaudited.slice(0, 3).join(", ")}` : ""}`,
+      `${delivered.length} delivered, ${unaudited.length} without a ` +
+        `row${unaudited.length ? `: ${unaudited.slice(0, 3).join(", ")}` : ""}`,
     );
     checks.add("the audit database is intact after the kill", integrity === "ok", integrity);
     const spool = join(dir, "mailgator-spool");
@@ -453,7 +456,8 @@ export const FAULTS: Readonly<Record<string, (ctx: Context) => Promise<Check[]>>
 
 if (import.meta.main) {
   const flags = parseFlags(
-    "Usage: npx bun scripts/soak/faults.ts [flags]\n\nInjects faults into a real mailgator process and its upstreams and prints what it checked.\nExit 1 when a check fails.",
+    "Usage: npx bun scripts/soak/faults.ts [flags]\n\nInjects faults into a real mailgator process and " +
+      "its upstreams and prints what it checked.\nExit 1 when a check fails.",
     {
       only: { default: Object.keys(FAULTS).join(","), help: "faults to run, comma-separated" },
       senders: { default: "20", help: "kill-sends: concurrent senders (at most 200)" },

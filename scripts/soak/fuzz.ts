@@ -126,7 +126,8 @@ const SMTP_CORPUS: readonly string[] = [
   "BDAT 10 LAST",
   "STARTTLS",
   // A whole transaction in one input, so that mutations reach DATA and the replay upstream.
-  "MAIL FROM:<USER>\r\nRCPT TO:<fuzz@corp.test>\r\nDATA\r\nFrom: <USER>\r\nTo: fuzz@corp.test\r\nSubject: t\r\n\r\nbody\r\n.",
+  "MAIL FROM:<USER>\r\nRCPT TO:<fuzz@corp.test>\r\nDATA\r\nFrom: <USER>\r\nTo: " +
+    "fuzz@corp.test\r\nSubject: t\r\n\r\nbody\r\n.",
   "MAIL FROM:<USER>\r\nRCPT TO:<fuzz@corp.test>\r\nRCPT TO:<x@evil.test>\r\nDATA",
 ];
 
@@ -427,7 +428,10 @@ export async function runFuzz(options: FuzzOptions, proxyIn?: MailgatorProcess):
             nextProgress += 10_000;
             const s = (performance.now() - started) / 1000;
             log(
-              `fuzz: ${inputs.imap + inputs.smtp} inputs in ${s.toFixed(0)} s (${((inputs.imap + inputs.smtp) / s).toFixed(0)}/s), RSS ${rss.sample().toFixed(1)} MiB, upstream commands ${imapRelay.stats.commands}+${smtpRelay.stats.commands}, malformed ${imapRelay.stats.malformed + smtpRelay.stats.malformed}`,
+              `fuzz: ${inputs.imap + inputs.smtp} inputs in ${s.toFixed(0)} s ` +
+                `(${((inputs.imap + inputs.smtp) / s).toFixed(0)}/s), RSS ${rss.sample().toFixed(1)} MiB, ` +
+                `upstream commands ${imapRelay.stats.commands}+${smtpRelay.stats.commands}, malformed ` +
+                `${imapRelay.stats.malformed + smtpRelay.stats.malformed}`,
             );
           }
         }
@@ -536,12 +540,19 @@ function print(report: FuzzReport, options: FuzzOptions): void {
   const total = report.inputs.imap + report.inputs.smtp;
   console.log(
     [
-      `fuzz: ${total} inputs (IMAP ${report.inputs.imap}, SMTP ${report.inputs.smtp}) in ${report.seconds.toFixed(0)} s (${(total / report.seconds).toFixed(0)}/s), seed ${options.seed}, concurrency ${options.concurrency}`,
-      `fuzz: connections: IMAP ${report.connections.imap}, SMTP ${report.connections.smtp}; closed by the proxy ${report.connections.closedByProxy}, destroyed by the fuzzer after ${CLOSE_WAIT_MS} ms ${report.connections.destroyedByUs}`,
-      `fuzz: upstream IMAP commands ${report.relay.imap.commands} over ${report.relay.imap.connections} connections, malformed ${report.relay.imap.malformed}: ${names(report.relay.imap.names)}`,
-      `fuzz: upstream SMTP commands ${report.relay.smtp.commands} over ${report.relay.smtp.connections} connections, malformed ${report.relay.smtp.malformed}: ${names(report.relay.smtp.names)}`,
+      `fuzz: ${total} inputs (IMAP ${report.inputs.imap}, SMTP ${report.inputs.smtp}) in ` +
+        `${report.seconds.toFixed(0)} s (${(total / report.seconds).toFixed(0)}/s), seed ${options.seed}, ` +
+        `concurrency ${options.concurrency}`,
+      `fuzz: connections: IMAP ${report.connections.imap}, SMTP ${report.connections.smtp}; closed by ` +
+        `the proxy ${report.connections.closedByProxy}, destroyed by the fuzzer after ${CLOSE_WAIT_MS} ms ` +
+        `${report.connections.destroyedByUs}`,
+      `fuzz: upstream IMAP commands ${report.relay.imap.commands} over ${report.relay.imap.connections} ` +
+        `connections, malformed ${report.relay.imap.malformed}: ${names(report.relay.imap.names)}`,
+      `fuzz: upstream SMTP commands ${report.relay.smtp.commands} over ${report.relay.smtp.connections} ` +
+        `connections, malformed ${report.relay.smtp.malformed}: ${names(report.relay.smtp.names)}`,
       `fuzz: connections left in the proxy: ${report.leftover.agents} agent, ${report.leftover.upstream} upstream`,
-      `fuzz: RSS MiB: start ${report.rss.start.toFixed(1)}, max ${report.rss.max.toFixed(1)} (limit ${options.rssLimitMiB}), end ${report.rss.end.toFixed(1)}`,
+      `fuzz: RSS MiB: start ${report.rss.start.toFixed(1)}, max ${report.rss.max.toFixed(1)} (limit ` +
+        `${options.rssLimitMiB}), end ${report.rss.end.toFixed(1)}`,
       `fuzz: RSS series (s MiB): ${report.rss.series}`,
       `fuzz: folder ${report.dir}`,
       total < options.inputs
@@ -556,7 +567,9 @@ function print(report: FuzzReport, options: FuzzOptions): void {
 
 if (import.meta.main) {
   const flags = parseFlags(
-    "Usage: npx bun scripts/soak/fuzz.ts [flags]\n\nMutation fuzzing of a real mailgator process's IMAP and SMTP listeners, with a checking relay\nbetween it and the upstream servers. Exit 1 when a check fails.",
+    "Usage: npx bun scripts/soak/fuzz.ts [flags]\n\nMutation fuzzing of a real mailgator process's IMAP " +
+      "and SMTP listeners, with a checking relay\nbetween it and the upstream servers. Exit 1 when a check " +
+      "fails.",
     {
       inputs: { default: "1000000", help: "mutated inputs to send (at most 10,000,000)" },
       concurrency: { default: "48", help: "connections at once (at most 500)" },

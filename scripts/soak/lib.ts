@@ -615,7 +615,8 @@ export function auditCounts(file: string, sinceMs = 0): Map<string, number> {
   try {
     const rows = db
       .query<AuditCount, [number]>(
-        "SELECT protocol, command, decision, count(*) AS n FROM audit WHERE time >= ? GROUP BY protocol, command, decision",
+        "SELECT protocol, command, decision, count(*) AS n FROM audit WHERE time >= ? GROUP BY protocol, " +
+          "command, decision",
       )
       .all(sinceMs);
     return new Map(rows.map((r) => [`${r.protocol} ${r.command} ${r.decision}`, r.n]));

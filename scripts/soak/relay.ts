@@ -4,7 +4,8 @@
  * (src/imap/wire: the framer in server role, then parseCommand, whose grammar is an allowlist), plus an explicit
  * list of the command names the proxy may send; for SMTP line by line against the verbs the proxy may send, with
  * command lines at most 1000 octets (RFC 5321 §4.5.3.1.6) and the message between DATA and the final dot checked
- * for bare CR or LF (§2.3.8). Anything that does not parse, or is not on the list, is counted as malformed with a sample.
+ * for bare CR or LF (§2.3.8). Anything that does not parse, or is not on the list, is counted as malformed with a
+ * sample.
  */
 
 import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";

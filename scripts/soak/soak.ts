@@ -279,7 +279,9 @@ async function smtpWorker(ctx: WorkerContext): Promise<void> {
         const rcpts = 1 + Math.floor(random() * 2);
         for (let r = 0; r < rcpts; r++) await expect(`RCPT TO:<soak${r}-${id}@corp.test>`, "250", "RCPT TO allow");
         await expect("DATA", "354", null);
-        const body = `From: <${user.address}>\r\nTo: <soak0-${id}@corp.test>\r\nSubject: soak ${id}\r\nMessage-ID: <${id}@soak.test>\r\n\r\n${"soak line\r\n".repeat(1 + Math.floor(random() * 200))}.`;
+        const body =
+          `From: <${user.address}>\r\nTo: <soak0-${id}@corp.test>\r\nSubject: soak ${id}\r\nMessage-ID: ` +
+          `<${id}@soak.test>\r\n\r\n${"soak line\r\n".repeat(1 + Math.floor(random() * 200))}.`;
         await expect(body, "250", "DATA allow");
         // Two rows for a send: the decision, and the upstream's reply; plus the sender's row.
         bump(client, "smtp DATA allow");
@@ -305,15 +307,21 @@ async function smtpWorker(ctx: WorkerContext): Promise<void> {
 
 function print(report: SoakReport, options: SoakOptions): void {
   const lines = [
-    `soak: ${options.sessions} sessions for ${options.seconds} s: ${report.cycles.imap} IMAP and ${report.cycles.smtp} SMTP sessions completed, ${report.cycles.commands} commands, ${report.cycles.sends} messages sent`,
+    `soak: ${options.sessions} sessions for ${options.seconds} s: ${report.cycles.imap} IMAP and ` +
+      `${report.cycles.smtp} SMTP sessions completed, ${report.cycles.commands} commands, ` +
+      `${report.cycles.sends} messages sent`,
     `soak: client errors: ${report.errorCount}${report.errors.length > 0 ? `\n  ${report.errors.join("\n  ")}` : ""}`,
     "soak: audit rows vs the client's counts (protocol command decision: client / audit):",
     ...[...new Set([...report.client.keys(), ...report.audit.keys()])]
       .sort()
       .map((k) => `  ${k}: ${report.client.get(k) ?? 0} / ${report.audit.get(k) ?? 0}`),
-    `soak: proxy CPU during the traffic: ${report.cpuSeconds.toFixed(1)} s (${((report.cpuSeconds / report.cycles.commands) * 1e3).toFixed(2)} ms per command)`,
+    `soak: proxy CPU during the traffic: ${report.cpuSeconds.toFixed(1)} s ` +
+      `(${((report.cpuSeconds / report.cycles.commands) * 1e3).toFixed(2)} ms per command)`,
     `soak: connections left in the proxy: ${report.leftover.agents} agent, ${report.leftover.upstream} upstream`,
-    `soak: RSS MiB: after ${options.warmupSeconds} s ${report.rss.warm.toFixed(1)}, end ${report.rss.end.toFixed(1)}, after ${options.idleSeconds} s idle ${report.rss.idle.toFixed(1)}, max ${report.rss.max.toFixed(1)}${options.checkRss ? ` (limit +${(options.rssTolerance * 100).toFixed(0)} %)` : " (not checked)"}`,
+    `soak: RSS MiB: after ${options.warmupSeconds} s ${report.rss.warm.toFixed(1)}, ` +
+      `end ${report.rss.end.toFixed(1)}, after ${options.idleSeconds} s idle ${report.rss.idle.toFixed(1)}, ` +
+      `max ${report.rss.max.toFixed(1)}` +
+      `${options.checkRss ? ` (limit +${(options.rssTolerance * 100).toFixed(0)} %)` : " (not checked)"}`,
     `soak: RSS series (s MiB): ${report.rss.series}`,
     `soak: folder ${report.dir}`,
     report.problems.length === 0 ? "soak: PASS" : `soak: FAIL\n  ${report.problems.join("\n  ")}`,
@@ -323,7 +331,9 @@ function print(report: SoakReport, options: SoakOptions): void {
 
 if (import.meta.main) {
   const flags = parseFlags(
-    "Usage: npx bun scripts/soak/soak.ts [flags]\n\nMixed IMAP/SMTP traffic through a real mailgator process; checks the audit log against\nthe client's counts, client errors, leftover connections and RSS. Exit 1 when a check fails.",
+    "Usage: npx bun scripts/soak/soak.ts [flags]\n\nMixed IMAP/SMTP traffic through a real mailgator " +
+      "process; checks the audit log against\nthe client's counts, client errors, leftover connections and " +
+      "RSS. Exit 1 when a check fails.",
     {
       sessions: { default: "100", help: "concurrent sessions (at most 1000)" },
       minutes: { default: "10", help: "traffic duration in minutes (at most 120)" },

@@ -58,7 +58,8 @@ export function ensurePackages(options: { nginx: boolean; log: (line: string) =>
   }
   if (!existsSync("/usr/bin/apt-get")) {
     throw new Error(
-      `upstreams: missing packages ${missing.join(", ")} and no apt-get here; install Dovecot 2.3, Postfix 3.x, swaks and nginx with its mail module`,
+      `upstreams: missing packages ${missing.join(", ")} and no apt-get here; install Dovecot 2.3, ` +
+        `Postfix 3.x, swaks and nginx with its mail module`,
     );
   }
   options.log(`upstreams: installing ${missing.join(" ")} (apt-get, about a minute)`);

@@ -48,7 +48,8 @@ export async function waitForPorts(ports: Record<string, number>, timeoutMs: num
     if (pending.length === 0) return;
     if (Date.now() > deadline) {
       throw new Error(
-        `upstreams: nothing listens on ${pending.map(([name, port]) => `${name} 127.0.0.1:${port}`).join(", ")} after ${timeoutMs} ms`,
+        `upstreams: nothing listens on ` +
+          `${pending.map(([name, port]) => `${name} 127.0.0.1:${port}`).join(", ")} after ${timeoutMs} ms`,
       );
     }
     await Bun.sleep(50);

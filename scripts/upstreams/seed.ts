@@ -29,7 +29,10 @@ import { MAIL_UID } from "./layout.ts";
 import { ensureFolder } from "./users.ts";
 
 export interface SeedOptions {
-  /** Messages per folder, e.g. `{ INBOX: 500, "Archive/2025": 200 }`. Default: `count` spread over INBOX, Archive/2025, Archive/2026, Sent, Drafts, Trash, Junk. */
+  /**
+   * Messages per folder, e.g. `{ INBOX: 500, "Archive/2025": 200 }`. Default: `count` spread over INBOX,
+   * Archive/2025, Archive/2026, Sent, Drafts, Trash, Junk.
+   */
   readonly folders?: Readonly<Record<string, number>>;
   /** Total number of messages when `folders` is not given (default 100). */
   readonly count?: number;
@@ -304,15 +307,25 @@ function generate(
     `Message-ID: ${messageId}`,
     "MIME-Version: 1.0",
   ];
-  const bodyText = `Hello,\n\nThis is seeded message ${n} in ${folder} (seed ${seed}).\nNothing here is real.\n\n-- \nMailgator seeder\n`;
+  const bodyText =
+    `Hello,\n\nThis is seeded message ${n} in ${folder} (seed ${seed}).\n` +
+    `Nothing here is real.\n\n-- \nMailgator seeder\n`;
   let text: string;
   if (hasAttachment) {
     const boundary = `=_mailgator_${seed}_${n}`;
     const length = 512 + Math.floor(random() * 3584);
     const offset = Math.floor(random() * (ATTACHMENT_SOURCE.length - length));
-    text = `${headers.join("\n")}\nContent-Type: multipart/mixed; boundary="${boundary}"\n\nThis is a multi-part message in MIME format.\n\n--${boundary}\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n${bodyText}\n--${boundary}\nContent-Type: application/pdf; name="report-${n}.pdf"\nContent-Disposition: attachment; filename="report-${n}.pdf"\nContent-Transfer-Encoding: base64\n\n${base64Lines(ATTACHMENT_SOURCE.subarray(offset, offset + length))}\n--${boundary}--\n`;
+    text =
+      `${headers.join("\n")}\nContent-Type: multipart/mixed; boundary="${boundary}"\n\n` +
+      `This is a multi-part message in MIME format.\n\n` +
+      `--${boundary}\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n${bodyText}\n` +
+      `--${boundary}\nContent-Type: application/pdf; name="report-${n}.pdf"\n` +
+      `Content-Disposition: attachment; filename="report-${n}.pdf"\nContent-Transfer-Encoding: base64\n\n` +
+      `${base64Lines(ATTACHMENT_SOURCE.subarray(offset, offset + length))}\n--${boundary}--\n`;
   } else {
-    text = `${headers.join("\n")}\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n${bodyText}`;
+    text =
+      `${headers.join("\n")}\nContent-Type: text/plain; charset=utf-8\nContent-Transfer-Encoding: 7bit\n\n` +
+      `${bodyText}`;
   }
   let lineFeeds = 0;
   for (let i = text.indexOf("\n"); i !== -1; i = text.indexOf("\n", i + 1)) lineFeeds++;
@@ -365,7 +378,8 @@ function uidlistHeader(path: string, folder: string): UidlistHeader {
     const names = readdirSync(join(path, sub));
     if (names.length > 0) {
       throw new Error(
-        `seed: folder "${folder}" already holds ${names.length}+ messages (${join(path, sub)}); seed only into empty folders`,
+        `seed: folder "${folder}" already holds ${names.length}+ messages (${join(path, sub)}); seed ` +
+          `only into empty folders`,
       );
     }
   }
@@ -431,7 +445,9 @@ export function seedMaildir(maildir: string, options: SeedOptions = {}): SeedMan
     for (let index = 0; index < count; index++) {
       const generated = generate(folder, index, first + index, count, seed, owner, attachmentRatio, random);
       const size = generated.text.length;
-      const baseName = `${1_000_000_000 + first + index}.M${index}P${seed}F${folderNumber}.mailgator,S=${size},W=${generated.message.size}`;
+      const baseName =
+        `${1_000_000_000 + first + index}.M${index}P${seed}F${folderNumber}.mailgator,` +
+        `S=${size},W=${generated.message.size}`;
       baseNames.push(baseName);
       const file = join(cur, `${baseName}:2,${generated.letters}`);
       writeFileSync(file, generated.text);
@@ -466,7 +482,8 @@ if (import.meta.main) {
   }
   if (maildir === undefined) {
     console.error(
-      "usage: bun scripts/upstreams/seed.ts (--user ADDRESS [--dir D] | --maildir PATH) [--count N] [--folder NAME=N ...] [--seed S] [--owner ADDRESS] [--manifest FILE]",
+      "usage: bun scripts/upstreams/seed.ts (--user ADDRESS [--dir D] | --maildir PATH) [--count N] " +
+        "[--folder NAME=N ...] [--seed S] [--owner ADDRESS] [--manifest FILE]",
     );
     process.exit(2);
   }

@@ -34,5 +34,6 @@ export function formatProblem(file: string, p: ConfigProblem): string {
 
 export function formatProblems(file: string, problems: readonly ConfigProblem[]): string {
   const n = problems.length;
-  return `config error${n === 1 ? "" : `s (${n})`}:\n${problems.map((p) => `  ${formatProblem(file, p).replaceAll("\n", "\n  ")}`).join("\n")}`;
+  const list = problems.map((p) => `  ${formatProblem(file, p).replaceAll("\n", "\n  ")}`).join("\n");
+  return `config error${n === 1 ? "" : `s (${n})`}:\n${list}`;
 }

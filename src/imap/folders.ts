@@ -67,7 +67,8 @@ export class FolderNames {
     }
     re += "$";
     const exact = new RegExp(re, "u");
-    // INBOX is case-insensitive (RFC 3501 §5.1): match it (and names below it) with INBOX written as the pattern wrote it.
+    // INBOX is case-insensitive (RFC 3501 §5.1): match it (and names below it) with INBOX written as the pattern
+    // wrote it.
     const inboxRe = /^inbox/i.test(full) ? new RegExp(re, "iu") : null;
     return (name) => {
       if (exact.test(name)) return true;

@@ -1,8 +1,8 @@
 /**
  * A log that cannot be written fails closed: a clear AuditUnavailableError, no crash, no row dropped silently.
  * Read-only is made with chmod, and with `chattr +i` when running as root (root ignores file modes); if neither
- * takes effect on this file system the tests fail and say so (CI runs as root, where chattr works). A full disk is simulated with maxBytes
- * (PRAGMA max_page_count), which fails exactly as a full disk does (SQLITE_FULL).
+ * takes effect on this file system the tests fail and say so (CI runs as root, where chattr works). A full disk is
+ * simulated with maxBytes (PRAGMA max_page_count), which fails exactly as a full disk does (SQLITE_FULL).
  */
 
 import { Database } from "bun:sqlite";
@@ -89,7 +89,8 @@ describe("read-only", () => {
       expect(() => AuditLog.open(join(dir, "audit.db"))).toThrow(AuditUnavailableError);
       expect(() => AuditLog.open(join(dir, "audit.db"))).toThrow(
         new RegExp(
-          `^audit: cannot open ${join(dir, "audit.db")} for writing: (EACCES: permission denied|EPERM: operation not permitted), open`,
+          `^audit: cannot open ${join(dir, "audit.db")} for writing: ` +
+            `(EACCES: permission denied|EPERM: operation not permitted), open`,
         ),
       );
     } finally {

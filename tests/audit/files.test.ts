@@ -44,7 +44,7 @@ for (const umask of [0o022, 0o000]) {
     }
   });
 
-  test(`a new classification cache and its -wal and -shm are 0600 under umask ${umask.toString(8).padStart(3, "0")}`, () => {
+  test(`new classification cache, its -wal and -shm: 0600 under umask ${umask.toString(8).padStart(3, "0")}`, () => {
     process.umask(umask);
     const path = join(mkdtempSync(join(root, "c")), "mailgator-cache.db");
     const cache = ClassificationCache.open(path, () => {});

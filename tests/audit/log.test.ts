@@ -171,7 +171,7 @@ describe("batched writer", () => {
     await log.close();
   });
 
-  test("durableWithin() waits for company: rows queued at different times share the commit commitNow() makes", async () => {
+  test("durableWithin() waits for company: rows queued at different times share commitNow()'s commit", async () => {
     const log = AuditLog.open(scratch.file("within.db"), { batchMs: 10_000 });
     const first = log.durableWithin(sampleEvent({ target: "w1" }), 5_000);
     await Bun.sleep(30); // several turns of the event loop: nothing committed yet

@@ -37,7 +37,9 @@ describe("[limits]", () => {
 
   test("[limits] applies to both listeners; [limits.imap] and [limits.smtp] override it; seconds in the file", () => {
     const c = parseConfig(
-      `[limits]\nmax_connections_per_ip = 8\nlogin_timeout = 30\n\n[limits.imap]\nmax_connections_per_ip = 16\nidle_command_timeout = 600\n\n[limits.smtp]\nidle_timeout = 60\nmax_connections = 20\n`,
+      `[limits]\nmax_connections_per_ip = 8\nlogin_timeout = 30\n\n` +
+        `[limits.imap]\nmax_connections_per_ip = 16\nidle_command_timeout = 600\n\n` +
+        `[limits.smtp]\nidle_timeout = 60\nmax_connections = 20\n`,
       "/x.toml",
     );
     expect(c.limits.imap).toMatchObject({
@@ -58,7 +60,9 @@ describe("[limits]", () => {
 
   test("errors name file, line and column: not whole, below 1, above a day, unknown keys", () => {
     const message = problems(
-      `[limits]\nmax_connections = 0\nidle_timeout = 1.5\n\n[limits.smtp]\nlogin_timeout = 86401\nidle_command_timeout = 5\n\n[limits.imap]\nmax_conections = 3\n`,
+      `[limits]\nmax_connections = 0\nidle_timeout = 1.5\n\n` +
+        `[limits.smtp]\nlogin_timeout = 86401\nidle_command_timeout = 5\n\n` +
+        `[limits.imap]\nmax_conections = 3\n`,
     );
     expect(message).toContain("/cfg/mailgator.toml:2:19: limits.max_connections: expected a number ≥ 1, got 0");
     expect(message).toContain("/cfg/mailgator.toml:3:16: limits.idle_timeout: expected a whole number, got 1.5");
@@ -78,7 +82,8 @@ describe("[limits]", () => {
     const c = parseConfig(`[limits.smtp]\nmax_connections = 10\nmax_connections_per_ip = 10\n`, "/x.toml");
     expect(c.limits.smtp.maxConnectionsPerIp).toBe(10);
     expect(c.warnings).toContain(
-      "[limits] smtp: max_connections_per_ip (10) is not below max_connections (10): one client address can take every SMTP connection",
+      "[limits] smtp: max_connections_per_ip (10) is not below max_connections (10): " +
+        "one client address can take every SMTP connection",
     );
   });
 });

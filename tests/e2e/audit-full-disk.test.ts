@@ -147,7 +147,7 @@ async function send(token: string): Promise<Error | null> {
   }
 }
 
-test("on a full disk IMAP and SMTP fail closed, with nothing unaudited reaching the agent; all recovers with space", async () => {
+test("full disk: IMAP and SMTP fail closed, nothing unaudited reaches the agent; all recovers with space", async () => {
   const login = `LOGIN "${mailbox.user}" "${mailbox.password}"`;
   // Agent A is logged in with INBOX selected before the disk fills.
   const a = await RawImap.open(imap.address.port);

@@ -104,7 +104,7 @@ async function terminate(served: Served): Promise<{ code: number | null; ms: num
 
 const AGENTS = 50;
 
-test(`${AGENTS} agents hanging up mid-LOGIN leave no upstream connection after 5 s; SIGTERM then exits within the grace`, async () => {
+test(`${AGENTS} agents hanging up mid-LOGIN leave no upstream conn. after 5 s; SIGTERM exits in grace`, async () => {
   const mailbox = await createMailbox();
   const up = upstreams();
   const served = await serveImap();
@@ -190,7 +190,7 @@ test("SMTP: agents hanging up during a pass-through AUTH leave no upstream conne
   }
 });
 
-test("SMTP: at SIGTERM a logged-in session's upstream connection ends at once, not when its agent hangs up", async () => {
+test("SMTP: at SIGTERM a logged-in session's upstream connection ends at once, not at the agent's", async () => {
   const mailbox = await createMailbox();
   const up = upstreams();
   const served = await serveImap();

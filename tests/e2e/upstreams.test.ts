@@ -83,7 +83,7 @@ describe("seeded mailbox", () => {
 });
 
 describe("Postfix", () => {
-  test("delivers to the test user's Dovecot mailbox and exactly the other envelope recipients to the sink", async () => {
+  test("delivers to the test user's Dovecot mailbox and exactly the other recipients to the sink", async () => {
     const servers = upstreams();
     const mailbox = await createMailbox();
     const token = uniqueToken();

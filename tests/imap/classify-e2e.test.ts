@@ -99,7 +99,7 @@ describe("classification against Dovecot", () => {
     });
   };
 
-  test("the seed rule: INBOX shows exactly the manifest's notifications@ messages; the cache serves the second open", async () => {
+  test("the seed rule: INBOX shows exactly the manifest's notifications@ mail; cache serves 2nd open", async () => {
     const inbox = mailbox.manifest.folders["INBOX"]!;
     expect(inbox.length).toBe(1200);
     const want = expected(inbox, (m) => m.from.startsWith("notifications@"));

@@ -145,7 +145,7 @@ describe("Dovecot with imap_fetch_failure = no-after: the classification FETCH g
     if (s !== undefined) restore(s);
   });
 
-  test("SELECT is refused with NO [UNAVAILABLE] and nothing before it; the session goes on unselected; audited; a SELECT after the repair shows the manifest's visible messages", async () => {
+  test("SELECT: NO [UNAVAILABLE], nothing before; unselected; audited; after repair, manifest's visible", async () => {
     const raw = await agent(s.mailbox);
     try {
       // Every byte the agent received for its SELECT: the refusal alone.
@@ -207,7 +207,7 @@ describe("Dovecot as configured by default: the classification FETCH ends in BYE
     if (s !== undefined) restore(s);
   });
 
-  test("the agent gets a BYE with nothing about the mailbox before it; audited; a new session after the repair shows the manifest's visible messages", async () => {
+  test("BYE, nothing about the mailbox before it; audited; after repair, a new session shows manifest", async () => {
     const raw = await agent(s.mailbox);
     let bytes: string;
     try {

@@ -58,7 +58,7 @@ const uidSearch = (reply: string) =>
     .flatMap((l) => l.slice(8).trim().split(" ").filter(Boolean).map(Number));
 
 describe("first SELECT of a large filtered folder", () => {
-  test("two Dovecot sessions share the header reads; the agent sees exactly the manifest; a STATUS pipelined behind it, on the second session, is right", async () => {
+  test("2 Dovecot sessions share header reads; agent sees the manifest; STATUS piped on session 2 right", async () => {
     const m = await createMailbox({
       seed: { folders: { INBOX: CLASSIFY_PARALLEL_MIN + 4000, Archive: 300 }, seed: 13 },
     });

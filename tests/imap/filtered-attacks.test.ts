@@ -215,7 +215,8 @@ describe("docs/protocol.md §7 against a filtered INBOX", () => {
     const raw = await agent();
     await raw.command("s", "EXAMINE INBOX");
     raw.write(
-      `p1 FETCH 1 (UID BODY[])\r\np2 UID STORE ${e.visibleUids[1]} +FLAGS (\\Flagged)\r\np3 NOOP\r\np4 FETCH 2 (UID FLAGS)\r\n`,
+      `p1 FETCH 1 (UID BODY[])\r\np2 UID STORE ${e.visibleUids[1]} +FLAGS (\\Flagged)\r\n` +
+        `p3 NOOP\r\np4 FETCH 2 (UID FLAGS)\r\n`,
     );
     const reply = await raw.waitTagged("p4");
     expect(fetchedUids(reply)).toEqual([

@@ -50,7 +50,7 @@ function expectView(reply: string, uids: readonly number[]): void {
   expect(fetchedUids(reply)).toEqual(uids.map((u, i) => [i + 1, u] as [number, number]));
 }
 
-test("case 10: hidden arrivals, hidden flag changes and hidden expunges during IDLE reach the agent not at all", async () => {
+test("case 10: hidden arrivals, hidden flag changes and hidden expunges in IDLE never reach the agent", async () => {
   const raw = await agent();
   raw.write("i IDLE\r\n");
   await raw.readUntil((b) => b.includes("+ "));
@@ -75,7 +75,7 @@ test("case 10: hidden arrivals, hidden flag changes and hidden expunges during I
   raw.close();
 });
 
-test("visible arrivals, flag changes and expunges during IDLE arrive, renumbered; hidden ones around them do not", async () => {
+test("visible arrivals, flag changes and expunges during IDLE arrive renumbered; hidden ones do not", async () => {
   const raw = await agent();
   const n = e.visibleUids.length;
   raw.write("i IDLE\r\n");
@@ -111,7 +111,7 @@ test("visible arrivals, flag changes and expunges during IDLE arrive, renumbered
   raw.close();
 });
 
-test("NOOP: arrivals are classified first; a visible expunge is announced at NOOP, never during FETCH (case 11)", async () => {
+test("NOOP: arrivals are classified first; visible expunge announced at NOOP, never in FETCH (case 11)", async () => {
   const raw = await agent();
   const n = e.visibleUids.length;
   await append("spam@evil.test", "Hidden before NOOP");

@@ -162,7 +162,8 @@ export interface UpstreamState {
 
 /**
  * Snapshot of a mailbox straight from Dovecot (EXAMINE, so \Recent is kept): every folder with its subscription,
- * UIDNEXT, and each message as `uid flags` (without \Recent, which goes to whichever session looks first). Two snapshots are equal when nothing the agent could do changed.
+ * UIDNEXT, and each message as `uid flags` (without \Recent, which goes to whichever session looks first). Two
+ * snapshots are equal when nothing the agent could do changed.
  */
 export async function upstreamState(mailbox: Pick<TestMailboxLike, "user" | "password">): Promise<UpstreamState> {
   const client = await connectImap(mailbox);

@@ -135,7 +135,7 @@ test("the defaults are what docs/config.md says", () => {
 });
 
 describe("floods from one address", () => {
-  test(`${FLOOD} silent connections: another address reads at once; the silent ones get BYE at login_timeout`, async () => {
+  test(`${FLOOD} silent connections: another address reads at once; silent ones get BYE at login_timeout`, async () => {
     const p = await startTestProxy({ extra: `${vault(0)}\n[limits]\nlogin_timeout = 12\n` });
     try {
       const { accepted: held, refused, connectedAt } = await flood(p.port, "127.0.0.1", FLOOD);
@@ -145,7 +145,8 @@ describe("floods from one address", () => {
       expect(refused).toHaveLength(FLOOD - IMAP_MAX_CONNECTIONS_PER_IP);
       for (const line of refused)
         expect(line).toBe(
-          `* BYE [LIMIT] Too many connections from your address (limit ${IMAP_MAX_CONNECTIONS_PER_IP}); try again later`,
+          `* BYE [LIMIT] Too many connections from your address (limit ${IMAP_MAX_CONNECTIONS_PER_IP}); ` +
+            `try again later`,
         );
       expect(await readAtOnce(p.port, "127.0.0.2")).toBeLessThan(6000);
       // The flood still holds its places: the read did not wait for them to go.
@@ -175,7 +176,7 @@ describe("floods from one address", () => {
     }
   }, 90_000);
 
-  test(`${FLOOD} half-closed connections (LOGOUT, socket kept open): another address reads at once; each is destroyed ${END_GRACE_MS} ms after its end`, async () => {
+  test(`${FLOOD} half-closed connections (LOGOUT, open): another reads; each ends ${END_GRACE_MS} ms on`, async () => {
     const p = await startTestProxy({ extra: vault(0) });
     try {
       const { accepted: held } = await flood(p.port, "127.0.0.1", FLOOD, { halfOpen: true });
@@ -196,7 +197,7 @@ describe("floods from one address", () => {
     }
   }, 60_000);
 
-  test(`${FLOOD} logged-in idle connections: another address reads at once; the idle ones get BYE at idle_timeout`, async () => {
+  test(`${FLOOD} logged-in idle connections: another reads at once; idle ones get BYE at idle_timeout`, async () => {
     // Four agents of ten sessions fill the 40 places this address gets (a short version of 128 logins).
     const perIp = 40;
     const p = await startTestProxy({
@@ -230,7 +231,7 @@ describe("floods from one address", () => {
 });
 
 describe("connection limits at the limit and one past it", () => {
-  test(`max_connections_per_ip ${IMAP_MAX_CONNECTIONS_PER_IP} and max_connections ${IMAP_MAX_CONNECTIONS}`, async () => {
+  test(`max_connections_per_ip ${IMAP_MAX_CONNECTIONS_PER_IP}, max_connections ${IMAP_MAX_CONNECTIONS}`, async () => {
     const p = await startTestProxy();
     try {
       const one = await flood(p.port, "127.0.0.1", IMAP_MAX_CONNECTIONS_PER_IP + 1);
@@ -265,7 +266,7 @@ describe("connection limits at the limit and one past it", () => {
 });
 
 describe("max_sessions_per_agent", () => {
-  test(`vault: ${MAX_SESSIONS_PER_AGENT} sessions of one agent log in; the next gets BYE; a place given back is taken again`, async () => {
+  test(`vault: ${MAX_SESSIONS_PER_AGENT} sessions of an agent log in; next gets BYE; freed place reused`, async () => {
     const p = await startTestProxy({ extra: vault(1) });
     const clients: RawImap[] = [];
     try {

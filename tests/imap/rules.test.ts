@@ -97,7 +97,8 @@ async function step(command: string, want: Expect): Promise<string> {
     );
     if (found === undefined)
       throw new Error(
-        `${command}: no audit row ${JSON.stringify(w)} in ${JSON.stringify(rows.map((r) => [r.command, r.operation, r.decision, r.rule]))}`,
+        `${command}: no audit row ${JSON.stringify(w)} in ` +
+          `${JSON.stringify(rows.map((r) => [r.command, r.operation, r.decision, r.rule]))}`,
       );
   }
   if (refused) {
@@ -221,7 +222,7 @@ describe("in read-only INBOX", () => {
 });
 
 describe("mail:append", () => {
-  test("APPEND to Drafts is allowed; to INBOX refused; to hidden Sent nonexistent; \\Deleted needs mail:delete", async () => {
+  test("APPEND to Drafts allowed; INBOX refused; hidden Sent nonexistent; \\Deleted needs mail:delete", async () => {
     const message = "From: me@x.test\r\nSubject: draft\r\n\r\nhi\r\n";
     const tag = `t${++n}`;
     raw.write(`${tag} APPEND Drafts (\\Draft) {${message.length}}\r\n`);
@@ -287,7 +288,7 @@ describe("folder:write", () => {
 });
 
 describe("in the agent's own Archive", () => {
-  test("SELECT is read-write; STORE, \\Deleted, EXPUNGE are allowed; MOVE needs mail:append at the destination", async () => {
+  test("SELECT is read-write; STORE, \\Deleted, EXPUNGE are allowed; MOVE needs mail:append at target", async () => {
     await step("SELECT Archive", {
       status: "OK [READ-WRITE]",
       audit: [{ decision: "allow", rule: "archive is the agent's" }],
@@ -323,7 +324,7 @@ describe("in the agent's own Archive", () => {
   });
 });
 
-test("every row of the session names its rule, except listings, login, CLOSE of a read-only mailbox and DELETE INBOX", async () => {
+test("each session row names its rule, but listings, login, CLOSE of a read-only mailbox, DELETE INBOX", async () => {
   const rows = await proxy.rows();
   for (const r of rows) {
     if (r.rule !== null) continue;

@@ -149,7 +149,7 @@ allowed_ips = ["10.0.0.0/8"]
     }
   });
 
-  test("wrong token, unknown agent, disallowed address, real password: one reply, audited, slower each time", async () => {
+  test("wrong token, unknown agent, disallowed address, real password: one reply, audited, slower each", async () => {
     // A fresh proxy: the failure delay counts per client address within one proxy.
     const fresh = await startTestProxy({
       extra: `

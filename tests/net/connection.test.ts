@@ -86,7 +86,7 @@ function open(port: number, tls: boolean): Promise<Connection> {
 
 describe("Connection.write while writeIdle", () => {
   for (const tls of [false, true]) {
-    test(`${tls ? "TLS" : "plain"}: the buffer may be overwritten as soon as write returns, even under backpressure`, async () => {
+    test(`${tls ? "TLS" : "plain"}: buffer may be reused once write returns, even under backpressure`, async () => {
       const peer = await slowPeer(tls);
       const conn = await open(peer.port, tls);
       expect(conn.writeIdle).toBe(true);

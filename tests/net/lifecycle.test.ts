@@ -93,7 +93,7 @@ describe("Connection.end()", () => {
 });
 
 describe("listener: max_connections_per_ip", () => {
-  test("two from one address are accepted, the third is refused; another address has its own; then the total", async () => {
+  test("two from one address are accepted, the third is refused; another has its own; then the total", async () => {
     const overloads: Overload[] = [];
     const listener = await listen({
       host: "127.0.0.1",
@@ -136,7 +136,7 @@ describe("listener: max_connections_per_ip", () => {
 });
 
 describe("implicit TLS listener: max_connections_per_ip", () => {
-  test("a handshake in progress holds its address's place; another address is served; the place comes back", async () => {
+  test("a handshake in progress holds its address's place; another address is served; the place returns", async () => {
     const dir = mkdtempSync(join(tmpdir(), "mailgator-lifecycle-"));
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const openssl = Bun.spawnSync(

@@ -37,7 +37,7 @@ test("the relay counts what it cannot parse or that is not on the allowlist", as
   }
 });
 
-test("20,000 fuzzed inputs: the proxy stays up, no slot lost, RSS bounded, upstream sees only well-formed commands", async () => {
+test("20,000 fuzzed inputs: proxy up, no slot lost, RSS bounded, upstream gets only well-formed commands", async () => {
   const report = await runFuzz({
     inputs: 20_000,
     concurrency: 48,

@@ -8,7 +8,7 @@
 import { expect, test } from "bun:test";
 import { runSoak } from "../../scripts/soak/soak.ts";
 
-test("15 s of mixed IMAP/SMTP traffic: audit rows equal the client's counts, no error, no connection left", async () => {
+test("15 s of mixed IMAP/SMTP traffic: audit rows equal the client's counts, no error, none left open", async () => {
   const report = await runSoak({
     sessions: 24,
     seconds: 15,

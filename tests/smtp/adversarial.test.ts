@@ -133,7 +133,8 @@ describe("§7 case 31: SMTP smuggling", () => {
       expect((await c.command(`RCPT TO:<ok-${m}@corp.test>`)).code).toBe(250);
       expect((await c.command("DATA")).code).toBe(354);
       c.write(
-        `Subject: ${m}\r\n\r\nfirst${sequence}MAIL FROM:<alice@mailgator.test>\r\nRCPT TO:<evil-${m}@x.test>\r\nDATA\r\n\r\nsmuggled ${m}\r\n.\r\n`,
+        `Subject: ${m}\r\n\r\nfirst${sequence}MAIL FROM:<alice@mailgator.test>\r\n` +
+          `RCPT TO:<evil-${m}@x.test>\r\nDATA\r\n\r\nsmuggled ${m}\r\n.\r\n`,
       );
       const r = await c.reply();
       expect(r.raw).toStartWith("521 5.5.2");
@@ -148,7 +149,8 @@ describe("§7 case 32: one packet with MAIL, a denied RCPT, an allowed RCPT and 
     const m = marker();
     const c = await loggedIn(p.port);
     c.write(
-      `MAIL FROM:<alice@mailgator.test>\r\nRCPT TO:<evil-${m}@x.test>\r\nRCPT TO:<ok-${m}@corp.test>\r\nDATA\r\nNOOP\r\n`,
+      `MAIL FROM:<alice@mailgator.test>\r\nRCPT TO:<evil-${m}@x.test>\r\n` +
+        `RCPT TO:<ok-${m}@corp.test>\r\nDATA\r\nNOOP\r\n`,
     );
     const codes = [];
     for (let i = 0; i < 5; i++) codes.push((await c.reply()).code);

@@ -189,7 +189,8 @@ describe("listeners with TLS", () => {
     return out;
   }
 
-  const SEND = `
+  const SEND =
+    `
 import smtplib, ssl, sys
 mode, port, ca, user, pw, rcpt, subject = sys.argv[1:8]
 ctx = ssl.create_default_context(cafile=ca)
@@ -201,7 +202,8 @@ else:
     assert "auth" not in s.esmtp_features, "AUTH offered before STARTTLS"
     s.starttls(context=ctx)
 s.login(user, pw)
-s.sendmail("alice@mailgator.test", [rcpt], ("Subject: " + subject + "\\r\\nTo: " + rcpt + "\\r\\n\\r\\nhello\\r\\n").encode())
+s.sendmail("alice@mailgator.test", [rcpt], ("Subject: " + subject + ` +
+    `"\\r\\nTo: " + rcpt + "\\r\\n\\r\\nhello\\r\\n").encode())
 s.quit()
 print("sent")
 `;
@@ -226,7 +228,7 @@ print("sent")
     });
   }
 
-  test("starttls: AUTH before STARTTLS is refused, and commands sent in clear with STARTTLS are discarded", async () => {
+  test("starttls: AUTH before STARTTLS is refused, and commands sent in clear with STARTTLS discarded", async () => {
     const p = await tlsProxy("starttls");
     const c = await RawClient.connect(p.port);
     await c.reply();

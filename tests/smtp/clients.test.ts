@@ -56,7 +56,9 @@ test("nodemailer: allowed mail arrives with an identical body and the approved e
   const m = marker();
   const body = trickyBody(m);
   // A raw message goes out byte for byte, so the delivered body can be compared exactly.
-  const raw = `From: alice@mailgator.test\r\nTo: a-${m}@corp.test\r\nCc: b-${m}@corp.test\r\nSubject: nodemailer ${m}\r\n\r\n${body.replace(/\n/g, "\r\n")}`;
+  const raw =
+    `From: alice@mailgator.test\r\nTo: a-${m}@corp.test\r\nCc: b-${m}@corp.test\r\nSubject: nodemailer ${m}\r\n\r\n` +
+    `${body.replace(/\n/g, "\r\n")}`;
   const info = await transport().sendMail({
     envelope: { from: "alice@mailgator.test", to: [`a-${m}@corp.test`, `b-${m}@corp.test`] },
     raw,
@@ -136,7 +138,8 @@ test("swaks --pipeline: allowed mail to two recipients arrives with an identical
   // swaks ends --data with its own CRLF before the dot, so the file leaves out the last one.
   writeFileSync(
     file,
-    `From: alice@mailgator.test\r\nTo: s1-${m}@corp.test, s2-${m}@corp.test\r\nSubject: swaks ${m}\r\n\r\n${body.replace(/\r\n$/, "")}`,
+    `From: alice@mailgator.test\r\nTo: s1-${m}@corp.test, s2-${m}@corp.test\r\nSubject: swaks ${m}\r\n\r\n` +
+      `${body.replace(/\r\n$/, "")}`,
   );
   const run = await exec([
     "swaks",
@@ -160,7 +163,10 @@ test("swaks --pipeline: allowed mail to two recipients arrives with an identical
   expect(run.exitCode, out.slice(-500)).toBe(0);
   // swaks really pipelined: MAIL, both RCPTs and DATA went out before the first reply came back.
   expect(out.slice(0, 2000)).toMatch(
-    / [-~]> MAIL FROM:<alice@mailgator\.test>\n [-~]> RCPT TO:<s1-[0-9a-f]+@corp\.test>\n [-~]> RCPT TO:<s2-[0-9a-f]+@corp\.test>\n [-~]> DATA/,
+    new RegExp(
+      / [-~]> MAIL FROM:<alice@mailgator\.test>\n [-~]> RCPT TO:<s1-[0-9a-f]+@corp\.test>\n/.source +
+        / [-~]> RCPT TO:<s2-[0-9a-f]+@corp\.test>\n [-~]> DATA/.source,
+    ),
   );
   const copies = await waitForSink(m, 2);
   expect(copies.map((c) => c.recipient).sort()).toEqual([`s1-${m}@corp.test`, `s2-${m}@corp.test`]);

@@ -144,7 +144,7 @@ async function pipelinedSend(c: RawClient, id: string, lines = 10): Promise<void
 }
 
 describe("the final dot waits for the audit commit", () => {
-  test("held commit: MAIL, RCPT and DATA go out meanwhile, the content and the end of data only once the rows are on disk", async () => {
+  test("held commit: MAIL, RCPT, DATA go out meanwhile; content and end of data once rows are on disk", async () => {
     const commit = latch();
     let resolved = 0;
     const atDot: { id: string; resolved: number; committed: boolean }[] = [];
@@ -194,7 +194,7 @@ describe("the final dot waits for the audit commit", () => {
     expect(server.sizes).toEqual([text.length]);
   });
 
-  test("the replay commits when upstream accepts DATA: with a 60 s wait for company, sends take milliseconds", async () => {
+  test("the replay commits when upstream accepts DATA: with a 60 s wait for company, sends take ms", async () => {
     const { server, atDot, proxy: checking } = await checkingFake();
     // The real audit log, with long waits: the send's rows wait up to 60 s for company and other rows are
     // committed every 60 s, so nothing but the replay's own request at DATA commits in time.
@@ -208,7 +208,7 @@ describe("the final dot waits for the audit commit", () => {
     expect(atDot).toEqual(ids.map((id) => ({ id, committed: true })));
   });
 
-  test("commits of random latency under pipelined load: at every end of data, that message's rows are committed", async () => {
+  test("random-latency commits under pipelined load: at each end of data, its message's rows are on disk", async () => {
     const { server, atDot, proxy: checking } = await checkingFake();
     const p = await proxy(server, {
       wrapAudit: withDurable(async (row, real) => {
@@ -235,7 +235,7 @@ describe("the final dot waits for the audit commit", () => {
     expect(atDot.filter((d) => !d.committed)).toEqual([]);
   });
 
-  test("failed commit with the transaction at DATA upstream: no content, no end of data, the connection dropped, 451 to the agent; the session goes on", async () => {
+  test("failed commit at DATA upstream: no content/end of data, connection dropped, 451; session goes on", async () => {
     const server = await fake({ keepData: true });
     let failing = true;
     const m = marker();
@@ -347,7 +347,7 @@ describe("the upstream connection is opened while the message comes in", () => {
     expect(server.connections).toBe(1);
   });
 
-  test("an agent that leaves during DATA: the connection being opened is closed, nothing of the message sent", async () => {
+  test("an agent that leaves during DATA: the connection being opened is closed, nothing of it sent", async () => {
     const token = generateToken();
     const server = await fake({ keepData: true });
     const p = await proxy(server, { rules: vault(token) });

@@ -118,7 +118,7 @@ test("the defaults are what docs/config.md says", () => {
 });
 
 describe("floods from one address", () => {
-  test(`${FLOOD} silent connections: another address sends at once; the silent ones get 421 at login_timeout`, async () => {
+  test(`${FLOOD} silent connections: another address sends at once; silent ones get 421 at login_timeout`, async () => {
     const p = await startTestProxy({ rules: config(0, "login_timeout = 12") });
     try {
       const { accepted: held, refused, connectedAt } = await flood(p.port, "127.0.0.1", FLOOD);
@@ -151,7 +151,7 @@ describe("floods from one address", () => {
     }
   }, 90_000);
 
-  test(`${FLOOD} half-closed connections (QUIT, socket kept open): another address sends at once; each is destroyed after the grace`, async () => {
+  test(`${FLOOD} half-closed connections (QUIT, socket open): another sends; each destroyed after grace`, async () => {
     const p = await startTestProxy({ rules: config(0) });
     try {
       const held: RawClient[] = [];
@@ -177,7 +177,7 @@ describe("floods from one address", () => {
     }
   }, 60_000);
 
-  test(`${FLOOD} logged-in idle connections: another address sends at once; the idle ones get 421 at idle_timeout`, async () => {
+  test(`${FLOOD} logged-in idle connections: another sends at once; idle ones get 421 at idle_timeout`, async () => {
     const p = await startTestProxy({ rules: config(5, "idle_timeout = 12") });
     try {
       const { accepted: held } = await flood(p.port, "127.0.0.1", FLOOD);
@@ -204,7 +204,7 @@ describe("floods from one address", () => {
 });
 
 describe("limits at the limit and one past it", () => {
-  test(`max_connections_per_ip ${SMTP_MAX_CONNECTIONS_PER_IP}: the next from that address gets 421; another address is served`, async () => {
+  test(`max_connections_per_ip ${SMTP_MAX_CONNECTIONS_PER_IP}: next from it gets 421; another is served`, async () => {
     const p = await startTestProxy({ rules: config(0) });
     try {
       const one = await flood(p.port, "127.0.0.1", SMTP_MAX_CONNECTIONS_PER_IP + 1);
@@ -223,7 +223,7 @@ describe("limits at the limit and one past it", () => {
     }
   });
 
-  test(`max_sessions_per_agent ${MAX_SESSIONS_PER_AGENT} (vault): the next AUTH gets 421 and a deny row; QUIT gives a place back`, async () => {
+  test(`max_sessions_per_agent ${MAX_SESSIONS_PER_AGENT} (vault): next AUTH 421, deny row; QUIT frees 1`, async () => {
     const p = await startTestProxy({ rules: config(1) });
     const clients: RawClient[] = [];
     try {
@@ -258,7 +258,7 @@ describe("limits at the limit and one past it", () => {
     }
   });
 
-  test("max_sessions_per_agent (pass-through): counted per upstream login, whatever its case, once Postfix accepted it", async () => {
+  test("max_sessions_per_agent (pass-through): per upstream login, any case, once Postfix accepted it", async () => {
     const p = await startTestProxy({ rules: `${CORP_ONLY_RULES}\n[limits]\nmax_sessions_per_agent = 2\n` });
     const clients: RawClient[] = [];
     const user = upstreams().users[0]!;
@@ -282,7 +282,7 @@ describe("limits at the limit and one past it", () => {
     }
   });
 
-  test("login_timeout counts from the connection: commands before AUTH do not extend it; after AUTH it is over", async () => {
+  test("login_timeout counts from connect: commands before AUTH don't extend it; after AUTH it's over", async () => {
     const p = await startTestProxy({ rules: config(0, "login_timeout = 2") });
     try {
       const c = await RawClient.connect(p.port);

@@ -16,7 +16,8 @@ function facts(text: string, chunk = 0): MessageFacts {
 describe("headers", () => {
   test("To and Cc addresses, folded and repeated, display names dropped", () => {
     const f = facts(
-      `To: "Boss" <Boss@Corp.test>,\n  a@corp.test\nCc: c@corp.test\nCc: "x@evil.test" <d@corp.test>\nSubject: hi\n\nbody\n`,
+      `To: "Boss" <Boss@Corp.test>,\n  a@corp.test\nCc: c@corp.test\n` +
+        `Cc: "x@evil.test" <d@corp.test>\nSubject: hi\n\nbody\n`,
     );
     expect(f.to).toEqual(["boss@corp.test", "a@corp.test"]);
     expect(f.cc).toEqual(["c@corp.test", "d@corp.test"]);
@@ -59,7 +60,8 @@ describe("headers", () => {
 
 describe("has_attachment", () => {
   const multipart = (parts: string[], type = "mixed", boundary = "b1") =>
-    `Content-Type: multipart/${type}; boundary="${boundary}"\n\npreamble\n${parts.map((p) => `--${boundary}\n${p}\n`).join("")}--${boundary}--\nepilogue\n`;
+    `Content-Type: multipart/${type}; boundary="${boundary}"\n\npreamble\n` +
+    `${parts.map((p) => `--${boundary}\n${p}\n`).join("")}--${boundary}--\nepilogue\n`;
 
   test("plain text and multipart/alternative text+html have none", () => {
     expect(facts("Subject: x\n\nhello\n").hasAttachment).toBe(false);
@@ -95,7 +97,9 @@ describe("has_attachment", () => {
   });
 
   test("nested multiparts, read in small chunks", () => {
-    const inner = `Content-Type: multipart/alternative; boundary="inner"\n\n--inner\nContent-Type: text/plain\n\nhi\n--inner\nContent-Type: text/html\n\nhi\n--inner--\n`;
+    const inner =
+      `Content-Type: multipart/alternative; boundary="inner"\n\n` +
+      `--inner\nContent-Type: text/plain\n\nhi\n--inner\nContent-Type: text/html\n\nhi\n--inner--\n`;
     const msg = multipart([
       inner,
       "Content-Type: application/zip\nContent-Disposition: attachment; filename=a.zip\n\nUEsDB",

@@ -75,7 +75,7 @@ to = "*@corp.test"
     });
   });
 
-  test("the same recipient named in Cc is allowed, and the message goes out once with the approved envelope", async () => {
+  test("the same recipient named in Cc is allowed, the message goes out once with the approved envelope", async () => {
     const { p, fake } = await setup(RULES);
     const text = "To: a@corp.test\nCc: B@Corp.test\nSubject: s\n\nhi\n..dot\n";
     const r = await send(p.port, ["a@corp.test", "b@corp.test"], text);
@@ -130,10 +130,15 @@ to = "*@corp.test"
 
   test("an attachment is refused; text and html alternatives pass", async () => {
     const { p, fake } = await setup(RULES);
-    const attached = `To: a@corp.test\nSubject: report\nContent-Type: multipart/mixed; boundary="b"\n\n--b\nContent-Type: text/plain\n\nsee attached\n--b\nContent-Type: application/pdf\nContent-Disposition: attachment; filename="r.pdf"\n\nJVBERi0=\n--b--\n`;
+    const attached =
+      `To: a@corp.test\nSubject: report\nContent-Type: multipart/mixed; boundary="b"\n\n` +
+      `--b\nContent-Type: text/plain\n\nsee attached\n` +
+      `--b\nContent-Type: application/pdf\nContent-Disposition: attachment; filename="r.pdf"\n\nJVBERi0=\n--b--\n`;
     expect((await send(p.port, ["a@corp.test"], attached)).final).toStartWith("554 5.7.1");
     expect(sent(fake)).toEqual([]);
-    const alternative = `To: a@corp.test\nSubject: report\nContent-Type: multipart/alternative; boundary="b"\n\n--b\nContent-Type: text/plain\n\nhi\n--b\nContent-Type: text/html\n\n<p>hi</p>\n--b--\n`;
+    const alternative =
+      `To: a@corp.test\nSubject: report\nContent-Type: multipart/alternative; boundary="b"\n\n` +
+      `--b\nContent-Type: text/plain\n\nhi\n--b\nContent-Type: text/html\n\n<p>hi</p>\n--b--\n`;
     expect((await send(p.port, ["a@corp.test"], alternative)).final).toStartWith("250");
     expect(sent(fake).filter((l) => l.startsWith("MAIL"))).toHaveLength(1);
     const rows = await p.rows();

@@ -54,7 +54,7 @@ test("a message within one block never opens the file: it works with a spool dir
   spool.close();
 });
 
-test("a larger message goes through the file in blocks and comes back identical; the next small one stays in memory", () => {
+test("a larger message goes through the file in blocks and comes back intact; the next small one stays in RAM", () => {
   const dir = mkdtempSync(join(tmpdir(), "mailgator-spool-"));
   dirs.push(dir);
   const spool = new Spool(dir);

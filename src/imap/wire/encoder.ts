@@ -279,7 +279,8 @@ export class Encoder {
   dateTime(d: ImapDateTime): this {
     const z = Math.abs(d.zone);
     return this.raw(
-      `"${pad2(d.day)}-${MONTHS[d.month - 1] ?? "Jan"}-${year4(d.year)} ${pad2(d.hour)}:${pad2(d.minute)}:${pad2(d.second)} ` +
+      `"${pad2(d.day)}-${MONTHS[d.month - 1] ?? "Jan"}-${year4(d.year)} ` +
+        `${pad2(d.hour)}:${pad2(d.minute)}:${pad2(d.second)} ` +
         `${d.zone < 0 ? "-" : "+"}${pad2(Math.floor(z / 60))}${pad2(z % 60)}"`,
     );
   }

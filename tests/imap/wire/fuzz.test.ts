@@ -47,7 +47,8 @@ const COMMANDS = [
   'a RENAME a "b c"\r\n',
   "a UID FETCH 1:*,5,7:9 (FLAGS BODY.PEEK[1.2.HEADER.FIELDS (From To)]<0.100> UID BINARY[1] RFC822.SIZE)\r\n",
   "a FETCH 1 FULL\r\n",
-  'a UID SEARCH RETURN (MIN MAX COUNT) CHARSET UTF-8 OR FROM {5}\r\ncaf\xc3\xa9 NOT (SEEN UID 1:5) SINCE 1-Feb-2024 HEADER X-A "b"\r\n',
+  "a UID SEARCH RETURN (MIN MAX COUNT) CHARSET UTF-8 OR FROM {5}\r\ncaf\xc3\xa9 NOT (SEEN UID 1:5) SINCE " +
+    '1-Feb-2024 HEADER X-A "b"\r\n',
   "a SORT (REVERSE DATE) UTF-8 ALL\r\n",
   "a UID STORE 1:3 +FLAGS.SILENT (\\Seen $Label)\r\n",
   "a UID MOVE 1:* Archive\r\n",
@@ -60,8 +61,10 @@ const COMMANDS = [
 const RESPONSES = [
   "* OK [CAPABILITY IMAP4rev1 LITERAL+ IDLE] Dovecot ready.\r\n",
   "* 3 FETCH (FLAGS (\\Seen) BODY[] {20}\r\nFrom: a\r\n\r\nbody\r\n12 UID 42)\r\n",
-  '* 1 FETCH (UID 1 ENVELOPE ("d" {3}\r\nsub (("A" NIL "a" "x")) NIL NIL NIL NIL NIL NIL "<i>") BODYSTRUCTURE ("text" "plain" NIL NIL NIL "7bit" 1 1))\r\n',
-  '* 1 FETCH (BODY[HEADER.FIELDS (FROM)]<0> "x" BINARY[1] ~{2}\r\n\x00\x01 INTERNALDATE " 4-Jul-2024 10:00:00 +0000")\r\n',
+  '* 1 FETCH (UID 1 ENVELOPE ("d" {3}\r\nsub (("A" NIL "a" "x")) NIL NIL NIL NIL NIL NIL "<i>") BODYSTRUCTURE ' +
+    '("text" "plain" NIL NIL NIL "7bit" 1 1))\r\n',
+  '* 1 FETCH (BODY[HEADER.FIELDS (FROM)]<0> "x" BINARY[1] ~{2}\r\n\x00\x01 INTERNALDATE " 4-Jul-2024 10:00:00 ' +
+    '+0000")\r\n',
   "a1 OK [COPYUID 17 1:3 10:12] done\r\n",
   "* OK [PERMANENTFLAGS (\\Seen \\*)] ok\r\n",
   '* LIST (\\HasNoChildren) "/" "Caf&AOk-"\r\n',

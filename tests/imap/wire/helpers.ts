@@ -8,7 +8,10 @@ export function bytes(s: string): Uint8Array {
   return te.encode(s);
 }
 
-/** A frame built directly from a single-line (or multi-line with literals) string, through a server framer accepting all literals. */
+/**
+ * A frame built directly from a single-line (or multi-line with literals) string, through a server framer accepting
+ * all literals.
+ */
 export function frameOf(s: string, role: FramerOptions["role"] = "server"): Frame {
   const events = run(new Framer({ role }), [bytes(s)], "accept");
   const frames = events.filter((e) => e.kind === "frame");

@@ -52,27 +52,45 @@ function shape(v: Value): string {
 const DOVECOT: Array<[string, string, string]> = [
   [
     "two To, two Cc, multipart/mixed",
-    '* 16 FETCH (ENVELOPE ("Thu, 02 Jul 2026 08:00:00 +0000" "Please sign contract 16" (("Pat Boss" NIL "boss" "corp.test")) (("Pat Boss" NIL "boss" "corp.test")) (("Pat Boss" NIL "boss" "corp.test")) (("Me" NIL "me" "mailgator.test")(NIL NIL "dave" "partner.test")) ((NIL NIL "carol" "corp.test")(NIL NIL "dave" "partner.test")) NIL NIL "<inbox.16.s7@seed.mailgator.test>") BODYSTRUCTURE (("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 104 7 NIL NIL NIL NIL)("application" "pdf" ("name" "report-16.pdf") NIL NIL "base64" 4408 NIL ("attachment" ("filename" "report-16.pdf")) NIL NIL) "mixed" ("boundary" "=_mailgator_7_16") NIL NIL NIL))',
-    '[[["Me",NIL,"me","mailgator.test"],[NIL,NIL,"dave","partner.test"]],[[NIL,NIL,"carol","corp.test"],[NIL,NIL,"dave","partner.test"]]]',
+    '* 16 FETCH (ENVELOPE ("Thu, 02 Jul 2026 08:00:00 +0000" "Please sign contract 16" (("Pat Boss" NIL "boss" ' +
+      '"corp.test")) (("Pat Boss" NIL "boss" "corp.test")) (("Pat Boss" NIL "boss" "corp.test")) (("Me" NIL "me" ' +
+      '"mailgator.test")(NIL NIL "dave" "partner.test")) ((NIL NIL "carol" "corp.test")(NIL NIL "dave" ' +
+      '"partner.test")) NIL NIL "<inbox.16.s7@seed.mailgator.test>") BODYSTRUCTURE (("text" "plain" ("charset" ' +
+      '"utf-8") NIL NIL "7bit" 104 7 NIL NIL NIL NIL)("application" "pdf" ("name" "report-16.pdf") NIL NIL ' +
+      '"base64" 4408 NIL ("attachment" ("filename" "report-16.pdf")) NIL NIL) "mixed" ("boundary" ' +
+      '"=_mailgator_7_16") NIL NIL NIL))',
+    '[[["Me",NIL,"me","mailgator.test"],[NIL,NIL,"dave","partner.test"]],' +
+      '[[NIL,NIL,"carol","corp.test"],[NIL,NIL,"dave","partner.test"]]]',
   ],
   [
     "a group in To",
-    '* 11 FETCH (ENVELOPE ("Sat, 02 May 2026 16:00:00 +0000" "Action required: invoice 11" (("notifications@shop.test" NIL "spam" "evil.test")) (("notifications@shop.test" NIL "spam" "evil.test")) (("notifications@shop.test" NIL "spam" "evil.test")) ((NIL NIL "Team" NIL)(NIL NIL "carol" "corp.test")(NIL NIL "me" "mailgator.test")(NIL NIL NIL NIL)) NIL NIL NIL "<inbox.11.s7@seed.mailgator.test>"))',
+    '* 11 FETCH (ENVELOPE ("Sat, 02 May 2026 16:00:00 +0000" "Action required: invoice 11" ' +
+      '(("notifications@shop.test" NIL "spam" "evil.test")) (("notifications@shop.test" NIL "spam" "evil.test")) ' +
+      '(("notifications@shop.test" NIL "spam" "evil.test")) ((NIL NIL "Team" NIL)(NIL NIL "carol" "corp.test")(NIL ' +
+      'NIL "me" "mailgator.test")(NIL NIL NIL NIL)) NIL NIL NIL "<inbox.11.s7@seed.mailgator.test>"))',
     '[[[NIL,NIL,"Team",NIL],[NIL,NIL,"carol","corp.test"],[NIL,NIL,"me","mailgator.test"],[NIL,NIL,NIL,NIL]],NIL]',
   ],
   [
     "undisclosed-recipients",
-    '* 20 FETCH (UID 20 ENVELOPE ("Wed, 19 Aug 2026 20:48:00 +0000" "Password reset code 20" (("Shop Notifications" NIL "notifications" "shop.test")) (("Shop Notifications" NIL "notifications" "shop.test")) (("Shop Notifications" NIL "notifications" "shop.test")) ((NIL NIL "undisclosed-recipients" NIL)(NIL NIL NIL NIL)) ((NIL NIL "carol" "corp.test")) NIL NIL "<inbox.20.s7@seed.mailgator.test>") FLAGS (\\Seen))',
+    '* 20 FETCH (UID 20 ENVELOPE ("Wed, 19 Aug 2026 20:48:00 +0000" "Password reset code 20" (("Shop ' +
+      'Notifications" NIL "notifications" "shop.test")) (("Shop Notifications" NIL "notifications" "shop.test")) ' +
+      '(("Shop Notifications" NIL "notifications" "shop.test")) ((NIL NIL "undisclosed-recipients" NIL)(NIL NIL ' +
+      'NIL NIL)) ((NIL NIL "carol" "corp.test")) NIL NIL "<inbox.20.s7@seed.mailgator.test>") FLAGS (\\Seen))',
     '[[[NIL,NIL,"undisclosed-recipients",NIL],[NIL,NIL,NIL,NIL]],[[NIL,NIL,"carol","corp.test"]]]',
   ],
   [
     "multipart/alternative inside multipart/mixed, BODY (non-extensible)",
-    '* 3 FETCH (BODY ((("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 5 1)("text" "html" ("charset" "utf-8") NIL NIL "7bit" 12 1) "alternative")("application" "pdf" ("name" "a.pdf") NIL NIL "base64" 8) "mixed"))',
+    '* 3 FETCH (BODY ((("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 5 1)("text" "html" ("charset" "utf-8") ' +
+      'NIL NIL "7bit" 12 1) "alternative")("application" "pdf" ("name" "a.pdf") NIL NIL "base64" 8) "mixed"))',
     "",
   ],
   [
     "message/rfc822 part: envelope SP body",
-    '* 4 FETCH (BODYSTRUCTURE (("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 4 1 NIL NIL NIL NIL)("message" "rfc822" NIL NIL NIL "7bit" 300 ("Thu, 02 Jul 2026 08:00:00 +0000" "inner" ((NIL NIL "a" "x.test")) ((NIL NIL "a" "x.test")) ((NIL NIL "a" "x.test")) ((NIL NIL "b" "y.test")(NIL NIL "c" "y.test")) NIL NIL NIL NIL) ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 6 1 NIL NIL NIL NIL) 12 NIL NIL NIL NIL) "mixed" ("boundary" "b1") ("inline" NIL) NIL NIL))',
+    '* 4 FETCH (BODYSTRUCTURE (("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 4 1 NIL NIL NIL ' +
+      'NIL)("message" "rfc822" NIL NIL NIL "7bit" 300 ("Thu, 02 Jul 2026 08:00:00 +0000" "inner" ((NIL NIL "a" ' +
+      '"x.test")) ((NIL NIL "a" "x.test")) ((NIL NIL "a" "x.test")) ((NIL NIL "b" "y.test")(NIL NIL "c" "y.test")) ' +
+      'NIL NIL NIL NIL) ("text" "plain" ("charset" "us-ascii") NIL NIL "7bit" 6 1 NIL NIL NIL NIL) 12 NIL NIL NIL ' +
+      'NIL) "mixed" ("boundary" "b1") ("inline" NIL) NIL NIL))',
     "",
   ],
   ["several namespaces", '* NAMESPACE (("" "/")("Virtual/" "/")) (("~" "/")) (("#shared/" "/")("#public/" "/"))', ""],

@@ -29,7 +29,9 @@ function one(input: string): Response {
 
 describe("responses: Dovecot-shaped FETCH", () => {
   const body = "From: a@example.org\r\nSubject: hi\r\n\r\nline\r\n* 1 EXPUNGE\r\na1 OK fake\r\n";
-  const wire = `* 3 FETCH (FLAGS (\\Seen) BODY[] {${body.length}}\r\n${body} UID 42)\r\na1 OK Fetch completed (0.001 + 0.000 secs).\r\n`;
+  const wire =
+    `* 3 FETCH (FLAGS (\\Seen) BODY[] {${body.length}}\r\n${body} UID 42)\r\n` +
+    `a1 OK Fetch completed (0.001 + 0.000 secs).\r\n`;
 
   test("body literal is a byte view and UID after the body is read, at every split", () => {
     const data = bytes(wire);
@@ -50,9 +52,11 @@ describe("responses: Dovecot-shaped FETCH", () => {
   test("ENVELOPE, BODYSTRUCTURE, INTERNALDATE, sections with origin, NIL bodies", () => {
     const r = one(
       '* 1 FETCH (UID 7 RFC822.SIZE 1234 INTERNALDATE " 4-Jul-2024 10:00:00 +0000" ' +
-        'ENVELOPE ("Thu, 4 Jul 2024 10:00:00 +0000" {5}\r\nHello (("Al" NIL "al" "x.org")) NIL NIL NIL NIL NIL NIL "<id@x>") ' +
+        'ENVELOPE ("Thu, 4 Jul 2024 10:00:00 +0000" {5}\r\nHello (("Al" NIL "al" "x.org")) NIL NIL NIL NIL NIL NIL ' +
+        '"<id@x>") ' +
         'BODYSTRUCTURE ("text" "plain" ("charset" "utf-8") NIL NIL "7bit" 12 1 NIL NIL NIL NIL) ' +
-        'BODY[HEADER.FIELDS (FROM SUBJECT)] {4}\r\nab\r\n BODY[1]<10> NIL RFC822.HEADER "x" BINARY[1] ~{2}\r\n\0\x01 BINARY.SIZE[1] 2)',
+        'BODY[HEADER.FIELDS (FROM SUBJECT)] {4}\r\nab\r\n BODY[1]<10> NIL RFC822.HEADER "x" BINARY[1] ' +
+        "~{2}\r\n\0\x01 BINARY.SIZE[1] 2)",
     );
     if (r.type !== "FETCH") throw new Error("expected FETCH");
     expect(r.attrs.map((a) => a.name)).toEqual([
@@ -340,7 +344,7 @@ describe("AUTHENTICATE and IDLE lines", () => {
 });
 
 describe("short tokens come back exactly, whatever was parsed before (the decoder reuses recent token strings)", () => {
-  test("600 distinct keywords, twice, in FLAGS lists: more than the cache holds, so slots collide and are replaced", () => {
+  test("600 distinct keywords, twice, in FLAGS lists: more than the cache holds, slots collide, are replaced", () => {
     const words = Array.from({ length: 600 }, (_, i) => `$K${i.toString(36)}x${(i * 7919) % 1000}`);
     for (let pass = 0; pass < 2; pass++) {
       for (let i = 0; i < words.length; i += 30) {
