@@ -10,6 +10,7 @@
  */
 
 import { randomBytes } from "node:crypto";
+import { countLimitRefusal } from "../admin/metrics.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
@@ -655,6 +656,7 @@ export class SmtpSession {
       return true;
     }
     if (this.#closing) return false;
+    countLimitRefusal("smtp", "max_sessions_per_agent");
     const limit = this.#ctx.perAgent.limit;
     this.#audit({
       command: "AUTH",
