@@ -453,12 +453,14 @@ function admin(raw: RawAdmin, problems: Problems, warnings: string[]): AdminConf
     if (!allowRemote) {
       problems.add(
         ["admin", "listen_addr"],
-        `${listenAddr.host} is not a loopback address: health and metrics need no token, so listening there needs allow_remote = true`,
+        `${listenAddr.host} is not a loopback address: health and metrics need no token, ` +
+          "so listening there needs allow_remote = true",
       );
       return null;
     }
     warnings.push(
-      `[admin] listens on ${listenAddr.host}:${listenAddr.port}: /healthz and /metrics are open to anyone who can reach it`,
+      `[admin] listens on ${listenAddr.host}:${listenAddr.port}: ` +
+        "/healthz and /metrics are open to anyone who can reach it",
     );
   }
   return { listenAddr, allowRemote, tokenHash: raw.token_hash ?? null };

@@ -211,7 +211,7 @@ test("/healthz is 200 with both proxies up; /metrics counts a known IMAP and SMT
   expect(await served.proc.exited).toBe(0);
 });
 
-test("a connection over max_connections_per_ip and a login over max_sessions_per_agent are counted by limit", async () => {
+test("a connection over max_connections_per_ip and a login over max_sessions_per_agent: counted by limit", async () => {
   const served = await serve(configFile("\n[limits.imap]\nmax_connections_per_ip = 2\nmax_sessions_per_agent = 1\n"));
   try {
     const mailbox = await createMailbox();
@@ -254,7 +254,7 @@ test("a connection over max_connections_per_ip and a login over max_sessions_per
   expect(await served.proc.exited).toBe(0);
 });
 
-test("/healthz is 503 while the proxies close (an agent that never hangs up holds serve in its grace time)", async () => {
+test("/healthz is 503 while the proxies close (an agent that never hangs up holds them open)", async () => {
   const served = await serve(configFile(""));
   const idle = connect({ host: "127.0.0.1", port: served.imap }); // reads nothing, never closes its side
   idle.on("error", () => {});

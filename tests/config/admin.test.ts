@@ -25,7 +25,8 @@ test("no [admin]: nothing listens; an empty [admin]: 127.0.0.1:9925, no token", 
 
 test("a non-loopback address needs allow_remote = true, and then warns", () => {
   expect(problems(`${BASE}[admin]\nlisten_addr = "0.0.0.0:9925"\n`)).toEqual([
-    "5:15 admin.listen_addr: 0.0.0.0 is not a loopback address: health and metrics need no token, so listening there needs allow_remote = true",
+    "5:15 admin.listen_addr: 0.0.0.0 is not a loopback address: health and metrics need no token, " +
+      "so listening there needs allow_remote = true",
   ]);
   const config = parseConfig(`${BASE}[admin]\nlisten_addr = "0.0.0.0:9925"\nallow_remote = true\n`, "/x.toml");
   expect(config.admin?.listenAddr).toEqual({ host: "0.0.0.0", port: 9925 });
