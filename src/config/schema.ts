@@ -104,6 +104,13 @@ export const limitsSchema = v.strictObject({
   smtp: v.optional(v.strictObject(protocolLimits)),
 });
 
+/** `[admin]`: the HTTP listener for health, metrics and actions (src/admin/server.ts); absent = off. */
+export const adminSchema = v.strictObject({
+  listen_addr: v.optional(v.string()),
+  allow_remote: v.optional(v.boolean()),
+  token_hash: v.optional(v.string()),
+});
+
 export const configSchema = v.strictObject({
   imap: v.optional(listenerSchema),
   smtp: v.optional(smtpSchema),
@@ -113,6 +120,7 @@ export const configSchema = v.strictObject({
   accounts: v.optional(v.record(v.string(), accountSchema)),
   limits: v.optional(limitsSchema),
   state: v.optional(stateSchema),
+  admin: v.optional(adminSchema),
 });
 
 export type RawConfig = v.InferOutput<typeof configSchema>;
@@ -120,3 +128,4 @@ export type RawRule = v.InferOutput<typeof ruleSchema>;
 export type RawListener = v.InferOutput<typeof listenerSchema>;
 export type RawSmtp = v.InferOutput<typeof smtpSchema>;
 export type RawLimits = v.InferOutput<typeof limitsSchema>;
+export type RawAdmin = v.InferOutput<typeof adminSchema>;

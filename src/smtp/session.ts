@@ -11,6 +11,7 @@
 
 import { randomBytes } from "node:crypto";
 import { type AccountCredentials, AccountNeedsReauthorization } from "../accounts/index.ts";
+import { countLimitRefusal } from "../admin/metrics.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
@@ -693,6 +694,7 @@ export class SmtpSession {
       return true;
     }
     if (this.#closing) return false;
+    countLimitRefusal("smtp", "max_sessions_per_agent");
     const limit = this.#ctx.perAgent.limit;
     this.#audit({
       command: "AUTH",

@@ -1,6 +1,8 @@
 /** `mailgator serve -c FILE` (and `mailgator --config FILE`): run the proxies until SIGINT/SIGTERM. */
 
 import { type AccountCredentials, openAccountCredentials } from "../../accounts/index.ts";
+import { auditHealthy, auditRowsQueued, auditRowsWritten } from "../../admin/metrics.ts";
+import { type AdminServer, type HealthReport, startAdmin } from "../../admin/server.ts";
 import { AuditLog } from "../../audit/index.ts";
 import { type Config, loadConfig } from "../../config/index.ts";
 import { startImapProxy } from "../../imap/index.ts";
@@ -12,8 +14,9 @@ import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required } from "../
 export const usage = `Usage: mailgator serve -c FILE
        mailgator --config FILE
 
-Starts the IMAP and SMTP listeners the config defines and runs until
-interrupted (SIGINT or SIGTERM), then closes them and flushes the audit log.
+Starts the IMAP and SMTP listeners the config defines (and the admin
+listener, when [admin] is configured) and runs until interrupted (SIGINT or
+SIGTERM), then closes them and flushes the audit log.
 
 Options:
   -c, --config FILE        the config file
@@ -85,6 +88,8 @@ export async function serve(ctx: CommandContext): Promise<number> {
     process.once("SIGTERM", () => stop("SIGTERM"));
   });
   const handles: ProxyHandle[] = [];
+  const listening: Record<"imap" | "smtp", boolean> = { imap: false, smtp: false };
+  let admin: AdminServer | null = null;
   const deps: ProxyDeps = { config, policy, audit, credentials: accounts.credentials };
   try {
     for (const name of ["imap", "smtp"] as const) {
@@ -97,9 +102,23 @@ export async function serve(ctx: CommandContext): Promise<number> {
         continue;
       }
       handles.push(await start(deps)); // each proxy logs its own "listening on" line
+      listening[name] = true;
+    }
+    if (config.admin !== null && handles.length > 0) {
+      admin = startAdmin({
+        config: config.admin,
+        health: () => health(config, listening, audit),
+        sample: () => {
+          auditRowsWritten.setTotal({}, audit.written);
+          auditRowsQueued.set({}, audit.queued);
+          auditHealthy.set({}, audit.healthy ? 1 : 0);
+        },
+      });
+      log.info(`admin listening on http://${hostPort(admin.address)} (/healthz, /metrics)`);
     }
   } catch (e) {
     log.error(`cannot start: ${(e as Error).message}`);
+    await admin?.close();
     await Promise.allSettled(handles.map((h) => h.close()));
     await audit.close();
     accounts.store?.close();
@@ -112,8 +131,28 @@ export async function serve(ctx: CommandContext): Promise<number> {
     return EXIT_FAILURE;
   }
   await stopped;
+  listening.imap = listening.smtp = false; // /healthz says so while the proxies close
   await Promise.allSettled(handles.map((h) => h.close()));
+  await admin?.close();
   await audit.close();
   accounts.store?.close();
   return EXIT_OK;
+}
+
+function hostPort(a: { readonly host: string; readonly port: number }): string {
+  return a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+/** `/healthz`: ready when every configured proxy listens and the audit log is writable (docs/operations.md). */
+function health(config: Config, listening: Readonly<Record<"imap" | "smtp", boolean>>, audit: AuditLog): HealthReport {
+  const problems: string[] = [];
+  const checks: Record<string, boolean> = {};
+  for (const name of ["imap", "smtp"] as const) {
+    if (config[name] === null) continue;
+    checks[`${name}_listening`] = listening[name];
+    if (!listening[name]) problems.push(`the ${name.toUpperCase()} proxy is not listening`);
+  }
+  checks["audit_writable"] = audit.healthy;
+  if (!audit.healthy) problems.push(`the audit log ${config.audit.path} cannot be written`);
+  return { problems, checks };
 }
