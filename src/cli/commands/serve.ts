@@ -1,10 +1,17 @@
-/** `mailgator serve -c FILE` (and `mailgator --config FILE`): run the proxies until SIGINT/SIGTERM. */
+/**
+ * `mailgator serve -c FILE` (and `mailgator --config FILE`): run the proxies until SIGINT/SIGTERM; SIGHUP reloads
+ * the config and TLS files (docs/operations.md "Reload").
+ */
+
+import { rmSync } from "node:fs";
 
 import { AuditLog } from "../../audit/index.ts";
-import { type Config, loadConfig } from "../../config/index.ts";
+import { type Config, ConfigError, formatProblem, loadConfig } from "../../config/index.ts";
 import { startImapProxy } from "../../imap/index.ts";
 import { moduleLogger } from "../../log.ts";
 import { compilePolicy, type Policy } from "../../policy/index.ts";
+import { emitReload, LiveConfig, type PreparedReload, type ReloadResult } from "../../runtime/reload.ts";
+import { pidFileFor, statusFileFor, writePidFile, writeStatusFile } from "../../runtime/state-files.ts";
 import { startSmtpProxy } from "../../smtp/index.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required } from "../args.ts";
 
@@ -13,6 +20,8 @@ export const usage = `Usage: mailgator serve -c FILE
 
 Starts the IMAP and SMTP listeners the config defines and runs until
 interrupted (SIGINT or SIGTERM), then closes them and flushes the audit log.
+SIGHUP (or \`mailgator reload\`) re-reads the config and TLS files; a config
+that does not load leaves the running one in force.
 
 Options:
   -c, --config FILE        the config file
@@ -22,12 +31,14 @@ Options:
 export interface ProxyHandle {
   readonly address: { readonly host: string; readonly port: number };
   close(): Promise<void>;
+  prepareReload(next: Config): PreparedReload;
 }
 
 export interface ProxyDeps {
   readonly config: Config;
   readonly policy: Policy;
   readonly audit: AuditLog;
+  readonly live: LiveConfig;
 }
 
 type Starter = (deps: ProxyDeps) => Promise<ProxyHandle>;
@@ -56,7 +67,10 @@ export async function serve(ctx: CommandContext): Promise<number> {
     ...(config.audit.retentionDays ? { retentionDays: config.audit.retentionDays } : {}),
     log: (m) => log.error(m),
   });
-  log.info(`audit log: ${config.audit.path}`);
+  log.info(`audit log: ${config.audit.path} (config revision ${config.revision})`);
+  const live = new LiveConfig(config, policy);
+  const pidFile = pidFileFor(config);
+  const statusFile = statusFileFor(config);
   // The signal handlers go in before the first proxy starts: a SIGTERM right after a "listening" line must close
   // the proxies and the audit log, not end the process with the default action.
   const stopped = new Promise<void>((resolve) => {
@@ -68,7 +82,23 @@ export async function serve(ctx: CommandContext): Promise<number> {
     process.once("SIGTERM", () => stop("SIGTERM"));
   });
   const handles: ProxyHandle[] = [];
-  const deps: ProxyDeps = { config, policy, audit };
+  // Reloads run one at a time, in the order the signals came; one that comes before the proxies listen waits.
+  let reloads: Promise<void> = Promise.resolve();
+  let ready = false;
+  let pendingHup = false;
+  const onHup = (): void => {
+    if (!ready) {
+      pendingHup = true;
+      return;
+    }
+    reloads = reloads.then(() => {
+      const result = reload(config.file, ctx.env, live, handles, audit.path);
+      writeStatusFile(statusFile, result, (m) => log.error(m));
+      emitReload(result);
+    });
+  };
+  process.on("SIGHUP", onHup);
+  const deps: ProxyDeps = { config, policy, audit, live };
   try {
     for (const name of ["imap", "smtp"] as const) {
       if (!config[name]) continue;
@@ -92,8 +122,82 @@ export async function serve(ctx: CommandContext): Promise<number> {
     await audit.close();
     return EXIT_FAILURE;
   }
+  writePidFile(pidFile, (m) => log.warn(m));
+  ready = true;
+  if (pendingHup) onHup();
   await stopped;
+  process.off("SIGHUP", onHup);
+  await reloads;
   await Promise.allSettled(handles.map((h) => h.close()));
   await audit.close();
+  for (const file of [pidFile, statusFile]) rmSync(file, { force: true });
   return EXIT_OK;
+}
+
+/**
+ * One reload: load and check the file, read the TLS files of each proxy, then swap everything in at once; on any
+ * error nothing changes (docs/operations.md "Reload"). Logs the outcome and returns it.
+ */
+export function reload(
+  file: string,
+  env: Readonly<Record<string, string | undefined>>,
+  live: LiveConfig,
+  handles: readonly ProxyHandle[],
+  auditPath: string,
+): ReloadResult {
+  const log = moduleLogger("reload");
+  const previous = live.config;
+  const at = new Date().toISOString();
+  const failed = (errors: string[]): ReloadResult => {
+    for (const e of errors) log.error(`reload failed, the running config stays in force: ${e}`);
+    return {
+      ok: false,
+      at,
+      revision: previous.revision,
+      previousRevision: previous.revision,
+      errors,
+      warnings: [],
+      sessionsEnded: 0,
+    };
+  };
+  let next: Config;
+  try {
+    next = loadConfig(file, { env });
+  } catch (e) {
+    if (e instanceof ConfigError) return failed(e.problems.map((p) => formatProblem(e.file, p)));
+    return failed([(e as Error).message]);
+  }
+  const warnings = [...next.warnings];
+  if (next.audit.path !== auditPath)
+    warnings.push(
+      `[audit] path cannot change on reload: still writing ${auditPath}; restart to use ${next.audit.path}`,
+    );
+  let policy: Policy;
+  const prepared: PreparedReload[] = [];
+  try {
+    policy = compilePolicy(next.rules);
+    for (const s of policy.shadowed())
+      warnings.push(`rule ${s.index + 1} "${s.name}" can never match (rule ${s.byIndex + 1} "${s.by}" decides first)`);
+    for (const h of handles) prepared.push(h.prepareReload(next));
+  } catch (e) {
+    return failed([(e as Error).message]);
+  }
+  for (const p of prepared) warnings.push(...p.warnings);
+  live.swap(next, policy);
+  let sessionsEnded = 0;
+  for (const p of prepared) sessionsEnded += p.commit();
+  for (const w of warnings) log.warn(w);
+  log.info(
+    `reloaded ${file}: config revision ${previous.revision} -> ${next.revision}` +
+      (sessionsEnded > 0 ? `, ${sessionsEnded} session(s) ended` : ""),
+  );
+  return {
+    ok: true,
+    at,
+    revision: next.revision,
+    previousRevision: previous.revision,
+    errors: [],
+    warnings,
+    sessionsEnded,
+  };
 }
