@@ -1,12 +1,14 @@
 /**
- * Human-readable logs through consola, or one JSON object per line with
- * `--log-format json` (for log shippers). Never pass secrets or message
- * bodies to the logger.
+ * Logs (docs/operations.md "Logs"): one line per message on stderr, each with an ISO 8601 UTC time stamp, as text
+ * (`<time> <level> [<module>] <message>`) or, with `--log-format json`, one JSON object per line. Never pass
+ * secrets or message bodies to the logger.
  */
 
 import { type ConsolaInstance, createConsola, type LogObject } from "consola";
 
 export type LogFormat = "pretty" | "json";
+
+let currentFormat: LogFormat = "pretty";
 
 function jsonReporter(): { log: (obj: LogObject) => void } {
   return {
@@ -23,18 +25,111 @@ function jsonReporter(): { log: (obj: LogObject) => void } {
   };
 }
 
+/** Text lines: time stamp, level, module, message; further lines of a message are indented under it. */
+function textReporter(): { log: (obj: LogObject) => void } {
+  return {
+    log(obj) {
+      const [msg] = obj.args;
+      const tag = obj.tag ? ` [${obj.tag}]` : "";
+      const text = String(msg).replaceAll("\n", "\n    ");
+      process.stderr.write(`${obj.date.toISOString()} ${obj.type}${tag} ${text}\n`);
+    },
+  };
+}
+
+function create(format: LogFormat, level: number): ConsolaInstance {
+  return createConsola({ level, reporters: [format === "json" ? jsonReporter() : textReporter()] });
+}
+
 /** The process-wide logger; `configureLogger` switches its format and level. */
-export let logger: ConsolaInstance = createConsola({ level: 3, stdout: process.stderr, stderr: process.stderr });
+export let logger: ConsolaInstance = create("pretty", 3);
 
 export function configureLogger(format: LogFormat, level = 3): ConsolaInstance {
-  logger =
-    format === "json"
-      ? createConsola({ level, reporters: [jsonReporter()] })
-      : createConsola({ level, stdout: process.stderr, stderr: process.stderr });
+  currentFormat = format;
+  logger = create(format, level);
   return logger;
+}
+
+/** The format `configureLogger` set last. */
+export function logFormat(): LogFormat {
+  return currentFormat;
 }
 
 /** A logger for one module: its tag prefixes every line. */
 export function moduleLogger(tag: string): ConsolaInstance {
   return logger.withTag(tag);
+}
+
+/**
+ * A user name as it goes into a log line: printable ASCII without space, quote, backslash or `=`, at most 64
+ * characters, so a client cannot forge the fields that follow it (docs/operations.md, the fail2ban filter).
+ */
+export function logSafeName(name: string | null): string {
+  if (name === null || name === "") return "-";
+  const safe = name.replace(/[^A-Za-z0-9._@+-]/g, "?");
+  return safe.length > 64 ? `${safe.slice(0, 64)}...` : safe;
+}
+
+/**
+ * A failed login, in the one stable format the fail2ban filter of docs/operations.md matches:
+ * `login failed: client=<address> protocol=<imap|smtp> user=<name> reason="<why>"`.
+ */
+export function logLoginFailure(protocol: "imap" | "smtp", client: string, user: string | null, reason: string): void {
+  const name = logSafeName(user);
+  const why = reason.replace(/["\\\r\n]/g, "'");
+  moduleLogger(protocol).warn(`login failed: client=${client} protocol=${protocol} user=${name} reason="${why}"`, {
+    event: "login_failed",
+    client,
+    protocol,
+    user: name,
+    reason: why,
+  });
+}
+
+/** What the access line of one session reports (docs/operations.md "Logs"). */
+export interface AccessRecord {
+  readonly protocol: "imap" | "smtp";
+  readonly session: string;
+  readonly client: string;
+  readonly clientPort: number;
+  /** Epoch milliseconds of the connection. */
+  readonly connectedAt: number;
+  /** "ok", "failed" (at least one failed attempt and no success) or "none". */
+  readonly login: "ok" | "failed" | "none";
+  readonly agent: string | null;
+  readonly user: string | null;
+  readonly commands: number;
+  readonly bytesIn: number;
+  readonly bytesOut: number;
+  readonly end: string;
+}
+
+/** The one access line of a session, written when it ends. */
+export function logAccess(r: AccessRecord): void {
+  const durationMs = Math.max(0, Date.now() - r.connectedAt);
+  const connected = new Date(r.connectedAt).toISOString();
+  const agent = logSafeName(r.agent);
+  const user = logSafeName(r.user);
+  const end = r.end.replace(/["\\\r\n]/g, "'");
+  moduleLogger(r.protocol).info(
+    `access: session=${r.session} client=${r.client}:${r.clientPort} connected=${connected} login=${r.login} ` +
+      `agent=${agent} user=${user} duration_ms=${durationMs} commands=${r.commands} bytes_in=${r.bytesIn} ` +
+      `bytes_out=${r.bytesOut} end="${end}"`,
+    {
+      event: "access",
+      session: r.session,
+      protocol: r.protocol,
+      client: r.client,
+      clientPort: r.clientPort,
+      connected,
+      login: r.login,
+      agent: r.agent,
+      user: r.user,
+      durationMs,
+      commands: r.commands,
+      bytesIn: r.bytesIn,
+      bytesOut: r.bytesOut,
+      end,
+    },
+  );
 }

@@ -16,4 +16,5 @@
 export type { Credential, CredentialsOptions } from "./credentials.ts";
 export { AccountCredentials } from "./credentials.ts";
 export { AccountNeedsReauthorization, AccountTemporarilyUnavailable } from "./errors.ts";
+export { accountLoginKey } from "./identity.ts";
 export { openAccountCredentials } from "./open.ts";

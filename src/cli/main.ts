@@ -5,8 +5,8 @@
  */
 
 import pkg from "../../package.json" with { type: "json" };
-import { ConfigError } from "../config/index.ts";
-import { configureLogger, logger } from "../log.ts";
+import { ConfigError, formatProblem } from "../config/index.ts";
+import { configureLogger, logFormat, logger } from "../log.ts";
 import { tuneAllocator } from "./allocator.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from "./args.ts";
 import { account, usage as accountUsage } from "./commands/account.ts";
@@ -14,6 +14,7 @@ import { audit, usage as auditUsage } from "./commands/audit.ts";
 import { check, usage as checkUsage } from "./commands/check.ts";
 import { explain, usage as explainUsage } from "./commands/explain.ts";
 import { init, usage as initUsage } from "./commands/init.ts";
+import { reload, usage as reloadUsage } from "./commands/reload.ts";
 import { serve, usage as serveUsage } from "./commands/serve.ts";
 import { token, usage as tokenUsage } from "./commands/token.ts";
 
@@ -23,6 +24,7 @@ mailbox only as far as your rules allow, and audits every decision.
 Usage:
   mailgator --config FILE            run the proxies (same as serve)
   mailgator serve -c FILE            run the proxies
+  mailgator reload -c FILE           make the running proxies reload the config
   mailgator check -c FILE            validate a config and list its rules
   mailgator explain -c FILE --op OP  which rule decides a request, and why
   mailgator audit -c FILE            read the audit log
@@ -41,6 +43,7 @@ Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.`;
 type Command = (ctx: CommandContext) => number | Promise<number>;
 const COMMANDS: Readonly<Record<string, [Command, string]>> = {
   serve: [serve, serveUsage],
+  reload: [reload, reloadUsage],
   check: [check, checkUsage],
   explain: [explain, explainUsage],
   audit: [audit, auditUsage],
@@ -90,7 +93,17 @@ export async function main(argv: string[], env = process.env, out = (t: string) 
       return EXIT_USAGE;
     }
     if (e instanceof ConfigError) {
-      process.stderr.write(`mailgator: ${e.message}\n`);
+      if (logFormat() === "json") {
+        // One JSON line per problem, with its position as fields (docs/operations.md "Logs").
+        for (const p of e.problems)
+          logger.error(`config error: ${formatProblem(e.file, p)}`, {
+            event: "config_error",
+            file: e.file,
+            line: p.line ?? null,
+            column: p.column ?? null,
+            path: p.path ?? null,
+          });
+      } else process.stderr.write(`mailgator: ${e.message}\n`);
       return EXIT_USAGE;
     }
     logger.error(`mailgator: ${(e as Error).message}`);

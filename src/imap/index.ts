@@ -12,7 +12,6 @@ import { moduleLogger } from "../log.ts";
 import {
   FailureThrottle,
   listen,
-  loadIdentity,
   overloadEvent,
   readCaFile,
   SessionCounter,
@@ -20,6 +19,7 @@ import {
   type UpstreamTarget,
 } from "../net/index.ts";
 import { FILTERED_OPERATIONS, MESSAGE_FIELDS, type Policy } from "../policy/index.ts";
+import { LiveConfig, listenerReload, type PreparedReload, tlsIdentityFor } from "../runtime/reload.ts";
 import { ClassificationCache, cachePathBeside } from "./cache.ts";
 import { ImapSession, type SessionContext } from "./session.ts";
 import type { UpstreamTimeouts } from "./upstream.ts";
@@ -27,6 +27,8 @@ import type { UpstreamTimeouts } from "./upstream.ts";
 export interface ImapProxy {
   readonly address: { readonly host: string; readonly port: number };
   close(): Promise<void>;
+  /** Checks a new config for this proxy (TLS files readable, listener unchanged); see `PreparedReload`. */
+  prepareReload(next: Config): PreparedReload;
 }
 
 export const DEFAULT_TIMEOUTS: UpstreamTimeouts = { connectMs: 10_000, handshakeMs: 15_000, commandMs: 5 * 60_000 };
@@ -50,6 +52,8 @@ export async function startImapProxy(deps: {
   audit: AuditLog;
   /** The accounts' upstream credentials; without it, password accounts only (an OAuth2 account is refused). */
   credentials?: AccountCredentials;
+  /** Where sessions read the config and policy at each command; without it they stay as given. */
+  live?: LiveConfig;
   /** Tests only: shorter timeouts and login delays. */
   timeouts?: Partial<UpstreamTimeouts>;
   loginThrottle?: Partial<typeof LOGIN_THROTTLE>;
@@ -59,30 +63,50 @@ export async function startImapProxy(deps: {
   const imap = config.imap;
   if (imap === null) throw new Error("imap: the config has no [imap] section");
   assertRules(config); // loadConfig has refused such a config already (src/config/rules.ts)
-  const identity = imap.listenTls === "none" ? null : loadIdentity(imap.tlsCertFile ?? "", imap.tlsKeyFile ?? "");
   const timeouts: UpstreamTimeouts = { ...DEFAULT_TIMEOUTS, ...deps.timeouts };
-  const limits: ImapLimits = config.limits.imap;
-  const upstream: UpstreamTarget = {
-    host: imap.upstreamAddr.host,
-    port: imap.upstreamAddr.port,
-    tls: imap.upstreamTls,
-    skipVerify: imap.upstreamTlsSkipVerify,
-    extraCa: readCaFile(imap.upstreamCaFile),
-    connectTimeoutMs: timeouts.connectMs,
+  const live = deps.live ?? new LiveConfig(config, policy);
+  /** What a reload replaces besides the config and policy. */
+  const build = (next: Config) => {
+    const section = next.imap!;
+    const upstreamTarget: UpstreamTarget = {
+      host: section.upstreamAddr.host,
+      port: section.upstreamAddr.port,
+      tls: section.upstreamTls,
+      skipVerify: section.upstreamTlsSkipVerify,
+      extraCa: readCaFile(section.upstreamCaFile),
+      connectTimeoutMs: timeouts.connectMs,
+    };
+    return { identity: tlsIdentityFor(section), upstream: upstreamTarget, limits: next.limits.imap };
   };
+  let current = build(config);
+  const upstream = current.upstream;
+  const limits: ImapLimits = current.limits;
   if (upstream.skipVerify)
     log.warn("upstream_tls_skip_verify is on: the upstream IMAP server's certificate is NOT checked");
   const ctx: SessionContext = {
-    config,
-    policy,
+    get config() {
+      return live.config;
+    },
+    get policy() {
+      return live.policy;
+    },
+    get generation() {
+      return live.generation;
+    },
     audit,
     credentials: deps.credentials ?? new AccountCredentials({ config, store: null }),
-    upstream,
+    get upstream() {
+      return current.upstream;
+    },
     listenTls: imap.listenTls,
-    identity,
+    get identity() {
+      return current.identity;
+    },
     throttle: new FailureThrottle({ ...LOGIN_THROTTLE, ...deps.loginThrottle }),
     timeouts,
-    limits,
+    get limits() {
+      return current.limits;
+    },
     perAgent: new SessionCounter(limits.maxSessionsPerAgent),
     sessions: new Set(),
     cache: filtersMessages(config)
@@ -93,8 +117,10 @@ export async function startImapProxy(deps: {
     host: imap.listenAddr.host,
     port: imap.listenAddr.port,
     tls: imap.listenTls,
-    identity,
-    maxConnections: limits.maxConnections,
+    identity: current.identity,
+    get maxConnections() {
+      return current.limits.maxConnections;
+    },
     maxConnectionsPerIp: limits.maxConnectionsPerIp,
     onConnection: (conn) => {
       conn.onClose(countSession("imap"));
@@ -107,7 +133,7 @@ export async function startImapProxy(deps: {
       conn.write(`* BYE [LIMIT] Too many connections${from} (limit ${over.value}); try again later\r\n`);
       conn.end();
       try {
-        audit.record(overloadEvent("imap", conn.remoteAddress, over, config.revision));
+        audit.record(overloadEvent("imap", conn.remoteAddress, over, live.config.revision));
       } catch (error) {
         log.error(`audit row lost: ${(error as Error).message}`);
       }
@@ -123,6 +149,18 @@ export async function startImapProxy(deps: {
       for (const session of ctx.sessions) session.shutdown();
       await closed;
       ctx.cache?.close();
+    },
+    prepareReload(next) {
+      return listenerReload("imap", live.config, next, () => {
+        const built = build(next);
+        return () => {
+          current = built;
+          if (built.identity !== null) listener.setIdentity(built.identity);
+          let ended = 0;
+          for (const session of [...ctx.sessions]) if (session.reloaded()) ended++;
+          return ended;
+        };
+      });
     },
   };
 }

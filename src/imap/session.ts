@@ -12,12 +12,13 @@ import {
   type AccountCredentials,
   AccountNeedsReauthorization,
   AccountTemporarilyUnavailable,
+  accountLoginKey,
 } from "../accounts/index.ts";
 import { countLimitRefusal } from "../admin/metrics.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import { AuditUnavailableError } from "../audit/index.ts";
 import type { Config, ImapLimits } from "../config/types.ts";
-import { moduleLogger } from "../log.ts";
+import { logAccess, logLoginFailure, moduleLogger } from "../log.ts";
 import {
   type Connection,
   type FailureThrottle,
@@ -53,8 +54,11 @@ import {
 } from "./wire/index.ts";
 
 export interface SessionContext {
+  /** The config and policy in force now: read at each use, as a reload swaps them (docs/operations.md). */
   readonly config: Config;
   readonly policy: Policy;
+  /** Goes up at each reload; a session refreshes what it derived from the policy when it changes. */
+  readonly generation: number;
   readonly audit: AuditLog;
   /** The upstream credential of each vault-mode account (src/accounts/index.ts). */
   readonly credentials: AccountCredentials;
@@ -125,6 +129,20 @@ export class ImapSession {
   box: SelectedMailbox | null = null;
   /** The upstream account (`host:port/user`, no secret): the classification cache's key. */
   account = "";
+  /** What the login used, to tell after a reload whether this session may go on (`reloaded`). */
+  #credentials: {
+    agent: string | null;
+    tokenHash: string | null;
+    account: string | null;
+    username: string;
+    /** `accountLoginKey` of the vault account (no secret in it); "" in pass-through mode. */
+    loginKey: string;
+  } | null = null;
+  #generation: number;
+  readonly #connectedAtMs = Date.now();
+  #commands = 0;
+  #loginResult: "ok" | "failed" | "none" = "none";
+  #endReason = "client closed the connection";
   /** Opens a second upstream session with the same login (STATUS of a filtered folder, classification helper); set at login. */
   #openAuxiliary: (() => Promise<UpstreamSession>) | null = null;
   #auxiliary: Promise<UpstreamSession> | null = null;
@@ -146,6 +164,37 @@ export class ImapSession {
     this.ctx = ctx;
     this.conn = conn;
     this.rights = new FolderRights(ctx.policy, null);
+    this.#generation = ctx.generation;
+  }
+
+  /**
+   * After a reload: a session whose agent was removed, whose token, account, account credentials or upstream
+   * changed, or that logged in pass-through while the config is now in vault mode, ends now with `* BYE`
+   * (RFC 3501 §7.1.5); returns true then. Others take the new rules at their next command.
+   */
+  reloaded(): boolean {
+    const c = this.#credentials;
+    if (c === null || this.#closed) return false;
+    const config = this.ctx.config;
+    const up = this.ctx.upstream;
+    let why: string | null = null;
+    if (this.account !== `${up.host}:${up.port}/${c.username}`) why = "the upstream server changed";
+    else if (c.agent === null) {
+      if (config.agents.length > 0) why = "the proxy now takes agent tokens only";
+    } else {
+      const agent = config.agents.find((a) => a.name === c.agent);
+      const account = agent ? config.accounts[agent.account] : undefined;
+      if (agent === undefined) why = "the agent was removed";
+      else if (agent.tokenHash !== c.tokenHash) why = "the agent's token changed";
+      else if (agent.account !== c.account || account === undefined) why = "the agent's account changed";
+      else if (account.username !== c.username || accountLoginKey(account) !== c.loginKey)
+        why = "the account's upstream credentials changed";
+    }
+    if (why === null) return false;
+    this.log.info(`session ${this.id}: ended by reload: ${why}`);
+    this.#endReason = `reload: ${why}`;
+    this.#bye("Configuration changed; this session ends, log in again");
+    return true;
   }
 
   start(): void {
@@ -198,6 +247,7 @@ export class ImapSession {
 
   #autologout(why: string): void {
     this.log.info(`session ${this.id}: autologout, ${why}`);
+    this.#endReason = `autologout: ${why}`;
     this.sendText(`* BYE Autologout; ${why}`);
     this.flush();
     this.shutdown();
@@ -226,6 +276,20 @@ export class ImapSession {
     const wake = this.#wake;
     this.#wake = null;
     wake?.();
+    logAccess({
+      protocol: "imap",
+      session: this.id,
+      client: this.conn.remoteAddress,
+      clientPort: this.conn.remotePort,
+      connectedAt: this.#connectedAtMs,
+      login: this.#loginResult,
+      agent: this.#credentials?.agent ?? null,
+      user: this.#credentials?.username ?? null,
+      commands: this.#commands,
+      bytesIn: this.conn.bytesIn,
+      bytesOut: this.conn.bytesOut,
+      end: this.#endReason,
+    });
   }
 
   get closed(): boolean {
@@ -397,6 +461,7 @@ export class ImapSession {
             continue;
           }
           this.#busy = true;
+          this.#commands++;
           try {
             await this.#execute(parsed.value);
           } finally {
@@ -411,6 +476,11 @@ export class ImapSession {
 
   async #execute(cmd: Command): Promise<void> {
     const name = cmd.name;
+    if (this.#generation !== this.ctx.generation) {
+      // Reloaded since the last command: what was derived from the old policy goes (docs/operations.md "Reload").
+      this.#generation = this.ctx.generation;
+      this.rights = new FolderRights(this.ctx.policy, this.agent);
+    }
     if (this.state === "not-authenticated" && !PRE_AUTH.has(name)) {
       return this.tagged(cmd.tag, "BAD", null, "Log in first");
     }
@@ -450,6 +520,7 @@ export class ImapSession {
         this.sendText('* ID ("name" "Mailgator")');
         return this.tagged(cmd.tag, "OK", null, "ID completed");
       case "LOGOUT":
+        this.#endReason = "logout";
         this.sendText("* BYE Logging out");
         this.tagged(cmd.tag, "OK", null, "Logout completed");
         this.flush();
@@ -800,7 +871,7 @@ export class ImapSession {
     }
     // A login that could not be audited is refused anyway (below): no upstream login for nothing.
     this.requireAudit();
-    const { config } = this.ctx;
+    const { config, generation } = this.ctx;
     let upstreamUser = username;
     let loginUpstream = (up: UpstreamSession) => up.login(username, password);
     let agent: string | null = null;
@@ -941,7 +1012,19 @@ export class ImapSession {
       return aux;
     };
     this.rights = new FolderRights(this.ctx.policy, agent);
+    this.#generation = generation;
+    const found = agent === null ? undefined : config.agents.find((a) => a.name === agent);
+    this.#credentials = {
+      agent,
+      tokenHash: found?.tokenHash ?? null,
+      account: found?.account ?? null,
+      username: upstreamUser,
+      loginKey: found === undefined ? "" : accountLoginKeyOf(config, found.account),
+    };
+    this.#loginResult = "ok";
     this.attachUpstream(up);
+    // A reload while this login was checked: judged now against the config in force.
+    if (generation !== this.ctx.generation && this.reloaded()) return;
     this.names = new FolderNames(delimiter);
     this.state = "authenticated";
     this.tagged(tag, "OK", `CAPABILITY ${AUTH_CAPABILITIES.join(" ")}`, "Logged in");
@@ -990,6 +1073,8 @@ export class ImapSession {
 
   async #loginFailed(tag: string, command: string, username: string | null, reason: string): Promise<void> {
     this.user = null;
+    if (this.#loginResult === "none") this.#loginResult = "failed";
+    logLoginFailure("imap", this.conn.remoteAddress, username, reason);
     this.auditRow({
       command,
       operation: null,
@@ -1032,4 +1117,10 @@ async function oauthLogin(
   if (second.accessToken !== first.accessToken && (await up.loginOAuth(second.username, second.accessToken, setting)))
     return true;
   throw new OAuthRefused(`account ${account}: the upstream server refused a fresh access token`);
+}
+
+/** `accountLoginKey` of a configured account; "" when it is missing (the login refuses that case before). */
+function accountLoginKeyOf(config: Config, name: string): string {
+  const account = config.accounts[name];
+  return account === undefined ? "" : accountLoginKey(account);
 }

@@ -4,7 +4,14 @@
  * (docs/protocol.md §0.4, §4). Every response is framed and parsed; nothing is relayed as bytes.
  */
 
-import { type Connection, connectUpstream, tlsOptions, UpstreamError, type UpstreamTarget } from "../net/index.ts";
+import {
+  type Connection,
+  connectUpstream,
+  tlsOptions,
+  UpstreamError,
+  type UpstreamTarget,
+  upstreamHint,
+} from "../net/index.ts";
 import {
   chooseOAuthMechanism,
   type MechanismSetting,
@@ -147,7 +154,9 @@ export class UpstreamSession {
     try {
       await this.#conn.startTlsClient(tlsOptions(this.#target), this.#timeouts.handshakeMs);
     } catch (error) {
-      throw new UpstreamError(`STARTTLS with the upstream server failed: ${(error as Error).message}`);
+      throw new UpstreamError(
+        `STARTTLS with the upstream server failed: ${(error as Error).message}${upstreamHint(error as Error)}`,
+      );
     }
     this.#discarding = false;
     this.caps.clear();

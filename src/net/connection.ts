@@ -36,6 +36,9 @@ export class Connection {
   secure: boolean;
   readonly remoteAddress: string;
   readonly remotePort: number;
+  /** Application bytes received and handed to `write` (after TLS decryption): for the access log. */
+  bytesIn = 0;
+  bytesOut = 0;
 
   constructor(socket: Socket, secure: boolean) {
     this.#socket = socket;
@@ -59,6 +62,7 @@ export class Connection {
   }
 
   #handleData = (chunk: Buffer): void => {
+    this.bytesIn += chunk.length;
     this.#onData?.(chunk);
   };
 
@@ -92,6 +96,7 @@ export class Connection {
   /** Queues bytes; returns false when the kernel buffer is full (wait for `drained()`). */
   write(data: Uint8Array | string): boolean {
     if (this.#closed || this.#socket.destroyed) return false;
+    this.bytesOut += typeof data === "string" ? Buffer.byteLength(data) : data.byteLength;
     return this.#socket.write(data);
   }
 
@@ -110,6 +115,7 @@ export class Connection {
    */
   writeFlushed(data: Uint8Array): Promise<void> {
     if (this.#closed || this.#socket.destroyed) return Promise.resolve();
+    this.bytesOut += data.byteLength;
     return new Promise((resolve) => {
       this.#socket.write(data, () => resolve());
     });

@@ -22,4 +22,5 @@ export {
   UpstreamError,
   type UpstreamTarget,
   type UpstreamTls,
+  upstreamHint,
 } from "./upstream.ts";

@@ -6,7 +6,7 @@
 
 import { readFileSync } from "node:fs";
 import { type AddressInfo, createServer as createTcpServer, type Server, type Socket } from "node:net";
-import { createServer as createTlsServer } from "node:tls";
+import { createServer as createTlsServer, type Server as TlsServer } from "node:tls";
 import { Connection, normalizeAddress } from "./connection.ts";
 import { addressKey } from "./ip.ts";
 
@@ -69,6 +69,8 @@ export interface Listener {
    * connections still open after `graceMs` are destroyed.
    */
   close(graceMs?: number): Promise<void>;
+  /** Implicit TLS: the certificate and key for new handshakes (reload, docs/operations.md "Reload"). */
+  setIdentity(identity: TlsIdentity): void;
 }
 
 /**
@@ -200,6 +202,10 @@ export async function listen(options: ListenOptions): Promise<Listener> {
     address: { host: options.host, port: bound.port },
     get open() {
       return open;
+    },
+    setIdentity(identity: TlsIdentity) {
+      // New handshakes use the new certificate; established connections keep theirs.
+      if (options.tls === "tls") (server as TlsServer).setSecureContext({ key: identity.key, cert: identity.cert });
     },
     close: (graceMs?: number) =>
       new Promise<void>((resolve) => {

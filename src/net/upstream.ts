@@ -46,6 +46,39 @@ export function tlsOptions(target: UpstreamTarget): ConnectionOptions {
   return options;
 }
 
+/** OpenSSL's codes for a certificate that could not be verified (and Node's for a name mismatch). */
+const UNVERIFIED_CERT_CODES = new Set([
+  "UNABLE_TO_VERIFY_LEAF_SIGNATURE",
+  "UNABLE_TO_GET_ISSUER_CERT",
+  "UNABLE_TO_GET_ISSUER_CERT_LOCALLY",
+  "SELF_SIGNED_CERT_IN_CHAIN",
+  "DEPTH_ZERO_SELF_SIGNED_CERT",
+  "CERT_UNTRUSTED",
+  "CERT_HAS_EXPIRED",
+  "CERT_NOT_YET_VALID",
+  "ERR_TLS_CERT_ALTNAME_INVALID",
+]);
+
+/**
+ * What to check after an upstream connection failed, as a suffix for the log line (docs/operations.md "Logs"):
+ * an unverifiable certificate points at `upstream_ca_file`, a refused or unreachable address at `upstream_addr`.
+ */
+export function upstreamHint(error: Error): string {
+  const code = (error as NodeJS.ErrnoException).code ?? "";
+  const text = `${code} ${error.message}`;
+  if (UNVERIFIED_CERT_CODES.has(code) || /certificate|self[- ]signed|issuer/i.test(text))
+    return (
+      "; check upstream_ca_file (the CA that signed the upstream certificate)" +
+      " and that upstream_addr is a name the certificate holds"
+    );
+  if (code === "ECONNREFUSED" || /refused/i.test(text))
+    return "; check upstream_addr and that the upstream server is running and listening there";
+  if (code === "ENOTFOUND" || code === "EAI_AGAIN") return "; check the host name in upstream_addr";
+  if (/timed out|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH/i.test(text))
+    return "; check upstream_addr and the network (firewall, routing) between the proxy and the upstream server";
+  return "";
+}
+
 /** Why an upstream connection failed, in words fit for a reply to the agent. */
 export class UpstreamError extends Error {
   override name = "UpstreamError";
@@ -70,7 +103,9 @@ export function connectUpstream(target: UpstreamTarget, signal: AbortSignal | nu
       socket.destroy();
       if (error.message !== "cancelled") upstreamErrors.inc({ upstream });
       const what = target.tls === "tls" ? "TLS connection" : "connection";
-      reject(new UpstreamError(`${what} to ${target.host}:${target.port} failed: ${error.message}`));
+      reject(
+        new UpstreamError(`${what} to ${target.host}:${target.port} failed: ${error.message}${upstreamHint(error)}`),
+      );
     };
     const ready = (): void => {
       if (settled) return;

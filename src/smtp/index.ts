@@ -14,7 +14,6 @@ import { moduleLogger } from "../log.ts";
 import {
   FailureThrottle,
   listen,
-  loadIdentity,
   overloadEvent,
   readCaFile,
   SessionCounter,
@@ -22,6 +21,7 @@ import {
   type UpstreamTarget,
 } from "../net/index.ts";
 import type { Policy } from "../policy/index.ts";
+import { LiveConfig, listenerReload, type PreparedReload, tlsIdentityFor } from "../runtime/reload.ts";
 import {
   AUTH_FAILURE_MAX_DELAY_MS,
   AUTH_FAILURE_TRACKED_ADDRESSES,
@@ -37,6 +37,8 @@ import { prepareSpoolDir } from "./spool.ts";
 export interface SmtpProxy {
   readonly address: { readonly host: string; readonly port: number };
   close(): Promise<void>;
+  /** Checks a new config for this proxy (TLS files readable, listener unchanged); see `PreparedReload`. */
+  prepareReload(next: Config): PreparedReload;
 }
 
 export interface SmtpProxyOptions {
@@ -45,6 +47,8 @@ export interface SmtpProxyOptions {
   readonly audit: AuditLog;
   /** The accounts' upstream credentials; without it, password accounts only (an OAuth2 account is refused). */
   readonly credentials?: AccountCredentials;
+  /** Where sessions read the config and policy at each command; without it they stay as given. */
+  readonly live?: LiveConfig;
   /** Tests only: shorter times (idle, login delay); connection limits and session times come from `[limits]`. */
   readonly limits?: Partial<SessionLimits>;
 }
@@ -60,37 +64,54 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
   const smtp = config.smtp;
   if (smtp === null) throw new Error("smtp: the config has no [smtp] section");
   assertRules(config); // loadConfig has refused such a config already (src/config/rules.ts): no ask rule
-  const identity = smtp.listenTls === "none" ? null : loadIdentity(smtp.tlsCertFile ?? "", smtp.tlsKeyFile ?? "");
-  const upstream: UpstreamTarget = {
-    host: smtp.upstreamAddr.host,
-    port: smtp.upstreamAddr.port,
-    tls: smtp.upstreamTls,
-    skipVerify: smtp.upstreamTlsSkipVerify,
-    extraCa: readCaFile(smtp.upstreamCaFile),
-    connectTimeoutMs: UPSTREAM_CONNECT_TIMEOUT_MS,
+  const live = opts.live ?? new LiveConfig(config, policy);
+  /** What a reload replaces besides the config and policy. */
+  const build = (next: Config) => {
+    const section = next.smtp!;
+    const upstreamTarget: UpstreamTarget = {
+      host: section.upstreamAddr.host,
+      port: section.upstreamAddr.port,
+      tls: section.upstreamTls,
+      skipVerify: section.upstreamTlsSkipVerify,
+      extraCa: readCaFile(section.upstreamCaFile),
+      connectTimeoutMs: UPSTREAM_CONNECT_TIMEOUT_MS,
+    };
+    const configured = next.limits.smtp;
+    const sessionLimits: SessionLimits = {
+      ...DEFAULT_LIMITS,
+      maxConnections: configured.maxConnections,
+      maxConnectionsPerIp: configured.maxConnectionsPerIp,
+      maxSessionsPerAgent: configured.maxSessionsPerAgent,
+      loginTimeoutMs: configured.loginTimeoutMs,
+      idleTimeoutMs: configured.idleTimeoutMs,
+      ...opts.limits,
+    };
+    return { identity: tlsIdentityFor(section), upstream: upstreamTarget, limits: sessionLimits };
   };
+  let current = build(config);
+  const { upstream, limits } = current;
   if (upstream.skipVerify) log.warn("upstream_tls_skip_verify is on: the upstream server's certificate is NOT checked");
   const spoolDir = spoolDirFor(config);
   prepareSpoolDir(spoolDir);
-  const configured = config.limits.smtp;
-  const limits: SessionLimits = {
-    ...DEFAULT_LIMITS,
-    maxConnections: configured.maxConnections,
-    maxConnectionsPerIp: configured.maxConnectionsPerIp,
-    maxSessionsPerAgent: configured.maxSessionsPerAgent,
-    loginTimeoutMs: configured.loginTimeoutMs,
-    idleTimeoutMs: configured.idleTimeoutMs,
-    ...opts.limits,
-  };
   const ctx: SessionContext = {
-    config,
-    policy,
+    get config() {
+      return live.config;
+    },
+    get policy() {
+      return live.policy;
+    },
     audit,
     credentials: opts.credentials ?? new AccountCredentials({ config, store: null }),
-    upstream,
-    identity,
+    get upstream() {
+      return current.upstream;
+    },
+    get identity() {
+      return current.identity;
+    },
     spoolDir,
-    limits,
+    get limits() {
+      return current.limits;
+    },
     throttle: new FailureThrottle({
       stepMs: limits.authFailureStepMs,
       maxMs: AUTH_FAILURE_MAX_DELAY_MS,
@@ -105,8 +126,10 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
     host: smtp.listenAddr.host,
     port: smtp.listenAddr.port,
     tls: smtp.listenTls,
-    identity,
-    maxConnections: limits.maxConnections,
+    identity: current.identity,
+    get maxConnections() {
+      return current.limits.maxConnections;
+    },
     maxConnectionsPerIp: limits.maxConnectionsPerIp,
     onConnection: (conn) => {
       conn.onClose(countSession("smtp"));
@@ -118,7 +141,7 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
       conn.write(reply(421, "4.7.0", `Too many connections${from} (limit ${over.value}); try again later`));
       conn.end();
       try {
-        audit.record(overloadEvent("smtp", conn.remoteAddress, over, config.revision));
+        audit.record(overloadEvent("smtp", conn.remoteAddress, over, live.config.revision));
       } catch (error) {
         log.error(`audit row lost: ${(error as Error).message}`);
       }
@@ -133,6 +156,18 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
       const closed = listener.close(SHUTDOWN_GRACE_MS);
       for (const session of ctx.sessions) session.shutdown();
       await closed;
+    },
+    prepareReload(next) {
+      return listenerReload("smtp", live.config, next, () => {
+        const built = build(next);
+        return () => {
+          current = built;
+          if (built.identity !== null) listener.setIdentity(built.identity);
+          let ended = 0;
+          for (const session of [...ctx.sessions]) if (session.reloaded()) ended++;
+          return ended;
+        };
+      });
     },
   };
 }

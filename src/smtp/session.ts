@@ -10,11 +10,11 @@
  */
 
 import { randomBytes } from "node:crypto";
-import { type AccountCredentials, AccountNeedsReauthorization } from "../accounts/index.ts";
+import { type AccountCredentials, AccountNeedsReauthorization, accountLoginKey } from "../accounts/index.ts";
 import { countLimitRefusal } from "../admin/metrics.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
-import { moduleLogger } from "../log.ts";
+import { logAccess, logLoginFailure, moduleLogger } from "../log.ts";
 import type { Connection, FailureThrottle, TlsIdentity, UpstreamTarget } from "../net/index.ts";
 import { LineFramer, SessionCounter, UpstreamError } from "../net/index.ts";
 import type { MechanismSetting } from "../net/sasl.ts";
@@ -69,6 +69,7 @@ const NOT_OFFERED = new Set([
 ]);
 
 export interface SessionContext {
+  /** The config and policy in force now: read at each use, as a reload swaps them (docs/operations.md). */
   readonly config: Config;
   readonly policy: Policy;
   readonly audit: AuditLog;
@@ -149,6 +150,12 @@ export class SmtpSession {
   #releasePlace: (() => void) | null = null;
   /** The connection closed while a command was running; release resources when it ends. */
   #cleanupPending = false;
+  /** The agent's token hash at login (vault mode), to tell after a reload whether the session may go on. */
+  #tokenHash: string | null = null;
+  readonly #connectedAtMs = Date.now();
+  #loginResult: "ok" | "failed" | "none" = "none";
+  #endReason = "client closed the connection";
+  #accessLogged = false;
 
   constructor(ctx: SessionContext, conn: Connection) {
     this.#ctx = ctx;
@@ -165,8 +172,51 @@ export class SmtpSession {
     this.#touch();
   }
 
+  /**
+   * After a reload: a session whose agent was removed, whose token, account, account credentials or upstream
+   * changed, or that logged in pass-through while the config is now in vault mode, ends now with `421 4.3.2`
+   * (RFC 5321 §3.8); returns true then. Others take the new rules at their next command.
+   */
+  reloaded(): boolean {
+    const identity = this.#identity;
+    if (identity === null || this.#closing) return false;
+    const config = this.#ctx.config;
+    let why: string | null = null;
+    if (identity.mode === "pass-through") {
+      if (config.agents.length > 0) why = "the proxy now takes agent tokens only";
+      else if (this.#upstreamKey !== this.#currentUpstreamKey()) why = "the upstream server changed";
+    } else {
+      const agent = config.agents.find((a) => a.name === identity.agent);
+      const account = agent ? config.accounts[agent.account] : undefined;
+      if (agent === undefined) why = "the agent was removed";
+      else if (agent.tokenHash !== this.#tokenHash) why = "the agent's token changed";
+      else if (account === undefined || account.name !== identity.account.name) why = "the agent's account changed";
+      else if (
+        account.username !== identity.account.username ||
+        accountLoginKey(account) !== accountLoginKey(identity.account)
+      )
+        why = "the account's upstream credentials changed";
+      else if (this.#upstreamKey !== this.#currentUpstreamKey()) why = "the upstream server changed";
+    }
+    if (why === null) return false;
+    moduleLogger("smtp").info(`session ${this.id}: ended by reload: ${why}`);
+    this.#endReason = `reload: ${why}`;
+    this.#send(reply(421, "4.3.2", "Configuration changed; this session ends, log in again"));
+    this.#close();
+    if (!this.#running) this.#releaseUpstream();
+    return true;
+  }
+
+  #upstreamKey = "";
+
+  #currentUpstreamKey(): string {
+    const u = this.#ctx.upstream;
+    return `${u.host}:${u.port}:${u.tls}`;
+  }
+
   /** Ends the session from outside (proxy shutdown). */
   shutdown(): void {
+    this.#endReason = "proxy shutting down";
     this.#send(reply(421, "4.3.2", "Mailgator is shutting down"));
     this.#close();
     // The upstream connection ends now, not when the agent hangs up; a running command's ends when it is done.
@@ -318,6 +368,24 @@ export class SmtpSession {
 
   #release(): void {
     this.#cleanupPending = false;
+    if (!this.#accessLogged) {
+      this.#accessLogged = true;
+      const identity = this.#identity;
+      logAccess({
+        protocol: "smtp",
+        session: this.id,
+        client: this.#conn.remoteAddress,
+        clientPort: this.#conn.remotePort,
+        connectedAt: this.#connectedAtMs,
+        login: this.#loginResult,
+        agent: identity?.mode === "vault" ? identity.agent : null,
+        user: identity === null ? null : identity.mode === "vault" ? identity.account.username : identity.user,
+        commands: this.#commands,
+        bytesIn: this.#conn.bytesIn,
+        bytesOut: this.#conn.bytesOut,
+        end: this.#endReason,
+      });
+    }
     this.#ctx.sessions.delete(this);
     this.#releasePlace?.();
     this.#releasePlace = null;
@@ -364,11 +432,13 @@ export class SmtpSession {
     const { idleTimeoutMs, loginTimeoutMs } = this.#ctx.limits;
     const now = performance.now();
     if (this.#identity === null && now - this.#connectedAt >= loginTimeoutMs) {
+      this.#endReason = "login timeout";
       this.#send(reply(421, "4.4.2", `No login within ${Math.round(loginTimeoutMs / 1000)} s; closing`));
       this.#close();
       return;
     }
     if (!this.#running && now - this.#lastActivity >= idleTimeoutMs) {
+      this.#endReason = "idle timeout";
       this.#send(reply(421, "4.4.2", `Idle for ${Math.round(idleTimeoutMs / 1000)} s; closing`));
       this.#close();
       return;
@@ -451,6 +521,7 @@ export class SmtpSession {
         this.#send(reply(250, "2.0.0", "OK"));
         return undefined;
       case "QUIT":
+        this.#endReason = "quit";
         this.#send(reply(221, "2.0.0", "Bye"));
         this.#close();
         return undefined;
@@ -643,6 +714,7 @@ export class SmtpSession {
         }
       }
       this.#identity = { mode: "vault", agent: result.agent.name, account };
+      this.#tokenHash = result.agent.tokenHash;
       this.#senders = sessionIdentities(account.username, account.identities);
     } else {
       // Pass-through: the upstream judges the credentials (docs/config.md "Who connects"); the connection is kept
@@ -679,6 +751,8 @@ export class SmtpSession {
       this.#identity = { mode: "pass-through", user: attempt.username, credentials };
       this.#senders = sessionIdentities(attempt.username, config.smtp?.identities ?? []);
     }
+    this.#upstreamKey = this.#currentUpstreamKey();
+    this.#loginResult = "ok";
     this.#audit({ command: "AUTH", target: attempt.username, decision: "allow", reason: "login accepted" });
     this.#send(reply(235, "2.7.0", "Authentication successful"));
   }
@@ -712,6 +786,8 @@ export class SmtpSession {
 
   async #authFailed(username: string, reason: string): Promise<void> {
     const address = this.#conn.remoteAddress;
+    if (this.#loginResult === "none") this.#loginResult = "failed";
+    logLoginFailure("smtp", address, username, reason);
     const delay = this.#ctx.throttle.fail(address);
     this.#audit({
       command: "AUTH",

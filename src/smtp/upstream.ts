@@ -16,6 +16,7 @@ import {
   tlsOptions,
   UpstreamError,
   type UpstreamTarget,
+  upstreamHint,
 } from "../net/index.ts";
 import { chooseOAuthMechanism, type MechanismSetting, oauthFailureAnswer, oauthInitialResponse } from "../net/sasl.ts";
 import {
@@ -200,7 +201,7 @@ export class UpstreamSession {
       try {
         await this.#conn.startTlsClient(tlsOptions(target), TLS_HANDSHAKE_TIMEOUT_MS);
       } catch (e) {
-        throw new UpstreamError(`upstream TLS handshake failed: ${(e as Error).message}`);
+        throw new UpstreamError(`upstream TLS handshake failed: ${(e as Error).message}${upstreamHint(e as Error)}`);
       }
       await this.#ehlo();
     }

@@ -217,12 +217,17 @@ operations = ["send"]
     new Response(p.stderr).text(),
   ]);
   expect(code).toBe(2);
-  expect(stderr).toContain(`mailgator: config errors (2):`);
-  expect(stderr).toContain(
+  // --log-format json: one JSON line per problem (docs/operations.md "Logs").
+  const messages = stderr
+    .trimEnd()
+    .split("\n")
+    .map((l) => String((JSON.parse(l) as { msg: string }).msg));
+  expect(messages).toHaveLength(2);
+  expect(messages[0]).toContain(
     `${config}:18:14: rules[0].operations: message conditions (from) apply only to reading ("read", "folder:read", ` +
       `"mail:read") and sending ("send"), but this rule also covers mail:flag`,
   );
-  expect(stderr).toContain(`${config}:22:10: rules[1].action: action "ask" is not available yet`);
+  expect(messages[1]).toContain(`${config}:22:10: rules[1].action: action "ask" is not available yet`);
   expect(`${stdout}${stderr}`).not.toContain("listening");
   // Refused before anything was opened: not even the audit log.
   expect(existsSync(join(dir, "mailgator-audit.db"))).toBe(false);

@@ -1,13 +1,20 @@
-/** `mailgator serve -c FILE` (and `mailgator --config FILE`): run the proxies until SIGINT/SIGTERM. */
+/**
+ * `mailgator serve -c FILE` (and `mailgator --config FILE`): run the proxies until SIGINT/SIGTERM; SIGHUP reloads
+ * the config and TLS files (docs/operations.md "Reload").
+ */
+
+import { rmSync } from "node:fs";
 
 import { type AccountCredentials, openAccountCredentials } from "../../accounts/index.ts";
-import { auditHealthy, auditRowsQueued, auditRowsWritten } from "../../admin/metrics.ts";
+import { auditHealthy, auditRowsQueued, auditRowsWritten, countReload } from "../../admin/metrics.ts";
 import { type AdminServer, type HealthReport, startAdmin } from "../../admin/server.ts";
 import { AuditLog } from "../../audit/index.ts";
-import { type Config, loadConfig } from "../../config/index.ts";
+import { type Config, ConfigError, formatProblem, loadConfig } from "../../config/index.ts";
 import { startImapProxy } from "../../imap/index.ts";
 import { moduleLogger } from "../../log.ts";
 import { compilePolicy, type Policy } from "../../policy/index.ts";
+import { emitReload, LiveConfig, onReload, type PreparedReload, type ReloadResult } from "../../runtime/reload.ts";
+import { pidFileFor, statusFileFor, writePidFile, writeStatusFile } from "../../runtime/state-files.ts";
 import { startSmtpProxy } from "../../smtp/index.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required } from "../args.ts";
 
@@ -17,6 +24,8 @@ export const usage = `Usage: mailgator serve -c FILE
 Starts the IMAP and SMTP listeners the config defines (and the admin
 listener, when [admin] is configured) and runs until interrupted (SIGINT or
 SIGTERM), then closes them and flushes the audit log.
+SIGHUP (or \`mailgator reload\`) re-reads the config and TLS files; a config
+that does not load leaves the running one in force.
 
 Options:
   -c, --config FILE        the config file
@@ -26,6 +35,7 @@ Options:
 export interface ProxyHandle {
   readonly address: { readonly host: string; readonly port: number };
   close(): Promise<void>;
+  prepareReload(next: Config): PreparedReload;
 }
 
 export interface ProxyDeps {
@@ -34,6 +44,7 @@ export interface ProxyDeps {
   readonly audit: AuditLog;
   /** The upstream credential of each account (vault mode); see src/accounts/index.ts. */
   readonly credentials: AccountCredentials;
+  readonly live: LiveConfig;
 }
 
 type Starter = (deps: ProxyDeps) => Promise<ProxyHandle>;
@@ -62,7 +73,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
     ...(config.audit.retentionDays ? { retentionDays: config.audit.retentionDays } : {}),
     log: (m) => log.error(m),
   });
-  log.info(`audit log: ${config.audit.path}`);
+  log.info(`audit log: ${config.audit.path} (config revision ${config.revision})`);
   let accounts: ReturnType<typeof openAccountCredentials>;
   try {
     // A missing or wrong secrets key is a startup error (docs/accounts.md "What is stored where").
@@ -77,6 +88,9 @@ export async function serve(ctx: CommandContext): Promise<number> {
     return EXIT_FAILURE;
   }
   if (accounts.store) log.info(`state database: ${accounts.store.path}`);
+  const live = new LiveConfig(config, policy);
+  const pidFile = pidFileFor(config);
+  const statusFile = statusFileFor(config);
   // The signal handlers go in before the first proxy starts: a SIGTERM right after a "listening" line must close
   // the proxies and the audit log, not end the process with the default action.
   const stopped = new Promise<void>((resolve) => {
@@ -90,7 +104,25 @@ export async function serve(ctx: CommandContext): Promise<number> {
   const handles: ProxyHandle[] = [];
   const listening: Record<"imap" | "smtp", boolean> = { imap: false, smtp: false };
   let admin: AdminServer | null = null;
-  const deps: ProxyDeps = { config, policy, audit, credentials: accounts.credentials };
+  // Reloads run one at a time, in the order the signals came; one that comes before the proxies listen waits.
+  let reloads: Promise<void> = Promise.resolve();
+  let ready = false;
+  let pendingHup = false;
+  const onHup = (): void => {
+    if (!ready) {
+      pendingHup = true;
+      return;
+    }
+    reloads = reloads.then(() => {
+      const result = reload(config.file, ctx.env, live, handles, audit.path);
+      writeStatusFile(statusFile, result, (m) => log.error(m));
+      emitReload(result);
+    });
+  };
+  process.on("SIGHUP", onHup);
+  // mailgator_reloads_total{result} (docs/operations.md "Health and metrics").
+  const stopCounting = onReload((result) => countReload(result.ok));
+  const deps: ProxyDeps = { config, policy, audit, credentials: accounts.credentials, live };
   try {
     for (const name of ["imap", "smtp"] as const) {
       if (!config[name]) continue;
@@ -130,12 +162,19 @@ export async function serve(ctx: CommandContext): Promise<number> {
     accounts.store?.close();
     return EXIT_FAILURE;
   }
+  writePidFile(pidFile, (m) => log.warn(m));
+  ready = true;
+  if (pendingHup) onHup();
   await stopped;
   listening.imap = listening.smtp = false; // /healthz says so while the proxies close
+  process.off("SIGHUP", onHup);
+  stopCounting();
+  await reloads;
   await Promise.allSettled(handles.map((h) => h.close()));
   await admin?.close();
   await audit.close();
   accounts.store?.close();
+  for (const file of [pidFile, statusFile]) rmSync(file, { force: true });
   return EXIT_OK;
 }
 
@@ -155,4 +194,72 @@ function health(config: Config, listening: Readonly<Record<"imap" | "smtp", bool
   checks["audit_writable"] = audit.healthy;
   if (!audit.healthy) problems.push(`the audit log ${config.audit.path} cannot be written`);
   return { problems, checks };
+}
+
+/**
+ * One reload: load and check the file, read the TLS files of each proxy, then swap everything in at once; on any
+ * error nothing changes (docs/operations.md "Reload"). Logs the outcome and returns it.
+ */
+export function reload(
+  file: string,
+  env: Readonly<Record<string, string | undefined>>,
+  live: LiveConfig,
+  handles: readonly ProxyHandle[],
+  auditPath: string,
+): ReloadResult {
+  const log = moduleLogger("reload");
+  const previous = live.config;
+  const at = new Date().toISOString();
+  const failed = (errors: string[]): ReloadResult => {
+    for (const e of errors) log.error(`reload failed, the running config stays in force: ${e}`);
+    return {
+      ok: false,
+      at,
+      revision: previous.revision,
+      previousRevision: previous.revision,
+      errors,
+      warnings: [],
+      sessionsEnded: 0,
+    };
+  };
+  let next: Config;
+  try {
+    next = loadConfig(file, { env });
+  } catch (e) {
+    if (e instanceof ConfigError) return failed(e.problems.map((p) => formatProblem(e.file, p)));
+    return failed([(e as Error).message]);
+  }
+  const warnings = [...next.warnings];
+  if (next.audit.path !== auditPath)
+    warnings.push(
+      `[audit] path cannot change on reload: still writing ${auditPath}; restart to use ${next.audit.path}`,
+    );
+  let policy: Policy;
+  const prepared: PreparedReload[] = [];
+  try {
+    policy = compilePolicy(next.rules);
+    for (const s of policy.shadowed())
+      warnings.push(`rule ${s.index + 1} "${s.name}" can never match (rule ${s.byIndex + 1} "${s.by}" decides first)`);
+    for (const h of handles) prepared.push(h.prepareReload(next));
+  } catch (e) {
+    return failed([(e as Error).message]);
+  }
+  for (const p of prepared) warnings.push(...p.warnings);
+  live.swap(next, policy);
+  let sessionsEnded = 0;
+  for (const p of prepared) sessionsEnded += p.commit();
+  for (const w of warnings) log.warn(w);
+  log.info(
+    `reloaded ${file}: config revision ${previous.revision} -> ${next.revision}` +
+      (sessionsEnded > 0 ? `, ${sessionsEnded} session(s) ended` : ""),
+  );
+  return {
+    ok: true,
+    at,
+    revision: next.revision,
+    previousRevision: previous.revision,
+    errors: [],
+    warnings,
+    sessionsEnded,
+  };
 }

@@ -1,0 +1,68 @@
+/** `mailgator reload -c FILE`: tell the running `serve` to reload, wait for its outcome, print it. */
+
+import { ConfigError, loadConfig } from "../../config/index.ts";
+import { pidFileFor, readPidFile, readStatusFile, statusFileFor } from "../../runtime/state-files.ts";
+import { type CommandContext, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse, required } from "../args.ts";
+
+export const usage = `Usage: mailgator reload -c FILE
+
+Checks the config, sends SIGHUP to the mailgator serving it (its pid is in
+mailgator.pid beside the audit database), waits for the outcome and prints
+it: "reloaded" with the new config revision, or the errors (the running
+config then stays in force). Exit 0 reloaded, 1 not reloaded, 2 the file
+does not load (nothing was sent).
+
+Options:
+  -c, --config FILE        the config file
+  -h, --help               this help`;
+
+/** How long to wait for serve to write the outcome of the reload. */
+export const RELOAD_WAIT_MS = 10_000;
+const POLL_MS = 50;
+
+export async function reload(ctx: CommandContext): Promise<number> {
+  const { values } = parse(ctx.argv, { config: { type: "string", short: "c" } }, usage);
+  if (values.help) return (ctx.out(usage), EXIT_OK);
+  const file = required(values.config, "--config", usage);
+  let config: ReturnType<typeof loadConfig>;
+  try {
+    config = loadConfig(file, { env: ctx.env });
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    ctx.out("not reloaded: the config does not load, so no signal was sent; the running config stays in force");
+    ctx.out(e.message);
+    return EXIT_USAGE;
+  }
+  const pidFile = pidFileFor(config);
+  const statusFile = statusFileFor(config);
+  const pid = readPidFile(pidFile);
+  if (pid === null) {
+    ctx.out(`not reloaded: no running mailgator for this config (no pid in ${pidFile})`);
+    return EXIT_FAILURE;
+  }
+  const before = readStatusFile(statusFile);
+  const lastSeq = before?.pid === pid ? before.seq : 0;
+  try {
+    process.kill(pid, "SIGHUP");
+  } catch (e) {
+    ctx.out(`not reloaded: cannot signal process ${pid} from ${pidFile}: ${(e as Error).message}`);
+    return EXIT_FAILURE;
+  }
+  for (let waited = 0; waited < RELOAD_WAIT_MS; waited += POLL_MS) {
+    await Bun.sleep(POLL_MS);
+    const status = readStatusFile(statusFile);
+    if (status === null || status.pid !== pid || status.seq <= lastSeq) continue;
+    if (status.ok) {
+      ctx.out(`reloaded: config revision ${status.previousRevision} -> ${status.revision} (process ${pid})`);
+      for (const w of status.warnings) ctx.out(`warning: ${w}`);
+      if (status.sessionsEnded > 0)
+        ctx.out(`${status.sessionsEnded} session(s) ended (their agent or account changed)`);
+      return EXIT_OK;
+    }
+    ctx.out(`not reloaded: the running config (revision ${status.revision}) stays in force (process ${pid}):`);
+    for (const e of status.errors) ctx.out(`  ${e.replaceAll("\n", "\n  ")}`);
+    return EXIT_FAILURE;
+  }
+  ctx.out(`sent SIGHUP to process ${pid}, but it reported no outcome within ${RELOAD_WAIT_MS / 1000} s; see its log`);
+  return EXIT_FAILURE;
+}

@@ -1,0 +1,144 @@
+/**
+ * Live configuration and reload (docs/operations.md "Reload"). `serve` keeps one `LiveConfig`; the proxies read
+ * the config and policy from it at each use, so a SIGHUP that loads a new file changes the rules for every new
+ * command. `onReload` is the hook for whoever counts reloads (metrics); `reloadFailures` counts failed ones.
+ */
+
+import { createSecureContext } from "node:tls";
+import type { Config, ListenerConfig } from "../config/index.ts";
+import { loadIdentity, type TlsIdentity } from "../net/index.ts";
+import type { Policy } from "../policy/index.ts";
+
+/** The config and its compiled policy, swapped as one; `generation` goes up by one at each successful reload. */
+export class LiveConfig {
+  #config: Config;
+  #policy: Policy;
+  #generation = 0;
+
+  constructor(config: Config, policy: Policy) {
+    this.#config = config;
+    this.#policy = policy;
+  }
+
+  get config(): Config {
+    return this.#config;
+  }
+
+  get policy(): Policy {
+    return this.#policy;
+  }
+
+  get generation(): number {
+    return this.#generation;
+  }
+
+  swap(config: Config, policy: Policy): void {
+    this.#config = config;
+    this.#policy = policy;
+    this.#generation++;
+  }
+}
+
+/** What one reload did; written to the status file and passed to `onReload` subscribers. */
+export interface ReloadResult {
+  readonly ok: boolean;
+  /** ISO time of the reload. */
+  readonly at: string;
+  /** The config revision now in force (the old one when `ok` is false). */
+  readonly revision: string;
+  /** The revision before the reload. */
+  readonly previousRevision: string;
+  /** Each error as `file:line:col: message` where the position is known. */
+  readonly errors: readonly string[];
+  readonly warnings: readonly string[];
+  /** Sessions ended because their agent, token, account or upstream changed. */
+  readonly sessionsEnded: number;
+}
+
+type ReloadListener = (result: ReloadResult) => void;
+const listeners = new Set<ReloadListener>();
+let failures = 0;
+let successes = 0;
+
+/** Calls `listener` after every reload attempt; returns the function that unsubscribes it. */
+export function onReload(listener: ReloadListener): () => void {
+  listeners.add(listener);
+  return () => listeners.delete(listener);
+}
+
+/** Reloads that failed (the old config stayed in force) since the process started. */
+export function reloadFailures(): number {
+  return failures;
+}
+
+/** Reloads that put a new config in force since the process started. */
+export function reloadSuccesses(): number {
+  return successes;
+}
+
+export function emitReload(result: ReloadResult): void {
+  if (result.ok) successes++;
+  else failures++;
+  for (const listener of listeners) {
+    try {
+      listener(result);
+    } catch {
+      // A subscriber's failure must not stop the reload nor the other subscribers.
+    }
+  }
+}
+
+/** A proxy's part of a reload, checked before anything changes: `commit` swaps it in and returns sessions ended. */
+export interface PreparedReload {
+  readonly warnings: readonly string[];
+  commit(): number;
+}
+
+/** Reads and checks a listener's certificate and key (they must load as a pair); null without TLS. */
+export function tlsIdentityFor(section: ListenerConfig): TlsIdentity | null {
+  if (section.listenTls === "none") return null;
+  const identity = loadIdentity(section.tlsCertFile ?? "", section.tlsKeyFile ?? "");
+  try {
+    createSecureContext({ key: identity.key, cert: identity.cert });
+  } catch (e) {
+    throw new Error(
+      `tls_cert_file ${section.tlsCertFile} and tls_key_file ${section.tlsKeyFile} do not load as a pair: ` +
+        (e as Error).message,
+    );
+  }
+  return identity;
+}
+
+/**
+ * What a reload may change for one listener: not whether it exists nor its `listen_tls` (refused: the old config
+ * stays), not its `listen_addr` (a warning; the listener stays where it is). `prepare` reads the new files and
+ * returns the commit; it throws when they do not load.
+ */
+export function listenerReload(
+  name: "imap" | "smtp",
+  old: Config,
+  next: Config,
+  prepare: () => () => number,
+): PreparedReload {
+  const before = old[name]!;
+  const after = next[name];
+  if (after === null) throw new Error(`[${name}] was removed: adding or removing a listener needs a restart`);
+  if (after.listenTls !== before.listenTls)
+    throw new Error(
+      `[${name}] listen_tls cannot change on reload (${before.listenTls} to ${after.listenTls}): restart`,
+    );
+  const warnings: string[] = [];
+  const at = (a: { host: string; port: number }): string => `${a.host}:${a.port}`;
+  if (at(after.listenAddr) !== at(before.listenAddr))
+    warnings.push(
+      `[${name}] listen_addr cannot change on reload: still listening on ${at(before.listenAddr)}; ` +
+        `restart to use ${at(after.listenAddr)}`,
+    );
+  const [was, now] = [old.limits[name], next.limits[name]];
+  for (const [key, a, b] of [
+    ["max_connections_per_ip", was.maxConnectionsPerIp, now.maxConnectionsPerIp],
+    ["max_sessions_per_agent", was.maxSessionsPerAgent, now.maxSessionsPerAgent],
+  ] as const)
+    if (a !== b) warnings.push(`[limits.${name}] ${key} changes at the next restart (still ${a})`);
+  return { warnings, commit: prepare() };
+}

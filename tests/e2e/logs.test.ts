@@ -1,0 +1,229 @@
+/**
+ * Logs (docs/operations.md "Logs"): time stamps on every line, one access line per session, failed logins in the
+ * format the documented fail2ban filter matches (checked with Python's re, as fail2ban uses it), JSON for every
+ * message with --log-format json, and upstream failures that say what to check.
+ */
+import { afterAll, expect, setDefaultTimeout, test } from "bun:test";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer, connect as tcpConnect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { hashToken } from "../../src/vault/token.ts";
+import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { lineClient, runCli, type Served, serveChild } from "./serve-child.ts";
+
+setDefaultTimeout(60_000);
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+const TOKEN = "mgt_logs_0123456789abcdef0123456789abcdef0123";
+
+function config(mailbox: TestMailbox, imapUpstream?: string, caFile = true): string {
+  const up = upstreams();
+  const dir = mkdtempSync(join(tmpdir(), "mg-logs-"));
+  dirs.push(dir);
+  const passwordFile = join(dir, "account.secret");
+  writeFileSync(passwordFile, `${mailbox.password}\n`, { mode: 0o600 });
+  const file = join(dir, "mailgator.toml");
+  writeFileSync(
+    file,
+    `[imap]
+listen_addr = "127.0.0.1:0"
+upstream_addr = "${imapUpstream ?? `${up.host}:${up.ports.imaps}`}"
+upstream_tls = "tls"
+${caFile ? `upstream_ca_file = "${up.caFile}"` : ""}
+
+[smtp]
+listen_addr = "127.0.0.1:0"
+upstream_addr = "${up.host}:${up.ports.smtp}"
+upstream_tls = "starttls"
+upstream_ca_file = "${up.caFile}"
+
+[audit]
+path = "${join(dir, "audit.db")}"
+
+[accounts.main]
+username = "${mailbox.user}"
+password_file = "${passwordFile}"
+
+[[agents]]
+name = "agent"
+token_hash = "${hashToken(TOKEN)}"
+account = "main"
+
+[[rules]]
+name = "Inbox"
+folders = ["INBOX"]
+action = "allow"
+`,
+  );
+  return file;
+}
+
+/** The failregex of the filter in docs/operations.md, read from the page itself. */
+function documentedFailregex(): string {
+  const page = readFileSync(join(import.meta.dir, "../../docs/operations.md"), "utf8");
+  const m = /^failregex = (.+)$/m.exec(page);
+  if (!m) throw new Error("docs/operations.md has no failregex line");
+  return m[1]!;
+}
+
+/** fail2ban's <HOST> (its filter.d/common definitions, 0.10 and later). */
+const FAIL2BAN_HOST = [
+  "(?:(?:::f{4,6}:)?(?P<ip4>(?:\\d{1,3}\\.){3}\\d{1,3})",
+  "|\\[?(?P<ip6>(?:[0-9a-fA-F]{1,4}::?|::){1,7}(?:[0-9a-fA-F]{1,4}|(?<=:):))\\]?",
+  "|(?P<dns>[\\w\\-.^_]*\\w))",
+].join("");
+
+/** For each line, the host the failregex finds in it, or "" (Python's re, with <HOST> substituted). */
+function fail2banHosts(lines: readonly string[]): string[] {
+  const regex = documentedFailregex().replace("<HOST>", FAIL2BAN_HOST);
+  const script = `import re, sys, json
+rx = re.compile(sys.argv[1])
+out = []
+for line in json.load(sys.stdin):
+    m = rx.search(line)
+    out.append((m.group("ip4") or m.group("ip6") or m.group("dns")) if m else "")
+print(json.dumps(out))`;
+  const r = Bun.spawnSync(["python3", "-c", script, regex], { stdin: Buffer.from(JSON.stringify(lines)) });
+  if (r.exitCode !== 0) throw new Error(r.stderr.toString());
+  return JSON.parse(r.stdout.toString()) as string[];
+}
+
+async function traffic(served: Served): Promise<void> {
+  const imapPort = await served.port("IMAP");
+  const smtpPort = await served.port("SMTP");
+  // A failed IMAP login, with a user name that tries to forge the fields after it.
+  const bad = await lineClient(tcpConnect({ host: "127.0.0.1", port: imapPort }));
+  await bad.waitFor(/^\* OK/m);
+  bad.send('a0 LOGIN "x client=10.9.9.9" wrong');
+  await bad.waitFor(/^a0 NO/m);
+  bad.send("a1 LOGOUT");
+  await bad.closed;
+  // A good one with two more commands.
+  const good = await lineClient(tcpConnect({ host: "127.0.0.1", port: imapPort }));
+  await good.waitFor(/^\* OK/m);
+  good.send(`a0 LOGIN agent ${TOKEN}`);
+  await good.waitFor(/^a0 OK/m);
+  good.send("a1 EXAMINE INBOX");
+  await good.waitFor(/^a1 OK/m);
+  good.send("a2 LOGOUT");
+  await good.closed;
+  // A failed SMTP login.
+  const smtp = await lineClient(tcpConnect({ host: "127.0.0.1", port: smtpPort }));
+  await smtp.waitFor(/^220 /m);
+  smtp.send("EHLO agent.test");
+  await smtp.waitFor(/^250 /m);
+  smtp.send(`AUTH PLAIN ${Buffer.from("\0agent\0nope").toString("base64")}`);
+  await smtp.waitFor(/^535 /m);
+  smtp.send("QUIT");
+  await smtp.closed;
+  await served.waitForLog(/access: session=.*end=\\?"quit/);
+}
+
+test("text logs: a time stamp on every line, access lines, failed logins the fail2ban filter matches", async () => {
+  const mailbox = await createMailbox({ name: "logs-text" });
+  const served = serveChild(config(mailbox), "pretty");
+  try {
+    await traffic(served);
+  } finally {
+    served.proc.kill("SIGTERM");
+  }
+  expect(await served.proc.exited).toBe(0);
+  const lines = served.logs().trimEnd().split("\n");
+  for (const line of lines) expect(line).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (info|warn|error) /);
+  const access = lines.filter((l) => l.includes(" access: "));
+  expect(access).toHaveLength(3);
+  const good = access.find((l) => l.includes("login=ok"))!;
+  expect(good).toMatch(
+    new RegExp(
+      "\\[imap\\] access: session=[0-9a-f]{12} client=127\\.0\\.0\\.1:\\d+ connected=\\S+Z login=ok agent=agent " +
+        'user=\\S+ duration_ms=\\d+ commands=3 bytes_in=\\d+ bytes_out=\\d+ end="logout"',
+    ),
+  );
+  expect(Number(/bytes_in=(\d+)/.exec(good)![1])).toBeGreaterThan(`a0 LOGIN agent ${TOKEN}\r\n`.length);
+  expect(access.filter((l) => l.includes("login=failed"))).toHaveLength(2);
+  expect(access.find((l) => l.includes("[smtp]"))).toContain('end="quit"');
+
+  const failed = lines.filter((l) => l.includes("login failed:"));
+  expect(failed).toHaveLength(2);
+  expect(failed[0]).toContain("user=x?client?10.9.9.9");
+  // The filter finds the client address in each failed login and in no other line.
+  const hosts = fail2banHosts(lines);
+  expect(hosts.filter((h) => h !== "")).toEqual(["127.0.0.1", "127.0.0.1"]);
+  expect(lines.filter((_, i) => hosts[i] !== "")).toEqual(failed);
+});
+
+test("JSON logs: every line is an object with a time; access and failed-login events carry their fields", async () => {
+  const mailbox = await createMailbox({ name: "logs-json" });
+  const served = serveChild(config(mailbox), "json");
+  try {
+    await traffic(served);
+  } finally {
+    served.proc.kill("SIGTERM");
+  }
+  expect(await served.proc.exited).toBe(0);
+  const lines = served.logs().trimEnd().split("\n");
+  const objects = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
+  for (const o of objects) expect(String(o["time"])).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+  const access = objects.filter((o) => o["event"] === "access");
+  expect(access).toHaveLength(3);
+  const good = access.find((o) => o["login"] === "ok")!;
+  expect(good).toMatchObject({ protocol: "imap", client: "127.0.0.1", agent: "agent", commands: 3, end: "logout" });
+  expect(good["bytesOut"]).toBeGreaterThan(0);
+  const failed = objects.filter((o) => o["event"] === "login_failed");
+  expect(failed.map((o) => [o["protocol"], o["client"]])).toEqual([
+    ["imap", "127.0.0.1"],
+    ["smtp", "127.0.0.1"],
+  ]);
+  // The same filter works on the JSON lines too.
+  expect(fail2banHosts(lines).filter((h) => h !== "")).toEqual(["127.0.0.1", "127.0.0.1"]);
+});
+
+test("--log-format json: config errors are JSON lines with file, line and column", () => {
+  const dir = mkdtempSync(join(tmpdir(), "mg-logs-"));
+  dirs.push(dir);
+  const file = join(dir, "mailgator.toml");
+  writeFileSync(file, '[imap]\nlisten_addr = "127.0.0.1:0"\nupstream_tls = "maybe"\n[[rules]\n');
+  const r = runCli(["serve", "-c", file, "--log-format", "json"]);
+  expect(r.exitCode).toBe(2);
+  const objects = r.stderr
+    .trimEnd()
+    .split("\n")
+    .map((l) => JSON.parse(l) as Record<string, unknown>);
+  expect(objects.length).toBeGreaterThan(0);
+  for (const o of objects) expect(o).toMatchObject({ level: "error", event: "config_error", file });
+  expect(objects.some((o) => typeof o["line"] === "number" && typeof o["column"] === "number")).toBe(true);
+  expect(String(objects[0]!["msg"])).toMatch(new RegExp(`${file.replaceAll(".", "\\.")}:\\d+:\\d+`));
+});
+
+test("upstream failures say what to check; a refused connection is not a wrong password to the agent", async () => {
+  const mailbox = await createMailbox({ name: "logs-upstream" });
+  // A port nothing listens on.
+  const probe = createServer();
+  await new Promise<void>((resolve) => probe.listen(0, "127.0.0.1", resolve));
+  const closedPort = (probe.address() as { port: number }).port;
+  await new Promise<void>((resolve) => probe.close(() => resolve()));
+  for (const [upstream, caFile, hint] of [
+    [`127.0.0.1:${closedPort}`, true, "check upstream_addr"],
+    [undefined, false, "check upstream_ca_file"],
+  ] as const) {
+    const served = serveChild(config(mailbox, upstream, caFile), "pretty");
+    try {
+      const c = await lineClient(tcpConnect({ host: "127.0.0.1", port: await served.port("IMAP") }));
+      await c.waitFor(/^\* OK/m);
+      c.send(`a0 LOGIN agent ${TOKEN}`);
+      const reply = await c.waitFor(/^a0 NO .*$/m);
+      expect(reply).toContain("[UNAVAILABLE]");
+      expect(reply).not.toContain("AUTHENTICATIONFAILED");
+      c.close();
+      await served.waitForLog(new RegExp(hint));
+    } finally {
+      served.proc.kill("SIGTERM");
+    }
+    expect(await served.proc.exited).toBe(0);
+  }
+});

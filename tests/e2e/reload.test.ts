@@ -1,0 +1,295 @@
+/**
+ * Reload (docs/operations.md "Reload") as an operator does it: `mailgator serve` as a child process, its config
+ * rewritten on disk, then SIGHUP (or `mailgator reload`), with real sessions against the test Dovecot and Postfix.
+ */
+import { afterAll, expect, setDefaultTimeout, test } from "bun:test";
+import { execFileSync } from "node:child_process";
+import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { connect as tcpConnect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { connect as tlsConnect } from "node:tls";
+import { hashToken } from "../../src/vault/token.ts";
+import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { type LineClient, lineClient, runCli, type Served, serveChild } from "./serve-child.ts";
+
+setDefaultTimeout(60_000);
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), "mg-reload-"));
+  dirs.push(dir);
+  return dir;
+}
+
+interface Agent {
+  readonly name: string;
+  readonly token: string;
+}
+
+/** A vault config with the IMAP and SMTP proxies; `inbox` is the action of the rule on INBOX. */
+function vaultConfig(
+  dir: string,
+  mailbox: TestMailbox,
+  agents: readonly Agent[],
+  inbox: "allow" | "deny",
+  imapTls: { cert: string; key: string } | null = null,
+): string {
+  const up = upstreams();
+  const passwordFile = join(dir, "account.secret");
+  writeFileSync(passwordFile, `${mailbox.password}\n`, { mode: 0o600 });
+  const tls = imapTls ? `listen_tls = "tls"\ntls_cert_file = "${imapTls.cert}"\ntls_key_file = "${imapTls.key}"\n` : "";
+  return `[imap]
+listen_addr = "127.0.0.1:0"
+${tls}upstream_addr = "${up.host}:${up.ports.imaps}"
+upstream_tls = "tls"
+upstream_ca_file = "${up.caFile}"
+
+[smtp]
+listen_addr = "127.0.0.1:0"
+upstream_addr = "${up.host}:${up.ports.smtp}"
+upstream_tls = "starttls"
+upstream_ca_file = "${up.caFile}"
+
+[audit]
+path = "${join(dir, "audit.db")}"
+
+[accounts.main]
+username = "${mailbox.user}"
+password_file = "${passwordFile}"
+${agentsToml(agents)}
+[[rules]]
+name = "Inbox"
+folders = ["INBOX"]
+action = "${inbox}"
+`;
+}
+
+function agentsToml(agents: readonly Agent[]): string {
+  return agents
+    .map((a) => `\n[[agents]]\nname = "${a.name}"\ntoken_hash = "${hashToken(a.token)}"\naccount = "main"\n`)
+    .join("");
+}
+
+const ALICE: Agent = { name: "alice", token: "mgt_alice_0123456789abcdef0123456789abcdef" };
+const BOB: Agent = { name: "bob", token: "mgt_bob_0123456789abcdef0123456789abcdef01" };
+
+async function imapLogin(port: number, agent: Agent): Promise<LineClient> {
+  const c = await lineClient(tcpConnect({ host: "127.0.0.1", port }));
+  await c.waitFor(/^\* OK/m);
+  c.send(`a0 LOGIN ${agent.name} ${agent.token}`);
+  await c.waitFor(/^a0 OK/m);
+  return c;
+}
+
+/** Sends SIGHUP and waits for the reload's own log line (success or failure) after `mark`. */
+async function hup(served: Served): Promise<string> {
+  const mark = served.logs().length;
+  process.kill(served.proc.pid, "SIGHUP");
+  return served.waitForLog(/reloaded |reload failed/, mark);
+}
+
+test("SIGHUP: a session opened before gets the new rules at its next command; PID kept; audit revision", async () => {
+  const mailbox = await createMailbox({ name: "reload-rules" });
+  const dir = tempDir();
+  const file = join(dir, "mailgator.toml");
+  writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "allow"));
+  const served = serveChild(file);
+  try {
+    const port = await served.port("IMAP");
+    const pid = served.proc.pid;
+    const c = await imapLogin(port, ALICE);
+    c.send("a1 EXAMINE INBOX");
+    await c.waitFor(/^a1 OK/m);
+
+    writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "deny"));
+    const line = await hup(served);
+    expect(line).toMatch(/reloaded .*config revision [0-9a-f]{16} -> [0-9a-f]{16}/);
+    c.send("a2 EXAMINE INBOX");
+    await c.waitFor(/^a2 NO/m);
+    expect(served.proc.exitCode).toBeNull();
+    expect(served.proc.pid).toBe(pid);
+
+    // A config that does not load: the old rules (deny) stay, the error is in the log with file:line:col.
+    writeFileSync(file, `${vaultConfig(dir, mailbox, [ALICE], "allow")}\n[[rules]\nname = "broken"\n`);
+    const failed = await hup(served);
+    expect(failed).toContain("reload failed");
+    expect(served.logs()).toMatch(new RegExp(`${file.replaceAll(".", "\\.")}:\\d+:\\d+`));
+    c.send("a3 EXAMINE INBOX");
+    await c.waitFor(/^a3 NO/m);
+    expect(served.proc.exitCode).toBeNull();
+    c.send("a4 LOGOUT");
+    await c.waitFor(/^a4 OK/m);
+    c.close();
+  } finally {
+    served.proc.kill("SIGTERM");
+  }
+  expect(await served.proc.exited).toBe(0);
+  writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "deny")); // the audit command reads the log it names
+  const rows = runCli(["audit", "-c", file, "--json", "--limit", "1000"])
+    .stdout.trim()
+    .split("\n")
+    .map((l) => JSON.parse(l) as { command: string; decision: string; configRevision: string });
+  const examines = rows.filter((r) => r.command === "EXAMINE");
+  const allowed = examines.find((r) => r.decision === "allow");
+  const denied = examines.find((r) => r.decision === "deny");
+  expect(allowed).toBeDefined();
+  expect(denied).toBeDefined();
+  expect(allowed!.configRevision).not.toBe(denied!.configRevision);
+});
+
+test("a removed agent's sessions end at once (IMAP * BYE, SMTP 421 4.3.2); another agent's go on", async () => {
+  const mailbox = await createMailbox({ name: "reload-agents" });
+  const dir = tempDir();
+  const file = join(dir, "mailgator.toml");
+  writeFileSync(file, vaultConfig(dir, mailbox, [ALICE, BOB], "allow"));
+  const served = serveChild(file);
+  try {
+    const imapPort = await served.port("IMAP");
+    const smtpPort = await served.port("SMTP");
+    const alice = await imapLogin(imapPort, ALICE);
+    const bob = await imapLogin(imapPort, BOB);
+    const smtp = await lineClient(tcpConnect({ host: "127.0.0.1", port: smtpPort }));
+    await smtp.waitFor(/^220 /m);
+    smtp.send("EHLO agent.test");
+    await smtp.waitFor(/^250 /m);
+    smtp.send(`AUTH PLAIN ${Buffer.from(`\0${ALICE.name}\0${ALICE.token}`).toString("base64")}`);
+    await smtp.waitFor(/^235 /m);
+
+    writeFileSync(file, vaultConfig(dir, mailbox, [BOB], "allow"));
+    const line = await hup(served);
+    expect(line).toContain("2 session(s) ended");
+    await alice.waitFor(/^\* BYE Configuration changed/m);
+    await alice.closed;
+    await smtp.waitFor(/^421 4\.3\.2 /m);
+    await smtp.closed;
+    bob.send("b1 NOOP");
+    await bob.waitFor(/^b1 OK/m);
+    bob.close();
+    // The removed agent cannot log in again.
+    const again = await lineClient(tcpConnect({ host: "127.0.0.1", port: imapPort }));
+    await again.waitFor(/^\* OK/m);
+    again.send(`a0 LOGIN ${ALICE.name} ${ALICE.token}`);
+    await again.waitFor(/^a0 NO \[AUTHENTICATIONFAILED\]/m);
+    again.close();
+  } finally {
+    served.proc.kill("SIGTERM");
+  }
+  expect(await served.proc.exited).toBe(0);
+});
+
+/** A self-signed certificate and key made by openssl; returns the certificate's PEM. */
+function makeCert(dir: string, name: string): { cert: string; key: string } {
+  const cert = join(dir, `${name}.crt`);
+  const key = join(dir, `${name}.key`);
+  execFileSync("openssl", [
+    "req",
+    "-x509",
+    "-newkey",
+    "ec",
+    "-pkeyopt",
+    "ec_paramgen_curve:prime256v1",
+    "-nodes",
+    "-days",
+    "2",
+    "-subj",
+    `/CN=${name}.mailgator.test`,
+    "-keyout",
+    key,
+    "-out",
+    cert,
+  ]);
+  return { cert, key };
+}
+
+/** The subject CN and fingerprint of the certificate a TLS client is served on `port`. */
+function servedCert(port: number): Promise<{ cn: string; fingerprint: string }> {
+  return new Promise((resolve, reject) => {
+    const socket = tlsConnect({ host: "127.0.0.1", port, rejectUnauthorized: false }, () => {
+      const peer = socket.getPeerCertificate();
+      resolve({ cn: String(peer.subject.CN), fingerprint: peer.fingerprint256 });
+      socket.destroy();
+    });
+    socket.once("error", reject);
+  });
+}
+
+test("a renewed certificate is served to the next TLS client after SIGHUP; a broken one keeps the old", async () => {
+  const mailbox = await createMailbox({ name: "reload-cert" });
+  const dir = tempDir();
+  const first = makeCert(dir, "first");
+  const second = makeCert(dir, "second");
+  const live = { cert: join(dir, "live.crt"), key: join(dir, "live.key") };
+  writeFileSync(live.cert, readFileSync(first.cert));
+  writeFileSync(live.key, readFileSync(first.key));
+  const file = join(dir, "mailgator.toml");
+  writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "allow", live));
+  const served = serveChild(file);
+  try {
+    const port = await served.port("IMAP");
+    const before = await servedCert(port);
+    expect(before.cn).toBe("first.mailgator.test");
+
+    // As an ACME client renews: new files moved into place.
+    renameSync(second.cert, live.cert);
+    renameSync(second.key, live.key);
+    expect(await hup(served)).toContain("reloaded ");
+    const after = await servedCert(port);
+    expect(after.cn).toBe("second.mailgator.test");
+    expect(after.fingerprint).not.toBe(before.fingerprint);
+
+    // A key that does not match the certificate: refused, the second certificate is still served.
+    writeFileSync(live.key, readFileSync(first.key));
+    expect(await hup(served)).toContain("reload failed");
+    expect(served.logs()).toMatch(/reload failed, the running config stays in force: .*tls_cert_file/);
+    expect((await servedCert(port)).cn).toBe("second.mailgator.test");
+  } finally {
+    served.proc.kill("SIGTERM");
+  }
+  expect(await served.proc.exited).toBe(0);
+});
+
+test("mailgator reload prints reloaded, or the errors; the pid file is there while serve runs", async () => {
+  const mailbox = await createMailbox({ name: "reload-cli" });
+  const dir = tempDir();
+  const file = join(dir, "mailgator.toml");
+  writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "allow"));
+  const noServer = runCli(["reload", "-c", file]);
+  expect(noServer.exitCode).toBe(1);
+  expect(noServer.stdout).toContain("no running mailgator for this config");
+  const served = serveChild(file);
+  try {
+    await served.port("IMAP");
+    await served.port("SMTP");
+    expect(readFileSync(join(dir, "mailgator.pid"), "utf8")).toBe(`${served.proc.pid}\n`);
+
+    writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "deny"));
+    const ok = runCli(["reload", "-c", file]);
+    expect(ok.stdout).toMatch(/^reloaded: config revision [0-9a-f]{16} -> [0-9a-f]{16} \(process \d+\)/);
+    expect(ok.exitCode).toBe(0);
+
+    // Loads, but serve refuses it: a listener cannot be removed by a reload.
+    const withoutSmtp = vaultConfig(dir, mailbox, [ALICE], "allow").replace(/\[smtp\][^[]*/, "");
+    writeFileSync(file, withoutSmtp);
+    const refused = runCli(["reload", "-c", file]);
+    expect(refused.exitCode).toBe(1);
+    expect(refused.stdout).toContain("not reloaded: the running config");
+    expect(refused.stdout).toContain("[smtp] was removed");
+
+    // Does not load at all: the errors with file:line:col, and no signal is sent.
+    writeFileSync(file, `${withoutSmtp}\naction = = "x"\n`);
+    const broken = runCli(["reload", "-c", file]);
+    expect(broken.exitCode).toBe(2);
+    expect(broken.stdout).toContain("no signal was sent");
+    expect(broken.stdout).toMatch(new RegExp(`${file.replaceAll(".", "\\.")}:\\d+:\\d+`));
+    expect(served.proc.exitCode).toBeNull();
+  } finally {
+    served.proc.kill("SIGTERM");
+  }
+  expect(await served.proc.exited).toBe(0);
+  expect(() => readFileSync(join(dir, "mailgator.pid"))).toThrow();
+});
