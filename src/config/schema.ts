@@ -103,6 +103,18 @@ export const limitsSchema = v.strictObject({
   smtp: v.optional(v.strictObject(protocolLimits)),
 });
 
+/** `[[quotas]]`: sliding-window limits on sends and reads (docs/quotas.md); checked further in load.ts. */
+export const quotaSchema = v.strictObject({
+  name: v.pipe(v.string(), v.minLength(1)),
+  agents: v.optional(v.array(v.pipe(v.string(), v.minLength(1)))),
+  sends_per_hour: count,
+  sends_per_day: count,
+  recipients_per_day: count,
+  recipients_per_message: count,
+  reads_per_minute: count,
+  bytes_per_day: count,
+});
+
 export const configSchema = v.strictObject({
   imap: v.optional(listenerSchema),
   smtp: v.optional(smtpSchema),
@@ -112,6 +124,7 @@ export const configSchema = v.strictObject({
   accounts: v.optional(v.record(v.string(), accountSchema)),
   limits: v.optional(limitsSchema),
   state: v.optional(stateSchema),
+  quotas: v.optional(v.array(quotaSchema)),
 });
 
 export type RawConfig = v.InferOutput<typeof configSchema>;
@@ -119,3 +132,4 @@ export type RawRule = v.InferOutput<typeof ruleSchema>;
 export type RawListener = v.InferOutput<typeof listenerSchema>;
 export type RawSmtp = v.InferOutput<typeof smtpSchema>;
 export type RawLimits = v.InferOutput<typeof limitsSchema>;
+export type RawQuota = v.InferOutput<typeof quotaSchema>;

@@ -6,7 +6,9 @@ import { type Config, loadConfig } from "../../config/index.ts";
 import { startImapProxy } from "../../imap/index.ts";
 import { moduleLogger } from "../../log.ts";
 import { compilePolicy, type Policy } from "../../policy/index.ts";
+import { openQuotas, type Quotas } from "../../quotas/index.ts";
 import { startSmtpProxy } from "../../smtp/index.ts";
+import { openStateDatabase } from "../../state/database.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required } from "../args.ts";
 
 export const usage = `Usage: mailgator serve -c FILE
@@ -31,6 +33,8 @@ export interface ProxyDeps {
   readonly audit: AuditLog;
   /** The upstream credential of each account (vault mode); see src/accounts/index.ts. */
   readonly credentials: AccountCredentials;
+  /** `[[quotas]]` counted in the state database (docs/quotas.md). */
+  readonly quotas: Quotas;
 }
 
 type Starter = (deps: ProxyDeps) => Promise<ProxyHandle>;
@@ -84,8 +88,18 @@ export async function serve(ctx: CommandContext): Promise<number> {
     return EXIT_FAILURE;
   }
   if (accounts.store) log.info(`state database: ${accounts.store.path}`);
+  let quotas: ReturnType<typeof openQuotas>;
+  try {
+    quotas = openQuotas(config, accounts.store?.db ?? null, openStateDatabase);
+  } catch (e) {
+    log.error(`cannot start: quotas: ${(e as Error).message}`);
+    await audit.close();
+    accounts.store?.close();
+    return EXIT_FAILURE;
+  }
+  if (config.quotas.length > 0) log.info(`quotas: ${config.quotas.length}, counted in ${config.state.path}`);
   const handles: ProxyHandle[] = [];
-  const deps: ProxyDeps = { config, policy, audit, credentials: accounts.credentials };
+  const deps: ProxyDeps = { config, policy, audit, credentials: accounts.credentials, quotas: quotas.quotas };
   try {
     for (const name of ["imap", "smtp"] as const) {
       if (!config[name]) continue;
@@ -102,18 +116,21 @@ export async function serve(ctx: CommandContext): Promise<number> {
     log.error(`cannot start: ${(e as Error).message}`);
     await Promise.allSettled(handles.map((h) => h.close()));
     await audit.close();
+    quotas.close();
     accounts.store?.close();
     return EXIT_FAILURE;
   }
   if (handles.length === 0) {
     log.error("no listener could start: nothing to serve");
     await audit.close();
+    quotas.close();
     accounts.store?.close();
     return EXIT_FAILURE;
   }
   await stopped;
   await Promise.allSettled(handles.map((h) => h.close()));
   await audit.close();
+  quotas.close();
   accounts.store?.close();
   return EXIT_OK;
 }
