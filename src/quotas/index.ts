@@ -15,7 +15,6 @@ import {
   type Exceeded,
   firstExceeded,
   LONGEST_WINDOW_MS,
-  MINUTE_MS,
   used,
   WINDOWED,
   type WindowedLimit,
