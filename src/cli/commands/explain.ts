@@ -181,9 +181,9 @@ export function explain(ctx: CommandContext): number {
 
 // ---- IMAP ----------------------------------------------------------------------------------------------------
 
-/** The quotas that apply to `agent` and their use now, read from the state database without changing it. */
-function quotasNow(config: Config, agent: string | null): QuotaUse[] {
-  if (config.quotas.length === 0) return [];
+/** The quotas that apply to `agent` and their use now (null without [[quotas]]), read from the state database without changing it. */
+function quotasNow(config: Config, agent: string | null): QuotaUse[] | null {
+  if (config.quotas.length === 0) return null; // nothing said when the config has no [[quotas]]
   const db = openStateDatabaseReadOnly(config.state.path);
   try {
     return quotaUse(db, config.quotas, agent);
