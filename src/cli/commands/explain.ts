@@ -181,7 +181,7 @@ export function explain(ctx: CommandContext): number {
 
 // ---- IMAP ----------------------------------------------------------------------------------------------------
 
-/** The quotas that apply to `agent` and their use now (null without [[quotas]]), read from the state database without changing it. */
+/** The quotas that apply to `agent` and their use now (null without [[quotas]]), read-only from the state database. */
 function quotasNow(config: Config, agent: string | null): QuotaUse[] | null {
   if (config.quotas.length === 0) return null; // nothing said when the config has no [[quotas]]
   const db = openStateDatabaseReadOnly(config.state.path);

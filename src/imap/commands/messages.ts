@@ -170,9 +170,9 @@ export function agentFetch(
 }
 
 /**
- * FETCH items that return a message's content, counted by reads_per_minute (docs/quotas.md "What is counted"): BODY[...] and
- * BODY.PEEK[...] (any section, headers included), BINARY[...], RFC822, RFC822.HEADER and RFC822.TEXT. ENVELOPE,
- * BODYSTRUCTURE, FLAGS, sizes and dates are a listing, not a read.
+ * FETCH items that return a message's content, counted by reads_per_minute (docs/quotas.md "What is counted"):
+ * BODY[...] and BODY.PEEK[...] (any section, headers included), BINARY[...], RFC822, RFC822.HEADER and RFC822.TEXT.
+ * ENVELOPE, BODYSTRUCTURE, FLAGS, sizes and dates are a listing, not a read.
  */
 function readsContent(item: FetchItem): boolean {
   return (
