@@ -19,7 +19,9 @@ import {
   type UpstreamTarget,
 } from "../net/index.ts";
 import { FILTERED_OPERATIONS, MESSAGE_FIELDS, type Policy } from "../policy/index.ts";
+import { openQuotas, type Quotas } from "../quotas/index.ts";
 import { LiveConfig, listenerReload, type PreparedReload, tlsIdentityFor } from "../runtime/reload.ts";
+import { openStateDatabase } from "../state/database.ts";
 import { ClassificationCache, cachePathBeside } from "./cache.ts";
 import { ImapSession, type SessionContext } from "./session.ts";
 import type { UpstreamTimeouts } from "./upstream.ts";
@@ -54,6 +56,8 @@ export async function startImapProxy(deps: {
   credentials?: AccountCredentials;
   /** Where sessions read the config and policy at each command; without it they stay as given. */
   live?: LiveConfig;
+  /** `[[quotas]]` (docs/quotas.md); without it the proxy opens the state database itself when quotas are set. */
+  quotas?: Quotas;
   /** Tests only: shorter timeouts and login delays. */
   timeouts?: Partial<UpstreamTimeouts>;
   loginThrottle?: Partial<typeof LOGIN_THROTTLE>;
@@ -83,6 +87,7 @@ export async function startImapProxy(deps: {
   const limits: ImapLimits = current.limits;
   if (upstream.skipVerify)
     log.warn("upstream_tls_skip_verify is on: the upstream IMAP server's certificate is NOT checked");
+  const ownQuotas = deps.quotas === undefined ? openQuotas(config, null, openStateDatabase) : null;
   const ctx: SessionContext = {
     get config() {
       return live.config;
@@ -98,6 +103,7 @@ export async function startImapProxy(deps: {
     get upstream() {
       return current.upstream;
     },
+    quotas: deps.quotas ?? ownQuotas!.quotas,
     listenTls: imap.listenTls,
     get identity() {
       return current.identity;
@@ -149,6 +155,7 @@ export async function startImapProxy(deps: {
       for (const session of ctx.sessions) session.shutdown();
       await closed;
       ctx.cache?.close();
+      ownQuotas?.close();
     },
     prepareReload(next) {
       return listenerReload("imap", live.config, next, () => {

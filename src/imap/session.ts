@@ -30,6 +30,7 @@ import {
 } from "../net/index.ts";
 import type { MechanismSetting } from "../net/sasl.ts";
 import type { Decision, Operation, Policy } from "../policy/index.ts";
+import type { Quotas } from "../quotas/index.ts";
 import { verifyToken } from "../vault/token.ts";
 import type { ClassificationCache } from "./cache.ts";
 import { AUTH_CAPABILITIES, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
@@ -62,6 +63,8 @@ export interface SessionContext {
   readonly audit: AuditLog;
   /** The upstream credential of each vault-mode account (src/accounts/index.ts). */
   readonly credentials: AccountCredentials;
+  /** reads_per_minute is charged at FETCH (docs/quotas.md). */
+  readonly quotas: Quotas;
   readonly upstream: UpstreamTarget;
   readonly listenTls: "tls" | "starttls" | "none";
   readonly identity: TlsIdentity | null;

@@ -21,7 +21,9 @@ import {
   type UpstreamTarget,
 } from "../net/index.ts";
 import type { Policy } from "../policy/index.ts";
+import { openQuotas, type Quotas } from "../quotas/index.ts";
 import { LiveConfig, listenerReload, type PreparedReload, tlsIdentityFor } from "../runtime/reload.ts";
+import { openStateDatabase } from "../state/database.ts";
 import {
   AUTH_FAILURE_MAX_DELAY_MS,
   AUTH_FAILURE_TRACKED_ADDRESSES,
@@ -49,6 +51,8 @@ export interface SmtpProxyOptions {
   readonly credentials?: AccountCredentials;
   /** Where sessions read the config and policy at each command; without it they stay as given. */
   readonly live?: LiveConfig;
+  /** `[[quotas]]` (docs/quotas.md); without it the proxy opens the state database itself when quotas are set. */
+  readonly quotas?: Quotas;
   /** Tests only: shorter times (idle, login delay); connection limits and session times come from `[limits]`. */
   readonly limits?: Partial<SessionLimits>;
 }
@@ -93,6 +97,7 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
   if (upstream.skipVerify) log.warn("upstream_tls_skip_verify is on: the upstream server's certificate is NOT checked");
   const spoolDir = spoolDirFor(config);
   prepareSpoolDir(spoolDir);
+  const ownQuotas = opts.quotas === undefined ? openQuotas(config, null, openStateDatabase) : null;
   const ctx: SessionContext = {
     get config() {
       return live.config;
@@ -108,6 +113,7 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
     get identity() {
       return current.identity;
     },
+    quotas: opts.quotas ?? ownQuotas!.quotas,
     spoolDir,
     get limits() {
       return current.limits;
@@ -156,6 +162,7 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
       const closed = listener.close(SHUTDOWN_GRACE_MS);
       for (const session of ctx.sessions) session.shutdown();
       await closed;
+      ownQuotas?.close();
     },
     prepareReload(next) {
       return listenerReload("smtp", live.config, next, () => {

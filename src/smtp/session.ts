@@ -19,6 +19,7 @@ import type { Connection, FailureThrottle, TlsIdentity, UpstreamTarget } from ".
 import { LineFramer, SessionCounter, UpstreamError } from "../net/index.ts";
 import type { MechanismSetting } from "../net/sasl.ts";
 import type { Decision, Outcome, Policy } from "../policy/index.ts";
+import { describeExceeded, type Quotas } from "../quotas/index.ts";
 import { parsePathArgument } from "./address.ts";
 import { checkAgentLogin, decodeLoginStep, decodePlain, type LoginAttempt, type Mechanism } from "./auth.ts";
 import { DataReader } from "./data.ts";
@@ -75,6 +76,8 @@ export interface SessionContext {
   readonly audit: AuditLog;
   /** The upstream credential of each vault-mode account (src/accounts/index.ts). */
   readonly credentials: AccountCredentials;
+  /** Sends are charged at the end of DATA, before anything goes upstream (docs/quotas.md). */
+  readonly quotas: Quotas;
   readonly upstream: UpstreamTarget;
   readonly identity: TlsIdentity | null;
   readonly spoolDir: string;
@@ -911,7 +914,23 @@ export class SmtpSession {
       this.#send(reply(550, "5.7.1", `Recipient <${path.address}> is not allowed`));
       return undefined;
     }
-    if (!tx.recipients.some((r) => r.key === path.key)) tx.recipients.push({ address: path.address, key: path.key });
+    if (!tx.recipients.some((r) => r.key === path.key)) {
+      // recipients_per_message is refused at the RCPT one past it (docs/quotas.md); the earlier ones stand.
+      const over = this.#ctx.quotas.checkRecipients(this.#auditAgent, tx.recipients.length + 1);
+      if (over !== null) {
+        this.#audit({
+          command: "RCPT TO",
+          operation: "mail:send",
+          target: path.key,
+          decision: "deny",
+          reason: describeExceeded(over),
+          detail: { quota: over.quota, limit: over.limit, max: over.max },
+        });
+        this.#send(reply(452, "4.7.1", `${capitalize(describeExceeded(over))}; recipient not accepted`));
+        return undefined;
+      }
+      tx.recipients.push({ address: path.address, key: path.key });
+    }
     this.#send(reply(250, "2.1.5", "Recipient OK"));
     return undefined;
   }
@@ -1110,6 +1129,42 @@ export class SmtpSession {
       );
       return;
     }
+    this.#flush();
+    const audit = this.#ctx.audit;
+    if (!audit.healthy) {
+      // Known to be unable to write: refused before anything of the transaction goes upstream.
+      moduleLogger("smtp").error(`audit log unavailable, send refused: ${audit.path}`);
+      this.#send(reply(451, "4.3.0", "Audit log unavailable; nothing was sent, try again later"));
+      return;
+    }
+    // The send is charged (committed to the state database) before anything of it goes upstream (docs/quotas.md).
+    const charged = this.#ctx.quotas.charge(this.#auditAgent, {
+      sends: 1,
+      recipients: tx.recipients.length,
+      bytes: size,
+    });
+    if (!charged.ok) {
+      const over = charged.exceeded;
+      rows.push(
+        this.#event({
+          command: "DATA",
+          operation: "mail:send",
+          target: facts.messageId,
+          decision: over === null ? "error" : "deny",
+          reason: charged.message,
+          count: tx.recipients.length,
+          detail: over === null ? detail : { ...detail, quota: over.quota, limit: over.limit, max: over.max },
+        }),
+      );
+      for (const row of rows) this.#audit(row);
+      if (over === null) moduleLogger("smtp").error(`send refused: ${charged.message}`);
+      this.#send(
+        over === null
+          ? reply(451, "4.3.0", "Quota state unavailable; nothing was sent, try again later")
+          : reply(452, "4.7.1", `${capitalize(charged.message)}; nothing was sent`),
+      );
+      return;
+    }
     rows.push(
       this.#event({
         command: "DATA",
@@ -1121,14 +1176,6 @@ export class SmtpSession {
         detail,
       }),
     );
-    this.#flush();
-    const audit = this.#ctx.audit;
-    if (!audit.healthy) {
-      // Known to be unable to write: refused before anything of the transaction goes upstream.
-      moduleLogger("smtp").error(`audit log unavailable, send refused: ${audit.path}`);
-      this.#send(reply(451, "4.3.0", "Audit log unavailable; nothing was sent, try again later"));
-      return;
-    }
     // The rows must be on disk before the message reaches the upstream (docs/audit.md "What a row records"), that is
     // before the final dot. They wait for company (at most SEND_COMMIT_WAIT_MS) while MAIL, the RCPTs and DATA go
     // upstream; the replay commits them once DATA is accepted, and holds its end of data until they are on disk.
@@ -1233,6 +1280,10 @@ export class SmtpSession {
     }
     throw new UpstreamError(`account ${account}: the upstream server refused a fresh access token`);
   }
+}
+
+function capitalize(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
 function decisionFields(decision: Decision): Pick<AuditEvent, "decision" | "rule" | "ruleIndex" | "reason"> {

@@ -13,9 +13,11 @@ import { type Config, ConfigError, formatProblem, loadConfig } from "../../confi
 import { startImapProxy } from "../../imap/index.ts";
 import { moduleLogger } from "../../log.ts";
 import { compilePolicy, type Policy } from "../../policy/index.ts";
+import { openQuotas, type Quotas } from "../../quotas/index.ts";
 import { emitReload, LiveConfig, onReload, type PreparedReload, type ReloadResult } from "../../runtime/reload.ts";
 import { pidFileFor, statusFileFor, writePidFile, writeStatusFile } from "../../runtime/state-files.ts";
 import { startSmtpProxy } from "../../smtp/index.ts";
+import { openStateDatabase } from "../../state/database.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required } from "../args.ts";
 
 export const usage = `Usage: mailgator serve -c FILE
@@ -45,6 +47,8 @@ export interface ProxyDeps {
   /** The upstream credential of each account (vault mode); see src/accounts/index.ts. */
   readonly credentials: AccountCredentials;
   readonly live: LiveConfig;
+  /** `[[quotas]]` counted in the state database (docs/quotas.md). */
+  readonly quotas: Quotas;
 }
 
 type Starter = (deps: ProxyDeps) => Promise<ProxyHandle>;
@@ -88,6 +92,16 @@ export async function serve(ctx: CommandContext): Promise<number> {
     return EXIT_FAILURE;
   }
   if (accounts.store) log.info(`state database: ${accounts.store.path}`);
+  let quotas: ReturnType<typeof openQuotas>;
+  try {
+    quotas = openQuotas(config, accounts.store?.db ?? null, openStateDatabase);
+  } catch (e) {
+    log.error(`cannot start: quotas: ${(e as Error).message}`);
+    await audit.close();
+    accounts.store?.close();
+    return EXIT_FAILURE;
+  }
+  if (config.quotas.length > 0) log.info(`quotas: ${config.quotas.length}, counted in ${config.state.path}`);
   const live = new LiveConfig(config, policy);
   const pidFile = pidFileFor(config);
   const statusFile = statusFileFor(config);
@@ -122,7 +136,14 @@ export async function serve(ctx: CommandContext): Promise<number> {
   process.on("SIGHUP", onHup);
   // mailgator_reloads_total{result} (docs/operations.md "Health and metrics").
   const stopCounting = onReload((result) => countReload(result.ok));
-  const deps: ProxyDeps = { config, policy, audit, credentials: accounts.credentials, live };
+  const deps: ProxyDeps = {
+    config,
+    policy,
+    audit,
+    credentials: accounts.credentials,
+    live,
+    quotas: quotas.quotas,
+  };
   try {
     for (const name of ["imap", "smtp"] as const) {
       if (!config[name]) continue;
@@ -153,12 +174,14 @@ export async function serve(ctx: CommandContext): Promise<number> {
     await admin?.close();
     await Promise.allSettled(handles.map((h) => h.close()));
     await audit.close();
+    quotas.close();
     accounts.store?.close();
     return EXIT_FAILURE;
   }
   if (handles.length === 0) {
     log.error("no listener could start: nothing to serve");
     await audit.close();
+    quotas.close();
     accounts.store?.close();
     return EXIT_FAILURE;
   }
@@ -173,6 +196,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
   await Promise.allSettled(handles.map((h) => h.close()));
   await admin?.close();
   await audit.close();
+  quotas.close();
   accounts.store?.close();
   for (const file of [pidFile, statusFile]) rmSync(file, { force: true });
   return EXIT_OK;
