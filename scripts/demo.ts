@@ -8,6 +8,7 @@
 import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
 import type { Upstreams } from "./upstreams/description.ts";
+import { runRoot } from "./upstreams/layout.ts";
 import { freePort, isListening } from "./upstreams/ports.ts";
 import type { SeedManifest } from "./upstreams/seed.ts";
 import { seedMaildir } from "./upstreams/seed.ts";
@@ -16,7 +17,7 @@ import { stopUpstreams } from "./upstreams/stop.ts";
 import { addUser } from "./upstreams/users.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
-const DEMO_DIR = join(ROOT, ".run", "demo");
+const DEMO_DIR = join(runRoot(), "demo");
 const UPSTREAMS_DIR = join(DEMO_DIR, "upstreams");
 const CONFIG = join(DEMO_DIR, "mailgator.toml");
 const USER = "demo@mailgator.test";
