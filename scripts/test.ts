@@ -88,6 +88,7 @@ async function main(): Promise<number> {
   await cleanAbandonedRuns();
   const dir = join(RUN, `test-${process.pid}`);
   rmSync(dir, { recursive: true, force: true });
+  log(`runtime folder: ${dir}`);
   const started = performance.now();
   let descriptionFile: string;
   try {

@@ -18,3 +18,4 @@ export type {
   TlsMode,
 } from "./types.ts";
 export { Secret } from "./types.ts";
+export { CONFIG_ENV, findConfig, LOCAL_CONFIG, SYSTEM_CONFIG } from "./find.ts";

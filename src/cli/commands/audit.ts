@@ -2,10 +2,10 @@
 
 import { existsSync } from "node:fs";
 import { type AuditFilter, AuditLog, type AuditRow, type Decision } from "../../audit/index.ts";
-import { loadConfig } from "../../config/index.ts";
-import { type CommandContext, EXIT_OK, parse, required, UsageError } from "../args.ts";
+import { findConfig, loadConfig } from "../../config/index.ts";
+import { type CommandContext, EXIT_OK, parse, UsageError } from "../args.ts";
 
-export const usage = `Usage: mailgator audit -c FILE [--since 1h] [--decision allow|deny|ask|error]
+export const usage = `Usage: mailgator audit [-c FILE] [--since 1h] [--decision allow|deny|ask|error]
                       [--agent X] [--rule NAME] [--limit N] [--json] [--follow]
 
 Prints audit rows, oldest first (the newest N with --limit, default 50).
@@ -60,7 +60,7 @@ export async function audit(ctx: CommandContext): Promise<number> {
     usage,
   );
   if (values.help) return (ctx.out(usage), EXIT_OK);
-  const config = loadConfig(required(values.config, "--config", usage), { env: ctx.env });
+  const config = loadConfig(findConfig(values.config, ctx.env), { env: ctx.env });
   const filter: AuditFilter = { order: "desc", limit: 50 };
   if (values.since !== undefined) filter.sinceMs = parseSince(values.since);
   if (values.decision !== undefined) {

@@ -1,16 +1,17 @@
 /** `mailgator check -c FILE`: validate a config, list its rules in order, warn about shadowed rules. */
 
-import { loadConfig, type RuleConfig } from "../../config/index.ts";
+import { findConfig, loadConfig, type RuleConfig } from "../../config/index.ts";
 import { compilePolicy } from "../../policy/index.ts";
-import { type CommandContext, EXIT_OK, parse, required } from "../args.ts";
+import { type CommandContext, EXIT_OK, parse } from "../args.ts";
 
-export const usage = `Usage: mailgator check -c FILE
+export const usage = `Usage: mailgator check [-c FILE]
 
 Validates the config and lists the rules in the order they are evaluated.
 Exits 0 when the config is valid, 2 when it is not.
 
 Options:
-  -c, --config FILE   the config file
+  -c, --config FILE   the config file (default: $MAILGATOR_CONFIG, else
+                      ./mailgator.toml, else /etc/mailgator/mailgator.toml)
   -h, --help          this help`;
 
 function conditions(rule: RuleConfig): string {
@@ -31,7 +32,7 @@ function conditions(rule: RuleConfig): string {
 export function check(ctx: CommandContext): number {
   const { values } = parse(ctx.argv, { config: { type: "string", short: "c" } }, usage);
   if (values.help) return (ctx.out(usage), EXIT_OK);
-  const config = loadConfig(required(values.config, "--config", usage), { env: ctx.env });
+  const config = loadConfig(findConfig(values.config, ctx.env), { env: ctx.env });
   const policy = compilePolicy(config.rules);
   const lines: string[] = [`${config.file}: valid (revision ${config.revision})`];
   const listener = (name: string, l: typeof config.imap) => {

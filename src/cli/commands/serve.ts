@@ -1,21 +1,22 @@
 /** `mailgator serve -c FILE` (and `mailgator --config FILE`): run the proxies until SIGINT/SIGTERM. */
 
 import { AuditLog } from "../../audit/index.ts";
-import { type Config, loadConfig } from "../../config/index.ts";
+import { type Config, findConfig, loadConfig } from "../../config/index.ts";
 import { startImapProxy } from "../../imap/index.ts";
 import { moduleLogger } from "../../log.ts";
 import { compilePolicy, type Policy } from "../../policy/index.ts";
 import { startSmtpProxy } from "../../smtp/index.ts";
-import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required } from "../args.ts";
+import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse } from "../args.ts";
 
-export const usage = `Usage: mailgator serve -c FILE
+export const usage = `Usage: mailgator serve [-c FILE]
        mailgator --config FILE
 
 Starts the IMAP and SMTP listeners the config defines and runs until
 interrupted (SIGINT or SIGTERM), then closes them and flushes the audit log.
 
 Options:
-  -c, --config FILE        the config file
+  -c, --config FILE        the config file (default: $MAILGATOR_CONFIG, else
+                           ./mailgator.toml, else /etc/mailgator/mailgator.toml)
       --log-format FORMAT  pretty (default) or json
   -h, --help               this help`;
 
@@ -46,7 +47,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
   );
   if (values.help) return (ctx.out(usage), EXIT_OK);
   const log = moduleLogger("serve");
-  const config = loadConfig(required(values.config, "--config", usage), { env: ctx.env });
+  const config = loadConfig(findConfig(values.config, ctx.env), { env: ctx.env });
   for (const w of config.warnings) log.warn(w);
   const policy = compilePolicy(config.rules);
   for (const s of policy.shadowed())
