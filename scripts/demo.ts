@@ -30,6 +30,9 @@ const PASSWORD = "demo-password";
 const smoke = process.argv.includes("--smoke");
 const say = (line = "") => console.log(line);
 
+/** How often the demo checks that whoever started it is still there. */
+const PARENT_POLL_MS = 500;
+
 /** Ctrl-C (or SIGTERM) at any point: finish the current step, then clean up. */
 let stopping = false;
 const stopRequested = new Promise<void>((resolveStop) => {
@@ -39,6 +42,11 @@ const stopRequested = new Promise<void>((resolveStop) => {
   };
   process.on("SIGINT", stop);
   process.on("SIGTERM", stop);
+  // `npm run demo` killed (its SIGTERM, or kill -9): this process is reparented, and stops like on a signal.
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent) stop();
+  }, PARENT_POLL_MS).unref();
 });
 
 function demoConfig(servers: Upstreams, ports: { imap: number; smtp: number }): string {

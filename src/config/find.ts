@@ -32,9 +32,6 @@ export function findConfig(
   const candidates = [resolve(cwd, LOCAL_CONFIG), system];
   const found = candidates.find((path) => existsSync(path));
   if (found !== undefined) return found;
-  throw new ConfigError("(no config file)", [
-    {
-      message: `no config given and none found; looked for -c FILE, then ${CONFIG_ENV} (not set), then ${candidates.join(", then ")}`,
-    },
-  ]);
+  const looked = ["-c FILE", `${CONFIG_ENV} (not set)`, ...candidates].join(", then ");
+  throw new ConfigError("(no config file)", [{ message: `no config given and none found; looked for ${looked}` }]);
 }

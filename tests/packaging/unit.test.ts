@@ -69,7 +69,18 @@ test("ExecReload is there exactly when serve survives SIGHUP", async () => {
   const config = join(scratch, "hup.toml");
   writeFileSync(
     config,
-    `[smtp]\nlisten_addr = "127.0.0.1:0"\nupstream_addr = "127.0.0.1:9"\nupstream_tls = "none"\n\n[audit]\npath = ${JSON.stringify(join(scratch, "hup.db"))}\n\n[[rules]]\nname = "none"\naction = "deny"\n`,
+    [
+      "[smtp]",
+      'listen_addr = "127.0.0.1:0"',
+      'upstream_addr = "127.0.0.1:9"',
+      'upstream_tls = "none"',
+      "[audit]",
+      `path = ${JSON.stringify(join(scratch, "hup.db"))}`,
+      "[[rules]]",
+      'name = "none"',
+      'action = "deny"',
+      "",
+    ].join("\n"),
   );
   const proc = Bun.spawn([process.execPath, MAIN, "serve", "-c", config], {
     stdout: "pipe",
