@@ -23,6 +23,7 @@ Usage:
   mailgator --config FILE            run the proxies (same as serve)
   mailgator serve [-c FILE]          run the proxies
   mailgator check [-c FILE]          validate a config and list its rules
+                                     (--connect: also try each upstream)
   mailgator explain [-c FILE] --op OP
                                      which rule decides a request, and why
   mailgator audit [-c FILE]          read the audit log
