@@ -3,11 +3,16 @@
  * with seed-style rules, and Mailgator in front; prints commands that show an allowed read, a
  * hidden message and a refused send. Ctrl-C stops everything it started.
  *
- *   bun scripts/demo.ts [--smoke]   (--smoke: run the printed commands, show their output, stop)
+ *   npx bun scripts/demo.ts [--smoke]   (--smoke: run the printed commands, show their output, stop)
+ *
+ * Ports are remembered in `<demo dir>/ports.json` and reused when free, so a mail client set up against the demo
+ * keeps working across runs. MAILGATOR_DEMO_DIR moves the demo folder (the tests use their own).
  */
-import { existsSync, mkdirSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
 import { join, resolve } from "node:path";
 import type { Upstreams } from "./upstreams/description.ts";
+import { runRoot } from "./upstreams/layout.ts";
 import { freePort, isListening } from "./upstreams/ports.ts";
 import type { SeedManifest } from "./upstreams/seed.ts";
 import { seedMaildir } from "./upstreams/seed.ts";
@@ -16,13 +21,17 @@ import { stopUpstreams } from "./upstreams/stop.ts";
 import { addUser } from "./upstreams/users.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
-const DEMO_DIR = join(ROOT, ".run", "demo");
+const DEMO_DIR = process.env["MAILGATOR_DEMO_DIR"] || join(runRoot(), "demo");
+const PORTS_FILE = join(DEMO_DIR, "ports.json");
 const UPSTREAMS_DIR = join(DEMO_DIR, "upstreams");
 const CONFIG = join(DEMO_DIR, "mailgator.toml");
 const USER = "demo@mailgator.test";
 const PASSWORD = "demo-password";
 const smoke = process.argv.includes("--smoke");
 const say = (line = "") => console.log(line);
+
+/** How often the demo checks that whoever started it is still there. */
+const PARENT_POLL_MS = 500;
 
 /** Ctrl-C (or SIGTERM) at any point: finish the current step, then clean up. */
 let stopping = false;
@@ -33,6 +42,11 @@ const stopRequested = new Promise<void>((resolveStop) => {
   };
   process.on("SIGINT", stop);
   process.on("SIGTERM", stop);
+  // `npm run demo` killed (its SIGTERM, or kill -9): this process is reparented, and stops like on a signal.
+  const parent = process.ppid;
+  setInterval(() => {
+    if (process.ppid !== parent) stop();
+  }, PARENT_POLL_MS).unref();
 });
 
 function demoConfig(servers: Upstreams, ports: { imap: number; smtp: number }): string {
@@ -71,6 +85,50 @@ action = "deny"
 `;
 }
 
+type PortName = "imap" | "smtp" | "upstreamImap" | "upstreamImaps" | "upstreamSmtp" | "upstreamSmtps";
+const PORT_NAMES: readonly PortName[] = [
+  "imap",
+  "smtp",
+  "upstreamImap",
+  "upstreamImaps",
+  "upstreamSmtp",
+  "upstreamSmtps",
+];
+
+/** True when 127.0.0.1:port can be bound right now. */
+function canBind(port: number): Promise<boolean> {
+  return new Promise((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen({ host: "127.0.0.1", port, exclusive: true }, () => server.close(() => resolve(true)));
+  });
+}
+
+/** The ports of the last run where still free, fresh ones for the rest; remembered for the next run. */
+async function demoPorts(): Promise<Record<PortName, number>> {
+  let last: Partial<Record<PortName, number>> = {};
+  try {
+    last = JSON.parse(readFileSync(PORTS_FILE, "utf8")) as Partial<Record<PortName, number>>;
+  } catch {
+    // first run, or an unreadable file: fresh ports
+  }
+  const chosen = {} as Record<PortName, number>;
+  const taken = new Set<number>();
+  for (const name of PORT_NAMES) {
+    const previous = last[name];
+    let port =
+      Number.isInteger(previous) && previous! > 1023 && previous! < 65536 && !taken.has(previous!) ? previous! : 0;
+    if (port === 0 || !(await canBind(port))) {
+      do port = await freePort();
+      while (taken.has(port));
+    }
+    taken.add(port);
+    chosen[name] = port;
+  }
+  writeFileSync(PORTS_FILE, `${JSON.stringify(chosen, null, 2)}\n`);
+  return chosen;
+}
+
 /** Fresh demo mailbox every run: same seed, so the same UIDs and the same commands. */
 function seedDemo(servers: Upstreams): SeedManifest {
   const user = addUser(servers, USER, PASSWORD);
@@ -103,8 +161,13 @@ async function waitForListeners(
   return up;
 }
 
+/** An argument as a POSIX shell reads it back unchanged: bare when only safe characters, else in single quotes. */
+function shellQuote(arg: string): string {
+  return /^[\w@%+=:,./-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`;
+}
+
 function run(argv: string[]): string {
-  const result = Bun.spawnSync(argv, { stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 20_000 });
+  const result = Bun.spawnSync(argv, { cwd: ROOT, stdin: "ignore", stdout: "pipe", stderr: "pipe", timeout: 20_000 });
   return `${result.stdout.toString()}${result.stderr.toString()}`.trim() + `\n(exit ${result.exitCode})`;
 }
 
@@ -113,8 +176,18 @@ async function main(): Promise<number> {
   // A demo killed without Ctrl-C may have left its servers running: end them first.
   await stopUpstreams({ dir: UPSTREAMS_DIR });
   rmSync(join(UPSTREAMS_DIR, "mail"), { recursive: true, force: true });
+  const chosen = await demoPorts();
   say("demo: starting Dovecot and Postfix on 127.0.0.1 (installs them first if missing) ...");
-  const servers = await startUpstreams({ dir: UPSTREAMS_DIR, log: (line) => console.error(line) });
+  const servers = await startUpstreams({
+    dir: UPSTREAMS_DIR,
+    log: (line) => console.error(line),
+    ports: {
+      imap: chosen.upstreamImap,
+      imaps: chosen.upstreamImaps,
+      smtp: chosen.upstreamSmtp,
+      smtps: chosen.upstreamSmtps,
+    },
+  });
   if (stopping) {
     await stopUpstreams({ dir: UPSTREAMS_DIR });
     return 0;
@@ -132,7 +205,7 @@ async function main(): Promise<number> {
     const manifest = seedDemo(servers);
     const inbox = manifest.folders["INBOX"] ?? [];
     const total = Object.values(manifest.folders).reduce((sum, list) => sum + list.length, 0);
-    const ports = { imap: await freePort(), smtp: await freePort() };
+    const ports = { imap: chosen.imap, smtp: chosen.smtp };
     writeFileSync(CONFIG, demoConfig(servers, ports));
     say(`demo: seeded ${total} messages for ${USER} (INBOX ${inbox.length}); config in ${CONFIG}`);
 
@@ -215,7 +288,7 @@ async function main(): Promise<number> {
     } else say(`demo: the SMTP proxy is not listening on 127.0.0.1:${ports.smtp} (not in this build yet?)`);
     examples.push({
       title: "Every decision, from the audit log",
-      argv: [process.execPath, "src/cli/main.ts", "audit", "-c", CONFIG],
+      argv: ["npx", "bun", "src/cli/main.ts", "audit", "-c", CONFIG],
     });
 
     say(
@@ -224,12 +297,7 @@ async function main(): Promise<number> {
     say(`Agents connect to IMAP 127.0.0.1:${ports.imap} and SMTP 127.0.0.1:${ports.smtp} as ${USER} / ${PASSWORD}.\n`);
     for (const example of examples) {
       say(`# ${example.title}`);
-      say(
-        example.argv
-          .map((arg) => (/^[\w@%+=:,./;[\]-]+$/.test(arg) ? arg : `'${arg.replace(/'/g, "'\\''")}'`))
-          .join(" ")
-          .replace(process.execPath, "node_modules/.bin/bun"),
-      );
+      say(example.argv.map(shellQuote).join(" "));
       if (smoke)
         say(
           run(example.argv)
@@ -239,9 +307,10 @@ async function main(): Promise<number> {
         );
       say();
     }
+    say(`Run them from ${ROOT} (the audit command uses its node_modules).`);
     say(`Sent mail lands in ${servers.sink} (one file per recipient). Config: ${CONFIG}`);
     if (smoke) return 0;
-    say("Ctrl-C stops Mailgator, Dovecot and Postfix.");
+    say(`Ctrl-C (or kill ${process.pid}) stops Mailgator, Dovecot and Postfix.`);
     const exited = child.exited.then(() => {
       if (!stopping) say(`\ndemo: Mailgator exited (code ${child.exitCode}); stopping the upstream servers.`);
     });

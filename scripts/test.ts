@@ -8,13 +8,15 @@
  */
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { runRoot } from "./upstreams/layout.ts";
 import { commandLine } from "./upstreams/processes.ts";
 import { startUpstreams } from "./upstreams/start.ts";
 import type { StopReport } from "./upstreams/stop.ts";
 import { stopUpstreams } from "./upstreams/stop.ts";
 
 const ROOT = resolve(import.meta.dir, "..");
-const RUN = join(ROOT, ".run");
+/** `.run/` in the checkout, or a folder under /var/tmp when the checkout is out of the daemons' reach. */
+const RUN = runRoot();
 const args = process.argv.slice(2);
 const log = (line: string) => console.error(`test: ${line}`);
 /** Per-test timeout: a failed login alone takes ~2 s at Dovecot, plus delivery. */
@@ -86,6 +88,7 @@ async function main(): Promise<number> {
   await cleanAbandonedRuns();
   const dir = join(RUN, `test-${process.pid}`);
   rmSync(dir, { recursive: true, force: true });
+  log(`runtime folder: ${dir}`);
   const started = performance.now();
   let descriptionFile: string;
   try {

@@ -72,8 +72,9 @@ async function upstreamDescription(): Promise<{ up: Upstreams; stop: () => Promi
   if (path) return { up: readUpstreams(path), stop: async () => {} };
   const { startUpstreams } = await import("../upstreams/start.ts");
   const { stopUpstreams } = await import("../upstreams/stop.ts");
-  // Inside the repository's .run/ (like scripts/test.ts): the daemons' users must be able to reach it.
-  const dir = join(import.meta.dir, "..", "..", ".run", `bench-smtp-${process.pid}`);
+  // In the run root (like scripts/test.ts): the daemons' users must be able to reach it.
+  const { runRoot } = await import("../upstreams/layout.ts");
+  const dir = join(runRoot(), `bench-smtp-${process.pid}`);
   const up = await startUpstreams({ dir });
   return {
     up,

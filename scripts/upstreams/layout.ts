@@ -1,5 +1,11 @@
-/** Where everything lives inside the runtime folder (default `.run/upstreams/` in the repo). */
-import { join, resolve } from "node:path";
+/**
+ * Where everything lives inside the runtime folder (default `<run root>/upstreams`), and where the run root is:
+ * `.run/` in the checkout when the daemons' users can reach it, else a folder under /var/tmp (docs/upstreams.md
+ * "Where the runtime folders live").
+ */
+import { createHash } from "node:crypto";
+import { chmodSync, lstatSync, mkdirSync, realpathSync, statSync } from "node:fs";
+import { dirname, join, resolve } from "node:path";
 
 /** Uid and gid of every Maildir file; no /etc/passwd entry needed (uid 0 is refused by Dovecot). */
 export const MAIL_UID = 5000;
@@ -48,9 +54,59 @@ export interface Layout {
   readonly sink: string;
 }
 
-/** The default runtime folder: `.run/upstreams` at the repository root. */
+/** The repository this script belongs to. */
+export const CHECKOUT = resolve(import.meta.dir, "..", "..");
+/** Where run roots go when the checkout is out of the daemons' reach: world-traversable, kept across reboots. */
+export const FALLBACK_PARENT = "/var/tmp";
+
+/**
+ * True when a user that is neither the owner nor in the group (Postfix's `postfix`, Dovecot's `dovenull`, the
+ * mail uid) can traverse every directory from / down to `dir`'s nearest existing ancestor.
+ */
+export function reachableByOthers(dir: string): boolean {
+  let path = resolve(dir);
+  while (true) {
+    try {
+      path = realpathSync(path);
+      break;
+    } catch {
+      if (path === "/") return true;
+      path = dirname(path);
+    }
+  }
+  for (;;) {
+    if ((statSync(path).mode & 0o001) === 0) return false;
+    if (path === "/") return true;
+    path = dirname(path);
+  }
+}
+
+/**
+ * The folder that holds every runtime folder of a checkout (tests, demo, benchmarks): `<checkout>/.run` when the
+ * daemons can reach it, else `/var/tmp/mailgator-<12 hex of the checkout's path>` (a checkout under /root, which
+ * is 0700). The fallback is made 0755 by this uid and refused when it is something else (a symlink, or a folder
+ * someone else made first in the world-writable /var/tmp).
+ */
+export function runRoot(checkout = CHECKOUT, parent = FALLBACK_PARENT): string {
+  const local = join(checkout, ".run");
+  if (reachableByOthers(local)) return local;
+  const hash = createHash("sha256").update(resolve(checkout)).digest("hex").slice(0, 12);
+  const dir = join(parent, `mailgator-${hash}`);
+  try {
+    mkdirSync(dir, { mode: 0o755 });
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
+  }
+  const st = lstatSync(dir);
+  if (!st.isDirectory() || st.uid !== process.getuid?.())
+    throw new Error(`upstreams: ${dir} is not a directory owned by this user (uid ${process.getuid?.()}): remove it`);
+  chmodSync(dir, 0o755); // whatever the umask made it: the daemons' users must traverse it
+  return dir;
+}
+
+/** The default runtime folder: `<run root>/upstreams`. */
 export function defaultDir(): string {
-  return resolve(import.meta.dir, "..", "..", ".run", "upstreams");
+  return join(runRoot(), "upstreams");
 }
 
 export function layout(dirArg?: string): Layout {

@@ -61,6 +61,8 @@ export interface AuditFilter {
   rule?: string;
   session?: string;
   protocol?: AuditProtocol;
+  /** the protocol command (`FETCH`, `UID FETCH`, `RCPT TO`), compared without regard to case */
+  command?: string;
   /** rows with id > afterId (for `audit --follow`) */
   afterId?: number;
   /** rows with id < beforeId (for paging back) */

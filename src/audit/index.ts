@@ -7,6 +7,7 @@ export {
   type AuditRow,
   AuditUnavailableError,
   type Decision,
+  PROTOCOLS,
 } from "./event.ts";
 export { AuditLog, type AuditOpenOptions, MAX_QUEUED_ROWS } from "./log.ts";
 export { MAX_DETAIL_CHARS, MAX_TEXT_CHARS } from "./row.ts";

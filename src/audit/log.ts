@@ -253,22 +253,7 @@ export class AuditLog {
 
   /** Committed rows matching the filter, by id (newest first unless order is "asc"). Queued rows are not seen. */
   query(filter: AuditFilter = {}): AuditRow[] {
-    const where: string[] = [];
-    const params: (string | number)[] = [];
-    const add = (sql: string, value: string | number | undefined): void => {
-      if (value === undefined) return;
-      where.push(sql);
-      params.push(value);
-    };
-    add("time >= ?", filter.sinceMs);
-    add("time < ?", filter.untilMs);
-    add("decision = ?", filter.decision);
-    add("agent = ?", filter.agent);
-    add("rule = ?", filter.rule);
-    add("session = ?", filter.session);
-    add("protocol = ?", filter.protocol);
-    add("id > ?", filter.afterId);
-    add("id < ?", filter.beforeId);
+    const { where, params } = conditions(filter);
     let sql = `SELECT id, ${COLUMNS.join(", ")} FROM audit`;
     if (where.length > 0) sql += ` WHERE ${where.join(" AND ")}`;
     sql += ` ORDER BY id ${filter.order === "asc" ? "ASC" : "DESC"}`;
@@ -282,6 +267,18 @@ export class AuditLog {
         .query<Record<string, string | number | null>, (string | number)[]>(sql)
         .all(...params)
         .map(fromColumns);
+    } catch (e) {
+      throw new AuditUnavailableError(`audit: cannot read ${this.path}: ${message(e)}`, { cause: e });
+    }
+  }
+
+  /** How many rows match `filter` (its limit and order ignored). */
+  count(filter: AuditFilter = {}): number {
+    const { where, params } = conditions(filter);
+    const sql = `SELECT count(*) AS n FROM audit${where.length > 0 ? ` WHERE ${where.join(" AND ")}` : ""}`;
+    this.#checkOpen();
+    try {
+      return this.#db.query<{ n: number }, (string | number)[]>(sql).get(...params)?.n ?? 0;
     } catch (e) {
       throw new AuditUnavailableError(`audit: cannot read ${this.path}: ${message(e)}`, { cause: e });
     }
@@ -465,4 +462,26 @@ export class AuditLog {
 
 function message(e: unknown): string {
   return e instanceof Error ? e.message : String(e);
+}
+
+/** The WHERE conditions of a filter, with their parameters. */
+function conditions(filter: AuditFilter): { where: string[]; params: (string | number)[] } {
+  const where: string[] = [];
+  const params: (string | number)[] = [];
+  const add = (sql: string, value: string | number | undefined): void => {
+    if (value === undefined) return;
+    where.push(sql);
+    params.push(value);
+  };
+  add("time >= ?", filter.sinceMs);
+  add("time < ?", filter.untilMs);
+  add("decision = ?", filter.decision);
+  add("agent = ?", filter.agent);
+  add("rule = ?", filter.rule);
+  add("session = ?", filter.session);
+  add("protocol = ?", filter.protocol);
+  add("command = ? COLLATE NOCASE", filter.command);
+  add("id > ?", filter.afterId);
+  add("id < ?", filter.beforeId);
+  return { where, params };
 }

@@ -23,16 +23,20 @@ mailbox only as far as your rules allow, and audits every decision.
 
 Usage:
   mailgator --config FILE            run the proxies (same as serve)
-  mailgator serve -c FILE            run the proxies
-  mailgator reload -c FILE           make the running proxies reload the config
-  mailgator check -c FILE            validate a config and list its rules
-  mailgator explain -c FILE --op OP  which rule decides a request, and why
-  mailgator audit -c FILE            read the audit log
+  mailgator serve [-c FILE]          run the proxies
+  mailgator reload [-c FILE]         make the running proxies reload the config
+  mailgator check [-c FILE]          validate a config and list its rules
+                                     (--connect: also try each upstream)
+  mailgator explain [-c FILE] --op OP
+                                     which rule decides a request, and why
+  mailgator audit [-c FILE]          read the audit log
   mailgator token new NAME           a new agent token (vault mode)
   mailgator account login NAME -c FILE   first OAuth2 login of an account
   mailgator account status -c FILE   each account's login state
   mailgator config init              a commented starter config
   mailgator version                  print the version
+
+Without -c: $MAILGATOR_CONFIG, else ./mailgator.toml, else /etc/mailgator/mailgator.toml.
 
 Global options:
   --log-format pretty|json           log format (stderr); default pretty

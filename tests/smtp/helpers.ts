@@ -9,8 +9,9 @@ import { randomBytes } from "node:crypto";
 import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { connect } from "node:net";
 import { tmpdir } from "node:os";
-import { join, resolve } from "node:path";
+import { join } from "node:path";
 import { readUpstreams, type Upstreams } from "../../scripts/upstreams/description.ts";
+import { defaultDir } from "../../scripts/upstreams/layout.ts";
 import { AuditLog, type AuditRow } from "../../src/audit/index.ts";
 import type { Config } from "../../src/config/index.ts";
 import { parseConfig } from "../../src/config/index.ts";
@@ -27,7 +28,7 @@ let cached: Upstreams | null = null;
 /** The running upstream servers (npm test starts them and sets MAILGATOR_UPSTREAMS). */
 export function upstreams(): Upstreams {
   if (cached === null) {
-    const path = process.env["MAILGATOR_UPSTREAMS"] ?? resolve(import.meta.dir, "../../.run/upstreams/upstreams.json");
+    const path = process.env["MAILGATOR_UPSTREAMS"] ?? join(defaultDir(), "upstreams.json");
     if (!existsSync(path))
       throw new Error(
         `SMTP e2e tests need the upstream servers: run npm test, or bun scripts/upstreams/start.ts (no ${path})`,

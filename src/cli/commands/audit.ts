@@ -1,29 +1,50 @@
 /** `mailgator audit`: read the audit log, optionally following new rows while the proxy writes. */
 
 import { existsSync } from "node:fs";
-import { type AuditFilter, AuditLog, type AuditRow, type Decision } from "../../audit/index.ts";
-import { loadConfig } from "../../config/index.ts";
-import { type CommandContext, EXIT_OK, parse, required, UsageError } from "../args.ts";
+import {
+  type AuditFilter,
+  AuditLog,
+  type AuditProtocol,
+  type AuditRow,
+  type Decision,
+  PROTOCOLS,
+} from "../../audit/index.ts";
+import { findConfig, loadConfig } from "../../config/index.ts";
+import { type CommandContext, EXIT_OK, parse, UsageError } from "../args.ts";
 
-export const usage = `Usage: mailgator audit -c FILE [--since 1h] [--decision allow|deny|ask|error]
-                      [--agent X] [--rule NAME] [--limit N] [--json] [--follow]
+export const usage = `Usage: mailgator audit [-c FILE] [--since 1h] [--until 10m] [--decision allow|deny|ask|error]
+                      [--agent X] [--rule NAME] [--protocol imap|smtp|cli] [--command CMD]
+                      [--limit N] [--json] [--follow]
 
-Prints audit rows, oldest first (the newest N with --limit, default 50).
---since takes a duration (90s, 15m, 1h, 7d) or an ISO date. --follow keeps
-printing new rows as they are written, until interrupted.`;
+Prints audit rows, oldest first (the newest N with --limit, default 50), and
+says how many older rows --limit left out. --since and --until take a
+duration ago (90s, 15m, 1h, 7d) or an ISO date; --until excludes that time.
+--command matches the protocol command without regard to case ("UID FETCH",
+"RCPT TO"). --json prints one object per row, its time in ISO 8601 UTC.
+--follow keeps printing new rows as they are written, until interrupted.
+
+Options:
+  -c, --config FILE   the config file (default: $MAILGATOR_CONFIG, else
+                      ./mailgator.toml, else /etc/mailgator/mailgator.toml)
+  -h, --help          this help`;
 
 /** Rows printed per poll at most; the next poll continues after the last one printed. */
 const FOLLOW_BATCH = 10_000;
 const FOLLOW_INTERVAL_MS = 500;
 const UNITS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
-export function parseSince(text: string, now = Date.now()): number {
+export function parseSince(text: string, now = Date.now(), flag = "--since"): number {
   const m = /^(\d+)([smhd])$/.exec(text);
   if (m) return now - Number(m[1]) * UNITS[m[2]!]!;
   const t = Date.parse(text);
   if (Number.isNaN(t))
-    throw new UsageError(`--since: expected a duration like 1h or an ISO date, got ${JSON.stringify(text)}`, usage);
+    throw new UsageError(`${flag}: expected a duration like 1h or an ISO date, got ${JSON.stringify(text)}`, usage);
   return t;
+}
+
+/** A row as `--json` prints it: the time in ISO 8601 UTC, like the text lines (docs/audit.md). */
+export function jsonRow(row: AuditRow): string {
+  return JSON.stringify({ ...row, time: new Date(row.time).toISOString() });
 }
 
 function line(row: AuditRow): string {
@@ -53,6 +74,9 @@ export async function audit(ctx: CommandContext): Promise<number> {
       decision: { type: "string" },
       agent: { type: "string" },
       rule: { type: "string" },
+      until: { type: "string" },
+      protocol: { type: "string" },
+      command: { type: "string" },
       limit: { type: "string" },
       json: { type: "boolean" },
       follow: { type: "boolean", short: "f" },
@@ -60,9 +84,20 @@ export async function audit(ctx: CommandContext): Promise<number> {
     usage,
   );
   if (values.help) return (ctx.out(usage), EXIT_OK);
-  const config = loadConfig(required(values.config, "--config", usage), { env: ctx.env });
+  const config = loadConfig(findConfig(values.config, ctx.env), { env: ctx.env });
   const filter: AuditFilter = { order: "desc", limit: 50 };
-  if (values.since !== undefined) filter.sinceMs = parseSince(values.since);
+  const now = Date.now();
+  if (values.since !== undefined) filter.sinceMs = parseSince(values.since, now);
+  if (values.until !== undefined) filter.untilMs = parseSince(values.until, now, "--until");
+  if (values.protocol !== undefined) {
+    if (!(PROTOCOLS as readonly string[]).includes(values.protocol))
+      throw new UsageError(
+        `--protocol: expected ${PROTOCOLS.join(", ")}, got ${JSON.stringify(values.protocol)}`,
+        usage,
+      );
+    filter.protocol = values.protocol as AuditProtocol;
+  }
+  if (values.command !== undefined) filter.command = values.command;
   if (values.decision !== undefined) {
     if (!["allow", "deny", "ask", "error"].includes(values.decision))
       throw new UsageError(
@@ -85,14 +120,21 @@ export async function audit(ctx: CommandContext): Promise<number> {
   while (values.follow && !existsSync(config.audit.path)) await Bun.sleep(FOLLOW_INTERVAL_MS);
   const log = AuditLog.open(config.audit.path, { readonly: true });
   const show = (rows: AuditRow[]) => {
-    for (const row of rows) ctx.out(values.json ? JSON.stringify(row) : line(row));
+    for (const row of rows) ctx.out(values.json ? jsonRow(row) : line(row));
   };
+  // Notes go to stdout with text and to stderr with --json, so that stdout stays one JSON object per line.
+  const note = (text: string) => (values.json ? process.stderr.write(`${text}\n`) : ctx.out(text));
   try {
     // Each poll looks only at rows newer than the newest one seen, matching or not: a filter that matches rarely
     // must not rescan the log every time (the decision, agent and rule columns have no index).
     let last = log.newestId();
     const rows = log.query({ ...filter, beforeId: last + 1 }).reverse();
     show(rows);
+    if (rows.length === 0) note(values.follow ? "no matching rows yet; waiting for new ones" : "no matching rows");
+    else if (rows.length === filter.limit) {
+      const left = log.count({ ...filter, beforeId: rows[0]!.id });
+      if (left > 0) note(`${left} more row${left === 1 ? "" : "s"} not shown; raise --limit (now ${filter.limit})`);
+    }
     if (!values.follow) return EXIT_OK;
     for (;;) {
       await Bun.sleep(FOLLOW_INTERVAL_MS);

@@ -1,16 +1,21 @@
 /** `mailgator check -c FILE`: validate a config, list its rules in order, warn about shadowed rules. */
 
-import { loadConfig, type RuleConfig } from "../../config/index.ts";
+import { findConfig, loadConfig, type RuleConfig } from "../../config/index.ts";
 import { compilePolicy } from "../../policy/index.ts";
-import { type CommandContext, EXIT_OK, parse, required } from "../args.ts";
+import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse } from "../args.ts";
+import { checkConnections } from "./connect.ts";
 
-export const usage = `Usage: mailgator check -c FILE
+export const usage = `Usage: mailgator check [-c FILE]
 
 Validates the config and lists the rules in the order they are evaluated.
-Exits 0 when the config is valid, 2 when it is not.
+Exits 0 when the config is valid, 2 when it is not. With --connect, also
+tries each upstream (TCP, TLS as configured, and a login per vault account)
+and exits 1 when any step fails.
 
 Options:
-  -c, --config FILE   the config file
+  -c, --config FILE   the config file (default: $MAILGATOR_CONFIG, else
+                      ./mailgator.toml, else /etc/mailgator/mailgator.toml)
+      --connect       also try each upstream server
   -h, --help          this help`;
 
 function conditions(rule: RuleConfig): string {
@@ -28,10 +33,10 @@ function conditions(rule: RuleConfig): string {
   return parts.length ? parts.join("; ") : "every request";
 }
 
-export function check(ctx: CommandContext): number {
-  const { values } = parse(ctx.argv, { config: { type: "string", short: "c" } }, usage);
+export async function check(ctx: CommandContext): Promise<number> {
+  const { values } = parse(ctx.argv, { config: { type: "string", short: "c" }, connect: { type: "boolean" } }, usage);
   if (values.help) return (ctx.out(usage), EXIT_OK);
-  const config = loadConfig(required(values.config, "--config", usage), { env: ctx.env });
+  const config = loadConfig(findConfig(values.config, ctx.env), { env: ctx.env });
   const policy = compilePolicy(config.rules);
   const lines: string[] = [`${config.file}: valid (revision ${config.revision})`];
   const listener = (name: string, l: typeof config.imap) => {
@@ -71,5 +76,8 @@ export function check(ctx: CommandContext): number {
   }
   for (const w of config.warnings) lines.push(`warning: ${w}`);
   ctx.out(lines.join("\n"));
-  return EXIT_OK;
+  if (!values.connect) return EXIT_OK;
+  const report = await checkConnections(config);
+  ctx.out(report.lines.join("\n"));
+  return report.ok ? EXIT_OK : EXIT_FAILURE;
 }

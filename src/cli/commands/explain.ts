@@ -5,7 +5,7 @@
  */
 
 import type { Config } from "../../config/index.ts";
-import { loadConfig } from "../../config/index.ts";
+import { findConfig, loadConfig } from "../../config/index.ts";
 import type { MessageFacts } from "../../imap/classify.ts";
 import { decideImap, type ImapVerdict } from "../../imap/decide.ts";
 import { parseAddressList, readEnvelopeAddress } from "../../mail/index.ts";
@@ -22,7 +22,7 @@ import { type SimulatedSend, senderNotIdentity, sessionIdentities, simulateSend 
 import { openStateDatabaseReadOnly } from "../../state/database.ts";
 import { type CommandContext, EXIT_OK, parse, required, strings, UsageError } from "../args.ts";
 
-export const usage = `Usage: mailgator explain -c FILE --op OP [--folder F] [--from A] [--to A] [--cc A]
+export const usage = `Usage: mailgator explain [-c FILE] --op OP [--folder F] [--from A] [--to A] [--cc A]
                         [--bcc A] [--subject S] [--[no-]attachment] [--agent NAME] [--json]
 
 Answers as the proxies would, naming the rule that decides. OP is an operation
@@ -42,7 +42,8 @@ A field left out is unknown: when the answer depends on it, explain says so and
 lists the outcomes still possible (the proxies deny what stays undecided).
 
 Options:
-  -c, --config FILE   the config file
+  -c, --config FILE   the config file (default: $MAILGATOR_CONFIG, else
+                      ./mailgator.toml, else /etc/mailgator/mailgator.toml)
       --op OP         operation or shorthand (required)
       --folder F      folder, "/"-separated (IMAP operations)
       --agent NAME    agent name (vault mode: configs with [[agents]]); in
@@ -111,7 +112,7 @@ export function explain(ctx: CommandContext): number {
     usage,
   );
   if (values.help) return (ctx.out(usage), EXIT_OK);
-  const file = required(values.config, "--config", usage);
+  const file = findConfig(values.config, ctx.env);
   const opName = required(values.op, "--op", usage);
   const ops = expandOperation(opName);
   if (!ops) throw new UsageError(`--op: unknown operation ${JSON.stringify(opName)}`, usage);

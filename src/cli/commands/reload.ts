@@ -1,10 +1,10 @@
 /** `mailgator reload -c FILE`: tell the running `serve` to reload, wait for its outcome, print it. */
 
-import { ConfigError, loadConfig } from "../../config/index.ts";
+import { ConfigError, findConfig, loadConfig } from "../../config/index.ts";
 import { pidFileFor, readPidFile, readStatusFile, statusFileFor } from "../../runtime/state-files.ts";
-import { type CommandContext, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse, required } from "../args.ts";
+import { type CommandContext, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse } from "../args.ts";
 
-export const usage = `Usage: mailgator reload -c FILE
+export const usage = `Usage: mailgator reload [-c FILE]
 
 Checks the config, sends SIGHUP to the mailgator serving it (its pid is in
 mailgator.pid beside the audit database), waits for the outcome and prints
@@ -23,7 +23,7 @@ const POLL_MS = 50;
 export async function reload(ctx: CommandContext): Promise<number> {
   const { values } = parse(ctx.argv, { config: { type: "string", short: "c" } }, usage);
   if (values.help) return (ctx.out(usage), EXIT_OK);
-  const file = required(values.config, "--config", usage);
+  const file = findConfig(values.config, ctx.env);
   let config: ReturnType<typeof loadConfig>;
   try {
     config = loadConfig(file, { env: ctx.env });

@@ -9,7 +9,7 @@ import { type AccountCredentials, openAccountCredentials } from "../../accounts/
 import { auditHealthy, auditRowsQueued, auditRowsWritten, countReload } from "../../admin/metrics.ts";
 import { type AdminServer, type HealthReport, startAdmin } from "../../admin/server.ts";
 import { AuditLog } from "../../audit/index.ts";
-import { type Config, ConfigError, formatProblem, loadConfig } from "../../config/index.ts";
+import { type Config, ConfigError, findConfig, formatProblem, loadConfig } from "../../config/index.ts";
 import { startImapProxy } from "../../imap/index.ts";
 import { moduleLogger } from "../../log.ts";
 import { compilePolicy, type Policy } from "../../policy/index.ts";
@@ -18,9 +18,9 @@ import { emitReload, LiveConfig, onReload, type PreparedReload, type ReloadResul
 import { pidFileFor, statusFileFor, writePidFile, writeStatusFile } from "../../runtime/state-files.ts";
 import { startSmtpProxy } from "../../smtp/index.ts";
 import { openStateDatabase } from "../../state/database.ts";
-import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required } from "../args.ts";
+import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse } from "../args.ts";
 
-export const usage = `Usage: mailgator serve -c FILE
+export const usage = `Usage: mailgator serve [-c FILE]
        mailgator --config FILE
 
 Starts the IMAP and SMTP listeners the config defines (and the admin
@@ -30,7 +30,8 @@ SIGHUP (or \`mailgator reload\`) re-reads the config and TLS files; a config
 that does not load leaves the running one in force.
 
 Options:
-  -c, --config FILE        the config file
+  -c, --config FILE        the config file (default: $MAILGATOR_CONFIG, else
+                           ./mailgator.toml, else /etc/mailgator/mailgator.toml)
       --log-format FORMAT  pretty (default) or json
   -h, --help               this help`;
 
@@ -67,7 +68,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
   );
   if (values.help) return (ctx.out(usage), EXIT_OK);
   const log = moduleLogger("serve");
-  const config = loadConfig(required(values.config, "--config", usage), { env: ctx.env });
+  const config = loadConfig(findConfig(values.config, ctx.env), { env: ctx.env });
   for (const w of config.warnings) log.warn(w);
   const policy = compilePolicy(config.rules);
   for (const s of policy.shadowed())

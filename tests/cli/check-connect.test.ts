@@ -1,0 +1,108 @@
+/**
+ * `mailgator check --connect` against the real Dovecot and Postfix: each step says what worked; a closed port is a
+ * connection failure (never a bad password), an untrusted certificate names upstream_ca_file, a wrong password is a
+ * refused login (docs/install.md "Checking the upstreams").
+ */
+import { afterAll, expect, setDefaultTimeout, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { freePort } from "../../scripts/upstreams/ports.ts";
+import { hashToken } from "../../src/vault/token.ts";
+import { createMailbox, upstreams } from "../fixtures/index.ts";
+
+setDefaultTimeout(60_000);
+const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
+const dir = mkdtempSync(join(tmpdir(), "mg-connect-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+interface Options {
+  imapPort?: number;
+  smtpPort?: number;
+  ca?: boolean;
+  password?: string;
+}
+
+async function checkConnect(name: string, options: Options = {}): Promise<{ code: number; out: string }> {
+  const up = upstreams();
+  const mailbox = await createMailbox({ name: "connect" });
+  const ca = options.ca === false ? "" : `upstream_ca_file = ${JSON.stringify(up.caFile)}`;
+  const file = join(dir, `${name}.toml`);
+  writeFileSync(
+    file,
+    `[imap]
+listen_addr = "127.0.0.1:0"
+upstream_addr = "127.0.0.1:${options.imapPort ?? up.ports.imaps}"
+upstream_tls = "tls"
+${ca}
+
+[smtp]
+listen_addr = "127.0.0.1:0"
+upstream_addr = "127.0.0.1:${options.smtpPort ?? up.ports.smtps}"
+upstream_tls = "tls"
+${ca}
+
+[audit]
+path = ${JSON.stringify(join(dir, `${name}.db`))}
+
+[[agents]]
+name = "bot"
+token_hash = "${hashToken(`mg_${"a".repeat(40)}`)}"
+account = "main"
+
+[accounts.main]
+username = "${mailbox.user}"
+password = "${options.password ?? mailbox.password}"
+
+[[rules]]
+name = "Deny everything else"
+action = "deny"
+`,
+  );
+  const p = Bun.spawn([process.execPath, MAIN, "check", "--connect", "-c", file], { stdout: "pipe", stderr: "pipe" });
+  const out = `${await new Response(p.stdout).text()}${await new Response(p.stderr).text()}`;
+  return { code: await p.exited, out };
+}
+
+test("good: TCP, verified TLS, greeting and the account's login, for both upstreams", async () => {
+  const { code, out } = await checkConnect("good");
+  expect(out).toMatch(/\[imap\] upstream 127\.0\.0\.1:\d+: TCP ok/);
+  expect(out).toMatch(/\[imap\] upstream .*: TLS ok \(certificate verified\); IMAP greeting ok/);
+  expect(out).toMatch(/\[imap\] upstream .*: login as account main \(.*\) ok/);
+  expect(out).toMatch(/\[smtp\] upstream .*: TLS ok \(certificate verified\); SMTP greeting and EHLO ok/);
+  expect(out).toMatch(/\[smtp\] upstream .*: login as account main \(.*\) ok/);
+  expect(out).not.toContain("FAILED");
+  expect(code).toBe(0);
+});
+
+test("wrong port: a connection failure, login not tried, no word of a password", async () => {
+  const closed = await freePort();
+  const { code, out } = await checkConnect("port", { imapPort: closed, smtpPort: closed });
+  expect(out).toContain(`[imap] upstream 127.0.0.1:${closed}: FAILED to connect over TCP (`);
+  expect(out).toContain(`[smtp] upstream 127.0.0.1:${closed}: FAILED to connect over TCP (`);
+  expect(out).toContain("TLS and login not tried");
+  expect(out).not.toContain("password");
+  expect(code).toBe(1);
+});
+
+test("wrong CA: the certificate is not trusted, and the message names upstream_ca_file", async () => {
+  const { code, out } = await checkConnect("ca", { ca: false });
+  expect(out).toMatch(/\[imap\] upstream .*: TCP ok/);
+  expect(out).toMatch(/\[imap\] upstream .*: FAILED: .*set upstream_ca_file to the CA that signed it/);
+  expect(out).toMatch(/\[smtp\] upstream .*: FAILED: .*set upstream_ca_file to the CA that signed it/);
+  expect(out).toContain("login not tried");
+  expect(out).not.toContain("password");
+  expect(code).toBe(1);
+});
+
+test("wrong password: TLS works, the login is refused, and that is what it says", async () => {
+  const { code, out } = await checkConnect("password", { password: "not-the-password" });
+  expect(out).toMatch(/\[imap\] upstream .*: TLS ok \(certificate verified\)/);
+  expect(out).toMatch(
+    /\[imap\] upstream .*: FAILED: login as account main \(.*\) refused: check its username and password/,
+  );
+  expect(out).toMatch(
+    /\[smtp\] upstream .*: FAILED: login as account main \(.*\) refused: check its username and password/,
+  );
+  expect(code).toBe(1);
+});
