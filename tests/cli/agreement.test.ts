@@ -252,7 +252,8 @@ async function run(args: string[]): Promise<Result["check"]> {
 
 /** Serve until it has logged "listening" `expected` times (then SIGTERM) or exits on its own. */
 async function runServe(file: string, expected: number): Promise<Result["serve"]> {
-  const p = Bun.spawn([process.execPath, MAIN, "serve", "-c", file, "--log-format", "json"], {
+  // Text logs: config errors then read exactly as check prints them (JSON logs carry them as events).
+  const p = Bun.spawn([process.execPath, MAIN, "serve", "-c", file], {
     env: ENV,
     stdout: "pipe",
     stderr: "pipe",

@@ -81,7 +81,8 @@ test("wrong port: a connection failure, login not tried, no word of a password",
   expect(out).toContain(`[imap] upstream 127.0.0.1:${closed}: FAILED to connect over TCP (`);
   expect(out).toContain(`[smtp] upstream 127.0.0.1:${closed}: FAILED to connect over TCP (`);
   expect(out).toContain("TLS and login not tried");
-  expect(out).not.toContain("password");
+  // The connection report (check's own account listing says "password" as the account's login kind).
+  expect(upstreamLines(out)).not.toContain("password");
   expect(code).toBe(1);
 });
 
@@ -91,7 +92,8 @@ test("wrong CA: the certificate is not trusted, and the message names upstream_c
   expect(out).toMatch(/\[imap\] upstream .*: FAILED: .*set upstream_ca_file to the CA that signed it/);
   expect(out).toMatch(/\[smtp\] upstream .*: FAILED: .*set upstream_ca_file to the CA that signed it/);
   expect(out).toContain("login not tried");
-  expect(out).not.toContain("password");
+  // The connection report (check's own account listing says "password" as the account's login kind).
+  expect(upstreamLines(out)).not.toContain("password");
   expect(code).toBe(1);
 });
 
@@ -106,3 +108,11 @@ test("wrong password: TLS works, the login is refused, and that is what it says"
   );
   expect(code).toBe(1);
 });
+
+/** The lines of `check --connect` that report on the upstreams. */
+function upstreamLines(out: string): string {
+  return out
+    .split("\n")
+    .filter((line) => /^\[(imap|smtp)\] upstream /.test(line))
+    .join("\n");
+}
