@@ -15,6 +15,31 @@ export interface UpstreamUser {
   readonly maildir: string;
 }
 
+/**
+ * The local OAuth2 authorization server (scripts/upstreams/oauth-server.ts), for tests and the
+ * demo only: auto-consent, opaque tokens, control endpoints. docs/upstreams.md "OAuth2".
+ */
+export interface UpstreamOAuth {
+  /** Base URL of the server (`http://127.0.0.1:PORT`). */
+  readonly issuer: string;
+  /** RFC 6749 §4.1.1 authorization endpoint; answers at once with a 302 to `redirect_uri` (auto-consent). */
+  readonly authorizeUrl: string;
+  /** RFC 6749 §3.2 token endpoint: authorization_code, refresh_token, client_credentials, device_code. */
+  readonly tokenUrl: string;
+  /** RFC 8628 §3.1 device authorization endpoint. */
+  readonly deviceUrl: string;
+  /** RFC 7662 introspection endpoint Dovecot's oauth2 passdb calls (HTTP Basic client auth). */
+  readonly introspectUrl: string;
+  /** Base of the test control endpoints (`POST <controlUrl>/lifetime?seconds=N`, ...). */
+  readonly controlUrl: string;
+  readonly clientId: string;
+  /** Secret of the confidential client; without it the same client is public and must use PKCE. */
+  readonly clientSecret: string;
+  /** A Dovecot user that logs in with tokens only; tokens are for it unless `login_hint` names another user. */
+  readonly user: { readonly user: string; readonly address: string; readonly maildir: string };
+  readonly log: string;
+}
+
 export interface Upstreams {
   /** Format version of this description. */
   readonly version: 1;
@@ -31,6 +56,8 @@ export interface Upstreams {
     readonly smtp: number;
     /** Postfix over implicit TLS (like 465); same rules as `smtp`. */
     readonly smtps: number;
+    /** The local OAuth2 authorization server (HTTP); its URLs are under `oauth`. */
+    readonly oauth: number;
     /** nginx mail proxy relaying IMAP to Dovecot's plain port (only with --nginx). */
     readonly nginxImap?: number;
   };
@@ -54,6 +81,8 @@ export interface Upstreams {
   /** The runtime folder holding configs, logs, queues and mail. */
   readonly dir: string;
   readonly logs: Readonly<Record<string, string>>;
+  /** The local OAuth2 authorization server that Dovecot and Postfix (through Dovecot's SASL) check tokens with. */
+  readonly oauth: UpstreamOAuth;
   /** Processes started (daemon masters and helpers); stop.ts ends exactly these. */
   readonly processes: readonly TrackedProcess[];
 }

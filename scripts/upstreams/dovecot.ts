@@ -43,7 +43,8 @@ ssl_min_protocol = TLSv1.2
 
 # Test fixtures log in over plain TCP too.
 disable_plaintext_auth = no
-auth_mechanisms = plain login
+# XOAUTH2 and OAUTHBEARER (RFC 7628) go to the oauth2 passdb below, PLAIN and LOGIN to the passwd-files.
+auth_mechanisms = plain login oauthbearer xoauth2
 default_internal_user = dovecot
 default_login_user = dovenull
 first_valid_uid = ${MAIL_UID}
@@ -53,7 +54,15 @@ last_valid_uid = ${MAIL_UID}
 # (Dovecot re-reads a changed passwd-file, but checks its mtime at most once a second).
 passdb {
   driver = passwd-file
+  mechanisms = plain login
   args = scheme=PLAIN username_format=%Lu ${paths.usersDir}/%Lu
+}
+# Bearer tokens are checked at the local OAuth2 server's introspection endpoint (RFC 7662); the
+# user must still exist in the userdb. Settings: ${paths.dovecotOAuthConf}.
+passdb {
+  driver = oauth2
+  mechanisms = xoauth2 oauthbearer
+  args = ${paths.dovecotOAuthConf}
 }
 userdb {
   driver = passwd-file

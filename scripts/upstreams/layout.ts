@@ -36,6 +36,14 @@ export interface Layout {
   readonly nginxConf: string;
   readonly nginxLog: string;
   readonly authHttpLog: string;
+  /** The local OAuth2 authorization server: config.json, state.json, server.log, server.pid. */
+  readonly oauthDir: string;
+  readonly oauthConfig: string;
+  readonly oauthState: string;
+  readonly oauthLog: string;
+  readonly oauthPid: string;
+  /** Dovecot's oauth2 passdb settings (the passdb's `args` file). */
+  readonly dovecotOAuthConf: string;
   readonly maildirRoot: string;
   readonly sink: string;
 }
@@ -51,6 +59,7 @@ export function layout(dirArg?: string): Layout {
   const postfixDir = join(dir, "postfix");
   const nginxDir = join(dir, "nginx");
   const maildirRoot = join(dir, "mail");
+  const oauthDir = join(dir, "oauth");
   return {
     dir,
     descriptionFile: join(dir, "upstreams.json"),
@@ -71,6 +80,12 @@ export function layout(dirArg?: string): Layout {
     nginxConf: join(nginxDir, "nginx.conf"),
     nginxLog: join(nginxDir, "error.log"),
     authHttpLog: join(nginxDir, "auth-http.log"),
+    oauthDir,
+    oauthConfig: join(oauthDir, "config.json"),
+    oauthState: join(oauthDir, "state.json"),
+    oauthLog: join(oauthDir, "server.log"),
+    oauthPid: join(oauthDir, "server.pid"),
+    dovecotOAuthConf: join(dovecotDir, "oauth2.conf.ext"),
     maildirRoot,
     sink: join(maildirRoot, "_sink"),
   };

@@ -1,10 +1,11 @@
 /**
- * Starts Dovecot and Postfix (and, with --nginx, an nginx IMAP relay) on 127.0.0.1 from
- * private configs under one runtime folder, prints their JSON description and writes it to
- * `<dir>/upstreams.json`. Idempotent: when they already run, prints the same description.
+ * Starts Dovecot, Postfix and the local OAuth2 authorization server (and, with --nginx, an nginx
+ * IMAP relay) on 127.0.0.1 from private configs under one runtime folder, prints their JSON
+ * description and writes it to `<dir>/upstreams.json`. Idempotent: when they already run, prints the same description.
  *
  *   bun scripts/upstreams/start.ts [--dir D] [--nginx] [--imap-port N] [--imaps-port N]
- *                                  [--smtp-port N] [--smtps-port N] [--nginx-port N] [--no-install]
+ *                                  [--smtp-port N] [--smtps-port N] [--oauth-port N] [--nginx-port N]
+ *                                  [--no-install]
  */
 import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -16,6 +17,7 @@ import type { Layout } from "./layout.ts";
 import { FOLDERS, layout, MAIL_UID, USER_DOMAIN } from "./layout.ts";
 import { withLock } from "./lock.ts";
 import { startAuthHttp, startNginx } from "./nginx.ts";
+import { startOAuthServer, writeOAuthFiles } from "./oauth.ts";
 import { freePort, isListening, waitForPorts } from "./ports.ts";
 import { HOOKS, startPostfix, writePostfixFiles } from "./postfix.ts";
 import type { TrackedProcess } from "./processes.ts";
@@ -35,6 +37,7 @@ export interface StartOptions {
     readonly imaps?: number;
     readonly smtp?: number;
     readonly smtps?: number;
+    readonly oauth?: number;
     readonly nginxImap?: number;
   };
   /** Install missing Debian packages when root (default true). */
@@ -79,6 +82,8 @@ async function runningDescription(paths: Layout): Promise<Upstreams | undefined>
   } catch {
     return undefined;
   }
+  // A folder started by a version of these scripts without the OAuth2 server is started afresh.
+  if (description.oauth === undefined || description.ports.oauth === undefined) return undefined;
   if (!description.processes.every(isAlive)) return undefined;
   const ports = Object.values(description.ports);
   const up = await Promise.all(ports.map((port) => isListening(port)));
@@ -95,8 +100,9 @@ async function startFresh(paths: Layout, options: StartOptions, log: (line: stri
     imaps: options.ports?.imaps ?? (await freePort()),
     smtp: options.ports?.smtp ?? (await freePort()),
     smtps: options.ports?.smtps ?? (await freePort()),
+    oauth: options.ports?.oauth ?? (await freePort()),
   };
-  if (new Set(Object.values(ports)).size !== 4)
+  if (new Set(Object.values(ports)).size !== Object.keys(ports).length)
     throw new Error(`upstreams: ports must differ: ${JSON.stringify(ports)}`);
   for (const [name, port] of Object.entries(ports)) {
     if (await isListening(port)) throw new Error(`upstreams: port ${port} (${name}) is already in use on 127.0.0.1`);
@@ -109,11 +115,14 @@ async function startFresh(paths: Layout, options: StartOptions, log: (line: stri
   ensureOwnedDir(join(paths.maildirRoot, USER_DOMAIN));
   for (const sub of ["cur", "new", "tmp"]) ensureOwnedDir(join(paths.sink, sub));
   const users: UpstreamUser[] = DEFAULT_USERS.map((entry) => addUser(paths, entry.address, entry.password));
+  const oauth = writeOAuthFiles(paths, ports.oauth);
   // Leftovers of a process killed without stop.ts would make the daemons refuse to start.
   rmSync(join(paths.dovecotBaseDir, "master.pid"), { force: true });
 
   const processes: TrackedProcess[] = [];
   try {
+    // First, so that Dovecot's first introspection finds it.
+    processes.push(track("oauth-server", await startOAuthServer(paths, oauth.serverConfig)));
     processes.push(track("dovecot", await startDovecot(paths)));
     processes.push(track("postfix", await startPostfix(paths)));
     await waitForPorts(ports, START_TIMEOUT_MS);
@@ -132,7 +141,8 @@ async function startFresh(paths: Layout, options: StartOptions, log: (line: stri
       mailUid: MAIL_UID,
       hooks: { reject: `${HOOKS.reject}*@any → 550 5.1.1`, tempfail: `${HOOKS.tempfail}*@any → 451 4.3.0` },
       dir: paths.dir,
-      logs: { dovecot: paths.dovecotLog, postfix: paths.postfixLog },
+      logs: { dovecot: paths.dovecotLog, postfix: paths.postfixLog, oauth: paths.oauthLog },
+      oauth: oauth.description,
       processes,
     };
     writeDescription(paths, description);
@@ -185,6 +195,7 @@ function parseArgs(argv: string[]): StartOptions {
     "--imaps-port": "imaps",
     "--smtp-port": "smtp",
     "--smtps-port": "smtps",
+    "--oauth-port": "oauth",
     "--nginx-port": "nginxImap",
   };
   for (let i = 0; i < argv.length; i++) {
@@ -199,7 +210,8 @@ function parseArgs(argv: string[]): StartOptions {
       options.ports[portName] = port;
     } else
       throw new Error(
-        `upstreams: unknown argument ${arg}\nusage: bun scripts/upstreams/start.ts [--dir D] [--nginx] [--no-install] [--imap-port N] [--imaps-port N] [--smtp-port N] [--smtps-port N] [--nginx-port N]`,
+        `upstreams: unknown argument ${arg}\nusage: bun scripts/upstreams/start.ts [--dir D] [--nginx] [--no-install]` +
+          " [--imap-port N] [--imaps-port N] [--smtp-port N] [--smtps-port N] [--oauth-port N] [--nginx-port N]",
       );
   }
   return options;

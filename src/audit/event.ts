@@ -4,10 +4,11 @@
  */
 
 export type Decision = "allow" | "deny" | "ask" | "error";
-export type AuditProtocol = "imap" | "smtp" | "cli";
+/** "oauth2": the proxy's own token requests for an account (docs/accounts.md "When an account needs re-authorization"). */
+export type AuditProtocol = "imap" | "smtp" | "cli" | "oauth2";
 
 export const DECISIONS: readonly Decision[] = ["allow", "deny", "ask", "error"];
-export const PROTOCOLS: readonly AuditProtocol[] = ["imap", "smtp", "cli"];
+export const PROTOCOLS: readonly AuditProtocol[] = ["imap", "smtp", "cli", "oauth2"];
 
 export type AuditDetail = Record<string, string | number | boolean | null>;
 

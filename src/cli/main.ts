@@ -9,6 +9,7 @@ import { ConfigError } from "../config/index.ts";
 import { configureLogger, logger } from "../log.ts";
 import { tuneAllocator } from "./allocator.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from "./args.ts";
+import { account, usage as accountUsage } from "./commands/account.ts";
 import { audit, usage as auditUsage } from "./commands/audit.ts";
 import { check, usage as checkUsage } from "./commands/check.ts";
 import { explain, usage as explainUsage } from "./commands/explain.ts";
@@ -26,6 +27,8 @@ Usage:
   mailgator explain -c FILE --op OP  which rule decides a request, and why
   mailgator audit -c FILE            read the audit log
   mailgator token new NAME           a new agent token (vault mode)
+  mailgator account login NAME -c FILE   first OAuth2 login of an account
+  mailgator account status -c FILE   each account's login state
   mailgator config init              a commented starter config
   mailgator version                  print the version
 
@@ -42,6 +45,7 @@ const COMMANDS: Readonly<Record<string, [Command, string]>> = {
   explain: [explain, explainUsage],
   audit: [audit, auditUsage],
   token: [token, tokenUsage],
+  account: [account, accountUsage],
   config: [init, initUsage],
   version: [(ctx) => (ctx.out(`mailgator ${pkg.version}`), EXIT_OK), "Usage: mailgator version"],
 };

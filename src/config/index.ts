@@ -13,8 +13,12 @@ export type {
   Config,
   HostPort,
   ListenerConfig,
+  OAuth2AccountConfig,
+  OAuth2Settings,
+  PasswordAccountConfig,
   RuleConfig,
   SmtpConfig,
+  StateConfig,
   TlsMode,
 } from "./types.ts";
 export { Secret } from "./types.ts";

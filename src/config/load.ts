@@ -10,6 +10,7 @@ import { dirname, resolve } from "node:path";
 import { createSecureContext } from "node:tls";
 import { parse as parseToml, TomlError } from "smol-toml";
 import * as v from "valibot";
+import { GOOGLE, MICROSOFT_DEFAULT_TENANT, MICROSOFT_TENANT_ALIASES, microsoft } from "../accounts/providers.ts";
 import { mailboxProblem } from "../mail/address.ts";
 import { compileGlob, expandOperation, GlobError, type GlobKind, type Operation } from "../policy/index.ts";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
@@ -24,7 +25,11 @@ import {
   type HostPort,
   type LimitsConfig,
   type ListenerConfig,
+<<<<<<< HEAD
   type ProtocolLimits,
+=======
+  type OAuth2Settings,
+>>>>>>> oauth-core
   type RuleConfig,
   Secret,
   type SmtpConfig,
@@ -46,6 +51,10 @@ const TLS_BY_PORT: Readonly<Record<number, TlsMode>> = {
 };
 
 const TOKEN_HASH = /^sha256:[0-9a-f]{64}$/;
+/** `[state] path` by default: beside the audit log. */
+const STATE_FILE = "mailgator-state.db";
+/** `[state] secrets_file` by default: beside the config. */
+const SECRETS_FILE = "mailgator-secrets.key";
 
 type PathItem = string | number;
 
@@ -352,15 +361,187 @@ function validIpOrCidr(text: string): boolean {
   return /^\d+$/.test(bits) && n <= (family === 4 ? 32 : 128);
 }
 
+type RawAccount = NonNullable<RawConfig["accounts"]>[string];
+
+/** The keys of an `auth = "oauth2"` account, refused on a password account. */
+const OAUTH2_KEYS = [
+  "provider",
+  "grant",
+  "client_id",
+  "client_secret",
+  "client_secret_env",
+  "client_secret_file",
+  "tenant",
+  "authorize_url",
+  "token_url",
+  "device_url",
+  "scopes",
+] as const;
+const PASSWORD_KEYS = ["password", "password_env", "password_file"] as const;
+const CLIENT_SECRET_KEYS = ["client_secret", "client_secret_env", "client_secret_file"] as const;
+/** A Microsoft tenant: its directory id (a GUID) or one of its domain names. */
+const TENANT = /^[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?$/;
+
+/**
+ * A secret given inline, by environment variable or by file (one of `keys`, all optional here). Null with a problem
+ * added when the source cannot be read; undefined when none is given.
+ */
+function secretFrom(
+  raw: RawAccount,
+  keys: readonly [
+    "password" | "client_secret",
+    "password_env" | "client_secret_env",
+    "password_file" | "client_secret_file",
+  ],
+  at: PathItem[],
+  base: string,
+  env: LoadOptions["env"] & object,
+  problems: Problems,
+): Secret | null | undefined {
+  const [inline, fromEnv, fromFile] = keys;
+  if (raw[inline] !== undefined) return new Secret(raw[inline]);
+  if (raw[fromEnv] !== undefined) {
+    const value = env[raw[fromEnv]];
+    if (value === undefined || value === "") {
+      problems.add([...at, fromEnv], `environment variable ${raw[fromEnv]} is not set`);
+      return null;
+    }
+    return new Secret(value);
+  }
+  if (raw[fromFile] !== undefined) {
+    const file = resolve(base, raw[fromFile]);
+    try {
+      return new Secret(readFileSync(file, "utf8").replace(/\r?\n$/, ""));
+    } catch {
+      problems.add([...at, fromFile], `cannot read ${JSON.stringify(file)}`);
+      return null;
+    }
+  }
+  return undefined;
+}
+
+/** An endpoint URL: https, or plain http to a loopback address (a local test server). */
+function endpoint(text: string, at: PathItem[], problems: Problems): string | null {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    problems.add(at, `expected a URL, got ${JSON.stringify(text)}`);
+    return null;
+  }
+  const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
+  if (url.protocol === "https:" || (url.protocol === "http:" && isLoopback(host))) return url.href;
+  problems.add(at, `expected an https:// URL (http:// only on a loopback address), got ${JSON.stringify(text)}`);
+  return null;
+}
+
+function oauth2Settings(
+  name: string,
+  raw: RawAccount,
+  base: string,
+  env: LoadOptions["env"] & object,
+  problems: Problems,
+): OAuth2Settings | null {
+  const at = (key?: string): PathItem[] => (key ? ["accounts", name, key] : ["accounts", name]);
+  const before = problems.list.length;
+  for (const key of PASSWORD_KEYS) {
+    if (raw[key] !== undefined) problems.add(at(key), `not used with auth = "oauth2" (the proxy logs in with a token)`);
+  }
+  if (raw.provider === undefined)
+    problems.add(at(), `auth = "oauth2" needs provider = "google" | "microsoft" | "custom"`);
+  if (raw.client_id === undefined) problems.add(at(), `auth = "oauth2" needs client_id (from the app registration)`);
+  const secretSources = CLIENT_SECRET_KEYS.filter((k) => raw[k] !== undefined);
+  if (secretSources.length > 1)
+    problems.add(at(secretSources[1]), `give at most one of ${CLIENT_SECRET_KEYS.join(", ")}`);
+  const provider = raw.provider ?? "custom";
+  const grant = raw.grant ?? "authorization_code";
+  if (grant === "client_credentials" && provider === "google")
+    problems.add(
+      at("grant"),
+      `"client_credentials" is for provider "microsoft" or "custom"; Google has no app-only IMAP`,
+    );
+  if (grant === "client_credentials" && secretSources.length === 0)
+    problems.add(at(), `grant = "client_credentials" needs the app's secret: client_secret, _env or _file`);
+  if (raw.tenant !== undefined && provider !== "microsoft")
+    problems.add(at("tenant"), `only for provider = "microsoft"`);
+  if (raw.tenant !== undefined && !TENANT.test(raw.tenant))
+    problems.add(at("tenant"), `expected a tenant id or domain, got ${JSON.stringify(raw.tenant)}`);
+  let urls: {
+    authorizeUrl: string | null;
+    tokenUrl: string | null;
+    deviceUrl: string | null;
+    scopes: string[];
+  } | null = null;
+  if (provider === "custom") {
+    if (raw.token_url === undefined) problems.add(at(), `provider = "custom" needs token_url`);
+    if (raw.authorize_url === undefined && grant === "authorization_code")
+      problems.add(at(), `provider = "custom" with grant = "authorization_code" needs authorize_url`);
+    if (raw.scopes === undefined || raw.scopes.length === 0)
+      problems.add(at("scopes"), `provider = "custom" needs scopes (the ones that grant IMAP and SMTP)`);
+    raw.scopes?.forEach((scope, j) => {
+      if (!/^[\x21\x23-\x5b\x5d-\x7e]+$/.test(scope))
+        problems.add(
+          [...at("scopes"), j],
+          `expected a scope token (RFC 6749 section 3.3), got ${JSON.stringify(scope)}`,
+        );
+    });
+    const url = (key: "authorize_url" | "token_url" | "device_url") =>
+      raw[key] === undefined ? null : endpoint(raw[key], at(key), problems);
+    urls = {
+      authorizeUrl: url("authorize_url"),
+      tokenUrl: url("token_url"),
+      deviceUrl: url("device_url"),
+      scopes: raw.scopes ?? [],
+    };
+  } else {
+    for (const key of ["authorize_url", "token_url", "device_url", "scopes"] as const) {
+      if (raw[key] !== undefined)
+        problems.add(at(key), `only for provider = "custom"; provider = "${provider}" has its own`);
+    }
+  }
+  let tenant: string | null = null;
+  if (provider === "microsoft") {
+    tenant = raw.tenant ?? (grant === "client_credentials" ? null : MICROSOFT_DEFAULT_TENANT);
+    if (grant === "client_credentials" && (tenant === null || MICROSOFT_TENANT_ALIASES.includes(tenant)))
+      problems.add(
+        at(raw.tenant === undefined ? undefined : "tenant"),
+        `grant = "client_credentials" needs tenant = your directory's id or domain ` +
+          `(app-only tokens are issued by one tenant, not "${tenant ?? MICROSOFT_DEFAULT_TENANT}")`,
+      );
+  }
+  const secret = secretFrom(raw, CLIENT_SECRET_KEYS, at(), base, env, problems);
+  if (problems.list.length > before) return null;
+  const resolved = provider === "google" ? GOOGLE : provider === "microsoft" ? microsoft(tenant!, grant) : urls!;
+  return {
+    provider,
+    grant,
+    clientId: raw.client_id!,
+    clientSecret: secret ?? null,
+    tenant,
+    authorizeUrl: resolved.authorizeUrl,
+    tokenUrl: resolved.tokenUrl!,
+    deviceUrl: resolved.deviceUrl,
+    scopes: [...resolved.scopes],
+  };
+}
+
 function account(
   name: string,
-  raw: NonNullable<RawConfig["accounts"]>[string],
+  raw: RawAccount,
   base: string,
   env: LoadOptions["env"] & object,
   problems: Problems,
 ): AccountConfig | null {
   const ids = identities(raw.identities, ["accounts", name, "identities"], problems);
-  const sources = (["password", "password_env", "password_file"] as const).filter((k) => raw[k] !== undefined);
+  if (raw.auth === "oauth2") {
+    const oauth2 = oauth2Settings(name, raw, base, env, problems);
+    return oauth2 && { name, auth: "oauth2", username: raw.username, identities: ids, oauth2 };
+  }
+  const before = problems.list.length;
+  for (const key of OAUTH2_KEYS) {
+    if (raw[key] !== undefined) problems.add(["accounts", name, key], `only for auth = "oauth2"`);
+  }
+  const sources = PASSWORD_KEYS.filter((k) => raw[k] !== undefined);
   if (sources.length !== 1) {
     problems.add(
       ["accounts", name],
@@ -368,24 +549,9 @@ function account(
     );
     return null;
   }
-  let secret: string | undefined;
-  if (raw.password !== undefined) secret = raw.password;
-  else if (raw.password_env !== undefined) {
-    secret = env[raw.password_env];
-    if (secret === undefined || secret === "") {
-      problems.add(["accounts", name, "password_env"], `environment variable ${raw.password_env} is not set`);
-      return null;
-    }
-  } else {
-    const file = resolve(base, raw.password_file!);
-    try {
-      secret = readFileSync(file, "utf8").replace(/\r?\n$/, "");
-    } catch {
-      problems.add(["accounts", name, "password_file"], `cannot read ${JSON.stringify(file)}`);
-      return null;
-    }
-  }
-  return { name, username: raw.username, password: new Secret(secret), identities: ids };
+  const secret = secretFrom(raw, PASSWORD_KEYS, ["accounts", name], base, env, problems);
+  if (!secret || problems.list.length > before) return null;
+  return { name, auth: "password", username: raw.username, password: secret, identities: ids };
 }
 
 /**
@@ -493,6 +659,10 @@ function build(
   if (rules.length === 0 && problems.list.length === 0) warnings.push("no [[rules]]: everything is denied");
 
   const auditPath = resolve(base, raw.audit?.path ?? "mailgator-audit.db");
+  const state = {
+    path: resolve(raw.state?.path === undefined ? dirname(auditPath) : base, raw.state?.path ?? STATE_FILE),
+    secretsFile: resolve(base, raw.state?.secrets_file ?? SECRETS_FILE),
+  };
   return {
     file,
     revision: createHash("sha256").update(text).digest("hex").slice(0, 16),
@@ -502,7 +672,11 @@ function build(
     audit: { path: auditPath, retentionDays: raw.audit?.retention_days ?? null },
     agents,
     accounts,
+<<<<<<< HEAD
     limits: limits(raw.limits, warnings),
+=======
+    state,
+>>>>>>> oauth-core
     warnings,
   };
 }

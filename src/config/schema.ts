@@ -57,12 +57,31 @@ export const agentSchema = v.strictObject({
   allowed_ips: v.optional(v.array(v.string())),
 });
 
+/** `[accounts.NAME]`: how the proxy logs in upstream; the oauth2 keys are checked against `auth` in load.ts. */
 export const accountSchema = v.strictObject({
   username: v.string(),
+  auth: v.optional(v.picklist(["password", "oauth2"])),
   password: v.optional(v.string()),
   password_env: v.optional(v.string()),
   password_file: v.optional(v.string()),
   identities,
+  provider: v.optional(v.picklist(["google", "microsoft", "custom"])),
+  grant: v.optional(v.picklist(["authorization_code", "client_credentials"])),
+  client_id: v.optional(v.pipe(v.string(), v.minLength(1))),
+  client_secret: v.optional(v.string()),
+  client_secret_env: v.optional(v.string()),
+  client_secret_file: v.optional(v.string()),
+  tenant: v.optional(v.pipe(v.string(), v.minLength(1))),
+  authorize_url: v.optional(v.string()),
+  token_url: v.optional(v.string()),
+  device_url: v.optional(v.string()),
+  scopes: v.optional(v.array(v.string())),
+});
+
+/** `[state]`: where the proxy keeps sealed records (OAuth2 tokens) and the key that seals them. */
+export const stateSchema = v.strictObject({
+  path: v.optional(v.string()),
+  secrets_file: v.optional(v.string()),
 });
 
 const count = v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)));
@@ -91,7 +110,11 @@ export const configSchema = v.strictObject({
   audit: v.optional(auditSchema),
   agents: v.optional(v.array(agentSchema)),
   accounts: v.optional(v.record(v.string(), accountSchema)),
+<<<<<<< HEAD
   limits: v.optional(limitsSchema),
+=======
+  state: v.optional(stateSchema),
+>>>>>>> oauth-core
 });
 
 export type RawConfig = v.InferOutput<typeof configSchema>;

@@ -100,12 +100,50 @@ export class Secret {
   }
 }
 
-export interface AccountConfig {
+interface AccountBase {
   readonly name: string;
+  /** The mailbox's login name upstream (for OAuth2, the address the token is for). */
   readonly username: string;
-  readonly password: Secret;
   /** Addresses the account may use as MAIL FROM besides `username` (as written; compared case-insensitively). */
   readonly identities: readonly string[];
+}
+
+export interface PasswordAccountConfig extends AccountBase {
+  readonly auth: "password";
+  readonly password: Secret;
+}
+
+/** An OAuth2 client registration and its endpoints, presets resolved (docs/accounts.md). */
+export interface OAuth2Settings {
+  readonly provider: "google" | "microsoft" | "custom";
+  readonly grant: "authorization_code" | "client_credentials";
+  readonly clientId: string;
+  /** null for a public client (PKCE only). */
+  readonly clientSecret: Secret | null;
+  /** Microsoft only; null elsewhere. */
+  readonly tenant: string | null;
+  /** null for client_credentials accounts of a custom provider that gives none. */
+  readonly authorizeUrl: string | null;
+  readonly tokenUrl: string;
+  /** The RFC 8628 device authorization endpoint, where the provider has one. */
+  readonly deviceUrl: string | null;
+  readonly scopes: readonly string[];
+}
+
+export interface OAuth2AccountConfig extends AccountBase {
+  readonly auth: "oauth2";
+  readonly oauth2: OAuth2Settings;
+}
+
+/** `[accounts.NAME]`: the credentials the proxy uses upstream in vault mode. */
+export type AccountConfig = PasswordAccountConfig | OAuth2AccountConfig;
+
+/** `[state]` (docs/accounts.md "What is stored where"). */
+export interface StateConfig {
+  /** The state database: sealed records such as OAuth2 tokens, and account status. */
+  readonly path: string;
+  /** The file holding the key that seals records (created 0600 on first use) unless MAILGATOR_SECRETS_KEY is set. */
+  readonly secretsFile: string;
 }
 
 export interface Config {
@@ -120,8 +158,12 @@ export interface Config {
   /** Empty in pass-through mode; vault mode when non-empty (docs/config.md "Who connects"). */
   readonly agents: readonly AgentConfig[];
   readonly accounts: Readonly<Record<string, AccountConfig>>;
+<<<<<<< HEAD
   /** Connection and session limits and timeouts, per listener. */
   readonly limits: LimitsConfig;
+=======
+  readonly state: StateConfig;
+>>>>>>> oauth-core
   /** Things that load but deserve attention (TLS verification off, plaintext on a public address...). */
   readonly warnings: readonly string[];
 }

@@ -806,6 +806,9 @@ export class ImapSession {
       const account = config.accounts[found.account];
       if (account === undefined)
         return this.#loginFailed(tag, command, username, `account ${found.account} is not configured`);
+      // OAuth2 upstream login (docs/accounts.md) is not wired into the IMAP proxy yet: refuse, never guess.
+      if (account.auth !== "password")
+        throw new Refusal("NO", "UNAVAILABLE", "Upstream login for this account is not available");
       upstreamUser = account.username;
       upstreamPassword = account.password.reveal();
       agent = found.name;

@@ -2,11 +2,16 @@ import { describe, expect, test } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { ConfigError, loadConfig, parseConfig } from "../../src/config/index.ts";
+import { type AccountConfig, ConfigError, loadConfig, parseConfig, type Secret } from "../../src/config/index.ts";
 import { upstreams } from "../fixtures/index.ts";
 
 const HASH = `sha256:${"a".repeat(64)}`;
 const IMAP = `[imap]\nlisten_addr = "127.0.0.1:1993"\nupstream_addr = "imap.example.test:993"\n`;
+
+function passwordOf(account: AccountConfig | undefined): Secret {
+  if (account?.auth !== "password") throw new Error("expected a password account");
+  return account.password;
+}
 
 function problems(text: string, env: Record<string, string> = {}): string {
   try {
@@ -50,9 +55,9 @@ describe("loading", () => {
       "/x.toml",
       { env: { PW: "hunter2-secret" } },
     );
-    expect(c.accounts["main"]!.password.reveal()).toBe("hunter2-secret");
+    expect(passwordOf(c.accounts["main"]).reveal()).toBe("hunter2-secret");
     expect(JSON.stringify(c)).not.toContain("hunter2");
-    expect(String(c.accounts["main"]!.password)).toBe("[redacted]");
+    expect(String(passwordOf(c.accounts["main"]))).toBe("[redacted]");
     expect(Bun.inspect(c)).not.toContain("hunter2");
   });
 
@@ -63,7 +68,7 @@ describe("loading", () => {
       join(dir, "m.toml"),
       `[accounts.main]\nusername = "u"\npassword_file = "pw.txt"\n[[agents]]\nname = "b"\ntoken_hash = "${HASH}"\naccount = "main"\n`,
     );
-    expect(loadConfig(join(dir, "m.toml")).accounts["main"]!.password.reveal()).toBe("from-file");
+    expect(passwordOf(loadConfig(join(dir, "m.toml")).accounts["main"]).reveal()).toBe("from-file");
   });
 
   test("identities: [smtp] and per account, as written; [smtp] identities in vault mode only warn", () => {

@@ -1,5 +1,6 @@
 /** `mailgator serve -c FILE` (and `mailgator --config FILE`): run the proxies until SIGINT/SIGTERM. */
 
+import { type AccountCredentials, openAccountCredentials } from "../../accounts/index.ts";
 import { AuditLog } from "../../audit/index.ts";
 import { type Config, loadConfig } from "../../config/index.ts";
 import { startImapProxy } from "../../imap/index.ts";
@@ -28,6 +29,8 @@ export interface ProxyDeps {
   readonly config: Config;
   readonly policy: Policy;
   readonly audit: AuditLog;
+  /** The upstream credential of each account (vault mode); see src/accounts/index.ts. */
+  readonly credentials: AccountCredentials;
 }
 
 type Starter = (deps: ProxyDeps) => Promise<ProxyHandle>;
@@ -57,6 +60,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
     log: (m) => log.error(m),
   });
   log.info(`audit log: ${config.audit.path}`);
+<<<<<<< HEAD
   // The signal handlers go in before the first proxy starts: a SIGTERM right after a "listening" line must close
   // the proxies and the audit log, not end the process with the default action.
   const stopped = new Promise<void>((resolve) => {
@@ -67,8 +71,24 @@ export async function serve(ctx: CommandContext): Promise<number> {
     process.once("SIGINT", () => stop("SIGINT"));
     process.once("SIGTERM", () => stop("SIGTERM"));
   });
+=======
+  let accounts: ReturnType<typeof openAccountCredentials>;
+  try {
+    // A missing or wrong secrets key is a startup error (docs/accounts.md "What is stored where").
+    accounts = openAccountCredentials(config, {
+      env: ctx.env,
+      audit: (event) => audit.record(event),
+      log: moduleLogger("accounts"),
+    });
+  } catch (e) {
+    log.error(`cannot start: ${(e as Error).message}`);
+    await audit.close();
+    return EXIT_FAILURE;
+  }
+  if (accounts.store) log.info(`state database: ${accounts.store.path}`);
+>>>>>>> oauth-core
   const handles: ProxyHandle[] = [];
-  const deps: ProxyDeps = { config, policy, audit };
+  const deps: ProxyDeps = { config, policy, audit, credentials: accounts.credentials };
   try {
     for (const name of ["imap", "smtp"] as const) {
       if (!config[name]) continue;
@@ -85,15 +105,18 @@ export async function serve(ctx: CommandContext): Promise<number> {
     log.error(`cannot start: ${(e as Error).message}`);
     await Promise.allSettled(handles.map((h) => h.close()));
     await audit.close();
+    accounts.store?.close();
     return EXIT_FAILURE;
   }
   if (handles.length === 0) {
     log.error("no listener could start: nothing to serve");
     await audit.close();
+    accounts.store?.close();
     return EXIT_FAILURE;
   }
   await stopped;
   await Promise.allSettled(handles.map((h) => h.close()));
   await audit.close();
+  accounts.store?.close();
   return EXIT_OK;
 }

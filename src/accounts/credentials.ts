@@ -1,0 +1,303 @@
+/**
+ * The credentials the proxies log in upstream with, per account (docs/accounts.md "Staying logged in").
+ *
+ * For an OAuth2 account it hands out a cached access token and refreshes it ahead of expiry, once per account
+ * however many sessions ask at the same moment (single flight). A revoked grant (invalid_grant) marks the account
+ * "needs re-authorization", persisted, with one error log line and one audit row per transition; a token endpoint
+ * that is down, slow, 5xx or 429 is retried with capped exponential backoff and never costs the stored token.
+ */
+
+import type { AuditEvent } from "../audit/index.ts";
+import type { Config, OAuth2AccountConfig } from "../config/index.ts";
+import { SealedRecordError, type SealedStore } from "../state/store.ts";
+import { AccountNeedsReauthorization, AccountTemporarilyUnavailable } from "./errors.ts";
+import {
+  clientCredentialsGrant,
+  type Endpoint,
+  endpointFor,
+  type Grant,
+  GrantRevoked,
+  refreshGrant,
+  TokenEndpointUnavailable,
+} from "./oauth.ts";
+import {
+  ensureSchema,
+  matches,
+  readStatus,
+  readTokens,
+  type StatusRow,
+  saveTokens,
+  type TokenRecord,
+  writeStatus,
+} from "./records.ts";
+
+/** Refresh once this fraction of the access token's lifetime has passed... */
+export const REFRESH_AT_FRACTION = 0.8;
+/** ...or this long before it expires, whichever comes first... */
+export const REFRESH_MARGIN_MS = 60_000;
+/** ...but never before this fraction of its lifetime (short-lived tokens would otherwise refresh at every use). */
+export const MIN_USE_FRACTION = 0.5;
+/** A token this close to its expiry (or a quarter of its lifetime, if less) is not handed out: it may expire in use. */
+export const EXPIRY_SAFETY_MS = 5_000;
+/** Retry a failed token request after this long, doubling per consecutive failure, up to BACKOFF_MAX_MS. */
+export const BACKOFF_INITIAL_MS = 1_000;
+export const BACKOFF_MAX_MS = 60_000;
+
+export type Credential =
+  | { readonly kind: "password"; readonly username: string; readonly password: string }
+  | { readonly kind: "oauth2"; readonly username: string; readonly accessToken: string };
+
+export interface CredentialsOptions {
+  readonly config: Config;
+  /** The state database; needed when any account uses OAuth2. */
+  readonly store: SealedStore | null;
+  /** Records the one audit row per "needs re-authorization" transition. */
+  readonly audit?: ((event: AuditEvent) => void) | undefined;
+  readonly log?: { error(m: string): void; warn(m: string): void; info(m: string): void } | undefined;
+  readonly now?: (() => number) | undefined;
+  readonly fetch?: typeof fetch | undefined;
+}
+
+/** When to refresh a token issued at `obtainedAt` that expires at `expiresAt`. */
+export function refreshAt(obtainedAt: number, expiresAt: number): number {
+  const lifetime = Math.max(0, expiresAt - obtainedAt);
+  const margin = Math.min(
+    Math.max(lifetime * (1 - REFRESH_AT_FRACTION), REFRESH_MARGIN_MS),
+    lifetime * (1 - MIN_USE_FRACTION),
+  );
+  return expiresAt - margin;
+}
+
+/** The last moment a token may be handed out. */
+export function usableUntil(obtainedAt: number, expiresAt: number): number {
+  return expiresAt - Math.min(EXPIRY_SAFETY_MS, Math.max(0, expiresAt - obtainedAt) / 4);
+}
+
+export function backoffMs(failures: number): number {
+  return Math.min(BACKOFF_MAX_MS, BACKOFF_INITIAL_MS * 2 ** Math.max(0, failures - 1));
+}
+
+interface Runtime {
+  endpoint: Endpoint;
+  record: TokenRecord | null;
+  loaded: boolean;
+  flight: Promise<TokenRecord> | null;
+  failures: number;
+  retryAt: number;
+  lastError: string | null;
+  /** An access token the upstream refused: not handed out again. */
+  rejected: string | null;
+}
+
+export class AccountCredentials {
+  readonly #config: Config;
+  readonly #store: SealedStore | null;
+  readonly #audit: CredentialsOptions["audit"];
+  readonly #log: NonNullable<CredentialsOptions["log"]>;
+  readonly #now: () => number;
+  readonly #runtime = new Map<string, Runtime>();
+
+  constructor(options: CredentialsOptions) {
+    this.#config = options.config;
+    this.#store = options.store;
+    this.#audit = options.audit;
+    this.#log = options.log ?? { error: console.error, warn: console.warn, info: () => {} };
+    this.#now = options.now ?? Date.now;
+    const oauth = Object.values(options.config.accounts).filter((a) => a.auth === "oauth2");
+    if (oauth.length > 0 && this.#store === null)
+      throw new Error("accounts: OAuth2 accounts need the state database (docs/accounts.md)");
+    if (this.#store) ensureSchema(this.#store);
+    for (const account of oauth) {
+      this.#runtime.set(account.name, {
+        endpoint: endpointFor(account.oauth2, options.fetch),
+        record: null,
+        loaded: false,
+        flight: null,
+        failures: 0,
+        retryAt: 0,
+        lastError: null,
+        rejected: null,
+      });
+    }
+  }
+
+  /**
+   * The credential to log in upstream as `accountName`. Never returns an expired access token. Throws
+   * AccountNeedsReauthorization or AccountTemporarilyUnavailable (both: refuse the agent with a temporary failure).
+   */
+  async credentialFor(accountName: string): Promise<Credential> {
+    const account = this.#config.accounts[accountName];
+    if (account === undefined) throw new Error(`accounts: no account named ${JSON.stringify(accountName)}`);
+    if (account.auth === "password")
+      return { kind: "password", username: account.username, password: account.password.reveal() };
+    const rt = this.#runtime.get(accountName)!;
+    this.#checkAuthorized(account);
+    const record = this.#load(account, rt);
+    const now = this.#now();
+    const token = record?.accessToken ?? null;
+    if (token !== null && token !== rt.rejected && record?.expiresAt != null) {
+      if (now < usableUntil(record.obtainedAt, record.expiresAt)) {
+        if (now >= refreshAt(record.obtainedAt, record.expiresAt) && now >= rt.retryAt)
+          this.#refresh(account, rt).catch(() => {}); // ahead of expiry; failures are logged and backed off
+        return { kind: "oauth2", username: account.username, accessToken: token };
+      }
+    }
+    if (now < rt.retryAt)
+      throw new AccountTemporarilyUnavailable(accountName, rt.lastError ?? "token endpoint unavailable", rt.retryAt);
+    const fresh = await this.#refresh(account, rt);
+    return { kind: "oauth2", username: account.username, accessToken: fresh.accessToken! };
+  }
+
+  /** The upstream refused `accessToken` though it had not expired: the next credentialFor fetches a new one. */
+  reportRejected(accountName: string, accessToken: string): void {
+    const rt = this.#runtime.get(accountName);
+    if (rt?.record?.accessToken === accessToken) rt.rejected = accessToken;
+  }
+
+  /** Status rows of the OAuth2 accounts (no secrets). */
+  status(): StatusRow[] {
+    if (!this.#store) return [];
+    return [...this.#runtime.keys()].flatMap((name) => readStatus(this.#store!, name) ?? []);
+  }
+
+  #checkAuthorized(account: OAuth2AccountConfig): void {
+    // Read from the database each time: `mailgator account login` may have fixed it since.
+    const status = readStatus(this.#store!, account.name);
+    if (status?.state === "needs-reauthorization")
+      throw new AccountNeedsReauthorization(account.name, status.lastError ?? "the provider refused the grant");
+  }
+
+  #load(account: OAuth2AccountConfig, rt: Runtime): TokenRecord | null {
+    if (!rt.loaded) {
+      rt.record = this.#read(account);
+      rt.loaded = true;
+    }
+    return rt.record;
+  }
+
+  #read(account: OAuth2AccountConfig): TokenRecord | null {
+    let record: TokenRecord | null;
+    try {
+      record = readTokens(this.#store!, account.name);
+    } catch (e) {
+      if (e instanceof SealedRecordError) throw new AccountNeedsReauthorization(account.name, e.message);
+      throw e;
+    }
+    return record !== null && matches(record, account.oauth2) ? record : null;
+  }
+
+  #refresh(account: OAuth2AccountConfig, rt: Runtime): Promise<TokenRecord> {
+    rt.flight ??= this.#tokenRequest(account, rt).finally(() => {
+      rt.flight = null;
+    });
+    return rt.flight;
+  }
+
+  async #tokenRequest(account: OAuth2AccountConfig, rt: Runtime): Promise<TokenRecord> {
+    const name = account.name;
+    const settings = account.oauth2;
+    // Re-read: another process (`account login`, or a proxy restarted after a rotation) may have written newer tokens.
+    const stored = this.#read(account);
+    if (stored !== null) rt.record = stored;
+    const current = rt.record;
+    const started = this.#now();
+    let grant: Grant;
+    try {
+      if (settings.grant === "client_credentials") grant = await clientCredentialsGrant(rt.endpoint, settings.scopes);
+      else {
+        if (current?.refreshToken == null)
+          throw new AccountNeedsReauthorization(name, "no stored login for this client");
+        grant = await refreshGrant(rt.endpoint, current.refreshToken);
+      }
+    } catch (e) {
+      if (e instanceof AccountNeedsReauthorization) throw e;
+      const error = e as Error;
+      if (e instanceof GrantRevoked) {
+        this.#markNeedsReauthorization(account, error.message);
+        throw new AccountNeedsReauthorization(name, error.message);
+      }
+      rt.failures++;
+      rt.retryAt = this.#now() + backoffMs(rt.failures);
+      rt.lastError = error.message;
+      const kind = e instanceof TokenEndpointUnavailable ? "unavailable" : "refused the request";
+      const retryS = Math.round((rt.retryAt - this.#now()) / 1000);
+      this.#log.warn(`account ${name}: token endpoint ${kind}: ${error.message}; retry in ${retryS} s`);
+      this.#noteError(account, error.message);
+      throw new AccountTemporarilyUnavailable(name, error.message, rt.retryAt);
+    }
+    const record: TokenRecord = {
+      // RFC 6749 section 6: the client keeps its refresh token when the response carries no new one.
+      refreshToken: grant.refreshToken ?? current?.refreshToken ?? null,
+      accessToken: grant.accessToken,
+      expiresAt: started + grant.expiresIn * 1000,
+      obtainedAt: started,
+      clientId: settings.clientId,
+      tokenUrl: settings.tokenUrl,
+    };
+    saveTokens(this.#store!, name, record, this.#now());
+    if (rt.failures > 0) this.#log.info(`account ${name}: token endpoint answers again`);
+    rt.record = record;
+    rt.failures = 0;
+    rt.retryAt = 0;
+    rt.lastError = null;
+    rt.rejected = null;
+    return record;
+  }
+
+  #noteError(account: OAuth2AccountConfig, message: string): void {
+    const store = this.#store!;
+    const now = this.#now();
+    store.transaction(() => {
+      const before = readStatus(store, account.name);
+      if (before?.state === "needs-reauthorization") return;
+      writeStatus(store, {
+        account: account.name,
+        state: "retrying",
+        since: before?.state === "retrying" ? before.since : now,
+        lastError: message,
+        lastErrorAt: now,
+        expiresAt: before?.expiresAt ?? null,
+        refreshedAt: before?.refreshedAt ?? null,
+      });
+    });
+  }
+
+  /** Persists the state; logs and audits only when the account was not already marked. */
+  #markNeedsReauthorization(account: OAuth2AccountConfig, message: string): void {
+    const store = this.#store!;
+    const now = this.#now();
+    const changed = store.transaction(() => {
+      const before = readStatus(store, account.name);
+      if (before?.state === "needs-reauthorization") return false;
+      writeStatus(store, {
+        account: account.name,
+        state: "needs-reauthorization",
+        since: now,
+        lastError: message,
+        lastErrorAt: now,
+        expiresAt: before?.expiresAt ?? null,
+        refreshedAt: before?.refreshedAt ?? null,
+      });
+      return true;
+    });
+    if (!changed) return;
+    const reason = new AccountNeedsReauthorization(account.name, message).message;
+    this.#log.error(reason);
+    this.#audit?.({
+      time: now,
+      session: "-",
+      agent: null,
+      clientAddr: null,
+      protocol: "oauth2",
+      command: "oauth-refresh",
+      operation: null,
+      folder: null,
+      target: account.name,
+      decision: "error",
+      rule: null,
+      ruleIndex: null,
+      reason,
+      configRevision: this.#config.revision,
+    });
+  }
+}

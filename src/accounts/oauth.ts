@@ -1,0 +1,177 @@
+/**
+ * The OAuth2 protocol, through oauth4webapi (RFC 6749, RFC 7636 PKCE, RFC 8628 device grant): requests to an
+ * account's token endpoint, and the sorting of their failures into "the grant is gone" (a person must log in again)
+ * and "try again later" (network, 5xx, 429), which must never cost the stored token.
+ */
+
+import * as oauth from "oauth4webapi";
+import type { OAuth2Settings } from "../config/index.ts";
+
+/** A token request that takes longer than this counts as a network failure (and is retried). */
+export const TOKEN_REQUEST_TIMEOUT_MS = 15_000;
+/** The lifetime assumed when a token response gives no expires_in (RFC 6749 section 5.1 makes it optional). */
+export const DEFAULT_ACCESS_TOKEN_LIFETIME_S = 3600;
+
+export interface Endpoint {
+  readonly as: oauth.AuthorizationServer;
+  readonly client: oauth.Client;
+  readonly auth: oauth.ClientAuth;
+  readonly options: { [oauth.allowInsecureRequests]?: boolean; [oauth.customFetch]?: typeof fetch };
+}
+
+/** The tokens of one successful token response. */
+export interface Grant {
+  readonly accessToken: string;
+  /** null when the response carries none (client credentials; a provider that does not rotate). */
+  readonly refreshToken: string | null;
+  /** Seconds, as the provider said (or DEFAULT_ACCESS_TOKEN_LIFETIME_S). */
+  readonly expiresIn: number;
+  readonly scope: string | null;
+}
+
+/** The provider refused the grant itself (RFC 6749 section 5.2 invalid_grant): only a new login helps. */
+export class GrantRevoked extends Error {
+  override name = "GrantRevoked";
+}
+
+/** Worth retrying: the endpoint was unreachable, timed out, answered 5xx or 429, or answered nonsense. */
+export class TokenEndpointUnavailable extends Error {
+  override name = "TokenEndpointUnavailable";
+}
+
+/** Any other OAuth error (invalid_client, unauthorized_client, invalid_scope...): the config or the app is wrong. */
+export class TokenRequestRefused extends Error {
+  override name = "TokenRequestRefused";
+}
+
+function isLoopbackUrl(url: string | null): boolean {
+  if (url === null) return false;
+  const u = new URL(url);
+  const host = u.hostname.replace(/^\[(.*)\]$/, "$1");
+  return u.protocol === "http:" && (host === "localhost" || host === "::1" || host.startsWith("127."));
+}
+
+/** The oauth4webapi view of an account's client registration; `fetchImpl` is for tests. */
+export function endpointFor(settings: OAuth2Settings, fetchImpl?: typeof fetch): Endpoint {
+  const as: oauth.AuthorizationServer = {
+    // No discovery document is used: the issuer is only a name here, checked by nothing but oauth4webapi's shape.
+    issuer: new URL(settings.tokenUrl).origin,
+    token_endpoint: settings.tokenUrl,
+    ...(settings.authorizeUrl ? { authorization_endpoint: settings.authorizeUrl } : {}),
+    ...(settings.deviceUrl ? { device_authorization_endpoint: settings.deviceUrl } : {}),
+  };
+  const secret = settings.clientSecret?.reveal();
+  // Config validation allows http:// only on a loopback address (a local test server).
+  const insecure = [settings.tokenUrl, settings.authorizeUrl, settings.deviceUrl].some(isLoopbackUrl);
+  return {
+    as,
+    client: { client_id: settings.clientId },
+    auth: secret === undefined ? oauth.None() : oauth.ClientSecretPost(secret),
+    options: {
+      ...(insecure ? { [oauth.allowInsecureRequests]: true } : {}),
+      ...(fetchImpl ? { [oauth.customFetch]: fetchImpl } : {}),
+    },
+  };
+}
+
+function requestOptions(ep: Endpoint): oauth.TokenEndpointRequestOptions {
+  return { ...ep.options, signal: AbortSignal.timeout(TOKEN_REQUEST_TIMEOUT_MS) };
+}
+
+export function grantOf(response: oauth.TokenEndpointResponse): Grant {
+  const expiresIn =
+    typeof response.expires_in === "number" && response.expires_in > 0
+      ? response.expires_in
+      : DEFAULT_ACCESS_TOKEN_LIFETIME_S;
+  return {
+    accessToken: response.access_token,
+    refreshToken: typeof response.refresh_token === "string" ? response.refresh_token : null,
+    expiresIn,
+    scope: typeof response.scope === "string" ? response.scope : null,
+  };
+}
+
+/** The error code and description of an OAuth error, as a short line without any token. */
+function describe(e: oauth.ResponseBodyError): string {
+  const text = e.error_description ? `${e.error}: ${e.error_description}` : e.error;
+  return `${text} (HTTP ${e.status})`.replace(/[\r\n]+/g, " ").slice(0, 300);
+}
+
+/** Sorts a token request's failure; never lets a raw response body (which could hold a token) into a message. */
+export function classify(e: unknown): Error {
+  if (e instanceof oauth.ResponseBodyError) {
+    if (e.status >= 500 || e.status === 429) return new TokenEndpointUnavailable(describe(e));
+    if (e.error === "invalid_grant") return new GrantRevoked(describe(e));
+    return new TokenRequestRefused(describe(e));
+  }
+  if (e instanceof oauth.WWWAuthenticateChallengeError) {
+    return new TokenRequestRefused(`the token endpoint refused the client (HTTP ${e.status})`);
+  }
+  if (e instanceof oauth.OperationProcessingError) {
+    const status = (e.cause as { status?: unknown } | undefined)?.status;
+    const response = (e.cause as Response | undefined) ?? null;
+    const code = typeof status === "number" ? status : response instanceof Response ? response.status : null;
+    // The message names the check that failed (never a value from the body).
+    return new TokenEndpointUnavailable(
+      `unexpected token endpoint response${code ? ` (HTTP ${code})` : ""}: ${e.message}`.slice(0, 300),
+    );
+  }
+  const name = (e as Error)?.name;
+  if (name === "TimeoutError" || name === "AbortError") return new TokenEndpointUnavailable("token request timed out");
+  return new TokenEndpointUnavailable(
+    `token endpoint unreachable (${(e as Error)?.message ?? String(e)})`.slice(0, 300),
+  );
+}
+
+async function run(fn: () => Promise<oauth.TokenEndpointResponse>): Promise<Grant> {
+  try {
+    return grantOf(await fn());
+  } catch (e) {
+    throw classify(e);
+  }
+}
+
+/** RFC 6749 section 6. */
+export function refreshGrant(ep: Endpoint, refreshToken: string): Promise<Grant> {
+  return run(async () => {
+    const response = await oauth.refreshTokenGrantRequest(ep.as, ep.client, ep.auth, refreshToken, requestOptions(ep));
+    return oauth.processRefreshTokenResponse(ep.as, ep.client, response);
+  });
+}
+
+/** RFC 6749 section 4.4: app-only accounts. */
+export function clientCredentialsGrant(ep: Endpoint, scopes: readonly string[]): Promise<Grant> {
+  return run(async () => {
+    const response = await oauth.clientCredentialsGrantRequest(
+      ep.as,
+      ep.client,
+      ep.auth,
+      { scope: scopes.join(" ") },
+      requestOptions(ep),
+    );
+    return oauth.processClientCredentialsResponse(ep.as, ep.client, response);
+  });
+}
+
+/** RFC 6749 section 4.1.3 with the RFC 7636 code verifier. */
+export function authorizationCodeGrant(
+  ep: Endpoint,
+  callback: URLSearchParams,
+  redirectUri: string,
+  codeVerifier: string,
+): Promise<Grant> {
+  return run(async () => {
+    const response = await oauth.authorizationCodeGrantRequest(
+      ep.as,
+      ep.client,
+      ep.auth,
+      callback,
+      redirectUri,
+      codeVerifier,
+      requestOptions(ep),
+    );
+    return oauth.processAuthorizationCodeResponse(ep.as, ep.client, response);
+  });
+}
+
+export { oauth };

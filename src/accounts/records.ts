@@ -1,0 +1,118 @@
+/**
+ * What the proxy keeps per OAuth2 account in the state database (docs/accounts.md "What is stored where"): the
+ * tokens, as one sealed record so that a rotated refresh token and the access token that came with it replace the
+ * old pair in a single write, and a plain status row (no secret in it) that `account status` reads.
+ */
+
+import type { OAuth2Settings } from "../config/index.ts";
+import type { SealedStore } from "../state/store.ts";
+
+export const TOKEN_KIND = "oauth2-token";
+
+export interface TokenRecord {
+  readonly refreshToken: string | null;
+  readonly accessToken: string | null;
+  /** ms since epoch; null when there is no access token. */
+  readonly expiresAt: number | null;
+  /** When the access token was issued (ms): its lifetime is expiresAt - obtainedAt. */
+  readonly obtainedAt: number;
+  /** The client and token endpoint the grant belongs to: a refresh token is only good with these. */
+  readonly clientId: string;
+  readonly tokenUrl: string;
+}
+
+export type AccountState = "ok" | "needs-reauthorization" | "retrying";
+
+export interface StatusRow {
+  readonly account: string;
+  readonly state: AccountState;
+  /** When `state` last changed (ms). */
+  readonly since: number;
+  readonly lastError: string | null;
+  readonly lastErrorAt: number | null;
+  /** The cached access token's expiry (ms), not the token. */
+  readonly expiresAt: number | null;
+  readonly refreshedAt: number | null;
+}
+
+const SCHEMA = `CREATE TABLE IF NOT EXISTS account_status (
+  account       TEXT PRIMARY KEY,
+  state         TEXT NOT NULL,
+  since         INTEGER NOT NULL,
+  last_error    TEXT,
+  last_error_at INTEGER,
+  expires_at    INTEGER,
+  refreshed_at  INTEGER
+) WITHOUT ROWID`;
+
+export function ensureSchema(store: SealedStore): void {
+  store.db.run(SCHEMA);
+}
+
+/** Does this record belong to the account's current client registration? */
+export function matches(record: TokenRecord, settings: OAuth2Settings): boolean {
+  return record.clientId === settings.clientId && record.tokenUrl === settings.tokenUrl;
+}
+
+export function readTokens(store: SealedStore, account: string): TokenRecord | null {
+  const text = store.getText(TOKEN_KIND, account);
+  if (text === null) return null;
+  const r = JSON.parse(text) as Partial<TokenRecord>;
+  if (typeof r.clientId !== "string" || typeof r.tokenUrl !== "string" || typeof r.obtainedAt !== "number")
+    throw new Error(`sealed token record of account ${account} is malformed`);
+  return {
+    refreshToken: typeof r.refreshToken === "string" ? r.refreshToken : null,
+    accessToken: typeof r.accessToken === "string" ? r.accessToken : null,
+    expiresAt: typeof r.expiresAt === "number" ? r.expiresAt : null,
+    obtainedAt: r.obtainedAt,
+    clientId: r.clientId,
+    tokenUrl: r.tokenUrl,
+  };
+}
+
+export function readStatus(store: SealedStore, account: string): StatusRow | null {
+  const row = store.db.query("SELECT * FROM account_status WHERE account = ?").get(account) as Record<
+    string,
+    unknown
+  > | null;
+  if (row === null) return null;
+  return {
+    account,
+    state: row["state"] as AccountState,
+    since: row["since"] as number,
+    lastError: (row["last_error"] as string | null) ?? null,
+    lastErrorAt: (row["last_error_at"] as number | null) ?? null,
+    expiresAt: (row["expires_at"] as number | null) ?? null,
+    refreshedAt: (row["refreshed_at"] as number | null) ?? null,
+  };
+}
+
+export function writeStatus(store: SealedStore, row: StatusRow): void {
+  store.db
+    .query(
+      `INSERT OR REPLACE INTO account_status
+         (account, state, since, last_error, last_error_at, expires_at, refreshed_at) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+    )
+    .run(row.account, row.state, row.since, row.lastError, row.lastErrorAt, row.expiresAt, row.refreshedAt);
+}
+
+/**
+ * Replaces the account's tokens and marks it ok, in one transaction: a crash leaves either the old pair or the new
+ * one, never neither (the provider may already have retired the old refresh token when it issued the new one).
+ */
+export function saveTokens(store: SealedStore, account: string, record: TokenRecord, now: number): void {
+  ensureSchema(store);
+  store.transaction(() => {
+    store.put(TOKEN_KIND, account, JSON.stringify(record));
+    const before = readStatus(store, account);
+    writeStatus(store, {
+      account,
+      state: "ok",
+      since: before?.state === "ok" ? before.since : now,
+      lastError: before?.lastError ?? null,
+      lastErrorAt: before?.lastErrorAt ?? null,
+      expiresAt: record.expiresAt,
+      refreshedAt: now,
+    });
+  });
+}

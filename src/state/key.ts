@@ -1,0 +1,84 @@
+/**
+ * The key that seals records in the state database (docs/accounts.md "What is stored where"): 32 random bytes, from
+ * the environment variable MAILGATOR_SECRETS_KEY (base64) or from the secrets file, which is created 0600 on first
+ * use. A key is never created while sealed records exist: they were sealed with another key, and a fresh one would
+ * silently orphan them (and with them every OAuth2 login).
+ */
+
+import { randomBytes } from "node:crypto";
+import { closeSync, constants, fchmodSync, fstatSync, fsyncSync, openSync, readFileSync, writeSync } from "node:fs";
+
+export const SECRETS_KEY_ENV = "MAILGATOR_SECRETS_KEY";
+/** AES-256: 32 bytes. */
+export const KEY_BYTES = 32;
+
+/** A key that is missing, malformed, too widely readable or not the one that sealed the records: startup stops. */
+export class SecretsKeyError extends Error {
+  override name = "SecretsKeyError";
+}
+
+export interface KeySource {
+  /** The secrets file (created when allowed and missing). */
+  readonly file: string;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  /** False when sealed records exist, or when the caller only reads: a missing key is then an error. */
+  readonly mayCreate: boolean;
+}
+
+function decode(text: string, where: string): Buffer {
+  const trimmed = text.trim();
+  const key = Buffer.from(trimmed, "base64");
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(trimmed) || key.length !== KEY_BYTES)
+    throw new SecretsKeyError(`${where}: expected ${KEY_BYTES} bytes in base64 (44 characters), got something else`);
+  return key;
+}
+
+/** Reads (or creates) the key; throws SecretsKeyError with a sentence a person can act on. */
+export function loadSecretsKey(source: KeySource): Buffer {
+  const fromEnv = source.env[SECRETS_KEY_ENV];
+  if (fromEnv !== undefined && fromEnv !== "") return decode(fromEnv, SECRETS_KEY_ENV);
+  let fd: number;
+  try {
+    fd = openSync(source.file, constants.O_RDONLY | constants.O_NOFOLLOW);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code !== "ENOENT") throw new SecretsKeyError(`cannot read the secrets file ${source.file} (${code})`);
+    if (!source.mayCreate)
+      throw new SecretsKeyError(
+        `the secrets file ${source.file} is missing and ${SECRETS_KEY_ENV} is not set, but the state database holds ` +
+          `sealed records: restore the file (or set ${SECRETS_KEY_ENV}); a new key could not open them`,
+      );
+    return createKeyFile(source.file);
+  }
+  try {
+    const mode = fstatSync(fd).mode;
+    if ((mode & 0o077) !== 0)
+      throw new SecretsKeyError(
+        `the secrets file ${source.file} is readable by others (mode ${(mode & 0o777).toString(8)}): chmod 600 it`,
+      );
+    return decode(readFileSync(fd, "utf8"), source.file);
+  } finally {
+    closeSync(fd);
+  }
+}
+
+/** O_EXCL so that two processes starting at once cannot each write a different key. */
+function createKeyFile(file: string): Buffer {
+  const key = randomBytes(KEY_BYTES);
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "EEXIST") return loadSecretsKey({ file, env: {}, mayCreate: false });
+    throw new SecretsKeyError(`cannot create the secrets file ${file} (${code})`);
+  }
+  try {
+    fchmodSync(fd, 0o600); // whatever the umask
+    writeSync(fd, `${key.toString("base64")}\n`);
+    fsyncSync(fd);
+  } finally {
+    closeSync(fd);
+  }
+  return key;
+}

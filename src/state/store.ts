@@ -1,0 +1,201 @@
+/**
+ * Sealed records: small secrets (OAuth2 tokens; held messages later) kept in the state database, each encrypted with
+ * AES-256-GCM under the secrets key (src/state/key.ts) with a fresh random 96-bit nonce, and its kind and id as
+ * additional authenticated data, so a record moved to another id or kind fails to open instead of being believed.
+ * The database file and its -wal/-shm are 0600 whatever the umask. docs/accounts.md "What is stored where".
+ *
+ * Other modules may keep plain (non-secret) tables in the same database through `db` and `transaction`, so that a
+ * sealed record and the status that goes with it change in one transaction.
+ */
+
+import { Database } from "bun:sqlite";
+import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { chmodSync, closeSync, constants, existsSync, openSync } from "node:fs";
+import { KEY_BYTES, loadSecretsKey, SecretsKeyError } from "./key.ts";
+
+/** GCM's recommended nonce size (NIST SP 800-38D section 8.2). */
+const NONCE_BYTES = 12;
+const TAG_BYTES = 16;
+/** Bound into every record's authenticated data: a format change cannot be confused with this one. */
+const AAD_VERSION = "mailgator-sealed-v1";
+/** A record sealed at creation: if it does not open, the key is not the one the database was sealed with. */
+const KEY_CHECK_KIND = "key-check";
+const KEY_CHECK_TEXT = "the secrets key that sealed this database";
+/** The proxy and the CLI wait this long for each other's locks. */
+const BUSY_TIMEOUT_MS = 5000;
+
+const MIGRATIONS: readonly string[] = [
+  `CREATE TABLE sealed (
+     kind    TEXT NOT NULL,
+     id      TEXT NOT NULL,
+     nonce   BLOB NOT NULL,
+     box     BLOB NOT NULL,
+     updated INTEGER NOT NULL,
+     PRIMARY KEY (kind, id)
+   ) WITHOUT ROWID;`,
+];
+
+/** A record that does not open under the key: tampered with, moved, or sealed with another key. */
+export class SealedRecordError extends Error {
+  override name = "SealedRecordError";
+}
+
+export interface StateOpenOptions {
+  readonly secretsFile: string;
+  readonly env: Readonly<Record<string, string | undefined>>;
+  /** Create the database and the key when missing (serve, `account login`); false for read-only uses. */
+  readonly create: boolean;
+}
+
+function aad(kind: string, id: string): Buffer {
+  return Buffer.from(`${AAD_VERSION}\0${kind}\0${id}`, "utf8");
+}
+
+/** Creates the file 0600 before SQLite does, so that it is never briefly readable under a lax umask. */
+function createPrivate(path: string): void {
+  const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
+  closeSync(fd);
+  chmodSync(path, 0o600);
+}
+
+export class SealedStore {
+  readonly path: string;
+  readonly db: Database;
+  readonly #key: Buffer;
+
+  private constructor(path: string, db: Database, key: Buffer) {
+    this.path = path;
+    this.db = db;
+    this.#key = key;
+  }
+
+  /**
+   * Opens the state database at `path` with the key from the environment or the secrets file. Throws
+   * SecretsKeyError when the key is missing, malformed or not the one the records were sealed with; returns null when
+   * `create` is false and there is no database yet.
+   */
+  static open(path: string, options: StateOpenOptions): SealedStore | null {
+    const existed = existsSync(path);
+    if (!existed && !options.create) return null;
+    if (!existed) createPrivate(path);
+    const db = new Database(path, { create: false, readwrite: true, strict: true });
+    try {
+      db.run(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      db.run("PRAGMA journal_mode = WAL");
+      // FULL: a committed record (a rotated refresh token) survives power loss, not only a killed process.
+      db.run("PRAGMA synchronous = FULL");
+      migrate(db);
+      SealedStore.#privateSidecars(path);
+      const sealed = (db.query("SELECT count(*) AS n FROM sealed").get() as { n: number }).n;
+      const key = loadSecretsKey({
+        file: options.secretsFile,
+        env: options.env,
+        mayCreate: sealed === 0 && options.create,
+      });
+      const store = new SealedStore(path, db, key);
+      store.#checkKey(sealed > 0, options.secretsFile);
+      SealedStore.#privateSidecars(path);
+      return store;
+    } catch (e) {
+      db.close();
+      throw e;
+    }
+  }
+
+  static #privateSidecars(path: string): void {
+    chmodSync(path, 0o600);
+    for (const suffix of ["-wal", "-shm"]) if (existsSync(path + suffix)) chmodSync(path + suffix, 0o600);
+  }
+
+  #checkKey(hasRecords: boolean, secretsFile: string): void {
+    let check: string | null;
+    try {
+      check = this.getText(KEY_CHECK_KIND, "");
+    } catch (e) {
+      if (!(e instanceof SealedRecordError)) throw e;
+      throw new SecretsKeyError(
+        `the secrets key (from ${secretsFile} or MAILGATOR_SECRETS_KEY) is not the one that sealed ${this.path}: ` +
+          `restore the right key; logging in again with a new key would replace every stored token`,
+      );
+    }
+    if (check === null) {
+      if (hasRecords)
+        throw new SecretsKeyError(`${this.path} holds sealed records but no key check: refusing to use it`);
+      this.put(KEY_CHECK_KIND, "", KEY_CHECK_TEXT);
+    } else if (check !== KEY_CHECK_TEXT) {
+      throw new SecretsKeyError(`${this.path}: the key check record is not what this version wrote`);
+    }
+  }
+
+  /** Seals `plaintext` as record (kind, id), replacing any previous one. */
+  put(kind: string, id: string, plaintext: string | Uint8Array): void {
+    const nonce = randomBytes(NONCE_BYTES);
+    const cipher = createCipheriv("aes-256-gcm", this.#key, nonce, { authTagLength: TAG_BYTES });
+    cipher.setAAD(aad(kind, id));
+    const data = typeof plaintext === "string" ? Buffer.from(plaintext, "utf8") : plaintext;
+    const box = Buffer.concat([cipher.update(data), cipher.final(), cipher.getAuthTag()]);
+    this.db
+      .query("INSERT OR REPLACE INTO sealed (kind, id, nonce, box, updated) VALUES (?, ?, ?, ?, ?)")
+      .run(kind, id, nonce, box, Date.now());
+  }
+
+  /** The record's plaintext, null when there is none; SealedRecordError when it does not open. */
+  get(kind: string, id: string): Buffer | null {
+    const row = this.db.query("SELECT nonce, box FROM sealed WHERE kind = ? AND id = ?").get(kind, id) as {
+      nonce: Uint8Array;
+      box: Uint8Array;
+    } | null;
+    if (row === null) return null;
+    const box = Buffer.from(row.box);
+    if (row.nonce.length !== NONCE_BYTES || box.length < TAG_BYTES)
+      throw new SealedRecordError(`sealed record ${kind}/${id} is malformed`);
+    try {
+      const decipher = createDecipheriv("aes-256-gcm", this.#key, Buffer.from(row.nonce), {
+        authTagLength: TAG_BYTES,
+      });
+      decipher.setAAD(aad(kind, id));
+      decipher.setAuthTag(box.subarray(box.length - TAG_BYTES));
+      return Buffer.concat([decipher.update(box.subarray(0, box.length - TAG_BYTES)), decipher.final()]);
+    } catch {
+      throw new SealedRecordError(`sealed record ${kind}/${id} does not open with this key (or was altered)`);
+    }
+  }
+
+  getText(kind: string, id: string): string | null {
+    return this.get(kind, id)?.toString("utf8") ?? null;
+  }
+
+  delete(kind: string, id: string): void {
+    this.db.query("DELETE FROM sealed WHERE kind = ? AND id = ?").run(kind, id);
+  }
+
+  /** The ids of the records of one kind. */
+  ids(kind: string): string[] {
+    return (this.db.query("SELECT id FROM sealed WHERE kind = ? ORDER BY id").all(kind) as { id: string }[]).map(
+      (r) => r.id,
+    );
+  }
+
+  /** Runs `fn` in one transaction (BEGIN IMMEDIATE): all its writes commit together or not at all. */
+  transaction<T>(fn: () => T): T {
+    return this.db.transaction(fn).immediate();
+  }
+
+  close(): void {
+    this.db.close();
+  }
+}
+
+function migrate(db: Database): void {
+  const version = (db.query("PRAGMA user_version").get() as { user_version: number }).user_version;
+  if (version > MIGRATIONS.length)
+    throw new Error(`state database schema version ${version} is newer than this mailgator (${MIGRATIONS.length})`);
+  for (let v = version; v < MIGRATIONS.length; v++) {
+    db.transaction(() => {
+      db.run(MIGRATIONS[v]!);
+      db.run(`PRAGMA user_version = ${v + 1}`);
+    }).immediate();
+  }
+}
+
+export { KEY_BYTES };

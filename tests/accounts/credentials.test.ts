@@ -1,0 +1,260 @@
+// AccountCredentials against token endpoint transcripts in the shape Microsoft's and Google's endpoints answer
+// (token values replaced): what a local server cannot show, such as Microsoft rotating the refresh token on every
+// use with its AADSTS error bodies, and the refresh schedule's arithmetic.
+import { describe, expect, test } from "bun:test";
+import { mkdtempSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { BACKOFF_MAX_MS, backoffMs, refreshAt, usableUntil } from "../../src/accounts/credentials.ts";
+import {
+  AccountCredentials,
+  AccountNeedsReauthorization,
+  AccountTemporarilyUnavailable,
+} from "../../src/accounts/index.ts";
+import { loginDevice } from "../../src/accounts/login.ts";
+import { readStatus, readTokens, saveTokens } from "../../src/accounts/records.ts";
+import type { AuditEvent } from "../../src/audit/index.ts";
+import { type OAuth2AccountConfig, parseConfig } from "../../src/config/index.ts";
+import { SealedStore } from "../../src/state/store.ts";
+
+const TENANT = "contoso.onmicrosoft.com";
+const TOKEN_URL = `https://login.microsoftonline.com/${TENANT}/oauth2/v2.0/token`;
+
+interface Exchange {
+  readonly expect: Record<string, string>;
+  readonly status: number;
+  readonly body: Record<string, unknown>;
+}
+
+/** A fetch that replays `script` in order and checks each request's form against it. */
+function replay(script: Exchange[]) {
+  const sent: URLSearchParams[] = [];
+  const impl = (async (input: string | URL | Request, init?: RequestInit) => {
+    const request = new Request(input as string, init);
+    expect(request.url).toBe(TOKEN_URL);
+    const form = new URLSearchParams(await request.text());
+    sent.push(form);
+    const next = script.shift();
+    if (next === undefined) throw new Error("unexpected token request");
+    for (const [k, v] of Object.entries(next.expect)) expect(form.get(k)).toBe(v);
+    return Response.json(next.body, { status: next.status, headers: { "cache-control": "no-store" } });
+  }) as typeof fetch;
+  return { fetch: impl, sent };
+}
+
+function microsoftSetup() {
+  const dir = mkdtempSync(join(tmpdir(), "mg-ms-"));
+  const config = parseConfig(
+    [
+      `[accounts.work]`,
+      `username = "agent@contoso.com"`,
+      `auth = "oauth2"`,
+      `provider = "microsoft"`,
+      `tenant = "${TENANT}"`,
+      `client_id = "00000000-0000-0000-0000-00000000c11e"`,
+      `[audit]`,
+      `path = "audit.db"`,
+    ].join("\n"),
+    join(dir, "m.toml"),
+  );
+  const store = SealedStore.open(config.state.path, { secretsFile: config.state.secretsFile, env: {}, create: true })!;
+  return { config, store };
+}
+
+const quiet = { error: () => {}, warn: () => {}, info: () => {} };
+
+function msToken(access: string, refresh: string) {
+  return {
+    token_type: "Bearer",
+    scope: "https://outlook.office.com/IMAP.AccessAsUser.All https://outlook.office.com/SMTP.Send",
+    expires_in: 4328,
+    ext_expires_in: 4328,
+    access_token: access,
+    refresh_token: refresh,
+  };
+}
+
+describe("Microsoft: a refresh token rotated on every use", () => {
+  test("each refresh sends the latest refresh token and stores the new one; invalid_grant needs a login", async () => {
+    const { config, store } = microsoftSetup();
+    const account = config.accounts["work"] as OAuth2AccountConfig;
+    let now = 1_700_000_000_000;
+    saveTokens(
+      store,
+      "work",
+      {
+        refreshToken: "0.AAAA-rt-1",
+        accessToken: "eyJ0-at-1",
+        expiresAt: now + 4328_000,
+        obtainedAt: now,
+        clientId: account.oauth2.clientId,
+        tokenUrl: TOKEN_URL,
+      },
+      now,
+    );
+    const fake = replay([
+      {
+        expect: { grant_type: "refresh_token", refresh_token: "0.AAAA-rt-1" },
+        status: 200,
+        body: msToken("eyJ0-at-2", "0.AAAA-rt-2"),
+      },
+      {
+        expect: { grant_type: "refresh_token", refresh_token: "0.AAAA-rt-2" },
+        status: 200,
+        body: msToken("eyJ0-at-3", "0.AAAA-rt-3"),
+      },
+      {
+        expect: { grant_type: "refresh_token", refresh_token: "0.AAAA-rt-3" },
+        status: 400,
+        body: {
+          error: "invalid_grant",
+          error_description:
+            "AADSTS50173: The provided grant has expired due to it being revoked, a fresh auth token is needed. " +
+            "Trace ID: 5c1f Correlation ID: 9a2b Timestamp: 2026-11-02 10:00:00Z",
+          error_codes: [50173],
+          timestamp: "2026-11-02 10:00:00Z",
+          trace_id: "5c1f",
+          correlation_id: "9a2b",
+          error_uri: `https://login.microsoftonline.com/error?code=50173`,
+        },
+      },
+    ]);
+    const audited: AuditEvent[] = [];
+    const c = new AccountCredentials({
+      config,
+      store,
+      fetch: fake.fetch,
+      now: () => now,
+      log: quiet,
+      audit: (e) => audited.push(e),
+    });
+    expect(await c.credentialFor("work")).toEqual({
+      kind: "oauth2",
+      username: "agent@contoso.com",
+      accessToken: "eyJ0-at-1",
+    });
+    now += 4000_000; // past the refresh point, before expiry
+    // Past the refresh point the current token is still handed out while the refresh runs behind.
+    expect((await c.credentialFor("work")) as object).toMatchObject({ accessToken: "eyJ0-at-1" });
+    await Bun.sleep(50);
+    expect(readTokens(store, "work")!.refreshToken).toBe("0.AAAA-rt-2");
+    expect((await c.credentialFor("work")) as object).toMatchObject({ accessToken: "eyJ0-at-2" });
+    // A new process reads the rotated token from the database.
+    const restarted = new AccountCredentials({ config, store, fetch: fake.fetch, now: () => now, log: quiet });
+    restarted.reportRejected("work", "eyJ0-at-2");
+    expect((await restarted.credentialFor("work")) as object).toMatchObject({ accessToken: "eyJ0-at-2" });
+    now += 5000_000; // expired: must refresh before answering
+    expect((await restarted.credentialFor("work")) as object).toMatchObject({ accessToken: "eyJ0-at-3" });
+    now += 5000_000;
+    const error = await c.credentialFor("work").catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(AccountNeedsReauthorization);
+    expect((error as Error).message).toContain("AADSTS50173");
+    expect((error as Error).message).toContain("mailgator account login work");
+    expect(readStatus(store, "work")!.state).toBe("needs-reauthorization");
+    expect(readTokens(store, "work")!.refreshToken).toBe("0.AAAA-rt-3"); // kept, for the record; never used again
+    expect(audited.length).toBe(1);
+    expect(JSON.stringify(audited)).not.toContain("rt-3");
+    await expect(restarted.credentialFor("work")).rejects.toBeInstanceOf(AccountNeedsReauthorization);
+    expect(fake.sent.length).toBe(3);
+  });
+
+  test("429 and 5xx keep the token and back off; invalid_client is not mistaken for a revocation", async () => {
+    const { config, store } = microsoftSetup();
+    const account = config.accounts["work"] as OAuth2AccountConfig;
+    let now = 1_700_000_000_000;
+    saveTokens(
+      store,
+      "work",
+      {
+        refreshToken: "0.rt",
+        accessToken: null,
+        expiresAt: null,
+        obtainedAt: now,
+        clientId: account.oauth2.clientId,
+        tokenUrl: TOKEN_URL,
+      },
+      now,
+    );
+    const fake = replay([
+      { expect: {}, status: 429, body: { error: "temporarily_unavailable" } },
+      { expect: {}, status: 503, body: { error: "temporarily_unavailable", error_description: "AADSTS90033" } },
+      {
+        expect: {},
+        status: 401,
+        body: { error: "invalid_client", error_description: "AADSTS7000215: Invalid client secret" },
+      },
+      { expect: { refresh_token: "0.rt" }, status: 200, body: msToken("at", "0.rt2") },
+    ]);
+    const c = new AccountCredentials({ config, store, fetch: fake.fetch, now: () => now, log: quiet });
+    for (const [i, wait] of [backoffMs(1), backoffMs(2), backoffMs(3)].entries()) {
+      const e = await c.credentialFor("work").catch((x: unknown) => x);
+      expect(e).toBeInstanceOf(AccountTemporarilyUnavailable);
+      expect((e as AccountTemporarilyUnavailable).retryAt).toBe(now + wait);
+      await expect(c.credentialFor("work")).rejects.toBeInstanceOf(AccountTemporarilyUnavailable); // no request
+      expect(fake.sent.length).toBe(i + 1);
+      expect(readTokens(store, "work")!.refreshToken).toBe("0.rt");
+      now += wait;
+    }
+    expect(readStatus(store, "work")!.lastError).toContain("invalid_client");
+    expect((await c.credentialFor("work")) as object).toMatchObject({ accessToken: "at" });
+    expect(readStatus(store, "work")!.state).toBe("ok");
+  });
+});
+
+test("Google's device endpoint says verification_url; the login accepts it", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "mg-g-"));
+  const config = parseConfig(
+    [
+      "[accounts.g]",
+      'username = "a@gmail.com"',
+      'auth = "oauth2"',
+      'provider = "google"',
+      'client_id = "x.apps.googleusercontent.com"',
+      'client_secret = "GOCSPX-x"',
+    ].join("\n"),
+    join(dir, "g.toml"),
+  );
+  const said: string[] = [];
+  const fetchImpl = (async (input: string | URL | Request, init?: RequestInit) => {
+    const request = new Request(input as string, init);
+    if (request.url === "https://oauth2.googleapis.com/device/code")
+      return Response.json({
+        device_code: "AH-1Ng",
+        user_code: "GQVQ-JKEC",
+        verification_url: "https://www.google.com/device",
+        expires_in: 1800,
+        interval: 1,
+      });
+    const form = new URLSearchParams(await request.text());
+    expect(form.get("grant_type")).toBe("urn:ietf:params:oauth:grant-type:device_code");
+    return Response.json({
+      access_token: "ya29.x",
+      expires_in: 3599,
+      refresh_token: "1//rt",
+      scope: "https://mail.google.com/",
+      token_type: "Bearer",
+    });
+  }) as typeof fetch;
+  const grant = await loginDevice(config.accounts["g"] as OAuth2AccountConfig, {
+    say: (t) => said.push(t),
+    fetch: fetchImpl,
+  });
+  expect(said.join("\n")).toContain("open https://www.google.com/device and enter the code GQVQ-JKEC");
+  expect(grant).toMatchObject({ refreshToken: "1//rt", expiresIn: 3599 });
+});
+
+describe("the refresh schedule", () => {
+  test("at 80 % of an hour's token, 60 s before a 5 minute one, at half of a 4 s one", () => {
+    expect(refreshAt(0, 3_600_000)).toBe(2_880_000);
+    expect(refreshAt(0, 300_000)).toBe(240_000);
+    expect(refreshAt(0, 4_000)).toBe(2_000);
+    expect(usableUntil(0, 3_600_000)).toBe(3_595_000);
+    expect(usableUntil(0, 4_000)).toBe(3_000);
+  });
+
+  test("backoff doubles to its cap", () => {
+    expect([1, 2, 3, 4].map(backoffMs)).toEqual([1000, 2000, 4000, 8000]);
+    expect(backoffMs(7)).toBe(BACKOFF_MAX_MS);
+    expect(backoffMs(50)).toBe(BACKOFF_MAX_MS);
+  });
+});

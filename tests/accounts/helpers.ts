@@ -1,0 +1,102 @@
+/**
+ * Accounts against the local OAuth2 authorization server of the upstreams (docs/upstreams.md "OAuth2"): configs
+ * whose `[accounts.main]` is a custom provider pointing at it, and the CLI run as a child process.
+ */
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { oauthServer } from "../fixtures/oauth.ts";
+
+export const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
+
+export interface AccountSetup {
+  readonly dir: string;
+  readonly config: string;
+}
+
+/** A config with one OAuth2 account `main` for `username`, its state and key in `dir` (fresh unless given). */
+export function oauthConfig(
+  username: string,
+  options: { grant?: "authorization_code" | "client_credentials"; dir?: string; name?: string } = {},
+): AccountSetup {
+  const server = oauthServer();
+  const dir = options.dir ?? mkdtempSync(join(tmpdir(), "mg-oauth-"));
+  const config = join(dir, `${options.name ?? "mailgator"}.toml`);
+  writeFileSync(
+    config,
+    [
+      `[accounts.main]`,
+      `username = ${JSON.stringify(username)}`,
+      `auth = "oauth2"`,
+      `provider = "custom"`,
+      `grant = "${options.grant ?? "authorization_code"}"`,
+      `client_id = ${JSON.stringify(server.clientId)}`,
+      `client_secret = ${JSON.stringify(server.clientSecret)}`,
+      `authorize_url = ${JSON.stringify(server.authorizeUrl)}`,
+      `token_url = ${JSON.stringify(server.tokenUrl)}`,
+      `device_url = ${JSON.stringify(server.deviceUrl)}`,
+      `scopes = ["mail"]`,
+      `[audit]`,
+      `path = "audit.db"`,
+      ``,
+    ].join("\n"),
+  );
+  return { dir, config };
+}
+
+/** Runs the CLI to completion. */
+export function cli(args: string[], env: Record<string, string> = {}) {
+  const p = Bun.spawnSync([process.execPath, MAIN, ...args], { env: { ...process.env, ...env } });
+  return { code: p.exitCode, stdout: p.stdout.toString(), stderr: p.stderr.toString() };
+}
+
+/** A running CLI whose output is read line by line. */
+export class Child {
+  readonly proc;
+  #out = "";
+  #err = "";
+
+  constructor(args: string[], env: Record<string, string> = {}) {
+    this.proc = Bun.spawn([process.execPath, ...args], {
+      stdin: "pipe",
+      stdout: "pipe",
+      stderr: "pipe",
+      env: { ...process.env, ...env },
+    });
+    void this.#pump(this.proc.stdout, (t) => (this.#out += t));
+    void this.#pump(this.proc.stderr, (t) => (this.#err += t));
+  }
+
+  async #pump(stream: ReadableStream<Uint8Array>, add: (text: string) => void): Promise<void> {
+    const decoder = new TextDecoder();
+    for await (const chunk of stream) add(decoder.decode(chunk, { stream: true }));
+  }
+
+  get stdout(): string {
+    return this.#out;
+  }
+  get stderr(): string {
+    return this.#err;
+  }
+
+  /** Waits until stdout matches `pattern`; returns the match. */
+  async waitFor(pattern: RegExp, ms = 15_000): Promise<RegExpMatchArray> {
+    const until = Date.now() + ms;
+    for (;;) {
+      const m = this.#out.match(pattern);
+      if (m) return m;
+      if (Date.now() > until || this.proc.exitCode !== null)
+        throw new Error(`no ${pattern} in output: ${JSON.stringify(this.#out)} / ${JSON.stringify(this.#err)}`);
+      await Bun.sleep(20);
+    }
+  }
+
+  write(text: string): void {
+    this.proc.stdin.write(text);
+    this.proc.stdin.flush();
+  }
+
+  async exit(): Promise<number> {
+    return await this.proc.exited;
+  }
+}

@@ -1,0 +1,137 @@
+// The local OAuth2 server's limits, in process (a private instance on a free port): the request
+// body limit at the limit and one past it, and the code and device-code lifetimes at the second
+// they end. The shared instance is tested against Dovecot and Postfix in tests/e2e/oauth.test.ts.
+import { afterAll, beforeAll, describe, expect, setSystemTime, test } from "bun:test";
+import { createHash } from "node:crypto";
+import {
+  AUTHORIZATION_CODE_LIFETIME_S,
+  Authority,
+  DEVICE_CODE_LIFETIME_S,
+  MAX_BODY_BYTES,
+  type OAuthServerConfig,
+  serve,
+} from "../../scripts/upstreams/oauth-server.ts";
+import { freePort } from "../../scripts/upstreams/ports.ts";
+
+const CLIENT = { id: "client", secret: "client-secret" };
+
+function config(port: number): OAuthServerConfig {
+  return {
+    port,
+    client: CLIENT,
+    introspectionClient: { id: "rs", secret: "rs-secret" },
+    defaultUser: "u@mailgator.test",
+  };
+}
+
+const basic = { authorization: `Basic ${btoa(`${CLIENT.id}:${CLIENT.secret}`)}` };
+
+describe("request body limit", () => {
+  let base = "";
+  let close: () => Promise<void> = async () => {};
+  beforeAll(async () => {
+    const port = await freePort();
+    const server = await serve(config(port));
+    base = `http://127.0.0.1:${port}`;
+    close = server.close;
+  });
+  afterAll(() => close());
+
+  /** A client_credentials form padded with an ignored parameter to exactly `size` bytes. */
+  function form(size: number): string {
+    const head = "grant_type=client_credentials&pad=";
+    return head + "x".repeat(size - head.length);
+  }
+
+  test(`${MAX_BODY_BYTES} bytes are read; one more is 413`, async () => {
+    const post = (body: string) =>
+      fetch(`${base}/token`, {
+        method: "POST",
+        headers: { ...basic, "content-type": "application/x-www-form-urlencoded" },
+        body,
+      });
+    const atLimit = await post(form(MAX_BODY_BYTES));
+    expect(atLimit.status).toBe(200);
+    expect(((await atLimit.json()) as { access_token?: string }).access_token).toBeString();
+    expect((await post(form(MAX_BODY_BYTES + 1))).status).toBe(413);
+  });
+});
+
+describe("lifetimes (clock set by the test)", () => {
+  const start = new Date("2026-01-01T00:00:00Z");
+  afterAll(() => setSystemTime());
+
+  function call(authority: Authority, method: string, path: string, body: Record<string, string> = {}) {
+    const reply = authority.handle(method, new URL(path, authority.baseUrl), basic, new URLSearchParams(body));
+    if (reply === "close") throw new Error("unexpected close");
+    return reply as { status: number; headers?: Record<string, string>; body: Record<string, unknown> };
+  }
+
+  function code(authority: Authority): { code: string; verifier: string } {
+    const verifier = "v".repeat(43);
+    const challenge = createHash("sha256").update(verifier).digest("base64url");
+    const query = new URLSearchParams({
+      response_type: "code",
+      client_id: CLIENT.id,
+      redirect_uri: "http://127.0.0.1:9/cb",
+      code_challenge: challenge,
+      code_challenge_method: "S256",
+    });
+    const reply = call(authority, "GET", `/authorize?${query}`);
+    return { code: new URL(reply.headers?.["location"] ?? "").searchParams.get("code") ?? "", verifier };
+  }
+
+  const exchange = (authority: Authority, grant: { code: string; verifier: string }) =>
+    call(authority, "POST", "/token", {
+      grant_type: "authorization_code",
+      code: grant.code,
+      redirect_uri: "http://127.0.0.1:9/cb",
+      code_verifier: grant.verifier,
+    });
+
+  test(`an authorization code works ${AUTHORIZATION_CODE_LIFETIME_S} s after issue, not one second later`, () => {
+    const authority = new Authority(config(1));
+    setSystemTime(start);
+    const [first, second] = [code(authority), code(authority)];
+    setSystemTime(new Date(start.getTime() + AUTHORIZATION_CODE_LIFETIME_S * 1000));
+    expect(exchange(authority, first).status).toBe(200);
+    setSystemTime(new Date(start.getTime() + (AUTHORIZATION_CODE_LIFETIME_S + 1) * 1000));
+    expect(exchange(authority, second).body["error"]).toBe("invalid_grant");
+  });
+
+  test(`a device code is polled until ${DEVICE_CODE_LIFETIME_S} s, then expired_token`, () => {
+    const authority = new Authority(config(1));
+    setSystemTime(start);
+    const device = call(authority, "POST", "/device_authorization", { scope: "mail" }).body;
+    const poll = () =>
+      call(authority, "POST", "/token", {
+        grant_type: "urn:ietf:params:oauth:grant-type:device_code",
+        device_code: device["device_code"] as string,
+      }).body["error"];
+    setSystemTime(new Date(start.getTime() + DEVICE_CODE_LIFETIME_S * 1000));
+    expect(poll()).toBe("authorization_pending");
+    setSystemTime(new Date(start.getTime() + (DEVICE_CODE_LIFETIME_S + 1) * 1000));
+    expect(poll()).toBe("expired_token");
+  });
+
+  test("an access token is active until its expiry and inactive after it", () => {
+    const authority = new Authority(config(1));
+    setSystemTime(start);
+    const token = call(authority, "POST", "/token", { grant_type: "client_credentials" }).body;
+    const rs = { authorization: `Basic ${btoa("rs:rs-secret")}` };
+    const introspect = () => {
+      const reply = authority.handle(
+        "POST",
+        new URL("/introspect", authority.baseUrl),
+        rs,
+        new URLSearchParams({ token: token["access_token"] as string }),
+      ) as { body: { active: boolean } };
+      return reply.body.active;
+    };
+    const lifetime = token["expires_in"] as number;
+    setSystemTime(new Date(start.getTime() + lifetime * 1000 - 1));
+    expect(introspect()).toBe(true);
+    setSystemTime(new Date(start.getTime() + lifetime * 1000));
+    expect(introspect()).toBe(false);
+  });
+});
