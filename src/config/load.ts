@@ -25,11 +25,8 @@ import {
   type HostPort,
   type LimitsConfig,
   type ListenerConfig,
-<<<<<<< HEAD
   type ProtocolLimits,
-=======
   type OAuth2Settings,
->>>>>>> oauth-core
   type RuleConfig,
   Secret,
   type SmtpConfig,
@@ -672,11 +669,8 @@ function build(
     audit: { path: auditPath, retentionDays: raw.audit?.retention_days ?? null },
     agents,
     accounts,
-<<<<<<< HEAD
     limits: limits(raw.limits, warnings),
-=======
     state,
->>>>>>> oauth-core
     warnings,
   };
 }

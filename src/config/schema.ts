@@ -110,11 +110,8 @@ export const configSchema = v.strictObject({
   audit: v.optional(auditSchema),
   agents: v.optional(v.array(agentSchema)),
   accounts: v.optional(v.record(v.string(), accountSchema)),
-<<<<<<< HEAD
   limits: v.optional(limitsSchema),
-=======
   state: v.optional(stateSchema),
->>>>>>> oauth-core
 });
 
 export type RawConfig = v.InferOutput<typeof configSchema>;

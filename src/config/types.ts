@@ -158,12 +158,9 @@ export interface Config {
   /** Empty in pass-through mode; vault mode when non-empty (docs/config.md "Who connects"). */
   readonly agents: readonly AgentConfig[];
   readonly accounts: Readonly<Record<string, AccountConfig>>;
-<<<<<<< HEAD
   /** Connection and session limits and timeouts, per listener. */
   readonly limits: LimitsConfig;
-=======
   readonly state: StateConfig;
->>>>>>> oauth-core
   /** Things that load but deserve attention (TLS verification off, plaintext on a public address...). */
   readonly warnings: readonly string[];
 }

@@ -60,7 +60,6 @@ export async function serve(ctx: CommandContext): Promise<number> {
     log: (m) => log.error(m),
   });
   log.info(`audit log: ${config.audit.path}`);
-<<<<<<< HEAD
   // The signal handlers go in before the first proxy starts: a SIGTERM right after a "listening" line must close
   // the proxies and the audit log, not end the process with the default action.
   const stopped = new Promise<void>((resolve) => {
@@ -71,7 +70,6 @@ export async function serve(ctx: CommandContext): Promise<number> {
     process.once("SIGINT", () => stop("SIGINT"));
     process.once("SIGTERM", () => stop("SIGTERM"));
   });
-=======
   let accounts: ReturnType<typeof openAccountCredentials>;
   try {
     // A missing or wrong secrets key is a startup error (docs/accounts.md "What is stored where").
@@ -86,7 +84,6 @@ export async function serve(ctx: CommandContext): Promise<number> {
     return EXIT_FAILURE;
   }
   if (accounts.store) log.info(`state database: ${accounts.store.path}`);
->>>>>>> oauth-core
   const handles: ProxyHandle[] = [];
   const deps: ProxyDeps = { config, policy, audit, credentials: accounts.credentials };
   try {
