@@ -5,7 +5,7 @@ export { ConfigError, formatProblem, formatProblems } from "./errors.ts";
 export type { LoadOptions } from "./load.ts";
 export { loadConfig, parseConfig } from "./load.ts";
 export type { RuleContext, RuleProblem } from "./rules.ts";
-export { ASK_UNAVAILABLE, assertRules, configRuleProblems, ruleProblems } from "./rules.ts";
+export { assertRules, configRuleProblems, ruleProblems } from "./rules.ts";
 export type {
   AccountConfig,
   AgentConfig,

@@ -43,6 +43,7 @@ export const ruleSchema = v.strictObject({
   agents: v.optional(stringOrList),
   operations: v.optional(stringOrList),
   operation: v.optional(stringOrList),
+  ask_groups: v.optional(v.array(v.string())),
 });
 
 export const auditSchema = v.strictObject({
@@ -103,6 +104,15 @@ export const limitsSchema = v.strictObject({
   smtp: v.optional(v.strictObject(protocolLimits)),
 });
 
+/** `[approvals]` (docs/approvals.md "Configuration"). */
+export const approvalsSchema = v.strictObject({
+  timeout: v.optional(v.string()),
+  base_url: v.optional(v.string()),
+  notify_account: v.optional(v.string()),
+  notify_sender: v.optional(v.boolean()),
+  groups: v.optional(v.record(v.string(), v.strictObject({ recipients: v.array(v.string()) }))),
+});
+
 export const configSchema = v.strictObject({
   imap: v.optional(listenerSchema),
   smtp: v.optional(smtpSchema),
@@ -112,6 +122,7 @@ export const configSchema = v.strictObject({
   accounts: v.optional(v.record(v.string(), accountSchema)),
   limits: v.optional(limitsSchema),
   state: v.optional(stateSchema),
+  approvals: v.optional(approvalsSchema),
 });
 
 export type RawConfig = v.InferOutput<typeof configSchema>;
@@ -119,3 +130,4 @@ export type RawRule = v.InferOutput<typeof ruleSchema>;
 export type RawListener = v.InferOutput<typeof listenerSchema>;
 export type RawSmtp = v.InferOutput<typeof smtpSchema>;
 export type RawLimits = v.InferOutput<typeof limitsSchema>;
+export type RawApprovals = v.InferOutput<typeof approvalsSchema>;

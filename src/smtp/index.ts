@@ -5,6 +5,7 @@
 
 import { hostname } from "node:os";
 import { dirname, join } from "node:path";
+import type { ApprovalRow, ApprovalStore } from "../approvals/store.ts";
 import type { AuditLog } from "../audit/index.ts";
 import { assertRules } from "../config/rules.ts";
 import type { Config } from "../config/types.ts";
@@ -41,6 +42,9 @@ export interface SmtpProxyOptions {
   readonly config: Config;
   readonly policy: Policy;
   readonly audit: AuditLog;
+  /** Where `ask` rules hold messages (docs/approvals.md); needed when a rule asks. */
+  readonly approvals?: ApprovalStore | null;
+  readonly onHeld?: (row: ApprovalRow) => void;
   /** Tests only: shorter times (idle, login delay); connection limits and session times come from `[limits]`. */
   readonly limits?: Partial<SessionLimits>;
 }
@@ -50,14 +54,9 @@ export function spoolDirFor(config: Config): string {
   return join(dirname(config.audit.path), "mailgator-spool");
 }
 
-export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy> {
-  const { config, policy, audit } = opts;
-  const log = moduleLogger("smtp");
-  const smtp = config.smtp;
-  if (smtp === null) throw new Error("smtp: the config has no [smtp] section");
-  assertRules(config); // loadConfig has refused such a config already (src/config/rules.ts): no ask rule
-  const identity = smtp.listenTls === "none" ? null : loadIdentity(smtp.tlsCertFile ?? "", smtp.tlsKeyFile ?? "");
-  const upstream: UpstreamTarget = {
+/** The upstream SMTP server of `[smtp]`, as the proxy and the approvals' replay connect to it. */
+export function smtpUpstreamTarget(smtp: NonNullable<Config["smtp"]>): UpstreamTarget {
+  return {
     host: smtp.upstreamAddr.host,
     port: smtp.upstreamAddr.port,
     tls: smtp.upstreamTls,
@@ -65,6 +64,18 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
     extraCa: readCaFile(smtp.upstreamCaFile),
     connectTimeoutMs: UPSTREAM_CONNECT_TIMEOUT_MS,
   };
+}
+
+export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy> {
+  const { config, policy, audit } = opts;
+  const log = moduleLogger("smtp");
+  const smtp = config.smtp;
+  if (smtp === null) throw new Error("smtp: the config has no [smtp] section");
+  assertRules(config); // loadConfig has refused such a config already (src/config/rules.ts)
+  if (config.rules.some((r) => r.action === "ask") && !opts.approvals)
+    throw new Error("smtp: a rule asks, but no state database was opened to hold messages in");
+  const identity = smtp.listenTls === "none" ? null : loadIdentity(smtp.tlsCertFile ?? "", smtp.tlsKeyFile ?? "");
+  const upstream = smtpUpstreamTarget(smtp);
   if (upstream.skipVerify) log.warn("upstream_tls_skip_verify is on: the upstream server's certificate is NOT checked");
   const spoolDir = spoolDirFor(config);
   prepareSpoolDir(spoolDir);
@@ -95,6 +106,8 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
     hostname: validHostname(),
     sessions: new Set(),
     perAgent: new SessionCounter(limits.maxSessionsPerAgent),
+    approvals: opts.approvals ?? null,
+    onHeld: opts.onHeld,
   };
   const listener = await listen({
     host: smtp.listenAddr.host,

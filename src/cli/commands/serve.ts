@@ -1,12 +1,15 @@
 /** `mailgator serve -c FILE` (and `mailgator --config FILE`): run the proxies until SIGINT/SIGTERM. */
 
 import { type AccountCredentials, openAccountCredentials } from "../../accounts/index.ts";
+import { type ApprovalContext, expireDue, recover } from "../../approvals/service.ts";
+import { ApprovalStore } from "../../approvals/store.ts";
 import { AuditLog } from "../../audit/index.ts";
 import { type Config, loadConfig } from "../../config/index.ts";
 import { startImapProxy } from "../../imap/index.ts";
 import { moduleLogger } from "../../log.ts";
 import { compilePolicy, type Policy } from "../../policy/index.ts";
 import { startSmtpProxy } from "../../smtp/index.ts";
+import { SealedStore } from "../../state/store.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required } from "../args.ts";
 
 export const usage = `Usage: mailgator serve -c FILE
@@ -31,6 +34,8 @@ export interface ProxyDeps {
   readonly audit: AuditLog;
   /** The upstream credential of each account (vault mode); see src/accounts/index.ts. */
   readonly credentials: AccountCredentials;
+  /** Where `ask` rules hold messages; null when no rule asks (docs/approvals.md). */
+  readonly approvals: ApprovalStore | null;
 }
 
 type Starter = (deps: ProxyDeps) => Promise<ProxyHandle>;
@@ -40,6 +45,9 @@ export const PROXIES: Readonly<Record<"imap" | "smtp", Starter | null>> = {
   imap: startImapProxy,
   smtp: startSmtpProxy,
 };
+
+/** How often held messages past their time are expired (and wiped). */
+export const APPROVAL_EXPIRY_CHECK_MS = 60_000;
 
 export async function serve(ctx: CommandContext): Promise<number> {
   const { values } = parse(
@@ -83,9 +91,33 @@ export async function serve(ctx: CommandContext): Promise<number> {
     await audit.close();
     return EXIT_FAILURE;
   }
-  if (accounts.store) log.info(`state database: ${accounts.store.path}`);
+  let state = accounts.store;
+  let approvals: ApprovalStore | null = null;
+  let expiry: ReturnType<typeof setInterval> | null = null;
+  if (config.rules.some((r) => r.action === "ask")) {
+    try {
+      state ??= SealedStore.open(config.state.path, {
+        secretsFile: config.state.secretsFile,
+        env: ctx.env,
+        create: true,
+      });
+      approvals = new ApprovalStore(state!);
+    } catch (e) {
+      log.error(`cannot start: ${(e as Error).message}`);
+      await audit.close();
+      state?.close();
+      return EXIT_FAILURE;
+    }
+    const actx: ApprovalContext = { config, store: approvals, audit, protocol: "smtp" };
+    // A replay a dead process left half done is never repeated (docs/approvals.md "What is guaranteed").
+    for (const row of recover(actx))
+      log.warn(`approval ${row.id} was being sent when the process stopped: needs a check (not sent again)`);
+    expireDue(actx);
+    expiry = setInterval(() => expireDue(actx), APPROVAL_EXPIRY_CHECK_MS);
+  }
+  if (state) log.info(`state database: ${state.path}`);
   const handles: ProxyHandle[] = [];
-  const deps: ProxyDeps = { config, policy, audit, credentials: accounts.credentials };
+  const deps: ProxyDeps = { config, policy, audit, credentials: accounts.credentials, approvals };
   try {
     for (const name of ["imap", "smtp"] as const) {
       if (!config[name]) continue;
@@ -102,18 +134,21 @@ export async function serve(ctx: CommandContext): Promise<number> {
     log.error(`cannot start: ${(e as Error).message}`);
     await Promise.allSettled(handles.map((h) => h.close()));
     await audit.close();
-    accounts.store?.close();
+    if (expiry) clearInterval(expiry);
+    state?.close();
     return EXIT_FAILURE;
   }
   if (handles.length === 0) {
     log.error("no listener could start: nothing to serve");
     await audit.close();
-    accounts.store?.close();
+    if (expiry) clearInterval(expiry);
+    state?.close();
     return EXIT_FAILURE;
   }
   await stopped;
   await Promise.allSettled(handles.map((h) => h.close()));
+  if (expiry) clearInterval(expiry);
   await audit.close();
-  accounts.store?.close();
+  state?.close();
   return EXIT_OK;
 }
