@@ -43,7 +43,7 @@ export function ruleProblems(rule: RuleConfig, context: RuleContext): RuleProble
     const ops = rule.operations;
     if (ops === undefined || ops.some((op) => op !== "mail:send"))
       out.push({
-        key: "operations",
+        key: ops === undefined ? "action" : "operations",
         message:
           'action "ask" holds sends only: give this rule operations = "send" (it covers ' +
           `${ops === undefined ? "every operation (operations is omitted)" : ops.join(", ")})`,
