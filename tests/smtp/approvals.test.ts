@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { type ApprovalContext, approve, deny, expireDue, recover } from "../../src/approvals/service.ts";
 import type { ApprovalStore } from "../../src/approvals/store.ts";
+import { approvalPage } from "../../src/approvals/web.ts";
 import {
   bodyOf,
   dataPayload,
@@ -22,6 +23,9 @@ import {
 } from "./helpers.ts";
 
 const RULES = `
+[approvals]
+base_url = "http://127.0.0.1:1"
+
 [approvals.groups.managers]
 recipients = ["boss@corp.test"]
 
@@ -173,5 +177,66 @@ describe("ask", () => {
         expect(bytes).not.toContain(needle);
     }
     deny(ctx, id, "test", null);
+  });
+});
+
+describe("the approval page", () => {
+  test("GET shows and changes nothing; POST from the page approves once; replayed, altered, cross-origin refused", async () => {
+    // The page handler mounted on a loopback HTTP server; links point at it (base_url's origin is checked on POST).
+    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req) => handler(req) });
+    const origin = `http://127.0.0.1:${server.port}`;
+    const config = { ...proxy.config, approvals: { ...proxy.config.approvals, baseUrl: origin } };
+    const pageCtx: ApprovalContext = { ...ctx, config };
+    const handler = approvalPage(pageCtx);
+    try {
+      const m = marker();
+      const id = heldId((await send(`page-${m}@outside.example`, m)).text);
+      const token = store.token(store.row(id)!);
+      const link = `${origin}/approvals/${id}?t=${token}`;
+      for (let i = 0; i < 3; i++) {
+        const r = await fetch(link);
+        expect(r.status).toBe(200);
+        const html = await r.text();
+        expect(html).toContain(`page-${m}@outside.example`);
+        expect(html).toContain("(outside the sender's domain)");
+        expect(html).toContain(`approval ${m}`);
+        expect(html).toContain("outside needs a manager");
+      }
+      expect(store.row(id)!.state).toBe("held");
+      const post = (body: string, headers: Record<string, string> = { origin }) =>
+        fetch(`${origin}/approvals/${id}`, {
+          method: "POST",
+          body,
+          headers: { "content-type": "application/x-www-form-urlencoded", ...headers },
+        });
+      const altered = `${token.slice(0, -2)}${token.endsWith("AA") ? "BB" : "AA"}`;
+      expect((await fetch(`${origin}/approvals/${id}?t=${altered}`)).status).toBe(403);
+      expect((await post(`t=${altered}&action=approve`)).status).toBe(403);
+      expect((await post(`t=${token}&action=approve`, { origin: "http://evil.example" })).status).toBe(403);
+      expect((await post(`t=${token}&action=approve`, {})).status).toBe(403);
+      expect(store.row(id)!.state).toBe("held");
+      await Bun.sleep(1000);
+      expect(sinkCopies(`Hello ${m}`)).toHaveLength(0);
+
+      const ok = await post(`t=${token}&action=approve`);
+      expect(ok.status).toBe(200);
+      expect(await ok.text()).toContain("The message was sent.");
+      await waitForSink(`Hello ${m}`, 1);
+      const again = await post(`t=${token}&action=approve`);
+      expect(again.status).toBe(409);
+      expect(await again.text()).toContain("already approved");
+      expect((await fetch(link)).status).toBe(409);
+      await Bun.sleep(1000);
+      expect(sinkCopies(`Hello ${m}`)).toHaveLength(1);
+
+      const m2 = marker();
+      const late = heldId((await send(`late-${m2}@outside.example`, m2)).text);
+      expireDue(ctx, store.row(late)!.expires);
+      const expired = await fetch(`${origin}/approvals/${late}?t=${store.token(store.row(late)!)}`);
+      expect(expired.status).toBe(409);
+      expect(await expired.text()).toContain("expired before anyone decided");
+    } finally {
+      server.stop(true);
+    }
   });
 });
