@@ -8,6 +8,7 @@
  */
 import { Database } from "bun:sqlite";
 import { existsSync } from "node:fs";
+import { countDecision } from "../admin/metrics.ts";
 import { preparePrivateDatabase, restrictDatabaseFiles } from "../private-files.ts";
 import {
   type AuditEvent,
@@ -171,6 +172,11 @@ export class AuditLog {
   /** False once a commit has failed, until a retry succeeds; also false after close(). */
   get healthy(): boolean {
     return !this.#closed && this.#error === null;
+  }
+
+  /** Rows committed since this log was opened (the admin listener's `/metrics`). */
+  get written(): number {
+    return this.#committed;
   }
 
   /** Rows recorded but not yet committed. */
@@ -339,6 +345,7 @@ export class AuditLog {
     if (!PROTOCOLS.includes(ev.protocol)) throw new TypeError(`audit: unknown protocol ${JSON.stringify(ev.protocol)}`);
     this.#queue.push({ columns: toColumns(ev), waiter });
     this.#enqueued++;
+    countDecision(ev.protocol, ev.operation, ev.decision);
   }
 
   #onTimer = (): void => {

@@ -17,9 +17,17 @@ import { ConfigError, type ConfigProblem } from "./errors.ts";
 import { DEFAULT_IMAP_LIMITS, DEFAULT_SMTP_LIMITS } from "./limits.ts";
 import { locate } from "./locate.ts";
 import { type RuleContext, ruleProblems } from "./rules.ts";
-import { configSchema, type RawConfig, type RawLimits, type RawListener, type RawRule } from "./schema.ts";
+import {
+  configSchema,
+  type RawAdmin,
+  type RawConfig,
+  type RawLimits,
+  type RawListener,
+  type RawRule,
+} from "./schema.ts";
 import {
   type AccountConfig,
+  type AdminConfig,
   type AgentConfig,
   type ApprovalsConfig,
   type Config,
@@ -592,6 +600,37 @@ function limits(raw: RawLimits | undefined, warnings: string[]): LimitsConfig {
   };
 }
 
+/** Where `[admin]` listens when it gives no listen_addr (docs/config.md `[admin]`). */
+export const DEFAULT_ADMIN_ADDR = "127.0.0.1:9925";
+
+/**
+ * `[admin]`: loopback unless `allow_remote = true`, since health and metrics need no token and tell who uses the
+ * proxy and how much; token_hash as for agents (src/vault/token.ts).
+ */
+function admin(raw: RawAdmin, problems: Problems, warnings: string[]): AdminConfig | null {
+  const listenAddr = parseHostPort(raw.listen_addr ?? DEFAULT_ADMIN_ADDR, ["admin", "listen_addr"], problems, true);
+  const allowRemote = raw.allow_remote ?? false;
+  if (raw.token_hash !== undefined && !TOKEN_HASH.test(raw.token_hash)) {
+    problems.add(["admin", "token_hash"], 'expected "sha256:" and 64 hex digits (from `mailgator token new admin`)');
+  }
+  if (listenAddr === null) return null;
+  if (!isLoopback(listenAddr.host)) {
+    if (!allowRemote) {
+      problems.add(
+        ["admin", "listen_addr"],
+        `${listenAddr.host} is not a loopback address: health and metrics need no token, ` +
+          "so listening there needs allow_remote = true",
+      );
+      return null;
+    }
+    warnings.push(
+      `[admin] listens on ${listenAddr.host}:${listenAddr.port}: ` +
+        "/healthz and /metrics are open to anyone who can reach it",
+    );
+  }
+  return { listenAddr, allowRemote, tokenHash: raw.token_hash ?? null };
+}
+
 function build(
   raw: RawConfig,
   file: string,
@@ -679,6 +718,7 @@ function build(
     limits: limits(raw.limits, warnings),
     state,
     approvals,
+    admin: raw.admin ? admin(raw.admin, problems, warnings) : null,
     warnings,
   };
 }

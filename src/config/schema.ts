@@ -113,6 +113,13 @@ export const approvalsSchema = v.strictObject({
   groups: v.optional(v.record(v.string(), v.strictObject({ recipients: v.array(v.string()) }))),
 });
 
+/** `[admin]`: the HTTP listener for health, metrics and actions (src/admin/server.ts); absent = off. */
+export const adminSchema = v.strictObject({
+  listen_addr: v.optional(v.string()),
+  allow_remote: v.optional(v.boolean()),
+  token_hash: v.optional(v.string()),
+});
+
 export const configSchema = v.strictObject({
   imap: v.optional(listenerSchema),
   smtp: v.optional(smtpSchema),
@@ -123,6 +130,7 @@ export const configSchema = v.strictObject({
   limits: v.optional(limitsSchema),
   state: v.optional(stateSchema),
   approvals: v.optional(approvalsSchema),
+  admin: v.optional(adminSchema),
 });
 
 export type RawConfig = v.InferOutput<typeof configSchema>;
@@ -131,3 +139,4 @@ export type RawListener = v.InferOutput<typeof listenerSchema>;
 export type RawSmtp = v.InferOutput<typeof smtpSchema>;
 export type RawLimits = v.InferOutput<typeof limitsSchema>;
 export type RawApprovals = v.InferOutput<typeof approvalsSchema>;
+export type RawAdmin = v.InferOutput<typeof adminSchema>;

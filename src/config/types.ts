@@ -162,6 +162,15 @@ export interface ApprovalsConfig {
   readonly groups: Readonly<Record<string, readonly string[]>>;
 }
 
+/** `[admin]` (docs/config.md): where the admin HTTP listener listens, and the token hash its actions need. */
+export interface AdminConfig {
+  readonly listenAddr: HostPort;
+  /** True when `allow_remote = true` let listen_addr be other than loopback. */
+  readonly allowRemote: boolean;
+  /** `sha256:<hex>` of the token that routes which act require; null: such routes refuse every request. */
+  readonly tokenHash: string | null;
+}
+
 export interface Config {
   /** Absolute path of the file this was read from. */
   readonly file: string;
@@ -178,6 +187,8 @@ export interface Config {
   readonly limits: LimitsConfig;
   readonly state: StateConfig;
   readonly approvals: ApprovalsConfig;
+  /** The admin HTTP listener; null when the file has no `[admin]` table (nothing listens). */
+  readonly admin: AdminConfig | null;
   /** Things that load but deserve attention (TLS verification off, plaintext on a public address...). */
   readonly warnings: readonly string[];
 }

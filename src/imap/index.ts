@@ -3,6 +3,7 @@
  * upstream server, with folder and operation rules enforced. `startImapProxy` is what the CLI's `serve` calls.
  */
 
+import { countLimitRefusal, countSession } from "../admin/metrics.ts";
 import type { AuditLog } from "../audit/index.ts";
 import { assertRules } from "../config/rules.ts";
 import type { Config, ImapLimits } from "../config/types.ts";
@@ -91,8 +92,12 @@ export async function startImapProxy(deps: {
     identity,
     maxConnections: limits.maxConnections,
     maxConnectionsPerIp: limits.maxConnectionsPerIp,
-    onConnection: (conn) => new ImapSession(ctx, conn).start(),
+    onConnection: (conn) => {
+      conn.onClose(countSession("imap"));
+      new ImapSession(ctx, conn).start();
+    },
     onOverload: (conn, over) => {
+      countLimitRefusal("imap", over.limit);
       // The greeting is replaced by BYE (RFC 3501 §7.1.5): the server will not accept this connection.
       const from = over.limit === "max_connections_per_ip" ? " from your address" : "";
       conn.write(`* BYE [LIMIT] Too many connections${from} (limit ${over.value}); try again later\r\n`);

@@ -8,6 +8,7 @@
  */
 
 import { randomBytes } from "node:crypto";
+import { countLimitRefusal } from "../admin/metrics.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import { AuditUnavailableError } from "../audit/index.ts";
 import type { Config, ImapLimits } from "../config/types.ts";
@@ -866,6 +867,7 @@ export class ImapSession {
     if (place === null) {
       up.close();
       if (this.#closed) return;
+      countLimitRefusal("imap", "max_sessions_per_agent");
       return this.#overSessionLimit(command, username, agent !== null);
     }
     this.#releasePlace = place;

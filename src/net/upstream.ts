@@ -9,6 +9,7 @@
 import { readFileSync } from "node:fs";
 import { isIP, type Socket, connect as tcpConnect } from "node:net";
 import { type ConnectionOptions, rootCertificates, connect as tlsConnect } from "node:tls";
+import { upstreamConnectSeconds, upstreamErrors } from "../admin/metrics.ts";
 import { Connection } from "./connection.ts";
 
 export type UpstreamTls = "tls" | "starttls" | "none";
@@ -58,6 +59,8 @@ export function connectUpstream(target: UpstreamTarget, signal: AbortSignal | nu
   return new Promise((resolve, reject) => {
     let socket: Socket;
     let settled = false;
+    const began = performance.now();
+    const upstream = `${target.host}:${target.port}`;
     const cancelled = (): void => fail(new Error("cancelled"));
     const fail = (error: Error): void => {
       if (settled) return;
@@ -65,6 +68,7 @@ export function connectUpstream(target: UpstreamTarget, signal: AbortSignal | nu
       clearTimeout(timer);
       signal?.removeEventListener("abort", cancelled);
       socket.destroy();
+      if (error.message !== "cancelled") upstreamErrors.inc({ upstream });
       const what = target.tls === "tls" ? "TLS connection" : "connection";
       reject(new UpstreamError(`${what} to ${target.host}:${target.port} failed: ${error.message}`));
     };
@@ -74,6 +78,7 @@ export function connectUpstream(target: UpstreamTarget, signal: AbortSignal | nu
       clearTimeout(timer);
       signal?.removeEventListener("abort", cancelled);
       socket.off("error", fail);
+      upstreamConnectSeconds.observe({ upstream }, (performance.now() - began) / 1000);
       resolve(new Connection(socket, target.tls === "tls"));
     };
     const timer = setTimeout(() => fail(new Error("timed out")), target.connectTimeoutMs);

@@ -5,6 +5,7 @@
 
 import { hostname } from "node:os";
 import { dirname, join } from "node:path";
+import { countLimitRefusal, countSession } from "../admin/metrics.ts";
 import type { ApprovalRow, ApprovalStore } from "../approvals/store.ts";
 import type { AuditLog } from "../audit/index.ts";
 import { assertRules } from "../config/rules.ts";
@@ -116,8 +117,12 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
     identity,
     maxConnections: limits.maxConnections,
     maxConnectionsPerIp: limits.maxConnectionsPerIp,
-    onConnection: (conn) => new SmtpSession(ctx, conn).start(),
+    onConnection: (conn) => {
+      conn.onClose(countSession("smtp"));
+      new SmtpSession(ctx, conn).start();
+    },
     onOverload: (conn, over) => {
+      countLimitRefusal("smtp", over.limit);
       const from = over.limit === "max_connections_per_ip" ? " from your address" : "";
       conn.write(reply(421, "4.7.0", `Too many connections${from} (limit ${over.value}); try again later`));
       conn.end();

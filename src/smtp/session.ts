@@ -10,6 +10,7 @@
  */
 
 import { randomBytes } from "node:crypto";
+import { countLimitRefusal } from "../admin/metrics.ts";
 import { buildPreview } from "../approvals/preview.ts";
 import type { ApprovalRow, ApprovalStore } from "../approvals/store.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
@@ -662,6 +663,7 @@ export class SmtpSession {
       return true;
     }
     if (this.#closing) return false;
+    countLimitRefusal("smtp", "max_sessions_per_agent");
     const limit = this.#ctx.perAgent.limit;
     this.#audit({
       command: "AUTH",

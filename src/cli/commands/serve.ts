@@ -1,8 +1,11 @@
 /** `mailgator serve -c FILE` (and `mailgator --config FILE`): run the proxies until SIGINT/SIGTERM. */
 
 import { type AccountCredentials, openAccountCredentials } from "../../accounts/index.ts";
+import { auditHealthy, auditRowsQueued, auditRowsWritten, setHeldApprovals } from "../../admin/metrics.ts";
+import { type AdminServer, type HealthReport, registerAdminRoute, startAdmin } from "../../admin/server.ts";
 import { type ApprovalContext, expireDue, recover } from "../../approvals/service.ts";
 import { ApprovalStore } from "../../approvals/store.ts";
+import { approvalPage } from "../../approvals/web.ts";
 import { AuditLog } from "../../audit/index.ts";
 import { type Config, loadConfig } from "../../config/index.ts";
 import { startImapProxy } from "../../imap/index.ts";
@@ -15,8 +18,9 @@ import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required } from "../
 export const usage = `Usage: mailgator serve -c FILE
        mailgator --config FILE
 
-Starts the IMAP and SMTP listeners the config defines and runs until
-interrupted (SIGINT or SIGTERM), then closes them and flushes the audit log.
+Starts the IMAP and SMTP listeners the config defines (and the admin
+listener, when [admin] is configured) and runs until interrupted (SIGINT or
+SIGTERM), then closes them and flushes the audit log.
 
 Options:
   -c, --config FILE        the config file
@@ -92,6 +96,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
     return EXIT_FAILURE;
   }
   let state = accounts.store;
+  const unregister: (() => void)[] = [];
   let approvals: ApprovalStore | null = null;
   let expiry: ReturnType<typeof setInterval> | null = null;
   if (config.rules.some((r) => r.action === "ask")) {
@@ -112,11 +117,22 @@ export async function serve(ctx: CommandContext): Promise<number> {
     // A replay a dead process left half done is never repeated (docs/approvals.md "What is guaranteed").
     for (const row of recover(actx))
       log.warn(`approval ${row.id} was being sent when the process stopped: needs a check (not sent again)`);
+    const held = () => setHeldApprovals(approvals!.list().filter((r) => r.state === "held").length);
     expireDue(actx);
-    expiry = setInterval(() => expireDue(actx), APPROVAL_EXPIRY_CHECK_MS);
+    held();
+    expiry = setInterval(() => {
+      expireDue(actx);
+      held();
+    }, APPROVAL_EXPIRY_CHECK_MS);
+    // The approval page on the admin listener; the link's signed token is its only credential (docs/approvals.md).
+    const page = approvalPage(actx);
+    for (const method of ["GET", "POST"])
+      unregister.push(registerAdminRoute(method, "/approvals", (req) => page(req), { auth: "none" }));
   }
   if (state) log.info(`state database: ${state.path}`);
   const handles: ProxyHandle[] = [];
+  const listening: Record<"imap" | "smtp", boolean> = { imap: false, smtp: false };
+  let admin: AdminServer | null = null;
   const deps: ProxyDeps = { config, policy, audit, credentials: accounts.credentials, approvals };
   try {
     for (const name of ["imap", "smtp"] as const) {
@@ -129,9 +145,23 @@ export async function serve(ctx: CommandContext): Promise<number> {
         continue;
       }
       handles.push(await start(deps)); // each proxy logs its own "listening on" line
+      listening[name] = true;
+    }
+    if (config.admin !== null && handles.length > 0) {
+      admin = startAdmin({
+        config: config.admin,
+        health: () => health(config, listening, audit),
+        sample: () => {
+          auditRowsWritten.setTotal({}, audit.written);
+          auditRowsQueued.set({}, audit.queued);
+          auditHealthy.set({}, audit.healthy ? 1 : 0);
+        },
+      });
+      log.info(`admin listening on http://${hostPort(admin.address)} (/healthz, /metrics)`);
     }
   } catch (e) {
     log.error(`cannot start: ${(e as Error).message}`);
+    await admin?.close();
     await Promise.allSettled(handles.map((h) => h.close()));
     await audit.close();
     if (expiry) clearInterval(expiry);
@@ -146,9 +176,30 @@ export async function serve(ctx: CommandContext): Promise<number> {
     return EXIT_FAILURE;
   }
   await stopped;
+  listening.imap = listening.smtp = false; // /healthz says so while the proxies close
   await Promise.allSettled(handles.map((h) => h.close()));
   if (expiry) clearInterval(expiry);
+  await admin?.close();
+  for (const f of unregister) f();
   await audit.close();
   state?.close();
   return EXIT_OK;
+}
+
+function hostPort(a: { readonly host: string; readonly port: number }): string {
+  return a.host.includes(":") ? `[${a.host}]:${a.port}` : `${a.host}:${a.port}`;
+}
+
+/** `/healthz`: ready when every configured proxy listens and the audit log is writable (docs/operations.md). */
+function health(config: Config, listening: Readonly<Record<"imap" | "smtp", boolean>>, audit: AuditLog): HealthReport {
+  const problems: string[] = [];
+  const checks: Record<string, boolean> = {};
+  for (const name of ["imap", "smtp"] as const) {
+    if (config[name] === null) continue;
+    checks[`${name}_listening`] = listening[name];
+    if (!listening[name]) problems.push(`the ${name.toUpperCase()} proxy is not listening`);
+  }
+  checks["audit_writable"] = audit.healthy;
+  if (!audit.healthy) problems.push(`the audit log ${config.audit.path} cannot be written`);
+  return { problems, checks };
 }

@@ -1,0 +1,150 @@
+/**
+ * The admin HTTP listener (`[admin]`, docs/config.md; docs/operations.md "Health and metrics"), served with
+ * Bun.serve: `GET /healthz` and `GET /metrics` need no token; every other route is registered by the part of the
+ * proxy that serves it, and a route that acts must ask for the token.
+ *
+ * Route registration, for the parts that add pages or actions:
+ *
+ *   const remove = registerAdminRoute("POST", "/approvals", handler, { auth: "token" });
+ *
+ * - `method`: the HTTP method, exactly ("GET", "POST"...).
+ * - `pathPrefix`: "/approvals" serves "/approvals" and every path below it ("/approvals/42"), not "/approvalsx";
+ *   the longest registered prefix wins. "/healthz" and "/metrics" are taken.
+ * - `handler(request, url)`: returns the Response (or a promise of one). It runs only after the token check.
+ * - `auth: "token"`: the request must carry `Authorization: Bearer <token>` whose hash is `[admin] token_hash`
+ *   (the scheme of agent tokens, src/vault/token.ts); 401 otherwise, and 403 for every request when the config
+ *   has no token_hash (fail closed). `auth: "none"` is for pages that only read and reveal nothing that acts.
+ * - Routes may be registered before or after the listener starts; the returned function removes the route.
+ *
+ * A path that no route serves gets 404; a known path with another method gets 405 with `Allow`.
+ */
+
+import type { AdminConfig } from "../config/types.ts";
+import { verifyToken } from "../vault/token.ts";
+import { METRICS_CONTENT_TYPE, renderMetrics } from "./metrics.ts";
+
+export type AdminAuth = "none" | "token";
+export type AdminHandler = (request: Request, url: URL) => Response | Promise<Response>;
+
+interface Route {
+  readonly method: string;
+  readonly pathPrefix: string;
+  readonly handler: AdminHandler;
+  readonly auth: AdminAuth;
+}
+
+const RESERVED = ["/healthz", "/metrics"];
+const routes: Route[] = [];
+
+function under(path: string, prefix: string): boolean {
+  return path === prefix || path.startsWith(prefix.endsWith("/") ? prefix : `${prefix}/`);
+}
+
+/** Adds a route to the admin listener (see the module comment); returns the function that removes it. */
+export function registerAdminRoute(
+  method: string,
+  pathPrefix: string,
+  handler: AdminHandler,
+  options: { readonly auth: AdminAuth },
+): () => void {
+  if (!pathPrefix.startsWith("/")) throw new Error(`admin: a route's path must start with "/", got ${pathPrefix}`);
+  if (RESERVED.some((r) => under(r, pathPrefix) || under(pathPrefix, r)))
+    throw new Error(`admin: ${pathPrefix} overlaps a built-in route (${RESERVED.join(", ")})`);
+  if (options.auth !== "none" && options.auth !== "token") throw new Error(`admin: unknown auth ${options.auth}`);
+  const route: Route = { method: method.toUpperCase(), pathPrefix, handler, auth: options.auth };
+  if (routes.some((r) => r.method === route.method && r.pathPrefix === pathPrefix))
+    throw new Error(`admin: ${route.method} ${pathPrefix} is already registered`);
+  routes.push(route);
+  return () => {
+    const i = routes.indexOf(route);
+    if (i >= 0) routes.splice(i, 1);
+  };
+}
+
+/** What /healthz reports: each problem in words; none means ready. */
+export interface HealthReport {
+  readonly problems: readonly string[];
+  readonly checks: Readonly<Record<string, boolean>>;
+}
+
+export interface AdminOptions {
+  readonly config: AdminConfig;
+  /** Called at each /healthz request and each /metrics scrape (the latter to refresh sampled values). */
+  readonly health: () => HealthReport;
+  /** Called before each /metrics render, to sample values kept elsewhere (audit rows written and queued). */
+  readonly sample?: () => void;
+}
+
+export interface AdminServer {
+  readonly address: { readonly host: string; readonly port: number };
+  close(): Promise<void>;
+}
+
+const json = (status: number, body: unknown, headers: Record<string, string> = {}): Response =>
+  new Response(`${JSON.stringify(body)}\n`, {
+    status,
+    headers: { "content-type": "application/json; charset=utf-8", "cache-control": "no-store", ...headers },
+  });
+
+/** True when the request carries `Authorization: Bearer <token>` matching `tokenHash`. */
+function authorized(request: Request, tokenHash: string): boolean {
+  const header = request.headers.get("authorization") ?? "";
+  const m = /^Bearer ([\x21-\x7e]+)$/i.exec(header.trim());
+  return m !== null && verifyToken(m[1]!, tokenHash);
+}
+
+async function handle(options: AdminOptions, request: Request): Promise<Response> {
+  const url = new URL(request.url);
+  const path = url.pathname;
+  const method = request.method.toUpperCase();
+  if (path === "/healthz" || path === "/metrics") {
+    if (method !== "GET" && method !== "HEAD")
+      return json(405, { error: "method not allowed" }, { allow: "GET, HEAD" });
+    if (path === "/healthz") {
+      const report = options.health();
+      const ok = report.problems.length === 0;
+      return json(ok ? 200 : 503, {
+        status: ok ? "ok" : "unavailable",
+        checks: report.checks,
+        problems: report.problems,
+      });
+    }
+    options.sample?.();
+    return new Response(renderMetrics(), { headers: { "content-type": METRICS_CONTENT_TYPE } });
+  }
+  const matching = routes.filter((r) => under(path, r.pathPrefix));
+  if (matching.length === 0) return json(404, { error: "not found" });
+  const longest = Math.max(...matching.map((r) => r.pathPrefix.length));
+  const candidates = matching.filter((r) => r.pathPrefix.length === longest);
+  const route = candidates.find((r) => r.method === method);
+  if (route === undefined)
+    return json(405, { error: "method not allowed" }, { allow: candidates.map((r) => r.method).join(", ") });
+  if (route.auth === "token") {
+    if (options.config.tokenHash === null)
+      return json(403, { error: "this route needs a token, and [admin] has no token_hash" });
+    if (!authorized(request, options.config.tokenHash))
+      return json(
+        401,
+        { error: "a valid token is required (Authorization: Bearer ...)" },
+        { "www-authenticate": "Bearer" },
+      );
+  }
+  return await route.handler(request, url);
+}
+
+/** Starts the admin listener; throws when the address cannot be bound. */
+export function startAdmin(options: AdminOptions): AdminServer {
+  const { host, port } = options.config.listenAddr;
+  const server = Bun.serve({
+    hostname: host,
+    port,
+    fetch: (request) => handle(options, request),
+    error: () => json(500, { error: "internal error" }),
+  });
+  return {
+    address: { host, port: server.port ?? port },
+    close: async () => {
+      await server.stop(true);
+    },
+  };
+}
