@@ -16,6 +16,8 @@ export type {
   OAuth2AccountConfig,
   OAuth2Settings,
   PasswordAccountConfig,
+  QuotaConfig,
+  QuotaLimits,
   RuleConfig,
   SmtpConfig,
   StateConfig,

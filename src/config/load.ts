@@ -23,6 +23,7 @@ import {
   type RawConfig,
   type RawLimits,
   type RawListener,
+  type RawQuota,
   type RawRule,
 } from "./schema.ts";
 import {
@@ -36,6 +37,8 @@ import {
   type ListenerConfig,
   type OAuth2Settings,
   type ProtocolLimits,
+  type QuotaConfig,
+  type QuotaLimits,
   type RuleConfig,
   Secret,
   type SmtpConfig,
@@ -631,6 +634,45 @@ function admin(raw: RawAdmin, problems: Problems, warnings: string[]): AdminConf
   return { listenAddr, allowRemote, tokenHash: raw.token_hash ?? null };
 }
 
+const QUOTA_LIMIT_KEYS = [
+  "sends_per_hour",
+  "sends_per_day",
+  "recipients_per_day",
+  "recipients_per_message",
+  "reads_per_minute",
+  "bytes_per_day",
+] as const satisfies readonly (keyof QuotaLimits & keyof RawQuota)[];
+
+/** `[[quotas]]` (docs/quotas.md): unique names, at least one limit, and in vault mode only agents that exist. */
+function quotas(
+  raw: readonly RawQuota[] | undefined,
+  agentNames: Set<string> | null,
+  problems: Problems,
+): QuotaConfig[] {
+  const out: QuotaConfig[] = [];
+  const names = new Map<string, number>();
+  (raw ?? []).forEach((q, i) => {
+    const first = names.get(q.name);
+    if (first !== undefined)
+      problems.add(["quotas", i, "name"], `duplicate quota name ${JSON.stringify(q.name)} (also quotas[${first}])`);
+    else names.set(q.name, i);
+    const limits = Object.fromEntries(QUOTA_LIMIT_KEYS.map((k) => [k, q[k] ?? null])) as unknown as QuotaLimits;
+    if (QUOTA_LIMIT_KEYS.every((k) => limits[k] === null))
+      problems.add(
+        ["quotas", i, "name"],
+        `quota ${JSON.stringify(q.name)} sets no limit (${QUOTA_LIMIT_KEYS.join(", ")})`,
+      );
+    if (q.agents !== undefined && q.agents.length === 0)
+      problems.add(["quotas", i, "agents"], "an empty list matches no client: omit `agents` to apply to every client");
+    q.agents?.forEach((a, j) => {
+      if (agentNames !== null && !agentNames.has(a))
+        problems.add(["quotas", i, "agents", j], `no agent named ${JSON.stringify(a)} in [[agents]]`);
+    });
+    out.push({ name: q.name, agents: q.agents ?? null, limits });
+  });
+  return out;
+}
+
 function build(
   raw: RawConfig,
   file: string,
@@ -719,6 +761,7 @@ function build(
     state,
     approvals,
     admin: raw.admin ? admin(raw.admin, problems, warnings) : null,
+    quotas: quotas(raw.quotas, raw.agents ? agentNames : null, problems),
     warnings,
   };
 }

@@ -120,6 +120,18 @@ export const adminSchema = v.strictObject({
   token_hash: v.optional(v.string()),
 });
 
+/** `[[quotas]]`: sliding-window limits on sends and reads (docs/quotas.md); checked further in load.ts. */
+export const quotaSchema = v.strictObject({
+  name: v.pipe(v.string(), v.minLength(1)),
+  agents: v.optional(v.array(v.pipe(v.string(), v.minLength(1)))),
+  sends_per_hour: count,
+  sends_per_day: count,
+  recipients_per_day: count,
+  recipients_per_message: count,
+  reads_per_minute: count,
+  bytes_per_day: count,
+});
+
 export const configSchema = v.strictObject({
   imap: v.optional(listenerSchema),
   smtp: v.optional(smtpSchema),
@@ -131,6 +143,7 @@ export const configSchema = v.strictObject({
   state: v.optional(stateSchema),
   approvals: v.optional(approvalsSchema),
   admin: v.optional(adminSchema),
+  quotas: v.optional(v.array(quotaSchema)),
 });
 
 export type RawConfig = v.InferOutput<typeof configSchema>;
@@ -140,3 +153,4 @@ export type RawSmtp = v.InferOutput<typeof smtpSchema>;
 export type RawLimits = v.InferOutput<typeof limitsSchema>;
 export type RawApprovals = v.InferOutput<typeof approvalsSchema>;
 export type RawAdmin = v.InferOutput<typeof adminSchema>;
+export type RawQuota = v.InferOutput<typeof quotaSchema>;

@@ -171,6 +171,24 @@ export interface AdminConfig {
   readonly tokenHash: string | null;
 }
 
+/** The limits of `[[quotas]]` (docs/quotas.md), by their config key; null where the entry sets none. */
+export interface QuotaLimits {
+  readonly sends_per_hour: number | null;
+  readonly sends_per_day: number | null;
+  readonly recipients_per_day: number | null;
+  readonly recipients_per_message: number | null;
+  readonly reads_per_minute: number | null;
+  readonly bytes_per_day: number | null;
+}
+
+/** One `[[quotas]]` entry (docs/quotas.md). */
+export interface QuotaConfig {
+  readonly name: string;
+  /** Agent names (vault mode) or upstream logins (pass-through mode); null: every client. */
+  readonly agents: readonly string[] | null;
+  readonly limits: QuotaLimits;
+}
+
 export interface Config {
   /** Absolute path of the file this was read from. */
   readonly file: string;
@@ -189,6 +207,8 @@ export interface Config {
   readonly approvals: ApprovalsConfig;
   /** The admin HTTP listener; null when the file has no `[admin]` table (nothing listens). */
   readonly admin: AdminConfig | null;
+  /** Every entry whose `agents` match a client applies to it (docs/quotas.md). */
+  readonly quotas: readonly QuotaConfig[];
   /** Things that load but deserve attention (TLS verification off, plaintext on a public address...). */
   readonly warnings: readonly string[];
 }

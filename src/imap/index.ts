@@ -19,6 +19,8 @@ import {
   type UpstreamTarget,
 } from "../net/index.ts";
 import { FILTERED_OPERATIONS, MESSAGE_FIELDS, type Policy } from "../policy/index.ts";
+import { openQuotas, type Quotas } from "../quotas/index.ts";
+import { openStateDatabase } from "../state/database.ts";
 import { ClassificationCache, cachePathBeside } from "./cache.ts";
 import { ImapSession, type SessionContext } from "./session.ts";
 import type { UpstreamTimeouts } from "./upstream.ts";
@@ -47,6 +49,8 @@ export async function startImapProxy(deps: {
   config: Config;
   policy: Policy;
   audit: AuditLog;
+  /** `[[quotas]]` (docs/quotas.md); without it the proxy opens the state database itself when quotas are set. */
+  quotas?: Quotas;
   /** Tests only: shorter timeouts and login delays. */
   timeouts?: Partial<UpstreamTimeouts>;
   loginThrottle?: Partial<typeof LOGIN_THROTTLE>;
@@ -69,10 +73,12 @@ export async function startImapProxy(deps: {
   };
   if (upstream.skipVerify)
     log.warn("upstream_tls_skip_verify is on: the upstream IMAP server's certificate is NOT checked");
+  const ownQuotas = deps.quotas === undefined ? openQuotas(config, null, openStateDatabase) : null;
   const ctx: SessionContext = {
     config,
     policy,
     audit,
+    quotas: deps.quotas ?? ownQuotas!.quotas,
     upstream,
     listenTls: imap.listenTls,
     identity,
@@ -119,6 +125,7 @@ export async function startImapProxy(deps: {
       for (const session of ctx.sessions) session.shutdown();
       await closed;
       ctx.cache?.close();
+      ownQuotas?.close();
     },
   };
 }

@@ -23,6 +23,7 @@ import {
   type UpstreamTarget,
 } from "../net/index.ts";
 import type { Decision, Operation, Policy } from "../policy/index.ts";
+import type { Quotas } from "../quotas/index.ts";
 import { verifyToken } from "../vault/token.ts";
 import type { ClassificationCache } from "./cache.ts";
 import { AUTH_CAPABILITIES, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
@@ -50,6 +51,8 @@ export interface SessionContext {
   readonly config: Config;
   readonly policy: Policy;
   readonly audit: AuditLog;
+  /** reads_per_minute is charged at FETCH (docs/quotas.md). */
+  readonly quotas: Quotas;
   readonly upstream: UpstreamTarget;
   readonly listenTls: "tls" | "starttls" | "none";
   readonly identity: TlsIdentity | null;

@@ -22,6 +22,8 @@ import {
   type UpstreamTarget,
 } from "../net/index.ts";
 import type { Policy } from "../policy/index.ts";
+import { openQuotas, type Quotas } from "../quotas/index.ts";
+import { openStateDatabase } from "../state/database.ts";
 import {
   AUTH_FAILURE_MAX_DELAY_MS,
   AUTH_FAILURE_TRACKED_ADDRESSES,
@@ -46,6 +48,8 @@ export interface SmtpProxyOptions {
   /** Where `ask` rules hold messages (docs/approvals.md); needed when a rule asks. */
   readonly approvals?: ApprovalStore | null;
   readonly onHeld?: (row: ApprovalRow) => void;
+  /** `[[quotas]]` (docs/quotas.md); without it the proxy opens the state database itself when quotas are set. */
+  readonly quotas?: Quotas;
   /** Tests only: shorter times (idle, login delay); connection limits and session times come from `[limits]`. */
   readonly limits?: Partial<SessionLimits>;
 }
@@ -90,10 +94,12 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
     idleTimeoutMs: configured.idleTimeoutMs,
     ...opts.limits,
   };
+  const ownQuotas = opts.quotas === undefined ? openQuotas(config, null, openStateDatabase) : null;
   const ctx: SessionContext = {
     config,
     policy,
     audit,
+    quotas: opts.quotas ?? ownQuotas!.quotas,
     upstream,
     identity,
     spoolDir,
@@ -142,6 +148,7 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
       const closed = listener.close(SHUTDOWN_GRACE_MS);
       for (const session of ctx.sessions) session.shutdown();
       await closed;
+      ownQuotas?.close();
     },
   };
 }

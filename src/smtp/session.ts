@@ -19,6 +19,7 @@ import { moduleLogger } from "../log.ts";
 import type { Connection, FailureThrottle, TlsIdentity, UpstreamTarget } from "../net/index.ts";
 import { LineFramer, SessionCounter, UpstreamError } from "../net/index.ts";
 import type { Decision, Outcome, Policy } from "../policy/index.ts";
+import { describeExceeded, type Quotas } from "../quotas/index.ts";
 import { parsePathArgument } from "./address.ts";
 import { checkAgentLogin, decodeLoginStep, decodePlain, type LoginAttempt, type Mechanism } from "./auth.ts";
 import { DataReader } from "./data.ts";
@@ -73,6 +74,8 @@ export interface SessionContext {
   readonly config: Config;
   readonly policy: Policy;
   readonly audit: AuditLog;
+  /** Sends are charged at the end of DATA, before anything goes upstream (docs/quotas.md). */
+  readonly quotas: Quotas;
   readonly upstream: UpstreamTarget;
   readonly identity: TlsIdentity | null;
   readonly spoolDir: string;
@@ -804,7 +807,23 @@ export class SmtpSession {
       this.#send(reply(550, "5.7.1", `Recipient <${path.address}> is not allowed`));
       return undefined;
     }
-    if (!tx.recipients.some((r) => r.key === path.key)) tx.recipients.push({ address: path.address, key: path.key });
+    if (!tx.recipients.some((r) => r.key === path.key)) {
+      // recipients_per_message is refused at the RCPT one past it (docs/quotas.md); the earlier ones stand.
+      const over = this.#ctx.quotas.checkRecipients(this.#auditAgent, tx.recipients.length + 1);
+      if (over !== null) {
+        this.#audit({
+          command: "RCPT TO",
+          operation: "mail:send",
+          target: path.key,
+          decision: "deny",
+          reason: describeExceeded(over),
+          detail: { quota: over.quota, limit: over.limit, max: over.max },
+        });
+        this.#send(reply(452, "4.7.1", `${capitalize(describeExceeded(over))}; recipient not accepted`));
+        return undefined;
+      }
+      tx.recipients.push({ address: path.address, key: path.key });
+    }
     this.#send(reply(250, "2.1.5", "Recipient OK"));
     return undefined;
   }
@@ -1003,6 +1022,43 @@ export class SmtpSession {
       );
       return;
     }
+    this.#flush();
+    const audit = this.#ctx.audit;
+    if (!audit.healthy) {
+      // Known to be unable to write: refused before anything of the transaction goes upstream.
+      moduleLogger("smtp").error(`audit log unavailable, send refused: ${audit.path}`);
+      this.#send(reply(451, "4.3.0", "Audit log unavailable; nothing was sent, try again later"));
+      return;
+    }
+    // The send is charged (committed to the state database) before anything of it goes upstream (docs/quotas.md).
+    const charged = this.#ctx.quotas.charge(this.#auditAgent, {
+      sends: 1,
+      recipients: tx.recipients.length,
+      bytes: size,
+    });
+    if (!charged.ok) {
+      const over = charged.exceeded;
+      rows.push(
+        this.#event({
+          command: "DATA",
+          operation: "mail:send",
+          target: facts.messageId,
+          decision: over === null ? "error" : "deny",
+          reason: charged.message,
+          count: tx.recipients.length,
+          detail: over === null ? detail : { ...detail, quota: over.quota, limit: over.limit, max: over.max },
+        }),
+      );
+      for (const row of rows) this.#audit(row);
+      if (over === null) moduleLogger("smtp").error(`send refused: ${charged.message}`);
+      this.#send(
+        over === null
+          ? reply(451, "4.3.0", "Quota state unavailable; nothing was sent, try again later")
+          : reply(452, "4.7.1", `${capitalize(charged.message)}; nothing was sent`),
+      );
+      return;
+    }
+    // A held message was charged above, when held: asking again and again does not bypass a quota (docs/quotas.md).
     if (verdict.held.length > 0) return this.#hold(tx, verdict.held, rows, detail);
     rows.push(
       this.#event({
@@ -1015,14 +1071,6 @@ export class SmtpSession {
         detail,
       }),
     );
-    this.#flush();
-    const audit = this.#ctx.audit;
-    if (!audit.healthy) {
-      // Known to be unable to write: refused before anything of the transaction goes upstream.
-      moduleLogger("smtp").error(`audit log unavailable, send refused: ${audit.path}`);
-      this.#send(reply(451, "4.3.0", "Audit log unavailable; nothing was sent, try again later"));
-      return;
-    }
     // The rows must be on disk before the message reaches the upstream (docs/audit.md "What a row records"), that is
     // before the final dot. They wait for company (at most SEND_COMMIT_WAIT_MS) while MAIL, the RCPTs and DATA go
     // upstream; the replay commits them once DATA is accepted, and holds its end of data until they are on disk.
@@ -1162,6 +1210,10 @@ export class SmtpSession {
     }
     return id.credentials;
   }
+}
+
+function capitalize(text: string): string {
+  return text.charAt(0).toUpperCase() + text.slice(1);
 }
 
 function decisionFields(decision: Decision): Pick<AuditEvent, "decision" | "rule" | "ruleIndex" | "reason"> {

@@ -17,7 +17,9 @@ import {
   type Outcome,
   type Policy,
 } from "../../policy/index.ts";
+import { type QuotaUse, quotaUse } from "../../quotas/index.ts";
 import { type SimulatedSend, senderNotIdentity, sessionIdentities, simulateSend } from "../../smtp/decide.ts";
+import { openStateDatabaseReadOnly } from "../../state/database.ts";
 import { type CommandContext, EXIT_OK, parse, required, strings, UsageError } from "../args.ts";
 
 export const usage = `Usage: mailgator explain -c FILE --op OP [--folder F] [--from A] [--to A] [--cc A]
@@ -43,7 +45,9 @@ Options:
   -c, --config FILE   the config file
       --op OP         operation or shorthand (required)
       --folder F      folder, "/"-separated (IMAP operations)
-      --agent NAME    agent name (vault mode: configs with [[agents]])
+      --agent NAME    agent name (vault mode: configs with [[agents]]); in
+                      pass-through mode, the upstream login whose quota
+                      use to show (docs/quotas.md)
       --json          one JSON object per operation
   -h, --help          this help`;
 
@@ -114,7 +118,9 @@ export function explain(ctx: CommandContext): number {
   if (ops.some((op) => op !== "mail:send") && values.folder === undefined)
     throw new UsageError(`--folder is required for ${ops.filter((op) => op !== "mail:send").join(", ")}`, usage);
   const config = loadConfig(file, { env: ctx.env });
-  const agent = values.agent ?? null;
+  // Pass-through mode has no agents: --agent names an upstream login, which only quotas count by (docs/quotas.md).
+  const quotaSubject = values.agent ?? null;
+  const agent = config.agents.length === 0 ? null : quotaSubject;
   if (agent !== null && !config.agents.some((a) => a.name === agent)) {
     throw new UsageError(`--agent: no agent named ${JSON.stringify(agent)} in the config`, usage);
   }
@@ -133,6 +139,7 @@ export function explain(ctx: CommandContext): number {
 
   const out: string[] = [];
   if (note !== null && !values.json) out.push(`note: ${note}`);
+  const quotas = quotasNow(config, quotaSubject);
   for (const operation of ops as readonly Operation[]) {
     let answer: Answer;
     if (operation === "mail:send") {
@@ -163,14 +170,38 @@ export function explain(ctx: CommandContext): number {
       };
       answer = explainImap(decideImap(policy, operation, values.folder!, agent, facts));
     }
-    if (values.json) out.push(JSON.stringify({ ...answer.json, agent, agents, note }));
-    else out.push(...answer.text);
+    // Sends and reads are what quotas count (docs/quotas.md "Seeing the use").
+    const counted = operation === "mail:send" || operation === "mail:read" ? quotas : null;
+    if (values.json) out.push(JSON.stringify({ ...answer.json, agent, agents, note, ...(counted ? { quotas } : {}) }));
+    else out.push(...answer.text, ...(counted ? quotaLines(counted) : []));
   }
   ctx.out(out.join("\n"));
   return EXIT_OK;
 }
 
 // ---- IMAP ----------------------------------------------------------------------------------------------------
+
+/** The quotas that apply to `agent` and their use now (null without [[quotas]]), read-only from the state database. */
+function quotasNow(config: Config, agent: string | null): QuotaUse[] | null {
+  if (config.quotas.length === 0) return null; // nothing said when the config has no [[quotas]]
+  const db = openStateDatabaseReadOnly(config.state.path);
+  try {
+    return quotaUse(db, config.quotas, agent);
+  } finally {
+    db?.close();
+  }
+}
+
+function quotaLines(quotas: readonly QuotaUse[]): string[] {
+  if (quotas.length === 0) return ["  quotas: none applies"];
+  return quotas.map((q) => {
+    const who = q.agents === null ? "every client" : q.agents.join(", ");
+    const limits = q.limits.map((l) =>
+      l.used === null ? `${l.limit} ${l.max}` : `${l.limit} ${l.used}/${l.max} used`,
+    );
+    return `  quota "${q.quota}" (${who}): ${limits.join(", ")}`;
+  });
+}
 
 function explainImap(v: ImapVerdict): Answer {
   const head = `${v.operation} in ${JSON.stringify(v.folder)}`;

@@ -78,6 +78,20 @@ action = "allow"
 [[rules]]
 name = "Deny everything else"
 action = "deny"
+
+# Quotas (docs/quotas.md): sliding windows kept in the state database, so a
+# restart does not reset them. Well under the providers' own ceilings (Gmail:
+# 500 recipients a day, 2,000 on Workspace, and a sender blocked for up to a
+# day past them, the human included; Microsoft 365: 10,000 recipients a day,
+# 30 messages a minute). Over a limit: SMTP 452 4.7.1, IMAP NO [LIMIT].
+[[quotas]]
+name = "Default"
+sends_per_hour = 50
+sends_per_day = 200
+recipients_per_day = 200
+recipients_per_message = 20
+bytes_per_day = 100_000_000
+reads_per_minute = 120
 `;
 
 export function init(ctx: CommandContext): number {

@@ -11,7 +11,9 @@ import { type Config, loadConfig } from "../../config/index.ts";
 import { startImapProxy } from "../../imap/index.ts";
 import { moduleLogger } from "../../log.ts";
 import { compilePolicy, type Policy } from "../../policy/index.ts";
+import { openQuotas, type Quotas } from "../../quotas/index.ts";
 import { startSmtpProxy } from "../../smtp/index.ts";
+import { openStateDatabase } from "../../state/database.ts";
 import { SealedStore } from "../../state/store.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required } from "../args.ts";
 
@@ -40,6 +42,8 @@ export interface ProxyDeps {
   readonly credentials: AccountCredentials;
   /** Where `ask` rules hold messages; null when no rule asks (docs/approvals.md). */
   readonly approvals: ApprovalStore | null;
+  /** `[[quotas]]` counted in the state database (docs/quotas.md). */
+  readonly quotas: Quotas;
 }
 
 type Starter = (deps: ProxyDeps) => Promise<ProxyHandle>;
@@ -130,10 +134,28 @@ export async function serve(ctx: CommandContext): Promise<number> {
       unregister.push(registerAdminRoute(method, "/approvals", (req) => page(req), { auth: "none" }));
   }
   if (state) log.info(`state database: ${state.path}`);
+  let quotas: ReturnType<typeof openQuotas>;
+  try {
+    quotas = openQuotas(config, state?.db ?? null, openStateDatabase);
+  } catch (e) {
+    log.error(`cannot start: quotas: ${(e as Error).message}`);
+    await audit.close();
+    if (expiry) clearInterval(expiry);
+    state?.close();
+    return EXIT_FAILURE;
+  }
+  if (config.quotas.length > 0) log.info(`quotas: ${config.quotas.length}, counted in ${config.state.path}`);
   const handles: ProxyHandle[] = [];
   const listening: Record<"imap" | "smtp", boolean> = { imap: false, smtp: false };
   let admin: AdminServer | null = null;
-  const deps: ProxyDeps = { config, policy, audit, credentials: accounts.credentials, approvals };
+  const deps: ProxyDeps = {
+    config,
+    policy,
+    audit,
+    credentials: accounts.credentials,
+    approvals,
+    quotas: quotas.quotas,
+  };
   try {
     for (const name of ["imap", "smtp"] as const) {
       if (!config[name]) continue;
@@ -165,6 +187,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
     await Promise.allSettled(handles.map((h) => h.close()));
     await audit.close();
     if (expiry) clearInterval(expiry);
+    quotas.close();
     state?.close();
     return EXIT_FAILURE;
   }
@@ -172,6 +195,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
     log.error("no listener could start: nothing to serve");
     await audit.close();
     if (expiry) clearInterval(expiry);
+    quotas.close();
     state?.close();
     return EXIT_FAILURE;
   }
@@ -182,6 +206,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
   await admin?.close();
   for (const f of unregister) f();
   await audit.close();
+  quotas.close();
   state?.close();
   return EXIT_OK;
 }

@@ -169,6 +169,47 @@ export function agentFetch(
   return { type: "FETCH", seq, attrs };
 }
 
+/**
+ * FETCH items that return a message's content, counted by reads_per_minute (docs/quotas.md "What is counted"):
+ * BODY[...] and BODY.PEEK[...] (any section, headers included), BINARY[...], RFC822, RFC822.HEADER and RFC822.TEXT.
+ * ENVELOPE, BODYSTRUCTURE, FLAGS, sizes and dates are a listing, not a read.
+ */
+function readsContent(item: FetchItem): boolean {
+  return (
+    item.type === "BODY[]" ||
+    item.type === "BINARY[]" ||
+    item.type === "RFC822" ||
+    item.type === "RFC822.HEADER" ||
+    item.type === "RFC822.TEXT"
+  );
+}
+
+/**
+ * Charges `messages` reads (each message of the set the agent can see, once per FETCH) before anything is fetched;
+ * over reads_per_minute the whole FETCH is refused with NO [LIMIT] (RFC 5530) and a deny row.
+ */
+function chargeReads(s: ImapSession, command: string, folder: string, messages: number): void {
+  if (messages === 0) return;
+  const charged = s.ctx.quotas.chargeReads(s.user, messages);
+  if (charged.ok) return;
+  const over = charged.exceeded;
+  s.auditRow({
+    command,
+    operation: "mail:read",
+    folder,
+    target: null,
+    decision: over === null ? "error" : "deny",
+    rule: null,
+    ruleIndex: null,
+    reason: charged.message,
+    count: messages,
+    ...(over === null ? {} : { detail: { quota: over.quota, limit: over.limit, max: over.max } }),
+  });
+  if (over === null) throw new Refusal("NO", "UNAVAILABLE", "Quota state unavailable; try again later");
+  const text = charged.message.charAt(0).toUpperCase() + charged.message.slice(1);
+  throw new Refusal("NO", "LIMIT", `${text}; nothing was fetched`);
+}
+
 async function fetch(s: ImapSession, cmd: CommandOf<"FETCH">): Promise<void> {
   const box = s.box!;
   const p = box.policyName;
@@ -206,6 +247,7 @@ async function fetch(s: ImapSession, cmd: CommandOf<"FETCH">): Promise<void> {
     }
   }
   if (!cmd.items.some((i) => i.type === "UID")) items.push({ type: "UID" });
+  if (cmd.items.some(readsContent)) chargeReads(s, cmd.uid ? "UID FETCH" : "FETCH", p, uids.length);
   const shape: FetchShape = { uid: uidAsked, rfc822, rfc822Text, bodyWhole, bodyText };
   s.auditRow({
     command: cmd.uid ? "UID FETCH" : "FETCH",

@@ -1,0 +1,205 @@
+/**
+ * Quotas (docs/quotas.md): `[[quotas]]` limits on what a client sends and reads, counted over sliding windows in the
+ * state database so that a restart does not reset them. One function charges a send, whoever sends it: the SMTP
+ * session at the end of DATA and a message held for approval when it is held. Every entry that applies to the
+ * client is checked (so the tightest wins) and, when none is over, the charge is committed durably before the
+ * caller answers or sends anything upstream.
+ */
+
+import type { Database } from "bun:sqlite";
+import type { QuotaConfig, QuotaLimits } from "../config/index.ts";
+import {
+  type Amounts,
+  type Charge,
+  describeExceeded,
+  type Exceeded,
+  firstExceeded,
+  LONGEST_WINDOW_MS,
+  used,
+  WINDOWED,
+  type WindowedLimit,
+} from "./window.ts";
+
+export type { Charge, Exceeded, LimitName } from "./window.ts";
+export { DAY_MS, describeExceeded, fitsAt, HOUR_MS, MINUTE_MS, used, WINDOWED } from "./window.ts";
+
+/** A send to charge: one message (sends = 1), its envelope recipients and its size in octets. */
+export interface SendCharge {
+  readonly sends: number;
+  readonly recipients: number;
+  readonly bytes: number;
+}
+
+/**
+ * The outcome of a charge. `exceeded`: nothing was charged, the request is refused (SMTP 452 4.7.1, IMAP NO [LIMIT]).
+ * `unavailable`: the state database could not be read or written; nothing was charged and the request must be
+ * refused as a temporary failure (fail closed).
+ */
+export type ChargeResult =
+  | { readonly ok: true }
+  | { readonly ok: false; readonly exceeded: Exceeded; readonly message: string }
+  | { readonly ok: false; readonly exceeded: null; readonly message: string };
+
+/** One limit of one entry and its use at a time, for `explain`. */
+export interface LimitUse {
+  readonly limit: keyof QuotaLimits;
+  readonly max: number;
+  /** The window's use; null for recipients_per_message (a per-message limit has no window). */
+  readonly used: number | null;
+  readonly windowSeconds: number | null;
+}
+
+export interface QuotaUse {
+  readonly quota: string;
+  readonly agents: readonly string[] | null;
+  readonly limits: readonly LimitUse[];
+}
+
+const SCHEMA = `CREATE TABLE IF NOT EXISTS quota_charges (
+  subject    TEXT NOT NULL,
+  at         INTEGER NOT NULL,
+  sends      INTEGER NOT NULL,
+  recipients INTEGER NOT NULL,
+  bytes      INTEGER NOT NULL,
+  reads      INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS quota_charges_subject_at ON quota_charges (subject, at);`;
+
+/** The entries that apply to `subject` (an agent name, or an upstream login in pass-through mode; null: nobody). */
+export function quotasFor(quotas: readonly QuotaConfig[], subject: string | null): QuotaConfig[] {
+  return quotas.filter((q) => q.agents === null || (subject !== null && q.agents.includes(subject)));
+}
+
+/** Whether any applicable entry counts something over a window (else nothing is recorded). */
+function counts(applicable: readonly QuotaConfig[], amounts: Amounts): boolean {
+  return applicable.some((q) =>
+    (Object.keys(WINDOWED) as WindowedLimit[]).some((l) => q.limits[l] !== null && amounts[WINDOWED[l].amount] > 0),
+  );
+}
+
+function readCharges(db: Database, subject: string, now: number): Charge[] {
+  return db
+    .query("SELECT at, sends, recipients, bytes, reads FROM quota_charges WHERE subject = ? AND at > ? ORDER BY at")
+    .all(subject, now - LONGEST_WINDOW_MS) as Charge[];
+}
+
+/** Creates the quota table in the state database when missing (idempotent). */
+export function prepareQuotaTables(db: Database): void {
+  db.run(SCHEMA);
+}
+
+export class Quotas {
+  readonly #db: Database | null;
+  readonly #quotas: readonly QuotaConfig[];
+
+  /** `db` may be null only when `quotas` is empty. */
+  constructor(db: Database | null, quotas: readonly QuotaConfig[]) {
+    if (db === null && quotas.length > 0) throw new Error("quotas are configured but there is no state database");
+    this.#db = db;
+    this.#quotas = quotas;
+    if (db !== null) prepareQuotaTables(db);
+  }
+
+  get configured(): boolean {
+    return this.#quotas.length > 0;
+  }
+
+  /** recipients_per_message for a message of `recipients` recipients (checked at each RCPT); nothing is charged. */
+  checkRecipients(subject: string | null, recipients: number): Exceeded | null {
+    for (const q of quotasFor(this.#quotas, subject)) {
+      const max = q.limits.recipients_per_message;
+      if (max !== null && recipients > max)
+        return { quota: q.name, limit: "recipients_per_message", max, used: recipients, resetsAt: null };
+    }
+    return null;
+  }
+
+  /**
+   * Charges one send (the SMTP session at the end of DATA, or a message held for approval when it is held): checks
+   * every applicable entry and, when none would be exceeded, records the charge in the same transaction.
+   */
+  charge(subject: string | null, send: SendCharge, now: number = Date.now()): ChargeResult {
+    return this.#charge(subject, { ...send, reads: 0 }, now);
+  }
+
+  /** Charges `messages` messages whose content an IMAP FETCH returns (reads_per_minute). */
+  chargeReads(subject: string | null, messages: number, now: number = Date.now()): ChargeResult {
+    return this.#charge(subject, { sends: 0, recipients: 0, bytes: 0, reads: messages }, now);
+  }
+
+  #charge(subject: string | null, amounts: Amounts, now: number): ChargeResult {
+    const applicable = quotasFor(this.#quotas, subject);
+    if (applicable.length === 0) return { ok: true };
+    const db = this.#db!;
+    const key = subject ?? "";
+    try {
+      return db
+        .transaction((): ChargeResult => {
+          // Pruned as it goes: nothing older than the longest window is ever counted again.
+          db.query("DELETE FROM quota_charges WHERE subject = ? AND at <= ?").run(key, now - LONGEST_WINDOW_MS);
+          const charges = readCharges(db, key, now);
+          for (const q of applicable) {
+            const over = firstExceeded(q.name, q.limits, charges, amounts, now);
+            if (over !== null) return { ok: false, exceeded: over, message: describeExceeded(over) };
+          }
+          if (counts(applicable, amounts)) {
+            db.query(
+              "INSERT INTO quota_charges (subject, at, sends, recipients, bytes, reads) VALUES (?, ?, ?, ?, ?, ?)",
+            ).run(key, now, amounts.sends, amounts.recipients, amounts.bytes, amounts.reads);
+          }
+          return { ok: true };
+        })
+        .immediate();
+    } catch (e) {
+      return { ok: false, exceeded: null, message: `quota state unavailable: ${(e as Error).message}` };
+    }
+  }
+}
+
+/**
+ * The entries that apply to `subject` and each limit's use at `now`, read from `db` (null: no state database yet,
+ * every window is empty). For `explain`; reads only.
+ */
+export function quotaUse(
+  db: Database | null,
+  quotas: readonly QuotaConfig[],
+  subject: string | null,
+  now: number = Date.now(),
+): QuotaUse[] {
+  const applicable = quotasFor(quotas, subject);
+  let charges: Charge[] = [];
+  if (db !== null && applicable.length > 0) {
+    const table = db.query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'quota_charges'").get();
+    if (table !== null) charges = readCharges(db, subject ?? "", now);
+  }
+  return applicable.map((q) => ({
+    quota: q.name,
+    agents: q.agents,
+    limits: (Object.keys(q.limits) as (keyof QuotaLimits)[]).flatMap((limit): LimitUse[] => {
+      const max = q.limits[limit];
+      if (max === null) return [];
+      if (limit === "recipients_per_message") return [{ limit, max, used: null, windowSeconds: null }];
+      const windowed: WindowedLimit = limit;
+      return [{ limit, max, used: used(charges, windowed, now), windowSeconds: WINDOWED[windowed].windowMs / 1000 }];
+    }),
+  }));
+}
+
+/**
+ * The Quotas of a running proxy: with `[[quotas]]` configured, on `db` (the state database already open for sealed
+ * records) or on the state database opened here. `close` closes only what was opened here.
+ */
+export function openQuotas(
+  config: { readonly quotas: readonly QuotaConfig[]; readonly state: { readonly path: string } },
+  db: Database | null,
+  open: (path: string) => Database,
+): { quotas: Quotas; close: () => void } {
+  if (config.quotas.length === 0) return { quotas: new Quotas(null, []), close: () => {} };
+  const own = db === null ? open(config.state.path) : null;
+  try {
+    return { quotas: new Quotas(db ?? own, config.quotas), close: () => own?.close() };
+  } catch (e) {
+    own?.close();
+    throw e;
+  }
+}

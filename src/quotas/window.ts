@@ -1,0 +1,118 @@
+/**
+ * Sliding windows over a log of timestamped charges (docs/quotas.md "Windows"). Pure functions of `now`, so that the
+ * sliding is tested with explicit times. A charge counts while `at > now - window` (a charge made in the future,
+ * after the clock stepped back, counts too: fail closed); precision is the millisecond.
+ */
+
+import type { QuotaLimits } from "../config/index.ts";
+
+export const MINUTE_MS = 60_000;
+export const HOUR_MS = 60 * MINUTE_MS;
+export const DAY_MS = 24 * HOUR_MS;
+
+/** One recorded charge: a send (sends, recipients, bytes) or an IMAP fetch (reads). */
+export interface Charge {
+  readonly at: number;
+  readonly sends: number;
+  readonly recipients: number;
+  readonly bytes: number;
+  readonly reads: number;
+}
+
+export type Amounts = Omit<Charge, "at">;
+
+/** The limits counted over a window, what each counts and the window's length. */
+export const WINDOWED = {
+  sends_per_hour: { amount: "sends", windowMs: HOUR_MS },
+  sends_per_day: { amount: "sends", windowMs: DAY_MS },
+  recipients_per_day: { amount: "recipients", windowMs: DAY_MS },
+  bytes_per_day: { amount: "bytes", windowMs: DAY_MS },
+  reads_per_minute: { amount: "reads", windowMs: MINUTE_MS },
+} as const satisfies Record<string, { amount: keyof Amounts; windowMs: number }>;
+
+export type WindowedLimit = keyof typeof WINDOWED;
+export type LimitName = keyof QuotaLimits & string;
+
+/** The longest window: charges older than this are never counted again and may be pruned. */
+export const LONGEST_WINDOW_MS = DAY_MS;
+
+/** What a window holds at `now`. */
+export function used(charges: readonly Charge[], limit: WindowedLimit, now: number): number {
+  const { amount, windowMs } = WINDOWED[limit];
+  let total = 0;
+  for (const c of charges) if (c.at > now - windowMs) total += c[amount];
+  return total;
+}
+
+/**
+ * When a request of `request` would fit under `max` again: the time at which enough of the counted charges have left
+ * the window (for a single charge in the way, the oldest counted charge's time plus the window). null when the
+ * request alone is over the limit (it never fits); `now` when it fits already.
+ */
+export function fitsAt(
+  charges: readonly Charge[],
+  limit: WindowedLimit,
+  max: number,
+  request: number,
+  now: number,
+): number | null {
+  if (request > max) return null;
+  const { amount, windowMs } = WINDOWED[limit];
+  const counted = charges.filter((c) => c.at > now - windowMs && c[amount] > 0).sort((a, b) => a.at - b.at);
+  let total = counted.reduce((sum, c) => sum + c[amount], 0);
+  if (total + request <= max) return now;
+  for (const c of counted) {
+    total -= c[amount];
+    if (total + request <= max) return c.at + windowMs;
+  }
+  return null; // not reached: with every charge gone, request <= max
+}
+
+/** A limit a request would go over. */
+export interface Exceeded {
+  readonly quota: string;
+  readonly limit: LimitName;
+  readonly max: number;
+  /** What the window already holds (for recipients_per_message: the message's recipients). */
+  readonly used: number;
+  /** When the request would fit again (ms since the epoch); null when it never fits as it is. */
+  readonly resetsAt: number | null;
+}
+
+/** The sentence agents and the audit log get: the quota, the limit, what is used and when it resets. */
+export function describeExceeded(e: Exceeded): string {
+  const what =
+    e.limit === "recipients_per_message"
+      ? `${e.limit} ${e.max} (this message has ${e.used})`
+      : `${e.limit} ${e.max} (used ${e.used})`;
+  const when =
+    e.resetsAt === null
+      ? "this request alone is over the limit"
+      : `resets at ${new Date(e.resetsAt).toISOString().replace(/\.\d{3}Z$/, "Z")}`;
+  return `quota "${e.quota}" exceeded: ${what}; ${when}`;
+}
+
+/**
+ * The first limit of `limits` that `request` would go over at `now`, given the subject's charges; null when every
+ * limit leaves room. recipients_per_message is checked against the request itself.
+ */
+export function firstExceeded(
+  quota: string,
+  limits: QuotaLimits,
+  charges: readonly Charge[],
+  request: Amounts,
+  now: number,
+): Exceeded | null {
+  const perMessage = limits.recipients_per_message;
+  if (perMessage !== null && request.sends > 0 && request.recipients > perMessage)
+    return { quota, limit: "recipients_per_message", max: perMessage, used: request.recipients, resetsAt: null };
+  for (const limit of Object.keys(WINDOWED) as WindowedLimit[]) {
+    const max = limits[limit];
+    const amount = request[WINDOWED[limit].amount];
+    if (max === null || amount === 0) continue;
+    const current = used(charges, limit, now);
+    if (current + amount <= max) continue;
+    return { quota, limit, max, used: current, resetsAt: fitsAt(charges, limit, max, amount, now) };
+  }
+  return null;
+}

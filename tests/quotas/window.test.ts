@@ -1,0 +1,109 @@
+/** Sliding windows with explicit times (docs/quotas.md "Windows"), and the charge on a state database in memory. */
+import { Database } from "bun:sqlite";
+import { expect, test } from "bun:test";
+import { parseConfig } from "../../src/config/index.ts";
+import { type Charge, fitsAt, HOUR_MS, MINUTE_MS, Quotas, quotaUse, used } from "../../src/quotas/index.ts";
+
+const T0 = Date.UTC(2026, 0, 1, 12, 0, 0);
+
+function send(at: number, recipients = 1, bytes = 100): Charge {
+  return { at, sends: 1, recipients, bytes, reads: 0 };
+}
+
+test("a charge counts while it is less than a window old, not at the window's end", () => {
+  const charges = [send(T0)];
+  expect(used(charges, "sends_per_hour", T0 + HOUR_MS - 1)).toBe(1);
+  expect(used(charges, "sends_per_hour", T0 + HOUR_MS)).toBe(0);
+  expect(used(charges, "sends_per_day", T0 + HOUR_MS)).toBe(1);
+  // A charge dated after now (the clock stepped back) still counts.
+  expect(used(charges, "sends_per_hour", T0 - 5000)).toBe(1);
+});
+
+test("fitsAt: the time enough counted charges leave the window; null when the request alone is over", () => {
+  const charges = [send(T0, 3), send(T0 + 10_000, 4), send(T0 + 20_000, 1)];
+  // recipients_per_day 8, used 8: one more fits when the first charge (3) leaves the day.
+  expect(fitsAt(charges, "recipients_per_day", 8, 1, T0 + 30_000)).toBe(T0 + 24 * HOUR_MS);
+  // Five more need the first two gone.
+  expect(fitsAt(charges, "recipients_per_day", 8, 5, T0 + 30_000)).toBe(T0 + 10_000 + 24 * HOUR_MS);
+  expect(fitsAt(charges, "recipients_per_day", 8, 9, T0 + 30_000)).toBeNull();
+  expect(fitsAt([], "recipients_per_day", 8, 8, T0)).toBe(T0);
+});
+
+function quotas(toml: string): Quotas {
+  const config = parseConfig(`[[rules]]\nname = "all"\naction = "allow"\n${toml}`, "/tmp/m.toml");
+  return new Quotas(new Database(":memory:"), config.quotas);
+}
+
+test("sends_per_hour slides: N pass, the (N+1)th is refused until the oldest charge leaves the hour", () => {
+  const q = quotas(`[[quotas]]\nname = "h"\nsends_per_hour = 2\n`);
+  expect(q.charge("a", { sends: 1, recipients: 1, bytes: 10 }, T0).ok).toBe(true);
+  expect(q.charge("a", { sends: 1, recipients: 1, bytes: 10 }, T0 + MINUTE_MS).ok).toBe(true);
+  const over = q.charge("a", { sends: 1, recipients: 1, bytes: 10 }, T0 + 2 * MINUTE_MS);
+  expect(over.ok).toBe(false);
+  if (over.ok) return;
+  expect(over.exceeded).toEqual({ quota: "h", limit: "sends_per_hour", max: 2, used: 2, resetsAt: T0 + HOUR_MS });
+  expect(over.message).toBe('quota "h" exceeded: sends_per_hour 2 (used 2); resets at 2026-01-01T13:00:00Z');
+  // A refused send is not charged; another client has its own count.
+  expect(q.charge("b", { sends: 1, recipients: 1, bytes: 10 }, T0 + 2 * MINUTE_MS).ok).toBe(true);
+  expect(q.charge("a", { sends: 1, recipients: 1, bytes: 10 }, T0 + HOUR_MS - 1).ok).toBe(false);
+  expect(q.charge("a", { sends: 1, recipients: 1, bytes: 10 }, T0 + HOUR_MS).ok).toBe(true);
+});
+
+test("every matching entry applies, the tightest first; agents lists select clients", () => {
+  const q = quotas(
+    `[[quotas]]\nname = "all"\nrecipients_per_day = 10\nbytes_per_day = 1000\n` +
+      `[[quotas]]\nname = "bot"\nagents = ["bot"]\nrecipients_per_day = 3\nrecipients_per_message = 2\n`,
+  );
+  expect(q.checkRecipients("bot", 2)).toBeNull();
+  expect(q.checkRecipients("bot", 3)?.limit).toBe("recipients_per_message");
+  expect(q.checkRecipients("other", 3)).toBeNull();
+  expect(q.charge("bot", { sends: 1, recipients: 2, bytes: 10 }, T0).ok).toBe(true);
+  const r = q.charge("bot", { sends: 1, recipients: 2, bytes: 10 }, T0 + 1);
+  expect(!r.ok && r.exceeded?.quota).toBe("bot");
+  expect(q.charge("other", { sends: 1, recipients: 1, bytes: 1000 }, T0).ok).toBe(true);
+  const b = q.charge("other", { sends: 1, recipients: 1, bytes: 1 }, T0 + 1);
+  expect(!b.ok && b.exceeded?.limit).toBe("bytes_per_day");
+});
+
+test("reads_per_minute counts messages, and the use explain shows comes from the same table", () => {
+  const db = new Database(":memory:");
+  const config = parseConfig(`[[quotas]]\nname = "r"\nreads_per_minute = 3\n`, "/tmp/m.toml");
+  const q = new Quotas(db, config.quotas);
+  expect(q.chargeReads("a", 2, T0).ok).toBe(true);
+  expect(q.chargeReads("a", 2, T0 + 1000).ok).toBe(false);
+  expect(q.chargeReads("a", 1, T0 + 1000).ok).toBe(true);
+  expect(quotaUse(db, config.quotas, "a", T0 + 2000)).toEqual([
+    { quota: "r", agents: null, limits: [{ limit: "reads_per_minute", max: 3, used: 3, windowSeconds: 60 }] },
+  ]);
+  expect(quotaUse(db, config.quotas, "a", T0 + MINUTE_MS)[0]!.limits[0]!.used).toBe(1);
+  expect(q.chargeReads("a", 2, T0 + MINUTE_MS).ok).toBe(true);
+});
+
+test("a state database that cannot be written refuses (fail closed)", () => {
+  const db = new Database(":memory:");
+  const config = parseConfig(`[[quotas]]\nname = "h"\nsends_per_day = 5\n`, "/tmp/m.toml");
+  const q = new Quotas(db, config.quotas);
+  db.run("DROP TABLE quota_charges");
+  const r = q.charge("a", { sends: 1, recipients: 1, bytes: 1 }, T0);
+  expect(r.ok).toBe(false);
+  expect(!r.ok && r.exceeded).toBeNull();
+});
+
+test("config: no limit, duplicate names, an empty or unknown agents list are errors at file:line:col", () => {
+  const base = `[[rules]]\nname = "all"\naction = "allow"\n`;
+  const err = (toml: string) => {
+    try {
+      parseConfig(base + toml, "/tmp/m.toml");
+    } catch (e) {
+      return (e as Error).message;
+    }
+    return "no error";
+  };
+  expect(err(`[[quotas]]\nname = "q"\n`)).toContain('/tmp/m.toml:5:8: quotas[0].name: quota "q" sets no limit');
+  expect(err(`[[quotas]]\nname = "q"\nsends_per_day = 0\n`)).toContain("/tmp/m.toml:6:17: quotas[0].sends_per_day");
+  expect(err(`[[quotas]]\nname = "q"\nsends_per_day = 1\n[[quotas]]\nname = "q"\nsends_per_day = 2\n`)).toContain(
+    'quotas[1].name: duplicate quota name "q"',
+  );
+  expect(err(`[[quotas]]\nname = "q"\nagents = []\nsends_per_day = 1\n`)).toContain("quotas[0].agents: an empty list");
+  expect(err(`[[quotas]]\nname = "q"\nhourly = 1\n`)).toContain('unknown key "hourly"');
+});
