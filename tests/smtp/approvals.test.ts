@@ -240,3 +240,31 @@ describe("the approval page", () => {
     }
   });
 });
+
+describe("quotas", () => {
+  test("a held message counts against the quota when it is held: asking again does not bypass it", async () => {
+    const quoted = await startTestProxy({
+      rules: `${RULES}\n[[quotas]]\nname = "one"\nsends_per_hour = 1\n`,
+      approvals: true,
+    });
+    const c = await loggedIn(quoted.port);
+    try {
+      const replies: number[] = [];
+      for (let i = 0; i < 2; i++) {
+        const m = marker();
+        expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+        expect((await c.command(`RCPT TO:<q-${m}@outside.example>`)).code).toBe(250);
+        expect((await c.command("DATA")).code).toBe(354);
+        c.write(dataPayload(message({ From: "alice@mailgator.test", Subject: `quota ${m}` }, `Hello ${m}\n`)));
+        const r = await c.reply();
+        replies.push(r.code);
+        if (i === 1) expect(r.lines.join(" ")).toContain("4.7.1");
+      }
+      expect(replies).toEqual([250, 452]);
+      expect(quoted.approvals!.list().filter((r) => r.state === "held")).toHaveLength(1);
+    } finally {
+      await c.command("QUIT");
+      await quoted.close();
+    }
+  });
+});
