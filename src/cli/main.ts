@@ -10,6 +10,7 @@ import { configureLogger, logFormat, logger } from "../log.ts";
 import { tuneAllocator } from "./allocator.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from "./args.ts";
 import { account, usage as accountUsage } from "./commands/account.ts";
+import { approvals, usage as approvalsUsage } from "./commands/approvals.ts";
 import { audit, usage as auditUsage } from "./commands/audit.ts";
 import { check, usage as checkUsage } from "./commands/check.ts";
 import { explain, usage as explainUsage } from "./commands/explain.ts";
@@ -33,6 +34,8 @@ Usage:
   mailgator token new NAME           a new agent token (vault mode)
   mailgator account login NAME -c FILE   first OAuth2 login of an account
   mailgator account status -c FILE   each account's login state
+  mailgator approvals list -c FILE   messages held for approval (also show,
+                                     approve, deny ID)
   mailgator config init              a commented starter config
   mailgator version                  print the version
 
@@ -53,6 +56,7 @@ const COMMANDS: Readonly<Record<string, [Command, string]>> = {
   audit: [audit, auditUsage],
   token: [token, tokenUsage],
   account: [account, accountUsage],
+  approvals: [approvals, approvalsUsage],
   config: [init, initUsage],
   version: [(ctx) => (ctx.out(`mailgator ${pkg.version}`), EXIT_OK), "Usage: mailgator version"],
 };

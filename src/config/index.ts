@@ -6,7 +6,7 @@ export { CONFIG_ENV, findConfig, LOCAL_CONFIG, SYSTEM_CONFIG } from "./find.ts";
 export type { LoadOptions } from "./load.ts";
 export { loadConfig, parseConfig } from "./load.ts";
 export type { RuleContext, RuleProblem } from "./rules.ts";
-export { ASK_UNAVAILABLE, assertRules, configRuleProblems, ruleProblems } from "./rules.ts";
+export { assertRules, configRuleProblems, ruleProblems } from "./rules.ts";
 export type {
   AccountConfig,
   AgentConfig,

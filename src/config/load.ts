@@ -30,6 +30,7 @@ import {
   type AccountConfig,
   type AdminConfig,
   type AgentConfig,
+  type ApprovalsConfig,
   type Config,
   type HostPort,
   type LimitsConfig,
@@ -352,6 +353,7 @@ function rule(
     hasAttachment: raw.has_attachment,
     agents: fields["agents"],
     operations,
+    askGroups: raw.ask_groups,
   };
   for (const p of ruleProblems(compiled, context)) {
     problems.add(at(p.key === "operations" && raw.operations === undefined ? "operation" : p.key), p.message);
@@ -726,6 +728,7 @@ function build(
     );
   }
 
+  const approvals = approvalsConfig(raw, problems);
   const rules: RuleConfig[] = [];
   const ruleNames = new Map<string, number>();
   (raw.rules ?? []).forEach((r, i) => {
@@ -734,6 +737,10 @@ function build(
       problems.add(["rules", i, "name"], `duplicate rule name ${JSON.stringify(r.name)} (also rules[${first}])`);
     else ruleNames.set(r.name, i);
     const compiled = rule(r, i, raw.agents ? agentNames : null, { imap: raw.imap !== undefined }, problems);
+    r.ask_groups?.forEach((group, j) => {
+      if (approvals.groups[group] === undefined)
+        problems.add(["rules", i, "ask_groups", j], `no group named ${JSON.stringify(group)} in [approvals.groups]`);
+    });
     if (compiled) rules.push(compiled);
   });
   if (rules.length === 0 && problems.list.length === 0) warnings.push("no [[rules]]: everything is denied");
@@ -754,9 +761,70 @@ function build(
     accounts,
     limits: limits(raw.limits, warnings),
     state,
+    approvals,
     admin: raw.admin ? admin(raw.admin, problems, warnings) : null,
     quotas: quotas(raw.quotas, raw.agents ? agentNames : null, problems),
     warnings,
+  };
+}
+
+/** `[approvals] timeout` by default: a day (docs/approvals.md "Configuration"). */
+export const APPROVAL_TIMEOUT_DEFAULT_MS = 24 * 3600_000;
+/** The longest `[approvals] timeout`: 30 days; a held message keeps an agent's send and its credentials sealed. */
+export const APPROVAL_TIMEOUT_MAX_MS = 30 * 24 * 3600_000;
+const DURATION_UNITS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3600_000, d: 86_400_000 };
+
+function approvalsConfig(raw: RawConfig, problems: Problems): ApprovalsConfig {
+  const a = raw.approvals ?? {};
+  let timeoutMs = APPROVAL_TIMEOUT_DEFAULT_MS;
+  if (a.timeout !== undefined) {
+    const m = /^([1-9][0-9]{0,6})([smhd])$/.exec(a.timeout);
+    const ms = m === null ? null : Number(m[1]) * DURATION_UNITS[m[2]!]!;
+    if (ms === null || ms > APPROVAL_TIMEOUT_MAX_MS)
+      problems.add(
+        ["approvals", "timeout"],
+        `expected a duration such as "30m", "24h" or "7d" (at most 30d), got ${JSON.stringify(a.timeout)}`,
+      );
+    else timeoutMs = ms;
+  }
+  let baseUrl: string | null = null;
+  if (a.base_url !== undefined) {
+    let url: URL | null = null;
+    try {
+      url = new URL(a.base_url);
+    } catch {}
+    if (url === null || (url.protocol !== "https:" && url.protocol !== "http:") || url.search || url.hash)
+      problems.add(
+        ["approvals", "base_url"],
+        `expected an http:// or https:// URL without query or fragment, got ${JSON.stringify(a.base_url)}`,
+      );
+    else baseUrl = a.base_url.replace(/\/+$/, "");
+  }
+  if (a.notify_account !== undefined && raw.accounts?.[a.notify_account] === undefined)
+    problems.add(["approvals", "notify_account"], `no account named ${JSON.stringify(a.notify_account)} in [accounts]`);
+  const groups: Record<string, string[]> = {};
+  for (const [name, g] of Object.entries(a.groups ?? {})) {
+    if (g.recipients.length === 0)
+      problems.add(
+        ["approvals", "groups", name, "recipients"],
+        "an empty group notifies no one: name at least one address",
+      );
+    g.recipients.forEach((address, j) => {
+      const problem = mailboxProblem(address);
+      if (problem !== null)
+        problems.add(
+          ["approvals", "groups", name, "recipients", j],
+          `expected an email address (local@domain), got ${JSON.stringify(address)}: ${problem}`,
+        );
+    });
+    groups[name] = [...g.recipients];
+  }
+  return {
+    timeoutMs,
+    baseUrl,
+    notifyAccount: a.notify_account ?? null,
+    notifySender: a.notify_sender ?? false,
+    groups,
   };
 }
 

@@ -27,6 +27,9 @@ export function locate(text: string, path: readonly (string | number)[]): Locati
   } else if (path[0] === "limits" && (path[1] === "imap" || path[1] === "smtp") && path.length >= 3) {
     table = `limits.${path[1]}`;
     rest = path.slice(2);
+  } else if (path[0] === "approvals" && path[1] === "groups" && path.length >= 3) {
+    table = `approvals.groups.${String(path[2])}`;
+    rest = path.slice(3);
   } else if (path[0] === "accounts" && path.length >= 2) {
     table = `accounts.${String(path[1])}`;
     rest = path.slice(2);

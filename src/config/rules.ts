@@ -30,14 +30,6 @@ const KEY_OF: Readonly<Record<MessageField, string>> = {
 };
 
 /**
- * `ask` holds a send for a person's approval, and approvals are not implemented yet: an ask rule could only behave
- * as allow or deny, and either would surprise the person who wrote it.
- */
-export const ASK_UNAVAILABLE =
-  'action "ask" is not available yet: approvals are not implemented in this version, so no one could answer. ' +
-  'Use "allow" or "deny" for now';
-
-/**
  * The problems of one rule (already checked for shape, globs and operation names). Message conditions are honoured
  * for reading (the IMAP proxy filters a folder message by message, docs/filtering.md) and for sending (the SMTP
  * proxy decides each recipient); on any other IMAP operation the proxy could only ignore them, so a config with an
@@ -45,7 +37,25 @@ export const ASK_UNAVAILABLE =
  */
 export function ruleProblems(rule: RuleConfig, context: RuleContext): RuleProblem[] {
   const out: RuleProblem[] = [];
-  if (rule.action === "ask") out.push({ key: "action", message: ASK_UNAVAILABLE });
+  // `ask` holds a send for a person's decision (docs/approvals.md): only a send can be held, and someone must be
+  // asked. Whether the groups exist is checked with the whole config (load.ts).
+  if (rule.action === "ask") {
+    const ops = rule.operations;
+    if (ops === undefined || ops.some((op) => op !== "mail:send"))
+      out.push({
+        key: ops === undefined ? "action" : "operations",
+        message:
+          'action "ask" holds sends only: give this rule operations = "send" (it covers ' +
+          `${ops === undefined ? "every operation (operations is omitted)" : ops.join(", ")})`,
+      });
+    if (rule.askGroups === undefined || rule.askGroups.length === 0)
+      out.push({
+        key: rule.askGroups === undefined ? "action" : "ask_groups",
+        message: 'action "ask" needs ask_groups = ["NAME", ...] naming [approvals.groups.NAME] to notify',
+      });
+  } else if (rule.askGroups !== undefined) {
+    out.push({ key: "ask_groups", message: `only for action = "ask" (this rule's action is "${rule.action}")` });
+  }
   const fields = MESSAGE_FIELDS.filter((f) => rule[f] !== undefined);
   if (context.imap && fields.length > 0) {
     const ops = rule.operations;

@@ -43,6 +43,7 @@ export const ruleSchema = v.strictObject({
   agents: v.optional(stringOrList),
   operations: v.optional(stringOrList),
   operation: v.optional(stringOrList),
+  ask_groups: v.optional(v.array(v.string())),
 });
 
 export const auditSchema = v.strictObject({
@@ -104,6 +105,15 @@ export const limitsSchema = v.strictObject({
   smtp: v.optional(v.strictObject(protocolLimits)),
 });
 
+/** `[approvals]` (docs/approvals.md "Configuration"). */
+export const approvalsSchema = v.strictObject({
+  timeout: v.optional(v.string()),
+  base_url: v.optional(v.string()),
+  notify_account: v.optional(v.string()),
+  notify_sender: v.optional(v.boolean()),
+  groups: v.optional(v.record(v.string(), v.strictObject({ recipients: v.array(v.string()) }))),
+});
+
 /** `[admin]`: the HTTP listener for health, metrics and actions (src/admin/server.ts); absent = off. */
 export const adminSchema = v.strictObject({
   listen_addr: v.optional(v.string()),
@@ -132,6 +142,7 @@ export const configSchema = v.strictObject({
   accounts: v.optional(v.record(v.string(), accountSchema)),
   limits: v.optional(limitsSchema),
   state: v.optional(stateSchema),
+  approvals: v.optional(approvalsSchema),
   admin: v.optional(adminSchema),
   quotas: v.optional(v.array(quotaSchema)),
 });
@@ -141,5 +152,6 @@ export type RawRule = v.InferOutput<typeof ruleSchema>;
 export type RawListener = v.InferOutput<typeof listenerSchema>;
 export type RawSmtp = v.InferOutput<typeof smtpSchema>;
 export type RawLimits = v.InferOutput<typeof limitsSchema>;
+export type RawApprovals = v.InferOutput<typeof approvalsSchema>;
 export type RawAdmin = v.InferOutput<typeof adminSchema>;
 export type RawQuota = v.InferOutput<typeof quotaSchema>;

@@ -36,6 +36,8 @@ export interface SmtpConfig extends ListenerConfig {
 export interface RuleConfig extends RuleSpec {
   readonly name: string;
   readonly action: "allow" | "deny" | "ask";
+  /** `ask_groups`: the `[approvals.groups]` notified when this rule holds a send (ask rules only). */
+  readonly askGroups?: readonly string[] | undefined;
   /** Expanded operation names (shorthands resolved); undefined means all. */
   readonly operations?: readonly Operation[] | undefined;
 }
@@ -151,6 +153,20 @@ export interface StateConfig {
   readonly secretsFile: string;
 }
 
+/** `[approvals]` (docs/approvals.md "Configuration"). */
+export interface ApprovalsConfig {
+  /** How long a held message waits for a decision before it expires (discarded). */
+  readonly timeoutMs: number;
+  /** The address approvers' links point at (`<base_url>/approvals/<id>?t=<token>`); null: no links. */
+  readonly baseUrl: string | null;
+  /** The account whose upstream login sends the notices; null: the sending agent's account (or login). */
+  readonly notifyAccount: string | null;
+  /** Send the agent's own address a short notice of the decision. */
+  readonly notifySender: boolean;
+  /** Approver groups: name to the addresses notified. */
+  readonly groups: Readonly<Record<string, readonly string[]>>;
+}
+
 /** `[admin]` (docs/config.md): where the admin HTTP listener listens, and the token hash its actions need. */
 export interface AdminConfig {
   readonly listenAddr: HostPort;
@@ -193,6 +209,7 @@ export interface Config {
   /** Connection and session limits and timeouts, per listener. */
   readonly limits: LimitsConfig;
   readonly state: StateConfig;
+  readonly approvals: ApprovalsConfig;
   /** The admin HTTP listener; null when the file has no `[admin]` table (nothing listens). */
   readonly admin: AdminConfig | null;
   /** Every entry whose `agents` match a client applies to it (docs/quotas.md). */

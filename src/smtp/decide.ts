@@ -102,10 +102,9 @@ export function finalRequest(
   };
 }
 
-/** The final outcome for one recipient; a decided `ask` refuses (approvals are not available yet). */
+/** The final outcome for one recipient; a decided `ask` holds the message for approval (docs/approvals.md). */
 export function finalOutcome(policy: Policy, request: Request): Outcome {
-  const outcome = policy.evaluatePartial(request);
-  return outcome.decided ? { decided: true, decision: refuseAsk(outcome.decision) } : outcome;
+  return policy.evaluatePartial(request);
 }
 
 export interface RecipientFinal {
@@ -121,8 +120,13 @@ export interface RecipientFinal {
 /** The decision at the end of DATA: every recipient decided on its own, the message allowed only if all are. */
 export interface MessageVerdict {
   readonly recipients: readonly RecipientFinal[];
-  /** Recipients whose final decision is not allow, in envelope order. */
+  /** Recipients whose final decision is neither allow nor ask, in envelope order. */
   readonly refused: readonly string[];
+  /**
+   * Recipients whose final decision is ask, in envelope order. With none refused, the whole message is held for
+   * approval (docs/approvals.md "Holding"); one refused recipient refuses it all the same.
+   */
+  readonly held: readonly RecipientFinal[];
 }
 
 /** The end-of-DATA decision over the accepted recipients (lower-cased, in envelope order). */
@@ -135,15 +139,18 @@ export function decideMessage(
 ): MessageVerdict {
   const out: RecipientFinal[] = [];
   const refused: string[] = [];
+  const held: RecipientFinal[] = [];
   for (const recipient of recipients) {
     const request = finalRequest(agent, sender, recipient, facts);
     const outcome = finalOutcome(policy, request);
     // Still undecided when the proxy must act: denied (`Policy.evaluate`).
     const decision = outcome.decided ? outcome.decision : policy.evaluate(request);
-    if (decision.action !== "allow") refused.push(recipient);
-    out.push({ recipient, class: classify(recipient, facts), outcome, decision });
+    const final: RecipientFinal = { recipient, class: classify(recipient, facts), outcome, decision };
+    if (decision.action === "ask") held.push(final);
+    else if (decision.action !== "allow") refused.push(recipient);
+    out.push(final);
   }
-  return { recipients: out, refused };
+  return { recipients: out, refused, held };
 }
 
 /** One recipient of a simulated send. */
@@ -168,10 +175,11 @@ export interface SimulatedSend {
   readonly recipients: readonly SimulatedRecipient[];
   /**
    * Where the message stops: "mail" (MAIL FROM refused), "rcpt" (a recipient refused at RCPT: DATA gets 554 before
-   * the message is read), "data" (a recipient refused at the end of DATA: 554), or null when it is accepted.
+   * the message is read), "data" (a recipient refused at the end of DATA: 554), "held" (a recipient's rule asks
+   * and none is refused: 250 held for approval, docs/approvals.md), or null when it is accepted.
    * `undecided` is true when no stop was found but a final outcome depends on a field left unknown.
    */
-  readonly stoppedAt: "mail" | "rcpt" | "data" | null;
+  readonly stoppedAt: "mail" | "rcpt" | "data" | "held" | null;
   readonly undecided: boolean;
 }
 
@@ -209,9 +217,11 @@ export function simulateSend(
     ? "mail"
     : rcpts.some((r) => r.refused)
       ? "rcpt"
-      : verdict.recipients.some((r) => r.outcome.decided && r.decision.action !== "allow")
+      : verdict.refused.some((r) => verdict.recipients.find((f) => f.recipient === r)?.outcome.decided)
         ? "data"
-        : null;
+        : verdict.held.length > 0 && verdict.refused.length === 0
+          ? "held"
+          : null;
   const undecided = stoppedAt === null && verdict.recipients.some((r) => !r.outcome.decided);
   return {
     sender,
@@ -221,11 +231,6 @@ export function simulateSend(
     stoppedAt,
     undecided,
   };
-}
-
-function refuseAsk(decision: Decision): Decision {
-  if (decision.action !== "ask") return decision;
-  return { ...decision, action: "deny", reason: `${decision.reason}; approvals are not available yet, so ask refuses` };
 }
 
 function senderList(sender: string | undefined): string[] | undefined {

@@ -7,6 +7,7 @@ import { hostname } from "node:os";
 import { dirname, join } from "node:path";
 import { AccountCredentials } from "../accounts/index.ts";
 import { countLimitRefusal, countSession } from "../admin/metrics.ts";
+import type { ApprovalRow, ApprovalStore } from "../approvals/store.ts";
 import type { AuditLog } from "../audit/index.ts";
 import { assertRules } from "../config/rules.ts";
 import type { Config } from "../config/types.ts";
@@ -51,6 +52,9 @@ export interface SmtpProxyOptions {
   readonly credentials?: AccountCredentials;
   /** Where sessions read the config and policy at each command; without it they stay as given. */
   readonly live?: LiveConfig;
+  /** Where `ask` rules hold messages (docs/approvals.md); needed when a rule asks. */
+  readonly approvals?: ApprovalStore | null;
+  readonly onHeld?: (row: ApprovalRow) => void;
   /** `[[quotas]]` (docs/quotas.md); without it the proxy opens the state database itself when quotas are set. */
   readonly quotas?: Quotas;
   /** Tests only: shorter times (idle, login delay); connection limits and session times come from `[limits]`. */
@@ -62,24 +66,31 @@ export function spoolDirFor(config: Config): string {
   return join(dirname(config.audit.path), "mailgator-spool");
 }
 
+/** The upstream SMTP server of `[smtp]`, as the proxy and the approvals' replay connect to it. */
+export function smtpUpstreamTarget(smtp: NonNullable<Config["smtp"]>): UpstreamTarget {
+  return {
+    host: smtp.upstreamAddr.host,
+    port: smtp.upstreamAddr.port,
+    tls: smtp.upstreamTls,
+    skipVerify: smtp.upstreamTlsSkipVerify,
+    extraCa: readCaFile(smtp.upstreamCaFile),
+    connectTimeoutMs: UPSTREAM_CONNECT_TIMEOUT_MS,
+  };
+}
+
 export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy> {
   const { config, policy, audit } = opts;
   const log = moduleLogger("smtp");
   const smtp = config.smtp;
   if (smtp === null) throw new Error("smtp: the config has no [smtp] section");
-  assertRules(config); // loadConfig has refused such a config already (src/config/rules.ts): no ask rule
+  assertRules(config); // loadConfig has refused such a config already (src/config/rules.ts)
+  if (config.rules.some((r) => r.action === "ask") && !opts.approvals)
+    throw new Error("smtp: a rule asks, but no state database was opened to hold messages in");
   const live = opts.live ?? new LiveConfig(config, policy);
   /** What a reload replaces besides the config and policy. */
   const build = (next: Config) => {
     const section = next.smtp!;
-    const upstreamTarget: UpstreamTarget = {
-      host: section.upstreamAddr.host,
-      port: section.upstreamAddr.port,
-      tls: section.upstreamTls,
-      skipVerify: section.upstreamTlsSkipVerify,
-      extraCa: readCaFile(section.upstreamCaFile),
-      connectTimeoutMs: UPSTREAM_CONNECT_TIMEOUT_MS,
-    };
+    const upstreamTarget = smtpUpstreamTarget(section);
     const configured = next.limits.smtp;
     const sessionLimits: SessionLimits = {
       ...DEFAULT_LIMITS,
@@ -127,6 +138,8 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
     hostname: validHostname(),
     sessions: new Set(),
     perAgent: new SessionCounter(limits.maxSessionsPerAgent),
+    approvals: opts.approvals ?? null,
+    onHeld: opts.onHeld,
   };
   const listener = await listen({
     host: smtp.listenAddr.host,

@@ -12,6 +12,8 @@
 import { randomBytes } from "node:crypto";
 import { type AccountCredentials, AccountNeedsReauthorization, accountLoginKey } from "../accounts/index.ts";
 import { countLimitRefusal } from "../admin/metrics.ts";
+import { buildPreview } from "../approvals/preview.ts";
+import type { ApprovalRow, ApprovalStore } from "../approvals/store.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { logAccess, logLoginFailure, moduleLogger } from "../log.ts";
@@ -25,6 +27,7 @@ import { checkAgentLogin, decodeLoginStep, decodePlain, type LoginAttempt, type 
 import { DataReader } from "./data.ts";
 import {
   decideMessage,
+  type RecipientFinal,
   recipientOutcome,
   recipientRefused,
   senderNotIdentity,
@@ -88,6 +91,10 @@ export interface SessionContext {
   readonly sessions: Set<SmtpSession>;
   /** Logged-in sessions per agent or upstream login: `max_sessions_per_agent`. */
   readonly perAgent: SessionCounter;
+  /** Where `ask` holds messages (docs/approvals.md); null when no rule asks. */
+  readonly approvals?: ApprovalStore | null;
+  /** Called once a message is held (the notices to approvers). */
+  readonly onHeld?: ((row: ApprovalRow) => void) | undefined;
 }
 
 interface Recipient {
@@ -1165,6 +1172,8 @@ export class SmtpSession {
       );
       return;
     }
+    // A held message was charged above, when held: asking again and again does not bypass a quota (docs/quotas.md).
+    if (verdict.held.length > 0) return this.#hold(tx, verdict.held, rows, detail);
     rows.push(
       this.#event({
         command: "DATA",
@@ -1184,6 +1193,70 @@ export class SmtpSession {
       () => audit.commitNow(),
     );
     this.#send(await this.#replay(tx, facts.messageId, gate));
+  }
+
+  /**
+   * An `ask` rule decided a recipient and none is refused: the message, its envelope and (pass-through) the agent's
+   * upstream login are sealed in the state database, committed, before the 250 (docs/approvals.md "Holding").
+   * Nothing goes upstream; the agent learns only that it is held, and its id.
+   */
+  async #hold(
+    tx: Transaction,
+    held: readonly RecipientFinal[],
+    rows: AuditEvent[],
+    detail: Record<string, string | number | boolean | null>,
+  ): Promise<void> {
+    const store = this.#ctx.approvals ?? null;
+    const first = held[0]!.decision;
+    const groups = [
+      ...new Set(held.flatMap((h) => this.#ctx.config.rules[h.decision.ruleIndex ?? -1]?.askGroups ?? [])),
+    ];
+    const fail = (why: string) => {
+      for (const row of rows) this.#audit(row);
+      this.#audit({ command: "DATA", operation: "mail:send", target: null, decision: "error", reason: why });
+      this.#send(reply(451, "4.3.0", "Cannot hold the message for approval; nothing was sent, try again later"));
+    };
+    if (store === null) return fail("held for approval, but the state database is not open");
+    const chunks: Buffer[] = [];
+    for (const block of this.#spool.blocks()) chunks.push(Buffer.from(block));
+    const message = Buffer.concat(chunks);
+    const id = this.#identity!;
+    let row: ApprovalRow;
+    try {
+      row = store.hold(
+        {
+          envelope: { from: tx.sender, recipients: tx.recipients.map((r) => r.address), eightBit: tx.eightBit },
+          message,
+          account: id.mode === "vault" ? id.account.name : null,
+          credentials: id.mode === "pass-through" ? id.credentials : null,
+          agent: this.#auditAgent,
+          preview: buildPreview(
+            tx.sender,
+            tx.recipients.map((r) => r.address),
+            message,
+          ),
+        },
+        { name: first.rule ?? "", index: first.ruleIndex, groups },
+        Date.now() + this.#ctx.config.approvals.timeoutMs,
+      );
+    } catch (e) {
+      moduleLogger("smtp").error(`session ${this.id}: cannot hold a message: ${(e as Error).message}`);
+      return fail(`cannot hold for approval: ${(e as Error).message}`);
+    }
+    rows.push(
+      this.#event({
+        command: "DATA",
+        operation: "mail:send",
+        target: row.id,
+        ...decisionFields(first),
+        reason: `held for approval (${groups.join(", ")}): asked for ${held.map((h) => h.recipient).join(", ")}`,
+        count: tx.recipients.length,
+        detail: { ...detail, approval: row.id, expires: row.expires },
+      }),
+    );
+    for (const r of rows) this.#audit(r);
+    this.#send(reply(250, "2.0.0", `Held for approval as ${row.id}`));
+    this.#ctx.onHeld?.(row);
   }
 
   /** Sends the approved transaction upstream; returns the reply for the agent and records the result. */

@@ -54,6 +54,9 @@ export class UpstreamAuthError extends Error {
   }
 }
 
+/** What a replay reads the message from: the session's spool, or a held message (blocks of at most SPOOL_BLOCK). */
+export type MessageSource = Pick<Spool, "length" | "blocks">;
+
 export interface Envelope {
   readonly from: string;
   readonly recipients: readonly string[];
@@ -279,7 +282,7 @@ export class UpstreamSession {
    * A failed commit abandons the transaction the same way, at whatever stage it is (nothing at all is sent if it
    * failed before the call): rejects with CommitFailedError, and the connection is closed.
    */
-  async send(envelope: Envelope, spool: Spool, gate: CommitGate): Promise<SendResult> {
+  async send(envelope: Envelope, spool: MessageSource, gate: CommitGate): Promise<SendResult> {
     if (gate.state() === "failed") throw new CommitFailedError(gate.error);
     const cancel = gate.onFail(() => this.#abandon("the audit commit failed"));
     try {
@@ -295,7 +298,7 @@ export class UpstreamSession {
     }
   }
 
-  async #send(envelope: Envelope, spool: Spool, gate: CommitGate): Promise<SendResult> {
+  async #send(envelope: Envelope, spool: MessageSource, gate: CommitGate): Promise<SendResult> {
     const params: string[] = [];
     if (this.extensions.has("SIZE")) params.push(`SIZE=${spool.length}`);
     if (envelope.eightBit && this.extensions.has("8BITMIME")) params.push("BODY=8BITMIME");

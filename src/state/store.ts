@@ -9,7 +9,7 @@
  */
 
 import { Database } from "bun:sqlite";
-import { createCipheriv, createDecipheriv, randomBytes } from "node:crypto";
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
 import { chmodSync, closeSync, constants, existsSync, openSync } from "node:fs";
 import { KEY_BYTES, loadSecretsKey, SecretsKeyError } from "./key.ts";
 
@@ -174,6 +174,14 @@ export class SealedStore {
     return (this.db.query("SELECT id FROM sealed WHERE kind = ? ORDER BY id").all(kind) as { id: string }[]).map(
       (r) => r.id,
     );
+  }
+
+  /**
+   * A 32-byte key for another purpose (signing approval links, docs/approvals.md), derived from the secrets key
+   * with HKDF-SHA256 (RFC 5869) and `label` as its info: the sealing key itself never leaves this class.
+   */
+  deriveKey(label: string): Buffer {
+    return Buffer.from(hkdfSync("sha256", this.#key, Buffer.alloc(0), Buffer.from(label, "utf8"), KEY_BYTES));
   }
 
   /** Runs `fn` in one transaction (BEGIN IMMEDIATE): all its writes commit together or not at all. */

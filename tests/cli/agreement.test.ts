@@ -205,10 +205,10 @@ function knownBadCases(): Case[] {
       refusedWith: [`FILE:${at(flag, "operations = [")}:14: rules[0].operations: message conditions (from)`],
     },
     {
-      name: "known bad: an ask rule",
+      name: "known bad: an ask rule without ask_groups",
       dir: fresh(),
       text: ask,
-      refusedWith: [`FILE:${at(ask, `action = "ask"`)}:10: rules[0].action: action "ask" is not available yet`],
+      refusedWith: [`FILE:${at(ask, `action = "ask"`)}:10: rules[0].action: action "ask" needs ask_groups`],
     },
     {
       name: "known bad: an unknown key",

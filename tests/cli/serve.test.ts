@@ -227,7 +227,7 @@ operations = ["send"]
     `${config}:18:14: rules[0].operations: message conditions (from) apply only to reading ("read", "folder:read", ` +
       `"mail:read") and sending ("send"), but this rule also covers mail:flag`,
   );
-  expect(messages[1]).toContain(`${config}:22:10: rules[1].action: action "ask" is not available yet`);
+  expect(messages[1]).toContain(`${config}:22:10: rules[1].action: action "ask" needs ask_groups`);
   expect(`${stdout}${stderr}`).not.toContain("listening");
   // Refused before anything was opened: not even the audit log.
   expect(existsSync(join(dir, "mailgator-audit.db"))).toBe(false);

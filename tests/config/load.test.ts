@@ -182,14 +182,48 @@ describe("errors a person can act on", () => {
       [`rules[0].operations[0]: expected an operation`, `got "mail:raed"`],
     ],
     [
-      "ask (approvals are not implemented), whatever its operations",
+      "ask without ask_groups",
       `[[rules]]\nname = "a"\naction = "allow"\n[[rules]]\nname = "hold"\naction = "ask"\noperations = ["send"]\n`,
-      [`mailgator.toml:6:10: rules[1].action: action "ask" is not available yet`, `Use "allow" or "deny"`],
+      [`mailgator.toml:6:10: rules[1].action: action "ask" needs ask_groups`],
     ],
     [
-      "ask without operations",
-      `[[rules]]\nname = "a"\naction = "ask"\n`,
-      [`mailgator.toml:3:10: rules[0].action: action "ask" is not available yet`],
+      "ask without operations (it would cover every operation)",
+      `[approvals.groups.m]\nrecipients = ["boss@example.com"]\n[[rules]]\nname = "a"\naction = "ask"\nask_groups = ["m"]\n`,
+      [`mailgator.toml:5:10: rules[0].action: action "ask" holds sends only`, "every operation"],
+    ],
+    [
+      "ask on a read",
+      `[approvals.groups.m]\nrecipients = ["boss@example.com"]\n[[rules]]\nname = "a"\naction = "ask"\n` +
+        `ask_groups = ["m"]\noperations = ["read"]\n`,
+      [`mailgator.toml:7:14: rules[0].operations: action "ask" holds sends only`],
+    ],
+    [
+      "ask naming a group that does not exist",
+      `[approvals.groups.m]\nrecipients = ["boss@example.com"]\n[[rules]]\nname = "a"\naction = "ask"\n` +
+        `ask_groups = ["managers"]\noperations = ["send"]\n`,
+      [`mailgator.toml:6:14: rules[0].ask_groups[0]: no group named "managers" in [approvals.groups]`],
+    ],
+    [
+      "ask_groups on an allow rule",
+      `[approvals.groups.m]\nrecipients = ["boss@example.com"]\n[[rules]]\nname = "a"\naction = "allow"\n` +
+        `ask_groups = ["m"]\n`,
+      [`mailgator.toml:6:14: rules[0].ask_groups: only for action = "ask"`],
+    ],
+    [
+      "approvals timeout, base_url and group recipients malformed",
+      `[approvals]\ntimeout = "1 day"\nbase_url = "ftp://x"\nnotify_account = "nope"\n` +
+        `[approvals.groups.m]\nrecipients = ["boss"]\n`,
+      [
+        `mailgator.toml:2:11: approvals.timeout: expected a duration`,
+        `mailgator.toml:3:12: approvals.base_url: expected an http:// or https:// URL`,
+        `mailgator.toml:4:18: approvals.notify_account: no account named "nope"`,
+        `mailgator.toml:6:14: approvals.groups.m.recipients[0]: expected an email address`,
+      ],
+    ],
+    [
+      "approvals timeout past 30 days",
+      `[approvals]\ntimeout = "31d"\n`,
+      [`mailgator.toml:2:11: approvals.timeout: expected a duration`, "at most 30d"],
     ],
     [
       "message conditions on an IMAP write, at the rule's operations",

@@ -12,12 +12,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readUpstreams, type Upstreams } from "../../scripts/upstreams/description.ts";
 import { defaultDir } from "../../scripts/upstreams/layout.ts";
+import { ApprovalStore } from "../../src/approvals/store.ts";
 import { AuditLog, type AuditRow } from "../../src/audit/index.ts";
 import type { Config } from "../../src/config/index.ts";
 import { parseConfig } from "../../src/config/index.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
 import { type SmtpProxy, startSmtpProxy } from "../../src/smtp/index.ts";
 import type { SessionLimits } from "../../src/smtp/limits.ts";
+import { SealedStore } from "../../src/state/store.ts";
 import { hashToken } from "../../src/vault/token.ts";
 import { RawSocket } from "../fixtures/raw-socket.ts";
 
@@ -58,6 +60,8 @@ export interface ProxyOptions {
   readonly wrapAudit?: (log: AuditLog) => AuditLog;
   /** How often rows recorded without waiting are committed (default 5 ms). */
   readonly auditBatchMs?: number;
+  /** Opens the state database (in the test's folder) and holds `ask` sends there. */
+  readonly approvals?: boolean;
 }
 
 export interface TestProxy {
@@ -66,6 +70,8 @@ export interface TestProxy {
   readonly audit: AuditLog;
   readonly config: Config;
   readonly dir: string;
+  /** The held messages, when `approvals` was asked for. */
+  readonly approvals: ApprovalStore | null;
   /** Audit rows, oldest first, once queued rows are on disk. */
   rows(): Promise<AuditRow[]>;
   close(): Promise<void>;
@@ -94,10 +100,15 @@ ${options.rules}
   const audit = AuditLog.open(config.audit.path, { batchMs: options.auditBatchMs ?? 5, sync: "normal" });
   const policy = compilePolicy(config.rules);
   const proxyAudit = options.wrapAudit?.(audit) ?? audit;
+  const state = options.approvals
+    ? SealedStore.open(config.state.path, { secretsFile: join(dir, "secrets.key"), env: {}, create: true })
+    : null;
+  const approvals = state === null ? null : new ApprovalStore(state);
   const proxy = await startSmtpProxy({
     config,
     policy,
     audit: proxyAudit,
+    approvals,
     ...(options.limits ? { limits: options.limits } : {}),
   });
   return {
@@ -106,6 +117,7 @@ ${options.rules}
     audit,
     config,
     dir,
+    approvals,
     async rows() {
       await audit.flush();
       return audit.query({ order: "asc" });
@@ -113,6 +125,7 @@ ${options.rules}
     async close() {
       await proxy.close();
       await audit.close();
+      state?.close();
       rmSync(dir, { recursive: true, force: true });
     },
   };

@@ -290,8 +290,26 @@ function explainSend(
     const who = sender === undefined ? "every sender is" : `the sender ${shown} is`;
     headline = `mail:send: DENY by ${by(d)}: ${who} refused at MAIL FROM; nothing is sent`;
     json = { ...base, action: "deny", stage: "mail", ...decisionJson(d) };
+  } else if (sim.stoppedAt === "held") {
+    const held = sim.recipients.filter((r) => r.deciding.decided && r.deciding.decision.action === "ask");
+    const first = (held[0]!.deciding as Extract<Outcome, { decided: true }>).decision;
+    const whom = held.map((r) => `<${r.recipient}>`).join(", ");
+    const groups = [...new Set(held.flatMap((r) => askGroupsOf(config, r.deciding)))];
+    headline =
+      `mail:send: ASK (held) by ${by(first)} for ${whom}: the whole message is held for approval by ` +
+      `${groups.join(", ")}; the agent gets 250 held, nothing is sent until approved (docs/approvals.md)`;
+    json = {
+      ...base,
+      action: "ask",
+      stage: "held",
+      ...decisionJson(first),
+      askGroups: groups,
+      reason: `held for approval: asked for ${held.map((r) => r.recipient).join(", ")}`,
+    };
   } else if (sim.stoppedAt !== null) {
-    const refused = sim.recipients.filter((r) => r.deciding.decided && r.deciding.decision.action !== "allow");
+    const refused = sim.recipients.filter(
+      (r) => r.deciding.decided && r.deciding.decision.action !== "allow" && r.deciding.decision.action !== "ask",
+    );
     const first = (refused[0]!.deciding as Extract<Outcome, { decided: true }>).decision;
     const whom = refused.map((r) => `<${r.recipient}>`).join(", ");
     const when = sim.stoppedAt === "rcpt" ? "at RCPT TO" : "after DATA";
@@ -334,6 +352,12 @@ function explainSend(
   return { text, json };
 }
 
+/** The `ask_groups` of the rule that decided `outcome` (ask rules always have them: load.ts checks). */
+function askGroupsOf(config: Config, outcome: Outcome): readonly string[] {
+  if (!outcome.decided || outcome.decision.ruleIndex === null) return [];
+  return config.rules[outcome.decision.ruleIndex]?.askGroups ?? [];
+}
+
 function senderLine(sim: SimulatedSend, identityRefused: boolean): string {
   if (identityRefused) return "not one of the account's identities: refused at MAIL FROM (553)";
   const o = sim.senderOutcome;
@@ -345,6 +369,7 @@ function senderLine(sim: SimulatedSend, identityRefused: boolean): string {
 function rcptWords(r: SimulatedSend["recipients"][number], notReached: string | null): string {
   if (notReached !== null) return `; ${notReached}`;
   if (r.rcpt === "refused") return "; refused at RCPT TO (550)";
+  if (r.deciding.decided && r.deciding.decision.action === "ask") return "; accepted at RCPT TO, held after DATA";
   if (r.deciding.decided && r.deciding.decision.action !== "allow") return "; accepted at RCPT TO, refused after DATA";
   return "";
 }

@@ -6,8 +6,11 @@
 import { rmSync } from "node:fs";
 
 import { type AccountCredentials, openAccountCredentials } from "../../accounts/index.ts";
-import { auditHealthy, auditRowsQueued, auditRowsWritten, countReload } from "../../admin/metrics.ts";
-import { type AdminServer, type HealthReport, startAdmin } from "../../admin/server.ts";
+import { auditHealthy, auditRowsQueued, auditRowsWritten, countReload, setHeldApprovals } from "../../admin/metrics.ts";
+import { type AdminServer, type HealthReport, registerAdminRoute, startAdmin } from "../../admin/server.ts";
+import { type ApprovalContext, expireDue, recover } from "../../approvals/service.ts";
+import { ApprovalStore } from "../../approvals/store.ts";
+import { approvalPage } from "../../approvals/web.ts";
 import { AuditLog } from "../../audit/index.ts";
 import { type Config, ConfigError, findConfig, formatProblem, loadConfig } from "../../config/index.ts";
 import { startImapProxy } from "../../imap/index.ts";
@@ -18,6 +21,7 @@ import { emitReload, LiveConfig, onReload, type PreparedReload, type ReloadResul
 import { pidFileFor, statusFileFor, writePidFile, writeStatusFile } from "../../runtime/state-files.ts";
 import { startSmtpProxy } from "../../smtp/index.ts";
 import { openStateDatabase } from "../../state/database.ts";
+import { SealedStore } from "../../state/store.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse } from "../args.ts";
 
 export const usage = `Usage: mailgator serve [-c FILE]
@@ -48,6 +52,8 @@ export interface ProxyDeps {
   /** The upstream credential of each account (vault mode); see src/accounts/index.ts. */
   readonly credentials: AccountCredentials;
   readonly live: LiveConfig;
+  /** Where `ask` rules hold messages; null when no rule asks (docs/approvals.md). */
+  readonly approvals: ApprovalStore | null;
   /** `[[quotas]]` counted in the state database (docs/quotas.md). */
   readonly quotas: Quotas;
 }
@@ -59,6 +65,9 @@ export const PROXIES: Readonly<Record<"imap" | "smtp", Starter | null>> = {
   imap: startImapProxy,
   smtp: startSmtpProxy,
 };
+
+/** How often held messages past their time are expired (and wiped). */
+export const APPROVAL_EXPIRY_CHECK_MS = 60_000;
 
 export async function serve(ctx: CommandContext): Promise<number> {
   const { values } = parse(
@@ -92,14 +101,49 @@ export async function serve(ctx: CommandContext): Promise<number> {
     await audit.close();
     return EXIT_FAILURE;
   }
-  if (accounts.store) log.info(`state database: ${accounts.store.path}`);
+  let state = accounts.store;
+  const unregister: (() => void)[] = [];
+  let approvals: ApprovalStore | null = null;
+  let expiry: ReturnType<typeof setInterval> | null = null;
+  if (config.rules.some((r) => r.action === "ask")) {
+    try {
+      state ??= SealedStore.open(config.state.path, {
+        secretsFile: config.state.secretsFile,
+        env: ctx.env,
+        create: true,
+      });
+      approvals = new ApprovalStore(state!);
+    } catch (e) {
+      log.error(`cannot start: ${(e as Error).message}`);
+      await audit.close();
+      state?.close();
+      return EXIT_FAILURE;
+    }
+    const actx: ApprovalContext = { config, store: approvals, audit, protocol: "smtp" };
+    // A replay a dead process left half done is never repeated (docs/approvals.md "What is guaranteed").
+    for (const row of recover(actx))
+      log.warn(`approval ${row.id} was being sent when the process stopped: needs a check (not sent again)`);
+    const held = () => setHeldApprovals(approvals!.list().filter((r) => r.state === "held").length);
+    expireDue(actx);
+    held();
+    expiry = setInterval(() => {
+      expireDue(actx);
+      held();
+    }, APPROVAL_EXPIRY_CHECK_MS);
+    // The approval page on the admin listener; the link's signed token is its only credential (docs/approvals.md).
+    const page = approvalPage(actx);
+    for (const method of ["GET", "POST"])
+      unregister.push(registerAdminRoute(method, "/approvals", (req) => page(req), { auth: "none" }));
+  }
+  if (state) log.info(`state database: ${state.path}`);
   let quotas: ReturnType<typeof openQuotas>;
   try {
-    quotas = openQuotas(config, accounts.store?.db ?? null, openStateDatabase);
+    quotas = openQuotas(config, state?.db ?? null, openStateDatabase);
   } catch (e) {
     log.error(`cannot start: quotas: ${(e as Error).message}`);
     await audit.close();
-    accounts.store?.close();
+    if (expiry) clearInterval(expiry);
+    state?.close();
     return EXIT_FAILURE;
   }
   if (config.quotas.length > 0) log.info(`quotas: ${config.quotas.length}, counted in ${config.state.path}`);
@@ -143,6 +187,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
     audit,
     credentials: accounts.credentials,
     live,
+    approvals,
     quotas: quotas.quotas,
   };
   try {
@@ -175,15 +220,17 @@ export async function serve(ctx: CommandContext): Promise<number> {
     await admin?.close();
     await Promise.allSettled(handles.map((h) => h.close()));
     await audit.close();
+    if (expiry) clearInterval(expiry);
     quotas.close();
-    accounts.store?.close();
+    state?.close();
     return EXIT_FAILURE;
   }
   if (handles.length === 0) {
     log.error("no listener could start: nothing to serve");
     await audit.close();
+    if (expiry) clearInterval(expiry);
     quotas.close();
-    accounts.store?.close();
+    state?.close();
     return EXIT_FAILURE;
   }
   writePidFile(pidFile, (m) => log.warn(m));
@@ -195,10 +242,12 @@ export async function serve(ctx: CommandContext): Promise<number> {
   stopCounting();
   await reloads;
   await Promise.allSettled(handles.map((h) => h.close()));
+  if (expiry) clearInterval(expiry);
   await admin?.close();
+  for (const f of unregister) f();
   await audit.close();
   quotas.close();
-  accounts.store?.close();
+  state?.close();
   for (const file of [pidFile, statusFile]) rmSync(file, { force: true });
   return EXIT_OK;
 }

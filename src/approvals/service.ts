@@ -1,0 +1,148 @@
+/**
+ * Deciding held messages (docs/approvals.md "Deciding"): approve (claim, replay the stored bytes and envelope
+ * upstream, record the reply), deny, expire, and the start-up check of messages a dead process left "sending".
+ * Used by `serve` (the approval page, the expiry timer) and by `mailgator approvals` alike; every step is an audit
+ * row with the message id (as target) and the rule that asked.
+ */
+
+import { randomBytes } from "node:crypto";
+import type { AuditEvent, AuditLog } from "../audit/index.ts";
+import type { Config } from "../config/types.ts";
+import { smtpUpstreamTarget } from "../smtp/index.ts";
+import { SPOOL_BLOCK } from "../smtp/spool.ts";
+import { CommitGate, type Credentials, type MessageSource, UpstreamSession } from "../smtp/upstream.ts";
+import type { ApprovalRow, ApprovalState, ApprovalStore, HeldMessage } from "./store.ts";
+
+export interface ApprovalContext {
+  readonly config: Config;
+  readonly store: ApprovalStore;
+  readonly audit: AuditLog;
+  /** "cli", "smtp" (the page is served by the proxy process). */
+  readonly protocol: AuditEvent["protocol"];
+}
+
+export type ApproveResult =
+  | { readonly outcome: "sent" | "failed"; readonly reply: string }
+  | { readonly outcome: "refused"; readonly state: ApprovalState | "unknown" };
+
+/** One audit row about a held message. */
+export function approvalEvent(
+  ctx: ApprovalContext,
+  row: Pick<ApprovalRow, "id" | "rule" | "ruleIndex" | "agent">,
+  command: string,
+  decision: AuditEvent["decision"],
+  reason: string,
+  detail: AuditEvent["detail"] = null,
+): AuditEvent {
+  return {
+    session: `approval-${randomBytes(4).toString("hex")}`,
+    agent: row.agent,
+    clientAddr: null,
+    protocol: ctx.protocol,
+    command,
+    operation: "mail:send",
+    folder: null,
+    target: row.id,
+    decision,
+    rule: row.rule,
+    ruleIndex: row.ruleIndex,
+    reason: reason.slice(0, 300),
+    configRevision: ctx.config.revision,
+    detail,
+  };
+}
+
+/** A held message's bytes as the replay reads them: blocks of at most SPOOL_BLOCK octets. */
+function source(message: Buffer): MessageSource {
+  return {
+    length: message.length,
+    *blocks() {
+      for (let at = 0; at < message.length; at += SPOOL_BLOCK) yield message.subarray(at, at + SPOOL_BLOCK);
+    },
+  };
+}
+
+function credentialsFor(config: Config, held: HeldMessage): Credentials {
+  if (held.credentials !== null) return held.credentials;
+  const account = held.account === null ? undefined : config.accounts[held.account];
+  if (account === undefined) throw new Error(`account ${JSON.stringify(held.account)} is no longer configured`);
+  if (account.auth !== "password") throw new Error(`account ${account.name}: OAuth2 upstream login unavailable`);
+  return { username: account.username, password: account.password.reveal() };
+}
+
+/**
+ * Approves and sends, exactly once among concurrent deciders: only the caller whose claim moves the message from
+ * "held" to "sending" replays it. The approval row is on disk before the message reaches the upstream.
+ */
+export async function approve(ctx: ApprovalContext, id: string, by: string): Promise<ApproveResult> {
+  const claim = ctx.store.claim(id, by);
+  if (!claim.ok) {
+    if (claim.state === "expired" && claim.row !== null)
+      ctx.audit.record(approvalEvent(ctx, claim.row, "APPROVAL EXPIRED", "deny", "no decision before it expired"));
+    return { outcome: "refused", state: claim.state };
+  }
+  const { row, held } = claim;
+  const approved = approvalEvent(ctx, row, "APPROVE", "allow", `approved by ${by}`);
+  const gate = new CommitGate(ctx.audit.durable(approved), () => ctx.audit.commitNow());
+  let reply: string;
+  let ok: boolean;
+  try {
+    const smtp = ctx.config.smtp;
+    if (smtp === null) throw new Error("the config has no [smtp] section to send through");
+    const upstream = await UpstreamSession.open(smtpUpstreamTarget(smtp), credentialsFor(ctx.config, held));
+    try {
+      const result = await upstream.send(
+        { from: held.envelope.from, recipients: held.envelope.recipients, eightBit: held.envelope.eightBit },
+        source(held.message),
+        gate,
+      );
+      ok = result.stage === "data" && result.reply.code >= 200 && result.reply.code < 300;
+      reply = `${result.reply.code} ${result.reply.lines.at(-1) ?? ""}`.slice(0, 300);
+    } finally {
+      await upstream.quit().catch(() => {});
+    }
+  } catch (e) {
+    ok = false;
+    reply = `upstream failed: ${(e as Error).message}`.slice(0, 300);
+  }
+  ctx.store.sent(id, ok, reply);
+  ctx.audit.record(
+    approvalEvent(ctx, row, "APPROVAL SENT", ok ? "allow" : "error", `upstream replied ${reply}`, {
+      upstreamReply: reply,
+    }),
+  );
+  return { outcome: ok ? "sent" : "failed", reply };
+}
+
+/** Denies (or discards a needs-check message); returns the state found before. */
+export function deny(ctx: ApprovalContext, id: string, by: string, reason: string | null): ApprovalState | "unknown" {
+  const before = ctx.store.deny(id, by, reason);
+  const row = ctx.store.row(id);
+  if ((before === "held" || before === "needs-check") && row !== null)
+    ctx.audit.record(approvalEvent(ctx, row, "DENY", "deny", `denied by ${by}${reason === null ? "" : `: ${reason}`}`));
+  return before;
+}
+
+/** Expires what is due; one audit row each. */
+export function expireDue(ctx: ApprovalContext, now = Date.now()): ApprovalRow[] {
+  const due = ctx.store.expireDue(now);
+  for (const row of due)
+    ctx.audit.record(approvalEvent(ctx, row, "APPROVAL EXPIRED", "deny", "no decision before it expired"));
+  return due;
+}
+
+/** At start: "sending" left by a dead process becomes "needs-check" (never sent again); one audit row each. */
+export function recover(ctx: ApprovalContext): ApprovalRow[] {
+  const stuck = ctx.store.recover();
+  for (const row of stuck)
+    ctx.audit.record(
+      approvalEvent(
+        ctx,
+        row,
+        "APPROVAL NEEDS CHECK",
+        "error",
+        "the process stopped during the replay: the upstream may or may not have accepted it; not sent again",
+      ),
+    );
+  return stuck;
+}

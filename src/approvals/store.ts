@@ -1,0 +1,300 @@
+/**
+ * Held messages (docs/approvals.md): a send an `ask` rule stopped, kept until a person approves or denies it, or
+ * it expires. Two parts in the state database (src/state/store.ts):
+ *
+ * - a sealed record of kind "held" (AES-256-GCM): the message bytes, the envelope, the preview shown to approvers
+ *   and, in pass-through mode, the agent's upstream credentials. Nothing of it is in clear on disk.
+ * - a plain row in `approvals`: id, state, times, the message's SHA-256, the rule that asked, who decided. No
+ *   address, subject or body.
+ *
+ * State changes run in BEGIN IMMEDIATE transactions that re-read the state first, so that two deciders (two
+ * approvers, the web page and the command line, two processes) cannot both move a message out of "held".
+ */
+
+import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import type { SealedStore } from "../state/store.ts";
+
+export const HELD_KIND = "held";
+
+export type ApprovalState = "held" | "sending" | "sent" | "failed" | "denied" | "expired" | "needs-check";
+
+/** What approvers see, taken from the message when it was held. */
+export interface Preview {
+  readonly sender: string;
+  /** Every envelope recipient, with whether it is outside the sender's domain. */
+  readonly recipients: readonly { readonly address: string; readonly external: boolean }[];
+  readonly subject: string | null;
+  readonly size: number;
+  readonly attachments: readonly string[];
+  /** The first lines of the text, at most PREVIEW_LINES of them. */
+  readonly text: string;
+}
+
+export interface HeldMessage {
+  readonly envelope: { readonly from: string; readonly recipients: readonly string[]; readonly eightBit: boolean };
+  /** The exact bytes the agent sent, before dot-stuffing. */
+  readonly message: Buffer;
+  /** Vault mode: the account whose login sends it when approved. */
+  readonly account: string | null;
+  /** Pass-through mode: the agent's upstream login, wiped when the message is decided or expires. */
+  readonly credentials: { readonly username: string; readonly password: string } | null;
+  readonly agent: string | null;
+  readonly preview: Preview;
+}
+
+export interface ApprovalRow {
+  readonly id: string;
+  readonly state: ApprovalState;
+  readonly created: number;
+  readonly expires: number;
+  readonly sha256: string;
+  readonly rule: string;
+  readonly ruleIndex: number | null;
+  readonly groups: readonly string[];
+  readonly agent: string | null;
+  readonly decidedBy: string | null;
+  readonly reason: string | null;
+  readonly upstreamReply: string | null;
+  readonly updated: number;
+}
+
+const SCHEMA = `CREATE TABLE IF NOT EXISTS approvals (
+  id             TEXT PRIMARY KEY,
+  state          TEXT NOT NULL,
+  created        INTEGER NOT NULL,
+  expires        INTEGER NOT NULL,
+  sha256         TEXT NOT NULL,
+  rule           TEXT NOT NULL,
+  rule_index     INTEGER,
+  groups         TEXT NOT NULL,
+  agent          TEXT,
+  decided_by     TEXT,
+  reason         TEXT,
+  upstream_reply TEXT,
+  token_used     INTEGER NOT NULL DEFAULT 0,
+  updated        INTEGER NOT NULL
+)`;
+
+interface RawRow {
+  id: string;
+  state: ApprovalState;
+  created: number;
+  expires: number;
+  sha256: string;
+  rule: string;
+  rule_index: number | null;
+  groups: string;
+  agent: string | null;
+  decided_by: string | null;
+  reason: string | null;
+  upstream_reply: string | null;
+  token_used: number;
+  updated: number;
+}
+
+function toRow(r: RawRow): ApprovalRow {
+  return {
+    id: r.id,
+    state: r.state,
+    created: r.created,
+    expires: r.expires,
+    sha256: r.sha256,
+    rule: r.rule,
+    ruleIndex: r.rule_index,
+    groups: JSON.parse(r.groups) as string[],
+    agent: r.agent,
+    decidedBy: r.decided_by,
+    reason: r.reason,
+    upstreamReply: r.upstream_reply,
+    updated: r.updated,
+  };
+}
+
+/** Ids are 16 random bytes in hex: not guessable, and safe in a path, a reply text and a command line. */
+export const ID_PATTERN = /^[0-9a-f]{32}$/;
+
+export type Claim =
+  | { readonly ok: true; readonly row: ApprovalRow; readonly held: HeldMessage }
+  | { readonly ok: false; readonly state: ApprovalState | "unknown"; readonly row: ApprovalRow | null };
+
+export class ApprovalStore {
+  readonly state: SealedStore;
+  readonly #tokenKey: Buffer;
+
+  constructor(state: SealedStore) {
+    this.state = state;
+    state.db.run(SCHEMA);
+    this.#tokenKey = state.deriveKey("mailgator approval links v1");
+  }
+
+  /** Stores a held message durably (one transaction, synchronous=FULL): returns its id. */
+  hold(
+    held: HeldMessage,
+    rule: { name: string; index: number | null; groups: readonly string[] },
+    expires: number,
+    now = Date.now(),
+  ): ApprovalRow {
+    const id = randomBytes(16).toString("hex");
+    const sha256 = createHash("sha256").update(held.message).digest("hex");
+    this.state.transaction(() => {
+      this.state.put(HELD_KIND, id, encode(held));
+      this.state.db
+        .query(
+          "INSERT INTO approvals (id, state, created, expires, sha256, rule, rule_index, groups, agent, updated) " +
+            "VALUES (?, 'held', ?, ?, ?, ?, ?, ?, ?, ?)",
+        )
+        .run(id, now, expires, sha256, rule.name, rule.index, JSON.stringify(rule.groups), held.agent, now);
+    });
+    return this.row(id)!;
+  }
+
+  row(id: string): ApprovalRow | null {
+    const r = this.state.db.query("SELECT * FROM approvals WHERE id = ?").get(id) as RawRow | null;
+    return r === null ? null : toRow(r);
+  }
+
+  list(): ApprovalRow[] {
+    return (this.state.db.query("SELECT * FROM approvals ORDER BY created, id").all() as RawRow[]).map(toRow);
+  }
+
+  /** The sealed message, null once it was wiped (decided, expired). */
+  message(id: string): HeldMessage | null {
+    const box = this.state.get(HELD_KIND, id);
+    return box === null ? null : decode(box);
+  }
+
+  /**
+   * Approve, step one: in one BEGIN IMMEDIATE transaction, re-reads the state, requires "held" and not expired,
+   * and marks "sending". Only the caller that gets `ok` sends; everyone else learns the state it found.
+   */
+  claim(id: string, by: string, now = Date.now()): Claim {
+    return this.state.transaction((): Claim => {
+      const row = this.row(id);
+      if (row === null) return { ok: false, state: "unknown", row: null };
+      if (row.state !== "held") return { ok: false, state: row.state, row };
+      if (row.expires <= now) {
+        this.#finish(id, "expired", null, "expired before the decision", null, now);
+        return { ok: false, state: "expired", row: this.row(id) };
+      }
+      const held = this.message(id);
+      if (held === null) return { ok: false, state: "unknown", row };
+      this.#update(id, "sending", by, null, null, now);
+      return { ok: true, row: this.row(id)!, held };
+    });
+  }
+
+  /** Approve, step three: the upstream's reply; the message and any credentials are wiped. */
+  sent(id: string, ok: boolean, upstreamReply: string, now = Date.now()): void {
+    this.state.transaction(() => {
+      const row = this.row(id);
+      if (row?.state !== "sending") return;
+      this.#finish(id, ok ? "sent" : "failed", row.decidedBy, row.reason, upstreamReply, now);
+    });
+  }
+
+  /** Denies a held message (or discards one that needs a check): wiped at once. Returns the state found. */
+  deny(id: string, by: string, reason: string | null, now = Date.now()): ApprovalState | "unknown" {
+    return this.state.transaction(() => {
+      const row = this.row(id);
+      if (row === null) return "unknown";
+      if (row.state !== "held" && row.state !== "needs-check") return row.state;
+      this.#finish(id, "denied", by, reason, null, now);
+      return row.state;
+    });
+  }
+
+  /** Expires every held message past its time: returns their rows (for the audit). */
+  expireDue(now = Date.now()): ApprovalRow[] {
+    return this.state.transaction(() => {
+      const due = (
+        this.state.db.query("SELECT * FROM approvals WHERE state = 'held' AND expires <= ?").all(now) as RawRow[]
+      ).map(toRow);
+      for (const r of due) this.#finish(r.id, "expired", null, "no decision before it expired", null, now);
+      return due;
+    });
+  }
+
+  /**
+   * At start: a message left in "sending" by a process that died during its replay may or may not have reached
+   * the upstream (nothing can ask it). It is never sent again automatically (at most once): it becomes
+   * "needs-check" for a person to look at the recipient's mailbox or the upstream's log (docs/approvals.md).
+   */
+  recover(now = Date.now()): ApprovalRow[] {
+    return this.state.transaction(() => {
+      const stuck = (this.state.db.query("SELECT * FROM approvals WHERE state = 'sending'").all() as RawRow[]).map(
+        toRow,
+      );
+      for (const r of stuck)
+        this.#update(r.id, "needs-check", r.decidedBy, "the process stopped during the replay", null, now);
+      // The credentials are not needed any more: nothing replays a needs-check message.
+      for (const r of stuck) {
+        const held = this.message(r.id);
+        if (held?.credentials) this.state.put(HELD_KIND, r.id, encode({ ...held, credentials: null }));
+      }
+      return stuck;
+    });
+  }
+
+  #update(
+    id: string,
+    state: ApprovalState,
+    by: string | null,
+    reason: string | null,
+    upstreamReply: string | null,
+    now: number,
+  ): void {
+    this.state.db
+      .query("UPDATE approvals SET state = ?, decided_by = ?, reason = ?, upstream_reply = ?, updated = ? WHERE id = ?")
+      .run(state, by, reason, upstreamReply, now, id);
+  }
+
+  #finish(
+    id: string,
+    state: ApprovalState,
+    by: string | null,
+    reason: string | null,
+    upstreamReply: string | null,
+    now: number,
+  ): void {
+    this.#update(id, state, by, reason, upstreamReply, now);
+    this.state.delete(HELD_KIND, id);
+  }
+
+  // Approval links (docs/approvals.md "Links"): HMAC-SHA256 under a key derived from the secrets key, over the id,
+  // the message's hash and its expiry; single use (token_used).
+
+  token(row: ApprovalRow): string {
+    return createHmac("sha256", this.#tokenKey).update(`${row.id}\0${row.sha256}\0${row.expires}`).digest("base64url");
+  }
+
+  tokenValid(row: ApprovalRow, token: string): boolean {
+    const want = Buffer.from(this.token(row));
+    const got = Buffer.from(token);
+    return got.length === want.length && timingSafeEqual(got, want);
+  }
+
+  tokenUsed(id: string): boolean {
+    const r = this.state.db.query("SELECT token_used FROM approvals WHERE id = ?").get(id) as {
+      token_used: number;
+    } | null;
+    return r === null || r.token_used !== 0;
+  }
+
+  /** Marks the link used; false when it already was (another click won). */
+  useToken(id: string): boolean {
+    return this.state.transaction(() => {
+      if (this.tokenUsed(id)) return false;
+      this.state.db.query("UPDATE approvals SET token_used = 1 WHERE id = ?").run(id);
+      return true;
+    });
+  }
+}
+
+function encode(held: HeldMessage): string {
+  return JSON.stringify({ ...held, message: held.message.toString("base64") });
+}
+
+function decode(box: Buffer): HeldMessage {
+  const raw = JSON.parse(box.toString("utf8")) as Omit<HeldMessage, "message"> & { message: string };
+  return { ...raw, message: Buffer.from(raw.message, "base64") };
+}

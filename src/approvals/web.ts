@@ -1,0 +1,145 @@
+/**
+ * The approval page (docs/approvals.md "Links"): `GET /approvals/<id>?t=<token>` shows the preview and two
+ * buttons and changes nothing (mail scanners open links before people do); `POST /approvals/<id>` with the token
+ * and `action=approve|deny` acts, once. The token is the link's HMAC (store.ts), bound to the id, the message's
+ * SHA-256 and its expiry; it is used up by the first POST. A POST must come from the page's own origin (its Origin
+ * header, or failing that its Referer, names `[approvals] base_url`'s origin): a form on another site cannot act.
+ */
+
+import { type ApprovalContext, approvalEvent, approve, deny } from "./service.ts";
+import { type ApprovalRow, ID_PATTERN } from "./store.ts";
+
+/** The largest POST body read (the form has two short fields). */
+export const MAX_FORM_BYTES = 4096;
+
+function html(text: string): string {
+  return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
+}
+
+function page(status: number, title: string, body: string): Response {
+  const text =
+    `<!doctype html><html><head><meta charset="utf-8"><title>${html(title)}</title>` +
+    `<meta name="referrer" content="same-origin"></head><body><h1>${html(title)}</h1>${body}</body></html>`;
+  return new Response(text, {
+    status,
+    headers: {
+      "content-type": "text/html; charset=utf-8",
+      "cache-control": "no-store",
+      "x-frame-options": "DENY",
+      "content-security-policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+      "referrer-policy": "same-origin",
+    },
+  });
+}
+
+function stateSentence(row: ApprovalRow): string {
+  switch (row.state) {
+    case "sent":
+      return `This message was already approved${row.decidedBy ? ` by ${row.decidedBy}` : ""} and sent.`;
+    case "sending":
+      return "This message was approved and is being sent.";
+    case "failed":
+      return `This message was approved, but the upstream server refused it: ${row.upstreamReply ?? ""}`;
+    case "denied":
+      return `This message was already denied${row.decidedBy ? ` by ${row.decidedBy}` : ""}; it was discarded.`;
+    case "expired":
+      return "This message expired before anyone decided; it was discarded.";
+    case "needs-check":
+      return "This message was being sent when the server stopped; an administrator must check whether it arrived.";
+    default:
+      return "This message is waiting for a decision.";
+  }
+}
+
+/** Builds the handler; `origin` is `[approvals] base_url`'s origin. */
+export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Response> {
+  const base = ctx.config.approvals.baseUrl;
+  const origin = base === null ? null : new URL(base).origin;
+  return async (req) => {
+    const url = new URL(req.url);
+    const m = /^\/approvals\/([^/]+)$/.exec(url.pathname);
+    if (m === null || !ID_PATTERN.test(m[1]!)) return page(404, "Not found", "<p>No such page.</p>");
+    const id = m[1]!;
+    if (req.method === "GET" || req.method === "HEAD") return show(id, url.searchParams.get("t") ?? "");
+    if (req.method !== "POST") return page(405, "Method not allowed", "<p>Use the buttons on the page.</p>");
+    if (!sameOrigin(req, origin)) return page(403, "Refused", "<p>This form must be sent from its own page.</p>");
+    const length = Number(req.headers.get("content-length") ?? "NaN");
+    if (!(length <= MAX_FORM_BYTES)) return page(413, "Refused", "<p>Request too large.</p>");
+    const body = await req.text();
+    if (body.length > MAX_FORM_BYTES) return page(413, "Refused", "<p>Request too large.</p>");
+    const form = new URLSearchParams(body);
+    return act(id, form.get("t") ?? "", form.get("action") ?? "");
+  };
+
+  function check(id: string, token: string): ApprovalRow | Response {
+    const row = ctx.store.row(id);
+    if (row === null || !ctx.store.tokenValid(row, token))
+      return page(403, "Link not valid", "<p>This link is not valid (altered, or not for this message).</p>");
+    return row;
+  }
+
+  function show(id: string, token: string): Response {
+    const row = check(id, token);
+    if (row instanceof Response) return row;
+    if (row.state === "held" && row.expires <= Date.now())
+      return page(410, "Expired", "<p>This message expired before anyone decided; it was discarded.</p>");
+    if (row.state !== "held") return page(409, "Already decided", `<p>${html(stateSentence(row))}</p>`);
+    if (ctx.store.tokenUsed(id)) return page(409, "Link used", "<p>This link was already used.</p>");
+    ctx.audit.record(approvalEvent(ctx, row, "APPROVAL VIEWED", "ask", "the approval page was opened"));
+    const held = ctx.store.message(id);
+    const p = held?.preview;
+    const preview =
+      p === undefined
+        ? ""
+        : `<dl><dt>From</dt><dd>${html(p.sender)}</dd>` +
+          p.recipients
+            .map(
+              (r) =>
+                `<dt>To</dt><dd>${html(r.address)}${r.external ? " <strong>(outside the sender's domain)</strong>" : ""}</dd>`,
+            )
+            .join("") +
+          `<dt>Subject</dt><dd>${html(p.subject ?? "(none)")}</dd><dt>Size</dt><dd>${p.size} octets</dd>` +
+          `<dt>Attachments</dt><dd>${html(p.attachments.join(", ") || "none")}</dd>` +
+          `<dt>Rule</dt><dd>${html(row.rule)}</dd></dl><pre>${html(p.text)}</pre>`;
+    const form =
+      `<form method="post" action="/approvals/${id}"><input type="hidden" name="t" value="${html(token)}">` +
+      `<button type="submit" name="action" value="approve">Approve</button> ` +
+      `<button type="submit" name="action" value="deny">Deny</button></form>`;
+    return page(200, "Approve this message?", `${preview}<p>Expires ${new Date(row.expires).toISOString()}</p>${form}`);
+  }
+
+  async function act(id: string, token: string, action: string): Promise<Response> {
+    const row = check(id, token);
+    if (row instanceof Response) return row;
+    if (action !== "approve" && action !== "deny") return page(400, "Refused", "<p>Unknown action.</p>");
+    if (row.state !== "held") return page(409, "Already decided", `<p>${html(stateSentence(row))}</p>`);
+    if (!ctx.store.useToken(id)) return page(409, "Link used", "<p>This link was already used.</p>");
+    const by = `link:${row.groups.join(",")}`;
+    if (action === "deny") {
+      const before = deny(ctx, id, by, null);
+      if (before !== "held") return page(409, "Already decided", `<p>${html(stateSentence(ctx.store.row(id)!))}</p>`);
+      return page(200, "Denied", "<p>The message was discarded; nothing was sent.</p>");
+    }
+    const result = await approve(ctx, id, by);
+    if (result.outcome === "sent") return page(200, "Approved", "<p>The message was sent.</p>");
+    if (result.outcome === "failed")
+      return page(502, "Approved, not sent", `<p>The upstream server refused it: ${html(result.reply)}</p>`);
+    if (result.outcome === "refused" && result.state === "expired")
+      return page(410, "Expired", "<p>This message expired before anyone decided; it was discarded.</p>");
+    return page(409, "Already decided", `<p>${html(stateSentence(ctx.store.row(id)!))}</p>`);
+  }
+}
+
+/** A POST is accepted only from the page's origin (Origin, or Referer when a browser sends no Origin). */
+function sameOrigin(req: Request, origin: string | null): boolean {
+  if (origin === null) return false;
+  const o = req.headers.get("origin");
+  if (o !== null) return o === origin;
+  const referer = req.headers.get("referer");
+  if (referer === null) return false;
+  try {
+    return new URL(referer).origin === origin;
+  } catch {
+    return false;
+  }
+}

@@ -1,0 +1,125 @@
+/** `mailgator approvals list|show ID|approve ID|deny ID` (docs/approvals.md "Deciding"). */
+
+import { userInfo } from "node:os";
+import { type ApprovalContext, approve, deny } from "../../approvals/service.ts";
+import { type ApprovalRow, ApprovalStore, ID_PATTERN } from "../../approvals/store.ts";
+import { AuditLog } from "../../audit/index.ts";
+import { loadConfig } from "../../config/index.ts";
+import { SealedStore } from "../../state/store.ts";
+import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required, UsageError } from "../args.ts";
+
+export const usage = `Usage: mailgator approvals list -c FILE [--json]
+       mailgator approvals show ID -c FILE [--json]
+       mailgator approvals approve ID -c FILE [--json]
+       mailgator approvals deny ID [--reason TEXT] -c FILE [--json]
+
+Messages an "ask" rule held for approval. Works while serve runs (same state
+database). approve sends the stored message upstream exactly as the agent
+sent it, once; deny discards it. A message in state "needs-check" was being
+sent when a process stopped: it may have been delivered, so it is never sent
+again; look at the recipient's mailbox, then deny it to discard it.
+
+Options:
+  -c, --config FILE   the config file
+      --reason TEXT   why it was denied (recorded in the audit log)
+      --json          JSON output
+  -h, --help          this help`;
+
+function rowJson(row: ApprovalRow): Record<string, unknown> {
+  return {
+    id: row.id,
+    state: row.state,
+    rule: row.rule,
+    groups: row.groups,
+    agent: row.agent,
+    created: new Date(row.created).toISOString(),
+    expires: new Date(row.expires).toISOString(),
+    sha256: row.sha256,
+    decidedBy: row.decidedBy,
+    reason: row.reason,
+    upstreamReply: row.upstreamReply,
+  };
+}
+
+export async function approvals(ctx: CommandContext): Promise<number> {
+  const { values, positionals } = parse(
+    ctx.argv,
+    { config: { type: "string", short: "c" }, reason: { type: "string" }, json: { type: "boolean" } },
+    usage,
+    true,
+  );
+  if (values.help) return (ctx.out(usage), EXIT_OK);
+  const [verb, id, ...rest] = positionals;
+  if (verb === undefined || !["list", "show", "approve", "deny"].includes(verb))
+    throw new UsageError("expected list, show ID, approve ID or deny ID", usage);
+  if (rest.length > 0) throw new UsageError(`unexpected ${JSON.stringify(rest[0])}`, usage);
+  if (verb === "list" ? id !== undefined : id === undefined || !ID_PATTERN.test(id))
+    throw new UsageError(verb === "list" ? "list takes no ID" : `${verb} needs an ID (32 hex digits)`, usage);
+  if (values.reason !== undefined && verb !== "deny") throw new UsageError("--reason is for deny", usage);
+  const config = loadConfig(required(values.config, "--config", usage), { env: ctx.env });
+  const state = SealedStore.open(config.state.path, {
+    secretsFile: config.state.secretsFile,
+    env: ctx.env,
+    create: false,
+  });
+  if (state === null) {
+    ctx.out(values.json ? "[]" : `no state database at ${config.state.path}: nothing was ever held`);
+    return verb === "list" ? EXIT_OK : EXIT_FAILURE;
+  }
+  try {
+    const store = new ApprovalStore(state);
+    if (verb === "list") {
+      const rows = store.list();
+      if (values.json) ctx.out(JSON.stringify(rows.map(rowJson), null, 2));
+      else if (rows.length === 0) ctx.out("no held messages");
+      else
+        for (const r of rows)
+          ctx.out(`${r.id}  ${r.state.padEnd(11)}  ${r.rule}  expires ${new Date(r.expires).toISOString()}`);
+      return EXIT_OK;
+    }
+    const row = store.row(id!);
+    if (row === null) {
+      ctx.out(`no held message ${id}`);
+      return EXIT_FAILURE;
+    }
+    if (verb === "show") {
+      const held = store.message(id!);
+      if (values.json) ctx.out(JSON.stringify({ ...rowJson(row), preview: held?.preview ?? null }, null, 2));
+      else {
+        ctx.out(`${row.id}: ${row.state} (rule ${row.rule}; asks ${row.groups.join(", ")})`);
+        if (held !== null) {
+          const p = held.preview;
+          ctx.out(`from: ${p.sender}`);
+          for (const r of p.recipients)
+            ctx.out(`to: ${r.address}${r.external ? "  (outside the sender's domain)" : ""}`);
+          ctx.out(`subject: ${p.subject ?? "(none)"}`);
+          ctx.out(`size: ${p.size} octets; attachments: ${p.attachments.join(", ") || "none"}`);
+          ctx.out(p.text);
+        } else ctx.out("(the message was discarded or sent: nothing is kept)");
+      }
+      return EXIT_OK;
+    }
+    const audit = AuditLog.open(config.audit.path);
+    try {
+      const actx: ApprovalContext = { config, store, audit, protocol: "cli" };
+      const by = `cli:${userInfo().username}`;
+      if (verb === "approve") {
+        const result = await approve(actx, id!, by);
+        if (values.json) ctx.out(JSON.stringify({ id, ...result }));
+        else if (result.outcome === "refused")
+          ctx.out(`${id}: not sent: it is ${result.state}${result.state === "needs-check" ? " (see --help)" : ""}`);
+        else ctx.out(`${id}: ${result.outcome}: upstream replied ${result.reply}`);
+        return result.outcome === "sent" ? EXIT_OK : EXIT_FAILURE;
+      }
+      const before = deny(actx, id!, by, values.reason ?? null);
+      const ok = before === "held" || before === "needs-check";
+      if (values.json) ctx.out(JSON.stringify({ id, outcome: ok ? "denied" : "refused", state: before }));
+      else ctx.out(ok ? `${id}: denied; the message is discarded` : `${id}: not denied: it is ${before}`);
+      return ok ? EXIT_OK : EXIT_FAILURE;
+    } finally {
+      await audit.close();
+    }
+  } finally {
+    state.close();
+  }
+}
