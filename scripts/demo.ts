@@ -226,7 +226,9 @@ async function main(): Promise<number> {
     if (!imapUp && !smtpUp) {
       const code = child.exitCode ?? (child.kill("SIGTERM"), await child.exited);
       say(
-        `\ndemo: Mailgator did not open its listeners (bun src/cli/main.ts serve -c ${CONFIG} ${child.exitCode === null ? "kept running" : `exited with ${code}`}); see its messages above. Stopping the upstream servers.`,
+        `\ndemo: Mailgator did not open its listeners (bun src/cli/main.ts serve -c ${CONFIG} ` +
+          `${child.exitCode === null ? "kept running" : `exited with ${code}`}); ` +
+          "see its messages above. Stopping the upstream servers.",
       );
       return 1;
     }
@@ -250,7 +252,9 @@ async function main(): Promise<number> {
           argv: curl(`INBOX;UID=${allowed?.uid}`),
         },
         {
-          title: `Hidden: UID ${boss?.uid} is from boss@corp.test, UID ${trick?.uid} is spam@evil.test posing as "notifications@shop.test"; neither exists for the agent`,
+          title:
+            `Hidden: UID ${boss?.uid} is from boss@corp.test, ` +
+            `UID ${trick?.uid} is spam@evil.test posing as "notifications@shop.test"; neither exists for the agent`,
           argv: curl(`INBOX;UID=${boss?.uid}`),
         },
         {
@@ -292,7 +296,8 @@ async function main(): Promise<number> {
     });
 
     say(
-      `\nMailgator is in front of Dovecot (127.0.0.1:${servers.ports.imaps}) and Postfix (127.0.0.1:${servers.ports.smtps}).`,
+      `\nMailgator is in front of Dovecot (127.0.0.1:${servers.ports.imaps}) ` +
+        `and Postfix (127.0.0.1:${servers.ports.smtps}).`,
     );
     say(`Agents connect to IMAP 127.0.0.1:${ports.imap} and SMTP 127.0.0.1:${ports.smtp} as ${USER} / ${PASSWORD}.\n`);
     for (const example of examples) {

@@ -96,11 +96,14 @@ async function main(): Promise<number> {
     writeFileSync(join(dir, "runner.pid"), `${process.pid}\n`);
     descriptionFile = join(upstreams.dir, "upstreams.json");
     log(
-      `Dovecot imap ${upstreams.ports.imap}/imaps ${upstreams.ports.imaps}, Postfix smtp ${upstreams.ports.smtp}/smtps ${upstreams.ports.smtps} ready in ${((performance.now() - started) / 1000).toFixed(1)} s`,
+      `Dovecot imap ${upstreams.ports.imap}/imaps ${upstreams.ports.imaps}, ` +
+        `Postfix smtp ${upstreams.ports.smtp}/smtps ${upstreams.ports.smtps} ` +
+        `ready in ${((performance.now() - started) / 1000).toFixed(1)} s`,
     );
   } catch (error) {
     console.error(
-      `\ntest: FAILED: the upstream mail servers did not start, so no test ran.\n${error instanceof Error ? error.message : String(error)}\n`,
+      "\ntest: FAILED: the upstream mail servers did not start, so no test ran.\n" +
+        `${error instanceof Error ? error.message : String(error)}\n`,
     );
     await stopUpstreams({ dir }).catch(() => undefined);
     return 1;

@@ -167,7 +167,9 @@ class Client {
 }
 
 function makeMessage(size: number, id: string): Buffer {
-  const head = `From: bench@mailgator.test\r\nTo: sink-${id}@bench.test\r\nSubject: bench ${id}\r\nMessage-ID: <${id}@bench.test>\r\n\r\n`;
+  const head =
+    `From: bench@mailgator.test\r\nTo: sink-${id}@bench.test\r\n` +
+    `Subject: bench ${id}\r\nMessage-ID: <${id}@bench.test>\r\n\r\n`;
   const line = `${"0123456789abcdefghijklmnopqrstuvwxyz".repeat(2).slice(0, 70)}\r\n`;
   let body = "";
   while (head.length + body.length + line.length <= size) body += line;
@@ -281,20 +283,25 @@ to = "*@bench.test"
     const proxyCpu = median(cpus);
     const ratio = direct / proxied;
     console.log(
-      `${messages} messages of ${size} B over ${connections} connections (upstream ${upstreamTls}), median of ${rounds} alternating rounds:`,
+      `${messages} messages of ${size} B over ${connections} connections (upstream ${upstreamTls}), ` +
+        `median of ${rounds} alternating rounds:`,
     );
     console.log(
-      `  direct to Postfix   ${direct.toFixed(2)} s  ${(messages / direct).toFixed(0)} msg/s   rounds: ${directs.map((d) => d.toFixed(2)).join(" ")}`,
+      `  direct to Postfix   ${direct.toFixed(2)} s  ${(messages / direct).toFixed(0)} msg/s   ` +
+        `rounds: ${directs.map((d) => d.toFixed(2)).join(" ")}`,
     );
     console.log(
-      `  through Mailgator   ${proxied.toFixed(2)} s  ${(messages / proxied).toFixed(0)} msg/s   rounds: ${proxieds.map((d) => d.toFixed(2)).join(" ")}`,
+      `  through Mailgator   ${proxied.toFixed(2)} s  ${(messages / proxied).toFixed(0)} msg/s   ` +
+        `rounds: ${proxieds.map((d) => d.toFixed(2)).join(" ")}`,
     );
     console.log(
-      `  proxy CPU time ${proxyCpu.toFixed(2)} s (${((proxyCpu / messages) * 1000).toFixed(2)} ms per message, of which kernel ${median(systems).toFixed(2)} s)`,
+      `  proxy CPU time ${proxyCpu.toFixed(2)} s (${((proxyCpu / messages) * 1000).toFixed(2)} ms per message, ` +
+        `of which kernel ${median(systems).toFixed(2)} s)`,
     );
     const perRound = directs.map((d, i) => d / proxieds[i]!);
     console.log(
-      `  ratio (proxy/direct throughput) ${ratio.toFixed(2)}  (goal >= 0.8); per round: ${perRound.map((r) => r.toFixed(2)).join(" ")}, median ${median(perRound).toFixed(2)}`,
+      `  ratio (proxy/direct throughput) ${ratio.toFixed(2)}  (goal >= 0.8); ` +
+        `per round: ${perRound.map((r) => r.toFixed(2)).join(" ")}, median ${median(perRound).toFixed(2)}`,
     );
 
     // One big message: sample the proxy's RSS from before the send to after the reply.
@@ -317,7 +324,8 @@ to = "*@bench.test"
     const growthMb = (peak - baseline) / 1024;
     console.log(`one message of ${(big / 1e6).toFixed(0)} MB through Mailgator: ${bigSeconds.toFixed(2)} s`);
     console.log(
-      `  proxy RSS idle ${(baseline / 1024).toFixed(1)} MB, peak ${(peak / 1024).toFixed(1)} MB, growth ${growthMb.toFixed(1)} MB  (goal < 10 MB)`,
+      `  proxy RSS idle ${(baseline / 1024).toFixed(1)} MB, peak ${(peak / 1024).toFixed(1)} MB, ` +
+        `growth ${growthMb.toFixed(1)} MB  (goal < 10 MB)`,
     );
     const ok = ratio >= 0.8 && growthMb < 10;
     console.log(ok ? "bench: goals met" : "bench: GOALS NOT MET");

@@ -63,7 +63,10 @@ export interface Upstreams {
   };
   /** PEM of the private CA that signed the servers' certificate: trust this file. */
   readonly caFile: string;
-  /** Domain of the test users: any address `local@<userDomain>` is delivered to Maildir `<maildirRoot>/<userDomain>/<local>/Maildir/`. */
+  /**
+   * Domain of the test users: any address `local@<userDomain>` is delivered to Maildir
+   * `<maildirRoot>/<userDomain>/<local>/Maildir/`.
+   */
   readonly userDomain: string;
   /** Users made at start; tests add their own with tests/fixtures (no restart needed). */
   readonly users: readonly UpstreamUser[];

@@ -4,7 +4,10 @@
  */
 
 export type Decision = "allow" | "deny" | "ask" | "error";
-/** "oauth2": the proxy's own token requests for an account (docs/accounts.md "When an account needs re-authorization"). */
+/**
+ * "oauth2": the proxy's own token requests for an account (docs/accounts.md "When an account needs
+ * re-authorization").
+ */
 export type AuditProtocol = "imap" | "smtp" | "cli" | "oauth2";
 
 export const DECISIONS: readonly Decision[] = ["allow", "deny", "ask", "error"];

@@ -51,7 +51,9 @@ export function decideInFolder(policy: Policy, op: Operation, folder: string, ag
         action: "allow",
         rule: rule.name,
         ruleIndex: rule.index,
-        reason: `${op} filtered per message (${[...outcome.needs].join(", ")}); rule ${rule.index + 1} "${rule.name}" (${rule.summary}) can allow`,
+        reason:
+          `${op} filtered per message (${[...outcome.needs].join(", ")}); ` +
+          `rule ${rule.index + 1} "${rule.name}" (${rule.summary}) can allow`,
       };
     }
   }
@@ -251,7 +253,10 @@ function auxiliaryHelper(s: ImapSession, mailbox: string, uidValidity: number): 
       .catch(warn);
 }
 
-/** `* FLAGS` and PERMANENTFLAGS of a filtered folder: system flags only (keywords in use belong to hidden messages too). */
+/**
+ * `* FLAGS` and PERMANENTFLAGS of a filtered folder: system flags only (keywords in use belong to hidden messages
+ * too).
+ */
 export function withoutKeywords(flags: readonly string[]): string[] {
   return flags.filter((f) => f.startsWith("\\"));
 }

@@ -95,7 +95,10 @@ export class SelectedMailbox {
   /** The folder's UIDVALIDITY (kept for STATUS and the classification cache of a filtered folder). */
   uidValidity = 0;
 
-  /** `uids`: every UID upstream, ascending (`UID SEARCH ALL`); `visible`: their classification, for a filtered folder. */
+  /**
+   * `uids`: every UID upstream, ascending (`UID SEARCH ALL`); `visible`: their classification, for a filtered
+   * folder.
+   */
   constructor(
     name: string,
     policyName: string,

@@ -326,7 +326,9 @@ for (const [group, cases] of Object.entries(groups)) {
     for (const c of cases) {
       test(c.name, () => {
         const r = results.get(c)!;
-        const where = `${c.name} (${relative(ROOT, r.file)}):\ncheck ${r.check.code}: ${r.check.stderr}${r.check.stdout}\nserve ${r.serve.code}: ${r.serve.stderr}`;
+        const where =
+          `${c.name} (${relative(ROOT, r.file)}):\ncheck ${r.check.code}: ${r.check.stderr}${r.check.stdout}\n` +
+          `serve ${r.serve.code}: ${r.serve.stderr}`;
         expect([0, 2], where).toContain(r.check.code);
         expect(r.explain.code, `${where}\nexplain ${r.explain.code}: ${r.explain.stderr}`).toBe(r.check.code);
         if (r.check.code === 0) {

@@ -39,7 +39,8 @@ describe("check", () => {
     const file = join(dir, "m.toml");
     writeFileSync(
       file,
-      `[[rules]]\nname = "deny all"\naction = "deny"\n[[rules]]\nname = "late"\naction = "allow"\nfolders = ["INBOX"]\n`,
+      `[[rules]]\nname = "deny all"\naction = "deny"\n` +
+        `[[rules]]\nname = "late"\naction = "allow"\nfolders = ["INBOX"]\n`,
     );
     const r = run(["check", "-c", file]);
     expect(r.code).toBe(0);
@@ -85,7 +86,8 @@ describe("check", () => {
     const file = join(dir, "m.toml");
     writeFileSync(
       file,
-      `[accounts.main]\nusername = "u"\npassword_env = "MG_PW"\n[[agents]]\nname = "b"\ntoken_hash = "sha256:${"0".repeat(64)}"\naccount = "main"\n`,
+      `[accounts.main]\nusername = "u"\npassword_env = "MG_PW"\n` +
+        `[[agents]]\nname = "b"\ntoken_hash = "sha256:${"0".repeat(64)}"\naccount = "main"\n`,
     );
     const missing = run(["check", "-c", file]);
     expect(missing.code).toBe(2);

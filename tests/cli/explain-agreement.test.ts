@@ -632,7 +632,7 @@ describe("reads: the IMAP proxy and explain agree", () => {
       raw.close();
     }
   });
-  test("CREATE and DELETE: allowed exactly when explain's folder:write answer (with DELETE's extra checks) allows", async () => {
+  test("CREATE and DELETE: allowed exactly when explain's folder:write (+ DELETE's extra checks) allows", async () => {
     const raw = await RawImap.open(imap.port);
     try {
       await raw.command("l", `LOGIN "${mailbox.user}" "${mailbox.password}"`);

@@ -160,7 +160,7 @@ test("serve leaves an allocator setting the operator made alone", async () => {
   expect(await served.proc.exited).toBe(0);
 });
 
-test("serve under bun passes the flags BUN_OPTIONS gave once when it re-executes itself: in its arguments", async () => {
+test("serve under bun passes BUN_OPTIONS' flags once when it re-executes itself: in its arguments", async () => {
   const served = serve(smtpConfig(), { BUN_OPTIONS: "--smol" });
   try {
     await served.port("SMTP");
@@ -233,13 +233,15 @@ operations = ["send"]
   expect(existsSync(join(dir, "mailgator-audit.db"))).toBe(false);
 });
 
-test("SIGTERM ends serve even when an agent never hangs up (connections destroyed after the shutdown grace time)", async () => {
+test("SIGTERM ends serve even when an agent never hangs up (connections destroyed after the grace time)", async () => {
   const up = upstreams();
   const dir = mkdtempSync(join(tmpdir(), "mg-serve-"));
   const config = join(dir, "mailgator.toml");
   writeFileSync(
     config,
-    `[smtp]\nlisten_addr = "127.0.0.1:0"\nupstream_addr = "${up.host}:${up.ports.smtp}"\nupstream_tls = "starttls"\nupstream_ca_file = "${up.caFile}"\n[[rules]]\nname = "none"\naction = "deny"\n`,
+    `[smtp]\nlisten_addr = "127.0.0.1:0"\nupstream_addr = "${up.host}:${up.ports.smtp}"\n` +
+      `upstream_tls = "starttls"\nupstream_ca_file = "${up.caFile}"\n` +
+      `[[rules]]\nname = "none"\naction = "deny"\n`,
   );
   const served = serve(config);
   const port = await served.port("SMTP");

@@ -80,7 +80,8 @@ describe("message fields", () => {
   test("addresses from addr-specs, never display names; groups; encoded subject", () => {
     const f = read(
       '"notifications@shop.test" <spam@evil.test>\r\n'.replace(/^/, "From: ") +
-        "To: Team: carol@corp.test, Me <me@x.test>;, other@x.test\r\nCc: =?UTF-8?Q?Andr=C3=A9?= <andre@friends.test>\r\nSubject: =?UTF-8?Q?Caf=C3=A9?=\r\n",
+        "To: Team: carol@corp.test, Me <me@x.test>;, other@x.test\r\n" +
+        "Cc: =?UTF-8?Q?Andr=C3=A9?= <andre@friends.test>\r\nSubject: =?UTF-8?Q?Caf=C3=A9?=\r\n",
     );
     expect(f.from).toEqual(["spam@evil.test"]);
     expect(f.to).toEqual(["carol@corp.test", "me@x.test", "other@x.test"]);
@@ -130,7 +131,7 @@ describe("decisions under the seed rule", () => {
     expect(filter.decideFetched(null, undefined).action).toBe("deny");
   });
 
-  test("fingerprint: same for renamed rules, different when a relevant rule changes, not for other folders' rules", () => {
+  test("fingerprint: same for renamed rules, changes with a relevant rule, not with other folders' rules", () => {
     const renamed = compilePolicy([{ ...SEED_RULES[0]!, name: "other name" }, SEED_RULES[1]!]);
     expect(messageFilter(renamed, "INBOX", null)!.fingerprint).toBe(filter.fingerprint);
     const widened = compilePolicy([{ ...SEED_RULES[0]!, from: ["notifications@*", "boss@*"] }, SEED_RULES[1]!]);
@@ -243,7 +244,7 @@ describe("classifying through an upstream", () => {
   const from = (uid: number) =>
     uid % 3 === 0 ? "From: notifications@shop.test\r\n\r\n" : "From: spam@evil.test\r\n\r\n";
 
-  test("chunks, keeps only visible UIDs, ignores unasked UIDs in a range, hides what upstream does not return", async () => {
+  test("chunks, keeps only visible UIDs, ignores unasked UIDs in a range, hides what upstream omits", async () => {
     const messages = new Map<number, string>();
     for (let uid = 1; uid <= 100; uid++) messages.set(uid, from(uid));
     const up = new FakeUpstream(messages);
@@ -259,7 +260,7 @@ describe("classifying through an upstream", () => {
     await expect(classifyUids(up, filter, [1])).rejects.toThrow(/UID FETCH failed/);
   });
 
-  test("the cache: second open fetches only new UIDs; expunged ones drop out; UIDVALIDITY change or corruption refetches", async () => {
+  test("cache: reopen fetches only new UIDs; expunged drop out; new UIDVALIDITY or corruption refetches", async () => {
     const dir = mkdtempSync(join(tmpdir(), "mailgator-classify-"));
     try {
       const path = join(dir, "mailgator-cache.db");
@@ -340,7 +341,7 @@ describe("classifying through an upstream", () => {
       return up;
     };
 
-    test("both sessions take chunks from one queue; every chunk is fetched once; the result is the one session's", async () => {
+    test("both sessions take chunks from one queue; each chunk fetched once; result is the one session's", async () => {
       const main = slow(truth);
       const aux = slow(truth);
       const { helper, state } = lending(aux);
@@ -355,7 +356,7 @@ describe("classifying through an upstream", () => {
     });
 
     for (const how of ["NO", "lost"] as const) {
-      test(`a helper chunk that ends ${how === "NO" ? "NO" : "with the connection lost"} is fetched again by the first session; its answers never count`, async () => {
+      test(`a helper chunk failing (${how}) is refetched by the first session; its answers never count`, async () => {
         // For the first session, UIDs ending in 5 were expunged meanwhile: it returns nothing for them.
         const main = slow(new Map([...truth].filter(([u]) => u % 10 !== 5)));
         // The helper's session says that every message is from notifications@, then fails its second FETCH.
@@ -374,7 +375,7 @@ describe("classifying through an upstream", () => {
       });
     }
 
-    test("a lender that calls `use` twice lends one session: the second call does nothing, no chunk is lost", async () => {
+    test("a lender that calls `use` twice lends one session: the second call does nothing, no chunk lost", async () => {
       const main = slow(truth);
       const aux = slow(truth);
       const other = slow(truth);
@@ -400,7 +401,7 @@ describe("classifying through an upstream", () => {
       expect(again.ranges().length).toBe(15);
     });
 
-    test("the first session's failure throws while the helper works, and the helper takes no further chunk", async () => {
+    test("the first session's failure throws while the helper works; the helper takes no further chunk", async () => {
       const main = slow(truth);
       main.failAt = { n: 3, how: "NO" };
       const aux = slow(truth);
@@ -413,7 +414,7 @@ describe("classifying through an upstream", () => {
       expect(taken).toBeLessThan(12);
     });
 
-    test(`classifyMailbox lends a helper from CLASSIFY_PARALLEL_MIN (${CLASSIFY_PARALLEL_MIN}) UIDs to classify, not one below`, async () => {
+    test(`a helper is lent from CLASSIFY_PARALLEL_MIN (${CLASSIFY_PARALLEL_MIN}) UIDs, not one below`, async () => {
       const many = new Map<number, string>();
       for (let uid = 1; uid <= CLASSIFY_PARALLEL_MIN; uid++) many.set(uid, from(uid));
       const uids = [...many.keys()];

@@ -153,7 +153,7 @@ test("curl: a visible UID is fetched; a hidden one is not there", async () => {
   expect(search.trim()).toBe(`* SEARCH ${e.visible.map((_, i) => i + 1).join(" ")}`);
 });
 
-test("audit rows carry visible and hidden counts, never hidden UIDs, addresses or subjects; the cache file sits beside the audit log", async () => {
+test("audit rows: visible and hidden counts, no hidden UIDs, addresses, subjects; cache beside audit log", async () => {
   const rows = await proxy.rows();
   const selects = rows.filter((r) => (r.command === "SELECT" || r.command === "EXAMINE") && r.decision === "allow");
   expect(selects.length).toBeGreaterThan(0);

@@ -87,7 +87,9 @@ export const DECODED: readonly EncodingCase[] = [
   { name: "a left-to-right mark", raw: "se\u200ecret", shown: "secret" },
   {
     name: "a very long header of encoded words",
-    raw: `${Array.from({ length: 400 }, (_, i) => `=?utf-8?B?${b64(`filler ${i} `)}?=`).join("\r\n ")}\r\n =?utf-8?Q?secret?=`,
+    raw:
+      `${Array.from({ length: 400 }, (_, i) => `=?utf-8?B?${b64(`filler ${i} `)}?=`).join("\r\n ")}` +
+      "\r\n =?utf-8?Q?secret?=",
     shown: `${Array.from({ length: 400 }, (_, i) => `filler ${i} `).join("")}secret`,
   },
 ];

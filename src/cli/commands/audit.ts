@@ -62,7 +62,10 @@ function line(row: AuditRow): string {
   const counts =
     row.count != null ? ` count=${row.count}${row.hiddenCount != null ? ` hidden=${row.hiddenCount}` : ""}` : "";
   const rule = row.rule ? ` rule=${JSON.stringify(row.rule)}` : "";
-  return `${when} #${row.id} ${row.decision.toUpperCase().padEnd(5)} ${who}@${row.clientAddr ?? "-"} ${what}${counts}${rule} — ${row.reason}`;
+  return (
+    `${when} #${row.id} ${row.decision.toUpperCase().padEnd(5)} ${who}@${row.clientAddr ?? "-"} ` +
+    `${what}${counts}${rule} — ${row.reason}`
+  );
 }
 
 export async function audit(ctx: CommandContext): Promise<number> {

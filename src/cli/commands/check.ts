@@ -42,7 +42,10 @@ export async function check(ctx: CommandContext): Promise<number> {
   const listener = (name: string, l: typeof config.imap) => {
     if (!l) return;
     lines.push(
-      `[${name}] listen ${l.listenAddr.host}:${l.listenAddr.port} (${l.listenTls === "none" ? "plain" : l.listenTls}) → upstream ${l.upstreamAddr.host}:${l.upstreamAddr.port} (${l.upstreamTls}${l.upstreamTlsSkipVerify ? ", NOT verified" : ""})`,
+      `[${name}] listen ${l.listenAddr.host}:${l.listenAddr.port} ` +
+        `(${l.listenTls === "none" ? "plain" : l.listenTls}) → ` +
+        `upstream ${l.upstreamAddr.host}:${l.upstreamAddr.port} ` +
+        `(${l.upstreamTls}${l.upstreamTlsSkipVerify ? ", NOT verified" : ""})`,
     );
   };
   listener("imap", config.imap);
@@ -65,13 +68,15 @@ export async function check(ctx: CommandContext): Promise<number> {
   config.rules.forEach((rule, i) => {
     const ops = rule.operations ? rule.operations.join(", ") : "all operations";
     lines.push(
-      `  ${i + 1}. ${rule.action.toUpperCase().padEnd(5)} ${JSON.stringify(rule.name)}: ${ops}; when ${conditions(rule)}`,
+      `  ${i + 1}. ${rule.action.toUpperCase().padEnd(5)} ${JSON.stringify(rule.name)}: ` +
+        `${ops}; when ${conditions(rule)}`,
     );
   });
   if (config.rules.length === 0) lines.push("  (none: everything is denied)");
   for (const s of policy.shadowed()) {
     lines.push(
-      `warning: rule ${s.index + 1} ${JSON.stringify(s.name)} can never match: rule ${s.byIndex + 1} ${JSON.stringify(s.by)} has no conditions and already decides all its operations`,
+      `warning: rule ${s.index + 1} ${JSON.stringify(s.name)} can never match: ` +
+        `rule ${s.byIndex + 1} ${JSON.stringify(s.by)} has no conditions and already decides all its operations`,
     );
   }
   for (const w of config.warnings) lines.push(`warning: ${w}`);

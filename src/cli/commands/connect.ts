@@ -38,9 +38,14 @@ function tcp(host: string, port: number): Promise<string | null> {
 function advice(message: string, listener: ListenerConfig): string {
   if (/certificate|self[- ]signed|issuer|altnames|hostname\/ip/i.test(message))
     return listener.upstreamCaFile === null
-      ? "the certificate is not trusted by the system CAs or does not name the host: set upstream_ca_file to the CA that signed it, or check upstream_addr's host name"
-      : `the certificate is not signed by upstream_ca_file (${listener.upstreamCaFile}) or the system CAs, or does not name the host: check upstream_ca_file and upstream_addr`;
-  return "check upstream_addr and upstream_tls (tls for an implicit TLS port such as 993 or 465, starttls for 143 or 587)";
+      ? "the certificate is not trusted by the system CAs or does not name the host: " +
+          "set upstream_ca_file to the CA that signed it, or check upstream_addr's host name"
+      : `the certificate is not signed by upstream_ca_file (${listener.upstreamCaFile}) or the system CAs, ` +
+          "or does not name the host: check upstream_ca_file and upstream_addr";
+  return (
+    "check upstream_addr and upstream_tls " +
+    "(tls for an implicit TLS port such as 993 or 465, starttls for 143 or 587)"
+  );
 }
 
 async function one(name: "imap" | "smtp", config: Config, lines: string[]): Promise<boolean> {
@@ -65,7 +70,11 @@ async function one(name: "imap" | "smtp", config: Config, lines: string[]): Prom
   const tlsWord =
     listener.upstreamTls === "none"
       ? "no TLS (upstream_tls = none)"
-      : `${listener.upstreamTls === "tls" ? "TLS" : "STARTTLS"} ok (${listener.upstreamTlsSkipVerify ? "certificate NOT verified: upstream_tls_skip_verify" : "certificate verified"})`;
+      : `${listener.upstreamTls === "tls" ? "TLS" : "STARTTLS"} ok (` +
+        (listener.upstreamTlsSkipVerify
+          ? "certificate NOT verified: upstream_tls_skip_verify"
+          : "certificate verified") +
+        ")";
   // OAuth2 accounts log in with a token only `serve` holds (docs/accounts.md): `mailgator account status` reports on
   // them, so here they are named and not tried.
   const all = Object.values(config.accounts);
@@ -95,7 +104,8 @@ async function one(name: "imap" | "smtp", config: Config, lines: string[]): Prom
         lines.push(
           good
             ? `${label}: login as account ${account.name} (${account.username}) ok`
-            : `${label}: FAILED: login as account ${account.name} (${account.username}) refused: check its username and password`,
+            : `${label}: FAILED: login as account ${account.name} (${account.username}) refused: ` +
+                "check its username and password",
         );
         ok &&= good;
       } catch (e) {
@@ -123,7 +133,8 @@ async function one(name: "imap" | "smtp", config: Config, lines: string[]): Prom
       } catch (e) {
         lines.push(
           e instanceof UpstreamAuthError
-            ? `${label}: FAILED: login as account ${account.name} (${account.username}) refused: check its username and password`
+            ? `${label}: FAILED: login as account ${account.name} (${account.username}) refused: ` +
+                "check its username and password"
             : `${label}: FAILED: login as account ${account.name}: ${(e as Error).message}`,
         );
         ok = false;
