@@ -9,6 +9,9 @@
 import { type ApprovalContext, approvalEvent, approve, deny } from "./service.ts";
 import { type ApprovalRow, ID_PATTERN } from "./store.ts";
 
+/** Marks a recipient outside the sender's domain in the preview. */
+const OUTSIDE_MARK = " <strong>(outside the sender's domain)</strong>";
+
 /** The largest POST body read (the form has two short fields). */
 export const MAX_FORM_BYTES = 4096;
 
@@ -92,12 +95,7 @@ export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Re
       p === undefined
         ? ""
         : `<dl><dt>From</dt><dd>${html(p.sender)}</dd>` +
-          p.recipients
-            .map(
-              (r) =>
-                `<dt>To</dt><dd>${html(r.address)}${r.external ? " <strong>(outside the sender's domain)</strong>" : ""}</dd>`,
-            )
-            .join("") +
+          p.recipients.map((r) => `<dt>To</dt><dd>${html(r.address)}${r.external ? OUTSIDE_MARK : ""}</dd>`).join("") +
           `<dt>Subject</dt><dd>${html(p.subject ?? "(none)")}</dd><dt>Size</dt><dd>${p.size} octets</dd>` +
           `<dt>Attachments</dt><dd>${html(p.attachments.join(", ") || "none")}</dd>` +
           `<dt>Rule</dt><dd>${html(row.rule)}</dd></dl><pre>${html(p.text)}</pre>`;

@@ -136,7 +136,8 @@ export class AuditLog {
           throw new Error(
             version > SCHEMA_VERSION
               ? `schema version ${version} is newer than this Mailgator understands (${SCHEMA_VERSION})`
-              : `schema version ${version}, expected ${READABLE_SINCE} to ${SCHEMA_VERSION}; the proxy migrates it when it next starts`,
+              : `schema version ${version}, expected ${READABLE_SINCE} to ${SCHEMA_VERSION}; ` +
+                  "the proxy migrates it when it next starts",
           );
         }
       } else {

@@ -188,7 +188,8 @@ function listener(
     if (upstreamTls === undefined) {
       problems.add(
         [section, "upstream_addr"],
-        `port ${upstreamAddr.port} is not a standard ${section.toUpperCase()} port; state upstream_tls = "tls" | "starttls" | "none"`,
+        `port ${upstreamAddr.port} is not a standard ${section.toUpperCase()} port; state upstream_tls = "tls" ` +
+          `| "starttls" | "none"`,
       );
       return null;
     }
@@ -198,7 +199,8 @@ function listener(
   }
   if (raw.upstream_tls_skip_verify) {
     warnings.push(
-      `[${section}] upstream_tls_skip_verify = true: the upstream certificate is NOT verified; anyone on the path can impersonate ${raw.upstream_addr}`,
+      `[${section}] upstream_tls_skip_verify = true: the upstream certificate is NOT verified; anyone on the ` +
+        `path can impersonate ${raw.upstream_addr}`,
     );
   }
   const listenTls = raw.listen_tls ?? "none";
@@ -212,7 +214,8 @@ function listener(
   } else if (raw.tls_cert_file !== undefined || raw.tls_key_file !== undefined) {
     problems.add(
       [section, "listen_tls"],
-      `tls_cert_file/tls_key_file are set but listen_tls is "none"; set listen_tls = "tls" or "starttls", or remove them`,
+      `tls_cert_file/tls_key_file are set but listen_tls is "none"; set listen_tls = "tls" or "starttls", or ` +
+        `remove them`,
     );
   } else if (!isLoopback(listenAddr.host)) {
     warnings.push(
@@ -325,7 +328,8 @@ function rule(
       if (!expanded) {
         problems.add(
           at("operations", j),
-          `expected an operation (folder:read, folder:write, mail:read, mail:flag, mail:delete, mail:move, mail:append, mail:send) or a shorthand (read, write, send, all), got ${JSON.stringify(name)}`,
+          `expected an operation (folder:read, folder:write, mail:read, mail:flag, mail:delete, mail:move, ` +
+            `mail:append, mail:send) or a shorthand (read, write, send, all), got ${JSON.stringify(name)}`,
         );
       } else for (const op of expanded) ops.add(op);
     });
@@ -590,7 +594,8 @@ function limits(raw: RawLimits | undefined, warnings: string[]): LimitsConfig {
     };
     if (out.maxConnectionsPerIp >= out.maxConnections) {
       warnings.push(
-        `[limits] ${section}: max_connections_per_ip (${out.maxConnectionsPerIp}) is not below max_connections (${out.maxConnections}): one client address can take every ${section.toUpperCase()} connection`,
+        `[limits] ${section}: max_connections_per_ip (${out.maxConnectionsPerIp}) is not below max_connections ` +
+          `(${out.maxConnections}): one client address can take every ${section.toUpperCase()} connection`,
       );
     }
     return out;
@@ -724,7 +729,8 @@ function build(
   }
   if (agents.length > 0 && raw.smtp?.identities !== undefined) {
     warnings.push(
-      "[smtp] identities apply in pass-through mode only; vault mode ignores them and uses each [accounts] entry's identities",
+      "[smtp] identities apply in pass-through mode only; vault mode ignores them and uses each [accounts] " +
+        "entry's identities",
     );
   }
 

@@ -146,7 +146,8 @@ export async function startImapProxy(deps: {
     },
   });
   log.info(
-    `IMAP proxy listening on ${listener.address.host}:${listener.address.port} (${imap.listenTls}), upstream ${upstream.host}:${upstream.port} (${upstream.tls})`,
+    `IMAP proxy listening on ${listener.address.host}:${listener.address.port} (${imap.listenTls}), upstream ` +
+      `${upstream.host}:${upstream.port} (${upstream.tls})`,
   );
   return {
     address: listener.address,

@@ -146,7 +146,10 @@ export class ImapSession {
   #commands = 0;
   #loginResult: "ok" | "failed" | "none" = "none";
   #endReason = "client closed the connection";
-  /** Opens a second upstream session with the same login (STATUS of a filtered folder, classification helper); set at login. */
+  /**
+   * Opens a second upstream session with the same login (STATUS of a filtered folder, classification helper); set at
+   * login.
+   */
   #openAuxiliary: (() => Promise<UpstreamSession>) | null = null;
   #auxiliary: Promise<UpstreamSession> | null = null;
   /** Settles when the last use of the auxiliary session is over (`withAuxiliary`). */

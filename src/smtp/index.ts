@@ -167,7 +167,8 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
     },
   });
   log.info(
-    `SMTP proxy listening on ${listener.address.host}:${listener.address.port} (${smtp.listenTls}), upstream ${upstream.host}:${upstream.port} (${upstream.tls})`,
+    `SMTP proxy listening on ${listener.address.host}:${listener.address.port} (${smtp.listenTls}), upstream ` +
+      `${upstream.host}:${upstream.port} (${upstream.tls})`,
   );
   return {
     address: listener.address,

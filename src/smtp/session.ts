@@ -855,11 +855,10 @@ export class SmtpSession {
         target: path.key,
         decision: "deny",
         rule: null,
-        reason:
-          `sender is not one of this account's identities (${known === "" ? "it has none: the upstream login is not an address and no identities are configured" : known})`.slice(
-            0,
-            300,
-          ),
+        reason: `sender is not one of this account's identities (${known === "" ? NO_IDENTITIES : known})`.slice(
+          0,
+          300,
+        ),
       });
       this.#send(reply(553, "5.7.1", `Sender <${path.address}> is not one of this account's identities`));
       return undefined;
@@ -1281,7 +1280,8 @@ export class SmtpSession {
       await gate.settled;
       if (gate.state() === "failed" || e instanceof CommitFailedError) {
         moduleLogger("smtp").error(
-          `audit log unavailable, send abandoned before its end of data: ${gate.error?.message ?? (e as Error).message}`,
+          `audit log unavailable, send abandoned before its end of data: ` +
+            `${gate.error?.message ?? (e as Error).message}`,
         );
         this.#upstream?.destroy();
         this.#upstream = null;
@@ -1363,7 +1363,12 @@ function decisionFields(decision: Decision): Pick<AuditEvent, "decision" | "rule
   return { decision: decision.action, rule: decision.rule, ruleIndex: decision.ruleIndex, reason: decision.reason };
 }
 
-/** Splits "2.0.0 Ok: queued" into its enhanced status code and text (RFC 3463); invents one from the code when absent. */
+/**
+ * Splits "2.0.0 Ok: queued" into its enhanced status code and text (RFC 3463); invents one from the code when absent.
+ */
+/** Why a session has no identity to send as (docs/smtp.md "Identities"). */
+const NO_IDENTITIES = "it has none: the upstream login is not an address and no identities are configured";
+
 function splitStatus(r: Reply): [string, string] {
   const last = r.lines.at(-1) ?? "";
   const m = /^([245]\.\d{1,3}\.\d{1,3}) (.*)$/.exec(last);

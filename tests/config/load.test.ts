@@ -51,7 +51,8 @@ describe("loading", () => {
 
   test("a secret from the environment never prints", () => {
     const c = parseConfig(
-      `${IMAP}[accounts.main]\nusername = "me@x.test"\npassword_env = "PW"\n[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = "main"\n`,
+      `${IMAP}[accounts.main]\nusername = "me@x.test"\npassword_env = "PW"\n[[agents]]\nname = ` +
+        `"bot"\ntoken_hash = "${HASH}"\naccount = "main"\n`,
       "/x.toml",
       { env: { PW: "hunter2-secret" } },
     );
@@ -66,13 +67,16 @@ describe("loading", () => {
     writeFileSync(join(dir, "pw.txt"), "from-file\n");
     writeFileSync(
       join(dir, "m.toml"),
-      `[accounts.main]\nusername = "u"\npassword_file = "pw.txt"\n[[agents]]\nname = "b"\ntoken_hash = "${HASH}"\naccount = "main"\n`,
+      `[accounts.main]\nusername = "u"\npassword_file = "pw.txt"\n[[agents]]\nname = "b"\ntoken_hash = ` +
+        `"${HASH}"\naccount = "main"\n`,
     );
     expect(passwordOf(loadConfig(join(dir, "m.toml")).accounts["main"]).reveal()).toBe("from-file");
   });
 
   test("identities: [smtp] and per account, as written; [smtp] identities in vault mode only warn", () => {
-    const smtp = `[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:587"\nidentities = ["Me@Corp.test", "sales@corp.test"]\n`;
+    const smtp =
+      `[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:587"\n` +
+      `identities = ["Me@Corp.test", "sales@corp.test"]\n`;
     const pass = parseConfig(smtp, "/x.toml");
     expect(pass.smtp?.identities).toEqual(["Me@Corp.test", "sales@corp.test"]);
     expect(pass.warnings.join("\n")).not.toContain("identities");
@@ -80,7 +84,9 @@ describe("loading", () => {
       parseConfig(`[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:587"\n`, "/x.toml").smtp?.identities,
     ).toEqual([]);
     const vault = parseConfig(
-      `${smtp}[accounts.main]\nusername = "me@corp.test"\npassword = "p"\nidentities = ["me.alias@corp.test"]\n[accounts.other]\nusername = "o"\npassword = "p"\n[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = "main"\n`,
+      `${smtp}[accounts.main]\nusername = "me@corp.test"\npassword = "p"\nidentities = ` +
+        `["me.alias@corp.test"]\n[accounts.other]\nusername = "o"\npassword = "p"\n` +
+        `[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = "main"\n`,
       "/x.toml",
     );
     expect(vault.accounts["main"]!.identities).toEqual(["me.alias@corp.test"]);
@@ -90,7 +96,8 @@ describe("loading", () => {
 
   test("warnings for skip-verify, upstream none and plaintext on a public address", () => {
     const c = parseConfig(
-      `[imap]\nlisten_addr = "0.0.0.0:1993"\nupstream_addr = "h:993"\nupstream_tls_skip_verify = true\n[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:2525"\nupstream_tls = "none"\n`,
+      `[imap]\nlisten_addr = "0.0.0.0:1993"\nupstream_addr = "h:993"\nupstream_tls_skip_verify = ` +
+        `true\n[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:2525"\nupstream_tls = "none"\n`,
       "/x.toml",
     );
     expect(c.warnings.join("\n")).toContain("NOT verified");
@@ -188,7 +195,8 @@ describe("errors a person can act on", () => {
     ],
     [
       "ask without operations (it would cover every operation)",
-      `[approvals.groups.m]\nrecipients = ["boss@example.com"]\n[[rules]]\nname = "a"\naction = "ask"\nask_groups = ["m"]\n`,
+      `[approvals.groups.m]\nrecipients = ["boss@example.com"]\n[[rules]]\nname = "a"\naction = ` +
+        `"ask"\nask_groups = ["m"]\n`,
       [`mailgator.toml:5:10: rules[0].action: action "ask" holds sends only`, "every operation"],
     ],
     [
@@ -267,7 +275,8 @@ describe("errors a person can act on", () => {
     ],
     [
       "rule names an unknown agent",
-      `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = "m"\n[[rules]]\nname = "a"\naction = "allow"\nagents = ["bott"]\n`,
+      `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount ` +
+        `= "m"\n[[rules]]\nname = "a"\naction = "allow"\nagents = ["bott"]\n`,
       [`rules[0].agents[0]: no agent named "bott"`],
     ],
     [
@@ -315,7 +324,8 @@ describe("errors a person can act on", () => {
       "identity written as a glob",
       `[smtp]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:587"\nidentities = ["*@corp.test"]\n`,
       [
-        `smtp.identities[0]: expected an email address (local@domain), got "*@corp.test": identities are exact addresses, not globs`,
+        `smtp.identities[0]: expected an email address (local@domain), got "*@corp.test": identities are exact ` +
+          `addresses, not globs`,
       ],
     ],
     [
@@ -330,7 +340,8 @@ describe("errors a person can act on", () => {
     ],
     [
       "bad allowed_ips",
-      `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "b"\ntoken_hash = "${HASH}"\naccount = "m"\nallowed_ips = ["10.0.0.0/33"]\n`,
+      `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "b"\ntoken_hash = "${HASH}"\naccount = ` +
+        `"m"\nallowed_ips = ["10.0.0.0/33"]\n`,
       [`agents[0].allowed_ips[0]: expected an IP address or CIDR range`],
     ],
   ];

@@ -84,7 +84,7 @@ function heldId(text: string): string {
 }
 
 describe("ask", () => {
-  test("a colleague gets it at once; the outside copy waits for approval, then arrives once with the same bytes", async () => {
+  test("a colleague gets it at once; the outside copy waits for approval, then arrives once, same bytes", async () => {
     const m = marker();
     const inside = await send(`colleague-${m}@corp.test`, m);
     expect(inside.code).toBe(250);
@@ -181,7 +181,7 @@ describe("ask", () => {
 });
 
 describe("the approval page", () => {
-  test("GET shows and changes nothing; POST from the page approves once; replayed, altered, cross-origin refused", async () => {
+  test("GET changes nothing; POST from the page approves once; replayed, altered, cross-origin refused", async () => {
     // The page handler mounted on a loopback HTTP server; links point at it (base_url's origin is checked on POST).
     const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req) => handler(req) });
     const origin = `http://127.0.0.1:${server.port}`;

@@ -280,7 +280,10 @@ export function useTestProxy(options: ProxyOptions, set: (proxy: TestProxy) => v
   });
 }
 
-/** Vault mode after `rules`: one agent "bot" with `token`, whose account is the first test user (`account`: more keys for it). */
+/**
+ * Vault mode after `rules`: one agent "bot" with `token`, whose account is the first test user (`account`: more keys
+ * for it).
+ */
 export function vaultConfig(rules: string, token: string, account = ""): string {
   const user = upstreams().users[0]!;
   return `${rules}

@@ -196,7 +196,8 @@ export async function serve(ctx: CommandContext): Promise<number> {
       const start = PROXIES[name];
       if (!start) {
         log.warn(
-          `[${name}] is configured, but this build has no ${name.toUpperCase()} proxy yet: nothing listens on ${config[name].listenAddr.host}:${config[name].listenAddr.port}`,
+          `[${name}] is configured, but this build has no ${name.toUpperCase()} proxy yet: nothing listens on ` +
+            `${config[name].listenAddr.host}:${config[name].listenAddr.port}`,
         );
         continue;
       }
