@@ -39,8 +39,14 @@ describe("check", () => {
     const file = join(dir, "m.toml");
     writeFileSync(
       file,
-      `[[rules]]\nname = "deny all"\naction = "deny"\n` +
-        `[[rules]]\nname = "late"\naction = "allow"\nfolders = ["INBOX"]\n`,
+      `[[rules]]
+name = "deny all"
+action = "deny"
+[[rules]]
+name = "late"
+action = "allow"
+folders = ["INBOX"]
+`,
     );
     const r = run(["check", "-c", file]);
     expect(r.code).toBe(0);
@@ -86,8 +92,14 @@ describe("check", () => {
     const file = join(dir, "m.toml");
     writeFileSync(
       file,
-      `[accounts.main]\nusername = "u"\npassword_env = "MG_PW"\n` +
-        `[[agents]]\nname = "b"\ntoken_hash = "sha256:${"0".repeat(64)}"\naccount = "main"\n`,
+      `[accounts.main]
+username = "u"
+password_env = "MG_PW"
+[[agents]]
+name = "b"
+token_hash = "sha256:${"0".repeat(64)}"
+account = "main"
+`,
     );
     const missing = run(["check", "-c", file]);
     expect(missing.code).toBe(2);

@@ -240,8 +240,7 @@ test("SIGTERM ends serve even when an agent never hangs up (connections destroye
   writeFileSync(
     config,
     `[smtp]\nlisten_addr = "127.0.0.1:0"\nupstream_addr = "${up.host}:${up.ports.smtp}"\n` +
-      `upstream_tls = "starttls"\nupstream_ca_file = "${up.caFile}"\n` +
-      `[[rules]]\nname = "none"\naction = "deny"\n`,
+      `upstream_tls = "starttls"\nupstream_ca_file = "${up.caFile}"\n[[rules]]\nname = "none"\naction = "deny"\n`,
   );
   const served = serve(config);
   const port = await served.port("SMTP");
