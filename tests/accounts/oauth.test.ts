@@ -199,8 +199,16 @@ describe("staying logged in", () => {
       seen.add(await oauthToken(c));
     }
     const refreshes = await tokenCount(name, "refresh_token");
-    // Every refresh produced the token that was then handed out; none was wasted on a concurrent caller.
-    expect(refreshes).toBe(seen.size - 1);
+    // Every token handed out after the first came from a refresh, and at most one refresh's token went unused (one
+    // whose callers, on a loaded machine, came back only after it was half spent).
+    expect(refreshes).toBeGreaterThanOrEqual(seen.size - 1);
+    expect(refreshes).toBeLessThanOrEqual(seen.size);
+    // None was wasted on a concurrent caller: one token request at a time, never two within half a lifetime.
+    const issued = (await serverTokens(name))
+      .filter((t) => t.kind === "access")
+      .map((t) => t.expiresAt!)
+      .sort((a, b) => a - b);
+    for (let i = 1; i < issued.length; i++) expect(issued[i]! - issued[i - 1]!).toBeGreaterThanOrEqual(1_000);
     // Refreshed ahead of expiry: at least one per lifetime, at most one per half lifetime (MIN_USE_FRACTION).
     expect(refreshes).toBeGreaterThanOrEqual(2);
     expect(refreshes).toBeLessThanOrEqual(Math.ceil(8 / 1.5) + 1);
