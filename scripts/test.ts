@@ -1,6 +1,7 @@
 /**
  * The test runner behind `npm test`: starts Dovecot and Postfix in a runtime folder of its
- * own (installing them first when missing and root), runs `bun test --parallel` with
+ * own (installing them, and the Chromium the approval page's test drives, first when missing
+ * and root), runs `bun test --parallel` with
  * MAILGATOR_UPSTREAMS pointing at their description, stops them, and fails the run if any of
  * their processes or ports is left. Extra arguments go to `bun test`.
  *
@@ -8,6 +9,7 @@
  */
 import { existsSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join, resolve } from "node:path";
+import { ensurePackages } from "./upstreams/install.ts";
 import { runRoot } from "./upstreams/layout.ts";
 import { commandLine } from "./upstreams/processes.ts";
 import { startUpstreams } from "./upstreams/start.ts";
@@ -85,6 +87,16 @@ async function main(): Promise<number> {
     return runBunTest(process.env);
   }
 
+  try {
+    // One apt-get for the mail servers and the browser tests/browser/ drives (Debian's chromium).
+    ensurePackages({ nginx: false, browser: true, log });
+  } catch (error) {
+    console.error(
+      `\ntest: FAILED: packages the tests need are missing, so no test ran.\n` +
+        `${error instanceof Error ? error.message : String(error)}\n`,
+    );
+    return 1;
+  }
   await cleanAbandonedRuns();
   const dir = join(RUN, `test-${process.pid}`);
   rmSync(dir, { recursive: true, force: true });

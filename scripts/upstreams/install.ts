@@ -1,5 +1,5 @@
 /**
- * Makes sure Debian's Dovecot, Postfix, swaks and (on request) nginx are installed.
+ * Makes sure Debian's Dovecot, Postfix, swaks and (on request) nginx and Chromium are installed.
  *
  * As root, missing packages are installed with apt-get; package scripts are kept
  * from starting the system daemons (they would bind *:143, *:993, *:25, *:80) by a
@@ -18,12 +18,16 @@ const MAIL_SERVERS = [
   "openssl",
 ] as const;
 const NGINX = ["nginx", "libnginx-mod-mail"] as const;
+/** The browser the approval page's test drives (tests/browser/); `npm test` asks for it. */
+const BROWSER = ["chromium"] as const;
+/** Where Debian's chromium package puts the browser. */
+export const CHROMIUM = "/usr/bin/chromium";
 
 const POLICY_RC_D = "/usr/sbin/policy-rc.d";
 
 /** Debian packages still to install for the requested servers (empty when all are present). */
-export function missingPackages(options: { nginx: boolean }): string[] {
-  const wanted: string[] = options.nginx ? [...MAIL_SERVERS, ...NGINX] : [...MAIL_SERVERS];
+export function missingPackages(options: { nginx: boolean; browser?: boolean }): string[] {
+  const wanted: string[] = [...MAIL_SERVERS, ...(options.nginx ? NGINX : []), ...(options.browser ? BROWSER : [])];
   if (!existsSync("/usr/bin/dpkg-query")) return wanted;
   // dpkg-query exits 1 when a name is unknown but still prints the known ones.
   // biome-ignore lint/suspicious/noTemplateCurlyInString: a dpkg-query format, not a template
@@ -48,7 +52,7 @@ export function installCommand(packages: readonly string[]): string {
  * Installs what is missing, or throws an Error that says what to install.
  * `log` receives progress lines (installs take up to a minute).
  */
-export function ensurePackages(options: { nginx: boolean; log: (line: string) => void }): void {
+export function ensurePackages(options: { nginx: boolean; browser?: boolean; log: (line: string) => void }): void {
   const missing = missingPackages(options);
   if (missing.length === 0) return;
   if (process.getuid?.() !== 0) {
@@ -59,7 +63,7 @@ export function ensurePackages(options: { nginx: boolean; log: (line: string) =>
   if (!existsSync("/usr/bin/apt-get")) {
     throw new Error(
       `upstreams: missing packages ${missing.join(", ")} and no apt-get here; install Dovecot 2.3, ` +
-        `Postfix 3.x, swaks and nginx with its mail module`,
+        `Postfix 3.x, swaks, nginx with its mail module and Chromium`,
     );
   }
   options.log(`upstreams: installing ${missing.join(" ")} (apt-get, about a minute)`);
@@ -90,5 +94,9 @@ function run(argv: string[], env: Record<string, string | undefined>): void {
 }
 
 if (import.meta.main) {
-  ensurePackages({ nginx: process.argv.includes("--nginx"), log: (line) => console.error(line) });
+  ensurePackages({
+    nginx: process.argv.includes("--nginx"),
+    browser: process.argv.includes("--browser"),
+    log: (line) => console.error(line),
+  });
 }
