@@ -1,0 +1,465 @@
+/**
+ * The approval page (docs/approvals.md "Links") in a real browser: Debian's Chromium, driven by playwright-core,
+ * opens the links of messages a real `mailgator serve` (the page is on its admin listener) held in front of the
+ * test Postfix. Opening a link shows the preview and changes nothing; Approve sends the held bytes once; a second
+ * click, a replayed POST and an altered or borrowed token are refused; Deny discards; an expired message says so.
+ */
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { createHash } from "node:crypto";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import nodemailer from "nodemailer";
+import { type BrowserContext, chromium, type Locator, type Page, type Response } from "playwright-core";
+import { CHROMIUM, installCommand } from "../../scripts/upstreams/install.ts";
+import { freePort } from "../../scripts/upstreams/ports.ts";
+import { ApprovalStore } from "../../src/approvals/store.ts";
+import { SealedStore } from "../../src/state/store.ts";
+import { runCli, type Served, serveChild } from "../e2e/serve-child.ts";
+import {
+  createMailbox,
+  sinkMessages,
+  type TestMailbox,
+  uniqueToken,
+  upstreams,
+  waitForSink,
+} from "../fixtures/index.ts";
+
+// Chromium's start, a serve child and Postfix deliveries on a loaded machine: waits are on conditions, generous.
+setDefaultTimeout(180_000);
+const WAIT_MS = 60_000;
+
+/** The flags Chromium runs with here: headless, no sandbox (root), nothing that reaches the network by itself. */
+const CHROMIUM_ARGS = [
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+
+const SENDER = "me@corp.test";
+const OUTSIDE_MARK = "(outside the sender's domain)";
+
+interface Server {
+  readonly served: Served;
+  readonly config: string;
+  readonly dir: string;
+  /** `[approvals] base_url`: the admin listener's origin, which the page checks POSTs against. */
+  readonly base: string;
+  readonly smtp: number;
+}
+
+const servers: Server[] = [];
+let browser: BrowserContext;
+let profile: string;
+let mailbox: TestMailbox;
+
+beforeAll(async () => {
+  if (!existsSync(CHROMIUM))
+    throw new Error(`no ${CHROMIUM}: \`npm test\` installs it as root; or run ${installCommand(["chromium"])}`);
+  mailbox = await createMailbox({ name: "browser" });
+  // A fresh profile for this run; the browser is Debian's, never one playwright would fetch.
+  profile = mkdtempSync(join(tmpdir(), "mg-chromium-"));
+  browser = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    chromiumSandbox: false,
+    args: CHROMIUM_ARGS,
+    timeout: WAIT_MS,
+  });
+  browser.setDefaultTimeout(WAIT_MS);
+  browser.setDefaultNavigationTimeout(WAIT_MS);
+});
+
+afterAll(async () => {
+  await browser?.close();
+  for (const s of servers) {
+    if (s.served.proc.exitCode === null) s.served.proc.kill("SIGTERM");
+    await s.served.proc.exited;
+    rmSync(s.dir, { recursive: true, force: true });
+  }
+  if (profile) rmSync(profile, { recursive: true, force: true });
+});
+
+/** Starts `mailgator serve` with an `ask` rule and the approval page on an admin port that base_url names. */
+async function startServe(timeout: string): Promise<Server> {
+  const up = upstreams();
+  for (let attempt = 1; ; attempt++) {
+    // base_url must name the listener's origin before serve starts: a free port, asked for just before.
+    const port = await freePort();
+    const dir = mkdtempSync(join(tmpdir(), "mg-browser-"));
+    const config = join(dir, "mailgator.toml");
+    writeFileSync(
+      config,
+      `[smtp]
+listen_addr = "127.0.0.1:0"
+upstream_addr = "${up.host}:${up.ports.smtp}"
+upstream_tls = "starttls"
+upstream_ca_file = "${up.caFile}"
+identities = ["${SENDER}"]
+
+[audit]
+path = "${join(dir, "audit.db")}"
+
+[state]
+path = "${join(dir, "state.db")}"
+secrets_file = "${join(dir, "secrets.key")}"
+
+[admin]
+listen_addr = "127.0.0.1:${port}"
+
+[approvals]
+timeout = "${timeout}"
+base_url = "http://127.0.0.1:${port}"
+
+[approvals.groups.managers]
+recipients = ["boss@corp.test"]
+
+[[rules]]
+name = "Colleagues"
+to = "*@corp.test"
+operations = ["send"]
+action = "allow"
+
+[[rules]]
+name = "Outside needs a manager"
+operations = ["send"]
+action = "ask"
+ask_groups = ["managers"]
+`,
+    );
+    const served = serveChild(config);
+    try {
+      await served.waitForLog(/admin listening on http:\/\/127\.0\.0\.1:\d+/);
+      const server: Server = { served, config, dir, base: `http://127.0.0.1:${port}`, smtp: await served.port("SMTP") };
+      servers.push(server);
+      return server;
+    } catch (error) {
+      served.proc.kill("SIGKILL");
+      await served.proc.exited;
+      rmSync(dir, { recursive: true, force: true });
+      // Another test took the port between freePort() and the bind: try another one.
+      if (attempt >= 3 || !/address already in use|EADDRINUSE/i.test(served.logs())) throw error;
+    }
+  }
+}
+
+interface Held {
+  readonly id: string;
+  readonly token: string;
+  readonly colleague: string;
+  readonly outside: string;
+  readonly subject: string;
+  /** The message exactly as the agent sent it (CRLF line ends). */
+  readonly raw: string;
+}
+
+/** The agent sends (nodemailer, the agent's own login) to a colleague and to an outside address: held. */
+async function hold(server: Server, name: string): Promise<Held> {
+  const token = uniqueToken(name);
+  const colleague = `${token}-colleague@corp.test`;
+  const outside = `${token}@outside.example`;
+  const subject = `Quarterly numbers ${token}`;
+  const raw =
+    `From: ${SENDER}\r\nTo: ${colleague}, ${outside}\r\nSubject: ${subject}\r\n` +
+    `Date: Wed, 02 Dec 2026 12:00:00 +0000\r\nMessage-ID: <${token}@corp.test>\r\nMIME-Version: 1.0\r\n` +
+    `Content-Type: text/plain; charset=us-ascii\r\n\r\nHello,\r\nthe figures for ${token} are attached below.\r\n`;
+  const transport = nodemailer.createTransport({
+    host: "127.0.0.1",
+    port: server.smtp,
+    secure: false,
+    ignoreTLS: true,
+    auth: { user: mailbox.user, pass: mailbox.password },
+  });
+  try {
+    const info = await transport.sendMail({ envelope: { from: SENDER, to: [colleague, outside] }, raw });
+    const m = /^250 2\.0\.0 Held for approval as ([0-9a-f]{32})$/.exec(info.response);
+    if (m === null) throw new Error(`not held: ${info.response}`);
+    return { id: m[1]!, token, colleague, outside, subject, raw };
+  } finally {
+    transport.close();
+  }
+}
+
+/** The link as approvers get it: `<base_url>/approvals/<id>?t=<token>`, the token signed by the state's key. */
+function linkFor(server: Server, id: string): string {
+  const state = SealedStore.open(join(server.dir, "state.db"), {
+    secretsFile: join(server.dir, "secrets.key"),
+    env: {},
+    create: false,
+  });
+  if (state === null) throw new Error("no state database");
+  try {
+    const store = new ApprovalStore(state);
+    const row = store.row(id);
+    if (row === null) throw new Error(`no held message ${id}`);
+    return `${server.base}/approvals/${id}?t=${store.token(row)}`;
+  } finally {
+    state.close();
+  }
+}
+
+interface Shown {
+  readonly state: string;
+  readonly expires: string;
+  readonly sha256: string;
+  readonly decidedBy: string | null;
+  readonly preview: unknown;
+}
+
+/** `mailgator approvals show ID --json`, as an operator reads it. */
+function show(server: Server, id: string): Shown {
+  const r = runCli(["approvals", "show", id, "-c", server.config, "--json"]);
+  if (r.exitCode !== 0) throw new Error(`approvals show: exit ${r.exitCode}\n${r.stdout}${r.stderr}`);
+  return JSON.parse(r.stdout) as Shown;
+}
+
+/** Opens a URL in a new tab; returns the tab and the response. */
+async function open(url: string): Promise<{ page: Page; response: Response }> {
+  const page = await browser.newPage();
+  const response = await page.goto(url, { waitUntil: "load" });
+  if (response === null) throw new Error(`no response for ${url}`);
+  return { page, response };
+}
+
+/** Presses a button of the page's form: the POST's response, once the page it returned has loaded. */
+async function press(page: Page, name: "Approve" | "Deny"): Promise<Response> {
+  const [response] = await Promise.all([
+    page.waitForResponse((r) => r.request().method() === "POST"),
+    page.getByRole("button", { name, exact: true }).click(),
+  ]);
+  await page.waitForLoadState("load");
+  return response;
+}
+
+/** The text a person sees (rendered, as Chromium lays it out). */
+// biome-ignore lint/performance/useDomNodeTextContent: a playwright Locator, not a DOM node
+const seen = (locator: Locator) => locator.innerText();
+const heading = (page: Page) => seen(page.locator("h1"));
+const bodyText = (page: Page) => seen(page.locator("body"));
+const buttons = (page: Page) => page.getByRole("button").allInnerTexts();
+
+/** An allowed send through the same proxy, waited for in the sink: Postfix had time to deliver anything before. */
+async function control(server: Server): Promise<void> {
+  const token = uniqueToken("control");
+  const transport = nodemailer.createTransport({
+    host: "127.0.0.1",
+    port: server.smtp,
+    secure: false,
+    ignoreTLS: true,
+    auth: { user: mailbox.user, pass: mailbox.password },
+  });
+  try {
+    await transport.sendMail({ from: SENDER, to: `${token}@corp.test`, subject: token, text: "control" });
+  } finally {
+    transport.close();
+  }
+  await waitForSink(token, { timeoutMs: WAIT_MS });
+}
+
+/** A sink copy is Postfix's delivery header fields, then the agent's message unchanged (Maildir stores LF). */
+function expectSameBytes(delivered: string, raw: string): void {
+  const sent = raw.replace(/\r\n/g, "\n");
+  expect(delivered.endsWith(sent)).toBe(true);
+  const added = delivered.slice(0, delivered.length - sent.length);
+  for (const line of added.split("\n").filter((l) => l !== ""))
+    expect(line).toMatch(/^(Return-Path|X-Original-To|Delivered-To|Received):|^[ \t]/);
+}
+
+describe("the approval page in Chromium", () => {
+  let server: Server;
+  beforeAll(async () => {
+    server = await startServe("24h");
+  });
+
+  test("the link shows the preview, changes nothing; Approve sends once; a 2nd click, a replay: refused", async () => {
+    const held = await hold(server, "approve");
+    const link = linkFor(server, held.id);
+    const before = show(server, held.id);
+    expect(before.state).toBe("held");
+    // The message held is the agent's, byte for byte: its SHA-256 is what the link is bound to.
+    expect(before.sha256).toBe(createHash("sha256").update(held.raw).digest("hex"));
+
+    // Two tabs open the link (a mail scanner, then the approver; or two approvers).
+    const first = await open(link);
+    const second = await open(link);
+    for (const { page, response } of [first, second]) {
+      expect(response.status()).toBe(200);
+      expect(response.headers()["cache-control"]).toBe("no-store");
+      expect(await heading(page)).toBe("Approve this message?");
+      const text = await bodyText(page);
+      expect(text).toContain(SENDER);
+      expect(text).toContain(held.subject);
+      expect(text).toContain(`the figures for ${held.token} are attached below.`);
+      expect(text).toContain("Outside needs a manager");
+      // Every envelope recipient; only the one outside the sender's domain is marked.
+      expect(await seen(page.locator("dd", { hasText: held.outside }))).toBe(`${held.outside} ${OUTSIDE_MARK}`);
+      expect(await seen(page.locator("dd", { hasText: held.colleague }))).toBe(held.colleague);
+      expect(await buttons(page)).toEqual(["Approve", "Deny"]);
+    }
+    // Opening it changed nothing: still held, the same message, nothing upstream.
+    const after = show(server, held.id);
+    expect(after.state).toBe("held");
+    expect(after.sha256).toBe(before.sha256);
+    expect(after.preview).toEqual(before.preview);
+    expect(sinkMessages(held.token)).toHaveLength(0);
+
+    // Approve in the first tab; the POST the browser sent is kept to be replayed.
+    const posted = first.page.waitForRequest((r) => r.method() === "POST");
+    const approved = await press(first.page, "Approve");
+    const request = await posted;
+    expect(approved.status()).toBe(200);
+    expect(await heading(first.page)).toBe("Approved");
+    expect(await bodyText(first.page)).toContain("The message was sent.");
+    expect(request.headers()["origin"]).toBe(server.base);
+
+    // One copy per envelope recipient reaches Postfix, with the bytes the agent sent.
+    const copies = await waitForSink(held.token, { count: 2, timeoutMs: WAIT_MS, settleMs: 1000 });
+    expect(copies.map((c) => c.originalTo).sort()).toEqual([held.colleague, held.outside].sort());
+    for (const copy of copies) expectSameBytes(copy.raw(), held.raw);
+    const sent = show(server, held.id);
+    expect(sent.state).toBe("sent");
+    expect(sent.decidedBy).toBe("link:managers");
+    expect(sent.preview).toBeNull();
+
+    // The second tab still shows the buttons: its click is refused, and says who decided.
+    const again = await press(second.page, "Approve");
+    expect(again.status()).toBe(409);
+    expect(await heading(second.page)).toBe("Already decided");
+    expect(await bodyText(second.page)).toContain("This message was already approved by link:managers and sent.");
+
+    // Back in the first tab: the page is not cached (no-store), so it is fetched again and says it is decided.
+    const back = await first.page.goBack({ waitUntil: "load" });
+    expect(back?.status()).toBe(409);
+    expect(await heading(first.page)).toBe("Already decided");
+    expect(await buttons(first.page)).toEqual([]);
+
+    // The browser's POST replayed byte for byte (same origin, same token): refused.
+    const replay = await fetch(request.url(), {
+      method: "POST",
+      headers: {
+        "content-type": request.headers()["content-type"] ?? "",
+        origin: request.headers()["origin"] ?? "",
+      },
+      body: request.postData() ?? "",
+    });
+    expect(replay.status).toBe(409);
+    expect(await replay.text()).toContain("already approved");
+    // The link itself, opened again: decided.
+    const reopened = await open(link);
+    expect(reopened.response.status()).toBe(409);
+    expect(await bodyText(reopened.page)).toContain("already approved by link:managers and sent");
+
+    await control(server);
+    expect(sinkMessages(held.token)).toHaveLength(2);
+    for (const tab of [first, second, reopened]) await tab.page.close();
+  });
+
+  test("an altered token, or one borrowed from another message, is refused and changes nothing", async () => {
+    const held = await hold(server, "altered");
+    const other = await hold(server, "other");
+    const link = linkFor(server, held.id);
+    const url = new URL(link);
+    const token = url.searchParams.get("t")!;
+    // One character of the signature changed.
+    const at = Math.floor(token.length / 2);
+    const altered = `${token.slice(0, at)}${token[at] === "A" ? "B" : "A"}${token.slice(at + 1)}`;
+
+    for (const bad of [
+      `${server.base}/approvals/${held.id}?t=${altered}`,
+      `${server.base}/approvals/${held.id}`,
+      `${server.base}/approvals/${other.id}?t=${token}`,
+    ]) {
+      const { page, response } = await open(bad);
+      expect(response.status()).toBe(403);
+      expect(await heading(page)).toBe("Link not valid");
+      expect(await buttons(page)).toEqual([]);
+      await page.close();
+    }
+
+    // A genuine page whose hidden token was altered before Approve is pressed: refused, nothing sent.
+    const { page } = await open(link);
+    await page.locator('input[name="t"]').evaluate((input, value) => {
+      (input as { value: string }).value = value;
+    }, altered);
+    const refused = await press(page, "Approve");
+    expect(refused.status()).toBe(403);
+    expect(await heading(page)).toBe("Link not valid");
+    expect(show(server, held.id).state).toBe("held");
+    expect(show(server, other.id).state).toBe("held");
+
+    // The genuine link still works afterwards (nothing was used up): deny both to leave nothing held.
+    await page.goto(link, { waitUntil: "load" });
+    expect((await press(page, "Deny")).status()).toBe(200);
+    await page.goto(linkFor(server, other.id), { waitUntil: "load" });
+    expect((await press(page, "Deny")).status()).toBe(200);
+    await page.close();
+    await control(server);
+    expect(sinkMessages(held.token)).toHaveLength(0);
+    expect(sinkMessages(other.token)).toHaveLength(0);
+  });
+
+  test("Deny discards the message: it never arrives, and cannot be approved afterwards", async () => {
+    const held = await hold(server, "deny");
+    const link = linkFor(server, held.id);
+    const { page } = await open(link);
+    expect(await buttons(page)).toEqual(["Approve", "Deny"]);
+    const denied = await press(page, "Deny");
+    expect(denied.status()).toBe(200);
+    expect(await heading(page)).toBe("Denied");
+    expect(await bodyText(page)).toContain("The message was discarded; nothing was sent.");
+    const shown = show(server, held.id);
+    expect(shown.state).toBe("denied");
+    expect(shown.decidedBy).toBe("link:managers");
+    expect(shown.preview).toBeNull();
+
+    await page.goto(link, { waitUntil: "load" });
+    expect(await heading(page)).toBe("Already decided");
+    expect(await bodyText(page)).toContain("This message was already denied by link:managers; it was discarded.");
+    expect(await buttons(page)).toEqual([]);
+    await page.close();
+    // Nor from the command line.
+    const cli = runCli(["approvals", "approve", held.id, "-c", server.config, "--json"]);
+    expect(cli.exitCode).toBe(1);
+    expect(JSON.parse(cli.stdout)).toEqual({ id: held.id, outcome: "refused", state: "denied" });
+
+    await control(server);
+    expect(sinkMessages(held.token)).toHaveLength(0);
+  });
+});
+
+describe("an expired message in Chromium", () => {
+  test("a page opened before the expiry refuses Approve after it; a link opened after it says expired", async () => {
+    // Long enough to hold a message and open its page on a loaded machine; the test then waits it out.
+    const server = await startServe("20s");
+    const opened = await hold(server, "expiring");
+    const late = await hold(server, "late");
+    const { page } = await open(linkFor(server, opened.id));
+    expect(await heading(page)).toBe("Approve this message?");
+    expect(await buttons(page)).toEqual(["Approve", "Deny"]);
+    const lateLink = linkFor(server, late.id);
+
+    const expires = Math.max(Date.parse(show(server, opened.id).expires), Date.parse(show(server, late.id).expires));
+    while (Date.now() <= expires + 200) await Bun.sleep(100);
+
+    const refused = await press(page, "Approve");
+    expect(refused.status()).toBe(410);
+    expect(await heading(page)).toBe("Expired");
+    expect(await bodyText(page)).toContain("This message expired before anyone decided; it was discarded.");
+    expect(show(server, opened.id).state).toBe("expired");
+
+    // Still "held" until serve's minute timer or a decision marks it: the page says expired either way.
+    const lateTab = await open(lateLink);
+    expect([409, 410]).toContain(lateTab.response.status());
+    expect(await bodyText(lateTab.page)).toContain("This message expired before anyone decided; it was discarded.");
+    expect(await buttons(lateTab.page)).toEqual([]);
+    await lateTab.page.close();
+    await page.close();
+
+    await control(server);
+    expect(sinkMessages(opened.token)).toHaveLength(0);
+    expect(sinkMessages(late.token)).toHaveLength(0);
+  });
+});
