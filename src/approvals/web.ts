@@ -54,6 +54,12 @@ function stateSentence(row: ApprovalRow): string {
   }
 }
 
+/** The page for a message no longer held: 410 "Expired" for one that expired, 409 "Already decided" otherwise. */
+function decided(row: ApprovalRow): Response {
+  if (row.state === "expired") return page(410, "Expired", `<p>${html(stateSentence(row))}</p>`);
+  return page(409, "Already decided", `<p>${html(stateSentence(row))}</p>`);
+}
+
 /** Builds the handler; `origin` is `[approvals] base_url`'s origin. */
 export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Response> {
   const base = ctx.config.approvals.baseUrl;
@@ -86,7 +92,7 @@ export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Re
     if (row instanceof Response) return row;
     if (row.state === "held" && row.expires <= Date.now())
       return page(410, "Expired", "<p>This message expired before anyone decided; it was discarded.</p>");
-    if (row.state !== "held") return page(409, "Already decided", `<p>${html(stateSentence(row))}</p>`);
+    if (row.state !== "held") return decided(row);
     if (ctx.store.tokenUsed(id)) return page(409, "Link used", "<p>This link was already used.</p>");
     ctx.audit.record(approvalEvent(ctx, row, "APPROVAL VIEWED", "ask", "the approval page was opened"));
     const held = ctx.store.message(id);
@@ -110,12 +116,12 @@ export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Re
     const row = check(id, token);
     if (row instanceof Response) return row;
     if (action !== "approve" && action !== "deny") return page(400, "Refused", "<p>Unknown action.</p>");
-    if (row.state !== "held") return page(409, "Already decided", `<p>${html(stateSentence(row))}</p>`);
+    if (row.state !== "held") return decided(row);
     if (!ctx.store.useToken(id)) return page(409, "Link used", "<p>This link was already used.</p>");
     const by = `link:${row.groups.join(",")}`;
     if (action === "deny") {
       const before = deny(ctx, id, by, null);
-      if (before !== "held") return page(409, "Already decided", `<p>${html(stateSentence(ctx.store.row(id)!))}</p>`);
+      if (before !== "held") return decided(ctx.store.row(id)!);
       return page(200, "Denied", "<p>The message was discarded; nothing was sent.</p>");
     }
     const result = await approve(ctx, id, by);
@@ -124,7 +130,7 @@ export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Re
       return page(502, "Approved, not sent", `<p>The upstream server refused it: ${html(result.reply)}</p>`);
     if (result.outcome === "refused" && result.state === "expired")
       return page(410, "Expired", "<p>This message expired before anyone decided; it was discarded.</p>");
-    return page(409, "Already decided", `<p>${html(stateSentence(ctx.store.row(id)!))}</p>`);
+    return decided(ctx.store.row(id)!);
   }
 }
 

@@ -233,7 +233,7 @@ describe("the approval page", () => {
       const late = heldId((await send(`late-${m2}@outside.example`, m2)).text);
       expireDue(ctx, store.row(late)!.expires);
       const expired = await fetch(`${origin}/approvals/${late}?t=${store.token(store.row(late)!)}`);
-      expect(expired.status).toBe(409);
+      expect(expired.status).toBe(410);
       expect(await expired.text()).toContain("expired before anyone decided");
     } finally {
       server.stop(true);
