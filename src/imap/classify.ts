@@ -21,24 +21,13 @@ import { isAttachmentEntity, type MimeEntity, parseHeaderFields, readMessageFiel
 import type { Decision, MessageField, Operation, Policy } from "../policy/index.ts";
 import { operationBit } from "../policy/operations.ts";
 import type { CacheKey, ClassificationCache } from "./cache.ts";
+import { CLASSIFY_CHUNK, CLASSIFY_PARALLEL_MIN, MAX_STRUCTURE_DEPTH, MEMO_ENTRIES } from "./limits.ts";
 import type { StatusResponse, UpstreamCommand } from "./upstream.ts";
 import { NO_HIDING_RULE, VisibleSet } from "./view.ts";
 import type { FetchItem, Response, Value } from "./wire/index.ts";
 
 /** Part of every fingerprint: a change in how messages are read invalidates cached classifications. */
 export const CLASSIFIER_VERSION = 2;
-
-/** UIDs per upstream FETCH: bounds one response batch; measured in scripts/bench/classify.ts. */
-export const CLASSIFY_CHUNK = 2000;
-
-/**
- * Decisions remembered per distinct header section (a pure function of its bytes): mailboxes repeat the same
- * From line many times over. Cleared when full.
- */
-const MEMO_ENTRIES = 4096;
-
-/** BODYSTRUCTURE nesting deeper than this leaves has_attachment unknown (the SMTP side's MAX_MIME_DEPTH spirit). */
-const MAX_STRUCTURE_DEPTH = 32;
 
 const HEADER_NAMES: Readonly<Record<Exclude<MessageField, "hasAttachment">, string>> = {
   from: "FROM",
@@ -288,13 +277,6 @@ export class ClassifyError extends Error {
  * never make it fail.
  */
 export type ClassifyHelper = (use: (runner: UpstreamRunner) => Promise<void>) => Promise<void>;
-
-/**
- * Unclassified UIDs from which a helper session is worth its upstream login and EXAMINE. Measured on a folder
- * Dovecot had never opened (docs/filtering.md, Figures): one session reads 100,000 messages in about 2.8 s, two
- * in about 1.7 s; below some ten chunks the helper's own EXAMINE would take most of the time it could save.
- */
-export const CLASSIFY_PARALLEL_MIN = 10 * CLASSIFY_CHUNK;
 
 /**
  * The visible UIDs among `uids` (ascending), fetched in chunks of `chunk` UIDs. Each chunk is one

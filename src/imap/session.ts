@@ -15,33 +15,41 @@ import {
   accountLoginKey,
 } from "../accounts/index.ts";
 import { countLimitRefusal } from "../admin/metrics.ts";
-import type { AuditEvent, AuditLog } from "../audit/index.ts";
+import type { AuditEvent } from "../audit/index.ts";
 import { AuditUnavailableError } from "../audit/index.ts";
-import type { Config, ImapLimits } from "../config/types.ts";
+import type { Config } from "../config/types.ts";
 import { logAccess, logLoginFailure, moduleLogger } from "../log.ts";
-import {
-  type Connection,
-  type FailureThrottle,
-  ipAllowed,
-  SessionCounter,
-  type TlsIdentity,
-  UpstreamError,
-  type UpstreamTarget,
-} from "../net/index.ts";
+import { type Connection, ipAllowed, SessionCounter, UpstreamError } from "../net/index.ts";
 import type { MechanismSetting } from "../net/sasl.ts";
-import type { Decision, Operation, Policy } from "../policy/index.ts";
-import type { Quotas } from "../quotas/index.ts";
+import type { Decision, Operation } from "../policy/index.ts";
 import { verifyToken } from "../vault/token.ts";
-import type { ClassificationCache } from "./cache.ts";
 import { AUTH_CAPABILITIES, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
-import { runFolderCommand } from "./commands/folders.ts";
+import { append } from "./commands/append.ts";
+import { capability, id } from "./commands/capability.ts";
+import { close, unselect } from "./commands/close.ts";
+import type { CommandOf, Row, Session, SessionContext, State } from "./commands/context.ts";
+import { copyOrMove } from "./commands/copy.ts";
+import { create } from "./commands/create.ts";
+import { remove } from "./commands/delete.ts";
+import { enable } from "./commands/enable.ts";
+import { expunge } from "./commands/expunge.ts";
+import { fetch } from "./commands/fetch.ts";
 import { idle } from "./commands/idle.ts";
-import { runMessageCommand } from "./commands/messages.ts";
+import { list } from "./commands/list.ts";
+import { namespace } from "./commands/namespace.ts";
+import { noop } from "./commands/noop.ts";
+import { rename } from "./commands/rename.ts";
+import { search } from "./commands/search.ts";
+import { select } from "./commands/select.ts";
+import { status } from "./commands/status.ts";
+import { store } from "./commands/store.ts";
+import { subscribe } from "./commands/subscribe.ts";
 import { classifyNew, decideInFolder } from "./filtering.ts";
 import { FolderNames, FolderRights } from "./folders.ts";
+import { READ_AHEAD_LIMIT } from "./limits.ts";
 import type { SelectedMailbox } from "./mailbox.ts";
 import { Refusal } from "./refusal.ts";
-import { UpstreamSession, type UpstreamTimeouts } from "./upstream.ts";
+import { UpstreamSession } from "./upstream.ts";
 import {
   type Command,
   Encoder,
@@ -54,58 +62,72 @@ import {
   writeResponse,
 } from "./wire/index.ts";
 
-export interface SessionContext {
-  /** The config and policy in force now: read at each use, as a reload swaps them (docs/operations.md). */
-  readonly config: Config;
-  readonly policy: Policy;
-  /** Goes up at each reload; a session refreshes what it derived from the policy when it changes. */
-  readonly generation: number;
-  readonly audit: AuditLog;
-  /** The upstream credential of each vault-mode account (src/accounts/index.ts). */
-  readonly credentials: AccountCredentials;
-  /** reads_per_minute is charged at FETCH (docs/quotas.md). */
-  readonly quotas: Quotas;
-  readonly upstream: UpstreamTarget;
-  readonly listenTls: "tls" | "starttls" | "none";
-  readonly identity: TlsIdentity | null;
-  readonly throttle: FailureThrottle;
-  readonly timeouts: UpstreamTimeouts;
-  /** Session limits and timeouts (`[limits]`, docs/config.md). */
-  readonly limits: ImapLimits;
-  /** Logged-in sessions per agent or upstream login: `max_sessions_per_agent`. */
-  readonly perAgent: SessionCounter;
-  readonly sessions: Set<ImapSession>;
-  /** Visible UIDs of filtered folders (docs/filtering.md); null when no rule filters messages or it is off. */
-  readonly cache: ClassificationCache | null;
+/**
+ * When a command may run (RFC 3501 §3): in any state, before login only, once logged in, or with a mailbox
+ * selected. A command refused in this state gets BAD; a command not in the table is refused as not supported.
+ */
+type When = "any" | "not-authenticated" | "authenticated" | "selected";
+
+interface Entry<N extends Command["name"]> {
+  readonly when: When;
+  /**
+   * Its result is audited: refused at once while the audit log is known to be failing (unless `checksAudit`), and
+   * its output held until its allow row is accepted (docs/imap.md "Audit before data").
+   */
+  readonly audited: boolean;
+  /** The handler checks the audit log itself: a failed SELECT or EXAMINE must deselect first (RFC 3501 §6.3.1). */
+  readonly checksAudit?: boolean;
+  readonly run: (s: ImapSession, cmd: CommandOf<N>) => Promise<void>;
 }
 
-/** One parsed command of the given name(s). */
-export type CommandOf<N extends Command["name"]> = Command & { readonly name: N };
+type Table = { readonly [N in Command["name"]]?: Entry<N> };
 
-/** An audit row as a command handler writes it; the session fills in who and where. */
-export type Row = Omit<AuditEvent, "session" | "agent" | "clientAddr" | "protocol" | "configRevision" | "target"> & {
-  target?: string | null;
-};
+export class ImapSession implements Session {
+  /**
+   * The dispatch table (docs/imap.md "Code layout"): each command's handler in src/imap/commands/, and when it may
+   * run. LOGIN, AUTHENTICATE, STARTTLS and LOGOUT change the connection itself and stay here.
+   */
+  static readonly #table: Table = {
+    CAPABILITY: { when: "any", audited: false, run: capability },
+    ID: { when: "any", audited: false, run: id },
+    NOOP: { when: "any", audited: false, run: noop },
+    LOGOUT: { when: "any", audited: false, run: (s, cmd) => s.#logout(cmd.tag) },
+    STARTTLS: { when: "not-authenticated", audited: false, run: (s, cmd) => s.#startTls(cmd.tag) },
+    LOGIN: {
+      when: "not-authenticated",
+      audited: false,
+      run: (s, cmd) => s.#login(cmd.tag, "LOGIN", cmd.username, cmd.password),
+    },
+    AUTHENTICATE: {
+      when: "not-authenticated",
+      audited: false,
+      run: (s, cmd) => s.#authenticate(cmd.tag, cmd.mechanism, cmd.initialResponse),
+    },
+    ENABLE: { when: "authenticated", audited: false, run: enable },
+    NAMESPACE: { when: "authenticated", audited: false, run: namespace },
+    IDLE: { when: "authenticated", audited: false, run: (s, cmd) => s.#idle(cmd) },
+    LIST: { when: "authenticated", audited: true, run: list },
+    LSUB: { when: "authenticated", audited: true, run: list },
+    STATUS: { when: "authenticated", audited: true, run: status },
+    SELECT: { when: "authenticated", audited: true, checksAudit: true, run: select },
+    EXAMINE: { when: "authenticated", audited: true, checksAudit: true, run: select },
+    CREATE: { when: "authenticated", audited: true, run: create },
+    DELETE: { when: "authenticated", audited: true, run: remove },
+    RENAME: { when: "authenticated", audited: true, run: rename },
+    SUBSCRIBE: { when: "authenticated", audited: true, run: subscribe },
+    UNSUBSCRIBE: { when: "authenticated", audited: true, run: subscribe },
+    APPEND: { when: "authenticated", audited: true, run: append },
+    CHECK: { when: "selected", audited: false, run: noop },
+    FETCH: { when: "selected", audited: true, run: fetch },
+    SEARCH: { when: "selected", audited: true, run: search },
+    STORE: { when: "selected", audited: true, run: store },
+    COPY: { when: "selected", audited: true, run: copyOrMove },
+    MOVE: { when: "selected", audited: true, run: copyOrMove },
+    EXPUNGE: { when: "selected", audited: true, run: expunge },
+    CLOSE: { when: "selected", audited: true, run: close },
+    UNSELECT: { when: "selected", audited: false, run: unselect },
+  };
 
-/** Connection states (RFC 3501 §3). */
-export type State = "not-authenticated" | "authenticated" | "selected" | "logout";
-
-/** Pauses reading from the agent when this much is buffered ahead of the running command. */
-const READ_AHEAD_LIMIT = 256 * 1024;
-/** Commands allowed before login (RFC 3501 §6.1, §6.2; docs/protocol.md §1). */
-const PRE_AUTH = new Set(["CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "ID", "LOGIN", "AUTHENTICATE"]);
-const ANY_STATE = new Set(["CAPABILITY", "NOOP", "LOGOUT", "ID"]);
-const SELECTED_ONLY = new Set(["FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE", "CLOSE", "UNSELECT", "CHECK"]);
-/**
- * Commands whose result is audited: refused at once while the audit log is known to be failing, and their output
- * held until their allow row is accepted (docs/imap.md "Audit before data").
- */
-const AUDITED = new Set([
-  ...["LIST", "LSUB", "STATUS", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE"],
-  ...["APPEND", "FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE", "CLOSE"],
-]);
-
-export class ImapSession {
   readonly id = randomBytes(6).toString("hex");
   readonly ctx: SessionContext;
   readonly conn: Connection;
@@ -487,25 +509,23 @@ export class ImapSession {
       this.#generation = this.ctx.generation;
       this.rights = new FolderRights(this.ctx.policy, this.agent);
     }
-    if (this.state === "not-authenticated" && !PRE_AUTH.has(name)) {
+    const entry = ImapSession.#table[name] as Entry<Command["name"]> | undefined;
+    const when = entry?.when ?? "authenticated";
+    if (this.state === "not-authenticated" && when !== "any" && when !== "not-authenticated") {
       return this.tagged(cmd.tag, "BAD", null, "Log in first");
     }
-    if (this.state !== "not-authenticated" && (name === "LOGIN" || name === "AUTHENTICATE" || name === "STARTTLS")) {
+    if (this.state !== "not-authenticated" && when === "not-authenticated") {
       return this.tagged(cmd.tag, "BAD", null, "Already logged in");
     }
-    if (SELECTED_ONLY.has(name) && this.state !== "selected") {
+    if (when === "selected" && this.state !== "selected") {
       return this.tagged(cmd.tag, "BAD", null, "No mailbox selected");
     }
-    const audited = AUDITED.has(name);
+    const audited = entry?.audited ?? false;
     if (audited) this.#hold();
     try {
-      // SELECT and EXAMINE check for themselves: a failed one must deselect (RFC 3501 §6.3.1).
-      if (audited && name !== "SELECT" && name !== "EXAMINE") this.requireAudit();
-      if (!ANY_STATE.has(name) || name === "NOOP") {
-        await this.#dispatch(cmd);
-      } else {
-        await this.#local(cmd);
-      }
+      if (audited && !entry?.checksAudit) this.requireAudit();
+      if (entry === undefined) throw new Refusal("BAD", null, `${name} is not supported`);
+      await entry.run(this, cmd);
     } catch (error) {
       // A row that could not be recorded: the agent gets the NO and nothing the command had prepared.
       if (error instanceof AuditUnavailableError) this.#dropHeld();
@@ -516,90 +536,28 @@ export class ImapSession {
     }
   }
 
-  async #local(cmd: Command): Promise<void> {
-    switch (cmd.name) {
-      case "CAPABILITY":
-        this.sendText(`* CAPABILITY ${this.capabilities().join(" ")}`);
-        return this.tagged(cmd.tag, "OK", null, "Capability completed");
-      case "ID":
-        // RFC 2971: answered locally; nothing about upstream is revealed.
-        this.sendText('* ID ("name" "Mailgator")');
-        return this.tagged(cmd.tag, "OK", null, "ID completed");
-      case "LOGOUT":
-        this.#endReason = "logout";
-        this.sendText("* BYE Logging out");
-        this.tagged(cmd.tag, "OK", null, "Logout completed");
-        this.flush();
-        if (this.up !== null) {
-          // Logged out politely (at most 2 s), not cut by shutdown.
-          this.#upstreams.delete(this.up);
-          void this.up.logout();
-        }
-        this.up = null;
-        this.shutdown();
-        return;
+  #logout(tag: string): Promise<void> {
+    this.#endReason = "logout";
+    this.sendText("* BYE Logging out");
+    this.tagged(tag, "OK", null, "Logout completed");
+    this.flush();
+    if (this.up !== null) {
+      // Logged out politely (at most 2 s), not cut by shutdown.
+      this.#upstreams.delete(this.up);
+      void this.up.logout();
     }
+    this.up = null;
+    this.shutdown();
+    return Promise.resolve();
   }
 
-  async #dispatch(cmd: Command): Promise<void> {
-    switch (cmd.name) {
-      case "NOOP":
-      case "CHECK":
-        if (this.up !== null && this.state !== "not-authenticated") {
-          await this.upstreamRun({ name: "NOOP" });
-          await this.sync(true);
-        }
-        return this.tagged(cmd.tag, "OK", null, `${cmd.name} completed`);
-      case "STARTTLS":
-        return this.#startTls(cmd.tag);
-      case "LOGIN":
-        return this.#login(cmd.tag, "LOGIN", cmd.username, cmd.password);
-      case "AUTHENTICATE":
-        return this.#authenticate(cmd.tag, cmd.mechanism, cmd.initialResponse);
-      case "ENABLE":
-        // RFC 5161: nothing this proxy advertises can be enabled; an empty ENABLED is the correct answer.
-        this.sendText("* ENABLED");
-        return this.tagged(cmd.tag, "OK", null, "ENABLE completed");
-      case "NAMESPACE": {
-        const d = this.names.delimiter;
-        this.sendText(`* NAMESPACE (("" ${d === null ? "NIL" : `"${d}"`})) NIL NIL`);
-        return this.tagged(cmd.tag, "OK", null, "NAMESPACE completed");
-      }
-      case "IDLE":
-        this.#idleSince = performance.now();
-        try {
-          return await idle(this, cmd.tag);
-        } finally {
-          this.#idleSince = null;
-        }
-      case "LIST":
-      case "LSUB":
-      case "STATUS":
-      case "SELECT":
-      case "EXAMINE":
-      case "CREATE":
-      case "DELETE":
-      case "RENAME":
-      case "SUBSCRIBE":
-      case "UNSUBSCRIBE":
-      case "APPEND":
-        return runFolderCommand(this, cmd);
-      case "FETCH":
-      case "SEARCH":
-      case "STORE":
-      case "COPY":
-      case "MOVE":
-      case "EXPUNGE":
-      case "CLOSE":
-      case "UNSELECT":
-        return runMessageCommand(
-          this,
-          cmd as CommandOf<"FETCH" | "SEARCH" | "STORE" | "COPY" | "MOVE" | "EXPUNGE" | "CLOSE" | "UNSELECT">,
-        );
-      case "SORT":
-        throw new Refusal("BAD", null, "SORT is not supported");
-      default:
-        throw new Refusal("BAD", null, `${cmd.name} is not supported`);
+  /** IDLE has its own time limit, `idle_command_timeout`, instead of the inactivity timeout (`#checkTimers`). */
+  async #idle(cmd: CommandOf<"IDLE">): Promise<void> {
+    this.#idleSince = performance.now();
+    try {
+      await idle(this, cmd);
+    } finally {
+      this.#idleSince = null;
     }
   }
 
