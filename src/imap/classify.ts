@@ -19,7 +19,6 @@
 import { createHash } from "node:crypto";
 import { isAttachmentEntity, type MimeEntity, parseHeaderFields, readMessageFields } from "../mail/index.ts";
 import type { Decision, MessageField, Operation, Policy } from "../policy/index.ts";
-import { operationBit } from "../policy/operations.ts";
 import type { CacheKey, ClassificationCache } from "./cache.ts";
 import { CLASSIFY_CHUNK, CLASSIFY_PARALLEL_MIN, MAX_STRUCTURE_DEPTH, MEMO_ENTRIES } from "./limits.ts";
 import type { StatusResponse, UpstreamCommand } from "./upstream.ts";
@@ -103,7 +102,7 @@ export function messageFilter(
   }
   if (bodyStructure) fetchItems.push({ type: "BODYSTRUCTURE" });
   const decide = (facts: MessageFacts): Decision => policy.evaluate({ operation, folder, agent, ...facts });
-  const rules = relevantRules(policy, folder, agent, operation).map((r) => ({ name: r.name, index: r.index }));
+  const rules = policy.candidateRules(operation, folder, agent).map((r) => ({ name: r.name, index: r.index }));
   const slots = new Map(rules.map((r, slot) => [r.index, slot]));
   const memo = new Map<string, Decision>();
   const fromHeader = (header: Uint8Array | null | undefined): Decision => {
@@ -145,7 +144,7 @@ export function messageFilter(
  * visibility. Any other change to those rules, or a new rule among them, gives a new fingerprint.
  */
 export function rulesFingerprint(policy: Policy, folder: string, agent: string | null, operation: Operation): string {
-  const relevant = relevantRules(policy, folder, agent, operation).map((rule) => {
+  const relevant = policy.candidateRules(operation, folder, agent).map((rule) => {
     const src = (list: readonly { source: string }[] | null) =>
       list === null ? null : list.map((g) => g.source.toLowerCase());
     const conditions = {
@@ -160,24 +159,6 @@ export function rulesFingerprint(policy: Policy, folder: string, agent: string |
   });
   const text = JSON.stringify({ v: CLASSIFIER_VERSION, operation, rules: relevant });
   return createHash("sha256").update(text).digest("hex");
-}
-
-/**
- * The rules that can decide `operation` in `folder` for `agent`, in order, up to the first without message
- * conditions (nothing after it can decide).
- */
-function relevantRules(policy: Policy, folder: string, agent: string | null, operation: Operation): Policy["rules"] {
-  const bit = operationBit(operation);
-  const out: Array<Policy["rules"][number]> = [];
-  for (const rule of policy.rules) {
-    if ((rule.ops & bit) === 0) continue;
-    if (rule.agents !== null && (agent === null || !rule.agents.has(agent))) continue;
-    if (rule.folders !== null && !rule.folders.some((g) => g.test(folder))) continue;
-    out.push(rule);
-    const conditions = [rule.from, rule.to, rule.cc, rule.bcc, rule.subject, rule.hasAttachment];
-    if (conditions.every((c) => c === null)) break;
-  }
-  return out;
 }
 
 // ---- BODYSTRUCTURE → has_attachment (RFC 3501 §7.4.2; the definition is src/mail/attachment.ts) -------------

@@ -10,7 +10,7 @@
  */
 
 import type { Decision, Operation, Policy } from "../policy/index.ts";
-import { FILTERED_OPERATIONS, operationBit } from "../policy/operations.ts";
+import { FILTERED_OPERATIONS } from "../policy/operations.ts";
 import {
   type ClassifyHelper,
   cacheKey,
@@ -42,11 +42,9 @@ export function decideInFolder(policy: Policy, op: Operation, folder: string, ag
   const outcome = policy.evaluatePartial({ operation: op, folder, agent });
   if (outcome.decided) return outcome.decision;
   if (FILTERED_OPERATIONS.has(op) && outcome.possible.has("allow")) {
-    const bit = operationBit(op);
-    for (const rule of policy.rules) {
-      if ((rule.ops & bit) === 0 || rule.action !== "allow") continue;
-      if (rule.agents !== null && (agent === null || !rule.agents.has(agent))) continue;
-      if (rule.folders !== null && !rule.folders.some((g) => g.test(folder))) continue;
+    // The first rule that can allow lies among the candidates: a possible allow is one of them.
+    const rule = policy.candidateRules(op, folder, agent).find((r) => r.action === "allow");
+    if (rule !== undefined) {
       return {
         action: "allow",
         rule: rule.name,

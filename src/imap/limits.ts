@@ -1,5 +1,5 @@
 /**
- * Every limit of the IMAP side, in one place, with the reason next to it (docs/imap.md "Code layout"). The wire
+ * Every limit of the IMAP side, in one place, with the reason next to it (docs/imap.md "Structure"). The wire
  * layer's own sizes and counts stay in src/imap/wire/limits.ts (the wire layer depends on nothing above it) and are
  * re-exported here; the configurable ones are `[limits]` (docs/config.md, src/config/limits.ts).
  */

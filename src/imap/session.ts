@@ -84,7 +84,7 @@ type Table = { readonly [N in Command["name"]]?: Entry<N> };
 
 export class ImapSession implements Session {
   /**
-   * The dispatch table (docs/imap.md "Code layout"): each command's handler in src/imap/commands/, and when it may
+   * The dispatch table (docs/imap.md "Structure"): each command's handler in src/imap/commands/, and when it may
    * run. LOGIN, AUTHENTICATE, STARTTLS and LOGOUT change the connection itself and stay here.
    */
   static readonly #table: Table = {

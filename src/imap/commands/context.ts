@@ -1,5 +1,5 @@
 /**
- * What a command handler sees of its session (docs/imap.md "Code layout"). Each file of src/imap/commands/ takes a
+ * What a command handler sees of its session (docs/imap.md "Structure"). Each file of src/imap/commands/ takes a
  * `Session` and its parsed command, checks it, asks the rules, talks to upstream and replies; `ImapSession`
  * (src/imap/session.ts) implements `Session` and keeps the read loop, the connection state and the dispatch table.
  * No command file imports the session itself.
