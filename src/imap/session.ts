@@ -8,26 +8,18 @@
  */
 
 import { randomBytes } from "node:crypto";
-import {
-  type AccountCredentials,
-  AccountNeedsReauthorization,
-  AccountTemporarilyUnavailable,
-  accountLoginKey,
-} from "../accounts/index.ts";
-import { countLimitRefusal } from "../admin/metrics.ts";
+import { accountLoginKey } from "../accounts/index.ts";
 import type { AuditEvent } from "../audit/index.ts";
 import { AuditUnavailableError } from "../audit/index.ts";
 import type { Config } from "../config/types.ts";
 import { logAccess, logLoginFailure, moduleLogger } from "../log.ts";
-import { type Connection, ipAllowed, SessionCounter, UpstreamError } from "../net/index.ts";
-import type { MechanismSetting } from "../net/sasl.ts";
+import { type Connection, type TlsIdentity, UpstreamError } from "../net/index.ts";
 import type { Decision, Operation } from "../policy/index.ts";
-import { verifyToken } from "../vault/token.ts";
 import { AUTH_CAPABILITIES, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
 import { append } from "./commands/append.ts";
 import { capability, id } from "./commands/capability.ts";
 import { close, unselect } from "./commands/close.ts";
-import type { CommandOf, Row, Session, SessionContext, State } from "./commands/context.ts";
+import type { CommandOf, LoggedIn, LoginSession, Row, SessionContext, State } from "./commands/context.ts";
 import { copyOrMove } from "./commands/copy.ts";
 import { create } from "./commands/create.ts";
 import { remove } from "./commands/delete.ts";
@@ -36,6 +28,7 @@ import { expunge } from "./commands/expunge.ts";
 import { fetch } from "./commands/fetch.ts";
 import { idle } from "./commands/idle.ts";
 import { list } from "./commands/list.ts";
+import { authenticate, login, startTls } from "./commands/login.ts";
 import { namespace } from "./commands/namespace.ts";
 import { noop } from "./commands/noop.ts";
 import { rename } from "./commands/rename.ts";
@@ -55,7 +48,6 @@ import {
   Encoder,
   Framer,
   type FramerEvent,
-  parseAuthenticateLine,
   parseCommand,
   type Response,
   type ResponseCode,
@@ -82,27 +74,19 @@ interface Entry<N extends Command["name"]> {
 
 type Table = { readonly [N in Command["name"]]?: Entry<N> };
 
-export class ImapSession implements Session {
+export class ImapSession implements LoginSession {
   /**
    * The dispatch table (docs/imap.md "Structure"): each command's handler in src/imap/commands/, and when it may
-   * run. LOGIN, AUTHENTICATE, STARTTLS and LOGOUT change the connection itself and stay here.
+   * run. LOGOUT ends the connection itself and stays here.
    */
   static readonly #table: Table = {
     CAPABILITY: { when: "any", audited: false, run: capability },
     ID: { when: "any", audited: false, run: id },
     NOOP: { when: "any", audited: false, run: noop },
     LOGOUT: { when: "any", audited: false, run: (s, cmd) => s.#logout(cmd.tag) },
-    STARTTLS: { when: "not-authenticated", audited: false, run: (s, cmd) => s.#startTls(cmd.tag) },
-    LOGIN: {
-      when: "not-authenticated",
-      audited: false,
-      run: (s, cmd) => s.#login(cmd.tag, "LOGIN", cmd.username, cmd.password),
-    },
-    AUTHENTICATE: {
-      when: "not-authenticated",
-      audited: false,
-      run: (s, cmd) => s.#authenticate(cmd.tag, cmd.mechanism, cmd.initialResponse),
-    },
+    STARTTLS: { when: "not-authenticated", audited: false, run: startTls },
+    LOGIN: { when: "not-authenticated", audited: false, run: login },
+    AUTHENTICATE: { when: "not-authenticated", audited: false, run: authenticate },
     ENABLE: { when: "authenticated", audited: false, run: enable },
     NAMESPACE: { when: "authenticated", audited: false, run: namespace },
     IDLE: { when: "authenticated", audited: false, run: (s, cmd) => s.#idle(cmd) },
@@ -783,183 +767,37 @@ export class ImapSession implements Session {
 
   // ---- login -----------------------------------------------------------------------------------------------
 
-  async #startTls(tag: string): Promise<void> {
-    if (this.ctx.listenTls !== "starttls" || this.conn.secure || this.ctx.identity === null) {
-      throw new Refusal("BAD", null, "STARTTLS is not available");
-    }
-    this.tagged(tag, "OK", null, "Begin TLS negotiation now");
-    this.flush();
-    // Bytes sent in clear after STARTTLS are discarded (RFC 9051 §6.2.1, docs/protocol.md §7.20).
+  /** STARTTLS after its OK: bytes sent in clear are discarded (RFC 9051 §6.2.1, docs/protocol.md §7.20). */
+  async upgradeToTls(identity: TlsIdentity): Promise<void> {
     this.#framer.discardBuffered();
     this.#framer = new Framer({ role: "server" });
     try {
-      await this.conn.startTlsServer(this.ctx.identity.key, this.ctx.identity.cert, this.ctx.timeouts.handshakeMs);
+      await this.conn.startTlsServer(identity.key, identity.cert, this.ctx.timeouts.handshakeMs);
     } catch {
       this.shutdown();
     }
     this.#framer.discardBuffered();
   }
 
-  async #authenticate(tag: string, mechanism: string, initial: Uint8Array | null): Promise<void> {
-    if (mechanism !== "PLAIN") throw new Refusal("NO", "CANNOT", "Only AUTHENTICATE PLAIN is supported");
-    let data = initial;
-    if (data === null) {
-      this.sendText("+ ");
-      this.flush();
-      this.expectRawLine();
-      const ev = await this.nextEvent();
-      if (ev === null) return;
-      if (ev.kind !== "line") throw new Refusal("BAD", null, "Expected a SASL response");
-      const line = parseAuthenticateLine(ev.line);
-      if (!line.ok) throw new Refusal("BAD", null, "Invalid SASL response");
-      if (line.value.cancel) throw new Refusal("BAD", null, "AUTHENTICATE cancelled");
-      data = line.value.data;
-    }
-    // RFC 4616: [authzid] NUL authcid NUL passwd.
-    const text = new TextDecoder().decode(data);
-    const parts = text.split("\0");
-    if (parts.length !== 3 || (parts[0] !== "" && parts[0] !== parts[1])) {
-      return this.#loginFailed(
-        tag,
-        "AUTHENTICATE",
-        parts[1] ?? null,
-        "malformed PLAIN response or a different authorization identity",
-      );
-    }
-    return this.#login(tag, "AUTHENTICATE", parts[1]!, parts[2]!);
+  /** Takes a place under `max_sessions_per_agent` for `key`; false when there is none (or the session ended). */
+  takePlace(key: string): boolean {
+    const place = this.#closed ? null : this.ctx.perAgent.acquire(key);
+    if (place === null) return false;
+    this.#releasePlace = place;
+    return true;
   }
 
-  async #login(tag: string, command: string, username: string, password: string): Promise<void> {
-    if (this.ctx.listenTls === "starttls" && !this.conn.secure) {
-      throw new Refusal("NO", "PRIVACYREQUIRED", "Use STARTTLS first");
-    }
-    // A login that could not be audited is refused anyway (below): no upstream login for nothing.
-    this.requireAudit();
-    const { config, generation } = this.ctx;
-    let upstreamUser = username;
-    let loginUpstream = (up: UpstreamSession) => up.login(username, password);
-    let agent: string | null = null;
-    if (config.agents.length > 0) {
-      const found = config.agents.find((a) => a.name === username);
-      // Verify even for an unknown name, so the timing does not tell names apart.
-      const tokenOk = verifyToken(password, found?.tokenHash ?? "sha256:" + "0".repeat(64)) && found !== undefined;
-      if (!tokenOk || found === undefined)
-        return this.#loginFailed(tag, command, username, "unknown agent or wrong token");
-      if (!ipAllowed(this.conn.remoteAddress, found.allowedIps))
-        return this.#loginFailed(tag, command, username, "client address not in allowed_ips");
-      const account = config.accounts[found.account];
-      if (account === undefined)
-        return this.#loginFailed(tag, command, username, `account ${found.account} is not configured`);
-      upstreamUser = account.username;
-      if (account.auth === "oauth2") {
-        const setting = account.oauth2.saslMechanism;
-        loginUpstream = (up) => oauthLogin(this.ctx.credentials, account.name, up, setting);
-      } else {
-        const secret = account.password;
-        loginUpstream = (up) => up.login(account.username, secret.reveal());
-      }
-      agent = found.name;
-      // Known before going upstream: an agent at its limit costs the upstream nothing.
-      if (this.ctx.perAgent.count(SessionCounter.key(agent, upstreamUser)) >= this.ctx.perAgent.limit)
-        return this.#overSessionLimit(command, username, true);
-    }
-    // After every await below the agent may have gone: what was opened is closed (shutdown closes what it finds
-    // in #upstreams; each step checks #closed too), and nothing is attached to a dead session.
-    const upstreamFailed = (reason: string): void => {
-      this.auditRow({
-        command,
-        operation: null,
-        folder: null,
-        target: null,
-        decision: "error",
-        rule: null,
-        ruleIndex: null,
-        reason,
-      });
-    };
-    let up: UpstreamSession;
-    try {
-      up = await this.#openUpstream();
-    } catch (error) {
-      if (this.#closed) return;
-      const reason = (error as Error).message;
-      this.log.warn(`session ${this.id}: ${reason}`);
-      upstreamFailed(reason);
-      throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
-    }
-    let ok: boolean;
-    try {
-      ok = await loginUpstream(up);
-    } catch (error) {
-      up.close();
-      if (this.#closed) return;
-      upstreamFailed((error as Error).message);
-      // docs/imap.md "OAuth2 accounts": the agent learns that the account needs its owner, or to come back later;
-      // never anything of the token exchange.
-      if (error instanceof AccountNeedsReauthorization)
-        throw new Refusal(
-          "NO",
-          "UNAVAILABLE",
-          `Account ${error.account} needs re-authorization by its owner (mailgator account login ${error.account})`,
-        );
-      if (error instanceof AccountTemporarilyUnavailable || error instanceof OAuthRefused)
-        throw new Refusal("NO", "UNAVAILABLE", "Upstream login temporarily unavailable; try again later");
-      throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
-    }
-    if (!ok || this.#closed) {
-      up.close();
-      if (this.#closed) return;
-      return this.#loginFailed(tag, command, username, "the upstream server refused the credentials");
-    }
-    // Counted once the login is known to be good (pass-through: per upstream login name).
-    const place = this.#closed ? null : this.ctx.perAgent.acquire(SessionCounter.key(agent, upstreamUser));
-    if (place === null) {
-      up.close();
-      if (this.#closed) return;
-      countLimitRefusal("imap", "max_sessions_per_agent");
-      return this.#overSessionLimit(command, username, agent !== null);
-    }
-    this.#releasePlace = place;
-    // The delimiter maps every name onto the rules: without upstream's own answer, no guess (a wrong one would let
-    // `Secret.Sub` past a rule on `Secret/**`); the session ends instead.
-    let delimiter: string | null | undefined;
-    let listed: Awaited<ReturnType<UpstreamSession["run"]>>;
-    try {
-      listed = await up.run({ name: "LIST", reference: "", pattern: "", selectOptions: [], returnOptions: [] }, (r) => {
-        if (r.type === "LIST") delimiter = r.delimiter;
-      });
-    } catch (error) {
-      this.#dropPlace();
-      up.close();
-      throw error;
-    }
-    if (this.#closed) return up.close();
-    if (listed.status !== "OK" || delimiter === undefined) {
-      this.#dropPlace();
-      up.close();
-      throw new UpstreamError("the upstream server did not tell its hierarchy delimiter");
-    }
-    // The login's row is on disk before the session is logged in (docs/imap.md "Audit before data"): if it cannot
-    // be written, the agent gets NO [UNAVAILABLE], stays unauthenticated, and the upstream login is closed.
-    this.user = agent ?? username;
-    try {
-      await this.auditDurable({
-        command,
-        operation: null,
-        folder: null,
-        target: null,
-        decision: "allow",
-        rule: null,
-        ruleIndex: null,
-        reason: "logged in",
-      });
-    } catch (error) {
-      this.user = null;
-      this.#dropPlace();
-      up.close();
-      throw error;
-    }
-    if (this.#closed) return up.close();
+  setUser(user: string | null): void {
+    this.user = user;
+  }
+
+  /**
+   * The login's row is on disk: the session is logged in as `o.agent` (null in pass-through mode) with `o.up`,
+   * whose hierarchy delimiter is `o.delimiter`. `o.loginUpstream` logs the auxiliary session in the same way.
+   */
+  loggedIn(o: LoggedIn): void {
+    const { tag, up, agent, upstreamUser, loginUpstream, generation, delimiter } = o;
+    const config = this.ctx.config;
     this.agent = agent;
     this.account = `${this.ctx.upstream.host}:${this.ctx.upstream.port}/${upstreamUser}`;
     const { upstream, timeouts } = this.ctx;
@@ -995,7 +833,7 @@ export class ImapSession implements Session {
   }
 
   /** Over `max_sessions_per_agent`: a `deny` row, then `* BYE` and the connection closes (RFC 3501 §7.1.5). */
-  #overSessionLimit(command: string, username: string, vault: boolean): void {
+  overSessionLimit(command: string, username: string, vault: boolean): void {
     const limit = this.ctx.perAgent.limit;
     this.auditRow({
       command,
@@ -1014,13 +852,13 @@ export class ImapSession implements Session {
   }
 
   /** A login that fails after its place was taken gives the place back (a retried LOGIN takes a new one). */
-  #dropPlace(): void {
+  dropPlace(): void {
     this.#releasePlace?.();
     this.#releasePlace = null;
   }
 
   /** Opens an upstream connection owned by this session: closed by `shutdown` from the moment it is connected. */
-  async #openUpstream(): Promise<UpstreamSession> {
+  async openUpstream(): Promise<UpstreamSession> {
     return UpstreamSession.open(
       this.ctx.upstream,
       this.ctx.timeouts,
@@ -1035,7 +873,7 @@ export class ImapSession implements Session {
     this.#upstreams.add(up);
   }
 
-  async #loginFailed(tag: string, command: string, username: string | null, reason: string): Promise<void> {
+  async loginFailed(tag: string, command: string, username: string | null, reason: string): Promise<void> {
     this.user = null;
     if (this.#loginResult === "none") this.#loginResult = "failed";
     logLoginFailure("imap", this.conn.remoteAddress, username, reason);
@@ -1053,34 +891,6 @@ export class ImapSession implements Session {
     await Bun.sleep(delay);
     this.tagged(tag, "NO", "AUTHENTICATIONFAILED", "Authentication failed");
   }
-}
-
-/** The upstream refused a fresh access token too: a temporary failure for the agent (docs/imap.md). */
-class OAuthRefused extends Error {
-  override name = "OAuthRefused";
-}
-
-/**
- * Logs `up` in as an OAuth2 account (docs/imap.md "OAuth2 accounts"): with the current access token, and when the
- * server refuses it, once more with a fresh one (the refused token is reported, so the next one is new). Resolves
- * true; throws AccountNeedsReauthorization, AccountTemporarilyUnavailable, OAuthRefused or UpstreamError. Never
- * false: a refused token is not the agent's wrong password.
- */
-async function oauthLogin(
-  credentials: AccountCredentials,
-  account: string,
-  up: UpstreamSession,
-  setting: MechanismSetting,
-): Promise<boolean> {
-  const first = await credentials.credentialFor(account);
-  if (first.kind !== "oauth2") throw new UpstreamError(`account ${account}: expected an OAuth2 credential`);
-  if (await up.loginOAuth(first.username, first.accessToken, setting)) return true;
-  credentials.reportRejected(account, first.accessToken);
-  const second = await credentials.credentialFor(account);
-  if (second.kind !== "oauth2") throw new UpstreamError(`account ${account}: expected an OAuth2 credential`);
-  if (second.accessToken !== first.accessToken && (await up.loginOAuth(second.username, second.accessToken, setting)))
-    return true;
-  throw new OAuthRefused(`account ${account}: the upstream server refused a fresh access token`);
 }
 
 /** `accountLoginKey` of a configured account; "" when it is missing (the login refuses that case before). */

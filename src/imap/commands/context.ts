@@ -9,7 +9,7 @@ import type { AccountCredentials } from "../../accounts/index.ts";
 import type { AuditEvent, AuditLog } from "../../audit/index.ts";
 import type { Config, ImapLimits } from "../../config/types.ts";
 import type { moduleLogger } from "../../log.ts";
-import type { FailureThrottle, SessionCounter, TlsIdentity, UpstreamTarget } from "../../net/index.ts";
+import type { Connection, FailureThrottle, SessionCounter, TlsIdentity, UpstreamTarget } from "../../net/index.ts";
 import type { Decision, Operation, Policy } from "../../policy/index.ts";
 import type { Quotas } from "../../quotas/index.ts";
 import type { ClassificationCache } from "../cache.ts";
@@ -132,3 +132,42 @@ export interface Session {
 
 /** A command's handler: replies to `cmd` (tagged reply included), or throws a Refusal or another error. */
 export type Handler<N extends Command["name"] = Command["name"]> = (s: Session, cmd: CommandOf<N>) => Promise<void>;
+
+/** A login as `ImapSession.loggedIn` completes it, once the login's audit row is on disk. */
+export interface LoggedIn {
+  readonly tag: string;
+  /** The upstream session, logged in; its hierarchy delimiter is `delimiter` (upstream's own answer). */
+  readonly up: UpstreamSession;
+  readonly delimiter: string | null;
+  /** The agent (vault mode) or null (pass-through). */
+  readonly agent: string | null;
+  readonly upstreamUser: string;
+  /** Logs another upstream session in the same way (the auxiliary session). */
+  readonly loginUpstream: (up: UpstreamSession) => Promise<boolean>;
+  /** The reload generation the login was checked against. */
+  readonly generation: number;
+}
+
+/**
+ * What LOGIN, AUTHENTICATE and STARTTLS (commands/login.ts) see besides `Session`: they change the connection
+ * itself, so they reach a little further into it. No other command uses these.
+ */
+export interface LoginSession extends Session {
+  readonly conn: Connection;
+  /** STARTTLS after its OK: the framer starts afresh, and bytes sent in clear are discarded. */
+  upgradeToTls(identity: TlsIdentity): Promise<void>;
+  /** Opens an upstream connection owned by this session: closed by `shutdown` from the moment it is connected. */
+  openUpstream(): Promise<UpstreamSession>;
+  /** Takes a place under `max_sessions_per_agent`; false when there is none (or the session ended). */
+  takePlace(key: string): boolean;
+  /** A login that fails after its place was taken gives the place back (a retried LOGIN takes a new one). */
+  dropPlace(): void;
+  /** The name audit rows carry: set just before the login's own row, cleared if that row fails. */
+  setUser(user: string | null): void;
+  /** Completes the login and replies OK (or ends the session, if a reload meanwhile took its access away). */
+  loggedIn(o: LoggedIn): void;
+  /** A failed login: audited, logged, throttled, then `NO [AUTHENTICATIONFAILED]`. */
+  loginFailed(tag: string, command: string, username: string | null, reason: string): Promise<void>;
+  /** Over `max_sessions_per_agent`: a `deny` row, then `* BYE` and the connection closes. */
+  overSessionLimit(command: string, username: string, vault: boolean): void;
+}
