@@ -17,6 +17,7 @@ import { Database } from "bun:sqlite";
 import { existsSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { preparePrivateDatabase, restrictDatabaseFiles } from "../private-files.ts";
+import { BUSY_TIMEOUT_MS } from "./limits.ts";
 
 /**
  * Bump when the meaning of a stored row changes (the classifier's own version is part of the fingerprint); a file
@@ -24,7 +25,6 @@ import { preparePrivateDatabase, restrictDatabaseFiles } from "../private-files.
  */
 const SCHEMA_VERSION = 2;
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
-const BUSY_TIMEOUT_MS = 2000;
 
 export interface CacheKey {
   /** Who the mailbox belongs to upstream: server and user name, never a secret. */

@@ -19,26 +19,14 @@
 import { createHash } from "node:crypto";
 import { isAttachmentEntity, type MimeEntity, parseHeaderFields, readMessageFields } from "../mail/index.ts";
 import type { Decision, MessageField, Operation, Policy } from "../policy/index.ts";
-import { operationBit } from "../policy/operations.ts";
 import type { CacheKey, ClassificationCache } from "./cache.ts";
+import { CLASSIFY_CHUNK, CLASSIFY_PARALLEL_MIN, MAX_STRUCTURE_DEPTH, MEMO_ENTRIES } from "./limits.ts";
 import type { StatusResponse, UpstreamCommand } from "./upstream.ts";
 import { NO_HIDING_RULE, VisibleSet } from "./view.ts";
 import type { FetchItem, Response, Value } from "./wire/index.ts";
 
 /** Part of every fingerprint: a change in how messages are read invalidates cached classifications. */
 export const CLASSIFIER_VERSION = 2;
-
-/** UIDs per upstream FETCH: bounds one response batch; measured in scripts/bench/classify.ts. */
-export const CLASSIFY_CHUNK = 2000;
-
-/**
- * Decisions remembered per distinct header section (a pure function of its bytes): mailboxes repeat the same
- * From line many times over. Cleared when full.
- */
-const MEMO_ENTRIES = 4096;
-
-/** BODYSTRUCTURE nesting deeper than this leaves has_attachment unknown (the SMTP side's MAX_MIME_DEPTH spirit). */
-const MAX_STRUCTURE_DEPTH = 32;
 
 const HEADER_NAMES: Readonly<Record<Exclude<MessageField, "hasAttachment">, string>> = {
   from: "FROM",
@@ -114,7 +102,7 @@ export function messageFilter(
   }
   if (bodyStructure) fetchItems.push({ type: "BODYSTRUCTURE" });
   const decide = (facts: MessageFacts): Decision => policy.evaluate({ operation, folder, agent, ...facts });
-  const rules = relevantRules(policy, folder, agent, operation).map((r) => ({ name: r.name, index: r.index }));
+  const rules = policy.candidateRules(operation, folder, agent).map((r) => ({ name: r.name, index: r.index }));
   const slots = new Map(rules.map((r, slot) => [r.index, slot]));
   const memo = new Map<string, Decision>();
   const fromHeader = (header: Uint8Array | null | undefined): Decision => {
@@ -156,7 +144,7 @@ export function messageFilter(
  * visibility. Any other change to those rules, or a new rule among them, gives a new fingerprint.
  */
 export function rulesFingerprint(policy: Policy, folder: string, agent: string | null, operation: Operation): string {
-  const relevant = relevantRules(policy, folder, agent, operation).map((rule) => {
+  const relevant = policy.candidateRules(operation, folder, agent).map((rule) => {
     const src = (list: readonly { source: string }[] | null) =>
       list === null ? null : list.map((g) => g.source.toLowerCase());
     const conditions = {
@@ -171,24 +159,6 @@ export function rulesFingerprint(policy: Policy, folder: string, agent: string |
   });
   const text = JSON.stringify({ v: CLASSIFIER_VERSION, operation, rules: relevant });
   return createHash("sha256").update(text).digest("hex");
-}
-
-/**
- * The rules that can decide `operation` in `folder` for `agent`, in order, up to the first without message
- * conditions (nothing after it can decide).
- */
-function relevantRules(policy: Policy, folder: string, agent: string | null, operation: Operation): Policy["rules"] {
-  const bit = operationBit(operation);
-  const out: Array<Policy["rules"][number]> = [];
-  for (const rule of policy.rules) {
-    if ((rule.ops & bit) === 0) continue;
-    if (rule.agents !== null && (agent === null || !rule.agents.has(agent))) continue;
-    if (rule.folders !== null && !rule.folders.some((g) => g.test(folder))) continue;
-    out.push(rule);
-    const conditions = [rule.from, rule.to, rule.cc, rule.bcc, rule.subject, rule.hasAttachment];
-    if (conditions.every((c) => c === null)) break;
-  }
-  return out;
 }
 
 // ---- BODYSTRUCTURE → has_attachment (RFC 3501 §7.4.2; the definition is src/mail/attachment.ts) -------------
@@ -288,13 +258,6 @@ export class ClassifyError extends Error {
  * never make it fail.
  */
 export type ClassifyHelper = (use: (runner: UpstreamRunner) => Promise<void>) => Promise<void>;
-
-/**
- * Unclassified UIDs from which a helper session is worth its upstream login and EXAMINE. Measured on a folder
- * Dovecot had never opened (docs/filtering.md, Figures): one session reads 100,000 messages in about 2.8 s, two
- * in about 1.7 s; below some ten chunks the helper's own EXAMINE would take most of the time it could save.
- */
-export const CLASSIFY_PARALLEL_MIN = 10 * CLASSIFY_CHUNK;
 
 /**
  * The visible UIDs among `uids` (ascending), fetched in chunks of `chunk` UIDs. Each chunk is one

@@ -77,7 +77,7 @@ export function decideImap(
       : null;
   const base = { operation, folder, visible, subtree };
   if (!visible) {
-    // The proxy audits a hidden folder with the operation's own decision (commands/folders.ts visibleFolder).
+    // The proxy audits a hidden folder with the operation's own decision (commands/shared.ts visibleFolder).
     const decision = decideInFolder(policy, operation, folder, agent);
     return { ...base, steps: [], filtered: false, message: null, action: "deny", decision: hidden(decision) };
   }

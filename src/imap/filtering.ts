@@ -10,7 +10,7 @@
  */
 
 import type { Decision, Operation, Policy } from "../policy/index.ts";
-import { FILTERED_OPERATIONS, operationBit } from "../policy/operations.ts";
+import { FILTERED_OPERATIONS } from "../policy/operations.ts";
 import {
   type ClassifyHelper,
   cacheKey,
@@ -21,9 +21,9 @@ import {
   saveVisibility,
   type UpstreamRunner,
 } from "./classify.ts";
+import type { Session } from "./commands/context.ts";
 import { SelectedMailbox } from "./mailbox.ts";
 import { Refusal } from "./refusal.ts";
-import type { ImapSession } from "./session.ts";
 import { VisibleSet } from "./view.ts";
 import type { ResponseCode } from "./wire/index.ts";
 
@@ -42,11 +42,9 @@ export function decideInFolder(policy: Policy, op: Operation, folder: string, ag
   const outcome = policy.evaluatePartial({ operation: op, folder, agent });
   if (outcome.decided) return outcome.decision;
   if (FILTERED_OPERATIONS.has(op) && outcome.possible.has("allow")) {
-    const bit = operationBit(op);
-    for (const rule of policy.rules) {
-      if ((rule.ops & bit) === 0 || rule.action !== "allow") continue;
-      if (rule.agents !== null && (agent === null || !rule.agents.has(agent))) continue;
-      if (rule.folders !== null && !rule.folders.some((g) => g.test(folder))) continue;
+    // The first rule that can allow lies among the candidates: a possible allow is one of them.
+    const rule = policy.candidateRules(op, folder, agent).find((r) => r.action === "allow");
+    if (rule !== undefined) {
       return {
         action: "allow",
         rule: rule.name,
@@ -61,7 +59,7 @@ export function decideInFolder(policy: Policy, op: Operation, folder: string, ag
 }
 
 /** Classification goes through the session, so EXISTS and EXPUNGE that arrive meanwhile update the model. */
-export function sessionRunner(s: ImapSession): UpstreamRunner {
+export function sessionRunner(s: Session): UpstreamRunner {
   return { run: (command, onData) => s.upstreamRun(command, onData) };
 }
 
@@ -70,7 +68,7 @@ export function sessionRunner(s: ImapSession): UpstreamRunner {
  * (the cache serves what it knows) before the agent hears of any. A failure throws: the caller refuses the SELECT.
  */
 export async function openFiltered(
-  s: ImapSession,
+  s: Session,
   o: {
     name: string;
     policyName: string;
@@ -112,7 +110,7 @@ export async function openFiltered(
  * Classifies messages that arrived in a filtered mailbox (their UIDs are known), so that `admitNew` can let the
  * visible ones into Vagent; the cache row follows.
  */
-export async function classifyNew(s: ImapSession, box: SelectedMailbox): Promise<void> {
+export async function classifyNew(s: Session, box: SelectedMailbox): Promise<void> {
   const visible = box.visible;
   const filter = box.filter;
   if (visible === null || filter === null) return;
@@ -137,7 +135,7 @@ export async function searchUids(run: UpstreamRunner, key: "UNSEEN" | "RECENT" |
 }
 
 /** A COPYUID for the agent: only when every source UID is one it can see and the destination is not filtered. */
-export function agentCopyUid(s: ImapSession, code: ResponseCode | null, destination: string): ResponseCode | null {
+export function agentCopyUid(s: Session, code: ResponseCode | null, destination: string): ResponseCode | null {
   if (code === null || !code.known || (code.name !== "COPYUID" && code.name !== "APPENDUID")) return code;
   // In a filtered destination the new UIDs may be hidden ones there: the proxy cannot say without classifying.
   if (messageFilter(s.ctx.policy, destination, s.agent) !== null) return null;
@@ -161,7 +159,7 @@ const COMPUTABLE = new Set<string>(["MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDIT
  * classifying it (the cache serves re-opens). Items that cannot be computed so are refused.
  */
 export async function filteredStatus(
-  s: ImapSession,
+  s: Session,
   mailbox: string,
   items: readonly string[],
   filter: MessageFilter,
@@ -229,7 +227,7 @@ export async function filteredStatus(
  * FETCHes it sends EXAMINE and UNSELECT (and its login, when it is opened); nothing it receives reaches the agent.
  * A stalled second connection delays the SELECT as a stalled first one would: up to the command timeout.
  */
-function auxiliaryHelper(s: ImapSession, mailbox: string, uidValidity: number): ClassifyHelper {
+function auxiliaryHelper(s: Session, mailbox: string, uidValidity: number): ClassifyHelper {
   const warn = (error: unknown) => {
     if (!s.closed)
       s.log.warn(`session ${s.id}: classifying ${mailbox} over one upstream connection: ${(error as Error).message}`);

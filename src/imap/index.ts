@@ -23,7 +23,9 @@ import { openQuotas, type Quotas } from "../quotas/index.ts";
 import { LiveConfig, listenerReload, type PreparedReload, tlsIdentityFor } from "../runtime/reload.ts";
 import { openStateDatabase } from "../state/database.ts";
 import { ClassificationCache, cachePathBeside } from "./cache.ts";
-import { ImapSession, type SessionContext } from "./session.ts";
+import type { SessionContext } from "./commands/context.ts";
+import { DEFAULT_TIMEOUTS, LOGIN_THROTTLE } from "./limits.ts";
+import { ImapSession } from "./session.ts";
 import type { UpstreamTimeouts } from "./upstream.ts";
 
 export interface ImapProxy {
@@ -33,11 +35,8 @@ export interface ImapProxy {
   prepareReload(next: Config): PreparedReload;
 }
 
-export const DEFAULT_TIMEOUTS: UpstreamTimeouts = { connectMs: 10_000, handshakeMs: 15_000, commandMs: 5 * 60_000 };
-/**
- * Failed logins from one address: +500 ms per failure within 15 minutes, up to 10 s (docs/config.md "Who connects").
- */
-const LOGIN_THROTTLE = { stepMs: 500, maxMs: 10_000, windowMs: 15 * 60_000, maxTracked: 10_000 };
+/** Upstream connect, TLS handshake and per-command deadlines (src/imap/limits.ts). */
+export { DEFAULT_TIMEOUTS };
 
 /** Whether any rule tests message fields for reading: then filtered folders need the classification cache. */
 function filtersMessages(config: Config): boolean {

@@ -15,6 +15,7 @@
  */
 
 import type { MessageFilter } from "./classify.ts";
+import { UPSTREAM_SET_RANGES } from "./limits.ts";
 import type { VisibleSet } from "./view.ts";
 import { type SeqRange, type SeqSet, STAR } from "./wire/index.ts";
 
@@ -69,12 +70,6 @@ class UidArray {
     return lo;
   }
 }
-
-/**
- * Ranges per upstream command: Dovecot refuses command lines over 64 KB (`imap_max_line_length`), and a filtered
- * folder's visible UIDs are scattered (30,000 of 100,000 make some 20,000 ranges). 1,000 ranges stay under 22 KB.
- */
-export const UPSTREAM_SET_RANGES = 1000;
 
 export class SelectedMailbox {
   /** The folder as the agent named it (upstream spelling) and its policy name (`/`-separated). */

@@ -8,104 +8,110 @@
  */
 
 import { randomBytes } from "node:crypto";
-import {
-  type AccountCredentials,
-  AccountNeedsReauthorization,
-  AccountTemporarilyUnavailable,
-  accountLoginKey,
-} from "../accounts/index.ts";
-import { countLimitRefusal } from "../admin/metrics.ts";
-import type { AuditEvent, AuditLog } from "../audit/index.ts";
+import { accountLoginKey } from "../accounts/index.ts";
+import type { AuditEvent } from "../audit/index.ts";
 import { AuditUnavailableError } from "../audit/index.ts";
-import type { Config, ImapLimits } from "../config/types.ts";
+import type { Config } from "../config/types.ts";
 import { logAccess, logLoginFailure, moduleLogger } from "../log.ts";
-import {
-  type Connection,
-  type FailureThrottle,
-  ipAllowed,
-  SessionCounter,
-  type TlsIdentity,
-  UpstreamError,
-  type UpstreamTarget,
-} from "../net/index.ts";
-import type { MechanismSetting } from "../net/sasl.ts";
-import type { Decision, Operation, Policy } from "../policy/index.ts";
-import type { Quotas } from "../quotas/index.ts";
-import { verifyToken } from "../vault/token.ts";
-import type { ClassificationCache } from "./cache.ts";
+import { type Connection, type TlsIdentity, UpstreamError } from "../net/index.ts";
+import type { Decision, Operation } from "../policy/index.ts";
 import { AUTH_CAPABILITIES, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
-import { runFolderCommand } from "./commands/folders.ts";
+import { append } from "./commands/append.ts";
+import { capability, id } from "./commands/capability.ts";
+import { close, unselect } from "./commands/close.ts";
+import type { CommandOf, LoggedIn, LoginSession, Row, SessionContext, State } from "./commands/context.ts";
+import { copyOrMove } from "./commands/copy.ts";
+import { create } from "./commands/create.ts";
+import { remove } from "./commands/delete.ts";
+import { enable } from "./commands/enable.ts";
+import { expunge } from "./commands/expunge.ts";
+import { fetch } from "./commands/fetch.ts";
 import { idle } from "./commands/idle.ts";
-import { runMessageCommand } from "./commands/messages.ts";
+import { list } from "./commands/list.ts";
+import { authenticate, login, startTls } from "./commands/login.ts";
+import { namespace } from "./commands/namespace.ts";
+import { noop } from "./commands/noop.ts";
+import { rename } from "./commands/rename.ts";
+import { search } from "./commands/search.ts";
+import { select } from "./commands/select.ts";
+import { status } from "./commands/status.ts";
+import { store } from "./commands/store.ts";
+import { subscribe } from "./commands/subscribe.ts";
 import { classifyNew, decideInFolder } from "./filtering.ts";
 import { FolderNames, FolderRights } from "./folders.ts";
+import { READ_AHEAD_LIMIT } from "./limits.ts";
 import type { SelectedMailbox } from "./mailbox.ts";
 import { Refusal } from "./refusal.ts";
-import { UpstreamSession, type UpstreamTimeouts } from "./upstream.ts";
+import { UpstreamSession } from "./upstream.ts";
 import {
   type Command,
   Encoder,
   Framer,
   type FramerEvent,
-  parseAuthenticateLine,
   parseCommand,
   type Response,
   type ResponseCode,
   writeResponse,
 } from "./wire/index.ts";
 
-export interface SessionContext {
-  /** The config and policy in force now: read at each use, as a reload swaps them (docs/operations.md). */
-  readonly config: Config;
-  readonly policy: Policy;
-  /** Goes up at each reload; a session refreshes what it derived from the policy when it changes. */
-  readonly generation: number;
-  readonly audit: AuditLog;
-  /** The upstream credential of each vault-mode account (src/accounts/index.ts). */
-  readonly credentials: AccountCredentials;
-  /** reads_per_minute is charged at FETCH (docs/quotas.md). */
-  readonly quotas: Quotas;
-  readonly upstream: UpstreamTarget;
-  readonly listenTls: "tls" | "starttls" | "none";
-  readonly identity: TlsIdentity | null;
-  readonly throttle: FailureThrottle;
-  readonly timeouts: UpstreamTimeouts;
-  /** Session limits and timeouts (`[limits]`, docs/config.md). */
-  readonly limits: ImapLimits;
-  /** Logged-in sessions per agent or upstream login: `max_sessions_per_agent`. */
-  readonly perAgent: SessionCounter;
-  readonly sessions: Set<ImapSession>;
-  /** Visible UIDs of filtered folders (docs/filtering.md); null when no rule filters messages or it is off. */
-  readonly cache: ClassificationCache | null;
+/**
+ * When a command may run (RFC 3501 §3): in any state, before login only, once logged in, or with a mailbox
+ * selected. A command refused in this state gets BAD; a command not in the table is refused as not supported.
+ */
+type When = "any" | "not-authenticated" | "authenticated" | "selected";
+
+interface Entry<N extends Command["name"]> {
+  readonly when: When;
+  /**
+   * Its result is audited: refused at once while the audit log is known to be failing (unless `checksAudit`), and
+   * its output held until its allow row is accepted (docs/imap.md "Audit before data").
+   */
+  readonly audited: boolean;
+  /** The handler checks the audit log itself: a failed SELECT or EXAMINE must deselect first (RFC 3501 §6.3.1). */
+  readonly checksAudit?: boolean;
+  readonly run: (s: ImapSession, cmd: CommandOf<N>) => Promise<void>;
 }
 
-/** One parsed command of the given name(s). */
-export type CommandOf<N extends Command["name"]> = Command & { readonly name: N };
+type Table = { readonly [N in Command["name"]]?: Entry<N> };
 
-/** An audit row as a command handler writes it; the session fills in who and where. */
-export type Row = Omit<AuditEvent, "session" | "agent" | "clientAddr" | "protocol" | "configRevision" | "target"> & {
-  target?: string | null;
-};
+export class ImapSession implements LoginSession {
+  /**
+   * The dispatch table (docs/imap.md "Structure"): each command's handler in src/imap/commands/, and when it may
+   * run. LOGOUT ends the connection itself and stays here.
+   */
+  static readonly #table: Table = {
+    CAPABILITY: { when: "any", audited: false, run: capability },
+    ID: { when: "any", audited: false, run: id },
+    NOOP: { when: "any", audited: false, run: noop },
+    LOGOUT: { when: "any", audited: false, run: (s, cmd) => s.#logout(cmd.tag) },
+    STARTTLS: { when: "not-authenticated", audited: false, run: startTls },
+    LOGIN: { when: "not-authenticated", audited: false, run: login },
+    AUTHENTICATE: { when: "not-authenticated", audited: false, run: authenticate },
+    ENABLE: { when: "authenticated", audited: false, run: enable },
+    NAMESPACE: { when: "authenticated", audited: false, run: namespace },
+    IDLE: { when: "authenticated", audited: false, run: (s, cmd) => s.#idle(cmd) },
+    LIST: { when: "authenticated", audited: true, run: list },
+    LSUB: { when: "authenticated", audited: true, run: list },
+    STATUS: { when: "authenticated", audited: true, run: status },
+    SELECT: { when: "authenticated", audited: true, checksAudit: true, run: select },
+    EXAMINE: { when: "authenticated", audited: true, checksAudit: true, run: select },
+    CREATE: { when: "authenticated", audited: true, run: create },
+    DELETE: { when: "authenticated", audited: true, run: remove },
+    RENAME: { when: "authenticated", audited: true, run: rename },
+    SUBSCRIBE: { when: "authenticated", audited: true, run: subscribe },
+    UNSUBSCRIBE: { when: "authenticated", audited: true, run: subscribe },
+    APPEND: { when: "authenticated", audited: true, run: append },
+    CHECK: { when: "selected", audited: false, run: noop },
+    FETCH: { when: "selected", audited: true, run: fetch },
+    SEARCH: { when: "selected", audited: true, run: search },
+    STORE: { when: "selected", audited: true, run: store },
+    COPY: { when: "selected", audited: true, run: copyOrMove },
+    MOVE: { when: "selected", audited: true, run: copyOrMove },
+    EXPUNGE: { when: "selected", audited: true, run: expunge },
+    CLOSE: { when: "selected", audited: true, run: close },
+    UNSELECT: { when: "selected", audited: false, run: unselect },
+  };
 
-/** Connection states (RFC 3501 §3). */
-export type State = "not-authenticated" | "authenticated" | "selected" | "logout";
-
-/** Pauses reading from the agent when this much is buffered ahead of the running command. */
-const READ_AHEAD_LIMIT = 256 * 1024;
-/** Commands allowed before login (RFC 3501 §6.1, §6.2; docs/protocol.md §1). */
-const PRE_AUTH = new Set(["CAPABILITY", "NOOP", "LOGOUT", "STARTTLS", "ID", "LOGIN", "AUTHENTICATE"]);
-const ANY_STATE = new Set(["CAPABILITY", "NOOP", "LOGOUT", "ID"]);
-const SELECTED_ONLY = new Set(["FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE", "CLOSE", "UNSELECT", "CHECK"]);
-/**
- * Commands whose result is audited: refused at once while the audit log is known to be failing, and their output
- * held until their allow row is accepted (docs/imap.md "Audit before data").
- */
-const AUDITED = new Set([
-  ...["LIST", "LSUB", "STATUS", "SELECT", "EXAMINE", "CREATE", "DELETE", "RENAME", "SUBSCRIBE", "UNSUBSCRIBE"],
-  ...["APPEND", "FETCH", "SEARCH", "STORE", "COPY", "MOVE", "EXPUNGE", "CLOSE"],
-]);
-
-export class ImapSession {
   readonly id = randomBytes(6).toString("hex");
   readonly ctx: SessionContext;
   readonly conn: Connection;
@@ -487,25 +493,23 @@ export class ImapSession {
       this.#generation = this.ctx.generation;
       this.rights = new FolderRights(this.ctx.policy, this.agent);
     }
-    if (this.state === "not-authenticated" && !PRE_AUTH.has(name)) {
+    const entry = ImapSession.#table[name] as Entry<Command["name"]> | undefined;
+    const when = entry?.when ?? "authenticated";
+    if (this.state === "not-authenticated" && when !== "any" && when !== "not-authenticated") {
       return this.tagged(cmd.tag, "BAD", null, "Log in first");
     }
-    if (this.state !== "not-authenticated" && (name === "LOGIN" || name === "AUTHENTICATE" || name === "STARTTLS")) {
+    if (this.state !== "not-authenticated" && when === "not-authenticated") {
       return this.tagged(cmd.tag, "BAD", null, "Already logged in");
     }
-    if (SELECTED_ONLY.has(name) && this.state !== "selected") {
+    if (when === "selected" && this.state !== "selected") {
       return this.tagged(cmd.tag, "BAD", null, "No mailbox selected");
     }
-    const audited = AUDITED.has(name);
+    const audited = entry?.audited ?? false;
     if (audited) this.#hold();
     try {
-      // SELECT and EXAMINE check for themselves: a failed one must deselect (RFC 3501 §6.3.1).
-      if (audited && name !== "SELECT" && name !== "EXAMINE") this.requireAudit();
-      if (!ANY_STATE.has(name) || name === "NOOP") {
-        await this.#dispatch(cmd);
-      } else {
-        await this.#local(cmd);
-      }
+      if (audited && !entry?.checksAudit) this.requireAudit();
+      if (entry === undefined) throw new Refusal("BAD", null, `${name} is not supported`);
+      await entry.run(this, cmd);
     } catch (error) {
       // A row that could not be recorded: the agent gets the NO and nothing the command had prepared.
       if (error instanceof AuditUnavailableError) this.#dropHeld();
@@ -516,90 +520,28 @@ export class ImapSession {
     }
   }
 
-  async #local(cmd: Command): Promise<void> {
-    switch (cmd.name) {
-      case "CAPABILITY":
-        this.sendText(`* CAPABILITY ${this.capabilities().join(" ")}`);
-        return this.tagged(cmd.tag, "OK", null, "Capability completed");
-      case "ID":
-        // RFC 2971: answered locally; nothing about upstream is revealed.
-        this.sendText('* ID ("name" "Mailgator")');
-        return this.tagged(cmd.tag, "OK", null, "ID completed");
-      case "LOGOUT":
-        this.#endReason = "logout";
-        this.sendText("* BYE Logging out");
-        this.tagged(cmd.tag, "OK", null, "Logout completed");
-        this.flush();
-        if (this.up !== null) {
-          // Logged out politely (at most 2 s), not cut by shutdown.
-          this.#upstreams.delete(this.up);
-          void this.up.logout();
-        }
-        this.up = null;
-        this.shutdown();
-        return;
+  #logout(tag: string): Promise<void> {
+    this.#endReason = "logout";
+    this.sendText("* BYE Logging out");
+    this.tagged(tag, "OK", null, "Logout completed");
+    this.flush();
+    if (this.up !== null) {
+      // Logged out politely (at most 2 s), not cut by shutdown.
+      this.#upstreams.delete(this.up);
+      void this.up.logout();
     }
+    this.up = null;
+    this.shutdown();
+    return Promise.resolve();
   }
 
-  async #dispatch(cmd: Command): Promise<void> {
-    switch (cmd.name) {
-      case "NOOP":
-      case "CHECK":
-        if (this.up !== null && this.state !== "not-authenticated") {
-          await this.upstreamRun({ name: "NOOP" });
-          await this.sync(true);
-        }
-        return this.tagged(cmd.tag, "OK", null, `${cmd.name} completed`);
-      case "STARTTLS":
-        return this.#startTls(cmd.tag);
-      case "LOGIN":
-        return this.#login(cmd.tag, "LOGIN", cmd.username, cmd.password);
-      case "AUTHENTICATE":
-        return this.#authenticate(cmd.tag, cmd.mechanism, cmd.initialResponse);
-      case "ENABLE":
-        // RFC 5161: nothing this proxy advertises can be enabled; an empty ENABLED is the correct answer.
-        this.sendText("* ENABLED");
-        return this.tagged(cmd.tag, "OK", null, "ENABLE completed");
-      case "NAMESPACE": {
-        const d = this.names.delimiter;
-        this.sendText(`* NAMESPACE (("" ${d === null ? "NIL" : `"${d}"`})) NIL NIL`);
-        return this.tagged(cmd.tag, "OK", null, "NAMESPACE completed");
-      }
-      case "IDLE":
-        this.#idleSince = performance.now();
-        try {
-          return await idle(this, cmd.tag);
-        } finally {
-          this.#idleSince = null;
-        }
-      case "LIST":
-      case "LSUB":
-      case "STATUS":
-      case "SELECT":
-      case "EXAMINE":
-      case "CREATE":
-      case "DELETE":
-      case "RENAME":
-      case "SUBSCRIBE":
-      case "UNSUBSCRIBE":
-      case "APPEND":
-        return runFolderCommand(this, cmd);
-      case "FETCH":
-      case "SEARCH":
-      case "STORE":
-      case "COPY":
-      case "MOVE":
-      case "EXPUNGE":
-      case "CLOSE":
-      case "UNSELECT":
-        return runMessageCommand(
-          this,
-          cmd as CommandOf<"FETCH" | "SEARCH" | "STORE" | "COPY" | "MOVE" | "EXPUNGE" | "CLOSE" | "UNSELECT">,
-        );
-      case "SORT":
-        throw new Refusal("BAD", null, "SORT is not supported");
-      default:
-        throw new Refusal("BAD", null, `${cmd.name} is not supported`);
+  /** IDLE has its own time limit, `idle_command_timeout`, instead of the inactivity timeout (`#checkTimers`). */
+  async #idle(cmd: CommandOf<"IDLE">): Promise<void> {
+    this.#idleSince = performance.now();
+    try {
+      await idle(this, cmd);
+    } finally {
+      this.#idleSince = null;
     }
   }
 
@@ -825,183 +767,37 @@ export class ImapSession {
 
   // ---- login -----------------------------------------------------------------------------------------------
 
-  async #startTls(tag: string): Promise<void> {
-    if (this.ctx.listenTls !== "starttls" || this.conn.secure || this.ctx.identity === null) {
-      throw new Refusal("BAD", null, "STARTTLS is not available");
-    }
-    this.tagged(tag, "OK", null, "Begin TLS negotiation now");
-    this.flush();
-    // Bytes sent in clear after STARTTLS are discarded (RFC 9051 §6.2.1, docs/protocol.md §7.20).
+  /** STARTTLS after its OK: bytes sent in clear are discarded (RFC 9051 §6.2.1, docs/protocol.md §7.20). */
+  async upgradeToTls(identity: TlsIdentity): Promise<void> {
     this.#framer.discardBuffered();
     this.#framer = new Framer({ role: "server" });
     try {
-      await this.conn.startTlsServer(this.ctx.identity.key, this.ctx.identity.cert, this.ctx.timeouts.handshakeMs);
+      await this.conn.startTlsServer(identity.key, identity.cert, this.ctx.timeouts.handshakeMs);
     } catch {
       this.shutdown();
     }
     this.#framer.discardBuffered();
   }
 
-  async #authenticate(tag: string, mechanism: string, initial: Uint8Array | null): Promise<void> {
-    if (mechanism !== "PLAIN") throw new Refusal("NO", "CANNOT", "Only AUTHENTICATE PLAIN is supported");
-    let data = initial;
-    if (data === null) {
-      this.sendText("+ ");
-      this.flush();
-      this.expectRawLine();
-      const ev = await this.nextEvent();
-      if (ev === null) return;
-      if (ev.kind !== "line") throw new Refusal("BAD", null, "Expected a SASL response");
-      const line = parseAuthenticateLine(ev.line);
-      if (!line.ok) throw new Refusal("BAD", null, "Invalid SASL response");
-      if (line.value.cancel) throw new Refusal("BAD", null, "AUTHENTICATE cancelled");
-      data = line.value.data;
-    }
-    // RFC 4616: [authzid] NUL authcid NUL passwd.
-    const text = new TextDecoder().decode(data);
-    const parts = text.split("\0");
-    if (parts.length !== 3 || (parts[0] !== "" && parts[0] !== parts[1])) {
-      return this.#loginFailed(
-        tag,
-        "AUTHENTICATE",
-        parts[1] ?? null,
-        "malformed PLAIN response or a different authorization identity",
-      );
-    }
-    return this.#login(tag, "AUTHENTICATE", parts[1]!, parts[2]!);
+  /** Takes a place under `max_sessions_per_agent` for `key`; false when there is none (or the session ended). */
+  takePlace(key: string): boolean {
+    const place = this.#closed ? null : this.ctx.perAgent.acquire(key);
+    if (place === null) return false;
+    this.#releasePlace = place;
+    return true;
   }
 
-  async #login(tag: string, command: string, username: string, password: string): Promise<void> {
-    if (this.ctx.listenTls === "starttls" && !this.conn.secure) {
-      throw new Refusal("NO", "PRIVACYREQUIRED", "Use STARTTLS first");
-    }
-    // A login that could not be audited is refused anyway (below): no upstream login for nothing.
-    this.requireAudit();
-    const { config, generation } = this.ctx;
-    let upstreamUser = username;
-    let loginUpstream = (up: UpstreamSession) => up.login(username, password);
-    let agent: string | null = null;
-    if (config.agents.length > 0) {
-      const found = config.agents.find((a) => a.name === username);
-      // Verify even for an unknown name, so the timing does not tell names apart.
-      const tokenOk = verifyToken(password, found?.tokenHash ?? "sha256:" + "0".repeat(64)) && found !== undefined;
-      if (!tokenOk || found === undefined)
-        return this.#loginFailed(tag, command, username, "unknown agent or wrong token");
-      if (!ipAllowed(this.conn.remoteAddress, found.allowedIps))
-        return this.#loginFailed(tag, command, username, "client address not in allowed_ips");
-      const account = config.accounts[found.account];
-      if (account === undefined)
-        return this.#loginFailed(tag, command, username, `account ${found.account} is not configured`);
-      upstreamUser = account.username;
-      if (account.auth === "oauth2") {
-        const setting = account.oauth2.saslMechanism;
-        loginUpstream = (up) => oauthLogin(this.ctx.credentials, account.name, up, setting);
-      } else {
-        const secret = account.password;
-        loginUpstream = (up) => up.login(account.username, secret.reveal());
-      }
-      agent = found.name;
-      // Known before going upstream: an agent at its limit costs the upstream nothing.
-      if (this.ctx.perAgent.count(SessionCounter.key(agent, upstreamUser)) >= this.ctx.perAgent.limit)
-        return this.#overSessionLimit(command, username, true);
-    }
-    // After every await below the agent may have gone: what was opened is closed (shutdown closes what it finds
-    // in #upstreams; each step checks #closed too), and nothing is attached to a dead session.
-    const upstreamFailed = (reason: string): void => {
-      this.auditRow({
-        command,
-        operation: null,
-        folder: null,
-        target: null,
-        decision: "error",
-        rule: null,
-        ruleIndex: null,
-        reason,
-      });
-    };
-    let up: UpstreamSession;
-    try {
-      up = await this.#openUpstream();
-    } catch (error) {
-      if (this.#closed) return;
-      const reason = (error as Error).message;
-      this.log.warn(`session ${this.id}: ${reason}`);
-      upstreamFailed(reason);
-      throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
-    }
-    let ok: boolean;
-    try {
-      ok = await loginUpstream(up);
-    } catch (error) {
-      up.close();
-      if (this.#closed) return;
-      upstreamFailed((error as Error).message);
-      // docs/imap.md "OAuth2 accounts": the agent learns that the account needs its owner, or to come back later;
-      // never anything of the token exchange.
-      if (error instanceof AccountNeedsReauthorization)
-        throw new Refusal(
-          "NO",
-          "UNAVAILABLE",
-          `Account ${error.account} needs re-authorization by its owner (mailgator account login ${error.account})`,
-        );
-      if (error instanceof AccountTemporarilyUnavailable || error instanceof OAuthRefused)
-        throw new Refusal("NO", "UNAVAILABLE", "Upstream login temporarily unavailable; try again later");
-      throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
-    }
-    if (!ok || this.#closed) {
-      up.close();
-      if (this.#closed) return;
-      return this.#loginFailed(tag, command, username, "the upstream server refused the credentials");
-    }
-    // Counted once the login is known to be good (pass-through: per upstream login name).
-    const place = this.#closed ? null : this.ctx.perAgent.acquire(SessionCounter.key(agent, upstreamUser));
-    if (place === null) {
-      up.close();
-      if (this.#closed) return;
-      countLimitRefusal("imap", "max_sessions_per_agent");
-      return this.#overSessionLimit(command, username, agent !== null);
-    }
-    this.#releasePlace = place;
-    // The delimiter maps every name onto the rules: without upstream's own answer, no guess (a wrong one would let
-    // `Secret.Sub` past a rule on `Secret/**`); the session ends instead.
-    let delimiter: string | null | undefined;
-    let listed: Awaited<ReturnType<UpstreamSession["run"]>>;
-    try {
-      listed = await up.run({ name: "LIST", reference: "", pattern: "", selectOptions: [], returnOptions: [] }, (r) => {
-        if (r.type === "LIST") delimiter = r.delimiter;
-      });
-    } catch (error) {
-      this.#dropPlace();
-      up.close();
-      throw error;
-    }
-    if (this.#closed) return up.close();
-    if (listed.status !== "OK" || delimiter === undefined) {
-      this.#dropPlace();
-      up.close();
-      throw new UpstreamError("the upstream server did not tell its hierarchy delimiter");
-    }
-    // The login's row is on disk before the session is logged in (docs/imap.md "Audit before data"): if it cannot
-    // be written, the agent gets NO [UNAVAILABLE], stays unauthenticated, and the upstream login is closed.
-    this.user = agent ?? username;
-    try {
-      await this.auditDurable({
-        command,
-        operation: null,
-        folder: null,
-        target: null,
-        decision: "allow",
-        rule: null,
-        ruleIndex: null,
-        reason: "logged in",
-      });
-    } catch (error) {
-      this.user = null;
-      this.#dropPlace();
-      up.close();
-      throw error;
-    }
-    if (this.#closed) return up.close();
+  setUser(user: string | null): void {
+    this.user = user;
+  }
+
+  /**
+   * The login's row is on disk: the session is logged in as `o.agent` (null in pass-through mode) with `o.up`,
+   * whose hierarchy delimiter is `o.delimiter`. `o.loginUpstream` logs the auxiliary session in the same way.
+   */
+  loggedIn(o: LoggedIn): void {
+    const { tag, up, agent, upstreamUser, loginUpstream, generation, delimiter } = o;
+    const config = this.ctx.config;
     this.agent = agent;
     this.account = `${this.ctx.upstream.host}:${this.ctx.upstream.port}/${upstreamUser}`;
     const { upstream, timeouts } = this.ctx;
@@ -1037,7 +833,7 @@ export class ImapSession {
   }
 
   /** Over `max_sessions_per_agent`: a `deny` row, then `* BYE` and the connection closes (RFC 3501 §7.1.5). */
-  #overSessionLimit(command: string, username: string, vault: boolean): void {
+  overSessionLimit(command: string, username: string, vault: boolean): void {
     const limit = this.ctx.perAgent.limit;
     this.auditRow({
       command,
@@ -1056,13 +852,13 @@ export class ImapSession {
   }
 
   /** A login that fails after its place was taken gives the place back (a retried LOGIN takes a new one). */
-  #dropPlace(): void {
+  dropPlace(): void {
     this.#releasePlace?.();
     this.#releasePlace = null;
   }
 
   /** Opens an upstream connection owned by this session: closed by `shutdown` from the moment it is connected. */
-  async #openUpstream(): Promise<UpstreamSession> {
+  async openUpstream(): Promise<UpstreamSession> {
     return UpstreamSession.open(
       this.ctx.upstream,
       this.ctx.timeouts,
@@ -1077,7 +873,7 @@ export class ImapSession {
     this.#upstreams.add(up);
   }
 
-  async #loginFailed(tag: string, command: string, username: string | null, reason: string): Promise<void> {
+  async loginFailed(tag: string, command: string, username: string | null, reason: string): Promise<void> {
     this.user = null;
     if (this.#loginResult === "none") this.#loginResult = "failed";
     logLoginFailure("imap", this.conn.remoteAddress, username, reason);
@@ -1095,34 +891,6 @@ export class ImapSession {
     await Bun.sleep(delay);
     this.tagged(tag, "NO", "AUTHENTICATIONFAILED", "Authentication failed");
   }
-}
-
-/** The upstream refused a fresh access token too: a temporary failure for the agent (docs/imap.md). */
-class OAuthRefused extends Error {
-  override name = "OAuthRefused";
-}
-
-/**
- * Logs `up` in as an OAuth2 account (docs/imap.md "OAuth2 accounts"): with the current access token, and when the
- * server refuses it, once more with a fresh one (the refused token is reported, so the next one is new). Resolves
- * true; throws AccountNeedsReauthorization, AccountTemporarilyUnavailable, OAuthRefused or UpstreamError. Never
- * false: a refused token is not the agent's wrong password.
- */
-async function oauthLogin(
-  credentials: AccountCredentials,
-  account: string,
-  up: UpstreamSession,
-  setting: MechanismSetting,
-): Promise<boolean> {
-  const first = await credentials.credentialFor(account);
-  if (first.kind !== "oauth2") throw new UpstreamError(`account ${account}: expected an OAuth2 credential`);
-  if (await up.loginOAuth(first.username, first.accessToken, setting)) return true;
-  credentials.reportRejected(account, first.accessToken);
-  const second = await credentials.credentialFor(account);
-  if (second.kind !== "oauth2") throw new UpstreamError(`account ${account}: expected an OAuth2 credential`);
-  if (second.accessToken !== first.accessToken && (await up.loginOAuth(second.username, second.accessToken, setting)))
-    return true;
-  throw new OAuthRefused(`account ${account}: the upstream server refused a fresh access token`);
 }
 
 /** `accountLoginKey` of a configured account; "" when it is missing (the login refuses that case before). */

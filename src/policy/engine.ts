@@ -94,6 +94,9 @@ const NO = 0;
 const YES = 1;
 const UNKNOWN = 2;
 
+/** A rule as `Policy.candidateRules` returns it: its place, action and conditions, compiled. */
+export type CandidateRule = CompiledRule;
+
 interface CompiledRule {
   readonly index: number;
   readonly name: string;
@@ -439,6 +442,24 @@ export class Policy {
       }
     }
     return false;
+  }
+
+  /**
+   * The rules that can apply to `operation` in `folder` for `agent`, in order, up to and including the first one
+   * without message conditions (nothing after it can decide): the rules a per-message decision there can name.
+   * Folder globs are tested on `folder` as given. Empty when no rule matches the operation, agent and folder.
+   */
+  candidateRules(operation: Operation, folder: string, agent: string | null): readonly CandidateRule[] {
+    const bit = operationBit(operation);
+    const out: CompiledRule[] = [];
+    for (const rule of this.rules) {
+      if ((rule.ops & bit) === 0) continue;
+      if (rule.agents !== null && (agent === null || !rule.agents.has(agent))) continue;
+      if (rule.folders !== null && !rule.folders.some((g) => g.test(folder))) continue;
+      out.push(rule);
+      if (!hasMessageConditions(rule)) break;
+    }
+    return out;
   }
 
   /**

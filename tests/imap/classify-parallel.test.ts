@@ -7,7 +7,7 @@
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { addUser } from "../../scripts/upstreams/users.ts";
-import { CLASSIFY_CHUNK, CLASSIFY_PARALLEL_MIN } from "../../src/imap/classify.ts";
+import { CLASSIFY_CHUNK, CLASSIFY_PARALLEL_MIN } from "../../src/imap/limits.ts";
 import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { SEED_RULES } from "./filtered-fixture.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";

@@ -5,8 +5,6 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ClassificationCache } from "../../src/imap/cache.ts";
 import {
-  CLASSIFY_CHUNK,
-  CLASSIFY_PARALLEL_MIN,
   classifyMailbox,
   classifyUids,
   classifyVerdicts,
@@ -14,6 +12,7 @@ import {
   messageFilter,
   type UpstreamRunner,
 } from "../../src/imap/classify.ts";
+import { CLASSIFY_CHUNK, CLASSIFY_PARALLEL_MIN } from "../../src/imap/limits.ts";
 import type { StatusResponse, UpstreamCommand } from "../../src/imap/upstream.ts";
 import { NO_HIDING_RULE } from "../../src/imap/view.ts";
 import type { Response, Value } from "../../src/imap/wire/index.ts";

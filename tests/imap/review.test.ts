@@ -83,7 +83,7 @@ action = "allow"
 
 describe("response codes in replies to message commands", () => {
   test("codes that carry UIDs or mailbox state never pass during FETCH, SEARCH or STORE; the others do", async () => {
-    const { messageCommandCode } = await import("../../src/imap/commands/messages.ts");
+    const { messageCommandCode } = await import("../../src/imap/commands/shared.ts");
     // An upstream `* OK [UIDNEXT n]` mid-FETCH in a filtered folder would reveal that hidden mail arrived.
     expect(messageCommandCode({ known: true, name: "UIDNEXT", value: 9999 })).toBeNull();
     expect(messageCommandCode({ known: true, name: "UIDVALIDITY", value: 7 })).toBeNull();

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
-import { PROBE_TARGET_CHARS, probeTarget } from "../../src/imap/commands/messages.ts";
+import { probeTarget } from "../../src/imap/commands/shared.ts";
+import { PROBE_TARGET_CHARS } from "../../src/imap/limits.ts";
 import { SelectedMailbox } from "../../src/imap/mailbox.ts";
 import { VisibleSet } from "../../src/imap/view.ts";
 import { STAR } from "../../src/imap/wire/index.ts";

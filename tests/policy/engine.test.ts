@@ -294,6 +294,33 @@ describe("operations, shorthands, agents, order", () => {
   });
 });
 
+describe("candidateRules: the rules that can apply to an operation in a folder", () => {
+  const p = compilePolicy([
+    { name: "bot deny", action: "deny", agents: ["bot"] },
+    allow("alerts", { folders: ["INBOX"], from: ["alerts@*"], operations: ["read"] }),
+    { name: "no secrets", action: "deny", folders: ["INBOX"], subject: ["*secret*"], operations: ["read"] },
+    allow("flag", { folders: ["INBOX"], operations: ["mail:flag"] }),
+    allow("read archive", { folders: ["Archive/**"], operations: ["read"] }),
+    { name: "deny all", action: "deny" },
+    allow("never", { folders: ["INBOX"], operations: ["read"] }),
+  ]);
+  const names = (op: Parameters<typeof p.candidateRules>[0], folder: string, agent: string | null) =>
+    p.candidateRules(op, folder, agent).map((r) => r.name);
+  test("in order, up to and including the first rule without message conditions", () => {
+    expect(names("mail:read", "INBOX", "a")).toEqual(["alerts", "no secrets", "deny all"]);
+    expect(names("mail:read", "inbox", null)).toEqual(["alerts", "no secrets", "deny all"]);
+  });
+  test("the operation, the agent and the folder each leave rules out", () => {
+    expect(names("mail:flag", "INBOX", "a")).toEqual(["flag"]);
+    expect(names("mail:read", "Archive/2024", "a")).toEqual(["read archive"]);
+    expect(names("mail:read", "INBOX", "bot")).toEqual(["bot deny"]);
+    expect(names("mail:read", "Other", "a")).toEqual(["deny all"]);
+  });
+  test("empty when no rule matches", () => {
+    expect(compilePolicy([allow("x", { folders: ["X"] })]).candidateRules("mail:read", "Y", null)).toEqual([]);
+  });
+});
+
 describe("shadowed rules", () => {
   test("a rule after an unconditional rule covering its operations is shadowed", () => {
     const p = compilePolicy([

@@ -5,14 +5,13 @@
  * before the 30-minute inactivity timeout servers may apply (RFC 2177 §3).
  */
 
-import type { ImapSession } from "../session.ts";
+import { IDLE_RENEW_MS } from "../limits.ts";
 import { type FramerEvent, isIdleDone } from "../wire/index.ts";
-import { agentFetch } from "./messages.ts";
+import type { CommandOf, Session } from "./context.ts";
+import { agentFetch } from "./shared.ts";
 
-/** Renew upstream IDLE this often. */
-export const IDLE_RENEW_MS = 25 * 60 * 1000;
-
-export async function idle(s: ImapSession, tag: string): Promise<void> {
+export async function idle(s: Session, cmd: CommandOf<"IDLE">): Promise<void> {
+  const tag = cmd.tag;
   s.sendText("+ idling");
   s.flush();
   s.expectRawLine();

@@ -1,0 +1,173 @@
+/**
+ * What a command handler sees of its session (docs/imap.md "Structure"). Each file of src/imap/commands/ takes a
+ * `Session` and its parsed command, checks it, asks the rules, talks to upstream and replies; `ImapSession`
+ * (src/imap/session.ts) implements `Session` and keeps the read loop, the connection state and the dispatch table.
+ * No command file imports the session itself.
+ */
+
+import type { AccountCredentials } from "../../accounts/index.ts";
+import type { AuditEvent, AuditLog } from "../../audit/index.ts";
+import type { Config, ImapLimits } from "../../config/types.ts";
+import type { moduleLogger } from "../../log.ts";
+import type { Connection, FailureThrottle, SessionCounter, TlsIdentity, UpstreamTarget } from "../../net/index.ts";
+import type { Decision, Operation, Policy } from "../../policy/index.ts";
+import type { Quotas } from "../../quotas/index.ts";
+import type { ClassificationCache } from "../cache.ts";
+import type { FolderNames, FolderRights } from "../folders.ts";
+import type { SelectedMailbox } from "../mailbox.ts";
+import type { UpstreamSession, UpstreamTimeouts } from "../upstream.ts";
+import type { Command, FramerEvent, Response, ResponseCode } from "../wire/index.ts";
+
+/** What every session of one listener shares. */
+export interface SessionContext {
+  /** The config and policy in force now: read at each use, as a reload swaps them (docs/operations.md). */
+  readonly config: Config;
+  readonly policy: Policy;
+  /** Goes up at each reload; a session refreshes what it derived from the policy when it changes. */
+  readonly generation: number;
+  readonly audit: AuditLog;
+  /** The upstream credential of each vault-mode account (src/accounts/index.ts). */
+  readonly credentials: AccountCredentials;
+  /** reads_per_minute is charged at FETCH (docs/quotas.md). */
+  readonly quotas: Quotas;
+  readonly upstream: UpstreamTarget;
+  readonly listenTls: "tls" | "starttls" | "none";
+  readonly identity: TlsIdentity | null;
+  readonly throttle: FailureThrottle;
+  readonly timeouts: UpstreamTimeouts;
+  /** Session limits and timeouts (`[limits]`, docs/config.md). */
+  readonly limits: ImapLimits;
+  /** Logged-in sessions per agent or upstream login: `max_sessions_per_agent`. */
+  readonly perAgent: SessionCounter;
+  readonly sessions: Set<SessionHandle>;
+  /** Visible UIDs of filtered folders (docs/filtering.md); null when no rule filters messages or it is off. */
+  readonly cache: ClassificationCache | null;
+}
+
+/** What the listener does with its sessions: end them all, or judge them after a reload. */
+export interface SessionHandle {
+  /** Ends the session at once if the reload took its agent, token, account or upstream away; true then. */
+  reloaded(): boolean;
+  shutdown(): void;
+}
+
+/** One parsed command of the given name(s). */
+export type CommandOf<N extends Command["name"]> = Command & { readonly name: N };
+
+/** An audit row as a command handler writes it; the session fills in who and where. */
+export type Row = Omit<AuditEvent, "session" | "agent" | "clientAddr" | "protocol" | "configRevision" | "target"> & {
+  target?: string | null;
+};
+
+/** Connection states (RFC 3501 §3). */
+export type State = "not-authenticated" | "authenticated" | "selected" | "logout";
+
+/** The tagged status of an upstream command. */
+export type UpstreamStatus = Awaited<ReturnType<UpstreamSession["run"]>>;
+
+/** The session as a command handler uses it. */
+export interface Session {
+  readonly id: string;
+  readonly ctx: SessionContext;
+  readonly log: ReturnType<typeof moduleLogger>;
+  /** The agent left or the proxy is stopping. */
+  readonly closed: boolean;
+  state: State;
+  /** The upstream session of a logged-in agent. */
+  readonly up: UpstreamSession | null;
+  /** Name in audit rows: the agent (vault) or the upstream user (pass-through). */
+  readonly user: string | null;
+  /** Agent name for rules; null in pass-through mode. */
+  readonly agent: string | null;
+  /** The upstream account (`host:port/user`, no secret): the classification cache's key. */
+  readonly account: string;
+  readonly rights: FolderRights;
+  readonly names: FolderNames;
+  /** The selected mailbox; a command that selects or deselects sets it together with `state`. */
+  box: SelectedMailbox | null;
+
+  // Output: responses accumulate until `flush` (or the end of the current microtask) writes them as one batch.
+  send(r: Response): void;
+  sendText(line: string): void;
+  tagged(tag: string, status: "OK" | "NO" | "BAD", code: string | null, text: string): void;
+  /** A tagged reply carrying upstream's status, with `code` (the allowlisted one, or null) as its response code. */
+  taggedFrom(
+    tag: string,
+    status: { status: string; code: ResponseCode | null; text: string },
+    code: ResponseCode | null,
+  ): void;
+  flush(): void;
+  capabilities(): string[];
+
+  // Input, for commands that read more from the agent (IDLE's DONE, AUTHENTICATE's response).
+  /** The next framer event, waiting for bytes as needed; null once the session is over. */
+  nextEvent(): Promise<FramerEvent | null>;
+  /** The next line is read raw, not as a command. */
+  expectRawLine(): void;
+
+  // Upstream.
+  /** Runs an upstream command; every untagged response updates the mailbox model, then goes to `onData`. */
+  upstreamRun(
+    command: Parameters<UpstreamSession["run"]>[0],
+    onData?: ((r: Response) => void) | null,
+  ): Promise<UpstreamStatus>;
+  /** Applies an untagged response to the mailbox model; true when it was consumed. */
+  model(r: Response): boolean;
+  /** Before a tagged reply: new messages and (when `allowExpunge`) expunges reported to the agent. */
+  sync(allowExpunge: boolean): Promise<void>;
+  /** Runs `use` on a second upstream session logged in like the first (one use at a time). */
+  withAuxiliary<T>(use: (up: UpstreamSession) => Promise<T>): Promise<T>;
+
+  // Policy and audit.
+  decide(op: Operation, folder: string): Decision;
+  /** Audits a decision and throws a NO [NOPERM] refusal when it denies. */
+  require(command: string, op: Operation, folder: string, target?: string | null): Decision;
+  /** Queues a row; an accepted allow row releases the command's held output. */
+  auditRow(ev: Row): void;
+  /** Records and waits until the row is on disk: for writes, before they go upstream (docs/audit.md). */
+  auditDurable(ev: Row): Promise<void>;
+  /** Throws AuditUnavailableError while the audit log is known to be failing. */
+  requireAudit(): void;
+}
+
+/** A command's handler: replies to `cmd` (tagged reply included), or throws a Refusal or another error. */
+export type Handler<N extends Command["name"] = Command["name"]> = (s: Session, cmd: CommandOf<N>) => Promise<void>;
+
+/** A login as `ImapSession.loggedIn` completes it, once the login's audit row is on disk. */
+export interface LoggedIn {
+  readonly tag: string;
+  /** The upstream session, logged in; its hierarchy delimiter is `delimiter` (upstream's own answer). */
+  readonly up: UpstreamSession;
+  readonly delimiter: string | null;
+  /** The agent (vault mode) or null (pass-through). */
+  readonly agent: string | null;
+  readonly upstreamUser: string;
+  /** Logs another upstream session in the same way (the auxiliary session). */
+  readonly loginUpstream: (up: UpstreamSession) => Promise<boolean>;
+  /** The reload generation the login was checked against. */
+  readonly generation: number;
+}
+
+/**
+ * What LOGIN, AUTHENTICATE and STARTTLS (commands/login.ts) see besides `Session`: they change the connection
+ * itself, so they reach a little further into it. No other command uses these.
+ */
+export interface LoginSession extends Session {
+  readonly conn: Connection;
+  /** STARTTLS after its OK: the framer starts afresh, and bytes sent in clear are discarded. */
+  upgradeToTls(identity: TlsIdentity): Promise<void>;
+  /** Opens an upstream connection owned by this session: closed by `shutdown` from the moment it is connected. */
+  openUpstream(): Promise<UpstreamSession>;
+  /** Takes a place under `max_sessions_per_agent`; false when there is none (or the session ended). */
+  takePlace(key: string): boolean;
+  /** A login that fails after its place was taken gives the place back (a retried LOGIN takes a new one). */
+  dropPlace(): void;
+  /** The name audit rows carry: set just before the login's own row, cleared if that row fails. */
+  setUser(user: string | null): void;
+  /** Completes the login and replies OK (or ends the session, if a reload meanwhile took its access away). */
+  loggedIn(o: LoggedIn): void;
+  /** A failed login: audited, logged, throttled, then `NO [AUTHENTICATIONFAILED]`. */
+  loginFailed(tag: string, command: string, username: string | null, reason: string): Promise<void>;
+  /** Over `max_sessions_per_agent`: a `deny` row, then `* BYE` and the connection closes. */
+  overSessionLimit(command: string, username: string, vault: boolean): void;
+}

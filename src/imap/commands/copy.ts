@@ -1,0 +1,61 @@
+/**
+ * COPY and MOVE, plain and UID (RFC 3501 §6.4.7, RFC 6851; mail:read or mail:move at the source, mail:append at the
+ * destination): COPYUID passed on only where it cannot betray hidden messages.
+ */
+
+import { agentCopyUid } from "../filtering.ts";
+import { Refusal } from "../refusal.ts";
+import type { CommandOf, Session, UpstreamStatus } from "./context.ts";
+import { agentFetch, auditProbe, forwardUntagged, passCode, target, visibleFolder } from "./shared.ts";
+
+export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): Promise<void> {
+  const box = s.box!;
+  const p = box.policyName;
+  const command = `${cmd.uid ? "UID " : ""}${cmd.name}`;
+  if (cmd.uid) auditProbe(s, command, cmd.name === "MOVE" ? "mail:move" : "mail:read", cmd.set);
+  const uids = target(box, cmd.uid, cmd.set);
+  // Source: a copy reads the messages, a move also removes them (docs/config.md "Operations").
+  const d = s.require(command, cmd.name === "MOVE" ? "mail:move" : "mail:read", p, `${uids.length} messages`);
+  // Destination: hidden answers as nonexistent; then mail:append.
+  const dest = cmd.mailbox;
+  const dp = visibleFolder(s, command, "mail:append", dest, new Refusal("NO", "TRYCREATE", "Mailbox does not exist"));
+  const dd = s.require(command, "mail:append", dp, `${uids.length} messages`);
+  if (uids.length === 0) return s.tagged(cmd.tag, "OK", null, "No messages");
+  await s.auditDurable({
+    command,
+    operation: cmd.name === "MOVE" ? "mail:move" : "mail:read",
+    folder: p,
+    target: dp,
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: `${d.reason}; destination: ${dd.reason}`,
+    count: uids.length,
+  });
+  let tagCode = null;
+  const sets = box.upstreamSets(uids);
+  let st!: UpstreamStatus;
+  for (const set of sets) {
+    st = await s.upstreamRun({ name: cmd.name, uid: true, set, mailbox: dest }, (r) => {
+      if (r.type === "FETCH") {
+        const out = agentFetch(s, r, null);
+        if (out !== null) s.send(out);
+      } else if (r.type === "status" && r.tag === null && r.code?.known && r.code.name === "COPYUID") {
+        // MOVE's COPYUID comes untagged (RFC 6851 §4.3): the same check as the tagged one.
+        const code = agentCopyUid(s, passCode(r.code), dp);
+        if (code !== null) s.send({ ...r, code });
+      } else forwardUntagged(s, r);
+    });
+    if (st.status !== "OK") break;
+  }
+  if (st.status !== "OK" && st.code?.known && (st.code.name === "TRYCREATE" || st.code.name === "NONEXISTENT")) {
+    await s.sync(cmd.name === "MOVE" || cmd.uid);
+    throw new Refusal("NO", "TRYCREATE", "Mailbox does not exist");
+  }
+  // Split over several commands, the last COPYUID would describe only the last part: none then.
+  tagCode =
+    sets.length > 1 && st.code?.known && st.code.name === "COPYUID" ? null : agentCopyUid(s, passCode(st.code), dp);
+  // MOVE reports the moved messages as expunged (RFC 6851 §3.3).
+  await s.sync(cmd.name === "MOVE" || cmd.uid);
+  s.taggedFrom(cmd.tag, st, tagCode);
+}

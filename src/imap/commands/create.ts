@@ -1,0 +1,54 @@
+/** CREATE (RFC 3501 §6.3.3; folder:write): never in a hidden subtree nor of a hidden name (docs/protocol.md §7.15). */
+
+import { Refusal } from "../refusal.ts";
+import type { CommandOf, Session } from "./context.ts";
+import { passCode } from "./shared.ts";
+
+export async function create(s: Session, cmd: CommandOf<"CREATE">): Promise<void> {
+  // The same words as `require`'s refusal: a hidden ancestor must not be told apart from a denied name (§7.15 of
+  // docs/protocol.md).
+  const denied = new Refusal("NO", "NOPERM", "Not permitted: folder:write in this folder");
+  if (s.names.invalid(cmd.mailbox)) {
+    s.auditRow({
+      command: "CREATE",
+      operation: "folder:write",
+      folder: null,
+      target: cmd.mailbox,
+      decision: "deny",
+      rule: null,
+      ruleIndex: null,
+      reason: "invalid mailbox name",
+    });
+    throw new Refusal("NO", "CANNOT", "Invalid mailbox name");
+  }
+  const p = s.names.toPolicy(cmd.mailbox);
+  // CREATE in a hidden subtree, or of a hidden name, is refused the same way whether or not it exists
+  // (docs/protocol.md §7.15).
+  for (const a of s.names.ancestors(cmd.mailbox)) {
+    if (!s.rights.visible(s.names.toPolicy(a))) {
+      s.auditRow({
+        command: "CREATE",
+        operation: "folder:write",
+        folder: p,
+        decision: "deny",
+        rule: null,
+        ruleIndex: null,
+        reason: `parent folder ${a} is hidden`,
+      });
+      throw denied;
+    }
+  }
+  const d = s.require("CREATE", "folder:write", p);
+  await s.auditDurable({
+    command: "CREATE",
+    operation: "folder:write",
+    folder: p,
+    target: null,
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: d.reason,
+  });
+  const st = await s.upstreamRun({ name: "CREATE", mailbox: cmd.mailbox });
+  s.taggedFrom(cmd.tag, st, passCode(st.code));
+}

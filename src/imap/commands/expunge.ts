@@ -1,0 +1,39 @@
+/** EXPUNGE and UID EXPUNGE (RFC 3501 §6.4.3, RFC 4315 §2.1; mail:delete): only the agent's visible messages. */
+
+import { Refusal } from "../refusal.ts";
+import type { CommandOf, Session } from "./context.ts";
+import { auditProbe, safeExpunge } from "./shared.ts";
+
+export async function expunge(s: Session, cmd: CommandOf<"EXPUNGE">): Promise<void> {
+  const box = s.box!;
+  const p = box.policyName;
+  const command = cmd.uid ? "UID EXPUNGE" : "EXPUNGE";
+  if (cmd.set !== null) auditProbe(s, command, "mail:delete", cmd.set);
+  const d = s.require(command, "mail:delete", p);
+  if (box.readOnly) throw new Refusal("NO", "CANNOT", "Mailbox is read-only");
+  const within = cmd.set === null ? null : box.uidsFromUidSet(cmd.set);
+  await s.auditDurable({
+    command,
+    operation: "mail:delete",
+    folder: p,
+    target: null,
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: d.reason,
+  });
+  const n = await safeExpunge(s, within);
+  s.auditRow({
+    command,
+    operation: "mail:delete",
+    folder: p,
+    target: null,
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: "expunged",
+    count: n,
+  });
+  await s.sync(true);
+  s.tagged(cmd.tag, "OK", null, "Expunge completed");
+}

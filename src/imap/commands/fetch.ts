@@ -1,0 +1,122 @@
+/**
+ * FETCH and UID FETCH (RFC 3501 §6.4.5; mail:read): bodies fetched with PEEK unless the agent may set \Seen, content
+ * reads charged to reads_per_minute (docs/quotas.md), responses renumbered to the agent's view.
+ */
+
+import { Refusal } from "../refusal.ts";
+import type { FetchItem, Response } from "../wire/index.ts";
+import type { CommandOf, Session } from "./context.ts";
+import { agentFetch, auditProbe, type FetchShape, forwardUntagged, messageCommandCode, target } from "./shared.ts";
+
+const WHOLE = { part: [], text: "", fields: [] } as const;
+
+const TEXT = { part: [], text: "TEXT", fields: [] } as const;
+
+/**
+ * FETCH items that return a message's content, counted by reads_per_minute (docs/quotas.md "What is counted"):
+ * BODY[...] and BODY.PEEK[...] (any section, headers included), BINARY[...], RFC822, RFC822.HEADER and RFC822.TEXT.
+ * ENVELOPE, BODYSTRUCTURE, FLAGS, sizes and dates are a listing, not a read.
+ */
+function readsContent(item: FetchItem): boolean {
+  return (
+    item.type === "BODY[]" ||
+    item.type === "BINARY[]" ||
+    item.type === "RFC822" ||
+    item.type === "RFC822.HEADER" ||
+    item.type === "RFC822.TEXT"
+  );
+}
+
+/**
+ * Charges `messages` reads (each message of the set the agent can see, once per FETCH) before anything is fetched;
+ * over reads_per_minute the whole FETCH is refused with NO [LIMIT] (RFC 5530) and a deny row.
+ */
+function chargeReads(s: Session, command: string, folder: string, messages: number): void {
+  if (messages === 0) return;
+  const charged = s.ctx.quotas.chargeReads(s.user, messages);
+  if (charged.ok) return;
+  const over = charged.exceeded;
+  s.auditRow({
+    command,
+    operation: "mail:read",
+    folder,
+    target: null,
+    decision: over === null ? "error" : "deny",
+    rule: null,
+    ruleIndex: null,
+    reason: charged.message,
+    count: messages,
+    ...(over === null ? {} : { detail: { quota: over.quota, limit: over.limit, max: over.max } }),
+  });
+  if (over === null) throw new Refusal("NO", "UNAVAILABLE", "Quota state unavailable; try again later");
+  const text = charged.message.charAt(0).toUpperCase() + charged.message.slice(1);
+  throw new Refusal("NO", "LIMIT", `${text}; nothing was fetched`);
+}
+
+export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> {
+  const box = s.box!;
+  const p = box.policyName;
+  if (cmd.uid) auditProbe(s, "UID FETCH", "mail:read", cmd.set);
+  const d = s.require(cmd.name, "mail:read", p);
+  const uids = target(box, cmd.uid, cmd.set);
+  // Without mail:flag, reading must not set \Seen (RFC 3501 §6.4.5, docs/config.md "Operations"): PEEK upstream.
+  const peekOnly = box.readOnly || !s.rights.may("mail:flag", p);
+  let uidAsked = cmd.uid;
+  let rfc822 = false;
+  let rfc822Text = false;
+  let bodyWhole = false;
+  let bodyText = false;
+  const items: FetchItem[] = [];
+  for (const item of cmd.items) {
+    if (item.type === "UID") uidAsked = true;
+    if (item.type === "BODY[]" && item.partial === null && item.section.part.length === 0) {
+      if (item.section.text === "") bodyWhole = true;
+      if (item.section.text === "TEXT") bodyText = true;
+    }
+    if (!peekOnly) {
+      items.push(item);
+      continue;
+    }
+    if (item.type === "RFC822") {
+      rfc822 = true;
+      items.push({ type: "BODY[]", peek: true, section: WHOLE, partial: null });
+    } else if (item.type === "RFC822.TEXT") {
+      rfc822Text = true;
+      items.push({ type: "BODY[]", peek: true, section: TEXT, partial: null });
+    } else if ((item.type === "BODY[]" || item.type === "BINARY[]") && !item.peek) {
+      items.push({ ...item, peek: true });
+    } else {
+      items.push(item);
+    }
+  }
+  if (!cmd.items.some((i) => i.type === "UID")) items.push({ type: "UID" });
+  if (cmd.items.some(readsContent)) chargeReads(s, cmd.uid ? "UID FETCH" : "FETCH", p, uids.length);
+  const shape: FetchShape = { uid: uidAsked, rfc822, rfc822Text, bodyWhole, bodyText };
+  s.auditRow({
+    command: cmd.uid ? "UID FETCH" : "FETCH",
+    operation: "mail:read",
+    folder: p,
+    target: null,
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: peekOnly ? `${d.reason}; bodies fetched with PEEK` : d.reason,
+    count: uids.length,
+  });
+  const onData = (r: Response) => {
+    if (r.type === "FETCH") {
+      const out = agentFetch(s, r, shape);
+      if (out !== null) s.send(out);
+    } else forwardUntagged(s, r);
+  };
+  // One upstream command per UPSTREAM_SET_RANGES ranges (a filtered folder's UIDs are scattered).
+  for (const set of uids.length > 0 ? box.upstreamSets(uids) : []) {
+    const st = await s.upstreamRun({ name: "FETCH", uid: true, set, items, macro: null }, onData);
+    if (st.status !== "OK") {
+      await s.sync(cmd.uid);
+      return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));
+    }
+  }
+  await s.sync(cmd.uid);
+  s.tagged(cmd.tag, "OK", null, "Fetch completed");
+}

@@ -1,0 +1,230 @@
+/**
+ * LOGIN (RFC 3501 §6.2.3), AUTHENTICATE PLAIN (RFC 4616, with SASL-IR, RFC 4959) and STARTTLS (§6.2.1): an agent
+ * token (vault mode) or the upstream login itself (pass-through) checked, the upstream session opened and logged in,
+ * the login audited durably before the session is logged in (docs/imap.md "Audit before data"), and OAuth2
+ * accounts logged in with their access token (docs/imap.md "OAuth2 accounts").
+ */
+
+import {
+  type AccountCredentials,
+  AccountNeedsReauthorization,
+  AccountTemporarilyUnavailable,
+} from "../../accounts/index.ts";
+import { countLimitRefusal } from "../../admin/metrics.ts";
+import { ipAllowed, SessionCounter, UpstreamError } from "../../net/index.ts";
+import type { MechanismSetting } from "../../net/sasl.ts";
+import { verifyToken } from "../../vault/token.ts";
+import { Refusal } from "../refusal.ts";
+import type { UpstreamSession } from "../upstream.ts";
+import { parseAuthenticateLine } from "../wire/index.ts";
+import type { CommandOf, LoginSession } from "./context.ts";
+
+export async function startTls(s: LoginSession, cmd: CommandOf<"STARTTLS">): Promise<void> {
+  const identity = s.ctx.identity;
+  if (s.ctx.listenTls !== "starttls" || s.conn.secure || identity === null) {
+    throw new Refusal("BAD", null, "STARTTLS is not available");
+  }
+  s.tagged(cmd.tag, "OK", null, "Begin TLS negotiation now");
+  s.flush();
+  await s.upgradeToTls(identity);
+}
+
+export async function login(s: LoginSession, cmd: CommandOf<"LOGIN">): Promise<void> {
+  return loginAs(s, cmd.tag, "LOGIN", cmd.username, cmd.password);
+}
+
+export async function authenticate(s: LoginSession, cmd: CommandOf<"AUTHENTICATE">): Promise<void> {
+  const { tag, mechanism } = cmd;
+  const initial = cmd.initialResponse;
+  if (mechanism !== "PLAIN") throw new Refusal("NO", "CANNOT", "Only AUTHENTICATE PLAIN is supported");
+  let data = initial;
+  if (data === null) {
+    s.sendText("+ ");
+    s.flush();
+    s.expectRawLine();
+    const ev = await s.nextEvent();
+    if (ev === null) return;
+    if (ev.kind !== "line") throw new Refusal("BAD", null, "Expected a SASL response");
+    const line = parseAuthenticateLine(ev.line);
+    if (!line.ok) throw new Refusal("BAD", null, "Invalid SASL response");
+    if (line.value.cancel) throw new Refusal("BAD", null, "AUTHENTICATE cancelled");
+    data = line.value.data;
+  }
+  // RFC 4616: [authzid] NUL authcid NUL passwd.
+  const text = new TextDecoder().decode(data);
+  const parts = text.split("\0");
+  if (parts.length !== 3 || (parts[0] !== "" && parts[0] !== parts[1])) {
+    return s.loginFailed(
+      tag,
+      "AUTHENTICATE",
+      parts[1] ?? null,
+      "malformed PLAIN response or a different authorization identity",
+    );
+  }
+  return loginAs(s, tag, "AUTHENTICATE", parts[1]!, parts[2]!);
+}
+
+async function loginAs(
+  s: LoginSession,
+  tag: string,
+  command: string,
+  username: string,
+  password: string,
+): Promise<void> {
+  if (s.ctx.listenTls === "starttls" && !s.conn.secure) {
+    throw new Refusal("NO", "PRIVACYREQUIRED", "Use STARTTLS first");
+  }
+  // A login that could not be audited is refused anyway (below): no upstream login for nothing.
+  s.requireAudit();
+  const { config, generation } = s.ctx;
+  let upstreamUser = username;
+  let loginUpstream = (up: UpstreamSession) => up.login(username, password);
+  let agent: string | null = null;
+  if (config.agents.length > 0) {
+    const found = config.agents.find((a) => a.name === username);
+    // Verify even for an unknown name, so the timing does not tell names apart.
+    const tokenOk = verifyToken(password, found?.tokenHash ?? "sha256:" + "0".repeat(64)) && found !== undefined;
+    if (!tokenOk || found === undefined) return s.loginFailed(tag, command, username, "unknown agent or wrong token");
+    if (!ipAllowed(s.conn.remoteAddress, found.allowedIps))
+      return s.loginFailed(tag, command, username, "client address not in allowed_ips");
+    const account = config.accounts[found.account];
+    if (account === undefined)
+      return s.loginFailed(tag, command, username, `account ${found.account} is not configured`);
+    upstreamUser = account.username;
+    if (account.auth === "oauth2") {
+      const setting = account.oauth2.saslMechanism;
+      loginUpstream = (up) => oauthLogin(s.ctx.credentials, account.name, up, setting);
+    } else {
+      const secret = account.password;
+      loginUpstream = (up) => up.login(account.username, secret.reveal());
+    }
+    agent = found.name;
+    // Known before going upstream: an agent at its limit costs the upstream nothing.
+    if (s.ctx.perAgent.count(SessionCounter.key(agent, upstreamUser)) >= s.ctx.perAgent.limit)
+      return s.overSessionLimit(command, username, true);
+  }
+  // After every await below the agent may have gone: what was opened is closed (shutdown closes what it finds
+  // in #upstreams; each step checks #closed too), and nothing is attached to a dead session.
+  const upstreamFailed = (reason: string): void => {
+    s.auditRow({
+      command,
+      operation: null,
+      folder: null,
+      target: null,
+      decision: "error",
+      rule: null,
+      ruleIndex: null,
+      reason,
+    });
+  };
+  let up: UpstreamSession;
+  try {
+    up = await s.openUpstream();
+  } catch (error) {
+    if (s.closed) return;
+    const reason = (error as Error).message;
+    s.log.warn(`session ${s.id}: ${reason}`);
+    upstreamFailed(reason);
+    throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
+  }
+  let ok: boolean;
+  try {
+    ok = await loginUpstream(up);
+  } catch (error) {
+    up.close();
+    if (s.closed) return;
+    upstreamFailed((error as Error).message);
+    // docs/imap.md "OAuth2 accounts": the agent learns that the account needs its owner, or to come back later;
+    // never anything of the token exchange.
+    if (error instanceof AccountNeedsReauthorization)
+      throw new Refusal(
+        "NO",
+        "UNAVAILABLE",
+        `Account ${error.account} needs re-authorization by its owner (mailgator account login ${error.account})`,
+      );
+    if (error instanceof AccountTemporarilyUnavailable || error instanceof OAuthRefused)
+      throw new Refusal("NO", "UNAVAILABLE", "Upstream login temporarily unavailable; try again later");
+    throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
+  }
+  if (!ok || s.closed) {
+    up.close();
+    if (s.closed) return;
+    return s.loginFailed(tag, command, username, "the upstream server refused the credentials");
+  }
+  // Counted once the login is known to be good (pass-through: per upstream login name).
+  if (!s.takePlace(SessionCounter.key(agent, upstreamUser))) {
+    up.close();
+    if (s.closed) return;
+    countLimitRefusal("imap", "max_sessions_per_agent");
+    return s.overSessionLimit(command, username, agent !== null);
+  }
+  // The delimiter maps every name onto the rules: without upstream's own answer, no guess (a wrong one would let
+  // `Secret.Sub` past a rule on `Secret/**`); the session ends instead.
+  let delimiter: string | null | undefined;
+  let listed: Awaited<ReturnType<UpstreamSession["run"]>>;
+  try {
+    listed = await up.run({ name: "LIST", reference: "", pattern: "", selectOptions: [], returnOptions: [] }, (r) => {
+      if (r.type === "LIST") delimiter = r.delimiter;
+    });
+  } catch (error) {
+    s.dropPlace();
+    up.close();
+    throw error;
+  }
+  if (s.closed) return up.close();
+  if (listed.status !== "OK" || delimiter === undefined) {
+    s.dropPlace();
+    up.close();
+    throw new UpstreamError("the upstream server did not tell its hierarchy delimiter");
+  }
+  // The login's row is on disk before the session is logged in (docs/imap.md "Audit before data"): if it cannot
+  // be written, the agent gets NO [UNAVAILABLE], stays unauthenticated, and the upstream login is closed.
+  s.setUser(agent ?? username);
+  try {
+    await s.auditDurable({
+      command,
+      operation: null,
+      folder: null,
+      target: null,
+      decision: "allow",
+      rule: null,
+      ruleIndex: null,
+      reason: "logged in",
+    });
+  } catch (error) {
+    s.setUser(null);
+    s.dropPlace();
+    up.close();
+    throw error;
+  }
+  if (s.closed) return up.close();
+  s.loggedIn({ tag, up, agent, upstreamUser, loginUpstream, generation, delimiter });
+}
+
+/** The upstream refused a fresh access token too: a temporary failure for the agent (docs/imap.md). */
+class OAuthRefused extends Error {
+  override name = "OAuthRefused";
+}
+
+/**
+ * Logs `up` in as an OAuth2 account (docs/imap.md "OAuth2 accounts"): with the current access token, and when the
+ * server refuses it, once more with a fresh one (the refused token is reported, so the next one is new). Resolves
+ * true; throws AccountNeedsReauthorization, AccountTemporarilyUnavailable, OAuthRefused or UpstreamError. Never
+ * false: a refused token is not the agent's wrong password.
+ */
+async function oauthLogin(
+  credentials: AccountCredentials,
+  account: string,
+  up: UpstreamSession,
+  setting: MechanismSetting,
+): Promise<boolean> {
+  const first = await credentials.credentialFor(account);
+  if (first.kind !== "oauth2") throw new UpstreamError(`account ${account}: expected an OAuth2 credential`);
+  if (await up.loginOAuth(first.username, first.accessToken, setting)) return true;
+  credentials.reportRejected(account, first.accessToken);
+  const second = await credentials.credentialFor(account);
+  if (second.kind !== "oauth2") throw new UpstreamError(`account ${account}: expected an OAuth2 credential`);
+  if (second.accessToken !== first.accessToken && (await up.loginOAuth(second.username, second.accessToken, setting)))
+    return true;
+  throw new OAuthRefused(`account ${account}: the upstream server refused a fresh access token`);
+}

@@ -1,0 +1,157 @@
+/**
+ * SELECT and EXAMINE (RFC 3501 §6.3.1, §6.3.2; folder:read): upstream's mailbox opened read-only unless the agent
+ * may change something there, a filtered folder classified before the agent hears of any message, and the untagged
+ * data rewritten to the agent's view (docs/protocol.md §3).
+ */
+
+import { messageFilter } from "../classify.ts";
+import { openFiltered, SYSTEM_FLAGS, searchUids, sessionRunner, withoutKeywords } from "../filtering.ts";
+import { SelectedMailbox } from "../mailbox.ts";
+import { Refusal } from "../refusal.ts";
+import type { Response } from "../wire/index.ts";
+import type { CommandOf, Session } from "./context.ts";
+import { deselect, upstreamStatus, visibleFolder } from "./shared.ts";
+
+/** Flags the agent may set in this folder, for PERMANENTFLAGS. */
+function permittedFlags(s: Session, p: string, flags: readonly string[]): string[] {
+  const flag = s.rights.may("mail:flag", p);
+  const del = s.rights.may("mail:delete", p);
+  return flags.filter((f) => (f.toUpperCase() === "\\DELETED" ? del : flag));
+}
+
+export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): Promise<void> {
+  let p: string;
+  try {
+    s.requireAudit();
+    p = visibleFolder(s, cmd.name, "folder:read", cmd.mailbox);
+    s.require(cmd.name, "folder:read", p);
+  } catch (refusal) {
+    // A failed SELECT deselects (RFC 3501 §6.3.1): upstream too.
+    await deselect(s);
+    throw refusal;
+  }
+  const d = s.decide("folder:read", p);
+  // Open upstream read-only unless the agent may change something here: EXAMINE keeps \Recent (RFC 3501 §6.3.2,
+  // docs/protocol.md §1).
+  const mayChange = s.rights.may("mail:flag", p) || s.rights.may("mail:delete", p) || s.rights.may("mail:move", p);
+  const readOnly = cmd.name === "EXAMINE" || !mayChange;
+  s.box = null;
+  s.state = "authenticated";
+  const held: Response[] = [];
+  let exists = 0;
+  let uidValidity = 0;
+  // No mailbox is modelled yet: every untagged reply is held and rewritten below.
+  const st = await s.up!.run({ name: readOnly ? "EXAMINE" : "SELECT", mailbox: cmd.mailbox }, (r) => {
+    if (r.type === "EXISTS") exists = r.n;
+    if (r.type === "status" && r.code?.known && r.code.name === "UIDVALIDITY") uidValidity = r.code.value;
+    held.push(r);
+  });
+  if (st.status !== "OK") {
+    s.auditRow({
+      command: cmd.name,
+      operation: "folder:read",
+      folder: p,
+      decision: "allow",
+      rule: d.rule,
+      ruleIndex: d.ruleIndex,
+      reason: `${d.reason}; upstream: ${st.text}`,
+    });
+    return upstreamStatus(s, cmd.tag, st, true);
+  }
+  const uids: number[] = [];
+  await s.upstreamRun(
+    { name: "SEARCH", uid: true, returnOptions: null, charset: null, criteria: [{ key: "ALL" }] },
+    (r) => {
+      if (r.type === "SEARCH") for (const n of r.numbers) uids.push(n);
+    },
+  );
+  uids.sort((a, b) => a - b);
+  const filter = messageFilter(s.ctx.policy, p, s.agent);
+  let box: SelectedMailbox;
+  if (filter === null) {
+    box = new SelectedMailbox(cmd.mailbox, p, readOnly, uids);
+    if (uids.length < exists) box.onExists(exists);
+  } else {
+    try {
+      box = await openFiltered(s, { name: cmd.mailbox, policyName: p, readOnly, uids, exists, uidValidity, filter });
+    } catch (error) {
+      // Nothing may be shown that was not classified: the SELECT fails, and deselects upstream too (§6.3.1).
+      s.auditRow({
+        command: cmd.name,
+        operation: "mail:read",
+        folder: p,
+        decision: "error",
+        rule: d.rule,
+        ruleIndex: d.ruleIndex,
+        reason: `classification failed: ${(error as Error).message}`,
+      });
+      // An upstream that failed with BYE (Dovecot's default on a failed FETCH) is gone, and the session ends with
+      // it; UNSELECT can only fail then, and the refusal below is its one answer (no second audit row).
+      await s.upstreamRun({ name: "UNSELECT" }).catch(() => {});
+      throw new Refusal("NO", "UNAVAILABLE", "The mailbox could not be filtered; try again later");
+    }
+  }
+  // The allow row before anything of the mailbox reaches the agent (docs/imap.md "Audit before data"); a SELECT
+  // that cannot be audited fails, and deselects upstream too.
+  try {
+    s.auditRow({
+      command: cmd.name,
+      operation: "folder:read",
+      folder: p,
+      decision: "allow",
+      rule: d.rule,
+      ruleIndex: d.ruleIndex,
+      reason: d.reason,
+      count: box.agentCount,
+      hiddenCount: box.upstreamCount - box.agentCount,
+    });
+  } catch (error) {
+    await s.upstreamRun({ name: "UNSELECT" }).catch(() => {});
+    throw error;
+  }
+  s.box = box;
+  s.state = "selected";
+  await s.sync(true);
+  const filtered = box.visible !== null;
+  // In a filtered folder RECENT and UNSEEN are computed over the visible messages (docs/protocol.md §3).
+  const unseenSeq = filtered ? box.firstAgentSeqAmong(await searchUids(sessionRunner(s), "UNSEEN")) : 0;
+  for (const r of held) {
+    switch (r.type) {
+      case "FLAGS":
+        s.send(filtered ? { ...r, flags: [...SYSTEM_FLAGS] } : r);
+        break;
+      case "EXISTS":
+        s.sendText(`* ${box.agentCount} EXISTS`);
+        break;
+      case "RECENT":
+        if (filtered) s.sendText(`* ${box.countKnown(await searchUids(sessionRunner(s), "RECENT"))} RECENT`);
+        else s.send(r);
+        break;
+      case "status": {
+        const code = r.code;
+        if (code === null || !code.known) break;
+        if (code.name === "PERMANENTFLAGS") {
+          const flags = permittedFlags(s, p, code.flags);
+          s.send({ ...r, code: { ...code, flags: filtered ? withoutKeywords(flags) : flags } });
+        } else if (code.name === "UNSEEN") {
+          const k = filtered ? unseenSeq : box.agentSeqOf(box.uidOf(code.value));
+          if (k > 0) s.send({ ...r, code: { ...code, value: k } });
+        } else if (code.name === "UIDNEXT") {
+          s.send(filtered ? { ...r, code: { ...code, value: box.uidNext(code.value) } } : r);
+        } else if (code.name === "UIDVALIDITY") {
+          s.send(r);
+        }
+        break;
+      }
+    }
+  }
+  // Dovecot sends UNSEEN only when some message is unseen; a filtered folder's first unseen may be visible anyway.
+  if (
+    filtered &&
+    unseenSeq > 0 &&
+    !held.some((r) => r.type === "status" && r.code?.known && r.code.name === "UNSEEN")
+  ) {
+    s.sendText(`* OK [UNSEEN ${unseenSeq}] First unseen`);
+  }
+  s.tagged(cmd.tag, "OK", readOnly ? "READ-ONLY" : "READ-WRITE", `${cmd.name} completed`);
+}

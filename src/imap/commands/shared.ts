@@ -1,0 +1,265 @@
+/**
+ * Helpers shared by the command handlers of this folder: the hidden-folder check and upstream's status as the
+ * proxy's own (a hidden folder answers exactly as a nonexistent one, docs/protocol.md §0.5), the UIDs a message
+ * command addresses and the audit of probes for hidden ones (docs/filtering.md "Probes"), FETCH responses
+ * renumbered for the agent, the response codes the agent may see, and the safe expunge.
+ */
+
+import type { Operation } from "../../policy/index.ts";
+import { PASSED_CODES } from "../capabilities.ts";
+import { PROBE_TARGET_CHARS } from "../limits.ts";
+import type { SelectedMailbox } from "../mailbox.ts";
+import { Refusal } from "../refusal.ts";
+import { NO_HIDING_RULE } from "../view.ts";
+import type { FetchAttr, Response, ResponseCode, SeqSet } from "../wire/index.ts";
+import type { Session } from "./context.ts";
+
+export const NONEXISTENT = new Refusal("NO", "NONEXISTENT", "Mailbox does not exist");
+
+export const TRYCREATE = new Refusal("NO", "TRYCREATE", "Mailbox does not exist");
+
+/** Upstream response codes the agent may see. */
+export function passCode(code: ResponseCode | null): ResponseCode | null {
+  return code?.known && PASSED_CODES.has(code.name) ? code : null;
+}
+
+/**
+ * A hidden or invalid name is refused as nonexistent, and the refusal audited with the rule that hides the
+ * folder; returns the policy name otherwise.
+ */
+export function visibleFolder(s: Session, command: string, op: Operation, name: string, refusal = NONEXISTENT): string {
+  if (s.names.invalid(name)) {
+    s.auditRow({
+      command,
+      operation: op,
+      folder: null,
+      target: name,
+      decision: "deny",
+      rule: null,
+      ruleIndex: null,
+      reason: "invalid mailbox name (.., empty level, trailing delimiter, # or ~ namespace)",
+    });
+    throw refusal;
+  }
+  const p = s.names.toPolicy(name);
+  if (!s.rights.visible(p)) {
+    const d = s.decide(op, p);
+    s.auditRow({
+      command,
+      operation: op,
+      folder: p,
+      decision: "deny",
+      rule: d.rule,
+      ruleIndex: d.ruleIndex,
+      reason: `hidden folder; ${d.reason}`,
+    });
+    throw refusal;
+  }
+  return p;
+}
+
+/**
+ * Upstream's "no such mailbox" becomes the proxy's own reply, so it cannot differ from a hidden folder's. With
+ * `uncodedIsMissing` (SELECT, EXAMINE, STATUS, SUBSCRIBE), a NO without a response code counts as "no such
+ * mailbox" too: Dovecot answers those for an absent name with `NO Mailbox doesn't exist: NAME (timings)` and no code.
+ */
+export function upstreamStatus(
+  s: Session,
+  tag: string,
+  st: { status: string; code: ResponseCode | null; text: string },
+  uncodedIsMissing = false,
+): void {
+  if (st.status !== "OK" && st.code?.known && (st.code.name === "NONEXISTENT" || st.code.name === "TRYCREATE")) {
+    throw st.code.name === "TRYCREATE" ? TRYCREATE : NONEXISTENT;
+  }
+  if (st.status === "NO" && st.code === null && uncodedIsMissing) throw NONEXISTENT;
+  s.taggedFrom(tag, st, passCode(st.code));
+}
+
+export async function deselect(s: Session): Promise<void> {
+  if (s.box === null) return;
+  s.box = null;
+  s.state = "authenticated";
+  await s.upstreamRun({ name: "UNSELECT" });
+}
+
+/** Names below `name` upstream (hidden ones included: they decide whether DELETE or RENAME is safe). */
+export async function children(s: Session, name: string): Promise<string[]> {
+  const d = s.names.delimiter;
+  if (d === null) return [];
+  const out: string[] = [];
+  await s.upstreamRun(
+    { name: "LIST", reference: "", pattern: `${name}${d}*`, selectOptions: [], returnOptions: [] },
+    (r) => {
+      if (r.type === "LIST") out.push(r.mailbox ?? "\0invalid");
+    },
+  );
+  return out;
+}
+
+/** The UIDs a command addresses, or a BAD refusal for a sequence number out of range (as Dovecot answers). */
+export function target(box: SelectedMailbox, uid: boolean, set: SeqSet): number[] {
+  if (uid) return box.uidsFromUidSet(set);
+  const uids = box.uidsFromSeqSet(set);
+  if (uids === null) throw new Refusal("BAD", null, "Invalid messageset");
+  return uids;
+}
+
+/**
+ * A UID command that names messages hidden from the agent (docs/filtering.md "Probes", `hiddenNamed`) gets one
+ * `deny` row: `hiddenCount` how many, `target` which, and the rule that hid the lowest of them (the reason names
+ * the others' rules too). Nothing changes for the agent: hidden UIDs were cut from the command, and it gets the
+ * reply a nonexistent UID gets. Sequence numbers are positions among the messages the agent sees: they cannot
+ * name a hidden one.
+ */
+export function auditProbe(s: Session, command: string, operation: string, set: SeqSet): void {
+  const box = s.box!;
+  const named = box.hiddenNamed(set);
+  const n = named.uids.length;
+  if (n === 0) return;
+  const rules = box.filter?.rules ?? [];
+  const ruleAt = (slot: number) => (slot === NO_HIDING_RULE ? null : (rules[slot] ?? null));
+  const describe = (slot: number) => {
+    const r = ruleAt(slot);
+    return r === null
+      ? "no rule (the default deny, or a field that could not be read)"
+      : `rule ${r.index + 1} "${r.name}"`;
+  };
+  const bySlot = new Map<number, number>();
+  for (const slot of named.slots) bySlot.set(slot, (bySlot.get(slot) ?? 0) + 1);
+  const first = named.slots[0]!;
+  let reason = `${n} hidden message${n === 1 ? "" : "s"} named, answered as nonexistent; hidden by ${describe(first)}`;
+  if (bySlot.size > 1) {
+    reason += ` (${bySlot.get(first)} of them)`;
+    for (const [slot, count] of bySlot) if (slot !== first) reason += `; ${count} by ${describe(slot)}`;
+  }
+  const rule = ruleAt(first);
+  s.auditRow({
+    command,
+    operation,
+    folder: box.policyName,
+    target: probeTarget(named.uids),
+    decision: "deny",
+    rule: rule?.name ?? null,
+    ruleIndex: rule?.index ?? null,
+    reason,
+    count: 0,
+    hiddenCount: n,
+  });
+}
+
+/**
+ * `UIDs 4,7:9` for ascending UIDs (consecutive numbers as ranges): at most PROBE_TARGET_CHARS characters, then `…`
+ * when some did not fit.
+ */
+export function probeTarget(uids: readonly number[]): string {
+  let out = uids.length === 1 ? "UID " : "UIDs ";
+  let i = 0;
+  while (i < uids.length) {
+    let j = i;
+    while (j + 1 < uids.length && uids[j + 1] === uids[j]! + 1) j++;
+    const part = (i === 0 ? "" : ",") + (i === j ? String(uids[i]) : `${uids[i]}:${uids[j]}`);
+    if (out.length + part.length > PROBE_TARGET_CHARS) return `${out}…`;
+    out += part;
+    i = j + 1;
+  }
+  return out;
+}
+
+export interface FetchShape {
+  /** The agent asked for UID (or used UID FETCH). */
+  readonly uid: boolean;
+  /** RFC822 was sent upstream as BODY.PEEK[] and is renamed back. */
+  readonly rfc822: boolean;
+  readonly rfc822Text: boolean;
+  /** The agent also asked for BODY[] / BODY[TEXT] itself. */
+  readonly bodyWhole: boolean;
+  readonly bodyText: boolean;
+}
+
+export function isSection(a: FetchAttr, text: "" | "TEXT"): boolean {
+  return a.name === "BODY[]" && a.origin === null && a.section.part.length === 0 && a.section.text === text;
+}
+
+/** Re-numbers one upstream FETCH for the agent; null when it concerns a message the agent does not know. */
+export function agentFetch(
+  s: Session,
+  r: Extract<Response, { type: "FETCH" }>,
+  shape: FetchShape | null,
+): Response | null {
+  const box = s.box;
+  if (box === null) return null;
+  let uid = box.uidOf(r.seq);
+  for (const a of r.attrs) if (a.name === "UID") uid = a.value;
+  if (uid === 0) return null;
+  const seq = box.agentSeqOf(uid);
+  if (seq === 0) return null;
+  const attrs: FetchAttr[] = [];
+  for (const a of r.attrs) {
+    switch (a.name) {
+      case "unknown":
+        continue; // MODSEQ, X-GM-*, ...: never passed on (docs/protocol.md §2)
+      case "UID":
+        if (shape === null || shape.uid) attrs.push(a);
+        continue;
+      case "BODY[]":
+        if (shape?.rfc822 && isSection(a, "")) {
+          attrs.push({ name: "RFC822", data: a.data });
+          if (!shape.bodyWhole) continue;
+        } else if (shape?.rfc822Text && isSection(a, "TEXT")) {
+          attrs.push({ name: "RFC822.TEXT", data: a.data });
+          if (!shape.bodyText) continue;
+        }
+        attrs.push(a);
+        continue;
+      default:
+        attrs.push(a);
+    }
+  }
+  if (attrs.length === 0) return null;
+  return { type: "FETCH", seq, attrs };
+}
+
+/**
+ * Codes that carry UIDs or mailbox state. SELECT and COPY/MOVE/APPEND pass them on deliberately, remapped to
+ * the agent's view; anywhere else (FETCH, SEARCH, STORE, EXPUNGE, and untagged data during any command) a real
+ * UIDNEXT or COPYUID of a filtered folder would reveal hidden messages, so they are dropped.
+ */
+export const MAILBOX_STATE_CODES: ReadonlySet<string> = new Set(["UIDNEXT", "UIDVALIDITY", "COPYUID", "APPENDUID"]);
+
+/** An upstream response code the agent may see in the reply to a message command (FETCH, SEARCH, STORE...). */
+export function messageCommandCode(code: ResponseCode | null): ResponseCode | null {
+  const passed = passCode(code);
+  return passed !== null && MAILBOX_STATE_CODES.has(passed.name) ? null : passed;
+}
+
+/** Other untagged data during a command: flag changes and allowlisted status codes. */
+export function forwardUntagged(s: Session, r: Response): void {
+  // A filtered folder's FLAGS stay the system flags: a new keyword may come from a hidden message.
+  if (r.type === "FLAGS") {
+    if (s.box?.visible == null) s.send(r);
+  } else if (r.type === "status" && r.tag === null && (r.status === "OK" || r.status === "NO")) {
+    const code = messageCommandCode(r.code);
+    if (code !== null) s.send({ ...r, code });
+  }
+}
+
+/** `UID EXPUNGE` of the agent's own visible `\Deleted` messages, never a bare EXPUNGE (docs/protocol.md §1). */
+export async function safeExpunge(s: Session, within: readonly number[] | null): Promise<number> {
+  const box = s.box!;
+  const deleted: number[] = [];
+  await s.upstreamRun(
+    { name: "SEARCH", uid: true, returnOptions: null, charset: null, criteria: [{ key: "DELETED" }] },
+    (r) => {
+      if (r.type === "SEARCH") for (const n of r.numbers) deleted.push(n);
+    },
+  );
+  const allowed = new Set(within ?? box.allUids());
+  const mine = deleted.filter((u) => allowed.has(u) && box.agentSeqOf(u) > 0).sort((a, b) => a - b);
+  if (mine.length === 0) return 0;
+  for (const set of box.upstreamSets(mine)) {
+    const st = await s.upstreamRun({ name: "EXPUNGE", uid: true, set });
+    if (st.status !== "OK") throw new Refusal("NO", null, st.text);
+  }
+  return mine.length;
+}

@@ -1,0 +1,45 @@
+/** STATUS (RFC 3501 §6.3.10; folder:read): in a filtered folder, counts over the visible messages only. */
+
+import { messageFilter } from "../classify.ts";
+import { filteredStatus } from "../filtering.ts";
+import { Refusal } from "../refusal.ts";
+import type { CommandOf, Session } from "./context.ts";
+import { upstreamStatus, visibleFolder } from "./shared.ts";
+
+export async function status(s: Session, cmd: CommandOf<"STATUS">): Promise<void> {
+  const p = visibleFolder(s, "STATUS", "folder:read", cmd.mailbox);
+  const d = s.require("STATUS", "folder:read", p);
+  // STATUS=SIZE and rev2's DELETED are not advertised (docs/protocol.md §2).
+  if (cmd.items.some((i) => i === "SIZE" || i === "DELETED")) throw new Refusal("BAD", null, "Unsupported STATUS item");
+  const filter = messageFilter(s.ctx.policy, p, s.agent);
+  if (filter !== null) {
+    // A filtered folder: counts over visible messages only (docs/protocol.md §7.8).
+    const counted = await filteredStatus(s, cmd.mailbox, cmd.items, filter);
+    s.auditRow({
+      command: "STATUS",
+      operation: "folder:read",
+      folder: p,
+      decision: "allow",
+      rule: d.rule,
+      ruleIndex: d.ruleIndex,
+      reason: d.reason,
+      count: counted.visible,
+      hiddenCount: counted.hidden,
+    });
+    s.send({ type: "STATUS", raw: "", mailbox: cmd.mailbox, items: counted.items });
+    return s.tagged(cmd.tag, "OK", null, "Status completed");
+  }
+  s.auditRow({
+    command: "STATUS",
+    operation: "folder:read",
+    folder: p,
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: d.reason,
+  });
+  const st = await s.upstreamRun({ name: "STATUS", mailbox: cmd.mailbox, items: cmd.items }, (r) => {
+    if (r.type === "STATUS" && r.mailbox !== null) s.send({ ...r, mailbox: cmd.mailbox });
+  });
+  upstreamStatus(s, cmd.tag, st, true);
+}

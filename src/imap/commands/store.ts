@@ -1,0 +1,51 @@
+/** STORE and UID STORE (RFC 3501 §6.4.6; mail:flag, and mail:delete for `\Deleted`; docs/protocol.md §7.22). */
+
+import type { CommandOf, Session } from "./context.ts";
+import { agentFetch, auditProbe, type FetchShape, forwardUntagged, messageCommandCode, target } from "./shared.ts";
+
+export async function store(s: Session, cmd: CommandOf<"STORE">): Promise<void> {
+  const box = s.box!;
+  const p = box.policyName;
+  const command = cmd.uid ? "UID STORE" : "STORE";
+  // Each flag is checked: \Deleted (any case) is mail:delete, the others mail:flag. Replacing the flag list may
+  // add or remove \Deleted and any other flag, so it needs both (docs/config.md "Operations", docs/protocol.md §7.22).
+  const deleted = cmd.flags.some((f) => f.toUpperCase() === "\\DELETED");
+  const others = cmd.flags.some((f) => f.toUpperCase() !== "\\DELETED");
+  if (cmd.uid) auditProbe(s, command, deleted ? "mail:delete" : "mail:flag", cmd.set);
+  const uids = target(box, cmd.uid, cmd.set);
+  let d = null;
+  if (cmd.action === "set" || others) d = s.require(command, "mail:flag", p, `${uids.length} messages`);
+  if (cmd.action === "set" || deleted) d = s.require(command, "mail:delete", p, `${uids.length} messages`);
+  if (d === null) d = s.require(command, "mail:flag", p, `${uids.length} messages`);
+  if (uids.length > 0) {
+    await s.auditDurable({
+      command,
+      operation: deleted ? "mail:delete" : "mail:flag",
+      folder: p,
+      target: cmd.flags.join(" "),
+      decision: "allow",
+      rule: d.rule,
+      ruleIndex: d.ruleIndex,
+      reason: d.reason,
+      count: uids.length,
+    });
+    const shape: FetchShape = { uid: cmd.uid, rfc822: false, rfc822Text: false, bodyWhole: false, bodyText: false };
+    for (const set of box.upstreamSets(uids)) {
+      const st = await s.upstreamRun(
+        { name: "STORE", uid: true, set, action: cmd.action, silent: cmd.silent, flags: cmd.flags },
+        (r) => {
+          if (r.type === "FETCH") {
+            const out = agentFetch(s, r, shape);
+            if (out !== null) s.send(out);
+          } else forwardUntagged(s, r);
+        },
+      );
+      if (st.status !== "OK") {
+        await s.sync(cmd.uid);
+        return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));
+      }
+    }
+  }
+  await s.sync(cmd.uid);
+  s.tagged(cmd.tag, "OK", null, "Store completed");
+}

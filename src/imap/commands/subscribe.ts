@@ -1,0 +1,21 @@
+/** SUBSCRIBE and UNSUBSCRIBE (RFC 3501 §6.3.6, §6.3.7; folder:write). */
+
+import type { CommandOf, Session } from "./context.ts";
+import { upstreamStatus, visibleFolder } from "./shared.ts";
+
+export async function subscribe(s: Session, cmd: CommandOf<"SUBSCRIBE" | "UNSUBSCRIBE">): Promise<void> {
+  const p = visibleFolder(s, cmd.name, "folder:write", cmd.mailbox);
+  const d = s.require(cmd.name, "folder:write", p);
+  await s.auditDurable({
+    command: cmd.name,
+    operation: "folder:write",
+    folder: p,
+    target: null,
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: d.reason,
+  });
+  const st = await s.upstreamRun({ name: cmd.name, mailbox: cmd.mailbox });
+  upstreamStatus(s, cmd.tag, st, true);
+}

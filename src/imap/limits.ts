@@ -1,0 +1,63 @@
+/**
+ * Every limit of the IMAP side, in one place, with the reason next to it (docs/imap.md "Structure"). The wire
+ * layer's own sizes and counts stay in src/imap/wire/limits.ts (the wire layer depends on nothing above it) and are
+ * re-exported here; the configurable ones are `[limits]` (docs/config.md, src/config/limits.ts).
+ */
+
+import type { UpstreamTimeouts } from "./upstream.ts";
+
+export * from "./wire/limits.ts";
+
+// ---- session -------------------------------------------------------------------------------------------------
+
+/** Pauses reading from the agent when this much is buffered ahead of the running command. */
+export const READ_AHEAD_LIMIT = 256 * 1024;
+
+/** Upstream connect, TLS handshake and per-command deadlines. */
+export const DEFAULT_TIMEOUTS: UpstreamTimeouts = { connectMs: 10_000, handshakeMs: 15_000, commandMs: 5 * 60_000 };
+
+/**
+ * Failed logins from one address: +500 ms per failure within 15 minutes, up to 10 s (docs/config.md "Who connects").
+ */
+export const LOGIN_THROTTLE = { stepMs: 500, maxMs: 10_000, windowMs: 15 * 60_000, maxTracked: 10_000 };
+
+/** Renew upstream IDLE this often (RFC 2177 §3: servers may end an IDLE after 30 minutes). */
+export const IDLE_RENEW_MS = 25 * 60 * 1000;
+
+// ---- commands ------------------------------------------------------------------------------------------------
+
+/**
+ * Ranges per upstream command: Dovecot refuses command lines over 64 KB (`imap_max_line_length`), and a filtered
+ * folder's visible UIDs are scattered (30,000 of 100,000 make some 20,000 ranges). 1,000 ranges stay under 22 KB.
+ */
+export const UPSTREAM_SET_RANGES = 1000;
+
+/**
+ * The longest list of hidden UIDs a probe row's `target` holds (docs/filtering.md "Probes"): UIDs past it are
+ * counted in `hiddenCount`, not listed, and the list ends in `…`.
+ */
+export const PROBE_TARGET_CHARS = 512;
+
+// ---- classification of filtered folders ----------------------------------------------------------------------
+
+/** UIDs per upstream FETCH: bounds one response batch; measured in scripts/bench/classify.ts. */
+export const CLASSIFY_CHUNK = 2000;
+
+/**
+ * Unclassified UIDs from which a helper session is worth its upstream login and EXAMINE. Measured on a folder
+ * Dovecot had never opened (docs/filtering.md, Figures): one session reads 100,000 messages in about 2.8 s, two
+ * in about 1.7 s; below some ten chunks the helper's own EXAMINE would take most of the time it could save.
+ */
+export const CLASSIFY_PARALLEL_MIN = 10 * CLASSIFY_CHUNK;
+
+/**
+ * Decisions remembered per distinct header section (a pure function of its bytes): mailboxes repeat the same
+ * From line many times over. Cleared when full.
+ */
+export const MEMO_ENTRIES = 4096;
+
+/** BODYSTRUCTURE nesting deeper than this leaves has_attachment unknown (the SMTP side's MAX_MIME_DEPTH spirit). */
+export const MAX_STRUCTURE_DEPTH = 32;
+
+/** How long the classification cache waits for a lock held by another process (SQLite busy_timeout). */
+export const BUSY_TIMEOUT_MS = 2000;
