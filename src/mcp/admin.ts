@@ -430,8 +430,7 @@ function registerWriteTools(server: McpServer, file: string, env: Env, answer: A
     },
     ({ index, name, changes }) =>
       edit(
-        (rules) =>
-          `updated rule ${pick(rules, { index, name })} ${JSON.stringify(rules[pick(rules, { index, name })]!["name"])}`,
+        (rules) => `updated rule ${JSON.stringify(rules[pick(rules, { index, name })]!["name"])}`,
         (text, rules) => {
           const i = pick(rules, { index, name });
           return replaceRule(text, i, patchRule(rules[i]!, changes as Record<string, unknown>));
