@@ -6,13 +6,16 @@
  * writes, write) the config file is the owner; it refuses to start with an agent token in its environment.
  */
 
+import { randomBytes } from "node:crypto";
 import { readFileSync, statSync } from "node:fs";
+import { userInfo } from "node:os";
 import { resolve } from "node:path";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
 import pkg from "../../package.json" with { type: "json" };
+import { type AuditEvent, AuditLog } from "../audit/index.ts";
 import { type Config, ConfigError, parseConfig, type RuleConfig } from "../config/index.ts";
 import { compilePolicy } from "../policy/index.ts";
 import {
@@ -351,6 +354,61 @@ function validity(file: string, text: string, env: Env): Record<string, unknown>
   }
 }
 
+/** The revision of a config text (docs/operations.md "Reload"), or null when it does not load. */
+function revisionOf(file: string, text: string, env: Env): string | null {
+  try {
+    return parseConfig(text, file, { env }).revision;
+  } catch {
+    return null;
+  }
+}
+
+/** The audit command of a config write (docs/mcp.md "Config writes"). */
+export const CONFIG_WRITE_COMMAND = "CONFIG WRITE";
+
+/** The audit row of a config write: protocol cli, no agent; the new revision, and the previous one in detail. */
+function configWriteEvent(
+  config: Config,
+  tool: string,
+  decision: "allow" | "error",
+  reason: string,
+  previousRevision: string | null,
+): AuditEvent {
+  return {
+    session: `mcp-admin-${randomBytes(4).toString("hex")}`,
+    agent: null,
+    clientAddr: null,
+    protocol: "cli",
+    command: CONFIG_WRITE_COMMAND,
+    operation: null,
+    folder: null,
+    target: config.file,
+    decision,
+    rule: null,
+    ruleIndex: null,
+    reason: reason.slice(0, 300),
+    configRevision: config.revision,
+    detail: { tool, previousRevision },
+  };
+}
+
+/** Records `event` in the config's audit log and waits until it is on disk; a ToolError when it cannot be. */
+async function audited(config: Config, event: AuditEvent): Promise<void> {
+  let log: AuditLog;
+  try {
+    log = AuditLog.open(config.audit.path);
+  } catch (e) {
+    throw new ToolError(`refused: the audit log cannot be opened (${(e as Error).message}); the file is unchanged`);
+  }
+  try {
+    await log.durable(event);
+  } catch (e) {
+    throw new ToolError(`refused: the audit row could not be written (${(e as Error).message}); the file is unchanged`);
+  } finally {
+    await log.close();
+  }
+}
+
 type Answer = (
   run: () => unknown,
   extra?: string,
@@ -365,8 +423,11 @@ function registerWriteTools(server: McpServer, file: string, env: Env, answer: A
     return next;
   };
 
-  /** Validates `after` like `check`, writes it atomically with a backup, reloads the running instance. */
-  const commit = async (before: string, after: string, what: string) => {
+  /**
+   * Validates `after` like `check`, records the write in the audit log (durably, before the file changes: an edit
+   * that cannot be audited is not made), writes it atomically with a backup, reloads the running instance.
+   */
+  const commit = async (tool: string, before: string, after: string, what: string) => {
     let config: Config;
     try {
       config = parseConfig(after, file, { env });
@@ -376,7 +437,23 @@ function registerWriteTools(server: McpServer, file: string, env: Env, answer: A
         problems: problemsJson(e.problems),
       });
     }
-    const { backup } = writeConfig(file, before, after);
+    const previous = revisionOf(file, before, env);
+    const event = (decision: "allow" | "error", reason: string) =>
+      configWriteEvent(
+        config,
+        tool,
+        decision,
+        `${reason} (mailgator mcp --admin, user ${userInfo().username})`,
+        previous,
+      );
+    await audited(config, event("allow", what));
+    let backup: string;
+    try {
+      ({ backup } = writeConfig(file, before, after));
+    } catch (e) {
+      await audited(config, event("error", `${what}: not written: ${(e as Error).message}`)).catch(() => {});
+      throw e;
+    }
     const reload = await reloadRunning(file, env);
     return {
       done: what,
@@ -389,7 +466,11 @@ function registerWriteTools(server: McpServer, file: string, env: Env, answer: A
     };
   };
 
-  const edit = (what: (rules: RawRule[]) => string, change: (text: string, rules: RawRule[]) => string) =>
+  const edit = (
+    tool: (typeof WRITE_TOOLS)[number],
+    what: (rules: RawRule[]) => string,
+    change: (text: string, rules: RawRule[]) => string,
+  ) =>
     answer(() =>
       serial(async () => {
         const before = readText(file);
@@ -400,7 +481,7 @@ function registerWriteTools(server: McpServer, file: string, env: Env, answer: A
           throw new ToolError(`the config file is not valid TOML (${(e as Error).message.split("\n")[0]})`);
         }
         const after = change(before, rules);
-        return commit(before, after, what(rules));
+        return commit(tool, before, after, what(rules));
       }),
     );
 
@@ -417,6 +498,7 @@ function registerWriteTools(server: McpServer, file: string, env: Env, answer: A
     },
     ({ rule, index }) =>
       edit(
+        "add_rule",
         () => `added rule ${JSON.stringify(rule.name)}`,
         (text) => addRule(text, tomlRule(rule), index),
       ),
@@ -430,6 +512,7 @@ function registerWriteTools(server: McpServer, file: string, env: Env, answer: A
     },
     ({ index, name, changes }) =>
       edit(
+        "update_rule",
         (rules) => `updated rule ${JSON.stringify(rules[pick(rules, { index, name })]!["name"])}`,
         (text, rules) => {
           const i = pick(rules, { index, name });
@@ -446,6 +529,7 @@ function registerWriteTools(server: McpServer, file: string, env: Env, answer: A
     },
     ({ index, name, to }) =>
       edit(
+        "move_rule",
         (rules) => `moved rule ${JSON.stringify(rules[pick(rules, { index, name })]!["name"])} to index ${to}`,
         (text, rules) => moveRule(text, pick(rules, { index, name }), to),
       ),
@@ -456,6 +540,7 @@ function registerWriteTools(server: McpServer, file: string, env: Env, answer: A
     { description: `Removes one rule (by index or name). ${note}`, inputSchema: selector },
     ({ index, name }) =>
       edit(
+        "remove_rule",
         (rules) => `removed rule ${JSON.stringify(rules[pick(rules, { index, name })]!["name"])}`,
         (text, rules) => removeRule(text, pick(rules, { index, name })),
       ),

@@ -428,5 +428,19 @@ describe("writing", () => {
     expect(removed.json.reload.taken).toBe(true);
     expect(readFileSync(file, "utf8")).toBe(original);
     expect(await canExamineInbox()).toBe(false);
+
+    // Each write has its audit row, with the revision it made; the refused edits above have none.
+    const rows = (await admin.call("query_audit", { command: "CONFIG WRITE" })).json.rows;
+    expect(rows.map((r: { reason: string }) => r.reason.split(" (")[0])).toEqual([
+      'added rule "inbox"',
+      'moved rule "inbox" to index 3',
+      'updated rule "inbox"',
+      'removed rule "inbox"',
+    ]);
+    expect(rows.map((r: { configRevision: string }) => r.configRevision)).toEqual(
+      [added, moved, updated, removed].map((r) => r.json.revision),
+    );
+    expect(rows.every((r: { protocol: string; agent: null }) => r.protocol === "cli" && r.agent === null)).toBe(true);
+    expect(rows[1].detail.previousRevision).toBe(added.json.revision);
   });
 });
