@@ -373,6 +373,8 @@ describe("writing", () => {
       ["add_rule", { rule: { name: "hide junk", action: "allow" } }],
       ["update_rule", { name: "archive from boss", changes: { agents: ["nobody"] } }],
       ["update_rule", { index: 1, changes: { operations: ["write"] } }],
+      ["update_rule", { index: 0, name: "send internal", changes: { action: "allow" } }],
+      ["add_rule", { rule: { name: "far", action: "deny" }, index: 4 }],
       ["move_rule", { index: 0, to: 3 }],
       ["remove_rule", { name: "no such rule" }],
     ];
