@@ -15,6 +15,7 @@ import { audit, usage as auditUsage } from "./commands/audit.ts";
 import { check, usage as checkUsage } from "./commands/check.ts";
 import { explain, usage as explainUsage } from "./commands/explain.ts";
 import { init, usage as initUsage } from "./commands/init.ts";
+import { mcp, usage as mcpUsage } from "./commands/mcp.ts";
 import { reload, usage as reloadUsage } from "./commands/reload.ts";
 import { serve, usage as serveUsage } from "./commands/serve.ts";
 import { token, usage as tokenUsage } from "./commands/token.ts";
@@ -37,6 +38,8 @@ Usage:
   mailgator approvals list -c FILE   messages held for approval (also show,
                                      approve, deny ID)
   mailgator config init              a commented starter config
+  mailgator mcp --admin [-c FILE]    MCP server on stdio with the owner's tools
+                                     (--allow-config-writes: also rule edits)
   mailgator version                  print the version
 
 Without -c: $MAILGATOR_CONFIG, else ./mailgator.toml, else /etc/mailgator/mailgator.toml.
@@ -58,6 +61,7 @@ const COMMANDS: Readonly<Record<string, [Command, string]>> = {
   account: [account, accountUsage],
   approvals: [approvals, approvalsUsage],
   config: [init, initUsage],
+  mcp: [mcp, mcpUsage],
   version: [(ctx) => (ctx.out(`mailgator ${pkg.version}`), EXIT_OK), "Usage: mailgator version"],
 };
 

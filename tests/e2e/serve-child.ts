@@ -12,10 +12,12 @@ export interface Served {
   waitForLog(re: RegExp, from?: number): Promise<string>;
 }
 
-export function serveChild(config: string, format: "pretty" | "json" = "pretty"): Served {
+/** `env`: the child's environment (Bun.spawn does not see later changes to process.env); default process.env. */
+export function serveChild(config: string, format: "pretty" | "json" = "pretty", env = process.env): Served {
   const proc = Bun.spawn([process.execPath, MAIN, "serve", "-c", config, "--log-format", format], {
     stderr: "pipe",
     stdout: "pipe",
+    env,
   });
   let text = "";
   const reader = (proc.stderr as ReadableStream<Uint8Array>).getReader();
@@ -51,8 +53,11 @@ export function serveChild(config: string, format: "pretty" | "json" = "pretty")
 }
 
 /** Runs a mailgator command to completion. */
-export function runCli(args: readonly string[]): { exitCode: number; stdout: string; stderr: string } {
-  const r = Bun.spawnSync([process.execPath, MAIN, ...args], { stdout: "pipe", stderr: "pipe" });
+export function runCli(
+  args: readonly string[],
+  env = process.env,
+): { exitCode: number; stdout: string; stderr: string } {
+  const r = Bun.spawnSync([process.execPath, MAIN, ...args], { stdout: "pipe", stderr: "pipe", env });
   return { exitCode: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
 }
 

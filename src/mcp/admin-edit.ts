@@ -1,0 +1,284 @@
+/**
+ * Rule edits for the admin MCP tools (docs/mcp.md "Admin tools", "Config writes"): the config text is edited in
+ * place, one `[[rules]]` table at a time, so that the rest of the file (comments, order, layout) stays byte for byte;
+ * the edited table is written anew by smol-toml (comments inside it are lost, the comment lines directly above its
+ * header are kept). Every edit is checked by parsing the result: the rules must be exactly the ones asked for and
+ * everything else exactly as before, otherwise the edit is refused (a file whose rules are not `[[rules]]` tables,
+ * say). Writes are atomic (a temporary file in the same folder, fsync, rename) and keep the previous file as
+ * `FILE.bak`.
+ */
+
+import { randomBytes } from "node:crypto";
+import {
+  closeSync,
+  fchmodSync,
+  fsyncSync,
+  openSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
+import { basename, dirname, join } from "node:path";
+import { parse as parseToml, stringify } from "smol-toml";
+
+/** A rule as written in the file (TOML key names). */
+export type RawRule = Record<string, unknown>;
+
+/** The order keys are written in; others (none the schema allows) after them. */
+const KEY_ORDER = [
+  "name",
+  "action",
+  "operations",
+  "operation",
+  "folders",
+  "folder",
+  "from",
+  "to",
+  "cc",
+  "bcc",
+  "subject",
+  "has_attachment",
+  "agents",
+  "ask_groups",
+];
+
+/** The singular spellings the config also accepts (docs/config.md): setting the plural drops them. */
+const ALIASES: Readonly<Record<string, string>> = { folders: "folder", operations: "operation" };
+
+export class EditRefused extends Error {
+  override name = "EditRefused";
+}
+
+/** The text of one `[[rules]]` table. */
+export function ruleText(rule: RawRule): string {
+  const ordered: RawRule = {};
+  for (const k of KEY_ORDER) if (rule[k] !== undefined) ordered[k] = rule[k];
+  for (const [k, v] of Object.entries(rule)) if (!(k in ordered) && v !== undefined) ordered[k] = v;
+  return stringify({ rules: [ordered] }).trimEnd();
+}
+
+/** `rule` with `changes` applied: a key set to null is removed; a plural key replaces its singular alias. */
+export function patchRule(rule: RawRule, changes: Readonly<Record<string, unknown>>): RawRule {
+  const out: RawRule = { ...rule };
+  for (const [k, v] of Object.entries(changes)) {
+    if (v === undefined) continue;
+    const alias = ALIASES[k];
+    if (alias !== undefined) delete out[alias];
+    if (v === null) delete out[k];
+    else out[k] = v;
+  }
+  return out;
+}
+
+interface Block {
+  /** First line: the comment lines directly above the header, else the header. */
+  readonly start: number;
+  readonly header: number;
+  /** One past the last line, trailing blank lines left out. */
+  readonly end: number;
+}
+
+const HEADER = /^\s*\[/;
+const RULES_HEADER = /^\s*\[\[\s*rules\s*\]\]\s*(#.*)?$/;
+const COMMENT = /^\s*#/;
+
+/** The `[[rules]]` tables of a config text, in order. Lines inside multi-line strings are not headers. */
+function ruleBlocks(lines: readonly string[]): Block[] {
+  const headers: { line: number; rules: boolean }[] = [];
+  let inString: string | null = null;
+  lines.forEach((line, i) => {
+    if (inString === null && HEADER.test(line)) headers.push({ line: i, rules: RULES_HEADER.test(line) });
+    for (const m of line.matchAll(/"""|'''/g)) {
+      if (inString === null) inString = m[0];
+      else if (inString === m[0]) inString = null;
+    }
+  });
+  const lead = (h: number): number => {
+    let s = h;
+    while (s > 0 && COMMENT.test(lines[s - 1]!)) s--;
+    return s;
+  };
+  const blocks: Block[] = [];
+  headers.forEach((h, i) => {
+    if (!h.rules) return;
+    const next = headers[i + 1];
+    let end = next === undefined ? lines.length : lead(next.line);
+    while (end > h.line + 1 && lines[end - 1]!.trim() === "") end--;
+    blocks.push({ start: lead(h.line), header: h.line, end });
+  });
+  return blocks;
+}
+
+function parse(text: string): Record<string, unknown> {
+  return parseToml(text) as Record<string, unknown>;
+}
+
+/** The rules of a config text as written (TOML key names). */
+export function rawRules(text: string): RawRule[] {
+  const rules = parse(text)["rules"];
+  return Array.isArray(rules) ? (rules as RawRule[]) : [];
+}
+
+function lineBreak(text: string): string {
+  return text.includes("\r\n") ? "\r\n" : "\n";
+}
+
+/**
+ * Rewrites the `[[rules]]` tables of `text` so that the rules become `wanted` (the old ones with one edit applied),
+ * by `edit` on the text's lines. Refused when the result does not parse to exactly `wanted` with everything else
+ * unchanged.
+ */
+function rewrite(
+  text: string,
+  wanted: readonly RawRule[],
+  edit: (lines: string[], blocks: readonly Block[]) => void,
+): string {
+  const before = parse(text);
+  const rules = Array.isArray(before["rules"]) ? (before["rules"] as RawRule[]) : [];
+  const nl = lineBreak(text);
+  const lines = text.split(/\r?\n/);
+  const blocks = ruleBlocks(lines);
+  if (blocks.length !== rules.length || (before["rules"] !== undefined && !Array.isArray(before["rules"])))
+    throw new EditRefused(
+      `the file holds ${rules.length} rule(s) but ${blocks.length} [[rules]] table(s): only rules written as ` +
+        "[[rules]] tables can be edited here; edit the file by hand",
+    );
+  edit(lines, blocks);
+  const out = lines.join(nl);
+  let after: Record<string, unknown>;
+  try {
+    after = parse(out);
+  } catch (e) {
+    throw new EditRefused(`the edited text does not parse (${(e as Error).message.split("\n")[0]}); nothing written`);
+  }
+  const { rules: _old, ...restBefore } = before;
+  const { rules: newRules, ...restAfter } = after;
+  if (!Bun.deepEquals(restAfter, restBefore, true) || !Bun.deepEquals(newRules ?? [], wanted, true))
+    throw new EditRefused("the file's layout cannot be edited precisely here (the result differs); edit it by hand");
+  return out;
+}
+
+function insertLines(lines: string[], blocks: readonly Block[], index: number, rule: RawRule): void {
+  const added = ruleText(rule).split("\n");
+  if (index < blocks.length) {
+    lines.splice(blocks[index]!.start, 0, ...added, "");
+    return;
+  }
+  if (blocks.length > 0) {
+    lines.splice(blocks.at(-1)!.end, 0, "", ...added);
+    return;
+  }
+  // No rules yet: at the end of the file, after one blank line.
+  while (lines.length > 0 && lines.at(-1)!.trim() === "") lines.pop();
+  if (lines.length > 0) lines.push("");
+  lines.push(...added, "");
+}
+
+function removeLines(lines: string[], block: Block): string[] {
+  let { start, end } = block;
+  // The blank line that separated it from what precedes (else from what follows) goes with it.
+  if (start > 0 && lines[start - 1]!.trim() === "") start--;
+  else if (end < lines.length - 1 && lines[end]!.trim() === "") end++;
+  const taken = lines.splice(start, end - start);
+  while (taken.length > 0 && taken[0]!.trim() === "") taken.shift();
+  while (taken.length > 0 && taken.at(-1)!.trim() === "") taken.pop();
+  return taken;
+}
+
+export function addRule(text: string, rule: RawRule, index?: number): string {
+  const rules = rawRules(text);
+  const at = index ?? rules.length;
+  if (!Number.isInteger(at) || at < 0 || at > rules.length)
+    throw new EditRefused(`index ${at} is out of range: 0 to ${rules.length} (the number of rules appends)`);
+  const wanted = [...rules.slice(0, at), rule, ...rules.slice(at)];
+  return rewrite(text, wanted, (lines, blocks) => insertLines(lines, blocks, at, rule));
+}
+
+export function replaceRule(text: string, index: number, rule: RawRule): string {
+  const rules = rawRules(text);
+  const wanted = rules.map((r, i) => (i === index ? rule : r));
+  return rewrite(text, wanted, (lines, blocks) => {
+    const b = blocks[index]!;
+    lines.splice(b.header, b.end - b.header, ...ruleText(rule).split("\n"));
+  });
+}
+
+export function removeRule(text: string, index: number): string {
+  const rules = rawRules(text);
+  const wanted = rules.filter((_, i) => i !== index);
+  return rewrite(text, wanted, (lines, blocks) => {
+    removeLines(lines, blocks[index]!);
+  });
+}
+
+/** Moves rule `from` so that it ends up at index `to` (both counted from 0 in the file as it is). */
+export function moveRule(text: string, from: number, to: number): string {
+  const rules = rawRules(text);
+  if (!Number.isInteger(to) || to < 0 || to >= rules.length)
+    throw new EditRefused(`to: ${to} is out of range: 0 to ${rules.length - 1}`);
+  const wanted = [...rules];
+  const [moved] = wanted.splice(from, 1);
+  wanted.splice(to, 0, moved!);
+  return rewrite(text, wanted, (lines, blocks) => {
+    const taken = removeLines(lines, blocks[from]!);
+    const rest = ruleBlocks(lines);
+    if (to < rest.length) lines.splice(rest[to]!.start, 0, ...taken, "");
+    else if (rest.length > 0) lines.splice(rest.at(-1)!.end, 0, "", ...taken);
+    else {
+      while (lines.length > 0 && lines.at(-1)!.trim() === "") lines.pop();
+      lines.push("", ...taken, "");
+    }
+  });
+}
+
+/** Where `writeConfig` keeps the file as it was before the last write. */
+export function backupPath(file: string): string {
+  return `${file}.bak`;
+}
+
+/** Writes `data` to `target` atomically with `mode`: a temporary file in the same folder, fsync, rename. */
+function atomicWrite(target: string, data: string, mode: number): void {
+  const dir = dirname(target);
+  const temp = join(dir, `.${basename(target)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
+  const fd = openSync(temp, "wx", mode);
+  try {
+    try {
+      fchmodSync(fd, mode); // the umask may have cleared bits of the mode asked for
+      const bytes = Buffer.from(data, "utf8");
+      for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off);
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    renameSync(temp, target);
+  } catch (e) {
+    try {
+      unlinkSync(temp);
+    } catch {}
+    throw e;
+  }
+  const dfd = openSync(dir, "r");
+  try {
+    fsyncSync(dfd);
+  } finally {
+    closeSync(dfd);
+  }
+}
+
+/**
+ * Replaces the config file's text `before` by `after`: refused when the file no longer holds `before` (changed
+ * since it was read); the old text goes to FILE.bak first. Both files get the config's mode (0600 when it had group
+ * or other bits, which the admin tools refuse anyway).
+ */
+export function writeConfig(file: string, before: string, after: string): { backup: string } {
+  const now = readFileSync(file, "utf8");
+  if (now !== before) throw new EditRefused("the config file changed since it was read; nothing written, try again");
+  const mode = statSync(file).mode & 0o777;
+  const keep = mode & 0o022 ? 0o600 : mode;
+  const backup = backupPath(file);
+  atomicWrite(backup, before, keep);
+  atomicWrite(file, after, keep);
+  return { backup };
+}

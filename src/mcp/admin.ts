@@ -1,0 +1,576 @@
+/**
+ * `mailgator mcp --admin`: an MCP server on stdio for the owner (docs/mcp.md "Admin tools"). It reads the config
+ * file, answers as `check`, `explain`, `audit` and `approvals list` do (their own code, src/mcp/admin-commands.ts),
+ * and with `--allow-config-writes` edits the rules (src/mcp/admin-edit.ts), then reloads the running instance as
+ * `mailgator reload` does. It takes no credentials at all: whoever can run it as a user that can read (and for
+ * writes, write) the config file is the owner; it refuses to start with an agent token in its environment.
+ */
+
+import { randomBytes } from "node:crypto";
+import { readFileSync, statSync } from "node:fs";
+import { userInfo } from "node:os";
+import { resolve } from "node:path";
+import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
+import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
+import { parse as parseToml } from "smol-toml";
+import { z } from "zod";
+import pkg from "../../package.json" with { type: "json" };
+import { type AuditEvent, AuditLog } from "../audit/index.ts";
+import { type Config, ConfigError, parseConfig, type RuleConfig } from "../config/index.ts";
+import { compilePolicy } from "../policy/index.ts";
+import {
+  AUDIT_DEFAULT_ROWS,
+  AUDIT_MAX_ROWS,
+  listApprovals,
+  problemsJson,
+  queryAudit,
+  reloadRunning,
+  simulate,
+  ToolError,
+} from "./admin-commands.ts";
+import {
+  addRule,
+  EditRefused,
+  moveRule,
+  patchRule,
+  type RawRule,
+  rawRules,
+  removeRule,
+  replaceRule,
+  writeConfig,
+} from "./admin-edit.ts";
+import { redact, scrubber, secretStrings } from "./admin-redact.ts";
+
+export interface AdminMcpOptions {
+  readonly configPath: string;
+  readonly allowConfigWrites: boolean;
+}
+
+/** Environment variables that carry an agent's credentials: admin mode refuses to start when one is set. */
+export const AGENT_CREDENTIAL_ENV_PREFIX = "MAILGATOR_TOKEN";
+
+/** The tools that change the config, listed only with --allow-config-writes. */
+export const WRITE_TOOLS = ["add_rule", "update_rule", "move_rule", "remove_rule"] as const;
+
+type Env = Readonly<Record<string, string | undefined>>;
+
+/**
+ * Why admin mode must not start, or null: an agent credential in the environment (this process would then run
+ * where an agent runs), or a config file others may write (whoever can write it sets the rules).
+ */
+export function startProblem(configPath: string, env: Env): string | null {
+  const tokenVars = Object.keys(env).filter((k) => k.startsWith(AGENT_CREDENTIAL_ENV_PREFIX));
+  if (tokenVars.length > 0)
+    return (
+      `${tokenVars.join(", ")} is set: that is an agent's credential, and admin mode is for the owner only; ` +
+      "run it from the owner's own environment (docs/mcp.md, Admin tools)"
+    );
+  let mode: number;
+  try {
+    mode = statSync(configPath).mode;
+  } catch (e) {
+    return `cannot read ${configPath}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`;
+  }
+  if (mode & 0o022)
+    return (
+      `${configPath} is writable by group or others (mode ${(mode & 0o777).toString(8)}): whoever can write it sets ` +
+      "the rules; chmod go-w it (docs/mcp.md, Admin tools)"
+    );
+  return null;
+}
+
+// ---- input schemas ---------------------------------------------------------------------------------------------
+
+const list = z.union([z.string(), z.array(z.string())]);
+const action = z.enum(["allow", "deny", "ask"]);
+const matchers = {
+  operations: list.optional().describe("operations or shorthands (read, write, send, all); absent: all"),
+  folders: list.optional().describe('folder globs, "/"-separated'),
+  from: list.optional(),
+  to: list.optional(),
+  cc: list.optional(),
+  bcc: list.optional(),
+  subject: list.optional(),
+  has_attachment: z.boolean().optional(),
+  agents: list.optional(),
+  ask_groups: z.array(z.string()).optional().describe("for ask rules: the [approvals.groups] to notify"),
+};
+const ruleShape = z.strictObject({ name: z.string().min(1), action, ...matchers });
+const changesShape = z.strictObject({
+  name: z.string().min(1).optional(),
+  action: action.optional(),
+  ...Object.fromEntries(Object.entries(matchers).map(([k, s]) => [k, s.unwrap().nullable().optional()])),
+});
+const selector = {
+  index: z.number().int().min(0).optional().describe("the rule's index, 0 = first (as list_rules shows)"),
+  name: z.string().optional().describe("the rule's name (must name exactly one rule; with index, must agree)"),
+};
+
+// ---- helpers -------------------------------------------------------------------------------------------------
+
+function json(value: unknown): string {
+  return JSON.stringify(value, null, 2);
+}
+
+function rulesJson(rules: readonly RuleConfig[]): Record<string, unknown>[] {
+  return rules.map((r, index) => ({
+    index,
+    name: r.name,
+    action: r.action,
+    operations: r.operations ?? "all",
+    matchers: {
+      folders: r.folders ?? null,
+      from: r.from ?? null,
+      to: r.to ?? null,
+      cc: r.cc ?? null,
+      bcc: r.bcc ?? null,
+      subject: r.subject ?? null,
+      has_attachment: r.hasAttachment ?? null,
+      agents: r.agents ?? null,
+    },
+    ask_groups: r.askGroups ?? null,
+  }));
+}
+
+function readText(file: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (e) {
+    throw new ToolError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+  }
+}
+
+/** The file's text validated as `mailgator check` does; a ToolError with the problems when it does not load. */
+function validated(file: string, text: string, env: Env): Config {
+  try {
+    return parseConfig(text, file, { env });
+  } catch (e) {
+    if (e instanceof ConfigError)
+      throw new ToolError("the config does not load", { problems: problemsJson(e.problems) });
+    throw e;
+  }
+}
+
+/** The index a selector names in `rules`, or a ToolError. */
+function pick(rules: readonly RawRule[], sel: { index?: number | undefined; name?: string | undefined }): number {
+  if (sel.index === undefined && sel.name === undefined) throw new ToolError("give the rule's index or name");
+  if (sel.index !== undefined) {
+    if (sel.index >= rules.length)
+      throw new ToolError(`index ${sel.index}: there are ${rules.length} rules (0 to ${rules.length - 1})`);
+    if (sel.name !== undefined && rules[sel.index]!["name"] !== sel.name)
+      throw new ToolError(
+        `rule ${sel.index} is named ${JSON.stringify(rules[sel.index]!["name"])}, not ${JSON.stringify(sel.name)}`,
+      );
+    return sel.index;
+  }
+  const found = rules.flatMap((r, i) => (r["name"] === sel.name ? [i] : []));
+  if (found.length !== 1)
+    throw new ToolError(
+      found.length === 0
+        ? `no rule named ${JSON.stringify(sel.name)}`
+        : `${found.length} rules are named ${JSON.stringify(sel.name)} (indexes ${found.join(", ")}): give index`,
+    );
+  return found[0]!;
+}
+
+function tomlRule(input: Record<string, unknown>): RawRule {
+  const out: RawRule = {};
+  for (const [k, v] of Object.entries(input)) if (v !== undefined) out[k] = v;
+  return out;
+}
+
+// ---- the server ----------------------------------------------------------------------------------------------
+
+export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer {
+  const file = resolve(options.configPath);
+  const server = new McpServer(
+    { name: "mailgator-admin", version: pkg.version },
+    {
+      instructions:
+        "Mailgator's owner tools: read and test the proxy's rules and audit log" +
+        (options.allowConfigWrites ? ", and edit the rules (each edit is validated, written, and reloaded)." : "."),
+    },
+  );
+
+  /** Secrets of the config on disk (and of `extra` text), scrubbed from every result. */
+  const scrub = (extra?: string) => {
+    const found: string[] = [];
+    for (const text of [safeRead(file), extra]) {
+      if (text === undefined) continue;
+      try {
+        found.push(...secretStrings(parseToml(text), env));
+      } catch {}
+    }
+    return scrubber(found);
+  };
+
+  type Result = { content: { type: "text"; text: string }[]; isError?: boolean };
+  const answer = async (run: () => unknown, extra?: string): Promise<Result> => {
+    try {
+      const value = await run();
+      return { content: [{ type: "text", text: scrub(extra)(json(value)) }] };
+    } catch (e) {
+      if (e instanceof ToolError || e instanceof EditRefused) {
+        const details = e instanceof ToolError ? e.details : {};
+        return {
+          content: [{ type: "text", text: scrub(extra)(json({ error: e.message, ...details })) }],
+          isError: true,
+        };
+      }
+      return {
+        content: [{ type: "text", text: scrub(extra)(`internal error: ${(e as Error).message}`) }],
+        isError: true,
+      };
+    }
+  };
+
+  server.registerTool(
+    "get_config",
+    {
+      description:
+        "The config file as parsed TOML, with every secret replaced by [redacted] (passwords, client secrets, " +
+        "token hashes); references (password_env, *_file) are shown as written, never resolved. Also whether it " +
+        "is valid, its revision, warnings and problems.",
+      annotations: { readOnlyHint: true },
+    },
+    () =>
+      answer(() => {
+        const text = readText(file);
+        let data: unknown;
+        try {
+          data = parseToml(text);
+        } catch {
+          return { file, valid: false, config: null, ...validity(file, text, env) };
+        }
+        return { file, config: redact(data), ...validity(file, text, env) };
+      }),
+  );
+
+  server.registerTool(
+    "validate_config",
+    {
+      description:
+        "Validates the config file, or the TOML text given, exactly as `mailgator check` does (relative paths " +
+        "are taken from the config file's folder). Returns valid, revision, rule count, warnings, problems.",
+      inputSchema: { text: z.string().optional().describe("TOML to validate instead of the file on disk") },
+      annotations: { readOnlyHint: true },
+    },
+    ({ text }) => answer(() => ({ file, ...validity(file, text ?? readText(file), env) }), text),
+  );
+
+  server.registerTool(
+    "list_rules",
+    {
+      description:
+        "The rules in evaluation order (first match decides; no match denies): index (0 = first), name, action, " +
+        "operations, matchers, ask_groups; and warnings about rules that can never match.",
+      annotations: { readOnlyHint: true },
+    },
+    () =>
+      answer(() => {
+        const config = validated(file, readText(file), env);
+        const shadowed = compilePolicy(config.rules)
+          .shadowed()
+          .map((s) => `rule ${s.index} ${JSON.stringify(s.name)} can never match: rule ${s.byIndex} decides first`);
+        return { file, revision: config.revision, rules: rulesJson(config.rules), warnings: shadowed };
+      }),
+  );
+
+  server.registerTool(
+    "simulate",
+    {
+      description:
+        "Which rule decides a request, and why: the same answer as `mailgator explain --json` (one object per " +
+        "operation). operation: folder:read, folder:write, mail:read, mail:flag, mail:delete, mail:move, " +
+        "mail:append, mail:send, or read/write/send/all. A send takes from (envelope sender) and to/cc/bcc; " +
+        "anything else needs folder. A field left out is unknown; the answer then says what it depends on.",
+      inputSchema: {
+        operation: z.string(),
+        folder: z.string().optional(),
+        from: z.array(z.string()).optional(),
+        to: z.array(z.string()).optional(),
+        cc: z.array(z.string()).optional(),
+        bcc: z.array(z.string()).optional(),
+        subject: z.string().optional(),
+        has_attachment: z.boolean().optional(),
+        agent: z.string().optional().describe("the agent (vault mode); the answer for no agent otherwise"),
+      },
+      annotations: { readOnlyHint: true },
+    },
+    (input) => answer(async () => ({ answers: await simulate(file, input, env) })),
+  );
+
+  server.registerTool(
+    "query_audit",
+    {
+      description:
+        `Audit rows, the newest ones that match, oldest first (${AUDIT_DEFAULT_ROWS} unless limit; at most ` +
+        `${AUDIT_MAX_ROWS}); truncated says whether older matching rows were left out. Filters as \`mailgator ` +
+        "audit`: since/until (a duration ago like 90s, 15m, 1h, 7d, or an ISO date), decision, agent, rule, " +
+        "protocol (imap, smtp, cli), command.",
+      inputSchema: {
+        since: z.string().optional(),
+        until: z.string().optional(),
+        decision: z.enum(["allow", "deny", "ask", "error"]).optional(),
+        agent: z.string().optional(),
+        rule: z.string().optional(),
+        protocol: z.string().optional(),
+        command: z.string().optional(),
+        limit: z.number().int().min(1).max(AUDIT_MAX_ROWS).optional(),
+      },
+      annotations: { readOnlyHint: true },
+    },
+    (input) => answer(() => queryAudit(file, input, env)),
+  );
+
+  server.registerTool(
+    "list_approvals",
+    {
+      description: "Messages held for approval by ask rules, as `mailgator approvals list --json` lists them.",
+      annotations: { readOnlyHint: true },
+    },
+    () => answer(async () => ({ approvals: await listApprovals(file, env) })),
+  );
+
+  if (options.allowConfigWrites) registerWriteTools(server, file, env, answer);
+  return server;
+}
+
+function safeRead(file: string): string | undefined {
+  try {
+    return readFileSync(file, "utf8");
+  } catch {
+    return undefined;
+  }
+}
+
+function validity(file: string, text: string, env: Env): Record<string, unknown> {
+  try {
+    const config = parseConfig(text, file, { env });
+    return { valid: true, revision: config.revision, rules: config.rules.length, warnings: config.warnings };
+  } catch (e) {
+    if (!(e instanceof ConfigError)) throw e;
+    return { valid: false, problems: problemsJson(e.problems) };
+  }
+}
+
+/** The revision of a config text (docs/operations.md "Reload"), or null when it does not load. */
+function revisionOf(file: string, text: string, env: Env): string | null {
+  try {
+    return parseConfig(text, file, { env }).revision;
+  } catch {
+    return null;
+  }
+}
+
+/** The audit command of a config write (docs/mcp.md "Config writes"). */
+export const CONFIG_WRITE_COMMAND = "CONFIG WRITE";
+
+/** The audit row of a config write: protocol cli, no agent; the new revision, and the previous one in detail. */
+function configWriteEvent(
+  config: Config,
+  tool: string,
+  decision: "allow" | "error",
+  reason: string,
+  previousRevision: string | null,
+): AuditEvent {
+  return {
+    session: `mcp-admin-${randomBytes(4).toString("hex")}`,
+    agent: null,
+    clientAddr: null,
+    protocol: "cli",
+    command: CONFIG_WRITE_COMMAND,
+    operation: null,
+    folder: null,
+    target: config.file,
+    decision,
+    rule: null,
+    ruleIndex: null,
+    reason: reason.slice(0, 300),
+    configRevision: config.revision,
+    detail: { tool, previousRevision },
+  };
+}
+
+/** Records `event` in the config's audit log and waits until it is on disk; a ToolError when it cannot be. */
+async function audited(config: Config, event: AuditEvent): Promise<void> {
+  let log: AuditLog;
+  try {
+    log = AuditLog.open(config.audit.path);
+  } catch (e) {
+    throw new ToolError(`refused: the audit log cannot be opened (${(e as Error).message}); the file is unchanged`);
+  }
+  try {
+    await log.durable(event);
+  } catch (e) {
+    throw new ToolError(`refused: the audit row could not be written (${(e as Error).message}); the file is unchanged`);
+  } finally {
+    await log.close();
+  }
+}
+
+type Answer = (
+  run: () => unknown,
+  extra?: string,
+) => Promise<{ content: { type: "text"; text: string }[]; isError?: boolean }>;
+
+function registerWriteTools(server: McpServer, file: string, env: Env, answer: Answer): void {
+  // One edit at a time: each reads the file, edits, validates and writes before the next starts.
+  let queue: Promise<unknown> = Promise.resolve();
+  const serial = <T>(run: () => Promise<T>): Promise<T> => {
+    const next = queue.then(run, run);
+    queue = next.catch(() => {});
+    return next;
+  };
+
+  /**
+   * Validates `after` like `check`, records the write in the audit log (durably, before the file changes: an edit
+   * that cannot be audited is not made), writes it atomically with a backup, reloads the running instance.
+   */
+  const commit = async (tool: string, before: string, after: string, what: string) => {
+    let config: Config;
+    try {
+      config = parseConfig(after, file, { env });
+    } catch (e) {
+      if (!(e instanceof ConfigError)) throw e;
+      throw new ToolError(`refused: ${what} would make the config invalid; the file is unchanged`, {
+        problems: problemsJson(e.problems),
+      });
+    }
+    const previous = revisionOf(file, before, env);
+    const event = (decision: "allow" | "error", reason: string) =>
+      configWriteEvent(
+        config,
+        tool,
+        decision,
+        `${reason} (mailgator mcp --admin, user ${userInfo().username})`,
+        previous,
+      );
+    await audited(config, event("allow", what));
+    let backup: string;
+    try {
+      ({ backup } = writeConfig(file, before, after));
+    } catch (e) {
+      await audited(config, event("error", `${what}: not written: ${(e as Error).message}`)).catch(() => {});
+      throw e;
+    }
+    const reload = await reloadRunning(file, env);
+    return {
+      done: what,
+      file,
+      backup,
+      revision: config.revision,
+      warnings: config.warnings,
+      reload,
+      rules: rulesJson(config.rules),
+    };
+  };
+
+  const edit = (
+    tool: (typeof WRITE_TOOLS)[number],
+    what: (rules: RawRule[]) => string,
+    change: (text: string, rules: RawRule[]) => string,
+  ) =>
+    answer(() =>
+      serial(async () => {
+        const before = readText(file);
+        let rules: RawRule[];
+        try {
+          rules = rawRules(before);
+        } catch (e) {
+          throw new ToolError(`the config file is not valid TOML (${(e as Error).message.split("\n")[0]})`);
+        }
+        const after = change(before, rules);
+        return commit(tool, before, after, what(rules));
+      }),
+    );
+
+  const note =
+    "Validated first (an invalid result is refused and the file left as it was), written atomically " +
+    "with the previous file kept as FILE.bak, then the running mailgator is reloaded; the result says whether the " +
+    "reload was taken.";
+
+  server.registerTool(
+    "add_rule",
+    {
+      description: `Adds a rule at index (0 = first; default: last). Rules are checked in order. ${note}`,
+      inputSchema: { rule: ruleShape, index: z.number().int().min(0).optional() },
+    },
+    ({ rule, index }) =>
+      edit(
+        "add_rule",
+        () => `added rule ${JSON.stringify(rule.name)}`,
+        (text) => addRule(text, tomlRule(rule), index),
+      ),
+  );
+
+  server.registerTool(
+    "update_rule",
+    {
+      description: `Changes one rule (by index or name): each key in changes is set; null removes a matcher. ${note}`,
+      inputSchema: { ...selector, changes: changesShape },
+    },
+    ({ index, name, changes }) =>
+      edit(
+        "update_rule",
+        (rules) => `updated rule ${JSON.stringify(rules[pick(rules, { index, name })]!["name"])}`,
+        (text, rules) => {
+          const i = pick(rules, { index, name });
+          return replaceRule(text, i, patchRule(rules[i]!, changes as Record<string, unknown>));
+        },
+      ),
+  );
+
+  server.registerTool(
+    "move_rule",
+    {
+      description: `Moves one rule (by index or name) so that it ends up at index to (0 = first). ${note}`,
+      inputSchema: { ...selector, to: z.number().int().min(0) },
+    },
+    ({ index, name, to }) =>
+      edit(
+        "move_rule",
+        (rules) => `moved rule ${JSON.stringify(rules[pick(rules, { index, name })]!["name"])} to index ${to}`,
+        (text, rules) => moveRule(text, pick(rules, { index, name }), to),
+      ),
+  );
+
+  server.registerTool(
+    "remove_rule",
+    { description: `Removes one rule (by index or name). ${note}`, inputSchema: selector },
+    ({ index, name }) =>
+      edit(
+        "remove_rule",
+        (rules) => `removed rule ${JSON.stringify(rules[pick(rules, { index, name })]!["name"])}`,
+        (text, rules) => removeRule(text, pick(rules, { index, name })),
+      ),
+  );
+}
+
+/**
+ * Runs the admin MCP server on stdin/stdout until the client closes stdin. Exit code 0, or 2 when it must not start
+ * (`startProblem`). Nothing but the protocol may reach stdout: console output goes to stderr.
+ */
+export async function runAdminMcp(options: AdminMcpOptions): Promise<number> {
+  const env = process.env;
+  const problem = startProblem(options.configPath, env);
+  if (problem !== null) {
+    process.stderr.write(`mailgator mcp --admin: ${problem}\n`);
+    return 2;
+  }
+  const toStderr = (...args: unknown[]) => process.stderr.write(`${args.map(String).join(" ")}\n`);
+  console.log = toStderr;
+  console.info = toStderr;
+  console.debug = toStderr;
+  const server = createAdminServer(options, env);
+  const transport = new StdioServerTransport();
+  const closed = new Promise<void>((done) => {
+    transport.onclose = () => done();
+    process.stdin.once("end", () => done());
+    process.stdin.once("close", () => done());
+  });
+  await server.connect(transport);
+  await closed;
+  await server.close();
+  return 0;
+}

@@ -1,0 +1,100 @@
+/**
+ * The text edits behind the admin write tools (docs/mcp.md "Config writes"), on config texts alone: the rest of the
+ * file stays byte for byte, comments above a rule travel with it, and a layout that cannot be edited precisely is
+ * refused rather than guessed at. The tools themselves are tested end to end in admin.test.ts.
+ */
+
+import { expect, test } from "bun:test";
+import { parse } from "smol-toml";
+import {
+  addRule,
+  EditRefused,
+  moveRule,
+  patchRule,
+  rawRules,
+  removeRule,
+  replaceRule,
+} from "../../src/mcp/admin-edit.ts";
+
+const BASE = `# top comment
+[audit]
+path = "a.db" # where
+
+# first: junk
+[[rules]]
+name = "junk"
+action = "deny"
+folders = ["Junk"]
+
+[[rules]]
+name = "inbox"   # inline comment
+action = "allow"
+folders = ["INBOX"]
+
+[approvals]
+timeout = "1h"
+`;
+
+const names = (text: string) => rawRules(text).map((r) => r["name"]);
+
+test("add at the front, at a position, at the end; the rest of the text is unchanged", () => {
+  const front = addRule(BASE, { name: "new", action: "allow", folders: "Drafts" }, 0);
+  expect(names(front)).toEqual(["new", "junk", "inbox"]);
+  expect(front.replace('[[rules]]\nname = "new"\naction = "allow"\nfolders = "Drafts"\n\n', "")).toBe(BASE);
+  expect(names(addRule(BASE, { name: "new", action: "deny" }, 1))).toEqual(["junk", "new", "inbox"]);
+  const end = addRule(BASE, { name: "new", action: "deny" });
+  expect(names(end)).toEqual(["junk", "inbox", "new"]);
+  // Appended after the last rule, before the [approvals] table that follows it.
+  expect(end.indexOf('name = "new"')).toBeLessThan(end.indexOf("[approvals]"));
+  expect(() => addRule(BASE, { name: "new", action: "deny" }, 3)).toThrow(EditRefused);
+});
+
+test("a file without rules gets them at its end", () => {
+  const text = '[audit]\npath = "a.db"\n';
+  expect(addRule(text, { name: "r", action: "deny" })).toBe(`${text}\n[[rules]]\nname = "r"\naction = "deny"\n`);
+});
+
+test("move keeps the comment above a rule with it; remove of the moved rule restores the file", () => {
+  const moved = moveRule(BASE, 0, 1);
+  expect(names(moved)).toEqual(["inbox", "junk"]);
+  expect(moved.indexOf("# first: junk")).toBeGreaterThan(moved.indexOf('name = "inbox"'));
+  expect(moved.indexOf("# first: junk")).toBeLessThan(moved.indexOf('name = "junk"'));
+  expect(moved).toContain("# top comment\n");
+  expect(moved).toContain('path = "a.db" # where\n');
+  expect(moveRule(moved, 1, 0)).toBe(BASE);
+  const added = addRule(BASE, { name: "x", action: "deny" }, 1);
+  expect(removeRule(added, 1)).toBe(BASE);
+});
+
+test("replace rewrites only the rule's table; patch removes with null and drops a singular alias", () => {
+  const r = patchRule({ name: "inbox", action: "allow", folder: "INBOX" }, { folders: ["A", "B"], action: null });
+  expect(r).toEqual({ name: "inbox", folders: ["A", "B"] });
+  const out = replaceRule(BASE, 1, { name: "inbox", action: "deny", folders: ["INBOX"] });
+  expect(out).toBe(
+    BASE.replace(
+      'name = "inbox"   # inline comment\naction = "allow"\nfolders = ["INBOX"]',
+      'name = "inbox"\naction = "deny"\nfolders = [ "INBOX" ]',
+    ),
+  );
+});
+
+test("rules not written as [[rules]] tables are refused, never guessed at", () => {
+  const inline = 'rules = [{ name = "a", action = "deny" }]\n';
+  expect(() => addRule(inline, { name: "b", action: "deny" })).toThrow(EditRefused);
+  expect(() => removeRule(inline, 0)).toThrow(EditRefused);
+});
+
+test("a header-like line inside a multi-line string is not a table", () => {
+  const text = `[approvals]\nbase_url = """\n[[rules]]\n"""\n\n[[rules]]\nname = "a"\naction = "deny"\n`;
+  expect(() => parse(text)).not.toThrow();
+  const out = addRule(text, { name: "b", action: "deny" }, 0);
+  expect(names(out)).toEqual(["b", "a"]);
+  expect((parse(out) as { approvals: { base_url: string } }).approvals.base_url).toBe("[[rules]]\n");
+});
+
+test("CRLF files keep CRLF line ends", () => {
+  const crlf = BASE.replaceAll("\n", "\r\n");
+  const out = removeRule(crlf, 0);
+  expect(names(out)).toEqual(["inbox"]);
+  expect(out.replaceAll("\r\n", "")).not.toContain("\n");
+});
