@@ -154,6 +154,19 @@ export class AccountCredentials {
     if (rt?.record?.accessToken === accessToken) rt.rejected = accessToken;
   }
 
+  /**
+   * Resolves once no token request is in flight, whatever its outcome. A short-lived process (`mailgator approvals
+   * approve`) awaits it before closing the state database, so that a refresh started ahead of expiry is written
+   * before the process ends (a rotated refresh token would otherwise be lost).
+   */
+  async settled(): Promise<void> {
+    for (;;) {
+      const flights = [...this.#runtime.values()].flatMap((rt) => (rt.flight ? [rt.flight] : []));
+      if (flights.length === 0) return;
+      await Promise.allSettled(flights);
+    }
+  }
+
   /** Status rows of the OAuth2 accounts (no secrets). */
   status(): StatusRow[] {
     if (!this.#store) return [];

@@ -6,11 +6,12 @@
  */
 
 import { randomBytes } from "node:crypto";
+import type { AccountCredentials } from "../accounts/index.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import type { Config } from "../config/types.ts";
 import { smtpUpstreamTarget } from "../smtp/index.ts";
 import { SPOOL_BLOCK } from "../smtp/spool.ts";
-import { CommitGate, type Credentials, type MessageSource, UpstreamSession } from "../smtp/upstream.ts";
+import { CommitGate, type MessageSource, openOAuthUpstream, UpstreamSession } from "../smtp/upstream.ts";
 import type { ApprovalRow, ApprovalState, ApprovalStore, HeldMessage } from "./store.ts";
 
 export interface ApprovalContext {
@@ -19,11 +20,18 @@ export interface ApprovalContext {
   readonly audit: AuditLog;
   /** "cli", "smtp" (the page is served by the proxy process). */
   readonly protocol: AuditEvent["protocol"];
+  /**
+   * The token manager of the process (src/accounts/index.ts): an OAuth2 account's replay logs in with an access
+   * token from it. Without it, approving a message of an OAuth2 account is refused and the message stays held.
+   */
+  readonly credentials?: AccountCredentials | undefined;
 }
 
 export type ApproveResult =
   | { readonly outcome: "sent" | "failed"; readonly reply: string }
-  | { readonly outcome: "refused"; readonly state: ApprovalState | "unknown" };
+  | { readonly outcome: "refused"; readonly state: ApprovalState | "unknown" }
+  /** The upstream login failed before the claim: nothing was sent and the message is still held. */
+  | { readonly outcome: "not-sent"; readonly reason: string };
 
 /** One audit row about a held message. */
 export function approvalEvent(
@@ -62,21 +70,48 @@ function source(message: Buffer): MessageSource {
   };
 }
 
-function credentialsFor(config: Config, held: HeldMessage): Credentials {
-  if (held.credentials !== null) return held.credentials;
-  const account = held.account === null ? undefined : config.accounts[held.account];
+/**
+ * Connects and logs in upstream as the held message's sender: the agent's stored login (pass-through), the
+ * account's password, or an OAuth2 access token from the token manager, refreshed when the upstream refuses the
+ * cached one (openOAuthUpstream, the same code the proxy's sessions log in with).
+ */
+async function login(ctx: ApprovalContext, held: HeldMessage): Promise<UpstreamSession> {
+  const smtp = ctx.config.smtp;
+  if (smtp === null) throw new Error("the config has no [smtp] section to send through");
+  const target = smtpUpstreamTarget(smtp);
+  if (held.credentials !== null) return UpstreamSession.open(target, held.credentials);
+  const account = held.account === null ? undefined : ctx.config.accounts[held.account];
   if (account === undefined) throw new Error(`account ${JSON.stringify(held.account)} is no longer configured`);
-  if (account.auth !== "password") throw new Error(`account ${account.name}: OAuth2 upstream login unavailable`);
-  return { username: account.username, password: account.password.reveal() };
+  if (account.auth === "password")
+    return UpstreamSession.open(target, { username: account.username, password: account.password.reveal() });
+  if (ctx.credentials === undefined) throw new Error(`account ${account.name}: no OAuth2 token manager to log in with`);
+  return openOAuthUpstream(target, ctx.credentials, account.name, account.oauth2.saslMechanism);
 }
 
 /**
  * Approves and sends, exactly once among concurrent deciders: only the caller whose claim moves the message from
- * "held" to "sending" replays it. The approval row is on disk before the message reaches the upstream.
+ * "held" to "sending" replays it. The upstream login comes first: when it fails (an OAuth2 account that needs
+ * re-authorization, an upstream that cannot be reached) nothing was sent and the message stays held. The approval
+ * row is on disk before the message reaches the upstream (docs/approvals.md "Deciding").
  */
 export async function approve(ctx: ApprovalContext, id: string, by: string): Promise<ApproveResult> {
+  let upstream: UpstreamSession | null = null;
+  const before = ctx.store.row(id);
+  const pending = before?.state === "held" && before.expires > Date.now() ? ctx.store.message(id) : null;
+  if (before !== null && pending !== null) {
+    try {
+      upstream = await login(ctx, pending);
+    } catch (e) {
+      const reason = (e as Error).message.slice(0, 300);
+      ctx.audit.record(
+        approvalEvent(ctx, before, "APPROVE", "error", `approved by ${by}; not sent, still held: ${reason}`),
+      );
+      return { outcome: "not-sent", reason };
+    }
+  }
   const claim = ctx.store.claim(id, by);
   if (!claim.ok) {
+    if (upstream !== null) await upstream.quit().catch(() => {});
     if (claim.state === "expired" && claim.row !== null)
       ctx.audit.record(approvalEvent(ctx, claim.row, "APPROVAL EXPIRED", "deny", "no decision before it expired"));
     return { outcome: "refused", state: claim.state };
@@ -87,9 +122,7 @@ export async function approve(ctx: ApprovalContext, id: string, by: string): Pro
   let reply: string;
   let ok: boolean;
   try {
-    const smtp = ctx.config.smtp;
-    if (smtp === null) throw new Error("the config has no [smtp] section to send through");
-    const upstream = await UpstreamSession.open(smtpUpstreamTarget(smtp), credentialsFor(ctx.config, held));
+    upstream ??= await login(ctx, held);
     try {
       const result = await upstream.send(
         { from: held.envelope.from, recipients: held.envelope.recipients, eightBit: held.envelope.eightBit },

@@ -288,6 +288,11 @@ export class ApprovalStore {
       return true;
     });
   }
+
+  /** Gives the link back after a POST that could not send (the message is still held): it may be used again. */
+  releaseToken(id: string): void {
+    this.state.db.query("UPDATE approvals SET token_used = 0 WHERE id = ? AND state = 'held'").run(id);
+  }
 }
 
 function encode(held: HeldMessage): string {

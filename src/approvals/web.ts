@@ -126,6 +126,15 @@ export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Re
     }
     const result = await approve(ctx, id, by);
     if (result.outcome === "sent") return page(200, "Approved", "<p>The message was sent.</p>");
+    if (result.outcome === "not-sent") {
+      ctx.store.releaseToken(id);
+      return page(
+        503,
+        "Not sent",
+        `<p>The message was not sent and is still held: ${html(result.reason)}</p>` +
+          "<p>This link can be used again once that is fixed.</p>",
+      );
+    }
     if (result.outcome === "failed")
       return page(502, "Approved, not sent", `<p>The upstream server refused it: ${html(result.reply)}</p>`);
     if (result.outcome === "refused" && result.state === "expired")

@@ -44,7 +44,14 @@ import {
 } from "./limits.ts";
 import { clean, formatReply, type Reply, reply } from "./reply.ts";
 import { Spool } from "./spool.ts";
-import { CommitFailedError, CommitGate, type Credentials, UpstreamAuthError, UpstreamSession } from "./upstream.ts";
+import {
+  CommitFailedError,
+  CommitGate,
+  type Credentials,
+  openOAuthUpstream,
+  UpstreamAuthError,
+  UpstreamSession,
+} from "./upstream.ts";
 
 /** DATA octets between two hints to the garbage collector (see the DATA sink). */
 const GC_HINT_BYTES = 2 * 1024 * 1024;
@@ -1326,32 +1333,9 @@ export class SmtpSession {
     });
   }
 
-  /**
-   * Connects and logs in as an OAuth2 account (docs/smtp.md "OAuth2 accounts"): with the current access token, and
-   * when the server refuses it, on a new connection with a fresh one (the refused token is reported, so the next one
-   * is new). Throws AccountNeedsReauthorization, AccountTemporarilyUnavailable or UpstreamError; never
-   * UpstreamAuthError, since a refused token is not the agent's wrong password.
-   */
-  async #openOAuth(account: string, mechanism: MechanismSetting): Promise<UpstreamSession> {
-    const { credentials, upstream } = this.#ctx;
-    const first = await credentials.credentialFor(account);
-    if (first.kind !== "oauth2") throw new UpstreamError(`account ${account}: expected an OAuth2 credential`);
-    try {
-      return await UpstreamSession.open(upstream, { ...first, mechanism });
-    } catch (e) {
-      if (!(e instanceof UpstreamAuthError)) throw e;
-    }
-    credentials.reportRejected(account, first.accessToken);
-    const second = await credentials.credentialFor(account);
-    if (second.kind !== "oauth2") throw new UpstreamError(`account ${account}: expected an OAuth2 credential`);
-    if (second.accessToken !== first.accessToken) {
-      try {
-        return await UpstreamSession.open(upstream, { ...second, mechanism });
-      } catch (e) {
-        if (!(e instanceof UpstreamAuthError)) throw e;
-      }
-    }
-    throw new UpstreamError(`account ${account}: the upstream server refused a fresh access token`);
+  /** Connects and logs in as an OAuth2 account: openOAuthUpstream (src/smtp/upstream.ts). */
+  #openOAuth(account: string, mechanism: MechanismSetting): Promise<UpstreamSession> {
+    return openOAuthUpstream(this.#ctx.upstream, this.#ctx.credentials, account, mechanism);
   }
 }
 

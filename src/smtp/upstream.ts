@@ -9,6 +9,7 @@
  */
 
 import { hostname } from "node:os";
+import type { AccountCredentials } from "../accounts/index.ts";
 import {
   type Connection,
   connectUpstream,
@@ -43,6 +44,39 @@ export interface OAuthCredentials {
 }
 
 export type UpstreamLogin = Credentials | OAuthCredentials;
+
+/**
+ * Connects and logs in as an OAuth2 account (docs/smtp.md "OAuth2 accounts"): with the current access token, and
+ * when the server refuses it, on a new connection with a fresh one (the refused token is reported, so the next one
+ * is new). Throws AccountNeedsReauthorization, AccountTemporarilyUnavailable or UpstreamError; never
+ * UpstreamAuthError, since a refused token is not the agent's wrong password. The proxy's sessions and the replay of
+ * approved messages (src/approvals/service.ts) both log in through it.
+ */
+export async function openOAuthUpstream(
+  target: UpstreamTarget,
+  credentials: Pick<AccountCredentials, "credentialFor" | "reportRejected">,
+  account: string,
+  mechanism: MechanismSetting,
+): Promise<UpstreamSession> {
+  const first = await credentials.credentialFor(account);
+  if (first.kind !== "oauth2") throw new UpstreamError(`account ${account}: expected an OAuth2 credential`);
+  try {
+    return await UpstreamSession.open(target, { ...first, mechanism });
+  } catch (e) {
+    if (!(e instanceof UpstreamAuthError)) throw e;
+  }
+  credentials.reportRejected(account, first.accessToken);
+  const second = await credentials.credentialFor(account);
+  if (second.kind !== "oauth2") throw new UpstreamError(`account ${account}: expected an OAuth2 credential`);
+  if (second.accessToken !== first.accessToken) {
+    try {
+      return await UpstreamSession.open(target, { ...second, mechanism });
+    } catch (e) {
+      if (!(e instanceof UpstreamAuthError)) throw e;
+    }
+  }
+  throw new UpstreamError(`account ${account}: the upstream server refused a fresh access token`);
+}
 
 /** Upstream refused the login (535 and friends): the agent gets 535, not a temporary failure. */
 export class UpstreamAuthError extends Error {

@@ -296,3 +296,48 @@ describe("the refresh schedule", () => {
     expect(backoffMs(50)).toBe(BACKOFF_MAX_MS);
   });
 });
+
+describe("settled(): a short-lived process waits for the refresh it started", () => {
+  test("a refresh ahead of expiry is stored before settled() resolves; nothing in flight: at once", async () => {
+    const { config, store } = microsoftSetup();
+    const account = config.accounts["work"] as OAuth2AccountConfig;
+    let now = 1_700_000_000_000;
+    saveTokens(
+      store,
+      "work",
+      {
+        refreshToken: "0.rt-1",
+        accessToken: "at-1",
+        expiresAt: now + 4328_000,
+        obtainedAt: now,
+        clientId: account.oauth2.clientId,
+        tokenUrl: TOKEN_URL,
+      },
+      now,
+    );
+    const fake = replay([{ expect: { refresh_token: "0.rt-1" }, status: 200, body: msToken("at-2", "0.rt-2") }]);
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const slow = (async (input: string | URL | Request, init?: RequestInit) => {
+      await gate;
+      return fake.fetch(input, init);
+    }) as typeof fetch;
+    const c = new AccountCredentials({ config, store, fetch: slow, now: () => now, log: quiet });
+    await c.settled();
+    now += 4000_000; // past the refresh point: the current token is handed out, the refresh runs behind
+    expect((await c.credentialFor("work")) as object).toMatchObject({ accessToken: "at-1" });
+    let done = false;
+    const settled = c.settled().then(() => {
+      done = true;
+    });
+    await Bun.sleep(50);
+    expect(done).toBe(false);
+    expect(readTokens(store, "work")!.refreshToken).toBe("0.rt-1");
+    release();
+    await settled;
+    expect(readTokens(store, "work")!.refreshToken).toBe("0.rt-2");
+    expect(fake.sent.length).toBe(1);
+  });
+});

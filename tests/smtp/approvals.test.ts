@@ -6,6 +6,7 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
+import { freePort } from "../../scripts/upstreams/ports.ts";
 import { type ApprovalContext, approve, deny, expireDue, recover } from "../../src/approvals/service.ts";
 import type { ApprovalStore } from "../../src/approvals/store.ts";
 import { approvalPage } from "../../src/approvals/web.ts";
@@ -147,6 +148,30 @@ describe("ask", () => {
     await waitForSink(`Hello ${m}`, 1);
     await Bun.sleep(1500);
     expect(sinkCopies(`Hello ${m}`)).toHaveLength(1);
+  });
+
+  test("an upstream login that fails sends nothing and leaves the message held; a later approve sends it", async () => {
+    const m = marker();
+    const id = heldId((await send(`v-${m}@outside.example`, m)).text);
+    const smtp = proxy.config.smtp!;
+    // Nothing listens on the port freePort found.
+    const unreachable: ApprovalContext = {
+      ...ctx,
+      config: { ...proxy.config, smtp: { ...smtp, upstreamAddr: { host: "127.0.0.1", port: await freePort() } } },
+    };
+    const result = await approve(unreachable, id, "test");
+    expect(result.outcome).toBe("not-sent");
+    expect(store.row(id)!.state).toBe("held");
+    expect(store.message(id)).not.toBeNull();
+    expect(await approve(ctx, id, "test")).toMatchObject({ outcome: "sent" });
+    await waitForSink(`Hello ${m}`, 1);
+    const rows = (await proxy.rows()).filter((r) => r.target === id).map((r) => [r.command, r.decision]);
+    expect(rows).toEqual([
+      ["DATA", "ask"],
+      ["APPROVE", "error"],
+      ["APPROVE", "allow"],
+      ["APPROVAL SENT", "allow"],
+    ]);
   });
 
   test("a message left sending by a dead process is never sent again: needs-check", async () => {

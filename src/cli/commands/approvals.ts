@@ -1,10 +1,12 @@
 /** `mailgator approvals list|show ID|approve ID|deny ID` (docs/approvals.md "Deciding"). */
 
 import { userInfo } from "node:os";
+import { AccountCredentials } from "../../accounts/index.ts";
 import { type ApprovalContext, approve, deny } from "../../approvals/service.ts";
 import { type ApprovalRow, ApprovalStore, ID_PATTERN } from "../../approvals/store.ts";
 import { AuditLog } from "../../audit/index.ts";
 import { loadConfig } from "../../config/index.ts";
+import { moduleLogger } from "../../log.ts";
 import { SealedStore } from "../../state/store.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required, UsageError } from "../args.ts";
 
@@ -15,9 +17,11 @@ export const usage = `Usage: mailgator approvals list -c FILE [--json]
 
 Messages an "ask" rule held for approval. Works while serve runs (same state
 database). approve sends the stored message upstream exactly as the agent
-sent it, once; deny discards it. A message in state "needs-check" was being
-sent when a process stopped: it may have been delivered, so it is never sent
-again; look at the recipient's mailbox, then deny it to discard it.
+sent it, once; deny discards it. When the upstream login fails (an OAuth2
+account that needs re-authorization, an upstream that cannot be reached),
+nothing is sent and the message stays held. A message in state "needs-check"
+was being sent when a process stopped: it may have been delivered, so it is
+never sent again; look at the recipient's mailbox, then deny it to discard it.
 
 Options:
   -c, --config FILE   the config file
@@ -101,16 +105,28 @@ export async function approvals(ctx: CommandContext): Promise<number> {
     }
     const audit = AuditLog.open(config.audit.path);
     try {
-      const actx: ApprovalContext = { config, store, audit, protocol: "cli" };
       const by = `cli:${userInfo().username}`;
       if (verb === "approve") {
+        // An OAuth2 account's token comes from the same sealed store and follows the same refresh and rotation
+        // rules as in serve (docs/accounts.md "Staying logged in"); a refresh still running is waited for, so
+        // that a rotated refresh token is stored before the process ends.
+        const credentials = new AccountCredentials({
+          config,
+          store: state,
+          audit: (event) => audit.record(event),
+          log: moduleLogger("accounts"),
+        });
+        const actx: ApprovalContext = { config, store, audit, protocol: "cli", credentials };
         const result = await approve(actx, id!, by);
+        await credentials.settled();
         if (values.json) ctx.out(JSON.stringify({ id, ...result }));
         else if (result.outcome === "refused")
           ctx.out(`${id}: not sent: it is ${result.state}${result.state === "needs-check" ? " (see --help)" : ""}`);
+        else if (result.outcome === "not-sent") ctx.out(`${id}: not sent, still held: ${result.reason}`);
         else ctx.out(`${id}: ${result.outcome}: upstream replied ${result.reply}`);
         return result.outcome === "sent" ? EXIT_OK : EXIT_FAILURE;
       }
+      const actx: ApprovalContext = { config, store, audit, protocol: "cli" };
       const before = deny(actx, id!, by, values.reason ?? null);
       const ok = before === "held" || before === "needs-check";
       if (values.json) ctx.out(JSON.stringify({ id, outcome: ok ? "denied" : "refused", state: before }));

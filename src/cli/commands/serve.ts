@@ -66,8 +66,15 @@ export const PROXIES: Readonly<Record<"imap" | "smtp", Starter | null>> = {
   smtp: startSmtpProxy,
 };
 
-/** How often held messages past their time are expired (and wiped). */
+/** How often held messages past their time are expired (and wiped)... */
 export const APPROVAL_EXPIRY_CHECK_MS = 60_000;
+/** ...or every `[approvals] timeout` when that is shorter, but not more often than this. */
+export const APPROVAL_EXPIRY_CHECK_MIN_MS = 1_000;
+
+/** The expiry check's period: a held message is wiped at most a minute (or its timeout, if shorter) past its time. */
+export function approvalExpiryCheckMs(timeoutMs: number): number {
+  return Math.max(APPROVAL_EXPIRY_CHECK_MIN_MS, Math.min(APPROVAL_EXPIRY_CHECK_MS, timeoutMs));
+}
 
 export async function serve(ctx: CommandContext): Promise<number> {
   const { values } = parse(
@@ -119,7 +126,13 @@ export async function serve(ctx: CommandContext): Promise<number> {
       state?.close();
       return EXIT_FAILURE;
     }
-    const actx: ApprovalContext = { config, store: approvals, audit, protocol: "smtp" };
+    const actx: ApprovalContext = {
+      config,
+      store: approvals,
+      audit,
+      protocol: "smtp",
+      credentials: accounts.credentials,
+    };
     // A replay a dead process left half done is never repeated (docs/approvals.md "What is guaranteed").
     for (const row of recover(actx))
       log.warn(`approval ${row.id} was being sent when the process stopped: needs a check (not sent again)`);
@@ -129,7 +142,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
     expiry = setInterval(() => {
       expireDue(actx);
       held();
-    }, APPROVAL_EXPIRY_CHECK_MS);
+    }, approvalExpiryCheckMs(config.approvals.timeoutMs));
     // The approval page on the admin listener; the link's signed token is its only credential (docs/approvals.md).
     const page = approvalPage(actx);
     for (const method of ["GET", "POST"])
