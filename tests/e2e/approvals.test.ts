@@ -654,7 +654,7 @@ describe("SIGKILL during the replay", () => {
     }
   }
 
-  test("serve killed while it holds the final dot back (page approval): no copy, needs-check, deny clears", async () => {
+  test("serve killed while the final dot is held back (page approval): no copy, needs-check, deny clears", async () => {
     const running = await start(s);
     const { id, token } = await hold(s, running.smtpPort, auth);
     const { token: t } = link(s, running.admin, id);
