@@ -15,6 +15,7 @@ import { audit, usage as auditUsage } from "./commands/audit.ts";
 import { check, usage as checkUsage } from "./commands/check.ts";
 import { explain, usage as explainUsage } from "./commands/explain.ts";
 import { init, usage as initUsage } from "./commands/init.ts";
+import { mcp, usage as mcpUsage } from "./commands/mcp.ts";
 import { reload, usage as reloadUsage } from "./commands/reload.ts";
 import { serve, usage as serveUsage } from "./commands/serve.ts";
 import { token, usage as tokenUsage } from "./commands/token.ts";
@@ -36,6 +37,10 @@ Usage:
   mailgator account status -c FILE   each account's login state
   mailgator approvals list -c FILE   messages held for approval (also show,
                                      approve, deny ID)
+  mailgator mcp --agent NAME [-c FILE]
+                                     an MCP server on stdio: mail tools for one
+                                     agent, through the proxies (--admin: the
+                                     owner's config tools)
   mailgator config init              a commented starter config
   mailgator version                  print the version
 
@@ -57,6 +62,7 @@ const COMMANDS: Readonly<Record<string, [Command, string]>> = {
   token: [token, tokenUsage],
   account: [account, accountUsage],
   approvals: [approvals, approvalsUsage],
+  mcp: [mcp, mcpUsage],
   config: [init, initUsage],
   version: [(ctx) => (ctx.out(`mailgator ${pkg.version}`), EXIT_OK), "Usage: mailgator version"],
 };
