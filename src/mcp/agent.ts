@@ -143,13 +143,27 @@ async function listPage(
   return slice.length === 0 ? head : `${head}\n${untrusted(body)}`;
 }
 
+/** Why a message of `size` bytes is not fetched, or null when it may be (MAX_MESSAGE_BYTES). */
+export function messageSizeProblem(size: number): string | null {
+  return size > MAX_MESSAGE_BYTES
+    ? `the message is ${size} bytes; the limit is ${MAX_MESSAGE_BYTES} (MAX_MESSAGE_BYTES)`
+    : null;
+}
+
+/** Message text as returned: at most MAX_TEXT_CHARS characters, with a note when cut. */
+export function cutText(text: string): string {
+  return text.length > MAX_TEXT_CHARS
+    ? `${text.slice(0, MAX_TEXT_CHARS)}\n[... cut at ${MAX_TEXT_CHARS} characters]`
+    : text;
+}
+
 /** Fetches one message's bytes through the listener; a message hidden or gone is "no message". */
 async function fetchSource(client: ImapFlow, folder: string, uid: number): Promise<Uint8Array> {
   await client.mailboxOpen(folder, { readOnly: true });
   const meta = await client.fetchOne(String(uid), { uid: true, size: true }, { uid: true });
   if (meta === false || meta.uid !== uid) throw new ToolError(`no message with UID ${uid} in ${folder}`);
-  if ((meta.size ?? 0) > MAX_MESSAGE_BYTES)
-    throw new ToolError(`the message is ${meta.size} bytes; the limit is ${MAX_MESSAGE_BYTES} (MAX_MESSAGE_BYTES)`);
+  const tooBig = messageSizeProblem(meta.size ?? 0);
+  if (tooBig !== null) throw new ToolError(tooBig);
   const m = await client.fetchOne(String(uid), { uid: true, source: true }, { uid: true });
   if (m === false || m.source === undefined) throw new ToolError(`no message with UID ${uid} in ${folder}`);
   return new Uint8Array(m.source);
@@ -297,10 +311,7 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
               const value = headerText(message.headers, name);
               if (value !== undefined) lines.push(`${name}: ${value}`);
             }
-            let text = message.text;
-            if (text.length > MAX_TEXT_CHARS)
-              text = `${text.slice(0, MAX_TEXT_CHARS)}\n[... cut at ${MAX_TEXT_CHARS} characters]`;
-            lines.push("", text);
+            lines.push("", cutText(message.text));
             const atts = message.attachments.map(
               (x) => `attachment ${x.index}: ${x.filename} (${x.type}, ${x.size ?? "unknown"} bytes)`,
             );

@@ -19,6 +19,7 @@ import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { freePorts } from "../../scripts/upstreams/ports.ts";
+import { MAX_PAGE_SIZE } from "../../src/mcp/agent.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { type Served, serveChild } from "../e2e/serve-child.ts";
 import {
@@ -255,6 +256,14 @@ describe("seed rules, pass-through", () => {
     // Another folder does not exist for the agent.
     const archive = await callRaw(mcp, "list_messages", { folder: "Archive" });
     expect(archive.isError).toBe(true);
+    expect(archive.text).toContain("does not exist");
+    // Pages hold at most MAX_PAGE_SIZE messages: 100 is a page size, 101 is refused.
+    expect(totalOf(await call(mcp, "list_messages", { page_size: MAX_PAGE_SIZE }))).toBe(expected.length);
+    const tooBig = await callRaw(mcp, "list_messages", { page_size: MAX_PAGE_SIZE + 1 }).catch((e: Error) => ({
+      text: e.message,
+      isError: true,
+    }));
+    expect(tooBig.isError).toBe(true);
   });
 
   test("reads one message and its attachment, inside untrusted-content blocks", async () => {
