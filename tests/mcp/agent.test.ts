@@ -249,6 +249,22 @@ describe("seed rules, pass-through", () => {
         .map((m) => m.uid)
         .sort((a, b) => b - a),
     );
+    // Body text, dates and recipients: each found set is the visible part of what the manifest says matches.
+    const probe = visible[Math.floor(visible.length / 2)]!;
+    const body = markers("INBOX", probe, SEED)[1]!;
+    expect(uidsOf(await call(mcp, "search", { folder: "INBOX", text: body }))).toEqual([probe.uid]);
+    const day = probe.date.slice(0, 10);
+    const since = await allPages(mcp, "search", { folder: "INBOX", since: day }, 50);
+    expect(since.uids).toEqual(expected.filter((uid) => visible.find((m) => m.uid === uid)!.date.slice(0, 10) >= day));
+    const before = await allPages(mcp, "search", { folder: "INBOX", before: day }, 50);
+    expect(before.uids).toEqual(expected.filter((uid) => visible.find((m) => m.uid === uid)!.date.slice(0, 10) < day));
+    const flagged = await allPages(mcp, "search", { folder: "INBOX", flagged: true, to: mailbox.address }, 50);
+    expect(flagged.uids).toEqual(
+      expected.filter((uid) => {
+        const m = visible.find((v) => v.uid === uid)!;
+        return m.flags.includes("\\Flagged") && m.to.includes(mailbox.address);
+      }),
+    );
     // A hidden sender's messages are not found, even by their own subject.
     const spam = hidden.find((h) => h.folder === "INBOX" && h.message.from === "spam@evil.test")!;
     const bySubject = await call(mcp, "search", { folder: "INBOX", subject: spam.message.subject });
