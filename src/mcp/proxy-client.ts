@@ -10,7 +10,7 @@
 
 import { X509Certificate } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { type ConnectionOptions, checkServerIdentity, type PeerCertificate } from "node:tls";
+import { type ConnectionOptions, checkServerIdentity, type PeerCertificate, rootCertificates } from "node:tls";
 import { ImapFlow } from "imapflow";
 import nodemailer from "nodemailer";
 import type { HostPort, ListenerConfig } from "../config/index.ts";
@@ -23,6 +23,8 @@ export interface ProxyLogin {
   readonly user: string;
   /** Vault mode: the agent's token; pass-through: the upstream password. */
   readonly secret: string;
+  /** Extra CA certificates (PEM) to trust for the listeners' TLS (--ca-file); null for none. */
+  readonly caFile: string | null;
 }
 
 /** Where to connect for a listen address: a wildcard address is reached on loopback. */
@@ -32,27 +34,36 @@ export function connectHost(addr: HostPort): string {
   return addr.host.replace(/^\[|\]$/g, "");
 }
 
-/**
- * TLS options for a listener that speaks TLS: the usual verification, and, when the listener's own certificate
- * file can be read, that exact certificate is accepted as well whatever name it carries (a self-signed listener
- * certificate on loopback is the common case).
- */
-function tlsFor(listener: ListenerConfig): ConnectionOptions {
-  const host = connectHost(listener.listenAddr);
-  let pinned: string[] = [];
-  let ca: string | undefined;
-  if (listener.tlsCertFile !== null) {
-    try {
-      ca = readFileSync(listener.tlsCertFile, "utf8");
-      const pems = ca.match(/-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g) ?? [];
-      pinned = pems.map((pem) => new X509Certificate(pem).fingerprint256);
-    } catch {
-      pinned = [];
-      ca = undefined;
-    }
+const PEM = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+/** The certificates in a PEM file; none when it cannot be read. */
+function pemCertificates(file: string | null): string[] {
+  if (file === null) return [];
+  try {
+    return readFileSync(file, "utf8").match(PEM) ?? [];
+  } catch {
+    return [];
   }
+}
+
+/**
+ * TLS options for a listener that speaks TLS (docs/mcp.md "Connecting"): verified against the system's roots, the
+ * certificates in `caFile` (--ca-file) and those in the listener's own `tls_cert_file`, with the usual name check,
+ * except that the exact certificate in `tls_cert_file` is accepted whatever name it carries (a self-signed listener
+ * certificate on loopback). Nothing is ever accepted unverified.
+ */
+export function listenerTls(listener: ListenerConfig, caFile: string | null): ConnectionOptions {
+  const host = connectHost(listener.listenAddr);
+  const own = pemCertificates(listener.tlsCertFile);
+  const pinned = own.flatMap((pem) => {
+    try {
+      return [new X509Certificate(pem).fingerprint256];
+    } catch {
+      return [];
+    }
+  });
   return {
-    ...(ca === undefined ? {} : { ca }),
+    ca: [...rootCertificates, ...pemCertificates(caFile), ...own],
     ...(/^[\d.:]+$/.test(host) ? {} : { servername: host }),
     checkServerIdentity: (name: string, cert: PeerCertificate) =>
       pinned.includes(cert.fingerprint256) ? undefined : checkServerIdentity(name, cert),
@@ -83,7 +94,7 @@ export class ProxyImap {
       port: this.listener.listenAddr.port,
       secure: tls === "tls",
       doSTARTTLS: tls === "starttls" ? true : tls === "none" ? false : undefined,
-      tls: tls === "none" ? undefined : tlsFor(this.listener),
+      tls: tls === "none" ? undefined : listenerTls(this.listener, this.login.caFile),
       auth: { user: this.login.user, pass: this.login.secret },
       logger: false,
       disableAutoIdle: true,
@@ -161,7 +172,7 @@ export async function sendThroughProxy(
     secure: tls === "tls",
     requireTLS: tls === "starttls",
     ignoreTLS: tls === "none",
-    tls: tls === "none" ? undefined : tlsFor(listener),
+    tls: tls === "none" ? undefined : listenerTls(listener, login.caFile),
     auth: { user: login.user, pass: login.secret },
     connectionTimeout: PROXY_CONNECT_TIMEOUT_MS,
     greetingTimeout: PROXY_CONNECT_TIMEOUT_MS,

@@ -9,6 +9,7 @@
  *   get different tools);
  * - vault mode, with the account's password only in the `serve` process: a held (`ask`) send says held, a reply
  *   threads (In-Reply-To, References), drafts, flags, move and delete go through the proxy;
+ * - TLS listeners: a self-signed listener certificate is accepted as configured, another one only when verified;
  * - the compiled binary (`bun build --compile`, as `npm run build`) runs the same server.
  */
 
@@ -104,16 +105,17 @@ interface McpSession {
   readonly outputs: string[];
 }
 
-/** Starts `mailgator mcp --agent NAME -c FILE` (source, or `command` for the binary) with only `env` set. */
+/** Starts `mailgator mcp --agent NAME -c FILE [extra]` (source, or `command` for the binary) with only `env` set. */
 async function startMcp(
   config: string,
   agent: string,
   env: Record<string, string>,
   command: string[] = [process.execPath, MAIN],
+  extra: string[] = [],
 ): Promise<McpSession> {
   const transport = new StdioClientTransport({
     command: command[0]!,
-    args: [...command.slice(1), "mcp", "--agent", agent, "-c", config],
+    args: [...command.slice(1), "mcp", "--agent", agent, "-c", config, ...extra],
     env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", HOME: dir, ...env },
     stderr: "pipe",
   });
@@ -486,6 +488,84 @@ action = "deny"
     }));
     expect(unknown.isError).toBe(true);
   });
+});
+
+describe("TLS listeners", () => {
+  const TITLE = "a self-signed listener certificate is accepted as configured; another is verified (--ca-file)";
+  test(TITLE, async () => {
+    const mailbox = await createMailbox({ seed: { folders: { INBOX: 4 }, seed: SEED } });
+    // IMAP: implicit TLS with a self-signed certificate for a name that is not 127.0.0.1.
+    const self = join(dir, "self");
+    const made = Bun.spawnSync([
+      "openssl",
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-days",
+      "2",
+      "-subj",
+      "/CN=mailgator.invalid",
+      "-addext",
+      "subjectAltName=DNS:mailgator.invalid",
+      "-keyout",
+      `${self}.key`,
+      "-out",
+      `${self}.pem`,
+    ]);
+    expect(made.exitCode).toBe(0);
+    // SMTP: STARTTLS with the test CA's server certificate, which only that CA vouches for.
+    const up = upstreams();
+    const [imap, smtp] = await freePorts(2);
+    const text = listeners({ imap: imap!, smtp: smtp! }, "tls")
+      .replace(
+        `listen_addr = "127.0.0.1:${imap}"`,
+        `listen_addr = "127.0.0.1:${imap}"\nlisten_tls = "tls"\ntls_cert_file = "${self}.pem"\n` +
+          `tls_key_file = "${self}.key"`,
+      )
+      .replace(
+        `listen_addr = "127.0.0.1:${smtp}"`,
+        `listen_addr = "127.0.0.1:${smtp}"\nlisten_tls = "starttls"\n` +
+          `tls_cert_file = "${join(up.dir, "tls", "server.pem")}"\n` +
+          `tls_key_file = "${join(up.dir, "tls", "server.key")}"`,
+      );
+    const config = writeConfig("tls", text + SEED_RULES);
+    const serve = serveChild(config);
+    served.push(serve);
+    await serve.port("IMAP");
+    await serve.port("SMTP");
+    const env = { MAILGATOR_PASSWORD: mailbox.password };
+    const plain = await startMcp(config, mailbox.user, env);
+    try {
+      expect(await call(plain, "list_folders")).toContain("INBOX");
+      const token = uniqueToken("mcptls");
+      const refused = await callRaw(plain, "send", {
+        to: [`c-${token}@corp.test`],
+        subject: token,
+        text: "x",
+        from: mailbox.address,
+      });
+      expect(refused.isError).toBe(true);
+      expect(refused.text).toMatch(/certificate/i);
+    } finally {
+      await plain.close();
+    }
+    const trusted = await startMcp(config, mailbox.user, env, [process.execPath, MAIN], ["--ca-file", up.caFile]);
+    try {
+      const token = uniqueToken("mcptls");
+      const sent = await call(trusted, "send", {
+        to: [`c-${token}@corp.test`],
+        subject: token,
+        text: "x",
+        from: mailbox.address,
+      });
+      expect(sent).toContain("was sent");
+      expect((await waitForSink(token)).length).toBe(1);
+    } finally {
+      await trusted.close();
+    }
+  }, 60_000);
 });
 
 describe("the compiled binary", () => {

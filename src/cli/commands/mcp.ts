@@ -30,6 +30,8 @@ Options:
       --agent NAME           serve the agent tools for NAME
       --token-file FILE      vault mode: the agent's token (first line)
       --password-file FILE   pass-through mode: the login's password (first line)
+      --ca-file FILE         CA certificates (PEM) to trust for TLS listeners,
+                             besides the system's and the listener's own
       --admin                serve the admin tools
       --allow-config-writes  admin: also the tools that edit the rules
   -h, --help                 this help`;
@@ -59,6 +61,7 @@ export async function mcp(ctx: CommandContext): Promise<number> {
       "allow-config-writes": { type: "boolean" },
       "token-file": { type: "string" },
       "password-file": { type: "string" },
+      "ca-file": { type: "string" },
     },
     usage,
   );
@@ -67,8 +70,10 @@ export async function mcp(ctx: CommandContext): Promise<number> {
   if ((agent !== undefined) === (values.admin === true))
     throw new UsageError("give exactly one of --agent NAME and --admin", usage);
   if (values.admin === true) {
-    if (values["token-file"] !== undefined || values["password-file"] !== undefined)
-      throw new UsageError("--token-file and --password-file go with --agent", usage);
+    if (values["token-file"] !== undefined || values["password-file"] !== undefined || values["ca-file"] !== undefined)
+      throw new UsageError("--token-file, --password-file and --ca-file go with --agent", usage);
+    // Imported by a computed path so that this command builds whether or not src/mcp/admin.ts is present; a
+    // literal import is what bundles it into the executable.
     const path = "../../mcp/admin.ts";
     let admin: {
       runAdminMcp?: (opts: { configFile: string; allowConfigWrites: boolean; env: typeof ctx.env }) => Promise<number>;
@@ -118,5 +123,5 @@ export async function mcp(ctx: CommandContext): Promise<number> {
         usage,
       );
   }
-  return runAgentMcp({ config, agent, login: { user: agent, secret } });
+  return runAgentMcp({ config, agent, login: { user: agent, secret, caFile: values["ca-file"] ?? null } });
 }
