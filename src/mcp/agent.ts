@@ -212,6 +212,8 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
   const transmit = async (mail: Omit<OutgoingMail, "from"> & { from?: string | undefined }, what: string) => {
     if (smtp === null) throw new ToolError("no [smtp] listener in the config");
     const from = mail.from ?? sender;
+    // One line-end convention for the composer: a lone CR would reach the listener as a bare CR (docs/smtp.md).
+    mail = { ...mail, subject: mail.subject.replace(/[\r\n]+/g, " "), text: mail.text.replace(/\r\n?/g, "\n") };
     if (from === null) throw new ToolError("give `from`: no sender address is known for this agent");
     try {
       return sendResult(await sendThroughProxy(smtp, login, { ...mail, from }), what);
@@ -362,8 +364,8 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
             ...(from === undefined ? {} : { from }),
             to: a.to,
             cc: a.cc,
-            subject: a.subject,
-            text: a.text,
+            subject: a.subject.replace(/[\r\n]+/g, " "),
+            text: a.text.replace(/\r\n?/g, "\n"),
           })
             .compile()
             .build();

@@ -22,7 +22,7 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import { freePorts } from "../../scripts/upstreams/ports.ts";
 import { MAX_PAGE_SIZE } from "../../src/mcp/agent.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
-import { type Served, serveChild } from "../e2e/serve-child.ts";
+import { runCli, type Served, serveChild } from "../e2e/serve-child.ts";
 import {
   createMailbox,
   mailboxMessages,
@@ -325,6 +325,29 @@ describe("seed rules, pass-through", () => {
     const copies = await waitForSink(token);
     expect(copies.map((c) => c.originalTo)).toEqual([`colleague-${token}@corp.test`]);
     expect(sinkMessages(`outside ${token}`)).toEqual([]);
+    // The same audit log as any client's, under the login: the refused recipient and the reads.
+    const audit = runCli(["audit", "-c", config, "--json", "--limit", "1000"]);
+    expect(audit.exitCode).toBe(0);
+    const rows = audit.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { agent: string; command: string; target: string | null; decision: string });
+    const refusedRow = rows.find((r) => r.command === "RCPT TO" && r.target?.includes(`someone-${token}`));
+    expect(refusedRow?.decision).toBe("deny");
+    expect(refusedRow?.agent).toBe(mailbox.user);
+    expect(rows.some((r) => r.command === "UID FETCH" && r.agent === mailbox.user)).toBe(true);
+  });
+
+  test("text with a lone CR or CRLF goes out with CRLF line ends", async () => {
+    const token = uniqueToken("mcpcr");
+    await call(mcp, "send", {
+      to: [`colleague-${token}@corp.test`],
+      subject: `lines ${token}`,
+      text: "one\rtwo\r\nthree\nfour",
+      from: mailbox.address,
+    });
+    const [copy] = await waitForSink(token);
+    expect(copy!.raw()).toMatch(/one\r?\ntwo\r?\nthree\r?\nfour/);
   });
 
   test("no tool result holds any byte of a hidden message", () => {
