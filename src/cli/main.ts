@@ -37,9 +37,11 @@ Usage:
   mailgator account status -c FILE   each account's login state
   mailgator approvals list -c FILE   messages held for approval (also show,
                                      approve, deny ID)
+  mailgator mcp --agent NAME [-c FILE]
+                                     an MCP server on stdio: mail tools for one
+                                     agent, through the proxies (--admin: the
+                                     owner's config tools)
   mailgator config init              a commented starter config
-  mailgator mcp --admin [-c FILE]    MCP server on stdio with the owner's tools
-                                     (--allow-config-writes: also rule edits)
   mailgator version                  print the version
 
 Without -c: $MAILGATOR_CONFIG, else ./mailgator.toml, else /etc/mailgator/mailgator.toml.
@@ -60,8 +62,8 @@ const COMMANDS: Readonly<Record<string, [Command, string]>> = {
   token: [token, tokenUsage],
   account: [account, accountUsage],
   approvals: [approvals, approvalsUsage],
-  config: [init, initUsage],
   mcp: [mcp, mcpUsage],
+  config: [init, initUsage],
   version: [(ctx) => (ctx.out(`mailgator ${pkg.version}`), EXIT_OK), "Usage: mailgator version"],
 };
 

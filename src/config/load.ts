@@ -48,7 +48,15 @@ import {
 export interface LoadOptions {
   /** Where `password_env` is looked up; defaults to process.env. */
   readonly env?: Readonly<Record<string, string | undefined>>;
+  /**
+   * Leave account secrets unread (`mailgator mcp`, which logs in to the proxy as an agent and never upstream,
+   * docs/mcp.md): a secret given by any of its three keys becomes an empty Secret; no variable or file is read.
+   */
+  readonly skipSecrets?: boolean;
 }
+
+/** The `env` that stands for "do not read secrets" (LoadOptions.skipSecrets). */
+const SKIP_SECRETS: Readonly<Record<string, string | undefined>> = Object.freeze({});
 
 /** Default upstream TLS by well-known port (RFC 8314 implicit TLS; RFC 3207/2595 STARTTLS). */
 const TLS_BY_PORT: Readonly<Record<number, TlsMode>> = {
@@ -414,6 +422,7 @@ function secretFrom(
   problems: Problems,
 ): Secret | null | undefined {
   const [inline, fromEnv, fromFile] = keys;
+  if (env === SKIP_SECRETS) return keys.some((key) => raw[key] !== undefined) ? new Secret("") : undefined;
   if (raw[inline] !== undefined) return new Secret(raw[inline]);
   if (raw[fromEnv] !== undefined) {
     const value = env[raw[fromEnv]];
@@ -844,7 +853,7 @@ function deepFreeze<T>(value: T): T {
 
 /** Parses and validates config text; throws ConfigError listing every problem. */
 export function parseConfig(text: string, file: string, options: LoadOptions = {}): Config {
-  const env = options.env ?? process.env;
+  const env = options.skipSecrets === true ? SKIP_SECRETS : (options.env ?? process.env);
   let data: unknown;
   try {
     data = parseToml(text);

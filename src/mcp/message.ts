@@ -1,0 +1,309 @@
+/**
+ * Reading a fetched message for `mailgator mcp --agent` (docs/mcp.md "Agent tools"): its headers, its text (HTML
+ * turned into readable text), its attachments. Header sections and MIME entities are read by src/mail, the reader
+ * both proxies decide with, so a part is an attachment here exactly when it is one for `has_attachment` rules.
+ *
+ * What cannot be read is said, never guessed: an unknown charset or transfer encoding, a multipart without a
+ * boundary, a part header src/mail refuses. Limits: MAX_MIME_DEPTH and MAX_MIME_PARTS, past which the rest of the
+ * message is reported as unread.
+ */
+
+import {
+  decodeEncodedWords,
+  entityOf,
+  type HeaderField,
+  hasParam,
+  isAttachmentEntity,
+  parseHeaderFields,
+  readUnstructured,
+} from "../mail/index.ts";
+
+/** Deepest multipart nesting read (RFC 2046 sets none; the SMTP inspector stops at a similar depth). */
+export const MAX_MIME_DEPTH = 16;
+/** Most MIME entities read in one message. */
+export const MAX_MIME_PARTS = 500;
+
+export interface AttachmentInfo {
+  /** 1-based, in the order the parts appear: what `get_attachment` takes. */
+  readonly index: number;
+  readonly filename: string;
+  readonly type: string;
+  /** Decoded size in bytes; null when the transfer encoding is unknown. */
+  readonly size: number | null;
+}
+
+export interface ReadMessage {
+  readonly headers: readonly HeaderField[];
+  /** The text parts (text/plain as is, text/html as readable text), in order; "" when there are none. */
+  readonly text: string;
+  readonly attachments: readonly AttachmentInfo[];
+  /** What could not be read, for the reader to see (e.g. "a part in charset x-foo was not decoded"). */
+  readonly problems: readonly string[];
+}
+
+interface Part {
+  readonly headers: readonly HeaderField[] | null;
+  readonly body: Uint8Array;
+}
+
+type Label = ConstructorParameters<typeof TextDecoder>[0];
+
+const CRLF_CRLF = /\r?\n\r?\n/;
+
+/** Splits an entity into its header section and body (both as bytes). */
+function splitEntity(bytes: Uint8Array): Part {
+  const latin = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString("latin1");
+  if (/^\r?\n/.test(latin)) return { headers: [], body: bytes.subarray(latin.startsWith("\r\n") ? 2 : 1) };
+  const m = CRLF_CRLF.exec(latin);
+  if (m === null) return { headers: parseHeaderFields(bytes), body: new Uint8Array(0) };
+  return { headers: parseHeaderFields(bytes.subarray(0, m.index)), body: bytes.subarray(m.index + m[0].length) };
+}
+
+/** The body parts of a multipart body (RFC 2046 §5.1.1); null when no delimiter line is found. */
+function splitMultipart(body: Uint8Array, boundary: string): Uint8Array[] | null {
+  const latin = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("latin1");
+  const delimiter = `--${boundary}`;
+  const parts: Uint8Array[] = [];
+  let start = -1;
+  let pos = 0;
+  while (pos <= latin.length) {
+    const lineEnd = latin.indexOf("\n", pos);
+    const end = lineEnd === -1 ? latin.length : lineEnd;
+    const line = latin.slice(pos, end).replace(/\r$/, "");
+    if (line.startsWith(delimiter)) {
+      const rest = line.slice(delimiter.length).trimEnd();
+      if (rest === "" || rest === "--") {
+        if (start !== -1) {
+          // The CRLF before the delimiter belongs to the delimiter (RFC 2046 §5.1.1).
+          let stop = pos;
+          if (stop > start && latin[stop - 1] === "\n") stop--;
+          if (stop > start && latin[stop - 1] === "\r") stop--;
+          parts.push(body.subarray(start, stop));
+        }
+        if (rest === "--") return parts;
+        start = end + 1;
+      }
+    }
+    if (lineEnd === -1) break;
+    pos = lineEnd + 1;
+  }
+  if (start !== -1 && start < body.length) parts.push(body.subarray(start));
+  return parts.length > 0 ? parts : null;
+}
+
+function field(headers: readonly HeaderField[], name: string): string | undefined {
+  return headers.find((f) => f.name === name)?.value;
+}
+
+/** Decodes a transfer encoding (RFC 2045 §6); null for one that is not known. */
+export function decodeTransfer(body: Uint8Array, encoding: string): Uint8Array | null {
+  const e = encoding.trim().toLowerCase();
+  if (e === "" || e === "7bit" || e === "8bit" || e === "binary") return body;
+  const text = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("latin1");
+  if (e === "base64") return new Uint8Array(Buffer.from(text.replace(/[^A-Za-z0-9+/]/g, ""), "base64"));
+  if (e === "quoted-printable") {
+    const unfolded = text.replace(/=\r?\n/g, "");
+    const out: number[] = [];
+    for (let i = 0; i < unfolded.length; i++) {
+      const c = unfolded.charCodeAt(i);
+      if (c === 61 && /^[0-9A-Fa-f]{2}$/.test(unfolded.slice(i + 1, i + 3))) {
+        out.push(Number.parseInt(unfolded.slice(i + 1, i + 3), 16));
+        i += 2;
+      } else out.push(c);
+    }
+    return new Uint8Array(out);
+  }
+  return null;
+}
+
+/** Text in a charset TextDecoder knows; null for one it does not. */
+function decodeCharset(bytes: Uint8Array, charset: string | undefined): string | null {
+  const label = (charset ?? "us-ascii").trim().toLowerCase() || "us-ascii";
+  try {
+    return new TextDecoder((label === "us-ascii" ? "utf-8" : label) as Label).decode(bytes);
+  } catch {
+    return null;
+  }
+}
+
+const ENTITIES: Readonly<Record<string, string>> = {
+  amp: "&",
+  lt: "<",
+  gt: ">",
+  quot: '"',
+  apos: "'",
+  nbsp: " ",
+};
+
+/** HTML as readable text: no scripts, styles or tags; block ends and <br> as line breaks; entities decoded. */
+export function htmlToText(html: string): string {
+  return html
+    .replace(/<!--[\s\S]*?-->/g, "")
+    .replace(/<(script|style|head|title)\b[\s\S]*?<\/\1\s*>/gi, "")
+    .replace(/<br\s*\/?>/gi, "\n")
+    .replace(/<li\b[^>]*>/gi, "\n- ")
+    .replace(/<\/(p|div|h[1-6]|tr|table|ul|ol|blockquote|section|article)\s*>/gi, "\n")
+    .replace(/<a\b[^>]*\bhref\s*=\s*["']([^"']*)["'][^>]*>([\s\S]*?)<\/a\s*>/gi, (_, href: string, label: string) =>
+      label.trim() === "" || label.includes(href) ? `${label} ${href}` : `${label} (${href})`,
+    )
+    .replace(/<[^>]*>/g, "")
+    .replace(/&(#x[0-9a-f]+|#\d+|[a-z]+);/gi, (whole, name: string) => {
+      if (name.startsWith("#")) {
+        const code = name[1] === "x" || name[1] === "X" ? Number.parseInt(name.slice(2), 16) : Number(name.slice(1));
+        return code > 0 && code <= 0x10ffff ? String.fromCodePoint(code) : whole;
+      }
+      return ENTITIES[name.toLowerCase()] ?? whole;
+    })
+    .replace(/[ \t]+\n/g, "\n")
+    .replace(/\n{3,}/g, "\n\n")
+    .trim();
+}
+
+/** A file name from Content-Disposition `filename` or Content-Type `name` (encoded words decoded). */
+function filenameOf(params: ReadonlyMap<string, string>, base: string): string | undefined {
+  const plain = params.get(base);
+  if (plain !== undefined) return decodeEncodedWords(plain) ?? plain;
+  const extended = params.get(`${base}*`);
+  if (extended !== undefined) {
+    // RFC 2231 §4: charset'language'percent-encoded.
+    const m = /^([^']*)'[^']*'(.*)$/.exec(extended);
+    if (m !== null) {
+      try {
+        return new TextDecoder((m[1] || "utf-8") as Label).decode(
+          new Uint8Array(
+            Buffer.from(
+              m[2]!.replace(/%([0-9A-Fa-f]{2})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16))),
+              "latin1",
+            ),
+          ),
+        );
+      } catch {
+        return undefined;
+      }
+    }
+  }
+  return undefined;
+}
+
+interface Walk {
+  readonly texts: string[];
+  readonly attachments: (AttachmentInfo & { readonly bytes: Uint8Array | null })[];
+  readonly problems: string[];
+  parts: number;
+}
+
+function walk(part: Part, depth: number, state: Walk): void {
+  if (++state.parts > MAX_MIME_PARTS) {
+    if (state.parts === MAX_MIME_PARTS + 1)
+      state.problems.push(`more than ${MAX_MIME_PARTS} parts: the rest was not read`);
+    return;
+  }
+  if (part.headers === null) {
+    state.problems.push("a part whose header could not be read was left out");
+    return;
+  }
+  const entity = entityOf(part.headers);
+  if (entity === null) {
+    state.problems.push("a part with two Content-Type or Content-Disposition fields was left out");
+    return;
+  }
+  if (entity.type.startsWith("multipart/")) {
+    if (depth >= MAX_MIME_DEPTH) {
+      state.problems.push(`parts nested deeper than ${MAX_MIME_DEPTH} were not read`);
+      return;
+    }
+    const boundary = entity.typeParams.get("boundary");
+    const children = boundary === undefined || boundary === "" ? null : splitMultipart(part.body, boundary);
+    if (children === null) {
+      state.problems.push("a multipart part without a usable boundary was not read");
+      return;
+    }
+    const alternative = entity.type === "multipart/alternative";
+    if (alternative) {
+      // RFC 2046 §5.1.4: the parts say the same thing; show the plain one when there is one.
+      const parsed = children.map(splitEntity);
+      const plain = parsed.find((p) => p.headers !== null && entityOf(p.headers)?.type === "text/plain");
+      const chosen = plain ?? parsed[parsed.length - 1];
+      if (chosen !== undefined) walk(chosen, depth + 1, state);
+      for (const other of parsed) {
+        if (other === chosen || other.headers === null) continue;
+        const e = entityOf(other.headers);
+        if (e !== null && !e.type.startsWith("text/") && !e.type.startsWith("multipart/"))
+          walk(other, depth + 1, state);
+      }
+      return;
+    }
+    for (const child of children) walk(splitEntity(child), depth + 1, state);
+    return;
+  }
+  const encoding = field(part.headers, "content-transfer-encoding") ?? "";
+  const decoded = decodeTransfer(part.body, encoding);
+  const isText = entity.type === "text/plain" || entity.type === "text/html";
+  if (isText && !isAttachmentEntity(entity)) {
+    if (decoded === null) {
+      state.problems.push(`a text part in transfer encoding ${JSON.stringify(encoding)} was not decoded`);
+      return;
+    }
+    const text = decodeCharset(decoded, entity.typeParams.get("charset"));
+    if (text === null) {
+      state.problems.push(`a text part in charset ${JSON.stringify(entity.typeParams.get("charset"))} was not decoded`);
+      return;
+    }
+    state.texts.push(entity.type === "text/html" ? htmlToText(text) : text.replace(/\r\n/g, "\n").trimEnd());
+    return;
+  }
+  if (!isAttachmentEntity(entity) && !isText) {
+    // Another text/* leaf (text/calendar, ...): shown as text too.
+    const text = decoded === null ? null : decodeCharset(decoded, entity.typeParams.get("charset"));
+    if (text !== null) state.texts.push(text.replace(/\r\n/g, "\n").trimEnd());
+    else state.problems.push(`a ${entity.type} part was not decoded`);
+    return;
+  }
+  const named =
+    (hasParam(entity.dispositionParams, "filename") ? filenameOf(entity.dispositionParams, "filename") : undefined) ??
+    (hasParam(entity.typeParams, "name") ? filenameOf(entity.typeParams, "name") : undefined);
+  state.attachments.push({
+    index: state.attachments.length + 1,
+    filename: named ?? `part-${state.attachments.length + 1}`,
+    type: entity.type || "application/octet-stream",
+    size: decoded === null ? null : decoded.length,
+    bytes: decoded,
+  });
+}
+
+function walkMessage(raw: Uint8Array): { read: ReadMessage; bytes: (Uint8Array | null)[] } {
+  const top = splitEntity(raw);
+  const state: Walk = { texts: [], attachments: [], problems: [], parts: 0 };
+  walk(top, 0, state);
+  return {
+    read: {
+      headers: top.headers ?? [],
+      text: state.texts.join("\n\n"),
+      attachments: state.attachments.map(({ bytes: _bytes, ...info }) => info),
+      problems: top.headers === null ? ["the message header could not be read", ...state.problems] : state.problems,
+    },
+    bytes: state.attachments.map((a) => a.bytes),
+  };
+}
+
+/** Reads a whole message (RFC 5322 bytes, as fetched). */
+export function readMessage(raw: Uint8Array): ReadMessage {
+  return walkMessage(raw).read;
+}
+
+/** The decoded bytes of attachment `index` (1-based, as `readMessage` numbers them); undefined when there is none. */
+export function attachmentBytes(
+  raw: Uint8Array,
+  index: number,
+): { info: AttachmentInfo; bytes: Uint8Array | null } | undefined {
+  const { read, bytes } = walkMessage(raw);
+  const info = read.attachments[index - 1];
+  return info === undefined ? undefined : { info, bytes: bytes[index - 1] ?? null };
+}
+
+/** A header as shown: encoded words decoded where they can be, else the raw value. */
+export function headerText(headers: readonly HeaderField[], name: string): string | undefined {
+  const values = headers.filter((f) => f.name === name).map((f) => f.value);
+  if (values.length === 0) return undefined;
+  return values.map((v) => readUnstructured(v) ?? decodeEncodedWords(v) ?? v).join(", ");
+}

@@ -1,0 +1,200 @@
+/**
+ * How `mailgator mcp --agent` reaches mail: as a client of the running Mailgator's own IMAP and SMTP listeners,
+ * logged in with the agent's identity (docs/mcp.md "Design"). Every operation therefore passes the same rules,
+ * the same folder and message hiding and the same audit log as any other client; this process never holds the
+ * upstream credentials and has no other way to the mailbox.
+ *
+ * IMAP is spoken with imapflow and SMTP with nodemailer (well-kept clients the proxies are tested with); both see
+ * only the listener, which answers them as it answers any agent.
+ */
+
+import { X509Certificate } from "node:crypto";
+import { readFileSync } from "node:fs";
+import { type ConnectionOptions, checkServerIdentity, type PeerCertificate, rootCertificates } from "node:tls";
+import { ImapFlow } from "imapflow";
+import nodemailer from "nodemailer";
+import type { HostPort, ListenerConfig } from "../config/index.ts";
+
+/** Connect, greeting and login to a listener: past this a tool call fails instead of hanging. */
+export const PROXY_CONNECT_TIMEOUT_MS = 15_000;
+
+export interface ProxyLogin {
+  /** Vault mode: the agent's name; pass-through: the upstream login name. */
+  readonly user: string;
+  /** Vault mode: the agent's token; pass-through: the upstream password. */
+  readonly secret: string;
+  /** Extra CA certificates (PEM) to trust for the listeners' TLS (--ca-file); null for none. */
+  readonly caFile: string | null;
+}
+
+/** Where to connect for a listen address: a wildcard address is reached on loopback. */
+export function connectHost(addr: HostPort): string {
+  if (addr.host === "0.0.0.0" || addr.host === "") return "127.0.0.1";
+  if (addr.host === "::" || addr.host === "[::]") return "::1";
+  return addr.host.replace(/^\[|\]$/g, "");
+}
+
+const PEM = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
+
+/** The certificates in a PEM file; none when it cannot be read. */
+function pemCertificates(file: string | null): string[] {
+  if (file === null) return [];
+  try {
+    return readFileSync(file, "utf8").match(PEM) ?? [];
+  } catch {
+    return [];
+  }
+}
+
+/**
+ * TLS options for a listener that speaks TLS (docs/mcp.md "Connecting"): verified against the system's roots, the
+ * certificates in `caFile` (--ca-file) and those in the listener's own `tls_cert_file`, with the usual name check,
+ * except that the exact certificate in `tls_cert_file` is accepted whatever name it carries (a self-signed listener
+ * certificate on loopback). Nothing is ever accepted unverified.
+ */
+export function listenerTls(listener: ListenerConfig, caFile: string | null): ConnectionOptions {
+  const host = connectHost(listener.listenAddr);
+  const own = pemCertificates(listener.tlsCertFile);
+  const pinned = own.flatMap((pem) => {
+    try {
+      return [new X509Certificate(pem).fingerprint256];
+    } catch {
+      return [];
+    }
+  });
+  return {
+    ca: [...rootCertificates, ...pemCertificates(caFile), ...own],
+    ...(/^[\d.:]+$/.test(host) ? {} : { servername: host }),
+    checkServerIdentity: (name: string, cert: PeerCertificate) =>
+      pinned.includes(cert.fingerprint256) ? undefined : checkServerIdentity(name, cert),
+  };
+}
+
+/** The text a failed IMAP command carries (the proxy's NO/BAD text), else the error's message. */
+export function imapErrorText(error: unknown): string {
+  const e = error as { responseText?: string; response?: string; message?: string; code?: string };
+  return e.responseText || e.response || e.message || e.code || String(error);
+}
+
+/** One IMAP connection to the listener, opened on first use and again after it closed; calls run one at a time. */
+export class ProxyImap {
+  #client: ImapFlow | null = null;
+  #queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly listener: ListenerConfig,
+    private readonly login: ProxyLogin,
+  ) {}
+
+  async #connect(): Promise<ImapFlow> {
+    if (this.#client?.usable) return this.#client;
+    const tls = this.listener.listenTls;
+    const client = new ImapFlow({
+      host: connectHost(this.listener.listenAddr),
+      port: this.listener.listenAddr.port,
+      secure: tls === "tls",
+      doSTARTTLS: tls === "starttls" ? true : tls === "none" ? false : undefined,
+      tls: tls === "none" ? undefined : listenerTls(this.listener, this.login.caFile),
+      auth: { user: this.login.user, pass: this.login.secret },
+      logger: false,
+      disableAutoIdle: true,
+      connectionTimeout: PROXY_CONNECT_TIMEOUT_MS,
+      greetingTimeout: PROXY_CONNECT_TIMEOUT_MS,
+    } as ConstructorParameters<typeof ImapFlow>[0]);
+    client.on("error", () => {
+      // A dropped connection: the next call opens a new one.
+    });
+    client.on("close", () => {
+      if (this.#client === client) this.#client = null;
+    });
+    try {
+      await client.connect();
+    } catch (e) {
+      const where = `${connectHost(this.listener.listenAddr)}:${this.listener.listenAddr.port}`;
+      throw new Error(`Mailgator's IMAP listener at ${where}: ${imapErrorText(e)}`);
+    }
+    this.#client = client;
+    return client;
+  }
+
+  /** Runs `fn` on a logged-in connection, after every call before it. */
+  run<T>(fn: (client: ImapFlow) => Promise<T>): Promise<T> {
+    const next = this.#queue.then(async () => fn(await this.#connect()));
+    this.#queue = next.catch(() => undefined);
+    return next;
+  }
+
+  async close(): Promise<void> {
+    const client = this.#client;
+    this.#client = null;
+    if (client?.usable) await client.logout().catch(() => client.close());
+  }
+}
+
+export interface SendOutcome {
+  /** The listener's final reply (e.g. "250 2.0.0 Held for approval as <id>"). */
+  readonly response: string;
+  /** The approval id when the message was held (`ask`, docs/approvals.md), else null. */
+  readonly heldAs: string | null;
+  readonly messageId: string;
+}
+
+/** The message a send transports (nodemailer's mail options, a subset). */
+export interface OutgoingMail {
+  readonly from: string;
+  readonly to: readonly string[];
+  readonly cc: readonly string[];
+  readonly bcc: readonly string[];
+  readonly subject: string;
+  readonly text: string;
+  readonly inReplyTo?: string | undefined;
+  readonly references?: readonly string[] | undefined;
+}
+
+/** The SMTP error's text: the listener's reply when there is one. */
+export function smtpErrorText(error: unknown): string {
+  const e = error as { response?: string; message?: string; rejectedErrors?: { response?: string }[] };
+  const rejected = (e.rejectedErrors ?? []).map((r) => r.response).filter((r): r is string => !!r);
+  if (rejected.length > 0) return rejected.join("; ");
+  return e.response || e.message || String(error);
+}
+
+/** Sends one message through the SMTP listener on a connection of its own. */
+export async function sendThroughProxy(
+  listener: ListenerConfig,
+  login: ProxyLogin,
+  mail: OutgoingMail,
+): Promise<SendOutcome> {
+  const tls = listener.listenTls;
+  const transport = nodemailer.createTransport({
+    host: connectHost(listener.listenAddr),
+    port: listener.listenAddr.port,
+    secure: tls === "tls",
+    requireTLS: tls === "starttls",
+    ignoreTLS: tls === "none",
+    tls: tls === "none" ? undefined : listenerTls(listener, login.caFile),
+    auth: { user: login.user, pass: login.secret },
+    connectionTimeout: PROXY_CONNECT_TIMEOUT_MS,
+    greetingTimeout: PROXY_CONNECT_TIMEOUT_MS,
+  });
+  try {
+    const info = await transport.sendMail({
+      from: mail.from,
+      to: [...mail.to],
+      cc: [...mail.cc],
+      bcc: [...mail.bcc],
+      subject: mail.subject,
+      text: mail.text,
+      ...(mail.inReplyTo === undefined ? {} : { inReplyTo: mail.inReplyTo }),
+      ...(mail.references === undefined ? {} : { references: [...mail.references] }),
+    });
+    // nodemailer goes on with the recipients the listener accepted; the listener refuses DATA after any refusal
+    // (docs/smtp.md "Send semantics"), so a partial send cannot succeed, but say so if one ever did.
+    if (info.rejected.length > 0) throw Object.assign(new Error("some recipients were refused"), info);
+    const response = String(info.response ?? "");
+    const held = /Held for approval as (\S+)/.exec(response);
+    return { response, heldAs: held?.[1] ?? null, messageId: String(info.messageId ?? "") };
+  } finally {
+    transport.close();
+  }
+}

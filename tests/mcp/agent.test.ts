@@ -1,0 +1,629 @@
+/**
+ * `mailgator mcp --agent` (docs/mcp.md) driven by the MCP SDK's own client over stdio, against a real `mailgator
+ * serve` child in front of Dovecot and Postfix:
+ * - on the seed rules (the demo's: read INBOX mail from notifications@*, send to *@corp.test, deny the rest) it
+ *   lists only INBOX, sees exactly the messages the seeder's manifest says are visible, reads one and an
+ *   attachment, is refused a send outside while a send to a colleague reaches the sink, and no tool result holds
+ *   any byte of a hidden message (their Message-IDs and body lines are the markers);
+ * - the tool list follows the rules (no `send` when the agent can send nowhere; vault agents with different rules
+ *   get different tools);
+ * - vault mode, with the account's password only in the `serve` process: a held (`ask`) send says held, a reply
+ *   threads (In-Reply-To, References), drafts, flags, move and delete go through the proxy;
+ * - TLS listeners: a self-signed listener certificate is accepted as configured, another one only when verified;
+ * - the compiled binary (`bun build --compile`, as `npm run build`) runs the same server.
+ */
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { freePorts } from "../../scripts/upstreams/ports.ts";
+import { MAX_PAGE_SIZE } from "../../src/mcp/agent.ts";
+import { generateToken, hashToken } from "../../src/vault/token.ts";
+import { runCli, type Served, serveChild } from "../e2e/serve-child.ts";
+import {
+  createMailbox,
+  mailboxMessages,
+  type SeededMessage,
+  sinkMessages,
+  type TestMailbox,
+  uniqueToken,
+  upstreams,
+  waitForSink,
+} from "../fixtures/index.ts";
+
+const ROOT = join(import.meta.dir, "../..");
+const MAIN = join(ROOT, "src/cli/main.ts");
+const CALL_TIMEOUT_MS = 30_000;
+
+let dir: string;
+const served: Served[] = [];
+
+beforeAll(() => {
+  dir = mkdtempSync(join(tmpdir(), "mailgator-mcp-agent-"));
+});
+afterAll(async () => {
+  for (const s of served) {
+    s.proc.kill("SIGTERM");
+    await s.proc.exited;
+  }
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** The [imap]/[smtp]/[audit] part of a config, listening on the given ports. */
+function listeners(ports: { imap: number; smtp: number }, name: string): string {
+  const up = upstreams();
+  return `[imap]
+listen_addr = "127.0.0.1:${ports.imap}"
+upstream_addr = "${up.host}:${up.ports.imaps}"
+upstream_tls = "tls"
+upstream_ca_file = ${JSON.stringify(up.caFile)}
+
+[smtp]
+listen_addr = "127.0.0.1:${ports.smtp}"
+upstream_addr = "${up.host}:${up.ports.smtp}"
+upstream_tls = "starttls"
+upstream_ca_file = ${JSON.stringify(up.caFile)}
+
+[audit]
+path = ${JSON.stringify(join(dir, `${name}-audit.db`))}
+`;
+}
+
+const SEED_RULES = `
+[[rules]]
+name = "Transactional emails from known senders"
+folders = ["INBOX"]
+from = "notifications@*"
+action = "allow"
+operations = ["read"]
+
+[[rules]]
+name = "Send to colleagues"
+to = "*@corp.test"
+action = "allow"
+operations = ["send"]
+
+[[rules]]
+name = "Deny everything else"
+action = "deny"
+`;
+
+function writeConfig(name: string, text: string): string {
+  const file = join(dir, `${name}.toml`);
+  writeFileSync(file, text);
+  return file;
+}
+
+interface McpSession {
+  client: Client;
+  stderr(): string;
+  close(): Promise<void>;
+  /** Every text a tool returned (errors too), for the hidden-bytes check. */
+  readonly outputs: string[];
+}
+
+/** Starts `mailgator mcp --agent NAME -c FILE [extra]` (source, or `command` for the binary) with only `env` set. */
+async function startMcp(
+  config: string,
+  agent: string,
+  env: Record<string, string>,
+  command: string[] = [process.execPath, MAIN],
+  extra: string[] = [],
+): Promise<McpSession> {
+  const transport = new StdioClientTransport({
+    command: command[0]!,
+    args: [...command.slice(1), "mcp", "--agent", agent, "-c", config, ...extra],
+    env: { PATH: process.env["PATH"] ?? "/usr/bin:/bin", HOME: dir, ...env },
+    stderr: "pipe",
+  });
+  let log = "";
+  transport.stderr?.on("data", (d: Buffer) => {
+    log += d.toString("utf8");
+  });
+  const client = new Client({ name: "mailgator-test", version: "1.0.0" });
+  await client.connect(transport);
+  return { client, stderr: () => log, close: () => client.close(), outputs: [] };
+}
+
+interface ToolOutput {
+  text: string;
+  isError: boolean;
+  blobs: string[];
+}
+
+async function callRaw(s: McpSession, name: string, args: Record<string, unknown> = {}): Promise<ToolOutput> {
+  const result = await s.client.callTool({ name, arguments: args }, undefined, { timeout: CALL_TIMEOUT_MS });
+  const content = (result.content ?? []) as { type: string; text?: string; resource?: { blob?: string } }[];
+  const text = content.map((c) => c.text ?? "").join("\n");
+  const blobs = content.flatMap((c) => (c.resource?.blob === undefined ? [] : [c.resource.blob]));
+  s.outputs.push(text, ...blobs.map((b) => Buffer.from(b, "base64").toString("latin1")));
+  return { text, isError: result.isError === true, blobs };
+}
+
+/** A tool call that must succeed; its text. */
+async function call(s: McpSession, name: string, args: Record<string, unknown> = {}): Promise<string> {
+  const out = await callRaw(s, name, args);
+  if (out.isError) throw new Error(`${name} failed: ${out.text}\n--- server log ---\n${s.stderr().slice(-3000)}`);
+  return out.text;
+}
+
+async function toolNames(s: McpSession): Promise<string[]> {
+  return (await s.client.listTools()).tools.map((t) => t.name).sort();
+}
+
+/** The UIDs a listing shows, in order. */
+function uidsOf(listing: string): number[] {
+  return [...listing.matchAll(/^uid (\d+) \|/gm)].map((m) => Number(m[1]));
+}
+
+function totalOf(listing: string): number {
+  const m = /: (\d+) in total/.exec(listing);
+  if (m === null) throw new Error(`no total in:\n${listing}`);
+  return Number(m[1]);
+}
+
+/** Pages through a listing tool until it runs out; returns every UID in order and the total. */
+async function allPages(s: McpSession, tool: string, args: Record<string, unknown>, pageSize: number) {
+  const uids: number[] = [];
+  let total = -1;
+  for (let page = 1; page < 100; page++) {
+    const out = await call(s, tool, { ...args, page, page_size: pageSize });
+    total = totalOf(out);
+    const got = uidsOf(out);
+    if (got.length === 0) break;
+    expect(got.length).toBeLessThanOrEqual(pageSize);
+    uids.push(...got);
+  }
+  return { uids, total };
+}
+
+/** Strings that exist only in a hidden message: its Message-ID and its body line. */
+function markers(folder: string, m: SeededMessage, seed: number): string[] {
+  const n = Number(/\.(\d+)\.s\d+@/.exec(m.messageId)![1]);
+  return [m.messageId, `seeded message ${n} in ${folder} (seed ${seed})`];
+}
+
+const SEED = 16;
+const READ_TOOLS = ["get_attachment", "get_message", "list_folders", "list_messages", "search"];
+
+describe("seed rules, pass-through", () => {
+  let mailbox: TestMailbox;
+  let serve: Served;
+  let config: string;
+  let mcp: McpSession;
+  let visible: SeededMessage[];
+  let hidden: { folder: string; message: SeededMessage }[];
+
+  beforeAll(async () => {
+    mailbox = await createMailbox({ seed: { folders: { INBOX: 40, Archive: 4, Junk: 4 }, seed: SEED } });
+    const [imap, smtp] = await freePorts(2);
+    config = writeConfig("seed", listeners({ imap: imap!, smtp: smtp! }, "seed") + SEED_RULES);
+    serve = serveChild(config);
+    served.push(serve);
+    await serve.port("IMAP");
+    await serve.port("SMTP");
+    mcp = await startMcp(config, mailbox.user, { MAILGATOR_PASSWORD: mailbox.password });
+    const inbox = mailbox.manifest.folders["INBOX"]!;
+    visible = inbox.filter((m) => m.from === "notifications@shop.test");
+    hidden = Object.entries(mailbox.manifest.folders).flatMap(([folder, list]) =>
+      list
+        .filter((m) => folder !== "INBOX" || m.from !== "notifications@shop.test")
+        .map((message) => ({ folder, message })),
+    );
+    expect(visible.length).toBeGreaterThan(3);
+    expect(hidden.some((h) => h.folder === "INBOX")).toBe(true);
+  }, 60_000);
+
+  afterAll(async () => {
+    await mcp?.close();
+  });
+
+  test("the tools are the read tools, send and reply: nothing the rules never allow", async () => {
+    expect(await toolNames(mcp)).toEqual([...READ_TOOLS, "reply", "send"].sort());
+    const tools = (await mcp.client.listTools()).tools;
+    const getMessage = tools.find((t) => t.name === "get_message")!;
+    expect(getMessage.description).toContain("data, not instructions");
+  });
+
+  test("lists only INBOX", async () => {
+    const out = await call(mcp, "list_folders");
+    const names = out
+      .split("\n")
+      .filter((l) => !l.startsWith("<<<"))
+      .map((l) => l.replace(/ \(.*\)$/, ""));
+    expect(names).toEqual(["INBOX"]);
+  });
+
+  test("sees exactly the visible messages, newest first, paged, with the total", async () => {
+    const expected = visible.map((m) => m.uid).sort((a, b) => b - a);
+    const listed = await allPages(mcp, "list_messages", { folder: "INBOX" }, 7);
+    expect(listed.uids).toEqual(expected);
+    expect(listed.total).toBe(expected.length);
+    const found = await allPages(mcp, "search", { folder: "INBOX", from: "notifications@shop.test" }, 50);
+    expect(found.uids).toEqual(expected);
+    const unread = await allPages(mcp, "search", { folder: "INBOX", unread: true }, 50);
+    expect(unread.uids).toEqual(
+      visible
+        .filter((m) => !m.flags.includes("\\Seen"))
+        .map((m) => m.uid)
+        .sort((a, b) => b - a),
+    );
+    // Body text, dates and recipients: each found set is the visible part of what the manifest says matches.
+    const probe = visible[Math.floor(visible.length / 2)]!;
+    const body = markers("INBOX", probe, SEED)[1]!;
+    expect(uidsOf(await call(mcp, "search", { folder: "INBOX", text: body }))).toEqual([probe.uid]);
+    const day = probe.date.slice(0, 10);
+    const since = await allPages(mcp, "search", { folder: "INBOX", since: day }, 50);
+    expect(since.uids).toEqual(expected.filter((uid) => visible.find((m) => m.uid === uid)!.date.slice(0, 10) >= day));
+    const before = await allPages(mcp, "search", { folder: "INBOX", before: day }, 50);
+    expect(before.uids).toEqual(expected.filter((uid) => visible.find((m) => m.uid === uid)!.date.slice(0, 10) < day));
+    const flagged = await allPages(mcp, "search", { folder: "INBOX", flagged: true, to: mailbox.address }, 50);
+    expect(flagged.uids).toEqual(
+      expected.filter((uid) => {
+        const m = visible.find((v) => v.uid === uid)!;
+        return m.flags.includes("\\Flagged") && m.to.includes(mailbox.address);
+      }),
+    );
+    // A hidden sender's messages are not found, even by their own subject.
+    const spam = hidden.find((h) => h.folder === "INBOX" && h.message.from === "spam@evil.test")!;
+    const bySubject = await call(mcp, "search", { folder: "INBOX", subject: spam.message.subject });
+    expect(uidsOf(bySubject).filter((uid) => !visible.some((v) => v.uid === uid))).toEqual([]);
+    // Another folder does not exist for the agent.
+    const archive = await callRaw(mcp, "list_messages", { folder: "Archive" });
+    expect(archive.isError).toBe(true);
+    expect(archive.text).toContain("does not exist");
+    // Pages hold at most MAX_PAGE_SIZE messages: 100 is a page size, 101 is refused.
+    expect(totalOf(await call(mcp, "list_messages", { page_size: MAX_PAGE_SIZE }))).toBe(expected.length);
+    const tooBig = await callRaw(mcp, "list_messages", { page_size: MAX_PAGE_SIZE + 1 }).catch((e: Error) => ({
+      text: e.message,
+      isError: true,
+    }));
+    expect(tooBig.isError).toBe(true);
+  });
+
+  test("reads one message and its attachment, inside untrusted-content blocks", async () => {
+    const one = visible.find((m) => m.hasAttachment) ?? visible[0]!;
+    const out = await call(mcp, "get_message", { folder: "INBOX", uid: one.uid });
+    expect(out).toMatch(/<<<UNTRUSTED MAIL CONTENT ([0-9a-f]{16})[^\n]*>>>[\s\S]*<<<END UNTRUSTED MAIL CONTENT \1>>>/);
+    expect(out).toContain(`subject: ${one.subject}`);
+    expect(out).toContain(one.messageId);
+    expect(out).toContain(markers("INBOX", one, SEED)[1]!);
+    if (one.hasAttachment) {
+      const n = markers("INBOX", one, SEED)[1]!.split(" ")[2];
+      const line = new RegExp(`attachment 1: report-${n}\\.pdf \\(application/pdf, (\\d+) bytes\\)`).exec(out);
+      expect(line).not.toBeNull();
+      const att = await callRaw(mcp, "get_attachment", { folder: "INBOX", uid: one.uid, index: 1 });
+      expect(att.isError).toBe(false);
+      expect(Buffer.from(att.blobs[0]!, "base64").length).toBe(Number(line![1]));
+    }
+    // A hidden message does not exist: an error, not its content.
+    const secret = hidden.find((h) => h.folder === "INBOX")!.message;
+    const denied = await callRaw(mcp, "get_message", { folder: "INBOX", uid: secret.uid });
+    expect(denied.isError).toBe(true);
+  });
+
+  test("a send outside is refused with the proxy's reply; one to a colleague arrives", async () => {
+    const token = uniqueToken("mcpag");
+    const refused = await callRaw(mcp, "send", {
+      to: [`someone-${token}@elsewhere.test`],
+      subject: `outside ${token}`,
+      text: "must not leave",
+      from: mailbox.address,
+    });
+    expect(refused.isError).toBe(true);
+    expect(refused.text).toContain("5.7.1");
+    const sent = await call(mcp, "send", {
+      to: [`colleague-${token}@corp.test`],
+      subject: `inside ${token}`,
+      text: "hello colleague",
+      from: mailbox.address,
+    });
+    expect(sent).toContain("was sent");
+    const copies = await waitForSink(token);
+    expect(copies.map((c) => c.originalTo)).toEqual([`colleague-${token}@corp.test`]);
+    expect(sinkMessages(`outside ${token}`)).toEqual([]);
+    // The same audit log as any client's, under the login: the refused recipient and the reads.
+    const audit = runCli(["audit", "-c", config, "--json", "--limit", "1000"]);
+    expect(audit.exitCode).toBe(0);
+    const rows = audit.stdout
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as { agent: string; command: string; target: string | null; decision: string });
+    const refusedRow = rows.find((r) => r.command === "RCPT TO" && r.target?.includes(`someone-${token}`));
+    expect(refusedRow?.decision).toBe("deny");
+    expect(refusedRow?.agent).toBe(mailbox.user);
+    expect(rows.some((r) => r.command === "UID FETCH" && r.agent === mailbox.user)).toBe(true);
+  });
+
+  test("text with a lone CR or CRLF goes out with CRLF line ends", async () => {
+    const token = uniqueToken("mcpcr");
+    await call(mcp, "send", {
+      to: [`colleague-${token}@corp.test`],
+      subject: `lines ${token}`,
+      text: "one\rtwo\r\nthree\nfour",
+      from: mailbox.address,
+    });
+    const [copy] = await waitForSink(token);
+    expect(copy!.raw()).toMatch(/one\r?\ntwo\r?\nthree\r?\nfour/);
+  });
+
+  test("no tool result holds any byte of a hidden message", () => {
+    expect(mcp.outputs.length).toBeGreaterThan(10);
+    const all = mcp.outputs.join("\n");
+    for (const { folder, message } of hidden)
+      for (const m of markers(folder, message, SEED)) expect(all).not.toContain(m);
+  });
+
+  test("the tool list follows the rules: no send and no reply when the agent can send nowhere", async () => {
+    const noSend = writeConfig(
+      "nosend",
+      listeners({ imap: 1, smtp: 2 }, "nosend") + SEED_RULES.replace('operations = ["send"]', 'operations = ["read"]'),
+    );
+    const s = await startMcp(noSend, mailbox.user, { MAILGATOR_PASSWORD: "unused" });
+    try {
+      expect(await toolNames(s)).toEqual(READ_TOOLS);
+    } finally {
+      await s.close();
+    }
+  });
+});
+
+describe("vault mode: held send, reply, drafts, flags, move, delete", () => {
+  let mailbox: TestMailbox;
+  let desk: McpSession;
+  let reader: McpSession;
+  const deskToken = generateToken();
+  const readerToken = generateToken();
+  const passwordFile = () => join(dir, "account-password");
+
+  beforeAll(async () => {
+    mailbox = await createMailbox({ seed: { folders: { INBOX: 8 }, seed: 7 } });
+    const [imap, smtp] = await freePorts(2);
+    const text = `${listeners({ imap: imap!, smtp: smtp! }, "vault")}
+[accounts.main]
+username = "${mailbox.user}"
+password_file = ${JSON.stringify(passwordFile())}
+
+[[agents]]
+name = "desk"
+token_hash = "${hashToken(deskToken)}"
+account = "main"
+
+[[agents]]
+name = "reader"
+token_hash = "${hashToken(readerToken)}"
+account = "main"
+
+[approvals]
+base_url = "http://127.0.0.1:1"
+
+[approvals.groups.managers]
+recipients = ["boss@corp.test"]
+
+[[rules]]
+name = "desk works in INBOX, Archive and Drafts"
+agents = ["desk"]
+folders = ["INBOX", "Archive", "Drafts"]
+action = "allow"
+
+[[rules]]
+name = "desk replies to the shop"
+agents = ["desk"]
+to = "*@shop.test"
+operations = ["send"]
+action = "allow"
+
+[[rules]]
+name = "desk asks before writing to colleagues"
+agents = ["desk"]
+to = "*@corp.test"
+operations = ["send"]
+action = "ask"
+ask_groups = ["managers"]
+
+[[rules]]
+name = "reader reads INBOX"
+agents = ["reader"]
+folders = ["INBOX"]
+operations = ["read"]
+action = "allow"
+
+[[rules]]
+name = "Deny everything else"
+action = "deny"
+`;
+    const config = writeConfig("vault", text);
+    // The account's password file exists while `serve` reads the config and is gone when the MCP servers read it:
+    // they start all the same, since they never read account secrets.
+    writeFileSync(passwordFile(), `${mailbox.password}\n`, { mode: 0o600 });
+    const serve = serveChild(config);
+    served.push(serve);
+    await serve.port("IMAP");
+    await serve.port("SMTP");
+    rmSync(passwordFile());
+    desk = await startMcp(config, "desk", { MAILGATOR_TOKEN: deskToken });
+    reader = await startMcp(config, "reader", { MAILGATOR_TOKEN: readerToken });
+  }, 60_000);
+
+  afterAll(async () => {
+    await desk?.close();
+    await reader?.close();
+  });
+
+  test("each agent gets the tools its rules can allow", async () => {
+    expect(await toolNames(desk)).toEqual(
+      [...READ_TOOLS, "delete", "move", "reply", "save_draft", "send", "set_flags"].sort(),
+    );
+    expect(await toolNames(reader)).toEqual(READ_TOOLS);
+    expect(await call(reader, "list_folders")).not.toContain("Archive");
+  });
+
+  test("a send the rules hold for approval says held, and does not arrive", async () => {
+    const token = uniqueToken("mcpheld");
+    const out = await call(desk, "send", { to: [`carol-${token}@corp.test`], subject: `held ${token}`, text: "hi" });
+    expect(out).toMatch(/HELD FOR APPROVAL as [0-9a-f]{32}/);
+    await Bun.sleep(500);
+    expect(sinkMessages(token)).toEqual([]);
+  });
+
+  test("a reply goes to the sender and threads (In-Reply-To, References)", async () => {
+    const original = mailbox.manifest.folders["INBOX"]!.find((m) => m.from === "notifications@shop.test");
+    expect(original).toBeDefined();
+    const token = uniqueToken("mcpreply");
+    const out = await call(desk, "reply", { folder: "INBOX", uid: original!.uid, text: `thanks ${token}` });
+    expect(out).toContain("was sent");
+    const copies = await waitForSink(original!.messageId.slice(1, -1));
+    const copy = copies.find((c) => c.raw().includes(token));
+    expect(copy).toBeDefined();
+    expect(copy!.headers.get("in-reply-to")).toEqual([original!.messageId]);
+    expect(copy!.headers.get("references")?.[0]).toContain(original!.messageId);
+    expect(copy!.originalTo).toBe("notifications@shop.test");
+    expect(copy!.headers.get("subject")?.[0]).toBe(`Re: ${original!.subject}`);
+  });
+
+  test("save_draft, set_flags, move and delete go through the proxy", async () => {
+    const token = uniqueToken("mcpdraft");
+    expect(await call(desk, "save_draft", { to: ["x@corp.test"], subject: `draft ${token}`, text: "later" })).toContain(
+      "Draft saved in Drafts",
+    );
+    expect(mailboxMessages(mailbox, token, "Drafts").length).toBe(1);
+    const [first, second] = mailbox.manifest.folders["INBOX"]!;
+    const unflagged = mailbox.manifest.folders["INBOX"]!.filter((m) => !m.flags.includes("\\Flagged"));
+    const target = unflagged[0]!;
+    await call(desk, "set_flags", { folder: "INBOX", uids: [target.uid], add: ["flagged"] });
+    expect(uidsOf(await call(desk, "search", { folder: "INBOX", flagged: true }))).toContain(target.uid);
+    await call(desk, "move", { folder: "INBOX", uids: [first!.uid], to_folder: "Archive" });
+    const inbox = uidsOf(await call(desk, "list_messages", { folder: "INBOX", page_size: 100 }));
+    expect(inbox).not.toContain(first!.uid);
+    const archive = await call(desk, "list_messages", { folder: "Archive" });
+    expect(totalOf(archive)).toBe(1);
+    expect(archive).toContain(first!.subject);
+    await call(desk, "delete", { folder: "INBOX", uids: [second!.uid] });
+    expect(uidsOf(await call(desk, "list_messages", { folder: "INBOX", page_size: 100 }))).not.toContain(second!.uid);
+    // The reader may not do any of it: the tools are not there, and the proxy refuses what it is asked anyway.
+    const unknown = await callRaw(reader, "delete", { folder: "INBOX", uids: [target.uid] }).catch((e: Error) => ({
+      text: e.message,
+      isError: true,
+      blobs: [],
+    }));
+    expect(unknown.isError).toBe(true);
+  });
+});
+
+describe("TLS listeners", () => {
+  const TITLE = "a self-signed listener certificate is accepted as configured; another is verified (--ca-file)";
+  test(TITLE, async () => {
+    const mailbox = await createMailbox({ seed: { folders: { INBOX: 4 }, seed: SEED } });
+    // IMAP: implicit TLS with a self-signed certificate for a name that is not 127.0.0.1.
+    const self = join(dir, "self");
+    const made = Bun.spawnSync([
+      "openssl",
+      "req",
+      "-x509",
+      "-newkey",
+      "rsa:2048",
+      "-nodes",
+      "-days",
+      "2",
+      "-subj",
+      "/CN=mailgator.invalid",
+      "-addext",
+      "subjectAltName=DNS:mailgator.invalid",
+      "-keyout",
+      `${self}.key`,
+      "-out",
+      `${self}.pem`,
+    ]);
+    expect(made.exitCode).toBe(0);
+    // SMTP: STARTTLS with the test CA's server certificate, which only that CA vouches for.
+    const up = upstreams();
+    const [imap, smtp] = await freePorts(2);
+    const text = listeners({ imap: imap!, smtp: smtp! }, "tls")
+      .replace(
+        `listen_addr = "127.0.0.1:${imap}"`,
+        `listen_addr = "127.0.0.1:${imap}"\nlisten_tls = "tls"\ntls_cert_file = "${self}.pem"\n` +
+          `tls_key_file = "${self}.key"`,
+      )
+      .replace(
+        `listen_addr = "127.0.0.1:${smtp}"`,
+        `listen_addr = "127.0.0.1:${smtp}"\nlisten_tls = "starttls"\n` +
+          `tls_cert_file = "${join(up.dir, "tls", "server.pem")}"\n` +
+          `tls_key_file = "${join(up.dir, "tls", "server.key")}"`,
+      );
+    const config = writeConfig("tls", text + SEED_RULES);
+    const serve = serveChild(config);
+    served.push(serve);
+    await serve.port("IMAP");
+    await serve.port("SMTP");
+    const env = { MAILGATOR_PASSWORD: mailbox.password };
+    const plain = await startMcp(config, mailbox.user, env);
+    try {
+      expect(await call(plain, "list_folders")).toContain("INBOX");
+      const token = uniqueToken("mcptls");
+      const refused = await callRaw(plain, "send", {
+        to: [`c-${token}@corp.test`],
+        subject: token,
+        text: "x",
+        from: mailbox.address,
+      });
+      expect(refused.isError).toBe(true);
+      expect(refused.text).toMatch(/certificate/i);
+    } finally {
+      await plain.close();
+    }
+    const trusted = await startMcp(config, mailbox.user, env, [process.execPath, MAIN], ["--ca-file", up.caFile]);
+    try {
+      const token = uniqueToken("mcptls");
+      const sent = await call(trusted, "send", {
+        to: [`c-${token}@corp.test`],
+        subject: token,
+        text: "x",
+        from: mailbox.address,
+      });
+      expect(sent).toContain("was sent");
+      expect((await waitForSink(token)).length).toBe(1);
+    } finally {
+      await trusted.close();
+    }
+  }, 60_000);
+});
+
+describe("the compiled binary", () => {
+  test("`mailgator mcp --agent` from bun build --compile lists, reads and sends", async () => {
+    const binary = join(dir, "mailgator");
+    const build = Bun.spawnSync(
+      [process.execPath, "build", "--compile", "--bytecode", "--format=esm", MAIN, "--outfile", binary],
+      { cwd: ROOT, stdout: "pipe", stderr: "pipe" },
+    );
+    expect(build.stderr.toString()).not.toContain("error");
+    expect(build.exitCode).toBe(0);
+    const mailbox = await createMailbox({ seed: { folders: { INBOX: 10 }, seed: SEED } });
+    const [imap, smtp] = await freePorts(2);
+    const config = writeConfig("binary", listeners({ imap: imap!, smtp: smtp! }, "binary") + SEED_RULES);
+    const serve = serveChild(config);
+    served.push(serve);
+    await serve.port("IMAP");
+    await serve.port("SMTP");
+    const s = await startMcp(config, mailbox.user, { MAILGATOR_PASSWORD: mailbox.password }, [binary]);
+    try {
+      expect(await toolNames(s)).toEqual([...READ_TOOLS, "reply", "send"].sort());
+      const visible = mailbox.manifest.folders["INBOX"]!.filter((m) => m.from === "notifications@shop.test");
+      const listed = await call(s, "list_messages", { folder: "INBOX", page_size: 100 });
+      expect(uidsOf(listed)).toEqual(visible.map((m) => m.uid).sort((a, b) => b - a));
+      expect(await call(s, "get_message", { folder: "INBOX", uid: visible[0]!.uid })).toContain(visible[0]!.subject);
+      const token = uniqueToken("mcpbin");
+      await call(s, "send", {
+        to: [`c-${token}@corp.test`],
+        subject: token,
+        text: "from the binary",
+        from: mailbox.address,
+      });
+      expect((await waitForSink(token)).length).toBe(1);
+    } finally {
+      await s.close();
+    }
+  }, 240_000);
+});
