@@ -6,7 +6,7 @@
 import { readFileSync } from "node:fs";
 import { findConfig, loadConfig } from "../../config/index.ts";
 import { runAgentMcp } from "../../mcp/agent.ts";
-import { type CommandContext, EXIT_OK, EXIT_USAGE, parse, UsageError } from "../args.ts";
+import { type CommandContext, EXIT_OK, parse, UsageError } from "../args.ts";
 
 export const usage = `Usage: mailgator mcp --agent NAME [-c FILE]
        mailgator mcp --admin [-c FILE] [--allow-config-writes]
