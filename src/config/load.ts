@@ -724,7 +724,8 @@ function build(
     });
     agents.push({ name: a.name, tokenHash: a.token_hash, account: a.account, allowedIps: a.allowed_ips ?? null });
   });
-  if (agents.length === 0 && Object.keys(raw.accounts ?? {}).length > 0) {
+  // Pass-through mode uses one account only: the one approvers' notices are sent as (docs/approvals.md "Notices").
+  if (agents.length === 0 && Object.keys(raw.accounts ?? {}).some((name) => name !== raw.approvals?.notify_account)) {
     warnings.push("[accounts] are defined but no [[agents]]: pass-through mode ignores them");
   }
   if (agents.length > 0 && raw.smtp?.identities !== undefined) {
@@ -749,6 +750,16 @@ function build(
     });
     if (compiled) rules.push(compiled);
   });
+  // Pass-through mode has no account of its own to send approvers' notices as, and the agent's login is refused
+  // for it: the agent knows that password and can read the mailbox's Sent folder, link included, without the
+  // proxy (docs/approvals.md "Notices").
+  const firstAsk = (raw.rules ?? []).findIndex((r) => r.action === "ask" && (r.ask_groups?.length ?? 0) > 0);
+  if (firstAsk !== -1 && agents.length === 0 && raw.approvals?.notify_account === undefined)
+    problems.add(
+      ["rules", firstAsk, "action"],
+      'action "ask" in pass-through mode needs [approvals] notify_account, the account approvers\' notices are ' +
+        "sent as (one no agent can read)",
+    );
   if (rules.length === 0 && problems.list.length === 0) warnings.push("no [[rules]]: everything is denied");
 
   const auditPath = resolve(base, raw.audit?.path ?? "mailgator-audit.db");

@@ -1,6 +1,7 @@
 /** `mailgator approvals list|show ID|approve ID|deny ID` (docs/approvals.md "Deciding"). */
 
 import { userInfo } from "node:os";
+import { Notifier } from "../../approvals/notify.ts";
 import { type ApprovalContext, approve, deny } from "../../approvals/service.ts";
 import { type ApprovalRow, ApprovalStore, ID_PATTERN } from "../../approvals/store.ts";
 import { AuditLog } from "../../audit/index.ts";
@@ -100,8 +101,11 @@ export async function approvals(ctx: CommandContext): Promise<number> {
       return EXIT_OK;
     }
     const audit = AuditLog.open(config.audit.path);
+    const base: ApprovalContext = { config, store, audit, protocol: "cli" };
+    // The sender's result notice (notify_sender): one attempt, before the command ends (docs/approvals.md).
+    const notices = new Notifier(base, { retryDelaysMs: [] });
     try {
-      const actx: ApprovalContext = { config, store, audit, protocol: "cli" };
+      const actx: ApprovalContext = { ...base, onDecided: (row, held) => notices.decided(row, held) };
       const by = `cli:${userInfo().username}`;
       if (verb === "approve") {
         const result = await approve(actx, id!, by);
@@ -117,6 +121,7 @@ export async function approvals(ctx: CommandContext): Promise<number> {
       else ctx.out(ok ? `${id}: denied; the message is discarded` : `${id}: not denied: it is ${before}`);
       return ok ? EXIT_OK : EXIT_FAILURE;
     } finally {
+      await notices.idle();
       await audit.close();
     }
   } finally {
