@@ -760,6 +760,19 @@ function build(
       'action "ask" in pass-through mode needs [approvals] notify_account, the account approvers\' notices are ' +
         "sent as (one no agent can read)",
     );
+  else if (firstAsk !== -1 && raw.approvals?.notify_account === undefined)
+    warnings.push(
+      "[approvals] notify_account is not set: approvers' notices (with their links) are sent as the agent's own " +
+        "account, whose Sent folder the agent may be able to read; set an account no agent uses " +
+        '(docs/approvals.md "Notices")',
+    );
+  const notifyAgent = (raw.agents ?? []).find((a) => a.account === raw.approvals?.notify_account);
+  if (firstAsk !== -1 && notifyAgent !== undefined)
+    warnings.push(
+      `[approvals] notify_account ${JSON.stringify(notifyAgent.account)} is agent ` +
+        `${JSON.stringify(notifyAgent.name)}'s account: approvers' notices (with their links) may land in a Sent ` +
+        'folder that agent can read; set an account no agent uses (docs/approvals.md "Notices")',
+    );
   if (rules.length === 0 && problems.list.length === 0) warnings.push("no [[rules]]: everything is denied");
 
   const auditPath = resolve(base, raw.audit?.path ?? "mailgator-audit.db");

@@ -179,7 +179,7 @@ async function waitRows(proxy: TestProxy, id: string, command: string, count: nu
 }
 
 describe("approvers' notices", () => {
-  test("each approver gets one, with the preview, the outside recipient marked, and a link that opens the page", async () => {
+  test("each approver gets one: the preview, the outside recipient marked, a link that opens the page", async () => {
     const m = marker();
     const inside = `carol-${m}@mailgator.test`;
     const outside = `ext-${m}@outside.example`;
