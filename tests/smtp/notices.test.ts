@@ -6,16 +6,13 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { createServer } from "node:net";
-import { join } from "node:path";
 import { userMaildir } from "../../scripts/upstreams/layout.ts";
 import { Notifier } from "../../src/approvals/notify.ts";
 import { type ApprovalContext, approve, deny, expireDue } from "../../src/approvals/service.ts";
 import { approvalPage } from "../../src/approvals/web.ts";
 import type { AuditRow } from "../../src/audit/index.ts";
 import { decodeEncodedWords } from "../../src/mail/encoded-words.ts";
-import { type HeaderField, parseHeaderFields } from "../../src/mail/headers.ts";
 import {
   dataPayload,
   loggedIn,
@@ -26,6 +23,7 @@ import {
   type TestProxy,
   upstreams,
 } from "./helpers.ts";
+import { noticesIn, waitFor } from "./notice-reader.ts";
 
 /** Retries in these tests: three attempts, 50 ms apart. */
 const DELAYS = [50, 50];
@@ -115,49 +113,6 @@ async function sendHeld(port: number, recipients: string[], subject: string, bod
     return m[1]!;
   } finally {
     await c.command("QUIT");
-  }
-}
-
-interface Notice {
-  readonly recipient: string;
-  readonly fields: HeaderField[];
-  readonly body: string;
-}
-
-/** Notices (Auto-Submitted, base64 text) about held message `id` in Maildir `dir`. */
-function noticesIn(dir: string, id: string): Notice[] {
-  const out: Notice[] = [];
-  for (const sub of ["new", "cur"]) {
-    const d = join(dir, sub);
-    if (!existsSync(d)) continue;
-    for (const name of readdirSync(d)) {
-      let text: string;
-      try {
-        text = readFileSync(join(d, name), "latin1").replace(/\r\n/g, "\n");
-      } catch {
-        continue;
-      }
-      if (!text.includes("\nAuto-Submitted: auto-generated\n")) continue;
-      const split = text.indexOf("\n\n");
-      const body = Buffer.from(text.slice(split + 2), "base64")
-        .toString("utf8")
-        .replace(/\r\n/g, "\n");
-      if (!body.includes(id)) continue;
-      const fields = parseHeaderFields(Buffer.from(text.slice(0, split + 2), "latin1")) ?? [];
-      const recipient = fields.find((f) => f.name === "x-original-to")?.value.toLowerCase() ?? "";
-      out.push({ recipient, fields, body });
-    }
-  }
-  return out;
-}
-
-async function waitFor<T>(what: string, get: () => T[], count: number, timeoutMs = 15_000): Promise<T[]> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const found = get();
-    if (found.length >= count) return found;
-    if (Date.now() > deadline) throw new Error(`only ${found.length} of ${count} ${what}`);
-    await Bun.sleep(50);
   }
 }
 
