@@ -224,6 +224,8 @@ export interface NotifierOptions {
   readonly credentials?: AccountCredentials | undefined;
   /** Waits between attempts; NOTICE_RETRY_DELAYS_MS unless given (the command line tries once). */
   readonly retryDelaysMs?: readonly number[];
+  /** Notices pending at most; NOTICE_QUEUE_MAX unless given. */
+  readonly queueMax?: number;
 }
 
 /**
@@ -316,8 +318,9 @@ export class Notifier {
   }
 
   #enqueue(row: ApprovalRow, command: string, to: string, what: string, held: HeldMessage, notice: NoticeText): void {
-    if (this.#queued >= NOTICE_QUEUE_MAX) {
-      this.#failed(row, command, `${to} (${what})`, `more than ${NOTICE_QUEUE_MAX} notices pending`);
+    const max = this.#options.queueMax ?? NOTICE_QUEUE_MAX;
+    if (this.#queued >= max) {
+      this.#failed(row, command, `${to} (${what})`, `more than ${max} notices pending`);
       return;
     }
     let account: AccountConfig;

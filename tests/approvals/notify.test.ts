@@ -1,13 +1,30 @@
 /**
  * The notices' text and wire form (docs/approvals.md "Notices"): what the approver's notice and the sender's result
- * notice say, and that no text from the agent's message can add a header line to a notice.
+ * notice say, and that no text from the agent's message can add a header line to a notice; the notifier's limits
+ * (notices at once, notices pending) against an upstream that never answers.
  */
 
 import { describe, expect, test } from "bun:test";
-import { approverNotice, clean, composeNotice, encodeHeaderText, senderNotice } from "../../src/approvals/notify.ts";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  approverNotice,
+  clean,
+  composeNotice,
+  encodeHeaderText,
+  NOTICE_CONCURRENCY,
+  Notifier,
+  senderNotice,
+} from "../../src/approvals/notify.ts";
 import { buildPreview } from "../../src/approvals/preview.ts";
+import { ApprovalStore } from "../../src/approvals/store.ts";
+import { AuditLog } from "../../src/audit/index.ts";
+import { parseConfig } from "../../src/config/index.ts";
 import { decodeEncodedWords } from "../../src/mail/encoded-words.ts";
 import { parseHeaderFields } from "../../src/mail/headers.ts";
+import { SealedStore } from "../../src/state/store.ts";
 
 const MESSAGE = Buffer.from(
   [
@@ -167,5 +184,77 @@ describe("the notice on the wire", () => {
     }
     expect(wire.endsWith("\r\n")).toBe(true);
     expect(Buffer.from(wire.slice(end + 4), "base64").toString("utf8")).toBe("line one\r\nline two");
+  });
+});
+
+describe("the notifier's limits", () => {
+  test(`${NOTICE_CONCURRENCY} notices at once, not one more; past the queue's limit a notice is a failure row`, async () => {
+    // An upstream that accepts connections and says nothing until told to hang up.
+    const sockets = new Set<Socket>();
+    let hang = true;
+    let accepted = 0;
+    const server = createServer((s) => {
+      accepted++;
+      s.on("error", () => {});
+      if (hang) sockets.add(s);
+      else s.destroy();
+    });
+    const port = await new Promise<number>((resolve) =>
+      server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)),
+    );
+    const dir = mkdtempSync(join(tmpdir(), "mg-notify-"));
+    const queueMax = NOTICE_CONCURRENCY + 1;
+    const approvers = Array.from({ length: queueMax + 1 }, (_, i) => `"a${i}@corp.test"`).join(", ");
+    const config = parseConfig(
+      `[smtp]\nlisten_addr = "127.0.0.1:2525"\nupstream_addr = "127.0.0.1:${port}"\nupstream_tls = "none"\n` +
+        `[audit]\npath = "${join(dir, "audit.db")}"\n` +
+        `[approvals]\nnotify_account = "notices"\n[approvals.groups.m]\nrecipients = [${approvers}]\n` +
+        `[accounts.notices]\nusername = "notices@corp.test"\npassword = "p"\n` +
+        `[[rules]]\nname = "hold"\naction = "ask"\nask_groups = ["m"]\noperations = ["send"]\n`,
+      join(dir, "mailgator.toml"),
+    );
+    const audit = AuditLog.open(config.audit.path, { batchMs: 5, sync: "normal" });
+    const state = SealedStore.open(config.state.path, { secretsFile: join(dir, "key"), env: {}, create: true })!;
+    try {
+      const store = new ApprovalStore(state);
+      const row = store.hold(
+        {
+          envelope: { from: "a@x.test", recipients: ["b@y.test"], eightBit: false },
+          message: MESSAGE,
+          account: null,
+          credentials: null,
+          agent: null,
+          preview: buildPreview("a@x.test", ["b@y.test"], MESSAGE),
+        },
+        { name: "hold", index: 0, groups: ["m"] },
+        Date.now() + 60_000,
+      );
+      const notifier = new Notifier({ config, store, audit, protocol: "smtp" }, { retryDelaysMs: [], queueMax });
+      notifier.held(row);
+      const rows = async () => {
+        await audit.flush();
+        return audit.query({ order: "asc" }).filter((r) => r.command === "APPROVAL NOTIFIED");
+      };
+      const deadline = Date.now() + 10_000;
+      while (accepted < NOTICE_CONCURRENCY && Date.now() < deadline) await Bun.sleep(20);
+      await Bun.sleep(300);
+      expect(accepted).toBe(NOTICE_CONCURRENCY);
+      const early = await rows();
+      expect(early).toHaveLength(1);
+      expect(early[0]!.reason).toContain(`a${queueMax}@corp.test (group m) not sent: more than ${queueMax} notices`);
+      hang = false;
+      for (const s of sockets) s.destroy();
+      await notifier.idle();
+      expect(accepted).toBe(queueMax);
+      const all = await rows();
+      expect(all).toHaveLength(queueMax + 1);
+      expect(all.every((r) => r.decision === "error" && r.target === row.id && r.rule === "hold")).toBe(true);
+      expect(store.row(row.id)!.state).toBe("held");
+    } finally {
+      server.close();
+      await audit.close();
+      state.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
   });
 });
