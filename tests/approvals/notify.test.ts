@@ -188,7 +188,7 @@ describe("the notice on the wire", () => {
 });
 
 describe("the notifier's limits", () => {
-  test(`${NOTICE_CONCURRENCY} notices at once, not one more; past the queue's limit a notice is a failure row`, async () => {
+  test(`${NOTICE_CONCURRENCY} notices at once, not one more; past the pending limit, a failure row`, async () => {
     // An upstream that accepts connections and says nothing until told to hang up.
     const sockets = new Set<Socket>();
     let hang = true;
