@@ -5,12 +5,13 @@
  *
  * Notices go through the upstream SMTP server of `[smtp]` with the same client the replay uses
  * (src/smtp/upstream.ts), logged in as `[approvals] notify_account`, or else as the sending agent's account (vault
- * mode; pass-through mode requires notify_account, src/config/load.ts). They are sent in the background, after the
- * agent has its reply, and never change a held message: a notice that cannot be sent is an audit row and a log
- * line, and the message stays held until someone decides or it expires.
+ * mode). Pass-through mode never uses the agent's own login for a notice: without notify_account none is sent (the
+ * config warns). Notices are sent in the background, after the agent has its reply, and never change a held
+ * message: a notice that cannot be sent is an audit row and a log line, and the message stays held until someone
+ * decides or it expires.
  *
- * The notice is plain text, base64 in the body; every header value taken from the agent's message is RFC 2047
- * encoded and every control character is replaced first, so a subject with CR or LF in it cannot add a header.
+ * The notice is plain text, base64 in the body; the subject is always RFC 2047 encoded, every control character
+ * replaced first, so a subject with CR or LF in it cannot add a header.
  */
 
 import { randomBytes } from "node:crypto";
@@ -37,8 +38,6 @@ export const NOTICE_CONCURRENCY = 4;
 export const NOTICE_QUEUE_MAX = 1000;
 /** Octets of UTF-8 per RFC 2047 encoded word: 39 make 52 base64 characters, a 64-character word (§2: at most 75). */
 const ENCODED_WORD_OCTETS = 39;
-/** An ASCII header text up to this long is written as it is; anything longer or not plain ASCII is encoded. */
-const PLAIN_HEADER_CHARS = 60;
 
 /** What the notice text builders need: no secrets, nothing but what the docs say the notices show. */
 export interface ApproverNoticeInput {
@@ -127,14 +126,14 @@ export function senderNotice(id: string, result: NoticeResult, subject: string |
 }
 
 /**
- * A header field body for unstructured text (RFC 5322 §3.2.5): kept as it is when it is short printable ASCII
- * that does not look like an encoded word, otherwise RFC 2047 "B" encoded words of UTF-8, folded between words
- * (§2: each at most 75 characters; §5(1): they may follow plain words of a Subject). No CR or LF can come through:
- * `clean` replaced them and base64 has none.
+ * A header field body for unstructured text (RFC 5322 §3.2.5), always as RFC 2047 "B" encoded words of UTF-8
+ * (§5(1): a Subject may be made of them), folded between words (§2: each at most 75 characters). No CR or LF can
+ * come through: `clean` replaced them and base64 has none. Always, not only when the text needs it: one rule with
+ * no case to get wrong, and the message's words never appear as they are in the notice's bytes.
  */
 export function encodeHeaderText(text: string): string {
   const safe = clean(text);
-  if (safe.length <= PLAIN_HEADER_CHARS && /^[\x20-\x7e]*$/.test(safe) && !safe.includes("=?")) return safe;
+  if (safe === "") return ""; // an encoded word holds at least one character (§2)
   const words: string[] = [];
   let chunk = "";
   for (const ch of safe) {
@@ -144,7 +143,7 @@ export function encodeHeaderText(text: string): string {
     }
     chunk += ch;
   }
-  if (chunk !== "" || words.length === 0) words.push(chunk);
+  if (chunk !== "") words.push(chunk);
   return words.map((w) => `=?UTF-8?B?${Buffer.from(w, "utf8").toString("base64")}?=`).join("\r\n ");
 }
 
@@ -260,6 +259,7 @@ export class Notifier {
         config.approvals.baseUrl === null
           ? null
           : `${config.approvals.baseUrl}/approvals/${row.id}?t=${this.#ctx.store.token(row)}`;
+      if (!this.#hasAccount(row, held)) return;
       const notice = approverNotice({ id: row.id, rule: row.rule, expires: row.expires, preview: held.preview, link });
       const seen = new Set<string>();
       for (const group of row.groups) {
@@ -290,6 +290,7 @@ export class Notifier {
         this.#failed(row, "APPROVAL SENDER NOTIFIED", "the sender", "the message had a null sender (<>)");
         return;
       }
+      if (!this.#hasAccount(row, held)) return;
       const notice = senderNotice(row.id, state, held.preview.subject);
       this.#enqueue(row, "APPROVAL SENDER NOTIFIED", held.envelope.from, `the sender, ${state}`, held, notice);
     });
@@ -411,6 +412,16 @@ export class Notifier {
     if (account.auth !== "password")
       throw new PermanentError(`account ${account.name}: OAuth2 login unavailable in this process`);
     return { username: account.username, password: account.password.reveal() };
+  }
+
+  /**
+   * Pass-through mode without `notify_account` sends no notice (the agent's own login is never used for one):
+   * `check` warned about it; a log line says so for each message.
+   */
+  #hasAccount(row: ApprovalRow, held: HeldMessage): boolean {
+    if (this.#ctx.config.approvals.notifyAccount !== null || held.account !== null) return true;
+    this.#log.warn(`approval ${row.id}: no notice sent: [approvals] notify_account is not set (pass-through mode)`);
+    return false;
   }
 
   #failed(row: ApprovalRow, command: string, to: string, why: string): void {

@@ -750,15 +750,14 @@ function build(
     });
     if (compiled) rules.push(compiled);
   });
-  // Pass-through mode has no account of its own to send approvers' notices as, and the agent's login is refused
-  // for it: the agent knows that password and can read the mailbox's Sent folder, link included, without the
-  // proxy (docs/approvals.md "Notices").
+  // Pass-through mode has no account of its own to send approvers' notices as, and the agent's login is never
+  // used for them: the agent knows that password and can read the mailbox's Sent folder, link included, without
+  // the proxy. Without notify_account no notice is sent (docs/approvals.md "Notices").
   const firstAsk = (raw.rules ?? []).findIndex((r) => r.action === "ask" && (r.ask_groups?.length ?? 0) > 0);
   if (firstAsk !== -1 && agents.length === 0 && raw.approvals?.notify_account === undefined)
-    problems.add(
-      ["rules", firstAsk, "action"],
-      'action "ask" in pass-through mode needs [approvals] notify_account, the account approvers\' notices are ' +
-        "sent as (one no agent can read)",
+    warnings.push(
+      "[approvals] notify_account is not set: in pass-through mode no notice is sent to approvers (the agent's own " +
+        "login is never used for them); they learn of held messages from `mailgator approvals list`",
     );
   else if (firstAsk !== -1 && raw.approvals?.notify_account === undefined)
     warnings.push(

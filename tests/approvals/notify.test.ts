@@ -115,8 +115,11 @@ describe("the sender's result notice", () => {
 });
 
 describe("header encoding", () => {
-  test("short printable ASCII stays as it is", () => {
-    expect(encodeHeaderText("Approval needed: hello")).toBe("Approval needed: hello");
+  test("always encoded words, even for short ASCII: the message's words never appear as they are", () => {
+    expect(encodeHeaderText("Approval needed: hello")).toBe(
+      `=?UTF-8?B?${Buffer.from("Approval needed: hello").toString("base64")}?=`,
+    );
+    expect(encodeHeaderText("")).toBe("");
   });
 
   test("CR and LF cannot start a header line: they are replaced, then encoded (RFC 2047)", () => {

@@ -25,11 +25,6 @@ import {
 const RULES = `
 [approvals]
 base_url = "http://127.0.0.1:1"
-notify_account = "notify"
-
-[accounts.notify]
-username = "${upstreams().users[1]!.user}"
-password = "${upstreams().users[1]!.password}"
 
 [approvals.groups.managers]
 recipients = ["boss@corp.test"]

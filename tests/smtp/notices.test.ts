@@ -28,12 +28,12 @@ import { noticesIn, waitFor } from "./notice-reader.ts";
 /** Retries in these tests: three attempts, 50 ms apart. */
 const DELAYS = [50, 50];
 
-function config(baseUrl: string, approvers: string, notifySender: boolean): string {
+function config(baseUrl: string, approvers: string, notifySender: boolean, notifyAccount = true): string {
   const notifier = upstreams().users[1]!;
   return `
 [approvals]
 base_url = "${baseUrl}"
-notify_account = "notices"
+${notifyAccount ? `notify_account = "notices"` : ""}
 notify_sender = ${notifySender}
 
 [accounts.notices]
@@ -152,6 +152,7 @@ describe("approvers' notices", () => {
     const field = (name: string) => n.fields.find((f) => f.name === name)?.value;
     expect(field("from")).toBe(`Mailgator <${upstreams().users[1]!.user}>`);
     expect(field("to")).toBe("<boss@corp.test>");
+    expect(field("subject")).toStartWith("=?UTF-8?B?");
     expect(decodeEncodedWords(field("subject")!)).toBe(`Approval needed: approval ${m}`);
     const lines = n.body.split("\n");
     expect(lines).toContain(`From:        ${ALICE()}`);
@@ -202,6 +203,28 @@ describe("approvers' notices", () => {
     await Bun.sleep(1000);
     expect(sinkCopies(victim)).toEqual([]);
     deny(main.ctx, id, "test", null);
+  });
+});
+
+describe("pass-through mode without notify_account", () => {
+  test("no notice is sent (the agent's login is never used for one); the message stays held", async () => {
+    const quiet = await setup(config(origin, `"boss@corp.test"`, true, false));
+    try {
+      expect(quiet.proxy.config.warnings.join("\n")).toContain("in pass-through mode no notice is sent");
+      const m = marker();
+      const id = await sendHeld(quiet.proxy.port, [`p-${m}@outside.example`], `pass ${m}`, `Hello ${m}\n`);
+      await quiet.notifier.idle();
+      expect(deny(quiet.ctx, id, "test", null)).toBe("held");
+      await quiet.notifier.idle();
+      await Bun.sleep(1500);
+      expect(sinkNotices(id)).toEqual([]);
+      expect(aliceNotices(id)).toEqual([]);
+      const rows = await quiet.proxy.rows();
+      expect(rows.filter((r) => r.target === id).map((r) => r.command)).toEqual(["DATA", "DENY"]);
+    } finally {
+      await quiet.notifier.close();
+      await quiet.proxy.close();
+    }
   });
 });
 
