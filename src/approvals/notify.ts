@@ -344,6 +344,8 @@ export class Notifier {
         let outcome: { ok: true; reply: string } | { ok: false; permanent: boolean; reason: string };
         await this.#slot();
         try {
+          // Stopped while waiting for a turn: not started at all.
+          if (this.#closed) return this.#failed(job.row, job.command, `${job.to} (${job.what})`, "the process stopped");
           outcome = await this.#attempt(job);
         } finally {
           this.#release();
