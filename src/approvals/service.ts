@@ -25,6 +25,11 @@ export interface ApprovalContext {
    * token from it. Without it, approving a message of an OAuth2 account is refused and the message stays held.
    */
   readonly credentials?: AccountCredentials | undefined;
+  /**
+   * Called once a held message is sent, refused upstream, denied or expired, with its record as read before it was
+   * wiped: the sender's result notice (src/approvals/notify.ts).
+   */
+  readonly onDecided?: ((row: ApprovalRow, held: HeldMessage) => void) | undefined;
 }
 
 export type ApproveResult =
@@ -144,23 +149,38 @@ export async function approve(ctx: ApprovalContext, id: string, by: string): Pro
       upstreamReply: reply,
     }),
   );
+  const decided = ctx.store.row(id);
+  if (decided !== null) ctx.onDecided?.(decided, held);
   return { outcome: ok ? "sent" : "failed", reply };
 }
 
 /** Denies (or discards a needs-check message); returns the state found before. */
 export function deny(ctx: ApprovalContext, id: string, by: string, reason: string | null): ApprovalState | "unknown" {
+  const held = ctx.onDecided === undefined ? null : ctx.store.message(id);
   const before = ctx.store.deny(id, by, reason);
   const row = ctx.store.row(id);
   if ((before === "held" || before === "needs-check") && row !== null)
     ctx.audit.record(approvalEvent(ctx, row, "DENY", "deny", `denied by ${by}${reason === null ? "" : `: ${reason}`}`));
+  if (before === "held" && row !== null && held !== null) ctx.onDecided?.(row, held);
   return before;
 }
 
 /** Expires what is due; one audit row each. */
 export function expireDue(ctx: ApprovalContext, now = Date.now()): ApprovalRow[] {
+  const records = new Map<string, HeldMessage>();
+  if (ctx.onDecided !== undefined)
+    for (const r of ctx.store.list())
+      if (r.state === "held" && r.expires <= now) {
+        const held = ctx.store.message(r.id);
+        if (held !== null) records.set(r.id, held);
+      }
   const due = ctx.store.expireDue(now);
-  for (const row of due)
+  for (const row of due) {
     ctx.audit.record(approvalEvent(ctx, row, "APPROVAL EXPIRED", "deny", "no decision before it expired"));
+    const held = records.get(row.id);
+    const expired = ctx.store.row(row.id);
+    if (held !== undefined && expired !== null) ctx.onDecided?.(expired, held);
+  }
   return due;
 }
 

@@ -733,7 +733,8 @@ function build(
     });
     agents.push({ name: a.name, tokenHash: a.token_hash, account: a.account, allowedIps: a.allowed_ips ?? null });
   });
-  if (agents.length === 0 && Object.keys(raw.accounts ?? {}).length > 0) {
+  // Pass-through mode uses one account only: the one approvers' notices are sent as (docs/approvals.md "Notices").
+  if (agents.length === 0 && Object.keys(raw.accounts ?? {}).some((name) => name !== raw.approvals?.notify_account)) {
     warnings.push("[accounts] are defined but no [[agents]]: pass-through mode ignores them");
   }
   if (agents.length > 0 && raw.smtp?.identities !== undefined) {
@@ -758,6 +759,28 @@ function build(
     });
     if (compiled) rules.push(compiled);
   });
+  // Pass-through mode has no account of its own to send approvers' notices as, and the agent's login is never
+  // used for them: the agent knows that password and can read the mailbox's Sent folder, link included, without
+  // the proxy. Without notify_account no notice is sent (docs/approvals.md "Notices").
+  const firstAsk = (raw.rules ?? []).findIndex((r) => r.action === "ask" && (r.ask_groups?.length ?? 0) > 0);
+  if (firstAsk !== -1 && agents.length === 0 && raw.approvals?.notify_account === undefined)
+    warnings.push(
+      "[approvals] notify_account is not set: in pass-through mode no notice is sent to approvers (the agent's own " +
+        "login is never used for them); they learn of held messages from `mailgator approvals list`",
+    );
+  else if (firstAsk !== -1 && raw.approvals?.notify_account === undefined)
+    warnings.push(
+      "[approvals] notify_account is not set: approvers' notices (with their links) are sent as the agent's own " +
+        "account, whose Sent folder the agent may be able to read; set an account no agent uses " +
+        '(docs/approvals.md "Notices")',
+    );
+  const notifyAgent = (raw.agents ?? []).find((a) => a.account === raw.approvals?.notify_account);
+  if (firstAsk !== -1 && notifyAgent !== undefined)
+    warnings.push(
+      `[approvals] notify_account ${JSON.stringify(notifyAgent.account)} is agent ` +
+        `${JSON.stringify(notifyAgent.name)}'s account: approvers' notices (with their links) may land in a Sent ` +
+        'folder that agent can read; set an account no agent uses (docs/approvals.md "Notices")',
+    );
   if (rules.length === 0 && problems.list.length === 0) warnings.push("no [[rules]]: everything is denied");
 
   const auditPath = resolve(base, raw.audit?.path ?? "mailgator-audit.db");

@@ -94,6 +94,47 @@ describe("loading", () => {
     expect(vault.warnings.join("\n")).toContain("[smtp] identities apply in pass-through mode only");
   });
 
+  test("ask in pass-through mode with notify_account loads; that account draws no 'ignored' warning", () => {
+    const text =
+      `[approvals]\nnotify_account = "notices"\n[approvals.groups.m]\nrecipients = ["boss@example.com"]\n` +
+      `[accounts.notices]\nusername = "notices@example.com"\npassword = "p"\n` +
+      `[[rules]]\nname = "hold"\naction = "ask"\nask_groups = ["m"]\noperations = ["send"]\n`;
+    const c = parseConfig(text, "/cfg/mailgator.toml");
+    expect(c.approvals.notifyAccount).toBe("notices");
+    expect(c.approvals.notifySender).toBe(false);
+    expect(c.agents).toEqual([]);
+    expect(c.warnings.join("\n")).not.toContain("pass-through mode ignores them");
+    const other = parseConfig(`${text}[accounts.extra]\nusername = "x@example.com"\npassword = "p"\n`, "/cfg/m.toml");
+    expect(other.warnings.join("\n")).toContain("pass-through mode ignores them");
+  });
+
+  test("ask in pass-through mode without notify_account loads, with a warning: no notice will be sent", () => {
+    const c = parseConfig(
+      `[approvals.groups.m]\nrecipients = ["boss@example.com"]\n` +
+        `[[rules]]\nname = "hold"\naction = "ask"\nask_groups = ["m"]\noperations = ["send"]\n`,
+      "/cfg/mailgator.toml",
+    );
+    expect(c.approvals.notifyAccount).toBeNull();
+    expect(c.warnings.join("\n")).toContain(
+      "[approvals] notify_account is not set: in pass-through mode no notice is sent to approvers",
+    );
+  });
+
+  test("ask in vault mode: a warning when notices go as an agent's own account", () => {
+    const vault = (notify: string) =>
+      parseConfig(
+        `[approvals]\n${notify}[approvals.groups.m]\nrecipients = ["boss@example.com"]\n` +
+          `[accounts.main]\nusername = "bot@example.com"\npassword = "p"\n` +
+          `[accounts.notices]\nusername = "notices@example.com"\npassword = "p"\n` +
+          `[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = "main"\n` +
+          `[[rules]]\nname = "hold"\naction = "ask"\nask_groups = ["m"]\noperations = ["send"]\n`,
+        "/cfg/mailgator.toml",
+      ).warnings.join("\n");
+    expect(vault("")).toContain("[approvals] notify_account is not set");
+    expect(vault(`notify_account = "main"\n`)).toContain(`notify_account "main" is agent "bot"'s account`);
+    expect(vault(`notify_account = "notices"\n`)).not.toContain("notify_account");
+  });
+
   test("warnings for skip-verify, upstream none and plaintext on a public address", () => {
     const c = parseConfig(
       `[imap]\nlisten_addr = "0.0.0.0:1993"\nupstream_addr = "h:993"\nupstream_tls_skip_verify = ` +

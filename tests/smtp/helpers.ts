@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readUpstreams, type Upstreams } from "../../scripts/upstreams/description.ts";
 import { defaultDir } from "../../scripts/upstreams/layout.ts";
-import { ApprovalStore } from "../../src/approvals/store.ts";
+import { type ApprovalRow, ApprovalStore } from "../../src/approvals/store.ts";
 import { AuditLog, type AuditRow } from "../../src/audit/index.ts";
 import type { Config } from "../../src/config/index.ts";
 import { parseConfig } from "../../src/config/index.ts";
@@ -62,6 +62,8 @@ export interface ProxyOptions {
   readonly auditBatchMs?: number;
   /** Opens the state database (in the test's folder) and holds `ask` sends there. */
   readonly approvals?: boolean;
+  /** Called after the agent has its 250 for a held message (the notices, src/approvals/notify.ts). */
+  readonly onHeld?: (row: ApprovalRow) => void;
 }
 
 export interface TestProxy {
@@ -109,6 +111,7 @@ ${options.rules}
     policy,
     audit: proxyAudit,
     approvals,
+    ...(options.onHeld ? { onHeld: options.onHeld } : {}),
     ...(options.limits ? { limits: options.limits } : {}),
   });
   return {

@@ -2,6 +2,7 @@
 
 import { userInfo } from "node:os";
 import { AccountCredentials } from "../../accounts/index.ts";
+import { Notifier } from "../../approvals/notify.ts";
 import { type ApprovalContext, approve, deny } from "../../approvals/service.ts";
 import { type ApprovalRow, ApprovalStore, ID_PATTERN } from "../../approvals/store.ts";
 import { AuditLog } from "../../audit/index.ts";
@@ -104,21 +105,23 @@ export async function approvals(ctx: CommandContext): Promise<number> {
       return EXIT_OK;
     }
     const audit = AuditLog.open(config.audit.path);
+    // An OAuth2 account's token comes from the same sealed store and follows the same refresh and rotation rules
+    // as in serve (docs/accounts.md "Staying logged in"); a refresh still running is waited for before the process
+    // ends, so that a rotated refresh token is stored.
+    const credentials = new AccountCredentials({
+      config,
+      store: state,
+      audit: (event) => audit.record(event),
+      log: moduleLogger("accounts"),
+    });
+    const base: ApprovalContext = { config, store, audit, protocol: "cli", credentials };
+    // The sender's result notice (notify_sender): one attempt, before the command ends (docs/approvals.md).
+    const notices = new Notifier(base, { retryDelaysMs: [], credentials });
     try {
+      const actx: ApprovalContext = { ...base, onDecided: (row, held) => notices.decided(row, held) };
       const by = `cli:${userInfo().username}`;
       if (verb === "approve") {
-        // An OAuth2 account's token comes from the same sealed store and follows the same refresh and rotation
-        // rules as in serve (docs/accounts.md "Staying logged in"); a refresh still running is waited for, so
-        // that a rotated refresh token is stored before the process ends.
-        const credentials = new AccountCredentials({
-          config,
-          store: state,
-          audit: (event) => audit.record(event),
-          log: moduleLogger("accounts"),
-        });
-        const actx: ApprovalContext = { config, store, audit, protocol: "cli", credentials };
         const result = await approve(actx, id!, by);
-        await credentials.settled();
         if (values.json) ctx.out(JSON.stringify({ id, ...result }));
         else if (result.outcome === "refused")
           ctx.out(`${id}: not sent: it is ${result.state}${result.state === "needs-check" ? " (see --help)" : ""}`);
@@ -126,13 +129,14 @@ export async function approvals(ctx: CommandContext): Promise<number> {
         else ctx.out(`${id}: ${result.outcome}: upstream replied ${result.reply}`);
         return result.outcome === "sent" ? EXIT_OK : EXIT_FAILURE;
       }
-      const actx: ApprovalContext = { config, store, audit, protocol: "cli" };
       const before = deny(actx, id!, by, values.reason ?? null);
       const ok = before === "held" || before === "needs-check";
       if (values.json) ctx.out(JSON.stringify({ id, outcome: ok ? "denied" : "refused", state: before }));
       else ctx.out(ok ? `${id}: denied; the message is discarded` : `${id}: not denied: it is ${before}`);
       return ok ? EXIT_OK : EXIT_FAILURE;
     } finally {
+      await notices.idle();
+      await credentials.settled();
       await audit.close();
     }
   } finally {

@@ -8,8 +8,9 @@ import { rmSync } from "node:fs";
 import { type AccountCredentials, openAccountCredentials } from "../../accounts/index.ts";
 import { auditHealthy, auditRowsQueued, auditRowsWritten, countReload, setHeldApprovals } from "../../admin/metrics.ts";
 import { type AdminServer, type HealthReport, registerAdminRoute, startAdmin } from "../../admin/server.ts";
+import { Notifier } from "../../approvals/notify.ts";
 import { type ApprovalContext, expireDue, recover } from "../../approvals/service.ts";
-import { ApprovalStore } from "../../approvals/store.ts";
+import { type ApprovalRow, ApprovalStore } from "../../approvals/store.ts";
 import { approvalPage } from "../../approvals/web.ts";
 import { AuditLog } from "../../audit/index.ts";
 import { type Config, ConfigError, findConfig, formatProblem, loadConfig } from "../../config/index.ts";
@@ -54,6 +55,8 @@ export interface ProxyDeps {
   readonly live: LiveConfig;
   /** Where `ask` rules hold messages; null when no rule asks (docs/approvals.md). */
   readonly approvals: ApprovalStore | null;
+  /** After the agent has its 250 for a held message: the approvers' notices (src/approvals/notify.ts). */
+  readonly onHeld?: (row: ApprovalRow) => void;
   /** `[[quotas]]` counted in the state database (docs/quotas.md). */
   readonly quotas: Quotas;
 }
@@ -112,6 +115,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
   const unregister: (() => void)[] = [];
   let approvals: ApprovalStore | null = null;
   let expiry: ReturnType<typeof setInterval> | null = null;
+  let notifier: Notifier | null = null;
   if (config.rules.some((r) => r.action === "ask")) {
     try {
       state ??= SealedStore.open(config.state.path, {
@@ -126,13 +130,17 @@ export async function serve(ctx: CommandContext): Promise<number> {
       state?.close();
       return EXIT_FAILURE;
     }
-    const actx: ApprovalContext = {
+    const base: ApprovalContext = {
       config,
       store: approvals,
       audit,
       protocol: "smtp",
       credentials: accounts.credentials,
     };
+    // The approvers' notices, and the sender's result notice with notify_sender (docs/approvals.md "Notices").
+    const notices = new Notifier(base, { credentials: accounts.credentials });
+    notifier = notices;
+    const actx: ApprovalContext = { ...base, onDecided: (row, held) => notices.decided(row, held) };
     // A replay a dead process left half done is never repeated (docs/approvals.md "What is guaranteed").
     for (const row of recover(actx))
       log.warn(`approval ${row.id} was being sent when the process stopped: needs a check (not sent again)`);
@@ -201,6 +209,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
     credentials: accounts.credentials,
     live,
     approvals,
+    ...(notifier === null ? {} : { onHeld: (row: ApprovalRow) => notifier?.held(row) }),
     quotas: quotas.quotas,
   };
   try {
@@ -233,6 +242,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
     log.error(`cannot start: ${(e as Error).message}`);
     await admin?.close();
     await Promise.allSettled(handles.map((h) => h.close()));
+    await notifier?.close();
     await audit.close();
     if (expiry) clearInterval(expiry);
     quotas.close();
@@ -259,6 +269,8 @@ export async function serve(ctx: CommandContext): Promise<number> {
   if (expiry) clearInterval(expiry);
   await admin?.close();
   for (const f of unregister) f();
+  // Retries still waiting give up (a failure row each) while the audit log is open.
+  await notifier?.close();
   await audit.close();
   quotas.close();
   state?.close();

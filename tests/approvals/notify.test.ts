@@ -1,0 +1,263 @@
+/**
+ * The notices' text and wire form (docs/approvals.md "Notices"): what the approver's notice and the sender's result
+ * notice say, and that no text from the agent's message can add a header line to a notice; the notifier's limits
+ * (notices at once, notices pending) against an upstream that never answers.
+ */
+
+import { describe, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { createServer, type Socket } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  approverNotice,
+  clean,
+  composeNotice,
+  encodeHeaderText,
+  NOTICE_CONCURRENCY,
+  Notifier,
+  senderNotice,
+} from "../../src/approvals/notify.ts";
+import { buildPreview } from "../../src/approvals/preview.ts";
+import { ApprovalStore } from "../../src/approvals/store.ts";
+import { AuditLog } from "../../src/audit/index.ts";
+import { parseConfig } from "../../src/config/index.ts";
+import { decodeEncodedWords } from "../../src/mail/encoded-words.ts";
+import { parseHeaderFields } from "../../src/mail/headers.ts";
+import { SealedStore } from "../../src/state/store.ts";
+
+const MESSAGE = Buffer.from(
+  [
+    "From: alice@corp.test",
+    "To: bob@corp.test, eve@outside.example",
+    "Subject: Quarterly numbers",
+    "Content-Type: multipart/mixed; boundary=b",
+    "",
+    "--b",
+    "Content-Type: text/plain",
+    "",
+    "Hello Bob,",
+    "the numbers are attached.",
+    "--b",
+    'Content-Disposition: attachment; filename="q3.xlsx"',
+    "",
+    "AAAA",
+    "--b--",
+    "",
+  ].join("\r\n"),
+);
+
+function notice(link: string | null = "https://admin.example/approvals/ab?t=tok") {
+  const preview = buildPreview("alice@corp.test", ["bob@corp.test", "eve@outside.example"], MESSAGE);
+  return approverNotice({ id: "ab".repeat(16), rule: "outside needs a manager", expires: 0, preview, link });
+}
+
+describe("the approver's notice", () => {
+  test("shows the sender, every recipient (outside ones marked), subject, size, attachments, text, rule, link", () => {
+    const { subject, text } = notice();
+    expect(subject).toBe("Approval needed: Quarterly numbers");
+    const lines = text.split("\n");
+    expect(lines).toContain("From:        alice@corp.test");
+    expect(lines).toContain("To:          bob@corp.test");
+    expect(lines).toContain("To:          eve@outside.example  (OUTSIDE the sender's domain)");
+    expect(lines).toContain("Subject:     Quarterly numbers");
+    expect(lines).toContain(`Size:        ${MESSAGE.length} octets`);
+    expect(lines).toContain("Attachments: q3.xlsx");
+    expect(lines).toContain("Rule:        outside needs a manager");
+    expect(lines).toContain(`Held as:     ${"ab".repeat(16)}`);
+    expect(lines).toContain("Expires:     1970-01-01T00:00:00.000Z");
+    expect(lines).toContain("| Hello Bob,");
+    expect(lines).toContain("| the numbers are attached.");
+    expect(lines).toContain("https://admin.example/approvals/ab?t=tok");
+    expect(text).toContain("Opening it changes nothing");
+  });
+
+  test("without base_url there is no link, and the command line is named", () => {
+    const { text } = notice(null);
+    expect(text).not.toContain("http");
+    expect(text).toContain("No link: [approvals] base_url is not set.");
+    expect(text).toContain(`mailgator approvals show|approve|deny ${"ab".repeat(16)} -c FILE`);
+  });
+
+  test("no attachments, no subject, no text", () => {
+    const preview = buildPreview("a@x.test", ["b@x.test"], Buffer.from("From: a@x.test\r\n\r\n"));
+    const { subject, text } = approverNotice({ id: "cd".repeat(16), rule: "r", expires: 0, preview, link: null });
+    expect(subject).toBe("Approval needed: (no subject)");
+    expect(text.split("\n")).toContain("Attachments: none");
+    expect(text.split("\n")).toContain("To:          b@x.test");
+    expect(text.split("\n")).toContain("| (empty)");
+  });
+
+  test("control and reordering characters of the message are replaced, in the text and the subject", () => {
+    const raw = Buffer.from("Subject: a\rBcc: x\r\n\r\nline\u202eevil\u0000\r\n", "latin1");
+    const preview = buildPreview("a@x.test", ["b@x.test"], raw);
+    const { subject, text } = approverNotice({ id: "ef".repeat(16), rule: "r\nX: y", expires: 0, preview, link: null });
+    expect(subject).not.toMatch(/[\r\n]/);
+    expect(text).not.toMatch(/[\r\u0000\u202e]/);
+    expect(text).toContain("Rule:        r\uFFFDX: y");
+  });
+});
+
+describe("the sender's result notice", () => {
+  test("says the id, the result and the subject: nothing about who decided", () => {
+    const id = "12".repeat(16);
+    expect(senderNotice(id, "sent", "Hello")).toEqual({
+      subject: `Held message ${id} sent`,
+      text: `Your message ${id} (subject: Hello), held for approval, was approved and sent.\n`,
+    });
+    expect(senderNotice(id, "denied", null)).toEqual({
+      subject: `Held message ${id} not sent`,
+      text: `Your message ${id} (subject: (no subject)), held for approval, was denied: it was not sent.\n`,
+    });
+    expect(senderNotice(id, "expired", "x").text).toContain("expired without a decision: it was not sent");
+    expect(senderNotice(id, "failed", "x").text).toContain("the upstream server refused it: it was not sent");
+  });
+});
+
+describe("header encoding", () => {
+  test("always encoded words, even for short ASCII: the message's words never appear as they are", () => {
+    expect(encodeHeaderText("Approval needed: hello")).toBe(
+      `=?UTF-8?B?${Buffer.from("Approval needed: hello").toString("base64")}?=`,
+    );
+    expect(encodeHeaderText("")).toBe("");
+  });
+
+  test("CR and LF cannot start a header line: they are replaced, then encoded (RFC 2047)", () => {
+    const encoded = encodeHeaderText("hi\r\nBcc: victim@example.com\r\nX-Evil: 1");
+    expect(encoded).toMatch(/^=\?UTF-8\?B\?/);
+    // Only folds ("CRLF SP") separate the encoded words.
+    expect(encoded.replace(/\r\n /g, "")).not.toMatch(/[\r\n]/);
+    expect(decodeEncodedWords(encoded.replace(/\r\n /g, " "))).toBe(
+      "hi\uFFFD\uFFFDBcc: victim@example.com\uFFFD\uFFFDX-Evil: 1",
+    );
+  });
+
+  test("long or non-ASCII text: encoded words of at most 75 characters, split between characters", () => {
+    const text = "Rückfrage zum Angebot — größere Menge 🚀 ".repeat(6);
+    const encoded = encodeHeaderText(text);
+    for (const word of encoded.split("\r\n ")) {
+      expect(word.length).toBeLessThanOrEqual(75);
+      expect(word).toMatch(/^=\?UTF-8\?B\?[A-Za-z0-9+/=]+\?=$/);
+    }
+    expect(decodeEncodedWords(encoded.replace(/\r\n /g, " "))).toBe(text);
+  });
+
+  test("text that looks like an encoded word is encoded, so it reads as written", () => {
+    const encoded = encodeHeaderText("=?utf-8?Q?boss?=");
+    expect(encoded).not.toBe("=?utf-8?Q?boss?=");
+    expect(decodeEncodedWords(encoded)).toBe("=?utf-8?Q?boss?=");
+  });
+
+  test("clean replaces C0 (but TAB), DEL, C1 and bidirectional controls", () => {
+    expect(clean("a\tb\u0007c\u007fd\u0085e\u2066f\u2029g")).toBe("a\tb\uFFFDc\uFFFDd\uFFFDe\uFFFDf\uFFFDg");
+  });
+});
+
+describe("the notice on the wire", () => {
+  test("exactly its own header fields, whatever the subject; the body is the text in base64", () => {
+    const bytes = composeNotice({
+      from: "notices@corp.test",
+      to: "boss@corp.test",
+      subject: "Approval needed: x\r\nBcc: victim@example.com\nX-Injected: yes\r\n\r\nbody",
+      text: "line one\nline two",
+      date: Date.UTC(2026, 11, 2, 12, 0, 0),
+    });
+    const wire = bytes.toString("latin1");
+    expect(wire).not.toMatch(/[^\x00-\x7f]/);
+    const end = wire.indexOf("\r\n\r\n");
+    const fields = parseHeaderFields(bytes.subarray(0, end + 4));
+    expect(fields).not.toBeNull();
+    expect(fields!.map((f) => f.name.toLowerCase())).toEqual([
+      "from",
+      "to",
+      "subject",
+      "date",
+      "message-id",
+      "auto-submitted",
+      "mime-version",
+      "content-type",
+      "content-transfer-encoding",
+    ]);
+    expect(wire).toContain("\r\nDate: Wed, 02 Dec 2026 12:00:00 +0000\r\n");
+    expect(wire).toContain("From: Mailgator <notices@corp.test>\r\nTo: <boss@corp.test>\r\n");
+    // Every line is CRLF-terminated and at most 78 characters (RFC 5322 §2.1.1).
+    for (const line of wire.slice(0, -2).split("\r\n")) {
+      expect(line).not.toMatch(/[\r\n]/);
+      expect(line.length).toBeLessThanOrEqual(78);
+    }
+    expect(wire.endsWith("\r\n")).toBe(true);
+    expect(Buffer.from(wire.slice(end + 4), "base64").toString("utf8")).toBe("line one\r\nline two");
+  });
+});
+
+describe("the notifier's limits", () => {
+  test(`${NOTICE_CONCURRENCY} notices at once, not one more; past the pending limit, a failure row`, async () => {
+    // An upstream that accepts connections and says nothing until told to hang up.
+    const sockets = new Set<Socket>();
+    let hang = true;
+    let accepted = 0;
+    const server = createServer((s) => {
+      accepted++;
+      s.on("error", () => {});
+      if (hang) sockets.add(s);
+      else s.destroy();
+    });
+    const port = await new Promise<number>((resolve) =>
+      server.listen(0, "127.0.0.1", () => resolve((server.address() as { port: number }).port)),
+    );
+    const dir = mkdtempSync(join(tmpdir(), "mg-notify-"));
+    const queueMax = NOTICE_CONCURRENCY + 1;
+    const approvers = Array.from({ length: queueMax + 1 }, (_, i) => `"a${i}@corp.test"`).join(", ");
+    const config = parseConfig(
+      `[smtp]\nlisten_addr = "127.0.0.1:2525"\nupstream_addr = "127.0.0.1:${port}"\nupstream_tls = "none"\n` +
+        `[audit]\npath = "${join(dir, "audit.db")}"\n` +
+        `[approvals]\nnotify_account = "notices"\n[approvals.groups.m]\nrecipients = [${approvers}]\n` +
+        `[accounts.notices]\nusername = "notices@corp.test"\npassword = "p"\n` +
+        `[[rules]]\nname = "hold"\naction = "ask"\nask_groups = ["m"]\noperations = ["send"]\n`,
+      join(dir, "mailgator.toml"),
+    );
+    const audit = AuditLog.open(config.audit.path, { batchMs: 5, sync: "normal" });
+    const state = SealedStore.open(config.state.path, { secretsFile: join(dir, "key"), env: {}, create: true })!;
+    try {
+      const store = new ApprovalStore(state);
+      const row = store.hold(
+        {
+          envelope: { from: "a@x.test", recipients: ["b@y.test"], eightBit: false },
+          message: MESSAGE,
+          account: null,
+          credentials: null,
+          agent: null,
+          preview: buildPreview("a@x.test", ["b@y.test"], MESSAGE),
+        },
+        { name: "hold", index: 0, groups: ["m"] },
+        Date.now() + 60_000,
+      );
+      const notifier = new Notifier({ config, store, audit, protocol: "smtp" }, { retryDelaysMs: [], queueMax });
+      notifier.held(row);
+      const rows = async () => {
+        await audit.flush();
+        return audit.query({ order: "asc" }).filter((r) => r.command === "APPROVAL NOTIFIED");
+      };
+      const deadline = Date.now() + 10_000;
+      while (accepted < NOTICE_CONCURRENCY && Date.now() < deadline) await Bun.sleep(20);
+      await Bun.sleep(300);
+      expect(accepted).toBe(NOTICE_CONCURRENCY);
+      const early = await rows();
+      expect(early).toHaveLength(1);
+      expect(early[0]!.reason).toContain(`a${queueMax}@corp.test (group m) not sent: more than ${queueMax} notices`);
+      hang = false;
+      for (const s of sockets) s.destroy();
+      await notifier.idle();
+      expect(accepted).toBe(queueMax);
+      const all = await rows();
+      expect(all).toHaveLength(queueMax + 1);
+      expect(all.every((r) => r.decision === "error" && r.target === row.id && r.rule === "hold")).toBe(true);
+      expect(store.row(row.id)!.state).toBe("held");
+    } finally {
+      server.close();
+      await audit.close();
+      state.close();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -1,0 +1,144 @@
+/**
+ * Notices as `mailgator serve` sends them (docs/approvals.md "Notices"): a child process with a config file, an agent
+ * sending through it with nodemailer, Postfix delivering. The approver's notice arrives with a link to the page on
+ * the admin listener; the page approves; the sender gets the result. `mailgator approvals deny`, run beside serve,
+ * sends the sender's notice itself.
+ */
+
+import { expect, setDefaultTimeout, test } from "bun:test";
+import { mkdtempSync, writeFileSync } from "node:fs";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import nodemailer from "nodemailer";
+import { userMaildir } from "../../scripts/upstreams/layout.ts";
+import { uniqueToken, upstreams } from "../fixtures/index.ts";
+import { sinkCopies } from "../smtp/helpers.ts";
+import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
+
+setDefaultTimeout(60_000);
+const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
+
+function freePort(): Promise<number> {
+  return new Promise((resolve) => {
+    const s = createServer().listen(0, "127.0.0.1", () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+test("serve notifies the approver; the link's page approves; the sender learns the results", async () => {
+  const up = upstreams();
+  const [alice, bob] = [up.users[0]!, up.users[1]!];
+  const m = uniqueToken("n");
+  const boss = `boss-${m}@corp.test`;
+  const admin = await freePort();
+  const dir = mkdtempSync(join(tmpdir(), "mg-notices-"));
+  const config = join(dir, "mailgator.toml");
+  writeFileSync(
+    config,
+    `[smtp]
+listen_addr = "127.0.0.1:0"
+upstream_addr = "${up.host}:${up.ports.smtp}"
+upstream_tls = "starttls"
+upstream_ca_file = "${up.caFile}"
+
+[admin]
+listen_addr = "127.0.0.1:${admin}"
+
+[approvals]
+base_url = "http://127.0.0.1:${admin}"
+notify_account = "notices"
+notify_sender = true
+
+[accounts.notices]
+username = "${bob.user}"
+password = "${bob.password}"
+
+[approvals.groups.managers]
+recipients = ["${boss}"]
+
+[[rules]]
+name = "every send needs a manager"
+action = "ask"
+operations = ["send"]
+ask_groups = ["managers"]
+`,
+  );
+  const proc = Bun.spawn([process.execPath, MAIN, "serve", "-c", config, "--log-format", "json"], {
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  let logs = "";
+  void (async () => {
+    const reader = (proc.stderr as ReadableStream<Uint8Array>).getReader();
+    for (;;) {
+      const { value, done } = await reader.read();
+      if (done) return;
+      logs += new TextDecoder().decode(value);
+    }
+  })();
+  try {
+    let port = 0;
+    for (let i = 0; i < 400 && port === 0; i++) {
+      port = Number(/SMTP proxy listening on 127\.0\.0\.1:(\d+)/.exec(logs)?.[1] ?? 0);
+      if (port === 0) await Bun.sleep(50);
+    }
+    expect(port).toBeGreaterThan(0);
+    await waitFor("admin", () => (logs.includes("admin listening") ? [1] : []), 1);
+    const transport = nodemailer.createTransport({
+      host: "127.0.0.1",
+      port,
+      secure: false,
+      ignoreTLS: true,
+      auth: { user: alice.user, pass: alice.password },
+    });
+    const send = async (tag: string) => {
+      const info = await transport.sendMail({
+        from: alice.user,
+        to: `${tag}-${m}@outside.example`,
+        subject: `${tag} ${m}`,
+        text: `Hello ${tag} ${m}\n`,
+      });
+      const id = /Held for approval as ([0-9a-f]{32})/.exec(info.response)?.[1];
+      expect(id).toBeDefined();
+      return id!;
+    };
+
+    const approved = await send("approved");
+    const [notice] = await waitFor("notices", () => noticesIn(up.sink, approved), 1);
+    expect(notice!.recipient).toBe(boss);
+    expect(notice!.body).toContain(`To:          approved-${m}@outside.example  (OUTSIDE the sender's domain)`);
+    const link = notice!.body
+      .split("\n")
+      .find((l) => l.startsWith(`http://127.0.0.1:${admin}/approvals/${approved}?t=`));
+    expect(link).toBeDefined();
+    const page = await fetch(link!);
+    expect(page.status).toBe(200);
+    expect(await page.text()).toContain(`approved ${m}`);
+    const token = new URL(link!).searchParams.get("t")!;
+    const post = await fetch(`http://127.0.0.1:${admin}/approvals/${approved}`, {
+      method: "POST",
+      body: `t=${encodeURIComponent(token)}&action=approve`,
+      headers: { "content-type": "application/x-www-form-urlencoded", origin: `http://127.0.0.1:${admin}` },
+    });
+    expect(post.status).toBe(200);
+    await waitFor("copies", () => sinkCopies(`Hello approved ${m}`), 1);
+    const inbox = userMaildir(up.maildirRoot, alice.user);
+    const [sent] = await waitFor("sender notices", () => noticesIn(inbox, approved), 1);
+    expect(sent!.body).toContain("was approved and sent");
+
+    // The command line decides beside serve, and sends the sender's notice itself.
+    const denied = await send("denied");
+    await waitFor("notices", () => noticesIn(up.sink, denied), 1);
+    const cli = Bun.spawnSync([process.execPath, MAIN, "approvals", "deny", denied, "-c", config]);
+    expect(cli.exitCode).toBe(0);
+    const [gone] = await waitFor("sender notices", () => noticesIn(inbox, denied), 1);
+    expect(gone!.body).toContain("was denied");
+    transport.close();
+  } finally {
+    proc.kill("SIGTERM");
+    expect(await proc.exited).toBe(0);
+  }
+});

@@ -1,0 +1,341 @@
+/**
+ * Notices about held messages end to end against Postfix (docs/approvals.md "Notices"): each approver gets one
+ * after the agent's 250, with the preview and a link that opens the page; the subject cannot add header lines;
+ * with notify_sender the agent's own address learns the result, without it nothing; a notice that cannot be sent
+ * is an audit row and leaves the message held.
+ */
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createServer } from "node:net";
+import { userMaildir } from "../../scripts/upstreams/layout.ts";
+import { Notifier } from "../../src/approvals/notify.ts";
+import { type ApprovalContext, approve, deny, expireDue } from "../../src/approvals/service.ts";
+import { approvalPage } from "../../src/approvals/web.ts";
+import type { AuditRow } from "../../src/audit/index.ts";
+import { decodeEncodedWords } from "../../src/mail/encoded-words.ts";
+import {
+  dataPayload,
+  loggedIn,
+  marker,
+  message,
+  sinkCopies,
+  startTestProxy,
+  type TestProxy,
+  upstreams,
+} from "./helpers.ts";
+import { noticesIn, waitFor } from "./notice-reader.ts";
+
+/** Retries in these tests: three attempts, 50 ms apart. */
+const DELAYS = [50, 50];
+
+function config(baseUrl: string, approvers: string, notifySender: boolean, notifyAccount = true): string {
+  const notifier = upstreams().users[1]!;
+  return `
+[approvals]
+base_url = "${baseUrl}"
+${notifyAccount ? `notify_account = "notices"` : ""}
+notify_sender = ${notifySender}
+
+[accounts.notices]
+username = "${notifier.user}"
+password = "${notifier.password}"
+
+[approvals.groups.managers]
+recipients = [${approvers}]
+
+[approvals.groups.legal]
+recipients = ["boss@corp.test"]
+
+[[rules]]
+name = "colleagues"
+action = "allow"
+operations = ["send"]
+to = "*@mailgator.test"
+
+[[rules]]
+name = "outside needs a manager"
+action = "ask"
+operations = ["send"]
+ask_groups = ["managers", "legal"]
+`;
+}
+
+interface Setup {
+  readonly proxy: TestProxy;
+  readonly ctx: ApprovalContext;
+  readonly notifier: Notifier;
+}
+
+async function setup(toml: string): Promise<Setup> {
+  let notifier: Notifier | null = null;
+  const proxy = await startTestProxy({ rules: toml, approvals: true, onHeld: (row) => notifier!.held(row) });
+  const base: ApprovalContext = { config: proxy.config, store: proxy.approvals!, audit: proxy.audit, protocol: "smtp" };
+  notifier = new Notifier(base, { retryDelaysMs: DELAYS });
+  const n = notifier;
+  return { proxy, notifier: n, ctx: { ...base, onDecided: (row, held) => n.decided(row, held) } };
+}
+
+let server: ReturnType<typeof Bun.serve>;
+let origin: string;
+let page: (req: Request) => Promise<Response> = async () => new Response("not yet", { status: 503 });
+let main: Setup;
+let failing: Setup;
+
+beforeAll(async () => {
+  server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req) => page(req) });
+  origin = `http://127.0.0.1:${server.port}`;
+  main = await setup(config(origin, `"boss@corp.test", "deputy@corp.test"`, true));
+  page = approvalPage(main.ctx);
+  failing = await setup(config(origin, `"tempfail-boss@corp.test", "reject-boss@corp.test"`, false));
+});
+afterAll(async () => {
+  await main?.notifier.close();
+  await failing?.notifier.close();
+  await main?.proxy.close();
+  await failing?.proxy.close();
+  server?.stop(true);
+});
+
+const ALICE = () => upstreams().users[0]!.user;
+
+/** Sends one message through the proxy as alice; returns the held id. */
+async function sendHeld(port: number, recipients: string[], subject: string, body: string): Promise<string> {
+  const c = await loggedIn(port);
+  try {
+    expect((await c.command(`MAIL FROM:<${ALICE()}>`)).code).toBe(250);
+    for (const r of recipients) expect((await c.command(`RCPT TO:<${r}>`)).code).toBe(250);
+    expect((await c.command("DATA")).code).toBe(354);
+    c.write(dataPayload(message({ From: ALICE(), To: recipients.join(", "), Subject: subject }, body)));
+    const r = await c.reply();
+    expect(r.code).toBe(250);
+    const m = /^2\.0\.0 Held for approval as ([0-9a-f]{32})$/.exec(r.lines.join(" "));
+    if (m === null) throw new Error(`not held: ${r.raw}`);
+    return m[1]!;
+  } finally {
+    await c.command("QUIT");
+  }
+}
+
+const sinkNotices = (id: string) => noticesIn(upstreams().sink, id);
+const aliceNotices = (id: string) => noticesIn(userMaildir(upstreams().maildirRoot, ALICE()), id);
+
+async function rowsFor(proxy: TestProxy, id: string, command: string): Promise<AuditRow[]> {
+  return (await proxy.rows()).filter((r) => r.target === id && r.command === command);
+}
+
+async function waitRows(proxy: TestProxy, id: string, command: string, count: number): Promise<AuditRow[]> {
+  const deadline = Date.now() + 15_000;
+  for (;;) {
+    const rows = await rowsFor(proxy, id, command);
+    if (rows.length >= count) return rows;
+    if (Date.now() > deadline) throw new Error(`only ${rows.length} of ${count} ${command} rows for ${id}`);
+    await Bun.sleep(50);
+  }
+}
+
+describe("approvers' notices", () => {
+  test("each approver gets one: the preview, the outside recipient marked, a link that opens the page", async () => {
+    const m = marker();
+    const inside = `carol-${m}@mailgator.test`;
+    const outside = `ext-${m}@outside.example`;
+    const body =
+      `--b\nContent-Type: text/plain\n\nHello ${m}\nsecond line\n--b\n` +
+      `Content-Type: application/pdf\nContent-Disposition: attachment; filename="report-${m}.pdf"\n\nJVBERi0=\n--b--\n`;
+    const id = await sendHeld(main.proxy.port, [inside, outside], `approval ${m}`, body);
+    const notices = await waitFor("notices", () => sinkNotices(id), 2);
+    await Bun.sleep(1000);
+    // boss is in both groups: one notice each, not two.
+    const again = sinkNotices(id);
+    expect(again.map((n) => n.recipient).sort()).toEqual(["boss@corp.test", "deputy@corp.test"]);
+
+    const n = notices.find((x) => x.recipient === "boss@corp.test")!;
+    const field = (name: string) => n.fields.find((f) => f.name === name)?.value;
+    expect(field("from")).toBe(`Mailgator <${upstreams().users[1]!.user}>`);
+    expect(field("to")).toBe("<boss@corp.test>");
+    expect(field("subject")).toStartWith("=?UTF-8?B?");
+    expect(decodeEncodedWords(field("subject")!)).toBe(`Approval needed: approval ${m}`);
+    const lines = n.body.split("\n");
+    expect(lines).toContain(`From:        ${ALICE()}`);
+    expect(lines).toContain(`To:          ${inside}`);
+    expect(lines).toContain(`To:          ${outside}  (OUTSIDE the sender's domain)`);
+    expect(lines).toContain(`Subject:     approval ${m}`);
+    expect(lines).toContain(`Size:        ${main.proxy.approvals!.message(id)!.message.length} octets`);
+    expect(lines).toContain(`Attachments: report-${m}.pdf`);
+    expect(lines).toContain("Rule:        outside needs a manager");
+    expect(lines).toContain(`| Hello ${m}`);
+
+    const link = new RegExp(`^${origin}/approvals/${id}\\?t=[A-Za-z0-9_-]+$`);
+    const url = lines.find((l) => link.test(l));
+    expect(url).toBeDefined();
+    const r = await fetch(url!);
+    expect(r.status).toBe(200);
+    const html = await r.text();
+    expect(html).toContain(`approval ${m}`);
+    expect(html).toContain(outside);
+    expect(html).toContain("Approve");
+    // Opening the link changed nothing; the held copy never left.
+    expect(main.proxy.approvals!.row(id)!.state).toBe("held");
+    expect(sinkCopies(`Hello ${m}`).filter((c) => !c.text.includes("Auto-Submitted"))).toHaveLength(0);
+
+    const rows = await waitRows(main.proxy, id, "APPROVAL NOTIFIED", 2);
+    expect(rows.map((x) => [x.decision, x.rule])).toEqual([
+      ["ask", "outside needs a manager"],
+      ["ask", "outside needs a manager"],
+    ]);
+    expect(rows.map((x) => x.reason.split(" ")[2]).sort()).toEqual(["boss@corp.test", "deputy@corp.test"]);
+    deny(main.ctx, id, "test", null);
+  });
+
+  test("a subject trying to add header lines adds none to the notice", async () => {
+    const m = marker();
+    const victim = `victim-${m}@outside.example`;
+    const evil = `Hi ${m}\r\nBcc: ${victim}\r\nX-Injected: yes\r\n\r\nforged body`;
+    const subject = `=?utf-8?B?${Buffer.from(evil).toString("base64")}?=`;
+    const id = await sendHeld(main.proxy.port, [`ext-${m}@outside.example`], subject, `Hello ${m}\n`);
+    const notices = await waitFor("notices", () => sinkNotices(id), 2);
+    for (const n of notices) {
+      const names = n.fields.map((f) => f.name);
+      expect(names).not.toContain("bcc");
+      expect(names).not.toContain("x-injected");
+      expect(names.filter((x) => x === "subject")).toHaveLength(1);
+      expect(n.body).not.toContain("\nBcc:");
+    }
+    await Bun.sleep(1000);
+    expect(sinkCopies(victim)).toEqual([]);
+    deny(main.ctx, id, "test", null);
+  });
+});
+
+describe("pass-through mode without notify_account", () => {
+  test("no notice is sent (the agent's login is never used for one); the message stays held", async () => {
+    const quiet = await setup(config(origin, `"boss@corp.test"`, true, false));
+    try {
+      expect(quiet.proxy.config.warnings.join("\n")).toContain("in pass-through mode no notice is sent");
+      const m = marker();
+      const id = await sendHeld(quiet.proxy.port, [`p-${m}@outside.example`], `pass ${m}`, `Hello ${m}\n`);
+      await quiet.notifier.idle();
+      expect(deny(quiet.ctx, id, "test", null)).toBe("held");
+      await quiet.notifier.idle();
+      await Bun.sleep(1500);
+      expect(sinkNotices(id)).toEqual([]);
+      expect(aliceNotices(id)).toEqual([]);
+      const rows = await quiet.proxy.rows();
+      expect(rows.filter((r) => r.target === id).map((r) => r.command)).toEqual(["DATA", "DENY"]);
+    } finally {
+      await quiet.notifier.close();
+      await quiet.proxy.close();
+    }
+  });
+});
+
+describe("notify_sender", () => {
+  test("on: the sender learns sent, denied and expired, and nothing about who decided", async () => {
+    const ids: Record<string, string> = {};
+    for (const what of ["sent", "denied", "expired"]) {
+      const m = marker();
+      ids[what] = await sendHeld(main.proxy.port, [`r-${m}@outside.example`], `result ${what} ${m}`, `Hello ${m}\n`);
+    }
+    expect((await approve(main.ctx, ids["sent"]!, "approver-alpha")).outcome).toBe("sent");
+    expect(deny(main.ctx, ids["denied"]!, "approver-beta", "reason-gamma")).toBe("held");
+    const expires = main.proxy.approvals!.row(ids["expired"]!)!.expires;
+    expect(expireDue(main.ctx, expires).map((r) => r.id)).toContain(ids["expired"]!);
+    for (const [what, id] of Object.entries(ids)) {
+      const [n] = await waitFor(`${what} notices`, () => aliceNotices(id), 1);
+      expect(n!.fields.find((f) => f.name === "to")?.value).toBe(`<${ALICE()}>`);
+      expect(n!.body).toContain(`Your message ${id} (subject: result ${what} `);
+      expect(n!.body).toContain(
+        { sent: "was approved and sent", denied: "was denied", expired: "expired without a decision" }[what]!,
+      );
+      for (const secret of ["approver-alpha", "approver-beta", "reason-gamma", "boss@corp.test"])
+        expect(n!.body).not.toContain(secret);
+      const rows = await waitRows(main.proxy, id, "APPROVAL SENDER NOTIFIED", 1);
+      expect(rows[0]!.decision).toBe("allow");
+    }
+  });
+
+  test("off: the sender gets nothing", async () => {
+    const off: ApprovalContext = {
+      ...main.ctx,
+      config: { ...main.ctx.config, approvals: { ...main.ctx.config.approvals, notifySender: false } },
+    };
+    const quiet = new Notifier(off, { retryDelaysMs: DELAYS });
+    const ctx: ApprovalContext = { ...off, onDecided: (row, held) => quiet.decided(row, held) };
+    const m = marker();
+    const id = await sendHeld(main.proxy.port, [`q-${m}@outside.example`], `quiet ${m}`, `Hello ${m}\n`);
+    expect(deny(ctx, id, "test", null)).toBe("held");
+    await quiet.idle();
+    await Bun.sleep(1500);
+    expect(aliceNotices(id)).toEqual([]);
+    expect(await rowsFor(main.proxy, id, "APPROVAL SENDER NOTIFIED")).toEqual([]);
+  });
+});
+
+describe("a notice that cannot be sent", () => {
+  test("refused (550) or deferred (451) at every attempt: a failure row each; the message stays held", async () => {
+    const m = marker();
+    const id = await sendHeld(failing.proxy.port, [`f-${m}@outside.example`], `fail ${m}`, `Hello ${m}\n`);
+    // boss@corp.test (group legal) is reachable; the two managers are not.
+    const rows = await waitRows(failing.proxy, id, "APPROVAL NOTIFIED", 3);
+    const byTo = (to: string) => rows.find((r) => r.reason.startsWith(`notice to ${to}`))!;
+    expect(byTo("boss@corp.test").decision).toBe("ask");
+    const rejected = byTo("reject-boss@corp.test");
+    expect(rejected.decision).toBe("error");
+    expect(rejected.reason).toContain("1 attempt: upstream replied 550");
+    const deferred = byTo("tempfail-boss@corp.test");
+    expect(deferred.decision).toBe("error");
+    expect(deferred.reason).toContain(`${DELAYS.length + 1} attempts: upstream replied 451`);
+    expect(failing.proxy.approvals!.row(id)!.state).toBe("held");
+    expect(failing.proxy.approvals!.message(id)).not.toBeNull();
+    // Still approvable: it reaches the upstream once approved.
+    expect((await approve(failing.ctx, id, "test")).outcome).toBe("sent");
+    await waitFor("copies", () => sinkCopies(`Hello ${m}`), 1);
+  });
+
+  test("upstream down: retried, then a failure row; the message stays held", async () => {
+    const closed = await new Promise<number>((resolve) => {
+      const s = createServer().listen(0, "127.0.0.1", () => {
+        const port = (s.address() as { port: number }).port;
+        s.close(() => resolve(port));
+      });
+    });
+    const m = marker();
+    const id = await sendHeld(failing.proxy.port, [`d-${m}@outside.example`], `down ${m}`, `Hello ${m}\n`);
+    await waitRows(failing.proxy, id, "APPROVAL NOTIFIED", 3); // the proxy's own notices, done
+    const down = failing.ctx.config;
+    const ctx: ApprovalContext = {
+      ...failing.ctx,
+      config: { ...down, smtp: { ...down.smtp!, upstreamAddr: { host: "127.0.0.1", port: closed } } },
+    };
+    const notifier = new Notifier(ctx, { retryDelaysMs: DELAYS });
+    notifier.held(failing.proxy.approvals!.row(id)!);
+    await notifier.idle();
+    const rows = (await rowsFor(failing.proxy, id, "APPROVAL NOTIFIED")).slice(3);
+    expect(rows).toHaveLength(3);
+    for (const r of rows) {
+      expect(r.decision).toBe("error");
+      expect(r.reason).toContain(`not sent: ${DELAYS.length + 1} attempts:`);
+    }
+    expect(failing.proxy.approvals!.row(id)!.state).toBe("held");
+    expect(failing.proxy.approvals!.message(id)).not.toBeNull();
+    deny(failing.ctx, id, "test", null);
+  });
+
+  test("close gives up retries still waiting: a failure row, at once", async () => {
+    const notifier = new Notifier(failing.ctx, { retryDelaysMs: [600_000] });
+    const m = marker();
+    const id = await sendHeld(failing.proxy.port, [`c-${m}@outside.example`], `close ${m}`, `Hello ${m}\n`);
+    await waitRows(failing.proxy, id, "APPROVAL NOTIFIED", 3);
+    notifier.held(failing.proxy.approvals!.row(id)!);
+    // The deferred notice waits 10 minutes for its second attempt; wait until the others are done.
+    await waitRows(failing.proxy, id, "APPROVAL NOTIFIED", 5);
+    const started = Date.now();
+    await notifier.close();
+    expect(Date.now() - started).toBeLessThan(5000);
+    const rows = (await rowsFor(failing.proxy, id, "APPROVAL NOTIFIED")).slice(3);
+    const deferred = rows.find((r) => r.reason.startsWith("notice to tempfail-boss@corp.test"))!;
+    expect(deferred.decision).toBe("error");
+    expect(deferred.reason).toContain("the process stopped");
+    expect(failing.proxy.approvals!.row(id)!.state).toBe("held");
+    deny(failing.ctx, id, "test", null);
+  });
+});
