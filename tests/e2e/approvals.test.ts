@@ -484,7 +484,7 @@ describe("an agent mails a colleague and an outside address (pass-through, Postf
       expect(withStore(short, (store) => store.message(id))).toBeNull();
       const { url } = link(short, r.admin, id);
       const page = await fetch(url);
-      expect(page.status).toBe(409);
+      expect(page.status).toBe(410);
       expect(await page.text()).toContain("expired before anyone decided");
       const late = await cli(["approvals", "approve", id, "-c", short.file]);
       expect(late.stdout).toContain("not sent: it is expired");
