@@ -27,6 +27,7 @@ import { enable } from "./commands/enable.ts";
 import { expunge } from "./commands/expunge.ts";
 import { fetch } from "./commands/fetch.ts";
 import { idle } from "./commands/idle.ts";
+import { invalidName } from "./commands/invalid-name.ts";
 import { list } from "./commands/list.ts";
 import { authenticate, login, startTls } from "./commands/login.ts";
 import { namespace } from "./commands/namespace.ts";
@@ -460,6 +461,23 @@ export class ImapSession implements LoginSession {
           const parsed = parseCommand(ev.frame);
           if (!parsed.ok) {
             const e = parsed.error;
+            if (e.code === "mailbox-name" && e.tag !== null && e.command !== null) {
+              // Not valid modified UTF-7 and the like: NO, as servers answer (commands/invalid-name.ts).
+              this.#busy = true;
+              let answered = false;
+              try {
+                answered = await invalidName(this, e.tag, e.command, e.message.replace(/^imap-wire: /, ""));
+              } catch (error) {
+                answered = true;
+                this.#fail({ tag: e.tag, name: e.command }, error);
+              } finally {
+                this.#busy = false;
+              }
+              if (answered) {
+                this.flush();
+                continue;
+              }
+            }
             this.auditRow({
               command: "(refused)",
               operation: null,
@@ -549,7 +567,7 @@ export class ImapSession implements LoginSession {
    * The one place a command's errors become replies: a Refusal as thrown, an unavailable audit log `NO [UNAVAILABLE]`,
    * a lost upstream `BYE`, anything else logged and `NO [SERVERBUG]`. Parse errors are answered in the read loop.
    */
-  #fail(cmd: Command, error: unknown): void {
+  #fail(cmd: { readonly tag: string; readonly name: string }, error: unknown): void {
     if (this.#closed) {
       // The agent left (or the proxy is stopping) during the command: nobody to answer, and shutdown closed upstream.
       this.log.debug(`session ${this.id}: ${cmd.name} ended with the session: ${(error as Error)?.message}`);
