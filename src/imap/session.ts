@@ -38,7 +38,7 @@ import { select } from "./commands/select.ts";
 import { status } from "./commands/status.ts";
 import { store } from "./commands/store.ts";
 import { subscribe } from "./commands/subscribe.ts";
-import { classifyNew, decideInFolder } from "./filtering.ts";
+import { classifyNew, decideInFolder, searchUids, sessionRunner } from "./filtering.ts";
 import { FolderNames, FolderRights } from "./folders.ts";
 import { READ_AHEAD_LIMIT } from "./limits.ts";
 import type { SelectedMailbox } from "./mailbox.ts";
@@ -619,8 +619,10 @@ export class ImapSession implements LoginSession {
       case "EXPUNGE":
         box?.onExpunge(r.n);
         return true;
-      case "VANISHED":
       case "RECENT":
+        if (box !== null) box.upstreamRecent = r.n;
+        return true;
+      case "VANISHED":
       case "unknown":
       case "CAPABILITY":
       case "ENABLED":
@@ -679,6 +681,26 @@ export class ImapSession implements LoginSession {
     if (allowExpunge) for (const k of box.takeExpunges()) this.sendText(`* ${k} EXPUNGE`);
     const n = box.admitNew();
     if (n !== null) this.sendText(`* ${n} EXISTS`);
+    await this.#syncRecent(box);
+  }
+
+  /**
+   * After a `* n RECENT` from upstream, the agent's RECENT (RFC 3501 §7.3.2): upstream's as it is in an unfiltered
+   * folder; in a filtered one the number of visible messages upstream counts as recent, told only when it changed,
+   * so an arrival or flag change of a hidden message says nothing (docs/filtering.md).
+   */
+  async #syncRecent(box: SelectedMailbox): Promise<void> {
+    const upstream = box.upstreamRecent;
+    if (upstream === null) return;
+    box.upstreamRecent = null;
+    if (box.visible === null) {
+      this.sendText(`* ${upstream} RECENT`);
+      return;
+    }
+    const recent = box.countKnown(await searchUids(sessionRunner(this), "RECENT"));
+    if (recent === box.recent) return;
+    box.recent = recent;
+    this.sendText(`* ${recent} RECENT`);
   }
 
   // ---- policy and audit ------------------------------------------------------------------------------------
