@@ -89,6 +89,13 @@ export class SelectedMailbox {
   filter: MessageFilter | null = null;
   /** The folder's UIDVALIDITY (kept for STATUS and the classification cache of a filtered folder). */
   uidValidity = 0;
+  /**
+   * The last `* n RECENT` upstream sent that the agent has not heard of yet (RFC 3501 §7.3.2), or null. Unfiltered,
+   * it is relayed as it is; filtered, it only says that the count may have changed (`recent`).
+   */
+  upstreamRecent: number | null = null;
+  /** The RECENT count the agent was last told of a filtered folder: over its visible messages only. */
+  recent = 0;
 
   /**
    * `uids`: every UID upstream, ascending (`UID SEARCH ALL`); `visible`: their classification, for a filtered

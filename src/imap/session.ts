@@ -27,6 +27,7 @@ import { enable } from "./commands/enable.ts";
 import { expunge } from "./commands/expunge.ts";
 import { fetch } from "./commands/fetch.ts";
 import { idle } from "./commands/idle.ts";
+import { invalidName } from "./commands/invalid-name.ts";
 import { list } from "./commands/list.ts";
 import { authenticate, login, startTls } from "./commands/login.ts";
 import { namespace } from "./commands/namespace.ts";
@@ -37,7 +38,7 @@ import { select } from "./commands/select.ts";
 import { status } from "./commands/status.ts";
 import { store } from "./commands/store.ts";
 import { subscribe } from "./commands/subscribe.ts";
-import { classifyNew, decideInFolder } from "./filtering.ts";
+import { classifyNew, decideInFolder, searchUids, sessionRunner } from "./filtering.ts";
 import { FolderNames, FolderRights } from "./folders.ts";
 import { READ_AHEAD_LIMIT } from "./limits.ts";
 import type { SelectedMailbox } from "./mailbox.ts";
@@ -460,6 +461,23 @@ export class ImapSession implements LoginSession {
           const parsed = parseCommand(ev.frame);
           if (!parsed.ok) {
             const e = parsed.error;
+            if (e.code === "mailbox-name" && e.tag !== null && e.command !== null) {
+              // Not valid modified UTF-7 and the like: NO, as servers answer (commands/invalid-name.ts).
+              this.#busy = true;
+              let answered = false;
+              try {
+                answered = await invalidName(this, e.tag, e.command, e.message.replace(/^imap-wire: /, ""));
+              } catch (error) {
+                answered = true;
+                this.#fail({ tag: e.tag, name: e.command }, error);
+              } finally {
+                this.#busy = false;
+              }
+              if (answered) {
+                this.flush();
+                continue;
+              }
+            }
             this.auditRow({
               command: "(refused)",
               operation: null,
@@ -549,7 +567,7 @@ export class ImapSession implements LoginSession {
    * The one place a command's errors become replies: a Refusal as thrown, an unavailable audit log `NO [UNAVAILABLE]`,
    * a lost upstream `BYE`, anything else logged and `NO [SERVERBUG]`. Parse errors are answered in the read loop.
    */
-  #fail(cmd: Command, error: unknown): void {
+  #fail(cmd: { readonly tag: string; readonly name: string }, error: unknown): void {
     if (this.#closed) {
       // The agent left (or the proxy is stopping) during the command: nobody to answer, and shutdown closed upstream.
       this.log.debug(`session ${this.id}: ${cmd.name} ended with the session: ${(error as Error)?.message}`);
@@ -601,8 +619,10 @@ export class ImapSession implements LoginSession {
       case "EXPUNGE":
         box?.onExpunge(r.n);
         return true;
-      case "VANISHED":
       case "RECENT":
+        if (box !== null) box.upstreamRecent = r.n;
+        return true;
+      case "VANISHED":
       case "unknown":
       case "CAPABILITY":
       case "ENABLED":
@@ -661,6 +681,26 @@ export class ImapSession implements LoginSession {
     if (allowExpunge) for (const k of box.takeExpunges()) this.sendText(`* ${k} EXPUNGE`);
     const n = box.admitNew();
     if (n !== null) this.sendText(`* ${n} EXISTS`);
+    await this.#syncRecent(box);
+  }
+
+  /**
+   * After a `* n RECENT` from upstream, the agent's RECENT (RFC 3501 §7.3.2): upstream's as it is in an unfiltered
+   * folder; in a filtered one the number of visible messages upstream counts as recent, told only when it changed,
+   * so an arrival or flag change of a hidden message says nothing (docs/filtering.md).
+   */
+  async #syncRecent(box: SelectedMailbox): Promise<void> {
+    const upstream = box.upstreamRecent;
+    if (upstream === null) return;
+    box.upstreamRecent = null;
+    if (box.visible === null) {
+      this.sendText(`* ${upstream} RECENT`);
+      return;
+    }
+    const recent = box.countKnown(await searchUids(sessionRunner(this), "RECENT"));
+    if (recent === box.recent) return;
+    box.recent = recent;
+    this.sendText(`* ${recent} RECENT`);
   }
 
   // ---- policy and audit ------------------------------------------------------------------------------------

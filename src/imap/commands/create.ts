@@ -8,7 +8,12 @@ export async function create(s: Session, cmd: CommandOf<"CREATE">): Promise<void
   // The same words as `require`'s refusal: a hidden ancestor must not be told apart from a denied name (§7.15 of
   // docs/protocol.md).
   const denied = new Refusal("NO", "NOPERM", "Not permitted: folder:write in this folder");
-  if (s.names.invalid(cmd.mailbox)) {
+  // `CREATE a/b/` declares that names will be created below `a/b` (RFC 3501 §6.3.3): the folder is `a/b`, and the
+  // rules and the checks below judge that name; upstream gets the name as the agent wrote it.
+  const delimiter = s.names.delimiter;
+  const name =
+    delimiter !== null && cmd.mailbox.endsWith(delimiter) ? cmd.mailbox.slice(0, -delimiter.length) : cmd.mailbox;
+  if (s.names.invalid(name)) {
     s.auditRow({
       command: "CREATE",
       operation: "folder:write",
@@ -21,10 +26,10 @@ export async function create(s: Session, cmd: CommandOf<"CREATE">): Promise<void
     });
     throw new Refusal("NO", "CANNOT", "Invalid mailbox name");
   }
-  const p = s.names.toPolicy(cmd.mailbox);
+  const p = s.names.toPolicy(name);
   // CREATE in a hidden subtree, or of a hidden name, is refused the same way whether or not it exists
   // (docs/protocol.md §7.15).
-  for (const a of s.names.ancestors(cmd.mailbox)) {
+  for (const a of s.names.ancestors(name)) {
     if (!s.rights.visible(s.names.toPolicy(a))) {
       s.auditRow({
         command: "CREATE",

@@ -1,14 +1,29 @@
 /**
- * NOOP (RFC 3501 §6.1.2) and CHECK (§6.4.1): a NOOP upstream, then what changed meanwhile reported to the agent
- * (new messages, expunges) in its own view.
+ * NOOP (RFC 3501 §6.1.2) and CHECK (§6.4.1): a NOOP upstream, then what changed meanwhile reported to the agent in
+ * its own view: other sessions' flag changes (`* n FETCH (FLAGS ...)`, §7.4.2) and expunges in the order upstream
+ * told them, then new messages (EXISTS) and RECENT (§7.3). A filtered folder relays them for visible messages only,
+ * renumbered (docs/filtering.md): a hidden message's change says nothing.
  */
 
+import type { Response } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
+import { agentFetch, forwardUntagged } from "./shared.ts";
 
 export async function noop(s: Session, cmd: CommandOf<"NOOP" | "CHECK">): Promise<void> {
   if (s.up !== null && s.state !== "not-authenticated") {
-    await s.upstreamRun({ name: "NOOP" });
+    await s.upstreamRun({ name: "NOOP" }, (r) => relay(s, r));
     await s.sync(true);
   }
   s.tagged(cmd.tag, "OK", null, `${cmd.name} completed`);
+}
+
+/** One untagged response of the NOOP: a FETCH numbered after the expunges upstream sent before it. */
+function relay(s: Session, r: Response): void {
+  const box = s.box;
+  if (box === null) return;
+  if (r.type === "FETCH") {
+    for (const k of box.takeExpunges()) s.sendText(`* ${k} EXPUNGE`);
+    const out = agentFetch(s, r, null);
+    if (out !== null) s.send(out);
+  } else forwardUntagged(s, r);
 }

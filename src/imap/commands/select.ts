@@ -124,8 +124,10 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
         s.sendText(`* ${box.agentCount} EXISTS`);
         break;
       case "RECENT":
-        if (filtered) s.sendText(`* ${box.countKnown(await searchUids(sessionRunner(s), "RECENT"))} RECENT`);
-        else s.send(r);
+        if (filtered) {
+          box.recent = box.countKnown(await searchUids(sessionRunner(s), "RECENT"));
+          s.sendText(`* ${box.recent} RECENT`);
+        } else s.send(r);
         break;
       case "status": {
         const code = r.code;

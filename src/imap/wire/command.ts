@@ -134,7 +134,7 @@ export function parseCommand(frame: Frame): Parsed<Command> {
   const cmd = commandBody(dec, tag, name, uid);
   if (cmd !== null && dec.expectEnd()) return { ok: true, value: cmd };
   const error = dec.error ?? new WireError("unknown-command", `unknown command ${name}`);
-  return { ok: false, error: error.withTag(tag) };
+  return { ok: false, error: error.withTag(tag, name) };
 }
 
 function commandBody(dec: Decoder, tag: string, name: string, uid: boolean): Command | null {

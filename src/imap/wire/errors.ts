@@ -35,11 +35,19 @@ export class WireError extends Error {
   readonly responseCode: string | null;
   /** Byte offset in the line segment where parsing stopped (-1 if not applicable). */
   readonly offset: number;
+  /** The command's name (after `UID`, if any), when the error belongs to a command whose name could be read. */
+  readonly command: string | null;
 
   constructor(
     code: WireErrorCode,
     message: string,
-    opts: { fatal?: boolean; tag?: string | null; responseCode?: string | null; offset?: number } = {},
+    opts: {
+      fatal?: boolean;
+      tag?: string | null;
+      responseCode?: string | null;
+      offset?: number;
+      command?: string | null;
+    } = {},
   ) {
     super(`imap-wire: ${message}`);
     this.code = code;
@@ -47,15 +55,17 @@ export class WireError extends Error {
     this.tag = opts.tag ?? null;
     this.responseCode = opts.responseCode ?? null;
     this.offset = opts.offset ?? -1;
+    this.command = opts.command ?? null;
   }
 
-  /** The same error, attributed to a command tag. */
-  withTag(tag: string | null): WireError {
+  /** The same error, attributed to a command tag (and the command's name, when known). */
+  withTag(tag: string | null, command: string | null = this.command): WireError {
     return new WireError(this.code, this.message.slice("imap-wire: ".length), {
       fatal: this.fatal,
       tag,
       responseCode: this.responseCode,
       offset: this.offset,
+      command,
     });
   }
 }

@@ -1,0 +1,300 @@
+/**
+ * What Dovecot answers directly, the proxy answers too (docs/imap.md "Transparency"), for the cases Dovecot's
+ * conformance tester found different:
+ *
+ * - NOOP and CHECK relay other sessions' flag changes (`* n FETCH (FLAGS ...)`, RFC 3501 §6.1.2, §6.4.1, §7.4.2) in
+ *   upstream's order among the expunges, and `* n RECENT` (§7.3.2) with EXISTS. A filtered folder relays them for
+ *   visible messages only, renumbered; a hidden message's flag change or arrival says nothing at all.
+ * - A mailbox name that is not valid modified UTF-7 (§5.1.3) is answered `NO` (LIST: `OK`, nothing listed), and a
+ *   failed SELECT deselects (§6.3.1), as Dovecot does; before login it stays `BAD`.
+ * - `CREATE a/b/` (a trailing hierarchy delimiter, §6.3.3) creates `a/b`, and is refused where `CREATE a/b` is.
+ *
+ * The transparency scenarios run against Dovecot directly and through the proxy, each with a fresh user, and the
+ * two transcripts must be the same, besides matching what the RFC says.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { expected, rawMessage, SEED_RULES } from "./filtered-fixture.ts";
+import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+
+const HIDE_SECRET = `[[rules]]
+name = "secret folders"
+folders = ["**/secret", "**/secret/**"]
+action = "deny"
+
+[[rules]]
+name = "everything else"
+action = "allow"
+`;
+
+let allowAll: TestProxy;
+let hideSecret: TestProxy;
+let filtered: TestProxy;
+
+beforeAll(async () => {
+  [allowAll, hideSecret, filtered] = await Promise.all([
+    startTestProxy({ upstreamTls: "none" }),
+    startTestProxy({ upstreamTls: "none", rules: HIDE_SECRET }),
+    startTestProxy({ upstreamTls: "none", rules: SEED_RULES }),
+  ]);
+});
+
+afterAll(async () => {
+  await Promise.all([allowAll?.close(), hideSecret?.close(), filtered?.close()]);
+});
+
+async function login(mailbox: TestMailbox, port: number): Promise<RawImap> {
+  const raw = await RawImap.open(port);
+  expect(statusOf(await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
+  return raw;
+}
+
+/** The human's mail app: straight at Dovecot. */
+function human(mailbox: TestMailbox): Promise<RawImap> {
+  return login(mailbox, upstreams().ports.imap);
+}
+
+async function ok(raw: RawImap, command: string): Promise<string> {
+  const reply = await raw.command("h", command);
+  expect(`${command} → ${statusOf(reply, "h")}`).toStartWith(`${command} → h OK`);
+  return reply;
+}
+
+async function append(raw: RawImap, folder: string, message: string): Promise<void> {
+  await ok(raw, `APPEND ${folder} {${Buffer.byteLength(message)}+}\r\n${message}`);
+}
+
+/** The untagged lines of a reply, in order. */
+function untagged(reply: string): string[] {
+  return reply.split("\r\n").filter((l) => l.startsWith("* "));
+}
+
+function recentOf(reply: string): number | null {
+  const m = /^\* (\d+) RECENT\r$/m.exec(reply);
+  return m === null ? null : Number(m[1]);
+}
+
+describe("NOOP and CHECK relay other sessions' changes, as Dovecot does (RFC 3501 §6.1.2, §6.4.1, §7.4.2)", () => {
+  /** One agent session, another session changing the mailbox; what the agent's NOOP or CHECK answered. */
+  async function transcript(verb: "NOOP" | "CHECK", via: "direct" | "proxy"): Promise<string[][]> {
+    const mailbox = await createMailbox({ name: `fix-${verb}-${via}` });
+    const other = await human(mailbox);
+    for (let i = 1; i <= 4; i++) await append(other, "INBOX", rawMessage("a@b.test", `Message ${i}`, `m${i}`));
+    const agent = await login(mailbox, via === "direct" ? upstreams().ports.imap : allowAll.port);
+    const selected = await agent.command("s", "SELECT INBOX");
+    expect(statusOf(selected, "s")).toStartWith("s OK");
+    expect(recentOf(selected)).toBe(4);
+    const out: string[][] = [];
+    const step = async (tag: string) => {
+      const reply = await agent.command(tag, verb);
+      expect(statusOf(reply, tag)).toStartWith(`${tag} OK`);
+      out.push(untagged(reply));
+    };
+    await ok(other, "SELECT INBOX");
+    await ok(other, "STORE 2 +FLAGS.SILENT (\\Seen)");
+    await step("n1");
+    // Flag changes among expunges: each FETCH numbered after the expunges before it.
+    await ok(other, "STORE 1,3 +FLAGS.SILENT (\\Deleted)");
+    await ok(other, "STORE 2,4 FLAGS.SILENT (\\Flagged)");
+    await ok(other, "EXPUNGE");
+    await step("n2");
+    // An arrival while no other session has INBOX selected is \Recent in the agent's (RFC 3501 §2.3.2).
+    await ok(other, "UNSELECT");
+    await append(other, "INBOX", rawMessage("a@b.test", "Message 5", "m5"));
+    await step("n3");
+    await step("n4");
+    agent.close();
+    other.close();
+    return out;
+  }
+
+  for (const verb of ["NOOP", "CHECK"] as const) {
+    test(`${verb}: FETCH FLAGS, EXPUNGE in upstream's order, EXISTS and RECENT, the same as directly`, async () => {
+      const [direct, proxy] = await Promise.all([transcript(verb, "direct"), transcript(verb, "proxy")]);
+      expect(proxy).toEqual(direct);
+      const [first, second, third, fourth] = proxy;
+      expect(first).toEqual(["* 2 FETCH (FLAGS (\\Seen \\Recent))"]);
+      // Dovecot expunges from the highest number down: 3, then 1.
+      expect(second!.filter((l) => l.endsWith("EXPUNGE"))).toEqual(["* 3 EXPUNGE", "* 1 EXPUNGE"]);
+      expect(second!.filter((l) => l.includes("FETCH")).length).toBe(2);
+      for (const l of second!.filter((l) => l.includes("FETCH"))) expect(l).toContain("\\Flagged");
+      expect(third).toEqual(["* 3 EXISTS", "* 3 RECENT"]);
+      expect(fourth).toEqual([]);
+    });
+  }
+
+  test("filtered: a hidden message's flag change and arrival say nothing; a visible one's, renumbered", async () => {
+    const mailbox = await createMailbox({ seed: { folders: { INBOX: 40 }, seed: 31 } });
+    const e = expected(mailbox.manifest.folders["INBOX"]!);
+    expect(e.visible.length).toBeGreaterThan(4);
+    expect(e.hidden.length).toBeGreaterThan(4);
+    const agent = await login(mailbox, filtered.port);
+    const selected = await agent.command("s", "EXAMINE INBOX");
+    expect(selected).toContain(`* ${e.visible.length} EXISTS\r\n`);
+    const recent = recentOf(selected)!;
+    expect(recent).toBeGreaterThanOrEqual(0);
+    const other = await human(mailbox);
+    await ok(other, "SELECT INBOX");
+
+    // Messages that are not \Flagged yet, so that flagging them is a change upstream reports.
+    const hidden = e.hidden.find((m) => !m.flags.includes("\\Flagged"))!;
+    const at = e.visible.findIndex((m, i) => i > 0 && !m.flags.includes("\\Flagged"));
+    expect(at).toBeGreaterThan(0);
+
+    // A hidden message's flag change: nothing, for NOOP and for CHECK.
+    await ok(other, `UID STORE ${hidden.uid} +FLAGS.SILENT (\\Flagged)`);
+    const direct = await other.command("d", "NOOP");
+    expect(statusOf(direct, "d")).toStartWith("d OK");
+    for (const verb of ["NOOP", "CHECK"]) expect(untagged(await agent.command("q", verb))).toEqual([]);
+
+    // A visible one's: the agent's own number, its position among the visible messages.
+    await ok(other, `UID STORE ${e.visibleUids[at]!} +FLAGS.SILENT (\\Flagged)`);
+    const flagged = untagged(await agent.command("n", "NOOP"));
+    expect(flagged).toHaveLength(1);
+    expect(flagged[0]).toMatch(new RegExp(`^\\* ${at + 1} FETCH \\(FLAGS \\([^)]*\\\\Flagged[^)]*\\)\\)$`));
+
+    // A hidden arrival: no EXISTS, no RECENT, through NOOP or CHECK.
+    await ok(other, "UNSELECT");
+    const watcher = await human(mailbox);
+    await ok(watcher, "EXAMINE INBOX");
+    await append(other, "INBOX", rawMessage("spam@evil.test", "Hidden arrival", `h-${mailbox.token}`));
+    expect(untagged(await agent.command("h1", "NOOP"))).toEqual([]);
+    await append(other, "INBOX", rawMessage("boss@corp.test", "Hidden arrival 2", `h2-${mailbox.token}`));
+    expect(untagged(await agent.command("h2", "CHECK"))).toEqual([]);
+    // A session that EXAMINEs INBOX as the agent's upstream session does is told of both: RECENT and EXISTS.
+    const told = untagged(await ok(watcher, "NOOP"));
+    expect(told.filter((l) => / (EXISTS|RECENT)$/.test(l))).toHaveLength(2);
+
+    // A visible arrival between two hidden ones: EXISTS and RECENT counted over the view.
+    await append(other, "INBOX", rawMessage("notifications@shop.test", "Visible arrival", `v-${mailbox.token}`));
+    await append(other, "INBOX", rawMessage("spam@evil.test", "Hidden arrival 3", `h3-${mailbox.token}`));
+    const arrival = untagged(await agent.command("v", "CHECK"));
+    expect(arrival).toEqual([`* ${e.visible.length + 1} EXISTS`, `* ${recent + 1} RECENT`]);
+    const view = await agent.command("f", "FETCH 1:* (UID)");
+    expect(view.match(/^\* \d+ FETCH/gm)?.length).toBe(e.visible.length + 1);
+    expect(view).not.toContain(`h-${mailbox.token}`);
+    agent.close();
+    other.close();
+    watcher.close();
+  });
+});
+
+describe("a mailbox name that is not valid modified UTF-7 is answered NO, as Dovecot does (RFC 3501 §5.1.3)", () => {
+  /** Every atom character (`&'` starts a broken base64 run), a broken run, a non-canonical INBOX. */
+  const NAMES = ["!#$&'+,-.0123456789:;<=>?@^_`|[}", '"bad&Jjo"', '"&AEk-NBOX"'];
+  /** In a selected INBOX; a failed EXAMINE or SELECT deselects, which the FETCH after each shows. */
+  const COMMANDS = (name: string) => [
+    "SELECT INBOX",
+    `COPY 1 ${name}`,
+    `UID MOVE 1 ${name}`,
+    `STATUS ${name} (MESSAGES)`,
+    `CREATE ${name}`,
+    `DELETE ${name}`,
+    `RENAME ${name} Elsewhere`,
+    `RENAME Drafts ${name}`,
+    `SUBSCRIBE ${name}`,
+    `UNSUBSCRIBE ${name}`,
+    `APPEND ${name} {5+}\r\nhello`,
+    `LIST "" ${name}`,
+    `LSUB "" ${name}`,
+    `EXAMINE ${name}`,
+    "FETCH 1 (UID)",
+    "SELECT INBOX",
+    `SELECT ${name}`,
+    "FETCH 1 (UID)",
+  ];
+
+  async function transcript(via: "direct" | "proxy"): Promise<string[]> {
+    const mailbox = await createMailbox({ name: `fix-mutf7-${via}` });
+    const other = await human(mailbox);
+    await append(other, "INBOX", rawMessage("a@b.test", "Message", "m1"));
+    other.close();
+    const agent = await login(mailbox, via === "direct" ? upstreams().ports.imap : allowAll.port);
+    const out: string[] = [];
+    for (const name of NAMES) {
+      for (const [i, command] of COMMANDS(name).entries()) {
+        const reply = await agent.command(`c${i}`, command);
+        // The status and how much data came, not the texts, which are the server's own; nor Dovecot's `[CLOSED]`
+        // (RFC 7162 §3.2.11), a QRESYNC code that the proxy does not offer and never relays.
+        const data = untagged(reply).filter((l) => !l.startsWith("* OK [CLOSED]"));
+        out.push(`${command} → ${statusOf(reply, `c${i}`).split(" ")[1]} ${data.length}`);
+      }
+    }
+    agent.close();
+    return out;
+  }
+
+  test("NO for every command; LIST and LSUB list nothing; SELECT deselects; the same as directly", async () => {
+    const [direct, proxy] = await Promise.all([transcript("direct"), transcript("proxy")]);
+    expect(proxy).toEqual(direct);
+    expect(proxy).toHaveLength(NAMES.length * COMMANDS("").length);
+    for (const line of proxy) {
+      if (line.startsWith("SELECT INBOX")) expect(line).toMatch(/→ OK [1-9]\d*$/);
+      else if (line.startsWith("LIST") || line.startsWith("LSUB")) expect(line).toEndWith("→ OK 0");
+      else if (line.startsWith("FETCH")) expect(line).toEndWith("→ BAD 0");
+      else expect(line).toEndWith("→ NO 0");
+    }
+  });
+
+  test("audited as refused; before login the same name is BAD, and the session carries on", async () => {
+    const mailbox = await createMailbox();
+    const raw = await RawImap.open(allowAll.port);
+    expect(statusOf(await raw.command("a", 'SELECT "bad&Jjo"'), "a")).toStartWith("a BAD");
+    expect(statusOf(await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
+    expect(statusOf(await raw.command("b", 'STATUS "bad&Jjo" (MESSAGES)'), "b")).toBe(
+      "b NO [CANNOT] Invalid mailbox name",
+    );
+    expect(statusOf(await raw.command("c", "NOOP"), "c")).toStartWith("c OK");
+    raw.close();
+    const rows = (await allowAll.rows()).filter((r) => r.command === "STATUS" && r.decision === "deny");
+    expect(rows.some((r) => r.reason.startsWith("invalid mailbox name: "))).toBe(true);
+  });
+});
+
+describe("CREATE with a trailing hierarchy delimiter (RFC 3501 §6.3.3)", () => {
+  async function transcript(via: "direct" | "proxy"): Promise<string[]> {
+    const mailbox = await createMailbox({ name: `fix-create-${via}` });
+    const agent = await login(mailbox, via === "direct" ? upstreams().ports.imap : allowAll.port);
+    const out: string[] = [];
+    for (const command of ["CREATE x/", "CREATE x/y/", 'CREATE "x/y/z/"', "CREATE x/y/", "CREATE x//", 'LIST "" x*']) {
+      const reply = await agent.command("c", command);
+      out.push(`${command} → ${statusOf(reply, "c").split(" ")[1]}`, ...untagged(reply));
+    }
+    expect(statusOf(await agent.command("s", "SELECT x/y"), "s")).toStartWith("s OK");
+    agent.close();
+    return out;
+  }
+
+  test("CREATE x/ and x/y/ create x and x/y; again is NO; the same as directly", async () => {
+    const [direct, proxy] = await Promise.all([transcript("direct"), transcript("proxy")]);
+    expect(proxy).toEqual(direct);
+    expect(proxy).toEqual([
+      "CREATE x/ → OK",
+      "CREATE x/y/ → OK",
+      'CREATE "x/y/z/" → OK',
+      "CREATE x/y/ → NO",
+      "CREATE x// → NO",
+      'LIST "" x* → OK',
+      '* LIST (\\HasChildren) "/" x',
+      '* LIST (\\HasChildren) "/" x/y',
+      '* LIST (\\HasNoChildren) "/" x/y/z',
+    ]);
+  });
+
+  test("a trailing delimiter does not get around a hidden folder, and creates nothing upstream", async () => {
+    const mailbox = await createMailbox();
+    const agent = await login(mailbox, hideSecret.port);
+    const plain = statusOf(await agent.command("c1", "CREATE secret"), "c1");
+    expect(plain).toStartWith("c1 NO [NOPERM]");
+    expect(statusOf(await agent.command("c2", "CREATE secret/"), "c2").slice(3)).toBe(plain.slice(3));
+    expect(statusOf(await agent.command("c3", "CREATE secret/x/"), "c3").slice(3)).toBe(plain.slice(3));
+    expect(statusOf(await agent.command("c4", "CREATE a/secret/"), "c4").slice(3)).toBe(plain.slice(3));
+    expect(statusOf(await agent.command("c5", "CREATE shown/"), "c5")).toStartWith("c5 OK");
+    agent.close();
+    const other = await human(mailbox);
+    const names = untagged(await other.command("l", 'LIST "" *')).map((l) => l.slice(l.lastIndexOf(" ") + 1));
+    expect(names).toContain("shown");
+    expect(names.filter((n) => n.includes("secret"))).toEqual([]);
+    other.close();
+  });
+});
