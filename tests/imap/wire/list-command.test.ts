@@ -75,7 +75,7 @@ describe("LIST-EXTENDED commands", () => {
 
   test("written back as parsed", () => {
     for (const s of [
-      "a LIST (SUBSCRIBED RECURSIVEMATCH) \"\" (INBOX Archive/%) RETURN (CHILDREN STATUS (MESSAGES UNSEEN))",
+      'a LIST (SUBSCRIBED RECURSIVEMATCH) "" (INBOX Archive/%) RETURN (CHILDREN STATUS (MESSAGES UNSEEN))',
       'a LIST "" * RETURN (SPECIAL-USE)',
     ]) {
       const r = parse(s);
