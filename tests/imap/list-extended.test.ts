@@ -5,6 +5,7 @@
  * listings", §7.14): no hidden name, parent, special use, child, subscription or count shows.
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { type AuditLog, AuditUnavailableError } from "../../src/audit/index.ts";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { expected } from "./filtered-fixture.ts";
 import { auditCursor, proxyClient, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
@@ -342,5 +343,44 @@ action = "deny"
     );
     expect(listed.find((f) => f.path === "INBOX")?.status?.messages).toBe(e.visible.length);
     expect(listed.some((f) => f.specialUse === "\\Junk")).toBe(false);
+  });
+});
+
+describe("audit before data (docs/imap.md)", () => {
+  /** The real log, except that the next allow row of a LIST throws as a failing log's record() does. */
+  let refuseNextList = false;
+  function failingOnCue(log: AuditLog): AuditLog {
+    return new Proxy(log, {
+      get(target, key) {
+        if (key === "record") {
+          return (ev: Parameters<AuditLog["record"]>[0]) => {
+            if (refuseNextList && ev.decision === "allow" && ev.command === "LIST") {
+              refuseNextList = false;
+              throw new AuditUnavailableError("audit: cannot write (test)");
+            }
+            target.record(ev);
+          };
+        }
+        const value = Reflect.get(target, key, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+  }
+
+  test("a LIST-STATUS whose row is refused answers NO and nothing else; the next one answers in full", async () => {
+    const mailbox = await createMailbox({ seed: { folders: { INBOX: 3, Archive: 2 } } });
+    const proxy = await startTestProxy({ wrapAudit: failingOnCue });
+    try {
+      const raw = await login(proxy.port, mailbox);
+      refuseNextList = true;
+      const refused = await raw.command("r", 'LIST "" * RETURN (STATUS (MESSAGES))');
+      expect(refused).toMatch(/^r NO \[UNAVAILABLE\] [^\r\n]*\r\n$/);
+      const again = await raw.command("a", 'LIST "" * RETURN (STATUS (MESSAGES))');
+      expect(again).toContain("* STATUS Archive (MESSAGES 2)\r\n");
+      expect(again).toMatch(/\r\na OK [^\r\n]*\r\n$/);
+      raw.close();
+    } finally {
+      await proxy.close();
+    }
   });
 });

@@ -129,7 +129,7 @@ export async function list(s: Session, cmd: CommandOf<"LIST" | "LSUB">): Promise
     }
   }
 
-  let count = 0;
+  const responses: Array<Response & { readonly type: "LIST" | "LSUB" }> = [];
   for (const name of out) {
     const folder = folders.get(name) ?? null;
     const attributes: string[] = [];
@@ -140,18 +140,17 @@ export async function list(s: Session, cmd: CommandOf<"LIST" | "LSUB">): Promise
       attributes.push(parents.has(name) ? "\\HasChildren" : "\\HasNoChildren");
     }
     if (showSubscribed && subscribed.has(name)) attributes.push("\\Subscribed");
-    const r: Response = {
+    responses.push({
       type: lsub ? "LSUB" : "LIST",
       attributes,
       delimiter: folder?.delimiter ?? d,
       raw: "",
       mailbox: name,
       ...(childInfo.has(name) ? { childInfo: childInfo.get(name)! } : {}),
-    };
-    s.send(r);
-    count++;
-    if (statusItems !== null && folder !== null) await listStatus(s, name, statusItems);
+    });
   }
+  // The listing's own row comes first: it lets the listing out, and each STATUS has its row before its data
+  // (docs/imap.md "Audit before data").
   s.auditRow({
     command: cmd.name,
     operation: "folder:read",
@@ -161,9 +160,16 @@ export async function list(s: Session, cmd: CommandOf<"LIST" | "LSUB">): Promise
     rule: null,
     ruleIndex: null,
     reason: "listing filtered to visible folders",
-    count,
+    count: responses.length,
     hiddenCount: hidden,
   });
+  for (const r of responses) {
+    s.send(r);
+    // RFC 5819 §2: a folder's STATUS follows its LIST response.
+    if (statusItems !== null && folders.has(r.mailbox!)) {
+      await listStatus(s, r.mailbox!, statusItems);
+    }
+  }
   s.tagged(cmd.tag, "OK", null, `${cmd.name} completed`);
 }
 
