@@ -294,6 +294,16 @@ action = "deny"
     // Shown's only child is hidden: a folder without children (RFC 3348, over visible folders).
     expect(all).toContain('* LIST (\\HasNoChildren) "/" Shown');
     raw.close();
+    // Dovecot itself would have told: Open as a level, CHILDINFO for Shown and Open, \Junk.
+    const direct = await login(upstreams().ports.imap, mailbox);
+    const told = [
+      await direct.command("a", 'LIST (SUBSCRIBED RECURSIVEMATCH) "" % RETURN (CHILDREN)'),
+      await direct.command("b", 'LIST "" % RETURN (SPECIAL-USE)'),
+    ].join("");
+    direct.close();
+    expect(told).toMatch(/\* LIST \([^)]*\) "\/" Open \(CHILDINFO/);
+    expect(told).toMatch(/\* LIST \([^)]*\) "\/" Shown \(CHILDINFO/);
+    expect(told).toContain("\\Junk");
   });
 
   test("LIST-STATUS counts the filtered INBOX's visible messages only, as STATUS does", async () => {
