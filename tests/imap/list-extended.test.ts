@@ -215,7 +215,7 @@ describe("hidden folders and a filtered INBOX", () => {
   const RULES = `
 [[rules]]
 name = "hidden"
-folders = ["Secret", "Secret/**", "Shown/Hidden", "Shown/Hidden/**", "Open/Hidden", "Open/Hidden/**", "Junk"]
+folders = ["Secret", "Secret/**", "Shown/Hidden", "Shown/Hidden/**", "Open/Hidden", "Open/Hidden/**", "Junk", "Vault"]
 action = "deny"
 
 [[rules]]
@@ -233,7 +233,7 @@ operations = ["folder:write"]
 
 [[rules]]
 name = "agent's own"
-folders = ["Shown", "Shown/**", "Open", "Open/**", "Sent", "Drafts", "Trash", "Archive"]
+folders = ["Shown", "Shown/**", "Open", "Open/**", "Sent", "Drafts", "Trash", "Archive", "Vault/pub"]
 action = "allow"
 
 [[rules]]
@@ -246,7 +246,19 @@ action = "deny"
 
   beforeAll(async () => {
     mailbox = await createMailbox({
-      seed: { folders: { INBOX: 60, Secret: 4, "Secret/sub": 2, Shown: 2, "Shown/Hidden": 3, Junk: 2 }, seed: 14 },
+      seed: {
+        folders: {
+          INBOX: 60,
+          Secret: 4,
+          "Secret/sub": 2,
+          Shown: 2,
+          "Shown/Hidden": 3,
+          Junk: 2,
+          Vault: 3,
+          "Vault/pub": 1,
+        },
+        seed: 14,
+      },
     });
     const human = await connectImap(mailbox);
     // Open holds only a hidden folder: Dovecot lists Open as \Noselect \HasChildren.
@@ -306,6 +318,18 @@ action = "deny"
     expect(told).toContain("\\Junk");
   });
 
+  test("a hidden folder above a visible one is a level without a folder: no counts, no subscription", async () => {
+    const raw = await login(proxy.port, mailbox);
+    expect(lines(await raw.command("a", 'LIST "" Vault'))).toEqual(['* LIST (\\Noselect \\HasChildren) "/" Vault']);
+    expect(lines(await raw.command("b", 'LIST "" Vault* RETURN (STATUS (MESSAGES) SUBSCRIBED)'))).toEqual([
+      '* LIST (\\NonExistent \\HasChildren) "/" Vault',
+      '* LIST (\\HasNoChildren) "/" Vault/pub',
+      "* STATUS Vault/pub (MESSAGES 1)",
+    ]);
+    expect(statusOf(await raw.command("c", "SELECT Vault"), "c")).toBe("c NO [NONEXISTENT] Mailbox does not exist");
+    raw.close();
+  });
+
   test("LIST-STATUS counts the filtered INBOX's visible messages only, as STATUS does", async () => {
     const e = expected(mailbox.manifest.folders["INBOX"]!);
     const visibleUnseen = e.visible.filter((m) => !m.flags.includes("\\Seen")).length;
@@ -339,7 +363,7 @@ action = "deny"
     const listed = lines(await raw.command("l", 'LIST "" * RETURN (STATUS (MESSAGES))'));
     expect(listed).toContain('* LIST (\\HasNoChildren) "/" WriteOnly');
     const statusNames = listed.filter((l) => l.startsWith("* STATUS ")).map((l) => l.split(" ")[2]);
-    expect(statusNames.sort()).toEqual(["Archive", "Drafts", "INBOX", "Sent", "Shown", "Trash"].sort());
+    expect(statusNames.sort()).toEqual(["Archive", "Drafts", "INBOX", "Sent", "Shown", "Trash", "Vault/pub"].sort());
     raw.close();
   });
 
@@ -349,7 +373,7 @@ action = "deny"
     const listed = await client.list({ statusQuery: { messages: true, unseen: true } });
     await client.logout();
     expect(listed.map((f) => f.path).sort()).toEqual(
-      ["Archive", "Drafts", "INBOX", "Sent", "Shown", "Trash", "WriteOnly"].sort(),
+      ["Archive", "Drafts", "INBOX", "Sent", "Shown", "Trash", "Vault", "Vault/pub", "WriteOnly"].sort(),
     );
     expect(listed.find((f) => f.path === "INBOX")?.status?.messages).toBe(e.visible.length);
     expect(listed.some((f) => f.specialUse === "\\Junk")).toBe(false);
