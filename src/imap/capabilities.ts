@@ -25,6 +25,8 @@ export const AUTH_CAPABILITIES: readonly string[] = [
   "MOVE",
   "UNSELECT",
   "SPECIAL-USE",
+  "LIST-EXTENDED",
+  "LIST-STATUS",
   "CHILDREN",
   "NAMESPACE",
   "WITHIN",

@@ -1,112 +1,215 @@
 /**
- * LIST and LSUB (RFC 3501 §6.3.8, §6.3.9; docs/config.md "Operations": folder:read): upstream's folders, filtered to
- * the ones the agent may see, with CHILDREN attributes recomputed over them (docs/protocol.md §2).
+ * LIST and LSUB (RFC 3501 §6.3.8, §6.3.9; docs/config.md "Operations": folder:read), with LIST-EXTENDED (RFC 5258),
+ * SPECIAL-USE (RFC 6154) and LIST-STATUS (RFC 5819). Upstream's folders are read once, cut to the ones the agent
+ * may see, and the tree is built again over them alone (docs/protocol.md §2 "Folder listings"): a `\Noselect` (or
+ * `\NonExistent`) parent, `\HasChildren`, CHILDINFO and STATUS all come from visible folders only, so a folder whose
+ * only children are hidden stays a folder without children, and a name with only hidden folders below it does not
+ * exist.
  */
 
 import { LIST_ATTRIBUTES } from "../capabilities.ts";
-import type { Response } from "../wire/index.ts";
+import { messageFilter } from "../classify.ts";
+import { filteredStatus } from "../filtering.ts";
+import { Refusal } from "../refusal.ts";
+import type { Response, StatusItem } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
 
-interface Entry {
+/** An upstream folder the agent may see. */
+interface Folder {
   readonly name: string;
+  /** Upstream's attributes the agent may see (LIST_ATTRIBUTES): special uses and `\Noinferiors`. */
   readonly attributes: readonly string[];
   readonly delimiter: string | null;
-  subscribed: boolean;
-  exists: boolean;
 }
 
-/** Every upstream folder with its attributes and subscription state. */
-async function upstreamFolders(s: Session): Promise<Map<string, Entry>> {
+const SPECIAL_USES = new Set(["\\ALL", "\\ARCHIVE", "\\DRAFTS", "\\FLAGGED", "\\JUNK", "\\SENT", "\\TRASH"]);
+
+/**
+ * Upstream's selectable and `\Noinferiors` folders, in upstream's order. An upstream `\Noselect` or `\NonExistent`
+ * entry is left out: it is a level that holds other folders (maybe only hidden ones), and the proxy computes those
+ * levels itself over the visible folders. `hidden` counts the folders left out by the rules.
+ */
+async function upstreamFolders(s: Session): Promise<{ folders: Map<string, Folder>; hidden: number }> {
   const up = s.up!;
-  const entries = new Map<string, Entry>();
-  const extended = up.caps.has("LIST-EXTENDED");
-  const returnOptions = extended ? (up.caps.has("SPECIAL-USE") ? ["SUBSCRIBED", "SPECIAL-USE"] : ["SUBSCRIBED"]) : [];
+  const folders = new Map<string, Folder>();
+  let hidden = 0;
+  const returnOptions = up.caps.has("LIST-EXTENDED") && up.caps.has("SPECIAL-USE") ? ["SPECIAL-USE"] : [];
   await s.upstreamRun({ name: "LIST", reference: "", pattern: "*", selectOptions: [], returnOptions }, (r) => {
     if (r.type !== "LIST" || r.mailbox === null) return;
     const upper = r.attributes.map((a) => a.toUpperCase());
-    entries.set(r.mailbox, {
-      name: r.mailbox,
-      attributes: r.attributes,
-      delimiter: r.delimiter,
-      subscribed: upper.includes("\\SUBSCRIBED"),
-      exists: !upper.includes("\\NONEXISTENT"),
-    });
+    if (upper.includes("\\NOSELECT") || upper.includes("\\NONEXISTENT")) return;
+    if (!visible(s, r.mailbox)) {
+      hidden++;
+      return;
+    }
+    const attributes = r.attributes.filter(
+      (a) => LIST_ATTRIBUTES.has(a.toUpperCase()) && a.toUpperCase() !== "\\NOSELECT",
+    );
+    folders.set(r.mailbox, { name: r.mailbox, attributes, delimiter: r.delimiter });
   });
-  if (!extended) {
-    await s.upstreamRun({ name: "LSUB", reference: "", pattern: "*", selectOptions: [], returnOptions: [] }, (r) => {
-      if (r.type !== "LSUB" || r.mailbox === null) return;
-      const e = entries.get(r.mailbox);
-      if (e !== undefined) e.subscribed = true;
-      else
-        entries.set(r.mailbox, {
-          name: r.mailbox,
-          attributes: ["\\Noselect"],
-          delimiter: r.delimiter,
-          subscribed: true,
-          exists: false,
-        });
-    });
-  }
-  return entries;
+  return { folders, hidden };
+}
+
+/** The visible names the agent is subscribed to, existing or not (RFC 3501 §6.3.9: LSUB "" "*"). */
+async function subscriptions(s: Session): Promise<Set<string>> {
+  const out = new Set<string>();
+  await s.upstreamRun({ name: "LSUB", reference: "", pattern: "*", selectOptions: [], returnOptions: [] }, (r) => {
+    if (r.type === "LSUB" && r.mailbox !== null && visible(s, r.mailbox)) out.add(r.mailbox);
+  });
+  return out;
+}
+
+function visible(s: Session, name: string): boolean {
+  return !s.names.invalid(name) && s.rights.visible(s.names.toPolicy(name));
 }
 
 export async function list(s: Session, cmd: CommandOf<"LIST" | "LSUB">): Promise<void> {
   const d = s.names.delimiter;
-  if (cmd.name === "LIST" && cmd.pattern === "") {
+  const lsub = cmd.name === "LSUB";
+  const patterns = cmd.patterns ?? [cmd.pattern];
+  const select = new Set(cmd.selectOptions);
+  const ret = new Set(cmd.returnOptions);
+  if (!lsub && patterns.length === 1 && patterns[0] === "" && select.size === 0) {
     // RFC 3501 §6.3.8: the hierarchy delimiter and root.
     s.sendText(`* LIST (\\Noselect) ${d === null ? "NIL" : `"${d}"`} ""`);
     return s.tagged(cmd.tag, "OK", null, "List completed");
   }
-  const all = await upstreamFolders(s);
-  const visible: Entry[] = [];
-  for (const e of all.values()) {
-    if (s.names.invalid(e.name) || !s.rights.visible(s.names.toPolicy(e.name))) continue;
-    visible.push(e);
+  const statusItems = cmd.statusItems ?? null;
+  // STATUS=SIZE and rev2's DELETED are not offered, as in STATUS (docs/protocol.md §2).
+  if (statusItems?.some((i) => i === "SIZE" || i === "DELETED"))
+    throw new Refusal("BAD", null, "Unsupported STATUS item");
+  // Any LIST-EXTENDED syntax: a level without a folder is `\NonExistent` (RFC 5258 §3.4), as Dovecot answers.
+  const extended = !lsub && (select.size > 0 || ret.size > 0 || patterns.length > 1);
+  const bySubscription = lsub || select.has("SUBSCRIBED");
+  const bySpecialUse = select.has("SPECIAL-USE");
+  const recursive = select.has("RECURSIVEMATCH");
+  const showSubscribed = !lsub && (select.has("SUBSCRIBED") || ret.has("SUBSCRIBED"));
+
+  const { folders, hidden } = await upstreamFolders(s);
+  const subscribed = bySubscription || showSubscribed ? await subscriptions(s) : new Set<string>();
+  // Every level that holds a visible folder: those, and only those, have children (RFC 3348).
+  const parents = new Set<string>();
+  for (const name of folders.keys()) for (const a of s.names.ancestors(name)) parents.add(a);
+
+  const matchers = patterns.map((p) => s.names.listMatcher(cmd.reference, p));
+  const matches = (name: string) => matchers.some((m) => m(name));
+
+  // What is listed, in upstream's order; a level without a folder comes just before the first folder below it.
+  const out: string[] = [];
+  const childInfo = new Map<string, string[]>();
+  const listed = new Set<string>();
+  const add = (name: string) => {
+    if (listed.has(name)) return;
+    listed.add(name);
+    out.push(name);
+  };
+  if (bySubscription || bySpecialUse) {
+    // Selection options (RFC 5258 §3, RFC 6154 §3): the folders that meet every one given.
+    const meets = (name: string) =>
+      (!bySubscription || subscribed.has(name)) &&
+      (!bySpecialUse || (folders.get(name)?.attributes.some((a) => SPECIAL_USES.has(a.toUpperCase())) ?? false));
+    const candidates = [...folders.keys(), ...[...subscribed].filter((n) => !folders.has(n))];
+    const criteria = [...(bySubscription && !lsub ? ["SUBSCRIBED"] : []), ...(bySpecialUse ? ["SPECIAL-USE"] : [])];
+    const above = new Set<string>();
+    for (const name of candidates) {
+      if (!meets(name)) continue;
+      for (const a of s.names.ancestors(name)) above.add(a);
+      const own = matches(name);
+      // RECURSIVEMATCH (RFC 5258 §3): a matching ancestor of a folder that meets the criteria but does not match
+      // itself is listed too. LSUB (RFC 3501 §6.3.9): such an ancestor is listed `\Noselect`.
+      if (!own && (recursive || lsub)) for (const a of s.names.ancestors(name)) if (matches(a)) add(a);
+      if (own) add(name);
+    }
+    // CHILDINFO (RFC 5258 §3.5): on every listed name with a descendant that meets the criteria, as Dovecot does.
+    if (recursive) for (const name of out) if (above.has(name)) childInfo.set(name, criteria);
+  } else {
+    for (const name of folders.keys()) {
+      for (const a of s.names.ancestors(name)) if (!folders.has(a) && matches(a)) add(a);
+      if (matches(name)) add(name);
+    }
   }
-  const match = s.names.listMatcher(cmd.reference, cmd.pattern);
-  const lsub = cmd.name === "LSUB";
-  const onlySubscribed = lsub || cmd.selectOptions.includes("SUBSCRIBED");
-  const showSubscribed =
-    !lsub && (cmd.selectOptions.includes("SUBSCRIBED") || cmd.returnOptions.includes("SUBSCRIBED"));
-  let count = 0;
-  for (const e of visible) {
-    if (!match(e.name)) continue;
-    if (onlySubscribed ? !e.subscribed : !e.exists) continue;
+
+  const responses: Array<Response & { readonly type: "LIST" | "LSUB" }> = [];
+  for (const name of out) {
+    const folder = folders.get(name) ?? null;
     const attributes: string[] = [];
-    let noInferiors = false;
-    for (const a of e.attributes) {
-      const upper = a.toUpperCase();
-      if (upper === "\\NOINFERIORS") noInferiors = true;
-      if (LIST_ATTRIBUTES.has(upper)) attributes.push(a);
+    const lsubParent = lsub && !subscribed.has(name);
+    if (folder !== null && !lsubParent) attributes.push(...folder.attributes);
+    if (folder === null || lsubParent) attributes.push(extended ? "\\NonExistent" : "\\Noselect");
+    if (!attributes.some((a) => a.toUpperCase() === "\\NOINFERIORS")) {
+      attributes.push(parents.has(name) ? "\\HasChildren" : "\\HasNoChildren");
     }
-    if (!e.exists) attributes.push("\\Noselect");
-    if (!noInferiors) {
-      // CHILDREN (RFC 3348), recomputed over visible folders only (docs/protocol.md §2).
-      const hasChildren = visible.some((c) => c !== e && c.exists && s.names.isBelow(c.name, e.name));
-      attributes.push(hasChildren ? "\\HasChildren" : "\\HasNoChildren");
-    }
-    if (showSubscribed && e.subscribed) attributes.push("\\Subscribed");
-    const r: Response = {
+    if (showSubscribed && subscribed.has(name)) attributes.push("\\Subscribed");
+    responses.push({
       type: lsub ? "LSUB" : "LIST",
       attributes,
-      delimiter: e.delimiter ?? d,
+      delimiter: folder?.delimiter ?? d,
       raw: "",
-      mailbox: e.name,
-    };
-    s.send(r);
-    count++;
+      mailbox: name,
+      ...(childInfo.has(name) ? { childInfo: childInfo.get(name)! } : {}),
+    });
   }
+  // The listing's own row comes first: it lets the listing out, and each STATUS has its row before its data
+  // (docs/imap.md "Audit before data").
   s.auditRow({
     command: cmd.name,
     operation: "folder:read",
     folder: null,
-    target: `${cmd.reference}${cmd.pattern}`,
+    target: `${cmd.reference}${patterns.join(" ")}`,
     decision: "allow",
     rule: null,
     ruleIndex: null,
     reason: "listing filtered to visible folders",
-    count,
-    hiddenCount: all.size - visible.length,
+    count: responses.length,
+    hiddenCount: hidden,
   });
+  for (const r of responses) {
+    s.send(r);
+    // RFC 5819 §2: a folder's STATUS follows its LIST response.
+    if (statusItems !== null && folders.has(r.mailbox!)) {
+      await listStatus(s, r.mailbox!, statusItems);
+    }
+  }
   s.tagged(cmd.tag, "OK", null, `${cmd.name} completed`);
+}
+
+/**
+ * LIST-STATUS (RFC 5819 §2): STATUS of one listed folder, computed as the STATUS command computes it (commands/
+ * status.ts): over the visible messages in a filtered folder. Left out when the agent may not read the folder, or
+ * it went away meanwhile (RFC 5819 §2 lets the server omit it). Each one is audited like a STATUS.
+ */
+async function listStatus(s: Session, name: string, items: readonly StatusItem[]): Promise<void> {
+  const p = s.names.toPolicy(name);
+  const d = s.decide("folder:read", p);
+  if (d.action !== "allow") return;
+  const row = {
+    command: "LIST",
+    operation: "folder:read",
+    folder: p,
+    target: "RETURN (STATUS)",
+    decision: "allow",
+    rule: d.rule,
+    ruleIndex: d.ruleIndex,
+    reason: d.reason,
+  } as const;
+  const filter = messageFilter(s.ctx.policy, p, s.agent);
+  if (filter !== null) {
+    let counted: Awaited<ReturnType<typeof filteredStatus>>;
+    try {
+      counted = await filteredStatus(s, name, items, filter);
+    } catch (err) {
+      if (err instanceof Refusal && err.code === "NONEXISTENT") return;
+      throw err;
+    }
+    s.auditRow({ ...row, count: counted.visible, hiddenCount: counted.hidden });
+    s.send({ type: "STATUS", raw: "", mailbox: name, items: counted.items });
+    return;
+  }
+  let reply: Response | null = null;
+  const st = await s.upstreamRun({ name: "STATUS", mailbox: name, items }, (r) => {
+    if (r.type === "STATUS" && r.mailbox === name) reply = r;
+  });
+  if (st.status !== "OK" || reply === null) return;
+  s.auditRow(row);
+  s.send({ ...(reply as Response & { type: "STATUS" }), mailbox: name });
 }

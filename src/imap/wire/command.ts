@@ -8,6 +8,7 @@ import { Decoder, type ImapDateTime } from "./decoder.ts";
 import { type Parsed, WireError } from "./errors.ts";
 import { type FetchItem, type FetchMacro, fetchItems } from "./fetch.ts";
 import type { Frame } from "./framer.ts";
+import { MAX_LIST_PATTERNS } from "./limits.ts";
 import {
   charset,
   type SearchKey,
@@ -47,10 +48,15 @@ export type Command = { readonly tag: string } & (
   | {
       readonly name: "LIST" | "LSUB";
       readonly reference: string;
+      /** The pattern, or the first of several (RFC 5258 §3). */
       readonly pattern: string;
+      /** Every pattern, when the command gave more than one in parentheses (RFC 5258 §3). */
+      readonly patterns?: readonly string[];
       /** LIST-EXTENDED selection options (RFC 5258), upper-cased; empty for LSUB. */
       readonly selectOptions: readonly string[];
+      /** Return options, upper-cased; `STATUS` comes with `statusItems` (LIST-STATUS, RFC 5819). */
       readonly returnOptions: readonly string[];
+      readonly statusItems?: readonly StatusItem[];
     }
   | { readonly name: MailboxCommandName; readonly mailbox: string }
   | { readonly name: "STATUS"; readonly mailbox: string; readonly items: readonly StatusItem[] }
@@ -288,21 +294,40 @@ function list(dec: Decoder, tag: string, name: "LIST" | "LSUB"): Command | null 
   dec.expectSP();
   const selectOptions: string[] = [];
   if (name === "LIST" && dec.peek() === 0x28) {
+    // LIST-EXTENDED selection options (RFC 5258 §3, RFC 6154 §3); an unknown one is BAD (RFC 5258 §3).
     dec.list(() => {
       const o = dec.keyword();
-      // LIST-EXTENDED (RFC 5258) is stripped; the options below are the ones a policy
-      // layer can honour without revealing hidden children.
-      if (o === "SUBSCRIBED" || o === "REMOTE" || o === "SPECIAL-USE") selectOptions.push(o);
+      if (o === "SUBSCRIBED" || o === "REMOTE" || o === "RECURSIVEMATCH" || o === "SPECIAL-USE") selectOptions.push(o);
       else dec.fail(`unsupported LIST selection option ${o ?? ""}`, "unsupported");
     }, 16);
+    // RECURSIVEMATCH alone, or with REMOTE only, is BAD (RFC 5258 §3).
+    if (
+      selectOptions.includes("RECURSIVEMATCH") &&
+      !selectOptions.includes("SUBSCRIBED") &&
+      !selectOptions.includes("SPECIAL-USE")
+    )
+      return dec.fail("RECURSIVEMATCH needs another selection option");
     dec.expectSP();
   }
   const reference = dec.listMailbox();
   if (reference === null) return dec.fail("expected LIST reference");
   dec.expectSP();
-  const pattern = dec.listMailbox();
-  if (pattern === null) return dec.fail("expected LIST pattern");
+  // Several patterns in parentheses (RFC 5258 §3, `patterns`), at most MAX_LIST_PATTERNS.
+  const patterns: string[] = [];
+  if (name === "LIST" && dec.peek() === 0x28) {
+    dec.list(() => {
+      const p = dec.listMailbox();
+      if (p === null) dec.fail("expected LIST pattern");
+      else patterns.push(p);
+    }, MAX_LIST_PATTERNS);
+    if (dec.ok && patterns.length === 0) return dec.fail("expected LIST pattern");
+  } else {
+    const pattern = dec.listMailbox();
+    if (pattern === null) return dec.fail("expected LIST pattern");
+    patterns.push(pattern);
+  }
   const returnOptions: string[] = [];
+  let statusItems: StatusItem[] | null = null;
   if (name === "LIST" && dec.sp()) {
     if (!dec.acceptKeyword("RETURN")) return dec.fail("expected RETURN");
     dec.expectSP();
@@ -310,13 +335,37 @@ function list(dec: Decoder, tag: string, name: "LIST" | "LSUB"): Command | null 
       () => {
         const o = dec.keyword();
         if (o === "SUBSCRIBED" || o === "CHILDREN" || o === "SPECIAL-USE") returnOptions.push(o);
-        else dec.fail(`unsupported LIST return option ${o ?? ""}`, "unsupported");
+        else if (o === "STATUS" && statusItems === null) {
+          // LIST-STATUS (RFC 5819 §2): `STATUS (status-att ...)`.
+          returnOptions.push(o);
+          statusItems = statusAtts(dec);
+        } else dec.fail(`unsupported LIST return option ${o ?? ""}`, "unsupported");
       },
       "return options",
       16,
     );
   }
-  return dec.ok ? { tag, name, reference, pattern, selectOptions, returnOptions } : null;
+  const more = patterns.length === 1 ? {} : { patterns };
+  const pattern = patterns[0] ?? "";
+  const status = statusItems === null ? {} : { statusItems };
+  return dec.ok ? { tag, name, reference, pattern, ...more, selectOptions, returnOptions, ...status } : null;
+}
+
+/** `"(" status-att *(SP status-att) ")"` (RFC 3501 §6.3.10), shared by STATUS and LIST-STATUS. */
+function statusAtts(dec: Decoder): StatusItem[] {
+  dec.expectSP();
+  const items: StatusItem[] = [];
+  dec.expectList(
+    () => {
+      const item = dec.keyword();
+      if (item !== null && STATUS_ITEMS.has(item)) items.push(item as StatusItem);
+      else dec.fail(`unsupported STATUS item ${item ?? ""}`, "unsupported");
+    },
+    "status items",
+    16,
+  );
+  if (dec.ok && items.length === 0) dec.fail("empty STATUS item list");
+  return items;
 }
 
 function store(dec: Decoder, tag: string, uid: boolean): Command | null {

@@ -88,6 +88,12 @@ export const MAX_SEARCH_DEPTH = 32;
 /** Elements in one list or sequence set in an agent command (flags, FETCH items, ranges). */
 export const MAX_LIST_ITEMS = 1024;
 
+/**
+ * Patterns in one LIST-EXTENDED command (`LIST "" (p1 p2 ...)`, RFC 5258 §3). Clients send a handful (the
+ * special-use names, a folder and its children); each pattern is matched against every visible folder.
+ */
+export const MAX_LIST_PATTERNS = 32;
+
 /** Largest number the grammar accepts: `number` is an unsigned 32-bit integer (RFC 9051 §9). */
 export const MAX_NUMBER = 0xffff_ffff;
 

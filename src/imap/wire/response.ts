@@ -138,6 +138,8 @@ export type Response =
       readonly raw: string;
       /** Decoded name; null if upstream sent a non-canonical or invalid name. */
       readonly mailbox: string | null;
+      /** CHILDINFO extended data (RFC 5258 §3.5), written by the proxy only; never parsed from upstream. */
+      readonly childInfo?: readonly string[];
     }
   | {
       readonly type: "STATUS";

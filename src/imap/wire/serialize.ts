@@ -50,13 +50,22 @@ export function writeCommand(enc: Encoder, cmd: Command): void {
     case "LSUB":
       enc.atom(cmd.name).sp();
       if (cmd.selectOptions.length > 0) enc.list(cmd.selectOptions, (o) => enc.atom(o)).sp();
-      enc.listMailbox(cmd.reference).sp().listMailbox(cmd.pattern);
+      enc.listMailbox(cmd.reference).sp();
+      if (cmd.patterns === undefined) enc.listMailbox(cmd.pattern);
+      else enc.list(cmd.patterns, (p) => enc.listMailbox(p));
       if (cmd.returnOptions.length > 0)
         enc
           .sp()
           .atom("RETURN")
           .sp()
-          .list(cmd.returnOptions, (o) => enc.atom(o));
+          .list(cmd.returnOptions, (o) =>
+            o === "STATUS"
+              ? enc
+                  .atom("STATUS")
+                  .sp()
+                  .list(cmd.statusItems ?? [], (i) => enc.atom(i))
+              : enc.atom(o),
+          );
       break;
     case "SELECT":
     case "EXAMINE":
@@ -330,6 +339,11 @@ export function writeResponse(enc: Encoder, r: Response): void {
       enc.sp();
       if (r.mailbox === null) throw new Error("imap-wire: invalid mailbox name must be dropped, not written");
       enc.mailbox(r.mailbox);
+      if (r.childInfo !== undefined && r.childInfo.length > 0)
+        enc
+          .raw(' ("CHILDINFO" ')
+          .list(r.childInfo, (o) => enc.string(o))
+          .byte(0x29);
       break;
     case "STATUS":
       if (r.mailbox === null) throw new Error("imap-wire: invalid mailbox name must be dropped, not written");
