@@ -167,11 +167,11 @@ export function threadReferences(messages: readonly ThreadMessage[]): ThreadNode
       const child = containerFor(refs[k + 1]!);
       if (child.parent === null && !isAncestorOrSelf(child, parent)) link(parent, child);
     }
-    // (1.C) The last reference becomes the message's parent (replacing any earlier one), unless that makes a loop.
+    // (1.C) The last reference becomes the message's parent: any earlier parent (presumed from another message's
+    // References) is dropped first, even when the new link is not added because it would make a loop.
     const last = refs.length > 0 ? containerFor(refs[refs.length - 1]!) : null;
-    if (last !== null && isAncestorOrSelf(c, last)) return;
     unlink(c);
-    if (last !== null) link(last, c);
+    if (last !== null && !isAncestorOrSelf(c, last)) link(last, c);
   });
   // (2) The root set: containers without a parent.
   const roots: Container[] = [];
