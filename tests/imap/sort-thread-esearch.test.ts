@@ -235,6 +235,13 @@ describe("allow-all: the proxy answers as Dovecot does", () => {
     await direct.logout();
   });
 
+  test("python imaplib's sort() and thread() through the proxy get Dovecot's answers", async () => {
+    const direct = await pythonSortThread(upstreams().ports.imap, "INBOX");
+    expect(direct).toContain("sort OK");
+    expect(direct).toContain("thread OK");
+    expect(await pythonSortThread(allowAll.port, "INBOX")).toBe(direct);
+  });
+
   test("each SORT and THREAD is audited as a read of the folder", async () => {
     const raw = await login(allowAll.port);
     await raw.command("s", "EXAMINE INBOX");
@@ -252,6 +259,27 @@ describe("allow-all: the proxy answers as Dovecot does", () => {
     expect(rows.map((r) => [r.command, r.count])).toContainEqual(["THREAD", MESSAGES.length]);
   });
 });
+
+/** SORT and THREAD (sequence numbers) as python's imaplib asks them and reads their results. */
+const PYTHON = `
+import imaplib, sys
+c = imaplib.IMAP4("127.0.0.1", int(sys.argv[1]))
+c.login(sys.argv[2], sys.argv[3])
+c.select(sys.argv[4], readonly=True)
+for program in ["(REVERSE DATE)", "(SUBJECT SIZE)", "(FROM)"]:
+    typ, data = c.sort(program, "UTF-8", "ALL")
+    print("sort", typ, program, data)
+for algorithm in ["REFERENCES", "ORDEREDSUBJECT"]:
+    typ, data = c.thread(algorithm, "UTF-8", "ALL")
+    print("thread", typ, algorithm, data)
+c.logout()
+`;
+
+async function pythonSortThread(port: number, folder: string): Promise<string> {
+  // Asynchronous spawn: the proxy runs in this process.
+  const args = ["/usr/bin/python3", "-c", PYTHON, String(port), mailbox.user, mailbox.password, folder];
+  return new Response(Bun.spawn(args).stdout).text();
+}
 
 /** VisibleOnly's UIDs written as INBOX's (same position among the visible messages). */
 function toInboxUid(uid: number): number {
@@ -333,6 +361,12 @@ describe("filtered INBOX: answers equal Dovecot's over a folder of the visible m
     expect(compared).toBe(commands().length);
     proxy.close();
     direct.close();
+  });
+
+  test("python imaplib's sort() and thread() over the filtered INBOX get the visible-only folder's answers", async () => {
+    const direct = await pythonSortThread(upstreams().ports.imap, "VisibleOnly");
+    expect(direct).toContain("thread OK");
+    expect(await pythonSortThread(filtered.port, "INBOX")).toBe(direct);
   });
 
   test("COUNT, MIN and MAX over the hidden messages alone: nothing, as in a folder without them", async () => {
