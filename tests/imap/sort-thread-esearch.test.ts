@@ -385,3 +385,59 @@ describe("filtered INBOX: answers equal Dovecot's over a folder of the visible m
     proxy.close();
   });
 });
+
+describe("THREAD reads at most THREAD_HEADER_OCTETS of each message's fields", () => {
+  const fields = "DATE SUBJECT MESSAGE-ID IN-REPLY-TO REFERENCES";
+
+  /** A reply to <mid> whose fetched fields are `octets` long: its References start with padding ids. */
+  function longReply(octets: number): string {
+    const head = (refs: string) =>
+      `Subject: Other\r\nMessage-ID: <long@t.test>\r\nDate: 3 Nov 2026 09:00 +0000\r\nReferences: ${refs}\r\n`;
+    const ids = (pad: number) => {
+      const list = Array.from({ length: 400 }, (_, k) => `<pad-${k}@t.test>`);
+      list[0] = `<pad-${"x".repeat(pad)}@t.test>`;
+      return `${list.join("\r\n ")}\r\n <mid@t.test>`;
+    };
+    // The fetched block is the field lines and an empty line (RFC 3501 §6.4.5 HEADER.FIELDS).
+    const base = head(ids(0)).length + 2;
+    expect(octets).toBeGreaterThan(base);
+    return `${head(ids(octets - base))}\r\nbody\r\n`;
+  }
+
+  // The block ends with the last id's ">", then CRLF and the empty line's CRLF: with a block of limit + 4 octets the
+  // ">" is the limit's last octet and the id is read; one octet more and it is cut.
+  test("an id ending on the limit's last octet is read; one octet further it is cut", async () => {
+    const { THREAD_HEADER_OCTETS } = await import("../../src/imap/limits.ts");
+    const client = await connectImap(mailbox);
+    for (const [folder, octets] of [
+      ["AtLimit", THREAD_HEADER_OCTETS + 4],
+      ["PastLimit", THREAD_HEADER_OCTETS + 5],
+    ] as const) {
+      await client.mailboxCreate(folder);
+      const root = "Subject: Long\r\nMessage-ID: <root@t.test>\r\nDate: 1 Nov 2026 09:00 +0000\r\n\r\nroot\r\n";
+      await client.append(folder, root);
+      const mid =
+        "Subject: Re: Long\r\nMessage-ID: <mid@t.test>\r\nReferences: <root@t.test>\r\n" +
+        "Date: 2 Nov 2026 09:00 +0000\r\n\r\nmid\r\n";
+      await client.append(folder, mid);
+      await client.append(folder, longReply(octets));
+    }
+    await client.logout();
+    const direct = await login(upstreams().ports.imap);
+    const proxy = await login(allowAll.port);
+    for (const [folder, octets, want] of [
+      ["AtLimit", THREAD_HEADER_OCTETS + 4, "* THREAD (1 2 3)"],
+      ["PastLimit", THREAD_HEADER_OCTETS + 5, "* THREAD (1 2)(3)"],
+    ] as const) {
+      await direct.command("s", `EXAMINE ${folder}`);
+      await proxy.command("s", `EXAMINE ${folder}`);
+      // The block Dovecot returns is as long as intended.
+      const block = await direct.command("f", `FETCH 3 (BODY.PEEK[HEADER.FIELDS (${fields})])`);
+      expect(block).toContain(`{${octets}}`);
+      expect(untagged(await direct.command("t", "THREAD REFERENCES UTF-8 ALL"))).toEqual(["* THREAD (1 2 3)"]);
+      expect(untagged(await proxy.command("t", "THREAD REFERENCES UTF-8 ALL"))).toEqual([want]);
+    }
+    direct.close();
+    proxy.close();
+  });
+});

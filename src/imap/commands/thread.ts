@@ -3,10 +3,12 @@
  * visible matches only, never asked of upstream: a hidden reply must neither link two visible messages nor change
  * the order of threads, and a hidden message's Message-ID is not there to fill a placeholder. Upstream searches
  * (`UID SEARCH` over the translated criteria), then the matches' Date, Subject, Message-ID, In-Reply-To and
- * References headers and internal dates are fetched with `BODY.PEEK` (docs/filtering.md).
+ * References headers (their first THREAD_HEADER_OCTETS octets) and internal dates are fetched with `BODY.PEEK`
+ * (docs/filtering.md).
  */
 
 import { type ThreadMessage, thread, threadResponse } from "../ext/thread.ts";
+import { THREAD_HEADER_OCTETS } from "../limits.ts";
 import type { SelectedMailbox } from "../mailbox.ts";
 import type { ImapDateTime, Response } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
@@ -94,7 +96,12 @@ export async function threadCommand(s: Session, cmd: CommandOf<"THREAD">): Promi
   const items = [
     { type: "UID" },
     { type: "INTERNALDATE" },
-    { type: "BODY[]", peek: true, section: { part: [], text: "HEADER.FIELDS", fields: FIELDS }, partial: null },
+    {
+      type: "BODY[]",
+      peek: true,
+      section: { part: [], text: "HEADER.FIELDS", fields: FIELDS },
+      partial: { offset: 0, count: THREAD_HEADER_OCTETS },
+    },
   ] as const;
   for (const set of uids.length > 0 ? box.upstreamSets(uids) : []) {
     const fst = await s.upstreamRun({ name: "FETCH", uid: true, set, items, macro: null }, (r) => {
