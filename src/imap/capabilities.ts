@@ -30,7 +30,19 @@ export const AUTH_CAPABILITIES: readonly string[] = [
   "CHILDREN",
   "NAMESPACE",
   "WITHIN",
+  "ESEARCH",
+  "THREAD=ORDEREDSUBJECT",
+  "THREAD=REFERENCES",
 ];
+
+/**
+ * After login, when upstream sorts (the proxy keeps the visible part of upstream's `UID SORT`, and computes ESORT's
+ * RETURN items from it): SORT and ESORT, and SORT=DISPLAY (RFC 5957) when upstream has it too.
+ */
+export function sortCapabilities(upstream: ReadonlySet<string>): string[] {
+  if (!upstream.has("SORT")) return [];
+  return upstream.has("SORT=DISPLAY") ? ["SORT", "SORT=DISPLAY", "ESORT"] : ["SORT", "ESORT"];
+}
 
 /**
  * LIST attributes passed on (the CHILDREN ones are recomputed over visible folders). `\Marked` and `\UnMarked` are

@@ -33,6 +33,14 @@ export const IDLE_RENEW_MS = 25 * 60 * 1000;
 export const UPSTREAM_SET_RANGES = 1000;
 
 /**
+ * THREAD (commands/thread.ts) reads at most this many octets of each message's Date, Subject, Message-ID,
+ * In-Reply-To and References fields (`BODY.PEEK[HEADER.FIELDS (...)]<0.n>`), as it holds them for every match at
+ * once: a sender cannot make one THREAD hold megabytes per message. Real References fields stay far below it; a
+ * longer block is cut, and the ids past the cut are not read (docs/protocol.md §2).
+ */
+export const THREAD_HEADER_OCTETS = 16 * 1024;
+
+/**
  * The longest list of hidden UIDs a probe row's `target` holds (docs/filtering.md "Probes"): UIDs past it are
  * counted in `hiddenCount`, not listed, and the list ends in `…`.
  */

@@ -15,7 +15,7 @@ import type { Config } from "../config/types.ts";
 import { logAccess, logLoginFailure, moduleLogger } from "../log.ts";
 import { type Connection, type TlsIdentity, UpstreamError } from "../net/index.ts";
 import type { Decision, Operation } from "../policy/index.ts";
-import { AUTH_CAPABILITIES, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
+import { AUTH_CAPABILITIES, PRE_AUTH_CAPABILITIES, sortCapabilities } from "./capabilities.ts";
 import { append } from "./commands/append.ts";
 import { capability, id } from "./commands/capability.ts";
 import { close, unselect } from "./commands/close.ts";
@@ -35,9 +35,11 @@ import { noop } from "./commands/noop.ts";
 import { rename } from "./commands/rename.ts";
 import { search } from "./commands/search.ts";
 import { select } from "./commands/select.ts";
+import { sort } from "./commands/sort.ts";
 import { status } from "./commands/status.ts";
 import { store } from "./commands/store.ts";
 import { subscribe } from "./commands/subscribe.ts";
+import { threadCommand } from "./commands/thread.ts";
 import { classifyNew, decideInFolder, searchUids, sessionRunner } from "./filtering.ts";
 import { FolderNames, FolderRights } from "./folders.ts";
 import { READ_AHEAD_LIMIT } from "./limits.ts";
@@ -105,6 +107,8 @@ export class ImapSession implements LoginSession {
     CHECK: { when: "selected", audited: false, run: noop },
     FETCH: { when: "selected", audited: true, run: fetch },
     SEARCH: { when: "selected", audited: true, run: search },
+    SORT: { when: "selected", audited: true, run: sort },
+    THREAD: { when: "selected", audited: true, run: threadCommand },
     STORE: { when: "selected", audited: true, run: store },
     COPY: { when: "selected", audited: true, run: copyOrMove },
     MOVE: { when: "selected", audited: true, run: copyOrMove },
@@ -310,7 +314,9 @@ export class ImapSession implements LoginSession {
   }
 
   capabilities(): string[] {
-    if (this.state === "authenticated" || this.state === "selected") return [...AUTH_CAPABILITIES];
+    if (this.state === "authenticated" || this.state === "selected") {
+      return [...AUTH_CAPABILITIES, ...sortCapabilities(this.up?.caps ?? new Set())];
+    }
     const caps = [...PRE_AUTH_CAPABILITIES];
     if (this.ctx.listenTls === "starttls" && !this.conn.secure) {
       caps.push("STARTTLS", "LOGINDISABLED");
@@ -869,7 +875,7 @@ export class ImapSession implements LoginSession {
     if (generation !== this.ctx.generation && this.reloaded()) return;
     this.names = new FolderNames(delimiter);
     this.state = "authenticated";
-    this.tagged(tag, "OK", `CAPABILITY ${AUTH_CAPABILITIES.join(" ")}`, "Logged in");
+    this.tagged(tag, "OK", `CAPABILITY ${this.capabilities().join(" ")}`, "Logged in");
   }
 
   /** Over `max_sessions_per_agent`: a `deny` row, then `* BYE` and the connection closes (RFC 3501 §7.1.5). */

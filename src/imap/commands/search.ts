@@ -1,11 +1,11 @@
 /**
  * SEARCH and UID SEARCH (RFC 3501 §6.4.4; mail:read): sequence and UID keys translated to UID sets over the agent's
- * view, results confined to it.
+ * view, results confined to it. With RETURN (...), the ESEARCH reply (RFC 4731) is computed here from that result.
  */
 
+import { esearchResponse } from "../ext/esearch.ts";
 import { UPSTREAM_SET_RANGES } from "../limits.ts";
 import type { SelectedMailbox } from "../mailbox.ts";
-import { Refusal } from "../refusal.ts";
 import type { SearchKey, SeqSet } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
 import { forwardUntagged, messageCommandCode } from "./shared.ts";
@@ -30,34 +30,55 @@ function translateKey(box: SelectedMailbox, k: SearchKey): SearchKey {
   }
 }
 
-/** A search set beyond the last message matches nothing there (a search, unlike FETCH, does not fail on it). */
+/**
+ * A search set beyond the last message matches nothing there (a search, unlike FETCH, does not fail on it): a
+ * range whose lower number is past the end matches nothing, `1000:*` included (as Dovecot answers), and one that
+ * reaches past it is cut at the last message.
+ */
 function clampSeq(box: SelectedMailbox, set: SeqSet): number[] {
   const n = box.agentCount;
-  const clamped = set
-    .map((r) => ({ start: Math.min(r.start === 0 ? n : r.start, n), stop: Math.min(r.stop === 0 ? n : r.stop, n) }))
-    .filter((r) => r.start >= 1 && r.stop >= 1);
+  const clamped: SeqSet = set.flatMap((r) => {
+    const numbers = [r.start, r.stop].filter((x) => x !== 0);
+    const lo = numbers.length === 0 ? n : Math.min(...numbers);
+    const hi = numbers.length < 2 ? n : Math.min(Math.max(...numbers), n);
+    return lo >= 1 && lo <= n ? [{ start: lo, stop: hi }] : [];
+  });
   return clamped.length === 0 ? [] : (box.uidsFromSeqSet(clamped) ?? []);
+}
+
+/**
+ * The agent's criteria as upstream criteria over its view, with the UID sets applied here: a top-level sequence or
+ * UID set too long for one upstream command line (a filtered folder's UIDs are scattered) becomes ALL upstream and
+ * is intersected locally; the criteria are ANDed, so that is the same. SORT and THREAD share it.
+ */
+export function upstreamCriteria(
+  box: SelectedMailbox,
+  criteria: readonly SearchKey[],
+): { criteria: SearchKey[]; local: Array<Set<number>> } {
+  const local: Array<Set<number>> = [];
+  const out = criteria.map((k): SearchKey => {
+    if (k.key === "SEQ" || k.key === "UID") {
+      const uids = k.key === "SEQ" ? (box.uidsFromSeqSet(k.set) ?? clampSeq(box, k.set)) : box.uidsFromUidSet(k.set);
+      if (uids.length > UPSTREAM_SET_RANGES) {
+        local.push(new Set(uids));
+        return { key: "ALL" };
+      }
+    }
+    return translateKey(box, k);
+  });
+  return { criteria: out, local };
+}
+
+/** Upstream's matches kept when visible and in every local set, in the given order. */
+export function visibleMatches(box: SelectedMailbox, found: readonly number[], local: Array<Set<number>>): number[] {
+  return found.filter((uid) => box.agentSeqOf(uid) > 0 && local.every((set) => set.has(uid)));
 }
 
 export async function search(s: Session, cmd: CommandOf<"SEARCH">): Promise<void> {
   const box = s.box!;
   const p = box.policyName;
   const d = s.require(cmd.name, "mail:read", p);
-  // ESEARCH is not advertised: a RETURN option is a client bug.
-  if (cmd.returnOptions !== null) throw new Refusal("BAD", null, "SEARCH RETURN is not supported");
-  // A top-level sequence or UID set too long for one upstream command line (a filtered folder's UIDs are
-  // scattered) is applied here instead: the criteria are ANDed, so intersecting the results is the same.
-  const local: Array<Set<number>> = [];
-  const criteria = cmd.criteria.map((k) => {
-    if (k.key === "SEQ" || k.key === "UID") {
-      const uids = k.key === "SEQ" ? (box.uidsFromSeqSet(k.set) ?? clampSeq(box, k.set)) : box.uidsFromUidSet(k.set);
-      if (uids.length > UPSTREAM_SET_RANGES) {
-        local.push(new Set(uids));
-        return { key: "ALL" } as const;
-      }
-    }
-    return translateKey(box, k);
-  });
+  const { criteria, local } = upstreamCriteria(box, cmd.criteria);
   const found: number[] = [];
   const st = await s.upstreamRun(
     { name: "SEARCH", uid: true, returnOptions: null, charset: cmd.charset, criteria },
@@ -78,14 +99,11 @@ export async function search(s: Session, cmd: CommandOf<"SEARCH">): Promise<void
     });
     return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));
   }
-  const out: number[] = [];
-  for (const uid of found) {
-    if (local.some((set) => !set.has(uid))) continue;
-    const seq = box.agentSeqOf(uid);
-    if (seq > 0) out.push(cmd.uid ? uid : seq);
-  }
+  const out = visibleMatches(box, found, local).map((uid) => (cmd.uid ? uid : box.agentSeqOf(uid)));
   out.sort((a, b) => a - b);
-  s.send({ type: "SEARCH", numbers: out });
+  // ESEARCH (RFC 4731 §3.1): MIN, MAX, COUNT and ALL of the visible result, never upstream's own figures.
+  if (cmd.returnOptions !== null) s.sendText(esearchResponse(cmd.tag, cmd.uid, out, cmd.returnOptions));
+  else s.send({ type: "SEARCH", numbers: out });
   const hiddenCount = box.visible === null ? null : found.filter((uid) => !box.isVisible(uid)).length;
   s.auditRow({
     command: cmd.uid ? "UID SEARCH" : "SEARCH",

@@ -20,6 +20,9 @@ import {
 } from "./search.ts";
 import type { SeqSet } from "./seqset.ts";
 
+/** RFC 5256 §4 threading algorithms. */
+export type ThreadAlgorithm = "ORDEREDSUBJECT" | "REFERENCES";
+
 export type SimpleCommandName =
   | "CAPABILITY"
   | "NOOP"
@@ -88,7 +91,17 @@ export type Command = { readonly tag: string } & (
   | {
       readonly name: "SORT";
       readonly uid: boolean;
+      /** RETURN (...) given: the agent wants an ESORT reply (RFC 5267 §3.2). */
+      readonly returnOptions: readonly SearchReturnOption[] | null;
       readonly sortCriteria: readonly SortCriterion[];
+      readonly charset: string;
+      readonly criteria: readonly SearchKey[];
+    }
+  | {
+      /** RFC 5256 §3 THREAD. */
+      readonly name: "THREAD";
+      readonly uid: boolean;
+      readonly algorithm: ThreadAlgorithm;
       readonly charset: string;
       readonly criteria: readonly SearchKey[];
     }
@@ -117,7 +130,7 @@ const SIMPLE = new Set<string>([
   "CLOSE",
 ]);
 const MAILBOX = new Set<string>(["SELECT", "EXAMINE", "CREATE", "DELETE", "SUBSCRIBE", "UNSUBSCRIBE"]);
-const UID_COMMANDS = new Set<string>(["FETCH", "SEARCH", "SORT", "STORE", "COPY", "MOVE", "EXPUNGE"]);
+const UID_COMMANDS = new Set<string>(["FETCH", "SEARCH", "SORT", "THREAD", "STORE", "COPY", "MOVE", "EXPUNGE"]);
 const STATUS_ITEMS = new Set<string>(["MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE"]);
 
 /** Parses one framed agent command. Errors carry the tag when it was readable. */
@@ -250,13 +263,31 @@ function commandBody(dec: Decoder, tag: string, name: string, uid: boolean): Com
     }
     case "SORT": {
       dec.expectSP();
-      if (dec.acceptKeyword("RETURN")) return dec.fail("ESORT is not supported", "unsupported");
+      let returnOptions: SearchReturnOption[] | null = null;
+      if (dec.acceptKeyword("RETURN")) {
+        dec.expectSP();
+        returnOptions = searchReturnOptions(dec);
+        dec.expectSP();
+      }
       const criteria0 = sortCriteria(dec);
       dec.expectSP();
       const cs = charset(dec);
       dec.expectSP();
       const criteria = searchKeys(dec);
-      return dec.ok ? { tag, name, uid, sortCriteria: criteria0, charset: cs, criteria } : null;
+      return dec.ok ? { tag, name, uid, returnOptions, sortCriteria: criteria0, charset: cs, criteria } : null;
+    }
+    case "THREAD": {
+      // RFC 5256 §5: "THREAD" SP thread-alg SP search-charset 1*(SP search-key)
+      dec.expectSP();
+      const alg = dec.keyword();
+      if (alg !== "ORDEREDSUBJECT" && alg !== "REFERENCES") {
+        return dec.fail(`unsupported thread algorithm ${alg ?? ""}`, "unsupported");
+      }
+      dec.expectSP();
+      const cs = charset(dec);
+      dec.expectSP();
+      const criteria = searchKeys(dec);
+      return dec.ok ? { tag, name, uid, algorithm: alg, charset: cs, criteria } : null;
     }
     case "APPEND":
       return append(dec, tag);

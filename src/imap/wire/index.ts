@@ -4,7 +4,14 @@
  * See docs/imap-wire.md.
  */
 
-export { type Command, type CommandName, decodeBase64, parseCommand, type StatusItem } from "./command.ts";
+export {
+  type Command,
+  type CommandName,
+  decodeBase64,
+  parseCommand,
+  type StatusItem,
+  type ThreadAlgorithm,
+} from "./command.ts";
 export { type AuthenticateLine, isIdleDone, parseAuthenticateLine } from "./continuation.ts";
 export {
   Decoder,

@@ -125,8 +125,23 @@ export function writeCommand(enc: Encoder, cmd: Command): void {
       break;
     case "SORT":
       enc.atom(cmd.uid ? "UID SORT" : "SORT").sp();
+      if (cmd.returnOptions !== null)
+        enc
+          .atom("RETURN")
+          .sp()
+          .list(cmd.returnOptions, (o) => enc.atom(o))
+          .sp();
       enc.list(cmd.sortCriteria, (c) => enc.atom(c.reverse ? `REVERSE ${c.key}` : c.key));
       enc.sp().astring(cmd.charset);
+      for (const k of cmd.criteria) writeSearchKey(enc.sp(), k);
+      break;
+    case "THREAD":
+      enc
+        .atom(cmd.uid ? "UID THREAD" : "THREAD")
+        .sp()
+        .atom(cmd.algorithm)
+        .sp()
+        .astring(cmd.charset);
       for (const k of cmd.criteria) writeSearchKey(enc.sp(), k);
       break;
     case "APPEND":
