@@ -1,0 +1,277 @@
+/**
+ * THREAD (RFC 5256 §4): ORDEREDSUBJECT and REFERENCES over a given list of messages, and the THREAD response
+ * syntax (§5 `thread-list`). Pure: the caller fetches per message its INTERNALDATE, ENVELOPE (date, subject,
+ * in-reply-to, message-id) and References header, and passes them in mailbox order; ids are sequence numbers or
+ * UIDs, whichever the caller chose.
+ *
+ * Sent dates follow §2.2 (the Date header in UTC, else the internal date); equal dates keep mailbox order.
+ */
+
+import { baseSubject, sentDate } from "./keys.ts";
+
+export interface ThreadMessage {
+  readonly id: number;
+  /** INTERNALDATE, milliseconds since the epoch. */
+  readonly internalDate: number;
+  /** ENVELOPE date (the Date header as sent), or null. */
+  readonly date: string | null;
+  /** ENVELOPE subject (the Subject header as sent), or null. */
+  readonly subject: string | null;
+  /** ENVELOPE message-id, or null. */
+  readonly messageId: string | null;
+  /** ENVELOPE in-reply-to, or null. */
+  readonly inReplyTo: string | null;
+  /** The References header's value, or null when there is none. */
+  readonly references: string | null;
+}
+
+export type ThreadAlgorithm = "ORDEREDSUBJECT" | "REFERENCES";
+
+/** A thread node: a message, or a placeholder (`id` null) for a message that is not in the set. */
+export interface ThreadNode {
+  readonly id: number | null;
+  readonly children: readonly ThreadNode[];
+}
+
+interface Item {
+  readonly id: number;
+  readonly index: number;
+  readonly date: number;
+  readonly subject: string;
+  readonly replyOrForward: boolean;
+}
+
+function items(messages: readonly ThreadMessage[]): Item[] {
+  return messages.map((m, index) => {
+    const b = baseSubject(m.subject);
+    return {
+      id: m.id,
+      index,
+      date: sentDate(m.date, m.internalDate),
+      subject: b.key,
+      replyOrForward: b.replyOrForward,
+    };
+  });
+}
+
+function byDate(a: Item, b: Item): number {
+  return a.date - b.date || a.index - b.index;
+}
+
+export function thread(algorithm: ThreadAlgorithm, messages: readonly ThreadMessage[]): ThreadNode[] {
+  return algorithm === "ORDEREDSUBJECT" ? threadOrderedSubject(messages) : threadReferences(messages);
+}
+
+/**
+ * §4 ORDEREDSUBJECT: sorted by base subject, then sent date; each run of one base subject is a thread whose first
+ * message is the parent of all the others; threads in the order of their first message's sent date.
+ */
+export function threadOrderedSubject(messages: readonly ThreadMessage[]): ThreadNode[] {
+  const sorted = items(messages).sort((a, b) =>
+    a.subject < b.subject ? -1 : a.subject > b.subject ? 1 : byDate(a, b),
+  );
+  const threads: Item[][] = [];
+  for (const m of sorted) {
+    const last = threads.at(-1);
+    if (last !== undefined && last[0]!.subject === m.subject) last.push(m);
+    else threads.push([m]);
+  }
+  threads.sort((a, b) => byDate(a[0]!, b[0]!));
+  return threads.map((t) => ({ id: t[0]!.id, children: t.slice(1).map((m) => ({ id: m.id, children: [] })) }));
+}
+
+/** A node of the REFERENCES algorithm (JWZ's container). */
+interface Container {
+  item: Item | null;
+  parent: Container | null;
+  children: Container[];
+}
+
+/** The msg-ids of a header value in order (RFC 5322 §3.6.4), without angle brackets; only ones with an `@`. */
+export function messageIds(value: string | null): string[] {
+  if (value === null) return [];
+  const out: string[] = [];
+  for (const m of value.replace(/\([^()]*\)/g, " ").matchAll(/<([^<>]*)>/g)) {
+    const id = m[1]!.replace(/\s+/g, "");
+    if (id.includes("@") && !id.startsWith("@") && !id.endsWith("@")) out.push(id);
+  }
+  return out;
+}
+
+/** True when `a` is `b` or one of its ancestors. */
+function isAncestorOrSelf(a: Container, b: Container): boolean {
+  for (let c: Container | null = b; c !== null; c = c.parent) if (c === a) return true;
+  return false;
+}
+
+function unlink(c: Container): void {
+  const p = c.parent;
+  if (p === null) return;
+  p.children.splice(p.children.indexOf(c), 1);
+  c.parent = null;
+}
+
+function link(parent: Container, child: Container): void {
+  child.parent = parent;
+  parent.children.push(child);
+}
+
+/** The date and mailbox position a container sorts by: its own, or its first child's for a placeholder (§4). */
+function sortItem(c: Container): Item | null {
+  return c.item ?? (c.children.length > 0 ? sortItem(c.children[0]!) : null);
+}
+
+function compareContainers(a: Container, b: Container): number {
+  const x = sortItem(a);
+  const y = sortItem(b);
+  if (x === null || y === null) return x === null ? (y === null ? 0 : 1) : -1;
+  return byDate(x, y);
+}
+
+/** The subject of a thread: its root's, or its first child's for a placeholder (§4 step 5.B.i). */
+function threadSubject(c: Container): string {
+  return (c.item ?? c.children[0]?.item)?.subject ?? "";
+}
+
+/** §4 REFERENCES, steps 1 to 6. */
+export function threadReferences(messages: readonly ThreadMessage[]): ThreadNode[] {
+  const list = items(messages);
+  const table = new Map<string, Container>();
+  const containerFor = (id: string): Container => {
+    let c = table.get(id);
+    if (c === undefined) {
+      c = { item: null, parent: null, children: [] };
+      table.set(id, c);
+    }
+    return c;
+  };
+  const all: Container[] = [];
+  // (1) Link messages by their references.
+  messages.forEach((m, i) => {
+    const own = messageIds(m.messageId)[0];
+    // (1.A) A missing, invalid or duplicate Message-ID gets a unique one: a container of its own.
+    let c: Container;
+    if (own !== undefined && (table.get(own)?.item ?? null) === null) {
+      c = containerFor(own);
+      c.item = list[i]!;
+    } else {
+      c = { item: list[i]!, parent: null, children: [] };
+    }
+    all.push(c);
+    // References, or else the first msg-id of In-Reply-To.
+    let refs = messageIds(m.references);
+    if (refs.length === 0) refs = messageIds(m.inReplyTo).slice(0, 1);
+    // (1.B) Link each reference to the next unless it has a parent already or that would make a loop.
+    for (let k = 0; k + 1 < refs.length; k++) {
+      const parent = containerFor(refs[k]!);
+      const child = containerFor(refs[k + 1]!);
+      if (child.parent === null && !isAncestorOrSelf(child, parent)) link(parent, child);
+    }
+    // (1.C) The last reference becomes the message's parent (replacing any earlier one), unless that makes a loop.
+    const last = refs.length > 0 ? containerFor(refs[refs.length - 1]!) : null;
+    if (last !== null && isAncestorOrSelf(c, last)) return;
+    unlink(c);
+    if (last !== null) link(last, c);
+  });
+  // (2) The root set: containers without a parent.
+  const roots: Container[] = [];
+  for (const c of new Set([...table.values(), ...all])) if (c.parent === null) roots.push(c);
+  // (3) Prune placeholders.
+  const pruned = prune(roots, null);
+  // (4) Sort the root set (a placeholder by its first child, once its children are sorted).
+  for (const c of pruned) if (c.item === null) c.children.sort(compareContainers);
+  pruned.sort(compareContainers);
+  // (5) Gather the root set's threads by base subject.
+  const merged = mergeBySubject(pruned);
+  // (6) Sort every set of siblings, deepest first.
+  sortTree(merged);
+  return merged.map(toNode);
+}
+
+/**
+ * §4 step 3: (A) a placeholder without children goes; (B) one with children is replaced by them, except at the
+ * root, where that happens only when it has a single child.
+ */
+function prune(level: Container[], parent: Container | null): Container[] {
+  const out: Container[] = [];
+  for (const c of level) {
+    c.children = prune(c.children, c);
+    if (c.item === null) {
+      if (c.children.length === 0) continue;
+      if (parent !== null || c.children.length === 1) {
+        for (const child of c.children) {
+          child.parent = parent;
+          out.push(child);
+        }
+        continue;
+      }
+    }
+    out.push(c);
+  }
+  return out;
+}
+
+function mergeBySubject(roots: Container[]): Container[] {
+  const subjects = new Map<string, Container>();
+  // (5.B) One container per base subject: a placeholder wins over a message, a non-reply over a reply.
+  for (const c of roots) {
+    const s = threadSubject(c);
+    if (s === "") continue;
+    const old = subjects.get(s);
+    if (old === undefined) subjects.set(s, c);
+    else if (old.item !== null && (c.item === null || (old.item.replyOrForward && !c.item.replyOrForward)))
+      subjects.set(s, c);
+  }
+  // (5.C) Merge the others into it.
+  const out = [...roots];
+  const drop = new Set<Container>();
+  for (const c of roots) {
+    // Already merged below another (a table entry a placeholder took over).
+    if (c.parent !== null) continue;
+    const s = threadSubject(c);
+    if (s === "") continue;
+    const old = subjects.get(s)!;
+    if (old === c) continue;
+    drop.add(c);
+    if (old.item === null && c.item === null) {
+      for (const child of c.children) link(old, child);
+      c.children = [];
+    } else if (old.item === null) {
+      link(old, c);
+    } else if (c.item!.replyOrForward && !old.item.replyOrForward) {
+      link(old, c);
+    } else {
+      const dummy: Container = { item: null, parent: null, children: [] };
+      out[out.indexOf(old)] = dummy;
+      link(dummy, old);
+      link(dummy, c);
+      subjects.set(s, dummy);
+    }
+  }
+  return out.filter((c) => !drop.has(c));
+}
+
+function sortTree(level: Container[]): void {
+  for (const c of level) sortTree(c.children);
+  level.sort(compareContainers);
+}
+
+function toNode(c: Container): ThreadNode {
+  return { id: c.item?.id ?? null, children: c.children.map(toNode) };
+}
+
+/** One thread's members (§5 `thread-members` and `thread-nested`), without the outer parentheses. */
+function members(node: ThreadNode): string {
+  let out = node.id === null ? "" : String(node.id);
+  if (node.children.length === 1) {
+    out += (out === "" ? "" : " ") + members(node.children[0]!);
+  } else if (node.children.length > 1) {
+    out += (out === "" ? "" : " ") + node.children.map((c) => `(${members(c)})`).join("");
+  }
+  return out;
+}
+
+/** The THREAD response line (without CRLF): `* THREAD (1 2)(3 (4)(5))`; `* THREAD` when there is no message. */
+export function threadResponse(threads: readonly ThreadNode[]): string {
+  return `* THREAD${threads.length === 0 ? "" : " "}${threads.map((t) => `(${members(t)})`).join("")}`;
+}
