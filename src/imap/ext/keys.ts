@@ -197,12 +197,6 @@ export function sentDate(date: string | null, internalDate: number): number {
   return parseSentDate(date) ?? internalDate;
 }
 
-/** The first address that is not a group marker, or null. */
-export function firstAddress(list: readonly EnvelopeAddress[] | null): EnvelopeAddress | null {
-  for (const a of list ?? []) if (a.host !== null) return a;
-  return null;
-}
-
 /** A display name with its encoded words decoded (RFC 2047 §5), kept raw when they cannot be. */
 export function decodedName(name: string | null): string | null {
   if (name === null) return null;
