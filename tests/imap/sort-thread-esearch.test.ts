@@ -363,7 +363,7 @@ describe("filtered INBOX: answers equal Dovecot's over a folder of the visible m
     direct.close();
   });
 
-  test("python imaplib's sort() and thread() over the filtered INBOX get the visible-only folder's answers", async () => {
+  test("python imaplib's sort() and thread() over the filtered INBOX: the visible-only folder's answers", async () => {
     const direct = await pythonSortThread(upstreams().ports.imap, "VisibleOnly");
     expect(direct).toContain("thread OK");
     expect(await pythonSortThread(filtered.port, "INBOX")).toBe(direct);
