@@ -31,6 +31,20 @@ export const AUTH_CAPABILITIES: readonly string[] = [
 ];
 
 /**
+ * After login, offered only when upstream offers them too: the proxy relays them rather than implementing them
+ * (docs/protocol.md §2). MULTIAPPEND's atomicity is upstream's (RFC 3502 §6.3.11); BINARY's decoding is upstream's
+ * (RFC 3516), and its literal8 is accepted in APPEND only.
+ */
+export const RELAYED_CAPABILITIES: readonly string[] = ["MULTIAPPEND", "BINARY"];
+
+/** What an agent is offered after login, given the upstream session's capabilities. */
+export function authCapabilities(upstream: ReadonlySet<string> | null): string[] {
+  const caps = [...AUTH_CAPABILITIES];
+  for (const c of RELAYED_CAPABILITIES) if (upstream?.has(c)) caps.push(c);
+  return caps;
+}
+
+/**
  * LIST attributes passed on (the CHILDREN ones are recomputed over visible folders). `\Marked` and `\UnMarked` are
  * not: they say whether mail arrived since the folder was last selected (RFC 3501 §7.2.2), hidden mail included, and
  * by the human's client too; a server MAY leave them out, so dropping them is always correct.

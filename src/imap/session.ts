@@ -15,7 +15,7 @@ import type { Config } from "../config/types.ts";
 import { logAccess, logLoginFailure, moduleLogger } from "../log.ts";
 import { type Connection, type TlsIdentity, UpstreamError } from "../net/index.ts";
 import type { Decision, Operation } from "../policy/index.ts";
-import { AUTH_CAPABILITIES, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
+import { authCapabilities, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
 import { append } from "./commands/append.ts";
 import { capability, id } from "./commands/capability.ts";
 import { close, unselect } from "./commands/close.ts";
@@ -116,7 +116,7 @@ export class ImapSession implements LoginSession {
   readonly ctx: SessionContext;
   readonly conn: Connection;
   readonly log = moduleLogger("imap");
-  #framer = new Framer({ role: "server" });
+  #framer = new Framer({ role: "server", allowLiteral8: true });
   readonly #enc = new Encoder({ side: "server" });
   #flushScheduled = false;
   /** The running command's output waits in the encoder until its allow row is accepted (`#hold`). */
@@ -309,7 +309,7 @@ export class ImapSession implements LoginSession {
   }
 
   capabilities(): string[] {
-    if (this.state === "authenticated" || this.state === "selected") return [...AUTH_CAPABILITIES];
+    if (this.state === "authenticated" || this.state === "selected") return authCapabilities(this.up?.caps ?? null);
     const caps = [...PRE_AUTH_CAPABILITIES];
     if (this.ctx.listenTls === "starttls" && !this.conn.secure) {
       caps.push("STARTTLS", "LOGINDISABLED");
@@ -433,6 +433,9 @@ export class ImapSession implements LoginSession {
           if (!allowed) {
             this.#framer.refuseLiteral();
             this.tagged(r.tag ?? "*", "BAD", null, "Literal refused before login");
+          } else if (r.binary && !this.#literal8(r.command)) {
+            this.#framer.refuseLiteral();
+            this.tagged(r.tag ?? "*", "BAD", "CLIENTBUG", "literal8 is allowed in APPEND only, with BINARY");
           } else {
             this.#framer.acceptLiteral();
             if (!r.nonSync) {
@@ -484,6 +487,11 @@ export class ImapSession implements LoginSession {
         }
       }
     }
+  }
+
+  /** literal8 (`~{n}`) is APPEND's only (RFC 3516 §4.4), and only while BINARY is offered. */
+  #literal8(command: string | null): boolean {
+    return command === "APPEND" && this.capabilities().includes("BINARY");
   }
 
   async #execute(cmd: Command): Promise<void> {
@@ -770,7 +778,7 @@ export class ImapSession implements LoginSession {
   /** STARTTLS after its OK: bytes sent in clear are discarded (RFC 9051 §6.2.1, docs/protocol.md §7.20). */
   async upgradeToTls(identity: TlsIdentity): Promise<void> {
     this.#framer.discardBuffered();
-    this.#framer = new Framer({ role: "server" });
+    this.#framer = new Framer({ role: "server", allowLiteral8: true });
     try {
       await this.conn.startTlsServer(identity.key, identity.cert, this.ctx.timeouts.handshakeMs);
     } catch {
@@ -829,7 +837,7 @@ export class ImapSession implements LoginSession {
     if (generation !== this.ctx.generation && this.reloaded()) return;
     this.names = new FolderNames(delimiter);
     this.state = "authenticated";
-    this.tagged(tag, "OK", `CAPABILITY ${AUTH_CAPABILITIES.join(" ")}`, "Logged in");
+    this.tagged(tag, "OK", `CAPABILITY ${this.capabilities().join(" ")}`, "Logged in");
   }
 
   /** Over `max_sessions_per_agent`: a `deny` row, then `* BYE` and the connection closes (RFC 3501 §7.1.5). */
