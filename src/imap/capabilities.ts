@@ -28,6 +28,7 @@ export const AUTH_CAPABILITIES: readonly string[] = [
   "CHILDREN",
   "NAMESPACE",
   "WITHIN",
+  "COMPRESS=DEFLATE",
 ];
 
 /**

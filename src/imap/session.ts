@@ -19,7 +19,16 @@ import { authCapabilities, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
 import { append } from "./commands/append.ts";
 import { capability, id } from "./commands/capability.ts";
 import { close, unselect } from "./commands/close.ts";
-import type { CommandOf, LoggedIn, LoginSession, Row, SessionContext, State } from "./commands/context.ts";
+import { compress } from "./commands/compress.ts";
+import type {
+  CommandOf,
+  CompressSession,
+  LoggedIn,
+  LoginSession,
+  Row,
+  SessionContext,
+  State,
+} from "./commands/context.ts";
 import { copyOrMove } from "./commands/copy.ts";
 import { create } from "./commands/create.ts";
 import { remove } from "./commands/delete.ts";
@@ -37,6 +46,7 @@ import { select } from "./commands/select.ts";
 import { status } from "./commands/status.ts";
 import { store } from "./commands/store.ts";
 import { subscribe } from "./commands/subscribe.ts";
+import { Deflate } from "./compress.ts";
 import { classifyNew, decideInFolder } from "./filtering.ts";
 import { FolderNames, FolderRights } from "./folders.ts";
 import { READ_AHEAD_LIMIT } from "./limits.ts";
@@ -74,7 +84,7 @@ interface Entry<N extends Command["name"]> {
 
 type Table = { readonly [N in Command["name"]]?: Entry<N> };
 
-export class ImapSession implements LoginSession {
+export class ImapSession implements LoginSession, CompressSession {
   /**
    * The dispatch table (docs/imap.md "Structure"): each command's handler in src/imap/commands/, and when it may
    * run. LOGOUT ends the connection itself and stays here.
@@ -88,6 +98,7 @@ export class ImapSession implements LoginSession {
     LOGIN: { when: "not-authenticated", audited: false, run: login },
     AUTHENTICATE: { when: "not-authenticated", audited: false, run: authenticate },
     ENABLE: { when: "authenticated", audited: false, run: enable },
+    COMPRESS: { when: "authenticated", audited: false, run: compress },
     NAMESPACE: { when: "authenticated", audited: false, run: namespace },
     IDLE: { when: "authenticated", audited: false, run: (s, cmd) => s.#idle(cmd) },
     LIST: { when: "authenticated", audited: true, run: list },
@@ -118,6 +129,8 @@ export class ImapSession implements LoginSession {
   readonly log = moduleLogger("imap");
   #framer = new Framer({ role: "server", allowLiteral8: true });
   readonly #enc = new Encoder({ side: "server" });
+  /** COMPRESS=DEFLATE in force (RFC 4978, src/imap/compress.ts); null before. */
+  #deflate: Deflate | null = null;
   #flushScheduled = false;
   /** The running command's output waits in the encoder until its allow row is accepted (`#hold`). */
   #held = false;
@@ -213,11 +226,12 @@ export class ImapSession implements LoginSession {
     this.ctx.sessions.add(this);
     this.conn.onData((chunk) => {
       this.#lastActivity = performance.now();
-      this.#framer.feed(chunk);
-      if (this.#framer.buffered > READ_AHEAD_LIMIT) this.conn.pause();
-      const wake = this.#wake;
-      this.#wake = null;
-      wake?.();
+      if (this.#deflate === null) return this.#feed(chunk);
+      // Compressed: inflated bytes reach #feed; a backlog in the inflater stops reading (a deflate bomb).
+      if (!this.#deflate.input(chunk)) {
+        this.conn.pause();
+        void this.#deflate.drained().then(() => this.conn.resume());
+      }
     });
     this.conn.onClose(() => this.shutdown());
     this.sendText(`* OK [CAPABILITY ${this.capabilities().join(" ")}] Mailgator ready`);
@@ -284,7 +298,9 @@ export class ImapSession implements LoginSession {
       (up) => up.close(),
       () => {},
     );
-    this.conn.end();
+    // Compressed output is deflated asynchronously: the connection ends once the last of it (a BYE) is written.
+    if (this.#deflate === null) this.conn.end();
+    else this.#deflate.end(() => this.conn.end());
     const wake = this.#wake;
     this.#wake = null;
     wake?.();
@@ -306,6 +322,42 @@ export class ImapSession implements LoginSession {
 
   get closed(): boolean {
     return this.#closed;
+  }
+
+  #feed(chunk: Uint8Array): void {
+    this.#framer.feed(chunk);
+    if (this.#framer.buffered > READ_AHEAD_LIMIT) {
+      this.conn.pause();
+      this.#deflate?.pause();
+    }
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+
+  get compressed(): boolean {
+    return this.#deflate !== null;
+  }
+
+  /** RFC 4978 §3: from here on both directions are deflated; input already read past the command is compressed. */
+  startDeflate(): void {
+    const pending = this.#framer.takeBuffered();
+    this.#deflate = new Deflate(
+      (chunk) => this.#feed(chunk),
+      (chunk) => {
+        if (this.conn.write(chunk) || this.up === null) return;
+        // The agent reads slower than upstream sends: push back on upstream.
+        const up = this.up;
+        up.pause();
+        void this.conn.drained().then(() => up.resume());
+      },
+      (error) => {
+        this.log.info(`session ${this.id}: compressed input is not valid deflate data: ${error.message}`);
+        this.#endReason = "invalid compressed data";
+        this.#bye("Invalid compressed data");
+      },
+    );
+    for (const chunk of pending) this.#deflate.input(chunk);
   }
 
   capabilities(): string[] {
@@ -362,6 +414,11 @@ export class ImapSession implements LoginSession {
     // batch; otherwise a part may be queued by reference and the encoder moves on to a new buffer.
     const parts = this.#enc.takeViews();
     if (parts.length === 0) return;
+    if (this.#deflate !== null) {
+      this.#deflate.output(parts); // copied: the buffer can be reused at once
+      this.#enc.recycle();
+      return;
+    }
     let full = false;
     let taken = true;
     for (const part of parts) {
@@ -413,6 +470,7 @@ export class ImapSession implements LoginSession {
       if (this.#closed) return null;
       const ev = this.#framer.next();
       if (ev !== null) return ev;
+      this.#deflate?.resume();
       this.conn.resume();
       await new Promise<void>((resolve) => (this.#wake = resolve));
     }

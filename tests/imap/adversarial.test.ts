@@ -269,12 +269,12 @@ test("§7.16 APPEND with CATENATE gets BAD", async () => {
   raw.close();
 });
 
-test("§7.17 URLFETCH, COMPRESS, NOTIFY, SETACL, SETMETADATA and friends are refused, never forwarded", async () => {
+test("§7.17 URLFETCH, COMPRESS (not DEFLATE), NOTIFY, SETACL, SETMETADATA and friends are refused", async () => {
   const raw = await login();
   await unchanged(async () => {
     const attacks = [
       'URLFETCH "imap://u@h/INBOX;UIDVALIDITY=1/;UID=1;urlauth=anonymous:internal:abc"',
-      "COMPRESS DEFLATE",
+      "COMPRESS LZW",
       "NOTIFY SET (selected MessageNew (uid body.peek[header.fields (from to subject)]) MessageExpunge) " +
         "(subtree Secret (MessageNew))",
       "SETACL Secret evil lr",

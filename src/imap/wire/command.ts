@@ -41,6 +41,8 @@ export type Command = { readonly tag: string } & (
   /** ID NIL → null (RFC 2971). */
   | { readonly name: "ID"; readonly params: ReadonlyArray<readonly [string, string | null]> | null }
   | { readonly name: "ENABLE"; readonly capabilities: readonly string[] }
+  /** RFC 4978: the mechanism, upper-cased. */
+  | { readonly name: "COMPRESS"; readonly mechanism: string }
   | { readonly name: "LOGIN"; readonly username: string; readonly password: string }
   /** SASL-IR initial response, base64-decoded; `=` gives an empty array (RFC 4959). */
   | { readonly name: "AUTHENTICATE"; readonly mechanism: string; readonly initialResponse: Uint8Array | null }
@@ -170,6 +172,11 @@ function commandBody(dec: Decoder, tag: string, name: string, uid: boolean): Com
       while (dec.sp()) capabilities.push(dec.expectAtom("capability").toUpperCase());
       if (capabilities.length === 0) return dec.fail("ENABLE needs a capability");
       return dec.ok ? { tag, name, capabilities } : null;
+    }
+    case "COMPRESS": {
+      dec.expectSP();
+      const mechanism = dec.expectAtom("compression mechanism").toUpperCase();
+      return dec.ok ? { tag, name, mechanism } : null;
     }
     case "LOGIN": {
       dec.expectSP();

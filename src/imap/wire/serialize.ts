@@ -37,6 +37,9 @@ export function writeCommand(enc: Encoder, cmd: Command): void {
       enc.atom("ENABLE");
       for (const c of cmd.capabilities) enc.sp().atom(c);
       break;
+    case "COMPRESS":
+      enc.atom("COMPRESS").sp().atom(cmd.mechanism);
+      break;
     case "LOGIN":
       enc.atom("LOGIN").sp().astring(cmd.username).sp().astring(cmd.password);
       break;

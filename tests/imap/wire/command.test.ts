@@ -201,6 +201,7 @@ const VALID: Array<[string, Record<string, unknown>]> = [
     { flags: ["\\Seen", "\\Draft"], date: { day: 4, month: 7, year: 2024, hour: 10, zone: -90 } },
   ],
   ["a APPEND INBOX () {0}\r\n\r\n", { flags: [], message: new Uint8Array(0) }],
+  ["a compress deflate", { name: "COMPRESS", mechanism: "DEFLATE" }],
   // MULTIAPPEND (RFC 3502): every message with its own options; the first one's are repeated at the top level.
   [
     "a APPEND Drafts {1}\r\nx (\\Seen) {1}\r\ny\r\n",
@@ -231,7 +232,7 @@ const INVALID: Array<[string, string]> = [
   ["a NOOP extra", "syntax"],
   ["a FOO", "unknown-command"],
   ['a XLIST "" *', "unknown-command"],
-  ["a COMPRESS DEFLATE", "unknown-command"],
+  ["a COMPRESS", "syntax"],
   ["a NOTIFY SET STATUS", "unknown-command"],
   ["a SETACL Secret evil lr", "unknown-command"],
   ['a SETMETADATA INBOX (/private/comment "x")', "unknown-command"],
