@@ -7,6 +7,7 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { authCapabilities } from "../../src/imap/capabilities.ts";
 import { MAX_LITERALS_PER_COMMAND } from "../../src/imap/limits.ts";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { type Expected, expected, expectNoLeak, fetchedUids, rawMessage } from "./filtered-fixture.ts";
@@ -36,7 +37,7 @@ operations = ["read", "mail:flag", "mail:append"]
 
 [[rules]]
 name = "own"
-folders = ["Own"]
+folders = ["Own", "Own/*"]
 action = "allow"
 
 [[rules]]
@@ -108,6 +109,15 @@ describe("capabilities", () => {
     expect(await raw.command("b", "CAPABILITY")).toMatch(/^\* CAPABILITY .*\bMULTIAPPEND\b.*\bBINARY\b/);
     raw.close();
   });
+
+  test("an upstream without them: neither is offered (the proxy relays them, it does not emulate them)", () => {
+    expect(authCapabilities(new Set(["IMAP4REV1", "UIDPLUS", "UNSELECT"]))).not.toContain("MULTIAPPEND");
+    expect(authCapabilities(new Set(["IMAP4REV1", "MULTIAPPEND"]))).not.toContain("BINARY");
+    expect(authCapabilities(new Set(["BINARY", "MULTIAPPEND"]))).toEqual(
+      expect.arrayContaining(["BINARY", "MULTIAPPEND"]),
+    );
+    expect(authCapabilities(null)).not.toContain("MULTIAPPEND");
+  });
 });
 
 describe("MULTIAPPEND", () => {
@@ -171,12 +181,12 @@ describe("MULTIAPPEND", () => {
     raw.close();
   });
 
-  test("attack: MULTIAPPEND into a hidden folder answers exactly as into a nonexistent one, and writes nothing", async () => {
+  test("attack: MULTIAPPEND into a hidden folder answers exactly as into an allowed, nonexistent one", async () => {
     const raw = await agent();
     const before = await upstreamState(mailbox);
     const parts = [{ body: msg("probe one") }, { body: msg("probe two") }];
     const hidden = await multiAppend(raw, "a", "Secret", parts);
-    const absent = await multiAppend(raw, "a", "Nowhere", parts);
+    const absent = await multiAppend(raw, "a", "Own/Nowhere", parts);
     expect(hidden).toBe(absent);
     expect(statusOf(hidden, "a")).toStartWith("a NO [TRYCREATE]");
     // The filtered INBOX does not allow append: refused as such, never "nonexistent".
@@ -324,7 +334,7 @@ describe("BINARY", () => {
     const before = await upstreamState(mailbox);
     const part = [{ body: Buffer.from("Subject: y\r\n\r\n\0\r\n"), binary: true }];
     const hidden = await multiAppend(raw, "a", "Secret", part);
-    expect(hidden).toBe(await multiAppend(raw, "a", "Nowhere", part));
+    expect(hidden).toBe(await multiAppend(raw, "a", "Own/Nowhere", part));
     expect(statusOf(hidden, "a")).toStartWith("a NO [TRYCREATE]");
     expect(await upstreamState(mailbox)).toEqual(before);
     raw.close();
