@@ -33,6 +33,7 @@ export const AUTH_CAPABILITIES: readonly string[] = [
   "ESEARCH",
   "THREAD=ORDEREDSUBJECT",
   "THREAD=REFERENCES",
+  "COMPRESS=DEFLATE",
 ];
 
 /**
@@ -42,6 +43,21 @@ export const AUTH_CAPABILITIES: readonly string[] = [
 export function sortCapabilities(upstream: ReadonlySet<string>): string[] {
   if (!upstream.has("SORT")) return [];
   return upstream.has("SORT=DISPLAY") ? ["SORT", "SORT=DISPLAY", "ESORT"] : ["SORT", "ESORT"];
+}
+
+/**
+ * After login, offered only when upstream offers them too: the proxy relays them rather than implementing them
+ * (docs/protocol.md §2). MULTIAPPEND's atomicity is upstream's (RFC 3502 §6.3.11); BINARY's decoding is upstream's
+ * (RFC 3516), and its literal8 is accepted in APPEND only.
+ */
+export const RELAYED_CAPABILITIES: readonly string[] = ["MULTIAPPEND", "BINARY"];
+
+/** What an agent is offered after login, given the upstream session's capabilities. */
+export function authCapabilities(upstream: ReadonlySet<string> | null): string[] {
+  const caps = [...AUTH_CAPABILITIES];
+  for (const c of RELAYED_CAPABILITIES) if (upstream?.has(c)) caps.push(c);
+  caps.push(...sortCapabilities(upstream ?? new Set()));
+  return caps;
 }
 
 /**

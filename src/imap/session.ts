@@ -15,11 +15,20 @@ import type { Config } from "../config/types.ts";
 import { logAccess, logLoginFailure, moduleLogger } from "../log.ts";
 import { type Connection, type TlsIdentity, UpstreamError } from "../net/index.ts";
 import type { Decision, Operation } from "../policy/index.ts";
-import { AUTH_CAPABILITIES, PRE_AUTH_CAPABILITIES, sortCapabilities } from "./capabilities.ts";
+import { authCapabilities, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
 import { append } from "./commands/append.ts";
 import { capability, id } from "./commands/capability.ts";
 import { close, unselect } from "./commands/close.ts";
-import type { CommandOf, LoggedIn, LoginSession, Row, SessionContext, State } from "./commands/context.ts";
+import { compress } from "./commands/compress.ts";
+import type {
+  CommandOf,
+  CompressSession,
+  LoggedIn,
+  LoginSession,
+  Row,
+  SessionContext,
+  State,
+} from "./commands/context.ts";
 import { copyOrMove } from "./commands/copy.ts";
 import { create } from "./commands/create.ts";
 import { remove } from "./commands/delete.ts";
@@ -40,6 +49,7 @@ import { status } from "./commands/status.ts";
 import { store } from "./commands/store.ts";
 import { subscribe } from "./commands/subscribe.ts";
 import { threadCommand } from "./commands/thread.ts";
+import { Deflate } from "./compress.ts";
 import { classifyNew, decideInFolder, searchUids, sessionRunner } from "./filtering.ts";
 import { FolderNames, FolderRights } from "./folders.ts";
 import { READ_AHEAD_LIMIT } from "./limits.ts";
@@ -77,7 +87,7 @@ interface Entry<N extends Command["name"]> {
 
 type Table = { readonly [N in Command["name"]]?: Entry<N> };
 
-export class ImapSession implements LoginSession {
+export class ImapSession implements LoginSession, CompressSession {
   /**
    * The dispatch table (docs/imap.md "Structure"): each command's handler in src/imap/commands/, and when it may
    * run. LOGOUT ends the connection itself and stays here.
@@ -91,6 +101,7 @@ export class ImapSession implements LoginSession {
     LOGIN: { when: "not-authenticated", audited: false, run: login },
     AUTHENTICATE: { when: "not-authenticated", audited: false, run: authenticate },
     ENABLE: { when: "authenticated", audited: false, run: enable },
+    COMPRESS: { when: "authenticated", audited: false, run: compress },
     NAMESPACE: { when: "authenticated", audited: false, run: namespace },
     IDLE: { when: "authenticated", audited: false, run: (s, cmd) => s.#idle(cmd) },
     LIST: { when: "authenticated", audited: true, run: list },
@@ -121,8 +132,10 @@ export class ImapSession implements LoginSession {
   readonly ctx: SessionContext;
   readonly conn: Connection;
   readonly log = moduleLogger("imap");
-  #framer = new Framer({ role: "server" });
+  #framer = new Framer({ role: "server", allowLiteral8: true });
   readonly #enc = new Encoder({ side: "server" });
+  /** COMPRESS=DEFLATE in force (RFC 4978, src/imap/compress.ts); null before. */
+  #deflate: Deflate | null = null;
   #flushScheduled = false;
   /** The running command's output waits in the encoder until its allow row is accepted (`#hold`). */
   #held = false;
@@ -218,11 +231,12 @@ export class ImapSession implements LoginSession {
     this.ctx.sessions.add(this);
     this.conn.onData((chunk) => {
       this.#lastActivity = performance.now();
-      this.#framer.feed(chunk);
-      if (this.#framer.buffered > READ_AHEAD_LIMIT) this.conn.pause();
-      const wake = this.#wake;
-      this.#wake = null;
-      wake?.();
+      if (this.#deflate === null) return this.#feed(chunk);
+      // Compressed: inflated bytes reach #feed; a backlog in the inflater stops reading (a deflate bomb).
+      if (!this.#deflate.input(chunk)) {
+        this.conn.pause();
+        void this.#deflate.drained().then(() => this.conn.resume());
+      }
     });
     this.conn.onClose(() => this.shutdown());
     this.sendText(`* OK [CAPABILITY ${this.capabilities().join(" ")}] Mailgator ready`);
@@ -289,7 +303,9 @@ export class ImapSession implements LoginSession {
       (up) => up.close(),
       () => {},
     );
-    this.conn.end();
+    // Compressed output is deflated asynchronously: the connection ends once the last of it (a BYE) is written.
+    if (this.#deflate === null) this.conn.end();
+    else this.#deflate.end(() => this.conn.end());
     const wake = this.#wake;
     this.#wake = null;
     wake?.();
@@ -313,10 +329,44 @@ export class ImapSession implements LoginSession {
     return this.#closed;
   }
 
-  capabilities(): string[] {
-    if (this.state === "authenticated" || this.state === "selected") {
-      return [...AUTH_CAPABILITIES, ...sortCapabilities(this.up?.caps ?? new Set())];
+  #feed(chunk: Uint8Array): void {
+    this.#framer.feed(chunk);
+    if (this.#framer.buffered > READ_AHEAD_LIMIT) {
+      this.conn.pause();
+      this.#deflate?.pause();
     }
+    const wake = this.#wake;
+    this.#wake = null;
+    wake?.();
+  }
+
+  get compressed(): boolean {
+    return this.#deflate !== null;
+  }
+
+  /** RFC 4978 §3: from here on both directions are deflated; input already read past the command is compressed. */
+  startDeflate(): void {
+    const pending = this.#framer.takeBuffered();
+    this.#deflate = new Deflate(
+      (chunk) => this.#feed(chunk),
+      (chunk) => {
+        if (this.conn.write(chunk) || this.up === null) return;
+        // The agent reads slower than upstream sends: push back on upstream.
+        const up = this.up;
+        up.pause();
+        void this.conn.drained().then(() => up.resume());
+      },
+      (error) => {
+        this.log.info(`session ${this.id}: compressed input is not valid deflate data: ${error.message}`);
+        this.#endReason = "invalid compressed data";
+        this.#bye("Invalid compressed data");
+      },
+    );
+    for (const chunk of pending) this.#deflate.input(chunk);
+  }
+
+  capabilities(): string[] {
+    if (this.state === "authenticated" || this.state === "selected") return authCapabilities(this.up?.caps ?? null);
     const caps = [...PRE_AUTH_CAPABILITIES];
     if (this.ctx.listenTls === "starttls" && !this.conn.secure) {
       caps.push("STARTTLS", "LOGINDISABLED");
@@ -369,6 +419,11 @@ export class ImapSession implements LoginSession {
     // batch; otherwise a part may be queued by reference and the encoder moves on to a new buffer.
     const parts = this.#enc.takeViews();
     if (parts.length === 0) return;
+    if (this.#deflate !== null) {
+      this.#deflate.output(parts); // copied: the buffer can be reused at once
+      this.#enc.recycle();
+      return;
+    }
     let full = false;
     let taken = true;
     for (const part of parts) {
@@ -420,6 +475,7 @@ export class ImapSession implements LoginSession {
       if (this.#closed) return null;
       const ev = this.#framer.next();
       if (ev !== null) return ev;
+      this.#deflate?.resume();
       this.conn.resume();
       await new Promise<void>((resolve) => (this.#wake = resolve));
     }
@@ -440,6 +496,9 @@ export class ImapSession implements LoginSession {
           if (!allowed) {
             this.#framer.refuseLiteral();
             this.tagged(r.tag ?? "*", "BAD", null, "Literal refused before login");
+          } else if (r.binary && !this.#literal8(r.command)) {
+            this.#framer.refuseLiteral();
+            this.tagged(r.tag ?? "*", "BAD", "CLIENTBUG", "literal8 is allowed in APPEND only, with BINARY");
           } else {
             this.#framer.acceptLiteral();
             if (!r.nonSync) {
@@ -508,6 +567,11 @@ export class ImapSession implements LoginSession {
         }
       }
     }
+  }
+
+  /** literal8 (`~{n}`) is APPEND's only (RFC 3516 §4.4), and only while BINARY is offered. */
+  #literal8(command: string | null): boolean {
+    return command === "APPEND" && this.capabilities().includes("BINARY");
   }
 
   async #execute(cmd: Command): Promise<void> {
@@ -816,7 +880,7 @@ export class ImapSession implements LoginSession {
   /** STARTTLS after its OK: bytes sent in clear are discarded (RFC 9051 §6.2.1, docs/protocol.md §7.20). */
   async upgradeToTls(identity: TlsIdentity): Promise<void> {
     this.#framer.discardBuffered();
-    this.#framer = new Framer({ role: "server" });
+    this.#framer = new Framer({ role: "server", allowLiteral8: true });
     try {
       await this.conn.startTlsServer(identity.key, identity.cert, this.ctx.timeouts.handshakeMs);
     } catch {

@@ -1,4 +1,9 @@
-/** APPEND (RFC 3501 §6.3.11; mail:append, and mail:delete for a `\Deleted` flag): audited durably before upstream. */
+/**
+ * APPEND (RFC 3501 §6.3.11; mail:append, and mail:delete for a `\Deleted` flag), MULTIAPPEND (RFC 3502) and literal8
+ * messages (BINARY, RFC 3516 §4.4). Every message is checked before anything is written; the allow rows, one per
+ * message, are on disk before the command goes upstream as one APPEND, which RFC 3502 §6.3.11 makes atomic: if any
+ * message is refused, here or upstream, none is appended (docs/protocol.md §2 "MULTIAPPEND").
+ */
 
 import { agentCopyUid } from "../filtering.ts";
 import { Refusal } from "../refusal.ts";
@@ -7,27 +12,39 @@ import { TRYCREATE, upstreamStatus, visibleFolder } from "./shared.ts";
 
 export async function append(s: Session, cmd: CommandOf<"APPEND">): Promise<void> {
   const p = visibleFolder(s, "APPEND", "mail:append", cmd.mailbox, TRYCREATE);
+  const n = cmd.messages.length;
+  // Offered only when upstream offers them (src/imap/capabilities.ts): its MULTIAPPEND is what makes this atomic.
+  const caps = s.up?.caps;
+  if (n > 1 && !caps?.has("MULTIAPPEND")) throw new Refusal("BAD", null, "MULTIAPPEND is not supported");
+  if (cmd.messages.some((m) => m.binary) && !caps?.has("BINARY")) {
+    throw new Refusal("BAD", null, "literal8 is not supported");
+  }
   const d = s.require("APPEND", "mail:append", p);
-  if (cmd.flags.some((f) => f.toUpperCase() === "\\DELETED")) s.require("APPEND", "mail:delete", p);
-  if (cmd.binary) throw new Refusal("BAD", null, "literal8 is not supported");
-  await s.auditDurable({
-    command: "APPEND",
-    operation: "mail:append",
-    folder: p,
-    target: `${cmd.message.length} octets`,
-    decision: "allow",
-    rule: d.rule,
-    ruleIndex: d.ruleIndex,
-    reason: d.reason,
-    count: 1,
-  });
+  // One refused message refuses the command before any row of it says allow: nothing is appended.
+  if (cmd.messages.some((m) => m.flags.some((f) => f.toUpperCase() === "\\DELETED"))) {
+    s.require("APPEND", "mail:delete", p);
+  }
+  // Rows queued in the same turn share one commit (docs/audit.md).
+  await Promise.all(
+    cmd.messages.map((m, i) =>
+      s.auditDurable({
+        command: "APPEND",
+        operation: "mail:append",
+        folder: p,
+        target: n === 1 ? `${m.message.length} octets` : `message ${i + 1} of ${n}, ${m.message.length} octets`,
+        decision: "allow",
+        rule: d.rule,
+        ruleIndex: d.ruleIndex,
+        reason: d.reason,
+        count: 1,
+      }),
+    ),
+  );
   const st = await s.upstreamRun({
     name: "APPEND",
     mailbox: cmd.mailbox,
-    flags: cmd.flags,
-    date: cmd.date,
-    message: cmd.message,
-    binary: false,
+    messages: cmd.messages,
+    ...cmd.messages[0]!,
   });
   await s.sync(true);
   upstreamStatus(s, cmd.tag, { ...st, code: agentCopyUid(s, st.code, p) });

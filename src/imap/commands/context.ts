@@ -171,3 +171,11 @@ export interface LoginSession extends Session {
   /** Over `max_sessions_per_agent`: a `deny` row, then `* BYE` and the connection closes. */
   overSessionLimit(command: string, username: string, vault: boolean): void;
 }
+
+/** What COMPRESS (commands/compress.ts) sees besides `Session`: it changes how the connection's bytes are coded. */
+export interface CompressSession extends Session {
+  /** Compression is on (RFC 4978). */
+  readonly compressed: boolean;
+  /** Starts DEFLATE in both directions, right after what was sent so far (call after flushing the tagged OK). */
+  startDeflate(): void;
+}

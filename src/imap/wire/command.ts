@@ -45,6 +45,8 @@ export type Command = { readonly tag: string } & (
   /** ID NIL → null (RFC 2971). */
   | { readonly name: "ID"; readonly params: ReadonlyArray<readonly [string, string | null]> | null }
   | { readonly name: "ENABLE"; readonly capabilities: readonly string[] }
+  /** RFC 4978: the mechanism, upper-cased. */
+  | { readonly name: "COMPRESS"; readonly mechanism: string }
   | { readonly name: "LOGIN"; readonly username: string; readonly password: string }
   /** SASL-IR initial response, base64-decoded; `=` gives an empty array (RFC 4959). */
   | { readonly name: "AUTHENTICATE"; readonly mechanism: string; readonly initialResponse: Uint8Array | null }
@@ -105,16 +107,26 @@ export type Command = { readonly tag: string } & (
       readonly charset: string;
       readonly criteria: readonly SearchKey[];
     }
-  | {
+  | ({
       readonly name: "APPEND";
       readonly mailbox: string;
-      readonly flags: readonly string[];
-      readonly date: ImapDateTime | null;
-      /** The message: a view of the literal bytes, never decoded. */
-      readonly message: Uint8Array;
-      readonly binary: boolean;
-    }
+      /**
+       * Every message, in order (MULTIAPPEND, RFC 3502, gives more than one); the first one's fields are repeated
+       * at the top level.
+       */
+      readonly messages: readonly AppendMessage[];
+    } & AppendMessage)
 );
+
+/** One message of an APPEND: `append-opts SP append-data` (RFC 3502 §6.3.11, literal8 from RFC 3516 §4.4). */
+export interface AppendMessage {
+  readonly flags: readonly string[];
+  readonly date: ImapDateTime | null;
+  /** The message: a view of the literal bytes, never decoded. */
+  readonly message: Uint8Array;
+  /** Sent as literal8 (`~{n}`). */
+  readonly binary: boolean;
+}
 
 export type CommandName = Command["name"];
 
@@ -179,6 +191,11 @@ function commandBody(dec: Decoder, tag: string, name: string, uid: boolean): Com
       while (dec.sp()) capabilities.push(dec.expectAtom("capability").toUpperCase());
       if (capabilities.length === 0) return dec.fail("ENABLE needs a capability");
       return dec.ok ? { tag, name, capabilities } : null;
+    }
+    case "COMPRESS": {
+      dec.expectSP();
+      const mechanism = dec.expectAtom("compression mechanism").toUpperCase();
+      return dec.ok ? { tag, name, mechanism } : null;
     }
     case "LOGIN": {
       dec.expectSP();
@@ -428,7 +445,18 @@ function store(dec: Decoder, tag: string, uid: boolean): Command | null {
 function append(dec: Decoder, tag: string): Command | null {
   dec.expectSP();
   const mailbox = dec.expectMailbox();
+  const messages: AppendMessage[] = [];
+  // MULTIAPPEND (RFC 3502 §6.3.11): `*(SP append-message)`; the framer bounds their number and total size.
   dec.expectSP();
+  do {
+    const m = appendMessage(dec);
+    if (m === null) return null;
+    messages.push(m);
+  } while (dec.ok && dec.sp());
+  return dec.ok ? { tag, name: "APPEND", mailbox, messages, ...messages[0]! } : null;
+}
+
+function appendMessage(dec: Decoder): AppendMessage | null {
   let flags: string[] = [];
   const fl = dec.flagList();
   if (fl !== null) {
@@ -441,8 +469,7 @@ function append(dec: Decoder, tag: string): Command | null {
     return dec.fail("APPEND needs a literal message (CATENATE is not supported)", dec.ok ? "unsupported" : "syntax");
   const lit = dec.literalToken();
   if (lit === null) return null;
-  // MULTIAPPEND (RFC 3502) would continue here; it is stripped, so the command must end.
-  return dec.ok ? { tag, name: "APPEND", mailbox, flags, date, message: lit.data, binary: lit.binary } : null;
+  return dec.ok ? { flags, date, message: lit.data, binary: lit.binary } : null;
 }
 
 const B64 = new Int16Array(256).fill(-1);

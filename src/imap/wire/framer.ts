@@ -271,6 +271,16 @@ export class Framer {
     return n;
   }
 
+  /**
+   * Removes and returns the unframed input, at a message boundary: after `COMPRESS DEFLATE` (RFC 4978 §3) what
+   * follows the command is compressed and must go through the inflater before it is framed.
+   */
+  takeBuffered(): Uint8Array[] {
+    const out = this.chunks.map((c, i) => (i === 0 ? c.subarray(this.head) : c));
+    this.discardBuffered();
+    return out.filter((c) => c.length > 0);
+  }
+
   /** Accepts the pending literal; for a synchronizing one the owner now writes `+`. */
   acceptLiteral(): void {
     if (this.state !== "decide") throw new Error("imap-wire: acceptLiteral without a pending literal");

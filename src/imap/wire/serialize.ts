@@ -37,6 +37,9 @@ export function writeCommand(enc: Encoder, cmd: Command): void {
       enc.atom("ENABLE");
       for (const c of cmd.capabilities) enc.sp().atom(c);
       break;
+    case "COMPRESS":
+      enc.atom("COMPRESS").sp().atom(cmd.mechanism);
+      break;
     case "LOGIN":
       enc.atom("LOGIN").sp().astring(cmd.username).sp().astring(cmd.password);
       break;
@@ -146,9 +149,11 @@ export function writeCommand(enc: Encoder, cmd: Command): void {
       break;
     case "APPEND":
       enc.atom("APPEND").sp().mailbox(cmd.mailbox);
-      if (cmd.flags.length > 0) enc.sp().flagList(cmd.flags);
-      if (cmd.date !== null) enc.sp().dateTime(cmd.date);
-      enc.sp().literal(cmd.message, cmd.binary);
+      for (const m of cmd.messages) {
+        if (m.flags.length > 0) enc.sp().flagList(m.flags);
+        if (m.date !== null) enc.sp().dateTime(m.date);
+        enc.sp().literal(m.message, m.binary);
+      }
       break;
   }
   enc.crlf();

@@ -205,6 +205,18 @@ const VALID: Array<[string, Record<string, unknown>]> = [
     { flags: ["\\Seen", "\\Draft"], date: { day: 4, month: 7, year: 2024, hour: 10, zone: -90 } },
   ],
   ["a APPEND INBOX () {0}\r\n\r\n", { flags: [], message: new Uint8Array(0) }],
+  ["a compress deflate", { name: "COMPRESS", mechanism: "DEFLATE" }],
+  // MULTIAPPEND (RFC 3502): every message with its own options; the first one's are repeated at the top level.
+  [
+    "a APPEND Drafts {1}\r\nx (\\Seen) {1}\r\ny\r\n",
+    {
+      message: bytes("x"),
+      messages: [
+        { flags: [], date: null, message: bytes("x"), binary: false },
+        { flags: ["\\Seen"], date: null, message: bytes("y"), binary: false },
+      ],
+    },
+  ],
 ];
 
 describe("commands: valid", () => {
@@ -224,7 +236,7 @@ const INVALID: Array<[string, string]> = [
   ["a NOOP extra", "syntax"],
   ["a FOO", "unknown-command"],
   ['a XLIST "" *', "unknown-command"],
-  ["a COMPRESS DEFLATE", "unknown-command"],
+  ["a COMPRESS", "syntax"],
   ["a NOTIFY SET STATUS", "unknown-command"],
   ["a SETACL Secret evil lr", "unknown-command"],
   ['a SETMETADATA INBOX (/private/comment "x")', "unknown-command"],
@@ -268,7 +280,7 @@ const INVALID: Array<[string, string]> = [
   ["a STORE 1 (UNCHANGEDSINCE 5) +FLAGS (\\Seen)", "unsupported"],
   ["a STORE 1 +FLAGS (\\*)", "syntax"],
   ['a APPEND Drafts CATENATE (URL "/INBOX;UIDVALIDITY=1/;UID=7")', "unsupported"],
-  ["a APPEND Drafts {1}\r\nx (\\Seen) {1}\r\ny\r\n", "syntax"],
+  ["a APPEND Drafts {1}\r\nx (\\Seen)\r\n", "syntax"],
   ["a APPEND Drafts {3}\r\na\0b\r\n", "syntax"],
   ["a SORT RETURN (SAVE) (DATE) UTF-8 ALL", "unsupported"],
   ["a SORT RETURN (PARTIAL 1:10) (DATE) UTF-8 ALL", "unsupported"],

@@ -1,0 +1,323 @@
+/**
+ * COMPRESS=DEFLATE towards the agent (RFC 4978, docs/protocol.md §2) against the real Dovecot: imapflow (which
+ * compresses whenever it is offered) reads and writes through a compressed session; a raw client deflates its own
+ * bytes to check the exact replies, pipelining after COMPRESS, a second COMPRESS, deflate bombs (the limits hold on
+ * inflated bytes, memory stays flat) and a corrupt stream; and a filtered folder reads the same, byte for byte,
+ * compressed or not.
+ */
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { connect, type Socket } from "node:net";
+import { constants, createDeflateRaw, createInflateRaw, type DeflateRaw, deflateRawSync } from "node:zlib";
+import type { ImapFlow } from "imapflow";
+import { MAX_APPEND_MESSAGE, MAX_LINE } from "../../src/imap/limits.ts";
+import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
+import { type Expected, expected, expectNoLeak, fetchedUids } from "./filtered-fixture.ts";
+import { proxyClient, RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
+
+const RULES = `
+[[rules]]
+name = "filtered inbox"
+folders = ["INBOX"]
+from = "notifications@*"
+action = "allow"
+operations = ["read"]
+
+[[rules]]
+name = "own"
+folders = ["Own"]
+action = "allow"
+
+[[rules]]
+name = "nothing else"
+action = "deny"
+`;
+
+let mailbox: TestMailbox;
+let proxy: TestProxy;
+let e: Expected;
+
+/** A client that speaks plain IMAP until `compress()`, then deflates what it sends and inflates what it reads. */
+class DeflateClient {
+  readonly socket: Socket;
+  #text = "";
+  #closed = false;
+  #deflate: DeflateRaw | null = null;
+  #waiters: (() => void)[] = [];
+
+  private constructor(socket: Socket) {
+    this.socket = socket;
+    const inflate = createInflateRaw();
+    let compressed = false;
+    inflate.on("data", (c: Buffer) => this.#add(c.toString("latin1")));
+    inflate.on("error", () => this.#add("\n<invalid deflate from the proxy>\n"));
+    socket.on("data", (c: Buffer) => {
+      if (compressed) return void inflate.write(c);
+      // The tagged OK of COMPRESS is the last plain line; the rest of this read is compressed.
+      const text = c.toString("latin1");
+      const m = /(^|\r\n)\S+ OK DEFLATE active\r\n/.exec(text);
+      if (m === null || this.#deflate === null) return this.#add(text);
+      const end = m.index + m[0].length;
+      this.#add(text.slice(0, end));
+      compressed = true;
+      if (end < c.length) inflate.write(c.subarray(end));
+    });
+    socket.on("close", () => {
+      // What the inflater still holds was sent before the close.
+      inflate.flush(() => {
+        this.#closed = true;
+        this.#wakeAll();
+      });
+    });
+    socket.on("error", () => {});
+  }
+
+  static async open(port: number): Promise<DeflateClient> {
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      const s = connect({ host: "127.0.0.1", port }, () => resolve(s));
+      s.once("error", reject);
+    });
+    const c = new DeflateClient(socket);
+    await c.until((t) => t.includes("\r\n"));
+    c.take();
+    return c;
+  }
+
+  get closed(): boolean {
+    return this.#closed;
+  }
+
+  #add(t: string): void {
+    this.#text += t;
+    this.#wakeAll();
+  }
+
+  #wakeAll(): void {
+    for (const w of this.#waiters.splice(0)) w();
+  }
+
+  async until(done: (t: string) => boolean, ms = 20_000): Promise<string> {
+    const deadline = Date.now() + ms;
+    while (!done(this.#text) && !this.#closed) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`deflate client: timeout; unread ${JSON.stringify(this.#text.slice(-300))}`);
+      await new Promise<void>((r) => {
+        const t = setTimeout(r, left);
+        this.#waiters.push(() => {
+          clearTimeout(t);
+          r();
+        });
+      });
+    }
+    return this.#text;
+  }
+
+  take(): string {
+    const t = this.#text;
+    this.#text = "";
+    return t;
+  }
+
+  /** Sends bytes, deflated (with a sync flush) once compression is on. */
+  send(data: string | Buffer): void {
+    const b = typeof data === "string" ? Buffer.from(data, "latin1") : data;
+    if (this.#deflate === null) this.socket.write(b);
+    else {
+      this.#deflate.write(b);
+      this.#deflate.flush(constants.Z_SYNC_FLUSH);
+    }
+  }
+
+  /** Writes compressed bytes as they are (a hand-made bomb or garbage). */
+  sendRaw(b: Buffer): void {
+    this.socket.write(b);
+  }
+
+  async command(tag: string, line: string): Promise<string> {
+    this.send(`${tag} ${line}\r\n`);
+    return this.tagged(tag);
+  }
+
+  async tagged(tag: string): Promise<string> {
+    const re = new RegExp(`(^|\\r\\n)${tag} (OK|NO|BAD)[^\\r\\n]*\\r\\n`);
+    await this.until((t) => re.test(t));
+    return this.take();
+  }
+
+  /** Sends COMPRESS DEFLATE and, with `pipelined`, a compressed command right behind it in the same write. */
+  async compress(tag: string, pipelined: string | null = null): Promise<string> {
+    const deflate = createDeflateRaw();
+    deflate.on("data", (c: Buffer) => this.socket.write(c));
+    this.#deflate = deflate;
+    let bytes = Buffer.from(`${tag} COMPRESS DEFLATE\r\n`);
+    if (pipelined !== null) {
+      const z = createDeflateRaw();
+      const chunks: Buffer[] = [];
+      z.on("data", (c: Buffer) => chunks.push(c));
+      z.write(Buffer.from(pipelined));
+      await new Promise<void>((r) => z.flush(constants.Z_SYNC_FLUSH, () => r()));
+      // The pipelined command is the start of the client's stream: go on from that stream's state.
+      this.#deflate = z;
+      z.removeAllListeners("data");
+      z.on("data", (c: Buffer) => this.socket.write(c));
+      bytes = Buffer.concat([bytes, ...chunks]);
+    }
+    this.socket.write(bytes);
+    return this.tagged(tag);
+  }
+
+  close(): void {
+    this.socket.destroy();
+  }
+}
+
+async function loggedIn(): Promise<DeflateClient> {
+  const c = await DeflateClient.open(proxy.port);
+  expect(statusOf(await c.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
+  return c;
+}
+
+async function rawAgent(): Promise<RawImap> {
+  const raw = await RawImap.open(proxy.port);
+  expect(statusOf(await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
+  return raw;
+}
+
+beforeAll(async () => {
+  mailbox = await createMailbox({ seed: { folders: { INBOX: 80 }, seed: 41 } });
+  const human = await connectImap(mailbox);
+  await human.mailboxCreate("Own");
+  await human.logout();
+  e = expected(mailbox.manifest.folders["INBOX"]!);
+  expect(e.visible.length).toBeGreaterThan(5);
+  expect(e.hidden.length).toBeGreaterThan(5);
+  proxy = await startTestProxy({ rules: RULES });
+});
+
+afterAll(async () => {
+  await proxy?.close();
+});
+
+describe("COMPRESS=DEFLATE", () => {
+  test("offered after login only; before login COMPRESS gets BAD", async () => {
+    const raw = await RawImap.open(proxy.port);
+    expect(await raw.command("a", "CAPABILITY")).not.toContain("COMPRESS");
+    expect(statusOf(await raw.command("b", "COMPRESS DEFLATE"), "b")).toStartWith("b BAD");
+    const login = await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`);
+    expect(statusOf(login, "L")).toContain("COMPRESS=DEFLATE");
+    expect(statusOf(await raw.command("c", "COMPRESS LZW"), "c")).toStartWith("c BAD");
+    // Still uncompressed after the refusals.
+    expect(statusOf(await raw.command("d", "NOOP"), "d")).toStartWith("d OK");
+    raw.close();
+  });
+
+  test("imapflow negotiates it and reads and writes the same as Dovecot directly", async () => {
+    const client: ImapFlow = await proxyClient(proxy.port, mailbox.user, mailbox.password);
+    const human = await connectImap(mailbox);
+    try {
+      expect((client as unknown as { _deflate?: unknown })._deflate).toBeTruthy();
+      const lock = await client.getMailboxLock("INBOX", { readOnly: true });
+      const got: string[] = [];
+      try {
+        for await (const m of client.fetch("1:*", { uid: true, source: true })) got.push(`${m.uid} ${m.source}`);
+      } finally {
+        lock.release();
+      }
+      await human.mailboxOpen("INBOX", { readOnly: true });
+      const want: string[] = [];
+      for await (const m of human.fetch(e.visibleUids.join(","), { uid: true, source: true }, { uid: true }))
+        want.push(`${m.uid} ${m.source}`);
+      expect(got).toEqual(want);
+      const body = `From: me@mailgator.test\r\nSubject: compressed append\r\n\r\n${"line\r\n".repeat(2000)}`;
+      const appended = await client.append("Own", body, ["\\Seen"]);
+      expect(appended).not.toBe(false);
+      await human.mailboxOpen("Own", { readOnly: true });
+      const m = await human.fetchOne("*", { uid: true, source: true }, { uid: false });
+      expect(m && m.uid).toBe((appended as { uid: number }).uid);
+      expect(m && m.source?.toString()).toBe(body);
+    } finally {
+      await client.logout();
+      await human.logout();
+    }
+  });
+
+  test("raw: a command pipelined right after COMPRESS is read compressed; a second COMPRESS gets NO", async () => {
+    const c = await loggedIn();
+    const ok = await c.compress("z", "p NOOP\r\n");
+    expect(statusOf(ok, "z")).toBe("z OK DEFLATE active");
+    expect(statusOf(await c.tagged("p"), "p")).toStartWith("p OK");
+    expect(statusOf(await c.command("y", "COMPRESS DEFLATE"), "y")).toStartWith("y NO [COMPRESSIONACTIVE]");
+    const list = await c.command("l", 'LIST "" "*"');
+    expect(list).toContain('* LIST (\\HasNoChildren) "/" Own\r\n');
+    c.send("q LOGOUT\r\n");
+    const bye = await c.until((t) => /q OK/.test(t));
+    expect(bye).toContain("* BYE");
+    await c.until(() => c.closed);
+  });
+
+  test(`attack: a deflate bomb of one endless line gets BYE at ${MAX_LINE} octets; memory stays flat`, async () => {
+    const c = await loggedIn();
+    await c.compress("z");
+    // 128 MiB of one line, about 125 KB compressed.
+    const bomb = deflateRawSync(Buffer.alloc(128 * 1024 * 1024, 0x78), { flush: constants.Z_SYNC_FLUSH });
+    expect(bomb.length).toBeLessThan(150_000);
+    const before = process.memoryUsage().rss;
+    let peak = before;
+    const sample = setInterval(() => {
+      peak = Math.max(peak, process.memoryUsage().rss);
+    }, 5);
+    try {
+      c.sendRaw(bomb);
+      const t = await c.until(() => c.closed, 30_000);
+      expect(t).toContain("* BYE");
+      expect(t).toContain("line longer than");
+    } finally {
+      clearInterval(sample);
+    }
+    expect(peak - before).toBeLessThan(64 * 1024 * 1024);
+  });
+
+  test("attack: limits hold on inflated bytes: a literal over the APPEND cap gets BAD [TOOBIG], one within works", async () => {
+    const c = await loggedIn();
+    await c.compress("z");
+    const before = await upstreamState(mailbox);
+    c.send(`a APPEND Own {${MAX_APPEND_MESSAGE + 1}}\r\n`);
+    const big = await c.tagged("a");
+    expect(big).not.toContain("+ ");
+    expect(statusOf(big, "a")).toStartWith("a BAD [TOOBIG]");
+    expect(await upstreamState(mailbox)).toEqual(before);
+    // 4 MiB of one repeated line, a few KB compressed, at the framer's read-ahead and buffer limits many times over.
+    const message = Buffer.concat([Buffer.from("Subject: zeros\r\n\r\n"), Buffer.alloc(4 * 1024 * 1024, "0\r\n")]);
+    c.send(`b APPEND Own {${message.length}}\r\n`);
+    await c.until((t) => t.includes("+ "));
+    c.take();
+    c.send(Buffer.concat([message, Buffer.from("\r\n")]));
+    expect(statusOf(await c.tagged("b"), "b")).toStartWith("b OK [APPENDUID");
+    expect(statusOf(await c.command("n", "NOOP"), "n")).toStartWith("n OK");
+    c.close();
+  });
+
+  test("attack: input that is not deflate data ends the session with BYE", async () => {
+    const c = await loggedIn();
+    await c.compress("z");
+    c.sendRaw(Buffer.from("a NOOP\r\n"));
+    const t = await c.until(() => c.closed, 10_000);
+    expect(t).toContain("* BYE Invalid compressed data");
+  });
+
+  test("attack: a filtered folder reads the same compressed as plain: visible messages only, renumbered", async () => {
+    const plain = await rawAgent();
+    await plain.command("s", "EXAMINE INBOX");
+    const want = await plain.command("f", "UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[])");
+    plain.close();
+    const c = await loggedIn();
+    await c.compress("z");
+    const ex = await c.command("s", "EXAMINE INBOX");
+    expect(ex).toContain(`* ${e.visibleUids.length} EXISTS`);
+    const got = await c.command("f", "UID FETCH 1:* (UID FLAGS RFC822.SIZE BODY.PEEK[])");
+    expect(got).toBe(want);
+    expect(fetchedUids(got)).toEqual(e.visibleUids.map((u, i) => [i + 1, u]));
+    expectNoLeak(ex + got, e);
+    c.close();
+  });
+});
