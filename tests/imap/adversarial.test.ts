@@ -355,7 +355,7 @@ describe("§7.19 sizes and literal8 fail closed", () => {
     });
   }
 
-  test("~{4} outside APPEND gets BAD (RFC 3516 §4.4 allows literal8 in APPEND only), in both literal forms", async () => {
+  test("~{4} outside APPEND gets BAD (RFC 3516 §4.4 allows literal8 in APPEND only), both literal forms", async () => {
     const raw = await login();
     await unchanged(async () => {
       raw.write("a SEARCH SUBJECT ~{4}\r\n");

@@ -166,7 +166,7 @@ describe("MULTIAPPEND", () => {
     raw.close();
   });
 
-  test(`${MAX_LITERALS_PER_COMMAND} messages are one APPEND; one more gets BAD [LIMIT] and nothing is appended`, async () => {
+  test(`${MAX_LITERALS_PER_COMMAND} messages are one APPEND; one more: BAD [LIMIT], nothing appended`, async () => {
     const raw = await agent();
     const before = await upstreamState(mailbox);
     const many = (n: number, p: string) => Array.from({ length: n }, (_, i) => ({ body: msg(`${p} ${i}`) }));
@@ -306,7 +306,7 @@ describe("BINARY", () => {
     raw.close();
   });
 
-  test("attack: BINARY.SIZE and BINARY over the whole filtered folder give the visible messages only, renumbered", async () => {
+  test("attack: BINARY.SIZE and BINARY over the whole filtered folder give visible messages only, renumbered", async () => {
     const raw = await agent();
     await raw.command("s", "EXAMINE INBOX");
     const sizes = await raw.command("f", "FETCH 1:* (UID BINARY.SIZE[])");
