@@ -306,7 +306,7 @@ describe("BINARY", () => {
     raw.close();
   });
 
-  test("attack: BINARY.SIZE and BINARY over the whole filtered folder give visible messages only, renumbered", async () => {
+  test("attack: BINARY.SIZE and BINARY over a filtered folder give visible messages only, renumbered", async () => {
     const raw = await agent();
     await raw.command("s", "EXAMINE INBOX");
     const sizes = await raw.command("f", "FETCH 1:* (UID BINARY.SIZE[])");
