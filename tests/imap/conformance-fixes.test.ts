@@ -1,5 +1,5 @@
 /**
- * What Dovecot answers directly, the proxy answers too (docs/imap.md "Transparency"), for the cases Dovecot's
+ * What Dovecot answers directly, the proxy answers too (docs/conformance.md), for the cases Dovecot's
  * conformance tester found different:
  *
  * - NOOP and CHECK relay other sessions' flag changes (`* n FETCH (FLAGS ...)`, RFC 3501 §6.1.2, §6.4.1, §7.4.2) in

@@ -1,7 +1,7 @@
 /**
  * A command whose mailbox name cannot be read as a name (not valid or not canonical modified UTF-7, RFC 3501
  * §5.1.3; 8-bit, empty, a wildcard outside LIST, a control character) is well-formed otherwise: it names no mailbox
- * that exists, so it is answered as servers answer it, `NO`, not `BAD` (docs/imap.md "Invalid mailbox names").
+ * that exists, so it is answered as servers answer it, `NO`, not `BAD` (docs/imap.md "Decisions").
  * LIST and LSUB match nothing and complete `OK` with no data; a failed SELECT or EXAMINE deselects (§6.3.1).
  * Nothing goes upstream but the UNSELECT, and the refusal is audited.
  */

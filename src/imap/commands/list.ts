@@ -136,7 +136,8 @@ export async function list(s: Session, cmd: CommandOf<"LIST" | "LSUB">): Promise
     const lsubParent = lsub && !subscribed.has(name);
     if (folder !== null && !lsubParent) attributes.push(...folder.attributes);
     if (folder === null || lsubParent) attributes.push(extended ? "\\NonExistent" : "\\Noselect");
-    if (!attributes.some((a) => a.toUpperCase() === "\\NOINFERIORS")) {
+    // CHILDREN attributes ride on LIST only (RFC 3348 §4 defines them for LIST; Dovecot's LSUB has none).
+    if (!lsub && !attributes.some((a) => a.toUpperCase() === "\\NOINFERIORS")) {
       attributes.push(parents.has(name) ? "\\HasChildren" : "\\HasNoChildren");
     }
     if (showSubscribed && subscribed.has(name)) attributes.push("\\Subscribed");
