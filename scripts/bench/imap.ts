@@ -3,9 +3,11 @@
  * session (`UID FETCH 1:* (BODY.PEEK[])`), directly from Dovecot, through Mailgator (allow-all rules, plain on
  * both legs, the proxy in a child process) and, when the servers run with `--nginx`, through nginx's mail relay
  * for reference. Rounds alternate the targets (A B [C] A B [C] ...); prints each median, the ratio of Mailgator's
- * throughput to direct (goal: >= 0.90) and the proxy's CPU time.
+ * throughput to direct (goal: >= 0.90) and the proxy's CPU time. Each session then times `--latency` single
+ * `UID FETCH n (FLAGS)` commands one after the other (a round trip each): p50 and p99 per target, and what the
+ * proxy adds at p50.
  *
- *   bun scripts/bench/imap.ts [--messages 1000] [--size 4096] [--repeat 20] [--rounds 9]
+ *   bun scripts/bench/imap.ts [--messages 1000] [--size 4096] [--repeat 20] [--rounds 9] [--latency 1000]
  *
  * Uses MAILGATOR_UPSTREAMS when set, otherwise starts the servers with scripts/upstreams. BENCH_PROFILE=DIR
  * writes a CPU profile of the proxy there.
@@ -150,10 +152,18 @@ class Client {
 interface Run {
   readonly seconds: number;
   readonly bytes: number;
+  /** Round trips of the single-message `UID FETCH n (FLAGS)` commands, in µs. */
+  readonly latencies: number[];
 }
 
 /** One session: login, select, then `repeat` whole-mailbox fetches; timed from the first fetch to the last OK. */
-async function session(port: number, user: { user: string; password: string }, repeat: number): Promise<Run> {
+async function session(
+  port: number,
+  user: { user: string; password: string },
+  repeat: number,
+  latency: number,
+  messages: number,
+): Promise<Run> {
   const client = await Client.open(port);
   await client.command(`LOGIN "${user.user}" "${user.password}"`);
   await client.command("SELECT INBOX");
@@ -162,8 +172,14 @@ async function session(port: number, user: { user: string; password: string }, r
   for (let i = 0; i < repeat; i++) await client.command("UID FETCH 1:* (BODY.PEEK[])");
   const seconds = (performance.now() - start) / 1000;
   const bytes = client.bytes - before;
+  const latencies: number[] = [];
+  for (let i = 0; i < latency; i++) {
+    const t = performance.now();
+    await client.command(`UID FETCH ${1 + (i % messages)} (FLAGS)`);
+    latencies.push((performance.now() - t) * 1000);
+  }
   client.close();
-  return { seconds, bytes };
+  return { seconds, bytes, latencies };
 }
 
 /** Deterministic text messages of about `size` bytes, appended to INBOX directly (UIDs 1..count). */
@@ -197,8 +213,12 @@ function cpuSeconds(pid: number): { user: number; sys: number } {
 }
 
 function median(values: number[]): number {
+  return quantile(values, 0.5);
+}
+
+function quantile(values: number[], q: number): number {
   const sorted = [...values].sort((a, b) => a - b);
-  return sorted[Math.floor(sorted.length / 2)]!;
+  return sorted[Math.min(sorted.length - 1, Math.floor(sorted.length * q))]!;
 }
 
 async function main(): Promise<void> {
@@ -207,6 +227,7 @@ async function main(): Promise<void> {
   // Nine rounds (about 10 s each way): on a shared 2-core machine a median of 3 swung by ±0.05 between runs.
   const rounds = Number(flag("rounds", "9"));
   const size = Number(flag("size", "4096"));
+  const latency = Number(flag("latency", "1000"));
   const up = await upstreamDescription();
   const { addUser } = await import("../upstreams/users.ts");
   const address = `bench-imap-${Date.now().toString(36)}@${up.userDomain}`;
@@ -247,16 +268,18 @@ action = "allow"
     // Warm-up: Dovecot builds its index and cache on first access; the proxy's code gets compiled. A whole
     // session per target: with 2 fetches the proxy's JIT was still warming up in the first timed round (its CPU
     // per message halved from round 1 to round 3), and a proxy in service runs warm.
-    for (const t of targets) await session(t.port, user, repeat);
+    for (const t of targets) await session(t.port, user, repeat, latency, messages);
 
     const times = new Map<string, number[]>(targets.map((t) => [t.name, []]));
+    const latencies = new Map<string, number[]>(targets.map((t) => [t.name, []]));
     const proxyCpu = { user: 0, sys: 0 };
     let bytes = 0;
     for (let r = 0; r < rounds; r++) {
       const line: string[] = [];
       for (const t of targets) {
         const cpuBefore = cpuSeconds(child.pid);
-        const run = await session(t.port, user, repeat);
+        const run = await session(t.port, user, repeat, latency, messages);
+        latencies.get(t.name)!.push(...run.latencies);
         let cpu = "";
         if (t.name === "mailgator") {
           const cpuAfter = cpuSeconds(child.pid);
@@ -296,6 +319,18 @@ action = "allow"
         `  nginx      ${nginx.toFixed(3)} s  ${(mb / nginx).toFixed(0)} MB/s  ratio ` +
           `${(direct / nginx).toFixed(2)}x direct (pure relay, reference)`,
       );
+    }
+    if (latency > 0) {
+      const p50 = new Map(targets.map((t) => [t.name, quantile(latencies.get(t.name)!, 0.5)]));
+      console.log(`imap: UID FETCH n (FLAGS), ${latency} per session, one at a time (µs)`);
+      for (const t of targets) {
+        const all = latencies.get(t.name)!;
+        const added = t.name === "direct" ? "" : `, adds ${(p50.get(t.name)! - p50.get("direct")!).toFixed(0)} at p50`;
+        console.log(
+          `  ${t.name.padEnd(10)} p50 ${p50.get(t.name)!.toFixed(0)}, p90 ${quantile(all, 0.9).toFixed(0)}, ` +
+            `p99 ${quantile(all, 0.99).toFixed(0)}, max ${quantile(all, 1).toFixed(0)}${added}`,
+        );
+      }
     }
   } finally {
     await child.stop();
