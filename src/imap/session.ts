@@ -511,7 +511,8 @@ export class ImapSession implements LoginSession, CompressSession {
         case "error": {
           const e = ev.error;
           if (e.fatal) {
-            this.sendText(`* BYE ${e.message}`);
+            // `[TOOBIG]` when a `{n+}` past the drain cap closes the stream (RFC 7888 §4).
+            this.sendText(`* BYE ${e.responseCode === null ? "" : `[${e.responseCode}] `}${e.message}`);
             this.flush();
             this.shutdown();
             return;
