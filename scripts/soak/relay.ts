@@ -149,7 +149,7 @@ function imapChecker(count: (name: string) => void, bad: Bad): (chunk: Uint8Arra
   const framer = new Framer({
     role: "server",
     allowLiteral8: true,
-    limits: { maxNonSyncLiteral: 64 * 1024 * 1024, maxBuffered: 256 * 1024 * 1024 },
+    limits: { maxBuffered: 256 * 1024 * 1024 },
   });
   let raw: "idle" | "authenticate" | null = null;
   let broken = false;

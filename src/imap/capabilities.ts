@@ -6,7 +6,7 @@
 /** Before login. LOGINDISABLED and STARTTLS are added by the session when the listener offers STARTTLS. */
 export const PRE_AUTH_CAPABILITIES: readonly string[] = [
   "IMAP4rev1",
-  "LITERAL-",
+  "LITERAL+",
   "SASL-IR",
   "ID",
   "ENABLE",
@@ -17,7 +17,7 @@ export const PRE_AUTH_CAPABILITIES: readonly string[] = [
 /** After login. */
 export const AUTH_CAPABILITIES: readonly string[] = [
   "IMAP4rev1",
-  "LITERAL-",
+  "LITERAL+",
   "ID",
   "ENABLE",
   "IDLE",

@@ -136,6 +136,8 @@ export class ImapSession implements LoginSession, CompressSession {
   readonly #enc = new Encoder({ side: "server" });
   /** COMPRESS=DEFLATE in force (RFC 4978, src/imap/compress.ts); null before. */
   #deflate: Deflate | null = null;
+  /** The inflater has a backlog and reading is paused until it drains (start()). */
+  #inflateBacklog = false;
   #flushScheduled = false;
   /** The running command's output waits in the encoder until its allow row is accepted (`#hold`). */
   #held = false;
@@ -233,9 +235,14 @@ export class ImapSession implements LoginSession, CompressSession {
       this.#lastActivity = performance.now();
       if (this.#deflate === null) return this.#feed(chunk);
       // Compressed: inflated bytes reach #feed; a backlog in the inflater stops reading (a deflate bomb).
-      if (!this.#deflate.input(chunk)) {
+      if (!this.#deflate.input(chunk) && !this.#inflateBacklog) {
+        // One wait at a time: chunks already read before the pause took effect need no listener of their own.
+        this.#inflateBacklog = true;
         this.conn.pause();
-        void this.#deflate.drained().then(() => this.conn.resume());
+        void this.#deflate.drained().then(() => {
+          this.#inflateBacklog = false;
+          this.conn.resume();
+        });
       }
     });
     this.conn.onClose(() => this.shutdown());
@@ -511,7 +518,8 @@ export class ImapSession implements LoginSession, CompressSession {
         case "error": {
           const e = ev.error;
           if (e.fatal) {
-            this.sendText(`* BYE ${e.message}`);
+            // `[TOOBIG]` when a `{n+}` past the drain cap closes the stream (RFC 7888 §4).
+            this.sendText(`* BYE ${e.responseCode === null ? "" : `[${e.responseCode}] `}${e.message}`);
             this.flush();
             this.shutdown();
             return;

@@ -14,6 +14,7 @@ import { readFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
+import { MAX_ARGUMENT_LITERAL } from "../../src/imap/limits.ts";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import {
   auditCursor,
@@ -336,8 +337,9 @@ describe("§7.19 sizes and literal8 fail closed", () => {
       const reply = await raw.waitTagged("a");
       expect(reply).not.toContain("+ ");
       expect(statusOf(reply, "a")).toStartWith("a BAD");
-      // LITERAL-: a {n+} over 4096 octets is consumed, then refused (RFC 7888 §5).
-      raw.write(`b APPEND Drafts {5000+}\r\n${"x".repeat(4998)}\r\n\r\n`);
+      // LITERAL+: a {n+} over the command's limit is consumed, then refused (RFC 7888 §4).
+      const big = MAX_ARGUMENT_LITERAL + 1;
+      raw.write(`b SEARCH TEXT {${big}+}\r\n${"x".repeat(big)}\r\n`);
       expect(statusOf(await raw.waitTagged("b"), "b")).toStartWith("b BAD [TOOBIG]");
       await alive(raw);
     });

@@ -22,7 +22,7 @@ import {
   MAX_LINE,
   MAX_LITERALS_PER_COMMAND,
   MAX_LITERALS_PER_RESPONSE,
-  MAX_NONSYNC_LITERAL,
+  MAX_NONSYNC_DRAIN,
   MAX_NUMBER,
   MAX_RESPONSE_BYTES,
   MAX_RESPONSE_LINE,
@@ -77,8 +77,11 @@ export interface FramerLimits {
   readonly maxLiteral: number;
   /** Server: largest literal in non-APPEND commands. */
   readonly maxArgumentLiteral: number;
-  /** LITERAL- cap on `{n+}` (server only). */
-  readonly maxNonSyncLiteral: number;
+  /**
+   * Server: octets of one command up to which a refused `{n+}` is read and dropped (then `BAD [TOOBIG]`);
+   * past it the stream is fatal (`BYE [TOOBIG]`, RFC 7888 §4).
+   */
+  readonly maxNonSyncDrain: number;
   readonly maxLiterals: number;
   readonly maxFrameBytes: number;
   readonly maxBuffered: number;
@@ -97,7 +100,7 @@ export const SERVER_LIMITS: FramerLimits = {
   maxLine: MAX_LINE,
   maxLiteral: MAX_APPEND_MESSAGE,
   maxArgumentLiteral: MAX_ARGUMENT_LITERAL,
-  maxNonSyncLiteral: MAX_NONSYNC_LITERAL,
+  maxNonSyncDrain: MAX_NONSYNC_DRAIN,
   maxLiterals: MAX_LITERALS_PER_COMMAND,
   maxFrameBytes: MAX_COMMAND_BYTES,
   maxBuffered: MAX_BUFFERED_INPUT,
@@ -107,7 +110,7 @@ export const CLIENT_LIMITS: FramerLimits = {
   maxLine: MAX_RESPONSE_LINE,
   maxLiteral: MAX_RESPONSE_LITERAL,
   maxArgumentLiteral: MAX_RESPONSE_LITERAL,
-  maxNonSyncLiteral: MAX_RESPONSE_LITERAL,
+  maxNonSyncDrain: MAX_RESPONSE_BYTES,
   maxLiterals: MAX_LITERALS_PER_RESPONSE,
   maxFrameBytes: MAX_RESPONSE_BYTES,
   maxBuffered: MAX_BUFFERED_INPUT,
@@ -340,7 +343,7 @@ export class Framer {
     const first = this.lines.length === 0 && !this.discarding && this.literalCount === 0;
     if (first && this.server) this.readTagAndCommand(line);
     this.frameBytes += line.length + 2;
-    if (this.frameBytes > this.limits.maxFrameBytes) {
+    if (this.frameBytes > (this.discarding ? this.limits.maxNonSyncDrain : this.limits.maxFrameBytes)) {
       return this.tooBig();
     }
     const marker = findLiteralMarker(line);
@@ -384,8 +387,8 @@ export class Framer {
       // Already answered BAD. A synchronizing literal ends the refused command (no `+`
       // will come); a `{n+}` one is in flight and must be consumed.
       if (!m.nonSync) this.resetFrame();
-      else if (m.size < 0 || this.frameBytes + m.size > l.maxFrameBytes) {
-        this.fail("command-too-big", "refused command keeps sending literals");
+      else if (m.size < 0 || this.frameBytes + m.size + 2 > l.maxNonSyncDrain) {
+        this.fail("command-too-big", "refused command keeps sending literals", "TOOBIG");
       } else this.startLiteral(true);
       return null;
     }
@@ -397,13 +400,6 @@ export class Framer {
       error = this.badLiteral("literal8-refused", "literal8 requires BINARY", "CLIENTBUG");
     } else if (this.literalCount >= l.maxLiterals) {
       error = this.badLiteral("too-many-literals", "too many literals in command", "LIMIT");
-    } else if (m.nonSync && m.size > l.maxNonSyncLiteral) {
-      // RFC 7888 §5 (LITERAL-): BAD [TOOBIG] after consuming the octets.
-      error = this.badLiteral(
-        "literal-too-big",
-        `non-synchronizing literal over ${l.maxNonSyncLiteral} octets`,
-        "TOOBIG",
-      );
     } else if (m.size > cap) {
       error = this.badLiteral("literal-too-big", `literal of ${m.size} octets`, "TOOBIG");
     } else if (this.frameBytes + m.size > l.maxFrameBytes) {
@@ -427,10 +423,12 @@ export class Framer {
       this.resetFrame();
       return { kind: "error", error };
     }
-    // The octets are in flight: consume exactly n of them, unless n cannot be known or
-    // exceeds what any command may carry, in which case the stream is unrecoverable.
-    if (m.size < 0 || m.size > l.maxFrameBytes) {
-      this.fail(error.code, "non-synchronizing literal cannot be skipped safely");
+    // LITERAL+ (RFC 7888 §3, §4): the octets are in flight. Read exactly n of them and drop
+    // them (never buffered), unless n cannot be known or would take the command past the drain
+    // cap (counting the CRLF that must follow it): then the stream is unrecoverable and the
+    // connection closes with BYE [TOOBIG].
+    if (m.size < 0 || this.frameBytes + m.size + 2 > l.maxNonSyncDrain) {
+      this.fail(error.code, "non-synchronizing literal cannot be skipped safely", m.size < 0 ? null : "TOOBIG");
       return null;
     }
     this.discarding = true;
@@ -443,7 +441,8 @@ export class Framer {
   }
 
   private tooBig(): FramerEvent | null {
-    this.fail(this.server ? "command-too-big" : "response-too-big", "message exceeds size limit");
+    if (this.server) this.fail("command-too-big", "message exceeds size limit", "TOOBIG");
+    else this.fail("response-too-big", "message exceeds size limit");
     return null;
   }
 
@@ -578,8 +577,8 @@ export class Framer {
     this.command = name;
   }
 
-  private fail(code: WireError["code"], message: string): void {
-    this.fatal = new WireError(code, message, { fatal: true, tag: this.tag });
+  private fail(code: WireError["code"], message: string, responseCode: string | null = null): void {
+    this.fatal = new WireError(code, message, { fatal: true, tag: this.tag, responseCode });
   }
 
   private closeNow(): void {

@@ -30,8 +30,8 @@ export const MAX_APPEND_MESSAGE = 50 * 1024 * 1024;
 export const MAX_ARGUMENT_LITERAL = 64 * 1024;
 
 /**
- * LITERAL- (RFC 7888 §5): non-synchronizing literals above 4096 octets MUST be refused
- * with a tagged BAD [TOOBIG], after their bytes have been consumed.
+ * LITERAL- (RFC 7888 §5): the largest non-synchronizing literal the proxy sends to an upstream
+ * that offers LITERAL- but not LITERAL+ (encoder.ts). Agents are offered LITERAL+ instead.
  */
 export const MAX_NONSYNC_LITERAL = 4096;
 
@@ -46,6 +46,16 @@ export const MAX_LITERALS_PER_COMMAND = 32;
  * for a refused `{n+}`): one APPEND message plus generous room for its arguments.
  */
 export const MAX_COMMAND_BYTES = MAX_APPEND_MESSAGE + 1024 * 1024;
+
+/**
+ * LITERAL+ (RFC 7888 §3) lets an agent send `{n+}` of any size, so a literal over the command's
+ * limit (`MAX_APPEND_MESSAGE`, `MAX_ARGUMENT_LITERAL`, `MAX_COMMAND_BYTES`) is already on its way
+ * when it is refused. Up to this many octets of one command (lines, literals and drained octets)
+ * are read and dropped, never buffered, then refused with a tagged `BAD [TOOBIG]`; a `{n+}` that
+ * would pass it closes the connection with `* BYE [TOOBIG]` before its octets are read
+ * (RFC 7888 §4). Draining costs bandwidth, not memory (docs/imap-wire.md "Limits").
+ */
+export const MAX_NONSYNC_DRAIN = MAX_COMMAND_BYTES;
 
 /**
  * Longest upstream response line. `UID SEARCH ALL` on a large mailbox returns every UID

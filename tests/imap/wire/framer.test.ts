@@ -4,6 +4,7 @@ import {
   findLiteralMarker,
   MAX_ARGUMENT_LITERAL,
   MAX_LINE,
+  MAX_NONSYNC_DRAIN,
   MAX_NONSYNC_LITERAL,
   MIN_ACCEPTED_LINE,
   parseCommand,
@@ -189,12 +190,18 @@ describe("framer: limits at the limit and one past it", () => {
     }
   });
 
-  test(`non-synchronizing literal of ${MAX_NONSYNC_LITERAL} is offered; one more is BAD [TOOBIG] and consumed`, () => {
-    const ok = `a LOGIN x {${MAX_NONSYNC_LITERAL}+}\r\n${"p".repeat(MAX_NONSYNC_LITERAL)}\r\n`;
-    expect(summarize(run(new Framer({ role: "server" }), [bytes(ok)], "accept"))[0]).toBe(
-      `literal a LOGIN ${MAX_NONSYNC_LITERAL}+`,
-    );
-    const over = `a LOGIN x {${MAX_NONSYNC_LITERAL + 1}+}\r\n${"p".repeat(MAX_NONSYNC_LITERAL + 1)}\r\nb NOOP\r\n`;
+  test(`LITERAL+: a {n+} of ${MAX_ARGUMENT_LITERAL} is offered; one more is BAD [TOOBIG] and consumed`, () => {
+    // No LITERAL- 4096 cap any more (RFC 7888 §3): the per-command limit is the only one.
+    const atSize = MAX_NONSYNC_LITERAL + 1;
+    const append = run(new Framer({ role: "server" }), [bytes(`a APPEND x {${atSize}+}\r\n`)], "accept");
+    expect(summarize(append)).toEqual([`literal a APPEND ${atSize}+`]);
+    const ok = `a LOGIN x {${MAX_ARGUMENT_LITERAL}+}\r\n${"p".repeat(MAX_ARGUMENT_LITERAL)}\r\n`;
+    expect(summarize(run(new Framer({ role: "server" }), [bytes(ok)], "accept"))).toEqual([
+      `literal a LOGIN ${MAX_ARGUMENT_LITERAL}+`,
+      `frame a LOGIN x {${MAX_ARGUMENT_LITERAL}+}<${"p".repeat(MAX_ARGUMENT_LITERAL)}>`,
+    ]);
+    const big = MAX_ARGUMENT_LITERAL + 1;
+    const over = `a LOGIN x {${big}+}\r\n${"p".repeat(big)}\r\nb NOOP\r\n`;
     const events = run(new Framer({ role: "server" }), [bytes(over)], "accept");
     expect(summarize(events)).toEqual(["error literal-too-big", "frame b NOOP"]);
     const e = events[0]!;
@@ -202,6 +209,30 @@ describe("framer: limits at the limit and one past it", () => {
       expect(e.error.responseCode).toBe("TOOBIG");
       expect(e.error.tag).toBe("a");
     }
+  });
+
+  test("a refused {n+} is drained up to maxNonSyncDrain, never buffered; past it the stream is fatal [TOOBIG]", () => {
+    const limits = { maxArgumentLiteral: 10, maxLiteral: 100, maxFrameBytes: 200, maxNonSyncDrain: 1000 };
+    // "a APPEND x {n+}" CRLF, n octets, the command's closing CRLF: 1000 octets, the drain cap exactly.
+    const head = (n: number): string => `a APPEND x {${n}+}\r\n`;
+    const n = 979;
+    expect(head(n).length + n + 2).toBe(1000);
+    const framer = new Framer({ role: "server", limits });
+    const events = run(
+      framer,
+      [bytes(head(n)), ...splitAt(bytes("y".repeat(n)), 100, 500), bytes("\r\nb NOOP\r\n")],
+      "accept",
+    );
+    expect(summarize(events)).toEqual(["error literal-too-big", "frame b NOOP"]);
+    expect(events[0]!.kind === "error" && events[0]!.error.responseCode).toBe("TOOBIG");
+    expect(framer.buffered).toBe(0);
+    // One octet more: BYE [TOOBIG] before any literal octet is read.
+    const past = run(new Framer({ role: "server", limits }), [bytes(`${head(n + 1)}yyyy`)], "accept");
+    expect(summarize(past)).toEqual(["error literal-too-big fatal"]);
+    expect(past[0]!.kind === "error" && past[0]!.error.responseCode).toBe("TOOBIG");
+    // With the default limits: a {n+} past MAX_NONSYNC_DRAIN is fatal at once.
+    const huge = run(new Framer({ role: "server" }), [bytes(`a APPEND x {${MAX_NONSYNC_DRAIN + 1}+}\r\n`)], "accept");
+    expect(summarize(huge)).toEqual(["error literal-too-big fatal"]);
   });
 
   test(`argument literal of ${MAX_ARGUMENT_LITERAL} is offered; one more is BAD`, () => {

@@ -158,7 +158,7 @@ const SMALL_LIMITS: Partial<FramerLimits> = {
   maxLine: 64,
   maxLiteral: 100,
   maxArgumentLiteral: 50,
-  maxNonSyncLiteral: 10,
+  maxNonSyncDrain: 400,
   maxLiterals: 3,
   maxFrameBytes: 300,
   maxBuffered: 500,
