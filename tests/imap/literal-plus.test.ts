@@ -139,7 +139,7 @@ describe("LITERAL+ offered", () => {
     raw.close();
   });
 
-  test("imapflow APPENDs through a tap: {n+} when it chooses to, a synchronizing literal beyond; both intact", async () => {
+  test("imapflow APPENDs through a tap: {n+} when it chooses, a sync literal beyond; both intact", async () => {
     // imapflow 2.10 sends {n+} only up to 4096 octets even when LITERAL+ is offered (its compiler is given
     // literalMinus only), so the large message goes as {n} and waits for "+": both forms must work.
     let sent = "";
@@ -197,7 +197,7 @@ describe("LITERAL+ offered", () => {
 });
 
 describe("{n+} at each limit and one past it", () => {
-  test(`an argument literal of ${MAX_ARGUMENT_LITERAL} as {n+} is taken; one more is drained, BAD [TOOBIG]`, async () => {
+  test(`an argument literal of ${MAX_ARGUMENT_LITERAL} as {n+} is taken; one more: drained, BAD [TOOBIG]`, async () => {
     const raw = await RawImap.open(proxy.port);
     // Before login: a LOGIN password literal. At the limit it is read (and the login fails, the password is wrong).
     raw.write(`a LOGIN "${mailbox.user}" {${MAX_ARGUMENT_LITERAL}+}\r\n${"p".repeat(MAX_ARGUMENT_LITERAL)}\r\n`);
@@ -226,7 +226,7 @@ describe("{n+} at each limit and one past it", () => {
     raw.close();
   });
 
-  test(`APPEND {${MAX_APPEND_MESSAGE}+} is appended; {${MAX_APPEND_MESSAGE + 1}+} is drained, BAD [TOOBIG]`, async () => {
+  test(`APPEND {${MAX_APPEND_MESSAGE}+} is appended; {${MAX_APPEND_MESSAGE + 1}+}: drained, BAD [TOOBIG]`, async () => {
     const raw = await agent();
     const before = await count("Own");
     const head = "Subject: limit\r\n\r\n";
@@ -249,7 +249,7 @@ describe("{n+} at each limit and one past it", () => {
     raw.close();
   }, 120_000);
 
-  test(`a refused {n+} is drained up to MAX_NONSYNC_DRAIN (${MAX_NONSYNC_DRAIN}); one octet more: BYE [TOOBIG]`, async () => {
+  test(`a refused {n+} is drained up to MAX_NONSYNC_DRAIN (${MAX_NONSYNC_DRAIN}); one more: BYE [TOOBIG]`, async () => {
     const raw = await agent();
     const line = (n: number): string => `a APPEND Own {${n}+}\r\n`;
     // The command's octets: its line, the literal and the closing CRLF, exactly the drain cap.
@@ -369,7 +369,7 @@ class Zipped {
 }
 
 describe("under COMPRESS=DEFLATE the same limits hold on inflated octets", () => {
-  test(`{${MAX_APPEND_MESSAGE + 1}+} of zeros (kilobytes compressed): drained, BAD [TOOBIG]; past the drain cap: BYE`, async () => {
+  test(`{${MAX_APPEND_MESSAGE + 1}+} of zeros compressed: drained, BAD [TOOBIG]; past the drain cap: BYE`, async () => {
     const z = await Zipped.open();
     const before = await count("Own");
     const over = MAX_APPEND_MESSAGE + 1;
