@@ -48,9 +48,10 @@ export function sortCapabilities(upstream: ReadonlySet<string>): string[] {
 /**
  * After login, offered only when upstream offers them too: the proxy relays them rather than implementing them
  * (docs/protocol.md §2). MULTIAPPEND's atomicity is upstream's (RFC 3502 §6.3.11); BINARY's decoding is upstream's
- * (RFC 3516), and its literal8 is accepted in APPEND only.
+ * (RFC 3516), and its literal8 is accepted in APPEND only. CONDSTORE's mod-sequences are upstream's, relayed in
+ * unfiltered folders only; a filtered folder answers `[NOMODSEQ]` (RFC 7162 §3.1.2.2, docs/protocol.md §2).
  */
-export const RELAYED_CAPABILITIES: readonly string[] = ["MULTIAPPEND", "BINARY"];
+export const RELAYED_CAPABILITIES: readonly string[] = ["MULTIAPPEND", "BINARY", "CONDSTORE"];
 
 /** What an agent is offered after login, given the upstream session's capabilities. */
 export function authCapabilities(upstream: ReadonlySet<string> | null): string[] {

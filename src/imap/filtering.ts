@@ -150,8 +150,12 @@ export function agentCopyUid(s: Session, code: ResponseCode | null, destination:
   return code;
 }
 
-export type StatusItem = "MESSAGES" | "RECENT" | "UIDNEXT" | "UIDVALIDITY" | "UNSEEN";
-const COMPUTABLE = new Set<string>(["MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN"]);
+export type StatusItem = "MESSAGES" | "RECENT" | "UIDNEXT" | "UIDVALIDITY" | "UNSEEN" | "HIGHESTMODSEQ";
+/**
+ * HIGHESTMODSEQ of a filtered folder is 0, as for any mailbox without mod-sequences (RFC 7162 §3.1.2.2, §3.1.7):
+ * upstream's moves when a hidden message changes (docs/protocol.md §2).
+ */
+const COMPUTABLE = new Set<string>(["MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "HIGHESTMODSEQ"]);
 
 /**
  * STATUS of a filtered folder, counted over its visible messages (docs/protocol.md §7.8): from the model when it is the
@@ -176,6 +180,7 @@ export async function filteredStatus(
       UIDNEXT: box.visible.uidNext,
       UIDVALIDITY: box.uidValidity,
       UNSEEN: unseen,
+      HIGHESTMODSEQ: 0,
     };
     return {
       items: items.map((i) => [i, values[i as StatusItem]]),
@@ -209,6 +214,7 @@ export async function filteredStatus(
         UIDNEXT: visible.uidNext,
         UIDVALIDITY: uidValidity,
         UNSEEN: unseen,
+        HIGHESTMODSEQ: 0,
       };
       return {
         items: items.map((i): [string, number] => [i, values[i as StatusItem]]),

@@ -156,6 +156,7 @@ export class ImapSession implements LoginSession, CompressSession {
   rights: FolderRights;
   names = new FolderNames("/");
   box: SelectedMailbox | null = null;
+  condstore = false;
   /** The upstream account (`host:port/user`, no secret): the classification cache's key. */
   account = "";
   /** What the login used, to tell after a reload whether this session may go on (`reloaded`). */

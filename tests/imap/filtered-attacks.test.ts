@@ -167,11 +167,12 @@ describe("docs/protocol.md §7 against a filtered INBOX", () => {
   test("case 9: ENABLE QRESYNC, SELECT (QRESYNC ...) and CHANGEDSINCE leak no VANISHED or MODSEQ", async () => {
     const raw = await agent();
     const enable = await raw.command("a", "ENABLE QRESYNC CONDSTORE");
-    expect(enable).toStartWith("* ENABLED\r\n");
+    expect(enable).toStartWith("* ENABLED CONDSTORE\r\n");
     const sel = await raw.command("b", "SELECT INBOX (QRESYNC (1 1))");
     expect(statusOf(sel, "b")).toMatch(/^b (BAD|NO)/);
     const ex = await raw.command("c", "EXAMINE INBOX");
     expect(ex).toContain(`* ${e.visibleUids.length} EXISTS`);
+    expect(ex).toContain("* OK [NOMODSEQ]");
     const changed = await raw.command("d", "FETCH 1:* (FLAGS) (CHANGEDSINCE 1)");
     expect(statusOf(changed, "d")).toStartWith("d BAD");
     expectNoLeak(enable + sel + ex + changed, e);

@@ -49,7 +49,8 @@ export function expectNoLeak(bytes: string, e: Expected, options: { uidSearch?: 
       for (const n of line.slice(8).trim().split(" ").filter(Boolean)) expect(e.hiddenUids.has(Number(n))).toBe(false);
     }
   }
-  expect(bytes).not.toMatch(/MODSEQ|VANISHED|HIGHESTMODSEQ/);
+  // `[NOMODSEQ]` is a filtered folder's own answer (RFC 7162 §3.1.2.2); no mod-sequence or VANISHED reaches it.
+  expect(bytes).not.toMatch(/\bMODSEQ\b|VANISHED|HIGHESTMODSEQ/);
 }
 
 /** `* n FETCH (... UID u ...)` pairs in order. */

@@ -83,6 +83,8 @@ export interface Session {
   readonly account: string;
   readonly rights: FolderRights;
   readonly names: FolderNames;
+  /** CONDSTORE is enabled (RFC 7162 §3.1): by ENABLE or a CONDSTORE-enabling command, for the rest of the session. */
+  condstore: boolean;
   /** The selected mailbox; a command that selects or deselects sets it together with `state`. */
   box: SelectedMailbox | null;
 

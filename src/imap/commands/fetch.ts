@@ -6,7 +6,15 @@
 import { Refusal } from "../refusal.ts";
 import type { FetchItem, Response } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
-import { agentFetch, auditProbe, type FetchShape, forwardUntagged, messageCommandCode, target } from "./shared.ts";
+import {
+  agentFetch,
+  auditProbe,
+  type FetchShape,
+  forwardUntagged,
+  messageCommandCode,
+  requireModseq,
+  target,
+} from "./shared.ts";
 
 const WHOLE = { part: [], text: "", fields: [] } as const;
 
@@ -56,6 +64,9 @@ function chargeReads(s: Session, command: string, folder: string, messages: numb
 export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> {
   const box = s.box!;
   const p = box.policyName;
+  // MODSEQ and CHANGEDSINCE (RFC 7162 §3.1.4): unfiltered folders only.
+  if (cmd.changedSince !== undefined) requireModseq(s);
+  if (cmd.items.some((i) => i.type === "MODSEQ")) requireModseq(s);
   if (cmd.uid) auditProbe(s, "UID FETCH", "mail:read", cmd.set);
   const d = s.require(cmd.name, "mail:read", p);
   const uids = target(box, cmd.uid, cmd.set);
@@ -111,7 +122,8 @@ export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> 
   };
   // One upstream command per UPSTREAM_SET_RANGES ranges (a filtered folder's UIDs are scattered).
   for (const set of uids.length > 0 ? box.upstreamSets(uids) : []) {
-    const st = await s.upstreamRun({ name: "FETCH", uid: true, set, items, macro: null }, onData);
+    const modifier = cmd.changedSince === undefined ? {} : { changedSince: cmd.changedSince };
+    const st = await s.upstreamRun({ name: "FETCH", uid: true, set, items, macro: null, ...modifier }, onData);
     if (st.status !== "OK") {
       await s.sync(cmd.uid);
       return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));

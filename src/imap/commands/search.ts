@@ -6,9 +6,10 @@
 import { esearchResponse } from "../ext/esearch.ts";
 import { UPSTREAM_SET_RANGES } from "../limits.ts";
 import type { SelectedMailbox } from "../mailbox.ts";
-import type { SearchKey, SeqSet } from "../wire/index.ts";
+import { Refusal } from "../refusal.ts";
+import { hasModseq, type SearchKey, type SearchReturnOption, type SeqSet } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
-import { forwardUntagged, messageCommandCode } from "./shared.ts";
+import { forwardUntagged, messageCommandCode, requireModseq } from "./shared.ts";
 
 /** Sequence-number keys become UID keys over the agent's view; UID keys are confined to it. */
 function translateKey(box: SelectedMailbox, k: SearchKey): SearchKey {
@@ -74,9 +75,42 @@ export function visibleMatches(box: SelectedMailbox, found: readonly number[], l
   return found.filter((uid) => box.agentSeqOf(uid) > 0 && local.every((set) => set.has(uid)));
 }
 
+/**
+ * The mod-sequence a SEARCH with a MODSEQ key reports (RFC 7162 §3.1.5): the highest of the matches, or with
+ * ESEARCH's MIN and/or MAX only, of those; fetched from upstream for exactly those messages. Null when none match.
+ */
+async function resultModseq(
+  s: Session,
+  matches: readonly number[],
+  options: readonly SearchReturnOption[] | null,
+): Promise<number | null> {
+  if (matches.length === 0) return null;
+  let uids = matches;
+  if (options !== null && options.length > 0 && !options.includes("ALL") && !options.includes("COUNT")) {
+    uids = [
+      ...new Set([
+        ...(options.includes("MIN") ? [matches[0]!] : []),
+        ...(options.includes("MAX") ? [matches[matches.length - 1]!] : []),
+      ]),
+    ];
+  }
+  let highest = 0;
+  for (const set of s.box!.upstreamSets(uids)) {
+    const st = await s.upstreamRun({ name: "FETCH", uid: true, set, items: [{ type: "MODSEQ" }], macro: null }, (r) => {
+      if (r.type !== "FETCH") return forwardUntagged(s, r);
+      for (const a of r.attrs) if (a.name === "MODSEQ" && a.value > highest) highest = a.value;
+    });
+    if (st.status !== "OK") throw new Refusal("NO", "UNAVAILABLE", "The mod-sequences could not be read");
+  }
+  return highest;
+}
+
 export async function search(s: Session, cmd: CommandOf<"SEARCH">): Promise<void> {
   const box = s.box!;
   const p = box.policyName;
+  // MODSEQ (RFC 7162 §3.1.5): unfiltered folders only.
+  const modseqKey = hasModseq(cmd.criteria);
+  if (modseqKey) requireModseq(s);
   const d = s.require(cmd.name, "mail:read", p);
   const { criteria, local } = upstreamCriteria(box, cmd.criteria);
   const found: number[] = [];
@@ -99,11 +133,15 @@ export async function search(s: Session, cmd: CommandOf<"SEARCH">): Promise<void
     });
     return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));
   }
-  const out = visibleMatches(box, found, local).map((uid) => (cmd.uid ? uid : box.agentSeqOf(uid)));
+  const matched = visibleMatches(box, found, local).sort((a, b) => a - b);
+  const out = matched.map((uid) => (cmd.uid ? uid : box.agentSeqOf(uid)));
   out.sort((a, b) => a - b);
+  const modseq = modseqKey ? await resultModseq(s, matched, cmd.returnOptions) : null;
   // ESEARCH (RFC 4731 §3.1): MIN, MAX, COUNT and ALL of the visible result, never upstream's own figures.
-  if (cmd.returnOptions !== null) s.sendText(esearchResponse(cmd.tag, cmd.uid, out, cmd.returnOptions));
-  else s.send({ type: "SEARCH", numbers: out });
+  if (cmd.returnOptions !== null) {
+    const line = esearchResponse(cmd.tag, cmd.uid, out, cmd.returnOptions);
+    s.sendText(modseq === null ? line : `${line} MODSEQ ${modseq}`);
+  } else s.send(modseq === null ? { type: "SEARCH", numbers: out } : { type: "SEARCH", numbers: out, modseq });
   const hiddenCount = box.visible === null ? null : found.filter((uid) => !box.isVisible(uid)).length;
   s.auditRow({
     command: cmd.uid ? "UID SEARCH" : "SEARCH",

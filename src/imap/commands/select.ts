@@ -21,6 +21,10 @@ function permittedFlags(s: Session, p: string, flags: readonly string[]): string
 
 export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): Promise<void> {
   let p: string;
+  // SELECT/EXAMINE (CONDSTORE) enables CONDSTORE (RFC 7162 §3.1.8), where it is offered.
+  if (cmd.condstore === true && !s.capabilities().includes("CONDSTORE")) {
+    throw new Refusal("BAD", null, `${cmd.name} parameters are not supported`);
+  }
   try {
     s.requireAudit();
     p = visibleFolder(s, cmd.name, "folder:read", cmd.mailbox);
@@ -41,7 +45,9 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   let exists = 0;
   let uidValidity = 0;
   // No mailbox is modelled yet: every untagged reply is held and rewritten below.
-  const st = await s.up!.run({ name: readOnly ? "EXAMINE" : "SELECT", mailbox: cmd.mailbox }, (r) => {
+  if (cmd.condstore === true) s.condstore = true;
+  const upCmd = { name: readOnly ? ("EXAMINE" as const) : ("SELECT" as const), mailbox: cmd.mailbox };
+  const st = await s.up!.run(s.condstore ? { ...upCmd, condstore: true } : upCmd, (r) => {
     if (r.type === "EXISTS") exists = r.n;
     if (r.type === "status" && r.code?.known && r.code.name === "UIDVALIDITY") uidValidity = r.code.value;
     held.push(r);
@@ -142,6 +148,9 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
           s.send(filtered ? { ...r, code: { ...code, value: box.uidNext(code.value) } } : r);
         } else if (code.name === "UIDVALIDITY") {
           s.send(r);
+        } else if (code.name === "HIGHESTMODSEQ" || code.name === "NOMODSEQ") {
+          // Upstream's mod-sequences in an unfiltered folder only (RFC 7162 §3.1.2.1); see NOMODSEQ below.
+          if (!filtered && s.condstore) s.send(r);
         }
         break;
       }
@@ -154,6 +163,10 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     !held.some((r) => r.type === "status" && r.code?.known && r.code.name === "UNSEEN")
   ) {
     s.sendText(`* OK [UNSEEN ${unseenSeq}] First unseen`);
+  }
+  // A filtered folder has no mod-sequences (RFC 7162 §3.1.2.2): upstream's move when a hidden message changes.
+  if (filtered && s.capabilities().includes("CONDSTORE")) {
+    s.sendText("* OK [NOMODSEQ] No mod-sequences in a filtered folder");
   }
   s.tagged(cmd.tag, "OK", readOnly ? "READ-ONLY" : "READ-WRITE", `${cmd.name} completed`);
 }

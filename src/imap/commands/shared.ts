@@ -181,6 +181,36 @@ export function isSection(a: FetchAttr, text: "" | "TEXT"): boolean {
   return a.name === "BODY[]" && a.origin === null && a.section.part.length === 0 && a.section.text === text;
 }
 
+/**
+ * Mod-sequences reach the agent: CONDSTORE is enabled and the selected folder is unfiltered. A filtered folder has
+ * none (`[NOMODSEQ]`, RFC 7162 §3.1.2.2): its mod-sequences move when hidden messages change (docs/protocol.md §2).
+ */
+export function modseqRelayed(s: Session): boolean {
+  return s.condstore && s.box !== null && s.box.visible === null;
+}
+
+/**
+ * A command that names mod-sequences (MODSEQ, CHANGEDSINCE, UNCHANGEDSINCE): BAD where CONDSTORE is not offered
+ * and in a filtered folder, which answered `[NOMODSEQ]` (RFC 7162 §3.1.2.2); otherwise it enables CONDSTORE
+ * (RFC 7162 §3.1), upstream too, as the same command goes there.
+ */
+export function requireModseq(s: Session): void {
+  if (!s.capabilities().includes("CONDSTORE")) throw new Refusal("BAD", null, "Mod-sequences are not supported");
+  if (s.box === null || s.box.visible !== null) {
+    throw new Refusal("BAD", null, "This folder has no mod-sequences (NOMODSEQ)");
+  }
+  s.condstore = true;
+}
+
+/** Enables CONDSTORE for the session and upstream (RFC 7162 §3.1), once; true when this call enabled it. */
+export async function enableCondstore(s: Session): Promise<boolean> {
+  if (s.condstore) return false;
+  const st = await s.upstreamRun({ name: "ENABLE", capabilities: ["CONDSTORE"] }, (r) => forwardUntagged(s, r));
+  if (st.status !== "OK") throw new Refusal("NO", "UNAVAILABLE", "CONDSTORE could not be enabled");
+  s.condstore = true;
+  return true;
+}
+
 /** Re-numbers one upstream FETCH for the agent; null when it concerns a message the agent does not know. */
 export function agentFetch(
   s: Session,
@@ -198,7 +228,10 @@ export function agentFetch(
   for (const a of r.attrs) {
     switch (a.name) {
       case "unknown":
-        continue; // MODSEQ, X-GM-*, ...: never passed on (docs/protocol.md §2)
+        continue; // X-GM-*, EMAILID...: never passed on (docs/protocol.md §2)
+      case "MODSEQ":
+        if (modseqRelayed(s)) attrs.push(a);
+        continue;
       case "UID":
         if (shape === null || shape.uid) attrs.push(a);
         continue;
@@ -239,6 +272,11 @@ export function forwardUntagged(s: Session, r: Response): void {
   if (r.type === "FLAGS") {
     if (s.box?.visible == null) s.send(r);
   } else if (r.type === "status" && r.tag === null && (r.status === "OK" || r.status === "NO")) {
+    // HIGHESTMODSEQ after the first CONDSTORE-enabling command (RFC 7162 §3.1), in an unfiltered folder only.
+    if (r.code?.known && r.code.name === "HIGHESTMODSEQ") {
+      if (modseqRelayed(s)) s.send(r);
+      return;
+    }
     const code = messageCommandCode(r.code);
     if (code !== null) s.send({ ...r, code });
   }

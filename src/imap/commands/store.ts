@@ -1,12 +1,23 @@
 /** STORE and UID STORE (RFC 3501 §6.4.6; mail:flag, and mail:delete for `\Deleted`; docs/protocol.md §7.22). */
 
+import { formatSeqSet, seqSetFromSorted } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
-import { agentFetch, auditProbe, type FetchShape, forwardUntagged, messageCommandCode, target } from "./shared.ts";
+import {
+  agentFetch,
+  auditProbe,
+  type FetchShape,
+  forwardUntagged,
+  messageCommandCode,
+  requireModseq,
+  target,
+} from "./shared.ts";
 
 export async function store(s: Session, cmd: CommandOf<"STORE">): Promise<void> {
   const box = s.box!;
   const p = box.policyName;
   const command = cmd.uid ? "UID STORE" : "STORE";
+  // UNCHANGEDSINCE (RFC 7162 §3.1.3): unfiltered folders only.
+  if (cmd.unchangedSince !== undefined) requireModseq(s);
   // Each flag is checked: \Deleted (any case) is mail:delete, the others mail:flag. Replacing the flag list may
   // add or remove \Deleted and any other flag, so it needs both (docs/config.md "Operations", docs/protocol.md §7.22).
   const deleted = cmd.flags.some((f) => f.toUpperCase() === "\\DELETED");
@@ -17,6 +28,8 @@ export async function store(s: Session, cmd: CommandOf<"STORE">): Promise<void> 
   if (cmd.action === "set" || others) d = s.require(command, "mail:flag", p, `${uids.length} messages`);
   if (cmd.action === "set" || deleted) d = s.require(command, "mail:delete", p, `${uids.length} messages`);
   if (d === null) d = s.require(command, "mail:flag", p, `${uids.length} messages`);
+  // The messages a conditional STORE left unchanged, as UIDs: upstream's `[MODIFIED]` of each UID STORE.
+  const modified: number[] = [];
   if (uids.length > 0) {
     await s.auditDurable({
       command,
@@ -30,9 +43,10 @@ export async function store(s: Session, cmd: CommandOf<"STORE">): Promise<void> 
       count: uids.length,
     });
     const shape: FetchShape = { uid: cmd.uid, rfc822: false, rfc822Text: false, bodyWhole: false, bodyText: false };
+    const modifier = cmd.unchangedSince === undefined ? {} : { unchangedSince: cmd.unchangedSince };
     for (const set of box.upstreamSets(uids)) {
       const st = await s.upstreamRun(
-        { name: "STORE", uid: true, set, action: cmd.action, silent: cmd.silent, flags: cmd.flags },
+        { name: "STORE", uid: true, set, action: cmd.action, silent: cmd.silent, flags: cmd.flags, ...modifier },
         (r) => {
           if (r.type === "FETCH") {
             const out = agentFetch(s, r, shape);
@@ -44,8 +58,15 @@ export async function store(s: Session, cmd: CommandOf<"STORE">): Promise<void> 
         await s.sync(cmd.uid);
         return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));
       }
+      if (st.code?.known && st.code.name === "MODIFIED") modified.push(...box.uidsFromUidSet(st.code.set));
     }
   }
   await s.sync(cmd.uid);
+  // `[MODIFIED set]` in the agent's numbers: UIDs for UID STORE, its sequence numbers otherwise (RFC 7162 §3.1.3).
+  const failed = modified.map((u) => (cmd.uid ? u : box.agentSeqOf(u))).filter((n) => n > 0);
+  if (failed.length > 0) {
+    const set = formatSeqSet(seqSetFromSorted(failed.sort((a, b) => a - b)));
+    return s.tagged(cmd.tag, "OK", `MODIFIED ${set}`, "Conditional STORE failed");
+  }
   s.tagged(cmd.tag, "OK", null, "Store completed");
 }

@@ -11,6 +11,7 @@ import type { Frame } from "./framer.ts";
 import { MAX_LIST_PATTERNS } from "./limits.ts";
 import {
   charset,
+  hasModseq,
   type SearchKey,
   type SearchReturnOption,
   type SortCriterion,
@@ -36,7 +37,16 @@ export type SimpleCommandName =
 
 export type MailboxCommandName = "SELECT" | "EXAMINE" | "CREATE" | "DELETE" | "SUBSCRIBE" | "UNSUBSCRIBE";
 
-export type StatusItem = "MESSAGES" | "RECENT" | "UIDNEXT" | "UIDVALIDITY" | "UNSEEN" | "DELETED" | "SIZE";
+export type StatusItem =
+  | "MESSAGES"
+  | "RECENT"
+  | "UIDNEXT"
+  | "UIDVALIDITY"
+  | "UNSEEN"
+  | "DELETED"
+  | "SIZE"
+  /** CONDSTORE (RFC 7162 §3.1.7). */
+  | "HIGHESTMODSEQ";
 
 export type Command = { readonly tag: string } & (
   | { readonly name: SimpleCommandName }
@@ -63,7 +73,12 @@ export type Command = { readonly tag: string } & (
       readonly returnOptions: readonly string[];
       readonly statusItems?: readonly StatusItem[];
     }
-  | { readonly name: MailboxCommandName; readonly mailbox: string }
+  | {
+      readonly name: MailboxCommandName;
+      readonly mailbox: string;
+      /** SELECT/EXAMINE `(CONDSTORE)` (RFC 7162 §3.1.8), a CONDSTORE-enabling parameter. */
+      readonly condstore?: boolean;
+    }
   | { readonly name: "STATUS"; readonly mailbox: string; readonly items: readonly StatusItem[] }
   | { readonly name: "RENAME"; readonly mailbox: string; readonly newName: string }
   | {
@@ -72,6 +87,8 @@ export type Command = { readonly tag: string } & (
       readonly set: SeqSet;
       readonly items: readonly FetchItem[];
       readonly macro: FetchMacro | null;
+      /** The CHANGEDSINCE fetch modifier (RFC 7162 §3.1.4.1); absent when not given. */
+      readonly changedSince?: number;
     }
   | {
       readonly name: "STORE";
@@ -80,6 +97,8 @@ export type Command = { readonly tag: string } & (
       readonly action: "set" | "add" | "remove";
       readonly silent: boolean;
       readonly flags: readonly string[];
+      /** The UNCHANGEDSINCE store modifier (RFC 7162 §3.1.3); absent when not given. */
+      readonly unchangedSince?: number;
     }
   | { readonly name: "COPY" | "MOVE"; readonly uid: boolean; readonly set: SeqSet; readonly mailbox: string }
   | {
@@ -143,7 +162,16 @@ const SIMPLE = new Set<string>([
 ]);
 const MAILBOX = new Set<string>(["SELECT", "EXAMINE", "CREATE", "DELETE", "SUBSCRIBE", "UNSUBSCRIBE"]);
 const UID_COMMANDS = new Set<string>(["FETCH", "SEARCH", "SORT", "THREAD", "STORE", "COPY", "MOVE", "EXPUNGE"]);
-const STATUS_ITEMS = new Set<string>(["MESSAGES", "RECENT", "UIDNEXT", "UIDVALIDITY", "UNSEEN", "DELETED", "SIZE"]);
+const STATUS_ITEMS = new Set<string>([
+  "MESSAGES",
+  "RECENT",
+  "UIDNEXT",
+  "UIDVALIDITY",
+  "UNSEEN",
+  "DELETED",
+  "SIZE",
+  "HIGHESTMODSEQ",
+]);
 
 /** Parses one framed agent command. Errors carry the tag when it was readable. */
 export function parseCommand(frame: Frame): Parsed<Command> {
@@ -173,8 +201,15 @@ function commandBody(dec: Decoder, tag: string, name: string, uid: boolean): Com
   if (MAILBOX.has(name)) {
     dec.expectSP();
     const mailbox = dec.expectMailbox();
-    // SELECT/EXAMINE (CONDSTORE | QRESYNC ...) and CREATE (USE ...) are stripped extensions.
-    if (dec.sp()) return dec.fail(`${name} parameters are not supported`, "unsupported");
+    // SELECT/EXAMINE (CONDSTORE) only (RFC 7162 §3.1.8); QRESYNC and CREATE (USE ...) are stripped extensions.
+    if (dec.sp()) {
+      const selecting = name === "SELECT" || name === "EXAMINE";
+      const condstore = selecting && dec.acceptByte(0x28) && dec.acceptKeyword("CONDSTORE") && dec.acceptByte(0x29);
+      if (!condstore) {
+        return dec.fail(`${name} parameters are not supported`, "unsupported");
+      }
+      return dec.ok ? { tag, name: name as MailboxCommandName, mailbox, condstore: true } : null;
+    }
     return dec.ok ? { tag, name: name as MailboxCommandName, mailbox } : null;
   }
   switch (name) {
@@ -247,8 +282,11 @@ function commandBody(dec: Decoder, tag: string, name: string, uid: boolean): Com
       const set = dec.expectSeqSet();
       dec.expectSP();
       const { items, macro } = fetchItems(dec);
-      // fetch-modifiers (CHANGEDSINCE, RFC 7162) belong to the stripped CONDSTORE.
-      if (dec.sp()) return dec.fail("FETCH modifiers are not supported", "unsupported");
+      // fetch-modifiers: CHANGEDSINCE only (RFC 7162 §3.1.4.1); QRESYNC's VANISHED is stripped.
+      if (dec.sp()) {
+        const changedSince = modifier(dec, "CHANGEDSINCE");
+        return dec.ok && changedSince !== null ? { tag, name, uid, set, items, macro, changedSince } : null;
+      }
       return dec.ok ? { tag, name, uid, set, items, macro } : null;
     }
     case "STORE":
@@ -291,6 +329,8 @@ function commandBody(dec: Decoder, tag: string, name: string, uid: boolean): Com
       const cs = charset(dec);
       dec.expectSP();
       const criteria = searchKeys(dec);
+      // MODSEQ (RFC 7162 §3.1.5) is a SEARCH key here: SORT and THREAD do not relay mod-sequences.
+      if (dec.ok && hasModseq(criteria)) return dec.fail("MODSEQ is supported in SEARCH only", "unsupported");
       return dec.ok ? { tag, name, uid, returnOptions, sortCriteria: criteria0, charset: cs, criteria } : null;
     }
     case "THREAD": {
@@ -304,6 +344,7 @@ function commandBody(dec: Decoder, tag: string, name: string, uid: boolean): Com
       const cs = charset(dec);
       dec.expectSP();
       const criteria = searchKeys(dec);
+      if (dec.ok && hasModseq(criteria)) return dec.fail("MODSEQ is supported in SEARCH only", "unsupported");
       return dec.ok ? { tag, name, uid, algorithm: alg, charset: cs, criteria } : null;
     }
     case "APPEND":
@@ -420,8 +461,13 @@ function store(dec: Decoder, tag: string, uid: boolean): Command | null {
   dec.expectSP();
   const set = dec.expectSeqSet();
   dec.expectSP();
-  // store-modifiers (UNCHANGEDSINCE, RFC 7162) belong to the stripped CONDSTORE.
-  if (dec.peek() === 0x28) return dec.fail("STORE modifiers are not supported", "unsupported");
+  // store-modifiers: UNCHANGEDSINCE only (RFC 7162 §3.1.3).
+  let unchangedSince: number | null = null;
+  if (dec.peek() === 0x28) {
+    unchangedSince = modifier(dec, "UNCHANGEDSINCE");
+    if (unchangedSince === null) return null;
+    dec.expectSP();
+  }
   let action: "set" | "add" | "remove" = "set";
   if (dec.acceptByte(0x2b)) action = "add";
   else if (dec.acceptByte(0x2d)) action = "remove";
@@ -439,7 +485,25 @@ function store(dec: Decoder, tag: string, uid: boolean): Command | null {
       flags.push(f);
     } while (dec.sp());
   }
-  return dec.ok ? { tag, name: "STORE", uid, set, action, silent, flags } : null;
+  if (!dec.ok) return null;
+  const cmd = { tag, name: "STORE", uid, set, action, silent, flags } as const;
+  return unchangedSince === null ? cmd : { ...cmd, unchangedSince };
+}
+
+/**
+ * `"(" name SP mod-sequence ")"`, the one CONDSTORE modifier of FETCH (CHANGEDSINCE, 1 or more) or STORE
+ * (UNCHANGEDSINCE, 0 allowed) (RFC 7162 §3.1.3, §3.1.4.1, §7); any other modifier is an unsupported extension.
+ * Mod-sequences above 2^53-1 are a parse error (docs/imap-wire.md).
+ */
+function modifier(dec: Decoder, name: "CHANGEDSINCE" | "UNCHANGEDSINCE"): number | null {
+  dec.expectByte(0x28, "'('");
+  if (!dec.acceptKeyword(name)) return dec.fail(`only the ${name} modifier is supported`, "unsupported");
+  dec.expectSP();
+  const value = dec.number64();
+  if (value === null) return dec.fail("expected mod-sequence");
+  if (name === "CHANGEDSINCE" && value === 0) return dec.fail("CHANGEDSINCE needs a mod-sequence above 0");
+  dec.expectByte(0x29, "')'");
+  return dec.ok ? value : null;
 }
 
 function append(dec: Decoder, tag: string): Command | null {

@@ -1,6 +1,6 @@
 /**
  * FETCH data items an agent may request (RFC 9051 §6.4.5, RFC 3501 §6.4.5, RFC 3516).
- * Allowlist: anything else (MODSEQ, X-GM-*, EMAILID, PREVIEW...) is a parse error.
+ * CONDSTORE's MODSEQ (RFC 7162 §3.1.4). Allowlist: anything else (X-GM-*, EMAILID, PREVIEW...) is a parse error.
  */
 import type { Decoder, Section } from "./decoder.ts";
 import { MAX_NUMBER } from "./limits.ts";
@@ -21,7 +21,9 @@ export type SimpleFetchItem =
   | "BODY"
   | "RFC822"
   | "RFC822.HEADER"
-  | "RFC822.TEXT";
+  | "RFC822.TEXT"
+  /** CONDSTORE (RFC 7162 §3.1.4). */
+  | "MODSEQ";
 
 export type FetchItem =
   | { readonly type: SimpleFetchItem }
@@ -48,6 +50,7 @@ const SIMPLE = new Set<string>([
   "RFC822",
   "RFC822.HEADER",
   "RFC822.TEXT",
+  "MODSEQ",
 ]);
 
 /** Macro expansions (RFC 3501 §6.4.5). */

@@ -49,6 +49,7 @@ export {
   type StatusKind,
 } from "./response.ts";
 export {
+  hasModseq,
   SEARCH_CHARSETS,
   type SearchKey,
   type SearchReturnOption,

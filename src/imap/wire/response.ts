@@ -81,6 +81,8 @@ export type ResponseCode =
   | { readonly known: true; readonly name: "CAPABILITY"; readonly capabilities: readonly string[] }
   | { readonly known: true; readonly name: "BADCHARSET"; readonly charsets: readonly string[] }
   | { readonly known: true; readonly name: "APPENDUID"; readonly uidValidity: number; readonly uids: SeqSet }
+  /** CONDSTORE (RFC 7162 §3.1.3): the messages a conditional STORE left unchanged. */
+  | { readonly known: true; readonly name: "MODIFIED"; readonly set: SeqSet }
   | {
       readonly known: true;
       readonly name: "COPYUID";
@@ -109,8 +111,10 @@ export type FetchAttr =
       readonly data: Uint8Array | null;
     }
   | { readonly name: "BINARY.SIZE"; readonly part: readonly number[]; readonly value: number }
+  /** CONDSTORE (RFC 7162 §3.1.4): `MODSEQ (n)`. */
+  | { readonly name: "MODSEQ"; readonly value: number }
   | { readonly name: "RFC822" | "RFC822.HEADER" | "RFC822.TEXT"; readonly data: Uint8Array | null }
-  /** MODSEQ, X-GM-*, EMAILID...: to be dropped. `item` is the upper-cased item name. */
+  /** X-GM-*, EMAILID...: to be dropped. `item` is the upper-cased item name. */
   | { readonly name: "unknown"; readonly item: string; readonly value: Value | null };
 
 export interface NamespaceDescr {
@@ -147,7 +151,8 @@ export type Response =
       readonly mailbox: string | null;
       readonly items: ReadonlyArray<readonly [string, number]>;
     }
-  | { readonly type: "SEARCH" | "SORT"; readonly numbers: readonly number[] }
+  /** `modseq`: CONDSTORE's `(MODSEQ n)` after the numbers (RFC 7162 §3.1.5). */
+  | { readonly type: "SEARCH" | "SORT"; readonly numbers: readonly number[]; readonly modseq?: number }
   | {
       readonly type: "ESEARCH";
       readonly tag: string | null;
@@ -250,6 +255,11 @@ function responseCode(dec: Decoder): ResponseCode | null {
       }
       return { known: true, name, charsets };
     }
+    case "MODIFIED": {
+      dec.expectSP();
+      const set = dec.expectSeqSet();
+      return dec.ok ? { known: true, name, set } : null;
+    }
     case "APPENDUID": {
       dec.expectSP();
       const uidValidity = dec.expectNzNumber();
@@ -322,10 +332,14 @@ function untagged(dec: Decoder): Response | null {
       const numbers: number[] = [];
       while (dec.sp()) {
         if (dec.atEnd()) break;
-        if (dec.peek() === 0x28) {
-          // (MODSEQ n) from CONDSTORE: parsed and dropped.
-          dec.value();
-          break;
+        if (dec.acceptByte(0x28)) {
+          // `"(" "MODSEQ" SP mod-sequence-value ")"` (RFC 7162 §7), last.
+          if (!dec.acceptKeyword("MODSEQ")) return dec.fail("expected MODSEQ");
+          dec.expectSP();
+          const modseq = dec.number64();
+          if (modseq === null) return dec.fail("expected mod-sequence");
+          dec.expectByte(0x29, "')'");
+          return dec.ok ? { type: name, numbers, modseq } : null;
         }
         numbers.push(dec.expectNzNumber());
       }
@@ -390,6 +404,14 @@ function fetchAttr(dec: Decoder): FetchAttr | null {
       dec.expectSP();
       const flags = dec.flagList();
       return flags === null ? dec.fail("expected flag list") : { name, flags };
+    }
+    case "MODSEQ": {
+      dec.expectSP();
+      dec.expectByte(0x28, "'('");
+      const value = dec.number64();
+      if (value === null) return dec.fail("expected mod-sequence");
+      dec.expectByte(0x29, "')'");
+      return dec.ok ? { name, value } : null;
     }
     case "INTERNALDATE": {
       dec.expectSP();

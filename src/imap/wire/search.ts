@@ -1,6 +1,6 @@
 /**
  * SEARCH keys (RFC 3501 §6.4.4, RFC 9051 §6.4.4, WITHIN RFC 5032), ESEARCH return
- * options (RFC 4731) and SORT criteria (RFC 5256). Allowlist: X-GM-RAW, MODSEQ,
+ * options (RFC 4731) and SORT criteria (RFC 5256). MODSEQ (RFC 7162) is SEARCH's only. Allowlist: X-GM-RAW,
  * SAVE, FUZZY, EMAILID, THREADID... are parse errors (docs/protocol.md §2, §7.6, §7.12).
  */
 import type { Decoder, ImapDate } from "./decoder.ts";
@@ -32,6 +32,15 @@ export type SearchKey =
   | { readonly key: "KEYWORD" | "UNKEYWORD"; readonly flag: string }
   | { readonly key: "HEADER"; readonly field: string; readonly value: string }
   | { readonly key: "LARGER" | "SMALLER"; readonly size: number }
+  /**
+   * CONDSTORE (RFC 7162 §3.1.5): messages whose mod-sequence is at least `modseq`; `entry` is the optional
+   * entry-name and entry-type-req (`"/flags/\\seen" all`), kept as given.
+   */
+  | {
+      readonly key: "MODSEQ";
+      readonly entry: { readonly name: string; readonly type: string } | null;
+      readonly modseq: number;
+    }
   /** WITHIN (RFC 5032): seconds. */
   | { readonly key: "YOUNGER" | "OLDER"; readonly seconds: number }
   | { readonly key: "UID"; readonly set: SeqSet }
@@ -121,6 +130,22 @@ export function searchKey(dec: Decoder, depth = 0): SearchKey | null {
       const size = dec.number64();
       return size === null ? dec.fail("expected number") : { key: name, size };
     }
+    case "MODSEQ": {
+      // `"MODSEQ" [SP entry-name SP entry-type-req] SP mod-sequence-valzer` (RFC 7162 §7).
+      dec.expectSP();
+      let entry: { name: string; type: string } | null = null;
+      if (dec.peek() === 0x22) {
+        const entryName = dec.expectAstringText("entry-name");
+        dec.expectSP();
+        const type = dec.keyword();
+        if (type !== "PRIV" && type !== "SHARED" && type !== "ALL") return dec.fail("expected entry-type-req");
+        dec.expectSP();
+        if (!/^\/flags\/\\?[!#-'*+\-.0-9;<=>?@A-Z^-z|~]+$/i.test(entryName)) return dec.fail("invalid entry-name");
+        entry = { name: entryName, type };
+      }
+      const modseq = dec.number64();
+      return modseq === null ? dec.fail("expected mod-sequence") : { key: "MODSEQ", entry, modseq };
+    }
     case "YOUNGER":
     case "OLDER": {
       dec.expectSP();
@@ -147,6 +172,24 @@ export function searchKey(dec: Decoder, depth = 0): SearchKey | null {
     }
   }
   return dec.fail(`unsupported search key ${name}`, "unsupported");
+}
+
+/** A MODSEQ key anywhere among `keys`, nested ones included. */
+export function hasModseq(keys: readonly SearchKey[]): boolean {
+  return keys.some((k): boolean => {
+    switch (k.key) {
+      case "MODSEQ":
+        return true;
+      case "NOT":
+        return hasModseq([k.operand]);
+      case "OR":
+        return hasModseq([k.left, k.right]);
+      case "AND":
+        return hasModseq(k.operands);
+      default:
+        return false;
+    }
+  });
 }
 
 /** `search-key *(SP search-key)` up to the end of the command. */

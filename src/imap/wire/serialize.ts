@@ -77,6 +77,7 @@ export function writeCommand(enc: Encoder, cmd: Command): void {
     case "SUBSCRIBE":
     case "UNSUBSCRIBE":
       enc.atom(cmd.name).sp().mailbox(cmd.mailbox);
+      if (cmd.condstore === true) enc.raw(" (CONDSTORE)");
       break;
     case "STATUS":
       enc
@@ -96,6 +97,7 @@ export function writeCommand(enc: Encoder, cmd: Command): void {
         .seqSet(cmd.set)
         .sp();
       enc.list(cmd.items, (i) => writeFetchItem(enc, i));
+      if (cmd.changedSince !== undefined) enc.raw(" (CHANGEDSINCE ").number(cmd.changedSince).byte(0x29);
       break;
     case "STORE":
       enc
@@ -103,6 +105,7 @@ export function writeCommand(enc: Encoder, cmd: Command): void {
         .sp()
         .seqSet(cmd.set)
         .sp();
+      if (cmd.unchangedSince !== undefined) enc.raw("(UNCHANGEDSINCE ").number(cmd.unchangedSince).raw(") ");
       enc.atom(`${cmd.action === "add" ? "+" : cmd.action === "remove" ? "-" : ""}FLAGS${cmd.silent ? ".SILENT" : ""}`);
       enc.sp().flagList(cmd.flags);
       break;
@@ -211,6 +214,16 @@ export function writeSearchKey(enc: Encoder, k: SearchKey): void {
     case "OLDER":
       enc.atom(k.key).sp().number(k.seconds);
       return;
+    case "MODSEQ":
+      enc.atom("MODSEQ").sp();
+      // entry-flag-name is a quoted string (RFC 7162 §7); the parser allowed atom characters and one `\` only.
+      if (k.entry !== null)
+        enc
+          .raw(`"${k.entry.name.replace("\\", "\\\\")}" `)
+          .atom(k.entry.type)
+          .sp();
+      enc.number(k.modseq);
+      return;
     case "UID":
       enc.atom("UID").sp().seqSet(k.set);
       return;
@@ -257,6 +270,9 @@ function writeCode(enc: Encoder, code: ResponseCode): void {
     case "COPYUID":
       enc.sp().number(code.uidValidity).sp().seqSet(code.source).sp().seqSet(code.destination);
       break;
+    case "MODIFIED":
+      enc.sp().seqSet(code.set);
+      break;
   }
   enc.byte(0x5d);
 }
@@ -269,6 +285,9 @@ export function writeFetchAttr(enc: Encoder, a: FetchAttr): void {
     case "UID":
     case "RFC822.SIZE":
       enc.atom(a.name).sp().number(a.value);
+      return;
+    case "MODSEQ":
+      enc.raw("MODSEQ (").number(a.value).byte(0x29);
       return;
     case "INTERNALDATE":
       enc.atom("INTERNALDATE").sp().dateTime(a.date);
@@ -377,6 +396,7 @@ export function writeResponse(enc: Encoder, r: Response): void {
     case "SORT":
       enc.raw(`* ${r.type}`);
       for (const n of r.numbers) enc.sp().number(n);
+      if (r.modseq !== undefined) enc.raw(" (MODSEQ ").number(r.modseq).byte(0x29);
       break;
     case "ESEARCH":
       enc.raw("* ESEARCH");

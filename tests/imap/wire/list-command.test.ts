@@ -57,7 +57,7 @@ describe("LIST-EXTENDED commands", () => {
     expect(refused('a LIST "" "" RETURN (MYRIGHTS)')).toBe("unsupported");
     expect(refused('a LIST "" () RETURN (CHILDREN)')).toBe("syntax");
     expect(refused('a LIST "" * RETURN (STATUS ())')).toBe("syntax");
-    expect(refused('a LIST "" * RETURN (STATUS (HIGHESTMODSEQ))')).toBe("unsupported");
+    expect(refused('a LIST "" * RETURN (STATUS (MAILBOXID))')).toBe("unsupported");
     expect(refused('a LIST "" * RETURN (STATUS (MESSAGES) STATUS (UNSEEN))')).toBe("unsupported");
     expect(refused('a LIST "" * RETURN CHILDREN')).toBe("syntax");
     // LSUB has no extended forms.

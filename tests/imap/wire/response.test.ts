@@ -174,7 +174,24 @@ const TABLE: Array<[string, Record<string, unknown>]> = [
   ],
   ["* SEARCH 2 3 6", { type: "SEARCH", numbers: [2, 3, 6] }],
   ["* SEARCH", { type: "SEARCH", numbers: [] }],
-  ["* SEARCH 2 (MODSEQ 917162500)", { type: "SEARCH", numbers: [2] }],
+  ["* SEARCH 2 (MODSEQ 917162500)", { type: "SEARCH", numbers: [2], modseq: 917162500 }],
+  [
+    "a OK [MODIFIED 7,9:10] Conditional STORE failed",
+    {
+      code: {
+        known: true,
+        name: "MODIFIED",
+        set: [
+          { start: 7, stop: 7 },
+          { start: 9, stop: 10 },
+        ],
+      },
+    },
+  ],
+  [
+    "* 3 FETCH (MODSEQ (624140003) UID 7)",
+    { type: "FETCH", attrs: [{ name: "MODSEQ", value: 624140003 }, { name: "UID" }] },
+  ],
   ["* SORT 5 3 4", { type: "SORT", numbers: [5, 3, 4] }],
   [
     '* ESEARCH (TAG "a1") UID MIN 2 MAX 9 COUNT 4 ALL 2,4:5,9',
