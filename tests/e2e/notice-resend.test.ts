@@ -139,7 +139,7 @@ ask_groups = ["managers"]
   return { m, dir, closed, postfix, writeConfig, start, send, failedOnce, notices, rows };
 }
 
-test("notices owed when serve stopped (SIGTERM, SIGKILL) arrive once after a restart; none twice, none expired", async () => {
+test("owed notices arrive once after a restart (SIGTERM, SIGKILL); none twice, none expired", async () => {
   const boss = `boss-${uniqueToken("resend")}@corp.test`;
   const { m, dir, closed, postfix, writeConfig, start, send, notices, rows, ...t } = await setup([boss]);
   const failedOnce = (served: Served, id: string) => t.failedOnce(served, id, boss);
@@ -221,7 +221,7 @@ test("notices owed when serve stopped (SIGTERM, SIGKILL) arrive once after a res
   }
 });
 
-test("an approver whose notice was accepted is not told again when another's is still owed at the restart", async () => {
+test("an approver already told is not told again when another's notice is owed at the restart", async () => {
   const token = uniqueToken("partial");
   const boss = `boss-${token}@corp.test`;
   // Postfix answers 451 at RCPT TO for this one (the test upstreams' tempfail hook): deferred, retried, never sent.
