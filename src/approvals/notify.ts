@@ -7,8 +7,9 @@
  * (src/smtp/upstream.ts), logged in as `[approvals] notify_account`, or else as the sending agent's account (vault
  * mode). Pass-through mode never uses the agent's own login for a notice: without notify_account none is sent (the
  * config warns). Notices are sent in the background, after the agent has its reply, and never change a held
- * message: a notice that cannot be sent is an audit row and a log line, and the message stays held until someone
- * decides or it expires.
+ * message's state: a notice that cannot be sent is an audit row and a log line, and the message stays held until
+ * someone decides or it expires. Each approver's notice the upstream accepts is recorded in the state database
+ * (src/approvals/store.ts); `serve` sends, at start, the notices still owed by messages that are still held.
  *
  * The notice is plain text, base64 in the body; the subject is always RFC 2047 encoded, every control character
  * replaced first, so a subject with CR or LF in it cannot add a header.
@@ -249,11 +250,17 @@ export class Notifier {
     this.#delays = options.retryDelaysMs ?? NOTICE_RETRY_DELAYS_MS;
   }
 
-  /** A message was held (the agent has its 250): notifies each approver of each group its rule asks. */
+  /**
+   * A message was held (the agent has its 250), or `serve` started with it still owing notices: notifies each
+   * approver of each group its rule asks whose notice the upstream has not accepted yet (docs/approvals.md
+   * "Notices"). Once every approver's notice is accepted the message is marked notified.
+   */
   held(row: ApprovalRow): void {
     this.#background(() => {
       const held = this.#ctx.store.message(row.id);
-      if (held === null || this.#ctx.store.row(row.id)?.state !== "held") return; // decided already
+      const current = this.#ctx.store.row(row.id);
+      // Decided or expired already: nothing to ask.
+      if (held === null || current?.state !== "held" || current.expires <= Date.now()) return;
       const config = this.#ctx.config;
       const link =
         config.approvals.baseUrl === null
@@ -261,20 +268,52 @@ export class Notifier {
           : `${config.approvals.baseUrl}/approvals/${row.id}?t=${this.#ctx.store.token(row)}`;
       if (!this.#hasAccount(row, held)) return;
       const notice = approverNotice({ id: row.id, rule: row.rule, expires: row.expires, preview: held.preview, link });
-      const seen = new Set<string>();
-      for (const group of row.groups) {
-        const members = config.approvals.groups[group];
-        if (members === undefined) {
-          this.#failed(row, "APPROVAL NOTIFIED", `group ${group}`, `group ${group} is no longer configured`);
-          continue;
-        }
-        for (const to of members) {
-          if (seen.has(to.toLowerCase())) continue;
-          seen.add(to.toLowerCase());
-          this.#enqueue(row, "APPROVAL NOTIFIED", to, `group ${group}`, held, notice);
-        }
+      const { addresses, missing } = this.#approvers(row);
+      for (const group of missing)
+        this.#failed(row, "APPROVAL NOTIFIED", `group ${group}`, `group ${group} is no longer configured`);
+      for (const { to, group } of addresses) {
+        if (this.#ctx.store.noticeSent(row.id, to)) continue; // accepted upstream before a restart
+        this.#enqueue(row, "APPROVAL NOTIFIED", to, `group ${group}`, held, notice);
       }
+      this.#markIfComplete(row);
     });
+  }
+
+  /** At start: queues the notices still owed by every held message that has not expired (docs/approvals.md). */
+  resume(now = Date.now()): ApprovalRow[] {
+    const rows = this.#ctx.store.unnotified(now);
+    for (const row of rows) this.held(row);
+    return rows;
+  }
+
+  /**
+   * Each address of each group the message's rule asks, once (compared in lower case), and the groups that are no
+   * longer configured: a message with one of those is never marked notified, so the next start tries again.
+   */
+  #approvers(row: ApprovalRow): { addresses: { to: string; group: string }[]; missing: string[] } {
+    const seen = new Set<string>();
+    const addresses: { to: string; group: string }[] = [];
+    const missing: string[] = [];
+    for (const group of row.groups) {
+      const members = this.#ctx.config.approvals.groups[group];
+      if (members === undefined) {
+        missing.push(group);
+        continue;
+      }
+      for (const to of members) {
+        if (seen.has(to.toLowerCase())) continue;
+        seen.add(to.toLowerCase());
+        addresses.push({ to, group });
+      }
+    }
+    return { addresses, missing };
+  }
+
+  /** Marks the message notified once every approver's notice was accepted upstream. */
+  #markIfComplete(row: ApprovalRow): void {
+    const { addresses, missing } = this.#approvers(row);
+    if (missing.length === 0 && addresses.every(({ to }) => this.#ctx.store.noticeSent(row.id, to)))
+      this.#ctx.store.markNotified(row.id);
   }
 
   /**
@@ -351,6 +390,7 @@ export class Notifier {
           this.#release();
         }
         if (outcome.ok) {
+          if (job.command === "APPROVAL NOTIFIED") this.#accepted(job);
           const reason = `notice to ${job.to} (${job.what}) accepted upstream: ${outcome.reply}`;
           this.#ctx.audit.record(
             approvalEvent(
@@ -374,6 +414,19 @@ export class Notifier {
       }
     } finally {
       this.#queued--;
+    }
+  }
+
+  /**
+   * Records an approver's notice as accepted, so that a restart does not send it again. A process killed between the
+   * upstream's 250 and this write sends it again at its next start: notices are at least once.
+   */
+  #accepted(job: Job): void {
+    try {
+      this.#ctx.store.markNoticeSent(job.row.id, job.to);
+      this.#markIfComplete(job.row);
+    } catch (e) {
+      this.#log.error(`approval ${job.row.id}: cannot record the notice to ${job.to}: ${(e as Error).message}`);
     }
   }
 

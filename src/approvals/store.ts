@@ -4,8 +4,10 @@
  *
  * - a sealed record of kind "held" (AES-256-GCM): the message bytes, the envelope, the preview shown to approvers
  *   and, in pass-through mode, the agent's upstream credentials. Nothing of it is in clear on disk.
- * - a plain row in `approvals`: id, state, times, the message's SHA-256, the rule that asked, who decided. No
- *   address, subject or body.
+ * - a plain row in `approvals`: id, state, times, the message's SHA-256, the rule that asked, who decided, whether
+ *   every approver's notice was accepted upstream (`notified`). No address, subject or body.
+ * - `approval_notices`: one row per approver whose notice the upstream accepted, named by an HMAC of the message id
+ *   and the address (docs/approvals.md "Notices"), so that a restart sends only the notices still owed.
  *
  * State changes run in BEGIN IMMEDIATE transactions that re-read the state first, so that two deciders (two
  * approvers, the web page and the command line, two processes) cannot both move a message out of "held".
@@ -55,6 +57,8 @@ export interface ApprovalRow {
   readonly decidedBy: string | null;
   readonly reason: string | null;
   readonly upstreamReply: string | null;
+  /** Every approver's notice was accepted upstream (docs/approvals.md "Notices"). */
+  readonly notified: boolean;
   readonly updated: number;
 }
 
@@ -72,7 +76,20 @@ const SCHEMA = `CREATE TABLE IF NOT EXISTS approvals (
   reason         TEXT,
   upstream_reply TEXT,
   token_used     INTEGER NOT NULL DEFAULT 0,
-  updated        INTEGER NOT NULL
+  updated        INTEGER NOT NULL,
+  notified       INTEGER NOT NULL DEFAULT 0
+)`;
+
+/**
+ * The approvers whose notice the upstream accepted: `approver` is HMAC-SHA256(id NUL lower-case address) under a key
+ * derived from the secrets key, so no address is in clear and a guessed one cannot be checked without the key.
+ * Deleted with the sealed record when the message is decided or expires.
+ */
+const NOTICES_SCHEMA = `CREATE TABLE IF NOT EXISTS approval_notices (
+  id       TEXT NOT NULL,
+  approver TEXT NOT NULL,
+  sent     INTEGER NOT NULL,
+  PRIMARY KEY (id, approver)
 )`;
 
 interface RawRow {
@@ -90,6 +107,7 @@ interface RawRow {
   upstream_reply: string | null;
   token_used: number;
   updated: number;
+  notified: number;
 }
 
 function toRow(r: RawRow): ApprovalRow {
@@ -106,6 +124,7 @@ function toRow(r: RawRow): ApprovalRow {
     decidedBy: r.decided_by,
     reason: r.reason,
     upstreamReply: r.upstream_reply,
+    notified: r.notified !== 0,
     updated: r.updated,
   };
 }
@@ -120,11 +139,22 @@ export type Claim =
 export class ApprovalStore {
   readonly state: SealedStore;
   readonly #tokenKey: Buffer;
+  readonly #noticeKey: Buffer;
 
   constructor(state: SealedStore) {
     this.state = state;
-    state.db.run(SCHEMA);
+    state.transaction(() => {
+      state.db.run(SCHEMA);
+      // A database made before notices were recorded: its held messages count as not notified, so the next start
+      // sends their notices (at least once, docs/approvals.md "Notices"). Re-checked inside BEGIN IMMEDIATE: two
+      // processes opening the same old database add the column once.
+      const columns = state.db.query("PRAGMA table_info(approvals)").all() as { name: string }[];
+      if (!columns.some((c) => c.name === "notified"))
+        state.db.run("ALTER TABLE approvals ADD COLUMN notified INTEGER NOT NULL DEFAULT 0");
+      state.db.run(NOTICES_SCHEMA);
+    });
     this.#tokenKey = state.deriveKey("mailgator approval links v1");
+    this.#noticeKey = state.deriveKey("mailgator approval notices v1");
   }
 
   /** Stores a held message durably (one transaction, synchronous=FULL): returns its id. */
@@ -235,6 +265,45 @@ export class ApprovalStore {
     });
   }
 
+  // Approvers' notices (docs/approvals.md "Notices"): which were accepted upstream, and which messages still owe some.
+
+  #approver(id: string, address: string): string {
+    return createHmac("sha256", this.#noticeKey).update(`${id}\0${address.toLowerCase()}`).digest("hex");
+  }
+
+  /** Whether the upstream accepted the notice of message `id` to `address`. */
+  noticeSent(id: string, address: string): boolean {
+    return (
+      this.state.db
+        .query("SELECT 1 FROM approval_notices WHERE id = ? AND approver = ?")
+        .get(id, this.#approver(id, address)) !== null
+    );
+  }
+
+  /** Records that the upstream accepted the notice to `address`; only while the message is held. */
+  markNoticeSent(id: string, address: string, now = Date.now()): void {
+    this.state.db
+      .query(
+        "INSERT OR IGNORE INTO approval_notices (id, approver, sent) " +
+          "SELECT ?, ?, ? WHERE EXISTS (SELECT 1 FROM approvals WHERE id = ? AND state = 'held')",
+      )
+      .run(id, this.#approver(id, address), now, id);
+  }
+
+  /** Every approver of the message has its notice: nothing more to send for it after a restart. */
+  markNotified(id: string): void {
+    this.state.db.query("UPDATE approvals SET notified = 1 WHERE id = ?").run(id);
+  }
+
+  /** Held messages, not expired at `now`, that still owe an approver a notice. */
+  unnotified(now = Date.now()): ApprovalRow[] {
+    return (
+      this.state.db
+        .query("SELECT * FROM approvals WHERE state = 'held' AND notified = 0 AND expires > ? ORDER BY created, id")
+        .all(now) as RawRow[]
+    ).map(toRow);
+  }
+
   #update(
     id: string,
     state: ApprovalState,
@@ -258,6 +327,7 @@ export class ApprovalStore {
   ): void {
     this.#update(id, state, by, reason, upstreamReply, now);
     this.state.delete(HELD_KIND, id);
+    this.state.db.query("DELETE FROM approval_notices WHERE id = ?").run(id);
   }
 
   // Approval links (docs/approvals.md "Links"): HMAC-SHA256 under a key derived from the secrets key, over the id,

@@ -147,6 +147,10 @@ export async function serve(ctx: CommandContext): Promise<number> {
     const held = () => setHeldApprovals(approvals!.list().filter((r) => r.state === "held").length);
     expireDue(actx);
     held();
+    // Approvers not told before the last stop (or crash) are told now; expired messages were just expired
+    // (docs/approvals.md "Notices").
+    const owed = notices.resume();
+    if (owed.length > 0) log.info(`approvals: sending the notices still owed for ${owed.length} held message(s)`);
     expiry = setInterval(() => {
       expireDue(actx);
       held();
