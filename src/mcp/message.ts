@@ -301,9 +301,15 @@ export function attachmentBytes(
   return info === undefined ? undefined : { info, bytes: bytes[index - 1] ?? null };
 }
 
-/** A header as shown: encoded words decoded where they can be, else the raw value. */
+/** Line breaks and other control characters an encoded word can decode to (RFC 2047 §5 allows any octet). */
+const LINE_BREAKING = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]+/g;
+
+/**
+ * A header as shown: encoded words decoded where they can be, else the raw value; always one line, so that a
+ * decoded CR LF cannot make it read as another header or another listing line.
+ */
 export function headerText(headers: readonly HeaderField[], name: string): string | undefined {
   const values = headers.filter((f) => f.name === name).map((f) => f.value);
   if (values.length === 0) return undefined;
-  return values.map((v) => readUnstructured(v) ?? decodeEncodedWords(v) ?? v).join(", ");
+  return values.map((v) => (readUnstructured(v) ?? decodeEncodedWords(v) ?? v).replace(LINE_BREAKING, " ")).join(", ");
 }
