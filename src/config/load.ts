@@ -50,7 +50,8 @@ export interface LoadOptions {
   readonly env?: Readonly<Record<string, string | undefined>>;
   /**
    * Leave account secrets unread (`mailgator mcp`, which logs in to the proxy as an agent and never upstream,
-   * docs/mcp.md): a secret given by any of its three keys becomes an empty Secret; no variable or file is read.
+   * docs/mcp.md): a secret given by any of its three keys becomes an empty Secret; no variable or file is read,
+   * nor a listener's `tls_key_file`.
    */
   readonly skipSecrets?: boolean;
 }
@@ -186,6 +187,7 @@ function listener(
   base: string,
   problems: Problems,
   warnings: string[],
+  skipSecrets: boolean,
 ): ListenerConfig | null {
   const listenAddr = parseHostPort(raw.listen_addr, [section, "listen_addr"], problems, true);
   const upstreamAddr = parseHostPort(raw.upstream_addr, [section, "upstream_addr"], problems);
@@ -232,8 +234,12 @@ function listener(
   }
   if (raw.tls_cert_file !== undefined)
     cert = resolveFile(base, raw.tls_cert_file, [section, "tls_cert_file"], problems);
-  if (raw.tls_key_file !== undefined) key = resolveFile(base, raw.tls_key_file, [section, "tls_key_file"], problems);
-  if (cert !== null && key !== null) {
+  // The private key is a secret: without secrets (LoadOptions.skipSecrets) its path is kept but the file not opened.
+  if (raw.tls_key_file !== undefined)
+    key = skipSecrets
+      ? resolve(base, raw.tls_key_file)
+      : resolveFile(base, raw.tls_key_file, [section, "tls_key_file"], problems);
+  if (cert !== null && key !== null && !skipSecrets) {
     const problem = tlsIdentityProblem(cert, key);
     if (problem !== null) problems.add([section, "tls_cert_file"], problem);
   }
@@ -698,8 +704,8 @@ function build(
 ): Config {
   const base = dirname(file);
   const warnings: string[] = [];
-  const imap = raw.imap ? listener(raw.imap, "imap", base, problems, warnings) : null;
-  const smtpListener = raw.smtp ? listener(raw.smtp, "smtp", base, problems, warnings) : null;
+  const imap = raw.imap ? listener(raw.imap, "imap", base, problems, warnings, env === SKIP_SECRETS) : null;
+  const smtpListener = raw.smtp ? listener(raw.smtp, "smtp", base, problems, warnings, env === SKIP_SECRETS) : null;
   const smtpIdentities = identities(raw.smtp?.identities, ["smtp", "identities"], problems);
   const smtp: SmtpConfig | null = smtpListener && { ...smtpListener, identities: smtpIdentities };
   if (!raw.imap && !raw.smtp) warnings.push("neither [imap] nor [smtp] is configured: serve has nothing to listen on");

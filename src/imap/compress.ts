@@ -71,12 +71,29 @@ export class Deflate {
 
   /**
    * Deflates one batch and flushes it (Z_SYNC_FLUSH). The parts are copied: the caller may reuse their buffer at
-   * once. Output reaches `onOutput` in order, asynchronously.
+   * once. Output reaches `onOutput` in order, asynchronously. False when the deflater has a backlog: the caller
+   * stops producing (pauses upstream) until `outputDrained`, else a fast upstream fills memory faster than deflate
+   * empties it.
    */
-  output(parts: readonly Uint8Array[]): void {
-    if (this.#outputFailed || this.#ended) return;
+  output(parts: readonly Uint8Array[]): boolean {
+    if (this.#outputFailed || this.#ended) return true;
     for (const p of parts) this.#deflate.write(Buffer.from(p));
     this.#deflate.flush(constants.Z_SYNC_FLUSH);
+    return !this.#deflate.writableNeedDrain;
+  }
+
+  /** Resolves when the deflater's backlog is gone (or it ended). */
+  outputDrained(): Promise<void> {
+    if (!this.#deflate.writableNeedDrain || this.#ended || this.#outputFailed) return Promise.resolve();
+    return new Promise((resolve) => {
+      const done = () => {
+        this.#deflate.off("drain", done);
+        this.#deflate.off("close", done);
+        resolve();
+      };
+      this.#deflate.on("drain", done);
+      this.#deflate.on("close", done);
+    });
   }
 
   /** Calls `then` once everything given to `output` has reached `onOutput`; nothing is accepted after. */

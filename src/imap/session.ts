@@ -428,8 +428,14 @@ export class ImapSession implements LoginSession, CompressSession {
     const parts = this.#enc.takeViews();
     if (parts.length === 0) return;
     if (this.#deflate !== null) {
-      this.#deflate.output(parts); // copied: the buffer can be reused at once
+      const room = this.#deflate.output(parts); // copied: the buffer can be reused at once
       this.#enc.recycle();
+      if (!room && this.up !== null) {
+        // Deflate is slower than upstream sends: push back on upstream (src/imap/compress.ts).
+        const up = this.up;
+        up.pause();
+        void this.#deflate.outputDrained().then(() => up.resume());
+      }
       return;
     }
     let full = false;

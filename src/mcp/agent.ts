@@ -21,7 +21,7 @@ import pkg from "../../package.json" with { type: "json" };
 import type { Config } from "../config/index.ts";
 import { parseAddressList, parseHeaderFields } from "../mail/index.ts";
 import { compilePolicy } from "../policy/index.ts";
-import { attachmentBytes, headerText, readMessage } from "./message.ts";
+import { attachmentBytes, headerText, type ReadMessage, readMessage } from "./message.ts";
 import {
   imapErrorText,
   type OutgoingMail,
@@ -143,8 +143,12 @@ async function listPage(
   return slice.length === 0 ? head : `${head}\n${untrusted(body)}`;
 }
 
-/** Why a message of `size` bytes is not fetched, or null when it may be (MAX_MESSAGE_BYTES). */
-export function messageSizeProblem(size: number): string | null {
+/**
+ * Why a message of `size` bytes is not fetched, or null when it may be (MAX_MESSAGE_BYTES). A size the listener did
+ * not give is a refusal: the limit cannot be checked.
+ */
+export function messageSizeProblem(size: number | undefined): string | null {
+  if (size === undefined) return "the listener gave no size for the message (RFC822.SIZE); it was not fetched";
   return size > MAX_MESSAGE_BYTES
     ? `the message is ${size} bytes; the limit is ${MAX_MESSAGE_BYTES} (MAX_MESSAGE_BYTES)`
     : null;
@@ -157,12 +161,31 @@ export function cutText(text: string): string {
     : text;
 }
 
+/**
+ * `get_message`'s text. Everything read from the message is inside the untrusted block, the notes on what was not
+ * read too: they quote the message's own words (a charset, a transfer encoding, a type).
+ */
+export function messageResultText(folder: string, uid: number, message: ReadMessage): string {
+  const lines: string[] = [];
+  for (const name of ["date", "from", "reply-to", "to", "cc", "subject", "message-id"]) {
+    const value = headerText(message.headers, name);
+    if (value !== undefined) lines.push(`${name}: ${value}`);
+  }
+  lines.push("", cutText(message.text));
+  const atts = message.attachments.map(
+    (x) => `attachment ${x.index}: ${x.filename} (${x.type}, ${x.size ?? "unknown"} bytes)`,
+  );
+  if (atts.length > 0) lines.push("", ...atts);
+  if (message.problems.length > 0) lines.push("", `Not shown: ${message.problems.join("; ")}.`);
+  return `Message UID ${uid} in ${folder}:\n${untrusted(lines.join("\n"))}`;
+}
+
 /** Fetches one message's bytes through the listener; a message hidden or gone is "no message". */
 async function fetchSource(client: ImapFlow, folder: string, uid: number): Promise<Uint8Array> {
   await client.mailboxOpen(folder, { readOnly: true });
   const meta = await client.fetchOne(String(uid), { uid: true, size: true }, { uid: true });
   if (meta === false || meta.uid !== uid) throw new ToolError(`no message with UID ${uid} in ${folder}`);
-  const tooBig = messageSizeProblem(meta.size ?? 0);
+  const tooBig = messageSizeProblem(meta.size);
   if (tooBig !== null) throw new ToolError(tooBig);
   const m = await client.fetchOne(String(uid), { uid: true, source: true }, { uid: true });
   if (m === false || m.source === undefined) throw new ToolError(`no message with UID ${uid} in ${folder}`);
@@ -307,19 +330,7 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
       ({ folder, uid }) =>
         guarded("get_message", () =>
           withImap(async (client) => {
-            const message = readMessage(await fetchSource(client, folder, uid));
-            const lines: string[] = [];
-            for (const name of ["date", "from", "reply-to", "to", "cc", "subject", "message-id"]) {
-              const value = headerText(message.headers, name);
-              if (value !== undefined) lines.push(`${name}: ${value}`);
-            }
-            lines.push("", cutText(message.text));
-            const atts = message.attachments.map(
-              (x) => `attachment ${x.index}: ${x.filename} (${x.type}, ${x.size ?? "unknown"} bytes)`,
-            );
-            if (atts.length > 0) lines.push("", ...atts);
-            const notes = message.problems.length > 0 ? `\nNot shown: ${message.problems.join("; ")}.` : "";
-            return ok(`Message UID ${uid} in ${folder}:\n${untrusted(lines.join("\n"))}${notes}`);
+            return ok(messageResultText(folder, uid, readMessage(await fetchSource(client, folder, uid))));
           }),
         ),
     );
@@ -538,19 +549,24 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
   return { server, tools };
 }
 
-/** An attachment as a tool result: an embedded resource (base64), refused past MAX_ATTACHMENT_BYTES. */
+/**
+ * An attachment as a tool result: an embedded resource (base64), refused past MAX_ATTACHMENT_BYTES. Its file name
+ * and type are the sender's words: they are shown inside an untrusted block only.
+ */
 export function attachmentResult(filename: string, type: string, bytes: Uint8Array | null): CallToolResult {
-  if (bytes === null) return failure(`get_attachment: ${filename} uses a transfer encoding that is not known`);
+  const named = untrusted(`${JSON.stringify(filename)} (${type})`);
+  if (bytes === null)
+    return failure(`get_attachment: the attachment uses a transfer encoding that is not known:\n${named}`);
   if (bytes.length > MAX_ATTACHMENT_BYTES)
     return failure(
-      `get_attachment: ${filename} is ${bytes.length} bytes; ` +
-        `the limit is ${MAX_ATTACHMENT_BYTES} (MAX_ATTACHMENT_BYTES)`,
+      `get_attachment: the attachment is ${bytes.length} bytes; ` +
+        `the limit is ${MAX_ATTACHMENT_BYTES} (MAX_ATTACHMENT_BYTES):\n${named}`,
     );
   return {
     content: [
       {
         type: "text",
-        text: `Attachment ${JSON.stringify(filename)} (${type}, ${bytes.length} bytes), untrusted data:`,
+        text: `Attachment of ${bytes.length} bytes, untrusted data:\n${named}`,
       },
       {
         type: "resource",

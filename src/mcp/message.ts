@@ -135,26 +135,114 @@ const ENTITIES: Readonly<Record<string, string>> = {
   nbsp: " ",
 };
 
-/** HTML as readable text: no scripts, styles or tags; block ends and <br> as line breaks; entities decoded. */
-export function htmlToText(html: string): string {
-  return html
-    .replace(/<!--[\s\S]*?-->/g, "")
-    .replace(/<(script|style|head|title)\b[\s\S]*?<\/\1\s*>/gi, "")
-    .replace(/<br\s*\/?>/gi, "\n")
-    .replace(/<li\b[^>]*>/gi, "\n- ")
-    .replace(/<\/(p|div|h[1-6]|tr|table|ul|ol|blockquote|section|article)\s*>/gi, "\n")
-    .replace(/<a\b[^>]*\bhref\s*=\s*["']([^"']*)["'][^>]*>([\s\S]*?)<\/a\s*>/gi, (_, href: string, label: string) =>
-      label.trim() === "" || label.includes(href) ? `${label} ${href}` : `${label} (${href})`,
-    )
-    .replace(/<[^>]*>/g, "")
-    .replace(/&(#x[0-9a-f]+|#\d+|[a-z]+);/gi, (whole, name: string) => {
-      if (name.startsWith("#")) {
-        const code = name[1] === "x" || name[1] === "X" ? Number.parseInt(name.slice(2), 16) : Number(name.slice(1));
-        return code > 0 && code <= 0x10ffff ? String.fromCodePoint(code) : whole;
-      }
-      return ENTITIES[name.toLowerCase()] ?? whole;
+/** Elements whose content is not text to read (RFC 2854 defers to HTML: script and style are not rendered). */
+const HIDDEN_ELEMENTS: ReadonlySet<string> = new Set(["script", "style", "head", "title"]);
+const BLOCK_ENDS: ReadonlySet<string> = new Set([
+  "p",
+  "div",
+  "h1",
+  "h2",
+  "h3",
+  "h4",
+  "h5",
+  "h6",
+  "tr",
+  "table",
+  "ul",
+  "ol",
+  "blockquote",
+  "section",
+  "article",
+]);
+const TAG_NAME = /^(\/?)([a-z][a-z0-9]*)/i;
+const HREF = /\bhref\s*=\s*["']([^"']*)["']/i;
+
+/** Trailing spaces and tabs of each line removed, without a regular expression (a long run would backtrack). */
+function trimLineEnds(text: string): string {
+  return text
+    .split("\n")
+    .map((line) => {
+      let e = line.length;
+      while (e > 0 && (line[e - 1] === " " || line[e - 1] === "\t")) e--;
+      return line.slice(0, e);
     })
-    .replace(/[ \t]+\n/g, "\n")
+    .join("\n");
+}
+
+/**
+ * HTML as readable text: no comments, scripts, styles or tags; block ends and <br> as line breaks; links with their
+ * targets; entities decoded. One pass over the text, each part read once: HTML from a sender must not be able to
+ * make it slow (regular expressions over the whole text backtrack quadratically on unclosed comments and tags). A
+ * comment or hidden element without its end is a tag like any other.
+ */
+export function htmlToText(html: string): string {
+  const out: string[] = [];
+  /** Closing tags known to be absent past some point, so never searched for again. */
+  const absent = new Set<string>();
+  const closing = (name: string, from: number): { start: number; end: number } | null => {
+    if (absent.has(name)) return null;
+    const re = new RegExp(`<\\/${name}\\s*>`, "gi");
+    re.lastIndex = from;
+    const m = re.exec(html);
+    if (m === null) {
+      absent.add(name);
+      return null;
+    }
+    return { start: m.index, end: m.index + m[0].length };
+  };
+  let anchor: { href: string; at: number; close: number } | null = null;
+  let i = 0;
+  while (i < html.length) {
+    const lt = html.indexOf("<", i);
+    if (lt === -1) {
+      out.push(html.slice(i));
+      break;
+    }
+    out.push(html.slice(i, lt));
+    if (html.startsWith("<!--", lt) && !absent.has("-->")) {
+      const end = html.indexOf("-->", lt + 4);
+      if (end !== -1) {
+        i = end + 3;
+        continue;
+      }
+      absent.add("-->");
+    }
+    const gt = html.indexOf(">", lt);
+    if (gt === -1) {
+      out.push(html.slice(lt));
+      break;
+    }
+    i = gt + 1;
+    const tag = html.slice(lt + 1, gt);
+    const m = TAG_NAME.exec(tag);
+    if (m === null) continue;
+    const isEnd = m[1] === "/";
+    const name = m[2]!.toLowerCase();
+    if (!isEnd && HIDDEN_ELEMENTS.has(name)) {
+      const close = closing(name, i);
+      if (close !== null) i = close.end;
+    } else if (name === "br") out.push("\n");
+    else if (name === "li" && !isEnd) out.push("\n- ");
+    else if (isEnd && BLOCK_ENDS.has(name)) out.push("\n");
+    else if (name === "a" && !isEnd && anchor === null) {
+      const href = HREF.exec(tag);
+      const close = href === null ? null : closing("a", i);
+      if (href !== null && close !== null) anchor = { href: href[1]!, at: out.length, close: close.start };
+    } else if (name === "a" && isEnd && anchor !== null && lt === anchor.close) {
+      const label = out.splice(anchor.at).join("");
+      const href = anchor.href;
+      out.push(label.trim() === "" || label.includes(href) ? `${label} ${href}` : `${label} (${href})`);
+      anchor = null;
+    }
+  }
+  const text = out.join("").replace(/&(#x[0-9a-f]+|#\d+|[a-z]+);/gi, (whole, name: string) => {
+    if (name.startsWith("#")) {
+      const code = name[1] === "x" || name[1] === "X" ? Number.parseInt(name.slice(2), 16) : Number(name.slice(1));
+      return code > 0 && code <= 0x10ffff ? String.fromCodePoint(code) : whole;
+    }
+    return ENTITIES[name.toLowerCase()] ?? whole;
+  });
+  return trimLineEnds(text)
     .replace(/\n{3,}/g, "\n\n")
     .trim();
 }
@@ -301,9 +389,15 @@ export function attachmentBytes(
   return info === undefined ? undefined : { info, bytes: bytes[index - 1] ?? null };
 }
 
-/** A header as shown: encoded words decoded where they can be, else the raw value. */
+/** Line breaks and other control characters an encoded word can decode to (RFC 2047 §5 allows any octet). */
+const LINE_BREAKING = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]+/g;
+
+/**
+ * A header as shown: encoded words decoded where they can be, else the raw value; always one line, so that a
+ * decoded CR LF cannot make it read as another header or another listing line.
+ */
 export function headerText(headers: readonly HeaderField[], name: string): string | undefined {
   const values = headers.filter((f) => f.name === name).map((f) => f.value);
   if (values.length === 0) return undefined;
-  return values.map((v) => readUnstructured(v) ?? decodeEncodedWords(v) ?? v).join(", ");
+  return values.map((v) => (readUnstructured(v) ?? decodeEncodedWords(v) ?? v).replace(LINE_BREAKING, " ")).join(", ");
 }

@@ -180,6 +180,22 @@ describe("what a rule may say", () => {
     expect(mismatch).not.toContain("PRIVATE KEY");
   });
 
+  test("skipSecrets: a listener's private key is not read (a missing or unreadable key loads; the cert is checked)", () => {
+    const tls = join(upstreams().caFile, "..");
+    const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
+    writeFileSync(join(dir, "garbage.key"), "not a key\n");
+    const listener = (cert: string, key: string) =>
+      `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:993"\nlisten_tls = "tls"\n` +
+      `tls_cert_file = "${cert}"\ntls_key_file = "${key}"\n`;
+    const cert = join(tls, "server.pem");
+    for (const key of [join(dir, "garbage.key"), join(dir, "missing.key")]) {
+      expect(problems(listener(cert, key))).toContain("imap.tls");
+      const c = parseConfig(listener(cert, key), join(dir, "m.toml"), { skipSecrets: true });
+      expect(c.imap?.tlsCertFile).toBe(cert);
+    }
+    expect(problems(listener(join(dir, "garbage.key"), join(tls, "server.key")))).toContain("imap.tls_cert_file:");
+  });
+
   test("an upstream CA file must hold a PEM certificate", () => {
     const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
     writeFileSync(join(dir, "garbage.pem"), "not a certificate\n");

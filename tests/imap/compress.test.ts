@@ -7,6 +7,7 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { randomBytes } from "node:crypto";
 import { connect, type Socket } from "node:net";
 import { constants, createDeflateRaw, createInflateRaw, type DeflateRaw, deflateRawSync } from "node:zlib";
 import type { ImapFlow } from "imapflow";
@@ -296,6 +297,39 @@ describe("COMPRESS=DEFLATE", () => {
     expect(statusOf(await c.command("n", "NOOP"), "n")).toStartWith("n OK");
     c.close();
   });
+
+  test("attack: an agent that stops reading: compressed FETCH output pushes back on upstream, memory stays flat", async () => {
+    // 16 MiB of random base64 (deflates to about 75%), fetched 4 times while the agent reads nothing.
+    const body = randomBytes(12 * 1024 * 1024)
+      .toString("base64")
+      .replace(/.{76}/g, "$&\r\n");
+    const human = await connectImap(mailbox);
+    await human.append("Own", Buffer.from(`Subject: big\r\n\r\n${body}\r\n`));
+    await human.logout();
+    const c = await loggedIn();
+    await c.compress("z");
+    await c.command("s", "EXAMINE Own");
+    c.socket.pause();
+    const before = process.memoryUsage().rss;
+    let peak = before;
+    const sample = setInterval(() => {
+      peak = Math.max(peak, process.memoryUsage().rss);
+    }, 5);
+    try {
+      for (const tag of ["f1", "f2", "f3", "f4"]) c.send(`${tag} FETCH * BODY.PEEK[]\r\n`);
+      await Bun.sleep(4000);
+    } finally {
+      clearInterval(sample);
+    }
+    c.socket.resume();
+    // Only the end is searched: the text grows to 64 MiB.
+    const all = await c.until((t) => t.slice(-200).includes("\r\nf4 OK"), 90_000);
+    expect(all.split(body).length - 1).toBe(4);
+    // Measured: about 50 MiB for a plain session under the same load (a 16 MiB literal relayed at a time), about
+    // 45 MiB compressed; 130 MiB when nothing pushed back on upstream while deflate lagged behind it.
+    expect(peak - before).toBeLessThan(80 * 1024 * 1024);
+    c.close();
+  }, 120_000);
 
   test("attack: input that is not deflate data ends the session with BYE", async () => {
     const c = await loggedIn();
