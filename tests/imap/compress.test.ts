@@ -326,8 +326,9 @@ describe("COMPRESS=DEFLATE", () => {
     const all = await c.until((t) => t.slice(-200).includes("\r\nf4 OK"), 90_000);
     expect(all.split(body).length - 1).toBe(4);
     // Measured: about 50 MiB for a plain session under the same load (a 16 MiB literal relayed at a time), about
-    // 45 MiB compressed; 130 MiB when nothing pushed back on upstream while deflate lagged behind it.
-    expect(peak - before).toBeLessThan(80 * 1024 * 1024);
+    // 45 MiB compressed; 130 MiB when nothing pushed back on upstream while deflate lagged behind it. The bound sits
+    // between the two with room for a loaded machine's late garbage collection (one run at 80 MiB went over).
+    expect(peak - before).toBeLessThan(100 * 1024 * 1024);
     c.close();
   }, 120_000);
 
