@@ -180,7 +180,7 @@ describe("what a rule may say", () => {
     expect(mismatch).not.toContain("PRIVATE KEY");
   });
 
-  test("skipSecrets: a listener's private key is not read (a missing or unreadable key loads; the cert is checked)", () => {
+  test("skipSecrets: a listener's private key is not read (a missing or bad key loads; the cert is checked)", () => {
     const tls = join(upstreams().caFile, "..");
     const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
     writeFileSync(join(dir, "garbage.key"), "not a key\n");
