@@ -298,7 +298,7 @@ describe("COMPRESS=DEFLATE", () => {
     c.close();
   });
 
-  test("attack: an agent stops reading: compressed FETCH output pushes back on upstream, memory stays flat", async () => {
+  test("attack: an agent stops reading: compressed FETCH output pushes back upstream, memory stays flat", async () => {
     // 16 MiB of random base64 (deflates to about 75%), fetched 4 times while the agent reads nothing.
     const body = randomBytes(12 * 1024 * 1024)
       .toString("base64")
