@@ -102,18 +102,31 @@ export function decodeTransfer(body: Uint8Array, encoding: string): Uint8Array |
   const text = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("latin1");
   if (e === "base64") return new Uint8Array(Buffer.from(text.replace(/[^A-Za-z0-9+/]/g, ""), "base64"));
   if (e === "quoted-printable") {
+    // RFC 2045 §6.7: soft line breaks removed, `=XX` decoded; anything else is kept as it stands. The output is
+    // never longer than the input, so one array of the input's length holds it (no per-octet growth).
     const unfolded = text.replace(/=\r?\n/g, "");
-    const out: number[] = [];
+    const out = new Uint8Array(unfolded.length);
+    let n = 0;
     for (let i = 0; i < unfolded.length; i++) {
       const c = unfolded.charCodeAt(i);
-      if (c === 61 && /^[0-9A-Fa-f]{2}$/.test(unfolded.slice(i + 1, i + 3))) {
-        out.push(Number.parseInt(unfolded.slice(i + 1, i + 3), 16));
+      const hi = c === 61 ? hexValue(unfolded.charCodeAt(i + 1)) : -1;
+      const lo = hi >= 0 ? hexValue(unfolded.charCodeAt(i + 2)) : -1;
+      if (lo >= 0) {
+        out[n++] = hi * 16 + lo;
         i += 2;
-      } else out.push(c);
+      } else out[n++] = c;
     }
-    return new Uint8Array(out);
+    return out.subarray(0, n);
   }
   return null;
+}
+
+/** The value of one hexadecimal digit's character code, or -1 (NaN past the end of a string is -1 too). */
+function hexValue(c: number): number {
+  if (c >= 48 && c <= 57) return c - 48;
+  if (c >= 65 && c <= 70) return c - 55;
+  if (c >= 97 && c <= 102) return c - 87;
+  return -1;
 }
 
 /** Text in a charset TextDecoder knows; null for one it does not. */

@@ -19,7 +19,14 @@ import {
   messageSizeProblem,
   untrusted,
 } from "../../src/mcp/agent.ts";
-import { attachmentBytes, htmlToText, MAX_MIME_DEPTH, MAX_MIME_PARTS, readMessage } from "../../src/mcp/message.ts";
+import {
+  attachmentBytes,
+  decodeTransfer,
+  htmlToText,
+  MAX_MIME_DEPTH,
+  MAX_MIME_PARTS,
+  readMessage,
+} from "../../src/mcp/message.ts";
 import { agentTools } from "../../src/mcp/tools.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
@@ -349,4 +356,20 @@ action = "allow"
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
   }, 20_000);
+});
+
+describe("quoted-printable (RFC 2045 §6.7)", () => {
+  const qp = (text: string) => Buffer.from(decodeTransfer(Buffer.from(text, "latin1"), "quoted-printable")!);
+
+  test("=XX in either case, soft line breaks; malformed escapes are kept as they stand", () => {
+    expect(qp("Caf=C3=a9 au l=\r\nait=\n!")).toEqual(Buffer.from("Café au lait!"));
+    expect(qp("=zz =4 ==41 =")).toEqual(Buffer.from("=zz =4 =A =", "latin1"));
+    expect(qp("=00=FF")).toEqual(Buffer.from([0, 255]));
+  });
+
+  test("a large body decodes into one array the size of its output", () => {
+    const out = decodeTransfer(Buffer.from("=41".repeat(1_000_000), "latin1"), "quoted-printable")!;
+    expect(out.length).toBe(1_000_000);
+    expect(out.every((b) => b === 65)).toBe(true);
+  });
 });
