@@ -20,8 +20,15 @@ import type { AccountCredentials } from "../accounts/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
 import { smtpUpstreamTarget } from "../smtp/index.ts";
-import { accountUpstream, CommitGate, UpstreamAuthError, type UpstreamSession } from "../smtp/upstream.ts";
-import { type ApprovalContext, approvalEvent, source } from "./service.ts";
+import { SPOOL_BLOCK } from "../smtp/spool.ts";
+import {
+  CommitGate,
+  type MessageSource,
+  UpstreamAuthError,
+  type UpstreamLogin,
+  UpstreamSession,
+} from "../smtp/upstream.ts";
+import { type ApprovalContext, approvalEvent } from "./service.ts";
 import type { ApprovalRow, HeldMessage, Preview } from "./store.ts";
 
 /** Waits between the attempts of one notice: a notice is tried at most 1 + this many times (about 13 minutes). */
@@ -172,6 +179,15 @@ export function composeNotice(opts: {
     "Content-Transfer-Encoding: base64",
   ];
   return Buffer.from(`${header.join("\r\n")}\r\n\r\n${body.replace(/.{1,76}/g, "$&\r\n")}`, "ascii");
+}
+
+function source(message: Buffer): MessageSource {
+  return {
+    length: message.length,
+    *blocks() {
+      for (let at = 0; at < message.length; at += SPOOL_BLOCK) yield message.subarray(at, at + SPOOL_BLOCK);
+    },
+  };
 }
 
 /** The account notices are sent as: `[approvals] notify_account`, else the held message's own account (vault). */
@@ -420,11 +436,8 @@ export class Notifier {
       return { ok: false, permanent: true, reason: "the config has no [smtp] section to send through" };
     let upstream: UpstreamSession | null = null;
     try {
-      upstream = await accountUpstream(
-        smtpUpstreamTarget(smtp),
-        job.account,
-        this.#options.credentials ?? this.#ctx.credentials,
-      );
+      const login = await this.#login(job.account);
+      upstream = await UpstreamSession.open(smtpUpstreamTarget(smtp), login);
       const from = fromAddress(job.account);
       // Nothing to wait for before the final dot: the notice's audit row follows the upstream's reply.
       const result = await upstream.send(
@@ -441,6 +454,19 @@ export class Notifier {
     } finally {
       await upstream?.quit().catch(() => {});
     }
+  }
+
+  async #login(account: AccountConfig): Promise<UpstreamLogin> {
+    const credentials = this.#options.credentials;
+    if (credentials !== undefined) {
+      const c = await credentials.credentialFor(account.name);
+      if (c.kind === "password") return { username: c.username, password: c.password };
+      const mechanism = account.auth === "oauth2" ? account.oauth2.saslMechanism : "auto";
+      return { username: c.username, accessToken: c.accessToken, mechanism };
+    }
+    if (account.auth !== "password")
+      throw new PermanentError(`account ${account.name}: OAuth2 login unavailable in this process`);
+    return { username: account.username, password: account.password.reveal() };
   }
 
   /**

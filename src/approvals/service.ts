@@ -11,7 +11,7 @@ import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import type { Config } from "../config/types.ts";
 import { smtpUpstreamTarget } from "../smtp/index.ts";
 import { SPOOL_BLOCK } from "../smtp/spool.ts";
-import { accountUpstream, CommitGate, type MessageSource, UpstreamSession } from "../smtp/upstream.ts";
+import { CommitGate, type MessageSource, openOAuthUpstream, UpstreamSession } from "../smtp/upstream.ts";
 import type { ApprovalRow, ApprovalState, ApprovalStore, HeldMessage } from "./store.ts";
 
 export interface ApprovalContext {
@@ -65,8 +65,8 @@ export function approvalEvent(
   };
 }
 
-/** A stored message's bytes as the upstream client reads them: blocks of at most SPOOL_BLOCK octets. */
-export function source(message: Buffer): MessageSource {
+/** A held message's bytes as the replay reads them: blocks of at most SPOOL_BLOCK octets. */
+function source(message: Buffer): MessageSource {
   return {
     length: message.length,
     *blocks() {
@@ -87,7 +87,10 @@ async function login(ctx: ApprovalContext, held: HeldMessage): Promise<UpstreamS
   if (held.credentials !== null) return UpstreamSession.open(target, held.credentials);
   const account = held.account === null ? undefined : ctx.config.accounts[held.account];
   if (account === undefined) throw new Error(`account ${JSON.stringify(held.account)} is no longer configured`);
-  return accountUpstream(target, account, ctx.credentials);
+  if (account.auth === "password")
+    return UpstreamSession.open(target, { username: account.username, password: account.password.reveal() });
+  if (ctx.credentials === undefined) throw new Error(`account ${account.name}: no OAuth2 token manager to log in with`);
+  return openOAuthUpstream(target, ctx.credentials, account.name, account.oauth2.saslMechanism);
 }
 
 /**

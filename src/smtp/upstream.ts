@@ -10,7 +10,6 @@
 
 import { hostname } from "node:os";
 import type { AccountCredentials } from "../accounts/index.ts";
-import type { AccountConfig } from "../config/types.ts";
 import {
   type Connection,
   connectUpstream,
@@ -77,22 +76,6 @@ export async function openOAuthUpstream(
     }
   }
   throw new UpstreamError(`account ${account}: the upstream server refused a fresh access token`);
-}
-
-/**
- * Logs in upstream as an account: its password, or an OAuth2 access token through openOAuthUpstream. The proxy's
- * vault-mode sessions, the approval replay and the approvers' notices all log in with it.
- */
-export function accountUpstream(
-  target: UpstreamTarget,
-  account: AccountConfig,
-  credentials: Pick<AccountCredentials, "credentialFor" | "reportRejected"> | undefined,
-): Promise<UpstreamSession> {
-  if (account.auth === "password")
-    return UpstreamSession.open(target, { username: account.username, password: account.password.reveal() });
-  if (credentials === undefined)
-    return Promise.reject(new UpstreamError(`account ${account.name}: no OAuth2 token manager to log in with`));
-  return openOAuthUpstream(target, credentials, account.name, account.oauth2.saslMechanism);
 }
 
 /** Upstream refused the login (535 and friends): the agent gets 535, not a temporary failure. */
