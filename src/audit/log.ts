@@ -7,7 +7,7 @@
  * proxy refuses what it cannot audit. No row is dropped without an error that says so.
  */
 import { Database } from "bun:sqlite";
-import { existsSync } from "node:fs";
+import { closeSync, existsSync, fdatasync, fstatSync, openSync, statSync } from "node:fs";
 import { countDecision } from "../admin/metrics.ts";
 import { preparePrivateDatabase, restrictDatabaseFiles } from "../private-files.ts";
 import {
@@ -42,10 +42,13 @@ export interface AuditOpenOptions {
   /** open an existing log for queries only (the CLI); never creates or migrates */
   readonly?: boolean;
   /**
-   * "full" (default): a committed row survives power loss (fsync per commit).
-   * "normal": survives a killed process but not power loss; faster for durable() one at a time.
+   * "full" (default): a row survives power loss once durable() resolves: the commit's WAL frames are fdatasync'd
+   * off the event loop, one fdatasync shared by every commit made while the previous one ran (docs/audit.md).
+   * "normal": survives a killed process but not power loss; no fdatasync.
    */
   sync?: "full" | "normal";
+  /** Replaces the WAL's fdatasync (fault injection for tests); resolves when `fd`'s data is on disk. */
+  syncFile?: (fd: number) => Promise<void>;
   /** refuse to grow the file past about this many bytes; a full log behaves like a full disk */
   maxBytes?: number;
   /** prune rows older than this many days at open and hourly */
@@ -57,6 +60,12 @@ export interface AuditOpenOptions {
 interface Waiter {
   resolve(id: number): void;
   reject(error: Error): void;
+}
+
+/** A committed row whose waiter is told once the WAL holding it is on disk. */
+interface Unsynced {
+  waiter: Waiter;
+  id: number;
 }
 
 interface Pending {
@@ -90,6 +99,20 @@ export class AuditLog {
   #retentionTimer: ReturnType<typeof setInterval> | null = null;
   #error: AuditUnavailableError | null = null;
   #closed = false;
+  /**
+   * sync "full": a read-only descriptor of the -wal file, fdatasync'd after commits (null otherwise). SQLite runs
+   * with `synchronous = NORMAL` (it writes the WAL at commit without an fsync); the rows of a commit are durable
+   * once an fdatasync that began after that commit has returned (docs/audit.md "Writing: batches and durability").
+   */
+  #walFd: number | null = null;
+  #syncFile: (fd: number) => Promise<void>;
+  /** Committed rows whose durable() waits for the next fdatasync. */
+  #unsynced: Unsynced[] = [];
+  /** The fdatasync loop while it runs; `#syncWanted` asks it for one more round. */
+  #syncing: Promise<void> | null = null;
+  #syncWanted = false;
+  /** Set while the last fdatasync failed, until one succeeds: the log is unhealthy (fail closed). */
+  #syncError: AuditUnavailableError | null = null;
 
   private constructor(path: string, db: Database, readonly: boolean, opts: AuditOpenOptions) {
     this.path = path;
@@ -98,6 +121,8 @@ export class AuditLog {
     this.#batchMs = opts.batchMs ?? DEFAULT_BATCH_MS;
     this.#maxBatch = Math.max(1, opts.maxBatch ?? DEFAULT_MAX_BATCH);
     this.#log = opts.log ?? ((message) => console.error(message));
+    this.#syncFile = opts.syncFile ?? fdatasyncAsync;
+    if (!readonly && opts.sync !== "normal") this.#walFd = openSync(walPath(path), "r");
     if (!readonly) {
       const insert = db.prepare(
         `INSERT INTO audit (${COLUMNS.join(", ")}) VALUES (${COLUMNS.map(() => "?").join(", ")})`,
@@ -147,7 +172,9 @@ export class AuditLog {
         db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
         const mode = db.query<{ journal_mode: string }, []>("PRAGMA journal_mode = WAL").get();
         if (mode?.journal_mode !== "wal") throw new Error(`cannot switch to WAL (journal mode ${mode?.journal_mode})`);
-        db.exec(`PRAGMA synchronous = ${opts.sync === "normal" ? "NORMAL" : "FULL"}`);
+        // NORMAL: no fsync inside COMMIT, on the event loop. With sync "full" the WAL is fdatasync'd after the
+        // commit on a worker thread of the runtime, and durable() resolves only then (#syncLoop).
+        db.exec("PRAGMA synchronous = NORMAL");
         if (opts.maxBytes !== undefined) {
           const pageSize = db.query<{ page_size: number }, []>("PRAGMA page_size").get()?.page_size ?? 4096;
           db.exec(`PRAGMA max_page_count = ${Math.max(1, Math.floor(opts.maxBytes / pageSize))}`);
@@ -165,14 +192,20 @@ export class AuditLog {
         cause: e,
       });
     }
-    const log = new AuditLog(path, db, readonly, opts);
+    let log: AuditLog;
+    try {
+      log = new AuditLog(path, db, readonly, opts);
+    } catch (e) {
+      db.close();
+      throw new AuditUnavailableError(`audit: cannot open ${walPath(path)}: ${message(e)}`, { cause: e });
+    }
     if (!readonly && opts.retentionDays !== undefined) log.#startRetention(opts.retentionDays);
     return log;
   }
 
   /** False once a commit has failed, until a retry succeeds; also false after close(). */
   get healthy(): boolean {
-    return !this.#closed && this.#error === null;
+    return !this.#closed && this.#error === null && this.#syncError === null;
   }
 
   /** Rows committed since this log was opened (the admin listener's `/metrics`). */
@@ -224,7 +257,7 @@ export class AuditLog {
 
   /**
    * Commits what is queued, now, before returning (the waiting rows of durableWithin() among them); their promises
-   * settle on the next microtask. At most one batch (`maxBatch` rows) is committed here, so that the event loop
+   * settle once the fdatasync that follows has returned (sync "full"), else on the next microtask. At most one batch (`maxBatch` rows) is committed here, so that the event loop
    * is never held for a backlog (after a recovery, say); the rest goes through the usual drain, a batch per turn.
    * Does nothing on a closed, read-only or unhealthy log (its waiters were rejected, or close() commits them). A
    * failure takes the usual path: waiters rejected, rows kept, a retry scheduled.
@@ -240,10 +273,12 @@ export class AuditLog {
     if (this.#head < this.#queue.length) this.#flushSoon();
   }
 
-  /** Commits everything queued so far. Rejects with AuditUnavailableError if that fails. */
+  /** Commits everything queued so far, and (sync "full") puts it on disk. Rejects with AuditUnavailableError. */
   async flush(): Promise<void> {
     const target = this.#enqueued;
     while (this.#committed < target) await this.#drain();
+    while (this.#syncing !== null) await this.#syncing;
+    if (this.#syncError !== null) throw this.#syncError;
   }
 
   /** The id of the newest committed row, 0 for an empty log (the rowid's b-tree end: no scan). */
@@ -320,6 +355,8 @@ export class AuditLog {
     if (this.#timer !== null) clearTimeout(this.#timer);
     if (this.#deferred !== null) clearTimeout(this.#deferred);
     if (this.#immediate !== null) clearImmediate(this.#immediate);
+    if (this.#walFd !== null) closeSync(this.#walFd);
+    this.#walFd = null;
     this.#db.close();
     if (failure !== null) throw failure;
   }
@@ -336,6 +373,7 @@ export class AuditLog {
   #enqueue(ev: AuditEvent, waiter: Waiter | null): void {
     this.#checkWritable();
     if (this.#error !== null) throw this.#error;
+    if (this.#syncError !== null) throw this.#syncError;
     if (this.queued >= MAX_QUEUED_ROWS) {
       throw new AuditUnavailableError(`audit: ${MAX_QUEUED_ROWS} rows are waiting for ${this.path}; refusing more`);
     }
@@ -391,11 +429,17 @@ export class AuditLog {
     } catch (e) {
       throw this.#fail(e);
     }
+    const synced = this.#walFd === null;
     for (let i = from; i < to; i++) {
       const waiter = this.#queue[i]?.waiter;
-      if (waiter) waiter.resolve(ids[i - from] ?? 0);
+      if (waiter) {
+        if (synced) waiter.resolve(ids[i - from] ?? 0);
+        else this.#unsynced.push({ waiter, id: ids[i - from] ?? 0 });
+      }
       this.#queue[i] = undefined;
     }
+    // record() rows too: the power-loss window stays one batch, as with an fsync per commit.
+    this.#requestSync();
     this.#head = to;
     this.#committed += to - from;
     if (this.#head === this.#queue.length) {
@@ -412,6 +456,70 @@ export class AuditLog {
     if (this.#error !== null) {
       this.#error = null;
       this.#log(`audit: writing to ${this.path} again; rows kept in memory have been committed`);
+    }
+  }
+
+  /**
+   * Group commit of the fdatasync: one runs at a time; commits made while it runs wait for the next one, which
+   * takes them all. Their waiters are resolved only by an fdatasync that began after their commit returned.
+   */
+  #requestSync(): void {
+    if (this.#walFd === null) return;
+    this.#syncWanted = true;
+    this.#syncing ??= this.#syncLoop().finally(() => {
+      this.#syncing = null;
+    });
+  }
+
+  async #syncLoop(): Promise<void> {
+    while (this.#syncWanted && this.#walFd !== null) {
+      this.#syncWanted = false;
+      const batch = this.#unsynced;
+      this.#unsynced = [];
+      try {
+        await this.#syncFile(this.#currentWal());
+      } catch (e) {
+        this.#syncFailed(e, batch);
+        return;
+      }
+      for (const u of batch) u.waiter.resolve(u.id);
+      if (this.#syncError !== null) {
+        this.#syncError = null;
+        this.#log(`audit: ${this.path} is synced to disk again`);
+      }
+    }
+  }
+
+  /**
+   * The -wal file's descriptor, opened again if the file was replaced since (its inode changed): an fdatasync of
+   * a file no longer in place would say nothing about the rows. SQLite keeps the -wal file, truncated or reused,
+   * while a connection (this one) is open.
+   */
+  #currentWal(): number {
+    const fd = this.#walFd!;
+    if (fstatSync(fd).ino === statSync(walPath(this.path)).ino) return fd;
+    closeSync(fd);
+    this.#walFd = openSync(walPath(this.path), "r");
+    return this.#walFd;
+  }
+
+  /**
+   * An fdatasync failed: the rows are committed but not known to be on disk. Their durable() rejects, the log is
+   * unhealthy (audited operations are refused) until a retry's fdatasync succeeds.
+   */
+  #syncFailed(cause: unknown, batch: Unsynced[]): void {
+    const error = new AuditUnavailableError(
+      `audit: cannot sync ${this.path} to disk: ${message(cause)}; operations that need the audit log are refused`,
+      { cause },
+    );
+    if (this.#syncError === null) this.#log(error.message);
+    this.#syncError = error;
+    for (const u of batch) u.waiter.reject(error);
+    for (const u of this.#unsynced) u.waiter.reject(error);
+    this.#unsynced = [];
+    if (!this.#closed) {
+      const retry = setTimeout(() => this.#requestSync(), RETRY_MS);
+      retry.unref();
     }
   }
 
@@ -459,6 +567,14 @@ export class AuditLog {
     this.#retentionTimer = setInterval(prune, RETENTION_INTERVAL_MS);
     this.#retentionTimer.unref();
   }
+}
+
+function walPath(path: string): string {
+  return `${path}-wal`;
+}
+
+function fdatasyncAsync(fd: number): Promise<void> {
+  return new Promise((resolve, reject) => fdatasync(fd, (e) => (e ? reject(e) : resolve())));
 }
 
 function message(e: unknown): string {
