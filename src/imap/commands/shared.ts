@@ -282,22 +282,36 @@ export function forwardUntagged(s: Session, r: Response): void {
   }
 }
 
-/** `UID EXPUNGE` of the agent's own visible `\Deleted` messages, never a bare EXPUNGE (docs/protocol.md §1). */
+/**
+ * `UID EXPUNGE` of the agent's own visible `\Deleted` messages, never a bare EXPUNGE (docs/protocol.md §1); returns
+ * how many of the agent's messages upstream then expunged. UID EXPUNGE removes only the `\Deleted` messages among
+ * the UIDs it names (RFC 4315 §2.1), so it is sent over UIDs the agent may see, in one round trip where that set is
+ * short: the agent's own set (`within`, already limited to its view) as it is; for a bare EXPUNGE in an unfiltered
+ * folder `1:<highest UID in the agent's view>`, which holds no message the agent was not told of (a later arrival
+ * has a higher UID). A filtered folder's bare EXPUNGE first asks upstream which messages are `\Deleted`
+ * (`UID SEARCH DELETED`), as its view is scattered among hidden UIDs.
+ */
 export async function safeExpunge(s: Session, within: readonly number[] | null): Promise<number> {
   const box = s.box!;
-  const deleted: number[] = [];
-  await s.upstreamRun(
-    { name: "SEARCH", uid: true, returnOptions: null, charset: null, criteria: [{ key: "DELETED" }] },
-    (r) => {
-      if (r.type === "SEARCH") for (const n of r.numbers) deleted.push(n);
-    },
-  );
-  const allowed = new Set(within ?? box.allUids());
-  const mine = deleted.filter((u) => allowed.has(u) && box.agentSeqOf(u) > 0).sort((a, b) => a - b);
-  if (mine.length === 0) return 0;
-  for (const set of box.upstreamSets(mine)) {
+  let uids: readonly number[];
+  if (within !== null) uids = within.filter((u) => box.agentSeqOf(u) > 0);
+  else if (box.visible === null) uids = box.agentCount === 0 ? [] : [box.v.get(box.agentCount - 1)];
+  else {
+    const deleted: number[] = [];
+    await s.upstreamRun(
+      { name: "SEARCH", uid: true, returnOptions: null, charset: null, criteria: [{ key: "DELETED" }] },
+      (r) => {
+        if (r.type === "SEARCH") for (const n of r.numbers) deleted.push(n);
+      },
+    );
+    uids = deleted.filter((u) => box.agentSeqOf(u) > 0).sort((a, b) => a - b);
+  }
+  if (uids.length === 0) return 0;
+  const sets = within === null && box.visible === null ? [[{ start: 1, stop: uids[0]! }]] : box.upstreamSets([...uids]);
+  const before = box.pendingExpunges.length;
+  for (const set of sets) {
     const st = await s.upstreamRun({ name: "EXPUNGE", uid: true, set });
     if (st.status !== "OK") throw new Refusal("NO", null, st.text);
   }
-  return mine.length;
+  return box.pendingExpunges.length - before;
 }
