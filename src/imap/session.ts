@@ -445,6 +445,11 @@ export class ImapSession implements LoginSession, CompressSession {
       full = !this.conn.write(part) || full;
     }
     if (taken) this.#enc.recycle();
+    else {
+      const enc = this.#enc;
+      const buf = enc.detach();
+      this.conn.afterWrites(() => enc.giveBack(buf));
+    }
     if (full && this.up !== null) {
       // The agent reads slower than upstream sends: push back on upstream.
       const up = this.up;

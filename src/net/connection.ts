@@ -24,6 +24,8 @@ export type DataHandler = (chunk: Buffer) => void;
  */
 export const END_GRACE_MS = 5_000;
 
+const EMPTY = new Uint8Array(0);
+
 export class Connection {
   #socket: Socket;
   #onData: DataHandler | null = null;
@@ -107,6 +109,12 @@ export class Connection {
    */
   get writeIdle(): boolean {
     return this.#socket.writableLength === 0;
+  }
+
+  /** Calls `done` once everything written so far has been handed to the kernel (or the connection closed). */
+  afterWrites(done: () => void): void {
+    if (this.#closed || this.#socket.destroyed) return done();
+    this.#socket.write(EMPTY, () => done());
   }
 
   /**

@@ -25,6 +25,8 @@ export interface EncoderOptions {
 
 /** Views at least this long are passed through by reference instead of copied. */
 const BY_REFERENCE = 16 * 1024;
+/** Output buffers an encoder keeps for reuse (`giveBack`); each is as large as the largest batch so far. */
+const SPARE_BUFFERS = 2;
 const MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
 const textEncoder = new TextEncoder();
 
@@ -56,6 +58,13 @@ export class Encoder {
   private start = 0;
   private chunks: Uint8Array[] = [];
   private rounds: Uint8Array[][] = [];
+  /**
+   * Buffers given back (`giveBack`) once the socket wrote their views, reused instead of new allocations: a batch
+   * the socket queued (a slow agent, or a large FETCH) would otherwise cost a new buffer of the batch's size each
+   * time, and the allocator returns and faults in such large blocks (docs/imap.md "Benchmarks"). At most
+   * `SPARE_BUFFERS`.
+   */
+  private spare: Uint8Array<ArrayBuffer>[] = [];
 
   constructor(options: EncoderOptions) {
     this.options = options;
@@ -67,7 +76,8 @@ export class Encoder {
     const used = this.len - this.start;
     let size = this.buf.length;
     while (size < used + n) size *= 2;
-    const next = new Uint8Array(size);
+    const spare = this.spare.pop();
+    const next = spare !== undefined && spare.length >= size ? spare : new Uint8Array(size);
     next.set(this.buf.subarray(this.start, this.len));
     this.buf = next;
     this.start = 0;
@@ -354,6 +364,21 @@ export class Encoder {
     const chunks = this.chunks;
     this.chunks = [];
     return chunks;
+  }
+
+  /**
+   * Hands the current buffer (whose views were taken) to the caller and goes on in a spare or new one of the same
+   * size; the caller gives it back with `giveBack` once the socket has written its views.
+   */
+  detach(): Uint8Array<ArrayBuffer> {
+    const buf = this.buf;
+    this.buf = this.spare.pop() ?? new Uint8Array(buf.length);
+    this.len = this.start = 0;
+    return buf;
+  }
+
+  giveBack(buf: Uint8Array<ArrayBuffer>): void {
+    if (this.spare.length < SPARE_BUFFERS && buf.length >= this.buf.length) this.spare.push(buf);
   }
 
   /** Lets the encoder overwrite the bytes of views returned by `takeViews` (see there). */

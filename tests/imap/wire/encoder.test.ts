@@ -23,6 +23,42 @@ describe("Encoder.takeViews", () => {
     expect(third[0]!.byteOffset).toBe(0);
   });
 
+  test("detach: a queued batch keeps its buffer, given back once written, and reused for a later batch", () => {
+    const enc = new Encoder({ side: "server" });
+    enc.raw("x".repeat(10000)).crlf();
+    const queued = enc.takeViews();
+    const held = enc.detach();
+    expect(queued[0]!.buffer).toBe(held.buffer);
+    // Output while the socket still holds the queued views goes elsewhere: they keep their bytes.
+    enc.raw("y".repeat(10000)).crlf();
+    const next = enc.takeViews();
+    expect(next[0]!.buffer).not.toBe(held.buffer);
+    expect(text(queued)).toBe("x".repeat(10000) + "\r\n");
+    // Written: given back, and the next buffer the encoder needs is that one, not a new allocation.
+    enc.giveBack(held);
+    enc.detach();
+    enc.raw("z".repeat(10000)).crlf();
+    expect(enc.takeViews()[0]!.buffer).toBe(held.buffer);
+  });
+
+  test("at most SPARE_BUFFERS (2) are kept; smaller ones are not", () => {
+    const enc = new Encoder({ side: "server" });
+    enc.raw("x".repeat(10000));
+    enc.takeViews();
+    const a = enc.detach();
+    const b = enc.detach();
+    const c = enc.detach();
+    enc.giveBack(new Uint8Array(16)); // smaller than the current buffer: dropped
+    enc.giveBack(a);
+    enc.giveBack(b);
+    enc.giveBack(c); // a third one: dropped
+    enc.detach(); // the buffer in use since c was detached; b takes its place
+    expect(enc.detach().buffer).toBe(b.buffer);
+    expect(enc.detach().buffer).toBe(a.buffer);
+    const fresh = enc.detach();
+    expect([a.buffer, b.buffer, c.buffer]).not.toContain(fresh.buffer);
+  });
+
   test("without recycle, later output never overwrites earlier views", () => {
     const enc = new Encoder({ side: "server" });
     enc.raw("A").crlf();
