@@ -257,8 +257,9 @@ export class AuditLog {
 
   /**
    * Commits what is queued, now, before returning (the waiting rows of durableWithin() among them); their promises
-   * settle once the fdatasync that follows has returned (sync "full"), else on the next microtask. At most one batch (`maxBatch` rows) is committed here, so that the event loop
-   * is never held for a backlog (after a recovery, say); the rest goes through the usual drain, a batch per turn.
+   * settle once the fdatasync that follows has returned (sync "full"), else on the next microtask. At most one
+   * batch (`maxBatch` rows) is committed here, so that the event loop is never held for a backlog (after a
+   * recovery, say); the rest goes through the usual drain, a batch per turn.
    * Does nothing on a closed, read-only or unhealthy log (its waiters were rejected, or close() commits them). A
    * failure takes the usual path: waiters rejected, rows kept, a retry scheduled.
    */

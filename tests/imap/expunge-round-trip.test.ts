@@ -43,7 +43,7 @@ afterAll(async () => {
   relay.close();
 });
 
-test("a bare EXPUNGE in an unfiltered folder is one UID EXPUNGE and spares a message the agent was not told of", async () => {
+test("a bare EXPUNGE, unfiltered folder: one UID EXPUNGE that spares a message the agent was not told of", async () => {
   const agent = await RawImap.open(proxy.port);
   await agent.command("a", `LOGIN "${box.user}" "${box.password}"`);
   const selected = await agent.command("b", "SELECT INBOX");
