@@ -696,6 +696,14 @@ export class ImapSession implements LoginSession, CompressSession {
     });
   }
 
+  upstreamPipeline(command: Parameters<UpstreamSession["run"]>[0], onData: ((r: Response) => void) | null = null) {
+    return (
+      this.up?.pipeline(command, (r) => {
+        if (!this.model(r)) onData?.(r);
+      }) ?? null
+    );
+  }
+
   /**
    * Applies an untagged response to the mailbox model. Returns true when it was consumed (EXISTS, EXPUNGE,
    * RECENT, dropped data); FETCH and the rest are left to the caller.

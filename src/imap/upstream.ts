@@ -55,6 +55,8 @@ export class UpstreamSession {
   #framer = new Framer({ role: "client" });
   #tagCount = 0;
   #pending: Pending | null = null;
+  /** A command written behind the one in flight (`pipeline`), answered after it. */
+  #queued: Pending | null = null;
   #error: Error | null = null;
   /** Continuation handler while a command without rounds waits for `+` (IDLE). */
   #onContinue: (() => void) | null = null;
@@ -285,6 +287,45 @@ export class UpstreamSession {
     });
   }
 
+  /**
+   * Writes `command` now, behind the command in flight, when that one has been sent whole (no literal waiting for
+   * `+`) and this one needs no `+` either: a server answers pipelined commands in order (RFC 9051 §5.5). Its
+   * untagged responses go to `onData` once the earlier command's tagged reply has been dispatched. Null when it
+   * cannot be pipelined (nothing in flight, a literal round or a challenge pending, another command already queued,
+   * or the session failed); the caller then runs it the usual way. Dovecot answers a pipelined command from the
+   * mailbox state of the command before it: new mail shows up only after both (docs/imap.md "Round trips upstream").
+   */
+  pipeline(
+    command: UpstreamCommand,
+    onData: ((r: Response) => void) | null = null,
+    timeoutMs = this.#timeouts.commandMs,
+  ): Promise<StatusResponse> | null {
+    const head = this.#pending;
+    if (this.#error !== null || head === null || head.rounds.length > 0 || head.onChallenge !== null) return null;
+    if (this.#queued !== null) return null;
+    const tag = `M${this.#tagCount + 1}`;
+    const enc = new Encoder({ side: "client", literalPlus: this.caps.has("LITERAL+") });
+    writeCommand(enc, { ...command, tag } as Command);
+    const rounds = enc.finish();
+    if (rounds.length !== 1) return null;
+    this.#tagCount++;
+    return new Promise<StatusResponse>((resolve, reject) => {
+      this.#queued = {
+        tag,
+        onData,
+        rounds: [],
+        onChallenge: null,
+        resolve,
+        reject,
+        timer:
+          timeoutMs > 0
+            ? setTimeout(() => this.#fail(new UpstreamError("the upstream server did not answer in time")), timeoutMs)
+            : null,
+      };
+      for (const chunk of rounds[0]!) this.#conn.write(chunk);
+    });
+  }
+
   /** Starts IDLE upstream; resolves once the server sent `+`. The returned promise of `done()` ends it. */
   async idle(onData: (r: Response) => void): Promise<{ done(): Promise<StatusResponse> }> {
     let started!: () => void;
@@ -381,7 +422,8 @@ export class UpstreamSession {
       if (pending === null || r.tag !== pending.tag)
         return this.#fail(new UpstreamError("the upstream server answered a command that was not sent"));
       if (pending.timer !== null) clearTimeout(pending.timer);
-      this.#pending = null;
+      this.#pending = this.#queued;
+      this.#queued = null;
       pending.resolve(r);
       return;
     }
@@ -406,12 +448,13 @@ export class UpstreamSession {
         ? new UpstreamError(`the upstream connection failed: ${error.message}`)
         : new UpstreamError("the upstream server closed the connection"));
     this.#error = reason;
-    const pending = this.#pending;
-    this.#pending = null;
-    if (pending !== null) {
+    for (const pending of [this.#pending, this.#queued]) {
+      if (pending === null) continue;
       if (pending.timer !== null) clearTimeout(pending.timer);
       pending.reject(reason);
     }
+    this.#pending = null;
+    this.#queued = null;
     this.#greeting?.({ type: "status", tag: null, status: "BYE", code: null, text: reason.message });
     this.onClose(reason);
   }

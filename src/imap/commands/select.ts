@@ -8,6 +8,7 @@ import { messageFilter } from "../classify.ts";
 import { openFiltered, SYSTEM_FLAGS, searchUids, sessionRunner, withoutKeywords } from "../filtering.ts";
 import { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
+import type { UpstreamCommand } from "../upstream.ts";
 import type { Response } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
 import { deselect, upstreamStatus, visibleFolder } from "./shared.ts";
@@ -47,12 +48,29 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   // No mailbox is modelled yet: every untagged reply is held and rewritten below.
   if (cmd.condstore === true) s.condstore = true;
   const upCmd = { name: readOnly ? ("EXAMINE" as const) : ("SELECT" as const), mailbox: cmd.mailbox };
-  const st = await s.up!.run(s.condstore ? { ...upCmd, condstore: true } : upCmd, (r) => {
+  const selected = s.up!.run(s.condstore ? { ...upCmd, condstore: true } : upCmd, (r) => {
     if (r.type === "EXISTS") exists = r.n;
     if (r.type === "status" && r.code?.known && r.code.name === "UIDVALIDITY") uidValidity = r.code.value;
     held.push(r);
   });
+  // Every UID of the folder, asked right behind the SELECT (one round trip for both): Dovecot answers it from the
+  // state the SELECT reported (docs/imap.md "Round trips upstream"). After a failed SELECT it fails too, unused.
+  let uids: number[] = [];
+  const collect = (r: Response) => {
+    if (r.type === "SEARCH") for (const n of r.numbers) uids.push(n);
+  };
+  const searchAll: UpstreamCommand = {
+    name: "SEARCH",
+    uid: true,
+    returnOptions: null,
+    charset: null,
+    criteria: [{ key: "ALL" }],
+  };
+  const searched = s.upstreamPipeline(searchAll, collect);
+  searched?.catch(() => {}); // a lost connection rejects the SELECT too, which reports it
+  const st = await selected;
   if (st.status !== "OK") {
+    await searched?.catch(() => {});
     s.auditRow({
       command: cmd.name,
       operation: "folder:read",
@@ -64,13 +82,10 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     });
     return upstreamStatus(s, cmd.tag, st, true);
   }
-  const uids: number[] = [];
-  await s.upstreamRun(
-    { name: "SEARCH", uid: true, returnOptions: null, charset: null, criteria: [{ key: "ALL" }] },
-    (r) => {
-      if (r.type === "SEARCH") for (const n of r.numbers) uids.push(n);
-    },
-  );
+  if (searched === null || (await searched).status !== "OK") {
+    uids = [];
+    await s.upstreamRun(searchAll, collect);
+  }
   uids.sort((a, b) => a - b);
   const filter = messageFilter(s.ctx.policy, p, s.agent);
   let box: SelectedMailbox;

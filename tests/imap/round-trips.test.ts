@@ -1,13 +1,15 @@
 /**
- * Round trips the proxy makes upstream (docs/protocol.md §1, EXPUNGE), against the real Dovecot behind a recording
- * TCP relay: a bare EXPUNGE in an unfiltered folder is one `UID EXPUNGE`, with no `UID SEARCH DELETED` before it,
- * and it spares a `\Deleted` message the agent was not told of.
+ * Round trips the proxy makes upstream (docs/imap.md "Round trips upstream"), against the real Dovecot behind a
+ * recording TCP relay: SELECT's `UID SEARCH ALL` is written behind the SELECT before Dovecot answers it, and the
+ * view it builds is right; a bare EXPUNGE in an unfiltered folder is one
+ * `UID EXPUNGE`, with no `UID SEARCH DELETED` before it, and it spares a `\Deleted` message the agent was not
+ * told of.
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { connect, createServer, type Server, type Socket } from "node:net";
 import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
-import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+import { RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
 
 /** What crossed the relay, in order: `up` from the proxy to Dovecot, `down` back. */
 const wire: { dir: "up" | "down"; text: string }[] = [];
@@ -41,6 +43,48 @@ beforeAll(async () => {
 afterAll(async () => {
   await proxy.close();
   relay.close();
+});
+
+/** The index of the first chunk from the proxy after `from` matching `re`, and the tag it starts with. */
+function sent(re: RegExp, from: number): { index: number; tag: string } {
+  for (let i = from; i < wire.length; i++) {
+    const m = wire[i]!.dir === "up" ? re.exec(wire[i]!.text) : null;
+    if (m) return { index: i, tag: m[1]! };
+  }
+  throw new Error(`not sent upstream: ${re}`);
+}
+
+test("SELECT: UID SEARCH ALL goes upstream before Dovecot has answered the SELECT, and the view is right", async () => {
+  const agent = await RawImap.open(proxy.port);
+  await agent.command("a", `LOGIN "${box.user}" "${box.password}"`);
+  const mark = wire.length;
+  const selected = await agent.command("b", "SELECT INBOX");
+  expect(statusOf(selected, "b")).toStartWith("b OK");
+  const select = sent(/(?:^|\n)(M\d+) SELECT /, mark);
+  const search = sent(/(?:^|\n)(M\d+) UID SEARCH ALL/, mark);
+  const replied = wire.findIndex((e, i) => i >= mark && e.dir === "down" && e.text.includes(`${select.tag} OK`));
+  expect(replied).toBeGreaterThan(-1);
+  expect(search.index).toBeLessThanOrEqual(replied);
+  // One UID SEARCH only: the pipelined one was used.
+  expect(wire.slice(mark).filter((e) => e.dir === "up" && /UID SEARCH/.test(e.text)).length).toBe(1);
+  // The view: as many messages as EXISTS said, numbered in UID order, the same UIDs Dovecot holds.
+  const count = Number(/\* (\d+) EXISTS/.exec(selected)![1]);
+  const state = await upstreamState(box);
+  const fetched = await agent.command("c", "FETCH 1:* (UID)");
+  const uids = [...fetched.matchAll(/\* (\d+) FETCH \(UID (\d+)\)/g)].map((m) => [Number(m[1]), m[2]]);
+  expect(uids.length).toBe(count);
+  expect(uids.map(([n]) => n)).toEqual(Array.from({ length: count }, (_, i) => i + 1));
+  expect(uids.map(([, u]) => u)).toEqual(state.messages["INBOX"]!.uids.map((x) => x.split(" ")[0]));
+  agent.close();
+});
+
+test("SELECT of a folder that does not exist: NO, and the session goes on", async () => {
+  const agent = await RawImap.open(proxy.port);
+  await agent.command("a", `LOGIN "${box.user}" "${box.password}"`);
+  expect(statusOf(await agent.command("b", "SELECT Nonexistent"), "b")).toStartWith("b NO");
+  expect(statusOf(await agent.command("c", "SELECT INBOX"), "c")).toStartWith("c OK");
+  expect(statusOf(await agent.command("d", "FETCH 1 (UID)"), "d")).toStartWith("d OK");
+  agent.close();
 });
 
 test("a bare EXPUNGE, unfiltered folder: one UID EXPUNGE that spares a message the agent was not told of", async () => {
