@@ -136,8 +136,16 @@ export class ImapSession implements LoginSession, CompressSession {
   readonly #enc = new Encoder({ side: "server" });
   /** COMPRESS=DEFLATE in force (RFC 4978, src/imap/compress.ts); null before. */
   #deflate: Deflate | null = null;
-  /** The inflater has a backlog and reading is paused until it drains (start()). */
+  /** The inflater has a backlog and reading is paused until it drains (start(), `#mayRead`). */
   #inflateBacklog = false;
+  /**
+   * Compressed output holds upstream back (docs/reliability.md "COMPRESS back-pressure"): while the deflater has a
+   * backlog, while the agent's socket is full, or both; each has at most one drain waiter at a time, and upstream
+   * is resumed only once neither holds it (`#holdUpstream`).
+   */
+  readonly #outputHeld = { deflater: false, socket: false };
+  /** The upstream session `#holdUpstream` paused, resumed when `#outputHeld` clears. */
+  #pausedUpstream: UpstreamSession | null = null;
   #flushScheduled = false;
   /** The running command's output waits in the encoder until its allow row is accepted (`#hold`). */
   #held = false;
@@ -242,7 +250,8 @@ export class ImapSession implements LoginSession, CompressSession {
         this.conn.pause();
         void this.#deflate.drained().then(() => {
           this.#inflateBacklog = false;
-          this.conn.resume();
+          // The framer may be over its read-ahead meanwhile: then nextEvent resumes, once it is not.
+          this.#resumeInput();
         });
       }
     });
@@ -348,6 +357,23 @@ export class ImapSession implements LoginSession, CompressSession {
     wake?.();
   }
 
+  /**
+   * The one condition under which the agent's socket is read (docs/reliability.md "COMPRESS back-pressure"): the
+   * framer holds at most READ_AHEAD_LIMIT octets ahead of the running command, and the inflater has no backlog (a
+   * deflate bomb's compressed input waits in the agent's socket, not in the proxy). Every resume goes through
+   * `#resumeInput`, which asks it; each pause stays until every reason for it is gone.
+   */
+  #mayRead(): boolean {
+    return !this.#closed && !this.#inflateBacklog && this.#framer.buffered <= READ_AHEAD_LIMIT;
+  }
+
+  #resumeInput(): void {
+    if (this.#closed || this.#framer.buffered > READ_AHEAD_LIMIT) return;
+    // Inflated bytes may reach the framer again: that is what empties the inflater's backlog.
+    this.#deflate?.resume();
+    if (this.#mayRead()) this.conn.resume();
+  }
+
   get compressed(): boolean {
     return this.#deflate !== null;
   }
@@ -358,11 +384,8 @@ export class ImapSession implements LoginSession, CompressSession {
     this.#deflate = new Deflate(
       (chunk) => this.#feed(chunk),
       (chunk) => {
-        if (this.conn.write(chunk) || this.up === null) return;
         // The agent reads slower than upstream sends: push back on upstream.
-        const up = this.up;
-        up.pause();
-        void this.conn.drained().then(() => up.resume());
+        if (!this.conn.write(chunk)) this.#holdUpstream("socket");
       },
       (error) => {
         this.log.info(`session ${this.id}: compressed input is not valid deflate data: ${error.message}`);
@@ -430,12 +453,8 @@ export class ImapSession implements LoginSession, CompressSession {
     if (this.#deflate !== null) {
       const room = this.#deflate.output(parts); // copied: the buffer can be reused at once
       this.#enc.recycle();
-      if (!room && this.up !== null) {
-        // Deflate is slower than upstream sends: push back on upstream (src/imap/compress.ts).
-        const up = this.up;
-        up.pause();
-        void this.#deflate.outputDrained().then(() => up.resume());
-      }
+      // Deflate is slower than upstream sends: push back on upstream (src/imap/compress.ts).
+      if (!room) this.#holdUpstream("deflater");
       return;
     }
     let full = false;
@@ -456,6 +475,33 @@ export class ImapSession implements LoginSession, CompressSession {
       up.pause();
       void this.conn.drained().then(() => up.resume());
     }
+  }
+
+  /**
+   * Compressed output: pauses upstream while the deflater (`deflater`) or the agent's socket (`socket`) cannot take
+   * more, with one drain waiter per cause however many chunks or batches find it full, and resumes upstream only
+   * when both have drained (docs/reliability.md "COMPRESS back-pressure"). The plain path in `flush` needs none of
+   * this: its socket is its only cause.
+   */
+  #holdUpstream(cause: "deflater" | "socket"): void {
+    const up = this.up;
+    const deflate = this.#deflate;
+    if (this.#outputHeld[cause] || up === null || deflate === null || this.#closed) return;
+    this.#outputHeld[cause] = true;
+    if (this.#pausedUpstream !== up) {
+      // A replaced upstream session (not expected once compressed) no longer feeds this output: it is let go.
+      this.#pausedUpstream?.resume();
+      this.#pausedUpstream = up;
+      up.pause();
+    }
+    const drained = cause === "deflater" ? deflate.outputDrained() : this.conn.drained();
+    void drained.then(() => {
+      this.#outputHeld[cause] = false;
+      if (this.#outputHeld.deflater || this.#outputHeld.socket) return;
+      const paused = this.#pausedUpstream;
+      this.#pausedUpstream = null;
+      paused?.resume();
+    });
   }
 
   /** Holds what the running command sends until `#release` (its allow row was accepted, or it ended). */
@@ -494,8 +540,7 @@ export class ImapSession implements LoginSession, CompressSession {
       if (this.#closed) return null;
       const ev = this.#framer.next();
       if (ev !== null) return ev;
-      this.#deflate?.resume();
-      this.conn.resume();
+      this.#resumeInput();
       await new Promise<void>((resolve) => (this.#wake = resolve));
     }
   }

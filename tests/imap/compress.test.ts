@@ -2,8 +2,9 @@
  * COMPRESS=DEFLATE towards the agent (RFC 4978, docs/protocol.md §2) against the real Dovecot: imapflow (which
  * compresses whenever it is offered) reads and writes through a compressed session; a raw client deflates its own
  * bytes to check the exact replies, pipelining after COMPRESS, a second COMPRESS, deflate bombs (the limits hold on
- * inflated bytes, memory stays flat) and a corrupt stream; and a filtered folder reads the same, byte for byte,
- * compressed or not.
+ * inflated bytes, memory stays flat) and a corrupt stream; a filtered folder reads the same, byte for byte,
+ * compressed or not; and back-pressure in both directions (docs/reliability.md "COMPRESS back-pressure"), watched
+ * on the proxy's own objects in this process.
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -11,7 +12,11 @@ import { randomBytes } from "node:crypto";
 import { connect, type Socket } from "node:net";
 import { constants, createDeflateRaw, createInflateRaw, type DeflateRaw, deflateRawSync } from "node:zlib";
 import type { ImapFlow } from "imapflow";
-import { MAX_APPEND_MESSAGE, MAX_LINE } from "../../src/imap/limits.ts";
+import { Deflate } from "../../src/imap/compress.ts";
+import { MAX_APPEND_MESSAGE, MAX_LINE, READ_AHEAD_LIMIT } from "../../src/imap/limits.ts";
+import { UpstreamSession } from "../../src/imap/upstream.ts";
+import { Framer } from "../../src/imap/wire/index.ts";
+import { Connection } from "../../src/net/connection.ts";
 import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
 import { type Expected, expected, expectNoLeak, fetchedUids } from "./filtered-fixture.ts";
 import { proxyClient, RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
@@ -129,6 +134,20 @@ class DeflateClient {
     }
   }
 
+  /** Sends bytes deflated (with a sync flush) in one socket write, so the proxy reads them in large chunks. */
+  async sendWhole(data: Buffer): Promise<void> {
+    const z = this.#deflate;
+    if (z === null) throw new Error("deflate client: not compressed");
+    const chunks: Buffer[] = [];
+    z.removeAllListeners("data");
+    z.on("data", (c: Buffer) => chunks.push(c));
+    z.write(data);
+    await new Promise<void>((r) => z.flush(constants.Z_SYNC_FLUSH, () => r()));
+    z.removeAllListeners("data");
+    z.on("data", (c: Buffer) => this.socket.write(c));
+    this.socket.write(Buffer.concat(chunks));
+  }
+
   /** Writes compressed bytes as they are (a hand-made bomb or garbage). */
   sendRaw(b: Buffer): void {
     this.socket.write(b);
@@ -170,6 +189,37 @@ class DeflateClient {
   close(): void {
     this.socket.destroy();
   }
+}
+
+/**
+ * Wraps a method of a class of the proxy (which runs in this process) for one test; `restore` puts it back. Only
+ * observes: every call goes on to the real method.
+ */
+function wrap<T extends object, K extends keyof T>(
+  proto: T,
+  key: K,
+  around: (self: T, original: T[K] & ((...args: never[]) => unknown), args: unknown[]) => unknown,
+): () => void {
+  const original = proto[key] as T[K] & ((...args: never[]) => unknown);
+  (proto as Record<K, unknown>)[key] = function (this: T, ...args: unknown[]) {
+    return around(this, original, args);
+  };
+  return () => {
+    proto[key] = original;
+  };
+}
+
+/** Calls `original` on `self` with `args`. */
+function call(self: object, original: (...args: never[]) => unknown, args: unknown[]): unknown {
+  return (original as (...a: unknown[]) => unknown).apply(self, args);
+}
+
+/** Process warnings (MaxListenersExceededWarning for a pile of drain listeners) raised while `stop` is not called. */
+function warnings(): { names: string[]; stop: () => void } {
+  const names: string[] = [];
+  const on = (w: Error) => names.push(`${w.name}: ${w.message}`);
+  process.on("warning", on);
+  return { names, stop: () => process.off("warning", on) };
 }
 
 async function loggedIn(): Promise<DeflateClient> {
@@ -329,6 +379,167 @@ describe("COMPRESS=DEFLATE", () => {
     // 45 MiB compressed; 130 MiB when nothing pushed back on upstream while deflate lagged behind it. The bound sits
     // between the two with room for a loaded machine's late garbage collection (one run at 80 MiB went over).
     expect(peak - before).toBeLessThan(100 * 1024 * 1024);
+    c.close();
+  }, 120_000);
+
+  test("attack: pipelined commands, then a hugely inflating stream: reads wait for the inflater and read-ahead", async () => {
+    const c = await loggedIn();
+    await c.compress("z");
+    // The agent's connection in the proxy: the one whose peer is this client's socket.
+    const agentPort = c.socket.localPort;
+    const isAgent = (conn: Connection) => conn.remotePort === agentPort;
+    let framer: Framer | null = null;
+    let backlogs = 0;
+    let waits = 0;
+    let resumes = 0;
+    const early: string[] = [];
+    const restore = [
+      // The agent side's framer is the server-role one fed here (the upstream side's is a client).
+      wrap(Framer.prototype, "feed", (self, original, args) => {
+        if ((self as unknown as { server: boolean }).server) framer = self;
+        return call(self, original, args);
+      }),
+      wrap(Deflate.prototype, "input", (self, original, args) => {
+        const room = call(self, original, args);
+        if (room === false) backlogs++;
+        return room;
+      }),
+      // Counted down before the session's own continuation runs (it is chained on the promise returned here).
+      wrap(Deflate.prototype, "drained", (self, original, args) => {
+        waits++;
+        return (call(self, original, args) as Promise<void>).then(() => {
+          waits--;
+        });
+      }),
+      wrap(Connection.prototype, "resume", (self, original, args) => {
+        if (isAgent(self)) {
+          resumes++;
+          const buffered = (framer as unknown as { bufferedBytes: number } | null)?.bufferedBytes ?? 0;
+          if (waits > 0) early.push("resumed while the inflater had a backlog");
+          if (buffered > READ_AHEAD_LIMIT) early.push(`resumed with ${buffered} octets read ahead`);
+        }
+        return call(self, original, args);
+      }),
+    ];
+    // 16 times: an APPEND of 1 MiB of zeros (about 1 KB compressed, far past READ_AHEAD_LIMIT inflated), then 250
+    // NOOPs with random tags (they hardly compress: tens of KB of compressed input behind each literal); a last
+    // NOOP. One write: the proxy reads it in chunks larger than the inflater's buffer while the framer is full.
+    const tags: string[] = [];
+    const literal = Buffer.alloc(1024 * 1024, "0");
+    const parts: Buffer[] = [];
+    for (let i = 0; i < 16; i++) {
+      parts.push(Buffer.from(`a${i} APPEND Own {${literal.length}+}\r\n`), literal, Buffer.from("\r\n"));
+      const noops = Array.from({ length: 250 }, () => `n${randomBytes(24).toString("hex")}`);
+      tags.push(...noops);
+      parts.push(Buffer.from(noops.map((t) => `${t} NOOP\r\n`).join("")));
+    }
+    parts.push(Buffer.from("last NOOP\r\n"));
+    const before = process.memoryUsage().rss;
+    let peak = before;
+    const sample = setInterval(() => {
+      peak = Math.max(peak, process.memoryUsage().rss);
+    }, 5);
+    try {
+      await c.sendWhole(Buffer.concat(parts));
+      const all = await c.until((t) => /\r\nlast (OK|NO|BAD)/.test(t), 90_000);
+      for (const t of tags) expect(all).toContain(`${t} OK`);
+      for (let i = 0; i < 16; i++) expect(statusOf(all, `a${i}`)).toStartWith(`a${i} OK [APPENDUID`);
+      expect(statusOf(all, "last")).toStartWith("last OK");
+    } finally {
+      clearInterval(sample);
+      for (const r of restore) r();
+    }
+    // The scenario happened: the inflater had a backlog, and reading was resumed after it.
+    expect(backlogs).toBeGreaterThan(0);
+    expect(resumes).toBeGreaterThan(0);
+    expect(early).toEqual([]);
+    expect(peak - before).toBeLessThan(64 * 1024 * 1024);
+    expect(statusOf(await c.command("n", "NOOP"), "n")).toStartWith("n OK");
+    c.close();
+  }, 120_000);
+
+  test("attack: an agent stops reading a compressed FETCH: upstream held, one drain waiter per cause, resumed after", async () => {
+    const body = randomBytes(12 * 1024 * 1024)
+      .toString("base64")
+      .replace(/.{76}/g, "$&\r\n");
+    const human = await connectImap(mailbox);
+    await human.append("Own", Buffer.from(`Subject: big\r\n\r\n${body}\r\n`));
+    await human.logout();
+    const c = await loggedIn();
+    await c.compress("z");
+    // `*` is the message just appended.
+    expect(statusOf(await c.command("s", "EXAMINE Own"), "s")).toStartWith("s OK");
+    // The upstream session's connection is the one UpstreamSession.pause pauses.
+    let pausing = false;
+    const upstreamConns = new Set<Connection>();
+    const events: string[] = [];
+    const waiting = new Map<unknown, number>();
+    let mostWaiting = 0;
+    /** Counts a drain waiter of `key` until its promise settles. */
+    const counted = (key: unknown, p: Promise<void>): Promise<void> => {
+      const n = (waiting.get(key) ?? 0) + 1;
+      waiting.set(key, n);
+      mostWaiting = Math.max(mostWaiting, n);
+      return p.then(() => {
+        waiting.set(key, (waiting.get(key) ?? 1) - 1);
+      });
+    };
+    const warned = warnings();
+    const restore = [
+      wrap(UpstreamSession.prototype, "pause", (self, original, args) => {
+        events.push("pause");
+        pausing = true;
+        try {
+          return call(self, original, args);
+        } finally {
+          pausing = false;
+        }
+      }),
+      wrap(UpstreamSession.prototype, "resume", (self, original, args) => {
+        events.push("resume");
+        return call(self, original, args);
+      }),
+      wrap(Connection.prototype, "pause", (self, original, args) => {
+        if (pausing) upstreamConns.add(self);
+        return call(self, original, args);
+      }),
+      wrap(Connection.prototype, "drained", (self, original, args) =>
+        counted(self, call(self, original, args) as Promise<void>),
+      ),
+      wrap(Deflate.prototype, "outputDrained", (self, original, args) =>
+        counted(self, call(self, original, args) as Promise<void>),
+      ),
+    ];
+    const upstreamBytes = () => [...upstreamConns].reduce((n, conn) => n + conn.bytesIn, 0);
+    try {
+      c.socket.pause();
+      for (const tag of ["f1", "f2", "f3", "f4"]) c.send(`${tag} FETCH * BODY.PEEK[]\r\n`);
+      // The first batch (the first literal, read whole) goes to the deflater, which pushes back at once.
+      for (let t = 0; t < 200 && !events.includes("pause"); t++) await Bun.sleep(100);
+      await Bun.sleep(1500);
+      // Held back: upstream's last word is a pause, and nothing more is read from it.
+      expect(upstreamConns.size).toBe(1);
+      expect(events.at(-1)).toBe("pause");
+      const held = upstreamBytes();
+      const resumesHeld = events.filter((e) => e === "resume").length;
+      await Bun.sleep(1500);
+      expect(upstreamBytes()).toBe(held);
+      expect(events.filter((e) => e === "resume").length).toBe(resumesHeld);
+      // Four 16 MiB literals were asked for; far less was read while the agent read nothing.
+      expect(held).toBeLessThan(3 * body.length);
+      c.socket.resume();
+      const all = await c.until((t) => t.slice(-200).includes("\r\nf4 OK"), 90_000);
+      expect(all.split(body).length - 1).toBe(4);
+      // Resumed after the agent read again, and all of it was read from upstream.
+      expect(events.filter((e) => e === "resume").length).toBeGreaterThan(resumesHeld);
+      expect(upstreamBytes()).toBeGreaterThan(4 * body.length);
+    } finally {
+      for (const r of restore) r();
+      warned.stop();
+    }
+    // One waiter per cause at a time (the deflater, the agent's socket), however many chunks found them full.
+    expect(mostWaiting).toBe(1);
+    expect(warned.names.filter((w) => w.includes("MaxListeners"))).toEqual([]);
     c.close();
   }, 120_000);
 

@@ -441,3 +441,42 @@ describe("THREAD reads at most THREAD_HEADER_OCTETS of each message's fields", (
     proxy.close();
   });
 });
+
+describe("THREAD over a reply chain as deep as it is long", () => {
+  // Each message answers the one before it. The recursive passes of the old THREAD code exhausted the call stack
+  // from about 20,000 links (commands/thread.ts answered NO [SERVERBUG]); any sender can mail such a chain.
+  const DEPTH = 30_000;
+  /** Messages per MULTIAPPEND (RFC 3502) with non-synchronizing literals (RFC 7888): one session seeds it fast. */
+  const BATCH = 1000;
+
+  const message = (i: number): string =>
+    `Message-ID: <c${i}@chain.test>\r\nSubject: ${i === 1 ? "" : "Re: "}chain\r\n` +
+    `${i === 1 ? "" : `References: <c${i - 1}@chain.test>\r\n`}\r\nx\r\n`;
+
+  // Dovecot itself cuts such a chain every 1,002 levels into nested sub-lists; the proxy computes THREAD itself
+  // (commands/thread.ts) and answers the one list RFC 5256 §4 and §5 give.
+  test(`${DEPTH} messages in one chain: REFERENCES lists them in one thread, and the session goes on`, async () => {
+    const direct = await login(upstreams().ports.imap);
+    expect(statusOf(await direct.command("c", "CREATE Chain"), "c")).toStartWith("c OK");
+    for (let from = 1; from <= DEPTH; from += BATCH) {
+      const literals: string[] = [];
+      for (let i = from; i < from + BATCH && i <= DEPTH; i++) {
+        const m = message(i);
+        literals.push(` {${m.length}+}\r\n${m}`);
+      }
+      direct.write(`a${from} APPEND Chain${literals.join("")}\r\n`);
+      expect(statusOf(await direct.waitTagged(`a${from}`), `a${from}`)).toStartWith(`a${from} OK`);
+    }
+    const want = `* THREAD (${Array.from({ length: DEPTH }, (_, k) => k + 1).join(" ")})`;
+    expect(await direct.command("s", "EXAMINE Chain")).toContain(`* ${DEPTH} EXISTS`);
+    direct.close();
+    const proxy = await login(allowAll.port);
+    await proxy.command("s", "EXAMINE Chain");
+    const reply = await proxy.command("t", "THREAD REFERENCES UTF-8 ALL");
+    expect(statusOf(reply, "t")).toStartWith("t OK");
+    expect(untagged(reply)).toEqual([want]);
+    // The session goes on.
+    expect(statusOf(await proxy.command("n", "NOOP"), "n")).toStartWith("n OK");
+    proxy.close();
+  }, 180_000);
+});

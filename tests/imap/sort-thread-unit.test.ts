@@ -2,7 +2,7 @@
 import { describe, expect, test } from "bun:test";
 import { esortResponse } from "../../src/imap/commands/sort.ts";
 import { headerFields } from "../../src/imap/commands/thread.ts";
-import { type ThreadMessage, threadReferences, threadResponse } from "../../src/imap/ext/thread.ts";
+import { type ThreadMessage, thread, threadReferences, threadResponse } from "../../src/imap/ext/thread.ts";
 
 describe("ESORT reply", () => {
   // Each expected line is Dovecot's answer to the same command over the same result.
@@ -52,5 +52,83 @@ describe("REFERENCES step 1.C", () => {
       msg(3, "<c@b>", "<b@b>", 16),
     ]);
     expect(threadResponse(t)).toBe("* THREAD (3 2)(1)");
+  });
+});
+
+describe("THREAD over reply chains as deep as they are long (no recursion)", () => {
+  /** Message `i` of a chain: <m{i}>, a reply to <m{i-1}> by References or In-Reply-To only. */
+  const link = (id: number, i: number, by: "references" | "in-reply-to"): ThreadMessage => ({
+    id,
+    internalDate: Date.UTC(2026, 0, 1) + i * 1000,
+    date: null,
+    subject: i === 1 ? "chain" : "Re: chain",
+    messageId: `<m${i}@chain.test>`,
+    inReplyTo: by === "in-reply-to" && i > 1 ? `<m${i - 1}@chain.test>` : null,
+    references: by === "references" && i > 1 ? `<m${i - 1}@chain.test>` : null,
+  });
+  const leaf = (id: number, i: number): ThreadMessage => ({
+    id,
+    internalDate: Date.UTC(2026, 0, 1) + i * 1000 + 500,
+    date: null,
+    subject: "Re: chain",
+    messageId: `<leaf${i}@chain.test>`,
+    inReplyTo: null,
+    references: `<m${i}@chain.test>`,
+  });
+  /** `n` messages, each answering the one before: `(1 2 3 … n)` (§5: a single child follows its parent). */
+  const flat = (n: number): string => `* THREAD (${Array.from({ length: n }, (_, k) => k + 1).join(" ")})`;
+  /** The chain of `branchy(n)`: node 2i-1 has the leaf 2i and the next node as children, so every level nests. */
+  const nested = (n: number): string => {
+    const open: string[] = [];
+    for (let i = 1; i < n; i++) open.push(`${2 * i - 1} (${2 * i})(`);
+    return `* THREAD (${open.join("")}${2 * n - 1} ${2 * n}${")".repeat(n - 1)})`;
+  };
+  const branchy = (n: number): ThreadMessage[] => {
+    const out: ThreadMessage[] = [];
+    for (let i = 1; i <= n; i++) out.push(link(2 * i - 1, i, "references"), leaf(2 * i, i));
+    return out;
+  };
+
+  test("small chains nest as RFC 5256 §5 writes them", () => {
+    const chain = (n: number) => Array.from({ length: n }, (_, k) => link(k + 1, k + 1, "references"));
+    expect(threadResponse(threadReferences(chain(1)))).toBe("* THREAD (1)");
+    expect(threadResponse(threadReferences(chain(4)))).toBe("* THREAD (1 2 3 4)");
+    expect(threadResponse(threadReferences(branchy(1)))).toBe("* THREAD (1 2)");
+    expect(threadResponse(threadReferences(branchy(3)))).toBe("* THREAD (1 (2)(3 (4)(5 6)))");
+    expect(nested(3)).toBe("* THREAD (1 (2)(3 (4)(5 6)))");
+    // A second reply to 2, later than 3: 2 has two children.
+    const fork = [...chain(3), { ...link(4, 3, "references"), messageId: "<fork@chain.test>" }];
+    expect(threadResponse(threadReferences(fork))).toBe("* THREAD (1 2 (3)(4))");
+    // A missing parent (placeholder) with two replies stays a placeholder at the root (§4 step 3.B).
+    const orphans = [link(1, 2, "references"), { ...link(2, 2, "references"), messageId: "<other@chain.test>" }];
+    expect(threadResponse(threadReferences(orphans))).toBe("* THREAD ((1)(2))");
+    expect(threadResponse(thread("ORDEREDSUBJECT", chain(4)))).toBe("* THREAD (1 (2)(3)(4))");
+  });
+
+  // The recursive passes exhausted the call stack from about 20,000 links (a chain of 22,000, or 20,000 branching).
+  const N = 50_000;
+
+  test(`a chain of ${N} messages linked by References, in mailbox order and reversed`, () => {
+    const chain = Array.from({ length: N }, (_, k) => link(k + 1, k + 1, "references"));
+    expect(threadResponse(threadReferences(chain))).toBe(flat(N));
+    // Replies before the messages they answer (the parents are placeholders first, filled later): the root is the
+    // last message in mailbox order.
+    const reversed = chain.map((m, k) => ({ ...m, id: N - k })).reverse();
+    const down = Array.from({ length: N }, (_, k) => N - k).join(" ");
+    expect(threadResponse(threadReferences(reversed))).toBe(`* THREAD (${down})`);
+  });
+
+  test(`a chain of ${N} messages linked by In-Reply-To only`, () => {
+    const chain = Array.from({ length: N }, (_, k) => link(k + 1, k + 1, "in-reply-to"));
+    expect(threadResponse(thread("REFERENCES", chain))).toBe(flat(N));
+  });
+
+  test(`a chain of ${N} messages, each with a second reply: ${N} levels of nested parentheses`, () => {
+    expect(threadResponse(threadReferences(branchy(N)))).toBe(nested(N));
+  });
+
+  test(`a chain of ${N} whose first message is missing: one placeholder at the root, pruned`, () => {
+    const chain = Array.from({ length: N }, (_, k) => link(k + 1, k + 2, "references"));
+    expect(threadResponse(threadReferences(chain))).toBe(flat(N));
   });
 });

@@ -98,8 +98,13 @@ export function messageIds(value: string | null): string[] {
   return out;
 }
 
-/** True when `a` is `b` or one of its ancestors. */
+/**
+ * True when `a` is `b` or one of its ancestors. A container without children is an ancestor of nothing but itself:
+ * answered at once, so a reply chain read in order (each message new, naming the one before) costs no walk up the
+ * chain per message.
+ */
 function isAncestorOrSelf(a: Container, b: Container): boolean {
+  if (a.children.length === 0) return a === b;
   for (let c: Container | null = b; c !== null; c = c.parent) if (c === a) return true;
   return false;
 }
@@ -116,16 +121,46 @@ function link(parent: Container, child: Container): void {
   parent.children.push(child);
 }
 
-/** The date and mailbox position a container sorts by: its own, or its first child's for a placeholder (§4). */
+/**
+ * The date and mailbox position a container sorts by: its own, or its first child's for a placeholder (§4), once
+ * its children are sorted.
+ */
 function sortItem(c: Container): Item | null {
-  return c.item ?? (c.children.length > 0 ? sortItem(c.children[0]!) : null);
+  let k: Container = c;
+  while (k.item === null) {
+    const first = k.children[0];
+    if (first === undefined) return null;
+    k = first;
+  }
+  return k.item;
 }
 
-function compareContainers(a: Container, b: Container): number {
-  const x = sortItem(a);
-  const y = sortItem(b);
+function compareItems(x: Item | null, y: Item | null): number {
   if (x === null || y === null) return x === null ? (y === null ? 0 : 1) : -1;
   return byDate(x, y);
+}
+
+/** Sorts one set of siblings in place by `sortItem`, each key computed once (not once per comparison). */
+function sortSiblings(level: Container[]): void {
+  if (level.length < 2) return;
+  const keyed = level.map((c) => ({ c, key: sortItem(c) }));
+  keyed.sort((a, b) => compareItems(a.key, b.key));
+  for (let i = 0; i < keyed.length; i++) level[i] = keyed[i]!.c;
+}
+
+/**
+ * Every container below `roots`, each after all of its descendants (reversed pre-order). The passes over the tree
+ * walk this list instead of recursing: a reply chain thousands of messages long, which any sender can mail, is as
+ * deep as it is long and would exhaust the call stack (docs/imap.md "THREAD").
+ */
+function descendantsFirst(roots: readonly Container[]): Container[] {
+  const order: Container[] = [];
+  const stack = [...roots];
+  for (let c = stack.pop(); c !== undefined; c = stack.pop()) {
+    order.push(c);
+    for (const child of c.children) stack.push(child);
+  }
+  return order.reverse();
 }
 
 /** The subject of a thread: its root's, or its first child's for a placeholder (§4 step 5.B.i). */
@@ -177,25 +212,31 @@ export function threadReferences(messages: readonly ThreadMessage[]): ThreadNode
   const roots: Container[] = [];
   for (const c of new Set([...table.values(), ...all])) if (c.parent === null) roots.push(c);
   // (3) Prune placeholders.
-  const pruned = prune(roots, null);
+  const pruned = prune(roots);
   // (4) Sort the root set (a placeholder by its first child, once its children are sorted).
-  for (const c of pruned) if (c.item === null) c.children.sort(compareContainers);
-  pruned.sort(compareContainers);
+  for (const c of pruned) if (c.item === null) sortSiblings(c.children);
+  sortSiblings(pruned);
   // (5) Gather the root set's threads by base subject.
   const merged = mergeBySubject(pruned);
   // (6) Sort every set of siblings, deepest first.
   sortTree(merged);
-  return merged.map(toNode);
+  return toNodes(merged);
 }
 
 /**
  * §4 step 3: (A) a placeholder without children goes; (B) one with children is replaced by them, except at the
- * root, where that happens only when it has a single child.
+ * root, where that happens only when it has a single child. Children are pruned before their parent, as the
+ * recursive definition does, but from a list (`descendantsFirst`), not by recursion.
  */
-function prune(level: Container[], parent: Container | null): Container[] {
+function prune(roots: Container[]): Container[] {
+  for (const c of descendantsFirst(roots)) c.children = pruneLevel(c.children, c);
+  return pruneLevel(roots, null);
+}
+
+/** Step 3 on one set of siblings whose own children are pruned already. */
+function pruneLevel(level: Container[], parent: Container | null): Container[] {
   const out: Container[] = [];
   for (const c of level) {
-    c.children = prune(c.children, c);
     if (c.item === null) {
       if (c.children.length === 0) continue;
       if (parent !== null || c.children.length === 1) {
@@ -251,27 +292,46 @@ function mergeBySubject(roots: Container[]): Container[] {
   return out.filter((c) => !drop.has(c));
 }
 
-function sortTree(level: Container[]): void {
-  for (const c of level) sortTree(c.children);
-  level.sort(compareContainers);
+/** §4 step 6: every set of siblings sorted, deepest first (a placeholder sorts by its first child once sorted). */
+function sortTree(roots: Container[]): void {
+  for (const c of descendantsFirst(roots)) sortSiblings(c.children);
+  sortSiblings(roots);
 }
 
-function toNode(c: Container): ThreadNode {
-  return { id: c.item?.id ?? null, children: c.children.map(toNode) };
-}
-
-/** One thread's members (§5 `thread-members` and `thread-nested`), without the outer parentheses. */
-function members(node: ThreadNode): string {
-  let out = node.id === null ? "" : String(node.id);
-  if (node.children.length === 1) {
-    out += (out === "" ? "" : " ") + members(node.children[0]!);
-  } else if (node.children.length > 1) {
-    out += (out === "" ? "" : " ") + node.children.map((c) => `(${members(c)})`).join("");
+/** The containers as ThreadNodes, built from an explicit stack (see `descendantsFirst`). */
+function toNodes(roots: readonly Container[]): ThreadNode[] {
+  const out: ThreadNode[] = [];
+  const stack: { c: Container; into: ThreadNode[] }[] = [];
+  for (let i = roots.length - 1; i >= 0; i--) stack.push({ c: roots[i]!, into: out });
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    const children: ThreadNode[] = [];
+    top.into.push({ id: top.c.item?.id ?? null, children });
+    for (let i = top.c.children.length - 1; i >= 0; i--) stack.push({ c: top.c.children[i]!, into: children });
   }
   return out;
 }
 
-/** The THREAD response line (without CRLF): `* THREAD (1 2)(3 (4)(5))`; `* THREAD` when there is no message. */
+/**
+ * The THREAD response line (without CRLF): `* THREAD (1 2)(3 (4)(5))`; `* THREAD` when there is no message.
+ * §5 `thread-list`: a node's single child follows it in the same list (`thread-members`), several children are
+ * each a parenthesized list (`thread-nested`). Written from an explicit stack: a thread nests as deep as its
+ * branches, and the answer stays complete however deep that is.
+ */
 export function threadResponse(threads: readonly ThreadNode[]): string {
-  return `* THREAD${threads.length === 0 ? "" : " "}${threads.map((t) => `(${members(t)})`).join("")}`;
+  const out: string[] = ["* THREAD"];
+  if (threads.length > 0) out.push(" ");
+  // Strings are written as they are, nodes as their members.
+  const stack: (string | ThreadNode)[] = [];
+  for (let i = threads.length - 1; i >= 0; i--) stack.push(")", threads[i]!, "(");
+  for (let top = stack.pop(); top !== undefined; top = stack.pop()) {
+    if (typeof top === "string") {
+      out.push(top);
+      continue;
+    }
+    const n = top.children.length;
+    if (top.id !== null) out.push(n > 0 ? `${top.id} ` : String(top.id));
+    if (n === 1) stack.push(top.children[0]!);
+    else for (let i = n - 1; i >= 0; i--) stack.push(")", top.children[i]!, "(");
+  }
+  return out.join("");
 }
