@@ -447,7 +447,8 @@ export class ImapSession implements LoginSession, CompressSession {
     if (this.#held) return;
     // The batch goes out as views of the encoder's buffer, and large literals by reference (see Encoder): no copy.
     // When the socket took every part directly (nothing queued before it), the buffer is reused for the next
-    // batch; otherwise a part may be queued by reference and the encoder moves on to a new buffer.
+    // batch; otherwise a part may be queued by reference: the encoder moves on to a spare buffer and gets this one
+    // back once the socket has written it (Encoder.detach / giveBack).
     const parts = this.#enc.takeViews();
     if (parts.length === 0) return;
     if (this.#deflate !== null) {

@@ -382,7 +382,7 @@ describe("COMPRESS=DEFLATE", () => {
     c.close();
   }, 120_000);
 
-  test("attack: pipelined commands, then a hugely inflating stream: reads wait for the inflater and read-ahead", async () => {
+  test("attack: pipelined commands, then a hugely inflating stream: reads wait for inflater and read-ahead", async () => {
     const c = await loggedIn();
     await c.compress("z");
     // The agent's connection in the proxy: the one whose peer is this client's socket.
@@ -458,7 +458,7 @@ describe("COMPRESS=DEFLATE", () => {
     c.close();
   }, 120_000);
 
-  test("attack: an agent stops reading a compressed FETCH: upstream held, one drain waiter per cause, resumed after", async () => {
+  test("attack: agent stops reading a compressed FETCH: upstream held, one waiter per cause, resumed", async () => {
     const body = randomBytes(12 * 1024 * 1024)
       .toString("base64")
       .replace(/.{76}/g, "$&\r\n");
