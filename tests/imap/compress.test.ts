@@ -382,7 +382,7 @@ describe("COMPRESS=DEFLATE", () => {
     c.close();
   }, 120_000);
 
-  test("attack: pipelined commands, then a hugely inflating stream: reads wait for inflater and read-ahead", async () => {
+  test("attack: pipelined commands, then a hugely inflating stream: reads wait for inflater, read-ahead", async () => {
     const c = await loggedIn();
     await c.compress("z");
     // The agent's connection in the proxy: the one whose peer is this client's socket.
