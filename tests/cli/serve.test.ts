@@ -22,7 +22,7 @@ interface Served {
 /** Runs serve with the test's environment minus any allocator setting (serve must add its own), plus `env`. */
 function serve(config: string, env: Record<string, string> = {}): Served {
   const inherited: Record<string, string | undefined> = { ...process.env };
-  delete inherited["MIMALLOC_PURGE_DELAY"];
+  for (const name of Object.keys(ALLOCATOR_ENV)) delete inherited[name];
   const proc = Bun.spawn([process.execPath, MAIN, "serve", "-c", config, "--log-format", "json"], {
     stderr: "pipe",
     stdout: "pipe",
@@ -54,11 +54,17 @@ function serve(config: string, env: Record<string, string> = {}): Served {
   };
 }
 
+/** What serve sets: every variable of ALLOCATOR_ENV, as /proc shows them (sorted). */
+const TUNED = Object.entries(ALLOCATOR_ENV)
+  .map(([k, v]) => `${k}=${v}`)
+  .sort();
+
 /** The allocator variables of a running process, from /proc (src/cli/allocator.ts). */
 function allocatorEnv(pid: number): string[] {
   return readFileSync(`/proc/${pid}/environ`, "utf8")
     .split("\0")
-    .filter((kv) => kv.startsWith("MIMALLOC_"));
+    .filter((kv) => kv.startsWith("MIMALLOC_"))
+    .sort();
 }
 
 /** A config with just the SMTP proxy: sends to *@corp.test allowed, the rest denied; me@corp.test is an identity. */
@@ -96,7 +102,7 @@ test("serve runs the SMTP proxy from a config file, audits, and stops cleanly on
   try {
     const port = await served.port("SMTP");
     // serve re-executed itself (same PID) with the allocator tuned.
-    expect(allocatorEnv(served.proc.pid)).toEqual([`MIMALLOC_PURGE_DELAY=${ALLOCATOR_ENV["MIMALLOC_PURGE_DELAY"]}`]);
+    expect(allocatorEnv(served.proc.pid)).toEqual(TUNED);
     const token = uniqueToken("serve");
     const login = up.users[0]!; // pass-through: the client logs in with upstream credentials
     const transport = nodemailer.createTransport({
@@ -153,7 +159,8 @@ test("serve leaves an allocator setting the operator made alone", async () => {
   const served = serve(smtpConfig(), { MIMALLOC_PURGE_DELAY: "10" });
   try {
     await served.port("SMTP");
-    expect(allocatorEnv(served.proc.pid)).toEqual(["MIMALLOC_PURGE_DELAY=10"]);
+    // The one the operator set is kept; the other is added.
+    expect(allocatorEnv(served.proc.pid)).toEqual(["MIMALLOC_PURGE_DELAY=10", "MIMALLOC_PURGE_HOLES=0"]);
   } finally {
     served.proc.kill("SIGTERM");
   }
@@ -169,7 +176,7 @@ test("serve under bun passes BUN_OPTIONS' flags once when it re-executes itself:
     expect(cmdline.filter((a) => a === "--smol")).toEqual(["--smol"]);
     const environ = readFileSync(`/proc/${served.proc.pid}/environ`, "utf8").split("\0");
     expect(environ.filter((kv) => kv.startsWith("BUN_OPTIONS="))).toEqual([]);
-    expect(allocatorEnv(served.proc.pid)).toEqual([`MIMALLOC_PURGE_DELAY=${ALLOCATOR_ENV["MIMALLOC_PURGE_DELAY"]}`]);
+    expect(allocatorEnv(served.proc.pid)).toEqual(TUNED);
   } finally {
     served.proc.kill("SIGTERM");
   }
