@@ -151,7 +151,7 @@ function sortSiblings(level: Container[]): void {
 /**
  * Every container below `roots`, each after all of its descendants (reversed pre-order). The passes over the tree
  * walk this list instead of recursing: a reply chain thousands of messages long, which any sender can mail, is as
- * deep as it is long and would exhaust the call stack (docs/imap.md "THREAD").
+ * deep as it is long and would exhaust the call stack (docs/imap.md "Decisions").
  */
 function descendantsFirst(roots: readonly Container[]): Container[] {
   const order: Container[] = [];
