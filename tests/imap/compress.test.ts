@@ -434,11 +434,8 @@ describe("COMPRESS=DEFLATE", () => {
       parts.push(Buffer.from(noops.map((t) => `${t} NOOP\r\n`).join("")));
     }
     parts.push(Buffer.from("last NOOP\r\n"));
-    const before = process.memoryUsage().rss;
-    let peak = before;
-    const sample = setInterval(() => {
-      peak = Math.max(peak, process.memoryUsage().rss);
-    }, 5);
+    // No memory bound here: the whole input inflates to only about 17 MiB, so RSS could not tell bounded reading
+    // from unbounded (the deflate bomb test above bounds memory); the resumes observed below are what fails.
     try {
       await c.sendWhole(Buffer.concat(parts));
       const all = await c.until((t) => /\r\nlast (OK|NO|BAD)/.test(t), 90_000);
@@ -446,14 +443,12 @@ describe("COMPRESS=DEFLATE", () => {
       for (let i = 0; i < 16; i++) expect(statusOf(all, `a${i}`)).toStartWith(`a${i} OK [APPENDUID`);
       expect(statusOf(all, "last")).toStartWith("last OK");
     } finally {
-      clearInterval(sample);
       for (const r of restore) r();
     }
     // The scenario happened: the inflater had a backlog, and reading was resumed after it.
     expect(backlogs).toBeGreaterThan(0);
     expect(resumes).toBeGreaterThan(0);
     expect(early).toEqual([]);
-    expect(peak - before).toBeLessThan(64 * 1024 * 1024);
     expect(statusOf(await c.command("n", "NOOP"), "n")).toStartWith("n OK");
     c.close();
   }, 120_000);
