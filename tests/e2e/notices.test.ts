@@ -132,6 +132,13 @@ ask_groups = ["managers"]
     // The command line decides beside serve, and sends the sender's notice itself.
     const denied = await send("denied");
     await waitFor("notices", () => noticesIn(up.sink, denied), 1);
+    // An operator sees that the approvers were told: `notified` once the upstream accepted every notice.
+    const notified = () => {
+      const listed = Bun.spawnSync([process.execPath, MAIN, "approvals", "list", "-c", config, "--json"]);
+      const rows = JSON.parse(listed.stdout.toString()) as { id: string; notified: boolean }[];
+      return rows.filter((r) => r.id === denied && r.notified);
+    };
+    await waitFor("notified", notified, 1);
     const cli = Bun.spawnSync([process.execPath, MAIN, "approvals", "deny", denied, "-c", config]);
     expect(cli.exitCode).toBe(0);
     const [gone] = await waitFor("sender notices", () => noticesIn(inbox, denied), 1);

@@ -43,6 +43,8 @@ function rowJson(row: ApprovalRow): Record<string, unknown> {
     decidedBy: row.decidedBy,
     reason: row.reason,
     upstreamReply: row.upstreamReply,
+    /** Every approver's notice was accepted upstream (docs/approvals.md "Notices"). */
+    notified: row.notified,
   };
 }
 
@@ -92,6 +94,7 @@ export async function approvals(ctx: CommandContext): Promise<number> {
       if (values.json) ctx.out(JSON.stringify({ ...rowJson(row), preview: held?.preview ?? null }, null, 2));
       else {
         ctx.out(`${row.id}: ${row.state} (rule ${row.rule}; asks ${row.groups.join(", ")})`);
+        ctx.out(`approvers notified: ${row.notified ? "all" : "not all yet"}`);
         if (held !== null) {
           const p = held.preview;
           ctx.out(`from: ${p.sender}`);
