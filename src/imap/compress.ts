@@ -70,15 +70,19 @@ export class Deflate {
   }
 
   /**
-   * Deflates one batch and flushes it (Z_SYNC_FLUSH). The parts are copied: the caller may reuse their buffer at
-   * once. Output reaches `onOutput` in order, asynchronously. False when the deflater has a backlog: the caller
-   * stops producing (pauses upstream) until `outputDrained`, else a fast upstream fills memory faster than deflate
-   * empties it.
+   * Deflates one batch and flushes it (Z_SYNC_FLUSH). The parts are read as they are, not copied: `consumed` is
+   * called once the deflater has read them all, and only then may their buffer be reused (never, if the stream is
+   * destroyed first: the buffer is then simply not reused). Output
+   * reaches `onOutput` in order, asynchronously. False when the deflater has a backlog: the caller stops producing
+   * (pauses upstream) until `outputDrained`, else a fast upstream fills memory faster than deflate empties it.
    */
-  output(parts: readonly Uint8Array[]): boolean {
-    if (this.#outputFailed || this.#ended) return true;
-    for (const p of parts) this.#deflate.write(Buffer.from(p));
-    this.#deflate.flush(constants.Z_SYNC_FLUSH);
+  output(parts: readonly Uint8Array[], consumed: () => void): boolean {
+    if (this.#outputFailed || this.#ended) {
+      consumed();
+      return true;
+    }
+    for (const p of parts) this.#deflate.write(p);
+    this.#deflate.flush(constants.Z_SYNC_FLUSH, consumed);
     return !this.#deflate.writableNeedDrain;
   }
 

@@ -139,9 +139,9 @@ export class ImapSession implements LoginSession, CompressSession {
   /** The inflater has a backlog and reading is paused until it drains (start(), `#mayRead`). */
   #inflateBacklog = false;
   /**
-   * Compressed output holds upstream back (docs/reliability.md "COMPRESS back-pressure"): while the deflater has a
-   * backlog, while the agent's socket is full, or both; each has at most one drain waiter at a time, and upstream
-   * is resumed only once neither holds it (`#holdUpstream`).
+   * Output holds upstream back (docs/reliability.md "COMPRESS back-pressure"): while the agent's socket is full,
+   * while (compressed) the deflater has a backlog, or both; each has at most one drain waiter at a time, and
+   * upstream is resumed only once neither holds it (`#holdUpstream`).
    */
   readonly #outputHeld = { deflater: false, socket: false };
   /** The upstream session `#holdUpstream` paused, resumed when `#outputHeld` clears. */
@@ -358,20 +358,15 @@ export class ImapSession implements LoginSession, CompressSession {
   }
 
   /**
-   * The one condition under which the agent's socket is read (docs/reliability.md "COMPRESS back-pressure"): the
-   * framer holds at most READ_AHEAD_LIMIT octets ahead of the running command, and the inflater has no backlog (a
-   * deflate bomb's compressed input waits in the agent's socket, not in the proxy). Every resume goes through
-   * `#resumeInput`, which asks it; each pause stays until every reason for it is gone.
+   * Every resume of input goes through here (docs/reliability.md "COMPRESS back-pressure"): nothing while the
+   * framer holds more than READ_AHEAD_LIMIT octets ahead of the running command; then the inflater may deliver
+   * again (that is what empties its backlog), and the agent's socket is read only when the inflater has no backlog
+   * (a deflate bomb's compressed input waits in the agent's socket, not in the proxy).
    */
-  #mayRead(): boolean {
-    return !this.#closed && !this.#inflateBacklog && this.#framer.buffered <= READ_AHEAD_LIMIT;
-  }
-
   #resumeInput(): void {
     if (this.#closed || this.#framer.buffered > READ_AHEAD_LIMIT) return;
-    // Inflated bytes may reach the framer again: that is what empties the inflater's backlog.
     this.#deflate?.resume();
-    if (this.#mayRead()) this.conn.resume();
+    if (!this.#inflateBacklog) this.conn.resume();
   }
 
   get compressed(): boolean {
@@ -452,8 +447,10 @@ export class ImapSession implements LoginSession, CompressSession {
     const parts = this.#enc.takeViews();
     if (parts.length === 0) return;
     if (this.#deflate !== null) {
-      const room = this.#deflate.output(parts); // copied: the buffer can be reused at once
-      this.#enc.recycle();
+      // The deflater holds the views until it has read them; then the buffer comes back (no copy).
+      const enc = this.#enc;
+      const buf = enc.detach();
+      const room = this.#deflate.output(parts, () => enc.giveBack(buf));
       // Deflate is slower than upstream sends: push back on upstream (src/imap/compress.ts).
       if (!room) this.#holdUpstream("deflater");
       return;
@@ -470,24 +467,20 @@ export class ImapSession implements LoginSession, CompressSession {
       const buf = enc.detach();
       this.conn.afterWrites(() => enc.giveBack(buf));
     }
-    if (full && this.up !== null) {
-      // The agent reads slower than upstream sends: push back on upstream.
-      const up = this.up;
-      up.pause();
-      void this.conn.drained().then(() => up.resume());
-    }
+    // The agent reads slower than upstream sends: push back on upstream.
+    if (full) this.#holdUpstream("socket");
   }
 
   /**
-   * Compressed output: pauses upstream while the deflater (`deflater`) or the agent's socket (`socket`) cannot take
-   * more, with one drain waiter per cause however many chunks or batches find it full, and resumes upstream only
-   * when both have drained (docs/reliability.md "COMPRESS back-pressure"). The plain path in `flush` needs none of
-   * this: its socket is its only cause.
+   * Output back-pressure: pauses upstream while the agent's socket (`socket`) or, compressed, the deflater
+   * (`deflater`) cannot take more, with one drain waiter per cause however many chunks or batches find it full,
+   * and resumes upstream only when every cause has drained (docs/reliability.md "COMPRESS back-pressure").
    */
   #holdUpstream(cause: "deflater" | "socket"): void {
     const up = this.up;
     const deflate = this.#deflate;
-    if (this.#outputHeld[cause] || up === null || deflate === null || this.#closed) return;
+    if (this.#outputHeld[cause] || up === null || this.#closed) return;
+    if (cause === "deflater" && deflate === null) return;
     this.#outputHeld[cause] = true;
     if (this.#pausedUpstream !== up) {
       // A replaced upstream session (not expected once compressed) no longer feeds this output: it is let go.
@@ -495,7 +488,7 @@ export class ImapSession implements LoginSession, CompressSession {
       this.#pausedUpstream = up;
       up.pause();
     }
-    const drained = cause === "deflater" ? deflate.outputDrained() : this.conn.drained();
+    const drained = cause === "deflater" ? deflate!.outputDrained() : this.conn.drained();
     void drained.then(() => {
       this.#outputHeld[cause] = false;
       if (this.#outputHeld.deflater || this.#outputHeld.socket) return;
