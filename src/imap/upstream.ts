@@ -262,27 +262,13 @@ export class UpstreamSession {
   ): Promise<StatusResponse> {
     if (this.#error !== null) return Promise.reject(this.#error);
     if (this.#pending !== null) return Promise.reject(new Error("imap: upstream command already in flight"));
-    const tag = `M${++this.#tagCount}`;
-    const enc = new Encoder({ side: "client", literalPlus: this.caps.has("LITERAL+") });
-    writeCommand(enc, { ...command, tag } as Command);
-    const rounds = enc.finish();
+    const { tag, rounds } = this.#encode(command);
     return new Promise<StatusResponse>((resolve, reject) => {
-      const pending: Pending = {
-        tag,
-        onData,
-        rounds: rounds.slice(1),
-        onChallenge,
-        resolve: (s) => {
-          afterTagged?.();
-          resolve(s);
-        },
-        reject,
-        timer:
-          timeoutMs > 0
-            ? setTimeout(() => this.#fail(new UpstreamError("the upstream server did not answer in time")), timeoutMs)
-            : null,
+      const done = (s: StatusResponse) => {
+        afterTagged?.();
+        resolve(s);
       };
-      this.#pending = pending;
+      this.#pending = this.#pendingOf(tag, onData, rounds.slice(1), onChallenge, done, reject, timeoutMs);
       for (const chunk of rounds[0]!) this.#conn.write(chunk);
     });
   }
@@ -303,27 +289,37 @@ export class UpstreamSession {
     const head = this.#pending;
     if (this.#error !== null || head === null || head.rounds.length > 0 || head.onChallenge !== null) return null;
     if (this.#queued !== null) return null;
-    const tag = `M${this.#tagCount + 1}`;
-    const enc = new Encoder({ side: "client", literalPlus: this.caps.has("LITERAL+") });
-    writeCommand(enc, { ...command, tag } as Command);
-    const rounds = enc.finish();
-    if (rounds.length !== 1) return null;
-    this.#tagCount++;
+    const { tag, rounds } = this.#encode(command);
+    if (rounds.length !== 1) return null; // a tag number left unused is harmless
     return new Promise<StatusResponse>((resolve, reject) => {
-      this.#queued = {
-        tag,
-        onData,
-        rounds: [],
-        onChallenge: null,
-        resolve,
-        reject,
-        timer:
-          timeoutMs > 0
-            ? setTimeout(() => this.#fail(new UpstreamError("the upstream server did not answer in time")), timeoutMs)
-            : null,
-      };
+      this.#queued = this.#pendingOf(tag, onData, [], null, resolve, reject, timeoutMs);
       for (const chunk of rounds[0]!) this.#conn.write(chunk);
     });
+  }
+
+  /** `command` under the next tag, as its rounds: more than one when a literal must wait for `+`. */
+  #encode(command: UpstreamCommand): { tag: string; rounds: Uint8Array[][] } {
+    const tag = `M${++this.#tagCount}`;
+    const enc = new Encoder({ side: "client", literalPlus: this.caps.has("LITERAL+") });
+    writeCommand(enc, { ...command, tag } as Command);
+    return { tag, rounds: enc.finish() };
+  }
+
+  /** A command waiting for its tagged reply, failing the session after `timeoutMs` (none when 0). */
+  #pendingOf(
+    tag: string,
+    onData: ((r: Response) => void) | null,
+    rounds: Uint8Array[][],
+    onChallenge: (() => void) | null,
+    resolve: (s: StatusResponse) => void,
+    reject: (e: Error) => void,
+    timeoutMs: number,
+  ): Pending {
+    const timer =
+      timeoutMs > 0
+        ? setTimeout(() => this.#fail(new UpstreamError("the upstream server did not answer in time")), timeoutMs)
+        : null;
+    return { tag, onData, rounds, onChallenge, resolve, reject, timer };
   }
 
   /** Starts IDLE upstream; resolves once the server sent `+`. The returned promise of `done()` ends it. */
