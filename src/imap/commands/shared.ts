@@ -294,7 +294,8 @@ export function forwardUntagged(s: Session, r: Response): void {
 export async function safeExpunge(s: Session, within: readonly number[] | null): Promise<number> {
   const box = s.box!;
   let uids: readonly number[];
-  if (within !== null) uids = within.filter((u) => box.agentSeqOf(u) > 0);
+  if (within !== null)
+    uids = within; // already in the agent's view, sorted (SelectedMailbox.uidsFromUidSet)
   else if (box.visible === null) uids = box.agentCount === 0 ? [] : [box.v.get(box.agentCount - 1)];
   else {
     const deleted: number[] = [];
