@@ -431,10 +431,15 @@ export class ImapSession implements LoginSession, CompressSession {
     this.send({ type: "status", tag, status: kind, code, text: status.text });
   }
 
+  /**
+   * Output goes out once the current turn of the event loop is over (setImmediate), not at the next microtask: a
+   * command's untagged responses, relayed as upstream's reply arrives, and its tagged reply, written a few promise
+   * steps later, leave in one write (docs/imap.md "Round trips upstream").
+   */
   #scheduleFlush(): void {
     if (this.#flushScheduled) return;
     this.#flushScheduled = true;
-    queueMicrotask(() => this.flush());
+    setImmediate(() => this.flush());
   }
 
   flush(): void {
@@ -780,7 +785,7 @@ export class ImapSession implements LoginSession, CompressSession {
     up.onUnsolicited = (r) => {
       this.model(r);
     };
-    up.onBatch = () => this.flush();
+    up.onBatch = () => this.#scheduleFlush();
     up.onClose = (error) => {
       if (this.#closed || this.up !== up) return;
       this.auditRow({

@@ -3,11 +3,12 @@
  * recording TCP relay: SELECT's `UID SEARCH ALL` is written behind the SELECT before Dovecot answers it, and the
  * view it builds is right; a bare EXPUNGE in an unfiltered folder is one
  * `UID EXPUNGE`, with no `UID SEARCH DELETED` before it, and it spares a `\Deleted` message the agent was not
- * told of.
+ * told of. Towards the agent, a command's untagged responses and its tagged reply leave in one write.
  */
 
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { afterAll, beforeAll, expect, spyOn, test } from "bun:test";
 import { connect, createServer, type Server, type Socket } from "node:net";
+import { Connection } from "../../src/net/connection.ts";
 import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
 
@@ -111,5 +112,35 @@ test("a bare EXPUNGE, unfiltered folder: one UID EXPUNGE that spares a message t
   expect(reply).toContain(`* ${count} EXISTS`);
   const after = await agent.command("e", "UID SEARCH ALL");
   expect(after.split("\r\n")[0]!.split(" ")).toContain(lateUid!);
+  agent.close();
+});
+
+test("a command's untagged responses and its tagged reply reach the agent in one write", async () => {
+  const agent = await RawImap.open(proxy.port);
+  await agent.command("a", `LOGIN "${box.user}" "${box.password}"`);
+  await agent.command("b", "SELECT INBOX");
+  const writes: string[] = [];
+  const original = Connection.prototype.write;
+  const spy = spyOn(Connection.prototype, "write").mockImplementation(function (this: Connection, data) {
+    writes.push(typeof data === "string" ? data : Buffer.from(data).toString("latin1"));
+    return original.call(this, data);
+  });
+  try {
+    for (const [tag, command] of [
+      ["c", "UID FETCH 1:* (FLAGS)"],
+      ["d", "FETCH 1 (UID FLAGS)"],
+      ["e", "STORE 1 +FLAGS (\\Flagged)"],
+    ] as const) {
+      writes.length = 0;
+      const reply = await agent.command(tag, command);
+      expect(reply).toContain(" FETCH (");
+      expect(statusOf(reply, tag)).toStartWith(`${tag} OK`);
+      // Everything the proxy wrote to any connection for this command: the agent's reply, in one piece.
+      const toAgent = writes.filter((w) => w.includes(`${tag} OK`) || /^\* \d+ FETCH/m.test(w));
+      expect(toAgent).toEqual([reply]);
+    }
+  } finally {
+    spy.mockRestore();
+  }
   agent.close();
 });
