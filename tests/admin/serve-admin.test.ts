@@ -256,9 +256,12 @@ test("a connection over max_connections_per_ip and a login over max_sessions_per
 
 test("/healthz is 503 while the proxies close (an agent that never hangs up holds them open)", async () => {
   const served = await serve(configFile(""));
-  const idle = connect({ host: "127.0.0.1", port: served.imap }); // reads nothing, never closes its side
+  // Reads the greeting (so its session exists before the SIGTERM), then nothing more; never closes its side, not
+  // even when the proxy closes its own (allowHalfOpen).
+  const idle = connect({ host: "127.0.0.1", port: served.imap, allowHalfOpen: true });
   idle.on("error", () => {});
-  await new Promise<void>((resolve) => idle.once("connect", () => resolve()));
+  await new Promise<void>((resolve) => idle.once("data", () => resolve()));
+  idle.pause();
   try {
     expect((await health(served)).status).toBe(200);
     served.proc.kill("SIGTERM");
