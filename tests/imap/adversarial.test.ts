@@ -95,9 +95,7 @@ afterAll(async () => {
 });
 
 async function login(): Promise<RawImap> {
-  const raw = await RawImap.open(proxy.port);
-  expect(statusOf(await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
-  return raw;
+  return RawImap.login(proxy.port, mailbox);
 }
 
 /** Runs `attack` and checks that Dovecot holds exactly what it held before. */

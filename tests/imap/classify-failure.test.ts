@@ -84,9 +84,7 @@ function restore(s: Scenario): void {
 }
 
 async function agent(mailbox: TestMailbox): Promise<RawImap> {
-  const raw = await RawImap.open(proxy.port);
-  expect(statusOf(await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
-  return raw;
+  return RawImap.login(proxy.port, mailbox);
 }
 
 /** Dovecot directly (implicit TLS), logged in, INBOX examined. */

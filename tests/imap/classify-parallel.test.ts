@@ -46,9 +46,7 @@ async function headerCounts(user: string, sessions: number): Promise<number[]> {
 }
 
 async function login(m: TestMailbox): Promise<RawImap> {
-  const c = await RawImap.open(proxy.port);
-  expect(statusOf(await c.command("a", `LOGIN "${m.user}" "${m.password}"`), "a")).toStartWith("a OK");
-  return c;
+  return RawImap.login(proxy.port, m);
 }
 
 const uidSearch = (reply: string) =>

@@ -18,26 +18,16 @@ import { UpstreamSession } from "../../src/imap/upstream.ts";
 import { Framer } from "../../src/imap/wire/index.ts";
 import { Connection } from "../../src/net/connection.ts";
 import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
-import { type Expected, expected, expectNoLeak, fetchedUids } from "./filtered-fixture.ts";
+import {
+  type Expected,
+  expected,
+  expectNoLeak,
+  FILTERED_INBOX_AND_OWN_RULES,
+  fetchedUids,
+} from "./filtered-fixture.ts";
 import { proxyClient, RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
 
-const RULES = `
-[[rules]]
-name = "filtered inbox"
-folders = ["INBOX"]
-from = "notifications@*"
-action = "allow"
-operations = ["read"]
-
-[[rules]]
-name = "own"
-folders = ["Own"]
-action = "allow"
-
-[[rules]]
-name = "nothing else"
-action = "deny"
-`;
+const RULES = FILTERED_INBOX_AND_OWN_RULES;
 
 let mailbox: TestMailbox;
 let proxy: TestProxy;
@@ -229,9 +219,7 @@ async function loggedIn(): Promise<DeflateClient> {
 }
 
 async function rawAgent(): Promise<RawImap> {
-  const raw = await RawImap.open(proxy.port);
-  expect(statusOf(await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
-  return raw;
+  return RawImap.login(proxy.port, mailbox);
 }
 
 beforeAll(async () => {

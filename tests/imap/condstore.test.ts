@@ -10,42 +10,22 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { ImapFlow } from "imapflow";
 import { authCapabilities } from "../../src/imap/capabilities.ts";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
-import { type Expected, expected, expectNoLeak, rawMessage } from "./filtered-fixture.ts";
+import { type Expected, expected, expectNoLeak, FILTERED_INBOX_AND_OWN_RULES, rawMessage } from "./filtered-fixture.ts";
 import { proxyClient, RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
 
-const RULES = `
-[[rules]]
-name = "filtered inbox"
-folders = ["INBOX"]
-from = "notifications@*"
-action = "allow"
-operations = ["read"]
-
-[[rules]]
-name = "own"
-folders = ["Own"]
-action = "allow"
-
-[[rules]]
-name = "nothing else"
-action = "deny"
-`;
+const RULES = FILTERED_INBOX_AND_OWN_RULES;
 
 let mailbox: TestMailbox;
 let proxy: TestProxy;
 let e: Expected;
 
 async function agent(): Promise<RawImap> {
-  const raw = await RawImap.open(proxy.port);
-  expect(statusOf(await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
-  return raw;
+  return RawImap.login(proxy.port, mailbox);
 }
 
 /** Dovecot itself, over a raw socket: the reference answers. */
 async function direct(): Promise<RawImap> {
-  const raw = await RawImap.open(upstreams().ports.imap);
-  expect(statusOf(await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
-  return raw;
+  return RawImap.login(upstreams().ports.imap, mailbox);
 }
 
 /** `* n FETCH (... MODSEQ (m) ...)` → n → m. */

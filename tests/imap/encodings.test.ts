@@ -80,8 +80,7 @@ afterAll(async () => {
 
 describe("a subject rule hides every encoding of the subject", () => {
   test("UID FETCH 1:*, SEARCH and UID SEARCH show only the controls; no hidden Message-ID leaks", async () => {
-    const raw = await RawImap.open(proxy.port);
-    expect(statusOf(await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
+    const raw = await RawImap.login(proxy.port, mailbox);
     const select = await raw.command("s", "EXAMINE INBOX");
     expect(select).toContain(`* ${controls.length} EXISTS`);
     const fetch = await raw.command("f", "UID FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID SUBJECT)])");

@@ -16,9 +16,7 @@ let e: Expected;
 let lastHidden: number;
 
 async function agent(p: TestProxy = proxy): Promise<RawImap> {
-  const raw = await RawImap.open(p.port);
-  expect(statusOf(await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
-  return raw;
+  return RawImap.login(p.port, mailbox);
 }
 
 async function direct(): Promise<ImapFlow> {

@@ -18,6 +18,25 @@ name = "Deny everything else"
 action = "deny"
 `;
 
+/** The seed rule over INBOX, a folder of the agent's own (`Own`) in full, and nothing else. */
+export const FILTERED_INBOX_AND_OWN_RULES = `
+[[rules]]
+name = "filtered inbox"
+folders = ["INBOX"]
+from = "notifications@*"
+action = "allow"
+operations = ["read"]
+
+[[rules]]
+name = "own"
+folders = ["Own"]
+action = "allow"
+
+[[rules]]
+name = "nothing else"
+action = "deny"
+`;
+
 export interface Expected {
   readonly visible: readonly SeededMessage[];
   readonly hidden: readonly SeededMessage[];

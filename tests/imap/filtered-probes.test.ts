@@ -79,8 +79,7 @@ function ruleOfLowest(uids: readonly number[]): typeof BOSS | typeof REST | null
 }
 
 async function agent(): Promise<RawImap> {
-  const raw = await RawImap.open(proxy.port);
-  expect(statusOf(await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
+  const raw = await RawImap.login(proxy.port, mailbox);
   expect(statusOf(await raw.command("S", "SELECT INBOX"), "S")).toStartWith("S OK");
   await rows(); // the cursor starts after the login and SELECT rows
   return raw;

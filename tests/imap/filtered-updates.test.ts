@@ -8,7 +8,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { ImapFlow } from "imapflow";
 import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
 import { type Expected, expected, expectNoLeak, fetchedUids, rawMessage, SEED_RULES } from "./filtered-fixture.ts";
-import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+import { RawImap, startTestProxy, type TestProxy } from "./helpers.ts";
 
 let mailbox: TestMailbox;
 let proxy: TestProxy;
@@ -29,8 +29,7 @@ afterAll(async () => {
 });
 
 async function agent(): Promise<RawImap> {
-  const raw = await RawImap.open(proxy.port);
-  expect(statusOf(await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
+  const raw = await RawImap.login(proxy.port, mailbox);
   const sel = await raw.command("s", "EXAMINE INBOX");
   expect(sel).toContain(`* ${e.visibleUids.length} EXISTS`);
   return raw;

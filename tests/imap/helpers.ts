@@ -3,7 +3,7 @@
  * IMAP client that sees every byte, and imapflow clients for the proxy and for Dovecot directly.
  */
 
-import { setDefaultTimeout } from "bun:test";
+import { expect, setDefaultTimeout } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -125,6 +125,14 @@ export class RawImap extends RawSocket {
     await client.readUntil((b) => b.includes("\r\n"));
     client.take();
     return client;
+  }
+
+  /** A raw client on `port`, logged in as `account` (tag `L`); the login must succeed. */
+  static async login(port: number, account: { readonly user: string; readonly password: string }): Promise<RawImap> {
+    const raw = await RawImap.open(port);
+    const reply = await raw.command("L", `LOGIN "${account.user}" "${account.password}"`);
+    expect(statusOf(reply, "L")).toStartWith("L OK");
+    return raw;
   }
 
   /** A raw client on a socket that is already past the greeting (e.g. just upgraded with STARTTLS). */

@@ -11,9 +11,7 @@ import { expected } from "./filtered-fixture.ts";
 import { auditCursor, proxyClient, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
 async function login(port: number, m: TestMailbox): Promise<RawImap> {
-  const raw = await RawImap.open(port);
-  expect(statusOf(await raw.command("L", `LOGIN "${m.user}" "${m.password}"`), "L")).toStartWith("L OK");
-  return raw;
+  return RawImap.login(port, m);
 }
 
 /** Untagged lines of a reply. */

@@ -60,9 +60,7 @@ afterAll(async () => {
 });
 
 async function agent(): Promise<RawImap> {
-  const raw = await RawImap.open(proxy.port);
-  expect(statusOf(await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
-  return raw;
+  return RawImap.login(proxy.port, mailbox);
 }
 
 /** Writes `total` octets of message lines (after `head`), with back-pressure; stops early if the peer closes. */

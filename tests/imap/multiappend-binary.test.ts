@@ -51,9 +51,7 @@ let e: Expected;
 let newRows: ReturnType<typeof auditCursor>;
 
 async function agent(): Promise<RawImap> {
-  const raw = await RawImap.open(proxy.port);
-  expect(statusOf(await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
-  return raw;
+  return RawImap.login(proxy.port, mailbox);
 }
 
 /** Sends an APPEND of `parts` (each `opts` then a message) with synchronizing literals, waiting for each `+`. */

@@ -159,9 +159,7 @@ let inboxVisibleUids: number[];
 let visibleOnlyUids: number[];
 
 async function login(port: number): Promise<RawImap> {
-  const raw = await RawImap.open(port);
-  expect(statusOf(await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
-  return raw;
+  return RawImap.login(port, mailbox);
 }
 
 beforeAll(async () => {
