@@ -95,9 +95,20 @@ export class Connection {
     if (this.#closed) handler(this.#error);
   }
 
-  /** Queues bytes; returns false when the kernel buffer is full (wait for `drained()`). */
+  /**
+   * False once the connection is closed or `end()` was called: what is written then would never be sent, and the
+   * runtime would end the connection with a "write after end" error instead of the clean close `end()` began.
+   */
+  get #writable(): boolean {
+    return !this.#closed && !this.#socket.destroyed && !this.#socket.writableEnded;
+  }
+
+  /**
+   * Queues bytes; returns false when the kernel buffer is full (wait for `drained()`), or when the connection is
+   * ending or closed (the bytes are dropped).
+   */
   write(data: Uint8Array | string): boolean {
-    if (this.#closed || this.#socket.destroyed) return false;
+    if (!this.#writable) return false;
     this.bytesOut += typeof data === "string" ? Buffer.byteLength(data) : data.byteLength;
     return this.#socket.write(data);
   }
@@ -113,7 +124,7 @@ export class Connection {
 
   /** Calls `done` once everything written so far has been handed to the kernel (or the connection closed). */
   afterWrites(done: () => void): void {
-    if (this.#closed || this.#socket.destroyed) return done();
+    if (!this.#writable) return done();
     this.#socket.write(EMPTY, () => done());
   }
 
@@ -122,7 +133,7 @@ export class Connection {
    * caller may reuse the buffer they came from.
    */
   writeFlushed(data: Uint8Array): Promise<void> {
-    if (this.#closed || this.#socket.destroyed) return Promise.resolve();
+    if (!this.#writable) return Promise.resolve();
     this.bytesOut += data.byteLength;
     return new Promise((resolve) => {
       this.#socket.write(data, () => resolve());

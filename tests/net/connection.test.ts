@@ -1,7 +1,7 @@
 /**
  * What the IMAP session's output path builds on (src/imap/session.ts `flush`): a write made while nothing is queued
  * on the socket (`writeIdle`) is sent or copied by Bun before `write` returns, so the caller may overwrite its
- * buffer at once; plain TCP and TLS alike.
+ * buffer at once; plain TCP and TLS alike. Once `end()` was called, writes are dropped and the close stays clean.
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -101,6 +101,39 @@ describe("Connection.write while writeIdle", () => {
       conn.end();
       expect(await peer.result).toEqual({ bytes: SIZE, wrong: 0 });
       peer.server.close();
+    });
+  }
+});
+
+describe("Connection after end()", () => {
+  for (const tls of [false, true]) {
+    test(`${tls ? "TLS" : "plain"}: writes are dropped, not sent, not counted; the close is clean`, async () => {
+      let received = "";
+      let ended!: () => void;
+      const peerEnded = new Promise<void>((resolve) => (ended = resolve));
+      const onSocket = (s: Socket): void => {
+        s.on("data", (chunk: Buffer) => (received += chunk.toString("latin1")));
+        s.on("end", () => ended());
+      };
+      const server = tls ? createTlsServer({ key, cert }, onSocket) : createTcpServer(onSocket);
+      await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+      const conn = await open((server.address() as AddressInfo).port, tls);
+      let closeError: Error | null | undefined;
+      conn.onClose((error) => (closeError = error));
+      expect(conn.write("before\r\n")).toBe(true);
+      conn.end(200);
+      expect(conn.write("after\r\n")).toBe(false);
+      expect(await conn.writeFlushed(new TextEncoder().encode("flushed\r\n"))).toBeUndefined();
+      let done = false;
+      conn.afterWrites(() => (done = true));
+      expect(done).toBe(true);
+      await peerEnded;
+      while (!conn.closed) await Bun.sleep(10);
+      expect(received).toBe("before\r\n");
+      expect(conn.bytesOut).toBe("before\r\n".length);
+      // A write after end() would have ended the connection with an error instead.
+      expect(closeError).toBeNull();
+      server.close();
     });
   }
 });
