@@ -439,8 +439,11 @@ export class ImapSession implements LoginSession, CompressSession {
   #scheduleFlush(): void {
     if (this.#flushScheduled) return;
     this.#flushScheduled = true;
-    setImmediate(() => this.flush());
+    setImmediate(this.#flushLater);
   }
+
+  /** `flush` bound once: scheduled for every command's output, so not a new closure each time. */
+  readonly #flushLater = (): void => this.flush();
 
   flush(): void {
     this.#flushScheduled = false;
