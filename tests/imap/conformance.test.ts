@@ -46,13 +46,9 @@ afterAll(async () => {
   await Promise.all([allowAll?.close(), hideSecret?.close(), filtered?.close()]);
 });
 
-async function login(mailbox: TestMailbox, port: number): Promise<RawImap> {
-  return RawImap.login(port, mailbox);
-}
-
 /** The human's mail app: straight at Dovecot. */
 function human(mailbox: TestMailbox): Promise<RawImap> {
-  return login(mailbox, upstreams().ports.imap);
+  return RawImap.login(upstreams().ports.imap, mailbox);
 }
 
 async function ok(raw: RawImap, command: string): Promise<string> {
@@ -100,11 +96,11 @@ function listed(reply: string, kind: "LIST" | "LSUB" = "LIST"): string[] {
 
 describe("NOOP and CHECK relay other sessions' changes, as Dovecot does (RFC 3501 §6.1.2, §6.4.1, §7.4.2)", () => {
   /** One agent session, another session changing the mailbox; what the agent's NOOP or CHECK answered. */
-  async function transcript(verb: "NOOP" | "CHECK", via: "direct" | "proxy"): Promise<string[][]> {
+  async function transcript(verb: "NOOP" | "CHECK", via: Target): Promise<string[][]> {
     const mailbox = await createMailbox({ name: `fix-${verb}-${via}` });
     const other = await human(mailbox);
     for (let i = 1; i <= 4; i++) await append(other, "INBOX", rawMessage("a@b.test", `Message ${i}`, `m${i}`));
-    const agent = await login(mailbox, via === "direct" ? upstreams().ports.imap : allowAll.port);
+    const agent = await RawImap.login(portOf(via, allowAll), mailbox);
     const selected = await agent.command("s", "SELECT INBOX");
     expect(statusOf(selected, "s")).toStartWith("s OK");
     expect(recentOf(selected)).toBe(4);
@@ -152,7 +148,7 @@ describe("NOOP and CHECK relay other sessions' changes, as Dovecot does (RFC 350
     const e = expected(mailbox.manifest.folders["INBOX"]!);
     expect(e.visible.length).toBeGreaterThan(4);
     expect(e.hidden.length).toBeGreaterThan(4);
-    const agent = await login(mailbox, filtered.port);
+    const agent = await RawImap.login(filtered.port, mailbox);
     const selected = await agent.command("s", "EXAMINE INBOX");
     expect(selected).toContain(`* ${e.visible.length} EXISTS\r\n`);
     const recent = recentOf(selected)!;
@@ -210,7 +206,7 @@ describe("LIST and LSUB show \\Noselect parents of visible folders (RFC 3501 §6
       const other = await human(mailbox);
       expect(statusOf(await other.command("c", "CREATE a/b/c/d"), "c")).toStartWith("c OK");
       expect(statusOf(await other.command("s", "SUBSCRIBE a/b/c/d"), "s")).toStartWith("s OK");
-      const agent = await login(mailbox, portOf(target, allowAll));
+      const agent = await RawImap.login(portOf(target, allowAll), mailbox);
       expect(listed(await agent.command("l1", 'LIST "" a/%'))).toEqual(["a/b (\\HASCHILDREN \\NOSELECT)"]);
       expect(listed(await agent.command("l2", 'LIST "" a/%/%'))).toEqual(["a/b/c (\\HASCHILDREN \\NOSELECT)"]);
       expect(listed(await agent.command("l3", 'LIST "" a/*'))).toEqual([
@@ -237,7 +233,7 @@ describe("LIST and LSUB show \\Noselect parents of visible folders (RFC 3501 §6
     }
     // Directly, Dovecot lists the parents of the hidden folders: the proxy must not.
     expect(listed(await other.command("d", 'LIST "" p/%'))).toEqual(["p/q (\\HASCHILDREN \\NOSELECT)"]);
-    const agent = await login(mailbox, hideSecret.port);
+    const agent = await RawImap.login(hideSecret.port, mailbox);
     const top = listed(await agent.command("l1", 'LIST "" %'));
     expect(top).toContain("m (\\HASCHILDREN \\NOSELECT)");
     expect(top.filter((l) => l.startsWith("p "))).toEqual([]);
@@ -287,12 +283,12 @@ describe("a mailbox name that is not valid modified UTF-7 is answered NO, as Dov
     "FETCH 1 (UID)",
   ];
 
-  async function transcript(via: "direct" | "proxy"): Promise<string[]> {
+  async function transcript(via: Target): Promise<string[]> {
     const mailbox = await createMailbox({ name: `fix-mutf7-${via}` });
     const other = await human(mailbox);
     await append(other, "INBOX", rawMessage("a@b.test", "Message", "m1"));
     other.close();
-    const agent = await login(mailbox, via === "direct" ? upstreams().ports.imap : allowAll.port);
+    const agent = await RawImap.login(portOf(via, allowAll), mailbox);
     const out: string[] = [];
     for (const name of NAMES) {
       for (const [i, command] of COMMANDS(name).entries()) {
@@ -335,9 +331,9 @@ describe("a mailbox name that is not valid modified UTF-7 is answered NO, as Dov
 });
 
 describe("CREATE with a trailing hierarchy delimiter (RFC 3501 §6.3.3)", () => {
-  async function transcript(via: "direct" | "proxy"): Promise<string[]> {
+  async function transcript(via: Target): Promise<string[]> {
     const mailbox = await createMailbox({ name: `fix-create-${via}` });
-    const agent = await login(mailbox, via === "direct" ? upstreams().ports.imap : allowAll.port);
+    const agent = await RawImap.login(portOf(via, allowAll), mailbox);
     const out: string[] = [];
     for (const command of ["CREATE x/", "CREATE x/y/", 'CREATE "x/y/z/"', "CREATE x/y/", "CREATE x//", 'LIST "" x*']) {
       const reply = await agent.command("c", command);
@@ -366,7 +362,7 @@ describe("CREATE with a trailing hierarchy delimiter (RFC 3501 §6.3.3)", () => 
 
   test("a trailing delimiter does not get around a hidden folder, and creates nothing upstream", async () => {
     const mailbox = await createMailbox();
-    const agent = await login(mailbox, hideSecret.port);
+    const agent = await RawImap.login(hideSecret.port, mailbox);
     const plain = statusOf(await agent.command("c1", "CREATE secret"), "c1");
     expect(plain).toStartWith("c1 NO [NOPERM]");
     expect(statusOf(await agent.command("c2", "CREATE secret/"), "c2").slice(3)).toBe(plain.slice(3));
