@@ -68,6 +68,14 @@ export class Counter extends Metric {
     if (by < 0) throw new RangeError(`${this.name}: a counter only goes up`);
     this.entry(labels).value += by;
   }
+  /** `inc` for one series, looked up once: for a caller that counts the same series often. */
+  adder(labels: Labels): (by: number) => void {
+    const e = this.entry(labels);
+    return (by) => {
+      if (by < 0) throw new RangeError(`${this.name}: a counter only goes up`);
+      e.value += by;
+    };
+  }
   /** For a total kept elsewhere (the audit log's committed rows): taken as is at each scrape. */
   setTotal(labels: Labels, total: number): void {
     this.entry(labels).value = total;
@@ -206,9 +214,25 @@ export function setHeldApprovals(n: number): void {
   heldApprovals.set({}, n);
 }
 
+/**
+ * The series of `decisions`, by protocol, then operation, then decision: every audited command counts one, so its
+ * series is found without building a label object and key each time. The sets are fixed (see top), so it stays small.
+ */
+const decisionSeries = new Map<string, Map<string, Map<string, (by: number) => void>>>();
+
 /** For the audit log: one row recorded (a decision, or a refused connection: operation "none"). */
 export function countDecision(protocol: string, operation: string | null, decision: string): void {
-  decisions.inc({ protocol, operation: operation ?? "none", decision });
+  const op = operation ?? "none";
+  let byOperation = decisionSeries.get(protocol);
+  if (byOperation === undefined) decisionSeries.set(protocol, (byOperation = new Map()));
+  let byDecision = byOperation.get(op);
+  if (byDecision === undefined) byOperation.set(op, (byDecision = new Map()));
+  let add = byDecision.get(decision);
+  if (add === undefined) {
+    add = decisions.adder({ protocol, operation: op, decision });
+    byDecision.set(decision, add);
+  }
+  add(1);
 }
 
 /** For the proxies: a connection accepted; returns the function to call once when it closes. */

@@ -735,12 +735,20 @@ export class ImapSession implements LoginSession, CompressSession {
   // ---- upstream --------------------------------------------------------------------------------------------
 
   /** Runs an upstream command; every untagged response updates the mailbox model, then goes to `onData`. */
-  async upstreamRun(command: Parameters<UpstreamSession["run"]>[0], onData: ((r: Response) => void) | null = null) {
+  upstreamRun(
+    command: Parameters<UpstreamSession["run"]>[0],
+    onData: ((r: Response) => void) | null = null,
+  ): ReturnType<UpstreamSession["run"]> {
     const up = this.up;
-    if (up === null) throw new UpstreamError("no upstream session");
-    return up.run(command, (r) => {
-      if (!this.model(r)) onData?.(r);
-    });
+    if (up === null) return Promise.reject(new UpstreamError("no upstream session"));
+    // Not an async function (one promise step less per command): a throw becomes a rejection here.
+    try {
+      return up.run(command, (r) => {
+        if (!this.model(r)) onData?.(r);
+      });
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 
   upstreamPipeline(command: Parameters<UpstreamSession["run"]>[0], onData: ((r: Response) => void) | null = null) {
@@ -826,7 +834,7 @@ export class ImapSession implements LoginSession, CompressSession {
     if (allowExpunge) for (const k of box.takeExpunges()) this.sendText(`* ${k} EXPUNGE`);
     const n = box.admitNew();
     if (n !== null) this.sendText(`* ${n} EXISTS`);
-    await this.#syncRecent(box);
+    if (box.upstreamRecent !== null) await this.#syncRecent(box);
   }
 
   /**

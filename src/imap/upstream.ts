@@ -34,6 +34,9 @@ export interface UpstreamTimeouts {
   readonly commandMs: number;
 }
 
+/** A command encoder that grew past this many bytes is dropped after the command (see `#encode`). */
+const KEPT_COMMAND_BUFFER = 4096;
+
 /** Capabilities the proxy needs from the upstream server once logged in. */
 const REQUIRED_CAPABILITIES = ["UIDPLUS", "UNSELECT"] as const;
 
@@ -45,7 +48,10 @@ interface Pending {
   readonly onChallenge: (() => void) | null;
   resolve(status: StatusResponse): void;
   reject(error: Error): void;
-  timer: ReturnType<typeof setTimeout> | null;
+  /** When the session fails if the tagged reply has not come (performance.now(); Infinity: never). */
+  deadline: number;
+  /** What the failure says then. */
+  expiry: string;
 }
 
 export class UpstreamSession {
@@ -70,6 +76,15 @@ export class UpstreamSession {
   /** Between a STARTTLS OK and the handshake: everything received is discarded (RFC 9051 §6.2.1). */
   #discarding = false;
   #greeting: ((r: Response) => void) | null = null;
+  /**
+   * One timer watches the deadlines of the commands in flight, instead of a timer set and cleared for every
+   * command: it fires at the earliest deadline it was armed for, and re-arms itself for the command then in flight.
+   */
+  #watchdog: ReturnType<typeof setTimeout> | null = null;
+  #watchdogAt = Number.POSITIVE_INFINITY;
+  /** Commands are encoded here; `finish()` copies what a command needs, so the buffer serves the next one. */
+  #commandEncoder: Encoder | null = null;
+  #commandEncoderLiteralPlus = false;
 
   private constructor(conn: Connection, target: UpstreamTarget, timeouts: UpstreamTimeouts) {
     this.#conn = conn;
@@ -300,9 +315,26 @@ export class UpstreamSession {
   /** `command` under the next tag, as its rounds: more than one when a literal must wait for `+`. */
   #encode(command: UpstreamCommand): { tag: string; rounds: Uint8Array[][] } {
     const tag = `M${++this.#tagCount}`;
-    const enc = new Encoder({ side: "client", literalPlus: this.caps.has("LITERAL+") });
-    writeCommand(enc, { ...command, tag } as Command);
-    return { tag, rounds: enc.finish() };
+    const literalPlus = this.caps.has("LITERAL+");
+    let enc = this.#commandEncoder;
+    // The capabilities change at login: a new encoder when LITERAL+ came or went.
+    if (enc === null || this.#commandEncoderLiteralPlus !== literalPlus) {
+      enc = new Encoder({ side: "client", literalPlus });
+      this.#commandEncoder = enc;
+      this.#commandEncoderLiteralPlus = literalPlus;
+    }
+    try {
+      writeCommand(enc, { ...command, tag } as Command);
+    } catch (error) {
+      this.#commandEncoder = null; // half a command may be in it
+      throw error;
+    }
+    const rounds = enc.finish();
+    // A long command (a large APPEND) grew the buffer: not kept for the life of the session.
+    let bytes = 0;
+    for (const round of rounds) for (const part of round) bytes += part.byteLength;
+    if (bytes > KEPT_COMMAND_BUFFER) this.#commandEncoder = null;
+    return { tag, rounds };
   }
 
   /** A command waiting for its tagged reply, failing the session after `timeoutMs` (none when 0). */
@@ -315,12 +347,30 @@ export class UpstreamSession {
     reject: (e: Error) => void,
     timeoutMs: number,
   ): Pending {
-    const timer =
-      timeoutMs > 0
-        ? setTimeout(() => this.#fail(new UpstreamError("the upstream server did not answer in time")), timeoutMs)
-        : null;
-    return { tag, onData, rounds, onChallenge, resolve, reject, timer };
+    const deadline = timeoutMs > 0 ? performance.now() + timeoutMs : Number.POSITIVE_INFINITY;
+    this.#arm(deadline);
+    const expiry = "the upstream server did not answer in time";
+    return { tag, onData, rounds, onChallenge, resolve, reject, deadline, expiry };
   }
+
+  /** Makes sure the watchdog fires by `deadline`. */
+  #arm(deadline: number): void {
+    if (deadline === Number.POSITIVE_INFINITY || this.#watchdogAt <= deadline) return;
+    if (this.#watchdog !== null) clearTimeout(this.#watchdog);
+    this.#watchdogAt = deadline;
+    this.#watchdog = setTimeout(this.#onWatchdog, Math.max(1, Math.ceil(deadline - performance.now())));
+  }
+
+  /** Fails the session if a command in flight is past its deadline; otherwise waits for the next deadline. */
+  readonly #onWatchdog = (): void => {
+    this.#watchdog = null;
+    this.#watchdogAt = Number.POSITIVE_INFINITY;
+    const now = performance.now();
+    for (const pending of [this.#pending, this.#queued]) {
+      if (pending !== null && pending.deadline <= now) return this.#fail(new UpstreamError(pending.expiry));
+    }
+    for (const pending of [this.#pending, this.#queued]) if (pending !== null) this.#arm(pending.deadline);
+  };
 
   /** Starts IDLE upstream; resolves once the server sent `+`. The returned promise of `done()` ends it. */
   async idle(onData: (r: Response) => void): Promise<{ done(): Promise<StatusResponse> }> {
@@ -344,11 +394,10 @@ export class UpstreamSession {
       done: () => {
         this.#conn.write("DONE\r\n");
         const pending = this.#pending;
-        if (pending !== null && pending.timer === null) {
-          pending.timer = setTimeout(
-            () => this.#fail(new UpstreamError("the upstream server did not end IDLE")),
-            this.#timeouts.handshakeMs,
-          );
+        if (pending !== null && pending.deadline === Number.POSITIVE_INFINITY) {
+          pending.deadline = performance.now() + this.#timeouts.handshakeMs;
+          pending.expiry = "the upstream server did not end IDLE";
+          this.#arm(pending.deadline);
         }
         return finished;
       },
@@ -417,7 +466,6 @@ export class UpstreamSession {
     if (r.type === "status" && r.tag !== null) {
       if (pending === null || r.tag !== pending.tag)
         return this.#fail(new UpstreamError("the upstream server answered a command that was not sent"));
-      if (pending.timer !== null) clearTimeout(pending.timer);
       this.#pending = this.#queued;
       this.#queued = null;
       pending.resolve(r);
@@ -444,11 +492,9 @@ export class UpstreamSession {
         ? new UpstreamError(`the upstream connection failed: ${error.message}`)
         : new UpstreamError("the upstream server closed the connection"));
     this.#error = reason;
-    for (const pending of [this.#pending, this.#queued]) {
-      if (pending === null) continue;
-      if (pending.timer !== null) clearTimeout(pending.timer);
-      pending.reject(reason);
-    }
+    if (this.#watchdog !== null) clearTimeout(this.#watchdog);
+    this.#watchdog = null;
+    for (const pending of [this.#pending, this.#queued]) pending?.reject(reason);
     this.#pending = null;
     this.#queued = null;
     this.#greeting?.({ type: "status", tag: null, status: "BYE", code: null, text: reason.message });

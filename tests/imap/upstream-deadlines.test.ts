@@ -1,0 +1,119 @@
+/**
+ * Deadlines of upstream commands (src/imap/upstream.ts): one watchdog timer per upstream session fails the session
+ * when the command in flight has not had its tagged reply by its deadline (`commandMs`; `handshakeMs` for the end of
+ * an IDLE), and only then. A stand-in server, because a real one does not stall on purpose.
+ */
+import { afterEach, expect, test } from "bun:test";
+import { createServer, type Server, type Socket } from "node:net";
+import { UpstreamSession } from "../../src/imap/upstream.ts";
+
+/**
+ * Per command received, in order: answer OK after this many ms, or never (null). IDLE gets `+` at once and its
+ * answer that long after DONE.
+ */
+type Script = (number | null)[];
+
+const servers: Server[] = [];
+const sessions: UpstreamSession[] = [];
+
+afterEach(() => {
+  for (const s of sessions.splice(0)) s.close();
+  for (const s of servers.splice(0)) s.close();
+});
+
+async function scripted(script: Script): Promise<number> {
+  const server = createServer((socket: Socket) => {
+    socket.on("error", () => {});
+    socket.write("* OK [CAPABILITY IMAP4rev1 UIDPLUS UNSELECT IDLE] ready\r\n");
+    let buffered = "";
+    let next = 0;
+    let idle: { tag: string; delay: number | null } | null = null;
+    const answer = (tag: string, delay: number | null) => {
+      if (delay !== null) setTimeout(() => socket.write(`${tag} OK done\r\n`), delay);
+    };
+    socket.on("data", (chunk) => {
+      buffered += chunk.toString("latin1");
+      for (let end = buffered.indexOf("\r\n"); end !== -1; end = buffered.indexOf("\r\n")) {
+        const line = buffered.slice(0, end);
+        buffered = buffered.slice(end + 2);
+        if (line === "DONE") {
+          // IDLE's reply, if any, is due once DONE came.
+          if (idle !== null) answer(idle.tag, idle.delay);
+          idle = null;
+          continue;
+        }
+        const tag = line.split(" ")[0]!;
+        const delay = script[next++] ?? null;
+        if (line.endsWith(" IDLE")) {
+          socket.write("+ idling\r\n");
+          idle = { tag, delay };
+        } else answer(tag, delay);
+      }
+    });
+  });
+  servers.push(server);
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return (server.address() as { port: number }).port;
+}
+
+async function open(port: number, commandMs: number, handshakeMs = 2000): Promise<UpstreamSession> {
+  const target = { host: "127.0.0.1", port, tls: "none" as const, skipVerify: false, extraCa: null };
+  const up = await UpstreamSession.open(target, { connectMs: 2000, handshakeMs, commandMs });
+  sessions.push(up);
+  return up;
+}
+
+/** Settles `p` and says how: "ok" or the rejection's message, and after how many ms. */
+async function outcome(p: Promise<unknown>): Promise<{ result: string; ms: number }> {
+  const from = performance.now();
+  const result = await p.then(
+    () => "ok",
+    (e: Error) => e.message,
+  );
+  return { result, ms: performance.now() - from };
+}
+
+test("a command without its tagged reply fails the session at its deadline, not before", async () => {
+  const up = await open(await scripted([null]), 300);
+  const { result, ms } = await outcome(up.run({ name: "NOOP" }));
+  expect(result).toBe("the upstream server did not answer in time");
+  expect(ms).toBeGreaterThanOrEqual(295);
+  expect(ms).toBeLessThan(1500);
+  expect(up.closed).toBe(true);
+});
+
+test("a command answered just before its deadline succeeds", async () => {
+  const up = await open(await scripted([220]), 300);
+  expect((await outcome(up.run({ name: "NOOP" }))).result).toBe("ok");
+  expect(up.closed).toBe(false);
+});
+
+test("a deadline is its command's own: one answered in time leaves nothing to fail a later, slower one", async () => {
+  // The first command's deadline (300 ms) passes while the second, started 200 ms later, is still in flight.
+  const up = await open(await scripted([0, 250, 0]), 300);
+  expect((await outcome(up.run({ name: "NOOP" }))).result).toBe("ok");
+  await Bun.sleep(200);
+  expect((await outcome(up.run({ name: "NOOP" }))).result).toBe("ok");
+  expect(up.closed).toBe(false);
+  expect((await outcome(up.run({ name: "NOOP" }))).result).toBe("ok");
+});
+
+test("IDLE has no deadline until DONE; then the reply must come within the handshake timeout", async () => {
+  const up = await open(await scripted([null]), 200, 300);
+  const idle = await up.idle(() => {});
+  // Past commandMs: an IDLE in progress is not a command waiting for its reply.
+  await Bun.sleep(450);
+  expect(up.closed).toBe(false);
+  const { result, ms } = await outcome(idle.done());
+  expect(result).toBe("the upstream server did not end IDLE");
+  expect(ms).toBeGreaterThanOrEqual(295);
+  expect(ms).toBeLessThan(1500);
+});
+
+test("IDLE ended in time: the session goes on", async () => {
+  const up = await open(await scripted([100, 0]), 200, 300);
+  const idle = await up.idle(() => {});
+  await Bun.sleep(250);
+  expect((await outcome(idle.done())).result).toBe("ok");
+  expect((await outcome(up.run({ name: "NOOP" }))).result).toBe("ok");
+});
