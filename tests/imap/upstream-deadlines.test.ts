@@ -57,7 +57,14 @@ async function scripted(script: Script): Promise<number> {
 }
 
 async function open(port: number, commandMs: number, handshakeMs = 2000): Promise<UpstreamSession> {
-  const target = { host: "127.0.0.1", port, tls: "none" as const, skipVerify: false, extraCa: null };
+  const target = {
+    host: "127.0.0.1",
+    port,
+    tls: "none" as const,
+    skipVerify: false,
+    extraCa: null,
+    connectTimeoutMs: 2000,
+  };
   const up = await UpstreamSession.open(target, { connectMs: 2000, handshakeMs, commandMs });
   sessions.push(up);
   return up;
