@@ -412,13 +412,14 @@ export class ImapSession implements LoginSession, CompressSession {
     this.#scheduleFlush();
   }
 
+  /** One line the proxy writes itself; CR, LF or NUL in it (never valid in a line) become spaces. */
   sendText(line: string): void {
-    this.#enc.bytes(Buffer.from(line + "\r\n", "utf8"));
+    this.#enc.line(LINE_BREAK.test(line) ? line.replace(LINE_BREAKS, " ") : line);
     this.#scheduleFlush();
   }
 
   tagged(tag: string, status: "OK" | "NO" | "BAD", code: string | null, text: string): void {
-    this.sendText(`${tag} ${status} ${code ? `[${code}] ` : ""}${text.replace(/[\r\n\0]/g, " ") || "."}`);
+    this.sendText(`${tag} ${status} ${code ? `[${code}] ` : ""}${text === "" ? "." : text}`);
   }
 
   /** A tagged reply carrying upstream's status, with its response code kept only if allowlisted. */
@@ -1085,6 +1086,10 @@ export class ImapSession implements LoginSession, CompressSession {
     this.tagged(tag, "NO", "AUTHENTICATIONFAILED", "Authentication failed");
   }
 }
+
+/** CR, LF and NUL, which cannot stand in a line (RFC 3501 §9 TEXT-CHAR and CHAR8). */
+const LINE_BREAK = /[\r\n\0]/;
+const LINE_BREAKS = /[\r\n\0]/g;
 
 /** `accountLoginKey` of a configured account; "" when it is missing (the login refuses that case before). */
 function accountLoginKeyOf(config: Config, name: string): string {

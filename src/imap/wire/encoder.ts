@@ -101,6 +101,28 @@ export class Encoder {
     return this;
   }
 
+  /**
+   * Appends `s` as UTF-8, then CRLF, straight into the buffer (a line the proxy writes itself: no intermediate
+   * byte array for the common ASCII line). The caller has made sure `s` holds no CR or LF.
+   */
+  line(s: string): this {
+    this.ensure(s.length + 2);
+    const buf = this.buf;
+    let len = this.len;
+    for (let i = 0; i < s.length; i++) {
+      const c = s.charCodeAt(i);
+      if (c >= 0x80) {
+        this.len = len;
+        return this.bytes(textEncoder.encode(s.slice(i))).crlf();
+      }
+      buf[len++] = c;
+    }
+    buf[len++] = 0x0d;
+    buf[len++] = 0x0a;
+    this.len = len;
+    return this;
+  }
+
   /** Appends bytes: copied if small, passed by reference if large. */
   bytes(data: Uint8Array): this {
     if (data.length >= BY_REFERENCE) {

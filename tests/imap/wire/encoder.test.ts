@@ -126,3 +126,20 @@ describe("Encoder dates", () => {
     expect(Buffer.from(enc.finishBytes()).toString("latin1")).toBe('1-Jan-0020 "03-Feb-0007 04:05:06 -0130"');
   });
 });
+
+describe("Encoder.line", () => {
+  const text = (enc: Encoder) => Buffer.concat(enc.takeViews()).toString("utf8");
+
+  test("an ASCII line, then CRLF, after what was there", () => {
+    const enc = new Encoder({ side: "server" });
+    enc.raw("* 1 EXISTS\r\n").line("a OK Fetch completed");
+    expect(text(enc)).toBe("* 1 EXISTS\r\na OK Fetch completed\r\n");
+  });
+
+  test("non-ASCII text is written as UTF-8, also when the buffer has to grow", () => {
+    const enc = new Encoder({ side: "server" });
+    const long = `${"x".repeat(5000)} Entwürfe ✓`;
+    enc.line("* OK café").line(long);
+    expect(text(enc)).toBe(`* OK café\r\n${long}\r\n`);
+  });
+});
