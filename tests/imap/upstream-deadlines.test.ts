@@ -81,46 +81,71 @@ async function outcome(p: Promise<unknown>): Promise<{ result: string; ms: numbe
 }
 
 test("a command without its tagged reply fails the session at its deadline, not before", async () => {
-  const up = await open(await scripted([null]), 300);
+  const up = await open(await scripted([null]), 1000);
   const { result, ms } = await outcome(up.run({ name: "NOOP" }));
   expect(result).toBe("the upstream server did not answer in time");
-  expect(ms).toBeGreaterThanOrEqual(295);
-  expect(ms).toBeLessThan(1500);
+  expect(ms).toBeGreaterThanOrEqual(995);
+  expect(ms).toBeLessThan(3000);
   expect(up.closed).toBe(true);
 });
 
-test("a command answered just before its deadline succeeds", async () => {
-  const up = await open(await scripted([220]), 300);
+test("a command answered before its deadline succeeds", async () => {
+  const up = await open(await scripted([500]), 1000);
   expect((await outcome(up.run({ name: "NOOP" }))).result).toBe("ok");
   expect(up.closed).toBe(false);
 });
 
 test("a deadline is its command's own: one answered in time leaves nothing to fail a later, slower one", async () => {
-  // The first command's deadline (300 ms) passes while the second, started 200 ms later, is still in flight.
-  const up = await open(await scripted([0, 250, 0]), 300);
+  // The first command's deadline (1,000 ms) passes while the second, started 500 ms later, is still in flight.
+  const up = await open(await scripted([0, 800, 0]), 1000);
   expect((await outcome(up.run({ name: "NOOP" }))).result).toBe("ok");
-  await Bun.sleep(200);
+  await Bun.sleep(500);
   expect((await outcome(up.run({ name: "NOOP" }))).result).toBe("ok");
   expect(up.closed).toBe(false);
   expect((await outcome(up.run({ name: "NOOP" }))).result).toBe("ok");
+});
+
+test("a command pipelined behind another has a deadline of its own", async () => {
+  const up = await open(await scripted([0, null]), 1000);
+  const first = up.run({ name: "NOOP" });
+  const second = up.pipeline({ name: "NOOP" });
+  expect(second).not.toBeNull();
+  expect((await outcome(first)).result).toBe("ok");
+  const { result, ms } = await outcome(second!);
+  expect(result).toBe("the upstream server did not answer in time");
+  expect(ms).toBeGreaterThanOrEqual(900);
+  expect(ms).toBeLessThan(3000);
 });
 
 test("IDLE has no deadline until DONE; then the reply must come within the handshake timeout", async () => {
-  const up = await open(await scripted([null]), 200, 300);
+  // A NOOP first: the watchdog is armed for its deadline (1,000 ms) and fires during the IDLE.
+  const up = await open(await scripted([0, null]), 1000, 500);
+  expect((await outcome(up.run({ name: "NOOP" }))).result).toBe("ok");
   const idle = await up.idle(() => {});
   // Past commandMs: an IDLE in progress is not a command waiting for its reply.
-  await Bun.sleep(450);
+  await Bun.sleep(1300);
   expect(up.closed).toBe(false);
   const { result, ms } = await outcome(idle.done());
   expect(result).toBe("the upstream server did not end IDLE");
-  expect(ms).toBeGreaterThanOrEqual(295);
-  expect(ms).toBeLessThan(1500);
+  expect(ms).toBeGreaterThanOrEqual(495);
+  expect(ms).toBeLessThan(2500);
+});
+
+test("DONE's deadline, earlier than the one the watchdog was armed for, is kept", async () => {
+  // The NOOP's deadline is 60 s away when IDLE begins; DONE's 500 ms must not wait for it.
+  const up = await open(await scripted([0, null]), 60_000, 500);
+  expect((await outcome(up.run({ name: "NOOP" }))).result).toBe("ok");
+  const idle = await up.idle(() => {});
+  const { result, ms } = await outcome(idle.done());
+  expect(result).toBe("the upstream server did not end IDLE");
+  expect(ms).toBeGreaterThanOrEqual(495);
+  expect(ms).toBeLessThan(2500);
 });
 
 test("IDLE ended in time: the session goes on", async () => {
-  const up = await open(await scripted([100, 0]), 200, 300);
+  const up = await open(await scripted([200, 0]), 1000, 1000);
   const idle = await up.idle(() => {});
-  await Bun.sleep(250);
+  await Bun.sleep(1300);
   expect((await outcome(idle.done())).result).toBe("ok");
   expect((await outcome(up.run({ name: "NOOP" }))).result).toBe("ok");
 });
