@@ -89,8 +89,8 @@ export function prepareQuotaTables(db: Database): void {
 }
 
 export class Quotas {
-  readonly #db: Database | null;
-  readonly #quotas: readonly QuotaConfig[];
+  #db: Database | null;
+  #quotas: readonly QuotaConfig[];
 
   /** `db` may be null only when `quotas` is empty. */
   constructor(db: Database | null, quotas: readonly QuotaConfig[]) {
@@ -98,6 +98,17 @@ export class Quotas {
     this.#db = db;
     this.#quotas = quotas;
     if (db !== null) prepareQuotaTables(db);
+  }
+
+  /**
+   * A reload's `[[quotas]]` (docs/operations.md "Reload"): every charge and check from now on uses them, over the
+   * same counted windows (what was used stays used). `db` replaces the state database when given.
+   */
+  replace(quotas: readonly QuotaConfig[], db: Database | null = null): void {
+    const next = db ?? this.#db;
+    if (next === null && quotas.length > 0) throw new Error("quotas are configured but there is no state database");
+    this.#db = next;
+    this.#quotas = quotas;
   }
 
   get configured(): boolean {
@@ -185,21 +196,70 @@ export function quotaUse(
   }));
 }
 
+type QuotaSettings = { readonly quotas: readonly QuotaConfig[]; readonly state: { readonly path: string } };
+
+/** The quotas of a running proxy, which a reload can replace. */
+export interface RunningQuotas {
+  readonly quotas: Quotas;
+  /**
+   * Readies `next`'s `[[quotas]]` for a reload: opens the state database if none is open yet (a reload that adds
+   * the first quotas). Throws when that fails, and the reload fails with nothing changed; `commit` applies them.
+   */
+  prepareReload(next: QuotaSettings): { warnings: string[]; commit(): void };
+  close(): void;
+}
+
 /**
  * The Quotas of a running proxy: with `[[quotas]]` configured, on `db` (the state database already open for sealed
  * records) or on the state database opened here. `close` closes only what was opened here.
  */
 export function openQuotas(
-  config: { readonly quotas: readonly QuotaConfig[]; readonly state: { readonly path: string } },
+  config: QuotaSettings,
   db: Database | null,
   open: (path: string) => Database,
-): { quotas: Quotas; close: () => void } {
-  if (config.quotas.length === 0) return { quotas: new Quotas(null, []), close: () => {} };
-  const own = db === null ? open(config.state.path) : null;
-  try {
-    return { quotas: new Quotas(db ?? own, config.quotas), close: () => own?.close() };
-  } catch (e) {
-    own?.close();
-    throw e;
+): RunningQuotas {
+  let own: Database | null = null;
+  let path = config.state.path;
+  let quotas: Quotas;
+  if (config.quotas.length === 0) quotas = new Quotas(null, []);
+  else {
+    own = db === null ? open(path) : null;
+    try {
+      quotas = new Quotas(db ?? own, config.quotas);
+    } catch (e) {
+      own?.close();
+      throw e;
+    }
   }
+  return {
+    quotas,
+    prepareReload(next) {
+      const warnings: string[] = [];
+      if (next.quotas.length === 0) return { warnings, commit: () => quotas.replace([]) };
+      const store = db ?? own;
+      if (store !== null) {
+        if (next.state.path !== path) {
+          const still = `quotas are still counted in ${path}`;
+          warnings.push(`[state] path cannot change on reload: ${still}; restart to use ${next.state.path}`);
+        }
+        return { warnings, commit: () => quotas.replace(next.quotas, store) };
+      }
+      const opened = open(next.state.path);
+      try {
+        prepareQuotaTables(opened);
+      } catch (e) {
+        opened.close();
+        throw e;
+      }
+      return {
+        warnings,
+        commit: () => {
+          own = opened;
+          path = next.state.path;
+          quotas.replace(next.quotas, opened);
+        },
+      };
+    },
+    close: () => own?.close(),
+  };
 }

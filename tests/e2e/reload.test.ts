@@ -293,3 +293,50 @@ test("mailgator reload prints reloaded, or the errors; the pid file is there whi
   expect(await served.proc.exited).toBe(0);
   expect(() => readFileSync(join(dir, "mailgator.pid"))).toThrow();
 });
+
+/** A `[[quotas]]` entry for every agent: `reads` message contents a minute. */
+function readsQuota(reads: number): string {
+  return `\n[[quotas]]\nname = "Reads"\nreads_per_minute = ${reads}\n`;
+}
+
+test("SIGHUP applies [[quotas]]: the first ones added, then changed, over the same counted minute", async () => {
+  const mailbox = await createMailbox({ name: "reload-quotas", seed: { folders: { INBOX: 3 } } });
+  const dir = tempDir();
+  const file = join(dir, "mailgator.toml");
+  const base = vaultConfig(dir, mailbox, [ALICE], "allow");
+  writeFileSync(file, base);
+  const served = serveChild(file);
+  try {
+    const c = await imapLogin(await served.port("IMAP"), ALICE);
+    c.send("a1 EXAMINE INBOX");
+    await c.waitFor(/^a1 OK/m);
+    c.send("a2 FETCH 1:3 (BODY.PEEK[])");
+    await c.waitFor(/^a2 OK/m);
+
+    // The first quotas come with a reload, which opens the state database for them: 4 reads a minute.
+    writeFileSync(file, base + readsQuota(4));
+    expect(await hup(served)).toMatch(/reloaded /);
+    c.send("a3 FETCH 1:3 (BODY.PEEK[])");
+    await c.waitFor(/^a3 OK/m);
+    c.send("a4 FETCH 1:2 (BODY.PEEK[])");
+    expect(await c.waitFor(/^a4 .*$/m)).toMatch(/^a4 NO \[LIMIT\] .*reads_per_minute/m);
+
+    // Raised to 5: the 3 reads already counted in this minute stay counted.
+    writeFileSync(file, base + readsQuota(5));
+    expect(await hup(served)).toMatch(/reloaded /);
+    c.send("a5 FETCH 1:3 (BODY.PEEK[])");
+    await c.waitFor(/^a5 NO \[LIMIT\]/m);
+    c.send("a6 FETCH 1:2 (BODY.PEEK[])");
+    await c.waitFor(/^a6 OK/m);
+
+    // Removed: no limit any more.
+    writeFileSync(file, base);
+    expect(await hup(served)).toMatch(/reloaded /);
+    c.send("a7 FETCH 1:3 (BODY.PEEK[])");
+    await c.waitFor(/^a7 OK/m);
+    c.close();
+  } finally {
+    served.proc.kill("SIGTERM");
+  }
+  expect(await served.proc.exited).toBe(0);
+});

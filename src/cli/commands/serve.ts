@@ -17,7 +17,7 @@ import { type Config, ConfigError, findConfig, formatProblem, loadConfig } from 
 import { startImapProxy } from "../../imap/index.ts";
 import { moduleLogger } from "../../log.ts";
 import { compilePolicy, type Policy } from "../../policy/index.ts";
-import { openQuotas, type Quotas } from "../../quotas/index.ts";
+import { openQuotas, type Quotas, type RunningQuotas } from "../../quotas/index.ts";
 import { emitReload, LiveConfig, onReload, type PreparedReload, type ReloadResult } from "../../runtime/reload.ts";
 import { pidFileFor, statusFileFor, writePidFile, writeStatusFile } from "../../runtime/state-files.ts";
 import { startSmtpProxy } from "../../smtp/index.ts";
@@ -198,7 +198,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
       return;
     }
     reloads = reloads.then(() => {
-      const result = reload(config.file, ctx.env, live, handles, audit.path);
+      const result = reload(config.file, ctx.env, live, handles, audit.path, quotas);
       writeStatusFile(statusFile, result, (m) => log.error(m));
       emitReload(result);
     });
@@ -310,6 +310,7 @@ export function reload(
   live: LiveConfig,
   handles: readonly ProxyHandle[],
   auditPath: string,
+  quotas: RunningQuotas | null = null,
 ): ReloadResult {
   const log = moduleLogger("reload");
   const previous = live.config;
@@ -345,6 +346,11 @@ export function reload(
     for (const s of policy.shadowed())
       warnings.push(`rule ${s.index + 1} "${s.name}" can never match (rule ${s.byIndex + 1} "${s.by}" decides first)`);
     for (const h of handles) prepared.push(h.prepareReload(next));
+    // Last: it may open the state database, which nothing after it could leave open on a failure.
+    if (quotas !== null) {
+      const q = quotas.prepareReload(next);
+      prepared.push({ warnings: q.warnings, commit: () => (q.commit(), 0) });
+    }
   } catch (e) {
     return failed([(e as Error).message]);
   }
