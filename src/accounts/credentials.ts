@@ -90,8 +90,9 @@ interface Runtime {
 }
 
 export class AccountCredentials {
-  readonly #config: Config;
+  #config: Config;
   readonly #store: SealedStore | null;
+  readonly #fetch: CredentialsOptions["fetch"];
   readonly #audit: CredentialsOptions["audit"];
   readonly #log: NonNullable<CredentialsOptions["log"]>;
   readonly #now: () => number;
@@ -100,6 +101,7 @@ export class AccountCredentials {
   constructor(options: CredentialsOptions) {
     this.#config = options.config;
     this.#store = options.store;
+    this.#fetch = options.fetch;
     this.#audit = options.audit;
     this.#log = options.log ?? { error: console.error, warn: console.warn, info: () => {} };
     this.#now = options.now ?? Date.now;
@@ -107,18 +109,50 @@ export class AccountCredentials {
     if (oauth.length > 0 && this.#store === null)
       throw new Error("accounts: OAuth2 accounts need the state database (docs/accounts.md)");
     if (this.#store) ensureSchema(this.#store);
-    for (const account of oauth) {
-      this.#runtime.set(account.name, {
-        endpoint: endpointFor(account.oauth2, options.fetch),
-        record: null,
-        loaded: false,
-        flight: null,
-        failures: 0,
-        retryAt: 0,
-        lastError: null,
-        rejected: null,
-      });
+    for (const account of oauth) this.#runtime.set(account.name, this.#fresh(account));
+  }
+
+  #fresh(account: OAuth2AccountConfig): Runtime {
+    return {
+      endpoint: endpointFor(account.oauth2, this.#fetch),
+      record: null,
+      loaded: false,
+      flight: null,
+      failures: 0,
+      retryAt: 0,
+      lastError: null,
+      rejected: null,
+    };
+  }
+
+  /**
+   * A reload's accounts (docs/operations.md "Reload"): checked now, applied by `commit`. An OAuth2 account whose
+   * client settings changed starts afresh (its stored tokens count only if they were issued to the new client and
+   * token endpoint); one that did not keeps its tokens and back-off. Throws when the reload adds OAuth2 accounts
+   * to a process that has no state database open (it is opened at start): the reload fails, nothing changes.
+   */
+  prepareReload(next: Config): { commit(): void } {
+    const oauth = Object.values(next.accounts).filter((a) => a.auth === "oauth2");
+    if (oauth.length > 0 && this.#store === null) {
+      throw new Error(
+        "accounts: OAuth2 accounts need the state database, which is opened at start: restart to add the first one",
+      );
     }
+    return {
+      commit: () => {
+        const previous = this.#config.accounts;
+        this.#config = next;
+        for (const name of [...this.#runtime.keys()]) {
+          const account = next.accounts[name];
+          if (account?.auth !== "oauth2") this.#runtime.delete(name);
+        }
+        for (const account of oauth) {
+          const before = previous[account.name];
+          const kept = before?.auth === "oauth2" && sameClient(before.oauth2, account.oauth2);
+          if (!kept || !this.#runtime.has(account.name)) this.#runtime.set(account.name, this.#fresh(account));
+        }
+      },
+    };
   }
 
   /**
@@ -318,4 +352,17 @@ export class AccountCredentials {
       configRevision: this.#config.revision,
     });
   }
+}
+
+/** The same OAuth2 client at the same endpoints: its tokens and token requests stay valid across a reload. */
+function sameClient(a: OAuth2AccountConfig["oauth2"], b: OAuth2AccountConfig["oauth2"]): boolean {
+  return (
+    a.grant === b.grant &&
+    a.tokenUrl === b.tokenUrl &&
+    a.authorizeUrl === b.authorizeUrl &&
+    a.deviceUrl === b.deviceUrl &&
+    a.clientId === b.clientId &&
+    (a.clientSecret?.reveal() ?? null) === (b.clientSecret?.reveal() ?? null) &&
+    a.scopes.join(" ") === b.scopes.join(" ")
+  );
 }

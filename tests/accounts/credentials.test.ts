@@ -341,3 +341,87 @@ describe("settled(): a short-lived process waits for the refresh it started", ()
     expect(fake.sent.length).toBe(1);
   });
 });
+
+describe("a reload's accounts (prepareReload, then commit)", () => {
+  function reloaded(config: ReturnType<typeof microsoftSetup>["config"], lines: string[]) {
+    return parseConfig([...lines, `[audit]`, `path = "audit.db"`].join("\n"), config.file);
+  }
+  const MS = (clientId: string) => [
+    `[accounts.work]`,
+    `username = "agent@contoso.com"`,
+    `auth = "oauth2"`,
+    `provider = "microsoft"`,
+    `tenant = "${TENANT}"`,
+    `client_id = "${clientId}"`,
+  ];
+  const PASSWORD = (password: string) => [`[accounts.plain]`, `username = "p@contoso.com"`, `password = "${password}"`];
+  const CLIENT = "00000000-0000-0000-0000-00000000c11e";
+
+  function withToken() {
+    const { config, store } = microsoftSetup();
+    const now = 1_700_000_000_000;
+    const record = {
+      refreshToken: "rt-1",
+      accessToken: "at-1",
+      expiresAt: now + 3600_000,
+      obtainedAt: now,
+      clientId: CLIENT,
+      tokenUrl: TOKEN_URL,
+    };
+    saveTokens(store, "work", record, now);
+    const fake = replay([]);
+    const c = new AccountCredentials({ config, store, fetch: fake.fetch, now: () => now, log: quiet });
+    return { config, c, fake };
+  }
+
+  test("a changed password is the one handed out after the reload", async () => {
+    const { config, c } = withToken();
+    const next = reloaded(config, [...MS(CLIENT), ...PASSWORD("new-secret")]);
+    c.prepareReload(next).commit();
+    expect(await c.credentialFor("plain")).toEqual({
+      kind: "password",
+      username: "p@contoso.com",
+      password: "new-secret",
+    });
+  });
+
+  test("the same OAuth2 client: its stored token goes on being used, no token request", async () => {
+    const { config, c, fake } = withToken();
+    expect((await c.credentialFor("work")).kind).toBe("oauth2");
+    c.prepareReload(reloaded(config, MS(CLIENT))).commit();
+    expect(await c.credentialFor("work")).toEqual({
+      kind: "oauth2",
+      username: "agent@contoso.com",
+      accessToken: "at-1",
+    });
+    expect(fake.sent).toHaveLength(0);
+  });
+
+  test("another client_id: the token issued to the old client is not used; the account needs a login", async () => {
+    const { config, c, fake } = withToken();
+    expect((await c.credentialFor("work")).kind).toBe("oauth2");
+    c.prepareReload(reloaded(config, MS("11111111-0000-0000-0000-00000000c11e"))).commit();
+    await expect(c.credentialFor("work")).rejects.toBeInstanceOf(AccountNeedsReauthorization);
+    expect(fake.sent).toHaveLength(0);
+  });
+
+  test("a removed account is unknown after the reload", async () => {
+    const { config, c } = withToken();
+    c.prepareReload(reloaded(config, PASSWORD("x"))).commit();
+    await expect(c.credentialFor("work")).rejects.toThrow('no account named "work"');
+  });
+
+  test("the first OAuth2 account, without a state database open: the reload fails, nothing changes", async () => {
+    const { config } = withToken();
+    const plain = reloaded(config, PASSWORD("old-secret"));
+    const c = new AccountCredentials({ config: plain, store: null, log: quiet });
+    expect(() => c.prepareReload(reloaded(config, [...MS(CLIENT), ...PASSWORD("new-secret")]))).toThrow(
+      "restart to add the first one",
+    );
+    expect(await c.credentialFor("plain")).toEqual({
+      kind: "password",
+      username: "p@contoso.com",
+      password: "old-secret",
+    });
+  });
+});

@@ -22,12 +22,12 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { freePort } from "../../scripts/upstreams/ports.ts";
-import { readTokens, saveTokens } from "../../src/accounts/records.ts";
+import { readTokens } from "../../src/accounts/records.ts";
 import { type ApprovalRow, ApprovalStore } from "../../src/approvals/store.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { hashToken } from "../../src/vault/token.ts";
 import { createMailbox, sinkMessages, type TestMailbox, uniqueToken, upstreams } from "../fixtures/index.ts";
-import { authorizationCodeFlow, control, oauthServer } from "../fixtures/oauth.ts";
+import { authorizationCodeFlow, control, oauthServer, storeIssuedTokens } from "../fixtures/oauth.ts";
 import { type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(120_000);
@@ -727,20 +727,7 @@ scopes = ["mail"]
     expect(tokens.status).toBe(200);
     const state = SealedStore.open(s.statePath, { secretsFile: s.secretsFile, env: {}, create: true })!;
     try {
-      const now = Date.now();
-      saveTokens(
-        state,
-        "mail",
-        {
-          refreshToken: tokens.refresh_token as string,
-          accessToken: tokens.access_token as string,
-          expiresAt: now + (tokens.expires_in as number) * 1000,
-          obtainedAt: now,
-          clientId: server.clientId,
-          tokenUrl: server.tokenUrl,
-        },
-        now,
-      );
+      storeIssuedTokens(state, "mail", tokens);
     } finally {
       state.close();
     }

@@ -11,7 +11,6 @@ import { join } from "node:path";
 import { ImapFlow } from "imapflow";
 import nodemailer from "nodemailer";
 import { AccountCredentials } from "../../src/accounts/index.ts";
-import { ensureSchema, saveTokens } from "../../src/accounts/records.ts";
 import { AuditLog, type AuditRow } from "../../src/audit/index.ts";
 import { type Config, parseConfig } from "../../src/config/index.ts";
 import { type ImapProxy, startImapProxy } from "../../src/imap/index.ts";
@@ -20,7 +19,15 @@ import { type SmtpProxy, startSmtpProxy } from "../../src/smtp/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { hashToken } from "../../src/vault/token.ts";
 import { createMailbox, type TestMailbox, uniqueToken, upstreams, waitForDelivery } from "../fixtures/index.ts";
-import { authorizationCodeFlow, control, LineClient, oauthbearer, oauthServer, xoauth2 } from "../fixtures/oauth.ts";
+import {
+  authorizationCodeFlow,
+  control,
+  LineClient,
+  oauthbearer,
+  oauthServer,
+  storeIssuedTokens,
+  xoauth2,
+} from "../fixtures/oauth.ts";
 
 setDefaultTimeout(60_000);
 
@@ -153,21 +160,7 @@ password = "${password.password}"
     env: {},
     create: true,
   })!;
-  ensureSchema(store);
-  const now = Date.now();
-  saveTokens(
-    store,
-    "mail",
-    {
-      refreshToken: tokens.refresh_token as string,
-      accessToken: tokens.access_token as string,
-      expiresAt: now + (tokens.expires_in as number) * 1000,
-      obtainedAt: now,
-      clientId: server.clientId,
-      tokenUrl: server.tokenUrl,
-    },
-    now,
-  );
+  storeIssuedTokens(store, "mail", tokens);
   const audit = AuditLog.open(config.audit.path, { batchMs: 5, sync: "normal" });
   const quiet = { error: () => {}, warn: () => {}, info: () => {} };
   const credentials = new AccountCredentials({ config, store, audit: (e) => audit.record(e), log: quiet });

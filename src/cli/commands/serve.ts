@@ -198,7 +198,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
       return;
     }
     reloads = reloads.then(() => {
-      const result = reload(config.file, ctx.env, live, handles, audit.path, quotas);
+      const result = reload(config.file, ctx.env, live, handles, audit.path, quotas, accounts.credentials);
       writeStatusFile(statusFile, result, (m) => log.error(m));
       emitReload(result);
     });
@@ -311,6 +311,7 @@ export function reload(
   handles: readonly ProxyHandle[],
   auditPath: string,
   quotas: RunningQuotas | null = null,
+  credentials: AccountCredentials | null = null,
 ): ReloadResult {
   const log = moduleLogger("reload");
   const previous = live.config;
@@ -346,6 +347,10 @@ export function reload(
     for (const s of policy.shadowed())
       warnings.push(`rule ${s.index + 1} "${s.name}" can never match (rule ${s.byIndex + 1} "${s.by}" decides first)`);
     for (const h of handles) prepared.push(h.prepareReload(next));
+    if (credentials !== null) {
+      const c = credentials.prepareReload(next);
+      prepared.push({ warnings: [], commit: () => (c.commit(), 0) });
+    }
     // Last: it may open the state database, which nothing after it could leave open on a failure.
     if (quotas !== null) {
       const q = quotas.prepareReload(next);
