@@ -340,3 +340,49 @@ test("SIGHUP applies [[quotas]]: the first ones added, then changed, over the sa
   }
   expect(await served.proc.exited).toBe(0);
 });
+
+test("the first ask rule by SIGHUP: a warning, and a send it would hold is refused with 451", async () => {
+  const mailbox = await createMailbox({ name: "reload-ask" });
+  const dir = tempDir();
+  const file = join(dir, "mailgator.toml");
+  const base = vaultConfig(dir, mailbox, [ALICE], "allow");
+  writeFileSync(file, base);
+  const served = serveChild(file);
+  try {
+    const smtpPort = await served.port("SMTP");
+    writeFileSync(
+      file,
+      `${base}\n[approvals.groups.boss]\nrecipients = ["boss@example.test"]\n\n[[rules]]\nname = "Outside"\n` +
+        'action = "ask"\noperations = ["send"]\nask_groups = ["boss"]\n',
+    );
+    const mark = served.logs().length;
+    expect(await hup(served)).toMatch(/reloaded /);
+    await served.waitForLog(/rule 2 "Outside" asks for approval, but approvals are set up at start/, mark);
+
+    const smtp = await lineClient(tcpConnect({ host: "127.0.0.1", port: smtpPort }));
+    await smtp.waitFor(/^220 /m);
+    /** Sends `line` and returns the final reply line to it (`NNN ` after the text so far). */
+    const say = async (line: string): Promise<string> => {
+      const mark = smtp.text().length;
+      smtp.send(line);
+      for (let i = 0; i < 400; i++) {
+        const reply = /^\d{3} .*$/m.exec(smtp.text().slice(mark));
+        if (reply) return reply[0];
+        await Bun.sleep(25);
+      }
+      throw new Error(`no reply to ${line}`);
+    };
+    expect(await say("EHLO agent.test")).toMatch(/^250 /);
+    expect(await say(`AUTH PLAIN ${Buffer.from(`\0${ALICE.name}\0${ALICE.token}`).toString("base64")}`)).toMatch(
+      /^235 /,
+    );
+    expect(await say(`MAIL FROM:<${mailbox.address}>`)).toMatch(/^250 /);
+    expect(await say("RCPT TO:<someone@outside.test>")).toMatch(/^250 /);
+    expect(await say("DATA")).toMatch(/^354 /);
+    expect(await say("Subject: held?\r\n\r\nhello\r\n.")).toMatch(/^451 4\.3\.0 Cannot hold the message for approval/);
+    smtp.close();
+  } finally {
+    served.proc.kill("SIGTERM");
+  }
+  expect(await served.proc.exited).toBe(0);
+});

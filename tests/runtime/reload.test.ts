@@ -4,7 +4,7 @@
  * sessions is in tests/e2e/reload.test.ts.
  */
 import { afterAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { reload } from "../../src/cli/commands/serve.ts";
@@ -75,4 +75,26 @@ test("a good file is swapped in with a new revision; a bad one keeps the old and
   expect(seen.map((r) => r.ok)).toEqual([true, false]);
   expect(reloadFailures()).toBe(failuresBefore + 1);
   expect(reloadSuccesses()).toBe(successesBefore + 2);
+});
+
+test("the first ask rule by reload: a warning (approvals are set up at start), none when they are", () => {
+  const file = write("allow");
+  const first = loadConfig(file);
+  const live = new LiveConfig(first, compilePolicy(first.rules));
+  writeFileSync(
+    file,
+    readFileSync(file, "utf8").replace(
+      'action = "allow"',
+      'action = "ask"\noperations = ["send"]\nask_groups = ["boss"]',
+    ) + '\n[approvals.groups.boss]\nrecipients = ["boss@example.test"]\n',
+  );
+  const warned = reload(file, {}, live, [], first.audit.path);
+  expect(warned.ok).toBe(true);
+  expect(warned.warnings).toContain(
+    'rule 1 "Everything" asks for approval, but approvals are set up at start: until a restart, a send it holds ' +
+      "is refused with 451 and nothing is sent",
+  );
+  const served = reload(file, {}, live, [], first.audit.path, { approvals: true });
+  expect(served.ok).toBe(true);
+  expect(served.warnings.filter((w) => w.includes("asks for approval"))).toEqual([]);
 });

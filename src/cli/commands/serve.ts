@@ -198,7 +198,11 @@ export async function serve(ctx: CommandContext): Promise<number> {
       return;
     }
     reloads = reloads.then(() => {
-      const result = reload(config.file, ctx.env, live, handles, audit.path, quotas, accounts.credentials);
+      const result = reload(config.file, ctx.env, live, handles, audit.path, {
+        quotas,
+        credentials: accounts.credentials,
+        approvals: approvals !== null,
+      });
       writeStatusFile(statusFile, result, (m) => log.error(m));
       emitReload(result);
     });
@@ -300,6 +304,14 @@ function health(config: Config, listening: Readonly<Record<"imap" | "smtp", bool
   return { problems, checks };
 }
 
+/** What else of the running process a reload reaches besides the proxies (all optional for tests). */
+export interface ReloadParts {
+  readonly quotas?: RunningQuotas | null;
+  readonly credentials?: AccountCredentials | null;
+  /** Whether held messages have a store: approvals are set up at start only (docs/approvals.md). */
+  readonly approvals?: boolean;
+}
+
 /**
  * One reload: load and check the file, read the TLS files of each proxy, then swap everything in at once; on any
  * error nothing changes (docs/operations.md "Reload"). Logs the outcome and returns it.
@@ -310,9 +322,9 @@ export function reload(
   live: LiveConfig,
   handles: readonly ProxyHandle[],
   auditPath: string,
-  quotas: RunningQuotas | null = null,
-  credentials: AccountCredentials | null = null,
+  parts: ReloadParts = {},
 ): ReloadResult {
+  const { quotas = null, credentials = null, approvals = false } = parts;
   const log = moduleLogger("reload");
   const previous = live.config;
   const at = new Date().toISOString();
@@ -336,6 +348,14 @@ export function reload(
     return failed([(e as Error).message]);
   }
   const warnings = [...next.warnings];
+  const asking = next.rules.findIndex((r) => r.action === "ask");
+  if (asking !== -1 && !approvals) {
+    const rule = `rule ${asking + 1} "${next.rules[asking]!.name}"`;
+    warnings.push(
+      `${rule} asks for approval, but approvals are set up at start: until a restart, a send it holds is ` +
+        "refused with 451 and nothing is sent",
+    );
+  }
   if (next.audit.path !== auditPath)
     warnings.push(
       `[audit] path cannot change on reload: still writing ${auditPath}; restart to use ${next.audit.path}`,
