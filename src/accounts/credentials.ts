@@ -258,6 +258,7 @@ export class AccountCredentials {
       }
     } catch (e) {
       if (e instanceof AccountNeedsReauthorization) throw e;
+      this.#throwIfRetired(account, rt);
       const error = e as Error;
       if (e instanceof GrantRevoked) {
         // Another process may have replaced the grant meanwhile (`account login`, or a rotation by a second proxy
@@ -286,6 +287,7 @@ export class AccountCredentials {
       clientId: settings.clientId,
       tokenUrl: settings.tokenUrl,
     };
+    this.#throwIfRetired(account, rt);
     saveTokens(this.#store!, name, record, this.#now());
     if (rt.failures > 0) this.#log.info(`account ${name}: token endpoint answers again`);
     rt.record = record;
@@ -294,6 +296,21 @@ export class AccountCredentials {
     rt.lastError = null;
     rt.rejected = null;
     return record;
+  }
+
+  /**
+   * A reload replaced or removed the account's settings while this token request was out (`prepareReload`): its
+   * outcome belongs to the old client and is neither stored nor recorded (it would overwrite the new client's login,
+   * or mark the account for a grant it no longer uses), and the caller gets a temporary failure: a retry uses the
+   * new settings.
+   */
+  #throwIfRetired(account: OAuth2AccountConfig, rt: Runtime): void {
+    if (this.#runtime.get(account.name) === rt) return;
+    throw new AccountTemporarilyUnavailable(
+      account.name,
+      "the account's settings changed by a reload while its token was being requested",
+      this.#now(),
+    );
   }
 
   #noteError(account: OAuth2AccountConfig, message: string): void {

@@ -238,6 +238,8 @@ export function openQuotas(
       if (next.quotas.length === 0) return { warnings, commit: () => quotas.replace([]) };
       const store = db ?? own;
       if (store !== null) {
+        // The database may have been opened for something else (sealed records) with no quota table yet.
+        prepareQuotaTables(store);
         if (next.state.path !== path) {
           const still = `quotas are still counted in ${path}`;
           warnings.push(`[state] path cannot change on reload: ${still}; restart to use ${next.state.path}`);

@@ -374,6 +374,50 @@ describe("a reload's accounts (prepareReload, then commit)", () => {
     return { config, c, fake };
   }
 
+  /** The stored token expired: credentialFor waits for a refresh, whose answer waits for `release`. */
+  function refreshing(answer: Exchange) {
+    const { config, store } = microsoftSetup();
+    const now = 1_700_000_000_000;
+    const old = {
+      refreshToken: "rt-1",
+      accessToken: "at-1",
+      expiresAt: now - 1000,
+      obtainedAt: now - 3600_000,
+      clientId: CLIENT,
+      tokenUrl: TOKEN_URL,
+    };
+    saveTokens(store, "work", old, now);
+    const fake = replay([answer]);
+    let release: () => void = () => {};
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const slow = (async (input: string | URL | Request, init?: RequestInit) => {
+      await gate;
+      return fake.fetch(input, init);
+    }) as typeof fetch;
+    const c = new AccountCredentials({ config, store, fetch: slow, now: () => now, log: quiet });
+    return { config, store, c, release, fake };
+  }
+
+  for (const [what, answer] of [
+    ["a new token", { expect: { refresh_token: "rt-1" }, status: 200, body: msToken("at-2", "rt-2") }],
+    ["invalid_grant", { expect: { refresh_token: "rt-1" }, status: 400, body: { error: "invalid_grant" } }],
+  ] as const) {
+    test(`a refresh out when a reload changes the client, answered with ${what}: not stored or noted`, async () => {
+      const { config, store, c, release, fake } = refreshing(answer);
+      const pending = c.credentialFor("work");
+      await Bun.sleep(20);
+      c.prepareReload(reloaded(config, MS("11111111-0000-0000-0000-00000000c11e"))).commit();
+      release();
+      await expect(pending).rejects.toBeInstanceOf(AccountTemporarilyUnavailable);
+      expect(fake.sent).toHaveLength(1);
+      // The old client's answer overwrote nothing and marked nothing: what is stored is as before the reload.
+      expect(readTokens(store, "work")).toMatchObject({ refreshToken: "rt-1", accessToken: "at-1" });
+      expect(readStatus(store, "work")?.state).not.toBe("needs-reauthorization");
+    });
+  }
+
   test("a changed password is the one handed out after the reload", async () => {
     const { config, c } = withToken();
     const next = reloaded(config, [...MS(CLIENT), ...PASSWORD("new-secret")]);
@@ -385,16 +429,26 @@ describe("a reload's accounts (prepareReload, then commit)", () => {
     });
   });
 
-  test("the same OAuth2 client: its stored token goes on being used, no token request", async () => {
-    const { config, c, fake } = withToken();
-    expect((await c.credentialFor("work")).kind).toBe("oauth2");
-    c.prepareReload(reloaded(config, MS(CLIENT))).commit();
-    expect(await c.credentialFor("work")).toEqual({
-      kind: "oauth2",
-      username: "agent@contoso.com",
+  test("the same OAuth2 client: the account's state is kept (a token the upstream refused stays refused)", async () => {
+    const { config, store } = microsoftSetup();
+    const now = 1_700_000_000_000;
+    const record = {
+      refreshToken: "rt-1",
       accessToken: "at-1",
-    });
-    expect(fake.sent).toHaveLength(0);
+      expiresAt: now + 3600_000,
+      obtainedAt: now,
+      clientId: CLIENT,
+      tokenUrl: TOKEN_URL,
+    };
+    saveTokens(store, "work", record, now);
+    const fake = replay([{ expect: { refresh_token: "rt-1" }, status: 200, body: msToken("at-2", "rt-2") }]);
+    const c = new AccountCredentials({ config, store, fetch: fake.fetch, now: () => now, log: quiet });
+    expect(await c.credentialFor("work")).toMatchObject({ accessToken: "at-1" });
+    c.reportRejected("work", "at-1");
+    c.prepareReload(reloaded(config, MS(CLIENT))).commit();
+    // Started afresh, the account would hand out the stored at-1 again.
+    expect(await c.credentialFor("work")).toMatchObject({ accessToken: "at-2" });
+    expect(fake.sent).toHaveLength(1);
   });
 
   test("another client_id: the token issued to the old client is not used; the account needs a login", async () => {

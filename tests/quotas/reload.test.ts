@@ -73,3 +73,17 @@ test("a new [state] path is not taken on reload: a warning, and the quotas still
   expect(running.quotas.chargeReads("a", 4).ok).toBe(false);
   expect(running.quotas.chargeReads("a", 3).ok).toBe(true);
 });
+
+test("no quotas at start on a state database open for other records: a reload adds them, their table with them", () => {
+  // serve opens the state database for OAuth2 tokens or held messages; without quotas it has no quota table.
+  const db = new Database(":memory:");
+  const running = openQuotas(settings(""), db, () => {
+    throw new Error("must not open another database");
+  });
+  const prepared = running.prepareReload(settings(READS_2));
+  prepared.commit();
+  expect(running.quotas.chargeReads("a", 2).ok).toBe(true);
+  const over = running.quotas.chargeReads("a", 1);
+  expect(over.ok).toBe(false);
+  expect(over.ok === false && over.exceeded?.limit).toBe("reads_per_minute");
+});

@@ -197,15 +197,18 @@ export async function serve(ctx: CommandContext): Promise<number> {
       pendingHup = true;
       return;
     }
-    reloads = reloads.then(() => {
-      const result = reload(config.file, ctx.env, live, handles, audit.path, {
-        quotas,
-        credentials: accounts.credentials,
-        approvals: approvals !== null,
-      });
-      writeStatusFile(statusFile, result, (m) => log.error(m));
-      emitReload(result);
-    });
+    reloads = reloads
+      .then(() => {
+        const result = reload(config.file, ctx.env, live, handles, audit.path, {
+          quotas,
+          credentials: accounts.credentials,
+          approvals: approvals !== null,
+        });
+        writeStatusFile(statusFile, result, (m) => log.error(m));
+        emitReload(result);
+      })
+      // An unexpected throw (a bug) is logged; the chain stays usable, so the next SIGHUP still reloads.
+      .catch((e: unknown) => log.error(`reload: unexpected error: ${(e as Error).message}`));
   };
   process.on("SIGHUP", onHup);
   // mailgator_reloads_total{result} (docs/operations.md "Health and metrics").
