@@ -60,11 +60,11 @@ function decided(row: ApprovalRow): Response {
   return page(409, "Already decided", `<p>${html(stateSentence(row))}</p>`);
 }
 
-/** Builds the handler; `origin` is `[approvals] base_url`'s origin. */
+/** Builds the handler; a form is accepted from `[approvals] base_url`'s origin, as configured at the request. */
 export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Response> {
-  const base = ctx.config.approvals.baseUrl;
-  const origin = base === null ? null : new URL(base).origin;
   return async (req) => {
+    const base = ctx.config.approvals.baseUrl;
+    const origin = base === null ? null : new URL(base).origin;
     const url = new URL(req.url);
     const m = /^\/approvals\/([^/]+)$/.exec(url.pathname);
     if (m === null || !ID_PATTERN.test(m[1]!)) return page(404, "Not found", "<p>No such page.</p>");

@@ -15,6 +15,7 @@ import { userMaildir } from "../../scripts/upstreams/layout.ts";
 import { uniqueToken, upstreams } from "../fixtures/index.ts";
 import { sinkCopies } from "../smtp/helpers.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
+import { serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(60_000);
 const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
@@ -148,4 +149,70 @@ ask_groups = ["managers"]
     proc.kill("SIGTERM");
     expect(await proc.exited).toBe(0);
   }
+});
+
+test("approvers changed by SIGHUP: the next held message's notice goes to the new ones", async () => {
+  const up = upstreams();
+  const [alice, bob] = [up.users[0]!, up.users[1]!];
+  const m = uniqueToken("r");
+  const dir = mkdtempSync(join(tmpdir(), "mg-notices-reload-"));
+  const file = join(dir, "mailgator.toml");
+  const configFor = (boss: string) => `[smtp]
+listen_addr = "127.0.0.1:0"
+upstream_addr = "${up.host}:${up.ports.smtp}"
+upstream_tls = "starttls"
+upstream_ca_file = "${up.caFile}"
+
+[approvals]
+notify_account = "notices"
+
+[accounts.notices]
+username = "${bob.user}"
+password = "${bob.password}"
+
+[approvals.groups.managers]
+recipients = ["${boss}"]
+
+[[rules]]
+name = "every send needs a manager"
+action = "ask"
+operations = ["send"]
+ask_groups = ["managers"]
+`;
+  const [before, after] = [`before-${m}@corp.test`, `after-${m}@corp.test`];
+  writeFileSync(file, configFor(before));
+  const served = serveChild(file);
+  try {
+    const transport = nodemailer.createTransport({
+      host: "127.0.0.1",
+      port: await served.port("SMTP"),
+      secure: false,
+      ignoreTLS: true,
+      auth: { user: alice.user, pass: alice.password },
+    });
+    const send = async (tag: string) => {
+      const info = await transport.sendMail({
+        from: alice.user,
+        to: `${tag}-${m}@outside.example`,
+        subject: `${tag} ${m}`,
+        text: `Hello ${tag} ${m}\n`,
+      });
+      return /Held for approval as ([0-9a-f]{32})/.exec(info.response)![1]!;
+    };
+    const first = await send("first");
+    const [one] = await waitFor("notices", () => noticesIn(up.sink, first), 1);
+    expect(one!.recipient).toBe(before);
+
+    writeFileSync(file, configFor(after));
+    const mark = served.logs().length;
+    process.kill(served.proc.pid, "SIGHUP");
+    expect(await served.waitForLog(/reloaded |reload failed/, mark)).toMatch(/reloaded /);
+    const second = await send("second");
+    const [two] = await waitFor("notices", () => noticesIn(up.sink, second), 1);
+    expect(two!.recipient).toBe(after);
+    transport.close();
+  } finally {
+    served.proc.kill("SIGTERM");
+  }
+  expect(await served.proc.exited).toBe(0);
 });

@@ -116,6 +116,8 @@ export async function serve(ctx: CommandContext): Promise<number> {
   let approvals: ApprovalStore | null = null;
   let expiry: ReturnType<typeof setInterval> | null = null;
   let notifier: Notifier | null = null;
+  // The config in force: what a reload swaps in is what the approvals below and the proxies read.
+  const live = new LiveConfig(config, policy);
   if (config.rules.some((r) => r.action === "ask")) {
     try {
       state ??= SealedStore.open(config.state.path, {
@@ -130,8 +132,11 @@ export async function serve(ctx: CommandContext): Promise<number> {
       state?.close();
       return EXIT_FAILURE;
     }
+    // `config` is read at each use: approvers, notices and replays follow a reload (docs/approvals.md).
     const base: ApprovalContext = {
-      config,
+      get config() {
+        return live.config;
+      },
       store: approvals,
       audit,
       protocol: "smtp",
@@ -140,7 +145,16 @@ export async function serve(ctx: CommandContext): Promise<number> {
     // The approvers' notices, and the sender's result notice with notify_sender (docs/approvals.md "Notices").
     const notices = new Notifier(base, { credentials: accounts.credentials });
     notifier = notices;
-    const actx: ApprovalContext = { ...base, onDecided: (row, held) => notices.decided(row, held) };
+    const actx: ApprovalContext = {
+      get config() {
+        return live.config;
+      },
+      store: approvals,
+      audit,
+      protocol: "smtp",
+      credentials: accounts.credentials,
+      onDecided: (row, held) => notices.decided(row, held),
+    };
     // A replay a dead process left half done is never repeated (docs/approvals.md "What is guaranteed").
     for (const row of recover(actx))
       log.warn(`approval ${row.id} was being sent when the process stopped: needs a check (not sent again)`);
@@ -172,7 +186,6 @@ export async function serve(ctx: CommandContext): Promise<number> {
     return EXIT_FAILURE;
   }
   if (config.quotas.length > 0) log.info(`quotas: ${config.quotas.length}, counted in ${config.state.path}`);
-  const live = new LiveConfig(config, policy);
   const pidFile = pidFileFor(config);
   const statusFile = statusFileFor(config);
   // The signal handlers go in before the first proxy starts: a SIGTERM right after a "listening" line must close
