@@ -133,28 +133,21 @@ export async function serve(ctx: CommandContext): Promise<number> {
       return EXIT_FAILURE;
     }
     // `config` is read at each use: approvers, notices and replays follow a reload (docs/approvals.md).
-    const base: ApprovalContext = {
+    const store = approvals;
+    const context = (onDecided?: ApprovalContext["onDecided"]): ApprovalContext => ({
       get config() {
         return live.config;
       },
-      store: approvals,
+      store,
       audit,
       protocol: "smtp",
       credentials: accounts.credentials,
-    };
+      onDecided,
+    });
     // The approvers' notices, and the sender's result notice with notify_sender (docs/approvals.md "Notices").
-    const notices = new Notifier(base, { credentials: accounts.credentials });
+    const notices = new Notifier(context(), { credentials: accounts.credentials });
     notifier = notices;
-    const actx: ApprovalContext = {
-      get config() {
-        return live.config;
-      },
-      store: approvals,
-      audit,
-      protocol: "smtp",
-      credentials: accounts.credentials,
-      onDecided: (row, held) => notices.decided(row, held),
-    };
+    const actx = context((row, held) => notices.decided(row, held));
     // A replay a dead process left half done is never repeated (docs/approvals.md "What is guaranteed").
     for (const row of recover(actx))
       log.warn(`approval ${row.id} was being sent when the process stopped: needs a check (not sent again)`);
