@@ -240,7 +240,8 @@ export function openQuotas(
       if (store !== null) {
         // The database may have been opened for something else (sealed records) with no quota table yet.
         prepareQuotaTables(store);
-        if (next.state.path !== path) {
+        // One shared with the sealed records has its own warning (serve's reload).
+        if (db === null && next.state.path !== path) {
           const still = `quotas are still counted in ${path}`;
           warnings.push(`[state] path cannot change on reload: ${still}; restart to use ${next.state.path}`);
         }

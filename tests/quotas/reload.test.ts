@@ -60,9 +60,10 @@ test("a state database that cannot be opened fails the reload: the running quota
 });
 
 test("a new [state] path is not taken on reload: a warning, and the quotas still count in the open database", () => {
-  const db = new Database(":memory:");
-  const running = openQuotas(settings(READS_2, "/a/state.db"), db, () => {
-    throw new Error("must not open another database");
+  const opened: string[] = [];
+  const running = openQuotas(settings(READS_2, "/a/state.db"), null, (path) => {
+    opened.push(path);
+    return new Database(":memory:");
   });
   expect(running.quotas.chargeReads("a", 2).ok).toBe(true);
   const prepared = running.prepareReload(settings(READS_5, "/b/state.db"));
@@ -70,8 +71,16 @@ test("a new [state] path is not taken on reload: a warning, and the quotas still
     "[state] path cannot change on reload: quotas are still counted in /a/state.db; restart to use /b/state.db",
   ]);
   prepared.commit();
+  expect(opened).toEqual(["/a/state.db"]);
   expect(running.quotas.chargeReads("a", 4).ok).toBe(false);
   expect(running.quotas.chargeReads("a", 3).ok).toBe(true);
+});
+
+test("on the database shared with sealed records, the path change is left to serve's warning", () => {
+  const running = openQuotas(settings(READS_2, "/a/state.db"), new Database(":memory:"), () => {
+    throw new Error("must not open another database");
+  });
+  expect(running.prepareReload(settings(READS_5, "/b/state.db")).warnings).toEqual([]);
 });
 
 test("no quotas at start on a state database open for other records: a reload adds them, their table with them", () => {

@@ -98,3 +98,21 @@ test("the first ask rule by reload: a warning (approvals are set up at start), n
   expect(served.ok).toBe(true);
   expect(served.warnings.filter((w) => w.includes("asks for approval"))).toEqual([]);
 });
+
+test("a changed [state] path or secrets file, with sealed records open: a warning; the database in use stays", () => {
+  const file = write("allow");
+  const first = loadConfig(file);
+  const live = new LiveConfig(first, compilePolicy(first.rules));
+  const sealed = { path: first.state.path, secretsFile: first.state.secretsFile };
+  const same = reload(file, {}, live, [], first.audit.path, { sealed });
+  expect(same.warnings.filter((w) => w.startsWith("[state]"))).toEqual([]);
+  writeFileSync(file, `${readFileSync(file, "utf8")}\n[state]\npath = "${join(dir, "other-state.db")}"\n`);
+  const moved = reload(file, {}, live, [], first.audit.path, { sealed });
+  expect(moved.ok).toBe(true);
+  expect(moved.warnings.filter((w) => w.startsWith("[state]"))).toEqual([
+    `[state] cannot change on reload: tokens and held messages stay in ${sealed.path} (secrets key ` +
+      `${sealed.secretsFile}); restart to use ${join(dir, "other-state.db")} (secrets key ${sealed.secretsFile})`,
+  ]);
+  // No sealed records open: nothing to say.
+  expect(reload(file, {}, live, [], first.audit.path).warnings.filter((w) => w.startsWith("[state]"))).toEqual([]);
+});

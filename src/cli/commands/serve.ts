@@ -209,6 +209,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
           quotas,
           credentials: accounts.credentials,
           approvals: approvals !== null,
+          sealed: state === null ? null : { path: config.state.path, secretsFile: config.state.secretsFile },
         });
         writeStatusFile(statusFile, result, (m) => log.error(m));
         emitReload(result);
@@ -319,6 +320,8 @@ export interface ReloadParts {
   readonly credentials?: AccountCredentials | null;
   /** Whether held messages have a store: approvals are set up at start only (docs/approvals.md). */
   readonly approvals?: boolean;
+  /** The state database of sealed records (OAuth2 tokens, held messages) the process opened at start, if any. */
+  readonly sealed?: { readonly path: string; readonly secretsFile: string } | null;
 }
 
 /**
@@ -333,7 +336,7 @@ export function reload(
   auditPath: string,
   parts: ReloadParts = {},
 ): ReloadResult {
-  const { quotas = null, credentials = null, approvals = false } = parts;
+  const { quotas = null, credentials = null, approvals = false, sealed = null } = parts;
   const log = moduleLogger("reload");
   const previous = live.config;
   const at = new Date().toISOString();
@@ -363,6 +366,12 @@ export function reload(
     warnings.push(
       `${rule} asks for approval, but approvals are set up at start: until a restart, a send it holds is ` +
         "refused with 451 and nothing is sent",
+    );
+  }
+  if (sealed !== null && (next.state.path !== sealed.path || next.state.secretsFile !== sealed.secretsFile)) {
+    warnings.push(
+      `[state] cannot change on reload: tokens and held messages stay in ${sealed.path} (secrets key ` +
+        `${sealed.secretsFile}); restart to use ${next.state.path} (secrets key ${next.state.secretsFile})`,
     );
   }
   if (next.audit.path !== auditPath)
