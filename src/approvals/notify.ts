@@ -19,13 +19,14 @@ import { randomBytes } from "node:crypto";
 import type { AccountCredentials } from "../accounts/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
+import type { UpstreamTarget } from "../net/upstream.ts";
 import { smtpUpstreamTarget } from "../smtp/index.ts";
 import { SPOOL_BLOCK } from "../smtp/spool.ts";
 import {
   CommitGate,
   type MessageSource,
+  openOAuthUpstream,
   UpstreamAuthError,
-  type UpstreamLogin,
   UpstreamSession,
 } from "../smtp/upstream.ts";
 import { type ApprovalContext, approvalEvent } from "./service.ts";
@@ -436,8 +437,7 @@ export class Notifier {
       return { ok: false, permanent: true, reason: "the config has no [smtp] section to send through" };
     let upstream: UpstreamSession | null = null;
     try {
-      const login = await this.#login(job.account);
-      upstream = await UpstreamSession.open(smtpUpstreamTarget(smtp), login);
+      upstream = await this.#open(smtpUpstreamTarget(smtp), job.account);
       const from = fromAddress(job.account);
       // Nothing to wait for before the final dot: the notice's audit row follows the upstream's reply.
       const result = await upstream.send(
@@ -456,17 +456,18 @@ export class Notifier {
     }
   }
 
-  async #login(account: AccountConfig): Promise<UpstreamLogin> {
+  /**
+   * Connects and logs in as `account`: with its password, or as an OAuth2 account through openOAuthUpstream, which
+   * the proxy's sessions and the replay use too: a cached access token the upstream refuses is reported and a
+   * fresh one tried, so one refused token does not fail the notice for good.
+   */
+  #open(target: UpstreamTarget, account: AccountConfig): Promise<UpstreamSession> {
+    if (account.auth === "password")
+      return UpstreamSession.open(target, { username: account.username, password: account.password.reveal() });
     const credentials = this.#options.credentials;
-    if (credentials !== undefined) {
-      const c = await credentials.credentialFor(account.name);
-      if (c.kind === "password") return { username: c.username, password: c.password };
-      const mechanism = account.auth === "oauth2" ? account.oauth2.saslMechanism : "auto";
-      return { username: c.username, accessToken: c.accessToken, mechanism };
-    }
-    if (account.auth !== "password")
+    if (credentials === undefined)
       throw new PermanentError(`account ${account.name}: OAuth2 login unavailable in this process`);
-    return { username: account.username, password: account.password.reveal() };
+    return openOAuthUpstream(target, credentials, account.name, account.oauth2.saslMechanism);
   }
 
   /**

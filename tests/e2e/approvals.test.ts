@@ -17,7 +17,7 @@
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { connect, createServer, type Server, type Socket } from "node:net";
+import { connect, createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
@@ -28,7 +28,8 @@ import { SealedStore } from "../../src/state/store.ts";
 import { hashToken } from "../../src/vault/token.ts";
 import { createMailbox, sinkMessages, type TestMailbox, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { authorizationCodeFlow, control, oauthServer, storeIssuedTokens } from "../fixtures/oauth.ts";
-import { type Served, serveChild } from "./serve-child.ts";
+import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
+import { lineClient, type Served, serveChild, smtpSay } from "./serve-child.ts";
 
 setDefaultTimeout(120_000);
 
@@ -760,6 +761,8 @@ scopes = ["mail"]
     const running = await start(s);
     try {
       const { id, token, raw } = await hold(s, running.smtpPort, auth);
+      // The approver's notice goes out as this account, with the cached token: done before that token stops.
+      await waitFor("notices", () => noticesIn(up.sink, id), 1);
       // The cached access token stops working: the command's login is refused once, then it refreshes.
       expect((await control("expire", { user: s.sender.user })).status).toBe(200);
       const accessBefore = await issued("access");
@@ -790,6 +793,36 @@ scopes = ["mail"]
         await send(running.smtpPort, auth, s.sender.address, to, agentMessage(s.sender.address, to, colleague)),
       ).toMatch(/^250 /);
       await expectCopies(colleague, 1);
+    } finally {
+      await stop(running);
+    }
+  });
+
+  test("a notice sent as the OAuth2 account whose cached token the upstream refuses: with a fresh one", async () => {
+    await login();
+    const running = await start(s);
+    try {
+      const c = await lineClient(tcpConnect({ host: "127.0.0.1", port: running.smtpPort }));
+      const say = (line: string) => smtpSay(c, line);
+      await c.waitFor(/^220 /m);
+      expect(await say("EHLO agent.test")).toMatch(/^250 /);
+      // The session logs in upstream with the cached token here; then that token stops working, so the notice,
+      // sent as this account once the message is held, has it refused.
+      expect(await say(`AUTH PLAIN ${Buffer.from(`\0${auth.user}\0${auth.pass}`).toString("base64")}`)).toMatch(
+        /^235 /,
+      );
+      expect((await control("expire", { user: s.sender.user })).status).toBe(200);
+      const accessBefore = await issued("access");
+      const token = uniqueToken("notice");
+      expect(await say(`MAIL FROM:<${s.sender.address}>`)).toMatch(/^250 /);
+      expect(await say(`RCPT TO:<out-${token}@outside.example>`)).toMatch(/^250 /);
+      expect(await say("DATA")).toMatch(/^354 /);
+      const held = await say(`Subject: notice ${token}\r\n\r\nHello ${token}\r\n.`);
+      const id = heldId(held);
+      c.close();
+      const [notice] = await waitFor("notices", () => noticesIn(up.sink, id), 1);
+      expect(notice!.recipient).toBe("boss@corp.test");
+      expect((await issued("access")).length).toBe(accessBefore.length + 1);
     } finally {
       await stop(running);
     }

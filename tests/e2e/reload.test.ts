@@ -11,7 +11,7 @@ import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
 import { hashToken } from "../../src/vault/token.ts";
 import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
-import { type LineClient, lineClient, runCli, type Served, serveChild } from "./serve-child.ts";
+import { type LineClient, lineClient, runCli, type Served, serveChild, smtpSay } from "./serve-child.ts";
 
 setDefaultTimeout(60_000);
 
@@ -361,17 +361,7 @@ test("the first ask rule by SIGHUP: a warning, and a send it would hold is refus
 
     const smtp = await lineClient(tcpConnect({ host: "127.0.0.1", port: smtpPort }));
     await smtp.waitFor(/^220 /m);
-    /** Sends `line` and returns the final reply line to it (`NNN ` after the text so far). */
-    const say = async (line: string): Promise<string> => {
-      const mark = smtp.text().length;
-      smtp.send(line);
-      for (let i = 0; i < 400; i++) {
-        const reply = /^\d{3} .*$/m.exec(smtp.text().slice(mark));
-        if (reply) return reply[0];
-        await Bun.sleep(25);
-      }
-      throw new Error(`no reply to ${line}`);
-    };
+    const say = (line: string) => smtpSay(smtp, line);
     expect(await say("EHLO agent.test")).toMatch(/^250 /);
     expect(await say(`AUTH PLAIN ${Buffer.from(`\0${ALICE.name}\0${ALICE.token}`).toString("base64")}`)).toMatch(
       /^235 /,

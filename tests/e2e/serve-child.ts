@@ -97,3 +97,15 @@ export async function lineClient(socket: Socket): Promise<LineClient> {
     close: () => socket.destroy(),
   };
 }
+
+/** SMTP: sends `line` and returns the final reply line to it (`NNN text`, after what was there); fails after 10 s. */
+export async function smtpSay(c: LineClient, line: string): Promise<string> {
+  const mark = c.text().length;
+  c.send(line);
+  for (let i = 0; i < 400; i++) {
+    const reply = /^\d{3} .*$/m.exec(c.text().slice(mark));
+    if (reply) return reply[0];
+    await Bun.sleep(25);
+  }
+  throw new Error(`no reply to ${line}`);
+}
