@@ -84,7 +84,6 @@ export class UpstreamSession {
   #watchdogAt = Number.POSITIVE_INFINITY;
   /** Commands are encoded here; `finish()` copies what a command needs, so the buffer serves the next one. */
   #commandEncoder: Encoder | null = null;
-  #commandEncoderLiteralPlus = false;
 
   private constructor(conn: Connection, target: UpstreamTarget, timeouts: UpstreamTimeouts) {
     this.#conn = conn;
@@ -318,10 +317,9 @@ export class UpstreamSession {
     const literalPlus = this.caps.has("LITERAL+");
     let enc = this.#commandEncoder;
     // The capabilities change at login: a new encoder when LITERAL+ came or went.
-    if (enc === null || this.#commandEncoderLiteralPlus !== literalPlus) {
+    if (enc === null || enc.literalPlus !== literalPlus) {
       enc = new Encoder({ side: "client", literalPlus });
       this.#commandEncoder = enc;
-      this.#commandEncoderLiteralPlus = literalPlus;
     }
     try {
       writeCommand(enc, { ...command, tag } as Command);

@@ -70,6 +70,11 @@ export class Encoder {
     this.options = options;
   }
 
+  /** Whether literals go without waiting for `+` (RFC 7888 LITERAL+), as the options said. */
+  get literalPlus(): boolean {
+    return this.options.literalPlus === true;
+  }
+
   private ensure(n: number): void {
     if (this.len + n <= this.buf.length) return;
     // Bytes before `start` may be views held by the owner: they stay in the old buffer.
