@@ -218,19 +218,20 @@ export function openQuotas(
   db: Database | null,
   open: (path: string) => Database,
 ): RunningQuotas {
-  let own: Database | null = null;
-  let path = config.state.path;
-  let quotas: Quotas;
-  if (config.quotas.length === 0) quotas = new Quotas(null, []);
-  else {
-    own = db === null ? open(path) : null;
+  /** The state database at `at`, opened here with the quota table; closed again if the table cannot be made. */
+  const openOwn = (at: string): Database => {
+    const opened = open(at);
     try {
-      quotas = new Quotas(db ?? own, config.quotas);
+      prepareQuotaTables(opened);
     } catch (e) {
-      own?.close();
+      opened.close();
       throw e;
     }
-  }
+    return opened;
+  };
+  let path = config.state.path;
+  let own = config.quotas.length > 0 && db === null ? openOwn(path) : null;
+  const quotas = new Quotas(config.quotas.length > 0 ? (db ?? own) : null, config.quotas);
   return {
     quotas,
     prepareReload(next) {
@@ -247,13 +248,7 @@ export function openQuotas(
         }
         return { warnings, commit: () => quotas.replace(next.quotas, store) };
       }
-      const opened = open(next.state.path);
-      try {
-        prepareQuotaTables(opened);
-      } catch (e) {
-        opened.close();
-        throw e;
-      }
+      const opened = openOwn(next.state.path);
       return {
         warnings,
         commit: () => {
