@@ -357,47 +357,32 @@ describe("a reload's accounts (prepareReload, then commit)", () => {
   const PASSWORD = (password: string) => [`[accounts.plain]`, `username = "p@contoso.com"`, `password = "${password}"`];
   const CLIENT = "00000000-0000-0000-0000-00000000c11e";
 
-  function withToken() {
+  const NOW = 1_700_000_000_000;
+
+  /**
+   * An account "work" with stored tokens for CLIENT (`expiresIn` ms from now; negative: expired) and credentials
+   * whose token requests answer `script`, each only once `release` is called when `gated`.
+   */
+  function withToken(expiresIn: number, script: Exchange[] = [], gated = false) {
     const { config, store } = microsoftSetup();
-    const now = 1_700_000_000_000;
     const record = {
       refreshToken: "rt-1",
       accessToken: "at-1",
-      expiresAt: now + 3600_000,
-      obtainedAt: now,
+      expiresAt: NOW + expiresIn,
+      obtainedAt: NOW + expiresIn - 3600_000,
       clientId: CLIENT,
       tokenUrl: TOKEN_URL,
     };
-    saveTokens(store, "work", record, now);
-    const fake = replay([]);
-    const c = new AccountCredentials({ config, store, fetch: fake.fetch, now: () => now, log: quiet });
-    return { config, c, fake };
-  }
-
-  /** The stored token expired: credentialFor waits for a refresh, whose answer waits for `release`. */
-  function refreshing(answer: Exchange) {
-    const { config, store } = microsoftSetup();
-    const now = 1_700_000_000_000;
-    const old = {
-      refreshToken: "rt-1",
-      accessToken: "at-1",
-      expiresAt: now - 1000,
-      obtainedAt: now - 3600_000,
-      clientId: CLIENT,
-      tokenUrl: TOKEN_URL,
-    };
-    saveTokens(store, "work", old, now);
-    const fake = replay([answer]);
+    saveTokens(store, "work", record, NOW);
+    const fake = replay(script);
     let release: () => void = () => {};
-    const gate = new Promise<void>((resolve) => {
-      release = resolve;
-    });
-    const slow = (async (input: string | URL | Request, init?: RequestInit) => {
+    const gate = gated ? new Promise<void>((resolve) => (release = resolve)) : Promise.resolve();
+    const fetchImpl = (async (input: string | URL | Request, init?: RequestInit) => {
       await gate;
       return fake.fetch(input, init);
     }) as typeof fetch;
-    const c = new AccountCredentials({ config, store, fetch: slow, now: () => now, log: quiet });
-    return { config, store, c, release, fake };
+    const c = new AccountCredentials({ config, store, fetch: fetchImpl, now: () => NOW, log: quiet });
+    return { config, store, c, fake, release };
   }
 
   for (const [what, answer] of [
@@ -405,7 +390,8 @@ describe("a reload's accounts (prepareReload, then commit)", () => {
     ["invalid_grant", { expect: { refresh_token: "rt-1" }, status: 400, body: { error: "invalid_grant" } }],
   ] as const) {
     test(`a refresh out when a reload changes the client, answered with ${what}: not stored or noted`, async () => {
-      const { config, store, c, release, fake } = refreshing(answer);
+      // The stored token expired: credentialFor waits for a refresh, whose answer waits for `release`.
+      const { config, store, c, release, fake } = withToken(-1000, [answer], true);
       const pending = c.credentialFor("work");
       await Bun.sleep(20);
       c.prepareReload(reloaded(config, MS("11111111-0000-0000-0000-00000000c11e"))).commit();
@@ -419,7 +405,7 @@ describe("a reload's accounts (prepareReload, then commit)", () => {
   }
 
   test("a changed password is the one handed out after the reload", async () => {
-    const { config, c } = withToken();
+    const { config, c } = withToken(3600_000);
     const next = reloaded(config, [...MS(CLIENT), ...PASSWORD("new-secret")]);
     c.prepareReload(next).commit();
     expect(await c.credentialFor("plain")).toEqual({
@@ -430,19 +416,9 @@ describe("a reload's accounts (prepareReload, then commit)", () => {
   });
 
   test("the same OAuth2 client: the account's state is kept (a token the upstream refused stays refused)", async () => {
-    const { config, store } = microsoftSetup();
-    const now = 1_700_000_000_000;
-    const record = {
-      refreshToken: "rt-1",
-      accessToken: "at-1",
-      expiresAt: now + 3600_000,
-      obtainedAt: now,
-      clientId: CLIENT,
-      tokenUrl: TOKEN_URL,
-    };
-    saveTokens(store, "work", record, now);
-    const fake = replay([{ expect: { refresh_token: "rt-1" }, status: 200, body: msToken("at-2", "rt-2") }]);
-    const c = new AccountCredentials({ config, store, fetch: fake.fetch, now: () => now, log: quiet });
+    const { config, c, fake } = withToken(3600_000, [
+      { expect: { refresh_token: "rt-1" }, status: 200, body: msToken("at-2", "rt-2") },
+    ]);
     expect(await c.credentialFor("work")).toMatchObject({ accessToken: "at-1" });
     c.reportRejected("work", "at-1");
     c.prepareReload(reloaded(config, MS(CLIENT))).commit();
@@ -452,7 +428,7 @@ describe("a reload's accounts (prepareReload, then commit)", () => {
   });
 
   test("another client_id: the token issued to the old client is not used; the account needs a login", async () => {
-    const { config, c, fake } = withToken();
+    const { config, c, fake } = withToken(3600_000);
     expect((await c.credentialFor("work")).kind).toBe("oauth2");
     c.prepareReload(reloaded(config, MS("11111111-0000-0000-0000-00000000c11e"))).commit();
     await expect(c.credentialFor("work")).rejects.toBeInstanceOf(AccountNeedsReauthorization);
@@ -460,13 +436,13 @@ describe("a reload's accounts (prepareReload, then commit)", () => {
   });
 
   test("a removed account is unknown after the reload", async () => {
-    const { config, c } = withToken();
+    const { config, c } = withToken(3600_000);
     c.prepareReload(reloaded(config, PASSWORD("x"))).commit();
     await expect(c.credentialFor("work")).rejects.toThrow('no account named "work"');
   });
 
   test("the first OAuth2 account, without a state database open: the reload fails, nothing changes", async () => {
-    const { config } = withToken();
+    const { config } = withToken(3600_000);
     const plain = reloaded(config, PASSWORD("old-secret"));
     const c = new AccountCredentials({ config: plain, store: null, log: quiet });
     expect(() => c.prepareReload(reloaded(config, [...MS(CLIENT), ...PASSWORD("new-secret")]))).toThrow(
