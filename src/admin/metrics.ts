@@ -68,12 +68,11 @@ export class Counter extends Metric {
     if (by < 0) throw new RangeError(`${this.name}: a counter only goes up`);
     this.entry(labels).value += by;
   }
-  /** `inc` for one series, looked up once: for a caller that counts the same series often. */
-  adder(labels: Labels): (by: number) => void {
+  /** `inc()` of one series, looked up once: for a caller that counts the same series often. */
+  incrementer(labels: Labels): () => void {
     const e = this.entry(labels);
-    return (by) => {
-      if (by < 0) throw new RangeError(`${this.name}: a counter only goes up`);
-      e.value += by;
+    return () => {
+      e.value++;
     };
   }
   /** For a total kept elsewhere (the audit log's committed rows): taken as is at each scrape. */
@@ -218,7 +217,7 @@ export function setHeldApprovals(n: number): void {
  * The series of `decisions`, by protocol, then operation, then decision: every audited command counts one, so its
  * series is found without building a label object and key each time. The sets are fixed (see top), so it stays small.
  */
-const decisionSeries = new Map<string, Map<string, Map<string, (by: number) => void>>>();
+const decisionSeries = new Map<string, Map<string, Map<string, () => void>>>();
 
 /** For the audit log: one row recorded (a decision, or a refused connection: operation "none"). */
 export function countDecision(protocol: string, operation: string | null, decision: string): void {
@@ -227,12 +226,12 @@ export function countDecision(protocol: string, operation: string | null, decisi
   if (byOperation === undefined) decisionSeries.set(protocol, (byOperation = new Map()));
   let byDecision = byOperation.get(op);
   if (byDecision === undefined) byOperation.set(op, (byDecision = new Map()));
-  let add = byDecision.get(decision);
-  if (add === undefined) {
-    add = decisions.adder({ protocol, operation: op, decision });
-    byDecision.set(decision, add);
+  let count = byDecision.get(decision);
+  if (count === undefined) {
+    count = decisions.incrementer({ protocol, operation: op, decision });
+    byDecision.set(decision, count);
   }
-  add(1);
+  count();
 }
 
 /** For the proxies: a connection accepted; returns the function to call once when it closes. */
