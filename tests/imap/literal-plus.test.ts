@@ -325,10 +325,16 @@ class Zipped {
     inflate.on("data", (d: Buffer) => z.#got(d.toString("latin1")));
     inflate.on("error", () => {});
     socket.on("data", (d: Buffer) => (plain ? z.#got(d.toString("latin1")) : inflate.write(d)));
-    socket.on("close", () => {
+    // The inflater hands over data asynchronously: the socket's close can come before the last reply (the BYE) is
+    // inflated, so a compressed session counts as closed only once the inflater has given out all it was written.
+    const closed = (): void => {
+      if (z.closed) return;
       z.closed = true;
       z.#got("");
-    });
+    };
+    inflate.on("end", closed);
+    inflate.on("close", closed);
+    socket.on("close", () => (plain ? closed() : inflate.end()));
     socket.on("error", () => {});
     await z.until((t) => t.includes("\r\n"));
     socket.write(`L LOGIN "${mailbox.user}" "${mailbox.password}"\r\n`);
