@@ -499,7 +499,11 @@ describe("COMPRESS=DEFLATE", () => {
       for (const tag of ["f1", "f2", "f3", "f4"]) c.send(`${tag} FETCH * BODY.PEEK[]\r\n`);
       // The first batch (the first literal, read whole) goes to the deflater, which pushes back at once.
       for (let t = 0; t < 200 && !events.includes("pause"); t++) await Bun.sleep(100);
-      await Bun.sleep(1500);
+      // Until the buffers between are full: nothing more read from upstream for a whole second (at most 20 s).
+      for (let t = 0, last = -1; t < 20 && upstreamBytes() !== last; t++) {
+        last = upstreamBytes();
+        await Bun.sleep(1000);
+      }
       // Held back: upstream's last word is a pause, and nothing more is read from it.
       expect(upstreamConns.size).toBe(1);
       expect(events.at(-1)).toBe("pause");

@@ -50,7 +50,7 @@ test("an agent that hangs up during the upstream TLS handshake: the attempt is c
     agent.write('a LOGIN "someone" "secret"\r\n');
     const entry = await arrival(0);
     agent.close();
-    expect(await closedWithin(entry, 1000)).not.toBeNull();
+    expect(await closedWithin(entry, 5000)).not.toBeNull(); // long before the 10 s connect timeout
   } finally {
     await proxy.close();
   }
@@ -64,7 +64,7 @@ test("the proxy stopping during an upstream TLS handshake closes the attempt at 
     agent.write('a LOGIN "someone" "secret"\r\n');
     const entry = await arrival(1);
     await proxy.close();
-    expect(await closedWithin(entry, 1000)).not.toBeNull();
+    expect(await closedWithin(entry, 5000)).not.toBeNull(); // long before the 10 s connect timeout
   } finally {
     agent.close();
   }

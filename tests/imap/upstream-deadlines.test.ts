@@ -96,10 +96,11 @@ test("a command answered before its deadline succeeds", async () => {
 });
 
 test("a deadline is its command's own: one answered in time leaves nothing to fail a later, slower one", async () => {
-  // The first command's deadline (1,000 ms) passes while the second, started 500 ms later, is still in flight.
-  const up = await open(await scripted([0, 800, 0]), 1000);
+  // The first command's deadline (3,000 ms) passes while the second, started 1,500 ms later and answered after
+  // 2,250 ms, is still in flight; each side of that has 750 ms to spare on a loaded machine.
+  const up = await open(await scripted([0, 2250, 0]), 3000);
   expect((await outcome(up.run({ name: "NOOP" }))).result).toBe("ok");
-  await Bun.sleep(500);
+  await Bun.sleep(1500);
   expect((await outcome(up.run({ name: "NOOP" }))).result).toBe("ok");
   expect(up.closed).toBe(false);
   expect((await outcome(up.run({ name: "NOOP" }))).result).toBe("ok");
