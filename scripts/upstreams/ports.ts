@@ -1,18 +1,63 @@
 /** Loopback ports: finding free ones and waiting for a listener. */
+import { readFileSync } from "node:fs";
 import { connect, createServer } from "node:net";
 
-/** Asks the kernel for a free port on 127.0.0.1 (bind to port 0, read it back, release it). */
-export function freePort(): Promise<number> {
+/**
+ * Ports handed out for a listener that binds later (a server started with a config, an address where nothing may
+ * listen) come from below the kernel's ephemeral range: a port the kernel picked for `port 0` lies inside that range,
+ * where any outgoing connection made meanwhile (the servers' own, the proxy's) can take it as its local port and
+ * make the later bind fail. Below the range only another listener can hold a port, and that is checked.
+ */
+const LOW_PORTS = { from: 10_000, attempts: 50 } as const;
+
+/** Ports this process has handed out: never twice, as the first may not be bound yet when the second is asked for. */
+const handedOut = new Set<number>();
+
+/** The first port of the kernel's ephemeral range (Linux), or null where it cannot be read. */
+function ephemeralStart(): number | null {
+  try {
+    const first = Number.parseInt(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").trim(), 10);
+    return Number.isInteger(first) && first > LOW_PORTS.from + 1000 ? first : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Listens on 127.0.0.1:`port` (0: the kernel chooses), releases it and says which port that was; null if taken. */
+function tryPort(port: number): Promise<number | null> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();
-    server.on("error", reject);
-    server.listen({ host: "127.0.0.1", port: 0, exclusive: true }, () => {
+    server.on("error", (e: NodeJS.ErrnoException) =>
+      port !== 0 && e.code === "EADDRINUSE" ? resolve(null) : reject(e),
+    );
+    server.listen({ host: "127.0.0.1", port, exclusive: true }, () => {
       const address = server.address();
-      const port = typeof address === "object" && address !== null ? address.port : 0;
-      server.close(() => (port > 0 ? resolve(port) : reject(new Error("upstreams: no free port"))));
+      const got = typeof address === "object" && address !== null ? address.port : 0;
+      server.close(() => (got > 0 ? resolve(got) : reject(new Error("upstreams: no free port"))));
     });
   });
+}
+
+/**
+ * A free port on 127.0.0.1: a random one below the ephemeral range that nothing listens on (see LOW_PORTS), or,
+ * where that range is unknown or every try was taken, one the kernel picks.
+ */
+export async function freePort(): Promise<number> {
+  const end = ephemeralStart();
+  if (end !== null) {
+    for (let i = 0; i < LOW_PORTS.attempts; i++) {
+      const pick = LOW_PORTS.from + Math.floor(Math.random() * (end - LOW_PORTS.from));
+      if (handedOut.has(pick)) continue;
+      const port = await tryPort(pick);
+      if (port === null) continue;
+      handedOut.add(port);
+      return port;
+    }
+  }
+  const port = await tryPort(0);
+  if (port === null) throw new Error("upstreams: no free port");
+  return port;
 }
 
 /** Distinct free ports, one per name. */

@@ -7,11 +7,11 @@
 
 import { expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { userMaildir } from "../../scripts/upstreams/layout.ts";
+import { freePort } from "../../scripts/upstreams/ports.ts";
 import { uniqueToken, upstreams } from "../fixtures/index.ts";
 import { sinkCopies } from "../smtp/helpers.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
@@ -19,15 +19,6 @@ import { serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(60_000);
 const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
-
-function freePort(): Promise<number> {
-  return new Promise((resolve) => {
-    const s = createServer().listen(0, "127.0.0.1", () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-  });
-}
 
 test("serve notifies the approver; the link's page approves; the sender learns the results", async () => {
   const up = upstreams();
