@@ -228,7 +228,7 @@ test("a connection over max_connections_per_ip and a login over max_sessions_per
     // at it; wait for the second to be gone so the fourth is exactly one past.
     second.close();
     const third = await RawImap.open(served.imap);
-    for (let i = 0; i < 100; i++) {
+    for (let i = 0; i < 500; i++) {
       const m = await scrape(served);
       if (m.get('mailgator_sessions_open{protocol="imap"}') === 2) break;
       await Bun.sleep(20);

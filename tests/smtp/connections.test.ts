@@ -167,7 +167,9 @@ describe("floods from one address", () => {
       for (const c of held) c.write("QUIT\r\n");
       for (const c of held) expect((await c.reply()).code).toBe(221);
       expect(await sendAtOnce(p, "127.0.0.2")).toBeLessThan(6000);
-      if (performance.now() - ended < END_GRACE_MS - 500) expect(await accepted(p.port, "127.0.0.1")).toBe(false);
+      // Checked only well inside the grace (normally 0.1 s after the QUITs), so a stalled machine cannot let the
+      // grace end between this check and the connection it makes.
+      if (performance.now() - ended < END_GRACE_MS - 2500) expect(await accepted(p.port, "127.0.0.1")).toBe(false);
       await Bun.sleep(Math.max(0, END_GRACE_MS + 500 - (performance.now() - ended)));
       const again = await flood(p.port, "127.0.0.1", SMTP_MAX_CONNECTIONS_PER_IP);
       expect(again.accepted).toHaveLength(SMTP_MAX_CONNECTIONS_PER_IP);

@@ -180,7 +180,7 @@ describe("MAX_CONNECTIONS", () => {
     clients.pop()!.close();
     // The proxy notices the close asynchronously: retry until the slot is free again.
     let code = 0;
-    for (let attempt = 0; attempt < 50 && code !== 220; attempt++) {
+    for (let attempt = 0; attempt < 200 && code !== 220; attempt++) {
       await Bun.sleep(50);
       const again = await RawClient.connect(p.port, "127.0.0.1", "127.0.0.3");
       code = (await again.reply()).code;
