@@ -10,26 +10,16 @@
  */
 
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, connect as tcpConnect } from "node:net";
+import { connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { ALLOCATOR_ENV } from "../../src/cli/allocator.ts";
+import { freePort } from "../upstreams/ports.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 const RUNS = Number(process.argv[2] ?? 10);
 const POLL_MS = 1;
 const GIVE_UP_MS = 10_000;
-
-function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const s = createServer();
-    s.once("error", fail);
-    s.listen(0, "127.0.0.1", () => {
-      const { port } = s.address() as { port: number };
-      s.close(() => done(port));
-    });
-  });
-}
 
 function accepts(port: number): Promise<boolean> {
   return new Promise((done) => {

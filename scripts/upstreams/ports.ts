@@ -55,9 +55,14 @@ export async function freePort(): Promise<number> {
       return port;
     }
   }
-  const port = await tryPort(0);
-  if (port === null) throw new Error("upstreams: no free port");
-  return port;
+  for (let i = 0; i < LOW_PORTS.attempts; i++) {
+    const port = await tryPort(0);
+    if (port === null) break;
+    if (handedOut.has(port)) continue;
+    handedOut.add(port);
+    return port;
+  }
+  throw new Error("upstreams: no free port");
 }
 
 /** Distinct free ports, one per name. */

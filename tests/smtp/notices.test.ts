@@ -6,8 +6,8 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createServer } from "node:net";
 import { userMaildir } from "../../scripts/upstreams/layout.ts";
+import { freePort } from "../../scripts/upstreams/ports.ts";
 import { Notifier } from "../../src/approvals/notify.ts";
 import { type ApprovalContext, approve, deny, expireDue } from "../../src/approvals/service.ts";
 import { approvalPage } from "../../src/approvals/web.ts";
@@ -292,12 +292,7 @@ describe("a notice that cannot be sent", () => {
   });
 
   test("upstream down: retried, then a failure row; the message stays held", async () => {
-    const closed = await new Promise<number>((resolve) => {
-      const s = createServer().listen(0, "127.0.0.1", () => {
-        const port = (s.address() as { port: number }).port;
-        s.close(() => resolve(port));
-      });
-    });
+    const closed = await freePort();
     const m = marker();
     const id = await sendHeld(failing.proxy.port, [`d-${m}@outside.example`], `down ${m}`, `Hello ${m}\n`);
     await waitRows(failing.proxy, id, "APPROVAL NOTIFIED", 3); // the proxy's own notices, done
