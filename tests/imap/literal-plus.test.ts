@@ -7,9 +7,8 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { once } from "node:events";
 import { connect, createServer, type Server, type Socket } from "node:net";
-import { constants, createDeflateRaw, createInflateRaw, type DeflateRaw } from "node:zlib";
+import type { DeflateRaw } from "node:zlib";
 import { ImapFlow } from "imapflow";
 import { authCapabilities, PRE_AUTH_CAPABILITIES } from "../../src/imap/capabilities.ts";
 import {
@@ -19,6 +18,7 @@ import {
   MAX_NONSYNC_LITERAL,
 } from "../../src/imap/limits.ts";
 import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
+import { DeflateClient } from "./deflate-client.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
 
 const RULES = `
@@ -307,87 +307,24 @@ describe("MULTIAPPEND with non-synchronizing literals", () => {
   }, 120_000);
 });
 
-/** A client that turns COMPRESS=DEFLATE on after login (RFC 4978) and reads the inflated replies. */
-class Zipped {
-  text = "";
-  closed = false;
-  readonly deflate = createDeflateRaw();
-  #waiters: (() => void)[] = [];
-
-  private constructor(readonly socket: Socket) {}
-
-  static async open(): Promise<Zipped> {
-    const socket = connect({ host: "127.0.0.1", port: proxy.port });
-    await once(socket, "connect");
-    const z = new Zipped(socket);
-    let plain = true;
-    const inflate = createInflateRaw();
-    inflate.on("data", (d: Buffer) => z.#got(d.toString("latin1")));
-    inflate.on("error", () => {});
-    socket.on("data", (d: Buffer) => (plain ? z.#got(d.toString("latin1")) : inflate.write(d)));
-    // The inflater hands over data asynchronously: the socket's close can come before the last reply (the BYE) is
-    // inflated, so a compressed session counts as closed only once the inflater has given out all it was written.
-    const closed = (): void => {
-      if (z.closed) return;
-      z.closed = true;
-      z.#got("");
-    };
-    inflate.on("end", closed);
-    inflate.on("close", closed);
-    socket.on("close", () => (plain ? closed() : inflate.end()));
-    socket.on("error", () => {});
-    await z.until((t) => t.includes("\r\n"));
-    socket.write(`L LOGIN "${mailbox.user}" "${mailbox.password}"\r\n`);
-    await z.until((t) => /L OK/.test(t));
-    socket.write("z COMPRESS DEFLATE\r\n");
-    await z.until((t) => /z OK/.test(t));
-    plain = false;
-    z.text = "";
-    z.deflate.on("data", (c: Buffer) => socket.write(c));
-    return z;
-  }
-
-  #got(s: string): void {
-    this.text += s;
-    for (const w of this.#waiters.splice(0)) w();
-  }
-
-  async until(done: (t: string) => boolean, ms = 60_000): Promise<string> {
-    const deadline = Date.now() + ms;
-    while (!done(this.text) && !this.closed) {
-      if (Date.now() > deadline) throw new Error(`zipped: timeout; unread ${JSON.stringify(this.text.slice(-300))}`);
-      await new Promise<void>((r) => {
-        const t = setTimeout(r, 200);
-        this.#waiters.push(() => {
-          clearTimeout(t);
-          r();
-        });
-      });
-    }
-    return this.text;
-  }
-
-  async flush(): Promise<void> {
-    await new Promise<void>((r) => this.deflate.flush(constants.Z_SYNC_FLUSH, () => r()));
-  }
-}
-
 describe("under COMPRESS=DEFLATE the same limits hold on inflated octets", () => {
   test(`{${MAX_APPEND_MESSAGE + 1}+} of zeros compressed: drained, BAD [TOOBIG]; past the drain cap: BYE`, async () => {
-    const z = await Zipped.open();
+    const z = await DeflateClient.open(proxy.port);
+    expect(await z.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`)).toMatch(/^L OK/m);
+    expect(await z.compress("z")).toMatch(/^z OK/m);
     const before = await count("Own");
     const over = MAX_APPEND_MESSAGE + 1;
     const growth = await rssGrowth(async () => {
-      await stream(z.deflate, Buffer.from(`a APPEND Own {${over}+}\r\n`), over, "\r\nn NOOP\r\n");
+      await stream(z.deflateStream, Buffer.from(`a APPEND Own {${over}+}\r\n`), over, "\r\nn NOOP\r\n");
       await z.flush();
-      const t = await z.until((s) => /n OK/.test(s));
+      const t = await z.until((s) => /n OK/.test(s), 60_000);
       expect(t).toMatch(/^a BAD \[TOOBIG\]/m);
     });
     expect(growth).toBeLessThan(DRAIN_RSS_MARGIN);
     expect(await count("Own")).toBe(before);
-    z.deflate.write(`b APPEND Own {${MAX_NONSYNC_DRAIN}+}\r\n`);
+    z.deflateStream.write(`b APPEND Own {${MAX_NONSYNC_DRAIN}+}\r\n`);
     await z.flush();
-    const t = await z.until(() => z.closed);
+    const t = await z.until(() => z.closed, 60_000);
     expect(t).toContain("* BYE [TOOBIG]");
   }, 120_000);
 });
