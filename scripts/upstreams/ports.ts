@@ -28,9 +28,7 @@ function tryPort(port: number): Promise<number | null> {
   return new Promise((resolve, reject) => {
     const server = createServer();
     server.unref();
-    server.on("error", (e: NodeJS.ErrnoException) =>
-      port !== 0 && e.code === "EADDRINUSE" ? resolve(null) : reject(e),
-    );
+    server.on("error", (e: NodeJS.ErrnoException) => (e.code === "EADDRINUSE" ? resolve(null) : reject(e)));
     server.listen({ host: "127.0.0.1", port, exclusive: true }, () => {
       const address = server.address();
       const got = typeof address === "object" && address !== null ? address.port : 0;
@@ -40,36 +38,29 @@ function tryPort(port: number): Promise<number | null> {
 }
 
 /**
- * A free port on 127.0.0.1: a random one below the ephemeral range that nothing listens on (see LOW_PORTS), or,
- * where that range is unknown or every try was taken, one the kernel picks.
+ * A free port on 127.0.0.1 not handed out before in this process: a random one below the ephemeral range that
+ * nothing listens on (see LOW_PORTS), or, where that range is unknown or those tries were all taken, one the kernel
+ * picks.
  */
 export async function freePort(): Promise<number> {
   const end = ephemeralStart();
-  if (end !== null) {
-    for (let i = 0; i < LOW_PORTS.attempts; i++) {
-      const pick = LOW_PORTS.from + Math.floor(Math.random() * (end - LOW_PORTS.from));
-      if (handedOut.has(pick)) continue;
-      const port = await tryPort(pick);
-      if (port === null) continue;
-      handedOut.add(port);
-      return port;
-    }
-  }
-  for (let i = 0; i < LOW_PORTS.attempts; i++) {
-    const port = await tryPort(0);
-    if (port === null) break;
-    if (handedOut.has(port)) continue;
+  for (let i = 0; i < 2 * LOW_PORTS.attempts; i++) {
+    const pick =
+      end !== null && i < LOW_PORTS.attempts ? LOW_PORTS.from + Math.floor(Math.random() * (end - LOW_PORTS.from)) : 0;
+    if (handedOut.has(pick)) continue;
+    const port = await tryPort(pick);
+    if (port === null || handedOut.has(port)) continue;
     handedOut.add(port);
     return port;
   }
   throw new Error("upstreams: no free port");
 }
 
-/** Distinct free ports, one per name. */
+/** Free ports, one per name (distinct, as freePort never hands one out twice). */
 export async function freePorts(count: number): Promise<number[]> {
-  const ports = new Set<number>();
-  while (ports.size < count) ports.add(await freePort());
-  return [...ports];
+  const ports: number[] = [];
+  for (let i = 0; i < count; i++) ports.push(await freePort());
+  return ports;
 }
 
 /** True when something accepts TCP connections on 127.0.0.1:port. */

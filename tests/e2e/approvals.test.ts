@@ -17,7 +17,7 @@
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { connect, createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
@@ -802,7 +802,7 @@ scopes = ["mail"]
     await login();
     const running = await start(s);
     try {
-      const c = await lineClient(tcpConnect({ host: "127.0.0.1", port: running.smtpPort }));
+      const c = await lineClient(connect({ host: "127.0.0.1", port: running.smtpPort }));
       const say = (line: string) => smtpSay(c, line);
       await c.waitFor(/^220 /m);
       expect(await say("EHLO agent.test")).toMatch(/^250 /);
