@@ -19,15 +19,15 @@ import { randomBytes } from "node:crypto";
 import type { AccountCredentials } from "../accounts/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
-import type { UpstreamTarget } from "../net/upstream.ts";
 import { smtpUpstreamTarget } from "../smtp/index.ts";
 import { SPOOL_BLOCK } from "../smtp/spool.ts";
 import {
   CommitGate,
   type MessageSource,
-  openOAuthUpstream,
+  OAuthUnavailable,
+  openAccountUpstream,
   UpstreamAuthError,
-  UpstreamSession,
+  type UpstreamSession,
 } from "../smtp/upstream.ts";
 import { type ApprovalContext, approvalEvent } from "./service.ts";
 import type { ApprovalRow, HeldMessage, Preview } from "./store.ts";
@@ -437,7 +437,9 @@ export class Notifier {
       return { ok: false, permanent: true, reason: "the config has no [smtp] section to send through" };
     let upstream: UpstreamSession | null = null;
     try {
-      upstream = await this.#open(smtpUpstreamTarget(smtp), job.account);
+      // As the proxy's sessions log in (openAccountUpstream): an OAuth2 access token the upstream refuses is reported
+      // and a fresh one tried, so one refused token does not fail the notice for good.
+      upstream = await openAccountUpstream(smtpUpstreamTarget(smtp), job.account, this.#options.credentials);
       const from = fromAddress(job.account);
       // Nothing to wait for before the final dot: the notice's audit row follows the upstream's reply.
       const result = await upstream.send(
@@ -449,25 +451,11 @@ export class Notifier {
       if (result.stage === "data" && result.reply.code >= 200 && result.reply.code < 300) return { ok: true, reply };
       return { ok: false, permanent: result.reply.code >= 500, reason: `upstream replied ${reply}` };
     } catch (e) {
-      const permanent = e instanceof PermanentError || e instanceof UpstreamAuthError;
+      const permanent = e instanceof PermanentError || e instanceof UpstreamAuthError || e instanceof OAuthUnavailable;
       return { ok: false, permanent, reason: (e as Error).message.slice(0, 200) };
     } finally {
       await upstream?.quit().catch(() => {});
     }
-  }
-
-  /**
-   * Connects and logs in as `account`: with its password, or as an OAuth2 account through openOAuthUpstream, which
-   * the proxy's sessions and the replay use too: a cached access token the upstream refuses is reported and a
-   * fresh one tried, so one refused token does not fail the notice for good.
-   */
-  #open(target: UpstreamTarget, account: AccountConfig): Promise<UpstreamSession> {
-    if (account.auth === "password")
-      return UpstreamSession.open(target, { username: account.username, password: account.password.reveal() });
-    const credentials = this.#options.credentials;
-    if (credentials === undefined)
-      throw new PermanentError(`account ${account.name}: OAuth2 login unavailable in this process`);
-    return openOAuthUpstream(target, credentials, account.name, account.oauth2.saslMechanism);
   }
 
   /**

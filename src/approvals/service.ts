@@ -11,7 +11,7 @@ import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import type { Config } from "../config/types.ts";
 import { smtpUpstreamTarget } from "../smtp/index.ts";
 import { SPOOL_BLOCK } from "../smtp/spool.ts";
-import { CommitGate, type MessageSource, openOAuthUpstream, UpstreamSession } from "../smtp/upstream.ts";
+import { CommitGate, type MessageSource, openAccountUpstream, UpstreamSession } from "../smtp/upstream.ts";
 import type { ApprovalRow, ApprovalState, ApprovalStore, HeldMessage } from "./store.ts";
 
 export interface ApprovalContext {
@@ -78,7 +78,7 @@ function source(message: Buffer): MessageSource {
 /**
  * Connects and logs in upstream as the held message's sender: the agent's stored login (pass-through), the
  * account's password, or an OAuth2 access token from the token manager, refreshed when the upstream refuses the
- * cached one (openOAuthUpstream, the same code the proxy's sessions log in with).
+ * cached one (openAccountUpstream, the same code the proxy's sessions log in with).
  */
 async function login(ctx: ApprovalContext, held: HeldMessage): Promise<UpstreamSession> {
   const smtp = ctx.config.smtp;
@@ -87,10 +87,7 @@ async function login(ctx: ApprovalContext, held: HeldMessage): Promise<UpstreamS
   if (held.credentials !== null) return UpstreamSession.open(target, held.credentials);
   const account = held.account === null ? undefined : ctx.config.accounts[held.account];
   if (account === undefined) throw new Error(`account ${JSON.stringify(held.account)} is no longer configured`);
-  if (account.auth === "password")
-    return UpstreamSession.open(target, { username: account.username, password: account.password.reveal() });
-  if (ctx.credentials === undefined) throw new Error(`account ${account.name}: no OAuth2 token manager to log in with`);
-  return openOAuthUpstream(target, ctx.credentials, account.name, account.oauth2.saslMechanism);
+  return openAccountUpstream(target, account, ctx.credentials);
 }
 
 /**

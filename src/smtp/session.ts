@@ -19,7 +19,6 @@ import type { AccountConfig, Config } from "../config/types.ts";
 import { logAccess, logLoginFailure, moduleLogger } from "../log.ts";
 import type { Connection, FailureThrottle, TlsIdentity, UpstreamTarget } from "../net/index.ts";
 import { LineFramer, SessionCounter, UpstreamError } from "../net/index.ts";
-import type { MechanismSetting } from "../net/sasl.ts";
 import type { Decision, Outcome, Policy } from "../policy/index.ts";
 import { describeExceeded, type Quotas } from "../quotas/index.ts";
 import { parsePathArgument } from "./address.ts";
@@ -48,7 +47,7 @@ import {
   CommitFailedError,
   CommitGate,
   type Credentials,
-  openOAuthUpstream,
+  openAccountUpstream,
   UpstreamAuthError,
   UpstreamSession,
 } from "./upstream.ts";
@@ -701,7 +700,7 @@ export class SmtpSession {
         // endpoint that is down, is a 454 now rather than a surprise after DATA. The connection is kept for sending.
         this.#flush();
         try {
-          const opened = await this.#openOAuth(account.name, account.oauth2.saslMechanism);
+          const opened = await openAccountUpstream(this.#ctx.upstream, account, this.#ctx.credentials);
           if (this.#closing) {
             // The agent left, or the proxy is stopping, while upstream checked the login.
             void opened.quit().catch(() => {});
@@ -1325,17 +1324,7 @@ export class SmtpSession {
   #openUpstream(): Promise<UpstreamSession> {
     const id = this.#identity!;
     if (id.mode === "pass-through") return UpstreamSession.open(this.#ctx.upstream, id.credentials);
-    const account = id.account;
-    if (account.auth === "oauth2") return this.#openOAuth(account.name, account.oauth2.saslMechanism);
-    return UpstreamSession.open(this.#ctx.upstream, {
-      username: account.username,
-      password: account.password.reveal(),
-    });
-  }
-
-  /** Connects and logs in as an OAuth2 account: openOAuthUpstream (src/smtp/upstream.ts). */
-  #openOAuth(account: string, mechanism: MechanismSetting): Promise<UpstreamSession> {
-    return openOAuthUpstream(this.#ctx.upstream, this.#ctx.credentials, account, mechanism);
+    return openAccountUpstream(this.#ctx.upstream, id.account, this.#ctx.credentials);
   }
 }
 

@@ -10,6 +10,7 @@
 
 import { hostname } from "node:os";
 import type { AccountCredentials } from "../accounts/index.ts";
+import type { AccountConfig } from "../config/types.ts";
 import {
   type Connection,
   connectUpstream,
@@ -49,8 +50,8 @@ export type UpstreamLogin = Credentials | OAuthCredentials;
  * Connects and logs in as an OAuth2 account (docs/smtp.md "OAuth2 accounts"): with the current access token, and
  * when the server refuses it, on a new connection with a fresh one (the refused token is reported, so the next one
  * is new). Throws AccountNeedsReauthorization, AccountTemporarilyUnavailable or UpstreamError; never
- * UpstreamAuthError, since a refused token is not the agent's wrong password. The proxy's sessions and the replay of
- * approved messages (src/approvals/service.ts) both log in through it.
+ * UpstreamAuthError, since a refused token is not the agent's wrong password. Every login as an OAuth2 account goes
+ * through it (openAccountUpstream).
  */
 export async function openOAuthUpstream(
   target: UpstreamTarget,
@@ -76,6 +77,30 @@ export async function openOAuthUpstream(
     }
   }
   throw new UpstreamError(`account ${account}: the upstream server refused a fresh access token`);
+}
+
+/**
+ * Connects and logs in as a configured account: with its password, or as an OAuth2 account through
+ * openOAuthUpstream. The proxy's sessions, the replay of approved messages and the approvers' notices log in as an
+ * account through it. An OAuth2 account in a process without its token credentials fails with OAuthUnavailable.
+ */
+export async function openAccountUpstream(
+  target: UpstreamTarget,
+  account: AccountConfig,
+  credentials: Pick<AccountCredentials, "credentialFor" | "reportRejected"> | undefined,
+): Promise<UpstreamSession> {
+  if (account.auth === "password")
+    return UpstreamSession.open(target, { username: account.username, password: account.password.reveal() });
+  if (credentials === undefined) throw new OAuthUnavailable(account.name);
+  return openOAuthUpstream(target, credentials, account.name, account.oauth2.saslMechanism);
+}
+
+/** An OAuth2 account, and no token credentials in this process to log in with (nothing was sent). */
+export class OAuthUnavailable extends Error {
+  override name = "OAuthUnavailable";
+  constructor(account: string) {
+    super(`account ${account}: no OAuth2 token manager in this process to log in with`);
+  }
 }
 
 /** Upstream refused the login (535 and friends): the agent gets 535, not a temporary failure. */
