@@ -320,14 +320,28 @@ describe("a notice that cannot be sent", () => {
   });
 
   test("close gives up retries still waiting: a failure row, at once", async () => {
-    const notifier = new Notifier(failing.ctx, { retryDelaysMs: [600_000] });
+    const RETRY_MS = 600_000;
+    const notifier = new Notifier(failing.ctx, { retryDelaysMs: [RETRY_MS] });
     const m = marker();
     const id = await sendHeld(failing.proxy.port, [`c-${m}@outside.example`], `close ${m}`, `Hello ${m}\n`);
     await waitRows(failing.proxy, id, "APPROVAL NOTIFIED", 3);
-    notifier.held(failing.proxy.approvals!.row(id)!);
-    // The deferred notice waits 10 minutes for its second attempt; wait until the refused one is done (the accepted
-    // one to boss@corp.test is not sent again).
-    await waitRows(failing.proxy, id, "APPROVAL NOTIFIED", 4);
+    // The deferred notice waits 10 minutes for its second attempt: seen when its timer is set (the two notices are
+    // tried at once, so the refused one's row can come while the deferred one's first attempt is still running).
+    let waiting = false;
+    const realSetTimeout = globalThis.setTimeout;
+    globalThis.setTimeout = ((f: () => void, ms?: number, ...rest: unknown[]) => {
+      if (ms === RETRY_MS) waiting = true;
+      return realSetTimeout(f, ms, ...rest);
+    }) as typeof setTimeout;
+    try {
+      notifier.held(failing.proxy.approvals!.row(id)!);
+      // The refused one is done (the accepted one to boss@corp.test is not sent again), the deferred one waiting.
+      await waitRows(failing.proxy, id, "APPROVAL NOTIFIED", 4);
+      for (let i = 0; i < 300 && !waiting; i++) await Bun.sleep(50);
+    } finally {
+      globalThis.setTimeout = realSetTimeout;
+    }
+    expect(waiting).toBe(true);
     const started = Date.now();
     await notifier.close();
     expect(Date.now() - started).toBeLessThan(5000);
