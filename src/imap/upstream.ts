@@ -311,14 +311,19 @@ export class UpstreamSession {
     });
   }
 
-  /** `command` under the next tag, as its rounds: more than one when a literal must wait for `+`. */
+  /**
+   * `command` under the next tag, as its rounds: one more for each literal, which waits for the server's `+`.
+   * Every literal is synchronizing (RFC 9051 §4.3), even when the server offers LITERAL+ (RFC 7888): the octets of a
+   * literal are the agent's data (a message, a search string), and a server that refuses the command before it
+   * reads them (a flag it rejects, a line too long) skips to the next line and would take those octets as commands
+   * of the proxy's own logged-in session. Waiting for `+` means a refused command never sends them
+   * (docs/protocol.md §4, "Upstream literals").
+   */
   #encode(command: UpstreamCommand): { tag: string; rounds: Uint8Array[][] } {
     const tag = `M${++this.#tagCount}`;
-    const literalPlus = this.caps.has("LITERAL+");
     let enc = this.#commandEncoder;
-    // The capabilities change at login: a new encoder when LITERAL+ came or went.
-    if (enc === null || enc.literalPlus !== literalPlus) {
-      enc = new Encoder({ side: "client", literalPlus });
+    if (enc === null) {
+      enc = new Encoder({ side: "client" });
       this.#commandEncoder = enc;
     }
     try {

@@ -485,7 +485,7 @@ function store(dec: Decoder, tag: string, uid: boolean): Command | null {
       flags.push(f);
     } while (dec.sp());
   }
-  if (!dec.ok) return null;
+  if (!dec.ok || !settableFlags(dec, flags)) return null;
   const cmd = { tag, name: "STORE", uid, set, action, silent, flags } as const;
   return unchangedSince === null ? cmd : { ...cmd, unchangedSince };
 }
@@ -520,10 +520,33 @@ function append(dec: Decoder, tag: string): Command | null {
   return dec.ok ? { tag, name: "APPEND", mailbox, messages, ...messages[0]! } : null;
 }
 
+/** The system flags a client may set (RFC 9051 §2.3.2); `\Recent` is the server's (RFC 3501 §2.3.2). */
+const SETTABLE_SYSTEM_FLAGS: ReadonlySet<string> = new Set([
+  "\\ANSWERED",
+  "\\FLAGGED",
+  "\\DELETED",
+  "\\SEEN",
+  "\\DRAFT",
+]);
+
+/**
+ * STORE and APPEND flags: keywords, and of the `\` flags only those a client may set. `\Recent` and an extension
+ * flag this proxy does not know are refused here rather than relayed: the upstream would refuse them (Dovecot:
+ * `BAD Invalid system flag`) or give them a meaning no rule was written for (docs/protocol.md §2).
+ */
+function settableFlags(dec: Decoder, flags: readonly string[]): boolean {
+  for (const f of flags) {
+    if (f.startsWith("\\") && !SETTABLE_SYSTEM_FLAGS.has(f.toUpperCase()))
+      return (dec.fail(`flag ${f} cannot be set by a client`, "unsupported"), false);
+  }
+  return true;
+}
+
 function appendMessage(dec: Decoder): AppendMessage | null {
   let flags: string[] = [];
   const fl = dec.flagList();
   if (fl !== null) {
+    if (!settableFlags(dec, fl)) return null;
     flags = fl;
     dec.expectSP();
   }

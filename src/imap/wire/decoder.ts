@@ -113,8 +113,8 @@ export class Decoder {
   }
 
   /** Records the first error; later ones are ignored. Always returns null for chaining. */
-  fail(message: string, code: WireErrorCode = "syntax"): null {
-    if (this.err === null) this.err = new WireError(code, message, { offset: this.pos });
+  fail(message: string, code: WireErrorCode = "syntax", responseCode: string | null = null): null {
+    if (this.err === null) this.err = new WireError(code, message, { offset: this.pos, responseCode });
     return null;
   }
 

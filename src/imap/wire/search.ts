@@ -72,7 +72,7 @@ const FLAG_KEYS = new Set<string>([
 const TEXT_KEYS = new Set<string>(["BCC", "BODY", "CC", "FROM", "SUBJECT", "TEXT", "TO"]);
 const DATE_KEYS = new Set<string>(["BEFORE", "ON", "SINCE", "SENTBEFORE", "SENTON", "SENTSINCE"]);
 
-/** Charsets the proxy can evaluate; others get BAD [BADCHARSET] (RFC 9051 §6.4.4). */
+/** Charsets the proxy can evaluate; others get NO [BADCHARSET (...)] (RFC 9051 §6.4.4). */
 export const SEARCH_CHARSETS: readonly string[] = ["US-ASCII", "UTF-8"];
 
 /** One `search-key`. */
@@ -213,7 +213,9 @@ export function searchKeys(dec: Decoder): SearchKey[] {
 /** `"CHARSET" SP astring`, checked against SEARCH_CHARSETS; the name upper-cased. */
 export function charset(dec: Decoder): string {
   const cs = dec.expectAstringText("charset").toUpperCase();
-  if (dec.ok && !SEARCH_CHARSETS.includes(cs)) dec.fail(`unsupported charset ${cs}`, "bad-charset");
+  // RFC 9051 §6.4.4: BADCHARSET with the charsets that are supported.
+  if (dec.ok && !SEARCH_CHARSETS.includes(cs))
+    dec.fail(`unsupported charset ${cs}`, "bad-charset", `BADCHARSET (${SEARCH_CHARSETS.join(" ")})`);
   return cs;
 }
 

@@ -303,6 +303,12 @@ const INVALID: Array<[string, string]> = [
   ["a STORE 1 (UNCHANGEDSINCE) +FLAGS (\\Seen)", "syntax"],
   ["a STORE 1 (NOTCHANGED 5) +FLAGS (\\Seen)", "unsupported"],
   ["a STORE 1 +FLAGS (\\*)", "syntax"],
+  // \Recent is the server's (RFC 3501 §2.3.2); an extension flag the proxy does not know is not relayed.
+  ["a STORE 1 +FLAGS (\\Recent)", "unsupported"],
+  ["a STORE 1 FLAGS \\Seen \\Foo", "unsupported"],
+  ["a APPEND Drafts (\\Recent) {1}\r\nx\r\n", "unsupported"],
+  ["a APPEND Drafts (\\Seen \\X-Bogus) {1}\r\nx\r\n", "unsupported"],
+  ["a APPEND Drafts {1}\r\nx (\\recent) {1}\r\ny\r\n", "unsupported"],
   ['a APPEND Drafts CATENATE (URL "/INBOX;UIDVALIDITY=1/;UID=7")', "unsupported"],
   ["a APPEND Drafts {1}\r\nx (\\Seen)\r\n", "syntax"],
   ["a APPEND Drafts {3}\r\na\0b\r\n", "syntax"],
@@ -345,6 +351,13 @@ describe("commands: invalid or refused", () => {
   test("errors carry the tag for the BAD reply", () => {
     const r = parse("t17 FETCH 1 (X-GM-LABELS)");
     expect(r.ok ? null : r.error.tag).toBe("t17");
+  });
+
+  test("an unknown charset's BAD says which are supported (BADCHARSET, RFC 9051 §6.4.4)", () => {
+    for (const input of ["a SEARCH CHARSET KOI8-R ALL", "a SORT (DATE) KOI8-R ALL", "a THREAD REFERENCES KOI8-R ALL"]) {
+      const r = parse(input);
+      expect(r.ok ? null : r.error.responseCode).toBe("BADCHARSET (US-ASCII UTF-8)");
+    }
   });
 });
 
