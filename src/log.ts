@@ -133,3 +133,8 @@ export function logAccess(r: AccessRecord): void {
     },
   );
 }
+
+/** An error's message for a log line or an audit reason, whatever was thrown. */
+export function errorMessage(e: unknown): string {
+  return e instanceof Error ? e.message : String(e);
+}

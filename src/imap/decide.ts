@@ -50,9 +50,10 @@ export interface ImapVerdict {
   readonly decision: Decision | null;
   /**
    * folder:write only: whether DELETE and RENAME find every folder below visible (`Policy.subtreeVisible`, as
-   * `FolderRights.subtreeVisible`), and whether DELETE's mail:delete check allows; null for other operations.
+   * `FolderRights.subtreeVisible`), whether DELETE's mail:delete check allows, and whether the folder is filtered
+   * (DELETE and RENAME refuse it: commands/shared.ts `filteringRule`); null for other operations.
    */
-  readonly subtree: { readonly visible: boolean; readonly mailDelete: Decision } | null;
+  readonly subtree: { readonly visible: boolean; readonly mailDelete: Decision; readonly filtered: boolean } | null;
 }
 
 /**
@@ -73,6 +74,7 @@ export function decideImap(
       ? {
           visible: policy.subtreeVisible(folder, agent),
           mailDelete: notAllowed(decideInFolder(policy, "mail:delete", folder, agent)),
+          filtered: messageFilter(policy, folder, agent) !== null,
         }
       : null;
   const base = { operation, folder, visible, subtree };

@@ -21,7 +21,7 @@ import {
   saveVisibility,
   type UpstreamRunner,
 } from "./classify.ts";
-import type { Session } from "./commands/context.ts";
+import type { Row, Session } from "./commands/context.ts";
 import { SelectedMailbox } from "./mailbox.ts";
 import { Refusal } from "./refusal.ts";
 import { VisibleSet } from "./view.ts";
@@ -77,11 +77,16 @@ export async function openFiltered(
     exists: number;
     uidValidity: number;
     filter: MessageFilter;
+    /** The reload generation whose rules gave `filter` (`SelectedMailbox.generation`). */
+    generation: number;
   },
 ): Promise<SelectedMailbox> {
   // Nothing is classified yet, so nothing is visible: this box only follows upstream EXISTS/EXPUNGE meanwhile.
   const pending = new SelectedMailbox(o.name, o.policyName, o.readOnly, o.uids, new VisibleSet());
   if (o.uids.length < o.exists) pending.onExists(o.exists);
+  // A reload meanwhile is judged against the filter this classification uses.
+  pending.filter = o.filter;
+  pending.generation = o.generation;
   s.box = pending;
   try {
     const result = await classifyMailbox({
@@ -98,6 +103,7 @@ export async function openFiltered(
     result.visible.retain(current);
     const box = new SelectedMailbox(o.name, o.policyName, o.readOnly, current, result.visible);
     box.filter = o.filter;
+    box.generation = o.generation;
     box.uidValidity = o.uidValidity;
     box.onExists(pending.upstreamCount);
     return box;
@@ -225,6 +231,29 @@ export async function filteredStatus(
       await up.run({ name: "UNSELECT" }, () => {});
     }
   });
+}
+
+/**
+ * filteredStatus() with its audit row (docs/audit.md: every decision has a row), for STATUS and LIST-STATUS alike:
+ * `row`, the allow, with the visible and hidden counts; or, when the folder cannot be counted (no such mailbox
+ * upstream, say), `row` with `; not counted: <why>` after its reason, and then the refusal or failure as thrown.
+ */
+export async function auditedFilteredStatus(
+  s: Session,
+  mailbox: string,
+  items: readonly string[],
+  filter: MessageFilter,
+  row: Row,
+): Promise<Awaited<ReturnType<typeof filteredStatus>>> {
+  let counted: Awaited<ReturnType<typeof filteredStatus>>;
+  try {
+    counted = await filteredStatus(s, mailbox, items, filter);
+  } catch (error) {
+    s.auditRow({ ...row, reason: `${row.reason}; not counted: ${(error as Error).message}` });
+    throw error;
+  }
+  s.auditRow({ ...row, count: counted.visible, hiddenCount: counted.hidden });
+  return counted;
 }
 
 /**

@@ -63,7 +63,7 @@ export class FolderNames {
     for (const ch of full) {
       if (ch === "*") re += "[\\s\\S]*";
       else if (ch === "%") re += d === null ? "[\\s\\S]*" : `[^${escapeClass(d)}]*`;
-      else re += ch.replace(/[\\^$.*+?()[\]{}|/-]/g, "\\$&");
+      else re += escapeChar(ch);
     }
     re += "$";
     const exact = new RegExp(re, "u");
@@ -79,6 +79,15 @@ export class FolderNames {
   }
 }
 
+/**
+ * One character of a name as a literal in a Unicode-mode regular expression, outside a character class: the
+ * syntax characters are escaped, and nothing else is, since the `u` flag refuses any other escape (`\-` included).
+ */
+function escapeChar(ch: string): string {
+  return ch.replace(/[\\^$.*+?()[\]{}|]/g, "\\$&");
+}
+
+/** One character as a literal inside a character class of a Unicode-mode regular expression. */
 function escapeClass(ch: string): string {
   return ch.replace(/[\\\]^-]/g, "\\$&");
 }

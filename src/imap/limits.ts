@@ -33,6 +33,22 @@ export const IDLE_RENEW_MS = 25 * 60 * 1000;
 export const UPSTREAM_SET_RANGES = 1000;
 
 /**
+ * Sequence and UID sets in one SEARCH, SORT or THREAD, at any depth (commands/search.ts `upstreamCriteria`). The
+ * sets among the keys that must all match are intersected range by range, whatever their number; each set inside
+ * NOT or OR costs a walk of the messages it names, up to the whole view, so this bounds a command's work at a few
+ * dozen walks of the view. Clients send one or two. Past it: `NO [LIMIT]` and nothing goes upstream.
+ */
+export const MAX_SEARCH_SETS = 64;
+
+/**
+ * UID ranges that the sets inside NOT or OR of one SEARCH, SORT or THREAD may put into its upstream command. Unlike
+ * a long set among the keys that must all match, which is applied locally, they must go upstream, in one command
+ * line: the ranges one upstream command carries elsewhere (UPSTREAM_SET_RANGES, under Dovecot's 64 KB). A filtered
+ * folder's view is scattered, so `NOT 1:*` there can need thousands. Past it: `NO [LIMIT]`.
+ */
+export const MAX_SEARCH_NESTED_RANGES = UPSTREAM_SET_RANGES;
+
+/**
  * THREAD (commands/thread.ts) reads at most this many octets of each message's Date, Subject, Message-ID,
  * In-Reply-To and References fields (`BODY.PEEK[HEADER.FIELDS (...)]<0.n>`), as it holds them for every match at
  * once: a sender cannot make one THREAD hold megabytes per message. Real References fields stay far below it; a

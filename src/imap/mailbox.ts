@@ -71,6 +71,52 @@ class UidArray {
   }
 }
 
+/**
+ * Positions in V (0-based) as flat inclusive pairs `[lo0, hi0, lo1, hi1, ...]`, ascending, disjoint and not
+ * adjacent: what a sequence or UID set names, kept as ranges so that its cost follows the set's length, not the
+ * mailbox's size.
+ */
+export type Spans = number[];
+
+/** Flat pairs in any order, overlapping or not, as Spans. */
+function mergeSpans(pairs: readonly number[]): Spans {
+  const order: number[] = [];
+  for (let i = 0; i < pairs.length; i += 2) order.push(i);
+  order.sort((x, y) => pairs[x]! - pairs[y]!);
+  const out: Spans = [];
+  for (const i of order) {
+    const lo = pairs[i]!;
+    const hi = pairs[i + 1]!;
+    const n = out.length;
+    if (n > 0 && lo <= out[n - 1]! + 1) {
+      if (hi > out[n - 1]!) out[n - 1] = hi;
+    } else out.push(lo, hi);
+  }
+  return out;
+}
+
+/** The positions in both `a` and `b`. Cost: one pass over both. */
+export function intersectSpans(a: Spans, b: Spans): Spans {
+  const out: Spans = [];
+  let i = 0;
+  let j = 0;
+  while (i < a.length && j < b.length) {
+    const lo = Math.max(a[i]!, b[j]!);
+    const hi = Math.min(a[i + 1]!, b[j + 1]!);
+    if (lo <= hi) out.push(lo, hi);
+    if (a[i + 1]! < b[j + 1]!) i += 2;
+    else j += 2;
+  }
+  return out;
+}
+
+/** How many positions `spans` holds. */
+export function spanCount(spans: Spans): number {
+  let n = 0;
+  for (let i = 0; i < spans.length; i += 2) n += spans[i + 1]! - spans[i]! + 1;
+  return n;
+}
+
 export class SelectedMailbox {
   /** The folder as the agent named it (upstream spelling) and its policy name (`/`-separated). */
   readonly name: string;
@@ -87,6 +133,12 @@ export class SelectedMailbox {
   readonly visible: VisibleSet | null;
   /** How a filtered folder's arrivals are classified (filtering.ts); null when unfiltered. */
   filter: MessageFilter | null = null;
+  /**
+   * The reload generation (`SessionContext.generation`) whose rules this view was made with, or last checked
+   * against; -1 until its opener sets it, so that an unmarked view is always checked. After a reload the session
+   * keeps the view only if those rules still show the same messages (`ImapSession.followReload`).
+   */
+  generation = -1;
   /** The folder's UIDVALIDITY (kept for STATUS and the classification cache of a filtered folder). */
   uidValidity = 0;
   /**
@@ -250,44 +302,80 @@ export class SelectedMailbox {
    * from Dovecot). `*` is the agent's last message.
    */
   uidsFromSeqSet(set: SeqSet): number[] | null {
+    const spans = this.seqSpans(set);
+    return spans === null ? null : this.uidsIn(spans);
+  }
+
+  /** Agent UID set → sorted UIDs the agent knows; `*` is the highest UID the agent knows (RFC 3501 §6.4.8). */
+  uidsFromUidSet(set: SeqSet): number[] {
+    return this.uidsIn(this.uidSpans(set));
+  }
+
+  /**
+   * Agent sequence set → the positions in V it names, as spans (`Spans`). Null when a number is out of range.
+   * Cost: a sort of the set's ranges, never a step per message they cover, however often they overlap.
+   */
+  seqSpans(set: SeqSet): Spans | null {
     const count = this.v.length;
-    const picked = new Uint8Array(count + 1);
+    const pairs: number[] = [];
     for (const r of set) {
       const a = r.start === STAR ? count : r.start;
       const b = r.stop === STAR ? count : r.stop;
       const lo = Math.min(a, b);
       const hi = Math.max(a, b);
       if (lo < 1 || hi > count) return null;
-      for (let i = lo; i <= hi; i++) picked[i] = 1;
+      pairs.push(lo - 1, hi - 1);
     }
-    const out: number[] = [];
-    for (let i = 1; i <= count; i++) if (picked[i] === 1) out.push(this.v.get(i - 1));
-    return out;
+    return mergeSpans(pairs);
   }
 
-  /** Agent UID set → sorted UIDs the agent knows; `*` is the highest UID the agent knows (RFC 3501 §6.4.8). */
-  uidsFromUidSet(set: SeqSet): number[] {
+  /**
+   * A sequence set as SEARCH reads it (no BAD for numbers past the end): a range whose lower number is past the
+   * last message matches nothing, `1000:*` included (as Dovecot answers), and one that reaches past it is cut at
+   * the last message. Within range, the same positions as `seqSpans`.
+   */
+  searchSeqSpans(set: SeqSet): Spans {
+    const n = this.v.length;
+    const pairs: number[] = [];
+    for (const r of set) {
+      const numbers = [r.start, r.stop].filter((x) => x !== STAR);
+      const lo = numbers.length === 0 ? n : Math.min(...numbers);
+      const hi = numbers.length < 2 ? n : Math.min(Math.max(...numbers), n);
+      if (lo >= 1 && lo <= n) pairs.push(lo - 1, hi - 1);
+    }
+    return mergeSpans(pairs);
+  }
+
+  /** Agent UID set → the positions in V of the UIDs it names, as spans; `*` is the highest UID the agent knows. */
+  uidSpans(set: SeqSet): Spans {
     const count = this.v.length;
     if (count === 0) return [];
     const max = this.v.get(count - 1);
-    const ranges: Array<[number, number]> = [];
+    const pairs: number[] = [];
     for (const r of set) {
       const a = r.start === STAR ? max : r.start;
       const b = r.stop === STAR ? max : r.stop;
-      ranges.push([Math.min(a, b), Math.max(a, b)]);
+      const first = this.v.lowerBound(Math.min(a, b));
+      const last = this.v.lowerBound(Math.max(a, b) + 1) - 1;
+      if (first <= last) pairs.push(first, last);
     }
-    ranges.sort((x, y) => x[0] - y[0]);
+    return mergeSpans(pairs);
+  }
+
+  /** The UIDs at the positions of `spans`, ascending. */
+  uidsIn(spans: Spans): number[] {
     const out: number[] = [];
-    let last = 0;
-    for (const [lo, hi] of ranges) {
-      let i = this.v.lowerBound(Math.max(lo, last + 1));
-      for (; i < count; i++) {
-        const uid = this.v.get(i);
-        if (uid > hi) break;
-        out.push(uid);
-        last = uid;
-      }
-    }
+    for (let i = 0; i < spans.length; i += 2) for (let k = spans[i]!; k <= spans[i + 1]!; k++) out.push(this.v.get(k));
+    return out;
+  }
+
+  /**
+   * The UID ranges of `spans`: `[first UID, last UID]` of each span, flat. A UID of V lies in one of them exactly
+   * when its position lies in the span, whatever V learns later (new UIDs are higher than any in V).
+   */
+  uidRangesOf(spans: Spans): number[] {
+    const out: number[] = [];
+    for (let i = 0; i < spans.length; i += 2) out.push(this.v.get(spans[i]!), this.v.get(spans[i + 1]!));
     return out;
   }
 

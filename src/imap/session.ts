@@ -13,9 +13,10 @@ import type { AuditEvent } from "../audit/index.ts";
 import { AuditUnavailableError } from "../audit/index.ts";
 import type { Config } from "../config/types.ts";
 import { logAccess, logLoginFailure, moduleLogger } from "../log.ts";
-import { type Connection, type TlsIdentity, UpstreamError } from "../net/index.ts";
+import { type Connection, ipAllowed, type TlsIdentity, UpstreamError } from "../net/index.ts";
 import type { Decision, Operation } from "../policy/index.ts";
 import { authCapabilities, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
+import { messageFilter } from "./classify.ts";
 import { append } from "./commands/append.ts";
 import { capability, id } from "./commands/capability.ts";
 import { close, unselect } from "./commands/close.ts";
@@ -210,8 +211,10 @@ export class ImapSession implements LoginSession, CompressSession {
 
   /**
    * After a reload: a session whose agent was removed, whose token, account, account credentials or upstream
-   * changed, or that logged in pass-through while the config is now in vault mode, ends now with `* BYE`
-   * (RFC 3501 §7.1.5); returns true then. Others take the new rules at their next command.
+   * changed, whose address the agent's `allowed_ips` no longer hold, or that logged in pass-through while the
+   * config is now in vault mode, ends now with `* BYE` (RFC 3501 §7.1.5); so does one whose selected mailbox the
+   * new rules would show otherwise (`followReload`). Returns true then. Others take the new rules at their next
+   * command.
    */
   reloaded(): boolean {
     const c = this.#credentials;
@@ -227,15 +230,63 @@ export class ImapSession implements LoginSession, CompressSession {
       const account = agent ? config.accounts[agent.account] : undefined;
       if (agent === undefined) why = "the agent was removed";
       else if (agent.tokenHash !== c.tokenHash) why = "the agent's token changed";
+      else if (!ipAllowed(this.conn.remoteAddress, agent.allowedIps))
+        why = "the client address is no longer in the agent's allowed_ips";
       else if (agent.account !== c.account || account === undefined) why = "the agent's account changed";
       else if (account.username !== c.username || accountLoginKey(account) !== c.loginKey)
         why = "the account's upstream credentials changed";
     }
-    if (why === null) return false;
+    if (why === null) return !this.followReload();
+    this.#endByReload(why);
+    return true;
+  }
+
+  /**
+   * Takes the rules in force (docs/operations.md "Reload"): after a reload, the folder rights are derived again and
+   * the selected mailbox is checked. Its view (which messages exist for the agent, and the sequence numbers built
+   * on them) was made by the rules of `box.generation`; it is kept only when the folder is still visible and
+   * readable and the same rules decide which of its messages are visible (no message filter before and after, or
+   * filters with the same fingerprint, docs/filtering.md "The cache"). Otherwise the session ends with `* BYE`
+   * (RFC 3501 §7.1.5): the proxy never goes on showing what the rules now hide, nor relays arrivals classified by
+   * old rules. Called at every command, before every sync of new messages, during IDLE for every upstream
+   * response, and by the reload itself (`reloaded`). Returns false when the session is over.
+   */
+  followReload(): boolean {
+    if (this.#closed) return false;
+    const generation = this.ctx.generation;
+    if (this.#generation !== generation) {
+      this.#generation = generation;
+      this.rights = new FolderRights(this.ctx.policy, this.agent);
+    }
+    const box = this.box;
+    if (box === null || box.generation === generation) return true;
+    const why = this.#staleView(box);
+    if (why !== null) {
+      this.#endByReload(why);
+      return false;
+    }
+    box.generation = generation;
+    return true;
+  }
+
+  /** Why the rules in force would not show `box` as it is, or null when they would (then its filter is theirs). */
+  #staleView(box: SelectedMailbox): string | null {
+    const p = box.policyName;
+    if (!this.rights.visible(p) || this.decide("folder:read", p).action !== "allow")
+      return "the selected folder may no longer be read";
+    const filter = messageFilter(this.ctx.policy, p, this.agent);
+    if (box.visible === null) return filter === null ? null : "the selected folder is now filtered per message";
+    if (filter === null || box.filter === null || filter.fingerprint !== box.filter.fingerprint)
+      return "the rules that decide which messages of the selected folder are visible changed";
+    // The same decisions; probe rows name the rules by the reloaded config's names and positions.
+    box.filter = filter;
+    return null;
+  }
+
+  #endByReload(why: string): void {
     this.log.info(`session ${this.id}: ended by reload: ${why}`);
     this.#endReason = `reload: ${why}`;
     this.#bye("Configuration changed; this session ends, log in again");
-    return true;
   }
 
   start(): void {
@@ -620,7 +671,8 @@ export class ImapSession implements LoginSession, CompressSession {
               ruleIndex: null,
               reason: e.message,
             });
-            this.tagged(e.tag ?? "*", "BAD", e.responseCode, e.message);
+            // An unsupported charset is NO [BADCHARSET], not BAD (RFC 9051 §6.4.4): the command was well formed.
+            this.tagged(e.tag ?? "*", e.code === "bad-charset" ? "NO" : "BAD", e.responseCode, e.message);
             continue;
           }
           this.#busy = true;
@@ -644,11 +696,8 @@ export class ImapSession implements LoginSession, CompressSession {
 
   async #execute(cmd: Command): Promise<void> {
     const name = cmd.name;
-    if (this.#generation !== this.ctx.generation) {
-      // Reloaded since the last command: what was derived from the old policy goes (docs/operations.md "Reload").
-      this.#generation = this.ctx.generation;
-      this.rights = new FolderRights(this.ctx.policy, this.agent);
-    }
+    // Reloaded since the last command: what was derived from the old policy goes (docs/operations.md "Reload").
+    if (!this.followReload()) return;
     const entry = ImapSession.#table[name] as Entry<Command["name"]> | undefined;
     const when = entry?.when ?? "authenticated";
     if (this.state === "not-authenticated" && when !== "any" && when !== "not-authenticated") {
@@ -703,7 +752,8 @@ export class ImapSession implements LoginSession, CompressSession {
 
   /**
    * The one place a command's errors become replies: a Refusal as thrown, an unavailable audit log `NO [UNAVAILABLE]`,
-   * a lost upstream `BYE`, anything else logged and `NO [SERVERBUG]`. Parse errors are answered in the read loop.
+   * a lost upstream `BYE`, anything else logged, audited as an `error` row and `NO [SERVERBUG]`. Parse errors are
+   * answered in the read loop.
    */
   #fail(cmd: { readonly tag: string; readonly name: string }, error: unknown): void {
     if (this.#closed) {
@@ -730,6 +780,16 @@ export class ImapSession implements LoginSession, CompressSession {
       return this.#bye(`Upstream server unavailable: ${error.message}`);
     }
     this.log.error(`session ${this.id}: ${cmd.name} failed: ${(error as Error)?.stack ?? String(error)}`);
+    // A command that failed inside the proxy has its row too (docs/imap.md "Decisions": every refusal is a row).
+    this.auditRow({
+      command: cmd.name,
+      operation: null,
+      folder: this.box?.policyName ?? null,
+      decision: "error",
+      rule: null,
+      ruleIndex: null,
+      reason: `internal error: ${(error as Error)?.message ?? String(error)}`,
+    });
     this.tagged(cmd.tag, "NO", "SERVERBUG", "Internal error");
   }
 
@@ -818,6 +878,8 @@ export class ImapSession implements LoginSession, CompressSession {
    * expunges when the command permits them (§7.4.1: not during FETCH, STORE, SEARCH).
    */
   async sync(allowExpunge: boolean): Promise<void> {
+    // Nothing new is classified or announced under rules that are no longer in force.
+    if (!this.followReload()) return;
     const box = this.box;
     if (box === null) return;
     if (box.hasUnknown) {

@@ -51,7 +51,10 @@ export interface ReloadResult {
   /** Each error as `file:line:col: message` where the position is known. */
   readonly errors: readonly string[];
   readonly warnings: readonly string[];
-  /** Sessions ended because their agent, token, account or upstream changed. */
+  /**
+   * Sessions ended because their agent, token, account or upstream changed, or (IMAP) because the new rules would
+   * show their selected folder otherwise.
+   */
   readonly sessionsEnded: number;
 }
 

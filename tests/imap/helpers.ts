@@ -14,6 +14,7 @@ import { AuditLog, type AuditRow } from "../../src/audit/index.ts";
 import { type Config, parseConfig } from "../../src/config/index.ts";
 import { type ImapProxy, startImapProxy } from "../../src/imap/index.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
+import { LiveConfig } from "../../src/runtime/reload.ts";
 import { connectImap, upstreams } from "../fixtures/index.ts";
 import { RawSocket } from "../fixtures/raw-socket.ts";
 
@@ -41,6 +42,13 @@ export interface TestProxy {
   readonly config: Config;
   readonly dir: string;
   rows(): Promise<AuditRow[]>;
+  /**
+   * Puts the config `options` describe in force, as a reload does (docs/operations.md "Reload"). With `judge`
+   * (the default) the sessions are then judged as `serve` judges them after a SIGHUP (`prepareReload`, then the
+   * swap, then its commit), and the number it ended is returned; without it only the rules change under the
+   * sessions (0), which is what a session that has not been judged yet finds at its next step.
+   */
+  reload(options: ProxyOptions, judge?: boolean): number;
   close(): Promise<void>;
 }
 
@@ -50,8 +58,39 @@ action = "allow"
 `;
 
 export async function startTestProxy(options: ProxyOptions = {}): Promise<TestProxy> {
-  const up = upstreams();
   const dir = mkdtempSync(join(tmpdir(), "mailgator-imap-"));
+  const config = proxyConfig(options, dir);
+  const audit = AuditLog.open(config.audit.path, { batchMs: 5, sync: "normal" });
+  const policy = compilePolicy(config.rules);
+  const live = new LiveConfig(config, policy);
+  const proxy = await startImapProxy({ config, policy, audit: options.wrapAudit?.(audit) ?? audit, live });
+  return {
+    proxy,
+    port: proxy.address.port,
+    audit,
+    config,
+    dir,
+    async rows() {
+      await audit.flush();
+      return audit.query({ order: "asc" });
+    },
+    reload(next, judge = true) {
+      const reloaded = proxyConfig(next, dir);
+      const prepared = proxy.prepareReload(reloaded);
+      live.swap(reloaded, compilePolicy(reloaded.rules));
+      return judge ? prepared.commit() : 0;
+    },
+    async close() {
+      await proxy.close();
+      await audit.close();
+      rmSync(dir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** The config of a test proxy in `dir`, listening on a port of the system's choice. */
+function proxyConfig(options: ProxyOptions, dir: string): Config {
+  const up = upstreams();
   const mode = options.upstreamTls ?? "tls";
   const upstreamAddr = options.upstreamAddr ?? `${up.host}:${mode === "tls" ? up.ports.imaps : up.ports.imap}`;
   const toml = `[imap]
@@ -68,26 +107,7 @@ ${options.rules ?? ALLOW_ALL}
 ${options.extra ?? ""}
 `;
   const parsed = parseConfig(toml, join(dir, "mailgator.toml"));
-  const config: Config = { ...parsed, imap: { ...parsed.imap!, listenAddr: { host: "127.0.0.1", port: 0 } } };
-  const audit = AuditLog.open(config.audit.path, { batchMs: 5, sync: "normal" });
-  const policy = compilePolicy(config.rules);
-  const proxy = await startImapProxy({ config, policy, audit: options.wrapAudit?.(audit) ?? audit });
-  return {
-    proxy,
-    port: proxy.address.port,
-    audit,
-    config,
-    dir,
-    async rows() {
-      await audit.flush();
-      return audit.query({ order: "asc" });
-    },
-    async close() {
-      await proxy.close();
-      await audit.close();
-      rmSync(dir, { recursive: true, force: true });
-    },
-  };
+  return { ...parsed, imap: { ...parsed.imap!, listenAddr: { host: "127.0.0.1", port: 0 } } };
 }
 
 /** imapflow through the proxy (plain unless `tls`). */

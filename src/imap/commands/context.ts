@@ -46,7 +46,10 @@ export interface SessionContext {
 
 /** What the listener does with its sessions: end them all, or judge them after a reload. */
 export interface SessionHandle {
-  /** Ends the session at once if the reload took its agent, token, account or upstream away; true then. */
+  /**
+   * Ends the session at once if the reload took its agent, token, account or upstream away, its address out of
+   * the agent's `allowed_ips`, or changed what its selected mailbox shows; true then.
+   */
   reloaded(): boolean;
   shutdown(): void;
 }
@@ -125,6 +128,11 @@ export interface Session {
   model(r: Response): boolean;
   /** Before a tagged reply: new messages and (when `allowExpunge`) expunges reported to the agent. */
   sync(allowExpunge: boolean): Promise<void>;
+  /**
+   * After a reload, takes the new rules; the session ends (`* BYE`) when they would not show the selected mailbox
+   * as it is. False when the session is over.
+   */
+  followReload(): boolean;
   /** Runs `use` on a second upstream session logged in like the first (one use at a time). */
   withAuxiliary<T>(use: (up: UpstreamSession) => Promise<T>): Promise<T>;
 

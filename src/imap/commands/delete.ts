@@ -1,59 +1,39 @@
 /**
- * DELETE (RFC 3501 §6.3.4; folder:write and mail:delete): refused where the rules may hide a folder below, or where
- * a folder below is not the agent's to delete, with one answer for all those cases.
+ * DELETE (RFC 3501 §6.3.4; folder:write and mail:delete): refused for a filtered folder, and where the rules may hide
+ * a folder below, or where a folder below is filtered or not the agent's to delete, with one answer for all those.
  */
 
-import { Refusal } from "../refusal.ts";
 import type { CommandOf, Session } from "./context.ts";
-import { children, deselect, upstreamStatus, visibleFolder } from "./shared.ts";
+import { children, deselect, filteringRule, folderWriteRefusal, upstreamStatus, visibleFolder } from "./shared.ts";
 
 /** One answer whether folders below are hidden by the rules, exist and are hidden, or exist and are read-only. */
 const SUBTREE_DELETE = "Not permitted: folders below it are not all the agent's to delete";
 
 export async function remove(s: Session, cmd: CommandOf<"DELETE">): Promise<void> {
   const p = visibleFolder(s, "DELETE", "folder:write", cmd.mailbox);
-  if (cmd.mailbox === "INBOX") {
-    s.auditRow({
-      command: "DELETE",
-      operation: "folder:write",
-      folder: p,
-      decision: "deny",
-      rule: null,
-      ruleIndex: null,
-      reason: "INBOX cannot be deleted (RFC 3501 §6.3.4)",
-    });
-    throw new Refusal("NO", "CANNOT", "INBOX cannot be deleted");
-  }
+  const refuse = folderWriteRefusal(s, "DELETE", p);
+  if (cmd.mailbox === "INBOX") refuse("INBOX cannot be deleted (RFC 3501 §6.3.4)", "CANNOT", "INBOX cannot be deleted");
   const d = s.require("DELETE", "folder:write", p);
   // DELETE destroys the messages and, upstream, may affect children: every one must be the agent's to change.
   s.require("DELETE", "mail:delete", p);
+  // A filtered folder holds messages the agent does not see (docs/filtering.md): DELETE would destroy them. The rules
+  // decide, whether or not a hidden message is there now (docs/imap.md "Decisions").
+  const filtered = filteringRule(s, p);
+  if (filtered !== null) {
+    const why = "the folder is filtered: its messages are decided one by one, and DELETE destroys them all";
+    refuse(why, "NOPERM", "Not permitted: folder:write in this folder", null, filtered);
+  }
   // Whether a hidden child exists must not change the answer: where the rules could hide one, DELETE is refused
   // whatever lies below, with the words used for a child the agent sees but may not delete.
-  if (!s.rights.subtreeVisible(p)) {
-    s.auditRow({
-      command: "DELETE",
-      operation: "folder:write",
-      folder: p,
-      decision: "deny",
-      rule: null,
-      ruleIndex: null,
-      reason: "the rules may hide folders below it",
-    });
-    throw new Refusal("NO", "NOPERM", SUBTREE_DELETE);
-  }
+  if (!s.rights.subtreeVisible(p)) refuse("the rules may hide folders below it", "NOPERM", SUBTREE_DELETE);
   for (const child of await children(s, cmd.mailbox)) {
     const cp = s.names.toPolicy(child);
-    if (!s.rights.visible(cp) || !s.rights.may("folder:write", cp) || !s.rights.may("mail:delete", cp)) {
-      s.auditRow({
-        command: "DELETE",
-        operation: "folder:write",
-        folder: p,
-        decision: "deny",
-        rule: null,
-        ruleIndex: null,
-        reason: "a child folder is hidden or not the agent's to delete",
-      });
-      throw new Refusal("NO", "NOPERM", SUBTREE_DELETE);
+    if (!s.rights.visible(cp) || !s.rights.may("folder:write", cp) || !s.rights.may("mail:delete", cp))
+      refuse("a child folder is hidden or not the agent's to delete", "NOPERM", SUBTREE_DELETE);
+    const f = filteringRule(s, cp);
+    if (f !== null) {
+      const why = `folder ${cp} below it is filtered: its messages are decided one by one, and DELETE destroys them`;
+      refuse(why, "NOPERM", SUBTREE_DELETE, null, f);
     }
   }
   await s.auditDurable({

@@ -1,6 +1,7 @@
 /**
- * FETCH and UID FETCH (RFC 3501 §6.4.5; mail:read): bodies fetched with PEEK unless the agent may set \Seen, content
- * reads charged to reads_per_minute (docs/quotas.md), responses renumbered to the agent's view.
+ * FETCH and UID FETCH (RFC 3501 §6.4.5; mail:read): bodies fetched with PEEK unless the agent may set \Seen (and
+ * then the \Seen they set is a mail:flag write, audited durably first), content reads charged to reads_per_minute
+ * (docs/quotas.md), responses renumbered to the agent's view.
  */
 
 import { Refusal } from "../refusal.ts";
@@ -35,13 +36,24 @@ function readsContent(item: FetchItem): boolean {
   );
 }
 
+/** FETCH items that set \Seen (RFC 3501 §6.4.5, RFC 3516 §4.2): a body section without PEEK, RFC822, RFC822.TEXT. */
+function setsSeen(item: FetchItem): boolean {
+  return (
+    ((item.type === "BODY[]" || item.type === "BINARY[]") && !item.peek) ||
+    item.type === "RFC822" ||
+    item.type === "RFC822.TEXT"
+  );
+}
+
 /**
  * Charges `messages` reads (each message of the set the agent can see, once per FETCH) before anything is fetched;
  * over reads_per_minute the whole FETCH is refused with NO [LIMIT] (RFC 5530) and a deny row.
  */
 function chargeReads(s: Session, command: string, folder: string, messages: number): void {
   if (messages === 0) return;
-  const charged = s.ctx.quotas.chargeReads(s.user, messages);
+  // Counted per agent, or per upstream login without case (docs/quotas.md "Who is counted").
+  const subject = s.agent !== null ? { agent: s.agent } : s.user !== null ? { login: s.user } : null;
+  const charged = s.ctx.quotas.chargeReads(subject, messages);
   if (charged.ok) return;
   const over = charged.exceeded;
   s.auditRow({
@@ -71,7 +83,9 @@ export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> 
   const d = s.require(cmd.name, "mail:read", p);
   const uids = target(box, cmd.uid, cmd.set);
   // Without mail:flag, reading must not set \Seen (RFC 3501 §6.4.5, docs/config.md "Operations"): PEEK upstream.
-  const peekOnly = box.readOnly || !s.rights.may("mail:flag", p);
+  // The one decision is also the one the \Seen row below names.
+  const flag = box.readOnly ? null : s.decide("mail:flag", p);
+  const peekOnly = flag?.action !== "allow";
   let uidAsked = cmd.uid;
   let rfc822 = false;
   let rfc822Text = false;
@@ -103,6 +117,23 @@ export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> 
   if (!cmd.items.some((i) => i.type === "UID")) items.push({ type: "UID" });
   if (cmd.items.some(readsContent)) chargeReads(s, cmd.uid ? "UID FETCH" : "FETCH", p, uids.length);
   const shape: FetchShape = { uid: uidAsked, rfc822, rfc822Text, bodyWhole, bodyText };
+  // With mail:flag the fetch goes as asked, and a body item without PEEK sets \Seen upstream: a flag write like
+  // STORE +FLAGS (\Seen), so it has its own mail:flag row, on disk before anything goes upstream (docs/imap.md
+  // "Decisions").
+  if (flag !== null && !peekOnly && uids.length > 0 && cmd.items.some(setsSeen)) {
+    const f = flag;
+    await s.auditDurable({
+      command: cmd.uid ? "UID FETCH" : "FETCH",
+      operation: "mail:flag",
+      folder: p,
+      target: "\\Seen",
+      decision: "allow",
+      rule: f.rule,
+      ruleIndex: f.ruleIndex,
+      reason: `${f.reason}; a body fetched without PEEK sets \\Seen`,
+      count: uids.length,
+    });
+  }
   s.auditRow({
     command: cmd.uid ? "UID FETCH" : "FETCH",
     operation: "mail:read",

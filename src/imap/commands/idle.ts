@@ -28,6 +28,8 @@ export async function idle(s: Session, cmd: CommandOf<"IDLE">): Promise<void> {
       let poke!: () => void;
       const changed = new Promise<void>((resolve) => (poke = resolve));
       const handle = await s.up.idle((r) => {
+        // After a reload nothing more is relayed unless the view still stands (else the session has ended).
+        if (!s.followReload()) return;
         if (s.model(r)) {
           if (r.type === "EXPUNGE") {
             for (const k of box.takeExpunges()) s.sendText(`* ${k} EXPUNGE`);

@@ -9,7 +9,7 @@
 
 import { LIST_ATTRIBUTES } from "../capabilities.ts";
 import { messageFilter } from "../classify.ts";
-import { filteredStatus } from "../filtering.ts";
+import { auditedFilteredStatus } from "../filtering.ts";
 import { Refusal } from "../refusal.ts";
 import type { Response, StatusItem } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
@@ -195,14 +195,14 @@ async function listStatus(s: Session, name: string, items: readonly StatusItem[]
   } as const;
   const filter = messageFilter(s.ctx.policy, p, s.agent);
   if (filter !== null) {
-    let counted: Awaited<ReturnType<typeof filteredStatus>>;
+    // Every allow has its row, a folder that could not be counted too (its reason says why, as for STATUS).
+    let counted: Awaited<ReturnType<typeof auditedFilteredStatus>>;
     try {
-      counted = await filteredStatus(s, name, items, filter);
+      counted = await auditedFilteredStatus(s, name, items, filter, row);
     } catch (err) {
       if (err instanceof Refusal && err.code === "NONEXISTENT") return;
       throw err;
     }
-    s.auditRow({ ...row, count: counted.visible, hiddenCount: counted.hidden });
     s.send({ type: "STATUS", raw: "", mailbox: name, items: counted.items });
     return;
   }

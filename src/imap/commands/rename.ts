@@ -1,88 +1,51 @@
 /**
- * RENAME (RFC 3501 §6.3.5; folder:write at both names): never INBOX, never into a hidden subtree, and refused where
- * a folder below is hidden or not the agent's to rename.
+ * RENAME (RFC 3501 §6.3.5; folder:write at both names): never INBOX, never into a hidden subtree, never from or to a
+ * filtered folder, and refused where a folder below is hidden, filtered or not the agent's to rename.
  */
 
-import { Refusal } from "../refusal.ts";
 import type { CommandOf, Session } from "./context.ts";
-import { children, upstreamStatus, visibleFolder } from "./shared.ts";
+import { children, filteringRule, folderWriteRefusal, upstreamStatus, visibleFolder } from "./shared.ts";
 
 /** One answer whether folders below are hidden by the rules, exist and are hidden, or exist and are read-only. */
 const SUBTREE_RENAME = "Not permitted: folders below it are not all the agent's to rename";
 
 export async function rename(s: Session, cmd: CommandOf<"RENAME">): Promise<void> {
   const p = visibleFolder(s, "RENAME", "folder:write", cmd.mailbox);
+  const refuse = folderWriteRefusal(s, "RENAME", p);
   // RENAME INBOX moves every message, hidden ones included (RFC 3501 §6.3.5, docs/protocol.md §7.25).
-  if (cmd.mailbox === "INBOX") {
-    s.auditRow({
-      command: "RENAME",
-      operation: "folder:write",
-      folder: p,
-      decision: "deny",
-      rule: null,
-      ruleIndex: null,
-      reason: "RENAME INBOX is never allowed",
-    });
-    throw new Refusal("NO", "NOPERM", "Not permitted: RENAME INBOX");
-  }
-  if (s.names.invalid(cmd.newName)) {
-    s.auditRow({
-      command: "RENAME",
-      operation: "folder:write",
-      folder: p,
-      target: cmd.newName,
-      decision: "deny",
-      rule: null,
-      ruleIndex: null,
-      reason: "invalid new mailbox name",
-    });
-    throw new Refusal("NO", "CANNOT", "Invalid mailbox name");
-  }
+  if (cmd.mailbox === "INBOX") refuse("RENAME INBOX is never allowed", "NOPERM", "Not permitted: RENAME INBOX", null);
+  if (s.names.invalid(cmd.newName)) refuse("invalid new mailbox name", "CANNOT", "Invalid mailbox name", cmd.newName);
   const np = s.names.toPolicy(cmd.newName);
   const d = s.require("RENAME", "folder:write", p, np);
   s.require("RENAME", "folder:write", np, p);
   for (const a of s.names.ancestors(cmd.newName)) {
-    if (!s.rights.visible(s.names.toPolicy(a))) {
-      s.auditRow({
-        command: "RENAME",
-        operation: "folder:write",
-        folder: p,
-        target: np,
-        decision: "deny",
-        rule: null,
-        ruleIndex: null,
-        reason: `new parent folder ${a} is hidden`,
-      });
-      throw new Refusal("NO", "NOPERM", "Not permitted: folder:write here");
-    }
+    if (!s.rights.visible(s.names.toPolicy(a)))
+      refuse(`new parent folder ${a} is hidden`, "NOPERM", "Not permitted: folder:write here", np);
   }
-  if (!s.rights.subtreeVisible(p)) {
-    s.auditRow({
-      command: "RENAME",
-      operation: "folder:write",
-      folder: p,
-      target: np,
-      decision: "deny",
-      rule: null,
-      ruleIndex: null,
-      reason: "the rules may hide folders below it",
-    });
-    throw new Refusal("NO", "NOPERM", SUBTREE_RENAME);
+  // A filtered folder holds messages the agent does not see (docs/filtering.md); RENAME moves every message with the
+  // folder (RFC 3501 §6.3.5), hidden ones included, as RENAME INBOX would. A filtered new name is refused as well,
+  // even with the same filter: the rules, not the folder's contents, decide (docs/imap.md "Decisions").
+  for (const [name, role] of [
+    [p, "folder"],
+    [np, "new name"],
+  ] as const) {
+    const f = filteringRule(s, name);
+    if (f === null) continue;
+    const why = `the ${role} ${name} is filtered: its messages are decided one by one, and RENAME moves them all`;
+    refuse(why, "NOPERM", "Not permitted: folder:write in this folder", np, f);
   }
+  if (!s.rights.subtreeVisible(p)) refuse("the rules may hide folders below it", "NOPERM", SUBTREE_RENAME, np);
   for (const child of await children(s, cmd.mailbox)) {
     const cp = s.names.toPolicy(child);
     const moved = s.names.toPolicy(cmd.newName + child.slice(cmd.mailbox.length));
-    if (!s.rights.visible(cp) || !s.rights.may("folder:write", cp) || !s.rights.may("folder:write", moved)) {
-      s.auditRow({
-        command: "RENAME",
-        operation: "folder:write",
-        folder: p,
-        decision: "deny",
-        rule: null,
-        ruleIndex: null,
-        reason: "a child folder is hidden or may not be renamed",
-      });
-      throw new Refusal("NO", "NOPERM", SUBTREE_RENAME);
+    if (!s.rights.visible(cp) || !s.rights.may("folder:write", cp) || !s.rights.may("folder:write", moved))
+      refuse("a child folder is hidden or may not be renamed", "NOPERM", SUBTREE_RENAME, null);
+    // A child that is filtered, or would be once renamed, moves hidden messages too: the same answer as above.
+    for (const name of [cp, moved]) {
+      const f = filteringRule(s, name);
+      if (f === null) continue;
+      const why = `folder ${name} below it is filtered: its messages are decided one by one, and RENAME moves them all`;
+      refuse(why, "NOPERM", SUBTREE_RENAME, np, f);
     }
   }
   await s.auditDurable({

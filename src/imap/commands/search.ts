@@ -4,75 +4,162 @@
  */
 
 import { esearchResponse } from "../ext/esearch.ts";
-import { UPSTREAM_SET_RANGES } from "../limits.ts";
-import type { SelectedMailbox } from "../mailbox.ts";
+import { MAX_SEARCH_NESTED_RANGES, MAX_SEARCH_SETS, UPSTREAM_SET_RANGES } from "../limits.ts";
+import { intersectSpans, type SelectedMailbox, type Spans, spanCount } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import { hasModseq, type SearchKey, type SearchReturnOption, type SeqSet } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
 import { forwardUntagged, messageCommandCode, requireModseq } from "./shared.ts";
 
-/** Sequence-number keys become UID keys over the agent's view; UID keys are confined to it. */
-function translateKey(box: SelectedMailbox, k: SearchKey): SearchKey {
+/** Counts what a search costs to translate: its sequence and UID sets (at any depth). */
+function countSets(keys: readonly SearchKey[]): number {
+  let n = 0;
+  const stack = [...keys];
+  for (let k = stack.pop(); k !== undefined; k = stack.pop()) {
+    if (k.key === "SEQ" || k.key === "UID") n++;
+    else if (k.key === "NOT") stack.push(k.operand);
+    else if (k.key === "OR") stack.push(k.left, k.right);
+    else if (k.key === "AND") stack.push(...k.operands);
+  }
+  return n;
+}
+
+/** The positions in the agent's view that a sequence or UID key names (a search never fails on a number). */
+function spansOf(box: SelectedMailbox, k: { key: "SEQ" | "UID"; set: SeqSet }): Spans {
+  return k.key === "SEQ" ? box.searchSeqSpans(k.set) : box.uidSpans(k.set);
+}
+
+/** A search limit passed: NO [LIMIT] (RFC 5530), nothing sent upstream. */
+class SearchLimit extends Refusal {
+  readonly reason: string;
+
+  constructor(reason: string, text: string) {
+    super("NO", "LIMIT", text);
+    this.reason = reason;
+  }
+}
+
+/**
+ * Sets nested in NOT, OR or a parenthesized list become upstream UID sets over the agent's view; together they
+ * may put at most MAX_SEARCH_NESTED_RANGES ranges into the upstream command (`budget` counts what is left).
+ */
+function translateKey(box: SelectedMailbox, k: SearchKey, budget: { ranges: number }): SearchKey {
   switch (k.key) {
     case "SEQ":
     case "UID": {
-      const uids = k.key === "SEQ" ? (box.uidsFromSeqSet(k.set) ?? clampSeq(box, k.set)) : box.uidsFromUidSet(k.set);
+      const uids = box.uidsIn(spansOf(box, k));
       if (uids.length === 0) return { key: "NOT", operand: { key: "ALL" } };
-      return { key: "UID", set: box.upstreamSet(uids) };
+      const set = box.upstreamSet(uids);
+      budget.ranges -= set.length;
+      if (budget.ranges < 0) {
+        throw new SearchLimit(
+          `sets inside NOT, OR or parentheses need more than ${MAX_SEARCH_NESTED_RANGES} upstream UID ranges`,
+          `Too many UID ranges in sets inside NOT, OR or parentheses (limit ${MAX_SEARCH_NESTED_RANGES})`,
+        );
+      }
+      return { key: "UID", set };
     }
     case "NOT":
-      return { key: "NOT", operand: translateKey(box, k.operand) };
+      return { key: "NOT", operand: translateKey(box, k.operand, budget) };
     case "OR":
-      return { key: "OR", left: translateKey(box, k.left), right: translateKey(box, k.right) };
+      return { key: "OR", left: translateKey(box, k.left, budget), right: translateKey(box, k.right, budget) };
     case "AND":
-      return { key: "AND", operands: k.operands.map((o) => translateKey(box, o)) };
+      return { key: "AND", operands: k.operands.map((o) => translateKey(box, o, budget)) };
     default:
       return k;
   }
 }
 
-/**
- * A search set beyond the last message matches nothing there (a search, unlike FETCH, does not fail on it): a
- * range whose lower number is past the end matches nothing, `1000:*` included (as Dovecot answers), and one that
- * reaches past it is cut at the last message.
- */
-function clampSeq(box: SelectedMailbox, set: SeqSet): number[] {
-  const n = box.agentCount;
-  const clamped: SeqSet = set.flatMap((r) => {
-    const numbers = [r.start, r.stop].filter((x) => x !== 0);
-    const lo = numbers.length === 0 ? n : Math.min(...numbers);
-    const hi = numbers.length < 2 ? n : Math.min(Math.max(...numbers), n);
-    return lo >= 1 && lo <= n ? [{ start: lo, stop: hi }] : [];
-  });
-  return clamped.length === 0 ? [] : (box.uidsFromSeqSet(clamped) ?? []);
+/** The keys that must all match: the criteria, with parenthesized lists among them opened. */
+function conjuncts(keys: readonly SearchKey[]): SearchKey[] {
+  return keys.flatMap((k) => (k.key === "AND" ? conjuncts(k.operands) : [k]));
 }
 
 /**
- * The agent's criteria as upstream criteria over its view, with the UID sets applied here: a top-level sequence or
- * UID set too long for one upstream command line (a filtered folder's UIDs are scattered) becomes ALL upstream and
- * is intersected locally; the criteria are ANDed, so that is the same. SORT and THREAD share it.
+ * The agent's criteria as upstream criteria over its view. The sequence and UID sets among the keys that must all
+ * match (the top level, and parenthesized lists there) are intersected here, range by range, into one set of
+ * positions in the view: it goes upstream as a UID set when it holds at most UPSTREAM_SET_RANGES messages, and is
+ * otherwise applied locally (`local`: UID ranges) with ALL upstream (a filtered folder's UIDs are scattered, too
+ * many for one command line); the criteria are ANDed, so that is the same. Sets nested in NOT or OR go upstream.
+ * Cost: the sets' ranges, sorted, plus one walk of the view per nested set; at most MAX_SEARCH_SETS sets, else
+ * NO [LIMIT]. SORT and THREAD share it.
  */
 export function upstreamCriteria(
   box: SelectedMailbox,
   criteria: readonly SearchKey[],
-): { criteria: SearchKey[]; local: Array<Set<number>> } {
-  const local: Array<Set<number>> = [];
-  const out = criteria.map((k): SearchKey => {
+): { criteria: SearchKey[]; local: number[] | null } {
+  const sets = countSets(criteria);
+  if (sets > MAX_SEARCH_SETS) {
+    throw new SearchLimit(
+      `${sets} sequence or UID sets in one search (limit ${MAX_SEARCH_SETS})`,
+      `Too many sequence or UID sets in one search (limit ${MAX_SEARCH_SETS})`,
+    );
+  }
+  let spans: Spans | null = null;
+  const rest: SearchKey[] = [];
+  for (const k of conjuncts(criteria)) {
     if (k.key === "SEQ" || k.key === "UID") {
-      const uids = k.key === "SEQ" ? (box.uidsFromSeqSet(k.set) ?? clampSeq(box, k.set)) : box.uidsFromUidSet(k.set);
-      if (uids.length > UPSTREAM_SET_RANGES) {
-        local.push(new Set(uids));
-        return { key: "ALL" };
-      }
-    }
-    return translateKey(box, k);
-  });
-  return { criteria: out, local };
+      const own = spansOf(box, k);
+      spans = spans === null ? own : intersectSpans(spans, own);
+    } else rest.push(k);
+  }
+  const budget = { ranges: MAX_SEARCH_NESTED_RANGES };
+  const out = rest.map((k) => translateKey(box, k, budget));
+  if (spans === null) return { criteria: out, local: null };
+  if (spans.length === 0) return { criteria: [{ key: "NOT", operand: { key: "ALL" } }, ...out], local: null };
+  if (spanCount(spans) <= UPSTREAM_SET_RANGES) {
+    return { criteria: [{ key: "UID", set: box.upstreamSet(box.uidsIn(spans)) }, ...out], local: null };
+  }
+  return { criteria: out.length === 0 ? [{ key: "ALL" }] : out, local: box.uidRangesOf(spans) };
 }
 
-/** Upstream's matches kept when visible and in every local set, in the given order. */
-export function visibleMatches(box: SelectedMailbox, found: readonly number[], local: Array<Set<number>>): number[] {
-  return found.filter((uid) => box.agentSeqOf(uid) > 0 && local.every((set) => set.has(uid)));
+/**
+ * `upstreamCriteria` for a command of the session: a search past MAX_SEARCH_SETS or MAX_SEARCH_NESTED_RANGES gets
+ * `NO [LIMIT]` and a deny row, and nothing goes upstream.
+ */
+export function sessionCriteria(
+  s: Session,
+  command: string,
+  criteria: readonly SearchKey[],
+): { criteria: SearchKey[]; local: number[] | null } {
+  const box = s.box!;
+  try {
+    return upstreamCriteria(box, criteria);
+  } catch (error) {
+    if (!(error instanceof SearchLimit)) throw error;
+    s.auditRow({
+      command,
+      operation: "mail:read",
+      folder: box.policyName,
+      decision: "deny",
+      rule: null,
+      ruleIndex: null,
+      reason: error.reason,
+    });
+    throw error;
+  }
+}
+
+/** Whether `uid` lies in one of `ranges` (flat, ascending, disjoint `[first, last]` pairs). */
+function inRanges(ranges: readonly number[], uid: number): boolean {
+  let lo = 0;
+  let hi = ranges.length / 2 - 1;
+  while (lo <= hi) {
+    const mid = (lo + hi) >>> 1;
+    if (uid < ranges[2 * mid]!) hi = mid - 1;
+    else if (uid > ranges[2 * mid + 1]!) lo = mid + 1;
+    else return true;
+  }
+  return false;
+}
+
+/** Upstream's matches kept when visible and within the local ranges (if any), in the given order. */
+export function visibleMatches(
+  box: SelectedMailbox,
+  found: readonly number[],
+  local: readonly number[] | null,
+): number[] {
+  return found.filter((uid) => box.agentSeqOf(uid) > 0 && (local === null || inRanges(local, uid)));
 }
 
 /**
@@ -112,7 +199,7 @@ export async function search(s: Session, cmd: CommandOf<"SEARCH">): Promise<void
   const modseqKey = hasModseq(cmd.criteria);
   if (modseqKey) requireModseq(s);
   const d = s.require(cmd.name, "mail:read", p);
-  const { criteria, local } = upstreamCriteria(box, cmd.criteria);
+  const { criteria, local } = sessionCriteria(s, cmd.uid ? "UID SEARCH" : "SEARCH", cmd.criteria);
   const found: number[] = [];
   const st = await s.upstreamRun(
     { name: "SEARCH", uid: true, returnOptions: null, charset: cmd.charset, criteria },

@@ -22,6 +22,9 @@ function permittedFlags(s: Session, p: string, flags: readonly string[]): string
 
 export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): Promise<void> {
   let p: string;
+  // The rules this SELECT is decided by: a reload while it waits for upstream is caught by the check of the view
+  // they make (`Session.followReload`, at the sync below and at every later command).
+  const { policy, generation } = s.ctx;
   // SELECT/EXAMINE (CONDSTORE) enables CONDSTORE (RFC 7162 §3.1.8), where it is offered.
   if (cmd.condstore === true && !s.capabilities().includes("CONDSTORE")) {
     throw new Refusal("BAD", null, `${cmd.name} parameters are not supported`);
@@ -87,14 +90,16 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     await s.upstreamRun(searchAll, collect);
   }
   uids.sort((a, b) => a - b);
-  const filter = messageFilter(s.ctx.policy, p, s.agent);
+  const filter = messageFilter(policy, p, s.agent);
   let box: SelectedMailbox;
   if (filter === null) {
     box = new SelectedMailbox(cmd.mailbox, p, readOnly, uids);
+    box.generation = generation;
     if (uids.length < exists) box.onExists(exists);
   } else {
     try {
-      box = await openFiltered(s, { name: cmd.mailbox, policyName: p, readOnly, uids, exists, uidValidity, filter });
+      const o = { name: cmd.mailbox, policyName: p, readOnly, uids, exists, uidValidity, filter, generation };
+      box = await openFiltered(s, o);
     } catch (error) {
       // Nothing may be shown that was not classified: the SELECT fails, and deselects upstream too (§6.3.1).
       s.auditRow({

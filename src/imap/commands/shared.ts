@@ -7,6 +7,7 @@
 
 import type { Operation } from "../../policy/index.ts";
 import { PASSED_CODES } from "../capabilities.ts";
+import { messageFilter } from "../classify.ts";
 import { PROBE_TARGET_CHARS } from "../limits.ts";
 import type { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
@@ -81,6 +82,36 @@ export async function deselect(s: Session): Promise<void> {
   s.box = null;
   s.state = "authenticated";
   await s.upstreamRun({ name: "UNSELECT" });
+}
+
+/**
+ * The refusals of a folder:write command (DELETE, RENAME) on `folder`: each call writes its deny row, naming
+ * the rule that decides where one does (`by`), and throws the refusal the agent gets.
+ */
+export function folderWriteRefusal(s: Session, command: string, folder: string) {
+  return (
+    reason: string,
+    code: "NOPERM" | "CANNOT",
+    text: string,
+    target: string | null = null,
+    by: { rule: string | null; ruleIndex: number | null } = { rule: null, ruleIndex: null },
+  ): never => {
+    s.auditRow({ command, operation: "folder:write", folder, target, decision: "deny", ...by, reason });
+    throw new Refusal("NO", code, text);
+  };
+}
+
+/**
+ * The rule that makes `folder` (policy name) filtered for the session's agent: the first of the rules that decide
+ * its messages one by one (`MessageFilter.rules`, docs/filtering.md); null when the folder alone decides what the
+ * agent reads there. DELETE and RENAME refuse a filtered folder: they would destroy or carry along the messages it
+ * hides (docs/imap.md "Decisions").
+ */
+export function filteringRule(s: Session, folder: string): { rule: string | null; ruleIndex: number | null } | null {
+  const filter = messageFilter(s.ctx.policy, folder, s.agent);
+  if (filter === null) return null;
+  const first = filter.rules[0];
+  return { rule: first?.name ?? null, ruleIndex: first?.index ?? null };
 }
 
 /** Names below `name` upstream (hidden ones included: they decide whether DELETE or RENAME is safe). */

@@ -10,7 +10,7 @@ import type { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import type { SearchReturnOption } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
-import { upstreamCriteria, visibleMatches } from "./search.ts";
+import { sessionCriteria, visibleMatches } from "./search.ts";
 import { forwardUntagged, messageCommandCode } from "./shared.ts";
 
 /**
@@ -54,7 +54,7 @@ export async function sort(s: Session, cmd: CommandOf<"SORT">): Promise<void> {
   // Not advertised without upstream SORT (src/imap/capabilities.ts): asking anyway is a client bug.
   if (s.up?.caps.has("SORT") !== true) throw new Refusal("BAD", null, "SORT is not supported");
   const d = s.require(cmd.name, "mail:read", p);
-  const { criteria, local } = upstreamCriteria(box, cmd.criteria);
+  const { criteria, local } = sessionCriteria(s, command, cmd.criteria);
   const found: number[] = [];
   const st = await s.upstreamRun(
     { name: "SORT", uid: true, returnOptions: null, sortCriteria: cmd.sortCriteria, charset: cmd.charset, criteria },

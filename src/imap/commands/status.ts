@@ -1,7 +1,7 @@
 /** STATUS (RFC 3501 §6.3.10; folder:read): in a filtered folder, counts over the visible messages only. */
 
 import { messageFilter } from "../classify.ts";
-import { filteredStatus } from "../filtering.ts";
+import { auditedFilteredStatus } from "../filtering.ts";
 import { Refusal } from "../refusal.ts";
 import type { CommandOf, Session } from "./context.ts";
 import { enableCondstore, upstreamStatus, visibleFolder } from "./shared.ts";
@@ -17,24 +17,7 @@ export async function status(s: Session, cmd: CommandOf<"STATUS">): Promise<void
     await enableCondstore(s);
   }
   const filter = messageFilter(s.ctx.policy, p, s.agent);
-  if (filter !== null) {
-    // A filtered folder: counts over visible messages only (docs/protocol.md §7.8).
-    const counted = await filteredStatus(s, cmd.mailbox, cmd.items, filter);
-    s.auditRow({
-      command: "STATUS",
-      operation: "folder:read",
-      folder: p,
-      decision: "allow",
-      rule: d.rule,
-      ruleIndex: d.ruleIndex,
-      reason: d.reason,
-      count: counted.visible,
-      hiddenCount: counted.hidden,
-    });
-    s.send({ type: "STATUS", raw: "", mailbox: cmd.mailbox, items: counted.items });
-    return s.tagged(cmd.tag, "OK", null, "Status completed");
-  }
-  s.auditRow({
+  const row = {
     command: "STATUS",
     operation: "folder:read",
     folder: p,
@@ -42,7 +25,16 @@ export async function status(s: Session, cmd: CommandOf<"STATUS">): Promise<void
     rule: d.rule,
     ruleIndex: d.ruleIndex,
     reason: d.reason,
-  });
+  } as const;
+  if (filter !== null) {
+    // A filtered folder: counts over visible messages only (docs/protocol.md §7.8). Allowed, then not counted (no
+    // such mailbox upstream, say): the row of the allow, as an unfiltered folder has before upstream answers, with
+    // what stopped it; then the refusal or failure as it was thrown.
+    const counted = await auditedFilteredStatus(s, cmd.mailbox, cmd.items, filter, row);
+    s.send({ type: "STATUS", raw: "", mailbox: cmd.mailbox, items: counted.items });
+    return s.tagged(cmd.tag, "OK", null, "Status completed");
+  }
+  s.auditRow(row);
   const st = await s.upstreamRun({ name: "STATUS", mailbox: cmd.mailbox, items: cmd.items }, (r) => {
     if (r.type === "STATUS" && r.mailbox !== null) s.send({ ...r, mailbox: cmd.mailbox });
   });

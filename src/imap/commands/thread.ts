@@ -12,7 +12,7 @@ import { THREAD_HEADER_OCTETS } from "../limits.ts";
 import type { SelectedMailbox } from "../mailbox.ts";
 import type { ImapDateTime, Response } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
-import { upstreamCriteria, visibleMatches } from "./search.ts";
+import { sessionCriteria, visibleMatches } from "./search.ts";
 import { forwardUntagged, messageCommandCode } from "./shared.ts";
 
 /** The header fields RFC 5256 §2.2 and §4 read. */
@@ -77,7 +77,7 @@ export async function threadCommand(s: Session, cmd: CommandOf<"THREAD">): Promi
   const command = cmd.uid ? "UID THREAD" : "THREAD";
   const d = s.require(cmd.name, "mail:read", p);
   const row = { command, operation: "mail:read", folder: p, rule: d.rule, ruleIndex: d.ruleIndex } as const;
-  const { criteria, local } = upstreamCriteria(box, cmd.criteria);
+  const { criteria, local } = sessionCriteria(s, command, cmd.criteria);
   const found: number[] = [];
   const st = await s.upstreamRun(
     { name: "SEARCH", uid: true, returnOptions: null, charset: cmd.charset, criteria },

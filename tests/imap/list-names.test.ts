@@ -1,0 +1,145 @@
+/**
+ * LIST patterns and references with punctuation (src/imap/folders.ts `listMatcher`, RFC 3501 §6.3.8): every
+ * character but `*` and `%` is itself, whatever it means in a regular expression. A `-` in a pattern once made the
+ * matcher throw (an escape the Unicode flag refuses) and LIST answer `NO [SERVERBUG]` without an audit row. Against
+ * the real Dovecot the proxy's answers equal Dovecot's own; a command that fails inside the proxy has an `error` row.
+ */
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { FolderNames } from "../../src/imap/folders.ts";
+import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+
+/** Names with punctuation (Dovecot refuses `.` in a name with its `/` delimiter: tested without a server below). */
+const NAMES = ["Sent-2024", "x+y", "(p)", "[q]", "{r}", "$", "^", "|", "\\", "a-b/c-d", "é-x", "x*y", "p%q", "?"];
+/** Names a wrongly read pattern would also match. */
+const DECOYS = ["Sent_2024", "Sentx", "xxy", "p", "q", "r", "Sent-", "a-b/cxd", "xy"];
+
+describe("listMatcher: a name character is itself", () => {
+  const names = new FolderNames("/");
+  const cases: [string, string, string[], string[]][] = [
+    // reference, pattern, matched, not matched
+    ["", "Sent-2024", ["Sent-2024"], ["Sent_2024", "Sent2024"]],
+    ["", "Sent-*", ["Sent-2024", "Sent-", "Sent-a/b"], ["Sent", "Sentx2024"]],
+    ["Sent-", "%", ["Sent-2024"], ["Sent-a/b", "Sent"]],
+    ["", "a.b", ["a.b"], ["axb", "ab"]],
+    ["", "x+y", ["x+y"], ["xxy", "xy"]],
+    ["", "(p)", ["(p)"], ["p"]],
+    ["", "[q]", ["[q]"], ["q"]],
+    ["", "{r}", ["{r}"], ["r"]],
+    ["", "a{2}", ["a{2}"], ["aa"]],
+    ["", "$", ["$"], [""]],
+    ["", "^", ["^"], [""]],
+    ["", "|", ["|"], ["", "x"]],
+    ["", "\\", ["\\"], ["", "x"]],
+    ["", "?", ["?"], ["", "x"]],
+    ["", "a/b-c", ["a/b-c"], ["a/bxc"]],
+    ["", "é-*", ["é-x"], ["é", "e-x"]],
+    ["", "x%y", ["x*y", "xy", "x-y"], ["x/y"]],
+  ];
+  for (const [reference, pattern, yes, no] of cases) {
+    test(`reference ${JSON.stringify(reference)}, pattern ${JSON.stringify(pattern)}`, () => {
+      const m = names.listMatcher(reference, pattern);
+      for (const n of yes) expect({ n, matched: m(n) }).toEqual({ n, matched: true });
+      for (const n of no) expect({ n, matched: m(n) }).toEqual({ n, matched: false });
+    });
+  }
+
+  test("a delimiter that is special in a character class: `%` stops at it, and only at it", () => {
+    for (const d of ["-", "]", "^", "\\", "."]) {
+      const m = new FolderNames(d).listMatcher("", "a%");
+      expect([m("ab"), m(`a${d}b`), m("a-b")]).toEqual([true, false, d !== "-"]);
+    }
+  });
+});
+
+describe("against Dovecot", () => {
+  let proxy: TestProxy;
+  let mailbox: TestMailbox;
+  let agent: RawImap;
+  let direct: RawImap;
+  let newRows: ReturnType<typeof auditCursor>;
+
+  beforeAll(async () => {
+    mailbox = await createMailbox();
+    const human = await connectImap(mailbox);
+    for (const name of [...NAMES, ...DECOYS]) await human.mailboxCreate(name);
+    await human.logout();
+    proxy = await startTestProxy();
+    newRows = auditCursor(proxy);
+    agent = await RawImap.login(proxy.port, mailbox);
+    direct = await RawImap.open(upstreams().ports.imaps, { tls: true });
+    expect(statusOf(await direct.command("l", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "l")).toStartWith(
+      "l OK",
+    );
+  });
+
+  afterAll(async () => {
+    agent?.close();
+    direct?.close();
+    await proxy?.close();
+  });
+
+  /** The names a LIST reply lists, sorted, whether written as an atom, a quoted string or a literal. */
+  function listed(reply: string, tag: string): string[] {
+    expect(statusOf(reply, tag)).toStartWith(`${tag} OK`);
+    const names: string[] = [];
+    const head = /\* LIST \([^)]*\) (?:"[^"]*"|NIL) /g;
+    for (let m = head.exec(reply); m !== null; m = head.exec(reply)) {
+      const rest = reply.slice(m.index + m[0].length);
+      const literal = /^\{(\d+)\}\r\n/.exec(rest);
+      if (literal !== null) names.push(rest.slice(literal[0].length, literal[0].length + Number(literal[1])));
+      else if (rest.startsWith('"')) names.push(JSON.parse(/^"(?:[^"\\]|\\.)*"/.exec(rest)![0]));
+      else names.push(rest.slice(0, rest.indexOf("\r\n")));
+    }
+    return names.sort();
+  }
+
+  const patterns: [string, string][] = [
+    ["", "Sent-*"],
+    ["", "Sent-2024"],
+    ["Sent-", "*"],
+    ["", "a-b/c-*"],
+    ["a-b/", "%"],
+    ["", "x+y"],
+    ["", "(p)"],
+    ["", "[q]"],
+    ["", "{r}"],
+    ["", "$"],
+    ["", "^"],
+    ["", "|"],
+    ["", "\\\\"],
+    ["", "?"],
+    ["", "x*y"],
+    ["", "&AOk--*"],
+    ["", "*-*"],
+  ];
+  for (const [reference, pattern] of patterns) {
+    test(`LIST "${reference}" "${pattern}" lists what Dovecot lists, with an allow row`, async () => {
+      await newRows();
+      const command = `LIST "${reference}" "${pattern}"`;
+      const ours = listed(await agent.command("p", command), "p");
+      expect(ours.length).toBeGreaterThan(0);
+      expect(ours).toEqual(listed(await direct.command("d", command), "d"));
+      const rows = await newRows();
+      expect(rows.map((r) => [r.command, r.decision])).toEqual([["LIST", "allow"]]);
+    });
+  }
+
+  test("a command that fails inside the proxy answers NO [SERVERBUG] and has an error row", async () => {
+    const original = FolderNames.prototype.listMatcher;
+    FolderNames.prototype.listMatcher = () => {
+      throw new Error("matcher broke (test)");
+    };
+    try {
+      await newRows();
+      expect(await agent.command("x", 'LIST "" "*"')).toBe("x NO [SERVERBUG] Internal error\r\n");
+    } finally {
+      FolderNames.prototype.listMatcher = original;
+    }
+    const rows = await newRows();
+    expect(rows.map((r) => [r.command, r.decision, r.reason])).toEqual([
+      ["LIST", "error", "internal error: matcher broke (test)"],
+    ]);
+    expect(statusOf(await agent.command("y", 'LIST "" "Sent-*"'), "y")).toStartWith("y OK");
+  });
+});

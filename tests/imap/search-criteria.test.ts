@@ -1,0 +1,224 @@
+/**
+ * How SEARCH, SORT and THREAD turn the agent's sequence and UID sets into upstream criteria over its view
+ * (commands/search.ts `upstreamCriteria`, SelectedMailbox spans): the same messages as a direct reading of the sets,
+ * in filtered and unfiltered views; a cost that follows the sets' ranges, not the mailbox's size times their
+ * number; and the limits MAX_SEARCH_SETS and MAX_SEARCH_NESTED_RANGES at the limit and one past it. The same over a
+ * real Dovecot: search-limits.test.ts.
+ */
+import { describe, expect, test } from "bun:test";
+import { upstreamCriteria, visibleMatches } from "../../src/imap/commands/search.ts";
+import { MAX_SEARCH_NESTED_RANGES, MAX_SEARCH_SETS, UPSTREAM_SET_RANGES } from "../../src/imap/limits.ts";
+import { SelectedMailbox } from "../../src/imap/mailbox.ts";
+import { Refusal } from "../../src/imap/refusal.ts";
+import { VisibleSet } from "../../src/imap/view.ts";
+import { type SearchKey, type SeqSet, STAR } from "../../src/imap/wire/index.ts";
+
+/** A seeded pseudo-random generator (mulberry32), so that a failure can be replayed. */
+function random(seed: number): () => number {
+  let a = seed;
+  return () => {
+    a = (a + 0x6d2b79f5) | 0;
+    let t = Math.imul(a ^ (a >>> 15), 1 | a);
+    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Upstream UIDs 1..n with gaps; visible: every UID, or about a third of them (a filtered folder). */
+function mailbox(n: number, filteredView: boolean, rnd: () => number): SelectedMailbox {
+  const uids: number[] = [];
+  for (let uid = 1; uids.length < n; uid += rnd() < 0.2 ? 3 : 1) uids.push(uid);
+  if (!filteredView) return new SelectedMailbox("INBOX", "INBOX", true, uids);
+  const visible = uids.filter(() => rnd() < 0.3);
+  return new SelectedMailbox("INBOX", "INBOX", true, uids, new VisibleSet(visible, uids[uids.length - 1]!));
+}
+
+/** A set of 1-4 ranges, some with `*`, some reversed, some past the end. */
+function randomSet(rnd: () => number, max: number): SeqSet {
+  const set: { start: number; stop: number }[] = [];
+  const count = 1 + Math.floor(rnd() * 4);
+  const pick = () => (rnd() < 0.1 ? STAR : 1 + Math.floor(rnd() * max * 1.1));
+  for (let i = 0; i < count; i++) set.push({ start: pick(), stop: rnd() < 0.3 ? pick() : pick() });
+  return set;
+}
+
+/** The UIDs a sequence set names in a search, read directly off the view (RFC 3501 §6.4.4, search.ts clamp). */
+function bySequence(box: SelectedMailbox, set: SeqSet): Set<number> {
+  const all = box.allUids();
+  const n = all.length;
+  const out = new Set<number>();
+  for (const r of set) {
+    const numbers = [r.start, r.stop].filter((x) => x !== STAR);
+    const lo = numbers.length === 0 ? n : Math.min(...numbers);
+    const hi = numbers.length < 2 ? n : Math.min(Math.max(...numbers), n);
+    if (lo >= 1 && lo <= n) for (let k = lo; k <= hi; k++) out.add(all[k - 1]!);
+  }
+  return out;
+}
+
+/** The UIDs a UID set names, read directly off the view (`*` is the highest UID the agent knows). */
+function byUid(box: SelectedMailbox, set: SeqSet): Set<number> {
+  const all = box.allUids();
+  const max = all.length === 0 ? 0 : all[all.length - 1]!;
+  const out = new Set<number>();
+  for (const r of set) {
+    const a = r.start === STAR ? max : r.start;
+    const b = r.stop === STAR ? max : r.stop;
+    for (const uid of all) if (uid >= Math.min(a, b) && uid <= Math.max(a, b)) out.add(uid);
+  }
+  return out;
+}
+
+/** What upstream would answer to `criteria` (only UID sets, NOT ALL and ALL occur here), then the local step. */
+function evaluate(box: SelectedMailbox, keys: readonly SearchKey[]): number[] {
+  const { criteria, local } = upstreamCriteria(box, keys);
+  const upstream: number[] = [];
+  for (let i = 0; i < box.upstreamCount; i++) upstream.push(box.uidOf(i + 1));
+  const found = upstream.filter((uid) =>
+    criteria.every((k) => {
+      if (k.key === "ALL") return true;
+      if (k.key === "NOT" && k.operand.key === "ALL") return false;
+      if (k.key !== "UID") throw new Error(`unexpected key ${k.key}`);
+      return k.set.some((r) => uid >= r.start && uid <= r.stop);
+    }),
+  );
+  return visibleMatches(box, found, local);
+}
+
+describe("sets among the keys that must all match: intersected over the view", () => {
+  for (const filteredView of [false, true]) {
+    test(`${filteredView ? "filtered" : "unfiltered"} view: the messages every set names, no more`, () => {
+      const rnd = random(filteredView ? 7 : 11);
+      for (let round = 0; round < 300; round++) {
+        const box = mailbox(200 + Math.floor(rnd() * 3000), filteredView, rnd);
+        const n = box.agentCount;
+        const keys: SearchKey[] = [];
+        let expected = null as Set<number> | null;
+        const count = 1 + Math.floor(rnd() * 4);
+        for (let i = 0; i < count; i++) {
+          const uid = rnd() < 0.5;
+          const set = randomSet(rnd, uid ? (box.allUids().at(-1) ?? 1) : n);
+          const key: SearchKey = uid ? { key: "UID", set } : { key: "SEQ", set };
+          // Some go inside a parenthesized list: it must all match as well.
+          keys.push(rnd() < 0.2 ? { key: "AND", operands: [key] } : key);
+          const named = uid ? byUid(box, set) : bySequence(box, set);
+          expected = expected === null ? named : new Set([...expected].filter((u) => named.has(u)));
+        }
+        expect(evaluate(box, keys)).toEqual([...expected!].sort((a, b) => a - b));
+      }
+    });
+  }
+
+  test("at most UPSTREAM_SET_RANGES messages go upstream as a UID set; more stay local, with ALL upstream", () => {
+    const box = new SelectedMailbox(
+      "INBOX",
+      "INBOX",
+      true,
+      Array.from({ length: 5000 }, (_, i) => i + 1),
+    );
+    const at = upstreamCriteria(box, [{ key: "SEQ", set: [{ start: 1, stop: UPSTREAM_SET_RANGES }] }]);
+    expect(at).toEqual({ criteria: [{ key: "UID", set: [{ start: 1, stop: UPSTREAM_SET_RANGES }] }], local: null });
+    const past = upstreamCriteria(box, [
+      { key: "SEQ", set: [{ start: 1, stop: STAR }] },
+      { key: "UID", set: [{ start: 10, stop: UPSTREAM_SET_RANGES + 10 }] },
+      { key: "SEEN" },
+    ]);
+    expect(past).toEqual({ criteria: [{ key: "SEEN" }], local: [10, UPSTREAM_SET_RANGES + 10] });
+    // Nothing in common: nothing matches, and upstream is told so.
+    const none = upstreamCriteria(box, [
+      { key: "SEQ", set: [{ start: 1, stop: 2 }] },
+      { key: "SEQ", set: [{ start: 4, stop: 5 }] },
+    ]);
+    expect(none.criteria).toEqual([{ key: "NOT", operand: { key: "ALL" } }]);
+  });
+});
+
+describe("cost follows the ranges, not the mailbox times their number", () => {
+  // 100,000 messages. Reading each set into its messages, as a set of UIDs per key, cost about 1,000 x 100,000
+  // steps for the keys below and kept 64 sets of 100,000 UIDs; intersecting ranges costs milliseconds.
+  const box = new SelectedMailbox(
+    "INBOX",
+    "INBOX",
+    true,
+    Array.from({ length: 100_000 }, (_, i) => i + 1),
+  );
+
+  test("MAX_SEARCH_SETS top-level keys of 250 overlapping ranges each (a 64 KB line)", () => {
+    const set: SeqSet = Array.from({ length: 250 }, () => ({ start: 1, stop: STAR }));
+    const keys: SearchKey[] = Array.from({ length: MAX_SEARCH_SETS }, () => ({ key: "SEQ", set }));
+    // What is kept is one span of UIDs, [first, last], not a set of 100,000 per key. The time it takes is not
+    // asserted here (no timed tests); the old reading took 11-25 s and about 400 MB for this case.
+    expect(upstreamCriteria(box, keys)).toEqual({ criteria: [{ key: "ALL" }], local: [1, 100_000] });
+  });
+});
+
+describe("FETCH, STORE, COPY sets read as spans", () => {
+  test("uidsFromSeqSet and uidsFromUidSet name what a direct reading names; out of range is null", () => {
+    const rnd = random(3);
+    for (let round = 0; round < 300; round++) {
+      const box = mailbox(50 + Math.floor(rnd() * 500), rnd() < 0.5, rnd);
+      const n = box.agentCount;
+      const seq = randomSet(rnd, n);
+      const inRange = seq.every((r) => [r.start, r.stop].every((x) => x === STAR || (x >= 1 && x <= n))) && n > 0;
+      const sorted = (s: Set<number>) => [...s].sort((a, b) => a - b);
+      expect(box.uidsFromSeqSet(seq)).toEqual(inRange ? sorted(bySequence(box, seq)) : null);
+      const uid = randomSet(rnd, box.allUids().at(-1) ?? 1);
+      expect(box.uidsFromUidSet(uid)).toEqual(sorted(byUid(box, uid)));
+    }
+  });
+});
+
+describe("limits", () => {
+  const box = new SelectedMailbox(
+    "INBOX",
+    "INBOX",
+    true,
+    Array.from({ length: 3000 }, (_, i) => i + 1),
+  );
+  const refusal = (keys: SearchKey[]) => {
+    try {
+      upstreamCriteria(box, keys);
+    } catch (error) {
+      if (error instanceof Refusal) return `${error.status} [${error.code}]`;
+      throw error;
+    }
+    return "OK";
+  };
+  const all: SearchKey = { key: "SEQ", set: [{ start: 1, stop: STAR }] };
+
+  test("MAX_SEARCH_SETS sets at any depth, and one more", () => {
+    const top = (n: number): SearchKey[] => Array.from({ length: n }, () => all);
+    expect(refusal(top(MAX_SEARCH_SETS))).toBe("OK");
+    expect(refusal(top(MAX_SEARCH_SETS + 1))).toBe("NO [LIMIT]");
+    // Nested ones count too.
+    const nested = (n: number): SearchKey[] => [
+      ...top(n - 3),
+      { key: "NOT", operand: { key: "UID", set: [{ start: 5, stop: 5 }] } },
+      { key: "OR", left: all, right: { key: "AND", operands: [all] } },
+    ];
+    expect(refusal(nested(MAX_SEARCH_SETS))).toBe("OK");
+    expect(refusal(nested(MAX_SEARCH_SETS + 1))).toBe("NO [LIMIT]");
+  });
+
+  test("MAX_SEARCH_NESTED_RANGES upstream ranges from sets inside NOT or OR, and one more", () => {
+    // UIDs 1, 3, 5, ...: each its own upstream range (2, 4, ... lie between them).
+    const odd = (n: number): SeqSet => Array.from({ length: n }, (_, i) => ({ start: 2 * i + 1, stop: 2 * i + 1 }));
+    const not = (n: number): SearchKey[] => [{ key: "NOT", operand: { key: "UID", set: odd(n) } }];
+    expect(refusal(not(MAX_SEARCH_NESTED_RANGES))).toBe("OK");
+    expect(upstreamCriteria(box, not(MAX_SEARCH_NESTED_RANGES)).criteria).toEqual([
+      { key: "NOT", operand: { key: "UID", set: odd(MAX_SEARCH_NESTED_RANGES) } },
+    ]);
+    expect(refusal(not(MAX_SEARCH_NESTED_RANGES + 1))).toBe("NO [LIMIT]");
+    // Split over two nested sets: counted together.
+    const half = MAX_SEARCH_NESTED_RANGES / 2;
+    const split = (extra: number): SearchKey[] => [
+      {
+        key: "OR",
+        left: { key: "UID", set: odd(half) },
+        right: { key: "UID", set: odd(half + extra).map((r) => ({ start: r.start + 1000, stop: r.stop + 1000 })) },
+      },
+    ];
+    expect(refusal(split(0))).toBe("OK");
+    expect(refusal(split(1))).toBe("NO [LIMIT]");
+  });
+});

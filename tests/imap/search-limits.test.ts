@@ -1,0 +1,131 @@
+/**
+ * SEARCH, SORT and THREAD sets against the real Dovecot (commands/search.ts, docs/imap.md "Decisions"): searches
+ * with many or long sequence and UID sets answer exactly as Dovecot answers them directly, up to MAX_SEARCH_SETS
+ * sets and MAX_SEARCH_NESTED_RANGES upstream ranges from sets inside NOT or OR; one past either limit gets
+ * `NO [LIMIT]` and a deny row. The cost of the sets themselves: search-criteria.test.ts.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { MAX_SEARCH_NESTED_RANGES, MAX_SEARCH_SETS } from "../../src/imap/limits.ts";
+import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+
+const MESSAGES = 2100;
+
+let proxy: TestProxy;
+let mailbox: TestMailbox;
+let agent: RawImap;
+let direct: RawImap;
+let newRows: ReturnType<typeof auditCursor>;
+
+beforeAll(async () => {
+  mailbox = await createMailbox({ seed: { folders: { INBOX: MESSAGES }, seed: 41 } });
+  proxy = await startTestProxy();
+  newRows = auditCursor(proxy);
+  agent = await RawImap.login(proxy.port, mailbox);
+  expect(await agent.command("s", "EXAMINE INBOX")).toContain(`* ${MESSAGES} EXISTS`);
+  direct = await RawImap.open(upstreams().ports.imaps, { tls: true });
+  expect(statusOf(await direct.command("l", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "l")).toStartWith("l OK");
+  expect(await direct.command("s", "EXAMINE INBOX")).toContain(`* ${MESSAGES} EXISTS`);
+});
+
+afterAll(async () => {
+  agent?.close();
+  direct?.close();
+  await proxy?.close();
+});
+
+/** The numbers of a reply's `* SEARCH` line, ascending (Dovecot and the proxy may order them differently). */
+function searched(reply: string, tag: string): number[] {
+  expect(statusOf(reply, tag)).toStartWith(`${tag} OK`);
+  const line = reply.split("\r\n").find((l) => l.startsWith("* SEARCH"));
+  expect(line).toBeDefined();
+  return line!
+    .slice("* SEARCH".length)
+    .trim()
+    .split(" ")
+    .filter(Boolean)
+    .map(Number)
+    .sort((a, b) => a - b);
+}
+
+/** The same command through the proxy and straight to Dovecot: the same messages. */
+async function sameAsDovecot(command: string): Promise<number[]> {
+  const ours = searched(await agent.command("p", command), "p");
+  expect(ours).toEqual(searched(await direct.command("d", command), "d"));
+  return ours;
+}
+
+function keys(n: number, key: string): string {
+  return Array.from({ length: n }, () => key).join(" ");
+}
+
+/** UIDs 1, 3, 5, ...: with the even ones present, each is one upstream range. */
+function odd(n: number): string {
+  return Array.from({ length: n }, (_, i) => 2 * i + 1).join(",");
+}
+
+test("large searches answer as Dovecot does: long sets applied locally, short ones upstream", async () => {
+  expect(await sameAsDovecot("SEARCH 1:*")).toHaveLength(MESSAGES);
+  expect(await sameAsDovecot("UID SEARCH UID 1:* UNDELETED")).toHaveLength(MESSAGES);
+  expect(await sameAsDovecot("SEARCH 100:1500 1000:2050")).toHaveLength(501);
+  expect(await sameAsDovecot("SEARCH 1:1200 (200:2100 5:1999) NOT 300")).toHaveLength(1000);
+  expect(await sameAsDovecot("UID SEARCH 2:* UID 1500:* NOT 1800:1900")).toHaveLength(500);
+  expect(await sameAsDovecot("SEARCH OR 1:1500 2000:* NOT 7")).toHaveLength(1600);
+  expect(await sameAsDovecot("SEARCH 2050:3000 1:*")).toHaveLength(51);
+  expect(await sameAsDovecot("SEARCH 3000:* 1:*")).toHaveLength(0);
+  // One key holding the most ranges a set may have (MAX_LIST_ITEMS), every one the whole mailbox.
+  expect(await sameAsDovecot(`SEARCH ${Array.from({ length: 1024 }, () => "1:*").join(",")}`)).toHaveLength(MESSAGES);
+});
+
+test("MAX_SEARCH_SETS sets answer as Dovecot does; one more gets NO [LIMIT] and a deny row", async () => {
+  expect(await sameAsDovecot(`SEARCH ${keys(MAX_SEARCH_SETS, "1:*")}`)).toHaveLength(MESSAGES);
+  expect(await sameAsDovecot(`SEARCH ${keys(MAX_SEARCH_SETS - 1, "2:*")} NOT 5`)).toHaveLength(MESSAGES - 2);
+  await newRows();
+  for (const [tag, command] of [
+    ["a", `SEARCH ${keys(MAX_SEARCH_SETS + 1, "1:*")}`],
+    ["b", `UID SEARCH ${keys(MAX_SEARCH_SETS, "1:*")} NOT UID 5`],
+    ["c", `SORT (DATE) UTF-8 ${keys(MAX_SEARCH_SETS + 1, "1:*")}`],
+    ["d", `UID THREAD REFERENCES UTF-8 ${keys(MAX_SEARCH_SETS + 1, "1:*")}`],
+  ] as const) {
+    const reply = await agent.command(tag, command);
+    expect(reply).toBe(`${tag} NO [LIMIT] Too many sequence or UID sets in one search (limit ${MAX_SEARCH_SETS})\r\n`);
+  }
+  const rows = (await newRows()).filter((r) => r.decision === "deny");
+  expect(rows.map((r) => [r.command, r.operation, r.folder])).toEqual([
+    ["SEARCH", "mail:read", "INBOX"],
+    ["UID SEARCH", "mail:read", "INBOX"],
+    ["SORT", "mail:read", "INBOX"],
+    ["UID THREAD", "mail:read", "INBOX"],
+  ]);
+  expect(rows[0]!.reason).toBe(`${MAX_SEARCH_SETS + 1} sequence or UID sets in one search (limit ${MAX_SEARCH_SETS})`);
+  // The session goes on.
+  expect(statusOf(await agent.command("n", "NOOP"), "n")).toStartWith("n OK");
+});
+
+test("MAX_SEARCH_NESTED_RANGES ranges inside NOT or OR answer as Dovecot does; one more gets NO [LIMIT]", async () => {
+  const at = await sameAsDovecot(`UID SEARCH NOT UID ${odd(MAX_SEARCH_NESTED_RANGES)}`);
+  expect(at).toHaveLength(MESSAGES - MAX_SEARCH_NESTED_RANGES);
+  await newRows();
+  const past = await agent.command("x", `UID SEARCH NOT UID ${odd(MAX_SEARCH_NESTED_RANGES + 1)}`);
+  expect(past).toBe(
+    `x NO [LIMIT] Too many UID ranges in sets inside NOT, OR or parentheses (limit ${MAX_SEARCH_NESTED_RANGES})\r\n`,
+  );
+  const rows = (await newRows()).filter((r) => r.decision === "deny");
+  expect(rows.map((r) => r.command)).toEqual(["UID SEARCH"]);
+  // The same set among the keys that must all match is applied locally, at any length.
+  expect(await sameAsDovecot(`UID SEARCH UID ${odd(MAX_SEARCH_NESTED_RANGES + 24)}`)).toHaveLength(
+    MAX_SEARCH_NESTED_RANGES + 24,
+  );
+});
+
+test("an unknown charset: NO [BADCHARSET (...)] with the supported ones, as Dovecot (RFC 9051 §6.4.4)", async () => {
+  for (const [tag, command] of [
+    ["c1", "SEARCH CHARSET KOI8-R ALL"],
+    ["c2", "UID SORT (DATE) KOI8-R ALL"],
+    ["c3", "UID THREAD REFERENCES KOI8-R ALL"],
+  ] as const) {
+    expect(statusOf(await agent.command(tag, command), tag)).toStartWith(`${tag} NO [BADCHARSET (US-ASCII UTF-8)] `);
+  }
+  // Dovecot's answer, for comparison (its list of charsets is its own).
+  expect(statusOf(await direct.command("d1", "SEARCH CHARSET X-NO-SUCH ALL"), "d1")).toMatch(/^d1 NO \[BADCHARSET/);
+});
