@@ -5,14 +5,15 @@
  * not text/* (images, PDFs, message/rfc822, ...). Erring towards "attachment" is the safe side for rules that
  * refuse attachments. Multiparts are containers: only their parts count.
  *
- * The SMTP proxy reads entities from part headers (`entityOf`, with `parseParameterized` for RFC 2045 §5.1 /
- * RFC 2183 / RFC 2231 parameters); the IMAP filter builds them from BODYSTRUCTURE.
+ * The SMTP proxy and the MCP reader read entities from part headers (`entityOf`, with `parseParameterized` for
+ * RFC 2045 §5.1 / RFC 2183 / RFC 2231 parameters, and the enclosing multipart's `defaultPartType`); the IMAP filter
+ * builds them from BODYSTRUCTURE, where Dovecot has applied the same defaults.
  */
 
 import type { HeaderField } from "./headers.ts";
 
 export interface MimeEntity {
-  /** Lower-cased `type/subtype`, "" when absent. */
+  /** Lower-cased `type/subtype`; "" when absent (`entityOf` gives the default type instead). */
   readonly type: string;
   /** Content-Type parameters, lower-cased names. */
   readonly typeParams: ReadonlyMap<string, string>;
@@ -42,6 +43,8 @@ export function isAttachmentEntity(entity: MimeEntity): boolean {
 export interface ParameterizedValue {
   /** Lower-cased, e.g. "multipart/mixed" or "attachment". */
   readonly value: string;
+  /** False when the value itself held a quoted string (`"multipart/mixed"`, `x"; a="b`): not a token. */
+  readonly valueUnquoted: boolean;
   /** Lower-cased names; RFC 2231 sections (`filename*0*`) are kept as separate names; the first of a name wins. */
   readonly params: ReadonlyMap<string, string>;
 }
@@ -51,9 +54,11 @@ export function parseParameterized(text: string): ParameterizedValue {
   const parts: string[] = [];
   let current = "";
   let quoted = false;
+  let valueUnquoted = true;
   let depth = 0;
   for (let i = 0; i < text.length; i++) {
     const c = text[i]!;
+    if (c === '"' && !quoted && depth === 0 && parts.length === 0) valueUnquoted = false;
     if (quoted) {
       if (c === "\\" && i + 1 < text.length) current += text[++i];
       else if (c === '"') quoted = false;
@@ -81,14 +86,32 @@ export function parseParameterized(text: string): ParameterizedValue {
     const key = part.slice(0, eq).trim().toLowerCase();
     if (!params.has(key)) params.set(key, part.slice(eq + 1).trim());
   }
-  return { value, params };
+  return { value, valueUnquoted, params };
+}
+
+/** RFC 2045 §5.1 `token`: printable US-ASCII without SPACE and tspecials. */
+const TOKEN_CHARS = "[a-z0-9!#$%&'*+.^_`{|}~-]+";
+const TOKEN = new RegExp(`^${TOKEN_CHARS}$`);
+const MEDIA_TYPE = new RegExp(`^${TOKEN_CHARS}/${TOKEN_CHARS}$`);
+
+/** The type of an entity without Content-Type (RFC 2045 §5.2), and of such a part of a digest (RFC 2046 §5.1.5). */
+const DEFAULT_TYPE = "text/plain";
+const DIGEST_DEFAULT_TYPE = "message/rfc822";
+
+/** The default type of the parts of a multipart of type `multipartType` (lower-cased `type/subtype`). */
+export function defaultPartType(multipartType: string): string {
+  return multipartType === "multipart/digest" ? DIGEST_DEFAULT_TYPE : DEFAULT_TYPE;
 }
 
 /**
- * The entity an unfolded header section describes (Content-Type defaults to text/plain, RFC 2045 §5.2); null when
- * it names its Content-Type or Content-Disposition more than once, since which one a client follows is a guess.
+ * The entity an unfolded header section describes; null when it names its Content-Type or Content-Disposition
+ * more than once, or gives one whose value is not a media type or a disposition token, since which reading a
+ * client follows is a guess. Without a Content-Type, or with one whose value is
+ * empty, the type is `defaultType`: text/plain for a message and for a part of most multiparts (RFC 2045 §5.2),
+ * message/rfc822 for a part of a multipart/digest (`defaultPartType`), which then counts as an attachment as an
+ * explicit message/rfc822 does (docs/smtp.md "What the message says").
  */
-export function entityOf(fields: readonly HeaderField[]): MimeEntity | null {
+export function entityOf(fields: readonly HeaderField[], defaultType = DEFAULT_TYPE): MimeEntity | null {
   let type: string | undefined;
   let disposition: string | undefined;
   for (const field of fields) {
@@ -100,7 +123,16 @@ export function entityOf(fields: readonly HeaderField[]): MimeEntity | null {
       disposition = field.value;
     }
   }
-  const t = parseParameterized(type ?? "text/plain");
+  const t = parseParameterized(type ?? defaultType);
   const d = parseParameterized(disposition ?? "");
-  return { type: t.value, typeParams: t.params, disposition: d.value, dispositionParams: d.params };
+  // A type that is not `token/token`, or a disposition that is not one token (RFC 2045 §5.1, RFC 2183 §2), is
+  // read one way here and another by a client (Dovecot takes such a type as text/plain): not known.
+  if (t.value !== "" && (!t.valueUnquoted || !MEDIA_TYPE.test(t.value))) return null;
+  if (d.value !== "" && (!d.valueUnquoted || !TOKEN.test(d.value))) return null;
+  return {
+    type: t.value === "" ? defaultType : t.value,
+    typeParams: t.params,
+    disposition: d.value,
+    dispositionParams: d.params,
+  };
 }

@@ -11,6 +11,7 @@ export {
   readEnvelopeAddress,
 } from "./address.ts";
 export {
+  defaultPartType,
   entityOf,
   hasParam,
   isAttachmentEntity,
@@ -18,6 +19,7 @@ export {
   type ParameterizedValue,
   parseParameterized,
 } from "./attachment.ts";
+export { type BoundaryLine, delimiterOf, readBoundaryLine } from "./boundary.ts";
 export { decodeEncodedWords, readUnstructured } from "./encoded-words.ts";
 export { type MessageFields, readMessageFields, UNKNOWN_FIELDS } from "./fields.ts";
 export { type HeaderField, parseHeaderFields } from "./headers.ts";

@@ -4,17 +4,32 @@
  * kept: body lines are only looked at for MIME boundaries. Header sections, fields and attachments are read by
  * src/mail, as the IMAP filter reads them: what cannot be read is unknown, which the final decision denies for any
  * rule that depends on it. A structure that cannot be read (a multipart without a boundary, too many parts, too
- * deep, a part header that is not a header) leaves has_attachment unknown.
+ * deep, a part header that is not a header, a line that readers split differently: `#checkBoundary`) leaves
+ * has_attachment unknown. A part without Content-Type is text/plain, or message/rfc822 in a multipart/digest
+ * (RFC 2046 §5.1.5): an attachment either way when it is a message.
  */
 
-import { entityOf, type HeaderField, isAttachmentEntity, parseHeaderFields, readMessageFields } from "../mail/index.ts";
+import {
+  type BoundaryLine,
+  defaultPartType,
+  delimiterOf,
+  entityOf,
+  type HeaderField,
+  isAttachmentEntity,
+  parseHeaderFields,
+  readBoundaryLine,
+  readMessageFields,
+} from "../mail/index.ts";
 import { MAX_HEADER_BYTES, MAX_MIME_DEPTH, MAX_MIME_PARTS, MAX_PART_HEADER_BYTES } from "./limits.ts";
 
 const LF = 10;
 const CR = 13;
 const DASH = 45;
 
-/** Body lines longer than this are only checked for a boundary within their first octets. */
+/**
+ * Body lines longer than this (that arrive in more than one write) are only checked for a boundary within their
+ * first octets; one that reads as a delimiter there is unknown (`#checkBoundary`).
+ */
 const BODY_LINE_PREFIX = 1000;
 
 export interface MessageFacts {
@@ -44,8 +59,10 @@ export class MessageInspector {
   #headerLength = 0;
   #headerTooLarge = false;
   #topFields: HeaderField[] | null = null;
-  /** Open multipart boundaries, innermost last, as the bytes of "--" + boundary. */
-  #boundaries: Buffer[] = [];
+  /** The open multiparts (whose close delimiter has not been seen), innermost last: `delimiterOf` their boundary. */
+  #delimiters: string[] = [];
+  /** Their parts' type when a part has no Content-Type (`defaultPartType`). */
+  #partTypes: string[] = [];
   #parts = 0;
   #attachment = false;
   #unknown = false;
@@ -97,10 +114,13 @@ export class MessageInspector {
           this.#endPartHeaders();
           return;
         }
+        // `--b: x` is a header field to src/mail, but a delimiter to a reader that takes any line beginning with the
+        // boundary as one and ends this header section there (src/mail/boundary.ts).
+        if (line[0] === DASH && line[1] === DASH && this.#readBoundaryLine(line).prefixes > 0) this.#unknown = true;
         this.#addHeaderLine(line, MAX_PART_HEADER_BYTES);
         return;
       case Phase.Body:
-        if (this.#boundaries.length > 0 && line[0] === DASH && line[1] === DASH) this.#checkBoundary(line);
+        if (this.#delimiters.length > 0 && line[0] === DASH && line[1] === DASH) this.#checkBoundary(line);
         return;
     }
   }
@@ -139,12 +159,15 @@ export class MessageInspector {
       this.#unknown = true;
       return;
     }
-    this.#entity(fields);
+    this.#entity(fields, this.#partTypes.at(-1));
   }
 
-  /** Classifies one entity from its header fields; a multipart opens its boundary. */
-  #entity(fields: readonly HeaderField[]): void {
-    const entity = entityOf(fields);
+  /**
+   * Classifies one entity from its header fields (`partType`: the enclosing multipart's default type, none for the
+   * message itself); a multipart opens its boundary.
+   */
+  #entity(fields: readonly HeaderField[], partType?: string): void {
+    const entity = entityOf(fields, partType);
     if (entity === null) {
       this.#unknown = true;
       return;
@@ -155,38 +178,51 @@ export class MessageInspector {
         this.#unknown = true;
         return;
       }
-      if (this.#boundaries.length >= MAX_MIME_DEPTH) {
+      if (this.#delimiters.length >= MAX_MIME_DEPTH) {
         this.#unknown = true;
         return;
       }
-      this.#boundaries.push(Buffer.from(`--${boundary}`, "utf8"));
+      this.#delimiters.push(delimiterOf(boundary));
+      this.#partTypes.push(defaultPartType(entity.type));
       return;
     }
     if (isAttachmentEntity(entity)) this.#attachment = true;
   }
 
+  /**
+   * A body line that starts with "--": a delimiter or close delimiter of an open multipart, or text. A line that
+   * readers split differently (src/mail/boundary.ts: `--b junk`, `--bjunk`, a line that begins with two open
+   * boundaries) leaves has_attachment unknown; the scan goes on with exact delimiters only, the innermost first.
+   */
   #checkBoundary(line: Buffer): void {
-    for (let depth = this.#boundaries.length - 1; depth >= 0; depth--) {
-      const boundary = this.#boundaries[depth]!;
-      if (line.length < boundary.length || !line.subarray(0, boundary.length).equals(boundary)) continue;
-      const rest = line.subarray(boundary.length).toString("latin1");
-      if (/^[ \t]*\r?\n?$/.test(rest)) {
-        // A delimiter: a new part of this multipart; inner ones are closed implicitly.
-        this.#boundaries.length = depth + 1;
-        if (++this.#parts > MAX_MIME_PARTS) {
-          this.#unknown = true;
-          this.#boundaries = [];
-          return;
-        }
-        this.#phase = Phase.PartHeaders;
-        return;
-      }
-      if (/^--[ \t]*\r?\n?$/.test(rest)) {
-        // The close delimiter: what follows is the epilogue of the enclosing multipart.
-        this.#boundaries.length = depth;
-        return;
-      }
+    const read = this.#readBoundaryLine(line);
+    if (read.ambiguous) this.#unknown = true;
+    if (read.multipart === -1) return;
+    // Cut at BODY_LINE_PREFIX: the rest of the line, unseen, could be junk after the padding.
+    if (line.length >= BODY_LINE_PREFIX && line[line.length - 1] !== LF) this.#unknown = true;
+    if (read.close) {
+      // The close delimiter: what follows is the epilogue of the enclosing multipart.
+      this.#open(read.multipart);
+      return;
     }
+    // A delimiter: a new part of this multipart; inner ones are closed implicitly.
+    this.#open(read.multipart + 1);
+    if (++this.#parts > MAX_MIME_PARTS) {
+      this.#unknown = true;
+      this.#open(0);
+      return;
+    }
+    this.#phase = Phase.PartHeaders;
+  }
+
+  #readBoundaryLine(line: Buffer): BoundaryLine {
+    return readBoundaryLine(line.toString("latin1"), this.#delimiters);
+  }
+
+  /** Keeps the outermost `count` multiparts open. */
+  #open(count: number): void {
+    this.#delimiters.length = count;
+    this.#partTypes.length = count;
   }
 
   finish(): MessageFacts {

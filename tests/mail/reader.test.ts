@@ -6,11 +6,14 @@
 import { describe, expect, test } from "bun:test";
 import {
   decodeEncodedWords,
+  defaultPartType,
+  delimiterOf,
   entityOf,
   isAttachmentEntity,
   mailboxProblem,
   parseHeaderFields,
   parseParameterized,
+  readBoundaryLine,
   readEnvelopeAddress,
   readMessageFields,
   readUnstructured,
@@ -145,6 +148,77 @@ describe("MIME parameters and attachments", () => {
     expect(isAttachmentEntity(entity("Content-Type: image/png")!)).toBe(true);
     expect(entity("Content-Type: text/plain", "Content-Type: application/pdf")).toBeNull();
     expect(entity("Content-Disposition: inline", "Content-Disposition: attachment")).toBeNull();
+  });
+
+  test("a Content-Type that is not type/subtype, or a disposition that is not one token, is unknown", () => {
+    const entity = (...lines: string[]) => entityOf(parseHeaderFields(section(...lines))!);
+    for (const bad of [
+      'Content-Type: application/x-evil"; name="a\x07"',
+      'Content-Type: "multipart/mixed"; boundary=x',
+      "Content-Type: multipart /mixed; boundary=x",
+      "Content-Type: text/plain x",
+      "Content-Type: text",
+      'Content-Type: text/plain\nContent-Disposition: "attachment"',
+      "Content-Type: text/plain\nContent-Disposition: attach ment",
+    ])
+      expect(entity(...bad.split("\n"))).toBeNull();
+    expect(entity("Content-Type: Text/HTML (a comment); charset=utf-8")!.type).toBe("text/html");
+    expect(entity("Content-Type: application/vnd.ms-excel", "Content-Disposition: INLINE")!.disposition).toBe("inline");
+  });
+
+  test("without Content-Type: text/plain, or message/rfc822 for a part of a multipart/digest (RFC 2046 §5.1.5)", () => {
+    const entity = (type: string, ...lines: string[]) => entityOf(parseHeaderFields(section(...lines))!, type);
+    expect(defaultPartType("multipart/mixed")).toBe("text/plain");
+    expect(defaultPartType("multipart/alternative")).toBe("text/plain");
+    expect(defaultPartType("multipart/digest")).toBe("message/rfc822");
+    const digestPart = entity(defaultPartType("multipart/digest"), "X: y")!;
+    expect(digestPart.type).toBe("message/rfc822");
+    // The default one counts as an explicit message/rfc822 does.
+    expect(isAttachmentEntity(digestPart)).toBe(true);
+    expect(isAttachmentEntity(entity("message/rfc822", "Content-Type: message/rfc822")!)).toBe(true);
+    // An empty Content-Type (or only a comment) is none: the default (RFC 2045 §5.2).
+    expect(entity("message/rfc822", "Content-Type:")!.type).toBe("message/rfc822");
+    expect(entity("message/rfc822", "Content-Type: (none)")!.type).toBe("message/rfc822");
+    expect(entity("text/plain", "Content-Type:")!.type).toBe("text/plain");
+    // A Content-Type given wins over the default.
+    expect(entity("message/rfc822", "Content-Type: text/plain")!.type).toBe("text/plain");
+  });
+});
+
+describe("multipart delimiter lines (RFC 2046 §5.1.1)", () => {
+  const open = ["a", "ab"].map(delimiterOf);
+  const line = (text: string, boundaries = open) => readBoundaryLine(text, boundaries);
+
+  test("a delimiter or close delimiter, transport padding after it, of the innermost multipart it is exactly", () => {
+    expect(line("--ab\r\n", [delimiterOf("x"), delimiterOf("ab")])).toEqual({
+      prefixes: 1,
+      multipart: 1,
+      close: false,
+      ambiguous: false,
+    });
+    expect(line("--x-- \t", [delimiterOf("x"), delimiterOf("ab")])).toMatchObject({ multipart: 0, close: true });
+    expect(line("--x", [delimiterOf("x"), delimiterOf("x")])).toMatchObject({ multipart: 1, ambiguous: true });
+  });
+
+  test("text: lines that begin with no open boundary", () => {
+    for (const text of ["", "-a", "--", "--b", "-- ", "x--a", " --a"])
+      expect(line(text)).toEqual({ prefixes: 0, multipart: -1, close: false, ambiguous: false });
+  });
+
+  test("ambiguous: a boundary followed by anything but padding, or two open boundaries at once", () => {
+    const x = [delimiterOf("x")];
+    for (const text of ["--xjunk", "--x junk", "--x--junk", "--x-- junk", "--x\u00a0", "--x\v", "--x: field"])
+      expect(line(text, x)).toMatchObject({ prefixes: 1, multipart: -1, ambiguous: true });
+    // `--ab` is exactly ab's delimiter and begins with a: readers that try the longest, the innermost or the
+    // outermost boundary first disagree.
+    expect(line("--ab")).toMatchObject({ prefixes: 2, multipart: 1, ambiguous: true });
+    expect(line("--a")).toMatchObject({ prefixes: 1, multipart: 0, ambiguous: false });
+  });
+
+  test("boundaries are compared as the octets of their UTF-8 text", () => {
+    const d = delimiterOf("é");
+    expect(line(Buffer.from("--é\r\n", "utf8").toString("latin1"), [d])).toMatchObject({ multipart: 0 });
+    expect(line("--é", [d]).prefixes).toBe(0);
   });
 });
 

@@ -96,6 +96,17 @@ describe("has_attachment", () => {
     ).toBe(true);
   });
 
+  test("a malformed Content-Type or Content-Disposition is unknown, wherever it is", () => {
+    const text = "Content-Type: text/plain\n\nhi";
+    expect(facts(multipart([text, "Content-Type: text/plain x\n\nsecret"])).hasAttachment).toBeUndefined();
+    expect(
+      facts(multipart([text, 'Content-Type: text/plain\nContent-Disposition: "attachment"\n\nx'])).hasAttachment,
+    ).toBeUndefined();
+    expect(
+      facts('Content-Type: "multipart/mixed"; boundary="b1"\n\n--b1\n\nx\n--b1--\n').hasAttachment,
+    ).toBeUndefined();
+  });
+
   test("nested multiparts, read in small chunks", () => {
     const inner =
       `Content-Type: multipart/alternative; boundary="inner"\n\n` +
@@ -108,11 +119,118 @@ describe("has_attachment", () => {
     expect(facts(multipart([inner])).hasAttachment).toBe(false);
   });
 
-  test("a boundary-like line inside a part does not confuse the scanner", () => {
-    const msg = multipart([
-      "Content-Type: text/plain\n\n--b1x is not a boundary\n--b2\nContent-Disposition: attachment\n",
-    ]);
-    expect(facts(msg).hasAttachment).toBe(false);
+  test("a line that begins with an open boundary but is not its delimiter is unknown (RFC 2046 §5.1.1)", () => {
+    // Dovecot takes `--b1x` and `--b1 x` as delimiters of b1 and shows the PDF after them as a part; a strict
+    // reader shows text. Either reading is a guess: unknown, which a has_attachment rule denies.
+    const pdf = 'Content-Type: application/pdf; name="a.pdf"\nContent-Disposition: attachment\n\nJVBER';
+    for (const junk of ["--b1x", "--b1 x", "--b1\tx", "--b1--x", "--b1-- x", "--b1x--"]) {
+      const msg = multipart([`Content-Type: text/plain\n\nhi\n${junk}\n${pdf}`]);
+      for (const chunk of [0, 1, 7]) expect(facts(msg, chunk).hasAttachment).toBeUndefined();
+    }
+    // In the preamble too: a reader that takes it as the first delimiter shows the PDF as a part.
+    expect(
+      facts(
+        `Content-Type: multipart/mixed; boundary="b1"\n\n--b1x\n${pdf}\n--b1\nContent-Type: text/plain\n\nhi\n--b1--\n`,
+      ).hasAttachment,
+    ).toBeUndefined();
+    // In a part's header section `--b1: x` is a field to src/mail, and a delimiter ending the section to Dovecot.
+    expect(facts(multipart(["Content-Type: text/plain\n--b1: x\n\nhi"])).hasAttachment).toBeUndefined();
+    // In a digest it hides a message: to src/mail one text/plain part whose body is the message; to Dovecot a text
+    // part ends at `--b1: x` and the next part has no Content-Type, so it is the message (with its PDF).
+    const fwd = `Subject: fwd\nContent-Type: multipart/mixed; boundary="I"\n\n--I\n${pdf}\n--I--`;
+    expect(facts(multipart([`Content-Type: text/plain\n--b1: x\n\n${fwd}`], "digest")).hasAttachment).toBeUndefined();
+  });
+
+  test("lines that are exactly delimiters, or begin with no open boundary, are read as before", () => {
+    // Whitespace after a delimiter is transport padding (RFC 2046 §5.1.1).
+    expect(facts(multipart(["Content-Type: text/plain\n\nhi"]).replace("--b1\n", "--b1 \t \n")).hasAttachment).toBe(
+      false,
+    );
+    expect(facts(multipart(["Content-Type: text/plain\n\nhi"]).replace("--b1--\n", "--b1-- \n")).hasAttachment).toBe(
+      false,
+    );
+    // `--b2` and `--b` begin with no open boundary (b1): text, as for every reader.
+    const text = "Content-Type: text/plain\n\n--b2\nContent-Disposition: attachment\n--b\n-- \nsignature";
+    expect(facts(multipart([text])).hasAttachment).toBe(false);
+    // After the close delimiter no multipart is open: the epilogue is text whatever it says.
+    expect(facts(`${multipart(["Content-Type: text/plain\n\nhi"])}--b1x\n--b1\n`).hasAttachment).toBe(false);
+  });
+
+  test("a delimiter line longer than the inspector keeps is unknown: what it does not see could be junk", () => {
+    // Outer b1, inner z. To a strict reader `--b1<1200 spaces>x` is text, so the `--z` after it opens a PDF part of
+    // z; Dovecot and the inspector take it as a delimiter of b1 (closing z), after which `--z` is text.
+    const pdf = 'Content-Type: application/pdf; name="a.pdf"\n\nJVBER';
+    const msg = (rest: string) =>
+      multipart([
+        `Content-Type: multipart/mixed; boundary="z"\n\n--z\nContent-Type: text/plain\n\nhi\n` +
+          `--b1${rest}\nContent-Type: text/plain\n\n--z\n${pdf}\n--z--`,
+      ]);
+    const long = `${" ".repeat(1200)}x`;
+    // Read whole, the line is junk after its padding (unknown), and the scan, going on as the strict reader does,
+    // finds the PDF. Read in chunks only its first 1000 octets are kept: they could be a delimiter or not.
+    expect(facts(msg(long)).hasAttachment).toBe(true);
+    for (const chunk of [7, 512]) expect(facts(msg(long), chunk).hasAttachment).toBeUndefined();
+    // Padding alone, cut in the same place, cannot be told from it.
+    expect(facts(msg(" ".repeat(1200)), 512).hasAttachment).toBeUndefined();
+    expect(facts(msg(" ".repeat(1200))).hasAttachment).toBe(false);
+  });
+
+  test("nested boundaries: one a prefix of the other is unknown while both are open", () => {
+    const leaf = "Content-Type: text/plain\n\nhi";
+    const nested = (outer: string, inner: string, closeInner: boolean) =>
+      multipart(
+        [
+          `Content-Type: multipart/mixed; boundary="${inner}"\n\n--${inner}\n${leaf}\n` +
+            `--${inner}\n${leaf}\n${closeInner ? `--${inner}--\n` : ""}`,
+          leaf,
+        ],
+        "mixed",
+        outer,
+      );
+    // The inner boundary a prefix of the outer, the inner closed first: no line begins with both while both are
+    // open; every reader splits it the same way.
+    expect(facts(nested("ab", "a", true)).hasAttachment).toBe(false);
+    // Not closed: `--ab` begins with the open `a` too. Dovecot takes the longest (ab), a reader that tries the
+    // innermost first takes it as a delimiter of a.
+    expect(facts(nested("ab", "a", false)).hasAttachment).toBeUndefined();
+    // The outer a prefix of the inner: every inner delimiter begins with the outer boundary.
+    expect(facts(nested("a", "ab", true)).hasAttachment).toBeUndefined();
+    // The same boundary: innermost first or outermost first split it differently.
+    expect(facts(nested("b1", "b1", true)).hasAttachment).toBeUndefined();
+    expect(facts(nested("b1", "b2", false)).hasAttachment).toBe(false);
+  });
+
+  test("a part without Content-Type in a multipart/digest is a message (RFC 2046 §5.1.5): an attachment", () => {
+    // A whole message with a PDF attached, as the digest's only part: Dovecot shows message/rfc822 holding the PDF.
+    const forwarded =
+      'From: x@corp.test\nSubject: inner\nContent-Type: multipart/mixed; boundary="I"\n\n' +
+      "--I\nContent-Type: text/plain\n\nhello\n" +
+      '--I\nContent-Type: application/pdf; name="secret.pdf"\nContent-Disposition: attachment\n\nJVBER\n--I--\n';
+    const digest = multipart([`\n${forwarded}`], "digest");
+    for (const chunk of [0, 1, 7]) expect(facts(digest, chunk).hasAttachment).toBe(true);
+    // A digest of plain text messages: each part is still a message, which counts as an explicit one does.
+    expect(facts(multipart(["\nSubject: one\n\nhello", "\nSubject: two\n\nworld"], "digest")).hasAttachment).toBe(true);
+    expect(facts(multipart(["Subject: no blank line first\n\nhello"], "digest")).hasAttachment).toBe(true);
+    // An empty Content-Type is none (RFC 2045 §5.2): the digest's default.
+    expect(facts(multipart(["Content-Type:\n\nSubject: x\n\nhello"], "digest")).hasAttachment).toBe(true);
+    // A digest part that says text/plain is text; outside a digest a part without Content-Type is text/plain.
+    expect(facts(multipart(["Content-Type: text/plain\n\nhello"], "digest")).hasAttachment).toBe(false);
+    expect(facts(multipart(["\nhello"], "mixed")).hasAttachment).toBe(false);
+  });
+
+  test("the default type follows the multipart a part is in", () => {
+    const digest = (parts: string[]) =>
+      `Content-Type: multipart/digest; boundary="d"\n\n${parts.map((p) => `--d\n${p}\n`).join("")}--d--\n`;
+    // A digest inside a mixed: its part without Content-Type is a message.
+    expect(facts(multipart(["Content-Type: text/plain\n\nhi", digest(["\nSubject: x\n\nhello"])])).hasAttachment).toBe(
+      true,
+    );
+    // A mixed inside a digest, and a part of the mixed after the digest closed: text/plain.
+    expect(facts(multipart([digest(["Content-Type: text/plain\n\nhello"]), "\nhello"])).hasAttachment).toBe(false);
+    expect(
+      facts(multipart([`Content-Type: multipart/mixed; boundary="m"\n\n--m\n\nhello\n--m--\n`], "digest"))
+        .hasAttachment,
+    ).toBe(false);
   });
 
   test("a multipart without a boundary is unknown", () => {
@@ -128,10 +246,11 @@ describe("has_attachment", () => {
   });
 
   test(`MAX_MIME_DEPTH (${MAX_MIME_DEPTH}) nested multiparts are read; one more leaves it unknown`, () => {
+    // `n1-`, `n10-`: no boundary begins with another (`n1` would begin `n10`: unknown, above).
     const nest = (depth: number): string => {
       let body = "Content-Type: text/plain\n\nleaf";
       for (let d = depth; d >= 1; d--)
-        body = `Content-Type: multipart/mixed; boundary="n${d}"\n\n--n${d}\n${body}\n--n${d}--\n`;
+        body = `Content-Type: multipart/mixed; boundary="n${d}-"\n\n--n${d}-\n${body}\n--n${d}---\n`;
       return body;
     };
     expect(facts(nest(MAX_MIME_DEPTH)).hasAttachment).toBe(false);

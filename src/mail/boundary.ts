@@ -1,0 +1,61 @@
+/**
+ * Multipart delimiter lines (RFC 2046 §5.1.1), one reading for the SMTP inspector and the MCP reader
+ * (docs/smtp.md "What the message says"). A line is the delimiter of a multipart when it is `--` + its boundary,
+ * then only spaces or tabs; its close delimiter when `--` follows the boundary. The RFC forbids a boundary at the
+ * start of any other line inside the multipart, and readers disagree on a line that breaks that rule: Dovecot,
+ * whose BODYSTRUCTURE the IMAP filter reads, takes the longest open boundary a line begins with as a delimiter
+ * whatever follows it (`--b junk`, `--bjunk`), a strict reader takes such a line as text, and one that tries the
+ * outermost multipart first splits nested multiparts with the same boundary differently from one that tries the
+ * innermost. Such a line is **ambiguous**: what follows it is a part to one reader and text to another, so the
+ * caller must not claim to know the message's parts (unknown for has_attachment, a problem for the reader).
+ */
+
+export interface BoundaryLine {
+  /** How many open multiparts' `--` + boundary the line begins with. */
+  readonly prefixes: number;
+  /**
+   * Index in `open` of the multipart whose delimiter or close delimiter the line is exactly (the innermost such
+   * one); -1 when it is none's.
+   */
+  readonly multipart: number;
+  /** It is that multipart's close delimiter (`--` + boundary + `--`). */
+  readonly close: boolean;
+  /** It begins with an open boundary without being exactly its delimiter, or with more than one open boundary. */
+  readonly ambiguous: boolean;
+}
+
+const NONE: BoundaryLine = { prefixes: 0, multipart: -1, close: false, ambiguous: false };
+
+/** Only spaces or tabs, then the line end (if any). */
+const DELIMITER_REST = /^[ \t]*\r?\n?$/;
+const CLOSE_REST = /^--[ \t]*\r?\n?$/;
+
+/** `--` + boundary as the latin1 text of its UTF-8 octets, the form `readBoundaryLine` compares lines in. */
+export function delimiterOf(boundary: string): string {
+  return Buffer.from(`--${boundary}`, "utf8").toString("latin1");
+}
+
+/**
+ * Reads one line (latin1 text of its octets, with or without its line end) against the open multiparts' delimiters
+ * (`delimiterOf`, outermost first).
+ */
+export function readBoundaryLine(line: string, open: readonly string[]): BoundaryLine {
+  if (!line.startsWith("--")) return NONE;
+  let prefixes = 0;
+  let multipart = -1;
+  let close = false;
+  let junk = false;
+  for (let i = open.length - 1; i >= 0; i--) {
+    const delimiter = open[i]!;
+    if (!line.startsWith(delimiter)) continue;
+    prefixes++;
+    const rest = line.slice(delimiter.length);
+    const isClose = CLOSE_REST.test(rest);
+    if (!isClose && !DELIMITER_REST.test(rest)) junk = true;
+    else if (multipart === -1) {
+      multipart = i;
+      close = isClose;
+    }
+  }
+  return prefixes === 0 ? NONE : { prefixes, multipart, close, ambiguous: junk || prefixes > 1 };
+}

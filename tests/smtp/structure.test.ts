@@ -1,0 +1,257 @@
+/**
+ * has_attachment where a message's parts depend on how it is read (docs/smtp.md "What the message says"), through
+ * the proxy against the real Postfix, with Dovecot's reading of the same bytes beside it (its BODYSTRUCTURE, read by
+ * the IMAP filter's `hasAttachment`): a rule that denies `has_attachment = true` refuses
+ * - a multipart/digest whose part has no Content-Type: a message (RFC 2046 §5.1.5), here one with a PDF attached,
+ *   and an attachment itself, as an explicit message/rfc822 is; a digest of plain-text messages too, for the same
+ *   reason;
+ * - a multipart whose text part holds a line that begins with the boundary but is not a delimiter (`--yjunk`,
+ *   `--y junk`, RFC 2046 §5.1.1): Dovecot shows the PDF after it as a part, a strict reader as text; the proxy
+ *   cannot know which the recipient's reader does, so has_attachment is unknown and the rule undecided (denied).
+ * Nothing of them reaches Postfix; a digest whose parts say text/plain, and a plain message, sent last over the
+ * same session, do.
+ */
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { readFileSync } from "node:fs";
+import type { AuditRow } from "../../src/audit/index.ts";
+import { hasAttachment } from "../../src/imap/classify.ts";
+import { UpstreamSession } from "../../src/imap/upstream.ts";
+import type { Value } from "../../src/imap/wire/index.ts";
+import { connectImap, createMailbox } from "../fixtures/index.ts";
+import {
+  dataPayload,
+  loggedIn,
+  marker,
+  type RawClient,
+  sinkCopies,
+  type TestProxy,
+  upstreams,
+  useTestProxy,
+  waitForSink,
+} from "./helpers.ts";
+
+const RULES = `
+[[rules]]
+name = "no files out"
+action = "deny"
+operations = ["send"]
+has_attachment = true
+
+[[rules]]
+name = "corp"
+action = "allow"
+operations = ["send"]
+to = "*@corp.test"
+
+[[rules]]
+name = "nothing else"
+action = "deny"
+`;
+
+const run = marker();
+const sender = () => upstreams().users[0]!.address;
+
+/** A message to `rcpt-<id>@corp.test` with the given top-level Content-Type and body (LF line ends). */
+function message(id: string, contentType: string, body: string): string {
+  return (
+    `From: <${sender()}>\nTo: <rcpt-${id}@corp.test>\nSubject: ${id}\nMessage-ID: <${id}@structure.test>\n` +
+    `MIME-Version: 1.0\nContent-Type: ${contentType}\n\n${body}`
+  ).replace(/\r?\n/g, "\r\n");
+}
+
+const PDF_PART =
+  'Content-Type: application/pdf; name="secret.pdf"\nContent-Disposition: attachment; filename="secret.pdf"\n' +
+  "Content-Transfer-Encoding: base64\n\nJVBERi0xLjQK\n";
+
+interface Case {
+  readonly name: string;
+  readonly id: string;
+  readonly text: string;
+  /** What the proxy's rows say: refused by the rule, refused as unknown, or delivered. */
+  readonly outcome: "rule" | "unknown" | "delivered";
+}
+
+const id = (n: string) => `${run}-${n}`;
+
+const CASES: readonly Case[] = [
+  {
+    name: "a digest whose part has no Content-Type: a message with a PDF attached",
+    id: id("digest-pdf"),
+    text: message(
+      id("digest-pdf"),
+      'multipart/digest; boundary="D"',
+      '--D\n\nFrom: x@corp.test\nSubject: inner\nMIME-Version: 1.0\nContent-Type: multipart/mixed; boundary="I"\n\n' +
+        `--I\nContent-Type: text/plain\n\nhello\n--I\n${PDF_PART}--I--\n\n--D--\n`,
+    ),
+    outcome: "rule",
+  },
+  {
+    name: "a digest of plain-text messages: each is a message/rfc822 part",
+    id: id("digest-text"),
+    text: message(
+      id("digest-text"),
+      'multipart/digest; boundary="D"',
+      "--D\n\nFrom: x@corp.test\nSubject: one\n\nhello\n\n--D\n\nFrom: y@corp.test\nSubject: two\n\nworld\n\n--D--\n",
+    ),
+    outcome: "rule",
+  },
+  {
+    name: "--yjunk before a PDF part",
+    id: id("junk"),
+    text: message(
+      id("junk"),
+      'multipart/mixed; boundary="y"',
+      `--y\nContent-Type: text/plain\n\nhi\n--yjunk\n${PDF_PART}--y--\n`,
+    ),
+    outcome: "unknown",
+  },
+  {
+    name: "--y junk before a PDF part",
+    id: id("space-junk"),
+    text: message(
+      id("space-junk"),
+      'multipart/mixed; boundary="y"',
+      `--y\nContent-Type: text/plain\n\nhi\n--y junk\n${PDF_PART}--y--\n`,
+    ),
+    outcome: "unknown",
+  },
+  {
+    name: "a digest whose parts say text/plain",
+    id: id("digest-typed"),
+    text: message(
+      id("digest-typed"),
+      'multipart/digest; boundary="D"',
+      "--D\nContent-Type: text/plain\n\nhello\n--D\nContent-Type: text/plain\n\nworld\n--D--\n",
+    ),
+    outcome: "delivered",
+  },
+  {
+    name: "a plain message whose text has lines beginning with -- (not the boundary)",
+    id: id("plain"),
+    text: message(
+      id("plain"),
+      'multipart/mixed; boundary="y"',
+      "--y\nContent-Type: text/plain\n\nhi\n--z\n-- \nsignature\n--y--\n",
+    ),
+    outcome: "delivered",
+  },
+];
+
+let proxy: TestProxy;
+useTestProxy({ rules: RULES }, (p) => (proxy = p));
+
+let client: RawClient;
+/** Dovecot's BODYSTRUCTURE of each case, by id (the same bytes, appended to a fresh mailbox). */
+const structures = new Map<string, Value>();
+
+beforeAll(async () => {
+  client = await loggedIn(proxy.port);
+  const mailbox = await createMailbox();
+  const direct = await connectImap(mailbox);
+  const uids = new Map<number, string>();
+  try {
+    for (const c of CASES) {
+      const appended = await direct.append("INBOX", c.text);
+      if (!appended || appended.uid === undefined) throw new Error(`APPEND of ${c.id} gave no UID`);
+      uids.set(appended.uid, c.id);
+    }
+  } finally {
+    await direct.logout();
+  }
+  const servers = upstreams();
+  const session = await UpstreamSession.open(
+    {
+      host: servers.host,
+      port: servers.ports.imaps,
+      tls: "tls",
+      skipVerify: false,
+      extraCa: readFileSync(servers.caFile, "utf8"),
+      connectTimeoutMs: 5000,
+    },
+    { connectMs: 5000, handshakeMs: 5000, commandMs: 30_000 },
+  );
+  try {
+    if (!(await session.login(mailbox.user, mailbox.password))) throw new Error("login at Dovecot failed");
+    expect((await session.run({ name: "EXAMINE", mailbox: "INBOX" }, () => {})).status).toBe("OK");
+    const fetched = await session.run(
+      {
+        name: "FETCH",
+        uid: true,
+        set: [{ start: 1, stop: Math.max(...uids.keys()) }],
+        items: [{ type: "UID" }, { type: "BODYSTRUCTURE" }],
+        macro: null,
+      },
+      (r) => {
+        if (r.type !== "FETCH") return;
+        let uid = 0;
+        let structure: Value | undefined;
+        for (const a of r.attrs) {
+          if (a.name === "UID") uid = a.value;
+          else if (a.name === "BODYSTRUCTURE") structure = a.value;
+        }
+        const caseId = uids.get(uid);
+        if (caseId !== undefined && structure !== undefined) structures.set(caseId, structure);
+      },
+    );
+    expect(fetched.status).toBe("OK");
+  } finally {
+    await session.logout();
+  }
+});
+
+afterAll(() => {
+  client?.close();
+});
+
+/** One transaction with `text`; returns the final reply. */
+async function send(c: Case): Promise<string> {
+  expect((await client.command(`MAIL FROM:<${sender()}>`)).code).toBe(250);
+  // At RCPT time has_attachment is not known yet: the recipient is accepted provisionally.
+  expect((await client.command(`RCPT TO:<rcpt-${c.id}@corp.test>`)).code).toBe(250);
+  expect((await client.command("DATA")).code).toBe(354);
+  client.write(dataPayload(c.text));
+  return (await client.reply()).raw;
+}
+
+async function rows(c: Case): Promise<{ rcpt: AuditRow | undefined; data: AuditRow | undefined }> {
+  const all = await proxy.rows();
+  return {
+    rcpt: all.findLast((r) => r.command === "RCPT TO" && r.target === `rcpt-${c.id}@corp.test`),
+    data: all.find((r) => r.command === "DATA" && r.target === `<${c.id}@structure.test>`),
+  };
+}
+
+describe("has_attachment where readers could split a message differently", () => {
+  for (const c of CASES.filter((c) => c.outcome !== "delivered")) {
+    test(`${c.name}: an attachment to Dovecot, refused by the proxy`, async () => {
+      // Dovecot's structure has an attachment (the IMAP filter would hide this message from such a rule).
+      expect(structures.has(c.id)).toBe(true);
+      expect(hasAttachment(structures.get(c.id)!)).toBe(true);
+      expect(await send(c)).toStartWith("554 5.7.1");
+      const { rcpt, data } = await rows(c);
+      if (c.outcome === "rule") {
+        expect(rcpt).toMatchObject({ decision: "deny", rule: "no files out" });
+        expect(data?.detail).toMatchObject({ hasAttachment: true });
+      } else {
+        expect(rcpt).toMatchObject({ decision: "deny", rule: null });
+        expect(rcpt?.reason).toContain("undecided without");
+        expect(data?.detail).toMatchObject({ hasAttachment: null });
+      }
+    });
+  }
+
+  test("the controls arrive: no attachment to Dovecot nor to the proxy; nothing refused reached Postfix", async () => {
+    for (const c of CASES.filter((c) => c.outcome === "delivered")) {
+      expect(hasAttachment(structures.get(c.id)!)).toBe(false);
+      expect(await send(c)).toStartWith("250");
+      const [copy] = await waitForSink(c.id, 1);
+      expect(copy!.recipient).toBe(`rcpt-${c.id}@corp.test`);
+      const { rcpt, data } = await rows(c);
+      expect(rcpt).toMatchObject({ decision: "allow", rule: "corp" });
+      expect(data?.detail).toMatchObject({ hasAttachment: false });
+    }
+    // The controls went out after every refused message on the same session: none of those is at Postfix.
+    for (const c of CASES.filter((c) => c.outcome !== "delivered")) expect(sinkCopies(c.id)).toEqual([]);
+  });
+});
