@@ -29,6 +29,7 @@ import {
   UpstreamAuthError,
   type UpstreamSession,
 } from "../smtp/upstream.ts";
+import { clean } from "./display.ts";
 import { type ApprovalContext, approvalEvent } from "./service.ts";
 import type { ApprovalRow, HeldMessage, Preview } from "./store.ts";
 
@@ -56,18 +57,6 @@ export type NoticeResult = "sent" | "failed" | "denied" | "expired";
 export interface NoticeText {
   readonly subject: string;
   readonly text: string;
-}
-
-/**
- * Characters a notice never carries as they are: C0 controls but TAB (CR and LF among them), DEL, C1, the Unicode
- * line and paragraph separators, and the bidirectional embeddings, overrides and isolates, which reorder what a
- * reader sees (a link could read as another). Each becomes U+FFFD.
- */
-const UNSAFE = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
-
-/** Text from the agent's message made safe to show on one line. */
-export function clean(text: string): string {
-  return text.replace(UNSAFE, "\uFFFD");
 }
 
 /** The approver's notice: the preview of docs/approvals.md "What approvers see", the rule, and the link. */

@@ -9,9 +9,16 @@ import { randomBytes } from "node:crypto";
 import type { AccountCredentials } from "../accounts/index.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import type { Config } from "../config/types.ts";
+import { moduleLogger } from "../log.ts";
 import { smtpUpstreamTarget } from "../smtp/index.ts";
 import { SPOOL_BLOCK } from "../smtp/spool.ts";
-import { CommitGate, type MessageSource, openAccountUpstream, UpstreamSession } from "../smtp/upstream.ts";
+import {
+  CommitGate,
+  type MessageSource,
+  openAccountUpstream,
+  type SendResult,
+  UpstreamSession,
+} from "../smtp/upstream.ts";
 import type { ApprovalRow, ApprovalState, ApprovalStore, HeldMessage } from "./store.ts";
 
 export interface ApprovalContext {
@@ -33,10 +40,19 @@ export interface ApprovalContext {
 }
 
 export type ApproveResult =
-  | { readonly outcome: "sent" | "failed"; readonly reply: string }
+  /**
+   * The upstream answered `reply`. `recorded` is false when its APPROVAL SENT row could not be written: the message
+   * was then left "sending" (docs/approvals.md "When the audit log fails").
+   */
+  | { readonly outcome: "sent" | "failed"; readonly reply: string; readonly recorded: boolean }
   | { readonly outcome: "refused"; readonly state: ApprovalState | "unknown" }
-  /** The upstream login failed before the claim: nothing was sent and the message is still held. */
+  /**
+   * Nothing was sent and the message is still held: the upstream login failed before the claim, or the audit log
+   * could not be written (AUDIT_UNAVAILABLE), before the claim or when the approval row was to go to disk.
+   */
   | { readonly outcome: "not-sent"; readonly reason: string };
+
+const log = moduleLogger("approvals");
 
 /** One audit row about a held message. */
 export function approvalEvent(
@@ -90,80 +106,173 @@ async function login(ctx: ApprovalContext, held: HeldMessage): Promise<UpstreamS
   return openAccountUpstream(target, account, ctx.credentials);
 }
 
+/** Why a decision changed nothing: the audit log cannot be written (docs/approvals.md "When the audit log fails"). */
+export const AUDIT_UNAVAILABLE = "the audit log cannot be written; try again later";
+
+/**
+ * Writes the row of a step, on disk before this resolves. It never rejects: the step it records is done (or was a
+ * login attempt that changed nothing), so a row the log cannot take is reported in the process log instead. A commit
+ * that fails leaves the row queued in the log for its retry (docs/audit.md "Failure"); a row the log refuses
+ * outright (already failing) is lost, and the log line names it.
+ */
+async function written(ctx: ApprovalContext, ev: AuditEvent): Promise<boolean> {
+  try {
+    await ctx.audit.durable(ev);
+    return true;
+  } catch (e) {
+    log.error(`approval ${ev.target}: its ${ev.command} row (${ev.reason}) is not on disk: ${(e as Error).message}`);
+    return false;
+  }
+}
+
 /**
  * Approves and sends, exactly once among concurrent deciders: only the caller whose claim moves the message from
  * "held" to "sending" replays it. The upstream login comes first: when it fails (an OAuth2 account that needs
  * re-authorization, an upstream that cannot be reached) nothing was sent and the message stays held. The approval
- * row is on disk before the message reaches the upstream (docs/approvals.md "Deciding").
+ * row is on disk before the message reaches the upstream (docs/approvals.md "Deciding"). While the audit log cannot
+ * be written nothing changes: the message stays held and the caller is told why ("not-sent").
  */
 export async function approve(ctx: ApprovalContext, id: string, by: string): Promise<ApproveResult> {
-  let upstream: UpstreamSession | null = null;
   const before = ctx.store.row(id);
-  const pending = before?.state === "held" && before.expires > Date.now() ? ctx.store.message(id) : null;
-  if (before !== null && pending !== null) {
+  if (before === null) return { outcome: "refused", state: "unknown" };
+  if (before.state !== "held") return { outcome: "refused", state: before.state };
+  if (!ctx.audit.healthy) return { outcome: "not-sent", reason: AUDIT_UNAVAILABLE };
+  let upstream: UpstreamSession | null = null;
+  const pending = before.expires > Date.now() ? ctx.store.message(id) : null;
+  if (pending !== null) {
     try {
       upstream = await login(ctx, pending);
     } catch (e) {
       const reason = (e as Error).message.slice(0, 300);
-      ctx.audit.record(
+      await written(
+        ctx,
         approvalEvent(ctx, before, "APPROVE", "error", `approved by ${by}; not sent, still held: ${reason}`),
       );
       return { outcome: "not-sent", reason };
     }
   }
+  // The login took time: the log may have failed meanwhile. Checked in the same turn as the claim below and the
+  // queueing of its row, so that the log cannot refuse that row once the message is "sending".
+  if (!ctx.audit.healthy) {
+    await upstream?.quit().catch(() => {});
+    return { outcome: "not-sent", reason: AUDIT_UNAVAILABLE };
+  }
   const claim = ctx.store.claim(id, by);
   if (!claim.ok) {
+    // An expiry the claim found is a state change too: its row is queued now, in the claim's turn.
+    const expired =
+      claim.state === "expired" && claim.row !== null
+        ? written(ctx, approvalEvent(ctx, claim.row, "APPROVAL EXPIRED", "deny", "no decision before it expired"))
+        : null;
     if (upstream !== null) await upstream.quit().catch(() => {});
-    if (claim.state === "expired" && claim.row !== null)
-      ctx.audit.record(approvalEvent(ctx, claim.row, "APPROVAL EXPIRED", "deny", "no decision before it expired"));
+    await expired;
     return { outcome: "refused", state: claim.state };
   }
   const { row, held } = claim;
+  if (upstream === null) {
+    // Not reached: the login above runs whenever the claim can succeed (held, not expired, its record there).
+    ctx.store.unclaim(id);
+    return { outcome: "not-sent", reason: "not logged in upstream" };
+  }
   const approved = approvalEvent(ctx, row, "APPROVE", "allow", `approved by ${by}`);
   const gate = new CommitGate(ctx.audit.durable(approved), () => ctx.audit.commitNow());
-  let reply: string;
-  let ok: boolean;
+  let result: SendResult | null = null;
+  let failure: Error | null = null;
   try {
-    upstream ??= await login(ctx, held);
-    try {
-      const result = await upstream.send(
-        { from: held.envelope.from, recipients: held.envelope.recipients, eightBit: held.envelope.eightBit },
-        source(held.message),
-        gate,
-      );
-      ok = result.stage === "data" && result.reply.code >= 200 && result.reply.code < 300;
-      reply = `${result.reply.code} ${result.reply.lines.at(-1) ?? ""}`.slice(0, 300);
-    } finally {
-      await upstream.quit().catch(() => {});
-    }
+    result = await upstream.send(
+      { from: held.envelope.from, recipients: held.envelope.recipients, eightBit: held.envelope.eightBit },
+      source(held.message),
+      gate,
+    );
   } catch (e) {
-    ok = false;
-    reply = `upstream failed: ${(e as Error).message}`.slice(0, 300);
+    failure = e as Error;
+  } finally {
+    await upstream.quit().catch(() => {});
   }
-  ctx.store.sent(id, ok, reply);
-  ctx.audit.record(
+  await gate.settled;
+  if (gate.state() !== "committed") {
+    // The APPROVE row is not on disk, so the final dot never went out (CommitGate: it waits for that commit, and a
+    // failed one abandons the transaction): nothing was delivered. The message is held again, its record intact.
+    ctx.store.unclaim(id);
+    log.error(
+      `approval ${id}: not sent, held again: the audit log cannot be written: ` +
+        `${gate.error?.message ?? failure?.message ?? "unknown error"}`,
+    );
+    return { outcome: "not-sent", reason: AUDIT_UNAVAILABLE };
+  }
+  const ok = result !== null && result.stage === "data" && result.reply.code >= 200 && result.reply.code < 300;
+  const reply =
+    result !== null
+      ? `${result.reply.code} ${result.reply.lines.at(-1) ?? ""}`.slice(0, 300)
+      : `upstream failed: ${failure?.message ?? "unknown error"}`.slice(0, 300);
+  // The outcome's row goes to disk before the state says so: a process killed in between leaves "sending", which
+  // the next start turns into "needs-check" with a row of its own (recover), never a decided message without its
+  // row. Only this caller moves the message out of "sending" (its claim), so the change cannot be refused.
+  const recorded = await written(
+    ctx,
     approvalEvent(ctx, row, "APPROVAL SENT", ok ? "allow" : "error", `upstream replied ${reply}`, {
       upstreamReply: reply,
     }),
   );
+  // Not on disk: the message stays "sending", as if this process had been killed here (the next start turns it into
+  // "needs-check" with its own row); the process log has the reply.
+  if (!recorded) return { outcome: ok ? "sent" : "failed", reply, recorded };
+  ctx.store.sent(id, ok, reply);
   const decided = ctx.store.row(id);
   if (decided !== null) ctx.onDecided?.(decided, held);
-  return { outcome: ok ? "sent" : "failed", reply };
+  return { outcome: ok ? "sent" : "failed", reply, recorded };
 }
 
-/** Denies (or discards a needs-check message); returns the state found before. */
-export function deny(ctx: ApprovalContext, id: string, by: string, reason: string | null): ApprovalState | "unknown" {
+export type DenyResult =
+  /** Denied (a held message) or discarded (a needs-check one): `state` is the one it had. */
+  | { readonly outcome: "denied"; readonly state: "held" | "needs-check" }
+  /** Nothing to deny: already decided, being sent, or unknown. */
+  | { readonly outcome: "refused"; readonly state: ApprovalState | "unknown" }
+  /** The audit log cannot be written (AUDIT_UNAVAILABLE): nothing changed, the message is as it was. */
+  | { readonly outcome: "not-denied"; readonly reason: string };
+
+/**
+ * Denies (or discards a needs-check message). The DENY row is on disk before the change, so that no process, short-
+ * lived (the command) or killed, can leave a denied message without it; when it cannot be written nothing changes
+ * ("not-denied"). Should the state have moved on in between (another decider), the store refuses the change and an
+ * `error` row follows the DENY row, saying it was not applied.
+ */
+export async function deny(ctx: ApprovalContext, id: string, by: string, reason: string | null): Promise<DenyResult> {
+  const found = ctx.store.row(id);
+  if (found === null) return { outcome: "refused", state: "unknown" };
+  if (found.state !== "held" && found.state !== "needs-check") return { outcome: "refused", state: found.state };
+  if (!ctx.audit.healthy) return { outcome: "not-denied", reason: AUDIT_UNAVAILABLE };
+  const why = `denied by ${by}${reason === null ? "" : `: ${reason}`}`;
+  try {
+    await ctx.audit.durable(approvalEvent(ctx, found, "DENY", "deny", why));
+  } catch (e) {
+    log.error(`approval ${id}: not denied, nothing changed: its DENY row is not on disk: ${(e as Error).message}`);
+    return { outcome: "not-denied", reason: AUDIT_UNAVAILABLE };
+  }
   const held = ctx.onDecided === undefined ? null : ctx.store.message(id);
-  const before = ctx.store.deny(id, by, reason);
+  let before: ApprovalState | "unknown";
+  try {
+    before = ctx.store.deny(id, by, reason);
+  } catch (e) {
+    await written(ctx, approvalEvent(ctx, found, "DENY", "error", `${why}; not applied: ${(e as Error).message}`));
+    throw e;
+  }
   const row = ctx.store.row(id);
-  if ((before === "held" || before === "needs-check") && row !== null)
-    ctx.audit.record(approvalEvent(ctx, row, "DENY", "deny", `denied by ${by}${reason === null ? "" : `: ${reason}`}`));
-  if (before === "held" && row !== null && held !== null) ctx.onDecided?.(row, held);
-  return before;
+  if ((before !== "held" && before !== "needs-check") || row === null) {
+    await written(ctx, approvalEvent(ctx, found, "DENY", "error", `${why}; not applied: it is ${before}`));
+    return { outcome: "refused", state: before };
+  }
+  if (before === "held" && held !== null) ctx.onDecided?.(row, held);
+  return { outcome: "denied", state: before };
 }
 
-/** Expires what is due; one audit row each. */
+/**
+ * Expires what is due; one audit row each, queued in the turn of the change. While the audit log cannot be written
+ * nothing expires: the next check does it (serve checks every minute, or sooner), and approve() refuses an expired
+ * message even before that.
+ */
 export function expireDue(ctx: ApprovalContext, now = Date.now()): ApprovalRow[] {
+  if (!ctx.audit.healthy) return [];
   const records = new Map<string, HeldMessage>();
   if (ctx.onDecided !== undefined)
     for (const r of ctx.store.list())
@@ -172,8 +281,10 @@ export function expireDue(ctx: ApprovalContext, now = Date.now()): ApprovalRow[]
         if (held !== null) records.set(r.id, held);
       }
   const due = ctx.store.expireDue(now);
+  // Every row is queued before anything else runs: none can be refused, and one notice cannot hold up another's row.
+  for (const row of due)
+    void written(ctx, approvalEvent(ctx, row, "APPROVAL EXPIRED", "deny", "no decision before it expired"));
   for (const row of due) {
-    ctx.audit.record(approvalEvent(ctx, row, "APPROVAL EXPIRED", "deny", "no decision before it expired"));
     const held = records.get(row.id);
     const expired = ctx.store.row(row.id);
     if (held !== undefined && expired !== null) ctx.onDecided?.(expired, held);
@@ -181,11 +292,17 @@ export function expireDue(ctx: ApprovalContext, now = Date.now()): ApprovalRow[]
   return due;
 }
 
-/** At start: "sending" left by a dead process becomes "needs-check" (never sent again); one audit row each. */
+/**
+ * At start: "sending" left by a dead process becomes "needs-check" (never sent again); one audit row each, queued in
+ * the turn of the change. While the audit log cannot be written nothing changes: such a message stays "sending",
+ * which nothing sends either, until a start that finds the log writable.
+ */
 export function recover(ctx: ApprovalContext): ApprovalRow[] {
+  if (!ctx.audit.healthy) return [];
   const stuck = ctx.store.recover();
   for (const row of stuck)
-    ctx.audit.record(
+    void written(
+      ctx,
       approvalEvent(
         ctx,
         row,

@@ -132,6 +132,11 @@ function toRow(r: RawRow): ApprovalRow {
 /** Ids are 16 random bytes in hex: not guessable, and safe in a path, a reply text and a command line. */
 export const ID_PATTERN = /^[0-9a-f]{32}$/;
 
+/** A new held message's id (ID_PATTERN). */
+export function newApprovalId(): string {
+  return randomBytes(16).toString("hex");
+}
+
 export type Claim =
   | { readonly ok: true; readonly row: ApprovalRow; readonly held: HeldMessage }
   | { readonly ok: false; readonly state: ApprovalState | "unknown"; readonly row: ApprovalRow | null };
@@ -157,14 +162,17 @@ export class ApprovalStore {
     this.#noticeKey = state.deriveKey("mailgator approval notices v1");
   }
 
-  /** Stores a held message durably (one transaction, synchronous=FULL): returns its id. */
+  /**
+   * Stores a held message durably (one transaction, synchronous=FULL) as `id` (newApprovalId(): the caller may
+   * write its audit rows first) and returns its row.
+   */
   hold(
     held: HeldMessage,
     rule: { name: string; index: number | null; groups: readonly string[] },
     expires: number,
     now = Date.now(),
+    id = newApprovalId(),
   ): ApprovalRow {
-    const id = randomBytes(16).toString("hex");
     const sha256 = createHash("sha256").update(held.message).digest("hex");
     this.state.transaction(() => {
       this.state.put(HELD_KIND, id, encode(held));
@@ -210,6 +218,17 @@ export class ApprovalStore {
       if (held === null) return { ok: false, state: "unknown", row };
       this.#update(id, "sending", by, null, null, now);
       return { ok: true, row: this.row(id)!, held };
+    });
+  }
+
+  /**
+   * Approve, undone before anything reached the upstream (its audit row could not be written, so the replay stopped
+   * before the end of data): "sending" goes back to "held", the sealed record kept, so it can be approved again.
+   */
+  unclaim(id: string, now = Date.now()): void {
+    this.state.transaction(() => {
+      if (this.row(id)?.state !== "sending") return;
+      this.#update(id, "held", null, null, null, now);
     });
   }
 

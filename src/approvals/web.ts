@@ -6,7 +6,7 @@
  * header, or failing that its Referer, names `[approvals] base_url`'s origin): a form on another site cannot act.
  */
 
-import { type ApprovalContext, approvalEvent, approve, deny } from "./service.ts";
+import { type ApprovalContext, AUDIT_UNAVAILABLE, approvalEvent, approve, deny } from "./service.ts";
 import { type ApprovalRow, ID_PATTERN } from "./store.ts";
 
 /** Marks a recipient outside the sender's domain in the preview. */
@@ -94,7 +94,13 @@ export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Re
       return page(410, "Expired", "<p>This message expired before anyone decided; it was discarded.</p>");
     if (row.state !== "held") return decided(row);
     if (ctx.store.tokenUsed(id)) return page(409, "Link used", "<p>This link was already used.</p>");
-    ctx.audit.record(approvalEvent(ctx, row, "APPROVAL VIEWED", "ask", "the approval page was opened"));
+    // The preview is shown only once its row is queued; a log that cannot take it refuses the view (fail closed).
+    try {
+      ctx.audit.record(approvalEvent(ctx, row, "APPROVAL VIEWED", "ask", "the approval page was opened"));
+    } catch {
+      const why = html(AUDIT_UNAVAILABLE);
+      return page(503, "Unavailable", `<p>The message is still held, but cannot be shown now: ${why}.</p>`);
+    }
     const held = ctx.store.message(id);
     const p = held?.preview;
     const preview =
@@ -106,7 +112,8 @@ export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Re
           `<dt>Attachments</dt><dd>${html(p.attachments.join(", ") || "none")}</dd>` +
           `<dt>Rule</dt><dd>${html(row.rule)}</dd></dl><pre>${html(p.text)}</pre>`;
     const form =
-      `<form method="post" action="/approvals/${id}"><input type="hidden" name="t" value="${html(token)}">` +
+      // Relative, so that a base_url with a path (a reverse proxy that strips it) gets the POST at the same prefix.
+      `<form method="post" action="./${id}"><input type="hidden" name="t" value="${html(token)}">` +
       `<button type="submit" name="action" value="approve">Approve</button> ` +
       `<button type="submit" name="action" value="deny">Deny</button></form>`;
     return page(200, "Approve this message?", `${preview}<p>Expires ${new Date(row.expires).toISOString()}</p>${form}`);
@@ -118,10 +125,28 @@ export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Re
     if (action !== "approve" && action !== "deny") return page(400, "Refused", "<p>Unknown action.</p>");
     if (row.state !== "held") return decided(row);
     if (!ctx.store.useToken(id)) return page(409, "Link used", "<p>This link was already used.</p>");
-    const by = `link:${row.groups.join(",")}`;
+    try {
+      return await decide(id, action, `link:${row.groups.join(",")}`);
+    } catch (e) {
+      // A decision that failed on its way (the state database, say) and left the message held gives the link back:
+      // it is the approvers' only way to decide.
+      if (ctx.store.row(id)?.state === "held") ctx.store.releaseToken(id);
+      throw e;
+    }
+  }
+
+  async function decide(id: string, action: "approve" | "deny", by: string): Promise<Response> {
     if (action === "deny") {
-      const before = deny(ctx, id, by, null);
-      if (before !== "held") return decided(ctx.store.row(id)!);
+      const result = await deny(ctx, id, by, null);
+      if (result.outcome === "not-denied") {
+        ctx.store.releaseToken(id);
+        return page(
+          503,
+          "Not denied",
+          `<p>The message is still held: ${html(result.reason)}</p><p>This link can be used again.</p>`,
+        );
+      }
+      if (result.outcome !== "denied") return decided(ctx.store.row(id)!);
       return page(200, "Denied", "<p>The message was discarded; nothing was sent.</p>");
     }
     const result = await approve(ctx, id, by);

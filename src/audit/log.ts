@@ -9,6 +9,7 @@
 import { Database } from "bun:sqlite";
 import { closeSync, existsSync, fdatasync, fstatSync, openSync, statSync } from "node:fs";
 import { countDecision } from "../admin/metrics.ts";
+import { errorMessage } from "../log.ts";
 import { preparePrivateDatabase, restrictDatabaseFiles } from "../private-files.ts";
 import {
   type AuditEvent,
@@ -188,16 +189,19 @@ export class AuditLog {
       }
     } catch (e) {
       db?.close();
-      throw new AuditUnavailableError(`audit: cannot open ${path}${readonly ? "" : " for writing"}: ${message(e)}`, {
-        cause: e,
-      });
+      throw new AuditUnavailableError(
+        `audit: cannot open ${path}${readonly ? "" : " for writing"}: ${errorMessage(e)}`,
+        {
+          cause: e,
+        },
+      );
     }
     let log: AuditLog;
     try {
       log = new AuditLog(path, db, readonly, opts);
     } catch (e) {
       db.close();
-      throw new AuditUnavailableError(`audit: cannot open ${walPath(path)}: ${message(e)}`, { cause: e });
+      throw new AuditUnavailableError(`audit: cannot open ${walPath(path)}: ${errorMessage(e)}`, { cause: e });
     }
     if (!readonly && opts.retentionDays !== undefined) log.#startRetention(opts.retentionDays);
     return log;
@@ -305,7 +309,7 @@ export class AuditLog {
         .all(...params)
         .map(fromColumns);
     } catch (e) {
-      throw new AuditUnavailableError(`audit: cannot read ${this.path}: ${message(e)}`, { cause: e });
+      throw new AuditUnavailableError(`audit: cannot read ${this.path}: ${errorMessage(e)}`, { cause: e });
     }
   }
 
@@ -317,7 +321,7 @@ export class AuditLog {
     try {
       return this.#db.query<{ n: number }, (string | number)[]>(sql).get(...params)?.n ?? 0;
     } catch (e) {
-      throw new AuditUnavailableError(`audit: cannot read ${this.path}: ${message(e)}`, { cause: e });
+      throw new AuditUnavailableError(`audit: cannot read ${this.path}: ${errorMessage(e)}`, { cause: e });
     }
   }
 
@@ -328,7 +332,7 @@ export class AuditLog {
     try {
       return this.#db.run("DELETE FROM audit WHERE time < ?", [cutoff]).changes;
     } catch (e) {
-      throw new AuditUnavailableError(`audit: cannot prune ${this.path}: ${message(e)}`, { cause: e });
+      throw new AuditUnavailableError(`audit: cannot prune ${this.path}: ${errorMessage(e)}`, { cause: e });
     }
   }
 
@@ -347,7 +351,7 @@ export class AuditLog {
         await this.flush();
       } catch (e) {
         failure = new AuditUnavailableError(
-          `audit: closing ${this.path} with ${this.queued} rows that could not be written: ${message(e)}`,
+          `audit: closing ${this.path} with ${this.queued} rows that could not be written: ${errorMessage(e)}`,
           { cause: e },
         );
         this.#log(failure.message);
@@ -510,7 +514,7 @@ export class AuditLog {
    */
   #syncFailed(cause: unknown, batch: Unsynced[]): void {
     const error = new AuditUnavailableError(
-      `audit: cannot sync ${this.path} to disk: ${message(cause)}; operations that need the audit log are refused`,
+      `audit: cannot sync ${this.path} to disk: ${errorMessage(cause)}; operations that need the audit log are refused`,
       { cause },
     );
     if (this.#syncError === null) this.#log(error.message);
@@ -527,7 +531,7 @@ export class AuditLog {
   /** Marks the log unhealthy, rejects every waiting durable(), keeps the rows for a retry. */
   #fail(cause: unknown): AuditUnavailableError {
     const error = new AuditUnavailableError(
-      `audit: cannot write to ${this.path}: ${message(cause)}; ${this.queued} rows kept in memory for a retry, ` +
+      `audit: cannot write to ${this.path}: ${errorMessage(cause)}; ${this.queued} rows kept in memory for a retry, ` +
         "operations that need the audit log are refused",
       { cause },
     );
@@ -561,7 +565,7 @@ export class AuditLog {
         const removed = this.prune(days);
         if (removed > 0) this.#log(`audit: pruned ${removed} rows older than ${days} days`);
       } catch (e) {
-        this.#log(message(e));
+        this.#log(errorMessage(e));
       }
     };
     prune();
@@ -576,10 +580,6 @@ function walPath(path: string): string {
 
 function fdatasyncAsync(fd: number): Promise<void> {
   return new Promise((resolve, reject) => fdatasync(fd, (e) => (e ? reject(e) : resolve())));
-}
-
-function message(e: unknown): string {
-  return e instanceof Error ? e.message : String(e);
 }
 
 /** The WHERE conditions of a filter, with their parameters. */

@@ -5,6 +5,16 @@
  * for the last place cannot both get it.
  */
 
+/**
+ * A pass-through login as one client: its name without case, as the mail servers in use treat logins (Dovecot,
+ * Postfix's SASL, Gmail and Microsoft 365 all accept `Me@X` for `me@x`). What is counted per login, the sessions
+ * under `max_sessions_per_agent` and the `[[quotas]]` windows and `agents` entries (docs/quotas.md), uses this one
+ * key, so a login typed in another case is the same client and gets no fresh count.
+ */
+export function loginKey(login: string): string {
+  return login.toLowerCase();
+}
+
 export class SessionCounter {
   readonly limit: number;
   readonly #counts = new Map<string, number>();
@@ -38,6 +48,6 @@ export class SessionCounter {
    * login), a pass-through login by its name without case, as mail servers usually treat logins.
    */
   static key(agent: string | null, login: string): string {
-    return agent !== null ? `agent:${agent}` : `login:${login.toLowerCase()}`;
+    return agent !== null ? `agent:${agent}` : `login:${loginKey(login)}`;
   }
 }

@@ -8,6 +8,7 @@
 
 import type { Database } from "bun:sqlite";
 import type { QuotaConfig, QuotaLimits } from "../config/index.ts";
+import { loginKey } from "../net/sessions.ts";
 import {
   type Amounts,
   type Charge,
@@ -65,9 +66,26 @@ const SCHEMA = `CREATE TABLE IF NOT EXISTS quota_charges (
 );
 CREATE INDEX IF NOT EXISTS quota_charges_subject_at ON quota_charges (subject, at);`;
 
-/** The entries that apply to `subject` (an agent name, or an upstream login in pass-through mode; null: nobody). */
-export function quotasFor(quotas: readonly QuotaConfig[], subject: string | null): QuotaConfig[] {
-  return quotas.filter((q) => q.agents === null || (subject !== null && q.agents.includes(subject)));
+/**
+ * Who is counted (docs/quotas.md "Who is counted"): in vault mode an agent, by its name as configured (compared
+ * exactly, as at login); in pass-through mode the upstream login, without case (`loginKey`); null: nobody.
+ */
+export type QuotaSubject = { readonly agent: string } | { readonly login: string } | null;
+
+/** The key of `subject`'s rows in `quota_charges`: the agent's name, or the login without case. */
+function subjectKey(subject: QuotaSubject): string {
+  if (subject === null) return "";
+  return "agent" in subject ? subject.agent : loginKey(subject.login);
+}
+
+/** Does the `agents` entry `name` name `subject`? */
+function names(name: string, subject: NonNullable<QuotaSubject>): boolean {
+  return "agent" in subject ? name === subject.agent : loginKey(name) === loginKey(subject.login);
+}
+
+/** The entries that apply to `subject`. */
+export function quotasFor(quotas: readonly QuotaConfig[], subject: QuotaSubject): QuotaConfig[] {
+  return quotas.filter((q) => q.agents === null || (subject !== null && q.agents.some((a) => names(a, subject))));
 }
 
 /** Whether any applicable entry counts something over a window (else nothing is recorded). */
@@ -77,10 +95,10 @@ function counts(applicable: readonly QuotaConfig[], amounts: Amounts): boolean {
   );
 }
 
-function readCharges(db: Database, subject: string, now: number): Charge[] {
+function readCharges(db: Database, key: string, now: number): Charge[] {
   return db
     .query("SELECT at, sends, recipients, bytes, reads FROM quota_charges WHERE subject = ? AND at > ? ORDER BY at")
-    .all(subject, now - LONGEST_WINDOW_MS) as Charge[];
+    .all(key, now - LONGEST_WINDOW_MS) as Charge[];
 }
 
 /** Creates the quota table in the state database when missing (idempotent). */
@@ -116,7 +134,7 @@ export class Quotas {
   }
 
   /** recipients_per_message for a message of `recipients` recipients (checked at each RCPT); nothing is charged. */
-  checkRecipients(subject: string | null, recipients: number): Exceeded | null {
+  checkRecipients(subject: QuotaSubject, recipients: number): Exceeded | null {
     for (const q of quotasFor(this.#quotas, subject)) {
       const max = q.limits.recipients_per_message;
       if (max !== null && recipients > max)
@@ -129,20 +147,20 @@ export class Quotas {
    * Charges one send (the SMTP session at the end of DATA, or a message held for approval when it is held): checks
    * every applicable entry and, when none would be exceeded, records the charge in the same transaction.
    */
-  charge(subject: string | null, send: SendCharge, now: number = Date.now()): ChargeResult {
+  charge(subject: QuotaSubject, send: SendCharge, now: number = Date.now()): ChargeResult {
     return this.#charge(subject, { ...send, reads: 0 }, now);
   }
 
   /** Charges `messages` messages whose content an IMAP FETCH returns (reads_per_minute). */
-  chargeReads(subject: string | null, messages: number, now: number = Date.now()): ChargeResult {
+  chargeReads(subject: QuotaSubject, messages: number, now: number = Date.now()): ChargeResult {
     return this.#charge(subject, { sends: 0, recipients: 0, bytes: 0, reads: messages }, now);
   }
 
-  #charge(subject: string | null, amounts: Amounts, now: number): ChargeResult {
+  #charge(subject: QuotaSubject, amounts: Amounts, now: number): ChargeResult {
     const applicable = quotasFor(this.#quotas, subject);
     if (applicable.length === 0) return { ok: true };
     const db = this.#db!;
-    const key = subject ?? "";
+    const key = subjectKey(subject);
     try {
       return db
         .transaction((): ChargeResult => {
@@ -174,14 +192,14 @@ export class Quotas {
 export function quotaUse(
   db: Database | null,
   quotas: readonly QuotaConfig[],
-  subject: string | null,
+  subject: QuotaSubject,
   now: number = Date.now(),
 ): QuotaUse[] {
   const applicable = quotasFor(quotas, subject);
   let charges: Charge[] = [];
   if (db !== null && applicable.length > 0) {
     const table = db.query("SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'quota_charges'").get();
-    if (table !== null) charges = readCharges(db, subject ?? "", now);
+    if (table !== null) charges = readCharges(db, subjectKey(subject), now);
   }
   return applicable.map((q) => ({
     quota: q.name,

@@ -13,14 +13,14 @@ import { randomBytes } from "node:crypto";
 import { type AccountCredentials, AccountNeedsReauthorization, accountLoginKey } from "../accounts/index.ts";
 import { countLimitRefusal } from "../admin/metrics.ts";
 import { buildPreview } from "../approvals/preview.ts";
-import type { ApprovalRow, ApprovalStore } from "../approvals/store.ts";
+import { type ApprovalRow, type ApprovalStore, newApprovalId } from "../approvals/store.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { logAccess, logLoginFailure, moduleLogger } from "../log.ts";
 import type { Connection, FailureThrottle, TlsIdentity, UpstreamTarget } from "../net/index.ts";
-import { LineFramer, SessionCounter, UpstreamError } from "../net/index.ts";
+import { ipAllowed, LineFramer, SessionCounter, UpstreamError } from "../net/index.ts";
 import type { Decision, Outcome, Policy } from "../policy/index.ts";
-import { describeExceeded, type Quotas } from "../quotas/index.ts";
+import { describeExceeded, type QuotaSubject, type Quotas } from "../quotas/index.ts";
 import { parsePathArgument } from "./address.ts";
 import { checkAgentLogin, decodeLoginStep, decodePlain, type LoginAttempt, type Mechanism } from "./auth.ts";
 import { DataReader } from "./data.ts";
@@ -142,8 +142,6 @@ export class SmtpSession {
 
   #greeted = false;
   #identity: Identity | null = null;
-  /** The reverse paths this session may use besides `<>`, lower-cased (docs/smtp.md "Identities"; set at AUTH). */
-  #senders: ReadonlySet<string> = new Set();
   #authFailures = 0;
   #auth: { mechanism: Mechanism; username: string | null } | null = null;
   #commands = 0;
@@ -190,8 +188,9 @@ export class SmtpSession {
 
   /**
    * After a reload: a session whose agent was removed, whose token, account, account credentials or upstream
-   * changed, or that logged in pass-through while the config is now in vault mode, ends now with `421 4.3.2`
-   * (RFC 5321 §3.8); returns true then. Others take the new rules at their next command.
+   * changed, whose address the agent's `allowed_ips` no longer hold, or that logged in pass-through while the
+   * config is now in vault mode, ends now with `421 4.3.2` (RFC 5321 §3.8); returns true then. Others take the new
+   * rules and identities at their next command.
    */
   reloaded(): boolean {
     const identity = this.#identity;
@@ -206,6 +205,8 @@ export class SmtpSession {
       const account = agent ? config.accounts[agent.account] : undefined;
       if (agent === undefined) why = "the agent was removed";
       else if (agent.tokenHash !== this.#tokenHash) why = "the agent's token changed";
+      else if (!ipAllowed(this.#conn.remoteAddress, agent.allowedIps))
+        why = "the client address is no longer in the agent's allowed_ips";
       else if (account === undefined || account.name !== identity.account.name) why = "the agent's account changed";
       else if (
         account.username !== identity.account.username ||
@@ -470,6 +471,39 @@ export class SmtpSession {
     return id.mode === "vault" ? id.agent : id.user;
   }
 
+  /**
+   * Who the quotas count (docs/quotas.md "Who is counted"): the agent by its name, or the pass-through login
+   * without case, so that a login typed in another case shares its windows and its `agents` entries.
+   */
+  get #quotaSubject(): QuotaSubject {
+    const id = this.#identity;
+    if (id === null) return null;
+    return id.mode === "vault" ? { agent: id.agent } : { login: id.user };
+  }
+
+  /**
+   * The reverse paths this session may use besides `<>`, lower-cased (docs/smtp.md "Identities"), from the config
+   * in force: a reload that removes an identity takes it from sessions already logged in, at their next MAIL FROM
+   * and at the end of DATA of a transaction under way, as it does with the rules.
+   */
+  get #senders(): ReadonlySet<string> {
+    const id = this.#identity;
+    if (id === null) return new Set();
+    const config = this.#ctx.config;
+    if (id.mode === "pass-through") return sessionIdentities(id.user, config.smtp?.identities ?? []);
+    const account = config.accounts[id.account.name];
+    // An account gone or renamed upstream ends the session at the reload (`reloaded`); meanwhile it has none.
+    if (account === undefined || account.username !== id.account.username) return new Set();
+    return sessionIdentities(account.username, account.identities);
+  }
+
+  /** The audit fields of a reverse path refused as not one of `senders` (the session's identities). */
+  static #notIdentity(senders: ReadonlySet<string>, when: string): Pick<AuditEvent, "decision" | "reason" | "rule"> {
+    const known = [...senders].join(", ");
+    const reason = `sender is not one of this account's identities${when} (${known === "" ? NO_IDENTITIES : known})`;
+    return { decision: "deny", rule: null, reason: reason.slice(0, 300) };
+  }
+
   /** The agent as the policy sees it: a name in vault mode, null in pass-through mode. */
   get #policyAgent(): string | null {
     return this.#identity?.mode === "vault" ? this.#identity.agent : null;
@@ -731,7 +765,6 @@ export class SmtpSession {
       }
       this.#identity = { mode: "vault", agent: result.agent.name, account };
       this.#tokenHash = result.agent.tokenHash;
-      this.#senders = sessionIdentities(account.username, account.identities);
     } else {
       // Pass-through: the upstream judges the credentials (docs/config.md "Who connects"); the connection is kept
       // for sending.
@@ -765,7 +798,6 @@ export class SmtpSession {
       }
       this.#upstream = opened;
       this.#identity = { mode: "pass-through", user: attempt.username, credentials };
-      this.#senders = sessionIdentities(attempt.username, config.smtp?.identities ?? []);
     }
     this.#upstreamKey = this.#currentUpstreamKey();
     this.#loginResult = "ok";
@@ -851,20 +883,15 @@ export class SmtpSession {
         return undefined;
       }
     }
-    if (senderNotIdentity(this.#senders, path.key)) {
+    const senders = this.#senders;
+    if (senderNotIdentity(senders, path.key)) {
       // Bounces and DSNs go to the reverse path with the message in them (RFC 3461): an address that is not the
       // account's own would receive a copy of what it may not, whatever the rules say about recipients.
-      const known = [...this.#senders].join(", ");
       this.#audit({
         command: "MAIL FROM",
         operation: "mail:send",
         target: path.key,
-        decision: "deny",
-        rule: null,
-        reason: `sender is not one of this account's identities (${known === "" ? NO_IDENTITIES : known})`.slice(
-          0,
-          300,
-        ),
+        ...SmtpSession.#notIdentity(senders, ""),
       });
       this.#send(reply(553, "5.7.1", `Sender <${path.address}> is not one of this account's identities`));
       return undefined;
@@ -928,7 +955,7 @@ export class SmtpSession {
     }
     if (!tx.recipients.some((r) => r.key === path.key)) {
       // recipients_per_message is refused at the RCPT one past it (docs/quotas.md); the earlier ones stand.
-      const over = this.#ctx.quotas.checkRecipients(this.#auditAgent, tx.recipients.length + 1);
+      const over = this.#ctx.quotas.checkRecipients(this.#quotaSubject, tx.recipients.length + 1);
       if (over !== null) {
         this.#audit({
           command: "RCPT TO",
@@ -1080,6 +1107,28 @@ export class SmtpSession {
       this.#send(reply(552, "5.3.4", "Header section too large; nothing was sent"));
       return;
     }
+    const senders = this.#senders;
+    if (senderNotIdentity(senders, tx.senderKey)) {
+      // A reload took the sender from the session's identities while the message came in (docs/smtp.md
+      // "Identities"): the whole message is refused, as for a rule that no longer allows it.
+      this.#audit({
+        command: "MAIL FROM",
+        operation: "mail:send",
+        target: tx.senderKey,
+        ...SmtpSession.#notIdentity(senders, " any more"),
+      });
+      this.#audit({
+        command: "DATA",
+        operation: "mail:send",
+        target: facts.messageId,
+        decision: "deny",
+        reason: "refused as a whole: the sender is not one of this account's identities any more",
+        count: tx.recipients.length,
+      });
+      const text = `Sender <${tx.sender}> is not one of this account's identities; nothing was sent`;
+      this.#send(reply(554, "5.7.1", text));
+      return;
+    }
     const agent = this.#policyAgent;
     const size = this.#spool.length;
     const rows: AuditEvent[] = [];
@@ -1150,7 +1199,7 @@ export class SmtpSession {
       return;
     }
     // The send is charged (committed to the state database) before anything of it goes upstream (docs/quotas.md).
-    const charged = this.#ctx.quotas.charge(this.#auditAgent, {
+    const charged = this.#ctx.quotas.charge(this.#quotaSubject, {
       sends: 1,
       recipients: tx.recipients.length,
       bytes: size,
@@ -1204,6 +1253,11 @@ export class SmtpSession {
    * An `ask` rule decided a recipient and none is refused: the message, its envelope and (pass-through) the agent's
    * upstream login are sealed in the state database, committed, before the 250 (docs/approvals.md "Holding").
    * Nothing goes upstream; the agent learns only that it is held, and its id.
+   *
+   * The rows saying which rule held it go to disk first: a process killed between the two leaves rows naming an id
+   * that holds nothing (the agent had no 250 and sends again), never a held message, approvable later, without
+   * them. Rows that cannot be written get the 451 of every audit failure, and nothing is held. A session that ended
+   * while they were written (a reload, shutdown) holds nothing either: one more row says so.
    */
   async #hold(
     tx: Transaction,
@@ -1216,16 +1270,59 @@ export class SmtpSession {
     const groups = [
       ...new Set(held.flatMap((h) => this.#ctx.config.rules[h.decision.ruleIndex ?? -1]?.askGroups ?? [])),
     ];
-    const fail = (why: string) => {
-      for (const row of rows) this.#audit(row);
-      this.#audit({ command: "DATA", operation: "mail:send", target: null, decision: "error", reason: why });
+    const refuse = () =>
       this.#send(reply(451, "4.3.0", "Cannot hold the message for approval; nothing was sent, try again later"));
-    };
-    if (store === null) return fail("held for approval, but the state database is not open");
+    if (store === null) {
+      for (const row of rows) this.#audit(row);
+      this.#audit({
+        command: "DATA",
+        operation: "mail:send",
+        target: null,
+        decision: "error",
+        reason: "held for approval, but the state database is not open",
+      });
+      return refuse();
+    }
     const chunks: Buffer[] = [];
     for (const block of this.#spool.blocks()) chunks.push(Buffer.from(block));
     const message = Buffer.concat(chunks);
     const id = this.#identity!;
+    const approvalId = newApprovalId();
+    const expires = Date.now() + this.#ctx.config.approvals.timeoutMs;
+    rows.push(
+      this.#event({
+        command: "DATA",
+        operation: "mail:send",
+        target: approvalId,
+        ...decisionFields(first),
+        reason: `held for approval (${groups.join(", ")}): asked for ${held.map((h) => h.recipient).join(", ")}`,
+        count: tx.recipients.length,
+        detail: { ...detail, approval: approvalId, expires },
+      }),
+    );
+    // Queued in the turn of the health check before the quota charge (nothing above waits), so only their commit
+    // can fail.
+    const audit = this.#ctx.audit;
+    try {
+      await Promise.all(rows.map((row) => audit.durable(row)));
+    } catch (e) {
+      moduleLogger("smtp").error(`audit log unavailable, message not held: ${(e as Error).message}`);
+      this.#send(reply(451, "4.3.0", "Audit log unavailable; nothing was sent, try again later"));
+      return;
+    }
+    if (this.#closing) {
+      // The session ended while its rows went to disk (a reload that ends it, shutdown, the agent gone): the agent
+      // cannot get its 250, so it does not know of the message and would send it again. Nothing is held, and no
+      // approver is asked; the rows on disk name an id that holds nothing, and this one says why.
+      this.#audit({
+        command: "DATA",
+        operation: "mail:send",
+        target: approvalId,
+        decision: "error",
+        reason: `not held: the session ended (${this.#endReason})`,
+      });
+      return;
+    }
     let row: ApprovalRow;
     try {
       row = store.hold(
@@ -1242,24 +1339,22 @@ export class SmtpSession {
           ),
         },
         { name: first.rule ?? "", index: first.ruleIndex, groups },
-        Date.now() + this.#ctx.config.approvals.timeoutMs,
+        expires,
+        Date.now(),
+        approvalId,
       );
     } catch (e) {
       moduleLogger("smtp").error(`session ${this.id}: cannot hold a message: ${(e as Error).message}`);
-      return fail(`cannot hold for approval: ${(e as Error).message}`);
-    }
-    rows.push(
-      this.#event({
+      // The rows above are on disk already: this one says that the message they name was not held after all.
+      this.#audit({
         command: "DATA",
         operation: "mail:send",
-        target: row.id,
-        ...decisionFields(first),
-        reason: `held for approval (${groups.join(", ")}): asked for ${held.map((h) => h.recipient).join(", ")}`,
-        count: tx.recipients.length,
-        detail: { ...detail, approval: row.id, expires: row.expires },
-      }),
-    );
-    for (const r of rows) this.#audit(r);
+        target: approvalId,
+        decision: "error",
+        reason: `not held: cannot hold for approval: ${(e as Error).message}`,
+      });
+      return refuse();
+    }
     this.#send(reply(250, "2.0.0", `Held for approval as ${row.id}`));
     this.#ctx.onHeld?.(row);
   }

@@ -9,9 +9,9 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { clean } from "../../src/approvals/display.ts";
 import {
   approverNotice,
-  clean,
   composeNotice,
   encodeHeaderText,
   NOTICE_CONCURRENCY,

@@ -151,7 +151,11 @@ interface ExplainAnswer {
   readonly action: string;
   readonly rule: string | null;
   readonly visible?: boolean;
-  readonly subtree?: { readonly visible: boolean; readonly mailDelete: { readonly action: string } } | null;
+  readonly subtree?: {
+    readonly visible: boolean;
+    readonly mailDelete: { readonly action: string };
+    readonly filtered: boolean;
+  } | null;
   readonly sender?: { readonly refused: boolean };
   readonly recipients?: readonly {
     readonly address: string;
@@ -647,9 +651,10 @@ describe("reads: the IMAP proxy and explain agree", () => {
       let n = 0;
       for (const [command, folder, expected] of steps) {
         const [answer] = explainJson(["--op", "folder:write", "--folder", folder]);
+        const subtree = answer!.subtree!;
         const predicted =
           answer!.action === "allow" &&
-          (command === "CREATE" || (answer!.subtree!.visible && answer!.subtree!.mailDelete.action === "allow"));
+          (command === "CREATE" || (subtree.visible && subtree.mailDelete.action === "allow" && !subtree.filtered));
         const tag = `w${n++}`;
         const ok = statusOf(await raw.command(tag, `${command} ${folder}`), tag).startsWith(`${tag} OK`);
         expect({ command, folder, ok: predicted }).toEqual({ command, folder, ok });

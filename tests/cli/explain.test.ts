@@ -242,6 +242,19 @@ describe("reads", () => {
     expect(run(file, ["--op", "folder:write", "--folder", "Agent"]).at(-1)).toEndWith(
       "to be visible: the rules may hide folders below it",
     );
+    // A filtered folder: DELETE and RENAME would take the messages it hides along, so the proxy refuses them.
+    writeFileSync(
+      file,
+      `[[rules]]\nname = "shop"\nfolders = ["Agent"]\nfrom = "shop@*"\naction = "allow"\noperations = ["read"]\n` +
+        `[[rules]]\nname = "Agent"\nfolders = ["Agent", "Agent/**"]\naction = "allow"\n` +
+        `operations = ["folder:write", "mail:delete"]\n`,
+    );
+    expect(run(file, ["--op", "folder:write", "--folder", "Agent"]).at(-1)).toBe(
+      "  the folder is filtered: DELETE and RENAME are refused (they would take its hidden messages along)",
+    );
+    expect(JSON.parse(run(file, ["--op", "folder:write", "--folder", "Agent", "--json"]).join("\n"))).toMatchObject({
+      subtree: { visible: true, filtered: true },
+    });
   });
 
   test("an operation on the selected mailbox is refused when SELECT is", () => {

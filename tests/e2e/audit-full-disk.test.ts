@@ -6,8 +6,7 @@
  * Mounting needs root, as `npm test` runs here and in CI.
  */
 import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
-import { spawnSync } from "node:child_process";
-import { closeSync, mkdtempSync, openSync, rmSync, unlinkSync, writeSync } from "node:fs";
+import { mkdtempSync, rmSync, unlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
@@ -16,6 +15,7 @@ import { type Config, parseConfig } from "../../src/config/index.ts";
 import { type ImapProxy, startImapProxy } from "../../src/imap/index.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
 import { type SmtpProxy, startSmtpProxy } from "../../src/smtp/index.ts";
+import { fillUp, mountTmpfs, unmountTmpfs } from "../fixtures/full-disk.ts";
 import {
   createMailbox,
   sinkMessages,
@@ -40,44 +40,8 @@ let imap: ImapProxy;
 let smtp: SmtpProxy;
 let mailbox: TestMailbox;
 
-function run(command: string, args: string[]): void {
-  const r = spawnSync(command, args, { encoding: "utf8" });
-  if (r.status !== 0) throw new Error(`${command} ${args.join(" ")} failed (${r.status}): ${r.stderr}${r.error ?? ""}`);
-}
-
-/** Writes zeros until the file system says ENOSPC; returns the bytes written. */
-function fillUp(): number {
-  const fd = openSync(fill, "w");
-  const block = Buffer.alloc(64 * 1024);
-  let written = 0;
-  try {
-    for (;;) {
-      try {
-        written += writeSync(fd, block);
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === "ENOSPC") break;
-        throw e;
-      }
-    }
-    // What is left is smaller than a block: take it too.
-    for (;;) {
-      try {
-        const n = writeSync(fd, block, 0, 512);
-        if (n === 0) break;
-        written += n;
-      } catch (e) {
-        if ((e as NodeJS.ErrnoException).code === "ENOSPC") break;
-        throw e;
-      }
-    }
-  } finally {
-    closeSync(fd);
-  }
-  return written;
-}
-
 beforeAll(async () => {
-  run("mount", ["-t", "tmpfs", "-o", `size=${TMPFS_SIZE},mode=0700`, "tmpfs", mount]);
+  mountTmpfs(mount, TMPFS_SIZE);
   mounted = true;
   const up = upstreams();
   mailbox = await createMailbox({ seed: { folders: { INBOX: 5 } } });
@@ -119,8 +83,7 @@ afterAll(async () => {
   await smtp?.close();
   rmSync(fill, { force: true });
   await audit?.close().catch(() => {});
-  // Lazily: SQLite may hold the file until its statements are collected; the mount goes with the last descriptor.
-  if (mounted) run("umount", ["--lazy", mount]);
+  if (mounted) unmountTmpfs(mount);
   rmSync(mount, { recursive: true, force: true });
 });
 
@@ -157,7 +120,7 @@ test("full disk: IMAP and SMTP fail closed, nothing unaudited reaches the agent;
   const before = dovecotSessions(mailbox.user);
   expect(before).toBe(1);
 
-  const filled = fillUp();
+  const filled = fillUp(fill);
   console.log(`filled the ${TMPFS_SIZE} tmpfs with ${filled} bytes`);
 
   // LOGIN: its row cannot be committed. Refused, and the session is still not authenticated.

@@ -25,7 +25,7 @@ test("no quotas at start; a reload adds some: the state database is opened then,
   };
   const running = openQuotas(settings(""), null, open);
   expect(running.quotas.configured).toBe(false);
-  expect(running.quotas.chargeReads("a", 10).ok).toBe(true);
+  expect(running.quotas.chargeReads({ login: "a" }, 10).ok).toBe(true);
   expect(opened).toEqual([]);
 
   const prepared = running.prepareReload(settings(READS_2));
@@ -34,20 +34,20 @@ test("no quotas at start; a reload adds some: the state database is opened then,
   prepared.commit();
   expect(opened).toEqual(["/var/lib/mailgator/state.db"]);
   expect(prepared.warnings).toEqual([]);
-  expect(running.quotas.chargeReads("a", 2).ok).toBe(true);
-  expect(running.quotas.chargeReads("a", 1).ok).toBe(false);
+  expect(running.quotas.chargeReads({ login: "a" }, 2).ok).toBe(true);
+  expect(running.quotas.chargeReads({ login: "a" }, 1).ok).toBe(false);
   running.close();
 });
 
 test("a changed limit applies to what was already counted; removing the quotas lifts them", () => {
   const running = openQuotas(settings(READS_2), null, () => new Database(":memory:"));
-  expect(running.quotas.chargeReads("a", 2).ok).toBe(true);
+  expect(running.quotas.chargeReads({ login: "a" }, 2).ok).toBe(true);
   running.prepareReload(settings(READS_5)).commit();
-  expect(running.quotas.chargeReads("a", 4).ok).toBe(false); // 2 + 4 > 5
-  expect(running.quotas.chargeReads("a", 3).ok).toBe(true);
+  expect(running.quotas.chargeReads({ login: "a" }, 4).ok).toBe(false); // 2 + 4 > 5
+  expect(running.quotas.chargeReads({ login: "a" }, 3).ok).toBe(true);
   running.prepareReload(settings("")).commit();
   expect(running.quotas.configured).toBe(false);
-  expect(running.quotas.chargeReads("a", 100).ok).toBe(true);
+  expect(running.quotas.chargeReads({ login: "a" }, 100).ok).toBe(true);
   running.close();
 });
 
@@ -65,15 +65,15 @@ test("a new [state] path is not taken on reload: a warning, and the quotas still
     opened.push(path);
     return new Database(":memory:");
   });
-  expect(running.quotas.chargeReads("a", 2).ok).toBe(true);
+  expect(running.quotas.chargeReads({ login: "a" }, 2).ok).toBe(true);
   const prepared = running.prepareReload(settings(READS_5, "/b/state.db"));
   expect(prepared.warnings).toEqual([
     "[state] path cannot change on reload: quotas are still counted in /a/state.db; restart to use /b/state.db",
   ]);
   prepared.commit();
   expect(opened).toEqual(["/a/state.db"]);
-  expect(running.quotas.chargeReads("a", 4).ok).toBe(false);
-  expect(running.quotas.chargeReads("a", 3).ok).toBe(true);
+  expect(running.quotas.chargeReads({ login: "a" }, 4).ok).toBe(false);
+  expect(running.quotas.chargeReads({ login: "a" }, 3).ok).toBe(true);
 });
 
 test("on the database shared with sealed records, the path change is left to serve's warning", () => {
@@ -91,8 +91,8 @@ test("no quotas at start on a state database open for other records: a reload ad
   });
   const prepared = running.prepareReload(settings(READS_2));
   prepared.commit();
-  expect(running.quotas.chargeReads("a", 2).ok).toBe(true);
-  const over = running.quotas.chargeReads("a", 1);
+  expect(running.quotas.chargeReads({ login: "a" }, 2).ok).toBe(true);
+  const over = running.quotas.chargeReads({ login: "a" }, 1);
   expect(over.ok).toBe(false);
   expect(over.ok === false && over.exceeded?.limit).toBe("reads_per_minute");
 });

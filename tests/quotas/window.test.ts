@@ -36,17 +36,17 @@ function quotas(toml: string): Quotas {
 
 test("sends_per_hour slides: N pass, the (N+1)th is refused until the oldest charge leaves the hour", () => {
   const q = quotas(`[[quotas]]\nname = "h"\nsends_per_hour = 2\n`);
-  expect(q.charge("a", { sends: 1, recipients: 1, bytes: 10 }, T0).ok).toBe(true);
-  expect(q.charge("a", { sends: 1, recipients: 1, bytes: 10 }, T0 + MINUTE_MS).ok).toBe(true);
-  const over = q.charge("a", { sends: 1, recipients: 1, bytes: 10 }, T0 + 2 * MINUTE_MS);
+  expect(q.charge({ login: "a" }, { sends: 1, recipients: 1, bytes: 10 }, T0).ok).toBe(true);
+  expect(q.charge({ login: "a" }, { sends: 1, recipients: 1, bytes: 10 }, T0 + MINUTE_MS).ok).toBe(true);
+  const over = q.charge({ login: "a" }, { sends: 1, recipients: 1, bytes: 10 }, T0 + 2 * MINUTE_MS);
   expect(over.ok).toBe(false);
   if (over.ok) return;
   expect(over.exceeded).toEqual({ quota: "h", limit: "sends_per_hour", max: 2, used: 2, resetsAt: T0 + HOUR_MS });
   expect(over.message).toBe('quota "h" exceeded: sends_per_hour 2 (used 2); resets at 2026-01-01T13:00:00Z');
   // A refused send is not charged; another client has its own count.
-  expect(q.charge("b", { sends: 1, recipients: 1, bytes: 10 }, T0 + 2 * MINUTE_MS).ok).toBe(true);
-  expect(q.charge("a", { sends: 1, recipients: 1, bytes: 10 }, T0 + HOUR_MS - 1).ok).toBe(false);
-  expect(q.charge("a", { sends: 1, recipients: 1, bytes: 10 }, T0 + HOUR_MS).ok).toBe(true);
+  expect(q.charge({ login: "b" }, { sends: 1, recipients: 1, bytes: 10 }, T0 + 2 * MINUTE_MS).ok).toBe(true);
+  expect(q.charge({ login: "a" }, { sends: 1, recipients: 1, bytes: 10 }, T0 + HOUR_MS - 1).ok).toBe(false);
+  expect(q.charge({ login: "a" }, { sends: 1, recipients: 1, bytes: 10 }, T0 + HOUR_MS).ok).toBe(true);
 });
 
 test("every matching entry applies, the tightest first; agents lists select clients", () => {
@@ -54,29 +54,48 @@ test("every matching entry applies, the tightest first; agents lists select clie
     `[[quotas]]\nname = "all"\nrecipients_per_day = 10\nbytes_per_day = 1000\n` +
       `[[quotas]]\nname = "bot"\nagents = ["bot"]\nrecipients_per_day = 3\nrecipients_per_message = 2\n`,
   );
-  expect(q.checkRecipients("bot", 2)).toBeNull();
-  expect(q.checkRecipients("bot", 3)?.limit).toBe("recipients_per_message");
-  expect(q.checkRecipients("other", 3)).toBeNull();
-  expect(q.charge("bot", { sends: 1, recipients: 2, bytes: 10 }, T0).ok).toBe(true);
-  const r = q.charge("bot", { sends: 1, recipients: 2, bytes: 10 }, T0 + 1);
+  expect(q.checkRecipients({ login: "bot" }, 2)).toBeNull();
+  expect(q.checkRecipients({ login: "bot" }, 3)?.limit).toBe("recipients_per_message");
+  expect(q.checkRecipients({ login: "other" }, 3)).toBeNull();
+  expect(q.charge({ login: "bot" }, { sends: 1, recipients: 2, bytes: 10 }, T0).ok).toBe(true);
+  const r = q.charge({ login: "bot" }, { sends: 1, recipients: 2, bytes: 10 }, T0 + 1);
   expect(!r.ok && r.exceeded?.quota).toBe("bot");
-  expect(q.charge("other", { sends: 1, recipients: 1, bytes: 1000 }, T0).ok).toBe(true);
-  const b = q.charge("other", { sends: 1, recipients: 1, bytes: 1 }, T0 + 1);
+  expect(q.charge({ login: "other" }, { sends: 1, recipients: 1, bytes: 1000 }, T0).ok).toBe(true);
+  const b = q.charge({ login: "other" }, { sends: 1, recipients: 1, bytes: 1 }, T0 + 1);
   expect(!b.ok && b.exceeded?.limit).toBe("bytes_per_day");
+});
+
+test("a pass-through login is one client in any case, in its window and its agents entries; agents are exact", () => {
+  const q = quotas(
+    `[[quotas]]\nname = "day"\nsends_per_day = 1\n` +
+      `[[quotas]]\nname = "ann"\nagents = ["Ann@Corp.test"]\nrecipients_per_message = 1\n`,
+  );
+  const one = { sends: 1, recipients: 1, bytes: 10 };
+  expect(q.charge({ login: "ann@corp.test" }, one, T0).ok).toBe(true);
+  const again = q.charge({ login: "ANN@CORP.TEST" }, one, T0 + 1);
+  expect(!again.ok && again.exceeded?.quota).toBe("day");
+  expect(q.checkRecipients({ login: "aNN@corp.TEST" }, 2)?.quota).toBe("ann");
+  expect(q.checkRecipients({ login: "bob@corp.test" }, 2)).toBeNull();
+  // Vault agents are their configured names, compared exactly, as at login.
+  expect(q.checkRecipients({ agent: "ann@corp.test" }, 2)).toBeNull();
+  expect(q.checkRecipients({ agent: "Ann@Corp.test" }, 2)?.quota).toBe("ann");
+  expect(q.charge({ agent: "Bot" }, one, T0).ok).toBe(true);
+  expect(q.charge({ agent: "bot" }, one, T0).ok).toBe(true);
+  expect(q.charge({ agent: "bot" }, one, T0 + 1).ok).toBe(false);
 });
 
 test("reads_per_minute counts messages, and the use explain shows comes from the same table", () => {
   const db = new Database(":memory:");
   const config = parseConfig(`[[quotas]]\nname = "r"\nreads_per_minute = 3\n`, "/tmp/m.toml");
   const q = new Quotas(db, config.quotas);
-  expect(q.chargeReads("a", 2, T0).ok).toBe(true);
-  expect(q.chargeReads("a", 2, T0 + 1000).ok).toBe(false);
-  expect(q.chargeReads("a", 1, T0 + 1000).ok).toBe(true);
-  expect(quotaUse(db, config.quotas, "a", T0 + 2000)).toEqual([
+  expect(q.chargeReads({ login: "a" }, 2, T0).ok).toBe(true);
+  expect(q.chargeReads({ login: "a" }, 2, T0 + 1000).ok).toBe(false);
+  expect(q.chargeReads({ login: "a" }, 1, T0 + 1000).ok).toBe(true);
+  expect(quotaUse(db, config.quotas, { login: "a" }, T0 + 2000)).toEqual([
     { quota: "r", agents: null, limits: [{ limit: "reads_per_minute", max: 3, used: 3, windowSeconds: 60 }] },
   ]);
-  expect(quotaUse(db, config.quotas, "a", T0 + MINUTE_MS)[0]!.limits[0]!.used).toBe(1);
-  expect(q.chargeReads("a", 2, T0 + MINUTE_MS).ok).toBe(true);
+  expect(quotaUse(db, config.quotas, { login: "a" }, T0 + MINUTE_MS)[0]!.limits[0]!.used).toBe(1);
+  expect(q.chargeReads({ login: "a" }, 2, T0 + MINUTE_MS).ok).toBe(true);
 });
 
 test("a state database that cannot be written refuses (fail closed)", () => {
@@ -84,7 +103,7 @@ test("a state database that cannot be written refuses (fail closed)", () => {
   const config = parseConfig(`[[quotas]]\nname = "h"\nsends_per_day = 5\n`, "/tmp/m.toml");
   const q = new Quotas(db, config.quotas);
   db.run("DROP TABLE quota_charges");
-  const r = q.charge("a", { sends: 1, recipients: 1, bytes: 1 }, T0);
+  const r = q.charge({ login: "a" }, { sends: 1, recipients: 1, bytes: 1 }, T0);
   expect(r.ok).toBe(false);
   expect(!r.ok && r.exceeded).toBeNull();
 });

@@ -6,10 +6,13 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
+import { join } from "node:path";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { type ApprovalContext, approve, deny, expireDue, recover } from "../../src/approvals/service.ts";
 import type { ApprovalStore } from "../../src/approvals/store.ts";
 import { approvalPage } from "../../src/approvals/web.ts";
+import type { AuditEvent, AuditLog } from "../../src/audit/index.ts";
+import { fillAgain, freeSpace, fullAuditLog, healthyAgain, rowsAbout, syncFailingLog } from "../audit/unhealthy.ts";
 import {
   bodyOf,
   dataPayload,
@@ -78,6 +81,9 @@ async function send(to: string, m: string, extra = ""): Promise<{ code: number; 
   return { code: r.code, text: r.lines.join(" "), message: text };
 }
 
+/** What a decider is told while the audit log cannot be written (AUDIT_UNAVAILABLE in src/approvals/service.ts). */
+const UNAVAILABLE = "the audit log cannot be written; try again later";
+
 function heldId(text: string): string {
   const m = /Held for approval as ([0-9a-f]{32})$/.exec(text);
   if (m === null) throw new Error(`not held: ${text}`);
@@ -125,7 +131,7 @@ describe("ask", () => {
   test("denied and expired messages never arrive, and are wiped", async () => {
     const m = marker();
     const denied = heldId((await send(`x-${m}@outside.example`, m)).text);
-    expect(deny(ctx, denied, "test", "no")).toBe("held");
+    expect(await deny(ctx, denied, "test", "no")).toEqual({ outcome: "denied", state: "held" });
     expect(store.message(denied)).toBeNull();
     expect(await approve(ctx, denied, "test")).toEqual({ outcome: "refused", state: "denied" });
 
@@ -201,7 +207,288 @@ describe("ask", () => {
       for (const needle of [secretLine, `clear-${m}`, user.password, `approval ${m}`])
         expect(bytes).not.toContain(needle);
     }
-    deny(ctx, id, "test", null);
+    await deny(ctx, id, "test", null);
+  });
+});
+
+describe("when the audit log cannot be written (docs/approvals.md)", () => {
+  test("approve with a full log: nothing sent or changed, the caller is told why; sent once it recovers", async () => {
+    const audit = await fullAuditLog(join(proxy.dir, "full-approve.db"));
+    const full: ApprovalContext = { ...ctx, audit };
+    try {
+      const m = marker();
+      const id = heldId((await send(`full-${m}@outside.example`, m)).text);
+      expect(await approve(full, id, "test")).toEqual({ outcome: "not-sent", reason: UNAVAILABLE });
+      expect(store.row(id)!.state).toBe("held");
+      expect(store.row(id)!.decidedBy).toBeNull();
+      expect(store.message(id)).not.toBeNull();
+      await Bun.sleep(1000);
+      expect(sinkCopies(`Hello ${m}`)).toHaveLength(0);
+
+      await freeSpace(audit);
+      expect(await approve(full, id, "test")).toMatchObject({ outcome: "sent" });
+      await waitForSink(`Hello ${m}`, 1);
+      expect(await rowsAbout(audit, id)).toEqual([
+        ["APPROVE", "allow"],
+        ["APPROVAL SENT", "allow"],
+      ]);
+    } finally {
+      await audit.close().catch(() => {});
+    }
+  });
+
+  test("the APPROVE row cannot be written: the replay stops before its end of data, held again", async () => {
+    const { log: audit, failing } = syncFailingLog(join(proxy.dir, "sync-approve.db"));
+    const failingCtx: ApprovalContext = { ...ctx, audit };
+    try {
+      const m = marker();
+      const id = heldId((await send(`sync-${m}@outside.example`, m)).text);
+      // Healthy when the approval starts; the fdatasync of its APPROVE row fails (docs/audit.md "Failure").
+      failing.on = true;
+      expect(audit.healthy).toBe(true);
+      expect(await approve(failingCtx, id, "test")).toEqual({ outcome: "not-sent", reason: UNAVAILABLE });
+      expect(audit.healthy).toBe(false);
+      expect(store.row(id)!.state).toBe("held");
+      expect(store.message(id)).not.toBeNull();
+      await Bun.sleep(1500);
+      expect(sinkCopies(`Hello ${m}`)).toHaveLength(0);
+
+      failing.on = false;
+      await healthyAgain(audit);
+      expect(await approve(failingCtx, id, "test")).toMatchObject({ outcome: "sent" });
+      await waitForSink(`Hello ${m}`, 1);
+      await Bun.sleep(1000);
+      expect(sinkCopies(`Hello ${m}`)).toHaveLength(1);
+      // The first APPROVE row was committed, only its fdatasync failed: it stays, with no APPROVAL SENT of its own.
+      expect(await rowsAbout(audit, id)).toEqual([
+        ["APPROVE", "allow"],
+        ["APPROVE", "allow"],
+        ["APPROVAL SENT", "allow"],
+      ]);
+    } finally {
+      await audit.close().catch(() => {});
+    }
+  });
+});
+
+describe("deny, expiry and the start-up check with a full audit log (docs/approvals.md)", () => {
+  let audit: AuditLog;
+  let full: ApprovalContext;
+  beforeAll(async () => {
+    audit = await fullAuditLog(join(proxy.dir, "full-decide.db"));
+    full = { ...ctx, audit };
+  });
+  afterAll(async () => {
+    await audit.close().catch(() => {});
+  });
+
+  test("deny, expire and recover change nothing while it is full; once it recovers, each has its row", async () => {
+    const m = marker();
+    const denied = heldId((await send(`deny-${m}@outside.example`, m)).text);
+    const expiring = [marker(), marker()];
+    const expired = [];
+    for (const e of expiring) expired.push(heldId((await send(`exp-${e}@outside.example`, e)).text));
+    const stuck = heldId((await send(`stuck-${m}@outside.example`, `${m}-stuck`)).text);
+    expect(store.claim(stuck, "crashed").ok).toBe(true); // a process died during its replay
+    const due = Math.max(...expired.map((id) => store.row(id)!.expires));
+    expect(audit.healthy).toBe(false);
+
+    expect(await deny(full, denied, "test", "no")).toEqual({ outcome: "not-denied", reason: UNAVAILABLE });
+    expect(expireDue(full, due)).toEqual([]);
+    expect(recover(full)).toEqual([]);
+    for (const id of [denied, ...expired]) {
+      expect(store.row(id)!.state).toBe("held");
+      expect(store.message(id)).not.toBeNull();
+    }
+    expect(store.row(stuck)!.state).toBe("sending");
+    // Nothing to deny while it is full is still told as before.
+    expect(await deny(full, "0".repeat(32), "test", null)).toEqual({ outcome: "refused", state: "unknown" });
+
+    await freeSpace(audit);
+    expect(await deny(full, denied, "test", "no")).toEqual({ outcome: "denied", state: "held" });
+    expect(expireDue(full, due).map((r) => r.id)).toEqual(expect.arrayContaining(expired));
+    expect(recover(full).map((r) => r.id)).toEqual([stuck]);
+    expect(store.row(denied)!.state).toBe("denied");
+    for (const id of expired) expect(store.row(id)!.state).toBe("expired");
+    expect(store.row(stuck)!.state).toBe("needs-check");
+    expect(await rowsAbout(audit, denied)).toEqual([["DENY", "deny"]]);
+    for (const id of expired) expect(await rowsAbout(audit, id)).toEqual([["APPROVAL EXPIRED", "deny"]]);
+    expect(await rowsAbout(audit, stuck)).toEqual([["APPROVAL NEEDS CHECK", "error"]]);
+    await Bun.sleep(1000);
+    for (const x of [m, ...expiring]) expect(sinkCopies(`Hello ${x}`)).toHaveLength(0);
+  });
+
+  test("the page: GET and a deny answer 503 and change nothing, the link is given back and works later", async () => {
+    await fillAgain(audit);
+    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req) => handler(req) });
+    const origin = `http://127.0.0.1:${server.port}`;
+    const handler = approvalPage({
+      ...full,
+      config: { ...proxy.config, approvals: { ...proxy.config.approvals, baseUrl: origin } },
+    });
+    try {
+      const m = marker();
+      const id = heldId((await send(`pagefull-${m}@outside.example`, m)).text);
+      const token = store.token(store.row(id)!);
+      const deny = () =>
+        fetch(`${origin}/approvals/${id}`, {
+          method: "POST",
+          body: `t=${token}&action=deny`,
+          headers: { "content-type": "application/x-www-form-urlencoded", origin },
+        });
+      const view = await fetch(`${origin}/approvals/${id}?t=${token}`);
+      expect(view.status).toBe(503);
+      expect(await view.text()).not.toContain(`pagefull-${m}`);
+      const refused = await deny();
+      expect(refused.status).toBe(503);
+      expect(await refused.text()).toContain("The message is still held");
+      expect(store.row(id)!.state).toBe("held");
+      expect(store.message(id)).not.toBeNull();
+      expect(store.tokenUsed(id)).toBe(false);
+
+      await freeSpace(audit);
+      expect((await fetch(`${origin}/approvals/${id}?t=${token}`)).status).toBe(200);
+      const ok = await deny();
+      expect(ok.status).toBe(200);
+      expect(store.row(id)!.state).toBe("denied");
+      expect(await rowsAbout(audit, id)).toEqual([
+        ["APPROVAL VIEWED", "ask"],
+        ["DENY", "deny"],
+      ]);
+    } finally {
+      server.stop(true);
+    }
+  });
+});
+
+describe('a held message\'s rows (docs/approvals.md "Holding")', () => {
+  /** One send to an outside address on its own proxy; `beforeDot` runs once DATA is accepted. */
+  async function sendOn(p: TestProxy, m: string, beforeDot: () => Promise<void> = async () => {}) {
+    const c = await loggedIn(p.port);
+    try {
+      expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+      expect((await c.command(`RCPT TO:<rows-${m}@outside.example>`)).code).toBe(250);
+      expect((await c.command("DATA")).code).toBe(354);
+      await beforeDot();
+      c.write(dataPayload(message({ From: "alice@mailgator.test", Subject: `rows ${m}` }, `Hello ${m}\n`)));
+      return await c.reply();
+    } finally {
+      await c.command("QUIT");
+    }
+  }
+
+  test("are on disk when the agent gets its 250: which rule held it, for which recipient", async () => {
+    // Rows only queued would wait a minute: the 250 must not wait for that.
+    const slow = await startTestProxy({ rules: RULES, approvals: true, auditBatchMs: 60_000 });
+    try {
+      const m = marker();
+      const r = await sendOn(slow, m);
+      expect(r.code).toBe(250);
+      const id = heldId(r.lines.join(" "));
+      // Committed rows only, without a flush: what a crash right after the 250 would leave.
+      const rows = slow.audit.query({ order: "asc" });
+      expect(rows.filter((x) => x.target === id).map((x) => [x.command, x.decision, x.rule])).toEqual([
+        ["DATA", "ask", "outside needs a manager"],
+      ]);
+      expect(rows.filter((x) => x.target === `rows-${m}@outside.example`).map((x) => [x.command, x.decision])).toEqual([
+        ["RCPT TO", "ask"],
+      ]);
+      expect(slow.approvals!.row(id)!.state).toBe("held");
+    } finally {
+      await slow.close();
+    }
+  });
+
+  test("that cannot be written: 451 and nothing held; held once the log recovers", async () => {
+    const failing = syncFailingLog(join(proxy.dir, "hold-sync.db"));
+    const p = await startTestProxy({ rules: RULES, approvals: true, wrapAudit: () => failing.log });
+    try {
+      const m = marker();
+      // Healthy until the end of data: the commit of the held message's rows is the one whose fdatasync fails.
+      const r = await sendOn(p, m, async () => {
+        await failing.log.flush(); // the session's rows so far (its login) are on disk
+        failing.failing.on = true;
+      });
+      expect(r.code).toBe(451);
+      expect(r.lines.join(" ")).toContain("4.3.0 Audit log unavailable; nothing was sent");
+      expect(p.approvals!.list()).toEqual([]);
+
+      failing.failing.on = false;
+      await healthyAgain(failing.log);
+      const again = await sendOn(p, m);
+      expect(again.code).toBe(250);
+      expect(p.approvals!.list().map((x) => x.id)).toEqual([heldId(again.lines.join(" "))]);
+      await Bun.sleep(1000);
+      expect(sinkCopies(`Hello ${m}`)).toHaveLength(0);
+    } finally {
+      await p.close();
+      await failing.log.close().catch(() => {});
+    }
+  });
+});
+
+describe("a session a reload ends while its held message's rows go to disk", () => {
+  test("holds nothing, asks no approver, and says so in a row", async () => {
+    // The durable() of the end-of-data row waits until released: the reload comes in between.
+    const reached = Promise.withResolvers<void>();
+    const release = Promise.withResolvers<void>();
+    const wrap = (log: AuditLog): AuditLog =>
+      new Proxy(log, {
+        get(target, key) {
+          if (key === "durable")
+            return async (ev: AuditEvent) => {
+              const id = await target.durable(ev);
+              if (ev.command === "DATA" && ev.decision === "ask") {
+                reached.resolve();
+                await release.promise;
+              }
+              return id;
+            };
+          const value = Reflect.get(target, key, target);
+          return typeof value === "function" ? value.bind(target) : value;
+        },
+      });
+    const asked: string[] = [];
+    const p = await startTestProxy({
+      rules: RULES,
+      approvals: true,
+      wrapAudit: wrap,
+      onHeld: (row) => asked.push(row.id),
+    });
+    try {
+      const m = marker();
+      const c = await loggedIn(p.port);
+      expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+      expect((await c.command(`RCPT TO:<reload-${m}@outside.example>`)).code).toBe(250);
+      expect((await c.command("DATA")).code).toBe(354);
+      c.write(dataPayload(message({ From: "alice@mailgator.test", Subject: `reload ${m}` }, `Hello ${m}\n`)));
+      await reached.promise;
+      // A pass-through session ends when the upstream server changes (docs/operations.md "Reload").
+      const smtp = p.config.smtp!;
+      const next = { ...p.config, smtp: { ...smtp, upstreamAddr: { ...smtp.upstreamAddr, port: 1 } } };
+      expect(p.proxy.prepareReload(next).commit()).toBe(1);
+      const ended = await c.reply();
+      expect([ended.code, ended.lines.join(" ")]).toEqual([
+        421,
+        "4.3.2 Configuration changed; this session ends, log in again",
+      ]);
+      release.resolve();
+      await c.waitClosed();
+      // The end-of-data row names the id it would have been held as; a second row on that id says it was not.
+      const id = (await p.rows()).find((r) => r.command === "DATA" && r.reason.includes(`reload-${m}@`))!.target!;
+      let about: string[][] = [];
+      for (let i = 0; i < 100 && about.length < 2; i++, await Bun.sleep(20))
+        about = (await p.rows()).filter((r) => r.target === id).map((r) => [r.command, r.decision, r.reason]);
+      expect(about).toEqual([
+        ["DATA", "ask", `held for approval (managers): asked for reload-${m}@outside.example`],
+        ["DATA", "error", "not held: the session ended (reload: the upstream server changed)"],
+      ]);
+      expect(p.approvals!.list()).toEqual([]);
+      expect(asked).toEqual([]);
+    } finally {
+      release.resolve();
+      await p.close();
+    }
   });
 });
 
@@ -260,6 +547,85 @@ describe("the approval page", () => {
       const expired = await fetch(`${origin}/approvals/${late}?t=${store.token(store.row(late)!)}`);
       expect(expired.status).toBe(410);
       expect(await expired.text()).toContain("expired before anyone decided");
+    } finally {
+      server.stop(true);
+    }
+  });
+
+  test("a decision that throws on its way (the state database) gives the link back; it works afterwards", async () => {
+    // As the admin listener does (src/admin/server.ts): a handler that throws is answered 500.
+    const server = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch: (req) => handler(req),
+      error: () => new Response("internal error", { status: 500 }),
+    });
+    const origin = `http://127.0.0.1:${server.port}`;
+    const handler = approvalPage({
+      ...ctx,
+      config: { ...proxy.config, approvals: { ...proxy.config.approvals, baseUrl: origin } },
+    });
+    const storeDeny = store.deny;
+    try {
+      const m = marker();
+      const id = heldId((await send(`throws-${m}@outside.example`, m)).text);
+      const token = store.token(store.row(id)!);
+      const post = () =>
+        fetch(`${origin}/approvals/${id}`, {
+          method: "POST",
+          body: `t=${token}&action=deny`,
+          headers: { "content-type": "application/x-www-form-urlencoded", origin },
+        });
+      store.deny = () => {
+        throw new Error("disk I/O error");
+      };
+      expect((await post()).status).toBe(500);
+      expect(store.row(id)!.state).toBe("held");
+      expect(store.tokenUsed(id)).toBe(false);
+      store.deny = storeDeny;
+      expect((await post()).status).toBe(200);
+      expect(store.row(id)!.state).toBe("denied");
+    } finally {
+      store.deny = storeDeny;
+      server.stop(true);
+    }
+  });
+
+  test("behind a reverse proxy at a path (base_url with one): the page's form posts back under that path", async () => {
+    // The admin listener serves /approvals/...; the reverse proxy serves it under /mail-admin and strips that.
+    const prefix = "/mail-admin";
+    const server = Bun.serve({
+      hostname: "127.0.0.1",
+      port: 0,
+      fetch: (req) => {
+        const url = new URL(req.url);
+        if (!url.pathname.startsWith(`${prefix}/`)) return new Response("not here", { status: 404 });
+        url.pathname = url.pathname.slice(prefix.length);
+        return handler(new Request(url.href, req));
+      },
+    });
+    const base = `http://127.0.0.1:${server.port}${prefix}`;
+    const config = { ...proxy.config, approvals: { ...proxy.config.approvals, baseUrl: base } };
+    const handler = approvalPage({ ...ctx, config });
+    try {
+      const m = marker();
+      const id = heldId((await send(`prefix-${m}@outside.example`, m)).text);
+      const link = `${base}/approvals/${id}?t=${store.token(store.row(id)!)}`;
+      const html = await (await fetch(link)).text();
+      // As a browser submits the form: its action resolved against the page's address, its fields as the body.
+      const action = /<form method="post" action="([^"]+)">/.exec(html)?.[1];
+      expect(action).toBeDefined();
+      const target = new URL(action!, link);
+      expect(target.pathname).toBe(`${prefix}/approvals/${id}`);
+      const t = /name="t" value="([^"]+)"/.exec(html)![1]!;
+      const posted = await fetch(target, {
+        method: "POST",
+        body: `t=${t}&action=approve`,
+        headers: { "content-type": "application/x-www-form-urlencoded", origin: new URL(base).origin },
+      });
+      expect(posted.status).toBe(200);
+      expect(await posted.text()).toContain("The message was sent.");
+      await waitForSink(`Hello ${m}`, 1);
     } finally {
       server.stop(true);
     }

@@ -183,7 +183,7 @@ describe("approvers' notices", () => {
       ["ask", "outside needs a manager"],
     ]);
     expect(rows.map((x) => x.reason.split(" ")[2]).sort()).toEqual(["boss@corp.test", "deputy@corp.test"]);
-    deny(main.ctx, id, "test", null);
+    await deny(main.ctx, id, "test", null);
   });
 
   test("a subject trying to add header lines adds none to the notice", async () => {
@@ -202,7 +202,7 @@ describe("approvers' notices", () => {
     }
     await Bun.sleep(1000);
     expect(sinkCopies(victim)).toEqual([]);
-    deny(main.ctx, id, "test", null);
+    await deny(main.ctx, id, "test", null);
   });
 });
 
@@ -214,7 +214,7 @@ describe("pass-through mode without notify_account", () => {
       const m = marker();
       const id = await sendHeld(quiet.proxy.port, [`p-${m}@outside.example`], `pass ${m}`, `Hello ${m}\n`);
       await quiet.notifier.idle();
-      expect(deny(quiet.ctx, id, "test", null)).toBe("held");
+      expect(await deny(quiet.ctx, id, "test", null)).toEqual({ outcome: "denied", state: "held" });
       await quiet.notifier.idle();
       await Bun.sleep(1500);
       expect(sinkNotices(id)).toEqual([]);
@@ -236,7 +236,10 @@ describe("notify_sender", () => {
       ids[what] = await sendHeld(main.proxy.port, [`r-${m}@outside.example`], `result ${what} ${m}`, `Hello ${m}\n`);
     }
     expect((await approve(main.ctx, ids["sent"]!, "approver-alpha")).outcome).toBe("sent");
-    expect(deny(main.ctx, ids["denied"]!, "approver-beta", "reason-gamma")).toBe("held");
+    expect(await deny(main.ctx, ids["denied"]!, "approver-beta", "reason-gamma")).toEqual({
+      outcome: "denied",
+      state: "held",
+    });
     const expires = main.proxy.approvals!.row(ids["expired"]!)!.expires;
     expect(expireDue(main.ctx, expires).map((r) => r.id)).toContain(ids["expired"]!);
     for (const [what, id] of Object.entries(ids)) {
@@ -262,7 +265,7 @@ describe("notify_sender", () => {
     const ctx: ApprovalContext = { ...off, onDecided: (row, held) => quiet.decided(row, held) };
     const m = marker();
     const id = await sendHeld(main.proxy.port, [`q-${m}@outside.example`], `quiet ${m}`, `Hello ${m}\n`);
-    expect(deny(ctx, id, "test", null)).toBe("held");
+    expect(await deny(ctx, id, "test", null)).toEqual({ outcome: "denied", state: "held" });
     await quiet.idle();
     await Bun.sleep(1500);
     expect(aliceNotices(id)).toEqual([]);
@@ -316,7 +319,7 @@ describe("a notice that cannot be sent", () => {
     }
     expect(failing.proxy.approvals!.row(id)!.state).toBe("held");
     expect(failing.proxy.approvals!.message(id)).not.toBeNull();
-    deny(failing.ctx, id, "test", null);
+    await deny(failing.ctx, id, "test", null);
   });
 
   test("close gives up retries still waiting: a failure row, at once", async () => {
@@ -351,6 +354,6 @@ describe("a notice that cannot be sent", () => {
     expect(deferred.decision).toBe("error");
     expect(deferred.reason).toContain("the process stopped");
     expect(failing.proxy.approvals!.row(id)!.state).toBe("held");
-    deny(failing.ctx, id, "test", null);
+    await deny(failing.ctx, id, "test", null);
   });
 });

@@ -2,6 +2,7 @@
 
 import { userInfo } from "node:os";
 import { AccountCredentials } from "../../accounts/index.ts";
+import { clean, terminalJson } from "../../approvals/display.ts";
 import { Notifier } from "../../approvals/notify.ts";
 import { type ApprovalContext, approve, deny } from "../../approvals/service.ts";
 import { type ApprovalRow, ApprovalStore, ID_PATTERN } from "../../approvals/store.ts";
@@ -23,6 +24,8 @@ account that needs re-authorization, an upstream that cannot be reached),
 nothing is sent and the message stays held. A message in state "needs-check"
 was being sent when a process stopped: it may have been delivered, so it is
 never sent again; look at the recipient's mailbox, then deny it to discard it.
+While the audit log cannot be written, nothing is approved or denied: the
+message stays as it was, and the command says so.
 
 Options:
   -c, --config FILE   the config file
@@ -77,11 +80,11 @@ export async function approvals(ctx: CommandContext): Promise<number> {
     const store = new ApprovalStore(state);
     if (verb === "list") {
       const rows = store.list();
-      if (values.json) ctx.out(JSON.stringify(rows.map(rowJson), null, 2));
+      if (values.json) ctx.out(terminalJson(rows.map(rowJson), 2));
       else if (rows.length === 0) ctx.out("no held messages");
       else
         for (const r of rows)
-          ctx.out(`${r.id}  ${r.state.padEnd(11)}  ${r.rule}  expires ${new Date(r.expires).toISOString()}`);
+          ctx.out(`${r.id}  ${r.state.padEnd(11)}  ${clean(r.rule)}  expires ${new Date(r.expires).toISOString()}`);
       return EXIT_OK;
     }
     const row = store.row(id!);
@@ -91,18 +94,20 @@ export async function approvals(ctx: CommandContext): Promise<number> {
     }
     if (verb === "show") {
       const held = store.message(id!);
-      if (values.json) ctx.out(JSON.stringify({ ...rowJson(row), preview: held?.preview ?? null }, null, 2));
+      if (values.json) ctx.out(terminalJson({ ...rowJson(row), preview: held?.preview ?? null }, 2));
       else {
-        ctx.out(`${row.id}: ${row.state} (rule ${row.rule}; asks ${row.groups.join(", ")})`);
+        // The preview is the agent's text: shown through clean(), so that no control sequence in it reaches the
+        // approver's terminal (docs/approvals.md "What approvers see").
+        ctx.out(`${row.id}: ${row.state} (rule ${clean(row.rule)}; asks ${row.groups.map(clean).join(", ")})`);
         ctx.out(`approvers notified: ${row.notified ? "all" : "not all yet"}`);
         if (held !== null) {
           const p = held.preview;
-          ctx.out(`from: ${p.sender}`);
+          ctx.out(`from: ${clean(p.sender)}`);
           for (const r of p.recipients)
-            ctx.out(`to: ${r.address}${r.external ? "  (outside the sender's domain)" : ""}`);
-          ctx.out(`subject: ${p.subject ?? "(none)"}`);
-          ctx.out(`size: ${p.size} octets; attachments: ${p.attachments.join(", ") || "none"}`);
-          ctx.out(p.text);
+            ctx.out(`to: ${clean(r.address)}${r.external ? "  (outside the sender's domain)" : ""}`);
+          ctx.out(`subject: ${clean(p.subject ?? "(none)")}`);
+          ctx.out(`size: ${p.size} octets; attachments: ${p.attachments.map(clean).join(", ") || "none"}`);
+          for (const line of p.text.split("\n")) ctx.out(clean(line));
         } else ctx.out("(the message was discarded or sent: nothing is kept)");
       }
       return EXIT_OK;
@@ -125,18 +130,25 @@ export async function approvals(ctx: CommandContext): Promise<number> {
       const by = `cli:${userInfo().username}`;
       if (verb === "approve") {
         const result = await approve(actx, id!, by);
-        if (values.json) ctx.out(JSON.stringify({ id, ...result }));
+        // The reply and the reason carry the upstream server's text: shown through clean() as the preview is.
+        if (values.json) ctx.out(terminalJson({ id, ...result }));
         else if (result.outcome === "refused")
           ctx.out(`${id}: not sent: it is ${result.state}${result.state === "needs-check" ? " (see --help)" : ""}`);
-        else if (result.outcome === "not-sent") ctx.out(`${id}: not sent, still held: ${result.reason}`);
-        else ctx.out(`${id}: ${result.outcome}: upstream replied ${result.reply}`);
-        return result.outcome === "sent" ? EXIT_OK : EXIT_FAILURE;
+        else if (result.outcome === "not-sent") ctx.out(`${id}: not sent, still held: ${clean(result.reason)}`);
+        else if (!result.recorded)
+          ctx.out(
+            `${id}: ${result.outcome}: upstream replied ${clean(result.reply)}; its audit row could not be written, ` +
+              "so it stays sending (needs-check at the next start of serve)",
+          );
+        else ctx.out(`${id}: ${result.outcome}: upstream replied ${clean(result.reply)}`);
+        return result.outcome === "sent" && result.recorded ? EXIT_OK : EXIT_FAILURE;
       }
-      const before = deny(actx, id!, by, values.reason ?? null);
-      const ok = before === "held" || before === "needs-check";
-      if (values.json) ctx.out(JSON.stringify({ id, outcome: ok ? "denied" : "refused", state: before }));
-      else ctx.out(ok ? `${id}: denied; the message is discarded` : `${id}: not denied: it is ${before}`);
-      return ok ? EXIT_OK : EXIT_FAILURE;
+      const result = await deny(actx, id!, by, values.reason ?? null);
+      if (values.json) ctx.out(terminalJson({ id, ...result }));
+      else if (result.outcome === "denied") ctx.out(`${id}: denied; the message is discarded`);
+      else if (result.outcome === "not-denied") ctx.out(`${id}: not denied, nothing changed: ${result.reason}`);
+      else ctx.out(`${id}: not denied: it is ${result.state}`);
+      return result.outcome === "denied" ? EXIT_OK : EXIT_FAILURE;
     } finally {
       await notices.idle();
       await credentials.settled();

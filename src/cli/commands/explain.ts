@@ -17,7 +17,7 @@ import {
   type Outcome,
   type Policy,
 } from "../../policy/index.ts";
-import { type QuotaUse, quotaUse } from "../../quotas/index.ts";
+import { type QuotaSubject, type QuotaUse, quotaUse } from "../../quotas/index.ts";
 import { type SimulatedSend, senderNotIdentity, sessionIdentities, simulateSend } from "../../smtp/decide.ts";
 import { openStateDatabaseReadOnly } from "../../state/database.ts";
 import { type CommandContext, EXIT_OK, parse, required, strings, UsageError } from "../args.ts";
@@ -120,8 +120,9 @@ export function explain(ctx: CommandContext): number {
     throw new UsageError(`--folder is required for ${ops.filter((op) => op !== "mail:send").join(", ")}`, usage);
   const config = loadConfig(file, { env: ctx.env });
   // Pass-through mode has no agents: --agent names an upstream login, which only quotas count by (docs/quotas.md).
-  const quotaSubject = values.agent ?? null;
-  const agent = config.agents.length === 0 ? null : quotaSubject;
+  const agent = config.agents.length === 0 ? null : (values.agent ?? null);
+  const quotaSubject: QuotaSubject =
+    values.agent === undefined ? null : agent !== null ? { agent } : { login: values.agent };
   if (agent !== null && !config.agents.some((a) => a.name === agent)) {
     throw new UsageError(`--agent: no agent named ${JSON.stringify(agent)} in the config`, usage);
   }
@@ -182,12 +183,15 @@ export function explain(ctx: CommandContext): number {
 
 // ---- IMAP ----------------------------------------------------------------------------------------------------
 
-/** The quotas that apply to `agent` and their use now (null without [[quotas]]), read-only from the state database. */
-function quotasNow(config: Config, agent: string | null): QuotaUse[] | null {
+/**
+ * The quotas that apply to `subject` and their use now (null without [[quotas]]), read-only from the state
+ * database.
+ */
+function quotasNow(config: Config, subject: QuotaSubject): QuotaUse[] | null {
   if (config.quotas.length === 0) return null; // nothing said when the config has no [[quotas]]
   const db = openStateDatabaseReadOnly(config.state.path);
   try {
-    return quotaUse(db, config.quotas, agent);
+    return quotaUse(db, config.quotas, subject);
   } finally {
     db?.close();
   }
@@ -213,7 +217,14 @@ function explainImap(v: ImapVerdict): Answer {
     filtered: v.filtered,
     steps: v.steps.map((s) => ({ operation: s.operation, ...decisionJson(s.decision) })),
     message: v.message === null ? null : outcomeJson(v.message),
-    subtree: v.subtree === null ? null : { visible: v.subtree.visible, mailDelete: decisionJson(v.subtree.mailDelete) },
+    subtree:
+      v.subtree === null
+        ? null
+        : {
+            visible: v.subtree.visible,
+            mailDelete: decisionJson(v.subtree.mailDelete),
+            filtered: v.subtree.filtered,
+          },
   };
   if (v.action === "undecided") {
     const m = v.message as Extract<Outcome, { decided: false }>;
@@ -244,6 +255,9 @@ function explainImap(v: ImapVerdict): Answer {
       `  DELETE also needs mail:delete (${del.action.toUpperCase()} by ${by(del)}); DELETE and RENAME also need ` +
         `every folder below to be visible: ${below}`,
     );
+    if (v.subtree.filtered) {
+      text.push("  the folder is filtered: DELETE and RENAME are refused (they would take its hidden messages along)");
+    }
   }
   return { text, json: { ...json, ...decisionJson(d) } };
 }

@@ -1,0 +1,120 @@
+/**
+ * `mailgator approvals list|show` on a terminal (docs/approvals.md "What approvers see"): the subject, the text and
+ * the attachment names of a held message are the agent's; an escape sequence in them (here one that moves the
+ * cursor up and erases the line, which would hide the line naming an outside recipient) reaches the approver's
+ * terminal as U+FFFD, in the text output and in the JSON (as `\uXXXX` escapes there, the same values for a reader).
+ */
+
+import { afterAll, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { buildPreview } from "../../src/approvals/preview.ts";
+import { ApprovalStore } from "../../src/approvals/store.ts";
+import { approvals } from "../../src/cli/commands/approvals.ts";
+import { SealedStore } from "../../src/state/store.ts";
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** ESC [ 1 A (cursor up), ESC [ 2 K (erase the line), the same with CSI as one C1 octet, BEL. */
+const HOSTILE = "\x1b[1A\x1b[2K\x9b2K\x07";
+/** ... and as the command shows them, each replaced. */
+const REPLACED = "\uFFFD[1A\uFFFD[2K\uFFFD2K\uFFFD";
+/**
+ * The preview reads the stored octets as Latin-1 (src/approvals/preview.ts): raw C0 and C1 octets reach it as they
+ * are, in the subject too (a subject that decodes to controls is shown undecoded, octets and all).
+ */
+const SUBJECT = `report ${HOSTILE} end`;
+/** What a terminal could act on: C0 (but TAB and the LF between output lines), DEL, C1, bidi controls. */
+const RAW_CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+
+/** A held message with the agent's controls in its preview; `reply`: then approved and refused with that reply. */
+function heldMessage(reply?: string): { file: string; id: string } {
+  const dir = mkdtempSync(join(tmpdir(), "mg-approvals-cli-"));
+  dirs.push(dir);
+  const file = join(dir, "mailgator.toml");
+  writeFileSync(
+    file,
+    `[audit]\npath = "${join(dir, "audit.db")}"\n\n[state]\npath = "${join(dir, "state.db")}"\n` +
+      `secrets_file = "${join(dir, "secrets.key")}"\n`,
+  );
+  const state = SealedStore.open(join(dir, "state.db"), {
+    secretsFile: join(dir, "secrets.key"),
+    env: {},
+    create: true,
+  })!;
+  try {
+    const message = Buffer.from(
+      `From: a@corp.test\r\nSubject: ${SUBJECT}\r\n` +
+        'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n' +
+        `--b\r\nContent-Type: text/plain\r\n\r\nfirst line ${HOSTILE}\rafter\r\nsecond line\r\n` +
+        `--b\r\nContent-Disposition: attachment; filename="x${HOSTILE}.pdf"\r\n\r\nAAAA\r\n--b--\r\n`,
+      "latin1",
+    );
+    const store = new ApprovalStore(state);
+    const row = store.hold(
+      {
+        envelope: { from: "a@corp.test", recipients: ["boss@corp.test", "x@outside.example"], eightBit: true },
+        message,
+        account: "mail",
+        credentials: null,
+        agent: "bot",
+        preview: buildPreview("a@corp.test", ["boss@corp.test", "x@outside.example"], message),
+      },
+      { name: "ask", index: 0, groups: ["managers"] },
+      Date.now() + 60_000,
+    );
+    // The preview holds the agent's controls as they were: what is shown is cleaned, not what is stored.
+    const preview = store.message(row.id)!.preview;
+    expect(preview.subject).toBe(SUBJECT);
+    expect(preview.text).toContain(`${HOSTILE}\rafter`);
+    expect(preview.attachments.join()).toContain(HOSTILE);
+    if (reply !== undefined) {
+      expect(store.claim(row.id, "test").ok).toBe(true);
+      store.sent(row.id, false, reply);
+    }
+    return { file, id: row.id };
+  } finally {
+    state.close();
+  }
+}
+
+async function run(argv: string[]): Promise<string> {
+  const out: string[] = [];
+  const code = await approvals({ argv, out: (t) => out.push(t), env: {} });
+  expect(code).toBe(0);
+  return out.join("\n");
+}
+
+test("show prints the agent's subject, text and attachment names without their control characters", async () => {
+  const { file, id } = heldMessage();
+  const text = await run(["show", id, "-c", file]);
+  expect(text).not.toMatch(RAW_CONTROL);
+  expect(text).toContain(`subject: report ${REPLACED} end`);
+  expect(text).toContain(`first line ${REPLACED}\uFFFDafter\nsecond line`);
+  expect(text).toContain(`attachments: x${REPLACED}.pdf`);
+  expect(text).toContain("to: x@outside.example  (outside the sender's domain)");
+
+  const json = await run(["show", id, "-c", file, "--json"]);
+  expect(json).not.toMatch(RAW_CONTROL);
+  // The JSON reader still gets the agent's text as it was.
+  const parsed = JSON.parse(json) as { preview: { subject: string; text: string; attachments: string[] } };
+  expect(parsed.preview.subject).toBe(SUBJECT);
+  expect(parsed.preview.attachments).toEqual([`x${HOSTILE}.pdf`]);
+});
+
+test("list prints no control character either, as text or JSON: an upstream reply is not trusted", async () => {
+  // The upstream server's reply is kept with the row and listed (JSON): a C1 CSI in it is escaped there.
+  const reply = `550 \x9b2K\u202erefused`;
+  const { file, id } = heldMessage(reply);
+  const text = await run(["list", "-c", file]);
+  expect(text).toContain(`${id}  failed`);
+  expect(text).not.toMatch(RAW_CONTROL);
+  const json = await run(["list", "-c", file, "--json"]);
+  expect(json).not.toMatch(RAW_CONTROL);
+  expect(json).toContain("550 \\u009b2K\\u202erefused");
+  expect(JSON.parse(json) as unknown).toMatchObject([{ id, upstreamReply: reply }]);
+});
