@@ -10,7 +10,7 @@ import { audit } from "../cli/commands/audit.ts";
 import { explain } from "../cli/commands/explain.ts";
 import { reload } from "../cli/commands/reload.ts";
 import { ConfigError, type ConfigProblem } from "../config/index.ts";
-import { isSecretKey } from "./admin-redact.ts";
+import { isSecretKey } from "../config/secret-keys.ts";
 
 /** A tool call that failed in a way the caller can act on; its `details` go into the result. */
 export class ToolError extends Error {

@@ -1,45 +1,42 @@
 /**
  * What the admin MCP tools may show of a config (docs/mcp.md "Admin tools", "Secrets"). The rule, by key name over
- * the whole parsed file so that a key added later is covered too:
+ * the whole parsed file so that a key added later is covered too (isSecretKey, src/config/secret-keys.ts):
  * - a key whose name contains "password", "secret" or "token" holds a secret and its value is replaced by
  *   `REDACTED` (`password`, `client_secret`, `token_hash`, ...);
  * - except a reference to a secret, a key ending in `_env` or `_file` (`password_env`, `client_secret_file`,
  *   `secrets_file`): it is shown as written, the variable's name or the file's path; the admin tools never read the
  *   variable or the file;
- * - and except the keys in PUBLIC_KEYS, which name no secret (`token_url` is an OAuth2 endpoint).
+ * - and except keys that name no secret (`token_url` is an OAuth2 endpoint).
  * A URL with a user name or password in it (`https://user:pass@host/`) has them replaced too.
  * On top of that, every tool result is scrubbed of each secret value the file holds inline or names by `_env`
  * (`scrubber`), so that an error message quoting a value cannot carry it out either.
  */
 
+import { isSecretKey } from "../config/secret-keys.ts";
+
 /** The value shown instead of a secret. */
 export const REDACTED = "[redacted]";
-
-/** Keys whose names look like a secret's but are not one. */
-const PUBLIC_KEYS: ReadonlySet<string> = new Set(["token_url"]);
 
 /** Secret values shorter than this are not searched for in free text (they would mangle it); keys still hide them. */
 export const SCRUB_MIN_LENGTH = 4;
 
-export function isSecretKey(key: string): boolean {
-  const k = key.toLowerCase();
-  if (PUBLIC_KEYS.has(k) || k.endsWith("_env") || k.endsWith("_file")) return false;
-  return k.includes("password") || k.includes("secret") || k.includes("token");
-}
-
 const URL_CREDENTIALS = /^([a-z][a-z0-9+.-]*:\/\/)[^/@\s]*@/i;
 
-/** A copy of parsed TOML data with every secret replaced by REDACTED (the rule above). */
+/**
+ * A copy of parsed TOML data with every secret replaced by REDACTED (the rule above). The TOML parser gives tables
+ * without a prototype, literal objects have Object's; both are walked. A date is shown as it is; any other kind of
+ * object is not a TOML value this rule knows, so it is replaced whole rather than shown unread.
+ */
 export function redact(value: unknown, key: string | null = null): unknown {
   if (key !== null && isSecretKey(key)) return REDACTED;
   if (typeof value === "string") return value.replace(URL_CREDENTIALS, `$1${REDACTED}@`);
   if (Array.isArray(value)) return value.map((v) => redact(v));
-  if (value !== null && typeof value === "object" && Object.getPrototypeOf(value) === Object.prototype) {
-    const out: Record<string, unknown> = {};
-    for (const [k, v] of Object.entries(value)) out[k] = redact(v, k);
-    return out;
-  }
-  return value;
+  if (value === null || typeof value !== "object" || value instanceof Date) return value;
+  const proto = Object.getPrototypeOf(value);
+  if (proto !== null && proto !== Object.prototype) return REDACTED;
+  const out: Record<string, unknown> = {};
+  for (const [k, v] of Object.entries(value)) out[k] = redact(v, k);
+  return out;
 }
 
 /**

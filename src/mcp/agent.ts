@@ -19,9 +19,9 @@ import MailComposer from "nodemailer/lib/mail-composer/index.js";
 import { z } from "zod";
 import pkg from "../../package.json" with { type: "json" };
 import type { Config } from "../config/index.ts";
-import { parseAddressList, parseHeaderFields } from "../mail/index.ts";
+import { type HeaderField, parseAddressList, parseHeaderFields } from "../mail/index.ts";
 import { compilePolicy } from "../policy/index.ts";
-import { attachmentBytes, headerText, type ReadMessage, readMessage } from "./message.ts";
+import { attachmentBytes, headerText, oneLine, type ReadMessage, readMessage } from "./message.ts";
 import {
   imapErrorText,
   type OutgoingMail,
@@ -172,8 +172,10 @@ export function messageResultText(folder: string, uid: number, message: ReadMess
     if (value !== undefined) lines.push(`${name}: ${value}`);
   }
   lines.push("", cutText(message.text));
+  // A file name or type may decode to line breaks (RFC 2231 %0D%0A, RFC 2047): shown on one line, so that it cannot
+  // forge another `attachment N:` line.
   const atts = message.attachments.map(
-    (x) => `attachment ${x.index}: ${x.filename} (${x.type}, ${x.size ?? "unknown"} bytes)`,
+    (x) => `attachment ${x.index}: ${oneLine(x.filename)} (${oneLine(x.type)}, ${x.size ?? "unknown"} bytes)`,
   );
   if (atts.length > 0) lines.push("", ...atts);
   if (message.problems.length > 0) lines.push("", `Not shown: ${message.problems.join("; ")}.`);
@@ -190,6 +192,28 @@ async function fetchSource(client: ImapFlow, folder: string, uid: number): Promi
   const m = await client.fetchOne(String(uid), { uid: true, source: true }, { uid: true });
   if (m === false || m.source === undefined) throw new ToolError(`no message with UID ${uid} in ${folder}`);
   return new Uint8Array(m.source);
+}
+
+/**
+ * A msg-id as RFC 5322 §3.6.4 writes it: "<" dot-atom-text "@" (dot-atom-text / no-fold-literal) ">". Nothing else
+ * of the sender's header value is copied into the headers a reply sends.
+ */
+const MSG_ID = /<[\w!#$%&'*+/=?^`{|}~.-]+@(?:[\w!#$%&'*+/=?^`{|}~.-]+|\[[!-Z^-~]*\])>/g;
+
+/**
+ * A reply's In-Reply-To and References (RFC 5322 §3.6.4): the original's first well-formed msg-id, and the msg-ids
+ * of its References followed by that one. A Message-ID with none gives no In-Reply-To; text around a msg-id (a folded
+ * line, a comment, anything the sender wrote there) is left out.
+ */
+export function replyThreading(headers: readonly HeaderField[]): {
+  messageId: string | undefined;
+  references: string[];
+} {
+  const ids = (name: string): string[] => [...(headers.find((f) => f.name === name)?.value.match(MSG_ID) ?? [])];
+  const messageId = ids("message-id")[0];
+  const references = ids("references");
+  if (messageId !== undefined) references.push(messageId);
+  return { messageId, references };
 }
 
 /** The result of a send, held or sent. */
@@ -447,11 +471,7 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
           const cc = a.reply_all
             ? [...addresses("to"), ...addresses("cc")].filter((x) => x !== me && !to.includes(x))
             : [];
-          const messageId = headers.find((f) => f.name === "message-id")?.value;
-          const references: string[] = [
-            ...((headers.find((f) => f.name === "references")?.value ?? "").match(/<[^<>\s]+>/g) ?? []),
-          ];
-          if (messageId !== undefined) references.push(messageId);
+          const { messageId, references } = replyThreading(headers);
           const subject = headerText(headers, "subject") ?? "";
           return transmit(
             {
@@ -549,12 +569,16 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
   return { server, tools };
 }
 
+/** A media type as RFC 6838 §4.2 names one (type "/" subtype, restricted-name each): nothing else of the sender's. */
+const MEDIA_TYPE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$/;
+
 /**
  * An attachment as a tool result: an embedded resource (base64), refused past MAX_ATTACHMENT_BYTES. Its file name
- * and type are the sender's words: they are shown inside an untrusted block only.
+ * and type are the sender's words: they are shown inside an untrusted block only. The resource's mimeType, outside
+ * that block, is the type only when it is a well-formed media type name, else application/octet-stream.
  */
 export function attachmentResult(filename: string, type: string, bytes: Uint8Array | null): CallToolResult {
-  const named = untrusted(`${JSON.stringify(filename)} (${type})`);
+  const named = untrusted(`${JSON.stringify(filename)} (${oneLine(type)})`);
   if (bytes === null)
     return failure(`get_attachment: the attachment uses a transfer encoding that is not known:\n${named}`);
   if (bytes.length > MAX_ATTACHMENT_BYTES)
@@ -572,7 +596,7 @@ export function attachmentResult(filename: string, type: string, bytes: Uint8Arr
         type: "resource",
         resource: {
           uri: `attachment:${encodeURIComponent(filename)}`,
-          mimeType: type,
+          mimeType: MEDIA_TYPE.test(type) ? type : "application/octet-stream",
           blob: Buffer.from(bytes).toString("base64"),
         },
       },

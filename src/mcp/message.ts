@@ -4,17 +4,22 @@
  * both proxies decide with, so a part is an attachment here exactly when it is one for `has_attachment` rules.
  *
  * What cannot be read is said, never guessed: an unknown charset or transfer encoding, a multipart without a
- * boundary, a part header src/mail refuses. Limits: MAX_MIME_DEPTH and MAX_MIME_PARTS, past which the rest of the
- * message is reported as unread.
+ * boundary, a part header src/mail refuses, a line that mail readers split differently (src/mail/boundary.ts; the
+ * SMTP inspector calls has_attachment unknown for the same lines). Limits: MAX_MIME_DEPTH and MAX_MIME_PARTS, past
+ * which the rest of the message is reported as unread. A part without Content-Type is text/plain, or message/rfc822
+ * (an attachment) in a multipart/digest (RFC 2046 §5.1.5).
  */
 
 import {
   decodeEncodedWords,
+  defaultPartType,
+  delimiterOf,
   entityOf,
   type HeaderField,
   hasParam,
   isAttachmentEntity,
   parseHeaderFields,
+  readBoundaryLine,
   readUnstructured,
 } from "../mail/index.ts";
 
@@ -59,36 +64,66 @@ function splitEntity(bytes: Uint8Array): Part {
   return { headers: parseHeaderFields(bytes.subarray(0, m.index)), body: bytes.subarray(m.index + m[0].length) };
 }
 
-/** The body parts of a multipart body (RFC 2046 §5.1.1); null when no delimiter line is found. */
-function splitMultipart(body: Uint8Array, boundary: string): Uint8Array[] | null {
+/** Where an entity sits: what the multiparts around it make of it. */
+interface Place {
+  /** Its type when it has no Content-Type (`defaultPartType` of its multipart); undefined for the message. */
+  readonly partType: string | undefined;
+  /** The delimiters (`delimiterOf`) of the multiparts around it, outermost first. */
+  readonly enclosing: readonly string[];
+  /** The delimiter line that ended it in its multipart; null when the message ended it. */
+  readonly end: string | null;
+}
+
+const MESSAGE: Place = { partType: undefined, enclosing: [], end: null };
+
+/** One body part of a multipart, with the line that ended it. */
+interface BodyPart {
+  readonly bytes: Uint8Array;
+  readonly end: string | null;
+}
+
+/** Said once per message when `splitMultipart` finds an ambiguous line. */
+const AMBIGUOUS_BOUNDARY =
+  "a line begins with a part boundary but is not that boundary's delimiter (RFC 2046 §5.1.1): mail readers split " +
+  "such a message differently, and others may show parts that are not here";
+
+/**
+ * The body parts of a multipart body (RFC 2046 §5.1.1), split at the exact delimiters of `delimiter`; `ambiguous`
+ * when a line is one src/mail/boundary.ts calls ambiguous while this multipart is open, as the SMTP inspector reads
+ * them: a line of the body against this and the enclosing multiparts' delimiters, and, when the body has no close
+ * delimiter, the line that ended it (the multipart was still open there).
+ */
+function splitMultipart(body: Uint8Array, delimiter: string, place: Place): { parts: BodyPart[]; ambiguous: boolean } {
   const latin = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("latin1");
-  const delimiter = `--${boundary}`;
-  const parts: Uint8Array[] = [];
+  const open = [...place.enclosing, delimiter];
+  const own = open.length - 1;
+  const parts: BodyPart[] = [];
+  let ambiguous = false;
   let start = -1;
   let pos = 0;
   while (pos <= latin.length) {
     const lineEnd = latin.indexOf("\n", pos);
     const end = lineEnd === -1 ? latin.length : lineEnd;
     const line = latin.slice(pos, end).replace(/\r$/, "");
-    if (line.startsWith(delimiter)) {
-      const rest = line.slice(delimiter.length).trimEnd();
-      if (rest === "" || rest === "--") {
-        if (start !== -1) {
-          // The CRLF before the delimiter belongs to the delimiter (RFC 2046 §5.1.1).
-          let stop = pos;
-          if (stop > start && latin[stop - 1] === "\n") stop--;
-          if (stop > start && latin[stop - 1] === "\r") stop--;
-          parts.push(body.subarray(start, stop));
-        }
-        if (rest === "--") return parts;
-        start = end + 1;
+    const read = readBoundaryLine(line, open);
+    if (read.ambiguous) ambiguous = true;
+    if (read.multipart === own) {
+      if (start !== -1) {
+        // The CRLF before the delimiter belongs to the delimiter (RFC 2046 §5.1.1).
+        let stop = pos;
+        if (stop > start && latin[stop - 1] === "\n") stop--;
+        if (stop > start && latin[stop - 1] === "\r") stop--;
+        parts.push({ bytes: body.subarray(start, stop), end: line });
       }
+      if (read.close) return { parts, ambiguous };
+      start = end + 1;
     }
     if (lineEnd === -1) break;
     pos = lineEnd + 1;
   }
-  if (start !== -1 && start < body.length) parts.push(body.subarray(start));
-  return parts.length > 0 ? parts : null;
+  if (start !== -1 && start < body.length) parts.push({ bytes: body.subarray(start), end: place.end });
+  if (place.end !== null && readBoundaryLine(place.end, [delimiter]).prefixes > 0) ambiguous = true;
+  return { parts, ambiguous };
 }
 
 function field(headers: readonly HeaderField[], name: string): string | undefined {
@@ -293,7 +328,7 @@ interface Walk {
   parts: number;
 }
 
-function walk(part: Part, depth: number, state: Walk): void {
+function walk(part: Part, depth: number, state: Walk, place: Place): void {
   if (++state.parts > MAX_MIME_PARTS) {
     if (state.parts === MAX_MIME_PARTS + 1)
       state.problems.push(`more than ${MAX_MIME_PARTS} parts: the rest was not read`);
@@ -303,9 +338,9 @@ function walk(part: Part, depth: number, state: Walk): void {
     state.problems.push("a part whose header could not be read was left out");
     return;
   }
-  const entity = entityOf(part.headers);
+  const entity = entityOf(part.headers, place.partType);
   if (entity === null) {
-    state.problems.push("a part with two Content-Type or Content-Disposition fields was left out");
+    state.problems.push("a part with two Content-Type or Content-Disposition fields, or a malformed one, was left out");
     return;
   }
   if (entity.type.startsWith("multipart/")) {
@@ -314,27 +349,33 @@ function walk(part: Part, depth: number, state: Walk): void {
       return;
     }
     const boundary = entity.typeParams.get("boundary");
-    const children = boundary === undefined || boundary === "" ? null : splitMultipart(part.body, boundary);
-    if (children === null) {
+    const delimiter = boundary === undefined || boundary === "" ? null : delimiterOf(boundary);
+    const split = delimiter === null ? null : splitMultipart(part.body, delimiter, place);
+    if (split?.ambiguous && !state.problems.includes(AMBIGUOUS_BOUNDARY)) state.problems.push(AMBIGUOUS_BOUNDARY);
+    if (delimiter === null || split === null || split.parts.length === 0) {
       state.problems.push("a multipart part without a usable boundary was not read");
       return;
     }
-    const alternative = entity.type === "multipart/alternative";
-    if (alternative) {
+    const partType = defaultPartType(entity.type);
+    const enclosing = [...place.enclosing, delimiter];
+    const children = split.parts.map((p) => ({
+      part: splitEntity(p.bytes),
+      place: { partType, enclosing, end: p.end },
+    }));
+    if (entity.type === "multipart/alternative") {
       // RFC 2046 §5.1.4: the parts say the same thing; show the plain one when there is one.
-      const parsed = children.map(splitEntity);
-      const plain = parsed.find((p) => p.headers !== null && entityOf(p.headers)?.type === "text/plain");
-      const chosen = plain ?? parsed[parsed.length - 1];
-      if (chosen !== undefined) walk(chosen, depth + 1, state);
-      for (const other of parsed) {
-        if (other === chosen || other.headers === null) continue;
-        const e = entityOf(other.headers);
-        if (e !== null && !e.type.startsWith("text/") && !e.type.startsWith("multipart/"))
-          walk(other, depth + 1, state);
+      const typeOf = (p: Part) => (p.headers === null ? undefined : entityOf(p.headers, partType)?.type);
+      const chosen = children.find((c) => typeOf(c.part) === "text/plain") ?? children[children.length - 1];
+      if (chosen !== undefined) walk(chosen.part, depth + 1, state, chosen.place);
+      for (const other of children) {
+        const type = typeOf(other.part);
+        if (other === chosen || type === undefined) continue;
+        if (!type.startsWith("text/") && !type.startsWith("multipart/"))
+          walk(other.part, depth + 1, state, other.place);
       }
       return;
     }
-    for (const child of children) walk(splitEntity(child), depth + 1, state);
+    for (const child of children) walk(child.part, depth + 1, state, child.place);
     return;
   }
   const encoding = field(part.headers, "content-transfer-encoding") ?? "";
@@ -375,7 +416,7 @@ function walk(part: Part, depth: number, state: Walk): void {
 function walkMessage(raw: Uint8Array): { read: ReadMessage; bytes: (Uint8Array | null)[] } {
   const top = splitEntity(raw);
   const state: Walk = { texts: [], attachments: [], problems: [], parts: 0 };
-  walk(top, 0, state);
+  walk(top, 0, state, MESSAGE);
   return {
     read: {
       headers: top.headers ?? [],
@@ -405,6 +446,11 @@ export function attachmentBytes(
 /** Line breaks and other control characters an encoded word can decode to (RFC 2047 §5 allows any octet). */
 const LINE_BREAKING = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]+/g;
 
+/** Text as shown on one line: each run of line breaks and control characters becomes one space. */
+export function oneLine(text: string): string {
+  return text.replace(LINE_BREAKING, " ");
+}
+
 /**
  * A header as shown: encoded words decoded where they can be, else the raw value; always one line, so that a
  * decoded CR LF cannot make it read as another header or another listing line.
@@ -412,5 +458,5 @@ const LINE_BREAKING = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]+/g;
 export function headerText(headers: readonly HeaderField[], name: string): string | undefined {
   const values = headers.filter((f) => f.name === name).map((f) => f.value);
   if (values.length === 0) return undefined;
-  return values.map((v) => (readUnstructured(v) ?? decodeEncodedWords(v) ?? v).replace(LINE_BREAKING, " ")).join(", ");
+  return values.map((v) => oneLine(readUnstructured(v) ?? decodeEncodedWords(v) ?? v)).join(", ");
 }

@@ -13,6 +13,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { parse as parseToml } from "smol-toml";
 import { AUDIT_MAX_ROWS } from "../../src/mcp/admin-commands.ts";
 import { REDACTED, redact } from "../../src/mcp/admin-redact.ts";
 import { hashToken } from "../../src/vault/token.ts";
@@ -27,6 +28,8 @@ const PASSWORD_ENV = `MG_ADMIN_TEST_PW_${uniqueToken("")
   .toUpperCase()
   .replace(/[^A-Z0-9]/g, "")}`;
 const INLINE_SECRET = `inline-secret-${uniqueToken("")}`;
+/** Shorter than SCRUB_MIN_LENGTH: no scrubbing of free text finds it. */
+const SHORT_SECRET = "k9#";
 const FILE_SECRET = `file-secret-${uniqueToken("")}`;
 
 let mailbox: TestMailbox;
@@ -68,6 +71,11 @@ password = "${INLINE_SECRET}"
 [accounts.filed]
 username = "filed@${up.userDomain}"
 password_file = "filed.secret"
+
+# A secret too short for the scrubber of free text: only the rule by key name hides it.
+[accounts.short]
+username = "short@${up.userDomain}"
+password = "${SHORT_SECRET}"
 
 [[agents]]
 name = "alice"
@@ -243,6 +251,8 @@ describe("reading", () => {
     const config = results[0]!.json;
     expect(config.valid).toBe(true);
     expect(config.config.accounts.spare.password).toBe(REDACTED);
+    expect(config.config.accounts.short.password).toBe(REDACTED);
+    expect(results[0]!.text).not.toContain(`"${SHORT_SECRET}"`);
     expect(config.config.agents[0].token_hash).toBe(REDACTED);
     // References are shown as written: the variable's name, the file's path.
     expect(config.config.accounts.main.password_env).toBe(PASSWORD_ENV);
@@ -256,6 +266,19 @@ describe("reading", () => {
     expect(results[3]!.json.valid).toBe(false);
     expect(results[3]!.text).not.toContain("12345");
     expect(results[2]!.json.problems[0].message).toContain("unknown key");
+  });
+
+  test("the redaction rule walks the TOML parser's tables (they have no prototype)", () => {
+    const parsed = parseToml(
+      '[accounts.o]\npassword = "pw7"\ntoken_url = "https://u:p@idp.test/t"\n' +
+        '[[rules]]\nname = "r"\nsecret_note = 1\nwhen = 1979-05-27T07:32:00Z\n',
+    );
+    const shown = redact(parsed) as { accounts: { o: Record<string, unknown> }; rules: Record<string, unknown>[] };
+    expect(shown.accounts.o).toEqual({ password: REDACTED, token_url: `https://${REDACTED}@idp.test/t` });
+    expect(shown.rules[0]!["secret_note"]).toBe(REDACTED);
+    expect(shown.rules[0]!["when"]).toBeInstanceOf(Date);
+    // An object of a kind no TOML parser gives is not shown unread.
+    expect(redact({ a: new Map([["password", "x"]]) })).toEqual({ a: REDACTED });
   });
 
   test("the redaction rule, by key name", () => {

@@ -24,6 +24,7 @@ import { MAX_PAGE_SIZE } from "../../src/mcp/agent.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { runCli, type Served, serveChild } from "../e2e/serve-child.ts";
 import {
+  connectImap,
   createMailbox,
   mailboxMessages,
   type SeededMessage,
@@ -482,6 +483,55 @@ action = "deny"
     expect(copy!.headers.get("references")?.[0]).toContain(original!.messageId);
     expect(copy!.originalTo).toBe("notifications@shop.test");
     expect(copy!.headers.get("subject")?.[0]).toBe(`Re: ${original!.subject}`);
+  });
+
+  test("a reply threads on the original's msg-ids only: text folded after one is not copied", async () => {
+    const token = uniqueToken("mcpfold");
+    const direct = await connectImap(mailbox);
+    let uid: number;
+    try {
+      const appended = await direct.append(
+        "INBOX",
+        `From: shop-${token}@shop.test\r\nTo: ${mailbox.address}\r\nSubject: order ${token}\r\n` +
+          `Message-ID: <c2-${token}@shop.test>\r\n\tBcc: injected2@evil.test\r\n` +
+          `References: <r1-${token}@shop.test> Bcc: <r2-${token}@shop.test>\r\n\r\nhello\r\n`,
+      );
+      uid = (appended as { uid: number }).uid;
+    } finally {
+      await direct.logout();
+    }
+    const out = await call(desk, "reply", { folder: "INBOX", uid, text: `thanks ${token}` });
+    expect(out).toContain("was sent");
+    const copy = (await waitForSink(token)).find((c) => c.raw().includes(`thanks ${token}`));
+    expect(copy).toBeDefined();
+    expect(copy!.headers.get("in-reply-to")).toEqual([`<c2-${token}@shop.test>`]);
+    expect(copy!.headers.get("references")).toEqual([
+      `<r1-${token}@shop.test> <r2-${token}@shop.test> <c2-${token}@shop.test>`,
+    ]);
+    expect(copy!.headerText).not.toContain("evil.test");
+    expect(copy!.headerText).not.toContain("<Bcc:>");
+  });
+
+  test("a reply to a message whose Message-ID holds no msg-id sends no In-Reply-To", async () => {
+    const token = uniqueToken("mcpnoid");
+    const direct = await connectImap(mailbox);
+    let uid: number;
+    try {
+      const appended = await direct.append(
+        "INBOX",
+        `From: shop-${token}@shop.test\r\nTo: ${mailbox.address}\r\nSubject: order ${token}\r\n` +
+          `Message-ID: not-an-id Bcc: injected3@evil.test\r\n\r\nhello\r\n`,
+      );
+      uid = (appended as { uid: number }).uid;
+    } finally {
+      await direct.logout();
+    }
+    expect(await call(desk, "reply", { folder: "INBOX", uid, text: `thanks ${token}` })).toContain("was sent");
+    const copy = (await waitForSink(token)).find((c) => c.raw().includes(`thanks ${token}`));
+    expect(copy).toBeDefined();
+    expect(copy!.headers.get("in-reply-to")).toBeUndefined();
+    expect(copy!.headers.get("references")).toBeUndefined();
+    expect(copy!.headerText).not.toContain("evil.test");
   });
 
   test("save_draft, set_flags, move and delete go through the proxy", async () => {

@@ -1,0 +1,30 @@
+/**
+ * Which config keys hold a secret, by name, so that a key added later is covered too (docs/mcp.md "Secrets",
+ * docs/config.md "Errors"): a key whose name contains "password", "secret" or "token" (`password`,
+ * `client_secret`, `token_hash`, ...), except a reference to a secret (a key ending in `_env` or `_file`, which
+ * names a variable or a file) and the keys in PUBLIC_KEYS, which name no secret (`token_url` is an endpoint).
+ */
+
+/** Keys whose names look like a secret's but are not one. */
+const PUBLIC_KEYS: ReadonlySet<string> = new Set(["token_url"]);
+
+export function isSecretKey(key: string): boolean {
+  const k = key.toLowerCase();
+  if (PUBLIC_KEYS.has(k) || k.endsWith("_env") || k.endsWith("_file")) return false;
+  return k.includes("password") || k.includes("secret") || k.includes("token");
+}
+
+/** A word that could be a key or a part of a dotted or quoted one. */
+const WORD = /[A-Za-z0-9_-]+/g;
+
+/**
+ * Whether config text names a secret anywhere (a word that isSecretKey takes as a secret's key). A TOML syntax error
+ * quotes the lines around it, and which of them hold a secret's value cannot be told from the lines alone: the
+ * error is often in that value's own line (an unclosed quote, a missing `=`), a multi-line string puts it on lines
+ * without its key, and a quoted key may hold anything. So a file that names one gets no quoted lines in its errors,
+ * only their line and column (docs/config.md "Errors").
+ */
+export function namesSecret(text: string): boolean {
+  for (const m of text.matchAll(WORD)) if (isSecretKey(m[0])) return true;
+  return false;
+}
