@@ -9,6 +9,7 @@
 
 import type { AuditEvent } from "../audit/index.ts";
 import type { Config, OAuth2AccountConfig } from "../config/index.ts";
+import { errorMessage } from "../log.ts";
 import { SealedRecordError, type SealedStore } from "../state/store.ts";
 import { AccountNeedsReauthorization, AccountTemporarilyUnavailable } from "./errors.ts";
 import {
@@ -87,6 +88,12 @@ interface Runtime {
   lastError: string | null;
   /** An access token the upstream refused: not handed out again. */
   rejected: string | null;
+  /**
+   * Tokens obtained but not yet written to the state database (the write failed: a full disk, a lock held too
+   * long). They are in use from memory and written again before the next token request and at `settled()`; the
+   * provider may already have retired the stored refresh token when it issued them, so they must not be dropped.
+   */
+  unsaved: TokenRecord | null;
 }
 
 export class AccountCredentials {
@@ -122,6 +129,7 @@ export class AccountCredentials {
       retryAt: 0,
       lastError: null,
       rejected: null,
+      unsaved: null,
     };
   }
 
@@ -196,9 +204,35 @@ export class AccountCredentials {
   async settled(): Promise<void> {
     for (;;) {
       const flights = [...this.#runtime.values()].flatMap((rt) => (rt.flight ? [rt.flight] : []));
-      if (flights.length === 0) return;
+      if (flights.length === 0) break;
       await Promise.allSettled(flights);
     }
+    for (const [name, rt] of this.#runtime) this.#saveUnsaved(name, rt);
+  }
+
+  /** Writes tokens whose first write failed; true when none are left unwritten. */
+  #saveUnsaved(name: string, rt: Runtime): boolean {
+    const record = rt.unsaved;
+    if (record === null) return true;
+    try {
+      // A pair stored since by another process (`mailgator account login`) is newer: it wins, this one is dropped.
+      const account = this.#config.accounts[name];
+      const stored = account?.auth === "oauth2" ? this.#read(account) : null;
+      if (stored !== null && stored.obtainedAt > record.obtainedAt) {
+        rt.unsaved = null;
+        rt.record = stored;
+        return true;
+      }
+      saveTokens(this.#store!, name, record, this.#now());
+    } catch (e) {
+      this.#log.error(
+        `account ${name}: the new tokens are still not written to the state database: ${errorMessage(e)}`,
+      );
+      return false;
+    }
+    rt.unsaved = null;
+    this.#log.info(`account ${name}: the new tokens are written to the state database`);
+    return true;
   }
 
   /** Status rows of the OAuth2 accounts (no secrets). */
@@ -244,7 +278,8 @@ export class AccountCredentials {
     const name = account.name;
     const settings = account.oauth2;
     // Re-read: another process (`account login`, or a proxy restarted after a rotation) may have written newer tokens.
-    const stored = this.#read(account);
+    // Not while this process holds tokens it could not write: the stored refresh token may be the one they retired.
+    const stored = this.#saveUnsaved(name, rt) ? this.#read(account) : null;
     if (stored !== null) rt.record = stored;
     const current = rt.record;
     const started = this.#now();
@@ -288,7 +323,16 @@ export class AccountCredentials {
       tokenUrl: settings.tokenUrl,
     };
     this.#throwIfRetired(account, rt);
-    saveTokens(this.#store!, name, record, this.#now());
+    try {
+      saveTokens(this.#store!, name, record, this.#now());
+    } catch (e) {
+      // The tokens are good and the old refresh token may be retired: use these from memory, write them later.
+      rt.unsaved = record;
+      this.#log.error(
+        `account ${name}: new tokens obtained but not written to the state database (${errorMessage(e)}); kept in ` +
+          "memory and written again before the next token request",
+      );
+    }
     if (rt.failures > 0) this.#log.info(`account ${name}: token endpoint answers again`);
     rt.record = record;
     rt.failures = 0;
@@ -333,6 +377,9 @@ export class AccountCredentials {
 
   /** Persists the state; logs and audits only when the account was not already marked. */
   #markNeedsReauthorization(account: OAuth2AccountConfig, message: string): void {
+    // Tokens held unwritten belong to the grant the provider just refused: nothing to keep.
+    const rt = this.#runtime.get(account.name);
+    if (rt !== undefined) rt.unsaved = null;
     const store = this.#store!;
     const now = this.#now();
     const changed = store.transaction(() => {

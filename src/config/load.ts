@@ -5,13 +5,13 @@
 
 import { createHash } from "node:crypto";
 import { accessSync, constants, readFileSync } from "node:fs";
-import { isIP } from "node:net";
 import { dirname, resolve } from "node:path";
 import { createSecureContext } from "node:tls";
 import { parse as parseToml, TomlError } from "smol-toml";
 import * as v from "valibot";
 import { GOOGLE, MICROSOFT_DEFAULT_TENANT, MICROSOFT_TENANT_ALIASES, microsoft } from "../accounts/providers.ts";
 import { mailboxProblem } from "../mail/address.ts";
+import { readIpEntry } from "../net/ip.ts";
 import { compileGlob, expandOperation, GlobError, type GlobKind, type Operation } from "../policy/index.ts";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
 import { DEFAULT_IMAP_LIMITS, DEFAULT_SMTP_LIMITS } from "./limits.ts";
@@ -26,6 +26,7 @@ import {
   type RawQuota,
   type RawRule,
 } from "./schema.ts";
+import { namesSecret } from "./secret-keys.ts";
 import {
   type AccountConfig,
   type AdminConfig,
@@ -379,16 +380,6 @@ function rule(
   return problems.list.length > before ? null : compiled;
 }
 
-function validIpOrCidr(text: string): boolean {
-  const [addr, bits, extra] = text.split("/");
-  if (extra !== undefined || addr === undefined) return false;
-  const family = isIP(addr);
-  if (family === 0) return false;
-  if (bits === undefined) return true;
-  const n = Number(bits);
-  return /^\d+$/.test(bits) && n <= (family === 4 ? 32 : 128);
-}
-
 type RawAccount = NonNullable<RawConfig["accounts"]>[string];
 
 /** The keys of an `auth = "oauth2"` account, refused on a password account. */
@@ -731,11 +722,8 @@ function build(
       problems.add(["agents", i, "account"], `no account named ${JSON.stringify(a.account)} in [accounts]`);
     }
     a.allowed_ips?.forEach((ip, j) => {
-      if (!validIpOrCidr(ip))
-        problems.add(
-          ["agents", i, "allowed_ips", j],
-          `expected an IP address or CIDR range, got ${JSON.stringify(ip)}`,
-        );
+      const entry = readIpEntry(ip);
+      if (typeof entry === "string") problems.add(["agents", i, "allowed_ips", j], entry);
     });
     agents.push({ name: a.name, tokenHash: a.token_hash, account: a.account, allowedIps: a.allowed_ips ?? null });
   });
@@ -889,7 +877,16 @@ export function parseConfig(text: string, file: string, options: LoadOptions = {
   } catch (e) {
     if (e instanceof TomlError) {
       const message = e.message.split("\n")[0]!.replace(/^Invalid TOML document: /, "TOML syntax error: ");
-      throw new ConfigError(file, [{ line: e.line, column: e.column, message, excerpt: e.codeblock.trimEnd() }]);
+      // The parser quotes the lines around the error; not from a file that names a secret (docs/config.md "Errors").
+      const quiet = namesSecret(text);
+      throw new ConfigError(file, [
+        {
+          line: e.line,
+          column: e.column,
+          message: quiet ? `${message} (lines not quoted: the file names secrets)` : message,
+          excerpt: quiet ? undefined : e.codeblock.trimEnd(),
+        },
+      ]);
     }
     throw e;
   }

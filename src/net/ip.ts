@@ -41,20 +41,51 @@ function ipv6ToBits(address: string): bigint | null {
   return value;
 }
 
-function parse(address: string): { bits: bigint; width: number } | null {
+/** An address's bits, IPv4 (width 32) or IPv6 (width 128) as written. */
+function parseWritten(address: string): { bits: bigint; width: number } | null {
   const kind = isIP(address);
-  if (kind === 4) {
-    const bits = ipv4ToBits(address);
-    return bits === null ? null : { bits, width: 32 };
-  }
-  if (kind === 6) {
-    const bits = ipv6ToBits(address);
-    if (bits === null) return null;
-    // An IPv4-mapped IPv6 address is the IPv4 client it stands for.
-    if (bits >> 32n === 0xffffn) return { bits: bits & 0xffffffffn, width: 32 };
-    return { bits, width: 128 };
-  }
-  return null;
+  const bits = kind === 4 ? ipv4ToBits(address) : kind === 6 ? ipv6ToBits(address) : null;
+  return bits === null ? null : { bits, width: kind === 4 ? 32 : 128 };
+}
+
+/** True for an IPv6 address in ::ffff:0:0/96, the IPv4-mapped addresses (RFC 4291 §2.5.5.2). */
+function isMapped(p: { bits: bigint; width: number }): boolean {
+  return p.width === 128 && p.bits >> 32n === 0xffffn;
+}
+
+function parse(address: string): { bits: bigint; width: number } | null {
+  const p = parseWritten(address);
+  // An IPv4-mapped IPv6 address is the IPv4 client it stands for.
+  return p !== null && isMapped(p) ? { bits: p.bits & 0xffffffffn, width: 32 } : p;
+}
+
+interface IpEntry {
+  readonly bits: bigint;
+  readonly width: number;
+  readonly prefix: number;
+}
+
+/**
+ * An `allowed_ips` entry read (docs/config.md "Vault mode"): an address or CIDR range; a string says why it is not
+ * one. An IPv4-mapped entry (RFC 4291 §2.5.5.2) stands for IPv4, as a mapped client does: `::ffff:a.b.c.d/p` is
+ * a.b.c.d/(p - 96), and one shorter than /96 is refused, since it would also cover IPv6 addresses that are not
+ * mapped.
+ */
+export function readIpEntry(entry: string): IpEntry | string {
+  const generic = `expected an IP address or CIDR range, got ${JSON.stringify(entry)}`;
+  const [addr, bits, extra] = entry.split("/");
+  if (extra !== undefined || addr === undefined) return generic;
+  const base = parseWritten(addr);
+  if (base === null) return generic;
+  if (bits !== undefined && (!/^\d{1,3}$/.test(bits) || Number(bits) > base.width)) return generic;
+  const prefix = bits === undefined ? base.width : Number(bits);
+  if (!isMapped(base)) return { ...base, prefix };
+  if (prefix < 96)
+    return (
+      `${JSON.stringify(entry)} is an IPv4-mapped range shorter than /96, which would also take IPv6 addresses that ` +
+      `are not IPv4-mapped; write IPv4 clients as IPv4 (e.g. "10.0.0.0/8") and IPv6 ranges apart`
+    );
+  return { bits: base.bits & 0xffffffffn, width: 32, prefix: prefix - 96 };
 }
 
 /** True when `client` equals one of the entries or lies in one of the CIDR ranges; null means any address. */
@@ -62,14 +93,11 @@ export function ipAllowed(client: string, allowed: readonly string[] | null): bo
   if (allowed === null) return true;
   const c = parse(client);
   if (c === null) return false;
-  for (const entry of allowed) {
-    const slash = entry.indexOf("/");
-    const base = parse(slash === -1 ? entry : entry.slice(0, slash));
-    if (base === null || base.width !== c.width) continue;
-    const prefix = slash === -1 ? base.width : Number(entry.slice(slash + 1));
-    if (!Number.isInteger(prefix) || prefix < 0 || prefix > base.width) continue;
-    const shift = BigInt(base.width - prefix);
-    if (base.bits >> shift === c.bits >> shift) return true;
+  for (const text of allowed) {
+    const entry = readIpEntry(text);
+    if (typeof entry === "string" || entry.width !== c.width) continue;
+    const shift = BigInt(entry.width - entry.prefix);
+    if (entry.bits >> shift === c.bits >> shift) return true;
   }
   return false;
 }

@@ -2,13 +2,17 @@
  * Slows down repeated failed logins from one client address (docs/config.md "Who connects"): each failure within the
  * window adds `stepMs` to the delay before the next failure reply, up to `maxMs`. The delay applies to failures only,
  * so a client that knows its credentials is never slowed. Entries expire after `windowMs` without failures.
+ * Addresses are counted under `addressKey`, as connections are: an IPv6 client by its /64, so that taking a new
+ * address of its /64 per attempt does not start a fresh delay.
  */
+
+import { addressKey } from "./ip.ts";
 
 export interface ThrottleLimits {
   readonly stepMs: number;
   readonly maxMs: number;
   readonly windowMs: number;
-  /** Addresses tracked at once; the oldest is forgotten beyond this (bounds memory under a spray). */
+  /** Address keys tracked at once; the oldest is forgotten beyond this (bounds memory under a spray). */
   readonly maxTracked: number;
 }
 
@@ -21,7 +25,8 @@ export class FailureThrottle {
   }
 
   /** Records a failure and returns how long to wait before replying to it. */
-  fail(address: string, now = Date.now()): number {
+  fail(client: string, now = Date.now()): number {
+    const address = addressKey(client);
     const entry = this.#current(address, now);
     const count = (entry?.count ?? 0) + 1;
     this.#failures.delete(address);
@@ -33,9 +38,9 @@ export class FailureThrottle {
     return Math.min(count * this.#limits.stepMs, this.#limits.maxMs);
   }
 
-  /** Failures counted for this address now. */
-  failures(address: string, now = Date.now()): number {
-    return this.#current(address, now)?.count ?? 0;
+  /** Failures counted for this client's address (its `addressKey`) now. */
+  failures(client: string, now = Date.now()): number {
+    return this.#current(addressKey(client), now)?.count ?? 0;
   }
 
   #current(address: string, now: number): { count: number; last: number } | undefined {

@@ -27,24 +27,55 @@ function writeAtomic(file: string, text: string, mode: number): void {
   renameSync(tmp, file);
 }
 
-export function writePidFile(file: string, warn: (message: string) => void): void {
+/**
+ * When process `pid` started, in clock ticks since boot (proc(5), /proc/PID/stat field 22), or null where there is
+ * no such process or no /proc. A pid is reused once its process has exited; the pair of pid and start time is not.
+ */
+function processStart(pid: number): string | null {
+  let stat: string;
   try {
-    writeAtomic(file, `${process.pid}\n`, 0o644);
+    stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+  } catch {
+    return null;
+  }
+  // The command name (field 2) is in parentheses and may hold spaces and parentheses itself: count after the last.
+  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+  return /^\d+$/.test(fields[19] ?? "") ? fields[19]! : null;
+}
+
+/** `PID START`: the process and when it started, so that a stale file never names another process (readPidFile). */
+export function writePidFile(file: string, warn: (message: string) => void): void {
+  const start = processStart(process.pid);
+  try {
+    writeAtomic(file, `${process.pid}${start === null ? "" : ` ${start}`}\n`, 0o644);
   } catch (e) {
     warn(`cannot write the pid file ${file} (mailgator reload will not find this process): ${(e as Error).message}`);
   }
 }
 
-/** The pid in a pid file, or null when there is none or it does not hold a pid. */
-export function readPidFile(file: string): number | null {
+export type PidFileEntry =
+  | { readonly state: "running"; readonly pid: number }
+  | { readonly state: "none" }
+  | { readonly state: "stale"; readonly pid: number };
+
+/**
+ * The process a pid file names: "none" when there is no file or it holds no pid; "stale" when the file records a
+ * start time and process `pid` does not have it (the mailgator that wrote it has exited without removing it, killed
+ * or crashed, and the pid may since belong to another process, which must not be signalled). A file with a pid
+ * alone (where /proc was not readable when it was written) is taken as it is.
+ */
+export function readPidFile(file: string): PidFileEntry {
   let text: string;
   try {
     text = readFileSync(file, "utf8");
   } catch {
-    return null;
+    return { state: "none" };
   }
-  const m = /^(\d{1,10})\s*$/.exec(text);
-  return m ? Number(m[1]) : null;
+  const m = /^(\d{1,10})(?: (\d{1,20}))?\s*$/.exec(text);
+  if (m === null) return { state: "none" };
+  const pid = Number(m[1]);
+  if (m[2] !== undefined && processStart(pid) !== m[2]) return { state: "stale", pid };
+  return { state: "running", pid };
 }
 
 /** One reload's outcome as the status file holds it; `seq` counts the reloads of the process `pid`. */

@@ -401,6 +401,12 @@ describe("errors a person can act on", () => {
         `"m"\nallowed_ips = ["10.0.0.0/33"]\n`,
       [`agents[0].allowed_ips[0]: expected an IP address or CIDR range`],
     ],
+    [
+      "an IPv4-mapped allowed_ips range shorter than /96",
+      `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "b"\ntoken_hash = "${HASH}"\naccount = ` +
+        `"m"\nallowed_ips = ["::ffff:10.0.0.1/128", "::ffff:10.0.0.0/8"]\n`,
+      [`agents[0].allowed_ips[1]: "::ffff:10.0.0.0/8" is an IPv4-mapped range shorter than /96`],
+    ],
   ];
   for (const [label, text, expected] of cases) {
     test(label, () => {
@@ -408,6 +414,37 @@ describe("errors a person can act on", () => {
       for (const e of expected) expect(message).toContain(e);
     });
   }
+
+  test("a syntax error quotes no line of a file that names a secret", () => {
+    const cases: [string, string][] = [
+      // An unclosed quote in the secret's own line: the usual way a password ends up in the excerpt.
+      [`[accounts.m]\nusername = "u"\npassword = "hunter2-SECRET-pw\nidentities = []\n`, "hunter2-SECRET-pw"],
+      [`[oauth]\nclient_secret = "s3cr3t-value" junk\n`, "s3cr3t-value"],
+      [`[accounts.m]\nx = { "password" = "inl1ne", q = }\n`, "inl1ne"],
+      [`accounts.m.password = "d0tted" x\n`, "d0tted"],
+      [`[[agents]]\nname = "a"\ntoken_hash = "sha256:ab12" ]\n`, "sha256:ab12"],
+      // A multi-line string: the secret is on the lines after the key's, and the caret would point into it.
+      [`[accounts.m]\nusername = "u"\npassword = """\nhunter2-very-secret\n`, "hunter2-very-secret"],
+      [`[accounts.m]\nusername = "u"\npassword = '''\nl1teral-secret\nmore\n`, "l1teral-secret"],
+      [`[accounts.m]\npassword = "ab\\qcd"\n`, "ab\\qcd"],
+      // No `=`: nothing in the line says where a value starts.
+      [`[accounts.m]\nusername = "u"\npassword "hunter2-no-equals"\n`, "hunter2-no-equals"],
+      // The quoted lines start inside a multi-line secret, below its key's line.
+      [`[accounts.m]\npassword = """\nl1\nl2\nl3\nl4\nl5\nsecret-tail"""x\n`, "secret-tail"],
+    ];
+    for (const [text, secret] of cases) {
+      const message = problems(text);
+      expect(message).toContain("TOML syntax error");
+      expect(message).toContain("(lines not quoted: the file names secrets)");
+      expect(message).not.toContain(secret);
+      expect(message).not.toContain("^");
+    }
+    // A file without one (references and public keys are not secrets) gets its lines quoted as written.
+    const message = problems(`[accounts.m]\npassword_env = "MY_VAR"\ntoken_url = "https://idp.test/t" junk\n`);
+    expect(message).toContain(`password_env = "MY_VAR"`);
+    expect(message).toContain(`token_url = "https://idp.test/t" junk`);
+    expect(message).not.toContain("[redacted]");
+  });
 
   test("a missing environment variable is named, never a value", () => {
     const message = problems(`[accounts.main]\nusername = "u"\npassword_env = "MAILGATOR_TEST_MISSING"\n`);

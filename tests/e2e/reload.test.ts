@@ -10,7 +10,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
 import { hashToken } from "../../src/vault/token.ts";
-import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import {
+  connectImap,
+  createMailbox,
+  sinkMessages,
+  sinkRecipients,
+  type TestMailbox,
+  upstreams,
+} from "../fixtures/index.ts";
 import { type LineClient, lineClient, runCli, type Served, serveChild, smtpSay } from "./serve-child.ts";
 
 setDefaultTimeout(60_000);
@@ -29,6 +36,7 @@ function tempDir(): string {
 interface Agent {
   readonly name: string;
   readonly token: string;
+  readonly allowedIps?: readonly string[];
 }
 
 /** A vault config with the IMAP and SMTP proxies; `inbox` is the action of the rule on INBOX. */
@@ -71,7 +79,11 @@ action = "${inbox}"
 
 function agentsToml(agents: readonly Agent[]): string {
   return agents
-    .map((a) => `\n[[agents]]\nname = "${a.name}"\ntoken_hash = "${hashToken(a.token)}"\naccount = "main"\n`)
+    .map(
+      (a) =>
+        `\n[[agents]]\nname = "${a.name}"\ntoken_hash = "${hashToken(a.token)}"\naccount = "main"\n` +
+        (a.allowedIps === undefined ? "" : `allowed_ips = ${JSON.stringify(a.allowedIps)}\n`),
+    )
     .join("");
 }
 
@@ -105,6 +117,9 @@ test("SIGHUP: a session opened before gets the new rules at its next command; PI
     const c = await imapLogin(port, ALICE);
     c.send("a1 EXAMINE INBOX");
     await c.waitFor(/^a1 OK/m);
+    // Nothing selected: a session with INBOX selected would end at this reload (the next test).
+    c.send("a1u UNSELECT");
+    await c.waitFor(/^a1u OK/m);
 
     writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "deny"));
     const line = await hup(served);
@@ -171,6 +186,112 @@ test("a removed agent's sessions end at once (IMAP * BYE, SMTP 421 4.3.2); anoth
     await bob.waitFor(/^b1 OK/m);
     bob.close();
     // The removed agent cannot log in again.
+    const again = await lineClient(tcpConnect({ host: "127.0.0.1", port: imapPort }));
+    await again.waitFor(/^\* OK/m);
+    again.send(`a0 LOGIN ${ALICE.name} ${ALICE.token}`);
+    await again.waitFor(/^a0 NO \[AUTHENTICATIONFAILED\]/m);
+    again.close();
+  } finally {
+    served.proc.kill("SIGTERM");
+  }
+  expect(await served.proc.exited).toBe(0);
+});
+
+/** `config` with `rules` put before its first rule. */
+function rulesFirst(config: string, rules: string): string {
+  return config.replace("[[rules]]\n", `${rules}\n[[rules]]\n`);
+}
+
+test("SIGHUP: a rule hiding a message of the selected folder ends that session; an unrelated rule not", async () => {
+  const mailbox = await createMailbox({ name: "reload-view" });
+  const direct = await connectImap(mailbox);
+  const message = (from: string, subject: string) =>
+    `From: ${from}\r\nTo: ${mailbox.address}\r\nSubject: ${subject}\r\n` +
+    `Message-ID: <${subject}@reload.test>\r\n\r\nbody\r\n`;
+  await direct.append("INBOX", message("ann@example.test", "hello-ann"));
+  await direct.append("INBOX", message("boss@corp.test", "secret-boss"));
+  await direct.logout();
+  const dir = tempDir();
+  const file = join(dir, "mailgator.toml");
+  const base = vaultConfig(dir, mailbox, [ALICE], "allow");
+  writeFileSync(file, base);
+  const served = serveChild(file);
+  try {
+    const port = await served.port("IMAP");
+    const c = await imapLogin(port, ALICE);
+    c.send("a1 SELECT INBOX");
+    await c.waitFor(/^a1 OK/m);
+    expect(c.text()).toMatch(/^\* 2 EXISTS\r$/m);
+
+    // A rule for another folder: the session goes on and reads as before.
+    writeFileSync(file, rulesFirst(base, '[[rules]]\nname = "Archive"\nfolders = ["Archive"]\naction = "allow"\n'));
+    expect(await hup(served)).not.toContain("session(s) ended");
+    c.send("a2 FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
+    await c.waitFor(/^a2 OK/m);
+    expect(c.text()).toContain("secret-boss");
+
+    // The boss hidden in INBOX: the selected session ends at once, before any other command.
+    const mark = c.text().length;
+    writeFileSync(
+      file,
+      rulesFirst(
+        base,
+        '[[rules]]\nname = "Hide the boss"\nfolders = ["INBOX"]\nfrom = "boss@*"\naction = "deny"\n' +
+          'operations = ["read"]\n',
+      ),
+    );
+    expect(await hup(served)).toContain("1 session(s) ended");
+    await c.closed;
+    expect(c.text().slice(mark)).toBe("* BYE Configuration changed; this session ends, log in again\r\n");
+    await served.waitForLog(/end="reload: the selected folder is now filtered per message"/);
+
+    const fresh = await imapLogin(port, ALICE);
+    fresh.send("b1 SELECT INBOX");
+    await fresh.waitFor(/^b1 OK/m);
+    fresh.send("b2 FETCH 1:* (UID BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
+    await fresh.waitFor(/^b2 OK/m);
+    expect(fresh.text()).toMatch(/^\* 1 EXISTS\r$/m);
+    expect(fresh.text()).toContain("hello-ann");
+    expect(fresh.text()).not.toContain("secret-boss");
+    fresh.close();
+  } finally {
+    served.proc.kill("SIGTERM");
+  }
+  expect(await served.proc.exited).toBe(0);
+});
+
+test("allowed_ips narrowed by SIGHUP: sessions from an address the agent no longer may use end at once", async () => {
+  const mailbox = await createMailbox({ name: "reload-allowed-ips" });
+  const dir = tempDir();
+  const file = join(dir, "mailgator.toml");
+  const alice = (allowedIps: readonly string[]): Agent => ({ ...ALICE, allowedIps });
+  const bob: Agent = { ...BOB, allowedIps: ["127.0.0.0/8"] };
+  writeFileSync(file, vaultConfig(dir, mailbox, [alice(["127.0.0.1"]), bob], "allow"));
+  const served = serveChild(file);
+  try {
+    const imapPort = await served.port("IMAP");
+    const smtpPort = await served.port("SMTP");
+    const imap = await imapLogin(imapPort, ALICE);
+    const other = await imapLogin(imapPort, BOB);
+    const smtp = await lineClient(tcpConnect({ host: "127.0.0.1", port: smtpPort }));
+    await smtp.waitFor(/^220 /m);
+    expect(await smtpSay(smtp, "EHLO agent.test")).toMatch(/^250 /);
+    const plain = Buffer.from(`\0${ALICE.name}\0${ALICE.token}`).toString("base64");
+    expect(await smtpSay(smtp, `AUTH PLAIN ${plain}`)).toMatch(/^235 /);
+
+    // Alice may now connect from 10.0.0.0/8 only; Bob's list still holds 127.0.0.1.
+    writeFileSync(file, vaultConfig(dir, mailbox, [alice(["10.0.0.0/8"]), bob], "allow"));
+    const line = await hup(served);
+    expect(line).toContain("2 session(s) ended");
+    await imap.waitFor(/^\* BYE Configuration changed/m);
+    await imap.closed;
+    await smtp.waitFor(/^421 4\.3\.2 /m);
+    await smtp.closed;
+    expect(served.logs()).toContain("ended by reload: the client address is no longer in the agent's allowed_ips");
+    other.send("b1 NOOP");
+    await other.waitFor(/^b1 OK/m);
+    other.close();
+    // A new login from the address is refused, as before the change.
     const again = await lineClient(tcpConnect({ host: "127.0.0.1", port: imapPort }));
     await again.waitFor(/^\* OK/m);
     again.send(`a0 LOGIN ${ALICE.name} ${ALICE.token}`);
@@ -253,7 +374,7 @@ test("a renewed certificate is served to the next TLS client after SIGHUP; a bro
   expect(await served.proc.exited).toBe(0);
 });
 
-test("mailgator reload prints reloaded, or the errors; the pid file is there while serve runs", async () => {
+test("mailgator reload: reloaded or the errors; a pid file while serve runs, a stale one not signalled", async () => {
   const mailbox = await createMailbox({ name: "reload-cli" });
   const dir = tempDir();
   const file = join(dir, "mailgator.toml");
@@ -261,11 +382,26 @@ test("mailgator reload prints reloaded, or the errors; the pid file is there whi
   const noServer = runCli(["reload", "-c", file]);
   expect(noServer.exitCode).toBe(1);
   expect(noServer.stdout).toContain("no running mailgator for this config");
+  // A pid file left by a serve that was killed, whose pid another process has since: that one is not signalled.
+  const other = Bun.spawn(["sleep", "60"]);
+  try {
+    writeFileSync(join(dir, "mailgator.pid"), `${other.pid} 1\n`);
+    const stale = runCli(["reload", "-c", file]);
+    expect(stale.exitCode).toBe(1);
+    expect(stale.stdout).toContain(`names process ${other.pid}, which is not the mailgator that wrote it`);
+    await Bun.sleep(200);
+    expect(other.exitCode).toBeNull();
+    expect(other.signalCode).toBeNull();
+  } finally {
+    other.kill();
+  }
   const served = serveChild(file);
   try {
     await served.port("IMAP");
     await served.port("SMTP");
-    expect(readFileSync(join(dir, "mailgator.pid"), "utf8")).toBe(`${served.proc.pid}\n`);
+    // The pid and its start time (proc(5) stat field 22), so that the file names this process and no later one.
+    const start = readFileSync(`/proc/${served.proc.pid}/stat`, "latin1").split(") ")[1]!.split(" ")[19];
+    expect(readFileSync(join(dir, "mailgator.pid"), "utf8")).toBe(`${served.proc.pid} ${start}\n`);
 
     writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "deny"));
     const ok = runCli(["reload", "-c", file]);
@@ -376,3 +512,85 @@ test("the first ask rule by SIGHUP: a warning, and a send it would hold is refus
   }
   expect(await served.proc.exited).toBe(0);
 });
+
+/** Pass-through, the SMTP proxy only, with `[smtp] identities`; every send allowed. */
+function passThroughSmtpConfig(dir: string, identities: readonly string[]): string {
+  const up = upstreams();
+  return `[smtp]
+listen_addr = "127.0.0.1:0"
+upstream_addr = "${up.host}:${up.ports.smtp}"
+upstream_tls = "starttls"
+upstream_ca_file = "${up.caFile}"
+identities = ${JSON.stringify(identities)}
+
+[audit]
+path = "${join(dir, "audit.db")}"
+
+[[rules]]
+name = "Send"
+operations = ["send"]
+action = "allow"
+`;
+}
+
+async function smtpLogin(port: number, user: string, secret: string): Promise<LineClient> {
+  const c = await lineClient(tcpConnect({ host: "127.0.0.1", port }));
+  await c.waitFor(/^220 /m);
+  expect(await smtpSay(c, "EHLO agent.test")).toMatch(/^250 /);
+  expect(await smtpSay(c, `AUTH PLAIN ${Buffer.from(`\0${user}\0${secret}`).toString("base64")}`)).toMatch(/^235 /);
+  return c;
+}
+
+for (const mode of ["pass-through", "vault"] as const) {
+  test(`${mode}: an identity a reload removes is refused to sessions logged in before (MAIL FROM, DATA)`, async () => {
+    const mailbox = await createMailbox({ name: `reload-identity-${mode}` });
+    const dir = tempDir();
+    const file = join(dir, "mailgator.toml");
+    const alias = `alias-${mailbox.token}@corp.test`;
+    const config = (identities: readonly string[]): string =>
+      mode === "pass-through"
+        ? passThroughSmtpConfig(dir, identities)
+        : vaultConfig(dir, mailbox, [ALICE], "allow").replace(
+            `username = "${mailbox.user}"\n`,
+            `username = "${mailbox.user}"\nidentities = ${JSON.stringify(identities)}\n`,
+          ) + '\n[[rules]]\nname = "Send"\noperations = ["send"]\naction = "allow"\n';
+    writeFileSync(file, config([alias]));
+    const served = serveChild(file);
+    try {
+      const port = await served.port("SMTP");
+      const [user, secret] = mode === "vault" ? [ALICE.name, ALICE.token] : [mailbox.user, mailbox.password];
+      const idle = await smtpLogin(port, user, secret);
+      const busy = await smtpLogin(port, user, secret);
+      // Before the reload the alias is one of the identities: a transaction starts with it.
+      const under = `id-under-${mailbox.token}`;
+      expect(await smtpSay(busy, `MAIL FROM:<${alias}>`)).toMatch(/^250 /);
+      expect(await smtpSay(busy, `RCPT TO:<${under}@corp.test>`)).toMatch(/^250 /);
+
+      writeFileSync(file, config([]));
+      expect(await hup(served)).toMatch(/reloaded /);
+
+      // A session that was idle: refused at MAIL FROM.
+      expect(await smtpSay(idle, `MAIL FROM:<${alias}>`)).toMatch(/^553 5\.7\.1 .*is not one of this account's/);
+      // The transaction under way: its message is refused as a whole after the final dot.
+      expect(await smtpSay(busy, "DATA")).toMatch(/^354 /);
+      expect(await smtpSay(busy, `Subject: ${under}\r\n\r\nafter the reload\r\n.`)).toMatch(
+        new RegExp(`^554 5\\.7\\.1 Sender <${alias}> is not one of this account's identities; nothing was sent`),
+      );
+      // Both sessions go on, and the login address is still an identity.
+      expect(await smtpSay(busy, "NOOP")).toMatch(/^250 /);
+      const ok = `id-ok-${mailbox.token}`;
+      expect(await smtpSay(idle, `MAIL FROM:<${mailbox.address}>`)).toMatch(/^250 /);
+      expect(await smtpSay(idle, `RCPT TO:<${ok}@corp.test>`)).toMatch(/^250 /);
+      expect(await smtpSay(idle, "DATA")).toMatch(/^354 /);
+      expect(await smtpSay(idle, `Subject: ${ok}\r\n\r\nfrom the login address\r\n.`)).toMatch(/^250 /);
+      // Barrier: the allowed message arrived, and the refused one is not in the sink.
+      expect(await sinkRecipients(ok)).toEqual([`${ok}@corp.test`]);
+      expect(sinkMessages(under)).toEqual([]);
+      idle.close();
+      busy.close();
+    } finally {
+      served.proc.kill("SIGTERM");
+    }
+    expect(await served.proc.exited).toBe(0);
+  });
+}

@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { ipAllowed } from "../../src/net/ip.ts";
+import { ipAllowed, readIpEntry } from "../../src/net/ip.ts";
 import { FailureThrottle } from "../../src/net/throttle.ts";
 
 test("allowed_ips: exact addresses, CIDR ranges, IPv4-mapped IPv6, null = any", () => {
@@ -26,4 +26,36 @@ test("failed logins: each failure adds a step, up to the maximum; the window for
   t.fail("c", 2000);
   expect(t.failures("a", 2000)).toBe(0);
   expect(t.failures("c", 2000)).toBe(1);
+});
+
+test("failed logins are counted by addressKey: an IPv6 /64 shares one delay, IPv4 addresses do not", () => {
+  const t = new FailureThrottle({ stepMs: 100, maxMs: 1000, windowMs: 1000, maxTracked: 10 });
+  expect(t.fail("2001:db8:1:2::1", 0)).toBe(100);
+  expect(t.fail("2001:db8:1:2:ffff::9", 10)).toBe(200);
+  expect(t.fail("2001:db8:1:2:abcd:1234:5678:9abc", 20)).toBe(300);
+  expect(t.failures("2001:db8:1:2::77", 20)).toBe(3);
+  expect(t.fail("2001:db8:1:3::1", 30)).toBe(100);
+  expect(t.fail("192.0.2.1", 40)).toBe(100);
+  expect(t.fail("::ffff:192.0.2.1", 50)).toBe(200);
+  expect(t.fail("192.0.2.2", 60)).toBe(100);
+});
+
+test("allowed_ips: an IPv4-mapped entry means its IPv4 range (/p is IPv4 /p-96); shorter than /96 is refused", () => {
+  expect(ipAllowed("10.1.2.3", ["::ffff:10.0.0.0/104"])).toBe(true);
+  expect(ipAllowed("::ffff:10.1.2.3", ["::ffff:10.0.0.0/104"])).toBe(true);
+  expect(ipAllowed("11.1.2.3", ["::ffff:10.0.0.0/104"])).toBe(false);
+  expect(ipAllowed("10.0.0.1", ["::ffff:10.0.0.1/128"])).toBe(true);
+  expect(ipAllowed("10.0.0.2", ["::ffff:10.0.0.1/128"])).toBe(false);
+  expect(ipAllowed("10.0.0.1", ["::ffff:10.0.0.1"])).toBe(true);
+  expect(ipAllowed("192.0.2.7", ["::ffff:0:0/96"])).toBe(true);
+  expect(ipAllowed("2001:db8::1", ["::ffff:0:0/96"])).toBe(false);
+  // /8 of an IPv6 address is far wider than IPv4 10.0.0.0/8: refused, and matching nothing rather than that.
+  expect(ipAllowed("10.1.2.3", ["::ffff:10.0.0.0/8"])).toBe(false);
+  expect(readIpEntry("::ffff:10.0.0.0/8")).toContain("shorter than /96");
+  expect(readIpEntry("::ffff:0:0/95")).toContain("shorter than /96");
+  expect(readIpEntry("::ffff:10.0.0.0/104")).toEqual({ bits: 0x0a000000n, width: 32, prefix: 8 });
+  expect(readIpEntry("10.0.0.0/8")).toEqual({ bits: 0x0a000000n, width: 32, prefix: 8 });
+  expect(readIpEntry("2001:db8::/32")).toEqual({ bits: 0x20010db8n << 96n, width: 128, prefix: 32 });
+  for (const bad of ["10.0.0.0/33", "::1/129", "10.0.0.0/8/8", "10.0.0.0/x", "nope", "10.0.0.0/"])
+    expect(readIpEntry(bad)).toContain("expected an IP address or CIDR range");
 });

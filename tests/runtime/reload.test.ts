@@ -116,3 +116,23 @@ test("a changed [state] path or secrets file, with sealed records open: a warnin
   // No sealed records open: nothing to say.
   expect(reload(file, {}, live, [], first.audit.path).warnings.filter((w) => w.startsWith("[state]"))).toEqual([]);
 });
+
+test("a changed or added [admin]: a warning that the admin listener keeps what it started with", () => {
+  const file = write("allow");
+  const first = loadConfig(file);
+  const live = new LiveConfig(first, compilePolicy(first.rules));
+  const admin = first.admin;
+  const warnedOf = (r: ReturnType<typeof reload>) => r.warnings.filter((w) => w.startsWith("[admin]"));
+  expect(warnedOf(reload(file, {}, live, [], first.audit.path, { admin }))).toEqual([]);
+  writeFileSync(file, `${readFileSync(file, "utf8")}\n[admin]\nlisten_addr = "127.0.0.1:19999"\n`);
+  const added = reload(file, {}, live, [], first.audit.path, { admin });
+  expect(added.ok).toBe(true);
+  expect(warnedOf(added)).toEqual([
+    "[admin] cannot change on reload: the admin listener keeps the address, allow_remote and token_hash it " +
+      "started with; restart to use the new ones",
+  ]);
+  const started = loadConfig(file).admin;
+  expect(warnedOf(reload(file, {}, live, [], first.audit.path, { admin: started }))).toEqual([]);
+  writeFileSync(file, `${readFileSync(file, "utf8")}token_hash = "sha256:${"ab".repeat(32)}"\n`);
+  expect(warnedOf(reload(file, {}, live, [], first.audit.path, { admin: started }))).toHaveLength(1);
+});

@@ -35,11 +35,19 @@ export async function reload(ctx: CommandContext): Promise<number> {
   }
   const pidFile = pidFileFor(config);
   const statusFile = statusFileFor(config);
-  const pid = readPidFile(pidFile);
-  if (pid === null) {
+  const entry = readPidFile(pidFile);
+  if (entry.state === "none") {
     ctx.out(`not reloaded: no running mailgator for this config (no pid in ${pidFile})`);
     return EXIT_FAILURE;
   }
+  if (entry.state === "stale") {
+    ctx.out(
+      `not reloaded: no running mailgator for this config (${pidFile} names process ${entry.pid}, which is not ` +
+        "the mailgator that wrote it: that one has exited; no signal was sent)",
+    );
+    return EXIT_FAILURE;
+  }
+  const pid = entry.pid;
   const before = readStatusFile(statusFile);
   const lastSeq = before?.pid === pid ? before.seq : 0;
   try {
@@ -56,7 +64,10 @@ export async function reload(ctx: CommandContext): Promise<number> {
       ctx.out(`reloaded: config revision ${status.previousRevision} -> ${status.revision} (process ${pid})`);
       for (const w of status.warnings) ctx.out(`warning: ${w}`);
       if (status.sessionsEnded > 0)
-        ctx.out(`${status.sessionsEnded} session(s) ended (their agent or account changed)`);
+        ctx.out(
+          `${status.sessionsEnded} session(s) ended (their agent or account changed, or the rules changed what ` +
+            "their selected folder shows)",
+        );
       return EXIT_OK;
     }
     ctx.out(`not reloaded: the running config (revision ${status.revision}) stays in force (process ${pid}):`);

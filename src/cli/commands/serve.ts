@@ -149,19 +149,27 @@ export async function serve(ctx: CommandContext): Promise<number> {
     notifier = notices;
     const actx = context((row, held) => notices.decided(row, held));
     // A replay a dead process left half done is never repeated (docs/approvals.md "What is guaranteed").
+    if (!audit.healthy)
+      log.warn("approvals: the audit log cannot be written: a message left sending is checked at the next start");
     for (const row of recover(actx))
       log.warn(`approval ${row.id} was being sent when the process stopped: needs a check (not sent again)`);
     const held = () => setHeldApprovals(approvals!.list().filter((r) => r.state === "held").length);
-    expireDue(actx);
-    held();
+    // Expiry waits while the audit log cannot be written (each expiry is a row): the next check does it.
+    const expire = (): void => {
+      try {
+        expireDue(actx);
+        held();
+      } catch (e) {
+        // A timer's callback must not throw (the process would end on it): the next check tries again.
+        log.error(`approvals: expiry check failed: ${(e as Error).message}`);
+      }
+    };
+    expire();
     // Approvers not told before the last stop (or crash) are told now; expired messages were just expired
     // (docs/approvals.md "Notices").
     const owed = notices.resume();
     if (owed.length > 0) log.info(`approvals: sending the notices still owed for ${owed.length} held message(s)`);
-    expiry = setInterval(() => {
-      expireDue(actx);
-      held();
-    }, approvalExpiryCheckMs(config.approvals.timeoutMs));
+    expiry = setInterval(expire, approvalExpiryCheckMs(config.approvals.timeoutMs));
     // The approval page on the admin listener; the link's signed token is its only credential (docs/approvals.md).
     const page = approvalPage(actx);
     for (const method of ["GET", "POST"])
@@ -210,6 +218,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
           credentials: accounts.credentials,
           approvals: approvals !== null,
           sealed: state === null ? null : { path: config.state.path, secretsFile: config.state.secretsFile },
+          admin: config.admin,
         });
         writeStatusFile(statusFile, result, (m) => log.error(m));
         emitReload(result);
@@ -322,6 +331,8 @@ export interface ReloadParts {
   readonly approvals?: boolean;
   /** The state database of sealed records (OAuth2 tokens, held messages) the process opened at start, if any. */
   readonly sealed?: { readonly path: string; readonly secretsFile: string } | null;
+  /** `[admin]` as the admin listener started with (it is not reloaded); undefined: not compared. */
+  readonly admin?: Config["admin"];
 }
 
 /**
@@ -377,6 +388,11 @@ export function reload(
   if (next.audit.path !== auditPath)
     warnings.push(
       `[audit] path cannot change on reload: still writing ${auditPath}; restart to use ${next.audit.path}`,
+    );
+  if (parts.admin !== undefined && JSON.stringify(next.admin) !== JSON.stringify(parts.admin))
+    warnings.push(
+      "[admin] cannot change on reload: the admin listener keeps the address, allow_remote and token_hash it " +
+        "started with; restart to use the new ones",
     );
   let policy: Policy;
   const prepared: PreparedReload[] = [];
