@@ -24,7 +24,15 @@ export async function startProxyChild(script: string, configFile: string, toml: 
   const profile = process.env["BENCH_PROFILE"]
     ? ["--cpu-prof-md", `--cpu-prof-dir=${process.env["BENCH_PROFILE"]}`]
     : [];
-  const child = Bun.spawn([process.execPath, ...profile, script, "serve", configFile], {
+  return startChild([...profile, script, "serve", configFile]);
+}
+
+/**
+ * Starts `bun ARGS` (a benchmark script in one of its child modes) with the same allocator settings, and waits
+ * for the `{"port": N}` line it prints.
+ */
+export async function startChild(args: readonly string[]): Promise<ProxyChild> {
+  const child = Bun.spawn([process.execPath, ...args], {
     stdout: "pipe",
     stderr: "inherit",
     env: { ...ALLOCATOR_ENV, ...process.env },
