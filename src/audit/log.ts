@@ -67,12 +67,38 @@ interface Waiter {
 interface Unsynced {
   waiter: Waiter;
   id: number;
+  /** The row's columns when the operation waits for it (`gate`): a failed fdatasync then adds a follow-up row. */
+  gated: StoredRow | null;
 }
 
 interface Pending {
   columns: StoredRow;
   waiter: Waiter | null;
+  /** Whether an operation waits for this row and is refused when it cannot be written (DurableOptions.gate). */
+  gate: boolean;
 }
+
+/** How a durable() row relates to what the caller does next. */
+export interface DurableOptions {
+  /**
+   * True (the default): the row allows an operation that is carried out only once the row is durable, and refused
+   * when durable() rejects. Such a row that the log keeps for its retry is committed with NOT_CARRIED_OUT appended
+   * to its reason; one already committed when the fdatasync after it failed gets a follow-up `error` row (its
+   * `detail.row` the id). False: the row records a step already taken, and stays as it was.
+   */
+  readonly gate?: boolean;
+}
+
+/**
+ * Appended to the reason of a gating row whose durable() was rejected while the row was still queued: the log
+ * commits it later (its retry), but the operation it allowed was refused (docs/audit.md "Failure").
+ */
+export const NOT_CARRIED_OUT = "; not carried out: the audit log could not be written";
+
+const TIME = COLUMNS.indexOf("time");
+const DECISION = COLUMNS.indexOf("decision");
+const REASON = COLUMNS.indexOf("reason");
+const DETAIL = COLUMNS.indexOf("detail");
 
 type Timer = ReturnType<typeof setTimeout>;
 
@@ -233,9 +259,9 @@ export class AuditLog {
    * Queues a row and resolves with its id once it is committed; rows passed to durable() in the same turn of the
    * event loop share one commit. Rejects with AuditUnavailableError if the row cannot be written.
    */
-  durable(ev: AuditEvent): Promise<number> {
+  durable(ev: AuditEvent, opts: DurableOptions = {}): Promise<number> {
     return new Promise<number>((resolve, reject) => {
-      this.#enqueue(ev, { resolve, reject });
+      this.#enqueue(ev, { resolve, reject }, opts.gate ?? true);
       this.#flushSoon();
     });
   }
@@ -245,9 +271,9 @@ export class AuditLog {
    * sessions' sends) share one commit and one fsync; `commitNow()` ends the wait. For a caller that needs the row
    * on disk only at a later step of its own (SMTP: before the end of data goes upstream, not before MAIL FROM).
    */
-  durableWithin(ev: AuditEvent, withinMs: number): Promise<number> {
+  durableWithin(ev: AuditEvent, withinMs: number, opts: DurableOptions = {}): Promise<number> {
     return new Promise<number>((resolve, reject) => {
-      this.#enqueue(ev, { resolve, reject });
+      this.#enqueue(ev, { resolve, reject }, opts.gate ?? true);
       const due = performance.now() + withinMs;
       if (this.#deferred !== null && this.#deferredDue <= due) return;
       if (this.#deferred !== null) clearTimeout(this.#deferred);
@@ -375,7 +401,7 @@ export class AuditLog {
     if (this.readonly) throw new AuditUnavailableError(`audit: ${this.path} is open read-only`);
   }
 
-  #enqueue(ev: AuditEvent, waiter: Waiter | null): void {
+  #enqueue(ev: AuditEvent, waiter: Waiter | null, gate = false): void {
     this.#checkWritable();
     if (this.#error !== null) throw this.#error;
     if (this.#syncError !== null) throw this.#syncError;
@@ -384,7 +410,7 @@ export class AuditLog {
     }
     if (!DECISIONS.includes(ev.decision)) throw new TypeError(`audit: unknown decision ${JSON.stringify(ev.decision)}`);
     if (!PROTOCOLS.includes(ev.protocol)) throw new TypeError(`audit: unknown protocol ${JSON.stringify(ev.protocol)}`);
-    this.#queue.push({ columns: toColumns(ev), waiter });
+    this.#queue.push({ columns: toColumns(ev), waiter, gate });
     this.#enqueued++;
     countDecision(ev.protocol, ev.operation, ev.decision);
   }
@@ -436,10 +462,11 @@ export class AuditLog {
     }
     const synced = this.#walFd === null;
     for (let i = from; i < to; i++) {
-      const waiter = this.#queue[i]?.waiter;
+      const pending = this.#queue[i];
+      const waiter = pending?.waiter;
       if (waiter) {
         if (synced) waiter.resolve(ids[i - from] ?? 0);
-        else this.#unsynced.push({ waiter, id: ids[i - from] ?? 0 });
+        else this.#unsynced.push({ waiter, id: ids[i - from] ?? 0, gated: pending.gate ? pending.columns : null });
       }
       this.#queue[i] = undefined;
     }
@@ -519,13 +546,32 @@ export class AuditLog {
     );
     if (this.#syncError === null) this.#log(error.message);
     this.#syncError = error;
-    for (const u of batch) u.waiter.reject(error);
-    for (const u of this.#unsynced) u.waiter.reject(error);
+    for (const u of [...batch, ...this.#unsynced]) {
+      u.waiter.reject(error);
+      if (u.gated !== null) this.#followUp(u.gated, u.id);
+    }
     this.#unsynced = [];
     if (!this.#closed) {
       const retry = setTimeout(() => this.#requestSync(), RETRY_MS);
       retry.unref();
     }
+  }
+
+  /**
+   * A gating row (DurableOptions) is in the file, but the fdatasync after its commit failed, so its durable() was
+   * rejected and the operation refused: a follow-up `error` row, the same fields otherwise, says so. It is queued
+   * like a record() row (committed with the next batch, retried like any other) without the checks of #enqueue,
+   * which refuse rows while the fdatasync is failing.
+   */
+  #followUp(row: StoredRow, id: number): void {
+    const columns = [...row];
+    columns[TIME] = Date.now();
+    columns[DECISION] = "error";
+    columns[REASON] = `row ${id} is in the file but could not be synced to disk; not carried out`;
+    columns[DETAIL] = JSON.stringify({ row: id });
+    this.#queue.push({ columns, waiter: null, gate: false });
+    this.#enqueued++;
+    if (!this.#closed && this.#timer === null) this.#timer = setTimeout(this.#onTimer, this.#batchMs);
   }
 
   /** Marks the log unhealthy, rejects every waiting durable(), keeps the rows for a retry. */
@@ -547,6 +593,8 @@ export class AuditLog {
       if (pending?.waiter) {
         pending.waiter.reject(error);
         pending.waiter = null;
+        // The caller refuses what this row allowed; the row is still committed by the retry (NOT_CARRIED_OUT).
+        if (pending.gate) pending.columns[REASON] = `${pending.columns[REASON] ?? ""}${NOT_CARRIED_OUT}`;
       }
     }
     if (!this.#closed && this.#retryTimer === null) {

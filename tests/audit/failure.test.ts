@@ -10,7 +10,7 @@ import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { chmodSync, closeSync, mkdirSync, openSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
-import { AuditLog, AuditUnavailableError } from "../../src/audit/index.ts";
+import { AuditLog, AuditUnavailableError, NOT_CARRIED_OUT } from "../../src/audit/index.ts";
 import { sampleEvent, scratchDir } from "./helpers.ts";
 
 const asRoot = process.getuid?.() === 0;
@@ -162,6 +162,38 @@ describe("full disk", () => {
     await log.close();
   });
 
+  test("a rejected durable() row is committed by the retry marked not carried out, unless gate is false", async () => {
+    const log = AuditLog.open(scratch.file("marked.db"), { maxBytes: 64 * 1024, log: () => {} });
+    const old = Date.now() - 10 * 24 * 60 * 60 * 1000;
+    const reason = "r".repeat(200);
+    // Each round queues, in one turn (one commit): a record() row, a durable() row of a step already taken
+    // (gate: false), and a durable() row an operation waits for (the default). The round whose commit fails ends it.
+    let round = 0;
+    for (; ; round++) {
+      log.record(sampleEvent({ time: old, target: `read ${round}`, reason }));
+      const done = log.durable(sampleEvent({ time: old, target: `done ${round}`, reason }), { gate: false });
+      const gated = log.durable(sampleEvent({ time: old, target: `gated ${round}`, reason }));
+      const settled = await Promise.allSettled([done, gated]);
+      if (settled.some((r) => r.status === "rejected")) {
+        expect(settled.map((r) => r.status)).toEqual(["rejected", "rejected"]);
+        break;
+      }
+    }
+    expect(round).toBeGreaterThan(3);
+    expect(log.queued).toBe(3);
+    log.prune(1);
+    await log.flush();
+    const kept = new Map(log.query().map((r) => [r.target, r.reason]));
+    expect(kept).toEqual(
+      new Map([
+        [`read ${round}`, reason],
+        [`done ${round}`, reason],
+        [`gated ${round}`, `${reason}${NOT_CARRIED_OUT}`],
+      ]),
+    );
+    await log.close();
+  });
+
   test("the retry timer recovers on its own", async () => {
     const log = AuditLog.open(scratch.file("retry.db"), { maxBytes: 64 * 1024, log: () => {} });
     const old = Date.now() - 10 * 24 * 60 * 60 * 1000;
@@ -171,7 +203,8 @@ describe("full disk", () => {
       })(),
     ).rejects.toBeInstanceOf(AuditUnavailableError);
     log.prune(1);
-    await Bun.sleep(1500);
+    // No flush() here: only the log's own retry timer (every second) can make it healthy again.
+    for (let i = 0; i < 100 && !log.healthy; i++) await Bun.sleep(100);
     expect(log.healthy).toBe(true);
     expect(log.queued).toBe(0);
     await log.close();

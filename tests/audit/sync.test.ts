@@ -101,6 +101,35 @@ test("a failed fdatasync rejects the waiting rows and refuses more until a retry
   await log.close();
 });
 
+test("a failed fdatasync: a gating row gets a follow-up row saying it was not carried out", async () => {
+  const held = heldSync();
+  const log = AuditLog.open(scratch.file("follow-up.db"), { syncFile: held.syncFile, log: () => {} });
+  const gated = log.durable(sampleEvent({ command: "EXPUNGE", target: "7" })).catch((e) => e);
+  const done = log.durable(sampleEvent({ command: "APPROVAL SENT", target: "a1" }), { gate: false }).catch((e) => e);
+  await tick();
+  held.calls[0]!.settle(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
+  expect(await gated).toBeInstanceOf(AuditUnavailableError);
+  expect(await done).toBeInstanceOf(AuditUnavailableError);
+  // Both rows are in the file; the follow-up is committed with the next batch, while fdatasync still fails.
+  for (let i = 0; i < 100 && log.query().length < 3; i++) await tick();
+  const rows = log.query({ order: "asc" });
+  expect(rows.map((r) => [r.command, r.decision, r.target])).toEqual([
+    ["EXPUNGE", "allow", "7"],
+    ["APPROVAL SENT", "allow", "a1"],
+    ["EXPUNGE", "error", "7"],
+  ]);
+  expect(rows[2]!.reason).toBe(`row ${rows[0]!.id} is in the file but could not be synced to disk; not carried out`);
+  expect(rows[2]!.detail).toEqual({ row: rows[0]!.id });
+  expect(rows[2]!.session).toBe(rows[0]!.session);
+  for (const c of held.calls.slice(1)) c.settle();
+  for (let i = 0; i < 300 && !log.healthy; i++) {
+    for (const c of held.calls.slice(1)) c.settle();
+    await tick();
+  }
+  expect(log.healthy).toBe(true);
+  await log.close();
+});
+
 test("the real fdatasync: rows acknowledged, the -wal file kept in place, close() syncs what is left", async () => {
   const path = scratch.file("real.db");
   const log = AuditLog.open(path);

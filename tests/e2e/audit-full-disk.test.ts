@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, unlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
-import { AuditLog } from "../../src/audit/index.ts";
+import { AuditLog, NOT_CARRIED_OUT } from "../../src/audit/index.ts";
 import { type Config, parseConfig } from "../../src/config/index.ts";
 import { type ImapProxy, startImapProxy } from "../../src/imap/index.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
@@ -171,6 +171,12 @@ test("full disk: IMAP and SMTP fail closed, nothing unaudited reaches the agent;
   expect(reads.filter((c) => c === "FETCH")).toHaveLength(1);
   expect(reads.filter((c) => c === "UID FETCH")).toHaveLength(0);
   expect(reads.filter((c) => c === "STATUS")).toHaveLength(0);
+  // A's LOGIN; B's refused one, kept and committed by the retry, saying the login did not happen; B's second one.
+  expect(rows.filter((r) => r.command === "LOGIN").map((r) => r.reason)).toEqual([
+    "logged in",
+    `logged in${NOT_CARRIED_OUT}`,
+    "logged in",
+  ]);
   await a.command("a14", "LOGOUT");
   await b.command("b5", "LOGOUT");
 });
