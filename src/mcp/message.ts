@@ -443,10 +443,14 @@ export function attachmentBytes(
   return info === undefined ? undefined : { info, bytes: bytes[index - 1] ?? null };
 }
 
-/** Line breaks and other control characters an encoded word can decode to (RFC 2047 §5 allows any octet). */
-const LINE_BREAKING = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]+/g;
+/**
+ * Line breaks and other control characters an encoded word can decode to (RFC 2047 §5 allows any octet), and the
+ * bidirectional embeddings, overrides and isolates (U+202A-U+202E, U+2066-U+2069), which reorder what a person
+ * reading the result sees: a sender's address could read as another (as in src/approvals/display.ts).
+ */
+const LINE_BREAKING = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]+/g;
 
-/** Text as shown on one line: each run of line breaks and control characters becomes one space. */
+/** Text as shown on one line: each run of line breaks, control and bidirectional control characters is one space. */
 export function oneLine(text: string): string {
   return text.replace(LINE_BREAKING, " ");
 }
