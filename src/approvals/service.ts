@@ -10,6 +10,7 @@ import type { AccountCredentials } from "../accounts/index.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import type { Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
+import { senderNotIdentity, sessionIdentities } from "../smtp/decide.ts";
 import { smtpUpstreamTarget } from "../smtp/index.ts";
 import { SPOOL_BLOCK } from "../smtp/spool.ts";
 import {
@@ -100,10 +101,24 @@ async function login(ctx: ApprovalContext, held: HeldMessage): Promise<UpstreamS
   const smtp = ctx.config.smtp;
   if (smtp === null) throw new Error("the config has no [smtp] section to send through");
   const target = smtpUpstreamTarget(smtp);
-  if (held.credentials !== null) return UpstreamSession.open(target, held.credentials);
+  if (held.credentials !== null) {
+    stillAnIdentity(held, sessionIdentities(held.credentials.username, smtp.identities));
+    return UpstreamSession.open(target, held.credentials);
+  }
   const account = held.account === null ? undefined : ctx.config.accounts[held.account];
   if (account === undefined) throw new Error(`account ${JSON.stringify(held.account)} is no longer configured`);
+  stillAnIdentity(held, sessionIdentities(account.username, account.identities));
   return openAccountUpstream(target, account, ctx.credentials);
+}
+
+/**
+ * Throws unless the held message's reverse path is still one of the identities the config in force gives its
+ * login or account: a reload that removed the identity refuses it to the sessions logged in before (docs/smtp.md
+ * "Identities"), and so to the messages held before too (docs/approvals.md "Deciding").
+ */
+function stillAnIdentity(held: HeldMessage, identities: ReadonlySet<string>): void {
+  if (senderNotIdentity(identities, held.envelope.from.toLowerCase()))
+    throw new Error(`the sender ${held.envelope.from} is no longer one of this account's identities`);
 }
 
 /** Why a decision changed nothing: the audit log cannot be written (docs/approvals.md "When the audit log fails"). */

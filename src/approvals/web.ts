@@ -150,7 +150,14 @@ export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Re
       return page(200, "Denied", "<p>The message was discarded; nothing was sent.</p>");
     }
     const result = await approve(ctx, id, by);
-    if (result.outcome === "sent") return page(200, "Approved", "<p>The message was sent.</p>");
+    // The upstream's answer stands, and the page says so; without its APPROVAL SENT row the message stays "sending",
+    // which the next start of serve makes "needs-check" (docs/approvals.md "When the audit log fails").
+    const unrecorded =
+      (result.outcome === "sent" || result.outcome === "failed") && !result.recorded
+        ? "<p>Its audit row could not be written: it stays marked as being sent until serve next starts, which " +
+          "marks it for a check.</p>"
+        : "";
+    if (result.outcome === "sent") return page(200, "Approved", `<p>The message was sent.</p>${unrecorded}`);
     if (result.outcome === "not-sent") {
       ctx.store.releaseToken(id);
       return page(
@@ -161,7 +168,11 @@ export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Re
       );
     }
     if (result.outcome === "failed")
-      return page(502, "Approved, not sent", `<p>The upstream server refused it: ${html(result.reply)}</p>`);
+      return page(
+        502,
+        "Approved, not sent",
+        `<p>The upstream server refused it: ${html(result.reply)}</p>${unrecorded}`,
+      );
     if (result.outcome === "refused" && result.state === "expired")
       return page(410, "Expired", "<p>This message expired before anyone decided; it was discarded.</p>");
     return decided(ctx.store.row(id)!);

@@ -180,6 +180,52 @@ describe("ask", () => {
     ]);
   });
 
+  test("a sender identity a reload removed: approve sends nothing and leaves the message held", async () => {
+    const m = marker();
+    const alias = `alias-${m}@corp.test`;
+    const aliased = await startTestProxy({
+      rules: RULES,
+      approvals: true,
+      smtp: `identities = ["${alias}"]`,
+    });
+    try {
+      const c = await loggedIn(aliased.port);
+      expect((await c.command(`MAIL FROM:<${alias}>`)).code).toBe(250);
+      expect((await c.command(`RCPT TO:<id-${m}@outside.example>`)).code).toBe(250);
+      expect((await c.command("DATA")).code).toBe(354);
+      c.write(dataPayload(message({ From: alias, To: `id-${m}@outside.example`, Subject: m }, `Hello ${m}\n`)));
+      const id = heldId((await c.reply()).lines.join(" "));
+      await c.command("QUIT");
+      const held = aliased.approvals!;
+      const base: ApprovalContext = { config: aliased.config, store: held, audit: aliased.audit, protocol: "cli" };
+      // The config in force no longer has the alias (as after a reload): refused before any upstream login.
+      const reloaded: ApprovalContext = {
+        ...base,
+        config: { ...aliased.config, smtp: { ...aliased.config.smtp!, identities: [] } },
+      };
+      const result = await approve(reloaded, id, "test");
+      expect(result).toEqual({
+        outcome: "not-sent",
+        reason: `the sender ${alias} is no longer one of this account's identities`,
+      });
+      expect(held.row(id)!.state).toBe("held");
+      expect(held.message(id)).not.toBeNull();
+      // With the identity back, the same message is sent.
+      expect(await approve(base, id, "test")).toMatchObject({ outcome: "sent" });
+      await waitForSink(`Hello ${m}`, 1);
+      const rows = (await aliased.rows()).filter((r) => r.target === id);
+      expect(rows.map((r) => [r.command, r.decision])).toEqual([
+        ["DATA", "ask"],
+        ["APPROVE", "error"],
+        ["APPROVE", "allow"],
+        ["APPROVAL SENT", "allow"],
+      ]);
+      expect(rows[1]!.reason).toContain(`not sent, still held: the sender ${alias} is no longer one of`);
+    } finally {
+      await aliased.close();
+    }
+  });
+
   test("a message left sending by a dead process is never sent again: needs-check", async () => {
     const m = marker();
     const id = heldId((await send(`w-${m}@outside.example`, m)).text);
@@ -259,9 +305,11 @@ describe("when the audit log cannot be written (docs/approvals.md)", () => {
       await waitForSink(`Hello ${m}`, 1);
       await Bun.sleep(1000);
       expect(sinkCopies(`Hello ${m}`)).toHaveLength(1);
-      // The first APPROVE row was committed, only its fdatasync failed: it stays, with no APPROVAL SENT of its own.
+      // The first APPROVE row was committed, only its fdatasync failed: it stays, with no APPROVAL SENT of its own,
+      // and its follow-up row says it was not carried out (docs/audit.md "Failure").
       expect(await rowsAbout(audit, id)).toEqual([
         ["APPROVE", "allow"],
+        ["APPROVE", "error"],
         ["APPROVE", "allow"],
         ["APPROVAL SENT", "allow"],
       ]);
@@ -587,6 +635,46 @@ describe("the approval page", () => {
       expect(store.row(id)!.state).toBe("denied");
     } finally {
       store.deny = storeDeny;
+      server.stop(true);
+    }
+  });
+
+  test("sent, but its APPROVAL SENT row cannot be written: the page says so; the message stays sending", async () => {
+    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req) => handler(req) });
+    const origin = `http://127.0.0.1:${server.port}`;
+    // The log as it is, but the APPROVAL SENT row is refused (as a full disk would refuse it at that moment).
+    const audit = new Proxy(ctx.audit, {
+      get(target, key) {
+        if (key === "durable")
+          return (ev: AuditEvent, opts?: { gate?: boolean }) =>
+            ev.command === "APPROVAL SENT"
+              ? Promise.reject(new Error("database or disk is full"))
+              : target.durable(ev, opts);
+        const value = Reflect.get(target, key, target);
+        return typeof value === "function" ? value.bind(target) : value;
+      },
+    });
+    const handler = approvalPage({
+      ...ctx,
+      audit,
+      config: { ...proxy.config, approvals: { ...proxy.config.approvals, baseUrl: origin } },
+    });
+    try {
+      const m = marker();
+      const id = heldId((await send(`unrecorded-${m}@outside.example`, m)).text);
+      const token = store.token(store.row(id)!);
+      const res = await fetch(`${origin}/approvals/${id}`, {
+        method: "POST",
+        body: `t=${token}&action=approve`,
+        headers: { "content-type": "application/x-www-form-urlencoded", origin },
+      });
+      expect(res.status).toBe(200);
+      const body = await res.text();
+      expect(body).toContain("The message was sent.");
+      expect(body).toContain("Its audit row could not be written: it stays marked as being sent");
+      await waitForSink(`Hello ${m}`, 1);
+      expect(store.row(id)!.state).toBe("sending");
+    } finally {
       server.stop(true);
     }
   });
