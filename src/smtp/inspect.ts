@@ -27,8 +27,8 @@ const CR = 13;
 const DASH = 45;
 
 /**
- * Body lines longer than this (that arrive in more than one write) are only checked for a boundary within their
- * first octets; one that reads as a delimiter there is unknown (`#checkBoundary`).
+ * Body lines longer than this are only checked for a boundary within their first octets, however they arrive; one
+ * that reads as a delimiter there is unknown (`#checkBoundary`): the rest, unseen, could be junk after padding.
  */
 const BODY_LINE_PREFIX = 1000;
 
@@ -77,7 +77,10 @@ export class MessageInspector {
         return;
       }
       if (this.#lineLength === 0) {
-        this.#onLine(content.subarray(from, lf + 1));
+        // A body line is read as far as BODY_LINE_PREFIX whether it came in one write or several, so that how the
+        // client's data was split never changes what the inspector says (#hold keeps the same prefix).
+        const end = this.#phase === Phase.Body ? Math.min(lf + 1, from + BODY_LINE_PREFIX) : lf + 1;
+        this.#onLine(content.subarray(from, end));
       } else {
         this.#hold(content, from, lf + 1);
         const line = Buffer.concat(this.#line);
