@@ -16,5 +16,5 @@
 export type { Credential, CredentialsOptions } from "./credentials.ts";
 export { AccountCredentials } from "./credentials.ts";
 export { AccountNeedsReauthorization, AccountTemporarilyUnavailable } from "./errors.ts";
-export { accountLoginKey } from "./identity.ts";
+export { accountLoginKey, reloadEndReason, type SessionLogin } from "./identity.ts";
 export { openAccountCredentials } from "./open.ts";

@@ -8,12 +8,12 @@
  */
 
 import { randomBytes } from "node:crypto";
-import { accountLoginKey } from "../accounts/index.ts";
+import { accountLoginKey, reloadEndReason, type SessionLogin } from "../accounts/index.ts";
 import type { AuditEvent } from "../audit/index.ts";
 import { AuditUnavailableError } from "../audit/index.ts";
 import type { Config } from "../config/types.ts";
 import { logAccess, logLoginFailure, moduleLogger } from "../log.ts";
-import { type Connection, ipAllowed, type TlsIdentity, UpstreamError } from "../net/index.ts";
+import { type Connection, type TlsIdentity, UpstreamError } from "../net/index.ts";
 import type { Decision, Operation } from "../policy/index.ts";
 import { authCapabilities, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
 import { messageFilter } from "./classify.ts";
@@ -169,14 +169,7 @@ export class ImapSession implements LoginSession, CompressSession {
   /** The upstream account (`host:port/user`, no secret): the classification cache's key. */
   account = "";
   /** What the login used, to tell after a reload whether this session may go on (`reloaded`). */
-  #credentials: {
-    agent: string | null;
-    tokenHash: string | null;
-    account: string | null;
-    username: string;
-    /** `accountLoginKey` of the vault account (no secret in it); "" in pass-through mode. */
-    loginKey: string;
-  } | null = null;
+  #credentials: { readonly username: string; readonly login: SessionLogin } | null = null;
   #generation: number;
   readonly #connectedAtMs = Date.now();
   #commands = 0;
@@ -219,23 +212,9 @@ export class ImapSession implements LoginSession, CompressSession {
   reloaded(): boolean {
     const c = this.#credentials;
     if (c === null || this.#closed) return false;
-    const config = this.ctx.config;
     const up = this.ctx.upstream;
-    let why: string | null = null;
-    if (this.account !== `${up.host}:${up.port}/${c.username}`) why = "the upstream server changed";
-    else if (c.agent === null) {
-      if (config.agents.length > 0) why = "the proxy now takes agent tokens only";
-    } else {
-      const agent = config.agents.find((a) => a.name === c.agent);
-      const account = agent ? config.accounts[agent.account] : undefined;
-      if (agent === undefined) why = "the agent was removed";
-      else if (agent.tokenHash !== c.tokenHash) why = "the agent's token changed";
-      else if (!ipAllowed(this.conn.remoteAddress, agent.allowedIps))
-        why = "the client address is no longer in the agent's allowed_ips";
-      else if (agent.account !== c.account || account === undefined) why = "the agent's account changed";
-      else if (account.username !== c.username || accountLoginKey(account) !== c.loginKey)
-        why = "the account's upstream credentials changed";
-    }
+    const upstreamChanged = this.account !== `${up.host}:${up.port}/${c.username}`;
+    const why = reloadEndReason(this.ctx.config, c.login, this.conn.remoteAddress, upstreamChanged);
     if (why === null) return !this.followReload();
     this.#endByReload(why);
     return true;
@@ -384,7 +363,7 @@ export class ImapSession implements LoginSession, CompressSession {
       clientPort: this.conn.remotePort,
       connectedAt: this.#connectedAtMs,
       login: this.#loginResult,
-      agent: this.#credentials?.agent ?? null,
+      agent: this.#credentials?.login.agent ?? null,
       user: this.#credentials?.username ?? null,
       commands: this.#commands,
       bytesIn: this.conn.bytesIn,
@@ -1073,11 +1052,18 @@ export class ImapSession implements LoginSession, CompressSession {
     this.#generation = generation;
     const found = agent === null ? undefined : config.agents.find((a) => a.name === agent);
     this.#credentials = {
-      agent,
-      tokenHash: found?.tokenHash ?? null,
-      account: found?.account ?? null,
       username: upstreamUser,
-      loginKey: found === undefined ? "" : accountLoginKeyOf(config, found.account),
+      // A vault agent not found here (never: its login was just checked) gets values no reload can match.
+      login:
+        agent === null
+          ? { agent: null }
+          : {
+              agent,
+              tokenHash: found?.tokenHash ?? "",
+              account: found?.account ?? "",
+              username: upstreamUser,
+              loginKey: found === undefined ? "" : accountLoginKeyOf(config, found.account),
+            },
     };
     this.#loginResult = "ok";
     this.attachUpstream(up);

@@ -10,7 +10,13 @@
  */
 
 import { randomBytes } from "node:crypto";
-import { type AccountCredentials, AccountNeedsReauthorization, accountLoginKey } from "../accounts/index.ts";
+import {
+  type AccountCredentials,
+  AccountNeedsReauthorization,
+  accountLoginKey,
+  reloadEndReason,
+  type SessionLogin,
+} from "../accounts/index.ts";
 import { countLimitRefusal } from "../admin/metrics.ts";
 import { buildPreview } from "../approvals/preview.ts";
 import { type ApprovalRow, type ApprovalStore, newApprovalId } from "../approvals/store.ts";
@@ -18,7 +24,7 @@ import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { logAccess, logLoginFailure, moduleLogger } from "../log.ts";
 import type { Connection, FailureThrottle, TlsIdentity, UpstreamTarget } from "../net/index.ts";
-import { ipAllowed, LineFramer, SessionCounter, UpstreamError } from "../net/index.ts";
+import { LineFramer, SessionCounter, UpstreamError } from "../net/index.ts";
 import type { Decision, Outcome, Policy } from "../policy/index.ts";
 import { describeExceeded, type QuotaSubject, type Quotas } from "../quotas/index.ts";
 import { parsePathArgument } from "./address.ts";
@@ -195,26 +201,18 @@ export class SmtpSession {
   reloaded(): boolean {
     const identity = this.#identity;
     if (identity === null || this.#closing) return false;
-    const config = this.#ctx.config;
-    let why: string | null = null;
-    if (identity.mode === "pass-through") {
-      if (config.agents.length > 0) why = "the proxy now takes agent tokens only";
-      else if (this.#upstreamKey !== this.#currentUpstreamKey()) why = "the upstream server changed";
-    } else {
-      const agent = config.agents.find((a) => a.name === identity.agent);
-      const account = agent ? config.accounts[agent.account] : undefined;
-      if (agent === undefined) why = "the agent was removed";
-      else if (agent.tokenHash !== this.#tokenHash) why = "the agent's token changed";
-      else if (!ipAllowed(this.#conn.remoteAddress, agent.allowedIps))
-        why = "the client address is no longer in the agent's allowed_ips";
-      else if (account === undefined || account.name !== identity.account.name) why = "the agent's account changed";
-      else if (
-        account.username !== identity.account.username ||
-        accountLoginKey(account) !== accountLoginKey(identity.account)
-      )
-        why = "the account's upstream credentials changed";
-      else if (this.#upstreamKey !== this.#currentUpstreamKey()) why = "the upstream server changed";
-    }
+    const login: SessionLogin =
+      identity.mode === "pass-through"
+        ? { agent: null }
+        : {
+            agent: identity.agent,
+            tokenHash: this.#tokenHash ?? "",
+            account: identity.account.name,
+            username: identity.account.username,
+            loginKey: accountLoginKey(identity.account),
+          };
+    const upstreamChanged = this.#upstreamKey !== this.#currentUpstreamKey();
+    const why = reloadEndReason(this.#ctx.config, login, this.#conn.remoteAddress, upstreamChanged);
     if (why === null) return false;
     moduleLogger("smtp").info(`session ${this.id}: ended by reload: ${why}`);
     this.#endReason = `reload: ${why}`;
