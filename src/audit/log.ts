@@ -19,7 +19,7 @@ import {
   DECISIONS,
   PROTOCOLS,
 } from "./event.ts";
-import { fromColumns, type StoredRow, toColumns } from "./row.ts";
+import { fromColumns, type StoredRow, textWithSuffix, toColumns } from "./row.ts";
 import { COLUMNS, migrate, READABLE_SINCE, SCHEMA_VERSION, schemaVersion } from "./schema.ts";
 
 /** Rows recorded with record() reach the disk within this; a crash loses at most this window of them. */
@@ -76,6 +76,8 @@ interface Pending {
   waiter: Waiter | null;
   /** Whether an operation waits for this row and is refused when it cannot be written (DurableOptions.gate). */
   gate: boolean;
+  /** The turn of the event loop it was queued in (`#turn`): rows of one turn are never split between commits. */
+  turn: number;
 }
 
 /** How a durable() row relates to what the caller does next. */
@@ -96,6 +98,8 @@ export interface DurableOptions {
 export const NOT_CARRIED_OUT = "; not carried out: the audit log could not be written";
 
 const TIME = COLUMNS.indexOf("time");
+const PROTOCOL = COLUMNS.indexOf("protocol");
+const OPERATION = COLUMNS.indexOf("operation");
 const DECISION = COLUMNS.indexOf("decision");
 const REASON = COLUMNS.indexOf("reason");
 const DETAIL = COLUMNS.indexOf("detail");
@@ -115,6 +119,16 @@ export class AuditLog {
   #queue: (Pending | undefined)[] = [];
   #head = 0;
   #enqueued = 0;
+  /**
+   * Counts turns of the event loop in which rows were queued: it moves on at the first microtask checkpoint after a
+   * row, so the rows a caller queues at once (`Promise.all(rows.map(durable))`) share a number.
+   */
+  #turn = 0;
+  #turnOpen = false;
+  #endTurn = (): void => {
+    this.#turn++;
+    this.#turnOpen = false;
+  };
   #committed = 0;
   #draining: Promise<void> | null = null;
   #timer: Timer | null = null;
@@ -376,6 +390,9 @@ export class AuditLog {
       try {
         await this.flush();
       } catch (e) {
+        // A failed fdatasync queues follow-up rows (#followUp) after the commits this flush made: commit them too,
+        // once, when commits still work; a row already in the file is otherwise left without its follow-up.
+        if (this.queued > 0 && this.#error === null) await this.flush().catch(() => {});
         failure = new AuditUnavailableError(
           `audit: closing ${this.path} with ${this.queued} rows that could not be written: ${errorMessage(e)}`,
           { cause: e },
@@ -410,7 +427,11 @@ export class AuditLog {
     }
     if (!DECISIONS.includes(ev.decision)) throw new TypeError(`audit: unknown decision ${JSON.stringify(ev.decision)}`);
     if (!PROTOCOLS.includes(ev.protocol)) throw new TypeError(`audit: unknown protocol ${JSON.stringify(ev.protocol)}`);
-    this.#queue.push({ columns: toColumns(ev), waiter, gate });
+    if (!this.#turnOpen) {
+      this.#turnOpen = true;
+      queueMicrotask(this.#endTurn);
+    }
+    this.#queue.push({ columns: toColumns(ev), waiter, gate, turn: this.#turn });
     this.#enqueued++;
     countDecision(ev.protocol, ev.operation, ev.decision);
   }
@@ -453,7 +474,10 @@ export class AuditLog {
 
   #commitBatch(): void {
     const from = this.#head;
-    const to = Math.min(this.#queue.length, from + this.#maxBatch);
+    let to = Math.min(this.#queue.length, from + this.#maxBatch);
+    // The rows of one turn go in one transaction, even past maxBatch: an operation whose rows were queued together
+    // (an APPEND of several messages, a send's rows) has them all committed or all kept, never half of them.
+    while (to < this.#queue.length && this.#queue[to]!.turn === this.#queue[to - 1]!.turn) to++;
     let ids: number[];
     try {
       ids = this.#insertBatch?.(from, to) ?? [];
@@ -569,8 +593,9 @@ export class AuditLog {
     columns[DECISION] = "error";
     columns[REASON] = `row ${id} is in the file but could not be synced to disk; not carried out`;
     columns[DETAIL] = JSON.stringify({ row: id });
-    this.#queue.push({ columns, waiter: null, gate: false });
+    this.#queue.push({ columns, waiter: null, gate: false, turn: -1 });
     this.#enqueued++;
+    countDecision(String(columns[PROTOCOL]), (columns[OPERATION] as string | null) ?? null, "error");
     if (!this.#closed && this.#timer === null) this.#timer = setTimeout(this.#onTimer, this.#batchMs);
   }
 
@@ -594,7 +619,8 @@ export class AuditLog {
         pending.waiter.reject(error);
         pending.waiter = null;
         // The caller refuses what this row allowed; the row is still committed by the retry (NOT_CARRIED_OUT).
-        if (pending.gate) pending.columns[REASON] = `${pending.columns[REASON] ?? ""}${NOT_CARRIED_OUT}`;
+        if (pending.gate)
+          pending.columns[REASON] = textWithSuffix(String(pending.columns[REASON] ?? ""), NOT_CARRIED_OUT);
       }
     }
     if (!this.#closed && this.#retryTimer === null) {

@@ -16,6 +16,11 @@ function text(value: string): string {
   return value.length > MAX_TEXT_CHARS ? cut(value, MAX_TEXT_CHARS) : value;
 }
 
+/** `value` with `suffix` after it, the whole within MAX_TEXT_CHARS: `value` is cut to make room, never `suffix`. */
+export function textWithSuffix(value: string, suffix: string): string {
+  return `${cut(value, MAX_TEXT_CHARS - suffix.length)}${suffix}`;
+}
+
 function optionalText(value: string | null | undefined): string | null {
   return value === null || value === undefined ? null : text(value);
 }

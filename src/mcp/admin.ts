@@ -15,7 +15,7 @@ import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js"
 import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
 import pkg from "../../package.json" with { type: "json" };
-import { type AuditEvent, AuditLog } from "../audit/index.ts";
+import { type AuditEvent, AuditLog, type DurableOptions } from "../audit/index.ts";
 import { type Config, ConfigError, parseConfig, type RuleConfig } from "../config/index.ts";
 import { compilePolicy } from "../policy/index.ts";
 import {
@@ -392,8 +392,11 @@ function configWriteEvent(
   };
 }
 
-/** Records `event` in the config's audit log and waits until it is on disk; a ToolError when it cannot be. */
-async function audited(config: Config, event: AuditEvent): Promise<void> {
+/**
+ * Records `event` in the config's audit log and waits until it is on disk; a ToolError when it cannot be. `opts`
+ * as for AuditLog.durable: a row that records a failure after the fact passes `{ gate: false }`.
+ */
+async function audited(config: Config, event: AuditEvent, opts: DurableOptions = {}): Promise<void> {
   let log: AuditLog;
   try {
     log = AuditLog.open(config.audit.path);
@@ -401,7 +404,7 @@ async function audited(config: Config, event: AuditEvent): Promise<void> {
     throw new ToolError(`refused: the audit log cannot be opened (${(e as Error).message}); the file is unchanged`);
   }
   try {
-    await log.durable(event);
+    await log.durable(event, opts);
   } catch (e) {
     throw new ToolError(`refused: the audit row could not be written (${(e as Error).message}); the file is unchanged`);
   } finally {
@@ -451,7 +454,10 @@ function registerWriteTools(server: McpServer, file: string, env: Env, answer: A
     try {
       ({ backup } = writeConfig(file, before, after));
     } catch (e) {
-      await audited(config, event("error", `${what}: not written: ${(e as Error).message}`)).catch(() => {});
+      // The failure is a fact already: its row is never marked "not carried out" (docs/audit.md "Failure").
+      await audited(config, event("error", `${what}: not written: ${(e as Error).message}`), { gate: false }).catch(
+        () => {},
+      );
       throw e;
     }
     const reload = await reloadRunning(file, env);

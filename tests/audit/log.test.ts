@@ -191,12 +191,35 @@ describe("batched writer", () => {
 
   test("commitNow() commits one batch at once and leaves a backlog to the drain, a batch per turn", async () => {
     const log = AuditLog.open(scratch.file("within-backlog.db"), { maxBatch: 10, batchMs: 10_000 });
-    const waiting = Array.from({ length: 25 }, (_, i) => log.durableWithin(sampleEvent({ target: `b${i}` }), 5_000));
+    // Five callers, each queueing five rows in a turn of its own (rows of one turn are never split).
+    const waiting: Promise<number>[] = [];
+    for (let turn = 0; turn < 5; turn++) {
+      for (let i = 0; i < 5; i++) waiting.push(log.durableWithin(sampleEvent({ target: `b${turn}.${i}` }), 5_000));
+      await null;
+    }
     log.commitNow();
     expect(log.queued).toBe(15);
     const ids = await Promise.all(waiting);
     expect(log.queued).toBe(0);
     expect(log.query({ order: "asc" }).map((r) => r.id)).toEqual(ids);
+    await log.close();
+  });
+
+  test("rows queued in one turn are committed together, past maxBatch: an operation's rows all or none", async () => {
+    const log = AuditLog.open(scratch.file("one-turn.db"), { maxBatch: 2, batchMs: 10_000 });
+    log.record(sampleEvent({ target: "read" }));
+    const rows = Promise.all([1, 2].map((n) => log.durableWithin(sampleEvent({ target: `message ${n}` }), 5_000)));
+    log.commitNow(); // one transaction, at most maxBatch rows but for rows of the same turn
+    expect(log.queued).toBe(0);
+    await rows;
+    await null;
+    // A row of a later turn starts a transaction of its own.
+    log.record(sampleEvent({ target: "later 1" }));
+    log.record(sampleEvent({ target: "later 2" }));
+    await null;
+    log.record(sampleEvent({ target: "later 3" }));
+    log.commitNow();
+    expect(log.queued).toBe(1);
     await log.close();
   });
 

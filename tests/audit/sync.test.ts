@@ -130,6 +130,32 @@ test("a failed fdatasync: a gating row gets a follow-up row saying it was not ca
   await log.close();
 });
 
+test("a failed fdatasync while the log closes: the follow-up row is committed before the file is closed", async () => {
+  const held = heldSync();
+  const path = scratch.file("closing.db");
+  const log = AuditLog.open(path, { syncFile: held.syncFile, log: () => {} });
+  const gated = log.durable(sampleEvent({ command: "EXPUNGE", target: "9" })).catch((e) => e);
+  await tick();
+  const closed = log.close().then(
+    () => null,
+    (e) => e,
+  );
+  held.calls[0]!.settle(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
+  expect(await gated).toBeInstanceOf(AuditUnavailableError);
+  // The follow-up's commit asks for another fdatasync; it fails too.
+  for (let i = 0; i < 100 && held.calls.length < 2; i++) await tick();
+  held.calls[1]!.settle(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
+  expect(await closed).toBeInstanceOf(AuditUnavailableError);
+  const reader = AuditLog.open(path, { readonly: true });
+  const rows = reader.query({ order: "asc" });
+  expect(rows.map((r) => [r.command, r.decision, r.target])).toEqual([
+    ["EXPUNGE", "allow", "9"],
+    ["EXPUNGE", "error", "9"],
+  ]);
+  expect(rows[1]!.detail).toEqual({ row: rows[0]!.id });
+  await reader.close();
+});
+
 test("the real fdatasync: rows acknowledged, the -wal file kept in place, close() syncs what is left", async () => {
   const path = scratch.file("real.db");
   const log = AuditLog.open(path);
