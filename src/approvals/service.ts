@@ -102,6 +102,10 @@ async function login(ctx: ApprovalContext, held: HeldMessage): Promise<UpstreamS
   if (smtp === null) throw new Error("the config has no [smtp] section to send through");
   const target = smtpUpstreamTarget(smtp);
   if (held.credentials !== null) {
+    // A reload to vault mode ends the pass-through sessions (docs/operations.md "Reload"); their held messages are
+    // not sent with the agent's own login either.
+    if (ctx.config.agents.length > 0)
+      throw new Error("the proxy now takes agent tokens only: a message held in pass-through mode is not sent");
     stillAnIdentity(held, sessionIdentities(held.credentials.username, smtp.identities));
     return UpstreamSession.open(target, held.credentials);
   }

@@ -226,6 +226,20 @@ describe("ask", () => {
     }
   });
 
+  test("after a reload to vault mode a message held in pass-through mode is not sent: still held", async () => {
+    const m = marker();
+    const id = heldId((await send(`vault-${m}@outside.example`, m)).text);
+    // Only the number of agents matters here: any [[agents]] entry puts the config in vault mode.
+    const agent = { name: "bot" } as unknown as (typeof proxy.config.agents)[number];
+    const vaultNow: ApprovalContext = { ...ctx, config: { ...proxy.config, agents: [agent] } };
+    expect(await approve(vaultNow, id, "test")).toEqual({
+      outcome: "not-sent",
+      reason: "the proxy now takes agent tokens only: a message held in pass-through mode is not sent",
+    });
+    expect(store.row(id)!.state).toBe("held");
+    expect(await deny(ctx, id, "test", null)).toMatchObject({ outcome: "denied" });
+  });
+
   test("a message left sending by a dead process is never sent again: needs-check", async () => {
     const m = marker();
     const id = heldId((await send(`w-${m}@outside.example`, m)).text);
