@@ -578,7 +578,8 @@ const MEDIA_TYPE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0
  * that block, is the type only when it is a well-formed media type name, else application/octet-stream.
  */
 export function attachmentResult(filename: string, type: string, bytes: Uint8Array | null): CallToolResult {
-  const named = untrusted(`${JSON.stringify(filename)} (${oneLine(type)})`);
+  // One line, and without the bidirectional controls JSON.stringify leaves as they are (`a\u202Etxt.exe`).
+  const named = untrusted(`${JSON.stringify(oneLine(filename))} (${oneLine(type)})`);
   if (bytes === null)
     return failure(`get_attachment: the attachment uses a transfer encoding that is not known:\n${named}`);
   if (bytes.length > MAX_ATTACHMENT_BYTES)
