@@ -13,7 +13,7 @@ import type { AuditEvent } from "../audit/index.ts";
 import { AuditUnavailableError } from "../audit/index.ts";
 import type { Config } from "../config/types.ts";
 import { logAccess, logLoginFailure, moduleLogger } from "../log.ts";
-import { type Connection, type TlsIdentity, UpstreamError } from "../net/index.ts";
+import { type Connection, sameUpstream, type TlsIdentity, UpstreamError, type UpstreamTarget } from "../net/index.ts";
 import type { Decision, Operation } from "../policy/index.ts";
 import { authCapabilities, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
 import { messageFilter } from "./classify.ts";
@@ -169,7 +169,12 @@ export class ImapSession implements LoginSession, CompressSession {
   /** The upstream account (`host:port/user`, no secret): the classification cache's key. */
   account = "";
   /** What the login used, to tell after a reload whether this session may go on (`reloaded`). */
-  #credentials: { readonly username: string; readonly login: SessionLogin } | null = null;
+  #credentials: {
+    readonly username: string;
+    readonly login: SessionLogin;
+    /** The server the login's upstream session was opened to (`sameUpstream` after a reload). */
+    readonly upstream: UpstreamTarget;
+  } | null = null;
   #generation: number;
   readonly #connectedAtMs = Date.now();
   #commands = 0;
@@ -212,8 +217,7 @@ export class ImapSession implements LoginSession, CompressSession {
   reloaded(): boolean {
     const c = this.#credentials;
     if (c === null || this.#closed) return false;
-    const up = this.ctx.upstream;
-    const upstreamChanged = this.account !== `${up.host}:${up.port}/${c.username}`;
+    const upstreamChanged = !sameUpstream(c.upstream, this.ctx.upstream);
     const why = reloadEndReason(this.ctx.config, c.login, this.conn.remoteAddress, upstreamChanged);
     if (why === null) return !this.followReload();
     this.#endByReload(why);
@@ -1053,6 +1057,7 @@ export class ImapSession implements LoginSession, CompressSession {
     const found = agent === null ? undefined : config.agents.find((a) => a.name === agent);
     this.#credentials = {
       username: upstreamUser,
+      upstream: up.target,
       // A vault agent not found here (never: its login was just checked) gets values no reload can match.
       login:
         agent === null

@@ -123,6 +123,11 @@ export class UpstreamSession {
     return this.#conn.secure;
   }
 
+  /** The server this session was opened to, as the config named it then. */
+  get target(): UpstreamTarget {
+    return this.#target;
+  }
+
   get closed(): boolean {
     return this.#conn.closed;
   }

@@ -18,6 +18,7 @@ export { FailureThrottle, type ThrottleLimits } from "./throttle.ts";
 export {
   connectUpstream,
   readCaFile,
+  sameUpstream,
   tlsOptions,
   UpstreamError,
   type UpstreamTarget,

@@ -24,6 +24,21 @@ export interface UpstreamTarget {
   readonly connectTimeoutMs: number;
 }
 
+/**
+ * Whether two targets are the same server reached the same way: address, TLS mode, certificate checking and the
+ * extra CAs. A reload that changes any of them ends the sessions connected under the old ones (docs/operations.md
+ * "Reload"): their connection was set up, and its certificate checked or not, as the operator no longer wants.
+ */
+export function sameUpstream(a: UpstreamTarget, b: UpstreamTarget): boolean {
+  return (
+    a.host === b.host &&
+    a.port === b.port &&
+    a.tls === b.tls &&
+    a.skipVerify === b.skipVerify &&
+    a.extraCa === b.extraCa
+  );
+}
+
 /** Reads upstream_ca_file once at startup; throws with the file name when unreadable. */
 export function readCaFile(file: string | null): string | null {
   if (file === null) return null;

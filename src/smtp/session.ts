@@ -24,7 +24,7 @@ import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { logAccess, logLoginFailure, moduleLogger } from "../log.ts";
 import type { Connection, FailureThrottle, TlsIdentity, UpstreamTarget } from "../net/index.ts";
-import { LineFramer, SessionCounter, UpstreamError } from "../net/index.ts";
+import { LineFramer, SessionCounter, sameUpstream, UpstreamError } from "../net/index.ts";
 import type { Decision, Outcome, Policy } from "../policy/index.ts";
 import { describeExceeded, type QuotaSubject, type Quotas } from "../quotas/index.ts";
 import { parsePathArgument } from "./address.ts";
@@ -211,7 +211,7 @@ export class SmtpSession {
             username: identity.account.username,
             loginKey: accountLoginKey(identity.account),
           };
-    const upstreamChanged = this.#upstreamKey !== this.#currentUpstreamKey();
+    const upstreamChanged = this.#upstreamAtLogin !== null && !sameUpstream(this.#upstreamAtLogin, this.#ctx.upstream);
     const why = reloadEndReason(this.#ctx.config, login, this.#conn.remoteAddress, upstreamChanged);
     if (why === null) return false;
     moduleLogger("smtp").info(`session ${this.id}: ended by reload: ${why}`);
@@ -222,12 +222,8 @@ export class SmtpSession {
     return true;
   }
 
-  #upstreamKey = "";
-
-  #currentUpstreamKey(): string {
-    const u = this.#ctx.upstream;
-    return `${u.host}:${u.port}:${u.tls}`;
-  }
+  /** The upstream in force at the login (pass-through: the one its kept connection was opened to). */
+  #upstreamAtLogin: UpstreamTarget | null = null;
 
   /** Ends the session from outside (proxy shutdown). */
   shutdown(): void {
@@ -719,7 +715,8 @@ export class SmtpSession {
       this.#send(reply(501, "5.5.2", "Malformed authentication response"));
       return;
     }
-    const { config } = this.#ctx;
+    // The upstream in force now: the one a connection kept for sending is opened to, and the one a reload compares.
+    const { config, upstream: upstreamTarget } = this.#ctx;
     if (config.agents.length > 0) {
       const result = checkAgentLogin(config.agents, attempt, this.#conn.remoteAddress);
       if (!result.ok) return this.#authFailed(attempt.username, result.reason);
@@ -770,7 +767,7 @@ export class SmtpSession {
       const credentials: Credentials = { username: attempt.username, password: attempt.password };
       let opened: UpstreamSession;
       try {
-        opened = await UpstreamSession.open(this.#ctx.upstream, credentials);
+        opened = await UpstreamSession.open(upstreamTarget, credentials);
       } catch (e) {
         if (e instanceof UpstreamAuthError)
           return this.#authFailed(attempt.username, `upstream refused the login (${e.reply.code})`);
@@ -797,7 +794,7 @@ export class SmtpSession {
       this.#upstream = opened;
       this.#identity = { mode: "pass-through", user: attempt.username, credentials };
     }
-    this.#upstreamKey = this.#currentUpstreamKey();
+    this.#upstreamAtLogin = upstreamTarget;
     this.#loginResult = "ok";
     this.#audit({ command: "AUTH", target: attempt.username, decision: "allow", reason: "login accepted" });
     this.#send(reply(235, "2.7.0", "Authentication successful"));
