@@ -76,8 +76,8 @@ interface Pending {
   waiter: Waiter | null;
   /** Whether an operation waits for this row and is refused when it cannot be written (DurableOptions.gate). */
   gate: boolean;
-  /** The turn of the event loop it was queued in (`#turn`): rows of one turn are never split between commits. */
-  turn: number;
+  /** The operation it belongs to (DurableOptions.group): rows of one group are never split between commits. */
+  group: object | null;
 }
 
 /** How a durable() row relates to what the caller does next. */
@@ -89,6 +89,12 @@ export interface DurableOptions {
    * `detail.row` the id). False: the row records a step already taken, and stays as it was.
    */
   readonly gate?: boolean;
+  /**
+   * The operation the row belongs to, when it has several rows (one per message of an APPEND, a send's RCPT and
+   * DATA rows): any object, the same for each of its rows, queued one after the other. They are committed in one
+   * transaction even past `maxBatch`, so that a failure keeps all of them (each marked NOT_CARRIED_OUT) or none.
+   */
+  readonly group?: object;
 }
 
 /**
@@ -119,16 +125,6 @@ export class AuditLog {
   #queue: (Pending | undefined)[] = [];
   #head = 0;
   #enqueued = 0;
-  /**
-   * Counts turns of the event loop in which rows were queued: it moves on at the first microtask checkpoint after a
-   * row, so the rows a caller queues at once (`Promise.all(rows.map(durable))`) share a number.
-   */
-  #turn = 0;
-  #turnOpen = false;
-  #endTurn = (): void => {
-    this.#turn++;
-    this.#turnOpen = false;
-  };
   #committed = 0;
   #draining: Promise<void> | null = null;
   #timer: Timer | null = null;
@@ -275,7 +271,7 @@ export class AuditLog {
    */
   durable(ev: AuditEvent, opts: DurableOptions = {}): Promise<number> {
     return new Promise<number>((resolve, reject) => {
-      this.#enqueue(ev, { resolve, reject }, opts.gate ?? true);
+      this.#enqueue(ev, { resolve, reject }, opts.gate ?? true, opts.group ?? null);
       this.#flushSoon();
     });
   }
@@ -287,7 +283,7 @@ export class AuditLog {
    */
   durableWithin(ev: AuditEvent, withinMs: number, opts: DurableOptions = {}): Promise<number> {
     return new Promise<number>((resolve, reject) => {
-      this.#enqueue(ev, { resolve, reject }, opts.gate ?? true);
+      this.#enqueue(ev, { resolve, reject }, opts.gate ?? true, opts.group ?? null);
       const due = performance.now() + withinMs;
       if (this.#deferred !== null && this.#deferredDue <= due) return;
       if (this.#deferred !== null) clearTimeout(this.#deferred);
@@ -387,15 +383,27 @@ export class AuditLog {
     if (this.#retryTimer !== null) clearTimeout(this.#retryTimer);
     let failure: AuditUnavailableError | null = null;
     if (!this.readonly) {
+      let cause: unknown = null;
       try {
         await this.flush();
       } catch (e) {
-        // A failed fdatasync queues follow-up rows (#followUp) after the commits this flush made: commit them too,
-        // once, when commits still work; a row already in the file is otherwise left without its follow-up.
-        if (this.queued > 0 && this.#error === null) await this.flush().catch(() => {});
+        cause = e;
+      }
+      // A failed fdatasync queues follow-up rows (#followUp) after the commits this flush made: commit them too,
+      // once, when commits still work; a row already in the file is otherwise left without its follow-up. When
+      // that flush succeeds, everything is in the file and synced: the close succeeds.
+      if (cause !== null && this.queued > 0 && this.#error === null) {
+        try {
+          await this.flush();
+          cause = null;
+        } catch (e) {
+          cause = e;
+        }
+      }
+      if (cause !== null) {
         failure = new AuditUnavailableError(
-          `audit: closing ${this.path} with ${this.queued} rows that could not be written: ${errorMessage(e)}`,
-          { cause: e },
+          `audit: closing ${this.path} with ${this.queued} rows that could not be written: ${errorMessage(cause)}`,
+          { cause },
         );
         this.#log(failure.message);
       }
@@ -418,7 +426,7 @@ export class AuditLog {
     if (this.readonly) throw new AuditUnavailableError(`audit: ${this.path} is open read-only`);
   }
 
-  #enqueue(ev: AuditEvent, waiter: Waiter | null, gate = false): void {
+  #enqueue(ev: AuditEvent, waiter: Waiter | null, gate = false, group: object | null = null): void {
     this.#checkWritable();
     if (this.#error !== null) throw this.#error;
     if (this.#syncError !== null) throw this.#syncError;
@@ -427,11 +435,7 @@ export class AuditLog {
     }
     if (!DECISIONS.includes(ev.decision)) throw new TypeError(`audit: unknown decision ${JSON.stringify(ev.decision)}`);
     if (!PROTOCOLS.includes(ev.protocol)) throw new TypeError(`audit: unknown protocol ${JSON.stringify(ev.protocol)}`);
-    if (!this.#turnOpen) {
-      this.#turnOpen = true;
-      queueMicrotask(this.#endTurn);
-    }
-    this.#queue.push({ columns: toColumns(ev), waiter, gate, turn: this.#turn });
+    this.#queue.push({ columns: toColumns(ev), waiter, gate, group });
     this.#enqueued++;
     countDecision(ev.protocol, ev.operation, ev.decision);
   }
@@ -475,9 +479,10 @@ export class AuditLog {
   #commitBatch(): void {
     const from = this.#head;
     let to = Math.min(this.#queue.length, from + this.#maxBatch);
-    // The rows of one turn go in one transaction, even past maxBatch: an operation whose rows were queued together
-    // (an APPEND of several messages, a send's rows) has them all committed or all kept, never half of them.
-    while (to < this.#queue.length && this.#queue[to]!.turn === this.#queue[to - 1]!.turn) to++;
+    // The rows of one group go in one transaction, even past maxBatch: an operation that queued several rows (an
+    // APPEND of several messages, a send's rows) has them all committed or all kept, never half of them.
+    const group = this.#queue[to - 1]?.group ?? null;
+    while (group !== null && to < this.#queue.length && this.#queue[to]!.group === group) to++;
     let ids: number[];
     try {
       ids = this.#insertBatch?.(from, to) ?? [];
@@ -593,7 +598,7 @@ export class AuditLog {
     columns[DECISION] = "error";
     columns[REASON] = `row ${id} is in the file but could not be synced to disk; not carried out`;
     columns[DETAIL] = JSON.stringify({ row: id });
-    this.#queue.push({ columns, waiter: null, gate: false, turn: -1 });
+    this.#queue.push({ columns, waiter: null, gate: false, group: null });
     this.#enqueued++;
     countDecision(String(columns[PROTOCOL]), (columns[OPERATION] as string | null) ?? null, "error");
     if (!this.#closed && this.#timer === null) this.#timer = setTimeout(this.#onTimer, this.#batchMs);

@@ -958,8 +958,8 @@ export class ImapSession implements LoginSession, CompressSession {
   }
 
   /** Records and waits until the row is on disk: for writes, before they go upstream (docs/audit.md). */
-  async auditDurable(ev: Row): Promise<void> {
-    await this.ctx.audit.durable(this.#event(ev));
+  async auditDurable(ev: Row, group?: object): Promise<void> {
+    await this.ctx.audit.durable(this.#event(ev), group === undefined ? {} : { group });
     this.#release();
   }
 

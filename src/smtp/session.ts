@@ -1237,9 +1237,11 @@ export class SmtpSession {
     // The rows must be on disk before the message reaches the upstream (docs/audit.md "What a row records"), that is
     // before the final dot. They wait for company (at most SEND_COMMIT_WAIT_MS) while MAIL, the RCPTs and DATA go
     // upstream; the replay commits them once DATA is accepted, and holds its end of data until they are on disk.
-    const gate = new CommitGate(
-      Promise.all(rows.map((row) => audit.durableWithin(row, this.#ctx.limits.sendCommitWaitMs))),
-      () => audit.commitNow(),
+    // One group: the send's rows are committed together or kept together (docs/audit.md).
+    const group = {};
+    const wait = this.#ctx.limits.sendCommitWaitMs;
+    const gate = new CommitGate(Promise.all(rows.map((row) => audit.durableWithin(row, wait, { group }))), () =>
+      audit.commitNow(),
     );
     this.#send(await this.#replay(tx, facts.messageId, gate));
   }
@@ -1299,7 +1301,8 @@ export class SmtpSession {
     // can fail.
     const audit = this.#ctx.audit;
     try {
-      await Promise.all(rows.map((row) => audit.durable(row)));
+      const group = {};
+      await Promise.all(rows.map((row) => audit.durable(row, { group })));
     } catch (e) {
       moduleLogger("smtp").error(`audit log unavailable, message not held: ${(e as Error).message}`);
       this.#send(reply(451, "4.3.0", "Audit log unavailable; nothing was sent, try again later"));

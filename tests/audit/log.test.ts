@@ -191,12 +191,7 @@ describe("batched writer", () => {
 
   test("commitNow() commits one batch at once and leaves a backlog to the drain, a batch per turn", async () => {
     const log = AuditLog.open(scratch.file("within-backlog.db"), { maxBatch: 10, batchMs: 10_000 });
-    // Five callers, each queueing five rows in a turn of its own (rows of one turn are never split).
-    const waiting: Promise<number>[] = [];
-    for (let turn = 0; turn < 5; turn++) {
-      for (let i = 0; i < 5; i++) waiting.push(log.durableWithin(sampleEvent({ target: `b${turn}.${i}` }), 5_000));
-      await null;
-    }
+    const waiting = Array.from({ length: 25 }, (_, i) => log.durableWithin(sampleEvent({ target: `b${i}` }), 5_000));
     log.commitNow();
     expect(log.queued).toBe(15);
     const ids = await Promise.all(waiting);
@@ -205,21 +200,26 @@ describe("batched writer", () => {
     await log.close();
   });
 
-  test("rows queued in one turn are committed together, past maxBatch: an operation's rows all or none", async () => {
-    const log = AuditLog.open(scratch.file("one-turn.db"), { maxBatch: 2, batchMs: 10_000 });
+  test("the rows of one group are committed together, past maxBatch: an operation's rows all or none", async () => {
+    const log = AuditLog.open(scratch.file("group.db"), { maxBatch: 2, batchMs: 10_000 });
     log.record(sampleEvent({ target: "read" }));
-    const rows = Promise.all([1, 2].map((n) => log.durableWithin(sampleEvent({ target: `message ${n}` }), 5_000)));
-    log.commitNow(); // one transaction, at most maxBatch rows but for rows of the same turn
+    const group = {};
+    const rows = [1, 2, 3].map((n) => log.durableWithin(sampleEvent({ target: `message ${n}` }), 5_000, { group }));
+    log.commitNow(); // one transaction: maxBatch rows, then the rest of the last row's group
     expect(log.queued).toBe(0);
-    await rows;
-    await null;
-    // A row of a later turn starts a transaction of its own.
-    log.record(sampleEvent({ target: "later 1" }));
-    log.record(sampleEvent({ target: "later 2" }));
-    await null;
-    log.record(sampleEvent({ target: "later 3" }));
+    await Promise.all(rows);
+    // Rows of no group are cut at maxBatch as before.
+    for (let i = 0; i < 3; i++) log.record(sampleEvent({ target: `plain ${i}` }));
     log.commitNow();
     expect(log.queued).toBe(1);
+    await log.flush();
+    // A group that begins inside a batch: the batch takes the rest of it.
+    const other = {};
+    log.record(sampleEvent({ target: "before" }));
+    const more = [1, 2].map((n) => log.durableWithin(sampleEvent({ target: `other ${n}` }), 5_000, { group: other }));
+    log.commitNow();
+    expect(log.queued).toBe(0);
+    await Promise.all(more);
     await log.close();
   });
 

@@ -142,10 +142,11 @@ test("a failed fdatasync while the log closes: the follow-up row is committed be
   );
   held.calls[0]!.settle(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
   expect(await gated).toBeInstanceOf(AuditUnavailableError);
-  // The follow-up's commit asks for another fdatasync; it fails too.
+  // The follow-up's commit asks for another fdatasync. It succeeds: every row is in the file and synced, so the
+  // close succeeds too (it would reject, saying why, if that one failed as well).
   for (let i = 0; i < 100 && held.calls.length < 2; i++) await tick();
-  held.calls[1]!.settle(Object.assign(new Error("EIO: i/o error, fdatasync"), { code: "EIO" }));
-  expect(await closed).toBeInstanceOf(AuditUnavailableError);
+  held.calls[1]!.settle();
+  expect(await closed).toBeNull();
   const reader = AuditLog.open(path, { readonly: true });
   const rows = reader.query({ order: "asc" });
   expect(rows.map((r) => [r.command, r.decision, r.target])).toEqual([

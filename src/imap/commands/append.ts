@@ -24,20 +24,24 @@ export async function append(s: Session, cmd: CommandOf<"APPEND">): Promise<void
   if (cmd.messages.some((m) => m.flags.some((f) => f.toUpperCase() === "\\DELETED"))) {
     s.require("APPEND", "mail:delete", p);
   }
-  // Rows queued in the same turn share one commit (docs/audit.md).
+  // Rows queued in the same turn share one commit, and as one group they are never split (docs/audit.md).
+  const group = {};
   await Promise.all(
     cmd.messages.map((m, i) =>
-      s.auditDurable({
-        command: "APPEND",
-        operation: "mail:append",
-        folder: p,
-        target: n === 1 ? `${m.message.length} octets` : `message ${i + 1} of ${n}, ${m.message.length} octets`,
-        decision: "allow",
-        rule: d.rule,
-        ruleIndex: d.ruleIndex,
-        reason: d.reason,
-        count: 1,
-      }),
+      s.auditDurable(
+        {
+          command: "APPEND",
+          operation: "mail:append",
+          folder: p,
+          target: n === 1 ? `${m.message.length} octets` : `message ${i + 1} of ${n}, ${m.message.length} octets`,
+          decision: "allow",
+          rule: d.rule,
+          ruleIndex: d.ruleIndex,
+          reason: d.reason,
+          count: 1,
+        },
+        group,
+      ),
     ),
   );
   const st = await s.upstreamRun({

@@ -142,8 +142,11 @@ export interface Session {
   require(command: string, op: Operation, folder: string, target?: string | null): Decision;
   /** Queues a row; an accepted allow row releases the command's held output. */
   auditRow(ev: Row): void;
-  /** Records and waits until the row is on disk: for writes, before they go upstream (docs/audit.md). */
-  auditDurable(ev: Row): Promise<void>;
+  /**
+   * Records and waits until the row is on disk: for writes, before they go upstream (docs/audit.md). Rows of one
+   * command pass the same `group` (DurableOptions.group).
+   */
+  auditDurable(ev: Row, group?: object): Promise<void>;
   /** Throws AuditUnavailableError while the audit log is known to be failing. */
   requireAudit(): void;
 }
