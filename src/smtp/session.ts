@@ -795,6 +795,9 @@ export class SmtpSession {
       this.#identity = { mode: "pass-through", user: attempt.username, credentials };
     }
     this.#upstreamAtLogin = upstreamTarget;
+    // A reload while the login was checked upstream (the awaits above) did not judge this session, which was not
+    // logged in yet: it is judged now against the config in force, before the 235, as the IMAP login does.
+    if (this.reloaded()) return;
     this.#loginResult = "ok";
     this.#audit({ command: "AUTH", target: attempt.username, decision: "allow", reason: "login accepted" });
     this.#send(reply(235, "2.7.0", "Authentication successful"));

@@ -5,9 +5,10 @@
  */
 
 import { afterAll, expect, test } from "bun:test";
+import { connect, createServer, type Socket } from "node:net";
 import { createMailbox, upstreams } from "../fixtures/index.ts";
 import { RawImap, startTestProxy as startImapProxy } from "../imap/helpers.ts";
-import { loggedIn, startTestProxy as startSmtpProxy } from "../smtp/helpers.ts";
+import { loggedIn, RawClient, startTestProxy as startSmtpProxy } from "../smtp/helpers.ts";
 
 const closing: (() => Promise<void>)[] = [];
 afterAll(async () => {
@@ -45,4 +46,60 @@ test("SMTP: upstream_tls_skip_verify changed: a pass-through session ends with 4
     421,
     "4.3.2 Configuration changed; this session ends, log in again",
   ]);
+});
+
+test("SMTP: a reload while a pass-through AUTH waits for the upstream is judged before the 235: 421", async () => {
+  // A relay to Postfix that holds each connection until the test lets it through: the proxy's AUTH waits there.
+  const up = upstreams();
+  let arrived!: () => void;
+  const connected = new Promise<void>((resolve) => {
+    arrived = resolve;
+  });
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const sockets: Socket[] = [];
+  const relay = createServer((client) => {
+    sockets.push(client);
+    client.pause();
+    arrived();
+    void released.then(() => {
+      const server = connect(up.ports.smtp, up.host);
+      sockets.push(server);
+      client.pipe(server).on("error", () => {});
+      server.pipe(client).on("error", () => {});
+      client.on("error", () => server.destroy());
+      server.on("error", () => client.destroy());
+      client.resume();
+    });
+  });
+  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+  const relayPort = (relay.address() as { port: number }).port;
+  closing.push(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => relay.close(() => resolve()));
+  });
+  const proxy = await startSmtpProxy({
+    rules: '[[rules]]\nname = "all"\naction = "allow"\n',
+    upstreamAddr: `127.0.0.1:${relayPort}`,
+  });
+  closing.push(() => proxy.close());
+  const user = up.users[0]!;
+  const c = await RawClient.connect(proxy.port);
+  await c.reply();
+  await c.command("EHLO client.test");
+  const auth = c.command(`AUTH PLAIN ${Buffer.from(`\0${user.user}\0${user.password}`).toString("base64")}`);
+  await connected;
+  // Not logged in yet: the reload itself ends nothing.
+  const smtp = proxy.config.smtp!;
+  const next = { ...proxy.config, smtp: { ...smtp, upstreamTlsSkipVerify: true } };
+  expect(proxy.proxy.prepareReload(next).commit()).toBe(0);
+  release();
+  const reply = await auth;
+  expect([reply.code, reply.lines.join(" ")]).toEqual([
+    421,
+    "4.3.2 Configuration changed; this session ends, log in again",
+  ]);
+  await c.waitClosed();
 });
