@@ -109,6 +109,13 @@ async function login(ctx: ApprovalContext, held: HeldMessage): Promise<UpstreamS
     stillAnIdentity(held, sessionIdentities(held.credentials.username, smtp.identities));
     return UpstreamSession.open(target, held.credentials);
   }
+  // Vault mode: the agent that sent it must still be configured, with the same account, as a reload ends its
+  // sessions otherwise (docs/operations.md "Reload"); a revoked agent's held messages are not sent.
+  if (held.agent !== null) {
+    const agent = ctx.config.agents.find((a) => a.name === held.agent);
+    if (agent === undefined) throw new Error(`the agent ${held.agent} is no longer configured`);
+    if (agent.account !== held.account) throw new Error(`the agent ${held.agent} now uses another account`);
+  }
   const account = held.account === null ? undefined : ctx.config.accounts[held.account];
   if (account === undefined) throw new Error(`account ${JSON.stringify(held.account)} is no longer configured`);
   stillAnIdentity(held, sessionIdentities(account.username, account.identities));

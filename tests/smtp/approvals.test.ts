@@ -23,6 +23,8 @@ import {
   startTestProxy,
   type TestProxy,
   upstreams,
+  vaultClient,
+  vaultConfig,
   waitForSink,
 } from "./helpers.ts";
 
@@ -238,6 +240,38 @@ describe("ask", () => {
     });
     expect(store.row(id)!.state).toBe("held");
     expect(await deny(ctx, id, "test", null)).toMatchObject({ outcome: "denied" });
+  });
+
+  test("vault mode: a held message of an agent a reload removed is not sent; still held", async () => {
+    const token = "mg_approvals-vault-agent-token-0123456789";
+    const vault = await startTestProxy({ rules: vaultConfig(RULES, token), approvals: true });
+    try {
+      const m = marker();
+      const user = upstreams().users[0]!;
+      const c = await vaultClient(vault.port, token);
+      expect((await c.command(`MAIL FROM:<${user.user}>`)).code).toBe(250);
+      expect((await c.command(`RCPT TO:<agent-${m}@outside.example>`)).code).toBe(250);
+      expect((await c.command("DATA")).code).toBe(354);
+      c.write(dataPayload(message({ From: user.user, Subject: m }, `Hello ${m}\n`)));
+      const id = heldId((await c.reply()).lines.join(" "));
+      await c.command("QUIT");
+      const base: ApprovalContext = {
+        config: vault.config,
+        store: vault.approvals!,
+        audit: vault.audit,
+        protocol: "cli",
+      };
+      const removed: ApprovalContext = { ...base, config: { ...vault.config, agents: [] } };
+      expect(await approve(removed, id, "test")).toEqual({
+        outcome: "not-sent",
+        reason: "the agent bot is no longer configured",
+      });
+      expect(vault.approvals!.row(id)!.state).toBe("held");
+      expect(await approve(base, id, "test")).toMatchObject({ outcome: "sent" });
+      await waitForSink(`Hello ${m}`, 1);
+    } finally {
+      await vault.close();
+    }
   });
 
   test("a message left sending by a dead process is never sent again: needs-check", async () => {
