@@ -7,16 +7,16 @@
 
 /**
  * Characters never shown as they are: C0 controls but TAB (ESC, CR and LF among them), DEL, C1 (CSI among them),
- * the Unicode line and paragraph separators, and the bidirectional embeddings, overrides and isolates, which
- * reorder what a reader sees (a link or an address could read as another).
+ * the Unicode line and paragraph separators, and the bidirectional marks (ALM, LRM, RLM), embeddings, overrides and
+ * isolates, which reorder what a reader sees (a link or an address could read as another).
  */
-const UNSAFE = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const UNSAFE = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 
 /**
  * The same characters but C0: JSON.stringify already writes C0 controls as escapes, and its indentation is made of
  * the only C0 characters it leaves as they are (LF, and spaces), between tokens.
  */
-const UNSAFE_IN_JSON = /[\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
+const UNSAFE_IN_JSON = /[\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/g;
 
 /** Text from the agent's message made safe to show on one line: each unsafe character becomes U+FFFD. */
 export function clean(text: string): string {

@@ -29,7 +29,7 @@ const REPLACED = "\uFFFD[1A\uFFFD[2K\uFFFD2K\uFFFD";
  */
 const SUBJECT = `report ${HOSTILE} end`;
 /** What a terminal could act on: C0 (but TAB and the LF between output lines), DEL, C1, bidi controls. */
-const RAW_CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
+const RAW_CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
 
 /** A held message with the agent's controls in its preview; `reply`: then approved and refused with that reply. */
 function heldMessage(reply?: string): { file: string; id: string } {
@@ -108,13 +108,13 @@ test("show prints the agent's subject, text and attachment names without their c
 
 test("list prints no control character either, as text or JSON: an upstream reply is not trusted", async () => {
   // The upstream server's reply is kept with the row and listed (JSON): a C1 CSI in it is escaped there.
-  const reply = `550 \x9b2K\u202erefused`;
+  const reply = `550 \x9b2K\u202e\u200frefused`;
   const { file, id } = heldMessage(reply);
   const text = await run(["list", "-c", file]);
   expect(text).toContain(`${id}  failed`);
   expect(text).not.toMatch(RAW_CONTROL);
   const json = await run(["list", "-c", file, "--json"]);
   expect(json).not.toMatch(RAW_CONTROL);
-  expect(json).toContain("550 \\u009b2K\\u202erefused");
+  expect(json).toContain("550 \\u009b2K\\u202e\\u200frefused");
   expect(JSON.parse(json) as unknown).toMatchObject([{ id, upstreamReply: reply }]);
 });

@@ -273,7 +273,7 @@ describe("tool limits and untrusted blocks", () => {
   });
 
   test("a header's bidirectional overrides and isolates are not passed on: they reorder what a person sees", () => {
-    const reordered = Buffer.from("invoice \u202egpj.exe\u202c from \u2067boss\u2069").toString("base64");
+    const reordered = Buffer.from("invoice \u202egpj.exe\u202c from \u2067boss\u2069\u200f").toString("base64");
     const raw = bytes(`From: eve@evil.test\nSubject: =?utf-8?B?${reordered}?=\n\nbody\n`);
     const text = messageResultText("INBOX", 7, readMessage(raw));
     expect(text).toContain("subject: invoice  gpj.exe  from  boss ");
