@@ -79,6 +79,10 @@ export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> 
   // MODSEQ and CHANGEDSINCE (RFC 7162 §3.1.4): unfiltered folders only.
   if (cmd.changedSince !== undefined) requireModseq(s);
   if (cmd.items.some((i) => i.type === "MODSEQ")) requireModseq(s);
+  // BINARY[...] and BINARY.SIZE only where BINARY is offered (upstream has it, src/imap/capabilities.ts): an
+  // extension not offered is refused here, not relayed for upstream to answer (RFC 3516 §4).
+  if (cmd.items.some((i) => i.type === "BINARY[]" || i.type === "BINARY.SIZE") && !s.capabilities().includes("BINARY"))
+    throw new Refusal("BAD", null, "BINARY is not supported");
   if (cmd.uid) auditProbe(s, "UID FETCH", "mail:read", cmd.set);
   const d = s.require(cmd.name, "mail:read", p);
   const uids = target(box, cmd.uid, cmd.set);

@@ -78,6 +78,9 @@ export async function list(s: Session, cmd: CommandOf<"LIST" | "LSUB">): Promise
   // STATUS=SIZE and rev2's DELETED are not offered, as in STATUS (docs/protocol.md §2).
   if (statusItems?.some((i) => i === "SIZE" || i === "DELETED"))
     throw new Refusal("BAD", null, "Unsupported STATUS item");
+  // HIGHESTMODSEQ only where CONDSTORE is offered (upstream has it), as in STATUS: otherwise it is not relayed.
+  if (statusItems?.includes("HIGHESTMODSEQ") && !s.capabilities().includes("CONDSTORE"))
+    throw new Refusal("BAD", null, "Unsupported STATUS item");
   // Any LIST-EXTENDED syntax: a level without a folder is `\NonExistent` (RFC 5258 §3.4), as Dovecot answers.
   const extended = !lsub && (select.size > 0 || ret.size > 0 || patterns.length > 1);
   const bySubscription = lsub || select.has("SUBSCRIBED");

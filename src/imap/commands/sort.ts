@@ -53,6 +53,9 @@ export async function sort(s: Session, cmd: CommandOf<"SORT">): Promise<void> {
   const command = cmd.uid ? "UID SORT" : "SORT";
   // Not advertised without upstream SORT (src/imap/capabilities.ts): asking anyway is a client bug.
   if (s.up?.caps.has("SORT") !== true) throw new Refusal("BAD", null, "SORT is not supported");
+  // DISPLAYFROM and DISPLAYTO (RFC 5957) only with SORT=DISPLAY, which is offered only when upstream has it.
+  if (cmd.sortCriteria.some((c) => c.key === "DISPLAYFROM" || c.key === "DISPLAYTO") && !s.up.caps.has("SORT=DISPLAY"))
+    throw new Refusal("BAD", null, "SORT=DISPLAY is not supported");
   const d = s.require(cmd.name, "mail:read", p);
   const { criteria, local } = sessionCriteria(s, command, cmd.criteria);
   const found: number[] = [];
