@@ -11,15 +11,13 @@ import { connect, createServer, type Server, type Socket } from "node:net";
 import type { DeflateRaw } from "node:zlib";
 import { ImapFlow } from "imapflow";
 import { authCapabilities, PRE_AUTH_CAPABILITIES } from "../../src/imap/capabilities.ts";
-import {
-  MAX_APPEND_MESSAGE,
-  MAX_ARGUMENT_LITERAL,
-  MAX_NONSYNC_DRAIN,
-  MAX_NONSYNC_LITERAL,
-} from "../../src/imap/limits.ts";
+import { MAX_APPEND_MESSAGE, MAX_ARGUMENT_LITERAL, MAX_NONSYNC_DRAIN } from "../../src/imap/limits.ts";
 import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
 import { DeflateClient } from "./deflate-client.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
+
+/** LITERAL-'s cap (RFC 7888 §5): the largest literal imapflow sends as {n+}. */
+const LITERAL_MINUS_MAX = 4096;
 
 const RULES = `
 [[rules]]
@@ -155,7 +153,7 @@ describe("LITERAL+ offered", () => {
     });
     await new Promise<void>((r) => tap.listen(0, "127.0.0.1", r));
     const port = (tap.address() as { port: number }).port;
-    const small = Buffer.concat([Buffer.from("Subject: small\r\n\r\n"), Buffer.alloc(MAX_NONSYNC_LITERAL - 18, "s")]);
+    const small = Buffer.concat([Buffer.from("Subject: small\r\n\r\n"), Buffer.alloc(LITERAL_MINUS_MAX - 18, "s")]);
     const large = Buffer.concat([Buffer.from("Subject: large\r\n\r\n"), CHUNK, CHUNK, CHUNK]);
     // Uncompressed, so the tap can read the literal markers.
     const client = new ImapFlow({

@@ -8,19 +8,16 @@
  * LITERAL+). Responses to agents always form a single round (server literals never wait).
  */
 import type { ImapDate, ImapDateTime, Section, Value } from "./decoder.ts";
-import { MAX_NONSYNC_LITERAL } from "./limits.ts";
 import { encodeMutf7 } from "./mutf7.ts";
 import { type SeqSet, STAR } from "./seqset.ts";
 
 export interface EncoderOptions {
   /**
-   * `server`: literals to an agent, `{n}` without waiting. `client`: literals to
-   * upstream, which wait for `+` unless `literalPlus` (RFC 7888 LITERAL+; with
-   * `literalMinus` only literals up to 4096 octets go non-synchronizing).
+   * `server`: literals to an agent, `{n}` without waiting. `client`: literals to upstream, always synchronizing:
+   * each waits for the server's `+` (a round break), never `{n+}` (RFC 7888), so that a command the server refuses
+   * before reading its literal never sends the literal's octets (docs/protocol.md §4, "Upstream literals").
    */
   readonly side: "server" | "client";
-  readonly literalPlus?: boolean;
-  readonly literalMinus?: boolean;
 }
 
 /** Views at least this long are passed through by reference instead of copied. */
@@ -68,11 +65,6 @@ export class Encoder {
 
   constructor(options: EncoderOptions) {
     this.options = options;
-  }
-
-  /** Whether literals go without waiting for `+` (RFC 7888 LITERAL+), as the options said. */
-  get literalPlus(): boolean {
-    return this.options.literalPlus === true;
   }
 
   private ensure(n: number): void {
@@ -216,17 +208,11 @@ export class Encoder {
     return atomOk ? this.bytes(data) : this.string(data);
   }
 
-  /** A literal (`~{n}` if `binary`). Client side: `{n+}` or a round break, per options. */
+  /** A literal (`~{n}` if `binary`). Client side: a round break after its header, to wait for `+`. */
   literal(data: Uint8Array, binary = false): this {
-    const o = this.options;
-    const nonSync =
-      o.side === "client" &&
-      (o.literalPlus === true || (o.literalMinus === true && data.length <= MAX_NONSYNC_LITERAL));
     if (binary) this.byte(0x7e);
-    this.byte(0x7b).number(data.length);
-    if (nonSync) this.byte(0x2b);
-    this.byte(0x7d).crlf();
-    if (o.side === "client" && !nonSync) {
+    this.byte(0x7b).number(data.length).byte(0x7d).crlf();
+    if (this.options.side === "client") {
       this.flushView();
       this.rounds.push(this.chunks);
       this.chunks = [];

@@ -30,12 +30,6 @@ export const MAX_APPEND_MESSAGE = 50 * 1024 * 1024;
 export const MAX_ARGUMENT_LITERAL = 64 * 1024;
 
 /**
- * LITERAL- (RFC 7888 §5): the largest non-synchronizing literal the proxy sends to an upstream
- * that offers LITERAL- but not LITERAL+ (encoder.ts). Agents are offered LITERAL+ instead.
- */
-export const MAX_NONSYNC_LITERAL = 4096;
-
-/**
  * Literals in one command. APPEND needs one (three if the mailbox and date are literals);
  * a SEARCH with many string keys may need more. Bounds per-command bookkeeping.
  */

@@ -366,7 +366,7 @@ describe("commands: encode and re-parse give the same structure", () => {
     test(JSON.stringify(input), () => {
       const first = parse(input);
       if (!first.ok) throw new Error(first.error.message);
-      const enc = new Encoder({ side: "client", literalPlus: true });
+      const enc = new Encoder({ side: "client" });
       writeCommand(enc, first.value);
       const wire = enc.finishBytes();
       const again = parseCommand(frameOf(td.decode(wire)));

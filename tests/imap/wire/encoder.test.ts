@@ -107,12 +107,13 @@ describe("Encoder.number and literal headers", () => {
     expect(text((e) => e.raw("x".repeat(4094)).number(123456))).toBe("x".repeat(4094) + "123456");
   });
 
-  test("literal headers: {n}, ~{n}, and {n+} for a client with LITERAL+", () => {
+  test("literal headers: {n} and ~{n}; a client literal is never {n+} and always waits for + (a new round)", () => {
     expect(text((e) => e.literal(new Uint8Array(12)))).toStartWith("{12}\r\n");
     expect(text((e) => e.literal(new Uint8Array(3), true))).toStartWith("~{3}\r\n");
-    const c = new Encoder({ side: "client", literalPlus: true });
-    c.literal(new Uint8Array(5));
-    expect(new TextDecoder().decode(c.finishBytes())).toStartWith("{5+}\r\n");
+    const c = new Encoder({ side: "client" });
+    c.raw("a APPEND INBOX ").literal(new Uint8Array(5)).crlf();
+    const rounds = c.finish().map((r) => new TextDecoder().decode(Buffer.concat(r)));
+    expect(rounds).toEqual(["a APPEND INBOX {5}\r\n", "\0\0\0\0\0\r\n"]);
   });
 });
 

@@ -5,7 +5,6 @@ import {
   MAX_ARGUMENT_LITERAL,
   MAX_LINE,
   MAX_NONSYNC_DRAIN,
-  MAX_NONSYNC_LITERAL,
   MIN_ACCEPTED_LINE,
   parseCommand,
 } from "../../../src/imap/wire/index.ts";
@@ -192,7 +191,7 @@ describe("framer: limits at the limit and one past it", () => {
 
   test(`LITERAL+: a {n+} of ${MAX_ARGUMENT_LITERAL} is offered; one more is BAD [TOOBIG] and consumed`, () => {
     // No LITERAL- 4096 cap any more (RFC 7888 §3): the per-command limit is the only one.
-    const atSize = MAX_NONSYNC_LITERAL + 1;
+    const atSize = 4096 + 1; // one past LITERAL-'s cap (RFC 7888 §5)
     const append = run(new Framer({ role: "server" }), [bytes(`a APPEND x {${atSize}+}\r\n`)], "accept");
     expect(summarize(append)).toEqual([`literal a APPEND ${atSize}+`]);
     const ok = `a LOGIN x {${MAX_ARGUMENT_LITERAL}+}\r\n${"p".repeat(MAX_ARGUMENT_LITERAL)}\r\n`;

@@ -169,7 +169,7 @@ function exercise(frame: Frame, server: boolean): void {
   if (server) {
     const r = parseCommand(frame);
     if (r.ok) {
-      const e = new Encoder({ side: "client", literalPlus: true });
+      const e = new Encoder({ side: "client" });
       writeCommand(e, r.value);
       const again = reframe(e.finishBytes(), "server");
       if (again !== null && !parseCommand(again).ok) throw new Error("re-encoded command does not parse");

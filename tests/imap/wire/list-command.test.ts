@@ -80,7 +80,7 @@ describe("LIST-EXTENDED commands", () => {
     ]) {
       const r = parse(s);
       if (!r.ok) throw new Error(r.error.message);
-      const enc = new Encoder({ side: "client", literalPlus: true });
+      const enc = new Encoder({ side: "client" });
       writeCommand(enc, r.value);
       const wire = td.decode(enc.finishBytes());
       expect(wire).toBe(`${s}\r\n`);
