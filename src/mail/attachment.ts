@@ -94,6 +94,11 @@ const TOKEN_CHARS = "[a-z0-9!#$%&'*+.^_`{|}~-]+";
 const TOKEN = new RegExp(`^${TOKEN_CHARS}$`);
 const MEDIA_TYPE = new RegExp(`^${TOKEN_CHARS}/${TOKEN_CHARS}$`);
 
+/** Whether `text` is a media type name, `type/subtype` (RFC 2045 §5.1 tokens, any case), and nothing more. */
+export function isMediaType(text: string): boolean {
+  return MEDIA_TYPE.test(text.toLowerCase());
+}
+
 /** The type of an entity without Content-Type (RFC 2045 §5.2), and of such a part of a digest (RFC 2046 §5.1.5). */
 const DEFAULT_TYPE = "text/plain";
 const DIGEST_DEFAULT_TYPE = "message/rfc822";

@@ -15,11 +15,13 @@ export {
   entityOf,
   hasParam,
   isAttachmentEntity,
+  isMediaType,
   type MimeEntity,
   type ParameterizedValue,
   parseParameterized,
 } from "./attachment.ts";
 export { type BoundaryLine, delimiterOf, readBoundaryLine } from "./boundary.ts";
+export { clean, oneLine, terminalJson } from "./display.ts";
 export { decodeEncodedWords, readUnstructured } from "./encoded-words.ts";
 export { type MessageFields, readMessageFields, UNKNOWN_FIELDS } from "./fields.ts";
 export { type HeaderField, parseHeaderFields } from "./headers.ts";

@@ -19,9 +19,9 @@ import MailComposer from "nodemailer/lib/mail-composer/index.js";
 import { z } from "zod";
 import pkg from "../../package.json" with { type: "json" };
 import type { Config } from "../config/index.ts";
-import { type HeaderField, parseAddressList, parseHeaderFields } from "../mail/index.ts";
+import { type HeaderField, isMediaType, oneLine, parseAddressList, parseHeaderFields } from "../mail/index.ts";
 import { compilePolicy } from "../policy/index.ts";
-import { attachmentBytes, headerText, oneLine, type ReadMessage, readMessage } from "./message.ts";
+import { attachmentBytes, headerText, type ReadMessage, readMessage } from "./message.ts";
 import {
   imapErrorText,
   type OutgoingMail,
@@ -569,9 +569,6 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
   return { server, tools };
 }
 
-/** A media type as RFC 6838 §4.2 names one (type "/" subtype, restricted-name each): nothing else of the sender's. */
-const MEDIA_TYPE = /^[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}\/[A-Za-z0-9][A-Za-z0-9!#$&^_.+-]{0,126}$/;
-
 /**
  * An attachment as a tool result: an embedded resource (base64), refused past MAX_ATTACHMENT_BYTES. Its file name
  * and type are the sender's words: they are shown inside an untrusted block only. The resource's mimeType, outside
@@ -597,7 +594,7 @@ export function attachmentResult(filename: string, type: string, bytes: Uint8Arr
         type: "resource",
         resource: {
           uri: `attachment:${encodeURIComponent(filename)}`,
-          mimeType: MEDIA_TYPE.test(type) ? type : "application/octet-stream",
+          mimeType: isMediaType(type) ? type : "application/octet-stream",
           blob: Buffer.from(bytes).toString("base64"),
         },
       },

@@ -18,6 +18,7 @@ import {
   type HeaderField,
   hasParam,
   isAttachmentEntity,
+  oneLine,
   parseHeaderFields,
   readBoundaryLine,
   readUnstructured,
@@ -441,19 +442,6 @@ export function attachmentBytes(
   const { read, bytes } = walkMessage(raw);
   const info = read.attachments[index - 1];
   return info === undefined ? undefined : { info, bytes: bytes[index - 1] ?? null };
-}
-
-/**
- * Line breaks and other control characters an encoded word can decode to (RFC 2047 §5 allows any octet), and the
- * bidirectional marks, embeddings, overrides and isolates (U+061C, U+200E, U+200F, U+202A-U+202E, U+2066-U+2069),
- * which reorder what a person reading the result sees: a sender's address could read as another (as in
- * src/approvals/display.ts).
- */
-const LINE_BREAKING = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]+/g;
-
-/** Text as shown on one line: each run of line breaks, control and bidirectional control characters is one space. */
-export function oneLine(text: string): string {
-  return text.replace(LINE_BREAKING, " ");
 }
 
 /**

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { clean } from "../../src/approvals/display.ts";
+import { clean } from "../../src/mail/index.ts";
 import {
   approverNotice,
   composeNotice,

@@ -2,13 +2,13 @@
 
 import { userInfo } from "node:os";
 import { AccountCredentials } from "../../accounts/index.ts";
-import { clean, terminalJson } from "../../approvals/display.ts";
 import { Notifier } from "../../approvals/notify.ts";
 import { type ApprovalContext, approve, deny } from "../../approvals/service.ts";
 import { type ApprovalRow, ApprovalStore, ID_PATTERN } from "../../approvals/store.ts";
 import { AuditLog } from "../../audit/index.ts";
 import { loadConfig } from "../../config/index.ts";
 import { moduleLogger } from "../../log.ts";
+import { clean, terminalJson } from "../../mail/index.ts";
 import { SealedStore } from "../../state/store.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required, UsageError } from "../args.ts";
 
