@@ -72,6 +72,11 @@ CREATE INDEX IF NOT EXISTS quota_charges_subject_at ON quota_charges (subject, a
  */
 export type QuotaSubject = { readonly agent: string } | { readonly login: string } | null;
 
+/** The subject of a session: its agent (vault mode), else its upstream login (pass-through), else nobody. */
+export function quotaSubject(agent: string | null, login: string | null): QuotaSubject {
+  return agent !== null ? { agent } : login !== null ? { login } : null;
+}
+
 /** The key of `subject`'s rows in `quota_charges`: the agent's name, or the login without case. */
 function subjectKey(subject: QuotaSubject): string {
   if (subject === null) return "";

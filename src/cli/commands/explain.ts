@@ -17,7 +17,7 @@ import {
   type Outcome,
   type Policy,
 } from "../../policy/index.ts";
-import { type QuotaSubject, type QuotaUse, quotaUse } from "../../quotas/index.ts";
+import { type QuotaSubject, type QuotaUse, quotaSubject, quotaUse } from "../../quotas/index.ts";
 import { type SimulatedSend, senderNotIdentity, sessionIdentities, simulateSend } from "../../smtp/decide.ts";
 import { openStateDatabaseReadOnly } from "../../state/database.ts";
 import { type CommandContext, EXIT_OK, parse, required, strings, UsageError } from "../args.ts";
@@ -121,8 +121,7 @@ export function explain(ctx: CommandContext): number {
   const config = loadConfig(file, { env: ctx.env });
   // Pass-through mode has no agents: --agent names an upstream login, which only quotas count by (docs/quotas.md).
   const agent = config.agents.length === 0 ? null : (values.agent ?? null);
-  const quotaSubject: QuotaSubject =
-    values.agent === undefined ? null : agent !== null ? { agent } : { login: values.agent };
+  const whoIsCounted = quotaSubject(agent, agent === null ? (values.agent ?? null) : null);
   if (agent !== null && !config.agents.some((a) => a.name === agent)) {
     throw new UsageError(`--agent: no agent named ${JSON.stringify(agent)} in the config`, usage);
   }
@@ -141,7 +140,7 @@ export function explain(ctx: CommandContext): number {
 
   const out: string[] = [];
   if (note !== null && !values.json) out.push(`note: ${note}`);
-  const quotas = quotasNow(config, quotaSubject);
+  const quotas = quotasNow(config, whoIsCounted);
   for (const operation of ops as readonly Operation[]) {
     let answer: Answer;
     if (operation === "mail:send") {

@@ -4,6 +4,7 @@
  * (docs/quotas.md), responses renumbered to the agent's view.
  */
 
+import { quotaSubject } from "../../quotas/index.ts";
 import { Refusal } from "../refusal.ts";
 import type { FetchItem, Response } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
@@ -52,8 +53,7 @@ function setsSeen(item: FetchItem): boolean {
 function chargeReads(s: Session, command: string, folder: string, messages: number): void {
   if (messages === 0) return;
   // Counted per agent, or per upstream login without case (docs/quotas.md "Who is counted").
-  const subject = s.agent !== null ? { agent: s.agent } : s.user !== null ? { login: s.user } : null;
-  const charged = s.ctx.quotas.chargeReads(subject, messages);
+  const charged = s.ctx.quotas.chargeReads(quotaSubject(s.agent, s.user), messages);
   if (charged.ok) return;
   const over = charged.exceeded;
   s.auditRow({
