@@ -9,7 +9,7 @@ import { randomBytes } from "node:crypto";
 import type { AccountCredentials } from "../accounts/index.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import type { Config } from "../config/types.ts";
-import { moduleLogger } from "../log.ts";
+import { errorMessage, moduleLogger } from "../log.ts";
 import { senderNotIdentity, sessionIdentities } from "../smtp/decide.ts";
 import { smtpUpstreamTarget } from "../smtp/index.ts";
 import { SPOOL_BLOCK } from "../smtp/spool.ts";
@@ -147,7 +147,7 @@ async function written(ctx: ApprovalContext, ev: AuditEvent): Promise<boolean> {
     await ctx.audit.durable(ev, { gate: false });
     return true;
   } catch (e) {
-    log.error(`approval ${ev.target}: its ${ev.command} row (${ev.reason}) is not on disk: ${(e as Error).message}`);
+    log.error(`approval ${ev.target}: its ${ev.command} row (${ev.reason}) is not on disk: ${errorMessage(e)}`);
     return false;
   }
 }
@@ -273,7 +273,7 @@ export async function deny(ctx: ApprovalContext, id: string, by: string, reason:
   try {
     await ctx.audit.durable(approvalEvent(ctx, found, "DENY", "deny", why));
   } catch (e) {
-    log.error(`approval ${id}: not denied, nothing changed: its DENY row is not on disk: ${(e as Error).message}`);
+    log.error(`approval ${id}: not denied, nothing changed: its DENY row is not on disk: ${errorMessage(e)}`);
     return { outcome: "not-denied", reason: AUDIT_UNAVAILABLE };
   }
   const held = ctx.onDecided === undefined ? null : ctx.store.message(id);
@@ -281,7 +281,7 @@ export async function deny(ctx: ApprovalContext, id: string, by: string, reason:
   try {
     before = ctx.store.deny(id, by, reason);
   } catch (e) {
-    await written(ctx, approvalEvent(ctx, found, "DENY", "error", `${why}; not applied: ${(e as Error).message}`));
+    await written(ctx, approvalEvent(ctx, found, "DENY", "error", `${why}; not applied: ${errorMessage(e)}`));
     throw e;
   }
   const row = ctx.store.row(id);

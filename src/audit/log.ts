@@ -225,12 +225,8 @@ export class AuditLog {
       }
     } catch (e) {
       db?.close();
-      throw new AuditUnavailableError(
-        `audit: cannot open ${path}${readonly ? "" : " for writing"}: ${errorMessage(e)}`,
-        {
-          cause: e,
-        },
-      );
+      const how = readonly ? "" : " for writing";
+      throw new AuditUnavailableError(`audit: cannot open ${path}${how}: ${errorMessage(e)}`, { cause: e });
     }
     let log: AuditLog;
     try {

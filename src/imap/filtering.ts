@@ -9,6 +9,7 @@
  * every write is decided by the folder alone and reaches only UIDs the agent can see.
  */
 
+import { errorMessage } from "../log.ts";
 import type { Decision, Operation, Policy } from "../policy/index.ts";
 import { FILTERED_OPERATIONS } from "../policy/operations.ts";
 import {
@@ -249,7 +250,7 @@ export async function auditedFilteredStatus(
   try {
     counted = await filteredStatus(s, mailbox, items, filter);
   } catch (error) {
-    s.auditRow({ ...row, reason: `${row.reason}; not counted: ${(error as Error).message}` });
+    s.auditRow({ ...row, reason: `${row.reason}; not counted: ${errorMessage(error)}` });
     throw error;
   }
   s.auditRow({ ...row, count: counted.visible, hiddenCount: counted.hidden });

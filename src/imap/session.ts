@@ -12,7 +12,7 @@ import { accountLoginKey, reloadEndReason, type SessionLogin } from "../accounts
 import type { AuditEvent } from "../audit/index.ts";
 import { AuditUnavailableError } from "../audit/index.ts";
 import type { Config } from "../config/types.ts";
-import { logAccess, logLoginFailure, moduleLogger } from "../log.ts";
+import { errorMessage, logAccess, logLoginFailure, moduleLogger } from "../log.ts";
 import { type Connection, sameUpstream, type TlsIdentity, UpstreamError, type UpstreamTarget } from "../net/index.ts";
 import type { Decision, Operation } from "../policy/index.ts";
 import { authCapabilities, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
@@ -771,7 +771,7 @@ export class ImapSession implements LoginSession, CompressSession {
       decision: "error",
       rule: null,
       ruleIndex: null,
-      reason: `internal error: ${(error as Error)?.message ?? String(error)}`,
+      reason: `internal error: ${errorMessage(error)}`,
     });
     this.tagged(cmd.tag, "NO", "SERVERBUG", "Internal error");
   }

@@ -17,6 +17,7 @@ import { z } from "zod";
 import pkg from "../../package.json" with { type: "json" };
 import { type AuditEvent, AuditLog, type DurableOptions } from "../audit/index.ts";
 import { type Config, ConfigError, parseConfig, type RuleConfig } from "../config/index.ts";
+import { errorMessage } from "../log.ts";
 import { compilePolicy } from "../policy/index.ts";
 import {
   AUDIT_DEFAULT_ROWS,
@@ -455,7 +456,7 @@ function registerWriteTools(server: McpServer, file: string, env: Env, answer: A
       ({ backup } = writeConfig(file, before, after));
     } catch (e) {
       // The failure is a fact already: its row is never marked "not carried out" (docs/audit.md "Failure").
-      await audited(config, event("error", `${what}: not written: ${(e as Error).message}`), { gate: false }).catch(
+      await audited(config, event("error", `${what}: not written: ${errorMessage(e)}`), { gate: false }).catch(
         () => {},
       );
       throw e;

@@ -22,7 +22,7 @@ import { buildPreview } from "../approvals/preview.ts";
 import { type ApprovalRow, type ApprovalStore, newApprovalId } from "../approvals/store.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
-import { logAccess, logLoginFailure, moduleLogger } from "../log.ts";
+import { errorMessage, logAccess, logLoginFailure, moduleLogger } from "../log.ts";
 import type { Connection, FailureThrottle, TlsIdentity, UpstreamTarget } from "../net/index.ts";
 import { LineFramer, SessionCounter, sameUpstream, UpstreamError } from "../net/index.ts";
 import type { Decision, Outcome, Policy } from "../policy/index.ts";
@@ -1307,7 +1307,7 @@ export class SmtpSession {
       const group = {};
       await Promise.all(rows.map((row) => audit.durable(row, { group })));
     } catch (e) {
-      moduleLogger("smtp").error(`audit log unavailable, message not held: ${(e as Error).message}`);
+      moduleLogger("smtp").error(`audit log unavailable, message not held: ${errorMessage(e)}`);
       this.#send(reply(451, "4.3.0", "Audit log unavailable; nothing was sent, try again later"));
       return;
     }
@@ -1352,7 +1352,7 @@ export class SmtpSession {
         operation: "mail:send",
         target: approvalId,
         decision: "error",
-        reason: `not held: cannot hold for approval: ${(e as Error).message}`,
+        reason: `not held: cannot hold for approval: ${errorMessage(e)}`,
       });
       return refuse();
     }

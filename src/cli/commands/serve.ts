@@ -15,7 +15,7 @@ import { approvalPage } from "../../approvals/web.ts";
 import { AuditLog } from "../../audit/index.ts";
 import { type Config, ConfigError, findConfig, formatProblem, loadConfig } from "../../config/index.ts";
 import { startImapProxy } from "../../imap/index.ts";
-import { moduleLogger } from "../../log.ts";
+import { errorMessage, moduleLogger } from "../../log.ts";
 import { compilePolicy, type Policy } from "../../policy/index.ts";
 import { openQuotas, type Quotas, type RunningQuotas } from "../../quotas/index.ts";
 import { emitReload, LiveConfig, onReload, type PreparedReload, type ReloadResult } from "../../runtime/reload.ts";
@@ -161,7 +161,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
         held();
       } catch (e) {
         // A timer's callback must not throw (the process would end on it): the next check tries again.
-        log.error(`approvals: expiry check failed: ${(e as Error).message}`);
+        log.error(`approvals: expiry check failed: ${errorMessage(e)}`);
       }
     };
     expire();
