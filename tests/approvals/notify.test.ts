@@ -9,7 +9,6 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { clean } from "../../src/mail/index.ts";
 import {
   approverNotice,
   composeNotice,
@@ -24,6 +23,7 @@ import { AuditLog } from "../../src/audit/index.ts";
 import { parseConfig } from "../../src/config/index.ts";
 import { decodeEncodedWords } from "../../src/mail/encoded-words.ts";
 import { parseHeaderFields } from "../../src/mail/headers.ts";
+import { clean } from "../../src/mail/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
 
 const MESSAGE = Buffer.from(

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { ALLOCATOR_ENV } from "../../src/cli/allocator.ts";
 import { END_GRACE_MS } from "../../src/net/connection.ts";
-import { sinkRecipients, uniqueToken, upstreams } from "../fixtures/index.ts";
+import { proxyListeners, sinkRecipients, uniqueToken, upstreams } from "../fixtures/index.ts";
 
 setDefaultTimeout(30_000);
 const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
@@ -185,23 +185,11 @@ test("serve under bun passes BUN_OPTIONS' flags once when it re-executes itself:
 });
 
 test("serve with a config the validator refuses: exit 2, each problem at file:line:col, nothing listens", async () => {
-  const up = upstreams();
   const dir = mkdtempSync(join(tmpdir(), "mg-serve-"));
   const config = join(dir, "mailgator.toml");
   writeFileSync(
     config,
-    `[imap]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.imaps}"
-upstream_tls = "tls"
-upstream_ca_file = "${up.caFile}"
-
-[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-
+    `${proxyListeners()}
 [[rules]]
 name = "Flag the boss's mail"
 folders = ["INBOX"]

@@ -168,34 +168,39 @@ test("a removed agent's sessions end at once (IMAP * BYE, SMTP 421 4.3.2); anoth
     const smtpPort = await served.port("SMTP");
     const alice = await imapLogin(imapPort, ALICE);
     const bob = await imapLogin(imapPort, BOB);
-    const smtp = await lineClient(tcpConnect({ host: "127.0.0.1", port: smtpPort }));
-    await smtp.waitFor(/^220 /m);
-    smtp.send("EHLO agent.test");
-    await smtp.waitFor(/^250 /m);
-    smtp.send(`AUTH PLAIN ${Buffer.from(`\0${ALICE.name}\0${ALICE.token}`).toString("base64")}`);
-    await smtp.waitFor(/^235 /m);
+    const smtp = await smtpLogin(smtpPort, ALICE.name, ALICE.token);
 
     writeFileSync(file, vaultConfig(dir, mailbox, [BOB], "allow"));
     const line = await hup(served);
     expect(line).toContain("2 session(s) ended");
-    await alice.waitFor(/^\* BYE Configuration changed/m);
-    await alice.closed;
-    await smtp.waitFor(/^421 4\.3\.2 /m);
-    await smtp.closed;
+    await endedByReload(alice, smtp);
     bob.send("b1 NOOP");
     await bob.waitFor(/^b1 OK/m);
     bob.close();
     // The removed agent cannot log in again.
-    const again = await lineClient(tcpConnect({ host: "127.0.0.1", port: imapPort }));
-    await again.waitFor(/^\* OK/m);
-    again.send(`a0 LOGIN ${ALICE.name} ${ALICE.token}`);
-    await again.waitFor(/^a0 NO \[AUTHENTICATIONFAILED\]/m);
-    again.close();
+    await aliceLoginRefused(imapPort);
   } finally {
     served.proc.kill("SIGTERM");
   }
   expect(await served.proc.exited).toBe(0);
 });
+
+/** An IMAP and an SMTP session that a reload ends: `* BYE` and `421 4.3.2`, then each connection closes. */
+async function endedByReload(imap: LineClient, smtp: LineClient): Promise<void> {
+  await imap.waitFor(/^\* BYE Configuration changed/m);
+  await imap.closed;
+  await smtp.waitFor(/^421 4\.3\.2 /m);
+  await smtp.closed;
+}
+
+/** A new IMAP LOGIN as Alice is refused. */
+async function aliceLoginRefused(imapPort: number): Promise<void> {
+  const again = await lineClient(tcpConnect({ host: "127.0.0.1", port: imapPort }));
+  await again.waitFor(/^\* OK/m);
+  again.send(`a0 LOGIN ${ALICE.name} ${ALICE.token}`);
+  await again.waitFor(/^a0 NO \[AUTHENTICATIONFAILED\]/m);
+  again.close();
+}
 
 /** `config` with `rules` put before its first rule. */
 function rulesFirst(config: string, rules: string): string {
@@ -273,30 +278,19 @@ test("allowed_ips narrowed by SIGHUP: sessions from an address the agent no long
     const smtpPort = await served.port("SMTP");
     const imap = await imapLogin(imapPort, ALICE);
     const other = await imapLogin(imapPort, BOB);
-    const smtp = await lineClient(tcpConnect({ host: "127.0.0.1", port: smtpPort }));
-    await smtp.waitFor(/^220 /m);
-    expect(await smtpSay(smtp, "EHLO agent.test")).toMatch(/^250 /);
-    const plain = Buffer.from(`\0${ALICE.name}\0${ALICE.token}`).toString("base64");
-    expect(await smtpSay(smtp, `AUTH PLAIN ${plain}`)).toMatch(/^235 /);
+    const smtp = await smtpLogin(smtpPort, ALICE.name, ALICE.token);
 
     // Alice may now connect from 10.0.0.0/8 only; Bob's list still holds 127.0.0.1.
     writeFileSync(file, vaultConfig(dir, mailbox, [alice(["10.0.0.0/8"]), bob], "allow"));
     const line = await hup(served);
     expect(line).toContain("2 session(s) ended");
-    await imap.waitFor(/^\* BYE Configuration changed/m);
-    await imap.closed;
-    await smtp.waitFor(/^421 4\.3\.2 /m);
-    await smtp.closed;
+    await endedByReload(imap, smtp);
     expect(served.logs()).toContain("ended by reload: the client address is no longer in the agent's allowed_ips");
     other.send("b1 NOOP");
     await other.waitFor(/^b1 OK/m);
     other.close();
     // A new login from the address is refused, as before the change.
-    const again = await lineClient(tcpConnect({ host: "127.0.0.1", port: imapPort }));
-    await again.waitFor(/^\* OK/m);
-    again.send(`a0 LOGIN ${ALICE.name} ${ALICE.token}`);
-    await again.waitFor(/^a0 NO \[AUTHENTICATIONFAILED\]/m);
-    again.close();
+    await aliceLoginRefused(imapPort);
   } finally {
     served.proc.kill("SIGTERM");
   }

@@ -10,7 +10,7 @@ import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { END_GRACE_MS, SHUTDOWN_GRACE_MS } from "../../src/net/index.ts";
-import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { connectImap, createMailbox, proxyListeners, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { dovecotSessions, establishedTo, settlesAt } from "../fixtures/upstream-connections.ts";
 
 setDefaultTimeout(60_000);
@@ -29,24 +29,12 @@ interface Served {
 
 /** `mailgator serve` with allow-all IMAP and SMTP proxies in pass-through mode before the test Dovecot and Postfix. */
 async function serveImap(): Promise<Served> {
-  const up = upstreams();
   const dir = mkdtempSync(join(tmpdir(), "mg-orphans-"));
   dirs.push(dir);
   const config = join(dir, "mailgator.toml");
   writeFileSync(
     config,
-    `[imap]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.imaps}"
-upstream_tls = "tls"
-upstream_ca_file = "${up.caFile}"
-
-[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-
+    `${proxyListeners()}
 [audit]
 path = "${join(dir, "audit.db")}"
 

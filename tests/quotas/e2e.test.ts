@@ -11,11 +11,11 @@ import { join } from "node:path";
 import nodemailer from "nodemailer";
 import {
   createMailbox,
+  proxyListeners,
   sinkMessages,
   sinkRecipients,
   type TestMailbox,
   uniqueToken,
-  upstreams,
 } from "../fixtures/index.ts";
 import { RawImap } from "../imap/helpers.ts";
 
@@ -73,24 +73,12 @@ let mailbox: TestMailbox;
 let served: Served;
 
 beforeAll(async () => {
-  const up = upstreams();
   mailbox = await createMailbox({ seed: { folders: { INBOX: 5 } } });
   dir = mkdtempSync(join(tmpdir(), "mg-quotas-"));
   config = join(dir, "mailgator.toml");
   writeFileSync(
     config,
-    `[imap]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.imaps}"
-upstream_tls = "tls"
-upstream_ca_file = "${up.caFile}"
-
-[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-identities = ["me@corp.test"]
+    `${proxyListeners()}identities = ["me@corp.test"]
 
 [[rules]]
 name = "everything"

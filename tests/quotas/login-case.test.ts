@@ -12,11 +12,11 @@ import nodemailer from "nodemailer";
 import { runCli, type Served, serveChild } from "../e2e/serve-child.ts";
 import {
   createMailbox,
+  proxyListeners,
   sinkMessages,
   sinkRecipients,
   type TestMailbox,
   uniqueToken,
-  upstreams,
 } from "../fixtures/index.ts";
 import { RawImap } from "../imap/helpers.ts";
 
@@ -38,25 +38,13 @@ function cases(user: string): { typed: string[]; configured: string } {
 }
 
 beforeAll(async () => {
-  const up = upstreams();
   mailbox = await createMailbox({ seed: { folders: { INBOX: 4 } } });
   const { configured } = cases(mailbox.user);
   dir = mkdtempSync(join(tmpdir(), "mg-quota-case-"));
   config = join(dir, "mailgator.toml");
   writeFileSync(
     config,
-    `[imap]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.imaps}"
-upstream_tls = "tls"
-upstream_ca_file = "${up.caFile}"
-
-[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-
+    `${proxyListeners()}
 [audit]
 path = "${join(dir, "audit.db")}"
 
