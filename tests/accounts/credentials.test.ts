@@ -343,18 +343,32 @@ describe("settled(): a short-lived process waits for the refresh it started", ()
 });
 
 describe("new tokens the state database could not take", () => {
+  /** A token pair as the token endpoint issued it at `now` for `account`. */
+  const tokens = (account: OAuth2AccountConfig, now: number, refreshToken: string, accessToken: string) => ({
+    refreshToken,
+    accessToken,
+    expiresAt: now + 4328_000,
+    obtainedAt: now,
+    clientId: account.oauth2.clientId,
+    tokenUrl: TOKEN_URL,
+  });
+
+  /** `store` refuses every transaction, as a full disk does, while `full` is true. */
+  function fullDisk(store: ReturnType<typeof microsoftSetup>["store"]): { full: boolean } {
+    const disk = { full: true };
+    const transaction = store.transaction.bind(store);
+    store.transaction = <T>(fn: () => T): T => {
+      if (disk.full) throw new Error("database or disk is full");
+      return transaction(fn);
+    };
+    return disk;
+  }
+
   test("are used from memory, refreshed with, and written at the next request and at settled()", async () => {
     const { config, store } = microsoftSetup();
     const account = config.accounts["work"] as OAuth2AccountConfig;
     let now = 1_700_000_000_000;
-    const issued = (refreshToken: string, accessToken: string) => ({
-      refreshToken,
-      accessToken,
-      expiresAt: now + 4328_000,
-      obtainedAt: now,
-      clientId: account.oauth2.clientId,
-      tokenUrl: TOKEN_URL,
-    });
+    const issued = (refreshToken: string, accessToken: string) => tokens(account, now, refreshToken, accessToken);
     saveTokens(store, "work", issued("0.rt-1", "at-1"), now);
     // Microsoft retires each refresh token once it has issued the next one: only the latest one may be sent.
     const fake = replay([
@@ -370,12 +384,7 @@ describe("new tokens the state database could not take", () => {
       log: { ...quiet, error: (m) => errors.push(m) },
     });
     // The database refuses writes (a full disk) for a while.
-    const transaction = store.transaction.bind(store);
-    let full = true;
-    store.transaction = <T>(fn: () => T): T => {
-      if (full) throw new Error("database or disk is full");
-      return transaction(fn);
-    };
+    const disk = fullDisk(store);
     now += 4400_000; // expired: the request waits for the refresh
     expect((await c.credentialFor("work")) as object).toMatchObject({ accessToken: "at-2" });
     expect(errors.join("\n")).toContain("not written to the state database");
@@ -386,7 +395,7 @@ describe("new tokens the state database could not take", () => {
     expect(fake.sent.map((f) => f.get("refresh_token"))).toEqual(["0.rt-1", "0.rt-2"]);
     expect(readTokens(store, "work")!.refreshToken).toBe("0.rt-1");
     // Writable again: settled() (what a short-lived process awaits before it closes) writes them.
-    full = false;
+    disk.full = false;
     await c.settled();
     expect(readTokens(store, "work")).toMatchObject({ refreshToken: "0.rt-3", accessToken: "at-3" });
   });
@@ -395,27 +404,15 @@ describe("new tokens the state database could not take", () => {
     const { config, store } = microsoftSetup();
     const account = config.accounts["work"] as OAuth2AccountConfig;
     let now = 1_700_000_000_000;
-    const issued = (refreshToken: string, accessToken: string) => ({
-      refreshToken,
-      accessToken,
-      expiresAt: now + 4328_000,
-      obtainedAt: now,
-      clientId: account.oauth2.clientId,
-      tokenUrl: TOKEN_URL,
-    });
+    const issued = (refreshToken: string, accessToken: string) => tokens(account, now, refreshToken, accessToken);
     saveTokens(store, "work", issued("0.rt-1", "at-1"), now);
     const fake = replay([{ expect: { refresh_token: "0.rt-1" }, status: 200, body: msToken("at-2", "0.rt-2") }]);
     const c = new AccountCredentials({ config, store, fetch: fake.fetch, now: () => now, log: quiet });
-    const transaction = store.transaction.bind(store);
-    let full = true;
-    store.transaction = <T>(fn: () => T): T => {
-      if (full) throw new Error("database or disk is full");
-      return transaction(fn);
-    };
+    const disk = fullDisk(store);
     now += 4400_000;
     expect((await c.credentialFor("work")) as object).toMatchObject({ accessToken: "at-2" });
     // The disk is freed and an operator logs in again: a newer pair is stored by that other process.
-    full = false;
+    disk.full = false;
     now += 1000;
     saveTokens(store, "work", issued("0.login-rt", "login-at"), now);
     await c.settled();

@@ -127,11 +127,8 @@ async function until(what: string, f: () => boolean, ms: number): Promise<void> 
   }
 }
 
-test("a full audit log: nothing expires without its row, the timer lives on; all of it once it recovers", async () => {
-  served = serveChild(file);
-  const port = await served.port("SMTP");
-  await served.waitForLog(/admin listening on/);
-  const token = uniqueToken("full");
+/** Sends one message outside through serve's SMTP port (an `ask` rule holds it) and returns its approval id. */
+async function sendHeld(port: number, token: string, text: string): Promise<string> {
   const transport = nodemailer.createTransport({
     host: "127.0.0.1",
     port,
@@ -141,18 +138,23 @@ test("a full audit log: nothing expires without its row, the timer lives on; all
   });
   let response: string;
   try {
-    const info = await transport.sendMail({
-      from: sender.address,
-      to: `out-${token}@outside.example`,
-      subject: token,
-      text: `hello ${token}`,
-    });
-    response = info.response;
+    response = (
+      await transport.sendMail({ from: sender.address, to: `out-${token}@outside.example`, subject: token, text })
+    ).response;
   } finally {
     transport.close();
   }
   const id = /Held for approval as ([0-9a-f]{32})/.exec(response)?.[1];
   if (id === undefined) throw new Error(`not held: ${response}`);
+  return id;
+}
+
+test("a full audit log: nothing expires without its row, the timer lives on; all of it once it recovers", async () => {
+  served = serveChild(file);
+  const port = await served.port("SMTP");
+  await served.waitForLog(/admin listening on/);
+  const token = uniqueToken("full");
+  const id = await sendHeld(port, token, `hello ${token}`);
 
   const filled = fillUp(fill);
   console.log(`filled the ${TMPFS_SIZE} tmpfs with ${filled} bytes`);
@@ -190,28 +192,7 @@ test("approvals deny, full audit log: nothing changes, the command fails; once t
   served = serveChild(file);
   const port = await served.port("SMTP");
   const token = uniqueToken("deny-full");
-  const transport = nodemailer.createTransport({
-    host: "127.0.0.1",
-    port,
-    secure: false,
-    ignoreTLS: true,
-    auth: { user: sender.user, pass: sender.password },
-  });
-  let response: string;
-  try {
-    response = (
-      await transport.sendMail({
-        from: sender.address,
-        to: `out-${token}@outside.example`,
-        subject: token,
-        text: token,
-      })
-    ).response;
-  } finally {
-    transport.close();
-  }
-  const id = /Held for approval as ([0-9a-f]{32})/.exec(response)?.[1];
-  if (id === undefined) throw new Error(`not held: ${response}`);
+  const id = await sendHeld(port, token, token);
   // serve stops (nothing expires the message meanwhile); the command's own log is the only writer.
   served.proc.kill("SIGTERM");
   expect(await served.proc.exited).toBe(0);
