@@ -10,6 +10,9 @@ export type LogFormat = "pretty" | "json";
 
 let currentFormat: LogFormat = "pretty";
 
+/** The module loggers made from the current `logger`, by tag; configureLogger empties it. */
+const tagged = new Map<string, ConsolaInstance>();
+
 function jsonReporter(): { log: (obj: LogObject) => void } {
   return {
     log(obj) {
@@ -47,6 +50,7 @@ export let logger: ConsolaInstance = create("pretty", 3);
 export function configureLogger(format: LogFormat, level = 3): ConsolaInstance {
   currentFormat = format;
   logger = create(format, level);
+  tagged.clear();
   return logger;
 }
 
@@ -55,9 +59,17 @@ export function logFormat(): LogFormat {
   return currentFormat;
 }
 
-/** A logger for one module: its tag prefixes every line. */
+/**
+ * A logger for one module: its tag prefixes every line. One instance per tag until the next configureLogger, so
+ * that what asks for one per connection (an IMAP or SMTP session) does not build a new logger each time.
+ */
 export function moduleLogger(tag: string): ConsolaInstance {
-  return logger.withTag(tag);
+  let found = tagged.get(tag);
+  if (found === undefined) {
+    found = logger.withTag(tag);
+    tagged.set(tag, found);
+  }
+  return found;
 }
 
 /**

@@ -1,0 +1,37 @@
+/**
+ * Module loggers (src/log.ts): one instance per tag, made again after configureLogger so that it follows the
+ * format chosen at start-up (docs/operations.md "Logs").
+ */
+import { afterAll, expect, spyOn, test } from "bun:test";
+import { configureLogger, moduleLogger } from "../../src/log.ts";
+
+afterAll(() => {
+  configureLogger("pretty", 3);
+});
+
+test("moduleLogger gives one instance per tag instead of a new logger per call (per session)", () => {
+  configureLogger("pretty", 3);
+  const imap = moduleLogger("imap");
+  expect(moduleLogger("imap")).toBe(imap);
+  expect(moduleLogger("smtp")).not.toBe(imap);
+});
+
+test("after configureLogger a module logger is made again, in the new format", () => {
+  configureLogger("pretty", 3);
+  const before = moduleLogger("imap");
+  configureLogger("json", 3);
+  const after = moduleLogger("imap");
+  expect(after).not.toBe(before);
+  const lines: string[] = [];
+  const write = spyOn(process.stderr, "write").mockImplementation((chunk: string | Uint8Array) => {
+    lines.push(String(chunk));
+    return true;
+  });
+  try {
+    after.info("session abc: connected");
+  } finally {
+    write.mockRestore();
+  }
+  expect(lines).toHaveLength(1);
+  expect(JSON.parse(lines[0]!)).toMatchObject({ level: "info", module: "imap", msg: "session abc: connected" });
+});
