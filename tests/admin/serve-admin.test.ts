@@ -11,7 +11,7 @@ import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
-import { createMailbox, sinkRecipients, uniqueToken, upstreams } from "../fixtures/index.ts";
+import { createMailbox, sinkRecipients, smtpListener, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { RawImap, statusOf } from "../imap/helpers.ts";
 
 setDefaultTimeout(60_000);
@@ -42,12 +42,7 @@ upstream_addr = "${up.host}:${up.ports.imap}"
 upstream_tls = "starttls"
 upstream_ca_file = "${up.caFile}"
 
-[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-identities = ["me@corp.test"]
+${smtpListener()}identities = ["me@corp.test"]
 
 [audit]
 path = "${auditPath ?? join(dir, "audit.db")}"

@@ -19,9 +19,9 @@ import { runCli, type Served, serveChild } from "../e2e/serve-child.ts";
 import {
   createMailbox,
   sinkMessages,
+  smtpListener,
   type TestMailbox,
   uniqueToken,
-  upstreams,
   waitForSink,
 } from "../fixtures/index.ts";
 
@@ -85,7 +85,6 @@ afterAll(async () => {
 
 /** Starts `mailgator serve` with an `ask` rule and the approval page on an admin port that base_url names. */
 async function startServe(timeout: string): Promise<Server> {
-  const up = upstreams();
   for (let attempt = 1; ; attempt++) {
     // base_url must name the listener's origin before serve starts: a free port, asked for just before.
     const port = await freePort();
@@ -93,12 +92,7 @@ async function startServe(timeout: string): Promise<Server> {
     const config = join(dir, "mailgator.toml");
     writeFileSync(
       config,
-      `[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-identities = ["${SENDER}"]
+      `${smtpListener()}identities = ["${SENDER}"]
 
 [audit]
 path = "${join(dir, "audit.db")}"

@@ -26,7 +26,7 @@ import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSyn
 import { tmpdir } from "node:os";
 import { join, relative } from "node:path";
 import ts from "typescript";
-import { upstreams } from "../fixtures/index.ts";
+import { imapListener, smtpListener, upstreams } from "../fixtures/index.ts";
 import { ALLOW_ALL } from "../imap/helpers.ts";
 
 const ROOT = join(import.meta.dir, "../..");
@@ -50,18 +50,8 @@ function fresh(): string {
 
 /** Appended to a fragment: one listener of each kind, in front of the real servers. */
 const LISTENER_PAIR = `
-[imap]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.imaps}"
-upstream_tls = "tls"
-upstream_ca_file = "${up.caFile}"
-
-[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-`;
+${imapListener()}
+${smtpListener()}`;
 
 const TABLE = /^\s*\[\[?\s*(imap|smtp|rules|audit|agents|accounts\.[^\]]+)\s*\]\]?\s*(#.*)?$/m;
 const LISTENER = /^\s*\[\s*(imap|smtp)\s*\]\s*(#.*)?$/m;
@@ -170,7 +160,12 @@ function runTimeCases(): Case[] {
     {
       name: "tests/imap/mcp.test.ts",
       dir: mcp,
-      text: runTimeTemplate("tests/imap/mcp.test.ts", "[imap]", { up, join, dir: mcp }),
+      text: runTimeTemplate("tests/imap/mcp.test.ts", "${imapListener(", {
+        imapListener,
+        smtpListener,
+        join,
+        dir: mcp,
+      }),
     },
     {
       name: "scripts/demo.ts",

@@ -9,7 +9,7 @@ import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { ALLOCATOR_ENV } from "../../src/cli/allocator.ts";
 import { END_GRACE_MS } from "../../src/net/connection.ts";
-import { proxyListeners, sinkRecipients, uniqueToken, upstreams } from "../fixtures/index.ts";
+import { proxyListeners, sinkRecipients, smtpListener, uniqueToken, upstreams } from "../fixtures/index.ts";
 
 setDefaultTimeout(30_000);
 const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
@@ -70,17 +70,11 @@ function allocatorEnv(pid: number): string[] {
 
 /** A config with just the SMTP proxy: sends to *@corp.test allowed, the rest denied; me@corp.test is an identity. */
 function smtpConfig(): string {
-  const up = upstreams();
   const dir = mkdtempSync(join(tmpdir(), "mg-serve-"));
   const config = join(dir, "mailgator.toml");
   writeFileSync(
     config,
-    `[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-identities = ["me@corp.test"]
+    `${smtpListener()}identities = ["me@corp.test"]
 
 [[rules]]
 name = "Colleagues"

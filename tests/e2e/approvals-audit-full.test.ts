@@ -18,7 +18,7 @@ import { freePort } from "../../scripts/upstreams/ports.ts";
 import { type ApprovalRow, ApprovalStore } from "../../src/approvals/store.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { fillUp, mountTmpfs, unmountTmpfs } from "../fixtures/full-disk.ts";
-import { createMailbox, type TestMailbox, uniqueToken, upstreams } from "../fixtures/index.ts";
+import { createMailbox, smtpListener, type TestMailbox, uniqueToken } from "../fixtures/index.ts";
 import { runCli, type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(90_000);
@@ -42,18 +42,12 @@ let admin: string;
 beforeAll(async () => {
   mountTmpfs(mount, TMPFS_SIZE);
   mounted = true;
-  const up = upstreams();
   const adminPort = await freePort();
   admin = `http://127.0.0.1:${adminPort}`;
   sender = await createMailbox({ name: "approvals-full" });
   writeFileSync(
     file,
-    `[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-
+    `${smtpListener()}
 [audit]
 path = "${join(mount, "audit.db")}"
 

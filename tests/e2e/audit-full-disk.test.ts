@@ -18,11 +18,12 @@ import { type SmtpProxy, startSmtpProxy } from "../../src/smtp/index.ts";
 import { fillUp, mountTmpfs, unmountTmpfs } from "../fixtures/full-disk.ts";
 import {
   createMailbox,
+  imapListener,
   sinkMessages,
   sinkRecipients,
+  smtpListener,
   type TestMailbox,
   uniqueToken,
-  upstreams,
 } from "../fixtures/index.ts";
 import { dovecotSessions, settlesAt } from "../fixtures/upstream-connections.ts";
 import { RawImap } from "../imap/helpers.ts";
@@ -43,20 +44,9 @@ let mailbox: TestMailbox;
 beforeAll(async () => {
   mountTmpfs(mount, TMPFS_SIZE);
   mounted = true;
-  const up = upstreams();
   mailbox = await createMailbox({ seed: { folders: { INBOX: 5 } } });
-  const toml = `[imap]
-listen_addr = "127.0.0.1:1"
-upstream_addr = "${up.host}:${up.ports.imaps}"
-upstream_tls = "tls"
-upstream_ca_file = "${up.caFile}"
-
-[smtp]
-listen_addr = "127.0.0.1:1"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-identities = ["me@corp.test"]
+  const toml = `${imapListener("127.0.0.1:1")}
+${smtpListener("127.0.0.1:1")}identities = ["me@corp.test"]
 
 [audit]
 path = "${join(mount, "audit.db")}"

@@ -9,7 +9,7 @@ import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { hashToken } from "../../src/vault/token.ts";
-import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { createMailbox, smtpListener, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { lineClient, runCli, type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(60_000);
@@ -36,12 +36,7 @@ upstream_addr = "${imapUpstream ?? `${up.host}:${up.ports.imaps}`}"
 upstream_tls = "tls"
 ${caFile ? `upstream_ca_file = "${up.caFile}"` : ""}
 
-[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-
+${smtpListener()}
 [audit]
 path = "${join(dir, "audit.db")}"
 

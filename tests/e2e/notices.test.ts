@@ -12,7 +12,7 @@ import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { userMaildir } from "../../scripts/upstreams/layout.ts";
 import { freePort } from "../../scripts/upstreams/ports.ts";
-import { uniqueToken, upstreams } from "../fixtures/index.ts";
+import { smtpListener, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { sinkCopies } from "../smtp/helpers.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
 import { serveChild } from "./serve-child.ts";
@@ -30,12 +30,7 @@ test("serve notifies the approver; the link's page approves; the sender learns t
   const config = join(dir, "mailgator.toml");
   writeFileSync(
     config,
-    `[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-
+    `${smtpListener()}
 [admin]
 listen_addr = "127.0.0.1:${admin}"
 
@@ -148,12 +143,7 @@ test("approvers changed by SIGHUP: the next held message's notice goes to the ne
   const m = uniqueToken("r");
   const dir = mkdtempSync(join(tmpdir(), "mg-notices-reload-"));
   const file = join(dir, "mailgator.toml");
-  const configFor = (boss: string) => `[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-
+  const configFor = (boss: string) => `${smtpListener()}
 [approvals]
 notify_account = "notices"
 

@@ -18,7 +18,15 @@ import { compilePolicy } from "../../src/policy/index.ts";
 import { type SmtpProxy, startSmtpProxy } from "../../src/smtp/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { hashToken } from "../../src/vault/token.ts";
-import { createMailbox, type TestMailbox, uniqueToken, upstreams, waitForDelivery } from "../fixtures/index.ts";
+import {
+  createMailbox,
+  imapListener,
+  smtpListener,
+  type TestMailbox,
+  uniqueToken,
+  upstreams,
+  waitForDelivery,
+} from "../fixtures/index.ts";
 import {
   authorizationCodeFlow,
   control,
@@ -93,25 +101,14 @@ afterAll(async () => {
  * account, for comparison.
  */
 async function setup(setting: Setting): Promise<Setup> {
-  const up = upstreams();
   const server = oauthServer();
   const mailbox = await createMailbox({ name: `oauth-${setting}` });
   const password = await createMailbox({ name: "oauth-password" });
   const tokens = await authorizationCodeFlow({ user: mailbox.user });
   expect(tokens.status).toBe(200);
   const dir = mkdtempSync(join(tmpdir(), "mailgator-oauth-"));
-  const toml = `[imap]
-listen_addr = "127.0.0.1:1"
-upstream_addr = "${up.host}:${up.ports.imaps}"
-upstream_tls = "tls"
-upstream_ca_file = "${up.caFile}"
-
-[smtp]
-listen_addr = "127.0.0.1:1"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-
+  const toml = `${imapListener("127.0.0.1:1")}
+${smtpListener("127.0.0.1:1")}
 [audit]
 path = "${join(dir, "audit.db")}"
 

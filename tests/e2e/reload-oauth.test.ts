@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SealedStore } from "../../src/state/store.ts";
 import { hashToken } from "../../src/vault/token.ts";
-import { createMailbox, uniqueToken, upstreams } from "../fixtures/index.ts";
+import { createMailbox, imapListener, uniqueToken } from "../fixtures/index.ts";
 import { authorizationCodeFlow, oauthServer, storeIssuedTokens } from "../fixtures/oauth.ts";
 import { lineClient, type Served, serveChild } from "./serve-child.ts";
 
@@ -44,19 +44,13 @@ async function login(port: number): Promise<string> {
 }
 
 test("SIGHUP, another client_id: new logins use it, not the old client's token; changed back, they work", async () => {
-  const up = upstreams();
   const server = oauthServer();
   const mailbox = await createMailbox({ name: "reload-oauth" });
   const tokens = await authorizationCodeFlow({ user: mailbox.user });
   expect(tokens.status).toBe(200);
   const dir = mkdtempSync(join(tmpdir(), "mg-reload-oauth-"));
   dirs.push(dir);
-  const config = (clientId: string) => `[imap]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.imaps}"
-upstream_tls = "tls"
-upstream_ca_file = "${up.caFile}"
-
+  const config = (clientId: string) => `${imapListener()}
 [audit]
 path = "${join(dir, "audit.db")}"
 

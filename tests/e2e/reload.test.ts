@@ -15,6 +15,7 @@ import {
   createMailbox,
   sinkMessages,
   sinkRecipients,
+  smtpListener,
   type TestMailbox,
   upstreams,
 } from "../fixtures/index.ts";
@@ -57,12 +58,7 @@ ${tls}upstream_addr = "${up.host}:${up.ports.imaps}"
 upstream_tls = "tls"
 upstream_ca_file = "${up.caFile}"
 
-[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-
+${smtpListener()}
 [audit]
 path = "${join(dir, "audit.db")}"
 
@@ -509,13 +505,7 @@ test("the first ask rule by SIGHUP: a warning, and a send it would hold is refus
 
 /** Pass-through, the SMTP proxy only, with `[smtp] identities`; every send allowed. */
 function passThroughSmtpConfig(dir: string, identities: readonly string[]): string {
-  const up = upstreams();
-  return `[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-identities = ${JSON.stringify(identities)}
+  return `${smtpListener()}identities = ${JSON.stringify(identities)}
 
 [audit]
 path = "${join(dir, "audit.db")}"

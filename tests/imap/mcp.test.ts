@@ -19,9 +19,10 @@ import { compilePolicy } from "../../src/policy/index.ts";
 import { type SmtpProxy, startSmtpProxy } from "../../src/smtp/index.ts";
 import {
   createMailbox,
+  imapListener,
+  smtpListener,
   type TestMailbox,
   uniqueToken,
-  upstreams,
   waitForDelivery,
   waitForSink,
 } from "../fixtures/index.ts";
@@ -34,20 +35,9 @@ let smtp: SmtpProxy;
 
 beforeAll(async () => {
   mailbox = await createMailbox({ seed: { folders: { INBOX: 12, Archive: 3, Junk: 4 }, seed: 21 } });
-  const up = upstreams();
   dir = mkdtempSync(join(tmpdir(), "mailgator-mcp-"));
-  const toml = `[imap]
-listen_addr = "127.0.0.1:1"
-upstream_addr = "${up.host}:${up.ports.imaps}"
-upstream_tls = "tls"
-upstream_ca_file = "${up.caFile}"
-
-[smtp]
-listen_addr = "127.0.0.1:1"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-
+  const toml = `${imapListener("127.0.0.1:1")}
+${smtpListener("127.0.0.1:1")}
 [audit]
 path = "${join(dir, "audit.db")}"
 

@@ -18,7 +18,14 @@ import { AUDIT_MAX_ROWS } from "../../src/mcp/admin-commands.ts";
 import { REDACTED, redact } from "../../src/mcp/admin-redact.ts";
 import { hashToken } from "../../src/vault/token.ts";
 import { lineClient, runCli, type Served, serveChild } from "../e2e/serve-child.ts";
-import { createMailbox, type TestMailbox, uniqueToken, upstreams } from "../fixtures/index.ts";
+import {
+  createMailbox,
+  imapListener,
+  smtpListener,
+  type TestMailbox,
+  uniqueToken,
+  upstreams,
+} from "../fixtures/index.ts";
 
 setDefaultTimeout(90_000);
 
@@ -45,18 +52,8 @@ function configText(): string {
   return `# Mailgator config for the admin MCP test.
 # This comment, like the layout below, must survive every rule edit.
 
-[imap]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.imaps}"
-upstream_tls = "tls"
-upstream_ca_file = "${up.caFile}"
-
-[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-
+${imapListener()}
+${smtpListener()}
 [audit]
 path = "${join(dir, "audit.db")}"
 
