@@ -102,20 +102,17 @@ export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> 
       if (item.section.text === "") bodyWhole = true;
       if (item.section.text === "TEXT") bodyText = true;
     }
-    if (!peekOnly) {
+    // Each item that would set \Seen goes upstream as its PEEK form; the reply is named back (`shape`).
+    if (!peekOnly || !setsSeen(item)) {
       items.push(item);
-      continue;
-    }
-    if (item.type === "RFC822") {
+    } else if (item.type === "RFC822") {
       rfc822 = true;
       items.push({ type: "BODY[]", peek: true, section: WHOLE, partial: null });
     } else if (item.type === "RFC822.TEXT") {
       rfc822Text = true;
       items.push({ type: "BODY[]", peek: true, section: TEXT, partial: null });
-    } else if ((item.type === "BODY[]" || item.type === "BINARY[]") && !item.peek) {
+    } else if (item.type === "BODY[]" || item.type === "BINARY[]") {
       items.push({ ...item, peek: true });
-    } else {
-      items.push(item);
     }
   }
   if (!cmd.items.some((i) => i.type === "UID")) items.push({ type: "UID" });
