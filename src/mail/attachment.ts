@@ -47,46 +47,118 @@ export interface ParameterizedValue {
   readonly valueUnquoted: boolean;
   /** Lower-cased names; RFC 2231 sections (`filename*0*`) are kept as separate names; the first of a name wins. */
   readonly params: ReadonlyMap<string, string>;
+  /**
+   * True when the parameters do not follow `*(";" attribute "=" (token / quoted-string))` exactly, comments and
+   * white space aside, or a quoted string or comment is not closed: `boundary=a b`, `boundary=a"b"`,
+   * `boundary="b" junk`. Readers disagree on what such a value is (one stops at the space, another keeps it), so
+   * the entity is not known (`entityOf`).
+   */
+  readonly malformed: boolean;
 }
 
-/** Parses `value *(";" name "=" (token | quoted-string))`, dropping comments (RFC 2045 §5.1). */
+/** RFC 2045 §5.1 tspecials, which end a token. */
+const TSPECIALS = '()<>@,;:\\"/[]?=';
+
+/** A token octet: printable US-ASCII but tspecials; in a parameter's value also 8-bit text (a raw UTF-8 name). */
+function tokenChar(c: string, eightBit: boolean): boolean {
+  const code = c.charCodeAt(0);
+  if (code >= 0x80) return eightBit;
+  return code > 0x20 && code < 0x7f && !TSPECIALS.includes(c);
+}
+
+/**
+ * Parses `value *(";" attribute "=" (token / quoted-string))` (RFC 2045 §5.1), dropping comments and the white
+ * space around each part; anything else between parameters makes the result `malformed`. An empty parameter (a
+ * trailing `;`, as many mailers write) is skipped.
+ */
 export function parseParameterized(text: string): ParameterizedValue {
-  const parts: string[] = [];
-  let current = "";
-  let quoted = false;
+  let at = 0;
+  let malformed = false;
+  /** Skips white space and comments (nested, with quoted-pairs); an unclosed comment is malformed. */
+  const skipCfws = (): void => {
+    while (at < text.length) {
+      const c = text[at]!;
+      if (c === " " || c === "\t" || c === "\r" || c === "\n") {
+        at++;
+        continue;
+      }
+      if (c !== "(") return;
+      let depth = 0;
+      for (; at < text.length; at++) {
+        const d = text[at]!;
+        if (d === "\\") at++;
+        else if (d === "(") depth++;
+        else if (d === ")" && --depth === 0) break;
+      }
+      if (depth !== 0) {
+        malformed = true;
+        return;
+      }
+      at++;
+    }
+  };
+  /** A quoted string from its opening quote; null when it is not closed. */
+  const quotedString = (): string | null => {
+    let out = "";
+    for (at++; at < text.length; at++) {
+      const c = text[at]!;
+      if (c === "\\" && at + 1 < text.length) out += text[++at];
+      else if (c === '"') {
+        at++;
+        return out;
+      } else out += c;
+    }
+    return null;
+  };
+  // The value: up to the first `;` outside quoted strings and comments, comments dropped (checked by the caller).
+  let value = "";
   let valueUnquoted = true;
-  let depth = 0;
-  for (let i = 0; i < text.length; i++) {
-    const c = text[i]!;
-    if (c === '"' && !quoted && depth === 0 && parts.length === 0) valueUnquoted = false;
-    if (quoted) {
-      if (c === "\\" && i + 1 < text.length) current += text[++i];
-      else if (c === '"') quoted = false;
-      else current += c;
-      continue;
+  while (at < text.length && text[at] !== ";" && !malformed) {
+    const c = text[at]!;
+    if (c === "(") {
+      // A comment separates (`text/plain(c)x` is not `text/plainx`).
+      value += " ";
+      skipCfws();
+    } else if (c === '"') {
+      valueUnquoted = false;
+      const q = quotedString();
+      if (q === null) malformed = true;
+      else value += q;
+    } else {
+      value += c;
+      at++;
     }
-    if (depth > 0) {
-      if (c === "(") depth++;
-      else if (c === ")") depth--;
-      continue;
-    }
-    if (c === '"') quoted = true;
-    else if (c === "(") depth++;
-    else if (c === ";") {
-      parts.push(current);
-      current = "";
-    } else current += c;
   }
-  parts.push(current);
-  const value = (parts.shift() ?? "").trim().toLowerCase();
   const params = new Map<string, string>();
-  for (const part of parts) {
-    const eq = part.indexOf("=");
-    if (eq <= 0) continue;
-    const key = part.slice(0, eq).trim().toLowerCase();
-    if (!params.has(key)) params.set(key, part.slice(eq + 1).trim());
+  while (at < text.length && !malformed) {
+    at++; // the `;`
+    skipCfws();
+    if (at >= text.length || text[at] === ";") continue;
+    const nameStart = at;
+    while (at < text.length && tokenChar(text[at]!, false)) at++;
+    const name = text.slice(nameStart, at).toLowerCase();
+    skipCfws();
+    if (name === "" || text[at] !== "=") {
+      malformed = true;
+      break;
+    }
+    at++;
+    skipCfws();
+    let paramValue: string | null;
+    if (text[at] === '"') paramValue = quotedString();
+    else {
+      const valueStart = at;
+      while (at < text.length && tokenChar(text[at]!, true)) at++;
+      paramValue = at > valueStart ? text.slice(valueStart, at) : null;
+    }
+    skipCfws();
+    if (paramValue === null || (at < text.length && text[at] !== ";")) {
+      malformed = true;
+      break;
+    }
+    if (!params.has(name)) params.set(name, paramValue);
   }
-  return { value, valueUnquoted, params };
+  return { value: value.trim().toLowerCase(), valueUnquoted, params, malformed };
 }
 
 /** RFC 2045 §5.1 `token`: printable US-ASCII without SPACE and tspecials. */
@@ -130,6 +202,7 @@ export function entityOf(fields: readonly HeaderField[], defaultType = DEFAULT_T
   }
   const t = parseParameterized(type ?? defaultType);
   const d = parseParameterized(disposition ?? "");
+  if (t.malformed || d.malformed) return null;
   // A type that is not `token/token`, or a disposition that is not one token (RFC 2045 §5.1, RFC 2183 §2), is
   // read one way here and another by a client (Dovecot takes such a type as text/plain): not known.
   if (t.value !== "" && (!t.valueUnquoted || !MEDIA_TYPE.test(t.value))) return null;

@@ -30,6 +30,19 @@ const NONE: BoundaryLine = { prefixes: 0, multipart: -1, close: false, ambiguous
 const DELIMITER_REST = /^[ \t]*\r?\n?$/;
 const CLOSE_REST = /^--[ \t]*\r?\n?$/;
 
+/**
+ * RFC 2046 §5.1.1: a boundary is 1 to 70 of `bchars` (letters, digits, `'()+_,-./:=?` and space), not ending in a
+ * space. This reader takes up to MAX_BOUNDARY_LENGTH (mailers that write longer ones exist); other characters
+ * make the multipart unknown, since readers split on them differently.
+ */
+const BOUNDARY = /^[0-9A-Za-z'()+_,\-./:=? ]*[0-9A-Za-z'()+_,\-./:=?]$/;
+export const MAX_BOUNDARY_LENGTH = 200;
+
+/** Whether a multipart's `boundary` parameter is one this reader splits on (`BOUNDARY`). */
+export function usableBoundary(boundary: string | undefined): boundary is string {
+  return boundary !== undefined && boundary.length <= MAX_BOUNDARY_LENGTH && BOUNDARY.test(boundary);
+}
+
 /** `--` + boundary as the latin1 text of its UTF-8 octets, the form `readBoundaryLine` compares lines in. */
 export function delimiterOf(boundary: string): string {
   return Buffer.from(`--${boundary}`, "utf8").toString("latin1");

@@ -20,7 +20,7 @@ export {
   type ParameterizedValue,
   parseParameterized,
 } from "./attachment.ts";
-export { type BoundaryLine, delimiterOf, readBoundaryLine } from "./boundary.ts";
+export { type BoundaryLine, delimiterOf, MAX_BOUNDARY_LENGTH, readBoundaryLine, usableBoundary } from "./boundary.ts";
 export { clean, oneLine, terminalJson } from "./display.ts";
 export { decodeEncodedWords, readUnstructured } from "./encoded-words.ts";
 export { type MessageFields, readMessageFields, UNKNOWN_FIELDS } from "./fields.ts";

@@ -22,6 +22,7 @@ import {
   parseHeaderFields,
   readBoundaryLine,
   readUnstructured,
+  usableBoundary,
 } from "../mail/index.ts";
 
 /** Deepest multipart nesting read (RFC 2046 sets none; the SMTP inspector stops at a similar depth). */
@@ -350,7 +351,7 @@ function walk(part: Part, depth: number, state: Walk, place: Place): void {
       return;
     }
     const boundary = entity.typeParams.get("boundary");
-    const delimiter = boundary === undefined || boundary === "" ? null : delimiterOf(boundary);
+    const delimiter = usableBoundary(boundary) ? delimiterOf(boundary) : null;
     const split = delimiter === null ? null : splitMultipart(part.body, delimiter, place);
     if (split?.ambiguous && !state.problems.includes(AMBIGUOUS_BOUNDARY)) state.problems.push(AMBIGUOUS_BOUNDARY);
     if (delimiter === null || split === null || split.parts.length === 0) {

@@ -19,6 +19,7 @@ import {
   parseHeaderFields,
   readBoundaryLine,
   readMessageFields,
+  usableBoundary,
 } from "../mail/index.ts";
 import { MAX_HEADER_BYTES, MAX_MIME_DEPTH, MAX_MIME_PARTS, MAX_PART_HEADER_BYTES } from "./limits.ts";
 
@@ -177,7 +178,7 @@ export class MessageInspector {
     }
     if (entity.type.startsWith("multipart/")) {
       const boundary = entity.typeParams.get("boundary");
-      if (boundary === undefined || boundary === "" || boundary.length > 200) {
+      if (!usableBoundary(boundary)) {
         this.#unknown = true;
         return;
       }

@@ -10,6 +10,7 @@ import {
   delimiterOf,
   entityOf,
   isAttachmentEntity,
+  MAX_BOUNDARY_LENGTH,
   mailboxProblem,
   parseHeaderFields,
   parseParameterized,
@@ -17,6 +18,7 @@ import {
   readEnvelopeAddress,
   readMessageFields,
   readUnstructured,
+  usableBoundary,
 } from "../../src/mail/index.ts";
 import { CONTROL_SHOWN, CONTROL_SUBJECT, DECODED, subjectLine, UNKNOWN } from "./encodings.ts";
 
@@ -137,6 +139,44 @@ describe("MIME parameters and attachments", () => {
     expect(p.value).toBe("multipart/mixed");
     expect(p.params.get("boundary")).toBe('a;b"c');
     expect(p.params.get("name*0*")).toBe("utf-8''a");
+  });
+
+  test("parameters that are not attribute=(token / quoted-string) are malformed, and so is the entity", () => {
+    for (const bad of [
+      "multipart/mixed; boundary=a b",
+      'multipart/mixed; boundary=a"b"',
+      'multipart/mixed; boundary="b" junk',
+      "multipart/mixed; boundary=x (c) y",
+      "multipart/mixed; boundary=a\\b",
+      'multipart/mixed; boundary="unclosed',
+      "multipart/mixed; boundary=b (unclosed",
+      "multipart/mixed; boundary",
+      "multipart/mixed; boundary=",
+      "multipart/mixed; =b",
+      "multipart/mixed; bound ary=b",
+    ]) {
+      expect(parseParameterized(bad).malformed).toBe(true);
+      expect(entityOf(parseHeaderFields(section(`Content-Type: ${bad}`))!)).toBeNull();
+    }
+    for (const good of [
+      'multipart/mixed; boundary="a b"',
+      "multipart/mixed;boundary=b",
+      "multipart/mixed; boundary = b ; charset=x;",
+      "multipart/mixed (c); (c) boundary (c) = (c) b (c)",
+      "text/plain; name=r\u00e9sum\u00e9.pdf",
+    ]) {
+      expect(parseParameterized(good).malformed).toBe(false);
+      expect(entityOf(parseHeaderFields(section(`Content-Type: ${good}`))!)).not.toBeNull();
+    }
+    expect(parseParameterized("multipart/mixed (c); (c) boundary (c) = (c) b (c)").params.get("boundary")).toBe("b");
+    expect(parseParameterized("text/plain(c)x").value).toBe("text/plain x");
+  });
+
+  test("a multipart's boundary: RFC 2046 bchars, not ending in a space, at most MAX_BOUNDARY_LENGTH", () => {
+    for (const ok of ["b", "a b", "----=_Part_1.2'()+_,-./:=?", "x".repeat(MAX_BOUNDARY_LENGTH)])
+      expect(usableBoundary(ok)).toBe(true);
+    for (const bad of [undefined, "", "b ", "a\\b", 'a"b', "a;b", "\u00e9", "x".repeat(MAX_BOUNDARY_LENGTH + 1)])
+      expect(usableBoundary(bad)).toBe(false);
   });
 
   test("an entity from its header fields; Content-Type or Content-Disposition twice is unknown", () => {

@@ -8,6 +8,9 @@
  * - a multipart whose text part holds a line that begins with the boundary but is not a delimiter (`--yjunk`,
  *   `--y junk`, RFC 2046 §5.1.1): Dovecot shows the PDF after it as a part, a strict reader as text; the proxy
  *   cannot know which the recipient's reader does, so has_attachment is unknown and the rule undecided (denied).
+ * - a boundary parameter followed by more than white space and comments before the next `;` (`boundary=a b`,
+ *   `boundary="b" junk`, an unquoted backslash): Dovecot takes the token or quoted string and shows the PDF, a
+ *   reader that kept the rest would see no part at all, so has_attachment is unknown.
  * Nothing of them reaches Postfix; a digest whose parts say text/plain, and a plain message, sent last over the
  * same session, do.
  */
@@ -115,6 +118,46 @@ const CASES: readonly Case[] = [
       `--y\nContent-Type: text/plain\n\nhi\n--y junk\n${PDF_PART}--y--\n`,
     ),
     outcome: "unknown",
+  },
+  // The boundary parameter read the way Dovecot reads it (a token stops at a space, a quote or a backslash; a quoted
+  // string ends at its quote): anything after it before the next `;` makes the Content-Type malformed, not a
+  // longer boundary whose delimiters never come (that reading saw no parts, so no attachment).
+  ...[
+    ["a space", "boundary=a b", "a"],
+    ["a quoted string", 'boundary=a"b"', "a"],
+    ["text after a quoted string", 'boundary="b" junk', "b"],
+    ["a comment between two tokens", "boundary=x (c) y", "x"],
+  ].map(
+    ([what, parameter, boundary]): Case => ({
+      name: `a boundary parameter with ${what} in it (${parameter})`,
+      id: id(`param-${boundary}-${what!.replaceAll(" ", "-")}`),
+      text: message(
+        id(`param-${boundary}-${what!.replaceAll(" ", "-")}`),
+        `multipart/mixed; ${parameter}`,
+        `--${boundary}\nContent-Type: text/plain\n\nhello\n--${boundary}\n${PDF_PART}--${boundary}--\n`,
+      ),
+      outcome: "unknown",
+    }),
+  ),
+  {
+    name: "a backslash in an unquoted boundary (boundary=a\\b), delimiters --ab",
+    id: id("param-backslash"),
+    text: message(
+      id("param-backslash"),
+      "multipart/mixed; boundary=a\\b",
+      `--ab\nContent-Type: text/plain\n\nhello\n--ab\n${PDF_PART}--ab--\n`,
+    ),
+    outcome: "unknown",
+  },
+  {
+    name: "a boundary with a comment and a trailing ; (allowed), two text parts",
+    id: id("param-comment"),
+    text: message(
+      id("param-comment"),
+      'multipart/alternative; boundary="y" (the parts);',
+      "--y\nContent-Type: text/plain\n\nhi\n--y\nContent-Type: text/html\n\n<p>hi</p>\n--y--\n",
+    ),
+    outcome: "delivered",
   },
   {
     name: "a digest whose parts say text/plain",
