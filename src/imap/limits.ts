@@ -27,6 +27,13 @@ export const IDLE_RENEW_MS = 25 * 60 * 1000;
 // ---- commands ------------------------------------------------------------------------------------------------
 
 /**
+ * `UID SEARCH ALL` runs at SELECT until one comes back without upstream reporting a change during it (another
+ * session's EXPUNGE, an arrival; commands/select.ts): the pipelined one and two more. A folder that changes during
+ * each of them fails the SELECT with `NO [UNAVAILABLE]` rather than open a view whose numbers may be off.
+ */
+export const SELECT_SEARCHES = 3;
+
+/**
  * Ranges per upstream command: Dovecot refuses command lines over 64 KB (`imap_max_line_length`), and a filtered
  * folder's visible UIDs are scattered (30,000 of 100,000 make some 20,000 ranges). 1,000 ranges stay under 22 KB.
  */

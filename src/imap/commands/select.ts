@@ -6,6 +6,7 @@
 
 import { messageFilter } from "../classify.ts";
 import { openFiltered, SYSTEM_FLAGS, searchUids, sessionRunner, withoutKeywords } from "../filtering.ts";
+import { SELECT_SEARCHES } from "../limits.ts";
 import { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import type { UpstreamCommand } from "../upstream.ts";
@@ -57,10 +58,21 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     held.push(r);
   });
   // Every UID of the folder, asked right behind the SELECT (one round trip for both): Dovecot answers it from the
-  // state the SELECT reported (docs/imap.md "Round trips upstream"). After a failed SELECT it fails too, unused.
+  // session's view, then reports what changed since (another session's EXPUNGE, an arrival) before its OK. A search
+  // during which upstream reported a change is not used: its UIDs and the sequence numbers upstream counts in from
+  // then on would differ, and every later FETCH or EXPUNGE by number would land on the wrong message, a hidden one
+  // among them. The search is run again, up to SELECT_SEARCHES times (docs/imap.md "Round trips upstream").
   let uids: number[] = [];
+  let changed = false;
   const collect = (r: Response) => {
     if (r.type === "SEARCH") for (const n of r.numbers) uids.push(n);
+    else if (r.type === "EXISTS") {
+      exists = r.n;
+      changed = true;
+    } else if (r.type === "EXPUNGE") {
+      exists = Math.max(0, exists - 1);
+      changed = true;
+    }
   };
   const searchAll: UpstreamCommand = {
     name: "SEARCH",
@@ -69,7 +81,8 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     charset: null,
     criteria: [{ key: "ALL" }],
   };
-  const searched = s.upstreamPipeline(searchAll, collect);
+  // Not through the session's model: no mailbox is modelled yet, and the changes are what `collect` watches for.
+  const searched = s.up!.pipeline(searchAll, collect);
   searched?.catch(() => {}); // a lost connection rejects the SELECT too, which reports it
   const st = await selected;
   if (st.status !== "OK") {
@@ -85,9 +98,25 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     });
     return upstreamStatus(s, cmd.tag, st, true);
   }
-  if (searched === null || (await searched).status !== "OK") {
+  let listed = searched !== null && (await searched).status === "OK";
+  for (let searches = searched === null ? 0 : 1; !listed || changed; searches++) {
+    if (searches >= SELECT_SEARCHES) {
+      const why = listed ? "it changed during each search" : "upstream refused the search";
+      s.auditRow({
+        command: cmd.name,
+        operation: "folder:read",
+        folder: p,
+        decision: "error",
+        rule: d.rule,
+        ruleIndex: d.ruleIndex,
+        reason: `the folder's UIDs could not be listed: ${why}`,
+      });
+      await s.upstreamRun({ name: "UNSELECT" }).catch(() => {});
+      throw new Refusal("NO", "UNAVAILABLE", "The mailbox could not be opened; try again later");
+    }
     uids = [];
-    await s.upstreamRun(searchAll, collect);
+    changed = false;
+    listed = (await s.up!.run(searchAll, collect)).status === "OK";
   }
   uids.sort((a, b) => a - b);
   const filter = messageFilter(policy, p, s.agent);

@@ -1,0 +1,184 @@
+/**
+ * A change upstream while a SELECT lists the folder's UIDs (src/imap/commands/select.ts, docs/imap.md "Round trips
+ * upstream"): the proxy sends `UID SEARCH ALL` right behind the SELECT; Dovecot answers it from the session's view,
+ * then reports another session's EXPUNGE before its OK. A relay between the proxy and Dovecot holds that search
+ * until a client connected straight to Dovecot has expunged the first visible message of a filtered INBOX, so the
+ * race happens every time. Before, the proxy kept the stale list and dropped the EXPUNGE: from then on each upstream
+ * sequence number named the message before it, and a hidden message's new keyword reached the agent as a flag
+ * change of its visible neighbour. Now the changed search is run again, and the agent's view is the folder as it is.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
+import type { ImapFlow } from "imapflow";
+import { SELECT_SEARCHES } from "../../src/imap/limits.ts";
+import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { type Expected, expected, expectNoLeak, fetchedUids, SEED_RULES } from "./filtered-fixture.ts";
+import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+
+/**
+ * A relay to Dovecot's plain IMAP port that, once `hold()` is called, lets the proxy's commands through up to the
+ * first `UID SEARCH ALL` that follows a SELECT or EXAMINE (`hold(true)`: the next one, a repeated search), and keeps
+ * that line and what follows until `release()`.
+ */
+class HoldingRelay {
+  readonly #server: Server;
+  readonly #sockets = new Set<Socket>();
+  #gate: { held: () => void; text: string; selected: boolean; kept: string } | null = null;
+  #toUpstream: Socket | null = null;
+
+  private constructor(server: Server) {
+    this.#server = server;
+  }
+
+  static async start(upstreamPort: number): Promise<HoldingRelay> {
+    let relay: HoldingRelay | null = null;
+    const server = createServer((client) => {
+      const upstream = tcpConnect({ host: "127.0.0.1", port: upstreamPort });
+      relay!.#sockets.add(client).add(upstream);
+      relay!.#toUpstream = upstream;
+      client.on("data", (chunk: Buffer) => relay!.#fromProxy(chunk.toString("latin1")));
+      upstream.on("data", (chunk: Buffer) => client.write(chunk));
+      client.on("close", () => upstream.destroy());
+      upstream.on("close", () => client.destroy());
+      client.on("error", () => upstream.destroy());
+      upstream.on("error", () => client.destroy());
+    });
+    relay = new HoldingRelay(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return relay;
+  }
+
+  get port(): number {
+    return (this.#server.address() as { port: number }).port;
+  }
+
+  /** Resolves `held` once the search is kept back; `release()` sends it and everything after it. */
+  hold(again = false): { held: Promise<void>; release: () => void } {
+    let held!: () => void;
+    const promise = new Promise<void>((resolve) => (held = resolve));
+    const gate = { held, text: "", selected: again, kept: "" };
+    this.#gate = gate;
+    return {
+      held: promise,
+      release: () => {
+        if (this.#gate === gate) this.#gate = null;
+        this.#toUpstream!.write(Buffer.from(gate.kept + gate.text, "latin1"));
+      },
+    };
+  }
+
+  #fromProxy(text: string): void {
+    const gate = this.#gate;
+    if (gate === null) {
+      this.#toUpstream!.write(Buffer.from(text, "latin1"));
+      return;
+    }
+    gate.text += text;
+    for (let end = gate.text.indexOf("\r\n"); end !== -1; end = gate.text.indexOf("\r\n")) {
+      const line = gate.text.slice(0, end + 2);
+      gate.text = gate.text.slice(end + 2);
+      if (gate.kept !== "") gate.kept += line;
+      else if (gate.selected && /^\S+ UID SEARCH ALL\r\n$/.test(line)) {
+        gate.kept = line;
+        gate.held();
+      } else {
+        if (/^\S+ (SELECT|EXAMINE) /.test(line)) gate.selected = true;
+        this.#toUpstream!.write(Buffer.from(line, "latin1"));
+      }
+    }
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.#sockets) s.destroy();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+}
+
+let mailbox: TestMailbox;
+let e: Expected;
+let relay: HoldingRelay;
+let proxy: TestProxy;
+let human: ImapFlow;
+
+beforeAll(async () => {
+  mailbox = await createMailbox({ seed: { folders: { INBOX: 40 }, seed: 31 } });
+  e = expected(mailbox.manifest.folders["INBOX"]!);
+  relay = await HoldingRelay.start(upstreams().ports.imap);
+  proxy = await startTestProxy({ rules: SEED_RULES, upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` });
+  human = await connectImap(mailbox);
+  await human.mailboxOpen("INBOX");
+});
+
+afterAll(async () => {
+  await human?.logout();
+  await proxy?.close();
+  await relay?.close();
+});
+
+test("an EXPUNGE during SELECT's UID SEARCH: the view is the folder as it is; hidden flags stay hidden", async () => {
+  const all = [...e.visible, ...e.hidden].sort((a, b) => a.uid - b.uid);
+  const expunged = e.visibleUids[0]!;
+  // Once the first visible message is gone, each upstream number names the next message: a hidden message right
+  // after a visible one is what a stale list would show under its neighbour's number.
+  expect(all.some((m, i) => i > 0 && e.hiddenUids.has(m.uid) && !e.hiddenUids.has(all[i - 1]!.uid))).toBe(true);
+
+  const agent = await RawImap.login(proxy.port, mailbox);
+  const gate = relay.hold();
+  agent.write("s EXAMINE INBOX\r\n");
+  await gate.held;
+  await human.messageDelete(String(expunged), { uid: true });
+  gate.release();
+  const selected = await agent.waitTagged("s");
+  expect(statusOf(selected, "s")).toStartWith("s OK");
+  const remaining = e.visibleUids.slice(1);
+  expect(selected).toContain(`* ${remaining.length} EXISTS`);
+
+  // The owner tags every hidden message; the agent's NOOP brings upstream's flag changes (without UIDs).
+  await human.messageFlagsAdd([...e.hiddenUids].join(","), ["$Leaked"], { uid: true });
+  const noop = await agent.command("n", "NOOP");
+  expect(noop).not.toContain("$Leaked");
+  const view = await agent.command("f", "FETCH 1:* (UID FLAGS)");
+  expect(fetchedUids(view)).toEqual(remaining.map((uid, i) => [i + 1, uid] as [number, number]));
+  expect(view).not.toContain("$Leaked");
+  expectNoLeak(selected + noop + view, e);
+  agent.close();
+  e = { ...e, visible: e.visible.slice(1), visibleUids: remaining };
+});
+
+/** EXAMINE INBOX with a hidden message expunged during each of its first `changes` UID SEARCHes; the reply. */
+async function examineWithChanges(agent: RawImap, changes: number): Promise<string> {
+  let gate = relay.hold();
+  agent.write("s EXAMINE INBOX\r\n");
+  for (let i = 0; i < changes; i++) {
+    await gate.held;
+    const victim = e.hidden[0]!;
+    await human.messageDelete(String(victim.uid), { uid: true });
+    e = { ...e, hidden: e.hidden.slice(1), hiddenUids: new Set(e.hidden.slice(1).map((m) => m.uid)) };
+    const current = gate;
+    if (i + 1 < changes) gate = relay.hold(true);
+    current.release();
+  }
+  return agent.waitTagged("s");
+}
+
+test(`a folder that changes during each of SELECT_SEARCHES (${SELECT_SEARCHES}) searches is not opened`, async () => {
+  const agent = await RawImap.login(proxy.port, mailbox);
+  // One search fewer than the limit changed: the last one lists the folder, and the SELECT succeeds.
+  const opened = await examineWithChanges(agent, SELECT_SEARCHES - 1);
+  expect(statusOf(opened, "s")).toStartWith("s OK");
+  expect(opened).toContain(`* ${e.visibleUids.length} EXISTS`);
+  // Each of them changed: NO [UNAVAILABLE], an error row, and the session is not in a folder any more.
+  const refused = await examineWithChanges(agent, SELECT_SEARCHES);
+  expect(statusOf(refused, "s")).toBe("s NO [UNAVAILABLE] The mailbox could not be opened; try again later");
+  expect(refused).not.toContain("EXISTS");
+  expect(statusOf(await agent.command("f", "FETCH 1 (UID)"), "f")).toStartWith("f BAD");
+  const rows = await proxy.rows();
+  expect(rows.findLast((r) => r.command === "EXAMINE")).toMatchObject({
+    decision: "error",
+    reason: "the folder's UIDs could not be listed: it changed during each search",
+  });
+  const view = await agent.command("t", "EXAMINE INBOX");
+  expect(statusOf(view, "t")).toStartWith("t OK");
+  expect(view).toContain(`* ${e.visibleUids.length} EXISTS`);
+  agent.close();
+});
