@@ -141,9 +141,15 @@ export async function searchUids(run: UpstreamRunner, key: "UNSEEN" | "RECENT" |
   return out.sort((a, b) => a - b);
 }
 
-/** A COPYUID for the agent: only when every source UID is one it can see and the destination is not filtered. */
+/**
+ * A COPYUID or APPENDUID for the agent: only when it may read the destination's status (`folder:read` there: its
+ * UIDVALIDITY, and the new UIDs, which tell how far UIDNEXT had moved), every source UID is one it can see, and the
+ * destination is not filtered.
+ */
 export function agentCopyUid(s: Session, code: ResponseCode | null, destination: string): ResponseCode | null {
   if (code === null || !code.known || (code.name !== "COPYUID" && code.name !== "APPENDUID")) return code;
+  // An append-only folder: STATUS there is refused, so is what these codes would tell of it.
+  if (!s.rights.may("folder:read", destination)) return null;
   // In a filtered destination the new UIDs may be hidden ones there: the proxy cannot say without classifying.
   if (messageFilter(s.ctx.policy, destination, s.agent) !== null) return null;
   if (code.name === "APPENDUID") return code;
