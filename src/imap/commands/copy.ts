@@ -1,6 +1,6 @@
 /**
- * COPY and MOVE, plain and UID (RFC 3501 §6.4.7, RFC 6851; mail:read or mail:move at the source, mail:append at the
- * destination): COPYUID passed on only where it cannot betray hidden messages.
+ * COPY and MOVE, plain and UID (RFC 3501 §6.4.7, RFC 6851; mail:read at the source, and mail:move there for a
+ * MOVE; mail:append at the destination): COPYUID passed on only where it cannot betray hidden messages.
  */
 
 import { agentCopyUid } from "../filtering.ts";
@@ -14,8 +14,11 @@ export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): P
   const command = `${cmd.uid ? "UID " : ""}${cmd.name}`;
   if (cmd.uid) auditProbe(s, command, cmd.name === "MOVE" ? "mail:move" : "mail:read", cmd.set);
   const uids = target(box, cmd.uid, cmd.set);
-  // Source: a copy reads the messages, a move also removes them (docs/config.md "Operations").
+  // Source: a copy reads the messages, a move also removes them (docs/config.md "Operations"). A move reads them
+  // too: what lands in the destination is the messages whole, so a folder the agent may not read cannot be emptied
+  // into one it can.
   const d = s.require(command, cmd.name === "MOVE" ? "mail:move" : "mail:read", p, `${uids.length} messages`);
+  if (cmd.name === "MOVE") s.require(command, "mail:read", p, `${uids.length} messages`);
   // Destination: hidden answers as nonexistent; then mail:append.
   const dest = cmd.mailbox;
   const dp = visibleFolder(s, command, "mail:append", dest, new Refusal("NO", "TRYCREATE", "Mailbox does not exist"));
