@@ -30,6 +30,7 @@ import {
   UpstreamAuthError,
   type UpstreamSession,
 } from "../smtp/upstream.ts";
+import { attachmentsShown, MORE_TEXT } from "./preview.ts";
 import { type ApprovalContext, approvalEvent } from "./service.ts";
 import type { ApprovalRow, HeldMessage, Preview } from "./store.ts";
 
@@ -72,7 +73,7 @@ export function approverNotice(input: ApproverNoticeInput): NoticeText {
     ),
     `Subject:     ${subject}`,
     `Size:        ${p.size} octets`,
-    `Attachments: ${p.attachments.length === 0 ? "none" : p.attachments.map(clean).join(", ")}`,
+    `Attachments: ${attachmentsShown(p, clean)}`,
     `Rule:        ${clean(input.rule)}`,
     `Held as:     ${input.id}`,
     `Expires:     ${new Date(input.expires).toISOString()}`,
@@ -80,6 +81,7 @@ export function approverNotice(input: ApproverNoticeInput): NoticeText {
     "The first lines of the text (transfer encodings not decoded):",
     "",
     ...(p.text === "" ? ["| (empty)"] : p.text.split("\n").map((l) => `| ${clean(l)}`)),
+    ...(p.textCut === true ? [MORE_TEXT] : []),
     "",
   ];
   if (input.link !== null) {

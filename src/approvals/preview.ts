@@ -1,7 +1,7 @@
 /**
  * What approvers are shown of a held message (docs/approvals.md "What approvers see"): sender, every envelope
- * recipient (those outside the sender's domain marked), subject, size, attachment file names, and the first lines
- * of the text. Read from the raw bytes without decoding transfer encodings: the preview is a hint for a person,
+ * recipient (those outside the sender's domain marked), subject, size, attachment file names with the SMTP
+ * inspector's verdict beside them, and the first lines of the text, saying when there is more. Read from the raw bytes without decoding transfer encodings: the preview is a hint for a person,
  * the decision is about the exact stored bytes, which the link is bound to by their SHA-256.
  */
 
@@ -19,7 +19,16 @@ function domainOf(address: string): string {
   return address.slice(address.lastIndexOf("@") + 1).toLowerCase();
 }
 
-export function buildPreview(sender: string, recipients: readonly string[], message: Buffer): Preview {
+/**
+ * `hasAttachment`: the SMTP inspector's verdict on the same bytes (null: unknown), so that a part without a file
+ * name, or a structure the inspector could not read, is not shown as "none".
+ */
+export function buildPreview(
+  sender: string,
+  recipients: readonly string[],
+  message: Buffer,
+  hasAttachment: boolean | null,
+): Preview {
   const text = message.subarray(0, PREVIEW_SCAN_BYTES).toString("latin1");
   const split = text.search(/\r?\n\r?\n/);
   const header = split === -1 ? text : text.slice(0, split);
@@ -30,11 +39,8 @@ export function buildPreview(sender: string, recipients: readonly string[], mess
     m[1]!.slice(0, PREVIEW_LINE_CHARS),
   );
   const body = split === -1 ? "" : text.slice(split).replace(/^\r?\n\r?\n/, "");
-  const lines = body
-    .split(/\r?\n/)
-    .filter((l) => !/^(--|content-[a-z-]+:)/i.test(l))
-    .slice(0, PREVIEW_LINES)
-    .map((l) => l.slice(0, PREVIEW_LINE_CHARS));
+  const all = body.split(/\r?\n/).filter((l) => !/^(--|content-[a-z-]+:)/i.test(l));
+  const lines = all.slice(0, PREVIEW_LINES).map((l) => l.slice(0, PREVIEW_LINE_CHARS));
   const senderDomain = domainOf(sender);
   return {
     sender,
@@ -42,6 +48,26 @@ export function buildPreview(sender: string, recipients: readonly string[], mess
     subject: subject === null ? null : subject.slice(0, PREVIEW_LINE_CHARS),
     size: message.length,
     attachments: [...new Set(attachments)],
+    hasAttachment,
     text: lines.join("\n").trim(),
+    textCut:
+      message.length > PREVIEW_SCAN_BYTES ||
+      all.slice(PREVIEW_LINES).some((l) => l.trim() !== "") ||
+      all.slice(0, PREVIEW_LINES).some((l) => l.length > PREVIEW_LINE_CHARS),
   };
 }
+
+/**
+ * The attachments of a preview in words, the names shown with `show` (each display escapes them its own way).
+ * Without a name found, the inspector's verdict says whether there is none, one without a name, or no telling.
+ */
+export function attachmentsShown(p: Preview, show: (name: string) => string): string {
+  if (p.attachments.length > 0) return p.attachments.map(show).join(", ");
+  // Records sealed before the verdict was kept have none: not known either.
+  if (p.hasAttachment === false) return "none";
+  if (p.hasAttachment === true) return "yes, without a file name";
+  return "unknown: the message's parts could not be read";
+}
+
+/** Said after the shown lines when the text goes on (or lines were cut): the approver has not seen it all. */
+export const MORE_TEXT = "(more text follows that is not shown here)";

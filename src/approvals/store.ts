@@ -28,8 +28,12 @@ export interface Preview {
   readonly subject: string | null;
   readonly size: number;
   readonly attachments: readonly string[];
+  /** The SMTP inspector's has_attachment (null: unknown); absent in records sealed before it was kept. */
+  readonly hasAttachment?: boolean | null;
   /** The first lines of the text, at most PREVIEW_LINES of them. */
   readonly text: string;
+  /** More text follows than `text` shows (absent in records sealed before it was kept). */
+  readonly textCut?: boolean;
 }
 
 export interface HeldMessage {

@@ -6,6 +6,7 @@
  * header, or failing that its Referer, names `[approvals] base_url`'s origin): a form on another site cannot act.
  */
 
+import { attachmentsShown, MORE_TEXT } from "./preview.ts";
 import { type ApprovalContext, AUDIT_UNAVAILABLE, approvalEvent, approve, deny } from "./service.ts";
 import { type ApprovalRow, ID_PATTERN } from "./store.ts";
 
@@ -109,8 +110,9 @@ export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Re
         : `<dl><dt>From</dt><dd>${html(p.sender)}</dd>` +
           p.recipients.map((r) => `<dt>To</dt><dd>${html(r.address)}${r.external ? OUTSIDE_MARK : ""}</dd>`).join("") +
           `<dt>Subject</dt><dd>${html(p.subject ?? "(none)")}</dd><dt>Size</dt><dd>${p.size} octets</dd>` +
-          `<dt>Attachments</dt><dd>${html(p.attachments.join(", ") || "none")}</dd>` +
-          `<dt>Rule</dt><dd>${html(row.rule)}</dd></dl><pre>${html(p.text)}</pre>`;
+          `<dt>Attachments</dt><dd>${html(attachmentsShown(p, (name) => name))}</dd>` +
+          `<dt>Rule</dt><dd>${html(row.rule)}</dd></dl><pre>${html(p.text)}</pre>` +
+          (p.textCut === true ? `<p>${html(MORE_TEXT)}</p>` : "");
     const form =
       // Relative, so that a base_url with a path (a reverse proxy that strips it) gets the POST at the same prefix.
       `<form method="post" action="./${id}"><input type="hidden" name="t" value="${html(token)}">` +

@@ -1337,6 +1337,7 @@ export class SmtpSession {
             tx.sender,
             tx.recipients.map((r) => r.address),
             message,
+            typeof detail["hasAttachment"] === "boolean" ? detail["hasAttachment"] : null,
           ),
         },
         { name: first.rule ?? "", index: first.ruleIndex, groups },

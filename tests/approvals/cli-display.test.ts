@@ -62,7 +62,7 @@ function heldMessage(reply?: string): { file: string; id: string } {
         account: "mail",
         credentials: null,
         agent: "bot",
-        preview: buildPreview("a@corp.test", ["boss@corp.test", "x@outside.example"], message),
+        preview: buildPreview("a@corp.test", ["boss@corp.test", "x@outside.example"], message, true),
       },
       { name: "ask", index: 0, groups: ["managers"] },
       Date.now() + 60_000,

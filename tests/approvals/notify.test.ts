@@ -17,7 +17,7 @@ import {
   Notifier,
   senderNotice,
 } from "../../src/approvals/notify.ts";
-import { buildPreview } from "../../src/approvals/preview.ts";
+import { buildPreview, MORE_TEXT, PREVIEW_LINE_CHARS, PREVIEW_LINES } from "../../src/approvals/preview.ts";
 import { ApprovalStore } from "../../src/approvals/store.ts";
 import { AuditLog } from "../../src/audit/index.ts";
 import { parseConfig } from "../../src/config/index.ts";
@@ -48,7 +48,7 @@ const MESSAGE = Buffer.from(
 );
 
 function notice(link: string | null = "https://admin.example/approvals/ab?t=tok") {
-  const preview = buildPreview("alice@corp.test", ["bob@corp.test", "eve@outside.example"], MESSAGE);
+  const preview = buildPreview("alice@corp.test", ["bob@corp.test", "eve@outside.example"], MESSAGE, true);
   return approverNotice({ id: "ab".repeat(16), rule: "outside needs a manager", expires: 0, preview, link });
 }
 
@@ -80,7 +80,7 @@ describe("the approver's notice", () => {
   });
 
   test("no attachments, no subject, no text", () => {
-    const preview = buildPreview("a@x.test", ["b@x.test"], Buffer.from("From: a@x.test\r\n\r\n"));
+    const preview = buildPreview("a@x.test", ["b@x.test"], Buffer.from("From: a@x.test\r\n\r\n"), false);
     const { subject, text } = approverNotice({ id: "cd".repeat(16), rule: "r", expires: 0, preview, link: null });
     expect(subject).toBe("Approval needed: (no subject)");
     expect(text.split("\n")).toContain("Attachments: none");
@@ -88,9 +88,51 @@ describe("the approver's notice", () => {
     expect(text.split("\n")).toContain("| (empty)");
   });
 
+  test("an attachment without a file name, or parts the inspector could not read, are not shown as none", () => {
+    // name*0= only (RFC 2231 continuation), no filename: the inspector counts it (Content-Type name, not text/*).
+    const unnamed = Buffer.from(
+      "Subject: s\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\r\nhi\r\n--b\r\n" +
+        'Content-Type: application/pdf; name*0="se"; name*1="cret.pdf"\r\n\r\nJVBER\r\n--b--\r\n',
+    );
+    const shown = (hasAttachment: boolean | null) =>
+      approverNotice({
+        id: "ab".repeat(16),
+        rule: "r",
+        expires: 0,
+        preview: buildPreview("a@x.test", ["b@x.test"], unnamed, hasAttachment),
+        link: null,
+      }).text.split("\n");
+    expect(shown(true)).toContain("Attachments: yes, without a file name");
+    expect(shown(null)).toContain("Attachments: unknown: the message's parts could not be read");
+    expect(shown(false)).toContain("Attachments: none");
+  });
+
+  test("text past the shown lines is announced; a short text is not", () => {
+    const body = (n: number) => Array.from({ length: n }, (_, i) => `line ${i + 1}`).join("\r\n");
+    const notice = (n: number) =>
+      approverNotice({
+        id: "ab".repeat(16),
+        rule: "r",
+        expires: 0,
+        preview: buildPreview("a@x.test", ["b@x.test"], Buffer.from(`Subject: s\r\n\r\n${body(n)}\r\n`), false),
+        link: null,
+      }).text.split("\n");
+    expect(notice(PREVIEW_LINES)).toContain(`| line ${PREVIEW_LINES}`);
+    expect(notice(PREVIEW_LINES)).not.toContain(MORE_TEXT);
+    expect(notice(PREVIEW_LINES + 1)).not.toContain(`| line ${PREVIEW_LINES + 1}`);
+    expect(notice(PREVIEW_LINES + 1)).toContain(MORE_TEXT);
+    const long = buildPreview(
+      "a@x.test",
+      ["b@x.test"],
+      Buffer.from(`Subject: s\r\n\r\n${"x".repeat(PREVIEW_LINE_CHARS + 1)}`),
+      false,
+    );
+    expect(long.textCut).toBe(true);
+  });
+
   test("control and reordering characters of the message are replaced, in the text and the subject", () => {
     const raw = Buffer.from("Subject: a\rBcc: x\r\n\r\nline\u202eevil\u0000\r\n", "latin1");
-    const preview = buildPreview("a@x.test", ["b@x.test"], raw);
+    const preview = buildPreview("a@x.test", ["b@x.test"], raw, false);
     const { subject, text } = approverNotice({ id: "ef".repeat(16), rule: "r\nX: y", expires: 0, preview, link: null });
     expect(subject).not.toMatch(/[\r\n]/);
     expect(text).not.toMatch(/[\r\u0000\u202e]/);
@@ -227,7 +269,7 @@ describe("the notifier's limits", () => {
           account: null,
           credentials: null,
           agent: null,
-          preview: buildPreview("a@x.test", ["b@y.test"], MESSAGE),
+          preview: buildPreview("a@x.test", ["b@y.test"], MESSAGE, true),
         },
         { name: "hold", index: 0, groups: ["m"] },
         Date.now() + 60_000,

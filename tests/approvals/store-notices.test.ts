@@ -31,7 +31,7 @@ const HELD: HeldMessage = {
   account: "mail",
   credentials: null,
   agent: "bot",
-  preview: buildPreview("a@x.test", ["b@y.test"], MESSAGE),
+  preview: buildPreview("a@x.test", ["b@y.test"], MESSAGE, false),
 };
 const RULE = { name: "hold", index: 0, groups: ["m"] };
 

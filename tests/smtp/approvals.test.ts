@@ -104,6 +104,8 @@ describe("ask", () => {
     expect(outside.code).toBe(250);
     const id = heldId(outside.text);
     expect(store.row(id)!.state).toBe("held");
+    // What approvers are shown: the inspector's verdict beside the (absent) file names, and all of the text.
+    expect(store.message(id)!.preview).toMatchObject({ attachments: [], hasAttachment: false, textCut: false });
     await Bun.sleep(1500);
     expect(sinkCopies(`Hello ${m2}`)).toHaveLength(0);
 

@@ -3,6 +3,7 @@
 import { userInfo } from "node:os";
 import { AccountCredentials } from "../../accounts/index.ts";
 import { Notifier } from "../../approvals/notify.ts";
+import { attachmentsShown, MORE_TEXT } from "../../approvals/preview.ts";
 import { type ApprovalContext, approve, deny } from "../../approvals/service.ts";
 import { type ApprovalRow, ApprovalStore, ID_PATTERN } from "../../approvals/store.ts";
 import { AuditLog } from "../../audit/index.ts";
@@ -106,8 +107,9 @@ export async function approvals(ctx: CommandContext): Promise<number> {
           for (const r of p.recipients)
             ctx.out(`to: ${clean(r.address)}${r.external ? "  (outside the sender's domain)" : ""}`);
           ctx.out(`subject: ${clean(p.subject ?? "(none)")}`);
-          ctx.out(`size: ${p.size} octets; attachments: ${p.attachments.map(clean).join(", ") || "none"}`);
+          ctx.out(`size: ${p.size} octets; attachments: ${attachmentsShown(p, clean)}`);
           for (const line of p.text.split("\n")) ctx.out(clean(line));
+          if (p.textCut === true) ctx.out(MORE_TEXT);
         } else ctx.out("(the message was discarded or sent: nothing is kept)");
       }
       return EXIT_OK;
