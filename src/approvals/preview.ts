@@ -1,8 +1,9 @@
 /**
  * What approvers are shown of a held message (docs/approvals.md "What approvers see"): sender, every envelope
  * recipient (those outside the sender's domain marked), subject, size, attachment file names with the SMTP
- * inspector's verdict beside them, and the first lines of the text, saying when there is more. Read from the raw bytes without decoding transfer encodings: the preview is a hint for a person,
- * the decision is about the exact stored bytes, which the link is bound to by their SHA-256.
+ * inspector's verdict beside them, and the first lines of the text, saying when there is more. Read from the raw
+ * bytes without decoding transfer encodings: the preview is a hint for a person, the decision is about the exact
+ * stored bytes, which the link is bound to by their SHA-256.
  */
 
 import { readUnstructured } from "../mail/encoded-words.ts";
