@@ -775,6 +775,29 @@ function build(
         `${JSON.stringify(notifyAgent.name)}'s account: approvers' notices (with their links) may land in a Sent ` +
         'folder that agent can read; set an account no agent uses (docs/approvals.md "Notices")',
     );
+  // An approver address that is an agent's own mailbox: the notice, approval link included, lands where that agent
+  // reads, and the link is all it takes to approve (docs/approvals.md "Notices").
+  if (firstAsk !== -1) {
+    for (const [group, recipients] of Object.entries(approvals.groups)) {
+      for (const recipient of recipients) {
+        const address = recipient.toLowerCase();
+        const agent = (raw.agents ?? []).find((a) => {
+          const account = accounts[a.account];
+          return (
+            account !== undefined &&
+            [account.username, ...account.identities].some((mine) => mine.toLowerCase() === address)
+          );
+        });
+        if (agent !== undefined)
+          warnings.push(
+            `[approvals.groups.${group}] ${recipient} is the mailbox of agent ${JSON.stringify(agent.name)}'s ` +
+              `account ${JSON.stringify(agent.account)}: an agent that reads it can take the approval link from ` +
+              "the notice and approve its own message; send notices to an address no agent reads " +
+              '(docs/approvals.md "Notices")',
+          );
+      }
+    }
+  }
   if (rules.length === 0 && problems.list.length === 0) warnings.push("no [[rules]]: everything is denied");
 
   const auditPath = resolve(base, raw.audit?.path ?? "mailgator-audit.db");

@@ -135,6 +135,24 @@ describe("loading", () => {
     expect(vault(`notify_account = "notices"\n`)).not.toContain("notify_account");
   });
 
+  test("ask in vault mode: a warning when an approver's address is an agent's mailbox (the link lands there)", () => {
+    const vault = (recipient: string) =>
+      parseConfig(
+        `[approvals]\nnotify_account = "notices"\n[approvals.groups.m]\nrecipients = ["${recipient}"]\n` +
+          `[accounts.main]\nusername = "bot@example.com"\npassword = "p"\nidentities = ["desk@example.com"]\n` +
+          `[accounts.notices]\nusername = "notices@example.com"\npassword = "p"\n` +
+          `[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = "main"\n` +
+          `[[rules]]\nname = "hold"\naction = "ask"\nask_groups = ["m"]\noperations = ["send"]\n`,
+        "/cfg/mailgator.toml",
+      ).warnings.join("\n");
+    const warning = `is the mailbox of agent "bot"'s account "main": an agent that reads it can take the approval link`;
+    expect(vault("Bot@Example.com")).toContain(`[approvals.groups.m] Bot@Example.com ${warning}`);
+    expect(vault("desk@example.com")).toContain(warning);
+    expect(vault("boss@example.com")).not.toContain("is the mailbox of agent");
+    // The notices account is no agent's: its address as an approver draws no warning.
+    expect(vault("notices@example.com")).not.toContain("is the mailbox of agent");
+  });
+
   test("warnings for skip-verify, upstream none and plaintext on a public address", () => {
     const c = parseConfig(
       `[imap]\nlisten_addr = "0.0.0.0:1993"\nupstream_addr = "h:993"\nupstream_tls_skip_verify = ` +
