@@ -27,6 +27,14 @@ export const IDLE_RENEW_MS = 25 * 60 * 1000;
 // ---- commands ------------------------------------------------------------------------------------------------
 
 /**
+ * Commands refused as malformed (a line that does not parse, a framing error) after which the session ends with
+ * `* BYE`: every one counts before login, and after it those in a row (a command that parses starts the count
+ * again). Each such line costs an audit row (`(refused)`), so a client that sends garbage cannot fill the audit log
+ * or its queue from one connection. Dovecot ends a session after 20 bad commands too.
+ */
+export const MAX_BAD_COMMANDS = 20;
+
+/**
  * `UID SEARCH ALL` runs at SELECT until one comes back without upstream reporting a change during it (another
  * session's EXPUNGE, an arrival; commands/select.ts): the pipelined one and two more. A folder that changes during
  * each of them fails the SELECT with `NO [UNAVAILABLE]` rather than open a view whose numbers may be off.

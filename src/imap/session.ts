@@ -53,7 +53,7 @@ import { threadCommand } from "./commands/thread.ts";
 import { Deflate } from "./compress.ts";
 import { classifyNew, decideInFolder, searchUids, sessionRunner } from "./filtering.ts";
 import { FolderNames, FolderRights } from "./folders.ts";
-import { READ_AHEAD_LIMIT } from "./limits.ts";
+import { MAX_BAD_COMMANDS, READ_AHEAD_LIMIT } from "./limits.ts";
 import type { SelectedMailbox } from "./mailbox.ts";
 import { Refusal } from "./refusal.ts";
 import { UpstreamSession } from "./upstream.ts";
@@ -140,9 +140,10 @@ export class ImapSession implements LoginSession, CompressSession {
   /** The inflater has a backlog and reading is paused until it drains (start(), `#mayRead`). */
   #inflateBacklog = false;
   /**
-   * Output holds upstream back (docs/reliability.md "COMPRESS back-pressure"): while the agent's socket is full,
-   * while (compressed) the deflater has a backlog, or both; each has at most one drain waiter at a time, and
-   * upstream is resumed only once neither holds it (`#holdUpstream`).
+   * Output holds the session back (docs/reliability.md "COMPRESS back-pressure", "Output back-pressure"): while
+   * the agent's socket is full, while (compressed) the deflater has a backlog, or both, upstream is paused and no
+   * further command is read; each cause has at most one drain waiter at a time, and both resume only once neither
+   * holds them (`#holdUpstream`).
    */
   readonly #outputHeld = { deflater: false, socket: false };
   /** The upstream session `#holdUpstream` paused, resumed when `#outputHeld` clears. */
@@ -180,6 +181,8 @@ export class ImapSession implements LoginSession, CompressSession {
   #commands = 0;
   #loginResult: "ok" | "failed" | "none" = "none";
   #endReason = "client closed the connection";
+  /** Commands refused as malformed, counted for MAX_BAD_COMMANDS (all before login, in a row after it). */
+  #badCommands = 0;
   /**
    * Opens a second upstream session with the same login (STATUS of a filtered folder, classification helper); set at
    * login.
@@ -522,10 +525,10 @@ export class ImapSession implements LoginSession, CompressSession {
   #holdUpstream(cause: "deflater" | "socket"): void {
     const up = this.up;
     const deflate = this.#deflate;
-    if (this.#outputHeld[cause] || up === null || this.#closed) return;
+    if (this.#outputHeld[cause] || this.#closed) return;
     if (cause === "deflater" && deflate === null) return;
     this.#outputHeld[cause] = true;
-    if (this.#pausedUpstream !== up) {
+    if (up !== null && this.#pausedUpstream !== up) {
       // A replaced upstream session (not expected once compressed) no longer feeds this output: it is let go.
       this.#pausedUpstream?.resume();
       this.#pausedUpstream = up;
@@ -538,6 +541,10 @@ export class ImapSession implements LoginSession, CompressSession {
       const paused = this.#pausedUpstream;
       this.#pausedUpstream = null;
       paused?.resume();
+      // The command loop waits in nextEvent() while output is held.
+      const wake = this.#wake;
+      this.#wake = null;
+      wake?.();
     });
   }
 
@@ -575,6 +582,13 @@ export class ImapSession implements LoginSession, CompressSession {
   async nextEvent(): Promise<FramerEvent | null> {
     for (;;) {
       if (this.#closed) return null;
+      // An agent that does not read what it asked for gets no more answers: nothing more is read from it (its
+      // input stops at READ_AHEAD_LIMIT, then TCP pushes back) until its socket has drained. Commands answered
+      // without upstream (CAPABILITY, NOOP before login, a BAD) would otherwise queue output without bound.
+      if (this.#outputHeld.socket || this.#outputHeld.deflater) {
+        await new Promise<void>((resolve) => (this.#wake = resolve));
+        continue;
+      }
       const ev = this.#framer.next();
       if (ev !== null) return ev;
       this.#resumeInput();
@@ -619,6 +633,7 @@ export class ImapSession implements LoginSession, CompressSession {
             return;
           }
           this.tagged(e.tag ?? "*", "BAD", e.responseCode, e.message);
+          this.#badCommand();
           continue;
         }
         case "line":
@@ -656,8 +671,10 @@ export class ImapSession implements LoginSession, CompressSession {
             });
             // An unsupported charset is NO [BADCHARSET], not BAD (RFC 9051 §6.4.4): the command was well formed.
             this.tagged(e.tag ?? "*", e.code === "bad-charset" ? "NO" : "BAD", e.responseCode, e.message);
+            this.#badCommand();
             continue;
           }
+          if (this.state !== "not-authenticated") this.#badCommands = 0;
           this.#busy = true;
           this.#commands++;
           try {
@@ -670,6 +687,13 @@ export class ImapSession implements LoginSession, CompressSession {
         }
       }
     }
+  }
+
+  /** One more malformed command (MAX_BAD_COMMANDS): at the limit the session ends with `* BYE`. */
+  #badCommand(): void {
+    if (++this.#badCommands < MAX_BAD_COMMANDS || this.#closed) return;
+    this.#endReason = "too many invalid commands";
+    this.#bye("Too many invalid commands");
   }
 
   /** literal8 (`~{n}`) is APPEND's only (RFC 3516 §4.4), and only while BINARY is offered. */

@@ -2,7 +2,8 @@
  * `[limits]` of the IMAP proxy end to end against Dovecot (docs/config.md, docs/reliability.md "Connections and
  * timeouts"): floods of half-closed, silent and logged-in idle connections from one address do not keep an agent
  * from another address out, and are dropped at their timeouts; each connection and session limit at the limit and
- * one past it, with its audit row; the login, inactivity and IDLE timeouts. Loopback clients take their own
+ * one past it, with its audit row; the login, inactivity and IDLE timeouts; a client that never reads its answers,
+ * and one that sends malformed lines (MAX_BAD_COMMANDS). Loopback clients take their own
  * addresses from 127.0.0.0/8 to stand for different hosts.
  */
 
@@ -16,10 +17,11 @@ import {
   LOGIN_TIMEOUT_MS,
   MAX_SESSIONS_PER_AGENT,
 } from "../../src/config/limits.ts";
+import { MAX_BAD_COMMANDS } from "../../src/imap/limits.ts";
 import { END_GRACE_MS } from "../../src/net/index.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { createMailbox, type TestMailbox } from "../fixtures/index.ts";
-import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
 const FLOOD = 300;
 
@@ -413,5 +415,79 @@ describe("a session that ends while reading is paused", () => {
     } finally {
       await p.close();
     }
+  });
+});
+
+describe("hostile input", () => {
+  let p: TestProxy;
+  beforeAll(async () => {
+    p = await startTestProxy({});
+  });
+  afterAll(async () => {
+    await p?.close();
+  });
+
+  test("a client that sends commands and never reads the answers: the proxy stops reading it", async () => {
+    const socket = await new Promise<Socket>((resolve, reject) => {
+      const s = connect({ host: "127.0.0.1", port: p.port }, () => resolve(s));
+      s.once("error", reject);
+    });
+    await new Promise<void>((resolve) => socket.once("data", () => resolve()));
+    socket.pause();
+    // CAPABILITY is answered by the proxy itself, before login: 40 MiB of them would queue some 700 MiB of
+    // answers, and far more memory, if the session went on reading while its output waited.
+    Bun.gc(true);
+    const before = process.memoryUsage.rss();
+    const chunk = Buffer.from("a CAPABILITY\r\n".repeat(64 * 1024));
+    const total = 40 * 1024 * 1024;
+    let sent = 0;
+    let stalled = false;
+    while (sent < total && !stalled) {
+      sent += chunk.length;
+      if (socket.write(chunk)) continue;
+      stalled = !(await Promise.race([
+        new Promise<boolean>((resolve) => socket.once("drain", () => resolve(true))),
+        Bun.sleep(2000).then(() => false),
+      ]));
+    }
+    // Stalled well before the end: the proxy took what fills its read-ahead and the sockets' buffers, answered what
+    // the sockets could hold, then waited. Before, it went on reading and answering into memory: some 300 octets
+    // of memory for each octet it read (about 3 GB by the time the sender stalled on its own).
+    expect(stalled).toBe(true);
+    expect(sent).toBeLessThan(total / 2);
+    expect(process.memoryUsage.rss() - before).toBeLessThan(256 * 1024 * 1024);
+    socket.destroy();
+    const other = await RawImap.open(p.port);
+    expect(statusOf(await other.command("c", "CAPABILITY"), "c")).toBe("c OK Capability completed");
+    other.close();
+  });
+
+  test(`${MAX_BAD_COMMANDS} malformed lines before login end the session (MAX_BAD_COMMANDS)`, async () => {
+    const c = await RawImap.open(p.port);
+    const rows = auditCursor(p);
+    await rows();
+    for (let i = 1; i < MAX_BAD_COMMANDS; i++) expect(await c.command(`b${i}`, "(((")).toContain(`b${i} BAD`);
+    expect(c.closed).toBe(false);
+    // A command that parses does not start the count again before login.
+    expect(statusOf(await c.command("n", "NOOP"), "n")).toStartWith("n OK");
+    c.write("x\r\n");
+    const bye = await c.readUntil((b) => b.includes("* BYE"));
+    expect(bye).toContain("* BYE Too many invalid commands");
+    await c.readUntil(() => false, 5000, "the session was not closed");
+    expect(c.closed).toBe(true);
+    expect((await rows()).filter((r) => r.command === "(refused)")).toHaveLength(MAX_BAD_COMMANDS);
+  });
+
+  test("after login they count in a row: a command that parses starts the count again", async () => {
+    const c = await RawImap.login(p.port, mailbox);
+    for (let round = 0; round < 2; round++) {
+      for (let i = 1; i < MAX_BAD_COMMANDS; i++) expect(await c.command(`b${i}`, "FETCH (((")).toContain(`b${i} BAD`);
+      expect(statusOf(await c.command("n", "NOOP"), "n")).toStartWith("n OK");
+    }
+    for (let i = 1; i < MAX_BAD_COMMANDS; i++) expect(await c.command(`b${i}`, "FETCH (((")).toContain(`b${i} BAD`);
+    c.write("x\r\n");
+    expect(await c.readUntil((b) => b.includes("* BYE"))).toContain("* BYE Too many invalid commands");
+    await c.readUntil(() => false, 5000, "the session was not closed");
+    expect(c.closed).toBe(true);
   });
 });

@@ -74,12 +74,6 @@ export const MAX_LITERALS_PER_RESPONSE = 4096;
 export const MAX_BUFFERED_INPUT = 4 * 1024 * 1024;
 
 /**
- * Not enforced anywhere: the session runs one command at a time and bounds pipelined input
- * by bytes instead (`READ_AHEAD_LIMIT` in session.ts, docs/imap-wire.md). Unused; to be removed.
- */
-export const MAX_PENDING_COMMANDS = 64;
-
-/**
  * Nesting depth of parenthesized lists. BODYSTRUCTURE nests two levels per MIME level;
  * 64 allows 30 MIME levels (Dovecot caps MIME nesting at 100 parts, not depth) and stops
  * recursion before it can exhaust the stack.
