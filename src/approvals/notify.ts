@@ -17,6 +17,7 @@
 
 import { randomBytes } from "node:crypto";
 import type { AccountCredentials } from "../accounts/index.ts";
+import { agentReading } from "../config/load.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
 import { clean } from "../mail/index.ts";
@@ -51,6 +52,8 @@ export interface ApproverNoticeInput {
   readonly preview: Preview;
   /** `<base_url>/approvals/<id>?t=<token>`, null when `[approvals] base_url` is not set. */
   readonly link: string | null;
+  /** Why there is no link, when it is not the missing base_url (an approver whose mailbox an agent reads). */
+  readonly noLink?: string;
 }
 
 export type NoticeResult = "sent" | "failed" | "denied" | "expired";
@@ -92,7 +95,7 @@ export function approverNotice(input: ApproverNoticeInput): NoticeText {
       input.link,
     );
   } else {
-    lines.push("No link: [approvals] base_url is not set.");
+    lines.push(`No link: ${input.noLink ?? "[approvals] base_url is not set."}`);
   }
   lines.push(
     "",
@@ -101,6 +104,24 @@ export function approverNotice(input: ApproverNoticeInput): NoticeText {
     "If you did not expect this, do not approve it.",
   );
   return { subject: `Approval needed: ${subject}`, text: lines.join("\n") };
+}
+
+/**
+ * The notice for approver `to`: without the link when `to` is the mailbox of an account a vault agent uses, since
+ * the link is all it takes to approve and that agent reads the mailbox (docs/approvals.md "Notices").
+ */
+export function noticeFor(
+  config: Pick<Config, "agents" | "accounts">,
+  input: ApproverNoticeInput,
+  to: string,
+): NoticeText {
+  const reader = input.link === null ? null : agentReading(config, to);
+  if (reader === null) return approverNotice(input);
+  return approverNotice({
+    ...input,
+    link: null,
+    noLink: `this address is the mailbox of agent ${reader.name}'s account, which that agent can read.`,
+  });
 }
 
 /** The sender's result notice: the id, the result and the subject, nothing more (docs/approvals.md "Notices"). */
@@ -259,13 +280,14 @@ export class Notifier {
           ? null
           : `${config.approvals.baseUrl}/approvals/${row.id}?t=${this.#ctx.store.token(row)}`;
       if (!this.#hasAccount(row, held)) return;
-      const notice = approverNotice({ id: row.id, rule: row.rule, expires: row.expires, preview: held.preview, link });
+      const notice = (to: string) =>
+        noticeFor(config, { id: row.id, rule: row.rule, expires: row.expires, preview: held.preview, link }, to);
       const { addresses, missing } = this.#approvers(row);
       for (const group of missing)
         this.#failed(row, "APPROVAL NOTIFIED", `group ${group}`, `group ${group} is no longer configured`);
       for (const { to, group } of addresses) {
         if (this.#ctx.store.noticeSent(row.id, to)) continue; // accepted upstream before a restart
-        this.#enqueue(row, "APPROVAL NOTIFIED", to, `group ${group}`, held, notice);
+        this.#enqueue(row, "APPROVAL NOTIFIED", to, `group ${group}`, held, notice(to));
       }
       this.#markIfComplete(row);
     });

@@ -775,25 +775,18 @@ function build(
         `${JSON.stringify(notifyAgent.name)}'s account: approvers' notices (with their links) may land in a Sent ` +
         'folder that agent can read; set an account no agent uses (docs/approvals.md "Notices")',
     );
-  // An approver address that is an agent's own mailbox: the notice, approval link included, lands where that agent
-  // reads, and the link is all it takes to approve (docs/approvals.md "Notices").
+  // An approver address that is an agent's own mailbox: the notice lands where that agent reads, so it goes without
+  // the approval link, which is all it takes to approve (src/approvals/notify.ts, docs/approvals.md "Notices").
   if (firstAsk !== -1) {
     for (const [group, recipients] of Object.entries(approvals.groups)) {
       for (const recipient of recipients) {
-        const address = recipient.toLowerCase();
-        const agent = (raw.agents ?? []).find((a) => {
-          const account = accounts[a.account];
-          return (
-            account !== undefined &&
-            [account.username, ...account.identities].some((mine) => mine.toLowerCase() === address)
-          );
-        });
-        if (agent !== undefined)
+        const agent = agentReading({ agents, accounts }, recipient);
+        if (agent !== null)
           warnings.push(
             `[approvals.groups.${group}] ${recipient} is the mailbox of agent ${JSON.stringify(agent.name)}'s ` +
-              `account ${JSON.stringify(agent.account)}: an agent that reads it can take the approval link from ` +
-              "the notice and approve its own message; send notices to an address no agent reads " +
-              '(docs/approvals.md "Notices")',
+              `account ${JSON.stringify(agent.account)}, which that agent can read: its notices carry no approval ` +
+              "link (the link is all it takes to approve), so that approver decides with `mailgator approvals`; " +
+              'notices with the link need an address no agent reads (docs/approvals.md "Notices")',
           );
       }
     }
@@ -937,4 +930,21 @@ export function loadConfig(path: string, options: LoadOptions = {}): Config {
     ]);
   }
   return parseConfig(text, file, options);
+}
+
+/**
+ * The vault agent whose account's mailbox `address` is (its `username` or one of its `identities`, without case),
+ * or null: mail to that address is mail the agent can read through the proxy (docs/approvals.md "Notices").
+ */
+export function agentReading(
+  config: Pick<Config, "agents" | "accounts">,
+  address: string,
+): Config["agents"][number] | null {
+  const wanted = address.toLowerCase();
+  for (const agent of config.agents) {
+    const account = config.accounts[agent.account];
+    if (account === undefined) continue;
+    if ([account.username, ...account.identities].some((mine) => mine.toLowerCase() === wanted)) return agent;
+  }
+  return null;
 }

@@ -15,6 +15,7 @@ import {
   encodeHeaderText,
   NOTICE_CONCURRENCY,
   Notifier,
+  noticeFor,
   senderNotice,
 } from "../../src/approvals/notify.ts";
 import { buildPreview, MORE_TEXT, PREVIEW_LINE_CHARS, PREVIEW_LINES } from "../../src/approvals/preview.ts";
@@ -128,6 +129,30 @@ describe("the approver's notice", () => {
       false,
     );
     expect(long.textCut).toBe(true);
+  });
+
+  test("an approver whose address is a vault agent's mailbox gets the notice without the link", () => {
+    const config = parseConfig(
+      `[accounts.main]\nusername = "bot@corp.test"\npassword = "p"\nidentities = ["desk@corp.test"]\n` +
+        `[[agents]]\nname = "bot"\ntoken_hash = "sha256:${"0".repeat(64)}"\naccount = "main"\n`,
+      "/cfg/mailgator.toml",
+    );
+    const link = "https://admin.example/approvals/ab?t=tok";
+    const input = {
+      id: "ab".repeat(16),
+      rule: "r",
+      expires: 0,
+      preview: buildPreview("a@x.test", ["b@x.test"], MESSAGE, true),
+      link,
+    };
+    for (const reader of ["bot@corp.test", "Desk@Corp.test"]) {
+      const { text } = noticeFor(config, input, reader);
+      expect(text).not.toContain(link);
+      expect(text).not.toContain("?t=");
+      expect(text).toContain("No link: this address is the mailbox of agent bot's account, which that agent can read.");
+      expect(text).toContain(`mailgator approvals show|approve|deny ${"ab".repeat(16)}`);
+    }
+    expect(noticeFor(config, input, "boss@corp.test").text).toContain(link);
   });
 
   test("control and reordering characters of the message are replaced, in the text and the subject", () => {

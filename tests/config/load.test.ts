@@ -145,7 +145,7 @@ describe("loading", () => {
           `[[rules]]\nname = "hold"\naction = "ask"\nask_groups = ["m"]\noperations = ["send"]\n`,
         "/cfg/mailgator.toml",
       ).warnings.join("\n");
-    const warning = `is the mailbox of agent "bot"'s account "main": an agent that reads it can take the approval link`;
+    const warning = `is the mailbox of agent "bot"'s account "main", which that agent can read: its notices carry no`;
     expect(vault("Bot@Example.com")).toContain(`[approvals.groups.m] Bot@Example.com ${warning}`);
     expect(vault("desk@example.com")).toContain(warning);
     expect(vault("boss@example.com")).not.toContain("is the mailbox of agent");
