@@ -1059,8 +1059,7 @@ export class ImapSession implements LoginSession, CompressSession {
    * whose hierarchy delimiter is `o.delimiter`. `o.loginUpstream` logs the auxiliary session in the same way.
    */
   loggedIn(o: LoggedIn): void {
-    const { tag, up, agent, upstreamUser, loginUpstream, generation, delimiter } = o;
-    const config = this.ctx.config;
+    const { tag, up, agent, upstreamUser, loginUpstream, generation, delimiter, config } = o;
     this.agent = agent;
     this.account = `${this.ctx.upstream.host}:${this.ctx.upstream.port}/${upstreamUser}`;
     const { upstream, timeouts } = this.ctx;

@@ -1,13 +1,15 @@
 /**
  * A reload that changes how the upstream is reached, not where (docs/operations.md "Reload", `sameUpstream` in
  * src/net/upstream.ts): certificate checking turned off or on, or other extra CAs, ends the IMAP and SMTP sessions
- * connected under the old settings, against the real Dovecot and Postfix; the same config again ends nothing.
+ * connected under the old settings, against the real Dovecot and Postfix; the same config again ends nothing. A
+ * reload during a login is judged against the config that login was checked with.
  */
 
 import { afterAll, expect, test } from "bun:test";
 import { connect, createServer, type Socket } from "node:net";
+import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { createMailbox, upstreams } from "../fixtures/index.ts";
-import { RawImap, startTestProxy as startImapProxy } from "../imap/helpers.ts";
+import { RawImap, startTestProxy as startImapProxy, statusOf } from "../imap/helpers.ts";
 import { loggedIn, RawClient, startTestProxy as startSmtpProxy } from "../smtp/helpers.ts";
 
 const closing: (() => Promise<void>)[] = [];
@@ -102,4 +104,62 @@ test("SMTP: a reload while a pass-through AUTH waits for the upstream is judged 
     "4.3.2 Configuration changed; this session ends, log in again",
   ]);
   await c.waitClosed();
+});
+
+test("IMAP: a token revoked by a reload while the LOGIN waits for the upstream: BYE, not a session", async () => {
+  // A relay to Dovecot that holds each connection until the test lets it through: the proxy's login waits there.
+  const up = upstreams();
+  let arrived!: () => void;
+  const connected = new Promise<void>((resolve) => {
+    arrived = resolve;
+  });
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const sockets: Socket[] = [];
+  const relay = createServer((client) => {
+    sockets.push(client);
+    client.pause();
+    arrived();
+    void released.then(() => {
+      const server = connect(up.ports.imap, up.host);
+      sockets.push(server);
+      client.pipe(server).on("error", () => {});
+      server.pipe(client).on("error", () => {});
+      client.on("error", () => server.destroy());
+      server.on("error", () => client.destroy());
+      client.resume();
+    });
+  });
+  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+  closing.push(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => relay.close(() => resolve()));
+  });
+  const mailbox = await createMailbox({ name: "reload-token" });
+  const [oldToken, newToken] = [generateToken(), generateToken()];
+  const vault = (token: string) =>
+    `[[agents]]\nname = "bot"\ntoken_hash = "${hashToken(token)}"\naccount = "main"\n\n` +
+    `[accounts.main]\nusername = "${mailbox.user}"\npassword = "${mailbox.password}"\n`;
+  const options = {
+    upstreamTls: "none" as const,
+    upstreamAddr: `127.0.0.1:${(relay.address() as { port: number }).port}`,
+  };
+  const proxy = await startImapProxy({ ...options, extra: vault(oldToken) });
+  closing.push(() => proxy.close());
+  const raw = await RawImap.open(proxy.port);
+  raw.write(`a LOGIN bot ${oldToken}\r\n`);
+  await connected;
+  // Not logged in yet: the reload that revokes the token ends nothing by itself.
+  expect(proxy.reload({ ...options, extra: vault(newToken) })).toBe(0);
+  release();
+  const reply = await raw.readUntil(() => false, 10_000, "the proxy did not close the session");
+  expect(reply).toContain("* BYE Configuration changed; this session ends, log in again");
+  expect(reply).not.toMatch(/^a OK/m);
+  // The old token is refused from now on; the new one logs in.
+  const again = await RawImap.open(proxy.port);
+  expect(statusOf(await again.command("b", `LOGIN bot ${oldToken}`), "b")).toStartWith("b NO");
+  expect(statusOf(await again.command("c", `LOGIN bot ${newToken}`), "c")).toStartWith("c OK");
+  again.close();
 });

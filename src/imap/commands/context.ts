@@ -167,6 +167,11 @@ export interface LoggedIn {
   readonly loginUpstream: (up: UpstreamSession) => Promise<boolean>;
   /** The reload generation the login was checked against. */
   readonly generation: number;
+  /**
+   * The config the login was checked against (of `generation`): the session records the token and the account's
+   * credentials from it, so that a reload during the login, which may have revoked them, ends the session.
+   */
+  readonly config: Config;
 }
 
 /**

@@ -198,7 +198,7 @@ async function loginAs(
     throw error;
   }
   if (s.closed) return up.close();
-  s.loggedIn({ tag, up, agent, upstreamUser, loginUpstream, generation, delimiter });
+  s.loggedIn({ tag, up, agent, upstreamUser, loginUpstream, generation, delimiter, config });
 }
 
 /** The upstream refused a fresh access token too: a temporary failure for the agent (docs/imap.md). */
