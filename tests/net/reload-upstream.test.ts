@@ -17,6 +17,43 @@ afterAll(async () => {
   for (const close of closing) await close();
 });
 
+/**
+ * A relay to the test server's `port` that holds each connection until `release()`: a login through it waits there.
+ * `connected` resolves when the first connection arrives.
+ */
+async function holdingRelay(port: number): Promise<{ port: number; connected: Promise<void>; release: () => void }> {
+  const up = upstreams();
+  let arrived!: () => void;
+  const connected = new Promise<void>((resolve) => {
+    arrived = resolve;
+  });
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const sockets: Socket[] = [];
+  const relay = createServer((client) => {
+    sockets.push(client);
+    client.pause();
+    arrived();
+    void released.then(() => {
+      const server = connect(port, up.host);
+      sockets.push(server);
+      client.pipe(server).on("error", () => {});
+      server.pipe(client).on("error", () => {});
+      client.on("error", () => server.destroy());
+      server.on("error", () => client.destroy());
+      client.resume();
+    });
+  });
+  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
+  closing.push(async () => {
+    for (const s of sockets) s.destroy();
+    await new Promise<void>((resolve) => relay.close(() => resolve()));
+  });
+  return { port: (relay.address() as { port: number }).port, connected, release };
+}
+
 test("IMAP: upstream_tls_skip_verify or upstream_ca_file changed: the session ends; the same config not", async () => {
   const proxy = await startImapProxy();
   closing.push(() => proxy.close());
@@ -51,37 +88,9 @@ test("SMTP: upstream_tls_skip_verify changed: a pass-through session ends with 4
 });
 
 test("SMTP: a reload while a pass-through AUTH waits for the upstream is judged before the 235: 421", async () => {
-  // A relay to Postfix that holds each connection until the test lets it through: the proxy's AUTH waits there.
+  // The proxy's AUTH waits at the relay.
   const up = upstreams();
-  let arrived!: () => void;
-  const connected = new Promise<void>((resolve) => {
-    arrived = resolve;
-  });
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  const sockets: Socket[] = [];
-  const relay = createServer((client) => {
-    sockets.push(client);
-    client.pause();
-    arrived();
-    void released.then(() => {
-      const server = connect(up.ports.smtp, up.host);
-      sockets.push(server);
-      client.pipe(server).on("error", () => {});
-      server.pipe(client).on("error", () => {});
-      client.on("error", () => server.destroy());
-      server.on("error", () => client.destroy());
-      client.resume();
-    });
-  });
-  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
-  const relayPort = (relay.address() as { port: number }).port;
-  closing.push(async () => {
-    for (const s of sockets) s.destroy();
-    await new Promise<void>((resolve) => relay.close(() => resolve()));
-  });
+  const { port: relayPort, connected, release } = await holdingRelay(up.ports.smtp);
   const proxy = await startSmtpProxy({
     rules: '[[rules]]\nname = "all"\naction = "allow"\n',
     upstreamAddr: `127.0.0.1:${relayPort}`,
@@ -107,36 +116,8 @@ test("SMTP: a reload while a pass-through AUTH waits for the upstream is judged 
 });
 
 test("IMAP: a token revoked by a reload while the LOGIN waits for the upstream: BYE, not a session", async () => {
-  // A relay to Dovecot that holds each connection until the test lets it through: the proxy's login waits there.
-  const up = upstreams();
-  let arrived!: () => void;
-  const connected = new Promise<void>((resolve) => {
-    arrived = resolve;
-  });
-  let release!: () => void;
-  const released = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  const sockets: Socket[] = [];
-  const relay = createServer((client) => {
-    sockets.push(client);
-    client.pause();
-    arrived();
-    void released.then(() => {
-      const server = connect(up.ports.imap, up.host);
-      sockets.push(server);
-      client.pipe(server).on("error", () => {});
-      server.pipe(client).on("error", () => {});
-      client.on("error", () => server.destroy());
-      server.on("error", () => client.destroy());
-      client.resume();
-    });
-  });
-  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
-  closing.push(async () => {
-    for (const s of sockets) s.destroy();
-    await new Promise<void>((resolve) => relay.close(() => resolve()));
-  });
+  // The proxy's login waits at the relay.
+  const { port: relayPort, connected, release } = await holdingRelay(upstreams().ports.imap);
   const mailbox = await createMailbox({ name: "reload-token" });
   const [oldToken, newToken] = [generateToken(), generateToken()];
   const vault = (token: string) =>
@@ -144,7 +125,7 @@ test("IMAP: a token revoked by a reload while the LOGIN waits for the upstream: 
     `[accounts.main]\nusername = "${mailbox.user}"\npassword = "${mailbox.password}"\n`;
   const options = {
     upstreamTls: "none" as const,
-    upstreamAddr: `127.0.0.1:${(relay.address() as { port: number }).port}`,
+    upstreamAddr: `127.0.0.1:${relayPort}`,
   };
   const proxy = await startImapProxy({ ...options, extra: vault(oldToken) });
   closing.push(() => proxy.close());
