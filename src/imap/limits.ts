@@ -72,6 +72,14 @@ export const MAX_SEARCH_NESTED_RANGES = UPSTREAM_SET_RANGES;
 export const THREAD_HEADER_OCTETS = 16 * 1024;
 
 /**
+ * THREAD REFERENCES (src/imap/ext/thread.ts) links at most this many msg-ids of each message's References field,
+ * the last ones (the nearest ancestors, which decide the message's parent; RFC 5256 §4 step 1.C). Each id is a
+ * node held for the whole command: 16 KiB of References can name some 640 ids, and a folder of such messages, which
+ * anyone can mail, made one THREAD hold gigabytes. Real threads name far fewer (mail clients keep about a dozen).
+ */
+export const MAX_THREAD_REFERENCES = 32;
+
+/**
  * The longest list of hidden UIDs a probe row's `target` holds (docs/filtering.md "Probes"): UIDs past it are
  * counted in `hiddenCount`, not listed, and the list ends in `…`.
  */

@@ -1,8 +1,18 @@
-/** Unit tests of ESORT's reply (RFC 5267 §3.2), THREAD's header reading and REFERENCES step 1.C (RFC 5256 §4). */
+/**
+ * Unit tests of ESORT's reply (RFC 5267 §3.2), THREAD's header reading, REFERENCES step 1.C and its limit on
+ * the ids linked per message (RFC 5256 §4).
+ */
 import { describe, expect, test } from "bun:test";
 import { esortResponse } from "../../src/imap/commands/sort.ts";
 import { headerFields } from "../../src/imap/commands/thread.ts";
-import { type ThreadMessage, thread, threadReferences, threadResponse } from "../../src/imap/ext/thread.ts";
+import {
+  referencesOf,
+  type ThreadMessage,
+  thread,
+  threadReferences,
+  threadResponse,
+} from "../../src/imap/ext/thread.ts";
+import { MAX_THREAD_REFERENCES } from "../../src/imap/limits.ts";
 
 describe("ESORT reply", () => {
   // Each expected line is Dovecot's answer to the same command over the same result.
@@ -52,6 +62,31 @@ describe("REFERENCES step 1.C", () => {
       msg(3, "<c@b>", "<b@b>", 16),
     ]);
     expect(threadResponse(t)).toBe("* THREAD (3 2)(1)");
+  });
+});
+
+describe(`REFERENCES links the last MAX_THREAD_REFERENCES (${MAX_THREAD_REFERENCES}) ids of a message`, () => {
+  const refs = (n: number) => Array.from({ length: n }, (_, i) => `<r${i}@x>`).join(" ");
+  test("at the limit all of them; past it the last ones, so the parent is the same", () => {
+    expect(referencesOf({ references: refs(MAX_THREAD_REFERENCES), inReplyTo: null })).toHaveLength(
+      MAX_THREAD_REFERENCES,
+    );
+    const past = referencesOf({ references: refs(MAX_THREAD_REFERENCES + 1), inReplyTo: null });
+    expect(past).toHaveLength(MAX_THREAD_REFERENCES);
+    expect(past[0]).toBe("r1@x");
+    expect(past.at(-1)).toBe(`r${MAX_THREAD_REFERENCES}@x`);
+    // 640 ids, as 16 KiB of References holds: still 32 nodes, and the message still under its parent.
+    const many = `${refs(640)} <parent@x>`;
+    expect(referencesOf({ references: many, inReplyTo: null })).toHaveLength(MAX_THREAD_REFERENCES);
+    const t = threadReferences([
+      { id: 1, internalDate: 0, date: null, subject: "s", messageId: "<parent@x>", inReplyTo: null, references: null },
+      { id: 2, internalDate: 1, date: null, subject: "s", messageId: "<child@x>", inReplyTo: null, references: many },
+    ]);
+    expect(threadResponse(t)).toBe("* THREAD (1 2)");
+  });
+
+  test("without References, the first msg-id of In-Reply-To", () => {
+    expect(referencesOf({ references: null, inReplyTo: "<a@x> <b@x>" })).toEqual(["a@x"]);
   });
 });
 

@@ -7,6 +7,7 @@
  * Sent dates follow §2.2 (the Date header in UTC, else the internal date); equal dates keep mailbox order.
  */
 
+import { MAX_THREAD_REFERENCES } from "../limits.ts";
 import { baseSubject, sentDate } from "./keys.ts";
 
 export interface ThreadMessage {
@@ -96,6 +97,16 @@ export function messageIds(value: string | null): string[] {
     if (id.includes("@") && !id.startsWith("@") && !id.endsWith("@")) out.push(id);
   }
   return out;
+}
+
+/**
+ * The msg-ids step 1 links for a message: its References (the last MAX_THREAD_REFERENCES of them), or else the
+ * first msg-id of In-Reply-To.
+ */
+export function referencesOf(m: Pick<ThreadMessage, "references" | "inReplyTo">): string[] {
+  const refs = messageIds(m.references);
+  if (refs.length > 0) return refs.slice(-MAX_THREAD_REFERENCES);
+  return messageIds(m.inReplyTo).slice(0, 1);
 }
 
 /**
@@ -193,9 +204,7 @@ export function threadReferences(messages: readonly ThreadMessage[]): ThreadNode
       c = { item: list[i]!, parent: null, children: [] };
     }
     all.push(c);
-    // References, or else the first msg-id of In-Reply-To.
-    let refs = messageIds(m.references);
-    if (refs.length === 0) refs = messageIds(m.inReplyTo).slice(0, 1);
+    const refs = referencesOf(m);
     // (1.B) Link each reference to the next unless it has a parent already or that would make a loop.
     for (let k = 0; k + 1 < refs.length; k++) {
       const parent = containerFor(refs[k]!);
