@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { parse as parseToml } from "smol-toml";
-import { AUDIT_MAX_ROWS } from "../../src/mcp/admin-commands.ts";
+import { AUDIT_MAX_ROWS, AUDIT_UNTRUSTED } from "../../src/mcp/admin-commands.ts";
 import { REDACTED, redact } from "../../src/mcp/admin-redact.ts";
 import { hashToken } from "../../src/vault/token.ts";
 import { lineClient, runCli, type Served, serveChild } from "../e2e/serve-child.ts";
@@ -362,6 +362,8 @@ describe("reading", () => {
     expect(one.rows).toHaveLength(1);
     expect(one.rows[0].command).toBe("EXAMINE");
     expect(one.truncated).toBe(true);
+    // Agents' and senders' words are in the rows: every answer says they are data, not instructions.
+    expect(one.untrusted).toBe(AUDIT_UNTRUSTED);
     const all = await admin.call("query_audit", { limit: AUDIT_MAX_ROWS });
     expect(all.isError).toBe(false);
     expect(all.json.rows.length).toBeGreaterThanOrEqual(2);
