@@ -190,6 +190,14 @@ export class ApprovalStore {
     return this.row(id)!;
   }
 
+  /** Messages of `agent` (the login in pass-through mode) held or being sent: MAX_HELD_PER_AGENT counts these. */
+  heldCount(agent: string | null): number {
+    const r = this.state.db
+      .query("SELECT COUNT(*) AS n FROM approvals WHERE state IN ('held', 'sending') AND agent IS ?")
+      .get(agent) as { n: number };
+    return r.n;
+  }
+
   row(id: string): ApprovalRow | null {
     const r = this.state.db.query("SELECT * FROM approvals WHERE id = ?").get(id) as RawRow | null;
     return r === null ? null : toRow(r);

@@ -47,6 +47,13 @@ export const MAX_HEADER_BYTES = 1024 * 1024;
 export const MAX_MIME_PARTS = 1000;
 export const MAX_MIME_DEPTH = 20;
 
+/**
+ * Messages of one agent (one login in pass-through mode) held for approval or being sent at once; one more that
+ * an ask rule would hold gets `452 4.3.1` and nothing is sent. Each is up to MAX_MESSAGE_BYTES in the state
+ * database until decided or expired (docs/approvals.md "Limits").
+ */
+export const MAX_HELD_PER_AGENT = 20;
+
 /** Header octets of one MIME part held for inspection; a larger part header leaves has_attachment unknown. */
 export const MAX_PART_HEADER_BYTES = 64 * 1024;
 

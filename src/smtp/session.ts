@@ -44,6 +44,7 @@ import { MessageInspector } from "./inspect.ts";
 import {
   MAX_AUTH_FAILURES_PER_SESSION,
   MAX_HEADER_BYTES,
+  MAX_HELD_PER_AGENT,
   type SessionLimits,
   TLS_HANDSHAKE_TIMEOUT_MS,
 } from "./limits.ts";
@@ -1282,6 +1283,22 @@ export class SmtpSession {
         reason: "held for approval, but the state database is not open",
       });
       return refuse();
+    }
+    // At most MAX_HELD_PER_AGENT messages wait for approval per agent (login in pass-through mode): each is up to
+    // 50 MiB in the state database until decided or expired (docs/approvals.md "Limits").
+    if (store.heldCount(this.#auditAgent) >= MAX_HELD_PER_AGENT) {
+      for (const row of rows) this.#audit(row);
+      this.#audit({
+        command: "DATA",
+        operation: "mail:send",
+        target: null,
+        decision: "deny",
+        reason: `held for approval, but ${MAX_HELD_PER_AGENT} messages of this agent already wait for a decision`,
+      });
+      this.#send(
+        reply(452, "4.3.1", `${MAX_HELD_PER_AGENT} messages already wait for approval; nothing was sent, try later`),
+      );
+      return;
     }
     const chunks: Buffer[] = [];
     for (const block of this.#spool.blocks()) chunks.push(Buffer.from(block));

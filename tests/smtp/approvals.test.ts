@@ -12,6 +12,7 @@ import { type ApprovalContext, approve, deny, expireDue, recover } from "../../s
 import type { ApprovalStore } from "../../src/approvals/store.ts";
 import { approvalPage } from "../../src/approvals/web.ts";
 import type { AuditEvent, AuditLog } from "../../src/audit/index.ts";
+import { MAX_HELD_PER_AGENT } from "../../src/smtp/limits.ts";
 import { fillAgain, freeSpace, fullAuditLog, healthyAgain, rowsAbout, syncFailingLog } from "../audit/unhealthy.ts";
 import {
   bodyOf,
@@ -794,6 +795,45 @@ describe("quotas", () => {
     } finally {
       await c.command("QUIT");
       await quoted.close();
+    }
+  });
+});
+
+describe("limits", () => {
+  test(`${MAX_HELD_PER_AGENT} held messages of one login (MAX_HELD_PER_AGENT); one more gets 452`, async () => {
+    const capped = await startTestProxy({ rules: RULES, approvals: true });
+    const c = await loggedIn(capped.port);
+    const login = upstreams().users[0]!.user;
+    const hold = async (): Promise<{ code: number; text: string }> => {
+      const m = marker();
+      expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+      expect((await c.command(`RCPT TO:<cap-${m}@outside.example>`)).code).toBe(250);
+      expect((await c.command("DATA")).code).toBe(354);
+      c.write(dataPayload(message({ From: "alice@mailgator.test", Subject: `cap ${m}` }, `Hello ${m}\n`)));
+      const r = await c.reply();
+      return { code: r.code, text: r.lines.join(" ") };
+    };
+    try {
+      for (let i = 0; i < MAX_HELD_PER_AGENT; i++) expect((await hold()).code).toBe(250);
+      expect(capped.approvals!.heldCount(login)).toBe(MAX_HELD_PER_AGENT);
+      const over = await hold();
+      expect([over.code, over.text]).toEqual([
+        452,
+        `4.3.1 ${MAX_HELD_PER_AGENT} messages already wait for approval; nothing was sent, try later`,
+      ]);
+      expect(capped.approvals!.list().filter((r) => r.state === "held")).toHaveLength(MAX_HELD_PER_AGENT);
+      expect((await capped.rows()).findLast((r) => r.command === "DATA")).toMatchObject({
+        decision: "deny",
+        reason: `held for approval, but ${MAX_HELD_PER_AGENT} messages of this agent already wait for a decision`,
+      });
+      // A decided one frees its place.
+      const first = capped.approvals!.list().find((r) => r.state === "held")!;
+      const freed = { config: capped.config, store: capped.approvals!, audit: capped.audit, protocol: "cli" as const };
+      expect(await deny(freed, first.id, "test", null)).toMatchObject({ outcome: "denied" });
+      expect((await hold()).code).toBe(250);
+    } finally {
+      await c.command("QUIT");
+      await capped.close();
     }
   });
 });
