@@ -32,11 +32,12 @@ const CLOSE_REST = /^--[ \t]*\r?\n?$/;
 
 /**
  * RFC 2046 §5.1.1: a boundary is 1 to 70 of `bchars` (letters, digits, `'()+_,-./:=?` and space), not ending in a
- * space. This reader takes up to MAX_BOUNDARY_LENGTH (mailers that write longer ones exist); other characters
- * make the multipart unknown, since readers split on them differently.
+ * space. Anything else makes the multipart unknown, since readers split on it differently: Dovecot cuts a longer
+ * boundary at 80 characters and takes any line that begins with `--` and those 80 as a delimiter, where this reader
+ * would need the whole boundary.
  */
 const BOUNDARY = /^[0-9A-Za-z'()+_,\-./:=? ]*[0-9A-Za-z'()+_,\-./:=?]$/;
-export const MAX_BOUNDARY_LENGTH = 200;
+export const MAX_BOUNDARY_LENGTH = 70;
 
 /** Whether a multipart's `boundary` parameter is one this reader splits on (`BOUNDARY`). */
 export function usableBoundary(boundary: string | undefined): boundary is string {

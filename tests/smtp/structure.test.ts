@@ -150,6 +150,18 @@ const CASES: readonly Case[] = [
     outcome: "unknown",
   },
   {
+    // Dovecot cuts a boundary at 80 characters and splits on a line that begins with those; RFC 2046 allows 70.
+    name: "an 81-character boundary, and a line with its first 80 before a PDF part",
+    id: id("param-long"),
+    text: message(
+      id("param-long"),
+      `multipart/mixed; boundary="${"A".repeat(81)}"`,
+      `--${"A".repeat(81)}\nContent-Type: text/plain\n\nhello\n--${"A".repeat(80)}B\n${PDF_PART}` +
+        `--${"A".repeat(81)}--\n`,
+    ),
+    outcome: "unknown",
+  },
+  {
     name: "a boundary with a comment and a trailing ; (allowed), two text parts",
     id: id("param-comment"),
     text: message(
