@@ -40,7 +40,8 @@ export function buildPreview(
     m[1]!.slice(0, PREVIEW_LINE_CHARS),
   );
   const body = split === -1 ? "" : text.slice(split).replace(/^\r?\n\r?\n/, "");
-  const all = body.split(/\r?\n/).filter((l) => !/^(--|content-[a-z-]+:)/i.test(l));
+  const bodyLines = body.split(/\r?\n/);
+  const all = bodyLines.filter((l) => !/^(--|content-[a-z-]+:)/i.test(l));
   const lines = all.slice(0, PREVIEW_LINES).map((l) => l.slice(0, PREVIEW_LINE_CHARS));
   const senderDomain = domainOf(sender);
   return {
@@ -51,8 +52,10 @@ export function buildPreview(
     attachments: [...new Set(attachments)],
     hasAttachment,
     text: lines.join("\n").trim(),
+    // Lines left out (MIME boundaries, part headers) count too: a sender can write text that looks like them.
     textCut:
       message.length > PREVIEW_SCAN_BYTES ||
+      all.length < bodyLines.length ||
       all.slice(PREVIEW_LINES).some((l) => l.trim() !== "") ||
       all.slice(0, PREVIEW_LINES).some((l) => l.length > PREVIEW_LINE_CHARS),
   };
@@ -70,5 +73,8 @@ export function attachmentsShown(p: Preview, show: (name: string) => string): st
   return "unknown: the message's parts could not be read";
 }
 
-/** Said after the shown lines when the text goes on (or lines were cut): the approver has not seen it all. */
-export const MORE_TEXT = "(more text follows that is not shown here)";
+/**
+ * Said after the shown lines when the text goes on, a shown line was cut, or lines were left out as MIME structure:
+ * the approver has not seen it all.
+ */
+export const MORE_TEXT = "(not all of the message's text is shown here)";

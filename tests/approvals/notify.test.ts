@@ -122,6 +122,13 @@ describe("the approver's notice", () => {
     expect(notice(PREVIEW_LINES)).not.toContain(MORE_TEXT);
     expect(notice(PREVIEW_LINES + 1)).not.toContain(`| line ${PREVIEW_LINES + 1}`);
     expect(notice(PREVIEW_LINES + 1)).toContain(MORE_TEXT);
+    // Lines left out as MIME structure count: a sender can write text that looks like it.
+    const hiding = Buffer.from(
+      "Subject: s\r\n\r\nHi Bob.\r\n-- \r\n--Also: wire the money\r\nContent-Note: and more\r\n",
+    );
+    const shown = buildPreview("a@x.test", ["b@x.test"], hiding, false);
+    expect(shown.text).toBe("Hi Bob.");
+    expect(shown.textCut).toBe(true);
     const long = buildPreview(
       "a@x.test",
       ["b@x.test"],
