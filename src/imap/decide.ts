@@ -84,7 +84,10 @@ export function decideImap(
     return { ...base, steps: [], filtered: false, message: null, action: "deny", decision: hidden(decision) };
   }
   const selected = SELECTED_MAILBOX_OPERATIONS.has(operation);
-  const ops: Operation[] = selected ? ["folder:read", operation] : [operation];
+  // A MOVE reads what it moves (commands/copy.ts): mail:read at the source too.
+  const ops: Operation[] = selected
+    ? ["folder:read", ...(operation === "mail:move" ? (["mail:read"] as const) : []), operation]
+    : [operation];
   const steps: ImapStep[] = [];
   for (const op of ops) {
     const decision = decideInFolder(policy, op, folder, agent);

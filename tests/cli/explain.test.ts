@@ -224,6 +224,24 @@ describe("reads", () => {
     );
   });
 
+  test("mail:move needs mail:read in the folder too, as the proxy's MOVE does", () => {
+    const file = join(dir, "move.toml");
+    writeFileSync(
+      file,
+      `${SMTP.replace("smtp", "imap").replace("587", "993").replace("1587", "1993")}` +
+        `[[rules]]\nname = "junk: open and move"\nfolders = ["Junk"]\naction = "allow"\n` +
+        `operations = ["folder:read", "mail:move"]\n\n` +
+        `[[rules]]\nname = "trash: read and move"\nfolders = ["Trash"]\naction = "allow"\n` +
+        `operations = ["read", "mail:move"]\n\n[[rules]]\nname = "nothing else"\naction = "deny"\n`,
+    );
+    const junk = run(file, ["--op", "mail:move", "--folder", "Junk"]);
+    expect(junk[0]).toStartWith(`mail:move in "Junk": DENY by rule 3 "nothing else"`);
+    expect(junk.join("\n")).toContain("mail:read matched rule 3");
+    expect(run(file, ["--op", "mail:move", "--folder", "Trash"])[0]).toStartWith(
+      `mail:move in "Trash": ALLOW by rule 2 "trash: read and move"`,
+    );
+  });
+
   test("folder:write names what DELETE and RENAME also need", () => {
     expect(run(VAULTED, ["--op", "folder:write", "--folder", "Archive", "--agent", "bot"])).toEqual([
       `folder:write in "Archive": DENY by rule 5 "Deny everything else"`,
