@@ -40,8 +40,12 @@ function textReporter(): { log: (obj: LogObject) => void } {
   };
 }
 
+/**
+ * No throttling (`throttle: 0`): consola otherwise folds identical lines within a second into a count our reporters
+ * do not print, and the audit-failure and quota lines an operator counts come from one module logger each.
+ */
 function create(format: LogFormat, level: number): ConsolaInstance {
-  return createConsola({ level, reporters: [format === "json" ? jsonReporter() : textReporter()] });
+  return createConsola({ level, throttle: 0, reporters: [format === "json" ? jsonReporter() : textReporter()] });
 }
 
 /** The process-wide logger; `configureLogger` switches its format and level. */

@@ -35,3 +35,18 @@ test("after configureLogger a module logger is made again, in the new format", (
   expect(lines).toHaveLength(1);
   expect(JSON.parse(lines[0]!)).toMatchObject({ level: "info", module: "imap", msg: "session abc: connected" });
 });
+
+test("identical lines are each written: no throttling folds them (one logger per module now shares its state)", () => {
+  configureLogger("json", 3);
+  const lines: string[] = [];
+  const write = spyOn(process.stderr, "write").mockImplementation((chunk: string | Uint8Array) => {
+    lines.push(String(chunk));
+    return true;
+  });
+  try {
+    for (let i = 0; i < 10; i++) moduleLogger("smtp").error("audit log unavailable, send refused: /x/audit.db");
+  } finally {
+    write.mockRestore();
+  }
+  expect(lines).toHaveLength(10);
+});
