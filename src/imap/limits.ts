@@ -35,8 +35,8 @@ export const IDLE_RENEW_MS = 25 * 60 * 1000;
 export const MAX_BAD_COMMANDS = 20;
 
 /**
- * `UID SEARCH ALL` runs at SELECT until one comes back without upstream reporting a change during it (another
- * session's EXPUNGE, an arrival; commands/select.ts): the pipelined one and two more. A folder that changes during
+ * `UID SEARCH ALL` runs at SELECT until one comes back without upstream reporting an EXPUNGE during it (another
+ * session's; commands/select.ts): the pipelined one and two more. A folder that changes during
  * each of them fails the SELECT with `NO [UNAVAILABLE]` rather than open a view whose numbers may be off.
  */
 export const SELECT_SEARCHES = 3;

@@ -1094,6 +1094,8 @@ export class ImapSession implements LoginSession, CompressSession {
             },
     };
     this.#loginResult = "ok";
+    // After login only malformed commands in a row count (MAX_BAD_COMMANDS): the count starts again here.
+    this.#badCommands = 0;
     this.attachUpstream(up);
     // A reload while this login was checked: judged now against the config in force.
     if (generation !== this.ctx.generation && this.reloaded()) return;

@@ -59,17 +59,16 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   });
   // Every UID of the folder, asked right behind the SELECT (one round trip for both): Dovecot answers it from the
   // session's view, then reports what changed since (another session's EXPUNGE, an arrival) before its OK. A search
-  // during which upstream reported a change is not used: its UIDs and the sequence numbers upstream counts in from
+  // during which upstream reported an EXPUNGE is not used: its UIDs and the sequence numbers upstream counts in from
   // then on would differ, and every later FETCH or EXPUNGE by number would land on the wrong message, a hidden one
   // among them. The search is run again, up to SELECT_SEARCHES times (docs/imap.md "Round trips upstream").
   let uids: number[] = [];
   let changed = false;
   const collect = (r: Response) => {
     if (r.type === "SEARCH") for (const n of r.numbers) uids.push(n);
-    else if (r.type === "EXISTS") {
-      exists = r.n;
-      changed = true;
-    } else if (r.type === "EXPUNGE") {
+    // An arrival only adds at the end: the UIDs listed keep their numbers, and `onExists` learns the new ones.
+    else if (r.type === "EXISTS") exists = r.n;
+    else if (r.type === "EXPUNGE") {
       exists = Math.max(0, exists - 1);
       changed = true;
     }
