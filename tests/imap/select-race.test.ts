@@ -6,13 +6,14 @@
  * race happens every time. Before, the proxy kept the stale list and dropped the EXPUNGE: from then on each upstream
  * sequence number named the message before it, and a hidden message's new keyword reached the agent as a flag
  * change of its visible neighbour. Now the changed search is run again, and the agent's view is the folder as it is.
+ * An arrival reported the same way needs no second search: it only adds messages after those listed.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
 import type { ImapFlow } from "imapflow";
 import { SELECT_SEARCHES } from "../../src/imap/limits.ts";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
-import { type Expected, expected, expectNoLeak, fetchedUids, SEED_RULES } from "./filtered-fixture.ts";
+import { type Expected, expected, expectNoLeak, fetchedUids, rawMessage, SEED_RULES } from "./filtered-fixture.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
 /**
@@ -67,7 +68,11 @@ class HoldingRelay {
     };
   }
 
+  /** `UID SEARCH ALL` commands the proxy sent through this relay. */
+  searches = 0;
+
   #fromProxy(text: string): void {
+    this.searches += text.match(/^\S+ UID SEARCH ALL\r$/gm)?.length ?? 0;
     const gate = this.#gate;
     if (gate === null) {
       this.#toUpstream!.write(Buffer.from(text, "latin1"));
@@ -181,4 +186,26 @@ test(`a folder that changes during each of SELECT_SEARCHES (${SELECT_SEARCHES}) 
   expect(statusOf(view, "t")).toStartWith("t OK");
   expect(view).toContain(`* ${e.visibleUids.length} EXISTS`);
   agent.close();
+});
+
+test("an arrival reported during SELECT's UID SEARCH needs no second search: the view has it at once", async () => {
+  const agent = await RawImap.login(proxy.port, mailbox);
+  const gate = relay.hold();
+  const before = relay.searches;
+  agent.write("s EXAMINE INBOX\r\n");
+  await gate.held;
+  const arrived = await human.append(
+    "INBOX",
+    rawMessage("notifications@shop.test", "Arrived during select", `arrival-${Date.now()}`),
+  );
+  const uid = (arrived as { uid: number }).uid;
+  gate.release();
+  const selected = await agent.waitTagged("s");
+  expect(statusOf(selected, "s")).toStartWith("s OK");
+  // One search, the pipelined one: the arrival (an EXISTS after the SEARCH) is learnt like any other.
+  expect(relay.searches - before).toBe(1);
+  const view = await agent.command("f", "UID FETCH 1:* (UID)");
+  expect(fetchedUids(view).map(([, u]) => u)).toEqual([...e.visibleUids, uid]);
+  agent.close();
+  e = { ...e, visibleUids: [...e.visibleUids, uid] };
 });
