@@ -3,14 +3,15 @@
  * an upstream connection; the expected visible set comes from the seeder's manifest, never from the proxy.
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ClassificationCache } from "../../src/imap/cache.ts";
 import { type ClassifyStats, classifyMailbox, type MessageFilter, messageFilter } from "../../src/imap/classify.ts";
-import { UpstreamSession } from "../../src/imap/upstream.ts";
+import type { UpstreamSession } from "../../src/imap/upstream.ts";
 import { compilePolicy, type RuleSpec } from "../../src/policy/index.ts";
-import { connectImap, createMailbox, type SeededMessage, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { connectImap, createMailbox, type SeededMessage, type TestMailbox } from "../fixtures/index.ts";
+import { directUpstream } from "./helpers.ts";
 
 setDefaultTimeout(60_000);
 
@@ -28,23 +29,6 @@ const SEED_RULES: RuleSpec[] = [
 let mailbox: TestMailbox;
 let up: UpstreamSession;
 let dir: string;
-
-async function open(): Promise<UpstreamSession> {
-  const servers = upstreams();
-  const session = await UpstreamSession.open(
-    {
-      host: servers.host,
-      port: servers.ports.imaps,
-      tls: "tls",
-      skipVerify: false,
-      extraCa: readFileSync(servers.caFile, "utf8"),
-      connectTimeoutMs: 5000,
-    },
-    { connectMs: 5000, handshakeMs: 5000, commandMs: 30_000 },
-  );
-  if (!(await session.login(mailbox.user, mailbox.password))) throw new Error("login failed");
-  return session;
-}
 
 /** EXAMINE + UID SEARCH ALL, as the session does at SELECT. */
 async function examine(session: UpstreamSession, folder: string): Promise<{ uidValidity: number; uids: number[] }> {
@@ -69,7 +53,7 @@ const expected = (messages: readonly SeededMessage[], visible: (m: SeededMessage
 
 beforeAll(async () => {
   mailbox = await createMailbox({ seed: { folders: { INBOX: 1200, Archive: 150 }, seed: 7, attachmentRatio: 0.25 } });
-  up = await open();
+  up = await directUpstream(mailbox);
   dir = mkdtempSync(join(tmpdir(), "mailgator-classify-e2e-"));
 });
 

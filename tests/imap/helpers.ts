@@ -13,6 +13,7 @@ import { ImapFlow } from "imapflow";
 import { AuditLog, type AuditRow } from "../../src/audit/index.ts";
 import { type Config, parseConfig } from "../../src/config/index.ts";
 import { type ImapProxy, startImapProxy } from "../../src/imap/index.ts";
+import { UpstreamSession } from "../../src/imap/upstream.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
 import { LiveConfig } from "../../src/runtime/reload.ts";
 import { connectImap, upstreams } from "../fixtures/index.ts";
@@ -236,4 +237,31 @@ export function auditCursor(proxy: TestProxy): () => Promise<AuditRow[]> {
     if (rows.length > 0) last = rows[rows.length - 1]!.id;
     return rows;
   };
+}
+
+/**
+ * The proxy's own upstream client, connected straight to the test Dovecot (implicit TLS, the test CA) and logged in
+ * as `account`: what a test reads Dovecot's answers with (BODYSTRUCTURE, classification), as the proxy would.
+ */
+export async function directUpstream(account: {
+  readonly user: string;
+  readonly password: string;
+}): Promise<UpstreamSession> {
+  const servers = upstreams();
+  const session = await UpstreamSession.open(
+    {
+      host: servers.host,
+      port: servers.ports.imaps,
+      tls: "tls",
+      skipVerify: false,
+      extraCa: readFileSync(servers.caFile, "utf8"),
+      connectTimeoutMs: 5000,
+    },
+    { connectMs: 5000, handshakeMs: 5000, commandMs: 30_000 },
+  );
+  if (!(await session.login(account.user, account.password))) {
+    session.close();
+    throw new Error(`login at Dovecot as ${account.user} failed`);
+  }
+  return session;
 }

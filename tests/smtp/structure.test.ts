@@ -16,12 +16,11 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
 import type { AuditRow } from "../../src/audit/index.ts";
 import { hasAttachment } from "../../src/imap/classify.ts";
-import { UpstreamSession } from "../../src/imap/upstream.ts";
 import type { Value } from "../../src/imap/wire/index.ts";
 import { connectImap, createMailbox } from "../fixtures/index.ts";
+import { directUpstream } from "../imap/helpers.ts";
 import {
   dataPayload,
   loggedIn,
@@ -214,20 +213,8 @@ beforeAll(async () => {
   } finally {
     await direct.logout();
   }
-  const servers = upstreams();
-  const session = await UpstreamSession.open(
-    {
-      host: servers.host,
-      port: servers.ports.imaps,
-      tls: "tls",
-      skipVerify: false,
-      extraCa: readFileSync(servers.caFile, "utf8"),
-      connectTimeoutMs: 5000,
-    },
-    { connectMs: 5000, handshakeMs: 5000, commandMs: 30_000 },
-  );
+  const session = await directUpstream(mailbox);
   try {
-    if (!(await session.login(mailbox.user, mailbox.password))) throw new Error("login at Dovecot failed");
     expect((await session.run({ name: "EXAMINE", mailbox: "INBOX" }, () => {})).status).toBe("OK");
     const fetched = await session.run(
       {
