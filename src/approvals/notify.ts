@@ -17,7 +17,7 @@
 
 import { randomBytes } from "node:crypto";
 import type { AccountCredentials } from "../accounts/index.ts";
-import { agentReading } from "../config/load.ts";
+import { agentReading } from "../config/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
 import { clean } from "../mail/index.ts";

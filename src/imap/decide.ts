@@ -24,6 +24,12 @@ export const SELECTED_MAILBOX_OPERATIONS: ReadonlySet<Operation> = new Set<Opera
   "mail:move",
 ]);
 
+/**
+ * What an operation on the selected mailbox needs there besides itself: a MOVE carries the messages whole into the
+ * destination, so it reads them (commands/copy.ts; docs/config.md "Operations").
+ */
+export const ALSO_NEEDS: Readonly<Partial<Record<Operation, readonly Operation[]>>> = { "mail:move": ["mail:read"] };
+
 export interface ImapStep {
   readonly operation: Operation;
   /** `decideInFolder`: the proxy goes on only when this allows. */
@@ -84,10 +90,7 @@ export function decideImap(
     return { ...base, steps: [], filtered: false, message: null, action: "deny", decision: hidden(decision) };
   }
   const selected = SELECTED_MAILBOX_OPERATIONS.has(operation);
-  // A MOVE reads what it moves (commands/copy.ts): mail:read at the source too.
-  const ops: Operation[] = selected
-    ? ["folder:read", ...(operation === "mail:move" ? (["mail:read"] as const) : []), operation]
-    : [operation];
+  const ops: Operation[] = selected ? ["folder:read", ...(ALSO_NEEDS[operation] ?? []), operation] : [operation];
   const steps: ImapStep[] = [];
   for (const op of ops) {
     const decision = decideInFolder(policy, op, folder, agent);

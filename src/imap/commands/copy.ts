@@ -3,6 +3,7 @@
  * MOVE; mail:append at the destination): COPYUID passed on only where it cannot betray hidden messages.
  */
 
+import { ALSO_NEEDS } from "../decide.ts";
 import { agentCopyUid } from "../filtering.ts";
 import { Refusal } from "../refusal.ts";
 import type { CommandOf, Session, UpstreamStatus } from "./context.ts";
@@ -12,13 +13,13 @@ export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): P
   const box = s.box!;
   const p = box.policyName;
   const command = `${cmd.uid ? "UID " : ""}${cmd.name}`;
-  if (cmd.uid) auditProbe(s, command, cmd.name === "MOVE" ? "mail:move" : "mail:read", cmd.set);
+  // Source: a copy reads the messages, a move also removes them (docs/config.md "Operations"), and reads them too
+  // (ALSO_NEEDS): a folder the agent may not read cannot be emptied into one it can.
+  const op = cmd.name === "MOVE" ? "mail:move" : "mail:read";
+  if (cmd.uid) auditProbe(s, command, op, cmd.set);
   const uids = target(box, cmd.uid, cmd.set);
-  // Source: a copy reads the messages, a move also removes them (docs/config.md "Operations"). A move reads them
-  // too: what lands in the destination is the messages whole, so a folder the agent may not read cannot be emptied
-  // into one it can.
-  const d = s.require(command, cmd.name === "MOVE" ? "mail:move" : "mail:read", p, `${uids.length} messages`);
-  if (cmd.name === "MOVE") s.require(command, "mail:read", p, `${uids.length} messages`);
+  const d = s.require(command, op, p, `${uids.length} messages`);
+  for (const also of ALSO_NEEDS[op] ?? []) s.require(command, also, p, `${uids.length} messages`);
   // Destination: hidden answers as nonexistent; then mail:append.
   const dest = cmd.mailbox;
   const dp = visibleFolder(s, command, "mail:append", dest, new Refusal("NO", "TRYCREATE", "Mailbox does not exist"));
