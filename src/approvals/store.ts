@@ -190,10 +190,13 @@ export class ApprovalStore {
     return this.row(id)!;
   }
 
-  /** Messages of `agent` (the login in pass-through mode) held or being sent: MAX_HELD_PER_AGENT counts these. */
+  /**
+   * Messages of `agent` (the login in pass-through mode) held or being sent: MAX_HELD_PER_AGENT counts these. Without
+   * case, as quotas count a login (docs/quotas.md "Who is counted"): a login's other spellings share its count.
+   */
   heldCount(agent: string | null): number {
     const r = this.state.db
-      .query("SELECT COUNT(*) AS n FROM approvals WHERE state IN ('held', 'sending') AND agent IS ?")
+      .query("SELECT COUNT(*) AS n FROM approvals WHERE state IN ('held', 'sending') AND lower(agent) IS lower(?)")
       .get(agent) as { n: number };
     return r.n;
   }

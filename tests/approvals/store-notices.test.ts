@@ -115,3 +115,20 @@ test("accepted notices are kept per approver, not in clear, and wiped with the m
     state.close();
   }
 });
+
+test("heldCount counts an agent's held and sending messages, a login's spellings together, not decided ones", () => {
+  const { state } = open();
+  try {
+    const store = new ApprovalStore(state);
+    const now = Date.now();
+    const first = store.hold({ ...HELD, agent: "Me@Corp.test" }, RULE, now + 60_000, now, "c".repeat(32));
+    store.hold({ ...HELD, agent: "me@corp.test" }, RULE, now + 60_000, now, "d".repeat(32));
+    store.hold({ ...HELD, agent: "other@corp.test" }, RULE, now + 60_000, now, "e".repeat(32));
+    expect(store.heldCount("ME@corp.TEST")).toBe(2);
+    expect(store.heldCount(null)).toBe(0);
+    store.deny(first.id, "tester", null);
+    expect(store.heldCount("me@corp.test")).toBe(1);
+  } finally {
+    state.close();
+  }
+});
