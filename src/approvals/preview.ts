@@ -66,11 +66,16 @@ export function buildPreview(
  * Without a name found, the inspector's verdict says whether there is none, one without a name, or no telling.
  */
 export function attachmentsShown(p: Preview, show: (name: string) => string): string {
-  if (p.attachments.length > 0) return p.attachments.map(show).join(", ");
+  // The names are a scan of the raw text (a body can write `filename=` too): they never stand for "unknown".
+  const unread = "unknown: the message's parts could not be read";
+  if (p.attachments.length > 0) {
+    const names = p.attachments.map(show).join(", ");
+    return p.hasAttachment === false || p.hasAttachment === true ? names : `${names}; ${unread}`;
+  }
   // Records sealed before the verdict was kept have none: not known either.
   if (p.hasAttachment === false) return "none";
   if (p.hasAttachment === true) return "yes, without a file name";
-  return "unknown: the message's parts could not be read";
+  return unread;
 }
 
 /**

@@ -18,7 +18,13 @@ import {
   noticeFor,
   senderNotice,
 } from "../../src/approvals/notify.ts";
-import { buildPreview, MORE_TEXT, PREVIEW_LINE_CHARS, PREVIEW_LINES } from "../../src/approvals/preview.ts";
+import {
+  attachmentsShown,
+  buildPreview,
+  MORE_TEXT,
+  PREVIEW_LINE_CHARS,
+  PREVIEW_LINES,
+} from "../../src/approvals/preview.ts";
 import { ApprovalStore } from "../../src/approvals/store.ts";
 import { AuditLog } from "../../src/audit/index.ts";
 import { parseConfig } from "../../src/config/index.ts";
@@ -106,6 +112,11 @@ describe("the approver's notice", () => {
     expect(shown(true)).toContain("Attachments: yes, without a file name");
     expect(shown(null)).toContain("Attachments: unknown: the message's parts could not be read");
     expect(shown(false)).toContain("Attachments: none");
+    // A name the raw scan found never stands for the inspector's "unknown" (a body can write filename= too).
+    const named = Buffer.from('Subject: s\r\n\r\nsee filename="notes.txt" below\r\n');
+    const preview = (hasAttachment: boolean | null) => buildPreview("a@x.test", ["b@x.test"], named, hasAttachment);
+    expect(attachmentsShown(preview(null), (n) => n)).toBe("notes.txt; unknown: the message's parts could not be read");
+    expect(attachmentsShown(preview(false), (n) => n)).toBe("notes.txt");
   });
 
   test("text past the shown lines is announced; a short text is not", () => {
