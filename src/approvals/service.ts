@@ -53,8 +53,6 @@ export type ApproveResult =
    */
   | { readonly outcome: "not-sent"; readonly reason: string };
 
-const log = moduleLogger("approvals");
-
 /** One audit row about a held message. */
 export function approvalEvent(
   ctx: ApprovalContext,
@@ -147,7 +145,9 @@ async function written(ctx: ApprovalContext, ev: AuditEvent): Promise<boolean> {
     await ctx.audit.durable(ev, { gate: false });
     return true;
   } catch (e) {
-    log.error(`approval ${ev.target}: its ${ev.command} row (${ev.reason}) is not on disk: ${errorMessage(e)}`);
+    moduleLogger("approvals").error(
+      `approval ${ev.target}: its ${ev.command} row (${ev.reason}) is not on disk: ${errorMessage(e)}`,
+    );
     return false;
   }
 }
@@ -221,7 +221,7 @@ export async function approve(ctx: ApprovalContext, id: string, by: string): Pro
     // The APPROVE row is not on disk, so the final dot never went out (CommitGate: it waits for that commit, and a
     // failed one abandons the transaction): nothing was delivered. The message is held again, its record intact.
     ctx.store.unclaim(id);
-    log.error(
+    moduleLogger("approvals").error(
       `approval ${id}: not sent, held again: the audit log cannot be written: ` +
         `${gate.error?.message ?? failure?.message ?? "unknown error"}`,
     );
@@ -273,7 +273,9 @@ export async function deny(ctx: ApprovalContext, id: string, by: string, reason:
   try {
     await ctx.audit.durable(approvalEvent(ctx, found, "DENY", "deny", why));
   } catch (e) {
-    log.error(`approval ${id}: not denied, nothing changed: its DENY row is not on disk: ${errorMessage(e)}`);
+    moduleLogger("approvals").error(
+      `approval ${id}: not denied, nothing changed: its DENY row is not on disk: ${errorMessage(e)}`,
+    );
     return { outcome: "not-denied", reason: AUDIT_UNAVAILABLE };
   }
   const held = ctx.onDecided === undefined ? null : ctx.store.message(id);

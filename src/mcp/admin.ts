@@ -403,12 +403,12 @@ async function audited(config: Config, event: AuditEvent, opts: DurableOptions =
   try {
     log = AuditLog.open(config.audit.path);
   } catch (e) {
-    throw new ToolError(`refused: the audit log cannot be opened (${(e as Error).message}); the file is unchanged`);
+    throw new ToolError(`refused: the audit log cannot be opened (${errorMessage(e)}); the file is unchanged`);
   }
   try {
     await log.durable(event, opts);
   } catch (e) {
-    throw new ToolError(`refused: the audit row could not be written (${(e as Error).message}); the file is unchanged`);
+    throw new ToolError(`refused: the audit row could not be written (${errorMessage(e)}); the file is unchanged`);
   } finally {
     await log.close();
   }

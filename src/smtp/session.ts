@@ -26,7 +26,7 @@ import { errorMessage, logAccess, logLoginFailure, moduleLogger } from "../log.t
 import type { Connection, FailureThrottle, TlsIdentity, UpstreamTarget } from "../net/index.ts";
 import { LineFramer, SessionCounter, sameUpstream, UpstreamError } from "../net/index.ts";
 import type { Decision, Outcome, Policy } from "../policy/index.ts";
-import { describeExceeded, type QuotaSubject, type Quotas } from "../quotas/index.ts";
+import { describeExceeded, type QuotaSubject, type Quotas, quotaSubject } from "../quotas/index.ts";
 import { parsePathArgument } from "./address.ts";
 import { checkAgentLogin, decodeLoginStep, decodePlain, type LoginAttempt, type Mechanism } from "./auth.ts";
 import { DataReader } from "./data.ts";
@@ -473,7 +473,7 @@ export class SmtpSession {
   get #quotaSubject(): QuotaSubject {
     const id = this.#identity;
     if (id === null) return null;
-    return id.mode === "vault" ? { agent: id.agent } : { login: id.user };
+    return id.mode === "vault" ? quotaSubject(id.agent, null) : quotaSubject(null, id.user);
   }
 
   /**
@@ -1363,7 +1363,7 @@ export class SmtpSession {
         approvalId,
       );
     } catch (e) {
-      moduleLogger("smtp").error(`session ${this.id}: cannot hold a message: ${(e as Error).message}`);
+      moduleLogger("smtp").error(`session ${this.id}: cannot hold a message: ${errorMessage(e)}`);
       // The rows above are on disk already: this one says that the message they name was not held after all.
       this.#audit({
         command: "DATA",

@@ -18,8 +18,9 @@ export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): P
   const op = cmd.name === "MOVE" ? "mail:move" : "mail:read";
   if (cmd.uid) auditProbe(s, command, op, cmd.set);
   const uids = target(box, cmd.uid, cmd.set);
-  const d = s.require(command, op, p, `${uids.length} messages`);
+  // In the order explain asks them (decide.ts): what it also needs, then the operation itself.
   for (const also of ALSO_NEEDS[op] ?? []) s.require(command, also, p, `${uids.length} messages`);
+  const d = s.require(command, op, p, `${uids.length} messages`);
   // Destination: hidden answers as nonexistent; then mail:append.
   const dest = cmd.mailbox;
   const dp = visibleFolder(s, command, "mail:append", dest, new Refusal("NO", "TRYCREATE", "Mailbox does not exist"));
