@@ -26,13 +26,14 @@ import type { Row, Session } from "./commands/context.ts";
 import { SelectedMailbox } from "./mailbox.ts";
 import { Refusal } from "./refusal.ts";
 import { VisibleSet } from "./view.ts";
-import type { ResponseCode } from "./wire/index.ts";
+import { type ResponseCode, SYSTEM_FLAGS } from "./wire/index.ts";
 
 /** Operations whose rules may test message fields (config validation refuses the others, src/config/rules.ts). */
-export { FILTERED_OPERATIONS };
-
-/** The flags a filtered folder shows in FLAGS: keywords in use would tell of hidden messages' keywords. */
-export const SYSTEM_FLAGS = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"] as const;
+/**
+ * The flags a filtered folder shows in FLAGS, the system flags only (wire/command.ts): keywords in use would tell of
+ * hidden messages' keywords.
+ */
+export { FILTERED_OPERATIONS, SYSTEM_FLAGS };
 
 /**
  * The decision for `op` in `folder`. When it depends on message fields (a filtered folder) and some message can be

@@ -521,13 +521,8 @@ function append(dec: Decoder, tag: string): Command | null {
 }
 
 /** The system flags a client may set (RFC 9051 §2.3.2); `\Recent` is the server's (RFC 3501 §2.3.2). */
-const SETTABLE_SYSTEM_FLAGS: ReadonlySet<string> = new Set([
-  "\\ANSWERED",
-  "\\FLAGGED",
-  "\\DELETED",
-  "\\SEEN",
-  "\\DRAFT",
-]);
+export const SYSTEM_FLAGS = ["\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft"] as const;
+const SETTABLE_SYSTEM_FLAGS: ReadonlySet<string> = new Set(SYSTEM_FLAGS.map((f) => f.toUpperCase()));
 
 /**
  * STORE and APPEND flags: keywords, and of the `\` flags only those a client may set. `\Recent` and an extension

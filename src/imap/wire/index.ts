@@ -10,6 +10,7 @@ export {
   decodeBase64,
   parseCommand,
   type StatusItem,
+  SYSTEM_FLAGS,
   type ThreadAlgorithm,
 } from "./command.ts";
 export { type AuthenticateLine, isIdleDone, parseAuthenticateLine } from "./continuation.ts";
