@@ -1300,9 +1300,15 @@ export class SmtpSession {
       );
       return;
     }
-    const chunks: Buffer[] = [];
-    for (const block of this.#spool.blocks()) chunks.push(Buffer.from(block));
-    const message = Buffer.concat(chunks);
+    // One copy of the spooled message (its blocks are views of one reused buffer), not a copy per block and a
+    // second one to join them: a held message is up to MAX_MESSAGE_BYTES.
+    const message = Buffer.allocUnsafe(this.#spool.length);
+    let filled = 0;
+    for (const block of this.#spool.blocks()) {
+      message.set(block, filled);
+      filled += block.length;
+    }
+    if (filled !== message.length) throw new Error("smtp: the spool gave back another length than it was given");
     const id = this.#identity!;
     const approvalId = newApprovalId();
     const expires = Date.now() + this.#ctx.config.approvals.timeoutMs;
