@@ -63,6 +63,30 @@ function subject(fields: readonly HeaderField[]): string | undefined {
   return readUnstructured(value) ?? undefined;
 }
 
+/**
+ * The addr-specs of the originator fields (RFC 5322 §3.6.2 From and Sender, §3.6.6 Resent-From and Resent-Sender),
+ * lower-cased: who the message says wrote and sent it. Undefined when one of them cannot be parsed, when From or
+ * Sender appears more than once, or when an address has an octet that is not UTF-8. Resent blocks may repeat (one
+ * per resending), so their fields may too. An absent field adds nothing.
+ */
+export function readOriginators(fields: readonly HeaderField[] | null): readonly string[] | undefined {
+  if (fields === null) return undefined;
+  const out: string[] = [];
+  for (const [name, single] of ORIGINATOR_FIELDS) {
+    const found = addresses(fields, name, single);
+    if (found === undefined) return undefined;
+    out.push(...found);
+  }
+  return out;
+}
+
+const ORIGINATOR_FIELDS: readonly (readonly [string, boolean])[] = [
+  ["from", true],
+  ["sender", true],
+  ["resent-from", false],
+  ["resent-sender", false],
+];
+
 /** Reads the message fields from parsed header fields; null (an unparseable section) gives every field unknown. */
 export function readMessageFields(fields: readonly HeaderField[] | null): MessageFields {
   if (fields === null) return UNKNOWN_FIELDS;

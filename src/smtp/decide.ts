@@ -43,6 +43,24 @@ export function senderNotIdentity(identities: ReadonlySet<string>, senderKey: st
   return senderKey !== "" && !identities.has(senderKey);
 }
 
+/**
+ * Why the message's originator headers are refused (docs/smtp.md "Identities"), or null: each address of From,
+ * Sender, Resent-From and Resent-Sender (`originators`, lower-cased) must be one of the session's identities, as
+ * the reverse path must. The envelope decides where bounces go; these headers are who the recipient is told wrote
+ * the message, so an agent allowed to send as itself must not sign as someone else. Undefined (a field that cannot
+ * be read, or two From or Sender fields) is refused too. A message without any of them claims no author: allowed.
+ */
+export function originatorProblem(
+  identities: ReadonlySet<string>,
+  originators: readonly string[] | undefined,
+): string | null {
+  if (originators === undefined) return "the From or Sender header cannot be read, or appears more than once";
+  for (const address of originators) {
+    if (!identities.has(address)) return `the header names <${address}>, not one of this account's identities`;
+  }
+  return null;
+}
+
 /** What the MAIL FROM alone says. `sender` undefined (explain without --from) leaves `from` unknown. */
 export function senderOutcome(policy: Policy, agent: string | null, sender: string | undefined): Outcome {
   return policy.evaluatePartial({ operation: "mail:send", folder: null, agent, from: senderList(sender) });

@@ -19,6 +19,7 @@ import {
   parseHeaderFields,
   readBoundaryLine,
   readMessageFields,
+  readOriginators,
   usableBoundary,
 } from "../mail/index.ts";
 import { MAX_HEADER_BYTES, MAX_MIME_DEPTH, MAX_MIME_PARTS, MAX_PART_HEADER_BYTES } from "./limits.ts";
@@ -40,6 +41,11 @@ export interface MessageFacts {
   /** The Subject as shown ("" when absent); undefined when there are several or it cannot be read. */
   readonly subject: string | undefined;
   readonly hasAttachment: boolean | undefined;
+  /**
+   * Lower-cased addr-specs of the From, Sender, Resent-From and Resent-Sender headers (`readOriginators`), checked
+   * against the session's identities; undefined when one could not be read or From or Sender appears twice.
+   */
+  readonly originators: readonly string[] | undefined;
   /** For the audit log only (never for policy): the Message-ID as written, shortened. */
   readonly messageId: string | null;
   /** The header section exceeded MAX_HEADER_BYTES: the message must be refused. */
@@ -246,6 +252,7 @@ export class MessageInspector {
         cc: undefined,
         subject: undefined,
         hasAttachment: undefined,
+        originators: undefined,
         messageId: null,
         headerTooLarge: this.#headerTooLarge,
       };
@@ -257,6 +264,7 @@ export class MessageInspector {
       cc: read.cc,
       subject: read.subject,
       hasAttachment: this.#attachment ? true : this.#unknown ? undefined : false,
+      originators: readOriginators(fields),
       messageId: messageId === undefined ? null : messageId.slice(0, 256),
       headerTooLarge: this.#headerTooLarge,
     };

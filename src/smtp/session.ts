@@ -32,6 +32,7 @@ import { checkAgentLogin, decodeLoginStep, decodePlain, type LoginAttempt, type 
 import { DataReader } from "./data.ts";
 import {
   decideMessage,
+  originatorProblem,
   type RecipientFinal,
   recipientOutcome,
   recipientRefused,
@@ -1125,6 +1126,21 @@ export class SmtpSession {
         count: tx.recipients.length,
       });
       const text = `Sender <${tx.sender}> is not one of this account's identities; nothing was sent`;
+      this.#send(reply(554, "5.7.1", text));
+      return;
+    }
+    const authors = originatorProblem(senders, facts.originators);
+    if (authors !== null) {
+      // From, Sender and their Resent- forms name only identities, as MAIL FROM does (docs/smtp.md "Identities").
+      this.#audit({
+        command: "DATA",
+        operation: "mail:send",
+        target: facts.messageId,
+        decision: "deny",
+        reason: `refused as a whole: ${authors}`.slice(0, 300),
+        count: tx.recipients.length,
+      });
+      const text = "The From or Sender header names someone other than this account's identities; nothing was sent";
       this.#send(reply(554, "5.7.1", text));
       return;
     }

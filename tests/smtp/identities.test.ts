@@ -184,3 +184,100 @@ describe("vault mode: the account's username and identities", () => {
     );
   });
 });
+
+describe("the originator headers (From, Sender, Resent-From, Resent-Sender) name identities only", () => {
+  const HEADER_REFUSED =
+    "554 5.7.1 The From or Sender header names someone other than this account's identities; nothing was sent\r\n";
+
+  /** One transaction from the login to `ok-<m>@corp.test` whose header section starts with `headers`. */
+  async function sendWith(c: RawClient, login: string, m: string, headers: string): Promise<string> {
+    expect((await c.command(`MAIL FROM:<${login}>`)).code).toBe(250);
+    expect((await c.command(`RCPT TO:<ok-${m}@corp.test>`)).code).toBe(250);
+    expect((await c.command("DATA")).code).toBe(354);
+    c.write(dataPayload(`${headers}\r\nTo: ok-${m}@corp.test\r\nSubject: author ${m}\r\n\r\nbody ${m}\r\n`));
+    return (await c.reply()).raw;
+  }
+
+  test("a foreign author is refused whole, in each originator field and however it is dressed", async () => {
+    const login = "alice@mailgator.test";
+    const c = await loggedIn(plain.port);
+    const refused: string[] = [];
+    for (const make of [
+      (x: string) => `From: ${x}`,
+      (x: string) => `From: "Alice" <alice@mailgator.test>, ${x}`,
+      (x: string) => `From: =?utf-8?q?alice=40mailgator=2Etest?= <${x}>`,
+      (x: string) => `From: Friends: ${x};`,
+      (x: string) => `From: alice@mailgator.test\r\nSender: ${x}`,
+      (x: string) => `From: alice@mailgator.test\r\nResent-From: ${x}`,
+      (x: string) => `From: alice@mailgator.test\r\nResent-Sender: ${x}`,
+    ]) {
+      const m = marker();
+      const foreign = `ceo-${m}@corp.test`;
+      expect(await sendWith(c, login, m, make(foreign)), make(foreign)).toBe(HEADER_REFUSED);
+      refused.push(m);
+    }
+    // Unreadable or doubled: refused as well.
+    for (const headers of [
+      "From: alice@mailgator.test\r\nFrom: alice@mailgator.test",
+      "From: alice@mailgator.test\r\nSender: alice@mailgator.test\r\nSender: alice@mailgator.test",
+      "From: <alice@mailgator.test",
+    ]) {
+      const m = marker();
+      expect(await sendWith(c, login, m, headers), headers).toBe(HEADER_REFUSED);
+      refused.push(m);
+    }
+    await nothingReachedPostfix(c, login, refused[0]!, `ceo-${refused[0]}`);
+    for (const m of refused) expect(sinkCopies(m)).toEqual([]);
+    c.close();
+    const rows = await plain.rows();
+    const first = rows.filter((r) => r.command === "DATA" && r.reason?.includes(`ceo-${refused[0]}@corp.test`));
+    expect(first).toHaveLength(1);
+    expect(first[0]).toMatchObject({ operation: "mail:send", decision: "deny", rule: null, count: 1 });
+    expect(first[0]!.reason).toBe(
+      `refused as a whole: the header names <ceo-${refused[0]}@corp.test>, not one of this account's identities`,
+    );
+    const doubled = rows.filter(
+      (r) =>
+        r.command === "DATA" &&
+        r.reason?.endsWith("the From or Sender header cannot be read, or appears more than once"),
+    );
+    expect(doubled.length).toBeGreaterThanOrEqual(3);
+  });
+
+  test("the login, in any case and with a display name, and a message without any author, are delivered", async () => {
+    const login = "alice@mailgator.test";
+    const c = await loggedIn(plain.port);
+    for (const headers of [
+      'From: "Alice A." <ALICE@Mailgator.Test>',
+      "From: alice@mailgator.test\r\nSender: Alice@mailgator.test\r\nResent-From: alice@mailgator.test",
+      "X-No-Author: yes",
+    ]) {
+      const m = marker();
+      expect(await sendWith(c, login, m, headers), headers).toStartWith("250");
+      await waitForSink(m, 1);
+    }
+    c.close();
+  });
+
+  test("pass-through: a configured identity may be the author; vault: the account's identities, username", async () => {
+    const m = marker();
+    const c = await loggedIn(withIdentities.port);
+    expect(await sendWith(c, "alice@mailgator.test", m, "From: Sales <sales-team@corp.test>")).toStartWith("250");
+    await waitForSink(m, 1);
+    const m2 = marker();
+    expect(await sendWith(c, "alice@mailgator.test", m2, `From: bot-desk@corp.test`)).toBe(HEADER_REFUSED);
+    c.close();
+
+    const v = await vaultClient(vault.port, TOKEN);
+    const m3 = marker();
+    expect(await sendWith(v, "bot-desk@corp.test", m3, "From: alice@mailgator.test")).toStartWith("250");
+    await waitForSink(m3, 1);
+    const m4 = marker();
+    expect(await sendWith(v, "bot-desk@corp.test", m4, "From: sales-team@corp.test")).toBe(HEADER_REFUSED);
+    await nothingReachedPostfix(v, "bot-desk@corp.test", m4, `author ${m4}`);
+    expect(sinkCopies(m2)).toEqual([]);
+    v.close();
+    const row = (await vault.rows()).find((r) => r.command === "DATA" && r.reason?.includes("<sales-team@corp.test>"));
+    expect(row).toMatchObject({ agent: "bot", decision: "deny" });
+  });
+});
