@@ -4,7 +4,8 @@
  * benchmark prints its own figures; proxy benchmarks compare Mailgator with a
  * direct connection to the same server in the same run and print the ratio.
  *
- *   bun scripts/bench/index.ts [name ...]    (names: policy audit imap-wire seed smtp imap classify filtered)
+ *   bun scripts/bench/index.ts [name ...]    (names: policy audit imap-wire cold-cache seed smtp imap classify
+ *                                           filtered)
  */
 
 import { chmodSync, existsSync, mkdtempSync } from "node:fs";
@@ -13,7 +14,7 @@ import { join } from "node:path";
 import { startUpstreams } from "../upstreams/start.ts";
 import { stopUpstreams } from "../upstreams/stop.ts";
 
-const ALL = ["policy", "audit", "imap-wire", "seed", "smtp", "imap", "classify", "filtered"];
+const ALL = ["policy", "audit", "imap-wire", "cold-cache", "seed", "smtp", "imap", "classify", "filtered"];
 const NEEDS_SERVERS = new Set(["seed", "smtp", "imap", "classify", "filtered"]);
 const chosen = process.argv.length > 2 ? process.argv.slice(2) : ALL;
 const present = chosen.filter((name) => existsSync(join(import.meta.dir, `${name}.ts`)));
