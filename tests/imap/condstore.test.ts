@@ -169,6 +169,31 @@ describe("an unfiltered folder: upstream's mod-sequences", () => {
     }
   });
 
+  test("LIST-STATUS with HIGHESTMODSEQ enables CONDSTORE, as STATUS does and as Dovecot does", async () => {
+    const raw = await agent();
+    const ref = await direct();
+    try {
+      const list = 'LIST "" "Own" RETURN (STATUS (MESSAGES HIGHESTMODSEQ))';
+      const mine = await raw.command("l", list);
+      const theirs = await ref.command("l", list);
+      expect(mine).toMatch(/\* STATUS "?Own"? \(MESSAGES 6 HIGHESTMODSEQ \d+\)/);
+      const statusLine = (bytes: string) => bytes.split("\r\n").find((l) => l.startsWith("* STATUS "));
+      expect(statusLine(mine)).toBe(statusLine(theirs)!);
+      // Enabled: SELECT reports HIGHESTMODSEQ and a flag change carries MODSEQ (RFC 7162 §3.1.2.1, §3.1.4).
+      const sel = await raw.command("s", "SELECT Own");
+      const refSel = await ref.command("s", "SELECT Own");
+      expect(highest(refSel)).not.toBeNull();
+      expect(highest(sel)).toBe(highest(refSel));
+      const st = await raw.command("a", "STORE 1 +FLAGS (\\Flagged)");
+      expect(st).toMatch(/\* 1 FETCH \([^\r\n]*MODSEQ \(\d+\)/);
+      const refSt = await ref.command("a", "STORE 1 -FLAGS (\\Flagged)");
+      expect(refSt).toMatch(/\* 1 FETCH \([^\r\n]*MODSEQ \(\d+\)/);
+    } finally {
+      raw.close();
+      ref.close();
+    }
+  });
+
   test("STORE UNCHANGEDSINCE: MODIFIED in the agent's numbers, the others stored; FETCH carries MODSEQ", async () => {
     const raw = await agent();
     try {

@@ -13,6 +13,7 @@ import { auditedFilteredStatus } from "../filtering.ts";
 import { Refusal } from "../refusal.ts";
 import type { Response, StatusItem } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
+import { checkStatusItems } from "./shared.ts";
 
 /** An upstream folder the agent may see. */
 interface Folder {
@@ -75,12 +76,8 @@ export async function list(s: Session, cmd: CommandOf<"LIST" | "LSUB">): Promise
     return s.tagged(cmd.tag, "OK", null, "List completed");
   }
   const statusItems = cmd.statusItems ?? null;
-  // STATUS=SIZE and rev2's DELETED are not offered, as in STATUS (docs/protocol.md §2).
-  if (statusItems?.some((i) => i === "SIZE" || i === "DELETED"))
-    throw new Refusal("BAD", null, "Unsupported STATUS item");
-  // HIGHESTMODSEQ only where CONDSTORE is offered (upstream has it), as in STATUS: otherwise it is not relayed.
-  if (statusItems?.includes("HIGHESTMODSEQ") && !s.capabilities().includes("CONDSTORE"))
-    throw new Refusal("BAD", null, "Unsupported STATUS item");
+  // The items as STATUS checks them; HIGHESTMODSEQ enables CONDSTORE here too.
+  if (statusItems !== null) await checkStatusItems(s, statusItems);
   // Any LIST-EXTENDED syntax: a level without a folder is `\NonExistent` (RFC 5258 §3.4), as Dovecot answers.
   const extended = !lsub && (select.size > 0 || ret.size > 0 || patterns.length > 1);
   const bySubscription = lsub || select.has("SUBSCRIBED");

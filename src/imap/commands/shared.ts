@@ -12,7 +12,7 @@ import { PROBE_TARGET_CHARS } from "../limits.ts";
 import type { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import { NO_HIDING_RULE } from "../view.ts";
-import type { FetchAttr, Response, ResponseCode, SeqSet } from "../wire/index.ts";
+import type { FetchAttr, Response, ResponseCode, SeqSet, StatusItem } from "../wire/index.ts";
 import type { Session } from "./context.ts";
 
 export const NONEXISTENT = new Refusal("NO", "NONEXISTENT", "Mailbox does not exist");
@@ -240,6 +240,19 @@ export async function enableCondstore(s: Session): Promise<boolean> {
   if (st.status !== "OK") throw new Refusal("NO", "UNAVAILABLE", "CONDSTORE could not be enabled");
   s.condstore = true;
   return true;
+}
+
+/**
+ * The items of a STATUS command or of LIST's `RETURN (STATUS (...))` (RFC 3501 §6.3.10, RFC 5819 §2), checked the
+ * same way for both: SIZE and rev2's DELETED are not offered (docs/protocol.md §2); HIGHESTMODSEQ only where
+ * CONDSTORE is offered (upstream has it), and asking for it enables CONDSTORE for the session and upstream
+ * (RFC 7162 §3.1: STATUS with HIGHESTMODSEQ is a CONDSTORE-enabling command, and LIST-STATUS asks STATUS).
+ */
+export async function checkStatusItems(s: Session, items: readonly StatusItem[]): Promise<void> {
+  if (items.some((i) => i === "SIZE" || i === "DELETED")) throw new Refusal("BAD", null, "Unsupported STATUS item");
+  if (!items.includes("HIGHESTMODSEQ")) return;
+  if (!s.capabilities().includes("CONDSTORE")) throw new Refusal("BAD", null, "Unsupported STATUS item");
+  await enableCondstore(s);
 }
 
 /** Re-numbers one upstream FETCH for the agent; null when it concerns a message the agent does not know. */

@@ -2,20 +2,14 @@
 
 import { messageFilter } from "../classify.ts";
 import { auditedFilteredStatus } from "../filtering.ts";
-import { Refusal } from "../refusal.ts";
 import type { CommandOf, Session } from "./context.ts";
-import { enableCondstore, upstreamStatus, visibleFolder } from "./shared.ts";
+import { checkStatusItems, upstreamStatus, visibleFolder } from "./shared.ts";
 
 export async function status(s: Session, cmd: CommandOf<"STATUS">): Promise<void> {
   const p = visibleFolder(s, "STATUS", "folder:read", cmd.mailbox);
   const d = s.require("STATUS", "folder:read", p);
-  // STATUS=SIZE and rev2's DELETED are not advertised (docs/protocol.md §2).
-  if (cmd.items.some((i) => i === "SIZE" || i === "DELETED")) throw new Refusal("BAD", null, "Unsupported STATUS item");
-  if (cmd.items.includes("HIGHESTMODSEQ")) {
-    // A CONDSTORE-enabling command (RFC 7162 §3.1, §3.1.7); 0 in a filtered folder (src/imap/filtering.ts).
-    if (!s.capabilities().includes("CONDSTORE")) throw new Refusal("BAD", null, "Unsupported STATUS item");
-    await enableCondstore(s);
-  }
+  // HIGHESTMODSEQ is 0 in a filtered folder (src/imap/filtering.ts).
+  await checkStatusItems(s, cmd.items);
   const filter = messageFilter(s.ctx.policy, p, s.agent);
   const row = {
     command: "STATUS",
