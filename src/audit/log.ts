@@ -669,7 +669,8 @@ function conditions(filter: AuditFilter): { where: string[]; params: (string | n
   add("time >= ?", filter.sinceMs);
   add("time < ?", filter.untilMs);
   add("decision = ?", filter.decision);
-  add("agent = ?", filter.agent);
+  // Without case: a pass-through login is stored as the agent typed it (docs/audit.md "Using it").
+  add("agent = ? COLLATE NOCASE", filter.agent);
   add("rule = ?", filter.rule);
   add("session = ?", filter.session);
   add("protocol = ?", filter.protocol);

@@ -709,8 +709,18 @@ function build(
 
   const agents: AgentConfig[] = [];
   const agentNames = new Set<string>();
+  // Lower-cased name → the name as first written: names compare without case, as the audit log's agent filter does.
+  const agentKeys = new Map<string, string>();
   (raw.agents ?? []).forEach((a, i) => {
-    if (agentNames.has(a.name)) problems.add(["agents", i, "name"], `duplicate agent name ${JSON.stringify(a.name)}`);
+    const taken = agentKeys.get(a.name.toLowerCase());
+    if (taken === a.name) problems.add(["agents", i, "name"], `duplicate agent name ${JSON.stringify(a.name)}`);
+    else if (taken !== undefined)
+      problems.add(
+        ["agents", i, "name"],
+        `duplicate agent name ${JSON.stringify(a.name)} (agent names compare without case; ${JSON.stringify(taken)} ` +
+          "is taken)",
+      );
+    else agentKeys.set(a.name.toLowerCase(), a.name);
     agentNames.add(a.name);
     if (!TOKEN_HASH.test(a.token_hash)) {
       problems.add(

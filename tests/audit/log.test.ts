@@ -325,6 +325,19 @@ describe("query", () => {
     });
     await log.close();
   });
+
+  test("the agent compares without case: a pass-through login is stored as typed (docs/audit.md)", async () => {
+    const log = AuditLog.open(scratch.file("agent-case.db"));
+    const ids: number[] = [];
+    for (const agent of ["Alice@Corp.test", "alice@corp.test", "ALICE@CORP.TEST", "bob@corp.test"]) {
+      ids.push(await log.durable(sampleEvent({ agent })));
+    }
+    expect(log.query({ agent: "alice@corp.test", order: "asc" }).map((r) => r.id)).toEqual(ids.slice(0, 3));
+    expect(log.query({ agent: "aLiCe@cOrP.TeSt" })).toHaveLength(3);
+    expect(log.query({ agent: "BOB@corp.test" }).map((r) => r.agent)).toEqual(["bob@corp.test"]);
+    expect(log.query({ agent: "alice" })).toEqual([]);
+    await log.close();
+  });
 });
 
 describe("retention", () => {

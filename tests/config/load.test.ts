@@ -414,6 +414,12 @@ describe("errors a person can act on", () => {
       [`mailgator.toml:4:14: accounts.m.identities: expected a list, got 3`],
     ],
     [
+      "agent names that differ only in case (the audit log's --agent compares without case)",
+      `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = ` +
+        `"m"\n[[agents]]\nname = "Bot"\ntoken_hash = "${HASH}"\naccount = "m"\n`,
+      [`agents[1].name: duplicate agent name "Bot" (agent names compare without case; "bot" is taken)`],
+    ],
+    [
       "bad allowed_ips",
       `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "b"\ntoken_hash = "${HASH}"\naccount = ` +
         `"m"\nallowed_ips = ["10.0.0.0/33"]\n`,
