@@ -45,6 +45,7 @@ import { noop } from "./commands/noop.ts";
 import { rename } from "./commands/rename.ts";
 import { search } from "./commands/search.ts";
 import { select } from "./commands/select.ts";
+import { withoutTimings } from "./commands/shared.ts";
 import { sort } from "./commands/sort.ts";
 import { status } from "./commands/status.ts";
 import { store } from "./commands/store.ts";
@@ -466,7 +467,7 @@ export class ImapSession implements LoginSession, CompressSession {
     code: ResponseCode | null,
   ): void {
     const kind = status.status === "OK" ? "OK" : status.status === "NO" ? "NO" : "BAD";
-    this.send({ type: "status", tag, status: kind, code, text: status.text });
+    this.send({ type: "status", tag, status: kind, code, text: withoutTimings(status.text) });
   }
 
   /**

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { ImapFlow } from "imapflow";
 import type { AuditRow } from "../../src/audit/index.ts";
 import { cachePathBeside } from "../../src/imap/cache.ts";
-import { connectImap, createMailbox, type SeededMessage, type TestMailbox } from "../fixtures/index.ts";
+import { connectImap, createMailbox, type SeededMessage, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { expectNoLeak, fetchedUids, rawMessage } from "./filtered-fixture.ts";
 import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
@@ -406,5 +406,33 @@ describe("a probe the folder's rules refuse anyway", () => {
     // The nonexistent UID: the refusal's row only.
     expect(probeRows(await readerRows()).map((r) => r.hiddenCount)).toEqual([null]);
     raw.close();
+  });
+});
+
+describe("upstream's timings (docs/protocol.md §7 case 5)", () => {
+  test("no tagged reply upstream answered carries Dovecot's `(n + n secs)`; Dovecot itself sends them", async () => {
+    const raw = await agent();
+    const replies = [
+      await raw.command("a", "UID SEARCH FROM notifications"),
+      await raw.command("b", "UID SEARCH TEXT nothing-matches-this"),
+      await raw.command("c", "STATUS Archive (MESSAGES UIDNEXT)"),
+      await raw.command("d", `UID COPY ${visible[1]!.uid} Archive`),
+      await raw.command("e", `UID STORE ${visible[0]!.uid} +FLAGS (\\Flagged)`),
+      await raw.command("f", "CHECK"),
+    ];
+    raw.close();
+    const tagged = replies.map((r, i) => r.split("\r\n").find((l) => l.startsWith(`${"abcdef"[i]} `)) ?? "");
+    expect(tagged[0]).toStartWith("a OK");
+    expect(tagged[3]).toStartWith("d OK");
+    for (const line of tagged) {
+      expect(line).not.toBe("");
+      expect(line).not.toMatch(/secs\)/);
+    }
+    // The same commands straight to Dovecot: the timings the proxy leaves out.
+    const ref = await RawImap.login(upstreams().ports.imap, mailbox);
+    await ref.command("S", "SELECT INBOX");
+    expect(await ref.command("a", "UID SEARCH FROM notifications")).toMatch(/a OK .*\(\d+\.\d+ \+ [^\r\n]*secs\)/);
+    expect(await ref.command("d", "CREATE Archive")).toMatch(/d NO \[ALREADYEXISTS\] .*secs\)/);
+    ref.close();
   });
 });

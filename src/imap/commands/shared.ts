@@ -356,7 +356,20 @@ export async function safeExpunge(s: Session, within: readonly number[] | null):
   const before = box.pendingExpunges.length;
   for (const set of sets) {
     const st = await s.upstreamRun({ name: "EXPUNGE", uid: true, set });
-    if (st.status !== "OK") throw new Refusal("NO", null, st.text);
+    if (st.status !== "OK") throw new Refusal("NO", null, withoutTimings(st.text));
   }
   return box.pendingExpunges.length - before;
+}
+
+/** A trailing `(0.001 + 0.000 + 0.001 secs).`, as Dovecot ends every tagged reply. */
+const UPSTREAM_TIMINGS = / ?\((?:[0-9]+\.[0-9]+ \+ )+[0-9]+\.[0-9]+ secs\)\.?$/;
+
+/**
+ * Upstream's text of a tagged reply as the agent gets it: without the timings Dovecot appends. They measure the work
+ * upstream did, hidden messages and folders included (a search of a filtered folder takes longer the more hidden
+ * messages it holds), so they would tell the agent about what it cannot see (docs/protocol.md §7). The rest of the
+ * text says why a command failed and is kept.
+ */
+export function withoutTimings(text: string): string {
+  return text.replace(UPSTREAM_TIMINGS, "");
 }

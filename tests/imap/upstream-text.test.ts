@@ -1,0 +1,20 @@
+/**
+ * `withoutTimings` (src/imap/commands/shared.ts): the text of an upstream tagged reply loses Dovecot's timings and
+ * keeps the rest. End to end against Dovecot: tests/imap/filtered-probes.test.ts ("upstream's timings").
+ */
+import { expect, test } from "bun:test";
+import { withoutTimings } from "../../src/imap/commands/shared.ts";
+
+test("the trailing timings of OK, NO and BAD texts go; everything else stays", () => {
+  expect(withoutTimings("Search completed (0.003 + 0.000 + 0.002 secs).")).toBe("Search completed");
+  expect(withoutTimings("Mailbox doesn't exist: x (0.017 + 0.000 + 0.016 secs).")).toBe("Mailbox doesn't exist: x");
+  expect(withoutTimings("Error in IMAP command COPY: Invalid messageset (0.001 + 0.000 secs).")).toBe(
+    "Error in IMAP command COPY: Invalid messageset",
+  );
+  expect(withoutTimings("Done (12.500 + 1.000 secs)")).toBe("Done");
+  // Not timings, or not at the end: kept.
+  expect(withoutTimings("Success")).toBe("Success");
+  expect(withoutTimings("took (0.001 secs).")).toBe("took (0.001 secs).");
+  expect(withoutTimings("(0.001 + 0.000 secs). then more")).toBe("(0.001 + 0.000 secs). then more");
+  expect(withoutTimings("")).toBe("");
+});
