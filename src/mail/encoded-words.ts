@@ -19,8 +19,8 @@
  *   word by word shows the same letters around replacement characters.
  *
  * `readUnstructured` then checks the decoded text as displayed: a replacement character (an octet that was not
- * UTF-8 in a raw RFC 6532 header, or one written on purpose), a control character (NUL, CR, LF, C1; TAB is kept)
- * or a bidirectional embedding, override or isolate (U+202A–U+202E, U+2066–U+2069, which reorder what the reader
+ * UTF-8 in a raw RFC 6532 header, or one written on purpose), a control character (NUL, CR, LF, C1; TAB is kept),
+ * a line or paragraph separator (U+2028, U+2029) or a bidirectional embedding, override or isolate (U+202A–U+202E, U+2066–U+2069, which reorder what the reader
  * sees) make it unknown; other default-ignorable code points (zero-width spaces and joiners, byte order marks,
  * variation selectors, soft hyphens, bidirectional marks) are removed, since a client draws nothing for them; the
  * result is put in Unicode normalization form C, so composed and decomposed accents compare equal.
@@ -34,8 +34,11 @@ const MALFORMED_WORD = /=\?[^?]*\?[bBqQ]\?/;
 const BASE64 = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=|[A-Za-z0-9+/]{2,3})?$/;
 const LINEAR_WHITESPACE = /^[ \t\r\n]*$/;
 
-/** C0 controls but TAB, DEL, C1 controls. */
-const CONTROL = /[\x00-\x08\x0a-\x1f\x7f-\x9f]/;
+/**
+ * C0 controls but TAB, DEL, C1 controls, and the Unicode line and paragraph separators, which a client may draw as a
+ * line break (the characters src/mail/display.ts never shows, but for the bidirectional ones below and the marks).
+ */
+const CONTROL = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]/;
 /** Bidirectional embeddings, overrides and isolates: the text shown is not the text in order. */
 const BIDI_REORDERING = /[\u202a-\u202e\u2066-\u2069]/;
 const DEFAULT_IGNORABLE = /\p{Default_Ignorable_Code_Point}/gu;

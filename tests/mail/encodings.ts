@@ -129,6 +129,8 @@ export const UNKNOWN: readonly EncodingCase[] = [
   { name: "Shift_JIS lead octet before the next word", raw: "=?shift_jis?Q?se=83?= =?shift_jis?Q?cret?=", shown: null },
   { name: "right-to-left override, encoded", raw: "=?utf-8?Q?=E2=80=AEterces?=", shown: null },
   { name: "right-to-left isolate, raw", raw: "\u2067terces\u2069", shown: null },
+  { name: "line separator, raw", raw: "sec\u2028ret", shown: null },
+  { name: "paragraph separator, encoded", raw: "=?utf-8?Q?sec=E2=80=A9ret?=", shown: null },
   { name: "a replacement character, raw", raw: "sec\ufffdret", shown: null },
   { name: "an octet that is not UTF-8 (Latin-1 é)", raw: "s\xe9cret", octets: "latin1", shown: null },
   { name: "a raw NUL", raw: "sec\x00ret", shown: null, smtpOnly: true },
