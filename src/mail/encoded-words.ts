@@ -20,10 +20,11 @@
  *
  * `readUnstructured` then checks the decoded text as displayed: a replacement character (an octet that was not
  * UTF-8 in a raw RFC 6532 header, or one written on purpose), a control character (NUL, CR, LF, C1; TAB is kept),
- * a line or paragraph separator (U+2028, U+2029) or a bidirectional embedding, override or isolate (U+202A–U+202E, U+2066–U+2069, which reorder what the reader
- * sees) make it unknown; other default-ignorable code points (zero-width spaces and joiners, byte order marks,
- * variation selectors, soft hyphens, bidirectional marks) are removed, since a client draws nothing for them; the
- * result is put in Unicode normalization form C, so composed and decomposed accents compare equal.
+ * a line or paragraph separator (U+2028, U+2029) or a bidirectional embedding, override or isolate (U+202A–U+202E,
+ * U+2066–U+2069, which reorder what the reader sees) make it unknown; other default-ignorable code points (zero-width
+ * spaces and joiners, byte order marks, variation selectors, soft hyphens, bidirectional marks) are removed, since
+ * a client draws nothing for them; the result is put in Unicode normalization form C, so composed and decomposed
+ * accents compare equal.
  * Look-alike characters (`ｓｅｃｒｅｔ`, Cyrillic `е`) are different text and are not folded.
  */
 
