@@ -107,11 +107,13 @@ async function login(ctx: ApprovalContext, held: HeldMessage): Promise<UpstreamS
     stillAnIdentity(held, sessionIdentities(held.credentials.username, smtp.identities));
     return UpstreamSession.open(target, held.credentials);
   }
-  // Vault mode: the agent that sent it must still be configured, with the same account, as a reload ends its
-  // sessions otherwise (docs/operations.md "Reload"); a revoked agent's held messages are not sent.
+  // Vault mode: the agent that sent it must still be configured, with the same token and account, as a reload ends
+  // its sessions otherwise (docs/operations.md "Reload"); a revoked agent's or token's held messages are not sent.
   if (held.agent !== null) {
     const agent = ctx.config.agents.find((a) => a.name === held.agent);
     if (agent === undefined) throw new Error(`the agent ${held.agent} is no longer configured`);
+    if (agent.tokenHash !== held.tokenHash)
+      throw new Error(`the agent ${held.agent}'s token changed after the message was held`);
     if (agent.account !== held.account) throw new Error(`the agent ${held.agent} now uses another account`);
   }
   const account = held.account === null ? undefined : ctx.config.accounts[held.account];

@@ -45,6 +45,12 @@ export interface HeldMessage {
   /** Pass-through mode: the agent's upstream login, wiped when the message is decided or expires. */
   readonly credentials: { readonly username: string; readonly password: string } | null;
   readonly agent: string | null;
+  /**
+   * Vault mode: the hash of the token the agent logged in with. Approving refuses the message once the agent's
+   * token is another (a revoked token's held messages are not sent); absent in records sealed before it was kept,
+   * which are refused the same way.
+   */
+  readonly tokenHash?: string | null;
   readonly preview: Preview;
 }
 

@@ -1372,6 +1372,7 @@ export class SmtpSession {
           account: id.mode === "vault" ? id.account.name : null,
           credentials: id.mode === "pass-through" ? id.credentials : null,
           agent: this.#auditAgent,
+          tokenHash: id.mode === "vault" ? this.#tokenHash : null,
           preview: buildPreview(
             tx.sender,
             tx.recipients.map((r) => r.address),

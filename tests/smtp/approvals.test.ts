@@ -245,7 +245,7 @@ describe("ask", () => {
     expect(await deny(ctx, id, "test", null)).toMatchObject({ outcome: "denied" });
   });
 
-  test("vault mode: a held message of an agent a reload removed is not sent; still held", async () => {
+  test("vault mode: a held message of an agent a reload removed, or whose token it changed, is not sent", async () => {
     const token = "mg_approvals-vault-agent-token-0123456789";
     const vault = await startTestProxy({ rules: vaultConfig(RULES, token), approvals: true });
     try {
@@ -270,6 +270,21 @@ describe("ask", () => {
         reason: "the agent bot is no longer configured",
       });
       expect(vault.approvals!.row(id)!.state).toBe("held");
+      // The same agent with another token (a rotation after a leak): its sessions end at the reload, and what it
+      // held before is not sent either.
+      const rotated: ApprovalContext = {
+        ...base,
+        config: {
+          ...vault.config,
+          agents: vault.config.agents.map((a) => ({ ...a, tokenHash: `sha256:${"0".repeat(64)}` })),
+        },
+      };
+      expect(await approve(rotated, id, "test")).toEqual({
+        outcome: "not-sent",
+        reason: "the agent bot's token changed after the message was held",
+      });
+      expect(vault.approvals!.row(id)!.state).toBe("held");
+      expect(vault.approvals!.message(id)!.tokenHash).toBe(vault.config.agents[0]!.tokenHash);
       expect(await approve(base, id, "test")).toMatchObject({ outcome: "sent" });
       await waitForSink(`Hello ${m}`, 1);
     } finally {
