@@ -196,6 +196,31 @@ export class ApprovalStore {
     return this.row(id)!;
   }
 
+  /** Holds of this process under way (their audit rows on their way to disk), per agent without case. */
+  readonly #holding = new Map<string, number>();
+
+  /**
+   * A place for one more held message of `agent`: null when `max` of its messages are held, being sent, or on their
+   * way in through other sessions of this process; otherwise the function that gives the place back, to call once
+   * the message is stored or given up. A session checks before it writes its audit rows and stores the message
+   * after they are on disk, so without the places taken meanwhile two sessions of one agent could both pass the
+   * check (docs/approvals.md "Limits"). Only the proxy holds messages: other processes need no places.
+   */
+  reservePlace(agent: string | null, max: number): (() => void) | null {
+    const key = agent === null ? "" : agent.toLowerCase();
+    const holding = this.#holding.get(key) ?? 0;
+    if (this.heldCount(agent) + holding >= max) return null;
+    this.#holding.set(key, holding + 1);
+    let given = false;
+    return () => {
+      if (given) return;
+      given = true;
+      const left = (this.#holding.get(key) ?? 1) - 1;
+      if (left > 0) this.#holding.set(key, left);
+      else this.#holding.delete(key);
+    };
+  }
+
   /**
    * Messages of `agent` (the login in pass-through mode) held or being sent: MAX_HELD_PER_AGENT counts these. Without
    * case, as quotas count a login (docs/quotas.md "Who is counted"): a login's other spellings share its count.

@@ -1283,7 +1283,6 @@ export class SmtpSession {
     detail: Record<string, string | number | boolean | null>,
   ): Promise<void> {
     const store = this.#ctx.approvals ?? null;
-    const first = held[0]!.decision;
     const groups = [
       ...new Set(held.flatMap((h) => this.#ctx.config.rules[h.decision.ruleIndex ?? -1]?.askGroups ?? [])),
     ];
@@ -1301,8 +1300,10 @@ export class SmtpSession {
       return refuse();
     }
     // At most MAX_HELD_PER_AGENT messages wait for approval per agent (login in pass-through mode): each is up to
-    // 50 MiB in the state database until decided or expired (docs/approvals.md "Limits").
-    if (store.heldCount(this.#auditAgent) >= MAX_HELD_PER_AGENT) {
+    // 50 MiB in the state database until decided or expired (docs/approvals.md "Limits"). The place is taken now,
+    // before the rows go to disk, so that another session of the agent sees it taken meanwhile.
+    const release = store.reservePlace(this.#auditAgent, MAX_HELD_PER_AGENT);
+    if (release === null) {
       for (const row of rows) this.#audit(row);
       this.#audit({
         command: "DATA",
@@ -1316,6 +1317,24 @@ export class SmtpSession {
       );
       return;
     }
+    try {
+      await this.#holdPlaced(store, tx, held, rows, detail, groups, refuse);
+    } finally {
+      release();
+    }
+  }
+
+  /** `#hold` once a place under MAX_HELD_PER_AGENT is taken: the rows on disk, then the message stored. */
+  async #holdPlaced(
+    store: ApprovalStore,
+    tx: Transaction,
+    held: readonly RecipientFinal[],
+    rows: AuditEvent[],
+    detail: Record<string, string | number | boolean | null>,
+    groups: readonly string[],
+    refuse: () => void,
+  ): Promise<void> {
+    const first = held[0]!.decision;
     // One copy of the spooled message (its blocks are views of one reused buffer), not a copy per block and a
     // second one to join them: a held message is up to MAX_MESSAGE_BYTES.
     const message = Buffer.allocUnsafe(this.#spool.length);

@@ -20,6 +20,7 @@ import {
   loggedIn,
   marker,
   message,
+  type RawClient,
   sinkCopies,
   startTestProxy,
   type TestProxy,
@@ -848,6 +849,36 @@ describe("limits", () => {
       expect((await hold()).code).toBe(250);
     } finally {
       await c.command("QUIT");
+      await capped.close();
+    }
+  });
+
+  test("sessions of one login finishing their messages at once cannot pass MAX_HELD_PER_AGENT together", async () => {
+    const capped = await startTestProxy({ rules: RULES, approvals: true });
+    const login = upstreams().users[0]!.user;
+    const sessions = await Promise.all([1, 2, 3, 4].map(() => loggedIn(capped.port)));
+    try {
+      const [first, ...others] = sessions as [RawClient, ...RawClient[]];
+      const ready = async (c: RawClient): Promise<string> => {
+        const m = marker();
+        expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+        expect((await c.command(`RCPT TO:<race-${m}@outside.example>`)).code).toBe(250);
+        expect((await c.command("DATA")).code).toBe(354);
+        return dataPayload(message({ From: "alice@mailgator.test", Subject: `race ${m}` }, `Hello ${m}\n`));
+      };
+      for (let i = 0; i < MAX_HELD_PER_AGENT - 1; i++) {
+        first.write(await ready(first));
+        expect((await first.reply()).code).toBe(250);
+      }
+      // One place left; three sessions end their DATA in the same moment, each waiting for its rows to reach disk
+      // before it stores the message.
+      const payloads = await Promise.all(others.map(ready));
+      for (const [i, c] of others.entries()) c.write(payloads[i]!);
+      const codes = (await Promise.all(others.map((c) => c.reply()))).map((r) => r.code).sort();
+      expect(codes).toEqual([250, 452, 452]);
+      expect(capped.approvals!.heldCount(login)).toBe(MAX_HELD_PER_AGENT);
+    } finally {
+      for (const c of sessions) await c.command("QUIT");
       await capped.close();
     }
   });
