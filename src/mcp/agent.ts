@@ -205,7 +205,7 @@ const MSG_ID = /<[\w!#$%&'*+/=?^`{|}~.-]+@(?:[\w!#$%&'*+/=?^`{|}~.-]+|\[[!-Z^-~]
  * of its References followed by that one. A Message-ID with none gives no In-Reply-To; text around a msg-id (a folded
  * line, a comment, anything the sender wrote there) is left out.
  */
-export function replyThreading(headers: readonly HeaderField[]): {
+function replyThreading(headers: readonly HeaderField[]): {
   messageId: string | undefined;
   references: string[];
 } {

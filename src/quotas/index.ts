@@ -89,7 +89,7 @@ function names(name: string, subject: NonNullable<QuotaSubject>): boolean {
 }
 
 /** The entries that apply to `subject`. */
-export function quotasFor(quotas: readonly QuotaConfig[], subject: QuotaSubject): QuotaConfig[] {
+function quotasFor(quotas: readonly QuotaConfig[], subject: QuotaSubject): QuotaConfig[] {
   return quotas.filter((q) => q.agents === null || (subject !== null && q.agents.some((a) => names(a, subject))));
 }
 
