@@ -4,8 +4,9 @@
  * sets and MAX_SEARCH_NESTED_RANGES upstream ranges from sets inside NOT or OR; one past either limit gets
  * `NO [LIMIT]` and a deny row. The cost of the sets themselves: search-criteria.test.ts.
  */
-import { afterAll, beforeAll, expect, test } from "bun:test";
-import { MAX_SEARCH_NESTED_RANGES, MAX_SEARCH_SETS } from "../../src/imap/limits.ts";
+import { afterAll, beforeAll, expect, spyOn, test } from "bun:test";
+import { MAX_SEARCH_NESTED_RANGES, MAX_SEARCH_SETS, UPSTREAM_SET_RANGES } from "../../src/imap/limits.ts";
+import { Connection } from "../../src/net/connection.ts";
 import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
@@ -116,6 +117,27 @@ test("MAX_SEARCH_NESTED_RANGES ranges inside NOT or OR answer as Dovecot does; o
   expect(await sameAsDovecot(`UID SEARCH UID ${odd(MAX_SEARCH_NESTED_RANGES + 24)}`)).toHaveLength(
     MAX_SEARCH_NESTED_RANGES + 24,
   );
+});
+
+test("an unfiltered folder: a long range goes upstream as the range, not as ALL applied locally", async () => {
+  // What the proxy writes to Dovecot (the agent's socket gets no SEARCH command).
+  const writes: string[] = [];
+  const original = Connection.prototype.write;
+  const spy = spyOn(Connection.prototype, "write").mockImplementation(function (this: Connection, data) {
+    writes.push(typeof data === "string" ? data : Buffer.from(data).toString("latin1"));
+    return original.call(this, data);
+  });
+  try {
+    // More messages than UPSTREAM_SET_RANGES, in two ranges: both go upstream as they are.
+    expect(1900 - 200 + 1).toBeGreaterThan(UPSTREAM_SET_RANGES);
+    const found = await sameAsDovecot("UID SEARCH UID 200:1000,1200:1900 NOT DELETED");
+    expect(found).toHaveLength(801 + 701);
+    const upstream = writes.filter((w) => / UID SEARCH /.test(w));
+    expect(upstream).toHaveLength(1);
+    expect(upstream[0]).toMatch(/ UID SEARCH UID 200:1000,1200:1900 /);
+  } finally {
+    spy.mockRestore();
+  }
 });
 
 test("an unknown charset: NO [BADCHARSET (...)] with the supported ones, as Dovecot (RFC 9051 §6.4.4)", async () => {

@@ -7,7 +7,7 @@ import { esearchResponse } from "../ext/esearch.ts";
 import { MAX_SEARCH_NESTED_RANGES, MAX_SEARCH_SETS, UPSTREAM_SET_RANGES } from "../limits.ts";
 import { intersectSpans, type SelectedMailbox, type Spans, spanCount } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
-import { hasModseq, type SearchKey, type SearchReturnOption, type SeqSet } from "../wire/index.ts";
+import { hasModseq, type SearchKey, type SearchReturnOption, type SeqRange, type SeqSet } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
 import { forwardUntagged, messageCommandCode, requireModseq } from "./shared.ts";
 
@@ -78,9 +78,10 @@ function conjuncts(keys: readonly SearchKey[]): SearchKey[] {
 /**
  * The agent's criteria as upstream criteria over its view. The sequence and UID sets among the keys that must all
  * match (the top level, and parenthesized lists there) are intersected here, range by range, into one set of
- * positions in the view: it goes upstream as a UID set when it holds at most UPSTREAM_SET_RANGES messages, and is
- * otherwise applied locally (`local`: UID ranges) with ALL upstream (a filtered folder's UIDs are scattered, too
- * many for one command line); the criteria are ANDed, so that is the same. Sets nested in NOT or OR go upstream.
+ * positions in the view: it goes upstream as a UID set when it holds at most UPSTREAM_SET_RANGES messages (in an
+ * unfiltered folder: UID ranges, one per span, at most UPSTREAM_SET_RANGES of them), and is otherwise applied
+ * locally (`local`: UID ranges) with ALL upstream (a filtered folder's UIDs are scattered, too many for one command
+ * line); the criteria are ANDed, so that is the same. Sets nested in NOT or OR go upstream.
  * Cost: the sets' ranges, sorted, plus one walk of the view per nested set; at most MAX_SEARCH_SETS sets, else
  * NO [LIMIT]. SORT and THREAD share it.
  */
@@ -107,6 +108,15 @@ export function upstreamCriteria(
   const out = rest.map((k) => translateKey(box, k, budget));
   if (spans === null) return { criteria: out, local: null };
   if (spans.length === 0) return { criteria: [{ key: "NOT", operand: { key: "ALL" } }, ...out], local: null };
+  // An unfiltered folder hides no message between two of the agent's, so each span's first and last UID bound
+  // exactly its messages upstream (a later arrival has a higher UID): the spans go as UID ranges, however many
+  // messages they hold, and `UID SEARCH 5001:10000 BODY x` searches those 5,000 messages upstream, not all of them.
+  if (box.visible === null && spans.length / 2 <= UPSTREAM_SET_RANGES) {
+    const ranges = box.uidRangesOf(spans);
+    const set: SeqRange[] = [];
+    for (let i = 0; i < ranges.length; i += 2) set.push({ start: ranges[i]!, stop: ranges[i + 1]! });
+    return { criteria: [{ key: "UID", set }, ...out], local: null };
+  }
   if (spanCount(spans) <= UPSTREAM_SET_RANGES) {
     return { criteria: [{ key: "UID", set: box.upstreamSet(box.uidsIn(spans)) }, ...out], local: null };
   }
