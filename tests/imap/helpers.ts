@@ -3,7 +3,7 @@
  * IMAP client that sees every byte, and imapflow clients for the proxy and for Dovecot directly.
  */
 
-import { expect, setDefaultTimeout } from "bun:test";
+import { expect, setDefaultTimeout, spyOn } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
@@ -14,6 +14,7 @@ import { AuditLog, type AuditRow } from "../../src/audit/index.ts";
 import { type Config, parseConfig } from "../../src/config/index.ts";
 import { type ImapProxy, startImapProxy } from "../../src/imap/index.ts";
 import { UpstreamSession } from "../../src/imap/upstream.ts";
+import { Connection } from "../../src/net/connection.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
 import { LiveConfig } from "../../src/runtime/reload.ts";
 import { connectImap, upstreams } from "../fixtures/index.ts";
@@ -264,4 +265,18 @@ export async function directUpstream(account: {
     throw new Error(`login at Dovecot as ${account.user} failed`);
   }
   return session;
+}
+
+/**
+ * Records every write the proxy makes on any connection (to agents and to Dovecot), as latin1 text, until
+ * `restore()`: what crossed the wire, without a relay in between.
+ */
+export function recordWrites(): { readonly writes: string[]; restore(): void } {
+  const writes: string[] = [];
+  const original = Connection.prototype.write;
+  const spy = spyOn(Connection.prototype, "write").mockImplementation(function (this: Connection, data) {
+    writes.push(typeof data === "string" ? data : Buffer.from(data).toString("latin1"));
+    return original.call(this, data);
+  });
+  return { writes, restore: () => spy.mockRestore() };
 }

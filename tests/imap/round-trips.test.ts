@@ -6,11 +6,10 @@
  * told of. Towards the agent, a command's untagged responses and its tagged reply leave in one write.
  */
 
-import { afterAll, beforeAll, expect, spyOn, test } from "bun:test";
+import { afterAll, beforeAll, expect, test } from "bun:test";
 import { connect, createServer, type Server, type Socket } from "node:net";
-import { Connection } from "../../src/net/connection.ts";
 import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
-import { RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
+import { RawImap, recordWrites, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
 
 /** What crossed the relay, in order: `up` from the proxy to Dovecot, `down` back. */
 const wire: { dir: "up" | "down"; text: string }[] = [];
@@ -119,12 +118,7 @@ test("a command's untagged responses and its tagged reply reach the agent in one
   const agent = await RawImap.open(proxy.port);
   await agent.command("a", `LOGIN "${box.user}" "${box.password}"`);
   await agent.command("b", "SELECT INBOX");
-  const writes: string[] = [];
-  const original = Connection.prototype.write;
-  const spy = spyOn(Connection.prototype, "write").mockImplementation(function (this: Connection, data) {
-    writes.push(typeof data === "string" ? data : Buffer.from(data).toString("latin1"));
-    return original.call(this, data);
-  });
+  const { writes, restore } = recordWrites();
   try {
     for (const [tag, command] of [
       ["c", "UID FETCH 1:* (FLAGS)"],
@@ -140,7 +134,7 @@ test("a command's untagged responses and its tagged reply reach the agent in one
       expect(toAgent).toEqual([reply]);
     }
   } finally {
-    spy.mockRestore();
+    restore();
   }
   agent.close();
 });

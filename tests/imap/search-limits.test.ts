@@ -4,11 +4,10 @@
  * sets and MAX_SEARCH_NESTED_RANGES upstream ranges from sets inside NOT or OR; one past either limit gets
  * `NO [LIMIT]` and a deny row. The cost of the sets themselves: search-criteria.test.ts.
  */
-import { afterAll, beforeAll, expect, spyOn, test } from "bun:test";
+import { afterAll, beforeAll, expect, test } from "bun:test";
 import { MAX_SEARCH_NESTED_RANGES, MAX_SEARCH_SETS, UPSTREAM_SET_RANGES } from "../../src/imap/limits.ts";
-import { Connection } from "../../src/net/connection.ts";
 import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
-import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+import { auditCursor, RawImap, recordWrites, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
 const MESSAGES = 2100;
 
@@ -121,12 +120,7 @@ test("MAX_SEARCH_NESTED_RANGES ranges inside NOT or OR answer as Dovecot does; o
 
 test("an unfiltered folder: a long range goes upstream as the range, not as ALL applied locally", async () => {
   // What the proxy writes to Dovecot (the agent's socket gets no SEARCH command).
-  const writes: string[] = [];
-  const original = Connection.prototype.write;
-  const spy = spyOn(Connection.prototype, "write").mockImplementation(function (this: Connection, data) {
-    writes.push(typeof data === "string" ? data : Buffer.from(data).toString("latin1"));
-    return original.call(this, data);
-  });
+  const { writes, restore } = recordWrites();
   try {
     // More messages than UPSTREAM_SET_RANGES, in two ranges: both go upstream as they are.
     expect(1900 - 200 + 1).toBeGreaterThan(UPSTREAM_SET_RANGES);
@@ -136,7 +130,7 @@ test("an unfiltered folder: a long range goes upstream as the range, not as ALL 
     expect(upstream).toHaveLength(1);
     expect(upstream[0]).toMatch(/ UID SEARCH UID 200:1000,1200:1900 /);
   } finally {
-    spy.mockRestore();
+    restore();
   }
 });
 
