@@ -774,8 +774,9 @@ export class ImapSession implements LoginSession, CompressSession {
       this.log.error(`session ${this.id}: ${error.message}`);
       return this.tagged(cmd.tag, "NO", "UNAVAILABLE", "The audit log is unavailable; nothing was done");
     }
-    if (error instanceof UpstreamError) {
-      this.log.warn(`session ${this.id}: ${error.message}`);
+    // A command that failed upstream or inside the proxy has its row too (docs/imap.md "Decisions": every refusal
+    // is a row).
+    const errorRow = (reason: string): void =>
       this.auditRow({
         command: cmd.name,
         operation: null,
@@ -783,21 +784,15 @@ export class ImapSession implements LoginSession, CompressSession {
         decision: "error",
         rule: null,
         ruleIndex: null,
-        reason: error.message,
+        reason,
       });
+    if (error instanceof UpstreamError) {
+      this.log.warn(`session ${this.id}: ${error.message}`);
+      errorRow(error.message);
       return this.#bye(`Upstream server unavailable: ${error.message}`);
     }
     this.log.error(`session ${this.id}: ${cmd.name} failed: ${(error as Error)?.stack ?? String(error)}`);
-    // A command that failed inside the proxy has its row too (docs/imap.md "Decisions": every refusal is a row).
-    this.auditRow({
-      command: cmd.name,
-      operation: null,
-      folder: this.box?.policyName ?? null,
-      decision: "error",
-      rule: null,
-      ruleIndex: null,
-      reason: `internal error: ${errorMessage(error)}`,
-    });
+    errorRow(`internal error: ${errorMessage(error)}`);
     this.tagged(cmd.tag, "NO", "SERVERBUG", "Internal error");
   }
 
