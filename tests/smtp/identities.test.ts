@@ -185,7 +185,7 @@ describe("vault mode: the account's username and identities", () => {
   });
 });
 
-describe("the originator headers (From, Sender, Resent-From, Resent-Sender) name identities only", () => {
+describe("§7 case 37: the originator headers (From, Sender, Resent-From, Resent-Sender) name identities only", () => {
   const HEADER_REFUSED =
     "554 5.7.1 The From or Sender header names someone other than this account's identities; nothing was sent\r\n";
 
