@@ -119,6 +119,16 @@ function mailbox(tokens: readonly Token[]): string | undefined {
   return addrSpec(tokens);
 }
 
+/** A display name: at least one word, and only words, white space and dots. */
+function isPhrase(tokens: readonly Token[]): boolean {
+  let words = 0;
+  for (const t of tokens) {
+    if (t.kind === "word") words++;
+    else if (t.kind !== "space" && !(t.kind === "special" && t.text === ".")) return false;
+  }
+  return words > 0;
+}
+
 /** Parses an address-list header value (From, To, Cc, Bcc, Reply-To). */
 export function parseAddressList(value: string): ParsedAddressList {
   const tokens = tokenize(value);
@@ -140,7 +150,10 @@ export function parseAddressList(value: string): ParsedAddressList {
     if (t.kind === "special" && t.text === ",") {
       if (!flush()) return FAILED;
     } else if (t.kind === "special" && t.text === ":" && !inGroup) {
-      // "Group name:" — the display name before the colon is dropped.
+      // "Group name:" — the display name before the colon is dropped. It must be a phrase (RFC 5322 §3.4: words, and
+      // the dots obs-phrase allows): an address there (`<ceo@x>:;`, `ceo@x:;`) would be read as a name and vanish,
+      // while a reader may show it as the sender, so the list is unparseable.
+      if (!isPhrase(current)) return FAILED;
       current = [];
       inGroup = true;
     } else if (t.kind === "special" && t.text === ";" && inGroup) {

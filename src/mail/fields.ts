@@ -65,17 +65,24 @@ function subject(fields: readonly HeaderField[]): string | undefined {
 
 /**
  * The addr-specs of the originator fields (RFC 5322 §3.6.2 From and Sender, §3.6.6 Resent-From and Resent-Sender),
- * lower-cased: who the message says wrote and sent it. Undefined when one of them cannot be parsed, when From or
- * Sender appears more than once, or when an address has an octet that is not UTF-8. Resent blocks may repeat (one
- * per resending), so their fields may too. An absent field adds nothing.
+ * lower-cased: who the message says wrote and sent it. Undefined when one of them cannot be parsed, names no
+ * address (an empty group such as `"CEO Bob":;`, or only a comment: a reader shows the name as the author), when
+ * From or Sender appears more than once, or when an address has an octet that is not UTF-8. Resent blocks may
+ * repeat (one per resending), so their fields may too. An absent field adds nothing.
  */
 export function readOriginators(fields: readonly HeaderField[] | null): readonly string[] | undefined {
   if (fields === null) return undefined;
   const out: string[] = [];
   for (const [name, single] of ORIGINATOR_FIELDS) {
-    const found = addresses(fields, name, single);
-    if (found === undefined) return undefined;
-    out.push(...found);
+    let seen = 0;
+    for (const field of fields) {
+      if (field.name !== name) continue;
+      if (single && ++seen > 1) return undefined;
+      const parsed = parseAddressList(field.value);
+      if (!parsed.ok || parsed.addresses.length === 0) return undefined;
+      for (const address of parsed.addresses) if (address.includes("\ufffd")) return undefined;
+      out.push(...parsed.addresses);
+    }
   }
   return out;
 }

@@ -54,7 +54,7 @@ export function originatorProblem(
   identities: ReadonlySet<string>,
   originators: readonly string[] | undefined,
 ): string | null {
-  if (originators === undefined) return "the From or Sender header cannot be read, or appears more than once";
+  if (originators === undefined) return "a From or Sender header cannot be read, names no address, or is doubled";
   for (const address of originators) {
     if (!identities.has(address)) return `the header names <${address}>, not one of this account's identities`;
   }

@@ -11,6 +11,7 @@ describe("parseAddressList", () => {
     ['a@b.test, "Doe, John" <john@doe.test>', ["a@b.test", "john@doe.test"]],
     ["friends: a@b.test, c@d.test;, e@f.test", ["a@b.test", "c@d.test", "e@f.test"]],
     ["undisclosed-recipients:;", []],
+    ['"Friends of x@y.test". group: a@b.test;', ["a@b.test"]],
     ["a@b.test (notifications@shop.test)", ["a@b.test"]],
     ["(comment (nested)) a@b.test", ["a@b.test"]],
     ['"quoted local"@x.test', ['"quoted local"@x.test']],
@@ -32,6 +33,12 @@ describe("parseAddressList", () => {
     "<a@b.test> trailing",
     "(open a@b.test",
     "a@b.test>",
+    // A group's name is a phrase: an address before the colon would be dropped as if it were a name.
+    "CEO Bob <ceo@bank.test>:;",
+    "<ceo@bank.test>:;",
+    "ceo@bank.test:;",
+    "alice@x.test, CEO <ceo@bank.test>: a@b.test;",
+    ":;",
   ];
   for (const input of bad) {
     test(`rejects ${JSON.stringify(input)}`, () => {
