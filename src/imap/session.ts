@@ -45,7 +45,6 @@ import { noop } from "./commands/noop.ts";
 import { rename } from "./commands/rename.ts";
 import { search } from "./commands/search.ts";
 import { select } from "./commands/select.ts";
-import { withoutTimings } from "./commands/shared.ts";
 import { sort } from "./commands/sort.ts";
 import { status } from "./commands/status.ts";
 import { store } from "./commands/store.ts";
@@ -58,6 +57,7 @@ import { MAX_BAD_COMMANDS, READ_AHEAD_LIMIT } from "./limits.ts";
 import type { SelectedMailbox } from "./mailbox.ts";
 import { Refusal } from "./refusal.ts";
 import { UpstreamSession } from "./upstream.ts";
+import { withoutTimings } from "./upstream-text.ts";
 import {
   type Command,
   Encoder,

@@ -19,6 +19,7 @@ import {
   oauthFailureAnswer,
   oauthInitialResponse,
 } from "../net/sasl.ts";
+import { withoutTimings } from "./upstream-text.ts";
 import { type Command, Encoder, Framer, parseResponse, type Response, writeCommand } from "./wire/index.ts";
 
 export type StatusResponse = Extract<Response, { type: "status" }>;
@@ -394,7 +395,8 @@ export class UpstreamSession {
     };
     const finished = this.run({ name: "IDLE" }, onData, 0);
     finished.then(
-      (s) => failed(new UpstreamError(`the upstream server refused IDLE: ${s.text}`)),
+      // The text ends in the agent's BYE: without upstream's timings, as a tagged reply's.
+      (s) => failed(new UpstreamError(`the upstream server refused IDLE: ${withoutTimings(s.text)}`)),
       (e: Error) => failed(e),
     );
     await ready;

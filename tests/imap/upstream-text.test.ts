@@ -1,9 +1,9 @@
 /**
- * `withoutTimings` (src/imap/commands/shared.ts): the text of an upstream tagged reply loses Dovecot's timings and
+ * `withoutTimings` (src/imap/upstream-text.ts): the text of an upstream tagged reply loses Dovecot's timings and
  * keeps the rest. End to end against Dovecot: tests/imap/filtered-probes.test.ts ("upstream's timings").
  */
 import { expect, test } from "bun:test";
-import { withoutTimings } from "../../src/imap/commands/shared.ts";
+import { withoutTimings } from "../../src/imap/upstream-text.ts";
 
 test("the trailing timings of OK, NO and BAD texts go; everything else stays", () => {
   expect(withoutTimings("Search completed (0.003 + 0.000 + 0.002 secs).")).toBe("Search completed");
@@ -12,9 +12,13 @@ test("the trailing timings of OK, NO and BAD texts go; everything else stays", (
     "Error in IMAP command COPY: Invalid messageset",
   );
   expect(withoutTimings("Done (12.500 + 1.000 secs)")).toBe("Done");
+  // An older Dovecot's single timing, and Cyrus's count of matches with its timing.
+  expect(withoutTimings("Search completed (0.001 secs).")).toBe("Search completed");
+  expect(withoutTimings("Completed (3 msgs in 0.002 secs)")).toBe("Completed");
+  expect(withoutTimings("Completed (1 msg in 1 sec)")).toBe("Completed");
   // Not timings, or not at the end: kept.
   expect(withoutTimings("Success")).toBe("Success");
-  expect(withoutTimings("took (0.001 secs).")).toBe("took (0.001 secs).");
+  expect(withoutTimings("Quota exceeded (mailbox full)")).toBe("Quota exceeded (mailbox full)");
   expect(withoutTimings("(0.001 + 0.000 secs). then more")).toBe("(0.001 + 0.000 secs). then more");
   expect(withoutTimings("")).toBe("");
 });

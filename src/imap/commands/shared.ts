@@ -11,6 +11,7 @@ import { messageFilter } from "../classify.ts";
 import { PROBE_TARGET_CHARS } from "../limits.ts";
 import type { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
+import { withoutTimings } from "../upstream-text.ts";
 import { NO_HIDING_RULE } from "../view.ts";
 import type { FetchAttr, Response, ResponseCode, SeqSet, StatusItem } from "../wire/index.ts";
 import type { Session } from "./context.ts";
@@ -359,17 +360,4 @@ export async function safeExpunge(s: Session, within: readonly number[] | null):
     if (st.status !== "OK") throw new Refusal("NO", null, withoutTimings(st.text));
   }
   return box.pendingExpunges.length - before;
-}
-
-/** A trailing `(0.001 + 0.000 + 0.001 secs).`, as Dovecot ends every tagged reply. */
-const UPSTREAM_TIMINGS = / ?\((?:[0-9]+\.[0-9]+ \+ )+[0-9]+\.[0-9]+ secs\)\.?$/;
-
-/**
- * Upstream's text of a tagged reply as the agent gets it: without the timings Dovecot appends. They measure the work
- * upstream did, hidden messages and folders included (a search of a filtered folder takes longer the more hidden
- * messages it holds), so they would tell the agent about what it cannot see (docs/protocol.md §7). The rest of the
- * text says why a command failed and is kept.
- */
-export function withoutTimings(text: string): string {
-  return text.replace(UPSTREAM_TIMINGS, "");
 }
