@@ -194,6 +194,24 @@ describe("an unfiltered folder: upstream's mod-sequences", () => {
     }
   });
 
+  test("enabled by STATUS or LIST-STATUS, a folder selected: [HIGHESTMODSEQ] follows, as from Dovecot", async () => {
+    for (const command of ['LIST "" "INBOX" RETURN (STATUS (HIGHESTMODSEQ))', "STATUS INBOX (HIGHESTMODSEQ)"]) {
+      const raw = await agent();
+      const ref = await direct();
+      try {
+        expect(statusOf(await raw.command("s", "SELECT Own"), "s")).toStartWith("s OK");
+        expect(statusOf(await ref.command("s", "SELECT Own"), "s")).toStartWith("s OK");
+        const mine = await raw.command("c", command);
+        const theirs = await ref.command("c", command);
+        expect(highest(theirs), command).not.toBeNull();
+        expect(highest(mine), command).toBe(highest(theirs));
+      } finally {
+        raw.close();
+        ref.close();
+      }
+    }
+  });
+
   test("STORE UNCHANGEDSINCE: MODIFIED in the agent's numbers, the others stored; FETCH carries MODSEQ", async () => {
     const raw = await agent();
     try {

@@ -237,9 +237,13 @@ export function requireModseq(s: Session): void {
 /** Enables CONDSTORE for the session and upstream (RFC 7162 §3.1), once; true when this call enabled it. */
 export async function enableCondstore(s: Session): Promise<boolean> {
   if (s.condstore) return false;
-  const st = await s.upstreamRun({ name: "ENABLE", capabilities: ["CONDSTORE"] }, (r) => forwardUntagged(s, r));
+  // Upstream's `* OK [HIGHESTMODSEQ n]` for a selected folder (RFC 7162 §3.1) is relayed once CONDSTORE is on for
+  // the agent too: forwardUntagged drops it before.
+  const untagged: Response[] = [];
+  const st = await s.upstreamRun({ name: "ENABLE", capabilities: ["CONDSTORE"] }, (r) => untagged.push(r));
+  if (st.status === "OK") s.condstore = true;
+  for (const r of untagged) forwardUntagged(s, r);
   if (st.status !== "OK") throw new Refusal("NO", "UNAVAILABLE", "CONDSTORE could not be enabled");
-  s.condstore = true;
   return true;
 }
 
