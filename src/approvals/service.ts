@@ -10,7 +10,8 @@ import type { AccountCredentials } from "../accounts/index.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import type { Config } from "../config/types.ts";
 import { errorMessage, moduleLogger } from "../log.ts";
-import { senderNotIdentity, sessionIdentities } from "../smtp/decide.ts";
+import { parseHeaderFields, readOriginators } from "../mail/index.ts";
+import { originatorProblem, senderNotIdentity, sessionIdentities } from "../smtp/decide.ts";
 import { smtpUpstreamTarget } from "../smtp/index.ts";
 import { SPOOL_BLOCK } from "../smtp/spool.ts";
 import {
@@ -123,13 +124,16 @@ async function login(ctx: ApprovalContext, held: HeldMessage): Promise<UpstreamS
 }
 
 /**
- * Throws unless the held message's reverse path is still one of the identities the config in force gives its
- * login or account: a reload that removed the identity refuses it to the sessions logged in before (docs/smtp.md
- * "Identities"), and so to the messages held before too (docs/approvals.md "Deciding").
+ * Throws unless the held message's reverse path, and the authors its header names, are still identities the config
+ * in force gives its login or account: a reload that removed an identity refuses it to the sessions logged in before
+ * (docs/smtp.md "Identities", "The author in the header"), and so to the messages held before too (docs/approvals.md
+ * "Deciding").
  */
 function stillAnIdentity(held: HeldMessage, identities: ReadonlySet<string>): void {
   if (senderNotIdentity(identities, held.envelope.from.toLowerCase()))
     throw new Error(`the sender ${held.envelope.from} is no longer one of this account's identities`);
+  const authors = originatorProblem(identities, readOriginators(parseHeaderFields(held.message)));
+  if (authors !== null) throw new Error(`${authors} any more`);
 }
 
 /** Why a decision changed nothing: the audit log cannot be written (docs/approvals.md "When the audit log fails"). */

@@ -232,6 +232,41 @@ describe("ask", () => {
     }
   });
 
+  test("an author a reload removed from the identities: approve sends nothing, the message stays held", async () => {
+    const m = marker();
+    const alias = `author-${m}@corp.test`;
+    const aliased = await startTestProxy({ rules: RULES, approvals: true, smtp: `identities = ["${alias}"]` });
+    try {
+      const c = await loggedIn(aliased.port);
+      // The reverse path is the login, which stays an identity; only the header names the alias.
+      expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+      expect((await c.command(`RCPT TO:<author-${m}@outside.example>`)).code).toBe(250);
+      expect((await c.command("DATA")).code).toBe(354);
+      c.write(dataPayload(message({ From: `Desk <${alias}>`, Subject: m }, `Hello ${m}\n`)));
+      const id = heldId((await c.reply()).lines.join(" "));
+      await c.command("QUIT");
+      const base: ApprovalContext = {
+        config: aliased.config,
+        store: aliased.approvals!,
+        audit: aliased.audit,
+        protocol: "cli",
+      };
+      const reloaded: ApprovalContext = {
+        ...base,
+        config: { ...aliased.config, smtp: { ...aliased.config.smtp!, identities: [] } },
+      };
+      expect(await approve(reloaded, id, "test")).toEqual({
+        outcome: "not-sent",
+        reason: `the header names <${alias}>, not one of this account's identities any more`,
+      });
+      expect(aliased.approvals!.row(id)!.state).toBe("held");
+      expect(await approve(base, id, "test")).toMatchObject({ outcome: "sent" });
+      await waitForSink(`Hello ${m}`, 1);
+    } finally {
+      await aliased.close();
+    }
+  });
+
   test("after a reload to vault mode a message held in pass-through mode is not sent: still held", async () => {
     const m = marker();
     const id = heldId((await send(`vault-${m}@outside.example`, m)).text);
