@@ -94,6 +94,10 @@ function heldId(text: string): string {
   return m[1]!;
 }
 
+/** What `mailgator approvals` decides with: a proxy's config, state database and audit log. */
+function cliContext(p: TestProxy): ApprovalContext {
+  return { config: p.config, store: p.approvals!, audit: p.audit, protocol: "cli" };
+}
 describe("ask", () => {
   test("a colleague gets it at once; the outside copy waits for approval, then arrives once, same bytes", async () => {
     const m = marker();
@@ -203,7 +207,7 @@ describe("ask", () => {
       const id = heldId((await c.reply()).lines.join(" "));
       await c.command("QUIT");
       const held = aliased.approvals!;
-      const base: ApprovalContext = { config: aliased.config, store: held, audit: aliased.audit, protocol: "cli" };
+      const base = cliContext(aliased);
       // The config in force no longer has the alias (as after a reload): refused before any upstream login.
       const reloaded: ApprovalContext = {
         ...base,
@@ -245,12 +249,7 @@ describe("ask", () => {
       c.write(dataPayload(message({ From: `Desk <${alias}>`, Subject: m }, `Hello ${m}\n`)));
       const id = heldId((await c.reply()).lines.join(" "));
       await c.command("QUIT");
-      const base: ApprovalContext = {
-        config: aliased.config,
-        store: aliased.approvals!,
-        audit: aliased.audit,
-        protocol: "cli",
-      };
+      const base = cliContext(aliased);
       const reloaded: ApprovalContext = {
         ...base,
         config: { ...aliased.config, smtp: { ...aliased.config.smtp!, identities: [] } },
@@ -294,12 +293,7 @@ describe("ask", () => {
       c.write(dataPayload(message({ From: user.user, Subject: m }, `Hello ${m}\n`)));
       const id = heldId((await c.reply()).lines.join(" "));
       await c.command("QUIT");
-      const base: ApprovalContext = {
-        config: vault.config,
-        store: vault.approvals!,
-        audit: vault.audit,
-        protocol: "cli",
-      };
+      const base = cliContext(vault);
       const removed: ApprovalContext = { ...base, config: { ...vault.config, agents: [] } };
       expect(await approve(removed, id, "test")).toEqual({
         outcome: "not-sent",
@@ -879,7 +873,7 @@ describe("limits", () => {
       });
       // A decided one frees its place.
       const first = capped.approvals!.list().find((r) => r.state === "held")!;
-      const freed = { config: capped.config, store: capped.approvals!, audit: capped.audit, protocol: "cli" as const };
+      const freed = cliContext(capped);
       expect(await deny(freed, first.id, "test", null)).toMatchObject({ outcome: "denied" });
       expect((await hold()).code).toBe(250);
     } finally {
