@@ -207,7 +207,8 @@ export class ApprovalStore {
    * check (docs/approvals.md "Limits"). Only the proxy holds messages: other processes need no places.
    */
   reservePlace(agent: string | null, max: number): (() => void) | null {
-    const key = agent === null ? "" : agent.toLowerCase();
+    // Folded as heldCount's SQLite lower() folds: ASCII letters only.
+    const key = agent === null ? "" : agent.replace(/[A-Z]+/g, (letters) => letters.toLowerCase());
     const holding = this.#holding.get(key) ?? 0;
     if (this.heldCount(agent) + holding >= max) return null;
     this.#holding.set(key, holding + 1);

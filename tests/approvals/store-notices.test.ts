@@ -132,3 +132,27 @@ test("heldCount counts an agent's held and sending messages, a login's spellings
     state.close();
   }
 });
+
+test("reservePlace counts places taken beside the stored messages, with the same folding of case as heldCount", () => {
+  const { state } = open();
+  try {
+    const store = new ApprovalStore(state);
+    const now = Date.now();
+    store.hold({ ...HELD, agent: "Me@Corp.test" }, RULE, now + 60_000, now, "f".repeat(32));
+    const place = store.reservePlace("ME@corp.test", 3);
+    expect(place).not.toBeNull();
+    expect(store.reservePlace("me@corp.test", 2)).toBeNull();
+    // SQLite's lower() folds ASCII letters only: a login that differs in another letter's case is another login
+    // for heldCount, and for the places too.
+    store.hold({ ...HELD, agent: "Jörg@corp.test" }, RULE, now + 60_000, now, "a".repeat(32));
+    expect(store.heldCount("JÖRG@corp.test")).toBe(0);
+    expect(store.reservePlace("jörg@corp.test", 2)).not.toBeNull();
+    expect(store.reservePlace("JÖRG@corp.test", 1)).not.toBeNull();
+    place!();
+    place!(); // given back once only
+    expect(store.reservePlace("me@corp.test", 2)).not.toBeNull();
+    expect(store.reservePlace("me@corp.test", 2)).toBeNull();
+  } finally {
+    state.close();
+  }
+});
