@@ -64,11 +64,12 @@ function subject(fields: readonly HeaderField[]): string | undefined {
 }
 
 /**
- * The addr-specs of the originator fields (RFC 5322 §3.6.2 From and Sender, §3.6.6 Resent-From and Resent-Sender),
- * lower-cased: who the message says wrote and sent it. Undefined when one of them cannot be parsed, names no
- * address (an empty group such as `"CEO Bob":;`, or only a comment: a reader shows the name as the author), when
- * From or Sender appears more than once, or when an address has an octet that is not UTF-8. Resent blocks may
- * repeat (one per resending), so their fields may too. An absent field adds nothing.
+ * The addr-specs of the originator fields (RFC 5322 §3.6.2 From, Sender and Reply-To, §3.6.6 Resent-From and
+ * Resent-Sender), lower-cased: who the message says wrote and sent it, and where answers go. Undefined when one of
+ * them cannot be parsed, names no address (an empty group such as `"CEO Bob":;`, or only a comment: a reader shows
+ * the name as the author), when From, Sender or Reply-To appears more than once, or when an address has an octet
+ * that is not UTF-8. Resent blocks may repeat (one per resending), so their fields may too. An absent field adds
+ * nothing.
  */
 export function readOriginators(fields: readonly HeaderField[] | null): readonly string[] | undefined {
   if (fields === null) return undefined;
@@ -90,6 +91,7 @@ export function readOriginators(fields: readonly HeaderField[] | null): readonly
 const ORIGINATOR_FIELDS: readonly (readonly [string, boolean])[] = [
   ["from", true],
   ["sender", true],
+  ["reply-to", true],
   ["resent-from", false],
   ["resent-sender", false],
 ];

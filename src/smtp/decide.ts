@@ -44,17 +44,20 @@ export function senderNotIdentity(identities: ReadonlySet<string>, senderKey: st
 }
 
 /**
- * Why the message's originator headers are refused (docs/smtp.md "Identities"), or null: each address of From,
- * Sender, Resent-From and Resent-Sender (`originators`, lower-cased) must be one of the session's identities, as
- * the reverse path must. The envelope decides where bounces go; these headers are who the recipient is told wrote
- * the message, so an agent allowed to send as itself must not sign as someone else. Undefined (a field that cannot
- * be read, or two From or Sender fields) is refused too. A message without any of them claims no author: allowed.
+ * Why the message's originator headers are refused (docs/smtp.md "The author in the header"), or null: each
+ * address of From, Sender, Reply-To, Resent-From and Resent-Sender (`originators`, lower-cased) must be one of the
+ * session's identities, as the reverse path must. The envelope decides where bounces go; these headers are who the
+ * recipient is told wrote the message and where an answer goes, so an agent allowed to send as itself must neither
+ * sign as someone else nor have the answers (with what they quote) sent elsewhere. Undefined (a field that cannot
+ * be read, names no address, or is doubled) is refused too. A message without any of them claims no author:
+ * allowed.
  */
 export function originatorProblem(
   identities: ReadonlySet<string>,
   originators: readonly string[] | undefined,
 ): string | null {
-  if (originators === undefined) return "a From or Sender header cannot be read, names no address, or is doubled";
+  if (originators === undefined)
+    return "a From, Sender or Reply-To header cannot be read, names no address, or is doubled";
   for (const address of originators) {
     if (!identities.has(address)) return `the header names <${address}>, not one of this account's identities`;
   }

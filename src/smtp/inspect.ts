@@ -42,8 +42,8 @@ export interface MessageFacts {
   readonly subject: string | undefined;
   readonly hasAttachment: boolean | undefined;
   /**
-   * Lower-cased addr-specs of the From, Sender, Resent-From and Resent-Sender headers (`readOriginators`), checked
-   * against the session's identities; undefined when one could not be read or From or Sender appears twice.
+   * Lower-cased addr-specs of the From, Sender, Reply-To, Resent-From and Resent-Sender headers (`readOriginators`),
+   * checked against the session's identities; undefined when one could not be read, names no address or is doubled.
    */
   readonly originators: readonly string[] | undefined;
   /** For the audit log only (never for policy): the Message-ID as written, shortened. */

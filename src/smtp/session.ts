@@ -1131,7 +1131,8 @@ export class SmtpSession {
     }
     const authors = originatorProblem(senders, facts.originators);
     if (authors !== null) {
-      // From, Sender and their Resent- forms name only identities, as MAIL FROM does (docs/smtp.md "Identities").
+      // From, Sender, Reply-To and the Resent- forms name only identities, as MAIL FROM does (docs/smtp.md "The
+      // author in the header").
       this.#audit({
         command: "DATA",
         operation: "mail:send",
@@ -1140,7 +1141,8 @@ export class SmtpSession {
         reason: `refused as a whole: ${authors}`.slice(0, 300),
         count: tx.recipients.length,
       });
-      const text = "The From or Sender header names someone other than this account's identities; nothing was sent";
+      const text =
+        "The From, Sender or Reply-To header names someone other than this account's identities; nothing was sent";
       this.#send(reply(554, "5.7.1", text));
       return;
     }

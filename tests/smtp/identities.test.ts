@@ -185,9 +185,10 @@ describe("vault mode: the account's username and identities", () => {
   });
 });
 
-describe("§7 case 37: the originator headers (From, Sender, Resent-From, Resent-Sender) name identities only", () => {
+describe("§7 case 37: the originator headers (From, Sender, Reply-To, Resent-*) name identities only", () => {
   const HEADER_REFUSED =
-    "554 5.7.1 The From or Sender header names someone other than this account's identities; nothing was sent\r\n";
+    "554 5.7.1 The From, Sender or Reply-To header names someone other than this account's identities; nothing was " +
+    "sent\r\n";
 
   /** One transaction from the login to `ok-<m>@corp.test` whose header section starts with `headers`. */
   async function sendWith(c: RawClient, login: string, m: string, headers: string): Promise<string> {
@@ -210,6 +211,8 @@ describe("§7 case 37: the originator headers (From, Sender, Resent-From, Resent
       (x: string) => `From: alice@mailgator.test\r\nSender: ${x}`,
       (x: string) => `From: alice@mailgator.test\r\nResent-From: ${x}`,
       (x: string) => `From: alice@mailgator.test\r\nResent-Sender: ${x}`,
+      (x: string) => `From: alice@mailgator.test\r\nReply-To: ${x}`,
+      (x: string) => `From: alice@mailgator.test\r\nReply-To: alice@mailgator.test, "Alice" <${x}>`,
     ]) {
       const m = marker();
       const foreign = `ceo-${m}@corp.test`;
@@ -226,6 +229,7 @@ describe("§7 case 37: the originator headers (From, Sender, Resent-From, Resent
       "From: ceo@bank.test:;",
       "From: alice@mailgator.test, CEO Bob <ceo@bank.test>:;",
       'From: alice@mailgator.test\r\nSender: "ceo@bank.test":;',
+      "From: alice@mailgator.test\r\nReply-To: alice@mailgator.test\r\nReply-To: alice@mailgator.test",
       'From: "CEO Bob":;',
       "From: (ceo@bank.test)",
       "From: ",
@@ -247,9 +251,9 @@ describe("§7 case 37: the originator headers (From, Sender, Resent-From, Resent
     const doubled = rows.filter(
       (r) =>
         r.command === "DATA" &&
-        r.reason?.endsWith("a From or Sender header cannot be read, names no address, or is doubled"),
+        r.reason?.endsWith("a From, Sender or Reply-To header cannot be read, names no address, or is doubled"),
     );
-    expect(doubled.length).toBeGreaterThanOrEqual(11);
+    expect(doubled.length).toBeGreaterThanOrEqual(12);
   });
 
   test("the login, in any case and with a display name, and a message without any author, are delivered", async () => {
@@ -258,6 +262,7 @@ describe("§7 case 37: the originator headers (From, Sender, Resent-From, Resent
     for (const headers of [
       'From: "Alice A." <ALICE@Mailgator.Test>',
       "From: alice@mailgator.test\r\nSender: Alice@mailgator.test\r\nResent-From: alice@mailgator.test",
+      'From: alice@mailgator.test\r\nReply-To: "Alice, answers here" <ALICE@mailgator.test>',
       "X-No-Author: yes",
     ]) {
       const m = marker();
