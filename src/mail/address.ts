@@ -96,12 +96,16 @@ function addrSpec(tokens: readonly Token[]): string | undefined {
   return text.toLowerCase();
 }
 
+/** obs-domain-list (RFC 5322 §4.4): `@domain`, then more of them after commas (which may stand empty). */
+const ROUTE = /^@[^\s@,:<>]+(?:\s*,\s*(?:@[^\s@,:<>]+)?)*$/;
+
 function angleSpec(inner: string): string | undefined {
   let spec = inner.trim();
-  // obs-route (RFC 5322 §4.4): "<@relay1,@relay2:user@host>" delivers to user@host.
+  // obs-route (RFC 5322 §4.4): "<@relay1,@relay2:user@host>" delivers to user@host. Anything else before the colon
+  // (`<@x,ceo@bank.test:me@mine.test>`) is refused, not dropped: some readers take an address from it.
   if (spec.startsWith("@")) {
     const colon = spec.indexOf(":");
-    if (colon < 0) return undefined;
+    if (colon < 0 || !ROUTE.test(spec.slice(0, colon).trim())) return undefined;
     spec = spec.slice(colon + 1);
   }
   const tokens = tokenize(spec);
@@ -114,6 +118,10 @@ function mailbox(tokens: readonly Token[]): string | undefined {
   if (angles.length === 1) {
     const last = tokens.findLastIndex((t) => t.kind !== "space");
     if (tokens[last]?.kind !== "angle") return undefined; // text after <...>
+    // The display name is a phrase (RFC 5322 §3.4), or absent: `ceo@bank.test <me@x>` would have an address read
+    // as a name here while readers (Python's email package among them) take it as the address.
+    const name = tokens.slice(0, last);
+    if (name.some((t) => t.kind !== "space") && !isPhrase(name)) return undefined;
     return angleSpec(angles[0]!.text);
   }
   return addrSpec(tokens);

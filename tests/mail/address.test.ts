@@ -6,7 +6,10 @@ describe("parseAddressList", () => {
     ["a@b.test", ["a@b.test"]],
     ["Alice <Alice@Friends.Test>", ["alice@friends.test"]],
     ['"notifications@shop.test" <spam@evil.test>', ["spam@evil.test"]],
-    ["notifications@shop.test <spam@evil.test>", ["spam@evil.test"]],
+    ["Dr. John Q. Public <John.Public@Example.test>", ["john.public@example.test"]],
+    ['John "Jack" Smith (the boss) <j@x.test>', ["j@x.test"]],
+    ["<@a.test,@b.test:user@host.test>", ["user@host.test"]],
+    ["<@a.test,,@b.test:user@host.test>", ["user@host.test"]],
     ["=?UTF-8?B?bm90aWZpY2F0aW9uc0BzaG9wLnRlc3Q=?= <spam@evil.test>", ["spam@evil.test"]],
     ['a@b.test, "Doe, John" <john@doe.test>', ["a@b.test", "john@doe.test"]],
     ["friends: a@b.test, c@d.test;, e@f.test", ["a@b.test", "c@d.test", "e@f.test"]],
@@ -33,6 +36,16 @@ describe("parseAddressList", () => {
     "<a@b.test> trailing",
     "(open a@b.test",
     "a@b.test>",
+    // A display name is a phrase: an address there would be dropped as a name, while readers take it as the address.
+    "notifications@shop.test <spam@evil.test>",
+    "ceo@bank.test<me@mine.test>",
+    "ceo@bank.test(x)<me@mine.test>",
+    "ceo@bank.test; <me@mine.test>",
+    "G: ceo@bank.test: <me@mine.test>;",
+    '"a" ceo@bank.test <me@mine.test>',
+    // A route is a list of @domain, nothing else.
+    "<@bank.test,ceo@bank.test:me@mine.test>",
+    "<@ceo@bank.test:me@mine.test>",
     // A group's name is a phrase: an address before the colon would be dropped as if it were a name.
     "CEO Bob <ceo@bank.test>:;",
     "<ceo@bank.test>:;",
