@@ -4,10 +4,10 @@
  */
 
 /**
- * A trailing parenthesized note that ends in `secs` or `sec`: Dovecot's `(0.001 + 0.000 + 0.001 secs).` on every
- * tagged reply, an older Dovecot's `(0.001 secs).`, Cyrus's `(3 msgs in 0.002 secs)`.
+ * A trailing parenthesized note with a number of seconds in it: Dovecot's `(0.001 + 0.000 + 0.001 secs).` on every
+ * tagged reply, an older Dovecot's `(0.001 secs).`, Cyrus's `(3 msgs in 0.002 secs)` and `(0.000 secs 13 calls)`.
  */
-const UPSTREAM_TIMINGS = / ?\([^()]*\bsecs?\)\.?$/;
+const UPSTREAM_TIMINGS = /\s*\([^()]*[0-9]\s*secs?\b[^()]*\)\.?\s*$/;
 
 /**
  * Upstream's text of a tagged reply as the agent gets it: without the timings and counts servers append. They

@@ -16,6 +16,8 @@ test("the trailing timings of OK, NO and BAD texts go; everything else stays", (
   expect(withoutTimings("Search completed (0.001 secs).")).toBe("Search completed");
   expect(withoutTimings("Completed (3 msgs in 0.002 secs)")).toBe("Completed");
   expect(withoutTimings("Completed (1 msg in 1 sec)")).toBe("Completed");
+  expect(withoutTimings("Completed (0.000 secs 13 calls)")).toBe("Completed");
+  expect(withoutTimings("Done (0.001secs). ")).toBe("Done");
   // Not timings, or not at the end: kept.
   expect(withoutTimings("Success")).toBe("Success");
   expect(withoutTimings("Quota exceeded (mailbox full)")).toBe("Quota exceeded (mailbox full)");
