@@ -132,8 +132,9 @@ async function login(ctx: ApprovalContext, held: HeldMessage): Promise<UpstreamS
 function stillAnIdentity(held: HeldMessage, identities: ReadonlySet<string>): void {
   if (senderNotIdentity(identities, held.envelope.from.toLowerCase()))
     throw new Error(`the sender ${held.envelope.from} is no longer one of this account's identities`);
-  const authors = originatorProblem(identities, readOriginators(parseHeaderFields(held.message)));
-  if (authors !== null) throw new Error(`${authors} any more`);
+  const originators = readOriginators(parseHeaderFields(held.message));
+  const authors = originatorProblem(identities, originators);
+  if (authors !== null) throw new Error(originators === undefined ? authors : `${authors} any more`);
 }
 
 /** Why a decision changed nothing: the audit log cannot be written (docs/approvals.md "When the audit log fails"). */
