@@ -35,15 +35,23 @@ export const UNKNOWN_FIELDS: MessageFields = Object.freeze({
 
 const EMPTY: readonly string[] = Object.freeze([]);
 
-/** Every `name` field's addr-specs; undefined when one cannot be parsed, or when `single` and there are several. */
-function addresses(fields: readonly HeaderField[], name: string, single: boolean): readonly string[] | undefined {
+/**
+ * Every `name` field's addr-specs; undefined when one cannot be parsed, when `single` and there are several, or when
+ * `named` and a field names no address.
+ */
+function addresses(
+  fields: readonly HeaderField[],
+  name: string,
+  single: boolean,
+  named = false,
+): readonly string[] | undefined {
   let out: string[] | null = null;
   let seen = 0;
   for (const field of fields) {
     if (field.name !== name) continue;
     if (single && ++seen > 1) return undefined;
     const parsed = parseAddressList(field.value);
-    if (!parsed.ok) return undefined;
+    if (!parsed.ok || (named && parsed.addresses.length === 0)) return undefined;
     for (const address of parsed.addresses) if (address.includes("\ufffd")) return undefined;
     if (out === null) out = [...parsed.addresses];
     else out.push(...parsed.addresses);
@@ -75,15 +83,9 @@ export function readOriginators(fields: readonly HeaderField[] | null): readonly
   if (fields === null) return undefined;
   const out: string[] = [];
   for (const [name, single] of ORIGINATOR_FIELDS) {
-    let seen = 0;
-    for (const field of fields) {
-      if (field.name !== name) continue;
-      if (single && ++seen > 1) return undefined;
-      const parsed = parseAddressList(field.value);
-      if (!parsed.ok || parsed.addresses.length === 0) return undefined;
-      for (const address of parsed.addresses) if (address.includes("\ufffd")) return undefined;
-      out.push(...parsed.addresses);
-    }
+    const found = addresses(fields, name, single, true);
+    if (found === undefined) return undefined;
+    out.push(...found);
   }
   return out;
 }
