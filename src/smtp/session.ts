@@ -1290,15 +1290,13 @@ export class SmtpSession {
     ];
     const refuse = () =>
       this.#send(reply(451, "4.3.0", "Cannot hold the message for approval; nothing was sent, try again later"));
-    if (store === null) {
+    // The transaction's rows, then the DATA row that says why nothing was held.
+    const notHeld = (decision: "deny" | "error", reason: string): void => {
       for (const row of rows) this.#audit(row);
-      this.#audit({
-        command: "DATA",
-        operation: "mail:send",
-        target: null,
-        decision: "error",
-        reason: "held for approval, but the state database is not open",
-      });
+      this.#audit({ command: "DATA", operation: "mail:send", target: null, decision, reason });
+    };
+    if (store === null) {
+      notHeld("error", "held for approval, but the state database is not open");
       return refuse();
     }
     // At most MAX_HELD_PER_AGENT messages wait for approval per agent (login in pass-through mode): each is up to
@@ -1306,14 +1304,10 @@ export class SmtpSession {
     // before the rows go to disk, so that another session of the agent sees it taken meanwhile.
     const release = store.reservePlace(this.#auditAgent, MAX_HELD_PER_AGENT);
     if (release === null) {
-      for (const row of rows) this.#audit(row);
-      this.#audit({
-        command: "DATA",
-        operation: "mail:send",
-        target: null,
-        decision: "deny",
-        reason: `held for approval, but ${MAX_HELD_PER_AGENT} messages of this agent already wait for a decision`,
-      });
+      notHeld(
+        "deny",
+        `held for approval, but ${MAX_HELD_PER_AGENT} messages of this agent already wait for a decision`,
+      );
       this.#send(
         reply(452, "4.3.1", `${MAX_HELD_PER_AGENT} messages already wait for approval; nothing was sent, try later`),
       );
