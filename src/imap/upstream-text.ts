@@ -7,7 +7,7 @@
  * A trailing parenthesized note with a number of seconds in it: Dovecot's `(0.001 + 0.000 + 0.001 secs).` on every
  * tagged reply, an older Dovecot's `(0.001 secs).`, Cyrus's `(3 msgs in 0.002 secs)` and `(0.000 secs 13 calls)`.
  */
-const UPSTREAM_TIMINGS = /\s*\([^()]*[0-9]\s*secs?\b[^()]*\)\.?\s*$/;
+const TIMING_NOTE = /^\([^()]*[0-9]\s*secs?\b[^()]*\)\.?\s*$/;
 
 /**
  * Upstream's text of a tagged reply as the agent gets it: without the timings and counts servers append. They
@@ -16,5 +16,9 @@ const UPSTREAM_TIMINGS = /\s*\([^()]*[0-9]\s*secs?\b[^()]*\)\.?\s*$/;
  * it cannot see (docs/protocol.md §7). The rest of the text says why a command failed and is kept.
  */
 export function withoutTimings(text: string): string {
-  return text.replace(UPSTREAM_TIMINGS, "");
+  // Only the last note is tried, anchored: an unanchored pattern retried at every offset took seconds on a text
+  // with a long run of white space (upstream may echo what the agent sent).
+  const open = text.lastIndexOf("(");
+  if (open === -1 || !TIMING_NOTE.test(text.slice(open))) return text;
+  return text.slice(0, open).trimEnd();
 }
