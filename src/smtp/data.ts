@@ -5,6 +5,11 @@
  * Only CRLF "." CRLF ends a message. A bare LF or a bare CR anywhere in the message is refused outright
  * (§2.3.8): those are the sequences SMTP smuggling uses (`<LF>.<LF>`, `<CR>.<CR>`, CVE-2023-51764/5/6), and
  * no reading of them is safe when the upstream might read them differently.
+ *
+ * Unstuffing happens in place: a dropped dot closes the gap by moving the bytes after it down within the chunk
+ * (which the caller owns), and the sink gets one view per `feed`, however many lines began with a dot. A view per
+ * dotted line made a body of `..` lines cost some 16 times the CPU of ordinary text (docs/smtp.md "DATA on the
+ * wire").
  */
 
 const CR = 13;
@@ -24,6 +29,18 @@ const enum State {
   DotCr,
 }
 
+/** Octets of a line looked at one by one before a native search takes over (short lines cost no call each). */
+const SHORT_SCAN = 16;
+
+/** Moves `chunk[from, to)` down to `at` (at < from): short runs octet by octet, long ones with one native copy. */
+function moveDown(chunk: Buffer, at: number, from: number, to: number): void {
+  if (to - from > SHORT_SCAN) {
+    chunk.copyWithin(at, from, to);
+    return;
+  }
+  for (let k = from; k < to; k++) chunk[at++] = chunk[k]!;
+}
+
 export type DataResult =
   /** Every byte of the chunk from `start` was consumed; the message goes on. */
   | { readonly kind: "more" }
@@ -36,21 +53,27 @@ export class DataReader {
   #state = State.LineStart;
   readonly #sink: (content: Buffer) => void;
 
-  /** `sink` receives the message content, unstuffed, as views of the input chunks (no copy). */
+  /**
+   * `sink` receives the message content, unstuffed, as views of the input chunks (no copy), at most once per
+   * `feed`. The chunk's bytes before the returned `next` (or all of them) may have been moved: a dropped dot's gap
+   * is closed in place.
+   */
   constructor(sink: (content: Buffer) => void) {
     this.#sink = sink;
   }
 
   feed(chunk: Buffer, start: number): DataResult {
+    // [start, out) is content already unstuffed; [run, i) is content still where it arrived (out <= run).
+    let out = start;
     let run = start;
     let state = this.#state;
-    const sink = this.#sink;
     for (let i = start; i < chunk.length; i++) {
       const b = chunk[i]!;
       switch (state) {
         case State.LineStart:
           if (b === DOT) {
-            if (i > run) sink(chunk.subarray(run, i));
+            if (out !== run) moveDown(chunk, out, run, i);
+            out += i - run;
             run = i + 1;
             state = State.Dot;
           } else if (b === CR) {
@@ -62,9 +85,19 @@ export class DataReader {
           }
           break;
         case State.Middle: {
-          // Fast path: jump to the next CR; an LF before it is bare.
-          const cr = chunk.indexOf(CR, i);
-          const lf = chunk.indexOf(LF, i);
+          // A short line ends within SHORT_SCAN octets: found here, without a native call per line.
+          const stop = Math.min(chunk.length, i + SHORT_SCAN);
+          let j = i;
+          while (j < stop && chunk[j] !== CR && chunk[j] !== LF) j++;
+          if (j < stop) {
+            if (chunk[j] === LF) return this.#bare();
+            i = j;
+            state = State.Cr;
+            break;
+          }
+          // A long line: jump to the next CR; an LF before it is bare.
+          const cr = chunk.indexOf(CR, j);
+          const lf = chunk.indexOf(LF, j);
           if (lf !== -1 && (cr === -1 || lf < cr)) return this.#bare();
           if (cr === -1) {
             i = chunk.length - 1;
@@ -87,13 +120,18 @@ export class DataReader {
           break;
         case State.DotCr:
           if (b !== LF) return this.#bare();
-          // End of data: the content ends with the CRLF before the dot, already passed to the sink.
+          // End of data: the content ends with the CRLF before the dot, already moved into place at the dot.
           this.#state = State.LineStart;
+          if (out > start) this.#sink(chunk.subarray(start, out));
           return { kind: "end", next: i + 1 };
       }
     }
     // After a dropped dot (or a dot and CR) nothing of the line is content yet: the CR is either the end or an error.
-    if (state !== State.Dot && state !== State.DotCr && chunk.length > run) sink(chunk.subarray(run));
+    if (state !== State.Dot && state !== State.DotCr && chunk.length > run) {
+      if (out !== run) moveDown(chunk, out, run, chunk.length);
+      out += chunk.length - run;
+    }
+    if (out > start) this.#sink(chunk.subarray(start, out));
     this.#state = state;
     return { kind: "more" };
   }

@@ -78,16 +78,23 @@ export class MessageInspector {
   write(content: Buffer): void {
     let from = 0;
     while (from < content.length) {
+      // A body outside any multipart (a single part, or the epilogue after the last close delimiter) has nothing
+      // left to say: nothing in it can open a part. It is not read line by line.
+      if (this.#phase === Phase.Body && this.#delimiters.length === 0) return;
       const lf = content.indexOf(LF, from);
       if (lf === -1) {
         this.#hold(content, from, content.length);
         return;
       }
       if (this.#lineLength === 0) {
-        // A body line is read as far as BODY_LINE_PREFIX whether it came in one write or several, so that how the
-        // client's data was split never changes what the inspector says (#hold keeps the same prefix).
-        const end = this.#phase === Phase.Body ? Math.min(lf + 1, from + BODY_LINE_PREFIX) : lf + 1;
-        this.#onLine(content.subarray(from, end));
+        if (this.#phase !== Phase.Body) {
+          this.#onLine(content.subarray(from, lf + 1));
+        } else if (content[from] === DASH && content[from + 1] === DASH) {
+          // Only a body line that begins with "--" can be a boundary: the others get no view of their own. It is
+          // read as far as BODY_LINE_PREFIX whether it came in one write or several, so that how the client's data
+          // was split never changes what the inspector says (#hold keeps the same prefix).
+          this.#onLine(content.subarray(from, Math.min(lf + 1, from + BODY_LINE_PREFIX)));
+        }
       } else {
         this.#hold(content, from, lf + 1);
         const line = Buffer.concat(this.#line);

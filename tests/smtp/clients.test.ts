@@ -8,6 +8,7 @@ import { expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
+import { SPOOL_BLOCK } from "../../src/smtp/spool.ts";
 import {
   bodyOf,
   CORP_ONLY_RULES,
@@ -70,6 +71,26 @@ test("nodemailer: allowed mail arrives with an identical body and the approved e
     expect(copy.text).toContain("Return-Path: <alice@mailgator.test>");
     expect(Buffer.from(bodyOf(copy.text), "latin1").toString("utf8")).toBe(body);
   }
+});
+
+test("nodemailer: a body of short dotted lines over several spool blocks arrives byte for byte", async () => {
+  // Unstuffed in place on the way in, stuffed again block by block on the way out (docs/smtp.md "Limits"): dots at
+  // every offset of a block edge, lines of one to forty octets.
+  const m = marker();
+  const patterns = ["..", ".", ".x", "", "...", ". .", "a.b"];
+  const lines = [`dots ${m}`];
+  for (let i = 0; lines.length < 150_000; i++) lines.push(`${patterns[i % patterns.length]}${"y".repeat(i % 41)}`);
+  const body = `${lines.join("\n")}\n`;
+  const header = `From: alice@mailgator.test\r\nTo: d-${m}@corp.test\r\nSubject: dots ${m}\r\n\r\n`;
+  const raw = header + body.replace(/\n/g, "\r\n");
+  expect(raw.length).toBeGreaterThan(3 * SPOOL_BLOCK);
+  const info = await transport().sendMail({
+    envelope: { from: "alice@mailgator.test", to: [`d-${m}@corp.test`] },
+    raw,
+  });
+  expect(info.accepted).toEqual([`d-${m}@corp.test`]);
+  const [copy] = await waitForSink(m, 1);
+  expect(bodyOf(copy!.text)).toBe(body);
 });
 
 test("postmark-mcp: a quietly added BCC recipient is refused and nobody receives the message", async () => {

@@ -81,3 +81,66 @@ test("content is passed as views of the input, not copies (Bun owns nothing afte
   reader.feed(chunk, 0);
   expect(views[0]!.buffer).toBe(chunk.buffer);
 });
+
+describe("unstuffing in place", () => {
+  test("the sink is called once per chunk, however many lines begin with a dot", () => {
+    const calls: Buffer[] = [];
+    const reader = new DataReader((b) => calls.push(Buffer.from(b)));
+    const chunk = Buffer.from("..\r\n".repeat(1000) + "x\r\n" + ".y\r\n".repeat(1000));
+    expect(reader.feed(chunk, 0).kind).toBe("more");
+    expect(calls).toHaveLength(1);
+    expect(calls[0]!.toString("latin1")).toBe(".\r\n".repeat(1000) + "x\r\n" + "y\r\n".repeat(1000));
+    const end = Buffer.from("..a\r\n.\r\nQUIT\r\n");
+    const result = reader.feed(end, 0);
+    expect(result).toEqual({ kind: "end", next: 8 });
+    expect(calls).toHaveLength(2);
+    expect(calls[1]!.toString("latin1")).toBe(".a\r\n");
+    // What follows the end is where it arrived: the session reads its next commands from there.
+    expect(end.subarray(8).toString("latin1")).toBe("QUIT\r\n");
+  });
+
+  /** The reading of RFC 5321 §4.5.2 and §2.3.8 line by line on strings, to compare the byte reader with. */
+  function reference(input: string): { kind: DataResult["kind"]; content: string; rest: string } {
+    let content = "";
+    let pos = 0;
+    for (;;) {
+      const eol = input.indexOf("\r\n", pos);
+      const line = eol === -1 ? input.slice(pos) : input.slice(pos, eol);
+      if (eol === -1) {
+        // The unfinished last line: a CR may still be followed by its LF.
+        if (line.includes("\n") || line.slice(0, -1).includes("\r")) return { kind: "bare-newline", content, rest: "" };
+        const body = line.startsWith(".") ? line.slice(1) : line;
+        if (!(line.startsWith(".") && (body === "" || body === "\r"))) content += body;
+        return { kind: "more", content, rest: "" };
+      }
+      if (line.includes("\n") || line.includes("\r")) return { kind: "bare-newline", content, rest: "" };
+      if (line === ".") return { kind: "end", content, rest: input.slice(eol + 2) };
+      content += (line.startsWith(".") ? line.slice(1) : line) + "\r\n";
+      pos = eol + 2;
+    }
+  }
+
+  test("random input split at random points reads as the line-by-line reference does", () => {
+    let seed = 12345;
+    const random = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
+    const pieces = [".", ".", "\r\n", "\r\n", "a", "bc", "\r", "\n", "..\r\n", ".\r\n"];
+    for (let round = 0; round < 3000; round++) {
+      let input = "";
+      const length = 1 + random(14);
+      for (let k = 0; k < length; k++) input += pieces[random(pieces.length)];
+      const expected = reference(input);
+      const splits = [...new Set([random(input.length + 1), random(input.length + 1)])]
+        .filter((x) => x > 0 && x < input.length)
+        .sort((a, b) => a - b);
+      const got = run(input, splits);
+      const where = `${JSON.stringify(input)} split at ${splits}`;
+      expect(`${where}: ${got.result.kind}`).toBe(`${where}: ${expected.kind}`);
+      if (expected.kind === "bare-newline") continue;
+      expect(`${where}: ${JSON.stringify(got.content)}`).toBe(`${where}: ${JSON.stringify(expected.content)}`);
+      if (expected.kind === "end") expect(got.rest).toBe(expected.rest);
+    }
+  });
+});

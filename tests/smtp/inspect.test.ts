@@ -260,3 +260,31 @@ describe("has_attachment", () => {
     expect(facts(nest(MAX_MIME_DEPTH + 1)).hasAttachment).toBeUndefined();
   });
 });
+
+describe("body lines", () => {
+  const cases: [string, string, boolean | undefined][] = [
+    ["single part, lines like delimiters", "Content-Type: text/plain\n\n--b\n--b--\n-\n--\nx\n", false],
+    [
+      "a part after the close delimiter is epilogue",
+      'Content-Type: multipart/mixed; boundary="b"\n\n--b\n\nx\n--b--\n--b\n' +
+        "Content-Type: application/zip\nContent-Disposition: attachment\n\nUEsDB\n",
+      false,
+    ],
+    [
+      "a delimiter among dashes and short lines",
+      'Content-Type: multipart/mixed; boundary="b"\n\n-\n--\n--b\n\n-\n--\n--b\n' +
+        "Content-Type: application/zip\n\nUEsDB\n--b--\n",
+      true,
+    ],
+    [
+      "a delimiter that does not begin the line is text",
+      'Content-Type: multipart/mixed; boundary="b"\n\n--b\n\n x--b\nContent-Type: application/zip\n\n--b--\n',
+      false,
+    ],
+  ];
+  for (const [name, text, expected] of cases) {
+    test(`${name}: the same however the data is split`, () => {
+      for (const chunk of [0, 1, 2, 3, 5, 11]) expect(facts(text, chunk).hasAttachment).toBe(expected);
+    });
+  }
+});
