@@ -245,3 +245,53 @@ describe("a probe row's target (PROBE_TARGET_CHARS)", () => {
     expect(probeTarget([...atLimit, 1202, 1203, 1205])).toBe(`${whole}…`);
   });
 });
+
+describe("upstream sets of spans (sets inside NOT and OR, commands/search.ts)", () => {
+  test("the same ranges as listing the UIDs first, on random views; null past the budget", () => {
+    let seed = 7;
+    const random = (n: number): number => {
+      seed = (seed * 1103515245 + 12345) % 2147483648;
+      return seed % n;
+    };
+    for (let round = 0; round < 300; round++) {
+      const all: number[] = [];
+      for (let uid = 1 + random(3); all.length < 1 + random(60); uid += 1 + random(3)) all.push(uid);
+      const visible = all.filter(() => random(4) !== 0);
+      const box =
+        round % 5 === 0
+          ? new SelectedMailbox("INBOX", "INBOX", true, all)
+          : new SelectedMailbox("INBOX", "INBOX", true, all, new VisibleSet(visible, all.at(-1)!));
+      const count = box.agentCount;
+      if (count === 0) continue;
+      // Random merged spans of agent positions (0-based, inclusive pairs).
+      const spans: number[] = [];
+      for (let p = random(3); p < count; ) {
+        const end = Math.min(count - 1, p + random(8));
+        spans.push(p, end);
+        p = end + 2 + random(4);
+      }
+      const expected = box.upstreamSet(box.uidsIn(spans));
+      expect(box.upstreamSetIn(spans, expected.length)).toEqual(expected);
+      expect(box.upstreamSetIn(spans, expected.length + 5)).toEqual(expected);
+      if (expected.length > 0) expect(box.upstreamSetIn(spans, expected.length - 1)).toBeNull();
+    }
+  });
+
+  test("a span over 100,000 adjacent messages is one range; over a scattered view, the budget stops it early", () => {
+    const all = Array.from({ length: 100_000 }, (_, i) => i + 1);
+    const unfiltered = new SelectedMailbox("INBOX", "INBOX", true, all);
+    expect(unfiltered.upstreamSetIn([0, 99_999], 1)).toEqual([{ start: 1, stop: 100_000 }]);
+    const scattered = new SelectedMailbox(
+      "INBOX",
+      "INBOX",
+      true,
+      all,
+      new VisibleSet(
+        all.filter((u) => u % 2 === 0),
+        100_000,
+      ),
+    );
+    expect(scattered.upstreamSetIn([0, 49_999], 1_000)).toBeNull();
+    expect(scattered.upstreamSetIn([0, 999], 1_000)).toHaveLength(1_000);
+  });
+});

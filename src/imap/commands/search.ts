@@ -47,16 +47,15 @@ function translateKey(box: SelectedMailbox, k: SearchKey, budget: { ranges: numb
   switch (k.key) {
     case "SEQ":
     case "UID": {
-      const uids = box.uidsIn(spansOf(box, k));
-      if (uids.length === 0) return { key: "NOT", operand: { key: "ALL" } };
-      const set = box.upstreamSet(uids);
-      budget.ranges -= set.length;
-      if (budget.ranges < 0) {
+      const set = box.upstreamSetIn(spansOf(box, k), budget.ranges);
+      if (set?.length === 0) return { key: "NOT", operand: { key: "ALL" } };
+      if (set === null) {
         throw new SearchLimit(
           `sets inside NOT, OR or parentheses need more than ${MAX_SEARCH_NESTED_RANGES} upstream UID ranges`,
           `Too many UID ranges in sets inside NOT, OR or parentheses (limit ${MAX_SEARCH_NESTED_RANGES})`,
         );
       }
+      budget.ranges -= set.length;
       return { key: "UID", set };
     }
     case "NOT":
