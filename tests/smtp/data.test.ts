@@ -124,7 +124,7 @@ describe("unstuffing in place", () => {
     let seed = 12345;
     const random = (n: number): number => {
       seed = (seed * 1103515245 + 12345) % 2147483648;
-      return seed % n;
+      return Math.floor((seed / 2147483648) * n); // the high bits: the low ones repeat with short periods
     };
     const pieces = [".", ".", "\r\n", "\r\n", "a", "bc", "\r", "\n", "..\r\n", ".\r\n"];
     for (let round = 0; round < 3000; round++) {
