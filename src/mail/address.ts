@@ -7,9 +7,10 @@
  * Encoded words (RFC 2047) are never decoded here: they may stand in a display name, not in an addr-spec (RFC 2047
  * §5), so a display name that decodes to an address is still only a name.
  *
- * Parsing is strict where it matters for policy: an unterminated quote, comment or angle bracket, or a mailbox
- * without exactly one unquoted `@`, makes the whole list unparseable, and callers must then treat the field as
- * unknown (which the engine resolves to deny) rather than guess.
+ * Parsing is strict where it matters for policy: an unterminated quote, comment or angle bracket, a mailbox
+ * without exactly one unquoted `@`, or an addr-spec with a character that is not ASCII (display names may have any)
+ * makes the whole list unparseable, and callers must then treat the field as unknown (which the engine resolves to
+ * deny) rather than guess.
  *
  * `mailboxProblem`: the stricter envelope form (RFC 5321 §4.1.2) that MAIL FROM / RCPT TO and configured identities
  * must have (docs/smtp.md "Identities").
@@ -93,8 +94,14 @@ function addrSpec(tokens: readonly Token[]): string | undefined {
     text += t.text;
   }
   if (ats !== 1 || text.startsWith("@") || text.endsWith("@")) return undefined;
+  // ASCII only (docs/filtering.md "Deciding a message"), as in the envelope (`mailboxProblem`): the rules cannot
+  // compare a Unicode address (no IDNA, no normalization), and lower-casing one can make it another: KELVIN SIGN
+  // (U+212A) lower-cases to `k`, so `\u212Aate@corp.test` would have been read as kate@corp.test.
+  if (NON_ASCII.test(text)) return undefined;
   return text.toLowerCase();
 }
+
+const NON_ASCII = /[^\x00-\x7f]/;
 
 /** obs-domain-list (RFC 5322 §4.4): `@domain`, then more of them after commas (which may stand empty). */
 const ROUTE = /^@[^\s@,:<>]+(?:\s*,\s*(?:@[^\s@,:<>]+)?)*$/;

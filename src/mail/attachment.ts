@@ -158,17 +158,27 @@ export function parseParameterized(text: string): ParameterizedValue {
     }
     if (!params.has(name)) params.set(name, paramValue);
   }
-  return { value: value.trim().toLowerCase(), valueUnquoted, params, malformed };
+  // ASCII letters only: String.toLowerCase turns KELVIN SIGN (U+212A) into `k`, and a type or disposition with a
+  // character that is not ASCII must stay one that is not a token (`entityOf` then reads the entity as unknown).
+  return {
+    value: value.trim().replace(/[A-Z]+/g, (letters) => letters.toLowerCase()),
+    valueUnquoted,
+    params,
+    malformed,
+  };
 }
 
-/** RFC 2045 §5.1 `token`: printable US-ASCII without SPACE and tspecials. */
-const TOKEN_CHARS = "[a-z0-9!#$%&'*+.^_`{|}~-]+";
-const TOKEN = new RegExp(`^${TOKEN_CHARS}$`);
-const MEDIA_TYPE = new RegExp(`^${TOKEN_CHARS}/${TOKEN_CHARS}$`);
+/** Whether `text` is one RFC 2045 §5.1 `token` (`tokenChar` octets, at least one). */
+function isToken(text: string): boolean {
+  if (text === "") return false;
+  for (const c of text) if (!tokenChar(c, false)) return false;
+  return true;
+}
 
 /** Whether `text` is a media type name, `type/subtype` (RFC 2045 §5.1 tokens, any case), and nothing more. */
 export function isMediaType(text: string): boolean {
-  return MEDIA_TYPE.test(text.toLowerCase());
+  const slash = text.indexOf("/");
+  return slash !== -1 && isToken(text.slice(0, slash)) && isToken(text.slice(slash + 1));
 }
 
 /** The type of an entity without Content-Type (RFC 2045 §5.2), and of such a part of a digest (RFC 2046 §5.1.5). */
@@ -205,8 +215,8 @@ export function entityOf(fields: readonly HeaderField[], defaultType = DEFAULT_T
   if (t.malformed || d.malformed) return null;
   // A type that is not `token/token`, or a disposition that is not one token (RFC 2045 §5.1, RFC 2183 §2), is
   // read one way here and another by a client (Dovecot takes such a type as text/plain): not known.
-  if (t.value !== "" && (!t.valueUnquoted || !MEDIA_TYPE.test(t.value))) return null;
-  if (d.value !== "" && (!d.valueUnquoted || !TOKEN.test(d.value))) return null;
+  if (t.value !== "" && (!t.valueUnquoted || !isMediaType(t.value))) return null;
+  if (d.value !== "" && (!d.valueUnquoted || !isToken(d.value))) return null;
   return {
     type: t.value === "" ? defaultType : t.value,
     typeParams: t.params,

@@ -8,7 +8,8 @@
  * - more than one From or Subject field (RFC 5322 §3.6 allows one each): which one a client shows is not ours
  *   to guess, and a second From is how a co-author would ride along;
  * - a Subject `readUnstructured` cannot read (an undecodable or malformed encoded word, and the rest it lists);
- * - an addr-spec with an octet that is not UTF-8 (U+FFFD in the value).
+ * - an addr-spec with a character that is not ASCII (`parseAddressList`), an octet that is not UTF-8 (U+FFFD)
+ *   among them.
  * An absent From, To, Cc or Bcc is an empty list; an absent Subject is "". Several To/Cc/Bcc fields add up.
  */
 
@@ -52,7 +53,6 @@ function addresses(
     if (single && ++seen > 1) return undefined;
     const parsed = parseAddressList(field.value);
     if (!parsed.ok || (named && parsed.addresses.length === 0)) return undefined;
-    for (const address of parsed.addresses) if (address.includes("\ufffd")) return undefined;
     if (out === null) out = [...parsed.addresses];
     else out.push(...parsed.addresses);
   }
