@@ -25,6 +25,18 @@ const WORD = /[A-Za-z0-9_-]+/g;
  * only their line and column (docs/config.md "Errors").
  */
 export function namesSecret(text: string): boolean {
-  for (const m of text.matchAll(WORD)) if (isSecretKey(m[0])) return true;
+  for (const t of [text, unescaped(text)]) for (const m of t.matchAll(WORD)) if (isSecretKey(m[0])) return true;
   return false;
+}
+
+/**
+ * `text` with the escapes of TOML's basic strings that spell a character by its number decoded (`\uXXXX`,
+ * `\UXXXXXXXX`, and TOML 1.1's `\xHH`), so that a quoted key written with them (`"pass\u0077ord"`, which is
+ * `password`) is seen as the word it is.
+ */
+function unescaped(text: string): string {
+  return text.replace(/\\(?:u([0-9a-fA-F]{4})|U([0-9a-fA-F]{8})|x([0-9a-fA-F]{2}))/g, (written, u, U, x) => {
+    const code = Number.parseInt(u ?? U ?? x, 16);
+    return code <= 0x10ffff ? String.fromCodePoint(code) : written;
+  });
 }

@@ -455,6 +455,9 @@ describe("errors a person can act on", () => {
       [`[accounts.m]\nusername = "u"\npassword "hunter2-no-equals"\n`, "hunter2-no-equals"],
       // The quoted lines start inside a multi-line secret, below its key's line.
       [`[accounts.m]\npassword = """\nl1\nl2\nl3\nl4\nl5\nsecret-tail"""x\n`, "secret-tail"],
+      // A quoted key spelled with TOML escapes is the key it spells (`\u0077` is `w`, `\U00000074` is `t`).
+      [`[accounts.m]\nusername = "u"\n"pass\\u0077ord" = "Quoted-Key-Pw"\n= oops\n`, "Quoted-Key-Pw"],
+      [`[oauth]\n"client_secre\\U00000074" = "esc-secret" junk\n`, "esc-secret"],
     ];
     for (const [text, secret] of cases) {
       const message = problems(text);
