@@ -95,7 +95,34 @@ const pageArgs = {
 const dateArg = z
   .string()
   .regex(/^\d{4}-\d{2}-\d{2}$/)
+  .refine(isCalendarDay, "not a day of the calendar")
   .describe("YYYY-MM-DD");
+/** A sender address the agent gives; absent means the account's. Not empty: `""` would send as `MAIL FROM:<>`. */
+const senderArg = z.string().min(1).optional();
+
+/** Whether `day` (YYYY-MM-DD) names a day that exists: not `2026-02-30`, which a Date would roll into March. */
+function isCalendarDay(day: string): boolean {
+  const date = new Date(`${day}T00:00:00Z`);
+  return !Number.isNaN(date.getTime()) && date.toISOString().slice(0, 10) === day;
+}
+
+/**
+ * The UIDs of `uids` that exist in the folder open on `client` (through the proxy a hidden one does not), once each,
+ * and those that do not, so that a tool reports what it did rather than what it was asked.
+ */
+async function existingUids(
+  client: ImapFlow,
+  uids: readonly number[],
+): Promise<{ found: number[]; missing: number[] }> {
+  const asked = [...new Set(uids)];
+  const hits = new Set((await client.search({ uid: asked.join(",") }, { uid: true })) || []);
+  return { found: asked.filter((u) => hits.has(u)), missing: asked.filter((u) => !hits.has(u)) };
+}
+
+/** The end of a tool's report when some UIDs were not found. */
+function notFound(missing: readonly number[]): string {
+  return missing.length === 0 ? "" : ` Not found (no message with that UID): ${missing.join(", ")}.`;
+}
 const addressList = z.array(z.string().min(1)).default([]);
 
 const FLAGS = { seen: "\\Seen", flagged: "\\Flagged", answered: "\\Answered", draft: "\\Draft" } as const;
@@ -389,7 +416,7 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
           subject: z.string().default(""),
           text: z.string(),
           folder: z.string().min(1).optional(),
-          from: z.string().optional(),
+          from: senderArg,
         },
       },
       (a) =>
@@ -431,7 +458,7 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
           bcc: addressList,
           subject: z.string(),
           text: z.string(),
-          from: z.string().optional().describe("one of the agent's sender addresses (default: its account's)"),
+          from: senderArg.describe("one of the agent's sender addresses (default: its account's)"),
         },
       },
       (a) =>
@@ -452,7 +479,7 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
           uid: uidArg,
           text: z.string(),
           reply_all: z.boolean().default(false),
-          from: z.string().optional(),
+          from: senderArg,
         },
       },
       (a) =>
@@ -501,7 +528,9 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
         guarded("set_flags", () =>
           withImap(async (client) => {
             await client.mailboxOpen(a.folder);
-            const set = a.uids.join(",");
+            const { found, missing } = await existingUids(client, a.uids);
+            if (found.length === 0) throw new ToolError(`no message with those UIDs in ${a.folder}`);
+            const set = found.join(",");
             if (
               a.add.length > 0 &&
               !(await client.messageFlagsAdd(
@@ -520,7 +549,7 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
               ))
             )
               throw new ToolError("the flags were not removed");
-            return ok(`Flags updated on ${a.uids.length} message(s) in ${a.folder}.`);
+            return ok(`Flags updated on ${found.length} message(s) in ${a.folder}.${notFound(missing)}`);
           }),
         ),
     );
@@ -536,9 +565,11 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
         guarded("move", () =>
           withImap(async (client) => {
             await client.mailboxOpen(a.folder);
-            const moved = await client.messageMove(a.uids.join(","), a.to_folder, { uid: true });
+            const { found, missing } = await existingUids(client, a.uids);
+            if (found.length === 0) throw new ToolError(`no message with those UIDs in ${a.folder}`);
+            const moved = await client.messageMove(found.join(","), a.to_folder, { uid: true });
             if (moved === false) throw new ToolError("the messages were not moved");
-            return ok(`Moved ${a.uids.length} message(s) from ${a.folder} to ${a.to_folder}.`);
+            return ok(`Moved ${found.length} message(s) from ${a.folder} to ${a.to_folder}.${notFound(missing)}`);
           }),
         ),
     );
@@ -554,9 +585,11 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
         guarded("delete", () =>
           withImap(async (client) => {
             await client.mailboxOpen(a.folder);
-            if (!(await client.messageDelete(a.uids.join(","), { uid: true })))
+            const { found, missing } = await existingUids(client, a.uids);
+            if (found.length === 0) throw new ToolError(`no message with those UIDs in ${a.folder}`);
+            if (!(await client.messageDelete(found.join(","), { uid: true })))
               throw new ToolError("the messages were not deleted");
-            return ok(`Deleted ${a.uids.length} message(s) in ${a.folder}.`);
+            return ok(`Deleted ${found.length} message(s) in ${a.folder}.${notFound(missing)}`);
           }),
         ),
     );

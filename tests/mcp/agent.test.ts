@@ -553,6 +553,34 @@ action = "deny"
     expect(archive).toContain(first!.subject);
     await call(desk, "delete", { folder: "INBOX", uids: [second!.uid] });
     expect(uidsOf(await call(desk, "list_messages", { folder: "INBOX", page_size: 100 }))).not.toContain(second!.uid);
+    // What was done, not what was asked: a UID that is not there is named, and none at all is an error.
+    const still = uidsOf(await call(desk, "list_messages", { folder: "INBOX" }))[0]!;
+    expect(await call(desk, "set_flags", { folder: "INBOX", uids: [still, still, 999_999], add: ["seen"] })).toBe(
+      "Flags updated on 1 message(s) in INBOX. Not found (no message with that UID): 999999.",
+    );
+    for (const [tool, args] of [
+      ["delete", {}],
+      ["move", { to_folder: "Archive" }],
+      ["set_flags", { add: ["seen"] }],
+    ] as const) {
+      const none = await callRaw(desk, tool, { folder: "INBOX", uids: [second!.uid, 999_999], ...args });
+      expect(none.isError).toBe(true);
+      expect(none.text).toContain("no message with those UIDs in INBOX");
+    }
+    // An empty sender is not the account's: it would send as MAIL FROM:<>, a bounce. A day must exist.
+    const bounce = await callRaw(desk, "save_draft", { to: ["x@corp.test"], subject: "s", text: "t", from: "" }).catch(
+      (e: Error) => ({ text: e.message, isError: true, blobs: [] }),
+    );
+    expect(bounce.isError).toBe(true);
+    for (const since of ["2026-02-30", "0000-00-00", "2026-13-01"]) {
+      const day = await callRaw(desk, "search", { folder: "INBOX", since }).catch((e: Error) => ({
+        text: e.message,
+        isError: true,
+        blobs: [],
+      }));
+      expect(day.isError).toBe(true);
+    }
+    expect(await call(desk, "search", { folder: "INBOX", since: "2024-02-29" })).toContain("in total");
     // The reader may not do any of it: the tools are not there, and the proxy refuses what it is asked anyway.
     const unknown = await callRaw(reader, "delete", { folder: "INBOX", uids: [target.uid] }).catch((e: Error) => ({
       text: e.message,
