@@ -87,13 +87,10 @@ const COMMENT = /^\s*#/;
 /** The `[[rules]]` tables of a config text, in order. Lines inside multi-line strings are not headers. */
 function ruleBlocks(lines: readonly string[]): Block[] {
   const headers: { line: number; rules: boolean }[] = [];
-  let inString: string | null = null;
+  let inString: MultiLine = null;
   lines.forEach((line, i) => {
     if (inString === null && HEADER.test(line)) headers.push({ line: i, rules: RULES_HEADER.test(line) });
-    for (const m of line.matchAll(/"""|'''/g)) {
-      if (inString === null) inString = m[0];
-      else if (inString === m[0]) inString = null;
-    }
+    inString = multiLineAfter(line, inString);
   });
   const lead = (h: number): number => {
     let s = h;
@@ -109,6 +106,49 @@ function ruleBlocks(lines: readonly string[]): Block[] {
     blocks.push({ start: lead(h.line), header: h.line, end });
   });
   return blocks;
+}
+
+/** The multi-line string (TOML 1.0 "String") a line leaves open: basic `"""`, literal `'''`, or none. */
+type MultiLine = '"""' | "'''" | null;
+
+/**
+ * Which multi-line string is open after `line`, given the one open before it. The line is read as TOML reads it:
+ * single-line strings (basic with their escapes, literal) and comments are skipped, so the `'''` of `"n'''x"` opens
+ * nothing; in a multi-line basic string a backslash escapes the next character; a closing delimiter may be
+ * followed by up to two quotes that end the content (`""""` closes after one `"` of content).
+ */
+function multiLineAfter(line: string, open: MultiLine): MultiLine {
+  let i = 0;
+  let state = open;
+  while (i < line.length) {
+    if (state !== null) {
+      if (state === '"""' && line[i] === "\\") {
+        i += 2;
+      } else if (line.startsWith(state, i)) {
+        i += 3;
+        for (let extra = 0; extra < 2 && line[i] === state[0]; extra++) i++;
+        state = null;
+      } else {
+        i++;
+      }
+      continue;
+    }
+    const c = line[i]!;
+    if (c === "#") break;
+    if (line.startsWith('"""', i) || line.startsWith("'''", i)) {
+      state = line.slice(i, i + 3) as MultiLine;
+      i += 3;
+    } else if (c === '"') {
+      for (i++; i < line.length && line[i] !== '"'; i++) if (line[i] === "\\") i++;
+      i++;
+    } else if (c === "'") {
+      const close = line.indexOf("'", i + 1);
+      i = close === -1 ? line.length : close + 1;
+    } else {
+      i++;
+    }
+  }
+  return state;
 }
 
 function parse(text: string): Record<string, unknown> {

@@ -98,3 +98,21 @@ test("CRLF files keep CRLF line ends", () => {
   expect(names(out)).toEqual(["inbox"]);
   expect(out.replaceAll("\r\n", "")).not.toContain("\n");
 });
+
+test("triple quotes inside a one-line string or a comment open no multi-line string", () => {
+  // A rule named with `'''` (or a glob with `"""`) once made every later [[rules]] header read as string content,
+  // and every later edit was refused.
+  const text =
+    `[[rules]]\nname = "n'''x"\naction = "deny"\nfolders = ['Junk"""'] # a comment with '''\n\n` +
+    `[[rules]]\nname = "b"\naction = "deny"\n`;
+  expect(names(text)).toEqual(["n'''x", "b"]);
+  expect(names(removeRule(text, 1))).toEqual(["n'''x"]);
+  expect(names(removeRule(text, 0))).toEqual(["b"]);
+  const added = addRule(text, { name: 'c"""', action: "deny" });
+  expect(names(added)).toEqual(["n'''x", "b", 'c"""']);
+  expect(names(moveRule(added, 2, 0))).toEqual(['c"""', "n'''x", "b"]);
+  // Real multi-line strings still hide what looks like a header, whatever quotes they hold.
+  const multi =
+    `[approvals]\nbase_url = """\n"quoted" \\""" '''\n[[rules]]\n"""\n\n` + `[[rules]]\nname = "a"\naction = "deny"\n`;
+  expect(names(addRule(multi, { name: "z", action: "deny" }, 0))).toEqual(["z", "a"]);
+});
