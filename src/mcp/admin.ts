@@ -47,8 +47,11 @@ export interface AdminMcpOptions {
   readonly allowConfigWrites: boolean;
 }
 
-/** Environment variables that carry an agent's credentials: admin mode refuses to start when one is set. */
-export const AGENT_CREDENTIAL_ENV_PREFIX = "MAILGATOR_TOKEN";
+/**
+ * Environment variables that carry an agent's credentials (docs/mcp.md "Who the agent is"): a vault agent's token, a
+ * pass-through agent's password. Admin mode refuses to start when a variable named with one of these prefixes is set.
+ */
+export const AGENT_CREDENTIAL_ENV_PREFIXES = ["MAILGATOR_TOKEN", "MAILGATOR_PASSWORD"] as const;
 
 /** The tools that change the config, listed only with --allow-config-writes. */
 export const WRITE_TOOLS = ["add_rule", "update_rule", "move_rule", "remove_rule"] as const;
@@ -60,7 +63,7 @@ type Env = Readonly<Record<string, string | undefined>>;
  * where an agent runs), or a config file others may write (whoever can write it sets the rules).
  */
 export function startProblem(configPath: string, env: Env): string | null {
-  const tokenVars = Object.keys(env).filter((k) => k.startsWith(AGENT_CREDENTIAL_ENV_PREFIX));
+  const tokenVars = Object.keys(env).filter((k) => AGENT_CREDENTIAL_ENV_PREFIXES.some((p) => k.startsWith(p)));
   if (tokenVars.length > 0)
     return (
       `${tokenVars.join(", ")} is set: that is an agent's credential, and admin mode is for the owner only; ` +

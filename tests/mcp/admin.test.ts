@@ -194,8 +194,8 @@ test("without --allow-config-writes only the read tools are listed, and a write 
   }
 });
 
-test("an agent token in the environment (MAILGATOR_TOKEN, MAILGATOR_TOKEN_FILE) stops it before any tool", () => {
-  for (const name of ["MAILGATOR_TOKEN", "MAILGATOR_TOKEN_FILE"]) {
+test("an agent credential in the environment (MAILGATOR_TOKEN*, MAILGATOR_PASSWORD*) stops it before any tool", () => {
+  for (const name of ["MAILGATOR_TOKEN", "MAILGATOR_TOKEN_FILE", "MAILGATOR_PASSWORD"]) {
     const r = Bun.spawnSync([process.execPath, MAIN, "mcp", "--admin", "-c", file], {
       env: { ...env, [name]: TOKEN },
       stdin: "pipe",
