@@ -11,7 +11,6 @@ import { readFileSync, statSync } from "node:fs";
 import { userInfo } from "node:os";
 import { resolve } from "node:path";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
 import pkg from "../../package.json" with { type: "json" };
@@ -41,6 +40,7 @@ import {
   writeConfig,
 } from "./admin-edit.ts";
 import { redact, scrubber, secretStrings } from "./admin-redact.ts";
+import { serveOnStdio } from "./stdio.ts";
 
 export interface AdminMcpOptions {
   readonly configPath: string;
@@ -559,8 +559,9 @@ function registerWriteTools(server: McpServer, file: string, env: Env, answer: A
 }
 
 /**
- * Runs the admin MCP server on stdin/stdout until the client closes stdin. Exit code 0, or 2 when it must not start
- * (`startProblem`). Nothing but the protocol may reach stdout: console output goes to stderr.
+ * Runs the admin MCP server on stdin/stdout until the client closes stdin. Exit code 0 (1 when the connection
+ * failed, `serveOnStdio`), or 2 when it must not start (`startProblem`). Nothing but the protocol may reach stdout:
+ * console output goes to stderr.
  */
 export async function runAdminMcp(options: AdminMcpOptions): Promise<number> {
   const env = process.env;
@@ -573,15 +574,5 @@ export async function runAdminMcp(options: AdminMcpOptions): Promise<number> {
   console.log = toStderr;
   console.info = toStderr;
   console.debug = toStderr;
-  const server = createAdminServer(options, env);
-  const transport = new StdioServerTransport();
-  const closed = new Promise<void>((done) => {
-    transport.onclose = () => done();
-    process.stdin.once("end", () => done());
-    process.stdin.once("close", () => done());
-  });
-  await server.connect(transport);
-  await closed;
-  await server.close();
-  return 0;
+  return serveOnStdio(createAdminServer(options, env));
 }

@@ -12,7 +12,7 @@
 
 import { randomBytes } from "node:crypto";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
-import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
+import type { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 import type { CallToolResult } from "@modelcontextprotocol/sdk/types.js";
 import type { ImapFlow } from "imapflow";
 import MailComposer from "nodemailer/lib/mail-composer/index.js";
@@ -31,6 +31,7 @@ import {
   sendThroughProxy,
   smtpErrorText,
 } from "./proxy-client.ts";
+import { serveOnStdio } from "./stdio.ts";
 import { type AgentTool, agentTools } from "./tools.ts";
 
 /** Largest page of `list_messages` and `search`. */
@@ -635,16 +636,8 @@ export function attachmentResult(filename: string, type: string, bytes: Uint8Arr
   };
 }
 
-/** Serves MCP on stdio until the client closes stdin; returns the exit code. */
+/** Serves MCP on stdio until the client closes stdin; returns the exit code (`serveOnStdio`). */
 export async function runAgentMcp(options: AgentMcpOptions): Promise<number> {
   const { server } = buildAgentServer(options);
-  const transport = options.transport ?? new StdioServerTransport();
-  const closed = new Promise<void>((resolve) => {
-    server.server.onclose = () => resolve();
-    process.stdin.once("end", () => resolve());
-  });
-  await server.connect(transport);
-  await closed;
-  await server.close().catch(() => undefined);
-  return 0;
+  return serveOnStdio(server, options.transport);
 }

@@ -16,6 +16,7 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import { parse as parseToml } from "smol-toml";
 import { AUDIT_MAX_ROWS, AUDIT_UNTRUSTED } from "../../src/mcp/admin-commands.ts";
 import { REDACTED, redact } from "../../src/mcp/admin-redact.ts";
+import { MAX_MCP_REQUEST_BYTES } from "../../src/mcp/stdio.ts";
 import { hashToken } from "../../src/vault/token.ts";
 import { lineClient, runCli, type Served, serveChild } from "../e2e/serve-child.ts";
 import {
@@ -206,6 +207,38 @@ test("an agent credential in the environment (MAILGATOR_TOKEN*, MAILGATOR_PASSWO
     expect(r.stdout.toString()).toBe("");
     expect(r.stderr.toString()).toContain(`${name} is set`);
   }
+});
+
+test("a request line of MAX_MCP_REQUEST_BYTES is read; one octet more ends the server with status 1", async () => {
+  const proc = Bun.spawn([process.execPath, MAIN, "mcp", "--admin", "-c", file], {
+    env,
+    stdin: "pipe",
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const ping = (id: number, length: number): string => {
+    const head = `{"jsonrpc":"2.0","id":${id},"method":"ping","params":{"_meta":{"pad":"`;
+    const tail = `"}}}\n`;
+    return head + "x".repeat(length - head.length - tail.length) + tail;
+  };
+  const atLimit = ping(1, MAX_MCP_REQUEST_BYTES);
+  expect(atLimit.length).toBe(MAX_MCP_REQUEST_BYTES);
+  proc.stdin.write(atLimit);
+  await proc.stdin.flush();
+  const reader = (proc.stdout as ReadableStream<Uint8Array>).getReader();
+  let out = "";
+  while (!out.includes("\n")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += new TextDecoder().decode(value);
+  }
+  expect(JSON.parse(out.split("\n")[0]!)).toEqual({ jsonrpc: "2.0", id: 1, result: {} });
+  proc.stdin.write(ping(2, MAX_MCP_REQUEST_BYTES + 1));
+  await proc.stdin.flush();
+  expect(await proc.exited).toBe(1);
+  const stderr = await new Response(proc.stderr).text();
+  expect(stderr).toContain(`exceeded maximum size of ${MAX_MCP_REQUEST_BYTES} bytes`);
+  expect(stderr).toContain("the connection to the client failed; exiting");
 });
 
 test("a config file others may write stops it", () => {
