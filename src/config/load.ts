@@ -26,7 +26,7 @@ import {
   type RawQuota,
   type RawRule,
 } from "./schema.ts";
-import { namesSecret } from "./secret-keys.ts";
+import { isSecretKey, namesSecret } from "./secret-keys.ts";
 import {
   type AccountConfig,
   type AdminConfig,
@@ -104,6 +104,10 @@ function describeValue(value: unknown): string {
 function schemaProblems(issues: readonly v.BaseIssue<unknown>[], problems: Problems): void {
   for (const issue of issues) {
     const path = (issue.path ?? []).map((p) => p.key as PathItem);
+    // A secret's value is never quoted, whatever its type (`password = 1234567` would be, as a number).
+    const secret = path.some((k) => typeof k === "string" && isSecretKey(k));
+    const got = (value: unknown): string =>
+      secret ? "a value not shown (the key names a secret)" : describeValue(value);
     if (issue.type === "strict_object" && issue.expected === "never") {
       problems.add(path, `unknown key ${JSON.stringify(path.at(-1))}`);
     } else if (issue.type === "strict_object") {
@@ -122,11 +126,11 @@ function schemaProblems(issues: readonly v.BaseIssue<unknown>[], problems: Probl
             : issue.type === "max_value"
               ? `a number ≤ ${String(issue.requirement)}`
               : "a non-empty string";
-      problems.add(path, `expected ${what}, got ${describeValue(issue.input)}`);
+      problems.add(path, `expected ${what}, got ${got(issue.input)}`);
     } else {
       let expected = (issue.expected ?? "a different value").replace(/^\((.*)\)$/, "$1");
       expected = expected.replace("Array", "a list").replace("Object", "a table");
-      problems.add(path, `expected ${expected}, got ${describeValue(issue.input)}`);
+      problems.add(path, `expected ${expected}, got ${got(issue.input)}`);
     }
   }
 }

@@ -473,6 +473,20 @@ describe("errors a person can act on", () => {
     expect(message).not.toContain("[redacted]");
   });
 
+  test("a secret's value of the wrong type is not quoted in the error", () => {
+    for (const [text, value] of [
+      [`[accounts.m]\nusername = "u"\npassword = 1234567\n`, "1234567"],
+      [`[accounts.m]\nusername = "u"\npassword = 3.14159e7\n`, "31415900"],
+      [`[accounts.m]\nusername = "u"\n"pass\\u0077ord" = 987654\n`, "987654"],
+    ] as const) {
+      const message = problems(text);
+      expect(message).toContain("accounts.m.password: expected string, got a value not shown (the key names a secret)");
+      expect(message).not.toContain(value);
+    }
+    // Other keys still say what they got.
+    expect(problems(`[accounts.m]\nusername = 42\npassword = "p"\n`)).toContain("got 42");
+  });
+
   test("a missing environment variable is named, never a value", () => {
     const message = problems(`[accounts.main]\nusername = "u"\npassword_env = "MAILGATOR_TEST_MISSING"\n`);
     expect(message).toContain("accounts.main.password_env: environment variable MAILGATOR_TEST_MISSING is not set");
