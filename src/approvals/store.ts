@@ -14,6 +14,7 @@
  */
 
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { asciiLowerCase } from "../mail/ascii.ts";
 import type { SealedStore } from "../state/store.ts";
 
 export const HELD_KIND = "held";
@@ -208,7 +209,7 @@ export class ApprovalStore {
    */
   reservePlace(agent: string | null, max: number): (() => void) | null {
     // Folded as heldCount's SQLite lower() folds: ASCII letters only.
-    const key = agent === null ? "" : agent.replace(/[A-Z]+/g, (letters) => letters.toLowerCase());
+    const key = agent === null ? "" : asciiLowerCase(agent);
     const holding = this.#holding.get(key) ?? 0;
     if (this.heldCount(agent) + holding >= max) return null;
     this.#holding.set(key, holding + 1);

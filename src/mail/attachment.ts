@@ -10,6 +10,7 @@
  * builds them from BODYSTRUCTURE, where Dovecot has applied the same defaults.
  */
 
+import { asciiLowerCase } from "./ascii.ts";
 import type { HeaderField } from "./headers.ts";
 
 export interface MimeEntity {
@@ -158,10 +159,10 @@ export function parseParameterized(text: string): ParameterizedValue {
     }
     if (!params.has(name)) params.set(name, paramValue);
   }
-  // ASCII letters only: String.toLowerCase turns KELVIN SIGN (U+212A) into `k`, and a type or disposition with a
-  // character that is not ASCII must stay one that is not a token (`entityOf` then reads the entity as unknown).
+  // ASCII letters only (asciiLowerCase): a type or disposition with a character that is not ASCII must stay one that
+  // is not a token (`entityOf` then reads the entity as unknown).
   return {
-    value: value.trim().replace(/[A-Z]+/g, (letters) => letters.toLowerCase()),
+    value: asciiLowerCase(value.trim()),
     valueUnquoted,
     params,
     malformed,

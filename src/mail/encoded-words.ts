@@ -28,6 +28,8 @@
  * Look-alike characters (`ｓｅｃｒｅｔ`, Cyrillic `е`) are different text and are not folded.
  */
 
+import { asciiLowerCase } from "./ascii.ts";
+
 /** Strict: charset (with an optional `*lang`), B or Q, encoded text without `?` or whitespace (RFC 2047 §2). */
 const ENCODED_WORD = /=\?([^?\s]+)\?([bBqQ])\?([^?\s]*)\?=/g;
 /** What is left after the strict words: anything that still opens an encoded word is a malformed one. */
@@ -52,6 +54,7 @@ type Charset =
   | { readonly kind: "bom" };
 
 const BOM_CHARSET: Charset = Object.freeze({ kind: "bom" });
+
 const utf16le = new TextDecoder("utf-16le", { fatal: true, ignoreBOM: true });
 const utf16be = new TextDecoder("utf-16be", { fatal: true, ignoreBOM: true });
 
@@ -59,7 +62,8 @@ const utf16be = new TextDecoder("utf-16be", { fatal: true, ignoreBOM: true });
 const charsets = new Map<string, Charset>();
 
 function charsetFor(label: string): Charset | null {
-  const key = label.toLowerCase();
+  // ASCII letters only (asciiLowerCase): `\u212Aoi8-r` is no label TextDecoder knows, so the word is unknown.
+  const key = asciiLowerCase(label);
   const known = charsets.get(key);
   if (known !== undefined) return known;
   let decoder: TextDecoder;

@@ -10,6 +10,7 @@
  * (an attachment) in a multipart/digest (RFC 2046 §5.1.5).
  */
 
+import { asciiLowerCase } from "../mail/ascii.ts";
 import {
   decodeEncodedWords,
   defaultPartType,
@@ -168,7 +169,7 @@ function hexValue(c: number): number {
 
 /** Text in a charset TextDecoder knows; null for one it does not. */
 function decodeCharset(bytes: Uint8Array, charset: string | undefined): string | null {
-  const label = (charset ?? "us-ascii").trim().toLowerCase() || "us-ascii";
+  const label = asciiLowerCase((charset ?? "us-ascii").trim()) || "us-ascii";
   try {
     return new TextDecoder((label === "us-ascii" ? "utf-8" : label) as Label).decode(bytes);
   } catch {

@@ -98,6 +98,12 @@ export const DECODED: readonly EncodingCase[] = [
 export const UNKNOWN: readonly EncodingCase[] = [
   { name: "UTF-7 (TextDecoder does not know it)", raw: "=?utf-7?Q?+AHMAZQBjAHIAZQB0-?=", shown: null },
   { name: "an unknown charset", raw: "=?x-unknown?Q?secret?=", shown: null },
+  // KELVIN SIGN lower-cases to `k` in JavaScript; no charset label is spelled with it.
+  {
+    name: "KELVIN SIGN in a charset label",
+    raw: `=?\u212Aoi8-r?B?${b64("\xf3\xc5\xcb\xd2\xc5\xd4 secret")}?=`,
+    shown: null,
+  },
   { name: "an empty charset", raw: "=??Q?secret?=", shown: null },
   { name: "x-user-defined", raw: "=?x-user-defined?Q?secret?=", shown: null },
   { name: "UTF-16 without a byte order mark", raw: `=?utf-16?B?${b64(utf16be("secret"))}?=`, shown: null },
