@@ -19,7 +19,14 @@ import MailComposer from "nodemailer/lib/mail-composer/index.js";
 import { z } from "zod";
 import pkg from "../../package.json" with { type: "json" };
 import type { Config } from "../config/index.ts";
-import { type HeaderField, isMediaType, oneLine, parseAddressList, parseHeaderFields } from "../mail/index.ts";
+import {
+  type HeaderField,
+  isMediaType,
+  mailboxProblem,
+  oneLine,
+  parseAddressList,
+  parseHeaderFields,
+} from "../mail/index.ts";
 import { compilePolicy } from "../policy/index.ts";
 import { attachmentBytes, headerText, type ReadMessage, readMessage } from "./message.ts";
 import {
@@ -98,8 +105,20 @@ const dateArg = z
   .regex(/^\d{4}-\d{2}-\d{2}$/)
   .refine(isCalendarDay, "not a day of the calendar")
   .describe("YYYY-MM-DD");
-/** A sender address the agent gives; absent means the account's. Not empty: `""` would send as `MAIL FROM:<>`. */
-const senderArg = z.string().min(1).optional();
+/**
+ * A sender address the agent gives (`me@x`, or `Name <me@x>`); absent means the account's. It must name exactly one
+ * address of the envelope's form (`mailboxProblem`): the mail composer sends anything else (`""`, `" "`, `Bob`, `<>`)
+ * as `MAIL FROM:<>` without a From field, a bounce look-alike.
+ */
+const senderArg = z
+  .string()
+  .refine(isOneSender, "not one sender address (`me@example.com` or `Name <me@example.com>`)")
+  .optional();
+
+function isOneSender(text: string): boolean {
+  const parsed = parseAddressList(text);
+  return parsed.ok && parsed.addresses.length === 1 && mailboxProblem(parsed.addresses[0]!) === null;
+}
 
 /** Whether `day` (YYYY-MM-DD) names a day that exists: not `2026-02-30`, which a Date would roll into March. */
 function isCalendarDay(day: string): boolean {
@@ -109,19 +128,24 @@ function isCalendarDay(day: string): boolean {
 
 /**
  * The UIDs of `uids` that exist in the folder open on `client` (through the proxy a hidden one does not), once each,
- * and those that do not, so that a tool reports what it did rather than what it was asked.
+ * and those that do not, so that a tool reports what it did rather than what it was asked. When the search itself
+ * is refused (the rules may allow deleting or flagging in a folder and not reading it, or the audit log is down),
+ * every UID asked is `found` and `checked` is false: the write decides, and the report says nothing was looked up.
  */
 async function existingUids(
   client: ImapFlow,
   uids: readonly number[],
-): Promise<{ found: number[]; missing: number[] }> {
+): Promise<{ found: number[]; missing: number[]; checked: boolean }> {
   const asked = [...new Set(uids)];
-  const hits = new Set((await client.search({ uid: asked.join(",") }, { uid: true })) || []);
-  return { found: asked.filter((u) => hits.has(u)), missing: asked.filter((u) => !hits.has(u)) };
+  const hits = await client.search({ uid: asked.join(",") }, { uid: true });
+  if (hits === false) return { found: asked, missing: [], checked: false };
+  const known = new Set(hits);
+  return { found: asked.filter((u) => known.has(u)), missing: asked.filter((u) => !known.has(u)), checked: true };
 }
 
-/** The end of a tool's report when some UIDs were not found. */
-function notFound(missing: readonly number[]): string {
+/** The end of a tool's report: the UIDs not found, or that none could be looked up. */
+function notFound(missing: readonly number[], checked: boolean): string {
+  if (!checked) return " (Which of them exist could not be looked up: the search was refused.)";
   return missing.length === 0 ? "" : ` Not found (no message with that UID): ${missing.join(", ")}.`;
 }
 const addressList = z.array(z.string().min(1)).default([]);
@@ -529,7 +553,7 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
         guarded("set_flags", () =>
           withImap(async (client) => {
             await client.mailboxOpen(a.folder);
-            const { found, missing } = await existingUids(client, a.uids);
+            const { found, missing, checked } = await existingUids(client, a.uids);
             if (found.length === 0) throw new ToolError(`no message with those UIDs in ${a.folder}`);
             const set = found.join(",");
             if (
@@ -550,7 +574,7 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
               ))
             )
               throw new ToolError("the flags were not removed");
-            return ok(`Flags updated on ${found.length} message(s) in ${a.folder}.${notFound(missing)}`);
+            return ok(`Flags updated on ${found.length} message(s) in ${a.folder}.${notFound(missing, checked)}`);
           }),
         ),
     );
@@ -566,11 +590,13 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
         guarded("move", () =>
           withImap(async (client) => {
             await client.mailboxOpen(a.folder);
-            const { found, missing } = await existingUids(client, a.uids);
+            const { found, missing, checked } = await existingUids(client, a.uids);
             if (found.length === 0) throw new ToolError(`no message with those UIDs in ${a.folder}`);
             const moved = await client.messageMove(found.join(","), a.to_folder, { uid: true });
             if (moved === false) throw new ToolError("the messages were not moved");
-            return ok(`Moved ${found.length} message(s) from ${a.folder} to ${a.to_folder}.${notFound(missing)}`);
+            return ok(
+              `Moved ${found.length} message(s) from ${a.folder} to ${a.to_folder}.${notFound(missing, checked)}`,
+            );
           }),
         ),
     );
@@ -586,11 +612,11 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
         guarded("delete", () =>
           withImap(async (client) => {
             await client.mailboxOpen(a.folder);
-            const { found, missing } = await existingUids(client, a.uids);
+            const { found, missing, checked } = await existingUids(client, a.uids);
             if (found.length === 0) throw new ToolError(`no message with those UIDs in ${a.folder}`);
             if (!(await client.messageDelete(found.join(","), { uid: true })))
               throw new ToolError("the messages were not deleted");
-            return ok(`Deleted ${found.length} message(s) in ${a.folder}.${notFound(missing)}`);
+            return ok(`Deleted ${found.length} message(s) in ${a.folder}.${notFound(missing, checked)}`);
           }),
         ),
     );

@@ -568,10 +568,23 @@ action = "deny"
       expect(none.text).toContain("no message with those UIDs in INBOX");
     }
     // An empty sender is not the account's: it would send as MAIL FROM:<>, a bounce. A day must exist.
-    const bounce = await callRaw(desk, "save_draft", { to: ["x@corp.test"], subject: "s", text: "t", from: "" }).catch(
-      (e: Error) => ({ text: e.message, isError: true, blobs: [] }),
-    );
-    expect(bounce.isError).toBe(true);
+    // Nor is anything that is not one address: the composer would send each of these as MAIL FROM:<> too.
+    for (const from of ["", " ", "Bob", "<>", '""', "a@corp.test, b@corp.test", "Kate <>"]) {
+      for (const tool of ["save_draft", "send"] as const) {
+        const bounce = await callRaw(desk, tool, { to: ["x@corp.test"], subject: "s", text: "t", from }).catch(
+          (e: Error) => ({ text: e.message, isError: true, blobs: [] }),
+        );
+        expect(`${tool} ${JSON.stringify(from)}: ${bounce.isError}`).toBe(`${tool} ${JSON.stringify(from)}: true`);
+      }
+    }
+    expect(
+      await call(desk, "save_draft", {
+        to: ["x@corp.test"],
+        subject: "named",
+        text: "t",
+        from: `Desk <${mailbox.address}>`,
+      }),
+    ).toContain("Draft saved");
     for (const since of ["2026-02-30", "0000-00-00", "2026-13-01"]) {
       const day = await callRaw(desk, "search", { folder: "INBOX", since }).catch((e: Error) => ({
         text: e.message,
