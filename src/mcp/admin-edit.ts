@@ -87,14 +87,18 @@ const COMMENT = /^\s*#/;
 /** The `[[rules]]` tables of a config text, in order. Lines inside multi-line strings are not headers. */
 function ruleBlocks(lines: readonly string[]): Block[] {
   const headers: { line: number; rules: boolean }[] = [];
+  /** Whether each line begins inside a multi-line string (then it is content, never a header or a comment). */
+  const inside: boolean[] = [];
   let inString: MultiLine = null;
   lines.forEach((line, i) => {
+    inside.push(inString !== null);
     if (inString === null && HEADER.test(line)) headers.push({ line: i, rules: RULES_HEADER.test(line) });
     inString = multiLineAfter(line, inString);
   });
+  // The comments just above a header travel with it: lines that begin outside a string and hold only a comment.
   const lead = (h: number): number => {
     let s = h;
-    while (s > 0 && COMMENT.test(lines[s - 1]!)) s--;
+    while (s > 0 && !inside[s - 1] && COMMENT.test(lines[s - 1]!)) s--;
     return s;
   };
   const blocks: Block[] = [];

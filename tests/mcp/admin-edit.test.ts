@@ -116,3 +116,13 @@ test("triple quotes inside a one-line string or a comment open no multi-line str
     `[approvals]\nbase_url = """\n"quoted" \\""" '''\n[[rules]]\n"""\n\n` + `[[rules]]\nname = "a"\naction = "deny"\n`;
   expect(names(addRule(multi, { name: "z", action: "deny" }, 0))).toEqual(["z", "a"]);
 });
+
+test("a multi-line string's last line that begins with # is not a comment of the next header", () => {
+  const text =
+    `[[rules]]\nname = "a"\naction = "deny"\nnote = '''\nfirst line\n# last line'''\n` +
+    `[[rules]]\nname = "b"\naction = "deny"\n`;
+  expect(names(removeRule(text, 1))).toEqual(["a"]);
+  expect(names(removeRule(text, 0))).toEqual(["b"]);
+  expect(names(addRule(text, { name: "c", action: "deny" }, 1))).toEqual(["a", "c", "b"]);
+  expect((parse(removeRule(text, 1)) as { rules: { note: string }[] }).rules[0]!.note).toBe("first line\n# last line");
+});
