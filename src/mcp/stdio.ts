@@ -6,8 +6,10 @@ import type { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { StdioServerTransport } from "@modelcontextprotocol/sdk/server/stdio.js";
 
 /**
- * The longest request line a client may send (the SDK's read buffer, its default size named here). A longer one
- * cannot be read as a request: the SDK drops the transport, and the server exits with status 1 and says why.
+ * The SDK's read buffer (its default size, named here): what it holds of a request line not yet ended, plus the
+ * chunk that arrives, may not pass it. So a request line up to this size is read when it arrives after the one
+ * before was answered, while two large lines sent back to back can pass it together. Past it the SDK drops the
+ * transport, and the server exits with status 1 and says why.
  */
 export const MAX_MCP_REQUEST_BYTES = 10 * 1024 * 1024;
 
