@@ -54,7 +54,6 @@ type Charset =
   | { readonly kind: "bom" };
 
 const BOM_CHARSET: Charset = Object.freeze({ kind: "bom" });
-
 const utf16le = new TextDecoder("utf-16le", { fatal: true, ignoreBOM: true });
 const utf16be = new TextDecoder("utf-16be", { fatal: true, ignoreBOM: true });
 

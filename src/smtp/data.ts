@@ -29,16 +29,24 @@ const enum State {
   DotCr,
 }
 
-/** Octets of a line looked at one by one before a native search takes over (short lines cost no call each). */
-const SHORT_SCAN = 16;
+/**
+ * Octets looked at or copied one by one before a native search or copy takes over, here and in the replay's
+ * dot-stuffing (upstream.ts): short lines cost no native call each.
+ */
+export const SHORT_RUN = 16;
 
-/** Moves `chunk[from, to)` down to `at` (at < from): short runs octet by octet, long ones with one native copy. */
-function moveDown(chunk: Buffer, at: number, from: number, to: number): void {
-  if (to - from > SHORT_SCAN) {
-    chunk.copyWithin(at, from, to);
-    return;
+/**
+ * Copies `src[from, to)` to `dst` at `at` and returns the octets copied: short runs octet by octet, long ones with one
+ * native copy. Within one buffer only downwards (`at` < `from`), as unstuffing in place moves content.
+ */
+export function copyRun(src: Buffer, from: number, to: number, dst: Buffer, at: number): number {
+  if (to - from > SHORT_RUN) {
+    if (src === dst) src.copyWithin(at, from, to);
+    else src.copy(dst, at, from, to);
+    return to - from;
   }
-  for (let k = from; k < to; k++) chunk[at++] = chunk[k]!;
+  for (let k = from; k < to; k++) dst[at++] = src[k]!;
+  return to - from;
 }
 
 export type DataResult =
@@ -72,7 +80,7 @@ export class DataReader {
       switch (state) {
         case State.LineStart:
           if (b === DOT) {
-            if (out !== run) moveDown(chunk, out, run, i);
+            if (out !== run) copyRun(chunk, run, i, chunk, out);
             out += i - run;
             run = i + 1;
             state = State.Dot;
@@ -85,8 +93,8 @@ export class DataReader {
           }
           break;
         case State.Middle: {
-          // A short line ends within SHORT_SCAN octets: found here, without a native call per line.
-          const stop = Math.min(chunk.length, i + SHORT_SCAN);
+          // A short line ends within SHORT_RUN octets: found here, without a native call per line.
+          const stop = Math.min(chunk.length, i + SHORT_RUN);
           let j = i;
           while (j < stop && chunk[j] !== CR && chunk[j] !== LF) j++;
           if (j < stop) {
@@ -128,7 +136,7 @@ export class DataReader {
     }
     // After a dropped dot (or a dot and CR) nothing of the line is content yet: the CR is either the end or an error.
     if (state !== State.Dot && state !== State.DotCr && chunk.length > run) {
-      if (out !== run) moveDown(chunk, out, run, chunk.length);
+      if (out !== run) copyRun(chunk, run, chunk.length, chunk, out);
       out += chunk.length - run;
     }
     if (out > start) this.#sink(chunk.subarray(start, out));

@@ -21,6 +21,7 @@ import {
   upstreamHint,
 } from "../net/index.ts";
 import { chooseOAuthMechanism, type MechanismSetting, oauthFailureAnswer, oauthInitialResponse } from "../net/sasl.ts";
+import { copyRun, SHORT_RUN } from "./data.ts";
 import {
   MAX_UPSTREAM_REPLY_LINE,
   MAX_UPSTREAM_REPLY_LINES,
@@ -201,19 +202,12 @@ function stuffInto(block: Buffer, lineStart: boolean, out: Buffer): number {
   let dot = lineStart && block[0] === DOT ? 0 : nextLineDot(block, 0);
   while (dot !== -1) {
     // Up to and including the dot; the next run starts at the same dot, so it goes out twice.
-    if (dot + 1 - from > SHORT_RUN) {
-      length += block.copy(out, length, from, dot + 1);
-    } else {
-      for (let k = from; k <= dot; k++) out[length++] = block[k]!;
-    }
+    length += copyRun(block, from, dot + 1, out, length);
     from = dot;
     dot = nextLineDot(block, dot + 1);
   }
   return length + block.copy(out, length, from);
 }
-
-/** Octets copied or searched one by one before a native call takes over: short lines cost no call each. */
-const SHORT_RUN = 16;
 
 /** Index of the next "." that starts a line, searching from `from`, or -1. */
 function nextLineDot(block: Buffer, from: number): number {
