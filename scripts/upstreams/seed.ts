@@ -158,7 +158,7 @@ const CONTACTS = [
 ] as const;
 
 /** mulberry32: small, fast, good enough for test data, same sequence everywhere. */
-function prng(seed: number): () => number {
+export function prng(seed: number): () => number {
   let state = seed >>> 0;
   return () => {
     state = (state + 0x6d2b79f5) >>> 0;
@@ -167,6 +167,12 @@ function prng(seed: number): () => number {
     t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
+}
+
+/** `prng(seed)` as whole numbers: each call `random(n)` gives one in [0, n). For the property tests too. */
+export function prngBelow(seed: number): (n: number) => number {
+  const next = prng(seed);
+  return (n) => Math.floor(next() * n);
 }
 
 function pick<T extends { readonly weight: number }>(items: readonly T[], random: () => number): T {

@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { prngBelow } from "../../scripts/upstreams/seed.ts";
 import { probeTarget } from "../../src/imap/commands/shared.ts";
 import { PROBE_TARGET_CHARS } from "../../src/imap/limits.ts";
 import { SelectedMailbox } from "../../src/imap/mailbox.ts";
@@ -248,11 +249,7 @@ describe("a probe row's target (PROBE_TARGET_CHARS)", () => {
 
 describe("upstream sets of spans (sets inside NOT and OR, commands/search.ts)", () => {
   test("the same ranges as listing the UIDs span by span, on random views; null past the budget", () => {
-    let seed = 7;
-    const random = (n: number): number => {
-      seed = (seed * 1103515245 + 12345) % 2147483648;
-      return Math.floor((seed / 2147483648) * n); // the high bits: the low ones repeat with short periods
-    };
+    const random = prngBelow(7);
     for (let round = 0; round < 3000; round++) {
       const all: number[] = [];
       const size = 1 + random(40);

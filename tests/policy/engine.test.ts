@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { prngBelow } from "../../scripts/upstreams/seed.ts";
 import { compilePolicy, type Request, type RuleSpec } from "../../src/policy/index.ts";
 
 const SEED: RuleSpec[] = [
@@ -449,11 +450,7 @@ describe("subtreeVisible: every folder below, whatever its name", () => {
   }
 
   test("sound on random rules: when it says yes, every sampled name below is visible", () => {
-    let state = 12345;
-    const random = (n: number) => {
-      state = (Math.imul(state, 1103515245) + 12345) >>> 0;
-      return (state >>> 8) % n;
-    };
+    const random = prngBelow(12345);
     // Non-ASCII letters whose case folding differs from lower-casing (ſ ~ s, ς ~ σ, İ), and an emoji (two UTF-16
     // units, one code point).
     const levels = ["a", "b", "ab", "x", "s", "S", "ſ", "σ", "ς", "Σ", "İ", "i", "📁"];

@@ -1,6 +1,7 @@
 /** DATA framing on bytes (RFC 5321 §4.1.1.4, §4.5.2): the end of the message, dot-unstuffing, bare CR/LF. */
 
 import { describe, expect, test } from "bun:test";
+import { prngBelow } from "../../scripts/upstreams/seed.ts";
 import { DataReader, type DataResult } from "../../src/smtp/data.ts";
 
 /** Feeds `input` split at the given offsets; returns the content and how the stream ended. */
@@ -121,11 +122,7 @@ describe("unstuffing in place", () => {
   }
 
   test("random input split at random points reads as the line-by-line reference does", () => {
-    let seed = 12345;
-    const random = (n: number): number => {
-      seed = (seed * 1103515245 + 12345) % 2147483648;
-      return Math.floor((seed / 2147483648) * n); // the high bits: the low ones repeat with short periods
-    };
+    const random = prngBelow(12345);
     const pieces = [".", ".", "\r\n", "\r\n", "a", "bc", "\r", "\n", "..\r\n", ".\r\n"];
     for (let round = 0; round < 3000; round++) {
       let input = "";

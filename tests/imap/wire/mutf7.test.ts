@@ -1,4 +1,5 @@
 import { describe, expect, test } from "bun:test";
+import { prngBelow } from "../../../scripts/upstreams/seed.ts";
 import { decodeMutf7, encodeMutf7 } from "../../../src/imap/wire/index.ts";
 
 describe("modified UTF-7", () => {
@@ -41,11 +42,7 @@ describe("modified UTF-7", () => {
   }
 
   test("round trip of random strings", () => {
-    let seed = 7;
-    const rand = (n: number): number => {
-      seed = (seed * 1103515245 + 12345) & 0x7fffffff;
-      return seed % n;
-    };
+    const rand = prngBelow(7);
     for (let i = 0; i < 2000; i++) {
       let s = "";
       const len = rand(12);
