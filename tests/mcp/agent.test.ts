@@ -19,6 +19,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
+import { ErrorCode, McpError } from "@modelcontextprotocol/sdk/types.js";
 import { freePorts } from "../../scripts/upstreams/ports.ts";
 import { MAX_PAGE_SIZE } from "../../src/mcp/agent.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
@@ -135,8 +136,22 @@ interface ToolOutput {
   blobs: string[];
 }
 
+/**
+ * A tool call and its result. Arguments the tool's schema refuses, or a tool that is not listed, are answered by the
+ * SDK with a protocol error (InvalidParams, MethodNotFound) rather than a tool result: that is returned as an error
+ * result too.
+ */
 async function callRaw(s: McpSession, name: string, args: Record<string, unknown> = {}): Promise<ToolOutput> {
-  const result = await s.client.callTool({ name, arguments: args }, undefined, { timeout: CALL_TIMEOUT_MS });
+  let result: Awaited<ReturnType<typeof s.client.callTool>>;
+  try {
+    result = await s.client.callTool({ name, arguments: args }, undefined, { timeout: CALL_TIMEOUT_MS });
+  } catch (e) {
+    // Only a refusal: a timeout or a lost connection is a failure of the test, never a refusal that passes.
+    const refused =
+      e instanceof McpError && (e.code === ErrorCode.InvalidParams || e.code === ErrorCode.MethodNotFound);
+    if (!refused) throw e;
+    return { text: e.message, isError: true, blobs: [] };
+  }
   const content = (result.content ?? []) as { type: string; text?: string; resource?: { blob?: string } }[];
   const text = content.map((c) => c.text ?? "").join("\n");
   const blobs = content.flatMap((c) => (c.resource?.blob === undefined ? [] : [c.resource.blob]));
@@ -278,10 +293,7 @@ describe("seed rules, pass-through", () => {
     expect(archive.text).toContain("does not exist");
     // Pages hold at most MAX_PAGE_SIZE messages: 100 is a page size, 101 is refused.
     expect(totalOf(await call(mcp, "list_messages", { page_size: MAX_PAGE_SIZE }))).toBe(expected.length);
-    const tooBig = await callRaw(mcp, "list_messages", { page_size: MAX_PAGE_SIZE + 1 }).catch((e: Error) => ({
-      text: e.message,
-      isError: true,
-    }));
+    const tooBig = await callRaw(mcp, "list_messages", { page_size: MAX_PAGE_SIZE + 1 });
     expect(tooBig.isError).toBe(true);
   });
 
@@ -567,13 +579,10 @@ action = "deny"
       expect(none.isError).toBe(true);
       expect(none.text).toContain("no message with those UIDs in INBOX");
     }
-    // An empty sender is not the account's: it would send as MAIL FROM:<>, a bounce. A day must exist.
-    // Nor is anything that is not one address: the composer would send each of these as MAIL FROM:<> too.
+    // A `from` that is not one address is refused: the composer would send each of these as MAIL FROM:<>, a bounce.
     for (const from of ["", " ", "Bob", "<>", '""', "a@corp.test, b@corp.test", "Kate <>"]) {
       for (const tool of ["save_draft", "send"] as const) {
-        const bounce = await callRaw(desk, tool, { to: ["x@corp.test"], subject: "s", text: "t", from }).catch(
-          (e: Error) => ({ text: e.message, isError: true, blobs: [] }),
-        );
+        const bounce = await callRaw(desk, tool, { to: ["x@corp.test"], subject: "s", text: "t", from });
         expect(`${tool} ${JSON.stringify(from)}: ${bounce.isError}`).toBe(`${tool} ${JSON.stringify(from)}: true`);
       }
     }
@@ -585,21 +594,14 @@ action = "deny"
         from: `Desk <${mailbox.address}>`,
       }),
     ).toContain("Draft saved");
+    // A day must exist.
     for (const since of ["2026-02-30", "0000-00-00", "2026-13-01"]) {
-      const day = await callRaw(desk, "search", { folder: "INBOX", since }).catch((e: Error) => ({
-        text: e.message,
-        isError: true,
-        blobs: [],
-      }));
+      const day = await callRaw(desk, "search", { folder: "INBOX", since });
       expect(day.isError).toBe(true);
     }
     expect(await call(desk, "search", { folder: "INBOX", since: "2024-02-29" })).toContain("in total");
     // The reader may not do any of it: the tools are not there, and the proxy refuses what it is asked anyway.
-    const unknown = await callRaw(reader, "delete", { folder: "INBOX", uids: [target.uid] }).catch((e: Error) => ({
-      text: e.message,
-      isError: true,
-      blobs: [],
-    }));
+    const unknown = await callRaw(reader, "delete", { folder: "INBOX", uids: [target.uid] });
     expect(unknown.isError).toBe(true);
   });
 });

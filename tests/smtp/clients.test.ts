@@ -74,8 +74,8 @@ test("nodemailer: allowed mail arrives with an identical body and the approved e
 });
 
 test("nodemailer: a body of short dotted lines over several spool blocks arrives byte for byte", async () => {
-  // Unstuffed in place on the way in, stuffed again block by block on the way out (docs/smtp.md "Limits"): dots at
-  // every offset of a block edge, lines of one to forty octets.
+  // Unstuffed in place on the way in, stuffed again block by block on the way out (docs/smtp.md "DATA on the wire"):
+  // dots at every offset of a block edge, lines of one to forty octets.
   const m = marker();
   const patterns = ["..", ".", ".x", "", "...", ". .", "a.b"];
   const lines = [`dots ${m}`];
