@@ -110,13 +110,6 @@ export function intersectSpans(a: Spans, b: Spans): Spans {
   return out;
 }
 
-/** How many positions `spans` holds. */
-export function spanCount(spans: Spans): number {
-  let n = 0;
-  for (let i = 0; i < spans.length; i += 2) n += spans[i + 1]! - spans[i]! + 1;
-  return n;
-}
-
 export class SelectedMailbox {
   /** The folder as the agent named it (upstream spelling) and its policy name (`/`-separated). */
   readonly name: string;

@@ -109,24 +109,39 @@ describe("sets among the keys that must all match: intersected over the view", (
     });
   }
 
-  test("filtered: at most UPSTREAM_SET_RANGES messages go upstream as a UID set; more stay local, ALL upstream", () => {
+  test("filtered: up to UPSTREAM_SET_RANGES ranges go upstream, however many messages; more stay local", () => {
     const uids = Array.from({ length: 5000 }, (_, i) => i + 1);
     // A filter that happens to show every message: the folder is still filtered, its UIDs could be scattered.
     const box = new SelectedMailbox("INBOX", "INBOX", true, uids, new VisibleSet(uids, 5000));
-    const at = upstreamCriteria(box, [{ key: "SEQ", set: [{ start: 1, stop: UPSTREAM_SET_RANGES }] }]);
-    expect(at).toEqual({ criteria: [{ key: "UID", set: [{ start: 1, stop: UPSTREAM_SET_RANGES }] }], local: null });
-    const past = upstreamCriteria(box, [
+    const long = upstreamCriteria(box, [
       { key: "SEQ", set: [{ start: 1, stop: STAR }] },
-      { key: "UID", set: [{ start: 10, stop: UPSTREAM_SET_RANGES + 10 }] },
+      { key: "UID", set: [{ start: 10, stop: 4010 }] },
       { key: "SEEN" },
     ]);
-    expect(past).toEqual({ criteria: [{ key: "SEEN" }], local: [10, UPSTREAM_SET_RANGES + 10] });
+    // 4,001 messages, no hidden one between: one range upstream, no local intersection.
+    expect(long).toEqual({
+      criteria: [{ key: "UID", set: [{ start: 10, stop: 4010 }] }, { key: "SEEN" }],
+      local: null,
+    });
     // Nothing in common: nothing matches, and upstream is told so.
     const none = upstreamCriteria(box, [
       { key: "SEQ", set: [{ start: 1, stop: 2 }] },
       { key: "SEQ", set: [{ start: 4, stop: 5 }] },
     ]);
     expect(none.criteria).toEqual([{ key: "NOT", operand: { key: "ALL" } }]);
+    // Every other message hidden: each visible one is a range of its own upstream.
+    const odd = uids.filter((u) => u % 2 === 1);
+    const scattered = new SelectedMailbox("INBOX", "INBOX", true, uids, new VisibleSet(odd, 5000));
+    const at = upstreamCriteria(scattered, [{ key: "SEQ", set: [{ start: 1, stop: UPSTREAM_SET_RANGES }] }]);
+    expect(at.local).toBeNull();
+    expect(at.criteria).toEqual([
+      { key: "UID", set: odd.slice(0, UPSTREAM_SET_RANGES).map((u) => ({ start: u, stop: u })) },
+    ]);
+    const past = upstreamCriteria(scattered, [
+      { key: "SEQ", set: [{ start: 1, stop: UPSTREAM_SET_RANGES + 1 }] },
+      { key: "SEEN" },
+    ]);
+    expect(past).toEqual({ criteria: [{ key: "SEEN" }], local: [1, odd[UPSTREAM_SET_RANGES]!] });
   });
 
   test("unfiltered: up to UPSTREAM_SET_RANGES spans go upstream as UID ranges, whatever they hold", () => {

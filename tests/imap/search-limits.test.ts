@@ -134,6 +134,45 @@ test("an unfiltered folder: a long range goes upstream as the range, not as ALL 
   }
 });
 
+test("a filtered folder: a long run of visible messages goes upstream as one range, not as ALL", async () => {
+  // A rule on the sender makes INBOX filtered; no seeded message matches it, so all 2,100 stay visible.
+  const filtered = await startTestProxy({
+    rules: `
+[[rules]]
+name = "one sender hidden"
+folders = ["INBOX"]
+from = "nobody@nowhere.invalid"
+action = "deny"
+operations = ["read"]
+
+[[rules]]
+name = "everything else"
+action = "allow"
+`,
+  });
+  const raw = await RawImap.login(filtered.port, mailbox);
+  try {
+    expect(await raw.command("s", "EXAMINE INBOX")).toContain(`* ${MESSAGES} EXISTS`);
+    const { writes, restore } = recordWrites();
+    let reply: string;
+    try {
+      reply = await raw.command("p", "UID SEARCH UID 200:1900 NOT DELETED");
+    } finally {
+      restore();
+    }
+    const found = searched(reply, "p");
+    expect(found).toEqual(searched(await direct.command("d", "UID SEARCH UID 200:1900 NOT DELETED"), "d"));
+    // More messages than UPSTREAM_SET_RANGES, but one range: it goes upstream as it is.
+    expect(found.length).toBeGreaterThan(UPSTREAM_SET_RANGES);
+    const upstream = writes.filter((w) => / UID SEARCH /.test(w));
+    expect(upstream).toHaveLength(1);
+    expect(upstream[0]).toMatch(/ UID SEARCH UID 200:1900 /);
+  } finally {
+    raw.close();
+    await filtered.close();
+  }
+});
+
 test("an unknown charset: NO [BADCHARSET (...)] with the supported ones, as Dovecot (RFC 9051 §6.4.4)", async () => {
   for (const [tag, command] of [
     ["c1", "SEARCH CHARSET KOI8-R ALL"],

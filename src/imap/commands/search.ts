@@ -5,7 +5,7 @@
 
 import { esearchResponse } from "../ext/esearch.ts";
 import { MAX_SEARCH_NESTED_RANGES, MAX_SEARCH_SETS, UPSTREAM_SET_RANGES } from "../limits.ts";
-import { intersectSpans, type SelectedMailbox, type Spans, spanCount } from "../mailbox.ts";
+import { intersectSpans, type SelectedMailbox, type Spans } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import { hasModseq, type SearchKey, type SearchReturnOption, type SeqRange, type SeqSet } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
@@ -77,10 +77,10 @@ function conjuncts(keys: readonly SearchKey[]): SearchKey[] {
 /**
  * The agent's criteria as upstream criteria over its view. The sequence and UID sets among the keys that must all
  * match (the top level, and parenthesized lists there) are intersected here, range by range, into one set of
- * positions in the view: it goes upstream as a UID set when it holds at most UPSTREAM_SET_RANGES messages (in an
- * unfiltered folder: UID ranges, one per span, at most UPSTREAM_SET_RANGES of them), and is otherwise applied
- * locally (`local`: UID ranges) with ALL upstream (a filtered folder's UIDs are scattered, too many for one command
- * line); the criteria are ANDed, so that is the same. Sets nested in NOT or OR go upstream.
+ * positions in the view: it goes upstream as a UID set when that takes at most UPSTREAM_SET_RANGES ranges (in an
+ * unfiltered folder one per span; in a filtered one a range stops where a hidden message lies), and is otherwise
+ * applied locally (`local`: UID ranges) with ALL upstream (a filtered folder's UIDs may be scattered, too many for
+ * one command line); the criteria are ANDed, so that is the same. Sets nested in NOT or OR go upstream.
  * Cost: the sets' ranges, sorted, plus one walk of the view per nested set; at most MAX_SEARCH_SETS sets, else
  * NO [LIMIT]. SORT and THREAD share it.
  */
@@ -116,9 +116,11 @@ export function upstreamCriteria(
     for (let i = 0; i < ranges.length; i += 2) set.push({ start: ranges[i]!, stop: ranges[i + 1]! });
     return { criteria: [{ key: "UID", set }, ...out], local: null };
   }
-  if (spanCount(spans) <= UPSTREAM_SET_RANGES) {
-    return { criteria: [{ key: "UID", set: box.upstreamSet(box.uidsIn(spans)) }, ...out], local: null };
-  }
+  // A filtered folder: hidden messages may lie between two of the agent's, so the ranges upstream are found over U
+  // (`upstreamSetIn`, without listing the messages): a contiguous run of visible messages is one range, however
+  // long; more than UPSTREAM_SET_RANGES of them stay local.
+  const set = box.upstreamSetIn(spans, UPSTREAM_SET_RANGES);
+  if (set !== null) return { criteria: [{ key: "UID", set }, ...out], local: null };
   return { criteria: out.length === 0 ? [{ key: "ALL" }] : out, local: box.uidRangesOf(spans) };
 }
 
