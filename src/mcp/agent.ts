@@ -44,6 +44,12 @@ import { type AgentTool, agentTools } from "./tools.ts";
 /** Largest page of `list_messages` and `search`. */
 export const MAX_PAGE_SIZE = 100;
 export const DEFAULT_PAGE_SIZE = 20;
+/**
+ * Most UIDs one `set_flags`, `move` or `delete` call names (docs/mcp.md "Agent tools"). Each goes to the proxy in a
+ * `UID SEARCH UID ...` and then the write, as a list: at up to 11 octets a UID, 1,000 keep those lines near 11 KB, far
+ * below the proxy's 64 KB line limit (MAX_LINE), which about 6,000 UIDs of ten digits would pass.
+ */
+export const MAX_TOOL_UIDS = 1000;
 /** Largest message `get_message` and `get_attachment` fetch (RFC822.SIZE). */
 export const MAX_MESSAGE_BYTES = 25 * 1024 * 1024;
 /** Largest attachment `get_attachment` returns (decoded bytes; the result carries them base64-encoded). */
@@ -541,7 +547,11 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
         }),
     );
 
-  const uidsArg = z.array(z.number().int().positive()).min(1).describe("UIDs in the folder");
+  const uidsArg = z
+    .array(z.number().int().positive())
+    .min(1)
+    .max(MAX_TOOL_UIDS)
+    .describe(`UIDs in the folder, at most ${MAX_TOOL_UIDS}`);
   if (has("set_flags"))
     server.registerTool(
       "set_flags",

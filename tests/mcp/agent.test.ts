@@ -21,7 +21,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { ErrorCode, McpError } from "@modelcontextprotocol/sdk/types.js";
 import { freePorts } from "../../scripts/upstreams/ports.ts";
-import { MAX_PAGE_SIZE } from "../../src/mcp/agent.ts";
+import { MAX_PAGE_SIZE, MAX_TOOL_UIDS } from "../../src/mcp/agent.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { runCli, type Served, serveChild } from "../e2e/serve-child.ts";
 import {
@@ -570,11 +570,20 @@ action = "deny"
     expect(await call(desk, "set_flags", { folder: "INBOX", uids: [still, still, 999_999], add: ["seen"] })).toBe(
       "Flags updated on 1 message(s) in INBOX. Not found (no message with that UID): 999999.",
     );
+    // At most MAX_TOOL_UIDS UIDs a call, each of up to ten digits: the lookup and the write fit the proxy's lines.
+    const far = Array.from({ length: MAX_TOOL_UIDS - 1 }, (_, i) => 4_294_967_295 - 2 * i);
+    const atLimit = await call(desk, "set_flags", { folder: "INBOX", uids: [still, ...far], add: ["seen"] });
+    expect(atLimit).toBe(
+      `Flags updated on 1 message(s) in INBOX. Not found (no message with that UID): ${far.join(", ")}.`,
+    );
     for (const [tool, args] of [
       ["delete", {}],
       ["move", { to_folder: "Archive" }],
       ["set_flags", { add: ["seen"] }],
     ] as const) {
+      const past = await callRaw(desk, tool, { folder: "INBOX", uids: [still, ...far, 7], ...args });
+      expect(past.isError).toBe(true);
+      expect(past.text).toContain(String(MAX_TOOL_UIDS));
       const none = await callRaw(desk, tool, { folder: "INBOX", uids: [second!.uid, 999_999], ...args });
       expect(none.isError).toBe(true);
       expect(none.text).toContain("no message with those UIDs in INBOX");
