@@ -33,7 +33,7 @@ import {
 } from "../smtp/upstream.ts";
 import { attachmentsShown, MORE_TEXT } from "./preview.ts";
 import { type ApprovalContext, approvalEvent } from "./service.ts";
-import type { ApprovalRow, HeldMessage, Preview } from "./store.ts";
+import type { ApprovalRow, HeldDetails, Preview } from "./store.ts";
 
 /** Waits between the attempts of one notice: a notice is tried at most 1 + this many times (about 13 minutes). */
 export const NOTICE_RETRY_DELAYS_MS: readonly number[] = [5_000, 30_000, 120_000, 600_000];
@@ -204,7 +204,7 @@ function source(message: Buffer): MessageSource {
 }
 
 /** The account notices are sent as: `[approvals] notify_account`, else the held message's own account (vault). */
-function noticeAccount(config: Config, held: HeldMessage): AccountConfig {
+function noticeAccount(config: Config, held: HeldDetails): AccountConfig {
   const name = config.approvals.notifyAccount ?? held.account;
   if (name === null) throw new PermanentError("no account to send notices as: [approvals] notify_account is not set");
   const account = config.accounts[name];
@@ -270,7 +270,7 @@ export class Notifier {
    */
   held(row: ApprovalRow): void {
     this.#background(() => {
-      const held = this.#ctx.store.message(row.id);
+      const held = this.#ctx.store.details(row.id);
       const current = this.#ctx.store.row(row.id);
       // Decided or expired already: nothing to ask.
       if (held === null || current?.state !== "held" || current.expires <= Date.now()) return;
@@ -334,7 +334,7 @@ export class Notifier {
    * A held message was decided (`row.state` is sent, failed, denied or expired): with `[approvals] notify_sender`,
    * tells the envelope sender. `held` is the record read before it was wiped.
    */
-  decided(row: ApprovalRow, held: HeldMessage): void {
+  decided(row: ApprovalRow, held: HeldDetails): void {
     if (!this.#ctx.config.approvals.notifySender) return;
     const state = row.state;
     if (state !== "sent" && state !== "failed" && state !== "denied" && state !== "expired") return;
@@ -371,7 +371,7 @@ export class Notifier {
     this.#running.add(p);
   }
 
-  #enqueue(row: ApprovalRow, command: string, to: string, what: string, held: HeldMessage, notice: NoticeText): void {
+  #enqueue(row: ApprovalRow, command: string, to: string, what: string, held: HeldDetails, notice: NoticeText): void {
     const max = this.#options.queueMax ?? NOTICE_QUEUE_MAX;
     if (this.#queued >= max) {
       this.#failed(row, command, `${to} (${what})`, `more than ${max} notices pending`);
@@ -475,7 +475,7 @@ export class Notifier {
    * Pass-through mode without `notify_account` sends no notice (the agent's own login is never used for one):
    * `check` warned about it; a log line says so for each message.
    */
-  #hasAccount(row: ApprovalRow, held: HeldMessage): boolean {
+  #hasAccount(row: ApprovalRow, held: HeldDetails): boolean {
     if (this.#ctx.config.approvals.notifyAccount !== null || held.account !== null) return true;
     this.#log.warn(`approval ${row.id}: no notice sent: [approvals] notify_account is not set (pass-through mode)`);
     return false;

@@ -21,7 +21,7 @@ import {
   type SendResult,
   UpstreamSession,
 } from "../smtp/upstream.ts";
-import type { ApprovalRow, ApprovalState, ApprovalStore, HeldMessage } from "./store.ts";
+import type { ApprovalRow, ApprovalState, ApprovalStore, HeldDetails, HeldMessage } from "./store.ts";
 
 export interface ApprovalContext {
   readonly config: Config;
@@ -38,7 +38,7 @@ export interface ApprovalContext {
    * Called once a held message is sent, refused upstream, denied or expired, with its record as read before it was
    * wiped: the sender's result notice (src/approvals/notify.ts).
    */
-  readonly onDecided?: ((row: ApprovalRow, held: HeldMessage) => void) | undefined;
+  readonly onDecided?: ((row: ApprovalRow, held: HeldDetails) => void) | undefined;
 }
 
 export type ApproveResult =
@@ -285,7 +285,7 @@ export async function deny(ctx: ApprovalContext, id: string, by: string, reason:
     );
     return { outcome: "not-denied", reason: AUDIT_UNAVAILABLE };
   }
-  const held = ctx.onDecided === undefined ? null : ctx.store.message(id);
+  const held = ctx.onDecided === undefined ? null : ctx.store.details(id);
   let before: ApprovalState | "unknown";
   try {
     before = ctx.store.deny(id, by, reason);
@@ -309,11 +309,11 @@ export async function deny(ctx: ApprovalContext, id: string, by: string, reason:
  */
 export function expireDue(ctx: ApprovalContext, now = Date.now()): ApprovalRow[] {
   if (!ctx.audit.healthy) return [];
-  const records = new Map<string, HeldMessage>();
+  const records = new Map<string, HeldDetails>();
   if (ctx.onDecided !== undefined)
     for (const r of ctx.store.list())
       if (r.state === "held" && r.expires <= now) {
-        const held = ctx.store.message(r.id);
+        const held = ctx.store.details(r.id);
         if (held !== null) records.set(r.id, held);
       }
   const due = ctx.store.expireDue(now);

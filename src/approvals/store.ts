@@ -2,8 +2,10 @@
  * Held messages (docs/approvals.md): a send an `ask` rule stopped, kept until a person approves or denies it, or
  * it expires. Two parts in the state database (src/state/store.ts):
  *
- * - a sealed record of kind "held" (AES-256-GCM): the message bytes, the envelope, the preview shown to approvers
- *   and, in pass-through mode, the agent's upstream credentials. Nothing of it is in clear on disk.
+ * - a sealed record of kind "held" (AES-256-GCM): the envelope, the preview shown to approvers and, in pass-through
+ *   mode, the agent's upstream credentials; and the message bytes as sealed records of kind "held-part", at most
+ *   HELD_PART_BYTES each, written one per turn of the event loop (docs/approvals.md "Limits"). Nothing of it is in
+ *   clear on disk.
  * - a plain row in `approvals`: id, state, times, the message's SHA-256, the rule that asked, who decided, whether
  *   every approver's notice was accepted upstream (`notified`). No address, subject or body.
  * - `approval_notices`: one row per approver whose notice the upstream accepted, named by an HMAC of the message id
@@ -15,9 +17,27 @@
 
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { asciiLowerCase } from "../mail/ascii.ts";
-import type { SealedStore } from "../state/store.ts";
+import { SealedRecordError, type SealedStore } from "../state/store.ts";
 
 export const HELD_KIND = "held";
+/** The sealed records of a held message's bytes: `<id>.<n>`, n from 0 (docs/approvals.md "Limits"). */
+export const HELD_PART_KIND = "held-part";
+/**
+ * Bytes of a held message per sealed part. Each part is sealed and committed (synchronous=FULL) in a turn of the
+ * event loop of its own, so storing a 50 MiB message holds other sessions up for one part's work at a time, not
+ * for the whole message (about 1.4 s at 48 MB when it was one record).
+ */
+export const HELD_PART_BYTES = 1024 * 1024;
+
+/** The id of part `n` of held message `id`. Ids are hex (ID_PATTERN), so `<id>.` and `<id>/` bound its parts. */
+function partId(id: string, n: number): string {
+  return `${id}.${n}`;
+}
+
+/** Lets the event loop run other work (sessions' I/O, timers) before the next part is stored. */
+function nextTurn(): Promise<void> {
+  return new Promise((resolve) => setImmediate(resolve));
+}
 
 export type ApprovalState = "held" | "sending" | "sent" | "failed" | "denied" | "expired" | "needs-check";
 
@@ -37,10 +57,9 @@ export interface Preview {
   readonly textCut?: boolean;
 }
 
-export interface HeldMessage {
+/** A held message without its bytes: what approvers, notices and the upstream login need. */
+export interface HeldDetails {
   readonly envelope: { readonly from: string; readonly recipients: readonly string[]; readonly eightBit: boolean };
-  /** The exact bytes the agent sent, before dot-stuffing. */
-  readonly message: Buffer;
   /** Vault mode: the account whose login sends it when approved. */
   readonly account: string | null;
   /** Pass-through mode: the agent's upstream login, wiped when the message is decided or expires. */
@@ -53,6 +72,11 @@ export interface HeldMessage {
    */
   readonly tokenHash?: string | null;
   readonly preview: Preview;
+}
+
+export interface HeldMessage extends HeldDetails {
+  /** The exact bytes the agent sent, before dot-stuffing. */
+  readonly message: Buffer;
 }
 
 export interface ApprovalRow {
@@ -174,27 +198,78 @@ export class ApprovalStore {
   }
 
   /**
-   * Stores a held message durably (one transaction, synchronous=FULL) as `id` (newApprovalId(): the caller may
-   * write its audit rows first) and returns its row.
+   * Stores a held message durably as `id` (newApprovalId(): the caller may write its audit rows first) and returns
+   * its row. The bytes go first, HELD_PART_BYTES per sealed part, each committed (synchronous=FULL) in a turn of its
+   * own; then one transaction checks that every part is there and adds the record of its details and its row, which
+   * is when the message exists. Until then nothing names the parts: if the process stops between, `recover` at the
+   * next start removes them; if storing fails, they are removed here.
    */
-  hold(
+  async hold(
     held: HeldMessage,
     rule: { name: string; index: number | null; groups: readonly string[] },
     expires: number,
     now = Date.now(),
     id = newApprovalId(),
-  ): ApprovalRow {
-    const sha256 = createHash("sha256").update(held.message).digest("hex");
-    this.state.transaction(() => {
-      this.state.put(HELD_KIND, id, encode(held));
-      this.state.db
-        .query(
-          "INSERT INTO approvals (id, state, created, expires, sha256, rule, rule_index, groups, agent, updated) " +
-            "VALUES (?, 'held', ?, ?, ?, ?, ?, ?, ?, ?)",
-        )
-        .run(id, now, expires, sha256, rule.name, rule.index, JSON.stringify(rule.groups), held.agent, now);
-    });
+  ): Promise<ApprovalRow> {
+    const { message, ...details } = held;
+    const parts = Math.ceil(message.length / HELD_PART_BYTES);
+    const hash = createHash("sha256");
+    try {
+      for (let n = 0; n < parts; n++) {
+        if (n > 0) await nextTurn();
+        const part = message.subarray(n * HELD_PART_BYTES, (n + 1) * HELD_PART_BYTES);
+        hash.update(part);
+        this.state.put(HELD_PART_KIND, partId(id, n), part);
+      }
+      const sha256 = hash.digest("hex");
+      this.state.transaction(() => {
+        if (this.#partCount(id) !== parts)
+          throw new Error(`held message ${id}: a part was removed while it was stored`);
+        this.state.put(HELD_KIND, id, JSON.stringify({ ...details, parts, bytes: message.length }));
+        this.state.db
+          .query(
+            "INSERT INTO approvals (id, state, created, expires, sha256, rule, rule_index, groups, agent, updated) " +
+              "VALUES (?, 'held', ?, ?, ?, ?, ?, ?, ?, ?)",
+          )
+          .run(id, now, expires, sha256, rule.name, rule.index, JSON.stringify(rule.groups), held.agent, now);
+      });
+    } catch (e) {
+      try {
+        this.#deleteParts(id);
+      } catch {
+        // The database itself failed: `recover` removes parts that no record names at the next start.
+      }
+      throw e;
+    }
     return this.row(id)!;
+  }
+
+  /**
+   * Removes a message that was held but whose agent never got the reply saying so (its session ended while it was
+   * stored): the agent would send it again. Only while it is still "held"; returns whether it was removed.
+   */
+  withdraw(id: string): boolean {
+    return this.state.transaction(() => {
+      if (this.row(id)?.state !== "held") return false;
+      this.state.delete(HELD_KIND, id);
+      this.#deleteParts(id);
+      this.state.db.query("DELETE FROM approval_notices WHERE id = ?").run(id);
+      this.state.db.query("DELETE FROM approvals WHERE id = ?").run(id);
+      return true;
+    });
+  }
+
+  #partCount(id: string): number {
+    const r = this.state.db
+      .query("SELECT COUNT(*) AS n FROM sealed WHERE kind = ? AND id > ? AND id < ?")
+      .get(HELD_PART_KIND, `${id}.`, `${id}/`) as { n: number };
+    return r.n;
+  }
+
+  #deleteParts(id: string): void {
+    this.state.db
+      .query("DELETE FROM sealed WHERE kind = ? AND id > ? AND id < ?")
+      .run(HELD_PART_KIND, `${id}.`, `${id}/`);
   }
 
   /** Holds of this process under way (their audit rows on their way to disk), per agent without case. */
@@ -243,10 +318,41 @@ export class ApprovalStore {
     return (this.state.db.query("SELECT * FROM approvals ORDER BY created, id").all() as RawRow[]).map(toRow);
   }
 
-  /** The sealed message, null once it was wiped (decided, expired). */
+  /**
+   * The held message without its bytes (one small record), null once it was wiped (decided, expired). A record
+   * written before the bytes were stored in parts holds them too: they are read and dropped.
+   */
+  details(id: string): HeldDetails | null {
+    const box = this.state.get(HELD_KIND, id);
+    if (box === null) return null;
+    const { message: _, parts: _p, bytes: _b, ...details } = JSON.parse(box.toString("utf8")) as StoredHeld;
+    return details;
+  }
+
+  /**
+   * The sealed message with its bytes, null once it was wiped (decided, expired). SealedRecordError when a part is
+   * missing, does not open, or the bytes are not the ones held (their SHA-256 in the row).
+   */
   message(id: string): HeldMessage | null {
     const box = this.state.get(HELD_KIND, id);
-    return box === null ? null : decode(box);
+    if (box === null) return null;
+    const { message, parts, bytes, ...details } = JSON.parse(box.toString("utf8")) as StoredHeld;
+    // Written before the bytes were stored in parts: they are in this record, base64.
+    if (message !== undefined) return { ...details, message: Buffer.from(message, "base64") };
+    if (parts === undefined || bytes === undefined) throw new SealedRecordError(`held message ${id} has no bytes`);
+    const out = Buffer.allocUnsafe(bytes);
+    let filled = 0;
+    for (let n = 0; n < parts; n++) {
+      const part = this.state.get(HELD_PART_KIND, partId(id, n));
+      if (part === null || filled + part.length > bytes)
+        throw new SealedRecordError(`held message ${id}: part ${n} is missing or too long`);
+      out.set(part, filled);
+      filled += part.length;
+    }
+    const sha256 = createHash("sha256").update(out).digest("hex");
+    if (filled !== bytes || sha256 !== this.row(id)?.sha256)
+      throw new SealedRecordError(`held message ${id}: its parts are not the message that was held`);
+    return { ...details, message: out };
   }
 
   /**
@@ -325,9 +431,16 @@ export class ApprovalStore {
         this.#update(r.id, "needs-check", r.decidedBy, "the process stopped during the replay", null, now);
       // The credentials are not needed any more: nothing replays a needs-check message.
       for (const r of stuck) {
-        const held = this.message(r.id);
-        if (held?.credentials) this.state.put(HELD_KIND, r.id, encode({ ...held, credentials: null }));
+        const box = this.state.get(HELD_KIND, r.id);
+        if (box === null) continue;
+        const stored = JSON.parse(box.toString("utf8")) as StoredHeld;
+        if (stored.credentials) this.state.put(HELD_KIND, r.id, JSON.stringify({ ...stored, credentials: null }));
       }
+      // Parts that no held message names: a process stopped while it stored them (`hold`). Only the proxy holds
+      // messages, and this runs at its start, before any session: no part is being written now.
+      this.state.db
+        .query("DELETE FROM sealed WHERE kind = ? AND substr(id, 1, 32) NOT IN (SELECT id FROM sealed WHERE kind = ?)")
+        .run(HELD_PART_KIND, HELD_KIND);
       return stuck;
     });
   }
@@ -394,6 +507,7 @@ export class ApprovalStore {
   ): void {
     this.#update(id, state, by, reason, upstreamReply, now);
     this.state.delete(HELD_KIND, id);
+    this.#deleteParts(id);
     this.state.db.query("DELETE FROM approval_notices WHERE id = ?").run(id);
   }
 
@@ -432,11 +546,8 @@ export class ApprovalStore {
   }
 }
 
-function encode(held: HeldMessage): string {
-  return JSON.stringify({ ...held, message: held.message.toString("base64") });
-}
-
-function decode(box: Buffer): HeldMessage {
-  const raw = JSON.parse(box.toString("utf8")) as Omit<HeldMessage, "message"> & { message: string };
-  return { ...raw, message: Buffer.from(raw.message, "base64") };
-}
+/**
+ * The record of kind "held": the details, and either how the bytes are stored in parts (`parts`, `bytes`) or, in a
+ * record written before parts, the bytes themselves (`message`, base64).
+ */
+type StoredHeld = HeldDetails & { message?: string; parts?: number; bytes?: number };

@@ -102,7 +102,7 @@ export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Re
       const why = html(AUDIT_UNAVAILABLE);
       return page(503, "Unavailable", `<p>The message is still held, but cannot be shown now: ${why}.</p>`);
     }
-    const held = ctx.store.message(id);
+    const held = ctx.store.details(id);
     const p = held?.preview;
     const preview =
       p === undefined

@@ -1380,7 +1380,7 @@ export class SmtpSession {
     }
     let row: ApprovalRow;
     try {
-      row = store.hold(
+      row = await store.hold(
         {
           envelope: { from: tx.sender, recipients: tx.recipients.map((r) => r.address), eightBit: tx.eightBit },
           message,
@@ -1411,6 +1411,26 @@ export class SmtpSession {
         reason: `not held: cannot hold for approval: ${errorMessage(e)}`,
       });
       return refuse();
+    }
+    if (this.#closing) {
+      // The session ended while the message was stored (it is stored over several turns, docs/approvals.md
+      // "Limits"): as above, the agent cannot get its 250, so the message is taken back before anyone is asked.
+      let withdrawn = false;
+      try {
+        withdrawn = store.withdraw(row.id);
+      } catch (e) {
+        moduleLogger("smtp").error(`session ${this.id}: cannot take back held message ${row.id}: ${errorMessage(e)}`);
+      }
+      if (withdrawn) {
+        this.#audit({
+          command: "DATA",
+          operation: "mail:send",
+          target: approvalId,
+          decision: "error",
+          reason: `not held: the session ended while it was stored (${this.#endReason})`,
+        });
+        return;
+      }
     }
     this.#send(reply(250, "2.0.0", `Held for approval as ${row.id}`));
     this.#ctx.onHeld?.(row);

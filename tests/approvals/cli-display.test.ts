@@ -32,7 +32,7 @@ const SUBJECT = `report ${HOSTILE} end`;
 const RAW_CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\u202a-\u202e\u2066-\u2069]/;
 
 /** A held message with the agent's controls in its preview; `reply`: then approved and refused with that reply. */
-function heldMessage(reply?: string): { file: string; id: string } {
+async function heldMessage(reply?: string): Promise<{ file: string; id: string }> {
   const dir = mkdtempSync(join(tmpdir(), "mg-approvals-cli-"));
   dirs.push(dir);
   const file = join(dir, "mailgator.toml");
@@ -55,7 +55,7 @@ function heldMessage(reply?: string): { file: string; id: string } {
       "latin1",
     );
     const store = new ApprovalStore(state);
-    const row = store.hold(
+    const row = await store.hold(
       {
         envelope: { from: "a@corp.test", recipients: ["boss@corp.test", "x@outside.example"], eightBit: true },
         message,
@@ -90,7 +90,7 @@ async function run(argv: string[]): Promise<string> {
 }
 
 test("show prints the agent's subject, text and attachment names without their control characters", async () => {
-  const { file, id } = heldMessage();
+  const { file, id } = await heldMessage();
   const text = await run(["show", id, "-c", file]);
   expect(text).not.toMatch(RAW_CONTROL);
   expect(text).toContain(`subject: report ${REPLACED} end`);
@@ -109,7 +109,7 @@ test("show prints the agent's subject, text and attachment names without their c
 test("list prints no control character either, as text or JSON: an upstream reply is not trusted", async () => {
   // The upstream server's reply is kept with the row and listed (JSON): a C1 CSI in it is escaped there.
   const reply = `550 \x9b2K\u202e\u200frefused`;
-  const { file, id } = heldMessage(reply);
+  const { file, id } = await heldMessage(reply);
   const text = await run(["list", "-c", file]);
   expect(text).toContain(`${id}  failed`);
   expect(text).not.toMatch(RAW_CONTROL);

@@ -305,7 +305,7 @@ describe("the notifier's limits", () => {
     const state = SealedStore.open(config.state.path, { secretsFile: join(dir, "key"), env: {}, create: true })!;
     try {
       const store = new ApprovalStore(state);
-      const row = store.hold(
+      const row = await store.hold(
         {
           envelope: { from: "a@x.test", recipients: ["b@y.test"], eightBit: false },
           message: MESSAGE,

@@ -71,13 +71,13 @@ test("a database made before notices were recorded gains the column and the tabl
   }
 });
 
-test("accepted notices are kept per approver, not in clear, and wiped with the message", () => {
+test("accepted notices are kept per approver, not in clear, and wiped with the message", async () => {
   const { dir, state } = open();
   try {
     const store = new ApprovalStore(state);
     const now = Date.now();
-    const row = store.hold(HELD, RULE, now + 60_000, now);
-    const expiring = store.hold(HELD, RULE, now + 1_000, now);
+    const row = await store.hold(HELD, RULE, now + 60_000, now);
+    const expiring = await store.hold(HELD, RULE, now + 1_000, now);
     expect(row.notified).toBe(false);
     expect(
       store
@@ -116,14 +116,14 @@ test("accepted notices are kept per approver, not in clear, and wiped with the m
   }
 });
 
-test("heldCount counts an agent's held and sending messages, a login's spellings together, not decided ones", () => {
+test("heldCount counts an agent's held and sending messages, a login's spellings together, not decided", async () => {
   const { state } = open();
   try {
     const store = new ApprovalStore(state);
     const now = Date.now();
-    const first = store.hold({ ...HELD, agent: "Me@Corp.test" }, RULE, now + 60_000, now, "c".repeat(32));
-    store.hold({ ...HELD, agent: "me@corp.test" }, RULE, now + 60_000, now, "d".repeat(32));
-    store.hold({ ...HELD, agent: "other@corp.test" }, RULE, now + 60_000, now, "e".repeat(32));
+    const first = await store.hold({ ...HELD, agent: "Me@Corp.test" }, RULE, now + 60_000, now, "c".repeat(32));
+    await store.hold({ ...HELD, agent: "me@corp.test" }, RULE, now + 60_000, now, "d".repeat(32));
+    await store.hold({ ...HELD, agent: "other@corp.test" }, RULE, now + 60_000, now, "e".repeat(32));
     expect(store.heldCount("ME@corp.TEST")).toBe(2);
     expect(store.heldCount(null)).toBe(0);
     store.deny(first.id, "tester", null);
@@ -133,18 +133,18 @@ test("heldCount counts an agent's held and sending messages, a login's spellings
   }
 });
 
-test("reservePlace counts places taken beside the stored messages, with the same folding of case as heldCount", () => {
+test("reservePlace counts places taken beside the stored messages, folding case as heldCount does", async () => {
   const { state } = open();
   try {
     const store = new ApprovalStore(state);
     const now = Date.now();
-    store.hold({ ...HELD, agent: "Me@Corp.test" }, RULE, now + 60_000, now, "f".repeat(32));
+    await store.hold({ ...HELD, agent: "Me@Corp.test" }, RULE, now + 60_000, now, "f".repeat(32));
     const place = store.reservePlace("ME@corp.test", 3);
     expect(place).not.toBeNull();
     expect(store.reservePlace("me@corp.test", 2)).toBeNull();
     // SQLite's lower() folds ASCII letters only: a login that differs in another letter's case is another login
     // for heldCount, and for the places too.
-    store.hold({ ...HELD, agent: "Jörg@corp.test" }, RULE, now + 60_000, now, "a".repeat(32));
+    await store.hold({ ...HELD, agent: "Jörg@corp.test" }, RULE, now + 60_000, now, "a".repeat(32));
     expect(store.heldCount("JÖRG@corp.test")).toBe(0);
     expect(store.reservePlace("jörg@corp.test", 2)).not.toBeNull();
     expect(store.reservePlace("JÖRG@corp.test", 1)).not.toBeNull();

@@ -9,7 +9,7 @@ import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { type ApprovalContext, approve, deny, expireDue, recover } from "../../src/approvals/service.ts";
-import type { ApprovalStore } from "../../src/approvals/store.ts";
+import { type ApprovalStore, HELD_PART_BYTES, HELD_PART_KIND } from "../../src/approvals/store.ts";
 import { approvalPage } from "../../src/approvals/web.ts";
 import type { AuditEvent, AuditLog } from "../../src/audit/index.ts";
 import { MAX_HELD_PER_AGENT } from "../../src/smtp/limits.ts";
@@ -571,6 +571,18 @@ describe('a held message\'s rows (docs/approvals.md "Holding")', () => {
   });
 });
 
+/**
+ * The rows on the id a message of `recipient` would have been held as (its end-of-data row names it), once both
+ * are there: the `ask` row and the one that says why it was not held.
+ */
+async function rowsOfUnheld(p: TestProxy, recipient: string): Promise<string[][]> {
+  const id = (await p.rows()).find((r) => r.command === "DATA" && r.reason.includes(recipient))!.target!;
+  let about: string[][] = [];
+  for (let i = 0; i < 100 && about.length < 2; i++, await Bun.sleep(20))
+    about = (await p.rows()).filter((r) => r.target === id).map((r) => [r.command, r.decision, r.reason]);
+  return about;
+}
+
 describe("a session a reload ends while its held message's rows go to disk", () => {
   test("holds nothing, asks no approver, and says so in a row", async () => {
     // The durable() of the end-of-data row waits until released: the reload comes in between.
@@ -619,11 +631,7 @@ describe("a session a reload ends while its held message's rows go to disk", () 
       release.resolve();
       await c.waitClosed();
       // The end-of-data row names the id it would have been held as; a second row on that id says it was not.
-      const id = (await p.rows()).find((r) => r.command === "DATA" && r.reason.includes(`reload-${m}@`))!.target!;
-      let about: string[][] = [];
-      for (let i = 0; i < 100 && about.length < 2; i++, await Bun.sleep(20))
-        about = (await p.rows()).filter((r) => r.target === id).map((r) => [r.command, r.decision, r.reason]);
-      expect(about).toEqual([
+      expect(await rowsOfUnheld(p, `reload-${m}@`)).toEqual([
         ["DATA", "ask", `held for approval (managers): asked for reload-${m}@outside.example`],
         ["DATA", "error", "not held: the session ended (reload: the upstream server changed)"],
       ]);
@@ -631,6 +639,68 @@ describe("a session a reload ends while its held message's rows go to disk", () 
       expect(asked).toEqual([]);
     } finally {
       release.resolve();
+      await p.close();
+    }
+  });
+});
+
+describe('a held message stored in parts (docs/approvals.md "Limits")', () => {
+  test("of several parts: held, approved, and delivered with the same bytes", async () => {
+    const m = marker();
+    // Lines of 76 characters, about two and a half parts in all.
+    const line = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_+";
+    const extra = `\n${Array.from({ length: Math.ceil((2.5 * HELD_PART_BYTES) / 78) }, () => line).join("\n")}`;
+    const outside = await send(`parts-${m}@outside.example`, m, extra);
+    expect(outside.code).toBe(250);
+    const id = heldId(outside.text);
+    const parts = proxy
+      .approvals!.state.db.query("SELECT COUNT(*) AS n FROM sealed WHERE kind = ? AND id LIKE ?")
+      .get(HELD_PART_KIND, `${id}.%`) as { n: number };
+    expect(parts.n).toBe(3);
+    expect((await approve(ctx, id, "test")).outcome).toBe("sent");
+    const copies = await waitForSink(`Hello ${m}`, 1);
+    expect(bodyOf(copies[0]!.text.replace(/\r\n/g, "\n"))).toBe(`Hello ${m}\nsecond line ${extra}\n`);
+    expect(proxy.approvals!.state.db.query("SELECT id FROM sealed WHERE id LIKE ?").all(`${id}%`)).toEqual([]);
+  });
+
+  test("a session that ends while its message is stored: taken back, no approver asked, a row says so", async () => {
+    const asked: string[] = [];
+    const p = await startTestProxy({ rules: RULES, approvals: true, onHeld: (row) => asked.push(row.id) });
+    try {
+      // The reload that ends the session comes while the first part is stored.
+      const state = p.approvals!.state;
+      const put = state.put.bind(state);
+      let reloaded = 0;
+      state.put = (kind, id, plaintext) => {
+        put(kind, id, plaintext);
+        if (kind === HELD_PART_KIND && reloaded++ === 0) {
+          const smtp = p.config.smtp!;
+          const next = { ...p.config, smtp: { ...smtp, upstreamAddr: { ...smtp.upstreamAddr, port: 1 } } };
+          expect(p.proxy.prepareReload(next).commit()).toBe(1);
+        }
+      };
+      const m = marker();
+      const c = await loggedIn(p.port);
+      expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+      expect((await c.command(`RCPT TO:<stored-${m}@outside.example>`)).code).toBe(250);
+      expect((await c.command("DATA")).code).toBe(354);
+      c.write(dataPayload(message({ From: "alice@mailgator.test", Subject: `stored ${m}` }, `Hello ${m}\n`)));
+      const ended = await c.reply();
+      expect([ended.code, ended.lines.join(" ")]).toEqual([
+        421,
+        "4.3.2 Configuration changed; this session ends, log in again",
+      ]);
+      await c.waitClosed();
+      expect(reloaded).toBe(1);
+      expect(await rowsOfUnheld(p, `stored-${m}@`)).toEqual([
+        ["DATA", "ask", `held for approval (managers): asked for stored-${m}@outside.example`],
+        ["DATA", "error", "not held: the session ended while it was stored (reload: the upstream server changed)"],
+      ]);
+      expect(p.approvals!.list()).toEqual([]);
+      // Nothing of it is left: no record of its details, no part.
+      expect(state.db.query("SELECT kind, id FROM sealed WHERE kind LIKE 'held%'").all()).toEqual([]);
+      expect(asked).toEqual([]);
+    } finally {
       await p.close();
     }
   });
