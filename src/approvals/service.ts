@@ -21,6 +21,7 @@ import {
   type SendResult,
   UpstreamSession,
 } from "../smtp/upstream.ts";
+import { SealedRecordError } from "../state/store.ts";
 import type { ApprovalRow, ApprovalState, ApprovalStore, HeldDetails, HeldMessage } from "./store.ts";
 
 export interface ApprovalContext {
@@ -137,6 +138,9 @@ function stillAnIdentity(held: HeldMessage, identities: ReadonlySet<string>): vo
   if (authors !== null) throw new Error(originators === undefined ? authors : `${authors} any more`);
 }
 
+/** The row of a message whose parts a stopped process left (`recover`). */
+export const ORPHAN_REASON = "not held: the process stopped while it was stored; its parts were removed";
+
 /** Why a decision changed nothing: the audit log cannot be written (docs/approvals.md "When the audit log fails"). */
 export const AUDIT_UNAVAILABLE = "the audit log cannot be written; try again later";
 
@@ -172,7 +176,20 @@ export async function approve(ctx: ApprovalContext, id: string, by: string): Pro
   if (before.state !== "held") return { outcome: "refused", state: before.state };
   if (!ctx.audit.healthy) return { outcome: "not-sent", reason: AUDIT_UNAVAILABLE };
   let upstream: UpstreamSession | null = null;
-  const pending = before.expires > Date.now() ? ctx.store.message(id) : null;
+  let pending: HeldMessage | null;
+  try {
+    pending = before.expires > Date.now() ? ctx.store.message(id) : null;
+  } catch (e) {
+    // A part missing or altered, or the record sealed with another key (docs/approvals.md "Holding"): nothing can be
+    // sent; it stays held, and can be denied (its details still open) or left to expire.
+    if (!(e instanceof SealedRecordError)) throw e;
+    const reason = `the stored message cannot be read: ${e.message}`.slice(0, 300);
+    await written(
+      ctx,
+      approvalEvent(ctx, before, "APPROVE", "error", `approved by ${by}; not sent, still held: ${reason}`),
+    );
+    return { outcome: "not-sent", reason };
+  }
   if (pending !== null) {
     try {
       upstream = await login(ctx, pending);
@@ -203,7 +220,7 @@ export async function approve(ctx: ApprovalContext, id: string, by: string): Pro
     return { outcome: "refused", state: claim.state };
   }
   const { row, held } = claim;
-  if (upstream === null) {
+  if (upstream === null || pending === null) {
     // Not reached: the login above runs whenever the claim can succeed (held, not expired, its record there).
     ctx.store.unclaim(id);
     return { outcome: "not-sent", reason: "not logged in upstream" };
@@ -215,7 +232,7 @@ export async function approve(ctx: ApprovalContext, id: string, by: string): Pro
   try {
     result = await upstream.send(
       { from: held.envelope.from, recipients: held.envelope.recipients, eightBit: held.envelope.eightBit },
-      source(held.message),
+      source(pending.message),
       gate,
     );
   } catch (e) {
@@ -335,6 +352,13 @@ export function expireDue(ctx: ApprovalContext, now = Date.now()): ApprovalRow[]
  */
 export function recover(ctx: ApprovalContext): ApprovalRow[] {
   if (!ctx.audit.healthy) return [];
+  // A message whose parts were stored but not its record: the agent got no 250 (ApprovalStore.hold). Its DATA row
+  // names the id; this one says that nothing was held under it.
+  for (const id of ctx.store.removeOrphanParts())
+    void written(ctx, {
+      ...approvalEvent(ctx, { id, rule: "", ruleIndex: null, agent: null }, "DATA", "error", ORPHAN_REASON),
+      rule: null,
+    });
   const stuck = ctx.store.recover();
   for (const row of stuck)
     void written(

@@ -34,6 +34,11 @@ function partId(id: string, n: number): string {
   return `${id}.${n}`;
 }
 
+/** `hold` stopped by its caller between parts (the session ended): nothing of the message is left. */
+export class HoldStopped extends Error {
+  override name = "HoldStopped";
+}
+
 /** Lets the event loop run other work (sessions' I/O, timers) before the next part is stored. */
 function nextTurn(): Promise<void> {
   return new Promise((resolve) => setImmediate(resolve));
@@ -173,7 +178,7 @@ export function newApprovalId(): string {
 }
 
 export type Claim =
-  | { readonly ok: true; readonly row: ApprovalRow; readonly held: HeldMessage }
+  | { readonly ok: true; readonly row: ApprovalRow; readonly held: HeldDetails }
   | { readonly ok: false; readonly state: ApprovalState | "unknown"; readonly row: ApprovalRow | null };
 
 export class ApprovalStore {
@@ -201,8 +206,9 @@ export class ApprovalStore {
    * Stores a held message durably as `id` (newApprovalId(): the caller may write its audit rows first) and returns
    * its row. The bytes go first, HELD_PART_BYTES per sealed part, each committed (synchronous=FULL) in a turn of its
    * own; then one transaction checks that every part is there and adds the record of its details and its row, which
-   * is when the message exists. Until then nothing names the parts: if the process stops between, `recover` at the
-   * next start removes them; if storing fails, they are removed here.
+   * is when the message exists. Until then nothing names the parts: if the process stops between, they are
+   * removed at the next start (`removeOrphanParts`); if storing fails, or `stop` says to stop (checked before each
+   * part after the first and before the last step; HoldStopped), they are removed here.
    */
   async hold(
     held: HeldMessage,
@@ -210,19 +216,26 @@ export class ApprovalStore {
     expires: number,
     now = Date.now(),
     id = newApprovalId(),
+    stop: () => boolean = () => false,
   ): Promise<ApprovalRow> {
+    // The parts' ids are found by range (`<id>.` to `<id>/`) and by their first 32 characters: only ids of this form.
+    if (!ID_PATTERN.test(id)) throw new Error(`held message id ${JSON.stringify(id)} is not 32 hex digits`);
     const { message, ...details } = held;
     const parts = Math.ceil(message.length / HELD_PART_BYTES);
     const hash = createHash("sha256");
     try {
       for (let n = 0; n < parts; n++) {
-        if (n > 0) await nextTurn();
+        if (n > 0) {
+          await nextTurn();
+          if (stop()) throw new HoldStopped(`held message ${id}: stopped after ${n} of ${parts} parts`);
+        }
         const part = message.subarray(n * HELD_PART_BYTES, (n + 1) * HELD_PART_BYTES);
         hash.update(part);
         this.state.put(HELD_PART_KIND, partId(id, n), part);
       }
+      if (stop()) throw new HoldStopped(`held message ${id}: stopped before it was recorded`);
       const sha256 = hash.digest("hex");
-      this.state.transaction(() => {
+      return this.state.transaction(() => {
         if (this.#partCount(id) !== parts)
           throw new Error(`held message ${id}: a part was removed while it was stored`);
         this.state.put(HELD_KIND, id, JSON.stringify({ ...details, parts, bytes: message.length }));
@@ -232,16 +245,34 @@ export class ApprovalStore {
               "VALUES (?, 'held', ?, ?, ?, ?, ?, ?, ?, ?)",
           )
           .run(id, now, expires, sha256, rule.name, rule.index, JSON.stringify(rule.groups), held.agent, now);
+        return this.row(id)!;
       });
     } catch (e) {
       try {
         this.#deleteParts(id);
       } catch {
-        // The database itself failed: `recover` removes parts that no record names at the next start.
+        // The database itself failed: the parts are removed at the next start (`removeOrphanParts`).
       }
       throw e;
     }
-    return this.row(id)!;
+  }
+
+  /**
+   * Removes the parts that no held message names (a process stopped between storing a message's parts and its last
+   * step, `hold`) and returns the ids they were stored for, so that each can get a row saying it was not held. Run at
+   * the proxy's start only: only the proxy holds messages, so then no part is being written.
+   */
+  removeOrphanParts(): string[] {
+    return this.state.transaction(() => {
+      const orphan = "kind = ? AND substr(id, 1, 32) NOT IN (SELECT id FROM sealed WHERE kind = ?)";
+      const ids = (
+        this.state.db
+          .query(`SELECT DISTINCT substr(id, 1, 32) AS id FROM sealed WHERE ${orphan} ORDER BY 1`)
+          .all(HELD_PART_KIND, HELD_KIND) as { id: string }[]
+      ).map((r) => r.id);
+      this.state.db.query(`DELETE FROM sealed WHERE ${orphan}`).run(HELD_PART_KIND, HELD_KIND);
+      return ids;
+    });
   }
 
   /**
@@ -357,7 +388,8 @@ export class ApprovalStore {
 
   /**
    * Approve, step one: in one BEGIN IMMEDIATE transaction, re-reads the state, requires "held" and not expired,
-   * and marks "sending". Only the caller that gets `ok` sends; everyone else learns the state it found.
+   * and marks "sending". Only the caller that gets `ok` sends; everyone else learns the state it found. It reads
+   * the details only: the caller read the bytes before (`message`), and a held message's bytes never change.
    */
   claim(id: string, by: string, now = Date.now()): Claim {
     return this.state.transaction((): Claim => {
@@ -368,7 +400,7 @@ export class ApprovalStore {
         this.#finish(id, "expired", null, "expired before the decision", null, now);
         return { ok: false, state: "expired", row: this.row(id) };
       }
-      const held = this.message(id);
+      const held = this.details(id);
       if (held === null) return { ok: false, state: "unknown", row };
       this.#update(id, "sending", by, null, null, now);
       return { ok: true, row: this.row(id)!, held };
@@ -436,11 +468,6 @@ export class ApprovalStore {
         const stored = JSON.parse(box.toString("utf8")) as StoredHeld;
         if (stored.credentials) this.state.put(HELD_KIND, r.id, JSON.stringify({ ...stored, credentials: null }));
       }
-      // Parts that no held message names: a process stopped while it stored them (`hold`). Only the proxy holds
-      // messages, and this runs at its start, before any session: no part is being written now.
-      this.state.db
-        .query("DELETE FROM sealed WHERE kind = ? AND substr(id, 1, 32) NOT IN (SELECT id FROM sealed WHERE kind = ?)")
-        .run(HELD_PART_KIND, HELD_KIND);
       return stuck;
     });
   }

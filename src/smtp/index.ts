@@ -137,6 +137,7 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
     }),
     hostname: validHostname(),
     sessions: new Set(),
+    holds: new Set(),
     perAgent: new SessionCounter(limits.maxSessionsPerAgent),
     approvals: opts.approvals ?? null,
     onHeld: opts.onHeld,
@@ -176,6 +177,9 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
       const closed = listener.close(SHUTDOWN_GRACE_MS);
       for (const session of ctx.sessions) session.shutdown();
       await closed;
+      // A message being held stops at its next part once its session has ended (ApprovalStore.hold): its last row
+      // is queued before the caller closes the audit log.
+      await Promise.allSettled([...ctx.holds]);
       ownQuotas?.close();
     },
     prepareReload(next) {

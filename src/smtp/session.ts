@@ -19,7 +19,7 @@ import {
 } from "../accounts/index.ts";
 import { countLimitRefusal } from "../admin/metrics.ts";
 import { buildPreview } from "../approvals/preview.ts";
-import { type ApprovalRow, type ApprovalStore, newApprovalId } from "../approvals/store.ts";
+import { type ApprovalRow, type ApprovalStore, HoldStopped, newApprovalId } from "../approvals/store.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { errorMessage, logAccess, logLoginFailure, moduleLogger } from "../log.ts";
@@ -103,6 +103,11 @@ export interface SessionContext {
   readonly hostname: string;
   /** Sessions currently open, so that close() can end them. */
   readonly sessions: Set<SmtpSession>;
+  /**
+   * Messages being held for approval (stored over several turns, docs/approvals.md "Limits"): the proxy's close
+   * waits for them, so that the row each ends with is written before the audit log closes.
+   */
+  readonly holds: Set<Promise<void>>;
   /** Logged-in sessions per agent or upstream login: `max_sessions_per_agent`. */
   readonly perAgent: SessionCounter;
   /** Where `ask` holds messages (docs/approvals.md); null when no rule asks. */
@@ -1313,9 +1318,12 @@ export class SmtpSession {
       );
       return;
     }
+    const holding = this.#holdPlaced(store, tx, held, rows, detail, groups, refuse);
+    this.#ctx.holds.add(holding);
     try {
-      await this.#holdPlaced(store, tx, held, rows, detail, groups, refuse);
+      await holding;
     } finally {
+      this.#ctx.holds.delete(holding);
       release();
     }
   }
@@ -1399,8 +1407,20 @@ export class SmtpSession {
         expires,
         Date.now(),
         approvalId,
+        // The session ended while the message was stored: the agent cannot get its 250 (as above).
+        () => this.#closing,
       );
     } catch (e) {
+      if (e instanceof HoldStopped) {
+        this.#audit({
+          command: "DATA",
+          operation: "mail:send",
+          target: approvalId,
+          decision: "error",
+          reason: `not held: the session ended while it was stored (${this.#endReason})`,
+        });
+        return;
+      }
       moduleLogger("smtp").error(`session ${this.id}: cannot hold a message: ${errorMessage(e)}`);
       // The rows above are on disk already: this one says that the message they name was not held after all.
       this.#audit({
@@ -1413,24 +1433,24 @@ export class SmtpSession {
       return refuse();
     }
     if (this.#closing) {
-      // The session ended while the message was stored (it is stored over several turns, docs/approvals.md
-      // "Limits"): as above, the agent cannot get its 250, so the message is taken back before anyone is asked.
+      // The session ended between the message's last step and here (a few promise steps): as above, the agent
+      // cannot get its 250, so the message is taken back before anyone is asked.
       let withdrawn = false;
       try {
         withdrawn = store.withdraw(row.id);
       } catch (e) {
         moduleLogger("smtp").error(`session ${this.id}: cannot take back held message ${row.id}: ${errorMessage(e)}`);
       }
-      if (withdrawn) {
-        this.#audit({
-          command: "DATA",
-          operation: "mail:send",
-          target: approvalId,
-          decision: "error",
-          reason: `not held: the session ended while it was stored (${this.#endReason})`,
-        });
-        return;
-      }
+      this.#audit({
+        command: "DATA",
+        operation: "mail:send",
+        target: approvalId,
+        decision: "error",
+        reason: withdrawn
+          ? `not held: the session ended while it was stored (${this.#endReason})`
+          : `held, but the session ended before its reply (${this.#endReason}): the agent may send it again`,
+      });
+      if (withdrawn) return;
     }
     this.#send(reply(250, "2.0.0", `Held for approval as ${row.id}`));
     this.#ctx.onHeld?.(row);

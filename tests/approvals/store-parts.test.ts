@@ -17,6 +17,7 @@ import {
   HELD_PART_BYTES,
   HELD_PART_KIND,
   type HeldMessage,
+  HoldStopped,
 } from "../../src/approvals/store.ts";
 import { SealedRecordError, SealedStore } from "../../src/state/store.ts";
 
@@ -172,23 +173,49 @@ test("the parts go with the message: decided, expired or withdrawn", async () =>
   }
 });
 
-test("a store that fails leaves no part; parts of a process that stopped go at the next start (recover)", async () => {
+test("a store that fails or is stopped leaves no part; a stopped process's parts go at the next start", async () => {
   const { store, state } = open();
   try {
     const kept = await store.hold(heldOf(2 * HELD_PART_BYTES), RULE, LATER);
+    const ids = ["f", "a", "b", "c"].map((c) => c.repeat(32));
     // The last step fails as a full disk would.
     state.db.run("CREATE TRIGGER refuse BEFORE INSERT ON approvals BEGIN SELECT RAISE(ABORT, 'disk full'); END");
-    const failing = heldOf(3 * HELD_PART_BYTES);
-    await expect(store.hold(failing, RULE, LATER, Date.now(), "f".repeat(32))).rejects.toThrow("disk full");
-    expect(partIds(state, "f".repeat(32))).toEqual([]);
+    await expect(store.hold(heldOf(3 * HELD_PART_BYTES), RULE, LATER, Date.now(), ids[0])).rejects.toThrow("disk full");
     state.db.run("DROP TRIGGER refuse");
+    // A part's own commit fails after others were stored; then a part removed while the rest are stored.
+    const put = state.put.bind(state);
+    let puts = 0;
+    state.put = (kind, id, plaintext) => {
+      if (kind === HELD_PART_KIND && id.startsWith(ids[1]!) && ++puts === 2) throw new Error("disk full at part 1");
+      put(kind, id, plaintext);
+      if (kind === HELD_PART_KIND && id === `${ids[2]}.1`) state.delete(HELD_PART_KIND, `${ids[2]}.0`);
+    };
+    await expect(store.hold(heldOf(3 * HELD_PART_BYTES), RULE, LATER, Date.now(), ids[1])).rejects.toThrow(
+      "disk full at part 1",
+    );
+    await expect(store.hold(heldOf(3 * HELD_PART_BYTES), RULE, LATER, Date.now(), ids[2])).rejects.toThrow(
+      "a part was removed while it was stored",
+    );
+    state.put = put;
+    // Stopped by its caller after the first part: HoldStopped, and nothing left.
+    let parts = 0;
+    const stopped = store.hold(heldOf(3 * HELD_PART_BYTES), RULE, LATER, Date.now(), ids[3], () => ++parts > 1);
+    await expect(stopped).rejects.toBeInstanceOf(HoldStopped);
+    for (const id of ids) {
+      expect(partIds(state, id)).toEqual([]);
+      expect(store.row(id)).toBeNull();
+    }
+    // Only ids of 32 hex digits: the parts are found by them.
+    await expect(store.hold(heldOf(100), RULE, LATER, Date.now(), "x".repeat(32))).rejects.toThrow("not 32 hex");
     // Parts that no held message names, as a process that stopped between the parts and the last step leaves them.
     state.put(HELD_PART_KIND, `${"e".repeat(32)}.0`, Buffer.from("orphan"));
     state.put(HELD_PART_KIND, `${"e".repeat(32)}.1`, Buffer.from("orphan"));
-    expect(store.recover()).toEqual([]);
+    state.put(HELD_PART_KIND, `${"d".repeat(32)}.0`, Buffer.from("orphan"));
+    expect(store.removeOrphanParts()).toEqual(["d".repeat(32), "e".repeat(32)]);
     expect(partIds(state, "e".repeat(32))).toEqual([]);
     expect(partIds(state, kept.id)).toHaveLength(2);
     expect(store.message(kept.id)).not.toBeNull();
+    expect(store.removeOrphanParts()).toEqual([]);
   } finally {
     state.close();
   }

@@ -8,10 +8,10 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { join } from "node:path";
 import { freePort } from "../../scripts/upstreams/ports.ts";
-import { type ApprovalContext, approve, deny, expireDue, recover } from "../../src/approvals/service.ts";
+import { type ApprovalContext, approve, deny, expireDue, ORPHAN_REASON, recover } from "../../src/approvals/service.ts";
 import { type ApprovalStore, HELD_PART_BYTES, HELD_PART_KIND } from "../../src/approvals/store.ts";
 import { approvalPage } from "../../src/approvals/web.ts";
-import type { AuditEvent, AuditLog } from "../../src/audit/index.ts";
+import { type AuditEvent, AuditLog } from "../../src/audit/index.ts";
 import { MAX_HELD_PER_AGENT } from "../../src/smtp/limits.ts";
 import { fillAgain, freeSpace, fullAuditLog, healthyAgain, rowsAbout, syncFailingLog } from "../audit/unhealthy.ts";
 import {
@@ -645,11 +645,40 @@ describe("a session a reload ends while its held message's rows go to disk", () 
 });
 
 describe('a held message stored in parts (docs/approvals.md "Limits")', () => {
+  /** A body of lines of 76 characters, some starting with a dot, about `parts` parts in all. */
+  function partsBody(parts: number): string {
+    const line = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_+";
+    const lines = Array.from({ length: Math.ceil((parts * HELD_PART_BYTES) / 78) }, (_, i) =>
+      i % 1000 === 0 ? `.${line.slice(1)}` : line,
+    );
+    return `\n${lines.join("\n")}`;
+  }
+
+  /** Sends one message of `body` to `port` and gives back the client before the reply to its end of data. */
+  async function sendUnanswered(port: number, to: string, m: string, body: string) {
+    const c = await loggedIn(port);
+    expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+    expect((await c.command(`RCPT TO:<${to}>`)).code).toBe(250);
+    expect((await c.command("DATA")).code).toBe(354);
+    c.write(dataPayload(message({ From: "alice@mailgator.test", Subject: `stored ${m}` }, `Hello ${m}${body}\n`)));
+    return c;
+  }
+
+  /** Calls `then` once, after the `n`th part (from 1) of any held message has been stored; counts the parts. */
+  function afterPart(p: TestProxy, n: number, then: () => void): { parts: () => number } {
+    const state = p.approvals!.state;
+    const put = state.put.bind(state);
+    let parts = 0;
+    state.put = (kind, id, plaintext) => {
+      put(kind, id, plaintext);
+      if (kind === HELD_PART_KIND && ++parts === n) then();
+    };
+    return { parts: () => parts };
+  }
+
   test("of several parts: held, approved, and delivered with the same bytes", async () => {
     const m = marker();
-    // Lines of 76 characters, about two and a half parts in all.
-    const line = "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.-_+";
-    const extra = `\n${Array.from({ length: Math.ceil((2.5 * HELD_PART_BYTES) / 78) }, () => line).join("\n")}`;
+    const extra = partsBody(2.5);
     const outside = await send(`parts-${m}@outside.example`, m, extra);
     expect(outside.code).toBe(250);
     const id = heldId(outside.text);
@@ -657,52 +686,107 @@ describe('a held message stored in parts (docs/approvals.md "Limits")', () => {
       .approvals!.state.db.query("SELECT COUNT(*) AS n FROM sealed WHERE kind = ? AND id LIKE ?")
       .get(HELD_PART_KIND, `${id}.%`) as { n: number };
     expect(parts.n).toBe(3);
+    // Stored as the agent sent it, before dot-stuffing, octet for octet.
+    expect(store.message(id)!.message.equals(Buffer.from(outside.message, "latin1"))).toBe(true);
     expect((await approve(ctx, id, "test")).outcome).toBe("sent");
     const copies = await waitForSink(`Hello ${m}`, 1);
     expect(bodyOf(copies[0]!.text.replace(/\r\n/g, "\n"))).toBe(`Hello ${m}\nsecond line ${extra}\n`);
     expect(proxy.approvals!.state.db.query("SELECT id FROM sealed WHERE id LIKE ?").all(`${id}%`)).toEqual([]);
   });
 
-  test("a session that ends while its message is stored: taken back, no approver asked, a row says so", async () => {
+  test("a part missing: approve sends nothing and says why in a row; the message stays held; deny works", async () => {
+    const m = marker();
+    const outside = await send(`damaged-${m}@outside.example`, m, partsBody(1.5));
+    const id = heldId(outside.text);
+    store.state.delete(HELD_PART_KIND, `${id}.1`);
+    const result = await approve(ctx, id, "test");
+    expect(result).toEqual({
+      outcome: "not-sent",
+      reason: `the stored message cannot be read: held message ${id}: part 1 is missing or too long`,
+    });
+    expect(store.row(id)!.state).toBe("held");
+    const rows = (await proxy.rows()).filter((r) => r.target === id).map((r) => [r.command, r.decision, r.reason]);
+    expect(rows).toEqual([
+      ["DATA", "ask", `held for approval (managers): asked for damaged-${m}@outside.example`],
+      ["APPROVE", "error", `approved by test; not sent, still held: ${result.outcome === "not-sent" && result.reason}`],
+    ]);
+    expect(await deny(ctx, id, "test", "damaged")).toMatchObject({ outcome: "denied" });
+    expect(store.state.db.query("SELECT id FROM sealed WHERE id LIKE ?").all(`${id}%`)).toEqual([]);
+    expect(sinkCopies(`Hello ${m}`)).toHaveLength(0);
+  });
+
+  test("a session that ends while its message is stored: it stops, no approver asked, a row says so", async () => {
     const asked: string[] = [];
     const p = await startTestProxy({ rules: RULES, approvals: true, onHeld: (row) => asked.push(row.id) });
     try {
-      // The reload that ends the session comes while the first part is stored.
-      const state = p.approvals!.state;
-      const put = state.put.bind(state);
-      let reloaded = 0;
-      state.put = (kind, id, plaintext) => {
-        put(kind, id, plaintext);
-        if (kind === HELD_PART_KIND && reloaded++ === 0) {
-          const smtp = p.config.smtp!;
-          const next = { ...p.config, smtp: { ...smtp, upstreamAddr: { ...smtp.upstreamAddr, port: 1 } } };
-          expect(p.proxy.prepareReload(next).commit()).toBe(1);
-        }
-      };
+      // The reload that ends the session comes once the second of three parts is stored.
+      const stored = afterPart(p, 2, () => {
+        const smtp = p.config.smtp!;
+        const next = { ...p.config, smtp: { ...smtp, upstreamAddr: { ...smtp.upstreamAddr, port: 1 } } };
+        expect(p.proxy.prepareReload(next).commit()).toBe(1);
+      });
       const m = marker();
-      const c = await loggedIn(p.port);
-      expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
-      expect((await c.command(`RCPT TO:<stored-${m}@outside.example>`)).code).toBe(250);
-      expect((await c.command("DATA")).code).toBe(354);
-      c.write(dataPayload(message({ From: "alice@mailgator.test", Subject: `stored ${m}` }, `Hello ${m}\n`)));
+      const c = await sendUnanswered(p.port, `stored-${m}@outside.example`, m, partsBody(2.5));
       const ended = await c.reply();
       expect([ended.code, ended.lines.join(" ")]).toEqual([
         421,
         "4.3.2 Configuration changed; this session ends, log in again",
       ]);
       await c.waitClosed();
-      expect(reloaded).toBe(1);
       expect(await rowsOfUnheld(p, `stored-${m}@`)).toEqual([
         ["DATA", "ask", `held for approval (managers): asked for stored-${m}@outside.example`],
         ["DATA", "error", "not held: the session ended while it was stored (reload: the upstream server changed)"],
       ]);
+      // The third part was never written.
+      expect(stored.parts()).toBe(2);
       expect(p.approvals!.list()).toEqual([]);
       // Nothing of it is left: no record of its details, no part.
-      expect(state.db.query("SELECT kind, id FROM sealed WHERE kind LIKE 'held%'").all()).toEqual([]);
+      expect(p.approvals!.state.db.query("SELECT kind, id FROM sealed WHERE kind LIKE 'held%'").all()).toEqual([]);
       expect(asked).toEqual([]);
     } finally {
       await p.close();
     }
+  });
+
+  test("shutdown while a message is stored: it stops, its last row on disk before the audit log closes", async () => {
+    const p = await startTestProxy({ rules: RULES, approvals: true });
+    let closing: Promise<void> | null = null;
+    afterPart(p, 1, () => {
+      closing = p.proxy.close();
+    });
+    const m = marker();
+    const c = await sendUnanswered(p.port, `shutdown-${m}@outside.example`, m, partsBody(12));
+    const ended = await c.reply();
+    expect([ended.code, ended.lines.join(" ")]).toEqual([421, "4.3.2 Mailgator is shutting down"]);
+    await c.waitClosed();
+    // As serve does: once the proxy is closed, the audit log closes; a row queued after that would be lost.
+    await closing!;
+    await p.audit.close();
+    const log = AuditLog.open(join(p.dir, "audit.db"), { readonly: true });
+    try {
+      const rows = log.query({ order: "asc" });
+      const id = rows.find((r) => r.command === "DATA" && r.reason.includes(`shutdown-${m}@`))!.target!;
+      expect(rows.filter((r) => r.target === id).map((r) => [r.decision, r.reason])).toEqual([
+        ["ask", `held for approval (managers): asked for shutdown-${m}@outside.example`],
+        ["error", "not held: the session ended while it was stored (proxy shutting down)"],
+      ]);
+      expect(p.approvals!.list()).toEqual([]);
+      expect(p.approvals!.state.db.query("SELECT kind, id FROM sealed WHERE kind LIKE 'held%'").all()).toEqual([]);
+    } finally {
+      await log.close();
+      p.approvals!.state.close();
+    }
+  });
+
+  test("parts a stopped process left are removed at the next start, each with a row: nothing held", async () => {
+    const orphan = "0123456789abcdef".repeat(2);
+    store.state.put(HELD_PART_KIND, `${orphan}.0`, Buffer.from("the first part of a message never recorded"));
+    expect(recover(ctx)).toEqual([]);
+    expect(store.state.db.query("SELECT id FROM sealed WHERE id LIKE ?").all(`${orphan}%`)).toEqual([]);
+    let about: string[][] = [];
+    for (let i = 0; i < 100 && about.length === 0; i++, await Bun.sleep(20))
+      about = (await proxy.rows()).filter((r) => r.target === orphan).map((r) => [r.command, r.decision, r.reason]);
+    expect(about).toEqual([["DATA", "error", ORPHAN_REASON]]);
   });
 });
 

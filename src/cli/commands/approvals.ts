@@ -94,7 +94,7 @@ export async function approvals(ctx: CommandContext): Promise<number> {
       return EXIT_FAILURE;
     }
     if (verb === "show") {
-      const held = store.message(id!);
+      const held = store.details(id!);
       if (values.json) ctx.out(terminalJson({ ...rowJson(row), preview: held?.preview ?? null }, 2));
       else {
         // The preview is the agent's text: shown through clean(), so that no control sequence in it reaches the
