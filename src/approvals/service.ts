@@ -178,7 +178,7 @@ export async function approve(ctx: ApprovalContext, id: string, by: string): Pro
   let upstream: UpstreamSession | null = null;
   let pending: HeldMessage | null;
   try {
-    pending = before.expires > Date.now() ? ctx.store.message(id) : null;
+    pending = before.expires > Date.now() ? await ctx.store.readMessage(id) : null;
   } catch (e) {
     // A part missing or altered, or the record sealed with another key (docs/approvals.md "Holding"): nothing can be
     // sent; it stays held, and can be denied (its details still open) or left to expire.

@@ -362,9 +362,29 @@ export class ApprovalStore {
 
   /**
    * The sealed message with its bytes, null once it was wiped (decided, expired). SealedRecordError when a part is
-   * missing, does not open, or the bytes are not the ones held (their SHA-256 in the row).
+   * missing, does not open, or the bytes are not the ones held (their SHA-256 in the row). In one turn: for tests
+   * and tools; the proxy reads with `readMessage`.
    */
   message(id: string): HeldMessage | null {
+    const reading = this.#read(id);
+    let step = reading.next();
+    while (!step.done) step = reading.next();
+    return step.value;
+  }
+
+  /** `message`, one part per turn of the event loop: other sessions run meanwhile (approving, docs/approvals.md). */
+  async readMessage(id: string): Promise<HeldMessage | null> {
+    const reading = this.#read(id);
+    let step = reading.next();
+    while (!step.done) {
+      await nextTurn();
+      step = reading.next();
+    }
+    return step.value;
+  }
+
+  /** Reads the message, pausing (yield) after each part but the last. */
+  *#read(id: string): Generator<void, HeldMessage | null> {
     const box = this.state.get(HELD_KIND, id);
     if (box === null) return null;
     const { message, parts, bytes, ...details } = JSON.parse(box.toString("utf8")) as StoredHeld;
@@ -372,16 +392,20 @@ export class ApprovalStore {
     if (message !== undefined) return { ...details, message: Buffer.from(message, "base64") };
     if (parts === undefined || bytes === undefined) throw new SealedRecordError(`held message ${id} has no bytes`);
     const out = Buffer.allocUnsafe(bytes);
+    const hash = createHash("sha256");
     let filled = 0;
     for (let n = 0; n < parts; n++) {
+      if (n > 0) yield;
       const part = this.state.get(HELD_PART_KIND, partId(id, n));
+      // Decided meanwhile (between two turns): wiped, not damaged.
+      if (part === null && this.state.get(HELD_KIND, id) === null) return null;
       if (part === null || filled + part.length > bytes)
         throw new SealedRecordError(`held message ${id}: part ${n} is missing or too long`);
       out.set(part, filled);
+      hash.update(part);
       filled += part.length;
     }
-    const sha256 = createHash("sha256").update(out).digest("hex");
-    if (filled !== bytes || sha256 !== this.row(id)?.sha256)
+    if (filled !== bytes || hash.digest("hex") !== this.row(id)?.sha256)
       throw new SealedRecordError(`held message ${id}: its parts are not the message that was held`);
     return { ...details, message: out };
   }

@@ -47,6 +47,23 @@ function heldOf(bytes: number): HeldMessage {
   };
 }
 
+/** Counts the turns of the event loop until `stop()`, which gives their number. */
+function countTurns(): { stop(): number } {
+  let turns = 0;
+  let counting = true;
+  const tick = () => {
+    turns++;
+    if (counting) setImmediate(tick);
+  };
+  setImmediate(tick);
+  return {
+    stop() {
+      counting = false;
+      return turns;
+    },
+  };
+}
+
 const RULE = { name: "hold", index: 0, groups: ["m"] };
 const LATER = Date.now() + 3_600_000;
 
@@ -84,18 +101,31 @@ test("the event loop turns between parts: other work runs while a large message 
   const { store, state } = open();
   try {
     const parts = 8;
-    let turns = 0;
-    let counting = true;
-    const tick = () => {
-      turns++;
-      if (counting) setImmediate(tick);
-    };
-    setImmediate(tick);
+    const turns = countTurns();
     const row = await store.hold(heldOf(parts * HELD_PART_BYTES), RULE, LATER);
-    counting = false;
     // One turn at least before each part after the first (one synchronous store would let none run).
-    expect(turns).toBeGreaterThanOrEqual(parts - 1);
+    expect(turns.stop()).toBeGreaterThanOrEqual(parts - 1);
     expect(store.row(row.id)!.state).toBe("held");
+  } finally {
+    state.close();
+  }
+});
+
+test("read back one part per turn (readMessage): the same bytes; decided meanwhile, it reads as gone", async () => {
+  const { store, state } = open();
+  try {
+    const parts = 6;
+    const held = heldOf(parts * HELD_PART_BYTES);
+    const row = await store.hold(held, RULE, LATER);
+    const turns = countTurns();
+    const read = await store.readMessage(row.id);
+    expect(turns.stop()).toBeGreaterThanOrEqual(parts - 1);
+    expect(read!.message.equals(held.message)).toBe(true);
+    // Denied between two of its parts: the message is gone, not damaged.
+    const reading = store.readMessage(row.id);
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(store.deny(row.id, "boss", null)).toBe("held");
+    expect(await reading).toBeNull();
   } finally {
     state.close();
   }
