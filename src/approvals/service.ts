@@ -210,9 +210,10 @@ export async function approve(ctx: ApprovalContext, id: string, by: string): Pro
   }
   const claim = ctx.store.claim(id, by);
   if (!claim.ok) {
-    // An expiry the claim found is a state change too: its row is queued now, in the claim's turn.
+    // An expiry the claim made is a state change too: its row is queued now, in the claim's turn. One made before
+    // (the expiry timer, another process, while the message was read) has its row already.
     const expired =
-      claim.state === "expired" && claim.row !== null
+      claim.expiredNow === true && claim.row !== null
         ? written(ctx, approvalEvent(ctx, claim.row, "APPROVAL EXPIRED", "deny", "no decision before it expired"))
         : null;
     if (upstream !== null) await upstream.quit().catch(() => {});

@@ -1,6 +1,6 @@
 /**
  * Held messages (docs/approvals.md): a send an `ask` rule stopped, kept until a person approves or denies it, or
- * it expires. Two parts in the state database (src/state/store.ts):
+ * it expires. Kept in the state database (src/state/store.ts):
  *
  * - a sealed record of kind "held" (AES-256-GCM): the envelope, the preview shown to approvers and, in pass-through
  *   mode, the agent's upstream credentials; and the message bytes as sealed records of kind "held-part", at most
@@ -179,7 +179,13 @@ export function newApprovalId(): string {
 
 export type Claim =
   | { readonly ok: true; readonly row: ApprovalRow; readonly held: HeldDetails }
-  | { readonly ok: false; readonly state: ApprovalState | "unknown"; readonly row: ApprovalRow | null };
+  | {
+      readonly ok: false;
+      readonly state: ApprovalState | "unknown";
+      readonly row: ApprovalRow | null;
+      /** This claim found it past its expiry and expired it (its APPROVAL EXPIRED row is the caller's to write). */
+      readonly expiredNow?: true;
+    };
 
 export class ApprovalStore {
   readonly state: SealedStore;
@@ -413,7 +419,7 @@ export class ApprovalStore {
   /**
    * Approve, step one: in one BEGIN IMMEDIATE transaction, re-reads the state, requires "held" and not expired,
    * and marks "sending". Only the caller that gets `ok` sends; everyone else learns the state it found. It reads
-   * the details only: the caller read the bytes before (`message`), and a held message's bytes never change.
+   * the details only: the caller read the bytes before (`readMessage`), and a held message's bytes never change.
    */
   claim(id: string, by: string, now = Date.now()): Claim {
     return this.state.transaction((): Claim => {
@@ -422,7 +428,7 @@ export class ApprovalStore {
       if (row.state !== "held") return { ok: false, state: row.state, row };
       if (row.expires <= now) {
         this.#finish(id, "expired", null, "expired before the decision", null, now);
-        return { ok: false, state: "expired", row: this.row(id) };
+        return { ok: false, state: "expired", row: this.row(id), expiredNow: true };
       }
       const held = this.details(id);
       if (held === null) return { ok: false, state: "unknown", row };

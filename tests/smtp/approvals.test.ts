@@ -715,6 +715,22 @@ describe('a held message stored in parts (docs/approvals.md "Limits")', () => {
     expect(sinkCopies(`Hello ${m}`)).toHaveLength(0);
   });
 
+  test("expired while approve reads it: refused, and one APPROVAL EXPIRED row, not two", async () => {
+    const m = marker();
+    const id = heldId((await send(`expiring-${m}@outside.example`, m, partsBody(2.5))).text);
+    // The expiry check of the proxy runs while approve reads the message, between two of its parts.
+    const approving = approve(ctx, id, "test");
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(expireDue(ctx, store.row(id)!.expires + 1).map((r) => r.id)).toEqual([id]);
+    expect(await approving).toEqual({ outcome: "refused", state: "expired" });
+    const rows = (await proxy.rows()).filter((r) => r.target === id).map((r) => [r.command, r.decision]);
+    expect(rows).toEqual([
+      ["DATA", "ask"],
+      ["APPROVAL EXPIRED", "deny"],
+    ]);
+    expect(sinkCopies(`Hello ${m}`)).toHaveLength(0);
+  });
+
   test("a session that ends while its message is stored: it stops, no approver asked, a row says so", async () => {
     const asked: string[] = [];
     const p = await startTestProxy({ rules: RULES, approvals: true, onHeld: (row) => asked.push(row.id) });
