@@ -138,8 +138,8 @@ function stillAnIdentity(held: HeldMessage, identities: ReadonlySet<string>): vo
   if (authors !== null) throw new Error(originators === undefined ? authors : `${authors} any more`);
 }
 
-/** The row of a message whose parts a stopped process left (`recover`). */
-export const ORPHAN_REASON = "not held: the process stopped while it was stored; its parts were removed";
+/** The row of a message whose parts a store that did not finish left (`removeOrphans`). */
+export const ORPHAN_REASON = "not held: a store that did not finish (the process stopped) left its parts; removed";
 
 /** Why a decision changed nothing: the audit log cannot be written (docs/approvals.md "When the audit log fails"). */
 export const AUDIT_UNAVAILABLE = "the audit log cannot be written; try again later";
@@ -335,6 +335,7 @@ export function expireDue(ctx: ApprovalContext, now = Date.now()): ApprovalRow[]
         if (held !== null) records.set(r.id, held);
       }
   const due = ctx.store.expireDue(now);
+  removeOrphans(ctx);
   // Every row is queued before anything else runs: none can be refused, and one notice cannot hold up another's row.
   for (const row of due)
     void written(ctx, approvalEvent(ctx, row, "APPROVAL EXPIRED", "deny", "no decision before it expired"));
@@ -347,19 +348,25 @@ export function expireDue(ctx: ApprovalContext, now = Date.now()): ApprovalRow[]
 }
 
 /**
+ * Parts of a message that was never recorded (ApprovalStore.removeOrphanParts), at start and with each expiry check
+ * (the audit log writable): the agent got no 250. Its DATA row names the id; this one says nothing was held under it.
+ */
+function removeOrphans(ctx: ApprovalContext): void {
+  for (const id of ctx.store.removeOrphanParts())
+    void written(ctx, {
+      ...approvalEvent(ctx, { id, rule: "", ruleIndex: null, agent: null }, "DATA", "error", ORPHAN_REASON),
+      rule: null,
+    });
+}
+
+/**
  * At start: "sending" left by a dead process becomes "needs-check" (never sent again); one audit row each, queued in
  * the turn of the change. While the audit log cannot be written nothing changes: such a message stays "sending",
  * which nothing sends either, until a start that finds the log writable.
  */
 export function recover(ctx: ApprovalContext): ApprovalRow[] {
   if (!ctx.audit.healthy) return [];
-  // A message whose parts were stored but not its record: the agent got no 250 (ApprovalStore.hold). Its DATA row
-  // names the id; this one says that nothing was held under it.
-  for (const id of ctx.store.removeOrphanParts())
-    void written(ctx, {
-      ...approvalEvent(ctx, { id, rule: "", ruleIndex: null, agent: null }, "DATA", "error", ORPHAN_REASON),
-      rule: null,
-    });
+  removeOrphans(ctx);
   const stuck = ctx.store.recover();
   for (const row of stuck)
     void written(

@@ -29,6 +29,13 @@ export const HELD_PART_KIND = "held-part";
  */
 export const HELD_PART_BYTES = 1024 * 1024;
 
+/**
+ * Parts are taken for a stopped process's leftovers (`removeOrphanParts`) only once the newest of a message's parts
+ * is this old: a store under way writes all of its parts within seconds, in this process or in another `serve`
+ * started by mistake on the same database.
+ */
+export const ORPHAN_PART_AGE_MS = 10 * 60 * 1000;
+
 /** The id of part `n` of held message `id`. Ids are hex (ID_PATTERN), so `<id>.` and `<id>/` bound its parts. */
 function partId(id: string, n: number): string {
   return `${id}.${n}`;
@@ -213,7 +220,7 @@ export class ApprovalStore {
    * its row. The bytes go first, HELD_PART_BYTES per sealed part, each committed (synchronous=FULL) in a turn of its
    * own; then one transaction checks that every part is there and adds the record of its details and its row, which
    * is when the message exists. Until then nothing names the parts: if the process stops between, they are
-   * removed at the next start (`removeOrphanParts`); if storing fails, or `stop` says to stop (checked before each
+   * removed later (`removeOrphanParts`); if storing fails, or `stop` says to stop (checked before each
    * part after the first and before the last step; HoldStopped), they are removed here.
    */
   async hold(
@@ -229,6 +236,7 @@ export class ApprovalStore {
     const { message, ...details } = held;
     const parts = Math.ceil(message.length / HELD_PART_BYTES);
     const hash = createHash("sha256");
+    this.#storing.add(id);
     try {
       for (let n = 0; n < parts; n++) {
         if (n > 0) {
@@ -257,26 +265,37 @@ export class ApprovalStore {
       try {
         this.#deleteParts(id);
       } catch {
-        // The database itself failed: the parts are removed at the next start (`removeOrphanParts`).
+        // The database itself failed: `removeOrphanParts` removes them later.
       }
       throw e;
+    } finally {
+      this.#storing.delete(id);
     }
   }
 
+  /** Messages this store is storing now (`hold`): their parts are never orphans. */
+  readonly #storing = new Set<string>();
+
   /**
    * Removes the parts that no held message names (a process stopped between storing a message's parts and its last
-   * step, `hold`) and returns the ids they were stored for, so that each can get a row saying it was not held. Run at
-   * the proxy's start only: only the proxy holds messages, so then no part is being written.
+   * step, `hold`, or could not remove them after a failure) and returns the ids they were stored for, so that each
+   * can get a row saying it was not held. Only a message whose newest part was written before `olderThan` (by default
+   * ORPHAN_PART_AGE_MS ago) and that this store is not storing now.
    */
-  removeOrphanParts(): string[] {
+  removeOrphanParts(olderThan = Date.now() - ORPHAN_PART_AGE_MS): string[] {
     return this.state.transaction(() => {
-      const orphan = "kind = ? AND substr(id, 1, 32) NOT IN (SELECT id FROM sealed WHERE kind = ?)";
       const ids = (
         this.state.db
-          .query(`SELECT DISTINCT substr(id, 1, 32) AS id FROM sealed WHERE ${orphan} ORDER BY 1`)
-          .all(HELD_PART_KIND, HELD_KIND) as { id: string }[]
-      ).map((r) => r.id);
-      this.state.db.query(`DELETE FROM sealed WHERE ${orphan}`).run(HELD_PART_KIND, HELD_KIND);
+          .query(
+            "SELECT substr(id, 1, 32) AS id FROM sealed WHERE kind = ? " +
+              "AND substr(id, 1, 32) NOT IN (SELECT id FROM sealed WHERE kind = ?) " +
+              "GROUP BY substr(id, 1, 32) HAVING max(updated) < ? ORDER BY 1",
+          )
+          .all(HELD_PART_KIND, HELD_KIND, olderThan) as { id: string }[]
+      )
+        .map((r) => r.id)
+        .filter((id) => !this.#storing.has(id));
+      for (const id of ids) this.#deleteParts(id);
       return ids;
     });
   }

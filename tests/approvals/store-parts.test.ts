@@ -18,6 +18,7 @@ import {
   HELD_PART_KIND,
   type HeldMessage,
   HoldStopped,
+  ORPHAN_PART_AGE_MS,
 } from "../../src/approvals/store.ts";
 import { SealedRecordError, SealedStore } from "../../src/state/store.ts";
 
@@ -241,11 +242,32 @@ test("a store that fails or is stopped leaves no part; a stopped process's parts
     state.put(HELD_PART_KIND, `${"e".repeat(32)}.0`, Buffer.from("orphan"));
     state.put(HELD_PART_KIND, `${"e".repeat(32)}.1`, Buffer.from("orphan"));
     state.put(HELD_PART_KIND, `${"d".repeat(32)}.0`, Buffer.from("orphan"));
-    expect(store.removeOrphanParts()).toEqual(["d".repeat(32), "e".repeat(32)]);
+    // Younger than ORPHAN_PART_AGE_MS: they may be a store under way (another process's), so they stay.
+    expect(store.removeOrphanParts()).toEqual([]);
+    expect(partIds(state, "e".repeat(32))).toHaveLength(2);
+    // Older: removed, unless the newest part of the message is young.
+    state.db
+      .query("UPDATE sealed SET updated = ? WHERE kind = ?")
+      .run(Date.now() - ORPHAN_PART_AGE_MS - 1, HELD_PART_KIND);
+    state.put(HELD_PART_KIND, `${"d".repeat(32)}.1`, Buffer.from("orphan"));
+    expect(store.removeOrphanParts()).toEqual(["e".repeat(32)]);
     expect(partIds(state, "e".repeat(32))).toEqual([]);
+    expect(partIds(state, "d".repeat(32))).toHaveLength(2);
+    expect(store.removeOrphanParts(Date.now() + 1)).toEqual(["d".repeat(32)]);
     expect(partIds(state, kept.id)).toHaveLength(2);
     expect(store.message(kept.id)).not.toBeNull();
-    expect(store.removeOrphanParts()).toEqual([]);
+    expect(store.removeOrphanParts(Date.now() + 1)).toEqual([]);
+    // Never the parts of a message this store is storing now, however old they look.
+    const storing = "9".repeat(32);
+    let during: string[] | null = null;
+    state.put = (kind, id, plaintext) => {
+      put(kind, id, plaintext);
+      if (id === `${storing}.1`) during = store.removeOrphanParts(Date.now() + 1);
+    };
+    await store.hold(heldOf(3 * HELD_PART_BYTES), RULE, LATER, Date.now(), storing);
+    state.put = put;
+    expect(during!).toEqual([]);
+    expect(store.message(storing)).not.toBeNull();
   } finally {
     state.close();
   }
