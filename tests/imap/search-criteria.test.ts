@@ -74,6 +74,11 @@ function evaluate(box: SelectedMailbox, keys: readonly SearchKey[]): number[] {
   const { criteria, local } = upstreamCriteria(box, keys);
   const upstream: number[] = [];
   for (let i = 0; i < box.upstreamCount; i++) upstream.push(box.uidOf(i + 1));
+  // A UID set sent upstream covers no message hidden from the agent (docs/filtering.md "Commands").
+  for (const k of criteria)
+    if (k.key === "UID")
+      for (const r of k.set)
+        expect(upstream.filter((u) => u >= r.start && u <= r.stop && !box.isVisible(u))).toEqual([]);
   const found = upstream.filter((uid) =>
     criteria.every((k) => {
       if (k.key === "ALL") return true;
