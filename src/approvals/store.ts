@@ -386,30 +386,11 @@ export class ApprovalStore {
   }
 
   /**
-   * The sealed message with its bytes, null once it was wiped (decided, expired). SealedRecordError when a part is
-   * missing, does not open, or the bytes are not the ones held (their SHA-256 in the row). In one turn: for tests
-   * and tools; the proxy reads with `readMessage`.
+   * The sealed message with its bytes, null once it was wiped (decided, expired, also between two of its parts).
+   * SealedRecordError when a part is missing, does not open, or the bytes are not the ones held (their SHA-256 in the
+   * row). One part per turn of the event loop: other sessions run meanwhile (approving, docs/approvals.md).
    */
-  message(id: string): HeldMessage | null {
-    const reading = this.#read(id);
-    let step = reading.next();
-    while (!step.done) step = reading.next();
-    return step.value;
-  }
-
-  /** `message`, one part per turn of the event loop: other sessions run meanwhile (approving, docs/approvals.md). */
   async readMessage(id: string): Promise<HeldMessage | null> {
-    const reading = this.#read(id);
-    let step = reading.next();
-    while (!step.done) {
-      await nextTurn();
-      step = reading.next();
-    }
-    return step.value;
-  }
-
-  /** Reads the message, pausing (yield) after each part but the last. */
-  *#read(id: string): Generator<void, HeldMessage | null> {
     const box = this.state.get(HELD_KIND, id);
     if (box === null) return null;
     const { message, parts, bytes, ...details } = JSON.parse(box.toString("utf8")) as StoredHeld;
@@ -420,7 +401,7 @@ export class ApprovalStore {
     const hash = createHash("sha256");
     let filled = 0;
     for (let n = 0; n < parts; n++) {
-      if (n > 0) yield;
+      if (n > 0) await nextTurn();
       const part = this.state.get(HELD_PART_KIND, partId(id, n));
       // Decided meanwhile (between two turns): wiped, not damaged.
       if (part === null && this.state.get(HELD_KIND, id) === null) return null;

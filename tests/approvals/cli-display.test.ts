@@ -68,7 +68,7 @@ async function heldMessage(reply?: string): Promise<{ file: string; id: string }
       Date.now() + 60_000,
     );
     // The preview holds the agent's controls as they were: what is shown is cleaned, not what is stored.
-    const preview = store.message(row.id)!.preview;
+    const preview = store.details(row.id)!.preview;
     expect(preview.subject).toBe(SUBJECT);
     expect(preview.text).toContain(`${HOSTILE}\rafter`);
     expect(preview.attachments.join()).toContain(HOSTILE);

@@ -83,7 +83,7 @@ test("the bytes are stored in parts of HELD_PART_BYTES and read back exactly; th
       const held = heldOf(size);
       const row = await store.hold(held, RULE, LATER);
       expect(partIds(state, row.id)).toHaveLength(Math.ceil(size / HELD_PART_BYTES));
-      expect(store.message(row.id)!.message.equals(held.message)).toBe(true);
+      expect((await store.readMessage(row.id))!.message.equals(held.message)).toBe(true);
       const details = store.details(row.id)!;
       expect("message" in details).toBe(false);
       expect(details.preview).toEqual(held.preview);
@@ -149,9 +149,9 @@ test("a part altered, moved to another place or message, missing or replaced: th
     const flipped = Buffer.from(original);
     flipped[10]! ^= 1;
     setBox(`${a.id}.1`, flipped);
-    expect(() => store.message(a.id)).toThrow(SealedRecordError);
+    await expect(store.readMessage(a.id)).rejects.toThrow(SealedRecordError);
     setBox(`${a.id}.1`, original);
-    expect(store.message(a.id)).not.toBeNull();
+    expect(await store.readMessage(a.id)).not.toBeNull();
     // Part 1 of the other message (its nonce too), or part 0 of this one, in its place.
     for (const from of [`${b.id}.1`, `${a.id}.0`]) {
       const other = state.db.query("SELECT nonce, box FROM sealed WHERE kind = ? AND id = ?").get(HELD_PART_KIND, from);
@@ -159,19 +159,19 @@ test("a part altered, moved to another place or message, missing or replaced: th
       state.db
         .query("UPDATE sealed SET nonce = ?, box = ? WHERE kind = ? AND id = ?")
         .run(n, x, HELD_PART_KIND, `${a.id}.1`);
-      expect(() => store.message(a.id)).toThrow(SealedRecordError);
+      await expect(store.readMessage(a.id)).rejects.toThrow(SealedRecordError);
     }
     const { nonce: n0 } = nonce as { nonce: Buffer };
     state.db
       .query("UPDATE sealed SET nonce = ?, box = ? WHERE kind = ? AND id = ?")
       .run(n0, original, HELD_PART_KIND, `${a.id}.1`);
-    expect(store.message(a.id)).not.toBeNull();
+    expect(await store.readMessage(a.id)).not.toBeNull();
     // A part sealed properly, but not the bytes that were held (the row's SHA-256 says so).
     state.put(HELD_PART_KIND, `${a.id}.2`, Buffer.alloc(HELD_PART_BYTES, 0x41));
-    expect(() => store.message(a.id)).toThrow("its parts are not the message that was held");
+    await expect(store.readMessage(a.id)).rejects.toThrow("its parts are not the message that was held");
     // A part missing.
     state.db.query("DELETE FROM sealed WHERE kind = ? AND id = ?").run(HELD_PART_KIND, `${b.id}.2`);
-    expect(() => store.message(b.id)).toThrow("part 2 is missing");
+    await expect(store.readMessage(b.id)).rejects.toThrow("part 2 is missing");
     // The details still open: approvers can see what it was, and deny it.
     expect(store.details(b.id)!.envelope.from).toBe("a@x.test");
   } finally {
@@ -197,7 +197,7 @@ test("the parts go with the message: decided, expired or withdrawn", async () =>
     expect(store.row(withdrawn.id)).toBeNull();
     for (const id of [denied.id, expired.id, sent.id, withdrawn.id]) {
       expect(partIds(state, id)).toEqual([]);
-      expect(store.message(id)).toBeNull();
+      expect(await store.readMessage(id)).toBeNull();
     }
   } finally {
     state.close();
@@ -255,7 +255,7 @@ test("a store that fails or is stopped leaves no part; a stopped process's parts
     expect(partIds(state, "d".repeat(32))).toHaveLength(2);
     expect(store.removeOrphanParts(Date.now() + 1)).toEqual(["d".repeat(32)]);
     expect(partIds(state, kept.id)).toHaveLength(2);
-    expect(store.message(kept.id)).not.toBeNull();
+    expect(await store.readMessage(kept.id)).not.toBeNull();
     expect(store.removeOrphanParts(Date.now() + 1)).toEqual([]);
     // Never the parts of a message this store is storing now, however old they look.
     const storing = "9".repeat(32);
@@ -267,7 +267,7 @@ test("a store that fails or is stopped leaves no part; a stopped process's parts
     await store.hold(heldOf(3 * HELD_PART_BYTES), RULE, LATER, Date.now(), storing);
     state.put = put;
     expect(during!).toEqual([]);
-    expect(store.message(storing)).not.toBeNull();
+    expect(await store.readMessage(storing)).not.toBeNull();
   } finally {
     state.close();
   }
@@ -288,11 +288,11 @@ test("a record written before parts (the bytes in it, base64) still reads, and i
         )
         .run(id, now, LATER, now);
     });
-    expect(store.message(id)!.message.equals(message)).toBe(true);
+    expect((await store.readMessage(id))!.message.equals(message)).toBe(true);
     expect("message" in store.details(id)!).toBe(false);
     expect(store.details(id)!.preview).toEqual(details.preview);
     expect(store.deny(id, "boss", null)).toBe("held");
-    expect(store.message(id)).toBeNull();
+    expect(await store.readMessage(id)).toBeNull();
   } finally {
     state.close();
   }

@@ -85,18 +85,25 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** The state database, read as a second process would (WAL). */
-function withStore<T>(f: (store: ApprovalStore) => T): T {
+/** The state database, read as a second process would (WAL); `f` may be async: it is waited for before closing. */
+async function withStore<T>(f: (store: ApprovalStore) => T | Promise<T>): Promise<T> {
   const state = SealedStore.open(join(dir, "state.db"), {
     secretsFile: join(dir, "secrets.key"),
     env: {},
     create: false,
   })!;
   try {
-    return f(new ApprovalStore(state));
+    return await f(new ApprovalStore(state));
   } finally {
     state.close();
   }
+}
+
+/** The message's state, and whether its bytes can still be read (the sealed record and its parts). */
+function heldState(id: string): Promise<[string, boolean]> {
+  return withStore(
+    async (store): Promise<[string, boolean]> => [store.row(id)!.state, (await store.readMessage(id)) !== null],
+  );
 }
 
 function auditRows(id: string): [string, string][] {
@@ -113,9 +120,9 @@ function auditRows(id: string): [string, string][] {
   }
 }
 
-async function until(what: string, f: () => boolean, ms: number): Promise<void> {
+async function until(what: string, f: () => boolean | Promise<boolean>, ms: number): Promise<void> {
   const deadline = Date.now() + ms;
-  while (!f()) {
+  while (!(await f())) {
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}:\n${served?.logs() ?? ""}`);
     await Bun.sleep(100);
   }
@@ -154,21 +161,25 @@ test("a full audit log: nothing expires without its row, the timer lives on; all
   console.log(`filled the ${TMPFS_SIZE} tmpfs with ${filled} bytes`);
   // The next commit fails (the session's last rows, or the page's view row), and the log is unhealthy from then on.
   // A view answered before that has its row kept in memory; one refused (503) has none.
-  const link = withStore((store) => `${admin}/approvals/${id}?t=${store.token(store.row(id) as ApprovalRow)}`);
+  const link = await withStore((store) => `${admin}/approvals/${id}?t=${store.token(store.row(id) as ApprovalRow)}`);
   const view = (await fetch(link)).status;
   await served.waitForLog(/audit: cannot write to/);
   const mark = served.logs().length;
 
   // Its time runs out, and two expiry checks pass: still held, its sealed record kept, serve running.
-  const expires = withStore((store) => store.row(id)!.expires);
+  const expires = await withStore((store) => store.row(id)!.expires);
   await Bun.sleep(Math.max(0, expires - Date.now()) + 2 * TIMEOUT_MS + 500);
-  expect(withStore((store) => [store.row(id)!.state, store.message(id) !== null])).toEqual(["held", true]);
+  expect(await heldState(id)).toEqual(["held", true]);
   expect(served.proc.exitCode).toBeNull();
 
   // Space returns: the log's retry writes what it kept, and the next check expires the message with its row.
   unlinkSync(fill);
   await served.waitForLog(/audit: writing to .* again/, mark);
-  await until("the expiry", () => withStore((store) => store.row(id)!.state) === "expired", 3 * TIMEOUT_MS);
+  await until(
+    "the expiry",
+    async () => (await withStore((store) => store.row(id)!.state)) === "expired",
+    3 * TIMEOUT_MS,
+  );
   served.proc.kill("SIGTERM");
   expect(await served.proc.exited).toBe(0);
   expect(auditRows(id)).toEqual([
@@ -200,12 +211,12 @@ test("approvals deny, full audit log: nothing changes, the command fails; once t
   console.log(`deny on a full disk: exit ${refused.exitCode}\n${refused.stdout}${refused.stderr}`);
   expect(refused.exitCode).not.toBe(0);
   expect(refused.stdout).toContain(`${id}: not denied, nothing changed: the audit log cannot be written`);
-  expect(withStore((store) => [store.row(id)!.state, store.message(id) !== null])).toEqual(["held", true]);
+  expect(await heldState(id)).toEqual(["held", true]);
 
   unlinkSync(fill);
   const denied = runCli(["approvals", "deny", id, "--reason", "not now", "-c", file]);
   expect([denied.exitCode, denied.stdout.trim()]).toEqual([0, `${id}: denied; the message is discarded`]);
-  expect(withStore((store) => [store.row(id)!.state, store.message(id) !== null])).toEqual(["denied", false]);
+  expect(await heldState(id)).toEqual(["denied", false]);
   expect(auditRows(id)).toEqual([
     ["DATA", "ask"],
     ["DENY", "deny"],

@@ -411,7 +411,7 @@ describe("an agent mails a colleague and an outside address (pass-through, Postf
     expect(denied.exitCode).toBe(0);
     expect(denied.stdout).toContain("denied");
     expect(await listed(s, id)).toMatchObject({ state: "denied" });
-    expect(withStore(s, (store) => store.message(id))).toBeNull();
+    expect(withStore(s, (store) => store.details(id))).toBeNull();
     expectNothingInClear(s, [`body-${token}`, `out-${token}@outside.example`, s.sender.password]);
     const late = await cli(["approvals", "approve", id, "-c", s.file]);
     expect(late.exitCode).toBe(1);
@@ -482,7 +482,7 @@ describe("an agent mails a colleague and an outside address (pass-through, Postf
         ["DATA", "smtp"],
         ["APPROVAL EXPIRED", "smtp"],
       ]);
-      expect(withStore(short, (store) => store.message(id))).toBeNull();
+      expect(withStore(short, (store) => store.details(id))).toBeNull();
       const { url } = link(short, r.admin, id);
       const page = await fetch(url);
       expect(page.status).toBe(410);
@@ -647,7 +647,7 @@ describe("SIGKILL during the replay", () => {
       const denied = await cli(["approvals", "deny", id, "-c", s.file]);
       expect(denied.exitCode).toBe(0);
       expect(await listed(s, id)).toMatchObject({ state: "denied" });
-      expect(withStore(s, (store) => store.message(id))).toBeNull();
+      expect(withStore(s, (store) => store.details(id))).toBeNull();
       expectNothingInClear(s, [`body-${token}`, `out-${token}@outside.example`, s.sender.password]);
       await expectCopies(token, expected);
     } finally {

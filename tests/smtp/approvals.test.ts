@@ -111,7 +111,7 @@ describe("ask", () => {
     const id = heldId(outside.text);
     expect(store.row(id)!.state).toBe("held");
     // What approvers are shown: the inspector's verdict beside the (absent) file names, and all of the text.
-    expect(store.message(id)!.preview).toMatchObject({ attachments: [], hasAttachment: false, textCut: false });
+    expect(store.details(id)!.preview).toMatchObject({ attachments: [], hasAttachment: false, textCut: false });
     await Bun.sleep(1500);
     expect(sinkCopies(`Hello ${m2}`)).toHaveLength(0);
 
@@ -125,7 +125,7 @@ describe("ask", () => {
     expect(copies[0]!.text.replace(/\r\n/g, "\n")).toContain(outside.message.replace(/\r\n/g, "\n"));
     expect(bodyOf(copies[0]!.text.replace(/\r\n/g, "\n"))).toBe(`Hello ${m2}\nsecond line \n`);
     expect(store.row(id)!.state).toBe("sent");
-    expect(store.message(id)).toBeNull();
+    expect(await store.readMessage(id)).toBeNull();
     // Approving again sends nothing more.
     expect(await approve(ctx, id, "test")).toEqual({ outcome: "refused", state: "sent" });
 
@@ -142,14 +142,14 @@ describe("ask", () => {
     const m = marker();
     const denied = heldId((await send(`x-${m}@outside.example`, m)).text);
     expect(await deny(ctx, denied, "test", "no")).toEqual({ outcome: "denied", state: "held" });
-    expect(store.message(denied)).toBeNull();
+    expect(await store.readMessage(denied)).toBeNull();
     expect(await approve(ctx, denied, "test")).toEqual({ outcome: "refused", state: "denied" });
 
     const m2 = marker();
     const expired = heldId((await send(`y-${m2}@outside.example`, m2)).text);
     const due = expireDue(ctx, store.row(expired)!.expires);
     expect(due.map((r) => r.id)).toContain(expired);
-    expect(store.message(expired)).toBeNull();
+    expect(await store.readMessage(expired)).toBeNull();
     expect(await approve(ctx, expired, "test")).toEqual({ outcome: "refused", state: "expired" });
     await Bun.sleep(1500);
     expect(sinkCopies(`Hello ${m}`)).toHaveLength(0);
@@ -178,7 +178,7 @@ describe("ask", () => {
     const result = await approve(unreachable, id, "test");
     expect(result.outcome).toBe("not-sent");
     expect(store.row(id)!.state).toBe("held");
-    expect(store.message(id)).not.toBeNull();
+    expect(await store.readMessage(id)).not.toBeNull();
     expect(await approve(ctx, id, "test")).toMatchObject({ outcome: "sent" });
     await waitForSink(`Hello ${m}`, 1);
     const rows = (await proxy.rows()).filter((r) => r.target === id).map((r) => [r.command, r.decision]);
@@ -219,7 +219,7 @@ describe("ask", () => {
         reason: `the sender ${alias} is no longer one of this account's identities`,
       });
       expect(held.row(id)!.state).toBe("held");
-      expect(held.message(id)).not.toBeNull();
+      expect(await held.readMessage(id)).not.toBeNull();
       // With the identity back, the same message is sent.
       expect(await approve(base, id, "test")).toMatchObject({ outcome: "sent" });
       await waitForSink(`Hello ${m}`, 1);
@@ -314,7 +314,7 @@ describe("ask", () => {
         reason: "the agent bot's token changed after the message was held",
       });
       expect(vault.approvals!.row(id)!.state).toBe("held");
-      expect(vault.approvals!.message(id)!.tokenHash).toBe(vault.config.agents[0]!.tokenHash);
+      expect(vault.approvals!.details(id)!.tokenHash).toBe(vault.config.agents[0]!.tokenHash);
       expect(await approve(base, id, "test")).toMatchObject({ outcome: "sent" });
       await waitForSink(`Hello ${m}`, 1);
     } finally {
@@ -337,7 +337,7 @@ describe("ask", () => {
     const m = marker();
     const secretLine = `secret-${marker()}`;
     const id = heldId((await send(`clear-${m}@outside.example`, m, secretLine)).text);
-    expect(store.message(id)!.message.toString()).toContain(secretLine);
+    expect((await store.readMessage(id))!.message.toString()).toContain(secretLine);
     const user = upstreams().users[0]!;
     for (const suffix of ["", "-wal"]) {
       let bytes: string;
@@ -363,7 +363,7 @@ describe("when the audit log cannot be written (docs/approvals.md)", () => {
       expect(await approve(full, id, "test")).toEqual({ outcome: "not-sent", reason: UNAVAILABLE });
       expect(store.row(id)!.state).toBe("held");
       expect(store.row(id)!.decidedBy).toBeNull();
-      expect(store.message(id)).not.toBeNull();
+      expect(await store.readMessage(id)).not.toBeNull();
       await Bun.sleep(1000);
       expect(sinkCopies(`Hello ${m}`)).toHaveLength(0);
 
@@ -391,7 +391,7 @@ describe("when the audit log cannot be written (docs/approvals.md)", () => {
       expect(await approve(failingCtx, id, "test")).toEqual({ outcome: "not-sent", reason: UNAVAILABLE });
       expect(audit.healthy).toBe(false);
       expect(store.row(id)!.state).toBe("held");
-      expect(store.message(id)).not.toBeNull();
+      expect(await store.readMessage(id)).not.toBeNull();
       await Bun.sleep(1500);
       expect(sinkCopies(`Hello ${m}`)).toHaveLength(0);
 
@@ -442,7 +442,7 @@ describe("deny, expiry and the start-up check with a full audit log (docs/approv
     expect(recover(full)).toEqual([]);
     for (const id of [denied, ...expired]) {
       expect(store.row(id)!.state).toBe("held");
-      expect(store.message(id)).not.toBeNull();
+      expect(await store.readMessage(id)).not.toBeNull();
     }
     expect(store.row(stuck)!.state).toBe("sending");
     // Nothing to deny while it is full is still told as before.
@@ -487,7 +487,7 @@ describe("deny, expiry and the start-up check with a full audit log (docs/approv
       expect(refused.status).toBe(503);
       expect(await refused.text()).toContain("The message is still held");
       expect(store.row(id)!.state).toBe("held");
-      expect(store.message(id)).not.toBeNull();
+      expect(await store.readMessage(id)).not.toBeNull();
       expect(store.tokenUsed(id)).toBe(false);
 
       await freeSpace(audit);
@@ -687,7 +687,7 @@ describe('a held message stored in parts (docs/approvals.md "Limits")', () => {
       .get(HELD_PART_KIND, `${id}.%`) as { n: number };
     expect(parts.n).toBe(3);
     // Stored as the agent sent it, before dot-stuffing, octet for octet.
-    expect(store.message(id)!.message.equals(Buffer.from(outside.message, "latin1"))).toBe(true);
+    expect((await store.readMessage(id))!.message.equals(Buffer.from(outside.message, "latin1"))).toBe(true);
     expect((await approve(ctx, id, "test")).outcome).toBe("sent");
     const copies = await waitForSink(`Hello ${m}`, 1);
     expect(bodyOf(copies[0]!.text.replace(/\r\n/g, "\n"))).toBe(`Hello ${m}\nsecond line ${extra}\n`);

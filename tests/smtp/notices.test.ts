@@ -159,7 +159,7 @@ describe("approvers' notices", () => {
     expect(lines).toContain(`To:          ${inside}`);
     expect(lines).toContain(`To:          ${outside}  (OUTSIDE the sender's domain)`);
     expect(lines).toContain(`Subject:     approval ${m}`);
-    expect(lines).toContain(`Size:        ${main.proxy.approvals!.message(id)!.message.length} octets`);
+    expect(lines).toContain(`Size:        ${(await main.proxy.approvals!.readMessage(id))!.message.length} octets`);
     expect(lines).toContain(`Attachments: report-${m}.pdf`);
     expect(lines).toContain("Rule:        outside needs a manager");
     expect(lines).toContain(`| Hello ${m}`);
@@ -288,7 +288,7 @@ describe("a notice that cannot be sent", () => {
     expect(deferred.decision).toBe("error");
     expect(deferred.reason).toContain(`${DELAYS.length + 1} attempts: upstream replied 451`);
     expect(failing.proxy.approvals!.row(id)!.state).toBe("held");
-    expect(failing.proxy.approvals!.message(id)).not.toBeNull();
+    expect(await failing.proxy.approvals!.readMessage(id)).not.toBeNull();
     // Still approvable: it reaches the upstream once approved.
     expect((await approve(failing.ctx, id, "test")).outcome).toBe("sent");
     await waitFor("copies", () => sinkCopies(`Hello ${m}`), 1);
@@ -318,7 +318,7 @@ describe("a notice that cannot be sent", () => {
       expect(r.reason).toContain(`not sent: ${DELAYS.length + 1} attempts:`);
     }
     expect(failing.proxy.approvals!.row(id)!.state).toBe("held");
-    expect(failing.proxy.approvals!.message(id)).not.toBeNull();
+    expect(await failing.proxy.approvals!.readMessage(id)).not.toBeNull();
     await deny(failing.ctx, id, "test", null);
   });
 
