@@ -58,7 +58,7 @@ export type ApproveResult =
 /** One audit row about a held message. */
 export function approvalEvent(
   ctx: ApprovalContext,
-  row: Pick<ApprovalRow, "id" | "rule" | "ruleIndex" | "agent">,
+  row: Pick<ApprovalRow, "id" | "ruleIndex" | "agent"> & { readonly rule: string | null },
   command: string,
   decision: AuditEvent["decision"],
   reason: string,
@@ -353,10 +353,10 @@ export function expireDue(ctx: ApprovalContext, now = Date.now()): ApprovalRow[]
  */
 function removeOrphans(ctx: ApprovalContext): void {
   for (const id of ctx.store.removeOrphanParts())
-    void written(ctx, {
-      ...approvalEvent(ctx, { id, rule: "", ruleIndex: null, agent: null }, "DATA", "error", ORPHAN_REASON),
-      rule: null,
-    });
+    void written(
+      ctx,
+      approvalEvent(ctx, { id, rule: null, ruleIndex: null, agent: null }, "DATA", "error", ORPHAN_REASON),
+    );
 }
 
 /**

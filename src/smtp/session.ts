@@ -1373,18 +1373,14 @@ export class SmtpSession {
       this.#send(reply(451, "4.3.0", "Audit log unavailable; nothing was sent, try again later"));
       return;
     }
+    // The rows on disk name `approvalId`: when nothing ends up held under it, one more row on it says why.
+    const unheldRow = (reason: string): void =>
+      this.#audit({ command: "DATA", operation: "mail:send", target: approvalId, decision: "error", reason });
     if (this.#closing) {
       // The session ended while its rows went to disk (a reload that ends it, shutdown, the agent gone): the agent
       // cannot get its 250, so it does not know of the message and would send it again. Nothing is held, and no
-      // approver is asked; the rows on disk name an id that holds nothing, and this one says why.
-      this.#audit({
-        command: "DATA",
-        operation: "mail:send",
-        target: approvalId,
-        decision: "error",
-        reason: `not held: the session ended (${this.#endReason})`,
-      });
-      return;
+      // approver is asked.
+      return unheldRow(`not held: the session ended (${this.#endReason})`);
     }
     let row: ApprovalRow;
     try {
@@ -1411,25 +1407,10 @@ export class SmtpSession {
         () => this.#closing,
       );
     } catch (e) {
-      if (e instanceof HoldStopped) {
-        this.#audit({
-          command: "DATA",
-          operation: "mail:send",
-          target: approvalId,
-          decision: "error",
-          reason: `not held: the session ended while it was stored (${this.#endReason})`,
-        });
-        return;
-      }
+      if (e instanceof HoldStopped)
+        return unheldRow(`not held: the session ended while it was stored (${this.#endReason})`);
       moduleLogger("smtp").error(`session ${this.id}: cannot hold a message: ${errorMessage(e)}`);
-      // The rows above are on disk already: this one says that the message they name was not held after all.
-      this.#audit({
-        command: "DATA",
-        operation: "mail:send",
-        target: approvalId,
-        decision: "error",
-        reason: `not held: cannot hold for approval: ${errorMessage(e)}`,
-      });
+      unheldRow(`not held: cannot hold for approval: ${errorMessage(e)}`);
       return refuse();
     }
     if (this.#closing) {
@@ -1441,16 +1422,8 @@ export class SmtpSession {
       } catch (e) {
         moduleLogger("smtp").error(`session ${this.id}: cannot take back held message ${row.id}: ${errorMessage(e)}`);
       }
-      this.#audit({
-        command: "DATA",
-        operation: "mail:send",
-        target: approvalId,
-        decision: "error",
-        reason: withdrawn
-          ? `not held: the session ended while it was stored (${this.#endReason})`
-          : `held, but the session ended before its reply (${this.#endReason}): the agent may send it again`,
-      });
-      if (withdrawn) return;
+      if (withdrawn) return unheldRow(`not held: the session ended while it was stored (${this.#endReason})`);
+      unheldRow(`held, but the session ended before its reply (${this.#endReason}): the agent may send it again`);
     }
     this.#send(reply(250, "2.0.0", `Held for approval as ${row.id}`));
     this.#ctx.onHeld?.(row);
