@@ -107,18 +107,10 @@ export function upstreamCriteria(
   const out = rest.map((k) => translateKey(box, k, budget));
   if (spans === null) return { criteria: out, local: null };
   if (spans.length === 0) return { criteria: [{ key: "NOT", operand: { key: "ALL" } }, ...out], local: null };
-  // An unfiltered folder hides no message between two of the agent's, so each span's first and last UID bound
-  // exactly its messages upstream (a later arrival has a higher UID): the spans go as UID ranges, however many
-  // messages they hold, and `UID SEARCH 5001:10000 BODY x` searches those 5,000 messages upstream, not all of them.
-  if (box.visible === null && spans.length / 2 <= UPSTREAM_SET_RANGES) {
-    const ranges = box.uidRangesOf(spans);
-    const set: SeqRange[] = [];
-    for (let i = 0; i < ranges.length; i += 2) set.push({ start: ranges[i]!, stop: ranges[i + 1]! });
-    return { criteria: [{ key: "UID", set }, ...out], local: null };
-  }
-  // A filtered folder: hidden messages may lie between two of the agent's, so the ranges upstream are found over U
-  // (`upstreamSetIn`, without listing the messages): a contiguous run of visible messages is one range, however
-  // long; more than UPSTREAM_SET_RANGES of them stay local.
+  // The ranges upstream are found over U without listing the messages (`upstreamSetIn`): a run of the agent's
+  // messages with no hidden one between is one range, however long (in an unfiltered folder one per span, split
+  // only at an expunge not yet announced), so `UID SEARCH 5001:10000 BODY x` searches those 5,000 messages
+  // upstream, not all of them. More than UPSTREAM_SET_RANGES ranges stay local.
   const set = box.upstreamSetIn(spans, UPSTREAM_SET_RANGES);
   if (set !== null) return { criteria: [{ key: "UID", set }, ...out], local: null };
   return { criteria: out.length === 0 ? [{ key: "ALL" }] : out, local: box.uidRangesOf(spans) };
