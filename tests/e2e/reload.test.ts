@@ -391,7 +391,10 @@ test("mailgator reload: reloaded or the errors; a pid file while serve runs, a s
     await served.port("SMTP");
     // The pid and its start time (proc(5) stat field 22), so that the file names this process and no later one.
     const start = readFileSync(`/proc/${served.proc.pid}/stat`, "latin1").split(") ")[1]!.split(" ")[19];
-    expect(readFileSync(join(dir, "mailgator.pid"), "utf8")).toBe(`${served.proc.pid} ${start}\n`);
+    // serve writes it once every listener is up, after their "listening" lines: until then the stale one is there.
+    const pidFile = join(dir, "mailgator.pid");
+    for (let i = 0; i < 100 && readFileSync(pidFile, "utf8") === `${other.pid} 1\n`; i++) await Bun.sleep(50);
+    expect(readFileSync(pidFile, "utf8")).toBe(`${served.proc.pid} ${start}\n`);
 
     writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "deny"));
     const ok = runCli(["reload", "-c", file]);

@@ -7,7 +7,7 @@ import { esearchResponse } from "../ext/esearch.ts";
 import { MAX_SEARCH_NESTED_RANGES, MAX_SEARCH_SETS, UPSTREAM_SET_RANGES } from "../limits.ts";
 import { intersectSpans, type SelectedMailbox, type Spans } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
-import { hasModseq, type SearchKey, type SearchReturnOption, type SeqRange, type SeqSet } from "../wire/index.ts";
+import { hasModseq, type SearchKey, type SearchReturnOption, type SeqSet } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
 import { forwardUntagged, messageCommandCode, requireModseq } from "./shared.ts";
 
