@@ -77,8 +77,15 @@ export interface AdminOptions {
 
 export interface AdminServer {
   readonly address: { readonly host: string; readonly port: number };
+  /** Stops accepting; answers in flight get up to ADMIN_CLOSE_MS to finish, then every connection is cut. */
   close(): Promise<void>;
 }
+
+/**
+ * How long closing the admin listener waits for the answers in flight (an approval page's, written once its decision
+ * ended: docs/approvals.md "What is guaranteed") before it cuts the connections still open.
+ */
+export const ADMIN_CLOSE_MS = 1000;
 
 const json = (status: number, body: unknown, headers: Record<string, string> = {}): Response =>
   new Response(`${JSON.stringify(body)}\n`, {
@@ -144,6 +151,13 @@ export function startAdmin(options: AdminOptions): AdminServer {
   return {
     address: { host, port: server.port ?? port },
     close: async () => {
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<void>((resolve) => {
+        timer = setTimeout(resolve, ADMIN_CLOSE_MS);
+      });
+      // stop() lets a request in flight finish (idle keep-alive connections close at once); stop(true) cuts the rest.
+      await Promise.race([server.stop(), late]);
+      clearTimeout(timer);
       await server.stop(true);
     },
   };

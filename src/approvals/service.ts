@@ -50,10 +50,20 @@ export type ApproveResult =
   | { readonly outcome: "sent" | "failed"; readonly reply: string; readonly recorded: boolean }
   | { readonly outcome: "refused"; readonly state: ApprovalState | "unknown" }
   /**
-   * Nothing was sent and the message is still held: the upstream login failed before the claim, or the audit log
-   * could not be written (AUDIT_UNAVAILABLE), before the claim or when the approval row was to go to disk.
+   * Nothing was sent and the message is still held: the upstream login failed before the claim, the audit log
+   * could not be written (AUDIT_UNAVAILABLE), before the claim or when the approval row was to go to disk, or the
+   * process is stopping (SHUTTING_DOWN, before the claim).
    */
-  | { readonly outcome: "not-sent"; readonly reason: string };
+  | { readonly outcome: "not-sent"; readonly reason: string }
+  /**
+   * The replay was cut off by `signal` (serve stopping, docs/approvals.md "What is guaranteed") after the approval
+   * row went to disk: the upstream may or may not have the message. It stays "sending", with no row of its own, as
+   * if the process had been killed; the next start marks it for a check and never sends it again.
+   */
+  | { readonly outcome: "interrupted" };
+
+/** The reason given when a decision is refused or cut off because the process is stopping. */
+export const SHUTTING_DOWN = "the server is shutting down";
 
 /** One audit row about a held message. */
 export function approvalEvent(
@@ -168,9 +178,16 @@ async function written(ctx: ApprovalContext, ev: AuditEvent): Promise<boolean> {
  * "held" to "sending" replays it. The upstream login comes first: when it fails (an OAuth2 account that needs
  * re-authorization, an upstream that cannot be reached) nothing was sent and the message stays held. The approval
  * row is on disk before the message reaches the upstream (docs/approvals.md "Deciding"). While the audit log cannot
- * be written nothing changes: the message stays held and the caller is told why ("not-sent").
+ * be written nothing changes: the message stays held and the caller is told why ("not-sent"). An aborted `signal`
+ * stops the decision: before the claim, nothing changes ("not-sent"); during the replay, the upstream connection is
+ * dropped and the message is left "sending" ("interrupted").
  */
-export async function approve(ctx: ApprovalContext, id: string, by: string): Promise<ApproveResult> {
+export async function approve(
+  ctx: ApprovalContext,
+  id: string,
+  by: string,
+  signal?: AbortSignal,
+): Promise<ApproveResult> {
   const before = ctx.store.row(id);
   if (before === null) return { outcome: "refused", state: "unknown" };
   if (before.state !== "held") return { outcome: "refused", state: before.state };
@@ -202,6 +219,10 @@ export async function approve(ctx: ApprovalContext, id: string, by: string): Pro
       return { outcome: "not-sent", reason };
     }
   }
+  if (signal?.aborted === true) {
+    await upstream?.quit().catch(() => {});
+    return { outcome: "not-sent", reason: SHUTTING_DOWN };
+  }
   // The login took time: the log may have failed meanwhile. Checked in the same turn as the claim below and the
   // queueing of its row, so that the log cannot refuse that row once the message is "sending".
   if (!ctx.audit.healthy) {
@@ -230,6 +251,13 @@ export async function approve(ctx: ApprovalContext, id: string, by: string): Pro
   const gate = new CommitGate(ctx.audit.durable(approved), () => ctx.audit.commitNow());
   let result: SendResult | null = null;
   let failure: Error | null = null;
+  // Added in the same turn as the `aborted` check above (no await on the way): an abort cannot fall in between.
+  let cutOff = false;
+  const cut = (): void => {
+    cutOff = true;
+    upstream.destroy();
+  };
+  signal?.addEventListener("abort", cut, { once: true });
   try {
     result = await upstream.send(
       { from: held.envelope.from, recipients: held.envelope.recipients, eightBit: held.envelope.eightBit },
@@ -239,6 +267,7 @@ export async function approve(ctx: ApprovalContext, id: string, by: string): Pro
   } catch (e) {
     failure = e as Error;
   } finally {
+    signal?.removeEventListener("abort", cut);
     await upstream.quit().catch(() => {});
   }
   await gate.settled;
@@ -251,6 +280,13 @@ export async function approve(ctx: ApprovalContext, id: string, by: string): Pro
         `${gate.error?.message ?? failure?.message ?? "unknown error"}`,
     );
     return { outcome: "not-sent", reason: AUDIT_UNAVAILABLE };
+  }
+  if (cutOff && result === null) {
+    // The dot may have gone out: only the upstream knows. Left "sending", as a killed process leaves it.
+    moduleLogger("approvals").warn(
+      `approval ${id}: the replay was cut off at shutdown: it stays sending; the next start marks it for a check`,
+    );
+    return { outcome: "interrupted" };
   }
   const ok = result !== null && result.stage === "data" && result.reply.code >= 200 && result.reply.code < 300;
   const reply =

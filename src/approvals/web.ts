@@ -7,7 +7,7 @@
  */
 
 import { attachmentsShown, MORE_TEXT } from "./preview.ts";
-import { type ApprovalContext, AUDIT_UNAVAILABLE, approvalEvent, approve, deny } from "./service.ts";
+import { type ApprovalContext, AUDIT_UNAVAILABLE, approvalEvent, approve, deny, SHUTTING_DOWN } from "./service.ts";
 import { type ApprovalRow, ID_PATTERN } from "./store.ts";
 
 /** Marks a recipient outside the sender's domain in the preview. */
@@ -61,9 +61,42 @@ function decided(row: ApprovalRow): Response {
   return page(409, "Already decided", `<p>${html(stateSentence(row))}</p>`);
 }
 
-/** Builds the handler; a form is accepted from `[approvals] base_url`'s origin, as configured at the request. */
-export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Response> {
-  return async (req) => {
+/**
+ * How long a decision cut off at shutdown may take to wind up (its upstream connection dropped, its page answered)
+ * before the process closes its databases anyway.
+ */
+export const DECISION_WIND_UP_MS = 2000;
+
+/** The approval page, and its part in stopping the process (docs/approvals.md "What is guaranteed"). */
+export interface ApprovalPage {
+  handle(req: Request): Promise<Response>;
+  /**
+   * From now on refuses decisions (503; the message stays held, the link usable) and waits up to `graceMs` for those
+   * under way; then cuts the replays still running (ApproveResult "interrupted") and waits up to DECISION_WIND_UP_MS
+   * more. Resolves to the number of decisions cut off.
+   */
+  drain(graceMs: number): Promise<number>;
+}
+
+/** Builds the page; a form is accepted from `[approvals] base_url`'s origin, as configured at the request. */
+export function approvalPage(ctx: ApprovalContext): ApprovalPage {
+  /** The decisions under way (a POST past its token check). */
+  const running = new Set<Promise<Response>>();
+  let stopping = false;
+  /** Aborted once the grace is over: the replays still running are cut off. */
+  const cut = new AbortController();
+  return { handle, drain };
+
+  async function drain(graceMs: number): Promise<number> {
+    stopping = true;
+    if (await settledWithin(running, graceMs)) return 0;
+    const left = running.size;
+    cut.abort();
+    await settledWithin(running, DECISION_WIND_UP_MS);
+    return left;
+  }
+
+  async function handle(req: Request): Promise<Response> {
     const base = ctx.config.approvals.baseUrl;
     const origin = base === null ? null : new URL(base).origin;
     const url = new URL(req.url);
@@ -79,7 +112,7 @@ export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Re
     if (body.length > MAX_FORM_BYTES) return page(413, "Refused", "<p>Request too large.</p>");
     const form = new URLSearchParams(body);
     return act(id, form.get("t") ?? "", form.get("action") ?? "");
-  };
+  }
 
   function check(id: string, token: string): ApprovalRow | Response {
     const row = ctx.store.row(id);
@@ -126,14 +159,26 @@ export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Re
     if (row instanceof Response) return row;
     if (action !== "approve" && action !== "deny") return page(400, "Refused", "<p>Unknown action.</p>");
     if (row.state !== "held") return decided(row);
+    // Checked before the token is used, in the same turn: a decision refused here leaves the link as it was.
+    if (stopping)
+      return page(
+        503,
+        "Shutting down",
+        `<p>Nothing was decided: ${html(SHUTTING_DOWN)}. The message is still held; this link can be used again ` +
+          "once the server is back.</p>",
+      );
     if (!ctx.store.useToken(id)) return page(409, "Link used", "<p>This link was already used.</p>");
+    const decision = decide(id, action, `link:${row.groups.join(",")}`);
+    running.add(decision);
     try {
-      return await decide(id, action, `link:${row.groups.join(",")}`);
+      return await decision;
     } catch (e) {
       // A decision that failed on its way (the state database, say) and left the message held gives the link back:
       // it is the approvers' only way to decide.
       if (ctx.store.row(id)?.state === "held") ctx.store.releaseToken(id);
       throw e;
+    } finally {
+      running.delete(decision);
     }
   }
 
@@ -151,7 +196,7 @@ export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Re
       if (result.outcome !== "denied") return decided(ctx.store.row(id)!);
       return page(200, "Denied", "<p>The message was discarded; nothing was sent.</p>");
     }
-    const result = await approve(ctx, id, by);
+    const result = await approve(ctx, id, by, cut.signal);
     // The upstream's answer stands, and the page says so; without its APPROVAL SENT row the message stays "sending",
     // which the next start of serve makes "needs-check" (docs/approvals.md "When the audit log fails").
     const unrecorded =
@@ -169,6 +214,13 @@ export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Re
           "<p>This link can be used again once that is fixed.</p>",
       );
     }
+    if (result.outcome === "interrupted")
+      return page(
+        503,
+        "Interrupted",
+        "<p>The server stopped while sending it: the upstream server may or may not have it. It is not sent " +
+          "again; an administrator must check whether it arrived.</p>",
+      );
     if (result.outcome === "failed")
       return page(
         502,
@@ -178,6 +230,21 @@ export function approvalPage(ctx: ApprovalContext): (req: Request) => Promise<Re
     if (result.outcome === "refused" && result.state === "expired")
       return page(410, "Expired", "<p>This message expired before anyone decided; it was discarded.</p>");
     return decided(ctx.store.row(id)!);
+  }
+}
+
+/** Whether every promise in `set` (as it is now) settles within `ms`. */
+async function settledWithin(set: ReadonlySet<Promise<unknown>>, ms: number): Promise<boolean> {
+  if (set.size === 0) return true;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<false>((resolve) => {
+    timer = setTimeout(() => resolve(false), ms);
+  });
+  const all = Promise.allSettled([...set]).then(() => true as const);
+  try {
+    return await Promise.race([all, late]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

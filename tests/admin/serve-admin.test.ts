@@ -11,6 +11,7 @@ import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
+import { ADMIN_CLOSE_MS } from "../../src/admin/server.ts";
 import { createMailbox, sinkRecipients, smtpListener, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { RawImap, statusOf } from "../imap/helpers.ts";
 
@@ -272,6 +273,24 @@ test("/healthz is 503 while the proxies close (an agent that never hangs up hold
     idle.destroy();
   }
   expect(await served.proc.exited).toBe(0);
+});
+
+test("a request that never ends on the admin listener holds serve's exit ADMIN_CLOSE_MS at most", async () => {
+  const served = await serve(configFile(""));
+  const url = new URL(served.admin);
+  // A request line and one header, never the blank line that ends the request; never closes its side.
+  const slow = connect({ host: url.hostname, port: Number(url.port), allowHalfOpen: true });
+  slow.on("error", () => {});
+  await new Promise<void>((resolve) => slow.once("connect", () => resolve()));
+  slow.write("GET /healthz HTTP/1.1\r\nHost: a\r\n");
+  try {
+    expect((await health(served)).status).toBe(200);
+    served.proc.kill("SIGTERM");
+    const code = await Promise.race([served.proc.exited, Bun.sleep(ADMIN_CLOSE_MS + 5000).then(() => null)]);
+    expect(code).toBe(0);
+  } finally {
+    slow.destroy();
+  }
 });
 
 test("/healthz is 503 while the audit log cannot be written (full disk), 200 again once it can", async () => {

@@ -23,7 +23,10 @@ import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { readTokens } from "../../src/accounts/records.ts";
+import { ADMIN_CLOSE_MS } from "../../src/admin/server.ts";
 import { type ApprovalRow, ApprovalStore } from "../../src/approvals/store.ts";
+import { DECISION_WIND_UP_MS } from "../../src/approvals/web.ts";
+import { SHUTDOWN_GRACE_MS } from "../../src/net/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { hashToken } from "../../src/vault/token.ts";
 import { createMailbox, sinkMessages, type TestMailbox, uniqueToken, upstreams } from "../fixtures/index.ts";
@@ -499,7 +502,8 @@ describe("an agent mails a colleague and an outside address (pass-through, Postf
 /**
  * A TCP relay between Mailgator and Postfix (upstream in clear, so that it sees the SMTP dialogue). It counts the
  * transactions whose final dot it passed on, and, when asked, holds the replay: "dot" keeps the final dot (and
- * everything after it) from Postfix; "reply" passes the dot on and keeps Postfix's answer from Mailgator.
+ * everything after it) from Postfix until `release()`; "reply" passes the dot on and keeps Postfix's answer from
+ * Mailgator.
  */
 class Relay {
   mode: "pass" | "dot" | "reply" = "pass";
@@ -508,6 +512,7 @@ class Relay {
   /** Postfix's answer to a dot, kept from Mailgator in "reply" mode. */
   heldReply = "";
   #held: (() => void) | null = null;
+  #release: (() => void) | null = null;
   readonly #server: Server;
   readonly #sockets = new Set<Socket>();
 
@@ -535,6 +540,13 @@ class Relay {
     });
   }
 
+  /** Passes on what "dot" mode kept: Postfix gets the final dot and answers it. */
+  release(): void {
+    const f = this.#release;
+    this.#release = null;
+    f?.();
+  }
+
   #connection(client: Socket, target: { host: string; port: number }): void {
     const upstream = connect(target);
     for (const s of [client, upstream]) {
@@ -544,9 +556,13 @@ class Relay {
     let commands = ""; // the client's text since the last transaction
     let data: string | null = null; // the message text, once DATA was sent
     let holdClient = false;
+    let kept: Buffer[] = []; // the client's bytes from the final dot on, while "dot" mode holds them
     let holdServer = false;
     client.on("data", (chunk: Buffer) => {
-      if (holdClient) return;
+      if (holdClient) {
+        kept.push(chunk);
+        return;
+      }
       const text = chunk.toString("latin1");
       if (data === null) {
         upstream.write(chunk);
@@ -563,8 +579,18 @@ class Relay {
       }
       if (this.mode === "dot") {
         // Everything before the final dot goes on; the dot and what follows never do.
-        upstream.write(chunk.subarray(0, Math.max(0, end + 2 - chunkStart)));
+        const cut = Math.max(0, end + 2 - chunkStart);
+        upstream.write(chunk.subarray(0, cut));
+        kept = [chunk.subarray(cut)];
         holdClient = true;
+        this.#release = () => {
+          holdClient = false;
+          for (const c of kept) upstream.write(c);
+          kept = [];
+          this.dotsForwarded++;
+          data = null;
+          commands = "";
+        };
         this.#fire();
         return;
       }
@@ -601,7 +627,7 @@ class Relay {
   }
 }
 
-describe("SIGKILL during the replay", () => {
+describe("serve stopped during the replay (SIGKILL, SIGTERM)", () => {
   let relay: Relay;
   let s: Setup;
   let auth: Auth;
@@ -666,6 +692,64 @@ describe("SIGKILL during the replay", () => {
     running.served.proc.kill("SIGKILL");
     await running.served.proc.exited;
     expect(await pressed).toBeInstanceOf(Error); // the page never answered
+    expect(relay.dotsForwarded).toBe(dots);
+    expect(await listed(s, id)).toMatchObject({ state: "sending" });
+    expect(auditRows(s, id).map((r) => r.command)).toEqual(["DATA", "APPROVE"]);
+    await afterRestart(id, token, 0);
+  });
+
+  test("SIGTERM while the page's approval is sent: it ends once, answered; a new one refused, link kept", async () => {
+    const running = await start(s);
+    const first = await hold(s, running.smtpPort, auth);
+    const second = await hold(s, running.smtpPort, auth);
+    const { token: t1 } = link(s, running.admin, first.id);
+    const { token: t2 } = link(s, running.admin, second.id);
+    const dots = relay.dotsForwarded;
+    const held = relay.holdNext("dot");
+    const pressed = post(running.admin, first.id, t1, "approve");
+    await held;
+    running.served.proc.kill("SIGTERM");
+    await running.served.waitForLog(/SIGTERM: shutting down/);
+    // A decision asked for once the stop began is refused before its link is used.
+    const late = await post(running.admin, second.id, t2, "approve");
+    expect(late.status).toBe(503);
+    expect(await late.text()).toContain("this link can be used again once the server is back");
+    relay.release();
+    const answer = await pressed;
+    expect(answer.status).toBe(200);
+    expect(await answer.text()).toContain("The message was sent.");
+    expect(await running.served.proc.exited).toBe(0);
+    expect(relay.dotsForwarded).toBe(dots + 1);
+    expect(await listed(s, first.id)).toMatchObject({ state: "sent" });
+    expect(auditRows(s, first.id).map((r) => r.command)).toEqual(["DATA", "APPROVE", "APPROVAL SENT"]);
+    expectSameBytes((await expectCopies(first.token, 1))[0]!, first.raw);
+    expect(await listed(s, second.id)).toMatchObject({ state: "held" });
+    expect(withStore(s, (store) => store.tokenUsed(second.id))).toBe(false);
+    expect(auditRows(s, second.id).map((r) => r.command)).toEqual(["DATA"]);
+    await expectCopies(second.token, 0);
+    expect((await cli(["approvals", "deny", second.id, "-c", s.file])).exitCode).toBe(0);
+  });
+
+  test("SIGTERM with the replay held past the grace: cut off, answered, serve exits, needs-check", async () => {
+    const running = await start(s);
+    const { id, token } = await hold(s, running.smtpPort, auth);
+    const { token: t } = link(s, running.admin, id);
+    const dots = relay.dotsForwarded;
+    const held = relay.holdNext("dot");
+    const pressed = post(running.admin, id, t, "approve");
+    await held;
+    running.served.proc.kill("SIGTERM");
+    const answer = await pressed;
+    expect(answer.status).toBe(503);
+    expect(await answer.text()).toContain("an administrator must check whether it arrived");
+    // Bounded by the grace and the wind-up, not by the 10 minutes an upstream may take to answer a final dot.
+    const limit = SHUTDOWN_GRACE_MS + DECISION_WIND_UP_MS + ADMIN_CLOSE_MS + 5000;
+    const code = await Promise.race([running.served.proc.exited, Bun.sleep(limit).then(() => null)]);
+    expect(code).toBe(0);
+    await running.served.waitForLog(new RegExp(`approval ${id}: the replay was cut off at shutdown`));
+    await running.served.waitForLog(
+      new RegExp(`approvals: 1 decision\\(s\\) still under way after ${SHUTDOWN_GRACE_MS / 1000} s were cut off`),
+    );
     expect(relay.dotsForwarded).toBe(dots);
     expect(await listed(s, id)).toMatchObject({ state: "sending" });
     expect(auditRows(s, id).map((r) => r.command)).toEqual(["DATA", "APPROVE"]);

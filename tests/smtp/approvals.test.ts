@@ -464,12 +464,12 @@ describe("deny, expiry and the start-up check with a full audit log (docs/approv
 
   test("the page: GET and a deny answer 503 and change nothing, the link is given back and works later", async () => {
     await fillAgain(audit);
-    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req) => handler(req) });
+    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req): Promise<Response> => handler(req) });
     const origin = `http://127.0.0.1:${server.port}`;
     const handler = approvalPage({
       ...full,
       config: { ...proxy.config, approvals: { ...proxy.config.approvals, baseUrl: origin } },
-    });
+    }).handle;
     try {
       const m = marker();
       const id = heldId((await send(`pagefull-${m}@outside.example`, m)).text);
@@ -813,11 +813,11 @@ describe('a held message stored in parts (docs/approvals.md "Limits")', () => {
 describe("the approval page", () => {
   test("GET changes nothing; POST from the page approves once; replayed, altered, cross-origin refused", async () => {
     // The page handler mounted on a loopback HTTP server; links point at it (base_url's origin is checked on POST).
-    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req) => handler(req) });
+    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req): Promise<Response> => handler(req) });
     const origin = `http://127.0.0.1:${server.port}`;
     const config = { ...proxy.config, approvals: { ...proxy.config.approvals, baseUrl: origin } };
     const pageCtx: ApprovalContext = { ...ctx, config };
-    const handler = approvalPage(pageCtx);
+    const handler = approvalPage(pageCtx).handle;
     try {
       const m = marker();
       const id = heldId((await send(`page-${m}@outside.example`, m)).text);
@@ -875,14 +875,14 @@ describe("the approval page", () => {
     const server = Bun.serve({
       hostname: "127.0.0.1",
       port: 0,
-      fetch: (req) => handler(req),
+      fetch: (req): Promise<Response> => handler(req),
       error: () => new Response("internal error", { status: 500 }),
     });
     const origin = `http://127.0.0.1:${server.port}`;
     const handler = approvalPage({
       ...ctx,
       config: { ...proxy.config, approvals: { ...proxy.config.approvals, baseUrl: origin } },
-    });
+    }).handle;
     const storeDeny = store.deny;
     try {
       const m = marker();
@@ -910,7 +910,7 @@ describe("the approval page", () => {
   });
 
   test("sent, but its APPROVAL SENT row cannot be written: the page says so; the message stays sending", async () => {
-    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req) => handler(req) });
+    const server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req): Promise<Response> => handler(req) });
     const origin = `http://127.0.0.1:${server.port}`;
     // The log as it is, but the APPROVAL SENT row is refused (as a full disk would refuse it at that moment).
     const audit = new Proxy(ctx.audit, {
@@ -928,7 +928,7 @@ describe("the approval page", () => {
       ...ctx,
       audit,
       config: { ...proxy.config, approvals: { ...proxy.config.approvals, baseUrl: origin } },
-    });
+    }).handle;
     try {
       const m = marker();
       const id = heldId((await send(`unrecorded-${m}@outside.example`, m)).text);
@@ -955,7 +955,7 @@ describe("the approval page", () => {
     const server = Bun.serve({
       hostname: "127.0.0.1",
       port: 0,
-      fetch: (req) => {
+      fetch: (req): Response | Promise<Response> => {
         const url = new URL(req.url);
         if (!url.pathname.startsWith(`${prefix}/`)) return new Response("not here", { status: 404 });
         url.pathname = url.pathname.slice(prefix.length);
@@ -964,7 +964,7 @@ describe("the approval page", () => {
     });
     const base = `http://127.0.0.1:${server.port}${prefix}`;
     const config = { ...proxy.config, approvals: { ...proxy.config.approvals, baseUrl: base } };
-    const handler = approvalPage({ ...ctx, config });
+    const handler = approvalPage({ ...ctx, config }).handle;
     try {
       const m = marker();
       const id = heldId((await send(`prefix-${m}@outside.example`, m)).text);

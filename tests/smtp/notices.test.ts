@@ -85,7 +85,7 @@ beforeAll(async () => {
   server = Bun.serve({ hostname: "127.0.0.1", port: 0, fetch: (req) => page(req) });
   origin = `http://127.0.0.1:${server.port}`;
   main = await setup(config(origin, `"boss@corp.test", "deputy@corp.test"`, true));
-  page = approvalPage(main.ctx);
+  page = approvalPage(main.ctx).handle;
   failing = await setup(config(origin, `"tempfail-boss@corp.test", "reject-boss@corp.test"`, false));
 });
 afterAll(async () => {

@@ -11,11 +11,12 @@ import { type AdminServer, type HealthReport, registerAdminRoute, startAdmin } f
 import { Notifier } from "../../approvals/notify.ts";
 import { type ApprovalContext, expireDue, recover } from "../../approvals/service.ts";
 import { type ApprovalRow, ApprovalStore } from "../../approvals/store.ts";
-import { approvalPage } from "../../approvals/web.ts";
+import { type ApprovalPage, approvalPage } from "../../approvals/web.ts";
 import { AuditLog } from "../../audit/index.ts";
 import { type Config, ConfigError, findConfig, formatProblem, loadConfig } from "../../config/index.ts";
 import { startImapProxy } from "../../imap/index.ts";
 import { errorMessage, moduleLogger } from "../../log.ts";
+import { SHUTDOWN_GRACE_MS } from "../../net/index.ts";
 import { compilePolicy, type Policy } from "../../policy/index.ts";
 import { openQuotas, type Quotas, type RunningQuotas } from "../../quotas/index.ts";
 import { emitReload, LiveConfig, onReload, type PreparedReload, type ReloadResult } from "../../runtime/reload.ts";
@@ -116,6 +117,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
   let approvals: ApprovalStore | null = null;
   let expiry: ReturnType<typeof setInterval> | null = null;
   let notifier: Notifier | null = null;
+  let approvalsPage: ApprovalPage | null = null;
   // The config in force: what a reload swaps in is what the approvals below and the proxies read.
   const live = new LiveConfig(config, policy);
   if (config.rules.some((r) => r.action === "ask")) {
@@ -172,8 +174,9 @@ export async function serve(ctx: CommandContext): Promise<number> {
     expiry = setInterval(expire, approvalExpiryCheckMs(config.approvals.timeoutMs));
     // The approval page on the admin listener; the link's signed token is its only credential (docs/approvals.md).
     const page = approvalPage(actx);
+    approvalsPage = page;
     for (const method of ["GET", "POST"])
-      unregister.push(registerAdminRoute(method, "/approvals", (req) => page(req), { auth: "none" }));
+      unregister.push(registerAdminRoute(method, "/approvals", (req) => page.handle(req), { auth: "none" }));
   }
   if (state) log.info(`state database: ${state.path}`);
   let quotas: ReturnType<typeof openQuotas>;
@@ -289,11 +292,17 @@ export async function serve(ctx: CommandContext): Promise<number> {
   if (pendingHup) onHup();
   await stopped;
   listening.imap = listening.smtp = false; // /healthz says so while the proxies close
+  // The approval page refuses new decisions now; those under way end, or are cut off past the grace, while the
+  // databases they write to are still open (docs/approvals.md "What is guaranteed").
+  const decisions = approvalsPage?.drain(SHUTDOWN_GRACE_MS) ?? Promise.resolve(0);
   process.off("SIGHUP", onHup);
   stopCounting();
   await reloads;
   await Promise.allSettled(handles.map((h) => h.close()));
   if (expiry) clearInterval(expiry);
+  const cutOff = await decisions;
+  if (cutOff > 0)
+    log.warn(`approvals: ${cutOff} decision(s) still under way after ${SHUTDOWN_GRACE_MS / 1000} s were cut off`);
   await admin?.close();
   for (const f of unregister) f();
   // Retries still waiting give up (a failure row each) while the audit log is open.
