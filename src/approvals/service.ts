@@ -52,12 +52,12 @@ export type ApproveResult =
   /**
    * Nothing was sent and the message is still held: the upstream login failed before the claim, the audit log
    * could not be written (AUDIT_UNAVAILABLE), before the claim or when the approval row was to go to disk, or the
-   * process is stopping (SHUTTING_DOWN, before the claim).
+   * process is stopping (SHUTTING_DOWN: before the claim, or a replay cut off before its final dot went out).
    */
   | { readonly outcome: "not-sent"; readonly reason: string }
   /**
-   * The replay was cut off by `signal` (serve stopping, docs/approvals.md "What is guaranteed") after the approval
-   * row went to disk: the upstream may or may not have the message. It stays "sending", with no row of its own, as
+   * The replay was cut off by `signal` (serve stopping, docs/approvals.md "What is guaranteed") after its final dot
+   * went out: the upstream may or may not have the message. It stays "sending", with no row of its own, as
    * if the process had been killed; the next start marks it for a check and never sends it again.
    */
   | { readonly outcome: "interrupted" };
@@ -107,7 +107,7 @@ function source(message: Buffer): MessageSource {
  * account's password, or an OAuth2 access token from the token manager, refreshed when the upstream refuses the
  * cached one (openAccountUpstream, the same code the proxy's sessions log in with).
  */
-async function login(ctx: ApprovalContext, held: HeldMessage): Promise<UpstreamSession> {
+async function login(ctx: ApprovalContext, held: HeldMessage, signal: AbortSignal | null): Promise<UpstreamSession> {
   const smtp = ctx.config.smtp;
   if (smtp === null) throw new Error("the config has no [smtp] section to send through");
   const target = smtpUpstreamTarget(smtp);
@@ -117,7 +117,7 @@ async function login(ctx: ApprovalContext, held: HeldMessage): Promise<UpstreamS
     if (ctx.config.agents.length > 0)
       throw new Error("the proxy now takes agent tokens only: a message held in pass-through mode is not sent");
     stillAnIdentity(held, sessionIdentities(held.credentials.username, smtp.identities));
-    return UpstreamSession.open(target, held.credentials);
+    return UpstreamSession.open(target, held.credentials, signal);
   }
   // Vault mode: the agent that sent it must still be configured, with the same token and account, as a reload ends
   // its sessions otherwise (docs/operations.md "Reload"); a revoked agent's or token's held messages are not sent.
@@ -131,7 +131,7 @@ async function login(ctx: ApprovalContext, held: HeldMessage): Promise<UpstreamS
   const account = held.account === null ? undefined : ctx.config.accounts[held.account];
   if (account === undefined) throw new Error(`account ${JSON.stringify(held.account)} is no longer configured`);
   stillAnIdentity(held, sessionIdentities(account.username, account.identities));
-  return openAccountUpstream(target, account, ctx.credentials);
+  return openAccountUpstream(target, account, ctx.credentials, signal);
 }
 
 /**
@@ -179,8 +179,9 @@ async function written(ctx: ApprovalContext, ev: AuditEvent): Promise<boolean> {
  * re-authorization, an upstream that cannot be reached) nothing was sent and the message stays held. The approval
  * row is on disk before the message reaches the upstream (docs/approvals.md "Deciding"). While the audit log cannot
  * be written nothing changes: the message stays held and the caller is told why ("not-sent"). An aborted `signal`
- * stops the decision: before the claim, nothing changes ("not-sent"); during the replay, the upstream connection is
- * dropped and the message is left "sending" ("interrupted").
+ * stops the decision: during the login, the upstream connection is dropped and nothing changes ("not-sent"); during
+ * the replay, it is dropped too, and the message is held again if the final dot had not gone out ("not-sent"), else
+ * left "sending" ("interrupted").
  */
 export async function approve(
   ctx: ApprovalContext,
@@ -209,9 +210,10 @@ export async function approve(
   }
   if (pending !== null) {
     try {
-      upstream = await login(ctx, pending);
+      upstream = await login(ctx, pending, signal ?? null);
     } catch (e) {
-      const reason = (e as Error).message.slice(0, 300);
+      // A login cut off (below) fails as a dropped connection would: the reason says why it was dropped.
+      const reason = signal?.aborted === true ? SHUTTING_DOWN : (e as Error).message.slice(0, 300);
       await written(
         ctx,
         approvalEvent(ctx, before, "APPROVE", "error", `approved by ${by}; not sent, still held: ${reason}`),
@@ -219,8 +221,9 @@ export async function approve(
       return { outcome: "not-sent", reason };
     }
   }
-  if (signal?.aborted === true) {
-    await upstream?.quit().catch(() => {});
+  if (signal?.aborted === true && upstream !== null) {
+    // Logged in just as the process began to stop: nothing changes (an expired message goes on to be expired).
+    await upstream.quit().catch(() => {});
     return { outcome: "not-sent", reason: SHUTTING_DOWN };
   }
   // The login took time: the log may have failed meanwhile. Checked in the same turn as the claim below and the
@@ -280,6 +283,18 @@ export async function approve(
         `${gate.error?.message ?? failure?.message ?? "unknown error"}`,
     );
     return { outcome: "not-sent", reason: AUDIT_UNAVAILABLE };
+  }
+  if (cutOff && result === null && !upstream.endOfDataSent) {
+    // Cut before the final dot went out: nothing was delivered (RFC 5321 §4.1.1.4), so it is held again, once a row
+    // says so (its APPROVE row is on disk). Without that row it stays "sending", as below.
+    const why = `${SHUTTING_DOWN} (the replay was stopped before its end of data)`;
+    if (
+      await written(ctx, approvalEvent(ctx, row, "APPROVE", "error", `approved by ${by}; not sent, held again: ${why}`))
+    ) {
+      ctx.store.unclaim(id);
+      moduleLogger("approvals").warn(`approval ${id}: not sent, held again: ${why}`);
+      return { outcome: "not-sent", reason: SHUTTING_DOWN };
+    }
   }
   if (cutOff && result === null) {
     // The dot may have gone out: only the upstream knows. Left "sending", as a killed process leaves it.

@@ -72,8 +72,9 @@ export interface ApprovalPage {
   handle(req: Request): Promise<Response>;
   /**
    * From now on refuses decisions (503; the message stays held, the link usable) and waits up to `graceMs` for those
-   * under way; then cuts the replays still running (ApproveResult "interrupted") and waits up to DECISION_WIND_UP_MS
-   * more. Resolves to the number of decisions cut off.
+   * under way; then cuts the upstream connections of the approvals still running (approve(): held again, or left
+   * "sending" once the final dot went out) and waits up to DECISION_WIND_UP_MS more. Resolves to the number of
+   * decisions still under way when the grace ended.
    */
   drain(graceMs: number): Promise<number>;
 }

@@ -59,11 +59,12 @@ export async function openOAuthUpstream(
   credentials: Pick<AccountCredentials, "credentialFor" | "reportRejected">,
   account: string,
   mechanism: MechanismSetting,
+  signal: AbortSignal | null = null,
 ): Promise<UpstreamSession> {
   const first = await credentials.credentialFor(account);
   if (first.kind !== "oauth2") throw new UpstreamError(`account ${account}: expected an OAuth2 credential`);
   try {
-    return await UpstreamSession.open(target, { ...first, mechanism });
+    return await UpstreamSession.open(target, { ...first, mechanism }, signal);
   } catch (e) {
     if (!(e instanceof UpstreamAuthError)) throw e;
   }
@@ -72,7 +73,7 @@ export async function openOAuthUpstream(
   if (second.kind !== "oauth2") throw new UpstreamError(`account ${account}: expected an OAuth2 credential`);
   if (second.accessToken !== first.accessToken) {
     try {
-      return await UpstreamSession.open(target, { ...second, mechanism });
+      return await UpstreamSession.open(target, { ...second, mechanism }, signal);
     } catch (e) {
       if (!(e instanceof UpstreamAuthError)) throw e;
     }
@@ -89,11 +90,12 @@ export async function openAccountUpstream(
   target: UpstreamTarget,
   account: AccountConfig,
   credentials: Pick<AccountCredentials, "credentialFor" | "reportRejected"> | undefined,
+  signal: AbortSignal | null = null,
 ): Promise<UpstreamSession> {
   if (account.auth === "password")
-    return UpstreamSession.open(target, { username: account.username, password: account.password.reveal() });
+    return UpstreamSession.open(target, { username: account.username, password: account.password.reveal() }, signal);
   if (credentials === undefined) throw new OAuthUnavailable(account.name);
-  return openOAuthUpstream(target, credentials, account.name, account.oauth2.saslMechanism);
+  return openOAuthUpstream(target, credentials, account.name, account.oauth2.saslMechanism, signal);
 }
 
 /** An OAuth2 account, and no token credentials in this process to log in with (nothing was sent). */
@@ -227,6 +229,7 @@ export class UpstreamSession {
   extensions = new Map<string, string>();
   /** Reused output block for the dot-stuffed message. */
   #out: Buffer | null = null;
+  #endOfDataSent = false;
 
   private constructor(conn: Connection) {
     this.#conn = conn;
@@ -240,17 +243,37 @@ export class UpstreamSession {
     return this.#conn.closed || this.#failure !== null;
   }
 
-  /** Connects, secures and authenticates; rejects with UpstreamError or UpstreamAuthError. */
-  static async open(target: UpstreamTarget, credentials: UpstreamLogin | null): Promise<UpstreamSession> {
-    const conn = await connectUpstream(target);
+  /**
+   * Connects, secures and authenticates; rejects with UpstreamError or UpstreamAuthError. An aborted `signal` drops
+   * the connection at whatever step it is (the open then rejects with UpstreamError).
+   */
+  static async open(
+    target: UpstreamTarget,
+    credentials: UpstreamLogin | null,
+    signal: AbortSignal | null = null,
+  ): Promise<UpstreamSession> {
+    const conn = await connectUpstream(target, signal);
     const session = new UpstreamSession(conn);
+    const cut = (): void => conn.destroy();
+    signal?.addEventListener("abort", cut, { once: true });
     try {
+      if (signal?.aborted === true) throw new UpstreamError("cancelled");
       await session.#handshake(target, credentials);
     } catch (e) {
       conn.destroy();
       throw e;
+    } finally {
+      signal?.removeEventListener("abort", cut);
     }
     return session;
+  }
+
+  /**
+   * Whether the last transaction's end of data (the final dot) was handed to the connection. Until it is, a
+   * transaction cut off delivered nothing (RFC 5321 §4.1.1.4); once it is, only the server knows.
+   */
+  get endOfDataSent(): boolean {
+    return this.#endOfDataSent;
   }
 
   async #handshake(target: UpstreamTarget, credentials: UpstreamLogin | null): Promise<void> {
@@ -365,6 +388,7 @@ export class UpstreamSession {
   }
 
   async #send(envelope: Envelope, spool: MessageSource, gate: CommitGate): Promise<SendResult> {
+    this.#endOfDataSent = false;
     const params: string[] = [];
     if (this.extensions.has("SIZE")) params.push(`SIZE=${spool.length}`);
     if (envelope.eightBit && this.extensions.has("8BITMIME")) params.push("BODY=8BITMIME");
@@ -428,11 +452,13 @@ export class UpstreamSession {
         out.set(CRLF_DOT_CRLF, length);
         length += CRLF_DOT_CRLF.length;
         ended = true;
+        this.#endOfDataSent = true;
       }
       await this.#conn.writeFlushed(out.subarray(0, length));
     }
     if (!ended) {
       if (this.closed) throw this.#failure ?? new UpstreamError("upstream closed the connection");
+      this.#endOfDataSent = true;
       this.#conn.write(CRLF_DOT_CRLF);
     }
     return { stage: "data", reply: await this.#next() };

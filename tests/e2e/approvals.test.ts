@@ -503,10 +503,11 @@ describe("an agent mails a colleague and an outside address (pass-through, Postf
  * A TCP relay between Mailgator and Postfix (upstream in clear, so that it sees the SMTP dialogue). It counts the
  * transactions whose final dot it passed on, and, when asked, holds the replay: "dot" keeps the final dot (and
  * everything after it) from Postfix until `release()`; "reply" passes the dot on and keeps Postfix's answer from
- * Mailgator.
+ * Mailgator; "data" keeps Postfix's answers from Mailgator from the DATA command on; "greeting" keeps everything
+ * Postfix says on the next connection (its greeting first).
  */
 class Relay {
-  mode: "pass" | "dot" | "reply" = "pass";
+  mode: "pass" | "dot" | "reply" | "data" | "greeting" = "pass";
   /** Final dots passed on to Postfix. */
   dotsForwarded = 0;
   /** Postfix's answer to a dot, kept from Mailgator in "reply" mode. */
@@ -533,7 +534,7 @@ class Relay {
   }
 
   /** Resolves once the replay is held as `mode` says. */
-  holdNext(mode: "dot" | "reply"): Promise<void> {
+  holdNext(mode: "dot" | "reply" | "data" | "greeting"): Promise<void> {
     this.mode = mode;
     return new Promise((resolve) => {
       this.#held = resolve;
@@ -558,6 +559,10 @@ class Relay {
     let holdClient = false;
     let kept: Buffer[] = []; // the client's bytes from the final dot on, while "dot" mode holds them
     let holdServer = false;
+    if (this.mode === "greeting") {
+      holdServer = true;
+      this.#fire();
+    }
     client.on("data", (chunk: Buffer) => {
       if (holdClient) {
         kept.push(chunk);
@@ -567,7 +572,13 @@ class Relay {
       if (data === null) {
         upstream.write(chunk);
         commands += text;
-        if (/(^|\r\n)DATA\r\n$/i.test(commands)) data = "";
+        if (/(^|\r\n)DATA\r\n$/i.test(commands)) {
+          data = "";
+          if (this.mode === "data") {
+            holdServer = true;
+            this.#fire();
+          }
+        }
         return;
       }
       const chunkStart = data.length;
@@ -638,6 +649,9 @@ describe("serve stopped during the replay (SIGKILL, SIGTERM)", () => {
     auth = { user: s.sender.user, pass: s.sender.password };
   });
   afterAll(() => relay.close());
+  const stoppedLine = new RegExp(
+    `approvals: 1 decision\\(s\\) still under way after ${SHUTDOWN_GRACE_MS / 1000} s were stopped`,
+  );
 
   /** After the kill, serve starts again: the message needs a check, is never sent again, and deny discards it. */
   async function afterRestart(id: string, token: string, expected: number): Promise<void> {
@@ -747,13 +761,64 @@ describe("serve stopped during the replay (SIGKILL, SIGTERM)", () => {
     const code = await Promise.race([running.served.proc.exited, Bun.sleep(limit).then(() => null)]);
     expect(code).toBe(0);
     await running.served.waitForLog(new RegExp(`approval ${id}: the replay was cut off at shutdown`));
-    await running.served.waitForLog(
-      new RegExp(`approvals: 1 decision\\(s\\) still under way after ${SHUTDOWN_GRACE_MS / 1000} s were cut off`),
-    );
+    await running.served.waitForLog(stoppedLine);
     expect(relay.dotsForwarded).toBe(dots);
     expect(await listed(s, id)).toMatchObject({ state: "sending" });
     expect(auditRows(s, id).map((r) => r.command)).toEqual(["DATA", "APPROVE"]);
     await afterRestart(id, token, 0);
+  });
+
+  /** SIGTERM once the relay holds the replay as `mode` says; the page's answer, once serve exited (bounded). */
+  async function stoppedWhileHeld(mode: "data" | "greeting"): Promise<{ id: string; token: string; raw: Buffer }> {
+    const running = await start(s);
+    const message = await hold(s, running.smtpPort, auth);
+    const { token: t } = link(s, running.admin, message.id);
+    const held = relay.holdNext(mode);
+    const pressed = post(running.admin, message.id, t, "approve");
+    await held;
+    running.served.proc.kill("SIGTERM");
+    const answer = await pressed;
+    expect(answer.status).toBe(503);
+    expect(await answer.text()).toContain(
+      "The message was not sent and is still held: the server is shutting down</p><p>This link can be used again",
+    );
+    const limit = SHUTDOWN_GRACE_MS + DECISION_WIND_UP_MS + ADMIN_CLOSE_MS + 5000;
+    const code = await Promise.race([running.served.proc.exited, Bun.sleep(limit).then(() => null)]);
+    expect(code).toBe(0);
+    await running.served.waitForLog(stoppedLine);
+    return message;
+  }
+
+  /** Still held with its link unused, and sent once, byte for byte, when approved again. */
+  async function stillSendable(message: { id: string; token: string; raw: Buffer }): Promise<void> {
+    expect(await listed(s, message.id)).toMatchObject({ state: "held" });
+    expect(withStore(s, (store) => store.tokenUsed(message.id))).toBe(false);
+    await expectCopies(message.token, 0);
+    const again = await cli(["approvals", "approve", message.id, "-c", s.file]);
+    expect(again.exitCode).toBe(0);
+    expect(await listed(s, message.id)).toMatchObject({ state: "sent" });
+    expectSameBytes((await expectCopies(message.token, 1))[0]!, message.raw);
+  }
+
+  test("SIGTERM with Postfix's answer to DATA held past the grace: cut before the dot, held, sendable", async () => {
+    const dots = relay.dotsForwarded;
+    const message = await stoppedWhileHeld("data");
+    expect(relay.dotsForwarded).toBe(dots);
+    expect(auditRows(s, message.id).map((r) => [r.command, r.decision])).toEqual([
+      ["DATA", "ask"],
+      ["APPROVE", "allow"],
+      ["APPROVE", "error"],
+    ]);
+    await stillSendable(message);
+  });
+
+  test("SIGTERM with Postfix's greeting held past the grace: the login is cut, still held, sendable", async () => {
+    const message = await stoppedWhileHeld("greeting");
+    expect(auditRows(s, message.id).map((r) => [r.command, r.decision])).toEqual([
+      ["DATA", "ask"],
+      ["APPROVE", "error"],
+    ]);
+    await stillSendable(message);
   });
 
   test("the command killed after Postfix took the dot: exactly one copy, needs-check, deny clears", async () => {

@@ -302,7 +302,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
   if (expiry) clearInterval(expiry);
   const cutOff = await decisions;
   if (cutOff > 0)
-    log.warn(`approvals: ${cutOff} decision(s) still under way after ${SHUTDOWN_GRACE_MS / 1000} s were cut off`);
+    log.warn(`approvals: ${cutOff} decision(s) still under way after ${SHUTDOWN_GRACE_MS / 1000} s were stopped`);
   await admin?.close();
   for (const f of unregister) f();
   // Retries still waiting give up (a failure row each) while the audit log is open.
