@@ -28,6 +28,7 @@ import {
   type MessageSource,
   OAuthUnavailable,
   openAccountUpstream,
+  type SendResult,
   UpstreamAuthError,
   type UpstreamSession,
 } from "../smtp/upstream.ts";
@@ -243,7 +244,7 @@ export interface NotifierOptions {
 
 /**
  * Sends the notices in the background. `held` and `decided` return at once; `idle` waits for what is under way;
- * `close` stops waiting retries (each becomes a failure row) and waits for the attempts in flight.
+ * `close` stops waiting retries (each becomes a failure row) and waits for the attempts in flight, for a while.
  */
 export class Notifier {
   readonly #ctx: ApprovalContext;
@@ -256,6 +257,8 @@ export class Notifier {
   #active = 0;
   #queued = 0;
   #closed = false;
+  /** Aborted when close()'s grace is over: the attempts still in flight lose their upstream connection. */
+  readonly #cut = new AbortController();
 
   constructor(ctx: ApprovalContext, options: NotifierOptions = {}) {
     this.#ctx = ctx;
@@ -354,11 +357,24 @@ export class Notifier {
     while (this.#running.size > 0) await Promise.all([...this.#running]);
   }
 
-  /** Stops: retries still waiting give up now (a failure row each); waits for attempts in flight. */
-  async close(): Promise<void> {
+  /**
+   * Stops: retries still waiting give up now (a failure row each); attempts in flight get `graceMs` to end, then
+   * their upstream connections are dropped (a failure row each; an approver's notice not accepted is sent again at
+   * the next start, docs/approvals.md "Notices").
+   */
+  async close(graceMs = Number.POSITIVE_INFINITY): Promise<void> {
     this.#closed = true;
     for (const wake of this.#sleeping) wake();
     for (const go of this.#waiting.splice(0)) go();
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<false>((resolve) => {
+      if (Number.isFinite(graceMs)) timer = setTimeout(() => resolve(false), graceMs);
+    });
+    const done = await Promise.race([this.idle().then(() => true as const), late]);
+    clearTimeout(timer);
+    if (done) return;
+    this.#log.warn(`approval notices: ${this.#running.size} still being sent after ${graceMs / 1000} s were stopped`);
+    this.#cut.abort();
     await this.idle();
   }
 
@@ -452,18 +468,33 @@ export class Notifier {
     try {
       // As the proxy's sessions log in (openAccountUpstream): an OAuth2 access token the upstream refuses is reported
       // and a fresh one tried, so one refused token does not fail the notice for good.
-      upstream = await openAccountUpstream(smtpUpstreamTarget(smtp), job.account, this.#options.credentials);
+      const cut = this.#cut.signal;
+      upstream = await openAccountUpstream(smtpUpstreamTarget(smtp), job.account, this.#options.credentials, cut);
       const from = fromAddress(job.account);
-      // Nothing to wait for before the final dot: the notice's audit row follows the upstream's reply.
-      const result = await upstream.send(
-        { from, recipients: [job.to], eightBit: false },
-        source(job.message),
-        new CommitGate(Promise.resolve()),
-      );
+      const session = upstream;
+      const drop = (): void => session.destroy();
+      cut.addEventListener("abort", drop, { once: true });
+      let result: SendResult;
+      try {
+        if (cut.aborted) throw new Error("cancelled");
+        // Nothing to wait for before the final dot: the notice's audit row follows the upstream's reply.
+        result = await upstream.send(
+          { from, recipients: [job.to], eightBit: false },
+          source(job.message),
+          new CommitGate(Promise.resolve()),
+        );
+      } finally {
+        cut.removeEventListener("abort", drop);
+      }
       const reply = `${result.reply.code} ${result.reply.lines.at(-1) ?? ""}`.slice(0, 200);
       if (result.stage === "data" && result.reply.code >= 200 && result.reply.code < 300) return { ok: true, reply };
       return { ok: false, permanent: result.reply.code >= 500, reason: `upstream replied ${reply}` };
     } catch (e) {
+      if (this.#cut.signal.aborted) {
+        const sent = upstream?.endOfDataSent === true;
+        const reason = `the process stopped while it was being sent${sent ? " (it may have arrived)" : ""}`;
+        return { ok: false, permanent: true, reason };
+      }
       const permanent = e instanceof PermanentError || e instanceof UpstreamAuthError || e instanceof OAuthUnavailable;
       return { ok: false, permanent, reason: (e as Error).message.slice(0, 200) };
     } finally {

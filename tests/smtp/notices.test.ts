@@ -6,6 +6,7 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { createServer, type Socket } from "node:net";
 import { userMaildir } from "../../scripts/upstreams/layout.ts";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { Notifier } from "../../src/approvals/notify.ts";
@@ -27,6 +28,8 @@ import { noticesIn, waitFor } from "./notice-reader.ts";
 
 /** Retries in these tests: three attempts, 50 ms apart. */
 const DELAYS = [50, 50];
+/** The grace given to notices in flight when a Notifier closes, in these tests. */
+const GRACE_MS = 500;
 
 function config(baseUrl: string, approvers: string, notifySender: boolean, notifyAccount = true): string {
   const notifier = upstreams().users[1]!;
@@ -320,6 +323,74 @@ describe("a notice that cannot be sent", () => {
     expect(failing.proxy.approvals!.row(id)!.state).toBe("held");
     expect(await failing.proxy.approvals!.readMessage(id)).not.toBeNull();
     await deny(failing.ctx, id, "test", null);
+  });
+
+  test("close cuts the notices still unanswered after its grace: a failure row each; still held", async () => {
+    // An upstream that takes every notice up to its final dot and never answers that (in process: Postfix answers).
+    const dots: Socket[] = [];
+    const dropped = new Set<Socket>();
+    const silent = createServer((socket) => {
+      socket.on("error", () => {});
+      socket.on("close", () => dropped.add(socket));
+      let inData = false;
+      let text = "";
+      socket.write("220 silent ESMTP\r\n");
+      socket.on("data", (chunk: Buffer) => {
+        text += chunk.toString("latin1");
+        for (let end = text.indexOf("\r\n"); end !== -1; end = text.indexOf("\r\n")) {
+          const line = text.slice(0, end);
+          text = text.slice(end + 2);
+          if (inData) {
+            if (line === ".") dots.push(socket);
+            continue;
+          }
+          const verb = line.split(" ")[0]!.toUpperCase();
+          if (verb === "EHLO") socket.write("250-silent\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n");
+          else if (verb === "AUTH") socket.write("235 2.7.0 ok\r\n");
+          else if (verb === "DATA") {
+            inData = true;
+            socket.write("354 go on\r\n");
+          } else socket.write("250 ok\r\n");
+        }
+      });
+    });
+    await new Promise<void>((resolve) => silent.listen(0, "127.0.0.1", resolve));
+    try {
+      const m = marker();
+      const id = await sendHeld(failing.proxy.port, [`g-${m}@outside.example`], `grace ${m}`, `Hello ${m}\n`);
+      await waitRows(failing.proxy, id, "APPROVAL NOTIFIED", 3); // the proxy's own notices, done
+      const up = failing.ctx.config;
+      const port = (silent.address() as { port: number }).port;
+      const ctx: ApprovalContext = {
+        ...failing.ctx,
+        config: { ...up, smtp: { ...up.smtp!, upstreamAddr: { host: "127.0.0.1", port }, upstreamTls: "none" } },
+      };
+      const notifier = new Notifier(ctx, { retryDelaysMs: DELAYS });
+      // boss@corp.test's notice was accepted: the two others go to the silent upstream.
+      notifier.held(failing.proxy.approvals!.row(id)!);
+      await waitFor("final dots", () => dots, 2);
+      expect(await rowsFor(failing.proxy, id, "APPROVAL NOTIFIED")).toHaveLength(3);
+      // Past the grace both are cut (not after the 10 minutes an upstream may take to answer a final dot).
+      await notifier.close(GRACE_MS);
+      const rows = (await rowsFor(failing.proxy, id, "APPROVAL NOTIFIED")).slice(3);
+      expect(rows.map((r) => r.reason.split(" ")[2]).sort()).toEqual([
+        "reject-boss@corp.test",
+        "tempfail-boss@corp.test",
+      ]);
+      for (const r of rows) {
+        expect(r.decision).toBe("error");
+        expect(r.reason).toEndWith(
+          "not sent: 1 attempt: the process stopped while it was being sent (it may have arrived)",
+        );
+      }
+      // Their connections were dropped, so the upstream does not keep them.
+      await waitFor("dropped connections", () => dots.filter((d) => dropped.has(d)), 2);
+      expect(failing.proxy.approvals!.row(id)!.state).toBe("held");
+      await deny(failing.ctx, id, "test", null);
+    } finally {
+      for (const socket of dots) socket.destroy();
+      silent.close();
+    }
   });
 
   test("close gives up retries still waiting: a failure row, at once", async () => {

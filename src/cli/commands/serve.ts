@@ -305,8 +305,9 @@ export async function serve(ctx: CommandContext): Promise<number> {
     log.warn(`approvals: ${cutOff} decision(s) still under way after ${SHUTDOWN_GRACE_MS / 1000} s were stopped`);
   await admin?.close();
   for (const f of unregister) f();
-  // Retries still waiting give up (a failure row each) while the audit log is open.
-  await notifier?.close();
+  // Retries still waiting give up (a failure row each) while the audit log is open; a notice still being sent gets
+  // the proxies' grace (docs/approvals.md "Notices").
+  await notifier?.close(SHUTDOWN_GRACE_MS);
   await audit.close();
   quotas.close();
   state?.close();
