@@ -214,6 +214,7 @@ export async function approve(
     } catch (e) {
       // A login cut off (below) fails as a dropped connection would: the reason says why it was dropped.
       const reason = signal?.aborted === true ? SHUTTING_DOWN : (e as Error).message.slice(0, 300);
+      if (signal?.aborted === true) moduleLogger("approvals").warn(`approval ${id}: not sent, still held: ${reason}`);
       await written(
         ctx,
         approvalEvent(ctx, before, "APPROVE", "error", `approved by ${by}; not sent, still held: ${reason}`),
@@ -222,8 +223,14 @@ export async function approve(
     }
   }
   if (signal?.aborted === true && upstream !== null) {
-    // Logged in just as the process began to stop: nothing changes (an expired message goes on to be expired).
+    // Logged in just as the process began to stop: nothing changes but the row saying so (an expired message goes
+    // on to be expired).
     await upstream.quit().catch(() => {});
+    moduleLogger("approvals").warn(`approval ${id}: not sent, still held: ${SHUTTING_DOWN}`);
+    await written(
+      ctx,
+      approvalEvent(ctx, before, "APPROVE", "error", `approved by ${by}; not sent, still held: ${SHUTTING_DOWN}`),
+    );
     return { outcome: "not-sent", reason: SHUTTING_DOWN };
   }
   // The login took time: the log may have failed meanwhile. Checked in the same turn as the claim below and the

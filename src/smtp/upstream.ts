@@ -61,7 +61,10 @@ export async function openOAuthUpstream(
   mechanism: MechanismSetting,
   signal: AbortSignal | null = null,
 ): Promise<UpstreamSession> {
+  // A token request is not cut by `signal`; what follows it is.
+  const stopped = (): boolean => signal?.aborted === true;
   const first = await credentials.credentialFor(account);
+  if (stopped()) throw new UpstreamError("cancelled");
   if (first.kind !== "oauth2") throw new UpstreamError(`account ${account}: expected an OAuth2 credential`);
   try {
     return await UpstreamSession.open(target, { ...first, mechanism }, signal);
@@ -70,6 +73,7 @@ export async function openOAuthUpstream(
   }
   credentials.reportRejected(account, first.accessToken);
   const second = await credentials.credentialFor(account);
+  if (stopped()) throw new UpstreamError("cancelled");
   if (second.kind !== "oauth2") throw new UpstreamError(`account ${account}: expected an OAuth2 credential`);
   if (second.accessToken !== first.accessToken) {
     try {
@@ -372,6 +376,7 @@ export class UpstreamSession {
    * failed before the call): rejects with CommitFailedError, and the connection is closed.
    */
   async send(envelope: Envelope, spool: MessageSource, gate: CommitGate): Promise<SendResult> {
+    this.#endOfDataSent = false;
     if (gate.state() === "failed") throw new CommitFailedError(gate.error);
     const cancel = gate.onFail(() => this.#abandon("the audit commit failed"));
     try {
@@ -388,7 +393,6 @@ export class UpstreamSession {
   }
 
   async #send(envelope: Envelope, spool: MessageSource, gate: CommitGate): Promise<SendResult> {
-    this.#endOfDataSent = false;
     const params: string[] = [];
     if (this.extensions.has("SIZE")) params.push(`SIZE=${spool.length}`);
     if (envelope.eightBit && this.extensions.has("8BITMIME")) params.push("BODY=8BITMIME");
@@ -491,7 +495,9 @@ export class UpstreamSession {
     this.#conn.end();
   }
 
+  /** Drops the connection; from now on the session is closed (synchronously: the socket's close event comes later). */
   destroy(): void {
+    this.#fail(new UpstreamError("the connection was dropped"));
     this.#conn.destroy();
   }
 

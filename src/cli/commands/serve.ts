@@ -308,6 +308,9 @@ export async function serve(ctx: CommandContext): Promise<number> {
   // Retries still waiting give up (a failure row each) while the audit log is open; a notice still being sent gets
   // the proxies' grace (docs/approvals.md "Notices").
   await notifier?.close(SHUTDOWN_GRACE_MS);
+  // An OAuth2 token request still in flight (at most TOKEN_REQUEST_TIMEOUT_MS) is written before the state database
+  // closes: a refresh token the provider rotated would otherwise be lost (docs/accounts.md).
+  await accounts.credentials.settled();
   await audit.close();
   quotas.close();
   state?.close();
