@@ -111,6 +111,8 @@ interface Settings {
   deviceAutoApprove: boolean;
   denyAuthorize: boolean;
   failures: Failure[];
+  /** Per user: token responses are held back this long after the grant was made (a slow provider). */
+  tokenDelays?: Record<string, number>;
 }
 
 export interface Counters {
@@ -169,7 +171,8 @@ function sameSecret(given: string, expected: string): boolean {
   return a.length === b.length && timingSafeEqual(a, b);
 }
 
-type Reply = { status: number; headers?: Record<string, string>; body?: unknown } | "close";
+/** `delayMs`: the answer is written that long after it was made (/control/delay). */
+type Reply = { status: number; headers?: Record<string, string>; body?: unknown; delayMs?: number } | "close";
 
 class OAuthError {
   constructor(
@@ -318,7 +321,8 @@ export class Authority {
     else if (grant === "urn:ietf:params:oauth:grant-type:device_code") reply = this.#deviceGrant(body);
     else throw new OAuthError(400, "unsupported_grant_type", `grant_type ${JSON.stringify(grant)}`);
     this.save();
-    return reply;
+    const delayMs = user === undefined ? 0 : (this.state.settings.tokenDelays?.[user] ?? 0);
+    return delayMs > 0 && reply !== "close" ? { ...reply, delayMs } : reply;
   }
 
   /** The user a token request is about, for counters and per-user failures (undefined when unknown). */
@@ -608,6 +612,12 @@ export class Authority {
       settings.failures.push({ mode, status, remaining, user });
       return ok({ failures: settings.failures.length });
     }
+    if (name === "delay") {
+      if (user === null) throw new OAuthError(400, "invalid_request", "delay needs user=");
+      const ms = integerParam(params, "ms", 0);
+      settings.tokenDelays = { ...settings.tokenDelays, [user]: ms };
+      return ok({ ms });
+    }
     if (name === "device") {
       settings.deviceAutoApprove = booleanParam(params, "auto_approve");
       return ok({ deviceAutoApprove: settings.deviceAutoApprove });
@@ -706,6 +716,7 @@ export async function serve(config: OAuthServerConfig): Promise<{ authority: Aut
       request.socket.destroy();
       return;
     }
+    if (reply.delayMs !== undefined) await new Promise((resolve) => setTimeout(resolve, reply.delayMs));
     const isText = typeof reply.body === "string";
     response.writeHead(reply.status, {
       "cache-control": "no-store",

@@ -1,0 +1,126 @@
+/**
+ * Stopping `mailgator serve` while an OAuth2 token refresh is in flight (docs/accounts.md): the provider has already
+ * rotated the refresh token (the old one is invalid at once) when its answer reaches serve, after the proxies' grace.
+ * serve waits for that answer and stores the new pair before it closes the state database, so the next start logs
+ * in. Real IMAP logins through the proxy against the test Dovecot, which checks the tokens with the local
+ * authorization server; the server holds its token answers back for this test's user (/control/delay).
+ */
+import { afterAll, expect, setDefaultTimeout, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { connect as tcpConnect } from "node:net";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { SHUTDOWN_GRACE_MS } from "../../src/net/index.ts";
+import { SealedStore } from "../../src/state/store.ts";
+import { hashToken } from "../../src/vault/token.ts";
+import { createMailbox, imapListener, uniqueToken } from "../fixtures/index.ts";
+import { authorizationCodeFlow, control, oauthServer, storeIssuedTokens } from "../fixtures/oauth.ts";
+import { lineClient, serveChild } from "./serve-child.ts";
+
+setDefaultTimeout(90_000);
+
+const AGENT_TOKEN = `mg_${uniqueToken("agent")}`;
+/** The provider's answer comes this long after the grant: after the proxies' grace has ended their sessions. */
+const DELAY_MS = SHUTDOWN_GRACE_MS + 2000;
+
+const dirs: string[] = [];
+afterAll(() => {
+  for (const d of dirs) rmSync(d, { recursive: true, force: true });
+});
+
+/** Refresh grants the server received about `user`. */
+async function refreshes(user: string): Promise<number> {
+  const counters = (await control("counters", {}, "GET")).body as {
+    tokenByUser: Record<string, Record<string, number>>;
+  };
+  return counters.tokenByUser[user]?.["refresh_token"] ?? 0;
+}
+
+test("SIGTERM during a token refresh: serve stores the rotated refresh token; the next start logs in", async () => {
+  const server = oauthServer();
+  const mailbox = await createMailbox({ name: "oauth-shutdown" });
+  const user = mailbox.user;
+  expect((await control("rotation", { on: "true", user })).status).toBe(200);
+  expect((await control("lifetime", { seconds: "1", user })).status).toBe(200);
+  const tokens = await authorizationCodeFlow({ user });
+  expect(tokens.status).toBe(200);
+  const dir = mkdtempSync(join(tmpdir(), "mg-oauth-shutdown-"));
+  dirs.push(dir);
+  const file = join(dir, "mailgator.toml");
+  writeFileSync(
+    file,
+    `${imapListener()}
+[audit]
+path = "${join(dir, "audit.db")}"
+
+[state]
+path = "${join(dir, "state.db")}"
+secrets_file = "${join(dir, "secrets.key")}"
+
+[[rules]]
+name = "everything"
+action = "allow"
+
+[[agents]]
+name = "bot"
+token_hash = "${hashToken(AGENT_TOKEN)}"
+account = "mail"
+
+[accounts.mail]
+username = "${user}"
+auth = "oauth2"
+provider = "custom"
+client_id = "${server.clientId}"
+client_secret = "${server.clientSecret}"
+authorize_url = "${server.authorizeUrl}"
+token_url = "${server.tokenUrl}"
+scopes = ["mail"]
+`,
+  );
+  const store = SealedStore.open(join(dir, "state.db"), {
+    secretsFile: join(dir, "secrets.key"),
+    env: {},
+    create: true,
+  })!;
+  storeIssuedTokens(store, "mail", tokens);
+  store.close();
+  // The stored access token (1 s) has expired: the agent's login needs a refresh.
+  await Bun.sleep(1500);
+  expect((await control("delay", { ms: String(DELAY_MS), user })).status).toBe(200);
+  try {
+    const served = serveChild(file);
+    const port = await served.port("IMAP");
+    const before = await refreshes(user);
+    const agent = await lineClient(tcpConnect({ host: "127.0.0.1", port }));
+    try {
+      await agent.waitFor(/^\* OK/m);
+      agent.send(`a1 LOGIN bot ${AGENT_TOKEN}`);
+      // The refresh was granted (the old refresh token is revoked now); its answer is held back.
+      for (let i = 0; i < 200 && (await refreshes(user)) === before; i++) await Bun.sleep(50);
+      expect(await refreshes(user)).toBe(before + 1);
+      served.proc.kill("SIGTERM");
+      expect(await served.proc.exited).toBe(0);
+    } finally {
+      agent.close();
+    }
+  } finally {
+    expect((await control("delay", { ms: "0", user })).status).toBe(200);
+  }
+
+  // Started again: the stored access token has expired, and the refresh token stored is the one now valid.
+  const again = serveChild(file);
+  try {
+    const port = await again.port("IMAP");
+    const agent = await lineClient(tcpConnect({ host: "127.0.0.1", port }));
+    try {
+      await agent.waitFor(/^\* OK/m);
+      agent.send(`a1 LOGIN bot ${AGENT_TOKEN}`);
+      expect(await agent.waitFor(/^a1 .*$/m)).toMatch(/^a1 OK/);
+    } finally {
+      agent.close();
+    }
+  } finally {
+    again.proc.kill("SIGTERM");
+  }
+  expect(await again.proc.exited).toBe(0);
+});
