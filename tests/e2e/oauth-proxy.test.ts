@@ -31,8 +31,8 @@ import {
   authorizationCodeFlow,
   control,
   LineClient,
+  oauthAccountToml,
   oauthbearer,
-  oauthServer,
   storeIssuedTokens,
   xoauth2,
 } from "../fixtures/oauth.ts";
@@ -101,7 +101,6 @@ afterAll(async () => {
  * account, for comparison.
  */
 async function setup(setting: Setting): Promise<Setup> {
-  const server = oauthServer();
   const mailbox = await createMailbox({ name: `oauth-${setting}` });
   const password = await createMailbox({ name: "oauth-password" });
   const tokens = await authorizationCodeFlow({ user: mailbox.user });
@@ -130,17 +129,7 @@ name = "pw"
 token_hash = "${hashToken(PASSWORD_AGENT_TOKEN)}"
 account = "pw"
 
-[accounts.mail]
-username = "${mailbox.user}"
-auth = "oauth2"
-provider = "custom"
-client_id = "${server.clientId}"
-client_secret = "${server.clientSecret}"
-authorize_url = "${server.authorizeUrl}"
-token_url = "${server.tokenUrl}"
-scopes = ["mail"]
-sasl_mechanism = "${setting}"
-
+${oauthAccountToml("mail", mailbox.user, { extra: `sasl_mechanism = "${setting}"\n` })}
 [accounts.pw]
 username = "${password.user}"
 password = "${password.password}"

@@ -14,7 +14,7 @@ import { SHUTDOWN_GRACE_MS } from "../../src/net/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { hashToken } from "../../src/vault/token.ts";
 import { createMailbox, imapListener, uniqueToken } from "../fixtures/index.ts";
-import { authorizationCodeFlow, control, oauthServer, storeIssuedTokens } from "../fixtures/oauth.ts";
+import { authorizationCodeFlow, control, oauthAccountToml, storeIssuedTokens } from "../fixtures/oauth.ts";
 import { lineClient, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(90_000);
@@ -37,7 +37,6 @@ async function refreshes(user: string): Promise<number> {
 }
 
 test("SIGTERM during a token refresh: serve stores the rotated refresh token; the next start logs in", async () => {
-  const server = oauthServer();
   const mailbox = await createMailbox({ name: "oauth-shutdown" });
   const user = mailbox.user;
   expect((await control("rotation", { on: "true", user })).status).toBe(200);
@@ -66,16 +65,7 @@ name = "bot"
 token_hash = "${hashToken(AGENT_TOKEN)}"
 account = "mail"
 
-[accounts.mail]
-username = "${user}"
-auth = "oauth2"
-provider = "custom"
-client_id = "${server.clientId}"
-client_secret = "${server.clientSecret}"
-authorize_url = "${server.authorizeUrl}"
-token_url = "${server.tokenUrl}"
-scopes = ["mail"]
-`,
+${oauthAccountToml("mail", user)}`,
   );
   const store = SealedStore.open(join(dir, "state.db"), {
     secretsFile: join(dir, "secrets.key"),

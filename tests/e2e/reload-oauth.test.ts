@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { SealedStore } from "../../src/state/store.ts";
 import { hashToken } from "../../src/vault/token.ts";
 import { createMailbox, imapListener, uniqueToken } from "../fixtures/index.ts";
-import { authorizationCodeFlow, oauthServer, storeIssuedTokens } from "../fixtures/oauth.ts";
+import { authorizationCodeFlow, oauthAccountToml, oauthServer, storeIssuedTokens } from "../fixtures/oauth.ts";
 import { lineClient, type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(60_000);
@@ -67,16 +67,7 @@ name = "bot"
 token_hash = "${hashToken(AGENT_TOKEN)}"
 account = "mail"
 
-[accounts.mail]
-username = "${mailbox.user}"
-auth = "oauth2"
-provider = "custom"
-client_id = "${clientId}"
-client_secret = "${server.clientSecret}"
-authorize_url = "${server.authorizeUrl}"
-token_url = "${server.tokenUrl}"
-scopes = ["mail"]
-`;
+${oauthAccountToml("mail", mailbox.user, { clientId })}`;
   // The tokens, stored as `mailgator account login` stores them, before serve opens the state database.
   const store = SealedStore.open(join(dir, "state.db"), {
     secretsFile: join(dir, "secrets.key"),
