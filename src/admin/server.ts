@@ -20,6 +20,7 @@
  */
 
 import type { AdminConfig } from "../config/types.ts";
+import { settledWithin } from "../runtime/settle.ts";
 import { verifyToken } from "../vault/token.ts";
 import { METRICS_CONTENT_TYPE, renderMetrics } from "./metrics.ts";
 
@@ -151,13 +152,8 @@ export function startAdmin(options: AdminOptions): AdminServer {
   return {
     address: { host, port: server.port ?? port },
     close: async () => {
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const late = new Promise<void>((resolve) => {
-        timer = setTimeout(resolve, ADMIN_CLOSE_MS);
-      });
       // stop() lets a request in flight finish (idle keep-alive connections close at once); stop(true) cuts the rest.
-      await Promise.race([server.stop(), late]);
-      clearTimeout(timer);
+      await settledWithin([server.stop()], ADMIN_CLOSE_MS);
       await server.stop(true);
     },
   };

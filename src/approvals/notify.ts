@@ -21,6 +21,7 @@ import { agentReading } from "../config/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
 import { clean } from "../mail/index.ts";
+import { settledWithin } from "../runtime/settle.ts";
 import { smtpUpstreamTarget } from "../smtp/index.ts";
 import { SPOOL_BLOCK } from "../smtp/spool.ts";
 import {
@@ -366,13 +367,8 @@ export class Notifier {
     this.#closed = true;
     for (const wake of this.#sleeping) wake();
     for (const go of this.#waiting.splice(0)) go();
-    let timer: ReturnType<typeof setTimeout> | undefined;
-    const late = new Promise<false>((resolve) => {
-      if (Number.isFinite(graceMs)) timer = setTimeout(() => resolve(false), graceMs);
-    });
-    const done = await Promise.race([this.idle().then(() => true as const), late]);
-    clearTimeout(timer);
-    if (done) return;
+    if (!Number.isFinite(graceMs)) return this.idle();
+    if (await settledWithin([this.idle()], graceMs)) return;
     this.#log.warn(`approval notices: ${this.#running.size} still being sent after ${graceMs / 1000} s were stopped`);
     this.#cut.abort();
     await this.idle();

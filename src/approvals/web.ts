@@ -6,6 +6,7 @@
  * header, or failing that its Referer, names `[approvals] base_url`'s origin): a form on another site cannot act.
  */
 
+import { settledWithin } from "../runtime/settle.ts";
 import { attachmentsShown, MORE_TEXT } from "./preview.ts";
 import { type ApprovalContext, AUDIT_UNAVAILABLE, approvalEvent, approve, deny, SHUTTING_DOWN } from "./service.ts";
 import { type ApprovalRow, ID_PATTERN } from "./store.ts";
@@ -231,21 +232,6 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
     if (result.outcome === "refused" && result.state === "expired")
       return page(410, "Expired", "<p>This message expired before anyone decided; it was discarded.</p>");
     return decided(ctx.store.row(id)!);
-  }
-}
-
-/** Whether every promise in `set` (as it is now) settles within `ms`. */
-async function settledWithin(set: ReadonlySet<Promise<unknown>>, ms: number): Promise<boolean> {
-  if (set.size === 0) return true;
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<false>((resolve) => {
-    timer = setTimeout(() => resolve(false), ms);
-  });
-  const all = Promise.allSettled([...set]).then(() => true as const);
-  try {
-    return await Promise.race([all, late]);
-  } finally {
-    clearTimeout(timer);
   }
 }
 

@@ -24,11 +24,13 @@ import {
 import type { Policy } from "../policy/index.ts";
 import { openQuotas, type Quotas } from "../quotas/index.ts";
 import { LiveConfig, listenerReload, type PreparedReload, tlsIdentityFor } from "../runtime/reload.ts";
+import { settledWithin } from "../runtime/settle.ts";
 import { openStateDatabase } from "../state/database.ts";
 import {
   AUTH_FAILURE_MAX_DELAY_MS,
   AUTH_FAILURE_TRACKED_ADDRESSES,
   AUTH_FAILURE_WINDOW_MS,
+  COMMAND_WIND_UP_MS,
   DEFAULT_LIMITS,
   type SessionLimits,
   UPSTREAM_CONNECT_TIMEOUT_MS,
@@ -177,6 +179,12 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
       const closed = listener.close(SHUTDOWN_GRACE_MS);
       for (const session of ctx.sessions) session.shutdown();
       await closed;
+      // A command still under way after the grace (a send the upstream has not answered) is cut, and its rows are
+      // queued before the caller closes the audit log (docs/reliability.md "Shutdown").
+      await settledWithin(
+        [...ctx.sessions].map((session) => session.stopCommand()),
+        COMMAND_WIND_UP_MS,
+      );
       // A message being held stops at its next part once its session has ended (ApprovalStore.hold): its last row
       // is queued before the caller closes the audit log.
       await Promise.allSettled([...ctx.holds]);

@@ -90,6 +90,12 @@ export const UPSTREAM_CONNECT_TIMEOUT_MS = 15_000;
 /** Waiting for one upstream reply. RFC 5321 §4.5.3.2.6 asks clients to wait 10 minutes after the final dot. */
 export const UPSTREAM_REPLY_TIMEOUT_MS = 10 * 60 * 1000;
 
+/**
+ * At shutdown, past SHUTDOWN_GRACE_MS: how long the commands still under way get, once their upstream connections
+ * are dropped, to record how they ended before the audit log closes (docs/reliability.md "Shutdown").
+ */
+export const COMMAND_WIND_UP_MS = 2000;
+
 /** Longest upstream reply line and number of lines in one reply: more is a protocol error (4xx to the agent). */
 export const MAX_UPSTREAM_REPLY_LINE = 4096;
 export const MAX_UPSTREAM_REPLY_LINES = 100;

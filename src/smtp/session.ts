@@ -150,7 +150,11 @@ export class SmtpSession {
   #queueOffset = 0;
   #queuedBytes = 0;
   #running = false;
+  /** The input loop while it runs (#running). */
+  #runDone: Promise<void> = Promise.resolve();
   #closing = false;
+  /** Shutdown came while a command ran: it ends the session once that command has its answer. */
+  #endAfterCommand = false;
   #out: string[] = [];
 
   #greeted = false;
@@ -232,13 +236,37 @@ export class SmtpSession {
   /** The upstream in force at the login (pass-through: the one its kept connection was opened to). */
   #upstreamAtLogin: UpstreamTarget | null = null;
 
-  /** Ends the session from outside (proxy shutdown). */
+  /**
+   * Ends the session from outside (proxy shutdown). A command under way (a message being relayed, a login) gets its
+   * own answer first, then the 421: a 421 before the upstream's answer to a final dot would tell the agent to send
+   * again a message that may have been delivered (docs/reliability.md "Shutdown").
+   */
   shutdown(): void {
     this.#endReason = "proxy shutting down";
+    if (this.#running) {
+      this.#endAfterCommand = true;
+      return;
+    }
     this.#send(reply(421, "4.3.2", "Mailgator is shutting down"));
     this.#close();
-    // The upstream connection ends now, not when the agent hangs up; a running command's ends when it is done.
-    if (!this.#running) this.#releaseUpstream();
+    // The upstream connection ends now, not when the agent hangs up.
+    this.#releaseUpstream();
+  }
+
+  /**
+   * Past the shutdown grace: a command still under way has its upstream connection dropped (a send whose final dot
+   * was not answered yet is then recorded as failed, saying whether the upstream may have it). Resolves once the
+   * session's input loop has ended; at once when nothing runs.
+   */
+  stopCommand(): Promise<void> {
+    if (!this.#running) return Promise.resolve();
+    const upstream = this.#upstream;
+    upstream?.destroy(
+      upstream.endOfDataSent
+        ? "the proxy stopped after the end of data went out: the upstream may have the message"
+        : "the proxy stopped before the end of data: nothing was delivered",
+    );
+    return this.#runDone;
   }
 
   // ---- input ----
@@ -248,13 +276,13 @@ export class SmtpSession {
     this.#queuedBytes += chunk.length;
     if (this.#queuedBytes > MAX_QUEUED_INPUT) this.#conn.pause();
     this.#touch();
-    if (!this.#running) void this.#run();
+    if (!this.#running) this.#runDone = this.#run();
   };
 
   async #run(): Promise<void> {
     this.#running = true;
     try {
-      while (this.#queue.length > 0 && !this.#closing) {
+      while (this.#queue.length > 0 && !this.#closing && !this.#endAfterCommand) {
         const chunk = this.#queue[0]!;
         const at = this.#queueOffset;
         if (this.#data !== null) {
@@ -303,6 +331,11 @@ export class SmtpSession {
       this.#send(reply(421, "4.3.0", "Internal error; closing"));
       this.#close();
     } finally {
+      if (this.#endAfterCommand && !this.#closing) {
+        // The command under way at shutdown has its answer (above); nothing after it runs.
+        this.#send(reply(421, "4.3.2", "Mailgator is shutting down"));
+        this.#close();
+      }
       this.#flush();
       this.#running = false;
       // The agent's idle time starts when it has our last reply.

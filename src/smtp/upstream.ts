@@ -495,9 +495,12 @@ export class UpstreamSession {
     this.#conn.end();
   }
 
-  /** Drops the connection; from now on the session is closed (synchronously: the socket's close event comes later). */
-  destroy(): void {
-    this.#fail(new UpstreamError("the connection was dropped"));
+  /**
+   * Drops the connection; from now on the session is closed (synchronously: the socket's close event comes later),
+   * and what waits on it fails with `why`.
+   */
+  destroy(why = "the connection was dropped"): void {
+    this.#fail(new UpstreamError(why));
     this.#conn.destroy();
   }
 

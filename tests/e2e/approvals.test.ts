@@ -17,7 +17,7 @@
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { connect, createServer, type Server, type Socket } from "node:net";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
@@ -31,6 +31,7 @@ import { SealedStore } from "../../src/state/store.ts";
 import { hashToken } from "../../src/vault/token.ts";
 import { createMailbox, sinkMessages, type TestMailbox, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { authorizationCodeFlow, control, oauthServer, storeIssuedTokens } from "../fixtures/oauth.ts";
+import { SmtpRelay as Relay } from "../fixtures/smtp-relay.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
 import { lineClient, type Served, serveChild, smtpSay } from "./serve-child.ts";
 
@@ -498,145 +499,6 @@ describe("an agent mails a colleague and an outside address (pass-through, Postf
     }
   });
 });
-
-/**
- * A TCP relay between Mailgator and Postfix (upstream in clear, so that it sees the SMTP dialogue). It counts the
- * transactions whose final dot it passed on, and, when asked, holds the replay: "dot" keeps the final dot (and
- * everything after it) from Postfix until `release()`; "reply" passes the dot on and keeps Postfix's answer from
- * Mailgator; "data" keeps Postfix's answers from Mailgator from the DATA command on; "greeting" keeps everything
- * Postfix says on the next connection (its greeting first).
- */
-class Relay {
-  mode: "pass" | "dot" | "reply" | "data" | "greeting" = "pass";
-  /** Final dots passed on to Postfix. */
-  dotsForwarded = 0;
-  /** Postfix's answer to a dot, kept from Mailgator in "reply" mode. */
-  heldReply = "";
-  #held: (() => void) | null = null;
-  #release: (() => void) | null = null;
-  readonly #server: Server;
-  readonly #sockets = new Set<Socket>();
-
-  private constructor(server: Server) {
-    this.#server = server;
-  }
-
-  static async start(target: { host: string; port: number }): Promise<Relay> {
-    const server = createServer();
-    const relay = new Relay(server);
-    server.on("connection", (client) => relay.#connection(client, target));
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    return relay;
-  }
-
-  get port(): number {
-    return (this.#server.address() as { port: number }).port;
-  }
-
-  /** Resolves once the replay is held as `mode` says. */
-  holdNext(mode: "dot" | "reply" | "data" | "greeting"): Promise<void> {
-    this.mode = mode;
-    return new Promise((resolve) => {
-      this.#held = resolve;
-    });
-  }
-
-  /** Passes on what "dot" mode kept: Postfix gets the final dot and answers it. */
-  release(): void {
-    const f = this.#release;
-    this.#release = null;
-    f?.();
-  }
-
-  #connection(client: Socket, target: { host: string; port: number }): void {
-    const upstream = connect(target);
-    for (const s of [client, upstream]) {
-      this.#sockets.add(s);
-      s.on("close", () => this.#sockets.delete(s));
-    }
-    let commands = ""; // the client's text since the last transaction
-    let data: string | null = null; // the message text, once DATA was sent
-    let holdClient = false;
-    let kept: Buffer[] = []; // the client's bytes from the final dot on, while "dot" mode holds them
-    let holdServer = false;
-    if (this.mode === "greeting") {
-      holdServer = true;
-      this.#fire();
-    }
-    client.on("data", (chunk: Buffer) => {
-      if (holdClient) {
-        kept.push(chunk);
-        return;
-      }
-      const text = chunk.toString("latin1");
-      if (data === null) {
-        upstream.write(chunk);
-        commands += text;
-        if (/(^|\r\n)DATA\r\n$/i.test(commands)) {
-          data = "";
-          if (this.mode === "data") {
-            holdServer = true;
-            this.#fire();
-          }
-        }
-        return;
-      }
-      const chunkStart = data.length;
-      data += text;
-      const end = data.indexOf("\r\n.\r\n");
-      if (end === -1) {
-        upstream.write(chunk);
-        return;
-      }
-      if (this.mode === "dot") {
-        // Everything before the final dot goes on; the dot and what follows never do.
-        const cut = Math.max(0, end + 2 - chunkStart);
-        upstream.write(chunk.subarray(0, cut));
-        kept = [chunk.subarray(cut)];
-        holdClient = true;
-        this.#release = () => {
-          holdClient = false;
-          for (const c of kept) upstream.write(c);
-          kept = [];
-          this.dotsForwarded++;
-          data = null;
-          commands = "";
-        };
-        this.#fire();
-        return;
-      }
-      upstream.write(chunk);
-      this.dotsForwarded++;
-      if (this.mode === "reply") holdServer = true;
-      data = null;
-      commands = "";
-    });
-    upstream.on("data", (chunk: Buffer) => {
-      if (holdServer) {
-        this.heldReply += chunk.toString("latin1");
-        if (this.heldReply.endsWith("\r\n")) this.#fire();
-        return;
-      }
-      client.write(chunk);
-    });
-    client.on("close", () => upstream.destroy());
-    upstream.on("close", () => client.destroy());
-    client.on("error", () => upstream.destroy());
-    upstream.on("error", () => client.destroy());
-  }
-
-  #fire(): void {
-    const f = this.#held;
-    this.#held = null;
-    this.mode = "pass";
-    f?.();
-  }
-
-  close(): void {
-    for (const s of this.#sockets) s.destroy();
-    this.#server.close();
-  }
-}
 
 describe("serve stopped during the replay (SIGKILL, SIGTERM)", () => {
   let relay: Relay;

@@ -1,0 +1,104 @@
+/**
+ * The SMTP proxy stopped while it relays a message (docs/reliability.md "Shutdown"): the agent's send is answered
+ * with the upstream's own answer before the 421 that ends the session, so that an agent never sends again a message
+ * that was delivered; past the grace the upstream connection is dropped and the row says what that means. A relay
+ * in front of the test Postfix holds Postfix's answer to the final dot.
+ */
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { join } from "node:path";
+import { AuditLog } from "../../src/audit/index.ts";
+import { SHUTDOWN_GRACE_MS } from "../../src/net/index.ts";
+import { SmtpRelay } from "../fixtures/smtp-relay.ts";
+import {
+  dataPayload,
+  loggedIn,
+  marker,
+  message,
+  startTestProxy,
+  type TestProxy,
+  upstreams,
+  waitForSink,
+} from "./helpers.ts";
+
+setDefaultTimeout(60_000);
+
+const RULES = `
+[[rules]]
+name = "everything"
+action = "allow"
+`;
+
+let relay: SmtpRelay;
+beforeAll(async () => {
+  const up = upstreams();
+  relay = await SmtpRelay.start({ host: up.host, port: up.ports.smtp });
+});
+afterAll(() => relay.close());
+
+/** Sends one message through `p` and leaves its final dot unanswered (the relay holds Postfix's answer). */
+async function sendHeldBack(p: TestProxy, m: string) {
+  const c = await loggedIn(p.port);
+  expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+  expect((await c.command(`RCPT TO:<shutdown-${m}@outside.example>`)).code).toBe(250);
+  expect((await c.command("DATA")).code).toBe(354);
+  relay.heldReply = "";
+  const held = relay.holdNext("reply");
+  c.write(dataPayload(message({ From: "alice@mailgator.test", Subject: `shutdown ${m}` }, `Hello ${m}\n`)));
+  await held;
+  expect(relay.heldReply).toMatch(/^250 /);
+  return c;
+}
+
+/** The DATA rows of `p`'s one send, read after the audit log was closed (as serve closes it). */
+async function sendRows(p: TestProxy): Promise<string[][]> {
+  const log = AuditLog.open(join(p.dir, "audit.db"), { readonly: true });
+  try {
+    return log
+      .query({ order: "asc" })
+      .filter((r) => r.command === "DATA")
+      .map((r) => [r.decision, r.reason]);
+  } finally {
+    await log.close();
+  }
+}
+
+describe("shutdown while the upstream has not answered a final dot", () => {
+  test("within the grace: the agent gets the upstream's 250, then the 421; delivered; its row", async () => {
+    const p = await startTestProxy({ rules: RULES, upstreamAddr: `127.0.0.1:${relay.port}`, upstreamTls: "none" });
+    const m = marker();
+    const c = await sendHeldBack(p, m);
+    const closing = p.proxy.close();
+    // Nothing is said to the agent while its send waits for the upstream's answer.
+    await Bun.sleep(300);
+    relay.releaseReply();
+    const answer = await c.reply();
+    expect(answer.code).toBe(250);
+    const ended = await c.reply();
+    expect([ended.code, ended.lines.join(" ")]).toEqual([421, "4.3.2 Mailgator is shutting down"]);
+    await c.waitClosed();
+    await closing;
+    await p.audit.close();
+    await waitForSink(`Hello ${m}`, 1);
+    const rows = await sendRows(p);
+    expect(rows.at(-1)?.[0]).toBe("allow");
+    expect(rows.at(-1)?.[1]).toContain("upstream replied 250");
+  });
+
+  test("past the grace: the upstream connection is dropped; the row says the upstream may have it", async () => {
+    const p = await startTestProxy({ rules: RULES, upstreamAddr: `127.0.0.1:${relay.port}`, upstreamTls: "none" });
+    const m = marker();
+    await sendHeldBack(p, m);
+    // Bounded by the grace and the wind-up, not by the 10 minutes an upstream may take to answer a final dot.
+    const closed = await Promise.race([p.proxy.close().then(() => true), Bun.sleep(SHUTDOWN_GRACE_MS + 5000)]);
+    expect(closed).toBe(true);
+    await p.audit.close();
+    // Postfix had the dot: it delivers; only the answer was lost.
+    await waitForSink(`Hello ${m}`, 1);
+    expect((await sendRows(p)).at(-1)).toEqual([
+      "error",
+      expect.stringContaining(
+        "upstream failed: the proxy stopped after the end of data went out: the upstream may have the message",
+      ),
+    ]);
+  });
+});
