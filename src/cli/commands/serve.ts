@@ -272,19 +272,12 @@ export async function serve(ctx: CommandContext): Promise<number> {
     log.error(`cannot start: ${(e as Error).message}`);
     await admin?.close();
     await Promise.allSettled(handles.map((h) => h.close()));
-    await notifier?.close();
-    await audit.close();
-    if (expiry) clearInterval(expiry);
-    quotas.close();
-    state?.close();
+    await closeStores();
     return EXIT_FAILURE;
   }
   if (handles.length === 0) {
     log.error("no listener could start: nothing to serve");
-    await audit.close();
-    if (expiry) clearInterval(expiry);
-    quotas.close();
-    state?.close();
+    await closeStores();
     return EXIT_FAILURE;
   }
   writePidFile(pidFile, (m) => log.warn(m));
@@ -305,17 +298,34 @@ export async function serve(ctx: CommandContext): Promise<number> {
     log.warn(`approvals: ${cutOff} decision(s) still under way after ${SHUTDOWN_GRACE_MS / 1000} s were stopped`);
   await admin?.close();
   for (const f of unregister) f();
-  // Retries still waiting give up (a failure row each) while the audit log is open; a notice still being sent gets
-  // the proxies' grace (docs/approvals.md "Notices").
-  await notifier?.close(SHUTDOWN_GRACE_MS);
-  // An OAuth2 token request still in flight (at most TOKEN_REQUEST_TIMEOUT_MS) is written before the state database
-  // closes: a refresh token the provider rotated would otherwise be lost (docs/accounts.md).
-  await accounts.credentials.settled();
-  await audit.close();
-  quotas.close();
-  state?.close();
+  const closed = await closeStores();
   for (const file of [pidFile, statusFile]) rmSync(file, { force: true });
-  return EXIT_OK;
+  return closed ? EXIT_OK : EXIT_FAILURE;
+
+  /**
+   * The end of every stop once the listeners are closed, in this order: the notices, the token requests in flight,
+   * then the audit log, the quotas and the state database. False when the audit log's last rows could not be
+   * written (logged); the rest is closed all the same.
+   */
+  async function closeStores(): Promise<boolean> {
+    if (expiry) clearInterval(expiry);
+    // Retries still waiting give up (a failure row each) while the audit log is open; a notice still being sent
+    // gets the proxies' grace (docs/approvals.md "Notices").
+    await notifier?.close(SHUTDOWN_GRACE_MS);
+    // An OAuth2 token request still in flight (at most TOKEN_REQUEST_TIMEOUT_MS) is written before the state
+    // database closes: a refresh token the provider rotated would otherwise be lost (docs/accounts.md).
+    await accounts.credentials.settled();
+    let ok = true;
+    try {
+      await audit.close();
+    } catch (e) {
+      log.error(`audit log: ${errorMessage(e)}`);
+      ok = false;
+    }
+    quotas.close();
+    state?.close();
+    return ok;
+  }
 }
 
 function hostPort(a: { readonly host: string; readonly port: number }): string {
