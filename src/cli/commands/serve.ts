@@ -94,6 +94,18 @@ export async function serve(ctx: CommandContext): Promise<number> {
   for (const s of policy.shadowed())
     log.warn(`rule ${s.index + 1} "${s.name}" can never match (rule ${s.byIndex + 1} "${s.by}" decides first)`);
 
+  // The signal handlers go in before anything is opened: a SIGTERM during the start (the start-up check of held
+  // messages commits changes whose rows are still queued) or right after a "listening" line must close the proxies
+  // and the audit log, not end the process with the default action. One that comes during the start is acted on
+  // once the start is done.
+  const stopped = new Promise<void>((resolve) => {
+    const stop = (signal: string) => {
+      log.info(`${signal}: shutting down`);
+      resolve();
+    };
+    process.once("SIGINT", () => stop("SIGINT"));
+    process.once("SIGTERM", () => stop("SIGTERM"));
+  });
   const audit = AuditLog.open(config.audit.path, {
     ...(config.audit.retentionDays ? { retentionDays: config.audit.retentionDays } : {}),
     log: (m) => log.error(m),
@@ -192,16 +204,6 @@ export async function serve(ctx: CommandContext): Promise<number> {
   if (config.quotas.length > 0) log.info(`quotas: ${config.quotas.length}, counted in ${config.state.path}`);
   const pidFile = pidFileFor(config);
   const statusFile = statusFileFor(config);
-  // The signal handlers go in before the first proxy starts: a SIGTERM right after a "listening" line must close
-  // the proxies and the audit log, not end the process with the default action.
-  const stopped = new Promise<void>((resolve) => {
-    const stop = (signal: string) => {
-      log.info(`${signal}: shutting down`);
-      resolve();
-    };
-    process.once("SIGINT", () => stop("SIGINT"));
-    process.once("SIGTERM", () => stop("SIGTERM"));
-  });
   const handles: ProxyHandle[] = [];
   const listening: Record<"imap" | "smtp", boolean> = { imap: false, smtp: false };
   let admin: AdminServer | null = null;
