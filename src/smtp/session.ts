@@ -155,6 +155,8 @@ export class SmtpSession {
   #closing = false;
   /** Shutdown came while a command ran: it ends the session once that command has its answer. */
   #endAfterCommand = false;
+  /** Aborted past the shutdown grace (stopCommand): an upstream connection being opened is dropped too. */
+  readonly #stopped = new AbortController();
   #out: string[] = [];
 
   #greeted = false;
@@ -260,6 +262,7 @@ export class SmtpSession {
    */
   stopCommand(): Promise<void> {
     if (!this.#running) return Promise.resolve();
+    this.#stopped.abort();
     const upstream = this.#upstream;
     upstream?.destroy(
       upstream.endOfDataSent
@@ -769,7 +772,12 @@ export class SmtpSession {
         // endpoint that is down, is a 454 now rather than a surprise after DATA. The connection is kept for sending.
         this.#flush();
         try {
-          const opened = await openAccountUpstream(this.#ctx.upstream, account, this.#ctx.credentials);
+          const opened = await openAccountUpstream(
+            this.#ctx.upstream,
+            account,
+            this.#ctx.credentials,
+            this.#stopped.signal,
+          );
           if (this.#closing) {
             // The agent left, or the proxy is stopping, while upstream checked the login.
             void opened.quit().catch(() => {});
@@ -807,7 +815,7 @@ export class SmtpSession {
       const credentials: Credentials = { username: attempt.username, password: attempt.password };
       let opened: UpstreamSession;
       try {
-        opened = await UpstreamSession.open(upstreamTarget, credentials);
+        opened = await UpstreamSession.open(upstreamTarget, credentials, this.#stopped.signal);
       } catch (e) {
         if (e instanceof UpstreamAuthError)
           return this.#authFailed(attempt.username, `upstream refused the login (${e.reply.code})`);
@@ -1521,8 +1529,9 @@ export class SmtpSession {
   /** A new upstream connection logged in as this session's identity. */
   #openUpstream(): Promise<UpstreamSession> {
     const id = this.#identity!;
-    if (id.mode === "pass-through") return UpstreamSession.open(this.#ctx.upstream, id.credentials);
-    return openAccountUpstream(this.#ctx.upstream, id.account, this.#ctx.credentials);
+    const signal = this.#stopped.signal;
+    if (id.mode === "pass-through") return UpstreamSession.open(this.#ctx.upstream, id.credentials, signal);
+    return openAccountUpstream(this.#ctx.upstream, id.account, this.#ctx.credentials, signal);
   }
 }
 

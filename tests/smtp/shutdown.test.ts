@@ -14,9 +14,12 @@ import {
   loggedIn,
   marker,
   message,
+  sinkCopies,
   startTestProxy,
   type TestProxy,
   upstreams,
+  vaultClient,
+  vaultConfig,
   waitForSink,
 } from "./helpers.ts";
 
@@ -82,6 +85,34 @@ describe("shutdown while the upstream has not answered a final dot", () => {
     const rows = await sendRows(p);
     expect(rows.at(-1)?.[0]).toBe("allow");
     expect(rows.at(-1)?.[1]).toContain("upstream replied 250");
+  });
+
+  test("past the grace, still connecting upstream (vault mode): cut; nothing sent; a row", async () => {
+    const token = `mg_${marker()}`;
+    const p = await startTestProxy({
+      rules: vaultConfig(RULES, token),
+      upstreamAddr: `127.0.0.1:${relay.port}`,
+      upstreamTls: "none",
+    });
+    const m = marker();
+    const c = await vaultClient(p.port, token);
+    expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+    expect((await c.command(`RCPT TO:<shutdown-${m}@outside.example>`)).code).toBe(250);
+    // The upstream connection for this send is opened while the message comes in: Postfix's greeting is held.
+    const held = relay.holdNext("greeting");
+    expect((await c.command("DATA")).code).toBe(354);
+    await held;
+    c.write(dataPayload(message({ From: "alice@mailgator.test", Subject: `shutdown ${m}` }, `Hello ${m}\n`)));
+    // The send's decision row is committed once the final dot is in: the send now waits for the upstream.
+    for (let i = 0; i < 200 && !(await p.rows()).some((r) => r.command === "DATA"); i++) await Bun.sleep(25);
+    const closed = await Promise.race([p.proxy.close().then(() => true), Bun.sleep(SHUTDOWN_GRACE_MS + 5000)]);
+    expect(closed).toBe(true);
+    await p.audit.close();
+    const rows = await sendRows(p);
+    expect(rows[0]?.[0]).toBe("allow");
+    expect(rows.at(-1)).toEqual(["error", expect.stringContaining("upstream failed: ")]);
+    await Bun.sleep(2000);
+    expect(sinkCopies(`Hello ${m}`)).toHaveLength(0);
   });
 
   test("past the grace: the upstream connection is dropped; the row says the upstream may have it", async () => {

@@ -191,14 +191,13 @@ export async function serve(ctx: CommandContext): Promise<number> {
       unregister.push(registerAdminRoute(method, "/approvals", (req) => page.handle(req), { auth: "none" }));
   }
   if (state) log.info(`state database: ${state.path}`);
-  let quotas: ReturnType<typeof openQuotas>;
+  let quotas: ReturnType<typeof openQuotas> | null = null;
   try {
     quotas = openQuotas(config, state?.db ?? null, openStateDatabase);
   } catch (e) {
     log.error(`cannot start: quotas: ${(e as Error).message}`);
-    await audit.close();
-    if (expiry) clearInterval(expiry);
-    state?.close();
+    // The notices still owed are being sent (resume above): they end as in any other stop.
+    await closeStores();
     return EXIT_FAILURE;
   }
   if (config.quotas.length > 0) log.info(`quotas: ${config.quotas.length}, counted in ${config.state.path}`);
@@ -324,7 +323,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
       log.error(`audit log: ${errorMessage(e)}`);
       ok = false;
     }
-    quotas.close();
+    quotas?.close();
     state?.close();
     return ok;
   }
