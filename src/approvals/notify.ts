@@ -29,7 +29,7 @@ import {
   type MessageSource,
   OAuthUnavailable,
   openAccountUpstream,
-  type SendResult,
+  SendStopped,
   UpstreamAuthError,
   type UpstreamSession,
 } from "../smtp/upstream.ts";
@@ -467,27 +467,19 @@ export class Notifier {
       const cut = this.#cut.signal;
       upstream = await openAccountUpstream(smtpUpstreamTarget(smtp), job.account, this.#options.credentials, cut);
       const from = fromAddress(job.account);
-      const session = upstream;
-      const drop = (): void => session.destroy();
-      cut.addEventListener("abort", drop, { once: true });
-      let result: SendResult;
-      try {
-        if (cut.aborted) throw new Error("cancelled");
-        // Nothing to wait for before the final dot: the notice's audit row follows the upstream's reply.
-        result = await upstream.send(
-          { from, recipients: [job.to], eightBit: false },
-          source(job.message),
-          new CommitGate(Promise.resolve()),
-        );
-      } finally {
-        cut.removeEventListener("abort", drop);
-      }
+      // Nothing to wait for before the final dot: the notice's audit row follows the upstream's reply.
+      const result = await upstream.send(
+        { from, recipients: [job.to], eightBit: false },
+        source(job.message),
+        new CommitGate(Promise.resolve()),
+        cut,
+      );
       const reply = `${result.reply.code} ${result.reply.lines.at(-1) ?? ""}`.slice(0, 200);
       if (result.stage === "data" && result.reply.code >= 200 && result.reply.code < 300) return { ok: true, reply };
       return { ok: false, permanent: result.reply.code >= 500, reason: `upstream replied ${reply}` };
     } catch (e) {
       if (this.#cut.signal.aborted) {
-        const sent = upstream?.endOfDataSent === true;
+        const sent = e instanceof SendStopped && e.endOfDataSent;
         const reason = `the process stopped while it was being sent${sent ? " (it may have arrived)" : ""}`;
         return { ok: false, permanent: true, reason };
       }

@@ -19,6 +19,7 @@ import {
   type MessageSource,
   openAccountUpstream,
   type SendResult,
+  SendStopped,
   UpstreamSession,
 } from "../smtp/upstream.ts";
 import { SealedRecordError } from "../state/store.ts";
@@ -183,6 +184,12 @@ async function written(ctx: ApprovalContext, ev: AuditEvent): Promise<boolean> {
  * the replay, it is dropped too, and the message is held again if the final dot had not gone out ("not-sent"), else
  * left "sending" ("interrupted").
  */
+export function approve(
+  ctx: ApprovalContext,
+  id: string,
+  by: string,
+): Promise<Exclude<ApproveResult, { outcome: "interrupted" }>>;
+export function approve(ctx: ApprovalContext, id: string, by: string, signal: AbortSignal): Promise<ApproveResult>;
 export async function approve(
   ctx: ApprovalContext,
   id: string,
@@ -210,9 +217,15 @@ export async function approve(
   }
   if (pending !== null) {
     try {
-      upstream = await login(ctx, pending, signal ?? null);
+      const opened = await login(ctx, pending, signal ?? null);
+      if (signal?.aborted === true) {
+        // Logged in just as the process began to stop: nothing is claimed.
+        await opened.quit().catch(() => {});
+        throw new Error(SHUTTING_DOWN);
+      }
+      upstream = opened;
     } catch (e) {
-      // A login cut off (below) fails as a dropped connection would: the reason says why it was dropped.
+      // A login cut off fails as a dropped connection would: the reason says why it was dropped.
       const reason = signal?.aborted === true ? SHUTTING_DOWN : (e as Error).message.slice(0, 300);
       if (signal?.aborted === true) moduleLogger("approvals").warn(`approval ${id}: not sent, still held: ${reason}`);
       await written(
@@ -221,17 +234,6 @@ export async function approve(
       );
       return { outcome: "not-sent", reason };
     }
-  }
-  if (signal?.aborted === true && upstream !== null) {
-    // Logged in just as the process began to stop: nothing changes but the row saying so (an expired message goes
-    // on to be expired).
-    await upstream.quit().catch(() => {});
-    moduleLogger("approvals").warn(`approval ${id}: not sent, still held: ${SHUTTING_DOWN}`);
-    await written(
-      ctx,
-      approvalEvent(ctx, before, "APPROVE", "error", `approved by ${by}; not sent, still held: ${SHUTTING_DOWN}`),
-    );
-    return { outcome: "not-sent", reason: SHUTTING_DOWN };
   }
   // The login took time: the log may have failed meanwhile. Checked in the same turn as the claim below and the
   // queueing of its row, so that the log cannot refuse that row once the message is "sending".
@@ -261,23 +263,16 @@ export async function approve(
   const gate = new CommitGate(ctx.audit.durable(approved), () => ctx.audit.commitNow());
   let result: SendResult | null = null;
   let failure: Error | null = null;
-  // Added in the same turn as the `aborted` check above (no await on the way): an abort cannot fall in between.
-  let cutOff = false;
-  const cut = (): void => {
-    cutOff = true;
-    upstream.destroy();
-  };
-  signal?.addEventListener("abort", cut, { once: true });
   try {
     result = await upstream.send(
       { from: held.envelope.from, recipients: held.envelope.recipients, eightBit: held.envelope.eightBit },
       source(pending.message),
       gate,
+      signal ?? null,
     );
   } catch (e) {
     failure = e as Error;
   } finally {
-    signal?.removeEventListener("abort", cut);
     await upstream.quit().catch(() => {});
   }
   await gate.settled;
@@ -291,7 +286,7 @@ export async function approve(
     );
     return { outcome: "not-sent", reason: AUDIT_UNAVAILABLE };
   }
-  if (cutOff && result === null && !upstream.endOfDataSent) {
+  if (failure instanceof SendStopped && !failure.endOfDataSent) {
     // Cut before the final dot went out: nothing was delivered (RFC 5321 §4.1.1.4), so it is held again, once a row
     // says so (its APPROVE row is on disk). Without that row it stays "sending", as below.
     const why = `${SHUTTING_DOWN} (the replay was stopped before its end of data)`;
@@ -303,7 +298,7 @@ export async function approve(
       return { outcome: "not-sent", reason: SHUTTING_DOWN };
     }
   }
-  if (cutOff && result === null) {
+  if (failure instanceof SendStopped) {
     // The dot may have gone out: only the upstream knows. Left "sending", as a killed process leaves it.
     moduleLogger("approvals").warn(
       `approval ${id}: the replay was cut off at shutdown: it stays sending; the next start marks it for a check`,

@@ -155,7 +155,7 @@ export class SmtpSession {
   #closing = false;
   /** Shutdown came while a command ran: it ends the session once that command has its answer. */
   #endAfterCommand = false;
-  /** Aborted past the shutdown grace (stopCommand): an upstream connection being opened is dropped too. */
+  /** Aborted past the shutdown grace (stopCommand): the upstream connection in use, or being opened, is dropped. */
   readonly #stopped = new AbortController();
   #out: string[] = [];
 
@@ -256,19 +256,13 @@ export class SmtpSession {
   }
 
   /**
-   * Past the shutdown grace: a command still under way has its upstream connection dropped (a send whose final dot
-   * was not answered yet is then recorded as failed, saying whether the upstream may have it). Resolves once the
-   * session's input loop has ended; at once when nothing runs.
+   * Past the shutdown grace: a command still under way has its upstream connection dropped, or the one being opened
+   * for it (a send is then recorded as failed, saying whether the upstream may have it: SendStopped). Resolves once
+   * the session's input loop has ended; at once when nothing runs.
    */
   stopCommand(): Promise<void> {
     if (!this.#running) return Promise.resolve();
     this.#stopped.abort();
-    const upstream = this.#upstream;
-    upstream?.destroy(
-      upstream.endOfDataSent
-        ? "the proxy stopped after the end of data went out: the upstream may have the message"
-        : "the proxy stopped before the end of data: nothing was delivered",
-    );
     return this.#runDone;
   }
 
@@ -1477,7 +1471,7 @@ export class SmtpSession {
     let text: string;
     try {
       const upstream = await this.#connectedUpstream();
-      const result = await upstream.send(envelope, this.#spool, gate);
+      const result = await upstream.send(envelope, this.#spool, gate, this.#stopped.signal);
       upstreamReply = result.reply;
       const [status, rest] = splitStatus(result.reply);
       if (result.stage === "data") {

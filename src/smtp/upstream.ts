@@ -120,6 +120,24 @@ export class UpstreamAuthError extends Error {
   }
 }
 
+/**
+ * A transaction stopped by its caller's signal (shutdown: docs/reliability.md "Shutdown"). `endOfDataSent`: the final
+ * dot had been handed to the connection, so only the server knows whether it took the message; before it, nothing
+ * was delivered (RFC 5321 §4.1.1.4).
+ */
+export class SendStopped extends UpstreamError {
+  override name = "SendStopped";
+  readonly endOfDataSent: boolean;
+  constructor(endOfDataSent: boolean) {
+    super(
+      endOfDataSent
+        ? "the proxy stopped after the end of data went out: the upstream may have the message"
+        : "the proxy stopped before the end of data: nothing was delivered",
+    );
+    this.endOfDataSent = endOfDataSent;
+  }
+}
+
 /** What a replay reads the message from: the session's spool, or a held message (blocks of at most SPOOL_BLOCK). */
 export type MessageSource = Pick<Spool, "length" | "blocks">;
 
@@ -233,6 +251,7 @@ export class UpstreamSession {
   extensions = new Map<string, string>();
   /** Reused output block for the dot-stuffed message. */
   #out: Buffer | null = null;
+  /** Whether this transaction's final dot was handed to the connection (SendStopped). */
   #endOfDataSent = false;
 
   private constructor(conn: Connection) {
@@ -270,14 +289,6 @@ export class UpstreamSession {
       signal?.removeEventListener("abort", cut);
     }
     return session;
-  }
-
-  /**
-   * Whether the last transaction's end of data (the final dot) was handed to the connection. Until it is, a
-   * transaction cut off delivered nothing (RFC 5321 §4.1.1.4); once it is, only the server knows.
-   */
-  get endOfDataSent(): boolean {
-    return this.#endOfDataSent;
   }
 
   async #handshake(target: UpstreamTarget, credentials: UpstreamLogin | null): Promise<void> {
@@ -373,11 +384,23 @@ export class UpstreamSession {
    * transaction reconnects. Without PIPELINING, DATA is sent only after every RCPT was accepted.
    *
    * A failed commit abandons the transaction the same way, at whatever stage it is (nothing at all is sent if it
-   * failed before the call): rejects with CommitFailedError, and the connection is closed.
+   * failed before the call): rejects with CommitFailedError, and the connection is closed. An aborted `signal`
+   * drops the connection too, at whatever stage: rejects with SendStopped, which says whether the dot had gone out.
    */
-  async send(envelope: Envelope, spool: MessageSource, gate: CommitGate): Promise<SendResult> {
+  async send(
+    envelope: Envelope,
+    spool: MessageSource,
+    gate: CommitGate,
+    signal: AbortSignal | null = null,
+  ): Promise<SendResult> {
     this.#endOfDataSent = false;
     if (gate.state() === "failed") throw new CommitFailedError(gate.error);
+    const stop = (): void => {
+      this.#fail(new SendStopped(this.#endOfDataSent));
+      this.#conn.destroy();
+    };
+    if (signal?.aborted === true) stop();
+    signal?.addEventListener("abort", stop, { once: true });
     const cancel = gate.onFail(() => this.#abandon("the audit commit failed"));
     try {
       return await this.#send(envelope, spool, gate);
@@ -386,9 +409,12 @@ export class UpstreamSession {
         this.#abandon("the audit commit failed");
         throw new CommitFailedError(gate.error);
       }
+      // A write the dropped connection refused fails with the socket's error: the stop is what happened.
+      if (this.#failure instanceof SendStopped) throw this.#failure;
       throw e;
     } finally {
       cancel();
+      signal?.removeEventListener("abort", stop);
     }
   }
 
@@ -495,12 +521,9 @@ export class UpstreamSession {
     this.#conn.end();
   }
 
-  /**
-   * Drops the connection; from now on the session is closed (synchronously: the socket's close event comes later),
-   * and what waits on it fails with `why`.
-   */
-  destroy(why = "the connection was dropped"): void {
-    this.#fail(new UpstreamError(why));
+  /** Drops the connection; from now on the session is closed (synchronously: the socket's close event comes later). */
+  destroy(): void {
+    this.#fail(new UpstreamError("the connection was dropped"));
     this.#conn.destroy();
   }
 

@@ -137,9 +137,6 @@ export async function approvals(ctx: CommandContext): Promise<number> {
         else if (result.outcome === "refused")
           ctx.out(`${id}: not sent: it is ${result.state}${result.state === "needs-check" ? " (see --help)" : ""}`);
         else if (result.outcome === "not-sent") ctx.out(`${id}: not sent, still held: ${clean(result.reason)}`);
-        else if (result.outcome === "interrupted")
-          // Not reached: no signal is passed, and a stopped command leaves "sending" as a killed one does.
-          ctx.out(`${id}: interrupted: it stays sending (needs-check at the next start of serve)`);
         else if (!result.recorded)
           ctx.out(
             `${id}: ${result.outcome}: upstream replied ${clean(result.reply)}; its audit row could not be written, ` +

@@ -293,7 +293,6 @@ export async function serve(ctx: CommandContext): Promise<number> {
   stopCounting();
   await reloads;
   await Promise.allSettled(handles.map((h) => h.close()));
-  if (expiry) clearInterval(expiry);
   const cutOff = await decisions;
   if (cutOff > 0)
     log.warn(`approvals: ${cutOff} decision(s) still under way after ${SHUTDOWN_GRACE_MS / 1000} s were stopped`);
