@@ -11,10 +11,8 @@ import { connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SHUTDOWN_GRACE_MS } from "../../src/net/index.ts";
-import { SealedStore } from "../../src/state/store.ts";
-import { hashToken } from "../../src/vault/token.ts";
-import { createMailbox, imapListener, uniqueToken } from "../fixtures/index.ts";
-import { authorizationCodeFlow, control, oauthAccountToml, storeIssuedTokens } from "../fixtures/oauth.ts";
+import { createMailbox, uniqueToken } from "../fixtures/index.ts";
+import { authorizationCodeFlow, control, oauthServeToml, storeServeTokens } from "../fixtures/oauth.ts";
 import { lineClient, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(90_000);
@@ -46,34 +44,8 @@ test("SIGTERM during a token refresh: serve stores the rotated refresh token; th
   const dir = mkdtempSync(join(tmpdir(), "mg-oauth-shutdown-"));
   dirs.push(dir);
   const file = join(dir, "mailgator.toml");
-  writeFileSync(
-    file,
-    `${imapListener()}
-[audit]
-path = "${join(dir, "audit.db")}"
-
-[state]
-path = "${join(dir, "state.db")}"
-secrets_file = "${join(dir, "secrets.key")}"
-
-[[rules]]
-name = "everything"
-action = "allow"
-
-[[agents]]
-name = "bot"
-token_hash = "${hashToken(AGENT_TOKEN)}"
-account = "mail"
-
-${oauthAccountToml("mail", user)}`,
-  );
-  const store = SealedStore.open(join(dir, "state.db"), {
-    secretsFile: join(dir, "secrets.key"),
-    env: {},
-    create: true,
-  })!;
-  storeIssuedTokens(store, "mail", tokens);
-  store.close();
+  writeFileSync(file, oauthServeToml(dir, AGENT_TOKEN, user));
+  storeServeTokens(dir, tokens);
   // The stored access token (1 s) has expired: the agent's login needs a refresh.
   await Bun.sleep(1500);
   expect((await control("delay", { ms: String(DELAY_MS), user })).status).toBe(200);

@@ -10,10 +10,8 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { SealedStore } from "../../src/state/store.ts";
-import { hashToken } from "../../src/vault/token.ts";
-import { createMailbox, imapListener, uniqueToken } from "../fixtures/index.ts";
-import { authorizationCodeFlow, oauthAccountToml, oauthServer, storeIssuedTokens } from "../fixtures/oauth.ts";
+import { createMailbox, uniqueToken } from "../fixtures/index.ts";
+import { authorizationCodeFlow, oauthServer, oauthServeToml, storeServeTokens } from "../fixtures/oauth.ts";
 import { lineClient, type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(60_000);
@@ -50,32 +48,9 @@ test("SIGHUP, another client_id: new logins use it, not the old client's token; 
   expect(tokens.status).toBe(200);
   const dir = mkdtempSync(join(tmpdir(), "mg-reload-oauth-"));
   dirs.push(dir);
-  const config = (clientId: string) => `${imapListener()}
-[audit]
-path = "${join(dir, "audit.db")}"
-
-[state]
-path = "${join(dir, "state.db")}"
-secrets_file = "${join(dir, "secrets.key")}"
-
-[[rules]]
-name = "everything"
-action = "allow"
-
-[[agents]]
-name = "bot"
-token_hash = "${hashToken(AGENT_TOKEN)}"
-account = "mail"
-
-${oauthAccountToml("mail", mailbox.user, { clientId })}`;
+  const config = (clientId: string) => oauthServeToml(dir, AGENT_TOKEN, mailbox.user, { clientId });
   // The tokens, stored as `mailgator account login` stores them, before serve opens the state database.
-  const store = SealedStore.open(join(dir, "state.db"), {
-    secretsFile: join(dir, "secrets.key"),
-    env: {},
-    create: true,
-  })!;
-  storeIssuedTokens(store, "mail", tokens);
-  store.close();
+  storeServeTokens(dir, tokens);
 
   const file = join(dir, "mailgator.toml");
   writeFileSync(file, config(server.clientId));

@@ -126,6 +126,15 @@ async function rowsFor(proxy: TestProxy, id: string, command: string): Promise<A
   return (await proxy.rows()).filter((r) => r.target === id && r.command === command);
 }
 
+/** `rows` are the notices to the two unreachable managers, one each, both failed; `reason` checks each reason. */
+function expectManagersFailed(rows: AuditRow[], reason: (text: string) => void): void {
+  expect(rows.map((r) => r.reason.split(" ")[2]).sort()).toEqual(["reject-boss@corp.test", "tempfail-boss@corp.test"]);
+  for (const r of rows) {
+    expect(r.decision).toBe("error");
+    reason(r.reason);
+  }
+}
+
 async function waitRows(proxy: TestProxy, id: string, command: string, count: number): Promise<AuditRow[]> {
   const deadline = Date.now() + 15_000;
   for (;;) {
@@ -312,14 +321,7 @@ describe("a notice that cannot be sent", () => {
     await notifier.idle();
     // boss@corp.test's notice was accepted (docs/approvals.md "Notices"): it is not sent again; the other two are.
     const rows = (await rowsFor(failing.proxy, id, "APPROVAL NOTIFIED")).slice(3);
-    expect(rows.map((r) => r.reason.split(" ")[2]).sort()).toEqual([
-      "reject-boss@corp.test",
-      "tempfail-boss@corp.test",
-    ]);
-    for (const r of rows) {
-      expect(r.decision).toBe("error");
-      expect(r.reason).toContain(`not sent: ${DELAYS.length + 1} attempts:`);
-    }
+    expectManagersFailed(rows, (reason) => expect(reason).toContain(`not sent: ${DELAYS.length + 1} attempts:`));
     expect(failing.proxy.approvals!.row(id)!.state).toBe("held");
     expect(await failing.proxy.approvals!.readMessage(id)).not.toBeNull();
     await deny(failing.ctx, id, "test", null);
@@ -373,16 +375,11 @@ describe("a notice that cannot be sent", () => {
       // Past the grace both are cut (not after the 10 minutes an upstream may take to answer a final dot).
       await notifier.close(GRACE_MS);
       const rows = (await rowsFor(failing.proxy, id, "APPROVAL NOTIFIED")).slice(3);
-      expect(rows.map((r) => r.reason.split(" ")[2]).sort()).toEqual([
-        "reject-boss@corp.test",
-        "tempfail-boss@corp.test",
-      ]);
-      for (const r of rows) {
-        expect(r.decision).toBe("error");
-        expect(r.reason).toEndWith(
+      expectManagersFailed(rows, (reason) =>
+        expect(reason).toEndWith(
           "not sent: 1 attempt: the process stopped while it was being sent (it may have arrived)",
-        );
-      }
+        ),
+      );
       // Their connections were dropped, so the upstream does not keep them.
       await waitFor("dropped connections", () => dots.filter((d) => dropped.has(d)), 2);
       expect(failing.proxy.approvals!.row(id)!.state).toBe("held");
