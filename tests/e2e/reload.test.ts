@@ -423,6 +423,37 @@ test("mailgator reload: reloaded or the errors; a pid file while serve runs, a s
   expect(() => readFileSync(join(dir, "mailgator.pid"))).toThrow();
 });
 
+test("a SIGHUP while serve shuts down is logged and ignored: it ends as usual (exit 0, pid file gone)", async () => {
+  const mailbox = await createMailbox({ name: "reload-stopping" });
+  const dir = tempDir();
+  const file = join(dir, "mailgator.toml");
+  writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "allow"));
+  const served = serveChild(file);
+  let stopping = false;
+  try {
+    const port = await served.port("IMAP");
+    // An agent that does not hang up when its session ends holds the shutdown open (up to SHUTDOWN_GRACE_MS).
+    const c = await lineClient(tcpConnect({ host: "127.0.0.1", port, allowHalfOpen: true }));
+    await c.waitFor(/^\* OK/m);
+    const mark = served.logs().length;
+    served.proc.kill("SIGTERM");
+    stopping = true;
+    await served.waitForLog(/SIGTERM: shutting down/, mark);
+    served.proc.kill("SIGHUP");
+    // SIGHUP's default action would end the process here, before the audit log is closed.
+    await Promise.race([served.proc.exited, served.waitForLog(/SIGHUP while shutting down: not reloaded/, mark)]);
+    expect(served.proc.signalCode).toBeNull();
+    expect(served.proc.exitCode).toBeNull();
+    c.close();
+  } finally {
+    // A second SIGTERM would end the process by its default action: only when the first was not sent.
+    if (!stopping) served.proc.kill("SIGTERM");
+  }
+  expect(await served.proc.exited).toBe(0);
+  expect(served.proc.signalCode).toBeNull();
+  expect(() => readFileSync(join(dir, "mailgator.pid"))).toThrow();
+});
+
 /** A `[[quotas]]` entry for every agent: `reads` message contents a minute. */
 function readsQuota(reads: number): string {
   return `\n[[quotas]]\nname = "Reads"\nreads_per_minute = ${reads}\n`;

@@ -88,6 +88,18 @@ export async function serve(ctx: CommandContext): Promise<number> {
   );
   if (values.help) return (ctx.out(usage), EXIT_OK);
   const log = moduleLogger("serve");
+  // SIGHUP's default action ends the process, so its handler goes in before anything else (the config's load
+  // included): one that comes while serve starts is applied once the listeners listen, one that comes while it
+  // stops is logged and ignored (docs/operations.md "Reload").
+  let applyHup: (() => void) | null = null;
+  let pendingHup = false;
+  let stopping = false;
+  const onHup = (): void => {
+    if (stopping) log.warn("SIGHUP while shutting down: not reloaded");
+    else if (applyHup === null) pendingHup = true;
+    else applyHup();
+  };
+  process.on("SIGHUP", onHup);
   const config = loadConfig(findConfig(values.config, ctx.env), { env: ctx.env });
   for (const w of config.warnings) log.warn(w);
   const policy = compilePolicy(config.rules);
@@ -101,6 +113,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
   const stopped = new Promise<void>((resolve) => {
     const stop = (signal: string) => {
       log.info(`${signal}: shutting down`);
+      stopping = true;
       resolve();
     };
     process.once("SIGINT", () => stop("SIGINT"));
@@ -208,13 +221,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
   let admin: AdminServer | null = null;
   // Reloads run one at a time, in the order the signals came; one that comes before the proxies listen waits.
   let reloads: Promise<void> = Promise.resolve();
-  let ready = false;
-  let pendingHup = false;
-  const onHup = (): void => {
-    if (!ready) {
-      pendingHup = true;
-      return;
-    }
+  const reloadNow = (): void => {
     reloads = reloads
       .then(() => {
         const result = reload(config.file, ctx.env, live, handles, audit.path, {
@@ -230,7 +237,6 @@ export async function serve(ctx: CommandContext): Promise<number> {
       // An unexpected throw (a bug) is logged; the chain stays usable, so the next SIGHUP still reloads.
       .catch((e: unknown) => log.error(`reload: unexpected error: ${(e as Error).message}`));
   };
-  process.on("SIGHUP", onHup);
   // mailgator_reloads_total{result} (docs/operations.md "Health and metrics").
   const stopCounting = onReload((result) => countReload(result.ok));
   const deps: ProxyDeps = {
@@ -282,14 +288,13 @@ export async function serve(ctx: CommandContext): Promise<number> {
     return EXIT_FAILURE;
   }
   writePidFile(pidFile, (m) => log.warn(m));
-  ready = true;
-  if (pendingHup) onHup();
+  applyHup = reloadNow;
+  if (pendingHup && !stopping) reloadNow();
   await stopped;
   listening.imap = listening.smtp = false; // /healthz says so while the proxies close
   // The approval page refuses new decisions now; those under way end, or are cut off past the grace, while the
   // databases they write to are still open (docs/approvals.md "What is guaranteed").
   const decisions = approvalsPage?.drain(SHUTDOWN_GRACE_MS) ?? Promise.resolve(0);
-  process.off("SIGHUP", onHup);
   stopCounting();
   await reloads;
   await Promise.allSettled(handles.map((h) => h.close()));
@@ -300,6 +305,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
   for (const f of unregister) f();
   const closed = await closeStores();
   for (const file of [pidFile, statusFile]) rmSync(file, { force: true });
+  process.off("SIGHUP", onHup);
   return closed ? EXIT_OK : EXIT_FAILURE;
 
   /**
