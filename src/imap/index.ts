@@ -152,7 +152,7 @@ export async function startImapProxy(deps: {
     address: listener.address,
     async close() {
       const closed = listener.close(SHUTDOWN_GRACE_MS);
-      for (const session of ctx.sessions) session.shutdown();
+      for (const session of ctx.sessions) session.stop();
       await closed;
       ctx.cache?.close();
       ownQuotas?.close();

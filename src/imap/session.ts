@@ -203,6 +203,10 @@ export class ImapSession implements LoginSession, CompressSession {
   #busy = false;
   /** When the running IDLE began; null outside IDLE. */
   #idleSince: number | null = null;
+  /** The proxy is stopping (`stop`): the session ends at the next point where it waits for the agent. */
+  #stopping = false;
+  /** In nextEvent(), waiting for the agent's next bytes (between commands, in IDLE, at an AUTHENTICATE prompt). */
+  #waitingForAgent = false;
 
   constructor(ctx: SessionContext, conn: Connection) {
     this.ctx = ctx;
@@ -337,6 +341,23 @@ export class ImapSession implements LoginSession, CompressSession {
     this.sendText(`* BYE Autologout; ${why}`);
     this.flush();
     this.shutdown();
+  }
+
+  /**
+   * The proxy is stopping (SIGINT/SIGTERM of serve): a session waiting for its agent ends now with `* BYE`
+   * (RFC 9051 §7.1.5); a command under way first gets its own reply, then the `* BYE`, so that an agent is not
+   * left without the answer to a write the upstream may have carried out. The listener cuts what is still open
+   * after its grace (docs/reliability.md "Shutdown").
+   */
+  stop(): void {
+    if (this.#closed || this.#stopping) return;
+    this.#stopping = true;
+    if (!this.#busy || this.#waitingForAgent) this.#stopNow();
+  }
+
+  #stopNow(): void {
+    this.#endReason = "shutdown";
+    this.#bye("Server shutting down");
   }
 
   /** Ends the session now (listener closing, or either side gone). */
@@ -582,18 +603,24 @@ export class ImapSession implements LoginSession, CompressSession {
   /** The next framer event, waiting for bytes as needed; null once the session is over. */
   async nextEvent(): Promise<FramerEvent | null> {
     for (;;) {
+      if (this.#stopping && !this.#closed) this.#stopNow();
       if (this.#closed) return null;
       // An agent that does not read what it asked for gets no more answers: nothing more is read from it (its
       // input stops at READ_AHEAD_LIMIT, then TCP pushes back) until its socket has drained. Commands answered
       // without upstream (CAPABILITY, NOOP before login, a BAD) would otherwise queue output without bound.
-      if (this.#outputHeld.socket || this.#outputHeld.deflater) {
+      this.#waitingForAgent = true;
+      try {
+        if (this.#outputHeld.socket || this.#outputHeld.deflater) {
+          await new Promise<void>((resolve) => (this.#wake = resolve));
+          continue;
+        }
+        const ev = this.#framer.next();
+        if (ev !== null) return ev;
+        this.#resumeInput();
         await new Promise<void>((resolve) => (this.#wake = resolve));
-        continue;
+      } finally {
+        this.#waitingForAgent = false;
       }
-      const ev = this.#framer.next();
-      if (ev !== null) return ev;
-      this.#resumeInput();
-      await new Promise<void>((resolve) => (this.#wake = resolve));
     }
   }
 

@@ -51,7 +51,8 @@ export interface SessionHandle {
    * the agent's `allowed_ips`, or changed what its selected mailbox shows; true then.
    */
   reloaded(): boolean;
-  shutdown(): void;
+  /** The proxy is stopping: `* BYE` now, or after the reply to the command under way. */
+  stop(): void;
 }
 
 /** One parsed command of the given name(s). */

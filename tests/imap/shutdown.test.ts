@@ -1,0 +1,180 @@
+/**
+ * The IMAP proxy stopping (docs/reliability.md "Shutdown"): a session waiting for its agent ends with `* BYE`
+ * (RFC 9051 §7.1.5); a command under way first gets its own reply, then the `* BYE`; past the grace the
+ * connection is cut. A relay in front of the test Dovecot holds Dovecot's reply to a STORE.
+ */
+import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
+import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
+import { SHUTDOWN_GRACE_MS } from "../../src/net/index.ts";
+import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+
+setDefaultTimeout(60_000);
+
+/**
+ * A relay to Dovecot's plain IMAP port that, once `holdReply(re)` is called, keeps back Dovecot's output from the
+ * chunk in which a line matches `re` on, until `release()`.
+ */
+class ReplyHoldingRelay {
+  readonly #server: Server;
+  readonly #sockets = new Set<Socket>();
+  #hold: { re: RegExp; held: () => void; kept: Buffer[]; client: Socket } | null = null;
+
+  private constructor(server: Server) {
+    this.#server = server;
+  }
+
+  static async start(upstreamPort: number): Promise<ReplyHoldingRelay> {
+    let relay: ReplyHoldingRelay | null = null;
+    const server = createServer((client) => {
+      const upstream = tcpConnect({ host: "127.0.0.1", port: upstreamPort });
+      relay!.#sockets.add(client).add(upstream);
+      client.on("data", (chunk: Buffer) => upstream.write(chunk));
+      upstream.on("data", (chunk: Buffer) => relay!.#fromUpstream(client, chunk));
+      client.on("close", () => upstream.destroy());
+      upstream.on("close", () => client.destroy());
+      client.on("error", () => upstream.destroy());
+      upstream.on("error", () => client.destroy());
+    });
+    relay = new ReplyHoldingRelay(server);
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    return relay;
+  }
+
+  get port(): number {
+    return (this.#server.address() as { port: number }).port;
+  }
+
+  /** Resolves `held` once a reply matching `re` is kept back; `release()` (once) sends it and what came after. */
+  holdReply(re: RegExp): { held: Promise<void>; release: () => void } {
+    let held!: () => void;
+    const promise = new Promise<void>((resolve) => (held = resolve));
+    const hold = { re, held, kept: [] as Buffer[], client: null as unknown as Socket };
+    this.#hold = hold;
+    return {
+      held: promise,
+      release: () => {
+        if (this.#hold !== hold) return; // released already
+        this.#hold = null;
+        for (const chunk of hold.kept) hold.client.write(chunk);
+      },
+    };
+  }
+
+  #fromUpstream(client: Socket, chunk: Buffer): void {
+    const hold = this.#hold;
+    if (hold !== null && (hold.kept.length > 0 || hold.re.test(chunk.toString("latin1")))) {
+      if (hold.kept.length === 0) {
+        hold.client = client;
+        hold.held();
+      }
+      hold.kept.push(chunk);
+      return;
+    }
+    client.write(chunk);
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.#sockets) s.destroy();
+    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  }
+}
+
+let mailbox: TestMailbox;
+let relay: ReplyHoldingRelay;
+
+beforeAll(async () => {
+  mailbox = await createMailbox({ seed: { folders: { INBOX: 3 }, seed: 7 } });
+  relay = await ReplyHoldingRelay.start(upstreams().ports.imap);
+});
+
+afterAll(async () => {
+  await relay?.close();
+});
+
+function proxyViaRelay(): Promise<TestProxy> {
+  return startTestProxy({ upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` });
+}
+
+/** Reads until the server closes the connection; returns what came. */
+async function untilClosed(c: RawImap): Promise<string> {
+  await c.readUntil(() => false, 30_000, "the proxy did not close the connection");
+  return c.take();
+}
+
+test("sessions waiting for their agent (between commands, before login, IDLE) get * BYE and are closed", async () => {
+  const p = await proxyViaRelay();
+  let closing: Promise<void> | null = null;
+  try {
+    const loggedIn = await RawImap.login(p.port, mailbox);
+    const greeted = await RawImap.open(p.port);
+    const idling = await RawImap.login(p.port, mailbox);
+    expect(statusOf(await idling.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+    idling.write("i IDLE\r\n");
+    await idling.readUntil((b) => b.includes("+ "));
+    idling.take();
+    closing = p.close();
+    for (const c of [loggedIn, greeted, idling]) {
+      const rest = await untilClosed(c);
+      expect(rest).toMatch(/^\* BYE Server shutting down\r\n$/);
+      expect(c.closed).toBe(true);
+    }
+  } finally {
+    await (closing ?? p.close());
+  }
+});
+
+/**
+ * Runs `body` while Dovecot's reply to the agent's `TAG UID STORE 1:* FLAGS` is held by the relay (Dovecot has
+ * carried it out); `stop()` closes the proxy (once). The reply is released and the proxy closed afterwards.
+ */
+async function duringHeldStore(
+  tag: string,
+  flags: string,
+  body: (t: { c: RawImap; release(): void; stop(): Promise<void> }) => Promise<void>,
+): Promise<void> {
+  const p = await proxyViaRelay();
+  let closing: Promise<void> | null = null;
+  const stop = () => (closing ??= p.close());
+  let gate: ReturnType<ReplyHoldingRelay["holdReply"]> | null = null;
+  try {
+    const c = await RawImap.login(p.port, mailbox);
+    expect(statusOf(await c.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+    gate = relay.holdReply(/ OK .*Store completed/);
+    c.write(`${tag} UID STORE 1:* ${flags}\r\n`);
+    await gate.held;
+    await body({ c, release: gate.release, stop });
+  } finally {
+    gate?.release();
+    await stop();
+  }
+}
+
+test("a command under way gets its own reply, then * BYE; then the proxy has closed", async () => {
+  await duringHeldStore("f", "+FLAGS (\\Flagged)", async ({ c, release, stop }) => {
+    const closing = stop();
+    let closed = false;
+    void closing.then(() => (closed = true));
+    // The agent is still waiting for its reply, and the proxy for the agent.
+    await Bun.sleep(200);
+    expect(closed).toBe(false);
+    expect(c.closed).toBe(false);
+    release();
+    const rest = await untilClosed(c);
+    expect(rest).toMatch(/\r\nf OK [^\r\n]*\r\n\* BYE Server shutting down\r\n$/);
+    expect(rest).toContain("\\Flagged");
+    await closing;
+  });
+});
+
+test("past the grace a command still under way is cut: the connection closes without its reply", async () => {
+  await duringHeldStore("g", "-FLAGS (\\Flagged)", async ({ c, stop }) => {
+    const started = performance.now();
+    const closing = stop();
+    const rest = await untilClosed(c);
+    expect(performance.now() - started).toBeGreaterThanOrEqual(SHUTDOWN_GRACE_MS - 100);
+    expect(rest).not.toContain("g OK");
+    expect(rest).not.toContain("* BYE");
+    await closing;
+  });
+}, 40_000);
