@@ -207,6 +207,11 @@ export class ImapSession implements LoginSession, CompressSession {
   #stopping = false;
   /** In nextEvent(), waiting for the agent's next bytes (between commands, in IDLE, at an AUTHENTICATE prompt). */
   #waitingForAgent = false;
+  /**
+   * Set while the command under way waits on neither upstream nor nextEvent() (the STARTTLS handshake, the
+   * failed-login delay): `stop` calls it to end that wait at once.
+   */
+  #endWait: (() => void) | null = null;
 
   constructor(ctx: SessionContext, conn: Connection) {
     this.ctx = ctx;
@@ -353,6 +358,7 @@ export class ImapSession implements LoginSession, CompressSession {
     if (this.#closed || this.#stopping) return;
     this.#stopping = true;
     if (!this.#busy || this.#waitingForAgent) this.#stopNow();
+    else this.#endWait?.();
   }
 
   #stopNow(): void {
@@ -1057,10 +1063,17 @@ export class ImapSession implements LoginSession, CompressSession {
   async upgradeToTls(identity: TlsIdentity): Promise<void> {
     this.#framer.discardBuffered();
     this.#framer = new Framer({ role: "server", allowLiteral8: true });
+    // A handshake under way when the proxy stops is cut (no BYE can go out in the middle of it).
+    this.#endWait = () => {
+      this.#endReason = "shutdown";
+      this.shutdown();
+    };
     try {
       await this.conn.startTlsServer(identity.key, identity.cert, this.ctx.timeouts.handshakeMs);
     } catch {
       this.shutdown();
+    } finally {
+      this.#endWait = null;
     }
     this.#framer.discardBuffered();
   }
@@ -1183,7 +1196,17 @@ export class ImapSession implements LoginSession, CompressSession {
       reason: `login failed: ${reason}`,
     });
     const delay = this.ctx.throttle.fail(this.conn.remoteAddress);
-    await Bun.sleep(delay);
+    // The delay ends early when the proxy stops: the NO, then the BYE (stop).
+    if (!this.#stopping)
+      await new Promise<void>((resolve) => {
+        const timer = setTimeout(resolve, delay);
+        this.#endWait = () => {
+          clearTimeout(timer);
+          resolve();
+        };
+      }).finally(() => {
+        this.#endWait = null;
+      });
     this.tagged(tag, "NO", "AUTHENTICATIONFAILED", "Authentication failed");
   }
 }

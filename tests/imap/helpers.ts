@@ -13,6 +13,7 @@ import { ImapFlow } from "imapflow";
 import { AuditLog, type AuditRow } from "../../src/audit/index.ts";
 import { type Config, parseConfig } from "../../src/config/index.ts";
 import { type ImapProxy, startImapProxy } from "../../src/imap/index.ts";
+import type { LOGIN_THROTTLE } from "../../src/imap/limits.ts";
 import { UpstreamSession } from "../../src/imap/upstream.ts";
 import { Connection } from "../../src/net/connection.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
@@ -35,6 +36,8 @@ export interface ProxyOptions {
   readonly extra?: string;
   /** What the proxy is given as its audit log, built around the real one (a log that fails on cue). */
   readonly wrapAudit?: (log: AuditLog) => AuditLog;
+  /** The failed-login delay, instead of LOGIN_THROTTLE. */
+  readonly loginThrottle?: Partial<typeof LOGIN_THROTTLE>;
 }
 
 export interface TestProxy {
@@ -65,7 +68,13 @@ export async function startTestProxy(options: ProxyOptions = {}): Promise<TestPr
   const audit = AuditLog.open(config.audit.path, { batchMs: 5, sync: "normal" });
   const policy = compilePolicy(config.rules);
   const live = new LiveConfig(config, policy);
-  const proxy = await startImapProxy({ config, policy, audit: options.wrapAudit?.(audit) ?? audit, live });
+  const proxy = await startImapProxy({
+    config,
+    policy,
+    audit: options.wrapAudit?.(audit) ?? audit,
+    live,
+    ...(options.loginThrottle === undefined ? {} : { loginThrottle: options.loginThrottle }),
+  });
   return {
     proxy,
     port: proxy.address.port,

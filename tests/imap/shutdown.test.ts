@@ -178,3 +178,44 @@ test("past the grace a command still under way is cut: the connection closes wit
     await closing;
   });
 }, 40_000);
+
+test("a failed login's delay ends when the proxy stops: the NO, then * BYE, before the grace", async () => {
+  // A delay far past the grace: only the stop can end it in time.
+  const p = await startTestProxy({ loginThrottle: { stepMs: 60_000, maxMs: 60_000 } });
+  let closing: Promise<void> | null = null;
+  try {
+    const c = await RawImap.open(p.port);
+    c.write(`l LOGIN "${mailbox.user}" "wrong-password"\r\n`);
+    // The login's deny row is written before the delay starts.
+    for (let i = 0; i < 200 && !(await p.rows()).some((r) => r.decision === "deny"); i++) await Bun.sleep(25);
+    closing = p.close();
+    const rest = await untilClosed(c);
+    expect(rest).toMatch(/^l NO \[AUTHENTICATIONFAILED\] [^\r\n]*\r\n\* BYE Server shutting down\r\n$/);
+    await closing;
+  } finally {
+    await (closing ?? p.close());
+  }
+});
+
+test("a STARTTLS handshake the agent never makes is cut at once when the proxy stops", async () => {
+  const dir = upstreams().dir;
+  const p = await startTestProxy({
+    imap: `listen_tls = "starttls"\ntls_cert_file = "${dir}/tls/server.pem"\ntls_key_file = "${dir}/tls/server.key"`,
+  });
+  let closing: Promise<void> | null = null;
+  try {
+    const c = await RawImap.open(p.port);
+    expect(await c.command("t", "STARTTLS")).toMatch(/^t OK /);
+    // No handshake: the proxy waits for one (up to its handshake timeout, longer than the grace).
+    closing = p.close();
+    // Before, the session counted as a command under way and held the close until the grace cut it.
+    const first = await Promise.race([
+      closing.then(() => "closed"),
+      Bun.sleep(SHUTDOWN_GRACE_MS / 2).then(() => "still waiting"),
+    ]);
+    expect(first).toBe("closed");
+    await untilClosed(c);
+  } finally {
+    await (closing ?? p.close());
+  }
+});
