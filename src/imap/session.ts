@@ -13,7 +13,14 @@ import type { AuditEvent } from "../audit/index.ts";
 import { AuditUnavailableError } from "../audit/index.ts";
 import type { Config } from "../config/types.ts";
 import { errorMessage, logAccess, logLoginFailure, moduleLogger } from "../log.ts";
-import { type Connection, sameUpstream, type TlsIdentity, UpstreamError, type UpstreamTarget } from "../net/index.ts";
+import {
+  type Connection,
+  failureDelay,
+  sameUpstream,
+  type TlsIdentity,
+  UpstreamError,
+  type UpstreamTarget,
+} from "../net/index.ts";
 import type { Decision, Operation } from "../policy/index.ts";
 import { authCapabilities, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
 import { messageFilter } from "./classify.ts";
@@ -1197,16 +1204,12 @@ export class ImapSession implements LoginSession, CompressSession {
     });
     const delay = this.ctx.throttle.fail(this.conn.remoteAddress);
     // The delay ends early when the proxy stops: the NO, then the BYE (stop).
-    if (!this.#stopping)
-      await new Promise<void>((resolve) => {
-        const timer = setTimeout(resolve, delay);
-        this.#endWait = () => {
-          clearTimeout(timer);
-          resolve();
-        };
-      }).finally(() => {
-        this.#endWait = null;
-      });
+    if (!this.#stopping) {
+      const wait = failureDelay(delay);
+      this.#endWait = wait.end;
+      await wait.done;
+      this.#endWait = null;
+    }
     this.tagged(tag, "NO", "AUTHENTICATIONFAILED", "Authentication failed");
   }
 }

@@ -14,7 +14,7 @@ export {
 } from "./listener.ts";
 export { overloadEvent } from "./overload.ts";
 export { SessionCounter } from "./sessions.ts";
-export { FailureThrottle, type ThrottleLimits } from "./throttle.ts";
+export { FailureThrottle, failureDelay, type ThrottleLimits } from "./throttle.ts";
 export {
   connectUpstream,
   readCaFile,

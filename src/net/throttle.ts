@@ -52,3 +52,19 @@ export class FailureThrottle {
     return entry;
   }
 }
+
+/**
+ * A failed login's delay that can end early: `end()` resolves `done` at once (the proxy stopping answers the
+ * failure without waiting, docs/reliability.md "Shutdown").
+ */
+export function failureDelay(ms: number): { readonly done: Promise<void>; end(): void } {
+  let end!: () => void;
+  const done = new Promise<void>((resolve) => {
+    const timer = setTimeout(resolve, ms);
+    end = () => {
+      clearTimeout(timer);
+      resolve();
+    };
+  });
+  return { done, end };
+}

@@ -24,7 +24,7 @@ import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { errorMessage, logAccess, logLoginFailure, moduleLogger } from "../log.ts";
 import type { Connection, FailureThrottle, TlsIdentity, UpstreamTarget } from "../net/index.ts";
-import { LineFramer, SessionCounter, sameUpstream, UpstreamError } from "../net/index.ts";
+import { failureDelay, LineFramer, SessionCounter, sameUpstream, UpstreamError } from "../net/index.ts";
 import type { Decision, Outcome, Policy } from "../policy/index.ts";
 import { describeExceeded, type QuotaSubject, type Quotas, quotaSubject } from "../quotas/index.ts";
 import { parsePathArgument } from "./address.ts";
@@ -155,6 +155,11 @@ export class SmtpSession {
   #closing = false;
   /** Shutdown came while a command ran: it ends the session once that command has its answer. */
   #endAfterCommand = false;
+  /**
+   * Set while the command under way waits on neither upstream nor the agent's next line (the STARTTLS handshake,
+   * the failed-login delay): `shutdown` calls it to end that wait at once.
+   */
+  #endWait: (() => void) | null = null;
   /** Aborted past the shutdown grace (stopCommand): the upstream connection in use, or being opened, is dropped. */
   readonly #stopped = new AbortController();
   #out: string[] = [];
@@ -247,6 +252,7 @@ export class SmtpSession {
     this.#endReason = "proxy shutting down";
     if (this.#running) {
       this.#endAfterCommand = true;
+      this.#endWait?.();
       return;
     }
     this.#send(reply(421, "4.3.2", "Mailgator is shutting down"));
@@ -668,11 +674,15 @@ export class SmtpSession {
     this.#flush();
     this.#discardInput();
     return (async () => {
+      // A handshake under way when the proxy stops is cut (no 421 can go out in the middle of it).
+      this.#endWait = () => this.#conn.destroy();
       try {
         await this.#conn.startTlsServer(this.#ctx.identity!.key, this.#ctx.identity!.cert, TLS_HANDSHAKE_TIMEOUT_MS);
       } catch {
         this.#close();
         return;
+      } finally {
+        this.#endWait = null;
       }
       // RFC 3207 §4.2: forget everything learned before TLS; the client must EHLO again.
       this.#discardInput();
@@ -885,7 +895,13 @@ export class SmtpSession {
       detail: { delayMs: delay },
     });
     this.#flush();
-    await Bun.sleep(delay);
+    // The delay ends early when the proxy stops: the 535, then the 421 (shutdown).
+    if (!this.#endAfterCommand) {
+      const wait = failureDelay(delay);
+      this.#endWait = wait.end;
+      await wait.done;
+      this.#endWait = null;
+    }
     this.#send(reply(535, "5.7.8", "Authentication credentials invalid"));
     if (++this.#authFailures >= MAX_AUTH_FAILURES_PER_SESSION) {
       this.#send(reply(421, "4.7.0", "Too many failed logins; closing"));

@@ -1,6 +1,6 @@
 import { expect, test } from "bun:test";
 import { ipAllowed, readIpEntry } from "../../src/net/ip.ts";
-import { FailureThrottle } from "../../src/net/throttle.ts";
+import { FailureThrottle, failureDelay } from "../../src/net/throttle.ts";
 
 test("allowed_ips: exact addresses, CIDR ranges, IPv4-mapped IPv6, null = any", () => {
   expect(ipAllowed("127.0.0.1", null)).toBe(true);
@@ -58,4 +58,17 @@ test("allowed_ips: an IPv4-mapped entry means its IPv4 range (/p is IPv4 /p-96);
   expect(readIpEntry("2001:db8::/32")).toEqual({ bits: 0x20010db8n << 96n, width: 128, prefix: 32 });
   for (const bad of ["10.0.0.0/33", "::1/129", "10.0.0.0/8/8", "10.0.0.0/x", "nope", "10.0.0.0/"])
     expect(readIpEntry(bad)).toContain("expected an IP address or CIDR range");
+});
+
+test("failureDelay: end() settles it at once; otherwise it settles when its time is up", async () => {
+  const long = failureDelay(60_000);
+  long.end();
+  long.end(); // twice is harmless
+  await long.done;
+  const short = failureDelay(1);
+  let settled = false;
+  void short.done.then(() => (settled = true));
+  expect(settled).toBe(false);
+  await short.done;
+  expect(settled).toBe(true);
 });

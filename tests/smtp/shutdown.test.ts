@@ -14,6 +14,7 @@ import {
   loggedIn,
   marker,
   message,
+  RawClient,
   sinkCopies,
   startTestProxy,
   type TestProxy,
@@ -131,5 +132,52 @@ describe("shutdown while the upstream has not answered a final dot", () => {
         "upstream failed: the proxy stopped after the end of data went out: the upstream may have the message",
       ),
     ]);
+  });
+});
+
+describe("shutdown while a command waits on neither the upstream nor the agent's next line", () => {
+  /** What `p` resolves to, or "still waiting" after half the grace. */
+  const beforeHalfGrace = <T>(p: Promise<T>) =>
+    Promise.race([p, Bun.sleep(SHUTDOWN_GRACE_MS / 2).then(() => "still waiting" as const)]);
+
+  test("a failed AUTH's delay ends: the 535, then the 421, before the grace", async () => {
+    const token = "mgt_shutdown_0123456789abcdef0123456789abcdef";
+    // A delay of AUTH_FAILURE_MAX_DELAY_MS (the grace): only the stop can end it in time.
+    const p = await startTestProxy({ rules: vaultConfig(RULES, token), limits: { authFailureStepMs: 60_000 } });
+    try {
+      const c = await RawClient.connect(p.port);
+      await c.reply();
+      await c.command("EHLO client.test");
+      c.write(`AUTH PLAIN ${Buffer.from("\0bot\0wrong-token").toString("base64")}\r\n`);
+      // The deny row is written before the delay starts.
+      for (let i = 0; i < 200 && !(await p.rows()).some((r) => r.command === "AUTH"); i++) await Bun.sleep(25);
+      const closing = p.proxy.close();
+      const answer = await beforeHalfGrace(c.reply().then((r) => r.raw));
+      expect(answer).toStartWith("535 5.7.8");
+      expect((await c.reply()).raw).toStartWith("421 4.3.2");
+      await closing;
+      await c.waitClosed();
+    } finally {
+      await p.close();
+    }
+  });
+
+  test("a STARTTLS handshake the agent never makes is cut at once", async () => {
+    const tls = upstreams().caFile.replace(/ca\.pem$/, "");
+    const p = await startTestProxy({
+      rules: RULES,
+      smtp: `listen_tls = "starttls"\ntls_cert_file = "${tls}server.pem"\ntls_key_file = "${tls}server.key"`,
+    });
+    try {
+      const c = await RawClient.connect(p.port);
+      await c.reply();
+      await c.command("EHLO client.test");
+      expect((await c.command("STARTTLS")).code).toBe(220);
+      // No handshake: the proxy would wait for one up to its handshake timeout, longer than the grace.
+      expect(await beforeHalfGrace(p.proxy.close().then(() => "closed"))).toBe("closed");
+      await c.waitClosed();
+    } finally {
+      await p.close();
+    }
   });
 });
