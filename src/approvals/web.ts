@@ -78,6 +78,12 @@ export interface ApprovalPage {
    * decisions still under way when the grace ended.
    */
   drain(graceMs: number): Promise<number>;
+  /**
+   * After drain(), once the OAuth2 token requests in flight have settled: waits up to DECISION_WIND_UP_MS more for
+   * the decisions that were waiting for one (their login goes no further once cut off, but its row is written
+   * then), so that the audit log is not closed under them. False when some are still under way.
+   */
+  windUp(): Promise<boolean>;
 }
 
 /** Builds the page; a form is accepted from `[approvals] base_url`'s origin, as configured at the request. */
@@ -87,7 +93,7 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
   let stopping = false;
   /** Aborted once the grace is over: the replays still running are cut off. */
   const cut = new AbortController();
-  return { handle, drain };
+  return { handle, drain, windUp: () => settledWithin(running, DECISION_WIND_UP_MS) };
 
   async function drain(graceMs: number): Promise<number> {
     stopping = true;

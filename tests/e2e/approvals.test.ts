@@ -878,4 +878,43 @@ scopes = ["mail"]
       await stop(running);
     }
   });
+
+  test("SIGTERM while a page approval waits past the grace for a fresh token: its row written, held", async () => {
+    await login();
+    const running = await start(s);
+    const user = s.sender.user;
+    const refreshes = async (): Promise<number> => {
+      const { body } = await control("counters", {}, "GET");
+      return (
+        (body as { tokenByUser: Record<string, Record<string, number>> }).tokenByUser[user]?.["refresh_token"] ?? 0
+      );
+    };
+    try {
+      const { id, token } = await hold(s, running.smtpPort, auth);
+      // The approver's notice goes out with the cached token, before that token stops working.
+      await waitFor("notices", () => noticesIn(up.sink, id), 1);
+      // The approval's login has the cached token refused, then asks for a fresh one, whose answer comes after the
+      // grace and the wind-up (within the token request's own timeout).
+      expect((await control("expire", { user })).status).toBe(200);
+      const delay = SHUTDOWN_GRACE_MS + DECISION_WIND_UP_MS + 1000;
+      expect((await control("delay", { ms: String(delay), user })).status).toBe(200);
+      const before = await refreshes();
+      const { token: t } = link(s, running.admin, id);
+      // The admin listener closes before this decision ends: no answer.
+      const pressed = post(running.admin, id, t, "approve").catch(() => null);
+      for (let i = 0; i < 200 && (await refreshes()) === before; i++) await Bun.sleep(50);
+      expect(await refreshes()).toBe(before + 1);
+      running.served.proc.kill("SIGTERM");
+      expect(await running.served.proc.exited).toBe(0);
+      await pressed;
+      // The decision's row is in the log, and the message is held, its link unused.
+      const approve = auditRows(s, id).filter((r) => r.command === "APPROVE");
+      expect(approve.map((r) => r.decision)).toEqual(["error"]);
+      expect(await listed(s, id)).toMatchObject({ state: "held" });
+      await expectCopies(token, 0);
+    } finally {
+      expect((await control("delay", { ms: "0", user })).status).toBe(200);
+      if (running.served.proc.exitCode === null) await stop(running);
+    }
+  }, 60_000);
 });

@@ -321,6 +321,9 @@ export async function serve(ctx: CommandContext): Promise<number> {
     // An OAuth2 token request still in flight (at most TOKEN_REQUEST_TIMEOUT_MS) is written before the state
     // database closes: a refresh token the provider rotated would otherwise be lost (docs/accounts.md).
     await accounts.credentials.settled();
+    // An approval cut off while its login waited for a token has just gone on: its row is written before the close.
+    if (approvalsPage !== null && !(await approvalsPage.windUp()))
+      log.warn("approvals: a decision was still under way when the audit log closed");
     let ok = true;
     try {
       await audit.close();
