@@ -365,7 +365,10 @@ export class ImapSession implements LoginSession, CompressSession {
     if (this.#closed || this.#stopping) return;
     this.#stopping = true;
     if (!this.#busy || this.#waitingForAgent) this.#stopNow();
-    else this.#endWait?.();
+    else if (this.#endWait !== null) {
+      this.#endReason = "shutdown";
+      this.#endWait();
+    }
   }
 
   #stopNow(): void {
@@ -377,6 +380,10 @@ export class ImapSession implements LoginSession, CompressSession {
   shutdown(): void {
     if (this.#closed) return;
     this.#closed = true;
+    // A failed login's delay ends with the session, whatever ended it: its timer would keep the process alive.
+    const endWait = this.#endWait;
+    this.#endWait = null;
+    endWait?.();
     this.state = "logout";
     this.ctx.sessions.delete(this);
     if (this.#timer !== null) clearTimeout(this.#timer);
@@ -1072,7 +1079,7 @@ export class ImapSession implements LoginSession, CompressSession {
     this.#framer = new Framer({ role: "server", allowLiteral8: true });
     // A handshake under way when the proxy stops is cut (no BYE can go out in the middle of it).
     this.#endWait = () => {
-      this.#endReason = "shutdown";
+      this.conn.destroy();
       this.shutdown();
     };
     try {
