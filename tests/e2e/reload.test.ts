@@ -385,6 +385,27 @@ test("mailgator reload: reloaded or the errors; a pid file while serve runs, a s
   } finally {
     other.kill();
   }
+  // A pid file that names its process rightly, but the process ends on the SIGHUP (a serve that crashed then):
+  // reload says so at once instead of waiting for an outcome.
+  const victim = Bun.spawn(["sleep", "60"]);
+  try {
+    const started = readFileSync(`/proc/${victim.pid}/stat`, "latin1").split(") ")[1]!.split(" ")[19];
+    writeFileSync(join(dir, "mailgator.pid"), `${victim.pid} ${started}\n`);
+    // Run without blocking this process, which reaps the ended child (a zombie would still count as a process).
+    const reloader = Bun.spawn(
+      [process.execPath, join(import.meta.dir, "../../src/cli/main.ts"), "reload", "-c", file],
+      {
+        stdout: "pipe",
+        stderr: "pipe",
+      },
+    );
+    const said = await new Response(reloader.stdout).text();
+    expect(said).toContain(`not reloaded: process ${victim.pid} exited before it reported an outcome`);
+    expect(await reloader.exited).toBe(1);
+    expect(victim.signalCode).toBe("SIGHUP");
+  } finally {
+    victim.kill();
+  }
   const served = serveChild(file);
   try {
     await served.port("IMAP");
@@ -423,7 +444,7 @@ test("mailgator reload: reloaded or the errors; a pid file while serve runs, a s
   expect(() => readFileSync(join(dir, "mailgator.pid"))).toThrow();
 });
 
-test("a SIGHUP while serve shuts down is logged and ignored: it ends as usual (exit 0, pid file gone)", async () => {
+test("a SIGHUP while serve shuts down is logged, ignored, reported to reload; it ends as usual (exit 0)", async () => {
   const mailbox = await createMailbox({ name: "reload-stopping" });
   const dir = tempDir();
   const file = join(dir, "mailgator.toml");
@@ -444,6 +465,11 @@ test("a SIGHUP while serve shuts down is logged and ignored: it ends as usual (e
     await Promise.race([served.proc.exited, served.waitForLog(/SIGHUP while shutting down: not reloaded/, mark)]);
     expect(served.proc.signalCode).toBeNull();
     expect(served.proc.exitCode).toBeNull();
+    // `mailgator reload` (the systemd unit's ExecReload) is told so at once, rather than after its 10 s wait.
+    const refused = runCli(["reload", "-c", file]);
+    expect(refused.stdout).toContain("serve is shutting down: not reloaded");
+    expect(refused.exitCode).toBe(1);
+    expect(served.proc.signalCode).toBeNull();
     c.close();
   } finally {
     // A second SIGTERM would end the process by its default action: only when the first was not sent.

@@ -92,11 +92,15 @@ export async function serve(ctx: CommandContext): Promise<number> {
   // included): one that comes while serve starts is applied once the listeners listen, one that comes while it
   // stops is logged and ignored (docs/operations.md "Reload").
   let applyHup: (() => void) | null = null;
+  /** Once the listeners listen: says in the status file that a SIGHUP came while shutting down (`mailgator reload`). */
+  let refuseHup: (() => void) | null = null;
   let pendingHup = false;
   let stopping = false;
   const onHup = (): void => {
-    if (stopping) log.warn("SIGHUP while shutting down: not reloaded");
-    else if (applyHup === null) pendingHup = true;
+    if (stopping) {
+      log.warn("SIGHUP while shutting down: not reloaded");
+      refuseHup?.();
+    } else if (applyHup === null) pendingHup = true;
     else applyHup();
   };
   process.on("SIGHUP", onHup);
@@ -289,6 +293,23 @@ export async function serve(ctx: CommandContext): Promise<number> {
   }
   writePidFile(pidFile, (m) => log.warn(m));
   applyHup = reloadNow;
+  refuseHup = () => {
+    const revision = live.config.revision;
+    const error = "serve is shutting down: not reloaded";
+    writeStatusFile(
+      statusFile,
+      {
+        ok: false,
+        at: new Date().toISOString(),
+        revision,
+        previousRevision: revision,
+        errors: [error],
+        warnings: [],
+        sessionsEnded: 0,
+      },
+      (m) => log.error(m),
+    );
+  };
   if (pendingHup && !stopping) reloadNow();
   await stopped;
   listening.imap = listening.smtp = false; // /healthz says so while the proxies close
