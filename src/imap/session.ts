@@ -212,8 +212,6 @@ export class ImapSession implements LoginSession, CompressSession {
   #idleSince: number | null = null;
   /** The proxy is stopping (`stop`): the session ends at the next point where it waits for the agent. */
   #stopping = false;
-  /** In nextEvent(), waiting for the agent's next bytes (between commands, in IDLE, at an AUTHENTICATE prompt). */
-  #waitingForAgent = false;
   /**
    * Set while the command under way waits on neither upstream nor nextEvent() (the STARTTLS handshake, the
    * failed-login delay): `stop` calls it to end that wait at once.
@@ -364,7 +362,8 @@ export class ImapSession implements LoginSession, CompressSession {
   stop(): void {
     if (this.#closed || this.#stopping) return;
     this.#stopping = true;
-    if (!this.#busy || this.#waitingForAgent) this.#stopNow();
+    // Waiting in nextEvent() (#wake set): between commands, in IDLE, at an AUTHENTICATE prompt.
+    if (!this.#busy || this.#wake !== null) this.#stopNow();
     else if (this.#endWait !== null) {
       this.#endReason = "shutdown";
       this.#endWait();
@@ -380,7 +379,8 @@ export class ImapSession implements LoginSession, CompressSession {
   shutdown(): void {
     if (this.#closed) return;
     this.#closed = true;
-    // A failed login's delay ends with the session, whatever ended it: its timer would keep the process alive.
+    // The wait under way (a failed login's delay, a STARTTLS handshake) ends with the session, whatever ended it: a
+    // delay's timer would otherwise keep the process alive.
     const endWait = this.#endWait;
     this.#endWait = null;
     endWait?.();
@@ -628,19 +628,14 @@ export class ImapSession implements LoginSession, CompressSession {
       // An agent that does not read what it asked for gets no more answers: nothing more is read from it (its
       // input stops at READ_AHEAD_LIMIT, then TCP pushes back) until its socket has drained. Commands answered
       // without upstream (CAPABILITY, NOOP before login, a BAD) would otherwise queue output without bound.
-      this.#waitingForAgent = true;
-      try {
-        if (this.#outputHeld.socket || this.#outputHeld.deflater) {
-          await new Promise<void>((resolve) => (this.#wake = resolve));
-          continue;
-        }
-        const ev = this.#framer.next();
-        if (ev !== null) return ev;
-        this.#resumeInput();
+      if (this.#outputHeld.socket || this.#outputHeld.deflater) {
         await new Promise<void>((resolve) => (this.#wake = resolve));
-      } finally {
-        this.#waitingForAgent = false;
+        continue;
       }
+      const ev = this.#framer.next();
+      if (ev !== null) return ev;
+      this.#resumeInput();
+      await new Promise<void>((resolve) => (this.#wake = resolve));
     }
   }
 
@@ -1077,11 +1072,9 @@ export class ImapSession implements LoginSession, CompressSession {
   async upgradeToTls(identity: TlsIdentity): Promise<void> {
     this.#framer.discardBuffered();
     this.#framer = new Framer({ role: "server", allowLiteral8: true });
-    // A handshake under way when the proxy stops is cut (no BYE can go out in the middle of it).
-    this.#endWait = () => {
-      this.conn.destroy();
-      this.shutdown();
-    };
+    // A handshake under way when the proxy stops is cut (no BYE can go out in the middle of it); the catch below
+    // then ends the session.
+    this.#endWait = () => this.conn.destroy();
     try {
       await this.conn.startTlsServer(identity.key, identity.cert, this.ctx.timeouts.handshakeMs);
     } catch {
