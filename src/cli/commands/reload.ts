@@ -59,11 +59,16 @@ export async function reload(ctx: CommandContext): Promise<number> {
   for (let waited = 0; waited < RELOAD_WAIT_MS; waited += POLL_MS) {
     await Bun.sleep(POLL_MS);
     const status = readStatusFile(statusFile);
-    if ((status === null || status.pid !== pid || status.seq <= lastSeq) && !alive(pid)) {
-      ctx.out(`not reloaded: process ${pid} exited before it reported an outcome`);
-      return EXIT_FAILURE;
+    if (status === null || status.pid !== pid || status.seq <= lastSeq) {
+      // No outcome yet: gone for good when its pid file no longer names it (removed at exit, or its start time
+      // gone with the process), as readPidFile judges a stale file.
+      const now = readPidFile(pidFile);
+      if (now.state !== "running" || now.pid !== pid) {
+        ctx.out(`not reloaded: process ${pid} exited before it reported an outcome`);
+        return EXIT_FAILURE;
+      }
+      continue;
     }
-    if (status === null || status.pid !== pid || status.seq <= lastSeq) continue;
     if (status.ok) {
       ctx.out(`reloaded: config revision ${status.previousRevision} -> ${status.revision} (process ${pid})`);
       for (const w of status.warnings) ctx.out(`warning: ${w}`);
@@ -80,14 +85,4 @@ export async function reload(ctx: CommandContext): Promise<number> {
   }
   ctx.out(`sent SIGHUP to process ${pid}, but it reported no outcome within ${RELOAD_WAIT_MS / 1000} s; see its log`);
   return EXIT_FAILURE;
-}
-
-/** Whether process `pid` still exists (signal 0 checks without sending anything). */
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "EPERM";
-  }
 }

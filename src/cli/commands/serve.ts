@@ -91,17 +91,16 @@ export async function serve(ctx: CommandContext): Promise<number> {
   // SIGHUP's default action ends the process, so its handler goes in before anything else (the config's load
   // included): one that comes while serve starts is applied once the listeners listen, one that comes while it
   // stops is logged and ignored (docs/operations.md "Reload").
-  let applyHup: (() => void) | null = null;
-  /** Once the listeners listen: says in the status file that a SIGHUP came while shutting down (`mailgator reload`). */
-  let refuseHup: (() => void) | null = null;
+  /** Set once the listeners listen: a reload, or (while shutting down) the refusal `mailgator reload` reads. */
+  let hup: { reload(): void; refuse(): void } | null = null;
   let pendingHup = false;
   let stopping = false;
   const onHup = (): void => {
     if (stopping) {
       log.warn("SIGHUP while shutting down: not reloaded");
-      refuseHup?.();
-    } else if (applyHup === null) pendingHup = true;
-    else applyHup();
+      hup?.refuse();
+    } else if (hup === null) pendingHup = true;
+    else hup.reload();
   };
   process.on("SIGHUP", onHup);
   const config = loadConfig(findConfig(values.config, ctx.env), { env: ctx.env });
@@ -292,23 +291,12 @@ export async function serve(ctx: CommandContext): Promise<number> {
     return EXIT_FAILURE;
   }
   writePidFile(pidFile, (m) => log.warn(m));
-  applyHup = reloadNow;
-  refuseHup = () => {
-    const revision = live.config.revision;
-    const error = "serve is shutting down: not reloaded";
-    writeStatusFile(
-      statusFile,
-      {
-        ok: false,
-        at: new Date().toISOString(),
-        revision,
-        previousRevision: revision,
-        errors: [error],
-        warnings: [],
-        sessionsEnded: 0,
-      },
-      (m) => log.error(m),
-    );
+  hup = {
+    reload: reloadNow,
+    refuse: () =>
+      writeStatusFile(statusFile, notReloaded(live.config.revision, ["serve is shutting down: not reloaded"]), (m) =>
+        log.error(m),
+      ),
   };
   if (pendingHup && !stopping) reloadNow();
   await stopped;
@@ -388,6 +376,11 @@ export interface ReloadParts {
   readonly admin?: Config["admin"];
 }
 
+/** The outcome of a reload that changed nothing: `revision` stays in force. */
+function notReloaded(revision: string, errors: string[], at = new Date().toISOString()): ReloadResult {
+  return { ok: false, at, revision, previousRevision: revision, errors, warnings: [], sessionsEnded: 0 };
+}
+
 /**
  * One reload: load and check the file, read the TLS files of each proxy, then swap everything in at once; on any
  * error nothing changes (docs/operations.md "Reload"). Logs the outcome and returns it.
@@ -406,15 +399,7 @@ export function reload(
   const at = new Date().toISOString();
   const failed = (errors: string[]): ReloadResult => {
     for (const e of errors) log.error(`reload failed, the running config stays in force: ${e}`);
-    return {
-      ok: false,
-      at,
-      revision: previous.revision,
-      previousRevision: previous.revision,
-      errors,
-      warnings: [],
-      sessionsEnded: 0,
-    };
+    return notReloaded(previous.revision, errors, at);
   };
   let next: Config;
   try {
