@@ -31,8 +31,8 @@ import {
   authorizationCodeFlow,
   control,
   LineClient,
-  oauthAccountToml,
   oauthbearer,
+  oauthServeToml,
   storeIssuedTokens,
   xoauth2,
 } from "../fixtures/oauth.ts";
@@ -106,34 +106,20 @@ async function setup(setting: Setting): Promise<Setup> {
   const tokens = await authorizationCodeFlow({ user: mailbox.user });
   expect(tokens.status).toBe(200);
   const dir = mkdtempSync(join(tmpdir(), "mailgator-oauth-"));
-  const toml = `${imapListener("127.0.0.1:1")}
-${smtpListener("127.0.0.1:1")}
-[audit]
-path = "${join(dir, "audit.db")}"
-
-[state]
-path = "${join(dir, "state.db")}"
-secrets_file = "${join(dir, "secrets.key")}"
-
-[[rules]]
-name = "everything"
-action = "allow"
-
-[[agents]]
-name = "bot"
-token_hash = "${hashToken(AGENT_TOKEN)}"
-account = "mail"
-
+  const toml = oauthServeToml(dir, AGENT_TOKEN, mailbox.user, {
+    listeners: `${imapListener("127.0.0.1:1")}\n${smtpListener("127.0.0.1:1")}`,
+    extra: `sasl_mechanism = "${setting}"\n`,
+    more: `
 [[agents]]
 name = "pw"
 token_hash = "${hashToken(PASSWORD_AGENT_TOKEN)}"
 account = "pw"
 
-${oauthAccountToml("mail", mailbox.user, { extra: `sasl_mechanism = "${setting}"\n` })}
 [accounts.pw]
 username = "${password.user}"
 password = "${password.password}"
-`;
+`,
+  });
   const parsed = parseConfig(toml, join(dir, "mailgator.toml"));
   const any = { host: "127.0.0.1", port: 0 };
   const config: Config = {
