@@ -7,12 +7,13 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { connect, createServer, type Server, type Socket } from "node:net";
+import type { Socket } from "node:net";
 import type { DeflateRaw } from "node:zlib";
 import { ImapFlow } from "imapflow";
 import { authCapabilities, PRE_AUTH_CAPABILITIES } from "../../src/imap/capabilities.ts";
 import { MAX_APPEND_MESSAGE, MAX_ARGUMENT_LITERAL, MAX_NONSYNC_DRAIN } from "../../src/imap/limits.ts";
 import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
+import { TcpRelay } from "../fixtures/tcp-relay.ts";
 import { DeflateClient } from "./deflate-client.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
 
@@ -139,20 +140,13 @@ describe("LITERAL+ offered", () => {
     // imapflow 2.10 sends {n+} only up to 4096 octets even when LITERAL+ is offered (its compiler is given
     // literalMinus only), so the large message goes as {n} and waits for "+": both forms must work.
     let sent = "";
-    const tap: Server = createServer((client) => {
-      const server = connect({ host: "127.0.0.1", port: proxy.port });
-      client.on("data", (d: Buffer) => {
+    const tap = await TcpRelay.start({ host: "127.0.0.1", port: proxy.port }, () => ({
+      fromClient: (d, link) => {
         sent += d.subarray(0, 200).toString("latin1");
-        server.write(d);
-      });
-      server.on("data", (d: Buffer) => client.write(d));
-      client.on("close", () => server.destroy());
-      server.on("close", () => client.destroy());
-      client.on("error", () => {});
-      server.on("error", () => {});
-    });
-    await new Promise<void>((r) => tap.listen(0, "127.0.0.1", r));
-    const port = (tap.address() as { port: number }).port;
+        link.target.write(d);
+      },
+    }));
+    const port = tap.port;
     const small = Buffer.concat([Buffer.from("Subject: small\r\n\r\n"), Buffer.alloc(LITERAL_MINUS_MAX - 18, "s")]);
     const large = Buffer.concat([Buffer.from("Subject: large\r\n\r\n"), CHUNK, CHUNK, CHUNK]);
     // Uncompressed, so the tap can read the literal markers.
@@ -187,7 +181,7 @@ describe("LITERAL+ offered", () => {
       }
     } finally {
       await client.logout();
-      tap.close();
+      await tap.close();
     }
   });
 });

@@ -7,42 +7,36 @@
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { connect, createServer, type Server, type Socket } from "node:net";
 import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { TcpRelay } from "../fixtures/tcp-relay.ts";
 import { RawImap, recordWrites, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
 
 /** What crossed the relay, in order: `up` from the proxy to Dovecot, `down` back. */
 const wire: { dir: "up" | "down"; text: string }[] = [];
-let relay: Server;
+let relay: TcpRelay;
 let proxy: TestProxy;
 let box: TestMailbox;
 
 beforeAll(async () => {
   const up = upstreams();
-  relay = createServer((inner: Socket) => {
-    const outer = connect(up.ports.imap, up.host);
-    inner.on("data", (d) => {
+  relay = await TcpRelay.start({ host: up.host, port: up.ports.imap }, () => ({
+    fromClient: (d, link) => {
       wire.push({ dir: "up", text: d.toString("latin1") });
-      outer.write(d);
-    });
-    outer.on("data", (d) => {
+      link.target.write(d);
+    },
+    fromTarget: (d, link) => {
       wire.push({ dir: "down", text: d.toString("latin1") });
-      inner.write(d);
-    });
-    inner.on("close", () => outer.destroy());
-    outer.on("close", () => inner.destroy());
-    inner.on("error", () => {});
-    outer.on("error", () => {});
-  });
-  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
-  const port = (relay.address() as { port: number }).port;
+      link.client.write(d);
+    },
+  }));
+  const port = relay.port;
   proxy = await startTestProxy({ upstreamAddr: `127.0.0.1:${port}`, upstreamTls: "none" });
   box = await createMailbox({ seed: {} });
 });
 
 afterAll(async () => {
   await proxy.close();
-  relay.close();
+  await relay.close();
 });
 
 /** The index of the first chunk from the proxy after `from` matching `re`, and the tag it starts with. */

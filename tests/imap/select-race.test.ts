@@ -9,10 +9,11 @@
  * An arrival reported the same way needs no second search: it only adds messages after those listed.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
+import type { Socket } from "node:net";
 import type { ImapFlow } from "imapflow";
 import { SELECT_SEARCHES } from "../../src/imap/limits.ts";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { TcpRelay } from "../fixtures/tcp-relay.ts";
 import { type Expected, expected, expectNoLeak, fetchedUids, rawMessage, SEED_RULES } from "./filtered-fixture.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
@@ -22,35 +23,28 @@ import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts"
  * that line and what follows until `release()`.
  */
 class HoldingRelay {
-  readonly #server: Server;
-  readonly #sockets = new Set<Socket>();
+  readonly #relay: TcpRelay;
   #gate: { held: () => void; text: string; selected: boolean; kept: string } | null = null;
   #toUpstream: Socket | null = null;
 
-  private constructor(server: Server) {
-    this.#server = server;
+  private constructor(relay: TcpRelay) {
+    this.#relay = relay;
   }
 
   static async start(upstreamPort: number): Promise<HoldingRelay> {
-    let relay: HoldingRelay | null = null;
-    const server = createServer((client) => {
-      const upstream = tcpConnect({ host: "127.0.0.1", port: upstreamPort });
-      relay!.#sockets.add(client).add(upstream);
-      relay!.#toUpstream = upstream;
-      client.on("data", (chunk: Buffer) => relay!.#fromProxy(chunk.toString("latin1")));
-      upstream.on("data", (chunk: Buffer) => client.write(chunk));
-      client.on("close", () => upstream.destroy());
-      upstream.on("close", () => client.destroy());
-      client.on("error", () => upstream.destroy());
-      upstream.on("error", () => client.destroy());
-    });
-    relay = new HoldingRelay(server);
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    return relay;
+    let holding: HoldingRelay | null = null;
+    const relay = await TcpRelay.start({ host: "127.0.0.1", port: upstreamPort }, () => ({
+      fromClient: (chunk, link) => {
+        holding!.#toUpstream = link.target;
+        holding!.#fromProxy(chunk.toString("latin1"));
+      },
+    }));
+    holding = new HoldingRelay(relay);
+    return holding;
   }
 
   get port(): number {
-    return (this.#server.address() as { port: number }).port;
+    return this.#relay.port;
   }
 
   /** Resolves `held` once the search is kept back; `release()` sends it and everything after it. */
@@ -93,9 +87,8 @@ class HoldingRelay {
     }
   }
 
-  async close(): Promise<void> {
-    for (const s of this.#sockets) s.destroy();
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  close(): Promise<void> {
+    return this.#relay.close();
   }
 }
 

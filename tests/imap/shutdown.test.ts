@@ -4,10 +4,11 @@
  * connection is cut. A relay in front of the test Dovecot holds Dovecot's reply to a STORE.
  */
 import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
-import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
+import { type Socket, connect as tcpConnect } from "node:net";
 import { END_GRACE_MS } from "../../src/net/connection.ts";
 import { SHUTDOWN_GRACE_MS } from "../../src/net/index.ts";
 import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { TcpRelay } from "../fixtures/tcp-relay.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
 setDefaultTimeout(60_000);
@@ -17,33 +18,24 @@ setDefaultTimeout(60_000);
  * chunk in which a line matches `re` on, until `release()`.
  */
 class ReplyHoldingRelay {
-  readonly #server: Server;
-  readonly #sockets = new Set<Socket>();
+  readonly #relay: TcpRelay;
   #hold: { re: RegExp; held: () => void; kept: Buffer[]; client: Socket } | null = null;
 
-  private constructor(server: Server) {
-    this.#server = server;
+  private constructor(relay: TcpRelay) {
+    this.#relay = relay;
   }
 
   static async start(upstreamPort: number): Promise<ReplyHoldingRelay> {
-    let relay: ReplyHoldingRelay | null = null;
-    const server = createServer((client) => {
-      const upstream = tcpConnect({ host: "127.0.0.1", port: upstreamPort });
-      relay!.#sockets.add(client).add(upstream);
-      client.on("data", (chunk: Buffer) => upstream.write(chunk));
-      upstream.on("data", (chunk: Buffer) => relay!.#fromUpstream(client, chunk));
-      client.on("close", () => upstream.destroy());
-      upstream.on("close", () => client.destroy());
-      client.on("error", () => upstream.destroy());
-      upstream.on("error", () => client.destroy());
-    });
-    relay = new ReplyHoldingRelay(server);
-    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-    return relay;
+    let holding: ReplyHoldingRelay | null = null;
+    const relay = await TcpRelay.start({ host: "127.0.0.1", port: upstreamPort }, () => ({
+      fromTarget: (chunk, link) => holding!.#fromUpstream(link.client, chunk),
+    }));
+    holding = new ReplyHoldingRelay(relay);
+    return holding;
   }
 
   get port(): number {
-    return (this.#server.address() as { port: number }).port;
+    return this.#relay.port;
   }
 
   /** Resolves `held` once a reply matching `re` is kept back; `release()` (once) sends it and what came after. */
@@ -75,9 +67,8 @@ class ReplyHoldingRelay {
     client.write(chunk);
   }
 
-  async close(): Promise<void> {
-    for (const s of this.#sockets) s.destroy();
-    await new Promise<void>((resolve) => this.#server.close(() => resolve()));
+  close(): Promise<void> {
+    return this.#relay.close();
   }
 }
 

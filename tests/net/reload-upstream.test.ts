@@ -6,9 +6,9 @@
  */
 
 import { afterAll, expect, test } from "bun:test";
-import { connect, createServer, type Socket } from "node:net";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { createMailbox, upstreams } from "../fixtures/index.ts";
+import { TcpRelay } from "../fixtures/tcp-relay.ts";
 import { RawImap, startTestProxy as startImapProxy, statusOf } from "../imap/helpers.ts";
 import { loggedIn, RawClient, startTestProxy as startSmtpProxy } from "../smtp/helpers.ts";
 
@@ -31,27 +31,13 @@ async function holdingRelay(port: number): Promise<{ port: number; connected: Pr
   const released = new Promise<void>((resolve) => {
     release = resolve;
   });
-  const sockets: Socket[] = [];
-  const relay = createServer((client) => {
-    sockets.push(client);
-    client.pause();
+  const relay = await TcpRelay.start({ host: up.host, port }, async () => {
     arrived();
-    void released.then(() => {
-      const server = connect(port, up.host);
-      sockets.push(server);
-      client.pipe(server).on("error", () => {});
-      server.pipe(client).on("error", () => {});
-      client.on("error", () => server.destroy());
-      server.on("error", () => client.destroy());
-      client.resume();
-    });
+    await released;
+    return undefined;
   });
-  await new Promise<void>((resolve) => relay.listen(0, "127.0.0.1", resolve));
-  closing.push(async () => {
-    for (const s of sockets) s.destroy();
-    await new Promise<void>((resolve) => relay.close(() => resolve()));
-  });
-  return { port: (relay.address() as { port: number }).port, connected, release };
+  closing.push(() => relay.close());
+  return { port: relay.port, connected, release };
 }
 
 test("IMAP: upstream_tls_skip_verify or upstream_ca_file changed: the session ends; the same config not", async () => {
