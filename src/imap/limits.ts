@@ -58,8 +58,9 @@ export const MAX_SEARCH_SETS = 64;
 /**
  * UID ranges that the sets inside NOT or OR of one SEARCH, SORT or THREAD may put into its upstream command. Unlike
  * a long set among the keys that must all match, which is applied locally, they must go upstream, in one command
- * line: the ranges one upstream command carries elsewhere (UPSTREAM_SET_RANGES, under Dovecot's 64 KB). A filtered
- * folder's view is scattered, so `NOT 1:*` there can need thousands. Past it: `NO [LIMIT]`.
+ * line: the ranges one upstream command carries elsewhere (UPSTREAM_SET_RANGES, under Dovecot's 64 KB). Counted in
+ * runs of the agent's view (one upstream range each, hidden messages between included), never in upstream runs,
+ * which would make the answer depend on hidden messages (docs/protocol.md §3). Past it: `NO [LIMIT]`.
  */
 export const MAX_SEARCH_NESTED_RANGES = UPSTREAM_SET_RANGES;
 

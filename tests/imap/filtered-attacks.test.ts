@@ -5,6 +5,7 @@
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { ImapFlow } from "imapflow";
+import { MAX_SEARCH_NESTED_RANGES, MAX_SEARCH_SETS } from "../../src/imap/limits.ts";
 import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
 import { type Expected, expected, expectNoLeak, fetchedUids, rawMessage, SEED_RULES } from "./filtered-fixture.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
@@ -116,6 +117,23 @@ describe("docs/protocol.md §7 against a filtered INBOX", () => {
     expect(or).toStartWith("* SEARCH\r\n");
     expectNoLeak(all, e);
     expectNoLeak(uidAll + or, e, { uidSearch: true });
+    raw.close();
+  });
+
+  test("sets inside NOT or OR are limited in the agent's runs: hidden messages between change no answer", async () => {
+    const raw = await agent();
+    await raw.command("s", "EXAMINE INBOX");
+    // Hidden messages break the visible ones into hundreds of upstream runs: counted in those, 64 sets `1:*` inside
+    // NOT passed MAX_SEARCH_NESTED_RANGES here, while a folder holding only the visible messages answered OK.
+    const runs = e.visibleUids.filter((u, i) => i > 0 && e.hiddenUids.has(u - 1)).length;
+    expect(runs * MAX_SEARCH_SETS).toBeGreaterThan(MAX_SEARCH_NESTED_RANGES);
+    const nots = Array.from({ length: MAX_SEARCH_SETS }, () => "NOT 1:*").join(" ");
+    expect(await raw.command("a", `SEARCH ${nots}`)).toBe("* SEARCH\r\na OK Search completed\r\n");
+    const sorted = await raw.command("b", `UID SORT (ARRIVAL) UTF-8 ${nots}`);
+    expect(sorted).toBe("* SORT\r\nb OK Sort completed\r\n");
+    // OR over two sets: exactly the messages they name, in the agent's numbers.
+    const or = await raw.command("c", "SEARCH OR 1:3 5 NOT 2");
+    expect(or).toStartWith("* SEARCH 1 3 5\r\n");
     raw.close();
   });
 

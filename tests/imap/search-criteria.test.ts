@@ -270,3 +270,72 @@ describe("limits", () => {
     expect(refusal(split(1))).toBe("NO [LIMIT]");
   });
 });
+
+describe("sets inside NOT or OR: one upstream range per run of the agent's view", () => {
+  /** Whether upstream would match `uid` (only UID sets, NOT, OR, AND and ALL occur here). */
+  const matches = (k: SearchKey, uid: number): boolean => {
+    switch (k.key) {
+      case "ALL":
+        return true;
+      case "UID":
+        return k.set.some((r) => uid >= r.start && uid <= r.stop);
+      case "NOT":
+        return !matches(k.operand, uid);
+      case "OR":
+        return matches(k.left, uid) || matches(k.right, uid);
+      case "AND":
+        return k.operands.every((o) => matches(o, uid));
+      default:
+        throw new Error(`unexpected key ${k.key}`);
+    }
+  };
+
+  test("a filtered view sends what a folder of only its visible messages sends, and finds what it names", () => {
+    const rnd = random(5);
+    for (let round = 0; round < 200; round++) {
+      const filtered = mailbox(50 + Math.floor(rnd() * 500), true, rnd);
+      const visible = filtered.allUids();
+      // The same messages with nothing hidden between them.
+      const alone = new SelectedMailbox("INBOX", "INBOX", true, visible);
+      const n = visible.length;
+      const top = visible.at(-1) ?? 1;
+      const named: Set<number>[] = [];
+      const set = (): SearchKey => {
+        const uid = rnd() < 0.5;
+        const s = randomSet(rnd, uid ? top : n);
+        named.push(uid ? byUid(filtered, s) : bySequence(filtered, s));
+        return uid ? { key: "UID", set: s } : { key: "SEQ", set: s };
+      };
+      const keys: SearchKey[] = [
+        { key: "NOT", operand: set() },
+        { key: "OR", left: set(), right: set() },
+      ];
+      const sent = upstreamCriteria(filtered, keys);
+      expect(sent).toEqual(upstreamCriteria(alone, keys));
+      const upstream: number[] = [];
+      for (let i = 0; i < filtered.upstreamCount; i++) upstream.push(filtered.uidOf(i + 1));
+      const found = visibleMatches(
+        filtered,
+        upstream.filter((uid) => sent.criteria.every((k) => matches(k, uid))),
+        sent.local,
+      );
+      const [not, left, right] = named as [Set<number>, Set<number>, Set<number>];
+      expect(found).toEqual(visible.filter((u) => !not.has(u) && (left.has(u) || right.has(u))));
+    }
+  });
+
+  test("the limit counts the agent's runs: hidden messages between visible ones change nothing", () => {
+    // 40 visible messages, a hidden one after each: counted in upstream runs, NOT 1:* would be 40 ranges.
+    const uids = Array.from({ length: 80 }, (_, i) => i + 1);
+    const visible = uids.filter((u) => u % 2 === 1);
+    const box = new SelectedMailbox("INBOX", "INBOX", true, uids, new VisibleSet(visible, 80));
+    const all: SearchKey = { key: "NOT", operand: { key: "SEQ", set: [{ start: 1, stop: STAR }] } };
+    const keys = Array.from({ length: MAX_SEARCH_SETS }, () => all);
+    expect(upstreamCriteria(box, keys).criteria).toEqual(
+      Array.from({ length: MAX_SEARCH_SETS }, () => ({
+        key: "NOT",
+        operand: { key: "UID", set: [{ start: 1, stop: 79 }] },
+      })),
+    );
+  });
+});

@@ -7,7 +7,7 @@ import { esearchResponse } from "../ext/esearch.ts";
 import { MAX_SEARCH_NESTED_RANGES, MAX_SEARCH_SETS, UPSTREAM_SET_RANGES } from "../limits.ts";
 import { intersectSpans, type SelectedMailbox, type Spans } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
-import { hasModseq, type SearchKey, type SearchReturnOption, type SeqSet } from "../wire/index.ts";
+import { hasModseq, type SearchKey, type SearchReturnOption, type SeqRange, type SeqSet } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
 import { forwardUntagged, messageCommandCode, requireModseq } from "./shared.ts";
 
@@ -40,22 +40,31 @@ class SearchLimit extends Refusal {
 }
 
 /**
- * Sets nested in NOT, OR or a parenthesized list become upstream UID sets over the agent's view; together they
- * may put at most MAX_SEARCH_NESTED_RANGES ranges into the upstream command (`budget` counts what is left).
+ * Sets nested in NOT, OR or a parenthesized list become upstream UID sets over the agent's view, one range per run of
+ * the view they name, from its first UID to its last (`uidRangesOf`): hidden messages between are covered too, which
+ * changes nothing the agent sees, since a search key only selects and every result is confined to the view
+ * (docs/protocol.md §3 "UID sets sent upstream"). So what the sets cost, and whether they pass the limit, depends
+ * on the agent's view alone: counted in upstream runs, the number of hidden messages between two visible ones, and
+ * its changes, could be read off the limit. Together they may put at most MAX_SEARCH_NESTED_RANGES ranges into the
+ * upstream command (`budget` counts what is left).
  */
 function translateKey(box: SelectedMailbox, k: SearchKey, budget: { ranges: number }): SearchKey {
   switch (k.key) {
     case "SEQ":
     case "UID": {
-      const set = box.upstreamSetIn(spansOf(box, k), budget.ranges);
-      if (set?.length === 0) return { key: "NOT", operand: { key: "ALL" } };
-      if (set === null) {
+      const spans = spansOf(box, k);
+      if (spans.length === 0) return { key: "NOT", operand: { key: "ALL" } };
+      const ranges = spans.length / 2;
+      if (ranges > budget.ranges) {
         throw new SearchLimit(
-          `sets inside NOT, OR or parentheses need more than ${MAX_SEARCH_NESTED_RANGES} upstream UID ranges`,
+          `sets inside NOT, OR or parentheses need more than ${MAX_SEARCH_NESTED_RANGES} UID ranges`,
           `Too many UID ranges in sets inside NOT, OR or parentheses (limit ${MAX_SEARCH_NESTED_RANGES})`,
         );
       }
-      budget.ranges -= set.length;
+      budget.ranges -= ranges;
+      const flat = box.uidRangesOf(spans);
+      const set: SeqRange[] = [];
+      for (let i = 0; i < flat.length; i += 2) set.push({ start: flat[i]!, stop: flat[i + 1]! });
       return { key: "UID", set };
     }
     case "NOT":
