@@ -6,6 +6,7 @@
 import { ALSO_NEEDS } from "../decide.ts";
 import { agentCopyUid } from "../filtering.ts";
 import { Refusal } from "../refusal.ts";
+import type { Response, ResponseCode, SeqRange } from "../wire/index.ts";
 import type { CommandOf, Session, UpstreamStatus } from "./context.ts";
 import { agentFetch, auditProbe, forwardUntagged, passCode, target, visibleFolder } from "./shared.ts";
 
@@ -37,8 +38,13 @@ export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): P
     reason: `${d.reason}; destination: ${dd.reason}`,
     count: uids.length,
   });
-  let tagCode = null;
   const sets = box.upstreamSets(uids);
+  // One COPYUID for the whole command, however many upstream commands carried it out: how many that took depends
+  // on where hidden messages lie (UPSTREAM_SET_RANGES ranges each), so a COPYUID per part, or none once split,
+  // would tell the agent of them. Each part's is checked as it comes, while its source UIDs are still in the view
+  // (a MOVE's expunges follow it).
+  const tagged: (ResponseCode | null)[] = [];
+  const untagged: { response: Extract<Response, { type: "status" }>; code: ResponseCode | null }[] = [];
   let st!: UpstreamStatus;
   for (const set of sets) {
     st = await s.upstreamRun({ name: cmd.name, uid: true, set, mailbox: dest }, (r) => {
@@ -46,21 +52,46 @@ export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): P
         const out = agentFetch(s, r, null);
         if (out !== null) s.send(out);
       } else if (r.type === "status" && r.tag === null && r.code?.known && r.code.name === "COPYUID") {
-        // MOVE's COPYUID comes untagged (RFC 6851 §4.3): the same check as the tagged one.
-        const code = agentCopyUid(s, passCode(r.code), dp);
-        if (code !== null) s.send({ ...r, code });
+        // MOVE's COPYUID comes untagged (RFC 6851 §4.3), before the expunges, which the agent hears of at sync.
+        untagged.push({ response: r, code: agentCopyUid(s, passCode(r.code), dp) });
       } else forwardUntagged(s, r);
     });
     if (st.status !== "OK") break;
+    tagged.push(agentCopyUid(s, passCode(st.code), dp));
   }
   if (st.status !== "OK" && st.code?.known && (st.code.name === "TRYCREATE" || st.code.name === "NONEXISTENT")) {
     await s.sync(cmd.name === "MOVE" || cmd.uid);
     throw new Refusal("NO", "TRYCREATE", "Mailbox does not exist");
   }
-  // Split over several commands, the last COPYUID would describe only the last part: none then.
-  tagCode =
-    sets.length > 1 && st.code?.known && st.code.name === "COPYUID" ? null : agentCopyUid(s, passCode(st.code), dp);
+  const done = st.status === "OK";
+  if (done && untagged.length === sets.length) {
+    const code = mergeCopyUids(untagged.map((u) => u.code));
+    if (code !== null) s.send({ ...untagged[0]!.response, code });
+  }
+  const tagCode = done ? mergeCopyUids(tagged) : agentCopyUid(s, passCode(st.code), dp);
   // MOVE reports the moved messages as expunged (RFC 6851 §3.3).
   await s.sync(cmd.name === "MOVE" || cmd.uid);
   s.taggedFrom(cmd.tag, st, tagCode);
+}
+
+/**
+ * The COPYUIDs of the upstream commands that carried out one COPY or MOVE, as one (RFC 4315 §3): their source sets
+ * and their destination sets each written one after the other. The parts ran in ascending source UID order and each
+ * was given destination UIDs above the last part's, so the n-th source UID still pairs with the n-th destination
+ * UID. Null unless every part had one, all with the same UIDVALIDITY; a single part's code as it came.
+ */
+function mergeCopyUids(codes: readonly (ResponseCode | null)[]): ResponseCode | null {
+  if (codes.length === 1) return codes[0] ?? null;
+  const source: SeqRange[] = [];
+  const destination: SeqRange[] = [];
+  let uidValidity: number | null = null;
+  for (const code of codes) {
+    if (code === null || !code.known || code.name !== "COPYUID") return null;
+    if (uidValidity !== null && code.uidValidity !== uidValidity) return null;
+    uidValidity = code.uidValidity;
+    source.push(...code.source);
+    destination.push(...code.destination);
+  }
+  if (uidValidity === null) return null;
+  return { known: true, name: "COPYUID", uidValidity, source, destination };
 }
