@@ -72,12 +72,12 @@ function subject(fields: readonly HeaderField[]): string | undefined {
 }
 
 /**
- * The addr-specs of the originator fields (RFC 5322 §3.6.2 From, Sender and Reply-To, §3.6.6 Resent-From and
- * Resent-Sender), lower-cased: who the message says wrote and sent it, and where answers go. Undefined when one of
- * them cannot be parsed, names no address (an empty group such as `"CEO Bob":;`, or only a comment: a reader shows
- * the name as the author), when From, Sender or Reply-To appears more than once, or when an address has an octet
- * that is not UTF-8. Resent blocks may repeat (one per resending), so their fields may too. An absent field adds
- * nothing.
+ * The addr-specs of the originator fields and of the fields that send answers or reports somewhere (docs/smtp.md
+ * "The author in the header"), lower-cased: who the message says wrote and sent it, and where a reader's answer,
+ * read receipt or error report goes. Undefined when one of them cannot be parsed, names no address (an empty group
+ * such as `"CEO Bob":;`, or only a comment: a reader shows the name as the author), when a field other than a resent
+ * one appears more than once, or when an address has an octet that is not UTF-8. Resent blocks may repeat (one per
+ * resending), so their fields may too. An absent field adds nothing.
  */
 export function readOriginators(fields: readonly HeaderField[] | null): readonly string[] | undefined {
   if (fields === null) return undefined;
@@ -90,12 +90,25 @@ export function readOriginators(fields: readonly HeaderField[] | null): readonly
   return out;
 }
 
+/** Each field's name and whether it may appear only once. */
 const ORIGINATOR_FIELDS: readonly (readonly [string, boolean])[] = [
+  // RFC 5322 §3.6.2: the author, the sender, where replies go.
   ["from", true],
   ["sender", true],
   ["reply-to", true],
+  // RFC 5322 §3.6.6, one block per resending.
   ["resent-from", false],
   ["resent-sender", false],
+  // RFC 822 §4.4.3, still read by readers (RFC 5322 §4.5.6 keeps it as obsolete syntax); a resent field.
+  ["resent-reply-to", false],
+  // Where a reader's answer goes in place of Reply-To, or its answer to all: no RFC defines them, readers honour them.
+  ["mail-reply-to", true],
+  ["mail-followup-to", true],
+  // RFC 8098 §2.1: the reader's client sends a read receipt there, naming the message and its subject.
+  ["disposition-notification-to", true],
+  // No RFC defines these; some software still sends receipts and error reports there.
+  ["return-receipt-to", true],
+  ["errors-to", true],
 ];
 
 /** Reads the message fields from parsed header fields; null (an unparseable section) gives every field unknown. */

@@ -45,10 +45,11 @@ export function senderNotIdentity(identities: ReadonlySet<string>, senderKey: st
 
 /**
  * Why the message's originator headers are refused (docs/smtp.md "The author in the header"), or null: each
- * address of From, Sender, Reply-To, Resent-From and Resent-Sender (`originators`, lower-cased) must be one of the
- * session's identities, as the reverse path must. The envelope decides where bounces go; these headers are who the
- * recipient is told wrote the message and where an answer goes, so an agent allowed to send as itself must neither
- * sign as someone else nor have the answers (with what they quote) sent elsewhere. Undefined (a field that cannot
+ * address of From, Sender, Reply-To, their resent forms and the other fields `readOriginators` reads (where answers,
+ * read receipts and error reports go; `originators`, lower-cased) must be one of the session's identities, as the
+ * reverse path must. The envelope decides where bounces go; these headers are who the recipient is told wrote the
+ * message and where an answer goes, so an agent allowed to send as itself must neither sign as someone else nor have
+ * the answers (with what they quote) sent elsewhere. Undefined (a field that cannot
  * be read, names no address, or is doubled) is refused too. A message without any of them claims no author:
  * allowed.
  */
@@ -57,7 +58,7 @@ export function originatorProblem(
   originators: readonly string[] | undefined,
 ): string | null {
   if (originators === undefined)
-    return "a From, Sender or Reply-To header cannot be read, names no address, or is doubled";
+    return "a From, Sender, Reply-To or related header cannot be read, names no address, or is doubled";
   for (const address of originators) {
     if (!identities.has(address)) return `the header names <${address}>, not one of this account's identities`;
   }

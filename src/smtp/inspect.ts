@@ -42,8 +42,9 @@ export interface MessageFacts {
   readonly subject: string | undefined;
   readonly hasAttachment: boolean | undefined;
   /**
-   * Lower-cased addr-specs of the From, Sender, Reply-To, Resent-From and Resent-Sender headers (`readOriginators`),
-   * checked against the session's identities; undefined when one could not be read, names no address or is doubled.
+   * Lower-cased addr-specs of the From, Sender, Reply-To and Resent- headers and of those that direct answers,
+   * receipts and reports (`readOriginators`), checked against the session's identities; undefined when one could not
+   * be read, names no address or is doubled.
    */
   readonly originators: readonly string[] | undefined;
   /** For the audit log only (never for policy): the Message-ID as written, shortened. */

@@ -1187,8 +1187,8 @@ export class SmtpSession {
     }
     const authors = originatorProblem(senders, facts.originators);
     if (authors !== null) {
-      // From, Sender, Reply-To and the Resent- forms name only identities, as MAIL FROM does (docs/smtp.md "The
-      // author in the header").
+      // From, Sender, Reply-To, the Resent- forms and the other fields that direct answers name only identities,
+      // as MAIL FROM does (docs/smtp.md "The author in the header").
       this.#audit({
         command: "DATA",
         operation: "mail:send",
@@ -1198,7 +1198,8 @@ export class SmtpSession {
         count: tx.recipients.length,
       });
       const text =
-        "The From, Sender or Reply-To header names someone other than this account's identities; nothing was sent";
+        "The From, Sender, Reply-To or a related header names someone other than this account's identities; " +
+        "nothing was sent";
       this.#send(reply(554, "5.7.1", text));
       return;
     }

@@ -187,8 +187,18 @@ describe("vault mode: the account's username and identities", () => {
 
 describe("§7 case 37: the originator headers (From, Sender, Reply-To, Resent-*) name identities only", () => {
   const HEADER_REFUSED =
-    "554 5.7.1 The From, Sender or Reply-To header names someone other than this account's identities; nothing was " +
-    "sent\r\n";
+    "554 5.7.1 The From, Sender, Reply-To or a related header names someone other than this account's identities; " +
+    "nothing was sent\r\n";
+  const UNREADABLE = "a From, Sender, Reply-To or related header cannot be read, names no address, or is doubled";
+  /** Where answers, read receipts or error reports go besides Reply-To (docs/smtp.md "The author in the header"). */
+  const ANSWER_FIELDS = [
+    "Mail-Reply-To",
+    "Mail-Followup-To",
+    "Disposition-Notification-To",
+    "Return-Receipt-To",
+    "Errors-To",
+    "Resent-Reply-To",
+  ];
 
   /** One transaction from the login to `ok-<m>@corp.test` whose header section starts with `headers`. */
   async function sendWith(c: RawClient, login: string, m: string, headers: string): Promise<string> {
@@ -251,12 +261,53 @@ describe("§7 case 37: the originator headers (From, Sender, Reply-To, Resent-*)
     expect(first[0]!.reason).toBe(
       `refused as a whole: the header names <ceo-${refused[0]}@corp.test>, not one of this account's identities`,
     );
-    const doubled = rows.filter(
-      (r) =>
-        r.command === "DATA" &&
-        r.reason?.endsWith("a From, Sender or Reply-To header cannot be read, names no address, or is doubled"),
-    );
+    const doubled = rows.filter((r) => r.command === "DATA" && r.reason?.endsWith(UNREADABLE));
     expect(doubled.length).toBeGreaterThanOrEqual(14);
+  });
+
+  test("the fields that send answers, receipts and reports elsewhere: a foreign address refused whole", async () => {
+    const login = "alice@mailgator.test";
+    const c = await loggedIn(plain.port);
+    const refused: string[] = [];
+    for (const field of ANSWER_FIELDS) {
+      for (const make of [
+        (x: string) => `${field}: ${x}`,
+        (x: string) => `${field}: alice@mailgator.test, "Alice" <${x}>`,
+        (x: string) => `${field}: Team: ${x};`,
+      ]) {
+        const m = marker();
+        const foreign = `evil-${m}@evil.test`;
+        const headers = `From: alice@mailgator.test\r\n${make(foreign)}`;
+        expect(await sendWith(c, login, m, headers), headers).toBe(HEADER_REFUSED);
+        refused.push(m);
+      }
+    }
+    // Unreadable, naming no address, or doubled (but Resent-Reply-To, which repeats with its resent block).
+    const unreadable: string[] = [];
+    for (const field of ANSWER_FIELDS) {
+      const values = [`${field}: <alice@mailgator.test`, `${field}: "Evil":;`, `${field}: (evil@evil.test)`];
+      if (field !== "Resent-Reply-To") values.push(`${field}: alice@mailgator.test\r\n${field}: alice@mailgator.test`);
+      for (const value of values) {
+        const m = marker();
+        const headers = `From: alice@mailgator.test\r\n${value}`;
+        expect(await sendWith(c, login, m, headers), headers).toBe(HEADER_REFUSED);
+        unreadable.push(m);
+      }
+    }
+    await nothingReachedPostfix(c, login, refused[0]!, `evil-${refused[0]}`);
+    for (const m of [...refused, ...unreadable]) expect(sinkCopies(m)).toEqual([]);
+    const log = postfixLog();
+    for (const m of refused) expect(log).not.toContain(`evil-${m}`);
+    c.close();
+    const rows = (await plain.rows()).filter((r) => r.command === "DATA" && r.decision === "deny");
+    for (const m of refused) {
+      const row = rows.find((r) => r.reason?.includes(`evil-${m}@evil.test`));
+      expect(row?.reason, m).toBe(
+        `refused as a whole: the header names <evil-${m}@evil.test>, not one of this account's identities`,
+      );
+    }
+    const unread = rows.filter((r) => r.reason === `refused as a whole: ${UNREADABLE}`);
+    expect(unread.length).toBeGreaterThanOrEqual(unreadable.length);
   });
 
   test("the login, in any case and with a display name, and a message without any author, are delivered", async () => {
@@ -267,6 +318,9 @@ describe("§7 case 37: the originator headers (From, Sender, Reply-To, Resent-*)
       "From: alice@mailgator.test\r\nSender: Alice@mailgator.test\r\nResent-From: alice@mailgator.test",
       'From: alice@mailgator.test\r\nReply-To: "Alice, answers here" <ALICE@mailgator.test>',
       "X-No-Author: yes",
+      // Each field that sends answers elsewhere, naming the login; Resent-Reply-To once per resent block.
+      ...ANSWER_FIELDS.map((field) => `From: alice@mailgator.test\r\n${field}: "Alice" <Alice@mailgator.test>`),
+      "From: alice@mailgator.test\r\nResent-Reply-To: alice@mailgator.test\r\nResent-Reply-To: ALICE@mailgator.test",
     ]) {
       const m = marker();
       expect(await sendWith(c, login, m, headers), headers).toStartWith("250");
@@ -282,6 +336,10 @@ describe("§7 case 37: the originator headers (From, Sender, Reply-To, Resent-*)
     await waitForSink(m, 1);
     const m2 = marker();
     expect(await sendWith(c, "alice@mailgator.test", m2, `From: bot-desk@corp.test`)).toBe(HEADER_REFUSED);
+    const m2b = marker();
+    const followup = "From: alice@mailgator.test\r\nMail-Followup-To: sales-team@corp.test";
+    expect(await sendWith(c, "alice@mailgator.test", m2b, followup)).toStartWith("250");
+    await waitForSink(m2b, 1);
     c.close();
 
     const v = await vaultClient(vault.port, TOKEN);
