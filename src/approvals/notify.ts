@@ -33,7 +33,7 @@ import {
   UpstreamAuthError,
   type UpstreamSession,
 } from "../smtp/upstream.ts";
-import { attachmentsShown, MORE_TEXT } from "./preview.ts";
+import { attachmentsShown, MORE_TEXT, subjectShown, UNREADABLE_SUBJECT } from "./preview.ts";
 import { type ApprovalContext, approvalEvent } from "./service.ts";
 import type { ApprovalRow, HeldDetails, Preview } from "./store.ts";
 
@@ -68,7 +68,8 @@ export interface NoticeText {
 /** The approver's notice: the preview of docs/approvals.md "What approvers see", the rule, and the link. */
 export function approverNotice(input: ApproverNoticeInput): NoticeText {
   const p = input.preview;
-  const subject = clean(p.subject ?? "(no subject)");
+  const subject =
+    p.subjectUnread !== undefined ? `(subject ${UNREADABLE_SUBJECT})` : clean(p.subject ?? "(no subject)");
   const lines = [
     "A message an agent sent is held for your approval. Nothing was sent yet.",
     "",
@@ -76,7 +77,7 @@ export function approverNotice(input: ApproverNoticeInput): NoticeText {
     ...p.recipients.map(
       (r) => `To:          ${clean(r.address)}${r.external ? "  (OUTSIDE the sender's domain)" : ""}`,
     ),
-    `Subject:     ${subject}`,
+    `Subject:     ${subjectShown(p, clean)}`,
     `Size:        ${p.size} octets`,
     `Attachments: ${attachmentsShown(p, clean)}`,
     `Rule:        ${clean(input.rule)}`,
@@ -127,14 +128,14 @@ export function noticeFor(
 }
 
 /** The sender's result notice: the id, the result and the subject, nothing more (docs/approvals.md "Notices"). */
-export function senderNotice(id: string, result: NoticeResult, subject: string | null): NoticeText {
+export function senderNotice(id: string, result: NoticeResult, subject: string | null, unread = false): NoticeText {
   const what = {
     sent: "was approved and sent",
     failed: "was approved, but the upstream server refused it: it was not sent",
     denied: "was denied: it was not sent",
     expired: "expired without a decision: it was not sent",
   }[result];
-  const s = subject === null ? "(no subject)" : clean(subject);
+  const s = unread ? UNREADABLE_SUBJECT : subject === null ? "(no subject)" : clean(subject);
   return {
     subject: `Held message ${id} ${result === "sent" ? "sent" : "not sent"}`,
     text: [`Your message ${id} (subject: ${s}), held for approval, ${what}.`, ""].join("\n"),
@@ -348,7 +349,7 @@ export class Notifier {
         return;
       }
       if (!this.#hasAccount(row, held)) return;
-      const notice = senderNotice(row.id, state, held.preview.subject);
+      const notice = senderNotice(row.id, state, held.preview.subject, held.preview.subjectUnread !== undefined);
       this.#enqueue(row, "APPROVAL SENDER NOTIFIED", held.envelope.from, `the sender, ${state}`, held, notice);
     });
   }

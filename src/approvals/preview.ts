@@ -1,23 +1,60 @@
 /**
  * What approvers are shown of a held message (docs/approvals.md "What approvers see"): sender, every envelope
  * recipient (those outside the sender's domain marked), subject, size, attachment file names with the SMTP
- * inspector's verdict beside them, and the first lines of the text, saying when there is more. Read from the raw
- * bytes without decoding transfer encodings: the preview is a hint for a person, the decision is about the exact
- * stored bytes, which the link is bound to by their SHA-256.
+ * inspector's verdict beside them, and the first lines of the text, saying when there is more. The subject is read
+ * by the parser the policy reads it with (src/mail: `parseHeaderFields`, `readMessageFields`), so the approver sees
+ * the subject the rules judged, and is told when there was none they could read. The message is read as UTF-8, as
+ * the policy reads it (RFC 6532); an octet that is not UTF-8 is shown as U+FFFD. Transfer encodings are not decoded:
+ * the preview is a hint for a person, the decision is about the exact stored bytes, which the link is bound to by
+ * their SHA-256.
  */
 
-import { readUnstructured } from "../mail/encoded-words.ts";
-import type { Preview } from "./store.ts";
+import { type HeaderField, parseHeaderFields, readMessageFields } from "../mail/index.ts";
+import type { Preview, UnreadSubject } from "./store.ts";
 
 /** Lines of text shown. */
 export const PREVIEW_LINES = 12;
-/** Characters per shown line, and per attachment name. */
+/** Characters per shown line, and per attachment name and Subject field. */
 export const PREVIEW_LINE_CHARS = 200;
+/** Subject fields shown as written when the subject cannot be read. */
+export const PREVIEW_SUBJECT_FIELDS = 4;
 /** Octets of the message searched for the preview. */
 const PREVIEW_SCAN_BYTES = 256 * 1024;
 
+/** Not fatal: an octet that is not UTF-8 becomes U+FFFD, visibly, as in src/mail/headers.ts. */
+const utf8 = new TextDecoder("utf-8");
+
 function domainOf(address: string): string {
   return address.slice(address.lastIndexOf("@") + 1).toLowerCase();
+}
+
+/**
+ * Why the subject cannot be read, and each Subject field as written, when the policy's reading of it is unknown
+ * (src/mail/fields.ts): the header section cannot be parsed, there are several Subject fields (a reader shows one,
+ * which is not ours to guess), or the one cannot be read (an encoded word that does not decode, a control character,
+ * an octet that is not UTF-8). Null when there is a subject, or none at all.
+ */
+function unreadSubject(fields: readonly HeaderField[] | null, header: string): UnreadSubject | null {
+  let values: string[];
+  let reason: string;
+  if (fields === null) {
+    // The fields as a lenient reader would find them, so that the approver sees what a recipient may be shown.
+    const unfolded = header.replace(/\r?\n[ \t]+/g, " ");
+    values = [...unfolded.matchAll(/^subject[ \t]*:[ \t]*(.*?)[ \t]*$/gim)].map((m) => m[1]!);
+    reason = "the header section cannot be read";
+  } else {
+    if (readMessageFields(fields).subject !== undefined) return null;
+    values = fields.filter((f) => f.name === "subject").map((f) => f.value);
+    reason =
+      values.length > 1
+        ? `${values.length} Subject fields; readers differ on which they show`
+        : "it cannot be decoded, or has a control character in it";
+  }
+  return {
+    reason,
+    fields: values.slice(0, PREVIEW_SUBJECT_FIELDS).map((v) => v.slice(0, PREVIEW_LINE_CHARS)),
+    count: values.length,
+  };
 }
 
 /**
@@ -30,12 +67,16 @@ export function buildPreview(
   message: Buffer,
   hasAttachment: boolean | null,
 ): Preview {
-  const text = message.subarray(0, PREVIEW_SCAN_BYTES).toString("latin1");
+  const text = utf8.decode(message.subarray(0, PREVIEW_SCAN_BYTES));
   const split = text.search(/\r?\n\r?\n/);
   const header = split === -1 ? text : text.slice(0, split);
-  const unfolded = header.replace(/\r?\n[ \t]+/g, " ");
-  const subjectRaw = /^subject:[ \t]*(.*)$/im.exec(unfolded)?.[1];
-  const subject = subjectRaw === undefined ? null : (readUnstructured(subjectRaw) ?? subjectRaw);
+  const fields = parseHeaderFields(message);
+  const unread = unreadSubject(fields, header);
+  // Absent: null. Read: as the policy read it (src/mail/fields.ts). Unread: null, and `subjectUnread` says why.
+  const subject =
+    unread !== null || fields === null || !fields.some((f) => f.name === "subject")
+      ? null
+      : (readMessageFields(fields).subject ?? null);
   const attachments = [...text.matchAll(/\bfilename\*?="?([^";\r\n]+)"?/gi)].map((m) =>
     m[1]!.slice(0, PREVIEW_LINE_CHARS),
   );
@@ -48,6 +89,7 @@ export function buildPreview(
     sender,
     recipients: recipients.map((address) => ({ address, external: domainOf(address) !== senderDomain })),
     subject: subject === null ? null : subject.slice(0, PREVIEW_LINE_CHARS),
+    ...(unread === null ? {} : { subjectUnread: unread }),
     size: message.length,
     attachments: [...new Set(attachments)],
     hasAttachment,
@@ -60,6 +102,20 @@ export function buildPreview(
       all.slice(0, PREVIEW_LINES).some((l) => l.length > PREVIEW_LINE_CHARS),
   };
 }
+/**
+ * The subject of a preview in words, with `show` applied to what the agent wrote (each display escapes it its own
+ * way): "(none)" only when there is no Subject field; one that cannot be read says so, with the fields as written.
+ */
+export function subjectShown(p: Preview, show: (text: string) => string): string {
+  const u = p.subjectUnread;
+  if (u === undefined) return p.subject === null ? "(none)" : show(p.subject);
+  const more = u.count > u.fields.length ? ` and ${u.count - u.fields.length} more` : "";
+  const written = u.fields.length === 0 ? "" : `; as written: ${u.fields.map((f) => `"${show(f)}"`).join(", ")}`;
+  return `${UNREADABLE_SUBJECT} (${u.reason})${written}${more}`;
+}
+
+/** Said in place of a subject that cannot be read; a notice's own subject line says it alone. */
+export const UNREADABLE_SUBJECT = "UNREADABLE";
 
 /**
  * The attachments of a preview in words, the names shown with `show` (each display escapes them its own way).

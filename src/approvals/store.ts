@@ -53,12 +53,24 @@ function nextTurn(): Promise<void> {
 
 export type ApprovalState = "held" | "sending" | "sent" | "failed" | "denied" | "expired" | "needs-check";
 
+/** Why a held message's Subject cannot be read, and its Subject fields as written (src/approvals/preview.ts). */
+export interface UnreadSubject {
+  readonly reason: string;
+  /** The first PREVIEW_SUBJECT_FIELDS, each cut at PREVIEW_LINE_CHARS characters. */
+  readonly fields: readonly string[];
+  /** How many there are. */
+  readonly count: number;
+}
+
 /** What approvers see, taken from the message when it was held. */
 export interface Preview {
   readonly sender: string;
   /** Every envelope recipient, with whether it is outside the sender's domain. */
   readonly recipients: readonly { readonly address: string; readonly external: boolean }[];
+  /** The Subject as the policy read it (src/mail/fields.ts); null when there is none, or it cannot be read. */
   readonly subject: string | null;
+  /** Set when the message has a Subject the policy cannot read; absent in records sealed before it was kept. */
+  readonly subjectUnread?: UnreadSubject;
   readonly size: number;
   readonly attachments: readonly string[];
   /** The SMTP inspector's has_attachment (null: unknown); absent in records sealed before it was kept. */

@@ -7,7 +7,7 @@
  */
 
 import { settledWithin } from "../runtime/settle.ts";
-import { attachmentsShown, MORE_TEXT } from "./preview.ts";
+import { attachmentsShown, MORE_TEXT, subjectShown } from "./preview.ts";
 import { type ApprovalContext, AUDIT_UNAVAILABLE, approvalEvent, approve, deny, SHUTTING_DOWN } from "./service.ts";
 import { type ApprovalRow, ID_PATTERN } from "./store.ts";
 
@@ -150,7 +150,7 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
         ? ""
         : `<dl><dt>From</dt><dd>${html(p.sender)}</dd>` +
           p.recipients.map((r) => `<dt>To</dt><dd>${html(r.address)}${r.external ? OUTSIDE_MARK : ""}</dd>`).join("") +
-          `<dt>Subject</dt><dd>${html(p.subject ?? "(none)")}</dd><dt>Size</dt><dd>${p.size} octets</dd>` +
+          `<dt>Subject</dt><dd>${html(subjectShown(p, (text) => text))}</dd><dt>Size</dt><dd>${p.size} octets</dd>` +
           `<dt>Attachments</dt><dd>${html(attachmentsShown(p, (name) => name))}</dd>` +
           `<dt>Rule</dt><dd>${html(row.rule)}</dd></dl><pre>${html(p.text)}</pre>` +
           (p.textCut === true ? `<p>${html(MORE_TEXT)}</p>` : "");

@@ -24,8 +24,9 @@ const HOSTILE = "\x1b[1A\x1b[2K\x9b2K\x07";
 /** ... and as the command shows them, each replaced. */
 const REPLACED = "\uFFFD[1A\uFFFD[2K\uFFFD2K\uFFFD";
 /**
- * The preview reads the stored octets as Latin-1 (src/approvals/preview.ts): raw C0 and C1 octets reach it as they
- * are, in the subject too (a subject that decodes to controls is shown undecoded, octets and all).
+ * The preview reads the stored octets as UTF-8 (src/approvals/preview.ts), so the message is written as UTF-8: C0
+ * and C1 controls reach it as they are. The policy cannot read a subject with controls in it, and neither does the
+ * preview: it shows the field as written, marked unreadable.
  */
 const SUBJECT = `report ${HOSTILE} end`;
 /** What a terminal could act on: C0 (but TAB and the LF between output lines), DEL, C1, bidi controls. */
@@ -52,7 +53,7 @@ async function heldMessage(reply?: string): Promise<{ file: string; id: string }
         'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n' +
         `--b\r\nContent-Type: text/plain\r\n\r\nfirst line ${HOSTILE}\rafter\r\nsecond line\r\n` +
         `--b\r\nContent-Disposition: attachment; filename="x${HOSTILE}.pdf"\r\n\r\nAAAA\r\n--b--\r\n`,
-      "latin1",
+      "utf8",
     );
     const store = new ApprovalStore(state);
     const row = await store.hold(
@@ -69,7 +70,8 @@ async function heldMessage(reply?: string): Promise<{ file: string; id: string }
     );
     // The preview holds the agent's controls as they were: what is shown is cleaned, not what is stored.
     const preview = store.details(row.id)!.preview;
-    expect(preview.subject).toBe(SUBJECT);
+    expect(preview.subject).toBeNull();
+    expect(preview.subjectUnread?.fields).toEqual([SUBJECT]);
     expect(preview.text).toContain(`${HOSTILE}\rafter`);
     expect(preview.attachments.join()).toContain(HOSTILE);
     if (reply !== undefined) {
@@ -93,7 +95,10 @@ test("show prints the agent's subject, text and attachment names without their c
   const { file, id } = await heldMessage();
   const text = await run(["show", id, "-c", file]);
   expect(text).not.toMatch(RAW_CONTROL);
-  expect(text).toContain(`subject: report ${REPLACED} end`);
+  expect(text).toContain(
+    "subject: UNREADABLE (it cannot be decoded, or has a control character in it); as written: " +
+      `"report ${REPLACED} end"`,
+  );
   expect(text).toContain(`first line ${REPLACED}\uFFFDafter\nsecond line`);
   expect(text).toContain(`attachments: x${REPLACED}.pdf`);
   expect(text).toContain("to: x@outside.example  (outside the sender's domain)");
@@ -101,8 +106,8 @@ test("show prints the agent's subject, text and attachment names without their c
   const json = await run(["show", id, "-c", file, "--json"]);
   expect(json).not.toMatch(RAW_CONTROL);
   // The JSON reader still gets the agent's text as it was.
-  const parsed = JSON.parse(json) as { preview: { subject: string; text: string; attachments: string[] } };
-  expect(parsed.preview.subject).toBe(SUBJECT);
+  const parsed = JSON.parse(json) as { preview: { subjectUnread: { fields: string[] }; attachments: string[] } };
+  expect(parsed.preview.subjectUnread.fields).toEqual([SUBJECT]);
   expect(parsed.preview.attachments).toEqual([`x${HOSTILE}.pdf`]);
 });
 

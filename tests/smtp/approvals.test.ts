@@ -5,13 +5,14 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { type ApprovalContext, approve, deny, expireDue, ORPHAN_REASON, recover } from "../../src/approvals/service.ts";
 import { type ApprovalStore, HELD_PART_BYTES, HELD_PART_KIND } from "../../src/approvals/store.ts";
 import { approvalPage } from "../../src/approvals/web.ts";
 import { type AuditEvent, AuditLog } from "../../src/audit/index.ts";
+import { approvals } from "../../src/cli/commands/approvals.ts";
 import { MAX_HELD_PER_AGENT } from "../../src/smtp/limits.ts";
 import { fillAgain, freeSpace, fullAuditLog, healthyAgain, rowsAbout, syncFailingLog } from "../audit/unhealthy.ts";
 import {
@@ -809,6 +810,90 @@ describe('a held message stored in parts (docs/approvals.md "Limits")', () => {
     for (let i = 0; i < 100 && about.length === 0; i++, await Bun.sleep(20))
       about = (await proxy.rows()).filter((r) => r.target === orphan).map((r) => [r.command, r.decision, r.reason]);
     expect(about).toEqual([["DATA", "error", ORPHAN_REASON]]);
+  });
+});
+
+describe('what approvers see (docs/approvals.md "What approvers see")', () => {
+  /** Sends `raw` (CRLF lines, octets as they are) from alice to an outside address over 8BITMIME: held; its id. */
+  async function holdRaw(to: string, raw: Buffer): Promise<string> {
+    const c = await loggedIn(proxy.port);
+    expect((await c.command("MAIL FROM:<alice@mailgator.test> BODY=8BITMIME")).code).toBe(250);
+    expect((await c.command(`RCPT TO:<${to}>`)).code).toBe(250);
+    expect((await c.command("DATA")).code).toBe(354);
+    c.write(Buffer.concat([raw, Buffer.from("\r\n.\r\n")]));
+    const r = await c.reply();
+    await c.command("QUIT");
+    return heldId(r.lines.join(" "));
+  }
+
+  /** `mailgator approvals show ID`'s output, run on the proxy's state database. */
+  async function shown(id: string): Promise<string> {
+    const file = join(proxy.dir, "show.toml");
+    writeFileSync(
+      file,
+      `[audit]\npath = "${proxy.config.audit.path}"\n\n[state]\npath = "${proxy.config.state.path}"\n` +
+        `secrets_file = "${join(proxy.dir, "secrets.key")}"\n`,
+    );
+    const out: string[] = [];
+    expect(await approvals({ argv: ["show", id, "-c", file], out: (t) => out.push(t), env: {} })).toBe(0);
+    return out.join("\n");
+  }
+
+  /** The approval page's HTML for `id` (a GET changes nothing). */
+  async function pageOf(id: string): Promise<string> {
+    const r = await approvalPage(ctx).handle(
+      new Request(`http://127.0.0.1:1/approvals/${id}?t=${store.token(store.row(id)!)}`),
+    );
+    expect(r.status).toBe(200);
+    return r.text();
+  }
+
+  const head = (m: string, fields: string) =>
+    `From: alice@mailgator.test\r\nTo: see-${m}@outside.example\r\n${fields}\r\nMessage-ID: <${m}@mailgator.test>\r\n`;
+
+  test("a Subject with whitespace before its colon is the subject the rules read, not '(none)'", async () => {
+    const m = marker();
+    const id = await holdRaw(
+      `see-${m}@outside.example`,
+      Buffer.from(`${head(m, `Subject : Wire 1M USD ${m}`)}\r\nhi\r\n`),
+    );
+    const text = await shown(id);
+    expect(text).toContain(`\nsubject: Wire 1M USD ${m}\n`);
+    expect(text).not.toContain("(none)");
+    expect(store.details(id)!.preview.subject).toBe(`Wire 1M USD ${m}`);
+    expect(await pageOf(id)).toContain(`<dt>Subject</dt><dd>Wire 1M USD ${m}</dd>`);
+  });
+
+  test("two Subject fields: shown as unreadable, each as written, never as one of them alone", async () => {
+    const m = marker();
+    const fields = `Subject: Lunch ${m}\r\nSubject: Wire 1M USD ${m}`;
+    const id = await holdRaw(`see-${m}@outside.example`, Buffer.from(`${head(m, fields)}\r\nhi\r\n`));
+    const text = await shown(id);
+    const line = text.split("\n").find((l) => l.startsWith("subject: "));
+    expect(line).toBe(
+      `subject: UNREADABLE (2 Subject fields; readers differ on which they show); as written: "Lunch ${m}", ` +
+        `"Wire 1M USD ${m}"`,
+    );
+    expect(store.details(id)!.preview.subject).toBeNull();
+    const html = await pageOf(id);
+    expect(html).toContain("<dt>Subject</dt><dd>UNREADABLE (2 Subject fields;");
+    expect(html).toContain(`&quot;Wire 1M USD ${m}&quot;`);
+  });
+
+  test("8BITMIME: a UTF-8 subject and text are shown as UTF-8, an octet that is not UTF-8 as U+FFFD", async () => {
+    const m = marker();
+    const raw = Buffer.concat([
+      Buffer.from(`${head(m, `Subject: Überweisung ${m}`)}\r\nGrüße ${m}\r\nbad `, "utf8"),
+      Buffer.from([0xff]),
+      Buffer.from(" octet\r\n"),
+    ]);
+    const id = await holdRaw(`see-${m}@outside.example`, raw);
+    const text = await shown(id);
+    expect(text).toContain(`\nsubject: Überweisung ${m}\n`);
+    expect(text).toContain(`\nGrüße ${m}\nbad \uFFFD octet`);
+    const html = await pageOf(id);
+    expect(html).toContain(`<dd>Überweisung ${m}</dd>`);
+    expect(html).toContain(`Grüße ${m}\nbad \uFFFD octet`);
   });
 });
 
