@@ -49,9 +49,8 @@ export function senderNotIdentity(identities: ReadonlySet<string>, senderKey: st
  * read receipts and error reports go; `originators`, lower-cased) must be one of the session's identities, as the
  * reverse path must. The envelope decides where bounces go; these headers are who the recipient is told wrote the
  * message and where an answer goes, so an agent allowed to send as itself must neither sign as someone else nor have
- * the answers (with what they quote) sent elsewhere. Undefined (a field that cannot
- * be read, names no address, or is doubled) is refused too. A message without any of them claims no author:
- * allowed.
+ * the answers (with what they quote) sent elsewhere. Undefined (a field that cannot be read, names no address, or
+ * is doubled) is refused too. A message without any of them claims no author: allowed.
  */
 export function originatorProblem(
   identities: ReadonlySet<string>,
