@@ -95,6 +95,17 @@ describe("the approver's notice", () => {
     expect(text.split("\n")).toContain("| (empty)");
   });
 
+  test("a subject the policy could not read: UNREADABLE in both notices, the fields as written", () => {
+    const message = Buffer.from("From: a@x.test\r\nSubject: Lunch\r\nSubject: Wire 1M USD\r\n\r\nHi\r\n");
+    const preview = buildPreview("a@x.test", ["b@x.test"], message, false);
+    const { subject, text } = approverNotice({ id: "cd".repeat(16), rule: "r", expires: 0, preview, link: null });
+    expect(subject).toBe("Approval needed: (subject UNREADABLE)");
+    const why = "2 Subject fields; readers differ on which they show";
+    expect(text.split("\n")).toContain(`Subject:     UNREADABLE (${why}); as written: "Lunch", "Wire 1M USD"`);
+    const sent = senderNotice("cd".repeat(16), "denied", preview.subject, preview.subjectUnread !== undefined);
+    expect(sent.text).toContain("(subject: UNREADABLE)");
+  });
+
   test("an attachment without a file name, or parts the inspector could not read, are not shown as none", () => {
     // name*0= only (RFC 2231 continuation), no filename: the inspector counts it (Content-Type name, not text/*).
     const unnamed = Buffer.from(
