@@ -20,7 +20,8 @@ export const MAX_COMMAND_LINE = 12288;
 
 /**
  * Recipients per message. RFC 5321 §4.5.3.1.8: a server must accept at least 100; the 101st gets
- * `452 4.5.3 Too many recipients` (§4.5.3.1.10), which tells the client to send the rest in another message.
+ * `452 4.5.3 Too many recipients` (§4.5.3.1.10). That would tell a client to send DATA for the first 100 and the
+ * rest in another message; Mailgator refuses that DATA instead (docs/smtp.md "All or nothing").
  */
 export const MAX_RECIPIENTS = 100;
 

@@ -121,14 +121,44 @@ interface Recipient {
   readonly key: string;
 }
 
+/**
+ * Why an RCPT was refused (docs/smtp.md "All or nothing"): the rules, a count (MAX_RECIPIENTS, the quota's
+ * recipients_per_message), or its argument (syntax, address, parameter). Whichever it was, DATA is refused.
+ */
+type RefusalKind = "rules" | "count" | "argument";
+
+interface Refusal {
+  readonly kind: RefusalKind;
+  /** The recipient as written (cut to MAX_REFUSED_TARGET octets), or the argument when no address could be read. */
+  readonly target: string;
+  /** The RCPT reply's text, without code and status. */
+  readonly text: string;
+  /** For a count: the limit it went over. */
+  readonly limit: number | null;
+}
+
+/** Refused RCPTs of one transaction kept to be named in DATA's reply and audit row; the rest are only counted. */
+const MAX_REFUSALS_KEPT = 10;
+
+/** Octets of a refused RCPT's argument kept for the reply and the audit (an address is at most 254). */
+const MAX_REFUSED_TARGET = 256;
+
+/** The enhanced status of the DATA refusal for each kind of RCPT refusal (RFC 3463 X.7.1, X.5.3, X.5.4). */
+const REFUSAL_STATUS: Record<RefusalKind, string> = { rules: "5.7.1", count: "5.5.3", argument: "5.5.4" };
+
 interface Transaction {
   readonly sender: string;
   readonly senderKey: string;
   readonly senderOutcome: Outcome;
   readonly eightBit: boolean;
   readonly recipients: Recipient[];
-  /** Recipients refused at RCPT time: the message will be refused as a whole (all or nothing). */
-  readonly denied: string[];
+  /**
+   * RCPTs refused in this transaction, for any reason, the first MAX_REFUSALS_KEPT of them: one is enough to refuse
+   * DATA, so the message goes to all its recipients or to none (docs/smtp.md "All or nothing").
+   */
+  readonly refusals: Refusal[];
+  /** Every RCPT refused in this transaction, kept or not. */
+  refused: number;
 }
 
 /** An upstream connection being opened (connect, TLS, EHLO, AUTH) while the agent's message comes in. */
@@ -965,7 +995,8 @@ export class SmtpSession {
       senderOutcome: outcome,
       eightBit,
       recipients: [],
-      denied: [],
+      refusals: [],
+      refused: 0,
     };
     this.#send(reply(250, "2.1.0", "Sender OK"));
     return undefined;
@@ -977,40 +1008,48 @@ export class SmtpSession {
       this.#send(reply(503, "5.5.1", "Need MAIL before RCPT"));
       return undefined;
     }
-    if (!/^TO:/i.test(args)) {
-      this.#send(reply(501, "5.5.4", "Syntax: RCPT TO:<address>"));
+    // Every refusal below is noted on the transaction: DATA is then refused (all or nothing, docs/smtp.md).
+    const refuse = (
+      kind: RefusalKind,
+      target: string,
+      code: number,
+      status: string,
+      text: string,
+      limit: number | null = null,
+    ): undefined => {
+      SmtpSession.#noteRefusal(tx, { kind, target: target.slice(0, MAX_REFUSED_TARGET), text, limit });
+      this.#send(reply(code, status, text));
       return undefined;
-    }
+    };
+    if (!/^TO:/i.test(args)) return refuse("argument", args, 501, "5.5.4", "Syntax: RCPT TO:<address>");
     const parsed = parsePathArgument(args.slice(3), false, "recipient");
-    if (!parsed.ok) {
-      this.#send(reply(parsed.code, parsed.status, parsed.text));
-      return undefined;
-    }
+    if (!parsed.ok) return refuse("argument", args.slice(3).trim(), parsed.code, parsed.status, parsed.text);
     const { path } = parsed;
     const [param] = path.params.keys();
     if (param !== undefined) {
       // NOTIFY and ORCPT (DSN, RFC 3461) would send reports and copies elsewhere; nothing else is defined.
-      this.#send(reply(555, "5.5.4", `RCPT parameter ${param} is not accepted`));
-      return undefined;
+      return refuse("argument", path.address, 555, "5.5.4", `RCPT parameter ${param} is not accepted`);
     }
-    if (tx.recipients.length + tx.denied.length >= this.#ctx.limits.maxRecipients) {
-      this.#send(reply(452, "4.5.3", `Too many recipients (limit ${this.#ctx.limits.maxRecipients})`));
-      return undefined;
+    const max = this.#ctx.limits.maxRecipients;
+    // Counted: the recipients accepted and the RCPTs refused, so that a transaction holds at most `max` of each.
+    if (tx.recipients.length + tx.refused >= max) {
+      // RFC 5321 §4.5.3.1.10's 452, but the rest cannot follow in another transaction: this one is refused at DATA
+      // (docs/smtp.md "All or nothing").
+      const text = `Too many recipients (limit ${max}); this message will be refused, send it to at most ${max}`;
+      return refuse("count", path.address, 452, "4.5.3", text, max);
     }
     const outcome = recipientOutcome(this.#ctx.policy, this.#policyAgent, tx.senderKey, path.key);
     if (recipientRefused(outcome)) {
-      tx.denied.push(path.key);
       this.#audit({
         command: "RCPT TO",
         operation: "mail:send",
         target: path.key,
         ...decisionFields(outcome.decision),
       });
-      this.#send(reply(550, "5.7.1", `Recipient <${path.address}> is not allowed`));
-      return undefined;
+      return refuse("rules", path.address, 550, "5.7.1", `Recipient <${path.address}> is not allowed`);
     }
     if (!tx.recipients.some((r) => r.key === path.key)) {
-      // recipients_per_message is refused at the RCPT one past it (docs/quotas.md); the earlier ones stand.
+      // recipients_per_message is refused at the RCPT one past it (docs/quotas.md), and with it the message at DATA.
       const over = this.#ctx.quotas.checkRecipients(this.#quotaSubject, tx.recipients.length + 1);
       if (over !== null) {
         this.#audit({
@@ -1021,13 +1060,46 @@ export class SmtpSession {
           reason: describeExceeded(over),
           detail: { quota: over.quota, limit: over.limit, max: over.max },
         });
-        this.#send(reply(452, "4.7.1", `${capitalize(describeExceeded(over))}; recipient not accepted`));
-        return undefined;
+        const text = `${capitalize(describeExceeded(over))}; recipient not accepted, and this message will be refused`;
+        return refuse("count", path.address, 452, "4.7.1", text, over.max);
       }
       tx.recipients.push({ address: path.address, key: path.key });
     }
     this.#send(reply(250, "2.1.5", "Recipient OK"));
     return undefined;
+  }
+
+  static #noteRefusal(tx: Transaction, refusal: Refusal): void {
+    tx.refused++;
+    if (tx.refusals.length < MAX_REFUSALS_KEPT) tx.refusals.push(refusal);
+  }
+
+  /**
+   * DATA after refused RCPTs (docs/smtp.md "All or nothing"): the reply and the audit reason, naming why. The
+   * enhanced status is the first kind present of rules, count, argument; a count says how many recipients fit.
+   */
+  static #refusedAtData(tx: Transaction): { status: string; text: string; reason: string } {
+    const kinds = new Set(tx.refusals.map((r) => r.kind));
+    const kind: RefusalKind = kinds.has("rules") ? "rules" : kinds.has("count") ? "count" : "argument";
+    const first = tx.refusals.find((r) => r.kind === kind)!;
+    const named = tx.refusals.map((r) => `<${r.target}>: ${r.text}`).join("; ");
+    const more = tx.refused > tx.refusals.length ? ` and ${tx.refused - tx.refusals.length} more` : "";
+    const why =
+      kind === "rules"
+        ? `<${first.target}> is not allowed`
+        : kind === "count"
+          ? `more than ${first.limit} recipients`
+          : `<${first.target}>: ${first.text}`;
+    let text = `Message refused: ${tx.refused} recipient(s) refused at RCPT (${why}); nothing was sent`;
+    if (kinds.has("count")) {
+      const fit = Math.min(...tx.refusals.filter((r) => r.kind === "count").map((r) => r.limit ?? Infinity));
+      text += `; send it again to at most ${fit} recipients, the others in another message`;
+    }
+    return {
+      status: REFUSAL_STATUS[kind],
+      text,
+      reason: `refused before the message was read: recipients refused at RCPT: ${named}${more}`.slice(0, 300),
+    };
   }
 
   #dataCommand(args: string): undefined {
@@ -1040,20 +1112,20 @@ export class SmtpSession {
       this.#send(reply(503, "5.5.1", "Need MAIL before DATA"));
       return undefined;
     }
-    if (tx.denied.length > 0) {
-      // All or nothing (docs/protocol.md §6, docs/smtp.md "Send semantics"): one refused recipient refuses the message.
+    if (tx.refused > 0) {
+      // All or nothing (docs/protocol.md §6, docs/smtp.md "All or nothing"): one refused RCPT, whatever refused it,
+      // refuses the message, before it is read; nothing goes upstream and nothing is charged to a quota.
+      const refusal = SmtpSession.#refusedAtData(tx);
       this.#audit({
         command: "DATA",
         operation: "mail:send",
         target: null,
         decision: "deny",
-        reason: `refused before the message was read: recipients refused at RCPT: ${tx.denied.join(", ")}`,
-        count: tx.recipients.length + tx.denied.length,
+        reason: refusal.reason,
+        count: tx.recipients.length + tx.refused,
       });
       this.#resetTransaction();
-      this.#send(
-        reply(554, "5.7.1", `Message refused: ${tx.denied.length} recipient(s) not allowed; nothing was sent`),
-      );
+      this.#send(reply(554, refusal.status, refusal.text));
       return undefined;
     }
     if (tx.recipients.length === 0) {

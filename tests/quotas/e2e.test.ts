@@ -1,7 +1,8 @@
 /**
  * Quotas end to end (docs/quotas.md) through the real `mailgator serve` process, against Postfix and Dovecot:
  * N sends pass and the (N+1)th gets 452 4.7.1 with nothing reaching the sink; a restart keeps the count;
- * recipients_per_message at the limit and one past it; reads_per_minute answers NO [LIMIT] on the (N+1)th fetched
+ * recipients_per_message at the limit and one past it (the message then refused as a whole, uncharged);
+ * reads_per_minute answers NO [LIMIT] on the (N+1)th fetched
  * message; `explain` shows the use, read from the state database.
  */
 import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
@@ -125,23 +126,28 @@ function sendsUsed(agent: string): number | undefined {
   return q?.limits.find((l) => l.limit === "sends_per_hour")?.used;
 }
 
-test("recipients_per_message: at the limit accepted, one past it 452 4.7.1 at RCPT", async () => {
+test("recipients_per_message: one past it 452 4.7.1 at RCPT and the message refused at DATA, uncharged", async () => {
   const port = await served.port("SMTP");
   const token = uniqueToken("qrcpt");
   const t = transport(port);
-  const info = await t.sendMail({
-    from: "me@corp.test",
-    to: [`${token}-a@corp.test`, `${token}-b@corp.test`, `${token}-c@corp.test`],
-    subject: token,
-    text: "three recipients, two allowed per message",
-  });
+  const over = [`${token}-a@corp.test`, `${token}-b@corp.test`, `${token}-c@corp.test`];
+  const refused = await t
+    .sendMail({ from: "me@corp.test", to: over, subject: `over ${token}`, text: "three recipients, two allowed" })
+    .catch((e: Error) => e);
+  // All or nothing (docs/smtp.md): the third recipient's 452 refuses the message at DATA, for the other two too.
+  expect(refused).toBeInstanceOf(Error);
+  expect(String((refused as { response?: string }).response)).toStartWith(
+    "554 5.5.3 Message refused: 1 recipient(s) refused at RCPT (more than 2 recipients); nothing was sent",
+  );
+  // Not charged: the refused message is no send of the hour.
+  expect(sendsUsed(mailbox.user)).toBe(0);
+  // At the limit: accepted and delivered to both, the first send of the hour.
+  const info = await t.sendMail({ from: "me@corp.test", to: over.slice(0, 2), subject: token, text: "two" });
   t.close();
-  expect(info.accepted).toEqual([`${token}-a@corp.test`, `${token}-b@corp.test`]);
-  expect(info.rejected).toEqual([`${token}-c@corp.test`]);
-  const errors = (info as unknown as { rejectedErrors: Error[] }).rejectedErrors;
-  expect(String(errors[0])).toContain("452 4.7.1");
-  expect(String(errors[0])).toContain("recipients_per_message");
-  expect(await sinkRecipients(token, { count: 2 })).toEqual([`${token}-a@corp.test`, `${token}-b@corp.test`]);
+  expect(info.accepted).toEqual(over.slice(0, 2));
+  expect(await sinkRecipients(token, { count: 2 })).toEqual(over.slice(0, 2));
+  expect(sinkMessages(`over ${token}`)).toEqual([]);
+  expect(sendsUsed(mailbox.user)).toBe(1);
 });
 
 test("sends_per_hour: the sends up to the limit go, the next gets 452 4.7.1 and never reaches Postfix", async () => {

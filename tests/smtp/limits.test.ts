@@ -74,19 +74,34 @@ describe("MAX_COMMAND_LINE", () => {
 });
 
 describe("MAX_RECIPIENTS", () => {
-  test(`${MAX_RECIPIENTS} recipients are accepted and replayed; the next gets 452 4.5.3`, async () => {
+  test(`${MAX_RECIPIENTS} recipients are accepted and replayed`, async () => {
     const { p, fake } = await setup();
     const c = await client(p.port);
     let batch = "MAIL FROM:<alice@mailgator.test>\r\n";
-    for (let i = 0; i <= MAX_RECIPIENTS; i++) batch += `RCPT TO:<r${i}@corp.test>\r\n`;
+    for (let i = 0; i < MAX_RECIPIENTS; i++) batch += `RCPT TO:<r${i}@corp.test>\r\n`;
     c.write(batch);
     expect((await c.reply()).code).toBe(250);
     for (let i = 0; i < MAX_RECIPIENTS; i++) expect((await c.reply()).code).toBe(250);
-    expect((await c.reply()).raw).toStartWith("452 4.5.3");
     expect((await c.command("DATA")).code).toBe(354);
     c.write("Subject: x\r\n\r\nhi\r\n.\r\n");
     expect((await c.reply()).code).toBe(250);
     expect(fake.lines.filter((l) => l.startsWith("RCPT"))).toHaveLength(MAX_RECIPIENTS);
+  });
+
+  test("the next gets 452 4.5.3, and DATA is refused: nothing goes upstream (all or nothing)", async () => {
+    const { p, fake } = await setup();
+    const c = await client(p.port);
+    let batch = "MAIL FROM:<alice@mailgator.test>\r\n";
+    for (let i = 0; i <= MAX_RECIPIENTS + 1; i++) batch += `RCPT TO:<r${i}@corp.test>\r\n`;
+    c.write(batch);
+    expect((await c.reply()).code).toBe(250);
+    for (let i = 0; i < MAX_RECIPIENTS; i++) expect((await c.reply()).code).toBe(250);
+    expect((await c.reply()).raw).toStartWith("452 4.5.3");
+    expect((await c.reply()).raw).toStartWith("452 4.5.3");
+    const data = await c.command("DATA");
+    expect(data.raw).toStartWith("554 5.5.3 Message refused: 2 recipient(s) refused at RCPT");
+    expect(data.raw).toContain(`at most ${MAX_RECIPIENTS} recipients`);
+    expect(fake.lines.filter((l) => /^(MAIL|RCPT|DATA)/.test(l))).toEqual([]);
   });
 });
 
