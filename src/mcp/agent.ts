@@ -276,6 +276,12 @@ function replyThreading(headers: readonly HeaderField[]): {
 
 /** The result of a send, held or sent. */
 function sendResult(outcome: SendOutcome, what: string): CallToolResult {
+  // Not an error: the message went out to the others, and sending it again would reach them twice.
+  if (outcome.refused.length > 0)
+    return ok(
+      `${what} was SENT, but NOT to every recipient: refused ${outcome.refused.join(", ")}; the others received ` +
+        `it, so do not send it to them again (reply: ${outcome.response}; Message-ID ${outcome.messageId}).`,
+    );
   if (outcome.heldAs !== null)
     return ok(
       `${what} was HELD FOR APPROVAL as ${outcome.heldAs}: it has not been sent; the mailbox owner decides ` +

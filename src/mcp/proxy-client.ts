@@ -137,6 +137,12 @@ export interface SendOutcome {
   /** The approval id when the message was held (`ask`, docs/approvals.md), else null. */
   readonly heldAs: string | null;
   readonly messageId: string;
+  /**
+   * Recipients the listener refused although it then accepted the message for the others, each with its reply.
+   * Empty: the listener refuses DATA after any refused recipient (docs/smtp.md "All or nothing"); kept so that a
+   * message delivered to some is reported as delivered to them, never as failed (which an agent would send again).
+   */
+  readonly refused: readonly string[];
 }
 
 /** The message a send transports (nodemailer's mail options, a subset). */
@@ -188,12 +194,18 @@ export async function sendThroughProxy(
       ...(mail.inReplyTo === undefined ? {} : { inReplyTo: mail.inReplyTo }),
       ...(mail.references === undefined ? {} : { references: [...mail.references] }),
     });
-    // nodemailer goes on with the recipients the listener accepted; the listener refuses DATA after any refusal
-    // (docs/smtp.md "Send semantics"), so a partial send cannot succeed, but say so if one ever did.
-    if (info.rejected.length > 0) throw Object.assign(new Error("some recipients were refused"), info);
+    // nodemailer goes on with the recipients the listener accepted, and the listener refuses that DATA (docs/smtp.md
+    // "All or nothing"), so nodemailer throws and nothing was sent. Were DATA ever accepted after a refusal, the
+    // message went to the others: that is reported as sent to them, with the refusals, not as a failure.
+    const rejected = (info as { rejectedErrors?: { recipient?: string; response?: string }[] }).rejectedErrors ?? [];
+    const refused = info.rejected.map((r) => {
+      const address = String(r);
+      const why = rejected.find((e) => e.recipient === address)?.response;
+      return why === undefined ? `<${address}>` : `<${address}> (${why})`;
+    });
     const response = String(info.response ?? "");
     const held = /Held for approval as (\S+)/.exec(response);
-    return { response, heldAs: held?.[1] ?? null, messageId: String(info.messageId ?? "") };
+    return { response, heldAs: held?.[1] ?? null, messageId: String(info.messageId ?? ""), refused };
   } finally {
     transport.close();
   }

@@ -384,6 +384,53 @@ describe("seed rules, pass-through", () => {
   });
 });
 
+describe("a quota refuses one of six recipients", () => {
+  const PER_MESSAGE = 5;
+  let mailbox: TestMailbox;
+  let mcp: McpSession;
+
+  beforeAll(async () => {
+    mailbox = await createMailbox({ seed: { folders: { INBOX: 1 } } });
+    const [imap, smtp] = await freePorts(2);
+    const quota = `\n[[quotas]]\nname = "q"\nrecipients_per_message = ${PER_MESSAGE}\n`;
+    const config = writeConfig("quota", listeners({ imap: imap!, smtp: smtp! }, "quota") + SEED_RULES + quota);
+    const serve = serveChild(config);
+    served.push(serve);
+    await serve.port("SMTP");
+    mcp = await startMcp(config, mailbox.user, { MAILGATOR_PASSWORD: mailbox.password });
+  }, 60_000);
+
+  afterAll(async () => {
+    await mcp?.close();
+  });
+
+  test("send to six: the tool reports the refusal, and no one received the message", async () => {
+    const token = uniqueToken("mcpq");
+    const to = Array.from({ length: PER_MESSAGE + 1 }, (_, i) => `a${i + 1}-${token}@corp.test`);
+    const out = await callRaw(mcp, "send", { to, subject: `six ${token}`, text: "to six", from: mailbox.address });
+    expect(out.isError).toBe(true);
+    expect(out.text).toContain("554 5.5.3 Message refused: 1 recipient(s) refused at RCPT");
+    expect(out.text).toContain(`at most ${PER_MESSAGE} recipients`);
+    expect(out.text).toContain("nothing was sent");
+    // A send to the first five, through the same server, arrives: the six-recipient one, sent before it, did not.
+    const sent = await call(mcp, "send", {
+      to: to.slice(0, PER_MESSAGE),
+      subject: `five ${token}`,
+      text: "to five",
+      from: mailbox.address,
+    });
+    expect(sent).toContain("was sent");
+    await waitForSink(`five ${token}`, { count: PER_MESSAGE });
+    await Bun.sleep(1000);
+    expect(sinkMessages(`six ${token}`)).toEqual([]);
+    expect(
+      sinkMessages(token)
+        .map((m) => m.originalTo?.toLowerCase())
+        .sort(),
+    ).toEqual(to.slice(0, PER_MESSAGE));
+  });
+});
+
 describe("vault mode: held send, reply, drafts, flags, move, delete", () => {
   let mailbox: TestMailbox;
   let desk: McpSession;
