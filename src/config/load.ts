@@ -947,18 +947,32 @@ export function loadConfig(path: string, options: LoadOptions = {}): Config {
 }
 
 /**
- * The vault agent whose account's mailbox `address` is (its `username` or one of its `identities`, without case),
- * or null: mail to that address is mail the agent can read through the proxy (docs/approvals.md "Notices").
+ * The vault agent whose account's mailbox `address` is (its `username` or one of its `identities`, without case and
+ * without a subaddress), or null: mail to that address is mail the agent can read through the proxy
+ * (docs/approvals.md "Notices").
  */
 export function agentReading(
   config: Pick<Config, "agents" | "accounts">,
   address: string,
 ): Config["agents"][number] | null {
-  const wanted = address.toLowerCase();
+  const wanted = mailboxOf(address);
   for (const agent of config.agents) {
     const account = config.accounts[agent.account];
     if (account === undefined) continue;
-    if ([account.username, ...account.identities].some((mine) => mine.toLowerCase() === wanted)) return agent;
+    if ([account.username, ...account.identities].some((mine) => mailboxOf(mine) === wanted)) return agent;
   }
   return null;
+}
+
+/**
+ * The mailbox an address delivers to, as far as the config can tell: lower-cased, and `user+detail@domain` read as
+ * `user@domain`, since servers that support subaddresses (RFC 5233 §1; Dovecot's and Postfix's `+` delimiter) deliver
+ * both to the same mailbox. Aliases and other delimiters cannot be known here (docs/approvals.md "Notices").
+ */
+function mailboxOf(address: string): string {
+  const lower = address.toLowerCase();
+  const at = lower.lastIndexOf("@");
+  if (at === -1) return lower;
+  const plus = lower.indexOf("+");
+  return plus > 0 && plus < at ? lower.slice(0, plus) + lower.slice(at) : lower;
 }

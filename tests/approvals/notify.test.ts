@@ -174,7 +174,8 @@ describe("the approver's notice", () => {
       preview: buildPreview("a@x.test", ["b@x.test"], MESSAGE, true),
       link,
     };
-    for (const reader of ["bot@corp.test", "Desk@Corp.test"]) {
+    // Without case, and a subaddress delivers to the same mailbox (RFC 5233).
+    for (const reader of ["bot@corp.test", "Desk@Corp.test", "bot+approvals@corp.test", "DESK+x@corp.test"]) {
       const { text } = noticeFor(config, input, reader);
       expect(text).not.toContain(link);
       expect(text).not.toContain("?t=");
@@ -182,6 +183,8 @@ describe("the approver's notice", () => {
       expect(text).toContain(`mailgator approvals show|approve|deny ${"ab".repeat(16)}`);
     }
     expect(noticeFor(config, input, "boss@corp.test").text).toContain(link);
+    expect(noticeFor(config, input, "bot@other.test").text).toContain(link);
+    expect(noticeFor(config, input, "botany@corp.test").text).toContain(link);
   });
 
   test("control and reordering characters of the message are replaced, in the text and the subject", () => {
