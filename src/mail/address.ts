@@ -196,6 +196,7 @@ const LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
  * `corр.test` with a Cyrillic `р` never reach the matcher; A-labels are plain ASCII and compare as such).
  */
 export function mailboxProblem(mailbox: string): string | null {
+  if (/[\x00-\x20\x7f]/.test(mailbox)) return "spaces and control characters are not allowed in an address";
   if (/[^\x21-\x7e]/.test(mailbox)) return "only ASCII addresses are accepted (SMTPUTF8 is not offered)";
   if (mailbox.startsWith("@")) return "source routes are not accepted";
   if (mailbox.includes('"') || mailbox.includes("\\")) return "quoted local parts are not accepted";

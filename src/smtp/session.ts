@@ -634,10 +634,12 @@ export class SmtpSession {
         this.#send(reply(250, "2.0.0", "OK"));
         return undefined;
       case "RSET":
+        if (args !== "") return this.#noParameters(verb);
         this.#resetTransaction();
         this.#send(reply(250, "2.0.0", "OK"));
         return undefined;
       case "QUIT":
+        if (args !== "") return this.#noParameters(verb);
         this.#endReason = "quit";
         this.#send(reply(221, "2.0.0", "Bye"));
         this.#close();
@@ -649,6 +651,12 @@ export class SmtpSession {
       case "DATA":
         return this.#dataCommand(args);
     }
+    return undefined;
+  }
+
+  /** RSET and QUIT take no parameter (RFC 5321 §4.1.1.5, §4.1.1.10); only NOOP's string is ignored (§4.1.1.9). */
+  #noParameters(verb: string): undefined {
+    this.#send(reply(501, "5.5.4", `Syntax: ${verb} (no parameters)`));
     return undefined;
   }
 
@@ -738,8 +746,14 @@ export class SmtpSession {
     }
     const [mechanismText = "", initial, extra] = args.split(" ");
     const mechanism = mechanismText.toUpperCase();
-    if (extra !== undefined || (mechanism !== "PLAIN" && mechanism !== "LOGIN")) {
+    if (mechanism !== "PLAIN" && mechanism !== "LOGIN") {
       this.#send(reply(504, "5.5.4", "Unrecognized authentication type (PLAIN and LOGIN are offered)"));
+      return undefined;
+    }
+    // RFC 4954 §4: `AUTH mechanism [SP initial-response]`, an empty response written `=`: a trailing space, an empty
+    // response or more words is a syntax error.
+    if (extra !== undefined || initial === "") {
+      this.#send(reply(501, "5.5.2", "Syntax: AUTH mechanism [initial-response]"));
       return undefined;
     }
     if (mechanism === "PLAIN") {

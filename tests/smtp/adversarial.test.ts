@@ -192,6 +192,25 @@ describe("§7 case 33: reset, then the denied recipient again", () => {
   });
 });
 
+describe("commands with what they do not take", () => {
+  test("RSET and QUIT with a parameter: 501, and the session goes on; a space inside <>: 553 naming it", async () => {
+    const m = marker();
+    const c = await loggedIn(p.port);
+    expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+    expect((await c.command(`RCPT TO:<ok-${m}@corp.test>`)).code).toBe(250);
+    // RFC 5321 §4.1.1.5 and §4.1.1.10: neither takes a parameter; the transaction stands.
+    expect((await c.command("RSET x")).raw).toStartWith("501 5.5.4 Syntax: RSET");
+    expect((await c.command("QUIT now")).raw).toStartWith("501 5.5.4 Syntax: QUIT");
+    expect((await c.command("NOOP anything")).code).toBe(250);
+    const spaced = await c.command(`RCPT TO:< ceo-${m}@corp.test>`);
+    expect(spaced.raw).toStartWith("553 5.1.3");
+    expect(spaced.raw).toContain("spaces and control characters are not allowed in an address");
+    expect((await c.command("RSET")).code).toBe(250);
+    expect((await c.command("QUIT")).code).toBe(221);
+    await nothingReachedUpstream(m);
+  });
+});
+
 describe("§7 case 34: commands that are never forwarded", () => {
   test("BDAT, VRFY, EXPN, BURL, XCLIENT, ETRN get 502 and the upstream never sees them", async () => {
     const fake = await startFakeUpstream({ keepData: true });

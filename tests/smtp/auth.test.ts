@@ -93,6 +93,22 @@ describe("vault mode", () => {
     }
   });
 
+  test("AUTH with a trailing space, an empty response or extra words: 501; another mechanism: 504", async () => {
+    const token = generateToken();
+    const p = await vaultProxy(token);
+    const c = await RawClient.connect(p.port);
+    await c.reply();
+    await c.command("EHLO client.test");
+    // RFC 4954 §4: AUTH mechanism [SP initial-response], an empty response written "=".
+    for (const line of [`AUTH PLAIN ${plain("bot", token)} `, "AUTH PLAIN ", `AUTH LOGIN a b`]) {
+      expect((await c.command(line)).raw, line).toStartWith("501 5.5.2 Syntax: AUTH mechanism [initial-response]");
+    }
+    expect((await c.command("AUTH CRAM-MD5")).raw).toStartWith("504 5.5.4");
+    // Syntax errors are not failed logins: the session logs in.
+    expect((await c.command(`AUTH PLAIN ${plain("bot", token)}`)).raw).toStartWith("235 2.7.0");
+    c.close();
+  });
+
   test("wrong token, unknown agent and a cancelled exchange are refused; failures are slowed and audited", async () => {
     const token = generateToken();
     const p = await vaultProxy(token, "", "", { authFailureStepMs: 200 });
