@@ -159,6 +159,10 @@ interface Transaction {
   readonly refusals: Refusal[];
   /** Every RCPT refused in this transaction, kept or not. */
   refused: number;
+  /** The first refusal of each kind, kept or not: DATA's reply names the weightiest (rules, count, argument). */
+  readonly firstOfKind: Partial<Record<RefusalKind, Refusal>>;
+  /** The lowest recipient limit a count refusal went over, kept or not; null without one. */
+  fewest: number | null;
 }
 
 /** An upstream connection being opened (connect, TLS, EHLO, AUTH) while the agent's message comes in. */
@@ -353,6 +357,7 @@ export class SmtpSession {
           this.#close();
         } else if (event.kind === "too-long") {
           this.#countCommand();
+          this.#unreadDuringTransaction("(a line too long)");
           this.#send(reply(500, "5.5.2", `Line too long (limit ${this.#ctx.limits.maxCommandLine} octets)`));
         } else {
           const pending = this.#line(event.line.toString("latin1"));
@@ -615,6 +620,7 @@ export class SmtpSession {
     }
     const known = verb === "MAIL" || verb === "RCPT" || verb === "DATA" || BEFORE_AUTH.has(verb);
     if (!known) {
+      this.#unreadDuringTransaction(`(an unrecognized command: ${JSON.stringify(line.slice(0, 40))})`);
       this.#send(reply(500, "5.5.2", "Command unrecognized"));
       return undefined;
     }
@@ -1011,6 +1017,8 @@ export class SmtpSession {
       recipients: [],
       refusals: [],
       refused: 0,
+      firstOfKind: {},
+      fewest: null,
     };
     this.#send(reply(250, "2.1.0", "Sender OK"));
     return undefined;
@@ -1086,6 +1094,18 @@ export class SmtpSession {
   static #noteRefusal(tx: Transaction, refusal: Refusal): void {
     tx.refused++;
     if (tx.refusals.length < MAX_REFUSALS_KEPT) tx.refusals.push(refusal);
+    tx.firstOfKind[refusal.kind] ??= refusal;
+    if (refusal.limit !== null) tx.fewest = Math.min(tx.fewest ?? refusal.limit, refusal.limit);
+  }
+
+  /**
+   * A line the session could not read while a transaction is open (too long, or no command it knows: `RCPT\tTO:`
+   * is one): it may have been an RCPT the client now takes as refused, so it refuses the transaction too, and DATA
+   * cannot go to the others (docs/smtp.md "All or nothing").
+   */
+  #unreadDuringTransaction(what: string): void {
+    if (this.#tx === null) return;
+    SmtpSession.#noteRefusal(this.#tx, { kind: "argument", target: what, text: "not read", limit: null });
   }
 
   /**
@@ -1093,9 +1113,9 @@ export class SmtpSession {
    * enhanced status is the first kind present of rules, count, argument; a count says how many recipients fit.
    */
   static #refusedAtData(tx: Transaction): { status: string; text: string; reason: string } {
-    const kinds = new Set(tx.refusals.map((r) => r.kind));
-    const kind: RefusalKind = kinds.has("rules") ? "rules" : kinds.has("count") ? "count" : "argument";
-    const first = tx.refusals.find((r) => r.kind === kind)!;
+    const kinds = tx.firstOfKind;
+    const kind: RefusalKind = kinds.rules ? "rules" : kinds.count ? "count" : "argument";
+    const first = kinds[kind]!;
     const named = tx.refusals.map((r) => `<${r.target}>: ${r.text}`).join("; ");
     const more = tx.refused > tx.refusals.length ? ` and ${tx.refused - tx.refusals.length} more` : "";
     const why =
@@ -1105,10 +1125,7 @@ export class SmtpSession {
           ? `more than ${first.limit} recipients`
           : `<${first.target}>: ${first.text}`;
     let text = `Message refused: ${tx.refused} recipient(s) refused at RCPT (${why}); nothing was sent`;
-    if (kinds.has("count")) {
-      const fit = Math.min(...tx.refusals.filter((r) => r.kind === "count").map((r) => r.limit ?? Infinity));
-      text += `; send it again to at most ${fit} recipients, the others in another message`;
-    }
+    if (tx.fewest !== null) text += `; send it again to at most ${tx.fewest} recipients, the others in another message`;
     return {
       status: REFUSAL_STATUS[kind],
       text,

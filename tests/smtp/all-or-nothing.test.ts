@@ -6,7 +6,7 @@
  */
 
 import { describe, expect, test } from "bun:test";
-import { MAX_RECIPIENTS } from "../../src/smtp/limits.ts";
+import { MAX_COMMAND_LINE, MAX_RECIPIENTS } from "../../src/smtp/limits.ts";
 import {
   CORP_ONLY_RULES,
   dataPayload,
@@ -173,6 +173,26 @@ describe("refused arguments", () => {
       const rows = await p.rows();
       const row = rows.find((r) => r.command === "DATA" && r.decision === "deny" && r.reason.includes(m));
       expect(row?.reason).toContain("refused before the message was read");
+    });
+
+  // It may have been an RCPT the client takes as refused: DATA must not go to the others.
+  const unread: [string, (m: string) => string, string][] = [
+    ["a line past MAX_COMMAND_LINE", (m) => `RCPT TO:<long-${m}@corp.test> ${"x".repeat(MAX_COMMAND_LINE)}`, "long"],
+    ["RCPT with a tab for the space", (m) => `RCPT\tTO:<tab-${m}@corp.test>`, "unrecognized"],
+  ];
+  for (const [what, line, reason] of unread)
+    test(`${what} (500) during a transaction refuses its DATA; nothing delivered`, async () => {
+      const m = marker();
+      const c = await loggedIn(p.port);
+      expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+      expect((await c.command(`RCPT TO:<ok-${m}@corp.test>`)).code).toBe(250);
+      expect((await c.command(line(m))).raw).toStartWith("500 5.5.2");
+      const data = await dataFor(c, m, [`ok-${m}@corp.test`]);
+      expect(data).toStartWith("554 5.5.4 Message refused: 1 recipient(s) refused at RCPT");
+      c.close();
+      await nothingReachedUpstream(p.port, m);
+      const row = (await p.rows()).findLast((r) => r.command === "DATA" && r.decision === "deny");
+      expect(row?.reason).toContain(reason);
     });
 
   test("a new MAIL after a refused RCPT starts clean: its message is delivered", async () => {
