@@ -40,7 +40,7 @@ function unreadSubject(fields: readonly HeaderField[] | null, header: string): U
   if (fields === null) {
     // The fields as a lenient reader would find them, so that the approver sees what a recipient may be shown.
     const unfolded = header.replace(/\r?\n[ \t]+/g, " ");
-    values = [...unfolded.matchAll(/^subject[ \t]*:[ \t]*(.*?)[ \t]*$/gim)].map((m) => m[1]!);
+    values = [...unfolded.matchAll(/^subject[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$/gim)].map((m) => m[1]!);
     reason = "the header section cannot be read";
   } else {
     if (readMessageFields(fields).subject !== undefined) return null;

@@ -276,16 +276,22 @@ function replyThreading(headers: readonly HeaderField[]): {
 
 /** The result of a send, held or sent. */
 function sendResult(outcome: SendOutcome, what: string): CallToolResult {
+  // Held first: a held message has not gone anywhere yet, whatever else the listener said.
+  if (outcome.heldAs !== null) {
+    const refused =
+      outcome.refused.length === 0
+        ? ""
+        : ` If approved, it goes only to the recipients not refused (refused: ${outcome.refused.join(", ")}).`;
+    return ok(
+      `${what} was HELD FOR APPROVAL as ${outcome.heldAs}: it has not been sent; the mailbox owner decides ` +
+        `(reply: ${outcome.response}).${refused}`,
+    );
+  }
   // Not an error: the message went out to the others, and sending it again would reach them twice.
   if (outcome.refused.length > 0)
     return ok(
       `${what} was SENT, but NOT to every recipient: refused ${outcome.refused.join(", ")}; the others received ` +
         `it, so do not send it to them again (reply: ${outcome.response}; Message-ID ${outcome.messageId}).`,
-    );
-  if (outcome.heldAs !== null)
-    return ok(
-      `${what} was HELD FOR APPROVAL as ${outcome.heldAs}: it has not been sent; the mailbox owner decides ` +
-        `(reply: ${outcome.response}).`,
     );
   return ok(`${what} was sent (reply: ${outcome.response}; Message-ID ${outcome.messageId}).`);
 }

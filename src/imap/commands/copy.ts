@@ -64,7 +64,9 @@ export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): P
     throw new Refusal("NO", "TRYCREATE", "Mailbox does not exist");
   }
   const done = st.status === "OK";
-  if (done && untagged.length === sets.length) {
+  // A MOVE's parts that were carried out: their messages are gone from the source (the EXPUNGEs at sync say so),
+  // so the agent is told where they went even when a later part failed.
+  if (untagged.length > 0 && untagged.length === tagged.length) {
     const code = mergeCopyUids(untagged.map((u) => u.code));
     if (code !== null) s.send({ ...untagged[0]!.response, code });
   }
