@@ -28,11 +28,25 @@ export const IDLE_RENEW_MS = 25 * 60 * 1000;
 
 /**
  * Commands refused as malformed (a line that does not parse, a framing error) after which the session ends with
- * `* BYE`: every one counts before login, and after it those in a row (a command that parses starts the count
- * again). Each such line costs an audit row (`(refused)`), so a client that sends garbage cannot fill the audit log
- * or its queue from one connection. Dovecot ends a session after 20 bad commands too.
+ * `* BYE`: every one counts before login, and after it those within BAD_COMMAND_WINDOW_MS of the first one counted
+ * (a well-formed command between them does not start the count again: alternating the two would otherwise write
+ * refusal rows at line speed). Each such line costs an audit row (`(refused)`), so a client that sends garbage
+ * cannot fill the audit log or its queue from one connection. Dovecot ends a session after 20 bad commands too.
  */
 export const MAX_BAD_COMMANDS = 20;
+
+/** After login, MAX_BAD_COMMANDS malformed commands within this end the session; a client's slip now and then not. */
+export const BAD_COMMAND_WINDOW_MS = 60_000;
+
+/**
+ * Rows waiting in the audit log's queue past which a session waits for them to be committed before it starts its
+ * next command. Commands refused or denied by the rules are audited without waiting (`record()`), so one session
+ * sending them as fast as it can would otherwise grow the one shared queue without bound, and every other session's
+ * logins and writes, whose rows must be on disk first, would wait behind it (seconds, tens of seconds). 10,000 rows
+ * are a few commits of the writer (docs/audit.md "Figures": 100,000 rows/s and more), so a durable row never waits
+ * behind much more than that.
+ */
+export const AUDIT_BACKLOG_PAUSE_ROWS = 10_000;
 
 /**
  * `UID SEARCH ALL` runs at SELECT until one comes back without upstream reporting an EXPUNGE during it (another

@@ -60,7 +60,7 @@ import { threadCommand } from "./commands/thread.ts";
 import { Deflate } from "./compress.ts";
 import { classifyNew, decideInFolder, searchUids, sessionRunner } from "./filtering.ts";
 import { FolderNames, FolderRights } from "./folders.ts";
-import { MAX_BAD_COMMANDS, READ_AHEAD_LIMIT } from "./limits.ts";
+import { AUDIT_BACKLOG_PAUSE_ROWS, BAD_COMMAND_WINDOW_MS, MAX_BAD_COMMANDS, READ_AHEAD_LIMIT } from "./limits.ts";
 import type { SelectedMailbox } from "./mailbox.ts";
 import { Refusal } from "./refusal.ts";
 import { UpstreamSession } from "./upstream.ts";
@@ -189,8 +189,12 @@ export class ImapSession implements LoginSession, CompressSession {
   #commands = 0;
   #loginResult: "ok" | "failed" | "none" = "none";
   #endReason = "client closed the connection";
-  /** Commands refused as malformed, counted for MAX_BAD_COMMANDS (all before login, in a row after it). */
+  /**
+   * Commands refused as malformed, counted for MAX_BAD_COMMANDS: all of them before login; after it, those within
+   * BAD_COMMAND_WINDOW_MS of the first one counted (`#badSince`), whatever came between.
+   */
   #badCommands = 0;
+  #badSince = 0;
   /**
    * Opens a second upstream session with the same login (STATUS of a filtered folder, classification helper); set at
    * login.
@@ -683,6 +687,12 @@ export class ImapSession implements LoginSession, CompressSession {
           // A raw line is only expected inside IDLE or AUTHENTICATE, which read it themselves.
           continue;
         case "frame": {
+          // The audit log is far behind (a session flooding it with rows): wait until it has caught up, so that
+          // every session's rows, and the writes waiting for theirs, wait behind a bounded queue (src/imap/limits.ts).
+          if (this.ctx.audit.queued > AUDIT_BACKLOG_PAUSE_ROWS) {
+            await this.#auditBacklog();
+            if (this.#closed) break;
+          }
           const parsed = parseCommand(ev.frame);
           if (!parsed.ok) {
             const e = parsed.error;
@@ -717,7 +727,6 @@ export class ImapSession implements LoginSession, CompressSession {
             this.#badCommand();
             continue;
           }
-          if (this.state !== "not-authenticated") this.#badCommands = 0;
           this.#busy = true;
           this.#commands++;
           try {
@@ -732,11 +741,30 @@ export class ImapSession implements LoginSession, CompressSession {
     }
   }
 
-  /** One more malformed command (MAX_BAD_COMMANDS): at the limit the session ends with `* BYE`. */
+  /**
+   * One more malformed command (MAX_BAD_COMMANDS): at the limit the session ends with `* BYE`. After login the count
+   * starts again once BAD_COMMAND_WINDOW_MS have passed since the first one counted; a well-formed command between
+   * two bad ones does not start it again, or alternating them would write refusal rows without end.
+   */
   #badCommand(): void {
+    const now = performance.now();
+    if (this.state !== "not-authenticated" && now - this.#badSince > BAD_COMMAND_WINDOW_MS) this.#badCommands = 0;
+    if (this.#badCommands === 0) this.#badSince = now;
     if (++this.#badCommands < MAX_BAD_COMMANDS || this.#closed) return;
     this.#endReason = "too many invalid commands";
     this.#bye("Too many invalid commands");
+  }
+
+  /**
+   * Waits until the audit log has committed what was queued (AUDIT_BACKLOG_PAUSE_ROWS). A failing log is not this
+   * wait's concern: the command that follows is refused by its own audit step if it must be.
+   */
+  async #auditBacklog(): Promise<void> {
+    try {
+      await this.ctx.audit.flush();
+    } catch {
+      // The log's error is logged by it and answered by the commands that need it (docs/audit.md "Failure").
+    }
   }
 
   /** literal8 (`~{n}`) is APPEND's only (RFC 3516 §4.4), and only while BINARY is offered. */
@@ -1137,7 +1165,7 @@ export class ImapSession implements LoginSession, CompressSession {
             },
     };
     this.#loginResult = "ok";
-    // After login only malformed commands in a row count (MAX_BAD_COMMANDS): the count starts again here.
+    // After login malformed commands count within BAD_COMMAND_WINDOW_MS (MAX_BAD_COMMANDS): the count starts again.
     this.#badCommands = 0;
     this.attachUpstream(up);
     // A reload while this login was checked: judged now against the config in force.
