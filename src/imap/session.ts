@@ -637,6 +637,15 @@ export class ImapSession implements LoginSession, CompressSession {
         continue;
       }
       const ev = this.#framer.next();
+      if (ev !== null && ev.kind === "error" && ev.error.fatal) {
+        // The framer cannot go on (a line past the limit, a `{n+}` past the drain cap: `[TOOBIG]`, RFC 7888 §4):
+        // the session ends here, whoever was reading (the command loop, AUTHENTICATE's response, IDLE's DONE).
+        const e = ev.error;
+        this.sendText(`* BYE ${e.responseCode === null ? "" : `[${e.responseCode}] `}${e.message}`);
+        this.flush();
+        this.shutdown();
+        return null;
+      }
       if (ev !== null) return ev;
       this.#resumeInput();
       await new Promise<void>((resolve) => (this.#wake = resolve));
@@ -671,14 +680,8 @@ export class ImapSession implements LoginSession, CompressSession {
           continue;
         }
         case "error": {
+          // Not fatal: nextEvent() ends the session on a fatal one.
           const e = ev.error;
-          if (e.fatal) {
-            // `[TOOBIG]` when a `{n+}` past the drain cap closes the stream (RFC 7888 §4).
-            this.sendText(`* BYE ${e.responseCode === null ? "" : `[${e.responseCode}] `}${e.message}`);
-            this.flush();
-            this.shutdown();
-            return;
-          }
           this.tagged(e.tag ?? "*", "BAD", e.responseCode, e.message);
           this.#badCommand();
           continue;

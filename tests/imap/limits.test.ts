@@ -18,6 +18,7 @@ import {
   MAX_SESSIONS_PER_AGENT,
 } from "../../src/config/limits.ts";
 import { AUDIT_BACKLOG_PAUSE_ROWS, BAD_COMMAND_WINDOW_MS, MAX_BAD_COMMANDS } from "../../src/imap/limits.ts";
+import { MAX_LINE } from "../../src/imap/wire/limits.ts";
 import { END_GRACE_MS } from "../../src/net/index.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { createMailbox, type TestMailbox } from "../fixtures/index.ts";
@@ -507,6 +508,28 @@ describe("hostile input", () => {
       await q.close();
     }
   });
+
+  for (const [what, start] of [
+    ["an AUTHENTICATE response", (c: RawImap) => c.write("a AUTHENTICATE PLAIN\r\n")],
+    [
+      "IDLE's DONE",
+      async (c: RawImap) => {
+        expect(statusOf(await c.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith(
+          "L OK",
+        );
+        c.write("i IDLE\r\n");
+      },
+    ],
+  ] as const)
+    test(`a line past MAX_LINE where ${what} is read ends the session with * BYE`, async () => {
+      const c = await RawImap.open(p.port);
+      await start(c);
+      await c.readUntil((b) => b.includes("+ "));
+      c.write(`${"A".repeat(MAX_LINE + 1)}\r\n`);
+      expect(await c.readUntil((b) => b.includes("* BYE"))).toContain("* BYE ");
+      await c.readUntil(() => false, 5000, "the session was not closed");
+      expect(c.closed).toBe(true);
+    });
 
   test(`${MAX_BAD_COMMANDS} malformed lines before login end the session (MAX_BAD_COMMANDS)`, async () => {
     const c = await RawImap.open(p.port);
