@@ -1,10 +1,10 @@
 /**
- * Files `serve` keeps beside the audit database (docs/operations.md "Reload"): `mailgator.pid`, the process id,
- * written once both proxies listen and removed on exit; `mailgator.reload.json`, the outcome of the last reload,
- * which `mailgator reload` waits for and prints.
+ * Files `serve` keeps beside the audit database (docs/operations.md "Reload"): `mailgator.pid`, the process id and
+ * the config file it runs, created when serve starts (only one serve may hold a folder) and removed on exit;
+ * `mailgator.reload.json`, the outcome of the last reload, which `mailgator reload` waits for and prints.
  */
 
-import { readFileSync, renameSync, writeFileSync } from "node:fs";
+import { linkSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Config } from "../config/index.ts";
 import type { ReloadResult } from "./reload.ts";
@@ -43,20 +43,45 @@ function processStart(pid: number): string | null {
   return /^\d+$/.test(fields[19] ?? "") ? fields[19]! : null;
 }
 
-/** `PID START`: the process and when it started, so that a stale file never names another process (readPidFile). */
-export function writePidFile(file: string, warn: (message: string) => void): void {
-  const start = processStart(process.pid);
+/** Process `pid` exists (signal 0 checks without sending anything; EPERM: it exists, owned by another user). */
+function alive(pid: number): boolean {
   try {
-    writeAtomic(file, `${process.pid}${start === null ? "" : ` ${start}`}\n`, 0o644);
+    process.kill(pid, 0);
+    return true;
   } catch (e) {
-    warn(`cannot write the pid file ${file} (mailgator reload will not find this process): ${(e as Error).message}`);
+    return (e as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 
 export type PidFileEntry =
-  | { readonly state: "running"; readonly pid: number }
+  | { readonly state: "running"; readonly pid: number; readonly config: string | null }
   | { readonly state: "none" }
   | { readonly state: "stale"; readonly pid: number };
+
+/**
+ * A pid file's text: `PID START` on the first line, the absolute path of the config file the process runs on the
+ * second. START is left out where /proc was not readable; the second line is missing in a file written by a
+ * mailgator from before it was added (`config` null).
+ */
+function parsePidFile(text: string): PidFileEntry {
+  const nl = text.indexOf("\n");
+  const first = nl < 0 ? text : text.slice(0, nl);
+  const m = /^(\d{1,10})(?: (\d{1,20}))?\s*$/.exec(first);
+  if (m === null) return { state: "none" };
+  const pid = Number(m[1]);
+  if (m[2] !== undefined && processStart(pid) !== m[2]) return { state: "stale", pid };
+  const rest = nl < 0 ? "" : text.slice(nl + 1).replace(/\n$/, "");
+  return { state: "running", pid, config: rest === "" || rest.includes("\n") ? null : rest };
+}
+
+function readText(file: string): string | null {
+  try {
+    return readFileSync(file, "utf8");
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "ENOENT") return null;
+    throw e;
+  }
+}
 
 /**
  * The process a pid file names: "none" when there is no file or it holds no pid; "stale" when the file records a
@@ -65,29 +90,113 @@ export type PidFileEntry =
  * alone (where /proc was not readable when it was written) is taken as it is.
  */
 export function readPidFile(file: string): PidFileEntry {
-  let text: string;
+  let text: string | null;
   try {
-    text = readFileSync(file, "utf8");
+    text = readText(file);
   } catch {
     return { state: "none" };
   }
-  const m = /^(\d{1,10})(?: (\d{1,20}))?\s*$/.exec(text);
-  if (m === null) return { state: "none" };
-  const pid = Number(m[1]);
-  if (m[2] !== undefined && processStart(pid) !== m[2]) return { state: "stale", pid };
-  return { state: "running", pid };
+  return text === null ? { state: "none" } : parsePidFile(text);
 }
 
-/** One reload's outcome as the status file holds it; `seq` counts the reloads of the process `pid`. */
+/** What `claimPidFile` found: the file is this process's now (`text`), or another live serve holds it. */
+export type PidClaim =
+  | { readonly held: true; readonly text: string }
+  | { readonly held: false; readonly pid: number; readonly config: string | null };
+
+/** Creates `file` holding `text` only if no file has that name; false when one has. */
+function createExclusive(tmp: string, file: string, text: string): boolean {
+  // A hard link is created whole or not at all (EEXIST): no reader sees the file half written.
+  try {
+    linkSync(tmp, file);
+    return true;
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "EEXIST") return false;
+    if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP" && code !== "ENOSYS") throw e;
+  }
+  // A file system without hard links: an exclusive create (O_CREAT | O_EXCL), then the text.
+  try {
+    writeFileSync(file, text, { flag: "wx", mode: 0o644 });
+    return true;
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "EEXIST") return false;
+    throw e;
+  }
+}
+
+/**
+ * Makes `file` this process's pid file (`PID START` and `configFile`), unless a live serve holds it: two serves
+ * whose audit databases share a folder would share it, and `mailgator reload` for one would signal the other
+ * (docs/operations.md "One serve per folder"). The file is created exclusively, so of two serves starting at once
+ * only one gets it. A file whose process has exited (or whose pid is another process's now, by its start time) is
+ * stale and is taken over: moved aside, and dropped only if what was moved is the text judged stale; if another
+ * serve took it over in between, its file is linked back and this one then finds it live. Throws when the file
+ * cannot be written or read.
+ */
+export function claimPidFile(file: string, configFile: string): PidClaim {
+  const start = processStart(process.pid);
+  const text = `${process.pid}${start === null ? "" : ` ${start}`}\n${configFile}\n`;
+  const tmp = `${file}.${process.pid}.tmp`;
+  writeFileSync(tmp, text, { mode: 0o644 });
+  try {
+    for (let attempt = 0; attempt < 10; attempt++) {
+      if (createExclusive(tmp, file, text)) return { held: true, text };
+      const seen = readText(file);
+      if (seen === null) continue; // removed since: try again
+      const entry = parsePidFile(seen);
+      if (entry.state === "running" && entry.pid !== process.pid && alive(entry.pid))
+        return { held: false, pid: entry.pid, config: entry.config };
+      const aside = `${file}.${process.pid}.stale`;
+      try {
+        renameSync(file, aside);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "ENOENT") continue;
+        throw e;
+      }
+      if (readText(aside) !== seen) {
+        try {
+          linkSync(aside, file);
+        } catch {
+          // A third serve has created the file meanwhile: the next attempt finds it.
+        }
+      }
+      rmSync(aside, { force: true });
+    }
+    throw new Error(`${file} kept changing while this process tried to create it`);
+  } finally {
+    rmSync(tmp, { force: true });
+  }
+}
+
+/** Removes `file` if it is still the one `claimPidFile` created (`text`): never another process's. */
+export function releasePidFile(file: string, text: string): void {
+  try {
+    if (readText(file) === text) rmSync(file, { force: true });
+  } catch {
+    // Unreadable: left as it is; the next serve judges it by its pid and start time.
+  }
+}
+
+/**
+ * One reload's outcome as the status file holds it; `seq` counts the reloads of the process `pid`, `config` is the
+ * absolute path of the config file it reads (missing in a file written by a mailgator from before it was added).
+ */
 export interface ReloadStatus extends ReloadResult {
   readonly pid: number;
   readonly seq: number;
+  readonly config?: string;
 }
 
 let seq = 0;
 
-export function writeStatusFile(file: string, result: ReloadResult, error: (message: string) => void): void {
-  const status: ReloadStatus = { pid: process.pid, seq: ++seq, ...result };
+export function writeStatusFile(
+  file: string,
+  config: string,
+  result: ReloadResult,
+  error: (message: string) => void,
+): void {
+  const status: ReloadStatus = { pid: process.pid, seq: ++seq, config, ...result };
   try {
     writeAtomic(file, `${JSON.stringify(status, null, 2)}\n`, 0o644);
   } catch (e) {

@@ -4,7 +4,7 @@
  */
 import { afterAll, expect, setDefaultTimeout, test } from "bun:test";
 import { execFileSync } from "node:child_process";
-import { mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -390,7 +390,14 @@ test("mailgator reload: reloaded or the errors; a pid file while serve runs, a s
   const victim = Bun.spawn(["sleep", "60"]);
   try {
     const started = readFileSync(`/proc/${victim.pid}/stat`, "latin1").split(") ")[1]!.split(" ")[19];
+    // Without the config file's line (a mailgator from before it was written): not signalled, it cannot be checked.
     writeFileSync(join(dir, "mailgator.pid"), `${victim.pid} ${started}\n`);
+    const unknown = runCli(["reload", "-c", file]);
+    expect(unknown.exitCode).toBe(1);
+    expect(unknown.stdout).toContain("does not say which config file that process runs");
+    await Bun.sleep(200);
+    expect(victim.exitCode).toBeNull();
+    writeFileSync(join(dir, "mailgator.pid"), `${victim.pid} ${started}\n${file}\n`);
     // Run without blocking this process, which reaps the ended child (a zombie would still count as a process).
     const reloader = Bun.spawn(
       [process.execPath, join(import.meta.dir, "../../src/cli/main.ts"), "reload", "-c", file],
@@ -412,10 +419,9 @@ test("mailgator reload: reloaded or the errors; a pid file while serve runs, a s
     await served.port("SMTP");
     // The pid and its start time (proc(5) stat field 22), so that the file names this process and no later one.
     const start = readFileSync(`/proc/${served.proc.pid}/stat`, "latin1").split(") ")[1]!.split(" ")[19];
-    // serve writes it once every listener is up, after their "listening" lines: until then the stale one is there.
+    // The stale file (its pid's start time is not 1) was taken over as serve started, before it listened.
     const pidFile = join(dir, "mailgator.pid");
-    for (let i = 0; i < 100 && readFileSync(pidFile, "utf8") === `${other.pid} 1\n`; i++) await Bun.sleep(50);
-    expect(readFileSync(pidFile, "utf8")).toBe(`${served.proc.pid} ${start}\n`);
+    expect(readFileSync(pidFile, "utf8")).toBe(`${served.proc.pid} ${start}\n${file}\n`);
 
     writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "deny"));
     const ok = runCli(["reload", "-c", file]);
@@ -638,3 +644,195 @@ for (const mode of ["pass-through", "vault"] as const) {
     expect(await served.proc.exited).toBe(0);
   });
 }
+
+/** The start time of process `pid` (proc(5) stat field 22), as serve writes it in its pid file. */
+function startOf(pid: number): string {
+  return readFileSync(`/proc/${pid}/stat`, "latin1").split(") ")[1]!.split(" ")[19]!;
+}
+
+/** A second config in `dir`, its audit database beside the first's: `o.toml` and `o2.toml` share their pid file. */
+function sharedFolder(dir: string, mailbox: TestMailbox, agents: readonly Agent[]): { o: string; o2: string } {
+  const o = join(dir, "o.toml");
+  const o2 = join(dir, "o2.toml");
+  writeFileSync(o, vaultConfig(dir, mailbox, agents, "allow"));
+  writeFileSync(o2, vaultConfig(dir, mailbox, agents, "allow").replace(join(dir, "audit.db"), join(dir, "audit2.db")));
+  return { o, o2 };
+}
+
+/** Waits for `served` to exit, up to `ms`; null when it is still running then (it is left running). */
+async function exitWithin(served: Served, ms: number): Promise<number | null> {
+  return Promise.race([served.proc.exited, Bun.sleep(ms).then(() => null)]);
+}
+
+test("a second serve with its audit database in the first's folder is refused; the first runs, reloads", async () => {
+  const mailbox = await createMailbox({ name: "reload-shared" });
+  const dir = tempDir();
+  const { o, o2 } = sharedFolder(dir, mailbox, [ALICE]);
+  const first = serveChild(o);
+  let second: Served | null = null;
+  try {
+    const port = await first.port("IMAP");
+    await first.port("SMTP");
+    const pidFile = join(dir, "mailgator.pid");
+    const held = `${first.proc.pid} ${startOf(first.proc.pid)}\n${o}\n`;
+    expect(readFileSync(pidFile, "utf8")).toBe(held);
+
+    second = serveChild(o2);
+    expect(await exitWithin(second, 10_000)).toBe(1);
+    expect(second.logs()).toContain(
+      `cannot start: another mailgator (process ${first.proc.pid}, config ${o}) holds ${pidFile}: its audit ` +
+        `database is in ${dir} too, and two serves cannot share that folder. Give each config its own folder`,
+    );
+    // Refused before it opened anything: no listener, no audit database of its own.
+    expect(second.logs()).not.toContain("listening");
+    expect(existsSync(join(dir, "audit2.db"))).toBe(false);
+    expect(readFileSync(pidFile, "utf8")).toBe(held);
+
+    // The first one is still the one reload reaches, and applies its own file.
+    writeFileSync(o, vaultConfig(dir, mailbox, [ALICE, BOB], "allow"));
+    const ok = runCli(["reload", "-c", o]);
+    expect(ok.stdout).toMatch(
+      new RegExp(`^reloaded: config revision [0-9a-f]{16} -> [0-9a-f]{16} \\(process ${first.proc.pid}\\)`),
+    );
+    expect(ok.exitCode).toBe(0);
+    const c = await imapLogin(port, BOB);
+    c.close();
+    // And o2.toml, which nothing runs, is not reloaded through it.
+    const other = runCli(["reload", "-c", o2]);
+    expect(other.exitCode).toBe(1);
+    expect(other.stdout).toContain(`(process ${first.proc.pid}) runs ${o}, not ${o2}; no signal was sent`);
+    expect(first.proc.exitCode).toBeNull();
+  } finally {
+    if (second !== null && second.proc.exitCode === null) second.proc.kill("SIGTERM");
+    first.proc.kill("SIGTERM");
+  }
+  expect(await first.proc.exited).toBe(0);
+  expect(existsSync(join(dir, "mailgator.pid"))).toBe(false);
+});
+
+test("two serves started at once in one folder: one runs and holds the pid file, the other is refused", async () => {
+  const mailbox = await createMailbox({ name: "reload-race" });
+  const dir = tempDir();
+  const { o, o2 } = sharedFolder(dir, mailbox, [ALICE]);
+  const both = [serveChild(o), serveChild(o2)];
+  try {
+    const out = await Promise.race([
+      ...both.map((s, i) => s.proc.exited.then((code) => ({ i, code }))),
+      Bun.sleep(10_000).then(() => null),
+    ]);
+    expect(out?.code).toBe(1);
+    const loser = both[out!.i]!;
+    const winner = both[1 - out!.i]!;
+    expect(loser.logs()).toContain(`cannot start: another mailgator (process ${winner.proc.pid}`);
+    await winner.port("SMTP");
+    expect(winner.proc.exitCode).toBeNull();
+    expect(readFileSync(join(dir, "mailgator.pid"), "utf8")).toBe(
+      `${winner.proc.pid} ${startOf(winner.proc.pid)}\n${winner === both[0] ? o : o2}\n`,
+    );
+  } finally {
+    for (const s of both) if (s.proc.exitCode === null) s.proc.kill("SIGTERM");
+  }
+  for (const s of both) expect([0, 1]).toContain(await s.proc.exited);
+});
+
+test("mailgator reload FILE does not signal the serve of another file named in FILE's pid file", async () => {
+  const mailbox = await createMailbox({ name: "reload-other" });
+  const dir = tempDir();
+  const dir2 = tempDir();
+  const o = join(dir, "o.toml");
+  const o2 = join(dir2, "o2.toml");
+  writeFileSync(o, vaultConfig(dir, mailbox, [ALICE], "allow"));
+  writeFileSync(o2, vaultConfig(dir2, mailbox, [ALICE], "allow"));
+  const served2 = serveChild(o2);
+  try {
+    const port2 = await served2.port("IMAP");
+    await served2.port("SMTP");
+    // The pid file in o.toml's folder names o2.toml's serve (as one from before this check left it, sharing the
+    // folder): both files are edited, and o.toml is the one to reload.
+    const pid2 = served2.proc.pid;
+    writeFileSync(join(dir, "mailgator.pid"), `${pid2} ${startOf(pid2)}\n${o2}\n`);
+    writeFileSync(o, vaultConfig(dir, mailbox, [ALICE, BOB], "allow"));
+    writeFileSync(o2, vaultConfig(dir2, mailbox, [ALICE, BOB], "allow"));
+    const mark = served2.logs().length;
+    const r = runCli(["reload", "-c", o]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stdout).toBe(
+      `not reloaded: the mailgator in ${join(dir, "mailgator.pid")} (process ${pid2}) runs ${o2}, not ${o}; no ` +
+        "signal was sent. Two configs cannot share the folder of their audit databases: give each its own\n",
+    );
+    // o2.toml's serve was not signalled: its edit is not in force (bob cannot log in), no reload in its log.
+    await Bun.sleep(300);
+    expect(served2.logs().slice(mark)).not.toMatch(/reloaded |reload failed/);
+    const c = await lineClient(tcpConnect({ host: "127.0.0.1", port: port2 }));
+    await c.waitFor(/^\* OK/m);
+    c.send(`a0 LOGIN ${BOB.name} ${BOB.token}`);
+    await c.waitFor(/^a0 NO/m);
+    c.close();
+    expect(served2.proc.exitCode).toBeNull();
+  } finally {
+    served2.proc.kill("SIGTERM");
+  }
+  expect(await served2.proc.exited).toBe(0);
+});
+
+test("a stale pid file is taken over: an exited process's, a reused pid's, one with a pid alone", async () => {
+  const mailbox = await createMailbox({ name: "reload-stale" });
+  const dir = tempDir();
+  const file = join(dir, "mailgator.toml");
+  writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "allow"));
+  const pidFile = join(dir, "mailgator.pid");
+  const gone = Bun.spawn(["true"]);
+  await gone.exited;
+  const reused = Bun.spawn(["sleep", "60"]);
+  try {
+    for (const stale of [
+      `${gone.pid} 12345\n${file}\n`, // exited (its start time no longer matters)
+      `${reused.pid} 1\n${file}\n`, // a live process that is not the one that wrote the file (another start time)
+      `${gone.pid}\n`, // a pid alone, written where /proc was not readable: its process has exited
+    ]) {
+      writeFileSync(pidFile, stale);
+      const served = serveChild(file);
+      try {
+        await served.port("SMTP");
+        expect(readFileSync(pidFile, "utf8")).toBe(`${served.proc.pid} ${startOf(served.proc.pid)}\n${file}\n`);
+        expect(runCli(["reload", "-c", file]).exitCode).toBe(0);
+      } finally {
+        served.proc.kill("SIGTERM");
+      }
+      expect(await served.proc.exited).toBe(0);
+    }
+    expect(reused.exitCode).toBeNull();
+    expect(reused.signalCode).toBeNull();
+  } finally {
+    reused.kill();
+  }
+});
+
+test("mailgator reload fails when the process reports another file, or a revision other than FILE's", async () => {
+  const dir = tempDir();
+  const mailbox = await createMailbox({ name: "reload-revision" });
+  const file = join(dir, "mailgator.toml");
+  writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "allow"));
+  const status = join(dir, "mailgator.reload.json");
+  // A stand-in for serve that answers SIGHUP with the status `answer` gives (as serve would after the file changed
+  // between the two reads, or a serve that reads another file): reload must not say "reloaded".
+  for (const [answer, said] of [
+    [{ config: file, revision: "0123456789abcdef" }, "not reloaded as read: process"],
+    [{ config: join(dir, "other.toml"), revision: "" }, `reported the outcome for ${join(dir, "other.toml")}`],
+  ] as const) {
+    const script = `process.on("SIGHUP", () => { require("node:fs").writeFileSync(${JSON.stringify(status)},
+      JSON.stringify({ pid: process.pid, seq: 1, ok: true, at: "", previousRevision: "x", errors: [], warnings: [],
+      sessionsEnded: 0, ...${JSON.stringify(answer)} })); }); setInterval(() => {}, 1000);`;
+    const standIn = Bun.spawn([process.execPath, "-e", script]);
+    try {
+      await Bun.sleep(500);
+      writeFileSync(join(dir, "mailgator.pid"), `${standIn.pid} ${startOf(standIn.pid)}\n${file}\n`);
+      const r = runCli(["reload", "-c", file]);
+      expect(r.stdout).toContain(said);
+      expect(r.stdout).not.toMatch(/^reloaded:/m);
+      expect(r.exitCode).toBe(1);
+    } finally {
+      standIn.kill();
+    }
+  }
+});

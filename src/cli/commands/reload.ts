@@ -1,5 +1,6 @@
 /** `mailgator reload -c FILE`: tell the running `serve` to reload, wait for its outcome, print it. */
 
+import { realpathSync } from "node:fs";
 import { ConfigError, findConfig, loadConfig } from "../../config/index.ts";
 import { pidFileFor, readPidFile, readStatusFile, statusFileFor } from "../../runtime/state-files.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse } from "../args.ts";
@@ -7,10 +8,11 @@ import { type CommandContext, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse } from ".
 export const usage = `Usage: mailgator reload [-c FILE]
 
 Checks the config, sends SIGHUP to the mailgator serving it (its pid is in
-mailgator.pid beside the audit database), waits for the outcome and prints
-it: "reloaded" with the new config revision, or the errors (the running
-config then stays in force). Exit 0 reloaded, 1 not reloaded, 2 the file
-does not load (nothing was sent).
+mailgator.pid beside the audit database; a process that runs another config
+file is not signalled), waits for the outcome and prints it: "reloaded" with
+the new config revision, or the errors (the running config then stays in
+force). Exit 0 reloaded, 1 not reloaded (or not the revision read from
+FILE), 2 the file does not load (nothing was sent).
 
 Options:
   -c, --config FILE        the config file
@@ -19,6 +21,16 @@ Options:
 /** How long to wait for serve to write the outcome of the reload. */
 export const RELOAD_WAIT_MS = 10_000;
 const POLL_MS = 50;
+
+/** `a` and `b` name one file: the same absolute path, or the same file once symbolic links are followed. */
+function sameFile(a: string, b: string): boolean {
+  if (a === b) return true;
+  try {
+    return realpathSync(a) === realpathSync(b);
+  } catch {
+    return false;
+  }
+}
 
 export async function reload(ctx: CommandContext): Promise<number> {
   const { values } = parse(ctx.argv, { config: { type: "string", short: "c" } }, usage);
@@ -48,6 +60,22 @@ export async function reload(ctx: CommandContext): Promise<number> {
     return EXIT_FAILURE;
   }
   const pid = entry.pid;
+  // The serve holding the pid file must be the one running this file: two configs whose audit databases are in one
+  // folder would share it (docs/operations.md "Reload"), and signalling the other one reloads its own file.
+  if (entry.config === null) {
+    ctx.out(
+      `not reloaded: ${pidFile} (process ${pid}) does not say which config file that process runs (a mailgator ` +
+        "from before it did); no signal was sent: restart it",
+    );
+    return EXIT_FAILURE;
+  }
+  if (!sameFile(entry.config, config.file)) {
+    ctx.out(
+      `not reloaded: the mailgator in ${pidFile} (process ${pid}) runs ${entry.config}, not ${config.file}; no ` +
+        "signal was sent. Two configs cannot share the folder of their audit databases: give each its own",
+    );
+    return EXIT_FAILURE;
+  }
   const before = readStatusFile(statusFile);
   const lastSeq = before?.pid === pid ? before.seq : 0;
   try {
@@ -68,6 +96,20 @@ export async function reload(ctx: CommandContext): Promise<number> {
         return EXIT_FAILURE;
       }
       continue;
+    }
+    if (status.config === undefined || !sameFile(status.config, config.file)) {
+      ctx.out(
+        `not reloaded: process ${pid} reported the outcome for ${status.config ?? "a config file it does not name"}, ` +
+          `not ${config.file}; see its log`,
+      );
+      return EXIT_FAILURE;
+    }
+    if (status.ok && status.revision !== config.revision) {
+      ctx.out(
+        `not reloaded as read: process ${pid} now runs config revision ${status.revision}, but ${config.file} was ` +
+          `revision ${config.revision} when this command read it (the file changed in between); run it again`,
+      );
+      return EXIT_FAILURE;
     }
     if (status.ok) {
       ctx.out(`reloaded: config revision ${status.previousRevision} -> ${status.revision} (process ${pid})`);

@@ -4,6 +4,7 @@
  */
 
 import { rmSync } from "node:fs";
+import { dirname } from "node:path";
 
 import { type AccountCredentials, openAccountCredentials } from "../../accounts/index.ts";
 import { auditHealthy, auditRowsQueued, auditRowsWritten, countReload, setHeldApprovals } from "../../admin/metrics.ts";
@@ -20,7 +21,7 @@ import { SHUTDOWN_GRACE_MS } from "../../net/index.ts";
 import { compilePolicy, type Policy } from "../../policy/index.ts";
 import { openQuotas, type Quotas, type RunningQuotas } from "../../quotas/index.ts";
 import { emitReload, LiveConfig, onReload, type PreparedReload, type ReloadResult } from "../../runtime/reload.ts";
-import { pidFileFor, statusFileFor, writePidFile, writeStatusFile } from "../../runtime/state-files.ts";
+import { claimPidFile, pidFileFor, releasePidFile, statusFileFor, writeStatusFile } from "../../runtime/state-files.ts";
 import { startSmtpProxy } from "../../smtp/index.ts";
 import { openStateDatabase } from "../../state/database.ts";
 import { SealedStore } from "../../state/store.ts";
@@ -81,6 +82,16 @@ export function approvalExpiryCheckMs(timeoutMs: number): number {
 }
 
 export async function serve(ctx: CommandContext): Promise<number> {
+  // The pid file, once this process holds it, is removed on every way out, a throw included.
+  const held: { pidFile: string; text: string }[] = [];
+  try {
+    return await serveHolding(ctx, held);
+  } finally {
+    for (const h of held) releasePidFile(h.pidFile, h.text);
+  }
+}
+
+async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: string }[]): Promise<number> {
   const { values } = parse(
     ctx.argv,
     { config: { type: "string", short: "c" }, "log-format": { type: "string" } },
@@ -122,6 +133,27 @@ export async function serve(ctx: CommandContext): Promise<number> {
     process.once("SIGINT", () => stop("SIGINT"));
     process.once("SIGTERM", () => stop("SIGTERM"));
   });
+  // One serve per folder: a second one with its audit database beside the first's would share its pid file, status
+  // file and (by default) state database, and `mailgator reload` for either would signal the other. Nothing is
+  // opened before this (docs/operations.md "One serve per folder").
+  const pidFile = pidFileFor(config);
+  const statusFile = statusFileFor(config);
+  try {
+    const claim = claimPidFile(pidFile, config.file);
+    if (!claim.held) {
+      const other = claim.config === null ? "" : `, config ${claim.config}`;
+      log.error(
+        `cannot start: another mailgator (process ${claim.pid}${other}) holds ${pidFile}: its audit database is ` +
+          `in ${dirname(pidFile)} too, and two serves cannot share that folder. Give each config its own folder ` +
+          "for [audit] path (and for [state] path, which defaults to it)",
+      );
+      return EXIT_FAILURE;
+    }
+    held.push({ pidFile, text: claim.text });
+  } catch (e) {
+    log.error(`cannot start: cannot create the pid file ${pidFile}: ${errorMessage(e)}`);
+    return EXIT_FAILURE;
+  }
   const audit = AuditLog.open(config.audit.path, {
     ...(config.audit.retentionDays ? { retentionDays: config.audit.retentionDays } : {}),
     log: (m) => log.error(m),
@@ -217,8 +249,6 @@ export async function serve(ctx: CommandContext): Promise<number> {
     return EXIT_FAILURE;
   }
   if (config.quotas.length > 0) log.info(`quotas: ${config.quotas.length}, counted in ${config.state.path}`);
-  const pidFile = pidFileFor(config);
-  const statusFile = statusFileFor(config);
   const handles: ProxyHandle[] = [];
   const listening: Record<"imap" | "smtp", boolean> = { imap: false, smtp: false };
   let admin: AdminServer | null = null;
@@ -234,7 +264,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
           sealed: state === null ? null : { path: config.state.path, secretsFile: config.state.secretsFile },
           admin: config.admin,
         });
-        writeStatusFile(statusFile, result, (m) => log.error(m));
+        writeStatusFile(statusFile, config.file, result, (m) => log.error(m));
         emitReload(result);
       })
       // An unexpected throw (a bug) is logged; the chain stays usable, so the next SIGHUP still reloads.
@@ -290,12 +320,14 @@ export async function serve(ctx: CommandContext): Promise<number> {
     await closeStores();
     return EXIT_FAILURE;
   }
-  writePidFile(pidFile, (m) => log.warn(m));
   hup = {
     reload: reloadNow,
     refuse: () =>
-      writeStatusFile(statusFile, notReloaded(live.config.revision, ["serve is shutting down: not reloaded"]), (m) =>
-        log.error(m),
+      writeStatusFile(
+        statusFile,
+        config.file,
+        notReloaded(live.config.revision, ["serve is shutting down: not reloaded"]),
+        (m) => log.error(m),
       ),
   };
   if (pendingHup && !stopping) reloadNow();
@@ -313,7 +345,7 @@ export async function serve(ctx: CommandContext): Promise<number> {
   await admin?.close();
   for (const f of unregister) f();
   const closed = await closeStores();
-  for (const file of [pidFile, statusFile]) rmSync(file, { force: true });
+  rmSync(statusFile, { force: true }); // and the pid file once this returns (serve above)
   process.off("SIGHUP", onHup);
   return closed ? EXIT_OK : EXIT_FAILURE;
 
