@@ -715,6 +715,9 @@ function build(
   const agentNames = new Set<string>();
   // Lower-cased name → the name as first written: names compare without case, as the audit log's agent filter does.
   const agentKeys = new Map<string, string>();
+  // token_hash → the first agent with it. A login is an agent's name and token, and names are no secret: two agents
+  // sharing a hash would let either's token log in as the other, with its account and rules (docs/config.md).
+  const tokenOwners = new Map<string, { name: string; index: number }>();
   (raw.agents ?? []).forEach((a, i) => {
     const taken = agentKeys.get(a.name.toLowerCase());
     if (taken === a.name) problems.add(["agents", i, "name"], `duplicate agent name ${JSON.stringify(a.name)}`);
@@ -731,6 +734,16 @@ function build(
         ["agents", i, "token_hash"],
         `expected "sha256:" and 64 hex digits (from \`mailgator token new ${a.name}\`)`,
       );
+    } else {
+      const owner = tokenOwners.get(a.token_hash);
+      if (owner !== undefined)
+        problems.add(
+          ["agents", i, "token_hash"],
+          `agents ${JSON.stringify(owner.name)} (agents[${owner.index}]) and ${JSON.stringify(a.name)} have the same ` +
+            "token_hash: either's token would log in as the other. Was the [[agents]] block copied? Give each agent " +
+            `its own token: \`mailgator token new ${a.name}\``,
+        );
+      else tokenOwners.set(a.token_hash, { name: a.name, index: i });
     }
     if (raw.accounts?.[a.account] === undefined) {
       problems.add(["agents", i, "account"], `no account named ${JSON.stringify(a.account)} in [accounts]`);

@@ -439,6 +439,27 @@ describe("errors a person can act on", () => {
     });
   }
 
+  test("two agents with the same token_hash: refused, naming both (a token would log in as either)", () => {
+    const other = `sha256:${"b".repeat(64)}`;
+    const text =
+      `[accounts.m]\nusername = "u"\npassword = "p"\n[accounts.n]\nusername = "v"\npassword = "q"\n` +
+      `[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = "m"\n` +
+      `[[agents]]\nname = "other"\ntoken_hash = "${other}"\naccount = "m"\n` +
+      `[[agents]]\nname = "bot-copy"\ntoken_hash = "${HASH}"\naccount = "n"\n`;
+    const message = problems(text);
+    expect(message).toContain(
+      `mailgator.toml:17:14: agents[2].token_hash: agents "bot" (agents[0]) and "bot-copy" have the same token_hash`,
+    );
+    expect(message).toContain("`mailgator token new bot-copy`");
+    expect(message).not.toContain("agents[1]");
+    // Distinct hashes load.
+    const ok = parseConfig(
+      text.replace(`token_hash = "${HASH}"\naccount = "n"`, `token_hash = "sha256:${"c".repeat(64)}"\naccount = "n"`),
+      "/x.toml",
+    );
+    expect(ok.agents.map((a) => a.name)).toEqual(["bot", "other", "bot-copy"]);
+  });
+
   test("a syntax error quotes no line of a file that names a secret", () => {
     const cases: [string, string][] = [
       // An unclosed quote in the secret's own line: the usual way a password ends up in the excerpt.

@@ -82,6 +82,7 @@ describe("pass-through", () => {
 
 describe("vault", () => {
   const token = generateToken();
+  const filerToken = generateToken();
   const pinnedToken = generateToken();
   let proxy: TestProxy;
   const env = `MAILGATOR_TEST_VAULT_${process.pid}`;
@@ -90,7 +91,6 @@ describe("vault", () => {
     process.env[env] = mailbox.password;
     const passwordFile = join(tmp, "other.secret");
     writeFileSync(passwordFile, `${other.password}\n`, { mode: 0o600 });
-    const fileToken = hashToken(token);
     proxy = await startTestProxy({
       extra: `
 [accounts.main]
@@ -103,12 +103,12 @@ password_file = "${passwordFile}"
 
 [[agents]]
 name = "assistant"
-token_hash = "${fileToken}"
+token_hash = "${hashToken(token)}"
 account = "main"
 
 [[agents]]
 name = "filer"
-token_hash = "${fileToken}"
+token_hash = "${hashToken(filerToken)}"
 account = "second"
 allowed_ips = ["127.0.0.1/32"]
 
@@ -140,7 +140,7 @@ allowed_ips = ["10.0.0.0/8"]
   });
 
   test("password_file account, and AUTHENTICATE PLAIN (imapflow's default) with an allowed address", async () => {
-    const client = await proxyClient(proxy.port, "filer", token);
+    const client = await proxyClient(proxy.port, "filer", filerToken);
     try {
       const box = await client.mailboxOpen("INBOX");
       expect(box.exists).toBe(2);
