@@ -9,6 +9,7 @@
 
 import type { AuditEvent } from "../audit/index.ts";
 import type { Config, OAuth2AccountConfig } from "../config/index.ts";
+import { ownEntry } from "../config/names.ts";
 import { errorMessage } from "../log.ts";
 import { SealedRecordError, type SealedStore } from "../state/store.ts";
 import { AccountNeedsReauthorization, AccountTemporarilyUnavailable } from "./errors.ts";
@@ -151,11 +152,11 @@ export class AccountCredentials {
         const previous = this.#config.accounts;
         this.#config = next;
         for (const name of [...this.#runtime.keys()]) {
-          const account = next.accounts[name];
+          const account = ownEntry(next.accounts, name);
           if (account?.auth !== "oauth2") this.#runtime.delete(name);
         }
         for (const account of oauth) {
-          const before = previous[account.name];
+          const before = ownEntry(previous, account.name);
           const kept = before?.auth === "oauth2" && sameClient(before.oauth2, account.oauth2);
           if (!kept || !this.#runtime.has(account.name)) this.#runtime.set(account.name, this.#fresh(account));
         }
@@ -168,7 +169,7 @@ export class AccountCredentials {
    * AccountNeedsReauthorization or AccountTemporarilyUnavailable (both: refuse the agent with a temporary failure).
    */
   async credentialFor(accountName: string): Promise<Credential> {
-    const account = this.#config.accounts[accountName];
+    const account = ownEntry(this.#config.accounts, accountName);
     if (account === undefined) throw new Error(`accounts: no account named ${JSON.stringify(accountName)}`);
     if (account.auth === "password")
       return { kind: "password", username: account.username, password: account.password.reveal() };
@@ -216,7 +217,7 @@ export class AccountCredentials {
     if (record === null) return true;
     try {
       // A pair stored since by another process (`mailgator account login`) is newer: it wins, this one is dropped.
-      const account = this.#config.accounts[name];
+      const account = ownEntry(this.#config.accounts, name);
       const stored = account?.auth === "oauth2" ? this.#read(account) : null;
       if (stored !== null && stored.obtainedAt > record.obtainedAt) {
         rt.unsaved = null;

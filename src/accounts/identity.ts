@@ -3,7 +3,9 @@
  * sessions logged in with the old one (docs/operations.md "Reload"). Secrets enter only as SHA-256 digests, so the
  * key itself holds no secret.
  */
+
 import { createHash } from "node:crypto";
+import { ownEntry } from "../config/names.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { ipAllowed } from "../net/ip.ts";
 
@@ -57,7 +59,7 @@ export function reloadEndReason(
   if (agent === undefined) return "the agent was removed";
   if (agent.tokenHash !== login.tokenHash) return "the agent's token changed";
   if (!ipAllowed(remoteAddress, agent.allowedIps)) return "the client address is no longer in the agent's allowed_ips";
-  const account = config.accounts[agent.account];
+  const account = ownEntry(config.accounts, agent.account);
   if (agent.account !== login.account || account === undefined) return "the agent's account changed";
   if (account.username !== login.username || accountLoginKey(account) !== login.loginKey)
     return "the account's upstream credentials changed";

@@ -17,7 +17,7 @@
 
 import { randomBytes } from "node:crypto";
 import type { AccountCredentials } from "../accounts/index.ts";
-import { agentReading } from "../config/index.ts";
+import { agentReading, ownEntry } from "../config/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
 import { clean } from "../mail/index.ts";
@@ -210,7 +210,7 @@ function source(message: Buffer): MessageSource {
 function noticeAccount(config: Config, held: HeldDetails): AccountConfig {
   const name = config.approvals.notifyAccount ?? held.account;
   if (name === null) throw new PermanentError("no account to send notices as: [approvals] notify_account is not set");
-  const account = config.accounts[name];
+  const account = ownEntry(config.accounts, name);
   if (account === undefined) throw new PermanentError(`account ${JSON.stringify(name)} is no longer configured`);
   return account;
 }
@@ -314,7 +314,7 @@ export class Notifier {
     const addresses: { to: string; group: string }[] = [];
     const missing: string[] = [];
     for (const group of row.groups) {
-      const members = this.#ctx.config.approvals.groups[group];
+      const members = ownEntry(this.#ctx.config.approvals.groups, group);
       if (members === undefined) {
         missing.push(group);
         continue;

@@ -8,6 +8,7 @@
 import { randomBytes } from "node:crypto";
 import type { AccountCredentials } from "../accounts/index.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
+import { ownEntry } from "../config/names.ts";
 import type { Config } from "../config/types.ts";
 import { errorMessage, moduleLogger } from "../log.ts";
 import { parseHeaderFields, readOriginators } from "../mail/index.ts";
@@ -129,7 +130,7 @@ async function login(ctx: ApprovalContext, held: HeldMessage, signal: AbortSigna
       throw new Error(`the agent ${held.agent}'s token changed after the message was held`);
     if (agent.account !== held.account) throw new Error(`the agent ${held.agent} now uses another account`);
   }
-  const account = held.account === null ? undefined : ctx.config.accounts[held.account];
+  const account = held.account === null ? undefined : ownEntry(ctx.config.accounts, held.account);
   if (account === undefined) throw new Error(`account ${JSON.stringify(held.account)} is no longer configured`);
   stillAnIdentity(held, sessionIdentities(account.username, account.identities));
   return openAccountUpstream(target, account, ctx.credentials, signal);

@@ -16,6 +16,7 @@ import { compileGlob, expandOperation, GlobError, type GlobKind, type Operation 
 import { ConfigError, type ConfigProblem } from "./errors.ts";
 import { DEFAULT_IMAP_LIMITS, DEFAULT_SMTP_LIMITS } from "./limits.ts";
 import { locate } from "./locate.ts";
+import { isReservedName, ownEntry, RESERVED_NAMES } from "./names.ts";
 import { type RuleContext, ruleProblems } from "./rules.ts";
 import {
   configSchema,
@@ -745,7 +746,7 @@ function build(
         );
       else tokenOwners.set(a.token_hash, { name: a.name, index: i });
     }
-    if (raw.accounts?.[a.account] === undefined) {
+    if (ownEntry(raw.accounts, a.account) === undefined) {
       problems.add(["agents", i, "account"], `no account named ${JSON.stringify(a.account)} in [accounts]`);
     }
     a.allowed_ips?.forEach((ip, j) => {
@@ -775,7 +776,7 @@ function build(
     else ruleNames.set(r.name, i);
     const compiled = rule(r, i, raw.agents ? agentNames : null, { imap: raw.imap !== undefined }, problems);
     r.ask_groups?.forEach((group, j) => {
-      if (approvals.groups[group] === undefined)
+      if (ownEntry(approvals.groups, group) === undefined)
         problems.add(["rules", i, "ask_groups", j], `no group named ${JSON.stringify(group)} in [approvals.groups]`);
     });
     if (compiled) rules.push(compiled);
@@ -875,7 +876,7 @@ function approvalsConfig(raw: RawConfig, problems: Problems): ApprovalsConfig {
       );
     else baseUrl = a.base_url.replace(/\/+$/, "");
   }
-  if (a.notify_account !== undefined && raw.accounts?.[a.notify_account] === undefined)
+  if (a.notify_account !== undefined && ownEntry(raw.accounts, a.notify_account) === undefined)
     problems.add(["approvals", "notify_account"], `no account named ${JSON.stringify(a.notify_account)} in [accounts]`);
   const groups: Record<string, string[]> = {};
   for (const [name, g] of Object.entries(a.groups ?? {})) {
@@ -911,6 +912,31 @@ function deepFreeze<T>(value: T): T {
   return value;
 }
 
+/**
+ * Account, agent and group names that are also names every object has (src/config/names.ts), read from the parsed
+ * TOML: the schema would drop such a table without a word.
+ */
+function reservedNames(data: unknown, problems: Problems): void {
+  const reserved = `reserved (${RESERVED_NAMES.join(", ")} cannot be names)`;
+  const table = (value: unknown): value is Record<string, unknown> =>
+    typeof value === "object" && value !== null && !Array.isArray(value);
+  if (!table(data)) return;
+  if (table(data["accounts"]))
+    for (const name of Object.keys(data["accounts"]))
+      if (isReservedName(name)) problems.add(["accounts", name], `account name ${JSON.stringify(name)} is ${reserved}`);
+  const approvals = data["approvals"];
+  if (table(approvals) && table(approvals["groups"]))
+    for (const name of Object.keys(approvals["groups"]))
+      if (isReservedName(name))
+        problems.add(["approvals", "groups", name], `group name ${JSON.stringify(name)} is ${reserved}`);
+  if (Array.isArray(data["agents"]))
+    data["agents"].forEach((agent: unknown, i) => {
+      const name = table(agent) ? agent["name"] : undefined;
+      if (typeof name === "string" && isReservedName(name))
+        problems.add(["agents", i, "name"], `agent name ${JSON.stringify(name)} is ${reserved}`);
+    });
+}
+
 /** Parses and validates config text; throws ConfigError listing every problem. */
 export function parseConfig(text: string, file: string, options: LoadOptions = {}): Config {
   const env = options.skipSecrets === true ? SKIP_SECRETS : (options.env ?? process.env);
@@ -934,11 +960,10 @@ export function parseConfig(text: string, file: string, options: LoadOptions = {
     throw e;
   }
   const problems = new Problems(text);
+  reservedNames(data, problems);
   const result = v.safeParse(configSchema, data);
-  if (!result.success) {
-    schemaProblems(result.issues, problems);
-    throw new ConfigError(file, problems.list);
-  }
+  if (!result.success) schemaProblems(result.issues, problems);
+  if (!result.success || problems.list.length > 0) throw new ConfigError(file, problems.list);
   const config = build(result.output, file, text, env, problems);
   if (problems.list.length > 0) throw new ConfigError(file, problems.list);
   return deepFreeze(config);
@@ -970,7 +995,7 @@ export function agentReading(
 ): Config["agents"][number] | null {
   const wanted = mailboxOf(address);
   for (const agent of config.agents) {
-    const account = config.accounts[agent.account];
+    const account = ownEntry(config.accounts, agent.account);
     if (account === undefined) continue;
     if ([account.username, ...account.identities].some((mine) => mailboxOf(mine) === wanted)) return agent;
   }

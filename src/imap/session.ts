@@ -11,6 +11,7 @@ import { randomBytes } from "node:crypto";
 import { accountLoginKey, reloadEndReason, type SessionLogin } from "../accounts/index.ts";
 import type { AuditEvent } from "../audit/index.ts";
 import { AuditUnavailableError } from "../audit/index.ts";
+import { ownEntry } from "../config/names.ts";
 import type { Config } from "../config/types.ts";
 import { errorMessage, logAccess, logLoginFailure, moduleLogger } from "../log.ts";
 import {
@@ -1251,6 +1252,6 @@ const LINE_BREAKS = /[\r\n\0]/g;
 
 /** `accountLoginKey` of a configured account; "" when it is missing (the login refuses that case before). */
 function accountLoginKeyOf(config: Config, name: string): string {
-  const account = config.accounts[name];
+  const account = ownEntry(config.accounts, name);
   return account === undefined ? "" : accountLoginKey(account);
 }

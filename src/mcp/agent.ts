@@ -19,6 +19,7 @@ import MailComposer from "nodemailer/lib/mail-composer/index.js";
 import { z } from "zod";
 import pkg from "../../package.json" with { type: "json" };
 import type { Config } from "../config/index.ts";
+import { ownEntry } from "../config/names.ts";
 import {
   type HeaderField,
   isMediaType,
@@ -302,7 +303,10 @@ function defaultSender(config: Config, agent: string): string | null {
   const candidates =
     entry === undefined
       ? [agent, ...(config.smtp?.identities ?? [])]
-      : [config.accounts[entry.account]?.username ?? "", ...(config.accounts[entry.account]?.identities ?? [])];
+      : [
+          ownEntry(config.accounts, entry.account)?.username ?? "",
+          ...(ownEntry(config.accounts, entry.account)?.identities ?? []),
+        ];
   return candidates.find((c) => c.includes("@")) ?? null;
 }
 

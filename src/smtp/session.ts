@@ -21,6 +21,7 @@ import { countLimitRefusal } from "../admin/metrics.ts";
 import { buildPreview } from "../approvals/preview.ts";
 import { type ApprovalRow, type ApprovalStore, HoldStopped, newApprovalId } from "../approvals/store.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
+import { ownEntry } from "../config/names.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { errorMessage, logAccess, logLoginFailure, moduleLogger } from "../log.ts";
 import type { Connection, FailureThrottle, TlsIdentity, UpstreamTarget } from "../net/index.ts";
@@ -563,7 +564,7 @@ export class SmtpSession {
     if (id === null) return new Set();
     const config = this.#ctx.config;
     if (id.mode === "pass-through") return sessionIdentities(id.user, config.smtp?.identities ?? []);
-    const account = config.accounts[id.account.name];
+    const account = ownEntry(config.accounts, id.account.name);
     // An account gone or renamed upstream ends the session at the reload (`reloaded`); meanwhile it has none.
     if (account === undefined || account.username !== id.account.username) return new Set();
     return sessionIdentities(account.username, account.identities);
@@ -817,7 +818,7 @@ export class SmtpSession {
     if (config.agents.length > 0) {
       const result = checkAgentLogin(config.agents, attempt, this.#conn.remoteAddress);
       if (!result.ok) return this.#authFailed(attempt.username, result.reason);
-      const account = config.accounts[result.agent.account];
+      const account = ownEntry(config.accounts, result.agent.account);
       if (account === undefined)
         return this.#authFailed(attempt.username, `agent's account ${result.agent.account} is not configured`);
       if (!this.#takePlace(SessionCounter.key(result.agent.name, account.username), attempt.username, true)) return;

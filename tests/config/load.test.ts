@@ -2,7 +2,15 @@ import { describe, expect, test } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type AccountConfig, ConfigError, loadConfig, parseConfig, type Secret } from "../../src/config/index.ts";
+import { AccountCredentials } from "../../src/accounts/credentials.ts";
+import {
+  type AccountConfig,
+  ConfigError,
+  loadConfig,
+  ownEntry,
+  parseConfig,
+  type Secret,
+} from "../../src/config/index.ts";
 import { upstreams } from "../fixtures/index.ts";
 
 const HASH = `sha256:${"a".repeat(64)}`;
@@ -458,6 +466,67 @@ describe("errors a person can act on", () => {
       "/x.toml",
     );
     expect(ok.agents.map((a) => a.name)).toEqual(["bot", "other", "bot-copy"]);
+  });
+
+  // A name is a key of a table, and every object answers to the names of Object.prototype: none of them may pass for
+  // an account or group that the file does not define.
+  test("names of Object.prototype are not accounts or groups the file defines", () => {
+    const ACCOUNT = `[accounts.m]\nusername = "u"\npassword = "p"\n`;
+    for (const name of ["toString", "__proto__", "constructor", "hasOwnProperty", "valueOf"]) {
+      const agent = `${ACCOUNT}[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = "${name}"\n`;
+      expect(problems(agent)).toContain(`agents[0].account: no account named "${name}" in [accounts]`);
+      const notify = `${ACCOUNT}[approvals]\nnotify_account = "${name}"\n`;
+      expect(problems(notify)).toContain(`approvals.notify_account: no account named "${name}" in [accounts]`);
+      const ask =
+        `[approvals.groups.m]\nrecipients = ["boss@example.com"]\n[[rules]]\nname = "a"\naction = "ask"\n` +
+        `ask_groups = ["${name}"]\noperations = ["send"]\n`;
+      expect(problems(ask)).toContain(`rules[0].ask_groups[0]: no group named "${name}" in [approvals.groups]`);
+    }
+    // An account that is really called toString is one.
+    const real = parseConfig(
+      `[accounts.toString]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\n` +
+        `account = "toString"\n`,
+      "/x.toml",
+    );
+    expect(real.agents[0]!.account).toBe("toString");
+    expect(Object.hasOwn(real.accounts, "toString")).toBe(true);
+  });
+
+  test("__proto__, constructor and prototype cannot name an account, a group or an agent", () => {
+    for (const name of ["__proto__", "constructor", "prototype"]) {
+      const reserved = "reserved (__proto__, constructor, prototype cannot be names)";
+      const account = `[accounts.${name}]\nusername = "u"\npassword = "p"\n`;
+      expect(problems(account)).toContain(
+        `mailgator.toml:1:1: accounts.${name}: account name "${name}" is ${reserved}`,
+      );
+      // Not dropped on the way: an agent naming it is refused too, whatever the table held.
+      const agent = `${account}[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = "${name}"\n`;
+      expect(problems(agent)).toContain(`account name "${name}" is ${reserved}`);
+      const group = `[approvals.groups.${name}]\nrecipients = ["boss@example.com"]\n`;
+      expect(problems(group)).toContain(`approvals.groups.${name}: group name "${name}" is ${reserved}`);
+      const agentName =
+        `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "${name}"\ntoken_hash = "${HASH}"\n` +
+        `account = "m"\n`;
+      expect(problems(agentName)).toContain(`agents[0].name: agent name "${name}" is ${reserved}`);
+    }
+  });
+
+  test("ownEntry finds a record's own keys only", () => {
+    const record: Record<string, number> = { a: 1, toString: 2 };
+    expect(ownEntry(record, "a")).toBe(1);
+    expect(ownEntry(record, "toString")).toBe(2);
+    expect(ownEntry(record, "constructor")).toBeUndefined();
+    expect(ownEntry(record, "__proto__")).toBeUndefined();
+    expect(ownEntry(record, "hasOwnProperty")).toBeUndefined();
+    expect(ownEntry(undefined, "a")).toBeUndefined();
+  });
+
+  test("an account looked up by a name of Object.prototype is no account (upstream credentials)", async () => {
+    const config = parseConfig(`[accounts.m]\nusername = "u"\npassword = "p"\n`, "/x.toml");
+    const credentials = new AccountCredentials({ config, store: null });
+    expect(await credentials.credentialFor("m")).toMatchObject({ kind: "password", username: "u" });
+    for (const name of ["toString", "constructor", "__proto__"])
+      await expect(credentials.credentialFor(name)).rejects.toThrow(`accounts: no account named "${name}"`);
   });
 
   test("a syntax error quotes no line of a file that names a secret", () => {

@@ -3,7 +3,7 @@
 import { createInterface } from "node:readline";
 import { LoginError, loginDevice, loginLoopback, loginPaste } from "../../accounts/login.ts";
 import { ensureSchema, readStatus, saveTokens, TOKEN_KIND } from "../../accounts/records.ts";
-import { type AccountConfig, type Config, loadConfig, type OAuth2AccountConfig } from "../../config/index.ts";
+import { type AccountConfig, type Config, loadConfig, type OAuth2AccountConfig, ownEntry } from "../../config/index.ts";
 import { SealedStore } from "../../state/store.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required, UsageError } from "../args.ts";
 
@@ -27,7 +27,7 @@ Options:
   -h, --help          this help`;
 
 function oauthAccount(config: Config, name: string): OAuth2AccountConfig {
-  const account = config.accounts[name];
+  const account = ownEntry(config.accounts, name);
   if (account === undefined) throw new UsageError(`no account named ${JSON.stringify(name)} in ${config.file}`, usage);
   if (account.auth !== "oauth2")
     throw new UsageError(`account ${name} uses a password (auth = "password"): there is nothing to log in to`, usage);
@@ -185,7 +185,7 @@ function describe(v: AccountStatusView): string {
 }
 
 function status(ctx: CommandContext, config: Config, name: string | undefined, json: boolean): number {
-  if (name !== undefined && config.accounts[name] === undefined)
+  if (name !== undefined && ownEntry(config.accounts, name) === undefined)
     throw new UsageError(`no account named ${JSON.stringify(name)} in ${config.file}`, usage);
   const accounts = Object.values(config.accounts).filter((a) => name === undefined || a.name === name);
   const needsState = accounts.some((a) => a.auth === "oauth2");

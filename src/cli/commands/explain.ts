@@ -5,7 +5,7 @@
  */
 
 import type { Config } from "../../config/index.ts";
-import { findConfig, loadConfig } from "../../config/index.ts";
+import { findConfig, loadConfig, ownEntry } from "../../config/index.ts";
 import type { MessageFacts } from "../../imap/classify.ts";
 import { decideImap, type ImapVerdict } from "../../imap/decide.ts";
 import { parseAddressList, readEnvelopeAddress } from "../../mail/index.ts";
@@ -397,7 +397,7 @@ function senderIdentity(
   sender: string | undefined,
 ): { known: boolean; refused: boolean; account: string | null; list: string } {
   const found = agent === null ? undefined : config.agents.find((a) => a.name === agent);
-  const account = found === undefined ? undefined : config.accounts[found.account];
+  const account = found === undefined ? undefined : ownEntry(config.accounts, found.account);
   if (account === undefined) {
     // Vault mode without --agent: the agent's account decides; pass-through: the login and [smtp] identities.
     const configured = config.agents.length > 0 ? [] : (config.smtp?.identities ?? []);

@@ -11,6 +11,7 @@ import {
   AccountTemporarilyUnavailable,
 } from "../../accounts/index.ts";
 import { countLimitRefusal } from "../../admin/metrics.ts";
+import { ownEntry } from "../../config/names.ts";
 import { ipAllowed, SessionCounter, UpstreamError } from "../../net/index.ts";
 import type { MechanismSetting } from "../../net/sasl.ts";
 import { verifyToken } from "../../vault/token.ts";
@@ -87,7 +88,7 @@ async function loginAs(
     if (!tokenOk || found === undefined) return s.loginFailed(tag, command, username, "unknown agent or wrong token");
     if (!ipAllowed(s.conn.remoteAddress, found.allowedIps))
       return s.loginFailed(tag, command, username, "client address not in allowed_ips");
-    const account = config.accounts[found.account];
+    const account = ownEntry(config.accounts, found.account);
     if (account === undefined)
       return s.loginFailed(tag, command, username, `account ${found.account} is not configured`);
     upstreamUser = account.username;
