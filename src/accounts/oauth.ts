@@ -6,6 +6,7 @@
 
 import * as oauth from "oauth4webapi";
 import type { OAuth2Settings } from "../config/index.ts";
+import { isLoopbackHost } from "../net/ip.ts";
 
 /** A token request that takes longer than this counts as a network failure (and is retried). */
 export const TOKEN_REQUEST_TIMEOUT_MS = 15_000;
@@ -44,11 +45,11 @@ export class TokenRequestRefused extends Error {
   override name = "TokenRequestRefused";
 }
 
+/** A plain http:// URL to a loopback host (src/net/ip.ts isLoopbackHost), the only http config validation allows. */
 function isLoopbackUrl(url: string | null): boolean {
   if (url === null) return false;
   const u = new URL(url);
-  const host = u.hostname.replace(/^\[(.*)\]$/, "$1");
-  return u.protocol === "http:" && (host === "localhost" || host === "::1" || host.startsWith("127."));
+  return u.protocol === "http:" && isLoopbackHost(u.hostname.replace(/^\[(.*)\]$/, "$1"));
 }
 
 /** The oauth4webapi view of an account's client registration; `fetchImpl` is for tests. */

@@ -11,7 +11,7 @@ import { parse as parseToml, TomlError } from "smol-toml";
 import * as v from "valibot";
 import { GOOGLE, MICROSOFT_DEFAULT_TENANT, MICROSOFT_TENANT_ALIASES, microsoft } from "../accounts/providers.ts";
 import { mailboxProblem } from "../mail/address.ts";
-import { readIpEntry } from "../net/ip.ts";
+import { isLoopbackHost, readIpEntry } from "../net/ip.ts";
 import { compileGlob, expandOperation, GlobError, type GlobKind, type Operation } from "../policy/index.ts";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
 import { DEFAULT_IMAP_LIMITS, DEFAULT_SMTP_LIMITS } from "./limits.ts";
@@ -147,10 +147,6 @@ function parseHostPort(text: string, path: PathItem[], problems: Problems, allow
   return { host: m[1] ?? m[2]!, port };
 }
 
-function isLoopback(host: string): boolean {
-  return host === "localhost" || host === "::1" || host.startsWith("127.");
-}
-
 function resolveFile(base: string, file: string, path: PathItem[], problems: Problems): string | null {
   const full = resolve(base, file);
   try {
@@ -233,7 +229,7 @@ function listener(
       `tls_cert_file/tls_key_file are set but listen_tls is "none"; set listen_tls = "tls" or "starttls", or ` +
         `remove them`,
     );
-  } else if (!isLoopback(listenAddr.host)) {
+  } else if (!isLoopbackHost(listenAddr.host)) {
     warnings.push(
       `[${section}] listens on ${raw.listen_addr} without TLS: agents' logins cross the network in clear text`,
     );
@@ -456,7 +452,7 @@ function endpoint(text: string, at: PathItem[], problems: Problems): string | nu
     return null;
   }
   const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
-  if (url.protocol === "https:" || (url.protocol === "http:" && isLoopback(host))) return url.href;
+  if (url.protocol === "https:" || (url.protocol === "http:" && isLoopbackHost(host))) return url.href;
   problems.add(at, `expected an https:// URL (http:// only on a loopback address), got ${JSON.stringify(text)}`);
   return null;
 }
@@ -635,7 +631,7 @@ function admin(raw: RawAdmin, problems: Problems, warnings: string[]): AdminConf
     problems.add(["admin", "token_hash"], 'expected "sha256:" and 64 hex digits (from `mailgator token new admin`)');
   }
   if (listenAddr === null) return null;
-  if (!isLoopback(listenAddr.host)) {
+  if (!isLoopbackHost(listenAddr.host)) {
     if (!allowRemote) {
       problems.add(
         ["admin", "listen_addr"],

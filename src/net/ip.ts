@@ -117,3 +117,22 @@ export function addressKey(address: string): string {
   }
   return `${(p.bits >> 64n).toString(16)}::/64`;
 }
+
+/**
+ * The one host name taken as loopback: RFC 6761 §6.3 reserves it for the loopback interface, and resolvers answer it
+ * from the hosts file rather than from DNS. Any other name is not loopback, whatever it starts with.
+ */
+export const LOOPBACK_NAME = "localhost";
+
+/**
+ * True for a loopback host (docs/config.md `[admin]`): an IPv4 literal in 127.0.0.0/8 (RFC 1122 §3.2.1.3), the IPv6
+ * literal ::1 (RFC 4291 §2.5.3), or the name `localhost`. Decided from the literal alone, never by a prefix of the
+ * text: `127.example.net` and `127.0.0.1.example.net` are names whose owners point them where they like. An IPv6
+ * host is given without brackets; an IPv4-mapped address is not taken as loopback.
+ */
+export function isLoopbackHost(host: string): boolean {
+  if (host.toLowerCase() === LOOPBACK_NAME) return true;
+  const p = parseWritten(host);
+  if (p === null) return false;
+  return p.width === 32 ? p.bits >> 24n === 127n : p.bits === 1n;
+}

@@ -1,6 +1,8 @@
 // [accounts.NAME] with auth = "oauth2" and [state] (docs/config.md, docs/accounts.md).
 import { describe, expect, test } from "bun:test";
-import { ConfigError, type OAuth2AccountConfig, parseConfig } from "../../src/config/index.ts";
+import * as oauth from "oauth4webapi";
+import { endpointFor } from "../../src/accounts/oauth.ts";
+import { ConfigError, type OAuth2AccountConfig, type OAuth2Settings, parseConfig } from "../../src/config/index.ts";
 
 const FILE = "/cfg/mailgator.toml";
 
@@ -78,6 +80,49 @@ describe("oauth2 accounts", () => {
     expect(
       problems(['auth = "oauth2"', 'provider = "custom"', 'client_id = "id"', 'token_url = "https://t.test"']),
     ).toContain("needs scopes");
+  });
+
+  test("custom: http:// only to a loopback literal or localhost, not to a name that starts like one", () => {
+    const base = ['auth = "oauth2"', 'provider = "custom"', 'client_id = "id"', 'scopes = ["mail"]'];
+    const auth = 'authorize_url = "https://as.test/auth"';
+    for (const url of [
+      "http://127.attacker.example/token",
+      "http://127.0.0.1.nip.io/token",
+      "http://localhost.attacker.example/token",
+      "http://[::ffff:127.0.0.1]/token",
+    ])
+      expect(problems([...base, auth, `token_url = "${url}"`])).toContain(
+        `accounts.a.token_url: expected an https:// URL (http:// only on a loopback address), got "${url}"`,
+      );
+    for (const url of [
+      "http://127.0.0.1:9/token",
+      "http://127.5.6.7/token",
+      "http://[::1]:9/token",
+      "http://localhost:9/token",
+    ])
+      expect(account([...base, auth, `token_url = "${url}"`]).oauth2.tokenUrl).toBe(url);
+  });
+
+  test("the token endpoint allows plain http only for a loopback URL", () => {
+    const settings = (tokenUrl: string): OAuth2Settings => ({
+      provider: "custom",
+      grant: "authorization_code",
+      clientId: "id",
+      clientSecret: null,
+      tenant: null,
+      authorizeUrl: "https://as.test/auth",
+      tokenUrl,
+      deviceUrl: null,
+      scopes: ["mail"],
+      saslMechanism: "auto",
+    });
+    const insecure = (url: string) => endpointFor(settings(url)).options[oauth.allowInsecureRequests] === true;
+    expect(insecure("http://127.attacker.example/token")).toBe(false);
+    expect(insecure("http://127.0.0.1.nip.io/token")).toBe(false);
+    expect(insecure("http://127.0.0.1:9/token")).toBe(true);
+    expect(insecure("http://[::1]:9/token")).toBe(true);
+    expect(insecure("http://localhost:9/token")).toBe(true);
+    expect(insecure("https://as.test/token")).toBe(false);
   });
 
   test("keys of the other auth are refused where they stand", () => {
