@@ -4,7 +4,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { accessSync, constants, readFileSync } from "node:fs";
+import { accessSync, closeSync, constants, fstatSync, openSync, readFileSync, readSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { createSecureContext } from "node:tls";
 import { parse as parseToml, TomlError } from "smol-toml";
@@ -421,25 +421,87 @@ function secretFrom(
 ): Secret | null | undefined {
   const [inline, fromEnv, fromFile] = keys;
   if (env === SKIP_SECRETS) return keys.some((key) => raw[key] !== undefined) ? new Secret("") : undefined;
-  if (raw[inline] !== undefined) return new Secret(raw[inline]);
+  // A blank secret is a mistake (an unfilled template, an empty file), not a credential: refused from every source.
+  const blank = (value: string): boolean => value.trim() === "";
+  if (raw[inline] !== undefined) {
+    if (blank(raw[inline])) {
+      problems.add([...at, inline], "is empty (or only white space)");
+      return null;
+    }
+    return new Secret(raw[inline]);
+  }
   if (raw[fromEnv] !== undefined) {
     const value = env[raw[fromEnv]];
     if (value === undefined || value === "") {
       problems.add([...at, fromEnv], `environment variable ${raw[fromEnv]} is not set`);
       return null;
     }
+    if (blank(value)) {
+      problems.add([...at, fromEnv], `environment variable ${raw[fromEnv]} holds only white space`);
+      return null;
+    }
     return new Secret(value);
   }
   if (raw[fromFile] !== undefined) {
     const file = resolve(base, raw[fromFile]);
-    try {
-      return new Secret(readFileSync(file, "utf8").replace(/\r?\n$/, ""));
-    } catch {
-      problems.add([...at, fromFile], `cannot read ${JSON.stringify(file)}`);
+    const read = readSecretFile(file);
+    if (typeof read !== "string") {
+      problems.add([...at, fromFile], read.problem);
       return null;
     }
+    // One line ending at the end of the file is not part of the secret (docs/config.md "Vault mode").
+    const value = read.replace(/\r?\n$/, "");
+    if (blank(value)) {
+      problems.add([...at, fromFile], `${JSON.stringify(file)} is empty (or only white space)`);
+      return null;
+    }
+    return new Secret(value);
   }
   return undefined;
+}
+
+/** The largest `password_file` / `client_secret_file`: a password or a client secret is a line, not a document. */
+export const SECRET_FILE_MAX_BYTES = 64 * 1024;
+
+/**
+ * A secret file's text, or why it cannot be one: not a regular file (a FIFO or a device such as /dev/zero would
+ * block or never end), longer than SECRET_FILE_MAX_BYTES, or readable by group or others, which the secrets key file
+ * is refused for too (src/state/key.ts). Opened without blocking and checked with fstat on the open descriptor, so
+ * what is read is what was checked; a symbolic link is followed and its target checked.
+ */
+function readSecretFile(file: string): string | { problem: string } {
+  const name = JSON.stringify(file);
+  let fd: number;
+  try {
+    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
+  } catch (e) {
+    return { problem: `cannot read ${name} (${(e as NodeJS.ErrnoException).code ?? "error"})` };
+  }
+  try {
+    const stat = fstatSync(fd);
+    if (!stat.isFile()) return { problem: `${name} is not a regular file` };
+    if (stat.size > SECRET_FILE_MAX_BYTES)
+      return { problem: `${name} is larger than ${SECRET_FILE_MAX_BYTES} bytes: not a password or secret` };
+    if ((stat.mode & 0o077) !== 0)
+      return {
+        problem: `${name} is readable by group or others (mode ${(stat.mode & 0o777).toString(8)}): chmod 600 it`,
+      };
+    // Read at most one byte past the limit, in case the file grew since fstat.
+    const buffer = Buffer.alloc(SECRET_FILE_MAX_BYTES + 1);
+    let length = 0;
+    for (;;) {
+      const n = readSync(fd, buffer, length, buffer.length - length, null);
+      if (n === 0) break;
+      length += n;
+      if (length === buffer.length)
+        return { problem: `${name} is larger than ${SECRET_FILE_MAX_BYTES} bytes: not a password or secret` };
+    }
+    return buffer.subarray(0, length).toString("utf8");
+  } catch (e) {
+    return { problem: `cannot read ${name} (${(e as NodeJS.ErrnoException).code ?? "error"})` };
+  } finally {
+    closeSync(fd);
+  }
 }
 
 /** An endpoint URL: https, or plain http to a loopback address (a local test server). */

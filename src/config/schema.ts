@@ -60,7 +60,7 @@ export const agentSchema = v.strictObject({
 
 /** `[accounts.NAME]`: how the proxy logs in upstream; the oauth2 keys are checked against `auth` in load.ts. */
 export const accountSchema = v.strictObject({
-  username: v.string(),
+  username: v.pipe(v.string(), v.minLength(1)),
   auth: v.optional(v.picklist(["password", "oauth2"])),
   password: v.optional(v.string()),
   password_env: v.optional(v.string()),

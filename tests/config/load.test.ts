@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AccountCredentials } from "../../src/accounts/credentials.ts";
@@ -11,6 +11,7 @@ import {
   parseConfig,
   type Secret,
 } from "../../src/config/index.ts";
+import { SECRET_FILE_MAX_BYTES } from "../../src/config/load.ts";
 import { upstreams } from "../fixtures/index.ts";
 
 const HASH = `sha256:${"a".repeat(64)}`;
@@ -72,13 +73,101 @@ describe("loading", () => {
 
   test("a password file is read relative to the config", () => {
     const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
-    writeFileSync(join(dir, "pw.txt"), "from-file\n");
+    writeFileSync(join(dir, "pw.txt"), "from-file\n", { mode: 0o600 });
     writeFileSync(
       join(dir, "m.toml"),
       `[accounts.main]\nusername = "u"\npassword_file = "pw.txt"\n[[agents]]\nname = "b"\ntoken_hash = ` +
         `"${HASH}"\naccount = "main"\n`,
     );
     expect(passwordOf(loadConfig(join(dir, "m.toml")).accounts["main"]).reveal()).toBe("from-file");
+  });
+
+  describe("a password file must be a small, private, regular file holding a password", () => {
+    const account = (file: string) =>
+      `[accounts.main]\nusername = "u"\npassword_file = ${JSON.stringify(file)}\n[[agents]]\nname = "b"\n` +
+      `token_hash = "${HASH}"\naccount = "main"\n`;
+    const refusal = (file: string): string => {
+      try {
+        parseConfig(account(file), "/cfg/mailgator.toml");
+      } catch (e) {
+        expect(e).toBeInstanceOf(ConfigError);
+        return (e as ConfigError).message;
+      }
+      throw new Error("expected a ConfigError");
+    };
+
+    test("/dev/zero and a FIFO are refused at once, never read", () => {
+      expect(refusal("/dev/zero")).toContain(`accounts.main.password_file: "/dev/zero" is not a regular file`);
+      const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
+      const fifo = join(dir, "pw.fifo");
+      expect(Bun.spawnSync(["mkfifo", "-m", "600", fifo]).exitCode).toBe(0);
+      // No writer ever opens the FIFO: reading it would wait for ever (the test's timeout would fail it).
+      expect(refusal(fifo)).toContain(`${JSON.stringify(fifo)} is not a regular file`);
+      expect(refusal(dir)).toContain("is not a regular file");
+    }, 5000);
+
+    test("a file larger than SECRET_FILE_MAX_BYTES is refused; one at the limit is read", () => {
+      const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
+      const big = join(dir, "big.txt");
+      writeFileSync(big, "x".repeat(SECRET_FILE_MAX_BYTES + 1), { mode: 0o600 });
+      expect(refusal(big)).toContain(`is larger than ${SECRET_FILE_MAX_BYTES} bytes`);
+      writeFileSync(big, "x".repeat(SECRET_FILE_MAX_BYTES), { mode: 0o600 });
+      const c = parseConfig(account(big), "/x.toml");
+      expect(passwordOf(c.accounts["main"]).reveal()).toHaveLength(SECRET_FILE_MAX_BYTES);
+    });
+
+    test("an empty or blank file is refused; one trailing line ending is dropped, nothing else", () => {
+      const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
+      const file = join(dir, "pw.txt");
+      for (const text of ["", "\n", "\r\n", "  \n", "\t"]) {
+        writeFileSync(file, text, { mode: 0o600 });
+        expect(refusal(file)).toContain(`${JSON.stringify(file)} is empty (or only white space)`);
+      }
+      for (const [text, password] of [
+        ["pw\n", "pw"],
+        ["pw\r\n", "pw"],
+        ["pw", "pw"],
+        [" pw \n\n", " pw \n"],
+      ] as const) {
+        writeFileSync(file, text, { mode: 0o600 });
+        expect(passwordOf(parseConfig(account(file), "/x.toml").accounts["main"]).reveal()).toBe(password);
+      }
+    });
+
+    test("a file readable by group or others is refused, naming its mode", () => {
+      const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
+      const file = join(dir, "pw.txt");
+      writeFileSync(file, "pw\n", { mode: 0o600 });
+      for (const mode of [0o644, 0o640, 0o604]) {
+        chmodSync(file, mode);
+        expect(refusal(file)).toContain(
+          `${JSON.stringify(file)} is readable by group or others (mode ${mode.toString(8)}): chmod 600 it`,
+        );
+      }
+      chmodSync(file, 0o400);
+      expect(passwordOf(parseConfig(account(file), "/x.toml").accounts["main"]).reveal()).toBe("pw");
+    });
+
+    test("an empty password, password_env holding only white space, and an empty username are refused", () => {
+      const base = `[accounts.m]\nusername = "u"\n`;
+      expect(problems(`${base}password = ""\n`)).toContain("accounts.m.password: is empty (or only white space)");
+      expect(problems(`${base}password = "   "\n`)).toContain("accounts.m.password: is empty (or only white space)");
+      expect(problems(`${base}password_env = "PW"\n`, { PW: " \t" })).toContain(
+        "accounts.m.password_env: environment variable PW holds only white space",
+      );
+      expect(problems(`[accounts.m]\nusername = ""\npassword = "p"\n`)).toContain(
+        'accounts.m.username: expected a non-empty string, got ""',
+      );
+      expect(
+        problems(
+          [
+            '[accounts.a]\nusername = "me@x.test"\nauth = "oauth2"\nprovider = "google"',
+            'client_id = "id"',
+            'client_secret = ""',
+          ].join("\n"),
+        ),
+      ).toContain("accounts.a.client_secret: is empty (or only white space)");
+    });
   });
 
   test("identities: [smtp] and per account, as written; [smtp] identities in vault mode only warn", () => {
