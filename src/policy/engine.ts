@@ -10,7 +10,7 @@
  * fails closed.
  */
 
-import { compileGlob, escapeLiteral, folderGlobUsesRegex, type Glob } from "./glob.ts";
+import { compileGlob, escapeLiteral, foldCase, folderGlobUsesRegex, type Glob } from "./glob.ts";
 import {
   ALL_OPERATIONS_MASK,
   expandOperation,
@@ -128,17 +128,16 @@ function hasMessageConditions(rule: CompiledRule): boolean {
 }
 
 /**
- * Whether `levelMatches` can stand for how the engine matches `source`: a glob matched by comparing lower-cased
- * text, or anything in ASCII. A glob matched by its `iu` regular expression folds case (`ſ` is `s`) and counts
- * code points (`?` is one emoji) in ways lower-casing does not: with non-ASCII on either side, the callers give
- * their cautious answer.
+ * Whether `levelMatches` can stand for how the engine matches `source`: a glob matched by comparing case-folded
+ * text, or anything in ASCII. A glob matched by its `iu` regular expression counts code points (`?` is one emoji)
+ * where levelMatches counts UTF-16 units: with non-ASCII on either side, the callers give their cautious answer.
  */
 function comparable(source: string, levels: readonly string[]): boolean {
   const ascii = (text: string) => !/[^\x00-\x7f]/.test(text);
   return !folderGlobUsesRegex(source) || (ascii(source) && levels.every(ascii));
 }
 
-/** One folder level against one level of a glob (`*` and `?` stay within it); both lower-cased. */
+/** One folder level against one level of a glob (`*` and `?` stay within it); both passed through foldCase(). */
 function levelMatches(glob: string, level: string): boolean {
   if (!/[*?]/.test(glob)) return glob === level;
   let re = "^";
@@ -148,7 +147,7 @@ function levelMatches(glob: string, level: string): boolean {
 
 /** Does folder glob `source` match every name strictly below `levels`? Only `P/**` with P matching a prefix of it. */
 function coversAllBelow(source: string, levels: readonly string[]): boolean {
-  const g = source.toLowerCase().split("/");
+  const g = foldCase(source).split("/");
   if (g[g.length - 1] !== "**") return false;
   const fixed = g.length - 1;
   if (fixed > 0 && !comparable(source, levels)) return false;
@@ -159,7 +158,7 @@ function coversAllBelow(source: string, levels: readonly string[]): boolean {
 
 /** Could folder glob `source` match some name strictly below `levels`? False only when it certainly cannot. */
 function mayMatchBelow(source: string, levels: readonly string[]): boolean {
-  const g = source.toLowerCase().split("/");
+  const g = foldCase(source).split("/");
   if (!g.includes("**") && g.length <= levels.length) return false;
   if (!comparable(source, levels)) return true;
   for (let i = 0; i < Math.min(g.length, levels.length); i++) {
@@ -174,29 +173,29 @@ function globs(kind: "folder" | "address" | "subject", list: readonly string[] |
   return list.map((p) => compileGlob(kind, p));
 }
 
-/** `lower` must be lower-cased already (see fold()). */
-function anyMatch(list: readonly Glob[], lower: string): boolean {
-  for (const g of list) if (g.testFolded(lower)) return true;
+/** `folded` must be case-folded already (see fold()). */
+function anyMatch(list: readonly Glob[], folded: string): boolean {
+  for (const g of list) if (g.testFolded(folded)) return true;
   return false;
 }
 
 function foldList(values: readonly string[] | undefined): readonly string[] | undefined {
   if (values === undefined) return undefined;
-  for (const v of values) if (v !== v.toLowerCase()) return values.map((x) => x.toLowerCase());
+  for (const v of values) if (v !== foldCase(v)) return values.map(foldCase);
   return values;
 }
 
-/** Globs are case-insensitive: lower-case each string field once per evaluation, not once per rule. */
+/** Globs are case-insensitive (foldCase()): fold each string field once per evaluation, not once per rule. */
 function fold(req: Request): Request {
   return {
     operation: req.operation,
     agent: req.agent,
-    folder: typeof req.folder === "string" ? req.folder.toLowerCase() : req.folder,
+    folder: typeof req.folder === "string" ? foldCase(req.folder) : req.folder,
     from: foldList(req.from),
     to: foldList(req.to),
     cc: foldList(req.cc),
     bcc: foldList(req.bcc),
-    subject: req.subject === undefined ? undefined : req.subject.toLowerCase(),
+    subject: req.subject === undefined ? undefined : foldCase(req.subject),
     hasAttachment: req.hasAttachment,
   };
 }
@@ -425,7 +424,7 @@ export class Policy {
    * with message conditions (they deny only some messages). Anything else, or no rule, is false.
    */
   subtreeVisible(folder: string, agent: string | null): boolean {
-    const levels = folder.toLowerCase().split("/");
+    const levels = foldCase(folder).split("/");
     for (const op of operationsOf(ALL_OPERATIONS_MASK)) {
       if (op === "mail:send") continue;
       const bit = operationBit(op);

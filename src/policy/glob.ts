@@ -11,6 +11,7 @@
  * Every glob is case-insensitive. For folders that is wider than RFC 3501 asks
  * (only INBOX is case-insensitive there), on purpose: Gmail and Exchange fold
  * case, so a case-sensitive deny rule on `Secret` would let `SECRET` through.
+ * Glob and value are both compared after foldCase(), on every path.
  */
 
 export type GlobKind = "folder" | "address" | "subject";
@@ -20,13 +21,58 @@ export interface Glob {
   /** True when the glob matches every value (`*`, or `**` for folders). */
   readonly matchesAll: boolean;
   test(value: string): boolean;
-  /** The same, for a value already lower-cased (the engine folds each request field once). */
-  testFolded(lower: string): boolean;
+  /** The same, for a value already passed through foldCase() (the engine folds each request field once). */
+  testFolded(folded: string): boolean;
 }
 
 /** A glob that cannot be compiled; `message` says what is wrong with it. */
 export class GlobError extends Error {
   override name = "GlobError";
+}
+
+/**
+ * Lower-case letters that Unicode simple case folding (CaseFolding.txt, statuses C and S) maps to another letter, and
+ * what they fold to: the characters lower-casing leaves apart but a case-insensitive Unicode regular expression (flags
+ * `iu`, which compares by simple case folding) treats as equal. tests/policy/fold.test.ts checks every character
+ * against such an expression, so the comparison of text and of regular expressions cannot disagree.
+ */
+const FOLD: Readonly<Record<string, string>> = {
+  "\u00b5": "\u03bc", // µ MICRO SIGN, μ
+  "\u017f": "\u0073", // ſ LONG S, s
+  "\u0345": "\u03b9", // COMBINING GREEK YPOGEGRAMMENI, ι
+  "\u03c2": "\u03c3", // ς FINAL SIGMA, σ
+  "\u03d0": "\u03b2", // ϐ, β
+  "\u03d1": "\u03b8", // ϑ, θ
+  "\u03d5": "\u03c6", // ϕ, φ
+  "\u03d6": "\u03c0", // ϖ, π
+  "\u03f0": "\u03ba", // ϰ, κ
+  "\u03f1": "\u03c1", // ϱ, ρ
+  "\u03f5": "\u03b5", // ϵ, ε
+  "\u1c80": "\u0432", // U+1C80–U+1C88, variant forms of Cyrillic small letters, to the ordinary letters
+  "\u1c81": "\u0434",
+  "\u1c82": "\u043e",
+  "\u1c83": "\u0441",
+  "\u1c84": "\u0442",
+  "\u1c85": "\u0442",
+  "\u1c86": "\u044a",
+  "\u1c87": "\u0463",
+  "\u1c88": "\ua64b",
+  "\u1e9b": "\u1e61", // ẛ, ṡ
+  "\u1fbe": "\u03b9", // GREEK PROSGEGRAMMENI, ι
+  "\u1fd3": "\u0390", // ΐ, its canonical equivalent U+0390
+  "\u1fe3": "\u03b0", // ΰ, U+03B0
+  "\ufb05": "\ufb06", // ligature long s t, ligature st
+};
+const FOLD_CHARS = new RegExp(`[${Object.keys(FOLD).join("")}]`, "gu");
+
+/**
+ * Text as globs compare it (docs/config.md "Globs"): lower-cased, then the letters of FOLD replaced, so that `ſ`
+ * equals `s`, `K` (KELVIN SIGN) `k` and `ς` `σ`. `ß` and `ẞ` are equal and `ss` is not (no full case folding); dotless
+ * `ı` stays apart from `i`, and `İ` lower-cases to `i` with a combining dot above, as simple case folding has it.
+ */
+export function foldCase(text: string): string {
+  const lower = text.toLowerCase();
+  return lower.replace(FOLD_CHARS, (c) => FOLD[c]!);
 }
 
 const REGEX_SPECIAL = /[.+^${}()|[\]\\]/g;
@@ -97,15 +143,15 @@ function compileSubject(pattern: string): string {
 
 /**
  * A matcher for globs whose only wildcard is `*` (and, for folders, whose `*`
- * cannot meet a `/`): the value, lower-cased, must start with the first
+ * cannot meet a `/`): the value, case-folded, must start with the first
  * piece, end with the last and hold the others in order. Most real globs
  * (`notifications@*`, `*@corp.test`, `INBOX`, `[JIRA] *`) take this path,
- * which is several times faster than a regular expression. The matcher
- * takes the value already lower-cased.
+ * which is several times faster than a regular expression. Both the pattern
+ * and the value it takes are already passed through foldCase().
  */
-function starMatcher(pattern: string): ((lower: string) => boolean) | undefined {
-  if (pattern.includes("?")) return undefined;
-  const pieces = pattern.toLowerCase().split("*");
+function starMatcher(folded: string): ((value: string) => boolean) | undefined {
+  if (folded.includes("?")) return undefined;
+  const pieces = folded.split("*");
   const first = pieces[0]!;
   if (pieces.length === 1) return (v) => v === first;
   const last = pieces[pieces.length - 1]!;
@@ -126,21 +172,21 @@ function starMatcher(pattern: string): ((lower: string) => boolean) | undefined 
 }
 
 /**
- * Is this folder glob matched by its regular expression (flags `iu`: Unicode case folding, `?` one code point)
- * rather than by comparing lower-cased text? The two agree on ASCII only.
+ * Is this folder glob matched by its regular expression (`?` one code point) rather than by comparing case-folded
+ * text? Both compare foldCase() of glob and value.
  */
 export function folderGlobUsesRegex(pattern: string): boolean {
   return /[*?]/.test(pattern.replace(/\/\*\*$/, ""));
 }
 
-/** Folder globs that are plain names, or a plain prefix followed by `/**`. */
-function folderMatcher(pattern: string): ((lower: string) => boolean) | undefined {
-  if (folderGlobUsesRegex(pattern)) return undefined;
-  if (pattern.endsWith("/**")) {
-    const prefix = pattern.slice(0, -2).toLowerCase();
+/** Folder globs that are plain names, or a plain prefix followed by `/**`; `folded` is passed through foldCase(). */
+function folderMatcher(folded: string): ((value: string) => boolean) | undefined {
+  if (folderGlobUsesRegex(folded)) return undefined;
+  if (folded.endsWith("/**")) {
+    const prefix = folded.slice(0, -2);
     return (v) => v.length > prefix.length && v.startsWith(prefix);
   }
-  return starMatcher(pattern);
+  return starMatcher(folded);
 }
 
 export function compileGlob(kind: GlobKind, pattern: string): Glob {
@@ -148,16 +194,17 @@ export function compileGlob(kind: GlobKind, pattern: string): Glob {
   const matchesAll = pattern === "*" ? kind !== "folder" : kind === "folder" && pattern === "**";
   const compile = kind === "folder" ? compileFolder : kind === "address" ? compileAddress : compileSubject;
   compile(pattern); // errors name the glob as written
-  // Values arrive lower-cased (the engine folds each field once), so the expression is built from the lower-cased
-  // glob too: lower-casing is not Unicode case folding (`İ` becomes `i̇`, which /İ/iu does not match), and a
-  // deny rule must match exactly what it names.
-  const re = new RegExp(`^${compile(pattern.toLowerCase())}$`, "iu");
-  const fast = kind === "folder" ? folderMatcher(pattern) : starMatcher(pattern);
-  const testFolded = matchesAll ? () => true : (fast ?? ((lower: string) => re.test(lower)));
+  // Values arrive case-folded (the engine folds each field once), so the expression is built from the folded glob
+  // too: lower-casing is not simple case folding (`İ` becomes `i̇`, which /İ/iu does not match), and a deny rule must
+  // match exactly what it names. Its flag `i` finds equal only what foldCase() already made equal.
+  const folded = foldCase(pattern);
+  const re = new RegExp(`^${compile(folded)}$`, "iu");
+  const fast = kind === "folder" ? folderMatcher(folded) : starMatcher(folded);
+  const testFolded = matchesAll ? () => true : (fast ?? ((value: string) => re.test(value)));
   return {
     source: pattern,
     matchesAll,
     testFolded,
-    test: (value: string) => testFolded(value.toLowerCase()),
+    test: (value: string) => testFolded(foldCase(value)),
   };
 }
