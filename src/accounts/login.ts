@@ -6,6 +6,7 @@
 
 import { createServer, type Server } from "node:http";
 import type { OAuth2AccountConfig } from "../config/index.ts";
+import { escapes } from "../mail/display.ts";
 import { authorizationCodeGrant, classify, type Endpoint, endpointFor, type Grant, grantOf, oauth } from "./oauth.ts";
 
 /** How long a login waits for the browser's redirect or the device approval before giving up. */
@@ -77,7 +78,9 @@ async function finish(ep: Endpoint, auth: Authorization, redirected: URL): Promi
     params = oauth.validateAuthResponse(ep.as, ep.client, redirected, auth.state);
   } catch (e) {
     if (e instanceof oauth.AuthorizationResponseError)
-      throw new LoginError(`the provider refused: ${e.error}${e.error_description ? ` (${e.error_description})` : ""}`);
+      throw new LoginError(
+        escapes(`the provider refused: ${e.error}${e.error_description ? ` (${e.error_description})` : ""}`),
+      );
     throw new LoginError(`the redirect is not this login's answer (${(e as Error).message})`);
   }
   return exchange(() => authorizationCodeGrant(ep, params, auth.redirectUri, auth.verifier));
@@ -197,8 +200,9 @@ export async function loginDevice(account: OAuth2AccountConfig, io: LoginIo): Pr
   } catch (e) {
     throw new LoginError(`the device authorization request failed: ${classify(e).message}`);
   }
-  io.say(`On any device, open ${device.verification_uri} and enter the code ${device.user_code}`);
-  if (device.verification_uri_complete) io.say(`(or open ${device.verification_uri_complete})`);
+  // The provider chooses these strings (RFC 8628 §3.2); a person reads them on a terminal.
+  io.say(`On any device, open ${escapes(device.verification_uri)} and enter the code ${escapes(device.user_code)}`);
+  if (device.verification_uri_complete) io.say(`(or open ${escapes(device.verification_uri_complete)})`);
   io.say(`Sign in as ${account.username}. Waiting for approval ...`);
   let interval = device.interval ?? DEVICE_DEFAULT_INTERVAL_S;
   const deadline = Date.now() + device.expires_in * 1000;

@@ -6,6 +6,7 @@
 
 import * as oauth from "oauth4webapi";
 import type { OAuth2Settings } from "../config/index.ts";
+import { escapes } from "../mail/display.ts";
 import { isLoopbackHost } from "../net/ip.ts";
 
 /** A token request that takes longer than this counts as a network failure (and is retried). */
@@ -92,10 +93,14 @@ export function grantOf(response: oauth.TokenEndpointResponse): Grant {
   };
 }
 
-/** The error code and description of an OAuth error, as a short line without any token. */
+/**
+ * The error code and description of an OAuth error, as a short line without any token. The provider chooses both
+ * (RFC 6749 §5.2); controls and format characters in them are escaped (src/mail/display.ts), since the line reaches
+ * terminals and logs through `mailgator account status` and login errors (docs/accounts.md).
+ */
 function describe(e: oauth.ResponseBodyError): string {
   const text = e.error_description ? `${e.error}: ${e.error_description}` : e.error;
-  return `${text} (HTTP ${e.status})`.replace(/[\r\n]+/g, " ").slice(0, 300);
+  return escapes(`${text} (HTTP ${e.status})`.replace(/[\r\n]+/g, " ").slice(0, 300));
 }
 
 /** Sorts a token request's failure; never lets a raw response body (which could hold a token) into a message. */
@@ -114,13 +119,13 @@ export function classify(e: unknown): Error {
     const code = typeof status === "number" ? status : response instanceof Response ? response.status : null;
     // The message names the check that failed (never a value from the body).
     return new TokenEndpointUnavailable(
-      `unexpected token endpoint response${code ? ` (HTTP ${code})` : ""}: ${e.message}`.slice(0, 300),
+      escapes(`unexpected token endpoint response${code ? ` (HTTP ${code})` : ""}: ${e.message}`.slice(0, 300)),
     );
   }
   const name = (e as Error)?.name;
   if (name === "TimeoutError" || name === "AbortError") return new TokenEndpointUnavailable("token request timed out");
   return new TokenEndpointUnavailable(
-    `token endpoint unreachable (${(e as Error)?.message ?? String(e)})`.slice(0, 300),
+    escapes(`token endpoint unreachable (${(e as Error)?.message ?? String(e)})`.slice(0, 300)),
   );
 }
 

@@ -4,6 +4,7 @@ import { createInterface } from "node:readline";
 import { LoginError, loginDevice, loginLoopback, loginPaste } from "../../accounts/login.ts";
 import { ensureSchema, readStatus, saveTokens, TOKEN_KIND } from "../../accounts/records.ts";
 import { type AccountConfig, type Config, loadConfig, type OAuth2AccountConfig, ownEntry } from "../../config/index.ts";
+import { escapes, terminalJson } from "../../mail/display.ts";
 import { SealedStore } from "../../state/store.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required, UsageError } from "../args.ts";
 
@@ -96,7 +97,7 @@ async function login(ctx: CommandContext, config: Config, name: string, mode: "l
       );
     } catch (e) {
       if (!(e instanceof LoginError)) throw e;
-      process.stderr.write(`mailgator: account ${name}: login failed: ${e.message}\n`);
+      process.stderr.write(`mailgator: account ${name}: login failed: ${escapes(e.message)}\n`);
       return EXIT_FAILURE;
     }
     ctx.out(`account ${name}: logged in; tokens stored sealed in ${store.path}`);
@@ -180,7 +181,8 @@ function describe(v: AccountStatusView): string {
         : `  access token expired ${-v.expiresIn} s ago (refreshed when next needed)`,
     );
   if (v.refreshedAt) lines.push(`  last token: ${v.refreshedAt}`);
-  if (v.lastError) lines.push(`  last error: ${v.lastError} (${v.lastErrorAt})`);
+  // The provider wrote the error (RFC 6749 §5.2); rows stored before it was escaped there are escaped here.
+  if (v.lastError) lines.push(`  last error: ${escapes(v.lastError)} (${v.lastErrorAt})`);
   return lines.join("\n");
 }
 
@@ -196,7 +198,7 @@ function status(ctx: CommandContext, config: Config, name: string | undefined, j
     if (store) ensureSchema(store);
     const ids = new Set(store?.ids(TOKEN_KIND) ?? []);
     const views = accounts.map((a) => view(a, store, ids, Date.now()));
-    ctx.out(json ? JSON.stringify(views, null, 2) : views.map(describe).join("\n") || "no [accounts] in the config");
+    ctx.out(json ? terminalJson(views, 2) : views.map(describe).join("\n") || "no [accounts] in the config");
     return EXIT_OK;
   } finally {
     store?.close();

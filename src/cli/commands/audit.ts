@@ -10,6 +10,7 @@ import {
   PROTOCOLS,
 } from "../../audit/index.ts";
 import { findConfig, loadConfig } from "../../config/index.ts";
+import { escapes, terminalJson } from "../../mail/index.ts";
 import { type CommandContext, EXIT_OK, parse, UsageError } from "../args.ts";
 
 export const usage = `Usage: mailgator audit [-c FILE] [--since 1h] [--until 10m] [--decision allow|deny|ask|error]
@@ -42,29 +43,37 @@ export function parseSince(text: string, now = Date.now(), flag = "--since"): nu
   return t;
 }
 
-/** A row as `--json` prints it: the time in ISO 8601 UTC, like the text lines (docs/audit.md). */
+/**
+ * A row as `--json` prints it: the time in ISO 8601 UTC, like the text lines, and the characters a terminal could act
+ * on written as JSON escapes, which a JSON reader decodes to the same values (docs/audit.md).
+ */
 export function jsonRow(row: AuditRow): string {
-  return JSON.stringify({ ...row, time: new Date(row.time).toISOString() });
+  return terminalJson({ ...row, time: new Date(row.time).toISOString() });
 }
 
+/**
+ * A row as one text line. Agents choose folder names, targets and commands, and reasons quote them and upstream
+ * replies, so every text field is shown with its controls and format characters escaped (`escapes`): none reaches
+ * the terminal as it is (docs/audit.md "Reading the log").
+ */
 function line(row: AuditRow): string {
   const when = new Date(row.time).toISOString();
-  const who = row.agent ?? "-";
+  const who = escapes(row.agent ?? "-");
   const what = [
     row.protocol,
-    row.command,
-    row.operation ?? "",
-    row.folder ? `folder=${JSON.stringify(row.folder)}` : "",
-    row.target ? `target=${JSON.stringify(row.target)}` : "",
+    escapes(row.command),
+    escapes(row.operation ?? ""),
+    row.folder ? `folder=${terminalJson(row.folder)}` : "",
+    row.target ? `target=${terminalJson(row.target)}` : "",
   ]
     .filter(Boolean)
     .join(" ");
   const counts =
     row.count != null ? ` count=${row.count}${row.hiddenCount != null ? ` hidden=${row.hiddenCount}` : ""}` : "";
-  const rule = row.rule ? ` rule=${JSON.stringify(row.rule)}` : "";
+  const rule = row.rule ? ` rule=${terminalJson(row.rule)}` : "";
   return (
-    `${when} #${row.id} ${row.decision.toUpperCase().padEnd(5)} ${who}@${row.clientAddr ?? "-"} ` +
-    `${what}${counts}${rule} — ${row.reason}`
+    `${when} #${row.id} ${escapes(row.decision.toUpperCase()).padEnd(5)} ${who}@${escapes(row.clientAddr ?? "-")} ` +
+    `${what}${counts}${rule} — ${escapes(row.reason)}`
   );
 }
 

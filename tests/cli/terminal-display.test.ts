@@ -1,0 +1,182 @@
+/**
+ * What reaches a terminal from `mailgator audit` and `mailgator account` (docs/audit.md "Reading the log",
+ * docs/accounts.md): agents choose folder names, LOGIN names and commands, audit reasons quote them and upstream
+ * replies, and an OAuth provider chooses its error descriptions and device codes. No control or format character in
+ * any of them may reach the terminal as it is: each is shown as its `\uXXXX` escape, and `--json` stays valid JSON
+ * with the same values.
+ */
+import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { loginDevice } from "../../src/accounts/login.ts";
+import { ensureSchema, saveTokens, writeStatus } from "../../src/accounts/records.ts";
+import { type AuditEvent, AuditLog } from "../../src/audit/index.ts";
+import { loadConfig, type OAuth2AccountConfig } from "../../src/config/index.ts";
+import { SealedStore } from "../../src/state/store.ts";
+
+const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
+const dir = mkdtempSync(join(tmpdir(), "mg-terminal-"));
+const file = join(dir, "m.toml");
+setDefaultTimeout(60_000);
+
+/**
+ * RIGHT-TO-LEFT OVERRIDE, ESC (a CSI sequence that erases the line), CSI as one C1 character, ZERO WIDTH JOINER, a
+ * tag character (beyond U+FFFF), BEL and TAB. (A lone surrogate cannot be stored: SQLite keeps UTF-8, where it
+ * becomes U+FFFD; the device login test has one.)
+ */
+const HOSTILE = "\u202e\x1b[2K\x9b1A\u200d\u{e0041}\x07\t";
+const ESCAPED = "\\u202e\\u001b[2K\\u009b1A\\u200d\\udb40\\udc41\\u0007\\u0009";
+/** C0 and DEL and C1, general category Cf, the line separators, and surrogates. */
+const RAW = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\p{Cf}\p{Cs}]/u;
+
+function run(...args: string[]): { code: number; stdout: string; stderr: string } {
+  const p = Bun.spawnSync([process.execPath, MAIN, ...args], { env: { PATH: process.env["PATH"] ?? "" } });
+  return { code: p.exitCode ?? -1, stdout: p.stdout.toString(), stderr: p.stderr.toString() };
+}
+
+beforeAll(async () => {
+  writeFileSync(
+    file,
+    [
+      "[accounts.g]",
+      'username = "a@gmail.com"',
+      'auth = "oauth2"',
+      'provider = "google"',
+      'client_id = "x.apps.googleusercontent.com"',
+      'client_secret = "GOCSPX-x"',
+      "[audit]",
+      'path = "audit.db"',
+      "",
+    ].join("\n"),
+  );
+  const config = loadConfig(file, { env: {} });
+  const log = AuditLog.open(config.audit.path);
+  const row: AuditEvent = {
+    session: "s1",
+    clientAddr: "127.0.0.1",
+    agent: `bot${HOSTILE}`,
+    protocol: "imap",
+    command: `X${HOSTILE}`,
+    operation: "folder:write",
+    folder: `Archive/a${HOSTILE}gnp.exe/child`,
+    target: `user${HOSTILE}@corp.test`,
+    decision: "deny",
+    rule: `rule${HOSTILE}`,
+    ruleIndex: 0,
+    reason: `parent folder Archive/a${HOSTILE}gnp.exe is hidden; upstream: NO ${HOSTILE}`,
+    configRevision: "r",
+  };
+  log.record(row);
+  await log.close();
+  const store = SealedStore.open(config.state.path, {
+    secretsFile: config.state.secretsFile,
+    env: {},
+    create: true,
+  })!;
+  ensureSchema(store);
+  const now = Date.now();
+  const account = config.accounts["g"] as OAuth2AccountConfig;
+  saveTokens(
+    store,
+    "g",
+    {
+      refreshToken: "1//rt",
+      accessToken: "ya29.x",
+      expiresAt: now + 3_600_000,
+      obtainedAt: now,
+      clientId: account.oauth2.clientId,
+      tokenUrl: account.oauth2.tokenUrl,
+    },
+    now,
+  );
+  writeStatus(store, {
+    account: "g",
+    state: "retrying",
+    since: now,
+    lastError: `invalid_client: ${HOSTILE} (HTTP 401)`,
+    lastErrorAt: now,
+    expiresAt: now + 3_600_000,
+    refreshedAt: now,
+  });
+  store.close();
+});
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+describe("mailgator audit", () => {
+  test("text: every field an agent or upstream wrote shows its controls and format characters escaped", () => {
+    const r = run("audit", "-c", file);
+    expect(r.code).toBe(0);
+    const line = r.stdout.trim();
+    expect(line.split("\n")).toHaveLength(1);
+    expect(line).not.toMatch(RAW);
+    expect(line).toContain(` bot${ESCAPED}@127.0.0.1 `);
+    expect(line).toContain(` imap X${ESCAPED} folder:write `);
+    // folder, target and rule are quoted as JSON strings, whose own escapes spell TAB as \t.
+    const quoted = ESCAPED.replace("\\u0009", "\\t");
+    expect(line).toContain(`folder="Archive/a${quoted}gnp.exe/child"`);
+    expect(line).toContain(`target="user${quoted}@corp.test"`);
+    expect(line).toContain(`rule="rule${quoted}"`);
+    expect(line).toContain(`— parent folder Archive/a${ESCAPED}gnp.exe is hidden; upstream: NO ${ESCAPED}`);
+  });
+
+  test("--json: valid JSON holding the exact values, with none of those characters raw", () => {
+    const r = run("audit", "-c", file, "--json");
+    expect(r.code).toBe(0);
+    const text = r.stdout.trim();
+    expect(text).not.toMatch(RAW);
+    const row = JSON.parse(text) as Record<string, unknown>;
+    expect(row["folder"]).toBe(`Archive/a${HOSTILE}gnp.exe/child`);
+    expect(row["target"]).toBe(`user${HOSTILE}@corp.test`);
+    expect(row["agent"]).toBe(`bot${HOSTILE}`);
+    expect(row["command"]).toBe(`X${HOSTILE}`);
+    expect(row["reason"]).toBe(`parent folder Archive/a${HOSTILE}gnp.exe is hidden; upstream: NO ${HOSTILE}`);
+  });
+});
+
+describe("mailgator account", () => {
+  test("status: the provider's error is shown escaped; --json keeps it exact", () => {
+    const r = run("account", "status", "-c", file);
+    expect(r.code).toBe(0);
+    expect(r.stdout).not.toMatch(RAW);
+    expect(r.stdout).toContain(`last error: invalid_client: ${ESCAPED} (HTTP 401)`);
+    const json = run("account", "status", "-c", file, "--json");
+    expect(json.stdout).not.toMatch(RAW);
+    const views = JSON.parse(json.stdout) as { lastError: string }[];
+    expect(views[0]!.lastError).toBe(`invalid_client: ${HOSTILE} (HTTP 401)`);
+  });
+
+  test("device login: the page, the code and the provider's refusal are printed escaped", async () => {
+    const config = loadConfig(file, { env: {} });
+    const said: string[] = [];
+    const hostile = `${HOSTILE}\ud800`;
+    const escaped = `${ESCAPED}\\ud800`;
+    const fetchImpl = (async (input: string | URL | Request, init?: RequestInit) => {
+      const request = new Request(input as string, init);
+      if (request.url === "https://oauth2.googleapis.com/device/code")
+        return Response.json({
+          device_code: "AH-1Ng",
+          user_code: `GQVQ${hostile}`,
+          verification_url: `https://www.google.com/device${hostile}`,
+          verification_uri_complete: `https://evil.test/${hostile}`,
+          expires_in: 1800,
+          interval: 1,
+        });
+      return Response.json({ error: "access_denied", error_description: `no ${hostile}` }, { status: 400 });
+    }) as typeof fetch;
+    const login = loginDevice(config.accounts["g"] as OAuth2AccountConfig, {
+      say: (t) => said.push(t),
+      fetch: fetchImpl,
+    });
+    const error = await login.then(
+      () => null,
+      (e: Error) => e,
+    );
+    const shown = said.join("\n");
+    expect(shown).not.toMatch(RAW);
+    expect(shown).toContain(`open https://www.google.com/device${escaped} and enter the code GQVQ${escaped}`);
+    expect(shown).toContain(`(or open https://evil.test/${escaped})`);
+    expect(error?.message).toContain(`access_denied: no ${escaped} (HTTP 400)`);
+    expect(error?.message).not.toMatch(RAW);
+  });
+});
