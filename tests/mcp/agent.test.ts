@@ -14,7 +14,7 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
@@ -70,8 +70,21 @@ upstream_tls = "starttls"
 upstream_ca_file = ${JSON.stringify(up.caFile)}
 
 [audit]
-path = ${JSON.stringify(join(dir, `${name}-audit.db`))}
+path = ${JSON.stringify(join(auditFolder(name), "audit.db"))}
+
+[state]
+path = ${JSON.stringify(join(dir, "mailgator-state.db"))}
 `;
+}
+
+/**
+ * Each config's audit log in a folder of its own: a serve holds the folder of its audit database (its pid file), and
+ * the seed's serve runs beside the others (docs/operations.md "One serve per folder"). They share one state database.
+ */
+function auditFolder(name: string): string {
+  const folder = join(dir, `${name}-audit`);
+  mkdirSync(folder, { recursive: true });
+  return folder;
 }
 
 const SEED_RULES = `

@@ -23,20 +23,26 @@ import {
 } from "./helpers.ts";
 
 const FLOOD = 300;
-const token = generateToken();
+/** Each agent's own token (two agents may not share one: a config error). */
+const tokens = new Map<string, string>();
+function tokenOf(agent: string): string {
+  let token = tokens.get(agent);
+  if (token === undefined) tokens.set(agent, (token = generateToken()));
+  return token;
+}
 
 /** Vault agents `a0`…`a{n-1}` and `sender` on the first test user, and `[limits]` keys. */
 function config(agents: number, limits = ""): string {
   const user = upstreams().users[0]!;
   let out = CORP_ONLY_RULES;
   for (const name of [...Array.from({ length: agents }, (_, i) => `a${i}`), "sender"])
-    out += `\n[[agents]]\nname = "${name}"\ntoken_hash = "${hashToken(token)}"\naccount = "main"\n`;
+    out += `\n[[agents]]\nname = "${name}"\ntoken_hash = "${hashToken(tokenOf(name))}"\naccount = "main"\n`;
   out += `\n[accounts.main]\nusername = "${user.user}"\npassword = "${user.password}"\n`;
   return `${out}\n[limits]\n${limits}\n`;
 }
 
 function auth(agent: string): string {
-  return `AUTH PLAIN ${Buffer.from(`\0${agent}\0${token}`).toString("base64")}`;
+  return `AUTH PLAIN ${Buffer.from(`\0${agent}\0${tokenOf(agent)}`).toString("base64")}`;
 }
 
 /** `count` connections from `from`, one after another: the accepted ones, and the replies of the refused. */
