@@ -27,17 +27,23 @@ import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "
 const FLOOD = 300;
 
 let mailbox: TestMailbox;
-const token = generateToken();
+/** Each agent's own token (two agents may not share one: a config error). */
+const tokens = new Map<string, string>();
+function tokenOf(agent: string): string {
+  let token = tokens.get(agent);
+  if (token === undefined) tokens.set(agent, (token = generateToken()));
+  return token;
+}
 
 beforeAll(async () => {
   mailbox = await createMailbox({ seed: { folders: { INBOX: 3 }, seed: 11 } });
 });
 
-/** Vault agents `a0`…`a{n-1}` and `reader`, all on the test mailbox, with one token. */
+/** Vault agents `a0`…`a{n-1}` and `reader`, all on the test mailbox, each with its own token. */
 function vault(agents: number): string {
   let out = "";
   for (const name of [...Array.from({ length: agents }, (_, i) => `a${i}`), "reader"])
-    out += `[[agents]]\nname = "${name}"\ntoken_hash = "${hashToken(token)}"\naccount = "main"\n\n`;
+    out += `[[agents]]\nname = "${name}"\ntoken_hash = "${hashToken(tokenOf(name))}"\naccount = "main"\n\n`;
   return `${out}[accounts.main]\nusername = "${mailbox.user}"\npassword = "${mailbox.password}"\n`;
 }
 
@@ -87,7 +93,7 @@ async function readAtOnce(port: number, from: string): Promise<number> {
   const c = await rawFrom(port, from);
   try {
     expect(await firstLine(c)).toStartWith("* OK");
-    expect(statusOf(await c.command("a", `LOGIN reader ${token}`), "a")).toStartWith("a OK");
+    expect(statusOf(await c.command("a", `LOGIN reader ${tokenOf("reader")}`), "a")).toStartWith("a OK");
     expect(statusOf(await c.command("b", "SELECT INBOX"), "b")).toStartWith("b OK");
     const fetched = await c.command("c", "FETCH 1 (BODY.PEEK[])");
     expect(statusOf(fetched, "c")).toStartWith("c OK");
@@ -220,7 +226,7 @@ describe("floods from one address", () => {
           // Taken when the LOGIN is sent: the proxy's idle timer starts later (after its OK), so the time from here
           // to the close is at least the idle timeout whatever the delays of a loaded machine.
           const sentAt = performance.now();
-          expect(statusOf(await c.command("l", `LOGIN a${i % 4} ${token}`), "l")).toStartWith("l OK");
+          expect(statusOf(await c.command("l", `LOGIN a${i % 4} ${tokenOf(`a${i % 4}`)}`), "l")).toStartWith("l OK");
           loggedInAt.set(c, sentAt);
         }),
       );
@@ -281,22 +287,22 @@ describe("max_sessions_per_agent", () => {
       for (let i = 0; i < MAX_SESSIONS_PER_AGENT; i++) {
         const c = await RawImap.open(p.port);
         clients.push(c);
-        expect(statusOf(await c.command("a", `LOGIN a0 ${token}`), "a")).toStartWith("a OK");
+        expect(statusOf(await c.command("a", `LOGIN a0 ${tokenOf("a0")}`), "a")).toStartWith("a OK");
       }
       const extra = await RawImap.open(p.port);
-      extra.write(`a LOGIN a0 ${token}\r\n`);
+      extra.write(`a LOGIN a0 ${tokenOf("a0")}\r\n`);
       await extra.readUntil(() => false, 5000).catch(() => {});
       expect(extra.closed).toBe(true);
       expect(extra.take()).toBe(`* BYE [LIMIT] Too many sessions for this agent (limit ${MAX_SESSIONS_PER_AGENT})\r\n`);
       // Another agent of the same account has places of its own.
       const other = await RawImap.open(p.port);
       clients.push(other);
-      expect(statusOf(await other.command("a", `LOGIN reader ${token}`), "a")).toStartWith("a OK");
+      expect(statusOf(await other.command("a", `LOGIN reader ${tokenOf("reader")}`), "a")).toStartWith("a OK");
       // LOGOUT gives the place back.
       expect(statusOf(await clients[0]!.command("z", "LOGOUT"), "z")).toStartWith("z OK");
       const again = await RawImap.open(p.port);
       clients.push(again);
-      expect(statusOf(await again.command("a", `LOGIN a0 ${token}`), "a")).toStartWith("a OK");
+      expect(statusOf(await again.command("a", `LOGIN a0 ${tokenOf("a0")}`), "a")).toStartWith("a OK");
       const denied = (await p.rows()).filter((r) => r.decision === "deny");
       expect(denied).toHaveLength(1);
       expect(denied[0]).toMatchObject({
@@ -363,7 +369,7 @@ describe("timeouts", () => {
 
   test("idle_timeout: pauses under it keep the session; a longer one gets BYE", async () => {
     const c = await RawImap.open(p.port);
-    expect(statusOf(await c.command("a", `LOGIN a0 ${token}`), "a")).toStartWith("a OK");
+    expect(statusOf(await c.command("a", `LOGIN a0 ${tokenOf("a0")}`), "a")).toStartWith("a OK");
     // Three pauses of 1.2 s, together longer than the limit and the login timeout.
     for (const tag of ["b", "c", "d"]) {
       await Bun.sleep(1200);
@@ -377,7 +383,7 @@ describe("timeouts", () => {
 
   test("IDLE is not inactivity: it outlasts idle_timeout; past idle_command_timeout it gets BYE", async () => {
     const c = await RawImap.open(p.port);
-    expect(statusOf(await c.command("a", `LOGIN a0 ${token}`), "a")).toStartWith("a OK");
+    expect(statusOf(await c.command("a", `LOGIN a0 ${tokenOf("a0")}`), "a")).toStartWith("a OK");
     expect(statusOf(await c.command("b", "SELECT INBOX"), "b")).toStartWith("b OK");
     c.write("i IDLE\r\n");
     await c.readUntil((b) => b.includes("+ idling\r\n"));
