@@ -8,11 +8,13 @@
 import { describe, expect, test } from "bun:test";
 import { MAX_COMMAND_LINE, MAX_RECIPIENTS } from "../../src/smtp/limits.ts";
 import {
+  barrier,
   CORP_ONLY_RULES,
   dataPayload,
   loggedIn,
   marker,
   message,
+  nothingReachedUpstream,
   postfixLog,
   type RawClient,
   sinkCopies,
@@ -26,26 +28,6 @@ const QUOTA_RECIPIENTS = 5;
 
 let p: TestProxy;
 useTestProxy({ rules: CORP_ONLY_RULES }, (proxy) => (p = proxy));
-
-/** Sends an allowed message in a fresh session and waits until Postfix delivered it. */
-async function barrier(port: number): Promise<void> {
-  const m = marker();
-  const c = await loggedIn(port);
-  expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
-  expect((await c.command(`RCPT TO:<barrier-${m}@corp.test>`)).code).toBe(250);
-  expect((await c.command("DATA")).code).toBe(354);
-  c.write(dataPayload(message({ Subject: `barrier ${m}`, To: `barrier-${m}@corp.test` }, "barrier")));
-  expect((await c.reply()).code).toBe(250);
-  c.close();
-  await waitForSink(m, 1);
-}
-
-/** Asserts that no copy with this marker was delivered and Postfix never saw it. */
-async function nothingReachedUpstream(port: number, m: string): Promise<void> {
-  await barrier(port);
-  expect(sinkCopies(m)).toEqual([]);
-  expect(postfixLog()).not.toContain(m);
-}
 
 /**
  * DATA for the transaction under way. When it is accepted anyway (the defect), the message is sent to its end, so

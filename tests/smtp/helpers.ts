@@ -258,6 +258,29 @@ export function dataPayload(text: string): string {
   return `${stuffed}${stuffed.endsWith("\r\n") || stuffed === "" ? "" : "\r\n"}.\r\n`;
 }
 
+/**
+ * Sends an allowed message through the proxy on `port` in a fresh session and waits until Postfix delivered it:
+ * whatever an earlier transaction would have delivered has been delivered by then.
+ */
+export async function barrier(port: number): Promise<void> {
+  const m = marker();
+  const c = await loggedIn(port);
+  expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+  expect((await c.command(`RCPT TO:<barrier-${m}@corp.test>`)).code).toBe(250);
+  expect((await c.command("DATA")).code).toBe(354);
+  c.write(dataPayload(message({ Subject: `barrier ${m}`, To: `barrier-${m}@corp.test` }, "barrier")));
+  expect((await c.reply()).code).toBe(250);
+  c.close();
+  await waitForSink(m, 1);
+}
+
+/** After a `barrier` through `port`: no copy with marker `m` was delivered, and Postfix never logged it. */
+export async function nothingReachedUpstream(port: number, m: string): Promise<void> {
+  await barrier(port);
+  expect(sinkCopies(m)).toEqual([]);
+  expect(postfixLog()).not.toContain(m);
+}
+
 /** Send rules most tests use: only recipients at corp.test, nothing else. */
 export const CORP_ONLY_RULES = `
 [[rules]]
