@@ -29,12 +29,12 @@ function domainOf(address: string): string {
 }
 
 /**
- * Why the subject cannot be read, and each Subject field as written, when the policy's reading of it is unknown
- * (src/mail/fields.ts): the header section cannot be parsed, there are several Subject fields (a reader shows one,
- * which is not ours to guess), or the one cannot be read (an encoded word that does not decode, a control character,
- * an octet that is not UTF-8). Null when there is a subject, or none at all.
+ * Why the subject cannot be read, and each Subject field as written, for a message whose subject the policy could
+ * not read (src/mail/fields.ts): the header section cannot be parsed, there are several Subject fields (a reader
+ * shows one, which is not ours to guess), or the one cannot be read (an encoded word that does not decode, a control
+ * character, an octet that is not UTF-8).
  */
-function unreadSubject(fields: readonly HeaderField[] | null, header: string): UnreadSubject | null {
+function unreadSubject(fields: readonly HeaderField[] | null, header: string): UnreadSubject {
   let values: string[];
   let reason: string;
   if (fields === null) {
@@ -43,7 +43,6 @@ function unreadSubject(fields: readonly HeaderField[] | null, header: string): U
     values = [...unfolded.matchAll(/^subject[ \t]*:[ \t]*([^\r\n]*?)[ \t]*\r?$/gim)].map((m) => m[1]!);
     reason = "the header section cannot be read";
   } else {
-    if (readMessageFields(fields).subject !== undefined) return null;
     values = fields.filter((f) => f.name === "subject").map((f) => f.value);
     reason =
       values.length > 1
@@ -71,12 +70,11 @@ export function buildPreview(
   const split = text.search(/\r?\n\r?\n/);
   const header = split === -1 ? text : text.slice(0, split);
   const fields = parseHeaderFields(message);
-  const unread = unreadSubject(fields, header);
-  // Absent: null. Read: as the policy read it (src/mail/fields.ts). Unread: null, and `subjectUnread` says why.
-  const subject =
-    unread !== null || fields === null || !fields.some((f) => f.name === "subject")
-      ? null
-      : (readMessageFields(fields).subject ?? null);
+  // As the policy reads it (src/mail/fields.ts): "" when absent, undefined when it cannot be read. Shown: null when
+  // absent or unread, and then `subjectUnread` says why.
+  const read = fields === null ? undefined : readMessageFields(fields).subject;
+  const unread = read === undefined ? unreadSubject(fields, header) : null;
+  const subject = read === undefined || !fields!.some((f) => f.name === "subject") ? null : read;
   const attachments = [...text.matchAll(/\bfilename\*?="?([^";\r\n]+)"?/gi)].map((m) =>
     m[1]!.slice(0, PREVIEW_LINE_CHARS),
   );
