@@ -181,8 +181,14 @@ function anyMatch(list: readonly Glob[], folded: string): boolean {
 
 function foldList(values: readonly string[] | undefined): readonly string[] | undefined {
   if (values === undefined) return undefined;
-  for (const v of values) if (v !== foldCase(v)) return values.map(foldCase);
-  return values;
+  // Each value folded once; the list itself kept when folding changes none of them.
+  let out: string[] | null = null;
+  for (let i = 0; i < values.length; i++) {
+    const folded = foldCase(values[i]!);
+    if (out === null && folded !== values[i]) out = values.slice(0, i);
+    out?.push(folded);
+  }
+  return out ?? values;
 }
 
 /** Globs are case-insensitive (foldCase()): fold each string field once per evaluation, not once per rule. */
@@ -451,10 +457,11 @@ export class Policy {
   candidateRules(operation: Operation, folder: string, agent: string | null): readonly CandidateRule[] {
     const bit = operationBit(operation);
     const out: CompiledRule[] = [];
+    const folded = foldCase(folder);
     for (const rule of this.rules) {
       if ((rule.ops & bit) === 0) continue;
       if (rule.agents !== null && (agent === null || !rule.agents.has(agent))) continue;
-      if (rule.folders !== null && !rule.folders.some((g) => g.test(folder))) continue;
+      if (rule.folders !== null && !rule.folders.some((g) => g.testFolded(folded))) continue;
       out.push(rule);
       if (!hasMessageConditions(rule)) break;
     }

@@ -72,8 +72,11 @@ const FOLD_CHARS = new RegExp(`[${Object.keys(FOLD).join("")}]`, "gu");
  */
 export function foldCase(text: string): string {
   const lower = text.toLowerCase();
-  return lower.replace(FOLD_CHARS, (c) => FOLD[c]!);
+  // Every letter of FOLD is past U+007F: ASCII text, most of what is folded, needs no second pass.
+  return NON_ASCII.test(lower) ? lower.replace(FOLD_CHARS, (c) => FOLD[c]!) : lower;
 }
+
+const NON_ASCII = /[^\x00-\x7f]/;
 
 const REGEX_SPECIAL = /[.+^${}()|[\]\\]/g;
 
