@@ -105,6 +105,9 @@ export type PidClaim =
   | { readonly held: false; readonly pid: number; readonly config: string | null };
 
 /** Creates `file` holding `text` only if no file has that name; false when one has. */
+/** Between two looks at a pid file that holds no pid (another serve may be writing it): 10 looks in all. */
+const PID_FILE_RETRY_MS = 20;
+
 function createExclusive(tmp: string, file: string, text: string): boolean {
   // A hard link is created whole or not at all (EEXIST): no reader sees the file half written.
   try {
@@ -147,6 +150,12 @@ export function claimPidFile(file: string, configFile: string): PidClaim {
       const entry = parsePidFile(seen);
       if (entry.state === "running" && entry.pid !== process.pid && alive(entry.pid))
         return { held: false, pid: entry.pid, config: entry.config };
+      if (entry.state === "none") {
+        // No pid in it: another serve may be writing it (the exclusive create below a hard link leaves it empty
+        // for a moment), so it is never taken over as stale; looked at again shortly, then refused.
+        Bun.sleepSync(PID_FILE_RETRY_MS);
+        continue;
+      }
       const aside = `${file}.${process.pid}.stale`;
       try {
         renameSync(file, aside);
@@ -155,15 +164,20 @@ export function claimPidFile(file: string, configFile: string): PidClaim {
         throw e;
       }
       if (readText(aside) !== seen) {
+        // Not the file judged stale: another serve wrote it meanwhile. It goes back; if a third one has created the
+        // file since, the moved one is left where it is and this serve does not start (both others may be live).
         try {
           linkSync(aside, file);
         } catch {
-          // A third serve has created the file meanwhile: the next attempt finds it.
+          throw new Error(`${file} changed while this process took it over; the file it moved is ${aside}`);
         }
       }
       rmSync(aside, { force: true });
     }
-    throw new Error(`${file} kept changing while this process tried to create it`);
+    throw new Error(
+      `${file} kept changing, or holds no pid, while this process tried to create it; if no mailgator uses this ` +
+        "folder, remove it",
+    );
   } finally {
     rmSync(tmp, { force: true });
   }
