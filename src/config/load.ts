@@ -4,7 +4,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { accessSync, closeSync, constants, fstatSync, openSync, readFileSync, readSync } from "node:fs";
+import { accessSync, constants, readFileSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { createSecureContext } from "node:tls";
 import { parse as parseToml, TomlError } from "smol-toml";
@@ -13,6 +13,7 @@ import { GOOGLE, MICROSOFT_DEFAULT_TENANT, MICROSOFT_TENANT_ALIASES, microsoft }
 import { mailboxProblem } from "../mail/address.ts";
 import { isLoopbackHost, readIpEntry } from "../net/ip.ts";
 import { compileGlob, expandOperation, GlobError, type GlobKind, type Operation } from "../policy/index.ts";
+import { readSecretFile } from "../runtime/secret-file.ts";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
 import { DEFAULT_IMAP_LIMITS, DEFAULT_SMTP_LIMITS } from "./limits.ts";
 import { locate } from "./locate.ts";
@@ -458,50 +459,6 @@ function secretFrom(
     return new Secret(value);
   }
   return undefined;
-}
-
-/** The largest `password_file` / `client_secret_file`: a password or a client secret is a line, not a document. */
-export const SECRET_FILE_MAX_BYTES = 64 * 1024;
-
-/**
- * A secret file's text, or why it cannot be one: not a regular file (a FIFO or a device such as /dev/zero would
- * block or never end), longer than SECRET_FILE_MAX_BYTES, or readable by group or others, which the secrets key file
- * is refused for too (src/state/key.ts). Opened without blocking and checked with fstat on the open descriptor, so
- * what is read is what was checked; a symbolic link is followed and its target checked.
- */
-function readSecretFile(file: string): string | { problem: string } {
-  const name = JSON.stringify(file);
-  let fd: number;
-  try {
-    fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK);
-  } catch (e) {
-    return { problem: `cannot read ${name} (${(e as NodeJS.ErrnoException).code ?? "error"})` };
-  }
-  try {
-    const stat = fstatSync(fd);
-    if (!stat.isFile()) return { problem: `${name} is not a regular file` };
-    if (stat.size > SECRET_FILE_MAX_BYTES)
-      return { problem: `${name} is larger than ${SECRET_FILE_MAX_BYTES} bytes: not a password or secret` };
-    if ((stat.mode & 0o077) !== 0)
-      return {
-        problem: `${name} is readable by group or others (mode ${(stat.mode & 0o777).toString(8)}): chmod 600 it`,
-      };
-    // Read at most one byte past the limit, in case the file grew since fstat.
-    const buffer = Buffer.alloc(SECRET_FILE_MAX_BYTES + 1);
-    let length = 0;
-    for (;;) {
-      const n = readSync(fd, buffer, length, buffer.length - length, null);
-      if (n === 0) break;
-      length += n;
-      if (length === buffer.length)
-        return { problem: `${name} is larger than ${SECRET_FILE_MAX_BYTES} bytes: not a password or secret` };
-    }
-    return buffer.subarray(0, length).toString("utf8");
-  } catch (e) {
-    return { problem: `cannot read ${name} (${(e as NodeJS.ErrnoException).code ?? "error"})` };
-  } finally {
-    closeSync(fd);
-  }
 }
 
 /** An endpoint URL: https, or plain http to a loopback address (a local test server). */

@@ -6,7 +6,8 @@
  */
 
 import { randomBytes } from "node:crypto";
-import { closeSync, constants, fchmodSync, fstatSync, fsyncSync, openSync, readFileSync, writeSync } from "node:fs";
+import { closeSync, constants, fchmodSync, fsyncSync, openSync, writeSync } from "node:fs";
+import { readSecretFile } from "../runtime/secret-file.ts";
 
 export const SECRETS_KEY_ENV = "MAILGATOR_SECRETS_KEY";
 /** AES-256: 32 bytes. */
@@ -37,30 +38,17 @@ function decode(text: string, where: string): Buffer {
 export function loadSecretsKey(source: KeySource): Buffer {
   const fromEnv = source.env[SECRETS_KEY_ENV];
   if (fromEnv !== undefined && fromEnv !== "") return decode(fromEnv, SECRETS_KEY_ENV);
-  let fd: number;
-  try {
-    // A symbolic link is followed (secret stores mount files that way); the mode checked is the target's.
-    fd = openSync(source.file, constants.O_RDONLY);
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code !== "ENOENT") throw new SecretsKeyError(`cannot read the secrets file ${source.file} (${code})`);
-    if (!source.mayCreate)
-      throw new SecretsKeyError(
-        `the secrets file ${source.file} is missing and ${SECRETS_KEY_ENV} is not set, but the state database holds ` +
-          `sealed records: restore the file (or set ${SECRETS_KEY_ENV}); a new key could not open them`,
-      );
-    return createKeyFile(source.file);
-  }
-  try {
-    const mode = fstatSync(fd).mode;
-    if ((mode & 0o077) !== 0)
-      throw new SecretsKeyError(
-        `the secrets file ${source.file} is readable by others (mode ${(mode & 0o777).toString(8)}): chmod 600 it`,
-      );
-    return decode(readFileSync(fd, "utf8"), source.file);
-  } finally {
-    closeSync(fd);
-  }
+  // A symbolic link is followed (secret stores mount files that way); the file checked is the target (a regular
+  // file, small, private to this user: src/runtime/secret-file.ts).
+  const read = readSecretFile(source.file);
+  if (typeof read === "string") return decode(read, source.file);
+  if (read.code !== "ENOENT") throw new SecretsKeyError(`the secrets file: ${read.problem}`);
+  if (!source.mayCreate)
+    throw new SecretsKeyError(
+      `the secrets file ${source.file} is missing and ${SECRETS_KEY_ENV} is not set, but the state database holds ` +
+        `sealed records: restore the file (or set ${SECRETS_KEY_ENV}); a new key could not open them`,
+    );
+  return createKeyFile(source.file);
 }
 
 /** O_EXCL so that two processes starting at once cannot each write a different key. */

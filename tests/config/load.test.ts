@@ -11,7 +11,7 @@ import {
   parseConfig,
   type Secret,
 } from "../../src/config/index.ts";
-import { SECRET_FILE_MAX_BYTES } from "../../src/config/load.ts";
+import { SECRET_FILE_MAX_BYTES } from "../../src/runtime/secret-file.ts";
 import { upstreams } from "../fixtures/index.ts";
 
 const HASH = `sha256:${"a".repeat(64)}`;

@@ -124,6 +124,14 @@ describe("the secrets key", () => {
     expect(() => openStore(p)).toThrow(/chmod 600/);
   });
 
+  test("a key file that is a FIFO is refused at once, not read (it would block)", () => {
+    const p = place();
+    openStore(p)!.close();
+    Bun.spawnSync(["rm", p.secretsFile]);
+    Bun.spawnSync(["mkfifo", "-m", "600", p.secretsFile]);
+    expect(() => openStore(p, {}, false)).toThrow(/is not a regular file/);
+  });
+
   test("read-only use without a database creates nothing", () => {
     const p = place();
     expect(openStore(p, {}, false)).toBeNull();
