@@ -7,7 +7,7 @@
 import * as oauth from "oauth4webapi";
 import type { OAuth2Settings } from "../config/index.ts";
 import { escapes } from "../mail/display.ts";
-import { isLoopbackHost } from "../net/ip.ts";
+import { isLoopbackUrlHost } from "../net/ip.ts";
 
 /** A token request that takes longer than this counts as a network failure (and is retried). */
 export const TOKEN_REQUEST_TIMEOUT_MS = 15_000;
@@ -50,7 +50,7 @@ export class TokenRequestRefused extends Error {
 function isLoopbackUrl(url: string | null): boolean {
   if (url === null) return false;
   const u = new URL(url);
-  return u.protocol === "http:" && isLoopbackHost(u.hostname.replace(/^\[(.*)\]$/, "$1"));
+  return u.protocol === "http:" && isLoopbackUrlHost(u);
 }
 
 /** The oauth4webapi view of an account's client registration; `fetchImpl` is for tests. */

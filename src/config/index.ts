@@ -5,7 +5,7 @@ export { ConfigError, formatProblem, formatProblems } from "./errors.ts";
 export { CONFIG_ENV, findConfig, LOCAL_CONFIG, SYSTEM_CONFIG } from "./find.ts";
 export type { LoadOptions } from "./load.ts";
 export { agentReading, loadConfig, parseConfig } from "./load.ts";
-export { isReservedName, ownEntry, RESERVED_NAMES } from "./names.ts";
+export { ownEntry } from "./names.ts";
 export type { RuleContext, RuleProblem } from "./rules.ts";
 export { assertRules, configRuleProblems, ruleProblems } from "./rules.ts";
 export type {

@@ -11,7 +11,7 @@ import { parse as parseToml, TomlError } from "smol-toml";
 import * as v from "valibot";
 import { GOOGLE, MICROSOFT_DEFAULT_TENANT, MICROSOFT_TENANT_ALIASES, microsoft } from "../accounts/providers.ts";
 import { mailboxProblem } from "../mail/address.ts";
-import { isLoopbackHost, readIpEntry } from "../net/ip.ts";
+import { isLoopbackHost, isLoopbackUrlHost, readIpEntry } from "../net/ip.ts";
 import { compileGlob, expandOperation, GlobError, type GlobKind, type Operation } from "../policy/index.ts";
 import { readSecretFile } from "../runtime/secret-file.ts";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
@@ -470,8 +470,7 @@ function endpoint(text: string, at: PathItem[], problems: Problems): string | nu
     problems.add(at, `expected a URL, got ${JSON.stringify(text)}`);
     return null;
   }
-  const host = url.hostname.replace(/^\[(.*)\]$/, "$1");
-  if (url.protocol === "https:" || (url.protocol === "http:" && isLoopbackHost(host))) return url.href;
+  if (url.protocol === "https:" || (url.protocol === "http:" && isLoopbackUrlHost(url))) return url.href;
   problems.add(at, `expected an https:// URL (http:// only on a loopback address), got ${JSON.stringify(text)}`);
   return null;
 }

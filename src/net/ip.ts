@@ -122,7 +122,7 @@ export function addressKey(address: string): string {
  * The one host name taken as loopback: RFC 6761 §6.3 reserves it for the loopback interface, and resolvers answer it
  * from the hosts file rather than from DNS. Any other name is not loopback, whatever it starts with.
  */
-export const LOOPBACK_NAME = "localhost";
+const LOOPBACK_NAME = "localhost";
 
 /**
  * True for a loopback host (docs/config.md `[admin]`): an IPv4 literal in 127.0.0.0/8 (RFC 1122 §3.2.1.3), the IPv6
@@ -135,4 +135,9 @@ export function isLoopbackHost(host: string): boolean {
   const p = parseWritten(host);
   if (p === null) return false;
   return p.width === 32 ? p.bits >> 24n === 127n : p.bits === 1n;
+}
+
+/** Whether the host of `url` is a loopback host (isLoopbackHost); a URL brackets an IPv6 literal (RFC 3986 §3.2.2). */
+export function isLoopbackUrlHost(url: URL): boolean {
+  return isLoopbackHost(url.hostname.replace(/^\[(.*)\]$/, "$1"));
 }
