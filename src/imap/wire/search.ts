@@ -266,5 +266,7 @@ export function sortCriteria(dec: Decoder): SortCriterion[] {
     "sort criteria",
     16,
   );
+  // RFC 5256 §3: sort-criteria = "(" sort-criterion *(SP sort-criterion) ")", at least one key.
+  if (dec.ok && out.length === 0) dec.fail("a sort program needs at least one sort key");
   return out;
 }

@@ -319,6 +319,8 @@ const INVALID: Array<[string, string]> = [
   ["a THREAD REFERENCES UTF-8", "syntax"],
   ["a SORT (DATE) KOI8-R ALL", "bad-charset"],
   ["a SORT (X-GM) UTF-8 ALL", "unsupported"],
+  ["a SORT () UTF-8 ALL", "syntax"],
+  ["a UID SORT RETURN (COUNT) () UTF-8 ALL", "syntax"],
   ['a LIST (RECURSIVEMATCH) "" "%"', "syntax"],
   ["a STATUS INBOX (MAILBOXID)", "unsupported"],
   ["a STATUS INBOX ()", "syntax"],
