@@ -1228,7 +1228,7 @@ export class ImapSession implements LoginSession, CompressSession {
       command,
       operation: null,
       folder: null,
-      target: username,
+      target: username === null ? null : username.slice(0, 200),
       decision: "deny",
       rule: null,
       ruleIndex: null,

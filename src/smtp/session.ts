@@ -25,7 +25,14 @@ import { ownEntry } from "../config/names.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { errorMessage, logAccess, logLoginFailure, moduleLogger } from "../log.ts";
 import type { Connection, FailureThrottle, TlsIdentity, UpstreamTarget } from "../net/index.ts";
-import { failureDelay, LineFramer, SessionCounter, sameUpstream, UpstreamError } from "../net/index.ts";
+import {
+  failureDelay,
+  LineFramer,
+  overlongCredentials,
+  SessionCounter,
+  sameUpstream,
+  UpstreamError,
+} from "../net/index.ts";
 import type { Decision, Outcome, Policy } from "../policy/index.ts";
 import { describeExceeded, type QuotaSubject, type Quotas, quotaSubject } from "../quotas/index.ts";
 import { parsePathArgument } from "./address.ts";
@@ -813,6 +820,8 @@ export class SmtpSession {
       this.#send(reply(501, "5.5.2", "Malformed authentication response"));
       return;
     }
+    const overlong = overlongCredentials(attempt.username, attempt.password);
+    if (overlong !== null) return this.#authFailed(attempt.username, overlong);
     // The upstream in force now: the one a connection kept for sending is opened to, and the one a reload compares.
     const { config, upstream: upstreamTarget } = this.#ctx;
     if (config.agents.length > 0) {

@@ -19,7 +19,7 @@ import {
 } from "../../src/config/limits.ts";
 import { AUDIT_BACKLOG_PAUSE_ROWS, BAD_COMMAND_WINDOW_MS, MAX_BAD_COMMANDS } from "../../src/imap/limits.ts";
 import { MAX_LINE } from "../../src/imap/wire/limits.ts";
-import { END_GRACE_MS } from "../../src/net/index.ts";
+import { END_GRACE_MS, MAX_LOGIN_NAME_BYTES, MAX_LOGIN_PASSWORD_BYTES } from "../../src/net/index.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { createMailbox, type TestMailbox } from "../fixtures/index.ts";
 import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
@@ -536,6 +536,45 @@ describe("hostile input", () => {
       await c.readUntil(() => false, 5000, "the session was not closed");
       expect(c.closed).toBe(true);
     });
+
+  test("login names and passwords at MAX_LOGIN_NAME_BYTES, MAX_LOGIN_PASSWORD_BYTES and one octet past", async () => {
+    const audit = auditCursor(p);
+    await audit();
+    // Each from an address of its own: the login throttle's delay would add up otherwise.
+    const attempt = async (from: string, line: string, literal: string | null): Promise<string> => {
+      const c = await rawFrom(p.port, from);
+      try {
+        await firstLine(c);
+        c.write(line);
+        if (literal !== null) {
+          await c.readUntil((b) => b.includes("+ "));
+          c.take();
+          c.write(`${literal}\r\n`);
+        }
+        return statusOf(await c.waitTagged("a"), "a");
+      } finally {
+        c.close();
+      }
+    };
+    const name = "n".repeat(MAX_LOGIN_NAME_BYTES);
+    const password = "p".repeat(MAX_LOGIN_PASSWORD_BYTES);
+    const plain = (user: string, pass: string) => Buffer.from(`\0${user}\0${pass}`).toString("base64");
+    const cases = [
+      ["127.0.0.61", `a LOGIN ${name} ${password}\r\n`, null, "the upstream server refused the credentials"],
+      ["127.0.0.62", `a LOGIN ${name}n ${password}\r\n`, null, `login name over ${MAX_LOGIN_NAME_BYTES} octets`],
+      // Octets, not characters: 128 two-octet characters are 256 octets.
+      ["127.0.0.63", `a LOGIN {256+}\r\n${"é".repeat(128)} x\r\n`, null, "login name over 255 octets"],
+      ["127.0.0.64", `a AUTHENTICATE PLAIN ${plain(name, password)}\r\n`, null, "the upstream server refused"],
+      ["127.0.0.65", `a AUTHENTICATE PLAIN ${plain("u", `${password}p`)}\r\n`, null, "password over 1024 octets"],
+      ["127.0.0.66", `a LOGIN ${mailbox.user} {61440}\r\n`, "p".repeat(61440), "password over 1024 octets"],
+    ] as const;
+    for (const [from, line, literal, reason] of cases) {
+      expect(await attempt(from, line, literal)).toBe("a NO [AUTHENTICATIONFAILED] Authentication failed");
+      const rows = (await audit()).filter((r) => r.decision === "deny");
+      expect(rows.map((r) => r.reason)).toEqual([expect.stringContaining(reason)]);
+      expect(rows[0]!.target!.length).toBeLessThanOrEqual(200);
+    }
+  });
 
   test(`${MAX_BAD_COMMANDS} malformed lines before login end the session (MAX_BAD_COMMANDS)`, async () => {
     const c = await RawImap.open(p.port);

@@ -6,6 +6,7 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { readFileSync } from "node:fs";
 import { connect as tlsConnect } from "node:tls";
+import { MAX_LOGIN_NAME_BYTES, MAX_LOGIN_PASSWORD_BYTES } from "../../src/net/index.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { startFakeUpstream } from "./fake-upstream.ts";
 import { marker, RawClient, startTestProxy, type TestProxy, upstreams, waitForSink } from "./helpers.ts";
@@ -177,6 +178,36 @@ describe("pass-through mode", () => {
     const rows = (await p.rows()).filter((r) => r.command === "AUTH");
     expect(rows.map((r) => r.decision)).toEqual(["deny", "allow"]);
     expect(rows[1]!.agent).toBe(user.user);
+  });
+});
+
+describe("credential sizes", () => {
+  test(`credentials at the limits, and one octet past them (nothing goes upstream)`, async () => {
+    const p = await startTestProxy({
+      rules: `[[rules]]\nname = "all"\naction = "allow"\n`,
+      limits: { authFailureStepMs: 1 },
+    });
+    cleanups.push(() => p.close());
+    const name = "n".repeat(MAX_LOGIN_NAME_BYTES);
+    const password = "p".repeat(MAX_LOGIN_PASSWORD_BYTES);
+    const b64 = (text: string) => Buffer.from(text).toString("base64");
+    const cases: [string[], string][] = [
+      [[`AUTH PLAIN ${plain(name, password)}`], "upstream"],
+      [[`AUTH PLAIN ${plain(`${name}n`, password)}`], `login name over ${MAX_LOGIN_NAME_BYTES} octets`],
+      [[`AUTH PLAIN ${plain("é".repeat(128), "x")}`], "login name over 255 octets"],
+      [["AUTH LOGIN", b64("u"), b64(`${password}p`)], `password over ${MAX_LOGIN_PASSWORD_BYTES} octets`],
+    ];
+    for (const [lines, reason] of cases) {
+      const c = await RawClient.connect(p.port);
+      await c.reply();
+      await c.command("EHLO client.test");
+      let last = "";
+      for (const line of lines) last = (await c.command(line)).raw;
+      expect(last).toStartWith("535 5.7.8");
+      const rows = (await p.rows()).filter((r) => r.command === "AUTH");
+      expect(rows.at(-1)!.reason).toContain(reason);
+      c.close();
+    }
   });
 });
 

@@ -12,7 +12,7 @@ import {
 } from "../../accounts/index.ts";
 import { countLimitRefusal } from "../../admin/metrics.ts";
 import { ownEntry } from "../../config/names.ts";
-import { ipAllowed, SessionCounter, UpstreamError } from "../../net/index.ts";
+import { ipAllowed, overlongCredentials, SessionCounter, UpstreamError } from "../../net/index.ts";
 import type { MechanismSetting } from "../../net/sasl.ts";
 import { verifyToken } from "../../vault/token.ts";
 import { Refusal } from "../refusal.ts";
@@ -77,6 +77,8 @@ async function loginAs(
   }
   // A login that could not be audited is refused anyway (below): no upstream login for nothing.
   s.requireAudit();
+  const overlong = overlongCredentials(username, password);
+  if (overlong !== null) return s.loginFailed(tag, command, username, overlong);
   const { config, generation } = s.ctx;
   let upstreamUser = username;
   let loginUpstream = (up: UpstreamSession) => up.login(username, password);
