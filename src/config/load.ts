@@ -11,6 +11,7 @@ import { parse as parseToml, TomlError } from "smol-toml";
 import * as v from "valibot";
 import { GOOGLE, MICROSOFT_DEFAULT_TENANT, MICROSOFT_TENANT_ALIASES, microsoft } from "../accounts/providers.ts";
 import { mailboxProblem } from "../mail/address.ts";
+import { MAX_LOGIN_NAME_BYTES } from "../net/credentials.ts";
 import { isLoopbackHost, isLoopbackUrlHost, readIpEntry } from "../net/ip.ts";
 import { compileGlob, expandOperation, GlobError, type GlobKind, type Operation } from "../policy/index.ts";
 import { readSecretFile } from "../runtime/secret-file.ts";
@@ -743,6 +744,11 @@ function build(
           "is taken)",
       );
     else agentKeys.set(a.name.toLowerCase(), a.name);
+    if (Buffer.byteLength(a.name) > MAX_LOGIN_NAME_BYTES)
+      problems.add(
+        ["agents", i, "name"],
+        `agent name over ${MAX_LOGIN_NAME_BYTES} octets: the listeners refuse longer login names (docs/config.md)`,
+      );
     agentNames.add(a.name);
     if (!TOKEN_HASH.test(a.token_hash)) {
       problems.add(

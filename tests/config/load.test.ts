@@ -517,6 +517,12 @@ describe("errors a person can act on", () => {
       [`agents[1].name: duplicate agent name "Bot" (agent names compare without case; "bot" is taken)`],
     ],
     [
+      "an agent name longer than a login name may be",
+      `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "${"b".repeat(256)}"\n` +
+        `token_hash = "${HASH}"\naccount = "m"\n`,
+      ["agents[0].name: agent name over 255 octets: the listeners refuse longer login names (docs/config.md)"],
+    ],
+    [
       "bad allowed_ips",
       `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "b"\ntoken_hash = "${HASH}"\naccount = ` +
         `"m"\nallowed_ips = ["10.0.0.0/33"]\n`,
