@@ -182,6 +182,15 @@ export const heldApprovals = new Gauge(
   "mailgator_approvals_held",
   'Requests held for an approval (rules with action = "ask").',
 );
+/** The IMAP listener's response memory budget (docs/reliability.md "Response memory"). */
+export const responseMemoryReserved = new Gauge(
+  "mailgator_imap_response_memory_bytes",
+  "Octets of upstream responses reserved against the IMAP response memory budget.",
+);
+export const responseMemoryWaiting = new Gauge(
+  "mailgator_imap_response_memory_waiting",
+  "IMAP sessions waiting for room in the response memory budget.",
+);
 export const reloads = new Counter("mailgator_reloads_total", "Config reloads, by result (ok, error).", ["result"]);
 
 const ALL: readonly { render(): string }[] = [
@@ -195,6 +204,8 @@ const ALL: readonly { render(): string }[] = [
   auditRowsQueued,
   auditHealthy,
   heldApprovals,
+  responseMemoryReserved,
+  responseMemoryWaiting,
   reloads,
 ];
 

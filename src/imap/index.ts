@@ -4,7 +4,7 @@
  */
 
 import { AccountCredentials } from "../accounts/index.ts";
-import { countLimitRefusal, countSession } from "../admin/metrics.ts";
+import { countLimitRefusal, countSession, responseMemoryReserved, responseMemoryWaiting } from "../admin/metrics.ts";
 import type { AuditLog } from "../audit/index.ts";
 import { assertRules } from "../config/rules.ts";
 import type { Config, ImapLimits } from "../config/types.ts";
@@ -24,7 +24,8 @@ import { LiveConfig, listenerReload, type PreparedReload, tlsIdentityFor } from 
 import { openStateDatabase } from "../state/database.ts";
 import { ClassificationCache, cachePathBeside } from "./cache.ts";
 import type { SessionContext } from "./commands/context.ts";
-import { DEFAULT_TIMEOUTS, LOGIN_THROTTLE } from "./limits.ts";
+import { DEFAULT_TIMEOUTS, LOGIN_THROTTLE, RESPONSE_MEMORY_BUDGET } from "./limits.ts";
+import { ResponseMemory } from "./memory.ts";
 import { ImapSession } from "./session.ts";
 import type { UpstreamTimeouts } from "./upstream.ts";
 
@@ -33,6 +34,8 @@ export interface ImapProxy {
   close(): Promise<void>;
   /** Checks a new config for this proxy (TLS files readable, listener unchanged); see `PreparedReload`. */
   prepareReload(next: Config): PreparedReload;
+  /** What the sessions' upstream responses hold of RESPONSE_MEMORY_BUDGET now (src/imap/memory.ts). */
+  readonly responseMemory: { readonly budget: number; readonly used: number; readonly waiting: number };
 }
 
 /** Upstream connect, TLS handshake and per-command deadlines (src/imap/limits.ts). */
@@ -57,8 +60,9 @@ export async function startImapProxy(deps: {
   live?: LiveConfig;
   /** `[[quotas]]` (docs/quotas.md); without it the proxy opens the state database itself when quotas are set. */
   quotas?: Quotas;
-  /** Tests only: shorter timeouts and login delays. */
+  /** Tests only: shorter timeouts and login delays, a smaller RESPONSE_MEMORY_BUDGET. */
   timeouts?: Partial<UpstreamTimeouts>;
+  responseMemoryBudget?: number;
   loginThrottle?: Partial<typeof LOGIN_THROTTLE>;
 }): Promise<ImapProxy> {
   const { config, policy, audit } = deps;
@@ -86,6 +90,10 @@ export async function startImapProxy(deps: {
   const limits: ImapLimits = current.limits;
   if (upstream.skipVerify)
     log.warn("upstream_tls_skip_verify is on: the upstream IMAP server's certificate is NOT checked");
+  const responseMemory = new ResponseMemory(deps.responseMemoryBudget ?? RESPONSE_MEMORY_BUDGET, (used, waiting) => {
+    responseMemoryReserved.set({}, used);
+    responseMemoryWaiting.set({}, waiting);
+  });
   const ownQuotas = deps.quotas === undefined ? openQuotas(config, null, openStateDatabase) : null;
   const ctx: SessionContext = {
     get config() {
@@ -114,6 +122,7 @@ export async function startImapProxy(deps: {
     },
     perAgent: new SessionCounter(limits.maxSessionsPerAgent),
     sessions: new Set(),
+    responseMemory,
     cache: filtersMessages(config)
       ? ClassificationCache.open(cachePathBeside(config.audit.path), (m) => log.warn(m))
       : null,
@@ -150,6 +159,7 @@ export async function startImapProxy(deps: {
   );
   return {
     address: listener.address,
+    responseMemory,
     async close() {
       const closed = listener.close(SHUTDOWN_GRACE_MS);
       for (const session of ctx.sessions) session.stop();

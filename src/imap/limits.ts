@@ -123,3 +123,19 @@ export const MAX_STRUCTURE_DEPTH = 32;
 
 /** How long the classification cache waits for a lock held by another process (SQLite busy_timeout). */
 export const BUSY_TIMEOUT_MS = 2000;
+
+// ---- memory ----------------------------------------------------------------------------------------------------
+
+/**
+ * Octets of upstream responses on their way to agents that all sessions together may hold (src/imap/memory.ts,
+ * docs/reliability.md "Response memory"): four of the largest message the proxy relays (MAX_RESPONSE_LITERAL), so
+ * that four agents can fetch such a message at once and the fifth waits instead of the proxy's memory growing by
+ * another 128 MiB.
+ */
+export const RESPONSE_MEMORY_BUDGET = 512 * 1024 * 1024;
+
+/**
+ * Octets of one response's literals that are not counted against RESPONSE_MEMORY_BUDGET: a response of ordinary
+ * messages never waits for the budget; from the literal that takes it past this, every literal is counted.
+ */
+export const RESPONSE_MEMORY_FREE = 1024 * 1024;

@@ -155,6 +155,8 @@ export class ImapSession implements LoginSession, CompressSession {
    * holds them (`#holdUpstream`).
    */
   readonly #outputHeld = { deflater: false, socket: false };
+  /** Callbacks waiting for the output sent so far to leave (`#afterOutput`). */
+  #outputWaiters: (() => void)[] = [];
   /** The upstream session `#holdUpstream` paused, resumed when `#outputHeld` clears. */
   #pausedUpstream: UpstreamSession | null = null;
   #flushScheduled = false;
@@ -395,6 +397,9 @@ export class ImapSession implements LoginSession, CompressSession {
     this.#timer = null;
     this.#releasePlace?.();
     this.#releasePlace = null;
+    // What is still queued for the agent holds no reservation any more: the connection ends (docs/reliability.md
+    // "Response memory").
+    this.#outputLeft();
     this.up?.close();
     // Including one still connecting or logging in, or opened by a command the agent left in the middle of.
     for (const up of this.#upstreams) up.close();
@@ -530,6 +535,26 @@ export class ImapSession implements LoginSession, CompressSession {
   /** `flush` bound once: scheduled for every command's output, so not a new closure each time. */
   readonly #flushLater = (): void => this.flush();
 
+  /**
+   * Runs `done` once what the session has sent so far has left it: the next flush hands it on, to run when the
+   * socket has given those bytes to the kernel (or the deflater has read them); at once if that flush has nothing
+   * to write, or when the session ends or its held output is dropped. How a response's reservation of the response
+   * memory budget is given back (src/imap/memory.ts, docs/reliability.md "Response memory").
+   */
+  #afterOutput(done: () => void): void {
+    if (this.#closed) return done();
+    this.#outputWaiters.push(done);
+    this.#scheduleFlush();
+  }
+
+  /** Runs the `#afterOutput` callbacks queued until now. */
+  #outputLeft(): void {
+    if (this.#outputWaiters.length === 0) return;
+    const waiters = this.#outputWaiters;
+    this.#outputWaiters = [];
+    for (const done of waiters) done();
+  }
+
   flush(): void {
     this.#flushScheduled = false;
     if (this.#held) return;
@@ -538,12 +563,23 @@ export class ImapSession implements LoginSession, CompressSession {
     // batch; otherwise a part may be queued by reference: the encoder moves on to a spare buffer and gets this one
     // back once the socket has written it (Encoder.detach / giveBack).
     const parts = this.#enc.takeViews();
-    if (parts.length === 0) return;
+    const waiters = this.#outputWaiters;
+    if (waiters.length > 0) this.#outputWaiters = [];
+    const left =
+      waiters.length === 0
+        ? null
+        : () => {
+            for (const done of waiters) done();
+          };
+    if (parts.length === 0) return left?.();
     if (this.#deflate !== null) {
       // The deflater holds the views until it has read them; then the buffer comes back (no copy).
       const enc = this.#enc;
       const buf = enc.detach();
-      const room = this.#deflate.output(parts, () => enc.giveBack(buf));
+      const room = this.#deflate.output(parts, () => {
+        enc.giveBack(buf);
+        left?.();
+      });
       // Deflate is slower than upstream sends: push back on upstream (src/imap/compress.ts).
       if (!room) this.#holdUpstream("deflater");
       return;
@@ -560,6 +596,7 @@ export class ImapSession implements LoginSession, CompressSession {
       const buf = enc.detach();
       this.conn.afterWrites(() => enc.giveBack(buf));
     }
+    if (left !== null) this.conn.afterWrites(left);
     // The agent reads slower than upstream sends: push back on upstream.
     if (full) this.#holdUpstream("socket");
   }
@@ -621,6 +658,7 @@ export class ImapSession implements LoginSession, CompressSession {
     if (!this.#held) return;
     this.#enc.takeViews();
     this.#enc.recycle();
+    this.#outputLeft();
   }
 
   // ---- input -----------------------------------------------------------------------------------------------
@@ -1139,7 +1177,13 @@ export class ImapSession implements LoginSession, CompressSession {
     this.account = `${this.ctx.upstream.host}:${this.ctx.upstream.port}/${upstreamUser}`;
     const { upstream, timeouts } = this.ctx;
     this.#openAuxiliary = async () => {
-      const aux = await UpstreamSession.open(upstream, timeouts, (opened) => this.#own(opened), this.#ending.signal);
+      const aux = await UpstreamSession.open(
+        upstream,
+        timeouts,
+        (opened) => this.#own(opened),
+        this.#ending.signal,
+        this.ctx.responseMemory,
+      );
       const ok = await loginUpstream(aux).catch((error: unknown) => {
         aux.close();
         throw error instanceof UpstreamError ? error : new UpstreamError((error as Error).message);
@@ -1211,11 +1255,13 @@ export class ImapSession implements LoginSession, CompressSession {
       this.ctx.timeouts,
       (opened) => this.#own(opened),
       this.#ending.signal,
+      this.ctx.responseMemory,
     );
   }
 
   #own(up: UpstreamSession): void {
     if (this.#closed) return up.close();
+    up.afterDelivery = (release) => this.#afterOutput(release);
     for (const known of this.#upstreams) if (known.closed) this.#upstreams.delete(known);
     this.#upstreams.add(up);
   }

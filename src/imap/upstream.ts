@@ -19,6 +19,8 @@ import {
   oauthFailureAnswer,
   oauthInitialResponse,
 } from "../net/sasl.ts";
+import { RESPONSE_MEMORY_FREE } from "./limits.ts";
+import type { ResponseMemory } from "./memory.ts";
 import { withoutTimings } from "./upstream-text.ts";
 import { type Command, Encoder, Framer, parseResponse, type Response, writeCommand } from "./wire/index.ts";
 
@@ -59,7 +61,17 @@ export class UpstreamSession {
   readonly #conn: Connection;
   readonly #target: UpstreamTarget;
   readonly #timeouts: UpstreamTimeouts;
-  #framer = new Framer({ role: "client" });
+  #framer: Framer;
+  /** The listener's budget for responses' memory (src/imap/memory.ts); null: nothing counted (tools, tests). */
+  readonly #memory: ResponseMemory | null;
+  /** Octets of the response being framed that were reserved in `#memory`. */
+  #frameReserved = 0;
+  /** Waiting for `#memory` to give a literal's octets: reading from upstream is paused meanwhile. */
+  #memoryWait = false;
+  /** Paused by the owner (`pause()`), for the agent's back-pressure. */
+  #ownerPaused = false;
+  /** Releases of delivered responses' reservations not yet given back (given back at the latest when closed). */
+  readonly #undelivered = new Set<() => void>();
   #tagCount = 0;
   #pending: Pending | null = null;
   /** A command written behind the one in flight (`pipeline`), answered after it. */
@@ -73,6 +85,12 @@ export class UpstreamSession {
   onClose: (error: Error | null) => void = () => {};
   /** Called after each batch of responses from one network read: flush what was queued for the agent. */
   onBatch: () => void = () => {};
+  /**
+   * Called with each response's reservation in `#memory` once the response was handed to `onData` or
+   * `onUnsolicited`: `release` gives it back, exactly once, when what the owner made of the response has left
+   * (docs/reliability.md "Response memory"). Without an owner's hook it is given back at once.
+   */
+  afterDelivery: (release: () => void) => void = (release) => release();
   caps = new Set<string>();
   /** Between a STARTTLS OK and the handshake: everything received is discarded (RFC 9051 §6.2.1). */
   #discarding = false;
@@ -86,10 +104,17 @@ export class UpstreamSession {
   /** Commands are encoded here; `finish()` copies what a command needs, so the buffer serves the next one. */
   #commandEncoder: Encoder | null = null;
 
-  private constructor(conn: Connection, target: UpstreamTarget, timeouts: UpstreamTimeouts) {
+  private constructor(
+    conn: Connection,
+    target: UpstreamTarget,
+    timeouts: UpstreamTimeouts,
+    memory: ResponseMemory | null,
+  ) {
     this.#conn = conn;
     this.#target = target;
     this.#timeouts = timeouts;
+    this.#memory = memory;
+    this.#framer = this.#newFramer();
     conn.onData((chunk) => this.#onData(chunk));
     conn.onClose((error) => this.#closed(error));
   }
@@ -105,9 +130,10 @@ export class UpstreamSession {
     timeouts: UpstreamTimeouts,
     onConnected: ((session: UpstreamSession) => void) | null = null,
     signal: AbortSignal | null = null,
+    memory: ResponseMemory | null = null,
   ): Promise<UpstreamSession> {
     const conn = await connectUpstream({ ...target, connectTimeoutMs: timeouts.connectMs }, signal);
-    const session = new UpstreamSession(conn, target, timeouts);
+    const session = new UpstreamSession(conn, target, timeouts, memory);
     onConnected?.(session);
     try {
       await session.#readGreeting();
@@ -172,7 +198,7 @@ export class UpstreamSession {
     });
     if (status.status !== "OK") throw new UpstreamError(`the upstream server refused STARTTLS: ${status.text}`);
     this.#framer.discardBuffered();
-    this.#framer = new Framer({ role: "client" });
+    this.#framer = this.#newFramer();
     try {
       await this.#conn.startTlsClient(tlsOptions(this.#target), this.#timeouts.handshakeMs);
     } catch (error) {
@@ -415,11 +441,19 @@ export class UpstreamSession {
   }
 
   pause(): void {
+    this.#ownerPaused = true;
     this.#conn.pause();
   }
 
   resume(): void {
-    this.#conn.resume();
+    this.#ownerPaused = false;
+    if (!this.#memoryWait) this.#conn.resume();
+  }
+
+  #newFramer(): Framer {
+    return new Framer(
+      this.#memory === null ? { role: "client" } : { role: "client", holdLiteralsFrom: RESPONSE_MEMORY_FREE },
+    );
   }
 
   /** Sends LOGOUT without waiting long for the reply, then closes. */
@@ -440,6 +474,11 @@ export class UpstreamSession {
   #onData(chunk: Buffer): void {
     if (this.#discarding) return;
     this.#framer.feed(chunk);
+    if (!this.#memoryWait) this.#frameAll();
+  }
+
+  /** Frames and dispatches what has been read, until more input (or memory for a literal) is needed. */
+  #frameAll(): void {
     for (;;) {
       if (this.#discarding) {
         this.#framer.discardBuffered();
@@ -449,15 +488,72 @@ export class UpstreamSession {
       if (ev === null) break;
       if (ev.kind === "error")
         return this.#fail(new UpstreamError(`the upstream server sent an invalid response: ${ev.error.message}`));
+      if (ev.kind === "literal") {
+        if (!this.#reserve(ev.request.size)) break;
+        continue;
+      }
       if (ev.kind !== "frame") continue;
+      const reserved = this.#frameReserved;
+      this.#frameReserved = 0;
       const parsed = parseResponse(ev.frame);
       if (!parsed.ok) {
+        if (reserved > 0) this.#memory!.give(reserved);
         return this.#fail(new UpstreamError(`the upstream server sent an invalid response: ${parsed.error.message}`));
       }
       this.#dispatch(parsed.value);
+      if (reserved > 0) this.#deliveredReservation(reserved);
       if (this.#error !== null) return;
     }
     this.onBatch();
+  }
+
+  /**
+   * Memory for a literal the framer announced (docs/reliability.md "Response memory"): reserved now and framing goes
+   * on (true); or reading pauses until the budget has room and framing resumes then (false). A response that
+   * already holds a reservation does not wait (two sessions could each hold part and wait for the other's): the
+   * session fails instead, as one whose literal exceeds the budget as a whole.
+   */
+  #reserve(size: number): boolean {
+    const memory = this.#memory!;
+    if (memory.tryTake(size)) {
+      this.#frameReserved += size;
+      this.#framer.acceptLiteral();
+      return true;
+    }
+    if (this.#frameReserved > 0 || size > memory.budget) {
+      this.#fail(
+        new UpstreamError(
+          `a response of the upstream server needs more memory than the proxy's budget for responses has free ` +
+            `(${memory.budget} octets for all sessions)`,
+        ),
+      );
+      return false;
+    }
+    this.#memoryWait = true;
+    this.#conn.pause();
+    void memory.take(size).then(() => {
+      if (this.#conn.closed || this.#error !== null) return memory.give(size);
+      this.#memoryWait = false;
+      this.#frameReserved += size;
+      this.#framer.acceptLiteral();
+      if (!this.#ownerPaused) this.#conn.resume();
+      this.#frameAll();
+    });
+    return false;
+  }
+
+  /** Hands a dispatched response's reservation to the owner, to be given back once; the session's end gives it too. */
+  #deliveredReservation(size: number): void {
+    const memory = this.#memory!;
+    let given = false;
+    const release = (): void => {
+      if (given) return;
+      given = true;
+      this.#undelivered.delete(release);
+      memory.give(size);
+    };
+    this.#undelivered.add(release);
+    this.afterDelivery(release);
   }
 
   #dispatch(r: Response): void {
@@ -502,6 +598,10 @@ export class UpstreamSession {
         ? new UpstreamError(`the upstream connection failed: ${error.message}`)
         : new UpstreamError("the upstream server closed the connection"));
     this.#error = reason;
+    // A response cut off holds its reservation no longer; delivered ones are given back by their owner, or here.
+    if (this.#frameReserved > 0) this.#memory!.give(this.#frameReserved);
+    this.#frameReserved = 0;
+    for (const release of [...this.#undelivered]) release();
     if (this.#watchdog !== null) clearTimeout(this.#watchdog);
     this.#watchdog = null;
     for (const pending of [this.#pending, this.#queued]) pending?.reject(reason);

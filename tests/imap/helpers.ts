@@ -38,6 +38,8 @@ export interface ProxyOptions {
   readonly wrapAudit?: (log: AuditLog) => AuditLog;
   /** The failed-login delay, instead of LOGIN_THROTTLE. */
   readonly loginThrottle?: Partial<typeof LOGIN_THROTTLE>;
+  /** Instead of RESPONSE_MEMORY_BUDGET. */
+  readonly responseMemoryBudget?: number;
 }
 
 export interface TestProxy {
@@ -74,6 +76,7 @@ export async function startTestProxy(options: ProxyOptions = {}): Promise<TestPr
     audit: options.wrapAudit?.(audit) ?? audit,
     live,
     ...(options.loginThrottle === undefined ? {} : { loginThrottle: options.loginThrottle }),
+    ...(options.responseMemoryBudget === undefined ? {} : { responseMemoryBudget: options.responseMemoryBudget }),
   });
   return {
     proxy,

@@ -15,6 +15,7 @@ import type { Quotas } from "../../quotas/index.ts";
 import type { ClassificationCache } from "../cache.ts";
 import type { FolderNames, FolderRights } from "../folders.ts";
 import type { SelectedMailbox } from "../mailbox.ts";
+import type { ResponseMemory } from "../memory.ts";
 import type { UpstreamSession, UpstreamTimeouts } from "../upstream.ts";
 import type { Command, FramerEvent, Response, ResponseCode } from "../wire/index.ts";
 
@@ -40,6 +41,8 @@ export interface SessionContext {
   /** Logged-in sessions per agent or upstream login: `max_sessions_per_agent`. */
   readonly perAgent: SessionCounter;
   readonly sessions: Set<SessionHandle>;
+  /** The budget all sessions' upstream responses share (src/imap/memory.ts). */
+  readonly responseMemory: ResponseMemory;
   /** Visible UIDs of filtered folders (docs/filtering.md); null when no rule filters messages or it is off. */
   readonly cache: ClassificationCache | null;
 }

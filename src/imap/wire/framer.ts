@@ -94,6 +94,12 @@ export interface FramerOptions {
   readonly allowLiteral8?: boolean;
   /** Override limits (tests; the defaults come from limits.ts). */
   readonly limits?: Partial<FramerLimits>;
+  /**
+   * Client only: a response literal that takes its response past this many octets (the lines and literals before
+   * it, and its own size) is announced with a `literal` event before any of its octets is read, and framing waits
+   * for `acceptLiteral()`: the owner first reserves memory for it (src/imap/memory.ts). Unset: never.
+   */
+  readonly holdLiteralsFrom?: number;
 }
 
 export const SERVER_LIMITS: FramerLimits = {
@@ -192,6 +198,7 @@ type State = "line" | "literal" | "decide" | "closed";
 export class Framer {
   private readonly server: boolean;
   private readonly allowLiteral8: boolean;
+  private readonly holdLiteralsFrom: number;
   readonly limits: FramerLimits;
 
   // Unframed input: chunks[0] is read from offset `head`.
@@ -227,6 +234,9 @@ export class Framer {
   constructor(options: FramerOptions) {
     this.server = options.role === "server";
     this.allowLiteral8 = options.allowLiteral8 ?? !this.server;
+    this.holdLiteralsFrom = this.server
+      ? Number.POSITIVE_INFINITY
+      : (options.holdLiteralsFrom ?? Number.POSITIVE_INFINITY);
     this.limits = { ...(this.server ? SERVER_LIMITS : CLIENT_LIMITS), ...options.limits };
   }
 
@@ -377,7 +387,11 @@ export class Framer {
     else if (m.size > l.maxLiteral) this.fail("literal-too-big", `response literal of ${m.size} octets`);
     else if (this.literalCount >= l.maxLiterals) this.fail("too-many-literals", "too many literals in response");
     else if (this.frameBytes + m.size > l.maxFrameBytes) this.fail("response-too-big", "response too big");
-    else this.startLiteral(false);
+    else if (this.frameBytes + m.size > this.holdLiteralsFrom) {
+      this.state = "decide";
+      const request = { tag: null, command: null, size: m.size, nonSync: false, binary: m.binary };
+      return { kind: "literal", request: { ...request, index: this.literalCount } };
+    } else this.startLiteral(false);
     return null;
   }
 

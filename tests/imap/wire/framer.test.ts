@@ -272,6 +272,34 @@ describe("framer: limits at the limit and one past it", () => {
     ).toEqual(["error literal-too-big fatal"]);
   });
 
+  test("client side, holdLiteralsFrom: literals that take a response past it wait for acceptLiteral", () => {
+    // With each literal the response reaches 29, 49 and 67 octets (its lines' CRLFs counted).
+    const input = "* 1 FETCH (BODY[1] {5}\r\nabcde BODY[2] {6}\r\nfghijk BODY[3] {4}\r\nlmno)\r\n";
+    for (const [from, expected] of [
+      [29, ["literal null null 6", "literal null null 4"]],
+      [28, ["literal null null 5", "literal null null 6", "literal null null 4"]],
+      [67, []],
+      [66, ["literal null null 4"]],
+    ] as const) {
+      const events = run(new Framer({ role: "client", holdLiteralsFrom: from }), [bytes(input)], "accept");
+      expect(summarize(events)).toEqual([
+        ...expected,
+        "frame * 1 FETCH (BODY[1] {5}<abcde> BODY[2] {6}<fghijk> BODY[3] {4}<lmno>)",
+      ]);
+    }
+    // Nothing of the literal is read before the decision: the framer waits with its input buffered.
+    const f = new Framer({ role: "client", holdLiteralsFrom: 0 });
+    f.feed(bytes("* 1 FETCH (BODY[] {3}\r\nxyz)\r\n"));
+    expect(f.next()?.kind).toBe("literal");
+    expect(f.next()).toBeNull();
+    expect(f.awaitingDecision).toBe(true);
+    expect(f.buffered).toBe(6);
+    f.acceptLiteral();
+    expect(f.next()?.kind).toBe("frame");
+    // The server side never holds a literal for memory (its literals wait for the owner's decision anyway).
+    expect(new Framer({ role: "server", holdLiteralsFrom: 0 }).awaitingDecision).toBe(false);
+  });
+
   test("client side: total response size is bounded", () => {
     const limits = { maxFrameBytes: 30 };
     const events = run(new Framer({ role: "client", limits }), [bytes("* 1 FETCH (BODY[] {20}\r\n")], "accept");

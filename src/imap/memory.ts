@@ -1,0 +1,75 @@
+/**
+ * One budget for the memory that upstream responses on their way to agents hold, shared by every session of the
+ * IMAP listener (docs/reliability.md "Response memory"). A response is framed whole before it is checked and
+ * relayed (a message's literal included), so each session may hold up to MAX_RESPONSE_BYTES; without a shared
+ * budget, a few agents fetching large messages and reading them slowly (or not at all) hold that many times over.
+ *
+ * A response's literals count once its size passes RESPONSE_MEMORY_FREE (the literal's size is announced before its
+ * octets come, `{n}`): each is reserved before it is read, and a session that cannot have it stops reading from
+ * upstream until enough is given back, first come, first served. What was reserved is given back once the
+ * response has gone to the agent's socket and the kernel has taken it, or was dropped (a hidden message), or the
+ * session ended. A response never waits while it holds a reservation (its second large literal, when the budget
+ * is short, fails the upstream session instead), so no two sessions can wait on each other.
+ */
+
+interface Waiter {
+  readonly size: number;
+  readonly grant: () => void;
+}
+
+export class ResponseMemory {
+  readonly budget: number;
+  #used = 0;
+  #waiters: Waiter[] = [];
+  readonly #report: (used: number, waiting: number) => void;
+
+  /** `report` hears of every change (the admin listener's gauges). */
+  constructor(budget: number, report: (used: number, waiting: number) => void = () => {}) {
+    this.budget = budget;
+    this.#report = report;
+  }
+
+  /** Octets reserved now. */
+  get used(): number {
+    return this.#used;
+  }
+
+  /** Reservations waiting for memory. */
+  get waiting(): number {
+    return this.#waiters.length;
+  }
+
+  /** Reserves `size` octets if they are free now and nobody is waiting before; true if reserved. */
+  tryTake(size: number): boolean {
+    if (this.#waiters.length > 0 || this.#used + size > this.budget) return false;
+    this.#used += size;
+    this.#report(this.#used, 0);
+    return true;
+  }
+
+  /**
+   * Reserves `size` octets as soon as they are free, after those waiting before (first come, first served, so that
+   * a large response is not passed over forever by small ones). `size` must be at most the budget.
+   */
+  take(size: number): Promise<void> {
+    if (size > this.budget)
+      throw new RangeError(`a reservation of ${size} octets exceeds the budget of ${this.budget}`);
+    if (this.tryTake(size)) return Promise.resolve();
+    return new Promise((resolve) => {
+      this.#waiters.push({ size, grant: resolve });
+      this.#report(this.#used, this.#waiters.length);
+    });
+  }
+
+  /** Gives back `size` reserved octets and lets waiting reservations in, in order, while they fit. */
+  give(size: number): void {
+    this.#used -= size;
+    if (this.#used < 0) throw new Error(`response memory: ${-this.#used} octets more given back than taken`);
+    while (this.#waiters.length > 0 && this.#used + this.#waiters[0]!.size <= this.budget) {
+      const next = this.#waiters.shift()!;
+      this.#used += next.size;
+      next.grant();
+    }
+    this.#report(this.#used, this.#waiters.length);
+  }
+}

@@ -1,0 +1,154 @@
+/**
+ * The response memory budget end to end against Dovecot (src/imap/memory.ts, docs/reliability.md "Response
+ * memory"): a large message held for an agent that does not read makes the next agent's large fetch wait instead
+ * of the proxy's memory growing, and that fetch completes once the first agent reads; a literal of the whole
+ * budget is relayed, one octet more ends the session; every reservation is given back.
+ */
+
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { RESPONSE_MEMORY_BUDGET, RESPONSE_MEMORY_FREE } from "../../src/imap/limits.ts";
+import { createMailbox, type TestMailbox } from "../fixtures/index.ts";
+import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+
+const MiB = 1024 * 1024;
+/** Larger than what loopback's socket buffers take, so that most of it stays in the proxy while nobody reads. */
+const LARGE = 24 * MiB;
+
+let mailbox: TestMailbox;
+let proxies: TestProxy[] = [];
+
+/** A message of exactly `size` octets (CRLF line ends, as Dovecot stores and returns them). */
+function message(size: number, fill: string): string {
+  const head = `From: a@mailgator.test\r\nTo: b@mailgator.test\r\nSubject: ${fill} ${size}\r\n\r\n`;
+  const line = `${fill.repeat(998)}\r\n`;
+  let body = line.repeat(Math.floor((size - head.length) / line.length));
+  body += "x".repeat(size - head.length - body.length);
+  return head + body;
+}
+
+beforeAll(async () => {
+  mailbox = await createMailbox();
+  // Through an allow-all proxy with the default budget: APPEND of each, UIDs 1, 2 and 3.
+  const p = await startTestProxy({});
+  proxies.push(p);
+  const c = await RawImap.login(p.port, mailbox);
+  for (const [size, fill] of [
+    [LARGE, "a"],
+    [4 * MiB, "b"],
+    [4 * MiB + 1, "c"],
+  ] as const) {
+    const text = message(size, fill);
+    c.write(`A APPEND INBOX {${text.length}+}\r\n`);
+    c.socket.write(Buffer.from(text, "latin1"));
+    c.write("\r\n");
+    expect(statusOf(await c.waitTagged("A"), "A")).toStartWith("A OK");
+  }
+  c.close();
+});
+
+afterAll(async () => {
+  for (const p of proxies) await p.close();
+  proxies = [];
+});
+
+async function proxyWith(budget: number): Promise<TestProxy> {
+  const p = await startTestProxy({ responseMemoryBudget: budget });
+  proxies.push(p);
+  return p;
+}
+
+/** Reads until the tagged reply `tag OK|NO|BAD` is at the end of what came, checking only the end (a large body). */
+async function untilTagged(c: RawImap, tag: string): Promise<string> {
+  const re = new RegExp(`\\r\\n${tag} (OK|NO|BAD)[^\\r\\n]*\\r\\n$`);
+  return c.readUntil((b) => re.test(b.slice(-200)), 60_000);
+}
+
+async function until(what: string, condition: () => boolean): Promise<void> {
+  for (let i = 0; i < 1000 && !condition(); i++) await Bun.sleep(10);
+  if (!condition()) throw new Error(`not reached: ${what}`);
+}
+
+test("the defaults are what docs/reliability.md says", () => {
+  expect(RESPONSE_MEMORY_BUDGET).toBe(512 * MiB);
+  expect(RESPONSE_MEMORY_FREE).toBe(MiB);
+});
+
+test("an agent that does not read holds its message's memory; the next large fetch waits, then completes", async () => {
+  const p = await proxyWith(LARGE + 2 * MiB);
+  const memory = p.proxy.responseMemory;
+  const slow = await RawImap.login(p.port, mailbox);
+  const next = await RawImap.login(p.port, mailbox);
+  try {
+    for (const c of [slow, next]) expect(statusOf(await c.command("S", "SELECT INBOX"), "S")).toStartWith("S OK");
+    slow.socket.pause();
+    slow.write("F UID FETCH 1 BODY.PEEK[]\r\n");
+    await until("the first message reserved", () => memory.used >= LARGE);
+    // 4 MiB more do not fit beside it: the second agent's fetch waits, and nothing of its message is read yet.
+    next.write("G UID FETCH 2 BODY.PEEK[]\r\n");
+    await until("the second fetch waiting", () => memory.waiting === 1);
+    await Bun.sleep(500);
+    expect(memory.waiting).toBe(1);
+    expect(next.take()).toBe("");
+    expect(memory.used).toBeLessThanOrEqual(memory.budget);
+    // A small fetch is not held up by the budget.
+    const small = await RawImap.login(p.port, mailbox);
+    expect(statusOf(await small.command("S", "SELECT INBOX"), "S")).toStartWith("S OK");
+    expect(statusOf(await small.command("H", "UID FETCH 1:3 (RFC822.SIZE FLAGS)"), "H")).toStartWith("H OK");
+    small.close();
+    // The first agent reads: its reservation is given back, the second fetch goes on.
+    slow.socket.resume();
+    const first = await untilTagged(slow, "F");
+    expect(first).toContain(`BODY[] {${LARGE}}\r\n`);
+    expect(first.length).toBeGreaterThan(LARGE);
+    const second = await untilTagged(next, "G");
+    expect(second).toContain(`BODY[] {${4 * MiB}}\r\n`);
+    expect(second).toMatch(/\r\nG OK [^\r\n]*\r\n$/);
+    await until("every reservation given back", () => memory.used === 0 && memory.waiting === 0);
+  } finally {
+    slow.close();
+    next.close();
+  }
+});
+
+test("a literal of the whole budget is relayed; one octet more ends the session; nothing stays reserved", async () => {
+  const p = await proxyWith(4 * MiB);
+  const memory = p.proxy.responseMemory;
+  const c = await RawImap.login(p.port, mailbox);
+  try {
+    expect(statusOf(await c.command("S", "SELECT INBOX"), "S")).toStartWith("S OK");
+    c.write("F UID FETCH 2 BODY.PEEK[]\r\n");
+    expect(await untilTagged(c, "F")).toContain(`BODY[] {${4 * MiB}}\r\n`);
+    c.take();
+    c.write("G UID FETCH 3 BODY.PEEK[]\r\n");
+    const end = await c.readUntil(() => false, 15_000).catch(() => "");
+    expect(end).toContain("* BYE");
+    expect(c.closed).toBe(true);
+    const rows = (await p.rows()).filter((r) => r.decision === "error");
+    expect(rows.map((r) => r.reason)).toEqual([expect.stringContaining("memory than the proxy's budget")]);
+    await until("every reservation given back", () => memory.used === 0 && memory.waiting === 0);
+  } finally {
+    c.close();
+  }
+});
+
+test("sessions that end while they hold or wait for memory give it back", async () => {
+  const p = await proxyWith(LARGE + 2 * MiB);
+  const memory = p.proxy.responseMemory;
+  const holder = await RawImap.login(p.port, mailbox);
+  const waiter = await RawImap.login(p.port, mailbox);
+  for (const c of [holder, waiter]) expect(statusOf(await c.command("S", "SELECT INBOX"), "S")).toStartWith("S OK");
+  holder.socket.pause();
+  holder.write("F UID FETCH 1 BODY.PEEK[]\r\n");
+  await until("the first message reserved", () => memory.used >= LARGE);
+  waiter.write("G UID FETCH 2 BODY.PEEK[]\r\n");
+  await until("the second fetch waiting", () => memory.waiting === 1);
+  waiter.close();
+  holder.close();
+  await until("every reservation given back", () => memory.used === 0 && memory.waiting === 0);
+  // And the budget serves the next agent in full.
+  const c = await RawImap.login(p.port, mailbox);
+  expect(statusOf(await c.command("S", "SELECT INBOX"), "S")).toStartWith("S OK");
+  c.write("F UID FETCH 1 BODY.PEEK[]\r\n");
+  expect(await untilTagged(c, "F")).toContain(`BODY[] {${LARGE}}\r\n`);
+  c.close();
+});
