@@ -9,6 +9,14 @@ export {
   type Decision,
   PROTOCOLS,
 } from "./event.ts";
-export { AuditLog, type AuditOpenOptions, type DurableOptions, MAX_QUEUED_ROWS, NOT_CARRIED_OUT } from "./log.ts";
+export {
+  AUDIT_BACKLOG_PAUSE_ROWS,
+  AuditLog,
+  type AuditOpenOptions,
+  type DurableOptions,
+  MAX_QUEUED_ROWS,
+  NOT_CARRIED_OUT,
+  waitForAuditBacklog,
+} from "./log.ts";
 export { MAX_DETAIL_CHARS, MAX_TEXT_CHARS } from "./row.ts";
 export { SCHEMA_VERSION } from "./schema.ts";

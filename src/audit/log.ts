@@ -28,6 +28,15 @@ const DEFAULT_BATCH_MS = 25;
 const DEFAULT_MAX_BATCH = 1000;
 /** record() refuses beyond this many rows waiting for the disk, so a stalled disk cannot exhaust memory. */
 export const MAX_QUEUED_ROWS = 2_000_000;
+/**
+ * Rows waiting in the audit log's queue past which a session, on either listener, waits for them to be committed
+ * before it starts its next command (`waitForAuditBacklog`). Commands refused or denied by the rules are audited
+ * without waiting (`record()`), so one session sending them as fast as it can would otherwise grow the one shared
+ * queue without bound, and every other session's logins and writes, whose rows must be on disk first, would wait
+ * behind it (seconds, tens of seconds). 10,000 rows are a few commits of the writer (docs/audit.md "Figures":
+ * 100,000 rows/s and more), so a durable row never waits behind much more than that.
+ */
+export const AUDIT_BACKLOG_PAUSE_ROWS = 10_000;
 /** After a failed commit, queued rows are retried this often. */
 const RETRY_MS = 1000;
 /** A reader (the CLI) and the writer (the proxy) wait this long for each other's locks before failing. */
@@ -678,4 +687,19 @@ function conditions(filter: AuditFilter): { where: string[]; params: (string | n
   add("id > ?", filter.afterId);
   add("id < ?", filter.beforeId);
   return { where, params };
+}
+
+/**
+ * Before a session's next command, on both listeners: when more than AUDIT_BACKLOG_PAUSE_ROWS rows are queued,
+ * waits until they are committed (true when it waited). A failure is not thrown: the log logs it, and the commands
+ * that need the log answer it (docs/audit.md "Failure").
+ */
+export async function waitForAuditBacklog(log: Pick<AuditLog, "queued" | "flush">): Promise<boolean> {
+  if (log.queued <= AUDIT_BACKLOG_PAUSE_ROWS) return false;
+  try {
+    await log.flush();
+  } catch {
+    // Answered by the commands that need the log.
+  }
+  return true;
 }

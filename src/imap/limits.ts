@@ -38,15 +38,8 @@ export const MAX_BAD_COMMANDS = 20;
 /** After login, MAX_BAD_COMMANDS malformed commands within this end the session; a client's slip now and then not. */
 export const BAD_COMMAND_WINDOW_MS = 60_000;
 
-/**
- * Rows waiting in the audit log's queue past which a session waits for them to be committed before it starts its
- * next command. Commands refused or denied by the rules are audited without waiting (`record()`), so one session
- * sending them as fast as it can would otherwise grow the one shared queue without bound, and every other session's
- * logins and writes, whose rows must be on disk first, would wait behind it (seconds, tens of seconds). 10,000 rows
- * are a few commits of the writer (docs/audit.md "Figures": 100,000 rows/s and more), so a durable row never waits
- * behind much more than that.
- */
-export const AUDIT_BACKLOG_PAUSE_ROWS = 10_000;
+/** Rows queued in the audit log past which a session waits before its next command (src/audit/log.ts). */
+export { AUDIT_BACKLOG_PAUSE_ROWS } from "../audit/index.ts";
 
 /**
  * `UID SEARCH ALL` runs at SELECT until one comes back without upstream reporting an EXPUNGE during it (another

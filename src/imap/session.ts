@@ -10,7 +10,7 @@
 import { randomBytes } from "node:crypto";
 import { accountLoginKey, reloadEndReason, type SessionLogin } from "../accounts/index.ts";
 import type { AuditEvent } from "../audit/index.ts";
-import { AuditUnavailableError } from "../audit/index.ts";
+import { AuditUnavailableError, waitForAuditBacklog } from "../audit/index.ts";
 import { ownEntry } from "../config/names.ts";
 import type { Config } from "../config/types.ts";
 import { errorMessage, logAccess, logLoginFailure, moduleLogger } from "../log.ts";
@@ -732,7 +732,7 @@ export class ImapSession implements LoginSession, CompressSession {
           // The audit log is far behind (a session flooding it with rows): wait until it has caught up, so that
           // every session's rows, and the writes waiting for theirs, wait behind a bounded queue (src/imap/limits.ts).
           if (this.ctx.audit.queued > AUDIT_BACKLOG_PAUSE_ROWS) {
-            await this.#auditBacklog();
+            await waitForAuditBacklog(this.ctx.audit);
             if (this.#closed) break;
           }
           const parsed = parseCommand(ev.frame);
@@ -801,14 +801,6 @@ export class ImapSession implements LoginSession, CompressSession {
    * Waits until the audit log has committed what was queued (AUDIT_BACKLOG_PAUSE_ROWS). A failing log is not this
    * wait's concern: the command that follows is refused by its own audit step if it must be.
    */
-  async #auditBacklog(): Promise<void> {
-    try {
-      await this.ctx.audit.flush();
-    } catch {
-      // The log's error is logged by it and answered by the commands that need it (docs/audit.md "Failure").
-    }
-  }
-
   /** literal8 (`~{n}`) is APPEND's only (RFC 3516 §4.4), and only while BINARY is offered. */
   #literal8(command: string | null): boolean {
     return command === "APPEND" && this.capabilities().includes("BINARY");

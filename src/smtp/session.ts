@@ -21,6 +21,7 @@ import { countLimitRefusal } from "../admin/metrics.ts";
 import { buildPreview } from "../approvals/preview.ts";
 import { type ApprovalRow, type ApprovalStore, HoldStopped, newApprovalId } from "../approvals/store.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
+import { AUDIT_BACKLOG_PAUSE_ROWS, waitForAuditBacklog } from "../audit/index.ts";
 import { ownEntry } from "../config/names.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { errorMessage, logAccess, logLoginFailure, moduleLogger } from "../log.ts";
@@ -368,6 +369,12 @@ export class SmtpSession {
           this.#unreadDuringTransaction("(a line too long)");
           this.#send(reply(500, "5.5.2", `Line too long (limit ${this.#ctx.limits.maxCommandLine} octets)`));
         } else {
+          // The audit log is far behind (sessions flooding it with refused commands' rows): this command waits until
+          // it has caught up, as on the IMAP listener (docs/reliability.md "Output back-pressure").
+          if (this.#ctx.audit.queued > AUDIT_BACKLOG_PAUSE_ROWS) {
+            await waitForAuditBacklog(this.#ctx.audit);
+            if (this.#closing) break;
+          }
           const pending = this.#line(event.line.toString("latin1"));
           if (pending !== undefined) await pending;
         }

@@ -21,6 +21,7 @@ import { AUDIT_BACKLOG_PAUSE_ROWS, BAD_COMMAND_WINDOW_MS, MAX_BAD_COMMANDS } fro
 import { MAX_LINE } from "../../src/imap/wire/limits.ts";
 import { END_GRACE_MS, MAX_LOGIN_NAME_BYTES, MAX_LOGIN_PASSWORD_BYTES } from "../../src/net/index.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
+import { backlogAudit } from "../fixtures/audit-backlog.ts";
 import { createMailbox, type TestMailbox } from "../fixtures/index.ts";
 import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
@@ -471,44 +472,24 @@ describe("hostile input", () => {
 
   test(`past AUDIT_BACKLOG_PAUSE_ROWS (${AUDIT_BACKLOG_PAUSE_ROWS}) queued audit rows, a command waits`, async () => {
     // The log's queue is made to look that long; the next command waits until the log has committed it (flush).
-    let queued: number | null = null;
-    let flushes = 0;
-    let release!: () => void;
-    const released = new Promise<void>((resolve) => (release = resolve));
-    let flushCalled!: () => void;
-    const flushing = new Promise<void>((resolve) => (flushCalled = resolve));
+    const backlog = backlogAudit();
     const q = await startTestProxy({
-      wrapAudit: (log) =>
-        new Proxy(log, {
-          get(target, key) {
-            if (key === "queued") return queued ?? target.queued;
-            if (key === "flush")
-              return async () => {
-                flushes++;
-                flushCalled();
-                await released;
-                queued = null;
-                return target.flush();
-              };
-            const value: unknown = Reflect.get(target, key, target);
-            return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
-          },
-        }),
+      wrapAudit: backlog.wrap,
     });
     try {
       const c = await RawImap.login(q.port, mailbox);
       // At the limit: no wait.
-      queued = AUDIT_BACKLOG_PAUSE_ROWS;
+      backlog.setQueued(AUDIT_BACKLOG_PAUSE_ROWS);
       expect(statusOf(await c.command("a", "NOOP"), "a")).toStartWith("a OK");
-      expect(flushes).toBe(0);
+      expect(backlog.flushes).toBe(0);
       // One past it: the NOOP is not answered before the queue is committed.
-      queued = AUDIT_BACKLOG_PAUSE_ROWS + 1;
+      backlog.setQueued(AUDIT_BACKLOG_PAUSE_ROWS + 1);
       c.write("n NOOP\r\n");
-      await flushing;
+      await backlog.flushing;
       expect(await c.readUntil(() => true)).not.toContain("n OK");
-      release();
+      backlog.release();
       expect(statusOf(await c.waitTagged("n"), "n")).toStartWith("n OK");
-      expect(flushes).toBe(1);
+      expect(backlog.flushes).toBe(1);
       c.close();
     } finally {
       await q.close();

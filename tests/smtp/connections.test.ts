@@ -7,9 +7,11 @@
  */
 
 import { describe, expect, test } from "bun:test";
+import { AUDIT_BACKLOG_PAUSE_ROWS } from "../../src/audit/index.ts";
 import { LOGIN_TIMEOUT_MS, MAX_SESSIONS_PER_AGENT, SMTP_MAX_CONNECTIONS_PER_IP } from "../../src/config/limits.ts";
 import { END_GRACE_MS } from "../../src/net/index.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
+import { backlogAudit } from "../fixtures/audit-backlog.ts";
 import {
   CORP_ONLY_RULES,
   dataPayload,
@@ -309,6 +311,37 @@ describe("limits at the limit and one past it", () => {
       expect((await d.command("NOOP")).code).toBe(250);
       d.close();
     } finally {
+      await p.close();
+    }
+  });
+});
+
+describe("the audit log's backlog", () => {
+  test(`past AUDIT_BACKLOG_PAUSE_ROWS (${AUDIT_BACKLOG_PAUSE_ROWS}) queued rows, a command waits`, async () => {
+    // The log's queue is made to look that long; the next command waits until the log has committed it (flush).
+    const backlog = backlogAudit();
+    const p = await startTestProxy({
+      rules: CORP_ONLY_RULES,
+      wrapAudit: backlog.wrap,
+    });
+    const c = await RawClient.connect(p.port);
+    try {
+      await c.reply();
+      // At the limit: no wait.
+      backlog.setQueued(AUDIT_BACKLOG_PAUSE_ROWS);
+      expect((await c.command("EHLO agent.test")).raw).toStartWith("250");
+      expect(backlog.flushes).toBe(0);
+      // One past it: the NOOP is not answered before the queue is committed.
+      backlog.setQueued(AUDIT_BACKLOG_PAUSE_ROWS + 1);
+      const noop = c.command("NOOP");
+      await backlog.flushing;
+      const early = await Promise.race([noop.then(() => "answered"), Bun.sleep(300).then(() => "waiting")]);
+      expect(early).toBe("waiting");
+      backlog.release();
+      expect((await noop).raw).toStartWith("250");
+      expect(backlog.flushes).toBe(1);
+    } finally {
+      c.close();
       await p.close();
     }
   });
