@@ -711,6 +711,43 @@ test("a second serve with its audit database in the first's folder is refused; t
   expect(existsSync(join(dir, "mailgator.pid"))).toBe(false);
 });
 
+test("a second serve with its [state] path in the first's state folder is refused (audit folders apart)", async () => {
+  const mailbox = await createMailbox({ name: "reload-state" });
+  const [dir, dir2, stateDir] = [tempDir(), tempDir(), tempDir()];
+  const o = join(dir, "o.toml");
+  const o2 = join(dir2, "o2.toml");
+  const state = `\n[state]\npath = "${join(stateDir, "state.db")}"\n`;
+  writeFileSync(o, vaultConfig(dir, mailbox, [ALICE], "allow") + state);
+  writeFileSync(o2, vaultConfig(dir2, mailbox, [ALICE], "allow") + state);
+  const first = serveChild(o);
+  let second: Served | null = null;
+  try {
+    await first.port("SMTP");
+    const statePid = join(stateDir, "mailgator.pid");
+    const held = `${first.proc.pid} ${startOf(first.proc.pid)}\n${o}\n`;
+    expect(readFileSync(statePid, "utf8")).toBe(held);
+    expect(readFileSync(join(dir, "mailgator.pid"), "utf8")).toBe(held);
+    second = serveChild(o2);
+    // Generous: a serve starting on a loaded machine; it exits as soon as it finds the pid file held.
+    expect(await exitWithin(second, 45_000)).toBe(1);
+    expect(second.logs()).toContain(
+      `cannot start: another mailgator (process ${first.proc.pid}, config ${o}) holds ${statePid}: its state ` +
+        `database is in ${stateDir} too, and two serves cannot share that folder. Give each config its own folder ` +
+        "for [state] path",
+    );
+    expect(second.logs()).not.toContain("listening");
+    // What the second one had claimed is given back: its own audit folder is free again.
+    expect(existsSync(join(dir2, "mailgator.pid"))).toBe(false);
+    expect(readFileSync(statePid, "utf8")).toBe(held);
+  } finally {
+    if (second !== null && second.proc.exitCode === null) second.proc.kill("SIGTERM");
+    first.proc.kill("SIGTERM");
+  }
+  expect(await first.proc.exited).toBe(0);
+  expect(existsSync(join(stateDir, "mailgator.pid"))).toBe(false);
+  expect(existsSync(join(dir, "mailgator.pid"))).toBe(false);
+});
+
 test("two serves started at once in one folder: one runs and holds the pid file, the other is refused", async () => {
   const mailbox = await createMailbox({ name: "reload-race" });
   const dir = tempDir();

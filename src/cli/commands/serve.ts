@@ -3,8 +3,8 @@
  * the config and TLS files (docs/operations.md "Reload").
  */
 
-import { rmSync } from "node:fs";
-import { dirname } from "node:path";
+import { existsSync, rmSync } from "node:fs";
+import { basename, dirname, join } from "node:path";
 
 import { type AccountCredentials, openAccountCredentials } from "../../accounts/index.ts";
 import { auditHealthy, auditRowsQueued, auditRowsWritten, countReload, setHeldApprovals } from "../../admin/metrics.ts";
@@ -134,25 +134,34 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
     process.once("SIGTERM", () => stop("SIGTERM"));
   });
   // One serve per folder: a second one with its audit database beside the first's would share its pid file, status
-  // file and (by default) state database, and `mailgator reload` for either would signal the other. Nothing is
-  // opened before this (docs/operations.md "One serve per folder").
+  // file and (by default) state database, and `mailgator reload` for either would signal the other. A `[state] path`
+  // in another folder is claimed there too: two serves sharing one state database would each refresh OAuth2 tokens
+  // and count quotas behind the other's back. Nothing is opened before this (docs/operations.md "One serve per
+  // folder").
   const pidFile = pidFileFor(config);
   const statusFile = statusFileFor(config);
-  try {
-    const claim = claimPidFile(pidFile, config.file);
-    if (!claim.held) {
-      const other = claim.config === null ? "" : `, config ${claim.config}`;
-      log.error(
-        `cannot start: another mailgator (process ${claim.pid}${other}) holds ${pidFile}: its audit database is ` +
-          `in ${dirname(pidFile)} too, and two serves cannot share that folder. Give each config its own folder ` +
-          "for [audit] path (and for [state] path, which defaults to it)",
-      );
+  const claims = [{ file: pidFile, what: "its audit database", key: "[audit] path" }];
+  const stateFolder = dirname(config.state.path);
+  // A state folder that does not exist holds no database to share (and one that is needed fails to open later).
+  if (stateFolder !== dirname(pidFile) && existsSync(stateFolder))
+    claims.push({ file: join(stateFolder, basename(pidFile)), what: "its state database", key: "[state] path" });
+  for (const { file, what, key } of claims) {
+    try {
+      const claim = claimPidFile(file, config.file);
+      if (!claim.held) {
+        const other = claim.config === null ? "" : `, config ${claim.config}`;
+        log.error(
+          `cannot start: another mailgator (process ${claim.pid}${other}) holds ${file}: ${what} is ` +
+            `in ${dirname(file)} too, and two serves cannot share that folder. Give each config its own folder ` +
+            (key === "[audit] path" ? "for [audit] path (and for [state] path, which defaults to it)" : `for ${key}`),
+        );
+        return EXIT_FAILURE;
+      }
+      held.push({ pidFile: file, text: claim.text });
+    } catch (e) {
+      log.error(`cannot start: cannot create the pid file ${file}: ${errorMessage(e)}`);
       return EXIT_FAILURE;
     }
-    held.push({ pidFile, text: claim.text });
-  } catch (e) {
-    log.error(`cannot start: cannot create the pid file ${pidFile}: ${errorMessage(e)}`);
-    return EXIT_FAILURE;
   }
   const audit = AuditLog.open(config.audit.path, {
     ...(config.audit.retentionDays ? { retentionDays: config.audit.retentionDays } : {}),
