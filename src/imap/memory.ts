@@ -7,9 +7,10 @@
  * A response's literals count once its size passes RESPONSE_MEMORY_FREE (the literal's size is announced before its
  * octets come, `{n}`): each is reserved before it is read, and a session that cannot have it stops reading from
  * upstream until enough is given back, first come, first served. What was reserved is given back once the
- * response has gone to the agent's socket and the kernel has taken it, or was dropped (a hidden message), or the
- * session ended. A response never waits while it holds a reservation (its second large literal, when the budget
- * is short, fails the upstream session instead), so no two sessions can wait on each other.
+ * response has gone to the agent's socket and the kernel has taken it (deflated, under COMPRESS), or was dropped (a
+ * hidden message), or the session ended. A response never waits while it holds a reservation (its next large
+ * literal goes ahead of those waiting, or fails the upstream session when the budget is short), so no two sessions
+ * can wait on each other.
  */
 
 interface Waiter {
@@ -39,9 +40,13 @@ export class ResponseMemory {
     return this.#waiters.length;
   }
 
-  /** Reserves `size` octets if they are free now and nobody is waiting before; true if reserved. */
-  tryTake(size: number): boolean {
-    if (this.#waiters.length > 0 || this.#used + size > this.budget) return false;
+  /**
+   * Reserves `size` octets if they are free now and nobody is waiting (`ahead`: whoever waits); true if reserved.
+   * `ahead` is for a response that already holds a reservation and will not wait: it passes those waiting, since it
+   * gives everything back once delivered.
+   */
+  tryTake(size: number, ahead = false): boolean {
+    if ((this.#waiters.length > 0 && !ahead) || this.#used + size > this.budget) return false;
     this.#used += size;
     this.#report(this.#used, 0);
     return true;
@@ -49,16 +54,30 @@ export class ResponseMemory {
 
   /**
    * Reserves `size` octets as soon as they are free, after those waiting before (first come, first served, so that
-   * a large response is not passed over forever by small ones). `size` must be at most the budget.
+   * a large response is not passed over forever by small ones): `granted` resolves then. `cancel` leaves the queue
+   * if not granted yet (what was granted is given back with `give`). `size` must be at most the budget.
    */
-  take(size: number): Promise<void> {
+  take(size: number): { readonly granted: Promise<void>; cancel(): void } {
     if (size > this.budget)
       throw new RangeError(`a reservation of ${size} octets exceeds the budget of ${this.budget}`);
-    if (this.tryTake(size)) return Promise.resolve();
-    return new Promise((resolve) => {
-      this.#waiters.push({ size, grant: resolve });
-      this.#report(this.#used, this.#waiters.length);
+    if (this.tryTake(size)) return { granted: Promise.resolve(), cancel: () => {} };
+    let grant!: () => void;
+    const granted = new Promise<void>((resolve) => {
+      grant = resolve;
     });
+    const waiter: Waiter = { size, grant };
+    this.#waiters.push(waiter);
+    this.#report(this.#used, this.#waiters.length);
+    return {
+      granted,
+      // A waiter that gives up (its session ended) leaves the queue: those behind it need not wait for its turn.
+      cancel: () => {
+        const at = this.#waiters.indexOf(waiter);
+        if (at === -1) return;
+        this.#waiters.splice(at, 1);
+        this.give(0);
+      },
+    };
   }
 
   /** Gives back `size` reserved octets and lets waiting reservations in, in order, while they fit. */

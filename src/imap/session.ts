@@ -537,7 +537,7 @@ export class ImapSession implements LoginSession, CompressSession {
 
   /**
    * Runs `done` once what the session has sent so far has left it: the next flush hands it on, to run when the
-   * socket has given those bytes to the kernel (or the deflater has read them); at once if that flush has nothing
+   * socket has given those bytes (deflated, under COMPRESS) to the kernel; at once if that flush has nothing
    * to write, or when the session ends or its held output is dropped. How a response's reservation of the response
    * memory budget is given back (src/imap/memory.ts, docs/reliability.md "Response memory").
    */
@@ -578,7 +578,9 @@ export class ImapSession implements LoginSession, CompressSession {
       const buf = enc.detach();
       const room = this.#deflate.output(parts, () => {
         enc.giveBack(buf);
-        left?.();
+        // The batch's deflated octets have gone to the socket by now (before the flush's callback): what holds the
+        // reservation is what the socket has not handed to the kernel yet.
+        if (left !== null) this.conn.afterWrites(left);
       });
       // Deflate is slower than upstream sends: push back on upstream (src/imap/compress.ts).
       if (!room) this.#holdUpstream("deflater");

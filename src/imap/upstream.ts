@@ -70,6 +70,8 @@ export class UpstreamSession {
   #memoryWait = false;
   /** Paused by the owner (`pause()`), for the agent's back-pressure. */
   #ownerPaused = false;
+  /** Leaves `#memory`'s queue while waiting in it (the session ends meanwhile). */
+  #cancelMemoryWait: (() => void) | null = null;
   /** Releases of delivered responses' reservations not yet given back (given back at the latest when closed). */
   readonly #undelivered = new Set<() => void>();
   #tagCount = 0;
@@ -500,8 +502,12 @@ export class UpstreamSession {
         if (reserved > 0) this.#memory!.give(reserved);
         return this.#fail(new UpstreamError(`the upstream server sent an invalid response: ${parsed.error.message}`));
       }
-      this.#dispatch(parsed.value);
-      if (reserved > 0) this.#deliveredReservation(reserved);
+      try {
+        this.#dispatch(parsed.value);
+      } finally {
+        // Even if the owner's handler threw: the reservation is the owner's to give back, or `#closed`'s.
+        if (reserved > 0) this.#deliveredReservation(reserved);
+      }
       if (this.#error !== null) return;
     }
     this.onBatch();
@@ -515,7 +521,8 @@ export class UpstreamSession {
    */
   #reserve(size: number): boolean {
     const memory = this.#memory!;
-    if (memory.tryTake(size)) {
+    // A response holding a reservation passes those waiting: it will not wait itself, and gives all back once out.
+    if (memory.tryTake(size, this.#frameReserved > 0)) {
       this.#frameReserved += size;
       this.#framer.acceptLiteral();
       return true;
@@ -531,7 +538,10 @@ export class UpstreamSession {
     }
     this.#memoryWait = true;
     this.#conn.pause();
-    void memory.take(size).then(() => {
+    const wait = memory.take(size);
+    this.#cancelMemoryWait = wait.cancel;
+    void wait.granted.then(() => {
+      this.#cancelMemoryWait = null;
       if (this.#conn.closed || this.#error !== null) return memory.give(size);
       this.#memoryWait = false;
       this.#frameReserved += size;
@@ -601,6 +611,8 @@ export class UpstreamSession {
     // A response cut off holds its reservation no longer; delivered ones are given back by their owner, or here.
     if (this.#frameReserved > 0) this.#memory!.give(this.#frameReserved);
     this.#frameReserved = 0;
+    this.#cancelMemoryWait?.();
+    this.#cancelMemoryWait = null;
     for (const release of [...this.#undelivered]) release();
     if (this.#watchdog !== null) clearTimeout(this.#watchdog);
     this.#watchdog = null;

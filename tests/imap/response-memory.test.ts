@@ -6,8 +6,10 @@
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { randomBytes } from "node:crypto";
 import { RESPONSE_MEMORY_BUDGET, RESPONSE_MEMORY_FREE } from "../../src/imap/limits.ts";
 import { createMailbox, type TestMailbox } from "../fixtures/index.ts";
+import { DeflateClient } from "./deflate-client.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
 const MiB = 1024 * 1024;
@@ -26,18 +28,22 @@ function message(size: number, fill: string): string {
   return head + body;
 }
 
+/** A message of `size` octets of base64 lines: what deflate cannot shrink much (an attachment). */
+function incompressible(size: number): string {
+  const head = "From: a@mailgator.test\r\nTo: b@mailgator.test\r\nSubject: random\r\n\r\n";
+  const lines = randomBytes(size)
+    .toString("base64")
+    .match(/.{1,76}/g)!;
+  return (head + lines.join("\r\n")).slice(0, size);
+}
+
 beforeAll(async () => {
   mailbox = await createMailbox();
-  // Through an allow-all proxy with the default budget: APPEND of each, UIDs 1, 2 and 3.
+  // Through an allow-all proxy with the default budget: APPEND of each, UIDs 1 to 4.
   const p = await startTestProxy({});
   proxies.push(p);
   const c = await RawImap.login(p.port, mailbox);
-  for (const [size, fill] of [
-    [LARGE, "a"],
-    [4 * MiB, "b"],
-    [4 * MiB + 1, "c"],
-  ] as const) {
-    const text = message(size, fill);
+  for (const text of [message(LARGE, "a"), message(4 * MiB, "b"), message(4 * MiB + 1, "c"), incompressible(LARGE)]) {
     c.write(`A APPEND INBOX {${text.length}+}\r\n`);
     c.socket.write(Buffer.from(text, "latin1"));
     c.write("\r\n");
@@ -128,6 +134,39 @@ test("a literal of the whole budget is relayed; one octet more ends the session;
     await until("every reservation given back", () => memory.used === 0 && memory.waiting === 0);
   } finally {
     c.close();
+  }
+});
+
+test("COMPRESS: the deflated copy an agent does not read holds the reservation, as the plain one does", async () => {
+  const p = await proxyWith(LARGE + 2 * MiB);
+  const memory = p.proxy.responseMemory;
+  const slow = await DeflateClient.open(p.port);
+  const next = await RawImap.login(p.port, mailbox);
+  try {
+    expect(statusOf(await slow.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
+    expect(statusOf(await slow.command("S", "SELECT INBOX"), "S")).toStartWith("S OK");
+    await slow.compress("Z");
+    expect(statusOf(await next.command("S", "SELECT INBOX"), "S")).toStartWith("S OK");
+    slow.socket.pause();
+    slow.send("F UID FETCH 4 BODY.PEEK[]\r\n");
+    await until("the message reserved", () => memory.used >= LARGE);
+    next.write("G UID FETCH 2 BODY.PEEK[]\r\n");
+    await until("the second fetch waiting", () => memory.waiting === 1);
+    // The deflater reads the whole message within a second or two; its output then waits in the socket for the
+    // agent, and the reservation with it (given back once the deflater had read it, it fell to 0 here).
+    for (let i = 0; i < 100; i++) {
+      expect(memory.used).toBeGreaterThanOrEqual(LARGE);
+      expect(memory.waiting).toBe(1);
+      await Bun.sleep(50);
+    }
+    slow.socket.resume();
+    const first = await slow.until((t) => /\r\nF OK [^\r\n]*\r\n$/.test(t.slice(-200)), 60_000);
+    expect(first).toContain(`BODY[] {${LARGE}}\r\n`);
+    expect(await untilTagged(next, "G")).toContain(`BODY[] {${4 * MiB}}\r\n`);
+    await until("every reservation given back", () => memory.used === 0 && memory.waiting === 0);
+  } finally {
+    slow.close();
+    next.close();
   }
 });
 
