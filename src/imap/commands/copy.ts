@@ -5,6 +5,7 @@
 
 import { ALSO_NEEDS } from "../decide.ts";
 import { agentCopyUid } from "../filtering.ts";
+import { UPSTREAM_SET_RANGES } from "../limits.ts";
 import { Refusal } from "../refusal.ts";
 import type { Response, ResponseCode, SeqRange } from "../wire/index.ts";
 import type { CommandOf, Session, UpstreamStatus } from "./context.ts";
@@ -45,6 +46,8 @@ export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): P
   // (a MOVE's expunges follow it).
   const tagged: (ResponseCode | null)[] = [];
   const untagged: { response: Extract<Response, { type: "status" }>; code: ResponseCode | null }[] = [];
+  /** Each completed part's own COPYUID, as upstream gave it: what a COPY that fails part-way removes again. */
+  const made: (ResponseCode | null)[] = [];
   let st!: UpstreamStatus;
   for (const set of sets) {
     st = await s.upstreamRun({ name: cmd.name, uid: true, set, mailbox: dest }, (r) => {
@@ -57,8 +60,14 @@ export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): P
       } else forwardUntagged(s, r);
     });
     if (st.status !== "OK") break;
+    made.push(st.code);
     tagged.push(agentCopyUid(s, passCode(st.code), dp));
   }
+  // RFC 3501 §6.4.7: a COPY that fails leaves the destination as it was. One upstream command is atomic there; a
+  // COPY split over several is not, so the copies its completed parts made are removed again (docs/imap.md
+  // "COPY carried out in parts"). A MOVE's completed parts cannot be undone that way: their messages left the
+  // source, and the agent is told where they went (below).
+  if (st.status !== "OK" && cmd.name === "COPY" && made.length > 0) await undoCopies(s, command, dp, dest, made);
   if (st.status !== "OK" && st.code?.known && (st.code.name === "TRYCREATE" || st.code.name === "NONEXISTENT")) {
     await s.sync(cmd.name === "MOVE" || cmd.uid);
     throw new Refusal("NO", "TRYCREATE", "Mailbox does not exist");
@@ -96,4 +105,86 @@ function mergeCopyUids(codes: readonly (ResponseCode | null)[]): ResponseCode | 
   }
   if (uidValidity === null) return null;
   return { known: true, name: "COPYUID", uidValidity, source, destination };
+}
+
+/**
+ * Removes from `dest` the copies that the completed parts of a COPY made (their COPYUIDs in `made`), on the
+ * auxiliary upstream session: `UID STORE +FLAGS.SILENT (\Deleted)` and `UID EXPUNGE` of exactly those UIDs (RFC
+ * 4315), after a durable row says so. Not the agent's operation but the proxy undoing its own partial work, so no
+ * rule is asked. When a part gave no COPYUID, or the destination's UIDVALIDITY changed, or the removal fails, the
+ * copies stay and an `error` row says so; the agent's NO is upstream's either way.
+ */
+async function undoCopies(
+  s: Session,
+  command: string,
+  folder: string,
+  dest: string,
+  made: readonly (ResponseCode | null)[],
+): Promise<void> {
+  const copies: SeqRange[] = [];
+  let uidValidity: number | null = null;
+  let count = 0;
+  for (const code of made) {
+    if (
+      code === null ||
+      !code.known ||
+      code.name !== "COPYUID" ||
+      (uidValidity ?? code.uidValidity) !== code.uidValidity
+    )
+      return copiesRemain(s, command, folder, "a completed part gave no COPYUID to find its copies by");
+    uidValidity = code.uidValidity;
+    copies.push(...code.destination);
+    for (const r of code.destination) count += r.stop - r.start + 1;
+  }
+  await s.auditDurable({
+    command,
+    operation: "mail:delete",
+    folder,
+    target: null,
+    decision: "allow",
+    rule: null,
+    ruleIndex: null,
+    reason: "undo: the COPY failed part-way; the copies its completed parts made are removed (RFC 3501 §6.4.7)",
+    count,
+  });
+  try {
+    await s.withAuxiliary(async (up) => {
+      let selected: number | null = null;
+      const st = await up.run({ name: "SELECT", mailbox: dest }, (r) => {
+        if (r.type === "status" && r.code?.known && r.code.name === "UIDVALIDITY") selected = r.code.value;
+      });
+      if (st.status !== "OK") throw new Error(`SELECT failed: ${st.text}`);
+      try {
+        if (selected !== uidValidity) throw new Error("the destination's UIDVALIDITY changed");
+        for (let i = 0; i < copies.length; i += UPSTREAM_SET_RANGES) {
+          const set = copies.slice(i, i + UPSTREAM_SET_RANGES);
+          const flagged = await up.run(
+            { name: "STORE", uid: true, set, action: "add", silent: true, flags: ["\\Deleted"] },
+            () => {},
+          );
+          if (flagged.status !== "OK") throw new Error(`UID STORE failed: ${flagged.text}`);
+          const expunged = await up.run({ name: "EXPUNGE", uid: true, set }, () => {});
+          if (expunged.status !== "OK") throw new Error(`UID EXPUNGE failed: ${expunged.text}`);
+        }
+      } finally {
+        await up.run({ name: "UNSELECT" }, () => {});
+      }
+    });
+  } catch (error) {
+    copiesRemain(s, command, folder, (error as Error).message);
+  }
+}
+
+function copiesRemain(s: Session, command: string, folder: string, why: string): void {
+  s.log.warn(`session ${s.id}: ${command} failed part-way and its copies in ${folder} stay: ${why}`);
+  s.auditRow({
+    command,
+    operation: "mail:delete",
+    folder,
+    target: null,
+    decision: "error",
+    rule: null,
+    ruleIndex: null,
+    reason: `the COPY failed part-way and the copies its completed parts made stay: ${why}`,
+  });
 }

@@ -1,0 +1,88 @@
+/**
+ * A COPY carried out over several upstream commands (more than UPSTREAM_SET_RANGES ranges) that fails part-way
+ * leaves the destination as it was (RFC 3501 §6.4.7): the copies of its completed parts are removed again, after
+ * a durable row. Against Dovecot, behind a relay that refuses the second part as a full quota would (a NO Dovecot
+ * cannot be made to give on cue). docs/imap.md "COPY carried out in parts".
+ */
+
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import type { ImapFlow } from "imapflow";
+import { UPSTREAM_SET_RANGES } from "../../src/imap/limits.ts";
+import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { TcpRelay } from "../fixtures/tcp-relay.ts";
+import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+
+/**
+ * Messages in INBOX; every other one is copied, one upstream range each: two upstream commands (the agent's set of
+ * 1,010 ranges is within MAX_LIST_ITEMS, 1,024).
+ */
+const MESSAGES = 2 * (UPSTREAM_SET_RANGES + 10);
+
+let relay: TcpRelay;
+let proxy: TestProxy;
+let mailbox: TestMailbox;
+let human: ImapFlow;
+/** Set by a test: the proxy's next `UID COPY` upstream after this many more is answered NO by the relay. */
+let refuseAfter: number | null = null;
+
+beforeAll(async () => {
+  const up = upstreams();
+  relay = await TcpRelay.start({ host: up.host, port: up.ports.imap }, () => ({
+    fromClient: (d, link) => {
+      const text = d.toString("latin1");
+      const m = refuseAfter === null ? null : /(?:^|\r\n)(M\d+) UID COPY [^\r\n]*\r\n/.exec(text);
+      if (m !== null && refuseAfter !== null && refuseAfter-- === 0) {
+        refuseAfter = null;
+        const start = m.index + (m[0].startsWith("\r\n") ? 2 : 0);
+        const rest = text.slice(0, start) + text.slice(m.index + m[0].length);
+        if (rest !== "") link.target.write(Buffer.from(rest, "latin1"));
+        link.client.write(`${m[1]} NO [OVERQUOTA] Quota exceeded (the test's relay)\r\n`);
+        return;
+      }
+      link.target.write(d);
+    },
+  }));
+  proxy = await startTestProxy({ upstreamAddr: `127.0.0.1:${relay.port}`, upstreamTls: "none" });
+  mailbox = await createMailbox({ seed: { folders: { INBOX: MESSAGES }, seed: 5 } });
+  human = await connectImap(mailbox);
+  await human.mailboxCreate("Dest");
+});
+
+afterAll(async () => {
+  await human?.logout();
+  await proxy?.close();
+  await relay?.close();
+});
+
+async function destCount(): Promise<number> {
+  const status = await human.status("Dest", { messages: true });
+  return status === false ? -1 : (status.messages ?? -1);
+}
+
+test("a split COPY whose second part fails removes the first part's copies; one that succeeds keeps all", async () => {
+  const odd = Array.from({ length: MESSAGES / 2 }, (_, i) => 2 * i + 1);
+  const audit = auditCursor(proxy);
+  await audit();
+  const agent = await RawImap.login(proxy.port, mailbox);
+  try {
+    expect(statusOf(await agent.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+    refuseAfter = 1;
+    const failed = await agent.command("c", `UID COPY ${odd.join(",")} Dest`);
+    expect(refuseAfter).toBeNull();
+    expect(statusOf(failed, "c")).toStartWith("c NO");
+    expect(failed).not.toContain("COPYUID");
+    // Before, the first part's copies stayed.
+    expect(await destCount()).toBe(0);
+    const rows = await audit();
+    const undo = rows.filter((r) => r.operation === "mail:delete");
+    expect(undo.map((r) => [r.decision, r.folder, r.count])).toEqual([["allow", "Dest", UPSTREAM_SET_RANGES]]);
+    expect(undo[0]!.reason).toContain("undo: the COPY failed part-way");
+    // The session goes on, and the same COPY without the relay's refusal copies all, with one COPYUID.
+    expect(statusOf(await agent.command("n", "NOOP"), "n")).toStartWith("n OK");
+    const done = await agent.command("d", `UID COPY ${odd.join(",")} Dest`);
+    expect(statusOf(done, "d")).toMatch(/^d OK \[COPYUID \d+ /);
+    expect(await destCount()).toBe(odd.length);
+  } finally {
+    agent.close();
+  }
+});
