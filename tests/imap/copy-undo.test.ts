@@ -22,7 +22,7 @@ let relay: TcpRelay;
 let proxy: TestProxy;
 let mailbox: TestMailbox;
 let human: ImapFlow;
-/** Set by a test: the proxy's next `UID COPY` upstream after this many more is answered NO by the relay. */
+/** Set by a test: the proxy's `UID COPY` or `UID MOVE` upstream after this many more is answered NO by the relay. */
 let refuseAfter: number | null = null;
 
 beforeAll(async () => {
@@ -30,7 +30,7 @@ beforeAll(async () => {
   relay = await TcpRelay.start({ host: up.host, port: up.ports.imap }, () => ({
     fromClient: (d, link) => {
       const text = d.toString("latin1");
-      const m = refuseAfter === null ? null : /(?:^|\r\n)(M\d+) UID COPY [^\r\n]*\r\n/.exec(text);
+      const m = refuseAfter === null ? null : /(?:^|\r\n)(M\d+) UID (?:COPY|MOVE) [^\r\n]*\r\n/.exec(text);
       if (m !== null && refuseAfter !== null && refuseAfter-- === 0) {
         refuseAfter = null;
         const start = m.index + (m[0].startsWith("\r\n") ? 2 : 0);
@@ -82,6 +82,35 @@ test("a split COPY whose second part fails removes the first part's copies; one 
     const done = await agent.command("d", `UID COPY ${odd.join(",")} Dest`);
     expect(statusOf(done, "d")).toMatch(/^d OK \[COPYUID \d+ /);
     expect(await destCount()).toBe(odd.length);
+  } finally {
+    agent.close();
+  }
+});
+
+test("a split MOVE whose second part fails: NO, the moved messages' EXPUNGEs and one COPYUID saying where", async () => {
+  await human.mailboxCreate("Moved");
+  const odd = Array.from({ length: MESSAGES / 2 }, (_, i) => 2 * i + 1);
+  const agent = await RawImap.login(proxy.port, mailbox);
+  try {
+    expect(statusOf(await agent.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+    refuseAfter = 1;
+    const failed = await agent.command("m", `UID MOVE ${odd.join(",")} Moved`);
+    expect(refuseAfter).toBeNull();
+    expect(statusOf(failed, "m")).toStartWith("m NO");
+    // The first part's 1,000 messages were moved: the agent hears of each leaving INBOX, and of where they went.
+    expect(failed.match(/^\* \d+ EXPUNGE\r$/gm)?.length).toBe(UPSTREAM_SET_RANGES);
+    const copyUid = /^\* OK \[COPYUID (\d+) ([\d:,]+) ([\d:,]+)\]/m.exec(failed);
+    expect(copyUid).not.toBeNull();
+    const moved = await human.status("Moved", { messages: true });
+    expect(moved === false ? -1 : moved.messages).toBe(UPSTREAM_SET_RANGES);
+    const count = (set: string) =>
+      set.split(",").reduce((n, r) => {
+        const [a, b] = r.split(":").map(Number) as [number, number | undefined];
+        return n + Math.abs((b ?? a) - a) + 1;
+      }, 0);
+    expect(count(copyUid![2]!)).toBe(UPSTREAM_SET_RANGES);
+    expect(count(copyUid![3]!)).toBe(UPSTREAM_SET_RANGES);
+    expect(copyUid![2]!.startsWith("1,3,5,")).toBe(true);
   } finally {
     agent.close();
   }
