@@ -87,7 +87,7 @@ test("a split COPY whose second part fails removes the first part's copies; one 
   }
 });
 
-test("a split MOVE whose second part fails: NO, the moved messages' EXPUNGEs and one COPYUID saying where", async () => {
+test("a split MOVE whose second part fails: NO, the moved messages' EXPUNGEs and one COPYUID", async () => {
   await human.mailboxCreate("Moved");
   const odd = Array.from({ length: MESSAGES / 2 }, (_, i) => 2 * i + 1);
   const agent = await RawImap.login(proxy.port, mailbox);
