@@ -30,11 +30,21 @@ export class Deflate {
 
   /**
    * `onInput` gets inflated bytes, `onOutput` deflated ones for the socket; `onError` is called once, for an input
-   * stream that is not valid deflate data (the session then ends).
+   * stream that is not valid deflate data (the session then ends); `onInputEnd` once the agent's stream has ended
+   * (its final block, RFC 1951 §3.2.3 BFINAL), after the last of its bytes reached `onInput`: RFC 4978 has no way to
+   * stop compressing, so nothing the agent sends after it can be read.
    */
-  constructor(onInput: (chunk: Buffer) => void, onOutput: (chunk: Buffer) => void, onError: (e: Error) => void) {
+  constructor(
+    onInput: (chunk: Buffer) => void,
+    onOutput: (chunk: Buffer) => void,
+    onError: (e: Error) => void,
+    onInputEnd: () => void,
+  ) {
     this.#inflate.on("data", (c: Buffer) => {
       if (!this.#inputFailed) onInput(c);
+    });
+    this.#inflate.on("end", () => {
+      if (!this.#inputFailed && !this.#ended) onInputEnd();
     });
     this.#deflate.on("data", onOutput);
     this.#inflate.on("error", (e: Error) => {

@@ -146,6 +146,8 @@ export class ImapSession implements LoginSession, CompressSession {
   readonly #enc = new Encoder({ side: "server" });
   /** COMPRESS=DEFLATE in force (RFC 4978, src/imap/compress.ts); null before. */
   #deflate: Deflate | null = null;
+  /** The agent's compressed stream ended (its final deflate block): once what it held is read, the session ends. */
+  #inputEnded = false;
   /** The inflater has a backlog and reading is paused until it drains (start(), `#mayRead`). */
   #inflateBacklog = false;
   /**
@@ -476,6 +478,13 @@ export class ImapSession implements LoginSession, CompressSession {
         this.#endReason = "invalid compressed data";
         this.#bye("Invalid compressed data");
       },
+      () => {
+        // What the final block held is answered first (nextEvent ends the session once it needs more input).
+        this.#inputEnded = true;
+        const wake = this.#wake;
+        this.#wake = null;
+        wake?.();
+      },
     );
     for (const chunk of pending) this.#deflate.input(chunk);
   }
@@ -688,6 +697,12 @@ export class ImapSession implements LoginSession, CompressSession {
         return null;
       }
       if (ev !== null) return ev;
+      if (this.#inputEnded) {
+        // The agent's compressed stream has ended: no command can follow (src/imap/compress.ts).
+        this.#endReason = "compressed input ended";
+        this.#bye("Compressed input ended");
+        return null;
+      }
       this.#resumeInput();
       await new Promise<void>((resolve) => (this.#wake = resolve));
     }

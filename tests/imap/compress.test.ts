@@ -390,6 +390,16 @@ describe("COMPRESS=DEFLATE", () => {
     expect(t).toContain("* BYE Invalid compressed data");
   });
 
+  test("a compressed stream that ends (a final block): commands before it answered, then BYE", async () => {
+    const c = await loggedIn();
+    await c.compress("z");
+    // A stream of its own, ended (Z_FINISH sets BFINAL), then more of it: what comes after the end cannot be read.
+    c.sendRaw(Buffer.concat([deflateRawSync(Buffer.from("a NOOP\r\n")), deflateRawSync(Buffer.from("b NOOP\r\n"))]));
+    const t = await c.until(() => c.closed, 10_000);
+    expect(t).toMatch(/^a OK [^\r\n]*\r\n\* BYE Compressed input ended\r\n$/);
+    expect(c.closed).toBe(true);
+  });
+
   test("attack: a filtered folder reads the same compressed as plain: visible messages only, renumbered", async () => {
     const plain = await rawAgent();
     await plain.command("s", "EXAMINE INBOX");
