@@ -20,13 +20,21 @@ import { createHash } from "node:crypto";
 import { isAttachmentEntity, type MimeEntity, parseHeaderFields, readMessageFields } from "../mail/index.ts";
 import type { Decision, MessageField, Operation, Policy } from "../policy/index.ts";
 import type { CacheKey, ClassificationCache } from "./cache.ts";
-import { CLASSIFY_CHUNK, CLASSIFY_PARALLEL_MIN, MAX_STRUCTURE_DEPTH, MEMO_ENTRIES } from "./limits.ts";
+import {
+  CLASSIFY_CHUNK,
+  CLASSIFY_HEADER_OCTETS,
+  CLASSIFY_PARALLEL_MIN,
+  MAX_STRUCTURE_DEPTH,
+  MEMO_BYTES,
+  MEMO_ENTRIES,
+  MEMO_KEY_OCTETS,
+} from "./limits.ts";
 import type { StatusResponse, UpstreamCommand } from "./upstream.ts";
 import { NO_HIDING_RULE, VisibleSet } from "./view.ts";
 import type { FetchItem, Response, Value } from "./wire/index.ts";
 
 /** Part of every fingerprint: a change in how messages are read invalidates cached classifications. */
-export const CLASSIFIER_VERSION = 2;
+export const CLASSIFIER_VERSION = 3;
 
 const HEADER_NAMES: Readonly<Record<Exclude<MessageField, "hasAttachment">, string>> = {
   from: "FROM",
@@ -97,7 +105,8 @@ export function messageFilter(
       type: "BODY[]",
       peek: true,
       section: { part: [], text: "HEADER.FIELDS", fields: headerFields },
-      partial: null,
+      // One octet more than is read, to tell a section cut at the limit (`readable`).
+      partial: { offset: 0, count: CLASSIFY_HEADER_OCTETS + 1 },
     });
   }
   if (bodyStructure) fetchItems.push({ type: "BODYSTRUCTURE" });
@@ -105,14 +114,23 @@ export function messageFilter(
   const rules = policy.candidateRules(operation, folder, agent).map((r) => ({ name: r.name, index: r.index }));
   const slots = new Map(rules.map((r, slot) => [r.index, slot]));
   const memo = new Map<string, Decision>();
+  let memoBytes = 0;
+  // A section not returned, or longer than CLASSIFY_HEADER_OCTETS, is not read: its fields are unknown (denies).
+  const readable = (header: Uint8Array | null | undefined): header is Uint8Array =>
+    header != null && header.length <= CLASSIFY_HEADER_OCTETS;
   const fromHeader = (header: Uint8Array | null | undefined): Decision => {
-    if (header == null) return decide({});
+    if (!readable(header)) return decide({});
+    if (header.length > MEMO_KEY_OCTETS) return decide(readMessageFields(parseHeaderFields(header)));
     const key = latin1.decode(header);
     let d = memo.get(key);
     if (d === undefined) {
       d = decide(readMessageFields(parseHeaderFields(header)));
-      if (memo.size >= MEMO_ENTRIES) memo.clear();
+      if (memo.size >= MEMO_ENTRIES || memoBytes + key.length > MEMO_BYTES) {
+        memo.clear();
+        memoBytes = 0;
+      }
       memo.set(key, d);
+      memoBytes += key.length;
     }
     return d;
   };
@@ -131,7 +149,7 @@ export function messageFilter(
     decideFetched(header, structure) {
       if (!bodyStructure) return fromHeader(header);
       let facts: MessageFacts = {};
-      if (headerFields.length > 0) facts = header == null ? {} : readMessageFields(parseHeaderFields(header));
+      if (headerFields.length > 0) facts = readable(header) ? readMessageFields(parseHeaderFields(header)) : {};
       if (bodyStructure) facts = { ...facts, hasAttachment: structure == null ? undefined : hasAttachment(structure) };
       return decide(facts);
     },

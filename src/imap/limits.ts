@@ -111,6 +111,24 @@ export const CLASSIFY_PARALLEL_MIN = 10 * CLASSIFY_CHUNK;
  */
 export const MEMO_ENTRIES = 4096;
 
+/**
+ * Header sections longer than this are decided each time, not remembered: the memo is keyed by the section's
+ * bytes, and a sender of long headers would otherwise make each session's memo hold megabytes per entry.
+ */
+export const MEMO_KEY_OCTETS = 4096;
+
+/** Octets of keys one memo holds at most (cleared past it, as at MEMO_ENTRIES). */
+export const MEMO_BYTES = 1024 * 1024;
+
+/**
+ * Octets of a message's From, To, Cc, Bcc and Subject fields that classification reads
+ * (`BODY.PEEK[HEADER.FIELDS (...)]<0.n>`, one more to tell a longer section): anyone who can mail the account
+ * chooses them, and parsing address lists costs some 0.2 s of the proxy's one thread per MiB, per session that
+ * classifies the message. A longer section is unreadable: its fields are unknown, which denies (the message stays
+ * hidden where the rules read those fields). Real ones are far below it (a To of 1,000 addresses is some 30 KB).
+ */
+export const CLASSIFY_HEADER_OCTETS = 64 * 1024;
+
 /** BODYSTRUCTURE nesting deeper than this leaves has_attachment unknown (the SMTP side's MAX_MIME_DEPTH spirit). */
 export const MAX_STRUCTURE_DEPTH = 32;
 
