@@ -32,7 +32,8 @@ export class Deflate {
    * `onInput` gets inflated bytes, `onOutput` deflated ones for the socket; `onError` is called once, for an input
    * stream that is not valid deflate data (the session then ends); `onInputEnd` once the agent's stream has ended
    * (its final block, RFC 1951 §3.2.3 BFINAL), after the last of its bytes reached `onInput`: RFC 4978 has no way to
-   * stop compressing, so nothing the agent sends after it can be read.
+   * stop compressing, so nothing the agent sends after it can be read. The runtime's inflater reports the end when
+   * input follows the final block, not when the block itself is read.
    */
   constructor(
     onInput: (chunk: Buffer) => void,

@@ -24,6 +24,8 @@ let mailbox: TestMailbox;
 let human: ImapFlow;
 /** Set by a test: the proxy's `UID COPY` or `UID MOVE` upstream after this many more is answered NO by the relay. */
 let refuseAfter: number | null = null;
+/** How the relay refuses: a NO as a full quota gives, or by dropping the connection (no answer at all). */
+let refusal: "no" | "drop" = "no";
 
 beforeAll(async () => {
   const up = upstreams();
@@ -33,6 +35,11 @@ beforeAll(async () => {
       const m = refuseAfter === null ? null : /(?:^|\r\n)(M\d+) UID (?:COPY|MOVE) [^\r\n]*\r\n/.exec(text);
       if (m !== null && refuseAfter !== null && refuseAfter-- === 0) {
         refuseAfter = null;
+        if (refusal === "drop") {
+          link.client.destroy();
+          link.target.destroy();
+          return;
+        }
         const start = m.index + (m[0].startsWith("\r\n") ? 2 : 0);
         const rest = text.slice(0, start) + text.slice(m.index + m[0].length);
         if (rest !== "") link.target.write(Buffer.from(rest, "latin1"));
@@ -46,6 +53,9 @@ beforeAll(async () => {
   mailbox = await createMailbox({ seed: { folders: { INBOX: MESSAGES }, seed: 5 } });
   human = await connectImap(mailbox);
   await human.mailboxCreate("Dest");
+  // What Dest held before: the undo must leave these, the \Deleted one too.
+  for (const subject of ["kept", "kept though deleted"])
+    await human.append("Dest", `Subject: ${subject}\r\n\r\nbody\r\n`, subject.endsWith("deleted") ? ["\\Deleted"] : []);
 });
 
 afterAll(async () => {
@@ -57,6 +67,21 @@ afterAll(async () => {
 async function destCount(): Promise<number> {
   const status = await human.status("Dest", { messages: true });
   return status === false ? -1 : (status.messages ?? -1);
+}
+
+/** The subjects of Dest's first two messages, and whether each is \Deleted: what it held before the tests. */
+async function destBefore(): Promise<string[]> {
+  // A connection of its own: `human` keeps asking STATUS, which imapflow answers from its cache for an open folder.
+  const reader = await connectImap(mailbox);
+  try {
+    await reader.mailboxOpen("Dest", { readOnly: true });
+    const out: string[] = [];
+    for await (const m of reader.fetch("1:2", { envelope: true, flags: true }))
+      out.push(`${m.envelope?.subject} ${m.flags?.has("\\Deleted") ? "deleted" : "-"}`);
+    return out;
+  } finally {
+    await reader.logout();
+  }
 }
 
 test("a split COPY whose second part fails removes the first part's copies; one that succeeds keeps all", async () => {
@@ -71,8 +96,9 @@ test("a split COPY whose second part fails removes the first part's copies; one 
     expect(refuseAfter).toBeNull();
     expect(statusOf(failed, "c")).toStartWith("c NO");
     expect(failed).not.toContain("COPYUID");
-    // Before, the first part's copies stayed.
-    expect(await destCount()).toBe(0);
+    // Before, the first part's copies stayed; what Dest held before stays, \Deleted or not.
+    expect(await destCount()).toBe(2);
+    expect(await destBefore()).toEqual(["kept -", "kept though deleted deleted"]);
     const rows = await audit();
     const undo = rows.filter((r) => r.operation === "mail:delete");
     expect(undo.map((r) => [r.decision, r.folder, r.count])).toEqual([["allow", "Dest", UPSTREAM_SET_RANGES]]);
@@ -81,8 +107,33 @@ test("a split COPY whose second part fails removes the first part's copies; one 
     expect(statusOf(await agent.command("n", "NOOP"), "n")).toStartWith("n OK");
     const done = await agent.command("d", `UID COPY ${odd.join(",")} Dest`);
     expect(statusOf(done, "d")).toMatch(/^d OK \[COPYUID \d+ /);
-    expect(await destCount()).toBe(odd.length);
+    expect(await destCount()).toBe(2 + odd.length);
   } finally {
+    agent.close();
+  }
+});
+
+test("a split COPY whose second part gets no answer: the copies stay, and an error row says so", async () => {
+  const odd = Array.from({ length: MESSAGES / 2 }, (_, i) => 2 * i + 1);
+  const before = await destCount();
+  const audit = auditCursor(proxy);
+  await audit();
+  const agent = await RawImap.login(proxy.port, mailbox);
+  try {
+    expect(statusOf(await agent.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+    refusal = "drop";
+    refuseAfter = 1;
+    agent.write(`c UID COPY ${odd.join(",")} Dest\r\n`);
+    const end = await agent.readUntil(() => false, 15_000).catch(() => "");
+    expect(end).toContain("* BYE");
+    expect(refuseAfter).toBeNull();
+    // Whether the second part was carried out is not known: nothing is removed.
+    expect(await destCount()).toBe(before + UPSTREAM_SET_RANGES);
+    const rows = (await audit()).filter((r) => r.operation === "mail:delete");
+    expect(rows.map((r) => r.decision)).toEqual(["error"]);
+    expect(rows[0]!.reason).toContain("part 2 of 2 got no answer");
+  } finally {
+    refusal = "no";
     agent.close();
   }
 });

@@ -49,8 +49,8 @@ export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): P
   /** Each completed part's own COPYUID, as upstream gave it: what a COPY that fails part-way removes again. */
   const made: (ResponseCode | null)[] = [];
   let st!: UpstreamStatus;
-  for (const set of sets) {
-    st = await s.upstreamRun({ name: cmd.name, uid: true, set, mailbox: dest }, (r) => {
+  for (const [part, set] of sets.entries()) {
+    const running = s.upstreamRun({ name: cmd.name, uid: true, set, mailbox: dest }, (r) => {
       if (r.type === "FETCH") {
         const out = agentFetch(s, r, null);
         if (out !== null) s.send(out);
@@ -59,6 +59,17 @@ export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): P
         untagged.push({ response: r, code: agentCopyUid(s, passCode(r.code), dp) });
       } else forwardUntagged(s, r);
     });
+    try {
+      st = await running;
+    } catch (error) {
+      // No answer (the deadline, the connection lost): whether this part was carried out is unknown, so the
+      // earlier parts' copies cannot be told from its own and stay; the row says so (docs/imap.md).
+      if (cmd.name === "COPY" && part > 0) {
+        const why = `part ${part + 1} of ${sets.length} got no answer (${(error as Error).message})`;
+        copiesRemain(s, command, dp, why);
+      }
+      throw error;
+    }
     if (st.status !== "OK") break;
     made.push(st.code);
     tagged.push(agentCopyUid(s, passCode(st.code), dp));
@@ -125,13 +136,10 @@ async function undoCopies(
   let uidValidity: number | null = null;
   let count = 0;
   for (const code of made) {
-    if (
-      code === null ||
-      !code.known ||
-      code.name !== "COPYUID" ||
-      (uidValidity ?? code.uidValidity) !== code.uidValidity
-    )
+    if (code === null || !code.known || code.name !== "COPYUID")
       return copiesRemain(s, command, folder, "a completed part gave no COPYUID to find its copies by");
+    if ((uidValidity ?? code.uidValidity) !== code.uidValidity)
+      return copiesRemain(s, command, folder, "the parts' COPYUIDs name different UIDVALIDITYs of the destination");
     uidValidity = code.uidValidity;
     copies.push(...code.destination);
     for (const r of code.destination) count += r.stop - r.start + 1;
