@@ -711,19 +711,24 @@ test("a second serve with its audit database in the first's folder is refused; t
   expect(existsSync(join(dir, "mailgator.pid"))).toBe(false);
 });
 
-test("a second serve with its [state] path in the first's state folder is refused (audit folders apart)", async () => {
+test("a second serve with the first's [state] path is refused (audit folders apart); another path starts", async () => {
   const mailbox = await createMailbox({ name: "reload-state" });
-  const [dir, dir2, stateDir] = [tempDir(), tempDir(), tempDir()];
+  const [dir, dir2, dir3, stateDir] = [tempDir(), tempDir(), tempDir(), tempDir()];
   const o = join(dir, "o.toml");
   const o2 = join(dir2, "o2.toml");
-  const state = `\n[state]\npath = "${join(stateDir, "state.db")}"\n`;
-  writeFileSync(o, vaultConfig(dir, mailbox, [ALICE], "allow") + state);
-  writeFileSync(o2, vaultConfig(dir2, mailbox, [ALICE], "allow") + state);
+  const o3 = join(dir3, "o3.toml");
+  // Quotas: the state database is in use (a serve that does not use it need not claim it).
+  const quota = `\n[[quotas]]\nname = "q"\nreads_per_minute = 1000\n`;
+  const state = (file: string) => `${quota}\n[state]\npath = "${join(stateDir, file)}"\n`;
+  writeFileSync(o, vaultConfig(dir, mailbox, [ALICE], "allow") + state("state.db"));
+  writeFileSync(o2, vaultConfig(dir2, mailbox, [ALICE], "allow") + state("state.db"));
+  writeFileSync(o3, vaultConfig(dir3, mailbox, [ALICE], "allow") + state("other.db"));
   const first = serveChild(o);
   let second: Served | null = null;
+  let third: Served | null = null;
   try {
     await first.port("SMTP");
-    const statePid = join(stateDir, "mailgator.pid");
+    const statePid = join(stateDir, "state.db.pid");
     const held = `${first.proc.pid} ${startOf(first.proc.pid)}\n${o}\n`;
     expect(readFileSync(statePid, "utf8")).toBe(held);
     expect(readFileSync(join(dir, "mailgator.pid"), "utf8")).toBe(held);
@@ -731,20 +736,27 @@ test("a second serve with its [state] path in the first's state folder is refuse
     // Generous: a serve starting on a loaded machine; it exits as soon as it finds the pid file held.
     expect(await exitWithin(second, 45_000)).toBe(1);
     expect(second.logs()).toContain(
-      `cannot start: another mailgator (process ${first.proc.pid}, config ${o}) holds ${statePid}: its state ` +
-        `database is in ${stateDir} too, and two serves cannot share that folder. Give each config its own folder ` +
-        "for [state] path",
+      `cannot start: another mailgator (process ${first.proc.pid}, config ${o}) holds ${statePid}: it uses the ` +
+        `state database ${join(stateDir, "state.db")} too, and two serves cannot share one. Give each config its ` +
+        "own [state] path",
     );
     expect(second.logs()).not.toContain("listening");
     // What the second one had claimed is given back: its own audit folder is free again.
     expect(existsSync(join(dir2, "mailgator.pid"))).toBe(false);
     expect(readFileSync(statePid, "utf8")).toBe(held);
+    // Another database in the same folder is another serve's to use.
+    third = serveChild(o3);
+    await third.port("SMTP");
+    expect(third.proc.exitCode).toBeNull();
   } finally {
     if (second !== null && second.proc.exitCode === null) second.proc.kill("SIGTERM");
+    third?.proc.kill("SIGTERM");
     first.proc.kill("SIGTERM");
   }
   expect(await first.proc.exited).toBe(0);
-  expect(existsSync(join(stateDir, "mailgator.pid"))).toBe(false);
+  expect(await third.proc.exited).toBe(0);
+  expect(existsSync(join(stateDir, "state.db.pid"))).toBe(false);
+  expect(existsSync(join(stateDir, "other.db.pid"))).toBe(false);
   expect(existsSync(join(dir, "mailgator.pid"))).toBe(false);
 });
 

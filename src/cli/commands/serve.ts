@@ -3,8 +3,8 @@
  * the config and TLS files (docs/operations.md "Reload").
  */
 
-import { existsSync, rmSync } from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { rmSync } from "node:fs";
+import { dirname } from "node:path";
 
 import { type AccountCredentials, openAccountCredentials } from "../../accounts/index.ts";
 import { auditHealthy, auditRowsQueued, auditRowsWritten, countReload, setHeldApprovals } from "../../admin/metrics.ts";
@@ -134,34 +134,49 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
     process.once("SIGTERM", () => stop("SIGTERM"));
   });
   // One serve per folder: a second one with its audit database beside the first's would share its pid file, status
-  // file and (by default) state database, and `mailgator reload` for either would signal the other. A `[state] path`
-  // in another folder is claimed there too: two serves sharing one state database would each refresh OAuth2 tokens
-  // and count quotas behind the other's back. Nothing is opened before this (docs/operations.md "One serve per
-  // folder").
+  // file and (by default) state database, and `mailgator reload` for either would signal the other. One serve per
+  // state database too, wherever `[state] path` puts it: two sharing one would each refresh the same OAuth2 tokens
+  // (rotating the other's refresh token away) and count quotas behind each other's back. Nothing is opened before
+  // this (docs/operations.md "One serve per folder").
   const pidFile = pidFileFor(config);
   const statusFile = statusFileFor(config);
-  const claims = [{ file: pidFile, what: "its audit database", key: "[audit] path" }];
-  const stateFolder = dirname(config.state.path);
-  // A state folder that does not exist holds no database to share (and one that is needed fails to open later).
-  if (stateFolder !== dirname(pidFile) && existsSync(stateFolder))
-    claims.push({ file: join(stateFolder, basename(pidFile)), what: "its state database", key: "[state] path" });
-  for (const { file, what, key } of claims) {
+  const statePid = `${config.state.path}.pid`;
+  const claims = [
+    {
+      file: pidFile,
+      needed: true,
+      refusal:
+        `its audit database is in ${dirname(pidFile)} too, and two serves cannot share that folder. Give each ` +
+        "config its own folder for [audit] path (and for [state] path, which defaults to it)",
+    },
+    {
+      file: statePid,
+      // A state database this config does not use yet cannot be shared by it: a folder where the claim cannot be
+      // made (read-only, missing) does not stop serve then.
+      needed: usesStateDatabase(config),
+      refusal:
+        `it uses the state database ${config.state.path} too, and two serves cannot share one. Give each config ` +
+        "its own [state] path",
+    },
+  ];
+  for (const { file, needed, refusal } of claims) {
+    let claim: ReturnType<typeof claimPidFile>;
     try {
-      const claim = claimPidFile(file, config.file);
-      if (!claim.held) {
-        const other = claim.config === null ? "" : `, config ${claim.config}`;
-        log.error(
-          `cannot start: another mailgator (process ${claim.pid}${other}) holds ${file}: ${what} is ` +
-            `in ${dirname(file)} too, and two serves cannot share that folder. Give each config its own folder ` +
-            (key === "[audit] path" ? "for [audit] path (and for [state] path, which defaults to it)" : `for ${key}`),
-        );
-        return EXIT_FAILURE;
-      }
-      held.push({ pidFile: file, text: claim.text });
+      claim = claimPidFile(file, config.file);
     } catch (e) {
+      if (!needed) {
+        log.warn(`cannot create ${file} (${errorMessage(e)}): not needed while nothing uses the state database`);
+        continue;
+      }
       log.error(`cannot start: cannot create the pid file ${file}: ${errorMessage(e)}`);
       return EXIT_FAILURE;
     }
+    if (!claim.held) {
+      const other = claim.config === null ? "" : `, config ${claim.config}`;
+      log.error(`cannot start: another mailgator (process ${claim.pid}${other}) holds ${file}: ${refusal}`);
+      return EXIT_FAILURE;
+    }
+    held.push({ pidFile: file, text: claim.text });
   }
   const audit = AuditLog.open(config.audit.path, {
     ...(config.audit.retentionDays ? { retentionDays: config.audit.retentionDays } : {}),
@@ -510,4 +525,13 @@ export function reload(
     warnings,
     sessionsEnded,
   };
+}
+
+/** Whether serve opens the state database for this config: OAuth2 accounts, `[[quotas]]`, rules that ask. */
+function usesStateDatabase(config: Config): boolean {
+  return (
+    Object.values(config.accounts).some((a) => a.auth === "oauth2") ||
+    config.quotas.length > 0 ||
+    config.rules.some((r) => r.action === "ask")
+  );
 }
