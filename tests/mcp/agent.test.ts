@@ -73,13 +73,14 @@ upstream_ca_file = ${JSON.stringify(up.caFile)}
 path = ${JSON.stringify(join(auditFolder(name), "audit.db"))}
 
 [state]
-path = ${JSON.stringify(join(dir, "mailgator-state.db"))}
+path = ${JSON.stringify(join(auditFolder(name), "mailgator-state.db"))}
 `;
 }
 
 /**
- * Each config's audit log in a folder of its own: a serve holds the folder of its audit database (its pid file), and
- * the seed's serve runs beside the others (docs/operations.md "One serve per folder"). They share one state database.
+ * Each config's audit log and state database in a folder of its own: a serve holds the folder of its audit database
+ * and its state database (pid files), and the seed's serve runs beside the others (docs/operations.md "One serve per
+ * folder").
  */
 function auditFolder(name: string): string {
   const folder = join(dir, `${name}-audit`);
