@@ -10,6 +10,7 @@ import {
   delimiterOf,
   entityOf,
   isAttachmentEntity,
+  MAX_ADDRESS_FIELD_CHARS,
   MAX_BOUNDARY_LENGTH,
   mailboxProblem,
   parseHeaderFields,
@@ -17,6 +18,7 @@ import {
   readBoundaryLine,
   readEnvelopeAddress,
   readMessageFields,
+  readOriginators,
   readUnstructured,
   usableBoundary,
 } from "../../src/mail/index.ts";
@@ -99,6 +101,24 @@ describe("header sections and fields", () => {
     expect(f.from).toEqual(["spam@evil.test"]);
     expect(f.to).toEqual(["a@b.test", "e@f.test"]);
     expect(f.cc).toEqual(["g@h.test"]);
+  });
+
+  test(`address fields of MAX_ADDRESS_FIELD_CHARS (${MAX_ADDRESS_FIELD_CHARS}) parsed, longer unknown`, () => {
+    // "a1@x.test, a2@x.test, ..." cut to an exact length with a comment's padding at the end.
+    const list = (length: number): string => {
+      let out = "";
+      for (let i = 0; out.length < length - 64; i++) out += `${out === "" ? "" : ", "}a${i}@x.test`;
+      return `${out} (${"p".repeat(length - out.length - 3)})`;
+    };
+    for (const name of ["To", "From"]) {
+      const at = read(`${name}: ${list(MAX_ADDRESS_FIELD_CHARS)}`);
+      const past = read(`${name}: ${list(MAX_ADDRESS_FIELD_CHARS + 1)}`);
+      const field = name === "To" ? "to" : "from";
+      expect(list(MAX_ADDRESS_FIELD_CHARS).length).toBe(MAX_ADDRESS_FIELD_CHARS);
+      expect(at[field]!.length).toBeGreaterThan(3000);
+      expect(past[field]).toBeUndefined();
+    }
+    expect(readOriginators(parseHeaderFields(section(`From: ${list(MAX_ADDRESS_FIELD_CHARS + 1)}`)))).toBeUndefined();
   });
 
   test("an encoded word in an addr-spec is not decoded (RFC 2047 §5)", () => {
