@@ -54,42 +54,57 @@ export class FolderNames {
 
   /**
    * Matches a LIST reference + pattern locally (RFC 3501 §6.3.8): `*` matches anything, `%` anything but the
-   * delimiter. The reference is simply prefixed, which is what Dovecot does for a personal namespace.
+   * delimiter. The reference is simply prefixed, which is what Dovecot does for a personal namespace. Matched by
+   * `globMatch`, in time bounded by the pattern's length times the name's: a regular expression built from the
+   * pattern backtracked exponentially (`*a*a*a*a*a*a*a*a*b` against a name of 60 `a`: 17 s of the proxy's thread).
    */
   listMatcher(reference: string, pattern: string): (name: string) => boolean {
-    const full = reference + pattern;
+    const tokens = globTokens(reference + pattern);
     const d = this.delimiter;
-    let re = "^";
-    for (const ch of full) {
-      if (ch === "*") re += "[\\s\\S]*";
-      else if (ch === "%") re += d === null ? "[\\s\\S]*" : `[^${escapeClass(d)}]*`;
-      else re += escapeChar(ch);
-    }
-    re += "$";
-    const exact = new RegExp(re, "u");
     // INBOX is case-insensitive (RFC 3501 §5.1): match it (and names below it) with INBOX written as the pattern
     // wrote it.
-    const inboxRe = /^inbox/i.test(full) ? new RegExp(re, "iu") : null;
+    const folded = /^inbox/i.test(reference + pattern) ? globTokens((reference + pattern).toLowerCase()) : null;
     return (name) => {
-      if (exact.test(name)) return true;
-      if (inboxRe !== null && (name === "INBOX" || (d !== null && name.startsWith("INBOX" + d))))
-        return inboxRe.test(name);
+      if (globMatch(tokens, [...name], d)) return true;
+      if (folded !== null && (name === "INBOX" || (d !== null && name.startsWith("INBOX" + d))))
+        return globMatch(folded, [...name.toLowerCase()], d === null ? null : d.toLowerCase());
       return false;
     };
   }
 }
 
-/**
- * One character of a name as a literal in a Unicode-mode regular expression, outside a character class: the
- * syntax characters are escaped, and nothing else is, since the `u` flag refuses any other escape (`\-` included).
- */
-function escapeChar(ch: string): string {
-  return ch.replace(/[\\^$.*+?()[\]{}|]/g, "\\$&");
+/** A LIST pattern's tokens: `*`, `%`, or one character (a code point) that matches itself. Runs of `*` are one. */
+type GlobToken = string;
+
+function globTokens(pattern: string): GlobToken[] {
+  const out: GlobToken[] = [];
+  for (const ch of pattern) if (ch !== "*" || out[out.length - 1] !== "*") out.push(ch);
+  return out;
 }
 
-/** One character as a literal inside a character class of a Unicode-mode regular expression. */
-function escapeClass(ch: string): string {
-  return ch.replace(/[\\\]^-]/g, "\\$&");
+/**
+ * Whether `name` (its code points) matches the tokens, `%` not matching `delimiter` (anything, when there is none).
+ * Row by row over the tokens, each row saying which prefixes of the name the tokens so far match: at most
+ * tokens × name steps, and it stops as soon as no prefix matches.
+ */
+export function globMatch(tokens: readonly GlobToken[], name: readonly string[], delimiter: string | null): boolean {
+  const n = name.length;
+  let row = new Uint8Array(n + 1);
+  row[0] = 1;
+  for (const t of tokens) {
+    const next = new Uint8Array(n + 1);
+    let any = 0;
+    if (t === "*" || (t === "%" && delimiter === null)) {
+      for (let j = 0; j <= n; j++) any |= next[j] = row[j]! | (j > 0 ? next[j - 1]! : 0);
+    } else if (t === "%") {
+      for (let j = 0; j <= n; j++) any |= next[j] = row[j]! | (j > 0 && name[j - 1] !== delimiter ? next[j - 1]! : 0);
+    } else {
+      for (let j = 1; j <= n; j++) any |= next[j] = row[j - 1]! & (name[j - 1] === t ? 1 : 0);
+    }
+    if (any === 0) return false;
+    row = next;
+  }
+  return row[n] === 1;
 }
 
 /** What the agent may do in one folder, evaluated once per folder and session. */

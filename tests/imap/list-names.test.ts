@@ -14,6 +14,42 @@ const NAMES = ["Sent-2024", "x+y", "(p)", "[q]", "{r}", "$", "^", "|", "\\", "a-
 /** Names a wrongly read pattern would also match. */
 const DECOYS = ["Sent_2024", "Sentx", "xxy", "p", "q", "r", "Sent-", "a-b/cxd", "xy"];
 
+describe("listMatcher: time bounded by pattern and name, answers as a regular expression's", () => {
+  test("wildcards that made a regular expression backtrack exponentially answer at once", () => {
+    const names = new FolderNames("/");
+    // As a regular expression: 0.5 s for 40 `a`, 17 s for 60; the glob rows take pattern x name steps.
+    const m = names.listMatcher("", `${"*a".repeat(40)}*b`);
+    const started = performance.now();
+    for (let i = 0; i < 100; i++) expect(m("a".repeat(60 + i))).toBe(false);
+    expect(m(`${"a".repeat(60)}b`)).toBe(true);
+    // Generous: 101 names in well under a second; the old matcher took years for these.
+    expect(performance.now() - started).toBeLessThan(5000);
+  });
+
+  test("random patterns over a small alphabet: the same answers as the regular expression of RFC 3501 §6.3.8", () => {
+    let seed = 7;
+    const rand = (n: number) => {
+      seed = (seed * 1103515245 + 12345) % 2 ** 31;
+      return seed % n;
+    };
+    const pick = (alphabet: string, max: number) =>
+      Array.from({ length: rand(max + 1) }, () => alphabet[rand(alphabet.length)]).join("");
+    const names = new FolderNames("/");
+    for (let i = 0; i < 3000; i++) {
+      const pattern = pick("ab/*%", 6);
+      const name = pick("ab/", 7);
+      let re = "^";
+      for (const ch of pattern) re += ch === "*" ? "[\\s\\S]*" : ch === "%" ? "[^/]*" : ch;
+      const expected = new RegExp(`${re}$`).test(name);
+      expect({ pattern, name, matched: names.listMatcher("", pattern)(name) }).toEqual({
+        pattern,
+        name,
+        matched: expected,
+      });
+    }
+  });
+});
+
 describe("listMatcher: a name character is itself", () => {
   const names = new FolderNames("/");
   const cases: [string, string, string[], string[]][] = [
