@@ -88,6 +88,24 @@ export const THREAD_HEADER_OCTETS = 16 * 1024;
 export const MAX_THREAD_REFERENCES = 32;
 
 /**
+ * Characters of a Subject (after RFC 5256 §2.1 step 1: encoded words decoded, white space collapsed) from which
+ * THREAD extracts the base subject (src/imap/ext/keys.ts); the rest is not compared. Extraction removes one blob
+ * `[...]` at a time, so its work grows with the square of the length, and anyone who mails the account writes the
+ * Subject: 200 messages whose Subject was 16 KiB of blobs held the proxy's one thread for 12.5 s per THREAD. Real
+ * subjects are far shorter; two that differ only after this many characters are grouped as one subject.
+ */
+export const THREAD_SUBJECT_CHARS = 1024;
+
+/**
+ * Steps one THREAD REFERENCES may take walking up the containers it links (loop checks, RFC 5256 §4 steps 1.B and
+ * 1.C) and unlinking children: crafted References chains make these walks grow with the square of the number of
+ * messages (3,000 messages held the proxy's one thread for 4.8 s). Past it the THREAD is refused with `NO [LIMIT]`,
+ * after some 0.3 s. A thread of 2,000 replies each naming its 32 nearest ancestors, or 50,000 messages in threads
+ * of ten, stay far below it (tests/imap/sort-thread-unit.test.ts).
+ */
+export const MAX_THREAD_LINK_STEPS = 100_000_000;
+
+/**
  * The longest list of hidden UIDs a probe row's `target` holds (docs/filtering.md "Probes"): UIDs past it are
  * counted in `hiddenCount`, not listed, and the list ends in `…`.
  */

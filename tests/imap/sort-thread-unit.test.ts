@@ -5,14 +5,16 @@
 import { describe, expect, test } from "bun:test";
 import { esortResponse } from "../../src/imap/commands/sort.ts";
 import { headerFields } from "../../src/imap/commands/thread.ts";
+import { baseSubject } from "../../src/imap/ext/keys.ts";
 import {
   referencesOf,
   type ThreadMessage,
+  ThreadTooLarge,
   thread,
   threadReferences,
   threadResponse,
 } from "../../src/imap/ext/thread.ts";
-import { MAX_THREAD_REFERENCES } from "../../src/imap/limits.ts";
+import { MAX_THREAD_LINK_STEPS, MAX_THREAD_REFERENCES, THREAD_SUBJECT_CHARS } from "../../src/imap/limits.ts";
 
 describe("ESORT reply", () => {
   // Each expected line is Dovecot's answer to the same command over the same result.
@@ -165,5 +167,65 @@ describe("THREAD over reply chains as deep as they are long (no recursion)", () 
   test(`a chain of ${N} whose first message is missing: one placeholder at the root, pruned`, () => {
     const chain = Array.from({ length: N }, (_, k) => link(k + 1, k + 2, "references"));
     expect(threadResponse(threadReferences(chain))).toBe(flat(N));
+  });
+});
+
+describe("what a sender can make THREAD cost", () => {
+  const base = { internalDate: 0, date: null, subject: "s", inReplyTo: null } as const;
+
+  test(`the base subject reads THREAD_SUBJECT_CHARS (${THREAD_SUBJECT_CHARS}) characters of a Subject`, () => {
+    // 16 KiB of blobs took some 90 ms per message when every character was read (one blob removed per pass).
+    const blobs = "[a] ".repeat(4096);
+    const started = performance.now();
+    for (let i = 0; i < 50; i++)
+      expect(baseSubject(blobs).key).toBe(baseSubject(blobs.slice(0, THREAD_SUBJECT_CHARS)).key);
+    // Generous: 100 extractions of 1 KiB take milliseconds; the old 16 KiB ones took 5 s and more.
+    expect(performance.now() - started).toBeLessThan(2000);
+    // Subjects that differ only past the limit are one subject; within it, two.
+    const long = "x".repeat(THREAD_SUBJECT_CHARS);
+    expect(baseSubject(`${long}a`).key).toBe(baseSubject(`${long}b`).key);
+    expect(baseSubject(`${long.slice(1)}a`).key).not.toBe(baseSubject(`${long.slice(1)}b`).key);
+  });
+
+  /** Chains of placeholders 31 x n/2 deep, and messages whose References walk them 15 times each. */
+  function walks(n: number): ThreadMessage[] {
+    const half = n / 2;
+    const out: ThreadMessage[] = [];
+    for (let k = 0; k < half; k++) {
+      const refs = Array.from({ length: 32 }, (_, j) => `<a${31 * k + j}@x.test>`).join(" ");
+      out.push({ ...base, id: out.length + 1, messageId: `<c${k}@x.test>`, references: refs });
+    }
+    const pairs = `<a${31 * half}@x.test> <a0@x.test> `.repeat(15);
+    for (let k = 0; k < n - half; k++)
+      out.push({ ...base, id: out.length + 1, messageId: `<t${k}@x.test>`, references: `${pairs}<j${k}@x.test>` });
+    return out;
+  }
+
+  test(`REFERENCES stops at MAX_THREAD_LINK_STEPS (${MAX_THREAD_LINK_STEPS}) steps of linking`, () => {
+    // 600 such messages are within it; 3,000 held the proxy's thread for some 5 s before, and are refused in
+    // about 0.3 s now.
+    expect(threadReferences(walks(600)).length).toBeGreaterThan(0);
+    const started = performance.now();
+    expect(() => threadReferences(walks(3000))).toThrow(ThreadTooLarge);
+    // Generous: the refusal comes after MAX_THREAD_LINK_STEPS steps, a fraction of a second.
+    expect(performance.now() - started).toBeLessThan(10_000);
+  });
+
+  test("real shapes thread within the steps: 5,000 threads of 10, one thread of 2,000 naming 32 ancestors each", () => {
+    const messages: ThreadMessage[] = [];
+    for (let t = 0; t < 5000; t++)
+      for (let r = 0; r < 10; r++) {
+        const refs = Array.from({ length: r }, (_, j) => `<m${t}.${j}@x.test>`).join(" ");
+        const m = { ...base, subject: `s${t}`, messageId: `<m${t}.${r}@x.test>`, references: refs || null };
+        messages.push({ ...m, id: messages.length + 1 });
+      }
+    expect(threadReferences(messages).length).toBe(5000);
+    const deep: ThreadMessage[] = [];
+    for (let r = 0; r < 2000; r++) {
+      const refs = Array.from({ length: Math.min(r, 32) }, (_, j) => `<d${r - Math.min(r, 32) + j}@x.test>`);
+      deep.push({ ...base, id: r + 1, messageId: `<d${r}@x.test>`, references: refs.join(" ") || null });
+    }
+    expect(threadReferences(deep).length).toBe(1);
+    expect(threadReferences(deep.reverse()).length).toBe(1);
   });
 });

@@ -7,9 +7,10 @@
  * (docs/filtering.md).
  */
 
-import { type ThreadMessage, thread, threadResponse } from "../ext/thread.ts";
-import { THREAD_HEADER_OCTETS } from "../limits.ts";
+import { messageIds, type ThreadMessage, ThreadTooLarge, thread, threadResponse } from "../ext/thread.ts";
+import { MAX_THREAD_REFERENCES, THREAD_HEADER_OCTETS, THREAD_SUBJECT_CHARS } from "../limits.ts";
 import type { SelectedMailbox } from "../mailbox.ts";
+import { Refusal } from "../refusal.ts";
 import type { ImapDateTime, Response } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
 import { sessionCriteria, visibleMatches } from "./search.ts";
@@ -58,15 +59,23 @@ function threadData(r: Response & { type: "FETCH" }): { uid: number; data: Omit<
   }
   if (uid === null || internalDate === null || header === null) return null;
   const h = headerFields(headerText(header));
+  // Held for every match until the threads are built: only what threading reads is kept (the msg-ids it links, a
+  // Subject's first characters), not up to THREAD_HEADER_OCTETS of text per message.
+  const ids = (value: string | undefined, keep: (all: string[]) => string[]): string | null => {
+    const kept = keep(messageIds(value ?? null));
+    return kept.length === 0 ? null : kept.map((id) => `<${id}>`).join(" ");
+  };
+  const subject = h.get("subject");
   return {
     uid,
     data: {
       internalDate,
-      date: h.get("date") ?? null,
-      subject: h.get("subject") ?? null,
-      messageId: h.get("message-id") ?? null,
-      inReplyTo: h.get("in-reply-to") ?? null,
-      references: h.get("references") ?? null,
+      date: h.get("date")?.slice(0, 256) ?? null,
+      // Raw: encoded words (up to four characters of text per decoded one) are decoded by the base subject.
+      subject: subject === undefined ? null : subject.slice(0, 4 * THREAD_SUBJECT_CHARS),
+      messageId: ids(h.get("message-id"), (all) => all.slice(0, 1)),
+      inReplyTo: ids(h.get("in-reply-to"), (all) => all.slice(0, 1)),
+      references: ids(h.get("references"), (all) => all.slice(-MAX_THREAD_REFERENCES)),
     },
   };
 }
@@ -121,7 +130,15 @@ export async function threadCommand(s: Session, cmd: CommandOf<"THREAD">): Promi
     const seq = box.agentSeqOf(uid);
     if (m !== undefined && seq > 0) messages.push({ ...m, id: cmd.uid ? uid : seq });
   }
-  s.sendText(threadResponse(thread(cmd.algorithm, messages)));
+  let threads: ReturnType<typeof thread>;
+  try {
+    threads = thread(cmd.algorithm, messages);
+  } catch (error) {
+    if (!(error instanceof ThreadTooLarge)) throw error;
+    s.auditRow({ ...row, decision: "deny", reason: `${error.message} (MAX_THREAD_LINK_STEPS)` });
+    throw new Refusal("NO", "LIMIT", "Too much to thread; narrow the search");
+  }
+  s.sendText(threadResponse(threads));
   const hiddenCount = box.visible === null ? null : found.filter((uid) => !box.isVisible(uid)).length;
   s.auditRow({ ...row, decision: "allow", reason: d.reason, count: messages.length, hiddenCount });
   await s.sync(cmd.uid);

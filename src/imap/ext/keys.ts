@@ -6,6 +6,7 @@
  */
 
 import { decodeEncodedWords } from "../../mail/encoded-words.ts";
+import { THREAD_SUBJECT_CHARS } from "../limits.ts";
 
 /** An ENVELOPE address (RFC 3501 §7.4.2): a group marker has a null host. */
 export interface EnvelopeAddress {
@@ -29,7 +30,11 @@ const BLOB = /^\[[^[\]]*\] ?/;
 export function baseSubject(subject: string | null): BaseSubject {
   const raw = subject ?? "";
   // (1) Encoded words to UTF-8; tabs and continuations to space; runs of spaces to one.
-  let s = (decodeEncodedWords(raw) ?? raw).replace(/\r?\n(?=[ \t])/g, "").replace(/[ \t\r\n]+/g, " ");
+  // Only the first THREAD_SUBJECT_CHARS of it are read: the steps below grow with the square of the length.
+  let s = (decodeEncodedWords(raw) ?? raw)
+    .replace(/\r?\n(?=[ \t])/g, "")
+    .replace(/[ \t\r\n]+/g, " ")
+    .slice(0, THREAD_SUBJECT_CHARS);
   let replyOrForward = false;
   for (;;) {
     // (2) Trailing subj-trailer: "(fwd)" or WSP.

@@ -7,7 +7,7 @@
  * Sent dates follow §2.2 (the Date header in UTC, else the internal date); equal dates keep mailbox order.
  */
 
-import { MAX_THREAD_REFERENCES } from "../limits.ts";
+import { MAX_THREAD_LINK_STEPS, MAX_THREAD_REFERENCES } from "../limits.ts";
 import { baseSubject, sentDate } from "./keys.ts";
 
 export interface ThreadMessage {
@@ -114,17 +114,37 @@ export function referencesOf(m: Pick<ThreadMessage, "references" | "inReplyTo">)
  * answered at once, so a reply chain read in order (each message new, naming the one before) costs no walk up the
  * chain per message.
  */
-function isAncestorOrSelf(a: Container, b: Container): boolean {
+function isAncestorOrSelf(a: Container, b: Container, budget: LinkBudget): boolean {
   if (a.children.length === 0) return a === b;
-  for (let c: Container | null = b; c !== null; c = c.parent) if (c === a) return true;
+  for (let c: Container | null = b; c !== null; c = c.parent) {
+    budget.spend(1);
+    if (c === a) return true;
+  }
   return false;
 }
 
-function unlink(c: Container): void {
+function unlink(c: Container, budget: LinkBudget): void {
   const p = c.parent;
   if (p === null) return;
+  budget.spend(p.children.length);
   p.children.splice(p.children.indexOf(c), 1);
   c.parent = null;
+}
+
+/** THREAD REFERENCES took more than MAX_THREAD_LINK_STEPS steps linking containers: the command is refused. */
+export class ThreadTooLarge extends Error {
+  constructor() {
+    super(`THREAD would take more than ${MAX_THREAD_LINK_STEPS} steps on these messages`);
+  }
+}
+
+/** Steps left of MAX_THREAD_LINK_STEPS for one THREAD REFERENCES. */
+class LinkBudget {
+  #left = MAX_THREAD_LINK_STEPS;
+  spend(steps: number): void {
+    this.#left -= steps;
+    if (this.#left < 0) throw new ThreadTooLarge();
+  }
 }
 
 function link(parent: Container, child: Container): void {
@@ -192,6 +212,7 @@ export function threadReferences(messages: readonly ThreadMessage[]): ThreadNode
     return c;
   };
   const all: Container[] = [];
+  const budget = new LinkBudget();
   // (1) Link messages by their references.
   messages.forEach((m, i) => {
     const own = messageIds(m.messageId)[0];
@@ -209,13 +230,13 @@ export function threadReferences(messages: readonly ThreadMessage[]): ThreadNode
     for (let k = 0; k + 1 < refs.length; k++) {
       const parent = containerFor(refs[k]!);
       const child = containerFor(refs[k + 1]!);
-      if (child.parent === null && !isAncestorOrSelf(child, parent)) link(parent, child);
+      if (child.parent === null && !isAncestorOrSelf(child, parent, budget)) link(parent, child);
     }
     // (1.C) The last reference becomes the message's parent: any earlier parent (presumed from another message's
     // References) is dropped first, even when the new link is not added because it would make a loop.
     const last = refs.length > 0 ? containerFor(refs[refs.length - 1]!) : null;
-    unlink(c);
-    if (last !== null && !isAncestorOrSelf(c, last)) link(last, c);
+    unlink(c, budget);
+    if (last !== null && !isAncestorOrSelf(c, last, budget)) link(last, c);
   });
   // (2) The root set: containers without a parent.
   const roots: Container[] = [];
