@@ -37,7 +37,7 @@ afterAll(async () => {
   await proxy?.close();
 });
 
-test(`References past MAX_THREAD_LINK_STEPS (${MAX_THREAD_LINK_STEPS}): NO [LIMIT], a row; the session goes on`, async () => {
+test(`References past MAX_THREAD_LINK_STEPS (${MAX_THREAD_LINK_STEPS}): NO [LIMIT]; the session goes on`, async () => {
   const audit = auditCursor(proxy);
   await audit();
   const agent = await RawImap.login(proxy.port, mailbox);
