@@ -9,8 +9,12 @@
 /** Octets of a login name (LOGIN's user name, SASL PLAIN's or LOGIN's authentication identity). */
 export const MAX_LOGIN_NAME_BYTES = 255;
 
-/** Octets of a password or token: four times what RFC 4616 asks servers to accept. */
-export const MAX_LOGIN_PASSWORD_BYTES = 1024;
+/**
+ * Octets of a password or token: in pass-through mode it is the upstream's password, which for a server that takes
+ * OAuth2 access tokens as passwords (Dovecot's oauth2 passdb, for one) is a token of 1 to 3 KB; 4 KiB keeps them
+ * and an SMTP `AUTH PLAIN` line within MAX_COMMAND_LINE.
+ */
+export const MAX_LOGIN_PASSWORD_BYTES = 4096;
 
 /** Why these credentials are refused for their size, or null when they are within the limits. */
 export function overlongCredentials(username: string, password: string): string | null {

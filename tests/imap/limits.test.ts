@@ -546,8 +546,18 @@ describe("hostile input", () => {
       // Octets, not characters: 128 two-octet characters are 256 octets.
       ["127.0.0.63", `a LOGIN {256+}\r\n${"é".repeat(128)} x\r\n`, null, "login name over 255 octets"],
       ["127.0.0.64", `a AUTHENTICATE PLAIN ${plain(name, password)}\r\n`, null, "the upstream server refused"],
-      ["127.0.0.65", `a AUTHENTICATE PLAIN ${plain("u", `${password}p`)}\r\n`, null, "password over 1024 octets"],
-      ["127.0.0.66", `a LOGIN ${mailbox.user} {61440}\r\n`, "p".repeat(61440), "password over 1024 octets"],
+      [
+        "127.0.0.65",
+        `a AUTHENTICATE PLAIN ${plain("u", `${password}p`)}\r\n`,
+        null,
+        `password over ${MAX_LOGIN_PASSWORD_BYTES} octets`,
+      ],
+      [
+        "127.0.0.66",
+        `a LOGIN ${mailbox.user} {61440}\r\n`,
+        "p".repeat(61440),
+        `password over ${MAX_LOGIN_PASSWORD_BYTES} octets`,
+      ],
     ] as const;
     for (const [from, line, literal, reason] of cases) {
       expect(await attempt(from, line, literal)).toBe("a NO [AUTHENTICATIONFAILED] Authentication failed");
