@@ -59,26 +59,38 @@ export class FolderNames {
    * pattern backtracked exponentially (`*a*a*a*a*a*a*a*a*b` against a name of 60 `a`: 17 s of the proxy's thread).
    */
   listMatcher(reference: string, pattern: string): (name: string) => boolean {
-    const tokens = globTokens(reference + pattern);
+    const full = reference + pattern;
+    const tokens = globTokens(full);
     const d = this.delimiter;
-    // INBOX is case-insensitive (RFC 3501 §5.1): match it (and names below it) with INBOX written as the pattern
-    // wrote it.
-    const folded = /^inbox/i.test(reference + pattern) ? globTokens((reference + pattern).toLowerCase()) : null;
+    // INBOX is case-insensitive (RFC 3501 §5.1), and only INBOX: a pattern that starts with it in any case matches
+    // INBOX and the names below it as if it were written `INBOX`; the rest of the name keeps its case.
+    const inbox = /^inbox/i.test(full) ? globTokens(`INBOX${full.slice(5)}`) : null;
     return (name) => {
-      if (globMatch(tokens, [...name], d)) return true;
-      if (folded !== null && (name === "INBOX" || (d !== null && name.startsWith("INBOX" + d))))
-        return globMatch(folded, [...name.toLowerCase()], d === null ? null : d.toLowerCase());
+      const chars = [...name];
+      if (globMatch(tokens, chars, d)) return true;
+      if (inbox !== null && (name === "INBOX" || (d !== null && name.startsWith("INBOX" + d))))
+        return globMatch(inbox, chars, d);
       return false;
     };
   }
 }
 
-/** A LIST pattern's tokens: `*`, `%`, or one character (a code point) that matches itself. Runs of `*` are one. */
+/**
+ * A LIST pattern's tokens: `*`, `%`, or one character (a code point) that matches itself. A run of wildcards is one
+ * token, `*` if it holds one and `%` otherwise (they match the same names), so that the matching's work is bounded by
+ * the name's length times the pattern's characters, not its wildcards (`%*%*...` of 64 KiB would otherwise cost
+ * each folder 64 K rows).
+ */
 type GlobToken = string;
 
 function globTokens(pattern: string): GlobToken[] {
   const out: GlobToken[] = [];
-  for (const ch of pattern) if (ch !== "*" || out[out.length - 1] !== "*") out.push(ch);
+  for (const ch of pattern) {
+    const last = out[out.length - 1];
+    if ((ch === "*" || ch === "%") && (last === "*" || last === "%")) {
+      if (ch === "*") out[out.length - 1] = "*";
+    } else out.push(ch);
+  }
   return out;
 }
 

@@ -26,6 +26,28 @@ describe("listMatcher: time bounded by pattern and name, answers as a regular ex
     expect(performance.now() - started).toBeLessThan(5000);
   });
 
+  test("a long run of wildcards costs no more than one: 64 K of `%*` answer at once", () => {
+    const names = new FolderNames("/");
+    const m = names.listMatcher("%*".repeat(16 * 1024), `${"%*".repeat(16 * 1024)}q`);
+    const started = performance.now();
+    for (let i = 0; i < 20; i++) expect(m(`folder-${"x".repeat(1000)}-${i}`)).toBe(false);
+    expect(m("q")).toBe(true);
+    // Generous: 20 names of 1,000 characters in milliseconds; about half a second each when every wildcard was a row.
+    expect(performance.now() - started).toBeLessThan(2000);
+  });
+
+  test("INBOX, and only INBOX, is case-insensitive (RFC 3501 §5.1)", () => {
+    const m = (pattern: string, name: string) => new FolderNames("/").listMatcher("", pattern)(name);
+    expect([m("inbox", "INBOX"), m("InBoX/*", "INBOX/Foo"), m("inbox/Foo", "INBOX/Foo")]).toEqual([true, true, true]);
+    // Below INBOX, names keep their case, whatever the case folding of the characters.
+    expect([m("inbox/foo", "INBOX/Foo"), m("inbox/s", "INBOX/ſ"), m("inbox/i%", "INBOX/İ")]).toEqual([
+      false,
+      false,
+      false,
+    ]);
+    expect([m("inbox%", "INBOX2"), m("inbox%", "INBOX")]).toEqual([false, true]);
+  });
+
   test("random patterns over a small alphabet: the same answers as the regular expression of RFC 3501 §6.3.8", () => {
     let seed = 7;
     const rand = (n: number) => {
