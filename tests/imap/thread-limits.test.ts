@@ -29,6 +29,11 @@ beforeAll(async () => {
   }
   const pairs = Array.from({ length: 15 }, () => `<a${31 * half}@x.test> <a0@x.test>`).join("\r\n ");
   for (let k = 0; k < half; k++) await human.append("INBOX", message(`<t${k}@x.test>`, `${pairs}\r\n <j${k}@x.test>`));
+  // A Subject of 500 Q-encoded CJK characters (some 11 KB as written, 500 characters decoded), and its reply.
+  await human.mailboxCreate("Subjects");
+  const encoded = Array.from({ length: 500 }, () => "=?UTF-8?Q?=E4=B8=AD?=").join("\r\n ");
+  await human.append("Subjects", `From: a@x.test\r\nSubject: ${encoded}\r\nMessage-ID: <o@x.test>\r\n\r\nbody\r\n`);
+  await human.append("Subjects", `From: b@x.test\r\nSubject: Re: ${encoded}\r\nMessage-ID: <r@x.test>\r\n\r\nbody\r\n`);
   proxy = await startTestProxy({});
 }, 120_000);
 
@@ -54,6 +59,19 @@ test(`References past MAX_THREAD_LINK_STEPS (${MAX_THREAD_LINK_STEPS}): NO [LIMI
     expect(statusOf(bySubject, "o")).toBe("o OK Thread completed");
     const narrow = await agent.command("n", "UID THREAD REFERENCES UTF-8 UID 1:100");
     expect(statusOf(narrow, "n")).toBe("n OK Thread completed");
+  } finally {
+    agent.close();
+  }
+});
+
+test("a long encoded Subject and its reply are one subject: the base subject is derived from the whole field", async () => {
+  const agent = await RawImap.login(proxy.port, mailbox);
+  try {
+    expect(statusOf(await agent.command("s", "SELECT Subjects"), "s")).toStartWith("s OK");
+    for (const algorithm of ["ORDEREDSUBJECT", "REFERENCES"]) {
+      const threads = await agent.command("t", `THREAD ${algorithm} UTF-8 ALL`);
+      expect(threads).toStartWith("* THREAD (1 2)\r\n");
+    }
   } finally {
     agent.close();
   }

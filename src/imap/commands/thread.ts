@@ -7,8 +7,8 @@
  * (docs/filtering.md).
  */
 
-import { messageIds, type ThreadMessage, ThreadTooLarge, thread, threadResponse } from "../ext/thread.ts";
-import { MAX_THREAD_REFERENCES, THREAD_HEADER_OCTETS, THREAD_SUBJECT_CHARS } from "../limits.ts";
+import { type ThreadMessage, ThreadTooLarge, thread, threadKeys, threadResponse } from "../ext/thread.ts";
+import { THREAD_HEADER_OCTETS } from "../limits.ts";
 import type { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import type { ImapDateTime, Response } from "../wire/index.ts";
@@ -59,23 +59,24 @@ function threadData(r: Response & { type: "FETCH" }): { uid: number; data: Omit<
   }
   if (uid === null || internalDate === null || header === null) return null;
   const h = headerFields(headerText(header));
-  // Held for every match until the threads are built: only what threading reads is kept (the msg-ids it links, a
-  // Subject's first characters), not up to THREAD_HEADER_OCTETS of text per message.
-  const ids = (value: string | undefined, keep: (all: string[]) => string[]): string | null => {
-    const kept = keep(messageIds(value ?? null));
-    return kept.length === 0 ? null : kept.map((id) => `<${id}>`).join(" ");
+  // Held for every match until the threads are built: only what threading reads (the base subject, the msg-ids it
+  // links), derived now, not up to THREAD_HEADER_OCTETS of text per message.
+  const fields = {
+    subject: h.get("subject") ?? null,
+    messageId: h.get("message-id") ?? null,
+    inReplyTo: h.get("in-reply-to") ?? null,
+    references: h.get("references") ?? null,
   };
-  const subject = h.get("subject");
   return {
     uid,
     data: {
       internalDate,
       date: h.get("date")?.slice(0, 256) ?? null,
-      // Raw: encoded words (up to four characters of text per decoded one) are decoded by the base subject.
-      subject: subject === undefined ? null : subject.slice(0, 4 * THREAD_SUBJECT_CHARS),
-      messageId: ids(h.get("message-id"), (all) => all.slice(0, 1)),
-      inReplyTo: ids(h.get("in-reply-to"), (all) => all.slice(0, 1)),
-      references: ids(h.get("references"), (all) => all.slice(-MAX_THREAD_REFERENCES)),
+      subject: null,
+      messageId: null,
+      inReplyTo: null,
+      references: null,
+      keys: threadKeys(fields),
     },
   };
 }

@@ -8,7 +8,7 @@
  */
 
 import { MAX_THREAD_LINK_STEPS, MAX_THREAD_REFERENCES } from "../limits.ts";
-import { baseSubject, sentDate } from "./keys.ts";
+import { type BaseSubject, baseSubject, sentDate } from "./keys.ts";
 
 export interface ThreadMessage {
   readonly id: number;
@@ -24,6 +24,23 @@ export interface ThreadMessage {
   readonly inReplyTo: string | null;
   /** The References header's value, or null when there is none. */
   readonly references: string | null;
+  /**
+   * What threading derives from the fields above, when the caller has derived it already (`threadKeys`) and kept it
+   * instead of the fields: the base subject, the message's own msg-id and the ids step 1 links.
+   */
+  readonly keys?: ThreadKeys;
+}
+
+/** The part of a message that THREAD reads, derived once: far smaller than the fields it comes from. */
+export interface ThreadKeys {
+  readonly base: BaseSubject;
+  readonly own: string | undefined;
+  readonly links: readonly string[];
+}
+
+/** The keys of a message, from its fields (RFC 5256 §2.1 and §4 step 1). */
+export function threadKeys(m: Pick<ThreadMessage, "subject" | "messageId" | "references" | "inReplyTo">): ThreadKeys {
+  return { base: baseSubject(m.subject), own: messageIds(m.messageId)[0], links: referencesOf(m) };
 }
 
 export type ThreadAlgorithm = "ORDEREDSUBJECT" | "REFERENCES";
@@ -44,7 +61,7 @@ interface Item {
 
 function items(messages: readonly ThreadMessage[]): Item[] {
   return messages.map((m, index) => {
-    const b = baseSubject(m.subject);
+    const b = m.keys?.base ?? baseSubject(m.subject);
     return {
       id: m.id,
       index,
@@ -215,7 +232,7 @@ export function threadReferences(messages: readonly ThreadMessage[]): ThreadNode
   const budget = new LinkBudget();
   // (1) Link messages by their references.
   messages.forEach((m, i) => {
-    const own = messageIds(m.messageId)[0];
+    const own = m.keys === undefined ? messageIds(m.messageId)[0] : m.keys.own;
     // (1.A) A missing, invalid or duplicate Message-ID gets a unique one: a container of its own.
     let c: Container;
     if (own !== undefined && (table.get(own)?.item ?? null) === null) {
@@ -225,7 +242,7 @@ export function threadReferences(messages: readonly ThreadMessage[]): ThreadNode
       c = { item: list[i]!, parent: null, children: [] };
     }
     all.push(c);
-    const refs = referencesOf(m);
+    const refs = m.keys?.links ?? referencesOf(m);
     // (1.B) Link each reference to the next unless it has a parent already or that would make a loop.
     for (let k = 0; k + 1 < refs.length; k++) {
       const parent = containerFor(refs[k]!);
