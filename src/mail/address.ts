@@ -144,8 +144,19 @@ function isPhrase(tokens: readonly Token[]): boolean {
   return words > 0;
 }
 
-/** Parses an address-list header value (From, To, Cc, Bcc, Reply-To). */
+/**
+ * Characters of one address field's value (unfolded; octets, for the ASCII addresses are written in) that are
+ * parsed: a longer one fails to parse, and its readers deny as for any field that does not parse (the MCP reply
+ * tool refuses to read it). Parsing an address list costs some 0.1–0.2 s of the proxy's one thread per MiB, and
+ * whoever writes the message chooses its length: an agent, for the SMTP proxy's checks, or anyone who mails the
+ * account, for IMAP's classification (which reads at most CLASSIFY_HEADER_OCTETS of the fields anyway). A list of
+ * 1,000 addresses is some 30 KB; the SMTP proxy takes 100 recipients per message (MAX_RECIPIENTS).
+ */
+export const MAX_ADDRESS_FIELD_CHARS = 64 * 1024;
+
+/** Parses an address-list header value (From, To, Cc, Bcc, Reply-To); longer than MAX_ADDRESS_FIELD_CHARS fails. */
 export function parseAddressList(value: string): ParsedAddressList {
+  if (value.length > MAX_ADDRESS_FIELD_CHARS) return FAILED;
   const tokens = tokenize(value);
   if (!tokens) return FAILED;
   const addresses: string[] = [];

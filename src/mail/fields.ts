@@ -40,15 +40,6 @@ const EMPTY: readonly string[] = Object.freeze([]);
  * Every `name` field's addr-specs; undefined when one cannot be parsed, when `single` and there are several, or when
  * `named` and a field names no address.
  */
-/**
- * Characters of one address field's value (unfolded; octets, for the ASCII addresses are written in) that are
- * parsed: a longer one is unreadable, as a field that does
- * not parse is (its reader denies). Parsing an address list costs some 0.1–0.2 s of the proxy's one thread per MiB,
- * and whoever writes the message chooses its length: an agent, for the SMTP proxy's checks, or anyone who mails the
- * account, for IMAP's classification (which reads at most CLASSIFY_HEADER_OCTETS of the fields anyway). A list of
- * 1,000 addresses is some 30 KB; the SMTP proxy takes 100 recipients per message (MAX_RECIPIENTS).
- */
-export const MAX_ADDRESS_FIELD_CHARS = 64 * 1024;
 
 function addresses(
   fields: readonly HeaderField[],
@@ -61,7 +52,6 @@ function addresses(
   for (const field of fields) {
     if (field.name !== name) continue;
     if (single && ++seen > 1) return undefined;
-    if (field.value.length > MAX_ADDRESS_FIELD_CHARS) return undefined;
     const parsed = parseAddressList(field.value);
     if (!parsed.ok || (named && parsed.addresses.length === 0)) return undefined;
     if (out === null) out = [...parsed.addresses];

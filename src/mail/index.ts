@@ -5,6 +5,7 @@
 
 export {
   type EnvelopeAddress,
+  MAX_ADDRESS_FIELD_CHARS,
   mailboxProblem,
   type ParsedAddressList,
   parseAddressList,
@@ -23,11 +24,5 @@ export {
 export { type BoundaryLine, delimiterOf, MAX_BOUNDARY_LENGTH, readBoundaryLine, usableBoundary } from "./boundary.ts";
 export { clean, escapes, oneLine, terminalJson } from "./display.ts";
 export { decodeEncodedWords, readUnstructured } from "./encoded-words.ts";
-export {
-  MAX_ADDRESS_FIELD_CHARS,
-  type MessageFields,
-  readMessageFields,
-  readOriginators,
-  UNKNOWN_FIELDS,
-} from "./fields.ts";
+export { type MessageFields, readMessageFields, readOriginators, UNKNOWN_FIELDS } from "./fields.ts";
 export { type HeaderField, parseHeaderFields } from "./headers.ts";
