@@ -59,18 +59,14 @@ export class FolderNames {
    * pattern backtracked exponentially (`*a*a*a*a*a*a*a*a*b` against a name of 60 `a`: 17 s of the proxy's thread).
    */
   listMatcher(reference: string, pattern: string): (name: string) => boolean {
-    const full = reference + pattern;
-    const tokens = globTokens(full);
+    const tokens = globTokens(reference + pattern);
     const d = this.delimiter;
-    // INBOX is case-insensitive (RFC 3501 §5.1), and only INBOX: a pattern that starts with it in any case matches
-    // INBOX and the names below it as if it were written `INBOX`; the rest of the name keeps its case.
-    const inbox = /^inbox/i.test(full) ? globTokens(`INBOX${full.slice(5)}`) : null;
+    // INBOX is case-insensitive (RFC 3501 §5.1), and only INBOX: in INBOX and the names below it, the five characters
+    // of `INBOX` match the pattern's in any ASCII case (so `i*`, `%nbox` and `inbox/%` find them, as at Dovecot);
+    // the rest of the name keeps its case.
     return (name) => {
-      const chars = [...name];
-      if (globMatch(tokens, chars, d)) return true;
-      if (inbox !== null && (name === "INBOX" || (d !== null && name.startsWith("INBOX" + d))))
-        return globMatch(inbox, chars, d);
-      return false;
+      const inbox = name === "INBOX" || (d !== null && name.startsWith("INBOX" + d));
+      return globMatch(tokens, [...name], d, inbox ? 5 : 0);
     };
   }
 }
@@ -95,11 +91,17 @@ function globTokens(pattern: string): GlobToken[] {
 }
 
 /**
- * Whether `name` (its code points) matches the tokens, `%` not matching `delimiter` (anything, when there is none).
+ * Whether `name` (its code points) matches the tokens, `%` not matching `delimiter` (anything, when there is none),
+ * the first `caseless` characters of the name (upper-case ASCII) matching a pattern's character in either case.
  * Row by row over the tokens, each row saying which prefixes of the name the tokens so far match: at most
  * tokens × name steps, and it stops as soon as no prefix matches.
  */
-export function globMatch(tokens: readonly GlobToken[], name: readonly string[], delimiter: string | null): boolean {
+export function globMatch(
+  tokens: readonly GlobToken[],
+  name: readonly string[],
+  delimiter: string | null,
+  caseless = 0,
+): boolean {
   const n = name.length;
   let row = new Uint8Array(n + 1);
   row[0] = 1;
@@ -111,7 +113,10 @@ export function globMatch(tokens: readonly GlobToken[], name: readonly string[],
     } else if (t === "%") {
       for (let j = 0; j <= n; j++) any |= next[j] = row[j]! | (j > 0 && name[j - 1] !== delimiter ? next[j - 1]! : 0);
     } else {
-      for (let j = 1; j <= n; j++) any |= next[j] = row[j - 1]! & (name[j - 1] === t ? 1 : 0);
+      // The name's first `caseless` characters (INBOX's, upper-case) also match the pattern's ASCII lower case.
+      const upper = t >= "a" && t <= "z" ? t.toUpperCase() : t;
+      for (let j = 1; j <= n; j++)
+        any |= next[j] = row[j - 1]! & (name[j - 1] === t || (j <= caseless && name[j - 1] === upper) ? 1 : 0);
     }
     if (any === 0) return false;
     row = next;

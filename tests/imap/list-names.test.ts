@@ -46,6 +46,19 @@ describe("listMatcher: time bounded by pattern and name, answers as a regular ex
       false,
     ]);
     expect([m("inbox%", "INBOX2"), m("inbox%", "INBOX")]).toEqual([false, true]);
+    // INBOX's own five characters match in either case wherever the pattern has them, as at Dovecot.
+    expect([m("i*", "INBOX"), m("i*", "INBOX/Foo"), m("%nbox", "INBOX"), m("in%", "INBOX")]).toEqual([
+      true,
+      true,
+      true,
+      true,
+    ]);
+    expect([m("i*", "Inbox2"), m("ı*", "INBOX"), m("%/f*", "INBOX/Foo"), m("i%", "INBOX/Foo")]).toEqual([
+      false,
+      false,
+      false,
+      false,
+    ]);
   });
 
   test("random patterns over a small alphabet: the same answers as the regular expression of RFC 3501 §6.3.8", () => {
@@ -120,7 +133,7 @@ describe("against Dovecot", () => {
   beforeAll(async () => {
     mailbox = await createMailbox();
     const human = await connectImap(mailbox);
-    for (const name of [...NAMES, ...DECOYS]) await human.mailboxCreate(name);
+    for (const name of [...NAMES, ...DECOYS, "INBOX/Sub"]) await human.mailboxCreate(name);
     await human.logout();
     proxy = await startTestProxy();
     newRows = auditCursor(proxy);
@@ -170,6 +183,13 @@ describe("against Dovecot", () => {
     ["", "x*y"],
     ["", "&AOk--*"],
     ["", "*-*"],
+    // INBOX's own characters in any case, and only those (RFC 3501 §5.1); INBOX/Sub was made for these.
+    ["", "i*"],
+    ["", "%nbox"],
+    ["", "in%"],
+    ["inbox/", "%"],
+    ["", "inbox/S*"],
+    ["", "INBOX/S*"],
   ];
   for (const [reference, pattern] of patterns) {
     test(`LIST "${reference}" "${pattern}" lists what Dovecot lists, with an allow row`, async () => {
