@@ -48,7 +48,8 @@ export class ResponseMemory {
   tryTake(size: number, ahead = false): boolean {
     if ((this.#waiters.length > 0 && !ahead) || this.#used + size > this.budget) return false;
     this.#used += size;
-    this.#report(this.#used, 0);
+    // Those waiting still wait when a response holding a reservation went ahead of them.
+    this.#report(this.#used, this.#waiters.length);
     return true;
   }
 

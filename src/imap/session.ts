@@ -556,12 +556,19 @@ export class ImapSession implements LoginSession, CompressSession {
     this.#scheduleFlush();
   }
 
-  /** Runs the `#afterOutput` callbacks queued until now. */
-  #outputLeft(): void {
-    if (this.#outputWaiters.length === 0) return;
+  /** Takes the `#afterOutput` callbacks queued until now, as one call that runs them; null when there are none. */
+  #takeOutputWaiters(): (() => void) | null {
     const waiters = this.#outputWaiters;
+    if (waiters.length === 0) return null;
     this.#outputWaiters = [];
-    for (const done of waiters) done();
+    return () => {
+      for (const done of waiters) done();
+    };
+  }
+
+  /** Runs the `#afterOutput` callbacks queued until now (the output they wait for will not be written). */
+  #outputLeft(): void {
+    this.#takeOutputWaiters()?.();
   }
 
   flush(): void {
@@ -572,14 +579,7 @@ export class ImapSession implements LoginSession, CompressSession {
     // batch; otherwise a part may be queued by reference: the encoder moves on to a spare buffer and gets this one
     // back once the socket has written it (Encoder.detach / giveBack).
     const parts = this.#enc.takeViews();
-    const waiters = this.#outputWaiters;
-    if (waiters.length > 0) this.#outputWaiters = [];
-    const left =
-      waiters.length === 0
-        ? null
-        : () => {
-            for (const done of waiters) done();
-          };
+    const left = this.#takeOutputWaiters();
     if (parts.length === 0) return left?.();
     if (this.#deflate !== null) {
       // The deflater holds the views until it has read them; then the buffer comes back (no copy).
@@ -814,10 +814,6 @@ export class ImapSession implements LoginSession, CompressSession {
     this.#bye("Too many invalid commands");
   }
 
-  /**
-   * Waits until the audit log has committed what was queued (AUDIT_BACKLOG_PAUSE_ROWS). A failing log is not this
-   * wait's concern: the command that follows is refused by its own audit step if it must be.
-   */
   /** literal8 (`~{n}`) is APPEND's only (RFC 3516 §4.4), and only while BINARY is offered. */
   #literal8(command: string | null): boolean {
     return command === "APPEND" && this.capabilities().includes("BINARY");

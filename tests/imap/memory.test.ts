@@ -74,7 +74,8 @@ test("the whole budget can be reserved; one octet more never can", () => {
 });
 
 test("a response that holds a reservation goes ahead of those waiting, within the budget", () => {
-  const m = new ResponseMemory(100);
+  const reports: [number, number][] = [];
+  const m = new ResponseMemory(100, (used, waiting) => reports.push([used, waiting]));
   expect(m.tryTake(40)).toBe(true);
   expect(m.tryTake(20)).toBe(true);
   m.take(50);
@@ -83,6 +84,8 @@ test("a response that holds a reservation goes ahead of those waiting, within th
   expect(m.tryTake(30, true)).toBe(true);
   expect(m.tryTake(11, true)).toBe(false);
   expect(m.used).toBe(90);
+  // What the gauges hear: the one waiting still waits after the response went ahead of it.
+  expect(reports.at(-1)).toEqual([90, 1]);
 });
 
 test("a waiter that gives up leaves the queue, and those behind it go on", async () => {

@@ -389,8 +389,11 @@ export class Framer {
     else if (this.frameBytes + m.size > l.maxFrameBytes) this.fail("response-too-big", "response too big");
     else if (this.frameBytes + m.size > this.holdLiteralsFrom) {
       this.state = "decide";
-      const request = { tag: null, command: null, size: m.size, nonSync: false, binary: m.binary };
-      return { kind: "literal", request: { ...request, index: this.literalCount } };
+      const index = this.literalCount;
+      return {
+        kind: "literal",
+        request: { tag: null, command: null, size: m.size, nonSync: false, binary: m.binary, index },
+      };
     } else this.startLiteral(false);
     return null;
   }
