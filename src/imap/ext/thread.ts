@@ -59,9 +59,14 @@ interface Item {
   readonly replyOrForward: boolean;
 }
 
-function items(messages: readonly ThreadMessage[]): Item[] {
+/** A message's keys: as the caller derived them, or derived here from its fields. */
+function keysOf(m: ThreadMessage): ThreadKeys {
+  return m.keys ?? threadKeys(m);
+}
+
+function items(messages: readonly ThreadMessage[], keys: readonly ThreadKeys[]): Item[] {
   return messages.map((m, index) => {
-    const b = m.keys?.base ?? baseSubject(m.subject);
+    const b = keys[index]!.base;
     return {
       id: m.id,
       index,
@@ -85,7 +90,7 @@ export function thread(algorithm: ThreadAlgorithm, messages: readonly ThreadMess
  * message is the parent of all the others; threads in the order of their first message's sent date.
  */
 export function threadOrderedSubject(messages: readonly ThreadMessage[]): ThreadNode[] {
-  const sorted = items(messages).sort((a, b) =>
+  const sorted = items(messages, messages.map(keysOf)).sort((a, b) =>
     a.subject < b.subject ? -1 : a.subject > b.subject ? 1 : byDate(a, b),
   );
   const threads: Item[][] = [];
@@ -218,7 +223,8 @@ function threadSubject(c: Container): string {
 
 /** §4 REFERENCES, steps 1 to 6. */
 export function threadReferences(messages: readonly ThreadMessage[]): ThreadNode[] {
-  const list = items(messages);
+  const keys = messages.map(keysOf);
+  const list = items(messages, keys);
   const table = new Map<string, Container>();
   const containerFor = (id: string): Container => {
     let c = table.get(id);
@@ -231,8 +237,7 @@ export function threadReferences(messages: readonly ThreadMessage[]): ThreadNode
   const all: Container[] = [];
   const budget = new LinkBudget();
   // (1) Link messages by their references.
-  messages.forEach((m, i) => {
-    const own = m.keys === undefined ? messageIds(m.messageId)[0] : m.keys.own;
+  keys.forEach(({ own, links: refs }, i) => {
     // (1.A) A missing, invalid or duplicate Message-ID gets a unique one: a container of its own.
     let c: Container;
     if (own !== undefined && (table.get(own)?.item ?? null) === null) {
@@ -242,7 +247,6 @@ export function threadReferences(messages: readonly ThreadMessage[]): ThreadNode
       c = { item: list[i]!, parent: null, children: [] };
     }
     all.push(c);
-    const refs = m.keys?.links ?? referencesOf(m);
     // (1.B) Link each reference to the next unless it has a parent already or that would make a loop.
     for (let k = 0; k + 1 < refs.length; k++) {
       const parent = containerFor(refs[k]!);
