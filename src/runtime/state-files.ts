@@ -104,10 +104,10 @@ export type PidClaim =
   | { readonly held: true; readonly text: string }
   | { readonly held: false; readonly pid: number; readonly config: string | null };
 
-/** Creates `file` holding `text` only if no file has that name; false when one has. */
 /** Between two looks at a pid file that holds no pid (another serve may be writing it): 10 looks in all. */
 const PID_FILE_RETRY_MS = 20;
 
+/** Creates `file` holding `text` only if no file has that name; false when one has. */
 function createExclusive(tmp: string, file: string, text: string): boolean {
   // A hard link is created whole or not at all (EEXIST): no reader sees the file half written.
   try {
