@@ -64,6 +64,13 @@ afterAll(async () => {
   await relay?.close();
 });
 
+/** An agent logged in through the proxy, with INBOX selected. */
+async function inInbox(): Promise<RawImap> {
+  const agent = await RawImap.login(proxy.port, mailbox);
+  expect(statusOf(await agent.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+  return agent;
+}
+
 async function destCount(): Promise<number> {
   const status = await human.status("Dest", { messages: true });
   return status === false ? -1 : (status.messages ?? -1);
@@ -88,9 +95,8 @@ test("a split COPY whose second part fails removes the first part's copies; one 
   const odd = Array.from({ length: MESSAGES / 2 }, (_, i) => 2 * i + 1);
   const audit = auditCursor(proxy);
   await audit();
-  const agent = await RawImap.login(proxy.port, mailbox);
+  const agent = await inInbox();
   try {
-    expect(statusOf(await agent.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
     refuseAfter = 1;
     const failed = await agent.command("c", `UID COPY ${odd.join(",")} Dest`);
     expect(refuseAfter).toBeNull();
@@ -118,9 +124,8 @@ test("a split COPY whose second part gets no answer: the copies stay, and an err
   const before = await destCount();
   const audit = auditCursor(proxy);
   await audit();
-  const agent = await RawImap.login(proxy.port, mailbox);
+  const agent = await inInbox();
   try {
-    expect(statusOf(await agent.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
     refusal = "drop";
     refuseAfter = 1;
     agent.write(`c UID COPY ${odd.join(",")} Dest\r\n`);
@@ -141,9 +146,8 @@ test("a split COPY whose second part gets no answer: the copies stay, and an err
 test("a split MOVE whose second part fails: NO, the moved messages' EXPUNGEs and one COPYUID", async () => {
   await human.mailboxCreate("Moved");
   const odd = Array.from({ length: MESSAGES / 2 }, (_, i) => 2 * i + 1);
-  const agent = await RawImap.login(proxy.port, mailbox);
+  const agent = await inInbox();
   try {
-    expect(statusOf(await agent.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
     refuseAfter = 1;
     const failed = await agent.command("m", `UID MOVE ${odd.join(",")} Moved`);
     expect(refuseAfter).toBeNull();

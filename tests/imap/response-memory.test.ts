@@ -69,6 +69,13 @@ async function untilTagged(c: RawImap, tag: string): Promise<string> {
   return c.readUntil((b) => re.test(b.slice(-200)), 60_000);
 }
 
+/** An agent logged in through `p`, with INBOX selected. */
+async function inInbox(p: TestProxy): Promise<RawImap> {
+  const c = await RawImap.login(p.port, mailbox);
+  expect(statusOf(await c.command("S", "SELECT INBOX"), "S")).toStartWith("S OK");
+  return c;
+}
+
 async function until(what: string, condition: () => boolean): Promise<void> {
   for (let i = 0; i < 1000 && !condition(); i++) await Bun.sleep(10);
   if (!condition()) throw new Error(`not reached: ${what}`);
@@ -82,10 +89,9 @@ test("the defaults are what docs/reliability.md says", () => {
 test("an agent that does not read holds its message's memory; the next large fetch waits, then completes", async () => {
   const p = await proxyWith(LARGE + 2 * MiB);
   const memory = p.proxy.responseMemory;
-  const slow = await RawImap.login(p.port, mailbox);
-  const next = await RawImap.login(p.port, mailbox);
+  const slow = await inInbox(p);
+  const next = await inInbox(p);
   try {
-    for (const c of [slow, next]) expect(statusOf(await c.command("S", "SELECT INBOX"), "S")).toStartWith("S OK");
     slow.socket.pause();
     slow.write("F UID FETCH 1 BODY.PEEK[]\r\n");
     await until("the first message reserved", () => memory.used >= LARGE);
@@ -97,8 +103,7 @@ test("an agent that does not read holds its message's memory; the next large fet
     expect(next.take()).toBe("");
     expect(memory.used).toBeLessThanOrEqual(memory.budget);
     // A small fetch is not held up by the budget.
-    const small = await RawImap.login(p.port, mailbox);
-    expect(statusOf(await small.command("S", "SELECT INBOX"), "S")).toStartWith("S OK");
+    const small = await inInbox(p);
     expect(statusOf(await small.command("H", "UID FETCH 1:3 (RFC822.SIZE FLAGS)"), "H")).toStartWith("H OK");
     small.close();
     // The first agent reads: its reservation is given back, the second fetch goes on.
@@ -119,9 +124,8 @@ test("an agent that does not read holds its message's memory; the next large fet
 test("a literal of the whole budget is relayed; one octet more ends the session; nothing stays reserved", async () => {
   const p = await proxyWith(4 * MiB);
   const memory = p.proxy.responseMemory;
-  const c = await RawImap.login(p.port, mailbox);
+  const c = await inInbox(p);
   try {
-    expect(statusOf(await c.command("S", "SELECT INBOX"), "S")).toStartWith("S OK");
     c.write("F UID FETCH 2 BODY.PEEK[]\r\n");
     expect(await untilTagged(c, "F")).toContain(`BODY[] {${4 * MiB}}\r\n`);
     c.take();
@@ -141,12 +145,11 @@ test("COMPRESS: the deflated copy an agent does not read holds the reservation, 
   const p = await proxyWith(LARGE + 2 * MiB);
   const memory = p.proxy.responseMemory;
   const slow = await DeflateClient.open(p.port);
-  const next = await RawImap.login(p.port, mailbox);
+  const next = await inInbox(p);
   try {
     expect(statusOf(await slow.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
     expect(statusOf(await slow.command("S", "SELECT INBOX"), "S")).toStartWith("S OK");
     await slow.compress("Z");
-    expect(statusOf(await next.command("S", "SELECT INBOX"), "S")).toStartWith("S OK");
     slow.socket.pause();
     slow.send("F UID FETCH 4 BODY.PEEK[]\r\n");
     await until("the message reserved", () => memory.used >= LARGE);
@@ -173,9 +176,8 @@ test("COMPRESS: the deflated copy an agent does not read holds the reservation, 
 test("sessions that end while they hold or wait for memory give it back", async () => {
   const p = await proxyWith(LARGE + 2 * MiB);
   const memory = p.proxy.responseMemory;
-  const holder = await RawImap.login(p.port, mailbox);
-  const waiter = await RawImap.login(p.port, mailbox);
-  for (const c of [holder, waiter]) expect(statusOf(await c.command("S", "SELECT INBOX"), "S")).toStartWith("S OK");
+  const holder = await inInbox(p);
+  const waiter = await inInbox(p);
   holder.socket.pause();
   holder.write("F UID FETCH 1 BODY.PEEK[]\r\n");
   await until("the first message reserved", () => memory.used >= LARGE);
@@ -185,8 +187,7 @@ test("sessions that end while they hold or wait for memory give it back", async 
   holder.close();
   await until("every reservation given back", () => memory.used === 0 && memory.waiting === 0);
   // And the budget serves the next agent in full.
-  const c = await RawImap.login(p.port, mailbox);
-  expect(statusOf(await c.command("S", "SELECT INBOX"), "S")).toStartWith("S OK");
+  const c = await inInbox(p);
   c.write("F UID FETCH 1 BODY.PEEK[]\r\n");
   expect(await untilTagged(c, "F")).toContain(`BODY[] {${LARGE}}\r\n`);
   c.close();
