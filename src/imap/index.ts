@@ -60,9 +60,10 @@ export async function startImapProxy(deps: {
   live?: LiveConfig;
   /** `[[quotas]]` (docs/quotas.md); without it the proxy opens the state database itself when quotas are set. */
   quotas?: Quotas;
-  /** Tests only: shorter timeouts and login delays, a smaller RESPONSE_MEMORY_BUDGET. */
+  /** Tests only: shorter timeouts and login delays, a smaller RESPONSE_MEMORY_BUDGET and RESPONSE_MEMORY_FREE. */
   timeouts?: Partial<UpstreamTimeouts>;
   responseMemoryBudget?: number;
+  responseMemoryFree?: number;
   loginThrottle?: Partial<typeof LOGIN_THROTTLE>;
 }): Promise<ImapProxy> {
   const { config, policy, audit } = deps;
@@ -90,10 +91,14 @@ export async function startImapProxy(deps: {
   const limits: ImapLimits = current.limits;
   if (upstream.skipVerify)
     log.warn("upstream_tls_skip_verify is on: the upstream IMAP server's certificate is NOT checked");
-  const responseMemory = new ResponseMemory(deps.responseMemoryBudget ?? RESPONSE_MEMORY_BUDGET, (used, waiting) => {
-    responseMemoryReserved.set({}, used);
-    responseMemoryWaiting.set({}, waiting);
-  });
+  const responseMemory = new ResponseMemory(
+    deps.responseMemoryBudget ?? RESPONSE_MEMORY_BUDGET,
+    (used, waiting) => {
+      responseMemoryReserved.set({}, used);
+      responseMemoryWaiting.set({}, waiting);
+    },
+    deps.responseMemoryFree,
+  );
   const ownQuotas = deps.quotas === undefined ? openQuotas(config, null, openStateDatabase) : null;
   const ctx: SessionContext = {
     get config() {

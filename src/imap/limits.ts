@@ -5,6 +5,7 @@
  */
 
 import type { UpstreamTimeouts } from "./upstream.ts";
+import { MAX_RESPONSE_LINE } from "./wire/limits.ts";
 
 export * from "./wire/limits.ts";
 
@@ -168,3 +169,12 @@ export const RESPONSE_MEMORY_BUDGET = 512 * 1024 * 1024;
  * messages never waits for the budget; from the literal that takes it past this, every literal is counted.
  */
 export const RESPONSE_MEMORY_FREE = 1024 * 1024;
+
+/**
+ * Octets reserved at once when a response's lines pass RESPONSE_MEMORY_FREE (a SEARCH, SORT or THREAD result of a
+ * large folder): the longest response line the proxy reads, with its line end, or the whole budget if smaller.
+ * A line's length is not announced, so this is what lets its octets be counted before they are read without the
+ * line waiting for more half-way (docs/reliability.md "Response memory"); the rest is given back once the
+ * response is framed.
+ */
+export const RESPONSE_LINE_RESERVATION = MAX_RESPONSE_LINE + 2;

@@ -6,12 +6,16 @@
  *
  * A response's literals count once its size passes RESPONSE_MEMORY_FREE (the literal's size is announced before its
  * octets come, `{n}`): each is reserved before it is read, and a session that cannot have it stops reading from
- * upstream until enough is given back, first come, first served. What was reserved is given back once the
- * response has gone to the agent's socket and the kernel has taken it (deflated, under COMPRESS), or was dropped (a
- * hidden message), or the session ended. A response never waits while it holds a reservation (its next large
+ * upstream until enough is given back, first come, first served. Its lines count apart from its literals once they
+ * pass the same free octets: their length is not announced, so they are reserved as they arrive, in one large
+ * step (RESPONSE_LINE_RESERVATION) trimmed to the response's size once it is framed. What was reserved is given back
+ * once the response has gone to the agent's socket and the kernel has taken it (deflated, under COMPRESS), or was
+ * dropped (a hidden message), or the session ended. A response never waits while it holds a reservation (its next large
  * literal goes ahead of those waiting, or fails the upstream session when the budget is short), so no two sessions
  * can wait on each other.
  */
+
+import { RESPONSE_MEMORY_FREE } from "./limits.ts";
 
 interface Waiter {
   readonly size: number;
@@ -20,13 +24,16 @@ interface Waiter {
 
 export class ResponseMemory {
   readonly budget: number;
+  /** Octets of a response's literals, and apart from them of its lines, not counted (RESPONSE_MEMORY_FREE). */
+  readonly free: number;
   #used = 0;
   #waiters: Waiter[] = [];
   readonly #report: (used: number, waiting: number) => void;
 
   /** `report` hears of every change (the admin listener's gauges). */
-  constructor(budget: number, report: (used: number, waiting: number) => void = () => {}) {
+  constructor(budget: number, report: (used: number, waiting: number) => void = () => {}, free = RESPONSE_MEMORY_FREE) {
     this.budget = budget;
+    this.free = free;
     this.#report = report;
   }
 

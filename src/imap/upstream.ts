@@ -19,7 +19,7 @@ import {
   oauthFailureAnswer,
   oauthInitialResponse,
 } from "../net/sasl.ts";
-import { RESPONSE_MEMORY_FREE } from "./limits.ts";
+import { RESPONSE_LINE_RESERVATION } from "./limits.ts";
 import type { ResponseMemory } from "./memory.ts";
 import { withoutTimings } from "./upstream-text.ts";
 import { type Command, Encoder, Framer, parseResponse, type Response, writeCommand } from "./wire/index.ts";
@@ -454,7 +454,9 @@ export class UpstreamSession {
 
   #newFramer(): Framer {
     return new Framer(
-      this.#memory === null ? { role: "client" } : { role: "client", holdLiteralsFrom: RESPONSE_MEMORY_FREE },
+      this.#memory === null
+        ? { role: "client" }
+        : { role: "client", holdLiteralsFrom: this.#memory.free, holdLinesFrom: this.#memory.free },
     );
   }
 
@@ -491,12 +493,25 @@ export class UpstreamSession {
       if (ev.kind === "error")
         return this.#fail(new UpstreamError(`the upstream server sent an invalid response: ${ev.error.message}`));
       if (ev.kind === "literal") {
-        if (!this.#reserve(ev.request.size)) break;
+        if (!this.#reserve(ev.request.size, () => this.#framer.acceptLiteral())) break;
+        continue;
+      }
+      if (ev.kind === "line-memory") {
+        // Room for the longest line at once, so that a line is not cut off half-way by a budget another session
+        // took meanwhile; what the response did not use is given back when it is framed (below).
+        const budget = this.#memory!.budget;
+        const size = ev.size > budget ? ev.size : Math.min(Math.max(ev.size, RESPONSE_LINE_RESERVATION), budget);
+        if (!this.#reserve(size, () => this.#framer.grantLineMemory(size))) break;
         continue;
       }
       if (ev.kind !== "frame") continue;
-      const reserved = this.#frameReserved;
+      let reserved = this.#frameReserved;
       this.#frameReserved = 0;
+      // A line's reservation is for the longest line; the response holds at most its own size.
+      if (reserved > ev.frame.size) {
+        this.#memory!.give(reserved - ev.frame.size);
+        reserved = ev.frame.size;
+      }
       const parsed = parseResponse(ev.frame);
       if (!parsed.ok) {
         if (reserved > 0) this.#memory!.give(reserved);
@@ -514,17 +529,18 @@ export class UpstreamSession {
   }
 
   /**
-   * Memory for a literal the framer announced (docs/reliability.md "Response memory"): reserved now and framing goes
-   * on (true); or reading pauses until the budget has room and framing resumes then (false). A response that
-   * already holds a reservation does not wait (two sessions could each hold part and wait for the other's): the
-   * session fails instead, as one whose literal exceeds the budget as a whole.
+   * Memory for a literal the framer announced, or for more of a response's lines (docs/reliability.md "Response
+   * memory"): reserved now, `accept` tells the framer and framing goes on (true); or reading pauses until the budget
+   * has room and framing resumes then (false). A response that already holds a reservation does not wait (two
+   * sessions could each hold part and wait for the other's): the session fails instead, as one whose literal
+   * exceeds the budget as a whole.
    */
-  #reserve(size: number): boolean {
+  #reserve(size: number, accept: () => void): boolean {
     const memory = this.#memory!;
     // A response holding a reservation passes those waiting: it will not wait itself, and gives all back once out.
     if (memory.tryTake(size, this.#frameReserved > 0)) {
       this.#frameReserved += size;
-      this.#framer.acceptLiteral();
+      accept();
       return true;
     }
     if (this.#frameReserved > 0 || size > memory.budget) {
@@ -545,7 +561,7 @@ export class UpstreamSession {
       if (this.#conn.closed || this.#error !== null) return memory.give(size);
       this.#memoryWait = false;
       this.#frameReserved += size;
-      this.#framer.acceptLiteral();
+      accept();
       if (!this.#ownerPaused) this.#conn.resume();
       this.#frameAll();
     });

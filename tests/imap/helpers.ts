@@ -40,6 +40,7 @@ export interface ProxyOptions {
   readonly loginThrottle?: Partial<typeof LOGIN_THROTTLE>;
   /** Instead of RESPONSE_MEMORY_BUDGET. */
   readonly responseMemoryBudget?: number;
+  readonly responseMemoryFree?: number;
 }
 
 export interface TestProxy {
@@ -77,6 +78,7 @@ export async function startTestProxy(options: ProxyOptions = {}): Promise<TestPr
     live,
     ...(options.loginThrottle === undefined ? {} : { loginThrottle: options.loginThrottle }),
     ...(options.responseMemoryBudget === undefined ? {} : { responseMemoryBudget: options.responseMemoryBudget }),
+    ...(options.responseMemoryFree === undefined ? {} : { responseMemoryFree: options.responseMemoryFree }),
   });
   return {
     proxy,

@@ -2,12 +2,14 @@
  * The response memory budget end to end against Dovecot (src/imap/memory.ts, docs/reliability.md "Response
  * memory"): a large message held for an agent that does not read makes the next agent's large fetch wait instead
  * of the proxy's memory growing, and that fetch completes once the first agent reads; a literal of the whole
- * budget is relayed, one octet more ends the session; every reservation is given back.
+ * budget is relayed, one octet more ends the session; every reservation is given back. A response line (the UIDs of a
+ * large folder) is counted as its octets arrive: it waits while the budget is short, fits at the limit and ends the
+ * session one octet past it.
  */
 
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { randomBytes } from "node:crypto";
-import { RESPONSE_MEMORY_BUDGET, RESPONSE_MEMORY_FREE } from "../../src/imap/limits.ts";
+import { RESPONSE_LINE_RESERVATION, RESPONSE_MEMORY_BUDGET, RESPONSE_MEMORY_FREE } from "../../src/imap/limits.ts";
 import { createMailbox, type TestMailbox } from "../fixtures/index.ts";
 import { DeflateClient } from "./deflate-client.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
@@ -17,6 +19,11 @@ const MiB = 1024 * 1024;
 const LARGE = 24 * MiB;
 
 let mailbox: TestMailbox;
+/** A second user whose folder `Big` holds BIG messages, so that `UID SEARCH ALL` there answers with a long line. */
+let many: TestMailbox;
+const BIG = 20_000;
+/** Octets of one response's lines that are not counted in these tests (64 KiB, as the default's 1 MiB). */
+const FREE = 64 * 1024;
 let proxies: TestProxy[] = [];
 
 /** A message of exactly `size` octets (CRLF line ends, as Dovecot stores and returns them). */
@@ -38,6 +45,7 @@ function incompressible(size: number): string {
 }
 
 beforeAll(async () => {
+  many = await createMailbox({ name: "response-memory-lines", seed: { folders: { Big: BIG }, attachmentRatio: 0 } });
   mailbox = await createMailbox();
   // Through an allow-all proxy with the default budget: APPEND of each, UIDs 1 to 4.
   const p = await startTestProxy({});
@@ -84,6 +92,7 @@ async function until(what: string, condition: () => boolean): Promise<void> {
 test("the defaults are what docs/reliability.md says", () => {
   expect(RESPONSE_MEMORY_BUDGET).toBe(512 * MiB);
   expect(RESPONSE_MEMORY_FREE).toBe(MiB);
+  expect(RESPONSE_LINE_RESERVATION).toBe(32 * MiB + 2);
 });
 
 test("an agent that does not read holds its message's memory; the next large fetch waits, then completes", async () => {
@@ -191,4 +200,89 @@ test("sessions that end while they hold or wait for memory give it back", async 
   c.write("F UID FETCH 1 BODY.PEEK[]\r\n");
   expect(await untilTagged(c, "F")).toContain(`BODY[] {${LARGE}}\r\n`);
   c.close();
+});
+
+/** Octets of Dovecot's `* SEARCH 1 2 ... n` line with its CRLF: what the proxy's `UID SEARCH ALL` at SELECT reads. */
+function searchLineOctets(n: number): number {
+  let octets = "* SEARCH".length + 2;
+  for (let i = 1; i <= n; i++) octets += 1 + String(i).length;
+  return octets;
+}
+
+describe("response lines", () => {
+  test("the test folder's UID list is a line past the free octets", () => {
+    expect(searchLineOctets(BIG)).toBeGreaterThan(FREE);
+    expect(searchLineOctets(BIG)).toBe(108_904);
+  });
+
+  test("a long line waits while the budget is short, then completes; a small response does not wait", async () => {
+    // The line's reservation is the longest line's (RESPONSE_LINE_RESERVATION) or the whole budget if smaller:
+    // here the budget less what the unread message holds is short of it.
+    const p = await startTestProxy({ responseMemoryBudget: RESPONSE_LINE_RESERVATION + MiB, responseMemoryFree: FREE });
+    proxies.push(p);
+    const memory = p.proxy.responseMemory;
+    const slow = await inInbox(p);
+    const next = await RawImap.login(p.port, many);
+    try {
+      slow.socket.pause();
+      slow.write("F UID FETCH 1 BODY.PEEK[]\r\n");
+      await until("the message reserved", () => memory.used >= LARGE);
+      // SELECT reads every UID of the folder in one line: it waits for room.
+      next.write("S SELECT Big\r\n");
+      await until("the line waiting", () => memory.waiting === 1);
+      await Bun.sleep(300);
+      expect(memory.waiting).toBe(1);
+      expect(next.take()).toBe("");
+      const small = await RawImap.login(p.port, many);
+      expect(statusOf(await small.command("L", 'LIST "" Big'), "L")).toStartWith("L OK");
+      small.close();
+      slow.socket.resume();
+      expect(await untilTagged(slow, "F")).toContain(`BODY[] {${LARGE}}\r\n`);
+      expect(await untilTagged(next, "S")).toContain(`* ${BIG} EXISTS\r\n`);
+      next.take();
+      // The agent's own search of the same folder: all of it relayed.
+      next.write("A UID SEARCH ALL\r\n");
+      const answer = await untilTagged(next, "A");
+      const line = answer.split("\r\n").find((l) => l.startsWith("* SEARCH "))!;
+      expect(line.split(" ").length - 2).toBe(BIG);
+      expect(line.length + 2).toBe(searchLineOctets(BIG));
+      await until("every reservation given back", () => memory.used === 0 && memory.waiting === 0);
+    } finally {
+      slow.close();
+      next.close();
+    }
+  });
+
+  test("a line of the free octets and the whole budget is read; one octet more ends the session", async () => {
+    const octets = searchLineOctets(BIG);
+    for (const [budget, fits] of [
+      [octets - FREE, true],
+      [octets - FREE - 1, false],
+    ] as const) {
+      const p = await startTestProxy({ responseMemoryBudget: budget, responseMemoryFree: FREE });
+      proxies.push(p);
+      const memory = p.proxy.responseMemory;
+      const c = await RawImap.login(p.port, many);
+      try {
+        c.write("S SELECT Big\r\n");
+        if (fits) {
+          expect(await untilTagged(c, "S")).toContain(`* ${BIG} EXISTS\r\n`);
+          c.take();
+          c.write("A UID SEARCH ALL\r\n");
+          const answer = await untilTagged(c, "A");
+          expect(answer).toContain(` ${BIG}\r\nA OK`);
+        } else {
+          const end = await c.readUntil(() => false, 15_000).catch(() => "");
+          expect(end).toContain("* BYE");
+          expect(end).not.toContain("S OK");
+          expect(c.closed).toBe(true);
+          const rows = (await p.rows()).filter((r) => r.decision === "error");
+          expect(rows.map((r) => r.reason)).toEqual([expect.stringContaining("memory than the proxy's budget")]);
+        }
+        await until("every reservation given back", () => memory.used === 0 && memory.waiting === 0);
+      } finally {
+        c.close();
+      }
+    }
+  });
 });

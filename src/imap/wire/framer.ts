@@ -69,6 +69,11 @@ export type FramerEvent =
   /** A line read after `expectRawLine()` (AUTHENTICATE continuation, IDLE's DONE). */
   | { readonly kind: "line"; readonly line: Uint8Array }
   | { readonly kind: "literal"; readonly request: LiteralRequest }
+  /**
+   * Client only (`holdLinesFrom`): the response's lines are about to pass what was granted; `size` is how many more
+   * octets of lines must be granted (`grantLineMemory`) before the next piece of a line is read.
+   */
+  | { readonly kind: "line-memory"; readonly size: number }
   | { readonly kind: "error"; readonly error: WireError };
 
 export interface FramerLimits {
@@ -100,6 +105,13 @@ export interface FramerOptions {
    * for `acceptLiteral()`: the owner first reserves memory for it (src/imap/memory.ts). Unset: never.
    */
   readonly holdLiteralsFrom?: number;
+  /**
+   * Client only: before a piece of a line is read that takes the octets of the response's lines (line ends
+   * included) past this plus what was granted so far, a `line-memory` event asks for the difference and framing
+   * waits for `grantLineMemory()`. A line's length is not announced, so it is counted as its octets arrive, one
+   * read chunk at a time. Unset: never.
+   */
+  readonly holdLinesFrom?: number;
 }
 
 export const SERVER_LIMITS: FramerLimits = {
@@ -193,12 +205,13 @@ export function findLiteralMarker(line: Uint8Array): LiteralMarker | null {
   return { start, size, nonSync, binary };
 }
 
-type State = "line" | "literal" | "decide" | "closed";
+type State = "line" | "literal" | "decide" | "hold" | "closed";
 
 export class Framer {
   private readonly server: boolean;
   private readonly allowLiteral8: boolean;
   private readonly holdLiteralsFrom: number;
+  private readonly holdLinesFrom: number;
   readonly limits: FramerLimits;
 
   // Unframed input: chunks[0] is read from offset `head`.
@@ -220,6 +233,11 @@ export class Framer {
   private literals: Literal[] = [];
   private literalCount = 0;
   private frameBytes = 0;
+  /** Octets of the message's completed lines as read (line ends included), for `holdLinesFrom`. */
+  private frameLineBytes = 0;
+  /** Octets of lines granted beyond `holdLinesFrom` (`grantLineMemory`); `lineNeed` while a grant is asked. */
+  private lineGranted = 0;
+  private lineNeed = 0;
   private tag: string | null = null;
   private command: string | null = null;
   /** Refused command whose remaining bytes (`{n+}` literals, lines) are being skipped. */
@@ -237,6 +255,7 @@ export class Framer {
     this.holdLiteralsFrom = this.server
       ? Number.POSITIVE_INFINITY
       : (options.holdLiteralsFrom ?? Number.POSITIVE_INFINITY);
+    this.holdLinesFrom = this.server ? Number.POSITIVE_INFINITY : (options.holdLinesFrom ?? Number.POSITIVE_INFINITY);
     this.limits = { ...(this.server ? SERVER_LIMITS : CLIENT_LIMITS), ...options.limits };
   }
 
@@ -300,6 +319,13 @@ export class Framer {
     this.startLiteral(false);
   }
 
+  /** Grants `octets` more of the response's lines after a `line-memory` event; framing goes on. */
+  grantLineMemory(octets: number): void {
+    if (this.state !== "hold") throw new Error("imap-wire: grantLineMemory without a pending request");
+    this.lineGranted += octets;
+    this.state = "line";
+  }
+
   /**
    * Refuses the pending literal; the owner writes a tagged `BAD`. A synchronizing
    * literal ends the command (the client sends nothing more for it); a `{n+}` literal's
@@ -327,6 +353,7 @@ export class Framer {
       switch (this.state) {
         case "closed":
         case "decide":
+        case "hold":
           return null;
         case "literal": {
           if (!this.readLiteral()) return null;
@@ -336,7 +363,11 @@ export class Framer {
         case "line": {
           const line = this.readLine();
           if (line === null) continue; // fatal set, or loop ends below
-          if (line === undefined) return null;
+          if (line === undefined) {
+            // readLine may have set it (TypeScript's narrowing of `state` does not see that).
+            if ((this.state as State) !== "hold") return null;
+            return { kind: "line-memory", size: this.lineNeed };
+          }
           const event = this.onLine(line);
           if (event !== null) return event;
           continue;
@@ -348,6 +379,7 @@ export class Framer {
   private onLine(line: Uint8Array): FramerEvent | null {
     if (this.rawLine && this.lines.length === 0 && !this.discarding) {
       this.rawLine = false;
+      this.frameLineBytes = 0;
       return { kind: "line", line };
     }
     const first = this.lines.length === 0 && !this.discarding && this.literalCount === 0;
@@ -525,7 +557,10 @@ export class Framer {
     }
   }
 
-  /** A complete line without CRLF; undefined when incomplete; null when a limit broke. */
+  /**
+   * A complete line without CRLF; undefined when incomplete, or when the next piece needs a grant (state "hold");
+   * null when a limit broke.
+   */
   private readLine(): Uint8Array | null | undefined {
     const max = this.limits.maxLine;
     for (;;) {
@@ -540,6 +575,7 @@ export class Framer {
           this.fail("line-too-long", `line longer than ${max} octets`);
           return null;
         }
+        if (this.needsLineGrant(piece.length)) return undefined;
         this.parts.push(piece);
         this.partsLen += piece.length;
         this.consume(piece.length);
@@ -550,6 +586,8 @@ export class Framer {
         this.fail("line-too-long", `line longer than ${max} octets`);
         return null;
       }
+      if (this.needsLineGrant(lf + 1 - start)) return undefined;
+      this.frameLineBytes += total + 1;
       let line: Uint8Array;
       if (this.partsLen === 0) {
         line = c.subarray(start, lf);
@@ -573,6 +611,15 @@ export class Framer {
       }
       return line;
     }
+  }
+
+  /** True (and state "hold") when reading `octets` more of a line would pass what `holdLinesFrom` and grants allow. */
+  private needsLineGrant(octets: number): boolean {
+    const need = this.frameLineBytes + this.partsLen + octets - this.holdLinesFrom - this.lineGranted;
+    if (need <= 0) return false;
+    this.lineNeed = need;
+    this.state = "hold";
+    return true;
   }
 
   /** Reads `tag SP command [SP name]` from a command's first line, for limits and errors. */
@@ -618,6 +665,8 @@ export class Framer {
     this.literals = [];
     this.literalCount = 0;
     this.frameBytes = 0;
+    this.frameLineBytes = 0;
+    this.lineGranted = 0;
     this.tag = null;
     this.command = null;
     this.discarding = false;

@@ -300,6 +300,57 @@ describe("framer: limits at the limit and one past it", () => {
     expect(new Framer({ role: "server", holdLiteralsFrom: 0 }).awaitingDecision).toBe(false);
   });
 
+  test("client side, holdLinesFrom: lines past it wait for grantLineMemory, counted as their octets arrive", () => {
+    // Lines of 12 (`* SEARCH 1 2` + CRLF) and then 8 octets: a response of 20 octets of lines.
+    const search = "* SEARCH 1 2\r\n";
+    const grants = (from: number, chunks: string[]): [number[], string[]] => {
+      const f = new Framer({ role: "client", holdLinesFrom: from });
+      const asked: number[] = [];
+      const out: string[] = [];
+      for (const c of chunks) {
+        f.feed(bytes(c));
+        for (let ev = f.next(); ev !== null; ev = f.next()) {
+          if (ev.kind === "line-memory") {
+            asked.push(ev.size);
+            f.grantLineMemory(ev.size);
+          } else out.push(...summarize([ev]));
+        }
+      }
+      return [asked, out];
+    };
+    // At the limit nothing is asked; one octet below it, the missing octet is.
+    expect(grants(14, [search])).toEqual([[], ["frame * SEARCH 1 2"]]);
+    expect(grants(13, [search])).toEqual([[1], ["frame * SEARCH 1 2"]]);
+    // A line split over reads is asked for piece by piece, before each piece is read.
+    expect(grants(4, ["* SEA", "RCH 1", " 2\r\n"])).toEqual([[1, 5, 4], ["frame * SEARCH 1 2"]]);
+    // The lines of one response (23 and 3 octets) add up across its literals; each response starts from nothing.
+    const fetch = "* 1 FETCH (BODY[] {3}\r\nabc)\r\n";
+    expect(grants(25, [fetch])).toEqual([[1], ["frame * 1 FETCH (BODY[] {3}<abc>)"]]);
+    expect(grants(26, [fetch, fetch])).toEqual([
+      [],
+      ["frame * 1 FETCH (BODY[] {3}<abc>)", "frame * 1 FETCH (BODY[] {3}<abc>)"],
+    ]);
+    // Nothing of the piece is read before the grant: the framer waits with its input buffered.
+    const f = new Framer({ role: "client", holdLinesFrom: 2 });
+    f.feed(bytes(search));
+    expect(f.next()).toEqual({ kind: "line-memory", size: 12 });
+    expect(f.next()).toBeNull();
+    expect(f.buffered).toBe(14);
+    expect(() => f.acceptLiteral()).toThrow();
+    f.grantLineMemory(11);
+    expect(f.next()).toEqual({ kind: "line-memory", size: 1 });
+    f.grantLineMemory(1);
+    expect(f.next()?.kind).toBe("frame");
+    // Too long a line fails without asking for memory first.
+    const short = new Framer({ role: "client", holdLinesFrom: 0, limits: { maxLine: 5 } });
+    short.feed(bytes(search));
+    expect(summarize([short.next()!])).toEqual(["error line-too-long fatal"]);
+    // The server side never holds a line for memory.
+    const server = new Framer({ role: "server", holdLinesFrom: 0 });
+    server.feed(bytes("a NOOP\r\n"));
+    expect(server.next()?.kind).toBe("frame");
+  });
+
   test("client side: total response size is bounded", () => {
     const limits = { maxFrameBytes: 30 };
     const events = run(new Framer({ role: "client", limits }), [bytes("* 1 FETCH (BODY[] {20}\r\n")], "accept");
