@@ -6,6 +6,7 @@
  * header, or failing that its Referer, names `[approvals] base_url`'s origin): a form on another site cannot act.
  */
 
+import { clean } from "../mail/index.ts";
 import { settledWithin } from "../runtime/settle.ts";
 import { attachmentsShown, MORE_TEXT, subjectShown } from "./preview.ts";
 import { type ApprovalContext, AUDIT_UNAVAILABLE, approvalEvent, approve, deny, SHUTTING_DOWN } from "./service.ts";
@@ -19,6 +20,11 @@ export const MAX_FORM_BYTES = 4096;
 
 function html(text: string): string {
   return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
+}
+
+/** Text from a message or an agent, made safe to show on one line, then escaped. */
+function shown(text: string): string {
+  return html(clean(text));
 }
 
 function page(status: number, title: string, body: string): Response {
@@ -145,14 +151,16 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
     }
     const held = ctx.store.details(id);
     const p = held?.preview;
+    // What the sender or the agent chose is cleaned as in the notices and on the terminal (src/mail/display.ts):
+    // a bidirectional override in a subject or a file name would otherwise reorder what the approver reads.
     const preview =
       p === undefined
         ? ""
-        : `<dl><dt>From</dt><dd>${html(p.sender)}</dd>` +
-          p.recipients.map((r) => `<dt>To</dt><dd>${html(r.address)}${r.external ? OUTSIDE_MARK : ""}</dd>`).join("") +
-          `<dt>Subject</dt><dd>${html(subjectShown(p, (text) => text))}</dd><dt>Size</dt><dd>${p.size} octets</dd>` +
-          `<dt>Attachments</dt><dd>${html(attachmentsShown(p, (name) => name))}</dd>` +
-          `<dt>Rule</dt><dd>${html(row.rule)}</dd></dl><pre>${html(p.text)}</pre>` +
+        : `<dl><dt>From</dt><dd>${shown(p.sender)}</dd>` +
+          p.recipients.map((r) => `<dt>To</dt><dd>${shown(r.address)}${r.external ? OUTSIDE_MARK : ""}</dd>`).join("") +
+          `<dt>Subject</dt><dd>${html(subjectShown(p, clean))}</dd><dt>Size</dt><dd>${p.size} octets</dd>` +
+          `<dt>Attachments</dt><dd>${html(attachmentsShown(p, clean))}</dd>` +
+          `<dt>Rule</dt><dd>${shown(row.rule)}</dd></dl><pre>${html(p.text.split("\n").map(clean).join("\n"))}</pre>` +
           (p.textCut === true ? `<p>${html(MORE_TEXT)}</p>` : "");
     const form =
       // Relative, so that a base_url with a path (a reverse proxy that strips it) gets the POST at the same prefix.

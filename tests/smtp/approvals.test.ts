@@ -895,6 +895,23 @@ describe('what approvers see (docs/approvals.md "What approvers see")', () => {
     expect(html).toContain(`<dd>Überweisung ${m}</dd>`);
     expect(html).toContain(`Grüße ${m}\nbad \uFFFD octet`);
   });
+
+  test("the page shows a bidirectional override or a control character as U+FFFD, as the notices do", async () => {
+    const m = marker();
+    const raw = Buffer.from(
+      `${head(m, `Subject: Invoice \u202egpj.exe ${m}`)}Content-Type: multipart/mixed; boundary=b\r\n\r\n` +
+        `--b\r\n\r\nLine \u202eone \x1b[2K${m}\r\n--b\r\n` +
+        `Content-Disposition: attachment; filename="invoice\u202efdp.exe"\r\n\r\nTVqQ\r\n--b--\r\n`,
+      "utf8",
+    );
+    const id = await holdRaw(`see-${m}@outside.example`, raw);
+    const html = await pageOf(id);
+    expect(html).not.toContain("\u202e");
+    expect(html).not.toContain("\x1b");
+    expect(html).toContain(`gpj.exe ${m}`);
+    expect(html).toContain("invoice\uFFFDfdp.exe");
+    expect(html).toContain(`Line \uFFFDone \uFFFD[2K${m}`);
+  });
 });
 
 describe("the approval page", () => {
