@@ -112,6 +112,20 @@ const ORIGINATOR_FIELDS: readonly (readonly [string, boolean])[] = [
   ["errors-to", true],
 ];
 
+/**
+ * Names of the fields read as address lists here (To, Cc, Bcc and the originator fields), and their resent
+ * counterparts: the fields whose every address a decision may rest on.
+ */
+export const ADDRESS_FIELD_NAMES: ReadonlySet<string> = new Set([
+  "to",
+  "cc",
+  "bcc",
+  "resent-to",
+  "resent-cc",
+  "resent-bcc",
+  ...ORIGINATOR_FIELDS.map(([name]) => name),
+]);
+
 /** Reads the message fields from parsed header fields; null (an unparseable section) gives every field unknown. */
 export function readMessageFields(fields: readonly HeaderField[] | null): MessageFields {
   if (fields === null) return UNKNOWN_FIELDS;

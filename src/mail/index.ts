@@ -24,5 +24,11 @@ export {
 export { type BoundaryLine, delimiterOf, MAX_BOUNDARY_LENGTH, readBoundaryLine, usableBoundary } from "./boundary.ts";
 export { clean, escapes, oneLine, terminalJson } from "./display.ts";
 export { decodeEncodedWords, readUnstructured } from "./encoded-words.ts";
-export { type MessageFields, readMessageFields, readOriginators, UNKNOWN_FIELDS } from "./fields.ts";
+export {
+  ADDRESS_FIELD_NAMES,
+  type MessageFields,
+  readMessageFields,
+  readOriginators,
+  UNKNOWN_FIELDS,
+} from "./fields.ts";
 export { type HeaderField, parseHeaderFields } from "./headers.ts";

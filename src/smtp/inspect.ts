@@ -10,6 +10,7 @@
  */
 
 import {
+  ADDRESS_FIELD_NAMES,
   type BoundaryLine,
   defaultPartType,
   delimiterOf,
@@ -22,7 +23,14 @@ import {
   readOriginators,
   usableBoundary,
 } from "../mail/index.ts";
-import { MAX_HEADER_BYTES, MAX_MIME_DEPTH, MAX_MIME_PARTS, MAX_PART_HEADER_BYTES } from "./limits.ts";
+import {
+  MAX_ADDRESS_FIELD_OCTETS,
+  MAX_HEADER_BYTES,
+  MAX_HEADER_FIELD_OCTETS,
+  MAX_MIME_DEPTH,
+  MAX_MIME_PARTS,
+  MAX_PART_HEADER_BYTES,
+} from "./limits.ts";
 
 const LF = 10;
 const CR = 13;
@@ -51,6 +59,17 @@ export interface MessageFacts {
   readonly messageId: string | null;
   /** The header section exceeded MAX_HEADER_BYTES: the message must be refused. */
   readonly headerTooLarge: boolean;
+  /**
+   * The first header field longer than its limit (MAX_ADDRESS_FIELD_OCTETS, MAX_HEADER_FIELD_OCTETS), as
+   * `name (octets)`: the message must be refused. Null when none is.
+   */
+  readonly fieldTooLarge: string | null;
+  /**
+   * The message holds a NUL octet, which no message may (RFC 5322 §2.2, §3.5; RFC 6152 §3 for 8BITMIME; only
+   * BINARYMIME, not offered, would allow it): Postfix cuts a header line at it, after the rules read all of it. The
+   * message must be refused.
+   */
+  readonly hasNul: boolean;
 }
 
 const enum Phase {
@@ -66,6 +85,8 @@ export class MessageInspector {
   #headerBytes: Buffer[] = [];
   #headerLength = 0;
   #headerTooLarge = false;
+  #fieldTooLarge: string | null = null;
+  #nul = false;
   #topFields: HeaderField[] | null = null;
   /** The open multiparts (whose close delimiter has not been seen), innermost last: `delimiterOf` their boundary. */
   #delimiters: string[] = [];
@@ -77,6 +98,7 @@ export class MessageInspector {
 
   /** Feeds message content (after dot-unstuffing, CRLF line ends). */
   write(content: Buffer): void {
+    if (!this.#nul && content.indexOf(0) !== -1) this.#nul = true;
     let from = 0;
     while (from < content.length) {
       // A body outside any multipart (a single part, or the epilogue after the last close delimiter) has nothing
@@ -161,6 +183,7 @@ export class MessageInspector {
   }
 
   #endTopHeaders(): void {
+    this.#fieldTooLarge = fieldTooLarge(this.#headerBytes);
     this.#topFields = this.#takeHeader();
     this.#phase = Phase.Body;
     if (this.#topFields === null) {
@@ -263,6 +286,8 @@ export class MessageInspector {
         originators: undefined,
         messageId: null,
         headerTooLarge: this.#headerTooLarge,
+        fieldTooLarge: this.#fieldTooLarge,
+        hasNul: this.#nul,
       };
     }
     const read = readMessageFields(fields);
@@ -275,6 +300,37 @@ export class MessageInspector {
       originators: readOriginators(fields),
       messageId: messageId === undefined ? null : messageId.slice(0, 256),
       headerTooLarge: this.#headerTooLarge,
+      fieldTooLarge: this.#fieldTooLarge,
+      hasNul: this.#nul,
     };
   }
+}
+
+/**
+ * The first field of a header section (its lines, each with its line end) longer than its limit, as `name (octets)`;
+ * null when none is. A line that begins with a space or tab continues the field before it (RFC 5322 §2.2.3).
+ */
+function fieldTooLarge(lines: readonly Buffer[]): string | null {
+  let name = "";
+  let octets = 0;
+  const check = (): string | null => {
+    const limit = ADDRESS_FIELD_NAMES.has(name) ? MAX_ADDRESS_FIELD_OCTETS : MAX_HEADER_FIELD_OCTETS;
+    return octets > limit ? `${name} (${octets} octets, at most ${limit})` : null;
+  };
+  for (const line of lines) {
+    if (line[0] === 0x20 || line[0] === 0x09) {
+      octets += line.length;
+      continue;
+    }
+    const over = check();
+    if (over !== null) return over;
+    const colon = line.indexOf(0x3a);
+    // Printable ASCII only: the name goes into the reply and the audit row (a field name is printable, RFC 5322 §2.2).
+    name = (colon === -1 ? "" : line.toString("latin1", 0, Math.min(colon, 80)))
+      .trim()
+      .toLowerCase()
+      .replace(/[^\x21-\x7e]/g, "?");
+    octets = line.length;
+  }
+  return check();
 }

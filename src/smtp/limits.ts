@@ -55,6 +55,18 @@ export const MAX_MIME_DEPTH = 20;
  */
 export const MAX_HELD_PER_AGENT = 20;
 
+/**
+ * Octets of one header field of a message (its lines as written, folds and line ends included) past which the
+ * message is refused with `552 5.3.4`: an address field (To, Cc, Bcc, From and the other fields the rules read
+ * addresses from; src/mail/fields.ts ADDRESS_FIELD_NAMES) at MAX_ADDRESS_FIELD_OCTETS, any other at
+ * MAX_HEADER_FIELD_OCTETS. The upstream server must see each field whole, as the rules did: Postfix cuts a field
+ * longer than its header_size_limit (102,400 octets by default) and an address field of more than its
+ * header_address_token_limit (10,240 tokens; a token is at least one octet), so an address past the cut would reach
+ * its recipient without being in the field the rules read it from (docs/smtp.md "What the message says").
+ */
+export const MAX_ADDRESS_FIELD_OCTETS = 8 * 1024;
+export const MAX_HEADER_FIELD_OCTETS = 64 * 1024;
+
 /** Header octets of one MIME part held for inspection; a larger part header leaves has_attachment unknown. */
 export const MAX_PART_HEADER_BYTES = 64 * 1024;
 

@@ -1283,6 +1283,34 @@ export class SmtpSession {
       this.#send(reply(552, "5.3.4", "Header section too large; nothing was sent"));
       return;
     }
+    // What the rules read must be what the upstream server passes on (src/smtp/inspect.ts): a NUL, or a field
+    // longer than the server keeps, would let it cut away an address the rules saw.
+    const unsendable = facts.hasNul
+      ? {
+          code: 554,
+          status: "5.6.0",
+          text: "NUL octet in the message",
+          reason: "NUL octet in the message",
+        }
+      : facts.fieldTooLarge !== null
+        ? {
+            code: 552,
+            status: "5.3.4",
+            text: `Header field too long: ${facts.fieldTooLarge}`,
+            reason: `header field too long: ${facts.fieldTooLarge}`,
+          }
+        : null;
+    if (unsendable !== null) {
+      this.#audit({
+        command: "DATA",
+        operation: "mail:send",
+        target: facts.messageId,
+        decision: "deny",
+        reason: unsendable.reason,
+      });
+      this.#send(reply(unsendable.code, unsendable.status, `${unsendable.text}; nothing was sent`));
+      return;
+    }
     const senders = this.#senders;
     if (senderNotIdentity(senders, tx.senderKey)) {
       // A reload took the sender from the session's identities while the message came in (docs/smtp.md

@@ -96,6 +96,15 @@ describe("a subject rule against every encoding of the subject", () => {
   }
 
   for (const [c, id] of ids(UNKNOWN, "u")) {
+    // A NUL is refused before any rule, wherever it is in the message (docs/smtp.md "What the message says").
+    if (c.raw.includes("\0")) {
+      test(`${c.name}: refused before the rules, as any message with a NUL`, async () => {
+        refusedMarkers.push(id);
+        expect(await send(id, subjectLine(c))).toStartWith("554 5.6.0");
+        expect(await dataRow(id)).toMatchObject({ decision: "deny", reason: "NUL octet in the message" });
+      });
+      continue;
+    }
     test(`${c.name}: refused as unknown`, async () => {
       refusedMarkers.push(id);
       expect(await send(id, subjectLine(c))).toStartWith("554 5.7.1");
