@@ -362,11 +362,13 @@ export class SmtpSession {
         this.#consume(step.end);
         const event = step.event;
         if (event.kind === "bare-newline") {
+          this.#refused("(command)", null, "bare CR or LF in a command line; connection closed");
           this.#send(reply(521, "5.5.2", "Bare CR or LF in a command (RFC 5321 §2.3.8); closing"));
           this.#close();
         } else if (event.kind === "too-long") {
           this.#countCommand();
           this.#unreadDuringTransaction("(a line too long)");
+          this.#refused("(command)", null, `command line longer than ${this.#ctx.limits.maxCommandLine} octets`);
           this.#send(reply(500, "5.5.2", `Line too long (limit ${this.#ctx.limits.maxCommandLine} octets)`));
         } else {
           // The audit log is far behind (sessions flooding it with refused commands' rows): this command waits until
@@ -620,6 +622,22 @@ export class SmtpSession {
     }
   }
 
+  /**
+   * The row of a command refused before any rule was asked (docs/audit.md: every refusal has a row): a command not
+   * offered or not known, a line that is not a command, a MAIL or RCPT whose syntax, parameters or limits refuse
+   * it. `target` is an address or argument as the agent wrote it, cut; never a whole line, which could be a secret
+   * sent out of turn (an AUTH response after a refused AUTH).
+   */
+  #refused(command: string, target: string | null, reason: string, send = false): void {
+    this.#audit({
+      command,
+      operation: send ? "mail:send" : null,
+      target: target === null ? null : target.slice(0, MAX_REFUSED_TARGET),
+      decision: "deny",
+      reason,
+    });
+  }
+
   // ---- commands ----
 
   /** Handles one line; returns a promise only when the command waits on something. */
@@ -630,16 +648,19 @@ export class SmtpSession {
     const verb = (space === -1 ? line : line.slice(0, space)).toUpperCase();
     const args = space === -1 ? "" : line.slice(space + 1);
     if (NOT_OFFERED.has(verb)) {
+      this.#refused(verb, null, `${verb} is not offered`);
       this.#send(reply(502, "5.5.1", `${verb} is not offered by Mailgator`));
       return undefined;
     }
     const known = verb === "MAIL" || verb === "RCPT" || verb === "DATA" || BEFORE_AUTH.has(verb);
     if (!known) {
       this.#unreadDuringTransaction(`(an unrecognized command: ${JSON.stringify(line.slice(0, 40))})`);
+      this.#refused("(command)", null, `unrecognized command (${line.length} characters)`);
       this.#send(reply(500, "5.5.2", "Command unrecognized"));
       return undefined;
     }
     if (!BEFORE_AUTH.has(verb) && this.#identity === null) {
+      this.#refused(verb === "MAIL" ? "MAIL FROM" : verb === "RCPT" ? "RCPT TO" : verb, null, "not logged in");
       this.#send(reply(530, "5.7.0", "Authentication required"));
       return undefined;
     }
@@ -982,11 +1003,13 @@ export class SmtpSession {
     // A new MAIL starts over, even if it is refused (RFC 5321 §4.1.1.2, §4.1.4; docs/protocol.md §6 "Transactions").
     this.#resetTransaction();
     if (!/^FROM:/i.test(args)) {
+      this.#refused("MAIL FROM", args, "syntax: MAIL FROM:<address>", true);
       this.#send(reply(501, "5.5.4", "Syntax: MAIL FROM:<address>"));
       return undefined;
     }
     const parsed = parsePathArgument(args.slice(5), true, "sender");
     if (!parsed.ok) {
+      this.#refused("MAIL FROM", args.slice(5).trim(), parsed.text, true);
       this.#send(reply(parsed.code, parsed.status, parsed.text));
       return undefined;
     }
@@ -995,6 +1018,7 @@ export class SmtpSession {
     for (const [key, value] of path.params) {
       if (key === "SIZE" && value !== null && /^\d{1,20}$/.test(value)) {
         if (Number(value) > this.#ctx.limits.maxMessageBytes) {
+          this.#refused("MAIL FROM", path.key, `SIZE=${value} over ${this.#ctx.limits.maxMessageBytes} octets`, true);
           this.#send(reply(552, "5.3.4", `Message too large (limit ${this.#ctx.limits.maxMessageBytes} octets)`));
           return undefined;
         }
@@ -1002,6 +1026,7 @@ export class SmtpSession {
         eightBit = value.toUpperCase() === "8BITMIME";
       } else {
         // RET, ENVID, AUTH=, SMTPUTF8, HOLDFOR, BY and anything unknown (docs/protocol.md §6 "Parameters", §7 case 30).
+        this.#refused("MAIL FROM", path.key, `MAIL parameter ${key} is not accepted`, true);
         this.#send(reply(555, "5.5.4", `MAIL parameter ${key} is not accepted`));
         return undefined;
       }
@@ -1047,7 +1072,8 @@ export class SmtpSession {
       this.#send(reply(503, "5.5.1", "Need MAIL before RCPT"));
       return undefined;
     }
-    // Every refusal below is noted on the transaction: DATA is then refused (all or nothing, docs/smtp.md).
+    // Every refusal below is noted on the transaction: DATA is then refused (all or nothing, docs/smtp.md). Those
+    // the rules or a quota made have their row already; the others get theirs here.
     const refuse = (
       kind: RefusalKind,
       target: string,
@@ -1055,8 +1081,10 @@ export class SmtpSession {
       status: string,
       text: string,
       limit: number | null = null,
+      audited = false,
     ): undefined => {
       SmtpSession.#noteRefusal(tx, { kind, target: target.slice(0, MAX_REFUSED_TARGET), text, limit });
+      if (!audited) this.#refused("RCPT TO", target, text, true);
       this.#send(reply(code, status, text));
       return undefined;
     };
@@ -1085,7 +1113,7 @@ export class SmtpSession {
         target: path.key,
         ...decisionFields(outcome.decision),
       });
-      return refuse("rules", path.address, 550, "5.7.1", `Recipient <${path.address}> is not allowed`);
+      return refuse("rules", path.address, 550, "5.7.1", `Recipient <${path.address}> is not allowed`, null, true);
     }
     if (!tx.recipients.some((r) => r.key === path.key)) {
       // recipients_per_message is refused at the RCPT one past it (docs/quotas.md), and with it the message at DATA.
@@ -1100,7 +1128,7 @@ export class SmtpSession {
           detail: { quota: over.quota, limit: over.limit, max: over.max },
         });
         const text = `${capitalize(describeExceeded(over))}; recipient not accepted, and this message will be refused`;
-        return refuse("count", path.address, 452, "4.7.1", text, over.max);
+        return refuse("count", path.address, 452, "4.7.1", text, over.max, true);
       }
       tx.recipients.push({ address: path.address, key: path.key });
     }

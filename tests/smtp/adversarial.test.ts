@@ -253,3 +253,65 @@ describe("§7 case 35: a Bcc header without a matching RCPT", () => {
     expect(postfixLog()).not.toContain(`to=<evil-${m}@x.test>`);
   });
 });
+
+describe("refusals that need no rule have their row (docs/audit.md)", () => {
+  test("commands not offered or unknown, MAIL and RCPT refused for syntax or parameters: a deny row each", async () => {
+    const m = marker();
+    const before = (await p.rows()).length;
+    const c = await loggedIn(p.port);
+    const sent: [string, number][] = [
+      [`MAIL FROM:<alice@mailgator.test> RET=FULL ENVID=x${m}`, 555],
+      [`MAIL FROM:<alice@mailgator.test> AUTH=<ceo-${m}@bank.test>`, 555],
+      ["VRFY postmaster", 502],
+      ["EXPN staff", 502],
+      ["BDAT 10 LAST", 502],
+      ["XCLIENT ADDR=1.2.3.4", 502],
+      ["SECRETCOMMAND dGVzdDp0ZXN0", 500],
+      ["MAIL FROM:<alice@mailgator.test>", 250],
+      [`RCPT TO:<ok-${m}@corp.test> NOTIFY=SUCCESS ORCPT=rfc822;spy-${m}@x.test`, 555],
+      [`RCPT TO:<@evil.test:ok-${m}@corp.test>`, 553],
+      [`RCPT TO:<ok-${m}%evil.test@corp.test>`, 553],
+    ];
+    for (const [line, code] of sent) expect((await c.command(line)).code, line).toBe(code);
+    await c.command("QUIT");
+    c.close();
+    const rows = (await p.rows()).slice(before).filter((r) => r.decision === "deny");
+    expect(rows.map((r) => r.command)).toEqual([
+      "MAIL FROM",
+      "MAIL FROM",
+      "VRFY",
+      "EXPN",
+      "BDAT",
+      "XCLIENT",
+      "(command)",
+      "RCPT TO",
+      "RCPT TO",
+      "RCPT TO",
+    ]);
+    expect(rows[0]!.reason).toBe("MAIL parameter RET is not accepted");
+    expect(rows[1]!.reason).toBe("MAIL parameter AUTH is not accepted");
+    expect(rows[2]!.reason).toBe("VRFY is not offered");
+    // An unknown line is not kept (it could be a secret sent out of turn): only its length.
+    expect(rows[6]).toMatchObject({ target: null, reason: "unrecognized command (26 characters)" });
+    expect(JSON.stringify(rows)).not.toContain("dGVzdDp0ZXN0");
+    expect(rows[7]!.reason).toBe("RCPT parameter NOTIFY is not accepted");
+    expect(rows[8]!.target).toBe(`<@evil.test:ok-${m}@corp.test>`);
+    for (const r of rows.slice(7)) expect(r.operation).toBe("mail:send");
+  });
+
+  test("MAIL before login, and a command line with a bare LF: a row each", async () => {
+    const before = (await p.rows()).length;
+    const c = await RawClient.connect(p.port);
+    await c.reply();
+    await c.command("EHLO client.test");
+    expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(530);
+    c.write("NOOP\nNOOP\r\n");
+    expect((await c.reply()).code).toBe(521);
+    c.close();
+    const rows = (await p.rows()).slice(before).filter((r) => r.decision === "deny");
+    expect(rows.map((r) => [r.command, r.reason])).toEqual([
+      ["MAIL FROM", "not logged in"],
+      ["(command)", "bare CR or LF in a command line; connection closed"],
+    ]);
+  });
+});
