@@ -348,6 +348,11 @@ export async function deny(ctx: ApprovalContext, id: string, by: string, reason:
   if (found === null) return { outcome: "refused", state: "unknown" };
   if (found.state !== "held" && found.state !== "needs-check") return { outcome: "refused", state: found.state };
   if (!ctx.audit.healthy) return { outcome: "not-denied", reason: AUDIT_UNAVAILABLE };
+  // Past its time but not swept yet: it expires now, with the row and the notices of an expiry, not a denial.
+  if (found.state === "held" && found.expires <= Date.now()) {
+    expireDue(ctx);
+    return { outcome: "refused", state: "expired" };
+  }
   const why = `denied by ${by}${reason === null ? "" : `: ${reason}`}`;
   try {
     await ctx.audit.durable(approvalEvent(ctx, found, "DENY", "deny", why));

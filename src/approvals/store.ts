@@ -475,6 +475,8 @@ export class ApprovalStore {
       const row = this.row(id);
       if (row === null) return "unknown";
       if (row.state !== "held" && row.state !== "needs-check") return row.state;
+      // Past its time it is expired, not denied, even before the expiry check has swept it (as claim() does).
+      if (row.state === "held" && row.expires <= now) return "expired";
       this.#finish(id, "denied", by, reason, null, now);
       return row.state;
     });
@@ -607,6 +609,17 @@ export class ApprovalStore {
       this.state.db.query("UPDATE approvals SET token_used = 1 WHERE id = ?").run(id);
       return true;
     });
+  }
+
+  /**
+   * At start: gives back the link of every message still held whose link is marked used. A link is marked used when
+   * a decision begins and given back when it fails; a message still held with its link used was being decided
+   * when the process stopped (killed, out of memory, power lost) before the decision changed its state, so nothing
+   * was sent and the approvers' link must work again. Returns how many were given back.
+   */
+  releaseUsedTokens(): number {
+    return this.state.db.query("UPDATE approvals SET token_used = 0 WHERE state = 'held' AND token_used != 0").run()
+      .changes;
   }
 
   /** Gives the link back after a POST that could not send (the message is still held): it may be used again. */

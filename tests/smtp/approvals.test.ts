@@ -157,6 +157,37 @@ describe("ask", () => {
     expect(sinkCopies(`Hello ${m2}`)).toHaveLength(0);
   });
 
+  test("deny after its time but before the expiry check: expired, not denied (its row says so)", async () => {
+    const m = marker();
+    const id = heldId((await send(`z-${m}@outside.example`, m)).text);
+    store.state.db.query("UPDATE approvals SET expires = ? WHERE id = ?").run(Date.now() - 1, id);
+    expect(store.deny(id, "test", null)).toBe("expired");
+    expect(store.row(id)!.state).toBe("held");
+    expect(await deny(ctx, id, "test", "no")).toEqual({ outcome: "refused", state: "expired" });
+    expect(store.row(id)!.state).toBe("expired");
+    expect(await store.readMessage(id)).toBeNull();
+    const rows = (await proxy.rows()).filter((r) => r.command.startsWith("APPROVAL EXPIRED") || r.command === "DENY");
+    expect(
+      rows.filter((r) => r.target?.includes(id) || JSON.stringify(r.detail).includes(id)).map((r) => r.command),
+    ).toEqual(["APPROVAL EXPIRED"]);
+  });
+
+  test("a link marked used by a decision the process never finished works again at the next start", async () => {
+    const m = marker();
+    const id = heldId((await send(`w-${m}@outside.example`, m)).text);
+    const other = heldId((await send(`v-${m}@outside.example`, `${m}-2`)).text);
+    expect(store.useToken(id)).toBe(true);
+    expect(store.tokenUsed(id)).toBe(true);
+    // A decided message's link stays used: only held ones are given back.
+    expect(store.useToken(other)).toBe(true);
+    expect(await deny(ctx, other, "test", null)).toEqual({ outcome: "denied", state: "held" });
+    expect(store.releaseUsedTokens()).toBe(1);
+    expect(store.tokenUsed(id)).toBe(false);
+    expect(store.tokenUsed(other)).toBe(true);
+    expect(store.releaseUsedTokens()).toBe(0);
+    await deny(ctx, id, "test", null);
+  });
+
   test("two approvers at the same moment: one upstream copy", async () => {
     const m = marker();
     const id = heldId((await send(`z-${m}@outside.example`, m)).text);

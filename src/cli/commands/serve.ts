@@ -3,7 +3,7 @@
  * the config and TLS files (docs/operations.md "Reload").
  */
 
-import { rmSync } from "node:fs";
+import { existsSync, rmSync } from "node:fs";
 import { dirname } from "node:path";
 
 import { type AccountCredentials, openAccountCredentials } from "../../accounts/index.ts";
@@ -239,6 +239,9 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
       log.warn("approvals: the audit log cannot be written: a message left sending is checked at the next start");
     for (const row of recover(actx))
       log.warn(`approval ${row.id} was being sent when the process stopped: needs a check (not sent again)`);
+    const released = store.releaseUsedTokens();
+    if (released > 0)
+      log.info(`approvals: ${released} link(s) in use when the process stopped work again (their messages are held)`);
     const held = () => setHeldApprovals(approvals!.list().filter((r) => r.state === "held").length);
     // Expiry waits while the audit log cannot be written (each expiry is a row): the next check does it.
     const expire = (): void => {
@@ -261,6 +264,52 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
     approvalsPage = page;
     for (const method of ["GET", "POST"])
       unregister.push(registerAdminRoute(method, "/approvals", (req) => page.handle(req), { auth: "none" }));
+  } else if (held.some((h) => h.pidFile === statePid) && existsSync(config.state.path)) {
+    // No rule asks any more, but messages held under an earlier config may still wait in the state database: they
+    // still expire on time, wiping their bytes and any agent credentials with them, and a replay a dead process left
+    // is still marked for a check. No page and no notices: `mailgator approvals` decides them (docs/approvals.md
+    // "When no rule asks any more").
+    let opened: SealedStore | null = null;
+    try {
+      opened =
+        state ??
+        SealedStore.open(config.state.path, { secretsFile: config.state.secretsFile, env: ctx.env, create: false });
+      if (opened === null) throw new Error("it does not exist");
+      const store = new ApprovalStore(opened);
+      const waiting = store.list().filter((r) => r.state === "held" || r.state === "sending").length;
+      if (waiting === 0) {
+        if (opened !== state) opened.close();
+      } else {
+        state = opened;
+        log.warn(
+          `approvals: ${waiting} message(s) held under an earlier config wait in ${config.state.path}, but no rule ` +
+            "asks any more: they expire at their time unless decided with `mailgator approvals`",
+        );
+        const actx: ApprovalContext = {
+          get config() {
+            return live.config;
+          },
+          store,
+          audit,
+          protocol: "smtp",
+          credentials: accounts.credentials,
+        };
+        for (const row of recover(actx))
+          log.warn(`approval ${row.id} was being sent when the process stopped: needs a check (not sent again)`);
+        const expire = (): void => {
+          try {
+            expireDue(actx);
+          } catch (e) {
+            log.error(`approvals: expiry check failed: ${errorMessage(e)}`);
+          }
+        };
+        expire();
+        expiry = setInterval(expire, approvalExpiryCheckMs(config.approvals.timeoutMs));
+      }
+    } catch (e) {
+      if (opened !== null && opened !== state) opened.close();
+      log.warn(`approvals: cannot look for held messages in ${config.state.path}: ${errorMessage(e)}`);
+    }
   }
   if (state) log.info(`state database: ${state.path}`);
   let quotas: ReturnType<typeof openQuotas> | null = null;
