@@ -16,6 +16,8 @@ import type { Preview, UnreadSubject } from "./store.ts";
 export const PREVIEW_LINES = 12;
 /** Characters per shown line, and per attachment name and Subject field. */
 export const PREVIEW_LINE_CHARS = 200;
+/** Attachment names kept and shown; the rest are counted. */
+export const PREVIEW_ATTACHMENTS = 20;
 /** Subject fields shown as written when the subject cannot be read. */
 export const PREVIEW_SUBJECT_FIELDS = 4;
 /** Octets of the message searched for the preview. */
@@ -65,6 +67,7 @@ export function buildPreview(
   recipients: readonly string[],
   message: Buffer,
   hasAttachment: boolean | null,
+  inspected?: { readonly names: readonly (string | null)[]; readonly complete: boolean },
 ): Preview {
   const text = utf8.decode(message.subarray(0, PREVIEW_SCAN_BYTES));
   const split = text.search(/\r?\n\r?\n/);
@@ -75,9 +78,12 @@ export function buildPreview(
   const read = fields === null ? undefined : readMessageFields(fields).subject;
   const unread = read === undefined ? unreadSubject(fields, header) : null;
   const subject = read === undefined || !fields!.some((f) => f.name === "subject") ? null : read;
-  const attachments = [...text.matchAll(/\bfilename\*?="?([^";\r\n]+)"?/gi)].map((m) =>
-    m[1]!.slice(0, PREVIEW_LINE_CHARS),
-  );
+  // The inspector's list when there is one (every attachment part, its name read as clients read it); otherwise a
+  // scan of the raw text, a hint only.
+  const attachments =
+    inspected === undefined
+      ? [...new Set([...text.matchAll(/\bfilename\*?="?([^";\r\n]+)"?/gi)].map((m) => m[1]!))]
+      : inspected.names.filter((n) => n !== null).slice(0, PREVIEW_ATTACHMENTS);
   const body = split === -1 ? "" : text.slice(split).replace(/^\r?\n\r?\n/, "");
   const bodyLines = body.split(/\r?\n/);
   const all = bodyLines.filter((l) => !/^(--|content-[a-z-]+:)/i.test(l));
@@ -89,8 +95,11 @@ export function buildPreview(
     subject: subject === null ? null : subject.slice(0, PREVIEW_LINE_CHARS),
     ...(unread === null ? {} : { subjectUnread: unread }),
     size: message.length,
-    attachments: [...new Set(attachments)],
+    attachments: attachments.map((name) => name.slice(0, PREVIEW_LINE_CHARS)),
     hasAttachment,
+    ...(inspected === undefined
+      ? {}
+      : { attachmentParts: inspected.names.length, attachmentsComplete: inspected.complete }),
     text: lines.join("\n").trim(),
     // Lines left out (MIME boundaries, part headers) count too: a sender can write text that looks like them.
     textCut:
@@ -120,8 +129,18 @@ export const UNREADABLE_SUBJECT = "UNREADABLE";
  * Without a name found, the inspector's verdict says whether there is none, one without a name, or no telling.
  */
 export function attachmentsShown(p: Preview, show: (name: string) => string): string {
-  // The names are a scan of the raw text (a body can write `filename=` too): they never stand for "unknown".
   const unread = "unknown: the message's parts could not be read";
+  if (p.attachmentParts !== undefined) {
+    // The inspector's list: every attachment part it read, named or not, and whether it read them all.
+    const names = p.attachments.map(show).join(", ");
+    const rest = p.attachmentParts - p.attachments.length;
+    const others = rest === 0 ? "" : p.attachments.length === 0 ? `${rest} without a file name` : `${rest} more`;
+    const listed = [names, others].filter((t) => t !== "").join("; and ");
+    if (p.attachmentsComplete === true) return listed === "" ? "none" : listed;
+    return listed === "" ? unread : `${listed}; possibly more: the message's parts could not all be read`;
+  }
+  // Records sealed before the inspector's list was kept. The names are a scan of the raw text (a body can write
+  // `filename=` too): they never stand for "unknown".
   if (p.attachments.length > 0) {
     const names = p.attachments.map(show).join(", ");
     return p.hasAttachment === false || p.hasAttachment === true ? names : `${names}; ${unread}`;

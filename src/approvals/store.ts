@@ -72,9 +72,23 @@ export interface Preview {
   /** Set when the message has a Subject the policy cannot read; absent in records sealed before it was kept. */
   readonly subjectUnread?: UnreadSubject;
   readonly size: number;
+  /**
+   * File names of the attachments: those the SMTP inspector found in the message's structure, or in records sealed
+   * before it kept them (no `attachmentsComplete`), a scan of the raw text for `filename=`.
+   */
   readonly attachments: readonly string[];
   /** The SMTP inspector's has_attachment (null: unknown); absent in records sealed before it was kept. */
   readonly hasAttachment?: boolean | null;
+  /**
+   * How many attachments the inspector found, with and without a name; `attachments` names at most
+   * PREVIEW_ATTACHMENTS of them. Absent in records sealed before the inspector's list was kept.
+   */
+  readonly attachmentParts?: number;
+  /**
+   * Whether the inspector read the whole structure, so that `attachmentParts` counts all of them; absent in records
+   * sealed before it was kept.
+   */
+  readonly attachmentsComplete?: boolean;
   /** The first lines of the text, at most PREVIEW_LINES of them. */
   readonly text: string;
   /** More text follows than `text` shows (absent in records sealed before it was kept). */

@@ -11,6 +11,7 @@
  */
 
 import { asciiLowerCase } from "./ascii.ts";
+import { decodeEncodedWords } from "./encoded-words.ts";
 import type { HeaderField } from "./headers.ts";
 
 export interface MimeEntity {
@@ -29,6 +30,73 @@ export function hasParam(params: ReadonlyMap<string, string>, base: string): boo
     if (key === base || key.startsWith(`${base}*`)) return true;
   }
   return false;
+}
+
+/** Sections of one RFC 2231 continued parameter read; a name continued further is cut there. */
+const MAX_NAME_SECTIONS = 64;
+
+type Label = ConstructorParameters<typeof TextDecoder>[0];
+
+/** Octets of `%XX`-encoded text (RFC 2231 §4) as a byte array; other characters stand for their own code. */
+function percentDecoded(text: string): Uint8Array {
+  return new Uint8Array(
+    Buffer.from(
+      text.replace(/%([0-9A-Fa-f]{2})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16))),
+      "latin1",
+    ),
+  );
+}
+
+/**
+ * The value of parameter `base` in any RFC 2231 form: `base` (RFC 2047 encoded words decoded, as readers do for
+ * file names), `base*` (`charset'language'%XX`), or continued over sections `base*0`, `base*1*`, ... (§3, §4.1),
+ * in order from 0 while they go on. Undefined when absent, or when its charset is unknown to the runtime.
+ */
+export function parameterValue(params: ReadonlyMap<string, string>, base: string): string | undefined {
+  const plain = params.get(base);
+  if (plain !== undefined) return decodeEncodedWords(plain) ?? plain;
+  let charset: string | null = null;
+  let octets: number[] | null = null;
+  const extended = params.get(`${base}*`);
+  const pieces: { text: string; encoded: boolean }[] = [];
+  if (extended !== undefined) pieces.push({ text: extended, encoded: true });
+  else {
+    for (let n = 0; n < MAX_NAME_SECTIONS; n++) {
+      const raw = params.get(`${base}*${n}`);
+      const encoded = params.get(`${base}*${n}*`);
+      if (raw === undefined && encoded === undefined) break;
+      pieces.push(raw !== undefined ? { text: raw, encoded: false } : { text: encoded!, encoded: true });
+    }
+  }
+  if (pieces.length === 0) return undefined;
+  octets = [];
+  for (let i = 0; i < pieces.length; i++) {
+    let { text } = pieces[i]!;
+    const { encoded } = pieces[i]!;
+    if (i === 0 && encoded) {
+      // The first encoded section starts with charset'language' (§4, §4.1).
+      const m = /^([^']*)'[^']*'(.*)$/s.exec(text);
+      if (m === null) return undefined;
+      charset = m[1]!;
+      text = m[2]!;
+    }
+    if (encoded) octets.push(...percentDecoded(text));
+    else octets.push(...Buffer.from(text, "utf8"));
+  }
+  try {
+    const label = charset === null || charset === "" || charset.toLowerCase() === "us-ascii" ? "utf-8" : charset;
+    return new TextDecoder(label as Label).decode(new Uint8Array(octets));
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * An attachment's file name as mail clients show it: Content-Disposition `filename`, else Content-Type `name`, in
+ * any RFC 2231 form (`parameterValue`); null when it has none that can be read.
+ */
+export function attachmentName(entity: MimeEntity): string | null {
+  return parameterValue(entity.dispositionParams, "filename") ?? parameterValue(entity.typeParams, "name") ?? null;
 }
 
 /** Whether one non-multipart entity is an attachment. */

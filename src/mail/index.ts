@@ -12,6 +12,7 @@ export {
   readEnvelopeAddress,
 } from "./address.ts";
 export {
+  attachmentName,
   defaultPartType,
   entityOf,
   hasParam,
@@ -19,6 +20,7 @@ export {
   isMediaType,
   type MimeEntity,
   type ParameterizedValue,
+  parameterValue,
   parseParameterized,
 } from "./attachment.ts";
 export { type BoundaryLine, delimiterOf, MAX_BOUNDARY_LENGTH, readBoundaryLine, usableBoundary } from "./boundary.ts";

@@ -12,12 +12,12 @@
 
 import { asciiLowerCase } from "../mail/ascii.ts";
 import {
+  attachmentName,
   decodeEncodedWords,
   defaultPartType,
   delimiterOf,
   entityOf,
   type HeaderField,
-  hasParam,
   isAttachmentEntity,
   oneLine,
   parseHeaderFields,
@@ -298,32 +298,6 @@ export function htmlToText(html: string): string {
     .trim();
 }
 
-/** A file name from Content-Disposition `filename` or Content-Type `name` (encoded words decoded). */
-function filenameOf(params: ReadonlyMap<string, string>, base: string): string | undefined {
-  const plain = params.get(base);
-  if (plain !== undefined) return decodeEncodedWords(plain) ?? plain;
-  const extended = params.get(`${base}*`);
-  if (extended !== undefined) {
-    // RFC 2231 §4: charset'language'percent-encoded.
-    const m = /^([^']*)'[^']*'(.*)$/.exec(extended);
-    if (m !== null) {
-      try {
-        return new TextDecoder((m[1] || "utf-8") as Label).decode(
-          new Uint8Array(
-            Buffer.from(
-              m[2]!.replace(/%([0-9A-Fa-f]{2})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16))),
-              "latin1",
-            ),
-          ),
-        );
-      } catch {
-        return undefined;
-      }
-    }
-  }
-  return undefined;
-}
-
 interface Walk {
   readonly texts: string[];
   readonly attachments: (AttachmentInfo & { readonly bytes: Uint8Array | null })[];
@@ -404,9 +378,8 @@ function walk(part: Part, depth: number, state: Walk, place: Place): void {
     else state.problems.push(`a ${entity.type} part was not decoded`);
     return;
   }
-  const named =
-    (hasParam(entity.dispositionParams, "filename") ? filenameOf(entity.dispositionParams, "filename") : undefined) ??
-    (hasParam(entity.typeParams, "name") ? filenameOf(entity.typeParams, "name") : undefined);
+  // Content-Disposition `filename`, else Content-Type `name`, RFC 2231 forms and continuations included.
+  const named = attachmentName(entity);
   state.attachments.push({
     index: state.attachments.length + 1,
     filename: named ?? `part-${state.attachments.length + 1}`,

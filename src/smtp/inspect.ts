@@ -11,6 +11,7 @@
 
 import {
   ADDRESS_FIELD_NAMES,
+  attachmentName,
   type BoundaryLine,
   defaultPartType,
   delimiterOf,
@@ -49,6 +50,13 @@ export interface MessageFacts {
   /** The Subject as shown ("" when absent); undefined when there are several or it cannot be read. */
   readonly subject: string | undefined;
   readonly hasAttachment: boolean | undefined;
+  /**
+   * Each attachment found, in order, by its file name (src/mail/attachment.ts `attachmentName`; null: none), for
+   * the approvers' preview; `attachmentsComplete` is false when part of the structure could not be read, so that
+   * more may be there than the list says.
+   */
+  readonly attachments: readonly (string | null)[];
+  readonly attachmentsComplete: boolean;
   /**
    * Lower-cased addr-specs of the From, Sender, Reply-To and Resent- headers and of those that direct answers,
    * receipts and reports (`readOriginators`), checked against the session's identities; undefined when one could not
@@ -94,6 +102,8 @@ export class MessageInspector {
   #partTypes: string[] = [];
   #parts = 0;
   #attachment = false;
+  /** The attachments' names (`MessageFacts.attachments`), at most one per part (MAX_MIME_PARTS bounds them). */
+  #attachments: (string | null)[] = [];
   #unknown = false;
 
   /** Feeds message content (after dot-unstuffing, CRLF line ends). */
@@ -227,7 +237,10 @@ export class MessageInspector {
       this.#partTypes.push(defaultPartType(entity.type));
       return;
     }
-    if (isAttachmentEntity(entity)) this.#attachment = true;
+    if (isAttachmentEntity(entity)) {
+      this.#attachment = true;
+      this.#attachments.push(attachmentName(entity));
+    }
   }
 
   /**
@@ -283,6 +296,8 @@ export class MessageInspector {
         cc: undefined,
         subject: undefined,
         hasAttachment: undefined,
+        attachments: this.#attachments,
+        attachmentsComplete: false,
         originators: undefined,
         messageId: null,
         headerTooLarge: this.#headerTooLarge,
@@ -297,6 +312,8 @@ export class MessageInspector {
       cc: read.cc,
       subject: read.subject,
       hasAttachment: this.#attachment ? true : this.#unknown ? undefined : false,
+      attachments: this.#attachments,
+      attachmentsComplete: !this.#unknown,
       originators: readOriginators(fields),
       messageId: messageId === undefined ? null : messageId.slice(0, 256),
       headerTooLarge: this.#headerTooLarge,

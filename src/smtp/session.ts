@@ -149,6 +149,9 @@ interface Refusal {
 /** Refused RCPTs of one transaction kept to be named in DATA's reply and audit row; the rest are only counted. */
 const MAX_REFUSALS_KEPT = 10;
 
+/** What the inspector found of a held message's attachments, for the approvers' preview (src/approvals/preview.ts). */
+type Inspected = { readonly names: readonly (string | null)[]; readonly complete: boolean };
+
 /** Octets of a refused RCPT's argument kept for the reply and the audit (an address is at most 254). */
 const MAX_REFUSED_TARGET = 256;
 
@@ -1477,7 +1480,10 @@ export class SmtpSession {
       return;
     }
     // A held message was charged above, when held: asking again and again does not bypass a quota (docs/quotas.md).
-    if (verdict.held.length > 0) return this.#hold(tx, verdict.held, rows, detail);
+    if (verdict.held.length > 0) {
+      const inspected = { names: facts.attachments, complete: facts.attachmentsComplete };
+      return this.#hold(tx, verdict.held, rows, detail, inspected);
+    }
     rows.push(
       this.#event({
         command: "DATA",
@@ -1516,6 +1522,7 @@ export class SmtpSession {
     held: readonly RecipientFinal[],
     rows: AuditEvent[],
     detail: Record<string, string | number | boolean | null>,
+    inspected: Inspected,
   ): Promise<void> {
     const store = this.#ctx.approvals ?? null;
     const groups = [
@@ -1546,7 +1553,7 @@ export class SmtpSession {
       );
       return;
     }
-    const holding = this.#holdPlaced(store, tx, held, rows, detail, groups, refuse);
+    const holding = this.#holdPlaced(store, tx, held, rows, detail, inspected, groups, refuse);
     this.#ctx.holds.add(holding);
     try {
       await holding;
@@ -1563,6 +1570,7 @@ export class SmtpSession {
     held: readonly RecipientFinal[],
     rows: AuditEvent[],
     detail: Record<string, string | number | boolean | null>,
+    inspected: Inspected,
     groups: readonly string[],
     refuse: () => void,
   ): Promise<void> {
@@ -1625,6 +1633,7 @@ export class SmtpSession {
             tx.recipients.map((r) => r.address),
             message,
             typeof detail["hasAttachment"] === "boolean" ? detail["hasAttachment"] : null,
+            inspected,
           ),
         },
         { name: first.rule ?? "", index: first.ruleIndex, groups },

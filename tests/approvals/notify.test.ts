@@ -22,6 +22,7 @@ import {
   attachmentsShown,
   buildPreview,
   MORE_TEXT,
+  PREVIEW_ATTACHMENTS,
   PREVIEW_LINE_CHARS,
   PREVIEW_LINES,
 } from "../../src/approvals/preview.ts";
@@ -31,6 +32,7 @@ import { parseConfig } from "../../src/config/index.ts";
 import { decodeEncodedWords } from "../../src/mail/encoded-words.ts";
 import { parseHeaderFields } from "../../src/mail/headers.ts";
 import { clean } from "../../src/mail/index.ts";
+import { MessageInspector } from "../../src/smtp/inspect.ts";
 import { SealedStore } from "../../src/state/store.ts";
 
 const MESSAGE = Buffer.from(
@@ -128,6 +130,50 @@ describe("the approver's notice", () => {
     const preview = (hasAttachment: boolean | null) => buildPreview("a@x.test", ["b@x.test"], named, hasAttachment);
     expect(attachmentsShown(preview(null), (n) => n)).toBe("notes.txt; unknown: the message's parts could not be read");
     expect(attachmentsShown(preview(false), (n) => n)).toBe("notes.txt");
+  });
+
+  test("attachments as the inspector read them: a decoy name cannot hide a continued name or a late part", () => {
+    // What the SMTP session passes: the inspector's facts of the same bytes.
+    const preview = (raw: string) => {
+      const message = Buffer.from(raw, "latin1");
+      const inspector = new MessageInspector();
+      for (let i = 0; i < message.length; i += 1000) inspector.write(message.subarray(i, i + 1000));
+      const facts = inspector.finish();
+      return buildPreview("a@x.test", ["b@x.test"], message, facts.hasAttachment ?? null, {
+        names: facts.attachments,
+        complete: facts.attachmentsComplete,
+      });
+    };
+    const part = (headers: string, body = "UEsDBA==") => `--b\r\n${headers}\r\n\r\n${body}\r\n`;
+    const decoy = part('Content-Type: image/jpeg\r\nContent-Disposition: attachment; filename="holiday.jpg"');
+    const head = "Subject: s\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n";
+    // A name in RFC 2231 sections, which a scan for `filename="` does not read.
+    const continued = part(
+      'Content-Type: text/csv\r\nContent-Disposition: attachment; filename*0="customer-db"; filename*1=".csv"',
+    );
+    expect(attachmentsShown(preview(`${head}${decoy}${continued}--b--\r\n`), (n) => n)).toBe(
+      "holiday.jpg, customer-db.csv",
+    );
+    // A part past the 256 KiB the text scan reads.
+    const late = part('Content-Type: application/zip; name="customer-db.zip"', "A".repeat(300 * 1024));
+    expect(attachmentsShown(preview(`${head}${decoy}${late}--b--\r\n`), (n) => n)).toBe("holiday.jpg, customer-db.zip");
+    // A part without a name is counted; a body that writes filename= is not an attachment.
+    const unnamed = part("Content-Type: application/pdf");
+    const text = part("Content-Type: text/plain", 'see filename="fake.txt"');
+    expect(attachmentsShown(preview(`${head}${text}${unnamed}--b--\r\n`), (n) => n)).toBe("1 without a file name");
+    expect(attachmentsShown(preview(`${head}${decoy}${unnamed}--b--\r\n`), (n) => n)).toBe("holiday.jpg; and 1 more");
+    expect(attachmentsShown(preview(`${head}${text}--b--\r\n`), (n) => n)).toBe("none");
+    // Past PREVIEW_ATTACHMENTS names, the rest are counted.
+    const many = Array.from({ length: PREVIEW_ATTACHMENTS + 2 }, (_, i) =>
+      part(`Content-Type: application/pdf; name="f${i}.pdf"`),
+    ).join("");
+    const shownMany = attachmentsShown(preview(`${head}${many}--b--\r\n`), (n) => n);
+    expect(shownMany).toEndWith(`f${PREVIEW_ATTACHMENTS - 1}.pdf; and 2 more`);
+    // A structure read only in part says so beside what was found.
+    const ambiguous = `${head}${decoy}--bjunk\r\n${unnamed}--b--\r\n`;
+    expect(attachmentsShown(preview(ambiguous), (n) => n)).toMatch(
+      /^holiday\.jpg.*; possibly more: the message's parts could not all be read$/,
+    );
   });
 
   test("text past the shown lines is announced; a short text is not", () => {

@@ -5,6 +5,7 @@
 
 import { describe, expect, test } from "bun:test";
 import {
+  attachmentName,
   decodeEncodedWords,
   defaultPartType,
   delimiterOf,
@@ -13,6 +14,7 @@ import {
   MAX_ADDRESS_FIELD_CHARS,
   MAX_BOUNDARY_LENGTH,
   mailboxProblem,
+  parameterValue,
   parseHeaderFields,
   parseParameterized,
   readBoundaryLine,
@@ -166,6 +168,29 @@ describe("MIME parameters and attachments", () => {
     expect(p.value).toBe("multipart/mixed");
     expect(p.params.get("boundary")).toBe('a;b"c');
     expect(p.params.get("name*0*")).toBe("utf-8''a");
+  });
+
+  test("a file name in every RFC 2231 form: plain, encoded word, extended, continued (§3, §4, §4.1)", () => {
+    const value = (params: string, name = "filename") =>
+      parameterValue(parseParameterized(`attachment; ${params}`).params, name);
+    expect(value('filename="q3.xlsx"')).toBe("q3.xlsx");
+    expect(value('filename="=?UTF-8?B?w7xiZXIucGRm?="')).toBe("\u00fcber.pdf");
+    expect(value("filename*=utf-8''%C3%BCber.pdf")).toBe("\u00fcber.pdf");
+    expect(value("filename*=iso-8859-1'de'%FCber.pdf")).toBe("\u00fcber.pdf");
+    expect(value('filename*0="customer-db"; filename*1=".csv"')).toBe("customer-db.csv");
+    expect(value("filename*0*=utf-8''%C3%BC; filename*1=ber; filename*2*=.pd%66")).toBe("\u00fcber.pdf");
+    // Sections read from 0 while they go on; a gap ends the name.
+    expect(value('filename*0="a"; filename*2="c"')).toBe("a");
+    expect(value('filename*1="b"')).toBeUndefined();
+    expect(value("filename*=x-unknown-charset''abc")).toBeUndefined();
+    expect(value("filename*=no-quotes")).toBeUndefined();
+    expect(value("filename=\"plain\"; filename*=utf-8''other")).toBe("plain");
+    const entity = (fields: string) => entityOf(parseHeaderFields(section(fields))!)!;
+    expect(attachmentName(entity('Content-Type: application/pdf; name*0="se"; name*1="cret.pdf"'))).toBe("secret.pdf");
+    expect(
+      attachmentName(entity('Content-Disposition: attachment; filename="a.pdf"\r\nContent-Type: x/y; name="b.pdf"')),
+    ).toBe("a.pdf");
+    expect(attachmentName(entity("Content-Type: application/pdf"))).toBeNull();
   });
 
   test("parameters that are not attribute=(token / quoted-string) are malformed, and so is the entity", () => {

@@ -927,6 +927,19 @@ describe('what approvers see (docs/approvals.md "What approvers see")', () => {
     expect(html).toContain(`Grüße ${m}\nbad \uFFFD octet`);
   });
 
+  test("attachments: every part the inspector read, names in RFC 2231 sections too, no decoy", async () => {
+    const m = marker();
+    const raw = Buffer.from(
+      `${head(m, `Subject: Holiday ${m}`)}Content-Type: multipart/mixed; boundary=b\r\n\r\n` +
+        `--b\r\n\r\nPhotos ${m}\r\n--b\r\nContent-Disposition: attachment; filename="holiday.jpg"\r\n\r\n/9j/\r\n` +
+        `--b\r\nContent-Type: text/csv\r\nContent-Disposition: attachment; filename*0="customer-db"; ` +
+        `filename*1=".csv"\r\n\r\nname,card\r\n--b--\r\n`,
+    );
+    const id = await holdRaw(`see-${m}@outside.example`, raw);
+    expect(await pageOf(id)).toContain("<dt>Attachments</dt><dd>holiday.jpg, customer-db.csv</dd>");
+    expect(await shown(id)).toContain("attachments: holiday.jpg, customer-db.csv");
+  });
+
   test("the page shows a bidirectional override or a control character as U+FFFD, as the notices do", async () => {
     const m = marker();
     const raw = Buffer.from(

@@ -102,13 +102,19 @@ afterAll(async () => {
 const ALICE = () => upstreams().users[0]!.user;
 
 /** Sends one message through the proxy as alice; returns the held id. */
-async function sendHeld(port: number, recipients: string[], subject: string, body: string): Promise<string> {
+async function sendHeld(
+  port: number,
+  recipients: string[],
+  subject: string,
+  body: string,
+  headers: Record<string, string> = {},
+): Promise<string> {
   const c = await loggedIn(port);
   try {
     expect((await c.command(`MAIL FROM:<${ALICE()}>`)).code).toBe(250);
     for (const r of recipients) expect((await c.command(`RCPT TO:<${r}>`)).code).toBe(250);
     expect((await c.command("DATA")).code).toBe(354);
-    c.write(dataPayload(message({ From: ALICE(), To: recipients.join(", "), Subject: subject }, body)));
+    c.write(dataPayload(message({ From: ALICE(), To: recipients.join(", "), Subject: subject, ...headers }, body)));
     const r = await c.reply();
     expect(r.code).toBe(250);
     const m = /^2\.0\.0 Held for approval as ([0-9a-f]{32})$/.exec(r.lines.join(" "));
@@ -153,7 +159,10 @@ describe("approvers' notices", () => {
     const body =
       `--b\nContent-Type: text/plain\n\nHello ${m}\nsecond line\n--b\n` +
       `Content-Type: application/pdf\nContent-Disposition: attachment; filename="report-${m}.pdf"\n\nJVBERi0=\n--b--\n`;
-    const id = await sendHeld(main.proxy.port, [inside, outside], `approval ${m}`, body);
+    const id = await sendHeld(main.proxy.port, [inside, outside], `approval ${m}`, body, {
+      "MIME-Version": "1.0",
+      "Content-Type": "multipart/mixed; boundary=b",
+    });
     const notices = await waitFor("notices", () => sinkNotices(id), 2);
     await Bun.sleep(1000);
     // boss is in both groups: one notice each, not two.
