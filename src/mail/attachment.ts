@@ -114,13 +114,16 @@ export interface ParameterizedValue {
   readonly value: string;
   /** False when the value itself held a quoted string (`"multipart/mixed"`, `x"; a="b`): not a token. */
   readonly valueUnquoted: boolean;
-  /** Lower-cased names; RFC 2231 sections (`filename*0*`) are kept as separate names; the first of a name wins. */
+  /**
+   * Lower-cased names; RFC 2231 forms and sections (`filename*`, `filename*0*`) are separate names. A name given
+   * twice makes the value malformed.
+   */
   readonly params: ReadonlyMap<string, string>;
   /**
    * True when the parameters do not follow `*(";" attribute "=" (token / quoted-string))` exactly, comments and
    * white space aside, or a quoted string or comment is not closed: `boundary=a b`, `boundary=a"b"`,
-   * `boundary="b" junk`. Readers disagree on what such a value is (one stops at the space, another keeps it), so
-   * the entity is not known (`entityOf`).
+   * `boundary="b" junk`, or a name is given twice. Readers disagree on what such a value is (one stops at the
+   * space, another keeps it; one takes the first of two, another the last), so the entity is not known (`entityOf`).
    */
   readonly malformed: boolean;
 }
@@ -225,7 +228,13 @@ export function parseParameterized(text: string): ParameterizedValue {
       malformed = true;
       break;
     }
-    if (!params.has(name)) params.set(name, paramValue);
+    // A name given twice (`boundary="a"; boundary="b"`): Dovecot takes the first, other readers the last, so the
+    // entity is not known, as for any parameter readers read differently.
+    if (params.has(name)) {
+      malformed = true;
+      break;
+    }
+    params.set(name, paramValue);
   }
   // ASCII letters only (asciiLowerCase): a type or disposition with a character that is not ASCII must stay one that
   // is not a token (`entityOf` then reads the entity as unknown).

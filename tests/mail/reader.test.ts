@@ -163,11 +163,18 @@ describe("envelope mailboxes", () => {
 });
 
 describe("MIME parameters and attachments", () => {
-  test("parameters: quoted strings, comments, RFC 2231 sections, first of a name wins", () => {
-    const p = parseParameterized('Multipart/Mixed (c) ; boundary="a;b\\"c" (x); name*0*=utf-8\'\'a; Boundary=z');
+  test("parameters: quoted strings, comments, RFC 2231 sections; a name given twice is malformed", () => {
+    const p = parseParameterized('Multipart/Mixed (c) ; boundary="a;b\\"c" (x); name*0*=utf-8\'\'a; name="b"');
     expect(p.value).toBe("multipart/mixed");
+    expect(p.malformed).toBe(false);
     expect(p.params.get("boundary")).toBe('a;b"c');
     expect(p.params.get("name*0*")).toBe("utf-8''a");
+    expect(p.params.get("name")).toBe("b");
+    // Dovecot reads the first boundary, other readers the last: not known.
+    for (const twice of ['multipart/mixed; boundary="a"; Boundary=z', "text/plain; charset=utf-8; charset=latin1"]) {
+      expect(parseParameterized(twice).malformed).toBe(true);
+      expect(entityOf(parseHeaderFields(section(`Content-Type: ${twice}`))!)).toBeNull();
+    }
   });
 
   test("a file name in every RFC 2231 form: plain, encoded word, extended, continued (§3, §4, §4.1)", () => {

@@ -242,6 +242,15 @@ describe("has_attachment", () => {
     ).toBeUndefined();
   });
 
+  test("a boundary given twice is unknown, in either order: readers split on different ones", () => {
+    // Split on "a", the PDF is a part; split on "b", there is only text.
+    const body = "--a\nContent-Type: application/pdf\n\nJVBER\n--a--\n";
+    for (const params of ['boundary="a"; boundary="b"', 'boundary="b"; boundary="a"']) {
+      expect(facts(`Content-Type: multipart/mixed; ${params}\n\n${body}`).hasAttachment).toBeUndefined();
+    }
+    expect(facts(`Content-Type: multipart/mixed; boundary="a"\n\n${body}`).hasAttachment).toBe(true);
+  });
+
   test(`MAX_MIME_PARTS (${MAX_MIME_PARTS}) parts are read; one more leaves it unknown`, () => {
     const part = "Content-Type: text/plain\n\nx";
     expect(facts(multipart(Array(MAX_MIME_PARTS).fill(part))).hasAttachment).toBe(false);
