@@ -316,6 +316,9 @@ function mergeBySubject(roots: Container[]): Container[] {
   }
   // (5.C) Merge the others into it.
   const out = [...roots];
+  // Where each root stands in `out`, for the one a placeholder takes the place of (found once per base subject).
+  const place = new Map<Container, number>();
+  for (let i = 0; i < roots.length; i++) place.set(roots[i]!, i);
   const drop = new Set<Container>();
   for (const c of roots) {
     // Already merged below another (a table entry a placeholder took over).
@@ -334,7 +337,7 @@ function mergeBySubject(roots: Container[]): Container[] {
       link(old, c);
     } else {
       const dummy: Container = { item: null, parent: null, children: [] };
-      out[out.indexOf(old)] = dummy;
+      out[place.get(old)!] = dummy;
       link(dummy, old);
       link(dummy, c);
       subjects.set(s, dummy);
