@@ -95,7 +95,10 @@ export function buildPreview(
     subject: subject === null ? null : subject.slice(0, PREVIEW_LINE_CHARS),
     ...(unread === null ? {} : { subjectUnread: unread }),
     size: message.length,
-    attachments: attachments.map((name) => name.slice(0, PREVIEW_LINE_CHARS)),
+    // A name cut here says so: what follows the cut (`.exe`) is what the approver must not miss.
+    attachments: attachments.map((name) =>
+      name.length > PREVIEW_LINE_CHARS ? `${name.slice(0, PREVIEW_LINE_CHARS)}… (name cut)` : name,
+    ),
     hasAttachment,
     ...(inspected === undefined
       ? {}

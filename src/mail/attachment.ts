@@ -32,71 +32,96 @@ export function hasParam(params: ReadonlyMap<string, string>, base: string): boo
   return false;
 }
 
-/** Sections of one RFC 2231 continued parameter read; a name continued further is cut there. */
-const MAX_NAME_SECTIONS = 64;
+/** Sections of one RFC 2231 continued parameter read; a parameter continued over more cannot be read. */
+export const MAX_NAME_SECTIONS = 64;
+/** Octets of a parameter's value once decoded (a file name); a longer one cannot be read. */
+export const MAX_PARAMETER_OCTETS = 1024;
 
 type Label = ConstructorParameters<typeof TextDecoder>[0];
 
-/** Octets of `%XX`-encoded text (RFC 2231 §4) as a byte array; other characters stand for their own code. */
-function percentDecoded(text: string): Uint8Array {
-  return new Uint8Array(
-    Buffer.from(
-      text.replace(/%([0-9A-Fa-f]{2})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16))),
-      "latin1",
-    ),
+/** Octets of `%XX`-encoded text (RFC 2231 §4); other characters stand for their own code. */
+function percentDecoded(text: string): Buffer {
+  return Buffer.from(
+    text.replace(/%([0-9A-Fa-f]{2})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16))),
+    "latin1",
   );
 }
 
 /**
- * The value of parameter `base` in any RFC 2231 form: `base` (RFC 2047 encoded words decoded, as readers do for
- * file names), `base*` (`charset'language'%XX`), or continued over sections `base*0`, `base*1*`, ... (§3, §4.1),
- * in order from 0 while they go on. Undefined when absent, or when its charset is unknown to the runtime.
+ * The value of parameter `base` as mail clients read it (RFC 2231): the extended form `base*`
+ * (`charset'language'%XX`) first, then the sections `base*0`, `base*1*`, ... (§3, §4.1), then the plain `base`
+ * (RFC 2047 encoded words decoded, as clients do for file names). A client that understands RFC 2231 shows the
+ * extended or continued value when both are there, so that is what is read, never the plain one beside it.
+ * Undefined when the parameter is absent in every form; null when it is there but cannot be read the way every
+ * reader would: an unknown charset, sections with a gap or given twice (`base*1` and `base*1*`), more than
+ * MAX_NAME_SECTIONS sections, or more than MAX_PARAMETER_OCTETS octets.
  */
-export function parameterValue(params: ReadonlyMap<string, string>, base: string): string | undefined {
-  const plain = params.get(base);
-  if (plain !== undefined) return decodeEncodedWords(plain) ?? plain;
-  let charset: string | null = null;
-  let octets: number[] | null = null;
-  const extended = params.get(`${base}*`);
+export function parameterValue(params: ReadonlyMap<string, string>, base: string): string | null | undefined {
   const pieces: { text: string; encoded: boolean }[] = [];
-  if (extended !== undefined) pieces.push({ text: extended, encoded: true });
-  else {
-    for (let n = 0; n < MAX_NAME_SECTIONS; n++) {
+  const extended = params.get(`${base}*`);
+  // Every section, numbered or not as RFC 2231 §3 says (`base*00` is one too, and is never read: cannot be read).
+  let sections = 0;
+  for (const key of params.keys()) {
+    if (key.startsWith(`${base}*`) && /^\d+\*?$/.test(key.slice(base.length + 1))) sections++;
+  }
+  if (extended !== undefined) {
+    // Both forms at once: readers pick either.
+    if (sections > 0) return null;
+    pieces.push({ text: extended, encoded: true });
+  } else {
+    if (sections > MAX_NAME_SECTIONS) return null;
+    for (let n = 0; n < sections; n++) {
       const raw = params.get(`${base}*${n}`);
       const encoded = params.get(`${base}*${n}*`);
       if (raw === undefined && encoded === undefined) break;
+      if (raw !== undefined && encoded !== undefined) return null;
       pieces.push(raw !== undefined ? { text: raw, encoded: false } : { text: encoded!, encoded: true });
     }
+    if (pieces.length !== sections) return null;
   }
-  if (pieces.length === 0) return undefined;
-  octets = [];
+  if (pieces.length === 0) {
+    const plain = params.get(base);
+    if (plain === undefined) return undefined;
+    if (plain.length > MAX_PARAMETER_OCTETS) return null;
+    return decodeEncodedWords(plain) ?? plain;
+  }
+  let raw = 0;
+  for (const p of pieces) raw += p.text.length;
+  // Percent-encoding takes three characters an octet, charset'language' aside: what cannot fit is not decoded.
+  if (raw > 3 * MAX_PARAMETER_OCTETS + 200) return null;
+  let charset: string | null = null;
+  const octets: Buffer[] = [];
   for (let i = 0; i < pieces.length; i++) {
     let { text } = pieces[i]!;
     const { encoded } = pieces[i]!;
     if (i === 0 && encoded) {
       // The first encoded section starts with charset'language' (§4, §4.1).
       const m = /^([^']*)'[^']*'(.*)$/s.exec(text);
-      if (m === null) return undefined;
+      if (m === null) return null;
       charset = m[1]!;
       text = m[2]!;
     }
-    if (encoded) octets.push(...percentDecoded(text));
-    else octets.push(...Buffer.from(text, "utf8"));
+    octets.push(encoded ? percentDecoded(text) : Buffer.from(text, "utf8"));
   }
+  const all = Buffer.concat(octets);
+  if (all.length > MAX_PARAMETER_OCTETS) return null;
   try {
     const label = charset === null || charset === "" || charset.toLowerCase() === "us-ascii" ? "utf-8" : charset;
-    return new TextDecoder(label as Label).decode(new Uint8Array(octets));
+    return new TextDecoder(label as Label).decode(all);
   } catch {
-    return undefined;
+    return null;
   }
 }
 
 /**
- * An attachment's file name as mail clients show it: Content-Disposition `filename`, else Content-Type `name`, in
- * any RFC 2231 form (`parameterValue`); null when it has none that can be read.
+ * An attachment's file name as mail clients show it: Content-Disposition `filename` in any form
+ * (`parameterValue`), else Content-Type `name`; null when it has none, or one that cannot be read. A `filename`
+ * that cannot be read is not replaced by the `name` beside it: a client may show either.
  */
 export function attachmentName(entity: MimeEntity): string | null {
-  return parameterValue(entity.dispositionParams, "filename") ?? parameterValue(entity.typeParams, "name") ?? null;
+  const filename = parameterValue(entity.dispositionParams, "filename");
+  if (filename !== undefined) return filename;
+  return parameterValue(entity.typeParams, "name") ?? null;
 }
 
 /** Whether one non-multipart entity is an attachment. */

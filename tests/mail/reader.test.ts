@@ -4,6 +4,7 @@
  */
 
 import { describe, expect, test } from "bun:test";
+import { MAX_NAME_SECTIONS, MAX_PARAMETER_OCTETS } from "../../src/mail/attachment.ts";
 import {
   attachmentName,
   decodeEncodedWords,
@@ -186,18 +187,36 @@ describe("MIME parameters and attachments", () => {
     expect(value("filename*=iso-8859-1'de'%FCber.pdf")).toBe("\u00fcber.pdf");
     expect(value('filename*0="customer-db"; filename*1=".csv"')).toBe("customer-db.csv");
     expect(value("filename*0*=utf-8''%C3%BC; filename*1=ber; filename*2*=.pd%66")).toBe("\u00fcber.pdf");
-    // Sections read from 0 while they go on; a gap ends the name.
-    expect(value('filename*0="a"; filename*2="c"')).toBe("a");
-    expect(value('filename*1="b"')).toBeUndefined();
-    expect(value("filename*=x-unknown-charset''abc")).toBeUndefined();
-    expect(value("filename*=no-quotes")).toBeUndefined();
-    expect(value("filename=\"plain\"; filename*=utf-8''other")).toBe("plain");
+    // The extended or continued form wins over the plain one beside it, as clients that read RFC 2231 show it.
+    expect(value(`filename="holiday.jpg"; filename*=utf-8''customer-db.csv`)).toBe("customer-db.csv");
+    expect(value('filename="holiday.jpg"; filename*0="customer"; filename*1="-db.csv"')).toBe("customer-db.csv");
+    // What readers could read differently cannot be read (null); absent is undefined.
+    expect(value('filename*0="a"; filename*2="c"')).toBeNull();
+    expect(value('filename*1="b"')).toBeNull();
+    expect(value(`filename*0="a"; filename*0*=utf-8''b`)).toBeNull();
+    expect(value(`filename*=utf-8''a; filename*0="b"`)).toBeNull();
+    expect(value('filename*00="a"')).toBeNull();
+    expect(value("filename*=x-unknown-charset''abc")).toBeNull();
+    expect(value("filename*=no-quotes")).toBeNull();
+    expect(value('name="x"')).toBeUndefined();
+    // At most MAX_NAME_SECTIONS sections and MAX_PARAMETER_OCTETS octets; past either, not read (and never thrown).
+    const sections = (n: number) => Array.from({ length: n }, (_, i) => `filename*${i}="a"`).join("; ");
+    expect(value(sections(MAX_NAME_SECTIONS))).toBe("a".repeat(MAX_NAME_SECTIONS));
+    expect(value(sections(MAX_NAME_SECTIONS + 1))).toBeNull();
+    expect(value(`filename*=utf-8''${"a".repeat(MAX_PARAMETER_OCTETS)}`)).toBe("a".repeat(MAX_PARAMETER_OCTETS));
+    expect(value(`filename*=utf-8''${"a".repeat(MAX_PARAMETER_OCTETS + 1)}`)).toBeNull();
+    expect(value(`filename*=utf-8''${"%61".repeat(MAX_PARAMETER_OCTETS)}`)).toBe("a".repeat(MAX_PARAMETER_OCTETS));
+    expect(value(`filename="${"a".repeat(MAX_PARAMETER_OCTETS + 1)}"`)).toBeNull();
+    expect(value(`filename*=utf-8''${"a".repeat(700_000)}`)).toBeNull();
     const entity = (fields: string) => entityOf(parseHeaderFields(section(fields))!)!;
     expect(attachmentName(entity('Content-Type: application/pdf; name*0="se"; name*1="cret.pdf"'))).toBe("secret.pdf");
     expect(
       attachmentName(entity('Content-Disposition: attachment; filename="a.pdf"\r\nContent-Type: x/y; name="b.pdf"')),
     ).toBe("a.pdf");
     expect(attachmentName(entity("Content-Type: application/pdf"))).toBeNull();
+    // A filename that cannot be read is not replaced by the name beside it (a client may show either).
+    const bad = `Content-Disposition: attachment; filename*=x-bad''a.exe\r\nContent-Type: x/y; name="b.pdf"`;
+    expect(attachmentName(entity(bad))).toBeNull();
   });
 
   test("parameters that are not attribute=(token / quoted-string) are malformed, and so is the entity", () => {
