@@ -657,7 +657,7 @@ export class SmtpSession {
     }
     const known = verb === "MAIL" || verb === "RCPT" || verb === "DATA" || BEFORE_AUTH.has(verb);
     if (!known) {
-      this.#unreadDuringTransaction(`(an unrecognized command: ${JSON.stringify(line.slice(0, 40))})`);
+      this.#unreadDuringTransaction(`(an unrecognized command of ${line.length} characters)`);
       this.#refused("(command)", null, `unrecognized command (${line.length} characters)`);
       this.#send(reply(500, "5.5.2", "Command unrecognized"));
       return undefined;

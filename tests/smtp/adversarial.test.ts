@@ -299,6 +299,24 @@ describe("refusals that need no rule have their row (docs/audit.md)", () => {
     for (const r of rows.slice(7)) expect(r.operation).toBe("mail:send");
   });
 
+  test("a credential sent out of turn in a transaction reaches neither a row nor the DATA reply", async () => {
+    const m = marker();
+    const secret = Buffer.from(`\0alice\0hunter2-${m}`).toString("base64");
+    const c = await loggedIn(p.port);
+    expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+    expect((await c.command(`RCPT TO:<ok-${m}@corp.test>`)).code).toBe(250);
+    expect((await c.command("AUTH PLAIN")).code).toBe(503);
+    expect((await c.command(secret)).code).toBe(500);
+    const data = await c.command("DATA");
+    expect(data.raw).toStartWith("554 5.5.4");
+    expect(data.raw).toContain(`an unrecognized command of ${secret.length} characters`);
+    expect(data.raw).not.toContain(secret.slice(0, 12));
+    c.close();
+    const rows = JSON.stringify(await p.rows());
+    expect(rows).not.toContain(secret.slice(0, 12));
+    expect(rows).toContain(`unrecognized command (${secret.length} characters)`);
+  });
+
   test("MAIL before login, and a command line with a bare LF: a row each", async () => {
     const before = (await p.rows()).length;
     const c = await RawClient.connect(p.port);
