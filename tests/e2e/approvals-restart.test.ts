@@ -6,7 +6,7 @@
  */
 
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "../../scripts/upstreams/ports.ts";
@@ -137,6 +137,45 @@ function withStore<T>(f: (store: ApprovalStore) => T): T {
 }
 
 describe("held messages across a restart", () => {
+  test("a state database that only counts quotas is not taken for one with held messages, at each start", async () => {
+    const quotaDir = mkdtempSync(join(tmpdir(), "mg-quotas-only-"));
+    try {
+      const file = join(quotaDir, "mailgator.toml");
+      writeFileSync(
+        file,
+        `${smtpListener()}identities = ["${SENDER}"]
+
+[audit]
+path = "${join(quotaDir, "audit.db")}"
+
+[state]
+path = "${join(quotaDir, "state.db")}"
+secrets_file = "${join(quotaDir, "secrets.key")}"
+
+[[quotas]]
+name = "Default"
+sends_per_day = 200
+
+[[rules]]
+name = "Outside"
+operations = ["send"]
+action = "allow"
+`,
+      );
+      for (let run = 0; run < 2; run++) {
+        const served = serveChild(file);
+        await served.port("SMTP");
+        await stop(served);
+        expect(served.logs()).not.toContain("cannot look for held messages");
+        expect(served.logs()).not.toContain("held under an earlier config");
+      }
+      expect(existsSync(join(quotaDir, "state.db"))).toBe(true);
+      expect(existsSync(join(quotaDir, "secrets.key"))).toBe(false);
+    } finally {
+      rmSync(quotaDir, { recursive: true, force: true });
+    }
+  });
+
   test("a link left used by a decision the process never finished is given back at the next start", async () => {
     const token = uniqueToken("link");
     let served = await start("ask");

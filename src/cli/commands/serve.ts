@@ -3,6 +3,7 @@
  * the config and TLS files (docs/operations.md "Reload").
  */
 
+import { Database } from "bun:sqlite";
 import { existsSync, rmSync } from "node:fs";
 import { dirname } from "node:path";
 
@@ -271,14 +272,19 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
     // "When no rule asks any more").
     let opened: SealedStore | null = null;
     try {
-      opened =
-        state ??
-        SealedStore.open(config.state.path, { secretsFile: config.state.secretsFile, env: ctx.env, create: false });
-      if (opened === null) throw new Error("it does not exist");
-      const store = new ApprovalStore(opened);
-      const waiting = store.list().filter((r) => r.state === "held" || r.state === "sending").length;
-      if (waiting === 0) {
-        if (opened !== state) opened.close();
+      // Looked for first without the sealed store, which would migrate the file and want the secrets key: a state
+      // database that only counts quotas has neither approvals nor a key.
+      if (state !== null || heldWaiting(config.state.path) > 0) {
+        opened =
+          state ??
+          SealedStore.open(config.state.path, { secretsFile: config.state.secretsFile, env: ctx.env, create: false });
+        if (opened === null) throw new Error("it does not exist");
+      }
+      const store = opened === null ? null : new ApprovalStore(opened);
+      const waiting =
+        store === null ? 0 : store.list().filter((r) => r.state === "held" || r.state === "sending").length;
+      if (store === null || opened === null || waiting === 0) {
+        if (opened !== null && opened !== state) opened.close();
       } else {
         state = opened;
         log.warn(
@@ -574,6 +580,23 @@ export function reload(
     warnings,
     sessionsEnded,
   };
+}
+
+/**
+ * Messages held or being sent in the approvals of the state database at `path`, read without the sealed store
+ * (src/state/store.ts): 0 when the file has no approvals at all.
+ */
+function heldWaiting(path: string): number {
+  const db = new Database(path, { readonly: true });
+  try {
+    if (db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'approvals'").get() === null) return 0;
+    const row = db.query("SELECT count(*) AS n FROM approvals WHERE state IN ('held', 'sending')").get() as {
+      n: number;
+    };
+    return row.n;
+  } finally {
+    db.close();
+  }
 }
 
 /** Whether serve opens the state database for this config: OAuth2 accounts, `[[quotas]]`, rules that ask. */
