@@ -50,7 +50,7 @@ function stateSentence(row: ApprovalRow): string {
     case "sending":
       return "This message was approved and is being sent.";
     case "failed":
-      return `This message was approved, but the upstream server refused it: ${row.upstreamReply ?? ""}`;
+      return `This message was approved, but the upstream server refused it: ${clean(row.upstreamReply ?? "")}`;
     case "denied":
       return `This message was already denied${row.decidedBy ? ` by ${row.decidedBy}` : ""}; it was discarded.`;
     case "expired":
@@ -241,7 +241,7 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
       return page(
         502,
         "Approved, not sent",
-        `<p>The upstream server refused it: ${html(result.reply)}</p>${unrecorded}`,
+        `<p>The upstream server refused it: ${shown(result.reply)}</p>${unrecorded}`,
       );
     if (result.outcome === "refused" && result.state === "expired")
       return page(410, "Expired", "<p>This message expired before anyone decided; it was discarded.</p>");

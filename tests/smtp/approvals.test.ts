@@ -940,6 +940,19 @@ describe('what approvers see (docs/approvals.md "What approvers see")', () => {
     expect(await shown(id)).toContain("attachments: holiday.jpg, customer-db.csv");
   });
 
+  test("the upstream's refusal on the page of a decided message is cleaned too", async () => {
+    const m = marker();
+    const id = await holdRaw(`see-${m}@outside.example`, Buffer.from(`${head(m, `Subject: r ${m}`)}\r\nhi\r\n`));
+    const token = store.token(store.row(id)!);
+    store.state.db.query("UPDATE approvals SET state = 'sending' WHERE id = ?").run(id);
+    store.sent(id, false, `550 5.7.1 \u202eno\x1b[2K ${m}`);
+    const r = await approvalPage(ctx).handle(new Request(`http://127.0.0.1:1/approvals/${id}?t=${token}`));
+    expect(r.status).toBe(409);
+    const html = await r.text();
+    expect(html).toContain(`upstream server refused it: 550 5.7.1 \uFFFDno\uFFFD[2K ${m}`);
+    expect(html).not.toContain("\u202e");
+  });
+
   test("the page shows a bidirectional override or a control character as U+FFFD, as the notices do", async () => {
     const m = marker();
     const raw = Buffer.from(
