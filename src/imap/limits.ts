@@ -56,6 +56,16 @@ export const SELECT_SEARCHES = 3;
 export const UPSTREAM_SET_RANGES = 1000;
 
 /**
+ * Octets of a FETCH, STORE, COPY or MOVE command in a filtered folder besides its message set, as it would go
+ * upstream: past it the command is refused (`NO [LIMIT]`) before anything goes upstream. The set a filtered
+ * folder's command carries upstream is longer where hidden messages lie between the agent's than where they were
+ * expunged (its ranges stop at each hidden one); with the rest of the command kept below this, the longest set
+ * (UPSTREAM_SET_RANGES ranges of 22 octets at most) still fits Dovecot's 64 KiB command line, so whether the
+ * command fits never depends on hidden messages (docs/protocol.md §3 "UID sets sent upstream").
+ */
+export const UPSTREAM_REST_OCTETS = 40 * 1024;
+
+/**
  * Sequence and UID sets in one SEARCH, SORT or THREAD, at any depth (commands/search.ts `upstreamCriteria`). The
  * sets among the keys that must all match are intersected range by range, whatever their number; each set inside
  * NOT or OR costs a walk of the messages it names, up to the whole view, so this bounds a command's work at a few

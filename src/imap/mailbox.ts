@@ -434,49 +434,6 @@ export class SelectedMailbox {
     return out;
   }
 
-  /**
-   * `upstreamSet` of the UIDs at the positions of `spans`, without listing them: null once it would need more than
-   * `maxRanges` ranges. A run of positions whose UIDs are adjacent in U is found by bisection (if the UID `d` places
-   * after a run's first lies `d` places after it in U too, every UID between is in the run, since V is a sorted
-   * part of U), so the cost follows the ranges made, not the messages named (`NOT 1:*` over 100,000 messages is one
-   * range of a few dozen steps). No range joins two spans: spans are merged when adjacent, so between two of them
-   * lies a message of V that was not asked for. An expunge not yet announced is in V but no longer in U: no run
-   * is searched across one, since beyond it the positions in V and U no longer correspond, and a hidden UID could
-   * stand in its place in U (the range would then cover it).
-   */
-  upstreamSetIn(spans: Spans, maxRanges: number): SeqRange[] | null {
-    const out: SeqRange[] = [];
-    // Positions in V of the expunges not yet announced, ascending (usually none).
-    const gone = this.pendingExpunges.map((uid) => this.v.indexOf(uid)).filter((p) => p !== -1);
-    gone.sort((a, b) => a - b);
-    let g = 0;
-    for (let i = 0; i < spans.length; i += 2) {
-      const last = spans[i + 1]!;
-      let k = spans[i]!;
-      while (k <= last) {
-        const start = this.v.get(k);
-        const pos = this.u.indexOf(start, this.known);
-        let end = k;
-        if (pos !== -1) {
-          // The highest `end` in [k, last], short of the next unannounced expunge, with U[pos + (end - k)] === V[end].
-          while (g < gone.length && gone[g]! <= k) g++;
-          let lo = k;
-          let hi = Math.min(last, k + (this.known - 1 - pos), g < gone.length ? gone[g]! - 1 : last);
-          while (lo < hi) {
-            const mid = lo + Math.ceil((hi - lo) / 2);
-            if (this.u.get(pos + (mid - k)) === this.v.get(mid)) lo = mid;
-            else hi = mid - 1;
-          }
-          end = lo;
-        }
-        if (out.length === maxRanges) return null;
-        out.push({ start, stop: this.v.get(end) });
-        k = end + 1;
-      }
-    }
-    return out;
-  }
-
   /** `upstreamSet(uids)` cut into sets of at most `ranges` ranges, one per upstream command, in UID order. */
   upstreamSets(uids: readonly number[], ranges = UPSTREAM_SET_RANGES): SeqRange[][] {
     const all = this.upstreamSet(uids);

@@ -74,11 +74,10 @@ function evaluate(box: SelectedMailbox, keys: readonly SearchKey[]): number[] {
   const { criteria, local } = upstreamCriteria(box, keys);
   const upstream: number[] = [];
   for (let i = 0; i < box.upstreamCount; i++) upstream.push(box.uidOf(i + 1));
-  // A UID set sent upstream covers no message hidden from the agent (docs/filtering.md "Commands").
+  // A UID set sent upstream is made of the view alone: each range from one of the agent's UIDs to another
+  // (hidden messages between are covered; the matches are confined to the view below).
   for (const k of criteria)
-    if (k.key === "UID")
-      for (const r of k.set)
-        expect(upstream.filter((u) => u >= r.start && u <= r.stop && !box.isVisible(u))).toEqual([]);
+    if (k.key === "UID") for (const r of k.set) expect(box.isVisible(r.start) && box.isVisible(r.stop)).toBe(true);
   const found = upstream.filter((uid) =>
     criteria.every((k) => {
       if (k.key === "ALL") return true;
@@ -134,19 +133,28 @@ describe("sets among the keys that must all match: intersected over the view", (
       { key: "SEQ", set: [{ start: 4, stop: 5 }] },
     ]);
     expect(none.criteria).toEqual([{ key: "NOT", operand: { key: "ALL" } }]);
-    // Every other message hidden: each visible one is a range of its own upstream.
+    // Every other message hidden: a span of the agent's is still one range upstream, hidden messages between
+    // covered, so that the set says nothing of them (it was one range per visible message before 2026-12-04).
     const odd = uids.filter((u) => u % 2 === 1);
     const scattered = new SelectedMailbox("INBOX", "INBOX", true, uids, new VisibleSet(odd, 5000));
-    const at = upstreamCriteria(scattered, [{ key: "SEQ", set: [{ start: 1, stop: UPSTREAM_SET_RANGES }] }]);
+    const one = upstreamCriteria(scattered, [{ key: "SEQ", set: [{ start: 1, stop: UPSTREAM_SET_RANGES + 1 }] }]);
+    expect(one).toEqual({
+      criteria: [{ key: "UID", set: [{ start: 1, stop: odd[UPSTREAM_SET_RANGES]! }] }],
+      local: null,
+    });
+    // The agent's own spans are what counts against UPSTREAM_SET_RANGES: at it, upstream; one more, local.
+    const spans = (n: number): SeqSet => Array.from({ length: n }, (_, i) => ({ start: 2 * i + 1, stop: 2 * i + 1 }));
+    const at = upstreamCriteria(scattered, [{ key: "SEQ", set: spans(UPSTREAM_SET_RANGES) }]);
     expect(at.local).toBeNull();
     expect(at.criteria).toEqual([
-      { key: "UID", set: odd.slice(0, UPSTREAM_SET_RANGES).map((u) => ({ start: u, stop: u })) },
+      {
+        key: "UID",
+        set: spans(UPSTREAM_SET_RANGES).map((r) => ({ start: odd[r.start - 1]!, stop: odd[r.start - 1]! })),
+      },
     ]);
-    const past = upstreamCriteria(scattered, [
-      { key: "SEQ", set: [{ start: 1, stop: UPSTREAM_SET_RANGES + 1 }] },
-      { key: "SEEN" },
-    ]);
-    expect(past).toEqual({ criteria: [{ key: "SEEN" }], local: [1, odd[UPSTREAM_SET_RANGES]!] });
+    const past = upstreamCriteria(scattered, [{ key: "SEQ", set: spans(UPSTREAM_SET_RANGES + 1) }, { key: "SEEN" }]);
+    expect(past.criteria).toEqual([{ key: "SEEN" }]);
+    expect(past.local).toHaveLength(2 * (UPSTREAM_SET_RANGES + 1));
   });
 
   test("unfiltered: up to UPSTREAM_SET_RANGES spans go upstream as UID ranges, whatever they hold", () => {

@@ -1,5 +1,4 @@
 import { describe, expect, test } from "bun:test";
-import { prngBelow } from "../../scripts/upstreams/seed.ts";
 import { probeTarget } from "../../src/imap/commands/shared.ts";
 import { PROBE_TARGET_CHARS } from "../../src/imap/limits.ts";
 import { SelectedMailbox } from "../../src/imap/mailbox.ts";
@@ -247,73 +246,24 @@ describe("a probe row's target (PROBE_TARGET_CHARS)", () => {
   });
 });
 
-describe("upstream sets of spans (sets inside NOT and OR, commands/search.ts)", () => {
-  test("the same ranges as listing the UIDs span by span, on random views; null past the budget", () => {
-    const random = prngBelow(7);
-    for (let round = 0; round < 3000; round++) {
-      const all: number[] = [];
-      const size = 1 + random(40);
-      for (let uid = 1 + random(3); all.length < size; uid += 1 + random(2)) all.push(uid);
-      const visible = all.filter(() => random(3) !== 0);
-      const box =
-        round % 3 === 0
-          ? new SelectedMailbox("INBOX", "INBOX", true, all)
-          : new SelectedMailbox("INBOX", "INBOX", true, all, new VisibleSet(visible, all.at(-1)!));
-      // Arrivals whose UIDs are not known yet, and expunges upstream not yet announced to the agent.
-      if (random(3) === 0) box.onExists(box.upstreamCount + 1 + random(3));
-      for (let e = random(4); e > 0; e--) if (box.upstreamCount > 0) box.onExpunge(1 + random(box.upstreamCount));
-      const count = box.agentCount;
-      if (count === 0) continue;
-      // Random merged spans of agent positions (0-based, inclusive pairs).
-      const spans: number[] = [];
-      for (let p = random(3); p < count; ) {
-        const end = Math.min(count - 1, p + random(8));
-        spans.push(p, end);
-        p = end + 2 + random(4);
-      }
-      // Span by span: listing them all at once could join two spans across an expunged message (harmless: it is
-      // gone upstream), which upstreamSetIn never does.
-      const expected: { start: number; stop: number }[] = [];
-      for (let i = 0; i < spans.length; i += 2) expected.push(...box.upstreamSet(box.uidsIn(spans.slice(i, i + 2))));
-      expect(box.upstreamSetIn(spans, expected.length)).toEqual(expected);
-      expect(box.upstreamSetIn(spans, expected.length + 5)).toEqual(expected);
-      if (expected.length > 0) expect(box.upstreamSetIn(spans, expected.length - 1)).toBeNull();
-      // No range covers a UID upstream that was not asked for (a hidden one above all).
-      const asked = new Set(box.uidsIn(spans));
-      const ranges = box.upstreamSetIn(spans, expected.length)!;
-      for (let p = 0; p < box.upstreamCount; p++) {
-        const uid = box.uidOf(p + 1);
-        if (uid !== 0 && !asked.has(uid)) expect(ranges.some((r) => r.start <= uid && uid <= r.stop)).toBe(false);
-      }
-    }
-  });
-
-  test("a run stops at an expunge not yet announced, where a hidden UID stands in its place upstream", () => {
-    // UIDs 1-6, UID 3 hidden; upstream expunges UID 2 (sequence 2), not yet told to the agent.
-    const box = new SelectedMailbox("INBOX", "INBOX", true, [1, 2, 3, 4, 5, 6], new VisibleSet([1, 2, 4, 5, 6], 6));
-    box.onExpunge(2);
-    expect(box.upstreamSetIn([0, 4], 10)).toEqual([
-      { start: 1, stop: 1 },
-      { start: 2, stop: 2 },
-      { start: 4, stop: 6 },
-    ]);
-  });
-
-  test("a span over 100,000 adjacent messages is one range; over a scattered view, the budget stops it early", () => {
-    const all = Array.from({ length: 100_000 }, (_, i) => i + 1);
-    const unfiltered = new SelectedMailbox("INBOX", "INBOX", true, all);
-    expect(unfiltered.upstreamSetIn([0, 99_999], 1)).toEqual([{ start: 1, stop: 100_000 }]);
-    const scattered = new SelectedMailbox(
+describe("UID ranges of spans (the sets a SEARCH, SORT or THREAD sends upstream, commands/search.ts)", () => {
+  test("one range per span, from its first UID to its last: the same whether hidden UIDs lie between or not", () => {
+    const visible = [1, 3, 5, 7, 9, 11];
+    const withHidden = new SelectedMailbox(
       "INBOX",
       "INBOX",
       true,
-      all,
-      new VisibleSet(
-        all.filter((u) => u % 2 === 0),
-        100_000,
-      ),
+      [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11],
+      new VisibleSet(visible, 11),
     );
-    expect(scattered.upstreamSetIn([0, 49_999], 1_000)).toBeNull();
-    expect(scattered.upstreamSetIn([0, 999], 1_000)).toHaveLength(1_000);
+    const expunged = new SelectedMailbox("INBOX", "INBOX", true, visible, new VisibleSet(visible, 11));
+    for (const spans of [
+      [0, 5],
+      [0, 1, 3, 4],
+      [2, 2],
+    ]) {
+      expect(withHidden.uidRangesOf(spans)).toEqual(expunged.uidRangesOf(spans));
+    }
+    expect(withHidden.uidRangesOf([0, 1, 3, 4])).toEqual([1, 3, 7, 9]);
   });
 });

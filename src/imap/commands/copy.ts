@@ -9,7 +9,15 @@ import { UPSTREAM_SET_RANGES } from "../limits.ts";
 import { Refusal } from "../refusal.ts";
 import type { Response, ResponseCode, SeqRange } from "../wire/index.ts";
 import type { CommandOf, Session, UpstreamStatus } from "./context.ts";
-import { agentFetch, auditProbe, forwardUntagged, passCode, target, visibleFolder } from "./shared.ts";
+import {
+  agentFetch,
+  auditProbe,
+  checkUpstreamRest,
+  forwardUntagged,
+  passCode,
+  target,
+  visibleFolder,
+} from "./shared.ts";
 
 export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): Promise<void> {
   const box = s.box!;
@@ -27,6 +35,7 @@ export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): P
   const dest = cmd.mailbox;
   const dp = visibleFolder(s, command, "mail:append", dest, new Refusal("NO", "TRYCREATE", "Mailbox does not exist"));
   const dd = s.require(command, "mail:append", dp, `${uids.length} messages`);
+  checkUpstreamRest(s, command, op, { name: cmd.name, uid: true, set: [], mailbox: dest });
   if (uids.length === 0) return s.tagged(cmd.tag, "OK", null, "No messages");
   await s.auditDurable({
     command,

@@ -11,6 +11,7 @@ import type { CommandOf, Session } from "./context.ts";
 import {
   agentFetch,
   auditProbe,
+  checkUpstreamRest,
   type FetchShape,
   forwardUntagged,
   messageCommandCode,
@@ -116,6 +117,9 @@ export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> 
     }
   }
   if (!cmd.items.some((i) => i.type === "UID")) items.push({ type: "UID" });
+  const modifier = cmd.changedSince === undefined ? {} : { changedSince: cmd.changedSince };
+  const upstream = { name: "FETCH", uid: true, items, macro: null, ...modifier } as const;
+  checkUpstreamRest(s, cmd.uid ? "UID FETCH" : "FETCH", "mail:read", { ...upstream, set: [] });
   if (cmd.items.some(readsContent)) chargeReads(s, cmd.uid ? "UID FETCH" : "FETCH", p, uids.length);
   const shape: FetchShape = { uid: uidAsked, rfc822, rfc822Text, bodyWhole, bodyText };
   // With mail:flag the fetch goes as asked, and a body item without PEEK sets \Seen upstream: a flag write like
@@ -154,8 +158,7 @@ export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> 
   };
   // One upstream command per UPSTREAM_SET_RANGES ranges (a filtered folder's UIDs are scattered).
   for (const set of uids.length > 0 ? box.upstreamSets(uids) : []) {
-    const modifier = cmd.changedSince === undefined ? {} : { changedSince: cmd.changedSince };
-    const st = await s.upstreamRun({ name: "FETCH", uid: true, set, items, macro: null, ...modifier }, onData);
+    const st = await s.upstreamRun({ ...upstream, set }, onData);
     if (st.status !== "OK") {
       await s.sync(cmd.uid);
       return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));

@@ -116,13 +116,18 @@ export function upstreamCriteria(
   const out = rest.map((k) => translateKey(box, k, budget));
   if (spans === null) return { criteria: out, local: null };
   if (spans.length === 0) return { criteria: [{ key: "NOT", operand: { key: "ALL" } }, ...out], local: null };
-  // The ranges upstream are found over U without listing the messages (`upstreamSetIn`): a run of the agent's
-  // messages with no hidden one between is one range, however long (in an unfiltered folder one per span, split
-  // only at an expunge not yet announced), so `UID SEARCH 5001:10000 BODY x` searches those 5,000 messages
-  // upstream, not all of them. More than UPSTREAM_SET_RANGES ranges stay local.
-  const set = box.upstreamSetIn(spans, UPSTREAM_SET_RANGES);
-  if (set !== null) return { criteria: [{ key: "UID", set }, ...out], local: null };
-  return { criteria: out.length === 0 ? [{ key: "ALL" }] : out, local: box.uidRangesOf(spans) };
+  // The top-level set goes upstream as the nested ones do: one UID range per span of the agent's view, from its
+  // first UID to its last (`uidRangesOf`), hidden messages between covered (every match is confined to the view,
+  // `visibleMatches`). A range broken at each hidden message, as before, made the command sent upstream longer
+  // where hidden messages lie between visible ones than where they were expunged: padded to Dovecot's line limit,
+  // a search then failed in one folder and not in the other (docs/protocol.md §3 "UID sets sent upstream"). More
+  // than UPSTREAM_SET_RANGES spans, which the agent's view alone decides, stay local.
+  const flat = box.uidRangesOf(spans);
+  if (flat.length / 2 > UPSTREAM_SET_RANGES)
+    return { criteria: out.length === 0 ? [{ key: "ALL" }] : out, local: flat };
+  const set: SeqRange[] = [];
+  for (let i = 0; i < flat.length; i += 2) set.push({ start: flat[i]!, stop: flat[i + 1]! });
+  return { criteria: [{ key: "UID", set }, ...out], local: null };
 }
 
 /**

@@ -8,12 +8,22 @@
 import type { Operation } from "../../policy/index.ts";
 import { PASSED_CODES } from "../capabilities.ts";
 import { messageFilter } from "../classify.ts";
-import { PROBE_TARGET_CHARS } from "../limits.ts";
+import { PROBE_TARGET_CHARS, UPSTREAM_REST_OCTETS } from "../limits.ts";
 import type { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
+import type { UpstreamCommand } from "../upstream.ts";
 import { withoutTimings } from "../upstream-text.ts";
 import { NO_HIDING_RULE } from "../view.ts";
-import type { FetchAttr, Response, ResponseCode, SeqSet, StatusItem } from "../wire/index.ts";
+import {
+  type Command,
+  Encoder,
+  type FetchAttr,
+  type Response,
+  type ResponseCode,
+  type SeqSet,
+  type StatusItem,
+  writeCommand,
+} from "../wire/index.ts";
 import type { Session } from "./context.ts";
 
 export const NONEXISTENT = new Refusal("NO", "NONEXISTENT", "Mailbox does not exist");
@@ -365,3 +375,32 @@ export async function safeExpunge(s: Session, within: readonly number[] | null):
   }
   return box.pendingExpunges.length - before;
 }
+
+/**
+ * Refuses (`NO [LIMIT]`, a deny row) a command of a filtered folder whose upstream form is longer than
+ * UPSTREAM_REST_OCTETS besides its message set: with the rest that long, whether the whole fits upstream's command
+ * line would depend on how many hidden messages break the set into ranges (docs/protocol.md §3). The length is the
+ * command's with a one-UID set: what the agent chose, the same whatever is hidden. An unfiltered folder has no hidden
+ * message to tell of.
+ */
+export function checkUpstreamRest(s: Session, command: string, operation: Operation, up: UpstreamCommand): void {
+  const box = s.box!;
+  if (box.visible === null) return;
+  const enc = new Encoder({ side: "client" });
+  writeCommand(enc, { ...up, set: ONE_UID, tag: "A" } as Command);
+  let octets = 0;
+  for (const round of enc.finish()) for (const part of round) octets += part.byteLength;
+  if (octets <= UPSTREAM_REST_OCTETS) return;
+  s.auditRow({
+    command,
+    operation,
+    folder: box.policyName,
+    decision: "deny",
+    rule: null,
+    ruleIndex: null,
+    reason: `command of ${octets} octets besides its message set (limit ${UPSTREAM_REST_OCTETS} in a filtered folder)`,
+  });
+  throw new Refusal("NO", "LIMIT", `Command too long (limit ${UPSTREAM_REST_OCTETS} octets besides its message set)`);
+}
+
+const ONE_UID: SeqSet = [{ start: 1, stop: 1 }];

@@ -5,6 +5,7 @@ import type { CommandOf, Session } from "./context.ts";
 import {
   agentFetch,
   auditProbe,
+  checkUpstreamRest,
   type FetchShape,
   forwardUntagged,
   messageCommandCode,
@@ -28,6 +29,16 @@ export async function store(s: Session, cmd: CommandOf<"STORE">): Promise<void> 
   if (cmd.action === "set" || others) d = s.require(command, "mail:flag", p, `${uids.length} messages`);
   if (cmd.action === "set" || deleted) d = s.require(command, "mail:delete", p, `${uids.length} messages`);
   if (d === null) d = s.require(command, "mail:flag", p, `${uids.length} messages`);
+  const modifier = cmd.unchangedSince === undefined ? {} : { unchangedSince: cmd.unchangedSince };
+  const upstream = {
+    name: "STORE",
+    uid: true,
+    action: cmd.action,
+    silent: cmd.silent,
+    flags: cmd.flags,
+    ...modifier,
+  } as const;
+  checkUpstreamRest(s, command, deleted ? "mail:delete" : "mail:flag", { ...upstream, set: [] });
   // The messages a conditional STORE left unchanged, as UIDs: upstream's `[MODIFIED]` of each UID STORE.
   const modified: number[] = [];
   if (uids.length > 0) {
@@ -43,17 +54,13 @@ export async function store(s: Session, cmd: CommandOf<"STORE">): Promise<void> 
       count: uids.length,
     });
     const shape: FetchShape = { uid: cmd.uid, rfc822: false, rfc822Text: false, bodyWhole: false, bodyText: false };
-    const modifier = cmd.unchangedSince === undefined ? {} : { unchangedSince: cmd.unchangedSince };
     for (const set of box.upstreamSets(uids)) {
-      const st = await s.upstreamRun(
-        { name: "STORE", uid: true, set, action: cmd.action, silent: cmd.silent, flags: cmd.flags, ...modifier },
-        (r) => {
-          if (r.type === "FETCH") {
-            const out = agentFetch(s, r, shape);
-            if (out !== null) s.send(out);
-          } else forwardUntagged(s, r);
-        },
-      );
+      const st = await s.upstreamRun({ ...upstream, set }, (r) => {
+        if (r.type === "FETCH") {
+          const out = agentFetch(s, r, shape);
+          if (out !== null) s.send(out);
+        } else forwardUntagged(s, r);
+      });
       if (st.status !== "OK") {
         await s.sync(cmd.uid);
         return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));
