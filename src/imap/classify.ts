@@ -323,12 +323,23 @@ export async function classifyVerdicts(
   let next = 0;
   let stopped = false;
   const take = (): number | undefined => returned.pop() ?? (next < chunks ? next++ : undefined);
+  const wantsHeader = filter.headerFields.length > 0;
+  const wantsStructure = filter.bodyStructure;
   const fetchChunk = async (r: UpstreamRunner, c: number): Promise<StatusResponse> => {
     const start = c * chunk;
     const end = Math.min(start + chunk, uids.length);
     const lo = uids[start]!;
     const hi = uids[end - 1]!;
     let answered = 0;
+    // A message whose items came in part so far: a server may send one message's items in several FETCH responses
+    // (RFC 9051 §7.5.2), and a response without any of them (another session's flag change, which a server may send
+    // with the UID) is no answer at all: neither may decide in place of the data.
+    const partial = new Map<number, { header: Uint8Array | null | undefined; structure: Value | undefined }>();
+    const decideAt = (i: number, header: Uint8Array | null | undefined, structure: Value | undefined): void => {
+      answered++;
+      const d = filter.decideFetched(header, structure);
+      verdict[i] = d.action === "allow" ? 1 : 2 + filter.slotOf(d);
+    };
     if (stats) stats.commands++;
     const status = await r
       .run(
@@ -343,18 +354,28 @@ export async function classifyVerdicts(
             else if (a.name === "BODY[]" && a.section.text === "HEADER.FIELDS") header = a.data;
             else if (a.name === "BODYSTRUCTURE") structure = a.value;
           }
-          if (uid < lo || uid > hi) return;
+          if (uid < lo || uid > hi || (header === undefined && structure === undefined)) return;
           const i = indexOf(uids, uid, start, end);
           if (i === -1) return;
-          answered++;
-          const d = filter.decideFetched(header, structure);
-          verdict[i] = d.action === "allow" ? 1 : 2 + filter.slotOf(d);
+          const before = partial.get(i);
+          if (before !== undefined) {
+            if (header === undefined) header = before.header;
+            if (structure === undefined) structure = before.structure;
+          }
+          if ((wantsHeader && header === undefined) || (wantsStructure && structure === undefined)) {
+            partial.set(i, { header, structure });
+            return;
+          }
+          partial.delete(i);
+          decideAt(i, header, structure);
         },
       )
       .catch((error: unknown) => {
         verdict.fill(0, start, end);
         throw error;
       });
+    // What never came whole is decided on what came: an item missing is unknown, which denies (decideFetched).
+    for (const [i, got] of partial) decideAt(i, got.header, got.structure);
     if (status.status !== "OK") verdict.fill(0, start, end);
     else if (stats) stats.messages += answered;
     return status;

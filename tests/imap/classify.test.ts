@@ -514,3 +514,79 @@ describe("the rule that hid each message (docs/filtering.md, Probes)", () => {
     }
   });
 });
+
+describe("what counts as a message's answer (RFC 9051 §7.5.2)", () => {
+  const headerOf = (from: string) =>
+    ({
+      name: "BODY[]",
+      section: { part: [], text: "HEADER.FIELDS", fields: ["FROM"] },
+      origin: null,
+      data: bytes(`From: ${from}\r\n\r\n`),
+    }) as const;
+  /** An upstream that answers the classification FETCH with `responses` as they are. */
+  const answering = (responses: Response[]): UpstreamRunner => ({
+    async run(_command: UpstreamCommand, onData: (r: Response) => void): Promise<StatusResponse> {
+      for (const r of responses) onData(r);
+      return { type: "status", tag: "M1", status: "OK", code: null, text: "done" };
+    },
+  });
+  const corp = compilePolicy([
+    { name: "corp", folders: ["INBOX"], from: ["*@corp.test"], action: "allow", operations: ["read"] },
+    { name: "deny", action: "deny" },
+  ]);
+
+  test("a flag update with the UID, after the header, does not decide in its place", async () => {
+    const filter = messageFilter(corp, "INBOX", null)!;
+    const r = await classifyVerdicts(
+      answering([
+        { type: "FETCH", seq: 1, attrs: [{ name: "UID", value: 7 }, headerOf("a@corp.test")] },
+        {
+          type: "FETCH",
+          seq: 1,
+          attrs: [
+            { name: "UID", value: 7 },
+            { name: "FLAGS", flags: ["\\Seen"] },
+          ],
+        },
+      ] as Response[]),
+      filter,
+      [7],
+    );
+    expect([...r.visible]).toEqual([7]);
+    expect([...r.hidden.uids]).toEqual([]);
+  });
+
+  test("one message's header and structure in two responses are read together; what never comes denies", async () => {
+    const both = compilePolicy([
+      {
+        name: "corp, no files",
+        folders: ["INBOX"],
+        from: ["*@corp.test"],
+        hasAttachment: false,
+        action: "allow",
+        operations: ["read"],
+      },
+      { name: "deny", action: "deny" },
+    ]);
+    const filter = messageFilter(both, "INBOX", null)!;
+    const str = (v: string): Value => ({ type: "string", value: bytes(v) });
+    const num = (v: number): Value => ({ type: "number", value: v });
+    const nil: Value = { type: "nil" };
+    const plain: Value = {
+      type: "list",
+      value: [str("text"), str("plain"), nil, nil, nil, str("7bit"), num(10), num(1), nil, nil, nil, nil],
+    };
+    const text = { name: "BODYSTRUCTURE", value: plain } as const;
+    const r = await classifyVerdicts(
+      answering([
+        { type: "FETCH", seq: 1, attrs: [{ name: "UID", value: 7 }, headerOf("a@corp.test")] },
+        { type: "FETCH", seq: 2, attrs: [{ name: "UID", value: 8 }, headerOf("b@corp.test")] },
+        { type: "FETCH", seq: 1, attrs: [{ name: "UID", value: 7 }, text] },
+      ] as unknown as Response[]),
+      filter,
+      [7, 8],
+    );
+    expect([...r.visible]).toEqual([7]);
+    expect([...r.hidden.uids]).toEqual([8]);
+  });
+});
