@@ -335,6 +335,7 @@ export async function classifyVerdicts(
     // (RFC 9051 §7.5.2), and a response without any of them (another session's flag change, which a server may send
     // with the UID) is no answer at all: neither may decide in place of the data.
     const partial = new Map<number, { header: Uint8Array | null | undefined; structure: Value | undefined }>();
+    const decided = new Set<number>();
     const decideAt = (i: number, header: Uint8Array | null | undefined, structure: Value | undefined): void => {
       answered++;
       const d = filter.decideFetched(header, structure);
@@ -349,14 +350,16 @@ export async function classifyVerdicts(
           let uid = 0;
           let header: Uint8Array | null | undefined;
           let structure: Value | undefined;
+          // Only the items asked for: another (a BODYSTRUCTURE nobody asked for) is no part of the answer.
           for (const a of resp.attrs) {
             if (a.name === "UID") uid = a.value;
-            else if (a.name === "BODY[]" && a.section.text === "HEADER.FIELDS") header = a.data;
-            else if (a.name === "BODYSTRUCTURE") structure = a.value;
+            else if (wantsHeader && a.name === "BODY[]" && a.section.text === "HEADER.FIELDS") header = a.data;
+            else if (wantsStructure && a.name === "BODYSTRUCTURE") structure = a.value;
           }
           if (uid < lo || uid > hi || (header === undefined && structure === undefined)) return;
           const i = indexOf(uids, uid, start, end);
-          if (i === -1) return;
+          // A message is decided once, on its first whole answer: a second answer is no reason to decide again.
+          if (i === -1 || decided.has(i)) return;
           const before = partial.get(i);
           if (before !== undefined) {
             if (header === undefined) header = before.header;
@@ -367,6 +370,7 @@ export async function classifyVerdicts(
             return;
           }
           partial.delete(i);
+          decided.add(i);
           decideAt(i, header, structure);
         },
       )

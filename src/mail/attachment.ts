@@ -39,8 +39,12 @@ export const MAX_PARAMETER_OCTETS = 1024;
 
 type Label = ConstructorParameters<typeof TextDecoder>[0];
 
-/** Octets of `%XX`-encoded text (RFC 2231 §4); other characters stand for their own code. */
-function percentDecoded(text: string): Buffer {
+/**
+ * Octets of `%XX`-encoded text (RFC 2231 §4), whose other characters are ASCII standing for themselves; null when
+ * one is not ASCII (readers differ on what it stands for).
+ */
+function percentDecoded(text: string): Buffer | null {
+  if (/[^\x00-\x7f]/.test(text)) return null;
   return Buffer.from(
     text.replace(/%([0-9A-Fa-f]{2})/g, (_, h: string) => String.fromCharCode(Number.parseInt(h, 16))),
     "latin1",
@@ -101,7 +105,9 @@ export function parameterValue(params: ReadonlyMap<string, string>, base: string
       charset = m[1]!;
       text = m[2]!;
     }
-    octets.push(encoded ? percentDecoded(text) : Buffer.from(text, "utf8"));
+    const piece = encoded ? percentDecoded(text) : Buffer.from(text, "utf8");
+    if (piece === null) return null;
+    octets.push(piece);
   }
   const all = Buffer.concat(octets);
   if (all.length > MAX_PARAMETER_OCTETS) return null;

@@ -556,6 +556,24 @@ describe("what counts as a message's answer (RFC 9051 §7.5.2)", () => {
     expect([...r.hidden.uids]).toEqual([]);
   });
 
+  test("decided on its first whole answer: a repeat or an item not asked for changes nothing", async () => {
+    const filter = messageFilter(corp, "INBOX", null)!;
+    const stats = { commands: 0, messages: 0 };
+    const nilStructure = { name: "BODYSTRUCTURE", value: { type: "nil" } } as const;
+    const r = await classifyVerdicts(
+      answering([
+        { type: "FETCH", seq: 1, attrs: [{ name: "UID", value: 7 }, headerOf("a@corp.test")] },
+        { type: "FETCH", seq: 1, attrs: [{ name: "UID", value: 7 }, headerOf("x@elsewhere.test")] },
+        { type: "FETCH", seq: 1, attrs: [{ name: "UID", value: 7 }, nilStructure] },
+      ] as unknown as Response[]),
+      filter,
+      [7],
+      stats,
+    );
+    expect([...r.visible]).toEqual([7]);
+    expect(stats.messages).toBe(1);
+  });
+
   test("one message's header and structure in two responses are read together; what never comes denies", async () => {
     const both = compilePolicy([
       {

@@ -198,6 +198,11 @@ describe("MIME parameters and attachments", () => {
     expect(value('filename*00="a"')).toBeNull();
     expect(value("filename*=x-unknown-charset''abc")).toBeNull();
     expect(value("filename*=no-quotes")).toBeNull();
+    // An extended value is ASCII and %XX: a raw character beyond ASCII is read differently by readers.
+    expect(value("filename*=utf-8''invoice\u202efdp.exe")).toBeNull();
+    expect(value("filename*=utf-8''caf\u00e9.pdf")).toBeNull();
+    expect(value("filename*0*=utf-8''a; filename*1*=\u0165.exe")).toBeNull();
+    expect(value("filename*=utf-8''caf%C3%A9.pdf")).toBe("caf\u00e9.pdf");
     expect(value('name="x"')).toBeUndefined();
     // At most MAX_NAME_SECTIONS sections and MAX_PARAMETER_OCTETS octets; past either, not read (and never thrown).
     const sections = (n: number) => Array.from({ length: n }, (_, i) => `filename*${i}="a"`).join("; ");
