@@ -40,7 +40,6 @@ const EMPTY: readonly string[] = Object.freeze([]);
  * Every `name` field's addr-specs; undefined when one cannot be parsed, when `single` and there are several, or when
  * `named` and a field names no address.
  */
-
 function addresses(
   fields: readonly HeaderField[],
   name: string,
