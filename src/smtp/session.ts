@@ -50,7 +50,7 @@ import {
   senderRefused,
   sessionIdentities,
 } from "./decide.ts";
-import { MessageInspector } from "./inspect.ts";
+import { type MessageFacts, MessageInspector } from "./inspect.ts";
 import {
   MAX_AUTH_FAILURES_PER_SESSION,
   MAX_HEADER_BYTES,
@@ -148,9 +148,6 @@ interface Refusal {
 
 /** Refused RCPTs of one transaction kept to be named in DATA's reply and audit row; the rest are only counted. */
 const MAX_REFUSALS_KEPT = 10;
-
-/** What the inspector found of a held message's attachments, for the approvers' preview (src/approvals/preview.ts). */
-type Inspected = { readonly names: readonly (string | null)[]; readonly complete: boolean };
 
 /** Octets of a refused RCPT's argument kept for the reply and the audit (an address is at most 254). */
 const MAX_REFUSED_TARGET = 256;
@@ -1317,29 +1314,14 @@ export class SmtpSession {
     // What the rules read must be what the upstream server passes on (src/smtp/inspect.ts): a NUL, or a field
     // longer than the server keeps, would let it cut away an address the rules saw.
     const unsendable = facts.hasNul
-      ? {
-          code: 554,
-          status: "5.6.0",
-          text: "NUL octet in the message",
-          reason: "NUL octet in the message",
-        }
+      ? { code: 554, status: "5.6.0", reason: "NUL octet in the message" }
       : facts.fieldTooLarge !== null
-        ? {
-            code: 552,
-            status: "5.3.4",
-            text: `Header field too long: ${facts.fieldTooLarge}`,
-            reason: `header field too long: ${facts.fieldTooLarge}`,
-          }
+        ? { code: 552, status: "5.3.4", reason: `header field too long: ${facts.fieldTooLarge}` }
         : null;
     if (unsendable !== null) {
-      this.#audit({
-        command: "DATA",
-        operation: "mail:send",
-        target: facts.messageId,
-        decision: "deny",
-        reason: unsendable.reason,
-      });
-      this.#send(reply(unsendable.code, unsendable.status, `${unsendable.text}; nothing was sent`));
+      const { code, status, reason } = unsendable;
+      this.#audit({ command: "DATA", operation: "mail:send", target: facts.messageId, decision: "deny", reason });
+      this.#send(reply(code, status, `${capitalize(reason)}; nothing was sent`));
       return;
     }
     const senders = this.#senders;
@@ -1480,10 +1462,7 @@ export class SmtpSession {
       return;
     }
     // A held message was charged above, when held: asking again and again does not bypass a quota (docs/quotas.md).
-    if (verdict.held.length > 0) {
-      const inspected = { names: facts.attachments, complete: facts.attachmentsComplete };
-      return this.#hold(tx, verdict.held, rows, detail, inspected);
-    }
+    if (verdict.held.length > 0) return this.#hold(tx, verdict.held, rows, detail, facts);
     rows.push(
       this.#event({
         command: "DATA",
@@ -1522,7 +1501,7 @@ export class SmtpSession {
     held: readonly RecipientFinal[],
     rows: AuditEvent[],
     detail: Record<string, string | number | boolean | null>,
-    inspected: Inspected,
+    facts: MessageFacts,
   ): Promise<void> {
     const store = this.#ctx.approvals ?? null;
     const groups = [
@@ -1553,7 +1532,7 @@ export class SmtpSession {
       );
       return;
     }
-    const holding = this.#holdPlaced(store, tx, held, rows, detail, inspected, groups, refuse);
+    const holding = this.#holdPlaced(store, tx, held, rows, detail, facts, groups, refuse);
     this.#ctx.holds.add(holding);
     try {
       await holding;
@@ -1570,7 +1549,7 @@ export class SmtpSession {
     held: readonly RecipientFinal[],
     rows: AuditEvent[],
     detail: Record<string, string | number | boolean | null>,
-    inspected: Inspected,
+    facts: MessageFacts,
     groups: readonly string[],
     refuse: () => void,
   ): Promise<void> {
@@ -1632,8 +1611,8 @@ export class SmtpSession {
             tx.sender,
             tx.recipients.map((r) => r.address),
             message,
-            typeof detail["hasAttachment"] === "boolean" ? detail["hasAttachment"] : null,
-            inspected,
+            facts.hasAttachment ?? null,
+            { names: facts.attachments, complete: facts.attachmentsComplete },
           ),
         },
         { name: first.rule ?? "", index: first.ruleIndex, groups },
