@@ -205,6 +205,37 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
   let approvalsPage: ApprovalPage | null = null;
   // The config in force: what a reload swaps in is what the approvals below and the proxies read.
   const live = new LiveConfig(config, policy);
+  // `config` is read at each use: approvers, notices and replays follow a reload (docs/approvals.md).
+  const approvalContext = (store: ApprovalStore, onDecided?: ApprovalContext["onDecided"]): ApprovalContext => ({
+    get config() {
+      return live.config;
+    },
+    store,
+    audit,
+    protocol: "smtp",
+    credentials: accounts.credentials,
+    onDecided,
+  });
+  /**
+   * Held messages looked after from the start: a replay a dead process left half done is marked and never repeated
+   * (docs/approvals.md "What is guaranteed"); what is due expires now and at each check after (each expiry is a row,
+   * so the check waits while the audit log cannot be written); `checked` runs after each check.
+   */
+  const lookAfterHeld = (actx: ApprovalContext, checked: () => void): void => {
+    for (const row of recover(actx))
+      log.warn(`approval ${row.id} was being sent when the process stopped: needs a check (not sent again)`);
+    const expire = (): void => {
+      try {
+        expireDue(actx);
+        checked();
+      } catch (e) {
+        // A timer's callback must not throw (the process would end on it): the next check tries again.
+        log.error(`approvals: expiry check failed: ${errorMessage(e)}`);
+      }
+    };
+    expire();
+    expiry = setInterval(expire, approvalExpiryCheckMs(config.approvals.timeoutMs));
+  };
   if (config.rules.some((r) => r.action === "ask")) {
     try {
       state ??= SealedStore.open(config.state.path, {
@@ -219,47 +250,21 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
       state?.close();
       return EXIT_FAILURE;
     }
-    // `config` is read at each use: approvers, notices and replays follow a reload (docs/approvals.md).
     const store = approvals;
-    const context = (onDecided?: ApprovalContext["onDecided"]): ApprovalContext => ({
-      get config() {
-        return live.config;
-      },
-      store,
-      audit,
-      protocol: "smtp",
-      credentials: accounts.credentials,
-      onDecided,
-    });
     // The approvers' notices, and the sender's result notice with notify_sender (docs/approvals.md "Notices").
-    const notices = new Notifier(context(), { credentials: accounts.credentials });
+    const notices = new Notifier(approvalContext(store), { credentials: accounts.credentials });
     notifier = notices;
-    const actx = context((row, held) => notices.decided(row, held));
-    // A replay a dead process left half done is never repeated (docs/approvals.md "What is guaranteed").
+    const actx = approvalContext(store, (row, held) => notices.decided(row, held));
     if (!audit.healthy)
       log.warn("approvals: the audit log cannot be written: a message left sending is checked at the next start");
-    for (const row of recover(actx))
-      log.warn(`approval ${row.id} was being sent when the process stopped: needs a check (not sent again)`);
     const released = store.releaseUsedTokens();
     if (released > 0)
       log.info(`approvals: ${released} link(s) in use when the process stopped work again (their messages are held)`);
-    const held = () => setHeldApprovals(approvals!.list().filter((r) => r.state === "held").length);
-    // Expiry waits while the audit log cannot be written (each expiry is a row): the next check does it.
-    const expire = (): void => {
-      try {
-        expireDue(actx);
-        held();
-      } catch (e) {
-        // A timer's callback must not throw (the process would end on it): the next check tries again.
-        log.error(`approvals: expiry check failed: ${errorMessage(e)}`);
-      }
-    };
-    expire();
+    lookAfterHeld(actx, () => setHeldApprovals(store.list().filter((r) => r.state === "held").length));
     // Approvers not told before the last stop (or crash) are told now; expired messages were just expired
     // (docs/approvals.md "Notices").
     const owed = notices.resume();
     if (owed.length > 0) log.info(`approvals: sending the notices still owed for ${owed.length} held message(s)`);
-    expiry = setInterval(expire, approvalExpiryCheckMs(config.approvals.timeoutMs));
     // The approval page on the admin listener; the link's signed token is its only credential (docs/approvals.md).
     const page = approvalPage(actx);
     approvalsPage = page;
@@ -270,50 +275,24 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
     // still expire on time, wiping their bytes and any agent credentials with them, and a replay a dead process left
     // is still marked for a check. No page and no notices: `mailgator approvals` decides them (docs/approvals.md
     // "When no rule asks any more").
-    let opened: SealedStore | null = null;
     try {
-      // Looked for first without the sealed store, which would migrate the file and want the secrets key: a state
+      // Counted first without the sealed store, which would migrate the file and want the secrets key: a state
       // database that only counts quotas has neither approvals nor a key.
-      if (state !== null || heldWaiting(config.state.path) > 0) {
-        opened =
-          state ??
-          SealedStore.open(config.state.path, { secretsFile: config.state.secretsFile, env: ctx.env, create: false });
-        if (opened === null) throw new Error("it does not exist");
-      }
-      const store = opened === null ? null : new ApprovalStore(opened);
-      const waiting =
-        store === null ? 0 : store.list().filter((r) => r.state === "held" || r.state === "sending").length;
-      if (store === null || opened === null || waiting === 0) {
-        if (opened !== null && opened !== state) opened.close();
-      } else {
-        state = opened;
+      const waiting = heldWaiting(config.state.path);
+      if (waiting > 0) {
+        state ??= SealedStore.open(config.state.path, {
+          secretsFile: config.state.secretsFile,
+          env: ctx.env,
+          create: false,
+        });
+        if (state === null) throw new Error("it does not exist");
         log.warn(
           `approvals: ${waiting} message(s) held under an earlier config wait in ${config.state.path}, but no rule ` +
             "asks any more: they expire at their time unless decided with `mailgator approvals`",
         );
-        const actx: ApprovalContext = {
-          get config() {
-            return live.config;
-          },
-          store,
-          audit,
-          protocol: "smtp",
-          credentials: accounts.credentials,
-        };
-        for (const row of recover(actx))
-          log.warn(`approval ${row.id} was being sent when the process stopped: needs a check (not sent again)`);
-        const expire = (): void => {
-          try {
-            expireDue(actx);
-          } catch (e) {
-            log.error(`approvals: expiry check failed: ${errorMessage(e)}`);
-          }
-        };
-        expire();
-        expiry = setInterval(expire, approvalExpiryCheckMs(config.approvals.timeoutMs));
+        lookAfterHeld(approvalContext(new ApprovalStore(state)), () => {});
       }
     } catch (e) {
-      if (opened !== null && opened !== state) opened.close();
       log.warn(`approvals: cannot look for held messages in ${config.state.path}: ${errorMessage(e)}`);
     }
   }
