@@ -386,10 +386,13 @@ export async function safeExpunge(s: Session, within: readonly number[] | null):
 export function checkUpstreamRest(s: Session, command: string, operation: Operation, up: UpstreamCommand): void {
   const box = s.box!;
   if (box.visible === null) return;
-  const enc = new Encoder({ side: "client" });
+  // One encoder for every measure, taken while in use: one that threw half-way is not used again.
+  const enc = restEncoder ?? new Encoder({ side: "client" });
+  restEncoder = null;
   writeCommand(enc, { ...up, set: ONE_UID, tag: "A" } as Command);
   let octets = 0;
   for (const round of enc.finish()) for (const part of round) octets += part.byteLength;
+  restEncoder = enc;
   if (octets <= UPSTREAM_REST_OCTETS) return;
   s.auditRow({
     command,
@@ -404,3 +407,4 @@ export function checkUpstreamRest(s: Session, command: string, operation: Operat
 }
 
 const ONE_UID: SeqSet = [{ start: 1, stop: 1 }];
+let restEncoder: Encoder | null = null;
