@@ -33,20 +33,29 @@ afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-/** The config, with the outside rule asking or, once the owner changed it, denying. */
-function writeConfig(outside: "ask" | "deny"): string {
-  const file = join(dir, "mailgator.toml");
+/** Writes `<folder>/mailgator.toml`: the SMTP listener, the audit log and state database in `folder`, then `rest`. */
+function writeConfigIn(folder: string, rest: string): string {
+  const file = join(folder, "mailgator.toml");
   writeFileSync(
     file,
     `${smtpListener()}identities = ["${SENDER}"]
 
 [audit]
-path = "${join(dir, "audit.db")}"
+path = "${join(folder, "audit.db")}"
 
 [state]
-path = "${join(dir, "state.db")}"
-secrets_file = "${join(dir, "secrets.key")}"
+path = "${join(folder, "state.db")}"
+secrets_file = "${join(folder, "secrets.key")}"
+${rest}`,
+  );
+  return file;
+}
 
+/** The config, with the outside rule asking or, once the owner changed it, denying. */
+function writeConfig(outside: "ask" | "deny"): string {
+  return writeConfigIn(
+    dir,
+    `
 [admin]
 listen_addr = "127.0.0.1:${adminPort}"
 
@@ -64,7 +73,6 @@ action = "${outside}"
 ${outside === "ask" ? 'ask_groups = ["managers"]' : ""}
 `,
   );
-  return file;
 }
 
 async function start(outside: "ask" | "deny"): Promise<Served> {
@@ -140,18 +148,9 @@ describe("held messages across a restart", () => {
   test("a state database that only counts quotas is not taken for one with held messages, at each start", async () => {
     const quotaDir = mkdtempSync(join(tmpdir(), "mg-quotas-only-"));
     try {
-      const file = join(quotaDir, "mailgator.toml");
-      writeFileSync(
-        file,
-        `${smtpListener()}identities = ["${SENDER}"]
-
-[audit]
-path = "${join(quotaDir, "audit.db")}"
-
-[state]
-path = "${join(quotaDir, "state.db")}"
-secrets_file = "${join(quotaDir, "secrets.key")}"
-
+      const file = writeConfigIn(
+        quotaDir,
+        `
 [[quotas]]
 name = "Default"
 sends_per_day = 200

@@ -65,8 +65,12 @@ afterAll(async () => {
   proxies = [];
 });
 
-async function proxyWith(budget: number): Promise<TestProxy> {
-  const p = await startTestProxy({ responseMemoryBudget: budget });
+/** A proxy with a budget of `budget` octets (and `free` octets of a response not counted, when given). */
+async function proxyWith(budget: number, free?: number): Promise<TestProxy> {
+  const p = await startTestProxy({
+    responseMemoryBudget: budget,
+    ...(free === undefined ? {} : { responseMemoryFree: free }),
+  });
   proxies.push(p);
   return p;
 }
@@ -218,8 +222,7 @@ describe("response lines", () => {
   test("a long line waits while the budget is short, then completes; a small response does not wait", async () => {
     // The line's reservation is the longest line's (RESPONSE_LINE_RESERVATION) or the whole budget if smaller:
     // here the budget less what the unread message holds is short of it.
-    const p = await startTestProxy({ responseMemoryBudget: RESPONSE_LINE_RESERVATION + MiB, responseMemoryFree: FREE });
-    proxies.push(p);
+    const p = await proxyWith(RESPONSE_LINE_RESERVATION + MiB, FREE);
     const memory = p.proxy.responseMemory;
     const slow = await inInbox(p);
     const next = await RawImap.login(p.port, many);
@@ -259,8 +262,7 @@ describe("response lines", () => {
       [octets - FREE, true],
       [octets - FREE - 1, false],
     ] as const) {
-      const p = await startTestProxy({ responseMemoryBudget: budget, responseMemoryFree: FREE });
-      proxies.push(p);
+      const p = await proxyWith(budget, FREE);
       const memory = p.proxy.responseMemory;
       const c = await RawImap.login(p.port, many);
       try {
