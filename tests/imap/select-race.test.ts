@@ -20,11 +20,19 @@ import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts"
 /**
  * A relay to Dovecot's plain IMAP port that, once `hold()` is called, lets the proxy's commands through up to the
  * first `UID SEARCH ALL` that follows a SELECT or EXAMINE (`hold(true)`: the next one, a repeated search), and keeps
- * that line and what follows until `release()`.
+ * that line and what follows until `release()`. `held` resolves once that search is kept and Dovecot has answered
+ * the SELECT or EXAMINE before it: a change made after that is one the folder did not have when it was opened.
  */
 class HoldingRelay {
   readonly #relay: TcpRelay;
-  #gate: { held: () => void; text: string; selected: boolean; kept: string } | null = null;
+  #gate: {
+    held: () => void;
+    text: string;
+    selected: boolean;
+    kept: string;
+    /** The SELECT or EXAMINE's tag until Dovecot has answered it, then null. */
+    opening: string | null;
+  } | null = null;
   #toUpstream: Socket | null = null;
 
   private constructor(relay: TcpRelay) {
@@ -37,6 +45,10 @@ class HoldingRelay {
       fromClient: (chunk, link) => {
         holding!.#toUpstream = link.target;
         holding!.#fromProxy(chunk.toString("latin1"));
+      },
+      fromTarget: (chunk, link) => {
+        link.client.write(chunk);
+        holding!.#fromDovecot(chunk.toString("latin1"));
       },
     }));
     holding = new HoldingRelay(relay);
@@ -51,7 +63,7 @@ class HoldingRelay {
   hold(again = false): { held: Promise<void>; release: () => void } {
     let held!: () => void;
     const promise = new Promise<void>((resolve) => (held = resolve));
-    const gate = { held, text: "", selected: again, kept: "" };
+    const gate = { held, text: "", selected: again, kept: "", opening: null };
     this.#gate = gate;
     return {
       held: promise,
@@ -79,12 +91,28 @@ class HoldingRelay {
       if (gate.kept !== "") gate.kept += line;
       else if (gate.selected && /^\S+ UID SEARCH ALL\r\n$/.test(line)) {
         gate.kept = line;
-        gate.held();
+        if (gate.opening === null) gate.held();
       } else {
-        if (/^\S+ (SELECT|EXAMINE) /.test(line)) gate.selected = true;
+        const opening = /^(\S+) (SELECT|EXAMINE) /.exec(line);
+        if (opening !== null) {
+          gate.selected = true;
+          gate.opening = opening[1]!;
+        }
         this.#toUpstream!.write(Buffer.from(line, "latin1"));
       }
     }
+  }
+
+  /** The end of Dovecot's last chunk after its last line break: a line may come in two chunks. */
+  #partial = "";
+
+  #fromDovecot(chunk: string): void {
+    const text = this.#partial + chunk;
+    this.#partial = text.slice(text.lastIndexOf("\n") + 1);
+    const gate = this.#gate;
+    if (gate?.opening == null || !new RegExp(`^${gate.opening} `, "m").test(text)) return;
+    gate.opening = null;
+    if (gate.kept !== "") gate.held();
   }
 
   close(): Promise<void> {
