@@ -23,6 +23,7 @@ import {
   type UpstreamRunner,
 } from "./classify.ts";
 import type { Row, Session } from "./commands/context.ts";
+import { relayFlagUpdate } from "./commands/shared.ts";
 import { SelectedMailbox } from "./mailbox.ts";
 import { Refusal } from "./refusal.ts";
 import { VisibleSet } from "./view.ts";
@@ -60,9 +61,19 @@ export function decideInFolder(policy: Policy, op: Operation, folder: string, ag
   return policy.evaluate({ operation: op, folder, agent });
 }
 
-/** Classification goes through the session, so EXISTS and EXPUNGE that arrive meanwhile update the model. */
+/**
+ * Classification goes through the session, so EXISTS and EXPUNGE that arrive meanwhile update the model, and
+ * another session's flag change that arrives meanwhile reaches the agent (`relayFlagUpdate`); what the proxy
+ * fetched for itself never does.
+ */
 export function sessionRunner(s: Session): UpstreamRunner {
-  return { run: (command, onData) => s.upstreamRun(command, onData) };
+  return {
+    run: (command, onData) =>
+      s.upstreamRun(command, (r) => {
+        onData(r);
+        if (r.type === "FETCH") relayFlagUpdate(s, r);
+      }),
+  };
 }
 
 /**

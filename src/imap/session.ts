@@ -53,6 +53,7 @@ import { noop } from "./commands/noop.ts";
 import { rename } from "./commands/rename.ts";
 import { search } from "./commands/search.ts";
 import { select } from "./commands/select.ts";
+import { relayFlagUpdate } from "./commands/shared.ts";
 import { sort } from "./commands/sort.ts";
 import { status } from "./commands/status.ts";
 import { store } from "./commands/store.ts";
@@ -915,7 +916,10 @@ export class ImapSession implements LoginSession, CompressSession {
 
   // ---- upstream --------------------------------------------------------------------------------------------
 
-  /** Runs an upstream command; every untagged response updates the mailbox model, then goes to `onData`. */
+  /**
+   * Runs an upstream command; every untagged response updates the mailbox model, then goes to `onData`. Without
+   * `onData`, another session's flag change is still relayed to the agent (`relayFlagUpdate`).
+   */
   upstreamRun(
     command: Parameters<UpstreamSession["run"]>[0],
     onData: ((r: Response) => void) | null = null,
@@ -925,19 +929,13 @@ export class ImapSession implements LoginSession, CompressSession {
     // Not an async function (one promise step less per command): a throw becomes a rejection here.
     try {
       return up.run(command, (r) => {
-        if (!this.model(r)) onData?.(r);
+        if (this.model(r)) return;
+        if (onData !== null) onData(r);
+        else if (r.type === "FETCH") relayFlagUpdate(this, r);
       });
     } catch (error) {
       return Promise.reject(error);
     }
-  }
-
-  upstreamPipeline(command: Parameters<UpstreamSession["run"]>[0], onData: ((r: Response) => void) | null = null) {
-    return (
-      this.up?.pipeline(command, (r) => {
-        if (!this.model(r)) onData?.(r);
-      }) ?? null
-    );
   }
 
   /**

@@ -115,19 +115,14 @@ export interface Session {
   expectRawLine(): void;
 
   // Upstream.
-  /** Runs an upstream command; every untagged response updates the mailbox model, then goes to `onData`. */
+  /**
+   * Runs an upstream command; every untagged response updates the mailbox model, then goes to `onData`; without
+   * it, another session's flag change is relayed (`relayFlagUpdate`).
+   */
   upstreamRun(
     command: Parameters<UpstreamSession["run"]>[0],
     onData?: ((r: Response) => void) | null,
   ): Promise<UpstreamStatus>;
-  /**
-   * Like `upstreamRun`, but written at once behind the command in flight (UpstreamSession.pipeline); null when it
-   * cannot be pipelined, and the caller runs it with `upstreamRun` after.
-   */
-  upstreamPipeline(
-    command: Parameters<UpstreamSession["run"]>[0],
-    onData?: ((r: Response) => void) | null,
-  ): Promise<UpstreamStatus> | null;
   /** Applies an untagged response to the mailbox model; true when it was consumed. */
   model(r: Response): boolean;
   /** Before a tagged reply: new messages and (when `allowExpunge`) expunges reported to the agent. */

@@ -201,7 +201,8 @@ async function resultModseq(
   let highest = 0;
   for (const set of s.box!.upstreamSets(uids)) {
     const st = await s.upstreamRun({ name: "FETCH", uid: true, set, items: [{ type: "MODSEQ" }], macro: null }, (r) => {
-      if (r.type !== "FETCH") return forwardUntagged(s, r);
+      forwardUntagged(s, r);
+      if (r.type !== "FETCH") return;
       for (const a of r.attrs) if (a.name === "MODSEQ" && a.value > highest) highest = a.value;
     });
     if (st.status !== "OK") throw new Refusal("NO", "UNAVAILABLE", "The mod-sequences could not be read");

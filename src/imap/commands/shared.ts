@@ -325,8 +325,24 @@ export function messageCommandCode(code: ResponseCode | null): ResponseCode | nu
   return passed !== null && MAILBOX_STATE_CODES.has(passed.name) ? null : passed;
 }
 
+/**
+ * Another session's flag change that upstream reported during a command not asking for flags (RFC 3501 §7.4.2:
+ * a server may send it with any command's reply): its FLAGS, with its UID and, where mod-sequences are relayed, its
+ * MODSEQ, renumbered to the agent's view; nothing for a message the agent does not know, and nothing else of the
+ * response (data a classification or a THREAD fetched for the proxy itself stays with the proxy).
+ */
+export function relayFlagUpdate(s: Session, r: Extract<Response, { type: "FETCH" }>): void {
+  let flags = false;
+  for (const a of r.attrs) if (a.name === "FLAGS") flags = true;
+  if (!flags) return;
+  const attrs = r.attrs.filter((a) => a.name === "FLAGS" || a.name === "UID" || a.name === "MODSEQ");
+  const out = agentFetch(s, { type: "FETCH", seq: r.seq, attrs }, null);
+  if (out !== null) s.send(out);
+}
+
 /** Other untagged data during a command: flag changes and allowlisted status codes. */
 export function forwardUntagged(s: Session, r: Response): void {
+  if (r.type === "FETCH") return relayFlagUpdate(s, r);
   // A filtered folder's FLAGS stay the system flags: a new keyword may come from a hidden message.
   if (r.type === "FLAGS") {
     if (s.box?.visible == null) s.send(r);
@@ -362,6 +378,7 @@ export async function safeExpunge(s: Session, within: readonly number[] | null):
       { name: "SEARCH", uid: true, returnOptions: null, charset: null, criteria: [{ key: "DELETED" }] },
       (r) => {
         if (r.type === "SEARCH") for (const n of r.numbers) deleted.push(n);
+        else forwardUntagged(s, r);
       },
     );
     uids = deleted.filter((u) => box.agentSeqOf(u) > 0).sort((a, b) => a - b);

@@ -117,7 +117,7 @@ export async function threadCommand(s: Session, cmd: CommandOf<"THREAD">): Promi
     const fst = await s.upstreamRun({ name: "FETCH", uid: true, set, items, macro: null }, (r) => {
       const got = r.type === "FETCH" ? threadData(r) : null;
       if (got !== null) data.set(got.uid, got.data);
-      else if (r.type !== "FETCH") forwardUntagged(s, r);
+      else forwardUntagged(s, r);
     });
     if (fst.status !== "OK") {
       s.auditRow({ ...row, decision: "allow", reason: `${d.reason}; upstream: ${fst.text}` });
