@@ -141,6 +141,12 @@ export class SelectedMailbox {
   upstreamRecent: number | null = null;
   /** The RECENT count the agent was last told of a filtered folder: over its visible messages only. */
   recent = 0;
+  /**
+   * True while SELECT or EXAMINE has not yet sent this folder's own responses: another session's flag change is then
+   * not relayed (`relayFlagUpdate`), as a FETCH before EXISTS would name a message of a folder the agent has not
+   * been told of; the agent learns the flags as they are when it fetches them.
+   */
+  opening = false;
 
   /**
    * `uids`: every UID upstream, ascending (`UID SEARCH ALL`); `visible`: their classification, for a filtered

@@ -30,20 +30,34 @@ name = "everything else"
 action = "allow"
 `;
 
+/** INBOX may be opened and appended to, not read: its messages' flags are the agent's to see nowhere. */
+const NO_READ = `[[rules]]
+name = "inbox without reading"
+folders = ["INBOX"]
+operations = ["folder:read", "mail:append"]
+action = "allow"
+
+[[rules]]
+name = "everything else"
+action = "deny"
+`;
+
 let allowAll: TestProxy;
 let hideSecret: TestProxy;
 let filtered: TestProxy;
+let noRead: TestProxy;
 
 beforeAll(async () => {
-  [allowAll, hideSecret, filtered] = await Promise.all([
+  [allowAll, hideSecret, filtered, noRead] = await Promise.all([
     startTestProxy({ upstreamTls: "none" }),
     startTestProxy({ upstreamTls: "none", rules: HIDE_SECRET }),
     startTestProxy({ upstreamTls: "none", rules: SEED_RULES }),
+    startTestProxy({ upstreamTls: "none", rules: NO_READ }),
   ]);
 });
 
 afterAll(async () => {
-  await Promise.all([allowAll?.close(), hideSecret?.close(), filtered?.close()]);
+  await Promise.all([allowAll?.close(), hideSecret?.close(), filtered?.close(), noRead?.close()]);
 });
 
 /** The human's mail app: straight at Dovecot. */
@@ -270,6 +284,42 @@ describe("other sessions' flag changes reach the agent during any command that r
     }
     agent.close();
     other.close();
+  });
+  test("without mail:read in the folder: no flag change reaches the agent, through NOOP, APPEND or IDLE", async () => {
+    const mailbox = await createMailbox({ name: "flags-noread" });
+    const other = await human(mailbox);
+    for (let i = 1; i <= 3; i++) await append(other, "INBOX", rawMessage("a@b.test", `Message ${i}`, `m${i}`));
+    await ok(other, "SELECT INBOX");
+    const agent = await RawImap.login(noRead.port, mailbox);
+    expect(statusOf(await agent.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+    // The rules are as meant: reading the flags is refused.
+    expect(statusOf(await agent.command("f", "FETCH 1 (FLAGS)"), "f")).toStartWith("f NO");
+    await ok(other, "STORE 1 +FLAGS.SILENT ($Secret1)");
+    const noop = await agent.command("n", "NOOP");
+    await ok(other, "STORE 2 +FLAGS.SILENT ($Secret2)");
+    const message = rawMessage("a@b.test", "Appended", "m4");
+    const appended = await agent.command("a", `APPEND INBOX {${Buffer.byteLength(message)}+}\r\n${message}`);
+    expect(statusOf(appended, "a")).toStartWith("a OK");
+    agent.write("i IDLE\r\n");
+    await agent.readUntil((b) => b.includes("+ "));
+    await ok(other, "STORE 3 +FLAGS.SILENT ($Secret3)");
+    await ok(other, "NOOP");
+    await Bun.sleep(1500);
+    agent.write("DONE\r\n");
+    const idled = await agent.waitTagged("i");
+    for (const reply of [noop, appended, idled]) expect(reply).not.toMatch(/FETCH|\$Secret/);
+    // Nor the keywords, which are the messages' data too: FLAGS and PERMANENTFLAGS list the system flags.
+    const again = await agent.command("s2", "SELECT INBOX");
+    expect(statusOf(again, "s2")).toStartWith("s2 OK");
+    expect(again).toContain("* FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)\r\n");
+    expect(again).not.toContain("$Secret");
+    // Directly, the same session would have heard of each (the change is there to be told of).
+    const direct = await RawImap.login(upstreams().ports.imap, mailbox);
+    await direct.command("s", "SELECT INBOX");
+    expect(await direct.command("f", "FETCH 1:3 (FLAGS)")).toContain("$Secret3");
+    agent.close();
+    other.close();
+    direct.close();
   });
 });
 

@@ -56,6 +56,9 @@ function scriptedUpstream(): Server {
             `* ${count} EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 4] n\r\n` +
               `${tag} OK [READ-WRITE] done\r\n`,
           );
+        else if (command === "UID SEARCH" && / UNSEEN$/.test(line))
+          // Asked while SELECT opens the folder: a change now would come before the folder's FLAGS and EXISTS.
+          socket.write(`* 1 FETCH (FLAGS (\\Seen $Opening))\r\n* SEARCH 1 2 3\r\n${ok}`);
         else if (command === "UID SEARCH")
           socket.write(`* SEARCH ${Array.from({ length: count }, (_, k) => k + 1).join(" ")}\r\n${ok}`);
         else if (command === "NOOP") {
@@ -105,7 +108,9 @@ test("changes during the proxy's own UID FETCH and classification reach the agen
   const agent = await RawImap.login(proxy.port, { user: "agent", password: "secret" });
   const selected = await agent.command("s", "EXAMINE INBOX");
   expect(selected).toContain("* 2 EXISTS\r\n");
-  // During SELECT's classification nothing is visible yet: the changes sent then say nothing.
+  // During SELECT's classification nothing is visible yet, and until its responses are out a change is not
+  // relayed: a FETCH before EXISTS (UID 1 is already visible during `UID SEARCH UNSEEN`).
+  expect(received.some((l) => l.endsWith("UID SEARCH UNSEEN"))).toBe(true);
   expect(selected).not.toContain("FETCH");
   const noop = await agent.command("n", "NOOP");
   // UID 3 is the agent's 2 (UID 2 hidden); UID 1 its 1. UID 2's changes, and the flags sent with the headers the

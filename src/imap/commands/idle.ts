@@ -8,7 +8,7 @@
 import { IDLE_RENEW_MS } from "../limits.ts";
 import { type FramerEvent, isIdleDone } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
-import { agentFetch } from "./shared.ts";
+import { relayFlagUpdate } from "./shared.ts";
 
 export async function idle(s: Session, cmd: CommandOf<"IDLE">): Promise<void> {
   const tag = cmd.tag;
@@ -38,10 +38,7 @@ export async function idle(s: Session, cmd: CommandOf<"IDLE">): Promise<void> {
           }
           return;
         }
-        if (r.type === "FETCH") {
-          const out = agentFetch(s, r, null);
-          if (out !== null) s.send(out);
-        }
+        if (r.type === "FETCH") relayFlagUpdate(s, r);
       });
       const timer = setTimeout(poke, IDLE_RENEW_MS);
       await Promise.race([agentLine, changed]);

@@ -7,7 +7,7 @@
 
 import type { Response } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
-import { agentFetch, forwardUntagged } from "./shared.ts";
+import { forwardUntagged, relayFlagUpdate } from "./shared.ts";
 
 export async function noop(s: Session, cmd: CommandOf<"NOOP" | "CHECK">): Promise<void> {
   if (s.up !== null && s.state !== "not-authenticated") {
@@ -23,7 +23,6 @@ function relay(s: Session, r: Response): void {
   if (box === null) return;
   if (r.type === "FETCH") {
     for (const k of box.takeExpunges()) s.sendText(`* ${k} EXPUNGE`);
-    const out = agentFetch(s, r, null);
-    if (out !== null) s.send(out);
+    relayFlagUpdate(s, r);
   } else forwardUntagged(s, r);
 }

@@ -12,7 +12,7 @@ import { Refusal } from "../refusal.ts";
 import type { UpstreamCommand } from "../upstream.ts";
 import type { Response } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
-import { deselect, upstreamStatus, visibleFolder } from "./shared.ts";
+import { deselect, keywordsShown, upstreamStatus, visibleFolder } from "./shared.ts";
 
 /** Flags the agent may set in this folder, for PERMANENTFLAGS. */
 function permittedFlags(s: Session, p: string, flags: readonly string[]): string[] {
@@ -163,16 +163,41 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     await s.upstreamRun({ name: "UNSELECT" }).catch(() => {});
     throw error;
   }
+  box.opening = true;
   s.box = box;
   s.state = "selected";
+  try {
+    await respond(s, cmd, box, held, p);
+  } finally {
+    box.opening = false;
+  }
+  // A filtered folder has no mod-sequences (RFC 7162 §3.1.2.2): upstream's move when a hidden message changes.
+  if (box.visible !== null && s.capabilities().includes("CONDSTORE")) {
+    s.sendText("* OK [NOMODSEQ] No mod-sequences in a filtered folder");
+  }
+  s.tagged(cmd.tag, "OK", readOnly ? "READ-ONLY" : "READ-WRITE", `${cmd.name} completed`);
+}
+
+/**
+ * The opened folder's own responses, in the agent's view: what arrived meanwhile (sync), then upstream's SELECT
+ * responses as held, renumbered (RECENT and UNSEEN over the visible messages of a filtered folder).
+ */
+async function respond(
+  s: Session,
+  cmd: CommandOf<"SELECT" | "EXAMINE">,
+  box: SelectedMailbox,
+  held: readonly Response[],
+  p: string,
+): Promise<void> {
   await s.sync(true);
   const filtered = box.visible !== null;
+  const keywords = keywordsShown(s);
   // In a filtered folder RECENT and UNSEEN are computed over the visible messages (docs/protocol.md §3).
   const unseenSeq = filtered ? box.firstAgentSeqAmong(await searchUids(sessionRunner(s), "UNSEEN")) : 0;
   for (const r of held) {
     switch (r.type) {
       case "FLAGS":
-        s.send(filtered ? { ...r, flags: [...SYSTEM_FLAGS] } : r);
+        s.send(keywords ? r : { ...r, flags: [...SYSTEM_FLAGS] });
         break;
       case "EXISTS":
         s.sendText(`* ${box.agentCount} EXISTS`);
@@ -188,7 +213,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
         if (code === null || !code.known) break;
         if (code.name === "PERMANENTFLAGS") {
           const flags = permittedFlags(s, p, code.flags);
-          s.send({ ...r, code: { ...code, flags: filtered ? withoutKeywords(flags) : flags } });
+          s.send({ ...r, code: { ...code, flags: keywords ? flags : withoutKeywords(flags) } });
         } else if (code.name === "UNSEEN") {
           const k = filtered ? unseenSeq : box.agentSeqOf(box.uidOf(code.value));
           if (k > 0) s.send({ ...r, code: { ...code, value: k } });
@@ -212,9 +237,4 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   ) {
     s.sendText(`* OK [UNSEEN ${unseenSeq}] First unseen`);
   }
-  // A filtered folder has no mod-sequences (RFC 7162 §3.1.2.2): upstream's move when a hidden message changes.
-  if (filtered && s.capabilities().includes("CONDSTORE")) {
-    s.sendText("* OK [NOMODSEQ] No mod-sequences in a filtered folder");
-  }
-  s.tagged(cmd.tag, "OK", readOnly ? "READ-ONLY" : "READ-WRITE", `${cmd.name} completed`);
 }

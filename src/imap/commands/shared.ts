@@ -326,26 +326,40 @@ export function messageCommandCode(code: ResponseCode | null): ResponseCode | nu
 }
 
 /**
- * Another session's flag change that upstream reported during a command not asking for flags (RFC 3501 §7.4.2:
- * a server may send it with any command's reply): its FLAGS, with its UID and, where mod-sequences are relayed, its
- * MODSEQ, renumbered to the agent's view; nothing for a message the agent does not know, and nothing else of the
- * response (data a classification or a THREAD fetched for the proxy itself stays with the proxy).
+ * Another session's flag change that upstream reported (RFC 3501 §7.4.2: a server may send it with any command's
+ * reply, and during IDLE): its FLAGS, with its UID and, where mod-sequences are relayed, its MODSEQ, renumbered to
+ * the agent's view; nothing for a message the agent does not know, in a folder whose mail it may not read, or while
+ * the folder is being opened (`SelectedMailbox.opening`), and nothing else of the response (data a classification
+ * or a THREAD fetched for the proxy itself stays with the proxy).
  */
 export function relayFlagUpdate(s: Session, r: Extract<Response, { type: "FETCH" }>): void {
   let flags = false;
   for (const a of r.attrs) if (a.name === "FLAGS") flags = true;
-  if (!flags) return;
+  const box = s.box;
+  if (!flags || box === null || box.opening) return;
+  // Flags are the messages' data: none where the agent may not read them (FETCH FLAGS would be refused).
+  if (s.decide("mail:read", box.policyName).action !== "allow") return;
   const attrs = r.attrs.filter((a) => a.name === "FLAGS" || a.name === "UID" || a.name === "MODSEQ");
   const out = agentFetch(s, { type: "FETCH", seq: r.seq, attrs }, null);
   if (out !== null) s.send(out);
 }
 
+/**
+ * Whether the selected folder's keywords are shown (FLAGS and PERMANENTFLAGS; otherwise the system flags only): not
+ * in a filtered folder, where a keyword may come from a hidden message, nor where the agent may not read the mail,
+ * as keywords are the messages' data.
+ */
+export function keywordsShown(s: Session): boolean {
+  const box = s.box;
+  return box !== null && box.visible === null && s.decide("mail:read", box.policyName).action === "allow";
+}
+
 /** Other untagged data during a command: flag changes and allowlisted status codes. */
 export function forwardUntagged(s: Session, r: Response): void {
   if (r.type === "FETCH") return relayFlagUpdate(s, r);
-  // A filtered folder's FLAGS stay the system flags: a new keyword may come from a hidden message.
+  // The folder's keywords changed: passed on only where they are shown.
   if (r.type === "FLAGS") {
-    if (s.box?.visible == null) s.send(r);
+    if (keywordsShown(s)) s.send(r);
   } else if (r.type === "status" && r.tag === null && (r.status === "OK" || r.status === "NO")) {
     // HIGHESTMODSEQ after the first CONDSTORE-enabling command (RFC 7162 §3.1), in an unfiltered folder only.
     if (r.code?.known && r.code.name === "HIGHESTMODSEQ") {
