@@ -252,7 +252,9 @@ export function openQuotas(
     }
     return opened;
   };
-  let path = config.state.path;
+  // The path serve started with, which it claimed (`<path>.pid`, docs/operations.md "One serve per folder"): a
+  // reload never opens another, which a second serve may hold.
+  const path = config.state.path;
   let own = config.quotas.length > 0 && db === null ? openOwn(path) : null;
   const quotas = new Quotas(config.quotas.length > 0 ? (db ?? own) : null, config.quotas);
   return {
@@ -261,22 +263,21 @@ export function openQuotas(
       const warnings: string[] = [];
       if (next.quotas.length === 0) return { warnings, commit: () => quotas.replace([]) };
       const store = db ?? own;
+      // One shared with the sealed records has its own warning (serve's reload).
+      if (db === null && next.state.path !== path) {
+        const still = `quotas are ${store === null ? "counted" : "still counted"} in ${path}`;
+        warnings.push(`[state] path cannot change on reload: ${still}; restart to use ${next.state.path}`);
+      }
       if (store !== null) {
         // The database may have been opened for something else (sealed records) with no quota table yet.
         prepareQuotaTables(store);
-        // One shared with the sealed records has its own warning (serve's reload).
-        if (db === null && next.state.path !== path) {
-          const still = `quotas are still counted in ${path}`;
-          warnings.push(`[state] path cannot change on reload: ${still}; restart to use ${next.state.path}`);
-        }
         return { warnings, commit: () => quotas.replace(next.quotas, store) };
       }
-      const opened = openOwn(next.state.path);
+      const opened = openOwn(path);
       return {
         warnings,
         commit: () => {
           own = opened;
-          path = next.state.path;
           quotas.replace(next.quotas, opened);
         },
       };

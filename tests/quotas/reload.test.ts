@@ -51,6 +51,24 @@ test("a changed limit applies to what was already counted; removing the quotas l
   running.close();
 });
 
+test("no quotas at start; a reload adds some under another [state] path: the start's path is opened, a warning", () => {
+  // serve claimed the start's path (`<path>.pid`); another may be a second serve's.
+  const opened: string[] = [];
+  const running = openQuotas(settings("", "/a/state.db"), null, (path) => {
+    opened.push(path);
+    return new Database(":memory:");
+  });
+  const prepared = running.prepareReload(settings(READS_2, "/b/state.db"));
+  expect(prepared.warnings).toEqual([
+    "[state] path cannot change on reload: quotas are counted in /a/state.db; restart to use /b/state.db",
+  ]);
+  prepared.commit();
+  expect(opened).toEqual(["/a/state.db"]);
+  expect(running.quotas.chargeReads({ login: "a" }, 2).ok).toBe(true);
+  expect(running.quotas.chargeReads({ login: "a" }, 1).ok).toBe(false);
+  running.close();
+});
+
 test("a state database that cannot be opened fails the reload: the running quotas stay", () => {
   const running = openQuotas(settings(""), null, () => {
     throw new Error("unable to open database file");
