@@ -34,7 +34,11 @@ async function refreshes(user: string): Promise<number> {
   return counters.tokenByUser[user]?.["refresh_token"] ?? 0;
 }
 
-test("SIGTERM during a token refresh: serve stores the rotated refresh token; the next start logs in", async () => {
+/**
+ * serve is stopped with `signals` (one, or a second 300 ms after the first, as a supervisor or a second Ctrl-C may
+ * send) while the refresh's answer is held back; it must end with 0 after storing the rotated pair.
+ */
+async function stopDuringRefresh(signals: readonly ("SIGTERM" | "SIGINT")[]): Promise<void> {
   const mailbox = await createMailbox({ name: "oauth-shutdown" });
   const user = mailbox.user;
   expect((await control("rotation", { on: "true", user })).status).toBe(200);
@@ -60,8 +64,12 @@ test("SIGTERM during a token refresh: serve stores the rotated refresh token; th
       // The refresh was granted (the old refresh token is revoked now); its answer is held back.
       for (let i = 0; i < 200 && (await refreshes(user)) === before; i++) await Bun.sleep(50);
       expect(await refreshes(user)).toBe(before + 1);
-      served.proc.kill("SIGTERM");
+      for (const [i, signal] of signals.entries()) {
+        if (i > 0) await Bun.sleep(300);
+        served.proc.kill(signal);
+      }
       expect(await served.proc.exited).toBe(0);
+      if (signals.length > 1) expect(served.logs()).toContain("already shutting down");
     } finally {
       agent.close();
     }
@@ -85,4 +93,12 @@ test("SIGTERM during a token refresh: serve stores the rotated refresh token; th
     again.proc.kill("SIGTERM");
   }
   expect(await again.proc.exited).toBe(0);
+}
+
+test("SIGTERM during a token refresh: serve stores the rotated refresh token; the next start logs in", async () => {
+  await stopDuringRefresh(["SIGTERM"]);
+});
+
+test("a second SIGTERM, then SIGINT, during the shutdown do not cut it short: the pair is stored", async () => {
+  await stopDuringRefresh(["SIGTERM", "SIGTERM", "SIGINT"]);
 });

@@ -124,15 +124,21 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
   // The signal handlers go in before anything is opened: a SIGTERM during the start (the start-up check of held
   // messages commits changes whose rows are still queued) or right after a "listening" line must close the proxies
   // and the audit log, not end the process with the default action. One that comes during the start is acted on
-  // once the start is done.
+  // once the start is done. They stay in for the whole shutdown: a second SIGTERM or SIGINT (a second Ctrl-C, a
+  // supervisor that repeats its signal) is logged, not the default action that would end the process before the
+  // audit log is closed and lose the rows still queued.
   const stopped = new Promise<void>((resolve) => {
     const stop = (signal: string) => {
+      if (stopping) {
+        log.warn(`${signal}: already shutting down (the audit log and the state database are closed first)`);
+        return;
+      }
       log.info(`${signal}: shutting down`);
       stopping = true;
       resolve();
     };
-    process.once("SIGINT", () => stop("SIGINT"));
-    process.once("SIGTERM", () => stop("SIGTERM"));
+    process.on("SIGINT", () => stop("SIGINT"));
+    process.on("SIGTERM", () => stop("SIGTERM"));
   });
   // One serve per folder: a second one with its audit database beside the first's would share its pid file, status
   // file and (by default) state database, and `mailgator reload` for either would signal the other. One serve per
