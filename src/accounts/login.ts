@@ -8,6 +8,7 @@ import { createServer, type Server } from "node:http";
 import type { OAuth2AccountConfig } from "../config/index.ts";
 import { escapes } from "../mail/display.ts";
 import { authorizationCodeGrant, classify, type Endpoint, endpointFor, type Grant, grantOf, oauth } from "./oauth.ts";
+import { issuerOf } from "./providers.ts";
 
 /** How long a login waits for the browser's redirect or the device approval before giving up. */
 export const LOGIN_TIMEOUT_MS = 10 * 60_000;
@@ -49,6 +50,8 @@ interface Authorization {
   readonly state: string;
   readonly verifier: string;
   readonly redirectUri: string;
+  /** The issuer the redirect's `iss` must name (`issuerOf`), or null where it is not known. */
+  readonly issuer: string | null;
 }
 
 async function authorization(account: OAuth2AccountConfig, redirectUri: string): Promise<Authorization> {
@@ -68,14 +71,34 @@ async function authorization(account: OAuth2AccountConfig, redirectUri: string):
     ...providerParameters(account),
   };
   for (const [k, v] of Object.entries(params)) url.searchParams.set(k, v);
-  return { url, state, verifier, redirectUri };
+  return { url, state, verifier, redirectUri, issuer: issuerOf(account.oauth2.provider, account.oauth2.tenant) };
+}
+
+/**
+ * The redirect's `iss` (RFC 9207), checked against the provider's issuer where it is known, then taken out: the
+ * library would compare it with the token URL's origin, which is no issuer's name (Google names
+ * `https://accounts.google.com` and answers tokens at `https://oauth2.googleapis.com`). Where the issuer is not
+ * known the code still goes only to the account's own token endpoint, with this login's state and PKCE verifier.
+ */
+function checkIssuer(auth: Authorization, redirected: URL): URL {
+  const named = redirected.searchParams.getAll("iss");
+  if (named.length === 0) return redirected;
+  if (named.length > 1) throw new LoginError("the redirect is not this login's answer (more than one iss)");
+  if (auth.issuer !== null && named[0] !== auth.issuer)
+    throw new LoginError(
+      escapes(`the redirect is not this login's answer (issued by ${named[0]!.slice(0, 200)}, not ${auth.issuer})`),
+    );
+  const out = new URL(redirected);
+  out.searchParams.delete("iss");
+  return out;
 }
 
 /** Checks the redirect's state and error (RFC 6749 section 4.1.2), then exchanges the code. */
 async function finish(ep: Endpoint, auth: Authorization, redirected: URL): Promise<Grant> {
+  const checked = checkIssuer(auth, redirected);
   let params: URLSearchParams;
   try {
-    params = oauth.validateAuthResponse(ep.as, ep.client, redirected, auth.state);
+    params = oauth.validateAuthResponse(ep.as, ep.client, checked, auth.state);
   } catch (e) {
     if (e instanceof oauth.AuthorizationResponseError)
       throw new LoginError(

@@ -37,6 +37,24 @@ export const MICROSOFT_DEFAULT_TENANT = "common";
 /** Tenant aliases that name no directory: app-only tokens need the tenant's id or domain. */
 export const MICROSOFT_TENANT_ALIASES: readonly string[] = ["common", "organizations", "consumers"];
 
+/** The issuer Google names in its authorization redirects (`iss`, RFC 9207). */
+export const GOOGLE_ISSUER = "https://accounts.google.com";
+
+/** A Microsoft tenant given as its directory id, the only form its issuer name (`/{id}/v2.0`) is built from. */
+const TENANT_ID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/**
+ * The issuer an authorization redirect must name when it carries `iss` (RFC 9207 §2.4), where Mailgator knows it:
+ * Google's, and a Microsoft tenant's given by its id; null for a custom provider (no discovery document is read)
+ * and for Microsoft's shared tenants and domain names, whose issuer depends on the account that logs in.
+ */
+export function issuerOf(provider: OAuth2Provider, tenant: string | null): string | null {
+  if (provider === "google") return GOOGLE_ISSUER;
+  if (provider === "microsoft" && tenant !== null && TENANT_ID.test(tenant))
+    return `https://login.microsoftonline.com/${tenant.toLowerCase()}/v2.0`;
+  return null;
+}
+
 export function microsoft(tenant: string, grant: OAuth2Grant): ProviderEndpoints {
   const base = `https://login.microsoftonline.com/${encodeURIComponent(tenant)}/oauth2/v2.0`;
   return {
