@@ -28,7 +28,7 @@ import {
   readStatus,
   readTokens,
   type StatusRow,
-  saveTokens,
+  saveRefreshedTokens,
   type TokenRecord,
   writeStatus,
 } from "./records.ts";
@@ -95,6 +95,8 @@ interface Runtime {
    * provider may already have retired the stored refresh token when it issued them, so they must not be dropped.
    */
   unsaved: TokenRecord | null;
+  /** The stored pair the refresh that obtained `unsaved` started from (`saveRefreshedTokens`). */
+  unsavedBase: TokenRecord | null;
 }
 
 export class AccountCredentials {
@@ -131,6 +133,7 @@ export class AccountCredentials {
       lastError: null,
       rejected: null,
       unsaved: null,
+      unsavedBase: null,
     };
   }
 
@@ -217,14 +220,13 @@ export class AccountCredentials {
     if (record === null) return true;
     try {
       // A pair stored since by another process (`mailgator account login`) is newer: it wins, this one is dropped.
-      const account = ownEntry(this.#config.accounts, name);
-      const stored = account?.auth === "oauth2" ? this.#read(account) : null;
-      if (stored !== null && stored.obtainedAt > record.obtainedAt) {
+      const kept = saveRefreshedTokens(this.#store!, name, record, rt.unsavedBase, this.#now());
+      if (kept !== null) {
         rt.unsaved = null;
-        rt.record = stored;
+        rt.unsavedBase = null;
+        this.#adopt(name, rt, kept.stored);
         return true;
       }
-      saveTokens(this.#store!, name, record, this.#now());
     } catch (e) {
       this.#log.error(
         `account ${name}: the new tokens are still not written to the state database: ${errorMessage(e)}`,
@@ -232,8 +234,21 @@ export class AccountCredentials {
       return false;
     }
     rt.unsaved = null;
+    rt.unsavedBase = null;
     this.#log.info(`account ${name}: the new tokens are written to the state database`);
     return true;
+  }
+
+  /**
+   * Another process stored `stored` while this one refreshed: it is newer and stays. This process uses it from
+   * now on where it is for the configured client; otherwise (the config names a new client and this process has
+   * not been reloaded yet) it keeps the tokens in memory and writes nothing.
+   */
+  #adopt(name: string, rt: Runtime, stored: TokenRecord | null): void {
+    const account = ownEntry(this.#config.accounts, name);
+    if (stored === null || account?.auth !== "oauth2" || !matches(stored, account.oauth2)) return;
+    rt.record = stored;
+    this.#log.info(`account ${name}: a newer login was stored meanwhile; it stays, and is used from now on`);
   }
 
   /** Status rows of the OAuth2 accounts (no secrets). */
@@ -283,6 +298,8 @@ export class AccountCredentials {
     const stored = this.#saveUnsaved(name, rt) ? this.#read(account) : null;
     if (stored !== null) rt.record = stored;
     const current = rt.record;
+    // The stored pair this refresh replaces: while earlier tokens are still unwritten, the one they were to replace.
+    const base = rt.unsaved !== null ? rt.unsavedBase : current;
     const started = this.#now();
     let grant: Grant;
     try {
@@ -324,11 +341,13 @@ export class AccountCredentials {
       tokenUrl: settings.tokenUrl,
     };
     this.#throwIfRetired(account, rt);
+    let kept: ReturnType<typeof saveRefreshedTokens> = null;
     try {
-      saveTokens(this.#store!, name, record, this.#now());
+      kept = saveRefreshedTokens(this.#store!, name, record, base, this.#now());
     } catch (e) {
       // The tokens are good and the old refresh token may be retired: use these from memory, write them later.
       rt.unsaved = record;
+      rt.unsavedBase = base;
       this.#log.error(
         `account ${name}: new tokens obtained but not written to the state database (${errorMessage(e)}); kept in ` +
           "memory and written again before the next token request",
@@ -336,6 +355,8 @@ export class AccountCredentials {
     }
     if (rt.failures > 0) this.#log.info(`account ${name}: token endpoint answers again`);
     rt.record = record;
+    // Stored by another process meanwhile: that pair stays, and is used from the next request on.
+    if (kept !== null) this.#adopt(name, rt, kept.stored);
     rt.failures = 0;
     rt.retryAt = 0;
     rt.lastError = null;
@@ -380,7 +401,10 @@ export class AccountCredentials {
   #markNeedsReauthorization(account: OAuth2AccountConfig, message: string): void {
     // Tokens held unwritten belong to the grant the provider just refused: nothing to keep.
     const rt = this.#runtime.get(account.name);
-    if (rt !== undefined) rt.unsaved = null;
+    if (rt !== undefined) {
+      rt.unsaved = null;
+      rt.unsavedBase = null;
+    }
     const store = this.#store!;
     const now = this.#now();
     const changed = store.transaction(() => {

@@ -96,6 +96,46 @@ export function writeStatus(store: SealedStore, row: StatusRow): void {
     .run(row.account, row.state, row.since, row.lastError, row.lastErrorAt, row.expiresAt, row.refreshedAt);
 }
 
+/** The same stored pair: what a refresh started from is still what the database holds. */
+export function sameTokens(a: TokenRecord | null, b: TokenRecord | null): boolean {
+  if (a === null || b === null) return a === b;
+  return (
+    a.refreshToken === b.refreshToken &&
+    a.accessToken === b.accessToken &&
+    a.obtainedAt === b.obtainedAt &&
+    a.clientId === b.clientId &&
+    a.tokenUrl === b.tokenUrl
+  );
+}
+
+/**
+ * `saveTokens` of tokens a refresh obtained, unless the stored pair is no longer `base`, the one the refresh started
+ * from: then another process wrote since (`mailgator account login`, a login for a new client, another process's
+ * refresh) and its pair is newer, so it stays. Read and write are one transaction (BEGIN IMMEDIATE), so no other
+ * process writes between them. Returns null when `record` was written, else the stored record that stays.
+ */
+export function saveRefreshedTokens(
+  store: SealedStore,
+  account: string,
+  record: TokenRecord,
+  base: TokenRecord | null,
+  now: number,
+): { readonly stored: TokenRecord | null } | null {
+  ensureSchema(store);
+  return store.transaction(() => {
+    let stored: TokenRecord | null;
+    try {
+      stored = readTokens(store, account);
+    } catch {
+      // A record that cannot be read is no pair anyone could use: the new one replaces it.
+      stored = base;
+    }
+    if (!sameTokens(stored, base)) return { stored };
+    saveTokens(store, account, record, now);
+    return null;
+  });
+}
+
 /**
  * Replaces the account's tokens and marks it ok, in one transaction: a crash leaves either the old pair or the new
  * one, never neither (the provider may already have retired the old refresh token when it issued the new one).

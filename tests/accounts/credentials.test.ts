@@ -74,6 +74,18 @@ function msToken(access: string, refresh: string) {
   };
 }
 
+/** A token pair as the token endpoint issued it at `now` for `account`. */
+function tokens(account: OAuth2AccountConfig, now: number, refreshToken: string, accessToken: string) {
+  return {
+    refreshToken,
+    accessToken,
+    expiresAt: now + 4328_000,
+    obtainedAt: now,
+    clientId: account.oauth2.clientId,
+    tokenUrl: TOKEN_URL,
+  };
+}
+
 describe("Microsoft: a refresh token rotated on every use", () => {
   test("each refresh sends the latest refresh token and stores the new one; invalid_grant needs a login", async () => {
     const { config, store } = microsoftSetup();
@@ -343,16 +355,6 @@ describe("settled(): a short-lived process waits for the refresh it started", ()
 });
 
 describe("new tokens the state database could not take", () => {
-  /** A token pair as the token endpoint issued it at `now` for `account`. */
-  const tokens = (account: OAuth2AccountConfig, now: number, refreshToken: string, accessToken: string) => ({
-    refreshToken,
-    accessToken,
-    expiresAt: now + 4328_000,
-    obtainedAt: now,
-    clientId: account.oauth2.clientId,
-    tokenUrl: TOKEN_URL,
-  });
-
   /** `store` refuses every transaction, as a full disk does, while `full` is true. */
   function fullDisk(store: ReturnType<typeof microsoftSetup>["store"]): { full: boolean } {
     const disk = { full: true };
@@ -415,6 +417,81 @@ describe("new tokens the state database could not take", () => {
     disk.full = false;
     now += 1000;
     saveTokens(store, "work", issued("0.login-rt", "login-at"), now);
+    await c.settled();
+    expect(readTokens(store, "work")).toMatchObject({ refreshToken: "0.login-rt", accessToken: "login-at" });
+  });
+});
+
+describe("a pair another process stores while a refresh is in flight stays (saveRefreshedTokens)", () => {
+  /** A token endpoint that answers only once `release()` is called: the refresh is in flight until then. */
+  function held(body: object) {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const sent: string[] = [];
+    const impl = (async (input: string | URL | Request, init?: RequestInit) => {
+      const form = new URLSearchParams(await new Request(input as string, init).text());
+      sent.push(form.get("refresh_token") ?? "");
+      await gate;
+      return Response.json(body, { headers: { "cache-control": "no-store" } });
+    }) as typeof fetch;
+    return { fetch: impl, release, sent };
+  }
+
+  test("account login during the refresh: its pair stays, and is what the next request uses", async () => {
+    const { config, store } = microsoftSetup();
+    const account = config.accounts["work"] as OAuth2AccountConfig;
+    let now = 1_700_000_000_000;
+    saveTokens(store, "work", tokens(account, now, "0.rt-1", "at-1"), now);
+    const endpoint = held(msToken("at-2", "0.rt-2"));
+    const c = new AccountCredentials({ config, store, fetch: endpoint.fetch, now: () => now, log: quiet });
+    now += 4400_000; // expired
+    const asked = c.credentialFor("work");
+    while (endpoint.sent.length === 0) await Bun.sleep(1);
+    // The login of another process, with an earlier start time than the refresh (it began before the browser wait).
+    saveTokens(store, "work", tokens(account, now - 60_000, "0.login-rt", "login-at"), now);
+    endpoint.release();
+    // This request gets the refreshed token (valid), but the stored pair is the login's and stays so.
+    expect((await asked) as object).toMatchObject({ accessToken: "at-2" });
+    expect(readTokens(store, "work")).toMatchObject({ refreshToken: "0.login-rt", accessToken: "login-at" });
+    expect((await c.credentialFor("work")) as object).toMatchObject({ accessToken: "login-at" });
+  });
+
+  test("a login for a new client_id during the refresh: not overwritten by the old client's pair", async () => {
+    const { config, store } = microsoftSetup();
+    const account = config.accounts["work"] as OAuth2AccountConfig;
+    let now = 1_700_000_000_000;
+    saveTokens(store, "work", tokens(account, now, "0.rt-1", "at-1"), now);
+    const endpoint = held(msToken("at-2", "0.rt-2"));
+    const c = new AccountCredentials({ config, store, fetch: endpoint.fetch, now: () => now, log: quiet });
+    now += 4400_000;
+    const asked = c.credentialFor("work");
+    while (endpoint.sent.length === 0) await Bun.sleep(1);
+    const newClient = { ...account, oauth2: { ...account.oauth2, clientId: "00000000-0000-0000-0000-0000000c11e2" } };
+    saveTokens(store, "work", tokens(newClient, now, "0.new-rt", "new-at"), now);
+    endpoint.release();
+    // The running process (not reloaded yet) goes on with its own client's tokens from memory.
+    expect((await asked) as object).toMatchObject({ accessToken: "at-2" });
+    expect(readTokens(store, "work")).toMatchObject({ refreshToken: "0.new-rt", clientId: newClient.oauth2.clientId });
+  });
+
+  test("tokens whose write failed are dropped for a login stored since, whatever its start time", async () => {
+    const { config, store } = microsoftSetup();
+    const account = config.accounts["work"] as OAuth2AccountConfig;
+    let now = 1_700_000_000_000;
+    saveTokens(store, "work", tokens(account, now, "0.rt-1", "at-1"), now);
+    const fake = replay([{ expect: { refresh_token: "0.rt-1" }, status: 200, body: msToken("at-2", "0.rt-2") }]);
+    const c = new AccountCredentials({ config, store, fetch: fake.fetch, now: () => now, log: quiet });
+    const transaction = store.transaction.bind(store);
+    let full = true;
+    store.transaction = <T>(fn: () => T): T => {
+      if (full) throw new Error("database or disk is full");
+      return transaction(fn);
+    };
+    now += 4400_000;
+    expect((await c.credentialFor("work")) as object).toMatchObject({ accessToken: "at-2" });
+    full = false;
+    // A login that started before the failed write (its time is its start) and stored after it.
+    saveTokens(store, "work", tokens(account, now - 60_000, "0.login-rt", "login-at"), now);
     await c.settled();
     expect(readTokens(store, "work")).toMatchObject({ refreshToken: "0.login-rt", accessToken: "login-at" });
   });
