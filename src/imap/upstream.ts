@@ -281,6 +281,10 @@ export class UpstreamSession {
         }
       },
     );
+    // NO [UNAVAILABLE] (RFC 5530 §3): the server could not check the token now (its authentication service is
+    // down), which says nothing of the token: a temporary failure, not a refusal that would cost a token request.
+    if (status.status === "NO" && status.code?.known === true && status.code.name === "UNAVAILABLE")
+      throw new UpstreamError("the upstream server cannot check access tokens now (NO [UNAVAILABLE])");
     return this.#loggedIn(status);
   }
 

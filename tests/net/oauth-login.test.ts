@@ -189,6 +189,44 @@ describe("scripted upstreams: Gmail's failure challenge (recorded transcript), n
     expect(JSON.stringify(rows)).not.toMatch(/token-[12]/);
   });
 
+  test("IMAP proxy: NO [UNAVAILABLE] to AUTHENTICATE is temporary: the token is kept, none fetched", async () => {
+    // Dovecot answers so when its authentication service (the oauth2 token check) cannot be reached (RFC 5530 §3).
+    const received: string[] = [];
+    const server = createServer((socket) => {
+      socket.setEncoding("latin1");
+      socket.write("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2 UIDPLUS UNSELECT] scripted\r\n");
+      let buffer = "";
+      socket.on("data", (chunk: string) => {
+        buffer += chunk;
+        for (let end = buffer.indexOf("\r\n"); end >= 0; end = buffer.indexOf("\r\n")) {
+          const line = buffer.slice(0, end);
+          buffer = buffer.slice(end + 2);
+          received.push(line);
+          const tag = line.split(" ")[0];
+          if (/ AUTHENTICATE /i.test(line))
+            socket.write(`${tag} NO [UNAVAILABLE] Temporary authentication failure\r\n`);
+          else socket.write(`${tag} OK done\r\n`);
+        }
+      });
+      socket.on("error", () => {});
+    });
+    await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+    cleanups.push(() => {
+      server.close();
+    });
+    const { config, audit, credentials, calls } = setup({ imap: (server.address() as AddressInfo).port });
+    const proxy = await startImapProxy({ config, policy: compilePolicy(config.rules), audit, credentials });
+    cleanups.push(() => proxy.close());
+    const client = await LineClient.open(proxy.address.port);
+    cleanups.push(() => client.close());
+    await client.until(/^\* OK/);
+    client.send("a LOGIN bot agent-token");
+    expect(await client.until(/^a /)).toBe("a NO [UNAVAILABLE] Upstream server unavailable\r\n");
+    // The token is not reported refused, and no other is asked for: one AUTHENTICATE, with token-1.
+    expect(calls).toEqual(["credentialFor"]);
+    expect(received.filter((l) => / AUTHENTICATE /.test(l))).toHaveLength(1);
+  });
+
   test("SMTP proxy: 334 answered with an empty line, 535, a new connection with a fresh token, 454", async () => {
     const server = await TranscriptServer.start(transcriptSection(GMAIL, "smtp"));
     cleanups.push(() => server.close());
