@@ -258,6 +258,9 @@ export class AccountCredentials {
   }
 
   #checkAuthorized(account: OAuth2AccountConfig): void {
+    // A client_credentials account has no login to fix a mark with: its token requests are retried instead (and a
+    // mark an earlier version left is no reason to stop).
+    if (account.oauth2.grant === "client_credentials") return;
     // Read from the database each time: `mailgator account login` may have fixed it since.
     const status = readStatus(this.#store!, account.name);
     if (status?.state === "needs-reauthorization")
@@ -313,7 +316,9 @@ export class AccountCredentials {
       if (e instanceof AccountNeedsReauthorization) throw e;
       this.#throwIfRetired(account, rt);
       const error = e as Error;
-      if (e instanceof GrantRevoked) {
+      // invalid_grant ends a refresh token's grant; a client_credentials request has none (RFC 6749 §4.4): there it
+      // is an error of the app's registration or the provider, retried with backoff like invalid_client.
+      if (e instanceof GrantRevoked && settings.grant !== "client_credentials") {
         // Another process may have replaced the grant meanwhile (`account login`, or a rotation by a second proxy
         // on the same database): the refused token was then the old one. Try once with the stored one.
         const latest = retried ? null : this.#read(account);

@@ -12,7 +12,7 @@ import {
   AccountTemporarilyUnavailable,
 } from "../../src/accounts/index.ts";
 import { loginDevice } from "../../src/accounts/login.ts";
-import { readStatus, readTokens, saveTokens } from "../../src/accounts/records.ts";
+import { readStatus, readTokens, saveTokens, writeStatus } from "../../src/accounts/records.ts";
 import type { AuditEvent } from "../../src/audit/index.ts";
 import { type OAuth2AccountConfig, parseConfig } from "../../src/config/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
@@ -419,6 +419,59 @@ describe("new tokens the state database could not take", () => {
     saveTokens(store, "work", issued("0.login-rt", "login-at"), now);
     await c.settled();
     expect(readTokens(store, "work")).toMatchObject({ refreshToken: "0.login-rt", accessToken: "login-at" });
+  });
+});
+
+describe("client_credentials: invalid_grant is no revoked login (there is none to renew)", () => {
+  test("retried with backoff, never marked needs-reauthorization; a mark left before does not stop it", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mg-cc-"));
+    const config = parseConfig(
+      [
+        `[accounts.app]`,
+        `username = "shared@contoso.com"`,
+        `auth = "oauth2"`,
+        `provider = "microsoft"`,
+        `grant = "client_credentials"`,
+        `tenant = "${TENANT}"`,
+        `client_id = "00000000-0000-0000-0000-00000000c11e"`,
+        `client_secret = "s3cret"`,
+        `[audit]`,
+        `path = "audit.db"`,
+      ].join("\n"),
+      join(dir, "m.toml"),
+    );
+    const store = SealedStore.open(config.state.path, {
+      secretsFile: config.state.secretsFile,
+      env: {},
+      create: true,
+    })!;
+    const invalid = { error: "invalid_grant", error_description: "AADSTS70000: the grant is invalid" };
+    const fake = replay([
+      { expect: { grant_type: "client_credentials" }, status: 400, body: invalid },
+      {
+        expect: { grant_type: "client_credentials" },
+        status: 200,
+        body: { token_type: "Bearer", expires_in: 3599, access_token: "app-at" },
+      },
+    ]);
+    let now = 1_700_000_000_000;
+    const c = new AccountCredentials({ config, store, fetch: fake.fetch, now: () => now, log: quiet });
+    await expect(c.credentialFor("app")).rejects.toBeInstanceOf(AccountTemporarilyUnavailable);
+    expect(readStatus(store, "app")?.state).not.toBe("needs-reauthorization");
+    // A mark an earlier version wrote: no login can clear it for such an account, so it does not stop the next try.
+    writeStatus(store, {
+      account: "app",
+      state: "needs-reauthorization",
+      since: now,
+      lastError: "invalid_grant",
+      lastErrorAt: now,
+      expiresAt: null,
+      refreshedAt: null,
+    });
+    now += BACKOFF_MAX_MS;
+    expect((await c.credentialFor("app")) as object).toMatchObject({ accessToken: "app-at" });
+    expect(readStatus(store, "app")?.state).toBe("ok");
+    store.close();
   });
 });
 
