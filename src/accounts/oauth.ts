@@ -13,6 +13,11 @@ import { isLoopbackUrlHost } from "../net/ip.ts";
 export const TOKEN_REQUEST_TIMEOUT_MS = 15_000;
 /** The lifetime assumed when a token response gives no expires_in (RFC 6749 section 5.1 makes it optional). */
 export const DEFAULT_ACCESS_TOKEN_LIFETIME_S = 3600;
+/**
+ * Longest body read from the token endpoint or the device authorization endpoint: a token response is a few KiB
+ * (Microsoft's, the largest here, about 5); a longer one is a failed request (retried), never read whole.
+ */
+export const MAX_TOKEN_RESPONSE_BYTES = 64 * 1024;
 
 export interface Endpoint {
   readonly as: oauth.AuthorizationServer;
@@ -53,6 +58,36 @@ function isLoopbackUrl(url: string | null): boolean {
   return u.protocol === "http:" && isLoopbackUrlHost(u);
 }
 
+/**
+ * `fetch` whose response bodies are read here, up to MAX_TOKEN_RESPONSE_BYTES: the library reads a body whole
+ * (`response.json()`), and the provider, or anything on the way to it, chooses its length.
+ */
+function capped(inner: typeof fetch): typeof fetch {
+  return (async (input: string | URL | Request, init?: RequestInit) => {
+    const response = await inner(input, init);
+    const chunks: Uint8Array[] = [];
+    let total = 0;
+    const reader = response.body?.getReader();
+    for (;;) {
+      const read = await reader?.read();
+      if (read === undefined || read.done) break;
+      total += read.value.length;
+      if (total > MAX_TOKEN_RESPONSE_BYTES) {
+        await reader!.cancel().catch(() => {});
+        throw new TokenEndpointUnavailable(
+          `the response passed ${MAX_TOKEN_RESPONSE_BYTES} bytes (HTTP ${response.status}): not read further`,
+        );
+      }
+      chunks.push(read.value);
+    }
+    return new Response(Buffer.concat(chunks), {
+      status: response.status,
+      statusText: response.statusText,
+      headers: response.headers,
+    });
+  }) as typeof fetch;
+}
+
 /** The oauth4webapi view of an account's client registration; `fetchImpl` is for tests. */
 export function endpointFor(settings: OAuth2Settings, fetchImpl?: typeof fetch): Endpoint {
   const as: oauth.AuthorizationServer = {
@@ -71,7 +106,7 @@ export function endpointFor(settings: OAuth2Settings, fetchImpl?: typeof fetch):
     auth: secret === undefined ? oauth.None() : oauth.ClientSecretPost(secret),
     options: {
       ...(insecure ? { [oauth.allowInsecureRequests]: true } : {}),
-      ...(fetchImpl ? { [oauth.customFetch]: fetchImpl } : {}),
+      [oauth.customFetch]: capped(fetchImpl ?? fetch),
     },
   };
 }
@@ -105,6 +140,7 @@ function describe(e: oauth.ResponseBodyError): string {
 
 /** Sorts a token request's failure; never lets a raw response body (which could hold a token) into a message. */
 export function classify(e: unknown): Error {
+  if (e instanceof TokenEndpointUnavailable) return e;
   if (e instanceof oauth.ResponseBodyError) {
     if (e.status >= 500 || e.status === 429) return new TokenEndpointUnavailable(describe(e));
     if (e.error === "invalid_grant") return new GrantRevoked(describe(e));
