@@ -372,6 +372,9 @@ test("mailgator reload: reloaded or the errors; a pid file while serve runs, a s
   const noServer = runCli(["reload", "-c", file]);
   expect(noServer.exitCode).toBe(1);
   expect(noServer.stdout).toContain("no running mailgator for this config");
+  // Where the pid file of a serve whose [audit] path the file no longer names would be, and what to do then.
+  expect(noServer.stdout).toContain(`no pid in ${join(dir, "mailgator.pid")}`);
+  expect(noServer.stdout).toContain("a changed [audit] path needs a restart, or send that process SIGHUP");
   // A pid file left by a serve that was killed, whose pid another process has since: that one is not signalled.
   const other = Bun.spawn(["sleep", "60"]);
   try {

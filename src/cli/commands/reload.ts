@@ -49,7 +49,13 @@ export async function reload(ctx: CommandContext): Promise<number> {
   const statusFile = statusFileFor(config);
   const entry = readPidFile(pidFile);
   if (entry.state === "none") {
-    ctx.out(`not reloaded: no running mailgator for this config (no pid in ${pidFile})`);
+    // The pid file lives beside the audit database: a serve of this file that started with another [audit] path
+    // keeps its own there, and cannot take the new path without a restart anyway (docs/operations.md "Reload").
+    ctx.out(
+      `not reloaded: no running mailgator for this config (no pid in ${pidFile}). If a serve of this file ` +
+        "started with another [audit] path, its pid file is in that path's folder: a changed [audit] path needs " +
+        "a restart, or send that process SIGHUP (kill -HUP PID) to apply the rest of the file without it",
+    );
     return EXIT_FAILURE;
   }
   if (entry.state === "stale") {
