@@ -77,6 +77,32 @@ test("a good file is swapped in with a new revision; a bad one keeps the old and
   expect(reloadSuccesses()).toBe(successesBefore + 2);
 });
 
+test("a step that throws after the swap: the steps after it still run, and the outcome says so", () => {
+  const file = write("allow");
+  const first = loadConfig(file);
+  const live = new LiveConfig(first, compilePolicy(first.rules));
+  const committed: string[] = [];
+  const handle = (name: string, fail: boolean) => ({
+    address: { host: "127.0.0.1", port: 0 },
+    close: async () => {},
+    prepareReload: () => ({
+      warnings: [],
+      commit: () => {
+        committed.push(name);
+        if (fail) throw new Error(`${name} broke`);
+        return 1;
+      },
+    }),
+  });
+  write("deny");
+  const result = reload(file, {}, live, [handle("imap", true), handle("smtp", false)], first.audit.path);
+  expect(committed).toEqual(["imap", "smtp"]);
+  expect(live.config.rules[0]!.action).toBe("deny");
+  expect(result.ok).toBe(true);
+  expect(result.sessionsEnded).toBe(1);
+  expect(result.warnings.some((w) => w.includes("a step of the reload failed (imap broke)"))).toBe(true);
+});
+
 test("the first ask rule by reload: a warning (approvals are set up at start), none when they are", () => {
   const file = write("allow");
   const first = loadConfig(file);

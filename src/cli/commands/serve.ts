@@ -550,7 +550,19 @@ export function reload(
   for (const p of prepared) warnings.push(...p.warnings);
   live.swap(next, policy);
   let sessionsEnded = 0;
-  for (const p of prepared) sessionsEnded += p.commit();
+  // The new config is in force from the swap on: a step that throws (a bug) must not keep the steps after it from
+  // running (another proxy's sessions the new rules end, the accounts, the quotas); it is reported with the outcome.
+  for (const p of prepared) {
+    try {
+      sessionsEnded += p.commit();
+    } catch (e) {
+      const problem =
+        `a step of the reload failed (${errorMessage(e)}): the new config is in force, but what that step applies ` +
+        "(sessions it ends, upstream settings) may not be; restart to be sure";
+      log.error(problem);
+      warnings.push(problem);
+    }
+  }
   for (const w of warnings) log.warn(w);
   log.info(
     `reloaded ${file}: config revision ${previous.revision} -> ${next.revision}` +
