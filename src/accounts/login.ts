@@ -18,6 +18,8 @@ export const CALLBACK_PATH = "/callback";
 export const PASTE_REDIRECT_URI = `http://127.0.0.1${CALLBACK_PATH}`;
 /** RFC 8628 section 3.5: the polling interval when the provider gives none, and the slow_down increment. */
 const DEVICE_DEFAULT_INTERVAL_S = 5;
+/** The shortest polling interval taken from a provider (an `interval` of 0 would poll without pause). */
+export const DEVICE_MIN_INTERVAL_S = 1;
 const DEVICE_SLOW_DOWN_S = 5;
 /** Longest line read from stdin for `--paste`. */
 const MAX_PASTE_BYTES = 16 * 1024;
@@ -227,7 +229,7 @@ export async function loginDevice(account: OAuth2AccountConfig, io: LoginIo): Pr
   io.say(`On any device, open ${escapes(device.verification_uri)} and enter the code ${escapes(device.user_code)}`);
   if (device.verification_uri_complete) io.say(`(or open ${escapes(device.verification_uri_complete)})`);
   io.say(`Sign in as ${account.username}. Waiting for approval ...`);
-  let interval = device.interval ?? DEVICE_DEFAULT_INTERVAL_S;
+  let interval = Math.max(device.interval ?? DEVICE_DEFAULT_INTERVAL_S, DEVICE_MIN_INTERVAL_S);
   const deadline = Date.now() + device.expires_in * 1000;
   while (Date.now() < deadline) {
     await sleep(interval * 1000, signal);

@@ -11,7 +11,7 @@ import {
   AccountNeedsReauthorization,
   AccountTemporarilyUnavailable,
 } from "../../src/accounts/index.ts";
-import { loginDevice } from "../../src/accounts/login.ts";
+import { DEVICE_MIN_INTERVAL_S, loginDevice } from "../../src/accounts/login.ts";
 import { readStatus, readTokens, saveTokens, writeStatus } from "../../src/accounts/records.ts";
 import type { AuditEvent } from "../../src/audit/index.ts";
 import { type OAuth2AccountConfig, parseConfig } from "../../src/config/index.ts";
@@ -291,6 +291,41 @@ test("Google's device endpoint says verification_url; the login accepts it", asy
   });
   expect(said.join("\n")).toContain("open https://www.google.com/device and enter the code GQVQ-JKEC");
   expect(grant).toMatchObject({ refreshToken: "1//rt", expiresIn: 3599 });
+});
+
+test(`device login: an interval of 1 ms is taken as DEVICE_MIN_INTERVAL_S (${DEVICE_MIN_INTERVAL_S} s)`, async () => {
+  const config = parseConfig(
+    [
+      "[accounts.m]",
+      'username = "a@contoso.com"',
+      'auth = "oauth2"',
+      'provider = "microsoft"',
+      `tenant = "${TENANT}"`,
+      'client_id = "00000000-0000-0000-0000-00000000c11e"',
+    ].join("\n"),
+    join(mkdtempSync(join(tmpdir(), "mg-dev-")), "m.toml"),
+  );
+  const polls: number[] = [];
+  const fetchImpl = (async (input: string | URL | Request, init?: RequestInit) => {
+    const request = new Request(input as string, init);
+    if (request.url.endsWith("/devicecode"))
+      return Response.json({
+        device_code: "dc",
+        user_code: "ABCD",
+        verification_uri: "https://microsoft.com/devicelogin",
+        expires_in: 900,
+        interval: 0.001,
+      });
+    polls.push(performance.now());
+    if (polls.length < 3) return Response.json({ error: "authorization_pending" }, { status: 400 });
+    return Response.json(msToken("at", "0.rt"), { headers: { "cache-control": "no-store" } });
+  }) as typeof fetch;
+  const grant = await loginDevice(config.accounts["m"] as OAuth2AccountConfig, { say: () => {}, fetch: fetchImpl });
+  expect(grant).toMatchObject({ accessToken: "at" });
+  expect(polls).toHaveLength(3);
+  // No pause shorter than the minimum (a lower bound only: a slow machine can only make the gaps longer).
+  for (let i = 1; i < polls.length; i++)
+    expect(polls[i]! - polls[i - 1]!).toBeGreaterThanOrEqual(DEVICE_MIN_INTERVAL_S * 1000 - 50);
 });
 
 describe("the refresh schedule", () => {
