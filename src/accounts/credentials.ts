@@ -29,6 +29,7 @@ import {
   readTokens,
   type StatusRow,
   saveRefreshedTokens,
+  saveTokens,
   type TokenRecord,
   writeStatus,
 } from "./records.ts";
@@ -348,7 +349,12 @@ export class AccountCredentials {
     this.#throwIfRetired(account, rt);
     let kept: ReturnType<typeof saveRefreshedTokens> = null;
     try {
-      kept = saveRefreshedTokens(this.#store!, name, record, base, this.#now());
+      // An app-only token has no login to keep: it replaces whatever is stored (a record of a former client too).
+      if (settings.grant === "client_credentials") saveTokens(this.#store!, name, record, this.#now());
+      else kept = saveRefreshedTokens(this.#store!, name, record, base, this.#now());
+      // Written, or a newer pair is stored: tokens still unwritten from before are superseded either way.
+      rt.unsaved = null;
+      rt.unsavedBase = null;
     } catch (e) {
       // The tokens are good and the old refresh token may be retired: use these from memory, write them later.
       rt.unsaved = record;

@@ -20,6 +20,8 @@ export const PASTE_REDIRECT_URI = `http://127.0.0.1${CALLBACK_PATH}`;
 const DEVICE_DEFAULT_INTERVAL_S = 5;
 /** The shortest polling interval taken from a provider (an `interval` of 0 would poll without pause). */
 export const DEVICE_MIN_INTERVAL_S = 1;
+/** The longest: the login waits LOGIN_TIMEOUT_MS in all, and a timer cannot wait 2^31 ms or more. */
+export const DEVICE_MAX_INTERVAL_S = 60;
 const DEVICE_SLOW_DOWN_S = 5;
 /** Longest line read from stdin for `--paste`. */
 const MAX_PASTE_BYTES = 16 * 1024;
@@ -229,7 +231,8 @@ export async function loginDevice(account: OAuth2AccountConfig, io: LoginIo): Pr
   io.say(`On any device, open ${escapes(device.verification_uri)} and enter the code ${escapes(device.user_code)}`);
   if (device.verification_uri_complete) io.say(`(or open ${escapes(device.verification_uri_complete)})`);
   io.say(`Sign in as ${account.username}. Waiting for approval ...`);
-  let interval = Math.max(device.interval ?? DEVICE_DEFAULT_INTERVAL_S, DEVICE_MIN_INTERVAL_S);
+  const between = (s: number) => Math.min(Math.max(s, DEVICE_MIN_INTERVAL_S), DEVICE_MAX_INTERVAL_S);
+  let interval = between(device.interval ?? DEVICE_DEFAULT_INTERVAL_S);
   const deadline = Date.now() + device.expires_in * 1000;
   while (Date.now() < deadline) {
     await sleep(interval * 1000, signal);
@@ -242,7 +245,7 @@ export async function loginDevice(account: OAuth2AccountConfig, io: LoginIo): Pr
     } catch (e) {
       if (e instanceof oauth.ResponseBodyError && e.error === "authorization_pending") continue;
       if (e instanceof oauth.ResponseBodyError && e.error === "slow_down") {
-        interval += DEVICE_SLOW_DOWN_S;
+        interval = between(interval + DEVICE_SLOW_DOWN_S);
         continue;
       }
       if (signal.aborted) break;

@@ -11,7 +11,7 @@ import {
   AccountNeedsReauthorization,
   AccountTemporarilyUnavailable,
 } from "../../src/accounts/index.ts";
-import { DEVICE_MIN_INTERVAL_S, loginDevice } from "../../src/accounts/login.ts";
+import { DEVICE_MAX_INTERVAL_S, DEVICE_MIN_INTERVAL_S, loginDevice } from "../../src/accounts/login.ts";
 import { readStatus, readTokens, saveTokens, writeStatus } from "../../src/accounts/records.ts";
 import type { AuditEvent } from "../../src/audit/index.ts";
 import { type OAuth2AccountConfig, parseConfig } from "../../src/config/index.ts";
@@ -326,6 +326,31 @@ test(`device login: an interval of 1 ms is taken as DEVICE_MIN_INTERVAL_S (${DEV
   // No pause shorter than the minimum (a lower bound only: a slow machine can only make the gaps longer).
   for (let i = 1; i < polls.length; i++)
     expect(polls[i]! - polls[i - 1]!).toBeGreaterThanOrEqual(DEVICE_MIN_INTERVAL_S * 1000 - 50);
+
+  // An interval too long for a timer (past 2^31 ms) is DEVICE_MAX_INTERVAL_S: no poll at once, none in a burst.
+  polls.length = 0;
+  const slow = (async (input: string | URL | Request, init?: RequestInit) => {
+    const request = new Request(input as string, init);
+    if (!request.url.endsWith("/devicecode")) return fetchImpl(input, init);
+    return Response.json({
+      device_code: "dc",
+      user_code: "ABCD",
+      verification_uri: "https://microsoft.com/devicelogin",
+      expires_in: 900,
+      interval: 3_000_000,
+    });
+  }) as typeof fetch;
+  const stopped = new AbortController();
+  const login = loginDevice(config.accounts["m"] as OAuth2AccountConfig, {
+    say: () => {},
+    fetch: slow,
+    signal: stopped.signal,
+  }).catch((e: unknown) => e);
+  await Bun.sleep(300);
+  stopped.abort();
+  expect(await login).toBeInstanceOf(Error);
+  expect(polls).toEqual([]);
+  expect(DEVICE_MAX_INTERVAL_S * 1000).toBeLessThan(2 ** 31);
 });
 
 describe("the refresh schedule", () => {
@@ -457,6 +482,48 @@ describe("new tokens the state database could not take", () => {
   });
 });
 
+describe("tokens left unwritten across several refreshes (saveRefreshedTokens after a failed write)", () => {
+  test("a write that works supersedes the older unwritten pair: the newest refresh token is always sent", async () => {
+    const { config, store } = microsoftSetup();
+    const account = config.accounts["work"] as OAuth2AccountConfig;
+    let now = 1_700_000_000_000;
+    saveTokens(store, "work", tokens(account, now, "0.rt-0", "at-0"), now);
+    const sent: string[] = [];
+    const endpoint = (async (input: string | URL | Request, init?: RequestInit) => {
+      const form = new URLSearchParams(await new Request(input as string, init).text());
+      sent.push(form.get("refresh_token")!);
+      return Response.json(msToken(`at-${sent.length}`, `0.rt-${sent.length}`), {
+        headers: { "cache-control": "no-store" },
+      });
+    }) as typeof fetch;
+    const c = new AccountCredentials({ config, store, fetch: endpoint, now: () => now, log: quiet });
+    // The database refuses the transactions marked true in `plan` (a lock held by another process too long).
+    const transaction = store.transaction.bind(store);
+    const plan: boolean[] = [];
+    let depth = 0;
+    store.transaction = <T>(fn: () => T): T => {
+      if (depth === 0 && plan.shift() === true) throw new Error("database is locked");
+      depth++;
+      try {
+        return transaction(fn);
+      } finally {
+        depth--;
+      }
+    };
+    // Refresh 1: its write fails (pair 1 unwritten). Refresh 2: pair 1's retry fails, its own write works (pair 1 is
+    // superseded). Refresh 3: the first write tried fails again (pair 3 unwritten until refresh 4).
+    for (const [i, steps] of [[true], [true, false], [true, false]].entries()) {
+      now += 4400_000;
+      plan.splice(0, plan.length, ...steps);
+      expect((await c.credentialFor("work")) as object).toMatchObject({ accessToken: `at-${i + 1}` });
+    }
+    now += 4400_000;
+    await c.credentialFor("work");
+    expect(sent).toEqual(["0.rt-0", "0.rt-1", "0.rt-2", "0.rt-3"]);
+    expect(readTokens(store, "work")!.refreshToken).toBe("0.rt-4");
+  });
+});
+
 describe("client_credentials: invalid_grant is no revoked login (there is none to renew)", () => {
   test("retried with backoff, never marked needs-reauthorization; a mark left before does not stop it", async () => {
     const dir = mkdtempSync(join(tmpdir(), "mg-cc-"));
@@ -506,6 +573,51 @@ describe("client_credentials: invalid_grant is no revoked login (there is none t
     now += BACKOFF_MAX_MS;
     expect((await c.credentialFor("app")) as object).toMatchObject({ accessToken: "app-at" });
     expect(readStatus(store, "app")?.state).toBe("ok");
+    store.close();
+  });
+
+  test("a record of the account's former client_id is replaced by the new client's token", async () => {
+    const dir = mkdtempSync(join(tmpdir(), "mg-cc-"));
+    const config = parseConfig(
+      [
+        `[accounts.app]`,
+        `username = "shared@contoso.com"`,
+        `auth = "oauth2"`,
+        `provider = "microsoft"`,
+        `grant = "client_credentials"`,
+        `tenant = "${TENANT}"`,
+        `client_id = "00000000-0000-0000-0000-00000000c11e"`,
+        `client_secret = "s3cret"`,
+        `[audit]`,
+        `path = "audit.db"`,
+      ].join("\n"),
+      join(dir, "m.toml"),
+    );
+    const store = SealedStore.open(config.state.path, {
+      secretsFile: config.state.secretsFile,
+      env: {},
+      create: true,
+    })!;
+    const now = 1_700_000_000_000;
+    const former = { ...(config.accounts["app"] as OAuth2AccountConfig) };
+    const formerClient = { ...former, oauth2: { ...former.oauth2, clientId: "11111111-0000-0000-0000-000000000001" } };
+    saveTokens(store, "app", { ...tokens(formerClient, now - 3600_000, "", "old-at"), refreshToken: null }, now);
+    let requests = 0;
+    const endpoint = (async () =>
+      Response.json(
+        { token_type: "Bearer", expires_in: 3599, access_token: `app-at-${++requests}` },
+        { headers: { "cache-control": "no-store" } },
+      )) as unknown as typeof fetch;
+    const c = new AccountCredentials({ config, store, fetch: endpoint, now: () => now, log: quiet });
+    expect((await c.credentialFor("app")) as object).toMatchObject({ accessToken: "app-at-1" });
+    expect(readTokens(store, "app")).toMatchObject({
+      accessToken: "app-at-1",
+      clientId: "00000000-0000-0000-0000-00000000c11e",
+    });
+    // Another process (a restart, approvals approve) uses the stored token: no second request.
+    const again = new AccountCredentials({ config, store, fetch: endpoint, now: () => now, log: quiet });
+    expect((await again.credentialFor("app")) as object).toMatchObject({ accessToken: "app-at-1" });
+    expect(requests).toBe(1);
     store.close();
   });
 });
