@@ -48,7 +48,10 @@ export interface ReloadResult {
   readonly revision: string;
   /** The revision before the reload. */
   readonly previousRevision: string;
-  /** Each error as `file:line:col: message` where the position is known. */
+  /**
+   * Each error as `file:line:col: message` where the position is known. With `ok`, the steps that failed after the
+   * new config came into force (a reload in part).
+   */
   readonly errors: readonly string[];
   readonly warnings: readonly string[];
   /**

@@ -117,6 +117,14 @@ export async function reload(ctx: CommandContext): Promise<number> {
       );
       return EXIT_FAILURE;
     }
+    if (status.ok && status.errors.length > 0) {
+      ctx.out(
+        `reloaded in part: config revision ${status.previousRevision} -> ${status.revision} is in force (process ` +
+          `${pid}), but a step failed; restart it to be sure:`,
+      );
+      for (const e of status.errors) ctx.out(`  ${e}`);
+      return EXIT_FAILURE;
+    }
     if (status.ok) {
       ctx.out(`reloaded: config revision ${status.previousRevision} -> ${status.revision} (process ${pid})`);
       for (const w of status.warnings) ctx.out(`warning: ${w}`);

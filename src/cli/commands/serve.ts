@@ -335,7 +335,7 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
       .catch((e: unknown) => log.error(`reload: unexpected error: ${(e as Error).message}`));
   };
   // mailgator_reloads_total{result} (docs/operations.md "Health and metrics").
-  const stopCounting = onReload((result) => countReload(result.ok));
+  const stopCounting = onReload((result) => countReload(result.ok && result.errors.length === 0));
   const deps: ProxyDeps = {
     config,
     policy,
@@ -551,7 +551,9 @@ export function reload(
   live.swap(next, policy);
   let sessionsEnded = 0;
   // The new config is in force from the swap on: a step that throws (a bug) must not keep the steps after it from
-  // running (another proxy's sessions the new rules end, the accounts, the quotas); it is reported with the outcome.
+  // running (another proxy's sessions the new rules end, the accounts, the quotas); it is an error of the outcome,
+  // which is then a reload in part (`mailgator reload` exits 1 and says to restart).
+  const errors: string[] = [];
   for (const p of prepared) {
     try {
       sessionsEnded += p.commit();
@@ -560,7 +562,7 @@ export function reload(
         `a step of the reload failed (${errorMessage(e)}): the new config is in force, but what that step applies ` +
         "(sessions it ends, upstream settings) may not be; restart to be sure";
       log.error(problem);
-      warnings.push(problem);
+      errors.push(problem);
     }
   }
   for (const w of warnings) log.warn(w);
@@ -573,7 +575,7 @@ export function reload(
     at,
     revision: next.revision,
     previousRevision: previous.revision,
-    errors: [],
+    errors,
     warnings,
     sessionsEnded,
   };
