@@ -283,7 +283,9 @@ export class UpstreamSession {
     );
     // NO [UNAVAILABLE] (RFC 5530 §3): the server could not check the token now (its authentication service is
     // down), which says nothing of the token: a temporary failure, not a refusal that would cost a token request.
-    if (status.status === "NO" && status.code?.known === true && status.code.name === "UNAVAILABLE")
+    // Not after a failure challenge (RFC 7628 §3.2.2): the server had looked at the token and said what was wrong.
+    const unavailable = status.code?.known === true && status.code.name === "UNAVAILABLE";
+    if (status.status === "NO" && unavailable && !answeredFailure)
       throw new UpstreamError("the upstream server cannot check access tokens now (NO [UNAVAILABLE])");
     return this.#loggedIn(status);
   }

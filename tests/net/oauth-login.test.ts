@@ -189,13 +189,14 @@ describe("scripted upstreams: Gmail's failure challenge (recorded transcript), n
     expect(JSON.stringify(rows)).not.toMatch(/token-[12]/);
   });
 
-  test("IMAP proxy: NO [UNAVAILABLE] to AUTHENTICATE is temporary: the token is kept, none fetched", async () => {
-    // Dovecot answers so when its authentication service (the oauth2 token check) cannot be reached (RFC 5530 §3).
+  /** A scripted IMAP upstream that answers AUTHENTICATE NO [UNAVAILABLE], after a failure challenge or at once. */
+  async function unavailableUpstream(challenge: boolean): Promise<{ port: number; received: string[] }> {
     const received: string[] = [];
     const server = createServer((socket) => {
       socket.setEncoding("latin1");
       socket.write("* OK [CAPABILITY IMAP4rev1 SASL-IR AUTH=XOAUTH2 UIDPLUS UNSELECT] scripted\r\n");
       let buffer = "";
+      let authenticating: string | null = null;
       socket.on("data", (chunk: string) => {
         buffer += chunk;
         for (let end = buffer.indexOf("\r\n"); end >= 0; end = buffer.indexOf("\r\n")) {
@@ -203,8 +204,14 @@ describe("scripted upstreams: Gmail's failure challenge (recorded transcript), n
           buffer = buffer.slice(end + 2);
           received.push(line);
           const tag = line.split(" ")[0];
-          if (/ AUTHENTICATE /i.test(line))
-            socket.write(`${tag} NO [UNAVAILABLE] Temporary authentication failure\r\n`);
+          const no = (t: string) => socket.write(`${t} NO [UNAVAILABLE] Temporary authentication failure\r\n`);
+          if (authenticating !== null) {
+            no(authenticating); // the client's answer to the failure challenge
+            authenticating = null;
+          } else if (/ AUTHENTICATE /i.test(line) && challenge) {
+            authenticating = tag!;
+            socket.write(`+ ${Buffer.from('{"status":"401","schemes":"bearer"}').toString("base64")}\r\n`);
+          } else if (/ AUTHENTICATE /i.test(line)) no(tag!);
           else socket.write(`${tag} OK done\r\n`);
         }
       });
@@ -214,17 +221,37 @@ describe("scripted upstreams: Gmail's failure challenge (recorded transcript), n
     cleanups.push(() => {
       server.close();
     });
-    const { config, audit, credentials, calls } = setup({ imap: (server.address() as AddressInfo).port });
+    return { port: (server.address() as AddressInfo).port, received };
+  }
+
+  /** The agent's LOGIN through the proxy to `port`; the reply and the credential calls. */
+  async function agentLogin(port: number): Promise<{ reply: string; calls: string[] }> {
+    const { config, audit, credentials, calls } = setup({ imap: port });
     const proxy = await startImapProxy({ config, policy: compilePolicy(config.rules), audit, credentials });
     cleanups.push(() => proxy.close());
     const client = await LineClient.open(proxy.address.port);
     cleanups.push(() => client.close());
     await client.until(/^\* OK/);
     client.send("a LOGIN bot agent-token");
-    expect(await client.until(/^a /)).toBe("a NO [UNAVAILABLE] Upstream server unavailable\r\n");
+    return { reply: await client.until(/^a /), calls };
+  }
+
+  test("IMAP proxy: NO [UNAVAILABLE] to AUTHENTICATE is temporary: the token is kept, none fetched", async () => {
+    // Dovecot answers so when its authentication service (the oauth2 token check) cannot be reached (RFC 5530 §3).
+    const upstream = await unavailableUpstream(false);
+    const { reply, calls } = await agentLogin(upstream.port);
+    expect(reply).toBe("a NO [UNAVAILABLE] Upstream server unavailable\r\n");
     // The token is not reported refused, and no other is asked for: one AUTHENTICATE, with token-1.
     expect(calls).toEqual(["credentialFor"]);
-    expect(received.filter((l) => / AUTHENTICATE /.test(l))).toHaveLength(1);
+    expect(upstream.received.filter((l) => / AUTHENTICATE /.test(l))).toHaveLength(1);
+  });
+
+  test("IMAP proxy: NO [UNAVAILABLE] after a failure challenge is a refused token: reported, one retry", async () => {
+    const upstream = await unavailableUpstream(true);
+    const { reply, calls } = await agentLogin(upstream.port);
+    expect(reply).toBe("a NO [UNAVAILABLE] Upstream login temporarily unavailable; try again later\r\n");
+    expect(calls).toEqual(["credentialFor", "reportRejected token-1", "credentialFor"]);
+    expect(upstream.received.filter((l) => / AUTHENTICATE /.test(l))).toHaveLength(2);
   });
 
   test("SMTP proxy: 334 answered with an empty line, 535, a new connection with a fresh token, 454", async () => {
