@@ -23,7 +23,7 @@ import {
   type UpstreamRunner,
 } from "./classify.ts";
 import type { Row, Session } from "./commands/context.ts";
-import { relayFlagUpdate } from "./commands/shared.ts";
+import { relayUpdate } from "./commands/shared.ts";
 import { SelectedMailbox } from "./mailbox.ts";
 import { Refusal } from "./refusal.ts";
 import { VisibleSet } from "./view.ts";
@@ -63,7 +63,7 @@ export function decideInFolder(policy: Policy, op: Operation, folder: string, ag
 
 /**
  * Classification goes through the session, so EXISTS and EXPUNGE that arrive meanwhile update the model, and
- * another session's flag change that arrives meanwhile reaches the agent (`relayFlagUpdate`); what the proxy
+ * another session's flag change that arrives meanwhile reaches the agent (`relayUpdate`); what the proxy
  * fetched for itself never does.
  */
 export function sessionRunner(s: Session): UpstreamRunner {
@@ -71,7 +71,7 @@ export function sessionRunner(s: Session): UpstreamRunner {
     run: (command, onData) =>
       s.upstreamRun(command, (r) => {
         onData(r);
-        if (r.type === "FETCH") relayFlagUpdate(s, r);
+        relayUpdate(s, r);
       }),
   };
 }
@@ -303,12 +303,4 @@ function auxiliaryHelper(s: Session, mailbox: string, uidValidity: number): Clas
         }
       })
       .catch(warn);
-}
-
-/**
- * `* FLAGS` and PERMANENTFLAGS of a filtered folder: system flags only (keywords in use belong to hidden messages
- * too).
- */
-export function withoutKeywords(flags: readonly string[]): string[] {
-  return flags.filter((f) => f.startsWith("\\"));
 }

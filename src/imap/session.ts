@@ -53,7 +53,7 @@ import { noop } from "./commands/noop.ts";
 import { rename } from "./commands/rename.ts";
 import { search } from "./commands/search.ts";
 import { select } from "./commands/select.ts";
-import { relayFlagUpdate } from "./commands/shared.ts";
+import { relayUpdate } from "./commands/shared.ts";
 import { sort } from "./commands/sort.ts";
 import { status } from "./commands/status.ts";
 import { store } from "./commands/store.ts";
@@ -918,7 +918,7 @@ export class ImapSession implements LoginSession, CompressSession {
 
   /**
    * Runs an upstream command; every untagged response updates the mailbox model, then goes to `onData`. Without
-   * `onData`, another session's flag change is still relayed to the agent (`relayFlagUpdate`).
+   * `onData`, another session's flag change (and a new keyword's FLAGS) is still relayed to the agent (`relayUpdate`).
    */
   upstreamRun(
     command: Parameters<UpstreamSession["run"]>[0],
@@ -931,7 +931,7 @@ export class ImapSession implements LoginSession, CompressSession {
       return up.run(command, (r) => {
         if (this.model(r)) return;
         if (onData !== null) onData(r);
-        else if (r.type === "FETCH") relayFlagUpdate(this, r);
+        else relayUpdate(this, r);
       });
     } catch (error) {
       return Promise.reject(error);

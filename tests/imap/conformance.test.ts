@@ -285,6 +285,48 @@ describe("other sessions' flag changes reach the agent during any command that r
     agent.close();
     other.close();
   });
+  test("a new keyword: FLAGS before the first FETCH that shows it, through STATUS, APPEND and IDLE", async () => {
+    // RFC 3501 §7.2.6: a client learns the folder's keywords from FLAGS; a FETCH with one it was not told of is an
+    // error to it (imaptest's stress mix found one through the proxy).
+    async function transcript(via: Target): Promise<string[][]> {
+      const mailbox = await createMailbox({ name: `keywords-${via}` });
+      const other = await human(mailbox);
+      for (let i = 1; i <= 3; i++) await append(other, "INBOX", rawMessage("a@b.test", `Message ${i}`, `m${i}`));
+      await ok(other, "SELECT INBOX");
+      const agent = await RawImap.login(portOf(via, allowAll), mailbox);
+      expect(statusOf(await agent.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+      const out: string[][] = [];
+      const lines = (reply: string, i: number) => untagged(reply).filter((l) => l.includes(`$New${i}`));
+      await ok(other, "STORE 1 +FLAGS.SILENT ($New0)");
+      out.push(lines(await agent.command("c", "STATUS INBOX (MESSAGES)"), 0));
+      await ok(other, "STORE 2 +FLAGS.SILENT ($New1)");
+      const message = rawMessage("a@b.test", "Appended", "m4");
+      out.push(lines(await agent.command("a", `APPEND INBOX {${Buffer.byteLength(message)}+}\r\n${message}`), 1));
+      agent.write("i IDLE\r\n");
+      await agent.readUntil((b) => b.includes("+ "));
+      await ok(other, "STORE 3 +FLAGS.SILENT ($New2)");
+      await ok(other, "NOOP");
+      await agent.readUntil((b) => /FETCH[^\r]*\$New2/.test(b));
+      agent.write("DONE\r\n");
+      out.push(lines(await agent.waitTagged("i"), 2));
+      agent.close();
+      other.close();
+      return out;
+    }
+    const [direct, proxy] = await Promise.all([transcript("direct"), transcript("proxy")]);
+    for (const [i, step] of proxy.entries()) {
+      const fetch = step.findIndex((l) => l.includes(" FETCH "));
+      const flags = step.findIndex((l) => l.startsWith("* FLAGS "));
+      if (fetch === -1) continue;
+      expect(`${i}: FLAGS at ${flags}, FETCH at ${fetch}`).toBe(
+        `${i}: FLAGS at ${Math.min(flags, fetch - 1)}, FETCH at ${fetch}`,
+      );
+      expect(flags).toBeGreaterThanOrEqual(0);
+    }
+    // Directly, Dovecot reports each: the same FLAGS and FETCH lines, in the same order.
+    expect(proxy).toEqual(direct);
+  });
+
   test("without mail:read in the folder: no flag change reaches the agent, through NOOP, APPEND or IDLE", async () => {
     const mailbox = await createMailbox({ name: "flags-noread" });
     const other = await human(mailbox);

@@ -117,7 +117,7 @@ export interface Session {
   // Upstream.
   /**
    * Runs an upstream command; every untagged response updates the mailbox model, then goes to `onData`; without
-   * it, another session's flag change is relayed (`relayFlagUpdate`).
+   * it, another session's flag change (and a new keyword's FLAGS) is relayed (`relayUpdate`).
    */
   upstreamRun(
     command: Parameters<UpstreamSession["run"]>[0],

@@ -8,7 +8,7 @@
 import { IDLE_RENEW_MS } from "../limits.ts";
 import { type FramerEvent, isIdleDone } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
-import { relayFlagUpdate } from "./shared.ts";
+import { relayUpdate } from "./shared.ts";
 
 export async function idle(s: Session, cmd: CommandOf<"IDLE">): Promise<void> {
   const tag = cmd.tag;
@@ -38,7 +38,7 @@ export async function idle(s: Session, cmd: CommandOf<"IDLE">): Promise<void> {
           }
           return;
         }
-        if (r.type === "FETCH") relayFlagUpdate(s, r);
+        relayUpdate(s, r);
       });
       const timer = setTimeout(poke, IDLE_RENEW_MS);
       await Promise.race([agentLine, changed]);

@@ -5,21 +5,14 @@
  */
 
 import { messageFilter } from "../classify.ts";
-import { openFiltered, SYSTEM_FLAGS, searchUids, sessionRunner, withoutKeywords } from "../filtering.ts";
+import { openFiltered, SYSTEM_FLAGS, searchUids, sessionRunner } from "../filtering.ts";
 import { SELECT_SEARCHES } from "../limits.ts";
 import { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import type { UpstreamCommand } from "../upstream.ts";
 import type { Response } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
-import { deselect, keywordsShown, upstreamStatus, visibleFolder } from "./shared.ts";
-
-/** Flags the agent may set in this folder, for PERMANENTFLAGS. */
-function permittedFlags(s: Session, p: string, flags: readonly string[]): string[] {
-  const flag = s.rights.may("mail:flag", p);
-  const del = s.rights.may("mail:delete", p);
-  return flags.filter((f) => (f.toUpperCase() === "\\DELETED" ? del : flag));
-}
+import { agentPermanentFlags, deselect, keywordsShown, upstreamStatus, visibleFolder } from "./shared.ts";
 
 export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): Promise<void> {
   let p: string;
@@ -167,7 +160,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   s.box = box;
   s.state = "selected";
   try {
-    await respond(s, cmd, box, held, p);
+    await respond(s, box, held, p);
   } finally {
     box.opening = false;
   }
@@ -182,13 +175,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
  * The opened folder's own responses, in the agent's view: what arrived meanwhile (sync), then upstream's SELECT
  * responses as held, renumbered (RECENT and UNSEEN over the visible messages of a filtered folder).
  */
-async function respond(
-  s: Session,
-  cmd: CommandOf<"SELECT" | "EXAMINE">,
-  box: SelectedMailbox,
-  held: readonly Response[],
-  p: string,
-): Promise<void> {
+async function respond(s: Session, box: SelectedMailbox, held: readonly Response[], p: string): Promise<void> {
   await s.sync(true);
   const filtered = box.visible !== null;
   const keywords = keywordsShown(s);
@@ -212,8 +199,7 @@ async function respond(
         const code = r.code;
         if (code === null || !code.known) break;
         if (code.name === "PERMANENTFLAGS") {
-          const flags = permittedFlags(s, p, code.flags);
-          s.send({ ...r, code: { ...code, flags: keywords ? flags : withoutKeywords(flags) } });
+          s.send({ ...r, code: { ...code, flags: agentPermanentFlags(s, p, code.flags) } });
         } else if (code.name === "UNSEEN") {
           const k = filtered ? unseenSeq : box.agentSeqOf(box.uidOf(code.value));
           if (k > 0) s.send({ ...r, code: { ...code, value: k } });

@@ -354,13 +354,47 @@ export function keywordsShown(s: Session): boolean {
   return box !== null && box.visible === null && s.decide("mail:read", box.policyName).action === "allow";
 }
 
+/**
+ * PERMANENTFLAGS for the agent (RFC 3501 §7.1): the flags it may set in folder `p` (`\Deleted` only with
+ * mail:delete, the others with mail:flag), keywords only where they are shown (`keywordsShown`).
+ */
+export function agentPermanentFlags(s: Session, p: string, flags: readonly string[]): string[] {
+  const flag = s.rights.may("mail:flag", p);
+  const del = s.rights.may("mail:delete", p);
+  const keywords = keywordsShown(s);
+  return flags.filter((f) => {
+    if (f.toUpperCase() === "\\DELETED") return del;
+    return flag && (keywords || f.startsWith("\\"));
+  });
+}
+
+/**
+ * What another session changed that upstream reports with any command's reply: a message's flags
+ * (`relayFlagUpdate`), and when a new keyword came into use the folder's FLAGS, which must reach the agent before
+ * the first FETCH that shows the keyword (RFC 3501 §7.2.6), and its PERMANENTFLAGS (cut as at SELECT).
+ */
+export function relayUpdate(s: Session, r: Response): void {
+  const box = s.box;
+  // While SELECT opens the folder its own FLAGS and PERMANENTFLAGS are yet to come (SelectedMailbox.opening).
+  if (box === null || box.opening) return;
+  if (r.type === "FETCH") relayFlagUpdate(s, r);
+  else if (r.type === "FLAGS") {
+    if (keywordsShown(s)) s.send(r);
+  } else if (r.type === "status" && r.tag === null && r.status === "OK" && r.code?.known) {
+    const code = r.code;
+    // Only where keywords are shown: elsewhere the list the agent was given cannot change, and its coming again
+    // would tell that some message (perhaps a hidden one) has a new keyword.
+    if (code.name === "PERMANENTFLAGS" && keywordsShown(s))
+      s.send({ ...r, code: { ...code, flags: agentPermanentFlags(s, box.policyName, code.flags) } });
+  }
+}
+
 /** Other untagged data during a command: flag changes and allowlisted status codes. */
 export function forwardUntagged(s: Session, r: Response): void {
-  if (r.type === "FETCH") return relayFlagUpdate(s, r);
-  // The folder's keywords changed: passed on only where they are shown.
-  if (r.type === "FLAGS") {
-    if (keywordsShown(s)) s.send(r);
-  } else if (r.type === "status" && r.tag === null && (r.status === "OK" || r.status === "NO")) {
+  if (r.type === "FETCH" || r.type === "FLAGS") relayUpdate(s, r);
+  else if (r.type === "status" && r.tag === null && r.code?.known && r.code.name === "PERMANENTFLAGS")
+    relayUpdate(s, r);
+  else if (r.type === "status" && r.tag === null && (r.status === "OK" || r.status === "NO")) {
     // HIGHESTMODSEQ after the first CONDSTORE-enabling command (RFC 7162 §3.1), in an unfiltered folder only.
     if (r.code?.known && r.code.name === "HIGHESTMODSEQ") {
       if (modseqRelayed(s)) s.send(r);

@@ -3,7 +3,7 @@
 import { messageFilter } from "../classify.ts";
 import { auditedFilteredStatus } from "../filtering.ts";
 import type { CommandOf, Session } from "./context.ts";
-import { checkStatusItems, relayFlagUpdate, upstreamStatus, visibleFolder } from "./shared.ts";
+import { checkStatusItems, relayUpdate, upstreamStatus, visibleFolder } from "./shared.ts";
 
 export async function status(s: Session, cmd: CommandOf<"STATUS">): Promise<void> {
   const p = visibleFolder(s, "STATUS", "folder:read", cmd.mailbox);
@@ -31,7 +31,7 @@ export async function status(s: Session, cmd: CommandOf<"STATUS">): Promise<void
   s.auditRow(row);
   const st = await s.upstreamRun({ name: "STATUS", mailbox: cmd.mailbox, items: cmd.items }, (r) => {
     if (r.type === "STATUS" && r.mailbox !== null) s.send({ ...r, mailbox: cmd.mailbox });
-    else if (r.type === "FETCH") relayFlagUpdate(s, r);
+    else relayUpdate(s, r);
   });
   upstreamStatus(s, cmd.tag, st, true);
 }
