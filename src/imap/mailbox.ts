@@ -17,7 +17,7 @@
 import type { MessageFilter } from "./classify.ts";
 import { UPSTREAM_SET_RANGES } from "./limits.ts";
 import type { VisibleSet } from "./view.ts";
-import { type SeqRange, type SeqSet, STAR } from "./wire/index.ts";
+import { type Response, type SeqRange, type SeqSet, STAR } from "./wire/index.ts";
 
 /** A growable array of UIDs (uint32), with removal by index. */
 class UidArray {
@@ -147,6 +147,13 @@ export class SelectedMailbox {
    * been told of; the agent learns the flags as they are when it fetches them.
    */
   opening = false;
+  /** FLAGS and PERMANENTFLAGS upstream sent while `opening`: newer than SELECT's own, which they replace. */
+  readonly openingUpdates: Response[] = [];
+  /**
+   * Whether the folder's keywords were shown at SELECT (`keywordsShown`): a reload that changes it ends the session,
+   * as the FLAGS the agent was given would no longer match what it is told (ImapSession's view check).
+   */
+  keywordsShown = false;
 
   /**
    * `uids`: every UID upstream, ascending (`UID SEARCH ALL`); `visible`: their classification, for a filtered

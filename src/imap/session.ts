@@ -286,7 +286,12 @@ export class ImapSession implements LoginSession, CompressSession {
     if (!this.rights.visible(p) || this.decide("folder:read", p).action !== "allow")
       return "the selected folder may no longer be read";
     const filter = messageFilter(this.ctx.policy, p, this.agent);
-    if (box.visible === null) return filter === null ? null : "the selected folder is now filtered per message";
+    if (box.visible === null) {
+      if (filter !== null) return "the selected folder is now filtered per message";
+      // The FLAGS the agent was given list keywords only where it may read the mail (keywordsShown).
+      const keywords = this.decide("mail:read", p).action === "allow";
+      return keywords === box.keywordsShown ? null : "the right to read the selected folder's mail changed";
+    }
     if (filter === null || box.filter === null || filter.fingerprint !== box.filter.fingerprint)
       return "the rules that decide which messages of the selected folder are visible changed";
     // The same decisions; probe rows name the rules by the reloaded config's names and positions.

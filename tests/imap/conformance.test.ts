@@ -42,22 +42,36 @@ name = "everything else"
 action = "deny"
 `;
 
+/** INBOX may be opened and its flags set, not read. */
+const FLAG_NO_READ = `[[rules]]
+name = "inbox flags without reading"
+folders = ["INBOX"]
+operations = ["folder:read", "mail:flag"]
+action = "allow"
+
+[[rules]]
+name = "everything else"
+action = "deny"
+`;
+
 let allowAll: TestProxy;
 let hideSecret: TestProxy;
 let filtered: TestProxy;
 let noRead: TestProxy;
+let flagNoRead: TestProxy;
 
 beforeAll(async () => {
-  [allowAll, hideSecret, filtered, noRead] = await Promise.all([
+  [allowAll, hideSecret, filtered, noRead, flagNoRead] = await Promise.all([
     startTestProxy({ upstreamTls: "none" }),
     startTestProxy({ upstreamTls: "none", rules: HIDE_SECRET }),
     startTestProxy({ upstreamTls: "none", rules: SEED_RULES }),
     startTestProxy({ upstreamTls: "none", rules: NO_READ }),
+    startTestProxy({ upstreamTls: "none", rules: FLAG_NO_READ }),
   ]);
 });
 
 afterAll(async () => {
-  await Promise.all([allowAll?.close(), hideSecret?.close(), filtered?.close(), noRead?.close()]);
+  await Promise.all([allowAll?.close(), hideSecret?.close(), filtered?.close(), noRead?.close(), flagNoRead?.close()]);
 });
 
 /** The human's mail app: straight at Dovecot. */
@@ -325,6 +339,23 @@ describe("other sessions' flag changes reach the agent during any command that r
     }
     // Directly, Dovecot reports each: the same FLAGS and FETCH lines, in the same order.
     expect(proxy).toEqual(direct);
+  });
+
+  test("mail:flag without mail:read: STORE sets the flag and answers with no FETCH, its own or another's", async () => {
+    const mailbox = await createMailbox({ name: "flags-flag-noread" });
+    const other = await human(mailbox);
+    for (let i = 1; i <= 2; i++) await append(other, "INBOX", rawMessage("a@b.test", `Message ${i}`, `m${i}`));
+    await ok(other, "SELECT INBOX");
+    await ok(other, "STORE 1 +FLAGS.SILENT ($Old)");
+    const agent = await RawImap.login(flagNoRead.port, mailbox);
+    expect(statusOf(await agent.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+    expect(statusOf(await agent.command("f", "FETCH 1 (FLAGS)"), "f")).toStartWith("f NO");
+    await ok(other, "STORE 2 +FLAGS.SILENT ($Secret2)");
+    expect(await agent.command("t", "STORE 1 +FLAGS (\\Flagged)")).toBe("t OK Store completed\r\n");
+    // It was stored: the owner sees it.
+    expect(await other.command("g", "FETCH 1 (FLAGS)")).toMatch(/\* 1 FETCH \(FLAGS \([^)]*\\Flagged/);
+    agent.close();
+    other.close();
   });
 
   test("without mail:read in the folder: no flag change reaches the agent, through NOOP, APPEND or IDLE", async () => {

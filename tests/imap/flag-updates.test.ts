@@ -8,7 +8,7 @@
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { createServer, type Server, type Socket } from "node:net";
-import { RawImap, startTestProxy, type TestProxy } from "./helpers.ts";
+import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
 const RULES = `
 [[rules]]
@@ -19,9 +19,16 @@ action = "allow"
 operations = ["read"]
 
 [[rules]]
+name = "plain"
+folders = ["Plain"]
+action = "allow"
+
+[[rules]]
 name = "deny"
 action = "deny"
 `;
+
+const SYSTEM = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
 /** INBOX upstream: UID 1 and 3 from notifications@ (visible), UID 2 from someone else (hidden); UID 4 arrives. */
 const FROM: Record<number, string> = {
@@ -40,6 +47,7 @@ function scriptedUpstream(): Server {
     socket.write("* OK [CAPABILITY IMAP4rev1 LOGIN UIDPLUS UNSELECT] scripted\r\n");
     let count = 3;
     let buffer = "";
+    let selected = "";
     socket.on("data", (d: string) => {
       buffer += d;
       for (let i = buffer.indexOf("\r\n"); i >= 0; i = buffer.indexOf("\r\n")) {
@@ -51,10 +59,18 @@ function scriptedUpstream(): Server {
         const ok = `${tag} OK done\r\n`;
         if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY IMAP4rev1 UIDPLUS UNSELECT] Logged in\r\n`);
         else if (command === "LIST") socket.write(`* LIST (\\HasNoChildren) "/" INBOX\r\n${ok}`);
-        else if (command === "SELECT" || command === "EXAMINE")
+        else if (command === "SELECT" || command === "EXAMINE") {
+          selected = sub;
           socket.write(
-            `* ${count} EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 4] n\r\n` +
+            `* FLAGS (${SYSTEM})\r\n* OK [PERMANENTFLAGS (${SYSTEM} \\*)] p\r\n` +
+              `* ${count} EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 4] n\r\n` +
               `${tag} OK [READ-WRITE] done\r\n`,
+          );
+        } else if (command === "UID SEARCH" && selected === "Plain")
+          // Another session puts a keyword new to the folder on message 1 while SELECT lists the UIDs.
+          socket.write(
+            `* FLAGS (${SYSTEM} $New)\r\n* OK [PERMANENTFLAGS (${SYSTEM} $New \\*)] p\r\n* 1 FETCH (FLAGS ($New))\r\n` +
+              `* SEARCH 1 2 3\r\n${ok}`,
           );
         else if (command === "UID SEARCH" && / UNSEEN$/.test(line))
           // Asked while SELECT opens the folder: a change now would come before the folder's FLAGS and EXISTS.
@@ -123,5 +139,16 @@ test("changes during the proxy's own UID FETCH and classification reach the agen
     "UID FETCH 4:* (UID)",
     "UID FETCH 4 (UID BODY.PEEK[HEADER.FIELDS (FROM)]<0.65537>)",
   ]);
+  agent.close();
+});
+
+test("a keyword new to an unfiltered folder while SELECT opens it: the FLAGS the agent gets list it", async () => {
+  const agent = await RawImap.login(proxy.port, { user: "agent", password: "secret" });
+  const selected = await agent.command("s", "SELECT Plain");
+  expect(statusOf(selected, "s")).toStartWith("s OK");
+  // Upstream's newer FLAGS and PERMANENTFLAGS in place of the first ones, once each; the change itself is in them.
+  expect(selected.match(/^\* FLAGS .*$/gm)).toEqual([`* FLAGS (${SYSTEM} $New)`]);
+  expect(selected.match(/^\* OK \[PERMANENTFLAGS .*$/gm)).toEqual([`* OK [PERMANENTFLAGS (${SYSTEM} $New \\*)] p`]);
+  expect(selected).not.toContain("FETCH");
   agent.close();
 });

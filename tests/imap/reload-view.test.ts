@@ -122,6 +122,33 @@ function expectNoBoss(text: string): void {
   expect(text).not.toContain("<boss@");
 }
 
+/** INBOX may be opened but its mail not read: SELECT lists no keywords in FLAGS and PERMANENTFLAGS. */
+const INBOX_NO_READ = `
+[[rules]]
+name = "Inbox, no reading"
+folders = ["INBOX"]
+action = "allow"
+operations = ["folder:read"]
+
+[[rules]]
+name = "Rest"
+action = "deny"
+`;
+
+test("a reload granting or withdrawing mail:read in the selected folder ends the session (its FLAGS)", async () => {
+  for (const [before, after] of [
+    [INBOX_NO_READ, INBOX],
+    [INBOX, INBOX_NO_READ],
+  ] as const) {
+    proxy.reload({ rules: before });
+    const { mailbox } = await mailboxWithBoss();
+    const raw = await agent(mailbox);
+    expect(statusOf(await raw.command("s", "EXAMINE INBOX"), "s")).toStartWith("s OK");
+    expect(proxy.reload({ rules: after })).toBe(1);
+    expect(await untilClosed(raw)).toBe(BYE);
+  }
+});
+
 test("a reload hiding a message of the selected folder ends the session at once, as serve judges it", async () => {
   proxy.reload({ rules: INBOX });
   const { mailbox } = await mailboxWithBoss();

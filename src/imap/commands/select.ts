@@ -12,7 +12,14 @@ import { Refusal } from "../refusal.ts";
 import type { UpstreamCommand } from "../upstream.ts";
 import type { Response } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
-import { agentPermanentFlags, deselect, keywordsShown, upstreamStatus, visibleFolder } from "./shared.ts";
+import { agentPermanentFlags, deselect, folderFlags, keywordsShown, upstreamStatus, visibleFolder } from "./shared.ts";
+
+/** Puts `r` (FLAGS or PERMANENTFLAGS) in place of the one of its kind in `held`, or after them when there is none. */
+function replaceFolderFlags(held: Response[], r: Response): void {
+  const i = held.findIndex((h) => folderFlags(h) && (h.type === "FLAGS") === (r.type === "FLAGS"));
+  if (i === -1) held.push(r);
+  else held[i] = r;
+}
 
 export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): Promise<void> {
   let p: string;
@@ -64,7 +71,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     else if (r.type === "EXPUNGE") {
       exists = Math.max(0, exists - 1);
       changed = true;
-    }
+    } else if (folderFlags(r)) replaceFolderFlags(held, r);
   };
   const searchAll: UpstreamCommand = {
     name: "SEARCH",
@@ -158,6 +165,8 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   }
   box.opening = true;
   s.box = box;
+  // Before anything runs under this box: its sync checks the view against the rules (Session.followReload).
+  box.keywordsShown = keywordsShown(s);
   s.state = "selected";
   try {
     await respond(s, box, held, p);
@@ -175,12 +184,14 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
  * The opened folder's own responses, in the agent's view: what arrived meanwhile (sync), then upstream's SELECT
  * responses as held, renumbered (RECENT and UNSEEN over the visible messages of a filtered folder).
  */
-async function respond(s: Session, box: SelectedMailbox, held: readonly Response[], p: string): Promise<void> {
+async function respond(s: Session, box: SelectedMailbox, held: Response[], p: string): Promise<void> {
   await s.sync(true);
   const filtered = box.visible !== null;
-  const keywords = keywordsShown(s);
+  const keywords = box.keywordsShown;
   // In a filtered folder RECENT and UNSEEN are computed over the visible messages (docs/protocol.md §3).
   const unseenSeq = filtered ? box.firstAgentSeqAmong(await searchUids(sessionRunner(s), "UNSEEN")) : 0;
+  // A keyword that came into use meanwhile: upstream's newer FLAGS and PERMANENTFLAGS go out in place of the first.
+  for (const r of box.openingUpdates.splice(0)) replaceFolderFlags(held, r);
   for (const r of held) {
     switch (r.type) {
       case "FLAGS":

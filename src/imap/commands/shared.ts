@@ -354,6 +354,13 @@ export function keywordsShown(s: Session): boolean {
   return box !== null && box.visible === null && s.decide("mail:read", box.policyName).action === "allow";
 }
 
+/** A folder's FLAGS (RFC 3501 §7.2.6) or untagged PERMANENTFLAGS (§7.1): what SELECT reports of its flags. */
+export function folderFlags(r: Response): boolean {
+  return (
+    r.type === "FLAGS" || (r.type === "status" && r.tag === null && !!r.code?.known && r.code.name === "PERMANENTFLAGS")
+  );
+}
+
 /**
  * PERMANENTFLAGS for the agent (RFC 3501 §7.1): the flags it may set in folder `p` (`\Deleted` only with
  * mail:delete, the others with mail:flag), keywords only where they are shown (`keywordsShown`).
@@ -375,8 +382,12 @@ export function agentPermanentFlags(s: Session, p: string, flags: readonly strin
  */
 export function relayUpdate(s: Session, r: Response): void {
   const box = s.box;
-  // While SELECT opens the folder its own FLAGS and PERMANENTFLAGS are yet to come (SelectedMailbox.opening).
-  if (box === null || box.opening) return;
+  if (box === null) return;
+  // While SELECT opens the folder its own FLAGS and PERMANENTFLAGS are yet to come: newer ones replace them.
+  if (box.opening) {
+    if (folderFlags(r)) box.openingUpdates.push(r);
+    return;
+  }
   if (r.type === "FETCH") relayFlagUpdate(s, r);
   else if (r.type === "FLAGS") {
     if (keywordsShown(s)) s.send(r);

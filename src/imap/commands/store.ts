@@ -30,11 +30,14 @@ export async function store(s: Session, cmd: CommandOf<"STORE">): Promise<void> 
   if (cmd.action === "set" || deleted) d = s.require(command, "mail:delete", p, `${uids.length} messages`);
   if (d === null) d = s.require(command, "mail:flag", p, `${uids.length} messages`);
   const modifier = cmd.unchangedSince === undefined ? {} : { unchangedSince: cmd.unchangedSince };
+  // The flags a STORE answers with are the messages' data: where the agent may not read them (mail:flag without
+  // mail:read), it goes upstream .SILENT and the agent gets no FETCH, its own messages' or others' changes.
+  const readable = s.decide("mail:read", p).action === "allow";
   const upstream = {
     name: "STORE",
     uid: true,
     action: cmd.action,
-    silent: cmd.silent,
+    silent: cmd.silent || !readable,
     flags: cmd.flags,
     ...modifier,
   } as const;
@@ -56,10 +59,11 @@ export async function store(s: Session, cmd: CommandOf<"STORE">): Promise<void> 
     const shape: FetchShape = { uid: cmd.uid, rfc822: false, rfc822Text: false, bodyWhole: false, bodyText: false };
     for (const set of box.upstreamSets(uids)) {
       const st = await s.upstreamRun({ ...upstream, set }, (r) => {
-        if (r.type === "FETCH") {
+        if (r.type !== "FETCH") forwardUntagged(s, r);
+        else if (readable) {
           const out = agentFetch(s, r, shape);
           if (out !== null) s.send(out);
-        } else forwardUntagged(s, r);
+        }
       });
       if (st.status !== "OK") {
         await s.sync(cmd.uid);
