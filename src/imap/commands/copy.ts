@@ -9,15 +9,7 @@ import { UPSTREAM_SET_RANGES } from "../limits.ts";
 import { Refusal } from "../refusal.ts";
 import type { Response, ResponseCode, SeqRange } from "../wire/index.ts";
 import type { CommandOf, Session, UpstreamStatus } from "./context.ts";
-import {
-  auditProbe,
-  checkUpstreamRest,
-  forwardUntagged,
-  passCode,
-  relayFlagUpdate,
-  target,
-  visibleFolder,
-} from "./shared.ts";
+import { auditProbe, checkUpstreamRest, forwardUntagged, passCode, target, visibleFolder } from "./shared.ts";
 
 export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): Promise<void> {
   const box = s.box!;
@@ -60,8 +52,7 @@ export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): P
   let st!: UpstreamStatus;
   for (const [part, set] of sets.entries()) {
     const running = s.upstreamRun({ name: cmd.name, uid: true, set, mailbox: dest }, (r) => {
-      if (r.type === "FETCH") relayFlagUpdate(s, r);
-      else if (r.type === "status" && r.tag === null && r.code?.known && r.code.name === "COPYUID") {
+      if (r.type === "status" && r.tag === null && r.code?.known && r.code.name === "COPYUID") {
         // MOVE's COPYUID comes untagged (RFC 6851 §4.3), before the expunges, which the agent hears of at sync.
         untagged.push({ response: r, code: agentCopyUid(s, passCode(r.code), dp) });
       } else forwardUntagged(s, r);

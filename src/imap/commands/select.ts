@@ -172,6 +172,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     await respond(s, box, held, p);
   } finally {
     box.opening = false;
+    box.openingUpdates.length = 0;
   }
   // A filtered folder has no mod-sequences (RFC 7162 §3.1.2.2): upstream's move when a hidden message changes.
   if (box.visible !== null && s.capabilities().includes("CONDSTORE")) {

@@ -354,10 +354,15 @@ export function keywordsShown(s: Session): boolean {
   return box !== null && box.visible === null && s.decide("mail:read", box.policyName).action === "allow";
 }
 
-/** A folder's FLAGS (RFC 3501 §7.2.6) or untagged PERMANENTFLAGS (§7.1): what SELECT reports of its flags. */
+/** A folder's FLAGS (RFC 3501 §7.2.6) or `* OK [PERMANENTFLAGS ...]` (§7.1): what SELECT reports of its flags. */
 export function folderFlags(r: Response): boolean {
+  if (r.type === "FLAGS") return true;
   return (
-    r.type === "FLAGS" || (r.type === "status" && r.tag === null && !!r.code?.known && r.code.name === "PERMANENTFLAGS")
+    r.type === "status" &&
+    r.tag === null &&
+    r.status === "OK" &&
+    r.code?.known === true &&
+    r.code.name === "PERMANENTFLAGS"
   );
 }
 
@@ -388,23 +393,18 @@ export function relayUpdate(s: Session, r: Response): void {
     if (folderFlags(r)) box.openingUpdates.push(r);
     return;
   }
-  if (r.type === "FETCH") relayFlagUpdate(s, r);
-  else if (r.type === "FLAGS") {
-    if (keywordsShown(s)) s.send(r);
-  } else if (r.type === "status" && r.tag === null && r.status === "OK" && r.code?.known) {
-    const code = r.code;
-    // Only where keywords are shown: elsewhere the list the agent was given cannot change, and its coming again
-    // would tell that some message (perhaps a hidden one) has a new keyword.
-    if (code.name === "PERMANENTFLAGS" && keywordsShown(s))
-      s.send({ ...r, code: { ...code, flags: agentPermanentFlags(s, box.policyName, code.flags) } });
-  }
+  if (r.type === "FETCH") return relayFlagUpdate(s, r);
+  // Only where keywords are shown: elsewhere the lists the agent was given cannot change, and their coming again
+  // would tell that some message (perhaps a hidden one) has a new keyword.
+  if (!folderFlags(r) || !keywordsShown(s)) return;
+  if (r.type === "status" && r.code?.known && r.code.name === "PERMANENTFLAGS")
+    s.send({ ...r, code: { ...r.code, flags: agentPermanentFlags(s, box.policyName, r.code.flags) } });
+  else s.send(r);
 }
 
 /** Other untagged data during a command: flag changes and allowlisted status codes. */
 export function forwardUntagged(s: Session, r: Response): void {
-  if (r.type === "FETCH" || r.type === "FLAGS") relayUpdate(s, r);
-  else if (r.type === "status" && r.tag === null && r.code?.known && r.code.name === "PERMANENTFLAGS")
-    relayUpdate(s, r);
+  if (r.type === "FETCH" || folderFlags(r)) relayUpdate(s, r);
   else if (r.type === "status" && r.tag === null && (r.status === "OK" || r.status === "NO")) {
     // HIGHESTMODSEQ after the first CONDSTORE-enabling command (RFC 7162 §3.1), in an unfiltered folder only.
     if (r.code?.known && r.code.name === "HIGHESTMODSEQ") {
