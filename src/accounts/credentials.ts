@@ -95,9 +95,8 @@ interface Runtime {
    * long). They are in use from memory and written again before the next token request and at `settled()`; the
    * provider may already have retired the stored refresh token when it issued them, so they must not be dropped.
    */
-  unsaved: TokenRecord | null;
-  /** The stored pair the refresh that obtained `unsaved` started from (`saveRefreshedTokens`). */
-  unsavedBase: TokenRecord | null;
+  /** `base`: the stored pair the refresh that obtained them started from (`saveRefreshedTokens`). */
+  unsaved: { readonly record: TokenRecord; readonly base: TokenRecord | null } | null;
 }
 
 export class AccountCredentials {
@@ -134,7 +133,6 @@ export class AccountCredentials {
       lastError: null,
       rejected: null,
       unsaved: null,
-      unsavedBase: null,
     };
   }
 
@@ -217,14 +215,13 @@ export class AccountCredentials {
 
   /** Writes tokens whose first write failed; true when none are left unwritten. */
   #saveUnsaved(name: string, rt: Runtime): boolean {
-    const record = rt.unsaved;
-    if (record === null) return true;
+    const unsaved = rt.unsaved;
+    if (unsaved === null) return true;
     try {
       // A pair stored since by another process (`mailgator account login`) is newer: it wins, this one is dropped.
-      const kept = saveRefreshedTokens(this.#store!, name, record, rt.unsavedBase, this.#now());
+      const kept = saveRefreshedTokens(this.#store!, name, unsaved.record, unsaved.base, this.#now());
       if (kept !== null) {
         rt.unsaved = null;
-        rt.unsavedBase = null;
         this.#adopt(name, rt, kept.stored);
         return true;
       }
@@ -235,7 +232,6 @@ export class AccountCredentials {
       return false;
     }
     rt.unsaved = null;
-    rt.unsavedBase = null;
     this.#log.info(`account ${name}: the new tokens are written to the state database`);
     return true;
   }
@@ -303,7 +299,7 @@ export class AccountCredentials {
     if (stored !== null) rt.record = stored;
     const current = rt.record;
     // The stored pair this refresh replaces: while earlier tokens are still unwritten, the one they were to replace.
-    const base = rt.unsaved !== null ? rt.unsavedBase : current;
+    const base = rt.unsaved !== null ? rt.unsaved.base : current;
     const started = this.#now();
     let grant: Grant;
     try {
@@ -354,11 +350,9 @@ export class AccountCredentials {
       else kept = saveRefreshedTokens(this.#store!, name, record, base, this.#now());
       // Written, or a newer pair is stored: tokens still unwritten from before are superseded either way.
       rt.unsaved = null;
-      rt.unsavedBase = null;
     } catch (e) {
       // The tokens are good and the old refresh token may be retired: use these from memory, write them later.
-      rt.unsaved = record;
-      rt.unsavedBase = base;
+      rt.unsaved = { record, base };
       this.#log.error(
         `account ${name}: new tokens obtained but not written to the state database (${errorMessage(e)}); kept in ` +
           "memory and written again before the next token request",
@@ -412,10 +406,7 @@ export class AccountCredentials {
   #markNeedsReauthorization(account: OAuth2AccountConfig, message: string): void {
     // Tokens held unwritten belong to the grant the provider just refused: nothing to keep.
     const rt = this.#runtime.get(account.name);
-    if (rt !== undefined) {
-      rt.unsaved = null;
-      rt.unsavedBase = null;
-    }
+    if (rt !== undefined) rt.unsaved = null;
     const store = this.#store!;
     const now = this.#now();
     const changed = store.transaction(() => {
