@@ -525,7 +525,8 @@ describe("tokens left unwritten across several refreshes (saveRefreshedTokens af
 });
 
 describe("client_credentials: invalid_grant is no revoked login (there is none to renew)", () => {
-  test("retried with backoff, never marked needs-reauthorization; a mark left before does not stop it", async () => {
+  /** A Microsoft app-only account "app" and its state database. */
+  function appOnlySetup() {
     const dir = mkdtempSync(join(tmpdir(), "mg-cc-"));
     const config = parseConfig(
       [
@@ -547,6 +548,11 @@ describe("client_credentials: invalid_grant is no revoked login (there is none t
       env: {},
       create: true,
     })!;
+    return { config, store };
+  }
+
+  test("retried with backoff, never marked needs-reauthorization; a mark left before does not stop it", async () => {
+    const { config, store } = appOnlySetup();
     const invalid = { error: "invalid_grant", error_description: "AADSTS70000: the grant is invalid" };
     const fake = replay([
       { expect: { grant_type: "client_credentials" }, status: 400, body: invalid },
@@ -577,27 +583,7 @@ describe("client_credentials: invalid_grant is no revoked login (there is none t
   });
 
   test("a record of the account's former client_id is replaced by the new client's token", async () => {
-    const dir = mkdtempSync(join(tmpdir(), "mg-cc-"));
-    const config = parseConfig(
-      [
-        `[accounts.app]`,
-        `username = "shared@contoso.com"`,
-        `auth = "oauth2"`,
-        `provider = "microsoft"`,
-        `grant = "client_credentials"`,
-        `tenant = "${TENANT}"`,
-        `client_id = "00000000-0000-0000-0000-00000000c11e"`,
-        `client_secret = "s3cret"`,
-        `[audit]`,
-        `path = "audit.db"`,
-      ].join("\n"),
-      join(dir, "m.toml"),
-    );
-    const store = SealedStore.open(config.state.path, {
-      secretsFile: config.state.secretsFile,
-      env: {},
-      create: true,
-    })!;
+    const { config, store } = appOnlySetup();
     const now = 1_700_000_000_000;
     const former = { ...(config.accounts["app"] as OAuth2AccountConfig) };
     const formerClient = { ...former, oauth2: { ...former.oauth2, clientId: "11111111-0000-0000-0000-000000000001" } };
