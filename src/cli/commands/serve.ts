@@ -567,7 +567,7 @@ export function reload(
   }
   for (const w of warnings) log.warn(w);
   log.info(
-    `reloaded ${file}: config revision ${previous.revision} -> ${next.revision}` +
+    `reloaded ${errors.length > 0 ? "in part " : ""}${file}: config revision ${previous.revision} -> ${next.revision}` +
       (sessionsEnded > 0 ? `, ${sessionsEnded} session(s) ended` : ""),
   );
   return {
