@@ -20,7 +20,7 @@ import {
 } from "../net/index.ts";
 import { FILTERED_OPERATIONS, MESSAGE_FIELDS, type Policy } from "../policy/index.ts";
 import { openQuotas, type Quotas } from "../quotas/index.ts";
-import { LiveConfig, listenerReload, type PreparedReload, tlsIdentityFor } from "../runtime/reload.ts";
+import { commitListener, LiveConfig, listenerReload, type PreparedReload, tlsIdentityFor } from "../runtime/reload.ts";
 import { openStateDatabase } from "../state/database.ts";
 import { ClassificationCache, cachePathBeside } from "./cache.ts";
 import type { SessionContext } from "./commands/context.ts";
@@ -177,10 +177,7 @@ export async function startImapProxy(deps: {
         const built = build(next);
         return () => {
           current = built;
-          if (built.identity !== null) listener.setIdentity(built.identity);
-          let ended = 0;
-          for (const session of [...ctx.sessions]) if (session.reloaded()) ended++;
-          return ended;
+          return commitListener(listener, built.identity, ctx.sessions);
         };
       });
     },

@@ -305,6 +305,17 @@ export class ImapSession implements LoginSession, CompressSession {
     this.#bye("Configuration changed; this session ends, log in again");
   }
 
+  /** `reloaded` threw (a bug): the session ends as a reload ends one, or at once if even that fails. */
+  endUnreloaded(why: string): void {
+    if (this.#closed) return;
+    try {
+      this.log.error(`session ${this.id}: could not take the new config: ${why}`);
+      this.#endByReload(`the new config could not be applied to it (${why})`);
+    } finally {
+      if (!this.#closed) this.shutdown();
+    }
+  }
+
   start(): void {
     this.ctx.sessions.add(this);
     this.conn.onData((chunk) => {

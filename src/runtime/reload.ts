@@ -100,6 +100,74 @@ export interface PreparedReload {
   commit(): number;
 }
 
+/** A proxy's session as a reload sees it (src/imap/session.ts, src/smtp/session.ts). */
+export interface ReloadingSession {
+  /** Takes the config in force; true when that ended the session (the new config refuses it). */
+  reloaded(): boolean;
+  /** Ends the session now, as a reload ends one, saying why: it could not take the config in force. */
+  endUnreloaded(why: string): void;
+}
+
+/**
+ * Some sessions could not take the new config (`reloaded` threw: a bug, config errors being caught before the
+ * swap) and were ended instead; `sessionsEnded` counts them with those the new rules ended.
+ */
+export class SessionsNotReloaded extends Error {
+  override name = "SessionsNotReloaded";
+  constructor(
+    readonly sessionsEnded: number,
+    failed: number,
+    first: string,
+  ) {
+    super(`${failed} session(s) could not take the new config (${first}) and were ended`);
+  }
+}
+
+/**
+ * Lets every session take the new config and returns how many it ended. A session whose `reloaded` throws is ended
+ * (`endUnreloaded`), never left open under rules it may not have taken, and the sessions after it still take
+ * theirs; then SessionsNotReloaded is thrown, which makes the outcome a reload in part (docs/operations.md
+ * "Reload").
+ */
+export function reloadSessions(sessions: Iterable<ReloadingSession>): number {
+  let ended = 0;
+  let failed = 0;
+  let first = "";
+  for (const session of [...sessions]) {
+    try {
+      if (session.reloaded()) ended++;
+    } catch (error) {
+      const message = error instanceof Error ? error.message : String(error);
+      if (failed++ === 0) first = message;
+      session.endUnreloaded(message);
+      ended++;
+    }
+  }
+  if (failed > 0) throw new SessionsNotReloaded(ended, failed, first);
+  return ended;
+}
+
+/**
+ * A listener's part of a reload, once its new settings are in force: the new TLS identity for new connections, then
+ * the sessions (`reloadSessions`), which take the new config even when setting the identity threw (its error is
+ * thrown after them). Returns the sessions ended.
+ */
+export function commitListener(
+  listener: { setIdentity(identity: TlsIdentity): void },
+  identity: TlsIdentity | null,
+  sessions: Iterable<ReloadingSession>,
+): number {
+  let failure: unknown = null;
+  try {
+    if (identity !== null) listener.setIdentity(identity);
+  } catch (error) {
+    failure = error;
+  }
+  const ended = reloadSessions(sessions);
+  if (failure !== null) throw failure;
+  return ended;
+}
+
 /** Reads and checks a listener's certificate and key (they must load as a pair); null without TLS. */
 export function tlsIdentityFor(section: ListenerConfig): TlsIdentity | null {
   if (section.listenTls === "none") return null;

@@ -23,7 +23,7 @@ import {
 } from "../net/index.ts";
 import type { Policy } from "../policy/index.ts";
 import { openQuotas, type Quotas } from "../quotas/index.ts";
-import { LiveConfig, listenerReload, type PreparedReload, tlsIdentityFor } from "../runtime/reload.ts";
+import { commitListener, LiveConfig, listenerReload, type PreparedReload, tlsIdentityFor } from "../runtime/reload.ts";
 import { settledWithin } from "../runtime/settle.ts";
 import { openStateDatabase } from "../state/database.ts";
 import {
@@ -195,10 +195,7 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
         const built = build(next);
         return () => {
           current = built;
-          if (built.identity !== null) listener.setIdentity(built.identity);
-          let ended = 0;
-          for (const session of [...ctx.sessions]) if (session.reloaded()) ended++;
-          return ended;
+          return commitListener(listener, built.identity, ctx.sessions);
         };
       });
     },

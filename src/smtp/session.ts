@@ -275,12 +275,23 @@ export class SmtpSession {
     const upstreamChanged = this.#upstreamAtLogin !== null && !sameUpstream(this.#upstreamAtLogin, this.#ctx.upstream);
     const why = reloadEndReason(this.#ctx.config, login, this.#conn.remoteAddress, upstreamChanged);
     if (why === null) return false;
+    this.#endByReload(why);
+    return true;
+  }
+
+  #endByReload(why: string): void {
     moduleLogger("smtp").info(`session ${this.id}: ended by reload: ${why}`);
     this.#endReason = `reload: ${why}`;
     this.#send(reply(421, "4.3.2", "Configuration changed; this session ends, log in again"));
     this.#close();
     if (!this.#running) this.#releaseUpstream();
-    return true;
+  }
+
+  /** `reloaded` threw (a bug): the session ends as a reload ends one. */
+  endUnreloaded(why: string): void {
+    if (this.#closing) return;
+    moduleLogger("smtp").error(`session ${this.id}: could not take the new config: ${why}`);
+    this.#endByReload(`the new config could not be applied to it (${why})`);
   }
 
   /** The upstream in force at the login (pass-through: the one its kept connection was opened to). */

@@ -17,6 +17,7 @@ import {
   type ReloadResult,
   reloadFailures,
   reloadSuccesses,
+  SessionsNotReloaded,
 } from "../../src/runtime/reload.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "mg-reload-unit-"));
@@ -103,6 +104,30 @@ test("a step that throws after the swap: the steps after it still run, and the o
   expect(result.sessionsEnded).toBe(1);
   expect(result.errors).toHaveLength(1);
   expect(result.errors[0]).toContain("a step of the reload failed (imap broke)");
+});
+
+test("sessions that could not take the new config were ended: counted, and the outcome is a reload in part", () => {
+  const file = write("allow");
+  const first = loadConfig(file);
+  const live = new LiveConfig(first, compilePolicy(first.rules));
+  const handle = {
+    address: { host: "127.0.0.1", port: 0 },
+    close: async () => {},
+    prepareReload: () => ({
+      warnings: [],
+      commit: () => {
+        throw new SessionsNotReloaded(3, 1, "a bug");
+      },
+    }),
+  };
+  write("deny");
+  const result = reload(file, {}, live, [handle], first.audit.path);
+  expect(result.ok).toBe(true);
+  expect(result.sessionsEnded).toBe(3);
+  expect(result.errors).toEqual([
+    "a step of the reload failed: 1 session(s) could not take the new config (a bug) and were ended; the new " +
+      "config is in force",
+  ]);
 });
 
 test("the first ask rule by reload: a warning (approvals are set up at start), none when they are", () => {

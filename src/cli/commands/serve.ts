@@ -21,7 +21,14 @@ import { errorMessage, moduleLogger } from "../../log.ts";
 import { SHUTDOWN_GRACE_MS } from "../../net/index.ts";
 import { compilePolicy, type Policy } from "../../policy/index.ts";
 import { openQuotas, type Quotas, type RunningQuotas } from "../../quotas/index.ts";
-import { emitReload, LiveConfig, onReload, type PreparedReload, type ReloadResult } from "../../runtime/reload.ts";
+import {
+  emitReload,
+  LiveConfig,
+  onReload,
+  type PreparedReload,
+  type ReloadResult,
+  SessionsNotReloaded,
+} from "../../runtime/reload.ts";
 import { claimPidFile, pidFileFor, releasePidFile, statusFileFor, writeStatusFile } from "../../runtime/state-files.ts";
 import { startSmtpProxy } from "../../smtp/index.ts";
 import { openStateDatabase } from "../../state/database.ts";
@@ -558,9 +565,13 @@ export function reload(
     try {
       sessionsEnded += p.commit();
     } catch (e) {
+      // Sessions that could not take the new config were ended (src/runtime/reload.ts): none stays open under it.
+      if (e instanceof SessionsNotReloaded) sessionsEnded += e.sessionsEnded;
       const problem =
-        `a step of the reload failed (${errorMessage(e)}): the new config is in force, but what that step applies ` +
-        "(sessions it ends, upstream settings) may not be; restart to be sure";
+        e instanceof SessionsNotReloaded
+          ? `a step of the reload failed: ${e.message}; the new config is in force`
+          : `a step of the reload failed (${errorMessage(e)}): the new config is in force, but what that step ` +
+            "applies (sessions it ends, upstream settings) may not be; restart to be sure";
       log.error(problem);
       errors.push(problem);
     }

@@ -54,6 +54,8 @@ export interface SessionHandle {
    * the agent's `allowed_ips`, or changed what its selected mailbox shows; true then.
    */
   reloaded(): boolean;
+  /** `reloaded` threw: `* BYE` now, and the session ends (src/runtime/reload.ts `reloadSessions`). */
+  endUnreloaded(why: string): void;
   /** The proxy is stopping: `* BYE` now, or after the reply to the command under way. */
   stop(): void;
 }
