@@ -939,16 +939,24 @@ export class ImapSession implements LoginSession, CompressSession {
   upstreamRun(
     command: Parameters<UpstreamSession["run"]>[0],
     onData: ((r: Response) => void) | null = null,
+    gate: Promise<unknown> | null = null,
   ): ReturnType<UpstreamSession["run"]> {
     const up = this.up;
     if (up === null) return Promise.reject(new UpstreamError("no upstream session"));
     // Not an async function (one promise step less per command): a throw becomes a rejection here.
     try {
-      return up.run(command, (r) => {
-        if (this.model(r)) return;
-        if (onData !== null) onData(r);
-        else relayUpdate(this, r);
-      });
+      return up.run(
+        command,
+        (r) => {
+          if (this.model(r)) return;
+          if (onData !== null) onData(r);
+          else relayUpdate(this, r);
+        },
+        undefined,
+        null,
+        null,
+        gate,
+      );
     } catch (error) {
       return Promise.reject(error);
     }

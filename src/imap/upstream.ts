@@ -49,6 +49,12 @@ interface Pending {
   rounds: Uint8Array[][];
   /** A `+` once the literals are sent: a SASL challenge (AUTHENTICATE). Absent: the session fails. */
   readonly onChallenge: (() => void) | null;
+  /**
+   * Literals are held back until this is true (`run`'s `gate`); false while the gate is pending, null without one.
+   * A `+` that comes meanwhile is remembered in `plusWaiting`.
+   */
+  gateOpen: boolean | null;
+  plusWaiting: boolean;
   resolve(status: StatusResponse): void;
   reject(error: Error): void;
   /** When the session fails if the tagged reply has not come (performance.now(); Infinity: never). */
@@ -306,6 +312,13 @@ export class UpstreamSession {
   /**
    * Sends one command and resolves with its tagged status. Untagged responses go to `onData` (or, when null, to
    * `onUnsolicited`). `afterTagged` runs synchronously when the tagged reply is parsed, before later bytes.
+   *
+   * `gate`: the command's first line goes now, its literals only once `gate` has resolved (and the server sent
+   * `+`), so that the server's `+` round trip overlaps with what the proxy must finish first (APPEND's audit rows
+   * made durable, docs/audit.md "Writing: batches and durability"). A server acts on no command before it has read
+   * the whole of it, so nothing is written upstream before the gate. If the gate rejects while a literal is still to
+   * be sent, the session fails: a synchronizing literal once announced cannot be withdrawn (RFC 9051 §4.3), and
+   * the proxy never sends its octets.
    */
   run(
     command: UpstreamCommand,
@@ -313,6 +326,7 @@ export class UpstreamSession {
     timeoutMs = this.#timeouts.commandMs,
     afterTagged: (() => void) | null = null,
     onChallenge: (() => void) | null = null,
+    gate: Promise<unknown> | null = null,
   ): Promise<StatusResponse> {
     if (this.#error !== null) return Promise.reject(this.#error);
     if (this.#pending !== null) return Promise.reject(new Error("imap: upstream command already in flight"));
@@ -322,9 +336,29 @@ export class UpstreamSession {
         afterTagged?.();
         resolve(s);
       };
-      this.#pending = this.#pendingOf(tag, onData, rounds.slice(1), onChallenge, done, reject, timeoutMs);
+      const pending = this.#pendingOf(tag, onData, rounds.slice(1), onChallenge, done, reject, timeoutMs);
+      this.#pending = pending;
+      if (gate !== null && pending.rounds.length > 0) this.#holdLiterals(pending, gate);
       for (const chunk of rounds[0]!) this.#conn.write(chunk);
     });
+  }
+
+  /** `run`'s gate: the literals of `pending` wait for `gate`; its rejection fails the session if one still waits. */
+  #holdLiterals(pending: Pending, gate: Promise<unknown>): void {
+    pending.gateOpen = false;
+    gate.then(
+      () => {
+        pending.gateOpen = true;
+        if (!pending.plusWaiting || this.#pending !== pending || this.#error !== null) return;
+        pending.plusWaiting = false;
+        for (const chunk of pending.rounds.shift()!) this.#conn.write(chunk);
+      },
+      (error: unknown) => {
+        if (this.#pending !== pending || pending.rounds.length === 0) return;
+        const why = error instanceof Error ? error.message : String(error);
+        this.#fail(new UpstreamError(`a literal announced upstream could not be sent: ${why}`));
+      },
+    );
   }
 
   /**
@@ -393,7 +427,7 @@ export class UpstreamSession {
     const deadline = timeoutMs > 0 ? performance.now() + timeoutMs : Number.POSITIVE_INFINITY;
     this.#arm(deadline);
     const expiry = "the upstream server did not answer in time";
-    return { tag, onData, rounds, onChallenge, resolve, reject, deadline, expiry };
+    return { tag, onData, rounds, onChallenge, gateOpen: null, plusWaiting: false, resolve, reject, deadline, expiry };
   }
 
   /** Makes sure the watchdog fires by `deadline`. */
@@ -593,6 +627,12 @@ export class UpstreamSession {
     const pending = this.#pending;
     if (r.type === "continuation") {
       if (pending !== null && pending.rounds.length > 0) {
+        if (pending.gateOpen === false) {
+          // Written when the gate opens (`#holdLiterals`); a second `+` before that is a protocol error.
+          if (pending.plusWaiting) return this.#fail(new UpstreamError("the upstream server sent `+` twice"));
+          pending.plusWaiting = true;
+          return;
+        }
         for (const chunk of pending.rounds.shift()!) this.#conn.write(chunk);
       } else if (pending !== null && pending.onChallenge !== null) {
         pending.onChallenge();

@@ -1,8 +1,9 @@
 /**
  * APPEND (RFC 3501 §6.3.11; mail:append, and mail:delete for a `\Deleted` flag), MULTIAPPEND (RFC 3502) and literal8
  * messages (BINARY, RFC 3516 §4.4). Every message is checked before anything is written; the allow rows, one per
- * message, are on disk before the command goes upstream as one APPEND, which RFC 3502 §6.3.11 makes atomic: if any
- * message is refused, here or upstream, none is appended (docs/protocol.md §2 "MULTIAPPEND").
+ * message, are on disk before the messages go upstream as one APPEND, which RFC 3502 §6.3.11 makes atomic: if any
+ * message is refused, here or upstream, none is appended (docs/protocol.md §2 "MULTIAPPEND"). The command's first
+ * line goes upstream while the rows are written.
  */
 
 import { agentCopyUid } from "../filtering.ts";
@@ -26,7 +27,7 @@ export async function append(s: Session, cmd: CommandOf<"APPEND">): Promise<void
   }
   // Rows queued in the same turn share one commit, and as one group they are never split (docs/audit.md).
   const group = {};
-  await Promise.all(
+  const written = Promise.all(
     cmd.messages.map((m, i) =>
       s.auditDurable(
         {
@@ -44,12 +45,21 @@ export async function append(s: Session, cmd: CommandOf<"APPEND">): Promise<void
       ),
     ),
   );
-  const st = await s.upstreamRun({
-    name: "APPEND",
-    mailbox: cmd.mailbox,
-    messages: cmd.messages,
-    ...cmd.messages[0]!,
-  });
+  // The command line goes upstream while the rows are made durable; the messages only once they are (docs/audit.md
+  // "Before the write"): the server's `+` round trip overlaps the fdatasync, and nothing is appended before it.
+  const appended = s.upstreamRun(
+    { name: "APPEND", mailbox: cmd.mailbox, messages: cmd.messages, ...cmd.messages[0]! },
+    null,
+    written,
+  );
+  try {
+    await written;
+  } catch (error) {
+    // The messages were never sent; the upstream session fails with the literal it announced (BYE follows).
+    appended.catch(() => {});
+    throw error;
+  }
+  const st = await appended;
   await s.sync(true);
   upstreamStatus(s, cmd.tag, { ...st, code: agentCopyUid(s, st.code, p) });
 }

@@ -119,11 +119,13 @@ export interface Session {
   // Upstream.
   /**
    * Runs an upstream command; every untagged response updates the mailbox model, then goes to `onData`; without
-   * it, another session's flag change (and a new keyword's FLAGS) is relayed (`relayUpdate`).
+   * it, another session's flag change (and a new keyword's FLAGS) is relayed (`relayUpdate`). With `gate`, the
+   * command's literals wait for it (UpstreamSession.run).
    */
   upstreamRun(
     command: Parameters<UpstreamSession["run"]>[0],
     onData?: ((r: Response) => void) | null,
+    gate?: Promise<unknown> | null,
   ): Promise<UpstreamStatus>;
   /** Applies an untagged response to the mailbox model; true when it was consumed. */
   model(r: Response): boolean;
