@@ -53,8 +53,9 @@ export type ApproveResult =
   | { readonly outcome: "refused"; readonly state: ApprovalState | "unknown" }
   /**
    * Nothing was sent and the message is still held: the upstream login failed before the claim, the audit log
-   * could not be written (AUDIT_UNAVAILABLE), before the claim or when the approval row was to go to disk, or the
-   * process is stopping (SHUTTING_DOWN: before the claim, or a replay cut off before its final dot went out).
+   * could not be written (AUDIT_UNAVAILABLE), before the claim or when the approval row was to go to disk, the
+   * process is stopping (SHUTTING_DOWN: before the claim, or a replay cut off before its final dot went out), or
+   * the upstream refused it for now (a 4xx reply) or the connection was lost before the final dot went out.
    */
   | { readonly outcome: "not-sent"; readonly reason: string }
   /**
@@ -62,7 +63,13 @@ export type ApproveResult =
    * went out: the upstream may or may not have the message. It stays "sending", with no row of its own, as
    * if the process had been killed; the next start marks it for a check and never sends it again.
    */
-  | { readonly outcome: "interrupted" };
+  | { readonly outcome: "interrupted" }
+  /**
+   * The final dot went out and the upstream's reply never came (the connection was lost): the upstream may or may
+   * not have the message. It is "needs-check" (never sent again) once its APPROVAL NEEDS CHECK row is on disk;
+   * `recorded` false: that row could not be written, and it stays "sending" until the next start marks it.
+   */
+  | { readonly outcome: "needs-check"; readonly reason: string; readonly recorded: boolean };
 
 /** The reason given when a decision is refused or cut off because the process is stopping. */
 export const SHUTTING_DOWN = "the server is shutting down";
@@ -264,6 +271,7 @@ export async function approve(
   const gate = new CommitGate(ctx.audit.durable(approved), () => ctx.audit.commitNow());
   let result: SendResult | null = null;
   let failure: Error | null = null;
+  let endOfDataSent = false;
   try {
     result = await upstream.send(
       { from: held.envelope.from, recipients: held.envelope.recipients, eightBit: held.envelope.eightBit },
@@ -274,6 +282,7 @@ export async function approve(
   } catch (e) {
     failure = e as Error;
   } finally {
+    endOfDataSent = upstream.endOfDataSent;
     await upstream.quit().catch(() => {});
   }
   await gate.settled;
@@ -306,11 +315,37 @@ export async function approve(
     );
     return { outcome: "interrupted" };
   }
-  const ok = result !== null && result.stage === "data" && result.reply.code >= 200 && result.reply.code < 300;
   const reply =
     result !== null
       ? `${result.reply.code} ${result.reply.lines.at(-1) ?? ""}`.slice(0, 300)
       : `upstream failed: ${failure?.message ?? "unknown error"}`.slice(0, 300);
+  if (result === null && endOfDataSent) {
+    // The final dot went out and the reply never came (the connection was lost): only the upstream knows whether it
+    // took the message. Never "failed" (the sender would be told it was not sent, and send it again): "needs-check"
+    // at once, as a start after a killed process makes it, once its row is on disk (docs/approvals.md "What is
+    // guaranteed"); without the row it stays "sending", which the next start turns into the same.
+    const reason = `the reply to the end of data never came (${reply}): the upstream may or may not have it`;
+    const recorded = await written(
+      ctx,
+      approvalEvent(ctx, row, "APPROVAL NEEDS CHECK", "error", `${reason}; not sent again`.slice(0, 400)),
+    );
+    if (recorded) ctx.store.needsCheck(id, "the reply to the end of data never came");
+    moduleLogger("approvals").warn(`approval ${id}: needs a check: ${reason}`);
+    return { outcome: "needs-check", reason, recorded };
+  }
+  // Refused for now (4xx, RFC 5321 §4.2.1), or the connection lost before the final dot went out (§4.1.1.4): nothing
+  // was delivered, so the approved message is held again, once a row says so, and can be approved again when the
+  // upstream takes mail; a permanent refusal (5xx) is the "failed" below.
+  const temporary = result === null ? failure !== null : result.reply.code >= 400 && result.reply.code < 500;
+  if (temporary) {
+    const why = `not sent, held again: ${result === null ? reply : `upstream replied ${reply}`}`;
+    if (await written(ctx, approvalEvent(ctx, row, "APPROVE", "error", `approved by ${by}; ${why}`))) {
+      ctx.store.unclaim(id);
+      moduleLogger("approvals").warn(`approval ${id}: ${why}`);
+      return { outcome: "not-sent", reason: result === null ? reply : `upstream replied ${reply}` };
+    }
+  }
+  const ok = result !== null && result.stage === "data" && result.reply.code >= 200 && result.reply.code < 300;
   // The outcome's row goes to disk before the state says so: a process killed in between leaves "sending", which
   // the next start turns into "needs-check" with a row of its own (recover), never a decided message without its
   // row. Only this caller moves the message out of "sending" (its claim), so the change cannot be refused.

@@ -517,17 +517,32 @@ export class ApprovalStore {
       const stuck = (this.state.db.query("SELECT * FROM approvals WHERE state = 'sending'").all() as RawRow[]).map(
         toRow,
       );
-      for (const r of stuck)
-        this.#update(r.id, "needs-check", r.decidedBy, "the process stopped during the replay", null, now);
-      // The credentials are not needed any more: nothing replays a needs-check message.
-      for (const r of stuck) {
-        const box = this.state.get(HELD_KIND, r.id);
-        if (box === null) continue;
-        const stored = JSON.parse(box.toString("utf8")) as StoredHeld;
-        if (stored.credentials) this.state.put(HELD_KIND, r.id, JSON.stringify({ ...stored, credentials: null }));
-      }
+      for (const r of stuck) this.#toCheck(r, "the process stopped during the replay", now);
       return stuck;
     });
+  }
+
+  /**
+   * Approve, step three when the upstream's answer never came after the final dot went out (the connection was
+   * lost): only the upstream knows whether it took the message, so "sending" becomes "needs-check", as at start
+   * (`recover`), and it is never sent again. False when it was not "sending".
+   */
+  needsCheck(id: string, reason: string, now = Date.now()): boolean {
+    return this.state.transaction(() => {
+      const row = this.row(id);
+      if (row?.state !== "sending") return false;
+      this.#toCheck(row, reason, now);
+      return true;
+    });
+  }
+
+  #toCheck(row: ApprovalRow, reason: string, now: number): void {
+    this.#update(row.id, "needs-check", row.decidedBy, reason, null, now);
+    // The credentials are not needed any more: nothing replays a needs-check message.
+    const box = this.state.get(HELD_KIND, row.id);
+    if (box === null) return;
+    const stored = JSON.parse(box.toString("utf8")) as StoredHeld;
+    if (stored.credentials) this.state.put(HELD_KIND, row.id, JSON.stringify({ ...stored, credentials: null }));
   }
 
   // Approvers' notices (docs/approvals.md "Notices"): which were accepted upstream, and which messages still owe some.

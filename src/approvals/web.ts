@@ -230,6 +230,13 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
           "<p>This link can be used again once that is fixed.</p>",
       );
     }
+    if (result.outcome === "needs-check")
+      return page(
+        502,
+        "Sent, outcome unknown",
+        "<p>The connection to the upstream server was lost after the message went out, before its answer: it may " +
+          "or may not have the message. It is not sent again; an administrator must check whether it arrived.</p>",
+      );
     if (result.outcome === "interrupted")
       return page(
         503,

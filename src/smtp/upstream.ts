@@ -267,6 +267,14 @@ export class UpstreamSession {
   }
 
   /**
+   * Whether the last `send`'s final dot was handed to the connection: after a failure, true means only the server
+   * knows whether it took the message; false, that nothing was delivered (RFC 5321 §4.1.1.4).
+   */
+  get endOfDataSent(): boolean {
+    return this.#endOfDataSent;
+  }
+
+  /**
    * Connects, secures and authenticates; rejects with UpstreamError or UpstreamAuthError. An aborted `signal` drops
    * the connection at whatever step it is (the open then rejects with UpstreamError).
    */

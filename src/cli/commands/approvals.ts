@@ -137,6 +137,11 @@ export async function approvals(ctx: CommandContext): Promise<number> {
         else if (result.outcome === "refused")
           ctx.out(`${id}: not sent: it is ${result.state}${result.state === "needs-check" ? " (see --help)" : ""}`);
         else if (result.outcome === "not-sent") ctx.out(`${id}: not sent, still held: ${clean(result.reason)}`);
+        else if (result.outcome === "needs-check")
+          ctx.out(
+            `${id}: needs a check, not sent again: ${clean(result.reason)}` +
+              (result.recorded ? "" : "; its audit row could not be written, so it stays sending until serve starts"),
+          );
         else if (!result.recorded)
           ctx.out(
             `${id}: ${result.outcome}: upstream replied ${clean(result.reply)}; its audit row could not be written, ` +

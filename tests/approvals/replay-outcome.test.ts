@@ -1,0 +1,162 @@
+/**
+ * What an approval's replay records when the upstream's answer is not a plain yes or no (docs/approvals.md "What is
+ * guaranteed"), against the real Postfix through a relay that can hold or cut the replay:
+ *
+ * - the connection lost after the final dot went out, before the reply: only the upstream knows, so the message is
+ *   "needs-check" at once (its APPROVAL NEEDS CHECK row on disk), never "failed" (whose notice tells the sender it
+ *   was not sent) and never sent again;
+ * - a temporary refusal (4xx) or the connection lost before the final dot: nothing was delivered, so the approved
+ *   message is held again, its bytes kept, with an APPROVE error row saying so, and can be approved again;
+ * - a permanent refusal (5xx) stays "failed".
+ */
+
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { type ApprovalContext, approve } from "../../src/approvals/service.ts";
+import { SmtpRelay } from "../fixtures/smtp-relay.ts";
+import {
+  dataPayload,
+  loggedIn,
+  marker,
+  message,
+  sinkCopies,
+  startTestProxy,
+  type TestProxy,
+  upstreams,
+  waitForSink,
+} from "../smtp/helpers.ts";
+
+const RULES = `
+[approvals]
+base_url = "http://127.0.0.1:1"
+
+[approvals.groups.managers]
+recipients = ["boss@corp.test"]
+
+[[rules]]
+name = "outside needs a manager"
+action = "ask"
+operations = ["send"]
+ask_groups = ["managers"]
+`;
+
+let relay: SmtpRelay;
+let proxy: TestProxy;
+let ctx: ApprovalContext;
+
+beforeAll(async () => {
+  const up = upstreams();
+  relay = await SmtpRelay.start({ host: up.host, port: up.ports.smtp });
+  proxy = await startTestProxy({
+    rules: RULES,
+    approvals: true,
+    upstreamAddr: `127.0.0.1:${relay.port}`,
+    upstreamTls: "none",
+  });
+  ctx = { config: proxy.config, store: proxy.approvals!, audit: proxy.audit, protocol: "cli" };
+});
+
+afterAll(async () => {
+  await proxy.close();
+  relay.close();
+});
+
+/** A send the rule holds; returns its id. */
+async function hold(to: string, m: string): Promise<string> {
+  const c = await loggedIn(proxy.port);
+  expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+  expect((await c.command(`RCPT TO:<${to}>`)).code).toBe(250);
+  expect((await c.command("DATA")).code).toBe(354);
+  c.write(dataPayload(message({ From: "alice@mailgator.test", To: to, Subject: `replay ${m}` }, `Hello ${m}\n`)));
+  const r = await c.reply();
+  await c.command("QUIT");
+  const id = /Held for approval as ([0-9a-f]{32})/.exec(r.lines.join(" "))?.[1];
+  if (id === undefined) throw new Error(`not held: ${r.raw}`);
+  return id;
+}
+
+/** The audit rows of held message `id`, as [command, decision, reason]. */
+async function rowsOf(id: string): Promise<[string, string, string][]> {
+  await proxy.audit.flush();
+  return proxy.audit
+    .query({ order: "asc" })
+    .filter((r) => r.target === id && r.protocol === "cli")
+    .map((r) => [r.command, r.decision, r.reason]);
+}
+
+test("the connection lost after the final dot: needs-check at once, never failed, never sent again", async () => {
+  const m = marker();
+  const id = await hold(`someone-${m}@outside.example`, m);
+  // The dot reaches Postfix, which delivers; its answer is kept from Mailgator, then the link drops.
+  const held = relay.holdNext("reply");
+  const approving = approve(ctx, id, "review");
+  await held;
+  await waitForSink(`Hello ${m}`, 1);
+  relay.dropLinks();
+  const result = await approving;
+  expect(result.outcome).toBe("needs-check");
+  expect(result).toMatchObject({ recorded: true });
+  expect((result as { reason: string }).reason).toStartWith("the reply to the end of data never came (upstream ");
+  expect(ctx.store.row(id)!.state).toBe("needs-check");
+  const rows = await rowsOf(id);
+  expect(rows.at(-1)!.slice(0, 2)).toEqual(["APPROVAL NEEDS CHECK", "error"]);
+  expect(rows.at(-1)![2]).toEndWith("; not sent again");
+  expect(rows.filter(([c]) => c === "APPROVAL SENT")).toEqual([]);
+  // Not sent again, by this or any later approval.
+  expect(await approve(ctx, id, "review")).toEqual({ outcome: "refused", state: "needs-check" });
+  await Bun.sleep(300);
+  expect(sinkCopies(`Hello ${m}`)).toHaveLength(1);
+});
+
+test("a 4xx at RCPT: nothing delivered, held again with its bytes; a second try is the same", async () => {
+  const m = marker();
+  const id = await hold(`tempfail-${m}@outside.example`, m);
+  const result = await approve(ctx, id, "review");
+  const deferred =
+    `upstream replied 451 4.3.0 <tempfail-${m}@outside.example>: Recipient address rejected: ` +
+    "Recipient deferred by test hook";
+  expect(result).toEqual({ outcome: "not-sent", reason: deferred });
+  expect(ctx.store.row(id)!.state).toBe("held");
+  expect((await ctx.store.readMessage(id))?.message.toString()).toContain(`Hello ${m}`);
+  const rows = await rowsOf(id);
+  expect(rows.slice(-2)).toEqual([
+    ["APPROVE", "allow", "approved by review"],
+    ["APPROVE", "error", `approved by review; not sent, held again: ${deferred}`],
+  ]);
+  // Held again means it can be approved again (still deferred here); nothing ever reached the sink.
+  expect((await approve(ctx, id, "review")).outcome).toBe("not-sent");
+  expect(ctx.store.row(id)!.state).toBe("held");
+  expect(sinkCopies(`Hello ${m}`)).toHaveLength(0);
+});
+
+test("the connection lost before the final dot: nothing delivered, held again; approved again, sent", async () => {
+  const m = marker();
+  const id = await hold(`someone-${m}@outside.example`, m);
+  // Postfix's answers from DATA on are kept from Mailgator, which waits for the 354: no octet of the data goes out.
+  const held = relay.holdNext("data");
+  const approving = approve(ctx, id, "review");
+  await held;
+  relay.dropLinks();
+  const result = await approving;
+  expect(result.outcome).toBe("not-sent");
+  expect((result as { reason: string }).reason).toStartWith("upstream failed: ");
+  expect(ctx.store.row(id)!.state).toBe("held");
+  const rows = await rowsOf(id);
+  expect(rows.at(-1)!.slice(0, 2)).toEqual(["APPROVE", "error"]);
+  expect(rows.at(-1)![2]).toStartWith("approved by review; not sent, held again: upstream failed: ");
+  // The relay passes everything again: the same message is sent once.
+  const again = await approve(ctx, id, "review");
+  expect(again).toMatchObject({ outcome: "sent", recorded: true });
+  expect(ctx.store.row(id)!.state).toBe("sent");
+  await waitForSink(`Hello ${m}`, 1);
+  expect(sinkCopies(`Hello ${m}`)).toHaveLength(1);
+});
+
+test("a 5xx at RCPT stays failed: refused for good, the bytes wiped", async () => {
+  const m = marker();
+  const id = await hold(`reject-${m}@outside.example`, m);
+  const result = await approve(ctx, id, "review");
+  expect(result).toMatchObject({ outcome: "failed", recorded: true });
+  expect((result as { reply: string }).reply).toStartWith("550 ");
+  expect(ctx.store.row(id)!.state).toBe("failed");
+  expect(await ctx.store.readMessage(id)).toBeNull();
+});
