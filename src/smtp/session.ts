@@ -174,6 +174,12 @@ interface Transaction {
   fewest: number | null;
 }
 
+/** A held message's place under MAX_HELD_PER_AGENT (docs/approvals.md "Limits") in `store`; `release` gives it back. */
+interface HoldPlace {
+  readonly store: ApprovalStore;
+  readonly release: () => void;
+}
+
 /** An upstream connection being opened (connect, TLS, EHLO, AUTH) while the agent's message comes in. */
 interface Opening {
   readonly promise: Promise<UpstreamSession>;
@@ -1444,6 +1450,13 @@ export class SmtpSession {
       this.#send(reply(451, "4.3.0", "Audit log unavailable; nothing was sent, try again later"));
       return;
     }
+    // A message to hold takes its place under MAX_HELD_PER_AGENT before it is charged: a send refused for that
+    // limit is not charged (docs/quotas.md "Over a limit", docs/approvals.md "Limits").
+    let place: HoldPlace | null = null;
+    if (verdict.held.length > 0) {
+      place = this.#takeHoldPlace(rows);
+      if (place === null) return;
+    }
     // The send is charged (committed to the state database) before anything of it goes upstream (docs/quotas.md).
     const charged = this.#ctx.quotas.charge(this.#quotaSubject, {
       sends: 1,
@@ -1451,6 +1464,7 @@ export class SmtpSession {
       bytes: size,
     });
     if (!charged.ok) {
+      place?.release();
       const over = charged.exceeded;
       rows.push(
         this.#event({
@@ -1473,7 +1487,7 @@ export class SmtpSession {
       return;
     }
     // A held message was charged above, when held: asking again and again does not bypass a quota (docs/quotas.md).
-    if (verdict.held.length > 0) return this.#hold(tx, verdict.held, rows, detail, facts);
+    if (place !== null) return this.#hold(place, tx, verdict.held, rows, detail, facts);
     rows.push(
       this.#event({
         command: "DATA",
@@ -1498,40 +1512,25 @@ export class SmtpSession {
   }
 
   /**
-   * An `ask` rule decided a recipient and none is refused: the message, its envelope and (pass-through) the agent's
-   * upstream login are sealed in the state database, committed, before the 250 (docs/approvals.md "Holding").
-   * Nothing goes upstream; the agent learns only that it is held, and its id.
-   *
-   * The rows saying which rule held it go to disk first: a process killed between the two leaves rows naming an id
-   * that holds nothing (the agent had no 250 and sends again), never a held message, approvable later, without
-   * them. Rows that cannot be written get the 451 of every audit failure, and nothing is held. A session that ended
-   * while they were written (a reload, shutdown) holds nothing either: one more row says so.
+   * A message that an `ask` rule holds takes its place under MAX_HELD_PER_AGENT (messages of the agent, the login in
+   * pass-through mode, held or being stored), before its quota charge: each is up to 50 MiB in the state database
+   * until decided or expired (docs/approvals.md "Limits"), and a send refused for that limit is not charged
+   * (docs/quotas.md "Over a limit"). The place is taken before the rows go to disk, so that another session of the
+   * agent sees it taken meanwhile. Null: refused, the transaction's rows and the DATA row that says why are written
+   * and the agent has its answer.
    */
-  async #hold(
-    tx: Transaction,
-    held: readonly RecipientFinal[],
-    rows: AuditEvent[],
-    detail: Record<string, string | number | boolean | null>,
-    facts: MessageFacts,
-  ): Promise<void> {
-    const store = this.#ctx.approvals ?? null;
-    const groups = [
-      ...new Set(held.flatMap((h) => this.#ctx.config.rules[h.decision.ruleIndex ?? -1]?.askGroups ?? [])),
-    ];
-    const refuse = () =>
-      this.#send(reply(451, "4.3.0", "Cannot hold the message for approval; nothing was sent, try again later"));
-    // The transaction's rows, then the DATA row that says why nothing was held.
-    const notHeld = (decision: "deny" | "error", reason: string): void => {
+  #takeHoldPlace(rows: readonly AuditEvent[]): HoldPlace | null {
+    const notHeld = (decision: "deny" | "error", reason: string): null => {
       for (const row of rows) this.#audit(row);
       this.#audit({ command: "DATA", operation: "mail:send", target: null, decision, reason });
+      return null;
     };
+    const store = this.#ctx.approvals ?? null;
     if (store === null) {
       notHeld("error", "held for approval, but the state database is not open");
-      return refuse();
+      this.#send(reply(451, "4.3.0", "Cannot hold the message for approval; nothing was sent, try again later"));
+      return null;
     }
-    // At most MAX_HELD_PER_AGENT messages wait for approval per agent (login in pass-through mode): each is up to
-    // 50 MiB in the state database until decided or expired (docs/approvals.md "Limits"). The place is taken now,
-    // before the rows go to disk, so that another session of the agent sees it taken meanwhile.
     const release = store.reservePlace(this.#auditAgent, MAX_HELD_PER_AGENT);
     if (release === null) {
       notHeld(
@@ -1541,8 +1540,37 @@ export class SmtpSession {
       this.#send(
         reply(452, "4.3.1", `${MAX_HELD_PER_AGENT} messages already wait for approval; nothing was sent, try later`),
       );
-      return;
+      return null;
     }
+    return { store, release };
+  }
+
+  /**
+   * An `ask` rule decided a recipient and none is refused, the message has its place (`#takeHoldPlace`) and is
+   * charged: the message, its envelope and (pass-through) the agent's upstream login are sealed in the state
+   * database, committed, before the 250 (docs/approvals.md "Holding"). Nothing goes upstream; the agent learns only
+   * that it is held, and its id. The place is given back once the message is held (then the stored row counts) or
+   * not.
+   *
+   * The rows saying which rule held it go to disk first: a process killed between the two leaves rows naming an id
+   * that holds nothing (the agent had no 250 and sends again), never a held message, approvable later, without
+   * them. Rows that cannot be written get the 451 of every audit failure, and nothing is held. A session that ended
+   * while they were written (a reload, shutdown) holds nothing either: one more row says so.
+   */
+  async #hold(
+    place: HoldPlace,
+    tx: Transaction,
+    held: readonly RecipientFinal[],
+    rows: AuditEvent[],
+    detail: Record<string, string | number | boolean | null>,
+    facts: MessageFacts,
+  ): Promise<void> {
+    const { store, release } = place;
+    const groups = [
+      ...new Set(held.flatMap((h) => this.#ctx.config.rules[h.decision.ruleIndex ?? -1]?.askGroups ?? [])),
+    ];
+    const refuse = () =>
+      this.#send(reply(451, "4.3.0", "Cannot hold the message for approval; nothing was sent, try again later"));
     const holding = this.#holdPlaced(store, tx, held, rows, detail, facts, groups, refuse);
     this.#ctx.holds.add(holding);
     try {

@@ -1217,6 +1217,46 @@ describe("limits", () => {
     }
   });
 
+  test("a send refused for MAX_HELD_PER_AGENT is not charged to the quota (docs/quotas.md)", async () => {
+    // Room in the hour for the held messages and one more send: the two refused below must not use it.
+    const quoted = await startTestProxy({
+      rules: `${RULES}\n[[quotas]]\nname = "Default"\nsends_per_hour = ${MAX_HELD_PER_AGENT + 1}\n`,
+      approvals: true,
+    });
+    const c = await loggedIn(quoted.port);
+    const send = async (to: string): Promise<{ code: number; text: string }> => {
+      const m = marker();
+      expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+      expect((await c.command(`RCPT TO:<${to.replace("*", m)}>`)).code).toBe(250);
+      expect((await c.command("DATA")).code).toBe(354);
+      c.write(dataPayload(message({ From: "alice@mailgator.test", Subject: `limit ${m}` }, `Hello ${m}\n`)));
+      const r = await c.reply();
+      return { code: r.code, text: r.lines.join(" ") };
+    };
+    try {
+      for (let i = 0; i < MAX_HELD_PER_AGENT; i++) expect((await send("held-*@outside.example")).code).toBe(250);
+      for (let i = 0; i < 2; i++) {
+        expect(await send("over-*@outside.example")).toEqual({
+          code: 452,
+          text: `4.3.1 ${MAX_HELD_PER_AGENT} messages already wait for approval; nothing was sent, try later`,
+        });
+      }
+      const refused = (await quoted.rows()).filter((r) => r.command === "DATA" && r.decision === "deny");
+      expect(refused.map((r) => r.reason)).toEqual([
+        `held for approval, but ${MAX_HELD_PER_AGENT} messages of this agent already wait for a decision`,
+        `held for approval, but ${MAX_HELD_PER_AGENT} messages of this agent already wait for a decision`,
+      ]);
+      // The hour's last send goes; the one after it is over the quota.
+      expect((await send("colleague-*@corp.test")).code).toBe(250);
+      const over = await send("colleague-*@corp.test");
+      expect(over.code).toBe(452);
+      expect(over.text).toContain(`sends_per_hour ${MAX_HELD_PER_AGENT + 1} (used ${MAX_HELD_PER_AGENT + 1})`);
+    } finally {
+      await c.command("QUIT");
+      await quoted.close();
+    }
+  });
+
   test("sessions of one login finishing their messages at once cannot pass MAX_HELD_PER_AGENT together", async () => {
     const capped = await startTestProxy({ rules: RULES, approvals: true });
     const login = upstreams().users[0]!.user;
