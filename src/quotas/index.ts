@@ -169,8 +169,12 @@ export class Quotas {
     try {
       return db
         .transaction((): ChargeResult => {
-          // Pruned as it goes: nothing older than the longest window is ever counted again.
-          db.query("DELETE FROM quota_charges WHERE subject = ? AND at <= ?").run(key, now - LONGEST_WINDOW_MS);
+          // Pruned as it goes, by the older of the clock and the newest stored charge (docs/quotas.md "Windows"):
+          // a clock stepped ahead for a charge and back again has not dropped the charges it counts once back.
+          db.query(
+            `DELETE FROM quota_charges WHERE subject = ?1
+               AND at <= MIN(?2, (SELECT MAX(at) FROM quota_charges WHERE subject = ?1)) - ?3`,
+          ).run(key, now, LONGEST_WINDOW_MS);
           const charges = readCharges(db, key, now);
           for (const q of applicable) {
             const over = firstExceeded(q.name, q.limits, charges, amounts, now);

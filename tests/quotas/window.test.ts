@@ -2,7 +2,7 @@
 import { Database } from "bun:sqlite";
 import { expect, test } from "bun:test";
 import { parseConfig } from "../../src/config/index.ts";
-import { type Charge, fitsAt, HOUR_MS, MINUTE_MS, Quotas, quotaUse, used } from "../../src/quotas/index.ts";
+import { type Charge, DAY_MS, fitsAt, HOUR_MS, MINUTE_MS, Quotas, quotaUse, used } from "../../src/quotas/index.ts";
 
 const T0 = Date.UTC(2026, 0, 1, 12, 0, 0);
 
@@ -47,6 +47,45 @@ test("sends_per_hour slides: N pass, the (N+1)th is refused until the oldest cha
   expect(q.charge({ login: "b" }, { sends: 1, recipients: 1, bytes: 10 }, T0 + 2 * MINUTE_MS).ok).toBe(true);
   expect(q.charge({ login: "a" }, { sends: 1, recipients: 1, bytes: 10 }, T0 + HOUR_MS - 1).ok).toBe(false);
   expect(q.charge({ login: "a" }, { sends: 1, recipients: 1, bytes: 10 }, T0 + HOUR_MS).ok).toBe(true);
+});
+
+test("a row goes once a day old by the clock and by the newest stored charge: at the edge, not a ms before", () => {
+  const db = new Database(":memory:");
+  const config = parseConfig(
+    `[[rules]]\nname = "all"\naction = "allow"\n[[quotas]]\nname = "r"\nreads_per_minute = 9\n`,
+    "/tmp/m.toml",
+  );
+  const q = new Quotas(db, config.quotas);
+  const stored = (): number[] =>
+    (db.query("SELECT at FROM quota_charges ORDER BY at").all() as { at: number }[]).map((r) => r.at);
+  for (const at of [T0, T0 + 1]) expect(q.chargeReads({ agent: "bot" }, 1, at).ok).toBe(true);
+  // A day after T0 by the clock, but the newest stored charge is T0 + 1: nothing goes.
+  expect(q.chargeReads({ agent: "bot" }, 1, T0 + DAY_MS).ok).toBe(true);
+  expect(stored()).toEqual([T0, T0 + 1, T0 + DAY_MS]);
+  // Now the newest stored is T0 + DAY_MS: T0 is exactly a day before it and goes, T0 + 1 stays.
+  expect(q.chargeReads({ agent: "bot" }, 1, T0 + DAY_MS + 5 * MINUTE_MS).ok).toBe(true);
+  expect(stored()).toEqual([T0 + 1, T0 + DAY_MS, T0 + DAY_MS + 5 * MINUTE_MS]);
+});
+
+test("a clock stepped more than a day ahead for one request and back does not give a client a fresh day", () => {
+  const db = new Database(":memory:");
+  const config = parseConfig(
+    `[[rules]]\nname = "all"\naction = "allow"\n[[quotas]]\nname = "d"\nsends_per_day = 2\n`,
+    "/tmp/m.toml",
+  );
+  const q = new Quotas(db, config.quotas);
+  const one = { sends: 1, recipients: 1, bytes: 10 };
+  expect(q.charge({ agent: "bot" }, one, T0).ok).toBe(true);
+  expect(q.charge({ agent: "bot" }, one, T0 + MINUTE_MS).ok).toBe(true);
+  expect(q.charge({ agent: "bot" }, one, T0 + 2 * MINUTE_MS).ok).toBe(false);
+  // The clock is a day and ten minutes ahead for a moment, and a fetch is charged (nothing counts reads here, so it
+  // is not recorded; it prunes all the same). The day's sends stay.
+  expect(q.chargeReads({ agent: "bot" }, 1, T0 + DAY_MS + 10 * MINUTE_MS).ok).toBe(true);
+  expect(db.query("SELECT at FROM quota_charges ORDER BY at").all()).toEqual([{ at: T0 }, { at: T0 + MINUTE_MS }]);
+  // The clock is right again, three minutes after T0: the day's two sends still count.
+  const back = q.charge({ agent: "bot" }, one, T0 + 3 * MINUTE_MS);
+  expect(back.ok).toBe(false);
+  expect(!back.ok && back.exceeded).toMatchObject({ limit: "sends_per_day", used: 2 });
 });
 
 test("every matching entry applies, the tightest first; agents lists select clients", () => {
