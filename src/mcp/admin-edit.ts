@@ -12,6 +12,7 @@ import { randomBytes } from "node:crypto";
 import {
   closeSync,
   fchmodSync,
+  fchownSync,
   fsyncSync,
   openSync,
   readFileSync,
@@ -282,27 +283,46 @@ export function backupPath(file: string): string {
   return `${file}.bak`;
 }
 
-/** Writes `data` to `target` atomically with `mode`: a temporary file in the same folder, fsync, rename. */
-function atomicWrite(target: string, data: string, mode: number): void {
-  const dir = dirname(target);
-  const temp = join(dir, `.${basename(target)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
-  const fd = openSync(temp, "wx", mode);
+/** The owner, group and mode a written file gets: the config's. */
+interface Ownership {
+  readonly uid: number;
+  readonly gid: number;
+  readonly mode: number;
+}
+
+/**
+ * Writes `data` to a new file beside `target` with `owner`'s owner, group and mode, fsynced; returns its path. A new
+ * file belongs to the user that writes it: without the chown a config that is `root:mailgator 0640` (docs/install.md)
+ * would become `root:root` and unreadable to `serve`. When the owner or group cannot be given (a user that is not
+ * root and not in the config's group), the file is removed and the error thrown.
+ */
+function writeTemp(target: string, data: string, owner: Ownership): string {
+  const temp = join(dirname(target), `.${basename(target)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
+  const fd = openSync(temp, "wx", owner.mode);
   try {
     try {
-      fchmodSync(fd, mode); // the umask may have cleared bits of the mode asked for
+      fchownSync(fd, owner.uid, owner.gid);
+      fchmodSync(fd, owner.mode); // the umask may have cleared bits of the mode asked for
       const bytes = Buffer.from(data, "utf8");
       for (let off = 0; off < bytes.length; ) off += writeSync(fd, bytes, off);
       fsyncSync(fd);
     } finally {
       closeSync(fd);
     }
-    renameSync(temp, target);
   } catch (e) {
-    try {
-      unlinkSync(temp);
-    } catch {}
+    removeQuietly(temp);
     throw e;
   }
+  return temp;
+}
+
+function removeQuietly(file: string): void {
+  try {
+    unlinkSync(file);
+  } catch {}
+}
+
+function fsyncFolder(dir: string): void {
   const dfd = openSync(dir, "r");
   try {
     fsyncSync(dfd);
@@ -313,16 +333,38 @@ function atomicWrite(target: string, data: string, mode: number): void {
 
 /**
  * Replaces the config file's text `before` by `after`: refused when the file no longer holds `before` (changed
- * since it was read); the old text goes to FILE.bak first. Both files get the config's mode (0600 when it had group
- * or other bits, which the admin tools refuse anyway).
+ * since it was read); the old text goes to FILE.bak first. Both files get the config's owner, group and mode (0600
+ * when it had group or other bits, which the admin tools refuse anyway). Both are written in full before either is
+ * renamed into place, so an owner or group that cannot be given changes nothing, FILE.bak included.
  */
 export function writeConfig(file: string, before: string, after: string): { backup: string } {
   const now = readFileSync(file, "utf8");
   if (now !== before) throw new EditRefused("the config file changed since it was read; nothing written, try again");
-  const mode = statSync(file).mode & 0o777;
-  const keep = mode & 0o022 ? 0o600 : mode;
+  const st = statSync(file);
+  const mode = st.mode & 0o777;
+  const owner = { uid: st.uid, gid: st.gid, mode: mode & 0o022 ? 0o600 : mode };
   const backup = backupPath(file);
-  atomicWrite(backup, before, keep);
-  atomicWrite(file, after, keep);
+  const oldTemp = writeTemp(backup, before, owner);
+  let newTemp: string;
+  try {
+    newTemp = writeTemp(file, after, owner);
+  } catch (e) {
+    removeQuietly(oldTemp);
+    throw e;
+  }
+  try {
+    renameSync(oldTemp, backup);
+  } catch (e) {
+    removeQuietly(oldTemp);
+    removeQuietly(newTemp);
+    throw e;
+  }
+  try {
+    renameSync(newTemp, file);
+  } catch (e) {
+    removeQuietly(newTemp);
+    throw e;
+  }
+  fsyncFolder(dirname(file));
   return { backup };
 }

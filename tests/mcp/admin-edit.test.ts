@@ -1,19 +1,35 @@
 /**
  * The text edits behind the admin write tools (docs/mcp.md "Config writes"), on config texts alone: the rest of the
  * file stays byte for byte, comments above a rule travel with it, and a layout that cannot be edited precisely is
- * refused rather than guessed at. The tools themselves are tested end to end in admin.test.ts.
+ * refused rather than guessed at. The tools themselves are tested end to end in admin.test.ts. And the file write
+ * (writeConfig): the config keeps its owner, group and mode, and an owner it cannot keep refuses the edit.
  */
 
-import { expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import {
+  chmodSync,
+  chownSync,
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { parse } from "smol-toml";
 import {
   addRule,
+  backupPath,
   EditRefused,
   moveRule,
   patchRule,
   rawRules,
   removeRule,
   replaceRule,
+  writeConfig,
 } from "../../src/mcp/admin-edit.ts";
 
 const BASE = `# top comment
@@ -125,4 +141,62 @@ test("a multi-line string's last line that begins with # is not a comment of the
   expect(names(removeRule(text, 0))).toEqual(["b"]);
   expect(names(addRule(text, { name: "c", action: "deny" }, 1))).toEqual(["a", "c", "b"]);
   expect((parse(removeRule(text, 1)) as { rules: { note: string }[] }).rules[0]!.note).toBe("first line\n# last line");
+});
+
+describe("writeConfig: owner, group and mode", () => {
+  let dir: string;
+  beforeAll(() => {
+    dir = mkdtempSync(join(tmpdir(), "mailgator-admin-edit-"));
+  });
+  afterAll(() => {
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  const isRoot = process.getuid?.() === 0;
+  const before = '[audit]\npath = "audit.db"\n\n[[rules]]\nname = "r"\naction = "deny"\n';
+  const after = addRule(before, { name: "new", action: "allow", folders: "INBOX" }, 0);
+  /** The service's group of docs/install.md (`root:mailgator 0640`); gid 1 stands for `mailgator`. */
+  const SERVICE_GID = 1;
+  const NOBODY = 65534;
+
+  // Run as root (chown needs it); skipped otherwise.
+  test.skipIf(!isRoot)("the config and FILE.bak keep the config's owner, group and mode (root:mailgator 0640)", () => {
+    const file = join(dir, "kept.toml");
+    writeFileSync(file, before);
+    chownSync(file, 0, SERVICE_GID);
+    chmodSync(file, 0o640);
+    const { backup } = writeConfig(file, before, after);
+    expect(readFileSync(file, "utf8")).toBe(after);
+    expect(readFileSync(backup, "utf8")).toBe(before);
+    for (const written of [file, backup]) {
+      const st = statSync(written);
+      expect([st.uid, st.gid, st.mode & 0o777]).toEqual([0, SERVICE_GID, 0o640]);
+    }
+  });
+
+  // A user that is not root may only give a file a group it is in: the edit is refused and nothing changes. The
+  // writer runs as `nobody` (in no group but its own) on a config `nobody:SERVICE_GID`; root to set that up.
+  test.skipIf(!isRoot)("a group the writer cannot give refuses the edit: config, FILE.bak and folder unchanged", () => {
+    const folder = join(dir, "not-in-group");
+    const file = join(folder, "mailgator.toml");
+    chmodSync(dir, 0o711); // mkdtemp's 0700 would keep `nobody` out
+    mkdirSync(folder);
+    chownSync(folder, NOBODY, NOBODY);
+    writeFileSync(file, before);
+    writeFileSync(backupPath(file), "older\n");
+    for (const f of [file, backupPath(file)]) {
+      chownSync(f, NOBODY, SERVICE_GID);
+      chmodSync(f, 0o640);
+    }
+    const script =
+      `import { writeConfig } from ${JSON.stringify(join(import.meta.dir, "../../src/mcp/admin-edit.ts"))};\n` +
+      `try { writeConfig(${JSON.stringify(file)}, ${JSON.stringify(before)}, ${JSON.stringify(after)}); ` +
+      `console.log("written"); } catch (e) { console.log("refused:", e.code, e.syscall); }\n`;
+    const run = Bun.spawnSync([process.execPath, "-e", script], { uid: NOBODY, gid: NOBODY, cwd: folder });
+    expect(run.stdout.toString().trim()).toBe("refused: EPERM fchown");
+    expect(readFileSync(file, "utf8")).toBe(before);
+    expect(readFileSync(backupPath(file), "utf8")).toBe("older\n");
+    expect(readdirSync(folder).sort()).toEqual(["mailgator.toml", "mailgator.toml.bak"]);
+    expect(statSync(file).gid).toBe(SERVICE_GID);
+  });
 });
