@@ -447,7 +447,7 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
           withImap(async (client) => {
             const found = attachmentBytes(await fetchSource(client, folder, uid), index);
             if (found === undefined) throw new ToolError(`message UID ${uid} has no attachment ${index}`);
-            return attachmentResult(found.info.filename, found.info.type, found.bytes);
+            return attachmentResult(uid, index, found.info.filename, found.info.type, found.bytes);
           }),
         ),
     );
@@ -656,11 +656,19 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
 }
 
 /**
- * An attachment as a tool result: an embedded resource (base64), refused past MAX_ATTACHMENT_BYTES. Its file name
- * and type are the sender's words: they are shown inside an untrusted block only. The resource's mimeType, outside
- * that block, is the type only when it is a well-formed media type name, else application/octet-stream.
+ * Attachment `index` of message `uid` as a tool result: an embedded resource (base64), refused past
+ * MAX_ATTACHMENT_BYTES. Its file name and type are the sender's words: they are shown inside an untrusted block only.
+ * Outside that block, the resource's uri names the attachment by UID and number (`attachment:UID/INDEX`), never by
+ * file name, and its mimeType is the type only when it is a well-formed media type name, else
+ * application/octet-stream.
  */
-export function attachmentResult(filename: string, type: string, bytes: Uint8Array | null): CallToolResult {
+export function attachmentResult(
+  uid: number,
+  index: number,
+  filename: string,
+  type: string,
+  bytes: Uint8Array | null,
+): CallToolResult {
   // One line, and without the bidirectional controls JSON.stringify leaves as they are (`a\u202Etxt.exe`).
   const named = untrusted(`${JSON.stringify(oneLine(filename))} (${oneLine(type)})`);
   if (bytes === null)
@@ -679,7 +687,7 @@ export function attachmentResult(filename: string, type: string, bytes: Uint8Arr
       {
         type: "resource",
         resource: {
-          uri: `attachment:${encodeURIComponent(filename)}`,
+          uri: `attachment:${uid}/${index}`,
           mimeType: isMediaType(type) ? type : "application/octet-stream",
           blob: Buffer.from(bytes).toString("base64"),
         },
