@@ -275,26 +275,42 @@ function replyThreading(headers: readonly HeaderField[]): {
   return { messageId, references };
 }
 
-/** The result of a send, held or sent. */
-function sendResult(outcome: SendOutcome, what: string): CallToolResult {
+/**
+ * The result of a send, held or sent. The listener's reply and the refused recipients are given inside an untrusted
+ * block: a reply's recipients are the message's Reply-To, From, To and Cc, the sender's words, and a listener's
+ * reply may quote them (docs/mcp.md "Untrusted content"). What the tool itself says (sent, held and its id, the
+ * Message-ID it made) is outside.
+ */
+export function sendResult(outcome: SendOutcome, what: string): CallToolResult {
+  const reply = untrusted(`the listener's reply: ${outcome.response}`);
+  const refused = untrusted(`refused recipients: ${outcome.refused.join(", ")}`);
   // Held first: a held message has not gone anywhere yet, whatever else the listener said.
-  if (outcome.heldAs !== null) {
-    const refused =
-      outcome.refused.length === 0
-        ? ""
-        : ` If approved, it goes only to the recipients not refused (refused: ${outcome.refused.join(", ")}).`;
+  if (outcome.heldAs !== null)
     return ok(
-      `${what} was HELD FOR APPROVAL as ${outcome.heldAs}: it has not been sent; the mailbox owner decides ` +
-        `(reply: ${outcome.response}).${refused}`,
+      outcome.refused.length === 0
+        ? `${what} was HELD FOR APPROVAL as ${outcome.heldAs}: it has not been sent; the mailbox owner decides.\n` +
+            reply
+        : `${what} was HELD FOR APPROVAL as ${outcome.heldAs}: it has not been sent; the mailbox owner decides. ` +
+            `If approved, it goes only to the recipients not refused (the refused ones are in the block below).\n` +
+            `${refused}\n${reply}`,
     );
-  }
   // Not an error: the message went out to the others, and sending it again would reach them twice.
   if (outcome.refused.length > 0)
     return ok(
-      `${what} was SENT, but NOT to every recipient: refused ${outcome.refused.join(", ")}; the others received ` +
-        `it, so do not send it to them again (reply: ${outcome.response}; Message-ID ${outcome.messageId}).`,
+      `${what} was SENT, but NOT to every recipient: the refused ones (in the block below) did not receive it; the ` +
+        `others did, so do not send it to them again (Message-ID ${outcome.messageId}).\n${refused}\n${reply}`,
     );
-  return ok(`${what} was sent (reply: ${outcome.response}; Message-ID ${outcome.messageId}).`);
+  return ok(`${what} was sent (Message-ID ${outcome.messageId}).\n${reply}`);
+}
+
+/**
+ * A send that failed or was refused, as the tool's error text: the listener's reply (or the error) inside an
+ * untrusted block, since it may quote recipients taken from the message (sendResult).
+ */
+export function sendFailure(error: unknown): string {
+  return `refused or failed (the listener's reply, or the error, is in the block below):\n${untrusted(
+    smtpErrorText(error),
+  )}`;
 }
 
 /** The default sender: the account's login (vault) or the login name (pass-through) when it is an address. */
@@ -339,7 +355,7 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
     try {
       return sendResult(await sendThroughProxy(smtp, login, { ...mail, from }), what);
     } catch (e) {
-      throw new ToolError(`refused or failed: ${smtpErrorText(e)}`);
+      throw new ToolError(sendFailure(e));
     }
   };
   const has = (t: AgentTool) => tools.has(t);
