@@ -38,6 +38,7 @@ import {
   type SendOutcome,
   sendThroughProxy,
   smtpErrorText,
+  takeCommandRefusal,
 } from "./proxy-client.ts";
 import { serveOnStdio } from "./stdio.ts";
 import { type AgentTool, agentTools } from "./tools.ts";
@@ -99,6 +100,20 @@ async function guarded(name: string, body: () => Promise<CallToolResult>): Promi
   } catch (e) {
     return failure(`${name}: ${e instanceof ToolError ? e.message : imapErrorText(e)}`);
   }
+}
+
+/**
+ * Runs an imapflow command that resolves `false` (or nothing) when not done (SEARCH, STORE, MOVE, EXPUNGE), and
+ * makes that a ToolError: `what` was not done, and why, with the listener's reply, inside an untrusted block: a reply
+ * the proxy passes on from the mail server may quote a folder name, which is mail content (docs/mcp.md "Untrusted
+ * content"). The proxy answers a hidden folder as one that does not exist, so the reply is the same for both.
+ */
+async function refusable<T>(client: ImapFlow, what: string, command: () => Promise<T | false | undefined>): Promise<T> {
+  takeCommandRefusal(client);
+  const result = await command();
+  if (result !== false && result !== undefined) return result;
+  const why = takeCommandRefusal(client);
+  throw new ToolError(why === undefined ? `${what} (no reason was given)` : `${what}:\n${untrusted(why)}`);
 }
 
 const folderArg = z.string().min(1).default("INBOX").describe("folder name, `/` between levels (default INBOX)");
@@ -386,7 +401,9 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
         guarded("list_messages", () =>
           withImap(async (client) => {
             await client.mailboxOpen(folder, { readOnly: true });
-            const uids = (await client.search({ all: true }, { uid: true })) || [];
+            const uids = await refusable(client, "the search was refused", () =>
+              client.search({ all: true }, { uid: true }),
+            );
             return ok(await listPage(client, folder, uids, page, page_size, "Messages"));
           }),
         ),
@@ -426,7 +443,7 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
             if (a.flagged !== undefined) query["flagged"] = a.flagged;
             if (Object.keys(query).length === 0) query["all"] = true;
             await client.mailboxOpen(a.folder, { readOnly: true });
-            const uids = (await client.search(query, { uid: true })) || [];
+            const uids = await refusable(client, "the search was refused", () => client.search(query, { uid: true }));
             return ok(await listPage(client, a.folder, uids, a.page, a.page_size, "Matches"));
           }),
         ),
@@ -598,24 +615,22 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
             const { found, missing, checked } = await existingUids(client, a.uids);
             if (found.length === 0) throw new ToolError(`no message with those UIDs in ${a.folder}`);
             const set = found.join(",");
-            if (
-              a.add.length > 0 &&
-              !(await client.messageFlagsAdd(
-                set,
-                a.add.map((f) => FLAGS[f]),
-                { uid: true },
-              ))
-            )
-              throw new ToolError("the flags were not added");
-            if (
-              a.remove.length > 0 &&
-              !(await client.messageFlagsRemove(
-                set,
-                a.remove.map((f) => FLAGS[f]),
-                { uid: true },
-              ))
-            )
-              throw new ToolError("the flags were not removed");
+            if (a.add.length > 0)
+              await refusable(client, "the flags were not added", () =>
+                client.messageFlagsAdd(
+                  set,
+                  a.add.map((f) => FLAGS[f]),
+                  { uid: true },
+                ),
+              );
+            if (a.remove.length > 0)
+              await refusable(client, "the flags were not removed", () =>
+                client.messageFlagsRemove(
+                  set,
+                  a.remove.map((f) => FLAGS[f]),
+                  { uid: true },
+                ),
+              );
             return ok(`Flags updated on ${found.length} message(s) in ${a.folder}.${notFound(missing, checked)}`);
           }),
         ),
@@ -634,8 +649,9 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
             await client.mailboxOpen(a.folder);
             const { found, missing, checked } = await existingUids(client, a.uids);
             if (found.length === 0) throw new ToolError(`no message with those UIDs in ${a.folder}`);
-            const moved = await client.messageMove(found.join(","), a.to_folder, { uid: true });
-            if (moved === false) throw new ToolError("the messages were not moved");
+            await refusable(client, "the messages were not moved", () =>
+              client.messageMove(found.join(","), a.to_folder, { uid: true }),
+            );
             return ok(
               `Moved ${found.length} message(s) from ${a.folder} to ${a.to_folder}.${notFound(missing, checked)}`,
             );
@@ -656,8 +672,9 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
             await client.mailboxOpen(a.folder);
             const { found, missing, checked } = await existingUids(client, a.uids);
             if (found.length === 0) throw new ToolError(`no message with those UIDs in ${a.folder}`);
-            if (!(await client.messageDelete(found.join(","), { uid: true })))
-              throw new ToolError("the messages were not deleted");
+            await refusable(client, "the messages were not deleted", () =>
+              client.messageDelete(found.join(","), { uid: true }),
+            );
             return ok(`Deleted ${found.length} message(s) in ${a.folder}.${notFound(missing, checked)}`);
           }),
         ),

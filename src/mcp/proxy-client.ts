@@ -76,6 +76,32 @@ export function imapErrorText(error: unknown): string {
   return e.responseText || e.response || e.message || e.code || String(error);
 }
 
+/**
+ * Why the last command imapflow did not carry out on each connection, as imapflow logs it: imapflow resolves a
+ * refused SEARCH, STORE, MOVE or EXPUNGE to `false` and gives the error (with the listener's text) to its logger
+ * only, and drops without a word a flag the folder's PERMANENTFLAGS (RFC 9051 §7.1) leave out, sending nothing.
+ * The logger keeps the reason here; `takeCommandRefusal` returns and forgets it.
+ */
+const refusals = new WeakMap<ImapFlow, string>();
+
+/** What imapflow last reported on `client` about a command it did not carry out, if anything; forgets it. */
+export function takeCommandRefusal(client: ImapFlow): string | undefined {
+  const text = refusals.get(client);
+  refusals.delete(client);
+  return text;
+}
+
+/** The reason a warning imapflow logs gives for a command not carried out, or undefined for other warnings. */
+function refusalOf(entry: { err?: unknown; dropped?: unknown } | undefined): string | undefined {
+  if (entry?.err !== undefined) return `the listener's reply: ${imapErrorText(entry.err)}`;
+  if (Array.isArray(entry?.dropped))
+    return (
+      `the folder does not accept ${entry.dropped.join(" ")}: the listener's PERMANENTFLAGS leave it out ` +
+      `(RFC 9051 §7.1), so the command was not sent`
+    );
+  return undefined;
+}
+
 /** One IMAP connection to the listener, opened on first use and again after it closed; calls run one at a time. */
 export class ProxyImap {
   #client: ImapFlow | null = null;
@@ -89,14 +115,26 @@ export class ProxyImap {
   async #connect(): Promise<ImapFlow> {
     if (this.#client?.usable) return this.#client;
     const tls = this.listener.listenTls;
-    const client = new ImapFlow({
+    const quiet = () => {};
+    const logger = {
+      trace: quiet,
+      debug: quiet,
+      info: quiet,
+      error: quiet,
+      fatal: quiet,
+      warn: (entry: { err?: unknown; dropped?: unknown } | undefined) => {
+        const refusal = refusalOf(entry);
+        if (refusal !== undefined) refusals.set(client, refusal);
+      },
+    };
+    const client: ImapFlow = new ImapFlow({
       host: connectHost(this.listener.listenAddr),
       port: this.listener.listenAddr.port,
       secure: tls === "tls",
       doSTARTTLS: tls === "starttls" ? true : tls === "none" ? false : undefined,
       tls: tls === "none" ? undefined : listenerTls(this.listener, this.login.caFile),
       auth: { user: this.login.user, pass: this.login.secret },
-      logger: false,
+      logger,
       disableAutoIdle: true,
       connectionTimeout: PROXY_CONNECT_TIMEOUT_MS,
       greetingTimeout: PROXY_CONNECT_TIMEOUT_MS,

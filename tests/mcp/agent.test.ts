@@ -746,6 +746,75 @@ action = "deny"
   const inside = (text: string) => [...text.matchAll(BLOCK)].map((m) => m[2]!);
   const BLOCK = /<<<UNTRUSTED MAIL CONTENT ([0-9a-f]{16})[^\n]*>>>\n([\s\S]*?)\n<<<END UNTRUSTED MAIL CONTENT \1>>>/g;
 
+  // docs/mcp.md "Errors": a refused SEARCH (imapflow resolves `false`) is a refusal with the listener's text, not
+  // an empty folder; Junk holds 3 messages the rules let the agent see as a folder and not read.
+  test("list_messages and search report a refused SEARCH as a refusal with the listener's reply", async () => {
+    for (const [tool, args] of [
+      ["list_messages", { folder: "Junk" }],
+      ["search", { folder: "Junk", subject: "a" }],
+    ] as const) {
+      const out = await callRaw(desk, tool, args);
+      expect(out.isError).toBe(true);
+      expect(outside(out.text)).toBe(`${tool}: the search was refused:\n`);
+      expect(inside(out.text)).toEqual(["the listener's reply: Not permitted: mail:read in this folder"]);
+    }
+    // A hidden folder (Private) and one that does not exist are refused alike, before any search.
+    for (const tool of ["list_messages", "search"] as const) {
+      const hidden = await callRaw(desk, tool, { folder: "Private", subject: "a" });
+      const none = await callRaw(desk, tool, { folder: "NoSuchFolder", subject: "a" });
+      expect(hidden).toEqual({ text: `${tool}: Mailbox does not exist`, isError: true, blobs: [] });
+      expect(none).toEqual(hidden);
+    }
+  });
+
+  // docs/mcp.md "Errors": move, set_flags and delete carry the listener's reply, not a sentence of their own.
+  test("a refused move, set_flags or delete carries the listener's reply; hidden, missing folders alike", async () => {
+    const shop = mailbox.manifest.folders["INBOX"]!.find((m) => m.from.startsWith("notifications@"))!;
+    const archived = mailbox.manifest.folders["Archive"]![0]!.uid;
+    const cases = [
+      [
+        "move",
+        { folder: "Archive", uids: [archived], to_folder: "NoSuchFolder" },
+        "the messages were not moved",
+        "the listener's reply: Mailbox does not exist",
+      ],
+      [
+        "move",
+        { folder: "Archive", uids: [archived], to_folder: "Private" },
+        "the messages were not moved",
+        "the listener's reply: Mailbox does not exist",
+      ],
+      [
+        "set_flags",
+        { folder: "INBOX", uids: [shop.uid], remove: ["seen"] },
+        "the flags were not removed",
+        "the listener's reply: Not permitted: mail:flag in this folder",
+      ],
+      [
+        "delete",
+        { folder: "Junk", uids: [1] },
+        "the messages were not deleted",
+        "the listener's reply: Not permitted: mail:delete in this folder",
+      ],
+      // The listener leaves the flag out of INBOX's PERMANENTFLAGS: imapflow sends nothing, and that is said.
+      [
+        "set_flags",
+        { folder: "INBOX", uids: [shop.uid], add: ["seen"] },
+        "the flags were not added",
+        "the folder does not accept \\Seen: the listener's PERMANENTFLAGS leave it out (RFC 9051 §7.1), so the " +
+          "command was not sent",
+      ],
+    ] as const;
+    for (const [tool, args, what, why] of cases) {
+      const out = await callRaw(desk, tool, args);
+      expect(`${tool} ${JSON.stringify(args)}: ${out.isError}`).toBe(`${tool} ${JSON.stringify(args)}: true`);
+      expect(outside(out.text)).toBe(`${tool}: ${what}:\n`);
+      expect(inside(out.text)).toEqual([why]);
+    }
+    // Nothing moved.
+    expect(uidsOf(await call(desk, "list_messages", { folder: "Archive" }))).toContain(archived);
+  });
+
   // docs/mcp.md "Untrusted content": reply takes its recipients from the message (Reply-To here), and the listener's
   // refusal quotes them: the sender's words reach the result only inside an untrusted block.
   test("reply: the listener's refusal quoting a Reply-To address is given inside an untrusted block", async () => {
