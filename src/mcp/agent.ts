@@ -574,9 +574,12 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
           const replyTo = addresses("reply-to");
           const to = replyTo.length > 0 ? replyTo : addresses("from");
           if (to.length === 0) throw new ToolError("the message names no sender to reply to");
-          const me = (a.from ?? sender ?? "").toLowerCase();
+          // The sender's own address, bare and lower-cased as parseAddressList gives the others: `from` may be
+          // `Name <me@x>` (senderArg).
+          const mine = parseAddressList(a.from ?? sender ?? "");
+          const me = mine.ok ? mine.addresses : [];
           const cc = a.reply_all
-            ? [...addresses("to"), ...addresses("cc")].filter((x) => x !== me && !to.includes(x))
+            ? [...addresses("to"), ...addresses("cc")].filter((x) => !me.includes(x) && !to.includes(x))
             : [];
           const { messageId, references } = replyThreading(headers);
           const subject = headerText(headers, "subject") ?? "";

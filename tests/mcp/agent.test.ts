@@ -844,6 +844,38 @@ action = "deny"
     ]);
     expect(sinkMessages(token)).toEqual([]);
   });
+
+  // docs/mcp.md: reply_all goes to the message's To and Cc "without the sender's own address", also when `from`
+  // names it with a display name (`Desk <me@x>`).
+  test("reply_all leaves out the agent's own address, with a bare or a named `from`", async () => {
+    const original = mailbox.manifest.folders["INBOX"]!.find(
+      (m) => m.from === "notifications@shop.test" && m.to.includes(mailbox.address),
+    )!;
+    expect(original).toBeDefined();
+    const token = uniqueToken("mcpall");
+    for (const from of [undefined, mailbox.address, `Desk <${mailbox.address.toUpperCase()}>`]) {
+      const label = `${token}-${from === undefined ? "default" : from.includes("<") ? "named" : "bare"}`;
+      const out = await callRaw(desk, "reply", {
+        folder: "INBOX",
+        uid: original.uid,
+        text: `reply ${label}`,
+        reply_all: true,
+        ...(from === undefined ? {} : { from }),
+      });
+      expect(`${label}: ${out.isError}`).toBe(`${label}: false`);
+      const messageId = /^The reply was sent \(Message-ID <([^>]+)>\)\./.exec(out.text)?.[1];
+      expect(messageId).toBeDefined();
+      const expected = [
+        ...new Set([
+          "notifications@shop.test",
+          ...original.to.filter((a) => a !== mailbox.address),
+          ...original.cc.filter((a) => a !== mailbox.address),
+        ]),
+      ].sort();
+      const copies = await waitForSink(messageId!, { count: expected.length });
+      expect(copies.map((c) => c.originalTo?.toLowerCase()).sort()).toEqual(expected);
+    }
+  });
 });
 
 describe("TLS listeners", () => {
