@@ -16,6 +16,7 @@
  */
 
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
 import { asciiLowerCase } from "../mail/ascii.ts";
 import { SealedRecordError, type SealedStore } from "../state/store.ts";
 
@@ -150,7 +151,8 @@ const SCHEMA = `CREATE TABLE IF NOT EXISTS approvals (
   upstream_reply TEXT,
   token_used     INTEGER NOT NULL DEFAULT 0,
   updated        INTEGER NOT NULL,
-  notified       INTEGER NOT NULL DEFAULT 0
+  notified       INTEGER NOT NULL DEFAULT 0,
+  claimed_by     TEXT
 )`;
 
 /**
@@ -235,6 +237,10 @@ export class ApprovalStore {
       const columns = state.db.query("PRAGMA table_info(approvals)").all() as { name: string }[];
       if (!columns.some((c) => c.name === "notified"))
         state.db.run("ALTER TABLE approvals ADD COLUMN notified INTEGER NOT NULL DEFAULT 0");
+      // A database made before claims named their process: a "sending" row without one is taken for a dead
+      // process's at the next start, as before (`recover`).
+      if (!columns.some((c) => c.name === "claimed_by"))
+        state.db.run("ALTER TABLE approvals ADD COLUMN claimed_by TEXT");
       state.db.run(NOTICES_SCHEMA);
     });
     this.#tokenKey = state.deriveKey("mailgator approval links v1");
@@ -446,8 +452,10 @@ export class ApprovalStore {
    * Approve, step one: in one BEGIN IMMEDIATE transaction, re-reads the state, requires "held" and not expired,
    * and marks "sending". Only the caller that gets `ok` sends; everyone else learns the state it found. It reads
    * the details only: the caller read the bytes before (`readMessage`), and a held message's bytes never change.
+   * The claim names its process (`owner`, thisProcess()), so that a start of serve meanwhile leaves it alone
+   * (`recover`).
    */
-  claim(id: string, by: string, now = Date.now()): Claim {
+  claim(id: string, by: string, now = Date.now(), owner = thisProcess()): Claim {
     return this.state.transaction((): Claim => {
       const row = this.row(id);
       if (row === null) return { ok: false, state: "unknown", row: null };
@@ -459,6 +467,7 @@ export class ApprovalStore {
       const held = this.details(id);
       if (held === null) return { ok: false, state: "unknown", row };
       this.#update(id, "sending", by, null, null, now);
+      this.state.db.query("UPDATE approvals SET claimed_by = ? WHERE id = ?").run(owner, id);
       return { ok: true, row: this.row(id)!, held };
     });
   }
@@ -510,13 +519,19 @@ export class ApprovalStore {
   /**
    * At start: a message left in "sending" by a process that died during its replay may or may not have reached
    * the upstream (nothing can ask it). It is never sent again automatically (at most once): it becomes
-   * "needs-check" for a person to look at the recipient's mailbox or the upstream's log (docs/approvals.md).
+   * "needs-check" for a person to look at the recipient's mailbox or the upstream's log (docs/approvals.md). Only
+   * when the process that claimed it is gone (`alive`, ownerAlive): a replay still running in another process
+   * (`mailgator approvals approve` while serve starts) is left to finish, and records its own outcome.
    */
-  recover(now = Date.now()): ApprovalRow[] {
+  recover(now = Date.now(), alive: (owner: string | null) => boolean = ownerAlive): ApprovalRow[] {
     return this.state.transaction(() => {
-      const stuck = (this.state.db.query("SELECT * FROM approvals WHERE state = 'sending'").all() as RawRow[]).map(
-        toRow,
-      );
+      const stuck = (
+        this.state.db.query("SELECT * FROM approvals WHERE state = 'sending'").all() as (RawRow & {
+          claimed_by: string | null;
+        })[]
+      )
+        .filter((r) => !alive(r.claimed_by))
+        .map(toRow);
       for (const r of stuck) this.#toCheck(r, "the process stopped during the replay", now);
       return stuck;
     });
@@ -654,6 +669,49 @@ export class ApprovalStore {
   /** Gives the link back after a POST that could not send (the message is still held): it may be used again. */
   releaseToken(id: string): void {
     this.state.db.query("UPDATE approvals SET token_used = 0 WHERE id = ? AND state = 'held'").run(id);
+  }
+}
+
+/**
+ * This process, as a claim names it (ApprovalStore.claim): its pid and, where /proc tells it (Linux), its start time in
+ * clock ticks since boot, so that a later process given the same pid is not taken for it.
+ */
+export function thisProcess(): string {
+  ownProcess ??= `${process.pid}:${startTime(process.pid) ?? ""}`;
+  return ownProcess;
+}
+let ownProcess: string | undefined;
+
+function startTime(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
+    // proc(5): field 22 is starttime; field 2, the command name in parentheses, may hold spaces and parentheses.
+    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? null;
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * Whether the process a claim names (thisProcess()) still runs. Null (a claim made before claims named their
+ * process) or unreadable: gone. Where /proc exists, by pid and start time; elsewhere by pid alone, so that a pid
+ * reused by another process keeps the message "sending" (never sent again) until that process ends too.
+ */
+export function ownerAlive(owner: string | null): boolean {
+  const m = owner === null ? null : /^(\d+):(\d*)$/.exec(owner);
+  if (m === null) return false;
+  const pid = Number(m[1]);
+  if (!Number.isSafeInteger(pid) || pid <= 0) return false;
+  if (pid === process.pid) return owner === thisProcess();
+  if (existsSync("/proc/self/stat")) {
+    const start = startTime(pid);
+    return start !== null && (m[2] === "" || start === m[2]);
+  }
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "EPERM";
   }
 }
 

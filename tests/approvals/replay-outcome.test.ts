@@ -7,11 +7,14 @@
  *   was not sent) and never sent again;
  * - a temporary refusal (4xx) or the connection lost before the final dot: nothing was delivered, so the approved
  *   message is held again, its bytes kept, with an APPROVE error row saying so, and can be approved again;
- * - a permanent refusal (5xx) stays "failed".
+ * - a permanent refusal (5xx) stays "failed";
+ * - serve starting while another process (`mailgator approvals approve`) replays leaves that replay to finish and
+ *   record its outcome: only a claim whose process is gone becomes "needs-check".
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { type ApprovalContext, approve } from "../../src/approvals/service.ts";
+import { type ApprovalContext, approve, recover } from "../../src/approvals/service.ts";
+import { ownerAlive, thisProcess } from "../../src/approvals/store.ts";
 import { SmtpRelay } from "../fixtures/smtp-relay.ts";
 import {
   dataPayload,
@@ -159,4 +162,42 @@ test("a 5xx at RCPT stays failed: refused for good, the bytes wiped", async () =
   expect((result as { reply: string }).reply).toStartWith("550 ");
   expect(ctx.store.row(id)!.state).toBe("failed");
   expect(await ctx.store.readMessage(id)).toBeNull();
+});
+
+test("serve starting while a command replays leaves the replay to it: sent, with truthful rows", async () => {
+  const m = marker();
+  const id = await hold(`someone-${m}@outside.example`, m);
+  // The command replays; its final dot is held a moment by the relay.
+  const held = relay.holdNext("dot");
+  const approving = approve(ctx, id, "cli:review");
+  await held;
+  // Meanwhile serve starts on the same state database: its start-up check finds the claim's process running.
+  expect(recover({ ...ctx, protocol: "smtp" })).toEqual([]);
+  expect(ctx.store.row(id)!.state).toBe("sending");
+  relay.release();
+  expect(await approving).toMatchObject({ outcome: "sent", recorded: true });
+  expect(ctx.store.row(id)!.state).toBe("sent");
+  await waitForSink(`Hello ${m}`, 1);
+  expect(sinkCopies(`Hello ${m}`)).toHaveLength(1);
+  await proxy.audit.flush();
+  const commands = proxy.audit
+    .query({ order: "asc" })
+    .filter((r) => r.target === id)
+    .map((r) => r.command);
+  expect(commands).not.toContain("APPROVAL NEEDS CHECK");
+  expect(commands.slice(-2)).toEqual(["APPROVE", "APPROVAL SENT"]);
+});
+
+test("a claim's process: this one and a running one are alive; a gone one, or none recorded, is not", async () => {
+  expect(ownerAlive(thisProcess())).toBe(true);
+  const child = Bun.spawn(["sleep", "30"]);
+  const start = (await Bun.file(`/proc/${child.pid}/stat`).text()).split(") ")[1]!.split(" ")[19]!;
+  expect(ownerAlive(`${child.pid}:${start}`)).toBe(true);
+  // The same pid with another start time is another process: the claim's is gone.
+  expect(ownerAlive(`${child.pid}:${Number(start) + 1}`)).toBe(false);
+  child.kill();
+  await child.exited;
+  expect(ownerAlive(`${child.pid}:${start}`)).toBe(false);
+  expect(ownerAlive(null)).toBe(false);
+  expect(ownerAlive("4194305:1")).toBe(false); // above Linux's largest pid
 });

@@ -88,6 +88,8 @@ async function send(to: string, m: string, extra = ""): Promise<{ code: number; 
 
 /** What a decider is told while the audit log cannot be written (AUDIT_UNAVAILABLE in src/approvals/service.ts). */
 const UNAVAILABLE = "the audit log cannot be written; try again later";
+/** The claim of a process that is gone (ApprovalStore.claim's owner): a pid above Linux's largest. */
+const GONE = "4194305:1";
 
 function heldId(text: string): string {
   const m = /Held for approval as ([0-9a-f]{32})$/.exec(text);
@@ -357,7 +359,8 @@ describe("ask", () => {
   test("a message left sending by a dead process is never sent again: needs-check", async () => {
     const m = marker();
     const id = heldId((await send(`w-${m}@outside.example`, m)).text);
-    expect(store.claim(id, "crashed").ok).toBe(true); // the claim committed; the process died before sending
+    // The claim committed; its process (above Linux's largest pid, so gone) died before sending.
+    expect(store.claim(id, "crashed", Date.now(), GONE).ok).toBe(true);
     expect(recover(ctx).map((r) => r.id)).toEqual([id]);
     expect(store.row(id)!.state).toBe("needs-check");
     expect(await approve(ctx, id, "test")).toEqual({ outcome: "refused", state: "needs-check" });
@@ -465,7 +468,7 @@ describe("deny, expiry and the start-up check with a full audit log (docs/approv
     const expired = [];
     for (const e of expiring) expired.push(heldId((await send(`exp-${e}@outside.example`, e)).text));
     const stuck = heldId((await send(`stuck-${m}@outside.example`, `${m}-stuck`)).text);
-    expect(store.claim(stuck, "crashed").ok).toBe(true); // a process died during its replay
+    expect(store.claim(stuck, "crashed", Date.now(), GONE).ok).toBe(true); // a process died during its replay
     const due = Math.max(...expired.map((id) => store.row(id)!.expires));
     expect(audit.healthy).toBe(false);
 

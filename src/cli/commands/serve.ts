@@ -231,14 +231,19 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
   });
   /**
    * Held messages looked after from the start: a replay a dead process left half done is marked and never repeated
-   * (docs/approvals.md "What is guaranteed"); what is due expires now and at each check after (each expiry is a row,
-   * so the check waits while the audit log cannot be written); `checked` runs after each check.
+   * (docs/approvals.md "What is guaranteed"), now and at each check after (a command's replay still running at the
+   * start is left to it); what is due expires now and at each check after (each expiry is a row, so the check waits
+   * while the audit log cannot be written); `checked` runs after each check.
    */
   const lookAfterHeld = (actx: ApprovalContext, checked: () => void): void => {
-    for (const row of recover(actx))
-      log.warn(`approval ${row.id} was being sent when the process stopped: needs a check (not sent again)`);
+    const recoverDead = (): void => {
+      for (const row of recover(actx))
+        log.warn(`approval ${row.id} was being sent when the process stopped: needs a check (not sent again)`);
+    };
+    recoverDead();
     const expire = (): void => {
       try {
+        recoverDead();
         expireDue(actx);
         checked();
       } catch (e) {
