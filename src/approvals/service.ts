@@ -249,14 +249,20 @@ export async function approve(
     await upstream?.quit().catch(() => {});
     return { outcome: "not-sent", reason: AUDIT_UNAVAILABLE };
   }
-  const claim = ctx.store.claim(id, by);
+  // A message past its time is expired by the claim, which wipes its record: the sender's notice of the expiry
+  // (onDecided, docs/approvals.md "notify_sender") needs its details, read first, as expireDue reads them.
+  const now = Date.now();
+  const record = ctx.onDecided !== undefined && before.expires <= now ? ctx.store.details(id) : null;
+  const claim = ctx.store.claim(id, by, now);
   if (!claim.ok) {
-    // An expiry the claim made is a state change too: its row is queued now, in the claim's turn. One made before
-    // (the expiry timer, another process, while the message was read) has its row already.
+    // An expiry the claim made is a state change too: its row is queued now, in the claim's turn, and then its
+    // notices are asked for, as expireDue does. One made before (the expiry timer, another process, while the
+    // message was read) has its row and its notices already.
     const expired =
       claim.expiredNow === true && claim.row !== null
         ? written(ctx, approvalEvent(ctx, claim.row, "APPROVAL EXPIRED", "deny", "no decision before it expired"))
         : null;
+    if (expired !== null && claim.row !== null && record !== null) ctx.onDecided?.(claim.row, record);
     if (upstream !== null) await upstream.quit().catch(() => {});
     await expired;
     return { outcome: "refused", state: claim.state };

@@ -277,6 +277,24 @@ describe("notify_sender", () => {
     }
   });
 
+  test("on: a message an approval or a denial finds past its time expires, and the sender learns it", async () => {
+    for (const decide of ["approve", "deny"] as const) {
+      const m = marker();
+      const id = await sendHeld(main.proxy.port, [`e-${m}@outside.example`], `late ${decide} ${m}`, `Hello ${m}\n`);
+      // Past its time, before the expiry check swept it: the decision itself expires it.
+      main.proxy.approvals!.state.db.query("UPDATE approvals SET expires = ? WHERE id = ?").run(Date.now() - 1, id);
+      const result =
+        decide === "approve" ? await approve(main.ctx, id, "test") : await deny(main.ctx, id, "test", null);
+      expect(result).toEqual({ outcome: "refused", state: "expired" });
+      expect(main.proxy.approvals!.row(id)!.state).toBe("expired");
+      expect(await rowsFor(main.proxy, id, "APPROVAL EXPIRED")).toHaveLength(1);
+      const [n] = await waitFor(`${decide} expiry notice`, () => aliceNotices(id), 1);
+      expect(n!.body).toContain(`Your message ${id} (subject: late ${decide} `);
+      expect(n!.body).toContain("expired without a decision");
+      expect((await waitRows(main.proxy, id, "APPROVAL SENDER NOTIFIED", 1))[0]!.decision).toBe("allow");
+    }
+  });
+
   test("off: the sender gets nothing", async () => {
     const off: ApprovalContext = {
       ...main.ctx,
