@@ -375,7 +375,10 @@ export type DenyResult =
   | { readonly outcome: "denied"; readonly state: "held" | "needs-check" }
   /** Nothing to deny: already decided, being sent, or unknown. */
   | { readonly outcome: "refused"; readonly state: ApprovalState | "unknown" }
-  /** The audit log cannot be written (AUDIT_UNAVAILABLE): nothing changed, the message is as it was. */
+  /**
+   * The audit log cannot be written (AUDIT_UNAVAILABLE), or the message was past its time as it was denied yet could
+   * not be expired: nothing changed, the message is as it was.
+   */
   | { readonly outcome: "not-denied"; readonly reason: string };
 
 /**
@@ -410,6 +413,20 @@ export async function deny(ctx: ApprovalContext, id: string, by: string, reason:
   } catch (e) {
     await written(ctx, approvalEvent(ctx, found, "DENY", "error", `${why}; not applied: ${errorMessage(e)}`));
     throw e;
+  }
+  if (before === "expired" && ctx.store.row(id)?.state === "held") {
+    // It reached its time while its DENY row went to disk (the store refuses to deny it then): it expires now, with
+    // the row and the notices of an expiry, as above; the DENY error row below says the denial was not applied.
+    expireDue(ctx);
+    if (ctx.store.row(id)?.state === "held") {
+      // The audit log failed meanwhile, so nothing expires (expireDue); or the clock went back since: not due any
+      // more. Either way the message is as it was.
+      const unexpired = ctx.audit.healthy
+        ? "it was past its time as it was denied, and is not due now (the clock went back): try again"
+        : AUDIT_UNAVAILABLE;
+      await written(ctx, approvalEvent(ctx, found, "DENY", "error", `${why}; not applied: ${unexpired}`));
+      return { outcome: "not-denied", reason: unexpired };
+    }
   }
   const row = ctx.store.row(id);
   if ((before !== "held" && before !== "needs-check") || row === null) {
