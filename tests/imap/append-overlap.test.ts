@@ -158,3 +158,44 @@ test("MULTIAPPEND: every message waits for the rows, then all are appended", asy
   expect(await inboxCount()).toBe(before + 2);
   agent.close();
 });
+
+/** Unhandled rejections seen while `body` runs (and 300 ms after): a rejected promise left alone kills serve. */
+async function unhandledDuring(body: () => Promise<void>): Promise<string[]> {
+  const seen: unknown[] = [];
+  const listen = (e: unknown) => void seen.push(e);
+  process.on("unhandledRejection", listen);
+  try {
+    await body();
+    await Bun.sleep(300);
+  } finally {
+    process.off("unhandledRejection", listen);
+  }
+  return seen.map(String);
+}
+
+for (const [what, marker, cut] of [
+  ["the agent hangs up", "hu01", (agent: RawImap) => agent.close()],
+  ["the upstream link drops", "ld02", () => relay.dropLinks()],
+] as const) {
+  test(`${what} while the row is written: no unhandled rejection, nothing appended`, async () => {
+    const agent = await RawImap.login(proxy.port, mailbox);
+    const before = await inboxCount();
+    const message = MESSAGE.replace("7f3a", marker);
+    const unhandled = await unhandledDuring(async () => {
+      const hold = armHold();
+      sent = "";
+      agent.write(`a APPEND INBOX {${message.length}}\r\n`);
+      await agent.readUntil((b) => b.includes("+ "));
+      agent.take();
+      agent.write(`${message}\r\n`);
+      await sentUpstream(`APPEND INBOX {${message.length}}\r\n`);
+      cut(agent);
+      await Bun.sleep(300);
+      hold.release();
+    });
+    agent.close();
+    expect(unhandled).toEqual([]);
+    expect(sent).not.toContain(`overlap marker ${marker}`);
+    expect(await inboxCount()).toBe(before);
+  });
+}

@@ -52,13 +52,12 @@ export async function append(s: Session, cmd: CommandOf<"APPEND">): Promise<void
     null,
     written,
   );
-  try {
-    await written;
-  } catch (error) {
-    // The messages were never sent; the upstream session fails with the literal it announced (BYE follows).
-    appended.catch(() => {});
-    throw error;
-  }
+  // Handled at once: the upstream session may fail while the rows are written (the agent or upstream gone); its
+  // rejection is awaited below, after theirs.
+  appended.catch(() => {});
+  // A row that could not be written is the answer: the messages were never sent, and the upstream session fails
+  // with the literal it announced (BYE follows).
+  await written;
   const st = await appended;
   await s.sync(true);
   upstreamStatus(s, cmd.tag, { ...st, code: agentCopyUid(s, st.code, p) });
