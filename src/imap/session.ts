@@ -311,6 +311,8 @@ export class ImapSession implements LoginSession, CompressSession {
     try {
       this.log.error(`session ${this.id}: could not take the new config: ${why}`);
       this.#endByReload(`the new config could not be applied to it (${why})`);
+    } catch {
+      // Ending it the usual way failed too: the connection goes without a BYE.
     } finally {
       if (!this.#closed) this.shutdown();
     }

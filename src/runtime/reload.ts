@@ -108,18 +108,25 @@ export interface ReloadingSession {
   endUnreloaded(why: string): void;
 }
 
+/** A part of a reload failed after the swap; `sessionsEnded` counts the sessions it ended all the same. */
+export class ReloadPartError extends Error {
+  override name = "ReloadPartError";
+  constructor(
+    message: string,
+    readonly sessionsEnded: number,
+  ) {
+    super(message);
+  }
+}
+
 /**
  * Some sessions could not take the new config (`reloaded` threw: a bug, config errors being caught before the
  * swap) and were ended instead; `sessionsEnded` counts them with those the new rules ended.
  */
-export class SessionsNotReloaded extends Error {
+export class SessionsNotReloaded extends ReloadPartError {
   override name = "SessionsNotReloaded";
-  constructor(
-    readonly sessionsEnded: number,
-    failed: number,
-    first: string,
-  ) {
-    super(`${failed} session(s) could not take the new config (${first}) and were ended`);
+  constructor(sessionsEnded: number, failed: number, first: string) {
+    super(`${failed} session(s) could not take the new config (${first}) and were ended`, sessionsEnded);
   }
 }
 
@@ -139,8 +146,12 @@ export function reloadSessions(sessions: Iterable<ReloadingSession>): number {
     } catch (error) {
       const message = error instanceof Error ? error.message : String(error);
       if (failed++ === 0) first = message;
-      session.endUnreloaded(message);
       ended++;
+      try {
+        session.endUnreloaded(message);
+      } catch {
+        // Its end failed too (endUnreloaded falls back to closing the connection): the others still take theirs.
+      }
     }
   }
   if (failed > 0) throw new SessionsNotReloaded(ended, failed, first);
@@ -163,9 +174,19 @@ export function commitListener(
   } catch (error) {
     failure = error;
   }
-  const ended = reloadSessions(sessions);
-  if (failure !== null) throw failure;
-  return ended;
+  if (failure === null) return reloadSessions(sessions);
+  // Both errors are told: the identity's first (what is not in force), then the sessions'.
+  let ended: number;
+  let also = "";
+  try {
+    ended = reloadSessions(sessions);
+  } catch (error) {
+    if (!(error instanceof SessionsNotReloaded)) throw error;
+    ended = error.sessionsEnded;
+    also = `; ${error.message}`;
+  }
+  const why = failure instanceof Error ? failure.message : String(failure);
+  throw new ReloadPartError(`the new TLS certificate could not be put in force (${why})${also}`, ended);
 }
 
 /** Reads and checks a listener's certificate and key (they must load as a pair); null without TLS. */

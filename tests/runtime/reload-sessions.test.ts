@@ -10,6 +10,7 @@ import { ImapSession } from "../../src/imap/session.ts";
 import {
   commitListener,
   type ReloadingSession,
+  ReloadPartError,
   reloadSessions,
   SessionsNotReloaded,
 } from "../../src/runtime/reload.ts";
@@ -69,7 +70,9 @@ test("commitListener: a TLS identity that cannot be set does not keep the sessio
     },
   };
   const identity = { cert: "", key: "" } as unknown as Parameters<typeof commitListener>[1];
-  expect(() => commitListener(listener, identity, sessions)).toThrow("no such identity");
+  expect(() => commitListener(listener, identity, sessions)).toThrow(
+    "the new TLS certificate could not be put in force (no such identity)",
+  );
   expect(sessions.map((s) => s.asked)).toEqual([1, 1]);
   expect(commitListener(listener, null, [new StandIn(true)])).toBe(1);
 });
@@ -142,4 +145,45 @@ test("SMTP: the session whose reload throws gets 421 and is closed; the next one
   ]);
   await first.waitClosed();
   expect((await second.command("NOOP")).code).toBe(250);
+});
+
+test("reloadSessions: a session whose end throws too is counted, and the sessions after it are still asked", () => {
+  class Stubborn extends StandIn {
+    override endUnreloaded(why: string): void {
+      super.endUnreloaded(why);
+      throw new Error("could not end it either");
+    }
+  }
+  const sessions = [new Stubborn(new Error("bug")), new StandIn(false), new StandIn(true)];
+  let thrown: unknown = null;
+  try {
+    reloadSessions(sessions);
+  } catch (error) {
+    thrown = error;
+  }
+  expect(sessions.map((s) => s.asked)).toEqual([1, 1, 1]);
+  expect(sessions[0]!.ended).toBe("bug");
+  expect((thrown as SessionsNotReloaded).sessionsEnded).toBe(2);
+});
+
+test("commitListener: a TLS identity not set and a session that throws: both errors are told, the count kept", () => {
+  const listener = {
+    setIdentity() {
+      throw new Error("no such identity");
+    },
+  };
+  const identity = { cert: "", key: "" } as unknown as Parameters<typeof commitListener>[1];
+  let thrown: unknown = null;
+  try {
+    commitListener(listener, identity, [new StandIn(new Error("bug")), new StandIn(true)]);
+  } catch (error) {
+    thrown = error;
+  }
+  expect(thrown).toBeInstanceOf(ReloadPartError);
+  expect(thrown).not.toBeInstanceOf(SessionsNotReloaded);
+  expect((thrown as Error).message).toBe(
+    "the new TLS certificate could not be put in force (no such identity); 1 session(s) could not take the new " +
+      "config (bug) and were ended",
+  );
+  expect((thrown as ReloadPartError).sessionsEnded).toBe(2);
 });

@@ -26,6 +26,7 @@ import {
   LiveConfig,
   onReload,
   type PreparedReload,
+  ReloadPartError,
   type ReloadResult,
   SessionsNotReloaded,
 } from "../../runtime/reload.ts";
@@ -571,7 +572,7 @@ export function reload(
       sessionsEnded += p.commit();
     } catch (e) {
       // Sessions that could not take the new config were ended (src/runtime/reload.ts): none stays open under it.
-      if (e instanceof SessionsNotReloaded) sessionsEnded += e.sessionsEnded;
+      if (e instanceof ReloadPartError) sessionsEnded += e.sessionsEnded;
       const problem =
         e instanceof SessionsNotReloaded
           ? `a step of the reload failed: ${e.message}; the new config is in force`
