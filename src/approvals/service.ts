@@ -350,6 +350,10 @@ export async function approve(
       moduleLogger("approvals").warn(`approval ${id}: ${why}`);
       return { outcome: "not-sent", reason: result === null ? reply : `upstream replied ${reply}` };
     }
+    // Without that row it stays "sending" (the next start marks it needs-check), never "failed": nothing was
+    // delivered, and a failed message's record is wiped.
+    moduleLogger("approvals").error(`approval ${id}: ${why}, but its row could not be written: it stays sending`);
+    return { outcome: "failed", reply, recorded: false };
   }
   const ok = result !== null && result.stage === "data" && result.reply.code >= 200 && result.reply.code < 300;
   // The outcome's row goes to disk before the state says so: a process killed in between leaves "sending", which

@@ -201,3 +201,32 @@ test("a claim's process: this one and a running one are alive; a gone one, or no
   expect(ownerAlive(null)).toBe(false);
   expect(ownerAlive("4194305:1")).toBe(false); // above Linux's largest pid
 });
+
+test("a 4xx whose 'held again' row cannot be written: it stays sending, its bytes kept, never failed", async () => {
+  const m = marker();
+  const id = await hold(`tempfail-${m}@outside.example`, m);
+  let refused = false;
+  const audit = new Proxy(proxy.audit, {
+    get(target, key) {
+      if (key === "durable")
+        return (ev: Parameters<typeof target.durable>[0], opts?: Parameters<typeof target.durable>[1]) => {
+          if (!refused && ev.command === "APPROVE" && ev.decision === "error") {
+            refused = true;
+            return Promise.reject(new Error("audit: cannot write (test)"));
+          }
+          return target.durable(ev, opts);
+        };
+      const value = Reflect.get(target, key, target);
+      return typeof value === "function" ? value.bind(target) : value;
+    },
+  });
+  const result = await approve({ ...ctx, audit }, id, "review");
+  expect(refused).toBe(true);
+  expect(result).toMatchObject({ outcome: "failed", recorded: false });
+  expect((result as { reply: string }).reply).toStartWith("451 ");
+  expect(ctx.store.row(id)!.state).toBe("sending");
+  expect((await ctx.store.readMessage(id))?.message.toString()).toContain(`Hello ${m}`);
+  const rows = await rowsOf(id);
+  expect(rows.at(-1)).toEqual(["APPROVE", "allow", "approved by review"]);
+  expect(sinkCopies(`Hello ${m}`)).toHaveLength(0);
+});
