@@ -248,8 +248,23 @@ export class ImapSession implements LoginSession, CompressSession {
     const upstreamChanged = !sameUpstream(c.upstream, this.ctx.upstream);
     const why = reloadEndReason(this.ctx.config, c.login, this.conn.remoteAddress, upstreamChanged);
     if (why === null) return !this.followReload();
-    this.#endByReload(why);
+    this.#endByReloadSoon(why);
     return true;
+  }
+
+  /**
+   * A reload's reason to end the session while a command runs: that command first gets its own reply, then the
+   * `* BYE` (`nextEvent`), as at shutdown (`stop`): an agent left without the answer to a write the upstream may
+   * have carried out (an APPEND) would make it again. The command keeps what it decided before the reload
+   * (docs/operations.md "Reload").
+   */
+  #reloadEnd: string | null = null;
+
+  #endByReloadSoon(why: string): void {
+    // Waiting in nextEvent() (#wake set: in IDLE, at a continuation) or between commands: now.
+    if (!this.#busy || this.#wake !== null) return this.#endByReload(why);
+    this.log.info(`session ${this.id}: ends by reload after the command under way: ${why}`);
+    this.#reloadEnd = why;
   }
 
   /**
@@ -310,11 +325,11 @@ export class ImapSession implements LoginSession, CompressSession {
     if (this.#closed) return;
     try {
       this.log.error(`session ${this.id}: could not take the new config: ${why}`);
-      this.#endByReload(`the new config could not be applied to it (${why})`);
+      this.#endByReloadSoon(`the new config could not be applied to it (${why})`);
     } catch {
       // Ending it the usual way failed too: the connection goes without a BYE.
     } finally {
-      if (!this.#closed) this.shutdown();
+      if (!this.#closed && this.#reloadEnd === null) this.shutdown();
     }
   }
 
@@ -696,6 +711,7 @@ export class ImapSession implements LoginSession, CompressSession {
   /** The next framer event, waiting for bytes as needed; null once the session is over. */
   async nextEvent(): Promise<FramerEvent | null> {
     for (;;) {
+      if (this.#reloadEnd !== null && !this.#closed) this.#endByReload(this.#reloadEnd);
       if (this.#stopping && !this.#closed) this.#stopNow();
       if (this.#closed) return null;
       // An agent that does not read what it asked for gets no more answers: nothing more is read from it (its

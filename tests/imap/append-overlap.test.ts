@@ -6,6 +6,7 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { type AuditLog, AuditUnavailableError } from "../../src/audit/index.ts";
+import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { TcpRelay } from "../fixtures/tcp-relay.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
@@ -199,3 +200,29 @@ for (const [what, marker, cut] of [
     expect(await inboxCount()).toBe(before);
   });
 }
+
+test("a reload that ends the session while APPEND waits for its row: the APPEND's answer first, then BYE", async () => {
+  const agent = await RawImap.login(proxy.port, mailbox);
+  const before = await inboxCount();
+  const message = MESSAGE.replace("7f3a", "rl03");
+  const hold = armHold();
+  sent = "";
+  agent.write(`a APPEND INBOX {${message.length}}\r\n`);
+  await agent.readUntil((b) => b.includes("+ "));
+  agent.take();
+  agent.write(`${message}\r\n`);
+  await sentUpstream(`APPEND INBOX {${message.length}}\r\n`);
+  // Vault mode now: a session logged in pass-through ends (docs/operations.md "Reload").
+  const vault =
+    `[[agents]]\nname = "bot"\ntoken_hash = "${hashToken(generateToken())}"\naccount = "main"\n\n` +
+    `[accounts.main]\nusername = "${mailbox.user}"\npassword = "${mailbox.password}"\n`;
+  const options = { upstreamTls: "none" as const, upstreamAddr: `127.0.0.1:${relay.port}`, wrapAudit: holdOnCue };
+  expect(proxy.reload({ ...options, extra: vault })).toBe(1);
+  await Bun.sleep(200);
+  expect(agent.closed).toBe(false);
+  hold.release();
+  const text = await agent.readUntil(() => false, 10_000, "the proxy did not close the session");
+  expect(text).toMatch(/^a OK \[APPENDUID \d+ \d+\] [^\r\n]*\r\n\* BYE Configuration changed; [^\r\n]*\r\n$/);
+  expect(await inboxCount()).toBe(before + 1);
+  proxy.reload(options);
+});
