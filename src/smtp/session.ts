@@ -202,8 +202,10 @@ export class SmtpSession {
   /** The input loop while it runs (#running). */
   #runDone: Promise<void> = Promise.resolve();
   #closing = false;
-  /** Shutdown came while a command ran: it ends the session once that command has its answer. */
+  /** Shutdown, or a reload that ends the session, came while a command ran: it ends once the command has answered. */
   #endAfterCommand = false;
+  /** Why a reload ended the session while a command ran (#endAfterCommand): the 421 after its answer says so. */
+  #endedByReload: string | null = null;
   /**
    * Set while the command under way waits on neither upstream nor the agent's next line (the STARTTLS handshake,
    * the failed-login delay): `shutdown` calls it to end that wait at once.
@@ -262,12 +264,12 @@ export class SmtpSession {
   /**
    * After a reload: a session whose agent was removed, whose token, account, account credentials or upstream
    * changed, whose address the agent's `allowed_ips` no longer hold, or that logged in pass-through while the
-   * config is now in vault mode, ends now with `421 4.3.2` (RFC 5321 §3.8); returns true then. Others take the new
+   * config is now in vault mode, ends with `421 4.3.2` (RFC 5321 §3.8); returns true then. Others take the new
    * rules and identities at their next command.
    */
   reloaded(): boolean {
     const identity = this.#identity;
-    if (identity === null || this.#closing) return false;
+    if (identity === null || this.#closing || this.#endedByReload !== null) return false;
     const login: SessionLogin =
       identity.mode === "pass-through"
         ? { agent: null }
@@ -285,17 +287,39 @@ export class SmtpSession {
     return true;
   }
 
+  /**
+   * A command under way (a message being relayed, a login the upstream is checking) gets its own answer first and
+   * the 421 after it, as at shutdown: a 421 before the upstream's answer to a final dot would have the agent send
+   * again a message that may have been delivered (docs/reliability.md "Shutdown"). A message not yet gone upstream
+   * is not sent (#replay), nor held (#holdPlaced): the new config ended the session (docs/operations.md "Reload").
+   */
   #endByReload(why: string): void {
     moduleLogger("smtp").info(`session ${this.id}: ended by reload: ${why}`);
     this.#endReason = `reload: ${why}`;
-    this.#send(reply(421, "4.3.2", "Configuration changed; this session ends, log in again"));
+    if (this.#running) {
+      this.#endedByReload = why;
+      this.#endAfterCommand = true;
+      this.#endWait?.();
+      return;
+    }
+    this.#send(SmtpSession.#reloadEnd);
     this.#close();
     if (!this.#running) this.#releaseUpstream();
   }
 
+  static readonly #reloadEnd = reply(421, "4.3.2", "Configuration changed; this session ends, log in again");
+
+  /**
+   * The session has ended, or a reload ended it while the command under way ran: what that command has not done yet
+   * (sending a message upstream, holding it) is not done.
+   */
+  get #ending(): boolean {
+    return this.#closing || this.#endedByReload !== null;
+  }
+
   /** `reloaded` threw (a bug): the session ends as a reload ends one. */
   endUnreloaded(why: string): void {
-    if (this.#closing) return;
+    if (this.#closing || this.#endedByReload !== null) return;
     moduleLogger("smtp").error(`session ${this.id}: could not take the new config: ${why}`);
     this.#endByReload(`the new config could not be applied to it (${why})`);
   }
@@ -309,7 +333,8 @@ export class SmtpSession {
    * again a message that may have been delivered (docs/reliability.md "Shutdown").
    */
   shutdown(): void {
-    this.#endReason = "proxy shutting down";
+    // A reload that ended the session while its command ran keeps its reason and its 421.
+    if (this.#endedByReload === null) this.#endReason = "proxy shutting down";
     if (this.#running) {
       this.#endAfterCommand = true;
       this.#endWait?.();
@@ -404,8 +429,11 @@ export class SmtpSession {
       this.#close();
     } finally {
       if (this.#endAfterCommand && !this.#closing) {
-        // The command under way at shutdown has its answer (above); nothing after it runs.
-        this.#send(reply(421, "4.3.2", "Mailgator is shutting down"));
+        // The command under way at shutdown, or at a reload that ended the session, has its answer (above); nothing
+        // after it runs.
+        this.#send(
+          this.#endedByReload !== null ? SmtpSession.#reloadEnd : reply(421, "4.3.2", "Mailgator is shutting down"),
+        );
         this.#close();
       }
       this.#flush();
@@ -1508,7 +1536,8 @@ export class SmtpSession {
     const gate = new CommitGate(Promise.all(rows.map((row) => audit.durableWithin(row, wait, { group }))), () =>
       audit.commitNow(),
     );
-    this.#send(await this.#replay(tx, facts.messageId, gate));
+    const answer = await this.#replay(tx, facts.messageId, gate);
+    if (answer !== "") this.#send(answer);
   }
 
   /**
@@ -1630,7 +1659,7 @@ export class SmtpSession {
     // The rows on disk name `approvalId`: when nothing ends up held under it, one more row on it says why.
     const unheldRow = (reason: string): void =>
       this.#audit({ command: "DATA", operation: "mail:send", target: approvalId, decision: "error", reason });
-    if (this.#closing) {
+    if (this.#ending) {
       // The session ended while its rows went to disk (a reload that ends it, shutdown, the agent gone): the agent
       // cannot get its 250, so it does not know of the message and would send it again. Nothing is held, and no
       // approver is asked.
@@ -1659,7 +1688,7 @@ export class SmtpSession {
         Date.now(),
         approvalId,
         // The session ended while the message was stored: the agent cannot get its 250 (as above).
-        () => this.#closing,
+        () => this.#ending,
       );
     } catch (e) {
       if (e instanceof HoldStopped)
@@ -1668,7 +1697,7 @@ export class SmtpSession {
       unheldRow(`not held: cannot hold for approval: ${errorMessage(e)}`);
       return refuse();
     }
-    if (this.#closing) {
+    if (this.#ending) {
       // The session ended between the message's last step and here (a few promise steps): as above, the agent
       // cannot get its 250, so the message is taken back before anyone is asked.
       let withdrawn = false;
@@ -1684,13 +1713,28 @@ export class SmtpSession {
     this.#ctx.onHeld?.(row);
   }
 
-  /** Sends the approved transaction upstream; returns the reply for the agent and records the result. */
+  /**
+   * Sends the approved transaction upstream; returns the reply for the agent and records the result. Empty: not
+   * sent, for the session's end (the 421 after the command) is the reply.
+   */
   async #replay(tx: Transaction, messageId: string | null, gate: CommitGate): Promise<string> {
     const envelope = { from: tx.sender, recipients: tx.recipients.map((r) => r.address), eightBit: tx.eightBit };
     let upstreamReply: Reply;
     let text: string;
     try {
       const upstream = await this.#connectedUpstream();
+      if (this.#endedByReload !== null) {
+        // A reload ended the session before anything of the transaction went upstream (the connection was being
+        // opened, perhaps to the upstream the reload replaced): nothing is sent; the 421 that follows is the reply.
+        this.#audit({
+          command: "DATA",
+          operation: "mail:send",
+          target: messageId,
+          decision: "deny",
+          reason: `not sent: the session was ended by a reload (${this.#endedByReload})`.slice(0, 300),
+        });
+        return "";
+      }
       const result = await upstream.send(envelope, this.#spool, gate, this.#stopped.signal);
       upstreamReply = result.reply;
       const [status, rest] = splitStatus(result.reply);

@@ -2,7 +2,9 @@
  * The SMTP proxy stopped while it relays a message (docs/reliability.md "Shutdown"): the agent's send is answered
  * with the upstream's own answer before the 421 that ends the session, so that an agent never sends again a message
  * that was delivered; past the grace the upstream connection is dropped and the row says what that means. A relay
- * in front of the test Postfix holds Postfix's answer to the final dot.
+ * in front of the test Postfix holds Postfix's answer to the final dot. A reload that ends the session in the middle
+ * of a send waits for its answer the same way (docs/operations.md "Reload"), and a message not yet gone upstream is
+ * not sent.
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { join } from "node:path";
@@ -132,6 +134,77 @@ describe("shutdown while the upstream has not answered a final dot", () => {
         "upstream failed: the proxy stopped after the end of data went out: the upstream may have the message",
       ),
     ]);
+  });
+});
+
+/** Reloads `p` with another upstream address: every session is ended (docs/operations.md "Reload"). */
+function reloadElsewhere(p: TestProxy): void {
+  const config = p.config;
+  p.proxy
+    .prepareReload({ ...config, smtp: { ...config.smtp!, upstreamAddr: { host: "127.0.0.1", port: 1 } } })
+    .commit();
+}
+
+describe("a reload that ends the session while its message is being sent", () => {
+  test("the upstream has not answered the final dot: its 250, then the reload's 421; delivered once", async () => {
+    const p = await startTestProxy({ rules: RULES, upstreamAddr: `127.0.0.1:${relay.port}`, upstreamTls: "none" });
+    const m = marker();
+    const c = await sendHeldBack(p, m);
+    reloadElsewhere(p);
+    // Nothing is said to the agent while its send waits for the upstream's answer.
+    await Bun.sleep(300);
+    relay.releaseReply();
+    const answer = await c.reply();
+    expect(answer.code).toBe(250);
+    const ended = await c.reply();
+    expect([ended.code, ended.lines.join(" ")]).toEqual([
+      421,
+      "4.3.2 Configuration changed; this session ends, log in again",
+    ]);
+    await c.waitClosed();
+    await waitForSink(`Hello ${m}`, 1);
+    const rows = (await p.rows()).filter((r) => r.command === "DATA").map((r) => [r.decision, r.reason]);
+    await p.close();
+    expect(rows.at(-1)?.[0]).toBe("allow");
+    expect(rows.at(-1)?.[1]).toContain("upstream replied 250");
+  });
+
+  test("still connecting upstream (vault mode): nothing is sent, a deny row, and the 421 answers the dot", async () => {
+    const token = `mg_${marker()}`;
+    const p = await startTestProxy({
+      rules: vaultConfig(RULES, token),
+      upstreamAddr: `127.0.0.1:${relay.port}`,
+      upstreamTls: "none",
+    });
+    const m = marker();
+    const c = await vaultClient(p.port, token);
+    expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+    expect((await c.command(`RCPT TO:<reload-${m}@outside.example>`)).code).toBe(250);
+    // The upstream connection for this send is opened while the message comes in: Postfix's greeting is held.
+    const held = relay.holdNext("greeting");
+    expect((await c.command("DATA")).code).toBe(354);
+    await held;
+    c.write(dataPayload(message({ From: "alice@mailgator.test", Subject: `reload ${m}` }, `Hello ${m}\n`)));
+    // The send's decision row is committed once the final dot is in: the send now waits for the upstream.
+    for (let i = 0; i < 200 && !(await p.rows()).some((r) => r.command === "DATA"); i++) await Bun.sleep(25);
+    // The reload names another upstream: the connection being opened to the old one carries nothing.
+    reloadElsewhere(p);
+    relay.releaseReply();
+    const ended = await c.reply();
+    expect([ended.code, ended.lines.join(" ")]).toEqual([
+      421,
+      "4.3.2 Configuration changed; this session ends, log in again",
+    ]);
+    await c.waitClosed();
+    const rows = (await p.rows()).filter((r) => r.command === "DATA").map((r) => [r.decision, r.reason]);
+    await p.close();
+    expect(rows[0]).toEqual(["allow", "every recipient allowed"]);
+    expect(rows.at(-1)).toEqual([
+      "deny",
+      expect.stringContaining("not sent: the session was ended by a reload (the upstream server changed"),
+    ]);
+    await Bun.sleep(2000);
+    expect(sinkCopies(`Hello ${m}`)).toHaveLength(0);
   });
 });
 
