@@ -90,6 +90,25 @@ export function readOriginators(fields: readonly HeaderField[] | null): readonly
   return out;
 }
 
+/**
+ * The addr-specs of the author fields, lower-cased: From and Sender (RFC 5322 §3.6.2), Resent-From and
+ * Resent-Sender (§3.6.6), who the recipients are told wrote and sent the message; the send rules' `from` conditions
+ * apply to each (docs/smtp.md "The author in the header"). Undefined as for `readOriginators`.
+ */
+export function readAuthors(fields: readonly HeaderField[] | null): readonly string[] | undefined {
+  if (fields === null) return undefined;
+  const out: string[] = [];
+  for (const [name, single] of ORIGINATOR_FIELDS) {
+    if (!AUTHOR_FIELDS.has(name)) continue;
+    const found = addresses(fields, name, single, true);
+    if (found === undefined) return undefined;
+    out.push(...found);
+  }
+  return out;
+}
+
+const AUTHOR_FIELDS: ReadonlySet<string> = new Set(["from", "sender", "resent-from", "resent-sender"]);
+
 /** Each field's name and whether it may appear only once. */
 const ORIGINATOR_FIELDS: readonly (readonly [string, boolean])[] = [
   // RFC 5322 §3.6.2: the author, the sender, where replies go.

@@ -29,6 +29,7 @@ export { decodeEncodedWords, readUnstructured } from "./encoded-words.ts";
 export {
   ADDRESS_FIELD_NAMES,
   type MessageFields,
+  readAuthors,
   readMessageFields,
   readOriginators,
   UNKNOWN_FIELDS,

@@ -8,6 +8,9 @@
  * for `<>`, so rules that name senders never match a null sender. At RCPT time the headers are not known yet
  * (cc, bcc, subject, has_attachment are `undefined`): only a decided deny refuses the recipient then; every
  * recipient is decided again, finally, once the message is in. One refused recipient refuses the whole message.
+ * Finally each author in the header (From, Sender, Resent-From, Resent-Sender) other than the envelope sender is
+ * decided too, as `from` with the same recipient, and the strictest decision counts (docs/smtp.md "The author in
+ * the header"): a rule that lets an agent send only as desk@ is not passed by `From: ceo@`.
  */
 
 import type { Decision, Outcome, Policy, Request } from "../policy/index.ts";
@@ -17,8 +20,11 @@ type Decided = Extract<Outcome, { decided: true }>;
 
 export type RecipientClass = "to" | "cc" | "bcc" | "unknown";
 
-/** The header facts the final decision reads (what `MessageInspector` gives, without its audit-only fields). */
-export type SendFacts = Pick<MessageFacts, "to" | "cc" | "subject" | "hasAttachment">;
+/**
+ * The header facts the final decision reads (what `MessageInspector` gives, without its audit-only fields).
+ * `authors` undefined (unreadable) leaves `from` unknown for the final decision: a rule that tests it denies.
+ */
+export type SendFacts = Pick<MessageFacts, "to" | "cc" | "subject" | "hasAttachment" | "authors">;
 
 /**
  * A session's identities (docs/smtp.md "Identities": MAIL FROM must be one of them, or `<>`): its upstream login
@@ -161,11 +167,24 @@ export function decideMessage(
   const out: RecipientFinal[] = [];
   const refused: string[] = [];
   const held: RecipientFinal[] = [];
+  // The header's authors other than the envelope sender; unreadable ones are decided as an unknown `from`.
+  const authors: (string | undefined)[] =
+    facts.authors === undefined ? [undefined] : [...new Set(facts.authors)].filter((a) => a !== sender);
   for (const recipient of recipients) {
     const request = finalRequest(agent, sender, recipient, facts);
-    const outcome = finalOutcome(policy, request);
+    let outcome = finalOutcome(policy, request);
     // Still undecided when the proxy must act: denied (`Policy.evaluate`).
-    const decision = outcome.decided ? outcome.decision : policy.evaluate(request);
+    let decision = outcome.decided ? outcome.decision : policy.evaluate(request);
+    for (const author of authors) {
+      if (strictness(decision) === 2) break;
+      const byAuthor = finalRequest(agent, author, recipient, facts);
+      const authorOutcome = finalOutcome(policy, byAuthor);
+      const authorDecision = authorOutcome.decided ? authorOutcome.decision : policy.evaluate(byAuthor);
+      if (strictness(authorDecision) <= strictness(decision)) continue;
+      const who = author === undefined ? "an author in the header that cannot be read" : `header author <${author}>`;
+      decision = { ...authorDecision, reason: `${who}: ${authorDecision.reason}` };
+      outcome = authorOutcome.decided ? { decided: true, decision } : authorOutcome;
+    }
     const final: RecipientFinal = { recipient, class: classify(recipient, facts), outcome, decision };
     if (decision.action === "ask") held.push(final);
     else if (decision.action !== "allow") refused.push(recipient);
@@ -252,6 +271,11 @@ export function simulateSend(
     stoppedAt,
     undecided,
   };
+}
+
+/** allow 0, ask 1, anything else (a refusal) 2. */
+function strictness(decision: Decision): number {
+  return decision.action === "allow" ? 0 : decision.action === "ask" ? 1 : 2;
 }
 
 function senderList(sender: string | undefined): string[] | undefined {

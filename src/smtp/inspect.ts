@@ -19,6 +19,7 @@ import {
   type HeaderField,
   isAttachmentEntity,
   parseHeaderFields,
+  readAuthors,
   readBoundaryLine,
   readMessageFields,
   readOriginators,
@@ -63,6 +64,11 @@ export interface MessageFacts {
    * be read, names no address or is doubled.
    */
   readonly originators: readonly string[] | undefined;
+  /**
+   * Lower-cased addr-specs of From, Sender, Resent-From and Resent-Sender (`readAuthors`), which the send rules'
+   * `from` conditions judge as they judge the reverse path; undefined as `originators`.
+   */
+  readonly authors: readonly string[] | undefined;
   /** For the audit log only (never for policy): the Message-ID as written, shortened. */
   readonly messageId: string | null;
   /** The header section exceeded MAX_HEADER_BYTES: the message must be refused. */
@@ -299,6 +305,7 @@ export class MessageInspector {
         attachments: this.#attachments,
         attachmentsComplete: false,
         originators: undefined,
+        authors: undefined,
         messageId: null,
         headerTooLarge: this.#headerTooLarge,
         fieldTooLarge: this.#fieldTooLarge,
@@ -315,6 +322,7 @@ export class MessageInspector {
       attachments: this.#attachments,
       attachmentsComplete: !this.#unknown,
       originators: readOriginators(fields),
+      authors: readAuthors(fields),
       messageId: messageId === undefined ? null : messageId.slice(0, 256),
       headerTooLarge: this.#headerTooLarge,
       fieldTooLarge: this.#fieldTooLarge,

@@ -40,6 +40,25 @@ useTestProxy(
   (proxy) => (vault = proxy),
 );
 
+/** Send rules with `from` conditions: the login and desk@ may send to corp.test, ceo@ (an identity too) may not. */
+const DESK_RULES = `
+[[rules]]
+name = "desk"
+action = "allow"
+operations = ["send"]
+from = ["desk@corp.test", "alice@mailgator.test"]
+to = "*@corp.test"
+
+[[rules]]
+name = "nothing else"
+action = "deny"
+`;
+let deskOnly: TestProxy;
+useTestProxy(
+  { rules: DESK_RULES, smtp: `identities = ["desk@corp.test", "ceo@corp.test"]` },
+  (proxy) => (deskOnly = proxy),
+);
+
 const REFUSED = "is not one of this account's identities";
 
 /** One whole transaction from `sender` to `ok-<m>@corp.test` on an open session; returns the final reply. */
@@ -353,5 +372,56 @@ describe("§7 case 37: the originator headers (From, Sender, Reply-To, Resent-*)
     v.close();
     const row = (await vault.rows()).find((r) => r.command === "DATA" && r.reason?.includes("<sales-team@corp.test>"));
     expect(row).toMatchObject({ agent: "bot", decision: "deny" });
+  });
+});
+
+describe("a `from` condition of the send rules judges the header's authors as it judges the envelope sender", () => {
+  /** One transaction from `sender` to `ok-<m>@corp.test` whose header section starts with `headers`. */
+  async function sendAs(c: RawClient, sender: string, m: string, headers: string): Promise<string> {
+    expect((await c.command(`MAIL FROM:<${sender}>`)).code).toBe(250);
+    expect((await c.command(`RCPT TO:<ok-${m}@corp.test>`)).code).toBe(250);
+    expect((await c.command("DATA")).code).toBe(354);
+    c.write(dataPayload(`${headers}\r\nTo: ok-${m}@corp.test\r\nSubject: rules ${m}\r\n\r\nbody ${m}\r\n`));
+    return (await c.reply()).raw;
+  }
+
+  test("an author the rules refuse (From, Sender, Resent-From, Resent-Sender) refuses the message whole", async () => {
+    const c = await loggedIn(deskOnly.port);
+    // The rules refuse ceo@ in the envelope, although it is an identity...
+    expect((await c.command("MAIL FROM:<ceo@corp.test>")).raw).toStartWith("553 5.7.1");
+    // ...and in the header, whichever author field names it, as the rules refuse a recipient.
+    const refused: string[] = [];
+    for (const headers of [
+      "From: ceo@corp.test",
+      'From: "Desk" <desk@corp.test>, CEO <CEO@corp.test>',
+      "From: desk@corp.test\r\nSender: ceo@corp.test",
+      "From: desk@corp.test\r\nResent-From: ceo@corp.test",
+      "From: desk@corp.test\r\nResent-Sender: ceo@corp.test",
+    ]) {
+      const m = marker();
+      expect(await sendAs(c, "desk@corp.test", m, headers), headers).toBe(
+        `554 5.7.1 Message refused: not allowed for <ok-${m}@corp.test>; nothing was sent\r\n`,
+      );
+      refused.push(m);
+    }
+    // Authors the rules allow, other than the envelope sender too, are delivered; the session went on.
+    const m = marker();
+    expect(
+      await sendAs(c, "desk@corp.test", m, "From: Desk <DESK@corp.test>\r\nSender: alice@mailgator.test"),
+    ).toStartWith("250");
+    await waitForSink(m, 1);
+    for (const r of refused) expect(sinkCopies(r)).toEqual([]);
+    c.close();
+    // The rows of a refusal by the rules at the end of DATA: the recipient's deny (the rule that decided, and for
+    // which author), then the DATA deny.
+    const rows = (await deskOnly.rows()).filter(
+      (r) => r.target?.includes(refused[0]!) || r.reason?.includes(refused[0]!),
+    );
+    expect(rows.map((r) => [r.command, r.decision, r.rule])).toEqual([
+      ["RCPT TO", "deny", "nothing else"],
+      ["DATA", "deny", null],
+    ]);
+    expect(rows[0]!.reason).toStartWith("header author <ceo@corp.test>: ");
+    expect(rows[1]!.reason).toBe(`refused as a whole: not allowed for ok-${refused[0]}@corp.test`);
   });
 });

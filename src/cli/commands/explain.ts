@@ -272,7 +272,8 @@ function explainSend(
   facts: { to: string[]; cc: string[]; subject: string | undefined; hasAttachment: boolean | undefined },
 ): Answer {
   const identity = senderIdentity(config, agent, sender);
-  const sim = simulateSend(policy, agent, sender, recipients, facts);
+  // The header's From is taken to be the sender: no other author for the rules' `from` conditions.
+  const sim = simulateSend(policy, agent, sender, recipients, { ...facts, authors: [] });
   const shown = sender === undefined ? "not given" : sender === "" ? "<>" : `<${sender}>`;
   const senderJson = {
     address: sender ?? null,
