@@ -13,7 +13,7 @@
  * An absent From, To, Cc or Bcc is an empty list; an absent Subject is "". Several To/Cc/Bcc fields add up.
  */
 
-import { parseAddressList } from "./address.ts";
+import { MAX_ADDRESS_FIELD_CHARS, parseAddressList } from "./address.ts";
 import { readUnstructured } from "./encoded-words.ts";
 import type { HeaderField } from "./headers.ts";
 
@@ -87,7 +87,95 @@ export function readOriginators(fields: readonly HeaderField[] | null): readonly
     if (found === undefined) return undefined;
     out.push(...found);
   }
+  for (const name of LIST_FIELDS) {
+    const found = listMailboxes(fields, name);
+    if (found === undefined) return undefined;
+    out.push(...found);
+  }
   return out;
+}
+
+/**
+ * The list fields of RFC 2369 §3: each a list of URLs in angle brackets where a reader's client sends a post, a
+ * request or a question (Thunderbird's "Reply List" answers to List-Post's); a `mailto:` one sends mail there.
+ */
+const LIST_FIELDS = ["list-post", "list-help", "list-subscribe", "list-unsubscribe", "list-owner", "list-archive"];
+
+/** RFC 2369 §2: a comment after a URL, here without parentheses or quoted pairs in it. */
+const LIST_COMMENT = String.raw`(?:\([^()\\]*\)[ \t]*)?`;
+/** A URL in angle brackets, nothing but visible characters in it, and its comment. */
+const LIST_ELEMENT = String.raw`<([^<>\s]*)>[ \t]*` + LIST_COMMENT;
+const LIST_VALUE = new RegExp(String.raw`^${LIST_ELEMENT}(?:,[ \t]*${LIST_ELEMENT})*$`);
+const LIST_POST_NO = new RegExp(String.raw`^NO[ \t]*${LIST_COMMENT}$`, "i");
+
+/**
+ * The addresses the `mailto:` URLs of each `name` field send to, lower-cased; undefined when a field is doubled,
+ * longer than MAX_ADDRESS_FIELD_CHARS, or not exactly read. Exact means: `<URL>` elements separated by commas, each
+ * followed by at most one comment without parentheses in it (RFC 2369 §2), or List-Post's `NO` (§3.4); no
+ * whitespace inside the brackets (§2 has clients ignore it, so `<mail to:x>` may be a mailto URL); a mailto URL
+ * (RFC 6068 §2) whose percent-decoded addresses are each a bare addr-spec, in the path and in `to`, `cc` and `bcc`
+ * header fields, with no header field but those and `subject` and `body`. Other URLs (http, https) send no mail.
+ */
+function listMailboxes(fields: readonly HeaderField[], name: string): readonly string[] | undefined {
+  let value: string | null = null;
+  for (const field of fields) {
+    if (field.name !== name) continue;
+    if (value !== null) return undefined;
+    value = field.value;
+  }
+  if (value === null) return EMPTY;
+  if (value.length > MAX_ADDRESS_FIELD_CHARS) return undefined;
+  if (name === "list-post" && LIST_POST_NO.test(value)) return EMPTY;
+  if (!LIST_VALUE.test(value)) return undefined;
+  const out: string[] = [];
+  for (const [, url] of value.matchAll(new RegExp(LIST_ELEMENT, "g"))) {
+    if (!/^mailto:/i.test(url!)) {
+      if (!/^[a-z][a-z0-9+.-]*:/i.test(url!)) return undefined;
+      continue;
+    }
+    const found = mailtoAddresses(url!.slice("mailto:".length));
+    if (found === undefined) return undefined;
+    out.push(...found);
+  }
+  return out;
+}
+
+/** The addresses of a mailto URL without its scheme (RFC 6068 §2), lower-cased; undefined unless read exactly. */
+function mailtoAddresses(rest: string): readonly string[] | undefined {
+  const question = rest.indexOf("?");
+  const path = question === -1 ? rest : rest.slice(0, question);
+  const lists = [path];
+  if (question !== -1) {
+    for (const hfield of rest.slice(question + 1).split("&")) {
+      const eq = hfield.indexOf("=");
+      if (eq === -1) return undefined;
+      const hfname = decode(hfield.slice(0, eq))?.toLowerCase();
+      if (hfname === "to" || hfname === "cc" || hfname === "bcc") lists.push(hfield.slice(eq + 1));
+      else if (hfname !== "subject" && hfname !== "body") return undefined;
+    }
+  }
+  const out: string[] = [];
+  for (const list of lists) {
+    if (list === "") continue;
+    for (const encoded of list.split(",")) {
+      const address = decode(encoded);
+      if (address === undefined || !/^[\x21-\x7e]+$/.test(address)) return undefined;
+      const parsed = parseAddressList(address);
+      if (!parsed.ok || parsed.addresses.length !== 1 || parsed.addresses[0] !== address.toLowerCase())
+        return undefined;
+      out.push(parsed.addresses[0]);
+    }
+  }
+  return out;
+}
+
+/** Percent-decoded (RFC 3986 §2.1) as UTF-8; undefined when it cannot be. */
+function decode(text: string): string | undefined {
+  try {
+    return decodeURIComponent(text);
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -142,6 +230,7 @@ export const ADDRESS_FIELD_NAMES: ReadonlySet<string> = new Set([
   "resent-cc",
   "resent-bcc",
   ...ORIGINATOR_FIELDS.map(([name]) => name),
+  ...LIST_FIELDS,
 ]);
 
 /** Reads the message fields from parsed header fields; null (an unparseable section) gives every field unknown. */

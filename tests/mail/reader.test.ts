@@ -141,6 +141,52 @@ describe("header sections and fields", () => {
     expect(read("To: Kate <KATE@Corp.Test>").to).toEqual(["kate@corp.test"]);
   });
 
+  test("the list fields (RFC 2369): the addresses of their mailto URLs, exactly, or unknown", () => {
+    const originators = (...lines: string[]) => readOriginators(parseHeaderFields(section(...lines)));
+    expect(originators("List-Post: <mailto:Evil@X.test>")).toEqual(["evil@x.test"]);
+    expect(
+      originators(
+        "List-Unsubscribe: <https://x.test/u?a=1> (web), <MAILTO:u@x.test?subject=unsubscribe&body=now>",
+        "List-Help: <mailto:h%40x.test>",
+        "List-Subscribe: <mailto:s@x.test?cc=c@x.test&Bcc=b@x.test,b2@x.test>",
+        "List-Owner: <mailto:o1@x.test,o2@x.test?to=o3@x.test>",
+        "List-Archive: <https://x.test/archive>",
+      ),
+    ).toEqual([
+      "h@x.test",
+      "s@x.test",
+      "c@x.test",
+      "b@x.test",
+      "b2@x.test",
+      "u@x.test",
+      "o1@x.test",
+      "o2@x.test",
+      "o3@x.test",
+    ]);
+    // List-Post's NO (RFC 2369 §3.4) names nobody.
+    expect(originators("List-Post: NO (posting not allowed)")).toEqual([]);
+    for (const value of [
+      "List-Post: mailto:evil@x.test", // no brackets
+      "List-Post: <mail to:evil@x.test>", // whitespace inside, which readers ignore (RFC 2369 §2)
+      "List-Post: <mailto:evil@x.test> junk",
+      "List-Post: <mailto:evil@x.test> (a (nested) comment)",
+      "List-Post: <mailto:Evil <evil@x.test>>",
+      "List-Post: <mailto:%3Cevil@x.test%3E>", // not a bare addr-spec once decoded
+      "List-Post: <mailto:evil@x.test?reply-to=me@x.test>", // a header field other than to, cc, bcc, subject, body
+      "List-Post: <mailto:evil@x.test?subject>",
+      "List-Post: <mailto:%E0@x.test>", // not UTF-8
+      "List-Post: <mailto:j%C3%B6rg@x.test>", // not ASCII
+      "List-Post: <mailto:>, <relative/path>",
+      "List-Post: ",
+      "List-Post: <mailto:a@x.test>\r\nList-Post: <mailto:a@x.test>",
+      `List-Help: <https://x.test/${"a".repeat(MAX_ADDRESS_FIELD_CHARS)}>`,
+    ]) {
+      expect(originators(...value.split("\r\n")), value).toBeUndefined();
+    }
+    // `mailto:` with no address adds none (a client opens an empty message).
+    expect(originators("List-Post: <mailto:?subject=hi>")).toEqual([]);
+  });
+
   test("a line that is not a field makes every field unknown", () => {
     expect(read("Subject: hello", "not a field").subject).toBeUndefined();
     expect(read(" folded first", "Subject: hello").subject).toBeUndefined();

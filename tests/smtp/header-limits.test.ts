@@ -105,6 +105,26 @@ describe("header fields longer than Postfix keeps", () => {
     await nothingReachedUpstream(p.port, `${m} ${MAX_ADDRESS_FIELD_OCTETS + 1}`);
   });
 
+  test(`List-Unsubscribe (RFC 2369) is an address field: ${MAX_ADDRESS_FIELD_OCTETS} octets`, async () => {
+    const m = marker();
+    const a = `a-${m}@corp.test`;
+    // One URL filling the field, CRLF included.
+    const list = (octets: number) => {
+      const start = "List-Unsubscribe: <https://lists.corp.test/u/";
+      return `${start}${"u".repeat(octets - start.length - 3)}>\r\n`;
+    };
+    const head = (octets: number) =>
+      `From: alice@mailgator.test\r\nTo: ${a}\r\nSubject: list ${m} ${octets}\r\n${list(octets)}`;
+    expect(await send([a], head(MAX_ADDRESS_FIELD_OCTETS))).toStartWith("250");
+    await waitForSink(`list ${m} ${MAX_ADDRESS_FIELD_OCTETS}`, 1);
+    const refused = await send([a], head(MAX_ADDRESS_FIELD_OCTETS + 1));
+    expect(refused).toStartWith("552 5.3.4");
+    expect(refused).toContain(
+      `list-unsubscribe (${MAX_ADDRESS_FIELD_OCTETS + 1} octets, at most ${MAX_ADDRESS_FIELD_OCTETS})`,
+    );
+    await nothingReachedUpstream(p.port, `${m} ${MAX_ADDRESS_FIELD_OCTETS + 1}`);
+  });
+
   test("a To folded over 60,000 lines, short once unfolded but long as written: refused", async () => {
     const m = marker();
     const [a, b] = [`a-${m}@corp.test`, `b-${m}@corp.test`];

@@ -329,6 +329,51 @@ describe("§7 case 37: the originator headers (From, Sender, Reply-To, Resent-*)
     expect(unread.length).toBeGreaterThanOrEqual(unreadable.length);
   });
 
+  test("the list fields (RFC 2369): a foreign mailto address, or a value not read exactly, refused", async () => {
+    const login = "alice@mailgator.test";
+    const c = await loggedIn(plain.port);
+    const refused: string[] = [];
+    for (const field of [
+      "List-Post",
+      "List-Help",
+      "List-Subscribe",
+      "List-Unsubscribe",
+      "List-Owner",
+      "List-Archive",
+    ]) {
+      for (const make of [
+        (x: string) => `${field}: <mailto:${x}>`,
+        (x: string) => `${field}: <https://lists.corp.test/> (web), <MAILTO:alice@mailgator.test?cc=${x}>`,
+        (x: string) => `${field}: <mailto:${x.replace("@", "%40")}?subject=hello>`,
+      ]) {
+        const m = marker();
+        const headers = `From: alice@mailgator.test\r\n${make(`evil-${m}@evil.test`)}`;
+        expect(await sendWith(c, login, m, headers), headers).toBe(HEADER_REFUSED);
+        refused.push(m);
+      }
+    }
+    for (const value of ["<mail to:evil@evil.test>", "mailto:evil@evil.test", "<mailto:evil@evil.test?reply-to=x@y>"]) {
+      const m = marker();
+      expect(await sendWith(c, login, m, `From: alice@mailgator.test\r\nList-Post: ${value}`), value).toBe(
+        HEADER_REFUSED,
+      );
+      refused.push(m);
+    }
+    // The account's own address, web URLs and List-Post's NO are sent.
+    const sent = marker();
+    const own =
+      "From: alice@mailgator.test\r\nList-Post: NO (announcements only)\r\n" +
+      "List-Unsubscribe: <https://lists.corp.test/u>, <mailto:Alice@mailgator.test?subject=unsubscribe>";
+    expect(await sendWith(c, login, sent, own)).toStartWith("250");
+    await waitForSink(sent, 1);
+    for (const m of refused) expect(sinkCopies(m)).toEqual([]);
+    c.close();
+    const rows = (await plain.rows()).filter((r) => r.command === "DATA" && r.decision === "deny");
+    expect(rows.find((r) => r.reason?.includes(`evil-${refused[0]}@evil.test`))?.reason).toBe(
+      `refused as a whole: the header names <evil-${refused[0]}@evil.test>, not one of this account's identities`,
+    );
+  });
+
   test("the login, in any case and with a display name, and a message without any author, are delivered", async () => {
     const login = "alice@mailgator.test";
     const c = await loggedIn(plain.port);
