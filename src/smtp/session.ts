@@ -721,12 +721,12 @@ export class SmtpSession {
         this.#send(reply(250, "2.0.0", "OK"));
         return undefined;
       case "RSET":
-        if (args !== "") return this.#noParameters(verb);
+        if (args !== "") return this.#noParameters(verb, args);
         this.#resetTransaction();
         this.#send(reply(250, "2.0.0", "OK"));
         return undefined;
       case "QUIT":
-        if (args !== "") return this.#noParameters(verb);
+        if (args !== "") return this.#noParameters(verb, args);
         this.#endReason = "quit";
         this.#send(reply(221, "2.0.0", "Bye"));
         this.#close();
@@ -741,8 +741,13 @@ export class SmtpSession {
     return undefined;
   }
 
-  /** RSET and QUIT take no parameter (RFC 5321 §4.1.1.5, §4.1.1.10); only NOOP's string is ignored (§4.1.1.9). */
-  #noParameters(verb: string): undefined {
+  /**
+   * RSET and QUIT take no parameter (RFC 5321 §4.1.1.5, §4.1.1.10); only NOOP's string is ignored (§4.1.1.9). A
+   * refusal, so a row (docs/audit.md); the parameter is not written into it, only its length, as for a line that is
+   * no command.
+   */
+  #noParameters(verb: string, args: string): undefined {
+    this.#refused(verb, null, `${verb} takes no parameters (one given, length ${args.length})`);
     this.#send(reply(501, "5.5.4", `Syntax: ${verb} (no parameters)`));
     return undefined;
   }
@@ -784,6 +789,8 @@ export class SmtpSession {
 
   #startTls(args: string): Promise<void> | undefined {
     if (!this.#needsTls()) {
+      // Already active is out of order (503, no row, as other 503s); not offered is a refusal with its row.
+      if (!this.#conn.secure) this.#refused("STARTTLS", null, "STARTTLS is not offered");
       this.#send(
         this.#conn.secure
           ? reply(503, "5.5.1", "TLS is already active")
@@ -792,6 +799,7 @@ export class SmtpSession {
       return undefined;
     }
     if (args !== "") {
+      this.#refused("STARTTLS", null, `STARTTLS takes no parameters (one given, length ${args.length})`);
       this.#send(reply(501, "5.5.4", "Syntax: STARTTLS takes no parameters"));
       return undefined;
     }
@@ -1226,6 +1234,7 @@ export class SmtpSession {
   #dataCommand(args: string): undefined {
     const tx = this.#tx;
     if (args !== "") {
+      this.#refused("DATA", null, `DATA takes no parameters (one given, length ${args.length})`, true);
       this.#send(reply(501, "5.5.4", "Syntax: DATA takes no parameters"));
       return undefined;
     }

@@ -175,14 +175,26 @@ describe("§7 case 33: reset, then the denied recipient again", () => {
 });
 
 describe("commands with what they do not take", () => {
-  test("RSET and QUIT with a parameter: 501, and the session goes on; a space inside <>: 553 naming it", async () => {
+  test("RSET, QUIT, DATA with a parameter, STARTTLS not offered: a row each; the session goes on", async () => {
     const m = marker();
     const c = await loggedIn(p.port);
     expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
     expect((await c.command(`RCPT TO:<ok-${m}@corp.test>`)).code).toBe(250);
-    // RFC 5321 §4.1.1.5 and §4.1.1.10: neither takes a parameter; the transaction stands.
+    const before = (await p.rows()).length;
+    // RFC 5321 §4.1.1.4, §4.1.1.5 and §4.1.1.10: none takes a parameter; the transaction stands.
     expect((await c.command("RSET x")).raw).toStartWith("501 5.5.4 Syntax: RSET");
     expect((await c.command("QUIT now")).raw).toStartWith("501 5.5.4 Syntax: QUIT");
+    expect((await c.command("DATA BODY=BINARYMIME")).raw).toStartWith("501 5.5.4 Syntax: DATA");
+    // This listener has no TLS (RFC 3207 §4: STARTTLS only where the EHLO offered it).
+    expect((await c.command("STARTTLS")).raw).toStartWith("502 5.5.1 STARTTLS is not offered");
+    // Every refusal has its row (docs/audit.md); the parameter's text is not in it, only its length.
+    const rows = (await p.rows()).slice(before).filter((r) => ["RSET", "QUIT", "DATA", "STARTTLS"].includes(r.command));
+    expect(rows.map((r) => [r.command, r.decision, r.operation, r.target, r.reason])).toEqual([
+      ["RSET", "deny", null, null, "RSET takes no parameters (one given, length 1)"],
+      ["QUIT", "deny", null, null, "QUIT takes no parameters (one given, length 3)"],
+      ["DATA", "deny", "mail:send", null, "DATA takes no parameters (one given, length 15)"],
+      ["STARTTLS", "deny", null, null, "STARTTLS is not offered"],
+    ]);
     expect((await c.command("NOOP anything")).code).toBe(250);
     const spaced = await c.command(`RCPT TO:< ceo-${m}@corp.test>`);
     expect(spaced.raw).toStartWith("553 5.1.3");
