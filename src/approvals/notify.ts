@@ -110,20 +110,33 @@ export function approverNotice(input: ApproverNoticeInput): NoticeText {
 }
 
 /**
- * The notice for approver `to`: without the link when `to` is the mailbox of an account a vault agent uses, since
- * the link is all it takes to approve and that agent reads the mailbox (docs/approvals.md "Notices").
+ * The notice for approver `to`, sent as account `sentAs`: without the link when `to` is the mailbox of an account a
+ * vault agent uses, or when `sentAs` is an account an agent uses, whose Sent folder may file a copy of the notice
+ * (many providers file submitted mail there): the link is all it takes to approve, and that agent reads the mailbox
+ * (docs/approvals.md "Notices").
  */
 export function noticeFor(
   config: Pick<Config, "agents" | "accounts">,
   input: ApproverNoticeInput,
   to: string,
+  sentAs: string | null,
 ): NoticeText {
-  const reader = input.link === null ? null : agentReading(config, to);
-  if (reader === null) return approverNotice(input);
+  if (input.link === null) return approverNotice(input);
+  const reader = agentReading(config, to);
+  if (reader !== null)
+    return approverNotice({
+      ...input,
+      link: null,
+      noLink: `this address is the mailbox of agent ${reader.name}'s account, which that agent can read.`,
+    });
+  const sender = sentAs === null ? undefined : config.agents.find((a) => a.account === sentAs);
+  if (sender === undefined) return approverNotice(input);
   return approverNotice({
     ...input,
     link: null,
-    noLink: `this address is the mailbox of agent ${reader.name}'s account, which that agent can read.`,
+    noLink:
+      `this notice is sent as agent ${sender.name}'s account, whose Sent folder may keep a copy that agent can ` +
+      "read; [approvals] notify_account should name an account no agent uses.",
   });
 }
 
@@ -285,8 +298,14 @@ export class Notifier {
           ? null
           : `${config.approvals.baseUrl}/approvals/${row.id}?t=${this.#ctx.store.token(row)}`;
       if (!this.#hasAccount(row, held)) return;
+      const sentAs = config.approvals.notifyAccount ?? held.account;
       const notice = (to: string) =>
-        noticeFor(config, { id: row.id, rule: row.rule, expires: row.expires, preview: held.preview, link }, to);
+        noticeFor(
+          config,
+          { id: row.id, rule: row.rule, expires: row.expires, preview: held.preview, link },
+          to,
+          sentAs,
+        );
       const { addresses, missing } = this.#approvers(row);
       for (const group of missing)
         this.#failed(row, "APPROVAL NOTIFIED", `group ${group}`, `group ${group} is no longer configured`);

@@ -812,16 +812,16 @@ function build(
     );
   else if (firstAsk !== -1 && raw.approvals?.notify_account === undefined)
     warnings.push(
-      "[approvals] notify_account is not set: approvers' notices (with their links) are sent as the agent's own " +
-        "account, whose Sent folder the agent may be able to read; set an account no agent uses " +
-        '(docs/approvals.md "Notices")',
+      "[approvals] notify_account is not set: approvers' notices are sent as the agent's own account, whose Sent " +
+        "folder the agent may be able to read, so they go without the approval link (approve with `mailgator " +
+        'approvals`); set an account no agent uses (docs/approvals.md "Notices")',
     );
   const notifyAgent = (raw.agents ?? []).find((a) => a.account === raw.approvals?.notify_account);
   if (firstAsk !== -1 && notifyAgent !== undefined)
     warnings.push(
       `[approvals] notify_account ${JSON.stringify(notifyAgent.account)} is agent ` +
-        `${JSON.stringify(notifyAgent.name)}'s account: approvers' notices (with their links) may land in a Sent ` +
-        'folder that agent can read; set an account no agent uses (docs/approvals.md "Notices")',
+        `${JSON.stringify(notifyAgent.name)}'s account, whose Sent folder that agent may read: approvers' notices ` +
+        'go without the approval link; set an account no agent uses (docs/approvals.md "Notices")',
     );
   // An approver address that is an agent's own mailbox: the notice lands where that agent reads, so it goes without
   // the approval link, which is all it takes to approve (src/approvals/notify.ts, docs/approvals.md "Notices").

@@ -222,15 +222,42 @@ describe("the approver's notice", () => {
     };
     // Without case, and a subaddress delivers to the same mailbox (RFC 5233).
     for (const reader of ["bot@corp.test", "Desk@Corp.test", "bot+approvals@corp.test", "DESK+x@corp.test"]) {
-      const { text } = noticeFor(config, input, reader);
+      const { text } = noticeFor(config, input, reader, "notices");
       expect(text).not.toContain(link);
       expect(text).not.toContain("?t=");
       expect(text).toContain("No link: this address is the mailbox of agent bot's account, which that agent can read.");
       expect(text).toContain(`mailgator approvals show|approve|deny ${"ab".repeat(16)}`);
     }
-    expect(noticeFor(config, input, "boss@corp.test").text).toContain(link);
-    expect(noticeFor(config, input, "bot@other.test").text).toContain(link);
-    expect(noticeFor(config, input, "botany@corp.test").text).toContain(link);
+    expect(noticeFor(config, input, "boss@corp.test", "notices").text).toContain(link);
+    expect(noticeFor(config, input, "bot@other.test", "notices").text).toContain(link);
+    expect(noticeFor(config, input, "botany@corp.test", "notices").text).toContain(link);
+  });
+
+  test("a notice sent as an account an agent uses has no link: its Sent folder may keep a copy the agent reads", () => {
+    const config = parseConfig(
+      `[accounts.main]\nusername = "bot@corp.test"\npassword = "p"\n` +
+        `[accounts.notices]\nusername = "notices@corp.test"\npassword = "p"\n` +
+        `[[agents]]\nname = "bot"\ntoken_hash = "sha256:${"0".repeat(64)}"\naccount = "main"\n`,
+      "/cfg/mailgator.toml",
+    );
+    const link = "https://admin.example/approvals/ab?t=tok";
+    const input = {
+      id: "ab".repeat(16),
+      rule: "r",
+      expires: 0,
+      preview: buildPreview("a@x.test", ["b@x.test"], MESSAGE, true),
+      link,
+    };
+    const { text } = noticeFor(config, input, "boss@corp.test", "main");
+    expect(text).not.toContain(link);
+    expect(text).not.toContain("?t=");
+    expect(text).toContain(
+      "No link: this notice is sent as agent bot's account, whose Sent folder may keep a copy that agent can read; " +
+        "[approvals] notify_account should name an account no agent uses.",
+    );
+    expect(text).toContain(`mailgator approvals show|approve|deny ${"ab".repeat(16)}`);
+    // Sent as an account no agent uses: the link.
+    expect(noticeFor(config, input, "boss@corp.test", "notices").text).toContain(link);
   });
 
   test("control and reordering characters of the message are replaced, in the text and the subject", () => {

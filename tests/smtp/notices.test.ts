@@ -14,6 +14,7 @@ import { type ApprovalContext, approve, deny, expireDue } from "../../src/approv
 import { approvalPage } from "../../src/approvals/web.ts";
 import type { AuditRow } from "../../src/audit/index.ts";
 import { decodeEncodedWords } from "../../src/mail/encoded-words.ts";
+import { generateToken } from "../../src/vault/token.ts";
 import {
   dataPayload,
   loggedIn,
@@ -23,6 +24,8 @@ import {
   startTestProxy,
   type TestProxy,
   upstreams,
+  vaultClient,
+  vaultConfig,
 } from "./helpers.ts";
 import { noticesIn, waitFor } from "./notice-reader.ts";
 
@@ -245,6 +248,34 @@ describe("pass-through mode without notify_account", () => {
     } finally {
       await quiet.notifier.close();
       await quiet.proxy.close();
+    }
+  });
+});
+
+describe("vault mode without notify_account", () => {
+  test("the notice goes as the agent's account, without the link (its Sent folder may keep a copy)", async () => {
+    const token = generateToken();
+    const vault = await setup(vaultConfig(config(origin, `"boss@corp.test"`, false, false), token));
+    try {
+      const m = marker();
+      const c = await vaultClient(vault.proxy.port, token);
+      expect((await c.command(`MAIL FROM:<${ALICE()}>`)).code).toBe(250);
+      expect((await c.command(`RCPT TO:<v-${m}@outside.example>`)).code).toBe(250);
+      expect((await c.command("DATA")).code).toBe(354);
+      c.write(dataPayload(message({ From: ALICE(), To: `v-${m}@outside.example`, Subject: `vault ${m}` }, "Hi\n")));
+      const r = await c.reply();
+      await c.command("QUIT");
+      const id = /Held for approval as ([0-9a-f]{32})/.exec(r.lines.join(" "))![1]!;
+      const [n] = await waitFor("the notice", () => sinkNotices(id), 1);
+      expect(n!.fields.find((f) => f.name === "from")?.value).toBe(`Mailgator <${ALICE()}>`);
+      expect(n!.body).not.toContain("?t=");
+      expect(n!.body).not.toContain(`/approvals/${id}`);
+      expect(n!.body).toContain("No link: this notice is sent as agent bot's account, whose Sent folder may keep a");
+      expect(n!.body).toContain(`mailgator approvals show|approve|deny ${id}`);
+      await deny(vault.ctx, id, "test", null);
+    } finally {
+      await vault.notifier.close();
+      await vault.proxy.close();
     }
   });
 });
