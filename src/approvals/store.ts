@@ -16,7 +16,7 @@
  */
 
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import { existsSync, readFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
 import { asciiLowerCase } from "../mail/ascii.ts";
 import { SealedRecordError, type SealedStore } from "../state/store.ts";
 
@@ -682,20 +682,29 @@ export function thisProcess(): string {
 }
 let ownProcess: string | undefined;
 
-function startTime(pid: number): string | null {
+/** Fields 3 (state) and 22 (starttime) of /proc/PID/stat (proc(5)), or null when it cannot be read. */
+function procStat(pid: number): { state: string; start: string } | null {
   try {
     const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
-    // proc(5): field 22 is starttime; field 2, the command name in parentheses, may hold spaces and parentheses.
-    return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19] ?? null;
+    // Field 2, the command name in parentheses, may hold spaces and parentheses: the fields after it follow ")".
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    return fields[19] === undefined ? null : { state: fields[0] ?? "", start: fields[19] };
   } catch {
     return null;
   }
 }
 
+function startTime(pid: number): string | null {
+  return procStat(pid)?.start ?? null;
+}
+
 /**
  * Whether the process a claim names (thisProcess()) still runs. Null (a claim made before claims named their
- * process) or unreadable: gone. Where /proc exists, by pid and start time; elsewhere by pid alone, so that a pid
- * reused by another process keeps the message "sending" (never sent again) until that process ends too.
+ * process): gone. By /proc/PID/stat where it can be read: the same start time (a pid reused by another process is
+ * gone) and not exited (a zombie, `Z` or `X`, is gone). Where it cannot (no /proc, or one that hides other users'
+ * processes, as the systemd unit's ProtectProc=invisible does for a command run as root): by `kill(pid, 0)`, which
+ * counts a pid reused by another process as alive, so that the message stays "sending" (never sent again) until that
+ * one ends too: never a live replay taken for a dead one.
  */
 export function ownerAlive(owner: string | null): boolean {
   const m = owner === null ? null : /^(\d+):(\d*)$/.exec(owner);
@@ -703,10 +712,8 @@ export function ownerAlive(owner: string | null): boolean {
   const pid = Number(m[1]);
   if (!Number.isSafeInteger(pid) || pid <= 0) return false;
   if (pid === process.pid) return owner === thisProcess();
-  if (existsSync("/proc/self/stat")) {
-    const start = startTime(pid);
-    return start !== null && (m[2] === "" || start === m[2]);
-  }
+  const stat = procStat(pid);
+  if (stat !== null) return (m[2] === "" || stat.start === m[2]) && stat.state !== "Z" && stat.state !== "X";
   try {
     process.kill(pid, 0);
     return true;

@@ -13,6 +13,9 @@
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
+import { chmodSync, copyFileSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
 import { type ApprovalContext, approve, recover } from "../../src/approvals/service.ts";
 import { ownerAlive, thisProcess } from "../../src/approvals/store.ts";
 import { SmtpRelay } from "../fixtures/smtp-relay.ts";
@@ -200,6 +203,61 @@ test("a claim's process: this one and a running one are alive; a gone one, or no
   expect(ownerAlive(`${child.pid}:${start}`)).toBe(false);
   expect(ownerAlive(null)).toBe(false);
   expect(ownerAlive("4194305:1")).toBe(false); // above Linux's largest pid
+});
+
+/** Field 22 of /proc/PID/stat: the process's start time (proc(5)). */
+async function startOf(pid: number): Promise<string> {
+  const stat = await Bun.file(`/proc/${pid}/stat`).text();
+  return stat.slice(stat.lastIndexOf(")") + 2).split(" ")[19]!;
+}
+
+test("a claim's process that exited but was not reaped (a zombie) is gone", async () => {
+  // sh forks a child that exits at once, then execs sleep, which never reaps it.
+  const parent = Bun.spawn(["sh", "-c", 'sh -c "echo \\$\\$" & exec sleep 30'], { stdout: "pipe" });
+  const { value } = await parent.stdout.getReader().read();
+  const zombie = Number(new TextDecoder().decode(value).trim());
+  await Bun.sleep(300);
+  const stat = await Bun.file(`/proc/${zombie}/stat`).text();
+  expect(stat.slice(stat.lastIndexOf(")") + 2).split(" ")[0]).toBe("Z");
+  const alive = ownerAlive(`${zombie}:${await startOf(zombie)}`);
+  parent.kill();
+  await parent.exited;
+  expect(alive).toBe(false);
+});
+
+test("serve under the systemd unit (ProtectProc=invisible, own user) sees a root command alive", async () => {
+  // The command (`mailgator approvals approve`, run as root) while it replays; serve cannot read its /proc entry.
+  const command = Bun.spawn(["sleep", "60"]);
+  const owner = `${command.pid}:${await startOf(command.pid)}`;
+  // What serve runs, built into one file beside a copy of the runtime, in a folder any user can read.
+  const dir = mkdtempSync(join(tmpdir(), "mg-owner-view-"));
+  chmodSync(dir, 0o755);
+  writeFileSync(
+    join(dir, "entry.ts"),
+    `import { ownerAlive } from ${JSON.stringify(`${import.meta.dir}/../../src/approvals/store.ts`)};\n` +
+      `console.log(JSON.stringify(ownerAlive(${JSON.stringify(owner)})));\n`,
+  );
+  try {
+    const built = await Bun.build({ entrypoints: [join(dir, "entry.ts")], target: "bun", outdir: dir });
+    expect(built.success).toBe(true);
+    copyFileSync(process.execPath, join(dir, "bun"));
+    chmodSync(join(dir, "bun"), 0o755);
+    chmodSync(join(dir, "entry.js"), 0o644);
+    const view = Bun.spawnSync([
+      "unshare",
+      "-m",
+      "sh",
+      "-c",
+      "mount -t proc -o hidepid=invisible proc /proc && exec setpriv --reuid=65534 --regid=65534 --clear-groups " +
+        `env HOME=/tmp ${join(dir, "bun")} ${join(dir, "entry.js")}`,
+    ]);
+    expect(view.stderr.toString()).toBe("");
+    expect(view.stdout.toString().trim()).toBe("true");
+  } finally {
+    command.kill();
+    await command.exited;
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
 
 test("a 4xx whose 'held again' row cannot be written: it stays sending, its bytes kept, never failed", async () => {
