@@ -101,8 +101,12 @@ export function readOriginators(fields: readonly HeaderField[] | null): readonly
  */
 const LIST_FIELDS = ["list-post", "list-help", "list-subscribe", "list-unsubscribe", "list-owner", "list-archive"];
 
-/** RFC 2369 §2: a comment after a URL, here without parentheses or quoted pairs in it. */
-const LIST_COMMENT = String.raw`(?:\([^()\\]*\)[ \t]*)?`;
+/**
+ * RFC 2369 §2: a comment after a URL, here without parentheses or quoted pairs in it, and without what a reader could
+ * take for a URL there: no `<` or `>`, no `mailto:`, no encoded word (`=?`, which may decode to either). Thunderbird's
+ * "Reply List" takes the first `<mailto:...>` it finds in List-Post's decoded text, comment or not.
+ */
+const LIST_COMMENT = String.raw`(?:\((?:(?![Mm][Aa][Ii][Ll][Tt][Oo]:|=\?)[^()\\<>])*\)[ \t]*)?`;
 /** A URL in angle brackets, nothing but visible characters in it, and its comment. */
 const LIST_ELEMENT = String.raw`<([^<>\s]*)>[ \t]*` + LIST_COMMENT;
 const LIST_VALUE = new RegExp(String.raw`^${LIST_ELEMENT}(?:,[ \t]*${LIST_ELEMENT})*$`);

@@ -165,6 +165,8 @@ describe("header sections and fields", () => {
     ]);
     // List-Post's NO (RFC 2369 §3.4) names nobody.
     expect(originators("List-Post: NO (posting not allowed)")).toEqual([]);
+    // A plain comment is read as one.
+    expect(originators("List-Post: <mailto:Alice@X.test> (Alice's list, 2 = too)")).toEqual(["alice@x.test"]);
     for (const value of [
       "List-Post: mailto:evil@x.test", // no brackets
       "List-Post: <mail to:evil@x.test>", // whitespace inside, which readers ignore (RFC 2369 §2)
@@ -180,6 +182,13 @@ describe("header sections and fields", () => {
       "List-Post: ",
       "List-Post: <mailto:a@x.test>\r\nList-Post: <mailto:a@x.test>",
       `List-Help: <https://x.test/${"a".repeat(MAX_ADDRESS_FIELD_CHARS)}>`,
+      // What a reader could take for a URL in a comment: Thunderbird's "Reply List" takes the first <mailto:...>
+      // of List-Post's decoded text, comment or not.
+      "List-Post: <https://lists.corp.test/post> (<mailto:evil@x.test>)",
+      "List-Post: NO (<mailto:evil@x.test>)",
+      "List-Post: <https://lists.corp.test/post> (x =?us-ascii?Q?=3Cmailto:evil@x.test=3E?=)",
+      "List-Post: <mailto:alice@x.test> (or mailto:evil@x.test)",
+      "List-Post: NO (MAILTO:evil@x.test)",
     ]) {
       expect(originators(...value.split("\r\n")), value).toBeUndefined();
     }

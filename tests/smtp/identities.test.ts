@@ -374,6 +374,21 @@ describe("§7 case 37: the originator headers (From, Sender, Reply-To, Resent-*)
     );
   });
 
+  test("a mailto URL in a list field's comment (where Thunderbird's Reply List finds it) is refused", async () => {
+    const login = "alice@mailgator.test";
+    const c = await loggedIn(plain.port);
+    for (const make of [
+      (x: string) => `List-Post: <https://lists.corp.test/post> (<mailto:${x}>)`,
+      (x: string) => `List-Post: NO (<mailto:${x}>)`,
+      (x: string) => `List-Post: <https://lists.corp.test/post> (x =?us-ascii?Q?=3Cmailto:${x}=3E?=)`,
+    ]) {
+      const m = marker();
+      const headers = `From: alice@mailgator.test\r\n${make(`evil-${m}@evil.test`)}`;
+      expect(await sendWith(c, login, m, headers), headers).toBe(HEADER_REFUSED);
+    }
+    c.close();
+  });
+
   test("the login, in any case and with a display name, and a message without any author, are delivered", async () => {
     const login = "alice@mailgator.test";
     const c = await loggedIn(plain.port);
