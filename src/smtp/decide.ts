@@ -142,6 +142,11 @@ export interface RecipientFinal {
   readonly outcome: Outcome;
   /** What the proxy acts on: the outcome, or deny when it is undecided. */
   readonly decision: Decision;
+  /**
+   * When it asks: the index of every rule that asks for it, the envelope sender's and each header author's
+   * (`decideMessage`); each of their groups is asked (docs/smtp.md "Identities").
+   */
+  readonly asking?: readonly number[];
 }
 
 /** The decision at the end of DATA: every recipient decided on its own, the message allowed only if all are. */
@@ -175,17 +180,37 @@ export function decideMessage(
     let outcome = finalOutcome(policy, request);
     // Still undecided when the proxy must act: denied (`Policy.evaluate`).
     let decision = outcome.decided ? outcome.decision : policy.evaluate(request);
+    // Every rule that asks, the sender's and the authors': a message written as another author needs that author's
+    // approvers too, and the row names each rule.
+    const asking = new Set<number>();
+    const also: string[] = [];
+    if (decision.action === "ask" && decision.ruleIndex !== null) asking.add(decision.ruleIndex);
     for (const author of authors) {
       if (strictness(decision) === 2) break;
       const byAuthor = finalRequest(agent, author, recipient, facts);
       const authorOutcome = finalOutcome(policy, byAuthor);
       const authorDecision = authorOutcome.decided ? authorOutcome.decision : policy.evaluate(byAuthor);
-      if (strictness(authorDecision) <= strictness(decision)) continue;
       const who = author === undefined ? "an author in the header that cannot be read" : `header author <${author}>`;
+      if (authorDecision.action === "ask" && authorDecision.ruleIndex !== null) {
+        if (strictness(decision) === 1 && !asking.has(authorDecision.ruleIndex))
+          also.push(`${who} asks too: ${authorDecision.reason}`);
+        asking.add(authorDecision.ruleIndex);
+      }
+      if (strictness(authorDecision) <= strictness(decision)) continue;
       decision = { ...authorDecision, reason: `${who}: ${authorDecision.reason}` };
       outcome = authorOutcome.decided ? { decided: true, decision } : authorOutcome;
     }
-    const final: RecipientFinal = { recipient, class: classify(recipient, facts), outcome, decision };
+    if (decision.action === "ask" && also.length > 0) {
+      decision = { ...decision, reason: [decision.reason, ...also].join("; ") };
+      if (outcome.decided) outcome = { decided: true, decision };
+    }
+    const final: RecipientFinal = {
+      recipient,
+      class: classify(recipient, facts),
+      outcome,
+      decision,
+      ...(decision.action === "ask" ? { asking: [...asking] } : {}),
+    };
     if (decision.action === "ask") held.push(final);
     else if (decision.action !== "allow") refused.push(recipient);
     out.push(final);

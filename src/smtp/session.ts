@@ -1605,7 +1605,11 @@ export class SmtpSession {
   ): Promise<void> {
     const { store, release } = place;
     const groups = [
-      ...new Set(held.flatMap((h) => this.#ctx.config.rules[h.decision.ruleIndex ?? -1]?.askGroups ?? [])),
+      ...new Set(
+        held.flatMap((h) =>
+          (h.asking ?? [h.decision.ruleIndex ?? -1]).flatMap((i) => this.#ctx.config.rules[i]?.askGroups ?? []),
+        ),
+      ),
     ];
     const refuse = () =>
       this.#send(reply(451, "4.3.0", "Cannot hold the message for approval; nothing was sent, try again later"));
