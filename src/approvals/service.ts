@@ -252,7 +252,7 @@ export async function approve(
   // A message past its time is expired by the claim, which wipes its record: the sender's notice of the expiry
   // (onDecided, docs/approvals.md "notify_sender") needs its details, read first, as expireDue reads them.
   const now = Date.now();
-  const record = ctx.onDecided !== undefined && before.expires <= now ? ctx.store.details(id) : null;
+  const record = ctx.onDecided !== undefined && before.expires <= now ? detailsForNotice(ctx, id) : null;
   const claim = ctx.store.claim(id, by, now);
   if (!claim.ok) {
     // An expiry the claim made is a state change too: its row is queued now, in the claim's turn, and then its
@@ -446,13 +446,28 @@ export async function deny(ctx: ApprovalContext, id: string, by: string, reason:
  * nothing expires: the next check does it (serve checks every minute, or sooner), and approve() refuses an expired
  * message even before that.
  */
+/**
+ * The details a sender's notice of an expiry needs, read before the expiry wipes them; null when the record does not
+ * open (altered, or sealed with another key: docs/approvals.md "Holding"): the message still expires, without that
+ * notice, which could not name it.
+ */
+function detailsForNotice(ctx: ApprovalContext, id: string): HeldDetails | null {
+  try {
+    return ctx.store.details(id);
+  } catch (e) {
+    if (!(e instanceof SealedRecordError)) throw e;
+    moduleLogger("approvals").warn(`approval ${id}: expires without the sender's notice: ${errorMessage(e)}`);
+    return null;
+  }
+}
+
 export function expireDue(ctx: ApprovalContext, now = Date.now()): ApprovalRow[] {
   if (!ctx.audit.healthy) return [];
   const records = new Map<string, HeldDetails>();
   if (ctx.onDecided !== undefined)
     for (const r of ctx.store.list())
       if (r.state === "held" && r.expires <= now) {
-        const held = ctx.store.details(r.id);
+        const held = detailsForNotice(ctx, r.id);
         if (held !== null) records.set(r.id, held);
       }
   const due = ctx.store.expireDue(now);

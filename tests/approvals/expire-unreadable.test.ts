@@ -1,0 +1,108 @@
+/**
+ * A held message past its time whose sealed record no longer opens (altered, or sealed with another key:
+ * docs/approvals.md "Holding") still expires, by approve() and by the expiry check, without the sender's notice
+ * (which would need its details); one such record never keeps the others from expiring.
+ */
+import { afterAll, expect, test } from "bun:test";
+import { mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { buildPreview } from "../../src/approvals/preview.ts";
+import { type ApprovalContext, approve, expireDue } from "../../src/approvals/service.ts";
+import { ApprovalStore, type HeldMessage } from "../../src/approvals/store.ts";
+import { AuditLog } from "../../src/audit/index.ts";
+import { parseConfig } from "../../src/config/index.ts";
+import { SealedStore } from "../../src/state/store.ts";
+
+const dir = mkdtempSync(join(tmpdir(), "mg-expire-unreadable-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+async function setup(name: string) {
+  const config = parseConfig(
+    `[approvals]\nbase_url = "http://admin.test"\nnotify_sender = true\n` +
+      `[approvals.groups.managers]\nrecipients = ["boss@corp.test"]\n` +
+      `[[rules]]\nname = "ask"\naction = "ask"\noperations = ["send"]\nask_groups = ["managers"]\n` +
+      `[audit]\npath = "${join(dir, `${name}-audit.db`)}"\n`,
+    join(dir, "mailgator.toml"),
+  );
+  const secrets = { secretsFile: join(dir, "key"), env: {}, create: true };
+  const state = SealedStore.open(join(dir, `${name}-state.db`), secrets)!;
+  const store = new ApprovalStore(state);
+  const audit = AuditLog.open(join(dir, `${name}-audit.db`), { batchMs: 5, sync: "normal" });
+  const decided: string[] = [];
+  const ctx: ApprovalContext = {
+    config,
+    store,
+    audit,
+    protocol: "smtp",
+    onDecided: (row) => decided.push(`${row.id} ${row.state}`),
+  };
+  const message = Buffer.from("Subject: hi\r\n\r\nhello\r\n");
+  const held: HeldMessage = {
+    envelope: { from: "a@corp.test", recipients: ["b@out.test"], eightBit: false },
+    message,
+    account: "main",
+    credentials: null,
+    agent: "bot",
+    preview: buildPreview("a@corp.test", ["b@out.test"], message, false),
+  };
+  const row = await store.hold(held, { name: "ask", index: 0, groups: ["managers"] }, Date.now() + 30);
+  await Bun.sleep(60);
+  // The held record no longer opens (altered on disk, or sealed with another key).
+  state.db.run("UPDATE sealed SET box = zeroblob(length(box)) WHERE kind = 'held' AND id = ?", [row.id]);
+  return { ctx, store, id: row.id, decided, close: () => (audit.close(), state.close()) };
+}
+
+test("approve of a message past its time whose record does not open expires it, without a notice", async () => {
+  const setupDecided = await setup("approve");
+  const { ctx, store, id, close } = setupDecided;
+  let result: unknown;
+  try {
+    result = await approve(ctx, id, "cli:review");
+  } catch (e) {
+    result = `threw: ${(e as Error).message}`;
+  }
+  const state = store.row(id)!.state;
+  // The expiry check cannot expire it either (it reads the same record), so nothing ever does.
+  let check: string;
+  try {
+    check = `expired ${expireDue(ctx).length}`;
+  } catch (e) {
+    check = `expiry check threw: ${(e as Error).message}`;
+  }
+  const { decided } = setupDecided;
+  close();
+  expect(result).toEqual({ outcome: "refused", state: "expired" });
+  expect(state).toBe("expired");
+  expect(check).toBe("expired 0");
+  // onDecided is asked only with details to notify with: none here.
+  expect(decided).toEqual([]);
+});
+
+test("one unreadable record past its time does not keep the others from expiring", async () => {
+  const { ctx, store, id, close } = await setup("blocks");
+  const message = Buffer.from("Subject: other\r\n\r\nx\r\n");
+  const other = await store.hold(
+    {
+      envelope: { from: "a@corp.test", recipients: ["c@out.test"], eightBit: false },
+      message,
+      account: "main",
+      credentials: null,
+      agent: "bot",
+      preview: buildPreview("a@corp.test", ["c@out.test"], message, false),
+    },
+    { name: "ask", index: 0, groups: ["managers"] },
+    Date.now() + 20,
+  );
+  await Bun.sleep(40);
+  let threw = "";
+  try {
+    expireDue(ctx);
+  } catch (e) {
+    threw = (e as Error).message;
+  }
+  const states = [store.row(id)!.state, store.row(other.id)!.state];
+  close();
+  expect(threw).toBe("");
+  expect(states).toEqual(["expired", "expired"]);
+});
