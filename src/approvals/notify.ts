@@ -129,8 +129,8 @@ export function noticeFor(
       link: null,
       noLink: `this address is the mailbox of agent ${reader.name}'s account, which that agent can read.`,
     });
-  const sender = sentAs === null ? undefined : config.agents.find((a) => a.account === sentAs);
-  if (sender === undefined) return approverNotice(input);
+  const sender = sentAs === null ? null : agentSending(config, sentAs);
+  if (sender === null) return approverNotice(input);
   return approverNotice({
     ...input,
     link: null,
@@ -138,6 +138,22 @@ export function noticeFor(
       `this notice is sent as agent ${sender.name}'s account, whose Sent folder may keep a copy that agent can ` +
       "read; [approvals] notify_account should name an account no agent uses.",
   });
+}
+
+/**
+ * The agent whose mailbox account `name` sends from: one that uses the account, or whose account's login or
+ * identities name the same mailbox as its login or identities (another `[accounts]` entry for the same mailbox).
+ */
+function agentSending(config: Pick<Config, "agents" | "accounts">, name: string): Config["agents"][number] | null {
+  const user = config.agents.find((a) => a.account === name);
+  if (user !== undefined) return user;
+  const account = ownEntry(config.accounts, name);
+  if (account === undefined) return null;
+  for (const address of [account.username, ...account.identities]) {
+    const reader = agentReading(config, address);
+    if (reader !== null) return reader;
+  }
+  return null;
 }
 
 /** The sender's result notice: the id, the result and the subject, nothing more (docs/approvals.md "Notices"). */

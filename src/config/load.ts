@@ -816,10 +816,20 @@ function build(
         "folder the agent may be able to read, so they go without the approval link (approve with `mailgator " +
         'approvals`); set an account no agent uses (docs/approvals.md "Notices")',
     );
-  const notifyAgent = (raw.agents ?? []).find((a) => a.account === raw.approvals?.notify_account);
+  // An agent's account, or another entry for the same mailbox (src/approvals/notify.ts agentSending).
+  const notifyName = raw.approvals?.notify_account;
+  const notifyEntry = notifyName === undefined ? undefined : ownEntry(accounts, notifyName);
+  const notifyAgent =
+    notifyName === undefined
+      ? undefined
+      : ((raw.agents ?? []).find((a) => a.account === notifyName) ??
+        [notifyEntry?.username ?? "", ...(notifyEntry?.identities ?? [])]
+          .map((address) => agentReading({ agents, accounts }, address))
+          .find((agent) => agent !== null) ??
+        undefined);
   if (firstAsk !== -1 && notifyAgent !== undefined)
     warnings.push(
-      `[approvals] notify_account ${JSON.stringify(notifyAgent.account)} is agent ` +
+      `[approvals] notify_account ${JSON.stringify(notifyName)} is agent ` +
         `${JSON.stringify(notifyAgent.name)}'s account, whose Sent folder that agent may read: approvers' notices ` +
         'go without the approval link; set an account no agent uses (docs/approvals.md "Notices")',
     );

@@ -258,6 +258,15 @@ describe("the approver's notice", () => {
     expect(text).toContain(`mailgator approvals show|approve|deny ${"ab".repeat(16)}`);
     // Sent as an account no agent uses: the link.
     expect(noticeFor(config, input, "boss@corp.test", "notices").text).toContain(link);
+    // Another entry for the agent's own mailbox (its login, in another case or with a subaddress): no link.
+    const twin = parseConfig(
+      `[accounts.main]\nusername = "bot@corp.test"\npassword = "p"\n` +
+        `[accounts.notices]\nusername = "Bot+notices@corp.test"\npassword = "p"\n` +
+        `[[agents]]\nname = "bot"\ntoken_hash = "sha256:${"0".repeat(64)}"\naccount = "main"\n`,
+      "/cfg/mailgator.toml",
+    );
+    expect(noticeFor(twin, input, "boss@corp.test", "notices").text).not.toContain(link);
+    expect(noticeFor(twin, input, "boss@corp.test", "notices").text).toContain("sent as agent bot's account");
   });
 
   test("control and reordering characters of the message are replaced, in the text and the subject", () => {

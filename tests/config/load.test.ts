@@ -230,6 +230,16 @@ describe("loading", () => {
     expect(vault("")).toContain("[approvals] notify_account is not set");
     expect(vault(`notify_account = "main"\n`)).toContain(`notify_account "main" is agent "bot"'s account`);
     expect(vault(`notify_account = "notices"\n`)).not.toContain("notify_account");
+    // Another entry for the agent's own mailbox.
+    const twin = parseConfig(
+      `[approvals]\nnotify_account = "twin"\n[approvals.groups.m]\nrecipients = ["boss@example.com"]\n` +
+        `[accounts.main]\nusername = "bot@example.com"\npassword = "p"\n` +
+        `[accounts.twin]\nusername = "Bot+notices@example.com"\npassword = "p"\n` +
+        `[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount = "main"\n` +
+        `[[rules]]\nname = "hold"\naction = "ask"\nask_groups = ["m"]\noperations = ["send"]\n`,
+      "/cfg/mailgator.toml",
+    ).warnings.join("\n");
+    expect(twin).toContain(`notify_account "twin" is agent "bot"'s account`);
   });
 
   test("ask in vault mode: a warning when an approver's address is an agent's mailbox (the link lands there)", () => {
