@@ -442,11 +442,6 @@ export async function deny(ctx: ApprovalContext, id: string, by: string, reason:
 }
 
 /**
- * Expires what is due; one audit row each, queued in the turn of the change. While the audit log cannot be written
- * nothing expires: the next check does it (serve checks every minute, or sooner), and approve() refuses an expired
- * message even before that.
- */
-/**
  * The details a sender's notice of an expiry needs, read before the expiry wipes them; null when the record does not
  * open (altered, or sealed with another key: docs/approvals.md "Holding"): the message still expires, without that
  * notice, which could not name it.
@@ -461,6 +456,11 @@ function detailsForNotice(ctx: ApprovalContext, id: string): HeldDetails | null 
   }
 }
 
+/**
+ * Expires what is due; one audit row each, queued in the turn of the change. While the audit log cannot be written
+ * nothing expires: the next check does it (serve checks every minute, or sooner), and approve() refuses an expired
+ * message even before that.
+ */
 export function expireDue(ctx: ApprovalContext, now = Date.now()): ApprovalRow[] {
   if (!ctx.audit.healthy) return [];
   const records = new Map<string, HeldDetails>();

@@ -46,7 +46,7 @@ export async function append(s: Session, cmd: CommandOf<"APPEND">): Promise<void
     ),
   );
   // The command line goes upstream while the rows are made durable; the messages only once they are (docs/audit.md
-  // "Before the write"): the server's `+` round trip overlaps the fdatasync, and nothing is appended before it.
+  // "Writing: batches and durability"): the server's `+` round trip overlaps the fdatasync, nothing appended before.
   const appended = s.upstreamRun(
     { name: "APPEND", mailbox: cmd.mailbox, messages: cmd.messages, ...cmd.messages[0]! },
     null,
