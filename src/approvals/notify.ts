@@ -17,7 +17,7 @@
 
 import { randomBytes } from "node:crypto";
 import type { AccountCredentials } from "../accounts/index.ts";
-import { agentReading, ownEntry } from "../config/index.ts";
+import { agentReading, agentSending, ownEntry } from "../config/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
 import { clean } from "../mail/index.ts";
@@ -138,22 +138,6 @@ export function noticeFor(
       `this notice is sent as agent ${sender.name}'s account, whose Sent folder may keep a copy that agent can ` +
       "read; [approvals] notify_account should name an account no agent uses.",
   });
-}
-
-/**
- * The agent whose mailbox account `name` sends from: one that uses the account, or whose account's login or
- * identities name the same mailbox as its login or identities (another `[accounts]` entry for the same mailbox).
- */
-function agentSending(config: Pick<Config, "agents" | "accounts">, name: string): Config["agents"][number] | null {
-  const user = config.agents.find((a) => a.account === name);
-  if (user !== undefined) return user;
-  const account = ownEntry(config.accounts, name);
-  if (account === undefined) return null;
-  for (const address of [account.username, ...account.identities]) {
-    const reader = agentReading(config, address);
-    if (reader !== null) return reader;
-  }
-  return null;
 }
 
 /** The sender's result notice: the id, the result and the subject, nothing more (docs/approvals.md "Notices"). */

@@ -816,18 +816,10 @@ function build(
         "folder the agent may be able to read, so they go without the approval link (approve with `mailgator " +
         'approvals`); set an account no agent uses (docs/approvals.md "Notices")',
     );
-  // An agent's account, or another entry for the same mailbox (src/approvals/notify.ts agentSending).
+  // An agent's account, or another entry for the same mailbox (agentSending).
   const notifyName = raw.approvals?.notify_account;
-  const notifyEntry = notifyName === undefined ? undefined : ownEntry(accounts, notifyName);
-  const notifyAgent =
-    notifyName === undefined
-      ? undefined
-      : ((raw.agents ?? []).find((a) => a.account === notifyName) ??
-        [notifyEntry?.username ?? "", ...(notifyEntry?.identities ?? [])]
-          .map((address) => agentReading({ agents, accounts }, address))
-          .find((agent) => agent !== null) ??
-        undefined);
-  if (firstAsk !== -1 && notifyAgent !== undefined)
+  const notifyAgent = notifyName === undefined ? null : agentSending({ agents, accounts }, notifyName);
+  if (firstAsk !== -1 && notifyAgent !== null)
     warnings.push(
       `[approvals] notify_account ${JSON.stringify(notifyName)} is agent ` +
         `${JSON.stringify(notifyAgent.name)}'s account, whose Sent folder that agent may read: approvers' notices ` +
@@ -1028,6 +1020,27 @@ export function agentReading(
     const account = ownEntry(config.accounts, agent.account);
     if (account === undefined) continue;
     if ([account.username, ...account.identities].some((mine) => mailboxOf(mine) === wanted)) return agent;
+  }
+  return null;
+}
+
+/**
+ * The agent that reads the mailbox account `name` sends from: one that uses the account, or whose account's login or
+ * identities are the same mailbox as its login or identities (another `[accounts]` entry for that mailbox). A notice
+ * sent as such an account may leave a copy, approval link and all, in a Sent folder that agent reads
+ * (docs/approvals.md "Notices").
+ */
+export function agentSending(
+  config: Pick<Config, "agents" | "accounts">,
+  name: string,
+): Config["agents"][number] | null {
+  const user = config.agents.find((a) => a.account === name);
+  if (user !== undefined) return user;
+  const account = ownEntry(config.accounts, name);
+  if (account === undefined) return null;
+  for (const address of [account.username, ...account.identities]) {
+    const reader = agentReading(config, address);
+    if (reader !== null) return reader;
   }
   return null;
 }
