@@ -65,6 +65,7 @@ import {
   CommitGate,
   type Credentials,
   openAccountUpstream,
+  SendStopped,
   UpstreamAuthError,
   UpstreamSession,
 } from "./upstream.ts";
@@ -213,6 +214,11 @@ export class SmtpSession {
   #endWait: (() => void) | null = null;
   /** Aborted past the shutdown grace (stopCommand): the upstream connection in use, or being opened, is dropped. */
   readonly #stopped = new AbortController();
+  /**
+   * Aborted when a reload ends the session while a command runs: a message whose final dot has not gone upstream is
+   * withdrawn (its connection dropped, so the server discards it, RFC 5321 §4.1.1.4); one past its dot is answered.
+   */
+  readonly #withdrawn = new AbortController();
   #out: string[] = [];
 
   #greeted = false;
@@ -290,8 +296,9 @@ export class SmtpSession {
   /**
    * A command under way (a message being relayed, a login the upstream is checking) gets its own answer first and
    * the 421 after it, as at shutdown: a 421 before the upstream's answer to a final dot would have the agent send
-   * again a message that may have been delivered (docs/reliability.md "Shutdown"). A message not yet gone upstream
-   * is not sent (#replay), nor held (#holdPlaced): the new config ended the session (docs/operations.md "Reload").
+   * again a message that may have been delivered (docs/reliability.md "Shutdown"). A message whose final dot has not
+   * gone upstream is not sent (#replay withdraws it), nor held (#holdPlaced): the new config ended the session
+   * (docs/operations.md "Reload").
    */
   #endByReload(why: string): void {
     moduleLogger("smtp").info(`session ${this.id}: ended by reload: ${why}`);
@@ -300,6 +307,7 @@ export class SmtpSession {
       this.#endedByReload = why;
       this.#endAfterCommand = true;
       this.#endWait?.();
+      this.#withdrawn.abort();
       return;
     }
     this.#send(SmtpSession.#reloadEnd);
@@ -1748,7 +1756,7 @@ export class SmtpSession {
         });
         return "";
       }
-      const result = await upstream.send(envelope, this.#spool, gate, this.#stopped.signal);
+      const result = await upstream.send(envelope, this.#spool, gate, this.#stopped.signal, this.#withdrawn.signal);
       upstreamReply = result.reply;
       const [status, rest] = splitStatus(result.reply);
       if (result.stage === "data") {
@@ -1769,6 +1777,23 @@ export class SmtpSession {
         this.#upstream?.destroy();
         this.#upstream = null;
         return reply(451, "4.3.0", "Audit log unavailable; nothing was sent, try again later");
+      }
+      if (e instanceof SendStopped && !e.endOfDataSent && this.#endedByReload !== null) {
+        // A reload ended the session while the transaction went upstream, before its final dot: the connection was
+        // dropped, so the server discards it; nothing was delivered and the 421 that follows is the reply.
+        this.#audit({
+          command: "DATA",
+          operation: "mail:send",
+          target: messageId,
+          decision: "deny",
+          reason: `not sent: the session was ended by a reload before the end of data (${this.#endedByReload})`.slice(
+            0,
+            300,
+          ),
+        });
+        this.#upstream?.destroy();
+        this.#upstream = null;
+        return "";
       }
       const message = (e as Error).message;
       const auth = e instanceof UpstreamAuthError;

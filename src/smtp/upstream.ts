@@ -394,12 +394,15 @@ export class UpstreamSession {
    * A failed commit abandons the transaction the same way, at whatever stage it is (nothing at all is sent if it
    * failed before the call): rejects with CommitFailedError, and the connection is closed. An aborted `signal`
    * drops the connection too, at whatever stage: rejects with SendStopped, which says whether the dot had gone out.
+   * An aborted `withdraw` drops it only while the final dot has not gone out (SendStopped, nothing delivered); after
+   * the dot it changes nothing, and the server's answer is awaited as usual.
    */
   async send(
     envelope: Envelope,
     spool: MessageSource,
     gate: CommitGate,
     signal: AbortSignal | null = null,
+    withdraw: AbortSignal | null = null,
   ): Promise<SendResult> {
     this.#endOfDataSent = false;
     if (gate.state() === "failed") throw new CommitFailedError(gate.error);
@@ -407,8 +410,13 @@ export class UpstreamSession {
       this.#fail(new SendStopped(this.#endOfDataSent));
       this.#conn.destroy();
     };
+    const withdrawn = (): void => {
+      if (!this.#endOfDataSent) stop();
+    };
     if (signal?.aborted === true) stop();
+    else if (withdraw?.aborted === true) stop();
     signal?.addEventListener("abort", stop, { once: true });
+    withdraw?.addEventListener("abort", withdrawn, { once: true });
     const cancel = gate.onFail(() => this.#abandon("the audit commit failed"));
     try {
       return await this.#send(envelope, spool, gate);
@@ -423,6 +431,7 @@ export class UpstreamSession {
     } finally {
       cancel();
       signal?.removeEventListener("abort", stop);
+      withdraw?.removeEventListener("abort", withdrawn);
     }
   }
 

@@ -169,6 +169,41 @@ describe("a reload that ends the session while its message is being sent", () =>
     expect(rows.at(-1)?.[1]).toContain("upstream replied 250");
   });
 
+  test("MAIL, RCPT and DATA upstream, the dot not yet: withdrawn, nothing delivered, a deny row, the 421", async () => {
+    const p = await startTestProxy({ rules: RULES, upstreamAddr: `127.0.0.1:${relay.port}`, upstreamTls: "none" });
+    const m = marker();
+    const c = await loggedIn(p.port);
+    expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+    expect((await c.command(`RCPT TO:<withdrawn-${m}@outside.example>`)).code).toBe(250);
+    expect((await c.command("DATA")).code).toBe(354);
+    // The replay's MAIL, RCPT and DATA reach Postfix; its answers from DATA on (the 354) are held.
+    const held = relay.holdNext("data");
+    const dots = relay.dotsForwarded;
+    c.write(dataPayload(message({ From: "alice@mailgator.test", Subject: `withdrawn ${m}` }, `Hello ${m}\n`)));
+    await held;
+    reloadElsewhere(p);
+    const ended = await c.reply();
+    expect([ended.code, ended.lines.join(" ")]).toEqual([
+      421,
+      "4.3.2 Configuration changed; this session ends, log in again",
+    ]);
+    await c.waitClosed();
+    // Postfix's 354 now finds the connection dropped: neither the content nor the dot follows it.
+    relay.releaseReply();
+    const rows = (await p.rows()).filter((r) => r.command === "DATA").map((r) => [r.decision, r.reason]);
+    await p.close();
+    expect(rows[0]).toEqual(["allow", "every recipient allowed"]);
+    expect(rows.at(-1)).toEqual([
+      "deny",
+      expect.stringContaining(
+        "not sent: the session was ended by a reload before the end of data (the upstream server changed",
+      ),
+    ]);
+    await Bun.sleep(2000);
+    expect(relay.dotsForwarded).toBe(dots);
+    expect(sinkCopies(`Hello ${m}`)).toHaveLength(0);
+  });
+
   test("still connecting upstream (vault mode): nothing is sent, a deny row, and the 421 answers the dot", async () => {
     const token = `mg_${marker()}`;
     const p = await startTestProxy({
