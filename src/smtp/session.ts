@@ -425,7 +425,9 @@ export class SmtpSession {
           // it has caught up, as on the IMAP listener (docs/reliability.md "Output back-pressure").
           if (this.#ctx.audit.queued > AUDIT_BACKLOG_PAUSE_ROWS) {
             await waitForAuditBacklog(this.#ctx.audit);
-            if (this.#closing) break;
+            // Shutdown or a reload that ends the session came during the wait: this command has not started, so
+            // it does not run; the 421 (below) is its answer.
+            if (this.#closing || this.#endAfterCommand) break;
           }
           const pending = this.#line(event.line.toString("latin1"));
           if (pending !== undefined) await pending;

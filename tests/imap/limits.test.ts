@@ -496,6 +496,34 @@ describe("hostile input", () => {
     }
   });
 
+  for (const end of ["reload", "shutdown"] as const) {
+    test(`a command waiting for the backlog when a ${end} ends the session does not run: * BYE`, async () => {
+      const backlog = backlogAudit();
+      const q = await startTestProxy({ wrapAudit: backlog.wrap });
+      let closing: Promise<void> | null = null;
+      try {
+        const c = await RawImap.login(q.port, mailbox);
+        backlog.setQueued(AUDIT_BACKLOG_PAUSE_ROWS + 1);
+        c.write("n SELECT INBOX\r\n");
+        await backlog.flushing;
+        // Another upstream (plain instead of TLS) ends every session (docs/operations.md "Reload").
+        if (end === "reload") expect(q.reload({ wrapAudit: backlog.wrap, upstreamTls: "none" })).toBe(1);
+        else closing = q.proxy.close();
+        backlog.release();
+        const out = await c.readUntil(() => false, 5000);
+        expect(c.closed).toBe(true);
+        expect(out).toContain(end === "reload" ? "* BYE Configuration changed" : "* BYE Server shutting down");
+        expect(out).not.toContain("n OK");
+        expect(out).not.toContain("EXISTS");
+        await closing;
+        expect((await q.rows()).filter((r) => r.command === "SELECT")).toEqual([]);
+      } finally {
+        await closing;
+        await q.close();
+      }
+    });
+  }
+
   for (const [what, start] of [
     ["an AUTHENTICATE response", (c: RawImap) => c.write("a AUTHENTICATE PLAIN\r\n")],
     [

@@ -15,6 +15,7 @@ import { backlogAudit } from "../fixtures/audit-backlog.ts";
 import {
   CORP_ONLY_RULES,
   dataPayload,
+  loggedIn,
   marker,
   message,
   RawClient,
@@ -25,6 +26,12 @@ import {
 } from "./helpers.ts";
 
 const FLOOD = 300;
+
+const EVERYTHING = `
+[[rules]]
+name = "everything"
+action = "allow"
+`;
 /** Each agent's own token (two agents may not share one: a config error). */
 const tokens = new Map<string, string>();
 function tokenOf(agent: string): string {
@@ -345,4 +352,34 @@ describe("the audit log's backlog", () => {
       await p.close();
     }
   });
+
+  for (const end of ["reload", "shutdown"] as const) {
+    test(`a command waiting for the backlog when a ${end} ends the session does not run: a 421`, async () => {
+      const backlog = backlogAudit();
+      const p = await startTestProxy({ rules: EVERYTHING, wrapAudit: backlog.wrap });
+      let closing: Promise<void> | null = null;
+      try {
+        const c = await loggedIn(p.port);
+        backlog.setQueued(AUDIT_BACKLOG_PAUSE_ROWS + 1);
+        const mail = c.command("MAIL FROM:<alice@mailgator.test>");
+        await backlog.flushing;
+        if (end === "reload") {
+          // Another upstream address: every session ends (docs/operations.md "Reload").
+          const config = p.config;
+          p.proxy
+            .prepareReload({ ...config, smtp: { ...config.smtp!, upstreamAddr: { host: "127.0.0.1", port: 1 } } })
+            .commit();
+        } else closing = p.proxy.close();
+        backlog.release();
+        expect((await mail).raw).toStartWith(end === "reload" ? "421 4.3.2 Configuration changed" : "421 4.3.2");
+        await c.waitClosed();
+        await closing;
+        // The MAIL FROM was never decided: no row of it.
+        expect((await p.rows()).filter((r) => r.command === "MAIL FROM")).toEqual([]);
+      } finally {
+        await closing;
+        await p.close();
+      }
+    });
+  }
 });
