@@ -8,6 +8,7 @@
 import { randomBytes } from "node:crypto";
 import type { AccountCredentials } from "../accounts/index.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
+import { agentMailboxes } from "../config/index.ts";
 import { ownEntry } from "../config/names.ts";
 import type { Config } from "../config/types.ts";
 import { errorMessage, moduleLogger } from "../log.ts";
@@ -99,6 +100,32 @@ export function approvalEvent(
     configRevision: ctx.config.revision,
     detail,
   };
+}
+
+/**
+ * At start and after each reload: when the config in force lets an agent read a mailbox that no agent could read when
+ * the links were last checked, the link of every message still held is withdrawn (ApprovalStore.
+ * withdrawLinksForNewReaders), each with an `APPROVAL LINK WITHDRAWN` row: a notice sent earlier may lie, link and
+ * all, in that mailbox (docs/approvals.md "Links"). Returns how many were withdrawn.
+ */
+export function withdrawExposedLinks(ctx: ApprovalContext): number {
+  const rows = ctx.store.withdrawLinksForNewReaders(agentMailboxes(ctx.config));
+  for (const row of rows)
+    ctx.audit.record(
+      approvalEvent(
+        ctx,
+        row,
+        "APPROVAL LINK WITHDRAWN",
+        "deny",
+        "an agent can now read a mailbox its notice may lie in; decide with `mailgator approvals`",
+      ),
+    );
+  if (rows.length > 0)
+    moduleLogger("approvals").warn(
+      `${rows.length} approval link(s) withdrawn: an agent can now read a mailbox that may hold their notices ` +
+        "(decide with `mailgator approvals`, or the links of notices sent from now on)",
+    );
+  return rows.length;
 }
 
 /** A held message's bytes as the replay reads them: blocks of at most SPOOL_BLOCK octets. */

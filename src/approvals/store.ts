@@ -134,6 +134,8 @@ export interface ApprovalRow {
   /** Every approver's notice was accepted upstream (docs/approvals.md "Notices"). */
   readonly notified: boolean;
   readonly updated: number;
+  /** How many times its link was withdrawn (docs/approvals.md "Links"): a link of an earlier one no longer works. */
+  readonly linkGeneration: number;
 }
 
 const SCHEMA = `CREATE TABLE IF NOT EXISTS approvals (
@@ -152,7 +154,17 @@ const SCHEMA = `CREATE TABLE IF NOT EXISTS approvals (
   token_used     INTEGER NOT NULL DEFAULT 0,
   updated        INTEGER NOT NULL,
   notified       INTEGER NOT NULL DEFAULT 0,
-  claimed_by     TEXT
+  claimed_by     TEXT,
+  link_generation INTEGER NOT NULL DEFAULT 0
+)`;
+
+/**
+ * The mailboxes agents could read when the approval links were last checked (`withdrawLinksForNewReaders`): each
+ * HMAC-SHA256 of the mailbox (mailboxOf in src/config/load.ts) under a key derived from the secrets key, so no address
+ * is in clear; and the empty string, which says that a set was recorded at all.
+ */
+const READERS_SCHEMA = `CREATE TABLE IF NOT EXISTS approval_link_readers (
+  reader TEXT PRIMARY KEY
 )`;
 
 /**
@@ -183,6 +195,7 @@ interface RawRow {
   token_used: number;
   updated: number;
   notified: number;
+  link_generation: number;
 }
 
 function toRow(r: RawRow): ApprovalRow {
@@ -201,6 +214,7 @@ function toRow(r: RawRow): ApprovalRow {
     upstreamReply: r.upstream_reply,
     notified: r.notified !== 0,
     updated: r.updated,
+    linkGeneration: r.link_generation,
   };
 }
 
@@ -226,6 +240,7 @@ export class ApprovalStore {
   readonly state: SealedStore;
   readonly #tokenKey: Buffer;
   readonly #noticeKey: Buffer;
+  readonly #readerKey: Buffer;
 
   constructor(state: SealedStore) {
     this.state = state;
@@ -241,10 +256,15 @@ export class ApprovalStore {
       // process's at the next start, as before (`recover`).
       if (!columns.some((c) => c.name === "claimed_by"))
         state.db.run("ALTER TABLE approvals ADD COLUMN claimed_by TEXT");
+      // A database made before links could be withdrawn: every link is of the first generation.
+      if (!columns.some((c) => c.name === "link_generation"))
+        state.db.run("ALTER TABLE approvals ADD COLUMN link_generation INTEGER NOT NULL DEFAULT 0");
       state.db.run(NOTICES_SCHEMA);
+      state.db.run(READERS_SCHEMA);
     });
     this.#tokenKey = state.deriveKey("mailgator approval links v1");
     this.#noticeKey = state.deriveKey("mailgator approval notices v1");
+    this.#readerKey = state.deriveKey("mailgator approval link readers v1");
   }
 
   /**
@@ -630,13 +650,56 @@ export class ApprovalStore {
   // the message's hash and its expiry; single use (token_used).
 
   token(row: ApprovalRow): string {
-    return createHmac("sha256", this.#tokenKey).update(`${row.id}\0${row.sha256}\0${row.expires}`).digest("base64url");
+    // A withdrawn link's successor covers its generation too; the first generation's is as it always was.
+    const generation = row.linkGeneration === 0 ? "" : `\0${row.linkGeneration}`;
+    return createHmac("sha256", this.#tokenKey)
+      .update(`${row.id}\0${row.sha256}\0${row.expires}${generation}`)
+      .digest("base64url");
+  }
+
+  /**
+   * Records `mailboxes`, the mailboxes agents can read under the config in force, and when one of them was not among
+   * those recorded before, withdraws the link of every message still held, in the same transaction: a notice sent
+   * earlier, link and all, may lie in that mailbox (an approver's address, or the Sent folder of the account it was
+   * sent as), and the link is all it takes to approve (docs/approvals.md "Links"). The withdrawn links stop working;
+   * a notice sent from now on carries the next one. Returns the messages whose links were withdrawn. The first set
+   * recorded withdraws nothing: there is none to compare it with.
+   */
+  withdrawLinksForNewReaders(mailboxes: Iterable<string>): ApprovalRow[] {
+    const readers = new Set<string>();
+    for (const m of mailboxes) readers.add(createHmac("sha256", this.#readerKey).update(m).digest("base64url"));
+    return this.state.transaction(() => {
+      const known = new Set(
+        (this.state.db.query("SELECT reader FROM approval_link_readers").all() as { reader: string }[]).map(
+          (r) => r.reader,
+        ),
+      );
+      const recorded = known.has("");
+      const grew = [...readers].some((r) => !known.has(r));
+      if (!grew && recorded && known.size === readers.size + 1) return [];
+      this.state.db.run("DELETE FROM approval_link_readers");
+      const insert = this.state.db.query("INSERT INTO approval_link_readers (reader) VALUES (?)");
+      insert.run("");
+      for (const r of readers) insert.run(r);
+      if (!recorded || !grew) return [];
+      const rows = this.state.db
+        .query("UPDATE approvals SET link_generation = link_generation + 1 WHERE state = 'held' RETURNING *")
+        .all() as RawRow[];
+      return rows.map(toRow);
+    });
   }
 
   tokenValid(row: ApprovalRow, token: string): boolean {
     const want = Buffer.from(this.token(row));
     const got = Buffer.from(token);
     return got.length === want.length && timingSafeEqual(got, want);
+  }
+
+  /** Whether `token` is the link of one of the row's earlier, withdrawn generations (withdrawLinksForNewReaders). */
+  tokenWithdrawn(row: ApprovalRow, token: string): boolean {
+    for (let generation = 0; generation < row.linkGeneration; generation++)
+      if (this.tokenValid({ ...row, linkGeneration: generation }, token)) return true;
+    return false;
   }
 
   tokenUsed(id: string): boolean {

@@ -4,7 +4,7 @@ export type { ConfigProblem } from "./errors.ts";
 export { ConfigError, formatProblem, formatProblems } from "./errors.ts";
 export { CONFIG_ENV, findConfig, LOCAL_CONFIG, SYSTEM_CONFIG } from "./find.ts";
 export type { LoadOptions } from "./load.ts";
-export { agentReading, agentSending, loadConfig, parseConfig } from "./load.ts";
+export { agentMailboxes, agentReading, agentSending, loadConfig, parseConfig } from "./load.ts";
 export { ownEntry } from "./names.ts";
 export type { RuleContext, RuleProblem } from "./rules.ts";
 export { assertRules, configRuleProblems, ruleProblems } from "./rules.ts";

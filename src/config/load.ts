@@ -1025,6 +1025,21 @@ export function agentReading(
 }
 
 /**
+ * Every mailbox a vault agent can read through the proxy: its account's `username` and `identities`, as mailboxOf
+ * reads them. An address is agentReading's exactly when its mailbox is one of these, and an account is agentSending's
+ * when one of its own is (docs/approvals.md "Links").
+ */
+export function agentMailboxes(config: Pick<Config, "agents" | "accounts">): Set<string> {
+  const out = new Set<string>();
+  for (const agent of config.agents) {
+    const account = ownEntry(config.accounts, agent.account);
+    if (account === undefined) continue;
+    for (const mine of [account.username, ...account.identities]) out.add(mailboxOf(mine));
+  }
+  return out;
+}
+
+/**
  * The agent that reads the mailbox account `name` sends from: one that uses the account, or whose account's login or
  * identities are the same mailbox as its login or identities (another `[accounts]` entry for that mailbox). A notice
  * sent as such an account may leave a copy, approval link and all, in a Sent folder that agent reads

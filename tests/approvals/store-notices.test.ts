@@ -156,3 +156,41 @@ test("reservePlace counts places taken beside the stored messages, folding case 
     state.close();
   }
 });
+
+test("links are withdrawn when a mailbox agents read joins the recorded set, not at the first record", async () => {
+  const { state } = open();
+  try {
+    const store = new ApprovalStore(state);
+    const now = Date.now();
+    const held = await store.hold(HELD, RULE, now + 60_000, now);
+    const decided = await store.hold(HELD, RULE, now + 60_000, now);
+    expect(store.deny(decided.id, "boss", null, now)).toBe("held");
+    expect(store.row(decided.id)!.state).toBe("denied");
+    const link = store.token(store.row(held.id)!);
+    // The first set recorded has nothing to be compared with; the same set again, or a smaller one, withdraws nothing.
+    expect(store.withdrawLinksForNewReaders(["bot@corp.test"])).toEqual([]);
+    expect(store.withdrawLinksForNewReaders(["bot@corp.test"])).toEqual([]);
+    expect(store.withdrawLinksForNewReaders([])).toEqual([]);
+    expect(store.tokenValid(store.row(held.id)!, link)).toBe(true);
+    // A mailbox not in the set recorded last (the shrunk one): every held message's link, and only those.
+    const withdrawn = store.withdrawLinksForNewReaders(["bot@corp.test"]);
+    expect(withdrawn.map((r) => [r.id, r.linkGeneration])).toEqual([[held.id, 1]]);
+    expect(store.row(decided.id)!.linkGeneration).toBe(0);
+    const row = store.row(held.id)!;
+    expect(store.tokenValid(row, link)).toBe(false);
+    expect(store.tokenWithdrawn(row, link)).toBe(true);
+    const next = store.token(row);
+    expect(next).not.toBe(link);
+    expect(store.tokenValid(row, next)).toBe(true);
+    expect(store.tokenWithdrawn(row, next)).toBe(false);
+    expect(store.tokenWithdrawn(row, "x".repeat(next.length))).toBe(false);
+    // Recorded: the same set again withdraws nothing more.
+    expect(store.withdrawLinksForNewReaders(["bot@corp.test"])).toEqual([]);
+    // The addresses are not kept in clear.
+    const kept = state.db.query("SELECT reader FROM approval_link_readers").all() as { reader: string }[];
+    expect(kept.map((r) => r.reader)).not.toContain("bot@corp.test");
+    expect(kept).toHaveLength(2);
+  } finally {
+    state.close();
+  }
+});

@@ -11,7 +11,7 @@ import { type AccountCredentials, openAccountCredentials } from "../../accounts/
 import { auditHealthy, auditRowsQueued, auditRowsWritten, countReload, setHeldApprovals } from "../../admin/metrics.ts";
 import { type AdminServer, type HealthReport, registerAdminRoute, startAdmin } from "../../admin/server.ts";
 import { Notifier } from "../../approvals/notify.ts";
-import { type ApprovalContext, expireDue, recover } from "../../approvals/service.ts";
+import { type ApprovalContext, expireDue, recover, withdrawExposedLinks } from "../../approvals/service.ts";
 import { type ApprovalRow, ApprovalStore } from "../../approvals/store.ts";
 import { type ApprovalPage, approvalPage } from "../../approvals/web.ts";
 import { AuditLog } from "../../audit/index.ts";
@@ -217,6 +217,8 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
   let expiry: ReturnType<typeof setInterval> | null = null;
   let notifier: Notifier | null = null;
   let approvalsPage: ApprovalPage | null = null;
+  /** The approvals whose links a reload may withdraw (withdrawExposedLinks); null when no rule asks. */
+  let linkContext: ApprovalContext | null = null;
   // The config in force: what a reload swaps in is what the approvals below and the proxies read.
   const live = new LiveConfig(config, policy);
   // `config` is read at each use: approvers, notices and replays follow a reload (docs/approvals.md).
@@ -279,6 +281,10 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
     const released = store.releaseUsedTokens();
     if (released > 0)
       log.info(`approvals: ${released} link(s) in use when the process stopped work again (their messages are held)`);
+    // Before any notice goes out: a link an agent may read since the last run is withdrawn (docs/approvals.md
+    // "Links").
+    withdrawExposedLinks(actx);
+    linkContext = actx;
     lookAfterHeld(actx, () => setHeldApprovals(store.list().filter((r) => r.state === "held").length));
     // Approvers not told before the last stop (or crash) are told now; expired messages were just expired
     // (docs/approvals.md "Notices").
@@ -341,6 +347,9 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
           sealed: state === null ? null : { path: config.state.path, secretsFile: config.state.secretsFile },
           admin: config.admin,
         });
+        // The reloaded agents may read a mailbox a notice went to (docs/approvals.md "Links"): checked before this
+        // turn ends, so no decision comes between.
+        if (linkContext !== null) withdrawExposedLinks(linkContext);
         writeStatusFile(statusFile, config.file, result, (m) => log.error(m));
         emitReload(result);
       })
