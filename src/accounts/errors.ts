@@ -25,3 +25,15 @@ export class AccountTemporarilyUnavailable extends Error {
     this.retryAt = retryAt;
   }
 }
+
+/**
+ * What an agent is told when its account has no credential to give (docs/imap.md, docs/smtp.md "OAuth2 accounts"):
+ * that its owner must log in again, or to come back later. Never the token endpoint's own answer (its error code and
+ * description are the owner's: the audit log, `mailgator account status`). Null for any other error.
+ */
+export function agentReason(error: unknown): string | null {
+  if (error instanceof AccountNeedsReauthorization)
+    return `Account ${error.account} needs re-authorization by its owner (mailgator account login ${error.account})`;
+  if (error instanceof AccountTemporarilyUnavailable) return "Upstream login temporarily unavailable; try again later";
+  return null;
+}

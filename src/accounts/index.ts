@@ -8,13 +8,14 @@
  *
  * credentialFor never returns an expired access token. It throws AccountNeedsReauthorization (the grant was revoked;
  * the message names `mailgator account login NAME`) or AccountTemporarilyUnavailable (the token endpoint is down;
- * retried with backoff): the proxies answer the agent with a temporary failure carrying the message. When the
+ * retried with backoff): the proxies answer the agent with a temporary failure in the words of `agentReason(error)`,
+ * never the message, which holds the token endpoint's answer and is for the owner's log and audit. When the
  * upstream refuses an access token that had not expired, call `reportRejected(account, token)` and ask again once:
  * the next credentialFor fetches a new token. Refreshes are single-flight per account and happen ahead of expiry.
  */
 
 export type { Credential, CredentialsOptions } from "./credentials.ts";
 export { AccountCredentials } from "./credentials.ts";
-export { AccountNeedsReauthorization, AccountTemporarilyUnavailable } from "./errors.ts";
+export { AccountNeedsReauthorization, AccountTemporarilyUnavailable, agentReason } from "./errors.ts";
 export { accountLoginKey, reloadEndReason, type SessionLogin } from "./identity.ts";
 export { openAccountCredentials } from "./open.ts";

@@ -8,7 +8,7 @@
  */
 
 import { randomBytes } from "node:crypto";
-import { accountLoginKey, reloadEndReason, type SessionLogin } from "../accounts/index.ts";
+import { accountLoginKey, agentReason, reloadEndReason, type SessionLogin } from "../accounts/index.ts";
 import type { AuditEvent } from "../audit/index.ts";
 import { AuditUnavailableError, waitForAuditBacklog } from "../audit/index.ts";
 import { ownEntry } from "../config/names.ts";
@@ -939,8 +939,10 @@ export class ImapSession implements LoginSession, CompressSession {
         reason,
       });
     if (error instanceof UpstreamError) {
-      this.log.warn(`session ${this.id}: ${error.message}`);
-      errorRow(error.message);
+      // The message is the agent's; a cause (an OAuth2 token request's failure) is for the log and the row only.
+      const detail = error.cause instanceof Error ? `${error.message}: ${error.cause.message}` : error.message;
+      this.log.warn(`session ${this.id}: ${detail}`);
+      errorRow(detail);
       return this.#bye(`Upstream server unavailable: ${error.message}`);
     }
     this.log.error(`session ${this.id}: ${cmd.name} failed: ${(error as Error)?.stack ?? String(error)}`);
@@ -1231,7 +1233,11 @@ export class ImapSession implements LoginSession, CompressSession {
       );
       const ok = await loginUpstream(aux).catch((error: unknown) => {
         aux.close();
-        throw error instanceof UpstreamError ? error : new UpstreamError((error as Error).message);
+        if (error instanceof UpstreamError) throw error;
+        // An OAuth2 account without a token: the agent is told what its LOGIN would have been told (docs/imap.md
+        // "OAuth2 accounts"); the token endpoint's answer is kept as the cause, for the log and the audit row.
+        const shown = agentReason(error);
+        throw shown === null ? new UpstreamError((error as Error).message) : new UpstreamError(shown, { cause: error });
       });
       if (!ok) {
         aux.close();

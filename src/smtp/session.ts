@@ -14,6 +14,7 @@ import {
   type AccountCredentials,
   AccountNeedsReauthorization,
   accountLoginKey,
+  agentReason,
   reloadEndReason,
   type SessionLogin,
 } from "../accounts/index.ts";
@@ -1799,6 +1800,9 @@ export class SmtpSession {
       }
       const message = (e as Error).message;
       const auth = e instanceof UpstreamAuthError;
+      // An OAuth2 account without a token (a new login at DATA): the words of AUTH's 454 (docs/smtp.md "OAuth2
+      // accounts"); the token endpoint's answer is the owner's, in the row below.
+      const shown = agentReason(e);
       this.#audit({
         command: "DATA",
         operation: "mail:send",
@@ -1810,6 +1814,7 @@ export class SmtpSession {
         moduleLogger("smtp").error(`session ${this.id}: upstream: ${message}`);
       this.#upstream?.destroy();
       this.#upstream = null;
+      if (shown !== null) return reply(451, "4.7.0", shown);
       return reply(451, auth ? "4.7.0" : "4.4.1", `Upstream unavailable: ${message}; try again later`);
     }
     const ok = upstreamReply.code >= 200 && upstreamReply.code < 300;
