@@ -729,9 +729,13 @@ export class ApprovalStore {
       .changes;
   }
 
-  /** Gives the link back after a POST that could not send (the message is still held): it may be used again. */
+  /**
+   * Gives the link back after a POST that decided nothing (it could not send, or another decider had the message):
+   * it may be used again. Whatever the state: the page checks the state before the link, so a link given back opens
+   * only a message that is held (again).
+   */
   releaseToken(id: string): void {
-    this.state.db.query("UPDATE approvals SET token_used = 0 WHERE id = ? AND state = 'held'").run(id);
+    this.state.db.query("UPDATE approvals SET token_used = 0 WHERE id = ?").run(id);
   }
 }
 

@@ -216,7 +216,11 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
           `<p>The message is still held: ${html(result.reason)}</p><p>This link can be used again.</p>`,
         );
       }
-      if (result.outcome !== "denied") return decided(ctx.store.row(id)!);
+      if (result.outcome !== "denied") {
+        // Another decider had it: this POST decided nothing, and the link is given back (it may be held again).
+        ctx.store.releaseToken(id);
+        return decided(ctx.store.row(id)!);
+      }
       return page(200, "Denied", "<p>The message was discarded; nothing was sent.</p>");
     }
     const result = await approve(ctx, id, by, cut.signal);
@@ -257,6 +261,10 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
         "Approved, not sent",
         `<p>The upstream server refused it: ${shown(result.reply)}</p>${unrecorded}`,
       );
+    // Refused: another decider had it (`mailgator approvals approve` sending it, say), or it expired. This POST
+    // decided nothing, so the link is given back: should that replay end with the message held again (a 4xx from
+    // the upstream), the link is the approvers' way to decide it.
+    ctx.store.releaseToken(id);
     if (result.outcome === "refused" && result.state === "expired")
       return page(410, "Expired", "<p>This message expired before anyone decided; it was discarded.</p>");
     return decided(ctx.store.row(id)!);
