@@ -120,7 +120,7 @@ test("a reload giving an agent the notices' account withdraws the links sent; th
     const mark = served.logs().length;
     process.kill(served.proc.pid, "SIGHUP");
     expect(await served.waitForLog(/reloaded |reload failed/, mark)).toMatch(/reloaded /);
-    expect(served.logs().slice(mark)).toContain("1 approval link(s) withdrawn");
+    expect(await served.waitForLog(/approval link\(s\) withdrawn/, mark)).toContain("1 approval link(s) withdrawn");
     const page = await fetch(link);
     expect(page.status).toBe(403);
     expect(await page.text()).toContain("This link was withdrawn");
@@ -137,6 +137,8 @@ test("a reload giving an agent the notices' account withdraws the links sent; th
     const again = served.logs().length;
     process.kill(served.proc.pid, "SIGHUP");
     expect(await served.waitForLog(/reloaded |reload failed/, again)).toMatch(/reloaded /);
+    // A withdrawal is logged in the reload's own turn, just after its "reloaded" line: well within this wait.
+    await Bun.sleep(1000);
     expect(served.logs().slice(again)).not.toContain("link(s) withdrawn");
 
     const audit = runCli(["audit", "-c", file, "--json", "--command", "APPROVAL LINK WITHDRAWN"]);
