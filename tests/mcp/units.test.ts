@@ -5,7 +5,7 @@
  */
 
 import { describe, expect, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parseConfig } from "../../src/config/index.ts";
@@ -32,6 +32,7 @@ import {
 } from "../../src/mcp/message.ts";
 import { agentTools } from "../../src/mcp/tools.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
+import { SECRET_FILE_MAX_BYTES } from "../../src/runtime/secret-file.ts";
 import { MessageInspector } from "../../src/smtp/inspect.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 
@@ -528,11 +529,37 @@ action = "allow"
 
   test("starts with the token from --token-file and an unreadable account password file, and ends with stdin", () => {
     const file = join(dir, "token");
-    writeFileSync(file, `${token}\n`);
+    writeFileSync(file, `${token}\n`, { mode: 0o600 });
     const r = run(["--agent", "desk", "-c", vault, "--token-file", file]);
     expect(r.stderr).toBe("");
     expect(r.code).toBe(0);
   }, 20_000);
+
+  test("a token or password file others can read, not a regular file, or too large is a usage error", () => {
+    const open = join(dir, "token-0644");
+    writeFileSync(open, `${token}\n`, { mode: 0o644 });
+    chmodSync(open, 0o644);
+    const large = join(dir, "token-large");
+    writeFileSync(large, `${token}\n${"x".repeat(SECRET_FILE_MAX_BYTES)}`, { mode: 0o600 });
+    const atLimit = join(dir, "token-at-limit");
+    writeFileSync(atLimit, `${token}\n`.padEnd(SECRET_FILE_MAX_BYTES, "x"), { mode: 0o600 });
+    const cases: [string[], Record<string, string>, string][] = [
+      [["--agent", "desk", "-c", vault, "--token-file", open], {}, "readable by group or others"],
+      [["--agent", "desk", "-c", vault, "--token-file", "/dev/zero"], {}, "is not a regular file"],
+      [["--agent", "desk", "-c", vault, "--token-file", large], {}, `larger than ${SECRET_FILE_MAX_BYTES} bytes`],
+      [["--agent", "me@corp.test", "-c", passThrough, "--password-file", open], {}, "readable by group or others"],
+    ];
+    for (const [args, env, message] of cases) {
+      const r = run(args, env);
+      expect([args.join(" "), r.code]).toEqual([args.join(" "), 2]);
+      expect(r.stderr).toContain(message);
+      expect(r.stdout).toBe("");
+    }
+    // A file of exactly SECRET_FILE_MAX_BYTES is read.
+    const r = run(["--agent", "desk", "-c", vault, "--token-file", atLimit]);
+    expect(r.stderr).toBe("");
+    expect(r.code).toBe(0);
+  }, 60_000);
 });
 
 describe("quoted-printable (RFC 2045 §6.7)", () => {

@@ -3,9 +3,9 @@
  * protocol channel: nothing else may be written to it once the server runs.
  */
 
-import { readFileSync } from "node:fs";
 import { findConfig, loadConfig } from "../../config/index.ts";
 import { runAgentMcp } from "../../mcp/agent.ts";
+import { readSecretFile } from "../../runtime/secret-file.ts";
 import { type CommandContext, EXIT_OK, parse, UsageError } from "../args.ts";
 
 export const usage = `Usage: mailgator mcp --agent NAME [-c FILE]
@@ -41,13 +41,13 @@ export const TOKEN_ENV = "MAILGATOR_TOKEN";
 /** The environment variable holding the upstream password (pass-through mode). */
 export const PASSWORD_ENV = "MAILGATOR_PASSWORD";
 
+/**
+ * The first line of a token or password file, read as the config's secret files are (readSecretFile: regular, at
+ * most SECRET_FILE_MAX_BYTES, readable by its owner alone; docs/mcp.md "Client configuration").
+ */
 function firstLine(file: string, flag: string): string {
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (e) {
-    throw new UsageError(`${flag}: cannot read ${JSON.stringify(file)} (${(e as NodeJS.ErrnoException).code ?? e})`);
-  }
+  const text = readSecretFile(file);
+  if (typeof text !== "string") throw new UsageError(`${flag}: ${text.problem}`);
   return text.split(/\r?\n/)[0] ?? "";
 }
 
