@@ -891,10 +891,18 @@ function approvalsConfig(raw: RawConfig, problems: Problems): ApprovalsConfig {
     try {
       url = new URL(a.base_url);
     } catch {}
-    if (url === null || (url.protocol !== "https:" && url.protocol !== "http:") || url.search || url.hash)
+    // A bare `?` or `#` leaves `search` and `hash` empty, yet every link built on it would lead nowhere; a user name
+    // or password would be in every notice.
+    if (
+      url === null ||
+      (url.protocol !== "https:" && url.protocol !== "http:") ||
+      /[?#]/.test(a.base_url) ||
+      url.username !== "" ||
+      url.password !== ""
+    )
       problems.add(
         ["approvals", "base_url"],
-        `expected an http:// or https:// URL without query or fragment, got ${JSON.stringify(a.base_url)}`,
+        `expected an http:// or https:// URL without query, fragment or credentials, got ${JSON.stringify(a.base_url)}`,
       );
     else baseUrl = a.base_url.replace(/\/+$/, "");
   }

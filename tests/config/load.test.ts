@@ -410,6 +410,13 @@ describe("errors a person can act on", () => {
         `mailgator.toml:6:14: approvals.groups.m.recipients[0]: expected an email address`,
       ],
     ],
+    ...["https://host/?", "https://host/#", "https://host/?a=b", "https://user:secret@host/"].map(
+      (url): [string, string, string[]] => [
+        `approvals base_url ${url}`,
+        `[approvals]\nbase_url = "${url}"\n`,
+        [`mailgator.toml:2:12: approvals.base_url: expected an http:// or https:// URL without query, fragment or`],
+      ],
+    ),
     [
       "approvals timeout past 30 days",
       `[approvals]\ntimeout = "31d"\n`,
