@@ -57,6 +57,8 @@ interface Pending {
   plusWaiting: boolean;
   resolve(status: StatusResponse): void;
   reject(error: Error): void;
+  /** An ENABLE's capabilities, upper-cased: what its `* ENABLED` may name (RFC 5161 §3.2); null for other commands. */
+  enables: ReadonlySet<string> | null;
   /** When the session fails if the tagged reply has not come (performance.now(); Infinity: never). */
   deadline: number;
   /** What the failure says then. */
@@ -337,6 +339,7 @@ export class UpstreamSession {
         resolve(s);
       };
       const pending = this.#pendingOf(tag, onData, rounds.slice(1), onChallenge, done, reject, timeoutMs);
+      if (command.name === "ENABLE") pending.enables = new Set(command.capabilities.map((c) => c.toUpperCase()));
       this.#pending = pending;
       if (gate !== null && pending.rounds.length > 0) this.#holdLiterals(pending, gate);
       for (const chunk of rounds[0]!) this.#conn.write(chunk);
@@ -427,7 +430,19 @@ export class UpstreamSession {
     const deadline = timeoutMs > 0 ? performance.now() + timeoutMs : Number.POSITIVE_INFINITY;
     this.#arm(deadline);
     const expiry = "the upstream server did not answer in time";
-    return { tag, onData, rounds, onChallenge, gateOpen: null, plusWaiting: false, resolve, reject, deadline, expiry };
+    return {
+      tag,
+      onData,
+      rounds,
+      onChallenge,
+      gateOpen: null,
+      plusWaiting: false,
+      enables: null,
+      resolve,
+      reject,
+      deadline,
+      expiry,
+    };
   }
 
   /** Makes sure the watchdog fires by `deadline`. */
@@ -640,6 +655,17 @@ export class UpstreamSession {
         this.#onContinue();
       }
       return;
+    }
+    // What upstream sends next depends on what is enabled there. QRESYNC never is (docs/protocol.md §2): a VANISHED
+    // stands for expunges the mailbox model cannot apply (§3), so every later sequence number could name another
+    // message, a hidden one among them; and an ENABLED may name only what its ENABLE asked for (RFC 5161 §3.2). Either
+    // ends the session rather than go on with a model that may be wrong.
+    if (r.type === "VANISHED")
+      return this.#fail(new UpstreamError("the upstream server sent VANISHED, but QRESYNC was never enabled"));
+    if (r.type === "ENABLED") {
+      const extra = r.capabilities.find((c) => pending?.enables?.has(c.toUpperCase()) !== true);
+      if (extra !== undefined)
+        return this.#fail(new UpstreamError(`the upstream server enabled ${extra}, which the proxy did not ask for`));
     }
     if (r.type === "status" && r.tag !== null) {
       if (pending === null || r.tag !== pending.tag)

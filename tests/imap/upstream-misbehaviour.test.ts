@@ -1,0 +1,128 @@
+/**
+ * An upstream server that sends what the proxy never asked for (docs/protocol.md §0, "Fail closed"): a scripted
+ * upstream, since Dovecot does not misbehave so. INBOX is filtered: UID 1 and 3 are from notifications@ (visible),
+ * UID 2 from someone else (hidden).
+ */
+
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { createServer, type Server, type Socket } from "node:net";
+import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+
+const RULES = `
+[[rules]]
+name = "notifications"
+folders = ["INBOX"]
+from = "notifications@*"
+action = "allow"
+operations = ["read"]
+
+[[rules]]
+name = "plain"
+folders = ["Plain"]
+action = "allow"
+
+[[rules]]
+name = "deny"
+action = "deny"
+`;
+
+const CAPS = "IMAP4rev1 LOGIN UIDPLUS UNSELECT CONDSTORE";
+const SYSTEM = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
+const FROM: Record<number, string> = {
+  1: "notifications@corp.test",
+  2: "boss@corp.test",
+  3: "notifications@corp.test",
+};
+
+/** What the scripted upstream answers to a NOOP (before its OK), and to ENABLE; set per test. */
+let onNoop = "";
+let onEnable = "";
+
+function scriptedUpstream(): Server {
+  return createServer((socket: Socket) => {
+    socket.setEncoding("latin1");
+    socket.write(`* OK [CAPABILITY ${CAPS}] scripted\r\n`);
+    let buffer = "";
+    socket.on("data", (d: string) => {
+      buffer += d;
+      for (let i = buffer.indexOf("\r\n"); i >= 0; i = buffer.indexOf("\r\n")) {
+        const line = buffer.slice(0, i);
+        buffer = buffer.slice(i + 2);
+        const [tag, name = "", sub = ""] = line.split(" ");
+        const command = name.toUpperCase() === "UID" ? `UID ${sub.toUpperCase()}` : name.toUpperCase();
+        const ok = `${tag} OK done\r\n`;
+        if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
+        else if (command === "LIST") socket.write(`* LIST (\\HasNoChildren) "/" INBOX\r\n${ok}`);
+        else if (command === "SELECT" || command === "EXAMINE")
+          socket.write(
+            `* FLAGS (${SYSTEM})\r\n* OK [PERMANENTFLAGS (${SYSTEM} \\*)] p\r\n` +
+              `* 3 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 4] n\r\n` +
+              `${tag} OK [READ-WRITE] done\r\n`,
+          );
+        else if (command === "UID SEARCH") socket.write(`* SEARCH${/ ALL$/.test(line) ? " 1 2 3" : ""}\r\n${ok}`);
+        else if (command === "UID FETCH") {
+          // Classification: the From field of the asked UIDs.
+          const [, lo, hi] = /^\S+ UID FETCH (\d+)(?::(\d+))? /.exec(line) ?? [];
+          const section = /BODY\.PEEK\[([^\]]*)\]/.exec(line)?.[1] ?? "";
+          for (let uid = Number(lo); uid <= Number(hi ?? lo); uid++) {
+            const header = `From: ${FROM[uid]}\r\n\r\n`;
+            socket.write(`* ${uid} FETCH (UID ${uid} BODY[${section}] {${header.length}}\r\n${header})\r\n`);
+          }
+          socket.write(ok);
+        } else if (command === "NOOP") socket.write(`${onNoop}${ok}`);
+        else if (command === "ENABLE") socket.write(`${onEnable}${ok}`);
+        else if (command === "LOGOUT") socket.end(`* BYE\r\n${tag} OK Logout completed\r\n`);
+        else socket.write(ok);
+      }
+    });
+    socket.on("error", () => {});
+  });
+}
+
+let upstream: Server;
+let proxy: TestProxy;
+let newRows: ReturnType<typeof auditCursor>;
+
+beforeAll(async () => {
+  upstream = scriptedUpstream();
+  await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+  const port = (upstream.address() as { port: number }).port;
+  proxy = await startTestProxy({ upstreamTls: "none", upstreamAddr: `127.0.0.1:${port}`, caFile: null, rules: RULES });
+  newRows = auditCursor(proxy);
+});
+
+afterAll(async () => {
+  await proxy?.close();
+  upstream?.close();
+});
+
+test("VANISHED, which needs QRESYNC (never enabled upstream), ends the session: no hidden flags shown", async () => {
+  const agent = await RawImap.login(proxy.port, { user: "agent", password: "secret" });
+  expect(await agent.command("s", "EXAMINE INBOX")).toContain("* 2 EXISTS\r\n");
+  await newRows();
+  // UID 1 leaves as QRESYNC would say it; upstream's message 1 is then UID 2, the hidden one, and its flags change.
+  onNoop = "* VANISHED 1\r\n* 1 FETCH (FLAGS (\\Flagged $Secret))\r\n";
+  agent.write("n NOOP\r\n");
+  // Read until the tagged reply, or until the connection closes.
+  const reply = await agent.readUntil((b) => /(^|\r\n)n /.test(b));
+  expect(reply).not.toContain("$Secret");
+  expect(reply).toStartWith("* BYE ");
+  expect(reply).not.toContain("n OK");
+  const rows = await newRows();
+  expect(rows.some((r) => r.decision === "error" && /VANISHED/.test(r.reason ?? ""))).toBe(true);
+  onNoop = "";
+});
+
+test("an ENABLED naming more than the proxy asked for ends the session", async () => {
+  const agent = await RawImap.login(proxy.port, { user: "agent", password: "secret" });
+  expect(statusOf(await agent.command("s", "EXAMINE Plain"), "s")).toStartWith("s OK");
+  await newRows();
+  onEnable = "* ENABLED CONDSTORE QRESYNC\r\n";
+  agent.write("e ENABLE CONDSTORE\r\n");
+  const reply = await agent.readUntil((b) => /(^|\r\n)e /.test(b));
+  expect(reply).toStartWith("* BYE ");
+  expect(reply).not.toContain("e OK");
+  const rows = await newRows();
+  expect(rows.some((r) => r.decision === "error" && /QRESYNC/.test(r.reason ?? ""))).toBe(true);
+  onEnable = "";
+});
