@@ -34,9 +34,10 @@ const FROM: Record<number, string> = {
   3: "notifications@corp.test",
 };
 
-/** What the scripted upstream answers to a NOOP (before its OK), and to ENABLE; set per test. */
+/** What the scripted upstream answers to a NOOP, ENABLE and STATUS (before their OK); set per test. */
 let onNoop = "";
 let onEnable = "";
+let onStatus = "";
 
 function scriptedUpstream(): Server {
   return createServer((socket: Socket) => {
@@ -52,7 +53,8 @@ function scriptedUpstream(): Server {
         const command = name.toUpperCase() === "UID" ? `UID ${sub.toUpperCase()}` : name.toUpperCase();
         const ok = `${tag} OK done\r\n`;
         if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
-        else if (command === "LIST") socket.write(`* LIST (\\HasNoChildren) "/" INBOX\r\n${ok}`);
+        else if (command === "LIST")
+          socket.write(`* LIST (\\HasNoChildren) "/" INBOX\r\n* LIST (\\HasNoChildren) "/" Plain\r\n${ok}`);
         else if (command === "SELECT" || command === "EXAMINE")
           socket.write(
             `* FLAGS (${SYSTEM})\r\n* OK [PERMANENTFLAGS (${SYSTEM} \\*)] p\r\n` +
@@ -71,6 +73,7 @@ function scriptedUpstream(): Server {
           socket.write(ok);
         } else if (command === "NOOP") socket.write(`${onNoop}${ok}`);
         else if (command === "ENABLE") socket.write(`${onEnable}${ok}`);
+        else if (command === "STATUS") socket.write(`${onStatus}${ok}`);
         else if (command === "LOGOUT") socket.end(`* BYE\r\n${tag} OK Logout completed\r\n`);
         else socket.write(ok);
       }
@@ -125,4 +128,19 @@ test("an ENABLED naming more than the proxy asked for ends the session", async (
   const rows = await newRows();
   expect(rows.some((r) => r.decision === "error" && /QRESYNC/.test(r.reason ?? ""))).toBe(true);
   onEnable = "";
+});
+
+test("STATUS passes on the folder asked about and the items asked for, nothing else upstream sends", async () => {
+  const agent = await RawImap.login(proxy.port, { user: "agent", password: "secret" });
+  // Another folder's counts (a hidden one), and an item nobody asked for, around the answer.
+  onStatus = "* STATUS Secret (MESSAGES 99)\r\n* STATUS Plain (MESSAGES 1 X-SECRET 42 UIDNEXT 7)\r\n";
+  expect(await agent.command("t", "STATUS Plain (MESSAGES UIDNEXT)")).toBe(
+    "* STATUS Plain (MESSAGES 1 UIDNEXT 7)\r\nt OK done\r\n",
+  );
+  // LIST-STATUS (RFC 5819) the same way.
+  expect(await agent.command("l", 'LIST "" Plain RETURN (STATUS (MESSAGES))')).toBe(
+    '* LIST (\\HasNoChildren) "/" Plain\r\n* STATUS Plain (MESSAGES 1)\r\nl OK LIST completed\r\n',
+  );
+  onStatus = "";
+  agent.close();
 });

@@ -13,7 +13,7 @@ import { auditedFilteredStatus } from "../filtering.ts";
 import { Refusal } from "../refusal.ts";
 import type { Response, StatusItem } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
-import { checkStatusItems } from "./shared.ts";
+import { agentStatus, checkStatusItems } from "./shared.ts";
 
 /** An upstream folder the agent may see. */
 interface Folder {
@@ -208,7 +208,7 @@ async function listStatus(s: Session, name: string, items: readonly StatusItem[]
   }
   let reply: Response | null = null;
   const st = await s.upstreamRun({ name: "STATUS", mailbox: name, items }, (r) => {
-    if (r.type === "STATUS" && r.mailbox === name) reply = r;
+    if (r.type === "STATUS") reply = agentStatus(r, name, items) ?? reply;
   });
   if (st.status !== "OK" || reply === null) return;
   s.auditRow(row);

@@ -270,6 +270,16 @@ export async function checkStatusItems(s: Session, items: readonly StatusItem[])
   await enableCondstore(s);
 }
 
+/**
+ * Upstream's STATUS response (RFC 3501 §7.2.4) as the agent gets it: null unless it is of `mailbox`, the folder asked
+ * about (another folder's counts, a hidden one's among them, would go out under that name), and with only the `items`
+ * asked for: anything else upstream puts in it is dropped, not relayed (docs/protocol.md §2).
+ */
+export function agentStatus(r: Response, mailbox: string, items: readonly StatusItem[]): Response | null {
+  if (r.type !== "STATUS" || r.mailbox !== mailbox) return null;
+  return { ...r, items: r.items.filter(([item]) => items.includes(item as StatusItem)) };
+}
+
 /** Re-numbers one upstream FETCH for the agent; null when it concerns a message the agent does not know. */
 export function agentFetch(
   s: Session,

@@ -3,7 +3,7 @@
 import { messageFilter } from "../classify.ts";
 import { auditedFilteredStatus } from "../filtering.ts";
 import type { CommandOf, Session } from "./context.ts";
-import { checkStatusItems, relayUpdate, upstreamStatus, visibleFolder } from "./shared.ts";
+import { agentStatus, checkStatusItems, relayUpdate, upstreamStatus, visibleFolder } from "./shared.ts";
 
 export async function status(s: Session, cmd: CommandOf<"STATUS">): Promise<void> {
   const p = visibleFolder(s, "STATUS", "folder:read", cmd.mailbox);
@@ -30,8 +30,9 @@ export async function status(s: Session, cmd: CommandOf<"STATUS">): Promise<void
   }
   s.auditRow(row);
   const st = await s.upstreamRun({ name: "STATUS", mailbox: cmd.mailbox, items: cmd.items }, (r) => {
-    if (r.type === "STATUS" && r.mailbox !== null) s.send({ ...r, mailbox: cmd.mailbox });
-    else relayUpdate(s, r);
+    if (r.type !== "STATUS") return relayUpdate(s, r);
+    const out = agentStatus(r, cmd.mailbox, cmd.items);
+    if (out !== null) s.send(out);
   });
   upstreamStatus(s, cmd.tag, st, true);
 }
