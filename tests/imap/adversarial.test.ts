@@ -344,6 +344,21 @@ describe("§7.19 sizes and literal8 fail closed", () => {
     raw.close();
   });
 
+  test("a literal refused under a tag that is not one (`+`, `(`) is answered untagged, not with `+`", async () => {
+    const raw = await login();
+    await unchanged(async () => {
+      // RFC 9051 §9: tag = 1*<any ASTRING-CHAR except "+">. Echoed, `+ BAD ...` would read as a continuation.
+      for (const tag of ["+", "a(b", "x{1}"]) {
+        raw.write(`${tag} APPEND Drafts {999999999}\r\n`);
+        const reply = await raw.readUntil((b) => b.includes("\r\n"));
+        expect(reply).toStartWith("* BAD [TOOBIG] ");
+        raw.take();
+      }
+      await alive(raw);
+    });
+    raw.close();
+  });
+
   for (const size of ["99999999999999999999+", "99999999+"]) {
     test(`{${size}} cannot be skipped safely: BYE`, async () => {
       const raw = await login();

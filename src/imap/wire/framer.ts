@@ -626,7 +626,8 @@ export class Framer {
   private readTagAndCommand(line: Uint8Array): void {
     const sp1 = line.indexOf(SP);
     const tagEnd = sp1 === -1 ? line.length : sp1;
-    this.tag = tagEnd > 0 && tagEnd <= 64 ? asciiUpperOrSame(line, 0, tagEnd, false) : null;
+    // Only a valid tag is echoed: `+ BAD ...` under a tag `+` would read as a continuation request.
+    this.tag = tagEnd > 0 && tagEnd <= 64 && isTag(line, tagEnd) ? asciiUpperOrSame(line, 0, tagEnd, false) : null;
     this.command = null;
     if (sp1 === -1) return;
     let sp2 = line.indexOf(SP, sp1 + 1);
@@ -672,6 +673,16 @@ export class Framer {
     this.discarding = false;
     this.state = "line";
   }
+}
+
+/** `tag` = 1*<any ASTRING-CHAR except "+"> (RFC 9051 §9): printable ASCII but SP ( ) { % * " \ and +. */
+function isTag(buf: Uint8Array, end: number): boolean {
+  for (let i = 0; i < end; i++) {
+    const b = buf[i]!;
+    if (b <= SP || b >= 0x7f || b === PLUS || b === DQUOTE || b === BACKSLASH || b === LBRACE) return false;
+    if (b === 0x28 || b === 0x29 || b === 0x25 || b === 0x2a) return false;
+  }
+  return true;
 }
 
 function asciiUpperOrSame(buf: Uint8Array, start: number, end: number, upper: boolean): string {

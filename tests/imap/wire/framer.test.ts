@@ -133,6 +133,16 @@ describe("framer: server-side literal decisions", () => {
     expect(summarize(nonSync)).toEqual(["error literal-size-invalid fatal"]);
   });
 
+  test("a literal error carries the tag only when it is a tag (RFC 9051 §9: no `+`, no atom-specials)", () => {
+    const tags = ["+", "a+b", "a(b", "x{1}", "a*", '"a"', "a\\b", "\u00e9"].map((tag) => {
+      const [event] = run(new Framer({ role: "server" }), [bytes(`${tag} APPEND x {999999999}\r\n`)], "accept");
+      return event?.kind === "error" ? event.error.tag : "no error";
+    });
+    expect(tags).toEqual([null, null, null, null, null, null, null, null]);
+    const [valid] = run(new Framer({ role: "server" }), [bytes("a]1 APPEND x {999999999}\r\n")], "accept");
+    expect(valid?.kind === "error" ? valid.error.tag : "no error").toBe("a]1");
+  });
+
   test("docs/protocol.md §7.19: ~{4} with NUL is refused (BINARY not enabled); ~{4+} is consumed", () => {
     const events = run(new Framer({ role: "server" }), [bytes("a APPEND x ~{4}\r\nb NOOP\r\n")], "accept");
     expect(summarize(events)).toEqual(["error literal8-refused", "frame b NOOP"]);
