@@ -78,6 +78,21 @@ describe("pass-through", () => {
     const ok = await attempt(proxy.port, `LOGIN "${mailbox.user}" "${mailbox.password}"`);
     expect(ok.status).toStartWith("OK");
   }, 60_000);
+
+  test("an AUTHENTICATE PLAIN response that is not UTF-8 fails as malformed, no guess goes upstream", async () => {
+    // LOGIN refuses such a name (the decoder's UTF-8 check); AUTHENTICATE must not read it as "\uFFFD" instead.
+    const plain = Buffer.concat([
+      Buffer.from(`\0${mailbox.user}`),
+      Buffer.from([0xff]),
+      Buffer.from(`\0${mailbox.password}`),
+    ]).toString("base64");
+    const before = (await proxy.rows()).length;
+    const { status } = await attempt(proxy.port, `AUTHENTICATE PLAIN ${plain}`);
+    expect(status).toBe(FAILED);
+    const rows = (await proxy.rows()).slice(before);
+    expect(rows.map((r) => r.reason)).toEqual(["login failed: malformed PLAIN response: not valid UTF-8"]);
+    expect(JSON.stringify(rows)).not.toContain("\uFFFD");
+  }, 30_000);
 });
 
 describe("vault", () => {

@@ -20,6 +20,9 @@ import type { UpstreamSession } from "../upstream.ts";
 import { parseAuthenticateLine } from "../wire/index.ts";
 import type { CommandOf, LoginSession } from "./context.ts";
 
+/** A PLAIN response's decoder: invalid UTF-8 throws, and a leading BOM is kept as the octets it is. */
+const PLAIN_TEXT = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
 export async function startTls(s: LoginSession, cmd: CommandOf<"STARTTLS">): Promise<void> {
   const identity = s.ctx.identity;
   if (s.ctx.listenTls !== "starttls" || s.conn.secure || identity === null) {
@@ -51,8 +54,14 @@ export async function authenticate(s: LoginSession, cmd: CommandOf<"AUTHENTICATE
     if (line.value.cancel) throw new Refusal("BAD", null, "AUTHENTICATE cancelled");
     data = line.value.data;
   }
-  // RFC 4616: [authzid] NUL authcid NUL passwd.
-  const text = new TextDecoder().decode(data);
+  // RFC 4616: [authzid] NUL authcid NUL passwd, in UTF-8. Other bytes are refused as LOGIN refuses them, not read as
+  // U+FFFD: the name and password going upstream are then exactly the agent's.
+  let text: string;
+  try {
+    text = PLAIN_TEXT.decode(data);
+  } catch {
+    return s.loginFailed(tag, "AUTHENTICATE", null, "malformed PLAIN response: not valid UTF-8");
+  }
   const parts = text.split("\0");
   if (parts.length !== 3 || (parts[0] !== "" && parts[0] !== parts[1])) {
     return s.loginFailed(
