@@ -18,7 +18,7 @@ operations = ["read"]
 
 [[rules]]
 name = "plain"
-folders = ["Plain"]
+folders = ["Plain", "Plain/*"]
 action = "allow"
 
 [[rules]]
@@ -38,6 +38,8 @@ const FROM: Record<number, string> = {
 let onNoop = "";
 let onEnable = "";
 let onStatus = "";
+/** A response code the scripted upstream puts in its tagged OK, by command (`CREATE`, `UID COPY`); set per test. */
+let okCodes: Record<string, string> = {};
 
 function scriptedUpstream(): Server {
   return createServer((socket: Socket) => {
@@ -51,7 +53,7 @@ function scriptedUpstream(): Server {
         buffer = buffer.slice(i + 2);
         const [tag, name = "", sub = ""] = line.split(" ");
         const command = name.toUpperCase() === "UID" ? `UID ${sub.toUpperCase()}` : name.toUpperCase();
-        const ok = `${tag} OK done\r\n`;
+        const ok = `${tag} OK ${okCodes[command] ?? ""}done\r\n`;
         if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
         else if (command === "LIST")
           socket.write(`* LIST (\\HasNoChildren) "/" INBOX\r\n* LIST (\\HasNoChildren) "/" Plain\r\n${ok}`);
@@ -142,5 +144,29 @@ test("STATUS passes on the folder asked about and the items asked for, nothing e
     '* LIST (\\HasNoChildren) "/" Plain\r\n* STATUS Plain (MESSAGES 1)\r\nl OK LIST completed\r\n',
   );
   onStatus = "";
+  agent.close();
+});
+
+test("UIDNEXT and UIDVALIDITY in the tagged reply of another command than SELECT are not passed on", async () => {
+  const agent = await RawImap.login(proxy.port, { user: "agent", password: "secret" });
+  // The filtered INBOX selected: a real UIDNEXT there counts hidden arrivals (docs/protocol.md §2).
+  expect(await agent.command("s", "EXAMINE INBOX")).toContain("* OK [UIDNEXT 4]");
+  okCodes = {
+    "UID COPY": "[UIDNEXT 77] ",
+    COPY: "[UIDVALIDITY 78] ",
+    CREATE: "[UIDNEXT 79] ",
+    SUBSCRIBE: "[UIDNEXT 80] ",
+    STATUS: "[UIDNEXT 81] ",
+  };
+  const replies = [
+    await agent.command("c", "UID COPY 1 Plain"),
+    await agent.command("d", "COPY 1 Plain"),
+    await agent.command("e", "CREATE Plain/new"),
+    await agent.command("f", "SUBSCRIBE Plain"),
+    await agent.command("g", "STATUS Plain (MESSAGES)"),
+  ].join("");
+  okCodes = {};
+  for (const tag of ["c", "d", "e", "f", "g"]) expect(statusOf(replies, tag)).toStartWith(`${tag} OK`);
+  expect(replies).not.toMatch(/UIDNEXT|UIDVALIDITY/);
   agent.close();
 });

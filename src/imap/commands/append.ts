@@ -60,5 +60,5 @@ export async function append(s: Session, cmd: CommandOf<"APPEND">): Promise<void
   await written;
   const st = await appended;
   await s.sync(true);
-  upstreamStatus(s, cmd.tag, { ...st, code: agentCopyUid(s, st.code, p) });
+  upstreamStatus(s, cmd.tag, { ...st, code: agentCopyUid(s, st.code, p) }, false, "APPENDUID");
 }

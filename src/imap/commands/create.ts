@@ -2,7 +2,7 @@
 
 import { Refusal } from "../refusal.ts";
 import type { CommandOf, Session } from "./context.ts";
-import { passCode } from "./shared.ts";
+import { messageCommandCode } from "./shared.ts";
 
 export async function create(s: Session, cmd: CommandOf<"CREATE">): Promise<void> {
   // The same words as `require`'s refusal: a hidden ancestor must not be told apart from a denied name (§7.15 of
@@ -55,5 +55,5 @@ export async function create(s: Session, cmd: CommandOf<"CREATE">): Promise<void
     reason: d.reason,
   });
   const st = await s.upstreamRun({ name: "CREATE", mailbox: cmd.mailbox });
-  s.taggedFrom(cmd.tag, st, passCode(st.code));
+  s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));
 }

@@ -80,12 +80,16 @@ export function upstreamStatus(
   tag: string,
   st: { status: string; code: ResponseCode | null; text: string },
   uncodedIsMissing = false,
+  uidCode: "APPENDUID" | null = null,
 ): void {
   if (st.status !== "OK" && st.code?.known && (st.code.name === "NONEXISTENT" || st.code.name === "TRYCREATE")) {
     throw st.code.name === "TRYCREATE" ? TRYCREATE : NONEXISTENT;
   }
   if (st.status === "NO" && st.code === null && uncodedIsMissing) throw NONEXISTENT;
-  s.taggedFrom(tag, st, passCode(st.code));
+  // Mailbox state (UIDNEXT, UIDVALIDITY, COPYUID, APPENDUID) only where the caller has made it the agent's (APPEND's
+  // APPENDUID through agentCopyUid): a real UIDNEXT of a filtered folder counts its hidden messages.
+  const code = passCode(st.code);
+  s.taggedFrom(tag, st, code !== null && MAILBOX_STATE_CODES.has(code.name) && code.name !== uidCode ? null : code);
 }
 
 export async function deselect(s: Session): Promise<void> {
@@ -323,13 +327,17 @@ export function agentFetch(
 }
 
 /**
- * Codes that carry UIDs or mailbox state. SELECT and COPY/MOVE/APPEND pass them on deliberately, remapped to
- * the agent's view; anywhere else (FETCH, SEARCH, STORE, EXPUNGE, and untagged data during any command) a real
- * UIDNEXT or COPYUID of a filtered folder would reveal hidden messages, so they are dropped.
+ * Codes that carry UIDs or mailbox state. SELECT passes UIDNEXT and UIDVALIDITY on, and COPY/MOVE/APPEND their
+ * COPYUID or APPENDUID, deliberately, remapped to the agent's view; anywhere else (FETCH, SEARCH, STORE, EXPUNGE,
+ * CREATE, DELETE, RENAME, SUBSCRIBE, STATUS, the tagged replies of COPY and APPEND, and untagged data during any
+ * command) a real UIDNEXT or COPYUID of a filtered folder would reveal hidden messages, so they are dropped.
  */
 export const MAILBOX_STATE_CODES: ReadonlySet<string> = new Set(["UIDNEXT", "UIDVALIDITY", "COPYUID", "APPENDUID"]);
 
-/** An upstream response code the agent may see in the reply to a message command (FETCH, SEARCH, STORE...). */
+/**
+ * An upstream response code the agent may see in a reply where no mailbox state belongs: a message command's (FETCH,
+ * SEARCH, STORE...), CREATE's.
+ */
 export function messageCommandCode(code: ResponseCode | null): ResponseCode | null {
   const passed = passCode(code);
   return passed !== null && MAILBOX_STATE_CODES.has(passed.name) ? null : passed;
