@@ -102,7 +102,14 @@ function authorized(request: Request, tokenHash: string): boolean {
 }
 
 async function handle(options: AdminOptions, request: Request): Promise<Response> {
-  const url = new URL(request.url);
+  // Only the path and query are read. Without a usable Host (HTTP/1.0 without one, or a malformed one) the runtime
+  // gives the request target alone, read against a placeholder origin; a target that is no URL even so is a 400.
+  let url: URL;
+  try {
+    url = new URL(request.url, "http://admin.invalid");
+  } catch {
+    return json(400, { error: "bad request: the request target or Host header is not a valid URL" });
+  }
   const path = url.pathname;
   const method = request.method.toUpperCase();
   if (path === "/healthz" || path === "/metrics") {

@@ -113,7 +113,8 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
   async function handle(req: Request): Promise<Response> {
     const base = ctx.config.approvals.baseUrl;
     const origin = base === null ? null : new URL(base).origin;
-    const url = new URL(req.url);
+    // The admin listener has checked that the target reads as a URL (src/admin/server.ts).
+    const url = new URL(req.url, "http://admin.invalid");
     const m = /^\/approvals\/([^/]+)$/.exec(url.pathname);
     if (m === null || !ID_PATTERN.test(m[1]!)) return page(404, "Not found", "<p>No such page.</p>");
     const id = m[1]!;

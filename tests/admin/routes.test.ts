@@ -4,6 +4,7 @@
  * has no token_hash; the built-in paths cannot be taken; the text format escapes label values.
  */
 import { afterAll, expect, test } from "bun:test";
+import { connect } from "node:net";
 import { Counter } from "../../src/admin/metrics.ts";
 import { type AdminServer, registerAdminRoute, startAdmin } from "../../src/admin/server.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
@@ -76,6 +77,25 @@ test("a route with auth none needs no token; the built-in paths cannot be regist
   }
   const base = start(null);
   expect((await fetch(`${base}/page`)).status).toBe(404);
+});
+
+test("a request without a usable Host header: the path is served, a target that is no URL is a 400", async () => {
+  const base = start(null);
+  const port = Number(new URL(base).port);
+  const raw = (request: string) =>
+    new Promise<string>((resolve) => {
+      const s = connect(port, "127.0.0.1", () => s.write(request));
+      let out = "";
+      s.on("data", (d) => (out += d));
+      s.on("close", () => resolve(out));
+      s.on("error", () => resolve(out));
+    });
+  // HTTP/1.0 without Host, as simple probes send it; a Host that is not a host name.
+  expect(await raw("GET /healthz HTTP/1.0\r\n\r\n")).toStartWith("HTTP/1.1 200 ");
+  expect(await raw("GET /healthz HTTP/1.1\r\nHost: a b\r\nConnection: close\r\n\r\n")).toStartWith("HTTP/1.1 200 ");
+  const bad = await raw("GET /healthz HTTP/1.1\r\nHost: [::1\r\nConnection: close\r\n\r\n");
+  expect(bad).toStartWith("HTTP/1.1 400 ");
+  expect(bad).toContain("not a valid URL");
 });
 
 test("label values are escaped as the text format requires", () => {
