@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { copyFileSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
+import { copyFileSync, existsSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AuditLog } from "../../src/audit/index.ts";
@@ -236,6 +236,20 @@ describe("token and config init", () => {
     expect(run(["config", "init", "--output", file]).code).toBe(2);
     const printed = run(["config", "init"]);
     expect(() => parseConfig(printed.stdout, "stdout.toml")).not.toThrow();
+  });
+
+  test("config init does not write through a symbolic link, dangling or not", () => {
+    const dir = tempDir();
+    const target = join(dir, "elsewhere.toml");
+    const link = join(dir, "mailgator.toml");
+    symlinkSync(target, link);
+    const r = run(["config", "init", "--output", link]);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain("exists; not overwriting it");
+    expect(existsSync(target)).toBe(false);
+    writeFileSync(target, "kept\n");
+    expect(run(["config", "init", "--output", link]).code).toBe(2);
+    expect(readFileSync(target, "utf8")).toBe("kept\n");
   });
 });
 

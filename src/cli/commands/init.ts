@@ -1,6 +1,6 @@
 /** `mailgator config init`: a commented starter config on stdout (or into a new file). */
 
-import { existsSync, writeFileSync } from "node:fs";
+import { writeFileSync } from "node:fs";
 import { type CommandContext, EXIT_OK, parse, UsageError } from "../args.ts";
 
 export const usage = `Usage: mailgator config init [--output FILE]
@@ -103,8 +103,15 @@ export function init(ctx: CommandContext): number {
     ctx.out(STARTER_CONFIG.trimEnd());
     return EXIT_OK;
   }
-  if (existsSync(values.output)) throw new UsageError(`${values.output} exists; not overwriting it`, usage);
-  writeFileSync(values.output, STARTER_CONFIG, { mode: 0o600 });
+  // "wx": created here or not at all (O_CREAT|O_EXCL), so neither an existing file nor a symbolic link, dangling or
+  // not, is written through.
+  try {
+    writeFileSync(values.output, STARTER_CONFIG, { mode: 0o600, flag: "wx" });
+  } catch (e) {
+    const code = (e as NodeJS.ErrnoException).code;
+    if (code === "EEXIST") throw new UsageError(`${values.output} exists; not overwriting it`, usage);
+    throw new UsageError(`cannot write ${values.output} (${code ?? (e as Error).message})`, usage);
+  }
   ctx.out(`wrote ${values.output}`);
   return EXIT_OK;
 }
