@@ -653,6 +653,10 @@ export class UpstreamSession {
         pending.onChallenge();
       } else if (this.#onContinue !== null) {
         this.#onContinue();
+      } else {
+        // Nothing waits for one: no literal, no SASL exchange, no IDLE. A server that asks for data the proxy never
+        // announced is out of step with it; what it reads next as a command is unknown (fail closed).
+        return this.#fail(new UpstreamError("the upstream server sent `+` when no command waited for it"));
       }
       return;
     }

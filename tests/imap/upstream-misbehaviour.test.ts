@@ -170,3 +170,17 @@ test("UIDNEXT and UIDVALIDITY in the tagged reply of another command than SELECT
   expect(replies).not.toMatch(/UIDNEXT|UIDVALIDITY/);
   agent.close();
 });
+
+test("a continuation request no command waits for ends the session", async () => {
+  const agent = await RawImap.login(proxy.port, { user: "agent", password: "secret" });
+  expect(statusOf(await agent.command("s", "EXAMINE Plain"), "s")).toStartWith("s OK");
+  await newRows();
+  onNoop = "+ send me something\r\n";
+  agent.write("n NOOP\r\n");
+  const reply = await agent.readUntil((b) => /(^|\r\n)n /.test(b));
+  onNoop = "";
+  expect(reply).toStartWith("* BYE ");
+  expect(reply).not.toContain("n OK");
+  const rows = await newRows();
+  expect(rows.some((r) => r.decision === "error" && /`\+` when no command waited/.test(r.reason ?? ""))).toBe(true);
+});
