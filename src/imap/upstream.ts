@@ -110,6 +110,8 @@ export class UpstreamSession {
    * command: it fires at the earliest deadline it was armed for, and re-arms itself for the command then in flight.
    */
   #watchdog: ReturnType<typeof setTimeout> | null = null;
+  /** LOGOUT was sent (`logout`): the BYE that answers it is expected. */
+  #loggingOut = false;
   #watchdogAt = Number.POSITIVE_INFINITY;
   /** Commands are encoded here; `finish()` copies what a command needs, so the buffer serves the next one. */
   #commandEncoder: Encoder | null = null;
@@ -518,6 +520,7 @@ export class UpstreamSession {
   /** Sends LOGOUT without waiting long for the reply, then closes. */
   async logout(): Promise<void> {
     if (this.#error !== null || this.#pending !== null) return this.close();
+    this.#loggingOut = true;
     try {
       await this.run({ name: "LOGOUT" }, () => {}, 2000);
     } catch {
@@ -680,9 +683,15 @@ export class UpstreamSession {
       return;
     }
     if (r.type === "status" && r.status === "BYE") {
-      // The server is closing; the close handler reports it.
-      this.#error ??= new UpstreamError(`the upstream server closed the session: ${r.text}`);
-      return;
+      const error = new UpstreamError(`the upstream server closed the session: ${r.text}`);
+      // Answering LOGOUT, the tagged OK follows; the close handler reports the end.
+      if (this.#loggingOut) {
+        this.#error ??= error;
+        return;
+      }
+      // Unasked (RFC 9051 §7.1.5: autologout, shutdown): no command in flight gets its reply, so the session ends now,
+      // not when the server closes its side or a deadline passes.
+      return this.#fail(error);
     }
     if (pending !== null && pending.onData !== null) pending.onData(r);
     else this.onUnsolicited(r);

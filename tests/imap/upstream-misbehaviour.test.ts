@@ -34,7 +34,7 @@ const FROM: Record<number, string> = {
   3: "notifications@corp.test",
 };
 
-/** What the scripted upstream answers to a NOOP, ENABLE and STATUS (before their OK); set per test. */
+/** What the scripted upstream answers to a NOOP (before its OK, none after a BYE), ENABLE and STATUS; set per test. */
 let onNoop = "";
 let onEnable = "";
 let onStatus = "";
@@ -73,7 +73,7 @@ function scriptedUpstream(): Server {
             socket.write(`* ${uid} FETCH (UID ${uid} BODY[${section}] {${header.length}}\r\n${header})\r\n`);
           }
           socket.write(ok);
-        } else if (command === "NOOP") socket.write(`${onNoop}${ok}`);
+        } else if (command === "NOOP") socket.write(onNoop.includes("* BYE") ? onNoop : `${onNoop}${ok}`);
         else if (command === "ENABLE") socket.write(`${onEnable}${ok}`);
         else if (command === "STATUS") socket.write(`${onStatus}${ok}`);
         else if (command === "LOGOUT") socket.end(`* BYE\r\n${tag} OK Logout completed\r\n`);
@@ -183,4 +183,19 @@ test("a continuation request no command waits for ends the session", async () =>
   expect(reply).not.toContain("n OK");
   const rows = await newRows();
   expect(rows.some((r) => r.decision === "error" && /`\+` when no command waited/.test(r.reason ?? ""))).toBe(true);
+});
+
+test("a BYE the server sends without closing ends the session at once, not at the command's deadline", async () => {
+  const agent = await RawImap.login(proxy.port, { user: "agent", password: "secret" });
+  expect(statusOf(await agent.command("s", "EXAMINE Plain"), "s")).toStartWith("s OK");
+  await newRows();
+  // No tagged reply and no close: only the BYE.
+  onNoop = "* BYE going away\r\n";
+  agent.write("n NOOP\r\n");
+  const reply = await agent.readUntil((b) => b.includes("* BYE"), 10_000);
+  onNoop = "";
+  expect(reply).toStartWith("* BYE ");
+  expect(reply).not.toContain("n OK");
+  const rows = await newRows();
+  expect(rows.some((r) => r.decision === "error" && /closed the session: going away/.test(r.reason ?? ""))).toBe(true);
 });
