@@ -136,11 +136,17 @@ export class SelectedMailbox {
   uidValidity = 0;
   /**
    * The last `* n RECENT` upstream sent that the agent has not heard of yet (RFC 3501 §7.3.2), or null. Unfiltered,
-   * it is relayed as it is; filtered, it only says that the count may have changed (`recent`).
+   * it is relayed as it is; filtered, it is not used (it counts hidden messages; `recentDue`).
    */
   upstreamRecent: number | null = null;
   /** The RECENT count the agent was last told of a filtered folder: over its visible messages only. */
   recent = 0;
+  /**
+   * A filtered folder's view grew or lost a message since `recent` was counted (`admitNew`, `takeExpunges`): the only
+   * changes that can change it (a message's \Recent is fixed for the session), counted again at the next sync
+   * (ImapSession).
+   */
+  recentDue = false;
   /**
    * True while SELECT or EXAMINE has not yet sent this folder's own responses: another session's flag change is then
    * not relayed (`relayFlagUpdate`), as a FETCH before EXISTS would name a message of a folder the agent has not
@@ -247,7 +253,9 @@ export class SelectedMailbox {
       if (visible === null || visible.has(uid)) this.v.push(uid);
       else if (!visible.classified(uid)) break;
     }
-    return this.v.length > before ? this.v.length : null;
+    if (this.v.length === before) return null;
+    if (visible !== null) this.recentDue = true;
+    return this.v.length;
   }
 
   /** Known UIDs upstream that a filtered folder has not classified yet, ascending (empty when unfiltered). */
@@ -300,6 +308,7 @@ export class SelectedMailbox {
       this.v.removeAt(i);
     }
     this.pendingExpunges.length = 0;
+    if (out.length > 0 && this.visible !== null) this.recentDue = true;
     return out;
   }
 

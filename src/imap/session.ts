@@ -1059,22 +1059,26 @@ export class ImapSession implements LoginSession, CompressSession {
     if (allowExpunge) for (const k of box.takeExpunges()) this.sendText(`* ${k} EXPUNGE`);
     const n = box.admitNew();
     if (n !== null) this.sendText(`* ${n} EXISTS`);
-    if (box.upstreamRecent !== null) await this.#syncRecent(box);
+    await this.#syncRecent(box);
   }
 
   /**
-   * After a `* n RECENT` from upstream, the agent's RECENT (RFC 3501 §7.3.2): upstream's as it is in an unfiltered
-   * folder; in a filtered one the number of visible messages upstream counts as recent, told only when it changed,
-   * so an arrival or flag change of a hidden message says nothing (docs/filtering.md).
+   * The agent's RECENT (RFC 3501 §7.3.2). Unfiltered: upstream's `* n RECENT` as it is. Filtered: the number of
+   * visible messages upstream counts as recent, counted again whenever the agent's view grew or lost a message
+   * (`recentDue`) and told only when it changed. Upstream's own RECENT is no cue there: its count moves with hidden
+   * arrivals and expunges, and stays put when a hidden change offsets a visible one, so a RECENT it triggers (or
+   * leaves out) would tell of hidden messages (docs/filtering.md "The view"). While an expunge waits to be announced
+   * the count waits too: the message is still in the agent's view, and no longer in upstream's search.
    */
   async #syncRecent(box: SelectedMailbox): Promise<void> {
     const upstream = box.upstreamRecent;
-    if (upstream === null) return;
     box.upstreamRecent = null;
     if (box.visible === null) {
-      this.sendText(`* ${upstream} RECENT`);
+      if (upstream !== null) this.sendText(`* ${upstream} RECENT`);
       return;
     }
+    if (!box.recentDue || box.opening || box.pendingExpunges.length > 0) return;
+    box.recentDue = false;
     const recent = box.countKnown(await searchUids(sessionRunner(this), "RECENT"));
     if (recent === box.recent) return;
     box.recent = recent;

@@ -133,3 +133,50 @@ test("NOOP: arrivals are classified first; visible expunge announced at NOOP, ne
   expectView(await raw.command("f", "FETCH 1:* (UID)"), want);
   raw.close();
 });
+
+test("RECENT follows the view: a hidden arrival or expunge in the same update neither hides nor shows it", async () => {
+  // A mailbox of its own where no other session keeps INBOX open, so every arrival is recent to the agent.
+  const own = await createMailbox();
+  const other = await connectImap(own);
+  const put = async (from: string, subject: string) =>
+    (await other.append("INBOX", rawMessage(from, subject, `recent-${subject}-${Date.now()}`), [])) as { uid: number };
+  const drop = async (uid: number) => {
+    await other.mailboxOpen("INBOX");
+    await other.messageDelete(String(uid), { uid: true });
+    await other.mailboxClose();
+  };
+  try {
+    const v1 = await put("notifications@shop.test", "v1");
+    await put("spam@evil.test", "h1");
+    const v2 = await put("notifications@shop.test", "v2");
+    const raw = await RawImap.login(proxy.port, own);
+    const sel = await raw.command("s", "EXAMINE INBOX");
+    expect(sel).toContain("* 2 EXISTS\r\n* 2 RECENT\r\n");
+    // A visible recent message expunged and a hidden one arriving: upstream's RECENT stays where it was.
+    await drop(v1.uid);
+    const h2 = await put("spam@evil.test", "h2");
+    expect(await raw.command("a", "NOOP")).toBe("* 1 EXPUNGE\r\n* 1 RECENT\r\na OK NOOP completed\r\n");
+    // A hidden arrival alone says nothing, RECENT included.
+    await put("spam@evil.test", "h3");
+    expect(await raw.command("b", "NOOP")).toBe("b OK NOOP completed\r\n");
+    // A visible arrival and a hidden recent message expunged: upstream's RECENT stays again.
+    await drop(h2.uid);
+    await put("notifications@shop.test", "v3");
+    expect(await raw.command("c", "NOOP")).toBe("* 2 EXISTS\r\n* 2 RECENT\r\nc OK NOOP completed\r\n");
+    expect(await raw.command("d", "STATUS INBOX (MESSAGES RECENT)")).toStartWith(
+      "* STATUS INBOX (MESSAGES 2 RECENT 2)\r\n",
+    );
+    // In IDLE a visible expunge goes out at once, and RECENT is counted again before the IDLE ends.
+    raw.write("e IDLE\r\n");
+    await raw.readUntil((b) => b.includes("+ "));
+    raw.take();
+    await drop(v2.uid);
+    await put("spam@evil.test", "h4");
+    await raw.readUntil((b) => b.includes("EXPUNGE\r\n"));
+    raw.write("DONE\r\n");
+    expect(await raw.waitTagged("e")).toBe("* 1 EXPUNGE\r\n* 1 RECENT\r\ne OK Idle completed\r\n");
+    raw.close();
+  } finally {
+    await other.logout();
+  }
+});

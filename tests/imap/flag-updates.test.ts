@@ -75,6 +75,9 @@ function scriptedUpstream(): Server {
         else if (command === "UID SEARCH" && / UNSEEN$/.test(line))
           // Asked while SELECT opens the folder: a change now would come before the folder's FLAGS and EXISTS.
           socket.write(`* 1 FETCH (FLAGS (\\Seen $Opening))\r\n* SEARCH 1 2 3\r\n${ok}`);
+        else if (command === "UID SEARCH" && / RECENT$/.test(line))
+          // None is recent, as SELECT said (`* 0 RECENT`), UID 4 included.
+          socket.write(`* SEARCH\r\n${ok}`);
         else if (command === "UID SEARCH")
           socket.write(`* SEARCH ${Array.from({ length: count }, (_, k) => k + 1).join(" ")}\r\n${ok}`);
         else if (command === "NOOP") {
@@ -134,10 +137,12 @@ test("changes during the proxy's own UID FETCH and classification reach the agen
   expect(noop).toBe(
     "* 2 FETCH (FLAGS (\\Flagged))\r\n* 1 FETCH (FLAGS (\\Seen $Visible))\r\n* 3 EXISTS\r\nn OK NOOP completed\r\n",
   );
-  expect(received.slice(-3).map((l) => l.replace(/^\S+ /, ""))).toEqual([
+  // The agent's view grew: RECENT is counted again over it (docs/filtering.md "The view"), and has not changed.
+  expect(received.slice(-4).map((l) => l.replace(/^\S+ /, ""))).toEqual([
     "NOOP",
     "UID FETCH 4:* (UID)",
     "UID FETCH 4 (UID BODY.PEEK[HEADER.FIELDS (FROM)]<0.65537>)",
+    "UID SEARCH RECENT",
   ]);
   agent.close();
 });

@@ -204,6 +204,7 @@ async function respond(s: Session, box: SelectedMailbox, held: Response[], p: st
       case "RECENT":
         if (filtered) {
           box.recent = box.countKnown(await searchUids(sessionRunner(s), "RECENT"));
+          box.recentDue = false;
           s.sendText(`* ${box.recent} RECENT`);
         } else s.send(r);
         break;
