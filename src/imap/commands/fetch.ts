@@ -150,8 +150,12 @@ export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> 
     reason: peekOnly ? `${d.reason}; bodies fetched with PEEK` : d.reason,
     count: uids.length,
   });
+  // Upstream's responses too large to read (a BODYSTRUCTURE nested past MAX_LIST_DEPTH or of more literals than
+  // MAX_LITERALS_PER_RESPONSE: a message of many MIME parts) come with nothing read (wire/response.ts).
+  let unreadable = 0;
   const onData = (r: Response) => {
     if (r.type === "FETCH") {
+      if (r.unreadable === true) unreadable++;
       const out = agentFetch(s, r, shape);
       if (out !== null) s.send(out);
     } else forwardUntagged(s, r);
@@ -165,5 +169,18 @@ export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> 
     }
   }
   await s.sync(cmd.uid);
+  if (unreadable > 0) {
+    s.auditRow({
+      command: cmd.uid ? "UID FETCH" : "FETCH",
+      operation: "mail:read",
+      folder: p,
+      target: null,
+      decision: "error",
+      rule: null,
+      ruleIndex: null,
+      reason: `upstream FETCH responses too large to read (MAX_LIST_DEPTH, MAX_LITERALS_PER_RESPONSE): ${unreadable}`,
+    });
+    throw new Refusal("NO", "LIMIT", "A message's structure is too large to be read; its data was left out");
+  }
   s.tagged(cmd.tag, "OK", null, "Fetch completed");
 }

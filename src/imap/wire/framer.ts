@@ -48,6 +48,12 @@ export interface Frame {
   readonly literals: readonly Literal[];
   /** Octets on the wire, CRLFs and literals included. */
   readonly size: number;
+  /**
+   * Client only: the response announced more literals than `maxLiterals`. It was read to its end, but nothing of it
+   * was kept from the line that announced the first literal past the limit: the frame holds the lines before it
+   * and that line, and no literal from there on (the response's start can still be read, `parseResponse`).
+   */
+  readonly truncated?: true;
 }
 
 /** A literal announced by an agent command, awaiting the owner's decision. */
@@ -242,6 +248,8 @@ export class Framer {
   private command: string | null = null;
   /** Refused command whose remaining bytes (`{n+}` literals, lines) are being skipped. */
   private discarding = false;
+  /** Client only: a response past `maxLiterals`, whose remaining bytes are being skipped (`Frame.truncated`). */
+  private truncated = false;
 
   // The literal being read or awaiting a decision.
   private lit: LiteralMarker = { start: 0, size: 0, nonSync: false, binary: false };
@@ -390,6 +398,17 @@ export class Framer {
     }
     const marker = findLiteralMarker(line);
     if (marker === null) {
+      if (this.truncated) {
+        const frame: Frame = {
+          lines: this.lines,
+          markers: this.markers,
+          literals: this.literals,
+          size: this.frameBytes,
+          truncated: true,
+        };
+        this.resetFrame();
+        return { kind: "frame", frame };
+      }
       if (this.discarding) {
         this.resetFrame();
         return null;
@@ -417,9 +436,14 @@ export class Framer {
     if (m.size < 0) this.fail("literal-size-invalid", "invalid literal size in response");
     else if (m.binary && !this.allowLiteral8) this.fail("literal8-refused", "literal8 in response");
     else if (m.size > l.maxLiteral) this.fail("literal-too-big", `response literal of ${m.size} octets`);
-    else if (this.literalCount >= l.maxLiterals) this.fail("too-many-literals", "too many literals in response");
     else if (this.frameBytes + m.size > l.maxFrameBytes) this.fail("response-too-big", "response too big");
-    else if (this.frameBytes + m.size > this.holdLiteralsFrom) {
+    else if (this.truncated || this.literalCount >= l.maxLiterals) {
+      // Too many to keep (a BODYSTRUCTURE of thousands of parts with 8-bit names, which anyone who can mail the
+      // account can send): the rest of the response is read and dropped, as a refused command's is, and the frame
+      // says so (`Frame.truncated`), instead of failing the whole upstream session.
+      this.truncated = true;
+      this.startLiteral(true);
+    } else if (this.frameBytes + m.size > this.holdLiteralsFrom) {
       this.state = "decide";
       const index = this.literalCount;
       return {
@@ -671,6 +695,7 @@ export class Framer {
     this.tag = null;
     this.command = null;
     this.discarding = false;
+    this.truncated = false;
     this.state = "line";
   }
 }

@@ -133,7 +133,13 @@ export type Response =
       readonly text: string;
     }
   | { readonly type: "EXISTS" | "EXPUNGE" | "RECENT"; readonly n: number }
-  | { readonly type: "FETCH"; readonly seq: number; readonly attrs: readonly FetchAttr[] }
+  | {
+      readonly type: "FETCH";
+      readonly seq: number;
+      readonly attrs: readonly FetchAttr[];
+      /** Nested past MAX_LIST_DEPTH, or past MAX_LITERALS_PER_RESPONSE literals: not read, `attrs` empty. */
+      readonly unreadable?: true;
+    }
   | {
       readonly type: "LIST" | "LSUB";
       readonly attributes: readonly string[];
@@ -179,10 +185,26 @@ const textDecoder = new TextDecoder("utf-8");
 
 /** Parses one framed upstream response. */
 export function parseResponse(frame: Frame): Parsed<Response> {
+  if (frame.truncated === true) return truncatedResponse(frame);
   const dec = new Decoder(frame);
   const r = response(dec);
+  if (r?.type === "FETCH" && r.unreadable === true) return { ok: true, value: r };
   if (r !== null && dec.expectEnd()) return { ok: true, value: r };
   return { ok: false, error: dec.error ?? new WireError("syntax", "invalid response") };
+}
+
+/**
+ * A response the framer read to its end without keeping it all (more than MAX_LITERALS_PER_RESPONSE literals): a
+ * FETCH is one with nothing read (`unreadable`, as one nested too deeply, `untagged`); anything else is an error.
+ */
+function truncatedResponse(frame: Frame): Parsed<Response> {
+  const dec = new Decoder(frame);
+  if (dec.acceptByte(0x2a) && dec.sp()) {
+    const seq = dec.number();
+    if (seq !== null && dec.sp() && dec.keyword() === "FETCH" && dec.ok)
+      return { ok: true, value: { type: "FETCH", seq, attrs: [], unreadable: true } };
+  }
+  return { ok: false, error: new WireError("too-many-literals", "too many literals in response") };
 }
 
 function response(dec: Decoder): Response | null {
@@ -292,9 +314,18 @@ function untagged(dec: Decoder): Response | null {
       case "EXPUNGE":
       case "RECENT":
         return { type: what, n };
-      case "FETCH":
+      case "FETCH": {
         dec.expectSP();
-        return fetch(dec, n);
+        const r = fetch(dec, n);
+        // A BODYSTRUCTURE (or BODY) nested past MAX_LIST_DEPTH: a message of that many MIME levels, which anyone who
+        // can mail the account can send. The framer has already delimited the whole response, so it is passed on
+        // with nothing read instead of failing the upstream session: a message the classification cannot read stays
+        // hidden, where failing would end the agent's session whenever such a hidden message arrived, and its every
+        // SELECT of that folder (docs/filtering.md "Deciding a message").
+        if (r === null && dec.error?.code === "nesting-too-deep")
+          return { type: "FETCH", seq: n, attrs: [], unreadable: true };
+        return r;
+      }
     }
     dec.skipRest();
     return dec.ok ? { type: "unknown", name: what ?? "" } : null;

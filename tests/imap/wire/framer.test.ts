@@ -8,7 +8,7 @@ import {
   MIN_ACCEPTED_LINE,
   parseCommand,
 } from "../../../src/imap/wire/index.ts";
-import { bytes, run, splitAt, summarize } from "./helpers.ts";
+import { bytes, run, splitAt, summarize, td } from "./helpers.ts";
 
 /** Server-side inputs and the events they must produce whatever the chunking (all literals accepted). */
 const SERVER_CORPUS: Array<[string, string[]]> = [
@@ -268,6 +268,23 @@ describe("framer: limits at the limit and one past it", () => {
     const input = "a LOGIN {1}\r\na {1}\r\nb {1}\r\n";
     const events = run(new Framer({ role: "server", limits }), [bytes(input)], "accept");
     expect(summarize(events)).toEqual(["literal a LOGIN 1", "literal a LOGIN 1", "error too-many-literals"]);
+  });
+
+  test("client side: a response with literals past the limit is read to its end and comes truncated", () => {
+    const limits = { maxLiterals: 2 };
+    const input = "* 1 FETCH (BODY[1] {1}\r\na BODY[2] {1}\r\nb BODY[3] {2}\r\ncd BODY[4] {1}\r\ne)\r\n* 2 EXISTS\r\n";
+    for (let split = 0; split <= input.length; split++) {
+      const events = run(new Framer({ role: "client", limits }), splitAt(bytes(input), split), "accept");
+      expect(events.map((e) => e.kind)).toEqual(["frame", "frame"]);
+      const [first, second] = events.map((e) => (e.kind === "frame" ? e.frame : null));
+      // Kept: the lines up to the one that announced the third literal, and the two literals before it.
+      expect(first!.truncated).toBe(true);
+      expect(first!.lines.map((l) => td.decode(l))).toEqual(["* 1 FETCH (BODY[1] {1}", " BODY[2] {1}", " BODY[3] {2}"]);
+      expect(first!.literals.map((l) => td.decode(l.data))).toEqual(["a", "b"]);
+      expect(first!.size).toBe(input.indexOf("* 2"));
+      expect(second!.truncated).toBeUndefined();
+      expect(second!.lines.map((l) => td.decode(l))).toEqual(["* 2 EXISTS"]);
+    }
   });
 
   test("client side: response literal past the limit is fatal", () => {

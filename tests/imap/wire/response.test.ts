@@ -8,6 +8,7 @@ import {
   type Response,
   writeResponse,
 } from "../../../src/imap/wire/index.ts";
+import { MAX_LIST_DEPTH } from "../../../src/imap/wire/limits.ts";
 import { bytes, run, splitAt, td } from "./helpers.ts";
 
 function responses(input: string | Uint8Array, chunks?: number[]): Response[] {
@@ -276,6 +277,45 @@ describe("responses: malformed input gives a typed error", () => {
       expect(r.ok).toBe(false);
     });
   }
+});
+
+describe("responses: nested past MAX_LIST_DEPTH", () => {
+  const deep = `${"(".repeat(MAX_LIST_DEPTH + 1)}"text" "plain"${")".repeat(MAX_LIST_DEPTH + 1)}`;
+
+  test("a FETCH is one with nothing read, its number kept (a message of many MIME levels)", () => {
+    expect(one(`* 7 FETCH (UID 9 BODYSTRUCTURE ${deep})`)).toEqual({
+      type: "FETCH",
+      seq: 7,
+      attrs: [],
+      unreadable: true,
+    });
+  });
+
+  test("anything else nested so, and a FETCH broken before, stay errors", () => {
+    for (const input of [`* LIST () "/" INBOX ${deep}`, `* 7 FETCH (UID x BODYSTRUCTURE ${deep})`]) {
+      const f = run(new Framer({ role: "client" }), [bytes(`${input}\r\n`)], "accept")[0]!;
+      if (f.kind !== "frame") throw new Error("expected frame");
+      expect(parseResponse(f.frame).ok).toBe(false);
+    }
+  });
+});
+
+describe("responses: read to their end past the framer's literal limit", () => {
+  const framed = (input: string) => {
+    const f = run(new Framer({ role: "client", limits: { maxLiterals: 1 } }), [bytes(input)], "accept")[0]!;
+    if (f.kind !== "frame" || f.frame.truncated !== true) throw new Error("expected a truncated frame");
+    return parseResponse(f.frame);
+  };
+
+  test("a FETCH is one with nothing read, its number kept", () => {
+    const r = framed('* 4 FETCH (UID 2 BODYSTRUCTURE (("name" {1}\r\na) ("name" {1}\r\nb)))\r\n');
+    expect(r).toEqual({ ok: true, value: { type: "FETCH", seq: 4, attrs: [], unreadable: true } });
+  });
+
+  test("anything else is an error", () => {
+    expect(framed('* LIST () "/" {1}\r\na {1}\r\nb\r\n').ok).toBe(false);
+    expect(framed("a1 OK {1}\r\na {1}\r\nb\r\n").ok).toBe(false);
+  });
 });
 
 describe("responses: encode and re-parse", () => {
