@@ -13,6 +13,7 @@ import {
   CLASSIFY_HEADER_OCTETS,
   MAX_LIST_DEPTH,
   MAX_LITERALS_PER_RESPONSE,
+  MAX_RESPONSE_LINE,
   MEMO_KEY_OCTETS,
 } from "../../src/imap/limits.ts";
 import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
@@ -102,6 +103,19 @@ function named(from: string, parts: number): Buffer {
   );
 }
 
+/** Octets of each part name of `longNames`: Dovecot writes a name of 7-bit octets quoted, on the one line. */
+const NAME_OCTETS = 1024 * 1024;
+
+/** A message of `parts` parts, each named with NAME_OCTETS octets: its BODYSTRUCTURE is one line of all the names. */
+function longNames(from: string, parts: number): Buffer {
+  const name = "n".repeat(NAME_OCTETS);
+  let body = 'Content-Type: multipart/mixed; boundary="l"\r\n\r\n';
+  for (let i = 0; i < parts; i++) body += `--l\r\nContent-Type: text/plain; name="${name}"\r\n\r\np\r\n`;
+  return Buffer.from(
+    `From: ${from}\r\nTo: agent@mailgator.test\r\nSubject: long\r\nMIME-Version: 1.0\r\n${body}--l--\r\n`,
+  );
+}
+
 // has_attachment makes the classification read every message's BODYSTRUCTURE.
 const STRUCTURE_RULES = `[[rules]]
 name = "plain notifications"
@@ -126,6 +140,10 @@ for (const [what, message] of [
   [
     `of more than MAX_LITERALS_PER_RESPONSE (${MAX_LITERALS_PER_RESPONSE}) literals`,
     (from: string) => named(from, MAX_LITERALS_PER_RESPONSE + 1),
+  ],
+  [
+    `of a line longer than MAX_RESPONSE_LINE (${MAX_RESPONSE_LINE})`,
+    (from: string) => longNames(from, Math.floor(MAX_RESPONSE_LINE / NAME_OCTETS) + 1),
   ],
 ] as const) {
   test(`a BODYSTRUCTURE ${what}: a hidden arrival says nothing; a FETCH gets NO [LIMIT]`, async () => {

@@ -150,8 +150,8 @@ export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> 
     reason: peekOnly ? `${d.reason}; bodies fetched with PEEK` : d.reason,
     count: uids.length,
   });
-  // Upstream's responses too large to read (a BODYSTRUCTURE nested past MAX_LIST_DEPTH or of more literals than
-  // MAX_LITERALS_PER_RESPONSE: a message of many MIME parts) come with nothing read (wire/response.ts).
+  // Upstream's responses too large to read (a BODYSTRUCTURE past MAX_LIST_DEPTH, MAX_LITERALS_PER_RESPONSE or
+  // MAX_RESPONSE_LINE: a message of many MIME parts) come with nothing read (wire/response.ts).
   let unreadable = 0;
   const onData = (r: Response) => {
     if (r.type === "FETCH") {
@@ -178,7 +178,7 @@ export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> 
       decision: "error",
       rule: null,
       ruleIndex: null,
-      reason: `upstream FETCH responses too large to read (MAX_LIST_DEPTH, MAX_LITERALS_PER_RESPONSE): ${unreadable}`,
+      reason: `upstream FETCH responses past the wire layer's limits, not read: ${unreadable}`,
     });
     throw new Refusal("NO", "LIMIT", "A message's structure is too large to be read; its data was left out");
   }

@@ -49,9 +49,10 @@ export interface Frame {
   /** Octets on the wire, CRLFs and literals included. */
   readonly size: number;
   /**
-   * Client only: the response announced more literals than `maxLiterals`. It was read to its end, but nothing of it
-   * was kept from the line that announced the first literal past the limit: the frame holds the lines before it
-   * and that line, and no literal from there on (the response's start can still be read, `parseResponse`).
+   * Client only: the response announced more literals than `maxLiterals`, or had a line longer than `maxLine`. It was
+   * read to its end, but nothing of it was kept from there: the frame holds the lines before (with the line that
+   * announced the first literal past the limit, or the long line's first octets), and no literal from there on, so
+   * that the response's start can still be read (`parseResponse`).
    */
   readonly truncated?: true;
 }
@@ -151,6 +152,10 @@ const PLUS = 0x2b;
 const TILDE = 0x7e;
 
 const EMPTY = new Uint8Array(0);
+/** Octets kept of the start of a response line past `maxLine` (`Framer.startSkip`): enough for `* n FETCH`. */
+const SKIP_HEAD = 64;
+/** Octets kept of the end of such a line: enough for a literal marker (`~{4294967295+}`). */
+const SKIP_TAIL = 16;
 /** First buffer for a literal that spans chunks; it grows as its bytes arrive. */
 const LITERAL_INITIAL = 64 * 1024;
 
@@ -248,8 +253,14 @@ export class Framer {
   private command: string | null = null;
   /** Refused command whose remaining bytes (`{n+}` literals, lines) are being skipped. */
   private discarding = false;
-  /** Client only: a response past `maxLiterals`, whose remaining bytes are being skipped (`Frame.truncated`). */
+  /** Client only: a response past `maxLiterals` or `maxLine`, whose remaining bytes are skipped (`Frame.truncated`). */
   private truncated = false;
+  /**
+   * Client only: a response line past `maxLine` being read and dropped (`skipLine`): its first octets (what a
+   * truncated frame keeps of it), its length so far, the quote state, and its last octets, where a literal marker
+   * would be.
+   */
+  private skip: { head: Uint8Array; length: number; quoted: boolean; escaped: boolean; tail: number[] } | null = null;
 
   // The literal being read or awaiting a decision.
   private lit: LiteralMarker = { start: 0, size: 0, nonSync: false, binary: false };
@@ -369,6 +380,12 @@ export class Framer {
           continue;
         }
         case "line": {
+          if (this.skip !== null) {
+            const event = this.skipLine();
+            if (event === undefined) return null;
+            if (event !== null) return event;
+            continue;
+          }
           const line = this.readLine();
           if (line === null) continue; // fatal set, or loop ends below
           if (line === undefined) {
@@ -596,6 +613,7 @@ export class Framer {
         const piece = start === 0 ? c : c.subarray(start);
         // +1: the CR of the CRLF may be in this piece.
         if (this.partsLen + piece.length > max + 1) {
+          if (!this.server) return this.startSkip();
           this.fail("line-too-long", `line longer than ${max} octets`);
           return null;
         }
@@ -607,6 +625,7 @@ export class Framer {
       }
       const total = this.partsLen + (lf - start);
       if (total > max + 1) {
+        if (!this.server) return this.startSkip();
         this.fail("line-too-long", `line longer than ${max} octets`);
         return null;
       }
@@ -635,6 +654,89 @@ export class Framer {
       }
       return line;
     }
+  }
+
+  /**
+   * A response line longer than `maxLine` (a BODYSTRUCTURE of many megabytes of quoted part names, which anyone who
+   * can mail the account can send): from here the line is read and dropped, and so is the rest of its response, which
+   * comes out truncated (`Frame.truncated`) instead of failing the upstream session. What was read of the line is
+   * scanned once for its quote state, so that a literal marker at its end is still found as `findLiteralMarker`
+   * would find it. Returns null: `next()` goes on with `skipLine`.
+   */
+  private startSkip(): null {
+    const skip = { head: EMPTY, length: 0, quoted: false, escaped: false, tail: [] as number[] };
+    for (const p of this.parts) this.skipScan(skip, p);
+    this.parts = [];
+    this.partsLen = 0;
+    this.skip = skip;
+    return null;
+  }
+
+  /** Follows a skipped line's octets: length, quote state (as findLiteralMarker tracks it) and last octets. */
+  private skipScan(
+    skip: { length: number; quoted: boolean; escaped: boolean; tail: number[]; head: Uint8Array },
+    bytes: Uint8Array,
+  ): void {
+    if (skip.head.length < SKIP_HEAD && bytes.length > 0) {
+      const more = bytes.subarray(0, SKIP_HEAD - skip.head.length);
+      const head = new Uint8Array(skip.head.length + more.length);
+      head.set(skip.head);
+      head.set(more, skip.head.length);
+      skip.head = head;
+    }
+    for (const b of bytes) {
+      if (skip.escaped) skip.escaped = false;
+      else if (skip.quoted) {
+        if (b === BACKSLASH) skip.escaped = true;
+        else if (b === DQUOTE) skip.quoted = false;
+      } else if (b === DQUOTE) skip.quoted = true;
+    }
+    skip.length += bytes.length;
+    for (let i = Math.max(0, bytes.length - SKIP_TAIL); i < bytes.length; i++) skip.tail.push(bytes[i]!);
+    if (skip.tail.length > SKIP_TAIL) skip.tail.splice(0, skip.tail.length - SKIP_TAIL);
+  }
+
+  /**
+   * Reads on through a skipped line (`startSkip`). Undefined when more input is needed; at its end, a literal it
+   * announces is dropped as well, and a line that ends the response gives its truncated frame.
+   */
+  private skipLine(): FramerEvent | null | undefined {
+    const skip = this.skip!;
+    for (;;) {
+      const c = this.chunks[0];
+      if (c === undefined) return undefined;
+      const lf = c.indexOf(LF, this.head);
+      const end = lf === -1 ? c.length : lf;
+      this.skipScan(skip, c.subarray(this.head, end));
+      this.consume(end - this.head + (lf === -1 ? 0 : 1));
+      if (this.frameBytes + skip.length > this.limits.maxFrameBytes) return this.tooBig();
+      if (lf !== -1) break;
+    }
+    this.skip = null;
+    const tail = skip.tail;
+    if (tail[tail.length - 1] === CR) tail.pop();
+    this.frameBytes += skip.length + 1;
+    if (this.lines.length === 0) this.lines.push(skip.head);
+    this.truncated = true;
+    this.discarding = true;
+    // Read from its `{` (and a `~` before it): what follows is digits, `+` and `}`, which leave the quote state as it
+    // was at the line's end.
+    const at = tail.lastIndexOf(LBRACE);
+    const from = at > 0 && tail[at - 1] === TILDE ? at - 1 : at;
+    const marker = skip.quoted || at === -1 ? null : findLiteralMarker(Uint8Array.from(tail.slice(from)));
+    if (marker === null) {
+      const frame: Frame = {
+        lines: this.lines,
+        markers: this.markers,
+        literals: this.literals,
+        size: this.frameBytes,
+        truncated: true,
+      };
+      this.resetFrame();
+      return { kind: "frame", frame };
+    }
+    this.lit = marker;
+    return this.onClientLiteral(marker);
   }
 
   /** True (and state "hold") when reading `octets` more of a line would pass what `holdLinesFrom` and grants allow. */
@@ -696,6 +798,7 @@ export class Framer {
     this.command = null;
     this.discarding = false;
     this.truncated = false;
+    this.skip = null;
     this.state = "line";
   }
 }

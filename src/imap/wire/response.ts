@@ -137,7 +137,7 @@ export type Response =
       readonly type: "FETCH";
       readonly seq: number;
       readonly attrs: readonly FetchAttr[];
-      /** Nested past MAX_LIST_DEPTH, or past MAX_LITERALS_PER_RESPONSE literals: not read, `attrs` empty. */
+      /** Past MAX_LIST_DEPTH, MAX_LITERALS_PER_RESPONSE or MAX_RESPONSE_LINE: not read, `attrs` empty. */
       readonly unreadable?: true;
     }
   | {
@@ -194,8 +194,9 @@ export function parseResponse(frame: Frame): Parsed<Response> {
 }
 
 /**
- * A response the framer read to its end without keeping it all (more than MAX_LITERALS_PER_RESPONSE literals): a
- * FETCH is one with nothing read (`unreadable`, as one nested too deeply, `untagged`); anything else is an error.
+ * A response the framer read to its end without keeping it all (more than MAX_LITERALS_PER_RESPONSE literals, or a
+ * line longer than MAX_RESPONSE_LINE): a FETCH is one with nothing read (`unreadable`, as one nested too deeply,
+ * `untagged`); anything else is an error.
  */
 function truncatedResponse(frame: Frame): Parsed<Response> {
   const dec = new Decoder(frame);
@@ -204,7 +205,7 @@ function truncatedResponse(frame: Frame): Parsed<Response> {
     if (seq !== null && dec.sp() && dec.keyword() === "FETCH" && dec.ok)
       return { ok: true, value: { type: "FETCH", seq, attrs: [], unreadable: true } };
   }
-  return { ok: false, error: new WireError("too-many-literals", "too many literals in response") };
+  return { ok: false, error: new WireError("response-too-big", "response past the framer's limits") };
 }
 
 function response(dec: Decoder): Response | null {

@@ -7,6 +7,7 @@ import {
   MAX_NONSYNC_DRAIN,
   MIN_ACCEPTED_LINE,
   parseCommand,
+  parseResponse,
 } from "../../../src/imap/wire/index.ts";
 import { bytes, run, splitAt, summarize, td } from "./helpers.ts";
 
@@ -287,6 +288,44 @@ describe("framer: limits at the limit and one past it", () => {
     }
   });
 
+  test("client side: a response line past maxLine is read to its end and its response comes truncated", () => {
+    const limits = { maxLine: 40 };
+    const long = `"${"x".repeat(60)}\\"}{3}"`;
+    const cases: Array<[string, string[]]> = [
+      // A literal after the long line is read and dropped; the next response is whole.
+      [
+        `* 1 FETCH (BODYSTRUCTURE (${long} {3}\r\nabc "y"))\r\n* 2 EXISTS\r\n`,
+        ["truncated * 1 FETCH (BODYSTRUC", "* 2 EXISTS"],
+      ],
+      // `{3}` inside a quoted string is no literal: the line ends the response.
+      [`* 1 FETCH (BODYSTRUCTURE (${long}))\r\n* 2 EXISTS\r\n`, ["truncated * 1 FETCH (BODYSTRUC", "* 2 EXISTS"]],
+      // A long line after the first: the frame keeps what came before it.
+      [
+        `* 1 FETCH (UID 5 BODY[] {2}\r\nab ${long} ~{1+}\r\nc)\r\n* 2 EXISTS\r\n`,
+        ["truncated * 1 FETCH (UID 5 BOD", "* 2 EXISTS"],
+      ],
+    ];
+    for (const [input, want] of cases) {
+      for (let split = 0; split <= input.length; split++) {
+        const events = run(new Framer({ role: "client", limits }), splitAt(bytes(input), split), "accept");
+        const got = events.map((e) => {
+          if (e.kind !== "frame") return e.kind;
+          const first = td.decode(e.frame.lines[0]!);
+          return e.frame.truncated ? `truncated ${first.slice(0, 20)}` : first;
+        });
+        expect(got).toEqual(want);
+        const first = events[0];
+        if (first?.kind === "frame") {
+          expect(first.frame.size).toBe(input.indexOf("* 2"));
+          expect(parseResponse(first.frame)).toEqual({
+            ok: true,
+            value: { type: "FETCH", seq: 1, attrs: [], unreadable: true },
+          });
+        }
+      }
+    }
+  });
+
   test("client side: response literal past the limit is fatal", () => {
     const limits = { maxLiteral: 10 };
     expect(
@@ -368,10 +407,14 @@ describe("framer: limits at the limit and one past it", () => {
     expect(f.next()).toEqual({ kind: "line-memory", size: 1 });
     f.grantLineMemory(1);
     expect(f.next()?.kind).toBe("frame");
-    // Too long a line fails without asking for memory first.
+    // Too long a line is read and dropped without asking for memory first: its response comes truncated, and a
+    // truncated response other than a FETCH does not parse (src/imap/wire/response.ts).
     const short = new Framer({ role: "client", holdLinesFrom: 0, limits: { maxLine: 5 } });
     short.feed(bytes(search));
-    expect(summarize([short.next()!])).toEqual(["error line-too-long fatal"]);
+    const cut = short.next()!;
+    if (cut.kind !== "frame") throw new Error(`expected a truncated frame, got ${cut.kind}`);
+    expect(cut.frame.truncated).toBe(true);
+    expect(parseResponse(cut.frame).ok).toBe(false);
     // The server side never holds a line for memory.
     const server = new Framer({ role: "server", holdLinesFrom: 0 });
     server.feed(bytes("a NOOP\r\n"));
