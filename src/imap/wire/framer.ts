@@ -415,17 +415,7 @@ export class Framer {
     }
     const marker = findLiteralMarker(line);
     if (marker === null) {
-      if (this.truncated) {
-        const frame: Frame = {
-          lines: this.lines,
-          markers: this.markers,
-          literals: this.literals,
-          size: this.frameBytes,
-          truncated: true,
-        };
-        this.resetFrame();
-        return { kind: "frame", frame };
-      }
+      if (this.truncated) return this.truncatedFrame();
       if (this.discarding) {
         this.resetFrame();
         return null;
@@ -724,19 +714,22 @@ export class Framer {
     const at = tail.lastIndexOf(LBRACE);
     const from = at > 0 && tail[at - 1] === TILDE ? at - 1 : at;
     const marker = skip.quoted || at === -1 ? null : findLiteralMarker(Uint8Array.from(tail.slice(from)));
-    if (marker === null) {
-      const frame: Frame = {
-        lines: this.lines,
-        markers: this.markers,
-        literals: this.literals,
-        size: this.frameBytes,
-        truncated: true,
-      };
-      this.resetFrame();
-      return { kind: "frame", frame };
-    }
+    if (marker === null) return this.truncatedFrame();
     this.lit = marker;
     return this.onClientLiteral(marker);
+  }
+
+  /** The end of a response read past a limit (`Frame.truncated`): what was kept of it, as one frame. */
+  private truncatedFrame(): FramerEvent {
+    const frame: Frame = {
+      lines: this.lines,
+      markers: this.markers,
+      literals: this.literals,
+      size: this.frameBytes,
+      truncated: true,
+    };
+    this.resetFrame();
+    return { kind: "frame", frame };
   }
 
   /** True (and state "hold") when reading `octets` more of a line would pass what `holdLinesFrom` and grants allow. */
