@@ -82,18 +82,23 @@ function tokenize(input: string): Token[] | undefined {
   return out;
 }
 
-/** A bare addr-spec from tokens (no display name): `local@domain`. */
+/**
+ * A bare addr-spec from tokens (no display name): `local@domain`, each side words separated by dots (RFC 5322
+ * §3.4.1, with the white space and comments around the dots and the `@` that §4.4 allows). Anything else is none:
+ * two words without a dot between them (`boss@corp.test x`, which Dovecot reads as boss@corp.test while joining
+ * them would give boss@corp.testx), a dot at either end or doubled (`boss@corp.test.`, which DNS reads as
+ * corp.test), a quoted string in the domain.
+ */
 function addrSpec(tokens: readonly Token[]): string | undefined {
-  let text = "";
-  let ats = 0;
+  const parts: Exclude<Token, { kind: "space" }>[] = [];
   for (const t of tokens) {
-    if (t.kind === "space") continue;
     if (t.kind === "angle") return undefined;
-    if (t.kind === "special" && (t.text === "," || t.text === ":" || t.text === ";")) return undefined;
-    if (t.kind === "special" && t.text === "@") ats++;
-    text += t.text;
+    if (t.kind !== "space") parts.push(t);
   }
-  if (ats !== 1 || text.startsWith("@") || text.endsWith("@")) return undefined;
+  const at = parts.findIndex((t) => t.kind === "special" && t.text === "@");
+  if (at === -1 || !dotted(parts, 0, at) || !dotted(parts, at + 1, parts.length)) return undefined;
+  if (parts.some((t, i) => i > at && t.text.startsWith('"'))) return undefined;
+  const text = parts.map((t) => t.text).join("");
   // ASCII only (docs/filtering.md "Deciding a message"), as in the envelope (`mailboxProblem`): the rules cannot
   // compare a Unicode address (no IDNA, no normalization), and lower-casing one can make it another: KELVIN SIGN
   // (U+212A) lower-cases to `k`, so `\u212Aate@corp.test` would have been read as kate@corp.test.
@@ -102,6 +107,16 @@ function addrSpec(tokens: readonly Token[]): string | undefined {
 }
 
 const NON_ASCII = /[^\x00-\x7f]/;
+
+/** Whether `parts[from..to)` is word *("." word): at least one word, each dot between two words. */
+function dotted(parts: readonly Token[], from: number, to: number): boolean {
+  if (to <= from || (to - from) % 2 === 0) return false;
+  for (let i = from; i < to; i++) {
+    const t = parts[i]!;
+    if ((i - from) % 2 === 0 ? t.kind !== "word" : t.kind !== "special" || t.text !== ".") return false;
+  }
+  return true;
+}
 
 /** obs-domain-list (RFC 5322 §4.4): `@domain`, then more of them after commas (which may stand empty). */
 const ROUTE = /^@[^\s@,:<>]+(?:\s*,\s*(?:@[^\s@,:<>]+)?)*$/;

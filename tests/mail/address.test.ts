@@ -19,6 +19,10 @@ describe("parseAddressList", () => {
     ["(comment (nested)) a@b.test", ["a@b.test"]],
     ['"quoted local"@x.test', ['"quoted local"@x.test']],
     ["<@relay.test:user@host.test>", ["user@host.test"]],
+    // Obsolete syntax (RFC 5322 §4.4): white space and comments around the dots and the @.
+    ["john . q (x) . public @ example (y) . test", ["john.q.public@example.test"]],
+    ['"a@b.test"@c.test', ['"a@b.test"@c.test']],
+    ["u@[127.0.0.1]", ["u@[127.0.0.1]"]],
     ["", []],
   ];
   for (const [input, expected] of ok) {
@@ -52,6 +56,19 @@ describe("parseAddressList", () => {
     "ceo@bank.test:;",
     "alice@x.test, CEO <ceo@bank.test>: a@b.test;",
     ":;",
+    // Words without a dot between them, and stray dots: no addr-spec. Dovecot reads the first as boss@corp.test.
+    "boss@corp.test x",
+    "boss@corp.test (c) x",
+    "Boss <boss@corp.test x>",
+    "bo ss@corp.test",
+    '"bo"ss@corp.test',
+    "boss@corp.test.",
+    ".boss@corp.test",
+    "boss.@corp.test",
+    "bo..ss@corp.test",
+    "boss@corp..test",
+    "boss@.corp.test",
+    'boss@"corp.test"',
   ];
   for (const input of bad) {
     test(`rejects ${JSON.stringify(input)}`, () => {
