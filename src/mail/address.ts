@@ -98,7 +98,7 @@ function addrSpec(tokens: readonly Token[]): string | undefined {
   const at = parts.findIndex((t) => t.kind === "special" && t.text === "@");
   if (at === -1 || !dotted(parts, 0, at) || !dotted(parts, at + 1, parts.length)) return undefined;
   if (parts.some((t, i) => i > at && t.text.startsWith('"'))) return undefined;
-  const text = parts.map((t) => t.text).join("");
+  const text = localPart(parts.slice(0, at)) + parts.map((t, i) => (i < at ? "" : t.text)).join("");
   // ASCII only (docs/filtering.md "Deciding a message"), as in the envelope (`mailboxProblem`): the rules cannot
   // compare a Unicode address (no IDNA, no normalization), and lower-casing one can make it another: KELVIN SIGN
   // (U+212A) lower-cases to `k`, so `\u212Aate@corp.test` would have been read as kate@corp.test.
@@ -107,6 +107,21 @@ function addrSpec(tokens: readonly Token[]): string | undefined {
 }
 
 const NON_ASCII = /[^\x00-\x7f]/;
+
+const DOT_ATOM = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$/;
+
+/**
+ * A local part (words and dots) written the one way: a quoted string and the same text unquoted are the same
+ * local part when that text is a dot-atom (RFC 5322 §3.4.1), and a quoted-pair is the character it quotes (§3.2.4),
+ * so `"boss"`, `"b\oss"` and `"bo"."ss"` are `boss`, `boss` and `bo.ss` (Dovecot reads the first two so). Other
+ * text is quoted again, `\` and `"` with a backslash: `"a\ b"` is `"a b"`.
+ */
+function localPart(parts: readonly Exclude<Token, { kind: "space" }>[]): string {
+  if (!parts.some((t) => t.text.startsWith('"'))) return parts.map((t) => t.text).join("");
+  let text = "";
+  for (const t of parts) text += t.text.startsWith('"') ? t.text.slice(1, -1).replace(/\\(.)/gs, "$1") : t.text;
+  return DOT_ATOM.test(text) ? text : `"${text.replace(/[\\"]/g, "\\$&")}"`;
+}
 
 /** Whether `parts[from..to)` is word *("." word): at least one word, each dot between two words. */
 function dotted(parts: readonly Token[], from: number, to: number): boolean {

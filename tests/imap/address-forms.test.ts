@@ -44,6 +44,7 @@ beforeAll(async () => {
     ((await client.append("INBOX", message(from, id), [])) as { uid: number }).uid;
   shown.push(await append("Alice <alice@corp.test>", "alice"));
   shown.push(await append("alice . smith @ corp . test", "alice-obsolete-spaces"));
+  shown.push(await append('"boss here"@corp.test', "quoted-other"));
   hidden.push(await append("Boss <boss@corp.test>", "boss"));
   // Two words without a dot between them are no addr-spec (RFC 5322 §3.4.1): Dovecot reads boss@corp.test here,
   // and the rule must not read boss@corp.testx.
@@ -51,6 +52,14 @@ beforeAll(async () => {
   bossToDovecot.push("boss@corp.test x");
   hidden.push(await append("Boss <boss@corp.test (x) x>", "word-after-angle"));
   hidden.push(await append("Boss <bo ss@corp.test>", "word-inside"));
+  // A quoted local part is the address it quotes (RFC 5322 §3.4.1): Dovecot reads both as boss@corp.test.
+  for (const [from, id] of [
+    ['"boss"@corp.test', "quoted"],
+    ['"b\\oss"@corp.test', "quoted-pair"],
+  ] as const) {
+    hidden.push(await append(from, id));
+    bossToDovecot.push(from);
+  }
   // A domain does not end with a dot; corp.test. is corp.test to DNS.
   hidden.push(await append("boss@corp.test.", "trailing-dot"));
   await client.logout();

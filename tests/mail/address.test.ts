@@ -22,6 +22,16 @@ describe("parseAddressList", () => {
     // Obsolete syntax (RFC 5322 §4.4): white space and comments around the dots and the @.
     ["john . q (x) . public @ example (y) . test", ["john.q.public@example.test"]],
     ['"a@b.test"@c.test', ['"a@b.test"@c.test']],
+    // A quoted local part is the address it quotes (RFC 5322 §3.4.1), written the one way.
+    ['"Boss"@corp.test', ["boss@corp.test"]],
+    ['"b\\oss"@corp.test', ["boss@corp.test"]],
+    ['Boss <"bo"."ss"@corp.test>', ["bo.ss@corp.test"]],
+    ['"bo.ss"@corp.test', ["bo.ss@corp.test"]],
+    ['a."b c"@x.test', ['"a.b c"@x.test']],
+    ['"a\\ b"@x.test', ['"a b"@x.test']],
+    ['"a\\"b"@x.test', ['"a\\"b"@x.test']],
+    ['"a\\\\b"@x.test', ['"a\\\\b"@x.test']],
+    ['"a."@x.test', ['"a."@x.test']],
     ["u@[127.0.0.1]", ["u@[127.0.0.1]"]],
     ["", []],
   ];
