@@ -214,7 +214,10 @@ function matchAny(globsOf: readonly Glob[] | null, values: readonly string[] | u
   return NO;
 }
 
-/** From matches only when every author matches: a co-author must not ride along (RFC 5322 §3.6.2 allows several). */
+/**
+ * From matches an allow or ask rule only when every author matches: a co-author must not ride along (RFC 5322 §3.6.2
+ * allows several). A deny rule's from matches when any author does (`matchAny`).
+ */
 function matchEvery(globsOf: readonly Glob[] | null, values: readonly string[] | undefined): Tri {
   if (globsOf === null) return YES;
   if (values === undefined) return UNKNOWN;
@@ -298,7 +301,9 @@ export class Policy {
       if (req.folder === undefined) unknown.push("folder");
       else if (!anyMatch(rule.folders, req.folder)) return this.no(unknown, mark);
     }
-    let t = matchEvery(rule.from, req.from);
+    // An allow (or ask) rule needs every author, a deny rule any one: either way a co-author cannot carry a
+    // message past the rules (docs/config.md "What the message fields mean").
+    let t = rule.action === "deny" ? matchAny(rule.from, req.from) : matchEvery(rule.from, req.from);
     if (t === NO) return this.no(unknown, mark);
     if (t === UNKNOWN) unknown.push("from");
     t = matchAny(rule.to, req.to);

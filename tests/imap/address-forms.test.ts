@@ -60,6 +60,9 @@ beforeAll(async () => {
     hidden.push(await append(from, id));
     bossToDovecot.push(from);
   }
+  // The boss as one of several authors: the rule hiding the boss's mail must not be passed by a co-author.
+  hidden.push(await append("alice@corp.test, Boss <boss@corp.test>", "co-authors"));
+  hidden.push(await append("Boss <boss@corp.test>, alice@corp.test", "co-authors-boss-first"));
   // A domain does not end with a dot; corp.test. is corp.test to DNS.
   hidden.push(await append("boss@corp.test.", "trailing-dot"));
   await client.logout();

@@ -35,6 +35,7 @@ function check(rows: Row[]): void {
 }
 
 const allow = (name: string, extra: Partial<RuleSpec>): RuleSpec => ({ name, action: "allow", ...extra });
+const deny = (name: string, extra: Partial<RuleSpec>): RuleSpec => ({ name, action: "deny", ...extra });
 
 describe("seed config", () => {
   check([
@@ -135,6 +136,18 @@ describe("address and subject fields", () => {
       [allow("n", { from: ["notifications@*"] })],
       { operation: "mail:read", from: ["notifications@shop.test", "spam@evil.test"] },
       "default",
+    ],
+    [
+      "from: a deny rule matches when any author does (a co-author must not carry the message past it)",
+      [deny("not boss", { from: ["boss@corp.test"] }), allow("rest", {})],
+      { operation: "mail:read", from: ["alice@corp.test", "boss@corp.test"] },
+      "not boss",
+    ],
+    [
+      "from: a deny rule whose glob no author matches does not match",
+      [deny("not boss", { from: ["boss@corp.test"] }), allow("rest", {})],
+      { operation: "mail:read", from: ["alice@corp.test", "carol@corp.test"] },
+      "rest",
     ],
     [
       "from: empty From matches nothing",
