@@ -335,6 +335,17 @@ function rule(
       } catch (e) {
         if (!(e instanceof GlobError)) throw e;
         problems.add(at(key, j), e.message);
+        return;
+      }
+      // Every address a rule is asked about is ASCII (a header's addr-spec with any other character is unknown, the
+      // envelope refuses it: docs/filtering.md "Deciding a message"), so such a glob could never match: a deny rule
+      // on `*@bücher.test` would pass mail from the same domain's A-label, `*@xn--bcher-kva.test`.
+      if (kind === "address" && /[^\x00-\x7f]/.test(pattern)) {
+        problems.add(
+          at(key, j),
+          `address glob "${pattern}": addresses are matched in ASCII only, so it could never match; write an ` +
+            `international domain as its A-label ("xn--...")`,
+        );
       }
     });
   }

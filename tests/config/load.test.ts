@@ -366,6 +366,16 @@ describe("errors a person can act on", () => {
       [`rules[0].from[0]: address glob "boss"`],
     ],
     [
+      "address glob that is not ASCII (it could never match: addresses are ASCII, a domain as its A-label)",
+      `[[rules]]\nname = "a"\naction = "deny"\nfrom = "*@bücher.test"\n`,
+      [`rules[0].from[0]: address glob "*@bücher.test": addresses are matched in ASCII only`, "xn--"],
+    ],
+    [
+      "address glob with a KELVIN SIGN (it would never match kate@corp.test either)",
+      `[[rules]]\nname = "a"\naction = "deny"\nto = ["x@corp.test", "\u212Aate@corp.test"]\n`,
+      [`rules[0].to[1]: address glob "\u212Aate@corp.test": addresses are matched in ASCII only`],
+    ],
+    [
       "unknown operation",
       `[[rules]]\nname = "a"\naction = "allow"\noperations = ["mail:raed"]\n`,
       [`rules[0].operations[0]: expected an operation`, `got "mail:raed"`],
