@@ -102,8 +102,9 @@ export const PASSED_CODES = new Set([
   "OVERQUOTA",
   "ALREADYEXISTS",
   "NONEXISTENT",
-  "UIDVALIDITY",
-  "UIDNEXT",
+  // UIDNEXT and UIDVALIDITY are not passed: they belong to SELECT's untagged data, which select.ts reads and writes
+  // itself (a filtered folder's UIDNEXT is the proxy's own); in any other reply the agent would take them for the
+  // selected folder's, and a filtered folder's real UIDNEXT counts its hidden messages.
   "APPENDUID",
   "COPYUID",
   "BADCHARSET",

@@ -156,11 +156,9 @@ export async function searchUids(run: UpstreamRunner, key: "UNSEEN" | "RECENT" |
 /**
  * A COPYUID or APPENDUID for the agent: only when it may read the destination's status (`folder:read` there: its
  * UIDVALIDITY, and the new UIDs, which tell how far UIDNEXT had moved), every source UID is one it can see, and the
- * destination is not filtered. UIDNEXT and UIDVALIDITY, which belong to SELECT's reply, are dropped: the agent would
- * take them for the selected folder's, and a filtered folder's real UIDNEXT counts its hidden messages.
+ * destination is not filtered.
  */
 export function agentCopyUid(s: Session, code: ResponseCode | null, destination: string): ResponseCode | null {
-  if (code?.known && (code.name === "UIDNEXT" || code.name === "UIDVALIDITY")) return null;
   if (code === null || !code.known || (code.name !== "COPYUID" && code.name !== "APPENDUID")) return code;
   // An append-only folder: STATUS there is refused, so is what these codes would tell of it.
   if (!s.rights.may("folder:read", destination)) return null;

@@ -86,8 +86,8 @@ export function upstreamStatus(
     throw st.code.name === "TRYCREATE" ? TRYCREATE : NONEXISTENT;
   }
   if (st.status === "NO" && st.code === null && uncodedIsMissing) throw NONEXISTENT;
-  // Mailbox state (UIDNEXT, UIDVALIDITY, COPYUID, APPENDUID) only where the caller has made it the agent's (APPEND's
-  // APPENDUID through agentCopyUid): a real UIDNEXT of a filtered folder counts its hidden messages.
+  // COPYUID and APPENDUID only where the caller has made them the agent's (APPEND's APPENDUID through agentCopyUid);
+  // UIDNEXT and UIDVALIDITY never pass (PASSED_CODES).
   const code = passCode(st.code);
   s.taggedFrom(tag, st, code !== null && MAILBOX_STATE_CODES.has(code.name) && code.name !== uidCode ? null : code);
 }
@@ -327,10 +327,10 @@ export function agentFetch(
 }
 
 /**
- * Codes that carry UIDs or mailbox state. SELECT passes UIDNEXT and UIDVALIDITY on, and COPY/MOVE/APPEND their
- * COPYUID or APPENDUID, deliberately, remapped to the agent's view; anywhere else (FETCH, SEARCH, STORE, EXPUNGE,
- * CREATE, DELETE, RENAME, SUBSCRIBE, STATUS, the tagged replies of COPY and APPEND, and untagged data during any
- * command) a real UIDNEXT or COPYUID of a filtered folder would reveal hidden messages, so they are dropped.
+ * Codes that carry UIDs or mailbox state. SELECT writes UIDNEXT and UIDVALIDITY itself (select.ts; PASSED_CODES has
+ * neither), and COPY/MOVE/APPEND pass their COPYUID or APPENDUID on, remapped to the agent's view (agentCopyUid);
+ * anywhere else (FETCH, SEARCH, STORE, EXPUNGE, CREATE, DELETE, RENAME, SUBSCRIBE, STATUS, and untagged data during
+ * any command) a COPYUID would tell of UIDs the agent was not given, so they are dropped.
  */
 export const MAILBOX_STATE_CODES: ReadonlySet<string> = new Set(["UIDNEXT", "UIDVALIDITY", "COPYUID", "APPENDUID"]);
 
