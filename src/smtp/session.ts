@@ -1747,18 +1747,8 @@ export class SmtpSession {
     let text: string;
     try {
       const upstream = await this.#connectedUpstream();
-      if (this.#endedByReload !== null) {
-        // A reload ended the session before anything of the transaction went upstream (the connection was being
-        // opened, perhaps to the upstream the reload replaced): nothing is sent; the 421 that follows is the reply.
-        this.#audit({
-          command: "DATA",
-          operation: "mail:send",
-          target: messageId,
-          decision: "deny",
-          reason: `not sent: the session was ended by a reload (${this.#endedByReload})`.slice(0, 300),
-        });
-        return "";
-      }
+      // A reload that ended the session meanwhile (the connection was being opened, perhaps to the upstream the
+      // reload replaced) has aborted #withdrawn: send() then stops before anything goes out (below).
       const result = await upstream.send(envelope, this.#spool, gate, this.#stopped.signal, this.#withdrawn.signal);
       upstreamReply = result.reply;
       const [status, rest] = splitStatus(result.reply);
@@ -1782,17 +1772,15 @@ export class SmtpSession {
         return reply(451, "4.3.0", "Audit log unavailable; nothing was sent, try again later");
       }
       if (e instanceof SendStopped && !e.endOfDataSent && this.#endedByReload !== null) {
-        // A reload ended the session while the transaction went upstream, before its final dot: the connection was
-        // dropped, so the server discards it; nothing was delivered and the 421 that follows is the reply.
+        // A reload ended the session before the transaction's final dot went upstream (while its connection was
+        // opened, or MAIL, RCPT, DATA or the content went out): the connection was dropped, so the server discards
+        // it; nothing was delivered and the 421 that follows is the reply.
         this.#audit({
           command: "DATA",
           operation: "mail:send",
           target: messageId,
           decision: "deny",
-          reason: `not sent: the session was ended by a reload before the end of data (${this.#endedByReload})`.slice(
-            0,
-            300,
-          ),
+          reason: `not sent: the session was ended by a reload (${this.#endedByReload})`.slice(0, 300),
         });
         this.#upstream?.destroy();
         this.#upstream = null;

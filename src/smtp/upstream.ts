@@ -413,8 +413,11 @@ export class UpstreamSession {
     const withdrawn = (): void => {
       if (!this.#endOfDataSent) stop();
     };
-    if (signal?.aborted === true) stop();
-    else if (withdraw?.aborted === true) stop();
+    if (signal?.aborted === true || withdraw?.aborted === true) {
+      // Stopped before the call (a reload that ended the session while its connection was opened): nothing goes out.
+      stop();
+      throw new SendStopped(false);
+    }
     signal?.addEventListener("abort", stop, { once: true });
     withdraw?.addEventListener("abort", withdrawn, { once: true });
     const cancel = gate.onFail(() => this.#abandon("the audit commit failed"));
