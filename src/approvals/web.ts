@@ -131,16 +131,15 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
 
   function check(id: string, token: string): ApprovalRow | Response {
     const row = ctx.store.row(id);
-    if (row !== null && !ctx.store.tokenValid(row, token) && ctx.store.tokenWithdrawn(row, token))
+    if (row !== null && ctx.store.tokenValid(row, token)) return row;
+    if (row !== null && ctx.store.tokenWithdrawn(row, token))
       return page(
         403,
         "Link withdrawn",
         "<p>This link was withdrawn: since it was sent, an agent can read a mailbox it may lie in. Decide on the " +
           "server with <code>mailgator approvals</code>.</p>",
       );
-    if (row === null || !ctx.store.tokenValid(row, token))
-      return page(403, "Link not valid", "<p>This link is not valid (altered, or not for this message).</p>");
-    return row;
+    return page(403, "Link not valid", "<p>This link is not valid (altered, or not for this message).</p>");
   }
 
   function show(id: string, token: string): Response {
