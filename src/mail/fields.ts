@@ -110,6 +110,8 @@ const LIST_COMMENT = String.raw`(?:\((?:(?![Mm][Aa][Ii][Ll][Tt][Oo]:|=\?)[^()\\<
 /** A URL in angle brackets, nothing but visible characters in it, and its comment. */
 const LIST_ELEMENT = String.raw`<([^<>\s]*)>[ \t]*` + LIST_COMMENT;
 const LIST_VALUE = new RegExp(String.raw`^${LIST_ELEMENT}(?:,[ \t]*${LIST_ELEMENT})*$`);
+/** Every element of a list field's value, for `matchAll` (which works on a copy: one instance serves every call). */
+const LIST_ELEMENTS = new RegExp(LIST_ELEMENT, "g");
 const LIST_POST_NO = new RegExp(String.raw`^NO[ \t]*${LIST_COMMENT}$`, "i");
 
 /**
@@ -132,7 +134,7 @@ function listMailboxes(fields: readonly HeaderField[], name: string): readonly s
   if (name === "list-post" && LIST_POST_NO.test(value)) return EMPTY;
   if (!LIST_VALUE.test(value)) return undefined;
   const out: string[] = [];
-  for (const [, url] of value.matchAll(new RegExp(LIST_ELEMENT, "g"))) {
+  for (const [, url] of value.matchAll(LIST_ELEMENTS)) {
     if (!/^mailto:/i.test(url!)) {
       if (!/^[a-z][a-z0-9+.-]*:/i.test(url!)) return undefined;
       continue;
