@@ -110,9 +110,9 @@ export class UpstreamSession {
    * command: it fires at the earliest deadline it was armed for, and re-arms itself for the command then in flight.
    */
   #watchdog: ReturnType<typeof setTimeout> | null = null;
+  #watchdogAt = Number.POSITIVE_INFINITY;
   /** LOGOUT was sent (`logout`): the BYE that answers it is expected. */
   #loggingOut = false;
-  #watchdogAt = Number.POSITIVE_INFINITY;
   /** Commands are encoded here; `finish()` copies what a command needs, so the buffer serves the next one. */
   #commandEncoder: Encoder | null = null;
 
