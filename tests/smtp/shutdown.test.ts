@@ -55,6 +55,31 @@ async function sendHeldBack(p: TestProxy, m: string) {
   return c;
 }
 
+/**
+ * A vault session through the relay whose message is in and whose send waits for the upstream connection it opens
+ * (Postfix's greeting held): its decision row is committed. `what` marks the recipient and the subject.
+ */
+async function sendWhileConnecting(what: string) {
+  const token = `mg_${marker()}`;
+  const p = await startTestProxy({
+    rules: vaultConfig(RULES, token),
+    upstreamAddr: `127.0.0.1:${relay.port}`,
+    upstreamTls: "none",
+  });
+  const m = marker();
+  const c = await vaultClient(p.port, token);
+  expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+  expect((await c.command(`RCPT TO:<${what}-${m}@outside.example>`)).code).toBe(250);
+  // The upstream connection for this send is opened while the message comes in: Postfix's greeting is held.
+  const held = relay.holdNext("greeting");
+  expect((await c.command("DATA")).code).toBe(354);
+  await held;
+  c.write(dataPayload(message({ From: "alice@mailgator.test", Subject: `${what} ${m}` }, `Hello ${m}\n`)));
+  // The send's decision row is committed once the final dot is in: the send now waits for the upstream.
+  for (let i = 0; i < 200 && !(await p.rows()).some((r) => r.command === "DATA"); i++) await Bun.sleep(25);
+  return { p, c, m };
+}
+
 /** The DATA rows of `p`'s one send, read after the audit log was closed (as serve closes it). */
 async function sendRows(p: TestProxy): Promise<string[][]> {
   const log = AuditLog.open(join(p.dir, "audit.db"), { readonly: true });
@@ -91,23 +116,7 @@ describe("shutdown while the upstream has not answered a final dot", () => {
   });
 
   test("past the grace, still connecting upstream (vault mode): cut; nothing sent; a row", async () => {
-    const token = `mg_${marker()}`;
-    const p = await startTestProxy({
-      rules: vaultConfig(RULES, token),
-      upstreamAddr: `127.0.0.1:${relay.port}`,
-      upstreamTls: "none",
-    });
-    const m = marker();
-    const c = await vaultClient(p.port, token);
-    expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
-    expect((await c.command(`RCPT TO:<shutdown-${m}@outside.example>`)).code).toBe(250);
-    // The upstream connection for this send is opened while the message comes in: Postfix's greeting is held.
-    const held = relay.holdNext("greeting");
-    expect((await c.command("DATA")).code).toBe(354);
-    await held;
-    c.write(dataPayload(message({ From: "alice@mailgator.test", Subject: `shutdown ${m}` }, `Hello ${m}\n`)));
-    // The send's decision row is committed once the final dot is in: the send now waits for the upstream.
-    for (let i = 0; i < 200 && !(await p.rows()).some((r) => r.command === "DATA"); i++) await Bun.sleep(25);
+    const { p, m } = await sendWhileConnecting("shutdown");
     const closed = await Promise.race([p.proxy.close().then(() => true), Bun.sleep(SHUTDOWN_GRACE_MS + 5000)]);
     expect(closed).toBe(true);
     await p.audit.close();
@@ -203,23 +212,7 @@ describe("a reload that ends the session while its message is being sent", () =>
   });
 
   test("still connecting upstream (vault mode): nothing is sent, a deny row, and the 421 answers the dot", async () => {
-    const token = `mg_${marker()}`;
-    const p = await startTestProxy({
-      rules: vaultConfig(RULES, token),
-      upstreamAddr: `127.0.0.1:${relay.port}`,
-      upstreamTls: "none",
-    });
-    const m = marker();
-    const c = await vaultClient(p.port, token);
-    expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
-    expect((await c.command(`RCPT TO:<reload-${m}@outside.example>`)).code).toBe(250);
-    // The upstream connection for this send is opened while the message comes in: Postfix's greeting is held.
-    const held = relay.holdNext("greeting");
-    expect((await c.command("DATA")).code).toBe(354);
-    await held;
-    c.write(dataPayload(message({ From: "alice@mailgator.test", Subject: `reload ${m}` }, `Hello ${m}\n`)));
-    // The send's decision row is committed once the final dot is in: the send now waits for the upstream.
-    for (let i = 0; i < 200 && !(await p.rows()).some((r) => r.command === "DATA"); i++) await Bun.sleep(25);
+    const { p, c, m } = await sendWhileConnecting("reload");
     // The reload names another upstream: the connection being opened to the old one carries nothing.
     reloadElsewhere(p);
     relay.releaseReply();
