@@ -4,6 +4,7 @@
  */
 import { expect } from "bun:test";
 import type { SeededMessage } from "../fixtures/index.ts";
+import { RawImap, statusOf } from "./helpers.ts";
 
 /** The seed config's rules (README.md "Rules"), verbatim. */
 export const SEED_RULES = `[[rules]]
@@ -91,4 +92,25 @@ export function rawMessage(from: string, subject: string, id: string): string {
     `Body of ${subject}`,
     "",
   ].join("\r\n");
+}
+
+/**
+ * Logs in to the proxy on `port` as `account` and checks that its INBOX holds exactly the UIDs `shown`, in a FETCH and
+ * a SEARCH, and that no UID of `hidden` answers a FETCH.
+ */
+export async function expectInboxShows(
+  port: number,
+  account: { readonly user: string; readonly password: string },
+  shown: readonly number[],
+  hidden: readonly number[],
+): Promise<void> {
+  const raw = await RawImap.login(port, account);
+  await raw.command("s", "EXAMINE INBOX");
+  const reply = await raw.command("f", "UID FETCH 1:* (UID)");
+  expect(statusOf(reply, "f")).toStartWith("f OK");
+  expect(fetchedUids(reply).map(([, uid]) => uid)).toEqual([...shown]);
+  const search = await raw.command("q", "UID SEARCH ALL");
+  expect(search).toContain(`* SEARCH ${shown.join(" ")}\r\n`);
+  for (const uid of hidden) expect((await raw.command("h", `UID FETCH ${uid} (UID)`)).includes("FETCH (")).toBe(false);
+  raw.close();
 }
