@@ -5,10 +5,11 @@
  * sent as, the links sent before no longer work; `mailgator approvals` still decides, and a later notice's link works.
  */
 
+import { Database } from "bun:sqlite";
 import { expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import nodemailer from "nodemailer";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
@@ -196,4 +197,55 @@ test("a restart under such a config withdraws them too; another restart under it
     third.proc.kill("SIGTERM");
   }
   expect(await third.proc.exited).toBe(0);
+});
+
+/** Makes the state database beside `file` refuse to record the readers' set: a withdrawal that cannot be done. */
+function refuseReaders(file: string): void {
+  const db = new Database(join(dirname(file), "mailgator-state.db"));
+  try {
+    db.run(
+      "CREATE TRIGGER refuse_readers BEFORE INSERT ON approval_link_readers " +
+        "BEGIN SELECT RAISE(ABORT, 'readers refused'); END",
+    );
+  } finally {
+    db.close();
+  }
+}
+
+test("links that cannot be checked: serve does not start; a reload says so and is in part", async () => {
+  const m = uniqueToken("lf");
+  const boss = `boss-${m}@corp.test`;
+  const admin = await freePort();
+  const token = generateToken();
+  const file = join(mkdtempSync(join(tmpdir(), "mg-link-fail-")), "mailgator.toml");
+  writeFileSync(file, configFor(admin, boss, token, false));
+  const first = serveChild(file);
+  try {
+    await first.port("SMTP");
+  } finally {
+    first.proc.kill("SIGTERM");
+  }
+  expect(await first.proc.exited).toBe(0);
+  refuseReaders(file);
+
+  // A start whose agents may read a mailbox more, with the set not recordable: it does not start.
+  writeFileSync(file, configFor(admin, boss, token, true));
+  const refused = serveChild(file);
+  expect(await refused.proc.exited).toBe(1);
+  expect(refused.logs()).toContain("cannot start: readers refused");
+
+  // Started under the first config (nothing to record), then reloaded into the second: in part, and said so.
+  writeFileSync(file, configFor(admin, boss, token, false));
+  const served = serveChild(file);
+  try {
+    await served.port("SMTP");
+    writeFileSync(file, configFor(admin, boss, token, true));
+    const r = runCli(["reload", "-c", file]);
+    expect(r.exitCode).toBe(1);
+    expect(r.stdout + r.stderr).toContain("reloaded in part");
+    expect(r.stdout + r.stderr).toContain("the approval links could not be checked against the new agents");
+  } finally {
+    served.proc.kill("SIGTERM");
+  }
+  expect(await served.proc.exited).toBe(0);
 });

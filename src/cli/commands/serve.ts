@@ -265,6 +265,9 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
         create: true,
       });
       approvals = new ApprovalStore(state!);
+      // Before any notice goes out or the page answers: a link an agent may read since the last run is withdrawn
+      // (docs/approvals.md "Links"). Not knowing whether to is a reason not to start.
+      withdrawExposedLinks(approvalContext(approvals));
     } catch (e) {
       log.error(`cannot start: ${(e as Error).message}`);
       await audit.close();
@@ -281,9 +284,6 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
     const released = store.releaseUsedTokens();
     if (released > 0)
       log.info(`approvals: ${released} link(s) in use when the process stopped work again (their messages are held)`);
-    // Before any notice goes out: a link an agent may read since the last run is withdrawn (docs/approvals.md
-    // "Links").
-    withdrawExposedLinks(actx);
     linkContext = actx;
     lookAfterHeld(actx, () => setHeldApprovals(store.list().filter((r) => r.state === "held").length));
     // Approvers not told before the last stop (or crash) are told now; expired messages were just expired
@@ -340,7 +340,7 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
   const reloadNow = (): void => {
     reloads = reloads
       .then(() => {
-        const result = reload(config.file, ctx.env, live, handles, audit.path, {
+        let result = reload(config.file, ctx.env, live, handles, audit.path, {
           quotas,
           credentials: accounts.credentials,
           approvals: approvals !== null,
@@ -349,7 +349,17 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
         });
         // The reloaded agents may read a mailbox a notice went to (docs/approvals.md "Links"): checked before this
         // turn ends, so no decision comes between.
-        if (linkContext !== null) withdrawExposedLinks(linkContext);
+        if (linkContext !== null && result.ok) {
+          try {
+            withdrawExposedLinks(linkContext);
+          } catch (e) {
+            // The new config is in force, and links it may have exposed still work: the operator is told, as of
+            // any step of a reload that failed after the swap.
+            const why = `the approval links could not be checked against the new agents: ${errorMessage(e)}`;
+            log.error(`reload: ${why}`);
+            result = { ...result, errors: [...result.errors, why] };
+          }
+        }
         writeStatusFile(statusFile, config.file, result, (m) => log.error(m));
         emitReload(result);
       })
