@@ -104,6 +104,14 @@ export const UPSTREAM_CONNECT_TIMEOUT_MS = 15_000;
 export const UPSTREAM_REPLY_TIMEOUT_MS = 10 * 60 * 1000;
 
 /**
+ * Waiting for the upstream server to take one block of a replayed message (RFC 5321 §4.5.3.2.5: 3 minutes for each
+ * TCP SEND of a data block). A server that stops reading would otherwise hold the session, and its place under
+ * `max_sessions_per_agent`, for as long as the kernel keeps the connection; past it the connection is dropped
+ * before its end of data, so nothing is delivered, and the agent gets `451`.
+ */
+export const UPSTREAM_DATA_BLOCK_TIMEOUT_MS = 3 * 60 * 1000;
+
+/**
  * At shutdown, past SHUTDOWN_GRACE_MS: how long the commands still under way get, once their upstream connections
  * are dropped, to record how they ended before the audit log closes (docs/reliability.md "Shutdown").
  */
@@ -137,6 +145,8 @@ export interface SessionLimits {
   readonly loginTimeoutMs: number;
   readonly authFailureStepMs: number;
   readonly sendCommitWaitMs: number;
+  /** UPSTREAM_DATA_BLOCK_TIMEOUT_MS. */
+  readonly upstreamBlockTimeoutMs: number;
 }
 
 export const DEFAULT_LIMITS: SessionLimits = Object.freeze({
@@ -151,4 +161,5 @@ export const DEFAULT_LIMITS: SessionLimits = Object.freeze({
   loginTimeoutMs: LOGIN_TIMEOUT_MS,
   authFailureStepMs: AUTH_FAILURE_STEP_MS,
   sendCommitWaitMs: SEND_COMMIT_WAIT_MS,
+  upstreamBlockTimeoutMs: UPSTREAM_DATA_BLOCK_TIMEOUT_MS,
 });

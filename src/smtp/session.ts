@@ -1747,6 +1747,7 @@ export class SmtpSession {
     let text: string;
     try {
       const upstream = await this.#connectedUpstream();
+      upstream.blockTimeoutMs = this.#ctx.limits.upstreamBlockTimeoutMs;
       // A reload that ended the session meanwhile (the connection was being opened, perhaps to the upstream the
       // reload replaced) has aborted #withdrawn: send() then stops before anything goes out (below).
       const result = await upstream.send(envelope, this.#spool, gate, this.#stopped.signal, this.#withdrawn.signal);

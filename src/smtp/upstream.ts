@@ -4,8 +4,9 @@
  *
  * Credentials are never sent on a connection that is not encrypted unless the config says `upstream_tls =
  * "none"`. With `starttls`, an EHLO without STARTTLS (stripped by a man in the middle, RFC 3207 §6), a refused
- * STARTTLS or a failed handshake ends the connection before anything else is sent; bytes received before the
- * handshake are discarded (docs/protocol.md §6 "STARTTLS"; Poddebniak et al., USENIX Security 2021).
+ * STARTTLS or a failed handshake ends the connection before anything else is sent; a reply received with the 220
+ * ends it too, and a part of a line received before the handshake is discarded (docs/protocol.md §6 "STARTTLS";
+ * Poddebniak et al., USENIX Security 2021). Any reply nothing asked for ends the connection (`#onLine`).
  */
 
 import { hostname } from "node:os";
@@ -26,6 +27,7 @@ import {
   MAX_UPSTREAM_REPLY_LINE,
   MAX_UPSTREAM_REPLY_LINES,
   TLS_HANDSHAKE_TIMEOUT_MS,
+  UPSTREAM_DATA_BLOCK_TIMEOUT_MS,
   UPSTREAM_REPLY_TIMEOUT_MS,
 } from "./limits.ts";
 import type { Reply } from "./reply.ts";
@@ -253,6 +255,14 @@ export class UpstreamSession {
   #out: Buffer | null = null;
   /** Whether this transaction's final dot was handed to the connection (SendStopped). */
   #endOfDataSent = false;
+  /**
+   * Replies the server owes: one for its greeting, one per command line written and one per end of data. A reply
+   * beyond them answers nothing the proxy asked; kept, it would be read as the answer to the next command, and
+   * every reply after it one command late (`#onLine`).
+   */
+  #owed = 1;
+  /** How long the server may take to accept one block of a replayed message (UPSTREAM_DATA_BLOCK_TIMEOUT_MS). */
+  blockTimeoutMs = UPSTREAM_DATA_BLOCK_TIMEOUT_MS;
 
   private constructor(conn: Connection) {
     this.#conn = conn;
@@ -377,6 +387,7 @@ export class UpstreamSession {
 
   /** Sends one command line and waits for its reply. */
   command(line: string): Promise<Reply> {
+    this.#owed++;
     this.#conn.write(`${line}\r\n`);
     return this.#next();
   }
@@ -449,6 +460,7 @@ export class UpstreamSession {
     ];
     const replies: Reply[] = [];
     if (this.extensions.has("PIPELINING")) {
+      this.#owed += commands.length;
       this.#conn.write(commands.map((c) => `${c}\r\n`).join(""));
       for (let i = 0; i < commands.length; i++) replies.push(await this.#next());
     } else {
@@ -503,15 +515,37 @@ export class UpstreamSession {
         length += CRLF_DOT_CRLF.length;
         ended = true;
         this.#endOfDataSent = true;
+        this.#owed++;
       }
-      await this.#conn.writeFlushed(out.subarray(0, length));
+      await this.#flushed(out.subarray(0, length));
     }
     if (!ended) {
       if (this.closed) throw this.#failure ?? new UpstreamError("upstream closed the connection");
       this.#endOfDataSent = true;
+      this.#owed++;
       this.#conn.write(CRLF_DOT_CRLF);
     }
     return { stage: "data", reply: await this.#next() };
+  }
+
+  /**
+   * Writes one block of the message and resolves once the kernel has it, so that its buffer may be reused; a server
+   * that does not take it within `blockTimeoutMs` has its connection dropped (the caller then finds it closed).
+   */
+  async #flushed(block: Uint8Array): Promise<void> {
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    const late = new Promise<void>((resolve) => {
+      timer = setTimeout(() => {
+        this.#fail(new UpstreamError(`upstream did not take a block of the message within ${this.blockTimeoutMs} ms`));
+        this.#conn.destroy();
+        resolve();
+      }, this.blockTimeoutMs);
+    });
+    try {
+      await Promise.race([this.#conn.writeFlushed(block), late]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**
@@ -535,6 +569,7 @@ export class UpstreamSession {
   /** QUIT and close, without waiting long for a polite answer. */
   async quit(): Promise<void> {
     if (!this.closed) {
+      this.#owed++;
       this.#conn.write("QUIT\r\n");
       await Promise.race([this.#next().catch(() => undefined), Bun.sleep(1000)]);
     }
@@ -578,6 +613,16 @@ export class UpstreamSession {
     if (m[2] === "-") return;
     const reply: Reply = { code: Number(m[1]), lines: this.#lines };
     this.#lines = [];
+    if (this.#owed === 0) {
+      // A reply nothing asked for (a server that says 421 and stays open, a reply sent before the end of data, one
+      // injected with STARTTLS's 220): the connection is out of step, and what it answers next cannot be trusted to
+      // answer what was asked. It is dropped; a transaction on it has not had its end of data, so nothing is
+      // delivered (RFC 5321 §4.1.1.4), and the session's next transaction opens a new one.
+      this.#fail(new UpstreamError(`upstream sent a reply nothing asked for: ${describe(reply)}`));
+      this.#conn.destroy();
+      return;
+    }
+    this.#owed--;
     const waiter = this.#waiters.shift();
     if (waiter) waiter.resolve(reply);
     else this.#replies.push(reply);

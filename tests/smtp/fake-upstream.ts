@@ -23,6 +23,15 @@ export interface FakeUpstreamOptions {
    * held when the message was delivered. Gets the content when keepData.
    */
   readonly onEndOfData?: (content: Buffer | null) => void;
+  /** Written right after the 235 of the first connection's AUTH, in the same write: a reply nothing asked for. */
+  readonly unaskedAfterAuth?: string;
+  /**
+   * Written when the first connection's first DATA content arrives, before its end of data: an early reply. The
+   * connection then stops reading, as a server that has given up on the message would.
+   */
+  readonly replyInData?: string;
+  /** The first connection stops reading when its first DATA content arrives, and says nothing. */
+  readonly stallInData?: boolean;
 }
 
 export interface FakeUpstream {
@@ -50,6 +59,8 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
   const state = { connections: 0, dataOctets: 0, abandoned: 0 };
   const server: Server = createServer((raw) => {
     state.connections++;
+    const first = state.connections === 1;
+    let earlyReplied = false;
     sockets.add(raw);
     let inData = false;
     raw.on("close", () => {
@@ -64,6 +75,12 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
     let tail = Buffer.alloc(0);
     const write = (s: string) => socket.write(s);
     const onData = (chunk: Buffer) => {
+      if (inData && first && (options.replyInData !== undefined || options.stallInData) && !earlyReplied) {
+        earlyReplied = true;
+        if (options.replyInData !== undefined) write(`${options.replyInData}\r\n`);
+        socket.pause();
+        return;
+      }
       if (inData) {
         // Look for CRLF.CRLF across chunk edges using the last 4 bytes of what came before.
         const joined = Buffer.concat([tail, chunk]);
@@ -122,7 +139,8 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
           secure.on("data", onData);
           return;
         } else if (verb === "AUTH") {
-          write("235 2.7.0 ok\r\n");
+          const unasked = first && options.unaskedAfterAuth !== undefined ? `${options.unaskedAfterAuth}\r\n` : "";
+          write(`235 2.7.0 ok\r\n${unasked}`);
         } else if (verb === "DATA") {
           write("354 go\r\n");
           inData = true;

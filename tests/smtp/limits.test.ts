@@ -13,6 +13,7 @@ import {
   MAX_HEADER_BYTES,
   MAX_MESSAGE_BYTES,
   MAX_RECIPIENTS,
+  UPSTREAM_DATA_BLOCK_TIMEOUT_MS,
 } from "../../src/smtp/limits.ts";
 import { type FakeUpstream, startFakeUpstream } from "./fake-upstream.ts";
 import { RawClient, startTestProxy, type TestProxy } from "./helpers.ts";
@@ -55,6 +56,8 @@ test("the values are what docs/smtp.md says", () => {
   expect(IDLE_TIMEOUT_MS).toBe(5 * 60 * 1000);
   expect(MAX_CONNECTIONS).toBe(100);
   expect(MAX_AUTH_FAILURES_PER_SESSION).toBe(3);
+  // RFC 5321 §4.5.3.2.5; exercised with a shorter value in upstream.test.ts (a server that stops reading).
+  expect(UPSTREAM_DATA_BLOCK_TIMEOUT_MS).toBe(3 * 60 * 1000);
 });
 
 describe("MAX_COMMAND_LINE", () => {

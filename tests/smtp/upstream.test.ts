@@ -220,3 +220,72 @@ describe("upstream failures", () => {
     expect(server.lines.filter((l) => /^(MAIL|RCPT|DATA)/.test(l))).toEqual([]);
   });
 });
+
+describe("an upstream reply nothing asked for", () => {
+  test("after AUTH: the connection is dropped, not read one reply late; the message goes over a new one", async () => {
+    // A server that says 421 and stays open. Kept, the 421 answered the next MAIL, the RSET sent after it went out
+    // as message content after DATA's 354, and the next transaction waited for replies that never came.
+    const f = await fake({ keepData: true, unaskedAfterAuth: "421 4.3.2 going away soon" });
+    const p = await proxy({ upstreamTls: "none", upstreamAddr: `127.0.0.1:${f.port}`, rules: ALLOW_CORP });
+    const c = await loggedIn(p.port);
+    const m = marker();
+    expect(await sendOne(c, `one-${m}@corp.test`, `one ${m}`)).toStartWith("250 2.0.0 Ok: queued as FAKE");
+    expect(await sendOne(c, `two-${m}@corp.test`, `two ${m}`)).toStartWith("250 2.0.0 Ok: queued as FAKE");
+    c.close();
+    expect(f.messages.map((b) => /Subject: (\w+)/.exec(b.toString())![1])).toEqual(["one", "two"]);
+    expect(f.connections).toBe(2);
+    expect(f.lines.filter((l) => l === "RSET")).toEqual([]);
+    const results = (await p.rows()).filter((r) => r.command === "DATA" && r.reason.startsWith("upstream replied"));
+    expect(results.map((r) => r.decision)).toEqual(["allow", "allow"]);
+  });
+
+  test("during the content: the transaction is abandoned before its end of data, 451, the next one sent", async () => {
+    // Kept, the early reply would have been read as the answer to the final dot, and the real answer as the next
+    // transaction's answer to MAIL. The server here stops reading too: the proxy must not wait on it for ever.
+    const f = await fake({ keepData: true, replyInData: "554 5.3.4 I give up" });
+    const p = await proxy({ upstreamTls: "none", upstreamAddr: `127.0.0.1:${f.port}`, rules: ALLOW_CORP });
+    const c = await loggedIn(p.port);
+    const m = marker();
+    expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+    expect((await c.command(`RCPT TO:<big-${m}@corp.test>`)).code).toBe(250);
+    expect((await c.command("DATA")).code).toBe(354);
+    const line = `${"x".repeat(76)}\r\n`;
+    c.write(dataPayload(message({ Subject: `big ${m}`, To: `big-${m}@corp.test` }, line.repeat(200_000))));
+    const r = await c.reply(30_000);
+    expect(r.raw).toStartWith("451 4.4.1 Upstream unavailable: upstream sent a reply nothing asked for: 554 ");
+    expect(await sendOne(c, `after-${m}@corp.test`, `after ${m}`)).toStartWith("250 2.0.0");
+    c.close();
+    expect(f.messages.map((b) => /Subject: (\w+)/.exec(b.toString())![1])).toEqual(["after"]);
+    const rows = (await p.rows()).filter((row) => row.command === "DATA" && row.decision !== "allow");
+    expect(rows.map((row) => row.reason)).toEqual([
+      expect.stringContaining("upstream failed: upstream sent a reply nothing asked for: 554 5.3.4 I give up"),
+    ]);
+  });
+});
+
+test("an upstream that stops reading in the middle of a message: dropped after the block timeout, 451", async () => {
+  // RFC 5321 §4.5.3.2.5 (3 minutes per data block; shortened here). Before, the session waited for as long as the
+  // kernel kept the connection, holding the agent's place under max_sessions_per_agent.
+  const f = await fake({ keepData: true, stallInData: true });
+  const p = await proxy({
+    upstreamTls: "none",
+    upstreamAddr: `127.0.0.1:${f.port}`,
+    rules: ALLOW_CORP,
+    limits: { upstreamBlockTimeoutMs: 500 },
+  });
+  const c = await loggedIn(p.port);
+  const m = marker();
+  expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+  expect((await c.command(`RCPT TO:<big-${m}@corp.test>`)).code).toBe(250);
+  expect((await c.command("DATA")).code).toBe(354);
+  const line = `${"x".repeat(76)}\r\n`;
+  c.write(dataPayload(message({ Subject: `big ${m}`, To: `big-${m}@corp.test` }, line.repeat(200_000))));
+  expect((await c.reply(20_000)).raw).toStartWith(
+    "451 4.4.1 Upstream unavailable: upstream did not take a block of the message within 500 ms",
+  );
+  expect(await sendOne(c, `after-${m}@corp.test`, `after ${m}`)).toStartWith("250 2.0.0");
+  c.close();
+  expect(f.messages.map((b) => /Subject: (\w+)/.exec(b.toString())![1])).toEqual(["after"]);
+  const errors = (await p.rows()).filter((row) => row.decision === "error");
+  expect(errors.map((row) => row.reason)).toEqual([expect.stringContaining("did not take a block")]);
+});
