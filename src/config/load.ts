@@ -10,7 +10,7 @@ import { createSecureContext } from "node:tls";
 import { parse as parseToml, TomlError } from "smol-toml";
 import * as v from "valibot";
 import { GOOGLE, MICROSOFT_DEFAULT_TENANT, MICROSOFT_TENANT_ALIASES, microsoft } from "../accounts/providers.ts";
-import { mailboxProblem } from "../mail/address.ts";
+import { mailboxProblem, subaddressMailbox } from "../mail/address.ts";
 import { MAX_LOGIN_NAME_BYTES } from "../net/credentials.ts";
 import { isLoopbackHost, isLoopbackUrlHost, readIpEntry } from "../net/ip.ts";
 import { compileGlob, expandOperation, GlobError, type GlobKind, type Operation } from "../policy/index.ts";
@@ -1086,8 +1086,5 @@ export function agentSending(
  */
 function mailboxOf(address: string): string {
   const lower = address.toLowerCase();
-  const at = lower.lastIndexOf("@");
-  if (at === -1) return lower;
-  const plus = lower.indexOf("+");
-  return plus > 0 && plus < at ? lower.slice(0, plus) + lower.slice(at) : lower;
+  return subaddressMailbox(lower) ?? lower;
 }

@@ -259,6 +259,18 @@ export function mailboxProblem(mailbox: string): string | null {
   return null;
 }
 
+/**
+ * The mailbox a subaddress is delivered to: `user+detail@domain` is `user@domain` (RFC 5233 §1), or null when
+ * `address` has no detail. `+` is the delimiter of Postfix's and Dovecot's usual setup, Gmail and Microsoft 365; a
+ * server set up with another, or an alias, cannot be known from here. A `+` that begins the local part separates
+ * nothing. Case is kept.
+ */
+export function subaddressMailbox(address: string): string | null {
+  const at = address.lastIndexOf("@");
+  const plus = address.indexOf("+");
+  return plus > 0 && plus < at ? address.slice(0, plus) + address.slice(at) : null;
+}
+
 export type EnvelopeAddress =
   | { readonly ok: true; readonly key: string }
   | { readonly ok: false; readonly problem: string };

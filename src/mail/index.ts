@@ -10,6 +10,7 @@ export {
   type ParsedAddressList,
   parseAddressList,
   readEnvelopeAddress,
+  subaddressMailbox,
 } from "./address.ts";
 export {
   attachmentName,

@@ -4,7 +4,8 @@
  * step as the transaction arrives; `simulateSend` runs the same steps in the same order for `mailgator explain`.
  *
  * Each envelope recipient R is decided on its own with `to = [R]`; `cc = [R]` when the Cc header names R and
- * the To header does not; `bcc = [R]` when neither does. `from` is the envelope sender (the reverse path), `[]`
+ * the To header does not; `bcc = [R]` when neither does (with R's mailbox beside R when R is a subaddress:
+ * `recipientAddresses`). `from` is the envelope sender (the reverse path), `[]`
  * for `<>`, so rules that name senders never match a null sender. At RCPT time the headers are not known yet
  * (cc, bcc, subject, has_attachment are `undefined`): only a decided deny refuses the recipient then; every
  * recipient is decided again, finally, once the message is in. One refused recipient refuses the whole message.
@@ -13,6 +14,7 @@
  * the header"): a rule that lets an agent send only as desk@ is not passed by `From: ceo@`.
  */
 
+import { subaddressMailbox } from "../mail/index.ts";
 import type { Decision, Outcome, Policy, Request } from "../policy/index.ts";
 import type { MessageFacts } from "./inspect.ts";
 
@@ -80,6 +82,19 @@ export function senderRefused(outcome: Outcome): outcome is Decided {
   return outcome.decided && outcome.decision.action !== "allow" && outcome.decision.action !== "ask";
 }
 
+/**
+ * What the rules' `to`, `cc` and `bcc` globs are matched against for one envelope recipient (lower-cased): the
+ * recipient, and for a subaddress the mailbox it is delivered to (`subaddressMailbox`: `ceo+x@corp.test` is
+ * `ceo@corp.test`'s). A rule that names a mailbox applies to its subaddresses too: `deny to = "ceo@corp.test"` is
+ * not passed by `ceo+x@corp.test`, which Postfix, Dovecot, Gmail and Microsoft 365 deliver to the same mailbox. A
+ * rule that names the subaddress still matches it as written; the first rule that matches either decides
+ * (docs/smtp.md "Send semantics").
+ */
+export function recipientAddresses(recipient: string): readonly string[] {
+  const mailbox = subaddressMailbox(recipient);
+  return mailbox === null ? [recipient] : [recipient, mailbox];
+}
+
 /** What RCPT TO says before the message is known. */
 export function recipientOutcome(
   policy: Policy,
@@ -92,7 +107,7 @@ export function recipientOutcome(
     folder: null,
     agent,
     from: senderList(sender),
-    to: [recipient],
+    to: recipientAddresses(recipient),
   });
 }
 
@@ -116,14 +131,15 @@ export function finalRequest(
   facts: SendFacts,
 ): Request {
   const kind = classify(recipient, facts);
+  const addresses = recipientAddresses(recipient);
   return {
     operation: "mail:send",
     folder: null,
     agent,
     from: senderList(sender),
-    to: [recipient],
-    cc: kind === "unknown" ? undefined : kind === "cc" ? [recipient] : [],
-    bcc: kind === "unknown" ? undefined : kind === "bcc" ? [recipient] : [],
+    to: addresses,
+    cc: kind === "unknown" ? undefined : kind === "cc" ? addresses : [],
+    bcc: kind === "unknown" ? undefined : kind === "bcc" ? addresses : [],
     subject: facts.subject,
     hasAttachment: facts.hasAttachment,
   };
