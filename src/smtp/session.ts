@@ -417,6 +417,8 @@ export class SmtpSession {
           this.#send(reply(521, "5.5.2", "Bare CR or LF in a command (RFC 5321 §2.3.8); closing"));
           this.#close();
         } else if (event.kind === "too-long") {
+          // An AUTH response too long to read ends the exchange (RFC 4954 §4): the next line is a command again.
+          this.#auth = null;
           this.#countCommand();
           this.#unreadDuringTransaction("(a line too long)");
           this.#refused("(command)", null, `command line longer than ${this.#ctx.limits.maxCommandLine} octets`);
@@ -843,6 +845,10 @@ export class SmtpSession {
       return undefined;
     }
     if (this.#needsTls()) {
+      // A refusal, so a row (docs/audit.md); one with an initial response had a credential cross the wire in clear,
+      // which the owner should hear of (never what it was).
+      const inClear = args.trim().includes(" ") ? "; it carried a credential in clear" : "";
+      this.#refused("AUTH", null, `AUTH before STARTTLS, which this listener requires${inClear}`);
       this.#send(reply(530, "5.7.0", "Must issue a STARTTLS command first"));
       return undefined;
     }
@@ -1745,8 +1751,10 @@ export class SmtpSession {
     const envelope = { from: tx.sender, recipients: tx.recipients.map((r) => r.address), eightBit: tx.eightBit };
     let upstreamReply: Reply;
     let text: string;
+    let used: UpstreamSession | null = null;
     try {
       const upstream = await this.#connectedUpstream();
+      used = upstream;
       upstream.blockTimeoutMs = this.#ctx.limits.upstreamBlockTimeoutMs;
       // A reload that ended the session meanwhile (the connection was being opened, perhaps to the upstream the
       // reload replaced) has aborted #withdrawn: send() then stops before anything goes out (below).
@@ -1789,6 +1797,10 @@ export class SmtpSession {
       }
       const message = (e as Error).message;
       const auth = e instanceof UpstreamAuthError;
+      // The final dot went out and no answer came (the connection lost, no reply in time): only the server knows
+      // whether it took the message (RFC 5321 §4.1.1.4, §6.1). The row says so, and so does the reply: the agent
+      // that sends it again may have it delivered twice. (SendStopped's own message says it already.)
+      const mayHaveIt = used?.endOfDataSent === true && !(e instanceof SendStopped);
       // An OAuth2 account without a token (a new login at DATA): the words of AUTH's 454 (docs/smtp.md "OAuth2
       // accounts"); the token endpoint's answer is the owner's, in the row below.
       const shown = agentReason(e);
@@ -1797,13 +1809,20 @@ export class SmtpSession {
         operation: "mail:send",
         target: messageId,
         decision: "error",
-        reason: `upstream failed: ${message}`,
+        reason: `upstream failed: ${message}${mayHaveIt ? MAY_HAVE_IT : ""}`,
+        ...(mayHaveIt ? { detail: { endOfDataSent: true } } : {}),
       });
       if (!(e instanceof UpstreamError) && !auth)
         moduleLogger("smtp").error(`session ${this.id}: upstream: ${message}`);
       this.#upstream?.destroy();
       this.#upstream = null;
       if (shown !== null) return reply(451, "4.7.0", shown);
+      if (mayHaveIt)
+        return reply(
+          451,
+          "4.4.1",
+          `No answer from upstream to the end of data (${message}); it may have been delivered`,
+        );
       return reply(451, auth ? "4.7.0" : "4.4.1", `Upstream unavailable: ${message}; try again later`);
     }
     const ok = upstreamReply.code >= 200 && upstreamReply.code < 300;
@@ -1838,6 +1857,9 @@ function decisionFields(decision: Decision): Pick<AuditEvent, "decision" | "rule
 /**
  * Splits "2.0.0 Ok: queued" into its enhanced status code and text (RFC 3463); invents one from the code when absent.
  */
+/** Added to a failed send's row when its end of data had gone out (`#replay`). */
+const MAY_HAVE_IT = "; the end of data had gone out: the upstream may have the message";
+
 /** Why a session has no identity to send as (docs/smtp.md "Identities"). */
 const NO_IDENTITIES = "it has none: the upstream login is not an address and no identities are configured";
 

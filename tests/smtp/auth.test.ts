@@ -282,6 +282,14 @@ print("sent")
     await c.command("EHLO client.test");
     const user = upstreams().users[0]!;
     expect((await c.command(`AUTH PLAIN ${plain(user.user, user.password)}`)).raw).toStartWith("530 5.7.0");
+    expect((await c.command("AUTH LOGIN")).raw).toStartWith("530 5.7.0");
+    // A refusal, so a row each; the one with an initial response says a credential crossed in clear, never which.
+    const refused = (await p.rows()).filter((r) => r.command === "AUTH");
+    expect(refused.map((r) => [r.decision, r.target, r.reason])).toEqual([
+      ["deny", null, "AUTH before STARTTLS, which this listener requires; it carried a credential in clear"],
+      ["deny", null, "AUTH before STARTTLS, which this listener requires"],
+    ]);
+    expect(JSON.stringify(refused)).not.toContain(user.password);
     // STARTTLS and a login in the same packet: the login must not count after the handshake (RFC 3207 §4.2).
     c.write(`STARTTLS\r\nAUTH PLAIN ${plain(user.user, user.password)}\r\n`);
     expect((await c.reply()).raw).toStartWith("220 2.0.0");

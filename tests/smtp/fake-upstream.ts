@@ -32,6 +32,8 @@ export interface FakeUpstreamOptions {
   readonly replyInData?: string;
   /** The first connection stops reading when its first DATA content arrives, and says nothing. */
   readonly stallInData?: boolean;
+  /** The first connection takes its first message (it is kept and counted) and closes without answering its dot. */
+  readonly dropAtEndOfData?: boolean;
 }
 
 export interface FakeUpstream {
@@ -107,6 +109,10 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
         dataParts = [];
         dataSize = 0;
         tail = Buffer.alloc(0);
+        if (first && options.dropAtEndOfData) {
+          socket.destroy();
+          return;
+        }
         write(`${options.dataReply ?? "250 2.0.0 Ok: queued as FAKE"}\r\n`);
         chunk = chunk.subarray(usedFromChunk);
         if (chunk.length === 0) return;

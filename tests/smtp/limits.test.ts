@@ -74,6 +74,15 @@ describe("MAX_COMMAND_LINE", () => {
     expect((await c.reply()).code).toBe(500);
     expect((await c.reply()).code).toBe(250);
   });
+
+  test("an AUTH response past the limit ends the exchange: the next line is a command again", async () => {
+    const { p } = await setup();
+    const c = await client(p.port, false);
+    expect((await c.command("AUTH LOGIN")).raw).toStartWith("334 ");
+    expect((await c.command("x".repeat(MAX_COMMAND_LINE + 1))).raw).toStartWith("500 5.5.2");
+    // Before, "NOOP" was read as the LOGIN user name (it is base64) and answered with the password prompt.
+    expect((await c.command("NOOP")).raw).toStartWith("250 2.0.0");
+  });
 });
 
 describe("MAX_RECIPIENTS", () => {

@@ -289,3 +289,26 @@ test("an upstream that stops reading in the middle of a message: dropped after t
   const errors = (await p.rows()).filter((row) => row.decision === "error");
   expect(errors.map((row) => row.reason)).toEqual([expect.stringContaining("did not take a block")]);
 });
+
+test("no answer to the end of data: 451 saying it may have been delivered, and the row says so too", async () => {
+  // RFC 5321 §4.1.1.4, §6.1: the dot went out, so only the server knows whether it took the message. Before, the
+  // reply and the row read as any other failure, "try again later", as if nothing had been sent.
+  const f = await fake({ keepData: true, dropAtEndOfData: true });
+  const p = await proxy({ upstreamTls: "none", upstreamAddr: `127.0.0.1:${f.port}`, rules: ALLOW_CORP });
+  const c = await loggedIn(p.port);
+  const m = marker();
+  expect(await sendOne(c, `one-${m}@corp.test`, `one ${m}`)).toStartWith(
+    "451 4.4.1 No answer from upstream to the end of data (upstream closed the connection); it may have been delivered",
+  );
+  expect(await sendOne(c, `two-${m}@corp.test`, `two ${m}`)).toStartWith("250 2.0.0");
+  c.close();
+  expect(f.messages.map((b) => /Subject: (\w+)/.exec(b.toString())![1])).toEqual(["one", "two"]);
+  const rows = (await p.rows()).filter((row) => row.command === "DATA" && row.decision === "error");
+  expect(rows.map((row) => [row.reason, row.detail])).toEqual([
+    [
+      "upstream failed: upstream closed the connection; " +
+        "the end of data had gone out: the upstream may have the message",
+      { endOfDataSent: true },
+    ],
+  ]);
+});
