@@ -319,6 +319,8 @@ export class UpstreamSession {
       }
       const go = await this.command("STARTTLS");
       if (go.code !== 220) throw new UpstreamError(`upstream refused STARTTLS: ${describe(go)}`);
+      // A reply that came in clear with the 220 (an injection) has ended the connection already (`#onLine`).
+      if (this.#failure !== null) throw this.#failure;
       // Anything already received arrived in clear text before the handshake: drop it.
       this.#framer.clear();
       this.#lines = [];

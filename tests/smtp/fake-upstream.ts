@@ -32,6 +32,8 @@ export interface FakeUpstreamOptions {
   readonly replyInData?: string;
   /** The first connection stops reading when its first DATA content arrives, and says nothing. */
   readonly stallInData?: boolean;
+  /** Written in clear right after STARTTLS's 220, in the same write: what a man in the middle would inject. */
+  readonly injectAfterStartTls?: string;
   /** The first connection takes its first message (it is kept and counted) and closes without answering its dot. */
   readonly dropAtEndOfData?: boolean;
 }
@@ -130,7 +132,7 @@ export async function startFakeUpstream(options: FakeUpstreamOptions = {}): Prom
           if (options.starttls && !(socket instanceof TLSSocket)) offered.push("STARTTLS");
           write(["fake.test", ...offered].map((e, i, a) => `250${i === a.length - 1 ? " " : "-"}${e}\r\n`).join(""));
         } else if (verb === "STARTTLS" && options.starttls) {
-          write("220 2.0.0 go ahead\r\n");
+          write(`220 2.0.0 go ahead\r\n${options.injectAfterStartTls ?? ""}`);
           raw.off("data", onData);
           const up = upstreams();
           const tlsDir = up.caFile.replace(/ca\.pem$/, "");

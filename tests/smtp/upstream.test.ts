@@ -111,6 +111,17 @@ describe("§7 case 36: a man in the middle strips STARTTLS", () => {
     ]);
   });
 
+  test("a reply injected in clear with STARTTLS's 220: the connection ends there, no credentials, 4xx", async () => {
+    // Discarded before; now a reply nothing asked for (docs/smtp.md "Connections"): only a man in the middle sends it.
+    const token = generateToken();
+    const server = await fake({ starttls: true, injectAfterStartTls: "235 2.7.0 injected\r\n" });
+    const p = await proxy({ rules: vault(token), upstreamTls: "starttls", upstreamAddr: `localhost:${server.port}` });
+    const c = await vaultClient(p.port, token);
+    const final = await sendOne(c, "ok@corp.test", "x");
+    expect(final).toStartWith("451 4.4.1 Upstream unavailable: upstream sent a reply nothing asked for: 235 ");
+    expect(server.lines.map((l) => l.split(" ")[0])).toEqual(["EHLO", "STARTTLS"]);
+  });
+
   test("a certificate the proxy cannot verify: no credentials, 4xx", async () => {
     const token = generateToken();
     const server = await fake({ starttls: true });
