@@ -233,8 +233,9 @@ const LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
  * Only plain `local@domain` is accepted: a local part of dot-atom text without `%` or `!` (old routing hacks:
  * `evil%x@corp.com` is delivered to x by some relays), a domain of LDH labels without a trailing dot. Refused:
  * source routes (`@a:u@d`, RFC 5321 §4.1.1.3), quoted local parts (`"ok@corp.com"@x`), address literals
- * (`[1.2.3.4]`), and any non-ASCII octet, since SMTPUTF8 is not offered (so U-label look-alikes such as
- * `corр.test` with a Cyrillic `р` never reach the matcher; A-labels are plain ASCII and compare as such).
+ * (`[1.2.3.4]`, and `1.2.3.4` without brackets: a numeric top-level label), and any non-ASCII octet, since
+ * SMTPUTF8 is not offered (so U-label look-alikes such as `corр.test` with a Cyrillic `р` never reach the matcher;
+ * A-labels are plain ASCII and compare as such).
  */
 export function mailboxProblem(mailbox: string): string | null {
   if (/[\x00-\x20\x7f]/.test(mailbox)) return "spaces and control characters are not allowed in an address";
@@ -256,6 +257,10 @@ export function mailboxProblem(mailbox: string): string | null {
   for (const label of domain.split(".")) {
     if (!LABEL.test(label)) return "malformed domain";
   }
+  // RFC 1123 §2.1: a top-level label is not all digits; `u@192.0.2.1` is an address literal without its brackets,
+  // which some resolvers read as the address (getaddrinfo), so a rule on domains would not see where it goes.
+  if (/^[0-9]+$/.test(domain.slice(domain.lastIndexOf(".") + 1)))
+    return "a domain ending in a numeric label (an IP address without brackets) is not accepted";
   return null;
 }
 

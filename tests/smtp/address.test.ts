@@ -26,6 +26,8 @@ test.each([
   ["<evil!x.test@corp.test>", "bang path"],
   ["<ok@corp.test.>", "trailing dot"],
   ["<ok@[127.0.0.1]>", "address literal"],
+  ["<ok@127.0.0.1>", "address literal without brackets"],
+  ["<ok@corp.123>", "numeric top-level label"],
   ["<ok@corр.test>", "Cyrillic look-alike"],
   ["<ok@@corp.test>", "two @"],
   ["<ok@corp..test>", "empty label"],
@@ -37,6 +39,11 @@ test.each([
   const r = parsePathArgument(arg, false, "recipient");
   expect(r.ok).toBe(false);
   if (!r.ok) expect(r.code).toBe(553);
+});
+
+test("a numeric label is a label where it is not the last one", () => {
+  expect(parsePathArgument("<ok@123.corp.test>", false, "recipient").ok).toBe(true);
+  expect(parsePathArgument("<ok@corp.test1>", false, "recipient").ok).toBe(true);
 });
 
 test("syntax errors and parameters", () => {
