@@ -1854,15 +1854,15 @@ function decisionFields(decision: Decision): Pick<AuditEvent, "decision" | "rule
   return { decision: decision.action, rule: decision.rule, ruleIndex: decision.ruleIndex, reason: decision.reason };
 }
 
-/**
- * Splits "2.0.0 Ok: queued" into its enhanced status code and text (RFC 3463); invents one from the code when absent.
- */
 /** Added to a failed send's row when its end of data had gone out (`#replay`). */
 const MAY_HAVE_IT = "; the end of data had gone out: the upstream may have the message";
 
 /** Why a session has no identity to send as (docs/smtp.md "Identities"). */
 const NO_IDENTITIES = "it has none: the upstream login is not an address and no identities are configured";
 
+/**
+ * Splits "2.0.0 Ok: queued" into its enhanced status code and text (RFC 3463); invents one from the code when absent.
+ */
 function splitStatus(r: Reply): [string, string] {
   const last = r.lines.at(-1) ?? "";
   const m = /^([245]\.\d{1,3}\.\d{1,3}) (.*)$/.exec(last);
