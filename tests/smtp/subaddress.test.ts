@@ -1,9 +1,9 @@
 /**
- * A rule that names a mailbox applies to its subaddresses (src/smtp/decide.ts `recipientAddresses`, docs/smtp.md
- * "Send semantics"). `ceo+x@corp.test` is delivered to `ceo@corp.test`'s mailbox by Postfix and Dovecot with their
- * usual `+` delimiter, Gmail and Microsoft 365 (RFC 5233); before, `deny to = "ceo@corp.test"` ahead of
- * `allow to = "*@corp.test"` let `RCPT TO:<ceo+x@corp.test>` through, and an `ask` rule on the mailbox was passed
- * the same way.
+ * docs/protocol.md §7 case 38. A rule that names a mailbox applies to its subaddresses (src/smtp/decide.ts
+ * `recipientAddresses`, docs/smtp.md "Send semantics"). `ceo+x@corp.test` is delivered to `ceo@corp.test`'s
+ * mailbox by Postfix and Dovecot with their usual `+` delimiter, Gmail and Microsoft 365 (RFC 5233); before,
+ * `deny to = "ceo@corp.test"` ahead of `allow to = "*@corp.test"` let `RCPT TO:<ceo+x@corp.test>` through, and an
+ * `ask` rule on the mailbox was passed the same way.
  */
 
 import { expect, test } from "bun:test";
@@ -72,7 +72,7 @@ test("mailgator explain's simulation decides the same way", () => {
   expect(sim.recipients[0]!.rcpt).toBe("refused");
 });
 
-test("against Postfix: RCPT TO a denied mailbox's subaddress gets 550 5.7.1, nothing goes upstream", async () => {
+test("§7 case 38: RCPT TO a denied mailbox's subaddress gets 550 5.7.1, nothing reaches Postfix", async () => {
   const m = marker();
   const p = await startTestProxy({
     rules: `

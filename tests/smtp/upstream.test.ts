@@ -232,7 +232,7 @@ describe("upstream failures", () => {
   });
 });
 
-describe("an upstream reply nothing asked for", () => {
+describe("§7 case 39: an upstream reply nothing asked for", () => {
   test("after AUTH: the connection is dropped, not read one reply late; the message goes over a new one", async () => {
     // A server that says 421 and stays open. Kept, the 421 answered the next MAIL, the RSET sent after it went out
     // as message content after DATA's 354, and the next transaction waited for replies that never came.
@@ -274,7 +274,7 @@ describe("an upstream reply nothing asked for", () => {
   });
 });
 
-test("an upstream that stops reading in the middle of a message: dropped after the block timeout, 451", async () => {
+test("§7 case 39: a server that stops reading in the middle of a message: dropped after the timeout", async () => {
   // RFC 5321 §4.5.3.2.5 (3 minutes per data block; shortened here). Before, the session waited for as long as the
   // kernel kept the connection, holding the agent's place under max_sessions_per_agent.
   const f = await fake({ keepData: true, stallInData: true });
