@@ -28,6 +28,7 @@ import { DEFAULT_TIMEOUTS, LOGIN_THROTTLE, RESPONSE_MEMORY_BUDGET } from "./limi
 import { ResponseMemory } from "./memory.ts";
 import { ImapSession } from "./session.ts";
 import type { UpstreamTimeouts } from "./upstream.ts";
+import { UpstreamPool } from "./upstream-pool.ts";
 
 export interface ImapProxy {
   readonly address: { readonly host: string; readonly port: number };
@@ -128,6 +129,7 @@ export async function startImapProxy(deps: {
     perAgent: new SessionCounter(limits.maxSessionsPerAgent),
     sessions: new Set(),
     responseMemory,
+    upstreamPool: new UpstreamPool(),
     cache: filtersMessages(config)
       ? ClassificationCache.open(cachePathBeside(config.audit.path), (m) => log.warn(m))
       : null,
@@ -166,9 +168,12 @@ export async function startImapProxy(deps: {
     address: listener.address,
     responseMemory,
     async close() {
+      // Kept upstream sessions are logged out, and none is kept from now on.
+      const cleared = ctx.upstreamPool.clear(true);
       const closed = listener.close(SHUTDOWN_GRACE_MS);
       for (const session of ctx.sessions) session.stop();
       await closed;
+      await cleared;
       ctx.cache?.close();
       ownQuotas?.close();
     },
@@ -177,6 +182,8 @@ export async function startImapProxy(deps: {
         const built = build(next);
         return () => {
           current = built;
+          // Kept upstream sessions were logged in under the config this replaces (its accounts, server, limits).
+          void ctx.upstreamPool.clear();
           return commitListener(listener, built.identity, ctx.sessions);
         };
       });

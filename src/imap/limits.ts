@@ -25,6 +25,26 @@ export const LOGIN_THROTTLE = { stepMs: 500, maxMs: 10_000, windowMs: 15 * 60_00
 /** Renew upstream IDLE this often (RFC 2177 §3: servers may end an IDLE after 30 minutes). */
 export const IDLE_RENEW_MS = 25 * 60 * 1000;
 
+// ---- upstream sessions kept for the next login (src/imap/upstream-pool.ts, docs/imap.md) -------------------
+
+/**
+ * Logged-in upstream sessions kept per account (and upstream server and credentials) after their agents logged
+ * out. A login takes one instead of connecting and logging in again: no new server process, no password check
+ * upstream. Kept sessions never outnumber the account's sessions of a moment before (each was an agent's), so a
+ * server's per-user connection limit (Dovecot's `mail_max_userip_connections`, 10 by default) is not passed on
+ * their account.
+ */
+export const UPSTREAM_POOL_PER_ACCOUNT = 8;
+
+/** Kept sessions in all, whatever their accounts. */
+export const UPSTREAM_POOL_MAX = 64;
+
+/** A kept session not taken within this is logged out: well under the 30 minutes a server may idle (RFC 9051 §5.4). */
+export const UPSTREAM_POOL_IDLE_MS = 30_000;
+
+/** The UNSELECT that leaves a session's mailbox before it is kept must be answered within this, or it is closed. */
+export const UPSTREAM_POOL_UNSELECT_MS = 5_000;
+
 // ---- commands ------------------------------------------------------------------------------------------------
 
 /**

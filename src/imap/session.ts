@@ -169,6 +169,10 @@ export class ImapSession implements LoginSession, CompressSession {
   #closed = false;
   /** Every upstream connection this session opened and may not have closed: `shutdown` closes them all. */
   readonly #upstreams = new Set<UpstreamSession>();
+  /** Where the upstream session is kept after LOGOUT (LoggedIn.poolKey); null: logged out. */
+  #poolKey: string | null = null;
+  /** Upstream's hierarchy delimiter, as the login learned it. */
+  #delimiter: string | null = null;
   /** Aborted by `shutdown`: cancels upstream connection attempts not yet connected. */
   readonly #ending = new AbortController();
   state: State = "not-authenticated";
@@ -891,9 +895,12 @@ export class ImapSession implements LoginSession, CompressSession {
     this.tagged(tag, "OK", null, "Logout completed");
     this.flush();
     if (this.up !== null) {
-      // Logged out politely (at most 2 s), not cut by shutdown.
+      // Kept for the next login of the account (src/imap/upstream-pool.ts: it checks that nothing is under way), or
+      // logged out politely (at most 2 s); not cut by shutdown either way.
       this.#upstreams.delete(this.up);
-      void this.up.logout();
+      if (this.#poolKey !== null && !this.condstore)
+        this.ctx.upstreamPool.keep(this.#poolKey, this.up, this.#delimiter);
+      else void this.up.logout();
     }
     this.up = null;
     this.shutdown();
@@ -1223,8 +1230,10 @@ export class ImapSession implements LoginSession, CompressSession {
    * whose hierarchy delimiter is `o.delimiter`. `o.loginUpstream` logs the auxiliary session in the same way.
    */
   loggedIn(o: LoggedIn): void {
-    const { tag, up, agent, upstreamUser, loginUpstream, generation, delimiter, config } = o;
+    const { tag, up, agent, upstreamUser, loginUpstream, generation, delimiter, config, poolKey } = o;
     this.agent = agent;
+    this.#poolKey = poolKey;
+    this.#delimiter = delimiter;
     this.account = `${this.ctx.upstream.host}:${this.ctx.upstream.port}/${upstreamUser}`;
     const { upstream, timeouts } = this.ctx;
     this.#openAuxiliary = async () => {
@@ -1312,6 +1321,10 @@ export class ImapSession implements LoginSession, CompressSession {
       this.#ending.signal,
       this.ctx.responseMemory,
     );
+  }
+
+  adoptUpstream(up: UpstreamSession): void {
+    this.#own(up);
   }
 
   #own(up: UpstreamSession): void {

@@ -22,7 +22,15 @@ import {
 import { RESPONSE_LINE_RESERVATION } from "./limits.ts";
 import type { ResponseMemory } from "./memory.ts";
 import { withoutTimings } from "./upstream-text.ts";
-import { type Command, Encoder, Framer, parseResponse, type Response, writeCommand } from "./wire/index.ts";
+import {
+  type Command,
+  Encoder,
+  Framer,
+  parseResponse,
+  type Response,
+  type SearchKey,
+  writeCommand,
+} from "./wire/index.ts";
 
 export type StatusResponse = Extract<Response, { type: "status" }>;
 
@@ -59,6 +67,8 @@ interface Pending {
   reject(error: Error): void;
   /** An ENABLE's capabilities, upper-cased: what its `* ENABLED` may name (RFC 5161 §3.2); null for other commands. */
   enables: ReadonlySet<string> | null;
+  /** What the command does to the selected state once answered: SELECT/EXAMINE, UNSELECT/CLOSE, or nothing. */
+  selection: "select" | "unselect" | null;
   /** When the session fails if the tagged reply has not come (performance.now(); Infinity: never). */
   deadline: number;
   /** What the failure says then. */
@@ -115,6 +125,13 @@ export class UpstreamSession {
   #loggingOut = false;
   /** Commands are encoded here; `finish()` copies what a command needs, so the buffer serves the next one. */
   #commandEncoder: Encoder | null = null;
+  /** A mailbox is selected upstream (the last SELECT/EXAMINE succeeded, no UNSELECT/CLOSE since). */
+  #mailboxSelected = false;
+  /**
+   * A command changed the session beyond its selected mailbox (`changesSession`): it is not handed to another agent's
+   * login (src/imap/upstream-pool.ts).
+   */
+  #sessionChanged = false;
 
   private constructor(
     conn: Connection,
@@ -169,6 +186,43 @@ export class UpstreamSession {
 
   get closed(): boolean {
     return this.#conn.closed;
+  }
+
+  /** A mailbox is selected upstream. */
+  get mailboxSelected(): boolean {
+    return this.#mailboxSelected;
+  }
+
+  /**
+   * Nothing is under way (no command in flight or queued, no IDLE, no response half read or waiting for memory), the
+   * session has not failed, and no command changed it beyond its selected mailbox: another login of the same
+   * account may take it over once it is unselected (src/imap/upstream-pool.ts).
+   */
+  get reusable(): boolean {
+    return (
+      !this.#conn.closed &&
+      this.#error === null &&
+      this.#pending === null &&
+      this.#queued === null &&
+      this.#onContinue === null &&
+      !this.#loggingOut &&
+      !this.#discarding &&
+      !this.#memoryWait &&
+      this.#frameReserved === 0 &&
+      !this.#sessionChanged
+    );
+  }
+
+  /**
+   * Leaves the owner that attached its hooks: what arrives from now on until another owner attaches closes the
+   * session (`onUnsolicited`), reservations are given back at once, and reading resumes if the owner had paused it.
+   */
+  detach(onUnsolicited: (r: Response) => void, onClose: () => void): void {
+    this.onUnsolicited = onUnsolicited;
+    this.onClose = onClose;
+    this.onBatch = () => {};
+    this.afterDelivery = (release) => release();
+    if (this.#ownerPaused) this.resume();
   }
 
   #readGreeting(): Promise<void> {
@@ -342,6 +396,7 @@ export class UpstreamSession {
       };
       const pending = this.#pendingOf(tag, onData, rounds.slice(1), onChallenge, done, reject, timeoutMs);
       if (command.name === "ENABLE") pending.enables = new Set(command.capabilities.map((c) => c.toUpperCase()));
+      pending.selection = selectionOf(command);
       this.#pending = pending;
       if (gate !== null && pending.rounds.length > 0) this.#holdLiterals(pending, gate);
       for (const chunk of rounds[0]!) this.#conn.write(chunk);
@@ -385,7 +440,9 @@ export class UpstreamSession {
     const { tag, rounds } = this.#encode(command);
     if (rounds.length !== 1) return null; // a tag number left unused is harmless
     return new Promise<StatusResponse>((resolve, reject) => {
-      this.#queued = this.#pendingOf(tag, onData, [], null, resolve, reject, timeoutMs);
+      const queued = this.#pendingOf(tag, onData, [], null, resolve, reject, timeoutMs);
+      queued.selection = selectionOf(command);
+      this.#queued = queued;
       for (const chunk of rounds[0]!) this.#conn.write(chunk);
     });
   }
@@ -399,6 +456,7 @@ export class UpstreamSession {
    * (docs/protocol.md §4, "Upstream literals").
    */
   #encode(command: UpstreamCommand): { tag: string; rounds: Uint8Array[][] } {
+    if (changesSession(command)) this.#sessionChanged = true;
     const tag = `M${++this.#tagCount}`;
     let enc = this.#commandEncoder;
     if (enc === null) {
@@ -440,6 +498,7 @@ export class UpstreamSession {
       gateOpen: null,
       plusWaiting: false,
       enables: null,
+      selection: null,
       resolve,
       reject,
       deadline,
@@ -679,6 +738,9 @@ export class UpstreamSession {
         return this.#fail(new UpstreamError("the upstream server answered a command that was not sent"));
       this.#pending = this.#queued;
       this.#queued = null;
+      // RFC 9051 §6.3.2: a failed SELECT or EXAMINE leaves no mailbox selected, as UNSELECT and CLOSE do (§6.4.2).
+      if (pending.selection === "select") this.#mailboxSelected = r.status === "OK";
+      else if (pending.selection === "unselect" && r.status === "OK") this.#mailboxSelected = false;
       pending.resolve(r);
       return;
     }
@@ -722,5 +784,60 @@ export class UpstreamSession {
     this.#queued = null;
     this.#greeting?.({ type: "status", tag: null, status: "BYE", code: null, text: reason.message });
     this.onClose(reason);
+  }
+}
+
+/** The selected state a command changes once answered (RFC 9051 §6.3.2, §6.4.2, RFC 3691). */
+function selectionOf(command: UpstreamCommand): "select" | "unselect" | null {
+  if (command.name === "SELECT" || command.name === "EXAMINE") return "select";
+  if (command.name === "UNSELECT" || command.name === "CLOSE") return "unselect";
+  return null;
+}
+
+/**
+ * A command whose effect on the session outlasts the selected mailbox: ENABLE (RFC 5161), COMPRESS (RFC 4978), ID
+ * (RFC 2971, the client's identity as the server logs it) and every CONDSTORE-enabling command (RFC 7162 §3.1:
+ * SELECT/EXAMINE `(CONDSTORE)`, STATUS `HIGHESTMODSEQ`, FETCH `MODSEQ` or `CHANGEDSINCE`, STORE `UNCHANGEDSINCE`,
+ * SEARCH `MODSEQ`), after which every FETCH carries mod-sequences. A session that ran one stays with its agent.
+ */
+function changesSession(command: UpstreamCommand): boolean {
+  switch (command.name) {
+    case "ENABLE":
+    case "COMPRESS":
+    case "ID":
+      return true;
+    case "SELECT":
+    case "EXAMINE":
+      return command.condstore === true;
+    case "STATUS":
+      return command.items.includes("HIGHESTMODSEQ");
+    case "LIST":
+    case "LSUB":
+      return command.statusItems?.includes("HIGHESTMODSEQ") === true;
+    case "FETCH":
+      return command.changedSince !== undefined || command.items.some((i) => i.type === "MODSEQ");
+    case "STORE":
+      return command.unchangedSince !== undefined;
+    case "SEARCH":
+    case "SORT":
+    case "THREAD":
+      return command.criteria.some(namesModseq);
+    default:
+      return false;
+  }
+}
+
+function namesModseq(key: SearchKey): boolean {
+  switch (key.key) {
+    case "MODSEQ":
+      return true;
+    case "NOT":
+      return namesModseq(key.operand);
+    case "OR":
+      return namesModseq(key.left) || namesModseq(key.right);
+    case "AND":
+      return key.operands.some(namesModseq);
+    default:
+      return false;
   }
 }

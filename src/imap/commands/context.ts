@@ -17,6 +17,7 @@ import type { FolderNames, FolderRights } from "../folders.ts";
 import type { SelectedMailbox } from "../mailbox.ts";
 import type { ResponseMemory } from "../memory.ts";
 import type { UpstreamSession, UpstreamTimeouts } from "../upstream.ts";
+import type { UpstreamPool } from "../upstream-pool.ts";
 import type { Command, FramerEvent, Response, ResponseCode } from "../wire/index.ts";
 
 /** What every session of one listener shares. */
@@ -45,6 +46,8 @@ export interface SessionContext {
   readonly responseMemory: ResponseMemory;
   /** Visible UIDs of filtered folders (docs/filtering.md); null when no rule filters messages or it is off. */
   readonly cache: ClassificationCache | null;
+  /** Upstream sessions kept after LOGOUT for the next login of the same vault account (src/imap/upstream-pool.ts). */
+  readonly upstreamPool: UpstreamPool;
 }
 
 /** What the listener does with its sessions: end them all, or judge them after a reload. */
@@ -175,6 +178,8 @@ export interface LoggedIn {
    * credentials from it, so that a reload during the login, which may have revoked them, ends the session.
    */
   readonly config: Config;
+  /** Where `up` is kept after the agent's LOGOUT (src/imap/upstream-pool.ts); null: it is logged out then. */
+  readonly poolKey: string | null;
 }
 
 /**
@@ -187,6 +192,8 @@ export interface LoginSession extends Session {
   upgradeToTls(identity: TlsIdentity): Promise<void>;
   /** Opens an upstream connection owned by this session: closed by `shutdown` from the moment it is connected. */
   openUpstream(): Promise<UpstreamSession>;
+  /** Owns `up`, taken from the pool of kept sessions, as if this session had opened it. */
+  adoptUpstream(up: UpstreamSession): void;
   /** Takes a place under `max_sessions_per_agent`; false when there is none (or the session ended). */
   takePlace(key: string): boolean;
   /** A login that fails after its place was taken gives the place back (a retried LOGIN takes a new one). */

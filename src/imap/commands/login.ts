@@ -5,6 +5,7 @@
  * accounts logged in with their access token (docs/imap.md "OAuth2 accounts").
  */
 
+import { accountLoginKey } from "../../accounts/identity.ts";
 import {
   type AccountCredentials,
   AccountNeedsReauthorization,
@@ -92,6 +93,8 @@ async function loginAs(
   let upstreamUser = username;
   let loginUpstream = (up: UpstreamSession) => up.login(username, password);
   let agent: string | null = null;
+  /** Pass-through logins are never kept: upstream's check of the password is the login itself. */
+  let poolKey: string | null = null;
   if (config.agents.length > 0) {
     const found = config.agents.find((a) => a.name === username);
     // Verify even for an unknown name, so the timing does not tell names apart.
@@ -109,6 +112,9 @@ async function loginAs(
     } else {
       const secret = account.password;
       loginUpstream = (up) => up.login(account.username, secret.reveal());
+      // Password accounts only: an OAuth2 account logs in afresh each time, so that a grant revoked or in need of
+      // its owner shows at the next login (docs/imap.md "Upstream sessions kept for the next login").
+      poolKey = s.ctx.upstreamPool.keyOf(s.ctx.upstream, accountLoginKey(account));
     }
     agent = found.name;
     // Known before going upstream: an agent at its limit costs the upstream nothing.
@@ -117,77 +123,24 @@ async function loginAs(
   }
   // After every await below the agent may have gone: what was opened is closed (shutdown closes what it finds
   // in #upstreams; each step checks #closed too), and nothing is attached to a dead session.
-  const upstreamFailed = (reason: string): void => {
-    s.auditRow({
-      command,
-      operation: null,
-      folder: null,
-      target: null,
-      decision: "error",
-      rule: null,
-      ruleIndex: null,
-      reason,
-    });
-  };
+  const kept = poolKey === null ? null : s.ctx.upstreamPool.take(poolKey);
   let up: UpstreamSession;
-  try {
-    up = await s.openUpstream();
-  } catch (error) {
+  let delimiter: string | null;
+  if (kept !== null) {
+    // Logged in already, unselected, its delimiter known: taken over as it is (src/imap/upstream-pool.ts).
+    up = kept.up;
+    delimiter = kept.delimiter;
+    s.adoptUpstream(up);
     if (s.closed) return;
-    const reason = (error as Error).message;
-    s.log.warn(`session ${s.id}: ${reason}`);
-    upstreamFailed(reason);
-    throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
-  }
-  let ok: boolean;
-  try {
-    ok = await loginUpstream(up);
-  } catch (error) {
-    up.close();
-    if (s.closed) return;
-    upstreamFailed((error as Error).message);
-    // docs/imap.md "OAuth2 accounts": the agent learns that the account needs its owner, or to come back later;
-    // never anything of the token exchange.
-    if (error instanceof AccountNeedsReauthorization)
-      throw new Refusal(
-        "NO",
-        "UNAVAILABLE",
-        `Account ${error.account} needs re-authorization by its owner (mailgator account login ${error.account})`,
-      );
-    if (error instanceof AccountTemporarilyUnavailable || error instanceof OAuthRefused)
-      throw new Refusal("NO", "UNAVAILABLE", "Upstream login temporarily unavailable; try again later");
-    throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
-  }
-  if (!ok || s.closed) {
-    up.close();
-    if (s.closed) return;
-    return s.loginFailed(tag, command, username, "the upstream server refused the credentials");
-  }
-  // Counted once the login is known to be good (pass-through: per upstream login name).
-  if (!s.takePlace(SessionCounter.key(agent, upstreamUser))) {
-    up.close();
-    if (s.closed) return;
-    countLimitRefusal("imap", "max_sessions_per_agent");
-    return s.overSessionLimit(command, username, agent !== null);
-  }
-  // The delimiter maps every name onto the rules: without upstream's own answer, no guess (a wrong one would let
-  // `Secret.Sub` past a rule on `Secret/**`); the session ends instead.
-  let delimiter: string | null | undefined;
-  let listed: Awaited<ReturnType<UpstreamSession["run"]>>;
-  try {
-    listed = await up.run({ name: "LIST", reference: "", pattern: "", selectOptions: [], returnOptions: [] }, (r) => {
-      if (r.type === "LIST") delimiter = r.delimiter;
-    });
-  } catch (error) {
-    s.dropPlace();
-    up.close();
-    throw error;
-  }
-  if (s.closed) return up.close();
-  if (listed.status !== "OK" || delimiter === undefined) {
-    s.dropPlace();
-    up.close();
-    throw new UpstreamError("the upstream server did not tell its hierarchy delimiter");
+    if (!s.takePlace(SessionCounter.key(agent, upstreamUser))) {
+      up.close();
+      countLimitRefusal("imap", "max_sessions_per_agent");
+      return s.overSessionLimit(command, username, agent !== null);
+    }
+  } else {
+    const opened = await openAndLogin(s, tag, command, username, agent, upstreamUser, loginUpstream);
+    if (opened === null) return;
+    ({ up, delimiter } = opened);
   }
   // The login's row is on disk before the session is logged in (docs/imap.md "Audit before data"): if it cannot
   // be written, the agent gets NO [UNAVAILABLE], stays unauthenticated, and the upstream login is closed.
@@ -202,6 +155,7 @@ async function loginAs(
       rule: null,
       ruleIndex: null,
       reason: "logged in",
+      ...(kept === null ? {} : { detail: { upstream: "kept session" } }),
     });
   } catch (error) {
     s.setUser(null);
@@ -210,7 +164,7 @@ async function loginAs(
     throw error;
   }
   if (s.closed) return up.close();
-  s.loggedIn({ tag, up, agent, upstreamUser, loginUpstream, generation, delimiter, config });
+  s.loggedIn({ tag, up, agent, upstreamUser, loginUpstream, generation, delimiter, config, poolKey });
 }
 
 /** The upstream refused a fresh access token too: a temporary failure for the agent (docs/imap.md). */
@@ -239,4 +193,97 @@ async function oauthLogin(
   if (second.accessToken !== first.accessToken && (await up.loginOAuth(second.username, second.accessToken, setting)))
     return true;
   throw new OAuthRefused(`account ${account}: the upstream server refused a fresh access token`);
+}
+
+/**
+ * Opens an upstream session and logs it in, takes the agent's place under `max_sessions_per_agent`, and learns the
+ * hierarchy delimiter. Null when the login was answered here (refused, over the limit) or the agent left.
+ */
+async function openAndLogin(
+  s: LoginSession,
+  tag: string,
+  command: string,
+  username: string,
+  agent: string | null,
+  upstreamUser: string,
+  loginUpstream: (up: UpstreamSession) => Promise<boolean>,
+): Promise<{ up: UpstreamSession; delimiter: string | null } | null> {
+  const upstreamFailed = (reason: string): void => {
+    s.auditRow({
+      command,
+      operation: null,
+      folder: null,
+      target: null,
+      decision: "error",
+      rule: null,
+      ruleIndex: null,
+      reason,
+    });
+  };
+  let up: UpstreamSession;
+  try {
+    up = await s.openUpstream();
+  } catch (error) {
+    if (s.closed) return null;
+    const reason = (error as Error).message;
+    s.log.warn(`session ${s.id}: ${reason}`);
+    upstreamFailed(reason);
+    throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
+  }
+  let ok: boolean;
+  try {
+    ok = await loginUpstream(up);
+  } catch (error) {
+    up.close();
+    if (s.closed) return null;
+    upstreamFailed((error as Error).message);
+    // docs/imap.md "OAuth2 accounts": the agent learns that the account needs its owner, or to come back later;
+    // never anything of the token exchange.
+    if (error instanceof AccountNeedsReauthorization)
+      throw new Refusal(
+        "NO",
+        "UNAVAILABLE",
+        `Account ${error.account} needs re-authorization by its owner (mailgator account login ${error.account})`,
+      );
+    if (error instanceof AccountTemporarilyUnavailable || error instanceof OAuthRefused)
+      throw new Refusal("NO", "UNAVAILABLE", "Upstream login temporarily unavailable; try again later");
+    throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
+  }
+  if (!ok || s.closed) {
+    up.close();
+    if (s.closed) return null;
+    await s.loginFailed(tag, command, username, "the upstream server refused the credentials");
+    return null;
+  }
+  // Counted once the login is known to be good (pass-through: per upstream login name).
+  if (!s.takePlace(SessionCounter.key(agent, upstreamUser))) {
+    up.close();
+    if (s.closed) return null;
+    countLimitRefusal("imap", "max_sessions_per_agent");
+    s.overSessionLimit(command, username, agent !== null);
+    return null;
+  }
+  // The delimiter maps every name onto the rules: without upstream's own answer, no guess (a wrong one would let
+  // `Secret.Sub` past a rule on `Secret/**`); the session ends instead.
+  let delimiter: string | null | undefined;
+  let listed: Awaited<ReturnType<UpstreamSession["run"]>>;
+  try {
+    listed = await up.run({ name: "LIST", reference: "", pattern: "", selectOptions: [], returnOptions: [] }, (r) => {
+      if (r.type === "LIST") delimiter = r.delimiter;
+    });
+  } catch (error) {
+    s.dropPlace();
+    up.close();
+    throw error;
+  }
+  if (s.closed) {
+    up.close();
+    return null;
+  }
+  if (listed.status !== "OK" || delimiter === undefined) {
+    s.dropPlace();
+    up.close();
+    throw new UpstreamError("the upstream server did not tell its hierarchy delimiter");
+  }
+  return { up, delimiter: delimiter ?? null };
 }

@@ -1,0 +1,274 @@
+/**
+ * Upstream sessions kept after an agent's LOGOUT for the next login of the same vault account (docs/imap.md
+ * "Upstream sessions kept for the next login"), against the real Dovecot: what is kept (unselected, unchanged
+ * sessions of password accounts, up to the pool's limits and for its idle time), what is not (pass-through logins,
+ * sessions that enabled CONDSTORE, another account's), and what ends a kept session (a reload, the listener
+ * closing, the server's BYE).
+ */
+
+import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { spawnSync } from "node:child_process";
+import { layout } from "../../scripts/upstreams/layout.ts";
+import type { UpstreamSession } from "../../src/imap/upstream.ts";
+import { UpstreamPool } from "../../src/imap/upstream-pool.ts";
+import { generateToken, hashToken } from "../../src/vault/token.ts";
+import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { dovecotSessions, settlesAt } from "../fixtures/upstream-connections.ts";
+import { directUpstream, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+
+let main: TestMailbox;
+let second: TestMailbox;
+const token = generateToken();
+const sameAccountToken = generateToken();
+const otherToken = generateToken();
+const env = `MAILGATOR_TEST_POOL_${process.pid}`;
+
+beforeAll(async () => {
+  main = await createMailbox({ name: "pool-main", seed: { folders: { INBOX: 3 }, seed: 41 } });
+  second = await createMailbox({ name: "pool-second", seed: { folders: { INBOX: 2 }, seed: 42 } });
+  process.env[env] = main.password;
+});
+
+afterAll(() => {
+  delete process.env[env];
+});
+
+function vaultConfig(): string {
+  return `
+[accounts.main]
+username = "${main.user}"
+password_env = "${env}"
+
+[accounts.second]
+username = "${second.user}"
+password = "${second.password}"
+
+[[agents]]
+name = "assistant"
+token_hash = "${hashToken(token)}"
+account = "main"
+
+[[agents]]
+name = "helper"
+token_hash = "${hashToken(sameAccountToken)}"
+account = "main"
+
+[[agents]]
+name = "filer"
+token_hash = "${hashToken(otherToken)}"
+account = "second"
+`;
+}
+
+/** Logs in as `agent`, runs `commands` (each must answer OK), and logs out. */
+async function visit(proxy: TestProxy, agent: string, secret: string, commands: string[] = []): Promise<void> {
+  const raw = await RawImap.open(proxy.port);
+  try {
+    expect(statusOf(await raw.command("l", `LOGIN ${agent} "${secret}"`), "l")).toStartWith("l OK");
+    let n = 0;
+    for (const command of commands) {
+      const tag = `c${++n}`;
+      expect(statusOf(await raw.command(tag, command), tag)).toStartWith(`${tag} OK`);
+    }
+    expect(statusOf(await raw.command("z", "LOGOUT"), "z")).toStartWith("z OK");
+  } finally {
+    raw.close();
+  }
+}
+
+/** The `detail.upstream` of each successful login row of `agent`, oldest first. */
+async function loginKinds(proxy: TestProxy, agent: string): Promise<(string | null)[]> {
+  const rows = (await proxy.rows()).filter((r) => r.agent === agent && r.reason === "logged in");
+  return rows.map((r) => ((r.detail as { upstream?: string } | null)?.upstream ?? null) as string | null);
+}
+
+describe("vault mode", () => {
+  let proxy: TestProxy;
+  beforeAll(async () => {
+    proxy = await startTestProxy({ extra: vaultConfig() });
+  });
+  afterAll(async () => {
+    await proxy?.close();
+  });
+
+  test("the next login of the account takes over the session a LOGOUT left, unselected", async () => {
+    await visit(proxy, "assistant", token, ["SELECT INBOX", "FETCH 1:* (FLAGS)"]);
+    // Kept: Dovecot still holds the session the agent left.
+    expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
+    const raw = await RawImap.open(proxy.port);
+    try {
+      expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
+      // The same upstream session: no second one at Dovecot.
+      expect(dovecotSessions(main.user)).toBe(1);
+      const selected = await raw.command("s", "SELECT INBOX");
+      expect(statusOf(selected, "s")).toStartWith("s OK [READ-WRITE]");
+      expect(selected).toContain("* 3 EXISTS");
+      const fetched = await raw.command("f", "UID FETCH 1:* (UID)");
+      expect(fetched.match(/^\* \d+ FETCH/gm)?.length).toBe(3);
+      expect(statusOf(await raw.command("z", "LOGOUT"), "z")).toStartWith("z OK");
+    } finally {
+      raw.close();
+    }
+    expect(await loginKinds(proxy, "assistant")).toEqual([null, "kept session"]);
+  }, 60_000);
+
+  test("another agent of the same account takes it too; an agent of another account logs in afresh", async () => {
+    await visit(proxy, "assistant", token, ["SELECT INBOX"]);
+    await visit(proxy, "helper", sameAccountToken, ["EXAMINE INBOX"]);
+    expect((await loginKinds(proxy, "helper")).at(-1)).toBe("kept session");
+    await visit(proxy, "filer", otherToken, ["SELECT INBOX"]);
+    expect((await loginKinds(proxy, "filer")).at(-1)).toBeNull();
+    // Each account's own session stays kept.
+    expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
+    expect(await settlesAt(() => dovecotSessions(second.user), 1, 10_000)).toBe(1);
+  }, 60_000);
+
+  test("a session that enabled CONDSTORE is logged out, and the next login's FETCH has no MODSEQ", async () => {
+    // Empty the pool of the account first: a reload logs kept sessions out.
+    proxy.reload({ extra: vaultConfig() });
+    expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
+    await visit(proxy, "assistant", token, ["SELECT INBOX", "FETCH 1 (FLAGS MODSEQ)"]);
+    expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
+    const raw = await RawImap.open(proxy.port);
+    try {
+      expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
+      expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+      const fetched = await raw.command("f", "FETCH 1 (FLAGS)");
+      expect(statusOf(fetched, "f")).toStartWith("f OK");
+      expect(fetched).not.toContain("MODSEQ");
+      expect(statusOf(await raw.command("z", "LOGOUT"), "z")).toStartWith("z OK");
+    } finally {
+      raw.close();
+    }
+    expect((await loginKinds(proxy, "assistant")).at(-1)).toBeNull();
+  }, 60_000);
+
+  test("the server's BYE to a kept session ends it; the next login logs in afresh", async () => {
+    await visit(proxy, "assistant", token, ["SELECT INBOX"]);
+    expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
+    const conf = layout(upstreams().dir).dovecotConf;
+    const kick = spawnSync("doveadm", ["-c", conf, "kick", main.user], { encoding: "utf8" });
+    expect(kick.status).toBe(0);
+    expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
+    await visit(proxy, "assistant", token, ["SELECT INBOX"]);
+    expect((await loginKinds(proxy, "assistant")).at(-1)).toBeNull();
+  }, 60_000);
+
+  test("a reload, and the listener closing, log kept sessions out", async () => {
+    await visit(proxy, "assistant", token, ["SELECT INBOX"]);
+    expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
+    proxy.reload({ extra: vaultConfig() });
+    expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
+    await visit(proxy, "assistant", token, ["SELECT INBOX"]);
+    expect((await loginKinds(proxy, "assistant")).at(-1)).toBeNull();
+    expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
+    await proxy.close();
+    expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
+    proxy = await startTestProxy({ extra: vaultConfig() });
+  }, 60_000);
+});
+
+test("pass-through logins are never kept: Dovecot checks each one's password", async () => {
+  const proxy = await startTestProxy();
+  try {
+    const raw = await RawImap.login(proxy.port, second);
+    expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+    expect(statusOf(await raw.command("z", "LOGOUT"), "z")).toStartWith("z OK");
+    raw.close();
+    expect(await settlesAt(() => dovecotSessions(second.user), 0, 10_000)).toBe(0);
+    const wrong = await RawImap.open(proxy.port);
+    expect(statusOf(await wrong.command("l", `LOGIN "${second.user}" "not-the-password"`), "l")).toStartWith(
+      "l NO [AUTHENTICATIONFAILED]",
+    );
+    wrong.close();
+  } finally {
+    await proxy.close();
+  }
+}, 60_000);
+
+describe("the pool itself, over real Dovecot sessions", () => {
+  const opened: UpstreamSession[] = [];
+  async function selected(): Promise<UpstreamSession> {
+    const up = await directUpstream(second);
+    opened.push(up);
+    expect((await up.run({ name: "SELECT", mailbox: "INBOX" })).status).toBe("OK");
+    expect(up.mailboxSelected).toBe(true);
+    return up;
+  }
+  afterAll(() => {
+    for (const up of opened) up.close();
+  });
+  const target = { host: "h", port: 1, tls: "tls" as const, skipVerify: false, extraCa: null, connectTimeoutMs: 1 };
+
+  test("a kept session is unselected upstream: a FETCH before SELECT is refused by Dovecot", async () => {
+    const pool = new UpstreamPool();
+    const key = pool.keyOf(target, "k");
+    pool.keep(key, await selected(), "/");
+    expect(await settlesAt(() => pool.size, 1, 10_000)).toBe(1);
+    const kept = pool.take(key);
+    expect(kept?.delimiter).toBe("/");
+    expect(kept?.up.mailboxSelected).toBe(false);
+    const st = await kept!.up.run({
+      name: "FETCH",
+      uid: false,
+      set: [{ start: 1, stop: 1 }],
+      items: [],
+      macro: "FAST",
+    });
+    expect(st.status).toBe("BAD");
+    expect(pool.take(key)).toBeNull();
+    await pool.clear(true);
+  }, 60_000);
+
+  test("at most perKey sessions per key and max in all: one past either is logged out", async () => {
+    const pool = new UpstreamPool({ perKey: 2, max: 3 });
+    const a = pool.keyOf(target, "a");
+    const b = pool.keyOf(target, "b");
+    const sessions = await Promise.all([1, 2, 3, 4].map(() => selected()));
+    // Two under `a`, the limit; the third one past it.
+    pool.keep(a, sessions[0]!, "/");
+    pool.keep(a, sessions[1]!, "/");
+    expect(await settlesAt(() => pool.size, 2, 10_000)).toBe(2);
+    pool.keep(a, sessions[2]!, "/");
+    expect(await settlesAt(() => (sessions[2]!.closed ? 1 : 0), 1, 10_000)).toBe(1);
+    expect(pool.size).toBe(2);
+    // Under `b`: the third in all is the max; a fourth is one past it.
+    const more = await Promise.all([1, 2].map(() => selected()));
+    pool.keep(b, more[0]!, "/");
+    expect(await settlesAt(() => pool.size, 3, 10_000)).toBe(3);
+    pool.keep(b, more[1]!, "/");
+    expect(await settlesAt(() => (more[1]!.closed ? 1 : 0), 1, 10_000)).toBe(1);
+    expect(pool.size).toBe(3);
+    sessions[3]!.close();
+    await pool.clear(true);
+    expect(pool.size).toBe(0);
+  }, 60_000);
+
+  test("a session not taken within idleMs is logged out; keys made before a clear are kept no longer", async () => {
+    const pool = new UpstreamPool({ idleMs: 300 });
+    const key = pool.keyOf(target, "k");
+    const up = await selected();
+    pool.keep(key, up, "/");
+    expect(await settlesAt(() => pool.size, 1, 10_000)).toBe(1);
+    expect(await settlesAt(() => (up.closed ? 1 : 0), 1, 10_000)).toBe(1);
+    expect(pool.size).toBe(0);
+    const stale = pool.keyOf(target, "k");
+    await pool.clear();
+    const late = await selected();
+    pool.keep(stale, late, "/");
+    expect(await settlesAt(() => (late.closed ? 1 : 0), 1, 10_000)).toBe(1);
+    expect(pool.size).toBe(0);
+    await pool.clear(true);
+  }, 60_000);
+
+  test("a session with a command in flight is not kept", async () => {
+    const pool = new UpstreamPool();
+    const up = await selected();
+    const noop = up.run({ name: "NOOP" });
+    pool.keep(pool.keyOf(target, "k"), up, "/");
+    expect(pool.size).toBe(0);
+    await noop.catch(() => {});
+    expect(await settlesAt(() => (up.closed ? 1 : 0), 1, 10_000)).toBe(1);
+    await pool.clear(true);
+  }, 60_000);
+});
