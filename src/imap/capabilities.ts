@@ -109,4 +109,6 @@ export const PASSED_CODES = new Set([
   "COPYUID",
   "BADCHARSET",
   "CLOSED",
+  // RFC 3516 §4.2: a BINARY section upstream cannot decode; the FETCH names visible messages only.
+  "UNKNOWN-CTE",
 ]);

@@ -327,6 +327,48 @@ describe("BINARY", () => {
     raw.close();
   });
 
+  test("a part whose Content-Transfer-Encoding upstream cannot decode: NO [UNKNOWN-CTE], as from Dovecot", async () => {
+    // RFC 3516 §4.2: the NO must carry UNKNOWN-CTE, so that a client can tell it from a failure worth retrying
+    // (RFC 9051 §7.1). The proxy decodes nothing itself: upstream refuses, and its code reaches the agent.
+    const human = await connectImap(mailbox);
+    await human.mailboxCreate("Own/Cte");
+    const message = [
+      "From: me@mailgator.test",
+      "Subject: uuencoded",
+      "MIME-Version: 1.0",
+      "Content-Type: multipart/mixed; boundary=b",
+      "",
+      "--b",
+      "Content-Type: application/octet-stream",
+      "Content-Transfer-Encoding: x-uuencode",
+      "",
+      "begin 644 x",
+      "end",
+      "--b--",
+      "",
+    ].join("\r\n");
+    await human.append("Own/Cte", message, []);
+    await human.logout();
+    const items = ["BINARY.PEEK[1]", "BINARY.SIZE[1]", "BINARY.PEEK[1]<0.4>"];
+    const up = upstreams();
+    const direct = await RawImap.open(up.ports.imaps, { tls: true });
+    await direct.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`);
+    await direct.command("s", "EXAMINE Own/Cte");
+    const raw = await agent();
+    await raw.command("s", "EXAMINE Own/Cte");
+    for (const item of items) {
+      const want = statusOf(await direct.command("f", `FETCH 1 (${item})`), "f");
+      expect(want).toStartWith("f NO [UNKNOWN-CTE]");
+      const got = await raw.command("f", `FETCH 1 (${item})`);
+      expect(got).toStartWith("f NO [UNKNOWN-CTE] ");
+      expect(statusOf(await raw.command("u", `UID FETCH 1 (${item})`), "u")).toStartWith("u NO [UNKNOWN-CTE] ");
+    }
+    // The part as it is stored, and the message's other data, are still there.
+    expect(statusOf(await raw.command("b", "FETCH 1 (BODY.PEEK[1])"), "b")).toBe("b OK Fetch completed");
+    direct.close();
+    raw.close();
+  });
+
   test("attack: a literal8 APPEND into a hidden folder answers exactly as into a nonexistent one", async () => {
     const raw = await agent();
     const before = await upstreamState(mailbox);

@@ -39,6 +39,8 @@ const ATOM_CODES = new Set<string>([
   "OVERQUOTA",
   "ALREADYEXISTS",
   "NONEXISTENT",
+  // RFC 3516 §4.2
+  "UNKNOWN-CTE",
 ]);
 
 export type AtomCodeName =
@@ -67,7 +69,8 @@ export type AtomCodeName =
   | "LIMIT"
   | "OVERQUOTA"
   | "ALREADYEXISTS"
-  | "NONEXISTENT";
+  | "NONEXISTENT"
+  | "UNKNOWN-CTE";
 
 /** A response code (RFC 9051 §7.1); `known: false` codes are to be dropped. */
 export type ResponseCode =
