@@ -357,3 +357,41 @@ describe("a filtered folder: NOMODSEQ, and no mod-sequence side channel", () => 
     }
   });
 });
+
+describe("a hidden folder: a CONDSTORE enabling command answers and enables as for an absent one", () => {
+  test("SELECT (CONDSTORE) and STATUS (HIGHESTMODSEQ) of a hidden name enable as of an absent name", async () => {
+    // Dovecot enables CONDSTORE even when such a command names no mailbox: the next SELECT carries HIGHESTMODSEQ.
+    // The proxy does the same for a name it allows (`Own/Nowhere`); a hidden name must leave the session in the same
+    // state, or the next SELECT would tell a name the rules hide from one that does not exist (docs/protocol.md §0.5).
+    const human = await connectImap(mailbox);
+    await human.mailboxCreate("Secret");
+    await human.logout();
+    const rules = RULES.replace(`folders = ["Own"]`, `folders = ["Own", "Own/*"]`);
+    expect(rules).not.toBe(RULES);
+    const wide = await startTestProxy({ rules });
+    try {
+      for (const first of ["SELECT % (CONDSTORE)", "EXAMINE % (CONDSTORE)", "STATUS % (HIGHESTMODSEQ)"]) {
+        const replies: string[] = [];
+        for (const name of ["Own/Nowhere", "Secret"]) {
+          const raw = await RawImap.login(wide.port, mailbox);
+          const reply = await raw.command("a", first.replace("%", name));
+          expect(reply).toBe("a NO [NONEXISTENT] Mailbox does not exist\r\n");
+          const select = await raw.command("b", "SELECT Own");
+          expect(statusOf(select, "b")).toStartWith("b OK");
+          replies.push(`${reply}${highest(select) === null ? "no HIGHESTMODSEQ" : "HIGHESTMODSEQ"}`);
+          raw.close();
+        }
+        expect(replies[1]).toBe(replies[0]!);
+        expect(replies[0]).toEndWith("\r\nHIGHESTMODSEQ");
+      }
+      // An item no STATUS takes is refused before the name is looked at, for both alike.
+      for (const name of ["Own/Nowhere", "Secret"]) {
+        const raw = await RawImap.login(wide.port, mailbox);
+        expect(statusOf(await raw.command("a", `STATUS ${name} (MESSAGES SIZE)`), "a")).toStartWith("a BAD");
+        raw.close();
+      }
+    } finally {
+      await wide.close();
+    }
+  });
+});

@@ -30,6 +30,9 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   if (cmd.condstore === true && !s.capabilities().includes("CONDSTORE")) {
     throw new Refusal("BAD", null, `${cmd.name} parameters are not supported`);
   }
+  // Before the name is looked at: upstream enables CONDSTORE for such a command even when it names no mailbox (Dovecot
+  // does), and a hidden name must leave the session as an absent one does (docs/protocol.md §0.5).
+  if (cmd.condstore === true) s.condstore = true;
   try {
     s.requireAudit();
     p = visibleFolder(s, cmd.name, "folder:read", cmd.mailbox);
@@ -50,7 +53,6 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   let exists = 0;
   let uidValidity = 0;
   // No mailbox is modelled yet: every untagged reply is held and rewritten below.
-  if (cmd.condstore === true) s.condstore = true;
   const upCmd = { name: readOnly ? ("EXAMINE" as const) : ("SELECT" as const), mailbox: cmd.mailbox };
   const selected = s.up!.run(s.condstore ? { ...upCmd, condstore: true } : upCmd, (r) => {
     if (r.type === "EXISTS") exists = r.n;

@@ -6,10 +6,12 @@ import type { CommandOf, Session } from "./context.ts";
 import { agentStatus, checkStatusItems, relayUpdate, upstreamStatus, visibleFolder } from "./shared.ts";
 
 export async function status(s: Session, cmd: CommandOf<"STATUS">): Promise<void> {
-  const p = visibleFolder(s, "STATUS", "folder:read", cmd.mailbox);
-  const d = s.require("STATUS", "folder:read", p);
+  // The items first, whatever the name: HIGHESTMODSEQ enables CONDSTORE even for a name upstream does not have, so a
+  // hidden name must enable it too, and an item no STATUS takes is refused alike for both (docs/protocol.md §0.5).
   // HIGHESTMODSEQ is 0 in a filtered folder (src/imap/filtering.ts).
   await checkStatusItems(s, cmd.items);
+  const p = visibleFolder(s, "STATUS", "folder:read", cmd.mailbox);
+  const d = s.require("STATUS", "folder:read", p);
   const filter = messageFilter(s.ctx.policy, p, s.agent);
   const row = {
     command: "STATUS",
