@@ -4,7 +4,7 @@
  * (docs/audit.md "Files").
  */
 
-import { chmodSync, closeSync, fchmodSync, openSync, statSync } from "node:fs";
+import { chmodSync, closeSync, fchmodSync, openSync, type Stats, statSync } from "node:fs";
 
 /** Owner read and write, nothing for group or others. */
 export const PRIVATE_FILE_MODE = 0o600;
@@ -31,16 +31,26 @@ export function preparePrivateDatabase(path: string): void {
   restrictDatabaseFiles(path);
 }
 
-/** Clears the group and other bits of `path` and its SQLite side files where they exist (0644 becomes 0600). */
+/**
+ * Clears the group and other bits of `path` and its SQLite side files where they exist (0644 becomes 0600). Throws,
+ * changing nothing, when one of them is not a regular file: a path that names a folder (`path = "."`, or a folder
+ * given where a file name belongs) must be refused, never made 0700.
+ */
 export function restrictDatabaseFiles(path: string): void {
-  for (const file of [path, ...SQLITE_SIDE_FILES.map((suffix) => path + suffix)]) {
-    let mode: number;
+  const files = [path, ...SQLITE_SIDE_FILES.map((suffix) => path + suffix)];
+  const found: { file: string; mode: number }[] = [];
+  for (const file of files) {
+    let stat: Stats;
     try {
-      mode = statSync(file).mode & 0o777;
+      stat = statSync(file);
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code === "ENOENT") continue;
       throw e;
     }
+    if (!stat.isFile()) throw new Error(`${file} is not a regular file`);
+    found.push({ file, mode: stat.mode & 0o777 });
+  }
+  for (const { file, mode } of found) {
     // Group and other bits are taken away; the owner's are left as they are (a write-protected log stays so).
     if ((mode & 0o077) !== 0) chmodSync(file, mode & 0o700);
   }

@@ -3,7 +3,7 @@
  * and -shm, whatever the umask, and tightened when an earlier run left them wider.
  */
 import { afterAll, afterEach, expect, test } from "bun:test";
-import { chmodSync, copyFileSync, mkdtempSync, renameSync, rmSync, statSync } from "node:fs";
+import { chmodSync, copyFileSync, mkdirSync, mkdtempSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AuditLog } from "../../src/audit/index.ts";
@@ -12,8 +12,10 @@ import { ClassificationCache, cachePathBeside } from "../../src/imap/cache.ts";
 import { startImapProxy } from "../../src/imap/index.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
 import { spoolDirFor, startSmtpProxy } from "../../src/smtp/index.ts";
+import { openStateDatabase } from "../../src/state/database.ts";
 import { sampleEvent as event } from "./helpers.ts";
 
+const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
 const root = mkdtempSync(join(tmpdir(), "mailgator-files-"));
 const startUmask = process.umask();
 afterEach(() => {
@@ -143,4 +145,32 @@ action = "allow"
     await smtp.close();
     await audit.close();
   }
+});
+
+test("a database path that names a folder is refused, and the folder's mode is left as it was", () => {
+  const dir = mkdtempSync(join(root, "folder"));
+  const folder = join(dir, "logs");
+  mkdirSync(folder);
+  chmodSync(folder, 0o755);
+  expect(() => AuditLog.open(folder)).toThrow(`${folder} is not a regular file`);
+  expect(() => openStateDatabase(folder)).toThrow(`${folder} is not a regular file`);
+  expect(ClassificationCache.open(folder, () => {})).toBeNull();
+  expect(mode(folder)).toBe("755");
+});
+
+test("serve with [audit] path naming a folder stops with an error and leaves the folder's mode alone", () => {
+  const dir = mkdtempSync(join(root, "serve-folder"));
+  const folder = join(dir, "logs");
+  mkdirSync(folder);
+  chmodSync(folder, 0o755);
+  const config = join(dir, "mailgator.toml");
+  writeFileSync(
+    config,
+    `[smtp]\nlisten_addr = "127.0.0.1:0"\nupstream_addr = "127.0.0.1:1"\nupstream_tls = "none"\n\n` +
+      `[audit]\npath = "${folder}"\n`,
+  );
+  const run = Bun.spawnSync([process.execPath, MAIN, "serve", "-c", config], { stdout: "pipe", stderr: "pipe" });
+  expect(run.exitCode).toBe(1);
+  expect(run.stderr.toString()).toContain(`${folder} is not a regular file`);
+  expect(mode(folder)).toBe("755");
 });
