@@ -7,6 +7,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type AuditEvent, AuditLog } from "../../src/audit/index.ts";
+import { MAX_LIMIT } from "../../src/cli/commands/audit.ts";
 
 const ROOT = join(import.meta.dir, "../..");
 const MAIN = join(ROOT, "src/cli/main.ts");
@@ -95,4 +96,15 @@ test("--protocol and --command filter; --command ignores case", () => {
   expect(targets(run("--command", "rcpt to", "--json"))).toEqual(["one-hour"]);
   expect(run("--protocol", "pop3")).toMatchObject({ code: 2 });
   expect(run("--command", "NOOP").stdout).toBe("no matching rows\n");
+});
+
+test("--limit takes a whole number up to MAX_LIMIT; one past it is a usage error, not an unreadable log", () => {
+  const at = run("--limit", String(MAX_LIMIT));
+  expect(at.code).toBe(0);
+  expect(at.lines).toHaveLength(4);
+  for (const past of [String(MAX_LIMIT + 1), "99999999999999999999"]) {
+    const r = run("--limit", past);
+    expect(r.code).toBe(2);
+    expect(r.stderr).toContain(`--limit: expected a whole number from 1 to ${MAX_LIMIT}, got "${past}"`);
+  }
 });

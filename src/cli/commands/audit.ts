@@ -32,6 +32,11 @@ Options:
 /** Rows printed per poll at most; the next poll continues after the last one printed. */
 const FOLLOW_BATCH = 10_000;
 const FOLLOW_INTERVAL_MS = 500;
+/**
+ * The largest --limit: the largest whole number a JavaScript number holds exactly. A larger one would reach SQLite as
+ * a number it cannot take for LIMIT, and the command would fail as if the log could not be read.
+ */
+export const MAX_LIMIT = Number.MAX_SAFE_INTEGER;
 const UNITS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
 export function parseSince(text: string, now = Date.now(), flag = "--since"): number {
@@ -121,8 +126,11 @@ export async function audit(ctx: CommandContext): Promise<number> {
   if (values.agent !== undefined) filter.agent = values.agent;
   if (values.rule !== undefined) filter.rule = values.rule;
   if (values.limit !== undefined) {
-    if (!/^\d+$/.test(values.limit) || Number(values.limit) < 1)
-      throw new UsageError(`--limit: expected a positive whole number, got ${JSON.stringify(values.limit)}`, usage);
+    if (!/^\d+$/.test(values.limit) || Number(values.limit) < 1 || Number(values.limit) > MAX_LIMIT)
+      throw new UsageError(
+        `--limit: expected a whole number from 1 to ${MAX_LIMIT}, got ${JSON.stringify(values.limit)}`,
+        usage,
+      );
     filter.limit = Number(values.limit);
   }
   if (!existsSync(config.audit.path) && !values.follow) {
