@@ -3,7 +3,6 @@
 // use with its AADSTS error bodies, and the refresh schedule's arithmetic.
 import { describe, expect, test } from "bun:test";
 import { mkdtempSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { BACKOFF_MAX_MS, backoffMs, refreshAt, usableUntil } from "../../src/accounts/credentials.ts";
 import {
@@ -16,6 +15,10 @@ import { readStatus, readTokens, saveTokens, writeStatus } from "../../src/accou
 import type { AuditEvent } from "../../src/audit/index.ts";
 import { type OAuth2AccountConfig, parseConfig } from "../../src/config/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
+import { tempRoot } from "../fixtures/temp.ts";
+
+/** Every folder this file makes is in here, removed after its tests. */
+const TMP = tempRoot("mg-credentials-");
 
 const TENANT = "contoso.onmicrosoft.com";
 const TOKEN_URL = `https://login.microsoftonline.com/${TENANT}/oauth2/v2.0/token`;
@@ -43,7 +46,7 @@ function replay(script: Exchange[]) {
 }
 
 function microsoftSetup() {
-  const dir = mkdtempSync(join(tmpdir(), "mg-ms-"));
+  const dir = mkdtempSync(join(TMP, "mg-ms-"));
   const config = parseConfig(
     [
       `[accounts.work]`,
@@ -252,7 +255,7 @@ test("invalid_grant for a token another process has replaced meanwhile retries w
 });
 
 test("Google's device endpoint says verification_url; the login accepts it", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "mg-g-"));
+  const dir = mkdtempSync(join(TMP, "mg-g-"));
   const config = parseConfig(
     [
       "[accounts.g]",
@@ -303,7 +306,7 @@ test(`device login: an interval of 1 ms is taken as DEVICE_MIN_INTERVAL_S (${DEV
       `tenant = "${TENANT}"`,
       'client_id = "00000000-0000-0000-0000-00000000c11e"',
     ].join("\n"),
-    join(mkdtempSync(join(tmpdir(), "mg-dev-")), "m.toml"),
+    join(mkdtempSync(join(TMP, "mg-dev-")), "m.toml"),
   );
   const polls: number[] = [];
   const fetchImpl = (async (input: string | URL | Request, init?: RequestInit) => {
@@ -527,7 +530,7 @@ describe("tokens left unwritten across several refreshes (saveRefreshedTokens af
 describe("client_credentials: invalid_grant is no revoked login (there is none to renew)", () => {
   /** A Microsoft app-only account "app" and its state database. */
   function appOnlySetup() {
-    const dir = mkdtempSync(join(tmpdir(), "mg-cc-"));
+    const dir = mkdtempSync(join(TMP, "mg-cc-"));
     const config = parseConfig(
       [
         `[accounts.app]`,

@@ -8,12 +8,15 @@ import { afterAll, expect, setDefaultTimeout, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { closeSync, mkdtempSync, openSync, rmSync, writeFileSync, writeSync } from "node:fs";
 import { connect, type Socket } from "node:net";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { ADMIN_CLOSE_MS } from "../../src/admin/server.ts";
 import { createMailbox, sinkRecipients, smtpListener, uniqueToken, upstreams } from "../fixtures/index.ts";
+import { tempRoot } from "../fixtures/temp.ts";
 import { RawImap, statusOf } from "../imap/helpers.ts";
+
+/** Every folder this file makes is in here, removed after its tests. */
+const TMP = tempRoot("mg-admin-");
 
 setDefaultTimeout(60_000);
 const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
@@ -33,7 +36,7 @@ afterAll(async () => {
 
 function configFile(extra: string, auditPath?: string): string {
   const up = upstreams();
-  const dir = mkdtempSync(join(tmpdir(), "mg-admin-"));
+  const dir = mkdtempSync(join(TMP, "mg-admin-"));
   const file = join(dir, "mailgator.toml");
   writeFileSync(
     file,
@@ -294,7 +297,7 @@ test("a request that never ends on the admin listener holds serve's exit ADMIN_C
 });
 
 test("/healthz is 503 while the audit log cannot be written (full disk), 200 again once it can", async () => {
-  const mount = mkdtempSync(join(tmpdir(), "mg-admin-full-"));
+  const mount = mkdtempSync(join(TMP, "mg-admin-full-"));
   const run = (command: string, args: string[]) => {
     const r = spawnSync(command, args, { encoding: "utf8" });
     if (r.status !== 0) throw new Error(`${command} ${args.join(" ")} failed: ${r.stderr}`);

@@ -1,11 +1,14 @@
 import { describe, expect, test } from "bun:test";
 import { copyFileSync, existsSync, mkdtempSync, readFileSync, symlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AuditLog } from "../../src/audit/index.ts";
 import { runsProxies } from "../../src/cli/main.ts";
 import { loadConfig, parseConfig } from "../../src/config/index.ts";
 import { verifyToken } from "../../src/vault/token.ts";
+import { tempRoot } from "../fixtures/temp.ts";
+
+/** Every folder this file makes is in here, removed after its tests. */
+const TMP = tempRoot("mg-cli-");
 
 const ROOT = join(import.meta.dir, "../..");
 const MAIN = join(ROOT, "src/cli/main.ts");
@@ -23,7 +26,7 @@ function run(args: string[], env: Record<string, string> = {}, cwd = ROOT): Run 
 }
 
 function tempDir(): string {
-  return mkdtempSync(join(tmpdir(), "mg-cli-"));
+  return mkdtempSync(join(TMP, "mg-cli-"));
 }
 
 describe("check", () => {

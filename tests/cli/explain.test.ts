@@ -6,10 +6,13 @@
 
 import { describe, expect, test } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { UsageError } from "../../src/cli/args.ts";
 import { explain } from "../../src/cli/commands/explain.ts";
+import { tempRoot } from "../fixtures/temp.ts";
+
+/** Every folder this file makes is in here, removed after its tests. */
+const TMP = tempRoot("mg-explain-unit-");
 
 const RULES = `
 [[rules]]
@@ -59,7 +62,7 @@ token_hash = "sha256:${"1".repeat(64)}"
 account = "main"
 `;
 
-const dir = mkdtempSync(join(tmpdir(), "mg-explain-unit-"));
+const dir = mkdtempSync(join(TMP, "mg-explain-unit-"));
 const PASS = join(dir, "pass.toml");
 const VAULTED = join(dir, "vault.toml");
 const SMTP = `[smtp]\nlisten_addr = "127.0.0.1:1587"\nupstream_addr = "smtp.example.test:587"\n`;

@@ -4,12 +4,15 @@
  */
 import { expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { ALLOCATOR_ENV } from "../../src/cli/allocator.ts";
 import { END_GRACE_MS } from "../../src/net/connection.ts";
 import { proxyListeners, sinkRecipients, smtpListener, uniqueToken, upstreams } from "../fixtures/index.ts";
+import { tempRoot } from "../fixtures/temp.ts";
+
+/** Every folder this file makes is in here, removed after its tests. */
+const TMP = tempRoot("mg-serve-");
 
 setDefaultTimeout(30_000);
 const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
@@ -70,7 +73,7 @@ function allocatorEnv(pid: number): string[] {
 
 /** A config with just the SMTP proxy: sends to *@corp.test allowed, the rest denied; me@corp.test is an identity. */
 function smtpConfig(): string {
-  const dir = mkdtempSync(join(tmpdir(), "mg-serve-"));
+  const dir = mkdtempSync(join(TMP, "mg-serve-"));
   const config = join(dir, "mailgator.toml");
   writeFileSync(
     config,
@@ -179,7 +182,7 @@ test("serve under bun passes BUN_OPTIONS' flags once when it re-executes itself:
 });
 
 test("serve with a config the validator refuses: exit 2, each problem at file:line:col, nothing listens", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "mg-serve-"));
+  const dir = mkdtempSync(join(TMP, "mg-serve-"));
   const config = join(dir, "mailgator.toml");
   writeFileSync(
     config,
@@ -225,7 +228,7 @@ operations = ["send"]
 
 test("SIGTERM ends serve even when an agent never hangs up (connections destroyed after the grace time)", async () => {
   const up = upstreams();
-  const dir = mkdtempSync(join(tmpdir(), "mg-serve-"));
+  const dir = mkdtempSync(join(TMP, "mg-serve-"));
   const config = join(dir, "mailgator.toml");
   writeFileSync(
     config,

@@ -1,6 +1,5 @@
 import { describe, expect, test } from "bun:test";
 import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { AccountCredentials } from "../../src/accounts/credentials.ts";
 import {
@@ -13,6 +12,10 @@ import {
 } from "../../src/config/index.ts";
 import { SECRET_FILE_MAX_BYTES } from "../../src/runtime/secret-file.ts";
 import { upstreams } from "../fixtures/index.ts";
+import { tempRoot } from "../fixtures/temp.ts";
+
+/** Every folder this file makes is in here, removed after its tests. */
+const TMP = tempRoot("mg-cfg-");
 
 const HASH = `sha256:${"a".repeat(64)}`;
 const IMAP = `[imap]\nlisten_addr = "127.0.0.1:1993"\nupstream_addr = "imap.example.test:993"\n`;
@@ -72,7 +75,7 @@ describe("loading", () => {
   });
 
   test("a password file is read relative to the config", () => {
-    const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
+    const dir = mkdtempSync(join(TMP, "mg-cfg-"));
     writeFileSync(join(dir, "pw.txt"), "from-file\n", { mode: 0o600 });
     writeFileSync(
       join(dir, "m.toml"),
@@ -98,7 +101,7 @@ describe("loading", () => {
 
     test("/dev/zero and a FIFO are refused at once, never read", () => {
       expect(refusal("/dev/zero")).toContain(`accounts.main.password_file: "/dev/zero" is not a regular file`);
-      const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
+      const dir = mkdtempSync(join(TMP, "mg-cfg-"));
       const fifo = join(dir, "pw.fifo");
       expect(Bun.spawnSync(["mkfifo", "-m", "600", fifo]).exitCode).toBe(0);
       // No writer ever opens the FIFO: reading it would wait for ever (the test's timeout would fail it).
@@ -107,7 +110,7 @@ describe("loading", () => {
     }, 5000);
 
     test("a file larger than SECRET_FILE_MAX_BYTES is refused; one at the limit is read", () => {
-      const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
+      const dir = mkdtempSync(join(TMP, "mg-cfg-"));
       const big = join(dir, "big.txt");
       writeFileSync(big, "x".repeat(SECRET_FILE_MAX_BYTES + 1), { mode: 0o600 });
       expect(refusal(big)).toContain(`is larger than ${SECRET_FILE_MAX_BYTES} bytes`);
@@ -117,7 +120,7 @@ describe("loading", () => {
     });
 
     test("an empty or blank file is refused; one trailing line ending is dropped, nothing else", () => {
-      const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
+      const dir = mkdtempSync(join(TMP, "mg-cfg-"));
       const file = join(dir, "pw.txt");
       for (const text of ["", "\n", "\r\n", "  \n", "\t"]) {
         writeFileSync(file, text, { mode: 0o600 });
@@ -135,7 +138,7 @@ describe("loading", () => {
     });
 
     test("a file readable by group or others is refused, naming its mode", () => {
-      const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
+      const dir = mkdtempSync(join(TMP, "mg-cfg-"));
       const file = join(dir, "pw.txt");
       writeFileSync(file, "pw\n", { mode: 0o600 });
       for (const mode of [0o644, 0o640, 0o604]) {
@@ -289,7 +292,7 @@ describe("what a rule may say", () => {
 
   test("a listener's certificate and key must be a PEM certificate and its own key", () => {
     const tls = join(upstreams().caFile, "..");
-    const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
+    const dir = mkdtempSync(join(TMP, "mg-cfg-"));
     writeFileSync(join(dir, "garbage.pem"), "not a certificate\n");
     const listener = (cert: string, key: string) =>
       `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:993"\nlisten_tls = "tls"\n` +
@@ -307,7 +310,7 @@ describe("what a rule may say", () => {
 
   test("skipSecrets: a listener's private key is not read (a missing or bad key loads; the cert is checked)", () => {
     const tls = join(upstreams().caFile, "..");
-    const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
+    const dir = mkdtempSync(join(TMP, "mg-cfg-"));
     writeFileSync(join(dir, "garbage.key"), "not a key\n");
     const listener = (cert: string, key: string) =>
       `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:993"\nlisten_tls = "tls"\n` +
@@ -322,7 +325,7 @@ describe("what a rule may say", () => {
   });
 
   test("an upstream CA file must hold a PEM certificate", () => {
-    const dir = mkdtempSync(join(tmpdir(), "mg-cfg-"));
+    const dir = mkdtempSync(join(TMP, "mg-cfg-"));
     writeFileSync(join(dir, "garbage.pem"), "not a certificate\n");
     const imap = (ca: string) => `${IMAP}upstream_ca_file = "${ca}"\n`;
     expect(parseConfig(imap(upstreams().caFile), join(dir, "m.toml")).imap?.upstreamCaFile).toBe(upstreams().caFile);

@@ -8,15 +8,18 @@
 import { Database } from "bun:sqlite";
 import { expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import nodemailer from "nodemailer";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { smtpListener, uniqueToken, upstreams } from "../fixtures/index.ts";
+import { tempRoot } from "../fixtures/temp.ts";
 import { sinkCopies } from "../smtp/helpers.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
 import { runCli, serveChild } from "./serve-child.ts";
+
+/** Every folder this file makes is in here, removed after its tests. */
+const TMP = tempRoot("mg-link-");
 
 setDefaultTimeout(60_000);
 
@@ -107,7 +110,7 @@ test("a reload giving an agent the notices' account withdraws the links sent; th
   const boss = `boss-${m}@corp.test`;
   const admin = await freePort();
   const token = generateToken();
-  const file = join(mkdtempSync(join(tmpdir(), "mg-link-withdrawn-")), "mailgator.toml");
+  const file = join(mkdtempSync(join(TMP, "mg-link-withdrawn-")), "mailgator.toml");
   writeFileSync(file, configFor(admin, boss, token, false));
   const served = serveChild(file);
   try {
@@ -164,7 +167,7 @@ test("a restart under such a config withdraws them too; another restart under it
   const boss = `boss-${m}@corp.test`;
   const admin = await freePort();
   const token = generateToken();
-  const file = join(mkdtempSync(join(tmpdir(), "mg-link-restart-")), "mailgator.toml");
+  const file = join(mkdtempSync(join(TMP, "mg-link-restart-")), "mailgator.toml");
   writeFileSync(file, configFor(admin, boss, token, false));
   const first = serveChild(file);
   let id: string;
@@ -217,7 +220,7 @@ test("links that cannot be checked: serve does not start; a reload says so and i
   const boss = `boss-${m}@corp.test`;
   const admin = await freePort();
   const token = generateToken();
-  const file = join(mkdtempSync(join(tmpdir(), "mg-link-fail-")), "mailgator.toml");
+  const file = join(mkdtempSync(join(TMP, "mg-link-fail-")), "mailgator.toml");
   writeFileSync(file, configFor(admin, boss, token, false));
   const first = serveChild(file);
   try {

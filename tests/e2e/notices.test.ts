@@ -7,15 +7,18 @@
 
 import { expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { userMaildir } from "../../scripts/upstreams/layout.ts";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { smtpListener, uniqueToken, upstreams } from "../fixtures/index.ts";
+import { tempRoot } from "../fixtures/temp.ts";
 import { sinkCopies } from "../smtp/helpers.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
 import { serveChild } from "./serve-child.ts";
+
+/** Every folder this file makes is in here, removed after its tests. */
+const TMP = tempRoot("mg-notices-");
 
 setDefaultTimeout(60_000);
 const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
@@ -26,7 +29,7 @@ test("serve notifies the approver; the link's page approves; the sender learns t
   const m = uniqueToken("n");
   const boss = `boss-${m}@corp.test`;
   const admin = await freePort();
-  const dir = mkdtempSync(join(tmpdir(), "mg-notices-"));
+  const dir = mkdtempSync(join(TMP, "mg-notices-"));
   const config = join(dir, "mailgator.toml");
   writeFileSync(
     config,
@@ -141,7 +144,7 @@ test("approvers changed by SIGHUP: the next held message's notice goes to the ne
   const up = upstreams();
   const [alice, bob] = [up.users[0]!, up.users[1]!];
   const m = uniqueToken("r");
-  const dir = mkdtempSync(join(tmpdir(), "mg-notices-reload-"));
+  const dir = mkdtempSync(join(TMP, "mg-notices-reload-"));
   const file = join(dir, "mailgator.toml");
   const configFor = (boss: string) => `${smtpListener()}
 [approvals]

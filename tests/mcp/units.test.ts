@@ -5,8 +5,7 @@
  */
 
 import { describe, expect, test } from "bun:test";
-import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { chmodSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseConfig } from "../../src/config/index.ts";
 import {
@@ -35,6 +34,7 @@ import { compilePolicy } from "../../src/policy/index.ts";
 import { SECRET_FILE_MAX_BYTES } from "../../src/runtime/secret-file.ts";
 import { MessageInspector } from "../../src/smtp/inspect.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
+import { tempRoot } from "../fixtures/temp.ts";
 
 const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
 const bytes = (text: string) => new Uint8Array(Buffer.from(text.replace(/\n/g, "\r\n"), "latin1"));
@@ -478,7 +478,7 @@ account = "main"
 });
 
 describe("the command line", () => {
-  const dir = mkdtempSync(join(tmpdir(), "mailgator-mcp-cli-"));
+  const dir = tempRoot("mailgator-mcp-cli-");
   const run = (args: string[], env: Record<string, string> = {}) => {
     const p = Bun.spawnSync([process.execPath, MAIN, "mcp", ...args], {
       env: { PATH: process.env["PATH"] ?? "", ...env },

@@ -5,7 +5,7 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { type ApprovalContext, approve, deny, expireDue, ORPHAN_REASON, recover } from "../../src/approvals/service.ts";
@@ -831,6 +831,7 @@ describe('a held message stored in parts (docs/approvals.md "Limits")', () => {
     } finally {
       await log.close();
       p.approvals!.state.close();
+      rmSync(p.dir, { recursive: true, force: true });
     }
   });
 

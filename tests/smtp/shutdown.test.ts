@@ -7,6 +7,7 @@
  * not sent.
  */
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
+import { rmSync } from "node:fs";
 import { join } from "node:path";
 import { AuditLog } from "../../src/audit/index.ts";
 import { SHUTDOWN_GRACE_MS } from "../../src/net/index.ts";
@@ -80,7 +81,10 @@ async function sendWhileConnecting(what: string) {
   return { p, c, m };
 }
 
-/** The DATA rows of `p`'s one send, read after the audit log was closed (as serve closes it). */
+/**
+ * The DATA rows of `p`'s one send, read after the audit log was closed (as serve closes it). The tests that call it
+ * closed the proxy and its log themselves (not with `p.close()`): its folder is removed here, once read.
+ */
 async function sendRows(p: TestProxy): Promise<string[][]> {
   const log = AuditLog.open(join(p.dir, "audit.db"), { readonly: true });
   try {
@@ -90,6 +94,7 @@ async function sendRows(p: TestProxy): Promise<string[][]> {
       .map((r) => [r.decision, r.reason]);
   } finally {
     await log.close();
+    rmSync(p.dir, { recursive: true, force: true });
   }
 }
 

@@ -1,13 +1,16 @@
 // Sealed records (src/state/store.ts) and their key (src/state/key.ts).
 import { describe, expect, test } from "bun:test";
 import { chmodSync, existsSync, mkdtempSync, readFileSync, statSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { SecretsKeyError } from "../../src/state/key.ts";
 import { SealedRecordError, SealedStore } from "../../src/state/store.ts";
+import { tempRoot } from "../fixtures/temp.ts";
+
+/** Every folder this file makes is in here, removed after its tests. */
+const TMP = tempRoot("mg-state-");
 
 function place() {
-  const dir = mkdtempSync(join(tmpdir(), "mg-state-"));
+  const dir = mkdtempSync(join(TMP, "mg-state-"));
   return { dir, db: join(dir, "state.db"), secretsFile: join(dir, "secrets.key") };
 }
 
