@@ -46,8 +46,11 @@ export const ruleSchema = v.strictObject({
   ask_groups: v.optional(v.array(v.string())),
 });
 
+/** A file name: an empty one would name the config's folder (docs/config.md). */
+const filePath = v.pipe(v.string(), v.minLength(1));
+
 export const auditSchema = v.strictObject({
-  path: v.optional(v.string()),
+  path: v.optional(filePath),
   retention_days: v.optional(v.pipe(v.number(), v.integer(), v.minValue(1))),
 });
 
@@ -82,8 +85,8 @@ export const accountSchema = v.strictObject({
 
 /** `[state]`: where the proxy keeps sealed records (OAuth2 tokens) and the key that seals them. */
 export const stateSchema = v.strictObject({
-  path: v.optional(v.string()),
-  secrets_file: v.optional(v.string()),
+  path: v.optional(filePath),
+  secrets_file: v.optional(filePath),
 });
 
 const count = v.optional(v.pipe(v.number(), v.integer(), v.minValue(1)));

@@ -718,3 +718,18 @@ describe("errors a person can act on", () => {
     expect(() => loadConfig("/nonexistent/mailgator.toml")).toThrow("file not found");
   });
 });
+
+describe("file paths", () => {
+  test("an empty [audit] path, [state] path or secrets_file is refused: it would name the config's folder", () => {
+    expect(problems(`${IMAP}[audit]\npath = ""\n`)).toContain('audit.path: expected a non-empty string, got ""');
+    expect(problems(`${IMAP}[state]\npath = ""\n`)).toContain('state.path: expected a non-empty string, got ""');
+    expect(problems(`${IMAP}[state]\nsecrets_file = ""\n`)).toContain(
+      'state.secrets_file: expected a non-empty string, got ""',
+    );
+  });
+
+  test("a one-character name is a file beside the config", () => {
+    const c = parseConfig(`${IMAP}[audit]\npath = "a"\n[state]\npath = "s"\nsecrets_file = "k"\n`, "/cfg/m.toml");
+    expect([c.audit.path, c.state.path, c.state.secretsFile]).toEqual(["/cfg/a", "/cfg/s", "/cfg/k"]);
+  });
+});
