@@ -184,11 +184,13 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
 }
 
 /**
- * The opened folder's own responses, in the agent's view: what arrived meanwhile (sync), then upstream's SELECT
- * responses as held, renumbered (RECENT and UNSEEN over the visible messages of a filtered folder).
+ * The opened folder's own responses, in the agent's view: what arrived meanwhile (sync, expunges not yet), then
+ * upstream's SELECT responses as held, renumbered (RECENT and UNSEEN over the visible messages of a filtered folder).
  */
 async function respond(s: Session, box: SelectedMailbox, held: Response[], p: string): Promise<void> {
-  await s.sync(true);
+  // Expunges upstream reported since the search wait for the next command: before the EXISTS below the agent knows
+  // of no message, and cannot apply `* n EXPUNGE` (RFC 9051 §7.5.1). Until then they are in its count.
+  await s.sync(false);
   const filtered = box.visible !== null;
   const keywords = box.keywordsShown;
   // In a filtered folder RECENT and UNSEEN are computed over the visible messages (docs/protocol.md §3).
