@@ -37,6 +37,8 @@ export interface ImapProxy {
   prepareReload(next: Config): PreparedReload;
   /** What the sessions' upstream responses hold of RESPONSE_MEMORY_BUDGET now (src/imap/memory.ts). */
   readonly responseMemory: { readonly budget: number; readonly used: number; readonly waiting: number };
+  /** Upstream sessions kept now for the next login of their account (src/imap/upstream-pool.ts). */
+  readonly keptUpstreamSessions: number;
 }
 
 /** Upstream connect, TLS handshake and per-command deadlines (src/imap/limits.ts). */
@@ -167,6 +169,9 @@ export async function startImapProxy(deps: {
   return {
     address: listener.address,
     responseMemory,
+    get keptUpstreamSessions() {
+      return ctx.upstreamPool.size;
+    },
     async close() {
       // Kept upstream sessions are logged out, and none is kept from now on.
       const cleared = ctx.upstreamPool.clear(true);

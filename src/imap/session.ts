@@ -898,8 +898,7 @@ export class ImapSession implements LoginSession, CompressSession {
       // Kept for the next login of the account (src/imap/upstream-pool.ts: it checks that nothing is under way), or
       // logged out politely (at most 2 s); not cut by shutdown either way.
       this.#upstreams.delete(this.up);
-      if (this.#poolKey !== null && !this.condstore)
-        this.ctx.upstreamPool.keep(this.#poolKey, this.up, this.#delimiter);
+      if (this.#poolKey !== null) this.ctx.upstreamPool.keep(this.#poolKey, this.up, this.#delimiter);
       else void this.up.logout();
     }
     this.up = null;

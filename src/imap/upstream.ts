@@ -128,10 +128,12 @@ export class UpstreamSession {
   /** A mailbox is selected upstream (the last SELECT/EXAMINE succeeded, no UNSELECT/CLOSE since). */
   #mailboxSelected = false;
   /**
-   * A command changed the session beyond its selected mailbox (`changesSession`): it is not handed to another agent's
-   * login (src/imap/upstream-pool.ts).
+   * A command changed the session beyond its selected mailbox and CONDSTORE (`changesSession`): it is not handed to
+   * another agent's login (src/imap/upstream-pool.ts).
    */
   #sessionChanged = false;
+  /** CONDSTORE is on upstream (RFC 7162 §3.1): ENABLE CONDSTORE or a CONDSTORE-enabling command was sent. */
+  #condstore = false;
 
   private constructor(
     conn: Connection,
@@ -188,6 +190,15 @@ export class UpstreamSession {
     return this.#conn.closed;
   }
 
+  /**
+   * CONDSTORE is on upstream: every FETCH that reports flags carries a mod-sequence, and SELECT reports
+   * HIGHESTMODSEQ (RFC 7162 §3.1). A session taken from the pool may have it on while its agent has not: what the
+   * agent is sent of mod-sequences follows the agent's own state (`modseqRelayed`), never upstream's.
+   */
+  get condstore(): boolean {
+    return this.#condstore;
+  }
+
   /** A mailbox is selected upstream. */
   get mailboxSelected(): boolean {
     return this.#mailboxSelected;
@@ -195,8 +206,8 @@ export class UpstreamSession {
 
   /**
    * Nothing is under way (no command in flight or queued, no IDLE, no response half read or waiting for memory), the
-   * session has not failed, and no command changed it beyond its selected mailbox: another login of the same
-   * account may take it over once it is unselected (src/imap/upstream-pool.ts).
+   * session has not failed, and no command changed it beyond its selected mailbox and CONDSTORE: another login of
+   * the same account may take it over once it is unselected (src/imap/upstream-pool.ts).
    */
   get reusable(): boolean {
     return (
@@ -456,7 +467,9 @@ export class UpstreamSession {
    * (docs/protocol.md §4, "Upstream literals").
    */
   #encode(command: UpstreamCommand): { tag: string; rounds: Uint8Array[][] } {
-    if (changesSession(command)) this.#sessionChanged = true;
+    const change = changesSession(command);
+    if (change === "condstore") this.#condstore = true;
+    else if (change === "session") this.#sessionChanged = true;
     const tag = `M${++this.#tagCount}`;
     let enc = this.#commandEncoder;
     if (enc === null) {
@@ -795,35 +808,39 @@ function selectionOf(command: UpstreamCommand): "select" | "unselect" | null {
 }
 
 /**
- * A command whose effect on the session outlasts the selected mailbox: ENABLE (RFC 5161), COMPRESS (RFC 4978), ID
- * (RFC 2971, the client's identity as the server logs it) and every CONDSTORE-enabling command (RFC 7162 §3.1:
- * SELECT/EXAMINE `(CONDSTORE)`, STATUS `HIGHESTMODSEQ`, FETCH `MODSEQ` or `CHANGEDSINCE`, STORE `UNCHANGEDSINCE`,
- * SEARCH `MODSEQ`), after which every FETCH carries mod-sequences. A session that ran one stays with its agent.
+ * What a command changes of the session beyond its selected mailbox. "condstore": it turns CONDSTORE on (RFC 7162
+ * §3.1: ENABLE CONDSTORE, SELECT/EXAMINE `(CONDSTORE)`, STATUS `HIGHESTMODSEQ`, FETCH `MODSEQ` or `CHANGEDSINCE`,
+ * STORE `UNCHANGEDSINCE`, SEARCH `MODSEQ`), which the proxy filters for each agent (`UpstreamSession.condstore`).
+ * "session": anything else that outlasts the mailbox, an ENABLE of anything besides CONDSTORE (RFC 5161), COMPRESS
+ * (RFC 4978) or ID (RFC 2971, the client's identity as the server logs it); a session that ran one stays with its
+ * agent.
  */
-function changesSession(command: UpstreamCommand): boolean {
+function changesSession(command: UpstreamCommand): "condstore" | "session" | null {
+  const on = (enables: boolean) => (enables ? "condstore" : null);
   switch (command.name) {
     case "ENABLE":
+      return command.capabilities.every((c) => c.toUpperCase() === "CONDSTORE") ? "condstore" : "session";
     case "COMPRESS":
     case "ID":
-      return true;
+      return "session";
     case "SELECT":
     case "EXAMINE":
-      return command.condstore === true;
+      return on(command.condstore === true);
     case "STATUS":
-      return command.items.includes("HIGHESTMODSEQ");
+      return on(command.items.includes("HIGHESTMODSEQ"));
     case "LIST":
     case "LSUB":
-      return command.statusItems?.includes("HIGHESTMODSEQ") === true;
+      return on(command.statusItems?.includes("HIGHESTMODSEQ") === true);
     case "FETCH":
-      return command.changedSince !== undefined || command.items.some((i) => i.type === "MODSEQ");
+      return on(command.changedSince !== undefined || command.items.some((i) => i.type === "MODSEQ"));
     case "STORE":
-      return command.unchangedSince !== undefined;
+      return on(command.unchangedSince !== undefined);
     case "SEARCH":
     case "SORT":
     case "THREAD":
-      return command.criteria.some(namesModseq);
+      return on(command.criteria.some(namesModseq));
     default:
-      return false;
+      return null;
   }
 }
 

@@ -1,8 +1,8 @@
 /**
  * Upstream sessions kept after an agent's LOGOUT for the next login of the same vault account (docs/imap.md
  * "Upstream sessions kept for the next login"), against the real Dovecot: what is kept (unselected, unchanged
- * sessions of password accounts, up to the pool's limits and for its idle time), what is not (pass-through logins,
- * sessions that enabled CONDSTORE, another account's), and what ends a kept session (a reload, the listener
+ * sessions of password accounts, up to the pool's limits and for its idle time, CONDSTORE on or not), what is not
+ * (pass-through logins, another account's), and what ends a kept session (a reload, the listener
  * closing, the server's BYE).
  */
 
@@ -60,8 +60,17 @@ account = "second"
 `;
 }
 
-/** Logs in as `agent`, runs `commands` (each must answer OK), and logs out. */
-async function visit(proxy: TestProxy, agent: string, secret: string, commands: string[] = []): Promise<void> {
+/**
+ * Logs in as `agent`, runs `commands` (each must answer OK), and logs out; then waits until the proxy keeps
+ * `kept` upstream sessions (the UNSELECT before a session is kept runs after the agent's LOGOUT is answered).
+ */
+async function visit(
+  proxy: TestProxy,
+  agent: string,
+  secret: string,
+  commands: string[] = [],
+  kept = 1,
+): Promise<void> {
   const raw = await RawImap.open(proxy.port);
   try {
     expect(statusOf(await raw.command("l", `LOGIN ${agent} "${secret}"`), "l")).toStartWith("l OK");
@@ -74,6 +83,7 @@ async function visit(proxy: TestProxy, agent: string, secret: string, commands: 
   } finally {
     raw.close();
   }
+  expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, kept, 10_000)).toBe(kept);
 }
 
 /** The `detail.upstream` of each successful login row of `agent`, oldest first. */
@@ -110,37 +120,51 @@ describe("vault mode", () => {
       raw.close();
     }
     expect(await loginKinds(proxy, "assistant")).toEqual([null, "kept session"]);
+    expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
   }, 60_000);
 
   test("another agent of the same account takes it too; an agent of another account logs in afresh", async () => {
     await visit(proxy, "assistant", token, ["SELECT INBOX"]);
     await visit(proxy, "helper", sameAccountToken, ["EXAMINE INBOX"]);
     expect((await loginKinds(proxy, "helper")).at(-1)).toBe("kept session");
-    await visit(proxy, "filer", otherToken, ["SELECT INBOX"]);
+    await visit(proxy, "filer", otherToken, ["SELECT INBOX"], 2);
     expect((await loginKinds(proxy, "filer")).at(-1)).toBeNull();
     // Each account's own session stays kept.
     expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
     expect(await settlesAt(() => dovecotSessions(second.user), 1, 10_000)).toBe(1);
   }, 60_000);
 
-  test("a session that enabled CONDSTORE is logged out, and the next login's FETCH has no MODSEQ", async () => {
+  test("with CONDSTORE on, kept; the next agent sees no mod-sequence until it enables CONDSTORE", async () => {
     // Empty the pool of the account first: a reload logs kept sessions out.
     proxy.reload({ extra: vaultConfig() });
     expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
-    await visit(proxy, "assistant", token, ["SELECT INBOX", "FETCH 1 (FLAGS MODSEQ)"]);
-    expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
+    await visit(proxy, "assistant", token, ["SELECT INBOX (CONDSTORE)", "FETCH 1 (FLAGS MODSEQ)"]);
+    expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
     const raw = await RawImap.open(proxy.port);
     try {
       expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
-      expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
-      const fetched = await raw.command("f", "FETCH 1 (FLAGS)");
+      // Upstream's CONDSTORE is on; this agent's is not: no HIGHESTMODSEQ, no MODSEQ, and a silent STORE is silent.
+      const selected = await raw.command("s", "SELECT INBOX");
+      expect(statusOf(selected, "s")).toStartWith("s OK");
+      expect(selected).not.toContain("MODSEQ");
+      const fetched = await raw.command("f", "FETCH 1:* (FLAGS)");
       expect(statusOf(fetched, "f")).toStartWith("f OK");
+      expect(fetched).toContain("* 1 FETCH (FLAGS (");
       expect(fetched).not.toContain("MODSEQ");
+      const stored = await raw.command("t", "UID STORE 1:* +FLAGS.SILENT (\\Flagged)");
+      expect(statusOf(stored, "t")).toStartWith("t OK");
+      expect(stored).not.toContain("FETCH");
+      const loud = await raw.command("u", "STORE 1 -FLAGS (\\Flagged)");
+      expect(loud).toContain("* 1 FETCH (FLAGS (");
+      expect(loud).not.toContain("MODSEQ");
+      // Once the agent enables it, mod-sequences are its too.
+      expect(await raw.command("e", "ENABLE CONDSTORE")).toContain("* ENABLED CONDSTORE");
+      expect(await raw.command("g", "STORE 1 +FLAGS (\\Flagged)")).toMatch(/^\* 1 FETCH \(.*MODSEQ \(\d+\)/m);
       expect(statusOf(await raw.command("z", "LOGOUT"), "z")).toStartWith("z OK");
     } finally {
       raw.close();
     }
-    expect((await loginKinds(proxy, "assistant")).at(-1)).toBeNull();
+    expect((await loginKinds(proxy, "assistant")).at(-1)).toBe("kept session");
   }, 60_000);
 
   test("the server's BYE to a kept session ends it; the next login logs in afresh", async () => {
@@ -150,6 +174,7 @@ describe("vault mode", () => {
     const kick = spawnSync("doveadm", ["-c", conf, "kick", main.user], { encoding: "utf8" });
     expect(kick.status).toBe(0);
     expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
+    expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 0, 10_000)).toBe(0);
     await visit(proxy, "assistant", token, ["SELECT INBOX"]);
     expect((await loginKinds(proxy, "assistant")).at(-1)).toBeNull();
   }, 60_000);
