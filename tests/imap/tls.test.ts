@@ -132,11 +132,19 @@ describe("agent side", () => {
         expect(statusOf(login, "b")).toStartWith("b NO [PRIVACYREQUIRED]");
         const auth = await raw.command("c", "AUTHENTICATE PLAIN AGFAYg==");
         expect(statusOf(auth, "c")).toMatch(/^c (NO|BAD)/);
+        const plain = Buffer.from(`\0${mailbox.user}\0${mailbox.password}`).toString("base64");
+        const wellFormed = await raw.command("d", `AUTHENTICATE PLAIN ${plain}`);
+        expect(statusOf(wellFormed, "d")).toStartWith("d NO [PRIVACYREQUIRED]");
       } finally {
         raw.close();
       }
       const rows = await proxy.rows();
       expect(rows.some((r) => r.decision === "allow" && r.command === "LOGIN")).toBe(false);
+      // Each refusal has its row, saying a credential crossed in clear, and never the credential.
+      const refused = rows.filter((r) => r.decision === "deny" && /before STARTTLS/.test(r.reason ?? ""));
+      expect(refused.map((r) => r.command)).toEqual(["LOGIN", "AUTHENTICATE"]);
+      expect(refused[0]!.reason).toContain("carried a credential in clear");
+      expect(JSON.stringify(refused)).not.toContain(mailbox.password);
     });
 
     test("imapflow upgrades with STARTTLS and works", async () => {

@@ -83,6 +83,18 @@ async function loginAs(
   password: string,
 ): Promise<void> {
   if (s.ctx.listenTls === "starttls" && !s.conn.secure) {
+    // A refusal, so a row (docs/audit.md): the credential crossed the wire in clear, which the owner should hear of
+    // (never what it was).
+    s.auditRow({
+      command,
+      operation: null,
+      folder: null,
+      target: null,
+      decision: "deny",
+      rule: null,
+      ruleIndex: null,
+      reason: `${command} before STARTTLS, which this listener requires; it carried a credential in clear`,
+    });
     throw new Refusal("NO", "PRIVACYREQUIRED", "Use STARTTLS first");
   }
   // A login that could not be audited is refused anyway (below): no upstream login for nothing.
