@@ -4,7 +4,7 @@
  * `mailgator.reload.json`, the outcome of the last reload, which `mailgator reload` waits for and prints.
  */
 
-import { linkSync, readFileSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { linkSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import type { Config } from "../config/index.ts";
 import type { ReloadResult } from "./reload.ts";
@@ -23,8 +23,22 @@ export function statusFileFor(config: Config): string {
 /** Written whole under a temporary name, then renamed: a reader never sees half a file. */
 function writeAtomic(file: string, text: string, mode: number): void {
   const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, text, { mode });
+  writeFresh(tmp, text, mode);
   renameSync(tmp, file);
+}
+
+/**
+ * Creates `file` anew with `text`: whatever is at that name first (a leftover of a process with the same pid, or a
+ * symbolic link planted there) is removed, and the file is created with O_EXCL, which never follows a link, so
+ * nothing is written through one (docs/operations.md "One serve per folder").
+ */
+function writeFresh(file: string, text: string, mode: number): void {
+  try {
+    unlinkSync(file);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== "ENOENT") throw e;
+  }
+  writeFileSync(file, text, { mode, flag: "wx" });
 }
 
 /**
@@ -141,7 +155,7 @@ export function claimPidFile(file: string, configFile: string): PidClaim {
   const start = processStart(process.pid);
   const text = `${process.pid}${start === null ? "" : ` ${start}`}\n${configFile}\n`;
   const tmp = `${file}.${process.pid}.tmp`;
-  writeFileSync(tmp, text, { mode: 0o644 });
+  writeFresh(tmp, text, 0o644);
   try {
     for (let attempt = 0; attempt < 10; attempt++) {
       if (createExclusive(tmp, file, text)) return { held: true, text };

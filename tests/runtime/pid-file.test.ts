@@ -4,10 +4,10 @@
  * pid (another serve may be writing it, or it is damaged): the claim fails and the file is left as it was.
  */
 import { afterAll, expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, symlinkSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { claimPidFile, releasePidFile } from "../../src/runtime/state-files.ts";
+import { claimPidFile, readStatusFile, releasePidFile, writeStatusFile } from "../../src/runtime/state-files.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "mailgator-pid-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -40,3 +40,24 @@ for (const [what, text] of [
     expect(() => claimPidFile(file, "/etc/mailgator/c.toml")).toThrow("holds no pid");
     expect(readFileSync(file, "utf8")).toBe(text);
   });
+
+test("a symbolic link planted at a temporary file's name is not written through", () => {
+  // The pid file and the reload status file are first written as `<file>.<pid>.tmp`, a name anyone who can write
+  // in the folder can guess: a link there must not make serve write its text into the file it points at.
+  const victim = join(dir, "victim");
+  writeFileSync(victim, "precious\n");
+  const pidFile = join(dir, "linked.pid");
+  symlinkSync(victim, `${pidFile}.${process.pid}.tmp`);
+  const claim = claimPidFile(pidFile, "/etc/mailgator/l.toml");
+  expect(claim.held).toBe(true);
+  expect(readFileSync(pidFile, "utf8")).toStartWith(`${process.pid} `);
+  if (claim.held) releasePidFile(pidFile, claim.text);
+  const statusFile = join(dir, "linked.status");
+  symlinkSync(victim, `${statusFile}.${process.pid}.tmp`);
+  const errors: string[] = [];
+  const result = { ok: true, at: "", revision: "r", previousRevision: "r", errors: [], warnings: [], sessionsEnded: 0 };
+  writeStatusFile(statusFile, "/etc/mailgator/l.toml", result, (m) => errors.push(m));
+  expect(errors).toEqual([]);
+  expect(readStatusFile(statusFile)?.pid).toBe(process.pid);
+  expect(readFileSync(victim, "utf8")).toBe("precious\n");
+});
