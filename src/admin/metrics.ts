@@ -191,6 +191,11 @@ export const responseMemoryWaiting = new Gauge(
   "mailgator_imap_response_memory_waiting",
   "IMAP sessions waiting for room in the response memory budget.",
 );
+/** Upstream IMAP sessions kept for the next login of their account (docs/imap.md). */
+export const keptUpstreamSessions = new Gauge(
+  "mailgator_imap_upstream_sessions_kept",
+  "Logged-in upstream IMAP sessions kept for the next login of their account.",
+);
 export const reloads = new Counter("mailgator_reloads_total", "Config reloads, by result (ok, error).", ["result"]);
 
 const ALL: readonly { render(): string }[] = [
@@ -206,11 +211,13 @@ const ALL: readonly { render(): string }[] = [
   heldApprovals,
   responseMemoryReserved,
   responseMemoryWaiting,
+  keptUpstreamSessions,
   reloads,
 ];
 
 // Series that should read 0 before anything happened, so a dashboard sees them from the first scrape.
 heldApprovals.set({}, 0);
+keptUpstreamSessions.set({}, 0);
 reloads.inc({ result: "ok" }, 0);
 reloads.inc({ result: "error" }, 0);
 

@@ -4,7 +4,13 @@
  */
 
 import { AccountCredentials } from "../accounts/index.ts";
-import { countLimitRefusal, countSession, responseMemoryReserved, responseMemoryWaiting } from "../admin/metrics.ts";
+import {
+  countLimitRefusal,
+  countSession,
+  keptUpstreamSessions,
+  responseMemoryReserved,
+  responseMemoryWaiting,
+} from "../admin/metrics.ts";
 import type { AuditLog } from "../audit/index.ts";
 import { assertRules } from "../config/rules.ts";
 import type { Config, ImapLimits } from "../config/types.ts";
@@ -131,7 +137,7 @@ export async function startImapProxy(deps: {
     perAgent: new SessionCounter(limits.maxSessionsPerAgent),
     sessions: new Set(),
     responseMemory,
-    upstreamPool: new UpstreamPool(),
+    upstreamPool: new UpstreamPool({}, (size) => keptUpstreamSessions.set({}, size)),
     cache: filtersMessages(config)
       ? ClassificationCache.open(cachePathBeside(config.audit.path), (m) => log.warn(m))
       : null,

@@ -55,8 +55,16 @@ export class UpstreamPool {
   /** Goes up at each `clear`: keys made before it are kept no longer. */
   #epoch = 0;
 
-  constructor(limits: Partial<PoolLimits> = {}, log: ConsolaInstance = moduleLogger("imap")) {
+  /** Told the number of kept sessions whenever it changes (the listener's metric). */
+  readonly #onSize: (size: number) => void;
+
+  constructor(
+    limits: Partial<PoolLimits> = {},
+    onSize: (size: number) => void = () => {},
+    log: ConsolaInstance = moduleLogger("imap"),
+  ) {
     this.#limits = { ...POOL_LIMITS, ...limits };
+    this.#onSize = onSize;
     this.#log = log;
   }
 
@@ -161,6 +169,7 @@ export class UpstreamPool {
     }
     list.push(entry);
     this.#count++;
+    this.#onSize(this.#count);
     this.#log.debug(`upstream session kept for the next login (${this.#count} kept)`);
   }
 
@@ -174,5 +183,6 @@ export class UpstreamPool {
     list!.splice(at, 1);
     if (list!.length === 0) this.#kept.delete(entry.key);
     this.#count--;
+    this.#onSize(this.#count);
   }
 }

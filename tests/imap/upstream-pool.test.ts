@@ -9,6 +9,7 @@
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
 import { layout } from "../../scripts/upstreams/layout.ts";
+import { renderMetrics } from "../../src/admin/metrics.ts";
 import type { UpstreamSession } from "../../src/imap/upstream.ts";
 import { UpstreamPool } from "../../src/imap/upstream-pool.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
@@ -121,6 +122,8 @@ describe("vault mode", () => {
     }
     expect(await loginKinds(proxy, "assistant")).toEqual([null, "kept session"]);
     expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
+    // What the admin listener's /metrics shows (docs/operations.md).
+    expect(renderMetrics()).toContain("\nmailgator_imap_upstream_sessions_kept 1\n");
   }, 60_000);
 
   test("another agent of the same account takes it too; an agent of another account logs in afresh", async () => {
@@ -175,6 +178,7 @@ describe("vault mode", () => {
     expect(kick.status).toBe(0);
     expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
     expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 0, 10_000)).toBe(0);
+    expect(renderMetrics()).toContain("\nmailgator_imap_upstream_sessions_kept 0\n");
     await visit(proxy, "assistant", token, ["SELECT INBOX"]);
     expect((await loginKinds(proxy, "assistant")).at(-1)).toBeNull();
   }, 60_000);
