@@ -170,6 +170,29 @@ describe("vault mode", () => {
     expect((await loginKinds(proxy, "assistant")).at(-1)).toBe("kept session");
   }, 60_000);
 
+  test("with CONDSTORE on upstream, the next agent's first CONDSTORE-enabling command gets HIGHESTMODSEQ", async () => {
+    // Upstream sends `* OK [HIGHESTMODSEQ n]` for its own first CONDSTORE-enabling command only (RFC 7162 §3.1).
+    for (const enabling of ["ENABLE CONDSTORE", "FETCH 1 (MODSEQ)", "UID SEARCH MODSEQ 1"]) {
+      proxy.reload({ extra: vaultConfig() });
+      expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
+      await visit(proxy, "assistant", token, ["SELECT INBOX (CONDSTORE)"]);
+      const raw = await RawImap.open(proxy.port);
+      try {
+        expect(statusOf(await raw.command("l", `LOGIN helper "${sameAccountToken}"`), "l")).toStartWith("l OK");
+        expect(dovecotSessions(main.user)).toBe(1);
+        expect(await raw.command("s", "SELECT INBOX")).not.toContain("MODSEQ");
+        const enabled = await raw.command("e", enabling);
+        expect(statusOf(enabled, "e")).toStartWith("e OK");
+        expect(enabled).toMatch(/^\* OK \[HIGHESTMODSEQ [1-9]\d*\]/m);
+        expect(statusOf(await raw.command("z", "LOGOUT"), "z")).toStartWith("z OK");
+      } finally {
+        raw.close();
+      }
+      expect((await loginKinds(proxy, "helper")).at(-1)).toBe("kept session");
+      expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
+    }
+  }, 60_000);
+
   test("the server's BYE to a kept session ends it; the next login logs in afresh", async () => {
     await visit(proxy, "assistant", token, ["SELECT INBOX"]);
     expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);

@@ -78,8 +78,7 @@ export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> 
   const box = s.box!;
   const p = box.policyName;
   // MODSEQ and CHANGEDSINCE (RFC 7162 §3.1.4): unfiltered folders only.
-  if (cmd.changedSince !== undefined) requireModseq(s);
-  if (cmd.items.some((i) => i.type === "MODSEQ")) requireModseq(s);
+  if (cmd.changedSince !== undefined || cmd.items.some((i) => i.type === "MODSEQ")) await requireModseq(s);
   // BINARY[...] and BINARY.SIZE only where BINARY is offered (upstream has it, src/imap/capabilities.ts): an
   // extension not offered is refused here, not relayed for upstream to answer (RFC 3516 §4).
   if (cmd.items.some((i) => i.type === "BINARY[]" || i.type === "BINARY.SIZE") && !s.capabilities().includes("BINARY"))

@@ -215,7 +215,7 @@ export async function search(s: Session, cmd: CommandOf<"SEARCH">): Promise<void
   const p = box.policyName;
   // MODSEQ (RFC 7162 §3.1.5): unfiltered folders only.
   const modseqKey = hasModseq(cmd.criteria);
-  if (modseqKey) requireModseq(s);
+  if (modseqKey) await requireModseq(s);
   const d = s.require(cmd.name, "mail:read", p);
   const { criteria, local } = sessionCriteria(s, cmd.uid ? "UID SEARCH" : "SEARCH", cmd.criteria);
   const found: number[] = [];

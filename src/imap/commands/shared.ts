@@ -240,17 +240,21 @@ export function modseqRelayed(s: Session): boolean {
  * and in a filtered folder, which answered `[NOMODSEQ]` (RFC 7162 §3.1.2.2); otherwise it enables CONDSTORE
  * (RFC 7162 §3.1), upstream too, as the same command goes there.
  */
-export function requireModseq(s: Session): void {
+export async function requireModseq(s: Session): Promise<void> {
   if (!s.capabilities().includes("CONDSTORE")) throw new Refusal("BAD", null, "Mod-sequences are not supported");
   if (s.box === null || s.box.visible !== null) {
     throw new Refusal("BAD", null, "This folder has no mod-sequences (NOMODSEQ)");
   }
+  if (s.condstore) return;
+  const upstreamHad = s.up?.condstore === true;
   s.condstore = true;
+  if (upstreamHad) await announceHighestModseq(s);
 }
 
 /** Enables CONDSTORE for the session and upstream (RFC 7162 §3.1), once; true when this call enabled it. */
 export async function enableCondstore(s: Session): Promise<boolean> {
   if (s.condstore) return false;
+  const upstreamHad = s.up?.condstore === true;
   // Upstream's `* OK [HIGHESTMODSEQ n]` for a selected folder (RFC 7162 §3.1) is relayed once CONDSTORE is on for
   // the agent too: forwardUntagged drops it before.
   const untagged: Response[] = [];
@@ -258,7 +262,29 @@ export async function enableCondstore(s: Session): Promise<boolean> {
   if (st.status === "OK") s.condstore = true;
   for (const r of untagged) forwardUntagged(s, r);
   if (st.status !== "OK") throw new Refusal("NO", "UNAVAILABLE", "CONDSTORE could not be enabled");
+  const announced = untagged.some((r) => r.type === "status" && r.code?.known && r.code.name === "HIGHESTMODSEQ");
+  if (upstreamHad && !announced) await announceHighestModseq(s);
   return true;
+}
+
+/**
+ * The agent's first CONDSTORE-enabling command in a selected folder gets `* OK [HIGHESTMODSEQ n]` (RFC 7162 §3.1).
+ * Upstream sends it for its own first one only, so an upstream session that already had CONDSTORE on (one taken
+ * from the pool, src/imap/upstream-pool.ts, docs/imap.md "Upstream sessions kept for the next login") sends none:
+ * the proxy asks for the selected folder's STATUS HIGHESTMODSEQ (RFC 7162 §3.1.7, RFC 9051 §6.3.11) and sends it
+ * itself, where mod-sequences are relayed. Nothing when upstream does not answer it.
+ */
+async function announceHighestModseq(s: Session): Promise<void> {
+  const box = s.box;
+  if (box === null || !modseqRelayed(s)) return;
+  let highest: number | null = null;
+  const st = await s.upstreamRun({ name: "STATUS", mailbox: box.name, items: ["HIGHESTMODSEQ"] }, (r) => {
+    if (r.type !== "STATUS") return relayUpdate(s, r);
+    const inbox = r.mailbox?.toUpperCase() === "INBOX" && box.name.toUpperCase() === "INBOX";
+    if (r.mailbox !== box.name && !inbox) return;
+    for (const [item, value] of r.items) if (item.toUpperCase() === "HIGHESTMODSEQ") highest = value;
+  });
+  if (st.status === "OK" && highest !== null && s.box === box) s.sendText(`* OK [HIGHESTMODSEQ ${highest}] Highest`);
 }
 
 /**

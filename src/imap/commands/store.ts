@@ -19,7 +19,7 @@ export async function store(s: Session, cmd: CommandOf<"STORE">): Promise<void> 
   const p = box.policyName;
   const command = cmd.uid ? "UID STORE" : "STORE";
   // UNCHANGEDSINCE (RFC 7162 §3.1.3): unfiltered folders only.
-  if (cmd.unchangedSince !== undefined) requireModseq(s);
+  if (cmd.unchangedSince !== undefined) await requireModseq(s);
   // Each flag is checked: \Deleted (any case) is mail:delete, the others mail:flag. Replacing the flag list may
   // add or remove \Deleted and any other flag, so it needs both (docs/config.md "Operations", docs/protocol.md §7.22).
   const deleted = cmd.flags.some((f) => f.toUpperCase() === "\\DELETED");
