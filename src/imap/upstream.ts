@@ -125,7 +125,10 @@ export class UpstreamSession {
   #loggingOut = false;
   /** Commands are encoded here; `finish()` copies what a command needs, so the buffer serves the next one. */
   #commandEncoder: Encoder | null = null;
-  /** A mailbox is selected upstream (the last SELECT/EXAMINE succeeded, no UNSELECT/CLOSE since). */
+  /**
+   * A mailbox may be selected upstream: the last SELECT/EXAMINE answered OK or BAD (then nothing changed, if it was
+   * selected before), no UNSELECT/CLOSE since.
+   */
   #mailboxSelected = false;
   /**
    * A command changed the session beyond its selected mailbox and CONDSTORE (`changesSession`): it is not handed to
@@ -752,7 +755,9 @@ export class UpstreamSession {
       this.#pending = this.#queued;
       this.#queued = null;
       // RFC 9051 §6.3.2: a failed SELECT or EXAMINE leaves no mailbox selected, as UNSELECT and CLOSE do (§6.4.2).
-      if (pending.selection === "select") this.#mailboxSelected = r.status === "OK";
+      // A BAD is a command the server did not carry out (§7.1.3): whatever was selected may still be, and the pool
+      // unselects such a session before it is kept (src/imap/upstream-pool.ts).
+      if (pending.selection === "select" && r.status !== "BAD") this.#mailboxSelected = r.status === "OK";
       else if (pending.selection === "unselect" && r.status === "OK") this.#mailboxSelected = false;
       pending.resolve(r);
       return;

@@ -8,9 +8,10 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
+import { createServer, type Server, type Socket } from "node:net";
 import { layout } from "../../scripts/upstreams/layout.ts";
 import { renderMetrics } from "../../src/admin/metrics.ts";
-import type { UpstreamSession } from "../../src/imap/upstream.ts";
+import { UpstreamSession } from "../../src/imap/upstream.ts";
 import { UpstreamPool } from "../../src/imap/upstream-pool.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
@@ -324,3 +325,59 @@ describe("the pool itself, over real Dovecot sessions", () => {
     await pool.clear(true);
   }, 60_000);
 });
+
+/**
+ * A server that answers a SELECT it does not carry out with BAD, its mailbox still selected (RFC 9051 §7.1.3: BAD is
+ * a command not executed): scripted, since Dovecot closes its mailbox before it checks a SELECT's parameters.
+ */
+test("a SELECT answered BAD may leave a mailbox selected: unselected before it is kept", async () => {
+  const CAPS = "IMAP4rev1 LOGIN UIDPLUS UNSELECT";
+  const seen: string[] = [];
+  const server: Server = createServer((socket: Socket) => {
+    socket.setEncoding("latin1");
+    socket.on("error", () => {});
+    socket.write(`* OK [CAPABILITY ${CAPS}] scripted\r\n`);
+    let buffer = "";
+    socket.on("data", (d: string) => {
+      buffer += d;
+      for (let i = buffer.indexOf("\r\n"); i >= 0; i = buffer.indexOf("\r\n")) {
+        const line = buffer.slice(0, i);
+        buffer = buffer.slice(i + 2);
+        const [tag, name = "", arg = ""] = line.split(" ");
+        seen.push(name.toUpperCase());
+        if (name.toUpperCase() === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
+        else if (name.toUpperCase() === "SELECT" && arg === "INBOX")
+          socket.write(`* 0 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n${tag} OK [READ-WRITE] done\r\n`);
+        else if (name.toUpperCase() === "SELECT") socket.write(`${tag} BAD not carried out\r\n`);
+        else socket.write(`${tag} OK done\r\n`);
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const port = (server.address() as { port: number }).port;
+  const pool = new UpstreamPool();
+  try {
+    const target = {
+      host: "127.0.0.1",
+      port,
+      tls: "none" as const,
+      skipVerify: false,
+      extraCa: null,
+      connectTimeoutMs: 5000,
+    };
+    const up = await UpstreamSession.open(target, { connectMs: 5000, handshakeMs: 5000, commandMs: 5000 });
+    expect(await up.login("u", "p")).toBe(true);
+    expect((await up.run({ name: "SELECT", mailbox: "INBOX" })).status).toBe("OK");
+    expect((await up.run({ name: "SELECT", mailbox: "Other" })).status).toBe("BAD");
+    expect(up.mailboxSelected).toBe(true);
+    const key = pool.keyOf(target, "k");
+    pool.keep(key, up, "/");
+    expect(await settlesAt(() => pool.size, 1, 10_000)).toBe(1);
+    expect(seen.at(-1)).toBe("UNSELECT");
+    expect(pool.take(key)?.up.mailboxSelected).toBe(false);
+    up.close();
+  } finally {
+    await pool.clear(true);
+    server.close();
+  }
+}, 60_000);
