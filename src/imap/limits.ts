@@ -30,9 +30,8 @@ export const IDLE_RENEW_MS = 25 * 60 * 1000;
 /**
  * Logged-in upstream sessions kept per account (and upstream server and credentials) after their agents logged
  * out. A login takes one instead of connecting and logging in again: no new server process, no password check
- * upstream. Kept sessions never outnumber the account's sessions of a moment before (each was an agent's), so a
- * server's per-user connection limit (Dovecot's `mail_max_userip_connections`, 10 by default) is not passed on
- * their account.
+ * upstream. Kept sessions are the account's sessions of a moment before (each was an agent's), at most this many:
+ * under Dovecot's default per-user limit (`mail_max_userip_connections`, 10), with room for the agents' own.
  */
 export const UPSTREAM_POOL_PER_ACCOUNT = 8;
 
