@@ -5,7 +5,7 @@
 
 import { expect, setDefaultTimeout, spyOn } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { connect, type Socket } from "node:net";
+import { connect, createServer, type Server, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
@@ -293,4 +293,56 @@ export function recordWrites(): { readonly writes: string[]; restore(): void } {
     return original.call(this, data);
   });
   return { writes, restore: () => spy.mockRestore() };
+}
+
+/** One command line a scripted upstream read: its tag, its name upper-cased (`UID FETCH` for UID commands). */
+export interface ScriptedCommand {
+  readonly line: string;
+  readonly tag: string;
+  readonly command: string;
+}
+
+export interface ScriptedUpstream {
+  readonly server: Server;
+  readonly port: number;
+  close(): Promise<void>;
+}
+
+/**
+ * A scripted IMAP server on loopback, for what a real server cannot be made to do on cue (misbehaviour, a response in
+ * a window a test cannot time): it greets with `* OK [CAPABILITY caps]`, reads one command line at a time and hands
+ * each to `answer`, which writes the reply. It knows no literals. `close` cuts the connections still open.
+ */
+export async function startScriptedUpstream(
+  caps: string,
+  answer: (socket: Socket, c: ScriptedCommand) => void,
+): Promise<ScriptedUpstream> {
+  const open = new Set<Socket>();
+  const server = createServer((socket: Socket) => {
+    open.add(socket);
+    socket.on("close", () => open.delete(socket));
+    socket.setEncoding("latin1");
+    socket.on("error", () => {});
+    socket.write(`* OK [CAPABILITY ${caps}] scripted\r\n`);
+    let buffer = "";
+    socket.on("data", (d: string) => {
+      buffer += d;
+      for (let i = buffer.indexOf("\r\n"); i >= 0; i = buffer.indexOf("\r\n")) {
+        const line = buffer.slice(0, i);
+        buffer = buffer.slice(i + 2);
+        const [tag = "", name = "", sub = ""] = line.split(" ");
+        const command = name.toUpperCase() === "UID" ? `UID ${sub.toUpperCase()}` : name.toUpperCase();
+        answer(socket, { line, tag, command });
+      }
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    server,
+    port: (server.address() as { port: number }).port,
+    close: () => {
+      for (const socket of open) socket.destroy();
+      return new Promise<void>((resolve) => server.close(() => resolve()));
+    },
+  };
 }

@@ -7,64 +7,51 @@
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { createServer, type Server, type Socket } from "node:net";
-import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+import {
+  RawImap,
+  type ScriptedUpstream,
+  startScriptedUpstream,
+  startTestProxy,
+  statusOf,
+  type TestProxy,
+} from "./helpers.ts";
 
 const CAPS = "IMAP4rev1 LOGIN UIDPLUS UNSELECT";
 const SYSTEM = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
-/** INBOX: UIDs 1 to 3, then 4 arrives and 2 is expunged, reported at the first UID FETCH. */
-function scriptedUpstream(): Server {
-  return createServer((socket: Socket) => {
-    let expunged = false;
-    socket.setEncoding("latin1");
-    socket.write(`* OK [CAPABILITY ${CAPS}] scripted\r\n`);
-    let buffer = "";
-    socket.on("data", (d: string) => {
-      buffer += d;
-      for (let i = buffer.indexOf("\r\n"); i >= 0; i = buffer.indexOf("\r\n")) {
-        const line = buffer.slice(0, i);
-        buffer = buffer.slice(i + 2);
-        const [tag, name = "", sub = ""] = line.split(" ");
-        const command = name.toUpperCase() === "UID" ? `UID ${sub.toUpperCase()}` : name.toUpperCase();
-        const ok = `${tag} OK done\r\n`;
-        if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
-        else if (command === "LIST") socket.write(`* LIST (\\HasNoChildren) "/" INBOX\r\n${ok}`);
-        else if (command === "SELECT")
-          socket.write(
-            `* FLAGS (${SYSTEM})\r\n* OK [PERMANENTFLAGS (${SYSTEM} \\*)] p\r\n` +
-              `* 3 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 4] n\r\n` +
-              `${tag} OK [READ-WRITE] done\r\n`,
-          );
-        // A message arrives during the search (UID 4, not listed): the proxy asks for its UID afterwards.
-        else if (command === "UID SEARCH") socket.write(`* SEARCH 1 2 3\r\n* 4 EXISTS\r\n${ok}`);
-        // Meanwhile another session expunged UID 2: reported before the new message's UID (now number 3).
-        else if (command === "UID FETCH" && !expunged) {
-          expunged = true;
-          socket.write(`* 2 EXPUNGE\r\n* 3 FETCH (UID 4)\r\n${ok}`);
-        } else if (command === "UID FETCH")
-          socket.write(`* 1 FETCH (UID 1)\r\n* 2 FETCH (UID 3)\r\n* 3 FETCH (UID 4)\r\n${ok}`);
-        else if (command === "LOGOUT") socket.end(`* BYE\r\n${tag} OK Logout completed\r\n`);
-        else socket.write(ok);
-      }
-    });
-    socket.on("error", () => {});
-  });
-}
-
-let upstream: Server;
+let upstream: ScriptedUpstream;
 let proxy: TestProxy;
 
 beforeAll(async () => {
-  upstream = scriptedUpstream();
-  await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
-  const port = (upstream.address() as { port: number }).port;
-  proxy = await startTestProxy({ upstreamTls: "none", upstreamAddr: `127.0.0.1:${port}`, caFile: null });
+  // INBOX: UIDs 1 to 3, then 4 arrives and 2 is expunged, reported at the first UID FETCH.
+  let expunged = false;
+  upstream = await startScriptedUpstream(CAPS, (socket, { tag, command }) => {
+    const ok = `${tag} OK done\r\n`;
+    if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
+    else if (command === "LIST") socket.write(`* LIST (\\HasNoChildren) "/" INBOX\r\n${ok}`);
+    else if (command === "SELECT")
+      socket.write(
+        `* FLAGS (${SYSTEM})\r\n* OK [PERMANENTFLAGS (${SYSTEM} \\*)] p\r\n` +
+          `* 3 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 4] n\r\n` +
+          `${tag} OK [READ-WRITE] done\r\n`,
+      );
+    // A message arrives during the search (UID 4, not listed): the proxy asks for its UID afterwards.
+    else if (command === "UID SEARCH") socket.write(`* SEARCH 1 2 3\r\n* 4 EXISTS\r\n${ok}`);
+    // Meanwhile another session expunged UID 2: reported before the new message's UID (now number 3).
+    else if (command === "UID FETCH" && !expunged) {
+      expunged = true;
+      socket.write(`* 2 EXPUNGE\r\n* 3 FETCH (UID 4)\r\n${ok}`);
+    } else if (command === "UID FETCH")
+      socket.write(`* 1 FETCH (UID 1)\r\n* 2 FETCH (UID 3)\r\n* 3 FETCH (UID 4)\r\n${ok}`);
+    else if (command === "LOGOUT") socket.end(`* BYE\r\n${tag} OK Logout completed\r\n`);
+    else socket.write(ok);
+  });
+  proxy = await startTestProxy({ upstreamTls: "none", upstreamAddr: `127.0.0.1:${upstream.port}`, caFile: null });
 });
 
 afterAll(async () => {
   await proxy?.close();
-  upstream?.close();
+  await upstream?.close();
 });
 
 test("an expunge reported while SELECT is answered comes after it, at the next command", async () => {

@@ -7,54 +7,47 @@
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { createServer, type Server, type Socket } from "node:net";
-import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+import type { Socket } from "node:net";
+import {
+  RawImap,
+  type ScriptedCommand,
+  type ScriptedUpstream,
+  startScriptedUpstream,
+  startTestProxy,
+  statusOf,
+  type TestProxy,
+} from "./helpers.ts";
 
 const CAPS = "IMAP4rev1 LOGIN UIDPLUS UNSELECT SORT LIST-EXTENDED LIST-STATUS";
 let received: string[] = [];
 
-function scriptedUpstream(): Server {
-  return createServer((socket: Socket) => {
-    socket.setEncoding("latin1");
-    socket.write(`* OK [CAPABILITY ${CAPS}] scripted\r\n`);
-    let buffer = "";
-    socket.on("data", (d: string) => {
-      buffer += d;
-      for (let i = buffer.indexOf("\r\n"); i >= 0; i = buffer.indexOf("\r\n")) {
-        const line = buffer.slice(0, i);
-        buffer = buffer.slice(i + 2);
-        received.push(line);
-        const [tag, name = ""] = line.split(" ");
-        const command = name.toUpperCase();
-        if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
-        else if (command === "CAPABILITY") socket.write(`* CAPABILITY ${CAPS}\r\n${tag} OK done\r\n`);
-        else if (command === "LIST") socket.write(`* LIST () "/" INBOX\r\n${tag} OK List completed\r\n`);
-        else if (command === "SELECT" || command === "EXAMINE")
-          socket.write(
-            "* FLAGS (\\Seen \\Deleted)\r\n* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 2] ok\r\n" +
-              `${tag} OK [READ-WRITE] Select completed\r\n`,
-          );
-        // The view of INBOX at SELECT: its one message has UID 1.
-        else if (line === `${tag} UID SEARCH ALL`) socket.write(`* SEARCH 1\r\n${tag} OK done\r\n`);
-        else if (command === "LOGOUT") socket.end(`* BYE\r\n${tag} OK Logout completed\r\n`);
-        else socket.write(`${tag} OK done\r\n`);
-      }
-    });
-    socket.on("error", () => {});
-  });
+/** What the scripted upstream answers (tests/imap/helpers.ts `startScriptedUpstream`); every line is kept. */
+function answer(socket: Socket, { line, tag, command }: ScriptedCommand): void {
+  received.push(line);
+  if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
+  else if (command === "CAPABILITY") socket.write(`* CAPABILITY ${CAPS}\r\n${tag} OK done\r\n`);
+  else if (command === "LIST") socket.write(`* LIST () "/" INBOX\r\n${tag} OK List completed\r\n`);
+  else if (command === "SELECT" || command === "EXAMINE")
+    socket.write(
+      "* FLAGS (\\Seen \\Deleted)\r\n* 1 EXISTS\r\n* OK [UIDVALIDITY 7] ok\r\n* OK [UIDNEXT 2] ok\r\n" +
+        `${tag} OK [READ-WRITE] Select completed\r\n`,
+    );
+  // The view of INBOX at SELECT: its one message has UID 1.
+  else if (line === `${tag} UID SEARCH ALL`) socket.write(`* SEARCH 1\r\n${tag} OK done\r\n`);
+  else if (command === "LOGOUT") socket.end(`* BYE\r\n${tag} OK Logout completed\r\n`);
+  else socket.write(`${tag} OK done\r\n`);
 }
 
-let upstream: Server;
+let upstream: ScriptedUpstream;
 let proxy: TestProxy;
 beforeAll(async () => {
-  upstream = scriptedUpstream();
-  await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
-  const port = (upstream.address() as { port: number }).port;
+  upstream = await startScriptedUpstream(CAPS, answer);
+  const port = upstream.port;
   proxy = await startTestProxy({ upstreamTls: "none", upstreamAddr: `127.0.0.1:${port}`, caFile: null });
 });
 afterAll(async () => {
   await proxy.close();
-  await new Promise<void>((resolve) => upstream.close(() => resolve()));
+  await upstream.close();
 });
 
 test("not advertised, refused by the proxy: FETCH BINARY, SORT DISPLAYFROM, LIST-STATUS HIGHESTMODSEQ", async () => {

@@ -5,8 +5,17 @@
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { createServer, type Server, type Socket } from "node:net";
-import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+import type { Socket } from "node:net";
+import {
+  auditCursor,
+  RawImap,
+  type ScriptedCommand,
+  type ScriptedUpstream,
+  startScriptedUpstream,
+  startTestProxy,
+  statusOf,
+  type TestProxy,
+} from "./helpers.ts";
 
 const RULES = `
 [[rules]]
@@ -41,64 +50,49 @@ let onStatus = "";
 /** A response code the scripted upstream puts in its tagged OK, by command (`CREATE`, `UID COPY`); set per test. */
 let okCodes: Record<string, string> = {};
 
-function scriptedUpstream(): Server {
-  return createServer((socket: Socket) => {
-    socket.setEncoding("latin1");
-    socket.write(`* OK [CAPABILITY ${CAPS}] scripted\r\n`);
-    let buffer = "";
-    socket.on("data", (d: string) => {
-      buffer += d;
-      for (let i = buffer.indexOf("\r\n"); i >= 0; i = buffer.indexOf("\r\n")) {
-        const line = buffer.slice(0, i);
-        buffer = buffer.slice(i + 2);
-        const [tag, name = "", sub = ""] = line.split(" ");
-        const command = name.toUpperCase() === "UID" ? `UID ${sub.toUpperCase()}` : name.toUpperCase();
-        const ok = `${tag} OK ${okCodes[command] ?? ""}done\r\n`;
-        if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
-        else if (command === "LIST")
-          socket.write(`* LIST (\\HasNoChildren) "/" INBOX\r\n* LIST (\\HasNoChildren) "/" Plain\r\n${ok}`);
-        else if (command === "SELECT" || command === "EXAMINE")
-          socket.write(
-            `* FLAGS (${SYSTEM})\r\n* OK [PERMANENTFLAGS (${SYSTEM} \\*)] p\r\n` +
-              `* 3 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 4] n\r\n` +
-              `${tag} OK [READ-WRITE] done\r\n`,
-          );
-        else if (command === "UID SEARCH") socket.write(`* SEARCH${/ ALL$/.test(line) ? " 1 2 3" : ""}\r\n${ok}`);
-        else if (command === "UID FETCH") {
-          // Classification: the From field of the asked UIDs.
-          const [, lo, hi] = /^\S+ UID FETCH (\d+)(?::(\d+))? /.exec(line) ?? [];
-          const section = /BODY\.PEEK\[([^\]]*)\]/.exec(line)?.[1] ?? "";
-          for (let uid = Number(lo); uid <= Number(hi ?? lo); uid++) {
-            const header = `From: ${FROM[uid]}\r\n\r\n`;
-            socket.write(`* ${uid} FETCH (UID ${uid} BODY[${section}] {${header.length}}\r\n${header})\r\n`);
-          }
-          socket.write(ok);
-        } else if (command === "NOOP") socket.write(onNoop.includes("* BYE") ? onNoop : `${onNoop}${ok}`);
-        else if (command === "ENABLE") socket.write(`${onEnable}${ok}`);
-        else if (command === "STATUS") socket.write(`${onStatus}${ok}`);
-        else if (command === "LOGOUT") socket.end(`* BYE\r\n${tag} OK Logout completed\r\n`);
-        else socket.write(ok);
-      }
-    });
-    socket.on("error", () => {});
-  });
+/** What the scripted upstream answers (tests/imap/helpers.ts `startScriptedUpstream`). */
+function answer(socket: Socket, { line, tag, command }: ScriptedCommand): void {
+  const ok = `${tag} OK ${okCodes[command] ?? ""}done\r\n`;
+  if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
+  else if (command === "LIST")
+    socket.write(`* LIST (\\HasNoChildren) "/" INBOX\r\n* LIST (\\HasNoChildren) "/" Plain\r\n${ok}`);
+  else if (command === "SELECT" || command === "EXAMINE")
+    socket.write(
+      `* FLAGS (${SYSTEM})\r\n* OK [PERMANENTFLAGS (${SYSTEM} \\*)] p\r\n` +
+        `* 3 EXISTS\r\n* 0 RECENT\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 4] n\r\n` +
+        `${tag} OK [READ-WRITE] done\r\n`,
+    );
+  else if (command === "UID SEARCH") socket.write(`* SEARCH${/ ALL$/.test(line) ? " 1 2 3" : ""}\r\n${ok}`);
+  else if (command === "UID FETCH") {
+    // Classification: the From field of the asked UIDs.
+    const [, lo, hi] = /^\S+ UID FETCH (\d+)(?::(\d+))? /.exec(line) ?? [];
+    const section = /BODY\.PEEK\[([^\]]*)\]/.exec(line)?.[1] ?? "";
+    for (let uid = Number(lo); uid <= Number(hi ?? lo); uid++) {
+      const header = `From: ${FROM[uid]}\r\n\r\n`;
+      socket.write(`* ${uid} FETCH (UID ${uid} BODY[${section}] {${header.length}}\r\n${header})\r\n`);
+    }
+    socket.write(ok);
+  } else if (command === "NOOP") socket.write(onNoop.includes("* BYE") ? onNoop : `${onNoop}${ok}`);
+  else if (command === "ENABLE") socket.write(`${onEnable}${ok}`);
+  else if (command === "STATUS") socket.write(`${onStatus}${ok}`);
+  else if (command === "LOGOUT") socket.end(`* BYE\r\n${tag} OK Logout completed\r\n`);
+  else socket.write(ok);
 }
 
-let upstream: Server;
+let upstream: ScriptedUpstream;
 let proxy: TestProxy;
 let newRows: ReturnType<typeof auditCursor>;
 
 beforeAll(async () => {
-  upstream = scriptedUpstream();
-  await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
-  const port = (upstream.address() as { port: number }).port;
+  upstream = await startScriptedUpstream(CAPS, answer);
+  const port = upstream.port;
   proxy = await startTestProxy({ upstreamTls: "none", upstreamAddr: `127.0.0.1:${port}`, caFile: null, rules: RULES });
   newRows = auditCursor(proxy);
 });
 
 afterAll(async () => {
   await proxy?.close();
-  upstream?.close();
+  await upstream?.close();
 });
 
 test("VANISHED, which needs QRESYNC (never enabled upstream), ends the session: no hidden flags shown", async () => {

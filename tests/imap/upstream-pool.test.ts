@@ -8,7 +8,6 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
-import { createServer, type Server, type Socket } from "node:net";
 import { layout } from "../../scripts/upstreams/layout.ts";
 import { renderMetrics } from "../../src/admin/metrics.ts";
 import { UpstreamSession } from "../../src/imap/upstream.ts";
@@ -16,7 +15,7 @@ import { UpstreamPool } from "../../src/imap/upstream-pool.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { dovecotSessions, settlesAt } from "../fixtures/upstream-connections.ts";
-import { directUpstream, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+import { directUpstream, RawImap, startScriptedUpstream, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
 let main: TestMailbox;
 let second: TestMailbox;
@@ -333,28 +332,15 @@ describe("the pool itself, over real Dovecot sessions", () => {
 test("a SELECT answered BAD may leave a mailbox selected: unselected before it is kept", async () => {
   const CAPS = "IMAP4rev1 LOGIN UIDPLUS UNSELECT";
   const seen: string[] = [];
-  const server: Server = createServer((socket: Socket) => {
-    socket.setEncoding("latin1");
-    socket.on("error", () => {});
-    socket.write(`* OK [CAPABILITY ${CAPS}] scripted\r\n`);
-    let buffer = "";
-    socket.on("data", (d: string) => {
-      buffer += d;
-      for (let i = buffer.indexOf("\r\n"); i >= 0; i = buffer.indexOf("\r\n")) {
-        const line = buffer.slice(0, i);
-        buffer = buffer.slice(i + 2);
-        const [tag, name = "", arg = ""] = line.split(" ");
-        seen.push(name.toUpperCase());
-        if (name.toUpperCase() === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
-        else if (name.toUpperCase() === "SELECT" && arg === "INBOX")
-          socket.write(`* 0 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n${tag} OK [READ-WRITE] done\r\n`);
-        else if (name.toUpperCase() === "SELECT") socket.write(`${tag} BAD not carried out\r\n`);
-        else socket.write(`${tag} OK done\r\n`);
-      }
-    });
+  const upstream = await startScriptedUpstream(CAPS, (socket, { line, tag, command }) => {
+    seen.push(command);
+    if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
+    else if (command === "SELECT" && line.endsWith(" INBOX"))
+      socket.write(`* 0 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n${tag} OK [READ-WRITE] done\r\n`);
+    else if (command === "SELECT") socket.write(`${tag} BAD not carried out\r\n`);
+    else socket.write(`${tag} OK done\r\n`);
   });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  const port = (server.address() as { port: number }).port;
+  const port = upstream.port;
   const pool = new UpstreamPool();
   try {
     const target = {
@@ -378,6 +364,6 @@ test("a SELECT answered BAD may leave a mailbox selected: unselected before it i
     up.close();
   } finally {
     await pool.clear(true);
-    server.close();
+    await upstream.close();
   }
 }, 60_000);
