@@ -14,13 +14,20 @@ export interface AccountSetup {
   readonly config: string;
 }
 
+/** The folders `oauthConfig` made: the test file that uses it removes them after its tests. */
+export const madeDirs: string[] = [];
+
 /** A config with one OAuth2 account `main` for `username`, its state and key in `dir` (fresh unless given). */
 export function oauthConfig(
   username: string,
   options: { grant?: "authorization_code" | "client_credentials"; dir?: string; name?: string } = {},
 ): AccountSetup {
   const server = oauthServer();
-  const dir = options.dir ?? mkdtempSync(join(tmpdir(), "mg-oauth-"));
+  let dir = options.dir;
+  if (dir === undefined) {
+    dir = mkdtempSync(join(tmpdir(), "mg-oauth-"));
+    madeDirs.push(dir);
+  }
   const config = join(dir, `${options.name ?? "mailgator"}.toml`);
   writeFileSync(
     config,

@@ -2,7 +2,7 @@
 // `mailgator account login`, client credentials, refresh ahead of expiry under concurrency, rotation across a
 // SIGKILL, revocation, token endpoint failures, and no token in clear in any file the proxy writes.
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, renameSync, statSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -17,7 +17,7 @@ import { SealedStore } from "../../src/state/store.ts";
 import { createMailbox } from "../fixtures/index.ts";
 import { control, LineClient, oauthServer, xoauth2 } from "../fixtures/oauth.ts";
 import { upstreams } from "../fixtures/upstreams.ts";
-import { Child, cli, MAIN, oauthConfig } from "./helpers.ts";
+import { Child, cli, MAIN, madeDirs, oauthConfig } from "./helpers.ts";
 
 // Each test runs the CLI as a child process several times; on a loaded machine one start takes seconds.
 setDefaultTimeout(120_000);
@@ -29,7 +29,11 @@ const open: { close(): void }[] = [];
 
 afterAll(() => {
   for (const o of open) o.close();
+  for (const dir of [...madeDirs, ...binDirs]) rmSync(dir, { recursive: true, force: true });
 });
+
+/** Folders of compiled binaries, removed after the file's tests. */
+const binDirs: string[] = [];
 
 async function user(): Promise<string> {
   const mailbox = await createMailbox();
@@ -303,7 +307,9 @@ describe("staying logged in", () => {
 });
 
 test("the compiled binary logs in (oauth4webapi inside it) and reports status", async () => {
-  const out = join(mkdtempSync(join(tmpdir(), "mg-bin-")), "mailgator");
+  const binDir = mkdtempSync(join(tmpdir(), "mg-bin-"));
+  binDirs.push(binDir);
+  const out = join(binDir, "mailgator");
   const build = Bun.spawnSync([process.execPath, "build", "--compile", MAIN, "--outfile", out]);
   expect(build.exitCode).toBe(0);
   const setup = oauthConfig(await user());

@@ -6,7 +6,7 @@
  * message; `explain` shows the use, read from the state database.
  */
 import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
-import { mkdtempSync, statSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
@@ -101,6 +101,7 @@ reads_per_minute = ${READS_PER_MINUTE}
 
 afterAll(async () => {
   if (served.proc.exitCode === null) await stop(served);
+  rmSync(dir, { recursive: true, force: true });
 });
 
 function transport(port: number) {
