@@ -171,8 +171,6 @@ export class ImapSession implements LoginSession, CompressSession {
   readonly #upstreams = new Set<UpstreamSession>();
   /** Where the upstream session is kept after LOGOUT (LoggedIn.poolKey); null: logged out. */
   #poolKey: string | null = null;
-  /** Upstream's hierarchy delimiter, as the login learned it. */
-  #delimiter: string | null = null;
   /** Aborted by `shutdown`: cancels upstream connection attempts not yet connected. */
   readonly #ending = new AbortController();
   state: State = "not-authenticated";
@@ -898,7 +896,7 @@ export class ImapSession implements LoginSession, CompressSession {
       // Kept for the next login of the account (src/imap/upstream-pool.ts: it checks that nothing is under way), or
       // logged out politely (at most 2 s); not cut by shutdown either way.
       this.#upstreams.delete(this.up);
-      if (this.#poolKey !== null) this.ctx.upstreamPool.keep(this.#poolKey, this.up, this.#delimiter);
+      if (this.#poolKey !== null) this.ctx.upstreamPool.keep(this.#poolKey, this.up, this.names.delimiter);
       else void this.up.logout();
     }
     this.up = null;
@@ -1232,7 +1230,6 @@ export class ImapSession implements LoginSession, CompressSession {
     const { tag, up, agent, upstreamUser, loginUpstream, generation, delimiter, config, poolKey } = o;
     this.agent = agent;
     this.#poolKey = poolKey;
-    this.#delimiter = delimiter;
     this.account = `${this.ctx.upstream.host}:${this.ctx.upstream.port}/${upstreamUser}`;
     const { upstream, timeouts } = this.ctx;
     this.#openAuxiliary = async () => {

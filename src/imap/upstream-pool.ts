@@ -110,7 +110,8 @@ export class UpstreamPool {
     while (list !== undefined && list.length > 0) {
       const entry = list[list.length - 1]!;
       this.#remove(entry);
-      if (entry.up.closed || !entry.up.reusable) {
+      // Kept unselected and unchanged; anything else is closed, never handed out.
+      if (entry.up.closed || !entry.up.reusable || entry.up.mailboxSelected) {
         entry.up.close();
         continue;
       }

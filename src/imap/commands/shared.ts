@@ -280,9 +280,8 @@ async function announceHighestModseq(s: Session): Promise<void> {
   let highest: number | null = null;
   const st = await s.upstreamRun({ name: "STATUS", mailbox: box.name, items: ["HIGHESTMODSEQ"] }, (r) => {
     if (r.type !== "STATUS") return relayUpdate(s, r);
-    const inbox = r.mailbox?.toUpperCase() === "INBOX" && box.name.toUpperCase() === "INBOX";
-    if (r.mailbox !== box.name && !inbox) return;
-    for (const [item, value] of r.items) if (item.toUpperCase() === "HIGHESTMODSEQ") highest = value;
+    const own = agentStatus(r, box.name, ["HIGHESTMODSEQ"]);
+    if (own?.type === "STATUS") for (const [, value] of own.items) highest = value;
   });
   if (st.status === "OK" && highest !== null && s.box === box) s.sendText(`* OK [HIGHESTMODSEQ ${highest}] Highest`);
 }
