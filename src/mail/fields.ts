@@ -219,9 +219,11 @@ const ORIGINATOR_FIELDS: readonly (readonly [string, boolean])[] = [
   ["mail-followup-to", true],
   // RFC 8098 §2.1: the reader's client sends a read receipt there, naming the message and its subject.
   ["disposition-notification-to", true],
-  // No RFC defines these; some software still sends receipts and error reports there.
+  // No RFC defines these; some software still sends receipts and error reports there (X-Confirm-Reading-To is
+  // Pegasus Mail's read-receipt request, honoured by a few readers besides).
   ["return-receipt-to", true],
   ["errors-to", true],
+  ["x-confirm-reading-to", true],
 ];
 
 /**

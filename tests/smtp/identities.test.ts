@@ -216,6 +216,7 @@ describe("§7 case 37: the originator headers (From, Sender, Reply-To, Resent-*)
     "Disposition-Notification-To",
     "Return-Receipt-To",
     "Errors-To",
+    "X-Confirm-Reading-To",
     "Resent-Reply-To",
   ];
 
