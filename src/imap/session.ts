@@ -352,7 +352,7 @@ export class ImapSession implements LoginSession, CompressSession {
         });
       }
     });
-    this.conn.onClose(() => this.shutdown());
+    this.conn.onClose(this.#agentLeft);
     this.sendText(`* OK [CAPABILITY ${this.capabilities().join(" ")}] Mailgator ready`);
     this.#checkTimers();
     void this.#loop();
@@ -893,15 +893,38 @@ export class ImapSession implements LoginSession, CompressSession {
     this.tagged(tag, "OK", null, "Logout completed");
     this.flush();
     if (this.up !== null) {
-      // Kept for the next login of the account (src/imap/upstream-pool.ts: it checks that nothing is under way), or
-      // logged out politely (at most 2 s); not cut by shutdown either way.
-      this.#upstreams.delete(this.up);
-      if (this.#poolKey !== null) this.ctx.upstreamPool.keep(this.#poolKey, this.up, this.names.delimiter);
-      else void this.up.logout();
+      // Kept for the next login of the account, or logged out politely (at most 2 s); not cut by shutdown either way.
+      if (!this.#offerUpstream()) void this.up.logout();
     }
     this.up = null;
     this.shutdown();
     return Promise.resolve();
+  }
+
+  /**
+   * The agent's connection closed. Between two commands (none under way, none in IDLE: `#busy` is false) the
+   * upstream session is where a LOGOUT would leave it, and is offered to the pool the same way; the commands the
+   * agent sent and this session did not start are never run (`nextEvent` returns null once closed). During a
+   * command it is closed with the rest: the command's next upstream step must never reach a session that another
+   * agent may have taken (docs/imap.md "Upstream sessions kept for the next login").
+   */
+  #agentLeft = (): void => {
+    if (!this.#closed && !this.#busy && !this.#stopping && this.#reloadEnd === null) this.#offerUpstream();
+    this.shutdown();
+  };
+
+  /**
+   * Hands the upstream session of a vault login to the pool (src/imap/upstream-pool.ts: it keeps it only if nothing
+   * is under way and it is unchanged, and logs it out otherwise); `this.up` is then null and shutdown leaves it
+   * alone. False, with nothing changed, for a pass-through login (never kept) or no upstream session.
+   */
+  #offerUpstream(): boolean {
+    const up = this.up;
+    if (up === null || this.#poolKey === null) return false;
+    this.#upstreams.delete(up);
+    this.up = null;
+    this.ctx.upstreamPool.keep(this.#poolKey, up, this.names.delimiter);
+    return true;
   }
 
   /** IDLE has its own time limit, `idle_command_timeout`, instead of the inactivity timeout (`#checkTimers`). */

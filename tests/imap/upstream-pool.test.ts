@@ -8,14 +8,24 @@
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { spawnSync } from "node:child_process";
+import type { Socket } from "node:net";
 import { layout } from "../../scripts/upstreams/layout.ts";
 import { renderMetrics } from "../../src/admin/metrics.ts";
+import type { AuditEvent, AuditLog } from "../../src/audit/index.ts";
 import { UpstreamSession } from "../../src/imap/upstream.ts";
 import { UpstreamPool } from "../../src/imap/upstream-pool.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { dovecotSessions, settlesAt } from "../fixtures/upstream-connections.ts";
-import { directUpstream, RawImap, startScriptedUpstream, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+import {
+  directUpstream,
+  RawImap,
+  startScriptedUpstream,
+  startTestProxy,
+  statusOf,
+  type TestProxy,
+  upstreamState,
+} from "./helpers.ts";
 
 let main: TestMailbox;
 let second: TestMailbox;
@@ -219,6 +229,139 @@ describe("vault mode", () => {
     proxy = await startTestProxy({ extra: vaultConfig() });
   }, 60_000);
 });
+
+describe("an agent that hangs up without LOGOUT", () => {
+  let proxy: TestProxy;
+  beforeAll(async () => {
+    proxy = await startTestProxy({ extra: vaultConfig() });
+  });
+  afterAll(async () => {
+    await proxy?.close();
+  });
+
+  test("between two commands: kept as after a LOGOUT, and taken by the next login", async () => {
+    const raw = await RawImap.open(proxy.port);
+    expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
+    expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK [READ-WRITE]");
+    raw.close();
+    expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
+    expect(dovecotSessions(main.user)).toBe(1);
+    // Unselected before it was kept: the next agent starts with no mailbox, on the same Dovecot session.
+    const next = await RawImap.open(proxy.port);
+    try {
+      expect(statusOf(await next.command("l", `LOGIN helper "${sameAccountToken}"`), "l")).toStartWith("l OK");
+      expect(dovecotSessions(main.user)).toBe(1);
+      expect(statusOf(await next.command("f", "FETCH 1 (FLAGS)"), "f")).toStartWith("f BAD");
+      expect(await next.command("s", "EXAMINE INBOX")).toContain("* 3 EXISTS");
+    } finally {
+      next.close();
+    }
+    expect((await loginKinds(proxy, "helper")).at(-1)).toBe("kept session");
+    // That agent hung up too, after EXAMINE: kept again.
+    expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
+  }, 60_000);
+
+  test("in IDLE: the command is under way, so its session is closed, never kept", async () => {
+    proxy.reload({ extra: vaultConfig() });
+    expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
+    const raw = await RawImap.open(proxy.port);
+    expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
+    expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+    raw.write("i IDLE\r\n");
+    await raw.readUntil((b) => b.includes("+ "));
+    raw.close();
+    expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
+    expect(proxy.proxy.keptUpstreamSessions).toBe(0);
+    expect((await loginKinds(proxy, "assistant")).at(-1)).toBeNull();
+  }, 60_000);
+});
+
+test("while its write waits for its audit row: the command is under way; closed, never kept", async () => {
+  // The STORE's row is held until the agent has gone: nothing is in flight upstream then, but the command is not over.
+  let release!: () => void;
+  const gate = new Promise<void>((resolve) => (release = resolve));
+  let held = 0;
+  const proxy = await startTestProxy({
+    extra: vaultConfig(),
+    wrapAudit: (log) =>
+      new Proxy(log, {
+        get(target, key) {
+          if (key === "durable")
+            return async (row: AuditEvent, options: Parameters<AuditLog["durable"]>[1]) => {
+              if (row.command === "STORE") {
+                held++;
+                await gate;
+              }
+              return target.durable(row, options);
+            };
+          const value: unknown = Reflect.get(target, key, target);
+          return typeof value === "function" ? (value as (...args: unknown[]) => unknown).bind(target) : value;
+        },
+      }),
+  });
+  try {
+    expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
+    const before = await upstreamState(main);
+    const raw = await RawImap.open(proxy.port);
+    expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
+    expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+    raw.write("t STORE 1 +FLAGS (\\Flagged)\r\n");
+    expect(await settlesAt(() => held, 1, 10_000)).toBe(1);
+    raw.close();
+    expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
+    expect(proxy.proxy.keptUpstreamSessions).toBe(0);
+    release();
+    await Bun.sleep(200);
+    // The STORE never reached Dovecot, and nothing was kept for a next login.
+    expect(await upstreamState(main)).toEqual(before);
+    expect(proxy.proxy.keptUpstreamSessions).toBe(0);
+  } finally {
+    release();
+    await proxy.close();
+  }
+}, 60_000);
+
+/**
+ * A hang-up while a command waits for the server: scripted, since Dovecot answers before a test can hang up. The
+ * session is closed, not unselected and kept: the command's next step must not reach another agent's session.
+ */
+test("an agent that hangs up while its command waits for the server: the upstream session is closed", async () => {
+  const CAPS = "IMAP4rev1 LOGIN UIDPLUS UNSELECT";
+  const seen: string[] = [];
+  const sockets = new Set<Socket>();
+  const upstream = await startScriptedUpstream(CAPS, (socket, { tag, command }) => {
+    seen.push(command);
+    sockets.add(socket);
+    if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
+    else if (command === "LIST") socket.write(`* LIST () "/" ""\r\n${tag} OK done\r\n`);
+    else if (command === "SELECT")
+      socket.write(`* 0 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 1] n\r\n${tag} OK [READ-WRITE] done\r\n`);
+    else if (command !== "STATUS") socket.write(`${tag} OK done\r\n`);
+    // STATUS is never answered.
+  });
+  const proxy = await startTestProxy({
+    upstreamAddr: `127.0.0.1:${upstream.port}`,
+    upstreamTls: "none",
+    caFile: null,
+    extra: vaultConfig(),
+  });
+  try {
+    const raw = await RawImap.open(proxy.port);
+    expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
+    expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+    raw.write("t STATUS INBOX (MESSAGES)\r\n");
+    expect(await settlesAt(() => (seen.includes("STATUS") ? 1 : 0), 1, 10_000)).toBe(1);
+    raw.close();
+    // One upstream connection, and it is gone.
+    expect(sockets.size).toBe(1);
+    expect(await settlesAt(() => [...sockets].filter((c) => c.destroyed).length, 1, 10_000)).toBe(1);
+    expect(proxy.proxy.keptUpstreamSessions).toBe(0);
+    expect(seen).not.toContain("UNSELECT");
+  } finally {
+    await proxy.close();
+    await upstream.close();
+  }
+}, 60_000);
 
 test("pass-through logins are never kept: Dovecot checks each one's password", async () => {
   const proxy = await startTestProxy();
