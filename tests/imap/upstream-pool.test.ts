@@ -261,6 +261,30 @@ describe("an agent that hangs up without LOGOUT", () => {
     expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
   }, 60_000);
 
+  test("in an APPEND's literal: the command never started; nothing appended, the session kept", async () => {
+    proxy.reload({ extra: vaultConfig() });
+    expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
+    const before = await upstreamState(main);
+    const raw = await RawImap.open(proxy.port);
+    expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
+    expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+    raw.write("a APPEND INBOX {100}\r\n");
+    await raw.readUntil((b) => b.includes("+ "));
+    raw.write("Subject: half\r\n\r\nonly part of the message");
+    raw.close();
+    expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
+    expect(await upstreamState(main)).toEqual(before);
+    expect((await proxy.rows()).some((r) => r.command === "APPEND")).toBe(false);
+    const next = await RawImap.open(proxy.port);
+    try {
+      expect(statusOf(await next.command("l", `LOGIN helper "${sameAccountToken}"`), "l")).toStartWith("l OK");
+      expect(await next.command("s", "EXAMINE INBOX")).toContain("* 3 EXISTS");
+    } finally {
+      next.close();
+    }
+    expect((await loginKinds(proxy, "helper")).at(-1)).toBe("kept session");
+  }, 60_000);
+
   test("in IDLE: the command is under way, so its session is closed, never kept", async () => {
     proxy.reload({ extra: vaultConfig() });
     expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
