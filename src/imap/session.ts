@@ -923,6 +923,9 @@ export class ImapSession implements LoginSession, CompressSession {
     if (up === null || this.#poolKey === null) return false;
     this.#upstreams.delete(up);
     this.up = null;
+    // Paused while the agent's output was held: the pool resumes it (`detach`); the end of that wait must not
+    // touch it again once it may belong to another session.
+    if (this.#pausedUpstream === up) this.#pausedUpstream = null;
     this.ctx.upstreamPool.keep(this.#poolKey, up, this.names.delimiter);
     return true;
   }
