@@ -245,7 +245,7 @@ describe("an agent that hangs up without LOGOUT", () => {
     expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK [READ-WRITE]");
     raw.close();
     expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
-    expect(dovecotSessions(main.user)).toBe(1);
+    expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
     // Unselected before it was kept: the next agent starts with no mailbox, on the same Dovecot session.
     const next = await RawImap.open(proxy.port);
     try {
