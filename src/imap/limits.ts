@@ -41,7 +41,10 @@ export const UPSTREAM_POOL_MAX = 64;
 /** A kept session not taken within this is logged out: well under the 30 minutes a server may idle (RFC 9051 §5.4). */
 export const UPSTREAM_POOL_IDLE_MS = 30_000;
 
-/** The UNSELECT that leaves a session's mailbox before it is kept must be answered within this, or it is closed. */
+/**
+ * The UNSELECT that leaves a session's mailbox before it is kept must be answered within this, or it is closed; so
+ * must the end of its IDLE (DONE answered) when its agent hung up in IDLE.
+ */
 export const UPSTREAM_POOL_UNSELECT_MS = 5_000;
 
 // ---- commands ------------------------------------------------------------------------------------------------

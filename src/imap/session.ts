@@ -62,7 +62,13 @@ import { threadCommand } from "./commands/thread.ts";
 import { Deflate } from "./compress.ts";
 import { classifyNew, decideInFolder, searchUids, sessionRunner } from "./filtering.ts";
 import { FolderNames, FolderRights } from "./folders.ts";
-import { AUDIT_BACKLOG_PAUSE_ROWS, BAD_COMMAND_WINDOW_MS, MAX_BAD_COMMANDS, READ_AHEAD_LIMIT } from "./limits.ts";
+import {
+  AUDIT_BACKLOG_PAUSE_ROWS,
+  BAD_COMMAND_WINDOW_MS,
+  MAX_BAD_COMMANDS,
+  READ_AHEAD_LIMIT,
+  UPSTREAM_POOL_UNSELECT_MS,
+} from "./limits.ts";
 import type { SelectedMailbox } from "./mailbox.ts";
 import { Refusal } from "./refusal.ts";
 import { UpstreamSession } from "./upstream.ts";
@@ -162,6 +168,9 @@ export class ImapSession implements LoginSession, CompressSession {
   #outputWaiters: (() => void)[] = [];
   /** The upstream session `#holdUpstream` paused, resumed when `#outputHeld` clears. */
   #pausedUpstream: UpstreamSession | null = null;
+  /** The upstream session of an agent that hung up in IDLE: offered to the pool once the IDLE has ended upstream. */
+  #offerAfterIdle: UpstreamSession | null = null;
+  #offerAfterIdleTimer: ReturnType<typeof setTimeout> | null = null;
   #flushScheduled = false;
   /** The running command's output waits in the encoder until its allow row is accepted (`#hold`). */
   #held = false;
@@ -438,7 +447,8 @@ export class ImapSession implements LoginSession, CompressSession {
     // What is still queued for the agent holds no reservation any more: the connection ends (docs/reliability.md
     // "Response memory").
     this.#outputLeft();
-    this.up?.close();
+    // Not one whose IDLE is ending after its agent hung up: offered to the pool, or closed, when that is over.
+    if (this.up !== this.#offerAfterIdle) this.up?.close();
     // Including one still connecting or logging in, or opened by a command the agent left in the middle of.
     for (const up of this.#upstreams) up.close();
     this.#upstreams.clear();
@@ -830,6 +840,7 @@ export class ImapSession implements LoginSession, CompressSession {
           } finally {
             this.#busy = false;
             this.#lastActivity = performance.now();
+            this.#idleEnded();
           }
           this.flush();
         }
@@ -909,9 +920,47 @@ export class ImapSession implements LoginSession, CompressSession {
    * agent may have taken (docs/imap.md "Upstream sessions kept for the next login").
    */
   #agentLeft = (): void => {
-    if (!this.#closed && !this.#busy && !this.#stopping && this.#reloadEnd === null) this.#offerUpstream();
+    if (!this.#closed && !this.#stopping && this.#reloadEnd === null) {
+      if (!this.#busy) this.#offerUpstream();
+      else if (this.#idleSince !== null) this.#offerWhenIdleEnds();
+    }
     this.shutdown();
   };
+
+  /**
+   * The agent hung up in IDLE, which changes nothing upstream: once the command has ended its upstream IDLE (DONE,
+   * answered OK, as the agent's own DONE would have), the session is where the agent's next command would have
+   * found it, and is offered to the pool then (`#idleEnded`); the IDLE command runs nothing else after a hang-up
+   * (commands/idle.ts). Until then shutdown leaves it open. If that has not happened within
+   * UPSTREAM_POOL_UNSELECT_MS (upstream never answered, the IDLE never started), it is closed.
+   */
+  #offerWhenIdleEnds(): void {
+    const up = this.up;
+    if (up === null || this.#poolKey === null) return;
+    this.#upstreams.delete(up);
+    this.#offerAfterIdle = up;
+    this.#offerAfterIdleTimer = setTimeout(() => {
+      this.#offerAfterIdleTimer = null;
+      if (this.#offerAfterIdle !== up) return;
+      this.#offerAfterIdle = null;
+      up.close();
+    }, UPSTREAM_POOL_UNSELECT_MS);
+    this.#offerAfterIdleTimer.unref?.();
+  }
+
+  /** A command has ended: an upstream session waiting for its IDLE to end (`#offerWhenIdleEnds`) is offered now. */
+  #idleEnded(): void {
+    const up = this.#offerAfterIdle;
+    if (up === null) return;
+    this.#offerAfterIdle = null;
+    if (this.#offerAfterIdleTimer !== null) clearTimeout(this.#offerAfterIdleTimer);
+    this.#offerAfterIdleTimer = null;
+    if (this.up === up) this.up = null;
+    if (this.#pausedUpstream === up) this.#pausedUpstream = null;
+    // The pool keeps it only if nothing is in flight and it did not fail (an IDLE whose DONE went unanswered).
+    if (this.#poolKey !== null) this.ctx.upstreamPool.keep(this.#poolKey, up, this.names.delimiter);
+    else up.close();
+  }
 
   /**
    * Hands the upstream session of a vault login to the pool (src/imap/upstream-pool.ts: it keeps it only if nothing

@@ -15,7 +15,7 @@ import type { AuditEvent, AuditLog } from "../../src/audit/index.ts";
 import { UpstreamSession } from "../../src/imap/upstream.ts";
 import { UpstreamPool } from "../../src/imap/upstream-pool.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
-import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { dovecotSessions, settlesAt } from "../fixtures/upstream-connections.ts";
 import {
   directUpstream,
@@ -285,18 +285,36 @@ describe("an agent that hangs up without LOGOUT", () => {
     expect((await loginKinds(proxy, "helper")).at(-1)).toBe("kept session");
   }, 60_000);
 
-  test("in IDLE: the command is under way, so its session is closed, never kept", async () => {
+  test("in IDLE: kept once its IDLE has ended upstream; the next agent takes it, unselected", async () => {
     proxy.reload({ extra: vaultConfig() });
     expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
     const raw = await RawImap.open(proxy.port);
     expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
-    expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+    const exists = Number(/^\* (\d+) EXISTS/m.exec(await raw.command("s", "SELECT INBOX"))?.[1]);
+    expect(exists).toBeGreaterThan(0);
     raw.write("i IDLE\r\n");
     await raw.readUntil((b) => b.includes("+ "));
+    // A message arrives while the agent idles: upstream tells the IDLE of it; the agent hangs up before the proxy does.
+    const other = await connectImap(main);
+    try {
+      await other.append("INBOX", "From: a@mailgator.test\r\nSubject: during idle\r\n\r\nhi\r\n");
+    } finally {
+      await other.logout();
+    }
     raw.close();
-    expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
-    expect(proxy.proxy.keptUpstreamSessions).toBe(0);
-    expect((await loginKinds(proxy, "assistant")).at(-1)).toBeNull();
+    expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
+    expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
+    const next = await RawImap.open(proxy.port);
+    try {
+      expect(statusOf(await next.command("l", `LOGIN helper "${sameAccountToken}"`), "l")).toStartWith("l OK");
+      expect(dovecotSessions(main.user)).toBe(1);
+      expect(statusOf(await next.command("f", "FETCH 1 (FLAGS)"), "f")).toStartWith("f BAD");
+      expect(await next.command("s", "EXAMINE INBOX")).toContain(`* ${exists + 1} EXISTS`);
+      expect((await next.command("u", "UID FETCH 1:* (UID)")).match(/^\* \d+ FETCH/gm)?.length).toBe(exists + 1);
+    } finally {
+      next.close();
+    }
+    expect((await loginKinds(proxy, "helper")).at(-1)).toBe("kept session");
   }, 60_000);
 });
 
@@ -379,6 +397,48 @@ test("an agent that hangs up while its command waits for the server: the upstrea
     // One upstream connection, and it is gone.
     expect(sockets.size).toBe(1);
     expect(await settlesAt(() => [...sockets].filter((c) => c.destroyed).length, 1, 10_000)).toBe(1);
+    expect(proxy.proxy.keptUpstreamSessions).toBe(0);
+    expect(seen).not.toContain("UNSELECT");
+  } finally {
+    await proxy.close();
+    await upstream.close();
+  }
+}, 60_000);
+
+/**
+ * A hang-up in IDLE whose IDLE never ends upstream (scripted: the server never answers the IDLE): the session is
+ * closed after UPSTREAM_POOL_UNSELECT_MS, neither kept nor left open.
+ */
+test("an agent that hangs up in an IDLE upstream never started: the upstream connection is closed", async () => {
+  const CAPS = "IMAP4rev1 LOGIN UIDPLUS UNSELECT IDLE";
+  const seen: string[] = [];
+  const sockets = new Set<Socket>();
+  const upstream = await startScriptedUpstream(CAPS, (socket, { tag, command }) => {
+    seen.push(command);
+    sockets.add(socket);
+    if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
+    else if (command === "LIST") socket.write(`* LIST () "/" ""\r\n${tag} OK done\r\n`);
+    else if (command === "SELECT")
+      socket.write(`* 0 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 1] n\r\n${tag} OK [READ-WRITE] done\r\n`);
+    else if (command !== "IDLE") socket.write(`${tag} OK done\r\n`);
+    // IDLE is never answered.
+  });
+  const proxy = await startTestProxy({
+    upstreamAddr: `127.0.0.1:${upstream.port}`,
+    upstreamTls: "none",
+    caFile: null,
+    extra: vaultConfig(),
+  });
+  try {
+    const raw = await RawImap.open(proxy.port);
+    expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
+    expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+    raw.write("i IDLE\r\n");
+    await raw.readUntil((b) => b.includes("+ "));
+    expect(await settlesAt(() => (seen.includes("IDLE") ? 1 : 0), 1, 10_000)).toBe(1);
+    raw.close();
+    expect(sockets.size).toBe(1);
+    expect(await settlesAt(() => [...sockets].filter((c) => c.destroyed).length, 1, 15_000)).toBe(1);
     expect(proxy.proxy.keptUpstreamSessions).toBe(0);
     expect(seen).not.toContain("UNSELECT");
   } finally {

@@ -44,6 +44,8 @@ export async function idle(s: Session, cmd: CommandOf<"IDLE">): Promise<void> {
       await Promise.race([agentLine, changed]);
       clearTimeout(timer);
       await handle.done();
+      // The agent has gone: nothing to learn or tell it (its session may be kept for the next login, unchanged).
+      if (s.closed) break;
       await s.sync(true);
       s.flush();
     }
