@@ -406,22 +406,28 @@ test("an agent that hangs up while its command waits for the server: the upstrea
 }, 60_000);
 
 /**
- * A hang-up in IDLE whose IDLE never ends upstream (scripted: the server never answers the IDLE): the session is
- * closed after UPSTREAM_POOL_UNSELECT_MS, neither kept nor left open.
+ * A hang-up in IDLE against a scripted server (a real one cannot be made slow on cue): it answers IDLE with `+` and
+ * DONE after `doneAfterMs`, or never answers IDLE at all (null). Returns what the server saw, whether the proxy's
+ * one upstream connection ended, and how many sessions the pool kept.
  */
-test("an agent that hangs up in an IDLE upstream never started: the upstream connection is closed", async () => {
+async function idleHangUp(doneAfterMs: number | null): Promise<{ seen: string[]; closed: boolean; kept: number }> {
   const CAPS = "IMAP4rev1 LOGIN UIDPLUS UNSELECT IDLE";
   const seen: string[] = [];
   const sockets = new Set<Socket>();
-  const upstream = await startScriptedUpstream(CAPS, (socket, { tag, command }) => {
-    seen.push(command);
+  let idleTag = "";
+  const upstream = await startScriptedUpstream(CAPS, (socket, { line, tag, command }) => {
+    seen.push(line === "DONE" ? "DONE" : command);
     sockets.add(socket);
     if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
     else if (command === "LIST") socket.write(`* LIST () "/" ""\r\n${tag} OK done\r\n`);
     else if (command === "SELECT")
       socket.write(`* 0 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 1] n\r\n${tag} OK [READ-WRITE] done\r\n`);
-    else if (command !== "IDLE") socket.write(`${tag} OK done\r\n`);
-    // IDLE is never answered.
+    else if (command === "IDLE") {
+      idleTag = tag;
+      if (doneAfterMs !== null) socket.write("+ idling\r\n");
+    } else if (line === "DONE") {
+      if (doneAfterMs !== null) setTimeout(() => socket.write(`${idleTag} OK idle done\r\n`), doneAfterMs);
+    } else socket.write(`${tag} OK done\r\n`);
   });
   const proxy = await startTestProxy({
     upstreamAddr: `127.0.0.1:${upstream.port}`,
@@ -438,13 +444,28 @@ test("an agent that hangs up in an IDLE upstream never started: the upstream con
     expect(await settlesAt(() => (seen.includes("IDLE") ? 1 : 0), 1, 10_000)).toBe(1);
     raw.close();
     expect(sockets.size).toBe(1);
-    expect(await settlesAt(() => [...sockets].filter((c) => c.destroyed).length, 1, 15_000)).toBe(1);
-    expect(proxy.proxy.keptUpstreamSessions).toBe(0);
-    expect(seen).not.toContain("UNSELECT");
+    // Settled: either kept (after the UNSELECT) or its connection gone, within the limit and a margin.
+    const ended = () => [...sockets].filter((c) => c.destroyed).length + proxy.proxy.keptUpstreamSessions;
+    await settlesAt(ended, 1, 15_000);
+    return { seen: [...seen], closed: [...sockets].every((c) => c.destroyed), kept: proxy.proxy.keptUpstreamSessions };
   } finally {
     await proxy.close();
     await upstream.close();
   }
+}
+
+test("a hang-up in IDLE whose DONE the server answers late, within UPSTREAM_POOL_UNSELECT_MS: kept", async () => {
+  const { seen, closed, kept } = await idleHangUp(3_000);
+  expect(kept).toBe(1);
+  expect(closed).toBe(false);
+  expect(seen.slice(-2)).toEqual(["DONE", "UNSELECT"]);
+}, 60_000);
+
+test("a hang-up in IDLE the server never answered: closed after UPSTREAM_POOL_UNSELECT_MS, never kept", async () => {
+  const { seen, closed, kept } = await idleHangUp(null);
+  expect(kept).toBe(0);
+  expect(closed).toBe(true);
+  expect(seen).not.toContain("UNSELECT");
 }, 60_000);
 
 test("pass-through logins are never kept: Dovecot checks each one's password", async () => {
