@@ -931,18 +931,21 @@ export class ImapSession implements LoginSession, CompressSession {
    * The agent hung up in IDLE, which changes nothing upstream: once the command has ended its upstream IDLE (DONE,
    * answered OK, as the agent's own DONE would have), the session is where the agent's next command would have
    * found it, and is offered to the pool then (`#idleEnded`); the IDLE command runs nothing else after a hang-up
-   * (commands/idle.ts). Until then shutdown leaves it open. If that has not happened within
-   * UPSTREAM_POOL_UNSELECT_MS (upstream never answered, the IDLE never started), it is closed.
+   * (commands/idle.ts). Until then shutdown leaves it open, and the pool's `clear` (a reload, the listener closing)
+   * closes it. If that has not happened within UPSTREAM_POOL_UNSELECT_MS (upstream never answered, the IDLE never
+   * started), it is closed.
    */
   #offerWhenIdleEnds(): void {
     const up = this.up;
-    if (up === null || this.#poolKey === null) return;
+    // The listener closing (the pool keeps nothing any more): closed by shutdown with the rest.
+    if (up === null || this.#poolKey === null || !this.ctx.upstreamPool.awaitOffer(up)) return;
     this.#upstreams.delete(up);
     this.#offerAfterIdle = up;
     this.#offerAfterIdleTimer = setTimeout(() => {
       this.#offerAfterIdleTimer = null;
       if (this.#offerAfterIdle !== up) return;
       this.#offerAfterIdle = null;
+      this.ctx.upstreamPool.forget(up);
       up.close();
     }, UPSTREAM_POOL_UNSELECT_MS);
     this.#offerAfterIdleTimer.unref?.();

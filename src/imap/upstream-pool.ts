@@ -83,6 +83,7 @@ export class UpstreamPool {
    * room, otherwise logged out. The caller lets go of it either way.
    */
   keep(key: string, up: UpstreamSession, delimiter: string | null): void {
+    this.#leaving.delete(up);
     // Until kept, anything upstream sends unasked, or its close, ends it: nothing is left half-owned.
     const drop = (): void => {
       this.#leaving.delete(up);
@@ -102,6 +103,22 @@ export class UpstreamPool {
       },
       () => drop(),
     );
+  }
+
+  /**
+   * `up` will be offered (`keep`) once its agent's IDLE has ended upstream (src/imap/session.ts): until then `clear`
+   * closes it, as it closes those being unselected, so that none outlives the listener's close. False, with nothing
+   * done, when the pool keeps nothing any more (the listener is closing): the caller closes it.
+   */
+  awaitOffer(up: UpstreamSession): boolean {
+    if (this.#closed) return false;
+    this.#leaving.add(up);
+    return true;
+  }
+
+  /** `up`, announced by `awaitOffer`, will not be offered after all (closed meanwhile). */
+  forget(up: UpstreamSession): void {
+    this.#leaving.delete(up);
   }
 
   /** The session most recently kept under `key`, now the caller's; null when none is. */

@@ -468,6 +468,64 @@ test("a hang-up in IDLE the server never answered: closed after UPSTREAM_POOL_UN
   expect(seen).not.toContain("UNSELECT");
 }, 60_000);
 
+/**
+ * The listener closes while the IDLE of an agent that hung up is still ending upstream (scripted: DONE answered late):
+ * that upstream session is closed with the kept ones, not left to outlive the close and be logged out after it.
+ */
+test("the listener closing closes the session of a hang-up in IDLE whose IDLE is still ending", async () => {
+  const CAPS = "IMAP4rev1 LOGIN UIDPLUS UNSELECT IDLE";
+  const seen: string[] = [];
+  const afterClose: string[] = [];
+  let closed = false;
+  const sockets = new Set<Socket>();
+  let idleTag = "";
+  const upstream = await startScriptedUpstream(CAPS, (socket, { line, tag, command }) => {
+    seen.push(command === "" ? line : command);
+    if (closed) afterClose.push(line);
+    sockets.add(socket);
+    if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
+    else if (command === "LIST") socket.write(`* LIST () "/" ""\r\n${tag} OK done\r\n`);
+    else if (command === "SELECT")
+      socket.write(`* 0 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 1] n\r\n${tag} OK [READ-WRITE] done\r\n`);
+    else if (command === "IDLE") {
+      idleTag = tag;
+      socket.write("+ idling\r\n");
+    } else if (line === "DONE") {
+      // Answered well after the listener has closed.
+      setTimeout(() => socket.write(`${idleTag} OK Idle completed\r\n`), 4000);
+    } else if (command === "LOGOUT") socket.write(`* BYE bye\r\n${tag} OK done\r\n`);
+    else socket.write(`${tag} OK done\r\n`);
+  });
+  const proxy = await startTestProxy({
+    upstreamAddr: `127.0.0.1:${upstream.port}`,
+    upstreamTls: "none",
+    caFile: null,
+    extra: vaultConfig(),
+  });
+  try {
+    const raw = await RawImap.open(proxy.port);
+    expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
+    expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+    raw.write("i IDLE\r\n");
+    await raw.readUntil((b) => b.includes("+ "));
+    expect(await settlesAt(() => (seen.includes("IDLE") ? 1 : 0), 1, 10_000)).toBe(1);
+    raw.close();
+    expect(await settlesAt(() => (seen.includes("DONE") ? 1 : 0), 1, 10_000)).toBe(1);
+    await proxy.close();
+    closed = true;
+    expect(sockets.size).toBe(1);
+    // Closed by the close, well before the server answers DONE.
+    expect(await settlesAt(() => [...sockets].filter((c) => c.destroyed).length, 1, 2_500)).toBe(1);
+    // Nothing went upstream after the close (no LOGOUT once DONE was answered).
+    await Bun.sleep(4_500);
+    expect(afterClose).toEqual([]);
+    expect(seen).not.toContain("UNSELECT");
+  } finally {
+    if (!closed) await proxy.close();
+    await upstream.close();
+  }
+}, 60_000);
+
 test("pass-through logins are never kept: Dovecot checks each one's password", async () => {
   const proxy = await startTestProxy();
   try {
