@@ -930,8 +930,9 @@ export class ImapSession implements LoginSession, CompressSession {
   /**
    * The agent hung up in IDLE, which changes nothing upstream: once the command has ended its upstream IDLE (DONE,
    * answered OK, as the agent's own DONE would have), the session is where the agent's next command would have
-   * found it, and is offered to the pool then (`#idleEnded`); the IDLE command runs nothing else after a hang-up
-   * (commands/idle.ts). Until then shutdown leaves it open, and the pool's `clear` (a reload, the listener closing)
+   * found it, and is offered to the pool then (`#idleEnded`); the IDLE command starts nothing else after a hang-up
+   * (commands/idle.ts; a sync already under way finishes first, and the pool keeps nothing with a command in
+   * flight). Until then shutdown leaves it open, and the pool's `clear` (a reload, the listener closing)
    * closes it. If that has not happened within UPSTREAM_POOL_UNSELECT_MS (upstream never answered, the IDLE never
    * started), it is closed.
    */
