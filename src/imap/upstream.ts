@@ -817,8 +817,9 @@ function selectionOf(command: UpstreamCommand): "select" | "unselect" | null {
  * §3.1: ENABLE CONDSTORE, SELECT/EXAMINE `(CONDSTORE)`, STATUS `HIGHESTMODSEQ`, FETCH `MODSEQ` or `CHANGEDSINCE`,
  * STORE `UNCHANGEDSINCE`, SEARCH `MODSEQ`), which the proxy filters for each agent (`UpstreamSession.condstore`).
  * "session": anything else that outlasts the mailbox, an ENABLE of anything besides CONDSTORE (RFC 5161), COMPRESS
- * (RFC 4978) or ID (RFC 2971, the client's identity as the server logs it); a session that ran one stays with its
- * agent.
+ * (RFC 4978), ID (RFC 2971, the client's identity as the server logs it) or LOGOUT; a session that ran one stays
+ * with its agent. Every command is named: a new one is not taken to change nothing until it is classified here
+ * (the switch is exhaustive; at run time an unnamed one counts as "session").
  */
 function changesSession(command: UpstreamCommand): "condstore" | "session" | null {
   const on = (enables: boolean) => (enables ? "condstore" : null);
@@ -827,7 +828,13 @@ function changesSession(command: UpstreamCommand): "condstore" | "session" | nul
       return command.capabilities.every((c) => c.toUpperCase() === "CONDSTORE") ? "condstore" : "session";
     case "COMPRESS":
     case "ID":
+    case "LOGOUT":
       return "session";
+    // How the session came to be logged in as its account: what the pool's key names (src/imap/upstream-pool.ts).
+    case "STARTTLS":
+    case "LOGIN":
+    case "AUTHENTICATE":
+      return null;
     case "SELECT":
     case "EXAMINE":
       return on(command.condstore === true);
@@ -844,8 +851,31 @@ function changesSession(command: UpstreamCommand): "condstore" | "session" | nul
     case "SORT":
     case "THREAD":
       return on(command.criteria.some(namesModseq));
-    default:
+    // The selected mailbox (UNSELECT and CLOSE end it: `selectionOf`), its messages, other mailboxes' data, or
+    // nothing at all: none of it stays with the session once no mailbox is selected.
+    case "CAPABILITY":
+    case "NOOP":
+    case "IDLE":
+    case "UNSELECT":
+    case "CHECK":
+    case "NAMESPACE":
+    case "CLOSE":
+    case "CREATE":
+    case "DELETE":
+    case "SUBSCRIBE":
+    case "UNSUBSCRIBE":
+    case "RENAME":
+    case "EXPUNGE":
+    case "COPY":
+    case "MOVE":
+    case "APPEND":
       return null;
+    default: {
+      // Not reached while the switch is exhaustive; a command it does not name keeps the session with its agent.
+      const unclassified: never = command;
+      void unclassified;
+      return "session";
+    }
   }
 }
 

@@ -619,6 +619,30 @@ describe("the pool itself, over real Dovecot sessions", () => {
     await pool.clear(true);
   }, 60_000);
 
+  test("a session that sent ID or ENABLE of another extension is logged out; mailbox commands keep it", async () => {
+    const pool = new UpstreamPool();
+    const key = pool.keyOf(target, "k");
+    const plain = await selected();
+    for (const name of ["NOOP", "CHECK", "NAMESPACE"] as const) expect((await plain.run({ name })).status).toBe("OK");
+    expect(plain.reusable).toBe(true);
+    pool.keep(key, plain, "/");
+    expect(await settlesAt(() => pool.size, 1, 10_000)).toBe(1);
+    const changed: UpstreamSession[] = [];
+    const withId = await selected();
+    expect((await withId.run({ name: "ID", params: null })).status).toBe("OK");
+    changed.push(withId);
+    const withEnable = await selected();
+    expect((await withEnable.run({ name: "ENABLE", capabilities: ["QRESYNC"] })).status).toBe("OK");
+    changed.push(withEnable);
+    for (const up of changed) {
+      expect(up.reusable).toBe(false);
+      pool.keep(key, up, "/");
+      expect(await settlesAt(() => (up.closed ? 1 : 0), 1, 10_000)).toBe(1);
+    }
+    expect(pool.size).toBe(1);
+    await pool.clear(true);
+  }, 60_000);
+
   test("a session with a command in flight is not kept", async () => {
     const pool = new UpstreamPool();
     const up = await selected();
