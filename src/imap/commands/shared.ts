@@ -323,12 +323,14 @@ export function agentFetch(
   const seq = box.agentSeqOf(uid);
   if (seq === 0) return null;
   const attrs: FetchAttr[] = [];
+  let modseqDropped = false;
   for (const a of r.attrs) {
     switch (a.name) {
       case "unknown":
         continue; // X-GM-*, EMAILID...: never passed on (docs/protocol.md §2)
       case "MODSEQ":
         if (modseqRelayed(s)) attrs.push(a);
+        else modseqDropped = true;
         continue;
       case "UID":
         if (shape === null || shape.uid) attrs.push(a);
@@ -347,7 +349,9 @@ export function agentFetch(
         attrs.push(a);
     }
   }
-  if (attrs.length === 0) return null;
+  // A report that was only a mod-sequence (a silent STORE's, with CONDSTORE on upstream, RFC 7162 §3.1.3: a session
+  // taken from the pool may have it on while its agent has not) is nothing to an agent sent none: not even its UID.
+  if (attrs.length === 0 || (modseqDropped && attrs.every((a) => a.name === "UID"))) return null;
   return { type: "FETCH", seq, attrs };
 }
 

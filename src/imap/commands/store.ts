@@ -9,7 +9,6 @@ import {
   type FetchShape,
   forwardUntagged,
   messageCommandCode,
-  modseqRelayed,
   requireModseq,
   target,
 } from "./shared.ts";
@@ -61,10 +60,9 @@ export async function store(s: Session, cmd: CommandOf<"STORE">): Promise<void> 
     for (const set of box.upstreamSets(uids)) {
       const st = await s.upstreamRun({ ...upstream, set }, (r) => {
         if (r.type !== "FETCH") forwardUntagged(s, r);
-        // With CONDSTORE on upstream a STORE reports each message it changed, FLAGS left out when silent, with its
-        // MODSEQ (RFC 7162 §3.1.3). Without FLAGS such a report is only that mod-sequence: nothing for an agent that
-        // is sent none (a session taken from the pool may have CONDSTORE on upstream, src/imap/upstream-pool.ts).
-        else if (readable && (modseqRelayed(s) || r.attrs.some((a) => a.name === "FLAGS"))) {
+        // With CONDSTORE on upstream a silent STORE still reports each message it changed, with only its MODSEQ
+        // (RFC 7162 §3.1.3): agentFetch drops such a report for an agent that is sent no mod-sequences.
+        else if (readable) {
           const out = agentFetch(s, r, shape);
           if (out !== null) s.send(out);
         }
