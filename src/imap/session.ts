@@ -62,13 +62,7 @@ import { threadCommand } from "./commands/thread.ts";
 import { Deflate } from "./compress.ts";
 import { classifyNew, decideInFolder, searchUids, sessionRunner } from "./filtering.ts";
 import { FolderNames, FolderRights } from "./folders.ts";
-import {
-  AUDIT_BACKLOG_PAUSE_ROWS,
-  BAD_COMMAND_WINDOW_MS,
-  MAX_BAD_COMMANDS,
-  READ_AHEAD_LIMIT,
-  UPSTREAM_POOL_UNSELECT_MS,
-} from "./limits.ts";
+import { AUDIT_BACKLOG_PAUSE_ROWS, BAD_COMMAND_WINDOW_MS, MAX_BAD_COMMANDS, READ_AHEAD_LIMIT } from "./limits.ts";
 import type { SelectedMailbox } from "./mailbox.ts";
 import { Refusal } from "./refusal.ts";
 import { UpstreamSession } from "./upstream.ts";
@@ -170,7 +164,6 @@ export class ImapSession implements LoginSession, CompressSession {
   #pausedUpstream: UpstreamSession | null = null;
   /** The upstream session of an agent that hung up in IDLE: offered to the pool once the IDLE has ended upstream. */
   #offerAfterIdle: UpstreamSession | null = null;
-  #offerAfterIdleTimer: ReturnType<typeof setTimeout> | null = null;
   #flushScheduled = false;
   /** The running command's output waits in the encoder until its allow row is accepted (`#hold`). */
   #held = false;
@@ -932,9 +925,8 @@ export class ImapSession implements LoginSession, CompressSession {
    * answered OK, as the agent's own DONE would have), the session is where the agent's next command would have
    * found it, and is offered to the pool then (`#idleEnded`); the IDLE command starts nothing else after a hang-up
    * (commands/idle.ts; a sync already under way finishes first, and the pool keeps nothing with a command in
-   * flight). Until then shutdown leaves it open, and the pool's `clear` (a reload, the listener closing)
-   * closes it. If that has not happened within UPSTREAM_POOL_UNSELECT_MS (upstream never answered, the IDLE never
-   * started), it is closed.
+   * flight). Until then shutdown leaves it open, and the pool closes it on `clear` (a reload, the listener closing)
+   * or when it has not been offered within UPSTREAM_POOL_UNSELECT_MS (`UpstreamPool.awaitOffer`).
    */
   #offerWhenIdleEnds(): void {
     const up = this.up;
@@ -942,14 +934,6 @@ export class ImapSession implements LoginSession, CompressSession {
     if (up === null || this.#poolKey === null || !this.ctx.upstreamPool.awaitOffer(up)) return;
     this.#upstreams.delete(up);
     this.#offerAfterIdle = up;
-    this.#offerAfterIdleTimer = setTimeout(() => {
-      this.#offerAfterIdleTimer = null;
-      if (this.#offerAfterIdle !== up) return;
-      this.#offerAfterIdle = null;
-      this.ctx.upstreamPool.forget(up);
-      up.close();
-    }, UPSTREAM_POOL_UNSELECT_MS);
-    this.#offerAfterIdleTimer.unref?.();
   }
 
   /** A command has ended: an upstream session waiting for its IDLE to end (`#offerWhenIdleEnds`) is offered now. */
@@ -957,13 +941,8 @@ export class ImapSession implements LoginSession, CompressSession {
     const up = this.#offerAfterIdle;
     if (up === null) return;
     this.#offerAfterIdle = null;
-    if (this.#offerAfterIdleTimer !== null) clearTimeout(this.#offerAfterIdleTimer);
-    this.#offerAfterIdleTimer = null;
-    if (this.up === up) this.up = null;
-    if (this.#pausedUpstream === up) this.#pausedUpstream = null;
     // The pool keeps it only if nothing is in flight and it did not fail (an IDLE whose DONE went unanswered).
-    if (this.#poolKey !== null) this.ctx.upstreamPool.keep(this.#poolKey, up, this.names.delimiter);
-    else up.close();
+    this.#handToPool(up);
   }
 
   /**
@@ -974,13 +953,18 @@ export class ImapSession implements LoginSession, CompressSession {
   #offerUpstream(): boolean {
     const up = this.up;
     if (up === null || this.#poolKey === null) return false;
+    this.#handToPool(up);
+    return true;
+  }
+
+  /** Lets go of `up`, a vault login's upstream session, and gives it to the pool (`#poolKey` is set). */
+  #handToPool(up: UpstreamSession): void {
     this.#upstreams.delete(up);
-    this.up = null;
+    if (this.up === up) this.up = null;
     // Paused while the agent's output was held: the pool resumes it (`detach`); the end of that wait must not
     // touch it again once it may belong to another session.
     if (this.#pausedUpstream === up) this.#pausedUpstream = null;
-    this.ctx.upstreamPool.keep(this.#poolKey, up, this.names.delimiter);
-    return true;
+    this.ctx.upstreamPool.keep(this.#poolKey!, up, this.names.delimiter);
   }
 
   /** IDLE has its own time limit, `idle_command_timeout`, instead of the inactivity timeout (`#checkTimers`). */

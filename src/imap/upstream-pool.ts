@@ -51,6 +51,8 @@ export class UpstreamPool {
   #count = 0;
   /** Sessions being unselected before they are kept: closed by `clear` too. */
   readonly #leaving = new Set<UpstreamSession>();
+  /** Sessions announced by `awaitOffer`, each with the timer that closes it if it is not offered in time. */
+  readonly #awaiting = new Map<UpstreamSession, ReturnType<typeof setTimeout>>();
   #closed = false;
   /** Goes up at each `clear`: keys made before it are kept no longer. */
   #epoch = 0;
@@ -83,7 +85,9 @@ export class UpstreamPool {
    * room, otherwise logged out. The caller lets go of it either way.
    */
   keep(key: string, up: UpstreamSession, delimiter: string | null): void {
-    this.#leaving.delete(up);
+    const waited = this.#awaiting.get(up);
+    if (waited !== undefined) clearTimeout(waited);
+    this.#awaiting.delete(up);
     // Until kept, anything upstream sends unasked, or its close, ends it: nothing is left half-owned.
     const drop = (): void => {
       this.#leaving.delete(up);
@@ -106,19 +110,20 @@ export class UpstreamPool {
   }
 
   /**
-   * `up` will be offered (`keep`) once its agent's IDLE has ended upstream (src/imap/session.ts): until then `clear`
-   * closes it, as it closes those being unselected, so that none outlives the listener's close. False, with nothing
-   * done, when the pool keeps nothing any more (the listener is closing): the caller closes it.
+   * `up` will be offered (`keep`) once its agent's IDLE has ended upstream (src/imap/session.ts). Until then `clear`
+   * closes it, as it closes those being unselected, so that none outlives the listener's close; and if it has not
+   * been offered within `unselectMs` (the server never answered the IDLE or its DONE), it is closed. False, with
+   * nothing done, when the pool keeps nothing any more (the listener is closing): the caller closes it.
    */
   awaitOffer(up: UpstreamSession): boolean {
     if (this.#closed) return false;
-    this.#leaving.add(up);
+    const timer = setTimeout(() => {
+      this.#awaiting.delete(up);
+      up.close();
+    }, this.#limits.unselectMs);
+    timer.unref?.();
+    this.#awaiting.set(up, timer);
     return true;
-  }
-
-  /** `up`, announced by `awaitOffer`, will not be offered after all (closed meanwhile). */
-  forget(up: UpstreamSession): void {
-    this.#leaving.delete(up);
   }
 
   /** The session most recently kept under `key`, now the caller's; null when none is. */
@@ -127,8 +132,8 @@ export class UpstreamPool {
     while (list !== undefined && list.length > 0) {
       const entry = list[list.length - 1]!;
       this.#remove(entry);
-      // Kept unselected and unchanged; anything else is closed, never handed out.
-      if (entry.up.closed || !entry.up.reusable || entry.up.mailboxSelected) {
+      // Kept unselected and unchanged (`reusable` is false once closed); anything else is closed, never handed out.
+      if (!entry.up.reusable || entry.up.mailboxSelected) {
         entry.up.close();
         continue;
       }
@@ -138,8 +143,8 @@ export class UpstreamPool {
   }
 
   /**
-   * Logs out every kept session and those being unselected (a reload: they were logged in under the config it
-   * replaced). With `close` the pool keeps nothing from now on (the listener is closing).
+   * Logs out every kept session, and closes those being unselected or awaited (a reload: they were logged in under
+   * the config it replaced). With `close` the pool keeps nothing from now on (the listener is closing).
    */
   async clear(close = false): Promise<void> {
     if (close) this.#closed = true;
@@ -147,6 +152,11 @@ export class UpstreamPool {
     const ending: Promise<void>[] = [];
     for (const up of this.#leaving) up.close();
     this.#leaving.clear();
+    for (const [up, timer] of this.#awaiting) {
+      clearTimeout(timer);
+      up.close();
+    }
+    this.#awaiting.clear();
     for (const list of this.#kept.values()) {
       for (const entry of [...list]) {
         this.#remove(entry);

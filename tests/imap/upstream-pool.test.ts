@@ -643,6 +643,30 @@ describe("the pool itself, over real Dovecot sessions", () => {
     await pool.clear(true);
   }, 60_000);
 
+  test("awaitOffer: offered within unselectMs, kept; not offered by then, closed; clear closes one", async () => {
+    const pool = new UpstreamPool({ unselectMs: 1_000 });
+    const key = pool.keyOf(target, "k");
+    const offered = await selected();
+    const forgotten = await selected();
+    expect(pool.awaitOffer(offered)).toBe(true);
+    expect(pool.awaitOffer(forgotten)).toBe(true);
+    await Bun.sleep(500);
+    pool.keep(key, offered, "/");
+    expect(await settlesAt(() => pool.size, 1, 10_000)).toBe(1);
+    expect(await settlesAt(() => (forgotten.closed ? 1 : 0), 1, 10_000)).toBe(1);
+    // Past the limit the one offered is still kept: its timer ended with the offer.
+    await Bun.sleep(1_000);
+    expect(offered.closed).toBe(false);
+    expect(pool.take(key)?.up).toBe(offered);
+    const awaited = await selected();
+    expect(pool.awaitOffer(awaited)).toBe(true);
+    await pool.clear(true);
+    expect(await settlesAt(() => (awaited.closed ? 1 : 0), 1, 10_000)).toBe(1);
+    // Once closed, the pool awaits nothing: the caller closes it.
+    expect(pool.awaitOffer(offered)).toBe(false);
+    offered.close();
+  }, 60_000);
+
   test("a session with a command in flight is not kept", async () => {
     const pool = new UpstreamPool();
     const up = await selected();
