@@ -364,22 +364,25 @@ test("while its write waits for its audit row: the command is under way; closed,
 }, 60_000);
 
 /**
- * A hang-up while a command waits for the server: scripted, since Dovecot answers before a test can hang up. The
- * session is closed, not unselected and kept: the command's next step must not reach another agent's session.
+ * A vault proxy in front of a scripted server, for what a real one cannot be timed into. LOGIN, `LIST "" ""` and
+ * SELECT are answered as a server would; `answer` sees every line first and returns true when it has dealt with it
+ * (answered, or left unanswered on purpose); anything else gets OK. Records what the server saw (a line without a
+ * command, such as DONE, as itself) and the proxy's connections to it.
  */
-test("an agent that hangs up while its command waits for the server: the upstream session is closed", async () => {
-  const CAPS = "IMAP4rev1 LOGIN UIDPLUS UNSELECT";
+async function scriptedVault(answer: (socket: Socket, c: { line: string; tag: string; command: string }) => boolean) {
+  const CAPS = "IMAP4rev1 LOGIN UIDPLUS UNSELECT IDLE";
   const seen: string[] = [];
   const sockets = new Set<Socket>();
-  const upstream = await startScriptedUpstream(CAPS, (socket, { tag, command }) => {
-    seen.push(command);
+  const upstream = await startScriptedUpstream(CAPS, (socket, c) => {
+    const { tag, command } = c;
+    seen.push(command === "" ? c.line : command);
     sockets.add(socket);
+    if (answer(socket, c)) return;
     if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
     else if (command === "LIST") socket.write(`* LIST () "/" ""\r\n${tag} OK done\r\n`);
     else if (command === "SELECT")
       socket.write(`* 0 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 1] n\r\n${tag} OK [READ-WRITE] done\r\n`);
-    else if (command !== "STATUS") socket.write(`${tag} OK done\r\n`);
-    // STATUS is never answered.
+    else socket.write(`${tag} OK done\r\n`);
   });
   const proxy = await startTestProxy({
     upstreamAddr: `127.0.0.1:${upstream.port}`,
@@ -387,21 +390,41 @@ test("an agent that hangs up while its command waits for the server: the upstrea
     caFile: null,
     extra: vaultConfig(),
   });
+  return {
+    proxy,
+    upstream,
+    seen,
+    sockets,
+    /** The proxy's connections to the server that have ended. */
+    gone: () => [...sockets].filter((c) => c.destroyed).length,
+    /** An agent logged in, INBOX selected, that has sent `line` and whose command the server has seen. */
+    async agentSent(line: string, command: string): Promise<RawImap> {
+      const raw = await RawImap.open(proxy.port);
+      expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
+      expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+      raw.write(`${line}\r\n`);
+      expect(await settlesAt(() => (seen.includes(command) ? 1 : 0), 1, 10_000)).toBe(1);
+      return raw;
+    },
+    close: () => proxy.close().then(() => upstream.close()),
+  };
+}
+
+/**
+ * A hang-up while a command waits for the server (STATUS, never answered): the session is closed, not unselected
+ * and kept: the command's next step must not reach another agent's session.
+ */
+test("an agent that hangs up while its command waits for the server: the upstream session is closed", async () => {
+  const v = await scriptedVault((_, { command }) => command === "STATUS");
   try {
-    const raw = await RawImap.open(proxy.port);
-    expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
-    expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
-    raw.write("t STATUS INBOX (MESSAGES)\r\n");
-    expect(await settlesAt(() => (seen.includes("STATUS") ? 1 : 0), 1, 10_000)).toBe(1);
-    raw.close();
+    (await v.agentSent("t STATUS INBOX (MESSAGES)", "STATUS")).close();
     // One upstream connection, and it is gone.
-    expect(sockets.size).toBe(1);
-    expect(await settlesAt(() => [...sockets].filter((c) => c.destroyed).length, 1, 10_000)).toBe(1);
-    expect(proxy.proxy.keptUpstreamSessions).toBe(0);
-    expect(seen).not.toContain("UNSELECT");
+    expect(v.sockets.size).toBe(1);
+    expect(await settlesAt(v.gone, 1, 10_000)).toBe(1);
+    expect(v.proxy.proxy.keptUpstreamSessions).toBe(0);
+    expect(v.seen).not.toContain("UNSELECT");
   } finally {
-    await proxy.close();
-    await upstream.close();
+    await v.close();
   }
 }, 60_000);
 
@@ -411,46 +434,26 @@ test("an agent that hangs up while its command waits for the server: the upstrea
  * one upstream connection ended, and how many sessions the pool kept.
  */
 async function idleHangUp(doneAfterMs: number | null): Promise<{ seen: string[]; closed: boolean; kept: number }> {
-  const CAPS = "IMAP4rev1 LOGIN UIDPLUS UNSELECT IDLE";
-  const seen: string[] = [];
-  const sockets = new Set<Socket>();
   let idleTag = "";
-  const upstream = await startScriptedUpstream(CAPS, (socket, { line, tag, command }) => {
-    seen.push(line === "DONE" ? "DONE" : command);
-    sockets.add(socket);
-    if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
-    else if (command === "LIST") socket.write(`* LIST () "/" ""\r\n${tag} OK done\r\n`);
-    else if (command === "SELECT")
-      socket.write(`* 0 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 1] n\r\n${tag} OK [READ-WRITE] done\r\n`);
-    else if (command === "IDLE") {
+  const v = await scriptedVault((socket, { line, tag, command }) => {
+    if (command === "IDLE") {
       idleTag = tag;
       if (doneAfterMs !== null) socket.write("+ idling\r\n");
     } else if (line === "DONE") {
       if (doneAfterMs !== null) setTimeout(() => socket.write(`${idleTag} OK idle done\r\n`), doneAfterMs);
-    } else socket.write(`${tag} OK done\r\n`);
-  });
-  const proxy = await startTestProxy({
-    upstreamAddr: `127.0.0.1:${upstream.port}`,
-    upstreamTls: "none",
-    caFile: null,
-    extra: vaultConfig(),
+    } else return false;
+    return true;
   });
   try {
-    const raw = await RawImap.open(proxy.port);
-    expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
-    expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
-    raw.write("i IDLE\r\n");
+    const raw = await v.agentSent("i IDLE", "IDLE");
     await raw.readUntil((b) => b.includes("+ "));
-    expect(await settlesAt(() => (seen.includes("IDLE") ? 1 : 0), 1, 10_000)).toBe(1);
     raw.close();
-    expect(sockets.size).toBe(1);
+    expect(v.sockets.size).toBe(1);
     // Settled: either kept (after the UNSELECT) or its connection gone, within the limit and a margin.
-    const ended = () => [...sockets].filter((c) => c.destroyed).length + proxy.proxy.keptUpstreamSessions;
-    await settlesAt(ended, 1, 15_000);
-    return { seen: [...seen], closed: [...sockets].every((c) => c.destroyed), kept: proxy.proxy.keptUpstreamSessions };
+    await settlesAt(() => v.gone() + v.proxy.proxy.keptUpstreamSessions, 1, 15_000);
+    return { seen: [...v.seen], closed: v.gone() === 1, kept: v.proxy.proxy.keptUpstreamSessions };
   } finally {
-    await proxy.close();
-    await upstream.close();
+    await v.close();
   }
 }
 
@@ -473,56 +476,38 @@ test("a hang-up in IDLE the server never answered: closed after UPSTREAM_POOL_UN
  * that upstream session is closed with the kept ones, not left to outlive the close and be logged out after it.
  */
 test("the listener closing closes the session of a hang-up in IDLE whose IDLE is still ending", async () => {
-  const CAPS = "IMAP4rev1 LOGIN UIDPLUS UNSELECT IDLE";
-  const seen: string[] = [];
   const afterClose: string[] = [];
   let closed = false;
-  const sockets = new Set<Socket>();
   let idleTag = "";
-  const upstream = await startScriptedUpstream(CAPS, (socket, { line, tag, command }) => {
-    seen.push(command === "" ? line : command);
+  const v = await scriptedVault((socket, { line, tag, command }) => {
     if (closed) afterClose.push(line);
-    sockets.add(socket);
-    if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
-    else if (command === "LIST") socket.write(`* LIST () "/" ""\r\n${tag} OK done\r\n`);
-    else if (command === "SELECT")
-      socket.write(`* 0 EXISTS\r\n* OK [UIDVALIDITY 7] v\r\n* OK [UIDNEXT 1] n\r\n${tag} OK [READ-WRITE] done\r\n`);
-    else if (command === "IDLE") {
+    if (command === "IDLE") {
       idleTag = tag;
       socket.write("+ idling\r\n");
     } else if (line === "DONE") {
       // Answered well after the listener has closed.
       setTimeout(() => socket.write(`${idleTag} OK Idle completed\r\n`), 4000);
     } else if (command === "LOGOUT") socket.write(`* BYE bye\r\n${tag} OK done\r\n`);
-    else socket.write(`${tag} OK done\r\n`);
-  });
-  const proxy = await startTestProxy({
-    upstreamAddr: `127.0.0.1:${upstream.port}`,
-    upstreamTls: "none",
-    caFile: null,
-    extra: vaultConfig(),
+    else return false;
+    return true;
   });
   try {
-    const raw = await RawImap.open(proxy.port);
-    expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
-    expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
-    raw.write("i IDLE\r\n");
+    const raw = await v.agentSent("i IDLE", "IDLE");
     await raw.readUntil((b) => b.includes("+ "));
-    expect(await settlesAt(() => (seen.includes("IDLE") ? 1 : 0), 1, 10_000)).toBe(1);
     raw.close();
-    expect(await settlesAt(() => (seen.includes("DONE") ? 1 : 0), 1, 10_000)).toBe(1);
-    await proxy.close();
+    expect(await settlesAt(() => (v.seen.includes("DONE") ? 1 : 0), 1, 10_000)).toBe(1);
+    await v.proxy.close();
     closed = true;
-    expect(sockets.size).toBe(1);
+    expect(v.sockets.size).toBe(1);
     // Closed by the close, well before the server answers DONE.
-    expect(await settlesAt(() => [...sockets].filter((c) => c.destroyed).length, 1, 2_500)).toBe(1);
+    expect(await settlesAt(v.gone, 1, 2_500)).toBe(1);
     // Nothing went upstream after the close (no LOGOUT once DONE was answered).
     await Bun.sleep(4_500);
     expect(afterClose).toEqual([]);
-    expect(seen).not.toContain("UNSELECT");
+    expect(v.seen).not.toContain("UNSELECT");
   } finally {
-    if (!closed) await proxy.close();
-    await upstream.close();
+    if (!closed) await v.proxy.close();
+    await v.upstream.close();
   }
 }, 60_000);
 
