@@ -97,6 +97,13 @@ async function visit(
   expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, kept, 10_000)).toBe(kept);
 }
 
+/** A raw client on `port`, logged in as the agent `name` with `secret`; the login must succeed. */
+async function agentLogin(port: number, name: string, secret: string): Promise<RawImap> {
+  const raw = await RawImap.open(port);
+  expect(statusOf(await raw.command("l", `LOGIN ${name} "${secret}"`), "l")).toStartWith("l OK");
+  return raw;
+}
+
 /** The `detail.upstream` of each successful login row of `agent`, oldest first. */
 async function loginKinds(proxy: TestProxy, agent: string): Promise<(string | null)[]> {
   const rows = (await proxy.rows()).filter((r) => r.agent === agent && r.reason === "logged in");
@@ -116,9 +123,8 @@ describe("vault mode", () => {
     await visit(proxy, "assistant", token, ["SELECT INBOX", "FETCH 1:* (FLAGS)"]);
     // Kept: Dovecot still holds the session the agent left.
     expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
-    const raw = await RawImap.open(proxy.port);
+    const raw = await agentLogin(proxy.port, "assistant", token);
     try {
-      expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
       // The same upstream session: no second one at Dovecot.
       expect(dovecotSessions(main.user)).toBe(1);
       const selected = await raw.command("s", "SELECT INBOX");
@@ -153,9 +159,8 @@ describe("vault mode", () => {
     expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
     await visit(proxy, "assistant", token, ["SELECT INBOX (CONDSTORE)", "FETCH 1 (FLAGS MODSEQ)"]);
     expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
-    const raw = await RawImap.open(proxy.port);
+    const raw = await agentLogin(proxy.port, "assistant", token);
     try {
-      expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
       // Upstream's CONDSTORE is on; this agent's is not: no HIGHESTMODSEQ, no MODSEQ, and a silent STORE is silent.
       const selected = await raw.command("s", "SELECT INBOX");
       expect(statusOf(selected, "s")).toStartWith("s OK");
@@ -186,9 +191,8 @@ describe("vault mode", () => {
       proxy.reload({ extra: vaultConfig() });
       expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
       await visit(proxy, "assistant", token, ["SELECT INBOX (CONDSTORE)"]);
-      const raw = await RawImap.open(proxy.port);
+      const raw = await agentLogin(proxy.port, "helper", sameAccountToken);
       try {
-        expect(statusOf(await raw.command("l", `LOGIN helper "${sameAccountToken}"`), "l")).toStartWith("l OK");
         expect(dovecotSessions(main.user)).toBe(1);
         expect(await raw.command("s", "SELECT INBOX")).not.toContain("MODSEQ");
         const enabled = await raw.command("e", enabling);
@@ -240,16 +244,14 @@ describe("an agent that hangs up without LOGOUT", () => {
   });
 
   test("between two commands: kept as after a LOGOUT, and taken by the next login", async () => {
-    const raw = await RawImap.open(proxy.port);
-    expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
+    const raw = await agentLogin(proxy.port, "assistant", token);
     expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK [READ-WRITE]");
     raw.close();
     expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
     expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
     // Unselected before it was kept: the next agent starts with no mailbox, on the same Dovecot session.
-    const next = await RawImap.open(proxy.port);
+    const next = await agentLogin(proxy.port, "helper", sameAccountToken);
     try {
-      expect(statusOf(await next.command("l", `LOGIN helper "${sameAccountToken}"`), "l")).toStartWith("l OK");
       expect(dovecotSessions(main.user)).toBe(1);
       expect(statusOf(await next.command("f", "FETCH 1 (FLAGS)"), "f")).toStartWith("f BAD");
       expect(await next.command("s", "EXAMINE INBOX")).toContain("* 3 EXISTS");
@@ -265,8 +267,7 @@ describe("an agent that hangs up without LOGOUT", () => {
     proxy.reload({ extra: vaultConfig() });
     expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
     const before = await upstreamState(main);
-    const raw = await RawImap.open(proxy.port);
-    expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
+    const raw = await agentLogin(proxy.port, "assistant", token);
     expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
     raw.write("a APPEND INBOX {100}\r\n");
     await raw.readUntil((b) => b.includes("+ "));
@@ -275,9 +276,8 @@ describe("an agent that hangs up without LOGOUT", () => {
     expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
     expect(await upstreamState(main)).toEqual(before);
     expect((await proxy.rows()).some((r) => r.command === "APPEND")).toBe(false);
-    const next = await RawImap.open(proxy.port);
+    const next = await agentLogin(proxy.port, "helper", sameAccountToken);
     try {
-      expect(statusOf(await next.command("l", `LOGIN helper "${sameAccountToken}"`), "l")).toStartWith("l OK");
       expect(await next.command("s", "EXAMINE INBOX")).toContain("* 3 EXISTS");
     } finally {
       next.close();
@@ -288,8 +288,7 @@ describe("an agent that hangs up without LOGOUT", () => {
   test("in IDLE: kept once its IDLE has ended upstream; the next agent takes it, unselected", async () => {
     proxy.reload({ extra: vaultConfig() });
     expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
-    const raw = await RawImap.open(proxy.port);
-    expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
+    const raw = await agentLogin(proxy.port, "assistant", token);
     const exists = Number(/^\* (\d+) EXISTS/m.exec(await raw.command("s", "SELECT INBOX"))?.[1]);
     expect(exists).toBeGreaterThan(0);
     raw.write("i IDLE\r\n");
@@ -304,9 +303,8 @@ describe("an agent that hangs up without LOGOUT", () => {
     raw.close();
     expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
     expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
-    const next = await RawImap.open(proxy.port);
+    const next = await agentLogin(proxy.port, "helper", sameAccountToken);
     try {
-      expect(statusOf(await next.command("l", `LOGIN helper "${sameAccountToken}"`), "l")).toStartWith("l OK");
       expect(dovecotSessions(main.user)).toBe(1);
       expect(statusOf(await next.command("f", "FETCH 1 (FLAGS)"), "f")).toStartWith("f BAD");
       expect(await next.command("s", "EXAMINE INBOX")).toContain(`* ${exists + 1} EXISTS`);
@@ -344,8 +342,7 @@ test("while its write waits for its audit row: the command is under way; closed,
   try {
     expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
     const before = await upstreamState(main);
-    const raw = await RawImap.open(proxy.port);
-    expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
+    const raw = await agentLogin(proxy.port, "assistant", token);
     expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
     raw.write("t STORE 1 +FLAGS (\\Flagged)\r\n");
     expect(await settlesAt(() => held, 1, 10_000)).toBe(1);
@@ -399,8 +396,7 @@ async function scriptedVault(answer: (socket: Socket, c: { line: string; tag: st
     gone: () => [...sockets].filter((c) => c.destroyed).length,
     /** An agent logged in, INBOX selected, that has sent `line` and whose command the server has seen. */
     async agentSent(line: string, command: string): Promise<RawImap> {
-      const raw = await RawImap.open(proxy.port);
-      expect(statusOf(await raw.command("l", `LOGIN assistant "${token}"`), "l")).toStartWith("l OK");
+      const raw = await agentLogin(proxy.port, "assistant", token);
       expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
       raw.write(`${line}\r\n`);
       expect(await settlesAt(() => (seen.includes(command) ? 1 : 0), 1, 10_000)).toBe(1);
