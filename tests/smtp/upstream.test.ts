@@ -32,15 +32,18 @@ to = "*@corp.test"
 
 const vault = (token: string): string => vaultConfig(ALLOW_CORP, token);
 
-/** MAIL, one RCPT, DATA and a small message; returns the reply to the final dot (or to DATA). */
-async function sendOne(c: RawClient, to: string, subject: string): Promise<string> {
+/** MAIL, one RCPT, DATA and a message (a small one by default); returns the reply to the final dot (or to DATA). */
+async function sendOne(c: RawClient, to: string, subject: string, body = "hello", replyMs?: number): Promise<string> {
   expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
   expect((await c.command(`RCPT TO:<${to}>`)).code).toBe(250);
   const data = await c.command("DATA");
   if (data.code !== 354) return data.raw;
-  c.write(dataPayload(message({ Subject: subject, To: to }, "hello")));
-  return (await c.reply()).raw;
+  c.write(dataPayload(message({ Subject: subject, To: to }, body)));
+  return (await c.reply(replyMs)).raw;
 }
+
+/** A body of some 15 MB, far more than a server that stops reading lets the kernel buffer. */
+const BIG_BODY = `${"x".repeat(76)}\r\n`.repeat(200_000);
 
 const cleanups: (() => Promise<void>)[] = [];
 afterEach(async () => {
@@ -257,13 +260,9 @@ describe("§7 case 39: an upstream reply nothing asked for", () => {
     const p = await proxy({ upstreamTls: "none", upstreamAddr: `127.0.0.1:${f.port}`, rules: ALLOW_CORP });
     const c = await loggedIn(p.port);
     const m = marker();
-    expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
-    expect((await c.command(`RCPT TO:<big-${m}@corp.test>`)).code).toBe(250);
-    expect((await c.command("DATA")).code).toBe(354);
-    const line = `${"x".repeat(76)}\r\n`;
-    c.write(dataPayload(message({ Subject: `big ${m}`, To: `big-${m}@corp.test` }, line.repeat(200_000))));
-    const r = await c.reply(30_000);
-    expect(r.raw).toStartWith("451 4.4.1 Upstream unavailable: upstream sent a reply nothing asked for: 554 ");
+    expect(await sendOne(c, `big-${m}@corp.test`, `big ${m}`, BIG_BODY, 30_000)).toStartWith(
+      "451 4.4.1 Upstream unavailable: upstream sent a reply nothing asked for: 554 ",
+    );
     expect(await sendOne(c, `after-${m}@corp.test`, `after ${m}`)).toStartWith("250 2.0.0");
     c.close();
     expect(f.messages.map((b) => /Subject: (\w+)/.exec(b.toString())![1])).toEqual(["after"]);
@@ -286,12 +285,7 @@ test("§7 case 39: a server that stops reading in the middle of a message: dropp
   });
   const c = await loggedIn(p.port);
   const m = marker();
-  expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
-  expect((await c.command(`RCPT TO:<big-${m}@corp.test>`)).code).toBe(250);
-  expect((await c.command("DATA")).code).toBe(354);
-  const line = `${"x".repeat(76)}\r\n`;
-  c.write(dataPayload(message({ Subject: `big ${m}`, To: `big-${m}@corp.test` }, line.repeat(200_000))));
-  expect((await c.reply(20_000)).raw).toStartWith(
+  expect(await sendOne(c, `big-${m}@corp.test`, `big ${m}`, BIG_BODY, 20_000)).toStartWith(
     "451 4.4.1 Upstream unavailable: upstream did not take a block of the message within 500 ms",
   );
   expect(await sendOne(c, `after-${m}@corp.test`, `after ${m}`)).toStartWith("250 2.0.0");
