@@ -19,7 +19,7 @@ import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
-import { type ProxyChild, startProxyChild } from "./proxy-child.ts";
+import { imapBenchConfig, type ProxyChild, startProxyChild } from "./proxy-child.ts";
 
 const argv = process.argv.slice(2);
 const flag = (name: string, fallback: string): string => {
@@ -134,15 +134,10 @@ async function startProxy(dir: string, up: Upstreams): Promise<ProxyChild> {
   return startProxyChild(
     import.meta.path,
     join(dir, "mailgator.toml"),
-    `[imap]
-listen_addr = "127.0.0.1:1"
-upstream_addr = "${up.host}:${up.ports.imap}"
-upstream_tls = "none"
-
-[audit]
-path = "${join(dir, "audit.db")}"
-
-[[rules]]
+    imapBenchConfig({
+      upstream: { host: up.host, port: up.ports.imap },
+      dir,
+      rules: `[[rules]]
 name = "Transactional emails from known senders"
 folders = ["INBOX"]
 from = "notifications@*"
@@ -153,6 +148,7 @@ operations = ["read"]
 name = "Deny everything else"
 action = "deny"
 `,
+    }),
   );
 }
 

@@ -23,7 +23,7 @@ import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
-import { startChild, startProxyChild } from "./proxy-child.ts";
+import { imapBenchConfig, startChild, startProxyChild } from "./proxy-child.ts";
 
 const argv = process.argv.slice(2);
 const flag = (name: string, fallback: string): string => {
@@ -280,18 +280,7 @@ async function main(): Promise<void> {
   const child = await startProxyChild(
     import.meta.path,
     join(dir, "mailgator.toml"),
-    `[imap]
-listen_addr = "127.0.0.1:1"
-upstream_addr = "${up.host}:${up.ports.imap}"
-upstream_tls = "none"
-
-[audit]
-path = "${join(dir, "audit.db")}"
-
-[[rules]]
-name = "everything"
-action = "allow"
-`,
+    imapBenchConfig({ upstream: { host: up.host, port: up.ports.imap }, dir }),
   );
   const relayChild = argv.includes("--no-relay")
     ? null

@@ -7,6 +7,7 @@
  */
 
 import { writeFileSync } from "node:fs";
+import { join } from "node:path";
 import { ALLOCATOR_ENV } from "../../src/cli/allocator.ts";
 
 export interface ProxyChild {
@@ -57,4 +58,27 @@ export async function startChild(args: readonly string[]): Promise<ProxyChild> {
       await child.exited;
     },
   };
+}
+
+/**
+ * The IMAP half of a benchmark's config: `listen` (`127.0.0.1:1` for a child that picks its own port), a plain
+ * upstream leg to `upstream`, the audit log in `dir`, then `rules` (one allow-all rule unless given) and any `extra`.
+ */
+export function imapBenchConfig(o: {
+  readonly listen?: string;
+  readonly upstream: { readonly host: string; readonly port: number };
+  readonly dir: string;
+  readonly rules?: string;
+  readonly extra?: string;
+}): string {
+  const rules = o.rules ?? '[[rules]]\nname = "everything"\naction = "allow"\n';
+  return `[imap]
+listen_addr = "${o.listen ?? "127.0.0.1:1"}"
+upstream_addr = "${o.upstream.host}:${o.upstream.port}"
+upstream_tls = "none"
+
+[audit]
+path = "${join(o.dir, "audit.db")}"
+
+${rules}${o.extra ?? ""}`;
 }

@@ -30,6 +30,7 @@ import { join, resolve } from "node:path";
 import { ALLOCATOR_ENV } from "../../src/cli/allocator.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
+import { imapBenchConfig } from "./proxy-child.ts";
 
 /** imaptest's column names, as its reports head them, for the commands the targets are about. */
 const WATCHED = { Logi: "LOGIN", Stor: "STORE", Dele: "STORE \\Deleted", Expu: "EXPUNGE", Appe: "APPEND" } as const;
@@ -190,18 +191,12 @@ account = "main"
       const config = join(dir, "mailgator.toml");
       writeFileSync(
         config,
-        `[imap]
-listen_addr = "127.0.0.1:${port}"
-upstream_addr = "${up.host}:${up.ports.imap}"
-upstream_tls = "none"
-
-[audit]
-path = "${join(dir, "audit.db")}"
-
-[[rules]]
-name = "everything"
-action = "allow"
-${vault}`,
+        imapBenchConfig({
+          listen: `127.0.0.1:${port}`,
+          upstream: { host: up.host, port: up.ports.imap },
+          dir,
+          extra: vault,
+        }),
       );
       const main = resolve(import.meta.dir, "..", "..", "src", "cli", "main.ts");
       const child = Bun.spawn([process.execPath, main, "serve", "-c", config], {
