@@ -34,6 +34,8 @@ export const AUTH_CAPABILITIES: readonly string[] = [
   "THREAD=ORDEREDSUBJECT",
   "THREAD=REFERENCES",
   "COMPRESS=DEFLATE",
+  // Assembled by the proxy from the agent's view of the selected folder (src/imap/commands/catenate.ts).
+  "CATENATE",
 ];
 
 /**

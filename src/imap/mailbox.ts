@@ -132,7 +132,10 @@ export class SelectedMailbox {
    * keeps the view only if those rules still show the same messages (`ImapSession.followReload`).
    */
   generation = -1;
-  /** The folder's UIDVALIDITY (kept for STATUS and the classification cache of a filtered folder). */
+  /**
+   * The folder's UIDVALIDITY, as SELECT reported it (0 if it did not): for STATUS and the classification cache of a
+   * filtered folder, and the `;UIDVALIDITY=` of a CATENATE URL (commands/catenate.ts).
+   */
   uidValidity = 0;
   /**
    * The last `* n RECENT` upstream sent that the agent has not heard of yet (RFC 3501 §7.3.2), or null. Unfiltered,

@@ -252,15 +252,17 @@ test("§7.15 CREATE of an existing hidden name answers exactly as CREATE of a de
   raw.close();
 });
 
-test("§7.16 APPEND with CATENATE gets BAD", async () => {
+test("§7.16 CATENATE URLs to a hidden folder, to another folder or with nothing selected get BADURL", async () => {
   const raw = await login();
   await unchanged(async () => {
     expect(
       statusOf(await raw.command("a", 'APPEND Drafts CATENATE (URL "/INBOX;UIDVALIDITY=1/;UID=1")'), "a"),
-    ).toStartWith("a BAD");
-    expect(
-      statusOf(await raw.command("b", 'APPEND Drafts (\\Seen) CATENATE (TEXT {3+}\r\nabc URL "/Secret;UID=1")'), "b"),
-    ).toStartWith("b BAD");
+    ).toStartWith("a NO [BADURL /INBOX;UIDVALIDITY=1/;UID=1]");
+    expect(statusOf(await raw.command("s", "EXAMINE INBOX"), "s")).toStartWith("s OK");
+    for (const url of ["/Secret/;UID=1", "/Parent/Hidden/;UID=1", "/Archive/;UID=1", "/Secret;UID=1"]) {
+      const reply = await raw.command("b", `APPEND Drafts (\\Seen) CATENATE (TEXT {3+}\r\nabc URL "${url}")`);
+      expect(statusOf(reply, "b")).toBe(`b NO [BADURL ${url}] CATENATE URL cannot be used`);
+    }
     await alive(raw);
   });
   raw.close();

@@ -80,7 +80,8 @@ const append = {
   date: null,
   message,
   binary: false,
-  messages: [{ flags: [], date: null, message, binary: false }],
+  catenate: null,
+  messages: [{ flags: [], date: null, message, binary: false, catenate: null }],
 } as const;
 
 test("a command refused before its + sends no octet of its literal, though the server offers LITERAL+", async () => {

@@ -1,13 +1,14 @@
 /**
- * APPEND (RFC 3501 §6.3.11; mail:append, and mail:delete for a `\Deleted` flag), MULTIAPPEND (RFC 3502) and literal8
- * messages (BINARY, RFC 3516 §4.4). Every message is checked before anything is written; the allow rows, one per
- * message, are on disk before the messages go upstream as one APPEND, which RFC 3502 §6.3.11 makes atomic: if any
- * message is refused, here or upstream, none is appended (docs/protocol.md §2 "MULTIAPPEND"). The command's first
- * line goes upstream while the rows are written.
+ * APPEND (RFC 3501 §6.3.11; mail:append, and mail:delete for a `\Deleted` flag), MULTIAPPEND (RFC 3502), literal8
+ * messages (BINARY, RFC 3516 §4.4) and CATENATE messages (RFC 4469, assembled by the proxy: catenate.ts). Every message
+ * is checked before anything is written; the allow rows, one per message, are on disk before the messages go upstream
+ * as one APPEND, which RFC 3502 §6.3.11 makes atomic: if any message is refused, here or upstream, none is appended
+ * (docs/protocol.md §2 "MULTIAPPEND"). The command's first line goes upstream while the rows are written.
  */
 
 import { agentCopyUid } from "../filtering.ts";
 import { Refusal } from "../refusal.ts";
+import { assembleCatenate } from "./catenate.ts";
 import type { CommandOf, Session } from "./context.ts";
 import { TRYCREATE, upstreamStatus, visibleFolder } from "./shared.ts";
 
@@ -25,10 +26,12 @@ export async function append(s: Session, cmd: CommandOf<"APPEND">): Promise<void
   if (cmd.messages.some((m) => m.flags.some((f) => f.toUpperCase() === "\\DELETED"))) {
     s.require("APPEND", "mail:delete", p);
   }
+  // CATENATE messages are assembled here (catenate.ts); upstream only ever gets literals.
+  const messages = cmd.messages.some((m) => m.catenate !== null) ? await assembleCatenate(s, cmd, p) : cmd.messages;
   // Rows queued in the same turn share one commit, and as one group they are never split (docs/audit.md).
   const group = {};
   const written = Promise.all(
-    cmd.messages.map((m, i) =>
+    messages.map((m, i) =>
       s.auditDurable(
         {
           command: "APPEND",
@@ -47,11 +50,7 @@ export async function append(s: Session, cmd: CommandOf<"APPEND">): Promise<void
   );
   // The command line goes upstream while the rows are made durable; the messages only once they are (docs/audit.md
   // "Writing: batches and durability"): the server's `+` round trip overlaps the fdatasync, nothing appended before.
-  const appended = s.upstreamRun(
-    { name: "APPEND", mailbox: cmd.mailbox, messages: cmd.messages, ...cmd.messages[0]! },
-    null,
-    written,
-  );
+  const appended = s.upstreamRun({ name: "APPEND", mailbox: cmd.mailbox, messages, ...messages[0]! }, null, written);
   // Handled at once: the upstream session may fail while the rows are written (the agent or upstream gone); its
   // rejection is awaited below, after theirs.
   appended.catch(() => {});

@@ -51,7 +51,7 @@ function setsSeen(item: FetchItem): boolean {
  * Charges `messages` reads (each message of the set the agent can see, once per FETCH) before anything is fetched;
  * over reads_per_minute the whole FETCH is refused with NO [LIMIT] (RFC 5530) and a deny row.
  */
-function chargeReads(s: Session, command: string, folder: string, messages: number): void {
+export function chargeReads(s: Session, command: string, folder: string, messages: number): void {
   if (messages === 0) return;
   // Counted per agent, or per upstream login without case (docs/quotas.md "Who is counted").
   const charged = s.ctx.quotas.chargeReads(quotaSubject(s.agent, s.user), messages);

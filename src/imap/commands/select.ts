@@ -125,6 +125,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   if (filter === null) {
     box = new SelectedMailbox(cmd.mailbox, p, readOnly, uids);
     box.generation = generation;
+    box.uidValidity = uidValidity;
     if (uids.length < exists) box.onExists(exists);
   } else {
     try {

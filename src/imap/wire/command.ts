@@ -4,11 +4,11 @@
  * known command with an extension argument we strip, e.g. SELECT's CONDSTORE) is a
  * parse error the session answers with BAD.
  */
-import { Decoder, type ImapDateTime } from "./decoder.ts";
+import { Decoder, type ImapDateTime, latin1 } from "./decoder.ts";
 import { type Parsed, WireError } from "./errors.ts";
 import { type FetchItem, type FetchMacro, fetchItems } from "./fetch.ts";
 import type { Frame } from "./framer.ts";
-import { MAX_LIST_PATTERNS } from "./limits.ts";
+import { MAX_CATENATE_URLS, MAX_LIST_PATTERNS } from "./limits.ts";
 import {
   charset,
   hasModseq,
@@ -141,11 +141,21 @@ export type Command = { readonly tag: string } & (
 export interface AppendMessage {
   readonly flags: readonly string[];
   readonly date: ImapDateTime | null;
-  /** The message: a view of the literal bytes, never decoded. */
+  /** The message: a view of the literal bytes, never decoded; empty for a CATENATE message until it is assembled. */
   readonly message: Uint8Array;
   /** Sent as literal8 (`~{n}`). */
   readonly binary: boolean;
+  /**
+   * `CATENATE (...)` (RFC 4469 §5): the parts the message is made of, in order; null for a literal message. The
+   * proxy assembles them itself (src/imap/commands/catenate.ts): upstream is only ever sent the literal.
+   */
+  readonly catenate: readonly CatenatePart[] | null;
 }
+
+/** `cat-part` (RFC 4469 §5): `TEXT literal`, or `URL astring` naming a message or a part of one (RFC 5092). */
+export type CatenatePart =
+  | { readonly type: "TEXT"; readonly data: Uint8Array }
+  | { readonly type: "URL"; readonly url: string };
 
 export type CommandName = Command["name"];
 
@@ -512,8 +522,9 @@ function append(dec: Decoder, tag: string): Command | null {
   const messages: AppendMessage[] = [];
   // MULTIAPPEND (RFC 3502 §6.3.11): `*(SP append-message)`; the framer bounds their number and total size.
   dec.expectSP();
+  const urls = { count: 0 };
   do {
-    const m = appendMessage(dec);
+    const m = appendMessage(dec, urls);
     if (m === null) return null;
     messages.push(m);
   } while (dec.ok && dec.sp());
@@ -537,7 +548,8 @@ function settableFlags(dec: Decoder, flags: readonly string[]): boolean {
   return true;
 }
 
-function appendMessage(dec: Decoder): AppendMessage | null {
+/** `urls` counts the URL parts of the command's messages so far (MAX_CATENATE_URLS). */
+function appendMessage(dec: Decoder, urls: { count: number }): AppendMessage | null {
   let flags: string[] = [];
   const fl = dec.flagList();
   if (fl !== null) {
@@ -547,11 +559,48 @@ function appendMessage(dec: Decoder): AppendMessage | null {
   }
   const date = dec.dateTime();
   if (date !== null) dec.expectSP();
-  if (!dec.atLiteral())
-    return dec.fail("APPEND needs a literal message (CATENATE is not supported)", dec.ok ? "unsupported" : "syntax");
+  if (dec.acceptKeyword("CATENATE")) {
+    const catenate = catenateParts(dec, urls);
+    return catenate === null ? null : { flags, date, message: EMPTY_MESSAGE, binary: false, catenate };
+  }
+  if (!dec.atLiteral()) return dec.fail("APPEND needs a literal message or CATENATE");
   const lit = dec.literalToken();
   if (lit === null) return null;
-  return dec.ok ? { flags, date, message: lit.data, binary: lit.binary } : null;
+  return dec.ok ? { flags, date, message: lit.data, binary: lit.binary, catenate: null } : null;
+}
+
+const EMPTY_MESSAGE = new Uint8Array(0);
+
+/**
+ * `SP "(" cat-part *(SP cat-part) ")"` after CATENATE (RFC 4469 §5). A TEXT part is a `literal`: literal8 there
+ * belongs to no extension offered (BINARY's is APPEND's literal, RFC 3516 §4.4), so it is refused. A URL is kept as
+ * its text, checked and resolved when the command runs; one with 8-bit or control octets is a syntax error here.
+ */
+function catenateParts(dec: Decoder, urls: { count: number }): CatenatePart[] | null {
+  dec.expectSP();
+  const parts: CatenatePart[] = [];
+  dec.expectList(() => {
+    const kind = dec.keyword();
+    dec.expectSP();
+    if (kind === "TEXT") {
+      if (!dec.atLiteral()) return dec.fail("expected a literal after TEXT");
+      const lit = dec.literalToken();
+      if (lit === null) return null;
+      if (lit.binary) return dec.fail("literal8 in a CATENATE TEXT part is not supported", "unsupported");
+      parts.push({ type: "TEXT", data: lit.data });
+    } else if (kind === "URL") {
+      if (++urls.count > MAX_CATENATE_URLS)
+        return dec.fail(`more than ${MAX_CATENATE_URLS} CATENATE URL parts in one command`, "too-many-items");
+      const url = dec.expectAstring("URL");
+      for (const b of url) if (b <= 0x20 || b >= 0x7f) return dec.fail("URL with a space, control or 8-bit octet");
+      parts.push({ type: "URL", url: latin1(url, 0, url.length) });
+    } else {
+      return dec.fail("expected TEXT or URL");
+    }
+    return null;
+  }, "CATENATE parts");
+  if (parts.length === 0) dec.fail("CATENATE needs a part");
+  return dec.ok ? parts : null;
 }
 
 const B64 = new Int16Array(256).fill(-1);

@@ -5,6 +5,8 @@
  */
 
 export {
+  type AppendMessage,
+  type CatenatePart,
   type Command,
   type CommandName,
   decodeBase64,

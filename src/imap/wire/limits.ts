@@ -36,6 +36,13 @@ export const MAX_ARGUMENT_LITERAL = 64 * 1024;
 export const MAX_LITERALS_PER_COMMAND = 32;
 
 /**
+ * URL parts in one APPEND with CATENATE (RFC 4469), over all its messages: each is fetched from upstream before the
+ * APPEND (src/imap/commands/catenate.ts). As many as a command may have literals, so URL and TEXT parts are bounded
+ * alike.
+ */
+export const MAX_CATENATE_URLS = MAX_LITERALS_PER_COMMAND;
+
+/**
  * Total octets of one agent command (all lines and literals, including bytes discarded
  * for a refused `{n+}`): one APPEND message plus generous room for its arguments.
  */

@@ -153,6 +153,9 @@ export function writeCommand(enc: Encoder, cmd: Command): void {
     case "APPEND":
       enc.atom("APPEND").sp().mailbox(cmd.mailbox);
       for (const m of cmd.messages) {
+        // A CATENATE message is assembled by the proxy first (commands/catenate.ts), never relayed as parts.
+        if (m.catenate !== null)
+          throw new Error("APPEND: a CATENATE message must be assembled before it goes upstream");
         if (m.flags.length > 0) enc.sp().flagList(m.flags);
         if (m.date !== null) enc.sp().dateTime(m.date);
         enc.sp().literal(m.message, m.binary);

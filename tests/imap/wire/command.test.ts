@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { type Command, Encoder, Framer, parseCommand, STAR, writeCommand } from "../../../src/imap/wire/index.ts";
+import { MAX_CATENATE_URLS } from "../../../src/imap/wire/limits.ts";
 import { bytes, frameOf, run, td } from "./helpers.ts";
 
 function parse(s: string): ReturnType<typeof parseCommand> {
@@ -309,7 +310,25 @@ const INVALID: Array<[string, string]> = [
   ["a APPEND Drafts (\\Recent) {1}\r\nx\r\n", "unsupported"],
   ["a APPEND Drafts (\\Seen \\X-Bogus) {1}\r\nx\r\n", "unsupported"],
   ["a APPEND Drafts {1}\r\nx (\\recent) {1}\r\ny\r\n", "unsupported"],
-  ['a APPEND Drafts CATENATE (URL "/INBOX;UIDVALIDITY=1/;UID=7")', "unsupported"],
+  // CATENATE (RFC 4469 §5): at least one part, TEXT with a literal (not literal8), URL with a printable astring.
+  ["a APPEND Drafts CATENATE ()", "syntax"],
+  ['a APPEND Drafts CATENATE URL "/INBOX/;UID=1"', "syntax"],
+  ['a APPEND Drafts CATENATE (URL "/INBOX/;UID=1" FOO x)', "syntax"],
+  ['a APPEND Drafts CATENATE (TEXT "abc")', "syntax"],
+  ['a APPEND Drafts CATENATE (URL "/IN BOX/;UID=1")', "syntax"],
+  ["a APPEND Drafts CATENATE (URL {5}\r\n/\xe9/;U)", "syntax"],
+  [
+    `a APPEND Drafts CATENATE (${'URL "/INBOX/;UID=1" '.repeat(MAX_CATENATE_URLS)}URL "/INBOX/;UID=1")`,
+    "too-many-items",
+  ],
+  [
+    `a APPEND Drafts CATENATE (${Array(MAX_CATENATE_URLS / 2)
+      .fill("URL x")
+      .join(" ")}) CATENATE (${Array(MAX_CATENATE_URLS / 2)
+      .fill("URL x")
+      .join(" ")} URL x)`,
+    "too-many-items",
+  ],
   ["a APPEND Drafts {1}\r\nx (\\Seen)\r\n", "syntax"],
   ["a APPEND Drafts {3}\r\na\0b\r\n", "syntax"],
   ["a SORT RETURN (SAVE) (DATE) UTF-8 ALL", "unsupported"],
@@ -360,6 +379,48 @@ describe("commands: invalid or refused", () => {
       const r = parse(input);
       expect(r.ok ? null : r.error.responseCode).toBe("BADCHARSET (US-ASCII UTF-8)");
     }
+  });
+});
+
+describe("APPEND with CATENATE (RFC 4469 §5)", () => {
+  test("each message keeps its parts in order, TEXT as bytes and URL as text", () => {
+    const r = parse(
+      'a APPEND Drafts (\\Seen) CATENATE (TEXT {3}\r\nabc URL "/INBOX/;UID=1") catenate (url /INBOX/;UID=2)',
+    );
+    if (!r.ok) throw new Error(r.error.message);
+    expect(r.value).toMatchObject({
+      name: "APPEND",
+      messages: [
+        {
+          flags: ["\\Seen"],
+          catenate: [
+            { type: "TEXT", data: bytes("abc") },
+            { type: "URL", url: "/INBOX/;UID=1" },
+          ],
+        },
+        { flags: [], catenate: [{ type: "URL", url: "/INBOX/;UID=2" }] },
+      ],
+    });
+  });
+
+  test(`MAX_CATENATE_URLS (${MAX_CATENATE_URLS}) URL parts in one command are read`, () => {
+    const r = parse(`a APPEND Drafts CATENATE (${Array(MAX_CATENATE_URLS).fill('URL "/INBOX/;UID=1"').join(" ")})`);
+    expect(r.ok).toBe(true);
+  });
+
+  test("literal8 in a TEXT part is refused", () => {
+    const data = bytes("a APPEND Drafts CATENATE (TEXT ~{1}\r\nx)\r\n");
+    const events = run(new Framer({ role: "server", allowLiteral8: true }), [data], "accept");
+    const frame = events.find((e) => e.kind === "frame");
+    if (frame === undefined || frame.kind !== "frame") throw new Error("no frame");
+    const r = parseCommand(frame.frame);
+    expect(r.ok ? null : r.error.code).toBe("unsupported");
+  });
+
+  test("a message that was not assembled is never written for upstream", () => {
+    const r = parse('a APPEND Drafts CATENATE (URL "/INBOX/;UID=1")');
+    if (!r.ok) throw new Error(r.error.message);
+    expect(() => writeCommand(new Encoder({ side: "client" }), r.value)).toThrow("must be assembled");
   });
 });
 
