@@ -170,6 +170,40 @@ describe("allow-all: the proxy assembles what Dovecot assembles", () => {
     direct.close();
     proxied.close();
   });
+  test("a folder whose name is not ASCII, or holds '&', is named in the URL as Dovecot reads it (UTF-8)", async () => {
+    const client = await connectImap(mailbox);
+    for (const f of ["Café", "A&B", "DirectNames", "ProxyNames"]) await client.mailboxCreate(f);
+    await client.append("Café", PLAN);
+    await client.append("A&B", PLAN);
+    await client.logout();
+    const direct = await RawImap.login(upstreams().ports.imap, mailbox);
+    const proxied = await RawImap.login(allowAll.port, mailbox);
+    // On the wire the names are modified UTF-7 (RFC 3501 §5.1.3); in a URL, UTF-8 percent-encoded (RFC 5092 §3.3).
+    const cases: [string, string, boolean][] = [
+      ['"Caf&AOk-"', "/Caf%C3%A9/;UID=1", true],
+      ['"A&-B"', "/A&B/;UID=1", true],
+      ['"A&-B"', "/A%26B/;UID=1/;SECTION=TEXT", true],
+      ['"Caf&AOk-"', "/Caf&AOk-/;UID=1", false],
+      ['"A&-B"', "/A&-B/;UID=1", false],
+    ];
+    for (const [i, [folder, u, ok]] of cases.entries()) {
+      for (const r of [direct, proxied])
+        expect(statusOf(await r.command("s", `EXAMINE ${folder}`), "s")).toStartWith("s OK");
+      const want = ok ? "OK" : `NO [BADURL ${u}]`;
+      const spec = cat(url(u));
+      expect(statusOf(await direct.command(`d${i}`, `APPEND DirectNames ${spec}`), `d${i}`)).toStartWith(
+        `d${i} ${want}`,
+      );
+      expect(statusOf(await proxied.command(`p${i}`, `APPEND ProxyNames ${spec}`), `p${i}`)).toStartWith(
+        `p${i} ${want}`,
+      );
+    }
+    const made = await bodies("DirectNames");
+    expect(made).toHaveLength(3);
+    expect(await bodies("ProxyNames")).toEqual(made);
+    direct.close();
+    proxied.close();
+  });
 });
 
 describe("filtered: a URL reaches only what the agent can read", () => {

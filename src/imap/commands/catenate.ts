@@ -14,7 +14,7 @@
 import { type MessageUrl, parseMessageUrl } from "../ext/imap-url.ts";
 import { MAX_APPEND_MESSAGE, MAX_COMMAND_BYTES } from "../limits.ts";
 import { Refusal } from "../refusal.ts";
-import { type AppendMessage, encodeMutf7, type Response } from "../wire/index.ts";
+import type { AppendMessage, Response } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
 import { chargeReads } from "./fetch.ts";
 import { forwardUntagged, TRYCREATE } from "./shared.ts";
@@ -95,10 +95,13 @@ function resolve(s: Session, url: string): Resolved {
   return { url, target };
 }
 
-/** The URL's mailbox (UTF-8, RFC 5092 §3.3) against the selected folder's name (modified UTF-7, RFC 3501 §5.1.3). */
+/**
+ * The URL's mailbox (UTF-8 once unescaped, RFC 5092 §3.3) against the selected folder's name, which the command
+ * decoder has already decoded from modified UTF-7 (RFC 3501 §5.1.3): both are Unicode, compared as they are; INBOX
+ * in any ASCII case (RFC 3501 §5.1).
+ */
 function sameFolder(urlMailbox: string, selected: string): boolean {
-  const name = encodeMutf7(urlMailbox);
-  return name === selected || (name.toUpperCase() === "INBOX" && selected.toUpperCase() === "INBOX");
+  return urlMailbox === selected || (selected === "INBOX" && /^inbox$/i.test(urlMailbox));
 }
 
 /**
