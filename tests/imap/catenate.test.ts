@@ -223,12 +223,16 @@ describe("filtered: a URL reaches only what the agent can read", () => {
     expect(statusOf(await raw.command("m", multi), "m")).toStartWith("m NO [BADURL");
     expect(await upstreamState(mailbox)).toEqual(before);
     const denied = (await rows()).filter((r) => r.decision === "deny");
-    expect(denied.map((r) => [r.command, r.operation, r.target])).toEqual([
-      ["APPEND", "mail:read", `/INBOX/;UID=${secret}`],
-      ["APPEND", "mail:read", "/INBOX/;UID=99999"],
-      ["APPEND", "mail:read", `/INBOX/;UID=${secret}/;SECTION=TEXT`],
+    // A URL naming the hidden message is a probe (docs/filtering.md "Probes"): its own row, with the rule that hid
+    // it; the nonexistent UID is none.
+    expect(denied.map((r) => [r.command, r.operation, r.target, r.hiddenCount ?? null, r.rule])).toEqual([
+      ["APPEND", "mail:read", `UID ${secret}`, 1, "nothing else"],
+      ["APPEND", "mail:read", `/INBOX/;UID=${secret}`, null, null],
+      ["APPEND", "mail:read", "/INBOX/;UID=99999", null, null],
+      ["APPEND", "mail:read", `UID ${secret}`, 1, "nothing else"],
+      ["APPEND", "mail:read", `/INBOX/;UID=${secret}/;SECTION=TEXT`, null, null],
     ]);
-    expect(denied[0]!.reason).toContain("names no message of the agent's view");
+    expect(denied[1]!.reason).toContain("names no message of the agent's view");
     raw.close();
   });
 

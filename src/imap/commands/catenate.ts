@@ -17,7 +17,7 @@ import { Refusal } from "../refusal.ts";
 import type { AppendMessage, Response } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
 import { chargeReads } from "./fetch.ts";
-import { forwardUntagged, TRYCREATE } from "./shared.ts";
+import { auditProbe, forwardUntagged, TRYCREATE } from "./shared.ts";
 
 /** A URL the agent gave, and why it cannot be used (for the audit row), or what it names. */
 type Resolved = { readonly url: string; readonly bad: string } | { readonly url: string; readonly target: MessageUrl };
@@ -28,7 +28,18 @@ type Resolved = { readonly url: string; readonly bad: string } | { readonly url:
  */
 export async function assembleCatenate(s: Session, cmd: CommandOf<"APPEND">, folder: string): Promise<AppendMessage[]> {
   const urls: Resolved[] = [];
-  for (const m of cmd.messages) for (const p of m.catenate ?? []) if (p.type === "URL") urls.push(resolve(s, p.url));
+  const named: number[] = [];
+  for (const m of cmd.messages)
+    for (const p of m.catenate ?? []) if (p.type === "URL") urls.push(resolve(s, p.url, named));
+  // The UIDs the URLs name in the selected folder, hidden ones among them: a probe's row (docs/filtering.md
+  // "Probes"), written before the command's own, the reply unchanged.
+  if (named.length > 0)
+    auditProbe(
+      s,
+      "APPEND",
+      "mail:read",
+      named.map((uid) => ({ start: uid, stop: uid })),
+    );
   const bad = urls.find((u) => "bad" in u);
   if (bad !== undefined) return refuseUrl(s, cmd.mailbox, folder, bad.url, (bad as { bad: string }).bad);
   const box = s.box;
@@ -79,8 +90,11 @@ export async function assembleCatenate(s: Session, cmd: CommandOf<"APPEND">, fol
   return out;
 }
 
-/** Checks a URL against the selected folder and the agent's view of it (no I/O). */
-function resolve(s: Session, url: string): Resolved {
+/**
+ * Checks a URL against the selected folder and the agent's view of it (no I/O); adds the UID to `named` when the URL
+ * names the selected folder (and its UIDVALIDITY, if given).
+ */
+function resolve(s: Session, url: string, named: number[]): Resolved {
   const target = parseMessageUrl(url);
   if (target === null) return { url, bad: "not a server-relative IMAP URL of a message the proxy resolves" };
   const box = s.box;
@@ -89,6 +103,7 @@ function resolve(s: Session, url: string): Resolved {
     return { url, bad: "names a folder other than the selected one (a URL is resolved there only)" };
   if (target.uidValidity !== null && target.uidValidity !== box.uidValidity)
     return { url, bad: "its UIDVALIDITY is not the folder's" };
+  named.push(target.uid);
   const d = s.decide("mail:read", box.policyName);
   if (d.action !== "allow") return { url, bad: `mail:read denied: ${d.reason}` };
   if (box.agentSeqOf(target.uid) === 0) return { url, bad: "names no message of the agent's view (hidden or none)" };
