@@ -8,6 +8,7 @@
 
 import { agentCopyUid } from "../filtering.ts";
 import { Refusal } from "../refusal.ts";
+import { appendMessageSize } from "../wire/index.ts";
 import { assembleCatenate } from "./catenate.ts";
 import type { CommandOf, Session } from "./context.ts";
 import { TRYCREATE, upstreamStatus, visibleFolder } from "./shared.ts";
@@ -37,7 +38,8 @@ export async function append(s: Session, cmd: CommandOf<"APPEND">): Promise<void
           command: "APPEND",
           operation: "mail:append",
           folder: p,
-          target: n === 1 ? `${m.message.length} octets` : `message ${i + 1} of ${n}, ${m.message.length} octets`,
+          target:
+            n === 1 ? `${appendMessageSize(m)} octets` : `message ${i + 1} of ${n}, ${appendMessageSize(m)} octets`,
           decision: "allow",
           rule: d.rule,
           ruleIndex: d.ruleIndex,

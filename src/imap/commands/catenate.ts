@@ -85,7 +85,8 @@ export async function assembleCatenate(s: Session, cmd: CommandOf<"APPEND">, fol
       size += data.length;
     }
     commandBytes += size;
-    out.push({ ...m, message: join(pieces, size), catenate: null });
+    // Kept as the pieces they are: the encoder writes them as one literal without joining them (a second copy).
+    out.push({ ...m, catenate: pieces.map((data) => ({ type: "TEXT", data })) });
   }
   return out;
 }
@@ -197,15 +198,4 @@ function tooBig(s: Session, folder: string): never {
     reason: `CATENATE message past ${MAX_APPEND_MESSAGE} octets, or the command past ${MAX_COMMAND_BYTES}`,
   });
   throw new Refusal("NO", "TOOBIG", "The CATENATE message is too large; nothing was appended");
-}
-
-function join(pieces: readonly Uint8Array[], size: number): Uint8Array {
-  if (pieces.length === 1) return pieces[0]!;
-  const out = new Uint8Array(size);
-  let at = 0;
-  for (const p of pieces) {
-    out.set(p, at);
-    at += p.length;
-  }
-  return out;
 }

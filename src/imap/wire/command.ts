@@ -141,15 +141,24 @@ export type Command = { readonly tag: string } & (
 export interface AppendMessage {
   readonly flags: readonly string[];
   readonly date: ImapDateTime | null;
-  /** The message: a view of the literal bytes, never decoded; empty for a CATENATE message until it is assembled. */
+  /** The message: a view of the literal bytes, never decoded; empty for a CATENATE message (`catenate` holds it). */
   readonly message: Uint8Array;
   /** Sent as literal8 (`~{n}`). */
   readonly binary: boolean;
   /**
    * `CATENATE (...)` (RFC 4469 §5): the parts the message is made of, in order; null for a literal message. The
-   * proxy assembles them itself (src/imap/commands/catenate.ts): upstream is only ever sent the literal.
+   * proxy resolves each URL part into the octets it names (src/imap/commands/catenate.ts), and upstream is sent the
+   * TEXT parts then left as one literal, never a URL.
    */
   readonly catenate: readonly CatenatePart[] | null;
+}
+
+/** Octets of an APPEND message: its literal, or the sum of its CATENATE TEXT parts (all of them, once assembled). */
+export function appendMessageSize(m: AppendMessage): number {
+  if (m.catenate === null) return m.message.length;
+  let size = 0;
+  for (const p of m.catenate) if (p.type === "TEXT") size += p.data.length;
+  return size;
 }
 
 /** `cat-part` (RFC 4469 §5): `TEXT literal`, or `URL astring` naming a message or a part of one (RFC 5092). */

@@ -210,14 +210,31 @@ export class Encoder {
 
   /** A literal (`~{n}` if `binary`). Client side: a round break after its header, to wait for `+`. */
   literal(data: Uint8Array, binary = false): this {
+    return this.literalHeader(data.length, binary).bytes(data);
+  }
+
+  /**
+   * One literal made of `parts` in order (an assembled CATENATE message, src/imap/commands/catenate.ts), each part
+   * written as `bytes` writes it (large ones by reference): the parts are never joined into one copy.
+   */
+  literalParts(parts: readonly Uint8Array[]): this {
+    let size = 0;
+    for (const p of parts) size += p.length;
+    this.literalHeader(size, false);
+    for (const p of parts) this.bytes(p);
+    return this;
+  }
+
+  /** `{n}` or `~{n}` and its CRLF; on the client side the literal's octets start the next round (they wait for `+`). */
+  private literalHeader(size: number, binary: boolean): this {
     if (binary) this.byte(0x7e);
-    this.byte(0x7b).number(data.length).byte(0x7d).crlf();
+    this.byte(0x7b).number(size).byte(0x7d).crlf();
     if (this.options.side === "client") {
       this.flushView();
       this.rounds.push(this.chunks);
       this.chunks = [];
     }
-    return this.bytes(data);
+    return this;
   }
 
   /** A mailbox name, modified UTF-7 encoded (INBOX in canonical case). */

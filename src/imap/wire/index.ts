@@ -6,6 +6,7 @@
 
 export {
   type AppendMessage,
+  appendMessageSize,
   type CatenatePart,
   type Command,
   type CommandName,

@@ -3,7 +3,7 @@
  * parsers return can be written again; what they report as unknown cannot (the proxy
  * drops it, docs/protocol.md §0.2), so writing it is a programming error.
  */
-import type { Command } from "./command.ts";
+import type { CatenatePart, Command } from "./command.ts";
 import type { Encoder } from "./encoder.ts";
 import type { FetchItem } from "./fetch.ts";
 import type { FetchAttr, NamespaceDescr, Response, ResponseCode } from "./response.ts";
@@ -153,12 +153,10 @@ export function writeCommand(enc: Encoder, cmd: Command): void {
     case "APPEND":
       enc.atom("APPEND").sp().mailbox(cmd.mailbox);
       for (const m of cmd.messages) {
-        // A CATENATE message is assembled by the proxy first (commands/catenate.ts), never relayed as parts.
-        if (m.catenate !== null)
-          throw new Error("APPEND: a CATENATE message must be assembled before it goes upstream");
         if (m.flags.length > 0) enc.sp().flagList(m.flags);
         if (m.date !== null) enc.sp().dateTime(m.date);
-        enc.sp().literal(m.message, m.binary);
+        if (m.catenate === null) enc.sp().literal(m.message, m.binary);
+        else enc.sp().literalParts(assembledParts(m.catenate));
       }
       break;
   }
@@ -438,4 +436,16 @@ export function writeResponse(enc: Encoder, r: Response): void {
       throw new Error(`imap-wire: unknown response ${r.name} must be dropped, not written`);
   }
   enc.crlf();
+}
+
+/**
+ * The octets of a CATENATE message, once the proxy has assembled it (src/imap/commands/catenate.ts): every part is
+ * TEXT by then, and goes upstream as one literal. A URL part is never relayed: upstream would resolve it outside the
+ * agent's view.
+ */
+function assembledParts(parts: readonly CatenatePart[]): Uint8Array[] {
+  return parts.map((p) => {
+    if (p.type !== "TEXT") throw new Error("APPEND: a CATENATE message must be assembled before it goes upstream");
+    return p.data;
+  });
 }

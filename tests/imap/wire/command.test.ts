@@ -417,6 +417,14 @@ describe("APPEND with CATENATE (RFC 4469 §5)", () => {
     expect(r.ok ? null : r.error.code).toBe("unsupported");
   });
 
+  test("an assembled message (TEXT parts only) goes upstream as one literal of its parts, in order", () => {
+    const r = parse("a APPEND Drafts (\\Seen) CATENATE (TEXT {3}\r\nabc TEXT {0}\r\n TEXT {2}\r\nde)");
+    if (!r.ok) throw new Error(r.error.message);
+    const enc = new Encoder({ side: "client" });
+    writeCommand(enc, r.value);
+    expect(td.decode(enc.finishBytes())).toBe("a APPEND Drafts (\\Seen) {5}\r\nabcde\r\n");
+  });
+
   test("a message that was not assembled is never written for upstream", () => {
     const r = parse('a APPEND Drafts CATENATE (URL "/INBOX/;UID=1")');
     if (!r.ok) throw new Error(r.error.message);
