@@ -6,6 +6,7 @@
  */
 
 import type { Operation, Policy } from "../policy/index.ts";
+import { isInbox } from "./wire/index.ts";
 
 export class FolderNames {
   /** Upstream hierarchy delimiter; null for a flat namespace. */
@@ -48,7 +49,7 @@ export class FolderNames {
   isBelow(child: string, parent: string): boolean {
     const d = this.delimiter;
     if (d === null) return false;
-    if (parent === "INBOX") return child.toUpperCase().startsWith("INBOX" + d);
+    if (parent === "INBOX") return isInbox(child.slice(0, 5)) && child.startsWith(d, 5);
     return child.startsWith(parent + d);
   }
 

@@ -203,6 +203,29 @@ describe("against Dovecot", () => {
     });
   }
 
+  test("`ınbox` (a dotless i, &ATE-nbox) is not INBOX, as at Dovecot: INBOX is case-insensitive in ASCII", async () => {
+    // Unicode upper-casing makes `ınbox` INBOX; RFC 3501 §5.1's case-insensitivity of INBOX is ASCII's. Made at
+    // Dovecot with raw commands (imapflow, too, takes `ınbox` for INBOX).
+    const message = "From: a@b.test\r\nSubject: dotless\r\n\r\nnot INBOX\r\n";
+    for (const command of [
+      "CREATE &ATE-nbox",
+      "CREATE &ATE-nbox/Sub",
+      `APPEND &ATE-nbox {${message.length}+}\r\n${message}`,
+    ])
+      expect(statusOf(await direct.command("m", command), "m")).toStartWith("m OK");
+    for (const command of ["EXAMINE &ATE-nbox", "STATUS &ATE-nbox (MESSAGES)", "STATUS &ATE-nbox/Sub (MESSAGES)"]) {
+      const ours = await agent.command("p", command);
+      const theirs = await direct.command("d", command);
+      const lines = (reply: string) => reply.split("\r\n").filter((l) => /^\* (\d+ EXISTS|STATUS)/.test(l));
+      expect([command, ...lines(ours)]).toEqual([command, ...lines(theirs)]);
+    }
+    expect(await agent.command("s", "STATUS &ATE-nbox (MESSAGES)")).toContain("(MESSAGES 1)");
+    expect(await agent.command("s", "STATUS INBOX (MESSAGES)")).toContain("(MESSAGES 0)");
+    expect(listed(await agent.command("p", 'LIST "" "&ATE-nbox*"'), "p")).toEqual(["&ATE-nbox", "&ATE-nbox/Sub"]);
+    await agent.command("c", "CLOSE");
+    await direct.command("c", "CLOSE");
+  });
+
   test("a command that fails inside the proxy answers NO [SERVERBUG] and has an error row", async () => {
     const original = FolderNames.prototype.listMatcher;
     FolderNames.prototype.listMatcher = () => {

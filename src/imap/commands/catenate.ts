@@ -14,7 +14,7 @@
 import { type MessageUrl, parseMessageUrl } from "../ext/imap-url.ts";
 import { MAX_APPEND_MESSAGE, MAX_COMMAND_BYTES } from "../limits.ts";
 import { Refusal } from "../refusal.ts";
-import type { AppendMessage, Response } from "../wire/index.ts";
+import { type AppendMessage, isInbox, type Response } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
 import { chargeReads } from "./fetch.ts";
 import { auditProbe, forwardUntagged, TRYCREATE } from "./shared.ts";
@@ -117,7 +117,7 @@ function resolve(s: Session, url: string, named: number[]): Resolved {
  * in any ASCII case (RFC 3501 §5.1).
  */
 function sameFolder(urlMailbox: string, selected: string): boolean {
-  return urlMailbox === selected || (selected === "INBOX" && /^inbox$/i.test(urlMailbox));
+  return urlMailbox === selected || (selected === "INBOX" && isInbox(urlMailbox));
 }
 
 /**

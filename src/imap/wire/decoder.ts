@@ -11,7 +11,7 @@
 import { WireError, type WireErrorCode } from "./errors.ts";
 import type { Frame, Literal } from "./framer.ts";
 import { MAX_LIST_DEPTH, MAX_LIST_ITEMS, MAX_NUMBER, MAX_NUMBER64 } from "./limits.ts";
-import { decodeMutf7 } from "./mutf7.ts";
+import { decodeMutf7, isInbox } from "./mutf7.ts";
 import { type SeqRange, type SeqSet, STAR } from "./seqset.ts";
 
 const SP = 0x20;
@@ -521,7 +521,7 @@ export class Decoder {
       const c = name.charCodeAt(i);
       if (c < 0x20 || (c >= 0x7f && c <= 0x9f)) return this.fail("control character in mailbox name", "mailbox-name");
     }
-    return name.length === 5 && name.toUpperCase() === "INBOX" ? "INBOX" : name;
+    return isInbox(name) ? "INBOX" : name;
   }
 
   /** `date` = date-text / DQUOTE date-text DQUOTE; date-text = 1*2DIGIT "-" Mon "-" 4DIGIT. */

@@ -8,7 +8,7 @@
  * LITERAL+). Responses to agents always form a single round (server literals never wait).
  */
 import type { ImapDate, ImapDateTime, Section, Value } from "./decoder.ts";
-import { encodeMutf7 } from "./mutf7.ts";
+import { encodeMutf7, isInbox } from "./mutf7.ts";
 import { type SeqSet, STAR } from "./seqset.ts";
 
 export interface EncoderOptions {
@@ -239,7 +239,7 @@ export class Encoder {
 
   /** A mailbox name, modified UTF-7 encoded (INBOX in canonical case). */
   mailbox(name: string): this {
-    const n = name.length === 5 && name.toUpperCase() === "INBOX" ? "INBOX" : name;
+    const n = isInbox(name) ? "INBOX" : name;
     return this.astring(encodeMutf7(n));
   }
 

@@ -43,7 +43,7 @@ export {
   SERVER_LIMITS,
 } from "./framer.ts";
 export * from "./limits.ts";
-export { decodeMutf7, encodeMutf7 } from "./mutf7.ts";
+export { decodeMutf7, encodeMutf7, isInbox } from "./mutf7.ts";
 export {
   type FetchAttr,
   type NamespaceDescr,

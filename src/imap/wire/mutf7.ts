@@ -6,6 +6,14 @@
  * bypassed with `&AEk-NBOX` (docs/protocol.md §4, §7.13).
  */
 
+/**
+ * True for `INBOX` in any ASCII case (RFC 3501 §5.1: INBOX is case-insensitive; the RFC's case is ASCII's). Not with
+ * Unicode case folding: `ınbox` (a dotless i, `&ATE-nbox`) upper-cases to `INBOX` but is another folder at the server.
+ */
+export function isInbox(name: string): boolean {
+  return name.length === 5 && /^inbox$/i.test(name);
+}
+
 const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+,";
 const DECODE = new Int8Array(128).fill(-1);
 for (let i = 0; i < ALPHABET.length; i++) DECODE[ALPHABET.charCodeAt(i)] = i;

@@ -6,7 +6,7 @@
 import { Decoder, type ImapDateTime, latin1, type Section, type Value } from "./decoder.ts";
 import { type Parsed, WireError } from "./errors.ts";
 import type { Frame } from "./framer.ts";
-import { decodeMutf7 } from "./mutf7.ts";
+import { decodeMutf7, isInbox } from "./mutf7.ts";
 import type { SeqSet } from "./seqset.ts";
 
 export type StatusKind = "OK" | "NO" | "BAD" | "BYE" | "PREAUTH";
@@ -505,7 +505,7 @@ function mailboxName(dec: Decoder): { raw: string; mailbox: string | null } | nu
   if (bytes === null) return dec.fail("expected mailbox");
   const raw = dec.utf8(bytes);
   const decoded = decodeMutf7(raw);
-  const mailbox = decoded !== null && decoded.length === 5 && decoded.toUpperCase() === "INBOX" ? "INBOX" : decoded;
+  const mailbox = decoded !== null && isInbox(decoded) ? "INBOX" : decoded;
   return { raw, mailbox };
 }
 

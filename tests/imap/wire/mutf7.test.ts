@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { prngBelow } from "../../../scripts/upstreams/seed.ts";
-import { decodeMutf7, encodeMutf7 } from "../../../src/imap/wire/index.ts";
+import { decodeMutf7, encodeMutf7, isInbox } from "../../../src/imap/wire/index.ts";
 
 describe("modified UTF-7", () => {
   const pairs: Array<[string, string]> = [
@@ -59,5 +59,16 @@ describe("modified UTF-7", () => {
       }
       expect(decodeMutf7(encodeMutf7(s))).toBe(s);
     }
+  });
+});
+
+describe("INBOX (RFC 3501 §5.1)", () => {
+  test("is INBOX in any ASCII case, and only that", () => {
+    expect(["INBOX", "inbox", "InBoX", "iNBOX"].map(isInbox)).toEqual([true, true, true, true]);
+    // A dotless i upper-cases to I, but `ınbox` is another folder at the server (Dovecot), as the rules' case folding
+    // has it (dotless ı is not i); so are INBOX with a combining mark, the Kelvin sign or full-width letters.
+    expect(["ınbox", "İnbox", "INBOX/", "INBOX2", "INBO", "ＩＮＢＯＸ", "inbo\u0301x"].map(isInbox)).toEqual(
+      Array(7).fill(false),
+    );
   });
 });
