@@ -146,6 +146,42 @@ describe("allow-all: the proxy assembles what Dovecot assembles", () => {
     proxied.close();
   });
 
+  test("Python's imaplib: a CATENATE of two URL parts makes the message it makes directly", async () => {
+    // imaplib has no CATENATE of its own; its raw command path sends the arguments as they are.
+    const script = `
+import imaplib, sys
+c = imaplib.IMAP4("127.0.0.1", int(sys.argv[1]))
+c.login(sys.argv[2], sys.argv[3])
+c.select("INBOX", readonly=True)
+parts = 'CATENATE (URL "/INBOX/;UID=%s/;SECTION=HEADER" URL "/INBOX/;UID=%s/;SECTION=TEXT")' % tuple(sys.argv[5:7])
+typ, data = c._simple_command("APPEND", sys.argv[4], parts)
+print("append", typ)
+typ, data = c.select(sys.argv[4], readonly=True)
+typ, data = c.fetch(data[0].decode(), "(BODY.PEEK[])")
+print(data[0][1].decode())
+c.logout()
+`;
+    const run = (port: number, folder: string) =>
+      new Response(
+        Bun.spawn([
+          "/usr/bin/python3",
+          "-c",
+          script,
+          String(port),
+          mailbox.user,
+          mailbox.password,
+          folder,
+          `${plan}`,
+          `${parts}`,
+        ]).stdout,
+      ).text();
+    const direct = await run(upstreams().ports.imap, "DirectOut");
+    const proxied = await run(allowAll.port, "ProxyOut");
+    expect(direct).toStartWith("append OK\nFrom: ann@shop.test");
+    expect(direct).toContain("--b1");
+    expect(proxied).toBe(direct);
+  });
+
   test("a URL Dovecot refuses is refused with BADURL, and a missing destination is TRYCREATE first", async () => {
     const direct = await RawImap.login(upstreams().ports.imap, mailbox);
     const proxied = await RawImap.login(allowAll.port, mailbox);
