@@ -54,6 +54,19 @@ export class FolderNames {
   }
 
   /**
+   * True when `a` and `b` name the same folder upstream: equal, or equal but for the ASCII case of a leading INBOX
+   * level (`INBOX/Sub` and `inbox/Sub`). INBOX is case-insensitive (RFC 3501 §5.1) and the wire layer writes it as
+   * `INBOX` only when it is the whole name; below it the agent's spelling goes upstream as written, and Dovecot takes
+   * both spellings for the one folder.
+   */
+  same(a: string, b: string): boolean {
+    if (a === b) return true;
+    const d = this.delimiter;
+    const belowInbox = (n: string) => d !== null && isInbox(n.slice(0, 5)) && n.startsWith(d, 5);
+    return belowInbox(a) && belowInbox(b) && a.slice(5) === b.slice(5);
+  }
+
+  /**
    * Matches a LIST reference + pattern locally (RFC 3501 §6.3.8): `*` matches anything, `%` anything but the
    * delimiter. The reference is simply prefixed, which is what Dovecot does for a personal namespace. Matched by
    * `globMatch`, in time bounded by the pattern's length times the name's: a regular expression built from the

@@ -61,6 +61,21 @@ describe("listMatcher: time bounded by pattern and name, answers as a regular ex
     ]);
   });
 
+  test("FolderNames.same: INBOX's level in any ASCII case, and only INBOX's", () => {
+    const n = new FolderNames("/");
+    expect([n.same("INBOX/Sub", "inbox/Sub"), n.same("iNbOx/a/b", "INBOX/a/b"), n.same("INBOX", "INBOX")]).toEqual([
+      true,
+      true,
+      true,
+    ]);
+    expect([
+      n.same("INBOX/Sub", "INBOX/sub"),
+      n.same("&ATE-nbox/Sub", "INBOX/Sub"),
+      n.same("ınbox/Sub", "INBOX/Sub"),
+    ]).toEqual([false, false, false]);
+    expect([n.same("Inboxes/a", "INBOXES/a"), new FolderNames(".").same("inbox/a", "INBOX/a")]).toEqual([false, false]);
+  });
+
   test("random patterns over a small alphabet: the same answers as the regular expression of RFC 3501 §6.3.8", () => {
     let seed = 7;
     const rand = (n: number) => {
@@ -224,6 +239,29 @@ describe("against Dovecot", () => {
     expect(listed(await agent.command("p", 'LIST "" "&ATE-nbox*"'), "p")).toEqual(["&ATE-nbox", "&ATE-nbox/Sub"]);
     await agent.command("c", "CLOSE");
     await direct.command("c", "CLOSE");
+  });
+
+  test("`inbox/x` is `INBOX/x` as at Dovecot: DELETE of it selected deselects, a CATENATE URL names it", async () => {
+    // Dovecot takes the INBOX level of a name in any ASCII case; the proxy sends the agent's spelling upstream, so it
+    // must know both spellings for the selected folder. DELETE of the selected folder without UNSELECT first: Dovecot
+    // ends the session ("Selected mailbox was deleted"), and the agent got `* BYE Upstream connection lost`.
+    const message = "From: a@b.test\r\nSubject: below inbox\r\n\r\nbody\r\n";
+    for (const command of [
+      "CREATE INBOX/Gone",
+      "CREATE INBOX/Kept",
+      `APPEND INBOX/Kept {${message.length}+}\r\n${message}`,
+    ])
+      expect(statusOf(await direct.command("m", command), "m")).toStartWith("m OK");
+    expect(statusOf(await agent.command("s", "SELECT INBOX/Gone"), "s")).toStartWith("s OK");
+    expect(statusOf(await agent.command("d", "DELETE inbox/Gone"), "d")).toStartWith("d OK");
+    expect(statusOf(await agent.command("n", "NOOP"), "n")).toStartWith("n OK");
+    expect(listed(await agent.command("p", 'LIST "" "INBOX/Gone"'), "p")).toEqual([]);
+    // RFC 4469 §5 URL of the selected folder with its INBOX level in another case: the selected folder's message.
+    expect(statusOf(await agent.command("s", "SELECT INBOX/Kept"), "s")).toStartWith("s OK");
+    const reply = await agent.command("a", 'APPEND INBOX/Kept CATENATE (URL "/inbox/Kept/;UID=1")');
+    expect(statusOf(reply, "a")).toStartWith("a OK");
+    expect(await agent.command("t", "STATUS inbox/Kept (MESSAGES)")).toContain("(MESSAGES 2)");
+    await agent.command("c", "CLOSE");
   });
 
   test("a command that fails inside the proxy answers NO [SERVERBUG] and has an error row", async () => {

@@ -100,7 +100,7 @@ function resolve(s: Session, url: string, named: number[]): Resolved {
   if (target === null) return { url, bad: "not a server-relative IMAP URL of a message the proxy resolves" };
   const box = s.box;
   if (box === null) return { url, bad: "no folder is selected (a URL is resolved in the selected folder only)" };
-  if (!sameFolder(target.mailbox, box.name))
+  if (!sameFolder(s, target.mailbox, box.name))
     return { url, bad: "names a folder other than the selected one (a URL is resolved there only)" };
   if (target.uidValidity !== null && target.uidValidity !== box.uidValidity)
     return { url, bad: "its UIDVALIDITY is not the folder's" };
@@ -114,10 +114,10 @@ function resolve(s: Session, url: string, named: number[]): Resolved {
 /**
  * The URL's mailbox (UTF-8 once unescaped, RFC 5092 §3.3) against the selected folder's name, which the command
  * decoder has already decoded from modified UTF-7 (RFC 3501 §5.1.3): both are Unicode, compared as they are; INBOX
- * in any ASCII case (RFC 3501 §5.1).
+ * in any ASCII case (RFC 3501 §5.1), as the whole name or as its first level (`FolderNames.same`).
  */
-function sameFolder(urlMailbox: string, selected: string): boolean {
-  return urlMailbox === selected || (selected === "INBOX" && isInbox(urlMailbox));
+function sameFolder(s: Session, urlMailbox: string, selected: string): boolean {
+  return s.names.same(isInbox(urlMailbox) ? "INBOX" : urlMailbox, selected);
 }
 
 /**

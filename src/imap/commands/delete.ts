@@ -46,7 +46,8 @@ export async function remove(s: Session, cmd: CommandOf<"DELETE">): Promise<void
     ruleIndex: d.ruleIndex,
     reason: d.reason,
   });
-  if (s.box !== null && s.box.name === cmd.mailbox) await deselect(s);
+  // The selected folder in any spelling of its INBOX level: upstream would end the session for a deleted selected one.
+  if (s.box !== null && s.names.same(s.box.name, cmd.mailbox)) await deselect(s);
   const st = await s.upstreamRun({ name: "DELETE", mailbox: cmd.mailbox });
   upstreamStatus(s, cmd.tag, st);
 }
