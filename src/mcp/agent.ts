@@ -20,6 +20,7 @@ import { z } from "zod";
 import pkg from "../../package.json" with { type: "json" };
 import type { Config } from "../config/index.ts";
 import { ownEntry } from "../config/names.ts";
+import { isInbox } from "../imap/wire/mutf7.ts";
 import {
   type HeaderField,
   isMediaType,
@@ -116,7 +117,16 @@ async function refusable<T>(client: ImapFlow, what: string, command: () => Promi
   throw new ToolError(why === undefined ? `${what} (no reason was given)` : `${what}:\n${untrusted(why)}`);
 }
 
-const folderArg = z.string().min(1).default("INBOX").describe("folder name, `/` between levels (default INBOX)");
+/**
+ * A folder name imapflow would not send as given: it takes any name that Unicode upper-cases to `INBOX` (`ınbox`,
+ * with a dotless i) for INBOX, which is another folder (RFC 3501 §5.1's INBOX is ASCII's; docs/protocol.md §4).
+ */
+function notTakenForInbox(name: string): boolean {
+  return name.toUpperCase() !== "INBOX" || isInbox(name);
+}
+const NOT_INBOX = "a name that is not INBOX but upper-cases to it (a dotless ı) cannot be reached through this client";
+const folderName = z.string().min(1).refine(notTakenForInbox, NOT_INBOX);
+const folderArg = folderName.default("INBOX").describe("folder name, `/` between levels (default INBOX)");
 const uidArg = z.number().int().positive().describe("the message's UID in the folder");
 const pageArgs = {
   page: z.number().int().positive().default(1).describe("1 = newest messages"),
@@ -495,7 +505,7 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
           cc: addressList,
           subject: z.string().default(""),
           text: z.string(),
-          folder: z.string().min(1).optional(),
+          folder: folderName.optional(),
           from: senderArg,
         },
       },
@@ -644,7 +654,7 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
       "move",
       {
         description: "Moves messages to another folder.",
-        inputSchema: { folder: folderArg, uids: uidsArg, to_folder: z.string().min(1) },
+        inputSchema: { folder: folderArg, uids: uidsArg, to_folder: folderName },
       },
       (a) =>
         guarded("move", () =>

@@ -670,6 +670,18 @@ action = "deny"
       expect(day.isError).toBe(true);
     }
     expect(await call(desk, "search", { folder: "INBOX", since: "2024-02-29" })).toContain("in total");
+    // `ınbox` (a dotless i) is another folder than INBOX (docs/protocol.md §4), but imapflow opens INBOX for it:
+    // refused, not carried out in INBOX under that name.
+    for (const [tool, args] of [
+      ["list_messages", { folder: "ınbox" }],
+      ["delete", { folder: "ıNBOX", uids: [still] }],
+      ["move", { folder: "INBOX", uids: [still], to_folder: "ınbox" }],
+      ["save_draft", { to: ["x@corp.test"], subject: "s", text: "t", folder: "ınbox" }],
+    ] as const) {
+      const out = await callRaw(desk, tool, args);
+      expect(`${tool}: ${out.isError} ${out.text.includes("dotless")}`).toBe(`${tool}: true true`);
+    }
+    expect(uidsOf(await call(desk, "list_messages", { folder: "inbox", page_size: 100 }))).toContain(still);
     // The reader may not do any of it: the tools are not there, and the proxy refuses what it is asked anyway.
     const unknown = await callRaw(reader, "delete", { folder: "INBOX", uids: [target.uid] });
     expect(unknown.isError).toBe(true);
