@@ -66,6 +66,16 @@ export class FolderNames {
     return belowInbox(a) && belowInbox(b) && a.slice(5) === b.slice(5);
   }
 
+  /** True when `name` is `folder` or lies below it (`same`'s spellings of a leading INBOX level). */
+  within(name: string, folder: string): boolean {
+    if (this.same(name, folder)) return true;
+    const d = this.delimiter;
+    if (d === null) return false;
+    const canonical = (n: string) =>
+      isInbox(n.slice(0, 5)) && (n.length === 5 || n.startsWith(d, 5)) ? `INBOX${n.slice(5)}` : n;
+    return canonical(name).startsWith(canonical(folder) + d);
+  }
+
   /**
    * Matches a LIST reference + pattern locally (RFC 3501 §6.3.8): `*` matches anything, `%` anything but the
    * delimiter. The reference is simply prefixed, which is what Dovecot does for a personal namespace. Matched by

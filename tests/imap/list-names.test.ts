@@ -76,6 +76,29 @@ describe("listMatcher: time bounded by pattern and name, answers as a regular ex
     expect([n.same("Inboxes/a", "INBOXES/a"), new FolderNames(".").same("inbox/a", "INBOX/a")]).toEqual([false, false]);
   });
 
+  test("FolderNames.within: the folder itself or one below it, INBOX's level in any ASCII case", () => {
+    const n = new FolderNames("/");
+    const yes = [
+      ["a/b", "a"],
+      ["a/b/c", "a"],
+      ["a", "a"],
+      ["INBOX/x/y", "inbox/x"],
+      ["inbox/x", "INBOX"],
+      ["INBOX/x", "iNbOx"],
+    ];
+    const no = [
+      ["ab", "a"],
+      ["a", "a/b"],
+      ["A/b", "a"],
+      ["ınbox/x", "INBOX"],
+      ["INBOXES/x", "INBOX"],
+      ["b/a", "a"],
+    ];
+    expect(yes.map(([name, folder]) => n.within(name!, folder!))).toEqual(yes.map(() => true));
+    expect(no.map(([name, folder]) => n.within(name!, folder!))).toEqual(no.map(() => false));
+    expect(new FolderNames(null).within("a/b", "a")).toBe(false);
+  });
+
   test("random patterns over a small alphabet: the same answers as the regular expression of RFC 3501 §6.3.8", () => {
     let seed = 7;
     const rand = (n: number) => {
@@ -262,6 +285,31 @@ describe("against Dovecot", () => {
     expect(statusOf(reply, "a")).toStartWith("a OK");
     expect(await agent.command("t", "STATUS inbox/Kept (MESSAGES)")).toContain("(MESSAGES 2)");
     await agent.command("c", "CLOSE");
+  });
+
+  test("RENAME of the selected folder, or of one above it, deselects it first: the session lives on", async () => {
+    // Dovecot ends a session whose selected folder is renamed under it (the next FETCH: BYE "Mailbox was deleted under
+    // us"); and the proxy's view and rules of the selected folder are the old name's.
+    const message = "From: a@b.test\r\nSubject: renamed\r\n\r\nbody\r\n";
+    for (const command of [
+      "CREATE Ren1",
+      `APPEND Ren1 {${message.length}+}\r\n${message}`,
+      "CREATE RenP/Child",
+      `APPEND RenP/Child {${message.length}+}\r\n${message}`,
+      "CREATE INBOX/RenI",
+    ])
+      expect(statusOf(await direct.command("m", command), "m")).toStartWith("m OK");
+    for (const [select, rename] of [
+      ["Ren1", "RENAME Ren1 Ren2"],
+      ["RenP/Child", "RENAME RenP RenQ"],
+      ["INBOX/RenI", "RENAME inbox/RenI INBOX/RenJ"],
+    ] as const) {
+      expect(statusOf(await agent.command("s", `SELECT ${select}`), "s")).toStartWith("s OK");
+      expect(statusOf(await agent.command("r", rename), "r")).toStartWith("r OK");
+      expect(statusOf(await agent.command("f", "FETCH 1 (FLAGS)"), "f")).toBe("f BAD No mailbox selected");
+      expect(statusOf(await agent.command("n", "NOOP"), "n")).toStartWith("n OK");
+    }
+    expect(await agent.command("t", "STATUS RenQ/Child (MESSAGES)")).toContain("(MESSAGES 1)");
   });
 
   test("a command that fails inside the proxy answers NO [SERVERBUG] and has an error row", async () => {

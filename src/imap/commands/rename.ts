@@ -4,7 +4,7 @@
  */
 
 import type { CommandOf, Session } from "./context.ts";
-import { children, filteringRule, folderWriteRefusal, upstreamStatus, visibleFolder } from "./shared.ts";
+import { children, deselect, filteringRule, folderWriteRefusal, upstreamStatus, visibleFolder } from "./shared.ts";
 
 /** One answer whether folders below are hidden by the rules, exist and are hidden, or exist and are read-only. */
 const SUBTREE_RENAME = "Not permitted: folders below it are not all the agent's to rename";
@@ -58,6 +58,10 @@ export async function rename(s: Session, cmd: CommandOf<"RENAME">): Promise<void
     ruleIndex: d.ruleIndex,
     reason: d.reason,
   });
+  // The selected folder, or one below the renamed folder, is deselected first, as DELETE does: its view and the rules
+  // it was opened under belong to the old name, and Dovecot ends a session whose selected folder was renamed ("Mailbox
+  // was deleted under us"). The agent's next message command gets `BAD` (docs/protocol.md §1).
+  if (s.box !== null && s.names.within(s.box.name, cmd.mailbox)) await deselect(s);
   const st = await s.upstreamRun({ name: "RENAME", mailbox: cmd.mailbox, newName: cmd.newName });
   upstreamStatus(s, cmd.tag, st);
 }
