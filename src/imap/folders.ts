@@ -45,14 +45,6 @@ export class FolderNames {
     return out;
   }
 
-  /** True when `child` lies below `parent`. */
-  isBelow(child: string, parent: string): boolean {
-    const d = this.delimiter;
-    if (d === null) return false;
-    if (parent === "INBOX") return isInbox(child.slice(0, 5)) && child.startsWith(d, 5);
-    return child.startsWith(parent + d);
-  }
-
   /**
    * True when `a` and `b` name the same folder upstream: equal, or equal but for the ASCII case of a leading INBOX
    * level (`INBOX/Sub` and `inbox/Sub`). INBOX is case-insensitive (RFC 3501 §5.1) and the wire layer writes it as
@@ -60,20 +52,22 @@ export class FolderNames {
    * both spellings for the one folder.
    */
   same(a: string, b: string): boolean {
-    if (a === b) return true;
-    const d = this.delimiter;
-    const belowInbox = (n: string) => d !== null && isInbox(n.slice(0, 5)) && n.startsWith(d, 5);
-    return belowInbox(a) && belowInbox(b) && a.slice(5) === b.slice(5);
+    return a === b || this.#canonical(a) === this.#canonical(b);
   }
 
   /** True when `name` is `folder` or lies below it (`same`'s spellings of a leading INBOX level). */
   within(name: string, folder: string): boolean {
-    if (this.same(name, folder)) return true;
+    const n = this.#canonical(name);
+    const f = this.#canonical(folder);
+    return n === f || (this.delimiter !== null && n.startsWith(f + this.delimiter));
+  }
+
+  /** `name` with a leading INBOX level in any ASCII case (the whole name, or the first level) written `INBOX`. */
+  #canonical(name: string): string {
+    if (!isInbox(name.slice(0, 5))) return name;
+    if (name.length === 5) return "INBOX";
     const d = this.delimiter;
-    if (d === null) return false;
-    const canonical = (n: string) =>
-      isInbox(n.slice(0, 5)) && (n.length === 5 || n.startsWith(d, 5)) ? `INBOX${n.slice(5)}` : n;
-    return canonical(name).startsWith(canonical(folder) + d);
+    return d !== null && name.startsWith(d, 5) ? `INBOX${name.slice(5)}` : name;
   }
 
   /**
