@@ -11,13 +11,13 @@
  * may not grow past the sizes an APPEND literal may have (`NO [TOOBIG]`).
  */
 
+import type { Decision } from "../../policy/index.ts";
 import { type MessageUrl, parseMessageUrl } from "../ext/imap-url.ts";
 import { MAX_APPEND_MESSAGE, MAX_COMMAND_BYTES } from "../limits.ts";
 import { Refusal } from "../refusal.ts";
-import { type AppendMessage, isInbox, type Response } from "../wire/index.ts";
+import type { AppendMessage, Response } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
-import { chargeReads } from "./fetch.ts";
-import { auditProbe, forwardUntagged, TRYCREATE } from "./shared.ts";
+import { auditProbe, chargeReads, forwardUntagged, TRYCREATE } from "./shared.ts";
 
 /** A URL the agent gave, and why it cannot be used (for the audit row), or what it names. */
 type Resolved = { readonly url: string; readonly bad: string } | { readonly url: string; readonly target: MessageUrl };
@@ -29,8 +29,10 @@ type Resolved = { readonly url: string; readonly bad: string } | { readonly url:
 export async function assembleCatenate(s: Session, cmd: CommandOf<"APPEND">, folder: string): Promise<AppendMessage[]> {
   const urls: Resolved[] = [];
   const named: number[] = [];
+  // One decision for every URL: they are all resolved in the selected folder.
+  const read = s.box === null ? null : s.decide("mail:read", s.box.policyName);
   for (const m of cmd.messages)
-    for (const p of m.catenate ?? []) if (p.type === "URL") urls.push(resolve(s, p.url, named));
+    for (const p of m.catenate ?? []) if (p.type === "URL") urls.push(resolve(s, p.url, read, named));
   // The UIDs the URLs name in the selected folder, hidden ones among them: a probe's row (docs/filtering.md
   // "Probes"), written before the command's own, the reply unchanged.
   if (named.length > 0)
@@ -41,11 +43,11 @@ export async function assembleCatenate(s: Session, cmd: CommandOf<"APPEND">, fol
       named.map((uid) => ({ start: uid, stop: uid })),
     );
   const bad = urls.find((u) => "bad" in u);
-  if (bad !== undefined) return refuseUrl(s, cmd.mailbox, folder, bad.url, (bad as { bad: string }).bad);
+  if (bad !== undefined && "bad" in bad) return refuseUrl(s, cmd.mailbox, folder, bad.url, bad.bad);
   const box = s.box;
-  if (urls.length > 0 && box !== null) {
+  if (urls.length > 0 && box !== null && read !== null) {
     chargeReads(s, "APPEND", box.policyName, urls.length);
-    const d = s.decide("mail:read", box.policyName);
+    const d = read;
     s.auditRow({
       command: "APPEND",
       operation: "mail:read",
@@ -92,32 +94,24 @@ export async function assembleCatenate(s: Session, cmd: CommandOf<"APPEND">, fol
 }
 
 /**
- * Checks a URL against the selected folder and the agent's view of it (no I/O); adds the UID to `named` when the URL
- * names the selected folder (and its UIDVALIDITY, if given).
+ * Checks a URL against the selected folder and the agent's view of it (no I/O), `read` being the folder's mail:read
+ * decision; adds the UID to `named` when the URL names the selected folder (and its UIDVALIDITY, if given).
  */
-function resolve(s: Session, url: string, named: number[]): Resolved {
+function resolve(s: Session, url: string, read: Decision | null, named: number[]): Resolved {
   const target = parseMessageUrl(url);
   if (target === null) return { url, bad: "not a server-relative IMAP URL of a message the proxy resolves" };
   const box = s.box;
   if (box === null) return { url, bad: "no folder is selected (a URL is resolved in the selected folder only)" };
-  if (!sameFolder(s, target.mailbox, box.name))
+  // The URL's mailbox is UTF-8 once unescaped (RFC 5092 §3.3), the selected folder's name already decoded from
+  // modified UTF-7 (RFC 3501 §5.1.3): both Unicode, and INBOX's level in any ASCII case (`FolderNames.same`).
+  if (!s.names.same(target.mailbox, box.name))
     return { url, bad: "names a folder other than the selected one (a URL is resolved there only)" };
   if (target.uidValidity !== null && target.uidValidity !== box.uidValidity)
     return { url, bad: "its UIDVALIDITY is not the folder's" };
   named.push(target.uid);
-  const d = s.decide("mail:read", box.policyName);
-  if (d.action !== "allow") return { url, bad: `mail:read denied: ${d.reason}` };
+  if (read?.action !== "allow") return { url, bad: `mail:read denied: ${read?.reason ?? "no decision"}` };
   if (box.agentSeqOf(target.uid) === 0) return { url, bad: "names no message of the agent's view (hidden or none)" };
   return { url, target };
-}
-
-/**
- * The URL's mailbox (UTF-8 once unescaped, RFC 5092 §3.3) against the selected folder's name, which the command
- * decoder has already decoded from modified UTF-7 (RFC 3501 §5.1.3): both are Unicode, compared as they are; INBOX
- * in any ASCII case (RFC 3501 §5.1), as the whole name or as its first level (`FolderNames.same`).
- */
-function sameFolder(s: Session, urlMailbox: string, selected: string): boolean {
-  return s.names.same(isInbox(urlMailbox) ? "INBOX" : urlMailbox, selected);
 }
 
 /**

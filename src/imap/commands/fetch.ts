@@ -4,13 +4,13 @@
  * (docs/quotas.md), responses renumbered to the agent's view.
  */
 
-import { quotaSubject } from "../../quotas/index.ts";
 import { Refusal } from "../refusal.ts";
 import type { FetchItem, Response } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
 import {
   agentFetch,
   auditProbe,
+  chargeReads,
   checkUpstreamRest,
   type FetchShape,
   forwardUntagged,
@@ -45,33 +45,6 @@ function setsSeen(item: FetchItem): boolean {
     item.type === "RFC822" ||
     item.type === "RFC822.TEXT"
   );
-}
-
-/**
- * Charges `messages` reads (each message of the set the agent can see, once per FETCH) before anything is fetched;
- * over reads_per_minute the whole FETCH is refused with NO [LIMIT] (RFC 5530) and a deny row.
- */
-export function chargeReads(s: Session, command: string, folder: string, messages: number): void {
-  if (messages === 0) return;
-  // Counted per agent, or per upstream login without case (docs/quotas.md "Who is counted").
-  const charged = s.ctx.quotas.chargeReads(quotaSubject(s.agent, s.user), messages);
-  if (charged.ok) return;
-  const over = charged.exceeded;
-  s.auditRow({
-    command,
-    operation: "mail:read",
-    folder,
-    target: null,
-    decision: over === null ? "error" : "deny",
-    rule: null,
-    ruleIndex: null,
-    reason: charged.message,
-    count: messages,
-    ...(over === null ? {} : { detail: { quota: over.quota, limit: over.limit, max: over.max } }),
-  });
-  if (over === null) throw new Refusal("NO", "UNAVAILABLE", "Quota state unavailable; try again later");
-  const text = charged.message.charAt(0).toUpperCase() + charged.message.slice(1);
-  throw new Refusal("NO", "LIMIT", `${text}; nothing was fetched`);
 }
 
 export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> {

@@ -6,6 +6,7 @@
  */
 
 import type { Operation } from "../../policy/index.ts";
+import { quotaSubject } from "../../quotas/index.ts";
 import { PASSED_CODES } from "../capabilities.ts";
 import { messageFilter } from "../classify.ts";
 import { PROBE_TARGET_CHARS, UPSTREAM_REST_OCTETS } from "../limits.ts";
@@ -531,3 +532,31 @@ export function checkUpstreamRest(s: Session, command: string, operation: Operat
 
 const ONE_UID: SeqSet = [{ start: 1, stop: 1 }];
 let restEncoder: Encoder | null = null;
+
+/**
+ * Charges `messages` reads (each message of the set the agent can see, once per FETCH; each URL part of an APPEND
+ * with CATENATE, commands/catenate.ts) before anything is fetched; over reads_per_minute the whole command is refused
+ * with NO [LIMIT] (RFC 5530) and a deny row.
+ */
+export function chargeReads(s: Session, command: string, folder: string, messages: number): void {
+  if (messages === 0) return;
+  // Counted per agent, or per upstream login without case (docs/quotas.md "Who is counted").
+  const charged = s.ctx.quotas.chargeReads(quotaSubject(s.agent, s.user), messages);
+  if (charged.ok) return;
+  const over = charged.exceeded;
+  s.auditRow({
+    command,
+    operation: "mail:read",
+    folder,
+    target: null,
+    decision: over === null ? "error" : "deny",
+    rule: null,
+    ruleIndex: null,
+    reason: charged.message,
+    count: messages,
+    ...(over === null ? {} : { detail: { quota: over.quota, limit: over.limit, max: over.max } }),
+  });
+  if (over === null) throw new Refusal("NO", "UNAVAILABLE", "Quota state unavailable; try again later");
+  const text = charged.message.charAt(0).toUpperCase() + charged.message.slice(1);
+  throw new Refusal("NO", "LIMIT", `${text}; nothing was fetched`);
+}
