@@ -19,6 +19,7 @@ import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
+import { cpuTime } from "../upstreams/processes.ts";
 import { imapBenchConfig, type ProxyChild, startProxyChild } from "./proxy-child.ts";
 
 const argv = process.argv.slice(2);
@@ -126,8 +127,8 @@ function median(values: number[]): number {
 }
 
 function cpuSeconds(pid: number): number {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return (Number(fields[11]) + Number(fields[12])) / 100;
+  const { user, sys } = cpuTime(pid);
+  return user + sys;
 }
 
 async function startProxy(dir: string, up: Upstreams): Promise<ProxyChild> {

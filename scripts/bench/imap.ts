@@ -23,6 +23,7 @@ import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
+import { cpuTime as cpuSeconds } from "../upstreams/processes.ts";
 import { imapBenchConfig, startChild, startProxyChild } from "./proxy-child.ts";
 
 const argv = process.argv.slice(2);
@@ -241,12 +242,6 @@ async function seed(
   }
   client.close();
   return total;
-}
-
-/** User and kernel CPU seconds of a process so far. */
-function cpuSeconds(pid: number): { user: number; sys: number } {
-  const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-  return { user: Number(fields[11]) / 100, sys: Number(fields[12]) / 100 };
 }
 
 function median(values: number[]): number {

@@ -9,12 +9,13 @@
  * is the price of that second exec. Upstreams need not exist: serve does not connect to them before a client does.
  */
 
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { ALLOCATOR_ENV } from "../../src/cli/allocator.ts";
 import { freePort } from "../upstreams/ports.ts";
+import { cpuTime } from "../upstreams/processes.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
 const RUNS = Number(process.argv[2] ?? 10);
@@ -52,9 +53,8 @@ async function build(dir: string, bytecode: boolean): Promise<string> {
  * ticks of 10 ms: only a median over runs says much. Less sensitive than wall time to other work on the machine.
  */
 function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return (Number(fields[11]) + Number(fields[12])) * 10; // utime, stime (fields 14 and 15), USER_HZ = 100
+  const { user, sys } = cpuTime(pid);
+  return (user + sys) * 1000;
 }
 
 /** Milliseconds from spawn to both ports accepting, and the CPU time the process had used by then. */

@@ -23,13 +23,14 @@
  */
 
 import { spawn } from "node:child_process";
-import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { createServer, connect as tcpConnect } from "node:net";
+import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 import { ALLOCATOR_ENV } from "../../src/cli/allocator.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
+import { freePort, waitForPorts } from "../upstreams/ports.ts";
+import { cpuTime } from "../upstreams/processes.ts";
 import { imapBenchConfig } from "./proxy-child.ts";
 
 /** imaptest's column names, as its reports head them, for the commands the targets are about. */
@@ -92,39 +93,10 @@ interface Run extends StressResult {
   readonly cpuMsPerCommand: number | null;
 }
 
-/** A port nothing listens on now (the system's choice, released at once). */
-function freePort(): Promise<number> {
-  return new Promise((done, fail) => {
-    const server = createServer();
-    server.once("error", fail);
-    server.listen(0, "127.0.0.1", () => {
-      const port = (server.address() as { port: number }).port;
-      server.close(() => done(port));
-    });
-  });
-}
-
-async function accepting(port: number, timeoutMs: number): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const ok = await new Promise<boolean>((done) => {
-      const s = tcpConnect({ host: "127.0.0.1", port }, () => {
-        s.destroy();
-        done(true);
-      });
-      s.once("error", () => done(false));
-    });
-    if (ok) return;
-    if (Date.now() > deadline) throw new Error(`stress: nothing listens on ${port}`);
-    await Bun.sleep(50);
-  }
-}
-
-/** The process's user + system CPU time in ms, from /proc. */
+/** The proxy's user + system CPU time in ms. */
 function cpuMs(pid: number): number {
-  const stat = readFileSync(`/proc/${pid}/stat`, "latin1");
-  const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
-  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100; // utime, stime in clock ticks (USER_HZ = 100)
+  const { user, sys } = cpuTime(pid);
+  return (user + sys) * 1000;
 }
 
 /** 300 small text messages in mbox form, for imaptest's APPENDs (about 440 octets each). */
@@ -211,7 +183,7 @@ account = "main"
           await child.exited;
         },
       };
-      await accepting(port, 10_000);
+      await waitForPorts({ mailgator: port }, 10_000);
     }
     const common = [
       "host=127.0.0.1",

@@ -13,6 +13,7 @@ import { connect, type Socket } from "node:net";
 import { join, resolve } from "node:path";
 import { readUpstreams, type Upstreams, type UpstreamUser } from "../upstreams/description.ts";
 import { freePort, isListening } from "../upstreams/ports.ts";
+import { cpuTime } from "../upstreams/processes.ts";
 import { type SeedManifest, seedMaildir } from "../upstreams/seed.ts";
 import { addUser } from "../upstreams/users.ts";
 
@@ -316,8 +317,8 @@ export class RssSampler {
 /** User plus system CPU seconds a process has used so far (/proc/PID/stat), NaN once it is gone. */
 export function cpuSeconds(pid: number): number {
   try {
-    const fields = readFileSync(`/proc/${pid}/stat`, "utf8").split(") ")[1]!.split(" ");
-    return (Number(fields[11]) + Number(fields[12])) / 100;
+    const { user, sys } = cpuTime(pid);
+    return user + sys;
   } catch {
     return Number.NaN;
   }

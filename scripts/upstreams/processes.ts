@@ -31,6 +31,17 @@ function readStat(pid: number): ProcStat | undefined {
   return { pid, state: fields[0] ?? "?", ppid: Number(fields[1]), startTime: Number(fields[19]) };
 }
 
+/**
+ * User and system CPU seconds a process has used so far, from /proc/PID/stat (utime and stime, fields 14 and 15, in
+ * clock ticks of USER_HZ = 100: 10 ms steps); throws once the process is gone.
+ */
+export function cpuTime(pid: number): { user: number; sys: number } {
+  const text = readFileSync(`/proc/${pid}/stat`, "utf8");
+  // The command name is in parentheses and may contain spaces: split after the last ")".
+  const fields = text.slice(text.lastIndexOf(")") + 2).split(" ");
+  return { user: Number(fields[11]) / 100, sys: Number(fields[12]) / 100 };
+}
+
 /** Records a running process, or throws when it is not running. */
 export function track(name: string, pid: number): TrackedProcess {
   const stat = readStat(pid);
