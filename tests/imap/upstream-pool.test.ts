@@ -110,20 +110,43 @@ async function loginKinds(proxy: TestProxy, agent: string): Promise<(string | nu
   return rows.map((r) => ((r.detail as { upstream?: string } | null)?.upstream ?? null) as string | null);
 }
 
-describe("vault mode", () => {
-  let proxy: TestProxy;
+/** Starts a vault-mode proxy before the tests of the describe block it is called in, and closes it after them. */
+function withVaultProxy(): { proxy: TestProxy } {
+  const v = {} as { proxy: TestProxy };
   beforeAll(async () => {
-    proxy = await startTestProxy({ extra: vaultConfig() });
+    v.proxy = await startTestProxy({ extra: vaultConfig() });
   });
   afterAll(async () => {
-    await proxy?.close();
+    await v.proxy?.close();
   });
+  return v;
+}
+
+/**
+ * The account's next login (agent `helper`) takes the kept session: still one Dovecot session, no mailbox selected
+ * (FETCH gets BAD), INBOX with `exists` messages, and its login row says so; `more` runs on that login first.
+ */
+async function nextTakesKept(proxy: TestProxy, exists: number, more?: (next: RawImap) => Promise<void>): Promise<void> {
+  const next = await agentLogin(proxy.port, "helper", sameAccountToken);
+  try {
+    expect(dovecotSessions(main.user)).toBe(1);
+    expect(statusOf(await next.command("f", "FETCH 1 (FLAGS)"), "f")).toStartWith("f BAD");
+    expect(await next.command("s", "EXAMINE INBOX")).toContain(`* ${exists} EXISTS`);
+    await more?.(next);
+  } finally {
+    next.close();
+  }
+  expect((await loginKinds(proxy, "helper")).at(-1)).toBe("kept session");
+}
+
+describe("vault mode", () => {
+  const v = withVaultProxy();
 
   test("the next login of the account takes over the session a LOGOUT left, unselected", async () => {
-    await visit(proxy, "assistant", token, ["SELECT INBOX", "FETCH 1:* (FLAGS)"]);
+    await visit(v.proxy, "assistant", token, ["SELECT INBOX", "FETCH 1:* (FLAGS)"]);
     // Kept: Dovecot still holds the session the agent left.
     expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
-    const raw = await agentLogin(proxy.port, "assistant", token);
+    const raw = await agentLogin(v.proxy.port, "assistant", token);
     try {
       // The same upstream session: no second one at Dovecot.
       expect(dovecotSessions(main.user)).toBe(1);
@@ -136,18 +159,18 @@ describe("vault mode", () => {
     } finally {
       raw.close();
     }
-    expect(await loginKinds(proxy, "assistant")).toEqual([null, "kept session"]);
-    expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
+    expect(await loginKinds(v.proxy, "assistant")).toEqual([null, "kept session"]);
+    expect(await settlesAt(() => v.proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
     // What the admin listener's /metrics shows (docs/operations.md).
     expect(renderMetrics()).toContain("\nmailgator_imap_upstream_sessions_kept 1\n");
   }, 60_000);
 
   test("another agent of the same account takes it too; an agent of another account logs in afresh", async () => {
-    await visit(proxy, "assistant", token, ["SELECT INBOX"]);
-    await visit(proxy, "helper", sameAccountToken, ["EXAMINE INBOX"]);
-    expect((await loginKinds(proxy, "helper")).at(-1)).toBe("kept session");
-    await visit(proxy, "filer", otherToken, ["SELECT INBOX"], 2);
-    expect((await loginKinds(proxy, "filer")).at(-1)).toBeNull();
+    await visit(v.proxy, "assistant", token, ["SELECT INBOX"]);
+    await visit(v.proxy, "helper", sameAccountToken, ["EXAMINE INBOX"]);
+    expect((await loginKinds(v.proxy, "helper")).at(-1)).toBe("kept session");
+    await visit(v.proxy, "filer", otherToken, ["SELECT INBOX"], 2);
+    expect((await loginKinds(v.proxy, "filer")).at(-1)).toBeNull();
     // Each account's own session stays kept.
     expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
     expect(await settlesAt(() => dovecotSessions(second.user), 1, 10_000)).toBe(1);
@@ -155,11 +178,11 @@ describe("vault mode", () => {
 
   test("with CONDSTORE on, kept; the next agent sees no mod-sequence until it enables CONDSTORE", async () => {
     // Empty the pool of the account first: a reload logs kept sessions out.
-    proxy.reload({ extra: vaultConfig() });
+    v.proxy.reload({ extra: vaultConfig() });
     expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
-    await visit(proxy, "assistant", token, ["SELECT INBOX (CONDSTORE)", "FETCH 1 (FLAGS MODSEQ)"]);
+    await visit(v.proxy, "assistant", token, ["SELECT INBOX (CONDSTORE)", "FETCH 1 (FLAGS MODSEQ)"]);
     expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
-    const raw = await agentLogin(proxy.port, "assistant", token);
+    const raw = await agentLogin(v.proxy.port, "assistant", token);
     try {
       // Upstream's CONDSTORE is on; this agent's is not: no HIGHESTMODSEQ, no MODSEQ, and a silent STORE is silent.
       const selected = await raw.command("s", "SELECT INBOX");
@@ -182,16 +205,16 @@ describe("vault mode", () => {
     } finally {
       raw.close();
     }
-    expect((await loginKinds(proxy, "assistant")).at(-1)).toBe("kept session");
+    expect((await loginKinds(v.proxy, "assistant")).at(-1)).toBe("kept session");
   }, 60_000);
 
   test("with CONDSTORE on upstream, the next agent's first CONDSTORE-enabling command gets HIGHESTMODSEQ", async () => {
     // Upstream sends `* OK [HIGHESTMODSEQ n]` for its own first CONDSTORE-enabling command only (RFC 7162 §3.1).
     for (const enabling of ["ENABLE CONDSTORE", "FETCH 1 (MODSEQ)", "UID SEARCH MODSEQ 1"]) {
-      proxy.reload({ extra: vaultConfig() });
+      v.proxy.reload({ extra: vaultConfig() });
       expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
-      await visit(proxy, "assistant", token, ["SELECT INBOX (CONDSTORE)"]);
-      const raw = await agentLogin(proxy.port, "helper", sameAccountToken);
+      await visit(v.proxy, "assistant", token, ["SELECT INBOX (CONDSTORE)"]);
+      const raw = await agentLogin(v.proxy.port, "helper", sameAccountToken);
       try {
         expect(dovecotSessions(main.user)).toBe(1);
         expect(await raw.command("s", "SELECT INBOX")).not.toContain("MODSEQ");
@@ -202,93 +225,73 @@ describe("vault mode", () => {
       } finally {
         raw.close();
       }
-      expect((await loginKinds(proxy, "helper")).at(-1)).toBe("kept session");
-      expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
+      expect((await loginKinds(v.proxy, "helper")).at(-1)).toBe("kept session");
+      expect(await settlesAt(() => v.proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
     }
   }, 60_000);
 
   test("the server's BYE to a kept session ends it; the next login logs in afresh", async () => {
-    await visit(proxy, "assistant", token, ["SELECT INBOX"]);
+    await visit(v.proxy, "assistant", token, ["SELECT INBOX"]);
     expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
     const conf = layout(upstreams().dir).dovecotConf;
     const kick = spawnSync("doveadm", ["-c", conf, "kick", main.user], { encoding: "utf8" });
     expect(kick.status).toBe(0);
     expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
-    expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 0, 10_000)).toBe(0);
+    expect(await settlesAt(() => v.proxy.proxy.keptUpstreamSessions, 0, 10_000)).toBe(0);
     expect(renderMetrics()).toContain("\nmailgator_imap_upstream_sessions_kept 0\n");
-    await visit(proxy, "assistant", token, ["SELECT INBOX"]);
-    expect((await loginKinds(proxy, "assistant")).at(-1)).toBeNull();
+    await visit(v.proxy, "assistant", token, ["SELECT INBOX"]);
+    expect((await loginKinds(v.proxy, "assistant")).at(-1)).toBeNull();
   }, 60_000);
 
   test("a reload, and the listener closing, log kept sessions out", async () => {
-    await visit(proxy, "assistant", token, ["SELECT INBOX"]);
+    await visit(v.proxy, "assistant", token, ["SELECT INBOX"]);
     expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
-    proxy.reload({ extra: vaultConfig() });
+    v.proxy.reload({ extra: vaultConfig() });
     expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
-    await visit(proxy, "assistant", token, ["SELECT INBOX"]);
-    expect((await loginKinds(proxy, "assistant")).at(-1)).toBeNull();
+    await visit(v.proxy, "assistant", token, ["SELECT INBOX"]);
+    expect((await loginKinds(v.proxy, "assistant")).at(-1)).toBeNull();
     expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
-    await proxy.close();
+    await v.proxy.close();
     expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
-    proxy = await startTestProxy({ extra: vaultConfig() });
+    v.proxy = await startTestProxy({ extra: vaultConfig() });
   }, 60_000);
 });
 
 describe("an agent that hangs up without LOGOUT", () => {
-  let proxy: TestProxy;
-  beforeAll(async () => {
-    proxy = await startTestProxy({ extra: vaultConfig() });
-  });
-  afterAll(async () => {
-    await proxy?.close();
-  });
+  const v = withVaultProxy();
 
   test("between two commands: kept as after a LOGOUT, and taken by the next login", async () => {
-    const raw = await agentLogin(proxy.port, "assistant", token);
+    const raw = await agentLogin(v.proxy.port, "assistant", token);
     expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK [READ-WRITE]");
     raw.close();
-    expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
+    expect(await settlesAt(() => v.proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
     expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
     // Unselected before it was kept: the next agent starts with no mailbox, on the same Dovecot session.
-    const next = await agentLogin(proxy.port, "helper", sameAccountToken);
-    try {
-      expect(dovecotSessions(main.user)).toBe(1);
-      expect(statusOf(await next.command("f", "FETCH 1 (FLAGS)"), "f")).toStartWith("f BAD");
-      expect(await next.command("s", "EXAMINE INBOX")).toContain("* 3 EXISTS");
-    } finally {
-      next.close();
-    }
-    expect((await loginKinds(proxy, "helper")).at(-1)).toBe("kept session");
+    await nextTakesKept(v.proxy, 3);
     // That agent hung up too, after EXAMINE: kept again.
-    expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
+    expect(await settlesAt(() => v.proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
   }, 60_000);
 
   test("in an APPEND's literal: the command never started; nothing appended, the session kept", async () => {
-    proxy.reload({ extra: vaultConfig() });
+    v.proxy.reload({ extra: vaultConfig() });
     expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
     const before = await upstreamState(main);
-    const raw = await agentLogin(proxy.port, "assistant", token);
+    const raw = await agentLogin(v.proxy.port, "assistant", token);
     expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
     raw.write("a APPEND INBOX {100}\r\n");
     await raw.readUntil((b) => b.includes("+ "));
     raw.write("Subject: half\r\n\r\nonly part of the message");
     raw.close();
-    expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
+    expect(await settlesAt(() => v.proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
     expect(await upstreamState(main)).toEqual(before);
-    expect((await proxy.rows()).some((r) => r.command === "APPEND")).toBe(false);
-    const next = await agentLogin(proxy.port, "helper", sameAccountToken);
-    try {
-      expect(await next.command("s", "EXAMINE INBOX")).toContain("* 3 EXISTS");
-    } finally {
-      next.close();
-    }
-    expect((await loginKinds(proxy, "helper")).at(-1)).toBe("kept session");
+    expect((await v.proxy.rows()).some((r) => r.command === "APPEND")).toBe(false);
+    await nextTakesKept(v.proxy, 3);
   }, 60_000);
 
   test("in IDLE: kept once its IDLE has ended upstream; the next agent takes it, unselected", async () => {
-    proxy.reload({ extra: vaultConfig() });
+    v.proxy.reload({ extra: vaultConfig() });
     expect(await settlesAt(() => dovecotSessions(main.user), 0, 10_000)).toBe(0);
-    const raw = await agentLogin(proxy.port, "assistant", token);
+    const raw = await agentLogin(v.proxy.port, "assistant", token);
     const exists = Number(/^\* (\d+) EXISTS/m.exec(await raw.command("s", "SELECT INBOX"))?.[1]);
     expect(exists).toBeGreaterThan(0);
     raw.write("i IDLE\r\n");
@@ -301,18 +304,11 @@ describe("an agent that hangs up without LOGOUT", () => {
       await other.logout();
     }
     raw.close();
-    expect(await settlesAt(() => proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
+    expect(await settlesAt(() => v.proxy.proxy.keptUpstreamSessions, 1, 10_000)).toBe(1);
     expect(await settlesAt(() => dovecotSessions(main.user), 1, 10_000)).toBe(1);
-    const next = await agentLogin(proxy.port, "helper", sameAccountToken);
-    try {
-      expect(dovecotSessions(main.user)).toBe(1);
-      expect(statusOf(await next.command("f", "FETCH 1 (FLAGS)"), "f")).toStartWith("f BAD");
-      expect(await next.command("s", "EXAMINE INBOX")).toContain(`* ${exists + 1} EXISTS`);
+    await nextTakesKept(v.proxy, exists + 1, async (next) => {
       expect((await next.command("u", "UID FETCH 1:* (UID)")).match(/^\* \d+ FETCH/gm)?.length).toBe(exists + 1);
-    } finally {
-      next.close();
-    }
-    expect((await loginKinds(proxy, "helper")).at(-1)).toBe("kept session");
+    });
   }, 60_000);
 });
 
