@@ -1,10 +1,12 @@
 /**
- * Files only the proxy's own user may read: the audit log (who mailed whom), the classification cache, and their
- * SQLite side files. Created 0600 whatever the umask; group and other bits an earlier run left are taken away
- * (docs/audit.md "Files").
+ * Files only the proxy's own user may read: the audit log (who mailed whom), the classification cache, the state
+ * database, the secrets key, and the databases' SQLite side files. Created 0600 whatever the umask; group and other
+ * bits an earlier run left are taken away (docs/audit.md "Files"). Made by root in a folder that belongs to another
+ * user, they are given to that user (`giveToFolderOwner`).
  */
 
-import { chmodSync, closeSync, fchmodSync, openSync, type Stats, statSync } from "node:fs";
+import { chmodSync, closeSync, fchmodSync, lchownSync, lstatSync, openSync, type Stats, statSync } from "node:fs";
+import { dirname, resolve } from "node:path";
 
 /** Owner read and write, nothing for group or others. */
 export const PRIVATE_FILE_MODE = 0o600;
@@ -53,5 +55,32 @@ export function restrictDatabaseFiles(path: string): void {
   for (const { file, mode } of found) {
     // Group and other bits are taken away; the owner's are left as they are (a write-protected log stays so).
     if ((mode & 0o077) !== 0) chmodSync(file, mode & 0o700);
+  }
+  giveToFolderOwner(found.map((f) => f.file));
+}
+
+/**
+ * Run as root, gives each of `files` that belongs to root, in a folder that belongs to another user, to that user and
+ * the folder's group. The folder's owner is the one the service runs as (docs/install.md: the state folder is the
+ * service user's), and a 0600 file of root's there is one the service cannot open: `mailgator account login` run as
+ * root would otherwise leave a state database and a secrets key that stop the service at its next start. (SQLite,
+ * run as root, gives the -wal and -shm files it creates the database file's owner; they are checked here too.)
+ * Nothing changes for a process that is not root, in a folder of root's, or for a file that already belongs to
+ * someone else. A symbolic link is not followed (lchown). Missing files are skipped.
+ */
+export function giveToFolderOwner(files: readonly string[]): void {
+  if (process.geteuid?.() !== 0) return;
+  for (const file of files) {
+    let stat: Stats;
+    try {
+      stat = lstatSync(file);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") continue;
+      throw e;
+    }
+    if (stat.uid !== 0) continue;
+    const folder = statSync(dirname(resolve(file)));
+    if (folder.uid === 0) continue;
+    lchownSync(file, folder.uid, folder.gid);
   }
 }

@@ -7,6 +7,7 @@
 
 import { randomBytes } from "node:crypto";
 import { closeSync, constants, fchmodSync, fsyncSync, openSync, writeSync } from "node:fs";
+import { giveToFolderOwner } from "../private-files.ts";
 import { readSecretFile } from "../runtime/secret-file.ts";
 
 export const SECRETS_KEY_ENV = "MAILGATOR_SECRETS_KEY";
@@ -69,5 +70,7 @@ function createKeyFile(file: string): Buffer {
   } finally {
     closeSync(fd);
   }
+  // Run as root in the service user's folder: the key is the service's to read (src/private-files.ts).
+  giveToFolderOwner([file]);
   return key;
 }

@@ -11,6 +11,7 @@
 import { Database } from "bun:sqlite";
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
 import { chmodSync, closeSync, constants, existsSync, openSync } from "node:fs";
+import { giveToFolderOwner } from "../private-files.ts";
 import { KEY_BYTES, loadSecretsKey, SecretsKeyError } from "./key.ts";
 
 /** GCM's recommended nonce size (NIST SP 800-38D section 8.2). */
@@ -105,6 +106,7 @@ export class SealedStore {
   static #privateSidecars(path: string): void {
     chmodSync(path, 0o600);
     for (const suffix of ["-wal", "-shm"]) if (existsSync(path + suffix)) chmodSync(path + suffix, 0o600);
+    giveToFolderOwner([path, `${path}-wal`, `${path}-shm`]);
   }
 
   #checkKey(hasRecords: boolean, secretsFile: string): void {

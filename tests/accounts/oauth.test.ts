@@ -2,7 +2,7 @@
 // `mailgator account login`, client credentials, refresh ahead of expiry under concurrency, rotation across a
 // SIGKILL, revocation, token endpoint failures, and no token in clear in any file the proxy writes.
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
+import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -118,6 +118,41 @@ describe("account login", () => {
     expect(status[0].state).toBe("ok");
     expect(status[0].expiresIn).toBeGreaterThan(3000);
     expect(JSON.stringify(status)).not.toContain(token);
+  });
+
+  test("root in the service user's folder: the state and key it makes are that user's, who can use them", async () => {
+    // docs/install.md: `/var/lib/mailgator` is the service user's; here nobody (65534) stands for that user.
+    expect(process.geteuid?.()).toBe(0);
+    const name = await user();
+    const setup = oauthConfig(name);
+    dirs.push(setup.dir);
+    chownSync(setup.dir, 65534, 65534);
+    await login(setup.config);
+    const made = readdirSync(setup.dir).filter((file) => file !== "mailgator.toml");
+    expect(made).toContain("mailgator-state.db");
+    expect(made).toContain("mailgator-secrets.key");
+    for (const file of made) expect(statSync(join(setup.dir, file)).uid).toBe(65534);
+    // As that user, as the service would: the state opens under the key and holds the login.
+    const status = Bun.spawnSync(
+      [
+        "setpriv",
+        "--reuid=65534",
+        "--regid=65534",
+        "--clear-groups",
+        process.execPath,
+        MAIN,
+        "account",
+        "status",
+        "main",
+        "-c",
+        setup.config,
+        "--json",
+      ],
+      { env: process.env },
+    );
+    expect(status.stderr.toString()).toBe("");
+    expect(status.exitCode).toBe(0);
+    expect(JSON.parse(status.stdout.toString())[0].state).toBe("ok");
   });
 
   test("--paste: the final redirect URL pasted on stdin completes the login", async () => {
