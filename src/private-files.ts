@@ -1,11 +1,11 @@
 /**
  * Files only the proxy's own user may read: the audit log (who mailed whom), the classification cache, the state
  * database, the secrets key, and the databases' SQLite side files. Created 0600 whatever the umask; group and other
- * bits an earlier run left are taken away (docs/audit.md "Files"). Made by root in a folder that belongs to another
- * user, they are given to that user (`giveToFolderOwner`).
+ * bits an earlier run left are taken away (docs/audit.md "Files"). Created by root in a folder that belongs to
+ * another user, they are given to that user (`giveToFolderOwner`).
  */
 
-import { chmodSync, closeSync, fchmodSync, lchownSync, lstatSync, openSync, type Stats, statSync } from "node:fs";
+import { chmodSync, closeSync, fchmodSync, fchownSync, openSync, type Stats, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 
 /** Owner read and write, nothing for group or others. */
@@ -25,6 +25,7 @@ export function preparePrivateDatabase(path: string): void {
     fd = openSync(path, "wx", PRIVATE_FILE_MODE);
     // The umask may have cleared bits of the mode asked for; never added any. fchmod sets exactly 0600.
     fchmodSync(fd, PRIVATE_FILE_MODE);
+    giveToFolderOwner(fd, path);
   } catch (e) {
     if ((e as NodeJS.ErrnoException).code !== "EEXIST") throw e;
   } finally {
@@ -56,31 +57,20 @@ export function restrictDatabaseFiles(path: string): void {
     // Group and other bits are taken away; the owner's are left as they are (a write-protected log stays so).
     if ((mode & 0o077) !== 0) chmodSync(file, mode & 0o700);
   }
-  giveToFolderOwner(found.map((f) => f.file));
 }
 
 /**
- * Run as root, gives each of `files` that belongs to root, in a folder that belongs to another user, to that user and
- * the folder's group. The folder's owner is the one the service runs as (docs/install.md: the state folder is the
- * service user's), and a 0600 file of root's there is one the service cannot open: `mailgator account login` run as
- * root would otherwise leave a state database and a secrets key that stop the service at its next start. (SQLite,
- * run as root, gives the -wal and -shm files it creates the database file's owner; they are checked here too.)
- * Nothing changes for a process that is not root, in a folder of root's, or for a file that already belongs to
- * someone else. A symbolic link is not followed (lchown). Missing files are skipped.
+ * Run as root, gives the file just created on `fd` at `file` to the owner and group of its folder when that folder
+ * belongs to another user. The folder's owner is the one the service runs as (docs/install.md: the state folder is
+ * the service user's), and a 0600 file of root's there is one the service cannot open: `mailgator account login` run
+ * as root would otherwise leave a state database and a secrets key that stop the service at its next start. SQLite,
+ * run as root, gives the -wal and -shm files it creates the database file's owner. Only a file this process has just
+ * created (O_EXCL) is handed over, by its descriptor: never one found in place, which the folder's owner could have
+ * made a second link to a file of root's.
  */
-export function giveToFolderOwner(files: readonly string[]): void {
+export function giveToFolderOwner(fd: number, file: string): void {
   if (process.geteuid?.() !== 0) return;
-  for (const file of files) {
-    let stat: Stats;
-    try {
-      stat = lstatSync(file);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT") continue;
-      throw e;
-    }
-    if (stat.uid !== 0) continue;
-    const folder = statSync(dirname(resolve(file)));
-    if (folder.uid === 0) continue;
-    lchownSync(file, folder.uid, folder.gid);
-  }
+  const folder = statSync(dirname(resolve(file)));
+  if (folder.uid === 0) return;
+  fchownSync(fd, folder.uid, folder.gid);
 }

@@ -65,12 +65,12 @@ function createKeyFile(file: string): Buffer {
   }
   try {
     fchmodSync(fd, 0o600); // whatever the umask
+    // Run as root in the service user's folder: the key is the service's to read (src/private-files.ts).
+    giveToFolderOwner(fd, file);
     writeSync(fd, `${key.toString("base64")}\n`);
     fsyncSync(fd);
   } finally {
     closeSync(fd);
   }
-  // Run as root in the service user's folder: the key is the service's to read (src/private-files.ts).
-  giveToFolderOwner([file]);
   return key;
 }

@@ -10,7 +10,7 @@
 
 import { Database } from "bun:sqlite";
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
-import { chmodSync, closeSync, constants, existsSync, openSync } from "node:fs";
+import { chmodSync, closeSync, constants, existsSync, fchmodSync, openSync } from "node:fs";
 import { giveToFolderOwner } from "../private-files.ts";
 import { KEY_BYTES, loadSecretsKey, SecretsKeyError } from "./key.ts";
 
@@ -52,11 +52,24 @@ function aad(kind: string, id: string): Buffer {
   return Buffer.from(`${AAD_VERSION}\0${kind}\0${id}`, "utf8");
 }
 
-/** Creates the file 0600 before SQLite does, so that it is never briefly readable under a lax umask. */
+/**
+ * Creates the file 0600 before SQLite does, so that it is never briefly readable under a lax umask; made by root in
+ * the service user's folder, it is that user's (src/private-files.ts). One that appeared meanwhile is left as it is.
+ */
 function createPrivate(path: string): void {
-  const fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_NOFOLLOW, 0o600);
-  closeSync(fd);
-  chmodSync(path, 0o600);
+  let fd: number;
+  try {
+    fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === "EEXIST") return;
+    throw e;
+  }
+  try {
+    fchmodSync(fd, 0o600);
+    giveToFolderOwner(fd, path);
+  } finally {
+    closeSync(fd);
+  }
 }
 
 export class SealedStore {
@@ -106,7 +119,6 @@ export class SealedStore {
   static #privateSidecars(path: string): void {
     chmodSync(path, 0o600);
     for (const suffix of ["-wal", "-shm"]) if (existsSync(path + suffix)) chmodSync(path + suffix, 0o600);
-    giveToFolderOwner([path, `${path}-wal`, `${path}-shm`]);
   }
 
   #checkKey(hasRecords: boolean, secretsFile: string): void {
