@@ -203,6 +203,21 @@ export function readAuthors(fields: readonly HeaderField[] | null): readonly str
 
 const AUTHOR_FIELDS: ReadonlySet<string> = new Set(["from", "sender", "resent-from", "resent-sender"]);
 
+/**
+ * The author fields a header lacks that an upstream server writes in itself from the reverse path (docs/smtp.md "The
+ * author in the header"): `from` when there is no From field (RFC 5322 §3.6 makes it mandatory; Postfix adds it for
+ * its local and authenticated clients), and `resent-from` when a resent block (any Resent- field, §3.6.6) has no
+ * Resent-From. With the null reverse path `<>` what the server writes there is `MAILER-DAEMON`, an author that is
+ * no identity.
+ */
+export function missingAuthorFields(fields: readonly HeaderField[]): string[] {
+  const names = new Set(fields.map((f) => f.name));
+  const out: string[] = [];
+  if (!names.has("from")) out.push("from");
+  if (!names.has("resent-from") && [...names].some((n) => n.startsWith("resent-"))) out.push("resent-from");
+  return out;
+}
+
 /** Each field's name and whether it may appear only once. */
 const ORIGINATOR_FIELDS: readonly (readonly [string, boolean])[] = [
   // RFC 5322 §3.6.2: the author, the sender, where replies go.

@@ -30,6 +30,7 @@ export { decodeEncodedWords, readUnstructured } from "./encoded-words.ts";
 export {
   ADDRESS_FIELD_NAMES,
   type MessageFields,
+  missingAuthorFields,
   readAuthors,
   readMessageFields,
   readOriginators,

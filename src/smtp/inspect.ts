@@ -18,6 +18,7 @@ import {
   entityOf,
   type HeaderField,
   isAttachmentEntity,
+  missingAuthorFields,
   parseHeaderFields,
   readAuthors,
   readBoundaryLine,
@@ -69,6 +70,12 @@ export interface MessageFacts {
    * `from` conditions judge as they judge the reverse path; undefined as `originators`.
    */
   readonly authors: readonly string[] | undefined;
+  /**
+   * The author fields the header lacks that an upstream server writes in from the reverse path (`missingAuthorFields`:
+   * `from`, `resent-from`); refused with the null reverse path, where what it writes is `MAILER-DAEMON`. Empty
+   * when the header could not be read (`originators` is undefined then, which refuses the message anyway).
+   */
+  readonly missingAuthors: readonly string[];
   /** For the audit log only (never for policy): the Message-ID as written, shortened. */
   readonly messageId: string | null;
   /** The header section exceeded MAX_HEADER_BYTES: the message must be refused. */
@@ -306,6 +313,7 @@ export class MessageInspector {
         attachmentsComplete: false,
         originators: undefined,
         authors: undefined,
+        missingAuthors: [],
         messageId: null,
         headerTooLarge: this.#headerTooLarge,
         fieldTooLarge: this.#fieldTooLarge,
@@ -323,6 +331,7 @@ export class MessageInspector {
       attachmentsComplete: !this.#unknown,
       originators: readOriginators(fields),
       authors: readAuthors(fields),
+      missingAuthors: missingAuthorFields(fields),
       messageId: messageId === undefined ? null : messageId.slice(0, 256),
       headerTooLarge: this.#headerTooLarge,
       fieldTooLarge: this.#fieldTooLarge,

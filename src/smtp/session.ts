@@ -1435,6 +1435,24 @@ export class SmtpSession {
       this.#send(reply(554, "5.7.1", text));
       return;
     }
+    if (tx.senderKey === "" && facts.missingAuthors.length > 0) {
+      // With `<>` the upstream writes the missing author from the reverse path, `MAILER-DAEMON`: an author that is no
+      // identity (docs/smtp.md "The author in the header").
+      const missing = facts.missingAuthors.map((n) => (n === "from" ? "From" : "Resent-From")).join(" and ");
+      this.#audit({
+        command: "DATA",
+        operation: "mail:send",
+        target: facts.messageId,
+        decision: "deny",
+        reason:
+          `refused as a whole: sent with <> and no ${missing} field, which the upstream would fill in as ` +
+          "MAILER-DAEMON",
+        count: tx.recipients.length,
+      });
+      const text = `A message sent with <> must name its author in a ${missing} field; nothing was sent`;
+      this.#send(reply(554, "5.7.1", text));
+      return;
+    }
     const agent = this.#policyAgent;
     const size = this.#spool.length;
     const rows: AuditEvent[] = [];

@@ -139,7 +139,14 @@ describe("pass-through, no identities configured: the login is the only one", ()
   test("<> is still accepted (the rules decide) and delivered", async () => {
     const m = marker();
     const c = await loggedIn(plain.port);
-    expect(await send(c, "", m)).toStartWith("250");
+    // With <> the message names its author (an identity): the upstream would write From: MAILER-DAEMON otherwise
+    // (tests/smtp/null-sender-author.test.ts).
+    expect((await c.command("MAIL FROM:<>")).code).toBe(250);
+    expect((await c.command(`RCPT TO:<ok-${m}@corp.test>`)).code).toBe(250);
+    expect((await c.command("DATA")).code).toBe(354);
+    const headers = { From: "alice@mailgator.test", Subject: `identity ${m}`, To: `ok-${m}@corp.test` };
+    c.write(dataPayload(message(headers, `from <> ${m}`)));
+    expect((await c.reply()).raw).toStartWith("250");
     c.close();
     const [copy] = await waitForSink(m, 1);
     expect(returnPath(copy!.text)).toBe("<>");
