@@ -237,6 +237,12 @@ export class MessageInspector {
       return;
     }
     if (entity.type.startsWith("multipart/")) {
+      // RFC 2045 §6.4: a multipart's own encoding is 7bit, 8bit or binary. Under another (base64, say) its parts are
+      // not lines of this body, and a reader that decodes it first shows them: unknown.
+      if (!identityEncoding(fields)) {
+        this.#unknown = true;
+        return;
+      }
       const boundary = entity.typeParams.get("boundary");
       if (!usableBoundary(boundary)) {
         this.#unknown = true;
@@ -367,4 +373,18 @@ function fieldTooLarge(lines: readonly Buffer[]): string | null {
     octets = line.length;
   }
   return check();
+}
+
+/** The encodings that leave an entity's octets as they are (RFC 2045 §6.2). */
+const IDENTITY_ENCODINGS: ReadonlySet<string> = new Set(["7bit", "8bit", "binary"]);
+
+/**
+ * True when `fields` give an entity no Content-Transfer-Encoding or one of the identity encodings (RFC 2045 §6.2:
+ * 7bit, 8bit, binary; any case). Two such fields, or anything else after the name (a comment included), are not.
+ */
+function identityEncoding(fields: readonly HeaderField[]): boolean {
+  const encodings = fields.filter((f) => f.name === "content-transfer-encoding");
+  if (encodings.length === 0) return true;
+  if (encodings.length > 1) return false;
+  return IDENTITY_ENCODINGS.has(encodings[0]!.value.trim().toLowerCase());
 }

@@ -11,8 +11,10 @@
  * - a boundary parameter followed by more than white space and comments before the next `;` (`boundary=a b`,
  *   `boundary="b" junk`, an unquoted backslash): Dovecot takes the token or quoted string and shows the PDF, a
  *   reader that kept the rest would see no part at all, so has_attachment is unknown.
- * Nothing of them reaches Postfix; a digest whose parts say text/plain, and a plain message, sent last over the
- * same session, do.
+ * - a multipart whose Content-Transfer-Encoding is base64 (RFC 2045 §6.4 allows 7bit, 8bit, binary): no part to
+ *   Dovecot, the PDF to a reader that decodes the body first, so has_attachment is unknown.
+ * Nothing of them reaches Postfix; a digest whose parts say text/plain, a multipart marked 7bit, and a plain
+ * message, sent last over the same session, do.
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
@@ -171,6 +173,17 @@ const CASES: readonly Case[] = [
     outcome: "delivered",
   },
   {
+    // RFC 2045 §6.4 allows a multipart 7bit, 8bit or binary.
+    name: "a multipart whose Content-Transfer-Encoding is 7bit, two text parts",
+    id: id("cte-7bit"),
+    text: message(
+      id("cte-7bit"),
+      'multipart/alternative; boundary="y"\nContent-Transfer-Encoding: 7bit',
+      "--y\nContent-Type: text/plain\n\nhi\n--y\nContent-Type: text/html\n\n<p>hi</p>\n--y--\n",
+    ),
+    outcome: "delivered",
+  },
+  {
     name: "a digest whose parts say text/plain",
     id: id("digest-typed"),
     text: message(
@@ -282,6 +295,29 @@ describe("has_attachment where readers could split a message differently", () =>
       }
     });
   }
+
+  test("a multipart in base64 (RFC 2045 §6.4 forbids it): its parts unread, has_attachment unknown", async () => {
+    // Dovecot reads no parts in it (no attachment to the IMAP filter); a reader that decodes the body first shows
+    // the PDF. The proxy cannot know which the recipient's reader does.
+    const pdf = PDF_PART.replace(/\n/g, "\r\n");
+    const inner = `--y\r\nContent-Type: text/plain\r\n\r\nhi\r\n--y\r\n${pdf}--y--\r\n`;
+    const c: Case = {
+      name: "base64 multipart",
+      id: id("cte-base64"),
+      text: message(
+        id("cte-base64"),
+        'multipart/mixed; boundary="y"\nContent-Transfer-Encoding: base64',
+        `${Buffer.from(inner).toString("base64")}\n`,
+      ),
+      outcome: "unknown",
+    };
+    expect(await send(c)).toStartWith("554 5.7.1");
+    const { rcpt, data } = await rows(c);
+    expect(rcpt).toMatchObject({ decision: "deny", rule: null });
+    expect(rcpt?.reason).toContain("undecided without");
+    expect(data?.detail).toMatchObject({ hasAttachment: null });
+    expect(sinkCopies(c.id)).toEqual([]);
+  });
 
   test("the controls arrive: no attachment to Dovecot nor to the proxy; nothing refused reached Postfix", async () => {
     for (const c of CASES.filter((c) => c.outcome === "delivered")) {
