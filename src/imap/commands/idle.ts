@@ -5,6 +5,7 @@
  * before the 30-minute inactivity timeout servers may apply (RFC 2177 §3).
  */
 
+import { UpstreamError } from "../../net/index.ts";
 import { IDLE_RENEW_MS } from "../limits.ts";
 import { type FramerEvent, isIdleDone } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
@@ -22,36 +23,56 @@ export async function idle(s: Session, cmd: CommandOf<"IDLE">): Promise<void> {
   if (s.up === null || box === null) {
     ended = await agentLine;
   } else {
-    await s.sync(true);
-    s.flush();
-    while (ended === undefined && !s.closed) {
-      let poke!: () => void;
-      const changed = new Promise<void>((resolve) => (poke = resolve));
-      const handle = await s.up.idle((r) => {
-        // After a reload nothing more is relayed unless the view still stands (else the session has ended).
-        if (!s.followReload()) return;
-        if (s.model(r)) {
-          if (r.type === "EXPUNGE") {
-            for (const k of box.takeExpunges()) s.sendText(`* ${k} EXPUNGE`);
-          } else if (r.type === "EXISTS" && box.hasUnknown) {
-            poke();
-          }
-          return;
-        }
-        relayUpdate(s, r);
-      });
-      const timer = setTimeout(poke, IDLE_RENEW_MS);
-      await Promise.race([agentLine, changed]);
-      clearTimeout(timer);
-      await handle.done();
-      // The agent has gone: nothing to learn or tell it (its session may be kept for the next login, unchanged).
-      if (s.closed) break;
-      await s.sync(true);
-      s.flush();
+    try {
+      await idleUpstream(s, box, agentLine, () => ended !== undefined);
+    } catch (error) {
+      // The IDLE failed inside (a refusal or a classification error; a lost upstream ends the session with BYE).
+      // The agent is still idling and its next line is its DONE (RFC 2177 §3): it is read as such before the error
+      // is answered, or it would be left for the command loop and the agent's next command taken for it and dropped.
+      if (!(error instanceof UpstreamError) && !s.closed && ended === undefined) await agentLine;
+      throw error;
     }
   }
   if (ended === undefined) ended = await agentLine;
   if (ended === null) return;
   if (ended.kind === "line" && isIdleDone(ended.line)) return s.tagged(tag, "OK", null, "Idle completed");
   s.tagged(tag, "BAD", null, "Expected DONE");
+}
+
+/** Idles upstream until `agentDone()` (the agent's line came) or the session ends, renewing and syncing meanwhile. */
+async function idleUpstream(
+  s: Session,
+  box: NonNullable<Session["box"]>,
+  agentLine: Promise<FramerEvent | null>,
+  agentDone: () => boolean,
+): Promise<void> {
+  await s.sync(true);
+  s.flush();
+  while (!agentDone() && !s.closed) {
+    let poke!: () => void;
+    const changed = new Promise<void>((resolve) => (poke = resolve));
+    const up = s.up;
+    if (up === null) return;
+    const handle = await up.idle((r) => {
+      // After a reload nothing more is relayed unless the view still stands (else the session has ended).
+      if (!s.followReload()) return;
+      if (s.model(r)) {
+        if (r.type === "EXPUNGE") {
+          for (const k of box.takeExpunges()) s.sendText(`* ${k} EXPUNGE`);
+        } else if (r.type === "EXISTS" && box.hasUnknown) {
+          poke();
+        }
+        return;
+      }
+      relayUpdate(s, r);
+    });
+    const timer = setTimeout(poke, IDLE_RENEW_MS);
+    await Promise.race([agentLine, changed]);
+    clearTimeout(timer);
+    await handle.done();
+    // The agent has gone: nothing to learn or tell it (its session may be kept for the next login, unchanged).
+    if (s.closed) break;
+    await s.sync(true);
+    s.flush();
+  }
 }
