@@ -763,9 +763,13 @@ export class ImapSession implements LoginSession, CompressSession {
           if (!allowed) {
             this.#framer.refuseLiteral();
             this.tagged(r.tag ?? "*", "BAD", null, "Literal refused before login");
+            // A refused command like any other (docs/reliability.md "Malformed commands"): counted, or a client
+            // could send refused literals without end.
+            this.#badCommand();
           } else if (r.binary && !this.#literal8(r.command)) {
             this.#framer.refuseLiteral();
             this.tagged(r.tag ?? "*", "BAD", "CLIENTBUG", "literal8 is allowed in APPEND only, with BINARY");
+            this.#badCommand();
           } else {
             this.#framer.acceptLiteral();
             if (!r.nonSync) {
