@@ -1,5 +1,5 @@
 /**
- * Review: a command refused at its literal (a literal before login, literal8 outside APPEND) is a refused command
+ * A command refused at its literal (a literal before login, literal8 outside APPEND) is a refused command
  * like a line that does not parse: MAX_BAD_COMMANDS of them end the session with `* BYE` (docs/reliability.md
  * "Malformed commands": all of them count before login; after login those within BAD_COMMAND_WINDOW_MS).
  */

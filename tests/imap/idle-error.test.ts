@@ -1,5 +1,5 @@
 /**
- * Review: IDLE that ends with an error reply (not a BYE) must leave the session reading commands again. When the
+ * An IDLE that ends with an error reply (not a BYE) must leave the session reading commands again. When the
  * sync inside IDLE fails with a refusal (here upstream answers the filtered folder's `UID SEARCH RECENT` with NO,
  * src/imap/filtering.ts `searchUids`), the IDLE gets its tagged NO; the agent's next command must be read as a
  * command (RFC 9051 §5.5: commands are answered in order), not taken for IDLE's `DONE` line and dropped unanswered.
