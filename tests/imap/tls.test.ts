@@ -135,15 +135,20 @@ describe("agent side", () => {
         const plain = Buffer.from(`\0${mailbox.user}\0${mailbox.password}`).toString("base64");
         const wellFormed = await raw.command("d", `AUTHENTICATE PLAIN ${plain}`);
         expect(statusOf(wellFormed, "d")).toStartWith("d NO [PRIVACYREQUIRED]");
+        // Without an initial response the credential has not crossed yet: refused before any `+` asks for it.
+        raw.write("e AUTHENTICATE PLAIN\r\n");
+        const asked = await raw.readUntil((b) => /^(\+|e )/m.test(b));
+        expect(asked).toStartWith("e NO [PRIVACYREQUIRED]");
       } finally {
         raw.close();
       }
       const rows = await proxy.rows();
       expect(rows.some((r) => r.decision === "allow" && r.command === "LOGIN")).toBe(false);
-      // Each refusal has its row, saying a credential crossed in clear, and never the credential.
+      // Each refusal has its row, saying whether a credential crossed in clear, and never the credential.
       const refused = rows.filter((r) => r.decision === "deny" && /before STARTTLS/.test(r.reason ?? ""));
-      expect(refused.map((r) => r.command)).toEqual(["LOGIN", "AUTHENTICATE"]);
+      expect(refused.map((r) => r.command)).toEqual(["LOGIN", "AUTHENTICATE", "AUTHENTICATE"]);
       expect(refused[0]!.reason).toContain("carried a credential in clear");
+      expect(refused[2]!.reason).toContain("refused before the credential was sent");
       expect(JSON.stringify(refused)).not.toContain(mailbox.password);
     });
 

@@ -43,6 +43,21 @@ export async function authenticate(s: LoginSession, cmd: CommandOf<"AUTHENTICATE
   const initial = cmd.initialResponse;
   if (mechanism !== "PLAIN") throw new Refusal("NO", "CANNOT", "Only AUTHENTICATE PLAIN is supported");
   let data = initial;
+  if (data === null && s.ctx.listenTls === "starttls" && !s.conn.secure) {
+    // AUTH= is not offered before STARTTLS (RFC 9051 §6.2.2): refused before the `+`, so that the client never
+    // sends its credential in clear. With an initial response it has already crossed: loginAs refuses that one.
+    s.auditRow({
+      command: "AUTHENTICATE",
+      operation: null,
+      folder: null,
+      target: null,
+      decision: "deny",
+      rule: null,
+      ruleIndex: null,
+      reason: "AUTHENTICATE before STARTTLS, which this listener requires; refused before the credential was sent",
+    });
+    throw new Refusal("NO", "PRIVACYREQUIRED", "Use STARTTLS first");
+  }
   if (data === null) {
     s.sendText("+ ");
     s.flush();
