@@ -23,6 +23,7 @@ import {
   type UpstreamTarget,
 } from "../net/index.ts";
 import type { Decision, Operation } from "../policy/index.ts";
+import { recordedLoginName } from "../vault/token.ts";
 import { authCapabilities, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
 import { messageFilter } from "./classify.ts";
 import { append } from "./commands/append.ts";
@@ -1397,9 +1398,14 @@ export class ImapSession implements LoginSession, CompressSession {
     this.#upstreams.add(up);
   }
 
-  async loginFailed(tag: string, command: string, username: string | null, reason: string): Promise<void> {
+  async loginFailed(tag: string, command: string, given: string | null, reason: string): Promise<void> {
     this.user = null;
     if (this.#loginResult === "none") this.#loginResult = "failed";
+    // A token given as the name is never recorded (docs/audit.md "What is never in it").
+    const username = recordedLoginName(
+      given,
+      this.ctx.config.agents.map((a) => a.tokenHash),
+    );
     logLoginFailure("imap", this.conn.remoteAddress, username, reason);
     this.auditRow({
       command,

@@ -37,6 +37,7 @@ import {
 } from "../net/index.ts";
 import type { Decision, Outcome, Policy } from "../policy/index.ts";
 import { describeExceeded, type QuotaSubject, type Quotas, quotaSubject } from "../quotas/index.ts";
+import { recordedLoginName } from "../vault/token.ts";
 import { parsePathArgument } from "./address.ts";
 import { checkAgentLogin, decodeLoginStep, decodePlain, type LoginAttempt, type Mechanism } from "./auth.ts";
 import { DataReader } from "./data.ts";
@@ -984,7 +985,7 @@ export class SmtpSession {
         const message = (e as Error).message;
         this.#audit({
           command: "AUTH",
-          target: attempt.username,
+          target: recordedLoginName(attempt.username).slice(0, 200),
           decision: "error",
           reason: `upstream unavailable: ${message}`,
         });
@@ -1040,8 +1041,13 @@ export class SmtpSession {
     return false;
   }
 
-  async #authFailed(username: string, reason: string): Promise<void> {
+  async #authFailed(given: string, reason: string): Promise<void> {
     const address = this.#conn.remoteAddress;
+    // A token given as the name is never recorded (docs/audit.md "What is never in it").
+    const username = recordedLoginName(
+      given,
+      this.#ctx.config.agents.map((a) => a.tokenHash),
+    );
     if (this.#loginResult === "none") this.#loginResult = "failed";
     logLoginFailure("smtp", address, username, reason);
     const delay = this.#ctx.throttle.fail(address);

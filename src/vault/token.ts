@@ -23,3 +23,22 @@ export function verifyToken(token: string, storedHash: string): boolean {
   const stored = Buffer.from(storedHash);
   return presented.length === stored.length && timingSafeEqual(presented, stored);
 }
+
+/** What the audit log and the log record instead of a login name that is an agent token (`recordedLoginName`). */
+export const TOKEN_AS_LOGIN_NAME = "mgt_REDACTED";
+
+/**
+ * A failed login's name as the audit row and the log line record it (docs/config.md "Who connects"): a name that is
+ * an agent token (fields swapped, or a client that sends its token as the user name) is replaced, since a token is
+ * never written there (docs/audit.md). A token is recognised by its prefix, in any case, or by being one of
+ * `tokenHashes`.
+ */
+export function recordedLoginName<T extends string | null>(name: T, tokenHashes: readonly string[] = []): T {
+  if (name === null) return name;
+  if (name.slice(0, TOKEN_PREFIX.length).toLowerCase() === TOKEN_PREFIX) return TOKEN_AS_LOGIN_NAME as T;
+  if (tokenHashes.length > 0) {
+    const hash = hashToken(name);
+    if (tokenHashes.includes(hash)) return TOKEN_AS_LOGIN_NAME as T;
+  }
+  return name;
+}
