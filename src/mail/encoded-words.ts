@@ -202,6 +202,23 @@ function sameDecoder(a: Charset, b: Charset): boolean {
 }
 
 /**
+ * Why a subject glob could never match what `readUnstructured` returns, or null: a character that makes a subject
+ * unknown, a default-ignorable one (removed from every subject) or text not in NFC (every subject is). A rule
+ * written so would never match, and a deny rule would let every subject through (docs/config.md "Globs").
+ */
+export function unreadableSubjectText(text: string): string | null {
+  if (PRINTABLE_ASCII.test(text)) return null;
+  if (text.includes(REPLACEMENT_CHARACTER) || CONTROL.test(text) || BIDI_REORDERING.test(text))
+    return "holds a control character, a line or paragraph separator, a bidirectional override or U+FFFD, which make a subject unknown";
+  const ignorable = /\p{Default_Ignorable_Code_Point}/u.exec(text);
+  if (ignorable !== null)
+    return `holds U+${ignorable[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}, an invisible character subjects are read without`;
+  if (text.normalize("NFC") !== text)
+    return `is not in Unicode NFC, the form subjects are compared in; write it composed: ${JSON.stringify(text.normalize("NFC"))}`;
+  return null;
+}
+
+/**
  * A Subject (or any unstructured field) as its reader sees it, for matching; null when unknown. `value` is the
  * unfolded field value.
  */
