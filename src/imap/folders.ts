@@ -25,11 +25,15 @@ export class FolderNames {
 
   /**
    * Names the proxy refuses outright (docs/protocol.md §4, §7.13): `..` segments, empty segments, a trailing
-   * delimiter, and other users' or shared namespaces.
+   * delimiter, other users' or shared namespaces, and a `/` where it is not the delimiter.
    */
   invalid(name: string): boolean {
     if (name.startsWith("#") || name.startsWith("~")) return true;
     const d = this.delimiter;
+    // Rules read `/` as a level whatever the server's delimiter (docs/config.md "Globs"): where `/` is not the
+    // delimiter, a `/` inside a name would make the rules see levels the server does not (`Agent/x` at the top of
+    // a `.` server read as below `Agent`), so such a name does not exist for the agent.
+    if (d !== "/" && name.includes("/")) return true;
     if (d === null) return false;
     const parts = name.split(d);
     return parts.some((p) => p === "" || p === "." || p === "..");
