@@ -209,12 +209,19 @@ function sameDecoder(a: Charset, b: Charset): boolean {
 export function unreadableSubjectText(text: string): string | null {
   if (PRINTABLE_ASCII.test(text)) return null;
   if (text.includes(REPLACEMENT_CHARACTER) || CONTROL.test(text) || BIDI_REORDERING.test(text))
-    return "holds a control character, a line or paragraph separator, a bidirectional override or U+FFFD, which make a subject unknown";
+    return (
+      "holds a control character, a line or paragraph separator, a bidirectional override or U+FFFD, which make a " +
+      "subject unknown"
+    );
   const ignorable = /\p{Default_Ignorable_Code_Point}/u.exec(text);
-  if (ignorable !== null)
-    return `holds U+${ignorable[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}, an invisible character subjects are read without`;
-  if (text.normalize("NFC") !== text)
-    return `is not in Unicode NFC, the form subjects are compared in; write it composed: ${JSON.stringify(text.normalize("NFC"))}`;
+  if (ignorable !== null) {
+    const code = ignorable[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0");
+    return `holds U+${code}, an invisible character subjects are read without`;
+  }
+  if (text.normalize("NFC") !== text) {
+    const composed = JSON.stringify(text.normalize("NFC"));
+    return `is not in Unicode NFC, the form subjects are compared in; write it composed: ${composed}`;
+  }
   return null;
 }
 

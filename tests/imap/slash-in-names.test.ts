@@ -1,5 +1,5 @@
 /**
- * Review: a `/` inside a level of an upstream whose hierarchy delimiter is not `/`. Rules see `/`-separated names
+ * A `/` inside a level of an upstream whose hierarchy delimiter is not `/`. Rules see `/`-separated names
  * whatever the server's delimiter (docs/config.md "Globs"), so on a `.` server the single top-level name `Agent/x`
  * reads to the rules as `x` below `Agent`: a rule that confines an agent to `Agent/**` would let it create, and use,
  * top-level folders outside `Agent`. Such a name does not exist for the agent (docs/protocol.md §4).
@@ -27,7 +27,8 @@ function scriptedUpstream(created: string[]): Server {
         else if (command === "LIST" && line.endsWith('""')) socket.write(`* LIST (\\Noselect) "." ""\r\n${tag} OK\r\n`);
         else if (command === "LIST")
           socket.write(
-            `* LIST () "." INBOX\r\n* LIST () "." Agent\r\n* LIST () "." "Agent/Payroll"\r\n${tag} OK List completed\r\n`,
+            `* LIST () "." INBOX\r\n* LIST () "." Agent\r\n* LIST () "." "Agent/Payroll"\r\n` +
+              `${tag} OK List completed\r\n`,
           );
         else if (command === "CREATE") {
           created.push(line.slice(tag!.length + 8));
