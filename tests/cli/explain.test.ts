@@ -151,6 +151,16 @@ describe("sends: each recipient on its own, the message all or nothing", () => {
     );
   });
 
+  test("the subject is read as the proxies read it: a zero-width space is removed, encoded words decoded", () => {
+    for (const subject of ["In\u200Bvoice 7", "=?utf-8?q?Invoice_7?="]) {
+      const lines = run(PASS, ["--op", "send", "--from", "me@corp.test", "--to", "a@corp.test", "--subject", subject]);
+      expect(lines[0]).toStartWith(`mail:send: DENY by rule 2 "No invoices out" for <a@corp.test> (after DATA)`);
+    }
+    // One the proxies cannot read (a bidirectional override) is unknown, as if not given.
+    const lines = run(PASS, ["--op", "send", "--from", "me@corp.test", "--to", "a@corp.test", "--subject", "x\u202Ey"]);
+    expect(lines[0]).toStartWith("mail:send: depends on subject");
+  });
+
   test("a field the answer depends on, left out, is named", () => {
     const lines = run(PASS, ["--op", "send", "--from", "me@corp.test", "--to", "a@corp.test"]);
     expect(lines[0]).toBe(

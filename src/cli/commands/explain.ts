@@ -8,7 +8,7 @@ import type { Config } from "../../config/index.ts";
 import { findConfig, loadConfig, ownEntry } from "../../config/index.ts";
 import type { MessageFacts } from "../../imap/classify.ts";
 import { decideImap, type ImapVerdict } from "../../imap/decide.ts";
-import { parseAddressList, readEnvelopeAddress } from "../../mail/index.ts";
+import { parseAddressList, readEnvelopeAddress, readUnstructured } from "../../mail/index.ts";
 import {
   compilePolicy,
   type Decision,
@@ -129,7 +129,9 @@ export function explain(ctx: CommandContext): number {
   const to = addresses(strings(values.to), "--to");
   const cc = addresses(strings(values.cc), "--cc");
   const bcc = addresses(strings(values.bcc), "--bcc");
-  const subject = values.subject;
+  // Read as the proxies read a Subject (docs/filtering.md "Deciding a message"): encoded words decoded, invisible
+  // characters removed, NFC; one they could not read is unknown, as if not given.
+  const subject = values.subject === undefined ? undefined : (readUnstructured(values.subject) ?? undefined);
   const hasAttachment = values.attachment;
   const agents = config.agents.map((a) => a.name);
   const note =
