@@ -207,22 +207,19 @@ function sameDecoder(a: Charset, b: Charset): boolean {
  * written so would never match, and a deny rule would let every subject through (docs/config.md "Globs").
  */
 export function unreadableSubjectText(text: string): string | null {
-  if (PRINTABLE_ASCII.test(text)) return null;
-  if (text.includes(REPLACEMENT_CHARACTER) || CONTROL.test(text) || BIDI_REORDERING.test(text))
+  const read = readableText(text);
+  if (read === text) return null;
+  if (read === null)
     return (
       "holds a control character, a line or paragraph separator, a bidirectional override or U+FFFD, which make a " +
       "subject unknown"
     );
-  const ignorable = /\p{Default_Ignorable_Code_Point}/u.exec(text);
-  if (ignorable !== null) {
-    const code = ignorable[0].codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0");
+  const ignorable = [...text].find((c) => c.replace(DEFAULT_IGNORABLE, "") === "");
+  if (ignorable !== undefined) {
+    const code = ignorable.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0");
     return `holds U+${code}, an invisible character subjects are read without`;
   }
-  if (text.normalize("NFC") !== text) {
-    const composed = JSON.stringify(text.normalize("NFC"));
-    return `is not in Unicode NFC, the form subjects are compared in; write it composed: ${composed}`;
-  }
-  return null;
+  return `is not in Unicode NFC, the form subjects are compared in; write it composed: ${JSON.stringify(read)}`;
 }
 
 /**
@@ -231,9 +228,16 @@ export function unreadableSubjectText(text: string): string | null {
  */
 export function readUnstructured(value: string): string | null {
   const decoded = decodeEncodedWords(value);
-  if (decoded === null) return null;
+  return decoded === null ? null : readableText(decoded);
+}
+
+/**
+ * Decoded text as subjects are compared: null when a character makes it unknown (a control, a line or paragraph
+ * separator, a bidirectional reordering character, U+FFFD); otherwise without default-ignorable characters, in NFC.
+ */
+function readableText(text: string): string | null {
   // Printable ASCII (and TAB) has nothing to check, remove or normalize: the common case, kept cheap.
-  if (PRINTABLE_ASCII.test(decoded)) return decoded;
-  if (decoded.includes(REPLACEMENT_CHARACTER) || CONTROL.test(decoded) || BIDI_REORDERING.test(decoded)) return null;
-  return decoded.replace(DEFAULT_IGNORABLE, "").normalize("NFC");
+  if (PRINTABLE_ASCII.test(text)) return text;
+  if (text.includes(REPLACEMENT_CHARACTER) || CONTROL.test(text) || BIDI_REORDERING.test(text)) return null;
+  return text.replace(DEFAULT_IGNORABLE, "").normalize("NFC");
 }
