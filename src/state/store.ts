@@ -10,8 +10,8 @@
 
 import { Database } from "bun:sqlite";
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
-import { chmodSync, closeSync, constants, existsSync, fchmodSync, openSync } from "node:fs";
-import { giveToFolderOwner } from "../private-files.ts";
+import { chmodSync, existsSync } from "node:fs";
+import { preparePrivateDatabase } from "../private-files.ts";
 import { KEY_BYTES, loadSecretsKey, SecretsKeyError } from "./key.ts";
 
 /** GCM's recommended nonce size (NIST SP 800-38D section 8.2). */
@@ -52,26 +52,6 @@ function aad(kind: string, id: string): Buffer {
   return Buffer.from(`${AAD_VERSION}\0${kind}\0${id}`, "utf8");
 }
 
-/**
- * Creates the file 0600 before SQLite does, so that it is never briefly readable under a lax umask; made by root in
- * the service user's folder, it is that user's (src/private-files.ts). One that appeared meanwhile is left as it is.
- */
-function createPrivate(path: string): void {
-  let fd: number;
-  try {
-    fd = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
-  } catch (e) {
-    if ((e as NodeJS.ErrnoException).code === "EEXIST") return;
-    throw e;
-  }
-  try {
-    fchmodSync(fd, 0o600);
-    giveToFolderOwner(fd, path);
-  } finally {
-    closeSync(fd);
-  }
-}
-
 export class SealedStore {
   readonly path: string;
   readonly db: Database;
@@ -91,7 +71,9 @@ export class SealedStore {
   static open(path: string, options: StateOpenOptions): SealedStore | null {
     const existed = existsSync(path);
     if (!existed && !options.create) return null;
-    if (!existed) createPrivate(path);
+    // Created 0600 before SQLite opens it, so that it is never briefly readable under a lax umask (and, made by root
+    // in the service user's folder, that user's): src/private-files.ts.
+    if (!existed) preparePrivateDatabase(path);
     const db = new Database(path, { create: false, readwrite: true, strict: true });
     try {
       db.run(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
