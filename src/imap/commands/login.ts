@@ -43,21 +43,10 @@ export async function authenticate(s: LoginSession, cmd: CommandOf<"AUTHENTICATE
   const initial = cmd.initialResponse;
   if (mechanism !== "PLAIN") throw new Refusal("NO", "CANNOT", "Only AUTHENTICATE PLAIN is supported");
   let data = initial;
-  if (data === null && s.ctx.listenTls === "starttls" && !s.conn.secure) {
-    // AUTH= is not offered before STARTTLS (RFC 9051 §6.2.2): refused before the `+`, so that the client never
-    // sends its credential in clear. With an initial response it has already crossed: loginAs refuses that one.
-    s.auditRow({
-      command: "AUTHENTICATE",
-      operation: null,
-      folder: null,
-      target: null,
-      decision: "deny",
-      rule: null,
-      ruleIndex: null,
-      reason: "AUTHENTICATE before STARTTLS, which this listener requires; refused before the credential was sent",
-    });
-    throw new Refusal("NO", "PRIVACYREQUIRED", "Use STARTTLS first");
-  }
+  // AUTH= is not offered before STARTTLS (RFC 9051 §6.2.2): refused before the `+`, so that the client never sends
+  // its credential in clear. With an initial response it has already crossed: loginAs refuses that one.
+  if (data === null && beforeStartTls(s))
+    refuseBeforeStartTls(s, "AUTHENTICATE", "refused before the credential was sent");
   if (data === null) {
     s.sendText("+ ");
     s.flush();
@@ -90,6 +79,26 @@ export async function authenticate(s: LoginSession, cmd: CommandOf<"AUTHENTICATE
   return loginAs(s, tag, "AUTHENTICATE", parts[1]!, parts[2]!);
 }
 
+/** A listener that requires STARTTLS, before the handshake. */
+function beforeStartTls(s: LoginSession): boolean {
+  return s.ctx.listenTls === "starttls" && !s.conn.secure;
+}
+
+/** `NO [PRIVACYREQUIRED]` for a login before STARTTLS, with its row (a refusal, docs/audit.md); `why` ends the reason. */
+function refuseBeforeStartTls(s: LoginSession, command: string, why: string): never {
+  s.auditRow({
+    command,
+    operation: null,
+    folder: null,
+    target: null,
+    decision: "deny",
+    rule: null,
+    ruleIndex: null,
+    reason: `${command} before STARTTLS, which this listener requires; ${why}`,
+  });
+  throw new Refusal("NO", "PRIVACYREQUIRED", "Use STARTTLS first");
+}
+
 async function loginAs(
   s: LoginSession,
   tag: string,
@@ -97,21 +106,8 @@ async function loginAs(
   username: string,
   password: string,
 ): Promise<void> {
-  if (s.ctx.listenTls === "starttls" && !s.conn.secure) {
-    // A refusal, so a row (docs/audit.md): the credential crossed the wire in clear, which the owner should hear of
-    // (never what it was).
-    s.auditRow({
-      command,
-      operation: null,
-      folder: null,
-      target: null,
-      decision: "deny",
-      rule: null,
-      ruleIndex: null,
-      reason: `${command} before STARTTLS, which this listener requires; it carried a credential in clear`,
-    });
-    throw new Refusal("NO", "PRIVACYREQUIRED", "Use STARTTLS first");
-  }
+  // The credential crossed the wire in clear, which the owner should hear of (never what it was).
+  if (beforeStartTls(s)) refuseBeforeStartTls(s, command, "it carried a credential in clear");
   // A login that could not be audited is refused anyway (below): no upstream login for nothing.
   s.requireAudit();
   const overlong = overlongCredentials(username, password);
