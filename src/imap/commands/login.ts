@@ -84,7 +84,7 @@ function beforeStartTls(s: LoginSession): boolean {
   return s.ctx.listenTls === "starttls" && !s.conn.secure;
 }
 
-/** `NO [PRIVACYREQUIRED]` for a login before STARTTLS, with its row (a refusal, docs/audit.md); `why` ends the reason. */
+/** `NO [PRIVACYREQUIRED]` for a login before STARTTLS, with its row (a refusal, docs/audit.md). */
 function refuseBeforeStartTls(s: LoginSession, command: string, why: string): never {
   s.auditRow({
     command,
