@@ -6,64 +6,54 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createServer, type Server, type Socket } from "node:net";
 import { FolderNames } from "../../src/imap/folders.ts";
-import { RawImap, startTestProxy, type TestProxy } from "./helpers.ts";
+import { RawImap, type ScriptedUpstream, startScriptedUpstream, startTestProxy, type TestProxy } from "./helpers.ts";
 
-/** A scripted upstream with `.` as its delimiter; it records every CREATE it is sent. */
-function scriptedUpstream(created: string[]): Server {
-  return createServer((socket: Socket) => {
-    socket.setEncoding("latin1");
-    socket.write("* OK [CAPABILITY IMAP4rev1 LOGIN UIDPLUS UNSELECT] scripted\r\n");
-    let buffer = "";
-    socket.on("data", (d: string) => {
-      buffer += d;
-      for (let i = buffer.indexOf("\r\n"); i >= 0; i = buffer.indexOf("\r\n")) {
-        const line = buffer.slice(0, i);
-        buffer = buffer.slice(i + 2);
-        const [tag, name = ""] = line.split(" ");
-        const command = name.toUpperCase();
-        if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY IMAP4rev1 UIDPLUS UNSELECT] Logged in\r\n`);
-        else if (command === "LIST" && line.endsWith('""')) socket.write(`* LIST (\\Noselect) "." ""\r\n${tag} OK\r\n`);
-        else if (command === "LIST")
-          socket.write(
-            `* LIST () "." INBOX\r\n* LIST () "." Agent\r\n* LIST () "." "Agent/Payroll"\r\n` +
-              `${tag} OK List completed\r\n`,
-          );
-        else if (command === "CREATE") {
-          created.push(line.slice(tag!.length + 8));
-          socket.write(`${tag} OK Create completed\r\n`);
-        } else if (command === "LOGOUT") socket.end(`* BYE\r\n${tag} OK Logout completed\r\n`);
-        else socket.write(`${tag} OK done\r\n`);
-      }
-    });
-    socket.on("error", () => {});
+/**
+ * A scripted upstream with `.` as its delimiter: it lists `Agent/Payroll` at the top, and `Agent.x/y` below `Agent`
+ * (a LIST of `Agent.*`, as DELETE and RENAME ask for a folder's children); it records every CREATE, DELETE and
+ * RENAME it is sent.
+ */
+function scriptedUpstream(written: string[]): Promise<ScriptedUpstream> {
+  return startScriptedUpstream("IMAP4rev1 LOGIN UIDPLUS UNSELECT", (socket, { line, tag, command }) => {
+    if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY IMAP4rev1 UIDPLUS UNSELECT] Logged in\r\n`);
+    else if (command === "LIST" && line.endsWith('""')) socket.write(`* LIST (\\Noselect) "." ""\r\n${tag} OK\r\n`);
+    else if (command === "LIST" && line.includes("Agent.*"))
+      socket.write(`* LIST () "." "Agent.x/y"\r\n${tag} OK List completed\r\n`);
+    else if (command === "LIST")
+      socket.write(
+        `* LIST () "." INBOX\r\n* LIST () "." Agent\r\n* LIST () "." "Agent/Payroll"\r\n` +
+          `${tag} OK List completed\r\n`,
+      );
+    else if (command === "CREATE" || command === "DELETE" || command === "RENAME") {
+      written.push(line.slice(tag.length + 1));
+      socket.write(`${tag} OK ${command} completed\r\n`);
+    } else if (command === "LOGOUT") socket.end(`* BYE\r\n${tag} OK Logout completed\r\n`);
+    else socket.write(`${tag} OK done\r\n`);
   });
 }
 
 describe("a '/' inside a level, upstream delimiter '.'", () => {
-  const created: string[] = [];
-  let upstream: Server;
+  const written: string[] = [];
+  let upstream: ScriptedUpstream;
   let proxy: TestProxy;
   beforeAll(async () => {
-    upstream = scriptedUpstream(created);
-    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
-    const port = (upstream.address() as { port: number }).port;
+    upstream = await scriptedUpstream(written);
     proxy = await startTestProxy({
       upstreamTls: "none",
-      upstreamAddr: `127.0.0.1:${port}`,
+      upstreamAddr: `127.0.0.1:${upstream.port}`,
       caFile: null,
       rules: `
 [[rules]]
 name = "agent area"
-folders = ["Agent", "Agent/**"]
+folders = ["Agent", "Agent/**", "Team", "Team/**"]
 action = "allow"
 `,
     });
   });
   afterAll(async () => {
     await proxy.close();
-    await new Promise<void>((resolve) => upstream.close(() => resolve()));
+    await upstream.close();
   });
 
   test("FolderNames: such a name is invalid on a '.' server, and still valid on a '/' one", () => {
@@ -84,7 +74,23 @@ action = "allow"
       raw.write('a4 LIST "" "*"\r\n');
       const list = await raw.readUntil((b) => /(^|\r\n)a4 /.test(b));
       expect(list).not.toContain("Agent/Payroll");
-      expect(created).toEqual(["Agent.y"]);
+      expect(written).toEqual(["CREATE Agent.y"]);
+    } finally {
+      raw.close();
+    }
+  });
+
+  test("DELETE and RENAME of 'Agent' are refused while 'Agent.x/y', which the agent cannot see, is below", async () => {
+    written.length = 0;
+    const raw = await RawImap.open(proxy.port);
+    try {
+      raw.write("b1 LOGIN user pass\r\n");
+      expect(await raw.readUntil((b) => /(^|\r\n)b1 /.test(b))).toContain("b1 OK");
+      raw.write("b2 DELETE Agent\r\n");
+      expect(await raw.readUntil((b) => /(^|\r\n)b2 /.test(b))).toContain("b2 NO [NOPERM]");
+      raw.write("b3 RENAME Agent Team\r\n");
+      expect(await raw.readUntil((b) => /(^|\r\n)b3 /.test(b))).toContain("b3 NO [NOPERM]");
+      expect(written).toEqual([]);
     } finally {
       raw.close();
     }

@@ -27,6 +27,8 @@ export async function remove(s: Session, cmd: CommandOf<"DELETE">): Promise<void
   // whatever lies below, with the words used for a child the agent sees but may not delete.
   if (!s.rights.subtreeVisible(p)) refuse("the rules may hide folders below it", "NOPERM", SUBTREE_DELETE);
   for (const child of await children(s, cmd.mailbox)) {
+    if (child === null)
+      return refuse("a child folder is hidden or not the agent's to delete", "NOPERM", SUBTREE_DELETE);
     const cp = s.names.toPolicy(child);
     if (!s.rights.visible(cp) || !s.rights.may("folder:write", cp) || !s.rights.may("mail:delete", cp))
       refuse("a child folder is hidden or not the agent's to delete", "NOPERM", SUBTREE_DELETE);

@@ -36,6 +36,7 @@ export async function rename(s: Session, cmd: CommandOf<"RENAME">): Promise<void
   }
   if (!s.rights.subtreeVisible(p)) refuse("the rules may hide folders below it", "NOPERM", SUBTREE_RENAME, np);
   for (const child of await children(s, cmd.mailbox)) {
+    if (child === null) return refuse("a child folder is hidden or may not be renamed", "NOPERM", SUBTREE_RENAME, null);
     const cp = s.names.toPolicy(child);
     const moved = s.names.toPolicy(cmd.newName + child.slice(cmd.mailbox.length));
     if (!s.rights.visible(cp) || !s.rights.may("folder:write", cp) || !s.rights.may("folder:write", moved))

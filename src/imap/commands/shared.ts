@@ -50,7 +50,7 @@ export function visibleFolder(s: Session, command: string, op: Operation, name: 
       decision: "deny",
       rule: null,
       ruleIndex: null,
-      reason: "invalid mailbox name (.., empty level, trailing delimiter, # or ~ namespace)",
+      reason: "invalid mailbox name (.., empty level, trailing delimiter, # or ~ namespace, / not the delimiter)",
     });
     throw refusal;
   }
@@ -130,15 +130,19 @@ export function filteringRule(s: Session, folder: string): { rule: string | null
   return { rule: first?.name ?? null, ruleIndex: first?.index ?? null };
 }
 
-/** Names below `name` upstream (hidden ones included: they decide whether DELETE or RENAME is safe). */
-export async function children(s: Session, name: string): Promise<string[]> {
+/**
+ * Names below `name` upstream (hidden ones included: they decide whether DELETE or RENAME is safe); null for one the
+ * agent can never see, a name that cannot be decoded or that `FolderNames.invalid` refuses, which the callers take
+ * for a hidden child.
+ */
+export async function children(s: Session, name: string): Promise<(string | null)[]> {
   const d = s.names.delimiter;
   if (d === null) return [];
-  const out: string[] = [];
+  const out: (string | null)[] = [];
   await s.upstreamRun(
     { name: "LIST", reference: "", pattern: `${name}${d}*`, selectOptions: [], returnOptions: [] },
     (r) => {
-      if (r.type === "LIST") out.push(r.mailbox ?? "\0invalid");
+      if (r.type === "LIST") out.push(r.mailbox === null || s.names.invalid(r.mailbox) ? null : r.mailbox);
     },
   );
   return out;
