@@ -47,16 +47,15 @@ export async function assembleCatenate(s: Session, cmd: CommandOf<"APPEND">, fol
   const box = s.box;
   if (urls.length > 0 && box !== null && read !== null) {
     chargeReads(s, "APPEND", box.policyName, urls.length);
-    const d = read;
     s.auditRow({
       command: "APPEND",
       operation: "mail:read",
       folder: box.policyName,
       target: `CATENATE: ${urls.length} URL part${urls.length === 1 ? "" : "s"}`,
       decision: "allow",
-      rule: d.rule,
-      ruleIndex: d.ruleIndex,
-      reason: `${d.reason}; parts fetched with PEEK`,
+      rule: read.rule,
+      ruleIndex: read.ruleIndex,
+      reason: `${read.reason}; parts fetched with PEEK`,
       count: urls.length,
     });
   }
