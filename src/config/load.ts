@@ -11,7 +11,7 @@ import { parse as parseToml, TomlError } from "smol-toml";
 import * as v from "valibot";
 import { GOOGLE, MICROSOFT_DEFAULT_TENANT, MICROSOFT_TENANT_ALIASES, microsoft } from "../accounts/providers.ts";
 import { mailboxProblem, subaddressMailbox } from "../mail/address.ts";
-import { unreadableSubjectText } from "../mail/encoded-words.ts";
+import { unreadableGlobText } from "../mail/encoded-words.ts";
 import { MAX_LOGIN_NAME_BYTES } from "../net/credentials.ts";
 import { isLoopbackHost, isLoopbackUrlHost, readIpEntry } from "../net/ip.ts";
 import { compileGlob, expandOperation, GlobError, type GlobKind, type Operation } from "../policy/index.ts";
@@ -341,11 +341,13 @@ function rule(
       // Every address a rule is asked about is ASCII (a header's addr-spec with any other character is unknown, the
       // envelope refuses it: docs/filtering.md "Deciding a message"), so such a glob could never match: a deny rule
       // on `*@bücher.test` would pass mail from the same domain's A-label, `*@xn--bcher-kva.test`.
-      // Subjects are read without invisible characters and in NFC (docs/filtering.md "Deciding a message"): a glob
-      // with a decomposed accent or a zero-width space could never match, and a deny rule written so would pass all.
-      const unreadable = kind === "subject" ? unreadableSubjectText(pattern) : null;
+      // Subjects and folder names are read without invisible characters and in NFC (docs/filtering.md "Deciding a
+      // message", docs/config.md "Globs"): a glob with a decomposed accent or a zero-width space could never match,
+      // and a deny rule written so would pass all.
+      const what = kind === "subject" ? "subject" : kind === "folder" ? "folder name" : null;
+      const unreadable = what === null ? null : unreadableGlobText(pattern, what);
       if (unreadable !== null) {
-        problems.add(at(key, j), `subject glob ${JSON.stringify(pattern)} ${unreadable}, so it could never match`);
+        problems.add(at(key, j), `${kind} glob ${JSON.stringify(pattern)} ${unreadable}, so it could never match`);
       }
       if (kind === "address" && /[^\x00-\x7f]/.test(pattern)) {
         problems.add(

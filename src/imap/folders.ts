@@ -5,6 +5,7 @@
  * Names arrive already decoded from modified UTF-7 and with INBOX canonicalized by the wire layer.
  */
 
+import { readableText } from "../mail/index.ts";
 import type { Operation, Policy } from "../policy/index.ts";
 import { isInbox } from "./wire/index.ts";
 
@@ -16,16 +17,22 @@ export class FolderNames {
     this.delimiter = delimiter;
   }
 
-  /** The name rules match against. */
+  /**
+   * The name rules match against: `/` between levels, read as subjects are (docs/config.md "Globs"): without
+   * default-ignorable characters and in Unicode NFC, so that a deny rule on `Geschäft` also holds a folder whose name
+   * a client wrote with a decomposed `ä` or a zero-width space. Only for names `invalid` accepts (a name with a
+   * character that makes text unknown is invalid, and its reading here is the name as it is).
+   */
   toPolicy(name: string): string {
     const d = this.delimiter;
-    if (d === null || d === "/") return name;
-    return name.split(d).join("/");
+    const levels = d === null || d === "/" ? name : name.split(d).join("/");
+    return readableText(levels) ?? levels;
   }
 
   /**
    * Names the proxy refuses outright (docs/protocol.md §4, §7.13): `..` segments, empty segments, a trailing
-   * delimiter, other users' or shared namespaces, and a `/` where it is not the delimiter.
+   * delimiter, other users' or shared namespaces, a `/` where it is not the delimiter, and names the rules cannot
+   * read (docs/config.md "Globs").
    */
   invalid(name: string): boolean {
     if (name.startsWith("#") || name.startsWith("~")) return true;
@@ -34,9 +41,19 @@ export class FolderNames {
     // delimiter, a `/` inside a name would make the rules see levels the server does not (`Agent/x` at the top of
     // a `.` server read as below `Agent`), so such a name does not exist for the agent.
     if (d !== "/" && name.includes("/")) return true;
+    // A control character, a line separator, a bidirectional override or U+FFFD makes the name unknown to the rules,
+    // as it makes a subject unknown; a level made only of invisible characters would be empty in their reading.
+    const read = readableText(name);
+    if (read === null) return true;
     if (d === null) return false;
     const parts = name.split(d);
-    return parts.some((p) => p === "" || p === "." || p === "..");
+    if (parts.some((p) => p === "" || p === "." || p === "..")) return true;
+    return (
+      read !== name &&
+      this.toPolicy(name)
+        .split("/")
+        .some((p) => p === "" || p === "." || p === "..")
+    );
   }
 
   /** Every ancestor of `name`, nearest last (`a/b/c` → `a`, `a/b`). */

@@ -202,24 +202,25 @@ function sameDecoder(a: Charset, b: Charset): boolean {
 }
 
 /**
- * Why a subject glob could never match what `readUnstructured` returns, or null: a character that makes a subject
- * unknown, a default-ignorable one (removed from every subject) or text not in NFC (every subject is). A rule
- * written so would never match, and a deny rule would let every subject through (docs/config.md "Globs").
+ * Why a glob could never match text read by `readableText` (subjects, and folder names: docs/config.md "Globs"), or
+ * null: a character that makes such text unknown, a default-ignorable one (removed in every reading) or text not in
+ * NFC (every reading is). A rule written so would never match, and a deny rule would let everything through.
+ * `what` names the text in the message: "subject" or "folder name".
  */
-export function unreadableSubjectText(text: string): string | null {
+export function unreadableGlobText(text: string, what: "subject" | "folder name"): string | null {
   const read = readableText(text);
   if (read === text) return null;
   if (read === null)
     return (
       "holds a control character, a line or paragraph separator, a bidirectional override or U+FFFD, which make a " +
-      "subject unknown"
+      (what === "subject" ? "subject unknown" : "folder not exist for an agent")
     );
   const ignorable = [...text].find((c) => c.replace(DEFAULT_IGNORABLE, "") === "");
   if (ignorable !== undefined) {
     const code = ignorable.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0");
-    return `holds U+${code}, an invisible character subjects are read without`;
+    return `holds U+${code}, an invisible character ${what}s are read without`;
   }
-  return `is not in Unicode NFC, the form subjects are compared in; write it composed: ${JSON.stringify(read)}`;
+  return `is not in Unicode NFC, the form ${what}s are compared in; write it composed: ${JSON.stringify(read)}`;
 }
 
 /**
@@ -232,10 +233,11 @@ export function readUnstructured(value: string): string | null {
 }
 
 /**
- * Decoded text as subjects are compared: null when a character makes it unknown (a control, a line or paragraph
- * separator, a bidirectional reordering character, U+FFFD); otherwise without default-ignorable characters, in NFC.
+ * Decoded text as subjects and folder names are compared: null when a character makes it unknown (a control, a line
+ * or paragraph separator, a bidirectional reordering character, U+FFFD); otherwise without default-ignorable
+ * characters, in NFC.
  */
-function readableText(text: string): string | null {
+export function readableText(text: string): string | null {
   // Printable ASCII (and TAB) has nothing to check, remove or normalize: the common case, kept cheap.
   if (PRINTABLE_ASCII.test(text)) return text;
   if (text.includes(REPLACEMENT_CHARACTER) || CONTROL.test(text) || BIDI_REORDERING.test(text)) return null;

@@ -26,7 +26,7 @@ export {
 } from "./attachment.ts";
 export { type BoundaryLine, delimiterOf, MAX_BOUNDARY_LENGTH, readBoundaryLine, usableBoundary } from "./boundary.ts";
 export { clean, escapes, oneLine, terminalJson } from "./display.ts";
-export { decodeEncodedWords, readUnstructured, unreadableSubjectText } from "./encoded-words.ts";
+export { decodeEncodedWords, readableText, readUnstructured, unreadableGlobText } from "./encoded-words.ts";
 export {
   ADDRESS_FIELD_NAMES,
   type MessageFields,

@@ -137,7 +137,26 @@ function compileAddress(pattern: string): string {
     );
   }
   if (pattern.includes("**")) throw new GlobError(`address glob "${pattern}": "**" is not meaningful here; use "*"`);
+  const never = impossibleAddress(pattern);
+  if (never !== null) throw new GlobError(`address glob "${pattern}": ${never}, so it could never match`);
   return wildcards(pattern, "[^]", "[^]");
+}
+
+/**
+ * Why an address glob could never match an address the rules are asked about, or null. Those addresses are a local
+ * part, `@` and a domain (docs/filtering.md "Deciding a message"): never empty on either side, a domain neither
+ * beginning nor ending with a dot (a trailing dot makes a header's address unknown and the envelope refuses it) and
+ * no two dots in a row outside a quoted local part, which keeps its quotes and which a glob cannot write. A deny rule
+ * on `*@evil.test.` or `*@.evil.test` would otherwise let all of evil.test's mail through.
+ */
+function impossibleAddress(pattern: string): string | null {
+  if (pattern.startsWith("@")) return 'it has an empty local part (for any local part write "*@domain")';
+  if (pattern.endsWith("@")) return 'it has an empty domain (for any domain write "local@*")';
+  if (pattern.endsWith(".")) return "it ends with a dot, and addresses are compared without a trailing dot";
+  if (pattern.includes("@.")) return 'its domain begins with a dot (for subdomains write "*@*.domain")';
+  if (pattern.includes("..")) return "it has two dots in a row";
+  if (pattern.includes(".@")) return "its local part ends with a dot";
+  return null;
 }
 
 function compileSubject(pattern: string): string {

@@ -222,6 +222,16 @@ describe("reads", () => {
     ]);
   });
 
+  test("the folder is read as the IMAP proxy reads it: NFC, without invisible characters", () => {
+    // `Archive` written with a zero-width space, and with a decomposed `A` + U+0300 read as `À`, not as `A`.
+    expect(run(VAULTED, ["--op", "folder:read", "--folder", "Arc\u200bhive", "--agent", "bot"])[0]).toBe(
+      `folder:read in "Archive": ALLOW by rule 4 "Bot archive"`,
+    );
+    expect(run(VAULTED, ["--op", "folder:read", "--folder", "A\u0300rchive", "--agent", "bot"])[0]).toStartWith(
+      `folder:read in "\u00c0rchive": DENY by rule 5`,
+    );
+  });
+
   test("a filtered folder: a message is visible or hidden, or depends on the fields left out", () => {
     const args = ["--op", "mail:read", "--folder", "INBOX"];
     expect(run(PASS, [...args, "--from", "notifications@shop.test"])[0]).toBe(
@@ -305,6 +315,9 @@ describe("usage errors", () => {
       "one envelope sender",
     );
     expect(usage(PASS, ["--op", "read"])).toThrow("--folder is required");
+    // A name the proxy refuses outright does not exist for any agent, whatever the rules.
+    for (const folder of ["a\u202eb", "a//b", "a/", "#shared/x"])
+      expect(usage(PASS, ["--op", "read", "--folder", folder])).toThrow("no agent can see a folder so named");
     expect(usage(PASS, ["--op", "send", "--to", "not an address"])).toThrow("--to: not an address");
   });
 

@@ -8,6 +8,7 @@ import type { Config } from "../../config/index.ts";
 import { findConfig, loadConfig, ownEntry } from "../../config/index.ts";
 import type { MessageFacts } from "../../imap/classify.ts";
 import { decideImap, type ImapVerdict } from "../../imap/decide.ts";
+import { FolderNames } from "../../imap/folders.ts";
 import { parseAddressList, readEnvelopeAddress, readUnstructured } from "../../mail/index.ts";
 import {
   compilePolicy,
@@ -126,6 +127,16 @@ export function explain(ctx: CommandContext): number {
     throw new UsageError(`--agent: no agent named ${JSON.stringify(agent)} in the config`, usage);
   }
   const policy = compilePolicy(config.rules);
+  // Read as the IMAP proxy reads a folder name whose levels are `/`-separated (docs/config.md "Globs"); one it
+  // refuses outright does not exist for any agent, whatever the rules say.
+  const folders = new FolderNames("/");
+  if (values.folder !== undefined && folders.invalid(values.folder)) {
+    throw new UsageError(
+      `--folder ${JSON.stringify(values.folder)}: no agent can see a folder so named (an empty, "." or ".." level, ` +
+        `a leading # or ~, or a control, line-separator, bidirectional-override or U+FFFD character)`,
+      usage,
+    );
+  }
   const to = addresses(strings(values.to), "--to");
   const cc = addresses(strings(values.cc), "--cc");
   const bcc = addresses(strings(values.bcc), "--bcc");
@@ -171,7 +182,7 @@ export function explain(ctx: CommandContext): number {
         subject,
         hasAttachment,
       };
-      answer = explainImap(decideImap(policy, operation, values.folder!, agent, facts));
+      answer = explainImap(decideImap(policy, operation, folders.toPolicy(values.folder!), agent, facts));
     }
     // Sends and reads are what quotas count (docs/quotas.md "Seeing the use").
     const counted = operation === "mail:send" || operation === "mail:read" ? quotas : null;
