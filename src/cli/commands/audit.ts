@@ -19,7 +19,8 @@ export const usage = `Usage: mailgator audit [-c FILE] [--since 1h] [--until 10m
 
 Prints audit rows, oldest first (the newest N with --limit, default 50), and
 says how many older rows --limit left out. --since and --until take a
-duration ago (90s, 15m, 1h, 7d) or an ISO date; --until excludes that time.
+duration ago (90s, 15m, 1h, 7d) or an ISO 8601 date (2026-12-01,
+2026-12-01T10:00, UTC unless an offset is given); --until excludes that time.
 --command matches the protocol command without regard to case ("UID FETCH",
 "RCPT TO"). --json prints one object per row, its time in ISO 8601 UTC.
 --follow keeps printing new rows as they are written, until interrupted.
@@ -39,13 +40,50 @@ const FOLLOW_INTERVAL_MS = 500;
 export const MAX_LIMIT = Number.MAX_SAFE_INTEGER;
 const UNITS: Readonly<Record<string, number>> = { s: 1000, m: 60_000, h: 3_600_000, d: 86_400_000 };
 
+/**
+ * An ISO 8601 date (`2026-12-01`) or date and time (`2026-12-01T10:00`, seconds and milliseconds optional), with an
+ * offset (`Z`, `+02:00`) or without one: then UTC, as the lines show times.
+ */
+const ISO_DATE = /^(\d{4})-(\d{2})-(\d{2})(?:T(\d{2}):(\d{2})(?::(\d{2})(?:\.(\d{1,3}))?)?(Z|[+-]\d{2}:\d{2})?)?$/;
+
+/**
+ * `--since` and `--until`: a duration ago (90s, 15m, 1h, 7d) or an ISO 8601 date (docs/audit.md "Reading the log").
+ * Anything else is a usage error: Date.parse would take `Dec 5` as 2001-12-05 and `10` as 2001-10-01, and a time
+ * without an offset as the machine's local time, and the command would answer for another period than asked.
+ */
 export function parseSince(text: string, now = Date.now(), flag = "--since"): number {
   const m = /^(\d+)([smhd])$/.exec(text);
   if (m) return now - Number(m[1]) * UNITS[m[2]!]!;
-  const t = Date.parse(text);
+  const d = ISO_DATE.exec(text);
+  const t = d === null ? Number.NaN : isoTime(d);
   if (Number.isNaN(t))
-    throw new UsageError(`${flag}: expected a duration like 1h or an ISO date, got ${JSON.stringify(text)}`, usage);
+    throw new UsageError(
+      `${flag}: expected a duration like 1h or an ISO 8601 date like 2026-12-01 or 2026-12-01T10:00Z, ` +
+        `got ${JSON.stringify(text)}`,
+      usage,
+    );
   return t;
+}
+
+/** The time an ISO_DATE match names, NaN when no such day, time or offset exists (2026-02-30, 24:00, +24:00). */
+function isoTime(d: RegExpExecArray): number {
+  const n = (i: number) => Number(d[i] ?? "0");
+  const [year, month, day, hour, minute, second] = [n(1), n(2), n(3), n(4), n(5), n(6)];
+  const ms = Number((d[7] ?? "").padEnd(3, "0"));
+  const utc = new Date(Date.UTC(year, month - 1, day, hour, minute, second, ms));
+  const exists =
+    utc.getUTCFullYear() === year &&
+    utc.getUTCMonth() === month - 1 &&
+    utc.getUTCDate() === day &&
+    utc.getUTCHours() === hour &&
+    utc.getUTCMinutes() === minute &&
+    utc.getUTCSeconds() === second;
+  const zone = d[8] ?? "Z";
+  if (!exists) return Number.NaN;
+  if (zone === "Z") return utc.getTime();
+  const [zh, zm] = [Number(zone.slice(1, 3)), Number(zone.slice(4, 6))];
+  if (zh > 23 || zm > 59) return Number.NaN;
+  return utc.getTime() - (zone[0] === "-" ? -1 : 1) * (zh * 60 + zm) * 60_000;
 }
 
 /**
