@@ -21,6 +21,7 @@ import {
   GrantRevoked,
   refreshGrant,
   TokenEndpointUnavailable,
+  UnusableAccessToken,
 } from "./oauth.ts";
 import {
   ensureSchema,
@@ -324,6 +325,11 @@ export class AccountCredentials {
         this.#markNeedsReauthorization(account, error.message);
         throw new AccountNeedsReauthorization(name, error.message);
       }
+      // The response's access token is unusable, but the refresh token it rotated may be the only good one now.
+      const rotated = e instanceof UnusableAccessToken ? e.rotatedRefreshToken() : null;
+      if (rotated !== null && settings.grant !== "client_credentials") {
+        this.#keep(account, rt, withRefreshToken(current, settings, started, rotated), base);
+      }
       rt.failures++;
       rt.retryAt = this.#now() + backoffMs(rt.failures);
       rt.lastError = error.message;
@@ -343,10 +349,26 @@ export class AccountCredentials {
       tokenUrl: settings.tokenUrl,
     };
     this.#throwIfRetired(account, rt);
+    this.#keep(account, rt, record, base);
+    if (rt.failures > 0) this.#log.info(`account ${name}: token endpoint answers again`);
+    rt.failures = 0;
+    rt.retryAt = 0;
+    rt.lastError = null;
+    rt.rejected = null;
+    return record;
+  }
+
+  /**
+   * Stores the tokens a token request obtained over `base`, the pair it started from, and uses them from now on
+   * (from memory when the write fails: the old refresh token may be retired; or the pair another process stored
+   * meanwhile, which is newer).
+   */
+  #keep(account: OAuth2AccountConfig, rt: Runtime, record: TokenRecord, base: TokenRecord | null): void {
+    const name = account.name;
     let kept: ReturnType<typeof saveRefreshedTokens> = null;
     try {
       // An app-only token has no login to keep: it replaces whatever is stored (a record of a former client too).
-      if (settings.grant === "client_credentials") saveTokens(this.#store!, name, record, this.#now());
+      if (account.oauth2.grant === "client_credentials") saveTokens(this.#store!, name, record, this.#now());
       else kept = saveRefreshedTokens(this.#store!, name, record, base, this.#now());
       // Written, or a newer pair is stored: tokens still unwritten from before are superseded either way.
       rt.unsaved = null;
@@ -358,15 +380,9 @@ export class AccountCredentials {
           "memory and written again before the next token request",
       );
     }
-    if (rt.failures > 0) this.#log.info(`account ${name}: token endpoint answers again`);
     rt.record = record;
     // Stored by another process meanwhile: that pair stays, and is used from the next request on.
     if (kept !== null) this.#adopt(name, rt, kept.stored);
-    rt.failures = 0;
-    rt.retryAt = 0;
-    rt.lastError = null;
-    rt.rejected = null;
-    return record;
   }
 
   /**
@@ -443,6 +459,21 @@ export class AccountCredentials {
       configRevision: this.#config.revision,
     });
   }
+}
+
+/**
+ * `current` with the refresh token a token request obtained without a usable access token: its access token, still
+ * good until it expires, stays in use (docs/accounts.md "Staying logged in").
+ */
+function withRefreshToken(
+  current: TokenRecord | null,
+  settings: OAuth2AccountConfig["oauth2"],
+  obtainedAt: number,
+  refreshToken: string,
+): TokenRecord {
+  if (current !== null) return { ...current, refreshToken };
+  const { clientId, tokenUrl } = settings;
+  return { refreshToken, accessToken: null, expiresAt: null, obtainedAt, clientId, tokenUrl };
 }
 
 /** The same OAuth2 client at the same endpoints: its tokens and token requests stay valid across a reload. */

@@ -8,6 +8,7 @@ import * as oauth from "oauth4webapi";
 import type { OAuth2Settings } from "../config/index.ts";
 import { escapes } from "../mail/display.ts";
 import { isLoopbackUrlHost } from "../net/ip.ts";
+import { isBearerToken } from "../net/sasl.ts";
 
 /** A token request that takes longer than this counts as a network failure (and is retried). */
 export const TOKEN_REQUEST_TIMEOUT_MS = 15_000;
@@ -44,6 +45,45 @@ export class GrantRevoked extends Error {
 /** Worth retrying: the endpoint was unreachable, timed out, answered 5xx or 429, or answered nonsense. */
 export class TokenEndpointUnavailable extends Error {
   override name = "TokenEndpointUnavailable";
+}
+
+/**
+ * A token response whose access token cannot be sent as a Bearer token (RFC 6750): a token_type other than Bearer
+ * (RFC 6749 §7.1: a client must not use a token of a type it does not understand), or a value that is no b64token.
+ * Retried like any nonsense answer; the refresh token the response carried (`rotatedRefreshToken()`, not in the
+ * message or any enumerable property) is still kept by the caller: the provider may have retired the one it was sent.
+ */
+export class UnusableAccessToken extends TokenEndpointUnavailable {
+  override name = "UnusableAccessToken";
+  readonly #refreshToken: string | null;
+  constructor(message: string, refreshToken: string | null) {
+    super(message);
+    this.#refreshToken = refreshToken;
+  }
+  rotatedRefreshToken(): string | null {
+    return this.#refreshToken;
+  }
+}
+
+/** Why a token response's access token cannot be used as a Bearer token, or null when it can. */
+function unusable(body: Record<string, unknown>): UnusableAccessToken | null {
+  const type = body["token_type"];
+  const refresh =
+    typeof body["refresh_token"] === "string" && body["refresh_token"] !== "" ? body["refresh_token"] : null;
+  if (typeof type !== "string" || type.toLowerCase() !== "bearer") {
+    const named = typeof type === "string" ? ` (token_type ${JSON.stringify(type.slice(0, 40))})` : "";
+    return new UnusableAccessToken(
+      escapes(`the token endpoint issued a token that is not a Bearer token${named}`),
+      refresh,
+    );
+  }
+  const access = body["access_token"];
+  if (typeof access !== "string" || !isBearerToken(access))
+    return new UnusableAccessToken(
+      "the token endpoint issued an access token that is not an RFC 6750 b64token",
+      refresh,
+    );
+  return null;
 }
 
 /** Any other OAuth error (invalid_client, unauthorized_client, invalid_scope...): the config or the app is wrong. */
@@ -116,6 +156,8 @@ function requestOptions(ep: Endpoint): oauth.TokenEndpointRequestOptions {
 }
 
 export function grantOf(response: oauth.TokenEndpointResponse): Grant {
+  const refused = unusable(response as unknown as Record<string, unknown>);
+  if (refused !== null) throw refused;
   const expiresIn =
     typeof response.expires_in === "number" && response.expires_in > 0
       ? response.expires_in
@@ -145,6 +187,12 @@ export function classify(e: unknown): Error {
     if (e.status >= 500 || e.status === 429) return new TokenEndpointUnavailable(describe(e));
     if (e.error === "invalid_grant") return new GrantRevoked(describe(e));
     return new TokenRequestRefused(describe(e));
+  }
+  if (e instanceof oauth.UnsupportedOperationError) {
+    // oauth4webapi refuses a token_type other than bearer and dpop itself, with the parsed body as the cause.
+    const body = (e.cause as { body?: unknown } | undefined)?.body;
+    const refused = typeof body === "object" && body !== null ? unusable(body as Record<string, unknown>) : null;
+    return refused ?? new TokenEndpointUnavailable(escapes(`unexpected token endpoint response: ${e.message}`));
   }
   if (e instanceof oauth.WWWAuthenticateChallengeError) {
     return new TokenRequestRefused(`the token endpoint refused the client (HTTP ${e.status})`);

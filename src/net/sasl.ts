@@ -22,6 +22,11 @@ export function chooseOAuthMechanism(
   return null;
 }
 
+/** RFC 6750 §2.1 b64token: what a Bearer token may be (no spaces, no controls, nothing that could end a field). */
+export function isBearerToken(token: string): boolean {
+  return /^[A-Za-z0-9\-._~+/]+=*$/.test(token);
+}
+
 /**
  * The initial client response, not yet base64: XOAUTH2 is `user=U ^A auth=Bearer T ^A ^A`; OAUTHBEARER is the GS2
  * header `n,a=U,` (RFC 7628 §3.1, the authzid escaped as an RFC 5801 saslname) then `^A auth=Bearer T ^A ^A`.
@@ -29,7 +34,7 @@ export function chooseOAuthMechanism(
  */
 export function oauthInitialResponse(mechanism: OAuthMechanism, username: string, accessToken: string): Uint8Array {
   // RFC 6750 §2.1 b64token: no spaces or controls in a bearer token; no control in the user either.
-  if (!/^[A-Za-z0-9\-._~+/]+=*$/.test(accessToken)) throw new Error("the access token is not an RFC 6750 b64token");
+  if (!isBearerToken(accessToken)) throw new Error("the access token is not an RFC 6750 b64token");
   if (username === "" || /[\x00-\x1f\x7f]/.test(username)) throw new Error("the upstream username cannot be sent");
   const bearer = `\x01auth=Bearer ${accessToken}\x01\x01`;
   const text =
