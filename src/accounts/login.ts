@@ -225,7 +225,7 @@ export async function loginDevice(account: OAuth2AccountConfig, io: LoginIo): Pr
     );
     device = await oauth.processDeviceAuthorizationResponse(ep.as, ep.client, await standardDeviceResponse(response));
   } catch (e) {
-    throw new LoginError(`the device authorization request failed: ${classify(e).message}`);
+    throw new LoginError(`the device authorization request failed: ${classify(e, (t) => ep.redact(t)).message}`);
   }
   // The provider chooses these strings (RFC 8628 §3.2); a person reads them on a terminal.
   io.say(`On any device, open ${escapes(device.verification_uri)} and enter the code ${escapes(device.user_code)}`);
@@ -249,7 +249,7 @@ export async function loginDevice(account: OAuth2AccountConfig, io: LoginIo): Pr
         continue;
       }
       if (signal.aborted) break;
-      throw new LoginError(`device login failed: ${classify(e).message}`);
+      throw new LoginError(`device login failed: ${classify(e, (t) => ep.redact(t, [device.device_code])).message}`);
     }
   }
   throw new LoginError("the code was not approved in time; run the login again");

@@ -25,6 +25,12 @@ export interface Endpoint {
   readonly client: oauth.Client;
   readonly auth: oauth.ClientAuth;
   readonly options: { [oauth.allowInsecureRequests]?: boolean; [oauth.customFetch]?: typeof fetch };
+  /**
+   * `text` from the provider (an error description) with the client secret, and each of `sent` (what the request
+   * carried: a refresh token, a code), replaced: a provider that echoes what it refused does not put a secret into
+   * logs, the audit log or `account status` (docs/accounts.md).
+   */
+  readonly redact: (text: string, sent?: readonly string[]) => string;
 }
 
 /** The tokens of one successful token response. */
@@ -144,6 +150,8 @@ export function endpointFor(settings: OAuth2Settings, fetchImpl?: typeof fetch):
     as,
     client: { client_id: settings.clientId },
     auth: secret === undefined ? oauth.None() : oauth.ClientSecretPost(secret),
+    redact: (text, sent = []) =>
+      [secret ?? "", ...sent].reduce((t, s) => (s === "" ? t : t.replaceAll(s, "[redacted]")), text),
     options: {
       ...(insecure ? { [oauth.allowInsecureRequests]: true } : {}),
       [oauth.customFetch]: capped(fetchImpl ?? fetch),
@@ -175,18 +183,25 @@ export function grantOf(response: oauth.TokenEndpointResponse): Grant {
  * (RFC 6749 §5.2); controls and format characters in them are escaped (src/mail/display.ts), since the line reaches
  * terminals and logs through `mailgator account status` and login errors (docs/accounts.md).
  */
-function describe(e: oauth.ResponseBodyError): string {
+function describe(e: oauth.ResponseBodyError, redact: (text: string) => string): string {
   const text = e.error_description ? `${e.error}: ${e.error_description}` : e.error;
-  return escapes(`${text} (HTTP ${e.status})`.replace(/[\r\n]+/g, " ").slice(0, 300));
+  return escapes(
+    redact(`${text} (HTTP ${e.status})`)
+      .replace(/[\r\n]+/g, " ")
+      .slice(0, 300),
+  );
 }
 
-/** Sorts a token request's failure; never lets a raw response body (which could hold a token) into a message. */
-export function classify(e: unknown): Error {
+/**
+ * Sorts a token request's failure; never lets a raw response body (which could hold a token) into a message, and
+ * `redact` (Endpoint.redact with what the request sent) takes the secrets out of the text that does go in.
+ */
+export function classify(e: unknown, redact: (text: string) => string = (text) => text): Error {
   if (e instanceof TokenEndpointUnavailable) return e;
   if (e instanceof oauth.ResponseBodyError) {
-    if (e.status >= 500 || e.status === 429) return new TokenEndpointUnavailable(describe(e));
-    if (e.error === "invalid_grant") return new GrantRevoked(describe(e));
-    return new TokenRequestRefused(describe(e));
+    if (e.status >= 500 || e.status === 429) return new TokenEndpointUnavailable(describe(e, redact));
+    if (e.error === "invalid_grant") return new GrantRevoked(describe(e, redact));
+    return new TokenRequestRefused(describe(e, redact));
   }
   if (e instanceof oauth.UnsupportedOperationError) {
     // oauth4webapi refuses a token_type other than bearer and dpop itself, with the parsed body as the cause.
@@ -203,27 +218,32 @@ export function classify(e: unknown): Error {
     const code = typeof status === "number" ? status : response instanceof Response ? response.status : null;
     // The message names the check that failed (never a value from the body).
     return new TokenEndpointUnavailable(
-      escapes(`unexpected token endpoint response${code ? ` (HTTP ${code})` : ""}: ${e.message}`.slice(0, 300)),
+      escapes(redact(`unexpected token endpoint response${code ? ` (HTTP ${code})` : ""}: ${e.message}`).slice(0, 300)),
     );
   }
   const name = (e as Error)?.name;
   if (name === "TimeoutError" || name === "AbortError") return new TokenEndpointUnavailable("token request timed out");
   return new TokenEndpointUnavailable(
-    escapes(`token endpoint unreachable (${(e as Error)?.message ?? String(e)})`.slice(0, 300)),
+    escapes(redact(`token endpoint unreachable (${(e as Error)?.message ?? String(e)})`).slice(0, 300)),
   );
 }
 
-async function run(fn: () => Promise<oauth.TokenEndpointResponse>): Promise<Grant> {
+/** `sent`: the secrets the request carries besides the client secret (Endpoint.redact). */
+async function run(
+  ep: Endpoint,
+  sent: readonly string[],
+  fn: () => Promise<oauth.TokenEndpointResponse>,
+): Promise<Grant> {
   try {
     return grantOf(await fn());
   } catch (e) {
-    throw classify(e);
+    throw classify(e, (text) => ep.redact(text, sent));
   }
 }
 
 /** RFC 6749 section 6. */
 export function refreshGrant(ep: Endpoint, refreshToken: string): Promise<Grant> {
-  return run(async () => {
+  return run(ep, [refreshToken], async () => {
     const response = await oauth.refreshTokenGrantRequest(ep.as, ep.client, ep.auth, refreshToken, requestOptions(ep));
     return oauth.processRefreshTokenResponse(ep.as, ep.client, response);
   });
@@ -231,7 +251,7 @@ export function refreshGrant(ep: Endpoint, refreshToken: string): Promise<Grant>
 
 /** RFC 6749 section 4.4: app-only accounts. */
 export function clientCredentialsGrant(ep: Endpoint, scopes: readonly string[]): Promise<Grant> {
-  return run(async () => {
+  return run(ep, [], async () => {
     const response = await oauth.clientCredentialsGrantRequest(
       ep.as,
       ep.client,
@@ -250,7 +270,7 @@ export function authorizationCodeGrant(
   redirectUri: string,
   codeVerifier: string,
 ): Promise<Grant> {
-  return run(async () => {
+  return run(ep, [callback.get("code") ?? "", codeVerifier], async () => {
     const response = await oauth.authorizationCodeGrantRequest(
       ep.as,
       ep.client,
