@@ -20,6 +20,7 @@
  */
 
 import type { AdminConfig } from "../config/types.ts";
+import { isLoopbackHost } from "../net/ip.ts";
 import { settledWithin } from "../runtime/settle.ts";
 import { verifyToken } from "../vault/token.ts";
 import { METRICS_CONTENT_TYPE, renderMetrics } from "./metrics.ts";
@@ -74,6 +75,11 @@ export interface AdminOptions {
   readonly health: () => HealthReport;
   /** Called before each /metrics render, to sample values kept elsewhere (audit rows written and queued). */
   readonly sample?: () => void;
+  /**
+   * Host names a loopback listener answers to besides `localhost` and IP literals, asked at each request: the host
+   * of `[approvals] base_url` in the config in force (see `servedHost`).
+   */
+  readonly hostNames?: () => readonly string[];
 }
 
 export interface AdminServer {
@@ -101,6 +107,31 @@ function authorized(request: Request, tokenHash: string): boolean {
   return m !== null && verifyToken(m[1]!, tokenHash);
 }
 
+/**
+ * Whether a loopback listener answers a request with this Host header (docs/operations.md "Health and metrics"). A
+ * web page the approver's browser opens can point a name of its own at 127.0.0.1 once it is loaded (DNS rebinding):
+ * its scripts then read this listener as their own origin, /metrics and /healthz included, which need no token. Such
+ * a request names the page's host, so only `localhost`, an IP literal and `hostNames` are answered; a request without
+ * a usable Host (a probe sending HTTP/1.0) names no host a page could own, and is answered too. A listener that
+ * `allow_remote` put on another address is reached by names of the operator's choosing: every Host is answered.
+ */
+function servedHost(options: AdminOptions, request: Request): boolean {
+  if (!isLoopbackHost(options.config.listenAddr.host)) return true;
+  const header = request.headers.get("host");
+  if (header === null) return true;
+  let name: string;
+  try {
+    name = new URL(`http://${header}`).hostname;
+  } catch {
+    return true;
+  }
+  // The URL parser writes every IPv4 form as dotted decimal and brackets IPv6; a name is lower case, punycode.
+  if (/^\d+\.\d+\.\d+\.\d+$/.test(name) || name.startsWith("[")) return true;
+  const bare = name.replace(/\.$/, "");
+  if (isLoopbackHost(bare)) return true;
+  return (options.hostNames?.() ?? []).some((h) => h.toLowerCase().replace(/\.$/, "") === bare);
+}
+
 async function handle(options: AdminOptions, request: Request): Promise<Response> {
   // Only the path and query are read. Without a usable Host (HTTP/1.0 without one, or a malformed one) the runtime
   // gives the request target alone, read against a placeholder origin; a target that is no URL even so is a 400.
@@ -110,6 +141,10 @@ async function handle(options: AdminOptions, request: Request): Promise<Response
   } catch {
     return json(400, { error: "bad request: the request target or Host header is not a valid URL" });
   }
+  if (!servedHost(options, request))
+    return json(421, {
+      error: "misdirected request: this listener answers to localhost, its IP address and [approvals] base_url's host",
+    });
   const path = url.pathname;
   const method = request.method.toUpperCase();
   if (path === "/healthz" || path === "/metrics") {

@@ -401,6 +401,9 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
           auditRowsQueued.set({}, audit.queued);
           auditHealthy.set({}, audit.healthy ? 1 : 0);
         },
+        // The approval links' host, as the config in force names it: a reverse proxy may pass it on as the Host.
+        hostNames: () =>
+          live.config.approvals.baseUrl === null ? [] : [new URL(live.config.approvals.baseUrl).hostname],
       });
       log.info(`admin listening on http://${hostPort(admin.address)} (/healthz, /metrics)`);
     }
