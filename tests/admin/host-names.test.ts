@@ -45,10 +45,10 @@ function raw(port: number, path: string, host: string | null): Promise<string> {
 const status = (response: string) => Number(/^HTTP\/1\.1 (\d{3}) /.exec(response)?.[1] ?? "0");
 
 test("a loopback listener refuses a Host a web page could own: /metrics, /healthz and pages are not read", async () => {
-  const remove = registerAdminRoute("GET", "/review-page", () => new Response("page"), { auth: "none" });
+  const remove = registerAdminRoute("GET", "/extra-page", () => new Response("page"), { auth: "none" });
   try {
     const port = start("127.0.0.1", ["Mail-Admin.example"]);
-    for (const path of ["/metrics", "/healthz", "/review-page"]) {
+    for (const path of ["/metrics", "/healthz", "/extra-page"]) {
       for (const host of [`rebind.example:${port}`, "rebind.example", `127.0.0.1.rebind.example:${port}`]) {
         const r = await raw(port, path, host);
         expect(status(r)).toBe(421);
