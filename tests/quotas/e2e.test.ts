@@ -230,5 +230,11 @@ test("reads_per_minute: the (N+1)th fetched message gets NO [LIMIT]; listings ar
   const over = await imap.command("c1", `FETCH ${READS_PER_MINUTE + 1} (BODY.PEEK[])`);
   expect(over).toMatch(/^c1 NO \[LIMIT\] Quota "reads" exceeded: reads_per_minute 3 \(used 3\); resets at \S+Z; /m);
   expect(over).not.toContain("FETCH (");
+  // An APPEND whose CATENATE parts read a message is refused the same way, and says that nothing was appended.
+  const count = (r: string) => Number(/\* STATUS \S+ \(MESSAGES (\d+)\)/.exec(r)![1]);
+  const before = count(await imap.command("c2", "STATUS Drafts (MESSAGES)"));
+  const catenate = await imap.command("c3", 'APPEND Drafts CATENATE (URL "/INBOX/;UID=1/;SECTION=TEXT")');
+  expect(catenate).toMatch(/^c3 NO \[LIMIT\] Quota "reads" exceeded: .*; nothing was appended\r$/m);
+  expect(count(await imap.command("c4", "STATUS Drafts (MESSAGES)"))).toBe(before);
   await imap.command("z", "LOGOUT");
 });

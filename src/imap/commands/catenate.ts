@@ -46,7 +46,7 @@ export async function assembleCatenate(s: Session, cmd: CommandOf<"APPEND">, fol
   if (bad !== undefined && "bad" in bad) return refuseUrl(s, cmd.mailbox, folder, bad.url, bad.bad);
   const box = s.box;
   if (urls.length > 0 && box !== null && read !== null) {
-    chargeReads(s, "APPEND", box.policyName, urls.length);
+    chargeReads(s, "APPEND", box.policyName, urls.length, "nothing was appended");
     s.auditRow({
       command: "APPEND",
       operation: "mail:read",

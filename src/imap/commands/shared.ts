@@ -540,9 +540,15 @@ let restEncoder: Encoder | null = null;
 /**
  * Charges `messages` reads (each message of the set the agent can see, once per FETCH; each URL part of an APPEND
  * with CATENATE, commands/catenate.ts) before anything is fetched; over reads_per_minute the whole command is refused
- * with NO [LIMIT] (RFC 5530) and a deny row.
+ * with NO [LIMIT] (RFC 5530) and a deny row; the reply ends with `nothing`, what did not happen.
  */
-export function chargeReads(s: Session, command: string, folder: string, messages: number): void {
+export function chargeReads(
+  s: Session,
+  command: string,
+  folder: string,
+  messages: number,
+  nothing = "nothing was fetched",
+): void {
   if (messages === 0) return;
   // Counted per agent, or per upstream login without case (docs/quotas.md "Who is counted").
   const charged = s.ctx.quotas.chargeReads(quotaSubject(s.agent, s.user), messages);
@@ -562,5 +568,5 @@ export function chargeReads(s: Session, command: string, folder: string, message
   });
   if (over === null) throw new Refusal("NO", "UNAVAILABLE", "Quota state unavailable; try again later");
   const text = charged.message.charAt(0).toUpperCase() + charged.message.slice(1);
-  throw new Refusal("NO", "LIMIT", `${text}; nothing was fetched`);
+  throw new Refusal("NO", "LIMIT", `${text}; ${nothing}`);
 }
