@@ -1,50 +1,35 @@
 /**
- * Fail-closed review: upstream answers the proxy cannot use must end the session, never fall back to a guess.
+ * Upstream answers the proxy cannot use end the session, never a guess: an upstream that will not say its hierarchy
+ * delimiter; response codes that carry UIDs or mailbox state in replies to message commands.
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { createServer, type Server, type Socket } from "node:net";
-import { RawImap, startTestProxy, type TestProxy } from "./helpers.ts";
+import { RawImap, type ScriptedUpstream, startScriptedUpstream, startTestProxy, type TestProxy } from "./helpers.ts";
 
 /**
  * A scripted upstream with `.` as its hierarchy delimiter that refuses `LIST "" ""` (the delimiter query) but
  * lists `Secret.Sub` for `LIST "" "*"`.
  */
-function scriptedUpstream(): Server {
-  return createServer((socket: Socket) => {
-    socket.setEncoding("latin1");
-    socket.write("* OK [CAPABILITY IMAP4rev1 LOGIN UIDPLUS UNSELECT] scripted\r\n");
-    let buffer = "";
-    socket.on("data", (d: string) => {
-      buffer += d;
-      for (let i = buffer.indexOf("\r\n"); i >= 0; i = buffer.indexOf("\r\n")) {
-        const line = buffer.slice(0, i);
-        buffer = buffer.slice(i + 2);
-        const [tag, name = ""] = line.split(" ");
-        const command = name.toUpperCase();
-        if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY IMAP4rev1 UIDPLUS UNSELECT] Logged in\r\n`);
-        else if (command === "LIST" && line.endsWith('""')) socket.write(`${tag} NO Try again later\r\n`);
-        else if (command === "LIST")
-          socket.write(`* LIST () "." INBOX\r\n* LIST () "." Secret.Sub\r\n${tag} OK List completed\r\n`);
-        else if (command === "LSUB") socket.write(`${tag} OK Lsub completed\r\n`);
-        else if (command === "LOGOUT") socket.end(`* BYE\r\n${tag} OK Logout completed\r\n`);
-        else socket.write(`${tag} OK done\r\n`);
-      }
-    });
-    socket.on("error", () => {});
+function scriptedUpstream(): Promise<ScriptedUpstream> {
+  return startScriptedUpstream("IMAP4rev1 LOGIN UIDPLUS UNSELECT", (socket, { line, tag, command }) => {
+    if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY IMAP4rev1 UIDPLUS UNSELECT] Logged in\r\n`);
+    else if (command === "LIST" && line.endsWith('""')) socket.write(`${tag} NO Try again later\r\n`);
+    else if (command === "LIST")
+      socket.write(`* LIST () "." INBOX\r\n* LIST () "." Secret.Sub\r\n${tag} OK List completed\r\n`);
+    else if (command === "LSUB") socket.write(`${tag} OK Lsub completed\r\n`);
+    else if (command === "LOGOUT") socket.end(`* BYE\r\n${tag} OK Logout completed\r\n`);
+    else socket.write(`${tag} OK done\r\n`);
   });
 }
 
 describe("upstream hierarchy delimiter unknown", () => {
-  let upstream: Server;
+  let upstream: ScriptedUpstream;
   let proxy: TestProxy;
   beforeAll(async () => {
-    upstream = scriptedUpstream();
-    await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
-    const port = (upstream.address() as { port: number }).port;
+    upstream = await scriptedUpstream();
     proxy = await startTestProxy({
       upstreamTls: "none",
-      upstreamAddr: `127.0.0.1:${port}`,
+      upstreamAddr: `127.0.0.1:${upstream.port}`,
       caFile: null,
       rules: `
 [[rules]]
@@ -60,7 +45,7 @@ action = "allow"
   });
   afterAll(async () => {
     await proxy.close();
-    await new Promise<void>((resolve) => upstream.close(() => resolve()));
+    await upstream.close();
   });
 
   test("the session ends instead of assuming '/' (Secret.Sub would escape Secret/**)", async () => {
