@@ -29,6 +29,7 @@ import {
   readStatus,
   readTokens,
   type StatusRow,
+  sameTokens,
   saveRefreshedTokens,
   saveTokens,
   type TokenRecord,
@@ -317,13 +318,13 @@ export class AccountCredentials {
       // invalid_grant ends a refresh token's grant; a client_credentials request has none (RFC 6749 §4.4): there it
       // is an error of the app's registration or the provider, retried with backoff like invalid_client.
       if (e instanceof GrantRevoked && settings.grant !== "client_credentials") {
-        // Another process may have replaced the grant meanwhile (`account login`, or a rotation by a second proxy
-        // on the same database): the refused token was then the old one. Try once with the stored one.
-        const latest = retried ? null : this.#read(account);
-        if (latest?.refreshToken != null && latest.refreshToken !== current?.refreshToken)
-          return this.#tokenRequest(account, rt, true);
-        this.#markNeedsReauthorization(account, error.message);
-        throw new AccountNeedsReauthorization(name, error.message);
+        // Another process may have stored a newer pair meanwhile (`account login`, or the refresh of a second
+        // process on the same database, whose rotation retired the token refused here). Checked in the transaction
+        // that would mark the account, against `base` (not the refused token, which may be one held in memory only),
+        // so that no pair written between the check and the mark is missed.
+        const newer = this.#markNeedsReauthorization(account, error.message, base);
+        if (newer === null) throw new AccountNeedsReauthorization(name, error.message);
+        return this.#useNewer(account, rt, newer, retried, error.message);
       }
       // The response's access token is unusable, but the refresh token it rotated may be the only good one now.
       const rotated = e instanceof UnusableAccessToken ? e.rotatedRefreshToken() : null;
@@ -418,16 +419,62 @@ export class AccountCredentials {
     });
   }
 
-  /** Persists the state; logs and audits only when the account was not already marked. */
-  #markNeedsReauthorization(account: OAuth2AccountConfig, message: string): void {
-    // Tokens held unwritten belong to the grant the provider just refused: nothing to keep.
-    const rt = this.#runtime.get(account.name);
-    if (rt !== undefined) rt.unsaved = null;
+  /**
+   * A pair another process stored over `base` while this one's refresh was refused (#markNeedsReauthorization): it
+   * replaces the tokens this process holds (unwritten ones too: saveRefreshedTokens would drop them for it). Its
+   * access token is used while it is good; otherwise its refresh token is sent, once. A second refusal with yet
+   * another pair stored, or a pair of another client (this process not reloaded yet), is a temporary failure: the
+   * account is not marked over a login it has not tried.
+   */
+  #useNewer(
+    account: OAuth2AccountConfig,
+    rt: Runtime,
+    newer: TokenRecord,
+    retried: boolean,
+    message: string,
+  ): Promise<TokenRecord> | TokenRecord {
+    rt.unsaved = null;
+    if (matches(newer, account.oauth2)) {
+      rt.record = newer;
+      const now = this.#now();
+      const { accessToken, expiresAt } = newer;
+      if (accessToken !== null && accessToken !== rt.rejected && expiresAt !== null) {
+        if (now < usableUntil(newer.obtainedAt, expiresAt)) {
+          rt.failures = 0;
+          rt.retryAt = 0;
+          rt.lastError = null;
+          return newer;
+        }
+      }
+      if (!retried) return this.#tokenRequest(account, rt, true);
+    }
+    this.#log.warn(`account ${account.name}: refresh refused (${message}), but a newer login is stored; not marked`);
+    throw new AccountTemporarilyUnavailable(account.name, message, this.#now());
+  }
+
+  /**
+   * Marks the account, unless the stored pair is no longer `base`, the one the refused refresh started from: then
+   * another process stored a newer one, which is returned and nothing is marked. Check and mark are one
+   * transaction (BEGIN IMMEDIATE): a pair stored before is seen, and one stored after clears the mark
+   * (saveTokens). Logs and audits only when the account was not already marked.
+   */
+  #markNeedsReauthorization(
+    account: OAuth2AccountConfig,
+    message: string,
+    base: TokenRecord | null,
+  ): TokenRecord | null {
     const store = this.#store!;
     const now = this.#now();
-    const changed = store.transaction(() => {
+    const outcome = store.transaction((): { newer: TokenRecord } | { changed: boolean } => {
+      let stored: TokenRecord | null;
+      try {
+        stored = readTokens(store, account.name);
+      } catch {
+        stored = null; // unreadable: nothing anyone could use instead
+      }
+      if (stored !== null && !sameTokens(stored, base)) return { newer: stored };
       const before = readStatus(store, account.name);
-      if (before?.state === "needs-reauthorization") return false;
+      if (before?.state === "needs-reauthorization") return { changed: false };
       writeStatus(store, {
         account: account.name,
         state: "needs-reauthorization",
@@ -437,9 +484,13 @@ export class AccountCredentials {
         expiresAt: before?.expiresAt ?? null,
         refreshedAt: before?.refreshedAt ?? null,
       });
-      return true;
+      return { changed: true };
     });
-    if (!changed) return;
+    if ("newer" in outcome) return outcome.newer;
+    // Tokens held unwritten belong to the grant the provider just refused: nothing to keep.
+    const rt = this.#runtime.get(account.name);
+    if (rt !== undefined) rt.unsaved = null;
+    if (!outcome.changed) return null;
     const reason = new AccountNeedsReauthorization(account.name, message).message;
     this.#log.error(reason);
     this.#audit?.({
@@ -458,6 +509,7 @@ export class AccountCredentials {
       reason,
       configRevision: this.#config.revision,
     });
+    return null;
   }
 }
 
