@@ -15,6 +15,13 @@ export const TOKEN_REQUEST_TIMEOUT_MS = 15_000;
 /** The lifetime assumed when a token response gives no expires_in (RFC 6749 section 5.1 makes it optional). */
 export const DEFAULT_ACCESS_TOKEN_LIFETIME_S = 3600;
 /**
+ * The longest lifetime taken from expires_in (one day; providers issue an hour or so): a longer one is taken as
+ * this, so the token is still refreshed ahead of expiry (a huge value would make its expiry time Infinity: never
+ * refreshed, stored without an expiry). An expires_in of 0 is taken as it is: the token is already expiring, used
+ * for the login that waited for it and refreshed at the next one (docs/accounts.md "Staying logged in").
+ */
+export const MAX_ACCESS_TOKEN_LIFETIME_S = 86_400;
+/**
  * Longest body read from the token endpoint or the device authorization endpoint: a token response is a few KiB
  * (Microsoft's, the largest here, about 5); a longer one is a failed request (retried), never read whole.
  */
@@ -38,7 +45,7 @@ export interface Grant {
   readonly accessToken: string;
   /** null when the response carries none (client credentials; a provider that does not rotate). */
   readonly refreshToken: string | null;
-  /** Seconds, as the provider said (or DEFAULT_ACCESS_TOKEN_LIFETIME_S). */
+  /** Seconds, as the provider said, at most MAX_ACCESS_TOKEN_LIFETIME_S (or DEFAULT_ACCESS_TOKEN_LIFETIME_S). */
   readonly expiresIn: number;
   readonly scope: string | null;
 }
@@ -166,9 +173,10 @@ function requestOptions(ep: Endpoint): oauth.TokenEndpointRequestOptions {
 export function grantOf(response: oauth.TokenEndpointResponse): Grant {
   const refused = unusable(response as unknown as Record<string, unknown>);
   if (refused !== null) throw refused;
+  // oauth4webapi has checked that expires_in, when present, is a finite number >= 0.
   const expiresIn =
-    typeof response.expires_in === "number" && response.expires_in > 0
-      ? response.expires_in
+    typeof response.expires_in === "number"
+      ? Math.min(Math.max(0, response.expires_in), MAX_ACCESS_TOKEN_LIFETIME_S)
       : DEFAULT_ACCESS_TOKEN_LIFETIME_S;
   return {
     accessToken: response.access_token,
