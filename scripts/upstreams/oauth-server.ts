@@ -19,7 +19,7 @@
  *
  * Usage: bun scripts/upstreams/oauth-server.ts CONFIG_JSON (written by scripts/upstreams/oauth.ts)
  */
-import { createHash, randomBytes, timingSafeEqual } from "node:crypto";
+import { createHash, createSign, generateKeyPairSync, type KeyObject, randomBytes, timingSafeEqual } from "node:crypto";
 import { existsSync, readFileSync, renameSync, writeFileSync } from "node:fs";
 import type { IncomingMessage, ServerResponse } from "node:http";
 import { createServer } from "node:http";
@@ -46,6 +46,12 @@ export const AUTHORIZATION_CODE_LIFETIME_S = 600;
 export const DEVICE_CODE_LIFETIME_S = 600;
 /** Minimum seconds between two polls of one device code; faster polls get slow_down (RFC 8628 §3.5). */
 export const DEVICE_POLL_INTERVAL_S = 1;
+/**
+ * A token response for a grant whose scope includes `openid` also carries an `id_token` (OpenID Connect Core
+ * §3.1.3.3), as Keycloak's does; its issuer is this path under the server's origin, like Keycloak's
+ * `https://host/realms/NAME`: not the origin of the token endpoint.
+ */
+export const ID_TOKEN_ISSUER_PATH = "/realms/mailgator";
 /** Request bodies larger than this are refused with 413. */
 export const MAX_BODY_BYTES = 64 * 1024;
 
@@ -187,6 +193,8 @@ export class Authority {
   readonly config: OAuthServerConfig;
   readonly state: State;
   readonly baseUrl: string;
+  /** The RS256 key ID tokens are signed with: made at the first one, never kept (nothing here checks them). */
+  #idTokenKey: KeyObject | null = null;
 
   constructor(config: OAuthServerConfig) {
     this.config = config;
@@ -473,7 +481,27 @@ export class Authority {
     };
     const body: Record<string, unknown> = { access_token: access, token_type: "Bearer", expires_in: lifetime, scope };
     if (withRefresh) body["refresh_token"] = refresh;
+    if (scope.split(" ").includes("openid")) body["id_token"] = this.#idToken(user, clientId, now, lifetime);
     return { status: 200, body };
+  }
+
+  /** An OpenID Connect ID token (Core §2) for `user`, signed RS256. */
+  #idToken(user: string, clientId: string, now: number, lifetime: number): string {
+    this.#idTokenKey ??= generateKeyPairSync("rsa", { modulusLength: 2048 }).privateKey;
+    const part = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url");
+    const iat = Math.floor(now / 1000);
+    const claims = {
+      iss: `${this.baseUrl}${ID_TOKEN_ISSUER_PATH}`,
+      sub: user,
+      aud: clientId,
+      azp: clientId,
+      iat,
+      exp: iat + Math.max(lifetime, 60),
+      email: user,
+    };
+    const input = `${part({ alg: "RS256", typ: "JWT", kid: "local" })}.${part(claims)}`;
+    const signature = createSign("RSA-SHA256").update(input).sign(this.#idTokenKey).toString("base64url");
+    return `${input}.${signature}`;
   }
 
   // --- device authorization (RFC 8628) ---

@@ -112,8 +112,30 @@ function isLoopbackUrl(url: string | null): boolean {
 }
 
 /**
+ * `body` without the `id_token` member a JSON object has, else as it is. An OpenID Connect provider (a `custom` one
+ * with `openid` among its scopes, such as Keycloak) adds an ID token to every token response (OpenID Connect Core
+ * §3.1.3.3). Mailgator never uses it: the account is the configured `username`, and the upstream server checks the
+ * access token. oauth4webapi would check it, and its issuer against `Endpoint.as.issuer`, which without a discovery
+ * document is only the token endpoint's origin (Keycloak's is `https://host/realms/NAME`), failing every login and
+ * refresh; the library has no option to leave a present ID token unchecked, so it never sees one.
+ */
+function withoutIdToken(body: Buffer): Buffer {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body.toString("utf8"));
+  } catch {
+    return body; // not JSON: the library refuses it as it is
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed) || !Object.hasOwn(parsed, "id_token"))
+    return body;
+  const { id_token: _dropped, ...rest } = parsed as Record<string, unknown>;
+  return Buffer.from(JSON.stringify(rest));
+}
+
+/**
  * `fetch` whose response bodies are read here, up to MAX_TOKEN_RESPONSE_BYTES: the library reads a body whole
- * (`response.json()`), and the provider, or anything on the way to it, chooses its length.
+ * (`response.json()`), and the provider, or anything on the way to it, chooses its length. An `id_token` in the body
+ * is dropped (withoutIdToken).
  */
 function capped(inner: typeof fetch): typeof fetch {
   return (async (input: string | URL | Request, init?: RequestInit) => {
@@ -133,11 +155,11 @@ function capped(inner: typeof fetch): typeof fetch {
       }
       chunks.push(read.value);
     }
-    return new Response(Buffer.concat(chunks), {
-      status: response.status,
-      statusText: response.statusText,
-      headers: response.headers,
-    });
+    const body = Buffer.concat(chunks);
+    const kept = withoutIdToken(body);
+    const headers = new Headers(response.headers);
+    if (kept !== body) headers.delete("content-length");
+    return new Response(kept, { status: response.status, statusText: response.statusText, headers });
   }) as typeof fetch;
 }
 
