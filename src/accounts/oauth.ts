@@ -78,11 +78,16 @@ export class UnusableAccessToken extends TokenEndpointUnavailable {
   }
 }
 
+/** The refresh token a token response carries, or null. */
+function refreshTokenOf(body: Record<string, unknown>): string | null {
+  const refresh = body["refresh_token"];
+  return typeof refresh === "string" && refresh !== "" ? refresh : null;
+}
+
 /** Why a token response's access token cannot be used as a Bearer token, or null when it can. */
 function unusable(body: Record<string, unknown>): UnusableAccessToken | null {
   const type = body["token_type"];
-  const refresh =
-    typeof body["refresh_token"] === "string" && body["refresh_token"] !== "" ? body["refresh_token"] : null;
+  const refresh = refreshTokenOf(body);
   if (typeof type !== "string" || type.toLowerCase() !== "bearer") {
     const named = typeof type === "string" ? ` (token_type ${JSON.stringify(type.slice(0, 40))})` : "";
     return new UnusableAccessToken(
@@ -247,9 +252,14 @@ export function classify(e: unknown, redact: (text: string) => string = (text) =
     const response = (e.cause as Response | undefined) ?? null;
     const code = typeof status === "number" ? status : response instanceof Response ? response.status : null;
     // The message names the check that failed (never a value from the body).
-    return new TokenEndpointUnavailable(
-      escapes(redact(`unexpected token endpoint response${code ? ` (HTTP ${code})` : ""}: ${e.message}`).slice(0, 300)),
+    const message = escapes(
+      redact(`unexpected token endpoint response${code ? ` (HTTP ${code})` : ""}: ${e.message}`).slice(0, 300),
     );
+    // A successful answer the library refused (a negative expires_in, a scope that is no string) may still carry
+    // the refresh token the provider rotated, retiring the one it was sent: kept like an unusable access token's.
+    const body = (e.cause as { body?: unknown } | undefined)?.body;
+    const rotated = typeof body === "object" && body !== null ? refreshTokenOf(body as Record<string, unknown>) : null;
+    return rotated !== null ? new UnusableAccessToken(message, rotated) : new TokenEndpointUnavailable(message);
   }
   const name = (e as Error)?.name;
   if (name === "TimeoutError" || name === "AbortError") return new TokenEndpointUnavailable("token request timed out");
