@@ -30,7 +30,13 @@ import { commitListener, LiveConfig, listenerReload, type PreparedReload, tlsIde
 import { openStateDatabase } from "../state/database.ts";
 import { ClassificationCache, cachePathBeside } from "./cache.ts";
 import type { SessionContext } from "./commands/context.ts";
-import { DEFAULT_TIMEOUTS, LOGIN_THROTTLE, RESPONSE_MEMORY_BUDGET } from "./limits.ts";
+import {
+  COMMAND_MEMORY_BUDGET,
+  COMMAND_MEMORY_FREE,
+  DEFAULT_TIMEOUTS,
+  LOGIN_THROTTLE,
+  RESPONSE_MEMORY_BUDGET,
+} from "./limits.ts";
 import { ResponseMemory } from "./memory.ts";
 import { ImapSession } from "./session.ts";
 import type { UpstreamTimeouts } from "./upstream.ts";
@@ -43,6 +49,8 @@ export interface ImapProxy {
   prepareReload(next: Config): PreparedReload;
   /** What the sessions' upstream responses hold of RESPONSE_MEMORY_BUDGET now (src/imap/memory.ts). */
   readonly responseMemory: { readonly budget: number; readonly used: number; readonly waiting: number };
+  /** What the agents' command literals hold of COMMAND_MEMORY_BUDGET now (docs/reliability.md "Command memory"). */
+  readonly commandMemory: { readonly budget: number; readonly used: number; readonly waiting: number };
   /** Upstream sessions kept now for the next login of their account (src/imap/upstream-pool.ts). */
   readonly keptUpstreamSessions: number;
 }
@@ -73,6 +81,9 @@ export async function startImapProxy(deps: {
   timeouts?: Partial<UpstreamTimeouts>;
   responseMemoryBudget?: number;
   responseMemoryFree?: number;
+  /** Tests only: a smaller COMMAND_MEMORY_BUDGET and COMMAND_MEMORY_FREE. */
+  commandMemoryBudget?: number;
+  commandMemoryFree?: number;
   loginThrottle?: Partial<typeof LOGIN_THROTTLE>;
 }): Promise<ImapProxy> {
   const { config, policy, audit } = deps;
@@ -108,6 +119,11 @@ export async function startImapProxy(deps: {
     },
     deps.responseMemoryFree,
   );
+  const commandMemory = new ResponseMemory(
+    deps.commandMemoryBudget ?? COMMAND_MEMORY_BUDGET,
+    () => {},
+    deps.commandMemoryFree ?? COMMAND_MEMORY_FREE,
+  );
   const ownQuotas = deps.quotas === undefined ? openQuotas(config, null, openStateDatabase) : null;
   const ctx: SessionContext = {
     get config() {
@@ -137,6 +153,7 @@ export async function startImapProxy(deps: {
     perAgent: new SessionCounter(limits.maxSessionsPerAgent),
     sessions: new Set(),
     responseMemory,
+    commandMemory,
     upstreamPool: new UpstreamPool({}, (size) => keptUpstreamSessions.set({}, size)),
     cache: filtersMessages(config)
       ? ClassificationCache.open(cachePathBeside(config.audit.path), (m) => log.warn(m))
@@ -175,6 +192,7 @@ export async function startImapProxy(deps: {
   return {
     address: listener.address,
     responseMemory,
+    commandMemory,
     get keptUpstreamSessions() {
       return ctx.upstreamPool.size;
     },

@@ -210,3 +210,18 @@ export const RESPONSE_MEMORY_FREE = 1024 * 1024;
  * response is framed.
  */
 export const RESPONSE_LINE_RESERVATION = MAX_RESPONSE_LINE + 2;
+
+/**
+ * Octets of agents' command literals (an APPEND's message above all) that all sessions together may hold while their
+ * commands are read and run (docs/reliability.md "Command memory"): a command is framed whole before it is parsed
+ * and decided, so each session may hold up to MAX_COMMAND_BYTES, and one agent's MAX_SESSIONS_PER_AGENT sessions
+ * ten times that (some 760 MiB of RSS measured; under COMPRESS it cost the agent 50 KiB of deflated input per
+ * session). Five of the largest APPEND at once; a sixth waits for room.
+ */
+export const COMMAND_MEMORY_BUDGET = 256 * 1024 * 1024;
+
+/**
+ * Octets of one command's literals that are not counted against COMMAND_MEMORY_BUDGET: commands with ordinary
+ * arguments (a password, a search string, a small message) never wait for the budget.
+ */
+export const COMMAND_MEMORY_FREE = 1024 * 1024;

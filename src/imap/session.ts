@@ -73,6 +73,7 @@ import {
   Encoder,
   Framer,
   type FramerEvent,
+  type LiteralRequest,
   parseCommand,
   type Response,
   type ResponseCode,
@@ -170,6 +171,10 @@ export class ImapSession implements LoginSession, CompressSession {
   #held = false;
   #wake: (() => void) | null = null;
   #closed = false;
+  /** Octets of the literals of the command being read (COMMAND_MEMORY_FREE of them are not counted). */
+  #commandLiterals = 0;
+  /** What the command being read holds of the command memory budget (`#reserveLiteral`). */
+  #commandReserved = 0;
   /** Every upstream connection this session opened and may not have closed: `shutdown` closes them all. */
   readonly #upstreams = new Set<UpstreamSession>();
   /** Where the upstream session is kept after LOGOUT (LoggedIn.poolKey); null: logged out. */
@@ -447,6 +452,7 @@ export class ImapSession implements LoginSession, CompressSession {
     for (const up of this.#upstreams) up.close();
     this.#upstreams.clear();
     this.#ending.abort();
+    this.#releaseCommand();
     void this.#auxiliary?.then(
       (up) => up.close(),
       () => {},
@@ -771,6 +777,11 @@ export class ImapSession implements LoginSession, CompressSession {
             this.#framer.refuseLiteral();
             this.tagged(r.tag ?? "*", "BAD", "CLIENTBUG", "literal8 is allowed in APPEND only, with BINARY");
             this.#badCommand();
+          } else if (!(await this.#reserveLiteral(r))) {
+            if (this.#closed) break;
+            this.#framer.refuseLiteral();
+            this.#releaseCommand();
+            this.tagged(r.tag ?? "*", "NO", "LIMIT", "Too many large literals at once on this server; try again later");
           } else {
             this.#framer.acceptLiteral();
             if (!r.nonSync) {
@@ -782,6 +793,7 @@ export class ImapSession implements LoginSession, CompressSession {
         }
         case "error": {
           // Not fatal: nextEvent() ends the session on a fatal one.
+          this.#releaseCommand();
           const e = ev.error;
           this.tagged(e.tag ?? "*", "BAD", e.responseCode, e.message);
           this.#badCommand();
@@ -791,56 +803,62 @@ export class ImapSession implements LoginSession, CompressSession {
           // A raw line is only expected inside IDLE or AUTHENTICATE, which read it themselves.
           continue;
         case "frame": {
-          // The audit log is far behind (a session flooding it with rows): wait until it has caught up, so that
-          // every session's rows, and the writes waiting for theirs, wait behind a bounded queue (src/imap/limits.ts).
-          if (this.ctx.audit.queued > AUDIT_BACKLOG_PAUSE_ROWS) {
-            await waitForAuditBacklog(this.ctx.audit);
-            if (this.#closed) break;
-          }
-          const parsed = parseCommand(ev.frame);
-          if (!parsed.ok) {
-            const e = parsed.error;
-            if (e.code === "mailbox-name" && e.tag !== null && e.command !== null) {
-              // Not valid modified UTF-7 and the like: NO, as servers answer (commands/invalid-name.ts).
-              this.#busy = true;
-              let answered = false;
-              try {
-                answered = await invalidName(this, e.tag, e.command, e.message.replace(/^imap-wire: /, ""));
-              } catch (error) {
-                answered = true;
-                this.#fail({ tag: e.tag, name: e.command }, error);
-              } finally {
-                this.#busy = false;
-              }
-              if (answered) {
-                this.flush();
-                continue;
-              }
-            }
-            this.auditRow({
-              command: "(refused)",
-              operation: null,
-              folder: null,
-              decision: "deny",
-              rule: null,
-              ruleIndex: null,
-              reason: e.message,
-            });
-            // An unsupported charset is NO [BADCHARSET], not BAD (RFC 9051 §6.4.4): the command was well formed.
-            this.tagged(e.tag ?? "*", e.code === "bad-charset" ? "NO" : "BAD", e.responseCode, e.message);
-            this.#badCommand();
-            continue;
-          }
-          this.#busy = true;
-          this.#commands++;
+          // The command's literals hold their reservation until it has run (docs/reliability.md "Command memory").
           try {
-            await this.#execute(parsed.value);
+            // The audit log is far behind (a session flooding it with rows): wait until it has caught up, so that
+            // every session's rows, and the writes waiting for theirs, wait behind a bounded queue
+            // (src/imap/limits.ts).
+            if (this.ctx.audit.queued > AUDIT_BACKLOG_PAUSE_ROWS) {
+              await waitForAuditBacklog(this.ctx.audit);
+              if (this.#closed) break;
+            }
+            const parsed = parseCommand(ev.frame);
+            if (!parsed.ok) {
+              const e = parsed.error;
+              if (e.code === "mailbox-name" && e.tag !== null && e.command !== null) {
+                // Not valid modified UTF-7 and the like: NO, as servers answer (commands/invalid-name.ts).
+                this.#busy = true;
+                let answered = false;
+                try {
+                  answered = await invalidName(this, e.tag, e.command, e.message.replace(/^imap-wire: /, ""));
+                } catch (error) {
+                  answered = true;
+                  this.#fail({ tag: e.tag, name: e.command }, error);
+                } finally {
+                  this.#busy = false;
+                }
+                if (answered) {
+                  this.flush();
+                  continue;
+                }
+              }
+              this.auditRow({
+                command: "(refused)",
+                operation: null,
+                folder: null,
+                decision: "deny",
+                rule: null,
+                ruleIndex: null,
+                reason: e.message,
+              });
+              // An unsupported charset is NO [BADCHARSET], not BAD (RFC 9051 §6.4.4): the command was well formed.
+              this.tagged(e.tag ?? "*", e.code === "bad-charset" ? "NO" : "BAD", e.responseCode, e.message);
+              this.#badCommand();
+              continue;
+            }
+            this.#busy = true;
+            this.#commands++;
+            try {
+              await this.#execute(parsed.value);
+            } finally {
+              this.#busy = false;
+              this.#lastActivity = performance.now();
+              this.#idleEnded();
+            }
+            this.flush();
           } finally {
-            this.#busy = false;
-            this.#lastActivity = performance.now();
-            this.#idleEnded();
+            this.#releaseCommand();
           }
-          this.flush();
         }
       }
     }
@@ -858,6 +876,50 @@ export class ImapSession implements LoginSession, CompressSession {
     if (++this.#badCommands < MAX_BAD_COMMANDS || this.#closed) return;
     this.#endReason = "too many invalid commands";
     this.#bye("Too many invalid commands");
+  }
+
+  /**
+   * Reserves what a literal of the command being read takes past COMMAND_MEMORY_FREE of its literals, before any of
+   * its octets is read (docs/reliability.md "Command memory"). The command's first counted literal waits for room,
+   * first come, first served, with reading held (a `{n}` gets no `+`; a `{n+}` stays in the agent's socket behind
+   * READ_AHEAD_LIMIT). A command that already holds a reservation never waits, or two sessions could each hold part
+   * and wait for the other: its next literal goes ahead of those waiting if the budget has room, and is refused
+   * otherwise (false), as is one larger than the whole budget. False too when the session ended while it waited.
+   */
+  async #reserveLiteral(r: LiteralRequest): Promise<boolean> {
+    const memory = this.ctx.commandMemory;
+    if (r.index === 0) this.#releaseCommand();
+    const before = Math.max(0, this.#commandLiterals - memory.free);
+    this.#commandLiterals += r.size;
+    const counted = Math.max(0, this.#commandLiterals - memory.free) - before;
+    if (counted === 0) return true;
+    if (this.#commandReserved > 0 || counted > memory.budget) {
+      if (!memory.tryTake(counted, true)) return false;
+      this.#commandReserved += counted;
+      return true;
+    }
+    const wait = memory.take(counted);
+    const granted = wait.granted.then(() => {
+      // Granted after the session ended: nobody will give it back but here.
+      if (this.#closed) memory.give(counted);
+      else this.#commandReserved += counted;
+    });
+    const ended = new Promise<void>((resolve) => {
+      if (this.#ending.signal.aborted) resolve();
+      else this.#ending.signal.addEventListener("abort", () => resolve(), { once: true });
+    });
+    await Promise.race([granted, ended]);
+    if (!this.#closed) return true;
+    wait.cancel();
+    return false;
+  }
+
+  /** The command being read is over (run, refused or failed): its literals' reservation is given back. */
+  #releaseCommand(): void {
+    this.#commandLiterals = 0;
+    if (this.#commandReserved === 0) return;
+    this.ctx.commandMemory.give(this.#commandReserved);
+    this.#commandReserved = 0;
   }
 
   /** literal8 (`~{n}`) is APPEND's only (RFC 3516 §4.4), and only while BINARY is offered. */

@@ -41,6 +41,9 @@ export interface ProxyOptions {
   /** Instead of RESPONSE_MEMORY_BUDGET. */
   readonly responseMemoryBudget?: number;
   readonly responseMemoryFree?: number;
+  /** Instead of COMMAND_MEMORY_BUDGET and COMMAND_MEMORY_FREE. */
+  readonly commandMemoryBudget?: number;
+  readonly commandMemoryFree?: number;
 }
 
 export interface TestProxy {
@@ -79,6 +82,8 @@ export async function startTestProxy(options: ProxyOptions = {}): Promise<TestPr
     ...(options.loginThrottle === undefined ? {} : { loginThrottle: options.loginThrottle }),
     ...(options.responseMemoryBudget === undefined ? {} : { responseMemoryBudget: options.responseMemoryBudget }),
     ...(options.responseMemoryFree === undefined ? {} : { responseMemoryFree: options.responseMemoryFree }),
+    ...(options.commandMemoryBudget === undefined ? {} : { commandMemoryBudget: options.commandMemoryBudget }),
+    ...(options.commandMemoryFree === undefined ? {} : { commandMemoryFree: options.commandMemoryFree }),
   });
   return {
     proxy,

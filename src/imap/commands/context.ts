@@ -44,6 +44,8 @@ export interface SessionContext {
   readonly sessions: Set<SessionHandle>;
   /** The budget all sessions' upstream responses share (src/imap/memory.ts). */
   readonly responseMemory: ResponseMemory;
+  /** The budget all sessions' agent command literals share (COMMAND_MEMORY_BUDGET, docs/reliability.md). */
+  readonly commandMemory: ResponseMemory;
   /** Visible UIDs of filtered folders (docs/filtering.md); null when no rule filters messages or it is off. */
   readonly cache: ClassificationCache | null;
   /** Upstream sessions kept after LOGOUT for the next login of the same vault account (src/imap/upstream-pool.ts). */
