@@ -16,6 +16,7 @@ export {
   type DurableOptions,
   MAX_QUEUED_ROWS,
   NOT_CARRIED_OUT,
+  PRUNE_CLOCK_SLACK_MS,
   waitForAuditBacklog,
 } from "./log.ts";
 export { MAX_DETAIL_CHARS, MAX_TEXT_CHARS } from "./row.ts";

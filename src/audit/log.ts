@@ -43,6 +43,22 @@ const RETRY_MS = 1000;
 const BUSY_TIMEOUT_MS = 5000;
 const RETENTION_INTERVAL_MS = 60 * 60 * 1000;
 const DAY_MS = 24 * 60 * 60 * 1000;
+/**
+ * How far past the newest row's time a prune may count back from (docs/audit.md "Retention"): the cutoff is the
+ * retention before the clock or before the newest row's time plus this, whichever is earlier. A clock set ahead for
+ * a moment (an NTP step, a wrong RTC at boot) would otherwise delete every row older than the retention by that
+ * clock: the whole log, once it is ahead by more than the retention. One prune interval: a log in use (a row within
+ * the last hour) prunes by the clock, as it would by a right clock.
+ */
+export const PRUNE_CLOCK_SLACK_MS = RETENTION_INTERVAL_MS;
+
+/** What one prune did: rows deleted, and rows the clock alone would have deleted that were kept. */
+interface PruneResult {
+  readonly removed: number;
+  readonly kept: number;
+  /** The newest row's time, when it capped the cutoff. */
+  readonly newest: number | null;
+}
 
 export interface AuditOpenOptions {
   /** flush queued rows this often (ms); default 25 */
@@ -366,12 +382,28 @@ export class AuditLog {
     }
   }
 
-  /** Deletes rows older than retentionDays and returns how many. */
-  prune(retentionDays: number): number {
+  /**
+   * Deletes rows older than retentionDays, counted back from `now` or from PRUNE_CLOCK_SLACK_MS after the newest
+   * row's time, whichever is earlier, and returns how many.
+   */
+  prune(retentionDays: number, now: number = Date.now()): number {
+    return this.#prune(retentionDays, now).removed;
+  }
+
+  #prune(retentionDays: number, now: number): PruneResult {
     this.#checkWritable();
-    const cutoff = Date.now() - retentionDays * DAY_MS;
+    const retention = retentionDays * DAY_MS;
     try {
-      return this.#db.run("DELETE FROM audit WHERE time < ?", [cutoff]).changes;
+      const newest = this.#db.query<{ t: number | null }, []>("SELECT MAX(time) AS t FROM audit").get()?.t ?? null;
+      if (newest === null) return { removed: 0, kept: 0, newest: null };
+      const capped = newest + PRUNE_CLOCK_SLACK_MS < now;
+      const cutoff = (capped ? newest + PRUNE_CLOCK_SLACK_MS : now) - retention;
+      const removed = this.#db.run("DELETE FROM audit WHERE time < ?", [cutoff]).changes;
+      if (!capped) return { removed, kept: 0, newest: null };
+      const kept =
+        this.#db.query<{ n: number }, [number]>("SELECT count(*) AS n FROM audit WHERE time < ?").get(now - retention)
+          ?.n ?? 0;
+      return { removed, kept, newest };
     } catch (e) {
       throw new AuditUnavailableError(`audit: cannot prune ${this.path}: ${errorMessage(e)}`, { cause: e });
     }
@@ -644,10 +676,21 @@ export class AuditLog {
   }
 
   #startRetention(days: number): void {
+    /** The number of rows kept past the retention last reported: said once, and again when it changes. */
+    let reported = 0;
     const prune = (): void => {
       try {
-        const removed = this.prune(days);
+        const now = Date.now();
+        const { removed, kept, newest } = this.#prune(days, now);
         if (removed > 0) this.#log(`audit: pruned ${removed} rows older than ${days} days`);
+        if (kept > 0 && kept !== reported && newest !== null)
+          this.#log(
+            `audit: kept ${kept} rows older than ${days} days by the clock: the newest row ` +
+              `(${new Date(newest).toISOString()}) is ${aheadBy(now - newest)} before the clock; rows are pruned ` +
+              `counting back from an hour after it until a newer row is written, so that a clock set ahead cannot ` +
+              `empty the log (docs/audit.md "Retention")`,
+          );
+        reported = kept;
       } catch (e) {
         this.#log(errorMessage(e));
       }
@@ -702,4 +745,11 @@ export async function waitForAuditBacklog(log: Pick<AuditLog, "queued" | "flush"
     // Answered by the commands that need the log.
   }
   return true;
+}
+
+/** A time difference in whole days, or hours and minutes under two days. */
+function aheadBy(ms: number): string {
+  if (ms >= 2 * DAY_MS) return `${Math.floor(ms / DAY_MS)} days`;
+  const minutes = Math.floor(ms / 60_000);
+  return `${Math.floor(minutes / 60)} h ${minutes % 60} min`;
 }

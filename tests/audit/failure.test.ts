@@ -128,6 +128,8 @@ describe("full disk", () => {
     const messages: string[] = [];
     const log = AuditLog.open(scratch.file("full.db"), { maxBytes: 64 * 1024, log: (m) => messages.push(m) });
     const old = Date.now() - 10 * 24 * 60 * 60 * 1000;
+    // A row of now first: a prune counts back from the newest row's time at the latest (docs/audit.md "Retention").
+    await log.durable(sampleEvent({ target: "now" }));
     let written = 0;
     let error: unknown;
     try {
@@ -150,14 +152,14 @@ describe("full disk", () => {
     expect(() => log.record(sampleEvent())).toThrow(AuditUnavailableError);
     await expect(log.durable(sampleEvent())).rejects.toBeInstanceOf(AuditUnavailableError);
     await expect(log.flush()).rejects.toBeInstanceOf(AuditUnavailableError);
-    expect(log.query()).toHaveLength(written);
+    expect(log.query()).toHaveLength(written + 1);
 
     // Freeing space (here by pruning) lets the retry commit the kept row.
     expect(log.prune(1)).toBe(written);
     await log.flush();
     expect(log.healthy).toBe(true);
     expect(log.queued).toBe(0);
-    expect(log.query()).toHaveLength(1);
+    expect(log.query()).toHaveLength(2);
     expect(messages[1]).toMatch(/^audit: writing to .* again/);
     await log.close();
   });
@@ -165,6 +167,8 @@ describe("full disk", () => {
   test("a rejected durable() row is committed by the retry marked not carried out, unless gate is false", async () => {
     const log = AuditLog.open(scratch.file("marked.db"), { maxBytes: 64 * 1024, log: () => {} });
     const old = Date.now() - 10 * 24 * 60 * 60 * 1000;
+    // A row of now, so that prune(1) below deletes the old ones (docs/audit.md "Retention").
+    await log.durable(sampleEvent({ target: "now", reason: "now" }));
     const reason = "r".repeat(200);
     // Each round queues, in one turn (one commit): a record() row, a durable() row of a step already taken
     // (gate: false), and a durable() row an operation waits for (the default). The round whose commit fails ends it.
@@ -186,6 +190,7 @@ describe("full disk", () => {
     const kept = new Map(log.query().map((r) => [r.target, r.reason]));
     expect(kept).toEqual(
       new Map([
+        ["now", "now"],
         [`read ${round}`, reason],
         [`done ${round}`, reason],
         [`gated ${round}`, `${reason}${NOT_CARRIED_OUT}`],
@@ -197,6 +202,7 @@ describe("full disk", () => {
   test("the retry timer recovers on its own", async () => {
     const log = AuditLog.open(scratch.file("retry.db"), { maxBytes: 64 * 1024, log: () => {} });
     const old = Date.now() - 10 * 24 * 60 * 60 * 1000;
+    await log.durable(sampleEvent()); // a row of now, so that prune(1) deletes the old ones
     await expect(
       (async () => {
         for (;;) await log.durable(sampleEvent({ time: old, reason: "r".repeat(200) }));

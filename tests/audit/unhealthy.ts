@@ -17,10 +17,14 @@ export async function fullAuditLog(path: string): Promise<AuditLog> {
   return log;
 }
 
-/** Fills the log with rows 10 days old until a commit fails (again, after freeSpace). */
+/**
+ * Fills the log with rows 10 days old until a commit fails (again, after freeSpace), after a row of now: a prune
+ * counts back from the newest row's time at the latest (docs/audit.md "Retention").
+ */
 export async function fillAgain(log: AuditLog): Promise<void> {
   const old = Date.now() - 10 * DAY_MS;
   try {
+    await log.durable(sampleEvent({ target: "now" }));
     for (;;) await log.durable(sampleEvent({ time: old, reason: "r".repeat(200) }));
   } catch {
     // Full again.
