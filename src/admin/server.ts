@@ -16,7 +16,8 @@
  *   has no token_hash (fail closed). `auth: "none"` is for pages that only read and reveal nothing that acts.
  * - Routes may be registered before or after the listener starts; the returned function removes the route.
  *
- * A path that no route serves gets 404; a known path with another method gets 405 with `Allow`.
+ * A path that no route serves gets 404; a known path with another method gets 405 with `Allow`. Every answer carries
+ * `X-Content-Type-Options: nosniff` (`secured`).
  */
 
 import type { AdminConfig } from "../config/types.ts";
@@ -182,14 +183,30 @@ async function handle(options: AdminOptions, request: Request): Promise<Response
   return await route.handler(request, url);
 }
 
+/**
+ * Adds the headers every answer of the listener carries: `X-Content-Type-Options: nosniff`, so that no browser reads
+ * a JSON error, the metrics text or a page as another type than the one it is sent as (docs/operations.md "Health
+ * and metrics"). A response whose headers cannot be changed (Response.redirect's) is copied first.
+ */
+function secured(response: Response): Response {
+  try {
+    response.headers.set("x-content-type-options", "nosniff");
+    return response;
+  } catch {
+    const copy = new Response(response.body, response);
+    copy.headers.set("x-content-type-options", "nosniff");
+    return copy;
+  }
+}
+
 /** Starts the admin listener; throws when the address cannot be bound. */
 export function startAdmin(options: AdminOptions): AdminServer {
   const { host, port } = options.config.listenAddr;
   const server = Bun.serve({
     hostname: host,
     port,
-    fetch: (request) => handle(options, request),
-    error: () => json(500, { error: "internal error" }),
+    fetch: async (request) => secured(await handle(options, request)),
+    error: () => secured(json(500, { error: "internal error" })),
   });
   return {
     address: { host, port: server.port ?? port },
