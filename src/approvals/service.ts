@@ -437,7 +437,9 @@ export async function deny(ctx: ApprovalContext, id: string, by: string, reason:
     );
     return { outcome: "not-denied", reason: AUDIT_UNAVAILABLE };
   }
-  const held = ctx.onDecided === undefined ? null : ctx.store.details(id);
+  // A record that does not open (altered, or sealed under another key) is denied all the same, without the
+  // sender's notice: a denial is the way to discard it (the page for it says so).
+  const held = ctx.onDecided === undefined ? null : detailsForNotice(ctx, id, "is denied");
   let before: ApprovalState | "unknown";
   try {
     before = ctx.store.deny(id, by, reason);
@@ -473,12 +475,12 @@ export async function deny(ctx: ApprovalContext, id: string, by: string, reason:
  * open (altered, or sealed with another key: docs/approvals.md "Holding"): the message still expires, without that
  * notice, which could not name it.
  */
-function detailsForNotice(ctx: ApprovalContext, id: string): HeldDetails | null {
+function detailsForNotice(ctx: ApprovalContext, id: string, what = "expires"): HeldDetails | null {
   try {
     return ctx.store.details(id);
   } catch (e) {
     if (!(e instanceof SealedRecordError)) throw e;
-    moduleLogger("approvals").warn(`approval ${id}: expires without the sender's notice: ${errorMessage(e)}`);
+    moduleLogger("approvals").warn(`approval ${id}: ${what} without the sender's notice: ${errorMessage(e)}`);
     return null;
   }
 }

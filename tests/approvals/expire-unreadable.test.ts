@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { buildPreview } from "../../src/approvals/preview.ts";
-import { type ApprovalContext, approve, expireDue } from "../../src/approvals/service.ts";
+import { type ApprovalContext, approve, deny, expireDue } from "../../src/approvals/service.ts";
 import { ApprovalStore, type HeldMessage } from "../../src/approvals/store.ts";
 import { AuditLog } from "../../src/audit/index.ts";
 import { parseConfig } from "../../src/config/index.ts";
@@ -17,7 +17,7 @@ import { SealedStore } from "../../src/state/store.ts";
 const dir = mkdtempSync(join(tmpdir(), "mg-expire-unreadable-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
-async function setup(name: string) {
+async function setup(name: string, expiresInMs = 30) {
   const config = parseConfig(
     `[approvals]\nbase_url = "http://admin.test"\nnotify_sender = true\n` +
       `[approvals.groups.managers]\nrecipients = ["boss@corp.test"]\n` +
@@ -46,11 +46,11 @@ async function setup(name: string) {
     agent: "bot",
     preview: buildPreview("a@corp.test", ["b@out.test"], message, false),
   };
-  const row = await store.hold(held, { name: "ask", index: 0, groups: ["managers"] }, Date.now() + 30);
-  await Bun.sleep(60);
+  const row = await store.hold(held, { name: "ask", index: 0, groups: ["managers"] }, Date.now() + expiresInMs);
+  if (expiresInMs < 1000) await Bun.sleep(2 * expiresInMs);
   // The held record no longer opens (altered on disk, or sealed with another key).
   state.db.run("UPDATE sealed SET box = zeroblob(length(box)) WHERE kind = 'held' AND id = ?", [row.id]);
-  return { ctx, store, id: row.id, decided, close: () => (audit.close(), state.close()) };
+  return { ctx, store, audit, id: row.id, decided, close: () => (audit.close(), state.close()) };
 }
 
 test("approve of a message past its time whose record does not open expires it, without a notice", async () => {
@@ -105,4 +105,24 @@ test("one unreadable record past its time does not keep the others from expiring
   close();
   expect(threw).toBe("");
   expect(states).toEqual(["expired", "expired"]);
+});
+
+test("deny of a held message whose record does not open denies it, without a notice (docs/approvals.md)", async () => {
+  // Not due: the way to discard it before its time is a denial (`mailgator approvals deny`, whose ctx has onDecided).
+  const { ctx, store, audit, id, decided, close } = await setup("deny", 60 * 60 * 1000);
+  let result: unknown;
+  try {
+    result = await deny(ctx, id, "cli:review", null);
+  } catch (e) {
+    result = `threw: ${(e as Error).message}`;
+  }
+  await audit.flush();
+  const rows = audit.query({ order: "asc" }).map((r) => [r.command, r.decision]);
+  const state = store.row(id)!.state;
+  close();
+  expect(result).toEqual({ outcome: "denied", state: "held" });
+  expect(state).toBe("denied");
+  // Its DENY row is followed by no error: the denial it records took effect.
+  expect(rows).toEqual([["DENY", "deny"]]);
+  expect(decided).toEqual([]);
 });
