@@ -6,11 +6,13 @@
  * header, or failing that its Referer, names `[approvals] base_url`'s origin): a form on another site cannot act.
  */
 
+import { errorMessage } from "../log.ts";
 import { clean } from "../mail/index.ts";
 import { settledWithin } from "../runtime/settle.ts";
+import { SealedRecordError } from "../state/store.ts";
 import { attachmentsShown, MORE_TEXT, subjectShown } from "./preview.ts";
 import { type ApprovalContext, AUDIT_UNAVAILABLE, approvalEvent, approve, deny, SHUTTING_DOWN } from "./service.ts";
-import { type ApprovalRow, ID_PATTERN } from "./store.ts";
+import { type ApprovalRow, type HeldDetails, ID_PATTERN } from "./store.ts";
 
 /** Marks a recipient outside the sender's domain in the preview. */
 const OUTSIDE_MARK = " <strong>(outside the sender's domain)</strong>";
@@ -37,7 +39,9 @@ function page(status: number, title: string, body: string): Response {
       "content-type": "text/html; charset=utf-8",
       "cache-control": "no-store",
       "x-frame-options": "DENY",
-      "content-security-policy": "default-src 'none'; form-action 'self'; frame-ancestors 'none'",
+      // base-uri: no <base> element can redirect the form's relative action (it is the page's own text, escaped,
+      // but the page must not depend on that alone).
+      "content-security-policy": "default-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
       "referrer-policy": "same-origin",
     },
   });
@@ -66,6 +70,21 @@ function stateSentence(row: ApprovalRow): string {
 function decided(row: ApprovalRow): Response {
   if (row.state === "expired") return page(410, "Expired", `<p>${html(stateSentence(row))}</p>`);
   return page(409, "Already decided", `<p>${html(stateSentence(row))}</p>`);
+}
+
+/**
+ * The page for a held message whose sealed record does not open (altered on disk, or sealed under another secrets
+ * key: docs/approvals.md "Links"): nothing can be shown or sent, and the way out is a denial on the server.
+ */
+function unreadablePage(row: ApprovalRow): Response {
+  return page(
+    500,
+    "Cannot be read",
+    "<p>This held message cannot be read: its stored record does not open (it was altered, or sealed under another " +
+      "secrets key). It cannot be shown or sent.</p>" +
+      `<p>Discard it on the server with <code>mailgator approvals deny ${html(row.id)} -c FILE</code>. Left ` +
+      `alone, it is discarded when it expires, ${new Date(row.expires).toISOString()}.</p>`,
+  );
 }
 
 /**
@@ -118,7 +137,9 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
     const m = /^\/approvals\/([^/]+)$/.exec(url.pathname);
     if (m === null || !ID_PATTERN.test(m[1]!)) return page(404, "Not found", "<p>No such page.</p>");
     const id = m[1]!;
-    if (req.method === "GET" || req.method === "HEAD") return show(id, url.searchParams.get("t") ?? "");
+    // GET only: serve registers GET and POST, and a HEAD (a link checker) gets the listener's 405. It shows nothing,
+    // so it must not write the APPROVAL VIEWED row a GET writes.
+    if (req.method === "GET") return show(id, url.searchParams.get("t") ?? "");
     if (req.method !== "POST") return page(405, "Method not allowed", "<p>Use the buttons on the page.</p>");
     if (!sameOrigin(req, origin)) return page(403, "Refused", "<p>This form must be sent from its own page.</p>");
     const length = Number(req.headers.get("content-length") ?? "NaN");
@@ -149,14 +170,33 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
       return page(410, "Expired", "<p>This message expired before anyone decided; it was discarded.</p>");
     if (row.state !== "held") return decided(row);
     if (ctx.store.tokenUsed(id)) return page(409, "Link used", "<p>This link was already used.</p>");
+    // Its record read first (nothing is shown yet), so that the row says whether the page could show it.
+    let held: HeldDetails | null = null;
+    let unreadable: string | null = null;
+    try {
+      held = ctx.store.details(id);
+    } catch (e) {
+      if (!(e instanceof SealedRecordError)) throw e;
+      unreadable = errorMessage(e);
+    }
     // The preview is shown only once its row is queued; a log that cannot take it refuses the view (fail closed).
     try {
-      ctx.audit.record(approvalEvent(ctx, row, "APPROVAL VIEWED", "ask", "the approval page was opened"));
+      ctx.audit.record(
+        unreadable === null
+          ? approvalEvent(ctx, row, "APPROVAL VIEWED", "ask", "the approval page was opened")
+          : approvalEvent(
+              ctx,
+              row,
+              "APPROVAL VIEWED",
+              "error",
+              `the approval page was opened; the held message cannot be read: ${unreadable}`,
+            ),
+      );
     } catch {
       const why = html(AUDIT_UNAVAILABLE);
       return page(503, "Unavailable", `<p>The message is still held, but cannot be shown now: ${why}.</p>`);
     }
-    const held = ctx.store.details(id);
+    if (unreadable !== null) return unreadablePage(row);
     const p = held?.preview;
     // What the sender or the agent chose is cleaned as in the notices and on the terminal (src/mail/display.ts):
     // a bidirectional override in a subject or a file name would otherwise reorder what the approver reads.

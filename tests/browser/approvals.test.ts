@@ -4,6 +4,7 @@
  * test Postfix. Opening a link shows the preview and changes nothing; Approve sends the held bytes once; a second
  * click, a replayed POST and an altered or borrowed token are refused; Deny discards; an expired message says so.
  */
+import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { existsSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
@@ -459,5 +460,87 @@ describe("an expired message in Chromium", () => {
     await control(server);
     expect(sinkMessages(opened.token)).toHaveLength(0);
     expect(sinkMessages(late.token)).toHaveLength(0);
+  });
+});
+
+/** The audit rows about a held message (its id is their target), oldest first: `mailgator audit --json`. */
+function auditRows(server: Server, id: string): { command: string; decision: string; reason: string }[] {
+  const r = runCli(["audit", "-c", server.config, "--json", "--limit", "1000"]);
+  if (r.exitCode !== 0) throw new Error(`audit: exit ${r.exitCode}\n${r.stdout}${r.stderr}`);
+  return r.stdout
+    .trim()
+    .split("\n")
+    .map((line) => JSON.parse(line) as { command: string; decision: string; reason: string; target: string })
+    .filter((row) => row.target === id)
+    .map(({ command, decision, reason }) => ({ command, decision, reason }));
+}
+
+describe("the page's headers, HEAD, and a held message whose record does not open", () => {
+  let server: Server;
+  beforeAll(async () => {
+    server = await startServe("24h");
+  });
+
+  test("the CSP sets base-uri 'none', every answer says nosniff; HEAD is refused and records nothing", async () => {
+    const held = await hold(server, "headers");
+    const link = linkFor(server, held.id);
+    // HEAD shows nothing, so it must not record a view: refused (405), with the methods the page takes.
+    const head = await fetch(link, { method: "HEAD" });
+    expect(head.status).toBe(405);
+    expect(head.headers.get("allow")).toBe("GET, POST");
+    expect(head.headers.get("x-content-type-options")).toBe("nosniff");
+    expect(auditRows(server, held.id).map((r) => r.command)).toEqual(["DATA"]);
+
+    const { page, response } = await open(link);
+    expect(response.status()).toBe(200);
+    const headers = response.headers();
+    expect(headers["x-content-type-options"]).toBe("nosniff");
+    expect(headers["content-security-policy"]).toBe(
+      "default-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+    );
+    expect((await press(page, "Deny")).status()).toBe(200);
+    expect(await heading(page)).toBe("Denied");
+    expect(auditRows(server, held.id).map((r) => r.command)).toEqual(["DATA", "APPROVAL VIEWED", "DENY"]);
+    await page.close();
+  });
+
+  test("a record that does not open: a page that says so and how to deny it; the CLI denies it", async () => {
+    const held = await hold(server, "unreadable");
+    const link = linkFor(server, held.id);
+    // The sealed record altered on disk (the same as one sealed under another secrets key: it does not open).
+    const db = new Database(join(server.dir, "state.db"));
+    db.run("PRAGMA busy_timeout = 5000");
+    db.run("UPDATE sealed SET box = zeroblob(length(box)) WHERE kind = 'held' AND id = ?", [held.id]);
+    db.close();
+
+    const { page, response } = await open(link);
+    expect(response.status()).toBe(500);
+    const headers = response.headers();
+    expect(headers["content-type"]).toBe("text/html; charset=utf-8");
+    expect(headers["x-content-type-options"]).toBe("nosniff");
+    expect(headers["content-security-policy"]).toContain("default-src 'none'");
+    expect(headers["cache-control"]).toBe("no-store");
+    expect(await heading(page)).toBe("Cannot be read");
+    const text = await bodyText(page);
+    expect(text).toContain("cannot be read");
+    expect(text).toContain(`mailgator approvals deny ${held.id}`);
+    expect(await buttons(page)).toEqual([]);
+    await page.close();
+    // The view is recorded as what it was: the page was opened and nothing could be shown.
+    const viewed = auditRows(server, held.id).filter((r) => r.command === "APPROVAL VIEWED");
+    expect(viewed).toHaveLength(1);
+    expect(viewed[0]!.decision).toBe("error");
+    expect(viewed[0]!.reason).toContain("the held message cannot be read");
+
+    // What the page says to do works: the message is denied and discarded.
+    const cli = runCli(["approvals", "deny", held.id, "-c", server.config, "--json"]);
+    expect({ exit: cli.exitCode, out: cli.stdout.trim(), err: cli.stderr }).toMatchObject({ exit: 0 });
+    expect(JSON.parse(cli.stdout)).toEqual({ id: held.id, outcome: "denied", state: "held" });
+    const again = await open(link);
+    expect(again.response.status()).toBe(409);
+    expect(await heading(again.page)).toBe("Already decided");
+    await again.page.close();
+    await control(server);
+    expect(sinkMessages(held.token)).toHaveLength(0);
   });
 });
