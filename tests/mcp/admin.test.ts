@@ -14,6 +14,7 @@ import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { parse as parseToml } from "smol-toml";
+import { PROTOCOLS } from "../../src/audit/index.ts";
 import { AUDIT_MAX_ROWS, AUDIT_UNTRUSTED } from "../../src/mcp/admin-commands.ts";
 import { REDACTED, redact } from "../../src/mcp/admin-redact.ts";
 import { MAX_MCP_REQUEST_BYTES } from "../../src/mcp/stdio.ts";
@@ -192,6 +193,17 @@ test("without --allow-config-writes only the read tools are listed, and a write 
     expect(names).toEqual([...READ_TOOLS, ...WRITE_TOOLS].sort());
   } finally {
     await writer.close();
+  }
+});
+
+test("query_audit's description names every protocol its filter takes (PROTOCOLS, oauth2 too)", async () => {
+  const admin = await startAdmin();
+  try {
+    const tool = (await admin.client.listTools()).tools.find((t) => t.name === "query_audit");
+    const listed = /protocol \(([^)]*)\)/.exec(tool?.description ?? "")?.[1];
+    expect(listed?.split(", ")).toEqual([...PROTOCOLS]);
+  } finally {
+    await admin.close();
   }
 });
 

@@ -14,8 +14,8 @@ import { escapes, terminalJson } from "../../mail/index.ts";
 import { type CommandContext, EXIT_OK, parse, UsageError } from "../args.ts";
 
 export const usage = `Usage: mailgator audit [-c FILE] [--since 1h] [--until 10m] [--decision allow|deny|ask|error]
-                      [--agent X] [--rule NAME] [--protocol imap|smtp|cli] [--command CMD]
-                      [--limit N] [--json] [--follow]
+                      [--agent X] [--rule NAME] [--protocol ${PROTOCOLS.join("|")}]
+                      [--command CMD] [--limit N] [--json] [--follow]
 
 Prints audit rows, oldest first (the newest N with --limit, default 50), and
 says how many older rows --limit left out. --since and --until take a
