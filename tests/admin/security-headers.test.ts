@@ -39,12 +39,12 @@ const request = (method: string, path: string, extra = "") =>
   `${method} ${path} HTTP/1.1\r\nHost: 127.0.0.1\r\n${extra}Connection: close\r\n\r\n`;
 
 test("every answer of the admin listener says nosniff", async () => {
-  removes.push(registerAdminRoute("GET", "/review-page", () => new Response("<p>page</p>"), { auth: "none" }));
-  removes.push(registerAdminRoute("POST", "/review-act", () => new Response("done"), { auth: "token" }));
+  removes.push(registerAdminRoute("GET", "/extra-page", () => new Response("<p>page</p>"), { auth: "none" }));
+  removes.push(registerAdminRoute("POST", "/extra-act", () => new Response("done"), { auth: "token" }));
   removes.push(
     registerAdminRoute(
       "GET",
-      "/review-throws",
+      "/extra-throws",
       () => {
         throw new Error("boom");
       },
@@ -66,12 +66,12 @@ test("every answer of the admin listener says nosniff", async () => {
     ["200", await raw(port, request("GET", "/metrics"))],
     ["405", await raw(port, request("POST", "/healthz"))],
     ["404", await raw(port, request("GET", "/nothing-here"))],
-    ["200", await raw(port, request("GET", "/review-page"))],
-    ["405", await raw(port, request("POST", "/review-page"))],
-    ["401", await raw(port, request("POST", "/review-act"))],
-    ["200", await raw(port, request("POST", "/review-act", `Authorization: Bearer ${token}\r\n`))],
-    ["403", await raw(closed, request("POST", "/review-act", `Authorization: Bearer ${token}\r\n`))],
-    ["500", await raw(port, request("GET", "/review-throws"))],
+    ["200", await raw(port, request("GET", "/extra-page"))],
+    ["405", await raw(port, request("POST", "/extra-page"))],
+    ["401", await raw(port, request("POST", "/extra-act"))],
+    ["200", await raw(port, request("POST", "/extra-act", `Authorization: Bearer ${token}\r\n`))],
+    ["403", await raw(closed, request("POST", "/extra-act", `Authorization: Bearer ${token}\r\n`))],
+    ["500", await raw(port, request("GET", "/extra-throws"))],
     ["302", await raw(port, request("GET", "/review-redirect"))],
     ["421", await raw(port, "GET /healthz HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")],
     ["400", await raw(port, "GET /healthz HTTP/1.1\r\nHost: [::1\r\nConnection: close\r\n\r\n")],
