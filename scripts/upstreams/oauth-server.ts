@@ -78,6 +78,10 @@ export interface TokenRecord {
   revoked: boolean;
   /** Refresh token this access token was issued with (or the refresh token itself). */
   readonly refreshToken: string | null;
+  /** The first refresh token of the chain a rotation made from one grant (absent: the token is its own family). */
+  readonly family?: string | null;
+  /** A refresh token replaced by rotation (and revoked): presenting it again is a reuse. */
+  rotated?: boolean;
 }
 
 interface CodeRecord {
@@ -113,7 +117,9 @@ interface Failure {
 interface Settings {
   accessTokenLifetime: number;
   rotation: boolean;
-  perUser: Record<string, { accessTokenLifetime?: number; rotation?: boolean }>;
+  /** With rotation: a rotated refresh token presented again revokes its whole family (reuse detection). */
+  reuseRevocation?: boolean;
+  perUser: Record<string, { accessTokenLifetime?: number; rotation?: boolean; reuseRevocation?: boolean }>;
   deviceAutoApprove: boolean;
   denyAuthorize: boolean;
   failures: Failure[];
@@ -131,6 +137,8 @@ export interface Counters {
   introspectByUser: Record<string, number>;
   /** Token requests answered by an injected failure. */
   injectedFailures: number;
+  /** Refresh tokens presented again after rotation retired them, with reuse revocation on (their family revoked). */
+  reuseRevocations?: number;
 }
 
 interface State {
@@ -154,7 +162,14 @@ function freshState(): State {
       denyAuthorize: false,
       failures: [],
     },
-    counters: { token: {}, tokenByUser: {}, introspect: 0, introspectByUser: {}, injectedFailures: 0 },
+    counters: {
+      token: {},
+      tokenByUser: {},
+      introspect: 0,
+      introspectByUser: {},
+      injectedFailures: 0,
+      reuseRevocations: 0,
+    },
   };
 }
 
@@ -388,6 +403,16 @@ export class Authority {
 
   #refreshGrant(body: URLSearchParams): Reply {
     const record = this.state.tokens[body.get("refresh_token") ?? ""];
+    if (record?.kind === "refresh" && record.rotated === true && this.#reuseRevocation(record.user)) {
+      // OAuth 2.0 Security BCP (refresh token rotation): a retired refresh token presented again may be a stolen
+      // copy, so every token of its family, the live refresh token and its access tokens too, is revoked.
+      const family = record.family ?? record.value;
+      for (const token of Object.values(this.state.tokens)) {
+        if ((token.family ?? token.refreshToken) === family) token.revoked = true;
+      }
+      this.state.counters.reuseRevocations = (this.state.counters.reuseRevocations ?? 0) + 1;
+      throw new OAuthError(400, "invalid_grant", "refresh token reused: its family is revoked");
+    }
     if (record === undefined || record.kind !== "refresh" || record.revoked)
       throw new OAuthError(400, "invalid_grant", "unknown or revoked refresh token");
     const scope = body.get("scope") ?? record.scope;
@@ -398,9 +423,19 @@ export class Authority {
     if (this.#rotation(record.user)) {
       // RFC 6749 §6 / OAuth 2.0 Security BCP: the old refresh token is invalid once replaced.
       record.revoked = true;
-      return this.#issue(record.user, record.clientId, scope, "refresh_token", true);
+      record.rotated = true;
+      const family = record.family ?? record.value;
+      return this.#issue(record.user, record.clientId, scope, "refresh_token", true, null, family);
     }
-    return this.#issue(record.user, record.clientId, scope, "refresh_token", false, record.value);
+    return this.#issue(
+      record.user,
+      record.clientId,
+      scope,
+      "refresh_token",
+      false,
+      record.value,
+      record.family ?? null,
+    );
   }
 
   #clientCredentialsGrant(body: URLSearchParams, confidential: boolean): Reply {
@@ -444,6 +479,10 @@ export class Authority {
     return this.state.settings.perUser[user]?.rotation ?? this.state.settings.rotation;
   }
 
+  #reuseRevocation(user: string): boolean {
+    return this.state.settings.perUser[user]?.reuseRevocation ?? this.state.settings.reuseRevocation ?? false;
+  }
+
   /** Issues an access token (and a new refresh token when asked), RFC 6749 §5.1. */
   #issue(
     user: string,
@@ -452,12 +491,13 @@ export class Authority {
     grant: GrantType,
     withRefresh: boolean,
     existingRefresh: string | null = null,
+    family: string | null = null,
   ): Reply {
     const now = Date.now();
     const lifetime = this.#lifetime(user);
     const refresh = withRefresh ? randomToken() : existingRefresh;
     if (withRefresh && refresh !== null) {
-      const common = { user, clientId, scope, grant, issuedAt: now, revoked: false };
+      const common = { user, clientId, scope, grant, issuedAt: now, revoked: false, family: family ?? refresh };
       this.state.tokens[refresh] = {
         ...common,
         kind: "refresh",
@@ -478,6 +518,7 @@ export class Authority {
       expiresAt: now + lifetime * 1000,
       revoked: false,
       refreshToken: refresh,
+      family: family ?? refresh,
     };
     const body: Record<string, unknown> = { access_token: access, token_type: "Bearer", expires_in: lifetime, scope };
     if (withRefresh) body["refresh_token"] = refresh;
@@ -618,6 +659,12 @@ export class Authority {
       if (user === null) settings.rotation = on;
       else settings.perUser[user] = { ...settings.perUser[user], rotation: on };
       return ok({ rotation: on });
+    }
+    if (name === "reuse") {
+      const on = booleanParam(params, "on");
+      if (user === null) settings.reuseRevocation = on;
+      else settings.perUser[user] = { ...settings.perUser[user], reuseRevocation: on };
+      return ok({ reuseRevocation: on });
     }
     if (name === "revoke" || name === "expire") {
       const matched = this.#matchTokens(params);

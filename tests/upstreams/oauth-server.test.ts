@@ -135,3 +135,64 @@ describe("lifetimes (clock set by the test)", () => {
     expect(introspect()).toBe(false);
   });
 });
+
+describe("refresh-token rotation with reuse revocation", () => {
+  function call(authority: Authority, method: string, path: string, body: Record<string, string> = {}) {
+    const reply = authority.handle(method, new URL(path, authority.baseUrl), basic, new URLSearchParams(body));
+    if (reply === "close") throw new Error("unexpected close");
+    return reply as { status: number; headers?: Record<string, string>; body: Record<string, unknown> };
+  }
+
+  /** A logged-in grant: its first refresh token and access token. */
+  function login(authority: Authority): { refresh: string; access: string } {
+    const query = new URLSearchParams({ response_type: "code", client_id: CLIENT.id, redirect_uri: "http://x/cb" });
+    const location = call(authority, "GET", `/authorize?${query}`).headers?.["location"] ?? "";
+    const code = new URL(location).searchParams.get("code") ?? "";
+    const body = call(authority, "POST", "/token", {
+      grant_type: "authorization_code",
+      code,
+      redirect_uri: "http://x/cb",
+    }).body;
+    return { refresh: body["refresh_token"] as string, access: body["access_token"] as string };
+  }
+
+  const refresh = (authority: Authority, token: string) =>
+    call(authority, "POST", "/token", { grant_type: "refresh_token", refresh_token: token });
+
+  const active = (authority: Authority, token: string) =>
+    (
+      authority.handle(
+        "POST",
+        new URL("/introspect", authority.baseUrl),
+        { authorization: `Basic ${btoa("rs:rs-secret")}` },
+        new URLSearchParams({ token }),
+      ) as { body: { active: boolean } }
+    ).body.active;
+
+  test("on: a retired refresh token presented again revokes the whole family; another grant is untouched", () => {
+    const authority = new Authority(config(1));
+    call(authority, "POST", "/control/rotation?on=true");
+    call(authority, "POST", "/control/reuse?on=true");
+    const first = login(authority);
+    const other = login(authority);
+    const second = refresh(authority, first.refresh).body;
+    const third = refresh(authority, second["refresh_token"] as string).body;
+    expect(refresh(authority, first.refresh).body["error"]).toBe("invalid_grant");
+    expect(refresh(authority, third["refresh_token"] as string).body["error"]).toBe("invalid_grant");
+    expect(active(authority, third["access_token"] as string)).toBe(false);
+    expect(active(authority, first.access)).toBe(false);
+    expect(active(authority, other.access)).toBe(true);
+    expect(refresh(authority, other.refresh).status).toBe(200);
+    const counters = call(authority, "GET", "/control/counters").body;
+    expect(counters["reuseRevocations"]).toBe(1);
+  });
+
+  test("off (the default): a retired refresh token is refused, and the family stays alive", () => {
+    const authority = new Authority(config(1));
+    call(authority, "POST", "/control/rotation?on=true");
+    const first = login(authority);
+    const second = refresh(authority, first.refresh).body;
+    expect(refresh(authority, first.refresh).body["error"]).toBe("invalid_grant");
+    expect(refresh(authority, second["refresh_token"] as string).status).toBe(200);
+  });
+});
