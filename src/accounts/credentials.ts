@@ -13,6 +13,7 @@ import { ownEntry } from "../config/names.ts";
 import { errorMessage } from "../log.ts";
 import { SealedRecordError, type SealedStore } from "../state/store.ts";
 import { AccountNeedsReauthorization, AccountTemporarilyUnavailable } from "./errors.ts";
+import { LEASE_MAX_WAIT_MS, LEASE_POLL_MS, leaseOwner, releaseLease, takeLease } from "./lease.ts";
 import {
   clientCredentialsGrant,
   type Endpoint,
@@ -109,6 +110,10 @@ export class AccountCredentials {
   readonly #log: NonNullable<CredentialsOptions["log"]>;
   readonly #now: () => number;
   readonly #runtime = new Map<string, Runtime>();
+  /** This token manager's id in the refresh lease (src/accounts/lease.ts). */
+  readonly #owner = leaseOwner();
+  /** `settled()` calls under way: a refresh waiting for another process's lease gives up instead of waiting on. */
+  #settling = 0;
 
   constructor(options: CredentialsOptions) {
     this.#config = options.config;
@@ -207,10 +212,15 @@ export class AccountCredentials {
    * before the process ends (a rotated refresh token would otherwise be lost).
    */
   async settled(): Promise<void> {
-    for (;;) {
-      const flights = [...this.#runtime.values()].flatMap((rt) => (rt.flight ? [rt.flight] : []));
-      if (flights.length === 0) break;
-      await Promise.allSettled(flights);
+    this.#settling++;
+    try {
+      for (;;) {
+        const flights = [...this.#runtime.values()].flatMap((rt) => (rt.flight ? [rt.flight] : []));
+        if (flights.length === 0) break;
+        await Promise.allSettled(flights);
+      }
+    } finally {
+      this.#settling--;
     }
     for (const [name, rt] of this.#runtime) this.#saveUnsaved(name, rt);
   }
@@ -293,6 +303,106 @@ export class AccountCredentials {
   }
 
   async #tokenRequest(account: OAuth2AccountConfig, rt: Runtime, retried = false): Promise<TokenRecord> {
+    if (account.oauth2.grant === "client_credentials") return this.#leasedTokenRequest(account, rt, retried);
+    // One refresh of the account at a time across processes (src/accounts/lease.ts).
+    const lease = { held: false };
+    try {
+      const waited = await this.#lease(account, rt, lease);
+      if (waited !== null) {
+        this.#throwIfRetired(account, rt);
+        return waited;
+      }
+      return await this.#leasedTokenRequest(account, rt, retried);
+    } finally {
+      if (lease.held) this.#releaseLease(account, rt);
+    }
+  }
+
+  /**
+   * Takes the account's refresh lease. While another process holds it, waits (LEASE_POLL_MS, LEASE_MAX_WAIT_MS in
+   * all) and returns the pair that process stores if its access token is good for now: no token request then. Once
+   * the lease is taken (or cannot be: a database that cannot be written, a wait past LEASE_MAX_WAIT_MS), returns
+   * null and the caller sends its refresh, as it would without a lease.
+   */
+  async #lease(account: OAuth2AccountConfig, rt: Runtime, lease: { held: boolean }): Promise<TokenRecord | null> {
+    const name = account.name;
+    const store = this.#store!;
+    // The stored pair this process knows of: a pair stored since is another process's (or a login's), newer.
+    const known = rt.unsaved !== null ? rt.unsaved.base : rt.record;
+    const deadline = this.#now() + LEASE_MAX_WAIT_MS;
+    let waiting = false;
+    for (;;) {
+      let heldUntil: number | null;
+      try {
+        heldUntil = takeLease(store, name, this.#owner, this.#now());
+      } catch (e) {
+        this.#log.warn(`account ${name}: refresh lease not taken (${errorMessage(e)}); refreshing without it`);
+        return null;
+      }
+      if (heldUntil === null) {
+        lease.held = true;
+        // Taken. The holder before may have stored its pair just before it released the lease: used if good.
+        const newer = rt.unsaved === null ? this.#storedSince(account, rt, known) : null;
+        // Or its refresh was refused and it marked the account: this one would be refused too.
+        if (newer === null && waiting) this.#checkAuthorized(account);
+        return newer;
+      }
+      if (!waiting) this.#log.info(`account ${name}: another process is refreshing the token; waiting for it`);
+      waiting = true;
+      // A process ending (`settled`) does not start a wait: the holder stores its pair, this one has sent nothing.
+      if (this.#settling > 0)
+        throw new AccountTemporarilyUnavailable(name, "another process is refreshing the token", this.#now());
+      const left = deadline - this.#now();
+      if (left <= 0) {
+        this.#log.warn(
+          `account ${name}: the refresh lease is still held after ${LEASE_MAX_WAIT_MS} ms; refreshing without it`,
+        );
+        return null;
+      }
+      await Bun.sleep(Math.min(LEASE_POLL_MS, left, Math.max(1, heldUntil - this.#now())));
+      const newer = this.#storedSince(account, rt, known);
+      if (newer !== null) return newer;
+    }
+  }
+
+  /**
+   * The pair stored over `known` by another process, adopted when its access token is good and not due for a
+   * refresh yet (nor the one the upstream refused); else null (and a newer pair is still adopted: its refresh token
+   * is the one to send).
+   */
+  #storedSince(account: OAuth2AccountConfig, rt: Runtime, known: TokenRecord | null): TokenRecord | null {
+    let stored: TokenRecord | null;
+    try {
+      stored = this.#read(account);
+    } catch {
+      return null; // unreadable: the token request reads it again and reports it
+    }
+    if (stored === null || sameTokens(stored, known)) return null;
+    // Newer than what this process holds unwritten too: saveRefreshedTokens would drop those for it.
+    rt.unsaved = null;
+    rt.record = stored;
+    const { accessToken, expiresAt } = stored;
+    if (accessToken === null || accessToken === rt.rejected || expiresAt === null) return null;
+    if (this.#now() >= refreshAt(stored.obtainedAt, expiresAt)) return null;
+    this.#log.info(`account ${account.name}: another process refreshed the token; using it`);
+    rt.failures = 0;
+    rt.retryAt = 0;
+    rt.lastError = null;
+    return stored;
+  }
+
+  #releaseLease(account: OAuth2AccountConfig, rt: Runtime): void {
+    // Tokens this process could not write: the stored refresh token may be retired, so the lease is left to expire
+    // rather than let another process send it at once.
+    if (rt.unsaved !== null) return;
+    try {
+      releaseLease(this.#store!, account.name, this.#owner);
+    } catch (e) {
+      this.#log.warn(`account ${account.name}: refresh lease not released (${errorMessage(e)}); it expires`);
+    }
+  }
+
+  async #leasedTokenRequest(account: OAuth2AccountConfig, rt: Runtime, retried: boolean): Promise<TokenRecord> {
     const name = account.name;
     const settings = account.oauth2;
     // Re-read: another process (`account login`, or a proxy restarted after a rotation) may have written newer tokens.
@@ -446,7 +556,13 @@ export class AccountCredentials {
           return newer;
         }
       }
-      if (!retried) return this.#tokenRequest(account, rt, true);
+      if (!retried) {
+        // A second token request under the lease this process holds: renewed for it (a failure changes nothing).
+        try {
+          takeLease(this.#store!, account.name, this.#owner, this.#now());
+        } catch {}
+        return this.#leasedTokenRequest(account, rt, true);
+      }
     }
     this.#log.warn(`account ${account.name}: refresh refused (${message}), but a newer login is stored; not marked`);
     throw new AccountTemporarilyUnavailable(account.name, message, this.#now());
