@@ -1,0 +1,54 @@
+/**
+ * A database file or SQLite side file that is a symbolic link is refused, never followed (src/private-files.ts
+ * restrictDatabaseFiles; docs/audit.md "Files"). Whoever may write the folder (the service user, when root runs
+ * `mailgator account login` in the service's state folder as docs/install.md allows) could otherwise point
+ * `mailgator-state.db-wal` at a file of root's: the chmod meant for the side file would take its group and other bits
+ * away (an /etc/passwd made 0600 stops every login), and a dangling link for the database file would have SQLite
+ * create a root-owned file wherever it points.
+ */
+import { expect, test } from "bun:test";
+import { existsSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { join } from "node:path";
+import { AuditLog } from "../../src/audit/index.ts";
+import { openStateDatabase } from "../../src/state/database.ts";
+import { tempRoot } from "../fixtures/temp.ts";
+
+const TMP = tempRoot("mg-db-links-");
+
+function victim(): string {
+  const file = join(mkdtempSync(join(TMP, "v-")), "victim");
+  writeFileSync(file, "root:x:0:0:root:/root:/bin/bash\n", { mode: 0o644 });
+  return file;
+}
+
+const mode = (file: string) => (statSync(file).mode & 0o777).toString(8);
+
+for (const side of ["-wal", "-shm", "-journal"]) {
+  test(`a state database whose ${side} is a symbolic link is refused; the link's target is left as it was`, () => {
+    const dir = mkdtempSync(join(TMP, "s-"));
+    const target = victim();
+    const path = join(dir, "mailgator-state.db");
+    symlinkSync(target, path + side);
+    expect(() => openStateDatabase(path)).toThrow("is a symbolic link");
+    expect(mode(target)).toBe("644");
+    expect(readFileSync(target, "utf8")).toBe("root:x:0:0:root:/root:/bin/bash\n");
+  });
+}
+
+test("an audit log whose -wal is a symbolic link is refused; the target keeps its mode", () => {
+  const dir = mkdtempSync(join(TMP, "a-"));
+  const target = victim();
+  const path = join(dir, "audit.db");
+  symlinkSync(target, `${path}-wal`);
+  expect(() => AuditLog.open(path)).toThrow("is a symbolic link");
+  expect(mode(target)).toBe("644");
+});
+
+test("a dangling symbolic link as the database file is refused: nothing is created where it points", () => {
+  const dir = mkdtempSync(join(TMP, "d-"));
+  const elsewhere = join(mkdtempSync(join(TMP, "e-")), "created-by-root");
+  const path = join(dir, "mailgator-state.db");
+  symlinkSync(elsewhere, path);
+  expect(() => openStateDatabase(path)).toThrow("is a symbolic link");
+  expect(existsSync(elsewhere)).toBe(false);
+});
