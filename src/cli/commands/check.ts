@@ -1,6 +1,7 @@
 /** `mailgator check -c FILE`: validate a config, list its rules in order, warn about shadowed rules. */
 
 import { findConfig, loadConfig, type RuleConfig } from "../../config/index.ts";
+import { escapes, terminalJson } from "../../mail/index.ts";
 import { compilePolicy } from "../../policy/index.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse } from "../args.ts";
 import { checkConnections } from "./connect.ts";
@@ -21,7 +22,7 @@ Options:
 function conditions(rule: RuleConfig): string {
   const parts: string[] = [];
   const add = (label: string, v: readonly string[] | undefined) =>
-    v && parts.push(`${label} ${v.map((x) => JSON.stringify(x)).join(" | ")}`);
+    v && parts.push(`${label} ${v.map((x) => terminalJson(x)).join(" | ")}`);
   add("folders", rule.folders);
   add("from", rule.from);
   add("to", rule.to);
@@ -38,7 +39,7 @@ export async function check(ctx: CommandContext): Promise<number> {
   if (values.help) return (ctx.out(usage), EXIT_OK);
   const config = loadConfig(findConfig(values.config, ctx.env), { env: ctx.env });
   const policy = compilePolicy(config.rules);
-  const lines: string[] = [`${config.file}: valid (revision ${config.revision})`];
+  const lines: string[] = [`${escapes(config.file)}: valid (revision ${config.revision})`];
   const listener = (name: string, l: typeof config.imap) => {
     if (!l) return;
     lines.push(
@@ -52,14 +53,14 @@ export async function check(ctx: CommandContext): Promise<number> {
   listener("smtp", config.smtp);
   lines.push(
     config.agents.length
-      ? `mode: vault, ${config.agents.length} agent(s): ${config.agents.map((a) => a.name).join(", ")}`
+      ? `mode: vault, ${config.agents.length} agent(s): ${config.agents.map((a) => escapes(a.name)).join(", ")}`
       : "mode: pass-through (agents log in with the upstream credentials)",
   );
   for (const account of Object.values(config.accounts)) {
     // What the proxy logs in upstream with; never a secret (docs/accounts.md).
     const o = account.auth === "oauth2" ? account.oauth2 : null;
     const how = o ? `oauth2 (${o.provider}, ${o.grant}${o.tenant ? `, tenant ${o.tenant}` : ""})` : "password";
-    lines.push(`account ${account.name}: ${account.username}, ${how}`);
+    lines.push(`account ${escapes(account.name)}: ${escapes(account.username)}, ${how}`);
   }
   lines.push(
     `audit log: ${config.audit.path}${config.audit.retentionDays ? ` (kept ${config.audit.retentionDays} days)` : ""}`,
@@ -68,18 +69,18 @@ export async function check(ctx: CommandContext): Promise<number> {
   config.rules.forEach((rule, i) => {
     const ops = rule.operations ? rule.operations.join(", ") : "all operations";
     lines.push(
-      `  ${i + 1}. ${rule.action.toUpperCase().padEnd(5)} ${JSON.stringify(rule.name)}: ` +
+      `  ${i + 1}. ${rule.action.toUpperCase().padEnd(5)} ${terminalJson(rule.name)}: ` +
         `${ops}; when ${conditions(rule)}`,
     );
   });
   if (config.rules.length === 0) lines.push("  (none: everything is denied)");
   for (const s of policy.shadowed()) {
     lines.push(
-      `warning: rule ${s.index + 1} ${JSON.stringify(s.name)} can never match: ` +
-        `rule ${s.byIndex + 1} ${JSON.stringify(s.by)} has no conditions and already decides all its operations`,
+      `warning: rule ${s.index + 1} ${terminalJson(s.name)} can never match: ` +
+        `rule ${s.byIndex + 1} ${terminalJson(s.by)} has no conditions and already decides all its operations`,
     );
   }
-  for (const w of config.warnings) lines.push(`warning: ${w}`);
+  for (const w of config.warnings) lines.push(`warning: ${escapes(w)}`);
   ctx.out(lines.join("\n"));
   if (!values.connect) return EXIT_OK;
   const report = await checkConnections(config);

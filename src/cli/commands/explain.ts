@@ -9,7 +9,7 @@ import { findConfig, loadConfig, ownEntry } from "../../config/index.ts";
 import type { MessageFacts } from "../../imap/classify.ts";
 import { decideImap, type ImapVerdict } from "../../imap/decide.ts";
 import { FolderNames } from "../../imap/folders.ts";
-import { parseAddressList, readEnvelopeAddress, readUnstructured } from "../../mail/index.ts";
+import { escapes, parseAddressList, readEnvelopeAddress, readUnstructured, terminalJson } from "../../mail/index.ts";
 import {
   compilePolicy,
   type Decision,
@@ -152,7 +152,8 @@ export function explain(ctx: CommandContext): number {
       : null;
 
   const out: string[] = [];
-  if (note !== null && !values.json) out.push(`note: ${note}`);
+  // Names come from the config (a rule edit through `mcp --admin`, docs/mcp.md): no control reaches the terminal.
+  if (note !== null && !values.json) out.push(escapes(`note: ${note}`));
   const quotas = quotasNow(config, whoIsCounted);
   for (const operation of ops as readonly Operation[]) {
     let answer: Answer;
@@ -166,7 +167,7 @@ export function explain(ctx: CommandContext): number {
         const why = "a send needs at least one recipient (--to, --cc or --bcc)";
         if (ops.length === 1) throw new UsageError(why, usage);
         out.push(
-          values.json ? JSON.stringify({ operation, action: "not-explained", reason: why }) : `${operation}: ${why}`,
+          values.json ? terminalJson({ operation, action: "not-explained", reason: why }) : `${operation}: ${why}`,
         );
         continue;
       }
@@ -186,8 +187,8 @@ export function explain(ctx: CommandContext): number {
     }
     // Sends and reads are what quotas count (docs/quotas.md "Seeing the use").
     const counted = operation === "mail:send" || operation === "mail:read" ? quotas : null;
-    if (values.json) out.push(JSON.stringify({ ...answer.json, agent, agents, note, ...(counted ? { quotas } : {}) }));
-    else out.push(...answer.text, ...(counted ? quotaLines(counted) : []));
+    if (values.json) out.push(terminalJson({ ...answer.json, agent, agents, note, ...(counted ? { quotas } : {}) }));
+    else out.push(...[...answer.text, ...(counted ? quotaLines(counted) : [])].map(escapes));
   }
   ctx.out(out.join("\n"));
   return EXIT_OK;
@@ -221,7 +222,7 @@ function quotaLines(quotas: readonly QuotaUse[]): string[] {
 }
 
 function explainImap(v: ImapVerdict): Answer {
-  const head = `${v.operation} in ${JSON.stringify(v.folder)}`;
+  const head = `${v.operation} in ${terminalJson(v.folder)}`;
   const json: Record<string, unknown> = {
     operation: v.operation,
     folder: v.folder,
@@ -308,7 +309,7 @@ function explainSend(
   let json: Record<string, unknown>;
   if (identity.refused) {
     const reason =
-      `the sender ${shown} is not one of the identities of account ${JSON.stringify(identity.account)} ` +
+      `the sender ${shown} is not one of the identities of account ${terminalJson(identity.account)} ` +
       `(${identity.list}); refused at MAIL FROM, nothing is sent`;
     headline = `mail:send: DENY: ${reason}`;
     json = { ...base, action: "deny", stage: "mail", rule: null, ruleIndex: null, reason };
@@ -429,7 +430,7 @@ function senderIdentity(
 // ---- shared --------------------------------------------------------------------------------------------------
 
 function by(d: Decision): string {
-  return d.ruleIndex === null ? "no rule (default deny)" : `rule ${d.ruleIndex + 1} ${JSON.stringify(d.rule)}`;
+  return d.ruleIndex === null ? "no rule (default deny)" : `rule ${d.ruleIndex + 1} ${terminalJson(d.rule)}`;
 }
 
 function outcomeWords(o: Outcome): string {
