@@ -53,7 +53,7 @@ test("every answer of the admin listener says nosniff", async () => {
   );
   // Response.redirect's headers are immutable: the listener must still add its own.
   removes.push(
-    registerAdminRoute("GET", "/review-redirect", () => Response.redirect("http://127.0.0.1/x", 302), {
+    registerAdminRoute("GET", "/extra-redirect", () => Response.redirect("http://127.0.0.1/x", 302), {
       auth: "none",
     }),
   );
@@ -72,7 +72,7 @@ test("every answer of the admin listener says nosniff", async () => {
     ["200", await raw(port, request("POST", "/extra-act", `Authorization: Bearer ${token}\r\n`))],
     ["403", await raw(closed, request("POST", "/extra-act", `Authorization: Bearer ${token}\r\n`))],
     ["500", await raw(port, request("GET", "/extra-throws"))],
-    ["302", await raw(port, request("GET", "/review-redirect"))],
+    ["302", await raw(port, request("GET", "/extra-redirect"))],
     ["421", await raw(port, "GET /healthz HTTP/1.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n")],
     ["400", await raw(port, "GET /healthz HTTP/1.1\r\nHost: [::1\r\nConnection: close\r\n\r\n")],
   ];
