@@ -13,7 +13,7 @@ import { ownEntry } from "../config/names.ts";
 import { errorMessage } from "../log.ts";
 import { SealedRecordError, type SealedStore } from "../state/store.ts";
 import { AccountNeedsReauthorization, AccountTemporarilyUnavailable } from "./errors.ts";
-import { LEASE_MAX_WAIT_MS, LEASE_POLL_MS, leaseOwner, releaseLease, takeLease } from "./lease.ts";
+import { LEASE_MAX_WAIT_MS, LEASE_POLL_MS, leaseOwner, releaseLease, renewLease, takeLease } from "./lease.ts";
 import {
   clientCredentialsGrant,
   type Endpoint,
@@ -557,9 +557,10 @@ export class AccountCredentials {
         }
       }
       if (!retried) {
-        // A second token request under the lease this process holds: renewed for it (a failure changes nothing).
+        // A second token request: the lease, if this process holds it, renewed for it (a failure changes nothing).
+        // Never taken here: a process refreshing without the lease would not release it.
         try {
-          takeLease(this.#store!, account.name, this.#owner, this.#now());
+          renewLease(this.#store!, account.name, this.#owner, this.#now());
         } catch {}
         return this.#leasedTokenRequest(account, rt, true);
       }

@@ -57,3 +57,17 @@ export function releaseLease(store: SealedStore, account: string, owner: string)
     store.db.query("DELETE FROM account_refresh_lease WHERE account = ? AND owner = ?").run(account, owner);
   });
 }
+
+/**
+ * Extends the account's lease by LEASE_TTL_MS from `now` if `owner` holds it; a lease `owner` does not hold (it
+ * refreshes without one, after LEASE_MAX_WAIT_MS or a lease it could not take) is left alone: taken here, nobody
+ * would release it. Throws when the database cannot be written.
+ */
+export function renewLease(store: SealedStore, account: string, owner: string, now: number): void {
+  store.transaction(() => {
+    store.db.run(SCHEMA);
+    store.db
+      .query("UPDATE account_refresh_lease SET expires_at = ? WHERE account = ? AND owner = ?")
+      .run(now + LEASE_TTL_MS, account, owner);
+  });
+}

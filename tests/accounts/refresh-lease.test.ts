@@ -5,7 +5,14 @@ import { afterAll, expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AccountCredentials } from "../../src/accounts/index.ts";
-import { LEASE_MARGIN_MS, LEASE_MAX_WAIT_MS, LEASE_TTL_MS, releaseLease, takeLease } from "../../src/accounts/lease.ts";
+import {
+  LEASE_MARGIN_MS,
+  LEASE_MAX_WAIT_MS,
+  LEASE_TTL_MS,
+  releaseLease,
+  renewLease,
+  takeLease,
+} from "../../src/accounts/lease.ts";
 import { TOKEN_REQUEST_TIMEOUT_MS } from "../../src/accounts/oauth.ts";
 import { readStatus, readTokens } from "../../src/accounts/records.ts";
 import type { AuditEvent } from "../../src/audit/index.ts";
@@ -131,6 +138,21 @@ test("the lease: taken for LEASE_TTL_MS, held one ms before its expiry, free at 
   expect(takeLease(store, "x", "A", t + LEASE_TTL_MS + 6)).toBe(t + 2 * LEASE_TTL_MS + 5);
   releaseLease(store, "x", "B");
   expect(takeLease(store, "x", "A", t + LEASE_TTL_MS + 7)).toBeNull();
+});
+
+test("renewLease extends only its owner's lease, and never takes a free one", () => {
+  const dir = mkdtempSync(join(TMP, "renew-"));
+  const store = SealedStore.open(join(dir, "state.db"), { secretsFile: join(dir, "key"), env: {}, create: true })!;
+  open.push(store);
+  const t = 2_000_000;
+  // Free: a renewal by a process refreshing without the lease leaves it free (it would never release it).
+  renewLease(store, "x", "A", t);
+  expect(takeLease(store, "x", "B", t + 1)).toBeNull();
+  // Held by B: A's renewal changes nothing, B's extends it by LEASE_TTL_MS from its time.
+  renewLease(store, "x", "A", t + 2);
+  expect(takeLease(store, "x", "A", t + 3)).toBe(t + 1 + LEASE_TTL_MS);
+  renewLease(store, "x", "B", t + 10);
+  expect(takeLease(store, "x", "A", t + 11)).toBe(t + 10 + LEASE_TTL_MS);
 });
 
 test("a lease whose holder was killed blocks until its expiry, not past it; then one refresh", async () => {
