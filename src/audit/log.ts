@@ -159,6 +159,11 @@ export class AuditLog {
   #deferredDue = 0;
   #retryTimer: Timer | null = null;
   #retentionTimer: ReturnType<typeof setInterval> | null = null;
+  /**
+   * The newest row's id at this log's last prune (null before the first): the next prune reads "the newest row" among
+   * the rows up to it, never one written since, whose time a clock stepped ahead meanwhile may have set.
+   */
+  #prunedThrough: number | null = null;
   #error: AuditUnavailableError | null = null;
   #closed = false;
   /**
@@ -384,7 +389,8 @@ export class AuditLog {
 
   /**
    * Deletes rows older than retentionDays, counted back from `now` or from PRUNE_CLOCK_SLACK_MS after the newest
-   * row's time, whichever is earlier, and returns how many.
+   * row's time, whichever is earlier, and returns how many. After this log's first prune, "the newest row" is the
+   * newest of those written before its last prune.
    */
   prune(retentionDays: number, now: number = Date.now()): number {
     return this.#prune(retentionDays, now).removed;
@@ -394,7 +400,17 @@ export class AuditLog {
     this.#checkWritable();
     const retention = retentionDays * DAY_MS;
     try {
-      const newest = this.#db.query<{ t: number | null }, []>("SELECT MAX(time) AS t FROM audit").get()?.t ?? null;
+      // The newest row before this log's last prune (the rowid's b-tree, no scan), or at the first prune any row: a
+      // row written since may carry the time of a clock stepped ahead since, and counting back from it would prune
+      // by that clock (docs/audit.md "Retention").
+      const through = this.#prunedThrough;
+      const newest =
+        through === null
+          ? (this.#db.query<{ t: number | null }, []>("SELECT MAX(time) AS t FROM audit").get()?.t ?? null)
+          : (this.#db
+              .query<{ t: number }, [number]>("SELECT time AS t FROM audit WHERE id <= ? ORDER BY id DESC LIMIT 1")
+              .get(through)?.t ?? null);
+      this.#prunedThrough = this.newestId();
       if (newest === null) return { removed: 0, kept: 0, newest: null };
       const capped = newest + PRUNE_CLOCK_SLACK_MS < now;
       const cutoff = (capped ? newest + PRUNE_CLOCK_SLACK_MS : now) - retention;

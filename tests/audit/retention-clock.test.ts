@@ -26,6 +26,23 @@ async function logWithRows(name: string, newest: number): Promise<string> {
 }
 
 describe("prune with a clock ahead of the newest row", () => {
+  test("a clock stepped ahead in use: a row written since the last prune does not move the cutoff", async () => {
+    const real = Date.now();
+    const path = await logWithRows("step.db", real);
+    const log = AuditLog.open(path, { sync: "normal" });
+    expect(log.prune(30, real)).toBe(1);
+    // The clock steps a year ahead; an agent's command is recorded at that time, and the hourly prune runs.
+    log.record(sampleEvent({ time: real + 365 * DAY_MS, target: "ahead" }));
+    await log.flush();
+    expect(log.prune(30, real + 365 * DAY_MS + 120_000)).toBe(0);
+    expect(log.query({ order: "asc" }).map((r) => r.target)).toEqual(["20d", "2d", "newest", "ahead"]);
+    // The clock is right again: the next prune counts back from it, and the row dated ahead stays until it is old.
+    expect(log.prune(30, real + 2 * 60 * 60 * 1000)).toBe(0);
+    expect(log.prune(1, real + 2 * 60 * 60 * 1000)).toBe(2);
+    expect(log.query({ order: "asc" }).map((r) => r.target)).toEqual(["newest", "ahead"]);
+    await log.close();
+  });
+
   test("a clock a year ahead prunes only what the newest row's time (plus the slack) makes old", async () => {
     const real = Date.now();
     const path = await logWithRows("year.db", real);
