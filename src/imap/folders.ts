@@ -56,6 +56,15 @@ export class FolderNames {
     );
   }
 
+  /**
+   * A name an agent may give a new folder (CREATE, a RENAME target): valid, and written as the rules read it (NFC,
+   * without default-ignorable characters). Another spelling of a name would be judged as that name while the server
+   * makes a folder apart, which looks like it: `Agent` + U+200B at the top, for an agent confined to `Agent/**`.
+   */
+  creatable(name: string): boolean {
+    return !this.invalid(name) && readableText(name) === name;
+  }
+
   /** Every ancestor of `name`, nearest last (`a/b/c` → `a`, `a/b`). */
   ancestors(name: string): string[] {
     const d = this.delimiter;

@@ -118,6 +118,45 @@ action = "allow"
     await c.mailboxClose();
   });
 
+  test("CREATE and RENAME take only names as the rules read them: no look-alike outside `Agent/**`", async () => {
+    const confined = await startTestProxy({
+      rules: `
+[[rules]]
+name = "agent area"
+folders = ["Agent", "Agent/**"]
+action = "allow"
+`,
+    });
+    try {
+      const c = await agent(confined);
+      await c.mailboxCreate("Agent");
+      const made = async (name: string) =>
+        c.mailboxCreate(name).then(
+          () => "created",
+          (e: { serverResponseCode?: string }) => `refused ${e.serverResponseCode}`,
+        );
+      // `Agent` + U+200B at the top reads as `Agent`, but the server would make a folder apart, looking like it.
+      expect(await made("Agent\u200b/x")).toBe("refused CANNOT");
+      expect(await made("Agent/Gescha\u0308ft")).toBe("refused CANNOT");
+      expect(await made("Agent/Gesch\u00e4ft")).toBe("created");
+      const renamed = await c.mailboxRename("Agent/Gesch\u00e4ft", "Agent\u200b").then(
+        () => "renamed",
+        (e: { serverResponseCode?: string }) => `refused ${e.serverResponseCode}`,
+      );
+      expect(renamed).toBe("refused CANNOT");
+      const owner = await connectImap(mailbox);
+      try {
+        const paths = (await owner.list()).map((f) => f.path);
+        expect(paths).toContain("Agent/Gesch\u00e4ft");
+        expect(paths.filter((p) => p.startsWith("Agent\u200b"))).toEqual([]);
+      } finally {
+        await owner.logout();
+      }
+    } finally {
+      await confined.close();
+    }
+  });
+
   test("a name with a bidirectional override does not exist for the agent, even with all folders allowed", async () => {
     const c = await agent(open);
     expect((await c.list()).map((f) => f.path)).not.toContain(BIDI);

@@ -13,7 +13,7 @@ export async function create(s: Session, cmd: CommandOf<"CREATE">): Promise<void
   const delimiter = s.names.delimiter;
   const name =
     delimiter !== null && cmd.mailbox.endsWith(delimiter) ? cmd.mailbox.slice(0, -delimiter.length) : cmd.mailbox;
-  if (s.names.invalid(name)) {
+  if (!s.names.creatable(name)) {
     s.auditRow({
       command: "CREATE",
       operation: "folder:write",
@@ -22,7 +22,7 @@ export async function create(s: Session, cmd: CommandOf<"CREATE">): Promise<void
       decision: "deny",
       rule: null,
       ruleIndex: null,
-      reason: "invalid mailbox name",
+      reason: "invalid mailbox name (or not written as the rules read it: NFC, no invisible characters)",
     });
     throw new Refusal("NO", "CANNOT", "Invalid mailbox name");
   }
