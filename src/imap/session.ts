@@ -769,12 +769,15 @@ export class ImapSession implements LoginSession, CompressSession {
           const allowed = this.state !== "not-authenticated" || r.command === "LOGIN";
           if (!allowed) {
             this.#framer.refuseLiteral();
+            this.#releaseCommand();
             this.tagged(r.tag ?? "*", "BAD", null, "Literal refused before login");
             // A refused command like any other (docs/reliability.md "Malformed commands"): counted, or a client
             // could send refused literals without end.
             this.#badCommand();
           } else if (r.binary && !this.#literal8(r.command)) {
             this.#framer.refuseLiteral();
+            // An earlier literal of this command may hold a reservation: the command is over.
+            this.#releaseCommand();
             this.tagged(r.tag ?? "*", "BAD", "CLIENTBUG", "literal8 is allowed in APPEND only, with BINARY");
             this.#badCommand();
           } else if (!(await this.#reserveLiteral(r))) {
