@@ -45,7 +45,8 @@ export function findConfig(
 
 /**
  * Why a config file found by the search path must not be read, or null: it (or the link to it) belongs to a user
- * other than this process's and root, or others may write it (docs/config.md "Where the config is read from").
+ * other than this process's and root, or its group or others may write it (docs/config.md "Where the config is read
+ * from").
  */
 function foreignProblem(path: string): string | null {
   const uid = process.geteuid?.();
@@ -58,7 +59,8 @@ function foreignProblem(path: string): string | null {
     const owner = mine(file) ? link.uid : file.uid;
     return `belongs to user ${owner}, not to this user (${uid}) or root: ${advice}`;
   }
-  if ((file.mode & 0o002) !== 0)
-    return `can be written by any user (mode ${(file.mode & 0o777).toString(8)}): ${advice}`;
+  // Its group may be another user's too (a service account's): a member could change what root reads next.
+  if ((file.mode & 0o022) !== 0)
+    return `can be written by users other than its owner (mode ${(file.mode & 0o777).toString(8)}): ${advice}`;
   return null;
 }

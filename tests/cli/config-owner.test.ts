@@ -66,16 +66,21 @@ test("a symbolic link of another user's to a file of root's is refused", () => {
   expect(refusal(dir)).toContain(`belongs to user ${OTHER_UID}`);
 });
 
-test("a file any user may write is refused", () => {
-  const dir = folder("writable");
-  const file = join(dir, "mailgator.toml");
-  writeFileSync(file, CONFIG);
-  chmodSync(file, 0o666);
-  expect(refusal(dir)).toContain("can be written by any user (mode 666)");
+test("a file its group or any user may write is refused", () => {
+  for (const mode of [0o666, 0o664, 0o620, 0o602]) {
+    const dir = folder(`writable-${mode.toString(8)}`);
+    const file = join(dir, "mailgator.toml");
+    writeFileSync(file, CONFIG);
+    chmodSync(file, mode);
+    expect(refusal(dir)).toContain(`can be written by users other than its owner (mode ${mode.toString(8)})`);
+  }
 });
 
 test("this user's own file is read", () => {
   const dir = folder("own");
   writeFileSync(join(dir, "mailgator.toml"), CONFIG, { mode: 0o644 });
+  expect(findConfig(undefined, {}, dir, none)).toBe(join(dir, "mailgator.toml"));
+  // Readable by its group and others (no secrets inline) is not what the check is about; only writing is.
+  chmodSync(join(dir, "mailgator.toml"), 0o604);
   expect(findConfig(undefined, {}, dir, none)).toBe(join(dir, "mailgator.toml"));
 });
