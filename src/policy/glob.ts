@@ -146,8 +146,10 @@ function compileAddress(pattern: string): string {
  * Why an address glob could never match an address the rules are asked about, or null. Those addresses are a local
  * part, `@` and a domain (docs/filtering.md "Deciding a message"): never empty on either side, a domain neither
  * beginning nor ending with a dot (a trailing dot makes a header's address unknown and the envelope refuses it) and
- * no two dots in a row outside a quoted local part, which keeps its quotes and which a glob cannot write. A deny rule
- * on `*@evil.test.` or `*@.evil.test` would otherwise let all of evil.test's mail through.
+ * no two dots in a row, nor a dot before the `@`, outside a quoted local part (`"a..b"@x`, which keeps its quotes in
+ * the reading: a glob cannot write quotes, and reaches one only through a wildcard, as `*..*@x` would; such globs are
+ * refused too, which fails closed). A deny rule on `*@evil.test.` or `*@.evil.test` would otherwise let all of
+ * evil.test's mail through.
  */
 function impossibleAddress(pattern: string): string | null {
   if (pattern.startsWith("@")) return 'it has an empty local part (for any local part write "*@domain")';
