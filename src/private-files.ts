@@ -5,7 +5,7 @@
  * another user, they are given to that user (`giveToFolderOwner`).
  */
 
-import { closeSync, constants, fchmodSync, fchownSync, fstatSync, openSync, statSync } from "node:fs";
+import { chmodSync, closeSync, fchmodSync, fchownSync, lstatSync, openSync, type Stats, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 
 /** Owner read and write, nothing for group or others. */
@@ -39,33 +39,32 @@ export function preparePrivateDatabase(path: string): void {
  * changing nothing, when one of them is not a regular file: a path that names a folder (`path = "."`, or a folder
  * given where a file name belongs) must be refused, never made 0700. A symbolic link is refused too, never followed:
  * whoever may write the folder (the service user, when root runs a command there) could point `audit.db-wal` at a
- * file of root's, which a chmod through the link would change and SQLite would then write. Each file is opened
- * with O_NOFOLLOW and changed through that descriptor, so what is changed is what was checked.
+ * file of root's, which a chmod through the link would change and SQLite would then write.
+ *
+ * The files are looked at with lstat and changed by path, never opened: this runs while SQLite has them open, and
+ * closing any descriptor of a file drops every POSIX lock the process holds on it, SQLite's included. Another
+ * process then took the WAL index for unused and rebuilt it under this one (`Audit log unavailable` at the next
+ * commit). What remains is a swap of a checked file for a link between the lstat and the chmod, by whoever may
+ * write the folder (docs/audit.md "Files").
  */
 export function restrictDatabaseFiles(path: string): void {
   const files = [path, ...SQLITE_SIDE_FILES.map((suffix) => path + suffix)];
-  const found: { fd: number; mode: number }[] = [];
-  try {
-    for (const file of files) {
-      let fd: number;
-      try {
-        fd = openSync(file, constants.O_RDONLY | constants.O_NOFOLLOW | constants.O_NONBLOCK);
-      } catch (e) {
-        const code = (e as NodeJS.ErrnoException).code;
-        if (code === "ENOENT") continue;
-        if (code === "ELOOP") throw new Error(`${file} is a symbolic link: name the database file itself`);
-        throw e;
-      }
-      const stat = fstatSync(fd);
-      found.push({ fd, mode: stat.mode & 0o777 });
-      if (!stat.isFile()) throw new Error(`${file} is not a regular file`);
+  const found: { file: string; mode: number }[] = [];
+  for (const file of files) {
+    let stat: Stats;
+    try {
+      stat = lstatSync(file);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "ENOENT") continue;
+      throw e;
     }
-    for (const { fd, mode } of found) {
-      // Group and other bits are taken away; the owner's are left as they are (a write-protected log stays so).
-      if ((mode & 0o077) !== 0) fchmodSync(fd, mode & 0o700);
-    }
-  } finally {
-    for (const { fd } of found) closeSync(fd);
+    if (stat.isSymbolicLink()) throw new Error(`${file} is a symbolic link: name the database file itself`);
+    if (!stat.isFile()) throw new Error(`${file} is not a regular file`);
+    found.push({ file, mode: stat.mode & 0o777 });
+  }
+  for (const { file, mode } of found) {
+    // Group and other bits are taken away; the owner's are left as they are (a write-protected log stays so).
+    if ((mode & 0o077) !== 0) chmodSync(file, mode & 0o700);
   }
 }
 
