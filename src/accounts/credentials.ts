@@ -385,9 +385,7 @@ export class AccountCredentials {
     if (accessToken === null || accessToken === rt.rejected || expiresAt === null) return null;
     if (this.#now() >= refreshAt(stored.obtainedAt, expiresAt)) return null;
     this.#log.info(`account ${account.name}: another process refreshed the token; using it`);
-    rt.failures = 0;
-    rt.retryAt = 0;
-    rt.lastError = null;
+    recovered(rt);
     return stored;
   }
 
@@ -462,9 +460,7 @@ export class AccountCredentials {
     this.#throwIfRetired(account, rt);
     this.#keep(account, rt, record, base);
     if (rt.failures > 0) this.#log.info(`account ${name}: token endpoint answers again`);
-    rt.failures = 0;
-    rt.retryAt = 0;
-    rt.lastError = null;
+    recovered(rt);
     rt.rejected = null;
     return record;
   }
@@ -550,9 +546,7 @@ export class AccountCredentials {
       const { accessToken, expiresAt } = newer;
       if (accessToken !== null && accessToken !== rt.rejected && expiresAt !== null) {
         if (now < usableUntil(newer.obtainedAt, expiresAt)) {
-          rt.failures = 0;
-          rt.retryAt = 0;
-          rt.lastError = null;
+          recovered(rt);
           return newer;
         }
       }
@@ -656,4 +650,11 @@ function sameClient(a: OAuth2AccountConfig["oauth2"], b: OAuth2AccountConfig["oa
     (a.clientSecret?.reveal() ?? null) === (b.clientSecret?.reveal() ?? null) &&
     a.scopes.join(" ") === b.scopes.join(" ")
   );
+}
+
+/** A good pair is in use again: the failures counted, the backoff and the last error are over. */
+function recovered(rt: Runtime): void {
+  rt.failures = 0;
+  rt.retryAt = 0;
+  rt.lastError = null;
 }
