@@ -29,18 +29,35 @@ export interface CommandContext {
 
 type Options = NonNullable<ParseArgsConfig["options"]>;
 
+/**
+ * Parses `argv` strictly: an unknown option, a missing value, or an option given twice that takes one value (the
+ * second `-c` would otherwise silently replace the first, and a command would act on another file than the one
+ * read first on the line) is a UsageError.
+ */
 export function parse<T extends Options>(argv: readonly string[], options: T, usage: string, allowPositionals = false) {
+  const all = { help: { type: "boolean", short: "h" } as const, ...options };
+  let parsed: ReturnType<
+    typeof parseArgs<{ options: typeof all; strict: true; allowPositionals: boolean; tokens: true }>
+  >;
   try {
-    return parseArgs({
+    parsed = parseArgs({
       args: [...argv],
-      options: { help: { type: "boolean", short: "h" }, ...options },
+      options: all,
       strict: true,
       allowPositionals,
       allowNegative: true,
-    });
+      tokens: true,
+    }) as typeof parsed;
   } catch (e) {
     throw new UsageError((e as Error).message.split("\n")[0]!, usage);
   }
+  const seen = new Set<string>();
+  for (const t of parsed.tokens) {
+    if (t.kind !== "option" || all[t.name]?.multiple === true) continue;
+    if (seen.has(t.name)) throw new UsageError(`--${t.name} is given more than once`, usage);
+    seen.add(t.name);
+  }
+  return { values: parsed.values, positionals: parsed.positionals };
 }
 
 /** The value of a required string option, or a UsageError naming it. */

@@ -8,7 +8,7 @@ import pkg from "../../package.json" with { type: "json" };
 import { ConfigError, formatProblem } from "../config/index.ts";
 import { configureLogger, logFormat, logger } from "../log.ts";
 import { tuneAllocator } from "./allocator.ts";
-import { type CommandContext, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, UsageError } from "./args.ts";
+import { type CommandContext, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse, UsageError } from "./args.ts";
 import { account, usage as accountUsage } from "./commands/account.ts";
 import { approvals, usage as approvalsUsage } from "./commands/approvals.ts";
 import { audit, usage as auditUsage } from "./commands/audit.ts";
@@ -64,15 +64,23 @@ const COMMANDS: Readonly<Record<string, [Command, string]>> = {
   approvals: [approvals, approvalsUsage],
   mcp: [mcp, mcpUsage],
   config: [init, initUsage],
-  version: [(ctx) => (ctx.out(`mailgator ${pkg.version}`), EXIT_OK), "Usage: mailgator version"],
+  version: [version, "Usage: mailgator version"],
 };
+
+/** `mailgator version`: takes no arguments (anything after it is a usage error, not ignored). */
+function version(ctx: CommandContext): number {
+  parse(ctx.argv, {}, "Usage: mailgator version");
+  ctx.out(`mailgator ${pkg.version}`);
+  return EXIT_OK;
+}
 
 /** Takes `--log-format X` / `--log-format=X` out of argv, wherever it stands. */
 function takeLogFormat(argv: string[]): "pretty" | "json" {
-  let format = "pretty";
+  let format: string | null = null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (a === "--log-format" || a.startsWith("--log-format=")) {
+      if (format !== null) throw new UsageError("--log-format is given more than once");
       const value = a.includes("=") ? a.slice(a.indexOf("=") + 1) : argv[i + 1];
       argv.splice(i, a.includes("=") ? 1 : 2);
       if (value !== "pretty" && value !== "json")
@@ -81,7 +89,7 @@ function takeLogFormat(argv: string[]): "pretty" | "json" {
       i--;
     }
   }
-  return format as "pretty" | "json";
+  return (format ?? "pretty") as "pretty" | "json";
 }
 
 export async function main(argv: string[], env = process.env, out = (t: string) => console.log(t)): Promise<number> {
