@@ -20,6 +20,7 @@ import { ConfigError, type ConfigProblem } from "./errors.ts";
 import { DEFAULT_IMAP_LIMITS, DEFAULT_SMTP_LIMITS } from "./limits.ts";
 import { locate } from "./locate.ts";
 import { isReservedName, ownEntry, RESERVED_NAMES } from "./names.ts";
+import { readConfigText } from "./read.ts";
 import { type RuleContext, ruleProblems } from "./rules.ts";
 import {
   configSchema,
@@ -1022,16 +1023,7 @@ export function parseConfig(text: string, file: string, options: LoadOptions = {
 /** Reads, parses and validates a config file. */
 export function loadConfig(path: string, options: LoadOptions = {}): Config {
   const file = resolve(path);
-  let text: string;
-  try {
-    text = readFileSync(file, "utf8");
-  } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    throw new ConfigError(file, [
-      { message: code === "ENOENT" ? "file not found" : `cannot read the file (${code ?? String(e)})` },
-    ]);
-  }
-  return parseConfig(text, file, options);
+  return parseConfig(readConfigText(file), file, options);
 }
 
 /**

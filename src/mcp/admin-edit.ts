@@ -15,7 +15,6 @@ import {
   fchownSync,
   fsyncSync,
   openSync,
-  readFileSync,
   renameSync,
   statSync,
   unlinkSync,
@@ -23,6 +22,7 @@ import {
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { parse as parseToml, stringify } from "smol-toml";
+import { readConfigText } from "../config/index.ts";
 
 /** A rule as written in the file (TOML key names). */
 export type RawRule = Record<string, unknown>;
@@ -338,7 +338,12 @@ function fsyncFolder(dir: string): void {
  * renamed into place, so an owner or group that cannot be given changes nothing, FILE.bak included.
  */
 export function writeConfig(file: string, before: string, after: string): { backup: string } {
-  const now = readFileSync(file, "utf8");
+  let now: string;
+  try {
+    now = readConfigText(file);
+  } catch {
+    throw new EditRefused("the config file cannot be read again; nothing written");
+  }
   if (now !== before) throw new EditRefused("the config file changed since it was read; nothing written, try again");
   const st = statSync(file);
   const mode = st.mode & 0o777;

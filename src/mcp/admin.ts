@@ -7,7 +7,7 @@
  */
 
 import { randomBytes } from "node:crypto";
-import { readFileSync, statSync } from "node:fs";
+import { statSync } from "node:fs";
 import { userInfo } from "node:os";
 import { resolve } from "node:path";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
@@ -15,7 +15,7 @@ import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
 import pkg from "../../package.json" with { type: "json" };
 import { type AuditEvent, AuditLog, type DurableOptions, PROTOCOLS } from "../audit/index.ts";
-import { type Config, ConfigError, parseConfig, type RuleConfig } from "../config/index.ts";
+import { type Config, ConfigError, parseConfig, type RuleConfig, readConfigText } from "../config/index.ts";
 import { errorMessage } from "../log.ts";
 import { compilePolicy } from "../policy/index.ts";
 import {
@@ -138,9 +138,10 @@ function rulesJson(rules: readonly RuleConfig[]): Record<string, unknown>[] {
 
 function readText(file: string): string {
   try {
-    return readFileSync(file, "utf8");
+    return readConfigText(file);
   } catch (e) {
-    throw new ToolError(`cannot read ${file}: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
+    if (e instanceof ConfigError) throw new ToolError(`cannot read ${file}: ${e.problems[0]?.message ?? e.message}`);
+    throw e;
   }
 }
 
@@ -343,7 +344,7 @@ export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer
 
 function safeRead(file: string): string | undefined {
   try {
-    return readFileSync(file, "utf8");
+    return readConfigText(file);
   } catch {
     return undefined;
   }
