@@ -113,10 +113,11 @@ function authorized(request: Request, tokenHash: string): boolean {
  * web page the approver's browser opens can point a name of its own at 127.0.0.1 once it is loaded (DNS rebinding):
  * its scripts then read this listener as their own origin, /metrics and /healthz included, which need no token. Such
  * a request names the page's host, so only `localhost`, an IP literal and `hostNames` are answered; a request without
- * a usable Host (a probe sending HTTP/1.0) names no host a page could own, and is answered too. A listener that
- * `allow_remote` put on another address is reached by names of the operator's choosing: every Host is answered.
+ * no Host (a probe sending HTTP/1.0) names no host a page could own, and is answered too; a Host that is no host name
+ * (`a b`), which no browser sends, is not (`handle` answers 400). A listener that `allow_remote` put on another
+ * address is reached by names of the operator's choosing: every Host is answered.
  */
-function servedHost(options: AdminOptions, request: Request): boolean {
+function servedHost(options: AdminOptions, request: Request): boolean | "malformed" {
   if (!isLoopbackHost(options.config.listenAddr.host)) return true;
   const header = request.headers.get("host");
   if (header === null) return true;
@@ -124,8 +125,9 @@ function servedHost(options: AdminOptions, request: Request): boolean {
   try {
     name = new URL(`http://${header}`).hostname;
   } catch {
-    return true;
+    return "malformed";
   }
+  if (name === "" || header.includes("/") || header.includes("@")) return "malformed";
   // The URL parser writes every IPv4 form as dotted decimal and brackets IPv6; a name is lower case, punycode.
   if (/^\d+\.\d+\.\d+\.\d+$/.test(name) || name.startsWith("[")) return true;
   const bare = name.replace(/\.$/, "");
@@ -142,7 +144,9 @@ async function handle(options: AdminOptions, request: Request): Promise<Response
   } catch {
     return json(400, { error: "bad request: the request target or Host header is not a valid URL" });
   }
-  if (!servedHost(options, request))
+  const served = servedHost(options, request);
+  if (served === "malformed") return json(400, { error: "bad request: the Host header is not a host name" });
+  if (!served)
     return json(421, {
       error: "misdirected request: this listener answers to localhost, its IP address and [approvals] base_url's host",
     });
