@@ -1,7 +1,7 @@
 /**
- * `mailgator check` and `mailgator explain` show the config's names (rules, accounts, agents, user names) with their
- * control and format characters escaped, as `mailgator audit` shows what agents send (docs/audit.md "Reading the
- * log"): a rule name can come from a rule edit through `mailgator mcp --admin` (docs/mcp.md), and JSON.stringify
+ * `mailgator check` and `mailgator explain` show the config's names (rules, accounts, agents, user names, the audit
+ * log's path) with their control and format characters escaped, as `mailgator audit` shows what agents send
+ * (docs/audit.md "Reading the log"): a rule name can come from a rule edit through `mailgator mcp --admin` (docs/mcp.md), and JSON.stringify
  * leaves C1 controls (U+009B, a CSI on its own) and bidirectional overrides as they are.
  */
 import { expect, test } from "bun:test";
@@ -17,7 +17,10 @@ const RAW = /[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\p{Cf}\p{Cs}]/u;
 
 writeFileSync(
   file,
-  `[accounts."m\\u009b2J\\u202e"]
+  `[audit]
+path = "audit\\u009b2J\\u202e.db"
+
+[accounts."m\\u009b2J\\u202e"]
 username = "u\\u009b1A@example.com"
 password = "pw"
 
@@ -50,6 +53,7 @@ test("check shows every name escaped", () => {
   expect(stdout).toContain('"Inbox\\u009b2K\\u202e"');
   expect(stdout).toContain("account m\\u009b2J\\u202e: u\\u009b1A@example.com");
   expect(stdout).toContain("bot\\u202e");
+  expect(stdout).toContain("audit\\u009b2J\\u202e.db");
 });
 
 for (const json of [false, true]) {

@@ -29,7 +29,8 @@ Options:
 
 function oauthAccount(config: Config, name: string): OAuth2AccountConfig {
   const account = ownEntry(config.accounts, name);
-  if (account === undefined) throw new UsageError(`no account named ${JSON.stringify(name)} in ${config.file}`, usage);
+  if (account === undefined)
+    throw new UsageError(`no account named ${JSON.stringify(name)} in ${escapes(config.file)}`, usage);
   if (account.auth !== "oauth2")
     throw new UsageError(`account ${name} uses a password (auth = "password"): there is nothing to log in to`, usage);
   return account;
@@ -100,7 +101,7 @@ async function login(ctx: CommandContext, config: Config, name: string, mode: "l
       process.stderr.write(`mailgator: account ${name}: login failed: ${escapes(e.message)}\n`);
       return EXIT_FAILURE;
     }
-    ctx.out(`account ${name}: logged in; tokens stored sealed in ${store.path}`);
+    ctx.out(`account ${name}: logged in; tokens stored sealed in ${escapes(store.path)}`);
     return EXIT_OK;
   } finally {
     store.close();
@@ -188,7 +189,7 @@ function describe(v: AccountStatusView): string {
 
 function status(ctx: CommandContext, config: Config, name: string | undefined, json: boolean): number {
   if (name !== undefined && ownEntry(config.accounts, name) === undefined)
-    throw new UsageError(`no account named ${JSON.stringify(name)} in ${config.file}`, usage);
+    throw new UsageError(`no account named ${JSON.stringify(name)} in ${escapes(config.file)}`, usage);
   const accounts = Object.values(config.accounts).filter((a) => name === undefined || a.name === name);
   const needsState = accounts.some((a) => a.auth === "oauth2");
   const store = needsState

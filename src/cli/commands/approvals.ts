@@ -9,7 +9,7 @@ import { type ApprovalRow, ApprovalStore, ID_PATTERN } from "../../approvals/sto
 import { AuditLog } from "../../audit/index.ts";
 import { loadConfig } from "../../config/index.ts";
 import { moduleLogger } from "../../log.ts";
-import { clean, terminalJson } from "../../mail/index.ts";
+import { clean, escapes, terminalJson } from "../../mail/index.ts";
 import { SealedStore } from "../../state/store.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required, UsageError } from "../args.ts";
 
@@ -74,7 +74,7 @@ export async function approvals(ctx: CommandContext): Promise<number> {
     create: false,
   });
   if (state === null) {
-    ctx.out(values.json ? "[]" : `no state database at ${config.state.path}: nothing was ever held`);
+    ctx.out(values.json ? "[]" : `no state database at ${escapes(config.state.path)}: nothing was ever held`);
     return verb === "list" ? EXIT_OK : EXIT_FAILURE;
   }
   try {

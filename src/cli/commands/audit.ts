@@ -172,7 +172,7 @@ export async function audit(ctx: CommandContext): Promise<number> {
     filter.limit = Number(values.limit);
   }
   if (!existsSync(config.audit.path) && !values.follow) {
-    ctx.out(`no audit log yet at ${config.audit.path}`);
+    ctx.out(`no audit log yet at ${escapes(config.audit.path)}`);
     return EXIT_OK;
   }
   while (values.follow && !existsSync(config.audit.path)) await Bun.sleep(FOLLOW_INTERVAL_MS);

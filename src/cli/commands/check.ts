@@ -63,7 +63,7 @@ export async function check(ctx: CommandContext): Promise<number> {
     lines.push(`account ${escapes(account.name)}: ${escapes(account.username)}, ${how}`);
   }
   lines.push(
-    `audit log: ${config.audit.path}${config.audit.retentionDays ? ` (kept ${config.audit.retentionDays} days)` : ""}`,
+    `audit log: ${escapes(config.audit.path)}${config.audit.retentionDays ? ` (kept ${config.audit.retentionDays} days)` : ""}`,
   );
   lines.push(`rules (first match decides; no match denies):`);
   config.rules.forEach((rule, i) => {

@@ -4,6 +4,7 @@
  */
 
 import { findConfig, loadConfig } from "../../config/index.ts";
+import { escapes } from "../../mail/index.ts";
 import { runAgentMcp } from "../../mcp/agent.ts";
 import { readSecretFile } from "../../runtime/secret-file.ts";
 import { type CommandContext, EXIT_OK, parse, UsageError } from "../args.ts";
@@ -87,7 +88,10 @@ export async function mcp(ctx: CommandContext): Promise<number> {
   let secret: string | undefined;
   if (vault) {
     if (!config.agents.some((a) => a.name === agent))
-      throw new UsageError(`--agent ${JSON.stringify(agent)}: no such [[agents]] entry in ${config.file}`, usage);
+      throw new UsageError(
+        `--agent ${JSON.stringify(agent)}: no such [[agents]] entry in ${escapes(config.file)}`,
+        usage,
+      );
     if (values["password-file"] !== undefined)
       throw new UsageError("vault mode: the agent logs in with its token (--token-file or $MAILGATOR_TOKEN)", usage);
     secret = values["token-file"] !== undefined ? firstLine(values["token-file"], "--token-file") : ctx.env[TOKEN_ENV];
