@@ -10,7 +10,7 @@ import { AuditLog } from "../../audit/index.ts";
 import { loadConfig } from "../../config/index.ts";
 import { moduleLogger } from "../../log.ts";
 import { clean, escapes, terminalJson } from "../../mail/index.ts";
-import { SealedStore } from "../../state/store.ts";
+import { SealedRecordError, SealedStore } from "../../state/store.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required, UsageError } from "../args.ts";
 
 export const usage = `Usage: mailgator approvals list -c FILE [--json]
@@ -51,6 +51,10 @@ function rowJson(row: ApprovalRow): Record<string, unknown> {
     notified: row.notified,
   };
 }
+
+/** `show` of a held message whose sealed record does not open. */
+const UNREADABLE =
+  "(its sealed record does not open: altered, or sealed with another key; approve will not send it, deny discards it)";
 
 export async function approvals(ctx: CommandContext): Promise<number> {
   const { values, positionals } = parse(
@@ -94,9 +98,25 @@ export async function approvals(ctx: CommandContext): Promise<number> {
       return EXIT_FAILURE;
     }
     if (verb === "show") {
-      const held = store.details(id!);
-      if (values.json) ctx.out(terminalJson({ ...rowJson(row), preview: held?.preview ?? null }, 2));
-      else {
+      // A record that does not open (altered, or sealed with another key) still has its row to show; what it held
+      // cannot be shown, and the command says so and fails (docs/approvals.md "Deciding").
+      let held: ReturnType<ApprovalStore["details"]>;
+      let unreadable = false;
+      try {
+        held = store.details(id!);
+      } catch (e) {
+        if (!(e instanceof SealedRecordError)) throw e;
+        held = null;
+        unreadable = true;
+      }
+      if (values.json)
+        ctx.out(
+          terminalJson({ ...rowJson(row), preview: held?.preview ?? null, ...(unreadable ? { unreadable } : {}) }, 2),
+        );
+      else if (unreadable) {
+        ctx.out(`${row.id}: ${row.state} (rule ${clean(row.rule)}; asks ${row.groups.map(clean).join(", ")})`);
+        ctx.out(UNREADABLE);
+      } else {
         // The preview is the agent's text: shown through clean(), so that no control sequence in it reaches the
         // approver's terminal (docs/approvals.md "What approvers see").
         ctx.out(`${row.id}: ${row.state} (rule ${clean(row.rule)}; asks ${row.groups.map(clean).join(", ")})`);
@@ -112,7 +132,7 @@ export async function approvals(ctx: CommandContext): Promise<number> {
           if (p.textCut === true) ctx.out(MORE_TEXT);
         } else ctx.out("(the message was discarded or sent: nothing is kept)");
       }
-      return EXIT_OK;
+      return unreadable ? EXIT_FAILURE : EXIT_OK;
     }
     const audit = AuditLog.open(config.audit.path);
     // An OAuth2 account's token comes from the same sealed store and follows the same refresh and rotation rules
