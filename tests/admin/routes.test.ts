@@ -79,7 +79,7 @@ test("a route with auth none needs no token; the built-in paths cannot be regist
   expect((await fetch(`${base}/page`)).status).toBe(404);
 });
 
-test("a request without a Host header is served; a Host that is no host name, or a target that is no URL, is a 400", async () => {
+test("no Host header is served; a Host that is no host name, or a target that is no URL, is a 400", async () => {
   const base = start(null);
   const port = Number(new URL(base).port);
   const raw = (request: string) =>

@@ -1,8 +1,9 @@
 /**
  * `mailgator check` and `mailgator explain` show the config's names (rules, accounts, agents, user names, the audit
  * log's path) with their control and format characters escaped, as `mailgator audit` shows what agents send
- * (docs/audit.md "Reading the log"): a rule name can come from a rule edit through `mailgator mcp --admin` (docs/mcp.md), and JSON.stringify
- * leaves C1 controls (U+009B, a CSI on its own) and bidirectional overrides as they are.
+ * (docs/audit.md "Reading the log"): a rule name can come from a rule edit through `mailgator mcp --admin`
+ * (docs/mcp.md), and JSON.stringify leaves C1 controls (U+009B, a CSI on its own) and bidirectional overrides as they
+ * are.
  */
 import { expect, test } from "bun:test";
 import { writeFileSync } from "node:fs";

@@ -62,9 +62,8 @@ export async function check(ctx: CommandContext): Promise<number> {
     const how = o ? `oauth2 (${o.provider}, ${o.grant}${o.tenant ? `, tenant ${o.tenant}` : ""})` : "password";
     lines.push(`account ${escapes(account.name)}: ${escapes(account.username)}, ${how}`);
   }
-  lines.push(
-    `audit log: ${escapes(config.audit.path)}${config.audit.retentionDays ? ` (kept ${config.audit.retentionDays} days)` : ""}`,
-  );
+  const kept = config.audit.retentionDays ? ` (kept ${config.audit.retentionDays} days)` : "";
+  lines.push(`audit log: ${escapes(config.audit.path)}${kept}`);
   lines.push(`rules (first match decides; no match denies):`);
   config.rules.forEach((rule, i) => {
     const ops = rule.operations ? rule.operations.join(", ") : "all operations";
