@@ -20,13 +20,16 @@ export class FolderNames {
   /**
    * The name rules match against: `/` between levels, read as subjects are (docs/config.md "Globs"): without
    * default-ignorable characters and in Unicode NFC, so that a deny rule on `Geschäft` also holds a folder whose name
-   * a client wrote with a decomposed `ä` or a zero-width space. Only for names `invalid` accepts (a name with a
-   * character that makes text unknown is invalid, and its reading here is the name as it is).
+   * a client wrote with a decomposed `ä` or a zero-width space. Only for names `invalid` accepts: a name with a
+   * character that makes text unknown has no reading, and asking for one throws (the command fails) rather than
+   * give the rules a name they would judge as something else.
    */
   toPolicy(name: string): string {
     const d = this.delimiter;
     const levels = d === null || d === "/" ? name : name.split(d).join("/");
-    return readableText(levels) ?? levels;
+    const read = readableText(levels);
+    if (read === null) throw new Error("a folder name the rules cannot read reached the policy (FolderNames.invalid)");
+    return read;
   }
 
   /**

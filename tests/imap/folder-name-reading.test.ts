@@ -24,6 +24,9 @@ describe("FolderNames: the rules' reading of a name", () => {
     expect(new FolderNames(".").toPolicy(`${NFD}.x`)).toBe("Gesch\u00e4ft/x");
     expect(names.toPolicy(PLAIN)).toBe(PLAIN);
   });
+  test("a name without a reading is never handed to the rules as it is: asking throws", () => {
+    for (const name of [BIDI, "a\u0001b", "a\ufffdb"]) expect(() => names.toPolicy(name)).toThrow("cannot read");
+  });
   test("a character that makes text unknown, or a level the reading empties, makes the name invalid", () => {
     for (const name of [BIDI, "a\u0001b", "a\u2028b", "a\ufffdb", "a/\u200b/b", "a/\u200b", "\u200b.\u200b"])
       expect({ name, invalid: names.invalid(name) }).toEqual({ name, invalid: true });
