@@ -15,7 +15,14 @@ import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
 import pkg from "../../package.json" with { type: "json" };
 import { type AuditEvent, AuditLog, type DurableOptions, PROTOCOLS } from "../audit/index.ts";
-import { type Config, ConfigError, parseConfig, type RuleConfig, readConfigText } from "../config/index.ts";
+import {
+  type Config,
+  ConfigError,
+  MAX_CONFIG_BYTES,
+  parseConfig,
+  type RuleConfig,
+  readConfigText,
+} from "../config/index.ts";
 import { errorMessage } from "../log.ts";
 import { compilePolicy } from "../policy/index.ts";
 import {
@@ -437,6 +444,13 @@ function registerWriteTools(server: McpServer, file: string, env: Env, answer: A
    * that cannot be audited is not made), writes it atomically with a backup, reloads the running instance.
    */
   const commit = async (tool: string, before: string, after: string, what: string) => {
+    // A file past the size every reader refuses (src/config/read.ts) would never load again: serve's next reload
+    // and every command would refuse it.
+    if (Buffer.byteLength(after, "utf8") > MAX_CONFIG_BYTES)
+      throw new ToolError(
+        `refused: ${what} would make the config larger than ${MAX_CONFIG_BYTES} bytes (MAX_CONFIG_BYTES); ` +
+          "the file is unchanged",
+      );
     let config: Config;
     try {
       config = parseConfig(after, file, { env });

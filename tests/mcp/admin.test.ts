@@ -15,6 +15,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { parse as parseToml } from "smol-toml";
 import { PROTOCOLS } from "../../src/audit/index.ts";
+import { MAX_CONFIG_BYTES } from "../../src/config/index.ts";
 import { AUDIT_MAX_ROWS, AUDIT_UNTRUSTED } from "../../src/mcp/admin-commands.ts";
 import { REDACTED, redact } from "../../src/mcp/admin-redact.ts";
 import { MAX_MCP_REQUEST_BYTES } from "../../src/mcp/stdio.ts";
@@ -455,6 +456,27 @@ describe("writing", () => {
     expect(r.json.problems.length).toBeGreaterThan(0);
     expect(JSON.stringify(r.json.problems)).toContain("mail:teleport");
     expect(statSync(file).mtimeMs).toBe(mtime);
+  });
+
+  test("an edit that would take the file past MAX_CONFIG_BYTES is refused; the file stays byte for byte", async () => {
+    const original = readFileSync(file);
+    // Padded with a comment to 40 bytes under the limit: readable, and any added rule takes it past.
+    const padded = Buffer.concat([
+      original,
+      Buffer.from("\n# "),
+      Buffer.alloc(MAX_CONFIG_BYTES - original.length - 44, "x"),
+    ]);
+    writeFileSync(file, Buffer.concat([padded, Buffer.from("\n")]));
+    try {
+      const before = readFileSync(file);
+      expect(before.length).toBe(MAX_CONFIG_BYTES - 40);
+      const r = await admin.call("add_rule", { rule: { name: "one more", action: "deny", folders: ["Junk"] } });
+      expect(r.isError).toBe(true);
+      expect(r.json.error).toContain(`larger than ${MAX_CONFIG_BYTES} bytes`);
+      expect(readFileSync(file)).toEqual(before);
+    } finally {
+      writeFileSync(file, original);
+    }
   });
 
   test("add_rule takes effect in the running proxy after the automatic reload; remove_rule undoes it", async () => {
