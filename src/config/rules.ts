@@ -71,6 +71,18 @@ export function ruleProblems(rule: RuleConfig, context: RuleContext): RuleProble
           `("send"), but this rule also covers ${covers}, where the IMAP proxy could not enforce them. ` +
           "Limit the rule's operations to read and/or send, or remove those conditions",
       });
+    } else if (ops?.includes("folder:read") && !ops.includes("mail:read")) {
+      // LIST, STATUS, SELECT and EXAMINE act on a whole folder, and which messages exist is mail:read's decision
+      // (docs/filtering.md): on folder:read alone a message condition hides nothing, so `deny folder:read` with
+      // `from = "boss@corp.test"` would pass the boss's mail while reading as if it hid it.
+      const names = fields.map((f) => KEY_OF[f]).join(", ");
+      out.push({
+        key: "operations",
+        message:
+          `message conditions (${names}) decide which messages can be read, which is mail:read, but this rule ` +
+          "covers folder:read without it, where the IMAP proxy could not enforce them (LIST, STATUS, SELECT are " +
+          'about the whole folder). Give the rule operations = ["read"] or add "mail:read", or remove those conditions',
+      });
     }
   }
   return out;
