@@ -26,6 +26,14 @@ const PREVIEW_SCAN_BYTES = 256 * 1024;
 /** Not fatal: an octet that is not UTF-8 becomes U+FFFD, visibly, as in src/mail/headers.ts. */
 const utf8 = new TextDecoder("utf-8");
 
+/**
+ * `text` cut at PREVIEW_LINE_CHARS characters, saying so when it was (`… (what cut)`): what follows the cut is what
+ * the recipient reads too, and the approver must not take the start for the whole.
+ */
+function cut(text: string, what: string): string {
+  return text.length > PREVIEW_LINE_CHARS ? `${text.slice(0, PREVIEW_LINE_CHARS)}… (${what} cut)` : text;
+}
+
 function domainOf(address: string): string {
   return address.slice(address.lastIndexOf("@") + 1).toLowerCase();
 }
@@ -53,7 +61,7 @@ function unreadSubject(fields: readonly HeaderField[] | null, header: string): U
   }
   return {
     reason,
-    fields: values.slice(0, PREVIEW_SUBJECT_FIELDS).map((v) => v.slice(0, PREVIEW_LINE_CHARS)),
+    fields: values.slice(0, PREVIEW_SUBJECT_FIELDS).map((v) => cut(v, "field")),
     count: values.length,
   };
 }
@@ -92,13 +100,11 @@ export function buildPreview(
   return {
     sender,
     recipients: recipients.map((address) => ({ address, external: domainOf(address) !== senderDomain })),
-    subject: subject === null ? null : subject.slice(0, PREVIEW_LINE_CHARS),
+    subject: subject === null ? null : cut(subject, "subject"),
     ...(unread === null ? {} : { subjectUnread: unread }),
     size: message.length,
     // A name cut here says so: what follows the cut (`.exe`) is what the approver must not miss.
-    attachments: attachments.map((name) =>
-      name.length > PREVIEW_LINE_CHARS ? `${name.slice(0, PREVIEW_LINE_CHARS)}… (name cut)` : name,
-    ),
+    attachments: attachments.map((name) => cut(name, "name")),
     hasAttachment,
     ...(inspected === undefined
       ? {}

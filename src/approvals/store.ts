@@ -57,7 +57,7 @@ export type ApprovalState = "held" | "sending" | "sent" | "failed" | "denied" | 
 /** Why a held message's Subject cannot be read, and its Subject fields as written (src/approvals/preview.ts). */
 export interface UnreadSubject {
   readonly reason: string;
-  /** The first PREVIEW_SUBJECT_FIELDS, each cut at PREVIEW_LINE_CHARS characters. */
+  /** The first PREVIEW_SUBJECT_FIELDS, each cut at PREVIEW_LINE_CHARS characters (then saying `… (field cut)`). */
   readonly fields: readonly string[];
   /** How many there are. */
   readonly count: number;
@@ -68,7 +68,10 @@ export interface Preview {
   readonly sender: string;
   /** Every envelope recipient, with whether it is outside the sender's domain. */
   readonly recipients: readonly { readonly address: string; readonly external: boolean }[];
-  /** The Subject as the policy read it (src/mail/fields.ts); null when there is none, or it cannot be read. */
+  /**
+   * The Subject as the policy read it (src/mail/fields.ts), cut at PREVIEW_LINE_CHARS characters (then saying
+   * `… (subject cut)`); null when there is none, or it cannot be read.
+   */
   readonly subject: string | null;
   /** Set when the message has a Subject the policy cannot read; absent in records sealed before it was kept. */
   readonly subjectUnread?: UnreadSubject;
