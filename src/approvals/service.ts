@@ -279,8 +279,17 @@ export async function approve(
   // A message past its time is expired by the claim, which wipes its record: the sender's notice of the expiry
   // (onDecided, docs/approvals.md "notify_sender") needs its details, read first, as expireDue reads them.
   const now = Date.now();
-  const record = ctx.onDecided !== undefined && before.expires <= now ? detailsForNotice(ctx, id) : null;
-  const claim = ctx.store.claim(id, by, now);
+  let record: HeldDetails | null;
+  let claim: ReturnType<ApprovalStore["claim"]>;
+  try {
+    record = ctx.onDecided !== undefined && before.expires <= now ? detailsForNotice(ctx, id) : null;
+    claim = ctx.store.claim(id, by, now);
+  } catch (e) {
+    // The state database failed (locked past its busy timeout, full, read-only): nothing was claimed or sent, and the
+    // message is as it was. The connection logged in above goes too, rather than waiting for the upstream's timeout.
+    await upstream?.quit().catch(() => {});
+    throw e;
+  }
   if (!claim.ok) {
     // An expiry the claim made is a state change too: its row is queued now, in the claim's turn, and then its
     // notices are asked for, as expireDue does. One made before (the expiry timer, another process, while the
