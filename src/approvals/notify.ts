@@ -33,7 +33,7 @@ import {
   UpstreamAuthError,
   type UpstreamSession,
 } from "../smtp/upstream.ts";
-import { attachmentsShown, MORE_TEXT, subjectShown, UNREADABLE_SUBJECT } from "./preview.ts";
+import { attachmentsShown, headerFieldLines, MORE_TEXT, subjectShown, UNREADABLE_SUBJECT } from "./preview.ts";
 import { type ApprovalContext, approvalEvent } from "./service.ts";
 import type { ApprovalRow, HeldDetails, Preview } from "./store.ts";
 
@@ -77,6 +77,8 @@ export function approverNotice(input: ApproverNoticeInput): NoticeText {
     ...p.recipients.map(
       (r) => `To:          ${clean(r.address)}${r.external ? "  (OUTSIDE the sender's domain)" : ""}`,
     ),
+    // What the recipient's mail client shows as sender and recipients, display names included.
+    ...headerFieldLines(p, clean).map((l) => `In header:   ${l}`),
     `Subject:     ${subjectShown(p, clean)}`,
     `Size:        ${p.size} octets`,
     `Attachments: ${attachmentsShown(p, clean)}`,

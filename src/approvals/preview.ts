@@ -9,7 +9,7 @@
  * their SHA-256.
  */
 
-import { type HeaderField, parseHeaderFields, readMessageFields } from "../mail/index.ts";
+import { decodeEncodedWords, type HeaderField, parseHeaderFields, readMessageFields } from "../mail/index.ts";
 import type { Preview, UnreadSubject } from "./store.ts";
 
 /** Lines of text shown. */
@@ -20,6 +20,16 @@ export const PREVIEW_LINE_CHARS = 200;
 export const PREVIEW_ATTACHMENTS = 20;
 /** Subject fields shown as written when the subject cannot be read. */
 export const PREVIEW_SUBJECT_FIELDS = 4;
+/** Header fields shown as the recipient's client shows them (From, Sender, Reply-To, To, Cc); the rest are counted. */
+export const PREVIEW_HEADER_FIELDS = 10;
+/** The fields `headerFields` shows, by their lower-cased name, written as RFC 5322 §3.6 writes them. */
+const SHOWN_FIELDS: Readonly<Record<string, string>> = {
+  from: "From",
+  sender: "Sender",
+  "reply-to": "Reply-To",
+  to: "To",
+  cc: "Cc",
+};
 /** Octets of the message searched for the preview. */
 const PREVIEW_SCAN_BYTES = 256 * 1024;
 
@@ -32,6 +42,24 @@ const utf8 = new TextDecoder("utf-8");
  */
 function cut(text: string, what: string): string {
   return text.length > PREVIEW_LINE_CHARS ? `${text.slice(0, PREVIEW_LINE_CHARS)}… (${what} cut)` : text;
+}
+
+/**
+ * The header's From, Sender, Reply-To, To and Cc fields with their display names, as a mail client shows them: the
+ * identities the proxy checked are the addresses (docs/smtp.md "The author in the header"), but a recipient reads
+ * the name (`"CEO: urgent wire" <bot@corp.test>`), so the approver must see it too. RFC 2047 encoded words are
+ * decoded where they can be; a value that does not decode is shown as written.
+ */
+function headerFieldsShown(fields: readonly HeaderField[] | null): {
+  shown: NonNullable<Preview["headerFields"]>;
+  count: number;
+} {
+  const all = (fields ?? []).filter((f) => SHOWN_FIELDS[f.name] !== undefined);
+  const shown = all.slice(0, PREVIEW_HEADER_FIELDS).map((f) => ({
+    name: SHOWN_FIELDS[f.name]!,
+    value: cut(decodeEncodedWords(f.value) ?? f.value, "field"),
+  }));
+  return { shown, count: all.length };
 }
 
 function domainOf(address: string): string {
@@ -97,6 +125,7 @@ export function buildPreview(
   const all = bodyLines.filter((l) => !/^(--|content-[a-z-]+:)/i.test(l));
   const lines = all.slice(0, PREVIEW_LINES).map((l) => l.slice(0, PREVIEW_LINE_CHARS));
   const senderDomain = domainOf(sender);
+  const authors = headerFieldsShown(fields);
   return {
     sender,
     recipients: recipients.map((address) => ({ address, external: domainOf(address) !== senderDomain })),
@@ -116,7 +145,21 @@ export function buildPreview(
       all.length < bodyLines.length ||
       all.slice(PREVIEW_LINES).some((l) => l.trim() !== "") ||
       all.slice(0, PREVIEW_LINES).some((l) => l.length > PREVIEW_LINE_CHARS),
+    headerFields: authors.shown,
+    headerFieldCount: authors.count,
   };
+}
+
+/**
+ * The header fields of a preview as lines `Name: value`, with `show` applied to the values (each display escapes
+ * them its own way), and a last line counting those left out; none for records sealed before they were kept.
+ */
+export function headerFieldLines(p: Preview, show: (text: string) => string): string[] {
+  const fields = p.headerFields ?? [];
+  const lines = fields.map((f) => `${f.name}: ${show(f.value)}`);
+  const more = (p.headerFieldCount ?? fields.length) - fields.length;
+  if (more > 0) lines.push(`(and ${more} more such fields)`);
+  return lines;
 }
 /**
  * The subject of a preview in words, with `show` applied to what the agent wrote (each display escapes it its own

@@ -97,6 +97,14 @@ export interface Preview {
   readonly text: string;
   /** More text follows than `text` shows (absent in records sealed before it was kept). */
   readonly textCut?: boolean;
+  /**
+   * The header's author and recipient fields as the recipient's mail client shows them (display names included),
+   * in the order written: at most PREVIEW_HEADER_FIELDS, each cut at PREVIEW_LINE_CHARS characters (src/approvals/
+   * preview.ts). Absent in records sealed before they were kept.
+   */
+  readonly headerFields?: readonly { readonly name: string; readonly value: string }[];
+  /** How many such fields the message has (more than `headerFields` shows when it holds more than the limit). */
+  readonly headerFieldCount?: number;
 }
 
 /** A held message without its bytes: what approvers, notices and the upstream login need. */

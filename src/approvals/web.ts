@@ -10,7 +10,7 @@ import { errorMessage } from "../log.ts";
 import { clean } from "../mail/index.ts";
 import { settledWithin } from "../runtime/settle.ts";
 import { SealedRecordError } from "../state/store.ts";
-import { attachmentsShown, MORE_TEXT, subjectShown } from "./preview.ts";
+import { attachmentsShown, headerFieldLines, MORE_TEXT, subjectShown } from "./preview.ts";
 import { type ApprovalContext, AUDIT_UNAVAILABLE, approvalEvent, approve, deny, SHUTTING_DOWN } from "./service.ts";
 import { type ApprovalRow, type HeldDetails, ID_PATTERN } from "./store.ts";
 
@@ -205,6 +205,9 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
         ? ""
         : `<dl><dt>From</dt><dd>${shown(p.sender)}</dd>` +
           p.recipients.map((r) => `<dt>To</dt><dd>${shown(r.address)}${r.external ? OUTSIDE_MARK : ""}</dd>`).join("") +
+          headerFieldLines(p, clean)
+            .map((l) => `<dt>In the header</dt><dd>${html(l)}</dd>`)
+            .join("") +
           `<dt>Subject</dt><dd>${html(subjectShown(p, clean))}</dd><dt>Size</dt><dd>${p.size} octets</dd>` +
           `<dt>Attachments</dt><dd>${html(attachmentsShown(p, clean))}</dd>` +
           `<dt>Rule</dt><dd>${shown(row.rule)}</dd></dl><pre>${html(p.text.split("\n").map(clean).join("\n"))}</pre>` +

@@ -3,7 +3,7 @@
 import { userInfo } from "node:os";
 import { AccountCredentials } from "../../accounts/index.ts";
 import { Notifier } from "../../approvals/notify.ts";
-import { attachmentsShown, MORE_TEXT, subjectShown } from "../../approvals/preview.ts";
+import { attachmentsShown, headerFieldLines, MORE_TEXT, subjectShown } from "../../approvals/preview.ts";
 import { type ApprovalContext, approve, deny } from "../../approvals/service.ts";
 import { type ApprovalRow, ApprovalStore, ID_PATTERN } from "../../approvals/store.ts";
 import { AuditLog } from "../../audit/index.ts";
@@ -126,6 +126,8 @@ export async function approvals(ctx: CommandContext): Promise<number> {
           ctx.out(`from: ${clean(p.sender)}`);
           for (const r of p.recipients)
             ctx.out(`to: ${clean(r.address)}${r.external ? "  (outside the sender's domain)" : ""}`);
+          // The header's names too: the recipient reads `"CEO" <bot@corp.test>`, not only the envelope.
+          for (const line of headerFieldLines(p, clean)) ctx.out(`header ${line}`);
           ctx.out(`subject: ${subjectShown(p, clean)}`);
           ctx.out(`size: ${p.size} octets; attachments: ${attachmentsShown(p, clean)}`);
           for (const line of p.text.split("\n")) ctx.out(clean(line));

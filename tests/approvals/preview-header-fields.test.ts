@@ -1,0 +1,93 @@
+/**
+ * Approvers see the header's author and recipient fields with their display names (src/approvals/preview.ts,
+ * docs/approvals.md "What approvers see"): the proxy checks the addresses, but a recipient reads the name.
+ */
+import { afterAll, expect, test } from "bun:test";
+import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import {
+  buildPreview,
+  headerFieldLines,
+  PREVIEW_HEADER_FIELDS,
+  PREVIEW_LINE_CHARS,
+} from "../../src/approvals/preview.ts";
+import { ApprovalStore } from "../../src/approvals/store.ts";
+import { SealedStore } from "../../src/state/store.ts";
+
+const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
+const dir = mkdtempSync(join(tmpdir(), "mg-preview-header-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const SPOOF = "From: =?utf-8?q?CEO=3A_urgent_wire?= <bot@corp.test>\r\n";
+
+function message(header: string): Buffer {
+  return Buffer.from(`${header}Subject: numbers\r\n\r\nplease pay\r\n`);
+}
+
+test("the display name of From is shown decoded, with the other author and recipient fields in order", () => {
+  const p = buildPreview(
+    "bot@corp.test",
+    ["x@out.test"],
+    message(`${SPOOF}Reply-To: "Accounts" <bot@corp.test>\r\nTo: "Your bank" <x@out.test>\r\nX-Other: no\r\n`),
+    false,
+  );
+  expect(p.headerFields).toEqual([
+    { name: "From", value: "CEO: urgent wire <bot@corp.test>" },
+    { name: "Reply-To", value: '"Accounts" <bot@corp.test>' },
+    { name: "To", value: '"Your bank" <x@out.test>' },
+  ]);
+  expect(headerFieldLines(p, (t) => t)).toEqual([
+    "From: CEO: urgent wire <bot@corp.test>",
+    'Reply-To: "Accounts" <bot@corp.test>',
+    'To: "Your bank" <x@out.test>',
+  ]);
+});
+
+test(`at most PREVIEW_HEADER_FIELDS fields, the rest counted; a long one cut, saying so`, () => {
+  const many = Array.from({ length: PREVIEW_HEADER_FIELDS + 2 }, (_, i) => `Cc: c${i}@corp.test\r\n`).join("");
+  const p = buildPreview("bot@corp.test", ["c0@corp.test"], message(`${SPOOF}${many}`), false);
+  expect(p.headerFields?.length).toBe(PREVIEW_HEADER_FIELDS);
+  expect(p.headerFieldCount).toBe(PREVIEW_HEADER_FIELDS + 3);
+  expect(headerFieldLines(p, (t) => t).at(-1)).toBe("(and 3 more such fields)");
+  const long = `From: "${"a".repeat(PREVIEW_LINE_CHARS)} harmless" <bot@corp.test>\r\n`;
+  const cut = buildPreview("bot@corp.test", ["x@out.test"], message(long), false);
+  expect(cut.headerFields?.[0]?.value).toEndWith("… (field cut)");
+  expect(cut.headerFields?.[0]?.value.length).toBe(PREVIEW_LINE_CHARS + "… (field cut)".length);
+});
+
+test("approvals show prints them, controls escaped", async () => {
+  const file = join(dir, "mailgator.toml");
+  writeFileSync(
+    file,
+    `[audit]\npath = "${join(dir, "audit.db")}"\n\n[state]\npath = "${join(dir, "state.db")}"\n` +
+      `secrets_file = "${join(dir, "secrets.key")}"\n`,
+  );
+  const state = SealedStore.open(join(dir, "state.db"), {
+    secretsFile: join(dir, "secrets.key"),
+    env: {},
+    create: true,
+  })!;
+  const bytes = message(`From: "CEO\u202e" <bot@corp.test>\r\n`);
+  const row = await new ApprovalStore(state).hold(
+    {
+      envelope: { from: "bot@corp.test", recipients: ["x@out.test"], eightBit: false },
+      message: bytes,
+      account: "main",
+      credentials: null,
+      agent: "bot",
+      preview: buildPreview("bot@corp.test", ["x@out.test"], bytes, false),
+    },
+    { name: "ask", index: 0, groups: ["managers"] },
+    Date.now() + 600_000,
+  );
+  state.close();
+  const p = Bun.spawnSync([process.execPath, MAIN, "approvals", "show", row.id, "-c", file], {
+    env: { PATH: process.env["PATH"] ?? "" },
+  });
+  const out = p.stdout.toString();
+  expect(p.exitCode).toBe(0);
+  expect(out).toContain('header From: "CEO');
+  expect(out).toContain("bot@corp.test>");
+  expect(out).not.toContain("\u202e");
+});
