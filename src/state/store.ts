@@ -10,8 +10,8 @@
 
 import { Database } from "bun:sqlite";
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
-import { chmodSync, existsSync } from "node:fs";
-import { preparePrivateDatabase } from "../private-files.ts";
+import { existsSync } from "node:fs";
+import { preparePrivateDatabase, restrictDatabaseFiles } from "../private-files.ts";
 import { KEY_BYTES, loadSecretsKey, SecretsKeyError } from "./key.ts";
 
 /** GCM's recommended nonce size (NIST SP 800-38D section 8.2). */
@@ -72,8 +72,9 @@ export class SealedStore {
     const existed = existsSync(path);
     if (!existed && !options.create) return null;
     // Created 0600 before SQLite opens it, so that it is never briefly readable under a lax umask (and, made by root
-    // in the service user's folder, that user's): src/private-files.ts.
-    if (!existed) preparePrivateDatabase(path);
+    // in the service user's folder, that user's); one found in place is refused when it or a side file is a symbolic
+    // link or not a regular file, as the audit log is (docs/audit.md "Files"): src/private-files.ts.
+    preparePrivateDatabase(path);
     const db = new Database(path, { create: false, readwrite: true, strict: true });
     try {
       db.run(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
@@ -81,7 +82,7 @@ export class SealedStore {
       // FULL: a committed record (a rotated refresh token) survives power loss, not only a killed process.
       db.run("PRAGMA synchronous = FULL");
       migrate(db);
-      SealedStore.#privateSidecars(path);
+      restrictDatabaseFiles(path);
       const sealed = (db.query("SELECT count(*) AS n FROM sealed").get() as { n: number }).n;
       const key = loadSecretsKey({
         file: options.secretsFile,
@@ -90,17 +91,12 @@ export class SealedStore {
       });
       const store = new SealedStore(path, db, key);
       store.#checkKey(sealed > 0, options.secretsFile);
-      SealedStore.#privateSidecars(path);
+      restrictDatabaseFiles(path);
       return store;
     } catch (e) {
       db.close();
       throw e;
     }
-  }
-
-  static #privateSidecars(path: string): void {
-    chmodSync(path, 0o600);
-    for (const suffix of ["-wal", "-shm"]) if (existsSync(path + suffix)) chmodSync(path + suffix, 0o600);
   }
 
   #checkKey(hasRecords: boolean, secretsFile: string): void {
