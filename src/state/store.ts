@@ -186,16 +186,29 @@ export class SealedStore {
   }
 }
 
+/**
+ * Brings the schema to the newest version. The version is read again inside the write transaction: another process
+ * (serve and `account login` or `approvals` starting at once) may be migrating the same database, and the version read
+ * before its commit would run its migrations a second time ("table sealed already exists"). A database already at the
+ * newest version is not written.
+ */
 function migrate(db: Database): void {
-  const version = (db.query("PRAGMA user_version").get() as { user_version: number }).user_version;
-  if (version > MIGRATIONS.length)
-    throw new Error(`state database schema version ${version} is newer than this mailgator (${MIGRATIONS.length})`);
-  for (let v = version; v < MIGRATIONS.length; v++) {
-    db.transaction(() => {
+  const version = (): number => (db.query("PRAGMA user_version").get() as { user_version: number }).user_version;
+  const check = (v: number): void => {
+    if (v > MIGRATIONS.length)
+      throw new Error(`state database schema version ${v} is newer than this mailgator (${MIGRATIONS.length})`);
+  };
+  const before = version();
+  check(before);
+  if (before === MIGRATIONS.length) return;
+  db.transaction(() => {
+    const from = version();
+    check(from);
+    for (let v = from; v < MIGRATIONS.length; v++) {
       db.run(MIGRATIONS[v]!);
       db.run(`PRAGMA user_version = ${v + 1}`);
-    }).immediate();
-  }
+    }
+  }).immediate();
 }
 
 export { KEY_BYTES };
