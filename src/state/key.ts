@@ -6,7 +6,7 @@
  */
 
 import { randomBytes } from "node:crypto";
-import { closeSync, constants, fchmodSync, fsyncSync, openSync, writeSync } from "node:fs";
+import { closeSync, constants, fchmodSync, fsyncSync, linkSync, openSync, rmSync, writeSync } from "node:fs";
 import { giveToFolderOwner } from "../private-files.ts";
 import { readSecretFile } from "../runtime/secret-file.ts";
 
@@ -52,25 +52,60 @@ export function loadSecretsKey(source: KeySource): Buffer {
   return createKeyFile(source.file);
 }
 
-/** O_EXCL so that two processes starting at once cannot each write a different key. */
+/**
+ * Writes a new key under a temporary name (O_EXCL, 0600, synced), then links it to `file`: the key file appears
+ * whole or not at all. A process that finds `file` there (EEXIST: another one starting at the same moment won) reads
+ * that key, so two processes cannot each use a different one; and a write that fails (a full disk) or a process
+ * stopped in the middle leaves no empty key file that every later start would refuse. On a file system without hard
+ * links, the key file itself is created with O_EXCL and written.
+ */
 function createKeyFile(file: string): Buffer {
   const key = randomBytes(KEY_BYTES);
-  let fd: number;
+  const tmp = `${file}.${process.pid}.tmp`;
   try {
-    fd = openSync(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
+    writeKeyFile(tmp, key, true);
+    try {
+      linkSync(tmp, file);
+      return key;
+    } catch (e) {
+      const code = (e as NodeJS.ErrnoException).code;
+      if (code === "EEXIST") return loadSecretsKey({ file, env: {}, mayCreate: false });
+      if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP" && code !== "ENOSYS") throw e;
+    }
+    try {
+      writeKeyFile(file, key, false);
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code === "EEXIST") return loadSecretsKey({ file, env: {}, mayCreate: false });
+      throw e;
+    }
+    return key;
   } catch (e) {
-    const code = (e as NodeJS.ErrnoException).code;
-    if (code === "EEXIST") return loadSecretsKey({ file, env: {}, mayCreate: false });
+    if (e instanceof SecretsKeyError) throw e;
+    const code = (e as NodeJS.ErrnoException).code ?? (e as Error).message;
     throw new SecretsKeyError(`cannot create the secrets file ${file} (${code})`);
+  } finally {
+    rmSync(tmp, { force: true });
   }
+}
+
+/**
+ * Creates `file` (O_EXCL, never through a symbolic link) holding the key, mode 0600 whatever the umask, synced. With
+ * `replace`, whatever had the name before (a leftover of a process with the same pid) is removed first; without it,
+ * a half-written file is removed when writing fails.
+ */
+function writeKeyFile(file: string, key: Buffer, replace: boolean): void {
+  if (replace) rmSync(file, { force: true });
+  const fd = openSync(file, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | constants.O_NOFOLLOW, 0o600);
   try {
     fchmodSync(fd, 0o600); // whatever the umask
     // Run as root in the service user's folder: the key is the service's to read (src/private-files.ts).
     giveToFolderOwner(fd, file);
     writeSync(fd, `${key.toString("base64")}\n`);
     fsyncSync(fd);
+  } catch (e) {
+    if (!replace) rmSync(file, { force: true });
+    throw e;
   } finally {
     closeSync(fd);
   }
-  return key;
 }
