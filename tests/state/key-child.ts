@@ -1,4 +1,4 @@
-// Child process of tests/state/review-key-file.test.ts: creates the secrets key file argv[2] as serve does on a new
+// Child process of tests/state/key-file-creation.test.ts: creates the secrets key file argv[2] as serve does on a new
 // state database (loadSecretsKey, may create), and prints "ok" or the error's name and message.
 import { loadSecretsKey } from "../../src/state/key.ts";
 

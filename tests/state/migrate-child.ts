@@ -1,4 +1,4 @@
-// Child process of tests/state/review-concurrent-open.test.ts: another mailgator migrating the state database at
+// Child process of tests/state/concurrent-migration.test.ts: another mailgator migrating the state database at
 // argv[2] at the same moment. It creates the database in WAL mode, takes the write lock (BEGIN IMMEDIATE), creates
 // the `sealed` table and sets user_version 1 as migration 1 of src/state/store.ts does, prints "locked", and commits
 // a second later.
