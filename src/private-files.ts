@@ -37,7 +37,8 @@ export function preparePrivateDatabase(path: string): void {
 /**
  * Clears the group and other bits of `path` and its SQLite side files where they exist (0644 becomes 0600). Throws,
  * changing nothing, when one of them is not a regular file: a path that names a folder (`path = "."`, or a folder
- * given where a file name belongs) must be refused, never made 0700. A symbolic link is refused too, never followed:
+ * given where a file name belongs) must be refused, never made 0700; so is a file with more than one name (a hard
+ * link). A symbolic link is refused too, never followed:
  * whoever may write the folder (the service user, when root runs a command there) could point `audit.db-wal` at a
  * file of root's, which a chmod through the link would change and SQLite would then write.
  *
@@ -60,6 +61,10 @@ export function restrictDatabaseFiles(path: string): void {
     }
     if (stat.isSymbolicLink()) throw new Error(`${file} is a symbolic link: name the database file itself`);
     if (!stat.isFile()) throw new Error(`${file} is not a regular file`);
+    // A second name for the file (a hard link the folder's writer made to a file of root's, where the system lets
+    // users link files they do not own: fs.protected_hardlinks=0) would have the chmod below change that file.
+    if (stat.nlink > 1)
+      throw new Error(`${file} has ${stat.nlink} names (hard links): name a database file of its own`);
     found.push({ file, mode: stat.mode & 0o777 });
   }
   for (const { file, mode } of found) {

@@ -7,7 +7,7 @@
  * create a root-owned file wherever it points.
  */
 import { expect, test } from "bun:test";
-import { existsSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { existsSync, linkSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AuditLog } from "../../src/audit/index.ts";
 import { openStateDatabase } from "../../src/state/database.ts";
@@ -51,4 +51,18 @@ test("a dangling symbolic link as the database file is refused: nothing is creat
   symlinkSync(elsewhere, path);
   expect(() => openStateDatabase(path)).toThrow("is a symbolic link");
   expect(existsSync(elsewhere)).toBe(false);
+});
+
+test("a database or side file with a second name (a hard link) is refused; the other name keeps its mode", () => {
+  // A file the test owns stands for root's: linking another user's file needs fs.protected_hardlinks=0.
+  for (const side of ["", "-wal"]) {
+    const dir = mkdtempSync(join(TMP, "h-"));
+    const target = victim();
+    const path = join(dir, "audit.db");
+    linkSync(target, path + side);
+    expect(() => AuditLog.open(path)).toThrow("has 2 names (hard links)");
+    expect(mode(target)).toBe("644");
+    expect(() => openStateDatabase(path)).toThrow("has 2 names (hard links)");
+    expect(mode(target)).toBe("644");
+  }
 });
