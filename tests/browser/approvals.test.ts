@@ -290,8 +290,11 @@ describe("the approval page in Chromium", () => {
       expect(text).toContain(`the figures for ${held.token} are attached below.`);
       expect(text).toContain("Outside needs a manager");
       // Every envelope recipient; only the one outside the sender's domain is marked.
-      expect(await seen(page.locator("dd", { hasText: held.outside }))).toBe(`${held.outside} ${OUTSIDE_MARK}`);
-      expect(await seen(page.locator("dd", { hasText: held.colleague }))).toBe(held.colleague);
+      const envelopeTo = 'dt:text-is("To") + dd';
+      expect(await seen(page.locator(envelopeTo, { hasText: held.outside }))).toBe(`${held.outside} ${OUTSIDE_MARK}`);
+      expect(await seen(page.locator(envelopeTo, { hasText: held.colleague }))).toBe(held.colleague);
+      // The header's fields as the recipient's client shows them (docs/approvals.md "What approvers see").
+      expect(await seen(page.locator('dt:text-is("In the header") + dd', { hasText: "From: " }))).toContain(SENDER);
       expect(await buttons(page)).toEqual(["Approve", "Deny"]);
     }
     // Opening it changed nothing: still held, the same message, nothing upstream.
