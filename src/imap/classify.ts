@@ -34,7 +34,7 @@ import { NO_HIDING_RULE, VisibleSet } from "./view.ts";
 import type { FetchItem, Response, Value } from "./wire/index.ts";
 
 /** Part of every fingerprint: a change in how messages are read invalidates cached classifications. */
-export const CLASSIFIER_VERSION = 6;
+export const CLASSIFIER_VERSION = 7;
 
 const HEADER_NAMES: Readonly<Record<Exclude<MessageField, "hasAttachment">, string>> = {
   from: "FROM",
@@ -205,6 +205,23 @@ function params(v: Value | undefined): Map<string, string> | null {
   return out;
 }
 
+/**
+ * Whether a multipart's `body-fld-param` names its boundary once, plainly: no `boundary*` (RFC 2231, which Dovecot
+ * passes on without splitting on it) and not `boundary` twice. Absent or NIL is fine; a list that is no parameter
+ * list is not.
+ */
+function singleBoundary(v: Value | undefined): boolean {
+  if (v === undefined || v.type === "nil") return true;
+  if (v.type !== "list") return false;
+  let plain = 0;
+  for (let i = 0; i < v.value.length; i += 2) {
+    const name = str(v.value[i]);
+    if (name === null || name.startsWith("boundary*")) return false;
+    if (name === "boundary") plain++;
+  }
+  return plain <= 1;
+}
+
 /** `body-fld-dsp`: ("attachment" ("filename" "x")) or NIL. */
 function disposition(v: Value | undefined): { type: string; params: Map<string, string> } | null {
   if (v === undefined || v.type === "nil") return { type: "", params: new Map() };
@@ -220,7 +237,12 @@ export function hasAttachment(structure: Value, depth = 0): boolean | undefined 
   const items = structure.value;
   if (items.length === 0) return undefined;
   if (items[0]!.type === "list") {
-    // body-type-mpart: 1*body SP media-subtype [SP body-ext-mpart]; only its parts count.
+    // body-type-mpart: 1*body SP media-subtype [SP body-ext-mpart]; only its parts count. Its parameters come
+    // first (body-ext-mpart): a boundary given in an RFC 2231 form too (`boundary*`, or `boundary` twice where
+    // Dovecot joined `boundary*0` beside a plain one) is one Dovecot split on and another reader would not
+    // (src/mail/boundary.ts `boundaryParameter`): the parts below are one reading of several.
+    const subtype = items.findIndex((item) => item.type !== "list");
+    if (subtype !== -1 && !singleBoundary(items[subtype + 1])) return undefined;
     let unknown = false;
     for (const part of items) {
       if (part.type !== "list") break;

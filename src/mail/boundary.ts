@@ -39,6 +39,19 @@ const CLOSE_REST = /^--[ \t]*\r?\n?$/;
 const BOUNDARY = /^[0-9A-Za-z'()+_,\-./:=? ]*[0-9A-Za-z'()+_,\-./:=?]$/;
 export const MAX_BOUNDARY_LENGTH = 70;
 
+/**
+ * A multipart's boundary from its Content-Type parameters (lower-cased names, RFC 2231 forms separate: src/mail
+ * `parseParameterized`): the plain `boundary`; undefined when it is absent or given in an RFC 2231 form too
+ * (`boundary*`, `boundary*0`, ...), on its own or beside the plain one. Readers split such a multipart on different
+ * boundaries: Dovecot on the plain value, ignoring `boundary*`, and with the plain one beside `boundary*0` on the
+ * plain one; a reader that prefers the RFC 2231 value, as for a file name (src/mail/attachment.ts
+ * `parameterValue`), on the other. What is text between the delimiters of one is a part between those of the other.
+ */
+export function boundaryParameter(params: ReadonlyMap<string, string>): string | undefined {
+  for (const name of params.keys()) if (name.startsWith("boundary*")) return undefined;
+  return params.get("boundary");
+}
+
 /** Whether a multipart's `boundary` parameter is one this reader splits on (`BOUNDARY`). */
 export function usableBoundary(boundary: string | undefined): boundary is string {
   return boundary !== undefined && boundary.length <= MAX_BOUNDARY_LENGTH && BOUNDARY.test(boundary);

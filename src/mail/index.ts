@@ -24,7 +24,14 @@ export {
   parameterValue,
   parseParameterized,
 } from "./attachment.ts";
-export { type BoundaryLine, delimiterOf, MAX_BOUNDARY_LENGTH, readBoundaryLine, usableBoundary } from "./boundary.ts";
+export {
+  type BoundaryLine,
+  boundaryParameter,
+  delimiterOf,
+  MAX_BOUNDARY_LENGTH,
+  readBoundaryLine,
+  usableBoundary,
+} from "./boundary.ts";
 export { clean, escapes, oneLine, terminalJson } from "./display.ts";
 export { decodeEncodedWords, readableText, readUnstructured, unreadableGlobText } from "./encoded-words.ts";
 export {

@@ -13,6 +13,7 @@
 import { asciiLowerCase } from "../mail/ascii.ts";
 import {
   attachmentName,
+  boundaryParameter,
   decodeEncodedWords,
   defaultPartType,
   delimiterOf,
@@ -325,7 +326,7 @@ function walk(part: Part, depth: number, state: Walk, place: Place): void {
       state.problems.push(`parts nested deeper than ${MAX_MIME_DEPTH} were not read`);
       return;
     }
-    const boundary = entity.typeParams.get("boundary");
+    const boundary = boundaryParameter(entity.typeParams);
     const delimiter = usableBoundary(boundary) ? delimiterOf(boundary) : null;
     const split = delimiter === null ? null : splitMultipart(part.body, delimiter, place);
     if (split?.ambiguous && !state.problems.includes(AMBIGUOUS_BOUNDARY)) state.problems.push(AMBIGUOUS_BOUNDARY);

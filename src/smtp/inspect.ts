@@ -13,6 +13,7 @@ import {
   ADDRESS_FIELD_NAMES,
   attachmentName,
   type BoundaryLine,
+  boundaryParameter,
   defaultPartType,
   delimiterOf,
   entityOf,
@@ -243,7 +244,8 @@ export class MessageInspector {
         this.#unknown = true;
         return;
       }
-      const boundary = entity.typeParams.get("boundary");
+      // The plain boundary alone (`boundaryParameter`): beside an RFC 2231 form, readers split on different ones.
+      const boundary = boundaryParameter(entity.typeParams);
       if (!usableBoundary(boundary)) {
         this.#unknown = true;
         return;
