@@ -206,9 +206,18 @@ export class SelectedMailbox {
     return this.known === 0 ? 0 : this.u.get(this.known - 1);
   }
 
+  /**
+   * How many messages upstream's EXISTS responses have added so far: IDLE tells by it that upstream reported an
+   * arrival while the proxy's own commands ran (commands/idle.ts).
+   */
+  arrivals = 0;
+
   /** `* n EXISTS` from upstream: grows U with unknown entries (EXISTS never shrinks, RFC 3501 §7.3.1). */
   onExists(n: number): void {
-    while (this.u.length < n) this.u.push(0);
+    while (this.u.length < n) {
+      this.u.push(0);
+      this.arrivals++;
+    }
   }
 
   /** `* n EXPUNGE` from upstream. */

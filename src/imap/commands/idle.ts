@@ -46,6 +46,9 @@ async function idleUpstream(
   agentLine: Promise<FramerEvent | null>,
   agentDone: () => boolean,
 ): Promise<void> {
+  // Arrivals upstream reports during a sync (in reply to the proxy's own UID FETCH or SEARCH) come after that sync
+  // learned the new UIDs, and upstream does not report them again in the IDLE that follows.
+  let arrivals = box.arrivals;
   await s.sync(true);
   s.flush();
   while (!agentDone() && !s.closed) {
@@ -66,12 +69,15 @@ async function idleUpstream(
       }
       relayUpdate(s, r);
     });
+    // An arrival reported since the last sync began and not learned by it: synced now, not at the next EXISTS.
+    if (box.hasUnknown && box.arrivals !== arrivals) poke();
     const timer = setTimeout(poke, IDLE_RENEW_MS);
     await Promise.race([agentLine, changed]);
     clearTimeout(timer);
     await handle.done();
     // The agent has gone: nothing to learn or tell it (its session may be kept for the next login, unchanged).
     if (s.closed) break;
+    arrivals = box.arrivals;
     await s.sync(true);
     s.flush();
   }
