@@ -2,8 +2,8 @@
  * The selected mailbox as the proxy models it (docs/protocol.md §3).
  *
  * - `U`: upstream sequence number → UID, every message included (hidden ones too). A `0` entry is a message
- *   announced by `* n EXISTS` whose UID is not known yet; unknown entries are always a suffix, because new
- *   messages only append.
+ *   announced by `* n EXISTS` whose UID is not known yet; they lie after every entry before `known`, because new
+ *   messages only append (an arrival's UID may be learned before an earlier arrival's: `#advanceKnown`).
  * - `V`: the sorted UIDs the agent has been told about ("Vagent"). Agent sequence numbers are positions in V.
  *   An upstream EXPUNGE removes its entry from U at once but stays in V until the agent's command permits an
  *   EXPUNGE response (RFC 3501 §7.4.1), so agent sequence numbers never shift under a running FETCH.
@@ -226,6 +226,8 @@ export class SelectedMailbox {
     const uid = this.u.get(n - 1);
     this.u.removeAt(n - 1);
     if (n - 1 < this.known) this.known--;
+    // An unknown entry gone: later ones already learned (a flag change with its UID) are known now.
+    this.#advanceKnown();
     if (uid !== 0) this.visible?.remove(uid);
     if (uid !== 0 && this.v.indexOf(uid) !== -1) this.pendingExpunges.push(uid);
   }
@@ -235,8 +237,17 @@ export class SelectedMailbox {
     if (n < 1 || n > this.u.length) return;
     if (this.u.get(n - 1) === 0) {
       this.u.data[n - 1] = uid;
-      while (this.known < this.u.length && this.u.get(this.known) !== 0) this.known++;
+      this.#advanceKnown();
     }
+  }
+
+  /**
+   * Moves `known` past the learned entries that follow it. An arrival's UID may be learned before an earlier one's (a
+   * flag change that carries it, RFC 3501 §7.4.2), so learned entries can sit behind an unknown one until it is
+   * learned or expunged.
+   */
+  #advanceKnown(): void {
+    while (this.known < this.u.length && this.u.get(this.known) !== 0) this.known++;
   }
 
   /** UID of upstream message n, or 0 when unknown. */
