@@ -203,6 +203,11 @@ export class ClassificationCache {
   /**
    * Stores a classification, replacing what `key` held (whatever its UIDVALIDITY). Returns false when it could not
    * be written; the proxy works on without the cache.
+   *
+   * At the same UIDVALIDITY the highest visible UID never goes down (docs/filtering.md "UID gaps"): a session that
+   * selected the folder before another saw a visible arrival, which was expunged before this one learned of it,
+   * knows a lower one, and its row (written when it classifies an arrival, a hidden one too) would lower the
+   * UIDNEXT the next session is told. It is kept within the classified range, which a row must hold to be read.
    */
   put(key: CacheKey, value: CachedVisibility): boolean {
     if (this.#broken) return false;
@@ -210,8 +215,14 @@ export class ClassificationCache {
     try {
       this.#db
         .query(
-          "INSERT OR REPLACE INTO visibility (account, folder, fingerprint, uid_validity, classified_through, " +
-            "highest_visible, visible, hidden, hidden_slots, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+          "INSERT INTO visibility (account, folder, fingerprint, uid_validity, classified_through, " +
+            "highest_visible, visible, hidden, hidden_slots, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) " +
+            "ON CONFLICT (account, folder, fingerprint) DO UPDATE SET highest_visible = CASE " +
+            "WHEN visibility.uid_validity = excluded.uid_validity THEN " +
+            "min(max(visibility.highest_visible, excluded.highest_visible), excluded.classified_through) " +
+            "ELSE excluded.highest_visible END, uid_validity = excluded.uid_validity, " +
+            "classified_through = excluded.classified_through, visible = excluded.visible, " +
+            "hidden = excluded.hidden, hidden_slots = excluded.hidden_slots, updated_at = excluded.updated_at",
         )
         .run(
           key.account,
