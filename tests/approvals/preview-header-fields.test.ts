@@ -3,7 +3,7 @@
  * docs/approvals.md "What approvers see"): the proxy checks the addresses, but a recipient reads the name.
  */
 import { afterAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -12,10 +12,8 @@ import {
   PREVIEW_HEADER_FIELDS,
   PREVIEW_LINE_CHARS,
 } from "../../src/approvals/preview.ts";
-import { ApprovalStore } from "../../src/approvals/store.ts";
-import { SealedStore } from "../../src/state/store.ts";
+import { holdForCli, runCli as run } from "./cli-fixture.ts";
 
-const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
 const dir = mkdtempSync(join(tmpdir(), "mg-preview-header-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -57,37 +55,11 @@ test(`at most PREVIEW_HEADER_FIELDS fields, the rest counted; a long one cut, sa
 });
 
 test("approvals show prints them, controls escaped", async () => {
-  const file = join(dir, "mailgator.toml");
-  writeFileSync(
-    file,
-    `[audit]\npath = "${join(dir, "audit.db")}"\n\n[state]\npath = "${join(dir, "state.db")}"\n` +
-      `secrets_file = "${join(dir, "secrets.key")}"\n`,
-  );
-  const state = SealedStore.open(join(dir, "state.db"), {
-    secretsFile: join(dir, "secrets.key"),
-    env: {},
-    create: true,
-  })!;
-  const bytes = message(`From: "CEO\u202e" <bot@corp.test>\r\n`);
-  const row = await new ApprovalStore(state).hold(
-    {
-      envelope: { from: "bot@corp.test", recipients: ["x@out.test"], eightBit: false },
-      message: bytes,
-      account: "main",
-      credentials: null,
-      agent: "bot",
-      preview: buildPreview("bot@corp.test", ["x@out.test"], bytes, false),
-    },
-    { name: "ask", index: 0, groups: ["managers"] },
-    Date.now() + 600_000,
-  );
+  const { file, id, state } = await holdForCli(dir, message(`From: "CEO\u202e" <bot@corp.test>\r\n`));
   state.close();
-  const p = Bun.spawnSync([process.execPath, MAIN, "approvals", "show", row.id, "-c", file], {
-    env: { PATH: process.env["PATH"] ?? "" },
-  });
-  const out = p.stdout.toString();
-  expect(p.exitCode).toBe(0);
-  expect(out).toContain('header From: "CEO');
-  expect(out).toContain("bot@corp.test>");
-  expect(out).not.toContain("\u202e");
+  const p = run("approvals", "show", id, "-c", file);
+  expect(p.code).toBe(0);
+  expect(p.stdout).toContain('header From: "CEO');
+  expect(p.stdout).toContain("bot@corp.test>");
+  expect(p.stdout).not.toContain("\u202e");
 });
