@@ -34,7 +34,7 @@ import { NO_HIDING_RULE, VisibleSet } from "./view.ts";
 import type { FetchItem, Response, Value } from "./wire/index.ts";
 
 /** Part of every fingerprint: a change in how messages are read invalidates cached classifications. */
-export const CLASSIFIER_VERSION = 7;
+export const CLASSIFIER_VERSION = 8;
 
 const HEADER_NAMES: Readonly<Record<Exclude<MessageField, "hasAttachment">, string>> = {
   from: "FROM",

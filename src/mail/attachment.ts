@@ -1,8 +1,9 @@
 /**
  * What counts as an attachment (docs/smtp.md, docs/filtering.md), one definition for both proxies: an entity
- * (the message itself or any MIME part) is an attachment when its Content-Disposition is `attachment`, when it
- * names a file (`filename`, or Content-Type `name`, RFC 2231 forms included), or when it is a leaf whose type is
- * not text/* (images, PDFs, message/rfc822, ...). Erring towards "attachment" is the safe side for rules that
+ * (the message itself or any MIME part) is an attachment when its Content-Disposition is `attachment` or a type
+ * that is not `inline` (RFC 2183 §2.8: an unrecognized type is treated as `attachment`), when it names a file
+ * (`filename`, or Content-Type `name`, RFC 2231 forms included), or when it is a leaf whose type is not text/*
+ * (images, PDFs, message/rfc822, ...). Erring towards "attachment" is the safe side for rules that
  * refuse attachments. Multiparts are containers: only their parts count.
  *
  * The SMTP proxy and the MCP reader read entities from part headers (`entityOf`, with `parseParameterized` for
@@ -133,7 +134,8 @@ export function attachmentName(entity: MimeEntity): string | null {
 /** Whether one non-multipart entity is an attachment. */
 export function isAttachmentEntity(entity: MimeEntity): boolean {
   return (
-    entity.disposition === "attachment" ||
+    // RFC 2183 §2.8: a disposition type other than `inline` and `attachment` is treated as `attachment`.
+    (entity.disposition !== "" && entity.disposition !== "inline") ||
     hasParam(entity.dispositionParams, "filename") ||
     hasParam(entity.typeParams, "name") ||
     !(entity.type === "" || entity.type.startsWith("text/"))

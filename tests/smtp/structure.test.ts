@@ -13,6 +13,8 @@
  *   reader that kept the rest would see no part at all, so has_attachment is unknown.
  * - a multipart whose Content-Transfer-Encoding is base64 (RFC 2045 §6.4 allows 7bit, 8bit, binary): no part to
  *   Dovecot, the PDF to a reader that decodes the body first, so has_attachment is unknown.
+ * - a text part whose Content-Disposition is a type no reader knows (`x-file`): an attachment (RFC 2183 §2.8), to
+ *   both readers; one marked `inline` is not.
  * Nothing of them reaches Postfix; a digest whose parts say text/plain, a multipart marked 7bit, and a plain
  * message, sent last over the same session, do.
  */
@@ -180,6 +182,29 @@ const CASES: readonly Case[] = [
       id("cte-7bit"),
       'multipart/alternative; boundary="y"\nContent-Transfer-Encoding: 7bit',
       "--y\nContent-Type: text/plain\n\nhi\n--y\nContent-Type: text/html\n\n<p>hi</p>\n--y--\n",
+    ),
+    outcome: "delivered",
+  },
+  // RFC 2183 §2.8: a disposition type the reader does not know is treated as `attachment`.
+  {
+    name: "a text part whose Content-Disposition is a type no reader knows (x-file), without a file name",
+    id: id("dsp-unknown"),
+    text: message(
+      id("dsp-unknown"),
+      'multipart/mixed; boundary="y"',
+      "--y\nContent-Type: text/plain\n\nhi\n--y\nContent-Type: text/plain\nContent-Disposition: x-file\n\n" +
+        "customer,iban\n--y--\n",
+    ),
+    outcome: "rule",
+  },
+  {
+    name: "two text parts, the second with Content-Disposition: inline",
+    id: id("dsp-inline"),
+    text: message(
+      id("dsp-inline"),
+      'multipart/mixed; boundary="y"',
+      "--y\nContent-Type: text/plain\n\nhi\n--y\nContent-Type: text/plain\nContent-Disposition: INLINE\n\n" +
+        "more\n--y--\n",
     ),
     outcome: "delivered",
   },
