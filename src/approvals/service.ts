@@ -485,13 +485,10 @@ export async function deny(ctx: ApprovalContext, id: string, by: string, reason:
  * notice, which could not name it.
  */
 function detailsForNotice(ctx: ApprovalContext, id: string, what = "expires"): HeldDetails | null {
-  try {
-    return ctx.store.details(id);
-  } catch (e) {
-    if (!(e instanceof SealedRecordError)) throw e;
-    moduleLogger("approvals").warn(`approval ${id}: ${what} without the sender's notice: ${errorMessage(e)}`);
-    return null;
-  }
+  const { held, unreadable } = ctx.store.readDetails(id);
+  if (unreadable !== null)
+    moduleLogger("approvals").warn(`approval ${id}: ${what} without the sender's notice: ${errorMessage(unreadable)}`);
+  return held;
 }
 
 /**

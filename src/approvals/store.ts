@@ -449,6 +449,19 @@ export class ApprovalStore {
   }
 
   /**
+   * `details`, with a record that does not open (altered, or sealed with another key: docs/approvals.md "Holding")
+   * given as its error rather than thrown: the page, `approvals show` and the notices each say so in their own way.
+   */
+  readDetails(id: string): { held: HeldDetails | null; unreadable: SealedRecordError | null } {
+    try {
+      return { held: this.details(id), unreadable: null };
+    } catch (e) {
+      if (!(e instanceof SealedRecordError)) throw e;
+      return { held: null, unreadable: e };
+    }
+  }
+
+  /**
    * The sealed message with its bytes, null once it was wiped (decided, expired, also between two of its parts).
    * SealedRecordError when a part is missing, does not open, or the bytes are not the ones held (their SHA-256 in the
    * row). One part per turn of the event loop: other sessions run meanwhile (approving, docs/approvals.md).

@@ -9,10 +9,9 @@
 import { errorMessage } from "../log.ts";
 import { clean } from "../mail/index.ts";
 import { settledWithin } from "../runtime/settle.ts";
-import { SealedRecordError } from "../state/store.ts";
 import { attachmentsShown, headerFieldLines, MORE_TEXT, subjectShown } from "./preview.ts";
 import { type ApprovalContext, AUDIT_UNAVAILABLE, approvalEvent, approve, deny, SHUTTING_DOWN } from "./service.ts";
-import { type ApprovalRow, type HeldDetails, ID_PATTERN } from "./store.ts";
+import { type ApprovalRow, ID_PATTERN } from "./store.ts";
 
 /** Marks a recipient outside the sender's domain in the preview. */
 const OUTSIDE_MARK = " <strong>(outside the sender's domain)</strong>";
@@ -171,14 +170,7 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
     if (row.state !== "held") return decided(row);
     if (ctx.store.tokenUsed(id)) return page(409, "Link used", "<p>This link was already used.</p>");
     // Its record read first (nothing is shown yet), so that the row says whether the page could show it.
-    let held: HeldDetails | null = null;
-    let unreadable: string | null = null;
-    try {
-      held = ctx.store.details(id);
-    } catch (e) {
-      if (!(e instanceof SealedRecordError)) throw e;
-      unreadable = errorMessage(e);
-    }
+    const { held, unreadable } = ctx.store.readDetails(id);
     // The preview is shown only once its row is queued; a log that cannot take it refuses the view (fail closed).
     try {
       ctx.audit.record(
@@ -189,7 +181,7 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
               row,
               "APPROVAL VIEWED",
               "error",
-              `the approval page was opened; the held message cannot be read: ${unreadable}`,
+              `the approval page was opened; the held message cannot be read: ${errorMessage(unreadable)}`,
             ),
       );
     } catch {

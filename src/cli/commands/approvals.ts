@@ -10,7 +10,7 @@ import { AuditLog } from "../../audit/index.ts";
 import { loadConfig } from "../../config/index.ts";
 import { moduleLogger } from "../../log.ts";
 import { clean, escapes, terminalJson } from "../../mail/index.ts";
-import { SealedRecordError, SealedStore } from "../../state/store.ts";
+import { SealedStore } from "../../state/store.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required, UsageError } from "../args.ts";
 
 export const usage = `Usage: mailgator approvals list -c FILE [--json]
@@ -100,26 +100,17 @@ export async function approvals(ctx: CommandContext): Promise<number> {
     if (verb === "show") {
       // A record that does not open (altered, or sealed with another key) still has its row to show; what it held
       // cannot be shown, and the command says so and fails (docs/approvals.md "Deciding").
-      let held: ReturnType<ApprovalStore["details"]>;
-      let unreadable = false;
-      try {
-        held = store.details(id!);
-      } catch (e) {
-        if (!(e instanceof SealedRecordError)) throw e;
-        held = null;
-        unreadable = true;
-      }
+      const { held, unreadable } = store.readDetails(id!);
+      const failed = unreadable !== null;
       if (values.json)
         ctx.out(
-          terminalJson({ ...rowJson(row), preview: held?.preview ?? null, ...(unreadable ? { unreadable } : {}) }, 2),
+          terminalJson({ ...rowJson(row), preview: held?.preview ?? null, ...(failed ? { unreadable: true } : {}) }, 2),
         );
-      else if (unreadable) {
+      else {
         ctx.out(`${row.id}: ${row.state} (rule ${clean(row.rule)}; asks ${row.groups.map(clean).join(", ")})`);
-        ctx.out(UNREADABLE);
-      } else {
+        if (failed) return (ctx.out(UNREADABLE), EXIT_FAILURE);
         // The preview is the agent's text: shown through clean(), so that no control sequence in it reaches the
         // approver's terminal (docs/approvals.md "What approvers see").
-        ctx.out(`${row.id}: ${row.state} (rule ${clean(row.rule)}; asks ${row.groups.map(clean).join(", ")})`);
         ctx.out(`approvers notified: ${row.notified ? "all" : "not all yet"}`);
         if (held !== null) {
           const p = held.preview;
@@ -134,7 +125,7 @@ export async function approvals(ctx: CommandContext): Promise<number> {
           if (p.textCut === true) ctx.out(MORE_TEXT);
         } else ctx.out("(the message was discarded or sent: nothing is kept)");
       }
-      return unreadable ? EXIT_FAILURE : EXIT_OK;
+      return failed ? EXIT_FAILURE : EXIT_OK;
     }
     const audit = AuditLog.open(config.audit.path);
     // An OAuth2 account's token comes from the same sealed store and follows the same refresh and rotation rules
