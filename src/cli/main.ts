@@ -53,6 +53,7 @@ Global options:
 Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.`;
 
 type Command = (ctx: CommandContext) => number | Promise<number>;
+const VERSION_USAGE = "Usage: mailgator version";
 const COMMANDS: Readonly<Record<string, [Command, string]>> = {
   serve: [serve, serveUsage],
   reload: [reload, reloadUsage],
@@ -64,13 +65,13 @@ const COMMANDS: Readonly<Record<string, [Command, string]>> = {
   approvals: [approvals, approvalsUsage],
   mcp: [mcp, mcpUsage],
   config: [init, initUsage],
-  version: [version, "Usage: mailgator version"],
+  version: [version, VERSION_USAGE],
 };
 
 /** `mailgator version`: takes no arguments (anything after it is a usage error, not ignored). */
 function version(ctx: CommandContext): number {
-  parse(ctx.argv, {}, "Usage: mailgator version");
-  ctx.out(`mailgator ${pkg.version}`);
+  const { values } = parse(ctx.argv, {}, VERSION_USAGE);
+  ctx.out(values.help ? VERSION_USAGE : `mailgator ${pkg.version}`);
   return EXIT_OK;
 }
 

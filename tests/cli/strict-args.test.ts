@@ -19,6 +19,9 @@ test("`version` prints the version; with an argument it is a usage error", () =>
   const ok = run(["version"]);
   expect(ok.code).toBe(0);
   expect(ok.stdout).toMatch(/^mailgator \d+\.\d+\.\d+/);
+  const help = run(["version", "--help"]);
+  expect(help.code).toBe(0);
+  expect(help.stdout.trim()).toBe("Usage: mailgator version");
   for (const extra of [["--x"], ["now"], ["--json"]]) {
     const r = run(["version", ...extra]);
     expect(r.code).toBe(2);
