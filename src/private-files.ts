@@ -38,9 +38,9 @@ export function preparePrivateDatabase(path: string): void {
  * Clears the group and other bits of `path` and its SQLite side files where they exist (0644 becomes 0600). Throws,
  * changing nothing, when one of them is not a regular file: a path that names a folder (`path = "."`, or a folder
  * given where a file name belongs) must be refused, never made 0700; so is a file with more than one name (a hard
- * link). A symbolic link is refused too, never followed:
- * whoever may write the folder (the service user, when root runs a command there) could point `audit.db-wal` at a
- * file of root's, which a chmod through the link would change and SQLite would then write.
+ * link). A symbolic link is refused too, never followed: whoever may write the folder (the service user, when root
+ * runs a command there) could point `audit.db-wal` at a file of root's, which a chmod through the link would change
+ * and SQLite would then write.
  *
  * The files are looked at with lstat and changed by path, never opened: this runs while SQLite has them open, and
  * closing any descriptor of a file drops every POSIX lock the process holds on it, SQLite's included. Another
