@@ -6,13 +6,12 @@
  */
 
 import { afterAll, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildPreview } from "../../src/approvals/preview.ts";
 import { ApprovalStore } from "../../src/approvals/store.ts";
 import { approvals } from "../../src/cli/commands/approvals.ts";
-import { SealedStore } from "../../src/state/store.ts";
+import { holdForCli } from "./cli-fixture.ts";
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -36,49 +35,31 @@ const RAW_CONTROL = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u2028\u2029\
 async function heldMessage(reply?: string): Promise<{ file: string; id: string }> {
   const dir = mkdtempSync(join(tmpdir(), "mg-approvals-cli-"));
   dirs.push(dir);
-  const file = join(dir, "mailgator.toml");
-  writeFileSync(
-    file,
-    `[audit]\npath = "${join(dir, "audit.db")}"\n\n[state]\npath = "${join(dir, "state.db")}"\n` +
-      `secrets_file = "${join(dir, "secrets.key")}"\n`,
+  const message = Buffer.from(
+    `From: a@corp.test\r\nSubject: ${SUBJECT}\r\n` +
+      'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n' +
+      `--b\r\nContent-Type: text/plain\r\n\r\nfirst line ${HOSTILE}\rafter\r\nsecond line\r\n` +
+      `--b\r\nContent-Disposition: attachment; filename="x${HOSTILE}.pdf"\r\n\r\nAAAA\r\n--b--\r\n`,
+    "utf8",
   );
-  const state = SealedStore.open(join(dir, "state.db"), {
-    secretsFile: join(dir, "secrets.key"),
-    env: {},
-    create: true,
-  })!;
+  const { file, id, state } = await holdForCli(dir, message, {
+    sender: "a@corp.test",
+    recipients: ["boss@corp.test", "x@outside.example"],
+    hasAttachment: true,
+  });
+  const store = new ApprovalStore(state);
   try {
-    const message = Buffer.from(
-      `From: a@corp.test\r\nSubject: ${SUBJECT}\r\n` +
-        'MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary="b"\r\n\r\n' +
-        `--b\r\nContent-Type: text/plain\r\n\r\nfirst line ${HOSTILE}\rafter\r\nsecond line\r\n` +
-        `--b\r\nContent-Disposition: attachment; filename="x${HOSTILE}.pdf"\r\n\r\nAAAA\r\n--b--\r\n`,
-      "utf8",
-    );
-    const store = new ApprovalStore(state);
-    const row = await store.hold(
-      {
-        envelope: { from: "a@corp.test", recipients: ["boss@corp.test", "x@outside.example"], eightBit: true },
-        message,
-        account: "mail",
-        credentials: null,
-        agent: "bot",
-        preview: buildPreview("a@corp.test", ["boss@corp.test", "x@outside.example"], message, true),
-      },
-      { name: "ask", index: 0, groups: ["managers"] },
-      Date.now() + 60_000,
-    );
     // The preview holds the agent's controls as they were: what is shown is cleaned, not what is stored.
-    const preview = store.details(row.id)!.preview;
+    const preview = store.details(id)!.preview;
     expect(preview.subject).toBeNull();
     expect(preview.subjectUnread?.fields).toEqual([SUBJECT]);
     expect(preview.text).toContain(`${HOSTILE}\rafter`);
     expect(preview.attachments.join()).toContain(HOSTILE);
     if (reply !== undefined) {
-      expect(store.claim(row.id, "test").ok).toBe(true);
-      store.sent(row.id, false, reply);
+      expect(store.claim(id, "test").ok).toBe(true);
+      store.sent(id, false, reply);
     }
-    return { file, id: row.id };
+    return { file, id };
   } finally {
     state.close();
   }
