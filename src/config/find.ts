@@ -3,13 +3,24 @@
  * `/etc/mailgator/mailgator.toml`; the first that exists wins (docs/config.md "Where the config is read from").
  */
 
-import { existsSync, lstatSync, type Stats, statSync } from "node:fs";
+import { existsSync, lstatSync, statSync } from "node:fs";
 import { resolve } from "node:path";
 import { ConfigError } from "./errors.ts";
+import { ownerProblem } from "./read.ts";
 
 export const CONFIG_ENV = "MAILGATOR_CONFIG";
 export const LOCAL_CONFIG = "mailgator.toml";
 export const SYSTEM_CONFIG = "/etc/mailgator/mailgator.toml";
+
+/** Which file to read, and how (`loadConfig` and `readConfigText` take it). */
+export interface ConfigLocation {
+  readonly path: string;
+  /**
+   * Found by the search path, not named by -c or MAILGATOR_CONFIG: read only when `ownerProblem` (read.ts) finds
+   * none in the file opened, each time it is read (a reload too).
+   */
+  readonly ownedOnly: boolean;
+}
 
 /**
  * The config file to read. A `-c` value is taken as given (loading it reports a missing file). A set
@@ -18,49 +29,29 @@ export const SYSTEM_CONFIG = "/etc/mailgator/mailgator.toml";
  * that exists; none is an error listing where it looked. A file found so (never one named by -c or the variable) is
  * read only when it, and the symbolic link that names it if any, belongs to this process's user or to root and
  * cannot be written by others: `./mailgator.toml` in a folder other users may write (/tmp) could otherwise be theirs,
- * and a config decides which files are read as passwords and where they are sent.
+ * and a config decides which files are read as passwords and where they are sent. That is checked here, for an
+ * early error, and again on the file actually opened when it is read (`ownedOnly`).
  */
 export function findConfig(
   given: string | undefined,
   env: Readonly<Record<string, string | undefined>>,
   cwd = process.cwd(),
   system = SYSTEM_CONFIG,
-): string {
-  if (given !== undefined && given !== "") return given;
+): ConfigLocation {
+  if (given !== undefined && given !== "") return { path: given, ownedOnly: false };
   const fromEnv = env[CONFIG_ENV];
   if (fromEnv !== undefined && fromEnv !== "") {
-    if (existsSync(fromEnv)) return fromEnv;
+    if (existsSync(fromEnv)) return { path: fromEnv, ownedOnly: false };
     throw new ConfigError(fromEnv, [{ message: `${CONFIG_ENV} names a file that does not exist` }]);
   }
   const candidates = [resolve(cwd, LOCAL_CONFIG), system];
   const found = candidates.find((path) => existsSync(path));
   if (found !== undefined) {
-    const problem = foreignProblem(found);
+    const link = lstatSync(found);
+    const problem = ownerProblem(found, link.isSymbolicLink() ? link : null, statSync(found));
     if (problem !== null) throw new ConfigError(found, [{ message: problem }]);
-    return found;
+    return { path: found, ownedOnly: true };
   }
   const looked = ["-c FILE", `${CONFIG_ENV} (not set)`, ...candidates].join(", then ");
   throw new ConfigError("(no config file)", [{ message: `no config given and none found; looked for ${looked}` }]);
-}
-
-/**
- * Why a config file found by the search path must not be read, or null: it (or the link to it) belongs to a user
- * other than this process's and root, or its group or others may write it (docs/config.md "Where the config is read
- * from").
- */
-function foreignProblem(path: string): string | null {
-  const uid = process.geteuid?.();
-  if (uid === undefined) return null;
-  const mine = (stat: Stats) => stat.uid === uid || stat.uid === 0;
-  const link = lstatSync(path);
-  const file = statSync(path);
-  const advice = `not read without -c (another user could have put it there); give -c ${path} if it is meant`;
-  if (!mine(link) || !mine(file)) {
-    const owner = mine(file) ? link.uid : file.uid;
-    return `belongs to user ${owner}, not to this user (${uid}) or root: ${advice}`;
-  }
-  // Its group may be another user's too (a service account's): a member could change what root reads next.
-  if ((file.mode & 0o022) !== 0)
-    return `can be written by users other than its owner (mode ${(file.mode & 0o777).toString(8)}): ${advice}`;
-  return null;
 }

@@ -2,7 +2,7 @@
 
 export type { ConfigProblem } from "./errors.ts";
 export { ConfigError, formatProblem, formatProblems } from "./errors.ts";
-export { CONFIG_ENV, findConfig, LOCAL_CONFIG, SYSTEM_CONFIG } from "./find.ts";
+export { CONFIG_ENV, type ConfigLocation, findConfig, LOCAL_CONFIG, SYSTEM_CONFIG } from "./find.ts";
 export type { LoadOptions } from "./load.ts";
 export { agentMailboxes, agentReading, agentSending, loadConfig, parseConfig } from "./load.ts";
 export { ownEntry } from "./names.ts";

@@ -17,6 +17,7 @@ import { isLoopbackHost, isLoopbackUrlHost, readIpEntry } from "../net/ip.ts";
 import { compileGlob, expandOperation, GlobError, type GlobKind, type Operation } from "../policy/index.ts";
 import { readSecretFile } from "../runtime/secret-file.ts";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
+import type { ConfigLocation } from "./find.ts";
 import { DEFAULT_IMAP_LIMITS, DEFAULT_SMTP_LIMITS } from "./limits.ts";
 import { locate } from "./locate.ts";
 import { isReservedName, ownEntry, RESERVED_NAMES } from "./names.ts";
@@ -1020,10 +1021,14 @@ export function parseConfig(text: string, file: string, options: LoadOptions = {
   return deepFreeze(config);
 }
 
-/** Reads, parses and validates a config file. */
-export function loadConfig(path: string, options: LoadOptions = {}): Config {
+/**
+ * Reads, parses and validates a config file: a path as given, or where `findConfig` found it (a file the search path
+ * found is read only if it passes the owner check, read.ts).
+ */
+export function loadConfig(location: string | ConfigLocation, options: LoadOptions = {}): Config {
+  const { path, ownedOnly } = typeof location === "string" ? { path: location, ownedOnly: false } : location;
   const file = resolve(path);
-  return parseConfig(readConfigText(file), file, options);
+  return parseConfig(readConfigText(file, ownedOnly), file, options);
 }
 
 /**

@@ -5,7 +5,7 @@
  * would be read as U+FFFD, so a rule's glob or a password file's name would silently be another text.
  */
 
-import { closeSync, constants, fstatSync, openSync, readSync } from "node:fs";
+import { closeSync, constants, fstatSync, lstatSync, openSync, readSync, type Stats } from "node:fs";
 import { ConfigError } from "./errors.ts";
 
 /** The largest config file read (1 MiB): some thousands of rules; a larger file is refused, not read in part. */
@@ -13,10 +13,17 @@ export const MAX_CONFIG_BYTES = 1024 * 1024;
 
 const utf8 = new TextDecoder("utf-8", { fatal: true });
 
-/** The text of config file `file` (an absolute path); a ConfigError naming the file says why it cannot be. */
-export function readConfigText(file: string): string {
+/**
+ * The text of config file `file` (an absolute path); a ConfigError naming the file says why it cannot be. With
+ * `ownedOnly` (a file the search path found, find.ts), the owner and mode are those of the file actually opened
+ * (`fstat` of the descriptor read from, `ownerProblem`), and the name must still name what was checked once it is
+ * open: checking by name and then opening by name would read whatever replaced the file in between.
+ */
+export function readConfigText(file: string, ownedOnly = false): string {
   let fd: number;
+  let link: Stats | null = null;
   try {
+    if (ownedOnly) link = lstatSync(file);
     // O_NONBLOCK: opening a FIFO with no writer would otherwise wait for one.
     fd = openSync(file, constants.O_RDONLY | constants.O_NONBLOCK | constants.O_NOCTTY);
   } catch (e) {
@@ -27,6 +34,15 @@ export function readConfigText(file: string): string {
   }
   try {
     const stat = fstatSync(fd);
+    if (link !== null) {
+      const problem = ownerProblem(file, link.isSymbolicLink() ? link : null, stat);
+      if (problem !== null) throw new ConfigError(file, [{ message: problem }]);
+      // The name still names what was checked: the same link, or the same file when it is no link.
+      const now = lstatSync(file);
+      const checked = link.isSymbolicLink() ? link : stat;
+      if (now.dev !== checked.dev || now.ino !== checked.ino)
+        throw new ConfigError(file, [{ message: "replaced while it was being opened; not read" }]);
+    }
     if (!stat.isFile())
       throw new ConfigError(file, [{ message: `not a regular file (${kind(stat.mode)}); a config must be a file` }]);
     if (stat.size > MAX_CONFIG_BYTES) throw tooLarge(file);
@@ -54,6 +70,24 @@ export function readConfigText(file: string): string {
   } finally {
     closeSync(fd);
   }
+}
+
+/**
+ * Why a config file found by the search path must not be read, or null: `file` (the file itself), or `link` (the
+ * symbolic link that names it, if any), belongs to a user other than this process's and root, or its group or
+ * others may write it (docs/config.md "Where the config is read from").
+ */
+export function ownerProblem(path: string, link: Stats | null, file: Stats): string | null {
+  const uid = process.geteuid?.();
+  if (uid === undefined) return null;
+  const mine = (stat: Stats) => stat.uid === uid || stat.uid === 0;
+  const advice = `not read without -c (another user could have put it there); give -c ${path} if it is meant`;
+  if (!mine(file)) return `belongs to user ${file.uid}, not to this user (${uid}) or root: ${advice}`;
+  if (link !== null && !mine(link)) return `belongs to user ${link.uid}, not to this user (${uid}) or root: ${advice}`;
+  // Its group may be another user's too (a service account's): a member could change what root reads next.
+  if ((file.mode & 0o022) !== 0)
+    return `can be written by users other than its owner (mode ${(file.mode & 0o777).toString(8)}): ${advice}`;
+  return null;
 }
 
 function tooLarge(file: string): ConfigError {

@@ -18,6 +18,7 @@ import { type AuditEvent, AuditLog, type DurableOptions, PROTOCOLS } from "../au
 import {
   type Config,
   ConfigError,
+  type ConfigLocation,
   MAX_CONFIG_BYTES,
   parseConfig,
   type RuleConfig,
@@ -50,7 +51,8 @@ import { redact, scrubber, secretStrings } from "./admin-redact.ts";
 import { serveOnStdio } from "./stdio.ts";
 
 export interface AdminMcpOptions {
-  readonly configPath: string;
+  /** Where the config is (findConfig): a file the search path found is read only if it passes the owner check. */
+  readonly config: ConfigLocation;
   readonly allowConfigWrites: boolean;
 }
 
@@ -143,9 +145,9 @@ function rulesJson(rules: readonly RuleConfig[]): Record<string, unknown>[] {
   }));
 }
 
-function readText(file: string): string {
+function readText(file: string, ownedOnly: boolean): string {
   try {
-    return readConfigText(file);
+    return readConfigText(file, ownedOnly);
   } catch (e) {
     if (e instanceof ConfigError) throw new ToolError(`cannot read ${file}: ${e.problems[0]?.message ?? e.message}`);
     throw e;
@@ -194,7 +196,8 @@ function tomlRule(input: Record<string, unknown>): RawRule {
 // ---- the server ----------------------------------------------------------------------------------------------
 
 export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer {
-  const file = resolve(options.configPath);
+  const file = resolve(options.config.path);
+  const ownedOnly = options.config.ownedOnly;
   const server = new McpServer(
     { name: "mailgator-admin", version: pkg.version },
     {
@@ -207,7 +210,7 @@ export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer
   /** Secrets of the config on disk (and of `extra` text), scrubbed from every result. */
   const scrub = (extra?: string) => {
     const found: string[] = [];
-    for (const text of [safeRead(file), extra]) {
+    for (const text of [safeRead(file, ownedOnly), extra]) {
       if (text === undefined) continue;
       try {
         found.push(...secretStrings(parseToml(text), env));
@@ -247,7 +250,7 @@ export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer
     },
     () =>
       answer(() => {
-        const text = readText(file);
+        const text = readText(file, ownedOnly);
         let data: unknown;
         try {
           data = parseToml(text);
@@ -267,7 +270,7 @@ export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer
       inputSchema: { text: z.string().optional().describe("TOML to validate instead of the file on disk") },
       annotations: { readOnlyHint: true },
     },
-    ({ text }) => answer(() => ({ file, ...validity(file, text ?? readText(file), env) }), text),
+    ({ text }) => answer(() => ({ file, ...validity(file, text ?? readText(file, ownedOnly), env) }), text),
   );
 
   server.registerTool(
@@ -280,7 +283,7 @@ export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer
     },
     () =>
       answer(() => {
-        const config = validated(file, readText(file), env);
+        const config = validated(file, readText(file, ownedOnly), env);
         const shadowed = compilePolicy(config.rules)
           .shadowed()
           .map((s) => `rule ${s.index} ${JSON.stringify(s.name)} can never match: rule ${s.byIndex} decides first`);
@@ -345,13 +348,13 @@ export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer
     () => answer(async () => ({ approvals: await listApprovals(file, env) })),
   );
 
-  if (options.allowConfigWrites) registerWriteTools(server, file, env, answer);
+  if (options.allowConfigWrites) registerWriteTools(server, file, ownedOnly, env, answer);
   return server;
 }
 
-function safeRead(file: string): string | undefined {
+function safeRead(file: string, ownedOnly: boolean): string | undefined {
   try {
-    return readConfigText(file);
+    return readConfigText(file, ownedOnly);
   } catch {
     return undefined;
   }
@@ -430,7 +433,7 @@ type Answer = (
   extra?: string,
 ) => Promise<{ content: { type: "text"; text: string }[]; isError?: boolean }>;
 
-function registerWriteTools(server: McpServer, file: string, env: Env, answer: Answer): void {
+function registerWriteTools(server: McpServer, file: string, ownedOnly: boolean, env: Env, answer: Answer): void {
   // One edit at a time: each reads the file, edits, validates and writes before the next starts.
   let queue: Promise<unknown> = Promise.resolve();
   const serial = <T>(run: () => Promise<T>): Promise<T> => {
@@ -499,7 +502,7 @@ function registerWriteTools(server: McpServer, file: string, env: Env, answer: A
   ) =>
     answer(() =>
       serial(async () => {
-        const before = readText(file);
+        const before = readText(file, ownedOnly);
         let rules: RawRule[];
         try {
           rules = rawRules(before);
@@ -580,7 +583,7 @@ function registerWriteTools(server: McpServer, file: string, env: Env, answer: A
  */
 export async function runAdminMcp(options: AdminMcpOptions): Promise<number> {
   const env = process.env;
-  const problem = startProblem(options.configPath, env);
+  const problem = startProblem(options.config.path, env);
   if (problem !== null) {
     process.stderr.write(`mailgator mcp --admin: ${problem}\n`);
     return 2;

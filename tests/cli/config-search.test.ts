@@ -42,11 +42,11 @@ beforeAll(() => {
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
 test("-c wins over everything", () => {
-  expect(findConfig("given.toml", { MAILGATOR_CONFIG: other }, here, system)).toBe("given.toml");
+  expect(findConfig("given.toml", { MAILGATOR_CONFIG: other }, here, system).path).toBe("given.toml");
 });
 
 test("then MAILGATOR_CONFIG, even with ./mailgator.toml present", () => {
-  expect(findConfig(undefined, { MAILGATOR_CONFIG: other }, here, system)).toBe(other);
+  expect(findConfig(undefined, { MAILGATOR_CONFIG: other }, here, system).path).toBe(other);
 });
 
 test("a MAILGATOR_CONFIG naming no file is an error, never a fall back to another file", () => {
@@ -56,8 +56,8 @@ test("a MAILGATOR_CONFIG naming no file is an error, never a fall back to anothe
 });
 
 test("then ./mailgator.toml, then the system file", () => {
-  expect(findConfig(undefined, {}, here, system)).toBe(join(here, "mailgator.toml"));
-  expect(findConfig(undefined, { MAILGATOR_CONFIG: "" }, join(scratch, "empty"), system)).toBe(system);
+  expect(findConfig(undefined, {}, here, system).path).toBe(join(here, "mailgator.toml"));
+  expect(findConfig(undefined, { MAILGATOR_CONFIG: "" }, join(scratch, "empty"), system).path).toBe(system);
 });
 
 test("none found: the error lists every place it looked", () => {

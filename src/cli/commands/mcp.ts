@@ -76,7 +76,7 @@ export async function mcp(ctx: CommandContext): Promise<number> {
     // Imported on demand: the admin tools pull in the explain, audit and approvals commands.
     const { runAdminMcp } = await import("../../mcp/admin.ts");
     return runAdminMcp({
-      configPath: findConfig(values.config, ctx.env),
+      config: findConfig(values.config, ctx.env),
       allowConfigWrites: values["allow-config-writes"] === true,
     });
   }

@@ -15,7 +15,14 @@ import { type ApprovalContext, expireDue, recover, withdrawExposedLinks } from "
 import { type ApprovalRow, ApprovalStore } from "../../approvals/store.ts";
 import { type ApprovalPage, approvalPage } from "../../approvals/web.ts";
 import { AuditLog } from "../../audit/index.ts";
-import { type Config, ConfigError, findConfig, formatProblem, loadConfig } from "../../config/index.ts";
+import {
+  type Config,
+  ConfigError,
+  type ConfigLocation,
+  findConfig,
+  formatProblem,
+  loadConfig,
+} from "../../config/index.ts";
 import { startImapProxy } from "../../imap/index.ts";
 import { errorMessage, moduleLogger } from "../../log.ts";
 import { SHUTDOWN_GRACE_MS } from "../../net/index.ts";
@@ -123,7 +130,8 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
     else hup.reload();
   };
   process.on("SIGHUP", onHup);
-  const config = loadConfig(findConfig(values.config, ctx.env), { env: ctx.env });
+  const location = findConfig(values.config, ctx.env);
+  const config = loadConfig(location, { env: ctx.env });
   for (const w of config.warnings) log.warn(w);
   const policy = compilePolicy(config.rules);
   for (const s of policy.shadowed())
@@ -340,7 +348,7 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
   const reloadNow = (): void => {
     reloads = reloads
       .then(() => {
-        let result = reload(config.file, ctx.env, live, handles, audit.path, {
+        let result = reload({ path: config.file, ownedOnly: location.ownedOnly }, ctx.env, live, handles, audit.path, {
           quotas,
           credentials: accounts.credentials,
           approvals: approvals !== null,
@@ -517,7 +525,7 @@ function notReloaded(revision: string, errors: string[], at = new Date().toISOSt
  * error nothing changes (docs/operations.md "Reload"). Logs the outcome and returns it.
  */
 export function reload(
-  file: string,
+  file: string | ConfigLocation,
   env: Readonly<Record<string, string | undefined>>,
   live: LiveConfig,
   handles: readonly ProxyHandle[],
