@@ -136,6 +136,11 @@ export async function classifyNew(s: Session, box: SelectedMailbox): Promise<voi
   const uids = box.unclassified();
   if (uids.length === 0) return;
   await classifyArrivals(sessionRunner(s), filter, visible, uids);
+  // An arrival expunged while it was being classified: upstream answers the FETCH from the view it had (the data, or
+  // NIL for a file already gone) and reports the EXPUNGE before its OK, so `onExpunge` found nothing to remove from
+  // Vtrue yet. The verdict would stay behind for a message that no longer exists: a probe row naming it as hidden, or
+  // a visible UID that keeps a range of hidden ones from being named (docs/filtering.md "Probes"), and the cache row.
+  for (const uid of uids) if (!box.holds(uid)) visible.remove(uid);
   const cache = s.ctx.cache;
   if (cache !== null) saveVisibility(cache, cacheKey(s.account, box.name, filter), box.uidValidity, visible);
 }

@@ -291,9 +291,14 @@ export class SelectedMailbox {
     return out;
   }
 
+  /** Whether `uid` is a known UID upstream (in U and not expunged since). */
+  holds(uid: number): boolean {
+    return this.u.indexOf(uid, this.known) !== -1;
+  }
+
   /** Whether the agent may see `uid` (classified visible; every known UID when unfiltered). */
   isVisible(uid: number): boolean {
-    return this.visible === null ? this.u.indexOf(uid, this.known) !== -1 : this.visible.has(uid);
+    return this.visible === null ? this.holds(uid) : this.visible.has(uid);
   }
 
   /** UIDNEXT for the agent: upstream's when unfiltered, else the highest visible UID + 1 (view.ts). */
