@@ -10,45 +10,30 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { ImapFlow } from "imapflow";
-import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
-import { TcpRelay } from "../fixtures/tcp-relay.ts";
-import { fetchedUids, rawMessage, SEED_RULES } from "./filtered-fixture.ts";
+import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
+import {
+  type ClassificationRelay,
+  classificationRelay,
+  fetchedUids,
+  rawMessage,
+  SEED_RULES,
+} from "./filtered-fixture.ts";
 import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
-let relay: TcpRelay;
+let classify: ClassificationRelay;
 let proxy: TestProxy;
-/** While set, the proxy's next classification FETCH waits at the relay until this has run (once). */
-let beforeClassify: (() => Promise<void>) | null = null;
-/** Whether that FETCH's reply carried the EXPUNGE (the race this file is about took place). */
+/** Whether the held FETCH's reply carried the EXPUNGE (the race this file is about took place). */
 let expungeInClassify = false;
-let watching = false;
 
 beforeAll(async () => {
-  const up = upstreams();
-  relay = await TcpRelay.start({ host: up.host, port: up.ports.imap }, () => ({
-    fromClient: (chunk, link) => {
-      const hook = beforeClassify;
-      if (hook !== null && /^\S+ UID FETCH \S+ \(UID BODY\.PEEK\[HEADER\.FIELDS/.test(chunk.toString("latin1"))) {
-        beforeClassify = null;
-        watching = true;
-        void hook().then(() => link.target.write(chunk));
-        return;
-      }
-      link.target.write(chunk);
-    },
-    fromTarget: (chunk, link) => {
-      const text = chunk.toString("latin1");
-      if (watching && /\* \d+ EXPUNGE\r\n/.test(text)) expungeInClassify = true;
-      if (watching && /\r\n\S+ (OK|NO|BAD)/.test(`\r\n${text}`)) watching = false;
-      link.client.write(chunk);
-    },
-  }));
-  proxy = await startTestProxy({ rules: SEED_RULES, upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` });
+  classify = await classificationRelay();
+  const upstreamAddr = `127.0.0.1:${classify.relay.port}`;
+  proxy = await startTestProxy({ rules: SEED_RULES, upstreamTls: "none", upstreamAddr });
 });
 
 afterAll(async () => {
   await proxy?.close();
-  await relay?.close();
+  await classify?.relay.close();
 });
 
 async function append(human: ImapFlow, from: string, subject: string): Promise<number> {
@@ -59,11 +44,16 @@ async function append(human: ImapFlow, from: string, subject: string): Promise<n
 /** Makes the next classification wait until `uid` has been expunged by `human` (a session straight on Dovecot). */
 function expungeDuringClassification(human: ImapFlow, uid: number): void {
   expungeInClassify = false;
-  beforeClassify = async () => {
-    await human.mailboxOpen("INBOX");
-    await human.messageDelete(String(uid), { uid: true });
-    await human.mailboxClose();
-  };
+  classify.holdNext(
+    async () => {
+      await human.mailboxOpen("INBOX");
+      await human.messageDelete(String(uid), { uid: true });
+      await human.mailboxClose();
+    },
+    (text) => {
+      if (/\* \d+ EXPUNGE\r\n/.test(text)) expungeInClassify = true;
+    },
+  );
 }
 
 async function agentOn(mailbox: TestMailbox): Promise<{ raw: RawImap; shown: number[] }> {

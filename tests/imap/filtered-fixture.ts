@@ -3,7 +3,8 @@
  * computed from the seeder's manifest (never from the proxy).
  */
 import { expect } from "bun:test";
-import type { SeededMessage } from "../fixtures/index.ts";
+import { type SeededMessage, upstreams } from "../fixtures/index.ts";
+import { TcpRelay } from "../fixtures/tcp-relay.ts";
 import { RawImap, statusOf } from "./helpers.ts";
 
 /** The seed config's rules (README.md "Rules"), verbatim. */
@@ -113,4 +114,42 @@ export async function expectInboxShows(
   expect(search).toContain(`* SEARCH ${shown.join(" ")}\r\n`);
   for (const uid of hidden) expect((await raw.command("h", `UID FETCH ${uid} (UID)`)).includes("FETCH (")).toBe(false);
   raw.close();
+}
+
+/** A relay between the proxy and Dovecot's plain port that can hold back the proxy's next classification. */
+export interface ClassificationRelay {
+  readonly relay: TcpRelay;
+  /**
+   * The proxy's next classification FETCH (`UID FETCH … (UID BODY.PEEK[HEADER.FIELDS …`, docs/filtering.md
+   * "Updates") waits at the relay until `hook` has run (once); `onReply` sees what Dovecot sends until that FETCH's
+   * tagged reply.
+   */
+  holdNext(hook: () => Promise<unknown>, onReply?: (text: string) => void): void;
+}
+
+export async function classificationRelay(): Promise<ClassificationRelay> {
+  const up = upstreams();
+  let held: { hook: () => Promise<unknown>; onReply: ((text: string) => void) | undefined } | null = null;
+  let watching: ((text: string) => void) | null = null;
+  const relay = await TcpRelay.start({ host: up.host, port: up.ports.imap }, () => ({
+    fromClient: (chunk, link) => {
+      const next = held;
+      if (next !== null && /^\S+ UID FETCH \S+ \(UID BODY\.PEEK\[HEADER\.FIELDS/.test(chunk.toString("latin1"))) {
+        held = null;
+        watching = next.onReply ?? null;
+        void next.hook().then(() => link.target.write(chunk));
+        return;
+      }
+      link.target.write(chunk);
+    },
+    fromTarget: (chunk, link) => {
+      if (watching !== null) {
+        const text = chunk.toString("latin1");
+        watching(text);
+        if (/\r\n\S+ (OK|NO|BAD)/.test(`\r\n${text}`)) watching = null;
+      }
+      link.client.write(chunk);
+    },
+  }));
+  return { relay, holdNext: (hook, onReply) => void (held = { hook, onReply }) };
 }

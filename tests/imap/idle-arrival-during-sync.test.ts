@@ -7,32 +7,22 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { ImapFlow } from "imapflow";
-import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
-import { TcpRelay } from "../fixtures/tcp-relay.ts";
-import { rawMessage, SEED_RULES } from "./filtered-fixture.ts";
+import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
+import { type ClassificationRelay, classificationRelay, rawMessage, SEED_RULES } from "./filtered-fixture.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
-let relay: TcpRelay;
+let classify: ClassificationRelay;
 let proxy: TestProxy;
 let mailbox: TestMailbox;
 let human: ImapFlow;
-/** While set, the proxy's next classification FETCH waits at the relay until this runs (once). */
-let beforeClassify: (() => Promise<void>) | null = null;
 
 beforeAll(async () => {
-  const up = upstreams();
-  relay = await TcpRelay.start({ host: up.host, port: up.ports.imap }, () => ({
-    fromClient: (chunk, link) => {
-      const hook = beforeClassify;
-      if (hook !== null && /^\S+ UID FETCH \S+ \(UID BODY\.PEEK\[HEADER\.FIELDS/.test(chunk.toString("latin1"))) {
-        beforeClassify = null;
-        void hook().then(() => link.target.write(chunk));
-        return;
-      }
-      link.target.write(chunk);
-    },
-  }));
-  proxy = await startTestProxy({ rules: SEED_RULES, upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` });
+  classify = await classificationRelay();
+  proxy = await startTestProxy({
+    rules: SEED_RULES,
+    upstreamTls: "none",
+    upstreamAddr: `127.0.0.1:${classify.relay.port}`,
+  });
   mailbox = await createMailbox({ seed: { folders: { INBOX: 5 }, seed: 7 } });
   human = await connectImap(mailbox);
 });
@@ -40,7 +30,7 @@ beforeAll(async () => {
 afterAll(async () => {
   await human?.logout();
   await proxy?.close();
-  await relay?.close();
+  await classify?.relay.close();
 });
 
 async function append(from: string, subject: string): Promise<void> {
@@ -56,7 +46,7 @@ test("a visible arrival reported during the classification of another reaches th
   await raw.readUntil((b) => b.includes("+ "));
   raw.take();
   // The second message lands while the proxy's classification of the first waits at the relay.
-  beforeClassify = () => append("notifications@shop.test", "Second visible arrival");
+  classify.holdNext(() => append("notifications@shop.test", "Second visible arrival"));
   await append("notifications@shop.test", "First visible arrival");
   const heard = await raw
     .readUntil((b) => b.includes(`* ${n + 2} EXISTS`), 5000)
