@@ -31,6 +31,7 @@ import {
   MAX_ADDRESS_FIELD_OCTETS,
   MAX_HEADER_BYTES,
   MAX_HEADER_FIELD_OCTETS,
+  MAX_HEADER_LINE_OCTETS,
   MAX_MIME_DEPTH,
   MAX_MIME_PARTS,
   MAX_PART_HEADER_BYTES,
@@ -87,6 +88,12 @@ export interface MessageFacts {
    */
   readonly fieldTooLarge: string | null;
   /**
+   * The first line of the message's header longer than MAX_HEADER_LINE_OCTETS before its CRLF, as `name (octets)`
+   * (the field it belongs to): a server may cut it where the rules did not (src/smtp/limits.ts). The message must be
+   * refused. Null when none is.
+   */
+  readonly lineTooLong: string | null;
+  /**
    * The message holds a NUL octet, which no message may (RFC 5322 §2.2, §3.5; RFC 6152 §3 for 8BITMIME; only
    * BINARYMIME, not offered, would allow it): Postfix cuts a header line at it, after the rules read all of it. The
    * message must be refused.
@@ -108,6 +115,7 @@ export class MessageInspector {
   #headerLength = 0;
   #headerTooLarge = false;
   #fieldTooLarge: string | null = null;
+  #lineTooLong: string | null = null;
   #nul = false;
   #topFields: HeaderField[] | null = null;
   /** The open multiparts (whose close delimiter has not been seen), innermost last: `delimiterOf` their boundary. */
@@ -190,6 +198,9 @@ export class MessageInspector {
   }
 
   #addHeaderLine(line: Buffer, cap: number): void {
+    // A part's header line past the limit leaves has_attachment unknown: cut downstream, its type or disposition may
+    // read otherwise (src/smtp/limits.ts). The line's length includes its CRLF.
+    if (line.length > MAX_HEADER_LINE_OCTETS + 2 && this.#phase === Phase.PartHeaders) this.#unknown = true;
     if (this.#headerLength + line.length > cap) {
       if (this.#phase === Phase.TopHeaders) this.#headerTooLarge = true;
       else this.#unknown = true;
@@ -208,6 +219,7 @@ export class MessageInspector {
 
   #endTopHeaders(): void {
     this.#fieldTooLarge = fieldTooLarge(this.#headerBytes);
+    this.#lineTooLong = lineTooLong(this.#headerBytes);
     this.#topFields = this.#takeHeader();
     this.#phase = Phase.Body;
     if (this.#topFields === null) {
@@ -325,6 +337,7 @@ export class MessageInspector {
         messageId: null,
         headerTooLarge: this.#headerTooLarge,
         fieldTooLarge: this.#fieldTooLarge,
+        lineTooLong: this.#lineTooLong,
         hasNul: this.#nul,
       };
     }
@@ -343,6 +356,7 @@ export class MessageInspector {
       messageId: messageId === undefined ? null : messageId.slice(0, 256),
       headerTooLarge: this.#headerTooLarge,
       fieldTooLarge: this.#fieldTooLarge,
+      lineTooLong: this.#lineTooLong,
       hasNul: this.#nul,
     };
   }
@@ -366,15 +380,34 @@ function fieldTooLarge(lines: readonly Buffer[]): string | null {
     }
     const over = check();
     if (over !== null) return over;
-    const colon = line.indexOf(0x3a);
-    // Printable ASCII only: the name goes into the reply and the audit row (a field name is printable, RFC 5322 §2.2).
-    name = (colon === -1 ? "" : line.toString("latin1", 0, Math.min(colon, 80)))
-      .trim()
-      .toLowerCase()
-      .replace(/[^\x21-\x7e]/g, "?");
+    name = fieldName(line);
     octets = line.length;
   }
   return check();
+}
+
+/**
+ * The first line of a header section (its lines, each with its line end) longer than MAX_HEADER_LINE_OCTETS before
+ * its CRLF, as `name (octets)` with the name of the field it is part of; null when none is.
+ */
+function lineTooLong(lines: readonly Buffer[]): string | null {
+  let name = "";
+  for (const line of lines) {
+    if (line[0] !== 0x20 && line[0] !== 0x09) name = fieldName(line);
+    const octets = line.length - 2;
+    if (octets > MAX_HEADER_LINE_OCTETS) return `${name} (${octets} octets, at most ${MAX_HEADER_LINE_OCTETS})`;
+  }
+  return null;
+}
+
+/** The name of the field a header line begins, lower-cased, as it may be shown; "" when the line has no colon. */
+function fieldName(line: Buffer): string {
+  const colon = line.indexOf(0x3a);
+  // Printable ASCII only: the name goes into the reply and the audit row (a field name is printable, RFC 5322 §2.2).
+  return (colon === -1 ? "" : line.toString("latin1", 0, Math.min(colon, 80)))
+    .trim()
+    .toLowerCase()
+    .replace(/[^\x21-\x7e]/g, "?");
 }
 
 /** The encodings that leave an entity's octets as they are (RFC 2045 §6.2). */

@@ -67,6 +67,17 @@ export const MAX_HELD_PER_AGENT = 20;
 export const MAX_ADDRESS_FIELD_OCTETS = 8 * 1024;
 export const MAX_HEADER_FIELD_OCTETS = 64 * 1024;
 
+/**
+ * Octets of one header line, its CRLF excluded: RFC 5322 §2.1.1 (a line MUST be at most 998 characters) and RFC 5321
+ * §4.5.3.1.6 (a text line is at most 1000 octets with its CRLF). A server may cut a longer line, and Postfix's SMTP
+ * and LMTP clients (`smtp_line_length_limit`, 998) do, with CRLF and a space: inside an address of To that the rules
+ * classed as `to`, its recipient then gets a copy whose To names no such address, a blind copy no `bcc` rule saw;
+ * a server that breaks with a bare CRLF would turn the rest of the line into a field of its own (docs/smtp.md "What
+ * the message says"). A longer line of the message's header refuses it with `554 5.6.0`; of a MIME part's header, it
+ * leaves has_attachment unknown. Body lines are not limited.
+ */
+export const MAX_HEADER_LINE_OCTETS = 998;
+
 /** Header octets of one MIME part held for inspection; a larger part header leaves has_attachment unknown. */
 export const MAX_PART_HEADER_BYTES = 64 * 1024;
 

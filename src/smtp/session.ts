@@ -1388,13 +1388,15 @@ export class SmtpSession {
       this.#send(reply(552, "5.3.4", "Header section too large; nothing was sent"));
       return;
     }
-    // What the rules read must be what the upstream server passes on (src/smtp/inspect.ts): a NUL, or a field
-    // longer than the server keeps, would let it cut away an address the rules saw.
+    // What the rules read must be what the upstream server passes on (src/smtp/inspect.ts): a NUL, a field longer
+    // than the server keeps, or a header line longer than it sends on whole would let it cut an address the rules saw.
     const unsendable = facts.hasNul
       ? { code: 554, status: "5.6.0", reason: "NUL octet in the message" }
       : facts.fieldTooLarge !== null
         ? { code: 552, status: "5.3.4", reason: `header field too long: ${facts.fieldTooLarge}` }
-        : null;
+        : facts.lineTooLong !== null
+          ? { code: 554, status: "5.6.0", reason: `header line too long: ${facts.lineTooLong}` }
+          : null;
     if (unsendable !== null) {
       const { code, status, reason } = unsendable;
       this.#audit({ command: "DATA", operation: "mail:send", target: facts.messageId, decision: "deny", reason });

@@ -36,7 +36,7 @@ useTestProxy({ rules: CORP_ONLY_RULES }, (proxy) => (p = proxy));
 async function dataFor(c: RawClient, m: string, to: string[]): Promise<string> {
   const data = await c.command("DATA");
   if (data.code === 354) {
-    c.write(dataPayload(message({ Subject: `partial ${m}`, To: to.join(", ") }, `body ${m}\n`)));
+    c.write(dataPayload(message({ Subject: `partial ${m}`, To: to.join(",\r\n ") }, `body ${m}\n`)));
     await c.reply();
   }
   return data.raw;
@@ -53,7 +53,7 @@ async function envelope(c: RawClient, to: string[]): Promise<string[]> {
 
 async function deliver(c: RawClient, m: string, to: string[]): Promise<void> {
   expect((await c.command("DATA")).code).toBe(354);
-  c.write(dataPayload(message({ Subject: `whole ${m}`, To: to.join(", ") }, `body ${m}\n`)));
+  c.write(dataPayload(message({ Subject: `whole ${m}`, To: to.join(",\r\n ") }, `body ${m}\n`)));
   expect((await c.reply()).raw).toStartWith("250");
 }
 

@@ -11,6 +11,7 @@ import {
   MAX_COMMANDS_PER_SESSION,
   MAX_CONNECTIONS,
   MAX_HEADER_BYTES,
+  MAX_HEADER_LINE_OCTETS,
   MAX_MESSAGE_BYTES,
   MAX_RECIPIENTS,
   UPSTREAM_DATA_BLOCK_TIMEOUT_MS,
@@ -52,6 +53,7 @@ test("the values are what docs/smtp.md says", () => {
   expect(MAX_RECIPIENTS).toBe(100);
   expect(MAX_MESSAGE_BYTES).toBe(50 * 1024 * 1024);
   expect(MAX_HEADER_BYTES).toBe(1024 * 1024);
+  expect(MAX_HEADER_LINE_OCTETS).toBe(998); // RFC 5322 §2.1.1; tests/smtp/header-line-length.test.ts
   expect(MAX_COMMANDS_PER_SESSION).toBe(10_000);
   expect(IDLE_TIMEOUT_MS).toBe(5 * 60 * 1000);
   expect(MAX_CONNECTIONS).toBe(100);
