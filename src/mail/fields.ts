@@ -38,19 +38,22 @@ const EMPTY: readonly string[] = Object.freeze([]);
 
 /**
  * Every `name` field's addr-specs; undefined when one cannot be parsed, when `single` and there are several, or when
- * `named` and a field names no address.
+ * `named` and a field names no address. A field whose whole value (trimmed, any case) is one of `keywords` names
+ * nobody.
  */
 function addresses(
   fields: readonly HeaderField[],
   name: string,
   single: boolean,
   named = false,
+  keywords?: ReadonlySet<string>,
 ): readonly string[] | undefined {
   let out: string[] | null = null;
   let seen = 0;
   for (const field of fields) {
     if (field.name !== name) continue;
     if (single && ++seen > 1) return undefined;
+    if (keywords?.has(field.value.trim().toLowerCase())) continue;
     const parsed = parseAddressList(field.value);
     if (!parsed.ok || (named && parsed.addresses.length === 0)) return undefined;
     if (out === null) out = [...parsed.addresses];
@@ -83,7 +86,7 @@ export function readOriginators(fields: readonly HeaderField[] | null): readonly
   if (fields === null) return undefined;
   const out: string[] = [];
   for (const [name, single] of ORIGINATOR_FIELDS) {
-    const found = addresses(fields, name, single, true);
+    const found = addresses(fields, name, single, true, name === "mail-copies-to" ? COPIES_KEYWORDS : undefined);
     if (found === undefined) return undefined;
     out.push(...found);
   }
@@ -239,7 +242,16 @@ const ORIGINATOR_FIELDS: readonly (readonly [string, boolean])[] = [
   ["return-receipt-to", true],
   ["errors-to", true],
   ["x-confirm-reading-to", true],
+  // Where readers that honour it (Gnus, KMail, slrn) add a copy of an answer to all, besides its recipients; no RFC
+  // defines it. Its keywords name nobody new (COPIES_KEYWORDS).
+  ["mail-copies-to", true],
 ];
+
+/**
+ * The values of Mail-Copies-To that are no address: `never` and `nobody` ask for no copy, `always` and `poster` for
+ * one to the author (From, Reply-To, Mail-Reply-To), whose fields are checked themselves.
+ */
+const COPIES_KEYWORDS: ReadonlySet<string> = new Set(["never", "nobody", "always", "poster"]);
 
 /**
  * Names of the fields read as address lists here (To, Cc, Bcc and the originator fields), and their resent
