@@ -48,7 +48,7 @@ import { fetch } from "./commands/fetch.ts";
 import { idle } from "./commands/idle.ts";
 import { invalidName } from "./commands/invalid-name.ts";
 import { list } from "./commands/list.ts";
-import { authenticate, login, startTls } from "./commands/login.ts";
+import { authenticate, login, refuseLoginLiteralBeforeStartTls, startTls } from "./commands/login.ts";
 import { namespace } from "./commands/namespace.ts";
 import { noop } from "./commands/noop.ts";
 import { rename } from "./commands/rename.ts";
@@ -773,6 +773,17 @@ export class ImapSession implements LoginSession, CompressSession {
             this.tagged(r.tag ?? "*", "BAD", null, "Literal refused before login");
             // A refused command like any other (docs/reliability.md "Malformed commands"): counted, or a client
             // could send refused literals without end.
+            this.#badCommand();
+          } else if (
+            r.command === "LOGIN" &&
+            this.state === "not-authenticated" &&
+            refuseLoginLiteralBeforeStartTls(this, r.nonSync)
+          ) {
+            // Before STARTTLS no `+` asks for a LOGIN's user name or password in clear (commands/login.ts).
+            this.#framer.refuseLiteral();
+            this.#releaseCommand();
+            this.tagged(r.tag ?? "*", "NO", "PRIVACYREQUIRED", "Use STARTTLS first");
+            // Counted as the refused literal above is: each writes a row.
             this.#badCommand();
           } else if (r.binary && !this.#literal8(r.command)) {
             this.#framer.refuseLiteral();

@@ -84,8 +84,25 @@ function beforeStartTls(s: LoginSession): boolean {
   return s.ctx.listenTls === "starttls" && !s.conn.secure;
 }
 
+/**
+ * A synchronizing literal of a LOGIN before STARTTLS (its user name or password): true when it must be refused before
+ * its `+`, as AUTHENTICATE is before its `+`, so that the proxy never asks for the credential in clear. The row is
+ * written here; the caller refuses the literal and answers `NO [PRIVACYREQUIRED]`. A `{n+}` literal is on its way
+ * anyway: it is read, and the LOGIN refused as one that carried a credential in clear (`loginAs`).
+ */
+export function refuseLoginLiteralBeforeStartTls(s: LoginSession, nonSync: boolean): boolean {
+  if (nonSync || !beforeStartTls(s)) return false;
+  recordBeforeStartTls(s, "LOGIN", "refused before the credential was sent");
+  return true;
+}
+
 /** `NO [PRIVACYREQUIRED]` for a login before STARTTLS, with its row (a refusal, docs/audit.md). */
 function refuseBeforeStartTls(s: LoginSession, command: string, why: string): never {
+  recordBeforeStartTls(s, command, why);
+  throw new Refusal("NO", "PRIVACYREQUIRED", "Use STARTTLS first");
+}
+
+function recordBeforeStartTls(s: LoginSession, command: string, why: string): void {
   s.auditRow({
     command,
     operation: null,
@@ -96,7 +113,6 @@ function refuseBeforeStartTls(s: LoginSession, command: string, why: string): ne
     ruleIndex: null,
     reason: `${command} before STARTTLS, which this listener requires; ${why}`,
   });
-  throw new Refusal("NO", "PRIVACYREQUIRED", "Use STARTTLS first");
 }
 
 async function loginAs(
