@@ -454,7 +454,9 @@ export class ApprovalStore {
    */
   readDetails(id: string): { held: HeldDetails | null; unreadable: SealedRecordError | null } {
     try {
-      return { held: this.details(id), unreadable: null };
+      const held = this.details(id);
+      if (held === null) this.#missingIfHeld(id);
+      return { held, unreadable: null };
     } catch (e) {
       if (!(e instanceof SealedRecordError)) throw e;
       return { held: null, unreadable: e };
@@ -462,13 +464,27 @@ export class ApprovalStore {
   }
 
   /**
+   * Called once the record of `id` was found gone: SealedRecordError when its row says it is still held. Deciding a
+   * message wipes its record in the transaction that changes its state, so a row read after the record that still
+   * says "held" means the record was lost (deleted by hand, a partial restore), not that the message was decided:
+   * it is a record that cannot be read (docs/approvals.md "Holding"), never taken for one already decided.
+   */
+  #missingIfHeld(id: string): void {
+    if (this.row(id)?.state === "held") throw new SealedRecordError(`held message ${id}: its sealed record is missing`);
+  }
+
+  /**
    * The sealed message with its bytes, null once it was wiped (decided, expired, also between two of its parts).
-   * SealedRecordError when a part is missing, does not open, or the bytes are not the ones held (their SHA-256 in the
-   * row). One part per turn of the event loop: other sessions run meanwhile (approving, docs/approvals.md).
+   * SealedRecordError when the record of a message still held is missing, a part is missing, does not open, or the
+   * bytes are not the ones held (their SHA-256 in the row). One part per turn of the event loop: other sessions run
+   * meanwhile (approving, docs/approvals.md).
    */
   async readMessage(id: string): Promise<HeldMessage | null> {
     const box = this.state.get(HELD_KIND, id);
-    if (box === null) return null;
+    if (box === null) {
+      this.#missingIfHeld(id);
+      return null;
+    }
     const { message, parts, bytes, ...details } = JSON.parse(box.toString("utf8")) as StoredHeld;
     // Written before the bytes were stored in parts: they are in this record, base64.
     if (message !== undefined) return { ...details, message: Buffer.from(message, "base64") };

@@ -72,15 +72,16 @@ function decided(row: ApprovalRow): Response {
 }
 
 /**
- * The page for a held message whose sealed record does not open (altered on disk, or sealed under another secrets
- * key: docs/approvals.md "Links"): nothing can be shown or sent, and the way out is a denial on the server.
+ * The page for a held message whose sealed record does not open or is missing (altered or deleted on disk, or sealed
+ * under another secrets key: docs/approvals.md "Holding"): nothing can be shown or sent, and the way out is a denial
+ * on the server.
  */
 function unreadablePage(row: ApprovalRow): Response {
   return page(
     500,
     "Cannot be read",
-    "<p>This held message cannot be read: its stored record does not open (it was altered, or sealed under another " +
-      "secrets key). It cannot be shown or sent.</p>" +
+    "<p>This held message cannot be read: its stored record does not open, or is missing (it was altered, deleted, " +
+      "or sealed under another secrets key). It cannot be shown or sent.</p>" +
       `<p>Discard it on the server with <code>mailgator approvals deny ${html(row.id)} -c FILE</code>. Left ` +
       `alone, it is discarded when it expires, ${new Date(row.expires).toISOString()}.</p>`,
   );

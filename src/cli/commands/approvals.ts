@@ -52,9 +52,10 @@ function rowJson(row: ApprovalRow): Record<string, unknown> {
   };
 }
 
-/** `show` of a held message whose sealed record does not open. */
+/** `show` of a held message whose sealed record does not open or is gone. */
 const UNREADABLE =
-  "(its sealed record does not open: altered, or sealed with another key; approve will not send it, deny discards it)";
+  "(its sealed record does not open, or is missing: altered, deleted, or sealed with another key; approve will not " +
+  "send it, deny discards it)";
 
 export async function approvals(ctx: CommandContext): Promise<number> {
   const { values, positionals } = parse(
