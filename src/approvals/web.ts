@@ -6,12 +6,14 @@
  * header, or failing that its Referer, names `[approvals] base_url`'s origin): a form on another site cannot act.
  */
 
-import { errorMessage } from "../log.ts";
+import { errorMessage, moduleLogger } from "../log.ts";
 import { clean } from "../mail/index.ts";
 import { settledWithin } from "../runtime/settle.ts";
 import { attachmentsShown, headerFieldLines, MORE_TEXT, subjectShown } from "./preview.ts";
 import { type ApprovalContext, AUDIT_UNAVAILABLE, approvalEvent, approve, deny, SHUTTING_DOWN } from "./service.ts";
 import { type ApprovalRow, ID_PATTERN } from "./store.ts";
+
+const log = moduleLogger("approvals");
 
 /** Marks a recipient outside the sender's domain in the preview. */
 const OUTSIDE_MARK = " <strong>(outside the sender's domain)</strong>";
@@ -115,6 +117,14 @@ export interface ApprovalPage {
 export function approvalPage(ctx: ApprovalContext): ApprovalPage {
   /** The decisions under way (a POST past its token check). */
   const running = new Set<Promise<Response>>();
+  /** The ids of the messages those decisions are about. */
+  const deciding = new Set<string>();
+  /**
+   * Links a decision that changed nothing could not give back (the state database refused that write too: read-only,
+   * full, locked): given back at the next request for them, once the database takes writes again, so that the
+   * approvers' link does not stay used until the next start of serve (docs/approvals.md "Links").
+   */
+  const owedBack = new Set<string>();
   let stopping = false;
   /** Aborted once the grace is over: the replays still running are cut off. */
   const cut = new AbortController();
@@ -150,7 +160,20 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
     return act(id, form.get("t") ?? "", form.get("action") ?? "");
   }
 
+  /** Gives the link of `id` back after a decision that changed nothing; owed (owedBack) when that write fails. */
+  function giveBack(id: string): void {
+    try {
+      ctx.store.releaseToken(id);
+      owedBack.delete(id);
+    } catch (e) {
+      owedBack.add(id);
+      log.error(`approval ${id}: its link could not be given back yet: ${errorMessage(e)}`);
+    }
+  }
+
   function check(id: string, token: string): ApprovalRow | Response {
+    // A link owed back, with no decision of it under way (whatever the state: the state is checked before the link).
+    if (owedBack.has(id) && !deciding.has(id)) giveBack(id);
     const row = ctx.store.row(id);
     if (row !== null && ctx.store.tokenValid(row, token)) return row;
     if (row !== null && ctx.store.tokenWithdrawn(row, token))
@@ -229,15 +252,22 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
     if (!ctx.store.useToken(id)) return page(409, "Link used", "<p>This link was already used.</p>");
     const decision = decide(id, action, `link:${row.groups.join(",")}`);
     running.add(decision);
+    deciding.add(id);
     try {
       return await decision;
     } catch (e) {
       // A decision that failed on its way (the state database, say) and left the message held gives the link back:
-      // it is the approvers' only way to decide.
-      if (ctx.store.row(id)?.state === "held") ctx.store.releaseToken(id);
+      // it is the approvers' only way to decide. When its state cannot be read either, it is given back all the same
+      // (or owed, giveBack): the page checks the state before the link, so it opens only a message that is held.
+      let held = true;
+      try {
+        held = ctx.store.row(id)?.state === "held";
+      } catch {}
+      if (held) giveBack(id);
       throw e;
     } finally {
       running.delete(decision);
+      deciding.delete(id);
     }
   }
 
@@ -245,7 +275,7 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
     if (action === "deny") {
       const result = await deny(ctx, id, by, null);
       if (result.outcome === "not-denied") {
-        ctx.store.releaseToken(id);
+        giveBack(id);
         return page(
           503,
           "Not denied",
@@ -254,7 +284,7 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
       }
       if (result.outcome !== "denied") {
         // Another decider had it: this POST decided nothing, and the link is given back (it may be held again).
-        ctx.store.releaseToken(id);
+        giveBack(id);
         return decided(ctx.store.row(id)!);
       }
       return page(200, "Denied", "<p>The message was discarded; nothing was sent.</p>");
@@ -269,7 +299,7 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
         : "";
     if (result.outcome === "sent") return page(200, "Approved", `<p>The message was sent.</p>${unrecorded}`);
     if (result.outcome === "not-sent") {
-      ctx.store.releaseToken(id);
+      giveBack(id);
       return page(
         503,
         "Not sent",
@@ -300,7 +330,7 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
     // Refused: another decider had it (`mailgator approvals approve` sending it, say), or it expired. This POST
     // decided nothing, so the link is given back: should that replay end with the message held again (a 4xx from
     // the upstream), the link is the approvers' way to decide it.
-    ctx.store.releaseToken(id);
+    giveBack(id);
     if (result.outcome === "refused" && result.state === "expired")
       return page(410, "Expired", "<p>This message expired before anyone decided; it was discarded.</p>");
     return decided(ctx.store.row(id)!);

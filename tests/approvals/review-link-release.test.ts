@@ -1,0 +1,116 @@
+/**
+ * A link used by a POST whose decision the state database refused (read-only, here SQLite's `query_only`, as a
+ * database on a disk remounted read-only refuses it): the decision changed nothing, and the release of the link
+ * fails as well. docs/approvals.md "Deciding" step 2: the message stays held and decidable. Once the database takes
+ * writes again, the same link decides it, without waiting for a restart of `serve`, and it is sent once.
+ */
+
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import type { ApprovalContext } from "../../src/approvals/service.ts";
+import { approvalPage } from "../../src/approvals/web.ts";
+import {
+  dataPayload,
+  loggedIn,
+  marker,
+  message,
+  startTestProxy,
+  type TestProxy,
+  waitForSink,
+} from "../smtp/helpers.ts";
+
+const BASE = "http://127.0.0.1:1";
+
+const RULES = `
+[approvals]
+base_url = "${BASE}"
+
+[approvals.groups.managers]
+recipients = ["boss@corp.test"]
+
+[[rules]]
+name = "outside needs a manager"
+action = "ask"
+operations = ["send"]
+ask_groups = ["managers"]
+`;
+
+let proxy: TestProxy;
+let ctx: ApprovalContext;
+
+beforeAll(async () => {
+  proxy = await startTestProxy({ rules: RULES, approvals: true, upstreamTls: "none" });
+  ctx = { config: proxy.config, store: proxy.approvals!, audit: proxy.audit, protocol: "smtp" };
+});
+
+afterAll(async () => {
+  await proxy.close();
+});
+
+async function hold(to: string, m: string): Promise<string> {
+  const c = await loggedIn(proxy.port);
+  expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+  expect((await c.command(`RCPT TO:<${to}>`)).code).toBe(250);
+  expect((await c.command("DATA")).code).toBe(354);
+  c.write(dataPayload(message({ From: "alice@mailgator.test", To: to, Subject: `release ${m}` }, `Hello ${m}\n`)));
+  const r = await c.reply();
+  await c.command("QUIT");
+  const id = /Held for approval as ([0-9a-f]{32})/.exec(r.lines.join(" "))?.[1];
+  if (id === undefined) throw new Error(`not held: ${r.raw}`);
+  return id;
+}
+
+function post(id: string, token: string, action: string): Request {
+  const body = `t=${encodeURIComponent(token)}&action=${action}`;
+  return new Request(`${BASE}/approvals/${id}`, {
+    method: "POST",
+    headers: {
+      origin: BASE,
+      "content-type": "application/x-www-form-urlencoded",
+      "content-length": String(body.length),
+    },
+    body,
+  });
+}
+
+test("a link whose decision and release the read-only database refused works again once it takes writes", async () => {
+  const m = marker();
+  const id = await hold(`someone-${m}@outside.example`, m);
+  const store = ctx.store;
+  const db = store.state.db;
+  const token = store.token(store.row(id)!);
+  const page = approvalPage(ctx);
+  // The database turns read-only right after the link is marked used: the claim and the link's release both fail.
+  const useToken = store.useToken.bind(store);
+  Object.defineProperty(store, "useToken", {
+    configurable: true,
+    value: (which: string) => {
+      const used = useToken(which);
+      db.run("PRAGMA query_only = 1");
+      return used;
+    },
+  });
+  let first: string;
+  try {
+    const r = await page.handle(post(id, token, "approve"));
+    first = `${r.status}`;
+  } catch (e) {
+    // serve's admin listener answers a handler that throws with a 500.
+    first = `threw: ${(e as Error).message}`;
+  } finally {
+    Reflect.deleteProperty(store, "useToken");
+    db.run("PRAGMA query_only = 0");
+  }
+  expect(first).not.toBe("200");
+  expect(store.row(id)!.state).toBe("held");
+
+  // The database takes writes again: the page shows the message, and the same link approves it, once.
+  const shown = await page.handle(new Request(`${BASE}/approvals/${id}?t=${token}`));
+  expect(shown.status).toBe(200);
+  const second = await page.handle(post(id, token, "approve"));
+  expect(second.status).toBe(200);
+  expect(await second.text()).toContain("The message was sent.");
+  expect(store.row(id)!.state).toBe("sent");
+  expect((await waitForSink(m, 1)).length).toBe(1);
+  const third = await page.handle(post(id, token, "approve"));
+  expect(third.status).toBe(409);
+});
