@@ -286,8 +286,19 @@ export async function approve(
     claim = ctx.store.claim(id, by, now);
   } catch (e) {
     // The state database failed (locked past its busy timeout, full, read-only): nothing was claimed or sent, and the
-    // message is as it was. The connection logged in above goes too, rather than waiting for the upstream's timeout.
+    // message is as it was. The connection logged in above goes too, rather than waiting for the upstream's timeout;
+    // the attempt is a row, as a failed login is.
     await upstream?.quit().catch(() => {});
+    await written(
+      ctx,
+      approvalEvent(
+        ctx,
+        before,
+        "APPROVE",
+        "error",
+        `approved by ${by}; not sent, still held: the state database failed: ${errorMessage(e)}`,
+      ),
+    );
     throw e;
   }
   if (!claim.ok) {

@@ -2,11 +2,13 @@
  * A link used by a POST whose decision the state database refused (read-only, here SQLite's `query_only`, as a
  * database on a disk remounted read-only refuses it): the decision changed nothing, and the release of the link
  * fails as well. docs/approvals.md "Deciding" step 2: the message stays held and decidable. Once the database takes
- * writes again, the same link decides it, without waiting for a restart of `serve`, and it is sent once.
+ * writes again, the same link decides it, without waiting for a restart of `serve`, and it is sent once. An approval
+ * the database refused (the command's or the page's) has its `APPROVE` row of decision `error`, as one whose upstream
+ * login failed: every decision is in the audit log.
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import type { ApprovalContext } from "../../src/approvals/service.ts";
+import { type ApprovalContext, approve } from "../../src/approvals/service.ts";
 import { approvalPage } from "../../src/approvals/web.ts";
 import {
   dataPayload,
@@ -113,4 +115,40 @@ test("a link whose decision and release the read-only database refused works aga
   expect((await waitForSink(m, 1)).length).toBe(1);
   const third = await page.handle(post(id, token, "approve"));
   expect(third.status).toBe(409);
+});
+
+test("an approval whose claim the read-only database refuses has its APPROVE row of decision error", async () => {
+  const m = marker();
+  const id = await hold(`other-${m}@outside.example`, m);
+  const store = ctx.store;
+  const db = store.state.db;
+  const claim = store.claim.bind(store);
+  Object.defineProperty(store, "claim", {
+    configurable: true,
+    value: (...args: Parameters<typeof claim>) => {
+      db.run("PRAGMA query_only = 1");
+      return claim(...args);
+    },
+  });
+  let refused = "";
+  try {
+    await approve(ctx, id, "cli:review");
+  } catch (e) {
+    refused = (e as Error).message;
+  } finally {
+    Reflect.deleteProperty(store, "claim");
+    db.run("PRAGMA query_only = 0");
+  }
+  expect(refused).toContain("readonly");
+  expect(store.row(id)!.state).toBe("held");
+  expect((await approve(ctx, id, "cli:review")).outcome).toBe("sent");
+  expect((await waitForSink(m, 1)).length).toBe(1);
+
+  const rows = (await proxy.rows()).filter((r) => r.target === id && r.command.startsWith("APPROV"));
+  expect(rows.map((r) => `${r.command} ${r.decision}`)).toEqual([
+    "APPROVE error",
+    "APPROVE allow",
+    "APPROVAL SENT allow",
+  ]);
+  expect(rows[0]!.reason).toStartWith("approved by cli:review; not sent, still held: the state database failed: ");
 });
