@@ -106,9 +106,13 @@ export function approvalEvent(
  * At start and after each reload: when the config in force lets an agent read a mailbox that no agent could read when
  * the links were last checked, the link of every message still held is withdrawn (ApprovalStore.
  * withdrawLinksForNewReaders), each with an `APPROVAL LINK WITHDRAWN` row: a notice sent earlier may lie, link and
- * all, in that mailbox (docs/approvals.md "Links"). Returns how many were withdrawn.
+ * all, in that mailbox (docs/approvals.md "Links"). Returns how many were withdrawn. While the audit log cannot be
+ * written it throws and changes nothing, as no decision is made then: a withdrawal whose rows the log refused would
+ * never have them, as the set of mailboxes it records then compares equal at the next check.
  */
 export function withdrawExposedLinks(ctx: ApprovalContext): number {
+  // Checked in the turn of the change and of its rows, so that the log takes them (short of its queue limit).
+  if (!ctx.audit.healthy) throw new Error(AUDIT_UNAVAILABLE);
   const rows = ctx.store.withdrawLinksForNewReaders(agentMailboxes(ctx.config));
   for (const row of rows)
     ctx.audit.record(
