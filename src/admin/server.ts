@@ -29,6 +29,14 @@ import { METRICS_CONTENT_TYPE, renderMetrics } from "./metrics.ts";
 export type AdminAuth = "none" | "token";
 export type AdminHandler = (request: Request, url: URL) => Response | Promise<Response>;
 
+/**
+ * Seconds a connection to the admin listener may stay silent (Bun.serve's `idleTimeout`): a client that sends nothing,
+ * or its request a byte at a time, is cut after it. The runtime goes on timing a request without a body (a GET) while
+ * its answer is made, but not one with a body: an approval (a POST that waits for the upstream's replay, minutes at
+ * worst) gets its answer however long that takes (tests/e2e/approvals.test.ts), and every GET is answered at once.
+ */
+export const ADMIN_IDLE_SECONDS = 10;
+
 interface Route {
   readonly method: string;
   readonly pathPrefix: string;
@@ -209,6 +217,7 @@ export function startAdmin(options: AdminOptions): AdminServer {
   const server = Bun.serve({
     hostname: host,
     port,
+    idleTimeout: ADMIN_IDLE_SECONDS,
     fetch: async (request) => secured(await handle(options, request)),
     error: () => secured(json(500, { error: "internal error" })),
   });

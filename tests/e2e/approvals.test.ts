@@ -23,7 +23,7 @@ import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { readTokens } from "../../src/accounts/records.ts";
-import { ADMIN_CLOSE_MS } from "../../src/admin/server.ts";
+import { ADMIN_CLOSE_MS, ADMIN_IDLE_SECONDS } from "../../src/admin/server.ts";
 import { type ApprovalRow, ApprovalStore } from "../../src/approvals/store.ts";
 import { DECISION_WIND_UP_MS } from "../../src/approvals/web.ts";
 import { SHUTDOWN_GRACE_MS } from "../../src/net/index.ts";
@@ -572,6 +572,30 @@ describe("serve stopped during the replay (SIGKILL, SIGTERM)", () => {
     expect(await listed(s, id)).toMatchObject({ state: "sending" });
     expect(auditRows(s, id).map((r) => r.command)).toEqual(["DATA", "APPROVE"]);
     await afterRestart(id, token, 0);
+  });
+
+  test("a page approval whose replay outlasts the listener's idle time gets its answer, sent once", async () => {
+    const running = await start(s);
+    try {
+      const { id, token, raw } = await hold(s, running.smtpPort, auth);
+      const { token: t } = link(s, running.admin, id);
+      const dots = relay.dotsForwarded;
+      const held = relay.holdNext("dot");
+      const pressed = post(running.admin, id, t, "approve");
+      await held;
+      // Postfix answers the final dot only after the admin listener's idle time (ADMIN_IDLE_SECONDS) has passed with
+      // nothing sent on the approver's connection.
+      await Bun.sleep(ADMIN_IDLE_SECONDS * 1000 + 2000);
+      relay.release();
+      const answer = await pressed;
+      expect(answer.status).toBe(200);
+      expect(await answer.text()).toContain("The message was sent.");
+      expect(relay.dotsForwarded).toBe(dots + 1);
+      expectSameBytes((await expectCopies(token, 1))[0]!, raw);
+      expect(await listed(s, id)).toMatchObject({ state: "sent" });
+    } finally {
+      await stop(running);
+    }
   });
 
   test("SIGTERM while the page's approval is sent: it ends once, answered; a new one refused, link kept", async () => {
