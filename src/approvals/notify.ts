@@ -19,7 +19,7 @@ import { randomBytes } from "node:crypto";
 import type { AccountCredentials } from "../accounts/index.ts";
 import { agentReading, agentSending, ownEntry } from "../config/index.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
-import { moduleLogger } from "../log.ts";
+import { errorMessage, moduleLogger } from "../log.ts";
 import { clean } from "../mail/index.ts";
 import { settledWithin } from "../runtime/settle.ts";
 import { smtpUpstreamTarget } from "../smtp/index.ts";
@@ -290,10 +290,18 @@ export class Notifier {
    */
   held(row: ApprovalRow): void {
     this.#background(() => {
-      const held = this.#ctx.store.details(row.id);
+      const { held, unreadable } = this.#ctx.store.readDetails(row.id);
       const current = this.#ctx.store.row(row.id);
       // Decided or expired already: nothing to ask.
-      if (held === null || current?.state !== "held" || current.expires <= Date.now()) return;
+      if ((held === null && unreadable === null) || current?.state !== "held" || current.expires <= Date.now()) return;
+      if (held === null) {
+        // Its record does not open or is missing (docs/approvals.md "Holding"): no notice can be built. The approvers
+        // are not told, so a row and a log line say so, and it stays owed (each start says so again) until someone
+        // denies it (`mailgator approvals deny`) or it expires.
+        const why = `the held message cannot be read (${errorMessage(unreadable)}); deny it with mailgator approvals`;
+        this.#failed(row, "APPROVAL NOTIFIED", `the approvers (groups ${row.groups.join(", ")})`, why);
+        return;
+      }
       const config = this.#ctx.config;
       const link =
         config.approvals.baseUrl === null

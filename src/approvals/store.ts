@@ -352,6 +352,9 @@ export class ApprovalStore {
           .query(
             "SELECT substr(id, 1, 32) AS id FROM sealed WHERE kind = ? " +
               "AND substr(id, 1, 32) NOT IN (SELECT id FROM sealed WHERE kind = ?) " +
+              // A message with a row was recorded: its parts are its own even when its `held` record is gone (deleted
+              // by hand, a partial restore; `details`), and they go when it is decided or expires (#finish).
+              "AND substr(id, 1, 32) NOT IN (SELECT id FROM approvals) " +
               "GROUP BY substr(id, 1, 32) HAVING max(updated) < ? ORDER BY 1",
           )
           .all(HELD_PART_KIND, HELD_KIND, olderThan) as { id: string }[]
@@ -439,13 +442,27 @@ export class ApprovalStore {
 
   /**
    * The held message without its bytes (one small record), null once it was wiped (decided, expired). A record
-   * written before the bytes were stored in parts holds them too: they are read and dropped.
+   * written before the bytes were stored in parts holds them too: they are read and dropped. SealedRecordError when it
+   * does not open, or is missing while its row says it is kept (`#wiped`).
    */
   details(id: string): HeldDetails | null {
     const box = this.state.get(HELD_KIND, id);
-    if (box === null) return null;
+    if (box === null) return this.#wiped(id);
     const { message: _, parts: _p, bytes: _b, ...details } = JSON.parse(box.toString("utf8")) as StoredHeld;
     return details;
+  }
+
+  /**
+   * A `held` record not found: null when its message was decided, expired or withdrawn, which wipe the record and
+   * change the row in one transaction. SealedRecordError when the row says it is still kept (held, being sent, or
+   * needing a check): the record was deleted by hand or lost to a partial restore, and the message is unreadable,
+   * not gone. The record was looked for before the row is read, so a decision between the two reads shows as one.
+   */
+  #wiped(id: string): null {
+    const state = this.row(id)?.state;
+    if (state === "held" || state === "sending" || state === "needs-check")
+      throw new SealedRecordError(`held message ${id}: its sealed record is missing, though its row says ${state}`);
+    return null;
   }
 
   /**
@@ -454,23 +471,11 @@ export class ApprovalStore {
    */
   readDetails(id: string): { held: HeldDetails | null; unreadable: SealedRecordError | null } {
     try {
-      const held = this.details(id);
-      if (held === null) this.#missingIfHeld(id);
-      return { held, unreadable: null };
+      return { held: this.details(id), unreadable: null };
     } catch (e) {
       if (!(e instanceof SealedRecordError)) throw e;
       return { held: null, unreadable: e };
     }
-  }
-
-  /**
-   * Called once the record of `id` was found gone: SealedRecordError when its row says it is still held. Deciding a
-   * message wipes its record in the transaction that changes its state, so a row read after the record that still
-   * says "held" means the record was lost (deleted by hand, a partial restore), not that the message was decided:
-   * it is a record that cannot be read (docs/approvals.md "Holding"), never taken for one already decided.
-   */
-  #missingIfHeld(id: string): void {
-    if (this.row(id)?.state === "held") throw new SealedRecordError(`held message ${id}: its sealed record is missing`);
   }
 
   /**
@@ -481,10 +486,7 @@ export class ApprovalStore {
    */
   async readMessage(id: string): Promise<HeldMessage | null> {
     const box = this.state.get(HELD_KIND, id);
-    if (box === null) {
-      this.#missingIfHeld(id);
-      return null;
-    }
+    if (box === null) return this.#wiped(id);
     const { message, parts, bytes, ...details } = JSON.parse(box.toString("utf8")) as StoredHeld;
     // Written before the bytes were stored in parts: they are in this record, base64.
     if (message !== undefined) return { ...details, message: Buffer.from(message, "base64") };
