@@ -204,7 +204,7 @@ export class ImapSession implements LoginSession, CompressSession {
   readonly #connectedAtMs = Date.now();
   #commands = 0;
   #loginResult: "ok" | "failed" | "none" = "none";
-  #endReason = "client closed the connection";
+  #endReason = CLIENT_CLOSED;
   /**
    * Commands refused as malformed, counted for MAX_BAD_COMMANDS: all of them before login; after it, those within
    * BAD_COMMAND_WINDOW_MS of the first one counted (`#badSince`), whatever came between.
@@ -1346,7 +1346,9 @@ export class ImapSession implements LoginSession, CompressSession {
     this.#endWait = () => this.conn.destroy();
     try {
       await this.conn.startTlsServer(identity.key, identity.cert, this.ctx.timeouts.handshakeMs);
-    } catch {
+    } catch (e) {
+      // The access line names the handshake (timed out, refused, cut), unless shutdown or a reload cut it and said so.
+      if (this.#endReason === CLIENT_CLOSED) this.#endReason = `TLS handshake failed: ${errorMessage(e)}`;
       this.shutdown();
     } finally {
       this.#endWait = null;
@@ -1507,6 +1509,9 @@ export class ImapSession implements LoginSession, CompressSession {
 
 /** CR, LF and NUL, which cannot stand in a line (RFC 3501 §9 TEXT-CHAR and CHAR8). */
 const LINE_BREAK = /[\r\n\0]/;
+
+/** The access line's `end` of a session that ended for no other reason recorded (docs/operations.md "Logs"). */
+const CLIENT_CLOSED = "client closed the connection";
 const LINE_BREAKS = /[\r\n\0]/g;
 
 /** `accountLoginKey` of a configured account; "" when it is missing (the login refuses that case before). */

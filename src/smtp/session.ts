@@ -78,6 +78,9 @@ const GC_HINT_BYTES = 2 * 1024 * 1024;
 /** Input held while the session is busy; beyond it the socket is paused (TCP pushes back on the agent). */
 const MAX_QUEUED_INPUT = 1024 * 1024;
 
+/** The access line's `end` of a session that ended for no other reason recorded (docs/operations.md "Logs"). */
+const CLIENT_CLOSED = "client closed the connection";
+
 /** Commands accepted before AUTH (RFC 4954 §4, docs/smtp.md "AUTH": everything else gets 530). */
 const BEFORE_AUTH = new Set(["EHLO", "HELO", "STARTTLS", "AUTH", "NOOP", "RSET", "QUIT"]);
 
@@ -251,7 +254,7 @@ export class SmtpSession {
   #tokenHash: string | null = null;
   readonly #connectedAtMs = Date.now();
   #loginResult: "ok" | "failed" | "none" = "none";
-  #endReason = "client closed the connection";
+  #endReason = CLIENT_CLOSED;
   #accessLogged = false;
 
   constructor(ctx: SessionContext, conn: Connection) {
@@ -825,7 +828,10 @@ export class SmtpSession {
       this.#endWait = () => this.#conn.destroy();
       try {
         await this.#conn.startTlsServer(this.#ctx.identity!.key, this.#ctx.identity!.cert, TLS_HANDSHAKE_TIMEOUT_MS);
-      } catch {
+      } catch (e) {
+        // The access line names the handshake (timed out, refused, cut), unless shutdown or a reload cut it and said
+        // so.
+        if (this.#endReason === CLIENT_CLOSED) this.#endReason = `TLS handshake failed: ${errorMessage(e)}`;
         this.#close();
         return;
       } finally {

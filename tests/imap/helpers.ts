@@ -14,7 +14,7 @@ import { AuditLog, type AuditRow } from "../../src/audit/index.ts";
 import { type Config, parseConfig } from "../../src/config/index.ts";
 import { type ImapProxy, startImapProxy } from "../../src/imap/index.ts";
 import type { LOGIN_THROTTLE } from "../../src/imap/limits.ts";
-import { UpstreamSession } from "../../src/imap/upstream.ts";
+import { UpstreamSession, type UpstreamTimeouts } from "../../src/imap/upstream.ts";
 import { Connection } from "../../src/net/connection.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
 import { LiveConfig } from "../../src/runtime/reload.ts";
@@ -38,6 +38,8 @@ export interface ProxyOptions {
   readonly wrapAudit?: (log: AuditLog) => AuditLog;
   /** The failed-login delay, instead of LOGIN_THROTTLE. */
   readonly loginThrottle?: Partial<typeof LOGIN_THROTTLE>;
+  /** Shorter upstream and agent TLS handshake deadlines (startImapProxy's `timeouts`). */
+  readonly timeouts?: Partial<UpstreamTimeouts>;
   /** Instead of RESPONSE_MEMORY_BUDGET. */
   readonly responseMemoryBudget?: number;
   readonly responseMemoryFree?: number;
@@ -80,6 +82,7 @@ export async function startTestProxy(options: ProxyOptions = {}): Promise<TestPr
     audit: options.wrapAudit?.(audit) ?? audit,
     live,
     ...(options.loginThrottle === undefined ? {} : { loginThrottle: options.loginThrottle }),
+    ...(options.timeouts === undefined ? {} : { timeouts: options.timeouts }),
     ...(options.responseMemoryBudget === undefined ? {} : { responseMemoryBudget: options.responseMemoryBudget }),
     ...(options.responseMemoryFree === undefined ? {} : { responseMemoryFree: options.responseMemoryFree }),
     ...(options.commandMemoryBudget === undefined ? {} : { commandMemoryBudget: options.commandMemoryBudget }),
