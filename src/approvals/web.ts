@@ -10,7 +10,15 @@ import { errorMessage, moduleLogger } from "../log.ts";
 import { clean } from "../mail/index.ts";
 import { settledWithin } from "../runtime/settle.ts";
 import { attachmentsShown, headerFieldLines, MORE_TEXT, subjectShown } from "./preview.ts";
-import { type ApprovalContext, AUDIT_UNAVAILABLE, approvalEvent, approve, deny, SHUTTING_DOWN } from "./service.ts";
+import {
+  type ApprovalContext,
+  AUDIT_UNAVAILABLE,
+  approvalEvent,
+  approve,
+  deny,
+  SHUTTING_DOWN,
+  withdrawExposedLinks,
+} from "./service.ts";
 import { type ApprovalRow, ID_PATTERN } from "./store.ts";
 
 const log = moduleLogger("approvals");
@@ -111,6 +119,13 @@ export interface ApprovalPage {
    * then), so that the audit log is not closed under them. False when some are still under way.
    */
   windUp(): Promise<boolean>;
+  /**
+   * A check of the links against the agents in force failed (a reload while the state database or the audit log
+   * could not take it, withdrawExposedLinks): until one succeeds, a link an agent may now read could still open its
+   * message. Each request first tries the check again and is refused (503, nothing shown or decided) while it fails
+   * (docs/approvals.md "Links").
+   */
+  oweLinkCheck(): void;
 }
 
 /** Builds the page; a form is accepted from `[approvals] base_url`'s origin, as configured at the request. */
@@ -126,9 +141,31 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
    */
   const owedBack = new Set<string>();
   let stopping = false;
+  /** A link check failed and none has succeeded since (oweLinkCheck). */
+  let linkCheckOwed = false;
   /** Aborted once the grace is over: the replays still running are cut off. */
   const cut = new AbortController();
-  return { handle, drain, windUp: () => settledWithin(running, DECISION_WIND_UP_MS) };
+  return {
+    handle,
+    drain,
+    windUp: () => settledWithin(running, DECISION_WIND_UP_MS),
+    oweLinkCheck: () => {
+      linkCheckOwed = true;
+    },
+  };
+
+  /** Whether the links have been checked against the agents in force: the check owed, if any, is tried again. */
+  function linksChecked(): boolean {
+    if (!linkCheckOwed) return true;
+    try {
+      withdrawExposedLinks(ctx);
+      linkCheckOwed = false;
+      return true;
+    } catch (e) {
+      log.error(`approval links still not checked against the agents in force: ${errorMessage(e)}`);
+      return false;
+    }
+  }
 
   async function drain(graceMs: number): Promise<number> {
     stopping = true;
@@ -147,6 +184,15 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
     const m = /^\/approvals\/([^/]+)$/.exec(url.pathname);
     if (m === null || !ID_PATTERN.test(m[1]!)) return page(404, "Not found", "<p>No such page.</p>");
     const id = m[1]!;
+    // In the turn of the request's own checks: no link a reload may have exposed opens a message unchecked.
+    if (!linksChecked())
+      return page(
+        503,
+        "Unavailable",
+        "<p>Nothing was shown or decided: the approval links could not be checked against the agents now " +
+          "configured. The message is still held; try again later, or decide on the server with " +
+          "<code>mailgator approvals</code>.</p>",
+      );
     // GET only: serve registers GET and POST, and a HEAD (a link checker) gets the listener's 405. It shows nothing,
     // so it must not write the APPROVAL VIEWED row a GET writes.
     if (req.method === "GET") return show(id, url.searchParams.get("t") ?? "");

@@ -361,9 +361,11 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
           try {
             withdrawExposedLinks(linkContext);
           } catch (e) {
-            // The new config is in force, and links it may have exposed still work: the operator is told, as of
-            // any step of a reload that failed after the swap.
+            // The new config is in force: the operator is told, as of any step of a reload that failed after the
+            // swap.
             const why = `the approval links could not be checked against the new agents: ${errorMessage(e)}`;
+            // Until a check succeeds, the page tries it again before each request and refuses while it fails.
+            approvalsPage?.oweLinkCheck();
             log.error(`reload: ${why}`);
             result = { ...result, errors: [...result.errors, why] };
           }
