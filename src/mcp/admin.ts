@@ -198,6 +198,14 @@ function tomlRule(input: Record<string, unknown>): RawRule {
 export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer {
   const file = resolve(options.config.path);
   const ownedOnly = options.config.ownedOnly;
+  /**
+   * The tools that run a command (explain, audit, approvals) give it the file with -c, which reads it as given: a
+   * file the search path found is checked first, as every other read of it is (docs/config.md).
+   */
+  const commandFile = (): string => {
+    if (ownedOnly) readText(file, true);
+    return file;
+  };
   const server = new McpServer(
     { name: "mailgator-admin", version: pkg.version },
     {
@@ -312,7 +320,7 @@ export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer
       },
       annotations: { readOnlyHint: true },
     },
-    (input) => answer(async () => ({ answers: await simulate(file, input, env) })),
+    (input) => answer(async () => ({ answers: await simulate(commandFile(), input, env) })),
   );
 
   server.registerTool(
@@ -336,7 +344,7 @@ export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer
       },
       annotations: { readOnlyHint: true },
     },
-    (input) => answer(() => queryAudit(file, input, env)),
+    (input) => answer(() => queryAudit(commandFile(), input, env)),
   );
 
   server.registerTool(
@@ -345,7 +353,7 @@ export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer
       description: "Messages held for approval by ask rules, as `mailgator approvals list --json` lists them.",
       annotations: { readOnlyHint: true },
     },
-    () => answer(async () => ({ approvals: await listApprovals(file, env) })),
+    () => answer(async () => ({ approvals: await listApprovals(commandFile(), env) })),
   );
 
   if (options.allowConfigWrites) registerWriteTools(server, file, ownedOnly, env, answer);

@@ -1,0 +1,63 @@
+/**
+ * `mailgator mcp --admin` with a config found by the search path (docs/config.md "Where the config is read from"):
+ * the owner check is made at every read of the file, the tools that run a command (simulate, query_audit,
+ * list_approvals) included, which give the command the file with -c: one swapped for another user's after the
+ * server started is refused by each of them, not read as given. Run as root (as `npm test` does), so that a file
+ * can be given to another user.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { chownSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { Client } from "@modelcontextprotocol/sdk/client/index.js";
+import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js";
+import { findConfig } from "../../src/config/index.ts";
+import { createAdminServer } from "../../src/mcp/admin.ts";
+
+const OTHER_UID = 65534;
+const dir = mkdtempSync(join(tmpdir(), "mg-admin-owner-"));
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
+
+const config = (rule: string) =>
+  `[imap]\nlisten_addr = "127.0.0.1:0"\nupstream_addr = "127.0.0.1:1"\nupstream_tls = "none"\n\n` +
+  `[audit]\npath = "${join(dir, "audit.db")}"\n\n[[rules]]\nname = "${rule}"\naction = "deny"\n`;
+
+beforeAll(() => expect(process.geteuid?.()).toBe(0));
+
+test("every admin tool refuses a file swapped for another user's", async () => {
+  const file = join(dir, "mailgator.toml");
+  writeFileSync(file, config("Mine"), { mode: 0o644 });
+  const location = findConfig(undefined, {}, dir, join(dir, "none.toml"));
+  expect(location.ownedOnly).toBe(true);
+  const server = createAdminServer({ config: location, allowConfigWrites: false }, {});
+  const [clientSide, serverSide] = InMemoryTransport.createLinkedPair();
+  await server.connect(serverSide);
+  const client = new Client({ name: "test", version: "0" });
+  await client.connect(clientSide);
+  const call = async (name: string, args: Record<string, unknown> = {}) => {
+    const r = (await client.callTool({ name, arguments: args })) as { content: { text: string }[]; isError?: boolean };
+    return { error: r.isError === true, text: r.content.map((c) => c.text).join("\n") };
+  };
+  const tools: [string, Record<string, unknown>][] = [
+    ["list_rules", {}],
+    ["simulate", { operation: "mail:send", from: ["a@corp.test"], to: ["b@corp.test"] }],
+    ["query_audit", {}],
+    ["list_approvals", {}],
+  ];
+  try {
+    for (const [name, args] of tools) expect((await call(name, args)).error).toBe(false);
+    const planted = join(dir, "planted.toml");
+    writeFileSync(planted, config("Planted"), { mode: 0o644 });
+    chownSync(planted, OTHER_UID, OTHER_UID);
+    renameSync(planted, file);
+    for (const [name, args] of tools) {
+      const r = await call(name, args);
+      expect([name, r.error]).toEqual([name, true]);
+      expect(r.text).toContain(`belongs to user ${OTHER_UID}`);
+      expect(r.text).not.toContain("Planted");
+    }
+  } finally {
+    await client.close();
+    await server.close();
+  }
+});
