@@ -22,7 +22,7 @@ import {
 } from "node:fs";
 import { basename, dirname, join } from "node:path";
 import { parse as parseToml, stringify } from "smol-toml";
-import { readConfigText } from "../config/index.ts";
+import { ConfigError, readConfigText } from "../config/index.ts";
 
 /** A rule as written in the file (TOML key names). */
 export type RawRule = Record<string, unknown>;
@@ -335,14 +335,17 @@ function fsyncFolder(dir: string): void {
  * Replaces the config file's text `before` by `after`: refused when the file no longer holds `before` (changed
  * since it was read); the old text goes to FILE.bak first. Both files get the config's owner, group and mode (0600
  * when it had group or other bits, which the admin tools refuse anyway). Both are written in full before either is
- * renamed into place, so an owner or group that cannot be given changes nothing, FILE.bak included.
+ * renamed into place, so an owner or group that cannot be given changes nothing, FILE.bak included. With
+ * `ownedOnly` (a file the search path found), the file read again must pass the owner check (src/config/read.ts):
+ * one swapped for another user's copy of the same text since it was read would otherwise give both files its owner.
  */
-export function writeConfig(file: string, before: string, after: string): { backup: string } {
+export function writeConfig(file: string, before: string, after: string, ownedOnly = false): { backup: string } {
   let now: string;
   try {
-    now = readConfigText(file);
-  } catch {
-    throw new EditRefused("the config file cannot be read again; nothing written");
+    now = readConfigText(file, ownedOnly);
+  } catch (e) {
+    const why = e instanceof ConfigError ? `: ${e.problems[0]?.message ?? e.message}` : "";
+    throw new EditRefused(`the config file cannot be read again${why}; nothing written`);
   }
   if (now !== before) throw new EditRefused("the config file changed since it was read; nothing written, try again");
   const st = statSync(file);

@@ -483,7 +483,7 @@ function registerWriteTools(server: McpServer, file: string, ownedOnly: boolean,
     await audited(config, event("allow", what));
     let backup: string;
     try {
-      ({ backup } = writeConfig(file, before, after));
+      ({ backup } = writeConfig(file, before, after, ownedOnly));
     } catch (e) {
       // The failure is a fact already: its row is never marked "not carried out" (docs/audit.md "Failure").
       await audited(config, event("error", `${what}: not written: ${errorMessage(e)}`), { gate: false }).catch(

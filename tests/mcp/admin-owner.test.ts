@@ -6,13 +6,14 @@
  * can be given to another user.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { chownSync, mkdtempSync, renameSync, rmSync, writeFileSync } from "node:fs";
+import { chownSync, mkdtempSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { InMemoryTransport } from "@modelcontextprotocol/sdk/inMemory.js";
 import { findConfig } from "../../src/config/index.ts";
 import { createAdminServer } from "../../src/mcp/admin.ts";
+import { EditRefused, writeConfig } from "../../src/mcp/admin-edit.ts";
 
 const OTHER_UID = 65534;
 const dir = mkdtempSync(join(tmpdir(), "mg-admin-owner-"));
@@ -60,4 +61,21 @@ test("every admin tool refuses a file swapped for another user's", async () => {
     await client.close();
     await server.close();
   }
+});
+
+test("a rule edit refuses a file swapped for another user's copy of the same text since it was read", () => {
+  const file = join(dir, "edited.toml");
+  const before = config("Mine");
+  writeFileSync(file, before, { mode: 0o644 });
+  expect(() => writeConfig(file, before, config("Edited"), true)).not.toThrow();
+  expect(readFileSync(file, "utf8")).toContain("Edited");
+  // The same text as when it was read, in a file of another user's: not written, and its owner given to nothing.
+  const planted = join(dir, "planted-copy.toml");
+  writeFileSync(planted, config("Edited"), { mode: 0o644 });
+  chownSync(planted, OTHER_UID, OTHER_UID);
+  renameSync(planted, file);
+  expect(() => writeConfig(file, config("Edited"), config("Again"), true)).toThrow(EditRefused);
+  expect(() => writeConfig(file, config("Edited"), config("Again"), true)).toThrow(`belongs to user ${OTHER_UID}`);
+  expect(readFileSync(file, "utf8")).toContain("Edited");
+  expect(statSync(file).uid).toBe(OTHER_UID);
 });
