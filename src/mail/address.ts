@@ -8,9 +8,9 @@
  * §5), so a display name that decodes to an address is still only a name.
  *
  * Parsing is strict where it matters for policy: an unterminated quote, comment or angle bracket, a mailbox
- * without exactly one unquoted `@`, or an addr-spec with a character that is not ASCII (display names may have any)
- * makes the whole list unparseable, and callers must then treat the field as unknown (which the engine resolves to
- * deny) rather than guess.
+ * without exactly one unquoted `@`, or an addr-spec with a character that is not ASCII or is a control character
+ * (display names may have any) makes the whole list unparseable, and callers must then treat the field as unknown
+ * (which the engine resolves to deny) rather than guess.
  *
  * `mailboxProblem`: the stricter envelope form (RFC 5321 §4.1.2) that MAIL FROM / RCPT TO and configured identities
  * must have (docs/smtp.md "Identities").
@@ -102,11 +102,14 @@ function addrSpec(tokens: readonly Token[]): string | undefined {
   // ASCII only (docs/filtering.md "Deciding a message"), as in the envelope (`mailboxProblem`): the rules cannot
   // compare a Unicode address (no IDNA, no normalization), and lower-casing one can make it another: KELVIN SIGN
   // (U+212A) lower-cases to `k`, so `\u212Aate@corp.test` would have been read as kate@corp.test.
-  if (NON_ASCII.test(text)) return undefined;
+  // Nor a control character (RFC 5322 atext and qtext have none; obs-qtext's are obsolete): Dovecot reads
+  // `\vbob@corp.test` as no address at all, `bob@corp.test\v` as a syntax error.
+  if (NOT_PRINTABLE.test(text)) return undefined;
   return text.toLowerCase();
 }
 
-const NON_ASCII = /[^\x00-\x7f]/;
+/** Anything but printable ASCII and the space (which a quoted local part may hold). */
+const NOT_PRINTABLE = /[^\x20-\x7e]/;
 
 const DOT_ATOM = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$/;
 
@@ -134,15 +137,16 @@ function dotted(parts: readonly Token[], from: number, to: number): boolean {
 }
 
 /** obs-domain-list (RFC 5322 §4.4): `@domain`, then more of them after commas (which may stand empty). */
-const ROUTE = /^@[^\s@,:<>]+(?:\s*,\s*(?:@[^\s@,:<>]+)?)*$/;
+const ROUTE = /^@[^ \t\r\n@,:<>]+(?:[ \t\r\n]*,[ \t\r\n]*(?:@[^ \t\r\n@,:<>]+)?)*$/;
 
 function angleSpec(inner: string): string | undefined {
-  let spec = inner.trim();
+  // White space as the tokenizer reads it, nothing else: `<\u00a0bob@x>` is no bob@x to Dovecot.
+  let spec = inner.replace(/^[ \t\r\n]+|[ \t\r\n]+$/g, "");
   // obs-route (RFC 5322 §4.4): "<@relay1,@relay2:user@host>" delivers to user@host. Anything else before the colon
   // (`<@x,ceo@bank.test:me@mine.test>`) is refused, not dropped: some readers take an address from it.
   if (spec.startsWith("@")) {
     const colon = spec.indexOf(":");
-    if (colon < 0 || !ROUTE.test(spec.slice(0, colon).trim())) return undefined;
+    if (colon < 0 || !ROUTE.test(spec.slice(0, colon).replace(/[ \t\r\n]+$/, ""))) return undefined;
     spec = spec.slice(colon + 1);
   }
   const tokens = tokenize(spec);

@@ -71,7 +71,9 @@ function subject(fields: readonly HeaderField[]): string | undefined {
     value = field.value;
   }
   if (value === null) return "";
-  return readUnstructured(value) ?? undefined;
+  // As it was read before field values kept the white space that is not WSP (src/mail/headers.ts): a Subject is
+  // matched without the spaces of any kind at its ends.
+  return readUnstructured(value.trim()) ?? undefined;
 }
 
 /**

@@ -9,7 +9,11 @@
 export interface HeaderField {
   /** Lower-cased field name. */
   readonly name: string;
-  /** Unfolded value, surrounding whitespace removed. */
+  /**
+   * Unfolded value, surrounding white space (SP, HTAB: RFC 5322 WSP) removed. Nothing else: JavaScript's `trim` also
+   * drops VT, FF, NO-BREAK SPACE, U+FEFF and the like, which Dovecot keeps in the value, so that `To: \vbob@x`
+   * would be bob@x here and no address to Dovecot's ENVELOPE.
+   */
   readonly value: string;
 }
 
@@ -20,6 +24,11 @@ const LF = 10;
 const SP = 32;
 const TAB = 9;
 const COLON = 58;
+
+/** `text` without the SP and HTAB at either end (only WSP, RFC 5322 §2.2.3, §3.2.2). */
+export function trimWsp(text: string): string {
+  return text.replace(/^[ \t]+|[ \t]+$/g, "");
+}
 
 /**
  * Splits a header section into unfolded fields. Line ends may be CRLF or bare LF; the section may or may not end
@@ -43,7 +52,7 @@ export function parseHeaderFields(bytes: Uint8Array): HeaderField[] | null {
       if (name === null) return null;
       value += utf8.decode(bytes.subarray(i, lineEnd));
     } else {
-      if (name !== null) fields.push({ name, value: value.trim() });
+      if (name !== null) fields.push({ name, value: trimWsp(value) });
       let colon = -1;
       for (let j = i; j < lineEnd; j++) {
         const c = bytes[j]!;
@@ -55,12 +64,12 @@ export function parseHeaderFields(bytes: Uint8Array): HeaderField[] | null {
         if ((c < 33 || c > 126) && c !== SP && c !== TAB) return null;
       }
       if (colon === -1) return null;
-      name = utf8.decode(bytes.subarray(i, colon)).trim().toLowerCase();
+      name = trimWsp(utf8.decode(bytes.subarray(i, colon))).toLowerCase();
       if (name === "" || /[ \t]/.test(name)) return null;
       value = utf8.decode(bytes.subarray(colon + 1, lineEnd));
     }
     i = end + 1;
   }
-  if (name !== null) fields.push({ name, value: value.trim() });
+  if (name !== null) fields.push({ name, value: trimWsp(value) });
   return fields;
 }
