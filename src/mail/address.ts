@@ -196,6 +196,8 @@ export function parseAddressList(value: string): ParsedAddressList {
   const addresses: string[] = [];
   let current: Token[] = [];
   let inGroup = false;
+  /** A group has just ended: only a comma (or the end) may follow (RFC 5322 §3.4, address-list). */
+  let groupEnded = false;
   const flush = (): boolean => {
     const meaningful = current.some((t) => t.kind !== "space");
     if (meaningful) {
@@ -207,7 +209,13 @@ export function parseAddressList(value: string): ParsedAddressList {
     return true;
   };
   for (const t of tokens) {
+    if (groupEnded && t.kind !== "space" && !(t.kind === "special" && t.text === ",")) {
+      // `g: ; bob@x`: an address after a group without a comma, which Dovecot's ENVELOPE drops (it shows the
+      // group alone): read as bob@x, it classed a blind copy as a To recipient.
+      return FAILED;
+    }
     if (t.kind === "special" && t.text === ",") {
+      groupEnded = false;
       if (!flush()) return FAILED;
     } else if (t.kind === "special" && t.text === ":" && !inGroup) {
       // "Group name:" — the display name before the colon is dropped. It must be a phrase (RFC 5322 §3.4: words, and
@@ -219,6 +227,7 @@ export function parseAddressList(value: string): ParsedAddressList {
     } else if (t.kind === "special" && t.text === ";" && inGroup) {
       if (!flush()) return FAILED;
       inGroup = false;
+      groupEnded = true;
     } else {
       current.push(t);
     }
