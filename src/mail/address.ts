@@ -98,6 +98,13 @@ function addrSpec(tokens: readonly Token[]): string | undefined {
   const at = parts.findIndex((t) => t.kind === "special" && t.text === "@");
   if (at === -1 || !dotted(parts, 0, at) || !dotted(parts, at + 1, parts.length)) return undefined;
   if (parts.some((t, i) => i > at && t.text.startsWith('"'))) return undefined;
+  // Each unquoted word of the local part is an atom, and the domain a dot-atom or a domain literal (RFC 5322 §3.4.1):
+  // a `[`, `]` or `\` elsewhere (`a[b@corp.test, bob@x`) has Dovecot's ENVELOPE and Postfix's address rewriting
+  // read the rest of the list as one quoted word, so that bob@x is no recipient a reader sees.
+  if (parts.some((t, i) => i < at && t.kind === "word" && !t.text.startsWith('"') && !ATOM.test(t.text)))
+    return undefined;
+  const domain = parts.map((t, i) => (i > at ? t.text : "")).join("");
+  if (!DOT_ATOM.test(domain) && !DOMAIN_LITERAL.test(domain)) return undefined;
   const text = localPart(parts.slice(0, at)) + parts.map((t, i) => (i < at ? "" : t.text)).join("");
   // ASCII only (docs/filtering.md "Deciding a message"), as in the envelope (`mailboxProblem`): the rules cannot
   // compare a Unicode address (no IDNA, no normalization), and lower-casing one can make it another: KELVIN SIGN
@@ -112,6 +119,12 @@ function addrSpec(tokens: readonly Token[]): string | undefined {
 const NOT_PRINTABLE = /[^\x20-\x7e]/;
 
 const DOT_ATOM = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$/;
+/** atext (RFC 5322 §3.2.3). */
+const ATOM = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+$/;
+/** `[` dtext `]` (RFC 5322 §3.4.1), as the tokenizer joins it (white space inside dropped). */
+const DOMAIN_LITERAL = /^\[[\x21-\x5a\x5e-\x7e]*\]$/;
+/** A word of a phrase outside quotes: atext, or any character beyond ASCII (RFC 6532 §3.2). */
+const PHRASE_ATOM = /^(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f])+$/;
 
 /**
  * A local part (words and dots) written the one way: a quoted string and the same text unquoted are the same
@@ -168,10 +181,15 @@ function mailbox(tokens: readonly Token[]): string | undefined {
   return addrSpec(tokens);
 }
 
-/** A display name: at least one word, and only words, white space and dots. */
+/**
+ * A display name: at least one word, and only words, white space and dots; an unquoted word only atext or characters
+ * beyond ASCII. A control character, `[`, `]` or `\` in it (`a[b <x@y>, bob@z`) has Dovecot's ENVELOPE read no
+ * address after it, or Postfix's rewriting turn the rest of the list into one quoted local part.
+ */
 function isPhrase(tokens: readonly Token[]): boolean {
   let words = 0;
   for (const t of tokens) {
+    if (t.kind === "word" && !t.text.startsWith('"') && !PHRASE_ATOM.test(t.text)) return false;
     if (t.kind === "word") words++;
     else if (t.kind !== "space" && !(t.kind === "special" && t.text === ".")) return false;
   }

@@ -1,0 +1,109 @@
+/**
+ * A `[`, `]`, `\` or control character outside quotes in an address list (in a display name, a local part or a
+ * domain that is no domain literal) was read past by the address parser: `To: a[b <x@corp.test>, rcpt@corp.test`
+ * named x@corp.test and rcpt@corp.test, so rcpt@corp.test was a To recipient and a rule refusing blind copies let
+ * the message through. Dovecot's ENVELOPE reads such a list as `a` with no domain and nothing after it, and Postfix's
+ * address rewriting turns the rest of the field into one quoted local part (`"[b <x@corp.test>, rcpt@corp.test]"@…`):
+ * no reader is shown rcpt@corp.test. Now such a list is unparseable, and the bcc rule denies.
+ */
+
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { parseAddressList } from "../../src/mail/index.ts";
+import {
+  dataPayload,
+  loggedIn,
+  marker,
+  type RawClient,
+  sinkCopies,
+  type TestProxy,
+  upstreams,
+  useTestProxy,
+  waitForSink,
+} from "./helpers.ts";
+
+const RULES = `
+[[rules]]
+name = "no blind copies"
+action = "deny"
+operations = ["send"]
+bcc = "*"
+
+[[rules]]
+name = "corp"
+action = "allow"
+operations = ["send"]
+to = "*@corp.test"
+
+[[rules]]
+name = "nothing else"
+action = "deny"
+`;
+
+let proxy: TestProxy;
+useTestProxy({ rules: RULES }, (p) => (proxy = p));
+
+let client: RawClient;
+const run = marker();
+
+beforeAll(async () => {
+  client = await loggedIn(proxy.port);
+});
+
+afterAll(() => {
+  client?.close();
+});
+
+async function send(id: string, rcpt: string, to: string): Promise<string> {
+  const sender = upstreams().users[0]!.address;
+  expect((await client.command(`MAIL FROM:<${sender}>`)).code).toBe(250);
+  expect((await client.command(`RCPT TO:<${rcpt}>`)).code).toBe(250);
+  expect((await client.command("DATA")).code).toBe(354);
+  const text = `From: <${sender}>\r\nTo: ${to}\r\nSubject: ${id}\r\nMessage-ID: <${id}@specials.test>\r\n\r\nbody\r\n`;
+  client.write(dataPayload(text));
+  return (await client.reply()).raw;
+}
+
+const REFUSED: Record<string, (rcpt: string) => string> = {
+  "bracket-name": (r) => `a[b <other@corp.test>, ${r}`,
+  "close-bracket-name": (r) => `a]b <other@corp.test>, ${r}`,
+  "backslash-name": (r) => `a\\b <other@corp.test>, ${r}`,
+  "control-name": (r) => `a\x01b <other@corp.test>, ${r}`,
+  "delete-name": (r) => `a\x7fb <other@corp.test>, ${r}`,
+  "bracket-local": (r) => `a[b@corp.test, ${r}`,
+  "backslash-local": (r) => `a\\b@corp.test, ${r}`,
+  "bracket-domain": (r) => `a@corp[.test, ${r}`,
+  "backslash-domain": (r) => `a@co\\rp.test, ${r}`,
+  "bracket-angle": (r) => `<a]b@corp.test>, ${r}`,
+};
+
+for (const [name, form] of Object.entries(REFUSED)) {
+  test(`To with ${name} classes nobody: the blind copy is refused, nothing reaches Postfix`, async () => {
+    const id = `${run}-${name}`;
+    const rcpt = `rcpt-${id}@corp.test`;
+    expect(await send(id, rcpt, form(rcpt))).toStartWith("554 5.7.1");
+    const row = (await proxy.rows()).findLast((r) => r.command === "RCPT TO" && r.target === rcpt);
+    expect(row).toMatchObject({ decision: "deny", rule: null });
+    expect(row!.reason).toContain("undecided without bcc");
+    expect(sinkCopies(id)).toEqual([]);
+  });
+}
+
+test("the controls: names beyond ASCII, quoted specials, a domain literal are read; the message is sent", async () => {
+  const id = `${run}-control`;
+  const rcpt = `rcpt-${id}@corp.test`;
+  expect(await send(id, rcpt, `\u00e9t\u00e9 <a@[127.0.0.1]>, "a[b\\\\c" <other@corp.test>, ${rcpt}`)).toStartWith(
+    "250",
+  );
+  await waitForSink(id, 1);
+});
+
+test("the parser: atoms, quoted strings and domain literals only", () => {
+  expect(parseAddressList("a[b <x@y.test>, z@y.test").ok).toBe(false);
+  expect(parseAddressList("a\\b@y.test, z@y.test").ok).toBe(false);
+  expect(parseAddressList("a@y[.test, z@y.test").ok).toBe(false);
+  expect(parseAddressList('"a[b\\\\c" <x@y.test>, (a[b) z@[10.0.0.1]')).toEqual({
+    addresses: ["x@y.test", "z@[10.0.0.1]"],
+    ok: true,
+  });
+  expect(parseAddressList("\u00e9t\u00e9 <x@y.test>")).toEqual({ addresses: ["x@y.test"], ok: true });
+});
