@@ -182,9 +182,9 @@ function mailbox(tokens: readonly Token[]): string | undefined {
 }
 
 /**
- * A display name: at least one word, and only words, white space and dots; an unquoted word only atext or characters
- * beyond ASCII. A control character, `[`, `]` or `\` in it (`a[b <x@y>, bob@z`) has Dovecot's ENVELOPE read no
- * address after it, or Postfix's rewriting turn the rest of the list into one quoted local part.
+ * A display name: at least one word, and only words, white space and dots, a word first; an unquoted word only
+ * atext or characters beyond ASCII. A control character, `[`, `]` or `\` in it (`a[b <x@y>, bob@z`) has Dovecot's
+ * ENVELOPE read no address after it, or Postfix's rewriting turn the rest of the list into one quoted local part.
  */
 function isPhrase(tokens: readonly Token[]): boolean {
   let words = 0;
@@ -192,6 +192,8 @@ function isPhrase(tokens: readonly Token[]): boolean {
     if (t.kind === "word" && !t.text.startsWith('"') && !PHRASE_ATOM.test(t.text)) return false;
     if (t.kind === "word") words++;
     else if (t.kind !== "space" && !(t.kind === "special" && t.text === ".")) return false;
+    // obs-phrase (RFC 5322 §4.1) begins with a word: Dovecot reads nothing after `.a <x@y>`.
+    else if (t.kind === "special" && words === 0) return false;
   }
   return words > 0;
 }

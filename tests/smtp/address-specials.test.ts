@@ -4,7 +4,8 @@
  * named x@corp.test and rcpt@corp.test, so rcpt@corp.test was a To recipient and a rule refusing blind copies let
  * the message through. Dovecot's ENVELOPE reads such a list as `a` with no domain and nothing after it, and Postfix's
  * address rewriting turns the rest of the field into one quoted local part (`"[b <x@corp.test>, rcpt@corp.test]"@…`):
- * no reader is shown rcpt@corp.test. Now such a list is unparseable, and the bcc rule denies.
+ * no reader is shown rcpt@corp.test. The same for a display name that begins with a dot (`.a <x@corp.test>, …`).
+ * Now such a list is unparseable, and the bcc rule denies.
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
@@ -74,6 +75,7 @@ const REFUSED: Record<string, (rcpt: string) => string> = {
   "bracket-domain": (r) => `a@corp[.test, ${r}`,
   "backslash-domain": (r) => `a@co\\rp.test, ${r}`,
   "bracket-angle": (r) => `<a]b@corp.test>, ${r}`,
+  "dot-first-name": (r) => `.a <other@corp.test>, ${r}`,
 };
 
 for (const [name, form] of Object.entries(REFUSED)) {
@@ -101,6 +103,8 @@ test("the parser: atoms, quoted strings and domain literals only", () => {
   expect(parseAddressList("a[b <x@y.test>, z@y.test").ok).toBe(false);
   expect(parseAddressList("a\\b@y.test, z@y.test").ok).toBe(false);
   expect(parseAddressList("a@y[.test, z@y.test").ok).toBe(false);
+  expect(parseAddressList(".a <x@y.test>, z@y.test").ok).toBe(false);
+  expect(parseAddressList("a. b.c <x@y.test>")).toEqual({ addresses: ["x@y.test"], ok: true });
   expect(parseAddressList('"a[b\\\\c" <x@y.test>, (a[b) z@[10.0.0.1]')).toEqual({
     addresses: ["x@y.test", "z@[10.0.0.1]"],
     ok: true,
