@@ -15,7 +15,7 @@
 
 import { MAX_ADDRESS_FIELD_CHARS, parseAddressList } from "./address.ts";
 import { readUnstructured } from "./encoded-words.ts";
-import type { HeaderField } from "./headers.ts";
+import { type HeaderField, trimWsp } from "./headers.ts";
 
 export interface MessageFields {
   readonly from: readonly string[] | undefined;
@@ -38,8 +38,8 @@ const EMPTY: readonly string[] = Object.freeze([]);
 
 /**
  * Every `name` field's addr-specs; undefined when one cannot be parsed, when `single` and there are several, or when
- * `named` and a field names no address. A field whose whole value (trimmed, any case) is one of `keywords` names
- * nobody.
+ * `named` and a field names no address. A field whose whole value (without SP/HTAB at its ends, any case) is one of
+ * `keywords` names nobody.
  */
 function addresses(
   fields: readonly HeaderField[],
@@ -53,7 +53,8 @@ function addresses(
   for (const field of fields) {
     if (field.name !== name) continue;
     if (single && ++seen > 1) return undefined;
-    if (keywords?.has(field.value.trim().toLowerCase())) continue;
+    // Spaces and tabs only (RFC 5322 WSP): `never` followed by a no-break space is no keyword for a reader either.
+    if (keywords?.has(trimWsp(field.value).toLowerCase())) continue;
     const parsed = parseAddressList(field.value);
     if (!parsed.ok || (named && parsed.addresses.length === 0)) return undefined;
     if (out === null) out = [...parsed.addresses];

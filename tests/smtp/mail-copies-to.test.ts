@@ -49,6 +49,8 @@ test("a foreign address in Mail-Copies-To, or one that cannot be read or is doub
     () => "Mail-Copies-To: alice@mailgator.test\r\nMail-Copies-To: alice@mailgator.test",
     () => "Mail-Copies-To: <alice@mailgator.test",
     () => "Mail-Copies-To: (evil@evil.test)",
+    // Only spaces and tabs are white space around a keyword: with a no-break space it is no keyword, and no address.
+    () => "Mail-Copies-To: never\u00a0",
   ]) {
     const m = marker();
     const headers = make(`evil-${m}@evil.test`);
