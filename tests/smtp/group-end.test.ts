@@ -5,61 +5,13 @@
  * no reader is shown rcpt@corp.test. Now such a list is unparseable, and the bcc rule denies.
  */
 
-import { afterAll, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { parseAddressList } from "../../src/mail/index.ts";
-import {
-  dataPayload,
-  loggedIn,
-  marker,
-  type RawClient,
-  sinkCopies,
-  type TestProxy,
-  upstreams,
-  useTestProxy,
-  waitForSink,
-} from "./helpers.ts";
+import { useBlindCopyProxy } from "./blind-copy-fixture.ts";
+import { marker, waitForSink } from "./helpers.ts";
 
-const RULES = `
-[[rules]]
-name = "no blind copies"
-action = "deny"
-operations = ["send"]
-bcc = "*"
-
-[[rules]]
-name = "corp"
-action = "allow"
-operations = ["send"]
-to = "*@corp.test"
-
-[[rules]]
-name = "nothing else"
-action = "deny"
-`;
-
-let proxy: TestProxy;
-useTestProxy({ rules: RULES }, (p) => (proxy = p));
-
-let client: RawClient;
+const { send, expectBlindCopyRefused } = useBlindCopyProxy();
 const run = marker();
-
-beforeAll(async () => {
-  client = await loggedIn(proxy.port);
-});
-
-afterAll(() => {
-  client?.close();
-});
-
-async function send(id: string, rcpt: string, to: string): Promise<string> {
-  const sender = upstreams().users[0]!.address;
-  expect((await client.command(`MAIL FROM:<${sender}>`)).code).toBe(250);
-  expect((await client.command(`RCPT TO:<${rcpt}>`)).code).toBe(250);
-  expect((await client.command("DATA")).code).toBe(354);
-  const text = `From: <${sender}>\r\nTo: ${to}\r\nSubject: ${id}\r\nMessage-ID: <${id}@group.test>\r\n\r\nbody\r\n`;
-  client.write(dataPayload(text));
-  return (await client.reply()).raw;
-}
 
 test("an address after a group without a comma classes nobody: the blind copy is refused", async () => {
   for (const [n, form] of [
@@ -68,11 +20,7 @@ test("an address after a group without a comma classes nobody: the blind copy is
   ] as const) {
     const id = `${run}-after-group-${n}`;
     const rcpt = `rcpt-${id}@corp.test`;
-    expect(await send(id, rcpt, form(rcpt))).toStartWith("554 5.7.1");
-    const row = (await proxy.rows()).findLast((r) => r.command === "RCPT TO" && r.target === rcpt);
-    expect(row).toMatchObject({ decision: "deny", rule: null });
-    expect(row!.reason).toContain("undecided without bcc");
-    expect(sinkCopies(id)).toEqual([]);
+    await expectBlindCopyRefused(id, rcpt, form(rcpt));
   }
 });
 

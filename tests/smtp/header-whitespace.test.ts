@@ -7,62 +7,12 @@
  * author: `From: <alice@…\u00a0>` was read as the login's identity. Now such a field is unknown and refused.
  */
 
-import { afterAll, beforeAll, expect, test } from "bun:test";
-import {
-  dataPayload,
-  loggedIn,
-  marker,
-  type RawClient,
-  sinkCopies,
-  type TestProxy,
-  upstreams,
-  useTestProxy,
-  waitForSink,
-} from "./helpers.ts";
+import { expect, test } from "bun:test";
+import { useBlindCopyProxy } from "./blind-copy-fixture.ts";
+import { marker, sinkCopies, upstreams, waitForSink } from "./helpers.ts";
 
-const RULES = `
-[[rules]]
-name = "no blind copies"
-action = "deny"
-operations = ["send"]
-bcc = "*"
-
-[[rules]]
-name = "corp"
-action = "allow"
-operations = ["send"]
-to = "*@corp.test"
-
-[[rules]]
-name = "nothing else"
-action = "deny"
-`;
-
-let proxy: TestProxy;
-useTestProxy({ rules: RULES }, (p) => (proxy = p));
-
-let client: RawClient;
+const { send, expectBlindCopyRefused } = useBlindCopyProxy();
 const run = marker();
-
-beforeAll(async () => {
-  client = await loggedIn(proxy.port);
-});
-
-afterAll(() => {
-  client?.close();
-});
-
-/** One transaction to `rcpt` with the given To and From fields; returns the final reply. */
-async function send(id: string, rcpt: string, to: string, from?: string): Promise<string> {
-  const sender = upstreams().users[0]!.address;
-  expect((await client.command(`MAIL FROM:<${sender}>`)).code).toBe(250);
-  expect((await client.command(`RCPT TO:<${rcpt}>`)).code).toBe(250);
-  expect((await client.command("DATA")).code).toBe(354);
-  const head = `From: ${from ?? `<${sender}>`}\r\nTo: ${to}\r\nSubject: ${id}\r\n`;
-  const text = `${head}Message-ID: <${id}@ws.test>\r\n\r\nbody\r\n`;
-  client.write(dataPayload(text));
-  return (await client.reply()).raw;
-}
 
 const FORMS: Record<string, (rcpt: string) => string> = {
   "a VT before the address": (r) => `\v${r}`,
@@ -79,11 +29,7 @@ for (const [name, form] of Object.entries(FORMS)) {
   test(`To with ${name} classes nobody: the blind copy is refused, nothing reaches Postfix`, async () => {
     const id = `${run}-${name.replaceAll(" ", "-").toLowerCase()}`;
     const rcpt = `rcpt-${id}@corp.test`;
-    expect(await send(id, rcpt, form(rcpt))).toStartWith("554 5.7.1");
-    const row = (await proxy.rows()).findLast((r) => r.command === "RCPT TO" && r.target === rcpt);
-    expect(row).toMatchObject({ decision: "deny", rule: null });
-    expect(row!.reason).toContain("undecided without bcc");
-    expect(sinkCopies(id)).toEqual([]);
+    await expectBlindCopyRefused(id, rcpt, form(rcpt));
   });
 }
 
