@@ -7,41 +7,13 @@
 
 import { describe, expect, test } from "bun:test";
 import { MAX_ADDRESS_FIELD_OCTETS, MAX_HEADER_FIELD_OCTETS } from "../../src/smtp/limits.ts";
-import { loggedIn, marker, nothingReachedUpstream, type TestProxy, useTestProxy, waitForSink } from "./helpers.ts";
-
-const RULES = `
-[[rules]]
-name = "no blind copies"
-action = "deny"
-operations = ["send"]
-bcc = "*"
-
-[[rules]]
-name = "corp"
-action = "allow"
-operations = ["send"]
-to = "*@corp.test"
-
-[[rules]]
-name = "nothing else"
-action = "deny"
-`;
+import { BLIND_COPY_RULES } from "./blind-copy-fixture.ts";
+import { marker, nothingReachedUpstream, sendHead, type TestProxy, useTestProxy, waitForSink } from "./helpers.ts";
 
 let p: TestProxy;
-useTestProxy({ rules: RULES }, (proxy) => (p = proxy));
+useTestProxy({ rules: BLIND_COPY_RULES }, (proxy) => (p = proxy));
 
-/** Sends `head` (header lines with CRLFs, no blank line) and a short body to `recipients`: the final reply. */
-async function send(recipients: readonly string[], head: string, body = "hello\r\n"): Promise<string> {
-  const c = await loggedIn(p.port);
-  expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
-  for (const r of recipients) expect((await c.command(`RCPT TO:<${r}>`)).code).toBe(250);
-  expect((await c.command("DATA")).code).toBe(354);
-  c.write(Buffer.from(`${head}\r\n${body}.\r\n`, "latin1"));
-  const final = (await c.reply()).raw;
-  await c.command("QUIT");
-  c.close();
-  return final;
-}
+const send = (recipients: readonly string[], head: string, body?: string) => sendHead(p.port, recipients, head, body);
 
 /**
  * A header field of exactly `octets` octets (lines and CRLFs): `name: first`, then folded lines of comments, which

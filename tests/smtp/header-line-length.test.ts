@@ -9,7 +9,7 @@
 
 import { describe, expect, test } from "bun:test";
 import { MAX_HEADER_LINE_OCTETS } from "../../src/smtp/limits.ts";
-import { loggedIn, marker, nothingReachedUpstream, type TestProxy, useTestProxy, waitForSink } from "./helpers.ts";
+import { marker, nothingReachedUpstream, sendHead, type TestProxy, useTestProxy, waitForSink } from "./helpers.ts";
 
 const RULES = `
 [[rules]]
@@ -38,18 +38,7 @@ action = "deny"
 let p: TestProxy;
 useTestProxy({ rules: RULES }, (proxy) => (p = proxy));
 
-/** Sends `head` (header lines with CRLFs, no blank line) and `body` to `recipients`: the final reply. */
-async function send(recipients: readonly string[], head: string, body = "hello\r\n"): Promise<string> {
-  const c = await loggedIn(p.port);
-  expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
-  for (const r of recipients) expect((await c.command(`RCPT TO:<${r}>`)).code).toBe(250);
-  expect((await c.command("DATA")).code).toBe(354);
-  c.write(Buffer.from(`${head}\r\n${body}.\r\n`, "latin1"));
-  const final = (await c.reply()).raw;
-  await c.command("QUIT");
-  c.close();
-  return final;
-}
+const send = (recipients: readonly string[], head: string, body?: string) => sendHead(p.port, recipients, head, body);
 
 /** A To line of `octets` octets before its CRLF whose last address is `last`, padded with a comment before it. */
 function toLine(first: string, last: string, octets: number): string {

@@ -281,6 +281,27 @@ export async function nothingReachedUpstream(port: number, m: string): Promise<v
   expect(postfixLog()).not.toContain(m);
 }
 
+/**
+ * One message from alice@mailgator.test over a session of its own: `head` (header lines with CRLFs, no blank line),
+ * then `body`, to `recipients`; the final reply (the session then quits).
+ */
+export async function sendHead(
+  port: number,
+  recipients: readonly string[],
+  head: string,
+  body = "hello\r\n",
+): Promise<string> {
+  const c = await loggedIn(port);
+  expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+  for (const r of recipients) expect((await c.command(`RCPT TO:<${r}>`)).code).toBe(250);
+  expect((await c.command("DATA")).code).toBe(354);
+  c.write(Buffer.from(`${head}\r\n${body}.\r\n`, "latin1"));
+  const final = (await c.reply()).raw;
+  await c.command("QUIT");
+  c.close();
+  return final;
+}
+
 /** Send rules most tests use: only recipients at corp.test, nothing else. */
 export const CORP_ONLY_RULES = `
 [[rules]]
