@@ -218,8 +218,9 @@ export class MessageInspector {
   }
 
   #endTopHeaders(): void {
-    this.#fieldTooLarge = fieldTooLarge(this.#headerBytes);
-    this.#lineTooLong = lineTooLong(this.#headerBytes);
+    const over = overLimits(this.#headerBytes);
+    this.#fieldTooLarge = over.field;
+    this.#lineTooLong = over.line;
     this.#topFields = this.#takeHeader();
     this.#phase = Phase.Body;
     if (this.#topFields === null) {
@@ -363,41 +364,33 @@ export class MessageInspector {
 }
 
 /**
- * The first field of a header section (its lines, each with its line end) longer than its limit, as `name (octets)`;
- * null when none is. A line that begins with a space or tab continues the field before it (RFC 5322 §2.2.3).
+ * The header section's limits, in one pass over its lines (each with its line end): the first field longer than its
+ * limit, and the first line longer than MAX_HEADER_LINE_OCTETS before its CRLF, each as `name (octets)` (the line's
+ * as the name of the field it is part of), null when none is. A line that begins with a space or tab continues the
+ * field before it (RFC 5322 §2.2.3).
  */
-function fieldTooLarge(lines: readonly Buffer[]): string | null {
+function overLimits(lines: readonly Buffer[]): { field: string | null; line: string | null } {
   let name = "";
   let octets = 0;
+  let field: string | null = null;
+  let line: string | null = null;
   const check = (): string | null => {
     const limit = ADDRESS_FIELD_NAMES.has(name) ? MAX_ADDRESS_FIELD_OCTETS : MAX_HEADER_FIELD_OCTETS;
     return octets > limit ? `${name} (${octets} octets, at most ${limit})` : null;
   };
-  for (const line of lines) {
-    if (line[0] === 0x20 || line[0] === 0x09) {
-      octets += line.length;
-      continue;
+  for (const l of lines) {
+    if (l[0] !== 0x20 && l[0] !== 0x09) {
+      field ??= check();
+      name = fieldName(l);
+      octets = 0;
     }
-    const over = check();
-    if (over !== null) return over;
-    name = fieldName(line);
-    octets = line.length;
+    octets += l.length;
+    const text = l.length - 2;
+    if (line === null && text > MAX_HEADER_LINE_OCTETS)
+      line = `${name} (${text} octets, at most ${MAX_HEADER_LINE_OCTETS})`;
   }
-  return check();
-}
-
-/**
- * The first line of a header section (its lines, each with its line end) longer than MAX_HEADER_LINE_OCTETS before
- * its CRLF, as `name (octets)` with the name of the field it is part of; null when none is.
- */
-function lineTooLong(lines: readonly Buffer[]): string | null {
-  let name = "";
-  for (const line of lines) {
-    if (line[0] !== 0x20 && line[0] !== 0x09) name = fieldName(line);
-    const octets = line.length - 2;
-    if (octets > MAX_HEADER_LINE_OCTETS) return `${name} (${octets} octets, at most ${MAX_HEADER_LINE_OCTETS})`;
-  }
-  return null;
+  field ??= check();
+  return { field, line };
 }
 
 /** The name of the field a header line begins, lower-cased, as it may be shown; "" when the line has no colon. */
