@@ -102,6 +102,9 @@ export function logLoginFailure(protocol: "imap" | "smtp", client: string, user:
   });
 }
 
+/** The access line's `end` of a session that ended for no other reason recorded (docs/operations.md "Logs"). */
+export const CLIENT_CLOSED = "client closed the connection";
+
 /** What the access line of one session reports (docs/operations.md "Logs"). */
 export interface AccessRecord {
   readonly protocol: "imap" | "smtp";

@@ -13,7 +13,7 @@ import type { AuditEvent } from "../audit/index.ts";
 import { AuditUnavailableError, waitForAuditBacklog } from "../audit/index.ts";
 import { ownEntry } from "../config/names.ts";
 import type { Config } from "../config/types.ts";
-import { errorMessage, logAccess, logLoginFailure, moduleLogger } from "../log.ts";
+import { CLIENT_CLOSED, errorMessage, logAccess, logLoginFailure, moduleLogger } from "../log.ts";
 import {
   type Connection,
   failureDelay,
@@ -1509,9 +1509,6 @@ export class ImapSession implements LoginSession, CompressSession {
 
 /** CR, LF and NUL, which cannot stand in a line (RFC 3501 §9 TEXT-CHAR and CHAR8). */
 const LINE_BREAK = /[\r\n\0]/;
-
-/** The access line's `end` of a session that ended for no other reason recorded (docs/operations.md "Logs"). */
-const CLIENT_CLOSED = "client closed the connection";
 const LINE_BREAKS = /[\r\n\0]/g;
 
 /** `accountLoginKey` of a configured account; "" when it is missing (the login refuses that case before). */

@@ -25,7 +25,7 @@ import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import { AUDIT_BACKLOG_PAUSE_ROWS, waitForAuditBacklog } from "../audit/index.ts";
 import { ownEntry } from "../config/names.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
-import { errorMessage, logAccess, logLoginFailure, moduleLogger } from "../log.ts";
+import { CLIENT_CLOSED, errorMessage, logAccess, logLoginFailure, moduleLogger } from "../log.ts";
 import type { Connection, FailureThrottle, TlsIdentity, UpstreamTarget } from "../net/index.ts";
 import {
   failureDelay,
@@ -77,9 +77,6 @@ const GC_HINT_BYTES = 2 * 1024 * 1024;
 
 /** Input held while the session is busy; beyond it the socket is paused (TCP pushes back on the agent). */
 const MAX_QUEUED_INPUT = 1024 * 1024;
-
-/** The access line's `end` of a session that ended for no other reason recorded (docs/operations.md "Logs"). */
-const CLIENT_CLOSED = "client closed the connection";
 
 /** Commands accepted before AUTH (RFC 4954 §4, docs/smtp.md "AUTH": everything else gets 530). */
 const BEFORE_AUTH = new Set(["EHLO", "HELO", "STARTTLS", "AUTH", "NOOP", "RSET", "QUIT"]);
