@@ -118,13 +118,14 @@ function addrSpec(tokens: readonly Token[]): string | undefined {
 /** Anything but printable ASCII and the space (which a quoted local part may hold). */
 const NOT_PRINTABLE = /[^\x20-\x7e]/;
 
-const DOT_ATOM = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(?:\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$/;
-/** atext (RFC 5322 §3.2.3). */
-const ATOM = /^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+$/;
+/** atext (RFC 5322 §3.2.3), as a character class's contents (`mailboxProblem`'s envelope form allows less). */
+const ATEXT_CLASS = "A-Za-z0-9!#$%&'*+/=?^_`{|}~-";
+const DOT_ATOM = new RegExp(`^[${ATEXT_CLASS}]+(?:\\.[${ATEXT_CLASS}]+)*$`);
+const ATOM = new RegExp(`^[${ATEXT_CLASS}]+$`);
 /** `[` dtext `]` (RFC 5322 §3.4.1), as the tokenizer joins it (white space inside dropped). */
 const DOMAIN_LITERAL = /^\[[\x21-\x5a\x5e-\x7e]*\]$/;
 /** A word of a phrase outside quotes: atext, or any character beyond ASCII (RFC 6532 §3.2). */
-const PHRASE_ATOM = /^(?:[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]|[^\x00-\x7f])+$/;
+const PHRASE_ATOM = new RegExp(`^(?:[${ATEXT_CLASS}]|[^\\x00-\\x7f])+$`);
 
 /**
  * A local part (words and dots) written the one way: a quoted string and the same text unquoted are the same
