@@ -4,6 +4,7 @@
  */
 
 import { type ParseArgsConfig, parseArgs } from "node:util";
+import { type ConfigLocation, findConfig } from "../config/find.ts";
 
 /** Wrong arguments: printed with the command's usage, exit code 2. */
 export class UsageError extends Error {
@@ -25,6 +26,17 @@ export interface CommandContext {
   readonly argv: readonly string[];
   readonly out: (text: string) => void;
   readonly env: Readonly<Record<string, string | undefined>>;
+  /**
+   * The config file to read, as its caller found it, instead of -c or the search path: the admin MCP server runs
+   * commands in-process on the file it serves, with the owner check a search-path file needs on each read
+   * (`ConfigLocation.ownedOnly`, docs/config.md "Where the config is read from").
+   */
+  readonly config?: ConfigLocation;
+}
+
+/** The config file a command reads: its caller's (`ctx.config`), else -c, MAILGATOR_CONFIG or the search path. */
+export function configOf(ctx: CommandContext, given: string | undefined): ConfigLocation {
+  return ctx.config ?? findConfig(given, ctx.env);
 }
 
 type Options = NonNullable<ParseArgsConfig["options"]>;

@@ -199,13 +199,10 @@ export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer
   const file = resolve(options.config.path);
   const ownedOnly = options.config.ownedOnly;
   /**
-   * The tools that run a command (explain, audit, approvals) give it the file with -c, which reads it as given: a
-   * file the search path found is checked first, as every other read of it is (docs/config.md).
+   * Where the tools that run a command (explain, audit, approvals, reload) read the config: the command reads it
+   * itself, with the owner check a file the search path found has on every read (docs/config.md).
    */
-  const commandFile = (): string => {
-    if (ownedOnly) readText(file, true);
-    return file;
-  };
+  const location: ConfigLocation = { path: file, ownedOnly };
   const server = new McpServer(
     { name: "mailgator-admin", version: pkg.version },
     {
@@ -320,7 +317,7 @@ export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer
       },
       annotations: { readOnlyHint: true },
     },
-    (input) => answer(async () => ({ answers: await simulate(commandFile(), input, env) })),
+    (input) => answer(async () => ({ answers: await simulate(location, input, env) })),
   );
 
   server.registerTool(
@@ -344,7 +341,7 @@ export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer
       },
       annotations: { readOnlyHint: true },
     },
-    (input) => answer(() => queryAudit(commandFile(), input, env)),
+    (input) => answer(() => queryAudit(location, input, env)),
   );
 
   server.registerTool(
@@ -353,7 +350,7 @@ export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer
       description: "Messages held for approval by ask rules, as `mailgator approvals list --json` lists them.",
       annotations: { readOnlyHint: true },
     },
-    () => answer(async () => ({ approvals: await listApprovals(commandFile(), env) })),
+    () => answer(async () => ({ approvals: await listApprovals(location, env) })),
   );
 
   if (options.allowConfigWrites) registerWriteTools(server, file, ownedOnly, env, answer);
@@ -491,7 +488,7 @@ function registerWriteTools(server: McpServer, file: string, ownedOnly: boolean,
       );
       throw e;
     }
-    const reload = await reloadRunning(file, env);
+    const reload = await reloadRunning({ path: file, ownedOnly }, env);
     return {
       done: what,
       file,

@@ -72,7 +72,7 @@ export async function approvals(ctx: CommandContext): Promise<number> {
   if (verb === "list" ? id !== undefined : id === undefined || !ID_PATTERN.test(id))
     throw new UsageError(verb === "list" ? "list takes no ID" : `${verb} needs an ID (32 hex digits)`, usage);
   if (values.reason !== undefined && verb !== "deny") throw new UsageError("--reason is for deny", usage);
-  const config = loadConfig(required(values.config, "--config", usage), { env: ctx.env });
+  const config = loadConfig(ctx.config ?? required(values.config, "--config", usage), { env: ctx.env });
   const state = SealedStore.open(config.state.path, {
     secretsFile: config.state.secretsFile,
     env: ctx.env,

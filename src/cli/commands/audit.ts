@@ -9,9 +9,9 @@ import {
   type Decision,
   PROTOCOLS,
 } from "../../audit/index.ts";
-import { findConfig, loadConfig } from "../../config/index.ts";
+import { loadConfig } from "../../config/index.ts";
 import { escapes, terminalJson } from "../../mail/index.ts";
-import { type CommandContext, EXIT_OK, parse, UsageError } from "../args.ts";
+import { type CommandContext, configOf, EXIT_OK, parse, UsageError } from "../args.ts";
 
 export const usage = `Usage: mailgator audit [-c FILE] [--since 1h] [--until 10m] [--decision allow|deny|ask|error]
                       [--agent X] [--rule NAME] [--protocol ${PROTOCOLS.join("|")}]
@@ -139,7 +139,7 @@ export async function audit(ctx: CommandContext): Promise<number> {
     usage,
   );
   if (values.help) return (ctx.out(usage), EXIT_OK);
-  const config = loadConfig(findConfig(values.config, ctx.env), { env: ctx.env });
+  const config = loadConfig(configOf(ctx, values.config), { env: ctx.env });
   const filter: AuditFilter = { order: "desc", limit: 50 };
   const now = Date.now();
   if (values.since !== undefined) filter.sinceMs = parseSince(values.since, now);

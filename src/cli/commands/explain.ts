@@ -5,7 +5,7 @@
  */
 
 import type { Config } from "../../config/index.ts";
-import { findConfig, loadConfig, ownEntry } from "../../config/index.ts";
+import { loadConfig, ownEntry } from "../../config/index.ts";
 import type { MessageFacts } from "../../imap/classify.ts";
 import { decideImap, type ImapVerdict } from "../../imap/decide.ts";
 import { FolderNames } from "../../imap/folders.ts";
@@ -21,7 +21,7 @@ import {
 import { type QuotaSubject, type QuotaUse, quotaSubject, quotaUse } from "../../quotas/index.ts";
 import { type SimulatedSend, senderNotIdentity, sessionIdentities, simulateSend } from "../../smtp/decide.ts";
 import { openStateDatabaseReadOnly } from "../../state/database.ts";
-import { type CommandContext, EXIT_OK, parse, required, strings, UsageError } from "../args.ts";
+import { type CommandContext, configOf, EXIT_OK, parse, required, strings, UsageError } from "../args.ts";
 
 export const usage = `Usage: mailgator explain [-c FILE] --op OP [--folder F] [--from A] [--to A] [--cc A]
                         [--bcc A] [--subject S] [--[no-]attachment] [--agent NAME] [--json]
@@ -113,7 +113,7 @@ export function explain(ctx: CommandContext): number {
     usage,
   );
   if (values.help) return (ctx.out(usage), EXIT_OK);
-  const file = findConfig(values.config, ctx.env);
+  const file = configOf(ctx, values.config);
   const opName = required(values.op, "--op", usage);
   const ops = expandOperation(opName);
   if (!ops) throw new UsageError(`--op: unknown operation ${JSON.stringify(opName)}`, usage);

@@ -1,9 +1,9 @@
 /** `mailgator reload -c FILE`: tell the running `serve` to reload, wait for its outcome, print it. */
 
 import { realpathSync } from "node:fs";
-import { ConfigError, findConfig, loadConfig } from "../../config/index.ts";
+import { ConfigError, loadConfig } from "../../config/index.ts";
 import { pidFileFor, readPidFile, readStatusFile, statusFileFor } from "../../runtime/state-files.ts";
-import { type CommandContext, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse } from "../args.ts";
+import { type CommandContext, configOf, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse } from "../args.ts";
 
 export const usage = `Usage: mailgator reload [-c FILE]
 
@@ -35,7 +35,7 @@ function sameFile(a: string, b: string): boolean {
 export async function reload(ctx: CommandContext): Promise<number> {
   const { values } = parse(ctx.argv, { config: { type: "string", short: "c" } }, usage);
   if (values.help) return (ctx.out(usage), EXIT_OK);
-  const file = findConfig(values.config, ctx.env);
+  const file = configOf(ctx, values.config);
   let config: ReturnType<typeof loadConfig>;
   try {
     config = loadConfig(file, { env: ctx.env });
