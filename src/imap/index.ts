@@ -4,28 +4,15 @@
  */
 
 import { AccountCredentials } from "../accounts/index.ts";
-import {
-  countLimitRefusal,
-  countSession,
-  keptUpstreamSessions,
-  responseMemoryReserved,
-  responseMemoryWaiting,
-} from "../admin/metrics.ts";
+import { keptUpstreamSessions, responseMemoryReserved, responseMemoryWaiting } from "../admin/metrics.ts";
 import type { AuditLog } from "../audit/index.ts";
 import { assertRules } from "../config/rules.ts";
 import type { Config, ImapLimits } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
-import {
-  FailureThrottle,
-  listen,
-  overloadEvent,
-  readCaFile,
-  SessionCounter,
-  SHUTDOWN_GRACE_MS,
-  type UpstreamTarget,
-} from "../net/index.ts";
+import { FailureThrottle, readCaFile, SessionCounter, SHUTDOWN_GRACE_MS, type UpstreamTarget } from "../net/index.ts";
 import { FILTERED_OPERATIONS, MESSAGE_FIELDS, type Policy } from "../policy/index.ts";
 import { openQuotas, type Quotas } from "../quotas/index.ts";
+import { listenForAgents } from "../runtime/agent-listener.ts";
 import { commitListener, LiveConfig, listenerReload, type PreparedReload, tlsIdentityFor } from "../runtime/reload.ts";
 import { openStateDatabase } from "../state/database.ts";
 import { ClassificationCache, cachePathBeside } from "./cache.ts";
@@ -159,36 +146,19 @@ export async function startImapProxy(deps: {
       ? ClassificationCache.open(cachePathBeside(config.audit.path), (m) => log.warn(m))
       : null,
   };
-  const listener = await listen({
-    host: imap.listenAddr.host,
-    port: imap.listenAddr.port,
-    tls: imap.listenTls,
+  const listener = await listenForAgents({
+    protocol: "imap",
+    section: imap,
     identity: current.identity,
-    get maxConnections() {
-      return current.limits.maxConnections;
-    },
+    maxConnections: () => current.limits.maxConnections,
     maxConnectionsPerIp: limits.maxConnectionsPerIp,
-    onConnection: (conn) => {
-      conn.onClose(countSession("imap"));
-      new ImapSession(ctx, conn).start();
-    },
-    onOverload: (conn, over) => {
-      countLimitRefusal("imap", over.limit);
-      // The greeting is replaced by BYE (RFC 3501 §7.1.5): the server will not accept this connection.
-      const from = over.limit === "max_connections_per_ip" ? " from your address" : "";
-      conn.write(`* BYE [LIMIT] Too many connections${from} (limit ${over.value}); try again later\r\n`);
-      conn.end();
-      try {
-        audit.record(overloadEvent("imap", conn.remoteAddress, over, live.config.revision));
-      } catch (error) {
-        log.error(`audit row lost: ${(error as Error).message}`);
-      }
-    },
+    audit,
+    revision: () => live.config.revision,
+    upstream,
+    start: (conn) => new ImapSession(ctx, conn).start(),
+    // The greeting is replaced by BYE (RFC 3501 §7.1.5): the server will not accept this connection.
+    refusal: (text) => `* BYE [LIMIT] ${text}\r\n`,
   });
-  log.info(
-    `IMAP proxy listening on ${listener.address.host}:${listener.address.port} (${imap.listenTls}), upstream ` +
-      `${upstream.host}:${upstream.port} (${upstream.tls})`,
-  );
   return {
     address: listener.address,
     responseMemory,

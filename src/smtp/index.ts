@@ -6,23 +6,15 @@
 import { hostname } from "node:os";
 import { dirname, join } from "node:path";
 import { AccountCredentials } from "../accounts/index.ts";
-import { countLimitRefusal, countSession } from "../admin/metrics.ts";
 import type { ApprovalRow, ApprovalStore } from "../approvals/store.ts";
 import type { AuditLog } from "../audit/index.ts";
 import { assertRules } from "../config/rules.ts";
 import type { Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
-import {
-  FailureThrottle,
-  listen,
-  overloadEvent,
-  readCaFile,
-  SessionCounter,
-  SHUTDOWN_GRACE_MS,
-  type UpstreamTarget,
-} from "../net/index.ts";
+import { FailureThrottle, readCaFile, SessionCounter, SHUTDOWN_GRACE_MS, type UpstreamTarget } from "../net/index.ts";
 import type { Policy } from "../policy/index.ts";
 import { openQuotas, type Quotas } from "../quotas/index.ts";
+import { listenForAgents } from "../runtime/agent-listener.ts";
 import { commitListener, LiveConfig, listenerReload, type PreparedReload, tlsIdentityFor } from "../runtime/reload.ts";
 import { settledWithin } from "../runtime/settle.ts";
 import { openStateDatabase } from "../state/database.ts";
@@ -144,35 +136,18 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
     approvals: opts.approvals ?? null,
     onHeld: opts.onHeld,
   };
-  const listener = await listen({
-    host: smtp.listenAddr.host,
-    port: smtp.listenAddr.port,
-    tls: smtp.listenTls,
+  const listener = await listenForAgents({
+    protocol: "smtp",
+    section: smtp,
     identity: current.identity,
-    get maxConnections() {
-      return current.limits.maxConnections;
-    },
+    maxConnections: () => current.limits.maxConnections,
     maxConnectionsPerIp: limits.maxConnectionsPerIp,
-    onConnection: (conn) => {
-      conn.onClose(countSession("smtp"));
-      new SmtpSession(ctx, conn).start();
-    },
-    onOverload: (conn, over) => {
-      countLimitRefusal("smtp", over.limit);
-      const from = over.limit === "max_connections_per_ip" ? " from your address" : "";
-      conn.write(reply(421, "4.7.0", `Too many connections${from} (limit ${over.value}); try again later`));
-      conn.end();
-      try {
-        audit.record(overloadEvent("smtp", conn.remoteAddress, over, live.config.revision));
-      } catch (error) {
-        log.error(`audit row lost: ${(error as Error).message}`);
-      }
-    },
+    audit,
+    revision: () => live.config.revision,
+    upstream,
+    start: (conn) => new SmtpSession(ctx, conn).start(),
+    refusal: (text) => reply(421, "4.7.0", text),
   });
-  log.info(
-    `SMTP proxy listening on ${listener.address.host}:${listener.address.port} (${smtp.listenTls}), upstream ` +
-      `${upstream.host}:${upstream.port} (${upstream.tls})`,
-  );
   return {
     address: listener.address,
     async close() {
