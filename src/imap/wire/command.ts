@@ -275,18 +275,7 @@ function commandBody(dec: Decoder, tag: string, name: string, uid: boolean): Com
     case "STATUS": {
       dec.expectSP();
       const mailbox = dec.expectMailbox();
-      dec.expectSP();
-      const items: StatusItem[] = [];
-      dec.expectList(
-        () => {
-          const item = dec.keyword();
-          if (item !== null && STATUS_ITEMS.has(item)) items.push(item as StatusItem);
-          else dec.fail(`unsupported STATUS item ${item ?? ""}`, "unsupported");
-        },
-        "status items",
-        16,
-      );
-      if (items.length === 0) dec.fail("empty STATUS item list");
+      const items = statusAtts(dec);
       return dec.ok ? { tag, name, mailbox, items } : null;
     }
     case "RENAME": {
