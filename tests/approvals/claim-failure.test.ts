@@ -10,21 +10,9 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { Socket } from "node:net";
 import { type ApprovalContext, approve } from "../../src/approvals/service.ts";
 import { TcpRelay } from "../fixtures/tcp-relay.ts";
-import { dataPayload, loggedIn, marker, message, startTestProxy, type TestProxy, upstreams } from "../smtp/helpers.ts";
+import { askManagersRules, holdMessage, marker, startTestProxy, type TestProxy, upstreams } from "../smtp/helpers.ts";
 
-const RULES = `
-[approvals]
-base_url = "http://127.0.0.1:1"
-
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-
-[[rules]]
-name = "outside needs a manager"
-action = "ask"
-operations = ["send"]
-ask_groups = ["managers"]
-`;
+const RULES = askManagersRules("http://127.0.0.1:1");
 
 let relay: TcpRelay;
 let proxy: TestProxy;
@@ -56,17 +44,9 @@ afterAll(async () => {
   await relay.close();
 });
 
-async function hold(to: string, m: string): Promise<string> {
-  const c = await loggedIn(proxy.port);
-  expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
-  expect((await c.command(`RCPT TO:<${to}>`)).code).toBe(250);
-  expect((await c.command("DATA")).code).toBe(354);
-  c.write(dataPayload(message({ From: "alice@mailgator.test", To: to, Subject: `claim ${m}` }, `Hello ${m}\n`)));
-  const r = await c.reply();
-  await c.command("QUIT");
-  const id = /Held for approval as ([0-9a-f]{32})/.exec(r.lines.join(" "))?.[1];
-  if (id === undefined) throw new Error(`not held: ${r.raw}`);
-  return id;
+/** Holds a message to `to` marked `m`: its id. */
+function hold(to: string, m: string): Promise<string> {
+  return holdMessage(proxy.port, to, `claim ${m}`, `Hello ${m}\n`);
 }
 
 test("a claim the state database refuses: nothing sent, still held, the upstream connection closed", async () => {

@@ -10,31 +10,11 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { type ApprovalContext, approve } from "../../src/approvals/service.ts";
 import { approvalPage } from "../../src/approvals/web.ts";
-import {
-  dataPayload,
-  loggedIn,
-  marker,
-  message,
-  startTestProxy,
-  type TestProxy,
-  waitForSink,
-} from "../smtp/helpers.ts";
+import { askManagersRules, holdMessage, marker, startTestProxy, type TestProxy, waitForSink } from "../smtp/helpers.ts";
 
 const BASE = "http://127.0.0.1:1";
 
-const RULES = `
-[approvals]
-base_url = "${BASE}"
-
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-
-[[rules]]
-name = "outside needs a manager"
-action = "ask"
-operations = ["send"]
-ask_groups = ["managers"]
-`;
+const RULES = askManagersRules(BASE);
 
 let proxy: TestProxy;
 let ctx: ApprovalContext;
@@ -48,17 +28,9 @@ afterAll(async () => {
   await proxy.close();
 });
 
-async function hold(to: string, m: string): Promise<string> {
-  const c = await loggedIn(proxy.port);
-  expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
-  expect((await c.command(`RCPT TO:<${to}>`)).code).toBe(250);
-  expect((await c.command("DATA")).code).toBe(354);
-  c.write(dataPayload(message({ From: "alice@mailgator.test", To: to, Subject: `release ${m}` }, `Hello ${m}\n`)));
-  const r = await c.reply();
-  await c.command("QUIT");
-  const id = /Held for approval as ([0-9a-f]{32})/.exec(r.lines.join(" "))?.[1];
-  if (id === undefined) throw new Error(`not held: ${r.raw}`);
-  return id;
+/** Holds a message to `to` marked `m`: its id. */
+function hold(to: string, m: string): Promise<string> {
+  return holdMessage(proxy.port, to, `release ${m}`, `Hello ${m}\n`);
 }
 
 function post(id: string, token: string, action: string): Request {

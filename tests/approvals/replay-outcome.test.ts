@@ -20,10 +20,9 @@ import { type ApprovalContext, approve, recover } from "../../src/approvals/serv
 import { ownerAlive, thisProcess } from "../../src/approvals/store.ts";
 import { SmtpRelay } from "../fixtures/smtp-relay.ts";
 import {
-  dataPayload,
-  loggedIn,
+  askManagersRules,
+  holdMessage,
   marker,
-  message,
   sinkCopies,
   startTestProxy,
   type TestProxy,
@@ -31,19 +30,7 @@ import {
   waitForSink,
 } from "../smtp/helpers.ts";
 
-const RULES = `
-[approvals]
-base_url = "http://127.0.0.1:1"
-
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-
-[[rules]]
-name = "outside needs a manager"
-action = "ask"
-operations = ["send"]
-ask_groups = ["managers"]
-`;
+const RULES = askManagersRules("http://127.0.0.1:1");
 
 let relay: SmtpRelay;
 let proxy: TestProxy;
@@ -67,17 +54,9 @@ afterAll(async () => {
 });
 
 /** A send the rule holds; returns its id. */
-async function hold(to: string, m: string): Promise<string> {
-  const c = await loggedIn(proxy.port);
-  expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
-  expect((await c.command(`RCPT TO:<${to}>`)).code).toBe(250);
-  expect((await c.command("DATA")).code).toBe(354);
-  c.write(dataPayload(message({ From: "alice@mailgator.test", To: to, Subject: `replay ${m}` }, `Hello ${m}\n`)));
-  const r = await c.reply();
-  await c.command("QUIT");
-  const id = /Held for approval as ([0-9a-f]{32})/.exec(r.lines.join(" "))?.[1];
-  if (id === undefined) throw new Error(`not held: ${r.raw}`);
-  return id;
+/** Holds a message to `to` marked `m`: its id. */
+function hold(to: string, m: string): Promise<string> {
+  return holdMessage(proxy.port, to, `replay ${m}`, `Hello ${m}\n`);
 }
 
 /** The audit rows of held message `id`, as [command, decision, reason]. */

@@ -16,7 +16,7 @@ import { freePort } from "../../scripts/upstreams/ports.ts";
 import { ApprovalStore } from "../../src/approvals/store.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { type Served, serveChild } from "../e2e/serve-child.ts";
-import { createMailbox, smtpListener, type TestMailbox, uniqueToken, waitForSink } from "../fixtures/index.ts";
+import { createMailbox, heldId, smtpListener, type TestMailbox, uniqueToken, waitForSink } from "../fixtures/index.ts";
 
 setDefaultTimeout(180_000);
 const WAIT_MS = 60_000;
@@ -122,7 +122,7 @@ test("base_url's name serves the page and its Approve; a rebound name is refused
   });
   const info = await transport.sendMail({ envelope: { from: SENDER, to: [`${token}@corp.test`] }, raw });
   transport.close();
-  const id = /Held for approval as ([0-9a-f]{32})$/.exec(info.response)![1]!;
+  const id = heldId(info.response);
   const path = linkPath(id);
 
   const page = await browser.newPage();

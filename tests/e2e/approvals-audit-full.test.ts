@@ -18,7 +18,7 @@ import { freePort } from "../../scripts/upstreams/ports.ts";
 import { type ApprovalRow, ApprovalStore } from "../../src/approvals/store.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { fillUp, mountTmpfs, unmountTmpfs } from "../fixtures/full-disk.ts";
-import { createMailbox, smtpListener, type TestMailbox, uniqueToken } from "../fixtures/index.ts";
+import { createMailbox, heldId, smtpListener, type TestMailbox, uniqueToken } from "../fixtures/index.ts";
 import { runCli, type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(90_000);
@@ -145,9 +145,7 @@ async function sendHeld(port: number, token: string, text: string): Promise<stri
   } finally {
     transport.close();
   }
-  const id = /Held for approval as ([0-9a-f]{32})/.exec(response)?.[1];
-  if (id === undefined) throw new Error(`not held: ${response}`);
-  return id;
+  return heldId(response);
 }
 
 test("a full audit log: nothing expires without its row, the timer lives on; all of it once it recovers", async () => {

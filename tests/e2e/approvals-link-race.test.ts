@@ -16,7 +16,7 @@ import nodemailer from "nodemailer";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { type ApprovalRow, ApprovalStore } from "../../src/approvals/store.ts";
 import { SealedStore } from "../../src/state/store.ts";
-import { createMailbox, sinkMessages, uniqueToken, upstreams } from "../fixtures/index.ts";
+import { createMailbox, heldId, sinkMessages, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { SmtpRelay } from "../fixtures/smtp-relay.ts";
 import { type Served, serveChild } from "./serve-child.ts";
 
@@ -93,7 +93,7 @@ ask_groups = ["managers"]
     raw: `From: ${sender.address}\r\nTo: ${to}\r\nSubject: race ${token}\r\nX-Test-Token: ${token}\r\n\r\nhello\r\n`,
   });
   transport.close();
-  const id = /Held for approval as ([0-9a-f]{32})/.exec(info.response)![1]!;
+  const id = heldId(info.response);
 
   // The second decider, on the same state database (what `mailgator approvals approve` opens).
   const state = SealedStore.open(statePath, { secretsFile, env: {}, create: false })!;

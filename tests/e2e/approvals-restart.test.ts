@@ -13,7 +13,7 @@ import { freePort } from "../../scripts/upstreams/ports.ts";
 import { ApprovalStore } from "../../src/approvals/store.ts";
 import { AuditLog } from "../../src/audit/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
-import { createMailbox, smtpListener, type TestMailbox, uniqueToken } from "../fixtures/index.ts";
+import { createMailbox, heldId, smtpListener, type TestMailbox, uniqueToken } from "../fixtures/index.ts";
 import { type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(60_000);
@@ -124,9 +124,7 @@ async function hold(served: Served, token: string): Promise<string> {
   expect(await say("DATA")).toStartWith("354");
   const final = await say(`From: ${SENDER}\r\nTo: ${token}@outside.example\r\nSubject: ${token}\r\n\r\nHello\r\n.`);
   socket.end();
-  const m = /Held for approval as ([0-9a-f]{32})/.exec(final);
-  if (m === null) throw new Error(`not held: ${final}`);
-  return m[1]!;
+  return heldId(final);
 }
 
 /** Runs `f` on the state database's approvals (serve stopped, or alongside it: SQLite in WAL mode). */

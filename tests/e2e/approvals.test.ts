@@ -29,7 +29,7 @@ import { DECISION_WIND_UP_MS } from "../../src/approvals/web.ts";
 import { SHUTDOWN_GRACE_MS } from "../../src/net/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { hashToken } from "../../src/vault/token.ts";
-import { createMailbox, sinkMessages, type TestMailbox, uniqueToken, upstreams } from "../fixtures/index.ts";
+import { createMailbox, heldId, sinkMessages, type TestMailbox, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { authorizationCodeFlow, control, oauthServer, storeIssuedTokens } from "../fixtures/oauth.ts";
 import { SmtpRelay as Relay } from "../fixtures/smtp-relay.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
@@ -244,12 +244,6 @@ async function send(port: number, auth: Auth, from: string, to: string, raw: Buf
   } finally {
     transport.close();
   }
-}
-
-function heldId(response: string): string {
-  const m = /Held for approval as ([0-9a-f]{32})/.exec(response);
-  if (m === null) throw new Error(`not held: ${response}`);
-  return m[1]!;
 }
 
 /** Holds one message to an outside address: its id, token and bytes. */

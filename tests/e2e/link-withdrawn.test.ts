@@ -12,7 +12,7 @@ import { dirname, join } from "node:path";
 import nodemailer from "nodemailer";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
-import { smtpListener, uniqueToken, upstreams } from "../fixtures/index.ts";
+import { heldId, smtpListener, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { tempRoot } from "../fixtures/temp.ts";
 import { sinkCopies } from "../smtp/helpers.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
@@ -88,9 +88,7 @@ async function sendHeld(port: number, token: string, tag: string): Promise<strin
       subject: tag,
       text: `Hello ${tag}\n`,
     });
-    const id = /Held for approval as ([0-9a-f]{32})/.exec(info.response)?.[1];
-    expect(id).toBeDefined();
-    return id!;
+    return heldId(info.response);
   } finally {
     transport.close();
   }

@@ -15,7 +15,7 @@ import { freePort } from "../../scripts/upstreams/ports.ts";
 import { ApprovalStore } from "../../src/approvals/store.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { hashToken } from "../../src/vault/token.ts";
-import { uniqueToken, upstreams } from "../fixtures/index.ts";
+import { heldId, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
 import { type Served, serveChild } from "./serve-child.ts";
 
@@ -104,9 +104,7 @@ ask_groups = ["managers"]
         subject: `${tag} ${m}`,
         text: `Hello ${tag} ${m}\n`,
       });
-      const id = /Held for approval as ([0-9a-f]{32})/.exec(info.response)?.[1];
-      expect(id).toBeDefined();
-      return id!;
+      return heldId(info.response);
     } finally {
       transport.close();
     }

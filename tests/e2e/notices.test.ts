@@ -11,7 +11,7 @@ import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { userMaildir } from "../../scripts/upstreams/layout.ts";
 import { freePort } from "../../scripts/upstreams/ports.ts";
-import { smtpListener, uniqueToken, upstreams } from "../fixtures/index.ts";
+import { heldId, smtpListener, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { tempRoot } from "../fixtures/temp.ts";
 import { sinkCopies } from "../smtp/helpers.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
@@ -91,9 +91,7 @@ ask_groups = ["managers"]
         subject: `${tag} ${m}`,
         text: `Hello ${tag} ${m}\n`,
       });
-      const id = /Held for approval as ([0-9a-f]{32})/.exec(info.response)?.[1];
-      expect(id).toBeDefined();
-      return id!;
+      return heldId(info.response);
     };
 
     const approved = await send("approved");
@@ -181,7 +179,7 @@ ask_groups = ["managers"]
         subject: `${tag} ${m}`,
         text: `Hello ${tag} ${m}\n`,
       });
-      return /Held for approval as ([0-9a-f]{32})/.exec(info.response)![1]!;
+      return heldId(info.response);
     };
     const first = await send("first");
     const [one] = await waitFor("notices", () => noticesIn(up.sink, first), 1);

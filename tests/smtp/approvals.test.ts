@@ -15,6 +15,7 @@ import { type AuditEvent, AuditLog } from "../../src/audit/index.ts";
 import { approvals } from "../../src/cli/commands/approvals.ts";
 import { MAX_HELD_PER_AGENT } from "../../src/smtp/limits.ts";
 import { fillAgain, freeSpace, fullAuditLog, healthyAgain, rowsAbout, syncFailingLog } from "../audit/unhealthy.ts";
+import { heldId } from "../fixtures/index.ts";
 import {
   bodyOf,
   dataPayload,
@@ -90,12 +91,6 @@ async function send(to: string, m: string, extra = ""): Promise<{ code: number; 
 const UNAVAILABLE = "the audit log cannot be written; try again later";
 /** The claim of a process that is gone (ApprovalStore.claim's owner): a pid above Linux's largest. */
 const GONE = "4194305:1";
-
-function heldId(text: string): string {
-  const m = /Held for approval as ([0-9a-f]{32})$/.exec(text);
-  if (m === null) throw new Error(`not held: ${text}`);
-  return m[1]!;
-}
 
 /** What `mailgator approvals` decides with: a proxy's config, state database and audit log. */
 function cliContext(p: TestProxy): ApprovalContext {

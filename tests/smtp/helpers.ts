@@ -21,6 +21,7 @@ import { type SmtpProxy, startSmtpProxy } from "../../src/smtp/index.ts";
 import type { SessionLimits } from "../../src/smtp/limits.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { hashToken } from "../../src/vault/token.ts";
+import { heldId } from "../fixtures/delivery.ts";
 import { RawSocket } from "../fixtures/raw-socket.ts";
 
 // End-to-end tests wait for Postfix deliveries and Dovecot's ~2 s delay after a failed login.
@@ -253,6 +254,38 @@ export function message(headers: Record<string, string>, body: string): string {
 }
 
 /** Dot-stuffs and terminates a message for DATA. */
+/**
+ * The approvals setup several tests share: links on `baseUrl`, a group `managers` (boss@corp.test) and one rule by
+ * which every send asks them.
+ */
+export function askManagersRules(baseUrl: string): string {
+  return `
+[approvals]
+base_url = "${baseUrl}"
+
+[approvals.groups.managers]
+recipients = ["boss@corp.test"]
+
+[[rules]]
+name = "outside needs a manager"
+action = "ask"
+operations = ["send"]
+ask_groups = ["managers"]
+`;
+}
+
+/** Sends one message as alice through the SMTP proxy on `port`, to `to`; the id it was held under. */
+export async function holdMessage(port: number, to: string, subject: string, body: string): Promise<string> {
+  const c = await loggedIn(port);
+  expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+  expect((await c.command(`RCPT TO:<${to}>`)).code).toBe(250);
+  expect((await c.command("DATA")).code).toBe(354);
+  c.write(dataPayload(message({ From: "alice@mailgator.test", To: to, Subject: subject }, body)));
+  const r = await c.reply();
+  await c.command("QUIT");
+  return heldId(r.lines.join(" "));
+}
+
 export function dataPayload(text: string): string {
   const stuffed = text.replace(/(^|\r\n)\./g, "$1..");
   return `${stuffed}${stuffed.endsWith("\r\n") || stuffed === "" ? "" : "\r\n"}.\r\n`;

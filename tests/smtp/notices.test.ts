@@ -15,6 +15,7 @@ import { approvalPage } from "../../src/approvals/web.ts";
 import type { AuditRow } from "../../src/audit/index.ts";
 import { decodeEncodedWords } from "../../src/mail/encoded-words.ts";
 import { generateToken } from "../../src/vault/token.ts";
+import { heldId } from "../fixtures/index.ts";
 import {
   dataPayload,
   loggedIn,
@@ -265,7 +266,7 @@ describe("vault mode without notify_account", () => {
       c.write(dataPayload(message({ From: ALICE(), To: `v-${m}@outside.example`, Subject: `vault ${m}` }, "Hi\n")));
       const r = await c.reply();
       await c.command("QUIT");
-      const id = /Held for approval as ([0-9a-f]{32})/.exec(r.lines.join(" "))![1]!;
+      const id = heldId(r.lines.join(" "));
       const [n] = await waitFor("the notice", () => sinkNotices(id), 1);
       expect(n!.fields.find((f) => f.name === "from")?.value).toBe(`Mailgator <${ALICE()}>`);
       expect(n!.body).not.toContain("?t=");
