@@ -248,16 +248,19 @@ export class ImapSession implements LoginSession, CompressSession {
   /**
    * After a reload: a session whose agent was removed, whose token, account, account credentials or upstream
    * changed, whose address the agent's `allowed_ips` no longer hold, or that logged in pass-through while the
-   * config is now in vault mode, ends now with `* BYE` (RFC 3501 §7.1.5); so does one whose selected mailbox the
-   * new rules would show otherwise (`followReload`). Returns true then. Others take the new rules at their next
-   * command.
+   * config is now in vault mode, ends with `* BYE` (RFC 3501 §7.1.5), after the reply of a command under way; one
+   * whose selected mailbox the new rules would show otherwise (`followReload`) ends at once, command or not, whatever
+   * else ends it: not one more byte of a FETCH under way is sent about a folder the new rules show otherwise
+   * (docs/operations.md "Reload"). Returns true then. Others take the new rules at their next command.
    */
   reloaded(): boolean {
     const c = this.#credentials;
     if (c === null || this.#closed) return false;
     const upstreamChanged = !sameUpstream(c.upstream, this.ctx.upstream);
     const why = reloadEndReason(this.ctx.config, c.login, this.conn.remoteAddress, upstreamChanged);
-    if (why === null) return !this.followReload();
+    // The view first: an agent removed with the rules that named it must not be shown the rest of its FETCH.
+    if (!this.followReload()) return true;
+    if (why === null) return false;
     this.#endByReloadSoon(why);
     return true;
   }
