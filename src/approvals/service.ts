@@ -6,13 +6,14 @@
  */
 
 import { randomBytes } from "node:crypto";
-import type { AccountCredentials } from "../accounts/index.ts";
+import { type AccountCredentials, accountLoginKey } from "../accounts/index.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import { agentMailboxes } from "../config/index.ts";
 import { ownEntry } from "../config/names.ts";
-import type { Config } from "../config/types.ts";
+import type { AccountConfig, Config } from "../config/types.ts";
 import { errorMessage, moduleLogger } from "../log.ts";
 import { parseHeaderFields, readOriginators } from "../mail/index.ts";
+import { sameUpstream, type UpstreamTarget } from "../net/index.ts";
 import { originatorProblem, senderNotIdentity, sessionIdentities } from "../smtp/decide.ts";
 import { smtpUpstreamTarget } from "../smtp/index.ts";
 import { SPOOL_BLOCK } from "../smtp/spool.ts";
@@ -142,12 +143,18 @@ function source(message: Buffer): MessageSource {
   };
 }
 
+/** What an approval logs in upstream with: the server, and the account (null: the stored pass-through login). */
+interface SenderLogin {
+  readonly target: UpstreamTarget;
+  readonly account: AccountConfig | null;
+}
+
 /**
- * Connects and logs in upstream as the held message's sender: the agent's stored login (pass-through), the
- * account's password, or an OAuth2 access token from the token manager, refreshed when the upstream refuses the
- * cached one (openAccountUpstream, the same code the proxy's sessions log in with).
+ * Throws unless the config in force still lets the held message be sent as it was held: its login's mode, its agent
+ * with the same token and account (vault), its account, and its sender and authors among the identities. Returns
+ * what the upstream login is made with.
  */
-async function login(ctx: ApprovalContext, held: HeldMessage, signal: AbortSignal | null): Promise<UpstreamSession> {
+function checkSender(ctx: ApprovalContext, held: HeldMessage): SenderLogin {
   const smtp = ctx.config.smtp;
   if (smtp === null) throw new Error("the config has no [smtp] section to send through");
   const target = smtpUpstreamTarget(smtp);
@@ -157,7 +164,7 @@ async function login(ctx: ApprovalContext, held: HeldMessage, signal: AbortSigna
     if (ctx.config.agents.length > 0)
       throw new Error("the proxy now takes agent tokens only: a message held in pass-through mode is not sent");
     stillAnIdentity(held, sessionIdentities(held.credentials.username, smtp.identities));
-    return UpstreamSession.open(target, held.credentials, signal);
+    return { target, account: null };
   }
   // Vault mode: the agent that sent it must still be configured, with the same token and account, as a reload ends
   // its sessions otherwise (docs/operations.md "Reload"); a revoked agent's or token's held messages are not sent.
@@ -171,7 +178,41 @@ async function login(ctx: ApprovalContext, held: HeldMessage, signal: AbortSigna
   const account = held.account === null ? undefined : ownEntry(ctx.config.accounts, held.account);
   if (account === undefined) throw new Error(`account ${JSON.stringify(held.account)} is no longer configured`);
   stillAnIdentity(held, sessionIdentities(account.username, account.identities));
-  return openAccountUpstream(target, account, ctx.credentials, signal);
+  return { target, account };
+}
+
+/**
+ * Connects and logs in upstream as the held message's sender (`checkSender` first): the agent's stored login
+ * (pass-through), the account's password, or an OAuth2 access token from the token manager, refreshed when the
+ * upstream refuses the cached one (openAccountUpstream, the same code the proxy's sessions log in with).
+ */
+async function login(
+  ctx: ApprovalContext,
+  held: HeldMessage,
+  signal: AbortSignal | null,
+): Promise<{ upstream: UpstreamSession; made: SenderLogin }> {
+  const made = checkSender(ctx, held);
+  const upstream =
+    made.account === null
+      ? await UpstreamSession.open(made.target, held.credentials!, signal)
+      : await openAccountUpstream(made.target, made.account, ctx.credentials, signal);
+  return { upstream, made };
+}
+
+/**
+ * After the login, in the claim's turn: a reload that came while it connected is judged as one that came before it
+ * (docs/approvals.md "Deciding"): the checks again, under the config in force, and the login made with what that
+ * config still names (the same server and account login, as the proxy's sessions must keep, docs/operations.md
+ * "Reload"). Throws the reason otherwise: nothing is sent.
+ */
+function stillSender(ctx: ApprovalContext, held: HeldMessage, made: SenderLogin): void {
+  const now = checkSender(ctx, held);
+  const sameAccount =
+    now.account === null || made.account === null
+      ? now.account === made.account
+      : accountLoginKey(now.account) === accountLoginKey(made.account);
+  if (!sameUpstream(now.target, made.target) || !sameAccount)
+    throw new Error("a reload changed the upstream server or the account's login while the approval logged in");
 }
 
 /**
@@ -256,11 +297,18 @@ export async function approve(
   }
   if (pending !== null) {
     try {
-      const opened = await login(ctx, pending, signal ?? null);
+      const { upstream: opened, made } = await login(ctx, pending, signal ?? null);
       if (signal?.aborted === true) {
         // Logged in just as the process began to stop: nothing is claimed.
         await opened.quit().catch(() => {});
         throw new Error(SHUTTING_DOWN);
+      }
+      try {
+        // Nothing awaits from here to the claim: the config judged here is the one in force when it is claimed.
+        stillSender(ctx, pending, made);
+      } catch (e) {
+        await opened.quit().catch(() => {});
+        throw e;
       }
       upstream = opened;
     } catch (e) {

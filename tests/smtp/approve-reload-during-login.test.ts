@@ -1,0 +1,127 @@
+/**
+ * A reload while an approval logs in upstream (docs/approvals.md "Deciding", docs/operations.md "Reload"), against
+ * Postfix: the held message's agent, token and identities are checked against the config in force when the message
+ * is claimed, not only before the login. A reload that removes the agent, rotates its token, takes its identity or
+ * changes the upstream while the approval connects sends nothing; the message stays held.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { type ApprovalContext, approve } from "../../src/approvals/service.ts";
+import type { Config } from "../../src/config/index.ts";
+import { TcpRelay } from "../fixtures/tcp-relay.ts";
+import {
+  dataPayload,
+  marker,
+  message,
+  sinkCopies,
+  startTestProxy,
+  type TestProxy,
+  upstreams,
+  vaultClient,
+  vaultConfig,
+} from "./helpers.ts";
+
+const RULES = `
+[approvals]
+base_url = "http://127.0.0.1:1"
+
+[approvals.groups.managers]
+recipients = ["boss@corp.test"]
+
+[[rules]]
+name = "outside needs a manager"
+action = "ask"
+operations = ["send"]
+ask_groups = ["managers"]
+`;
+const TOKEN = "mg_approve-during-reload-token-0123456789";
+
+let proxy: TestProxy;
+/** What the relay does when an approval connects upstream through it: the reload under test. */
+let onConnect: () => void = () => {};
+let relay: TcpRelay;
+
+beforeAll(async () => {
+  proxy = await startTestProxy({ rules: vaultConfig(RULES, TOKEN), approvals: true });
+  const up = upstreams();
+  relay = await TcpRelay.start({ host: up.host, port: up.ports.smtp }, () => {
+    onConnect();
+    return {};
+  });
+});
+
+afterAll(async () => {
+  await relay?.close();
+  await proxy?.close();
+});
+
+/** Holds one message of the agent `bot`; returns its id and the text that marks it in the sink. */
+async function held(): Promise<{ id: string; m: string }> {
+  const m = marker();
+  const user = upstreams().users[0]!;
+  const c = await vaultClient(proxy.port, TOKEN);
+  expect((await c.command(`MAIL FROM:<${user.user}>`)).code).toBe(250);
+  expect((await c.command(`RCPT TO:<reload-${m}@outside.example>`)).code).toBe(250);
+  expect((await c.command("DATA")).code).toBe(354);
+  c.write(dataPayload(message({ From: user.user, Subject: m }, `Hello ${m}\n`)));
+  const text = (await c.reply()).lines.join(" ");
+  await c.command("QUIT");
+  const id = /Held for approval as ([0-9a-f]{32})$/.exec(text)?.[1];
+  if (id === undefined) throw new Error(`not held: ${text}`);
+  return { id, m };
+}
+
+const user = () => upstreams().users[0]!;
+for (const [what, reloaded, reason] of [
+  ["the agent removed", (c: Config): Config => ({ ...c, agents: [] }), "the agent bot is no longer configured"],
+  [
+    "its token rotated",
+    (c: Config): Config => ({ ...c, agents: c.agents.map((a) => ({ ...a, tokenHash: `sha256:${"0".repeat(64)}` })) }),
+    "the agent bot's token changed after the message was held",
+  ],
+  [
+    "the sender no longer an identity (the account's username changed)",
+    (c: Config): Config => ({
+      ...c,
+      accounts: { main: { ...c.accounts["main"]!, username: "someone-else@mailgator.test" } as never },
+    }),
+    `the sender ${user().user} is no longer one of this account's identities`,
+  ],
+  [
+    "the upstream changed (its certificate no longer checked)",
+    (c: Config): Config => ({ ...c, smtp: { ...c.smtp!, upstreamTlsSkipVerify: true } }),
+    "a reload changed the upstream server or the account's login while the approval logged in",
+  ],
+] as const) {
+  test(`${what} while the approval logs in upstream: nothing sent, still held`, async () => {
+    const { id, m } = await held();
+    // The approval sends through the relay, which puts the reload in force as the approval connects.
+    const before: Config = {
+      ...proxy.config,
+      smtp: { ...proxy.config.smtp!, upstreamAddr: { host: "127.0.0.1", port: relay.port } },
+    };
+    let config = before;
+    onConnect = () => {
+      config = reloaded(before);
+    };
+    const ctx: ApprovalContext = {
+      get config() {
+        return config;
+      },
+      store: proxy.approvals!,
+      audit: proxy.audit,
+      protocol: "cli",
+    };
+    try {
+      expect(await approve(ctx, id, "test")).toEqual({ outcome: "not-sent", reason });
+    } finally {
+      onConnect = () => {};
+    }
+    expect(proxy.approvals!.row(id)!.state).toBe("held");
+    await Bun.sleep(1000);
+    expect(sinkCopies(`Hello ${m}`)).toHaveLength(0);
+    const rows = (await proxy.rows()).filter((r) => r.command === "APPROVE" && r.target === id);
+    expect(rows.map((r) => [r.decision, r.reason])).toEqual([
+      ["error", `approved by test; not sent, still held: ${reason}`],
+    ]);
+  });
+}
