@@ -7,6 +7,7 @@
 
 import { readableText } from "../mail/index.ts";
 import type { Operation, Policy } from "../policy/index.ts";
+import { FOLDER_RIGHTS_CHARS, FOLDER_RIGHTS_ENTRIES } from "./limits.ts";
 import { isInbox } from "./wire/index.ts";
 
 export class FolderNames {
@@ -175,11 +176,15 @@ export function globMatch(
   return row[n] === 1;
 }
 
-/** What the agent may do in one folder, evaluated once per folder and session. */
+/**
+ * What the agent may do in one folder, evaluated once per folder and session while FOLDER_RIGHTS_ENTRIES and
+ * FOLDER_RIGHTS_CHARS allow: past either, what was remembered is forgotten (docs/reliability.md "Long runs").
+ */
 export class FolderRights {
   readonly #policy: Policy;
   readonly #agent: string | null;
   readonly #cache = new Map<string, boolean>();
+  #chars = 0;
 
   constructor(policy: Policy, agent: string | null) {
     this.#policy = policy;
@@ -200,9 +205,22 @@ export class FolderRights {
     let v = this.#cache.get(key);
     if (v === undefined) {
       v = compute();
-      this.#cache.set(key, v);
+      if (this.#cache.size >= FOLDER_RIGHTS_ENTRIES || this.#chars + key.length > FOLDER_RIGHTS_CHARS) {
+        this.#cache.clear();
+        this.#chars = 0;
+      }
+      // A name longer than the whole bound is evaluated each time, never remembered.
+      if (key.length <= FOLDER_RIGHTS_CHARS) {
+        this.#cache.set(key, v);
+        this.#chars += key.length;
+      }
     }
     return v;
+  }
+
+  /** Folder answers remembered now, and the characters of their keys (tests; docs/reliability.md "Long runs"). */
+  get remembered(): { readonly entries: number; readonly chars: number } {
+    return { entries: this.#cache.size, chars: this.#chars };
   }
 
   /** May the agent do `op` in this folder (folder-level rules only; message rules are refused at start). */

@@ -22,6 +22,18 @@ export const DEFAULT_TIMEOUTS: UpstreamTimeouts = { connectMs: 10_000, handshake
  */
 export const LOGIN_THROTTLE = { stepMs: 500, maxMs: 10_000, windowMs: 15 * 60_000, maxTracked: 10_000 };
 
+/**
+ * The rules' answers a session remembers per folder name (`FolderRights`, src/imap/folders.ts): a LIST of a large
+ * mailbox asks each folder once. Keyed by the names the agent asks about, which it chooses (STATUS or SELECT of any
+ * name, up to MAX_LINE long), so a session that lasts for months would otherwise keep every name it ever asked
+ * about (120 MB for 2,000 STATUS of 60,000-character names). Cleared when either bound is passed; forgetting costs
+ * only evaluating the rules again (docs/reliability.md "Long runs").
+ */
+export const FOLDER_RIGHTS_ENTRIES = 4096;
+
+/** Characters of folder names `FolderRights` remembers at most (cleared past it, as at FOLDER_RIGHTS_ENTRIES). */
+export const FOLDER_RIGHTS_CHARS = 256 * 1024;
+
 /** Renew upstream IDLE this often (RFC 2177 §3: servers may end an IDLE after 30 minutes). */
 export const IDLE_RENEW_MS = 25 * 60 * 1000;
 
