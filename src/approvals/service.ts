@@ -570,6 +570,10 @@ export function expireDue(ctx: ApprovalContext, now = Date.now()): ApprovalRow[]
       }
   const due = ctx.store.expireDue(now);
   removeOrphans(ctx);
+  // Rows of messages decided long ago (DECIDED_APPROVALS_KEPT_MS): the table would otherwise grow for as long as
+  // serve runs, and this check reads it every minute (docs/reliability.md "Long runs").
+  const pruned = ctx.store.pruneDecided(now);
+  if (pruned > 0) moduleLogger("approvals").info(`approvals: ${pruned} row(s) of messages decided long ago removed`);
   // Every row is queued before anything else runs: none can be refused, and one notice cannot hold up another's row.
   for (const row of due)
     void written(ctx, approvalEvent(ctx, row, "APPROVAL EXPIRED", "deny", "no decision before it expired"));

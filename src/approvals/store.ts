@@ -37,6 +37,16 @@ export const HELD_PART_BYTES = 1024 * 1024;
  */
 export const ORPHAN_PART_AGE_MS = 10 * 60 * 1000;
 
+/**
+ * How long the `approvals` table keeps a decided message's row (sent, failed, denied, expired) after its decision: a
+ * month, counted back from the older of the expiry check's clock and the newest change in the table (a message
+ * held or decided), so that a clock far ahead for a moment takes nothing the right clock would keep and the table
+ * only sheds rows while new ones come (docs/approvals.md "Limits"). Each held message leaves a row, and `approvals
+ * list` and the expiry check read them all; the audit log keeps every decision for as long as its `retention_days`.
+ * Rows held, being sent, or needing a check are never taken.
+ */
+export const DECIDED_APPROVALS_KEPT_MS = 30 * 24 * 3600_000;
+
 /** The id of part `n` of held message `id`. Ids are hex (ID_PATTERN), so `<id>.` and `<id>/` bound its parts. */
 function partId(id: string, n: number): string {
   return `${id}.${n}`;
@@ -576,6 +586,20 @@ export class ApprovalStore {
       for (const r of due) this.#finish(r.id, "expired", null, "no decision before it expired", null, now);
       return due;
     });
+  }
+
+  /**
+   * Deletes the rows of messages decided DECIDED_APPROVALS_KEPT_MS or longer before the older of `now` and the newest
+   * change in the table (a message held or decided), and returns how many: sent, failed, denied and expired ones,
+   * whose records and notices went at the decision. Held, sending and needs-check rows stay whatever their age.
+   */
+  pruneDecided(now = Date.now()): number {
+    return this.state.db
+      .query(
+        `DELETE FROM approvals WHERE state IN ('sent', 'failed', 'denied', 'expired')
+           AND updated <= MIN(?1, (SELECT MAX(updated) FROM approvals)) - ?2`,
+      )
+      .run(now, DECIDED_APPROVALS_KEPT_MS).changes;
   }
 
   /**
