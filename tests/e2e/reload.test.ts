@@ -120,6 +120,8 @@ test("SIGHUP: a session opened before gets the new rules at its next command; PI
     writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "deny"));
     const line = await hup(served);
     expect(line).toMatch(/reloaded .*config revision [0-9a-f]{16} -> [0-9a-f]{16}/);
+    // The line names the file that was read, not an object (`reloaded [object Object]: ...`).
+    expect(line).toContain(`reloaded ${file}: config revision`);
     c.send("a2 EXAMINE INBOX");
     await c.waitFor(/^a2 NO/m);
     expect(served.proc.exitCode).toBeNull();

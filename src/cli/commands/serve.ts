@@ -615,8 +615,9 @@ export function reload(
     }
   }
   for (const w of warnings) log.warn(w);
+  const path = typeof file === "string" ? file : file.path;
   log.info(
-    `reloaded ${errors.length > 0 ? "in part " : ""}${file}: config revision ${previous.revision} -> ${next.revision}` +
+    `reloaded ${errors.length > 0 ? "in part " : ""}${path}: config revision ${previous.revision} -> ${next.revision}` +
       (sessionsEnded > 0 ? `, ${sessionsEnded} session(s) ended` : ""),
   );
   return {
