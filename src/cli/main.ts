@@ -33,9 +33,10 @@ Usage:
                                      which rule decides a request, and why
   mailgator audit [-c FILE]          read the audit log
   mailgator token new NAME           a new agent token (vault mode)
-  mailgator account login NAME -c FILE   first OAuth2 login of an account
-  mailgator account status -c FILE   each account's login state
-  mailgator approvals list -c FILE   messages held for approval (also show,
+  mailgator account login NAME [-c FILE]
+                                     first OAuth2 login of an account
+  mailgator account status [-c FILE] each account's login state
+  mailgator approvals list [-c FILE] messages held for approval (also show,
                                      approve, deny ID)
   mailgator mcp --agent NAME [-c FILE]
                                      an MCP server on stdio: mail tools for one

@@ -93,3 +93,32 @@ test("the compiled executable finds ./mailgator.toml without -c", () => {
   expect(none.stderr.toString()).toContain(join(scratch, "empty", "mailgator.toml"));
   expect(none.stderr.toString()).toContain("/etc/mailgator/mailgator.toml");
 });
+
+test("approvals and account find the config as every other command does (README, docs/install.md)", () => {
+  const env: Record<string, string | undefined> = { ...process.env };
+  delete env["MAILGATOR_CONFIG"];
+  const main = join(ROOT, "src/cli/main.ts");
+  const commands = [
+    ["approvals", "list"],
+    ["account", "status"],
+  ];
+  for (const command of commands) {
+    for (const [cwd, extra] of [
+      [here, {}],
+      [join(scratch, "empty"), { MAILGATOR_CONFIG: other }],
+    ] as const) {
+      for (const argv of [
+        [process.execPath, main, ...command],
+        [exe, ...command],
+      ]) {
+        const run = Bun.spawnSync(argv, { cwd, env: { ...env, ...extra }, stdout: "pipe", stderr: "pipe" });
+        expect({ argv: argv.slice(-2), cwd, stderr: run.stderr.toString(), code: run.exitCode }).toEqual({
+          argv: command,
+          cwd,
+          stderr: "",
+          code: 0,
+        });
+      }
+    }
+  }
+});

@@ -6,10 +6,10 @@ import { ensureSchema, readStatus, saveTokens, TOKEN_KIND } from "../../accounts
 import { type AccountConfig, type Config, loadConfig, type OAuth2AccountConfig, ownEntry } from "../../config/index.ts";
 import { escapes, terminalJson } from "../../mail/display.ts";
 import { SealedStore } from "../../state/store.ts";
-import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required, UsageError } from "../args.ts";
+import { type CommandContext, configOf, EXIT_FAILURE, EXIT_OK, parse, UsageError } from "../args.ts";
 
-export const usage = `Usage: mailgator account login NAME -c FILE [--paste | --device]
-       mailgator account status [NAME] -c FILE [--json]
+export const usage = `Usage: mailgator account login NAME [-c FILE] [--paste | --device]
+       mailgator account status [NAME] [-c FILE] [--json]
 
 login: gets the first OAuth2 grant of [accounts.NAME] (auth = "oauth2") and
 stores its tokens sealed in the state database. It prints a URL to open in a
@@ -23,7 +23,8 @@ status: each account's state (ok, expires in, needs re-authorization, last
 error). It never prints a token.
 
 Options:
-  -c, --config FILE   the config file
+  -c, --config FILE   the config file (default: $MAILGATOR_CONFIG, else
+                      ./mailgator.toml, else /etc/mailgator/mailgator.toml)
       --json          status as JSON
   -h, --help          this help`;
 
@@ -225,12 +226,12 @@ export async function account(ctx: CommandContext): Promise<number> {
     if (name === undefined) throw new UsageError("account login needs the account's NAME", usage);
     if (values.paste && values.device) throw new UsageError("give --paste or --device, not both", usage);
     if (values.json) throw new UsageError("--json is for account status", usage);
-    const config = loadConfig(required(values.config, "--config", usage), { env: ctx.env });
+    const config = loadConfig(configOf(ctx, values.config), { env: ctx.env });
     return login(ctx, config, name, values.device ? "device" : values.paste ? "paste" : "loopback");
   }
   if (verb === "status") {
     if (values.paste || values.device) throw new UsageError("--paste and --device are for account login", usage);
-    const config = loadConfig(required(values.config, "--config", usage), { env: ctx.env });
+    const config = loadConfig(configOf(ctx, values.config), { env: ctx.env });
     return status(ctx, config, name, values.json === true);
   }
   throw new UsageError("expected: account login NAME, or account status [NAME]", usage);

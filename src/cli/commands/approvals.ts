@@ -11,12 +11,12 @@ import { loadConfig } from "../../config/index.ts";
 import { moduleLogger } from "../../log.ts";
 import { clean, escapes, terminalJson } from "../../mail/index.ts";
 import { SealedStore } from "../../state/store.ts";
-import { type CommandContext, EXIT_FAILURE, EXIT_OK, parse, required, UsageError } from "../args.ts";
+import { type CommandContext, configOf, EXIT_FAILURE, EXIT_OK, parse, UsageError } from "../args.ts";
 
-export const usage = `Usage: mailgator approvals list -c FILE [--json]
-       mailgator approvals show ID -c FILE [--json]
-       mailgator approvals approve ID -c FILE [--json]
-       mailgator approvals deny ID [--reason TEXT] -c FILE [--json]
+export const usage = `Usage: mailgator approvals list [-c FILE] [--json]
+       mailgator approvals show ID [-c FILE] [--json]
+       mailgator approvals approve ID [-c FILE] [--json]
+       mailgator approvals deny ID [--reason TEXT] [-c FILE] [--json]
 
 Messages an "ask" rule held for approval. Works while serve runs (same state
 database). approve sends the stored message upstream exactly as the agent
@@ -29,7 +29,8 @@ While the audit log cannot be written, nothing is approved or denied: the
 message stays as it was, and the command says so.
 
 Options:
-  -c, --config FILE   the config file
+  -c, --config FILE   the config file (default: $MAILGATOR_CONFIG, else
+                      ./mailgator.toml, else /etc/mailgator/mailgator.toml)
       --reason TEXT   why it was denied (recorded in the audit log)
       --json          JSON output
   -h, --help          this help`;
@@ -72,7 +73,7 @@ export async function approvals(ctx: CommandContext): Promise<number> {
   if (verb === "list" ? id !== undefined : id === undefined || !ID_PATTERN.test(id))
     throw new UsageError(verb === "list" ? "list takes no ID" : `${verb} needs an ID (32 hex digits)`, usage);
   if (values.reason !== undefined && verb !== "deny") throw new UsageError("--reason is for deny", usage);
-  const config = loadConfig(ctx.config ?? required(values.config, "--config", usage), { env: ctx.env });
+  const config = loadConfig(configOf(ctx, values.config), { env: ctx.env });
   const state = SealedStore.open(config.state.path, {
     secretsFile: config.state.secretsFile,
     env: ctx.env,

@@ -15,7 +15,8 @@ force). Exit 0 reloaded, 1 not reloaded (or not the revision read from
 FILE), 2 the file does not load (nothing was sent).
 
 Options:
-  -c, --config FILE        the config file
+  -c, --config FILE        the config file (default: $MAILGATOR_CONFIG, else
+                           ./mailgator.toml, else /etc/mailgator/mailgator.toml)
   -h, --help               this help`;
 
 /** How long to wait for serve to write the outcome of the reload. */
