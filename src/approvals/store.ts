@@ -441,6 +441,11 @@ export class ApprovalStore {
     return r.n;
   }
 
+  /** Messages held now, waiting for a decision (the `mailgator_approvals_held` gauge, docs/operations.md). */
+  heldNow(): number {
+    return (this.state.db.query("SELECT COUNT(*) AS n FROM approvals WHERE state = 'held'").get() as { n: number }).n;
+  }
+
   row(id: string): ApprovalRow | null {
     const r = this.state.db.query("SELECT * FROM approvals WHERE id = ?").get(id) as RawRow | null;
     return r === null ? null : toRow(r);

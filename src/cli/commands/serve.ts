@@ -293,7 +293,7 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
     if (released > 0)
       log.info(`approvals: ${released} link(s) in use when the process stopped work again (their messages are held)`);
     linkContext = actx;
-    lookAfterHeld(actx, () => setHeldApprovals(store.list().filter((r) => r.state === "held").length));
+    lookAfterHeld(actx, () => setHeldApprovals(store.heldNow()));
     // Approvers not told before the last stop (or crash) are told now; expired messages were just expired
     // (docs/approvals.md "Notices").
     const owed = notices.resume();
@@ -410,6 +410,13 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
           auditRowsWritten.setTotal({}, audit.written);
           auditRowsQueued.set({}, audit.queued);
           auditHealthy.set({}, audit.healthy ? 1 : 0);
+          // Read at each scrape: a send held or decided since (by this process, the CLI or the page) counts now.
+          // A read that fails (the database busy) leaves the last value: the scrape itself must still answer.
+          try {
+            if (approvals !== null) setHeldApprovals(approvals.heldNow());
+          } catch (e) {
+            log.warn(`metrics: cannot count the held approvals: ${errorMessage(e)}`);
+          }
         },
         // The approval links' host, as the config in force names it: a reverse proxy may pass it on as the Host.
         hostNames: () =>
