@@ -8,13 +8,13 @@
 
 import { randomBytes } from "node:crypto";
 import { statSync } from "node:fs";
-import { userInfo } from "node:os";
 import { resolve } from "node:path";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
 import pkg from "../../package.json" with { type: "json" };
 import { type AuditEvent, AuditLog, type DurableOptions, PROTOCOLS } from "../audit/index.ts";
+import { currentUser } from "../cli/user.ts";
 import {
   type Config,
   ConfigError,
@@ -470,13 +470,7 @@ function registerWriteTools(server: McpServer, file: string, ownedOnly: boolean,
     }
     const previous = revisionOf(file, before, env);
     const event = (decision: "allow" | "error", reason: string) =>
-      configWriteEvent(
-        config,
-        tool,
-        decision,
-        `${reason} (mailgator mcp --admin, user ${userInfo().username})`,
-        previous,
-      );
+      configWriteEvent(config, tool, decision, `${reason} (mailgator mcp --admin, user ${currentUser()})`, previous);
     await audited(config, event("allow", what));
     let backup: string;
     try {

@@ -1,6 +1,5 @@
 /** `mailgator approvals list|show ID|approve ID|deny ID` (docs/approvals.md "Deciding"). */
 
-import { userInfo } from "node:os";
 import { AccountCredentials } from "../../accounts/index.ts";
 import { Notifier } from "../../approvals/notify.ts";
 import { attachmentsShown, headerFieldLines, MORE_TEXT, subjectShown } from "../../approvals/preview.ts";
@@ -12,6 +11,7 @@ import { moduleLogger } from "../../log.ts";
 import { clean, escapes, terminalJson } from "../../mail/index.ts";
 import { SealedStore } from "../../state/store.ts";
 import { type CommandContext, configOf, EXIT_FAILURE, EXIT_OK, parse, UsageError } from "../args.ts";
+import { currentUser } from "../user.ts";
 
 export const usage = `Usage: mailgator approvals list [-c FILE] [--json]
        mailgator approvals show ID [-c FILE] [--json]
@@ -144,7 +144,7 @@ export async function approvals(ctx: CommandContext): Promise<number> {
     const notices = new Notifier(base, { retryDelaysMs: [], credentials });
     try {
       const actx: ApprovalContext = { ...base, onDecided: (row, held) => notices.decided(row, held) };
-      const by = `cli:${userInfo().username}`;
+      const by = `cli:${currentUser()}`;
       if (verb === "approve") {
         const result = await approve(actx, id!, by);
         // The reply and the reason carry the upstream server's text: shown through clean() as the preview is.
