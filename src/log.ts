@@ -13,12 +13,17 @@ let currentFormat: LogFormat = "pretty";
 /** The module loggers made from the current `logger`, by tag; configureLogger empties it. */
 const tagged = new Map<string, ConsolaInstance>();
 
+/** The `module` of a JSON line from the untagged logger (the command line's own messages). */
+export const UNTAGGED_MODULE = "mailgator";
+
 function jsonReporter(): { log: (obj: LogObject) => void } {
   return {
     log(obj) {
       const [msg, ...rest] = obj.args;
       const line: Record<string, unknown> = { time: obj.date.toISOString(), level: obj.type, msg: String(msg) };
-      if (obj.tag) line["module"] = obj.tag;
+      // Every JSON line names its module (docs/operations.md "Logs"); the command line's own lines (a config error,
+      // a fatal error) come from the untagged logger.
+      line["module"] = obj.tag || UNTAGGED_MODULE;
       const extra = rest.find((a) => a && typeof a === "object" && !(a instanceof Error));
       if (extra) Object.assign(line, extra);
       const err = rest.find((a) => a instanceof Error);

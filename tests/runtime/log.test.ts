@@ -3,7 +3,7 @@
  * format chosen at start-up (docs/operations.md "Logs").
  */
 import { afterAll, expect, spyOn, test } from "bun:test";
-import { configureLogger, moduleLogger } from "../../src/log.ts";
+import { configureLogger, logger, moduleLogger, UNTAGGED_MODULE } from "../../src/log.ts";
 
 afterAll(() => {
   configureLogger("pretty", 3);
@@ -49,4 +49,20 @@ test("identical lines are each written: no throttling folds them (one logger per
     write.mockRestore();
   }
   expect(lines).toHaveLength(10);
+});
+
+test("a JSON line of the untagged logger (the command line's config errors) names a module too", () => {
+  configureLogger("json", 3);
+  const lines: string[] = [];
+  const write = spyOn(process.stderr, "write").mockImplementation((chunk: string | Uint8Array) => {
+    lines.push(String(chunk));
+    return true;
+  });
+  try {
+    logger.error("config error: x.toml:1:1: broken", { event: "config_error" });
+  } finally {
+    write.mockRestore();
+  }
+  expect(lines).toHaveLength(1);
+  expect(JSON.parse(lines[0]!)).toMatchObject({ level: "error", module: UNTAGGED_MODULE, event: "config_error" });
 });
