@@ -150,8 +150,14 @@ function dotted(parts: readonly Token[], from: number, to: number): boolean {
   return true;
 }
 
-/** obs-domain-list (RFC 5322 §4.4): `@domain`, then more of them after commas (which may stand empty). */
-const ROUTE = /^@[^ \t\r\n@,:<>]+(?:[ \t\r\n]*,[ \t\r\n]*(?:@[^ \t\r\n@,:<>]+)?)*$/;
+/**
+ * obs-domain-list (RFC 5322 §4.4): `@domain`, then more of them after commas (which may stand empty). Each domain a
+ * dot-atom or a domain literal (§3.4.1), nothing else: the angle brackets are found before the route is read, so a
+ * `(` or `[` there opened a comment or a domain literal for Dovecot and Postfix that ran past the colon and the
+ * address after it (`<@a(:rcpt@corp.test>` is `"<"@a` and a comment to both), while it was read as rcpt@corp.test.
+ */
+const ROUTE_DOMAIN = `(?:[${ATEXT_CLASS}]+(?:\\.[${ATEXT_CLASS}]+)*|\\[[\\x21-\\x5a\\x5e-\\x7e]*\\])`;
+const ROUTE = new RegExp(`^@${ROUTE_DOMAIN}(?:[ \\t\\r\\n]*,[ \\t\\r\\n]*(?:@${ROUTE_DOMAIN})?)*$`);
 
 function angleSpec(inner: string): string | undefined {
   // White space as the tokenizer reads it, nothing else: `<\u00a0bob@x>` is no bob@x to Dovecot.
