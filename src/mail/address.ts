@@ -271,7 +271,8 @@ const LABEL = /^[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?$/;
  * Why an envelope mailbox (`local@domain`, no angle brackets) is refused, or null when it is acceptable.
  *
  * Only plain `local@domain` is accepted: a local part of dot-atom text without `%` or `!` (old routing hacks:
- * `evil%x@corp.com` is delivered to x by some relays), a domain of LDH labels without a trailing dot. Refused:
+ * `evil%x@corp.com` is delivered to x by some relays), a domain of two or more LDH labels without a trailing dot
+ * (`boss@hr` is completed by the upstream, `boss@hr.corp.test` under Postfix's append_dot_mydomain). Refused:
  * source routes (`@a:u@d`, RFC 5321 §4.1.1.3), quoted local parts (`"ok@corp.com"@x`), address literals
  * (`[1.2.3.4]`, and `1.2.3.4` without brackets: a numeric top-level label), and any non-ASCII octet, since
  * SMTPUTF8 is not offered (so U-label look-alikes such as `corр.test` with a Cyrillic `р` never reach the matcher;
@@ -301,6 +302,11 @@ export function mailboxProblem(mailbox: string): string | null {
   // which some resolvers read as the address (getaddrinfo), so a rule on domains would not see where it goes.
   if (/^[0-9]+$/.test(domain.slice(domain.lastIndexOf(".") + 1)))
     return "a domain ending in a numeric label (an IP address without brackets) is not accepted";
+  // RFC 5321 §2.3.5: only fully-qualified domain names. The upstream may complete one of a single label as it likes
+  // (Postfix's append_dot_mydomain, on by default before compatibility level 1, delivers `boss@hr` to
+  // boss@hr.$mydomain; a resolver's search list does the same to its MX), so a rule on `*@hr.corp.test` would not
+  // see where it goes.
+  if (!domain.includes(".")) return "a domain of one label (not fully qualified) is not accepted";
   return null;
 }
 
