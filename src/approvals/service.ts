@@ -568,12 +568,14 @@ export function expireDue(ctx: ApprovalContext, now = Date.now()): ApprovalRow[]
         const held = detailsForNotice(ctx, r.id);
         if (held !== null) records.set(r.id, held);
       }
-  const due = ctx.store.expireDue(now);
-  removeOrphans(ctx);
   // Rows of messages decided long ago (DECIDED_APPROVALS_KEPT_MS): the table would otherwise grow for as long as
-  // serve runs, and this check reads it every minute (docs/reliability.md "Long runs").
+  // serve runs, and this check reads it every minute (docs/reliability.md "Long runs"). Before the expiry below: the
+  // month is counted back from the newest change in the table, and the expiries this check makes are changes at its
+  // own clock, which may be far ahead for a moment (docs/approvals.md "Limits").
   const pruned = ctx.store.pruneDecided(now);
   if (pruned > 0) moduleLogger("approvals").info(`approvals: ${pruned} row(s) of messages decided long ago removed`);
+  const due = ctx.store.expireDue(now);
+  removeOrphans(ctx);
   // Every row is queued before anything else runs: none can be refused, and one notice cannot hold up another's row.
   for (const row of due)
     void written(ctx, approvalEvent(ctx, row, "APPROVAL EXPIRED", "deny", "no decision before it expired"));

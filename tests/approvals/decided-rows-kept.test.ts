@@ -129,3 +129,40 @@ test("a clock far ahead for a moment does not take rows decided by the right clo
     state.close();
   }
 });
+
+test("a clock far ahead for a check that expires a held message takes no row decided before", async () => {
+  const config = parseConfig(
+    `[approvals]\nbase_url = "http://admin.test"\n` +
+      `[approvals.groups.managers]\nrecipients = ["boss@corp.test"]\n` +
+      `[[rules]]\nname = "ask"\naction = "ask"\noperations = ["send"]\nask_groups = ["managers"]\n` +
+      `[audit]\npath = "${join(dir, "audit3.db")}"\n`,
+    join(dir, "mailgator.toml"),
+  );
+  const state = SealedStore.open(join(dir, "state3.db"), { secretsFile: join(dir, "key3"), env: {}, create: true })!;
+  const store = new ApprovalStore(state);
+  const audit = AuditLog.open(join(dir, "audit3.db"), { batchMs: 5, sync: "normal" });
+  const ctx: ApprovalContext = { config, store, audit, protocol: "smtp" };
+  const message = Buffer.from("Subject: hi\r\n\r\nhello\r\n");
+  const held: HeldMessage = {
+    envelope: { from: "a@corp.test", recipients: ["b@out.test"], eightBit: false },
+    message,
+    account: "main",
+    credentials: null,
+    agent: "bot",
+    preview: buildPreview("a@corp.test", ["b@out.test"], message, false),
+  };
+  const rule = { name: "ask", index: 0, groups: ["managers"] };
+  const now = Date.now();
+  try {
+    const denied = await store.hold(held, rule, now + HOUR, now);
+    expect(store.deny(denied.id, "cli:test", "no", now)).toBe("held");
+    // A message still held when the clock jumps: the check that runs on the wrong clock expires it, a change made
+    // at that clock; the month must still be counted from the newest change before the check.
+    const waiting = await store.hold(held, rule, now + HOUR, now);
+    expect(expireDue(ctx, now + 365 * DAY).map((r) => r.id)).toEqual([waiting.id]);
+    expect(store.row(denied.id)?.state).toBe("denied");
+  } finally {
+    await audit.close();
+    state.close();
+  }
+});
