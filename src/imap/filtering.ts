@@ -90,8 +90,9 @@ export async function openFiltered(
     exists: number;
     uidValidity: number;
     filter: MessageFilter;
-    /** The reload generation whose rules gave `filter` (`SelectedMailbox.generation`). */
+    /** The reload generation whose rules gave `filter` (`SelectedMailbox.generation`), and its config's revision. */
     generation: number;
+    revision: string;
   },
 ): Promise<SelectedMailbox> {
   // Nothing is classified yet, so nothing is visible: this box only follows upstream EXISTS/EXPUNGE meanwhile.
@@ -99,6 +100,7 @@ export async function openFiltered(
   if (o.uids.length < o.exists) pending.onExists(o.exists);
   // A reload meanwhile is judged against the filter this classification uses.
   pending.filter = o.filter;
+  pending.filterRevision = o.revision;
   pending.generation = o.generation;
   s.box = pending;
   try {
@@ -116,6 +118,7 @@ export async function openFiltered(
     result.visible.retain(current);
     const box = new SelectedMailbox(o.name, o.policyName, o.readOnly, current, result.visible);
     box.filter = o.filter;
+    box.filterRevision = o.revision;
     box.generation = o.generation;
     box.uidValidity = o.uidValidity;
     box.onExists(pending.upstreamCount);

@@ -127,6 +127,11 @@ export class SelectedMailbox {
   /** How a filtered folder's arrivals are classified (filtering.ts); null when unfiltered. */
   filter: MessageFilter | null = null;
   /**
+   * The revision of the config whose rules gave `filter` (docs/audit.md): the rows of probes for hidden messages
+   * name those rules (commands/shared.ts `auditProbe`); null when unfiltered.
+   */
+  filterRevision: string | null = null;
+  /**
    * The reload generation (`SessionContext.generation`) whose rules this view was made with, or last checked
    * against; -1 until its opener sets it, so that an unmarked view is always checked. After a reload the session
    * keeps the view only if those rules still show the same messages (`ImapSession.followReload`).

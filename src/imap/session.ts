@@ -22,7 +22,7 @@ import {
   UpstreamError,
   type UpstreamTarget,
 } from "../net/index.ts";
-import type { Decision, Operation } from "../policy/index.ts";
+import type { Operation } from "../policy/index.ts";
 import { recordedLoginName } from "../vault/token.ts";
 import { authCapabilities, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
 import { messageFilter } from "./classify.ts";
@@ -30,14 +30,16 @@ import { append } from "./commands/append.ts";
 import { capability, id } from "./commands/capability.ts";
 import { close, unselect } from "./commands/close.ts";
 import { compress } from "./commands/compress.ts";
-import type {
-  CommandOf,
-  CompressSession,
-  LoggedIn,
-  LoginSession,
-  Row,
-  SessionContext,
-  State,
+import {
+  type CommandOf,
+  type CompressSession,
+  cites,
+  type Decided,
+  type LoggedIn,
+  type LoginSession,
+  type Row,
+  type SessionContext,
+  type State,
 } from "./commands/context.ts";
 import { copyOrMove } from "./commands/copy.ts";
 import { create } from "./commands/create.ts";
@@ -324,6 +326,7 @@ export class ImapSession implements LoginSession, CompressSession {
       return "the rules that decide which messages of the selected folder are visible changed";
     // The same decisions; probe rows name the rules by the reloaded config's names and positions.
     box.filter = filter;
+    box.filterRevision = this.ctx.config.revision;
     return null;
   }
 
@@ -1238,9 +1241,13 @@ export class ImapSession implements LoginSession, CompressSession {
 
   // ---- policy and audit ------------------------------------------------------------------------------------
 
-  /** Read operations in a filtered folder are allowed for the visible messages (filtering.ts). */
-  decide(op: Operation, folder: string): Decision {
-    return decideInFolder(this.ctx.policy, op, folder, this.agent);
+  /**
+   * Read operations in a filtered folder are allowed for the visible messages (filtering.ts). The policy and the
+   * config are read together, with nothing awaited between: both are those of one reload (LiveConfig).
+   */
+  decide(op: Operation, folder: string): Decided {
+    const revision = this.ctx.config.revision;
+    return { ...decideInFolder(this.ctx.policy, op, folder, this.agent), revision };
   }
 
   /**
@@ -1307,20 +1314,25 @@ export class ImapSession implements LoginSession, CompressSession {
     }
   }
 
+  /**
+   * A row citing a decision carries the revision of the config that made it, which a reload since may have
+   * replaced (docs/audit.md "What a row records"); any other row, the revision in force.
+   */
   #event(ev: Row): AuditEvent {
+    const { revision, ...row } = ev;
     return {
-      ...ev,
+      ...row,
       target: ev.target ?? null,
       session: this.id,
       agent: this.user,
       clientAddr: this.conn.remoteAddress,
       protocol: "imap",
-      configRevision: this.ctx.config.revision,
+      configRevision: revision ?? this.ctx.config.revision,
     };
   }
 
   /** Audits a decision and throws a NO [NOPERM] refusal when it denies. */
-  require(command: string, op: Operation, folder: string, target: string | null = null): Decision {
+  require(command: string, op: Operation, folder: string, target: string | null = null): Decided {
     const d = this.decide(op, folder);
     if (d.action !== "allow") {
       this.auditRow({
@@ -1329,8 +1341,7 @@ export class ImapSession implements LoginSession, CompressSession {
         folder,
         target,
         decision: "deny",
-        rule: d.rule,
-        ruleIndex: d.ruleIndex,
+        ...cites(d),
         reason: d.reason,
       });
       throw new Refusal("NO", "NOPERM", `Not permitted: ${op} in this folder`);

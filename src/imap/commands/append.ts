@@ -10,7 +10,7 @@ import { agentCopyUid } from "../filtering.ts";
 import { Refusal } from "../refusal.ts";
 import { appendMessageSize } from "../wire/index.ts";
 import { assembleCatenate } from "./catenate.ts";
-import type { CommandOf, Session } from "./context.ts";
+import { type CommandOf, cites, type Session } from "./context.ts";
 import { TRYCREATE, upstreamStatus, visibleFolder } from "./shared.ts";
 
 export async function append(s: Session, cmd: CommandOf<"APPEND">): Promise<void> {
@@ -41,8 +41,7 @@ export async function append(s: Session, cmd: CommandOf<"APPEND">): Promise<void
           target:
             n === 1 ? `${appendMessageSize(m)} octets` : `message ${i + 1} of ${n}, ${appendMessageSize(m)} octets`,
           decision: "allow",
-          rule: d.rule,
-          ruleIndex: d.ruleIndex,
+          ...cites(d),
           reason: d.reason,
           count: 1,
         },

@@ -16,7 +16,7 @@ import { type MessageUrl, parseMessageUrl } from "../ext/imap-url.ts";
 import { MAX_APPEND_MESSAGE, MAX_COMMAND_BYTES } from "../limits.ts";
 import { Refusal } from "../refusal.ts";
 import type { AppendMessage, Response } from "../wire/index.ts";
-import type { CommandOf, Session } from "./context.ts";
+import { type CommandOf, cites, type Session } from "./context.ts";
 import { auditProbe, chargeReads, forwardUntagged, TRYCREATE } from "./shared.ts";
 
 /** A URL the agent gave, and why it cannot be used (for the audit row), or what it names. */
@@ -53,8 +53,7 @@ export async function assembleCatenate(s: Session, cmd: CommandOf<"APPEND">, fol
       folder: box.policyName,
       target: `CATENATE: ${urls.length} URL part${urls.length === 1 ? "" : "s"}`,
       decision: "allow",
-      rule: read.rule,
-      ruleIndex: read.ruleIndex,
+      ...cites(read),
       reason: `${read.reason}; parts fetched with PEEK`,
       count: urls.length,
     });

@@ -1,6 +1,6 @@
 /** CLOSE (RFC 3501 §6.4.2) and UNSELECT (RFC 3691): back to the authenticated state. */
 
-import type { CommandOf, Session } from "./context.ts";
+import { type CommandOf, cites, type Session } from "./context.ts";
 import { safeExpunge } from "./shared.ts";
 
 /** CLOSE expunges silently (RFC 3501 §6.4.2): never forwarded; the safe expunge if allowed, then UNSELECT. */
@@ -27,8 +27,7 @@ export async function close(s: Session, cmd: CommandOf<"CLOSE">): Promise<void> 
         folder: p,
         target: null,
         decision: "allow",
-        rule: d.rule,
-        ruleIndex: d.ruleIndex,
+        ...cites(d),
         reason: d.reason,
       });
       await safeExpunge(s, null);
@@ -39,8 +38,7 @@ export async function close(s: Session, cmd: CommandOf<"CLOSE">): Promise<void> 
         folder: p,
         target: null,
         decision: "deny",
-        rule: d.rule,
-        ruleIndex: d.ruleIndex,
+        ...cites(d),
         reason: `${d.reason}; closed without expunging`,
       });
     }

@@ -71,7 +71,24 @@ export type CommandOf<N extends Command["name"]> = Command & { readonly name: N 
 /** An audit row as a command handler writes it; the session fills in who and where. */
 export type Row = Omit<AuditEvent, "session" | "agent" | "clientAddr" | "protocol" | "configRevision" | "target"> & {
   target?: string | null;
+  /**
+   * The revision of the config whose rules made the decision the row cites (`Decided.revision`, given with
+   * `cites`): a reload may come between a decision and its row, and the row must name the rule by the position it
+   * has in that config (docs/audit.md "What a row records"). Left out, the row gets the revision in force when it
+   * is written: a row that cites no rule.
+   */
+  revision?: string;
 };
+
+/** A decision of the rules, and the revision of the config they belong to (`Session.decide`). */
+export interface Decided extends Decision {
+  readonly revision: string;
+}
+
+/** The fields of a row that cite `d`: the rule that decided, its position, and its config's revision. */
+export function cites(d: Decided): { rule: string | null; ruleIndex: number | null; revision: string } {
+  return { rule: d.rule, ruleIndex: d.ruleIndex, revision: d.revision };
+}
 
 /** Connection states (RFC 3501 §3). */
 export type State = "not-authenticated" | "authenticated" | "selected" | "logout";
@@ -145,9 +162,10 @@ export interface Session {
   withAuxiliary<T>(use: (up: UpstreamSession) => Promise<T>): Promise<T>;
 
   // Policy and audit.
-  decide(op: Operation, folder: string): Decision;
+  /** The rules in force now decide; the answer says which config's rules they were (for its rows, `cites`). */
+  decide(op: Operation, folder: string): Decided;
   /** Audits a decision and throws a NO [NOPERM] refusal when it denies. */
-  require(command: string, op: Operation, folder: string, target?: string | null): Decision;
+  require(command: string, op: Operation, folder: string, target?: string | null): Decided;
   /** Queues a row; an accepted allow row releases the command's held output. */
   auditRow(ev: Row): void;
   /**

@@ -8,7 +8,7 @@ import { agentCopyUid } from "../filtering.ts";
 import { UPSTREAM_SET_RANGES } from "../limits.ts";
 import { Refusal } from "../refusal.ts";
 import type { Response, ResponseCode, SeqRange } from "../wire/index.ts";
-import type { CommandOf, Session, UpstreamStatus } from "./context.ts";
+import { type CommandOf, cites, type Session, type UpstreamStatus } from "./context.ts";
 import { auditProbe, checkUpstreamRest, forwardUntagged, passCode, target, visibleFolder } from "./shared.ts";
 
 export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): Promise<void> {
@@ -35,8 +35,7 @@ export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): P
     folder: p,
     target: dp,
     decision: "allow",
-    rule: d.rule,
-    ruleIndex: d.ruleIndex,
+    ...cites(d),
     reason: `${d.reason}; destination: ${dd.reason}`,
     count: uids.length,
   });

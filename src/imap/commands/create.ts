@@ -1,7 +1,7 @@
 /** CREATE (RFC 3501 §6.3.3; folder:write): never in a hidden subtree nor of a hidden name (docs/protocol.md §7.15). */
 
 import { Refusal } from "../refusal.ts";
-import type { CommandOf, Session } from "./context.ts";
+import { type CommandOf, cites, type Session } from "./context.ts";
 import { messageCommandCode } from "./shared.ts";
 
 export async function create(s: Session, cmd: CommandOf<"CREATE">): Promise<void> {
@@ -50,8 +50,7 @@ export async function create(s: Session, cmd: CommandOf<"CREATE">): Promise<void
     folder: p,
     target: null,
     decision: "allow",
-    rule: d.rule,
-    ruleIndex: d.ruleIndex,
+    ...cites(d),
     reason: d.reason,
   });
   const st = await s.upstreamRun({ name: "CREATE", mailbox: cmd.mailbox });

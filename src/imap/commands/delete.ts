@@ -3,7 +3,7 @@
  * a folder below, or where a folder below is filtered or not the agent's to delete, with one answer for all those.
  */
 
-import type { CommandOf, Session } from "./context.ts";
+import { type CommandOf, cites, type Session } from "./context.ts";
 import { children, deselect, filteringRule, folderWriteRefusal, upstreamStatus, visibleFolder } from "./shared.ts";
 
 /** One answer whether folders below are hidden by the rules, exist and are hidden, or exist and are read-only. */
@@ -44,8 +44,7 @@ export async function remove(s: Session, cmd: CommandOf<"DELETE">): Promise<void
     folder: p,
     target: null,
     decision: "allow",
-    rule: d.rule,
-    ruleIndex: d.ruleIndex,
+    ...cites(d),
     reason: d.reason,
   });
   // The selected folder in any spelling of its INBOX level: upstream would end the session for a deleted selected one.

@@ -1,7 +1,7 @@
 /** EXPUNGE and UID EXPUNGE (RFC 3501 §6.4.3, RFC 4315 §2.1; mail:delete): only the agent's visible messages. */
 
 import { Refusal } from "../refusal.ts";
-import type { CommandOf, Session } from "./context.ts";
+import { type CommandOf, cites, type Session } from "./context.ts";
 import { auditProbe, safeExpunge } from "./shared.ts";
 
 export async function expunge(s: Session, cmd: CommandOf<"EXPUNGE">): Promise<void> {
@@ -18,8 +18,7 @@ export async function expunge(s: Session, cmd: CommandOf<"EXPUNGE">): Promise<vo
     folder: p,
     target: null,
     decision: "allow",
-    rule: d.rule,
-    ruleIndex: d.ruleIndex,
+    ...cites(d),
     reason: d.reason,
   });
   const n = await safeExpunge(s, within);
@@ -29,8 +28,7 @@ export async function expunge(s: Session, cmd: CommandOf<"EXPUNGE">): Promise<vo
     folder: p,
     target: null,
     decision: "allow",
-    rule: d.rule,
-    ruleIndex: d.ruleIndex,
+    ...cites(d),
     reason: "expunged",
     count: n,
   });

@@ -6,7 +6,7 @@
 
 import { Refusal } from "../refusal.ts";
 import type { FetchItem, Response } from "../wire/index.ts";
-import type { CommandOf, Session } from "./context.ts";
+import { type CommandOf, cites, type Session } from "./context.ts";
 import {
   agentFetch,
   auditProbe,
@@ -105,8 +105,7 @@ export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> 
       folder: p,
       target: "\\Seen",
       decision: "allow",
-      rule: f.rule,
-      ruleIndex: f.ruleIndex,
+      ...cites(f),
       reason: `${f.reason}; a body fetched without PEEK sets \\Seen`,
       count: uids.length,
     });
@@ -117,8 +116,7 @@ export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> 
     folder: p,
     target: null,
     decision: "allow",
-    rule: d.rule,
-    ruleIndex: d.ruleIndex,
+    ...cites(d),
     reason: peekOnly ? `${d.reason}; bodies fetched with PEEK` : d.reason,
     count: uids.length,
   });

@@ -12,7 +12,7 @@ import { messageFilter } from "../classify.ts";
 import { auditedFilteredStatus } from "../filtering.ts";
 import { Refusal } from "../refusal.ts";
 import type { Response, StatusItem } from "../wire/index.ts";
-import type { CommandOf, Session } from "./context.ts";
+import { type CommandOf, cites, type Session } from "./context.ts";
 import { agentStatus, checkStatusItems } from "./shared.ts";
 
 /** An upstream folder the agent may see. */
@@ -189,8 +189,7 @@ async function listStatus(s: Session, name: string, items: readonly StatusItem[]
     folder: p,
     target: "RETURN (STATUS)",
     decision: "allow",
-    rule: d.rule,
-    ruleIndex: d.ruleIndex,
+    ...cites(d),
     reason: d.reason,
   } as const;
   const filter = messageFilter(s.ctx.policy, p, s.agent);

@@ -3,7 +3,7 @@
  * filtered folder, and refused where a folder below is hidden, filtered or not the agent's to rename.
  */
 
-import type { CommandOf, Session } from "./context.ts";
+import { type CommandOf, cites, type Session } from "./context.ts";
 import { children, deselect, filteringRule, folderWriteRefusal, upstreamStatus, visibleFolder } from "./shared.ts";
 
 /** One answer whether folders below are hidden by the rules, exist and are hidden, or exist and are read-only. */
@@ -61,8 +61,7 @@ export async function rename(s: Session, cmd: CommandOf<"RENAME">): Promise<void
     folder: p,
     target: np,
     decision: "allow",
-    rule: d.rule,
-    ruleIndex: d.ruleIndex,
+    ...cites(d),
     reason: d.reason,
   });
   // The selected folder, or one below the renamed folder, is deselected first, as DELETE does: its view and the rules

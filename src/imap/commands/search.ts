@@ -8,7 +8,7 @@ import { MAX_SEARCH_NESTED_RANGES, MAX_SEARCH_SETS, UPSTREAM_SET_RANGES } from "
 import { intersectSpans, type SelectedMailbox, type Spans } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import { hasModseq, type SearchKey, type SearchReturnOption, type SeqRange, type SeqSet } from "../wire/index.ts";
-import type { CommandOf, Session } from "./context.ts";
+import { type CommandOf, cites, type Session } from "./context.ts";
 import { forwardUntagged, messageCommandCode, requireModseq } from "./shared.ts";
 
 /** Counts what a search costs to translate: its sequence and UID sets (at any depth). */
@@ -232,8 +232,7 @@ export async function search(s: Session, cmd: CommandOf<"SEARCH">): Promise<void
       operation: "mail:read",
       folder: p,
       decision: "allow",
-      rule: d.rule,
-      ruleIndex: d.ruleIndex,
+      ...cites(d),
       reason: `${d.reason}; upstream: ${st.text}`,
     });
     return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));
@@ -253,8 +252,7 @@ export async function search(s: Session, cmd: CommandOf<"SEARCH">): Promise<void
     operation: "mail:read",
     folder: p,
     decision: "allow",
-    rule: d.rule,
-    ruleIndex: d.ruleIndex,
+    ...cites(d),
     reason: d.reason,
     count: out.length,
     hiddenCount,

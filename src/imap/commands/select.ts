@@ -11,7 +11,7 @@ import { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import type { UpstreamCommand } from "../upstream.ts";
 import type { Response } from "../wire/index.ts";
-import type { CommandOf, Session } from "./context.ts";
+import { type CommandOf, cites, type Session } from "./context.ts";
 import { agentPermanentFlags, deselect, folderFlags, keywordsShown, upstreamStatus, visibleFolder } from "./shared.ts";
 
 /** Puts `r` (FLAGS or PERMANENTFLAGS) in place of the one of its kind in `held`, or after them when there is none. */
@@ -24,8 +24,10 @@ function replaceFolderFlags(held: Response[], r: Response): void {
 export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): Promise<void> {
   let p: string;
   // The rules this SELECT is decided by: a reload while it waits for upstream is caught by the check of the view
-  // they make (`Session.followReload`, at the sync below and at every later command).
+  // they make (`Session.followReload`, at the sync below and at every later command). `revision` is their config's:
+  // the filter taken from them names its rules in the box's probe rows (docs/audit.md).
   const { policy, generation } = s.ctx;
+  const revision = s.ctx.config.revision;
   // SELECT/EXAMINE (CONDSTORE) enables CONDSTORE (RFC 7162 §3.1.8), where it is offered.
   if (cmd.condstore === true && !s.capabilities().includes("CONDSTORE")) {
     throw new Refusal("BAD", null, `${cmd.name} parameters are not supported`);
@@ -93,8 +95,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
       operation: "folder:read",
       folder: p,
       decision: "allow",
-      rule: d.rule,
-      ruleIndex: d.ruleIndex,
+      ...cites(d),
       reason: `${d.reason}; upstream: ${st.text}`,
     });
     return upstreamStatus(s, cmd.tag, st, true);
@@ -108,8 +109,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
         operation: "folder:read",
         folder: p,
         decision: "error",
-        rule: d.rule,
-        ruleIndex: d.ruleIndex,
+        ...cites(d),
         reason: `the folder's UIDs could not be listed: ${why}`,
       });
       await s.upstreamRun({ name: "UNSELECT" }).catch(() => {});
@@ -129,7 +129,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     if (uids.length < exists) box.onExists(exists);
   } else {
     try {
-      const o = { name: cmd.mailbox, policyName: p, readOnly, uids, exists, uidValidity, filter, generation };
+      const o = { name: cmd.mailbox, policyName: p, readOnly, uids, exists, uidValidity, filter, generation, revision };
       box = await openFiltered(s, o);
     } catch (error) {
       // Nothing may be shown that was not classified: the SELECT fails, and deselects upstream too (§6.3.1).
@@ -138,8 +138,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
         operation: "mail:read",
         folder: p,
         decision: "error",
-        rule: d.rule,
-        ruleIndex: d.ruleIndex,
+        ...cites(d),
         reason: `classification failed: ${(error as Error).message}`,
       });
       // An upstream that failed with BYE (Dovecot's default on a failed FETCH) is gone, and the session ends with
@@ -156,8 +155,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
       operation: "folder:read",
       folder: p,
       decision: "allow",
-      rule: d.rule,
-      ruleIndex: d.ruleIndex,
+      ...cites(d),
       reason: d.reason,
       count: box.agentCount,
       hiddenCount: box.upstreamCount - box.agentCount,

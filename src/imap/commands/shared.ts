@@ -25,7 +25,7 @@ import {
   type StatusItem,
   writeCommand,
 } from "../wire/index.ts";
-import type { Session } from "./context.ts";
+import { cites, type Session } from "./context.ts";
 
 export const NONEXISTENT = new Refusal("NO", "NONEXISTENT", "Mailbox does not exist");
 
@@ -62,8 +62,7 @@ export function visibleFolder(s: Session, command: string, op: Operation, name: 
       operation: op,
       folder: p,
       decision: "deny",
-      rule: d.rule,
-      ruleIndex: d.ruleIndex,
+      ...cites(d),
       reason: `hidden folder; ${d.reason}`,
     });
     throw refusal;
@@ -110,7 +109,7 @@ export function folderWriteRefusal(s: Session, command: string, folder: string) 
     code: "NOPERM" | "CANNOT",
     text: string,
     target: string | null = null,
-    by: { rule: string | null; ruleIndex: number | null } = { rule: null, ruleIndex: null },
+    by: { rule: string | null; ruleIndex: number | null; revision?: string } = { rule: null, ruleIndex: null },
   ): never => {
     s.auditRow({ command, operation: "folder:write", folder, target, decision: "deny", ...by, reason });
     throw new Refusal("NO", code, text);
@@ -123,11 +122,15 @@ export function folderWriteRefusal(s: Session, command: string, folder: string) 
  * agent reads there. DELETE and RENAME refuse a filtered folder: they would destroy or carry along the messages it
  * hides (docs/imap.md "Decisions").
  */
-export function filteringRule(s: Session, folder: string): { rule: string | null; ruleIndex: number | null } | null {
+export function filteringRule(
+  s: Session,
+  folder: string,
+): { rule: string | null; ruleIndex: number | null; revision: string } | null {
+  const revision = s.ctx.config.revision; // of the same reload as the policy read next (docs/audit.md)
   const filter = messageFilter(s.ctx.policy, folder, s.agent);
   if (filter === null) return null;
   const first = filter.rules[0];
-  return { rule: first?.name ?? null, ruleIndex: first?.index ?? null };
+  return { rule: first?.name ?? null, ruleIndex: first?.index ?? null, revision };
 }
 
 /**
@@ -193,6 +196,8 @@ export function auditProbe(s: Session, command: string, operation: string, set: 
     decision: "deny",
     rule: rule?.name ?? null,
     ruleIndex: rule?.index ?? null,
+    // The rules of the filter that hid them, which a reload may have replaced since (docs/audit.md).
+    ...(box.filterRevision === null ? {} : { revision: box.filterRevision }),
     reason,
     count: 0,
     hiddenCount: n,

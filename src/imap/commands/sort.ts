@@ -9,7 +9,7 @@
 import type { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import type { SearchReturnOption } from "../wire/index.ts";
-import type { CommandOf, Session } from "./context.ts";
+import { type CommandOf, cites, type Session } from "./context.ts";
 import { sessionCriteria, visibleMatches } from "./search.ts";
 import { forwardUntagged, messageCommandCode } from "./shared.ts";
 
@@ -66,7 +66,7 @@ export async function sort(s: Session, cmd: CommandOf<"SORT">): Promise<void> {
       else forwardUntagged(s, r);
     },
   );
-  const row = { command, operation: "mail:read", folder: p, rule: d.rule, ruleIndex: d.ruleIndex } as const;
+  const row = { command, operation: "mail:read", folder: p, ...cites(d) } as const;
   if (st.status !== "OK") {
     s.auditRow({ ...row, decision: "allow", reason: `${d.reason}; upstream: ${st.text}` });
     return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));

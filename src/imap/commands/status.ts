@@ -2,7 +2,7 @@
 
 import { messageFilter } from "../classify.ts";
 import { auditedFilteredStatus } from "../filtering.ts";
-import type { CommandOf, Session } from "./context.ts";
+import { type CommandOf, cites, type Session } from "./context.ts";
 import { agentStatus, checkStatusItems, relayUpdate, upstreamStatus, visibleFolder } from "./shared.ts";
 
 export async function status(s: Session, cmd: CommandOf<"STATUS">): Promise<void> {
@@ -18,8 +18,7 @@ export async function status(s: Session, cmd: CommandOf<"STATUS">): Promise<void
     operation: "folder:read",
     folder: p,
     decision: "allow",
-    rule: d.rule,
-    ruleIndex: d.ruleIndex,
+    ...cites(d),
     reason: d.reason,
   } as const;
   if (filter !== null) {

@@ -1,7 +1,7 @@
 /** STORE and UID STORE (RFC 3501 §6.4.6; mail:flag, and mail:delete for `\Deleted`; docs/protocol.md §7.22). */
 
 import { formatSeqSet, seqSetFromSorted } from "../wire/index.ts";
-import type { CommandOf, Session } from "./context.ts";
+import { type CommandOf, cites, type Session } from "./context.ts";
 import {
   agentFetch,
   auditProbe,
@@ -51,8 +51,7 @@ export async function store(s: Session, cmd: CommandOf<"STORE">): Promise<void> 
       folder: p,
       target: cmd.flags.join(" "),
       decision: "allow",
-      rule: d.rule,
-      ruleIndex: d.ruleIndex,
+      ...cites(d),
       reason: d.reason,
       count: uids.length,
     });

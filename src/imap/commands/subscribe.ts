@@ -1,6 +1,6 @@
 /** SUBSCRIBE and UNSUBSCRIBE (RFC 3501 §6.3.6, §6.3.7; folder:write). */
 
-import type { CommandOf, Session } from "./context.ts";
+import { type CommandOf, cites, type Session } from "./context.ts";
 import { upstreamStatus, visibleFolder } from "./shared.ts";
 
 export async function subscribe(s: Session, cmd: CommandOf<"SUBSCRIBE" | "UNSUBSCRIBE">): Promise<void> {
@@ -12,8 +12,7 @@ export async function subscribe(s: Session, cmd: CommandOf<"SUBSCRIBE" | "UNSUBS
     folder: p,
     target: null,
     decision: "allow",
-    rule: d.rule,
-    ruleIndex: d.ruleIndex,
+    ...cites(d),
     reason: d.reason,
   });
   const st = await s.upstreamRun({ name: cmd.name, mailbox: cmd.mailbox });

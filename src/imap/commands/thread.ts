@@ -12,7 +12,7 @@ import { THREAD_HEADER_OCTETS } from "../limits.ts";
 import type { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import type { ImapDateTime, Response } from "../wire/index.ts";
-import type { CommandOf, Session } from "./context.ts";
+import { type CommandOf, cites, type Session } from "./context.ts";
 import { sessionCriteria, visibleMatches } from "./search.ts";
 import { forwardUntagged, messageCommandCode } from "./shared.ts";
 
@@ -86,7 +86,7 @@ export async function threadCommand(s: Session, cmd: CommandOf<"THREAD">): Promi
   const p = box.policyName;
   const command = cmd.uid ? "UID THREAD" : "THREAD";
   const d = s.require(cmd.name, "mail:read", p);
-  const row = { command, operation: "mail:read", folder: p, rule: d.rule, ruleIndex: d.ruleIndex } as const;
+  const row = { command, operation: "mail:read", folder: p, ...cites(d) } as const;
   const { criteria, local } = sessionCriteria(s, command, cmd.criteria);
   const found: number[] = [];
   const st = await s.upstreamRun(
