@@ -162,6 +162,11 @@ interface Transaction {
   readonly sender: string;
   readonly senderKey: string;
   readonly senderOutcome: Outcome;
+  /**
+   * The revision of the config whose rules gave `senderOutcome`: its row, written at the end of DATA, names their
+   * rule, and a reload may have come in between (docs/audit.md "What a row records").
+   */
+  readonly senderRevision: string;
   readonly eightBit: boolean;
   readonly recipients: Recipient[];
   /**
@@ -1123,6 +1128,7 @@ export class SmtpSession {
       this.#send(reply(553, "5.7.1", `Sender <${path.address}> is not one of this account's identities`));
       return undefined;
     }
+    const senderRevision = this.#ctx.config.revision; // of the same reload as the policy read next
     const outcome = senderOutcome(this.#ctx.policy, this.#policyAgent, path.key);
     const target = path.address === "" ? "<>" : path.key;
     if (senderRefused(outcome)) {
@@ -1134,6 +1140,7 @@ export class SmtpSession {
       sender: path.address,
       senderKey: path.key,
       senderOutcome: outcome,
+      senderRevision,
       eightBit,
       recipients: [],
       refusals: [],
@@ -1474,7 +1481,7 @@ export class SmtpSession {
         operation: "mail:send",
         target: senderTarget,
         ...(tx.senderOutcome.decided
-          ? decisionFields(tx.senderOutcome.decision)
+          ? { ...decisionFields(tx.senderOutcome.decision), configRevision: tx.senderRevision }
           : { decision: "allow", reason: "sender not refused on its own; decided with each recipient" }),
       }),
     );

@@ -17,6 +17,7 @@ import { AuditLog, type AuditRow } from "../../src/audit/index.ts";
 import type { Config } from "../../src/config/index.ts";
 import { parseConfig } from "../../src/config/index.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
+import { LiveConfig } from "../../src/runtime/reload.ts";
 import { type SmtpProxy, startSmtpProxy } from "../../src/smtp/index.ts";
 import type { SessionLimits } from "../../src/smtp/limits.ts";
 import { SealedStore } from "../../src/state/store.ts";
@@ -77,6 +78,11 @@ export interface TestProxy {
   readonly approvals: ApprovalStore | null;
   /** Audit rows, oldest first, once queued rows are on disk. */
   rows(): Promise<AuditRow[]>;
+  /**
+   * Puts the same config with `rules` in force, as `serve` does after a SIGHUP (docs/operations.md "Reload"): the
+   * swap, then the listener's commit. Returns the new config.
+   */
+  reload(rules: string): Config;
   close(): Promise<void>;
 }
 
@@ -85,7 +91,8 @@ export async function startTestProxy(options: ProxyOptions): Promise<TestProxy> 
   const dir = mkdtempSync(join(tmpdir(), "mailgator-smtp-"));
   const mode = options.upstreamTls ?? "starttls";
   const upstreamAddr = options.upstreamAddr ?? `${up.host}:${mode === "tls" ? up.ports.smtps : up.ports.smtp}`;
-  const toml = `[smtp]
+  // One template for the config at start and after each reload (`options` with the rules in force).
+  const tomlOf = (options: ProxyOptions) => `[smtp]
 listen_addr = "127.0.0.1:1"
 upstream_addr = "${upstreamAddr}"
 upstream_tls = "${mode}"
@@ -97,11 +104,15 @@ path = "${join(dir, "audit.db")}"
 
 ${options.rules}
 `;
-  const parsed = parseConfig(toml, join(dir, "mailgator.toml"));
-  // The config format wants a real port; tests listen on a free one (port 0).
-  const config: Config = { ...parsed, smtp: { ...parsed.smtp!, listenAddr: { host: "127.0.0.1", port: 0 } } };
+  const configOf = (rules: string): Config => {
+    const parsed = parseConfig(tomlOf({ ...options, rules }), join(dir, "mailgator.toml"));
+    // The config format wants a real port; tests listen on a free one (port 0).
+    return { ...parsed, smtp: { ...parsed.smtp!, listenAddr: { host: "127.0.0.1", port: 0 } } };
+  };
+  const config = configOf(options.rules);
   const audit = AuditLog.open(config.audit.path, { batchMs: options.auditBatchMs ?? 5, sync: "normal" });
   const policy = compilePolicy(config.rules);
+  const live = new LiveConfig(config, policy);
   const proxyAudit = options.wrapAudit?.(audit) ?? audit;
   const state = options.approvals
     ? SealedStore.open(config.state.path, { secretsFile: join(dir, "secrets.key"), env: {}, create: true })
@@ -110,6 +121,7 @@ ${options.rules}
   const proxy = await startSmtpProxy({
     config,
     policy,
+    live,
     audit: proxyAudit,
     approvals,
     ...(options.onHeld ? { onHeld: options.onHeld } : {}),
@@ -125,6 +137,13 @@ ${options.rules}
     async rows() {
       await audit.flush();
       return audit.query({ order: "asc" });
+    },
+    reload(rules) {
+      const next = configOf(rules);
+      const prepared = proxy.prepareReload(next);
+      live.swap(next, compilePolicy(next.rules));
+      prepared.commit();
+      return next;
     },
     async close() {
       await proxy.close();
