@@ -79,7 +79,10 @@ export const SHUTTING_DOWN = "the server is shutting down";
 /** One audit row about a held message. */
 export function approvalEvent(
   ctx: ApprovalContext,
-  row: Pick<ApprovalRow, "id" | "ruleIndex" | "agent"> & { readonly rule: string | null },
+  row: Pick<ApprovalRow, "id" | "ruleIndex" | "agent"> & {
+    readonly rule: string | null;
+    readonly configRevision?: string | null;
+  },
   command: string,
   decision: AuditEvent["decision"],
   reason: string,
@@ -98,7 +101,8 @@ export function approvalEvent(
     rule: row.rule,
     ruleIndex: row.ruleIndex,
     reason: reason.slice(0, 300),
-    configRevision: ctx.config.revision,
+    // The config whose rule held the message, which reloads since may have replaced (docs/audit.md).
+    configRevision: row.configRevision ?? ctx.config.revision,
     detail,
   };
 }

@@ -147,6 +147,11 @@ export interface ApprovalRow {
   readonly sha256: string;
   readonly rule: string;
   readonly ruleIndex: number | null;
+  /**
+   * The revision of the config whose rules held it: the rows about it name `rule` at `ruleIndex` of that config
+   * (docs/audit.md "What a row records"); null for a message held before it was recorded.
+   */
+  readonly configRevision: string | null;
   readonly groups: readonly string[];
   readonly agent: string | null;
   readonly decidedBy: string | null;
@@ -176,7 +181,8 @@ const SCHEMA = `CREATE TABLE IF NOT EXISTS approvals (
   updated        INTEGER NOT NULL,
   notified       INTEGER NOT NULL DEFAULT 0,
   claimed_by     TEXT,
-  link_generation INTEGER NOT NULL DEFAULT 0
+  link_generation INTEGER NOT NULL DEFAULT 0,
+  config_revision TEXT
 )`;
 
 /**
@@ -208,6 +214,7 @@ interface RawRow {
   sha256: string;
   rule: string;
   rule_index: number | null;
+  config_revision: string | null;
   groups: string;
   agent: string | null;
   decided_by: string | null;
@@ -228,6 +235,7 @@ function toRow(r: RawRow): ApprovalRow {
     sha256: r.sha256,
     rule: r.rule,
     ruleIndex: r.rule_index,
+    configRevision: r.config_revision,
     groups: JSON.parse(r.groups) as string[],
     agent: r.agent,
     decidedBy: r.decided_by,
@@ -280,6 +288,10 @@ export class ApprovalStore {
       // A database made before links could be withdrawn: every link is of the first generation.
       if (!columns.some((c) => c.name === "link_generation"))
         state.db.run("ALTER TABLE approvals ADD COLUMN link_generation INTEGER NOT NULL DEFAULT 0");
+      // A database made before held messages recorded the config that held them: their rows carry the revision in
+      // force when they are written, as before.
+      if (!columns.some((c) => c.name === "config_revision"))
+        state.db.run("ALTER TABLE approvals ADD COLUMN config_revision TEXT");
       state.db.run(NOTICES_SCHEMA);
       state.db.run(READERS_SCHEMA);
     });
@@ -298,7 +310,7 @@ export class ApprovalStore {
    */
   async hold(
     held: HeldMessage,
-    rule: { name: string; index: number | null; groups: readonly string[] },
+    rule: { name: string; index: number | null; groups: readonly string[]; revision?: string },
     expires: number,
     now = Date.now(),
     id = newApprovalId(),
@@ -328,10 +340,21 @@ export class ApprovalStore {
         this.state.put(HELD_KIND, id, JSON.stringify({ ...details, parts, bytes: message.length }));
         this.state.db
           .query(
-            "INSERT INTO approvals (id, state, created, expires, sha256, rule, rule_index, groups, agent, updated) " +
-              "VALUES (?, 'held', ?, ?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO approvals (id, state, created, expires, sha256, rule, rule_index, config_revision, groups, " +
+              "agent, updated) VALUES (?, 'held', ?, ?, ?, ?, ?, ?, ?, ?, ?)",
           )
-          .run(id, now, expires, sha256, rule.name, rule.index, JSON.stringify(rule.groups), held.agent, now);
+          .run(
+            id,
+            now,
+            expires,
+            sha256,
+            rule.name,
+            rule.index,
+            rule.revision ?? null,
+            JSON.stringify(rule.groups),
+            held.agent,
+            now,
+          );
         return this.row(id)!;
       });
     } catch (e) {

@@ -1688,6 +1688,9 @@ export class SmtpSession {
     refuse: () => void,
   ): Promise<void> {
     const first = held[0]!.decision;
+    // The config whose rules decided `held`: still the one in force, as nothing has waited since the decision. The
+    // held message keeps it for the rows written about it later, after reloads maybe (docs/audit.md).
+    const revision = this.#ctx.config.revision;
     // One copy of the spooled message (its blocks are views of one reused buffer), not a copy per block and a
     // second one to join them: a held message is up to MAX_MESSAGE_BYTES.
     const message = Buffer.allocUnsafe(this.#spool.length);
@@ -1706,6 +1709,7 @@ export class SmtpSession {
         operation: "mail:send",
         target: approvalId,
         ...decisionFields(first),
+        configRevision: revision,
         reason: `held for approval (${groups.join(", ")}): asked for ${held.map((h) => h.recipient).join(", ")}`,
         count: tx.recipients.length,
         detail: { ...detail, approval: approvalId, expires },
@@ -1749,7 +1753,7 @@ export class SmtpSession {
             { names: facts.attachments, complete: facts.attachmentsComplete },
           ),
         },
-        { name: first.rule ?? "", index: first.ruleIndex, groups },
+        { name: first.rule ?? "", index: first.ruleIndex, groups, revision },
         expires,
         Date.now(),
         approvalId,
