@@ -9,6 +9,7 @@ import { type ApprovalContext, approve } from "../../src/approvals/service.ts";
 import type { Config } from "../../src/config/index.ts";
 import { TcpRelay } from "../fixtures/tcp-relay.ts";
 import {
+  askManagersRules,
   dataPayload,
   marker,
   message,
@@ -20,19 +21,7 @@ import {
   vaultConfig,
 } from "./helpers.ts";
 
-const RULES = `
-[approvals]
-base_url = "http://127.0.0.1:1"
-
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-
-[[rules]]
-name = "outside needs a manager"
-action = "ask"
-operations = ["send"]
-ask_groups = ["managers"]
-`;
+const RULES = askManagersRules("http://127.0.0.1:1");
 const TOKEN = "mg_approve-during-reload-token-0123456789";
 
 let proxy: TestProxy;

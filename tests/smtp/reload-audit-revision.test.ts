@@ -9,7 +9,15 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { type ApprovalContext, approve } from "../../src/approvals/service.ts";
 import { heldId } from "../fixtures/index.ts";
-import { dataPayload, loggedIn, marker, startTestProxy, type TestProxy, waitForSink } from "./helpers.ts";
+import {
+  askManagersRules,
+  dataPayload,
+  loggedIn,
+  marker,
+  startTestProxy,
+  type TestProxy,
+  waitForSink,
+} from "./helpers.ts";
 
 const RULES = `
 [[rules]]
@@ -74,19 +82,7 @@ test("MAIL FROM decided before a reload: its row at the end of DATA carries the 
   expect([rcpt.configRevision, rcpt.ruleIndex]).toEqual([after.revision, 1]);
 });
 
-const ASK_RULES = `
-[approvals]
-base_url = "http://127.0.0.1:1"
-
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-
-[[rules]]
-name = "outside needs a manager"
-action = "ask"
-operations = ["send"]
-ask_groups = ["managers"]
-`;
+const ASK_RULES = askManagersRules("http://127.0.0.1:1");
 
 /** A rule that decides nothing for alice, put first: the ask rule is rule 1 here, rule 0 before. */
 const ASK_SHIFTED = ASK_RULES.replace(
