@@ -49,7 +49,8 @@ Without -c: $MAILGATOR_CONFIG, else ./mailgator.toml, else /etc/mailgator/mailga
 
 Global options:
   --log-format pretty|json           log format (stderr); default pretty
-  -h, --help                         help (also after each command)
+  -h, --help                         help (also after each command, or
+                                     mailgator help COMMAND)
 
 Exit codes: 0 ok, 1 runtime failure, 2 usage or config error.`;
 
@@ -104,7 +105,16 @@ export async function main(argv: string[], env = process.env, out = (t: string) 
       process.stderr.write(`${HELP}\n`);
       return EXIT_USAGE;
     }
-    if (first === "--help" || first === "-h" || first === "help") return (out(HELP), EXIT_OK);
+    if (first === "--help" || first === "-h") return (out(HELP), EXIT_OK);
+    if (first === "help") {
+      // `help COMMAND` is `COMMAND --help`; `help` alone the general help.
+      const [name, ...extra] = args.slice(1);
+      if (name === undefined) return (out(HELP), EXIT_OK);
+      const command = COMMANDS[name];
+      if (command === undefined) throw new UsageError(`help: unknown command ${JSON.stringify(name)}`);
+      if (extra.length > 0) throw new UsageError(`help takes one command, not ${JSON.stringify(extra[0])}`);
+      return await command[0]({ argv: ["--help"], out, env });
+    }
     if (first === "--version" || first === "-V") return (out(`mailgator ${pkg.version}`), EXIT_OK);
     const entry = first.startsWith("-") ? COMMANDS["serve"]! : COMMANDS[first];
     if (!entry) throw new UsageError(`unknown command ${JSON.stringify(first)}`);

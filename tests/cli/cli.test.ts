@@ -153,11 +153,25 @@ account = "main"
       ["token", "--help"],
       ["config", "--help"],
       ["serve", "--help"],
+      ["help"],
+      ["help", "check"],
     ]) {
       const r = run(cmd);
       expect(r.code).toBe(0);
       expect(r.stdout).toContain("Usage:");
     }
+  });
+
+  test("help COMMAND is COMMAND --help; an unknown command or a second one is a usage error", () => {
+    for (const name of ["check", "explain", "audit", "approvals", "reload", "serve"]) {
+      const r = run(["help", name]);
+      expect([name, r.code]).toEqual([name, 0]);
+      expect(r.stdout).toBe(run([name, "--help"]).stdout);
+      expect(r.stdout).toContain(`mailgator ${name}`);
+    }
+    expect(run(["help", "nope"]).code).toBe(2);
+    expect(run(["help", "nope"]).stderr).toContain('help: unknown command "nope"');
+    expect(run(["help", "check", "audit"]).code).toBe(2);
   });
 });
 
