@@ -25,6 +25,11 @@ export const EXIT_USAGE = 2;
 export interface CommandContext {
   readonly argv: readonly string[];
   readonly out: (text: string) => void;
+  /**
+   * Where a note beside machine-readable output goes (`audit --json`'s "N more rows not shown"): standard error
+   * when not given; the admin MCP server collects it with the result instead of writing it to its own log.
+   */
+  readonly err?: (text: string) => void;
   readonly env: Readonly<Record<string, string | undefined>>;
   /**
    * The config file to read, as its caller found it, instead of -c or the search path: the admin MCP server runs

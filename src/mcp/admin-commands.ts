@@ -56,11 +56,20 @@ export async function runCommand(
   argv: readonly string[],
   config: ConfigLocation,
   env: Readonly<Record<string, string | undefined>>,
-): Promise<{ code: number; lines: string[] }> {
+): Promise<{ code: number; lines: string[]; notes: string[] }> {
   const lines: string[] = [];
+  const notes: string[] = [];
   try {
-    const code = await command({ argv, out: (t) => lines.push(...t.split("\n")), env, config });
-    return { code, lines };
+    // Notes a terminal would show on standard error beside JSON output (audit's "N more rows not shown") are the
+    // command's, not the server's log: kept apart, for the tool to use or leave (query_audit says `truncated`).
+    const code = await command({
+      argv,
+      out: (t) => lines.push(...t.split("\n")),
+      err: (t) => notes.push(t),
+      env,
+      config,
+    });
+    return { code, lines, notes };
   } catch (e) {
     if (e instanceof UsageError) throw new ToolError(e.message);
     if (e instanceof ConfigError)

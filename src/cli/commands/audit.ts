@@ -181,7 +181,8 @@ export async function audit(ctx: CommandContext): Promise<number> {
     for (const row of rows) ctx.out(values.json ? jsonRow(row) : line(row));
   };
   // Notes go to stdout with text and to stderr with --json, so that stdout stays one JSON object per line.
-  const note = (text: string) => (values.json ? process.stderr.write(`${text}\n`) : ctx.out(text));
+  const err = ctx.err ?? ((text: string) => process.stderr.write(`${text}\n`));
+  const note = (text: string) => (values.json ? err(text) : ctx.out(text));
   try {
     // Each poll looks only at rows newer than the newest one seen, matching or not: a filter that matches rarely
     // must not rescan the log every time (the decision, agent and rule columns have no index).
