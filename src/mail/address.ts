@@ -120,10 +120,13 @@ const NOT_PRINTABLE = /[^\x20-\x7e]/;
 
 /** atext (RFC 5322 §3.2.3), as a character class's contents (`mailboxProblem`'s envelope form allows less). */
 const ATEXT_CLASS = "A-Za-z0-9!#$%&'*+/=?^_`{|}~-";
-const DOT_ATOM = new RegExp(`^[${ATEXT_CLASS}]+(?:\\.[${ATEXT_CLASS}]+)*$`);
+/** dot-atom-text (RFC 5322 §3.2.3), as a pattern's source. */
+const DOT_ATOM_TEXT = `[${ATEXT_CLASS}]+(?:\\.[${ATEXT_CLASS}]+)*`;
+const DOT_ATOM = new RegExp(`^${DOT_ATOM_TEXT}$`);
 const ATOM = new RegExp(`^[${ATEXT_CLASS}]+$`);
 /** `[` dtext `]` (RFC 5322 §3.4.1), as the tokenizer joins it (white space inside dropped). */
-const DOMAIN_LITERAL = /^\[[\x21-\x5a\x5e-\x7e]*\]$/;
+const DOMAIN_LITERAL_TEXT = "\\[[\\x21-\\x5a\\x5e-\\x7e]*\\]";
+const DOMAIN_LITERAL = new RegExp(`^${DOMAIN_LITERAL_TEXT}$`);
 /** A word of a phrase outside quotes: atext, or any character beyond ASCII (RFC 6532 §3.2). */
 const PHRASE_ATOM = new RegExp(`^(?:[${ATEXT_CLASS}]|[^\\x00-\\x7f])+$`);
 
@@ -156,17 +159,22 @@ function dotted(parts: readonly Token[], from: number, to: number): boolean {
  * `(` or `[` there opened a comment or a domain literal for Dovecot and Postfix that ran past the colon and the
  * address after it (`<@a(:rcpt@corp.test>` is `"<"@a` and a comment to both), while it was read as rcpt@corp.test.
  */
-const ROUTE_DOMAIN = `(?:[${ATEXT_CLASS}]+(?:\\.[${ATEXT_CLASS}]+)*|\\[[\\x21-\\x5a\\x5e-\\x7e]*\\])`;
+const ROUTE_DOMAIN = `(?:${DOT_ATOM_TEXT}|${DOMAIN_LITERAL_TEXT})`;
 const ROUTE = new RegExp(`^@${ROUTE_DOMAIN}(?:[ \\t\\r\\n]*,[ \\t\\r\\n]*(?:@${ROUTE_DOMAIN})?)*$`);
+
+/** `text` without the white space the tokenizer skips (SP, HTAB, CR, LF) at its ends; no other space character. */
+function trimFws(text: string): string {
+  return text.replace(/^[ \t\r\n]+|[ \t\r\n]+$/g, "");
+}
 
 function angleSpec(inner: string): string | undefined {
   // White space as the tokenizer reads it, nothing else: `<\u00a0bob@x>` is no bob@x to Dovecot.
-  let spec = inner.replace(/^[ \t\r\n]+|[ \t\r\n]+$/g, "");
+  let spec = trimFws(inner);
   // obs-route (RFC 5322 §4.4): "<@relay1,@relay2:user@host>" delivers to user@host. Anything else before the colon
   // (`<@x,ceo@bank.test:me@mine.test>`) is refused, not dropped: some readers take an address from it.
   if (spec.startsWith("@")) {
     const colon = spec.indexOf(":");
-    if (colon < 0 || !ROUTE.test(spec.slice(0, colon).replace(/[ \t\r\n]+$/, ""))) return undefined;
+    if (colon < 0 || !ROUTE.test(trimFws(spec.slice(0, colon)))) return undefined;
     spec = spec.slice(colon + 1);
   }
   const tokens = tokenize(spec);
