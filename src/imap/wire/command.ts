@@ -4,7 +4,7 @@
  * known command with an extension argument we strip, e.g. SELECT's CONDSTORE) is a
  * parse error the session answers with BAD.
  */
-import { Decoder, type ImapDateTime, latin1 } from "./decoder.ts";
+import { Decoder, type ImapDateTime } from "./decoder.ts";
 import { type Parsed, WireError } from "./errors.ts";
 import { type FetchItem, type FetchMacro, fetchItems } from "./fetch.ts";
 import type { Frame } from "./framer.ts";
@@ -20,6 +20,7 @@ import {
   sortCriteria,
 } from "./search.ts";
 import type { SeqSet } from "./seqset.ts";
+import { latin1 } from "./text.ts";
 
 /** RFC 5256 §4 threading algorithms. */
 export type ThreadAlgorithm = "ORDEREDSUBJECT" | "REFERENCES";

@@ -3,8 +3,8 @@
  * AUTHENTICATE continuations (RFC 9051 §6.2.2) and IDLE's DONE (RFC 2177, §6.3.13).
  */
 import { decodeBase64 } from "./command.ts";
-import { latin1 } from "./decoder.ts";
 import { type Parsed, WireError } from "./errors.ts";
+import { latin1 } from "./text.ts";
 
 export type AuthenticateLine = { readonly cancel: true } | { readonly cancel: false; readonly data: Uint8Array };
 

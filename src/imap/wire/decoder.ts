@@ -13,6 +13,7 @@ import type { Frame, Literal } from "./framer.ts";
 import { MAX_LIST_DEPTH, MAX_LIST_ITEMS, MAX_NUMBER, MAX_NUMBER64 } from "./limits.ts";
 import { decodeMutf7, isInbox } from "./mutf7.ts";
 import { type SeqRange, type SeqSet, STAR } from "./seqset.ts";
+import { latin1, token } from "./text.ts";
 
 const SP = 0x20;
 const DQUOTE = 0x22;
@@ -400,6 +401,20 @@ export class Decoder {
    * that. Nothing else may go without its SP.
    */
   list(item: () => void, maxItems = MAX_LIST_ITEMS, adjacentLists = false): boolean {
+    // With no `out`, what `item` returns is never looked at.
+    return this.listInto(null, item as unknown as (dec: Decoder) => null, maxItems, adjacentLists);
+  }
+
+  /**
+   * `list`, each item read by `read(this)` and pushed onto `out` unless it is null: a reader
+   * that is a plain function, not a closure made for each list, for the lists of every response (FETCH's items, flags).
+   */
+  listInto<T>(
+    out: T[] | null,
+    read: (dec: Decoder) => T | null,
+    maxItems = MAX_LIST_ITEMS,
+    adjacentLists = false,
+  ): boolean {
     if (!this.acceptByte(LPAREN)) return false;
     if (++this.depth > MAX_LIST_DEPTH) {
       this.fail("lists nested too deeply", "nesting-too-deep");
@@ -412,7 +427,8 @@ export class Decoder {
           this.fail("too many list items", "too-many-items");
           break;
         }
-        item();
+        const v = read(this);
+        if (out !== null && v !== null) out.push(v);
       } while (this.err === null && (this.sp() || (adjacentLists && this.atAdjacentList())));
       this.expectByte(RPAREN, "')'");
     }
@@ -443,12 +459,7 @@ export class Decoder {
   /** `flag-list` = "(" [flag *(SP flag)] ")". */
   flagList(star = false): string[] | null {
     const flags: string[] = [];
-    const found = this.list(() => {
-      const f = this.flag(star);
-      if (f === null) this.fail("expected flag");
-      else flags.push(f);
-    });
-    return found ? flags : null;
+    return this.listInto(flags, star ? flagOrStar : flagOnly) ? flags : null;
   }
 
   /** `sequence-set` with `*` (STAR); `$` (SEARCHRES) is refused (docs/protocol.md §2). */
@@ -705,52 +716,13 @@ export class Decoder {
   }
 }
 
-/** Tokens up to this long are looked up in TOKENS before a new string is built. */
-const TOKEN_MAX = 16;
-/**
- * Recently seen short tokens (`FETCH`, `UID`, `BODY`, `FLAGS`, flag names...), by a hash of their bytes: a
- * response stream repeats the same few words, and building each one again was a tenth of the parse. A hit is
- * checked byte by byte, so the cache can only save work, never change a result; it holds at most TOKEN_SLOTS
- * strings of at most TOKEN_MAX characters. It is shared by the process's sessions; what one session could learn
- * of another's tokens from it is a hit or a miss, nanoseconds inside a network round trip.
- */
-const TOKEN_SLOTS = 256;
-const TOKENS: (string | undefined)[] = new Array<string | undefined>(TOKEN_SLOTS);
-
-function token(buf: Uint8Array, start: number, end: number): string {
-  const n = end - start;
-  if (n === 0) return "";
-  if (n > TOKEN_MAX) return latin1(buf, start, end);
-  let h = n;
-  for (let i = start; i < end; i++) h = (h * 31 + buf[i]!) | 0;
-  const slot = h & (TOKEN_SLOTS - 1);
-  const hit = TOKENS[slot];
-  if (hit !== undefined && hit.length === n) {
-    let same = true;
-    for (let i = 0; i < n; i++) {
-      if (hit.charCodeAt(i) !== buf[start + i]) {
-        same = false;
-        break;
-      }
-    }
-    if (same) return hit;
-  }
-  const fresh = latin1(buf, start, end);
-  TOKENS[slot] = fresh;
-  return fresh;
+/** `flagList`'s readers: a flag, or an error. */
+function flagOnly(dec: Decoder): string | null {
+  const f = dec.flag(false);
+  return f === null ? dec.fail("expected flag") : f;
 }
 
-/** ASCII/Latin-1 bytes to a string without a TextDecoder for short runs. */
-export function latin1(buf: Uint8Array, start: number, end: number): string {
-  if (end - start <= 64) {
-    let s = "";
-    for (let i = start; i < end; i++) s += String.fromCharCode(buf[i]!);
-    return s;
-  }
-  let s = "";
-  for (let i = start; i < end; i += 8192) {
-    const stop = Math.min(end, i + 8192);
-    s += String.fromCharCode.apply(null, buf.subarray(i, stop) as unknown as number[]);
-  }
-  return s;
+function flagOrStar(dec: Decoder): string | null {
+  const f = dec.flag(true);
+  return f === null ? dec.fail("expected flag") : f;
 }

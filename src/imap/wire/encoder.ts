@@ -282,6 +282,16 @@ export class Encoder {
     return this.byte(0x29);
   }
 
+  /** `list` with a writer given the encoder: a plain function, not a closure made for each list (FETCH's items). */
+  listWith<T>(items: readonly T[], write: (enc: Encoder, item: T) => void): this {
+    this.byte(0x28);
+    for (let i = 0; i < items.length; i++) {
+      if (i > 0) this.sp();
+      write(this, items[i]!);
+    }
+    return this.byte(0x29);
+  }
+
   /** Flags are atoms or `\`atoms; anything else cannot be a flag and is refused. */
   flag(f: string): this {
     const start = f.charCodeAt(0) === 0x5c ? 1 : 0;

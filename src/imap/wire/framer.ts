@@ -28,6 +28,7 @@ import {
   MAX_RESPONSE_LINE,
   MAX_RESPONSE_LITERAL,
 } from "./limits.ts";
+import { latin1, token } from "./text.ts";
 
 /** Literal bytes of a message; `data` is a view, never decoded to a string. */
 export interface Literal {
@@ -746,17 +747,18 @@ export class Framer {
     const sp1 = line.indexOf(SP);
     const tagEnd = sp1 === -1 ? line.length : sp1;
     // Only a valid tag is echoed: `+ BAD ...` under a tag `+` would read as a continuation request.
-    this.tag = tagEnd > 0 && tagEnd <= 64 && isTag(line, tagEnd) ? asciiUpperOrSame(line, 0, tagEnd, false) : null;
+    this.tag = tagEnd > 0 && tagEnd <= 64 && isTag(line, tagEnd) ? latin1(line, 0, tagEnd) : null;
     this.command = null;
     if (sp1 === -1) return;
     let sp2 = line.indexOf(SP, sp1 + 1);
     if (sp2 === -1) sp2 = line.length;
     if (sp2 - sp1 - 1 > 32) return;
-    let name = asciiUpperOrSame(line, sp1 + 1, sp2, true);
+    let name = upperCased(line, sp1 + 1, sp2);
     if (name === "UID" && sp2 < line.length) {
       let sp3 = line.indexOf(SP, sp2 + 1);
       if (sp3 === -1) sp3 = line.length;
-      if (sp3 - sp2 - 1 <= 32) name += " " + asciiUpperOrSame(line, sp2 + 1, sp3, true);
+      // `UID` SP name, upper-cased as one run: the SP between them is kept as it is.
+      if (sp3 - sp2 - 1 <= 32) name = upperCased(line, sp1 + 1, sp3);
     }
     this.command = name;
   }
@@ -806,12 +808,14 @@ function isTag(buf: Uint8Array, end: number): boolean {
   return true;
 }
 
-function asciiUpperOrSame(buf: Uint8Array, start: number, end: number, upper: boolean): string {
-  let s = "";
+/**
+ * ASCII bytes upper-cased: a run already in upper case (as clients send command names) comes from the cache of
+ * recent tokens (text.ts), so a command's name is not built again for every command.
+ */
+function upperCased(buf: Uint8Array, start: number, end: number): string {
   for (let i = start; i < end; i++) {
-    let b = buf[i]!;
-    if (upper && b >= 0x61 && b <= 0x7a) b -= 0x20;
-    s += String.fromCharCode(b);
+    const b = buf[i]!;
+    if (b >= 0x61 && b <= 0x7a) return latin1(buf, start, end).toUpperCase();
   }
-  return s;
+  return token(buf, start, end);
 }

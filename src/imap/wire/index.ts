@@ -22,7 +22,6 @@ export {
   type DecoderOptions,
   type ImapDate,
   type ImapDateTime,
-  latin1,
   type Section,
   type Value,
 } from "./decoder.ts";
@@ -62,3 +61,4 @@ export {
 } from "./search.ts";
 export { formatSeqSet, type SeqRange, type SeqSet, STAR, seqSetContains, seqSetFromSorted } from "./seqset.ts";
 export { writeCommand, writeFetchAttr, writeFetchItem, writeResponse, writeSearchKey } from "./serialize.ts";
+export { latin1 } from "./text.ts";

@@ -3,11 +3,12 @@
  * keep their literal bytes as views. Unknown response codes, untagged responses and
  * FETCH items are reported as unknown so the proxy can drop them (docs/protocol.md §2).
  */
-import { Decoder, type ImapDateTime, latin1, type Section, type Value } from "./decoder.ts";
+import { Decoder, type ImapDateTime, type Section, type Value } from "./decoder.ts";
 import { type Parsed, WireError } from "./errors.ts";
 import type { Frame } from "./framer.ts";
 import { decodeMutf7, isInbox } from "./mutf7.ts";
 import type { SeqSet } from "./seqset.ts";
+import { latin1 } from "./text.ts";
 
 export type StatusKind = "OK" | "NO" | "BAD" | "BYE" | "PREAUTH";
 
@@ -405,10 +406,7 @@ function untagged(dec: Decoder): Response | null {
 
 function fetch(dec: Decoder, seq: number): Response | null {
   const attrs: FetchAttr[] = [];
-  const found = dec.list(() => {
-    const a = fetchAttr(dec);
-    if (a !== null) attrs.push(a);
-  }, Number.MAX_SAFE_INTEGER);
+  const found = dec.listInto(attrs, fetchAttr, Number.MAX_SAFE_INTEGER);
   if (!found) return dec.fail("expected FETCH attribute list");
   return dec.ok ? { type: "FETCH", seq, attrs } : null;
 }

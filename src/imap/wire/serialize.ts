@@ -96,7 +96,7 @@ export function writeCommand(enc: Encoder, cmd: Command): void {
         .sp()
         .seqSet(cmd.set)
         .sp();
-      enc.list(cmd.items, (i) => writeFetchItem(enc, i));
+      enc.listWith(cmd.items, writeFetchItem);
       if (cmd.changedSince !== undefined) enc.raw(" (CHANGEDSINCE ").number(cmd.changedSince).byte(0x29);
       break;
     case "STORE":
@@ -365,11 +365,7 @@ export function writeResponse(enc: Encoder, r: Response): void {
       enc.raw(`* ${r.n} ${r.type}`);
       break;
     case "FETCH":
-      enc
-        .raw("* ")
-        .number(r.seq)
-        .raw(" FETCH ")
-        .list(r.attrs, (a) => writeFetchAttr(enc, a));
+      enc.raw("* ").number(r.seq).raw(" FETCH ").listWith(r.attrs, writeFetchAttr);
       break;
     case "LIST":
     case "LSUB":
