@@ -1193,11 +1193,24 @@ export class ImapSession implements LoginSession, CompressSession {
    * Before a tagged reply: learn the UIDs of new messages and report the size change (RFC 3501 §5.2); announce
    * expunges when the command permits them (§7.4.1: not during FETCH, STORE, SEARCH).
    */
-  async sync(allowExpunge: boolean): Promise<void> {
+  sync(allowExpunge: boolean): Promise<void> {
     // Nothing new is classified or announced under rules that are no longer in force.
-    if (!this.followReload()) return;
+    if (!this.followReload()) return SETTLED;
     const box = this.box;
-    if (box === null) return;
+    if (box === null) return SETTLED;
+    // An unfiltered folder with every UID known (nearly every command): nothing to wait for, so no promise steps
+    // of its own; what it announces, and in which order, is the same.
+    if (!box.hasUnknown && box.visible === null) {
+      this.#announce(box, allowExpunge);
+      const upstream = box.upstreamRecent;
+      box.upstreamRecent = null;
+      if (upstream !== null) this.sendText(`* ${upstream} RECENT`);
+      return SETTLED;
+    }
+    return this.#syncWaiting(box, allowExpunge);
+  }
+
+  async #syncWaiting(box: SelectedMailbox, allowExpunge: boolean): Promise<void> {
     if (box.hasUnknown) {
       const from = box.lastKnownUid + 1;
       await this.upstreamRun({
@@ -1210,10 +1223,15 @@ export class ImapSession implements LoginSession, CompressSession {
     }
     // A filtered folder's arrivals are classified before the agent hears of any (docs/protocol.md §3 "IDLE flow").
     if (box.visible !== null) await classifyNew(this, box);
+    this.#announce(box, allowExpunge);
+    await this.#syncRecent(box);
+  }
+
+  /** Expunges (when the command permits them) and the new size, as `sync` tells them. */
+  #announce(box: SelectedMailbox, allowExpunge: boolean): void {
     if (allowExpunge) for (const k of box.takeExpunges()) this.sendText(`* ${k} EXPUNGE`);
     const n = box.admitNew();
     if (n !== null) this.sendText(`* ${n} EXISTS`);
-    await this.#syncRecent(box);
   }
 
   /**
@@ -1247,7 +1265,9 @@ export class ImapSession implements LoginSession, CompressSession {
    */
   decide(op: Operation, folder: string): Decided {
     const revision = this.ctx.config.revision;
-    return { ...decideInFolder(this.ctx.policy, op, folder, this.agent), revision };
+    const d = decideInFolder(this.ctx.policy, op, folder, this.agent);
+    // Field by field, not a spread: this runs for every command (Decision has these four).
+    return { action: d.action, rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason, revision };
   }
 
   /**
@@ -1319,15 +1339,25 @@ export class ImapSession implements LoginSession, CompressSession {
    * replaced (docs/audit.md "What a row records"); any other row, the revision in force.
    */
   #event(ev: Row): AuditEvent {
-    const { revision, ...row } = ev;
+    // Every field of AuditEvent named once (no rest and spread copies: a row per command goes through here).
     return {
-      ...row,
-      target: ev.target ?? null,
+      time: ev.time ?? Date.now(),
       session: this.id,
       agent: this.user,
       clientAddr: this.conn.remoteAddress,
       protocol: "imap",
-      configRevision: revision ?? this.ctx.config.revision,
+      command: ev.command,
+      operation: ev.operation,
+      folder: ev.folder,
+      target: ev.target ?? null,
+      decision: ev.decision,
+      rule: ev.rule,
+      ruleIndex: ev.ruleIndex,
+      reason: ev.reason,
+      configRevision: ev.revision ?? this.ctx.config.revision,
+      count: ev.count ?? null,
+      hiddenCount: ev.hiddenCount ?? null,
+      detail: ev.detail ?? null,
     };
   }
 
@@ -1522,6 +1552,9 @@ export class ImapSession implements LoginSession, CompressSession {
 }
 
 /** CR, LF and NUL, which cannot stand in a line (RFC 3501 §9 TEXT-CHAR and CHAR8). */
+/** `sync`'s answer when it had nothing to wait for: one settled promise, not a new one per command. */
+const SETTLED: Promise<void> = Promise.resolve();
+
 const LINE_BREAK = /[\r\n\0]/;
 const LINE_BREAKS = /[\r\n\0]/g;
 

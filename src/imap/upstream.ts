@@ -25,6 +25,7 @@ import { withoutTimings } from "./upstream-text.ts";
 import {
   type Command,
   Encoder,
+  type FetchItem,
   Framer,
   parseResponse,
   type Response,
@@ -403,17 +404,22 @@ export class UpstreamSession {
     if (this.#error !== null) return Promise.reject(this.#error);
     if (this.#pending !== null) return Promise.reject(new Error("imap: upstream command already in flight"));
     const { tag, rounds } = this.#encode(command);
+    // The first round goes now; `rounds` keeps the literals' rounds, each sent on its `+`.
+    const first = rounds.shift()!;
     return new Promise<StatusResponse>((resolve, reject) => {
-      const done = (s: StatusResponse) => {
-        afterTagged?.();
-        resolve(s);
-      };
-      const pending = this.#pendingOf(tag, onData, rounds.slice(1), onChallenge, done, reject, timeoutMs);
+      const done =
+        afterTagged === null
+          ? resolve
+          : (s: StatusResponse) => {
+              afterTagged();
+              resolve(s);
+            };
+      const pending = this.#pendingOf(tag, onData, rounds, onChallenge, done, reject, timeoutMs);
       if (command.name === "ENABLE") pending.enables = new Set(command.capabilities.map((c) => c.toUpperCase()));
       pending.selection = selectionOf(command);
       this.#pending = pending;
       if (gate !== null && pending.rounds.length > 0) this.#holdLiterals(pending, gate);
-      for (const chunk of rounds[0]!) this.#conn.write(chunk);
+      for (const chunk of first) this.#conn.write(chunk);
     });
   }
 
@@ -822,7 +828,7 @@ function selectionOf(command: UpstreamCommand): "select" | "unselect" | null {
  * (the switch is exhaustive; at run time an unnamed one counts as "session").
  */
 function changesSession(command: UpstreamCommand): "condstore" | "session" | null {
-  const on = (enables: boolean) => (enables ? "condstore" : null);
+  const on = condstoreIf;
   switch (command.name) {
     case "ENABLE":
       return command.capabilities.every((c) => c.toUpperCase() === "CONDSTORE") ? "condstore" : "session";
@@ -844,7 +850,7 @@ function changesSession(command: UpstreamCommand): "condstore" | "session" | nul
     case "LSUB":
       return on(command.statusItems?.includes("HIGHESTMODSEQ") === true);
     case "FETCH":
-      return on(command.changedSince !== undefined || command.items.some((i) => i.type === "MODSEQ"));
+      return on(command.changedSince !== undefined || command.items.some(isModseqItem));
     case "STORE":
       return on(command.unchangedSince !== undefined);
     case "SEARCH":
@@ -877,6 +883,14 @@ function changesSession(command: UpstreamCommand): "condstore" | "session" | nul
       return "session";
     }
   }
+}
+
+function condstoreIf(enables: boolean): "condstore" | null {
+  return enables ? "condstore" : null;
+}
+
+function isModseqItem(item: FetchItem): boolean {
+  return item.type === "MODSEQ";
 }
 
 function namesModseq(key: SearchKey): boolean {

@@ -5,7 +5,7 @@
  */
 
 import { Refusal } from "../refusal.ts";
-import type { FetchItem, Response } from "../wire/index.ts";
+import type { FetchItem, Response, SeqSet } from "../wire/index.ts";
 import { type CommandOf, cites, type Session } from "./context.ts";
 import {
   agentFetch,
@@ -47,14 +47,32 @@ function setsSeen(item: FetchItem): boolean {
   );
 }
 
+function isModseq(item: FetchItem): boolean {
+  return item.type === "MODSEQ";
+}
+
+function isBinary(item: FetchItem): boolean {
+  return item.type === "BINARY[]" || item.type === "BINARY.SIZE";
+}
+
+function isUid(item: FetchItem): boolean {
+  return item.type === "UID";
+}
+
+/** The UID FETCH that goes upstream for `set`: `items` as rewritten, CHANGEDSINCE when the agent gave it. */
+function upstreamFetch(set: SeqSet, items: readonly FetchItem[], changedSince: number | undefined) {
+  const fetch = { name: "FETCH", uid: true, set, items, macro: null } as const;
+  return changedSince === undefined ? fetch : { ...fetch, changedSince };
+}
+
 export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> {
   const box = s.box!;
   const p = box.policyName;
   // MODSEQ and CHANGEDSINCE (RFC 7162 §3.1.4): unfiltered folders only.
-  if (cmd.changedSince !== undefined || cmd.items.some((i) => i.type === "MODSEQ")) await requireModseq(s);
+  if (cmd.changedSince !== undefined || cmd.items.some(isModseq)) await requireModseq(s);
   // BINARY[...] and BINARY.SIZE only where BINARY is offered (upstream has it, src/imap/capabilities.ts): an
   // extension not offered is refused here, not relayed for upstream to answer (RFC 3516 §4).
-  if (cmd.items.some((i) => i.type === "BINARY[]" || i.type === "BINARY.SIZE") && !s.capabilities().includes("BINARY"))
+  if (cmd.items.some(isBinary) && !s.capabilities().includes("BINARY"))
     throw new Refusal("BAD", null, "BINARY is not supported");
   if (cmd.uid) auditProbe(s, "UID FETCH", "mail:read", cmd.set);
   const d = s.require(cmd.name, "mail:read", p);
@@ -88,10 +106,8 @@ export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> 
       items.push({ ...item, peek: true });
     }
   }
-  if (!cmd.items.some((i) => i.type === "UID")) items.push({ type: "UID" });
-  const modifier = cmd.changedSince === undefined ? {} : { changedSince: cmd.changedSince };
-  const upstream = { name: "FETCH", uid: true, items, macro: null, ...modifier } as const;
-  checkUpstreamRest(s, cmd.uid ? "UID FETCH" : "FETCH", "mail:read", { ...upstream, set: [] });
+  if (!cmd.items.some(isUid)) items.push({ type: "UID" });
+  checkUpstreamRest(s, cmd.uid ? "UID FETCH" : "FETCH", "mail:read", upstreamFetch([], items, cmd.changedSince));
   if (cmd.items.some(readsContent)) chargeReads(s, cmd.uid ? "UID FETCH" : "FETCH", p, uids.length);
   const shape: FetchShape = { uid: uidAsked, rfc822, rfc822Text, bodyWhole, bodyText };
   // With mail:flag the fetch goes as asked, and a body item without PEEK sets \Seen upstream: a flag write like
@@ -132,7 +148,7 @@ export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> 
   };
   // One upstream command per UPSTREAM_SET_RANGES ranges (a filtered folder's UIDs are scattered).
   for (const set of uids.length > 0 ? box.upstreamSets(uids) : []) {
-    const st = await s.upstreamRun({ ...upstream, set }, onData);
+    const st = await s.upstreamRun(upstreamFetch(set, items, cmd.changedSince), onData);
     if (st.status !== "OK") {
       await s.sync(cmd.uid);
       return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));
