@@ -16,8 +16,8 @@
  *   has no token_hash (fail closed). `auth: "none"` is for pages that only read and reveal nothing that acts.
  * - Routes may be registered before or after the listener starts; the returned function removes the route.
  *
- * A path that no route serves gets 404; a known path with another method gets 405 with `Allow`. Every answer carries
- * `X-Content-Type-Options: nosniff` (`secured`).
+ * A path that no route serves gets 404; a known path with another method gets 405 with `Allow`; a route's request
+ * past ADMIN_MAX_REQUESTS in flight gets 503. Every answer carries `X-Content-Type-Options: nosniff` (`secured`).
  */
 
 import type { AdminConfig } from "../config/types.ts";
@@ -36,6 +36,18 @@ export type AdminHandler = (request: Request, url: URL) => Response | Promise<Re
  * worst) gets its answer however long that takes (tests/e2e/approvals.test.ts), and every GET is answered at once.
  */
 export const ADMIN_IDLE_SECONDS = 10;
+
+/**
+ * Requests a registered route (the approval pages) may have in flight at once on one admin listener, from the moment
+ * its handler is called until its Response is made: reading the body and, for an approval, the upstream's replay,
+ * which holds an upstream SMTP connection. One more gets a 503 at once (`Retry-After: 1`, `Connection: close`) and
+ * its handler is not called; requests in flight are untouched. `/healthz`, `/metrics` and the listener's own
+ * refusals (400, 404, 405, 401, 403, 421) are answered without waiting on anything and are never refused: a service
+ * manager's probe must not fail because the pages are busy. Bun.serve has no limit on connections, so this is no
+ * connection limit (docs/reliability.md "Connections and timeouts"). 32 is far more decisions than a team of
+ * approvers makes at once, and a small share next to the proxies' own connection limits (docs/config.md "[limits]").
+ */
+export const ADMIN_MAX_REQUESTS = 32;
 
 interface Route {
   readonly method: string;
@@ -143,7 +155,12 @@ function servedHost(options: AdminOptions, request: Request): boolean | "malform
   return (options.hostNames?.() ?? []).some((h) => h.toLowerCase().replace(/\.$/, "") === bare);
 }
 
-async function handle(options: AdminOptions, request: Request): Promise<Response> {
+/** The requests in flight in a route's handler on one listener, against ADMIN_MAX_REQUESTS. */
+interface InFlight {
+  count: number;
+}
+
+async function handle(options: AdminOptions, inFlight: InFlight, request: Request): Promise<Response> {
   // Only the path and query are read. Without a usable Host (HTTP/1.0 without one, or a malformed one) the runtime
   // gives the request target alone, read against a placeholder origin; a target that is no URL even so is a 400.
   let url: URL;
@@ -192,7 +209,18 @@ async function handle(options: AdminOptions, request: Request): Promise<Response
         { "www-authenticate": "Bearer" },
       );
   }
-  return await route.handler(request, url);
+  if (inFlight.count >= ADMIN_MAX_REQUESTS)
+    return json(
+      503,
+      { error: `too many requests in progress (limit ${ADMIN_MAX_REQUESTS}); try again later` },
+      { "retry-after": "1", connection: "close" },
+    );
+  inFlight.count++;
+  try {
+    return await route.handler(request, url);
+  } finally {
+    inFlight.count--;
+  }
 }
 
 /**
@@ -214,11 +242,12 @@ function secured(response: Response): Response {
 /** Starts the admin listener; throws when the address cannot be bound. */
 export function startAdmin(options: AdminOptions): AdminServer {
   const { host, port } = options.config.listenAddr;
+  const inFlight: InFlight = { count: 0 };
   const server = Bun.serve({
     hostname: host,
     port,
     idleTimeout: ADMIN_IDLE_SECONDS,
-    fetch: async (request) => secured(await handle(options, request)),
+    fetch: async (request) => secured(await handle(options, inFlight, request)),
     error: () => secured(json(500, { error: "internal error" })),
   });
   return {
