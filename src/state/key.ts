@@ -6,7 +6,20 @@
  */
 
 import { randomBytes } from "node:crypto";
-import { closeSync, constants, fchmodSync, fsyncSync, linkSync, openSync, rmSync, writeSync } from "node:fs";
+import {
+  closeSync,
+  constants,
+  fchmodSync,
+  fsyncSync,
+  linkSync,
+  lstatSync,
+  openSync,
+  readdirSync,
+  rmSync,
+  unlinkSync,
+  writeSync,
+} from "node:fs";
+import { basename, dirname, join } from "node:path";
 import { giveToFolderOwner } from "../private-files.ts";
 import { readSecretFile } from "../runtime/secret-file.ts";
 
@@ -39,6 +52,57 @@ function decode(text: string, where: string): Buffer {
 export function loadSecretsKey(source: KeySource): Buffer {
   const fromEnv = source.env[SECRETS_KEY_ENV];
   if (fromEnv !== undefined && fromEnv !== "") return decode(fromEnv, SECRETS_KEY_ENV);
+  removeLeftovers(source.file);
+  return readOrCreate(source);
+}
+
+/** The pid in the name of a leftover of `createKeyFile` for the file named `name`: `<name>.<pid>.tmp`. */
+function leftoverPid(entry: string, name: string): number | null {
+  if (!entry.startsWith(`${name}.`)) return null;
+  const m = /^([1-9]\d{0,9})\.tmp$/.exec(entry.slice(name.length + 1));
+  return m === null ? null : Number(m[1]);
+}
+
+/** True only when no process has this pid (ESRCH); EPERM (another user's) or any other error: it may be alive. */
+function gone(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return false;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === "ESRCH";
+  }
+}
+
+/**
+ * Removes what a process stopped inside `createKeyFile` (killed, or the machine lost power, between writing the
+ * temporary file and removing it) left beside `file`: regular files named `<name>.<pid>.tmp`, each a copy of a key,
+ * that were written before this process started, by a process that is gone (or by an earlier one with this pid).
+ * A process creating its key now has its own pid and writes after this one started, so its file is never taken.
+ * Anything else is left alone; a folder that cannot be listed, or a file that cannot be removed, is left as it is.
+ */
+function removeLeftovers(file: string): void {
+  const dir = dirname(file);
+  const name = basename(file);
+  let entries: string[];
+  try {
+    entries = readdirSync(dir);
+  } catch {
+    return;
+  }
+  for (const entry of entries) {
+    const pid = leftoverPid(entry, name);
+    if (pid === null || (pid !== process.pid && !gone(pid))) continue;
+    const path = join(dir, entry);
+    try {
+      const stat = lstatSync(path);
+      if (stat.isFile() && stat.mtimeMs < performance.timeOrigin) unlinkSync(path);
+    } catch {
+      // Gone already, or not ours to remove: the key itself is still read as usual.
+    }
+  }
+}
+
+function readOrCreate(source: KeySource): Buffer {
   // A symbolic link is followed (secret stores mount files that way); the file checked is the target (a regular
   // file, small, private to this user: src/runtime/secret-file.ts).
   const read = readSecretFile(source.file);
@@ -69,13 +133,13 @@ function createKeyFile(file: string): Buffer {
       return key;
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
-      if (code === "EEXIST") return loadSecretsKey({ file, env: {}, mayCreate: false });
+      if (code === "EEXIST") return readOrCreate({ file, env: {}, mayCreate: false });
       if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP" && code !== "ENOSYS") throw e;
     }
     try {
       writeKeyFile(file, key, false);
     } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "EEXIST") return loadSecretsKey({ file, env: {}, mayCreate: false });
+      if ((e as NodeJS.ErrnoException).code === "EEXIST") return readOrCreate({ file, env: {}, mayCreate: false });
       throw e;
     }
     return key;
