@@ -12,10 +12,12 @@ import { agentMailboxes } from "../config/index.ts";
 import { ownEntry } from "../config/names.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import { errorMessage, moduleLogger } from "../log.ts";
-import { parseHeaderFields, readOriginators } from "../mail/index.ts";
+import { parseHeaderFields, readEnvelopeAddress, readOriginators } from "../mail/index.ts";
 import { sameUpstream, type UpstreamTarget } from "../net/index.ts";
-import { originatorProblem, senderNotIdentity, sessionIdentities } from "../smtp/decide.ts";
+import { nullSenderProblem, originatorProblem, senderNotIdentity, sessionIdentities } from "../smtp/decide.ts";
 import { smtpUpstreamTarget } from "../smtp/index.ts";
+import { MessageInspector, unsendable } from "../smtp/inspect.ts";
+import { MAX_HEADER_BYTES, MAX_MESSAGE_BYTES, MAX_RECIPIENTS } from "../smtp/limits.ts";
 import { SPOOL_BLOCK } from "../smtp/spool.ts";
 import {
   CommitGate,
@@ -233,6 +235,43 @@ function stillAnIdentity(held: HeldMessage, identities: ReadonlySet<string>): vo
   if (authors !== null) throw new Error(originators === undefined ? authors : `${authors} any more`);
 }
 
+/** How a refusal by `checkMessage` begins: the reason then is the one the proxy gives such a send. */
+const REFUSED_AS_SENT_NOW = "the message is refused as a send of it would be now";
+
+/**
+ * Throws unless the held envelope and bytes pass the checks the SMTP proxy makes of a send today (docs/approvals.md
+ * "Deciding", step 1): each envelope address as MAIL FROM and RCPT TO read it (docs/smtp.md "Addresses"), the
+ * number of recipients and the size, and what the end of DATA refuses of the message itself (docs/smtp.md "What the
+ * message says": the header section's size, a NUL, a field or a header line longer than the upstream passes on, the
+ * null reverse path without an author). A message held by an older Mailgator, before one of these was checked, is
+ * stored as it was then: approving it must not send what a send now would not.
+ */
+function checkMessage(held: HeldMessage): void {
+  const refuse = (why: string): never => {
+    throw new Error(`${REFUSED_AS_SENT_NOW}: ${why}`);
+  };
+  const { from, recipients } = held.envelope;
+  if (from !== "") {
+    const read = readEnvelopeAddress(from);
+    if (!read.ok) refuse(`the sender <${from}> is not accepted: ${read.problem}`);
+  }
+  if (recipients.length === 0) refuse("it has no recipient");
+  if (recipients.length > MAX_RECIPIENTS) refuse(`more than ${MAX_RECIPIENTS} recipients`);
+  for (const to of recipients) {
+    const read = readEnvelopeAddress(to);
+    if (!read.ok) refuse(`the recipient <${to}> is not accepted: ${read.problem}`);
+  }
+  if (held.message.length > MAX_MESSAGE_BYTES) refuse(`message larger than ${MAX_MESSAGE_BYTES} octets`);
+  const inspector = new MessageInspector();
+  for (const block of source(held.message).blocks()) inspector.write(block);
+  const facts = inspector.finish();
+  if (facts.headerTooLarge) refuse(`header section larger than ${MAX_HEADER_BYTES} octets`);
+  const refusal = unsendable(facts);
+  if (refusal !== null) refuse(refusal.reason);
+  const authorless = nullSenderProblem(from, facts.missingAuthors);
+  if (authorless !== null) refuse(authorless);
+}
+
 /** The row of a message whose parts a store that did not finish left (`removeOrphans`). */
 export const ORPHAN_REASON = "not held: a store that did not finish (the process stopped) left its parts; removed";
 
@@ -301,6 +340,8 @@ export async function approve(
   }
   if (pending !== null) {
     try {
+      // The stored bytes do not change: checked once, before anything goes upstream.
+      checkMessage(pending);
       const { upstream: opened, made } = await login(ctx, pending, signal ?? null);
       if (signal?.aborted === true) {
         // Logged in just as the process began to stop: nothing is claimed.

@@ -72,6 +72,17 @@ export function originatorProblem(
   return null;
 }
 
+/**
+ * Why a message sent with the null reverse path (`senderKey` "") is refused, or null: the author fields it lacks
+ * (`MessageFacts.missingAuthors`) the upstream writes from the reverse path, `MAILER-DAEMON`, an author that is no
+ * identity (docs/smtp.md "The author in the header").
+ */
+export function nullSenderProblem(senderKey: string, missingAuthors: readonly string[]): string | null {
+  if (senderKey !== "" || missingAuthors.length === 0) return null;
+  const missing = missingAuthors.map((n) => (n === "from" ? "From" : "Resent-From")).join(" and ");
+  return `sent with <> and no ${missing} field, which the upstream would fill in as MAILER-DAEMON`;
+}
+
 /** What the MAIL FROM alone says. `sender` undefined (explain without --from) leaves `from` unknown. */
 export function senderOutcome(policy: Policy, agent: string | null, sender: string | undefined): Outcome {
   return policy.evaluatePartial({ operation: "mail:send", folder: null, agent, from: senderList(sender) });

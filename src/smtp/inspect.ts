@@ -363,6 +363,28 @@ export class MessageInspector {
   }
 }
 
+/** Why a message must be refused, as the SMTP reply gives it and as its audit row says it. */
+export interface Unsendable {
+  readonly code: number;
+  readonly status: string;
+  readonly reason: string;
+}
+
+/**
+ * Why the upstream server would not pass on the message the rules read (docs/smtp.md "What the message says"), or
+ * null: a NUL, a field longer than the server keeps, or a header line longer than it sends on whole would let it cut
+ * an address the rules saw. The session refuses such a message at the end of DATA, and an approval such a held
+ * message (docs/approvals.md "Deciding").
+ */
+export function unsendable(facts: MessageFacts): Unsendable | null {
+  if (facts.hasNul) return { code: 554, status: "5.6.0", reason: "NUL octet in the message" };
+  if (facts.fieldTooLarge !== null)
+    return { code: 552, status: "5.3.4", reason: `header field too long: ${facts.fieldTooLarge}` };
+  if (facts.lineTooLong !== null)
+    return { code: 554, status: "5.6.0", reason: `header line too long: ${facts.lineTooLong}` };
+  return null;
+}
+
 /**
  * The header section's limits, in one pass over its lines (each with its line end): the first field longer than its
  * limit, and the first line longer than MAX_HEADER_LINE_OCTETS before its CRLF, each as `name (octets)` (the line's

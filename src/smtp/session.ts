@@ -43,6 +43,7 @@ import { checkAgentLogin, decodeLoginStep, decodePlain, type LoginAttempt, type 
 import { DataReader } from "./data.ts";
 import {
   decideMessage,
+  nullSenderProblem,
   originatorProblem,
   type RecipientFinal,
   recipientOutcome,
@@ -52,7 +53,7 @@ import {
   senderRefused,
   sessionIdentities,
 } from "./decide.ts";
-import { type MessageFacts, MessageInspector } from "./inspect.ts";
+import { type MessageFacts, MessageInspector, unsendable } from "./inspect.ts";
 import {
   MAX_AUTH_FAILURES_PER_SESSION,
   MAX_HEADER_BYTES,
@@ -1398,17 +1399,10 @@ export class SmtpSession {
       this.#send(reply(552, "5.3.4", "Header section too large; nothing was sent"));
       return;
     }
-    // What the rules read must be what the upstream server passes on (src/smtp/inspect.ts): a NUL, a field longer
-    // than the server keeps, or a header line longer than it sends on whole would let it cut an address the rules saw.
-    const unsendable = facts.hasNul
-      ? { code: 554, status: "5.6.0", reason: "NUL octet in the message" }
-      : facts.fieldTooLarge !== null
-        ? { code: 552, status: "5.3.4", reason: `header field too long: ${facts.fieldTooLarge}` }
-        : facts.lineTooLong !== null
-          ? { code: 554, status: "5.6.0", reason: `header line too long: ${facts.lineTooLong}` }
-          : null;
-    if (unsendable !== null) {
-      const { code, status, reason } = unsendable;
+    // What the rules read must be what the upstream server passes on (src/smtp/inspect.ts `unsendable`).
+    const refusal = unsendable(facts);
+    if (refusal !== null) {
+      const { code, status, reason } = refusal;
       this.#audit({ command: "DATA", operation: "mail:send", target: facts.messageId, decision: "deny", reason });
       this.#send(reply(code, status, `${capitalize(reason)}; nothing was sent`));
       return;
@@ -1453,18 +1447,15 @@ export class SmtpSession {
       this.#send(reply(554, "5.7.1", text));
       return;
     }
-    if (tx.senderKey === "" && facts.missingAuthors.length > 0) {
-      // With `<>` the upstream writes the missing author from the reverse path, `MAILER-DAEMON`: an author that is no
-      // identity (docs/smtp.md "The author in the header").
+    const authorless = nullSenderProblem(tx.senderKey, facts.missingAuthors);
+    if (authorless !== null) {
       const missing = facts.missingAuthors.map((n) => (n === "from" ? "From" : "Resent-From")).join(" and ");
       this.#audit({
         command: "DATA",
         operation: "mail:send",
         target: facts.messageId,
         decision: "deny",
-        reason:
-          `refused as a whole: sent with <> and no ${missing} field, which the upstream would fill in as ` +
-          "MAILER-DAEMON",
+        reason: `refused as a whole: ${authorless}`,
         count: tx.recipients.length,
       });
       const text = `A message sent with <> must name its author in a ${missing} field; nothing was sent`;
