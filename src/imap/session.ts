@@ -22,7 +22,7 @@ import {
   UpstreamError,
   type UpstreamTarget,
 } from "../net/index.ts";
-import type { Operation } from "../policy/index.ts";
+import type { Operation, Policy } from "../policy/index.ts";
 import { recordedLoginName } from "../vault/token.ts";
 import { authCapabilities, PRE_AUTH_CAPABILITIES } from "./capabilities.ts";
 import { messageFilter } from "./classify.ts";
@@ -1264,11 +1264,42 @@ export class ImapSession implements LoginSession, CompressSession {
    * config are read together, with nothing awaited between: both are those of one reload (LiveConfig).
    */
   decide(op: Operation, folder: string): Decided {
+    const policy = this.ctx.policy;
     const revision = this.ctx.config.revision;
-    const d = decideInFolder(this.ctx.policy, op, folder, this.agent);
-    // Field by field, not a spread: this runs for every command (Decision has these four).
-    return { action: d.action, rule: d.rule, ruleIndex: d.ruleIndex, reason: d.reason, revision };
+    const agent = this.agent;
+    let known = this.#decided;
+    if (
+      known === null ||
+      known.policy !== policy ||
+      known.revision !== revision ||
+      known.folder !== folder ||
+      known.agent !== agent
+    ) {
+      known = { policy, revision, folder, agent, byOperation: new Map() };
+      this.#decided = known;
+    }
+    let d = known.byOperation.get(op);
+    if (d === undefined) {
+      const e = decideInFolder(policy, op, folder, agent);
+      d = { action: e.action, rule: e.rule, ruleIndex: e.ruleIndex, reason: e.reason, revision };
+      known.byOperation.set(op, d);
+    }
+    return d;
   }
+
+  /**
+   * `decide`'s answers for the last folder it was asked about, by operation: decideInFolder is a function of the
+   * policy, the operation, the folder and the agent alone, so a command on the selected folder (each FETCH asks for
+   * mail:read and mail:flag) does not evaluate the rules again. Any change of policy, revision, folder or agent starts
+   * it afresh; at most one entry per operation.
+   */
+  #decided: {
+    readonly policy: Policy;
+    readonly revision: string;
+    readonly folder: string;
+    readonly agent: string | null;
+    readonly byOperation: Map<Operation, Decided>;
+  } | null = null;
 
   /**
    * Runs `use` on a second upstream session, logged in like the first, opened when first needed and again when it

@@ -282,11 +282,14 @@ export class Encoder {
     return this.byte(0x29);
   }
 
-  /** `list` with a writer given the encoder: a plain function, not a closure made for each list (FETCH's items). */
-  listWith<T>(items: readonly T[], write: (enc: Encoder, item: T) => void): this {
+  /**
+   * `list` with a writer given the encoder: a plain function, not a closure made for each list (every response's
+   * flags, FETCH's items, a BODYSTRUCTURE's lists).
+   */
+  listWith<T>(items: readonly T[], write: (enc: Encoder, item: T) => void, adjacent = 0): this {
     this.byte(0x28);
     for (let i = 0; i < items.length; i++) {
-      if (i > 0) this.sp();
+      if (i > 0 && i >= adjacent) this.sp();
       write(this, items[i]!);
     }
     return this.byte(0x29);
@@ -318,7 +321,7 @@ export class Encoder {
   }
 
   flagList(flags: readonly string[]): this {
-    return this.list(flags, (f) => this.flag(f));
+    return this.listWith(flags, writeFlag);
   }
 
   /** `date-year` is 4DIGIT (RFC 3501 §9): year 20, read from `0020`, is written `0020`, never `20`. */
@@ -348,7 +351,7 @@ export class Encoder {
       if (!first) this.byte(0x2e);
       this.raw(s.text);
       if (s.text === "HEADER.FIELDS" || s.text === "HEADER.FIELDS.NOT") {
-        this.sp().list(s.fields, (f) => this.astring(f));
+        this.sp().listWith(s.fields, writeAstring);
       }
     }
     return this.byte(0x5d);
@@ -376,7 +379,7 @@ export class Encoder {
         // body-type-msg, body-fld-param before body-fld-dsp).
         let adjacent = 0;
         while (adjacent < v.value.length && v.value[adjacent]!.type === "list") adjacent++;
-        return this.list(v.value, (x) => this.value(x), adjacent);
+        return this.listWith(v.value, writeValue, adjacent);
       }
     }
   }
@@ -478,4 +481,26 @@ function utf8(s: string): Uint8Array {
   const out = new Uint8Array(s.length);
   for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
   return out;
+}
+
+// Writers for `listWith`, one item each.
+
+function writeFlag(enc: Encoder, f: string): void {
+  enc.flag(f);
+}
+
+export function writeAstring(enc: Encoder, s: string): void {
+  enc.astring(s);
+}
+
+function writeValue(enc: Encoder, v: Value): void {
+  enc.value(v);
+}
+
+export function writeAtom(enc: Encoder, s: string): void {
+  enc.atom(s);
+}
+
+export function writeString(enc: Encoder, s: string): void {
+  enc.string(s);
 }
