@@ -809,13 +809,24 @@ function isTag(buf: Uint8Array, end: number): boolean {
 }
 
 /**
- * ASCII bytes upper-cased: a run already in upper case (as clients send command names) comes from the cache of
- * recent tokens (text.ts), so a command's name is not built again for every command.
+ * ASCII letters upper-cased, every other octet as it is (a byte to a code point): a run already in upper case (as
+ * clients send command names) comes from the cache of recent tokens (text.ts), so a command's name is not built
+ * again for every command. Not String.toUpperCase, which maps Latin-1 letters too (0xE9 to 0xC9, 0xDF to `SS`):
+ * a command name is compared as ASCII (RFC 9051 §9).
  */
 function upperCased(buf: Uint8Array, start: number, end: number): string {
   for (let i = start; i < end; i++) {
     const b = buf[i]!;
-    if (b >= 0x61 && b <= 0x7a) return latin1(buf, start, end).toUpperCase();
+    if (b >= 0x61 && b <= 0x7a) return asciiUpper(buf, start, end);
   }
   return token(buf, start, end);
+}
+
+function asciiUpper(buf: Uint8Array, start: number, end: number): string {
+  let s = "";
+  for (let i = start; i < end; i++) {
+    const b = buf[i]!;
+    s += String.fromCharCode(b >= 0x61 && b <= 0x7a ? b - 0x20 : b);
+  }
+  return s;
 }

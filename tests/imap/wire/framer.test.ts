@@ -144,6 +144,16 @@ describe("framer: server-side literal decisions", () => {
     expect(valid?.kind === "error" ? valid.error.tag : "no error").toBe("a]1");
   });
 
+  test("a literal's command name is upper-cased in ASCII only; other octets stay as they are (RFC 9051 §9)", () => {
+    // 0xDF (ß) would become `SS` and 0xE9 (é) `É` under Unicode case mapping: a different name, and a longer one.
+    const names = ["fetch\xdf\xe9", "uid fetch\xdf\xe9", "FETCH\xdf\xe9", "Appen\xe4", "x\xff\xb5"].map((name) => {
+      const line = Uint8Array.from(`t1 ${name} {3}\r\n`, (c) => c.charCodeAt(0));
+      const [event] = run(new Framer({ role: "server" }), [line], "accept");
+      return event?.kind === "literal" ? event.request.command : "no literal";
+    });
+    expect(names).toEqual(["FETCH\xdf\xe9", "UID FETCH\xdf\xe9", "FETCH\xdf\xe9", "APPEN\xe4", "X\xff\xb5"]);
+  });
+
   test("docs/protocol.md §7.19: ~{4} with NUL is refused (BINARY not enabled); ~{4+} is consumed", () => {
     const events = run(new Framer({ role: "server" }), [bytes("a APPEND x ~{4}\r\nb NOOP\r\n")], "accept");
     expect(summarize(events)).toEqual(["error literal8-refused", "frame b NOOP"]);
