@@ -1112,29 +1112,31 @@ export class ImapSession implements LoginSession, CompressSession {
    */
   upstreamRun(
     command: Parameters<UpstreamSession["run"]>[0],
-    onData: ((r: Response) => void) | null = null,
-    gate: Promise<unknown> | null = null,
+    onData?: ((r: Response) => void) | null,
+    gate?: Promise<unknown> | null,
   ): ReturnType<UpstreamSession["run"]> {
     const up = this.up;
     if (up === null) return Promise.reject(new UpstreamError("no upstream session"));
-    // Not an async function (one promise step less per command): a throw becomes a rejection here.
+    // Not an async function (one promise step less per command): a throw becomes a rejection here. No default
+    // parameters and no closure made here (`#routed` makes it): either would add scope objects to every command.
     try {
-      return up.run(
-        command,
-        (r) => {
-          if (this.model(r)) return;
-          if (onData !== null) onData(r);
-          else relayUpdate(this, r);
-        },
-        undefined,
-        null,
-        null,
-        gate,
-      );
+      return up.run(command, onData ? this.#routed(onData) : this.#relayed, undefined, null, null, gate ?? null);
     } catch (error) {
       return Promise.reject(error);
     }
   }
+
+  /** `upstreamRun`'s handler for `onData`: the mailbox model first, then `onData`. */
+  #routed(onData: (r: Response) => void): (r: Response) => void {
+    return (r) => {
+      if (!this.model(r)) onData(r);
+    };
+  }
+
+  /** `upstreamRun`'s handler without `onData`: the mailbox model, then another session's flag change relayed. */
+  readonly #relayed = (r: Response): void => {
+    if (!this.model(r)) relayUpdate(this, r);
+  };
 
   /**
    * Applies an untagged response to the mailbox model. Returns true when it was consumed (EXISTS, EXPUNGE,
@@ -1582,10 +1584,10 @@ export class ImapSession implements LoginSession, CompressSession {
   }
 }
 
-/** CR, LF and NUL, which cannot stand in a line (RFC 3501 §9 TEXT-CHAR and CHAR8). */
 /** `sync`'s answer when it had nothing to wait for: one settled promise, not a new one per command. */
 const SETTLED: Promise<void> = Promise.resolve();
 
+/** CR, LF and NUL, which cannot stand in a line (RFC 3501 §9 TEXT-CHAR and CHAR8). */
 const LINE_BREAK = /[\r\n\0]/;
 const LINE_BREAKS = /[\r\n\0]/g;
 

@@ -395,32 +395,34 @@ export class UpstreamSession {
    */
   run(
     command: UpstreamCommand,
-    onData: ((r: Response) => void) | null = null,
-    timeoutMs = this.#timeouts.commandMs,
-    afterTagged: (() => void) | null = null,
-    onChallenge: (() => void) | null = null,
-    gate: Promise<unknown> | null = null,
+    onData?: ((r: Response) => void) | null,
+    timeoutMs?: number,
+    afterTagged?: (() => void) | null,
+    onChallenge?: (() => void) | null,
+    gate?: Promise<unknown> | null,
   ): Promise<StatusResponse> {
+    // No default parameters and no closure of its own here: either would give every call a scope object or two
+    // (this runs for every upstream command).
     if (this.#error !== null) return Promise.reject(this.#error);
     if (this.#pending !== null) return Promise.reject(new Error("imap: upstream command already in flight"));
     const { tag, rounds } = this.#encode(command);
     // The first round goes now; `rounds` keeps the literals' rounds, each sent on its `+`.
     const first = rounds.shift()!;
-    return new Promise<StatusResponse>((resolve, reject) => {
-      const done =
-        afterTagged === null
-          ? resolve
-          : (s: StatusResponse) => {
-              afterTagged();
-              resolve(s);
-            };
-      const pending = this.#pendingOf(tag, onData, rounds, onChallenge, done, reject, timeoutMs);
+    const { promise, resolve, reject } = Promise.withResolvers<StatusResponse>();
+    try {
+      const done = afterTagged ? resolveAfter(afterTagged, resolve) : resolve;
+      const timeout = timeoutMs ?? this.#timeouts.commandMs;
+      const pending = this.#pendingOf(tag, onData ?? null, rounds, onChallenge ?? null, done, reject, timeout);
       if (command.name === "ENABLE") pending.enables = new Set(command.capabilities.map((c) => c.toUpperCase()));
       pending.selection = selectionOf(command);
       this.#pending = pending;
-      if (gate !== null && pending.rounds.length > 0) this.#holdLiterals(pending, gate);
+      if (gate && pending.rounds.length > 0) this.#holdLiterals(pending, gate);
       for (const chunk of first) this.#conn.write(chunk);
-    });
+    } catch (error) {
+      // As a promise's executor would: whatever failed here is the command's rejection.
+      reject(error);
+    }
+    return promise;
   }
 
   /** `run`'s gate: the literals of `pending` wait for `gate`; its rejection fails the session if one still waits. */
@@ -883,6 +885,14 @@ function changesSession(command: UpstreamCommand): "condstore" | "session" | nul
       return "session";
     }
   }
+}
+
+/** `run`'s resolution when something must run first, synchronously, as the tagged reply is parsed. */
+function resolveAfter(first: () => void, resolve: (s: StatusResponse) => void): (s: StatusResponse) => void {
+  return (s) => {
+    first();
+    resolve(s);
+  };
 }
 
 function condstoreIf(enables: boolean): "condstore" | null {

@@ -65,6 +65,9 @@ export interface Section {
   readonly fields: readonly string[];
 }
 
+/** The section `[]` (the whole message), shared by every value that names it: a Section is never changed. */
+const WHOLE_MESSAGE: Section = Object.freeze({ part: Object.freeze([]), text: "", fields: Object.freeze([]) });
+
 /**
  * A generic data item from upstream (ENVELOPE, BODYSTRUCTURE, unknown items), kept
  * faithful enough to be re-encoded: strings stay bytes.
@@ -599,42 +602,42 @@ export class Decoder {
   /** `section` after `BODY`/`BODY.PEEK`: "[" [section-spec] "]". */
   section(): Section | null {
     if (!this.acceptByte(0x5b)) return null;
+    // `[]`, the whole message: every FETCH of a body gives one, so it is one shared value.
+    if (this.acceptByte(0x5d)) return this.err === null ? WHOLE_MESSAGE : null;
     const part: number[] = [];
     let text: Section["text"] = "";
     let fields: string[] = [];
-    if (!this.acceptByte(0x5d)) {
-      for (;;) {
-        const n = this.number();
-        if (n !== null) {
-          if (n === 0) return this.fail("section part 0");
-          if (part.length >= 64) return this.fail("section part too deep", "too-many-items");
-          part.push(n);
-          if (this.acceptByte(0x2e)) continue;
-          break;
-        }
-        const word = this.run(ATOM).toUpperCase();
-        if (word === "HEADER" || word === "TEXT" || word === "HEADER.FIELDS" || word === "HEADER.FIELDS.NOT") {
-          text = word;
-        } else if (word === "MIME" && part.length > 0) {
-          text = "MIME";
-        } else {
-          return this.fail(`invalid section "${word}"`);
-        }
+    for (;;) {
+      const n = this.number();
+      if (n !== null) {
+        if (n === 0) return this.fail("section part 0");
+        if (part.length >= 64) return this.fail("section part too deep", "too-many-items");
+        part.push(n);
+        if (this.acceptByte(0x2e)) continue;
         break;
       }
-      if (text === "HEADER.FIELDS" || text === "HEADER.FIELDS.NOT") {
-        this.expectSP();
-        fields = [];
-        const names = fields;
-        this.expectList(() => {
-          const f = this.expectAstringText("header field name");
-          if (f === "" || /[\x00-\x20\x7f-\uffff:]/.test(f)) this.fail("invalid header field name");
-          names.push(f);
-        }, "header-list");
-        if (fields.length === 0) this.fail("empty header-list");
+      const word = this.run(ATOM).toUpperCase();
+      if (word === "HEADER" || word === "TEXT" || word === "HEADER.FIELDS" || word === "HEADER.FIELDS.NOT") {
+        text = word;
+      } else if (word === "MIME" && part.length > 0) {
+        text = "MIME";
+      } else {
+        return this.fail(`invalid section "${word}"`);
       }
-      this.expectByte(0x5d, "']'");
+      break;
     }
+    if (text === "HEADER.FIELDS" || text === "HEADER.FIELDS.NOT") {
+      this.expectSP();
+      fields = [];
+      const names = fields;
+      this.expectList(() => {
+        const f = this.expectAstringText("header field name");
+        if (f === "" || /[\x00-\x20\x7f-\uffff:]/.test(f)) this.fail("invalid header field name");
+        names.push(f);
+      }, "header-list");
+      if (fields.length === 0) this.fail("empty header-list");
+    }
+    this.expectByte(0x5d, "']'");
     return this.err === null ? { part, text, fields } : null;
   }
 

@@ -624,7 +624,9 @@ export class Framer {
       this.frameLineBytes += total + 1;
       let line: Uint8Array;
       if (this.partsLen === 0) {
-        line = c.subarray(start, lf);
+        // Bare LF is accepted as a line end, as go-imap's decoder and Dovecot do; the CR of a CRLF is left out here,
+        // so that the line is one view of the chunk, not a view of a view.
+        line = c.subarray(start, lf > start && c[lf - 1] === CR ? lf - 1 : lf);
       } else {
         line = new Uint8Array(total);
         let off = 0;
@@ -635,10 +637,9 @@ export class Framer {
         line.set(c.subarray(start, lf), off);
         this.parts = [];
         this.partsLen = 0;
+        if (line.length > 0 && line[line.length - 1] === CR) line = line.subarray(0, line.length - 1);
       }
       this.consume(lf + 1 - start);
-      // Bare LF is accepted as a line end, as go-imap's decoder and Dovecot do.
-      if (line.length > 0 && line[line.length - 1] === CR) line = line.subarray(0, line.length - 1);
       if (line.length > max) {
         this.fail("line-too-long", `line longer than ${max} octets`);
         return null;

@@ -289,7 +289,6 @@ export function writeFetchAttr(enc: Encoder, a: FetchAttr): void {
   }
 }
 
-/** Body data always goes as a literal (it is message content, never a quoted string). */
 /**
  * LIST and LSUB, with LIST-EXTENDED's selection and return options (RFC 5258) and LIST-STATUS's items (RFC 5819):
  * apart, so that only they pay for the closure their RETURN list needs.
@@ -334,6 +333,7 @@ function writeStatusItem(enc: Encoder, [k, v]: readonly [string, number]): void 
   enc.atom(k).sp().number(v);
 }
 
+/** Body data always goes as a literal (it is message content, never a quoted string). */
 function writeBody(enc: Encoder, data: Uint8Array | null, binary: boolean): void {
   if (data === null) enc.nil();
   else enc.literal(data, binary && data.indexOf(0) !== -1);
