@@ -1204,9 +1204,7 @@ export class ImapSession implements LoginSession, CompressSession {
     // of its own; what it announces, and in which order, is the same.
     if (!box.hasUnknown && box.visible === null) {
       this.#announce(box, allowExpunge);
-      const upstream = box.upstreamRecent;
-      box.upstreamRecent = null;
-      if (upstream !== null) this.sendText(`* ${upstream} RECENT`);
+      this.#relayRecent(box);
       return SETTLED;
     }
     return this.#syncWaiting(box, allowExpunge);
@@ -1245,18 +1243,21 @@ export class ImapSession implements LoginSession, CompressSession {
    * the count waits too: the message is still in the agent's view, and no longer in upstream's search.
    */
   async #syncRecent(box: SelectedMailbox): Promise<void> {
-    const upstream = box.upstreamRecent;
+    if (box.visible === null) return this.#relayRecent(box);
     box.upstreamRecent = null;
-    if (box.visible === null) {
-      if (upstream !== null) this.sendText(`* ${upstream} RECENT`);
-      return;
-    }
     if (!box.recentDue || box.opening || box.pendingExpunges.length > 0) return;
     box.recentDue = false;
     const recent = box.countKnown(await searchUids(sessionRunner(this), "RECENT"));
     if (recent === box.recent) return;
     box.recent = recent;
     this.sendText(`* ${recent} RECENT`);
+  }
+
+  /** An unfiltered folder's RECENT: upstream's `* n RECENT`, if one came, as it is. */
+  #relayRecent(box: SelectedMailbox): void {
+    const upstream = box.upstreamRecent;
+    box.upstreamRecent = null;
+    if (upstream !== null) this.sendText(`* ${upstream} RECENT`);
   }
 
   // ---- policy and audit ------------------------------------------------------------------------------------

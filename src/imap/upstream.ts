@@ -830,7 +830,6 @@ function selectionOf(command: UpstreamCommand): "select" | "unselect" | null {
  * (the switch is exhaustive; at run time an unnamed one counts as "session").
  */
 function changesSession(command: UpstreamCommand): "condstore" | "session" | null {
-  const on = condstoreIf;
   switch (command.name) {
     case "ENABLE":
       return command.capabilities.every((c) => c.toUpperCase() === "CONDSTORE") ? "condstore" : "session";
@@ -845,20 +844,20 @@ function changesSession(command: UpstreamCommand): "condstore" | "session" | nul
       return null;
     case "SELECT":
     case "EXAMINE":
-      return on(command.condstore === true);
+      return condstoreIf(command.condstore === true);
     case "STATUS":
-      return on(command.items.includes("HIGHESTMODSEQ"));
+      return condstoreIf(command.items.includes("HIGHESTMODSEQ"));
     case "LIST":
     case "LSUB":
-      return on(command.statusItems?.includes("HIGHESTMODSEQ") === true);
+      return condstoreIf(command.statusItems?.includes("HIGHESTMODSEQ") === true);
     case "FETCH":
-      return on(command.changedSince !== undefined || command.items.some(isModseqItem));
+      return condstoreIf(command.changedSince !== undefined || command.items.some(isModseqItem));
     case "STORE":
-      return on(command.unchangedSince !== undefined);
+      return condstoreIf(command.unchangedSince !== undefined);
     case "SEARCH":
     case "SORT":
     case "THREAD":
-      return on(command.criteria.some(namesModseq));
+      return condstoreIf(command.criteria.some(namesModseq));
     // The selected mailbox (UNSELECT and CLOSE end it: `selectionOf`), its messages, other mailboxes' data, or
     // nothing at all: none of it stays with the session once no mailbox is selected.
     case "CAPABILITY":

@@ -274,12 +274,7 @@ export class Encoder {
    * the `1*body` of a multipart body and `1*Namespace-Descr` (RFC 3501 §9).
    */
   list<T>(items: readonly T[], write: (item: T) => void, adjacent = 0): this {
-    this.byte(0x28);
-    for (let i = 0; i < items.length; i++) {
-      if (i > 0 && i >= adjacent) this.sp();
-      write(items[i]!);
-    }
-    return this.byte(0x29);
+    return this.listWith(items, (_enc, item) => write(item), adjacent);
   }
 
   /**
