@@ -70,6 +70,19 @@ name = "everything"
 action = "allow"
 `;
 
+/** INBOX read, flagged and expunged; every other folder denied ("Inbox" is rule 0, "Rest" rule 1). */
+export const INBOX_WRITABLE = `
+[[rules]]
+name = "Inbox"
+folders = ["INBOX"]
+action = "allow"
+operations = ["read", "mail:flag", "mail:delete"]
+
+[[rules]]
+name = "Rest"
+action = "deny"
+`;
+
 export async function startTestProxy(options: ProxyOptions = {}): Promise<TestProxy> {
   const dir = mkdtempSync(join(tmpdir(), "mailgator-imap-"));
   const config = proxyConfig(options, dir);

@@ -10,19 +10,7 @@ import type { AuditLog, AuditRow } from "../../src/audit/index.ts";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { TcpRelay } from "../fixtures/tcp-relay.ts";
 import { rawMessage } from "./filtered-fixture.ts";
-import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
-
-const RULES = `
-[[rules]]
-name = "Inbox"
-folders = ["INBOX"]
-action = "allow"
-operations = ["read", "mail:flag", "mail:delete"]
-
-[[rules]]
-name = "Rest"
-action = "deny"
-`;
+import { auditCursor, INBOX_WRITABLE, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
 /** The same rules after one that decides nothing in INBOX: "Inbox" is rule 1 here, rule 0 before. */
 const SHIFTED = `
@@ -30,7 +18,7 @@ const SHIFTED = `
 name = "Archive"
 folders = ["Archive"]
 action = "allow"
-${RULES}`;
+${INBOX_WRITABLE}`;
 
 /** The next upstream command whose line matches, and what holds it at the relay until `release`. */
 let hold: { pattern: RegExp; held: () => void; release: Promise<void> } | null = null;
@@ -81,7 +69,7 @@ beforeAll(async () => {
     },
   }));
   upstream = { upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` } as const;
-  proxy = await startTestProxy({ rules: RULES, ...upstream, wrapAudit: holdingAudit });
+  proxy = await startTestProxy({ rules: INBOX_WRITABLE, ...upstream, wrapAudit: holdingAudit });
   oldRevision = proxy.config.revision;
   rows = auditCursor(proxy);
   mailbox = await createMailbox({ name: "reload-revision" });
@@ -149,7 +137,7 @@ function expectOld(list: AuditRow[], command: string): void {
 }
 
 async function fresh(): Promise<RawImap> {
-  proxy.reload({ rules: RULES, ...upstream });
+  proxy.reload({ rules: INBOX_WRITABLE, ...upstream });
   expect(proxy.config.revision).toBe(oldRevision);
   const raw = await RawImap.login(proxy.port, mailbox);
   await rows();

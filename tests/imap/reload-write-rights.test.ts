@@ -9,20 +9,7 @@ import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { ImapFlow } from "imapflow";
 import { connectImap, createMailbox } from "../fixtures/index.ts";
 import { rawMessage } from "./filtered-fixture.ts";
-import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
-
-/** INBOX read, flagged and expunged. */
-const WRITABLE = `
-[[rules]]
-name = "Inbox"
-folders = ["INBOX"]
-action = "allow"
-operations = ["read", "mail:flag", "mail:delete"]
-
-[[rules]]
-name = "Rest"
-action = "deny"
-`;
+import { INBOX_WRITABLE, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
 /** INBOX read only, after a rule for another folder: "Inbox, read" is rule 1. */
 const READ_ONLY = `
@@ -46,7 +33,7 @@ let proxy: TestProxy;
 const open: Array<{ close(): unknown }> = [];
 
 beforeAll(async () => {
-  proxy = await startTestProxy({ rules: WRITABLE });
+  proxy = await startTestProxy({ rules: INBOX_WRITABLE });
 });
 
 afterAll(async () => {
@@ -62,7 +49,7 @@ async function seenFlagged(direct: ImapFlow): Promise<string[]> {
 for (const judge of [true, false]) {
   const how = judge ? "judged" : "found";
   test(`mail:flag and mail:delete withdrawn, then granted again (${how}): the next command knows`, async () => {
-    proxy.reload({ rules: WRITABLE });
+    proxy.reload({ rules: INBOX_WRITABLE });
     const mailbox = await createMailbox({ name: "reload-write-rights" });
     const direct = await connectImap(mailbox);
     open.push({ close: () => direct.logout() });
@@ -94,7 +81,7 @@ for (const judge of [true, false]) {
       ["EXPUNGE", "mail:delete", "deny", "Rest", 2, revision],
     ]);
 
-    expect(proxy.reload({ rules: WRITABLE }, judge)).toBe(0);
+    expect(proxy.reload({ rules: INBOX_WRITABLE }, judge)).toBe(0);
     expect(statusOf(await raw.command("t4", "STORE 1 +FLAGS.SILENT (\\Flagged)"), "t4")).toStartWith("t4 OK");
     expect(statusOf(await raw.command("b2", "FETCH 1 (BODY[TEXT])"), "b2")).toStartWith("b2 OK");
     expect(await seenFlagged(direct)).toEqual(["\\Flagged", "\\Seen"]);
