@@ -9,6 +9,10 @@
  * back), the visible UIDs as a blob of little-endian uint32, ascending, and the hidden UIDs likewise with, for
  * each, the slot of the rule that hid it (little-endian uint16; for the audit of probes, docs/filtering.md).
  *
+ * A row is marked used when written, and when read if its mark is a day old (CACHE_TOUCH_MS); rows unused for
+ * CACHE_ROW_IDLE_MS are removed (`prune`, at open and daily), so rows of folders that are gone or of replaced
+ * rules do not stay for good.
+ *
  * Fail closed: any error, or a row that does not check out (blob length, order, range), is a miss, and the
  * caller classifies from scratch. Nothing here ever makes a message visible that was not classified visible.
  */
@@ -17,13 +21,14 @@ import { Database } from "bun:sqlite";
 import { existsSync, rmSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { preparePrivateDatabase, restrictDatabaseFiles } from "../private-files.ts";
-import { BUSY_TIMEOUT_MS } from "./limits.ts";
+import { BUSY_TIMEOUT_MS, CACHE_ROW_IDLE_MS, CACHE_TOUCH_MS } from "./limits.ts";
 
 /**
  * Bump when the meaning of a stored row changes (the classifier's own version is part of the fingerprint); a file
  * of another version is emptied and rebuilt. 2: hidden UIDs and their rule slots.
  */
 const SCHEMA_VERSION = 2;
+const DAY_MS = 24 * 3600 * 1000;
 const LITTLE_ENDIAN = new Uint8Array(new Uint32Array([1]).buffer)[0] === 1;
 
 export interface CacheKey {
@@ -59,34 +64,41 @@ interface Row {
   visible: Uint8Array;
   hidden: Uint8Array;
   hidden_slots: Uint8Array;
+  updated_at: number;
 }
 
 export class ClassificationCache {
   readonly #db: Database;
   readonly #log: (message: string) => void;
+  readonly #now: () => number;
   #broken = false;
 
-  private constructor(db: Database, log: (message: string) => void) {
+  private constructor(db: Database, log: (message: string) => void, now: () => number) {
     this.#db = db;
     this.#log = log;
+    this.#now = now;
   }
 
   /**
    * Opens (creating if needed) the cache; null when it cannot be used, after logging why: the proxy then
    * classifies every folder from scratch on each SELECT.
    */
-  static open(path: string, log: (message: string) => void = (m) => console.error(m)): ClassificationCache | null {
+  static open(
+    path: string,
+    log: (message: string) => void = (m) => console.error(m),
+    now: () => number = Date.now,
+  ): ClassificationCache | null {
     if (!LITTLE_ENDIAN) {
       log("imap: classification cache disabled: big-endian host");
       return null;
     }
-    const first = ClassificationCache.#tryOpen(path, log);
+    const first = ClassificationCache.#tryOpen(path, log, now);
     if (first instanceof ClassificationCache) return first;
     if (/not a database|malformed|corrupt/i.test(first.message) && existsSync(path)) {
       // The cache is disposable: a damaged file is replaced rather than kept off for good.
       log(`imap: classification cache ${path} is damaged (${first.message}); starting a new one`);
       for (const suffix of ["", "-wal", "-shm"]) rmSync(path + suffix, { force: true });
-      const second = ClassificationCache.#tryOpen(path, log);
+      const second = ClassificationCache.#tryOpen(path, log, now);
       if (second instanceof ClassificationCache) return second;
       log(`imap: classification cache ${path} unavailable, classifying from scratch: ${second.message}`);
       return null;
@@ -95,7 +107,7 @@ export class ClassificationCache {
     return null;
   }
 
-  static #tryOpen(path: string, log: (message: string) => void): ClassificationCache | Error {
+  static #tryOpen(path: string, log: (message: string) => void, now: () => number): ClassificationCache | Error {
     let db: Database | null = null;
     try {
       // Which messages an agent may see, per account and folder: 0600 like the audit log, whatever the umask.
@@ -124,7 +136,9 @@ export class ClassificationCache {
         db.exec(`PRAGMA user_version = ${SCHEMA_VERSION}`);
       }
       restrictDatabaseFiles(path);
-      return new ClassificationCache(db, log);
+      const cache = new ClassificationCache(db, log, now);
+      cache.prune();
+      return cache;
     } catch (error) {
       db?.close();
       return error as Error;
@@ -138,8 +152,8 @@ export class ClassificationCache {
     try {
       row = this.#db
         .query<Row, [string, string, string]>(
-          "SELECT uid_validity, classified_through, highest_visible, visible, hidden, hidden_slots FROM visibility " +
-            "WHERE account = ? AND folder = ? AND fingerprint = ?",
+          "SELECT uid_validity, classified_through, highest_visible, visible, hidden, hidden_slots, updated_at " +
+            "FROM visibility WHERE account = ? AND folder = ? AND fingerprint = ?",
         )
         .get(key.account, key.folder, key.fingerprint);
     } catch (error) {
@@ -147,6 +161,8 @@ export class ClassificationCache {
       return null;
     }
     if (row === null || row.uid_validity !== uidValidity) return null;
+    // Still in use: its mark is renewed (at most once per CACHE_TOUCH_MS), or `prune` would take a row read daily.
+    if (!(row.updated_at >= this.#now() - CACHE_TOUCH_MS)) this.#touch(key);
     const blob = row.visible;
     if (!(blob instanceof Uint8Array) || blob.byteLength % 4 !== 0) return this.#invalid(key);
     const visible = new Uint32Array(blob.byteLength / 4);
@@ -234,7 +250,7 @@ export class ClassificationCache {
           bytes(value.visible),
           bytes(value.hidden.uids),
           bytes(value.hidden.slots),
-          Date.now(),
+          this.#now(),
         );
       return true;
     } catch (error) {
@@ -243,13 +259,24 @@ export class ClassificationCache {
     }
   }
 
-  /** Forgets every classification of a folder (e.g. it was deleted or renamed upstream). */
-  forget(account: string, folder: string): void {
-    if (this.#broken) return;
+  /**
+   * Removes the rows not read nor written for CACHE_ROW_IDLE_MS (a row exactly that old stays); returns how many.
+   * A failure turns the cache off like any other.
+   */
+  prune(): number {
+    if (this.#broken) return 0;
     try {
-      this.#db.query("DELETE FROM visibility WHERE account = ? AND folder = ?").run(account, folder);
+      const removed = this.#db
+        .query("DELETE FROM visibility WHERE updated_at < ?")
+        .run(this.#now() - CACHE_ROW_IDLE_MS).changes;
+      if (removed > 0)
+        this.#log(
+          `imap: classification cache: ${removed} row(s) unused for ${CACHE_ROW_IDLE_MS / DAY_MS} days removed`,
+        );
+      return removed;
     } catch (error) {
       this.#fail("write", error);
+      return 0;
     }
   }
 
@@ -258,6 +285,16 @@ export class ClassificationCache {
       this.#db.close();
     } catch {
       // Closing a broken database: nothing to save.
+    }
+  }
+
+  #touch(key: CacheKey): void {
+    try {
+      this.#db
+        .query("UPDATE visibility SET updated_at = ? WHERE account = ? AND folder = ? AND fingerprint = ?")
+        .run(this.#now(), key.account, key.folder, key.fingerprint);
+    } catch (error) {
+      this.#fail("write", error);
     }
   }
 

@@ -18,6 +18,7 @@ import { openStateDatabase } from "../state/database.ts";
 import { ClassificationCache, cachePathBeside } from "./cache.ts";
 import type { SessionContext } from "./commands/context.ts";
 import {
+  CACHE_PRUNE_INTERVAL_MS,
   COMMAND_MEMORY_BUDGET,
   COMMAND_MEMORY_FREE,
   DEFAULT_TIMEOUTS,
@@ -159,6 +160,10 @@ export async function startImapProxy(deps: {
     // The greeting is replaced by BYE (RFC 3501 §7.1.5): the server will not accept this connection.
     refusal: (text) => `* BYE [LIMIT] ${text}\r\n`,
   });
+  // Rows of the classification cache no session used for CACHE_ROW_IDLE_MS go, daily as at the start (cache.ts).
+  const cache = ctx.cache;
+  const pruning = cache === null ? null : setInterval(() => cache.prune(), CACHE_PRUNE_INTERVAL_MS);
+  pruning?.unref();
   return {
     address: listener.address,
     responseMemory,
@@ -173,6 +178,7 @@ export async function startImapProxy(deps: {
       for (const session of ctx.sessions) session.stop();
       await closed;
       await cleared;
+      if (pruning !== null) clearInterval(pruning);
       ctx.cache?.close();
       ownQuotas?.close();
     },

@@ -198,6 +198,22 @@ export const MAX_STRUCTURE_DEPTH = 32;
 /** How long the classification cache waits for a lock held by another process (SQLite busy_timeout). */
 export const BUSY_TIMEOUT_MS = 2000;
 
+/**
+ * A classification cache row not read nor written for this long is removed (docs/filtering.md "The cache"): rows of
+ * folders deleted or renamed by another client, or of a rules fingerprint a reload replaced, would otherwise stay
+ * for good. Removed at start and every CACHE_PRUNE_INTERVAL_MS after.
+ */
+export const CACHE_ROW_IDLE_MS = 30 * 24 * 3600 * 1000;
+
+/** How often a running proxy removes idle classification cache rows. */
+export const CACHE_PRUNE_INTERVAL_MS = 24 * 3600 * 1000;
+
+/**
+ * A row read at SELECT is marked used again (its `updated_at` set) only when its mark is older than this: the
+ * update rewrites the whole row, UID blobs included, so at most once a day per row.
+ */
+export const CACHE_TOUCH_MS = 24 * 3600 * 1000;
+
 // ---- memory ----------------------------------------------------------------------------------------------------
 
 /**
