@@ -1,7 +1,8 @@
 /**
  * Rows of the classification cache that no session read or wrote for CACHE_ROW_IDLE_MS are removed, at open and by
  * `prune` (docs/filtering.md "The cache"); a row in use is marked again when read, at most once per CACHE_TOUCH_MS.
- * The clock is the cache's own (`open`'s third argument), so the days pass without waiting.
+ * The clock is the cache's own (`open`'s third argument), so the days pass without waiting; the last test runs the
+ * IMAP proxy against Dovecot with the real clock.
  */
 import { Database } from "bun:sqlite";
 import { afterEach, beforeEach, expect, test } from "bun:test";
@@ -10,6 +11,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type CachedVisibility, ClassificationCache } from "../../src/imap/cache.ts";
 import { CACHE_ROW_IDLE_MS, CACHE_TOUCH_MS } from "../../src/imap/limits.ts";
+import { createMailbox } from "../fixtures/index.ts";
+import { SEED_RULES } from "./filtered-fixture.ts";
+import { RawImap, startTestProxy } from "./helpers.ts";
 
 let dir: string;
 let path: string;
@@ -104,4 +108,25 @@ test("a read renews the mark only once it is CACHE_TOUCH_MS old", () => {
   expect(cache.get(key("INBOX"), 10)).toBeNull();
   expect(marks()["INBOX/f1"]).toBe(written + CACHE_TOUCH_MS + 1);
   cache.close();
+});
+
+test("the IMAP proxy removes idle rows when it starts (Dovecot)", async () => {
+  const mailbox = await createMailbox({ seed: { folders: { INBOX: 4 }, seed: 3 } });
+  const first = await startTestProxy({ rules: SEED_RULES, dir });
+  const raw = await RawImap.login(first.port, mailbox);
+  await raw.command("s", "EXAMINE INBOX");
+  raw.close();
+  await first.close();
+  const rows = marks();
+  expect(Object.keys(rows)).toHaveLength(1);
+  // The row was last used 30 days and a minute ago, as if no session had selected the folder since.
+  const db = new Database(path);
+  db.query("UPDATE visibility SET updated_at = ?").run(Date.now() - CACHE_ROW_IDLE_MS - 60_000);
+  db.close();
+  const second = await startTestProxy({ rules: SEED_RULES, dir });
+  try {
+    expect(marks()).toEqual({});
+  } finally {
+    await second.close();
+  }
 });

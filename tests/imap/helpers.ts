@@ -46,6 +46,8 @@ export interface ProxyOptions {
   /** Instead of COMMAND_MEMORY_BUDGET and COMMAND_MEMORY_FREE. */
   readonly commandMemoryBudget?: number;
   readonly commandMemoryFree?: number;
+  /** The proxy's folder (audit log, classification cache), kept at close; default a new one, removed at close. */
+  readonly dir?: string;
 }
 
 export interface TestProxy {
@@ -84,7 +86,7 @@ action = "deny"
 `;
 
 export async function startTestProxy(options: ProxyOptions = {}): Promise<TestProxy> {
-  const dir = mkdtempSync(join(tmpdir(), "mailgator-imap-"));
+  const dir = options.dir ?? mkdtempSync(join(tmpdir(), "mailgator-imap-"));
   const config = proxyConfig(options, dir);
   const audit = AuditLog.open(config.audit.path, { batchMs: 5, sync: "normal" });
   const policy = compilePolicy(config.rules);
@@ -120,7 +122,7 @@ export async function startTestProxy(options: ProxyOptions = {}): Promise<TestPr
     async close() {
       await proxy.close();
       await audit.close();
-      rmSync(dir, { recursive: true, force: true });
+      if (options.dir === undefined) rmSync(dir, { recursive: true, force: true });
     },
   };
 }
