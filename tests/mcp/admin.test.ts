@@ -458,6 +458,31 @@ describe("writing", () => {
     expect(statSync(file).mtimeMs).toBe(mtime);
   });
 
+  // Dropped, a misspelled `position` would put a deny rule last, behind the allow rules it was meant to precede, and
+  // a misspelled `agnet` would answer simulate for no agent.
+  test("an argument a tool does not take is refused, never dropped; the file stays byte for byte", async () => {
+    const before = readFileSync(file);
+    const attempts: [string, Record<string, unknown>][] = [
+      ["add_rule", { rule: { name: "deny first", action: "deny" }, position: 0 }],
+      ["update_rule", { index: 0, changes: { action: "deny" }, dry_run: true }],
+      ["move_rule", { index: 0, to: 1, after: 2 }],
+      ["remove_rule", { name: "send internal", confirm: true }],
+      ["simulate", { operation: "mail:read", folder: "INBOX", agnet: "alice" }],
+      ["query_audit", { agnet: "alice" }],
+      ["validate_config", { path: "/etc/passwd" }],
+      ["list_rules", { verbose: true }],
+      ["get_config", { reveal: true }],
+      ["list_approvals", { all: true }],
+    ];
+    for (const [tool, args] of attempts) {
+      const r = await admin.call(tool, args);
+      expect(`${tool}: ${r.isError} ${/unrecognized key/i.test(r.text)}`).toBe(`${tool}: true true`);
+    }
+    expect(readFileSync(file)).toEqual(before);
+    for (const tool of (await admin.client.listTools()).tools)
+      expect(`${tool.name}: ${tool.inputSchema["additionalProperties"]}`).toBe(`${tool.name}: false`);
+  });
+
   test("an edit that would take the file past MAX_CONFIG_BYTES is refused; the file stays byte for byte", async () => {
     const original = readFileSync(file);
     // Padded with a comment to 40 bytes under the limit: readable, and any added rule takes it past.

@@ -686,6 +686,37 @@ action = "deny"
     const unknown = await callRaw(reader, "delete", { folder: "INBOX", uids: [target.uid] });
     expect(unknown.isError).toBe(true);
   });
+
+  // An argument the tool does not take is refused, never dropped: dropped, a misspelled `Folder` left `folder` at
+  // INBOX and deleted there, an `attachments` sent the message without them, a `replyAll` replied to one.
+  test("an argument a tool does not take is refused, and nothing is done", async () => {
+    const token = uniqueToken("mcpextra");
+    const uid = uidsOf(await call(desk, "list_messages", { folder: "INBOX" }))[0]!;
+    const attempts: [string, Record<string, unknown>][] = [
+      ["delete", { Folder: "Archive", uids: [uid] }],
+      ["move", { folder: "INBOX", uids: [uid], to_folder: "Archive", copy: true }],
+      ["set_flags", { uids: [uid], add: ["flagged"], folder_name: "Archive" }],
+      ["send", { to: [`a-${token}@shop.test`], subject: token, text: "t", attachments: [{ path: "/etc/passwd" }] }],
+      ["send", { to: [`a-${token}@shop.test`], subject: token, text: "t", reply_to: "x@evil.test" }],
+      ["reply", { uid, text: `reply ${token}`, replyAll: true }],
+      ["save_draft", { to: ["x@corp.test"], subject: token, text: "t", bcc: ["y@corp.test"] }],
+      ["search", { folder: "INBOX", body: "no such words" }],
+      ["list_messages", { folder: "INBOX", pageSize: 1 }],
+      ["list_folders", { pattern: "*" }],
+    ];
+    for (const [tool, args] of attempts) {
+      const out = await callRaw(desk, tool, args);
+      expect(`${tool}: ${out.isError}`).toBe(`${tool}: true`);
+      expect(out.text).toMatch(/unrecognized key/i);
+    }
+    expect(uidsOf(await call(desk, "list_messages", { folder: "INBOX", page_size: 100 }))).toContain(uid);
+    await Bun.sleep(500);
+    expect(sinkMessages(token)).toEqual([]);
+    expect(mailboxMessages(mailbox, token, "Drafts")).toEqual([]);
+    // The tool list says so: no property beyond those named.
+    for (const tool of (await desk.client.listTools()).tools)
+      expect(`${tool.name}: ${tool.inputSchema["additionalProperties"]}`).toBe(`${tool.name}: false`);
+  });
 });
 
 describe("vault mode: refusals, and what of the message they carry", () => {
@@ -772,8 +803,9 @@ action = "deny"
     }
     // A hidden folder (Private) and one that does not exist are refused alike, before any search.
     for (const tool of ["list_messages", "search"] as const) {
-      const hidden = await callRaw(desk, tool, { folder: "Private", subject: "a" });
-      const none = await callRaw(desk, tool, { folder: "NoSuchFolder", subject: "a" });
+      const criteria = tool === "search" ? { subject: "a" } : {};
+      const hidden = await callRaw(desk, tool, { folder: "Private", ...criteria });
+      const none = await callRaw(desk, tool, { folder: "NoSuchFolder", ...criteria });
       expect(hidden).toEqual({ text: `${tool}: Mailbox does not exist`, isError: true, blobs: [] });
       expect(none).toEqual(hidden);
     }
