@@ -54,6 +54,13 @@ export const DEFAULT_PAGE_SIZE = 20;
  * below the proxy's 64 KB line limit (MAX_LINE), which about 6,000 UIDs of ten digits would pass.
  */
 export const MAX_TOOL_UIDS = 1000;
+/**
+ * Longest `from`, `to`, `subject` or `text` of one `search`, in characters (docs/mcp.md "Agent tools"). The four go to
+ * the proxy in one `UID SEARCH` line, quoted (a quote or backslash doubled) or as UTF-8 literals: at most some 16 KB
+ * in all, below the proxy's 64 KB line and literal limits (MAX_LINE, MAX_ARGUMENT_LITERAL), where a longer term would
+ * end the connection and the tool would answer only "Connection not available".
+ */
+export const MAX_SEARCH_TERM_CHARS = 1000;
 /** Largest message `get_message` and `get_attachment` fetch (RFC822.SIZE). */
 export const MAX_MESSAGE_BYTES = 25 * 1024 * 1024;
 /** Largest attachment `get_attachment` returns (decoded bytes; the result carries them base64-encoded). */
@@ -181,6 +188,7 @@ function notFound(missing: readonly number[], checked: boolean): string {
   if (!checked) return " (Which of them exist could not be looked up: the search was refused.)";
   return missing.length === 0 ? "" : ` Not found (no message with that UID): ${missing.join(", ")}.`;
 }
+const searchTerm = z.string().max(MAX_SEARCH_TERM_CHARS);
 const addressList = z.array(z.string().min(1)).default([]);
 
 const FLAGS = { seen: "\\Seen", flagged: "\\Flagged", answered: "\\Answered", draft: "\\Draft" } as const;
@@ -432,10 +440,10 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
           `substrings, case-insensitively). Newest first, paged, with the total. ${UNTRUSTED_NOTE}`,
         inputSchema: toolArgs({
           folder: folderArg,
-          from: z.string().optional(),
-          to: z.string().optional(),
-          subject: z.string().optional(),
-          text: z.string().optional().describe("anywhere in the header or body"),
+          from: searchTerm.optional(),
+          to: searchTerm.optional(),
+          subject: searchTerm.optional(),
+          text: searchTerm.optional().describe("anywhere in the header or body"),
           since: dateArg.optional().describe("received on or after this day (YYYY-MM-DD)"),
           before: dateArg.optional().describe("received before this day (YYYY-MM-DD)"),
           unread: z.boolean().optional(),

@@ -21,7 +21,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { ErrorCode, McpError } from "@modelcontextprotocol/sdk/types.js";
 import { freePorts } from "../../scripts/upstreams/ports.ts";
-import { MAX_PAGE_SIZE, MAX_TOOL_UIDS } from "../../src/mcp/agent.ts";
+import { MAX_PAGE_SIZE, MAX_SEARCH_TERM_CHARS, MAX_TOOL_UIDS } from "../../src/mcp/agent.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { runCli, type Served, serveChild } from "../e2e/serve-child.ts";
 import {
@@ -689,6 +689,24 @@ action = "deny"
 
   // An argument the tool does not take is refused, never dropped: dropped, a misspelled `Folder` left `folder` at
   // INBOX and deleted there, an `attachments` sent the message without them, a `replyAll` replied to one.
+  test("a search term of MAX_SEARCH_TERM_CHARS characters is searched; one more is an invalid argument", async () => {
+    // The worst case for the line: quotes and backslashes, each written twice, in all four terms at once; and
+    // UTF-8, which goes as a literal.
+    const quoted = '"\\'.repeat(MAX_SEARCH_TERM_CHARS / 2).slice(0, MAX_SEARCH_TERM_CHARS);
+    const all = { from: quoted, to: quoted, subject: quoted, text: quoted };
+    expect(totalOf(await call(desk, "search", { folder: "INBOX", ...all }))).toBe(0);
+    const wide = "\u{1F600}".repeat(MAX_SEARCH_TERM_CHARS / 2);
+    expect(wide.length).toBe(MAX_SEARCH_TERM_CHARS);
+    expect(totalOf(await call(desk, "search", { folder: "INBOX", subject: wide, text: wide }))).toBe(0);
+    for (const term of ["from", "to", "subject", "text"]) {
+      const past = await callRaw(desk, "search", { folder: "INBOX", [term]: `${"a".repeat(MAX_SEARCH_TERM_CHARS)}b` });
+      expect(`${term}: ${past.isError}`).toBe(`${term}: true`);
+      expect(past.text).toContain(String(MAX_SEARCH_TERM_CHARS));
+    }
+    // The session goes on: the next call is answered as usual.
+    expect(totalOf(await call(desk, "list_messages", { folder: "INBOX" }))).toBeGreaterThan(0);
+  });
+
   test("an argument a tool does not take is refused, and nothing is done", async () => {
     const token = uniqueToken("mcpextra");
     const uid = uidsOf(await call(desk, "list_messages", { folder: "INBOX" }))[0]!;
