@@ -23,6 +23,7 @@ import {
 import { basename, dirname, join } from "node:path";
 import { parse as parseToml, stringify } from "smol-toml";
 import { ConfigError, readConfigText } from "../config/index.ts";
+import { removeLeftovers } from "../runtime/leftovers.ts";
 
 /** A rule as written in the file (TOML key names). */
 export type RawRule = Record<string, unknown>;
@@ -283,6 +284,23 @@ export function backupPath(file: string): string {
   return `${file}.bak`;
 }
 
+/** The random part of a temporary file's name (`writeTemp`): this many bytes, in hex. */
+const TEMP_RANDOM_BYTES = 6;
+
+/**
+ * Removes what a process stopped inside `writeConfig` (killed, or the machine lost power, before the rename) left
+ * beside the config file `file`: `.<name>.<pid>.<hex>.tmp` and `.<name>.bak.<pid>.<hex>.tmp`, copies of the config
+ * (which may hold secrets), under the rules of src/runtime/leftovers.ts: only a regular file of exactly such a name,
+ * written before this process started, by a process that is gone. Never throws (docs/operations.md "Leftovers").
+ */
+export function removeConfigWriteLeftovers(file: string): void {
+  const tail = new RegExp(`\\.[0-9a-f]{${TEMP_RANDOM_BYTES * 2}}\\.tmp`);
+  removeLeftovers(dirname(file), [
+    { prefix: `.${basename(file)}.`, tail },
+    { prefix: `.${basename(backupPath(file))}.`, tail },
+  ]);
+}
+
 /** The owner, group and mode a written file gets: the config's. */
 interface Ownership {
   readonly uid: number;
@@ -297,7 +315,10 @@ interface Ownership {
  * root and not in the config's group), the file is removed and the error thrown.
  */
 function writeTemp(target: string, data: string, owner: Ownership): string {
-  const temp = join(dirname(target), `.${basename(target)}.${process.pid}.${randomBytes(6).toString("hex")}.tmp`);
+  const temp = join(
+    dirname(target),
+    `.${basename(target)}.${process.pid}.${randomBytes(TEMP_RANDOM_BYTES).toString("hex")}.tmp`,
+  );
   const fd = openSync(temp, "wx", owner.mode);
   try {
     try {

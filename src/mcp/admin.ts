@@ -43,6 +43,7 @@ import {
   patchRule,
   type RawRule,
   rawRules,
+  removeConfigWriteLeftovers,
   removeRule,
   replaceRule,
   writeConfig,
@@ -591,6 +592,9 @@ export async function runAdminMcp(options: AdminMcpOptions): Promise<number> {
     process.stderr.write(`mailgator mcp --admin: ${problem}\n`);
     return 2;
   }
+  // What an edit stopped before its rename (killed, power loss) left beside the config: a copy of it, which may hold
+  // secrets (docs/operations.md "Leftovers"). Only the process that writes the config removes them.
+  if (options.allowConfigWrites) removeConfigWriteLeftovers(resolve(options.config.path));
   const toStderr = (...args: unknown[]) => process.stderr.write(`${args.map(String).join(" ")}\n`);
   console.log = toStderr;
   console.info = toStderr;

@@ -5,8 +5,9 @@
  */
 
 import { linkSync, readFileSync, renameSync, rmSync, unlinkSync, writeFileSync } from "node:fs";
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import type { Config } from "../config/index.ts";
+import { removeLeftovers, type TemporaryName } from "./leftovers.ts";
 import type { ReloadResult } from "./reload.ts";
 
 export const PID_FILE_NAME = "mailgator.pid";
@@ -18,6 +19,24 @@ export function pidFileFor(config: Config): string {
 
 export function statusFileFor(config: Config): string {
   return join(dirname(config.audit.path), STATUS_FILE_NAME);
+}
+
+/**
+ * Removes what a process stopped inside `claimPidFile` (`<pid file>.<pid>.tmp`, and `<pid file>.<pid>.stale`, the
+ * file it moved aside) or `writeStatusFile` (`<status file>.<pid>.tmp`) left beside these files, under the rules of
+ * src/runtime/leftovers.ts: only a regular file of exactly such a name, written before this process started, by a
+ * process that is gone. Never throws (docs/operations.md "Leftovers").
+ */
+export function removeStateFileLeftovers(pidFiles: readonly string[], statusFile: string): void {
+  const byDir = new Map<string, TemporaryName[]>();
+  const add = (file: string, tails: readonly RegExp[]) => {
+    const names = byDir.get(dirname(file)) ?? [];
+    for (const tail of tails) names.push({ prefix: `${basename(file)}.`, tail });
+    byDir.set(dirname(file), names);
+  };
+  for (const file of pidFiles) add(file, [/\.tmp/, /\.stale/]);
+  add(statusFile, [/\.tmp/]);
+  for (const [dir, names] of byDir) removeLeftovers(dir, names);
 }
 
 /** Written whole under a temporary name, then renamed: a reader never sees half a file. */

@@ -6,21 +6,10 @@
  */
 
 import { randomBytes } from "node:crypto";
-import {
-  closeSync,
-  constants,
-  fchmodSync,
-  fsyncSync,
-  linkSync,
-  lstatSync,
-  openSync,
-  readdirSync,
-  rmSync,
-  unlinkSync,
-  writeSync,
-} from "node:fs";
-import { basename, dirname, join } from "node:path";
+import { closeSync, constants, fchmodSync, fsyncSync, linkSync, openSync, rmSync, writeSync } from "node:fs";
+import { basename, dirname } from "node:path";
 import { giveToFolderOwner } from "../private-files.ts";
+import { removeLeftovers } from "../runtime/leftovers.ts";
 import { readSecretFile } from "../runtime/secret-file.ts";
 
 export const SECRETS_KEY_ENV = "MAILGATOR_SECRETS_KEY";
@@ -52,54 +41,20 @@ function decode(text: string, where: string): Buffer {
 export function loadSecretsKey(source: KeySource): Buffer {
   const fromEnv = source.env[SECRETS_KEY_ENV];
   if (fromEnv !== undefined && fromEnv !== "") return decode(fromEnv, SECRETS_KEY_ENV);
-  removeLeftovers(source.file);
+  removeKeyLeftovers(source.file);
   return readOrCreate(source);
-}
-
-/** The pid in the name of a leftover of `createKeyFile` for the file named `name`: `<name>.<pid>.tmp`. */
-function leftoverPid(entry: string, name: string): number | null {
-  if (!entry.startsWith(`${name}.`)) return null;
-  const m = /^([1-9]\d{0,9})\.tmp$/.exec(entry.slice(name.length + 1));
-  return m === null ? null : Number(m[1]);
-}
-
-/** True only when no process has this pid (ESRCH); EPERM (another user's) or any other error: it may be alive. */
-function gone(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return false;
-  } catch (e) {
-    return (e as NodeJS.ErrnoException).code === "ESRCH";
-  }
 }
 
 /**
  * Removes what a process stopped inside `createKeyFile` (killed, or the machine lost power, between writing the
- * temporary file and removing it) left beside `file`: regular files named `<name>.<pid>.tmp`, each a copy of a key,
- * that were written before this process started, by a process that is gone (or by an earlier one with this pid).
- * A process creating its key now has its own pid and writes after this one started, so its file is never taken.
- * Anything else is left alone; a folder that cannot be listed, or a file that cannot be removed, is left as it is.
+ * temporary file and removing it) left beside `file`: files named `<name>.<pid>.tmp`, each a copy of a key, under the
+ * rules of src/runtime/leftovers.ts (a regular file, written before this process started, by a process that is gone
+ * or by an earlier one with this pid). A process creating its key now has its own pid and writes after this one
+ * started, so its file is never taken. A folder that cannot be listed, or a file that cannot be removed, is left as
+ * it is: the key itself is still read as usual.
  */
-function removeLeftovers(file: string): void {
-  const dir = dirname(file);
-  const name = basename(file);
-  let entries: string[];
-  try {
-    entries = readdirSync(dir);
-  } catch {
-    return;
-  }
-  for (const entry of entries) {
-    const pid = leftoverPid(entry, name);
-    if (pid === null || (pid !== process.pid && !gone(pid))) continue;
-    const path = join(dir, entry);
-    try {
-      const stat = lstatSync(path);
-      if (stat.isFile() && stat.mtimeMs < performance.timeOrigin) unlinkSync(path);
-    } catch {
-      // Gone already, or not ours to remove: the key itself is still read as usual.
-    }
-  }
+function removeKeyLeftovers(file: string): void {
+  removeLeftovers(dirname(file), [{ prefix: `${basename(file)}.`, tail: /\.tmp/ }]);
 }
 
 function readOrCreate(source: KeySource): Buffer {

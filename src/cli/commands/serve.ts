@@ -25,6 +25,7 @@ import {
 } from "../../config/index.ts";
 import { startImapProxy } from "../../imap/index.ts";
 import { errorMessage, moduleLogger } from "../../log.ts";
+import { removeConfigWriteLeftovers } from "../../mcp/admin-edit.ts";
 import { SHUTDOWN_GRACE_MS } from "../../net/index.ts";
 import { compilePolicy, type Policy } from "../../policy/index.ts";
 import { openQuotas, type Quotas, type RunningQuotas } from "../../quotas/index.ts";
@@ -37,7 +38,14 @@ import {
   type ReloadResult,
   SessionsNotReloaded,
 } from "../../runtime/reload.ts";
-import { claimPidFile, pidFileFor, releasePidFile, statusFileFor, writeStatusFile } from "../../runtime/state-files.ts";
+import {
+  claimPidFile,
+  pidFileFor,
+  releasePidFile,
+  removeStateFileLeftovers,
+  statusFileFor,
+  writeStatusFile,
+} from "../../runtime/state-files.ts";
 import { startSmtpProxy } from "../../smtp/index.ts";
 import { openStateDatabase } from "../../state/database.ts";
 import { SealedStore } from "../../state/store.ts";
@@ -182,6 +190,10 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
         "its own [state] path",
     },
   ];
+  // What a process killed mid-write left (docs/operations.md "Leftovers"): temporary copies of the pid and status
+  // files, and of the config an admin edit was writing. Only files of processes that are gone; never fails the start.
+  removeStateFileLeftovers([pidFile, statePid], statusFile);
+  removeConfigWriteLeftovers(config.file);
   for (const { file, needed, refusal } of claims) {
     let claim: ReturnType<typeof claimPidFile>;
     try {
