@@ -14,7 +14,15 @@ import type { AccountConfig, Config } from "../config/types.ts";
 import { errorMessage, moduleLogger } from "../log.ts";
 import { parseHeaderFields, readEnvelopeAddress, readOriginators } from "../mail/index.ts";
 import { sameUpstream, type UpstreamTarget } from "../net/index.ts";
-import { nullSenderProblem, originatorProblem, senderNotIdentity, sessionIdentities } from "../smtp/decide.ts";
+import { compilePolicy, type Policy } from "../policy/index.ts";
+import {
+  decideMessage,
+  nullSenderProblem,
+  originatorProblem,
+  type SendFacts,
+  senderNotIdentity,
+  sessionIdentities,
+} from "../smtp/decide.ts";
 import { smtpUpstreamTarget } from "../smtp/index.ts";
 import { MessageInspector, unsendable } from "../smtp/inspect.ts";
 import { MAX_HEADER_BYTES, MAX_MESSAGE_BYTES, MAX_RECIPIENTS } from "../smtp/limits.ts";
@@ -157,34 +165,73 @@ interface SenderLogin {
 
 /**
  * Throws unless the config in force still lets the held message be sent as it was held: its login's mode, its agent
- * with the same token and account (vault), its account, and its sender and authors among the identities. Returns
- * what the upstream login is made with.
+ * with the same token and account (vault), its account, its sender and authors among the identities, and its rules
+ * (`stillAllowedByRules`). Returns what the upstream login is made with. `facts`: what the SMTP proxy's inspector
+ * reads of the stored bytes (`checkMessage`).
  */
-function checkSender(ctx: ApprovalContext, held: HeldMessage): SenderLogin {
-  const smtp = ctx.config.smtp;
+function checkSender(ctx: ApprovalContext, held: HeldMessage, facts: SendFacts): SenderLogin {
+  // One read of the config in force for every check below: a reload replaces the object, never changes it.
+  const config = ctx.config;
+  const smtp = config.smtp;
   if (smtp === null) throw new Error("the config has no [smtp] section to send through");
   const target = smtpUpstreamTarget(smtp);
   if (held.credentials !== null) {
     // A reload to vault mode ends the pass-through sessions (docs/operations.md "Reload"); their held messages are
     // not sent with the agent's own login either.
-    if (ctx.config.agents.length > 0)
+    if (config.agents.length > 0)
       throw new Error("the proxy now takes agent tokens only: a message held in pass-through mode is not sent");
     stillAnIdentity(held, sessionIdentities(held.credentials.username, smtp.identities));
+    stillAllowedByRules(config, held, facts);
     return { target, account: null };
   }
   // Vault mode: the agent that sent it must still be configured, with the same token and account, as a reload ends
   // its sessions otherwise (docs/operations.md "Reload"); a revoked agent's or token's held messages are not sent.
   if (held.agent !== null) {
-    const agent = ctx.config.agents.find((a) => a.name === held.agent);
+    const agent = config.agents.find((a) => a.name === held.agent);
     if (agent === undefined) throw new Error(`the agent ${held.agent} is no longer configured`);
     if (agent.tokenHash !== held.tokenHash)
       throw new Error(`the agent ${held.agent}'s token changed after the message was held`);
     if (agent.account !== held.account) throw new Error(`the agent ${held.agent} now uses another account`);
   }
-  const account = held.account === null ? undefined : ownEntry(ctx.config.accounts, held.account);
+  const account = held.account === null ? undefined : ownEntry(config.accounts, held.account);
   if (account === undefined) throw new Error(`account ${JSON.stringify(held.account)} is no longer configured`);
   stillAnIdentity(held, sessionIdentities(account.username, account.identities));
+  stillAllowedByRules(config, held, facts);
   return { target, account };
+}
+
+/** How a refusal by `stillAllowedByRules` begins. */
+const RULES_NOW_DENY = "the rules now deny this send";
+
+/** The policy of each config judged here: one per config object, which a reload replaces. */
+const policies = new WeakMap<Config, Policy>();
+
+function policyOf(config: Config): Policy {
+  let policy = policies.get(config);
+  if (policy === undefined) {
+    policy = compilePolicy(config.rules);
+    policies.set(config, policy);
+  }
+  return policy;
+}
+
+/**
+ * Throws unless the rules of `config` would still let a send of the held envelope and bytes go out or hold it
+ * (docs/approvals.md "Deciding", step 1): the SMTP proxy's own end-of-DATA decision (`decideMessage`, docs/smtp.md
+ * "Send semantics"), with the agent as the policy sees it (its name in vault mode, null in pass-through mode), the
+ * sender, each recipient and the header's facts as the proxy's inspector reads them. One recipient refused (by a
+ * rule, the default deny, or a field the rules test left unknown) refuses the whole message, as it refuses a send
+ * (docs/smtp.md "All or nothing"); a recipient whose rule asks is covered by the approval being made.
+ */
+function stillAllowedByRules(config: Config, held: HeldMessage, facts: SendFacts): void {
+  const agent = held.credentials === null ? held.agent : null;
+  const recipients = [...new Set(held.envelope.recipients.map((r) => r.toLowerCase()))];
+  const verdict = decideMessage(policyOf(config), agent, held.envelope.from.toLowerCase(), recipients, facts);
+  const first = verdict.refused[0];
+  if (first === undefined) return;
+  const why = verdict.recipients.find((r) => r.recipient === first)!.decision.reason;
+  const more = verdict.refused.length > 1 ? ` and ${verdict.refused.length - 1} more` : "";
+  throw new Error(`${RULES_NOW_DENY}: not allowed for <${first}>${more}: ${why}`);
 }
 
 /**
@@ -195,9 +242,10 @@ function checkSender(ctx: ApprovalContext, held: HeldMessage): SenderLogin {
 async function login(
   ctx: ApprovalContext,
   held: HeldMessage,
+  facts: SendFacts,
   signal: AbortSignal | null,
 ): Promise<{ upstream: UpstreamSession; made: SenderLogin }> {
-  const made = checkSender(ctx, held);
+  const made = checkSender(ctx, held, facts);
   const upstream =
     made.account === null
       ? await UpstreamSession.open(made.target, held.credentials!, signal)
@@ -211,8 +259,8 @@ async function login(
  * config still names (the same server and account login, as the proxy's sessions must keep, docs/operations.md
  * "Reload"). Throws the reason otherwise: nothing is sent.
  */
-function stillSender(ctx: ApprovalContext, held: HeldMessage, made: SenderLogin): void {
-  const now = checkSender(ctx, held);
+function stillSender(ctx: ApprovalContext, held: HeldMessage, facts: SendFacts, made: SenderLogin): void {
+  const now = checkSender(ctx, held, facts);
   const sameAccount =
     now.account === null || made.account === null
       ? now.account === made.account
@@ -244,9 +292,10 @@ const REFUSED_AS_SENT_NOW = "the message is refused as a send of it would be now
  * number of recipients and the size, and what the end of DATA refuses of the message itself (docs/smtp.md "What the
  * message says": the header section's size, a NUL, a field or a header line longer than the upstream passes on, the
  * null reverse path without an author). A message held by an older Mailgator, before one of these was checked, is
- * stored as it was then: approving it must not send what a send now would not.
+ * stored as it was then: approving it must not send what a send now would not. Returns what the inspector read, for
+ * the rules (`stillAllowedByRules`).
  */
-function checkMessage(held: HeldMessage): void {
+function checkMessage(held: HeldMessage): SendFacts {
   const refuse = (why: string): never => {
     throw new Error(`${REFUSED_AS_SENT_NOW}: ${why}`);
   };
@@ -270,6 +319,7 @@ function checkMessage(held: HeldMessage): void {
   if (refusal !== null) refuse(refusal.reason);
   const authorless = nullSenderProblem(from, facts.missingAuthors);
   if (authorless !== null) refuse(authorless);
+  return facts;
 }
 
 /** The row of a message whose parts a store that did not finish left (`removeOrphans`). */
@@ -341,8 +391,8 @@ export async function approve(
   if (pending !== null) {
     try {
       // The stored bytes do not change: checked once, before anything goes upstream.
-      checkMessage(pending);
-      const { upstream: opened, made } = await login(ctx, pending, signal ?? null);
+      const facts = checkMessage(pending);
+      const { upstream: opened, made } = await login(ctx, pending, facts, signal ?? null);
       if (signal?.aborted === true) {
         // Logged in just as the process began to stop: nothing is claimed.
         await opened.quit().catch(() => {});
@@ -350,7 +400,7 @@ export async function approve(
       }
       try {
         // Nothing awaits from here to the claim: the config judged here is the one in force when it is claimed.
-        stillSender(ctx, pending, made);
+        stillSender(ctx, pending, facts, made);
       } catch (e) {
         await opened.quit().catch(() => {});
         throw e;

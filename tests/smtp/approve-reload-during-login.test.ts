@@ -1,12 +1,13 @@
 /**
  * A reload while an approval logs in upstream (docs/approvals.md "Deciding", docs/operations.md "Reload"), against
  * Postfix: the held message's agent, token and identities are checked against the config in force when the message
- * is claimed, not only before the login. A reload that removes the agent, rotates its token, takes its identity or
- * changes the upstream while the approval connects sends nothing; the message stays held.
+ * is claimed, not only before the login. A reload that removes the agent, rotates its token, takes its identity,
+ * changes the upstream or puts in rules that deny the send while the approval connects sends nothing; the message
+ * stays held. Rules that still hold it let it go: the approval covers a hold.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { type ApprovalContext, approve } from "../../src/approvals/service.ts";
-import type { Config } from "../../src/config/index.ts";
+import type { Config, RuleConfig } from "../../src/config/index.ts";
 import { TcpRelay } from "../fixtures/tcp-relay.ts";
 import {
   askManagersRules,
@@ -60,6 +61,20 @@ async function held(): Promise<{ id: string; m: string }> {
 }
 
 const user = () => upstreams().users[0]!;
+
+/** Puts `rule` first in the rules of `c`. */
+const ruleFirst =
+  (rule: RuleConfig) =>
+  (c: Config): Config => ({ ...c, rules: [rule, ...c.rules] });
+const DENY_OUTSIDE: RuleConfig = {
+  name: "no more mail to outside.example",
+  action: "deny",
+  operations: ["mail:send"],
+  to: ["*@outside.example"],
+  // The agent as the policy sees it in vault mode (its name): a rule for it applies to its held messages too.
+  agents: ["bot"],
+};
+
 for (const [what, reloaded, reason] of [
   ["the agent removed", (c: Config): Config => ({ ...c, agents: [] }), "the agent bot is no longer configured"],
   [
@@ -80,28 +95,20 @@ for (const [what, reloaded, reason] of [
     (c: Config): Config => ({ ...c, smtp: { ...c.smtp!, upstreamTlsSkipVerify: true } }),
     "a reload changed the upstream server or the account's login while the approval logged in",
   ],
+  [
+    "rules that deny its recipient",
+    ruleFirst(DENY_OUTSIDE),
+    (m: string) =>
+      `the rules now deny this send: not allowed for <reload-${m}@outside.example>: ` +
+      'mail:send matched rule 1 "no more mail to outside.example" (to "*@outside.example", agent "bot")',
+  ],
 ] as const) {
   test(`${what} while the approval logs in upstream: nothing sent, still held`, async () => {
     const { id, m } = await held();
-    // The approval sends through the relay, which puts the reload in force as the approval connects.
-    const before: Config = {
-      ...proxy.config,
-      smtp: { ...proxy.config.smtp!, upstreamAddr: { host: "127.0.0.1", port: relay.port } },
-    };
-    let config = before;
-    onConnect = () => {
-      config = reloaded(before);
-    };
-    const ctx: ApprovalContext = {
-      get config() {
-        return config;
-      },
-      store: proxy.approvals!,
-      audit: proxy.audit,
-      protocol: "cli",
-    };
+    const ctx = reloadingAtLogin(reloaded);
+    const why = typeof reason === "string" ? reason : reason(m);
     try {
-      expect(await approve(ctx, id, "test")).toEqual({ outcome: "not-sent", reason });
+      expect(await approve(ctx, id, "test")).toEqual({ outcome: "not-sent", reason: why });
     } finally {
       onConnect = () => {};
     }
@@ -110,7 +117,41 @@ for (const [what, reloaded, reason] of [
     expect(sinkCopies(`Hello ${m}`)).toHaveLength(0);
     const rows = (await proxy.rows()).filter((r) => r.command === "APPROVE" && r.target === id);
     expect(rows.map((r) => [r.decision, r.reason])).toEqual([
-      ["error", `approved by test; not sent, still held: ${reason}`],
+      ["error", `approved by test; not sent, still held: ${why}`],
     ]);
   });
 }
+
+/** An approval context whose config is `reloaded(config)` from the moment the approval connects upstream. */
+function reloadingAtLogin(reloaded: (c: Config) => Config): ApprovalContext {
+  // The approval sends through the relay, which puts the reload in force as the approval connects.
+  const before: Config = {
+    ...proxy.config,
+    smtp: { ...proxy.config.smtp!, upstreamAddr: { host: "127.0.0.1", port: relay.port } },
+  };
+  let config = before;
+  onConnect = () => {
+    config = reloaded(before);
+  };
+  return {
+    get config() {
+      return config;
+    },
+    store: proxy.approvals!,
+    audit: proxy.audit,
+    protocol: "cli",
+  };
+}
+
+test("rules that still hold it, put in while the approval logs in upstream: it is sent", async () => {
+  const { id, m } = await held();
+  const ctx = reloadingAtLogin(ruleFirst({ ...DENY_OUTSIDE, to: ["*@elsewhere.example"] }));
+  try {
+    expect((await approve(ctx, id, "test")).outcome).toBe("sent");
+  } finally {
+    onConnect = () => {};
+  }
+  expect(proxy.approvals!.row(id)!.state).toBe("sent");
+  for (let n = 0; n < 100 && sinkCopies(`Hello ${m}`).length === 0; n++) await Bun.sleep(100);
+  expect(sinkCopies(`Hello ${m}`)).toHaveLength(1);
+});
