@@ -16,6 +16,7 @@ import {
   type Exceeded,
   firstExceeded,
   LONGEST_WINDOW_MS,
+  ROW_WINDOW_SQL,
   used,
   WINDOWED,
   type WindowedLimit,
@@ -100,10 +101,14 @@ function counts(applicable: readonly QuotaConfig[], amounts: Amounts): boolean {
   );
 }
 
+/** `key`'s rows that a window still counts at `now`: each row less than its own window old (ROW_WINDOW_SQL). */
 function readCharges(db: Database, key: string, now: number): Charge[] {
   return db
-    .query("SELECT at, sends, recipients, bytes, reads FROM quota_charges WHERE subject = ? AND at > ? ORDER BY at")
-    .all(key, now - LONGEST_WINDOW_MS) as Charge[];
+    .query(
+      `SELECT at, sends, recipients, bytes, reads FROM quota_charges
+        WHERE subject = ?1 AND at > ?2 - ?3 AND at > ?2 - ${ROW_WINDOW_SQL} ORDER BY at`,
+    )
+    .all(key, now, LONGEST_WINDOW_MS) as Charge[];
 }
 
 /** Creates the quota table in the state database when missing (idempotent). */
@@ -170,11 +175,12 @@ export class Quotas {
       return db
         .transaction((): ChargeResult => {
           // Pruned as it goes, by the older of the clock and the newest stored charge (docs/quotas.md "Windows"):
-          // a clock stepped ahead for a charge and back again has not dropped the charges it counts once back.
+          // a clock stepped ahead for a charge and back again has not dropped the charges it counts once back. Each
+          // row goes once its own window is behind it: a day for a send, a minute for a fetch.
           db.query(
             `DELETE FROM quota_charges WHERE subject = ?1
-               AND at <= MIN(?2, (SELECT MAX(at) FROM quota_charges WHERE subject = ?1)) - ?3`,
-          ).run(key, now, LONGEST_WINDOW_MS);
+               AND at <= MIN(?2, (SELECT MAX(at) FROM quota_charges WHERE subject = ?1)) - ${ROW_WINDOW_SQL}`,
+          ).run(key, now);
           const charges = readCharges(db, key, now);
           for (const q of applicable) {
             const over = firstExceeded(q.name, q.limits, charges, amounts, now);

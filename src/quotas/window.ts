@@ -36,6 +36,22 @@ export type LimitName = keyof QuotaLimits & string;
 /** The longest window: charges older than this are never counted again and may be pruned. */
 export const LONGEST_WINDOW_MS = DAY_MS;
 
+/** The longest window that counts `amount` (0: none counts it). */
+function windowOfAmount(amount: keyof Amounts): number {
+  let longest = 0;
+  for (const w of Object.values(WINDOWED)) if (w.amount === amount) longest = Math.max(longest, w.windowMs);
+  return longest;
+}
+
+/**
+ * A `quota_charges` row's own window in SQL: the longest window that counts one of its non-zero amounts. A send's
+ * row counts for a day; a fetch's (reads only) for a minute, past which no window counts it (docs/quotas.md
+ * "Windows"): kept or read for a day, the rows of a client fetching at its limit would be a day of fetches.
+ */
+export const ROW_WINDOW_SQL = `MAX(${(["sends", "recipients", "bytes", "reads"] as const)
+  .map((a) => `CASE WHEN ${a} > 0 THEN ${windowOfAmount(a)} ELSE 0 END`)
+  .join(", ")})`;
+
 /** What a window holds at `now`. */
 export function used(charges: readonly Charge[], limit: WindowedLimit, now: number): number {
   const { amount, windowMs } = WINDOWED[limit];

@@ -52,19 +52,54 @@ test("sends_per_hour slides: N pass, the (N+1)th is refused until the oldest cha
 test("a row goes once a day old by the clock and by the newest stored charge: at the edge, not a ms before", () => {
   const db = new Database(":memory:");
   const config = parseConfig(
-    `[[rules]]\nname = "all"\naction = "allow"\n[[quotas]]\nname = "r"\nreads_per_minute = 9\n`,
+    `[[rules]]\nname = "all"\naction = "allow"\n[[quotas]]\nname = "d"\nsends_per_day = 9\n`,
+    "/tmp/m.toml",
+  );
+  const q = new Quotas(db, config.quotas);
+  const one = { sends: 1, recipients: 1, bytes: 10 };
+  const stored = (): number[] =>
+    (db.query("SELECT at FROM quota_charges ORDER BY at").all() as { at: number }[]).map((r) => r.at);
+  for (const at of [T0, T0 + 1]) expect(q.charge({ agent: "bot" }, one, at).ok).toBe(true);
+  // A day after T0 by the clock, but the newest stored charge is T0 + 1: nothing goes.
+  expect(q.charge({ agent: "bot" }, one, T0 + DAY_MS).ok).toBe(true);
+  expect(stored()).toEqual([T0, T0 + 1, T0 + DAY_MS]);
+  // Now the newest stored is T0 + DAY_MS: T0 is exactly a day before it and goes, T0 + 1 stays.
+  expect(q.charge({ agent: "bot" }, one, T0 + DAY_MS + 5 * MINUTE_MS).ok).toBe(true);
+  expect(stored()).toEqual([T0 + 1, T0 + DAY_MS, T0 + DAY_MS + 5 * MINUTE_MS]);
+});
+
+test("a row of reads goes once a minute old (its only window): fetches at the limit keep a minute of rows", () => {
+  const db = new Database(":memory:");
+  const config = parseConfig(
+    `[[rules]]\nname = "all"\naction = "allow"\n[[quotas]]\nname = "r"\nreads_per_minute = 120\n` +
+      "sends_per_day = 5\n",
     "/tmp/m.toml",
   );
   const q = new Quotas(db, config.quotas);
   const stored = (): number[] =>
     (db.query("SELECT at FROM quota_charges ORDER BY at").all() as { at: number }[]).map((r) => r.at);
-  for (const at of [T0, T0 + 1]) expect(q.chargeReads({ agent: "bot" }, 1, at).ok).toBe(true);
-  // A day after T0 by the clock, but the newest stored charge is T0 + 1: nothing goes.
-  expect(q.chargeReads({ agent: "bot" }, 1, T0 + DAY_MS).ok).toBe(true);
-  expect(stored()).toEqual([T0, T0 + 1, T0 + DAY_MS]);
-  // Now the newest stored is T0 + DAY_MS: T0 is exactly a day before it and goes, T0 + 1 stays.
-  expect(q.chargeReads({ agent: "bot" }, 1, T0 + DAY_MS + 5 * MINUTE_MS).ok).toBe(true);
-  expect(stored()).toEqual([T0 + 1, T0 + DAY_MS, T0 + DAY_MS + 5 * MINUTE_MS]);
+  // A send's row stays for the day; reads' rows by the same rule as a day's (the older of the clock and the newest
+  // stored charge), a minute: exactly a minute before it goes, a ms later stays.
+  expect(q.charge({ agent: "bot" }, { sends: 1, recipients: 1, bytes: 10 }, T0).ok).toBe(true);
+  for (const at of [T0 + 1, T0 + 2]) expect(q.chargeReads({ agent: "bot" }, 1, at).ok).toBe(true);
+  expect(q.chargeReads({ agent: "bot" }, 1, T0 + 1 + MINUTE_MS).ok).toBe(true);
+  expect(stored()).toEqual([T0, T0 + 1, T0 + 2, T0 + 1 + MINUTE_MS]);
+  expect(q.chargeReads({ agent: "bot" }, 1, T0 + 1 + MINUTE_MS).ok).toBe(true);
+  expect(stored()).toEqual([T0, T0 + 2, T0 + 1 + MINUTE_MS, T0 + 1 + MINUTE_MS]);
+  // An hour of one-message fetches at the limit (one every half second): each charge reads and keeps about a
+  // minute of them, not the hour (a day of them would be 172,800 rows read at each fetch and send).
+  for (let at = T0 + HOUR_MS; at < T0 + 2 * HOUR_MS; at += 500) {
+    expect(q.chargeReads({ agent: "bot" }, 1, at).ok).toBe(true);
+  }
+  // The send, the minute's 120 and the one made a minute before the newest stored (pruned at the next charge).
+  expect(stored().length).toBe(122);
+  expect(stored()[0]).toBe(T0);
+  // The send still counts in its day, the reads of the last minute in theirs.
+  const use = quotaUse(db, config.quotas, { agent: "bot" }, T0 + 2 * HOUR_MS - 500)[0]!.limits;
+  expect(use.map((l) => [l.limit, l.used])).toEqual([
+    ["sends_per_day", 1],
+    ["reads_per_minute", 120],
+  ]);
 });
 
 test("a clock stepped more than a day ahead for one request and back does not give a client a fresh day", () => {
