@@ -135,7 +135,15 @@ export async function loginLoopback(account: OAuth2AccountConfig, io: LoginIo): 
     const arrived = Promise.withResolvers<URL>();
     let auth: Authorization | null = null;
     server = createServer((req, res) => {
-      const url = new URL(req.url ?? "/", "http://127.0.0.1");
+      // Anything on this machine may connect while the login waits: a request-target that is no URL (`http://[`)
+      // is answered and ignored, never thrown out of the listener (an uncaught error, and the login's exit status).
+      let url: URL;
+      try {
+        url = new URL(req.url ?? "/", "http://127.0.0.1");
+      } catch {
+        res.writeHead(400, { "content-type": "text/plain" }).end("bad request\n");
+        return;
+      }
       // Anything but this login's callback (a favicon, a stray request, a wrong state) is answered and ignored.
       if (auth === null || url.pathname !== CALLBACK_PATH || url.searchParams.get("state") !== auth.state) {
         res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
