@@ -145,9 +145,12 @@ export class AccountCredentials {
 
   /**
    * A reload's accounts (docs/operations.md "Reload"): checked now, applied by `commit`. An OAuth2 account whose
-   * client settings changed starts afresh (its stored tokens count only if they were issued to the new client and
-   * token endpoint); one that did not keeps its tokens and back-off. Throws when the reload adds OAuth2 accounts
-   * to a process that has no state database open (it is opened at start): the reload fails, nothing changes.
+   * grant, client id or token endpoint changed starts afresh (its stored tokens count only if they were issued to
+   * the new client and token endpoint); one that did not keeps its tokens, and a refresh under way, whose answer
+   * belongs to the same grant: with a provider that rotates refresh tokens it holds the only good one. Another
+   * client secret, scopes, authorize or device URL are used from the next token request, with the back-off reset.
+   * Throws when the reload adds OAuth2 accounts to a process that has no state database open (it is opened at
+   * start): the reload fails, nothing changes.
    */
   prepareReload(next: Config): { commit(): void } {
     const oauth = Object.values(next.accounts).filter((a) => a.auth === "oauth2");
@@ -166,8 +169,17 @@ export class AccountCredentials {
         }
         for (const account of oauth) {
           const before = ownEntry(previous, account.name);
-          const kept = before?.auth === "oauth2" && sameClient(before.oauth2, account.oauth2);
-          if (!kept || !this.#runtime.has(account.name)) this.#runtime.set(account.name, this.#fresh(account));
+          const rt = this.#runtime.get(account.name);
+          const same = before?.auth === "oauth2" && sameClient(before.oauth2, account.oauth2);
+          const grant = before?.auth === "oauth2" && sameGrant(before.oauth2, account.oauth2);
+          if (rt === undefined || (!same && !grant)) {
+            this.#runtime.set(account.name, this.#fresh(account));
+          } else if (!same) {
+            // The same grant: its tokens (unwritten ones too) and a refresh out stay; a second runtime would send
+            // the refresh token that refresh is retiring (docs/accounts.md "Staying logged in").
+            rt.endpoint = endpointFor(account.oauth2, this.#fetch);
+            recovered(rt);
+          }
         }
       },
     };
@@ -493,7 +505,8 @@ export class AccountCredentials {
   }
 
   /**
-   * A reload replaced or removed the account's settings while this token request was out (`prepareReload`): its
+   * A reload replaced the account's client (grant, client id or token endpoint) or removed the account while this
+   * token request was out (`prepareReload`; another secret, scopes or authorize URL keep the request's runtime): its
    * outcome belongs to the old client and is neither stored nor recorded (it would overwrite the new client's login,
    * or mark the account for a grant it no longer uses), and the caller gets a temporary failure: a retry uses the
    * new settings.
@@ -637,6 +650,21 @@ function withRefreshToken(
   if (current !== null) return { ...current, refreshToken };
   const { clientId, tokenUrl } = settings;
   return { refreshToken, accessToken: null, expiresAt: null, obtainedAt, clientId, tokenUrl };
+}
+
+/**
+ * The same grant of the same client at the same token endpoint, with a refresh token: its tokens and a refresh
+ * under way stay valid across a reload whatever else changed (the client secret, the scopes a login asks for, the
+ * authorize and device URLs). A `client_credentials` account has no refresh token to keep: any change starts it
+ * afresh (sameClient).
+ */
+function sameGrant(a: OAuth2AccountConfig["oauth2"], b: OAuth2AccountConfig["oauth2"]): boolean {
+  return (
+    a.grant === "authorization_code" &&
+    b.grant === "authorization_code" &&
+    a.clientId === b.clientId &&
+    a.tokenUrl === b.tokenUrl
+  );
 }
 
 /** The same OAuth2 client at the same endpoints: its tokens and token requests stay valid across a reload. */
