@@ -6,7 +6,7 @@
  * for a Config that was built without loadConfig.
  */
 
-import { FILTERED_OPERATIONS, MESSAGE_FIELDS, type MessageField } from "../policy/index.ts";
+import { FILTERED_OPERATIONS, MESSAGE_FIELDS, type MessageField, OPERATIONS } from "../policy/index.ts";
 import type { Config, RuleConfig } from "./types.ts";
 
 export interface RuleProblem {
@@ -56,6 +56,19 @@ export function ruleProblems(rule: RuleConfig, context: RuleContext): RuleProble
   } else if (rule.askGroups !== undefined) {
     out.push({ key: "ask_groups", message: `only for action = "ask" (this rule's action is "${rule.action}")` });
   }
+  // A message being sent is in no folder (the SMTP proxy asks with `folder: null`, docs/smtp.md "Send semantics"), so
+  // `folders` never holds for mail:send: a rule that names a send and has folders would never match it, and a deny
+  // rule written so would let every send through (docs/config.md "[[rules]]"). With operations omitted or "all" (every
+  // operation), the rule is about everything done in those folders, and a send is not done in one.
+  const named = rule.operations;
+  if (rule.folders !== undefined && named?.includes("mail:send") && named.length < OPERATIONS.length)
+    out.push({
+      key: "operations",
+      message:
+        "folders never hold for a send (a message being sent is in no folder), but this rule's operations include " +
+        "mail:send, so it would never match a send. Give sending a rule of its own without folders, or remove " +
+        "send from this rule's operations",
+    });
   const fields = MESSAGE_FIELDS.filter((f) => rule[f] !== undefined);
   if (context.imap && fields.length > 0) {
     const ops = rule.operations;

@@ -38,7 +38,9 @@ describe("message conditions on folder:read", () => {
   test("with mail:read, or without [imap], they load", () => {
     expect(problems(`${IMAP}${rule('["read"]')}`)).toBe("");
     expect(problems(`${IMAP}${rule('["mail:read"]')}`)).toBe("");
-    expect(problems(`${IMAP}${rule('["folder:read", "mail:read", "send"]')}`)).toBe("");
+    // Without folders: a folder condition never holds for a send (tests/config/folders-on-send.test.ts).
+    const send = `[[rules]]\nname = "boss"\naction = "deny"\noperations = ["folder:read", "mail:read", "send"]\n`;
+    expect(problems(`${IMAP}${send}from = "boss@corp.test"\n`)).toBe("");
     expect(problems(rule('["folder:read"]'))).toBe("");
   });
 });
