@@ -791,6 +791,12 @@ function build(
     if (ownEntry(raw.accounts, a.account) === undefined) {
       problems.add(["agents", i, "account"], `no account named ${JSON.stringify(a.account)} in [accounts]`);
     }
+    // Omitted, allowed_ips admits every address; empty, it would admit none (docs/config.md "Errors").
+    if (a.allowed_ips?.length === 0)
+      problems.add(
+        ["agents", i, "allowed_ips"],
+        "an empty list admits no address, so the agent could never log in; omit the key to admit every address",
+      );
     a.allowed_ips?.forEach((ip, j) => {
       const entry = readIpEntry(ip);
       if (typeof entry === "string") problems.add(["agents", i, "allowed_ips", j], entry);
