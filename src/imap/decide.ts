@@ -56,10 +56,18 @@ export interface ImapVerdict {
   readonly decision: Decision | null;
   /**
    * folder:write only: whether DELETE and RENAME find every folder below visible (`Policy.subtreeVisible`, as
-   * `FolderRights.subtreeVisible`), whether DELETE's mail:delete check allows, and whether the folder is filtered
-   * (DELETE and RENAME refuse it: commands/shared.ts `filteringRule`); null for other operations.
+   * `FolderRights.subtreeVisible`), whether DELETE's mail:delete check allows, whether RENAME's mail:read and
+   * mail:move checks at the old name allow (commands/rename.ts: it moves every message, as MOVE would), and whether
+   * the folder is filtered (DELETE and RENAME refuse it: commands/shared.ts `filteringRule`); null for other
+   * operations.
    */
-  readonly subtree: { readonly visible: boolean; readonly mailDelete: Decision; readonly filtered: boolean } | null;
+  readonly subtree: {
+    readonly visible: boolean;
+    readonly mailDelete: Decision;
+    readonly mailRead: Decision;
+    readonly mailMove: Decision;
+    readonly filtered: boolean;
+  } | null;
 }
 
 /**
@@ -80,6 +88,8 @@ export function decideImap(
       ? {
           visible: policy.subtreeVisible(folder, agent),
           mailDelete: notAllowed(decideInFolder(policy, "mail:delete", folder, agent)),
+          mailRead: notAllowed(decideInFolder(policy, "mail:read", folder, agent)),
+          mailMove: notAllowed(decideInFolder(policy, "mail:move", folder, agent)),
           filtered: messageFilter(policy, folder, agent) !== null,
         }
       : null;

@@ -277,10 +277,12 @@ describe("reads", () => {
       `  folder:write matched rule 1 "Agent" (folder "Agent"|"Agent/**")`,
       `  DELETE also needs mail:delete (ALLOW by rule 1 "Agent"); DELETE and RENAME also need every folder below ` +
         "to be visible: every folder below is visible",
+      `  RENAME moves the messages: it also needs mail:read (ALLOW by rule 1 "Agent") and mail:move (ALLOW by ` +
+        `rule 1 "Agent") here, and mail:append at the new name`,
     ]);
     // Without "Agent/**", a folder below Agent may be hidden: DELETE and RENAME of Agent are refused.
     writeFileSync(file, `[[rules]]\nname = "Agent"\nfolders = ["Agent"]\naction = "allow"\n`);
-    expect(run(file, ["--op", "folder:write", "--folder", "Agent"]).at(-1)).toEndWith(
+    expect(run(file, ["--op", "folder:write", "--folder", "Agent"]).at(-2)).toEndWith(
       "to be visible: the rules may hide folders below it",
     );
     // A filtered folder: DELETE and RENAME would take the messages it hides along, so the proxy refuses them.

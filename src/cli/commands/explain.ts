@@ -236,6 +236,8 @@ function explainImap(v: ImapVerdict): Answer {
         : {
             visible: v.subtree.visible,
             mailDelete: decisionJson(v.subtree.mailDelete),
+            mailRead: decisionJson(v.subtree.mailRead),
+            mailMove: decisionJson(v.subtree.mailMove),
             filtered: v.subtree.filtered,
           },
   };
@@ -267,6 +269,12 @@ function explainImap(v: ImapVerdict): Answer {
     text.push(
       `  DELETE also needs mail:delete (${del.action.toUpperCase()} by ${by(del)}); DELETE and RENAME also need ` +
         `every folder below to be visible: ${below}`,
+    );
+    const read = v.subtree.mailRead;
+    const move = v.subtree.mailMove;
+    text.push(
+      `  RENAME moves the messages: it also needs mail:read (${read.action.toUpperCase()} by ${by(read)}) and ` +
+        `mail:move (${move.action.toUpperCase()} by ${by(move)}) here, and mail:append at the new name`,
     );
     if (v.subtree.filtered) {
       text.push("  the folder is filtered: DELETE and RENAME are refused (they would take its hidden messages along)");

@@ -1,13 +1,23 @@
 /**
- * RENAME (RFC 3501 §6.3.5; folder:write at both names): never INBOX, never into a hidden subtree, never from or to a
- * filtered folder, and refused where a folder below is hidden, filtered or not the agent's to rename.
+ * RENAME (RFC 3501 §6.3.5; folder:write at both names, and what a MOVE of every message needs: mail:read and mail:move
+ * at the old name, mail:append at the new): never INBOX, never into a hidden subtree, never from or to a filtered
+ * folder, and refused where a folder below is hidden, filtered or not the agent's to rename.
  */
 
+import type { Operation } from "../../policy/index.ts";
+import { Refusal } from "../refusal.ts";
 import { type CommandOf, cites, type Session } from "./context.ts";
 import { children, deselect, filteringRule, folderWriteRefusal, upstreamStatus, visibleFolder } from "./shared.ts";
 
 /** One answer whether folders below are hidden by the rules, exist and are hidden, or exist and are read-only. */
 const SUBTREE_RENAME = "Not permitted: folders below it are not all the agent's to rename";
+
+/** What moving a folder's messages from `from` to `to` needs, as MOVE does: read and move there, append here. */
+const MESSAGE_RIGHTS = (from: string, to: string): [Operation, string][] => [
+  ["mail:read", from],
+  ["mail:move", from],
+  ["mail:append", to],
+];
 
 export async function rename(s: Session, cmd: CommandOf<"RENAME">): Promise<void> {
   const p = visibleFolder(s, "RENAME", "folder:write", cmd.mailbox);
@@ -40,6 +50,12 @@ export async function rename(s: Session, cmd: CommandOf<"RENAME">): Promise<void
     const why = `the ${role} ${name} is filtered: its messages are decided one by one, and RENAME moves them all`;
     refuse(why, "NOPERM", "Not permitted: folder:write in this folder", np, f);
   }
+  // RENAME carries every message to the new name (RFC 3501 §6.3.5): a MOVE of all of them, so it needs what MOVE
+  // needs (docs/config.md "Operations"): mail:read and mail:move at the old name, mail:append at the new. Else a
+  // folder the agent may not read, or not empty, would be renamed to where it may read or delete its messages.
+  s.require("RENAME", "mail:read", p, np);
+  s.require("RENAME", "mail:move", p, np);
+  s.require("RENAME", "mail:append", np, p);
   if (!s.rights.subtreeVisible(p)) refuse("the rules may hide folders below it", "NOPERM", SUBTREE_RENAME, np);
   for (const child of await children(s, cmd.mailbox)) {
     if (child === null) return refuse("a child folder is hidden or may not be renamed", "NOPERM", SUBTREE_RENAME, null);
@@ -53,6 +69,21 @@ export async function rename(s: Session, cmd: CommandOf<"RENAME">): Promise<void
       if (f === null) continue;
       const why = `folder ${name} below it is filtered: its messages are decided one by one, and RENAME moves them all`;
       refuse(why, "NOPERM", SUBTREE_RENAME, np, f);
+    }
+    // Its messages move too: what RENAME of the folder itself needs (above), with the words for a folder below.
+    for (const [op, name] of MESSAGE_RIGHTS(cp, moved)) {
+      const md = s.decide(op, name);
+      if (md.action === "allow") continue;
+      s.auditRow({
+        command: "RENAME",
+        operation: op,
+        folder: name,
+        target: np,
+        decision: "deny",
+        ...cites(md),
+        reason: `folder ${cp} below it: ${md.reason}`,
+      });
+      throw new Refusal("NO", "NOPERM", SUBTREE_RENAME);
     }
   }
   await s.auditDurable({
