@@ -25,10 +25,13 @@ export async function store(s: Session, cmd: CommandOf<"STORE">): Promise<void> 
   const others = cmd.flags.some((f) => f.toUpperCase() !== "\\DELETED");
   if (cmd.uid) auditProbe(s, command, deleted ? "mail:delete" : "mail:flag", cmd.set);
   const uids = target(box, cmd.uid, cmd.set);
-  let d = null;
-  if (cmd.action === "set" || others) d = s.require(command, "mail:flag", p, `${uids.length} messages`);
-  if (cmd.action === "set" || deleted) d = s.require(command, "mail:delete", p, `${uids.length} messages`);
-  if (d === null) d = s.require(command, "mail:flag", p, `${uids.length} messages`);
+  // The operations this STORE carries out, each with the decision that allows it: each has its own allow row,
+  // citing its own rule (a row for mail:flag must not name the rule that allowed mail:delete). An empty +FLAGS or
+  // -FLAGS list changes nothing and is checked as mail:flag.
+  const ops: ("mail:flag" | "mail:delete")[] = [];
+  if (cmd.action === "set" || others || !deleted) ops.push("mail:flag");
+  if (cmd.action === "set" || deleted) ops.push("mail:delete");
+  const decided = ops.map((op) => ({ op, d: s.require(command, op, p, `${uids.length} messages`) }));
   const modifier = cmd.unchangedSince === undefined ? {} : { unchangedSince: cmd.unchangedSince };
   // The flags a STORE answers with are the messages' data: where the agent may not read them (mail:flag without
   // mail:read), it goes upstream .SILENT and the agent gets no FETCH, its own messages' or others' changes.
@@ -45,16 +48,25 @@ export async function store(s: Session, cmd: CommandOf<"STORE">): Promise<void> 
   // The messages a conditional STORE left unchanged, as UIDs: upstream's `[MODIFIED]` of each UID STORE.
   const modified: number[] = [];
   if (uids.length > 0) {
-    await s.auditDurable({
-      command,
-      operation: deleted ? "mail:delete" : "mail:flag",
-      folder: p,
-      target: cmd.flags.join(" "),
-      decision: "allow",
-      ...cites(d),
-      reason: d.reason,
-      count: uids.length,
-    });
+    // Queued in the same turn, the rows share one commit and are never split (docs/audit.md).
+    const group = {};
+    await Promise.all(
+      decided.map(({ op, d }) =>
+        s.auditDurable(
+          {
+            command,
+            operation: op,
+            folder: p,
+            target: cmd.flags.join(" "),
+            decision: "allow",
+            ...cites(d),
+            reason: d.reason,
+            count: uids.length,
+          },
+          group,
+        ),
+      ),
+    );
     const shape: FetchShape = { uid: cmd.uid, rfc822: false, rfc822Text: false, bodyWhole: false, bodyText: false };
     for (const set of box.upstreamSets(uids)) {
       const st = await s.upstreamRun({ ...upstream, set }, (r) => {
