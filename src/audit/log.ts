@@ -172,6 +172,12 @@ export class AuditLog {
    * once an fdatasync that began after that commit has returned (docs/audit.md "Writing: batches and durability").
    */
   #walFd: number | null = null;
+  /**
+   * sync "full": the device and inode of the database file and of the -wal file this connection writes, as they were
+   * at open. SQLite keeps writing those files whatever is done to their names, so each fdatasync first checks that
+   * the paths still name them (#checkInPlace).
+   */
+  #opened: { db: FileId; wal: FileId } | null = null;
   #syncFile: (fd: number) => Promise<void>;
   /** Committed rows whose durable() waits for the next fdatasync. */
   #unsynced: Unsynced[] = [];
@@ -189,7 +195,10 @@ export class AuditLog {
     this.#maxBatch = Math.max(1, opts.maxBatch ?? DEFAULT_MAX_BATCH);
     this.#log = opts.log ?? ((message) => console.error(message));
     this.#syncFile = opts.syncFile ?? fdatasyncAsync;
-    if (!readonly && opts.sync !== "normal") this.#walFd = openSync(walPath(path), "r");
+    if (!readonly && opts.sync !== "normal") {
+      this.#walFd = openSync(walPath(path), "r");
+      this.#opened = { db: fileId(statSync(path)), wal: fileId(fstatSync(this.#walFd)) };
+    }
     if (!readonly) {
       const insert = db.prepare(
         `INSERT INTO audit (${COLUMNS.join(", ")}) VALUES (${COLUMNS.map(() => "?").join(", ")})`,
@@ -605,16 +614,32 @@ export class AuditLog {
   }
 
   /**
-   * The -wal file's descriptor, opened again if the file was replaced since (its inode changed): an fdatasync of
-   * a file no longer in place would say nothing about the rows. SQLite keeps the -wal file, truncated or reused,
-   * while a connection (this one) is open.
+   * The -wal file's descriptor, once the database file and the -wal file at their paths are checked to be those this
+   * connection opened. SQLite writes the files it opened until it closes them: when a path names another file (the
+   * log removed, rotated away by a rename, or replaced), the rows committed since are in no file a reader finds, and
+   * a removed file's rows are gone when the process ends. That throws, and the caller fails closed (#syncFailed) until
+   * a restart opens the file at the path (docs/audit.md "Failure").
    */
   #currentWal(): number {
     const fd = this.#walFd!;
-    if (fstatSync(fd).ino === statSync(walPath(this.path)).ino) return fd;
-    closeSync(fd);
-    this.#walFd = openSync(walPath(this.path), "r");
-    return this.#walFd;
+    const opened = this.#opened!;
+    for (const [file, id] of [
+      [this.path, opened.db],
+      [walPath(this.path), opened.wal],
+    ] as const) {
+      let now: FileId | null;
+      try {
+        now = fileId(statSync(file));
+      } catch {
+        now = null;
+      }
+      if (now === null || now.dev !== id.dev || now.ino !== id.ino)
+        throw new Error(
+          `${file} is no longer the file this process opened (${now === null ? "removed or renamed" : "replaced"}); ` +
+            `the rows written since are not in ${this.path}: restart to write to it again`,
+        );
+    }
+    return fd;
   }
 
   /**
@@ -715,6 +740,16 @@ export class AuditLog {
     this.#retentionTimer = setInterval(prune, RETENTION_INTERVAL_MS);
     this.#retentionTimer.unref();
   }
+}
+
+/** What tells one file from another: its device and inode. */
+interface FileId {
+  readonly dev: number;
+  readonly ino: number;
+}
+
+function fileId(stats: { dev: number; ino: number }): FileId {
+  return { dev: stats.dev, ino: stats.ino };
 }
 
 function walPath(path: string): string {
