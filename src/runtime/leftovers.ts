@@ -18,10 +18,20 @@ export interface TemporaryName {
   readonly tail: RegExp;
 }
 
+/** A temporary name as matched: its prefix, and the pattern of what follows it (the pid, then `tail`). */
+interface NamePattern {
+  readonly prefix: string;
+  readonly rest: RegExp;
+}
+
+function patternOf(name: TemporaryName): NamePattern {
+  return { prefix: name.prefix, rest: new RegExp(`^([1-9]\\d{0,9})(?:${name.tail.source})$`) };
+}
+
 /** The pid in `entry` when it is a temporary name of `name`'s kind, else null. */
-function leftoverPid(entry: string, name: TemporaryName): number | null {
+function leftoverPid(entry: string, name: NamePattern): number | null {
   if (!entry.startsWith(name.prefix)) return null;
-  const m = new RegExp(`^([1-9]\\d{0,9})(?:${name.tail.source})$`).exec(entry.slice(name.prefix.length));
+  const m = name.rest.exec(entry.slice(name.prefix.length));
   return m === null ? null : Number(m[1]);
 }
 
@@ -49,9 +59,11 @@ export function removeLeftovers(dir: string, names: readonly TemporaryName[]): v
   } catch {
     return;
   }
+  // Each name's pattern built once, not once per entry of the folder.
+  const patterns = names.map(patternOf);
   for (const entry of entries) {
     let pid: number | null = null;
-    for (const name of names) pid ??= leftoverPid(entry, name);
+    for (const name of patterns) pid ??= leftoverPid(entry, name);
     if (pid === null || (pid !== process.pid && !gone(pid))) continue;
     const path = join(dir, entry);
     try {
