@@ -53,9 +53,7 @@ export async function rename(s: Session, cmd: CommandOf<"RENAME">): Promise<void
   // RENAME carries every message to the new name (RFC 3501 §6.3.5): a MOVE of all of them, so it needs what MOVE
   // needs (docs/config.md "Operations"): mail:read and mail:move at the old name, mail:append at the new. Else a
   // folder the agent may not read, or not empty, would be renamed to where it may read or delete its messages.
-  s.require("RENAME", "mail:read", p, np);
-  s.require("RENAME", "mail:move", p, np);
-  s.require("RENAME", "mail:append", np, p);
+  for (const [op, name] of MESSAGE_RIGHTS(p, np)) s.require("RENAME", op, name, name === p ? np : p);
   if (!s.rights.subtreeVisible(p)) refuse("the rules may hide folders below it", "NOPERM", SUBTREE_RENAME, np);
   for (const child of await children(s, cmd.mailbox)) {
     if (child === null) return refuse("a child folder is hidden or may not be renamed", "NOPERM", SUBTREE_RENAME, null);
