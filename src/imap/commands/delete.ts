@@ -3,13 +3,38 @@
  * a folder below, or where a folder below is filtered or not the agent's to delete, with one answer for all those.
  */
 
-import { type CommandOf, cites, type Session } from "./context.ts";
+import { type CommandOf, cites, type Decided, type Session } from "./context.ts";
 import { children, deselect, filteringRule, folderWriteRefusal, upstreamStatus, visibleFolder } from "./shared.ts";
 
 /** One answer whether folders below are hidden by the rules, exist and are hidden, or exist and are read-only. */
 const SUBTREE_DELETE = "Not permitted: folders below it are not all the agent's to delete";
 
 export async function remove(s: Session, cmd: CommandOf<"DELETE">): Promise<void> {
+  // The folder is judged before its children are listed (a refused DELETE sends nothing upstream), then again with
+  // them: a reload while upstream lists them (docs/operations.md "Reload") must not leave the folder judged by the
+  // old rules and its children by the new, each config allowing the part it was asked about.
+  judgeFolder(s, cmd);
+  const below = await children(s, cmd.mailbox);
+  if (!s.followReload()) return;
+  const { p, d } = judgeFolder(s, cmd);
+  judgeChildren(s, p, below);
+  await s.auditDurable({
+    command: "DELETE",
+    operation: "folder:write",
+    folder: p,
+    target: null,
+    decision: "allow",
+    ...cites(d),
+    reason: d.reason,
+  });
+  // The selected folder in any spelling of its INBOX level: upstream would end the session for a deleted selected one.
+  if (s.box !== null && s.names.same(s.box.name, cmd.mailbox)) await deselect(s);
+  const st = await s.upstreamRun({ name: "DELETE", mailbox: cmd.mailbox });
+  upstreamStatus(s, cmd.tag, st);
+}
+
+/** The folder's own checks, by the rules in force now: its policy name and the decision that allows it. */
+function judgeFolder(s: Session, cmd: CommandOf<"DELETE">): { p: string; d: Decided } {
   const p = visibleFolder(s, "DELETE", "folder:write", cmd.mailbox);
   const refuse = folderWriteRefusal(s, "DELETE", p);
   if (cmd.mailbox === "INBOX") refuse("INBOX cannot be deleted (RFC 3501 §6.3.4)", "CANNOT", "INBOX cannot be deleted");
@@ -26,7 +51,13 @@ export async function remove(s: Session, cmd: CommandOf<"DELETE">): Promise<void
   // Whether a hidden child exists must not change the answer: where the rules could hide one, DELETE is refused
   // whatever lies below, with the words used for a child the agent sees but may not delete.
   if (!s.rights.subtreeVisible(p)) refuse("the rules may hide folders below it", "NOPERM", SUBTREE_DELETE);
-  for (const child of await children(s, cmd.mailbox)) {
+  return { p, d };
+}
+
+/** The folders below `p` (`children`), by the rules in force now: each must be the agent's to delete. */
+function judgeChildren(s: Session, p: string, below: readonly (string | null)[]): void {
+  const refuse = folderWriteRefusal(s, "DELETE", p);
+  for (const child of below) {
     if (child === null)
       return refuse("a child folder is hidden or not the agent's to delete", "NOPERM", SUBTREE_DELETE);
     const cp = s.names.toPolicy(child);
@@ -38,17 +69,4 @@ export async function remove(s: Session, cmd: CommandOf<"DELETE">): Promise<void
       refuse(why, "NOPERM", SUBTREE_DELETE, null, f);
     }
   }
-  await s.auditDurable({
-    command: "DELETE",
-    operation: "folder:write",
-    folder: p,
-    target: null,
-    decision: "allow",
-    ...cites(d),
-    reason: d.reason,
-  });
-  // The selected folder in any spelling of its INBOX level: upstream would end the session for a deleted selected one.
-  if (s.box !== null && s.names.same(s.box.name, cmd.mailbox)) await deselect(s);
-  const st = await s.upstreamRun({ name: "DELETE", mailbox: cmd.mailbox });
-  upstreamStatus(s, cmd.tag, st);
 }

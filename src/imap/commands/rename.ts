@@ -6,7 +6,7 @@
 
 import type { Operation } from "../../policy/index.ts";
 import { Refusal } from "../refusal.ts";
-import { type CommandOf, cites, type Session } from "./context.ts";
+import { type CommandOf, cites, type Decided, type Session } from "./context.ts";
 import { children, deselect, filteringRule, folderWriteRefusal, upstreamStatus, visibleFolder } from "./shared.ts";
 
 /** One answer whether folders below are hidden by the rules, exist and are hidden, or exist and are read-only. */
@@ -20,6 +20,33 @@ const MESSAGE_RIGHTS = (from: string, to: string): [Operation, string][] => [
 ];
 
 export async function rename(s: Session, cmd: CommandOf<"RENAME">): Promise<void> {
+  // The folder and its new name are judged before the children are listed (a refused RENAME sends nothing upstream),
+  // then again with them: a reload while upstream lists them (docs/operations.md "Reload") must not leave the folder
+  // judged by the old rules and its children by the new, each config allowing the part it was asked about.
+  judgeFolder(s, cmd);
+  const below = await children(s, cmd.mailbox);
+  if (!s.followReload()) return;
+  const { p, np, d } = judgeFolder(s, cmd);
+  judgeChildren(s, cmd, p, np, below);
+  await s.auditDurable({
+    command: "RENAME",
+    operation: "folder:write",
+    folder: p,
+    target: np,
+    decision: "allow",
+    ...cites(d),
+    reason: d.reason,
+  });
+  // The selected folder, or one below the renamed folder, is deselected first, as DELETE does: its view and the rules
+  // it was opened under belong to the old name, and Dovecot ends a session whose selected folder was renamed ("Mailbox
+  // was deleted under us"). The agent's next message command gets `BAD` (docs/protocol.md §1).
+  if (s.box !== null && s.names.within(s.box.name, cmd.mailbox)) await deselect(s);
+  const st = await s.upstreamRun({ name: "RENAME", mailbox: cmd.mailbox, newName: cmd.newName });
+  upstreamStatus(s, cmd.tag, st);
+}
+
+/** The folder's and the new name's own checks, by the rules in force now: their policy names and the decision. */
+function judgeFolder(s: Session, cmd: CommandOf<"RENAME">): { p: string; np: string; d: Decided } {
   const p = visibleFolder(s, "RENAME", "folder:write", cmd.mailbox);
   const refuse = folderWriteRefusal(s, "RENAME", p);
   // RENAME INBOX moves every message, hidden ones included (RFC 3501 §6.3.5, docs/protocol.md §7.25).
@@ -55,7 +82,19 @@ export async function rename(s: Session, cmd: CommandOf<"RENAME">): Promise<void
   // folder the agent may not read, or not empty, would be renamed to where it may read or delete its messages.
   for (const [op, name] of MESSAGE_RIGHTS(p, np)) s.require("RENAME", op, name, name === p ? np : p);
   if (!s.rights.subtreeVisible(p)) refuse("the rules may hide folders below it", "NOPERM", SUBTREE_RENAME, np);
-  for (const child of await children(s, cmd.mailbox)) {
+  return { p, np, d };
+}
+
+/** The folders below `p` (`children`), and where they would go, by the rules in force now. */
+function judgeChildren(
+  s: Session,
+  cmd: CommandOf<"RENAME">,
+  p: string,
+  np: string,
+  below: readonly (string | null)[],
+): void {
+  const refuse = folderWriteRefusal(s, "RENAME", p);
+  for (const child of below) {
     if (child === null) return refuse("a child folder is hidden or may not be renamed", "NOPERM", SUBTREE_RENAME, null);
     const cp = s.names.toPolicy(child);
     const moved = s.names.toPolicy(cmd.newName + child.slice(cmd.mailbox.length));
@@ -84,19 +123,4 @@ export async function rename(s: Session, cmd: CommandOf<"RENAME">): Promise<void
       throw new Refusal("NO", "NOPERM", SUBTREE_RENAME);
     }
   }
-  await s.auditDurable({
-    command: "RENAME",
-    operation: "folder:write",
-    folder: p,
-    target: np,
-    decision: "allow",
-    ...cites(d),
-    reason: d.reason,
-  });
-  // The selected folder, or one below the renamed folder, is deselected first, as DELETE does: its view and the rules
-  // it was opened under belong to the old name, and Dovecot ends a session whose selected folder was renamed ("Mailbox
-  // was deleted under us"). The agent's next message command gets `BAD` (docs/protocol.md §1).
-  if (s.box !== null && s.names.within(s.box.name, cmd.mailbox)) await deselect(s);
-  const st = await s.upstreamRun({ name: "RENAME", mailbox: cmd.mailbox, newName: cmd.newName });
-  upstreamStatus(s, cmd.tag, st);
 }

@@ -1,0 +1,114 @@
+/**
+ * A reload while DELETE or RENAME asks upstream for the folders below the one it names (docs/operations.md
+ * "Reload"): the folder and every folder below it must all be judged by one config. Here neither config allows the
+ * command (the old one keeps `Work/Keep` read only, the new one keeps `Work` read only), so whichever config decides,
+ * it is refused and Dovecot keeps every folder and message. Against Dovecot through a relay that holds the proxy's
+ * `LIST "" "Work/*"` until the test has reloaded, as serve reloads after SIGHUP.
+ */
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { connectImap, createMailbox, upstreams } from "../fixtures/index.ts";
+import { TcpRelay } from "../fixtures/tcp-relay.ts";
+import { rawMessage } from "./filtered-fixture.ts";
+import { RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
+
+/** `Work` (and `Done`, where RENAME would put it) the agent's; everything below `Work` and `Done` read only. */
+const OLD = `
+[[rules]]
+name = "Below, read"
+folders = ["Work/**", "Done/**"]
+action = "allow"
+operations = ["read"]
+
+[[rules]]
+name = "Work"
+folders = ["Work", "Done"]
+action = "allow"
+
+[[rules]]
+name = "Rest"
+action = "deny"
+`;
+
+/** The other way round: everything below `Work` and `Done` the agent's, `Work` and `Done` themselves read only. */
+const NEW = `
+[[rules]]
+name = "Below"
+folders = ["Work/**", "Done/**"]
+action = "allow"
+
+[[rules]]
+name = "Work, read"
+folders = ["Work", "Done"]
+action = "allow"
+operations = ["read"]
+
+[[rules]]
+name = "Rest"
+action = "deny"
+`;
+
+/** The next upstream line that matches is held at the relay until `release` settles. */
+let hold: { pattern: RegExp; held: () => void; release: Promise<void> } | null = null;
+let relay: TcpRelay;
+let proxy: TestProxy;
+let upstream: { upstreamTls: "none"; upstreamAddr: string };
+
+beforeAll(async () => {
+  const up = upstreams();
+  relay = await TcpRelay.start({ host: up.host, port: up.ports.imap }, () => ({
+    fromClient: (chunk, link) => {
+      const h = hold;
+      if (h !== null && h.pattern.test(chunk.toString("latin1"))) {
+        hold = null;
+        h.held();
+        void h.release.then(() => link.target.write(chunk));
+        return;
+      }
+      link.target.write(chunk);
+    },
+  }));
+  upstream = { upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` };
+  proxy = await startTestProxy({ rules: OLD, ...upstream });
+});
+
+afterAll(async () => {
+  await proxy?.close();
+  await relay?.close();
+});
+
+for (const command of ["DELETE Work", "RENAME Work Done"]) {
+  test(`${command}: a reload while the folders below are listed does not let each config decide a part`, async () => {
+    proxy.reload({ rules: OLD, ...upstream });
+    const mailbox = await createMailbox({ name: "reload-subtree" });
+    const direct = await connectImap(mailbox);
+    await direct.mailboxCreate("Work");
+    await direct.mailboxCreate("Work/Keep");
+    await direct.append("Work", rawMessage("ann@example.test", "In Work", "work"));
+    await direct.append("Work/Keep", rawMessage("bob@example.test", "In Keep", "keep"));
+    await direct.logout();
+    const before = await upstreamState(mailbox);
+
+    const raw = await RawImap.login(proxy.port, mailbox);
+    try {
+      // Each config alone refuses it.
+      expect(statusOf(await raw.command("o", command), "o")).toStartWith("o NO [NOPERM]");
+      proxy.reload({ rules: NEW, ...upstream });
+      expect(statusOf(await raw.command("n", command), "n")).toStartWith("n NO [NOPERM]");
+      proxy.reload({ rules: OLD, ...upstream });
+
+      let heldFn!: () => void;
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (heldFn = resolve));
+      hold = { pattern: /LIST "" "?Work\/\*"?/, held: heldFn, release: new Promise((r) => (release = r)) };
+      raw.write(`c ${command}\r\n`);
+      await held;
+      proxy.reload({ rules: NEW, ...upstream });
+      release();
+      expect(statusOf(await raw.waitTagged("c"), "c")).toStartWith("c NO [NOPERM]");
+    } finally {
+      hold = null;
+      raw.close();
+    }
+    expect(await upstreamState(mailbox)).toEqual(before);
+  });
+}
