@@ -275,6 +275,10 @@ export class ImapSession implements LoginSession, CompressSession {
    */
   #reloadEnd: string | null = null;
 
+  endingByReload(): string | null {
+    return this.#reloadEnd;
+  }
+
   #endByReloadSoon(why: string): void {
     // Waiting in nextEvent() (#wake set: in IDLE, at a continuation) or between commands: now.
     if (!this.#busy || this.#wake !== null) return this.#endByReload(why);

@@ -6,7 +6,8 @@
  * `LIST "" "Work/*"` until the test has reloaded, as serve reloads after SIGHUP.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { connectImap, createMailbox, upstreams } from "../fixtures/index.ts";
+import { generateToken, hashToken } from "../../src/vault/token.ts";
+import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { TcpRelay } from "../fixtures/tcp-relay.ts";
 import { rawMessage } from "./filtered-fixture.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
@@ -108,6 +109,74 @@ for (const command of ["DELETE Work", "RENAME Work Done"]) {
     } finally {
       hold = null;
       raw.close();
+    }
+    expect(await upstreamState(mailbox)).toEqual(before);
+  });
+}
+
+/**
+ * A reload that removes the agent while its DELETE or RENAME waits for that listing: the session ends after the
+ * command's reply (docs/operations.md "Reload"), and the command's remaining decision is not made for an agent the
+ * config no longer has, even by a rule that names no agents. Nothing reaches Dovecot.
+ */
+const AGENT_TOKEN = generateToken();
+
+function vault(mailbox: TestMailbox, withBot: boolean): { rules: string; extra: string } {
+  const bot = `[[agents]]\nname = "bot"\ntoken_hash = "${hashToken(AGENT_TOKEN)}"\naccount = "main"\n`;
+  const other = `[[agents]]\nname = "other"\ntoken_hash = "${hashToken(generateToken())}"\naccount = "main"\n`;
+  return {
+    rules: `
+[[rules]]
+name = "Work, any agent"
+folders = ["Work", "Work/**", "Done", "Done/**"]
+action = "allow"
+
+[[rules]]
+name = "Rest"
+action = "deny"
+`,
+    extra: `${withBot ? bot : ""}${other}
+[accounts.main]
+username = "${mailbox.user}"
+password = "${mailbox.password}"
+`,
+  };
+}
+
+for (const command of ["DELETE Work", "RENAME Work Done"]) {
+  test(`${command}: the agent removed while the folders below are listed gets NO, then * BYE`, async () => {
+    const mailbox = await createMailbox({ name: "reload-agent-gone" });
+    const direct = await connectImap(mailbox);
+    await direct.mailboxCreate("Work");
+    await direct.mailboxCreate("Work/Keep");
+    await direct.append("Work", rawMessage("ann@example.test", "In Work", "work"));
+    await direct.logout();
+    const before = await upstreamState(mailbox);
+    const vaultProxy = await startTestProxy({ ...vault(mailbox, true), ...upstream });
+    const raw = await RawImap.open(vaultProxy.port);
+    try {
+      expect(statusOf(await raw.command("L", `LOGIN bot ${AGENT_TOKEN}`), "L")).toStartWith("L OK");
+      let heldFn!: () => void;
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (heldFn = resolve));
+      hold = { pattern: /LIST "" "?Work\/\*"?/, held: heldFn, release: new Promise((r) => (release = r)) };
+      raw.write(`c ${command}\r\n`);
+      await held;
+      expect(vaultProxy.reload({ ...vault(mailbox, false), ...upstream })).toBe(1);
+      release();
+      const text = await raw.readUntil(() => false, 10_000, "the proxy did not close the session");
+      expect(text).toMatch(/^c NO .*\r\n\* BYE Configuration changed; this session ends, log in again\r\n$/m);
+      expect(text).not.toContain("c OK");
+      const row = (await vaultProxy.rows()).findLast((r) => r.command === command.split(" ")[0]);
+      expect([row?.decision, row?.folder, row?.reason]).toEqual([
+        "deny",
+        "Work",
+        "the configuration changed while the command ran and ends this session: the agent was removed",
+      ]);
+    } finally {
+      hold = null;
+      raw.close();
+      await vaultProxy.close();
     }
     expect(await upstreamState(mailbox)).toEqual(before);
   });

@@ -158,6 +158,11 @@ export interface Session {
    * as it is. False when the session is over.
    */
   followReload(): boolean;
+  /**
+   * Why a reload ends the session once the command under way is answered (its agent removed, its token, login or
+   * upstream changed: docs/operations.md "Reload"); null when none does.
+   */
+  endingByReload(): string | null;
   /** Runs `use` on a second upstream session logged in like the first (one use at a time). */
   withAuxiliary<T>(use: (up: UpstreamSession) => Promise<T>): Promise<T>;
 

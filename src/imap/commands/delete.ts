@@ -4,7 +4,15 @@
  */
 
 import { type CommandOf, cites, type Decided, type Session } from "./context.ts";
-import { children, deselect, filteringRule, folderWriteRefusal, upstreamStatus, visibleFolder } from "./shared.ts";
+import {
+  children,
+  deselect,
+  filteringRule,
+  folderWriteRefusal,
+  refuseWhenEnding,
+  upstreamStatus,
+  visibleFolder,
+} from "./shared.ts";
 
 /** One answer whether folders below are hidden by the rules, exist and are hidden, or exist and are read-only. */
 const SUBTREE_DELETE = "Not permitted: folders below it are not all the agent's to delete";
@@ -13,9 +21,10 @@ export async function remove(s: Session, cmd: CommandOf<"DELETE">): Promise<void
   // The folder is judged before its children are listed (a refused DELETE sends nothing upstream), then again with
   // them: a reload while upstream lists them (docs/operations.md "Reload") must not leave the folder judged by the
   // old rules and its children by the new, each config allowing the part it was asked about.
-  judgeFolder(s, cmd);
+  const first = judgeFolder(s, cmd);
   const below = await children(s, cmd.mailbox);
   if (!s.followReload()) return;
+  refuseWhenEnding(s, "DELETE", first.p);
   const { p, d } = judgeFolder(s, cmd);
   judgeChildren(s, p, below);
   await s.auditDurable({

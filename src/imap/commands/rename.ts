@@ -7,7 +7,15 @@
 import type { Operation } from "../../policy/index.ts";
 import { Refusal } from "../refusal.ts";
 import { type CommandOf, cites, type Decided, type Session } from "./context.ts";
-import { children, deselect, filteringRule, folderWriteRefusal, upstreamStatus, visibleFolder } from "./shared.ts";
+import {
+  children,
+  deselect,
+  filteringRule,
+  folderWriteRefusal,
+  refuseWhenEnding,
+  upstreamStatus,
+  visibleFolder,
+} from "./shared.ts";
 
 /** One answer whether folders below are hidden by the rules, exist and are hidden, or exist and are read-only. */
 const SUBTREE_RENAME = "Not permitted: folders below it are not all the agent's to rename";
@@ -23,9 +31,10 @@ export async function rename(s: Session, cmd: CommandOf<"RENAME">): Promise<void
   // The folder and its new name are judged before the children are listed (a refused RENAME sends nothing upstream),
   // then again with them: a reload while upstream lists them (docs/operations.md "Reload") must not leave the folder
   // judged by the old rules and its children by the new, each config allowing the part it was asked about.
-  judgeFolder(s, cmd);
+  const first = judgeFolder(s, cmd);
   const below = await children(s, cmd.mailbox);
   if (!s.followReload()) return;
+  refuseWhenEnding(s, "RENAME", first.p);
   const { p, np, d } = judgeFolder(s, cmd);
   judgeChildren(s, cmd, p, np, below);
   await s.auditDurable({

@@ -117,6 +117,28 @@ export function folderWriteRefusal(s: Session, command: string, folder: string) 
 }
 
 /**
+ * For a command that decides again after waiting on upstream (DELETE and RENAME, once the folders below are
+ * listed): when a reload during the wait ends the session after this command (`endingByReload`), the rest is not
+ * decided for an agent, token or login the config no longer has, even by a rule that names no agents; it is refused
+ * with a deny row, and the `* BYE` follows the reply (docs/operations.md "Reload").
+ */
+export function refuseWhenEnding(s: Session, command: string, folder: string): void {
+  const why = s.endingByReload();
+  if (why === null) return;
+  s.auditRow({
+    command,
+    operation: "folder:write",
+    folder,
+    target: null,
+    decision: "deny",
+    rule: null,
+    ruleIndex: null,
+    reason: `the configuration changed while the command ran and ends this session: ${why}`,
+  });
+  throw new Refusal("NO", null, "Configuration changed while the command ran; nothing was done");
+}
+
+/**
  * The rule that makes `folder` (policy name) filtered for the session's agent: the first of the rules that decide
  * its messages one by one (`MessageFilter.rules`, docs/filtering.md); null when the folder alone decides what the
  * agent reads there. DELETE and RENAME refuse a filtered folder: they would destroy or carry along the messages it
