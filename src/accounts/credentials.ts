@@ -442,7 +442,24 @@ export class AccountCredentials {
         // process on the same database, whose rotation retired the token refused here). Checked in the transaction
         // that would mark the account, against `base` (not the refused token, which may be one held in memory only),
         // so that no pair written between the check and the mark is missed.
-        const newer = this.#markNeedsReauthorization(account, error.message, base);
+        let newer: TokenRecord | null;
+        try {
+          newer = this.#markNeedsReauthorization(account, error.message, base);
+        } catch (e) {
+          if (!(e instanceof UnrecordedMark)) throw e;
+          // Not marked: the refusal is retried with backoff, and marked with its row once the log takes it.
+          rt.unsaved = null;
+          rt.failures++;
+          rt.retryAt = this.#now() + backoffMs(rt.failures);
+          rt.lastError = error.message;
+          const retryS = Math.round((rt.retryAt - this.#now()) / 1000);
+          this.#log.error(
+            `account ${name}: refresh refused (${error.message}), not marked as needing re-authorization: its ` +
+              `audit row cannot be written (${errorMessage(e.cause)}); retry in ${retryS} s`,
+          );
+          this.#noteError(account, error.message);
+          throw new AccountTemporarilyUnavailable(name, error.message, rt.retryAt);
+        }
         if (newer === null) throw new AccountNeedsReauthorization(name, error.message);
         return this.#useNewer(account, rt, newer, retried, error.message);
       }
@@ -580,7 +597,9 @@ export class AccountCredentials {
    * Marks the account, unless the stored pair is no longer `base`, the one the refused refresh started from: then
    * another process stored a newer one, which is returned and nothing is marked. Check and mark are one
    * transaction (BEGIN IMMEDIATE): a pair stored before is seen, and one stored after clears the mark
-   * (saveTokens). Logs and audits only when the account was not already marked.
+   * (saveTokens). Logs and audits only when the account was not already marked. The audit row is queued inside that
+   * transaction: a log that refuses it (docs/audit.md "Failure") rolls the mark back and throws UnrecordedMark, so
+   * that the transition is never made without its row (docs/accounts.md "When an account needs re-authorization").
    */
   #markNeedsReauthorization(
     account: OAuth2AccountConfig,
@@ -589,6 +608,7 @@ export class AccountCredentials {
   ): TokenRecord | null {
     const store = this.#store!;
     const now = this.#now();
+    const reason = new AccountNeedsReauthorization(account.name, message).message;
     const outcome = store.transaction((): { newer: TokenRecord } | { changed: boolean } => {
       let stored: TokenRecord | null;
       try {
@@ -608,32 +628,41 @@ export class AccountCredentials {
         expiresAt: before?.expiresAt ?? null,
         refreshedAt: before?.refreshedAt ?? null,
       });
+      try {
+        this.#audit?.({
+          time: now,
+          session: "-",
+          agent: null,
+          clientAddr: null,
+          protocol: "oauth2",
+          command: "oauth-refresh",
+          operation: null,
+          folder: null,
+          target: account.name,
+          decision: "error",
+          rule: null,
+          ruleIndex: null,
+          reason,
+          configRevision: this.#config.revision,
+        });
+      } catch (e) {
+        throw new UnrecordedMark(e);
+      }
       return { changed: true };
     });
     if ("newer" in outcome) return outcome.newer;
     // Tokens held unwritten belong to the grant the provider just refused: nothing to keep.
     const rt = this.#runtime.get(account.name);
     if (rt !== undefined) rt.unsaved = null;
-    if (!outcome.changed) return null;
-    const reason = new AccountNeedsReauthorization(account.name, message).message;
-    this.#log.error(reason);
-    this.#audit?.({
-      time: now,
-      session: "-",
-      agent: null,
-      clientAddr: null,
-      protocol: "oauth2",
-      command: "oauth-refresh",
-      operation: null,
-      folder: null,
-      target: account.name,
-      decision: "error",
-      rule: null,
-      ruleIndex: null,
-      reason,
-      configRevision: this.#config.revision,
-    });
+    if (outcome.changed) this.#log.error(reason);
     return null;
+  }
+}
+
+/** The audit log refused the row of a "needs re-authorization" mark, which was therefore not made. */
+class UnrecordedMark extends Error {
+  constructor(cause: unknown) {
+    super("the audit row of a needs-reauthorization mark could not be recorded", { cause });
   }
 }
 
