@@ -188,7 +188,14 @@ function notFound(missing: readonly number[], checked: boolean): string {
   if (!checked) return " (Which of them exist could not be looked up: the search was refused.)";
   return missing.length === 0 ? "" : ` Not found (no message with that UID): ${missing.join(", ")}.`;
 }
-const searchTerm = z.string().max(MAX_SEARCH_TERM_CHARS);
+/**
+ * A `search` term: any text on one line. A quoted string holds no CR, LF or NUL (RFC 3501 §9) and a header is searched
+ * unfolded, so a term with one is an invalid argument, whatever form (quoted or literal) it would go in.
+ */
+const searchTerm = z
+  .string()
+  .max(MAX_SEARCH_TERM_CHARS)
+  .refine((t) => !/[\r\n\0]/.test(t), "a search term holds no line break (CR, LF) or NUL");
 const addressList = z.array(z.string().min(1)).default([]);
 
 const FLAGS = { seen: "\\Seen", flagged: "\\Flagged", answered: "\\Answered", draft: "\\Draft" } as const;
@@ -455,10 +462,12 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
         guarded("search", () =>
           withImap(async (client) => {
             const query: Record<string, unknown> = {};
-            if (a.from !== undefined) query["from"] = a.from;
-            if (a.to !== undefined) query["to"] = a.to;
-            if (a.subject !== undefined) query["subject"] = a.subject;
-            if (a.text !== undefined) query["text"] = a.text;
+            // An empty term is in every text: no condition (imapflow would leave it out of the command, and a
+            // SEARCH of that term alone would then have no key at all).
+            if (a.from) query["from"] = a.from;
+            if (a.to) query["to"] = a.to;
+            if (a.subject) query["subject"] = a.subject;
+            if (a.text) query["text"] = a.text;
             if (a.since !== undefined) query["since"] = new Date(`${a.since}T00:00:00Z`);
             if (a.before !== undefined) query["before"] = new Date(`${a.before}T00:00:00Z`);
             if (a.unread !== undefined) query["seen"] = !a.unread;

@@ -102,6 +102,64 @@ function refusalOf(entry: { err?: unknown; dropped?: unknown } | undefined): str
   return undefined;
 }
 
+/** The SEARCH keys followed by strings (RFC 3501 §6.4.4): HEADER by two, a field name and the text. */
+const SEARCH_STRINGS: Readonly<Record<string, number>> = {
+  BCC: 1,
+  BODY: 1,
+  CC: 1,
+  FROM: 1,
+  HEADER: 2,
+  SUBJECT: 1,
+  TEXT: 1,
+  TO: 1,
+};
+
+interface Token {
+  readonly type: string;
+  readonly value?: unknown;
+}
+
+/** `attributes` of a SEARCH with every string after a key of SEARCH_STRINGS that imapflow made an atom quoted. */
+function quoteSearchStrings(attributes: unknown): unknown {
+  if (!Array.isArray(attributes)) return attributes;
+  const out: unknown[] = [];
+  let strings = 0;
+  for (const item of attributes as unknown[]) {
+    const token = item as Token | null;
+    if (strings > 0) {
+      strings--;
+      const atom = token !== null && typeof token === "object" && token.type === "ATOM";
+      out.push(atom ? { type: "STRING", value: String(token.value ?? "") } : quoteSearchStrings(item));
+      continue;
+    }
+    if (Array.isArray(item)) out.push(quoteSearchStrings(item));
+    else {
+      out.push(item);
+      const key = token !== null && typeof token === "object" && token.type === "ATOM" ? String(token.value) : "";
+      strings = SEARCH_STRINGS[key.toUpperCase()] ?? 0;
+    }
+  }
+  return out;
+}
+
+type Exec = (command: string, attributes: unknown, options?: unknown) => Promise<unknown>;
+
+/**
+ * Makes `client` send each SEARCH string as a string: quoted (RFC 3501 §9; imapflow refuses one with CR, LF or NUL)
+ * or, when not ASCII, the literal imapflow makes of it. imapflow sends an ASCII value as an atom when every
+ * character after a leading backslash is an atom character, so `\Seen` or `\foo` went out bare: a backslash is no
+ * atom character and an astring is no flag, so the listener answered BAD where the agent asked for the text `\Seen`
+ * (docs/mcp.md "Agent tools"). imapflow offers no other way to choose the form (its `exec` is not in its types); a
+ * version without `exec` fails here, at connection, rather than sending such searches as atoms.
+ */
+function searchStringsQuoted(client: ImapFlow): void {
+  const target = client as unknown as { exec?: unknown };
+  if (typeof target.exec !== "function") throw new Error("this imapflow has no exec: search strings cannot be quoted");
+  const exec = (target.exec as Exec).bind(client);
+  target.exec = ((command, attributes, options) =>
+    exec(command, /^(UID )?SEARCH$/i.test(command) ? quoteSearchStrings(attributes) : attributes, options)) as Exec;
+}
+
 /** One IMAP connection to the listener, opened on first use and again after it closed; calls run one at a time. */
 export class ProxyImap {
   #client: ImapFlow | null = null;
@@ -139,6 +197,7 @@ export class ProxyImap {
       connectionTimeout: PROXY_CONNECT_TIMEOUT_MS,
       greetingTimeout: PROXY_CONNECT_TIMEOUT_MS,
     } as ConstructorParameters<typeof ImapFlow>[0]);
+    searchStringsQuoted(client);
     client.on("error", () => {
       // A dropped connection: the next call opens a new one.
     });

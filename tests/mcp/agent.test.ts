@@ -707,6 +707,49 @@ action = "deny"
     expect(totalOf(await call(desk, "list_messages", { folder: "INBOX" }))).toBeGreaterThan(0);
   });
 
+  // A term is searched as the text it is, whatever its characters: `\Seen` is a subject's words, not a flag, and
+  // went out as a bare atom that is no astring (RFC 3501 §9), which the listener answered BAD.
+  test("a search term is searched as its text: a leading backslash, quotes, wildcards, UTF-8", async () => {
+    const token = uniqueToken("mcpterm");
+    const words = ["\\Seen", "\\foo", "\\", 'a"b', "*", "%", "(", ")", "]", "{3}", "NIL", "ünï"];
+    const direct = await connectImap(mailbox);
+    let uid: number;
+    try {
+      const subject = `=?UTF-8?B?${Buffer.from(`${token} ${words.join(" ")}`).toString("base64")}?=`;
+      const raw = `From: shop-${token}@shop.test\r\nTo: ${mailbox.address}\r\nSubject: ${subject}\r\n\r\nbody\r\n`;
+      uid = ((await direct.append("INBOX", raw)) as { uid: number }).uid;
+    } finally {
+      await direct.logout();
+    }
+    for (const word of words) {
+      const out = await callRaw(desk, "search", { folder: "INBOX", subject: word, text: token });
+      expect(`${JSON.stringify(word)}: ${out.isError} ${out.isError ? out.text : uidsOf(out.text)}`).toBe(
+        `${JSON.stringify(word)}: false ${uid}`,
+      );
+      for (const term of ["from", "to"]) {
+        const none = await callRaw(desk, "search", { folder: "INBOX", [term]: `${word}${token}` });
+        expect(
+          `${term} ${JSON.stringify(word)}: ${none.isError} ${none.isError ? none.text : totalOf(none.text)}`,
+        ).toBe(`${term} ${JSON.stringify(word)}: false 0`);
+      }
+    }
+    // An empty term is in every text: no condition, alone or with others.
+    const everything = totalOf(await call(desk, "list_messages", { folder: "INBOX" }));
+    for (const term of ["from", "to", "subject", "text"]) {
+      expect(totalOf(await call(desk, "search", { folder: "INBOX", [term]: "" }))).toBe(everything);
+      expect(uidsOf(await call(desk, "search", { folder: "INBOX", [term]: "", subject: token }))).toEqual([uid]);
+    }
+    // A line break cannot be searched for (a quoted string holds none, RFC 3501 §9): an invalid argument, and the
+    // session goes on.
+    for (const term of ["a\r\nb", "a\nb", "a\rb", "ü\r\n", "a\0b"]) {
+      const out = await callRaw(desk, "search", { folder: "INBOX", text: term });
+      expect(`${JSON.stringify(term)}: ${out.isError} ${out.text.includes("no line break")}`).toBe(
+        `${JSON.stringify(term)}: true true`,
+      );
+    }
+    expect(totalOf(await call(desk, "list_messages", { folder: "INBOX" }))).toBeGreaterThan(0);
+  });
+
   test("an argument a tool does not take is refused, and nothing is done", async () => {
     const token = uniqueToken("mcpextra");
     const uid = uidsOf(await call(desk, "list_messages", { folder: "INBOX" }))[0]!;
