@@ -548,10 +548,13 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
               const drafts = (await client.list()).find((f) => f.specialUse === "\\Drafts");
               folder = drafts?.path ?? "Drafts";
             }
+            // The folder's name is given inside a block: the one the server marks \Drafts is the server's text,
+            // mail content (docs/mcp.md "Untrusted content"), whatever it says.
             const appended = await client.append(folder, raw, ["\\Draft", "\\Seen"]);
-            if (appended === false) throw new ToolError(`the draft was not saved in ${folder}`);
+            if (appended === false)
+              throw new ToolError(`the draft was not saved in the folder below:\n${untrusted(folder)}`);
             const uid = appended.uid === undefined ? "" : ` as UID ${appended.uid}`;
-            return ok(`Draft saved in ${folder}${uid}.`);
+            return ok(`Draft saved${uid} in the folder below:\n${untrusted(folder)}`);
           });
         }),
     );

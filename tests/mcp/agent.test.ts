@@ -216,6 +216,11 @@ function markers(folder: string, m: SeededMessage, seed: number): string[] {
   return [m.messageId, `seeded message ${n} in ${folder} (seed ${seed})`];
 }
 
+/** The text outside every untrusted block, and the texts inside them. */
+const outside = (text: string) => text.replace(BLOCK, "");
+const inside = (text: string) => [...text.matchAll(BLOCK)].map((m) => m[2]!);
+const BLOCK = /<<<UNTRUSTED MAIL CONTENT ([0-9a-f]{16})[^\n]*>>>\n([\s\S]*?)\n<<<END UNTRUSTED MAIL CONTENT \1>>>/g;
+
 const SEED = 16;
 const READ_TOOLS = ["get_attachment", "get_message", "list_folders", "list_messages", "search"];
 
@@ -610,7 +615,7 @@ action = "deny"
   test("save_draft, set_flags, move and delete go through the proxy", async () => {
     const token = uniqueToken("mcpdraft");
     expect(await call(desk, "save_draft", { to: ["x@corp.test"], subject: `draft ${token}`, text: "later" })).toContain(
-      "Draft saved in Drafts",
+      "Draft saved as UID",
     );
     expect(mailboxMessages(mailbox, token, "Drafts").length).toBe(1);
     const [first, second] = mailbox.manifest.folders["INBOX"]!;
@@ -705,6 +710,21 @@ action = "deny"
     }
     // The session goes on: the next call is answered as usual.
     expect(totalOf(await call(desk, "list_messages", { folder: "INBOX" }))).toBeGreaterThan(0);
+  });
+
+  // docs/mcp.md "Untrusted content": a folder name is mail content, and the one save_draft picks comes from the
+  // server (the folder its LIST marks \Drafts, RFC 6154), not from the agent.
+  test("save_draft names the folder it saved in only inside an untrusted block", async () => {
+    const token = uniqueToken("mcpdraftname");
+    const out = await callRaw(desk, "save_draft", { to: ["x@corp.test"], subject: `draft ${token}`, text: "t" });
+    expect(out.isError).toBe(false);
+    expect(mailboxMessages(mailbox, token, "Drafts").length).toBe(1);
+    expect(outside(out.text)).toMatch(/^Draft saved as UID \d+ in the folder below:\n$/);
+    expect(inside(out.text)).toEqual(["Drafts"]);
+    // A folder the agent names is given back the same way.
+    const named = await callRaw(desk, "save_draft", { to: [], subject: token, text: "t", folder: "Drafts" });
+    expect(outside(named.text)).toMatch(/^Draft saved as UID \d+ in the folder below:\n$/);
+    expect(inside(named.text)).toEqual(["Drafts"]);
   });
 
   // A term is searched as the text it is, whatever its characters: `\Seen` is a subject's words, not a flag, and
@@ -844,11 +864,6 @@ action = "deny"
   afterAll(async () => {
     await desk?.close();
   });
-
-  /** The text outside every untrusted block, and the texts inside them. */
-  const outside = (text: string) => text.replace(BLOCK, "");
-  const inside = (text: string) => [...text.matchAll(BLOCK)].map((m) => m[2]!);
-  const BLOCK = /<<<UNTRUSTED MAIL CONTENT ([0-9a-f]{16})[^\n]*>>>\n([\s\S]*?)\n<<<END UNTRUSTED MAIL CONTENT \1>>>/g;
 
   // docs/mcp.md "Errors": a refused SEARCH (imapflow resolves `false`) is a refusal with the listener's text, not
   // an empty folder; Junk holds 3 messages the rules let the agent see as a folder and not read.
