@@ -39,25 +39,31 @@ export class FolderNames {
    * read (docs/config.md "Globs").
    */
   invalid(name: string): boolean {
-    if (name.startsWith("#") || name.startsWith("~")) return true;
+    return this.invalidWhy(name) !== null;
+  }
+
+  /** Why `name` is `invalid`, in words for its audit row; null when it is valid. */
+  invalidWhy(name: string): string | null {
+    if (name.startsWith("#") || name.startsWith("~")) return "another user's or a shared namespace (# or ~)";
     const d = this.delimiter;
     // Rules read `/` as a level whatever the server's delimiter (docs/config.md "Globs"): where `/` is not the
     // delimiter, a `/` inside a name would make the rules see levels the server does not (`Agent/x` at the top of
     // a `.` server read as below `Agent`), so such a name does not exist for the agent.
-    if (d !== "/" && name.includes("/")) return true;
+    if (d !== "/" && name.includes("/")) return "a / where the server's hierarchy delimiter is another";
     // A control character, a line separator, a bidirectional override or U+FFFD makes the name unknown to the rules,
     // as it makes a subject unknown; a level made only of invisible characters would be empty in their reading.
     const read = readableText(name);
-    if (read === null) return true;
-    if (d === null) return false;
+    if (read === null) return 'a character the rules cannot read (docs/config.md "Globs")';
+    if (d === null) return null;
+    const level = "an empty, . or .. level (a trailing delimiter among them)";
     const parts = name.split(d);
-    if (parts.some((p) => p === "" || p === "." || p === "..")) return true;
-    return (
+    if (parts.some((p) => p === "" || p === "." || p === "..")) return level;
+    const unread =
       read !== name &&
       this.toPolicy(name)
         .split("/")
-        .some((p) => p === "" || p === "." || p === "..")
-    );
+        .some((p) => p === "" || p === "." || p === "..");
+    return unread ? `${level} as the rules read it` : null;
   }
 
   /**

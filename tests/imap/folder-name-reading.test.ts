@@ -168,6 +168,9 @@ action = "allow"
       (e: { serverResponseCode?: string }) => e,
     );
     expect(err?.serverResponseCode).toBe("NONEXISTENT");
+    // The audit row says why: a character the rules cannot read, not one of the structural causes.
+    const row = (await open.rows()).findLast((r) => r.command === "SELECT" && r.target === BIDI);
+    expect(row?.reason).toBe('invalid mailbox name: a character the rules cannot read (docs/config.md "Globs")');
     const status = await c.status(BIDI, { messages: true }).then(
       () => "answered",
       () => "refused",

@@ -41,7 +41,8 @@ export function passCode(code: ResponseCode | null): ResponseCode | null {
  * folder; returns the policy name otherwise.
  */
 export function visibleFolder(s: Session, command: string, op: Operation, name: string, refusal = NONEXISTENT): string {
-  if (s.names.invalid(name)) {
+  const invalid = s.names.invalidWhy(name);
+  if (invalid !== null) {
     s.auditRow({
       command,
       operation: op,
@@ -50,7 +51,7 @@ export function visibleFolder(s: Session, command: string, op: Operation, name: 
       decision: "deny",
       rule: null,
       ruleIndex: null,
-      reason: "invalid mailbox name (.., empty level, trailing delimiter, # or ~ namespace, / not the delimiter)",
+      reason: `invalid mailbox name: ${invalid}`,
     });
     throw refusal;
   }
