@@ -151,12 +151,15 @@ interface Held {
   readonly raw: string;
 }
 
-/** The agent sends (nodemailer, the agent's own login) to a colleague and to an outside address: held. */
-async function hold(server: Server, name: string): Promise<Held> {
+/**
+ * The agent sends (nodemailer, the agent's own login) to a colleague and to an outside address: held. `o` may name
+ * the outside address and the subject.
+ */
+async function hold(server: Server, name: string, o: { outside?: string; subject?: string } = {}): Promise<Held> {
   const token = uniqueToken(name);
   const colleague = `${token}-colleague@corp.test`;
-  const outside = `${token}@outside.example`;
-  const subject = `Quarterly numbers ${token}`;
+  const outside = o.outside ?? `${token}@outside.example`;
+  const subject = o.subject ?? `Quarterly numbers ${token}`;
   const raw =
     `From: ${SENDER}\r\nTo: ${colleague}, ${outside}\r\nSubject: ${subject}\r\n` +
     `Date: Wed, 02 Dec 2026 12:00:00 +0000\r\nMessage-ID: <${token}@corp.test>\r\nMIME-Version: 1.0\r\n` +
@@ -355,6 +358,29 @@ describe("the approval page in Chromium", () => {
     for (const tab of [first, second, reopened]) await tab.page.close();
   });
 
+  test("a long outside domain and subject wrap: nothing runs off the page, the mark stays in view", async () => {
+    // An address whose domain runs on past the window (labels of 60, RFC 5321's 255 octets at most) would push the
+    // end of it, and the outside-domain mark after it, out of the approver's sight.
+    const label = "a".repeat(60);
+    const outside = `x${uniqueToken("w")}@corp.test.${label}.${label}.outside.example`;
+    const held = await hold(server, "wrap", { outside, subject: `Numbers-${"y".repeat(300)}` });
+    const { page } = await open(linkFor(server, held.id));
+    try {
+      const width = (await page.evaluate("document.documentElement.clientWidth")) as number;
+      expect(await page.evaluate("document.documentElement.scrollWidth")).toBe(width);
+      const mark = page.locator('dt:text-is("To") + dd', { hasText: OUTSIDE_MARK }).locator("strong");
+      const box = await mark.boundingBox();
+      expect(box).not.toBeNull();
+      expect(box!.x + box!.width).toBeLessThanOrEqual(width);
+      // Wrapped, not cut: the whole address is there to read.
+      expect((await seen(page.locator('dt:text-is("To") + dd', { hasText: OUTSIDE_MARK }))).replace(/\s/g, "")).toBe(
+        `${outside}${OUTSIDE_MARK.replace(/\s/g, "")}`,
+      );
+    } finally {
+      await page.close();
+    }
+  });
+
   test("an altered token, or one borrowed from another message, is refused and changes nothing", async () => {
     const held = await hold(server, "altered");
     const other = await hold(server, "other");
@@ -484,7 +510,7 @@ describe("the page's headers, HEAD, and a held message whose record does not ope
     server = await startServe("24h");
   });
 
-  test("the CSP sets base-uri 'none', every answer says nosniff; HEAD is refused and records nothing", async () => {
+  test("CSP: base-uri 'none', only the page's style; every answer nosniff; HEAD refused, records nothing", async () => {
     const held = await hold(server, "headers");
     const link = linkFor(server, held.id);
     // HEAD shows nothing, so it must not record a view: refused (405), with the methods the page takes.
@@ -498,8 +524,12 @@ describe("the page's headers, HEAD, and a held message whose record does not ope
     expect(response.status()).toBe(200);
     const headers = response.headers();
     expect(headers["x-content-type-options"]).toBe("nosniff");
+    // The one style the CSP lets apply is the page's own <style> (its SHA-256): none other, inline or fetched.
+    const style = createHash("sha256")
+      .update((await page.locator("style").textContent()) ?? "")
+      .digest("base64");
     expect(headers["content-security-policy"]).toBe(
-      "default-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'",
+      `default-src 'none'; style-src 'sha256-${style}'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'`,
     );
     expect((await press(page, "Deny")).status()).toBe(200);
     expect(await heading(page)).toBe("Denied");
