@@ -21,21 +21,40 @@ export function decodeBase64(text: string): Buffer | null {
   return Buffer.from(text, "base64");
 }
 
-/** `authzid NUL authcid NUL passwd`; an authzid other than the authcid is refused (no proxy authorization). */
+const SASL_TEXT = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * The text of a SASL field: UTF-8 (RFC 4616 §2), or null. Invalid octets are never read as U+FFFD, which would be a
+ * name or password the agent did not send, and go upstream in pass-through mode; a leading BOM is kept as the
+ * octets it is. As AUTHENTICATE on the IMAP listener (docs/protocol.md §4).
+ */
+function utf8(bytes: Buffer): string | null {
+  try {
+    return SASL_TEXT.decode(bytes);
+  } catch {
+    return null;
+  }
+}
+
+/**
+ * `authzid NUL authcid NUL passwd`; an authzid other than the authcid is refused (no proxy authorization), and so is
+ * a response that is not UTF-8.
+ */
 export function decodePlain(response: string): LoginAttempt | null {
   const bytes = response === "=" ? Buffer.alloc(0) : decodeBase64(response);
-  if (bytes === null) return null;
-  const parts = bytes.toString("utf8").split("\0");
+  const text = bytes === null ? null : utf8(bytes);
+  if (text === null) return null;
+  const parts = text.split("\0");
   if (parts.length !== 3) return null;
   const [authzid, username, password] = parts as [string, string, string];
   if (username === "" || (authzid !== "" && authzid !== username)) return null;
   return { username, password };
 }
 
-/** One LOGIN step (a base64 user name or password). */
+/** One LOGIN step (a base64 user name or password, in UTF-8). */
 export function decodeLoginStep(response: string): string | null {
   const bytes = response === "=" ? Buffer.alloc(0) : decodeBase64(response);
-  return bytes === null ? null : bytes.toString("utf8");
+  return bytes === null ? null : utf8(bytes);
 }
 
 /** The hash compared when the user name is unknown, so that unknown names take as long as wrong tokens. */

@@ -179,6 +179,38 @@ describe("pass-through mode", () => {
     expect(rows.map((r) => r.decision)).toEqual(["deny", "allow"]);
     expect(rows[1]!.agent).toBe(user.user);
   });
+
+  test("a PLAIN or LOGIN response that is not UTF-8 gets 501: no U+FFFD guess goes upstream", async () => {
+    const p = await startTestProxy({
+      rules: `[[rules]]\nname = "all"\naction = "allow"\n`,
+      limits: { authFailureStepMs: 1 },
+    });
+    cleanups.push(() => p.close());
+    const user = upstreams().users[0]!;
+    const b64 = (...parts: (string | number[])[]) =>
+      Buffer.concat(parts.map((x) => (typeof x === "string" ? Buffer.from(x) : Buffer.from(x)))).toString("base64");
+    // RFC 4616 §2: each field is UTF-8. A 0xFF in the name, a cut-off sequence at the end of the password: read as
+    // U+FFFD they would be a name and a password the agent did not send, logged in with upstream.
+    const cases: string[][] = [
+      [`AUTH PLAIN ${b64(`\0${user.user}`, [0xff], `\0${user.password}`)}`],
+      [`AUTH PLAIN ${b64(`\0${user.user}\0${user.password}`, [0xc3])}`],
+      ["AUTH PLAIN", b64(`\0${user.user}`, [0xff], `\0${user.password}`)],
+      [`AUTH LOGIN ${b64(user.user, [0xff])}`],
+      ["AUTH LOGIN", b64(user.user), b64(user.password, [0xed, 0xa0, 0x80])],
+    ];
+    for (const lines of cases) {
+      const c = await RawClient.connect(p.port);
+      await c.reply();
+      await c.command("EHLO client.test");
+      let last = "";
+      for (const line of lines) last = (await c.command(line)).raw;
+      expect(last).toStartWith("501 5.5.2");
+      c.close();
+    }
+    // No login was tried: no AUTH row (a malformed response is a syntax error, docs/smtp.md), no U+FFFD anywhere.
+    const rows = (await p.rows()).filter((r) => r.command === "AUTH");
+    expect(rows).toEqual([]);
+  });
 });
 
 describe("credential sizes", () => {
