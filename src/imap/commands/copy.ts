@@ -9,7 +9,15 @@ import { UPSTREAM_SET_RANGES } from "../limits.ts";
 import { Refusal } from "../refusal.ts";
 import type { Response, ResponseCode, SeqRange } from "../wire/index.ts";
 import { type CommandOf, cites, type Session, type UpstreamStatus } from "./context.ts";
-import { auditProbe, checkUpstreamRest, forwardUntagged, passCode, target, visibleFolder } from "./shared.ts";
+import {
+  auditProbe,
+  checkUpstreamRest,
+  forwardUntagged,
+  passCode,
+  refuseReadOnly,
+  target,
+  visibleFolder,
+} from "./shared.ts";
 
 export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): Promise<void> {
   const box = s.box!;
@@ -23,6 +31,8 @@ export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): P
   // In the order explain asks them (decide.ts): what it also needs, then the operation itself.
   for (const also of ALSO_NEEDS[op] ?? []) s.require(command, also, p, `${uids.length} messages`);
   const d = s.require(command, op, p, `${uids.length} messages`);
+  // A MOVE removes the messages from the source (RFC 6851 §3.3: COPY, STORE \Deleted, EXPUNGE): not in a read-only one.
+  if (cmd.name === "MOVE") refuseReadOnly(s, command, op);
   // Destination: hidden answers as nonexistent; then mail:append.
   const dest = cmd.mailbox;
   const dp = visibleFolder(s, command, "mail:append", dest, new Refusal("NO", "TRYCREATE", "Mailbox does not exist"));

@@ -1,8 +1,7 @@
 /** EXPUNGE and UID EXPUNGE (RFC 3501 §6.4.3, RFC 4315 §2.1; mail:delete): only the agent's visible messages. */
 
-import { Refusal } from "../refusal.ts";
 import { type CommandOf, cites, type Session } from "./context.ts";
-import { auditProbe, safeExpunge } from "./shared.ts";
+import { auditProbe, refuseReadOnly, safeExpunge } from "./shared.ts";
 
 export async function expunge(s: Session, cmd: CommandOf<"EXPUNGE">): Promise<void> {
   const box = s.box!;
@@ -10,7 +9,7 @@ export async function expunge(s: Session, cmd: CommandOf<"EXPUNGE">): Promise<vo
   const command = cmd.uid ? "UID EXPUNGE" : "EXPUNGE";
   if (cmd.set !== null) auditProbe(s, command, "mail:delete", cmd.set);
   const d = s.require(command, "mail:delete", p);
-  if (box.readOnly) throw new Refusal("NO", "CANNOT", "Mailbox is read-only");
+  refuseReadOnly(s, command, "mail:delete");
   const within = cmd.set === null ? null : box.uidsFromUidSet(cmd.set);
   await s.auditDurable({
     command,

@@ -598,3 +598,25 @@ export function chargeReads(
   const text = charged.message.charAt(0).toUpperCase() + charged.message.slice(1);
   throw new Refusal("NO", "LIMIT", `${text}; ${nothing}`);
 }
+
+/**
+ * Refuses a write to the selected folder when it is open read-only (RFC 3501 §6.3.2: EXAMINE permits no change to
+ * the mailbox's permanent state): the agent's EXAMINE, or a SELECT opened upstream with EXAMINE (docs/imap.md
+ * "Decisions"). Refused here, with its `deny` row, before any `allow` row is written or anything goes upstream:
+ * Dovecot answers a STORE there `OK` and ignores it, and carries a MOVE out.
+ */
+export function refuseReadOnly(s: Session, command: string, operation: Operation): void {
+  const box = s.box!;
+  if (!box.readOnly) return;
+  s.auditRow({
+    command,
+    operation,
+    folder: box.policyName,
+    target: null,
+    decision: "deny",
+    rule: null,
+    ruleIndex: null,
+    reason: "read-only mailbox: selected with EXAMINE, or opened read-only; SELECT it again to write",
+  });
+  throw new Refusal("NO", "CANNOT", "Mailbox is read-only");
+}

@@ -9,6 +9,7 @@ import {
   type FetchShape,
   forwardUntagged,
   messageCommandCode,
+  refuseReadOnly,
   requireModseq,
   target,
 } from "./shared.ts";
@@ -32,6 +33,7 @@ export async function store(s: Session, cmd: CommandOf<"STORE">): Promise<void> 
   if (cmd.action === "set" || others || !deleted) ops.push("mail:flag");
   if (cmd.action === "set" || deleted) ops.push("mail:delete");
   const decided = ops.map((op) => ({ op, d: s.require(command, op, p, `${uids.length} messages`) }));
+  refuseReadOnly(s, command, deleted ? "mail:delete" : "mail:flag");
   const modifier = cmd.unchangedSince === undefined ? {} : { unchangedSince: cmd.unchangedSince };
   // The flags a STORE answers with are the messages' data: where the agent may not read them (mail:flag without
   // mail:read), it goes upstream .SILENT and the agent gets no FETCH, its own messages' or others' changes.
