@@ -6,9 +6,12 @@
  * records"). Before, the rules alone decided: a STORE had its `allow` row on disk and went upstream, where Dovecot
  * answers `OK Store ignored with read-only mailbox` and changes nothing, and the agent was told `OK Store completed`;
  * a MOVE went upstream too, and Dovecot carried it out, removing messages from a mailbox opened read-only.
+ * A SELECT that upstream itself answers `[READ-ONLY]` (here: Dovecot cannot write the folder's maildir) is read-only
+ * for the agent too; before, the proxy told it `[READ-WRITE]`.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { createMailbox } from "../fixtures/index.ts";
+import { chmodSync } from "node:fs";
+import { createMailbox, upstreams } from "../fixtures/index.ts";
 import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
 
 const WRITABLE = `
@@ -104,4 +107,39 @@ test("a folder opened read-only by the rules stays read-only when a reload grant
   const after = await upstreamState(mailbox);
   expect(after.messages["INBOX"]!.uids.slice(1)).toEqual(before.messages["INBOX"]!.uids.slice(1));
   expect(after.messages["INBOX"]!.uids[0]).toContain("\\Flagged");
+});
+
+test("a SELECT upstream answers [READ-ONLY] is read-only for the agent, and its writes are refused", async () => {
+  proxy.reload({ rules: WRITABLE });
+  const mailbox = await createMailbox({ seed: { folders: { INBOX: 3 }, seed: 13 } });
+  // Dovecot opens a maildir folder read-only when it may not write its `cur` (it runs as another user than the test).
+  const cur = `${mailbox.maildir}/cur`;
+  chmodSync(cur, 0o500);
+  try {
+    const direct = await RawImap.open(upstreams().ports.imaps, { tls: true });
+    try {
+      await direct.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`);
+      expect(statusOf(await direct.command("s", "SELECT INBOX"), "s")).toStartWith("s OK [READ-ONLY]");
+    } finally {
+      direct.close();
+    }
+    const rows = auditCursor(proxy);
+    const raw = await RawImap.login(proxy.port, mailbox);
+    try {
+      const selected = await raw.command("s", "SELECT INBOX");
+      expect(statusOf(selected, "s")).toBe("s OK [READ-ONLY] SELECT completed");
+      expect(selected).toContain("* OK [PERMANENTFLAGS ()]");
+      await rows();
+      await refusedWrites(raw, rows);
+      // A body fetch goes upstream with PEEK: no mail:flag row for a \Seen that cannot be set.
+      expect(statusOf(await raw.command("f", "FETCH 2 (BODY[TEXT])"), "f")).toStartWith("f OK");
+      expect((await rows()).map((r) => [r.command, r.operation, r.decision])).toEqual([
+        ["FETCH", "mail:read", "allow"],
+      ]);
+    } finally {
+      raw.close();
+    }
+  } finally {
+    chmodSync(cur, 0o700);
+  }
 });

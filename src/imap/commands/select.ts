@@ -48,7 +48,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   // Open upstream read-only unless the agent may change something here: EXAMINE keeps \Recent (RFC 3501 §6.3.2,
   // docs/protocol.md §1).
   const mayChange = s.rights.may("mail:flag", p) || s.rights.may("mail:delete", p) || s.rights.may("mail:move", p);
-  const readOnly = cmd.name === "EXAMINE" || !mayChange;
+  let readOnly = cmd.name === "EXAMINE" || !mayChange;
   s.box = null;
   s.state = "authenticated";
   const held: Response[] = [];
@@ -100,6 +100,10 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     });
     return upstreamStatus(s, cmd.tag, st, true);
   }
+  // A SELECT upstream opened read-only (RFC 3501 §6.3.1: `OK [READ-ONLY]`; an ACL without write rights, a folder it
+  // cannot write) is read-only for the agent too: told `[READ-ONLY]`, its writes refused (refuseReadOnly), bodies
+  // fetched with PEEK. Told `[READ-WRITE]`, its STOREs would be allowed and audited and then ignored upstream.
+  if (st.code?.known && st.code.name === "READ-ONLY") readOnly = true;
   let listed = searched !== null && (await searched).status === "OK";
   for (let searches = searched === null ? 0 : 1; !listed || changed; searches++) {
     if (searches >= SELECT_SEARCHES) {
