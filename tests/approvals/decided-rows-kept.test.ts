@@ -8,12 +8,9 @@ import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildPreview } from "../../src/approvals/preview.ts";
 import { type ApprovalContext, expireDue } from "../../src/approvals/service.ts";
-import { ApprovalStore, DECIDED_APPROVALS_KEPT_MS, type HeldMessage } from "../../src/approvals/store.ts";
-import { AuditLog } from "../../src/audit/index.ts";
-import { parseConfig } from "../../src/config/index.ts";
-import { SealedStore } from "../../src/state/store.ts";
+import { DECIDED_APPROVALS_KEPT_MS } from "../../src/approvals/store.ts";
+import { ASK_RULE, askManagersConfig, heldMessage, openApprovalStores } from "./helpers.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "mg-decided-rows-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -22,27 +19,11 @@ const HOUR = 3600_000;
 const DAY = 24 * HOUR;
 
 test("decided rows go a month after their decision; held and needs-check rows stay", async () => {
-  const config = parseConfig(
-    `[approvals]\nbase_url = "http://admin.test"\n` +
-      `[approvals.groups.managers]\nrecipients = ["boss@corp.test"]\n` +
-      `[[rules]]\nname = "ask"\naction = "ask"\noperations = ["send"]\nask_groups = ["managers"]\n` +
-      `[audit]\npath = "${join(dir, "audit.db")}"\n`,
-    join(dir, "mailgator.toml"),
-  );
-  const state = SealedStore.open(join(dir, "state.db"), { secretsFile: join(dir, "key"), env: {}, create: true })!;
-  const store = new ApprovalStore(state);
-  const audit = AuditLog.open(join(dir, "audit.db"), { batchMs: 5, sync: "normal" });
+  const config = askManagersConfig(dir, join(dir, "audit.db"));
+  const { state, store, audit } = openApprovalStores(join(dir, "state.db"), join(dir, "key"), join(dir, "audit.db"));
   const ctx: ApprovalContext = { config, store, audit, protocol: "smtp" };
-  const message = Buffer.from("Subject: hi\r\n\r\nhello\r\n");
-  const held: HeldMessage = {
-    envelope: { from: "a@corp.test", recipients: ["b@out.test"], eightBit: false },
-    message,
-    account: "main",
-    credentials: null,
-    agent: "bot",
-    preview: buildPreview("a@corp.test", ["b@out.test"], message, false),
-  };
-  const rule = { name: "ask", index: 0, groups: ["managers"] };
+  const held = heldMessage();
+  const rule = ASK_RULE;
   const start = Date.now();
   try {
     // A day's worth of an agent's held messages: 20 at a time, each expiring after an hour, 24 times over.
@@ -97,29 +78,13 @@ test("decided rows go a month after their decision; held and needs-check rows st
 }, 60_000);
 
 test("a clock far ahead for a moment does not take rows decided by the right clock", async () => {
-  const config = parseConfig(
-    `[approvals]\nbase_url = "http://admin.test"\n` +
-      `[approvals.groups.managers]\nrecipients = ["boss@corp.test"]\n` +
-      `[[rules]]\nname = "ask"\naction = "ask"\noperations = ["send"]\nask_groups = ["managers"]\n` +
-      `[audit]\npath = "${join(dir, "audit2.db")}"\n`,
-    join(dir, "mailgator.toml"),
-  );
-  const state = SealedStore.open(join(dir, "state2.db"), { secretsFile: join(dir, "key2"), env: {}, create: true })!;
-  const store = new ApprovalStore(state);
-  const audit = AuditLog.open(join(dir, "audit2.db"), { batchMs: 5, sync: "normal" });
+  const config = askManagersConfig(dir, join(dir, "audit2.db"));
+  const { state, store, audit } = openApprovalStores(join(dir, "state2.db"), join(dir, "key2"), join(dir, "audit2.db"));
   const ctx: ApprovalContext = { config, store, audit, protocol: "smtp" };
-  const message = Buffer.from("Subject: hi\r\n\r\nhello\r\n");
-  const held: HeldMessage = {
-    envelope: { from: "a@corp.test", recipients: ["b@out.test"], eightBit: false },
-    message,
-    account: "main",
-    credentials: null,
-    agent: "bot",
-    preview: buildPreview("a@corp.test", ["b@out.test"], message, false),
-  };
+  const held = heldMessage();
   const now = Date.now();
   try {
-    const row = await store.hold(held, { name: "ask", index: 0, groups: ["managers"] }, now + HOUR, now);
+    const row = await store.hold(held, ASK_RULE, now + HOUR, now);
     expect(store.deny(row.id, "cli:test", "no", now)).toBe("held");
     // A clock a year ahead: the newest decision is a moment old by the table, so nothing goes.
     expireDue(ctx, now + 365 * DAY);
@@ -131,27 +96,11 @@ test("a clock far ahead for a moment does not take rows decided by the right clo
 });
 
 test("a clock far ahead for a check that expires a held message takes no row decided before", async () => {
-  const config = parseConfig(
-    `[approvals]\nbase_url = "http://admin.test"\n` +
-      `[approvals.groups.managers]\nrecipients = ["boss@corp.test"]\n` +
-      `[[rules]]\nname = "ask"\naction = "ask"\noperations = ["send"]\nask_groups = ["managers"]\n` +
-      `[audit]\npath = "${join(dir, "audit3.db")}"\n`,
-    join(dir, "mailgator.toml"),
-  );
-  const state = SealedStore.open(join(dir, "state3.db"), { secretsFile: join(dir, "key3"), env: {}, create: true })!;
-  const store = new ApprovalStore(state);
-  const audit = AuditLog.open(join(dir, "audit3.db"), { batchMs: 5, sync: "normal" });
+  const config = askManagersConfig(dir, join(dir, "audit3.db"));
+  const { state, store, audit } = openApprovalStores(join(dir, "state3.db"), join(dir, "key3"), join(dir, "audit3.db"));
   const ctx: ApprovalContext = { config, store, audit, protocol: "smtp" };
-  const message = Buffer.from("Subject: hi\r\n\r\nhello\r\n");
-  const held: HeldMessage = {
-    envelope: { from: "a@corp.test", recipients: ["b@out.test"], eightBit: false },
-    message,
-    account: "main",
-    credentials: null,
-    agent: "bot",
-    preview: buildPreview("a@corp.test", ["b@out.test"], message, false),
-  };
-  const rule = { name: "ask", index: 0, groups: ["managers"] };
+  const held = heldMessage();
+  const rule = ASK_RULE;
   const now = Date.now();
   try {
     const denied = await store.hold(held, rule, now + HOUR, now);

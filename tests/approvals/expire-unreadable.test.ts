@@ -7,28 +7,19 @@ import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildPreview } from "../../src/approvals/preview.ts";
 import { type ApprovalContext, approve, deny, expireDue } from "../../src/approvals/service.ts";
-import { ApprovalStore, type HeldMessage } from "../../src/approvals/store.ts";
-import { AuditLog } from "../../src/audit/index.ts";
-import { parseConfig } from "../../src/config/index.ts";
-import { SealedStore } from "../../src/state/store.ts";
+import { ASK_RULE, askManagersConfig, heldMessage, openApprovalStores } from "./helpers.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "mg-expire-unreadable-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 async function setup(name: string, expiresInMs = 30) {
-  const config = parseConfig(
-    `[approvals]\nbase_url = "http://admin.test"\nnotify_sender = true\n` +
-      `[approvals.groups.managers]\nrecipients = ["boss@corp.test"]\n` +
-      `[[rules]]\nname = "ask"\naction = "ask"\noperations = ["send"]\nask_groups = ["managers"]\n` +
-      `[audit]\npath = "${join(dir, `${name}-audit.db`)}"\n`,
-    join(dir, "mailgator.toml"),
+  const config = askManagersConfig(dir, join(dir, `${name}-audit.db`), { approvals: "notify_sender = true\n" });
+  const { state, store, audit } = openApprovalStores(
+    join(dir, `${name}-state.db`),
+    join(dir, "key"),
+    join(dir, `${name}-audit.db`),
   );
-  const secrets = { secretsFile: join(dir, "key"), env: {}, create: true };
-  const state = SealedStore.open(join(dir, `${name}-state.db`), secrets)!;
-  const store = new ApprovalStore(state);
-  const audit = AuditLog.open(join(dir, `${name}-audit.db`), { batchMs: 5, sync: "normal" });
   const decided: string[] = [];
   const ctx: ApprovalContext = {
     config,
@@ -37,16 +28,7 @@ async function setup(name: string, expiresInMs = 30) {
     protocol: "smtp",
     onDecided: (row) => decided.push(`${row.id} ${row.state}`),
   };
-  const message = Buffer.from("Subject: hi\r\n\r\nhello\r\n");
-  const held: HeldMessage = {
-    envelope: { from: "a@corp.test", recipients: ["b@out.test"], eightBit: false },
-    message,
-    account: "main",
-    credentials: null,
-    agent: "bot",
-    preview: buildPreview("a@corp.test", ["b@out.test"], message, false),
-  };
-  const row = await store.hold(held, { name: "ask", index: 0, groups: ["managers"] }, Date.now() + expiresInMs);
+  const row = await store.hold(heldMessage(), ASK_RULE, Date.now() + expiresInMs);
   if (expiresInMs < 1000) await Bun.sleep(2 * expiresInMs);
   // The held record no longer opens (altered on disk, or sealed with another key).
   state.db.run("UPDATE sealed SET box = zeroblob(length(box)) WHERE kind = 'held' AND id = ?", [row.id]);
@@ -82,18 +64,7 @@ test("approve of a message past its time whose record does not open expires it, 
 test("one unreadable record past its time does not keep the others from expiring", async () => {
   const { ctx, store, id, close } = await setup("blocks");
   const message = Buffer.from("Subject: other\r\n\r\nx\r\n");
-  const other = await store.hold(
-    {
-      envelope: { from: "a@corp.test", recipients: ["c@out.test"], eightBit: false },
-      message,
-      account: "main",
-      credentials: null,
-      agent: "bot",
-      preview: buildPreview("a@corp.test", ["c@out.test"], message, false),
-    },
-    { name: "ask", index: 0, groups: ["managers"] },
-    Date.now() + 20,
-  );
+  const other = await store.hold(heldMessage("c@out.test", message), ASK_RULE, Date.now() + 20);
   await Bun.sleep(40);
   let threw = "";
   try {

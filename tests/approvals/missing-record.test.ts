@@ -12,47 +12,37 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { Notifier } from "../../src/approvals/notify.ts";
-import { buildPreview } from "../../src/approvals/preview.ts";
 import { type ApprovalContext, approve, expireDue, recover } from "../../src/approvals/service.ts";
-import { ApprovalStore, HELD_PART_KIND, type HeldMessage, ORPHAN_PART_AGE_MS } from "../../src/approvals/store.ts";
+import { HELD_PART_KIND, type HeldMessage, ORPHAN_PART_AGE_MS } from "../../src/approvals/store.ts";
 import { approvalPage } from "../../src/approvals/web.ts";
 import { AuditLog } from "../../src/audit/index.ts";
-import { parseConfig } from "../../src/config/index.ts";
-import { SealedRecordError, SealedStore } from "../../src/state/store.ts";
+import { SealedRecordError } from "../../src/state/store.ts";
 import { holdForCli, runCli as run } from "./cli-fixture.ts";
+import { ASK_RULE, askManagersConfig, heldMessage, openApprovalStores } from "./helpers.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "mg-missing-record-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 /** A held message of `name`, its `held` record deleted or altered (its parts and its row kept). */
 async function setup(name: string, damage: "delete" | "alter" = "delete") {
-  const config = parseConfig(
-    `[smtp]\nlisten_addr = "127.0.0.1:2525"\nupstream_addr = "127.0.0.1:9"\nupstream_tls = "none"\n` +
-      `[approvals]\nbase_url = "http://admin.test"\nnotify_account = "notices"\n` +
-      `[accounts.notices]\nusername = "notices@corp.test"\npassword = "p"\n` +
-      `[approvals.groups.managers]\nrecipients = ["boss@corp.test"]\n` +
-      `[[rules]]\nname = "ask"\naction = "ask"\noperations = ["send"]\nask_groups = ["managers"]\n` +
-      `[audit]\npath = "${join(dir, `${name}-audit.db`)}"\n`,
-    join(dir, "mailgator.toml"),
+  const config = askManagersConfig(dir, join(dir, `${name}-audit.db`), {
+    before: `[smtp]\nlisten_addr = "127.0.0.1:2525"\nupstream_addr = "127.0.0.1:9"\nupstream_tls = "none"\n`,
+    approvals: `notify_account = "notices"\n[accounts.notices]\nusername = "notices@corp.test"\npassword = "p"\n`,
+  });
+  const { state, store, audit } = openApprovalStores(
+    join(dir, `${name}-state.db`),
+    join(dir, "key"),
+    join(dir, `${name}-audit.db`),
   );
-  const state = SealedStore.open(join(dir, `${name}-state.db`), {
-    secretsFile: join(dir, "key"),
-    env: {},
-    create: true,
-  })!;
-  const store = new ApprovalStore(state);
-  const audit = AuditLog.open(join(dir, `${name}-audit.db`), { batchMs: 5, sync: "normal" });
   const ctx: ApprovalContext = { config, store, audit, protocol: "smtp" };
-  const message = Buffer.from("Subject: hi\r\n\r\nhello\r\n");
+  // Held in pass-through: the agent's own credentials, no account or agent name.
   const held: HeldMessage = {
-    envelope: { from: "a@corp.test", recipients: ["b@out.test"], eightBit: false },
-    message,
+    ...heldMessage(),
     account: null,
     credentials: { username: "a@corp.test", password: "pw" },
     agent: null,
-    preview: buildPreview("a@corp.test", ["b@out.test"], message, false),
   };
-  const row = await store.hold(held, { name: "ask", index: 0, groups: ["managers"] }, Date.now() + 3_600_000);
+  const row = await store.hold(held, ASK_RULE, Date.now() + 3_600_000);
   if (damage === "delete") state.db.run("DELETE FROM sealed WHERE kind = 'held' AND id = ?", [row.id]);
   else state.db.run("UPDATE sealed SET box = zeroblob(length(box)) WHERE kind = 'held' AND id = ?", [row.id]);
   // Its parts as old as a dead store's leftovers would be.

@@ -9,13 +9,10 @@ import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildPreview } from "../../src/approvals/preview.ts";
 import type { ApprovalContext } from "../../src/approvals/service.ts";
-import { ApprovalStore, type HeldMessage } from "../../src/approvals/store.ts";
 import { approvalPage } from "../../src/approvals/web.ts";
-import { AuditLog } from "../../src/audit/index.ts";
-import { parseConfig } from "../../src/config/index.ts";
-import { SealedStore } from "../../src/state/store.ts";
+import type { AuditLog } from "../../src/audit/index.ts";
+import { ASK_RULE, askManagersConfig, heldMessage, openApprovalStores } from "./helpers.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "mg-deny-expiry-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -25,28 +22,12 @@ afterAll(() => rmSync(dir, { recursive: true, force: true }));
  * for the message, held for 50 ms, to reach its time; `failAfterRow` makes the log fail once that row is written.
  */
 async function denyAtExpiry(name: string, failAfterRow: boolean) {
-  const config = parseConfig(
-    `[approvals]
-base_url = "http://admin.test"
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-[[rules]]
-name = "ask"
-action = "ask"
-operations = ["send"]
-ask_groups = ["managers"]
-[audit]
-path = "${join(dir, `${name}-audit.db`)}"
-`,
-    join(dir, "mailgator.toml"),
-  );
-  const state = SealedStore.open(join(dir, `${name}-state.db`), {
-    secretsFile: join(dir, "key"),
-    env: {},
-    create: true,
-  })!;
-  const store = new ApprovalStore(state);
-  const log = AuditLog.open(join(dir, `${name}-audit.db`), { batchMs: 5, sync: "normal" });
+  const config = askManagersConfig(dir, join(dir, `${name}-audit.db`));
+  const {
+    state,
+    store,
+    audit: log,
+  } = openApprovalStores(join(dir, `${name}-state.db`), join(dir, "key"), join(dir, `${name}-audit.db`));
   let failing = false;
   const audit = new Proxy(log, {
     get(target, p) {
@@ -63,16 +44,7 @@ path = "${join(dir, `${name}-audit.db`)}"
     },
   });
   const ctx: ApprovalContext = { config, store, audit, protocol: "smtp" };
-  const message = Buffer.from("Subject: hi\r\n\r\nhello\r\n");
-  const held: HeldMessage = {
-    envelope: { from: "a@corp.test", recipients: ["b@out.test"], eightBit: false },
-    message,
-    account: "main",
-    credentials: null,
-    agent: "bot",
-    preview: buildPreview("a@corp.test", ["b@out.test"], message, false),
-  };
-  const row = await store.hold(held, { name: "ask", index: 0, groups: ["managers"] }, Date.now() + 50);
+  const row = await store.hold(heldMessage(), ASK_RULE, Date.now() + 50);
   const body = `t=${store.token(row)}&action=deny`;
   const res = await approvalPage(ctx).handle(
     new Request(`http://admin.test/approvals/${row.id}`, {

@@ -10,7 +10,6 @@ import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { buildPreview } from "../../src/approvals/preview.ts";
 import { type ApprovalContext, withdrawExposedLinks } from "../../src/approvals/service.ts";
 import { ApprovalStore } from "../../src/approvals/store.ts";
 import { approvalPage } from "../../src/approvals/web.ts";
@@ -18,6 +17,7 @@ import type { AuditLog } from "../../src/audit/index.ts";
 import type { Config } from "../../src/config/types.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { freeSpace, fullAuditLog } from "../audit/unhealthy.ts";
+import { ASK_RULE, heldMessage } from "./helpers.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "mg-withdraw-audit-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
@@ -46,19 +46,7 @@ async function heldWhileLogFull(
   })!;
   const store = new ApprovalStore(state);
   const audit = await fullAuditLog(join(dir, `${name}-audit.db`));
-  const message = Buffer.from("Subject: hi\r\n\r\nhello\r\n");
-  const held = await store.hold(
-    {
-      envelope: { from: "a@corp.test", recipients: ["b@out.test"], eightBit: false },
-      message,
-      account: "main",
-      credentials: null,
-      agent: "bot",
-      preview: buildPreview("a@corp.test", ["b@out.test"], message, false),
-    },
-    { name: "ask", index: 0, groups: ["managers"] },
-    Date.now() + 600_000,
-  );
+  const held = await store.hold(heldMessage(), ASK_RULE, Date.now() + 600_000);
   const link = store.token(store.row(held.id)!);
   // The first set recorded withdraws nothing (there is none to compare with).
   store.withdrawLinksForNewReaders(["bot@corp.test"]);
