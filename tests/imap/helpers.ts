@@ -15,10 +15,11 @@ import { type Config, parseConfig } from "../../src/config/index.ts";
 import { type ImapProxy, startImapProxy } from "../../src/imap/index.ts";
 import type { LOGIN_THROTTLE } from "../../src/imap/limits.ts";
 import { UpstreamSession, type UpstreamTimeouts } from "../../src/imap/upstream.ts";
+import type { Value } from "../../src/imap/wire/index.ts";
 import { Connection } from "../../src/net/connection.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
 import { LiveConfig } from "../../src/runtime/reload.ts";
-import { connectImap, upstreams } from "../fixtures/index.ts";
+import { connectImap, createMailbox, upstreams } from "../fixtures/index.ts";
 import { RawSocket } from "../fixtures/raw-socket.ts";
 
 setDefaultTimeout(30_000);
@@ -302,6 +303,56 @@ export async function directUpstream(account: {
     throw new Error(`login at Dovecot as ${account.user} failed`);
   }
   return session;
+}
+
+/**
+ * Dovecot's BODYSTRUCTURE of each of `cases`, by id: the messages appended to a fresh mailbox straight at Dovecot, then
+ * fetched with the proxy's own upstream client, as the IMAP filter would read the same bytes.
+ */
+export async function dovecotStructures(
+  cases: readonly { readonly id: string; readonly text: string }[],
+): Promise<Map<string, Value>> {
+  const structures = new Map<string, Value>();
+  const mailbox = await createMailbox();
+  const direct = await connectImap(mailbox);
+  const uids = new Map<number, string>();
+  try {
+    for (const c of cases) {
+      const appended = await direct.append("INBOX", c.text);
+      if (!appended || appended.uid === undefined) throw new Error(`APPEND of ${c.id} gave no UID`);
+      uids.set(appended.uid, c.id);
+    }
+  } finally {
+    await direct.logout();
+  }
+  const session = await directUpstream(mailbox);
+  try {
+    expect((await session.run({ name: "EXAMINE", mailbox: "INBOX" }, () => {})).status).toBe("OK");
+    const fetched = await session.run(
+      {
+        name: "FETCH",
+        uid: true,
+        set: [{ start: 1, stop: Math.max(...uids.keys()) }],
+        items: [{ type: "UID" }, { type: "BODYSTRUCTURE" }],
+        macro: null,
+      },
+      (r) => {
+        if (r.type !== "FETCH") return;
+        let uid = 0;
+        let structure: Value | undefined;
+        for (const a of r.attrs) {
+          if (a.name === "UID") uid = a.value;
+          else if (a.name === "BODYSTRUCTURE") structure = a.value;
+        }
+        const caseId = uids.get(uid);
+        if (caseId !== undefined && structure !== undefined) structures.set(caseId, structure);
+      },
+    );
+    expect(fetched.status).toBe("OK");
+  } finally {
+    await session.logout();
+  }
+  return structures;
 }
 
 /**

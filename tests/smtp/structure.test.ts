@@ -23,8 +23,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import type { AuditRow } from "../../src/audit/index.ts";
 import { hasAttachment } from "../../src/imap/classify.ts";
 import type { Value } from "../../src/imap/wire/index.ts";
-import { connectImap, createMailbox } from "../fixtures/index.ts";
-import { directUpstream } from "../imap/helpers.ts";
+import { dovecotStructures } from "../imap/helpers.ts";
 import {
   dataPayload,
   loggedIn,
@@ -235,49 +234,11 @@ useTestProxy({ rules: RULES }, (p) => (proxy = p));
 
 let client: RawClient;
 /** Dovecot's BODYSTRUCTURE of each case, by id (the same bytes, appended to a fresh mailbox). */
-const structures = new Map<string, Value>();
+let structures: Map<string, Value>;
 
 beforeAll(async () => {
   client = await loggedIn(proxy.port);
-  const mailbox = await createMailbox();
-  const direct = await connectImap(mailbox);
-  const uids = new Map<number, string>();
-  try {
-    for (const c of CASES) {
-      const appended = await direct.append("INBOX", c.text);
-      if (!appended || appended.uid === undefined) throw new Error(`APPEND of ${c.id} gave no UID`);
-      uids.set(appended.uid, c.id);
-    }
-  } finally {
-    await direct.logout();
-  }
-  const session = await directUpstream(mailbox);
-  try {
-    expect((await session.run({ name: "EXAMINE", mailbox: "INBOX" }, () => {})).status).toBe("OK");
-    const fetched = await session.run(
-      {
-        name: "FETCH",
-        uid: true,
-        set: [{ start: 1, stop: Math.max(...uids.keys()) }],
-        items: [{ type: "UID" }, { type: "BODYSTRUCTURE" }],
-        macro: null,
-      },
-      (r) => {
-        if (r.type !== "FETCH") return;
-        let uid = 0;
-        let structure: Value | undefined;
-        for (const a of r.attrs) {
-          if (a.name === "UID") uid = a.value;
-          else if (a.name === "BODYSTRUCTURE") structure = a.value;
-        }
-        const caseId = uids.get(uid);
-        if (caseId !== undefined && structure !== undefined) structures.set(caseId, structure);
-      },
-    );
-    expect(fetched.status).toBe("OK");
-  } finally {
-    await session.logout();
-  }
+  structures = await dovecotStructures(CASES);
 });
 
 afterAll(() => {
