@@ -16,7 +16,7 @@ import { CHROMIUM, installCommand } from "../../scripts/upstreams/install.ts";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { ApprovalStore } from "../../src/approvals/store.ts";
 import { SealedStore } from "../../src/state/store.ts";
-import { runCli, type Served, serveChild } from "../e2e/serve-child.ts";
+import { approvalsConfig, runCli, type Served, serveChild } from "../e2e/serve-child.ts";
 import {
   createMailbox,
   sinkMessages,
@@ -93,25 +93,7 @@ async function startServe(timeout: string): Promise<Server> {
     const config = join(dir, "mailgator.toml");
     writeFileSync(
       config,
-      `${smtpListener()}identities = ["${SENDER}"]
-
-[audit]
-path = "${join(dir, "audit.db")}"
-
-[state]
-path = "${join(dir, "state.db")}"
-secrets_file = "${join(dir, "secrets.key")}"
-
-[admin]
-listen_addr = "127.0.0.1:${port}"
-
-[approvals]
-timeout = "${timeout}"
-base_url = "http://127.0.0.1:${port}"
-
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-
+      `${approvalsConfig({ smtp: `${smtpListener()}identities = ["${SENDER}"]\n`, dir, adminPort: port, timeout })}
 [[rules]]
 name = "Colleagues"
 to = "*@corp.test"

@@ -15,7 +15,7 @@ import { CHROMIUM, installCommand } from "../../scripts/upstreams/install.ts";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { ApprovalStore } from "../../src/approvals/store.ts";
 import { SealedStore } from "../../src/state/store.ts";
-import { type Served, serveChild } from "../e2e/serve-child.ts";
+import { approvalsConfig, type Served, serveChild } from "../e2e/serve-child.ts";
 import { createMailbox, heldId, smtpListener, type TestMailbox, uniqueToken, waitForSink } from "../fixtures/index.ts";
 
 setDefaultTimeout(180_000);
@@ -39,24 +39,12 @@ beforeAll(async () => {
   const config = join(dir, "mailgator.toml");
   writeFileSync(
     config,
-    `${smtpListener()}identities = ["${SENDER}"]
-
-[audit]
-path = "${join(dir, "audit.db")}"
-
-[state]
-path = "${join(dir, "state.db")}"
-secrets_file = "${join(dir, "secrets.key")}"
-
-[admin]
-listen_addr = "127.0.0.1:${port}"
-
-[approvals]
-base_url = "http://${NAME}:${port}"
-
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-
+    `${approvalsConfig({
+      smtp: `${smtpListener()}identities = ["${SENDER}"]\n`,
+      dir,
+      adminPort: port,
+      baseUrl: `http://${NAME}:${port}`,
+    })}
 [[rules]]
 name = "Everything needs a manager"
 operations = ["send"]

@@ -18,8 +18,8 @@ import { freePort } from "../../scripts/upstreams/ports.ts";
 import { type ApprovalRow, ApprovalStore } from "../../src/approvals/store.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { fillUp, mountTmpfs, unmountTmpfs } from "../fixtures/full-disk.ts";
-import { createMailbox, heldId, smtpListener, type TestMailbox, uniqueToken } from "../fixtures/index.ts";
-import { runCli, type Served, serveChild } from "./serve-child.ts";
+import { createMailbox, heldId, type TestMailbox, uniqueToken } from "../fixtures/index.ts";
+import { approvalsConfig, runCli, type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(90_000);
 
@@ -47,24 +47,7 @@ beforeAll(async () => {
   sender = await createMailbox({ name: "approvals-full" });
   writeFileSync(
     file,
-    `${smtpListener()}
-[audit]
-path = "${join(mount, "audit.db")}"
-
-[state]
-path = "${join(dir, "state.db")}"
-secrets_file = "${join(dir, "secrets.key")}"
-
-[admin]
-listen_addr = "127.0.0.1:${adminPort}"
-
-[approvals]
-timeout = "${TIMEOUT_MS / 1000}s"
-base_url = "${admin}"
-
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-
+    `${approvalsConfig({ dir, adminPort, auditPath: join(mount, "audit.db"), timeout: `${TIMEOUT_MS / 1000}s` })}
 [[rules]]
 name = "outside needs a manager"
 action = "ask"

@@ -18,7 +18,7 @@ import { type ApprovalRow, ApprovalStore } from "../../src/approvals/store.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { createMailbox, heldId, sinkMessages, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { SmtpRelay } from "../fixtures/smtp-relay.ts";
-import { type Served, serveChild } from "./serve-child.ts";
+import { approvalsConfig, type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(120_000);
 
@@ -38,30 +38,14 @@ test("a page approval that finds another decider sending gives its link back for
   const file = join(dir, "mailgator.toml");
   const statePath = join(dir, "state.db");
   const secretsFile = join(dir, "secrets.key");
-  writeFileSync(
-    file,
-    `[smtp]
+  const smtp = `[smtp]
 listen_addr = "127.0.0.1:0"
 upstream_addr = "127.0.0.1:${relay.port}"
 upstream_tls = "none"
-
-[audit]
-path = "${join(dir, "audit.db")}"
-
-[state]
-path = "${statePath}"
-secrets_file = "${secretsFile}"
-
-[admin]
-listen_addr = "127.0.0.1:${adminPort}"
-
-[approvals]
-timeout = "1h"
-base_url = "${admin}"
-
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-
+`;
+  writeFileSync(
+    file,
+    `${approvalsConfig({ smtp, dir, adminPort, timeout: "1h" })}
 [[rules]]
 name = "outside needs a manager"
 action = "ask"

@@ -14,7 +14,7 @@ import { ApprovalStore } from "../../src/approvals/store.ts";
 import { AuditLog } from "../../src/audit/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { createMailbox, heldId, smtpListener, type TestMailbox, uniqueToken } from "../fixtures/index.ts";
-import { type Served, serveChild } from "./serve-child.ts";
+import { approvalsConfig, type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(60_000);
 
@@ -53,19 +53,10 @@ ${rest}`,
 
 /** The config, with the outside rule asking or, once the owner changed it, denying. */
 function writeConfig(outside: "ask" | "deny"): string {
-  return writeConfigIn(
-    dir,
-    `
-[admin]
-listen_addr = "127.0.0.1:${adminPort}"
-
-[approvals]
-timeout = "1h"
-base_url = "http://127.0.0.1:${adminPort}"
-
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-
+  const file = join(dir, "mailgator.toml");
+  writeFileSync(
+    file,
+    `${approvalsConfig({ smtp: `${smtpListener()}identities = ["${SENDER}"]\n`, dir, adminPort, timeout: "1h" })}
 [[rules]]
 name = "Outside"
 operations = ["send"]
@@ -73,6 +64,7 @@ action = "${outside}"
 ${outside === "ask" ? 'ask_groups = ["managers"]' : ""}
 `,
   );
+  return file;
 }
 
 async function start(outside: "ask" | "deny"): Promise<Served> {

@@ -33,7 +33,7 @@ import { createMailbox, heldId, sinkMessages, type TestMailbox, uniqueToken, ups
 import { authorizationCodeFlow, control, oauthServer, storeIssuedTokens } from "../fixtures/oauth.ts";
 import { SmtpRelay as Relay } from "../fixtures/smtp-relay.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
-import { lineClient, type Served, serveChild, smtpSay } from "./serve-child.ts";
+import { approvalsConfig, lineClient, type Served, serveChild, smtpSay } from "./serve-child.ts";
 
 setDefaultTimeout(120_000);
 
@@ -72,29 +72,13 @@ interface ConfigOptions {
 
 function configToml(dir: string, o: ConfigOptions): string {
   const up = upstreams();
-  return `[smtp]
+  const smtp = `[smtp]
 listen_addr = "127.0.0.1:0"
 upstream_addr = "${o.upstream.addr}"
 upstream_tls = "${o.upstream.tls}"
 upstream_ca_file = "${up.caFile}"
-
-[audit]
-path = "${join(dir, "audit.db")}"
-
-[state]
-path = "${join(dir, "state.db")}"
-secrets_file = "${join(dir, "secrets.key")}"
-
-[admin]
-listen_addr = "127.0.0.1:${o.adminPort}"
-
-[approvals]
-timeout = "${o.timeout}"
-base_url = "http://127.0.0.1:${o.adminPort}"
-
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-${o.vault ?? ""}
+`;
+  return `${approvalsConfig({ smtp, dir, adminPort: o.adminPort, timeout: o.timeout })}${o.vault ?? ""}
 [[rules]]
 name = "colleagues"
 action = "allow"

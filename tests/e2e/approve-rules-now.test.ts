@@ -21,8 +21,8 @@ import nodemailer from "nodemailer";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { ApprovalStore } from "../../src/approvals/store.ts";
 import { SealedStore } from "../../src/state/store.ts";
-import { createMailbox, heldId, sinkMessages, type TestMailbox, uniqueToken, upstreams } from "../fixtures/index.ts";
-import { runCli, type Served, serveChild } from "./serve-child.ts";
+import { createMailbox, heldId, sinkMessages, type TestMailbox, uniqueToken } from "../fixtures/index.ts";
+import { approvalsConfig, runCli, type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(120_000);
 
@@ -66,30 +66,7 @@ let admin: string;
 let smtpPort: number;
 
 function configToml(adminPort: number, rules: string): string {
-  const up = upstreams();
-  return `[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-
-[audit]
-path = "${join(dir, "audit.db")}"
-
-[state]
-path = "${join(dir, "state.db")}"
-secrets_file = "${join(dir, "secrets.key")}"
-
-[admin]
-listen_addr = "127.0.0.1:${adminPort}"
-
-[approvals]
-timeout = "1h"
-base_url = "http://127.0.0.1:${adminPort}"
-
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-${rules}`;
+  return `${approvalsConfig({ dir, adminPort, timeout: "1h" })}${rules}`;
 }
 
 let adminPort: number;
