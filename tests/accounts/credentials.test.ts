@@ -14,8 +14,8 @@ import { DEVICE_MAX_INTERVAL_S, DEVICE_MIN_INTERVAL_S, loginDevice } from "../..
 import { readStatus, readTokens, saveTokens, writeStatus } from "../../src/accounts/records.ts";
 import type { AuditEvent } from "../../src/audit/index.ts";
 import { type OAuth2AccountConfig, parseConfig } from "../../src/config/index.ts";
-import { SealedStore } from "../../src/state/store.ts";
 import { tempRoot } from "../fixtures/temp.ts";
+import { microsoftAccount } from "./helpers.ts";
 
 /** Every folder this file makes is in here, removed after its tests. */
 const TMP = tempRoot("mg-credentials-");
@@ -46,22 +46,7 @@ function replay(script: Exchange[]) {
 }
 
 function microsoftSetup() {
-  const dir = mkdtempSync(join(TMP, "mg-ms-"));
-  const config = parseConfig(
-    [
-      `[accounts.work]`,
-      `username = "agent@contoso.com"`,
-      `auth = "oauth2"`,
-      `provider = "microsoft"`,
-      `tenant = "${TENANT}"`,
-      `client_id = "00000000-0000-0000-0000-00000000c11e"`,
-      `[audit]`,
-      `path = "audit.db"`,
-    ].join("\n"),
-    join(dir, "m.toml"),
-  );
-  const store = SealedStore.open(config.state.path, { secretsFile: config.state.secretsFile, env: {}, create: true })!;
-  return { config, store };
+  return microsoftAccount(mkdtempSync(join(TMP, "mg-ms-")));
 }
 
 const quiet = { error: () => {}, warn: () => {}, info: () => {} };
@@ -530,28 +515,11 @@ describe("tokens left unwritten across several refreshes (saveRefreshedTokens af
 describe("client_credentials: invalid_grant is no revoked login (there is none to renew)", () => {
   /** A Microsoft app-only account "app" and its state database. */
   function appOnlySetup() {
-    const dir = mkdtempSync(join(TMP, "mg-cc-"));
-    const config = parseConfig(
-      [
-        `[accounts.app]`,
-        `username = "shared@contoso.com"`,
-        `auth = "oauth2"`,
-        `provider = "microsoft"`,
-        `grant = "client_credentials"`,
-        `tenant = "${TENANT}"`,
-        `client_id = "00000000-0000-0000-0000-00000000c11e"`,
-        `client_secret = "s3cret"`,
-        `[audit]`,
-        `path = "audit.db"`,
-      ].join("\n"),
-      join(dir, "m.toml"),
-    );
-    const store = SealedStore.open(config.state.path, {
-      secretsFile: config.state.secretsFile,
-      env: {},
-      create: true,
-    })!;
-    return { config, store };
+    return microsoftAccount(mkdtempSync(join(TMP, "mg-cc-")), {
+      name: "app",
+      username: "shared@contoso.com",
+      clientSecret: "s3cret",
+    });
   }
 
   test("retried with backoff, never marked needs-reauthorization; a mark left before does not stop it", async () => {

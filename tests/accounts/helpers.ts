@@ -1,10 +1,13 @@
 /**
  * Accounts against the local OAuth2 authorization server of the upstreams (docs/upstreams.md "OAuth2"): configs
- * whose `[accounts.main]` is a custom provider pointing at it, and the CLI run as a child process.
+ * whose `[accounts.main]` is a custom provider pointing at it, and the CLI run as a child process; and a Microsoft
+ * account with its state database, for the in-process tests that script the token endpoint.
  */
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { type Config, parseConfig } from "../../src/config/index.ts";
+import { SealedStore } from "../../src/state/store.ts";
 import { oauthServer } from "../fixtures/oauth.ts";
 
 export const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
@@ -107,4 +110,32 @@ export class Child {
   async exit(): Promise<number> {
     return await this.proc.exited;
   }
+}
+
+/**
+ * A config read from `<dir>/m.toml` with one Microsoft OAuth2 account (tenant contoso.onmicrosoft.com, a fixed
+ * client id), the audit log beside it, and its fresh state database: what the in-process credential tests refresh
+ * against a scripted token endpoint. `clientSecret`: the account uses the client_credentials grant with it.
+ */
+export function microsoftAccount(
+  dir: string,
+  o: { name?: string; username?: string; clientSecret?: string } = {},
+): { config: Config; store: SealedStore } {
+  const config = parseConfig(
+    [
+      `[accounts.${o.name ?? "work"}]`,
+      `username = "${o.username ?? "agent@contoso.com"}"`,
+      `auth = "oauth2"`,
+      `provider = "microsoft"`,
+      ...(o.clientSecret === undefined ? [] : [`grant = "client_credentials"`]),
+      `tenant = "contoso.onmicrosoft.com"`,
+      `client_id = "00000000-0000-0000-0000-00000000c11e"`,
+      ...(o.clientSecret === undefined ? [] : [`client_secret = "${o.clientSecret}"`]),
+      `[audit]`,
+      `path = "audit.db"`,
+    ].join("\n"),
+    join(dir, "m.toml"),
+  );
+  const store = SealedStore.open(config.state.path, { secretsFile: config.state.secretsFile, env: {}, create: true })!;
+  return { config, store };
 }

@@ -6,29 +6,15 @@ import { mkdtempSync } from "node:fs";
 import { join } from "node:path";
 import { AccountCredentials, AccountTemporarilyUnavailable } from "../../src/accounts/index.ts";
 import { readStatus, readTokens, saveTokens } from "../../src/accounts/records.ts";
-import { type OAuth2AccountConfig, parseConfig } from "../../src/config/index.ts";
-import { SealedStore } from "../../src/state/store.ts";
+import type { OAuth2AccountConfig } from "../../src/config/index.ts";
 import { tempRoot } from "../fixtures/temp.ts";
+import { microsoftAccount } from "./helpers.ts";
 
 const TMP = tempRoot("mg-rotated-on-refusal-");
 const TOKEN_URL = "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token";
 
 test("a response refused for its expires_in keeps its rotated refresh token; the next request sends it", async () => {
-  const dir = mkdtempSync(join(TMP, "ms-"));
-  const config = parseConfig(
-    [
-      `[accounts.work]`,
-      `username = "agent@contoso.com"`,
-      `auth = "oauth2"`,
-      `provider = "microsoft"`,
-      `tenant = "contoso.onmicrosoft.com"`,
-      `client_id = "00000000-0000-0000-0000-00000000c11e"`,
-      `[audit]`,
-      `path = "audit.db"`,
-    ].join("\n"),
-    join(dir, "m.toml"),
-  );
-  const store = SealedStore.open(config.state.path, { secretsFile: config.state.secretsFile, env: {}, create: true })!;
+  const { config, store } = microsoftAccount(mkdtempSync(join(TMP, "ms-")));
   const account = config.accounts["work"] as OAuth2AccountConfig;
   let now = 1_700_000_000_000;
   saveTokens(

@@ -9,30 +9,16 @@ import { join } from "node:path";
 import { AccountCredentials, AccountTemporarilyUnavailable } from "../../src/accounts/index.ts";
 import { endpointFor, refreshGrant, TokenEndpointUnavailable } from "../../src/accounts/oauth.ts";
 import { readStatus, readTokens, saveTokens } from "../../src/accounts/records.ts";
-import { type OAuth2AccountConfig, parseConfig } from "../../src/config/index.ts";
-import { SealedStore } from "../../src/state/store.ts";
+import type { OAuth2AccountConfig } from "../../src/config/index.ts";
 import { tempRoot } from "../fixtures/temp.ts";
+import { microsoftAccount } from "./helpers.ts";
 
 const TMP = tempRoot("mg-token-type-");
 const TOKEN_URL = "https://login.microsoftonline.com/contoso.onmicrosoft.com/oauth2/v2.0/token";
 const quiet = { error: () => {}, warn: () => {}, info: () => {} };
 
 function setup() {
-  const dir = mkdtempSync(join(TMP, "t-"));
-  const config = parseConfig(
-    [
-      "[accounts.work]",
-      'username = "agent@contoso.com"',
-      'auth = "oauth2"',
-      'provider = "microsoft"',
-      'tenant = "contoso.onmicrosoft.com"',
-      'client_id = "00000000-0000-0000-0000-00000000c11e"',
-      "[audit]",
-      'path = "audit.db"',
-    ].join("\n"),
-    join(dir, "m.toml"),
-  );
-  const store = SealedStore.open(config.state.path, { secretsFile: config.state.secretsFile, env: {}, create: true })!;
+  const { config, store } = microsoftAccount(mkdtempSync(join(TMP, "t-")));
   return { config, store, account: config.accounts["work"] as OAuth2AccountConfig };
 }
 
