@@ -5,7 +5,7 @@
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import {
   type AddressInfo,
   createServer as createTcpServer,
@@ -17,6 +17,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createServer as createTlsServer, connect as tlsConnect } from "node:tls";
 import { Connection } from "../../src/net/connection.ts";
+import { localhostCertificate } from "../fixtures/certificate.ts";
 
 const SIZE = 8 * 1024 * 1024;
 
@@ -26,28 +27,7 @@ let cert: Buffer;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "mailgator-net-"));
-  const p = Bun.spawn(
-    [
-      "openssl",
-      "req",
-      "-x509",
-      "-newkey",
-      "rsa:2048",
-      "-nodes",
-      "-days",
-      "2",
-      "-subj",
-      "/CN=localhost",
-      "-keyout",
-      "key.pem",
-      "-out",
-      "cert.pem",
-    ],
-    { cwd: dir, stdout: "ignore", stderr: "ignore" },
-  );
-  if ((await p.exited) !== 0) throw new Error("openssl req failed");
-  key = readFileSync(join(dir, "key.pem"));
-  cert = readFileSync(join(dir, "cert.pem"));
+  ({ key, cert } = await localhostCertificate(dir));
 });
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

@@ -1,39 +1,20 @@
 /** Implicit-TLS listener: a handshake in progress holds a place under the connection limit, and times out. */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { type Socket, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
 import { type Listener, listen, TLS_HANDSHAKE_TIMEOUT_MS, type TlsIdentity } from "../../src/net/listener.ts";
+import { localhostCertificate } from "../fixtures/certificate.ts";
 
 let dir: string;
 let identity: TlsIdentity;
 
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), "mailgator-listener-"));
-  const p = Bun.spawn(
-    [
-      "openssl",
-      "req",
-      "-x509",
-      "-newkey",
-      "rsa:2048",
-      "-nodes",
-      "-days",
-      "2",
-      "-subj",
-      "/CN=localhost",
-      "-keyout",
-      "key.pem",
-      "-out",
-      "cert.pem",
-    ],
-    { cwd: dir, stdout: "ignore", stderr: "ignore" },
-  );
-  if ((await p.exited) !== 0) throw new Error("openssl req failed");
-  identity = { key: readFileSync(join(dir, "key.pem")), cert: readFileSync(join(dir, "cert.pem")) };
+  identity = await localhostCertificate(dir);
 });
 
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
