@@ -3,12 +3,14 @@
  * whose `[accounts.main]` is a custom provider pointing at it, and the CLI run as a child process; and a Microsoft
  * account with its state database, for the in-process tests that script the token endpoint.
  */
+import { expect } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { type Config, parseConfig } from "../../src/config/index.ts";
+import { type Config, loadConfig, parseConfig } from "../../src/config/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
-import { oauthServer } from "../fixtures/oauth.ts";
+import { authorizationCodeFlow, control, oauthServer, oauthServeToml, storeServeTokens } from "../fixtures/oauth.ts";
+import { createMailbox } from "../fixtures/upstreams.ts";
 
 export const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
 
@@ -138,4 +140,41 @@ export function microsoftAccount(
   );
   const store = SealedStore.open(config.state.path, { secretsFile: config.state.secretsFile, env: {}, create: true })!;
   return { config, store };
+}
+
+/**
+ * A user of the local authorization server whose refresh tokens rotate, logged in, and its serve config (agent token
+ * `agentToken`) in a fresh folder named `prefix` plus random characters. `reuse`: a retired refresh token presented
+ * again revokes the grant; `delayMs`: the server's token answers wait that long. `connect()` opens one process's
+ * connection to the state database, pushed on `open` for the caller to close.
+ */
+export async function rotatingAccount(o: {
+  prefix: string;
+  agentToken: string;
+  open: SealedStore[];
+  reuse?: boolean;
+  delayMs?: number;
+}) {
+  const user = (await createMailbox()).user;
+  await control("rotation", { user, on: "true" });
+  if (o.reuse === true) await control("reuse", { user, on: "true" });
+  if (o.delayMs !== undefined && o.delayMs > 0) await control("delay", { user, ms: String(o.delayMs) });
+  const dir = mkdtempSync(o.prefix);
+  const path = join(dir, "mailgator.toml");
+  writeFileSync(path, oauthServeToml(dir, o.agentToken, user));
+  const login = await authorizationCodeFlow({ user });
+  expect(login.status).toBe(200);
+  storeServeTokens(dir, login);
+  const config = loadConfig(path);
+  /** One process's connection to the state database. */
+  const connect = () => {
+    const store = SealedStore.open(config.state.path, {
+      secretsFile: config.state.secretsFile,
+      env: {},
+      create: false,
+    })!;
+    o.open.push(store);
+    return store;
+  };
+  return { user, path, config, login, connect };
 }

@@ -2,7 +2,7 @@
 // docs/accounts.md "Staying logged in"), against the local authorization server with refresh-token rotation and
 // reuse revocation on (a retired refresh token presented again revokes the whole grant, as Okta and Auth0 do).
 import { afterAll, expect, setDefaultTimeout, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
+import { mkdtempSync } from "node:fs";
 import { join } from "node:path";
 import { AccountCredentials } from "../../src/accounts/index.ts";
 import {
@@ -16,12 +16,10 @@ import {
 import { TOKEN_REQUEST_TIMEOUT_MS } from "../../src/accounts/oauth.ts";
 import { readStatus, readTokens } from "../../src/accounts/records.ts";
 import type { AuditEvent } from "../../src/audit/index.ts";
-import { loadConfig } from "../../src/config/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
-import { authorizationCodeFlow, control, oauthServeToml, refresh, storeServeTokens } from "../fixtures/oauth.ts";
+import { control, refresh } from "../fixtures/oauth.ts";
 import { tempRoot } from "../fixtures/temp.ts";
-import { createMailbox } from "../fixtures/upstreams.ts";
-import { Child } from "./helpers.ts";
+import { Child, rotatingAccount as sharedRotatingAccount } from "./helpers.ts";
 
 setDefaultTimeout(60_000);
 
@@ -37,28 +35,14 @@ afterAll(() => {
 const quiet = { error: () => {}, warn: () => {}, info: () => {} };
 
 /** A logged-in user of the local server whose refresh tokens rotate, with reuse revocation; its config. */
-async function rotatingAccount(delayMs = 0) {
-  const user = (await createMailbox()).user;
-  await control("rotation", { user, on: "true" });
-  await control("reuse", { user, on: "true" });
-  if (delayMs > 0) await control("delay", { user, ms: String(delayMs) });
-  const dir = mkdtempSync(join(TMP, "lease-"));
-  const path = join(dir, "mailgator.toml");
-  writeFileSync(path, oauthServeToml(dir, "agent-token-refresh-lease-0123456789", user));
-  const login = await authorizationCodeFlow({ user });
-  expect(login.status).toBe(200);
-  storeServeTokens(dir, login);
-  const config = loadConfig(path);
-  const connect = () => {
-    const store = SealedStore.open(config.state.path, {
-      secretsFile: config.state.secretsFile,
-      env: {},
-      create: false,
-    })!;
-    open.push(store);
-    return store;
-  };
-  return { user, path, config, login, connect };
+function rotatingAccount(delayMs = 0) {
+  return sharedRotatingAccount({
+    prefix: join(TMP, "lease-"),
+    agentToken: "agent-token-refresh-lease-0123456789",
+    open,
+    reuse: true,
+    delayMs,
+  });
 }
 
 async function counters(user: string): Promise<{ refreshes: number; reuses: number }> {

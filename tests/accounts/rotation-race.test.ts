@@ -3,24 +3,14 @@
 // a refusal of the retired token must not mark the account while the database holds the valid pair that replaced it
 // (docs/accounts.md "Staying logged in").
 import { afterAll, expect, setDefaultTimeout, test } from "bun:test";
-import { mkdtempSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AccountCredentials, AccountNeedsReauthorization } from "../../src/accounts/index.ts";
 import { readStatus, readTokens, TOKEN_KIND } from "../../src/accounts/records.ts";
 import type { AuditEvent } from "../../src/audit/index.ts";
-import { loadConfig } from "../../src/config/index.ts";
-import { SealedStore } from "../../src/state/store.ts";
-import {
-  authorizationCodeFlow,
-  control,
-  oauthServeToml,
-  refresh,
-  storeIssuedTokens,
-  storeServeTokens,
-  type TokenReply,
-} from "../fixtures/oauth.ts";
+import type { SealedStore } from "../../src/state/store.ts";
+import { control, refresh, storeIssuedTokens, type TokenReply } from "../fixtures/oauth.ts";
 import { tempRoot } from "../fixtures/temp.ts";
-import { createMailbox } from "../fixtures/upstreams.ts";
+import { rotatingAccount as sharedRotatingAccount } from "./helpers.ts";
 
 setDefaultTimeout(60_000);
 
@@ -33,27 +23,12 @@ afterAll(() => {
 const quiet = { error: () => {}, warn: () => {}, info: () => {} };
 
 /** A user of the local server whose refresh tokens rotate, logged in; its config in a fresh folder. */
-async function rotatingAccount() {
-  const user = (await createMailbox()).user;
-  await control("rotation", { user, on: "true" });
-  const dir = mkdtempSync(join(TMP, "race-"));
-  const path = join(dir, "mailgator.toml");
-  writeFileSync(path, oauthServeToml(dir, "agent-token-rotation-race-0123456789", user));
-  const login = await authorizationCodeFlow({ user });
-  expect(login.status).toBe(200);
-  storeServeTokens(dir, login);
-  const config = loadConfig(path);
-  /** One process's connection to the state database. */
-  const connect = () => {
-    const store = SealedStore.open(config.state.path, {
-      secretsFile: config.state.secretsFile,
-      env: {},
-      create: false,
-    })!;
-    open.push(store);
-    return store;
-  };
-  return { user, config, login, connect };
+function rotatingAccount() {
+  return sharedRotatingAccount({
+    prefix: join(TMP, "race-"),
+    agentToken: "agent-token-rotation-race-0123456789",
+    open,
+  });
 }
 
 /** `fetch` that records each refresh token sent, and runs `before` ahead of the request and `after` behind it. */
