@@ -13,6 +13,7 @@ import { hashToken } from "../../src/vault/token.ts";
 import {
   connectImap,
   createMailbox,
+  type MailboxOptions,
   sinkMessages,
   sinkRecipients,
   smtpListener,
@@ -86,6 +87,22 @@ function agentsToml(agents: readonly Agent[]): string {
 const ALICE: Agent = { name: "alice", token: "mgt_alice_0123456789abcdef0123456789abcdef" };
 const BOB: Agent = { name: "bob", token: "mgt_bob_0123456789abcdef0123456789abcdef01" };
 
+/**
+ * A fresh mailbox (`options`) and folder, and in it `mailgator.toml`: the vault config for `agents` with INBOX
+ * allowed (`base`, its text), as most tests here start.
+ */
+async function vaultSetup(
+  options: MailboxOptions,
+  agents: readonly Agent[] = [ALICE],
+): Promise<{ mailbox: TestMailbox; dir: string; file: string; base: string }> {
+  const mailbox = await createMailbox(options);
+  const dir = tempDir();
+  const file = join(dir, "mailgator.toml");
+  const base = vaultConfig(dir, mailbox, agents, "allow");
+  writeFileSync(file, base);
+  return { mailbox, dir, file, base };
+}
+
 async function imapLogin(port: number, agent: Agent): Promise<LineClient> {
   const c = await lineClient(tcpConnect({ host: "127.0.0.1", port }));
   await c.waitFor(/^\* OK/m);
@@ -102,10 +119,7 @@ async function hup(served: Served): Promise<string> {
 }
 
 test("SIGHUP: a session opened before gets the new rules at its next command; PID kept; audit revision", async () => {
-  const mailbox = await createMailbox({ name: "reload-rules" });
-  const dir = tempDir();
-  const file = join(dir, "mailgator.toml");
-  writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "allow"));
+  const { mailbox, dir, file } = await vaultSetup({ name: "reload-rules" });
   const served = serveChild(file);
   try {
     const port = await served.port("IMAP");
@@ -156,10 +170,7 @@ test("SIGHUP: a session opened before gets the new rules at its next command; PI
 });
 
 test("a removed agent's sessions end at once (IMAP * BYE, SMTP 421 4.3.2); another agent's go on", async () => {
-  const mailbox = await createMailbox({ name: "reload-agents" });
-  const dir = tempDir();
-  const file = join(dir, "mailgator.toml");
-  writeFileSync(file, vaultConfig(dir, mailbox, [ALICE, BOB], "allow"));
+  const { mailbox, dir, file } = await vaultSetup({ name: "reload-agents" }, [ALICE, BOB]);
   const served = serveChild(file);
   try {
     const imapPort = await served.port("IMAP");
@@ -264,12 +275,9 @@ test("SIGHUP: a rule hiding a message of the selected folder ends that session; 
 });
 
 test("allowed_ips narrowed by SIGHUP: sessions from an address the agent no longer may use end at once", async () => {
-  const mailbox = await createMailbox({ name: "reload-allowed-ips" });
-  const dir = tempDir();
-  const file = join(dir, "mailgator.toml");
   const alice = (allowedIps: readonly string[]): Agent => ({ ...ALICE, allowedIps });
   const bob: Agent = { ...BOB, allowedIps: ["127.0.0.0/8"] };
-  writeFileSync(file, vaultConfig(dir, mailbox, [alice(["127.0.0.1"]), bob], "allow"));
+  const { mailbox, dir, file } = await vaultSetup({ name: "reload-allowed-ips" }, [alice(["127.0.0.1"]), bob]);
   const served = serveChild(file);
   try {
     const imapPort = await served.port("IMAP");
@@ -367,10 +375,7 @@ test("a renewed certificate is served to the next TLS client after SIGHUP; a bro
 });
 
 test("mailgator reload: reloaded or the errors; a pid file while serve runs, a stale one not signalled", async () => {
-  const mailbox = await createMailbox({ name: "reload-cli" });
-  const dir = tempDir();
-  const file = join(dir, "mailgator.toml");
-  writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "allow"));
+  const { mailbox, dir, file } = await vaultSetup({ name: "reload-cli" });
   const noServer = runCli(["reload", "-c", file]);
   expect(noServer.exitCode).toBe(1);
   expect(noServer.stdout).toContain("no running mailgator for this config");
@@ -456,10 +461,7 @@ test("mailgator reload: reloaded or the errors; a pid file while serve runs, a s
 });
 
 test("a SIGHUP while serve shuts down is logged, ignored, reported to reload; it ends as usual (exit 0)", async () => {
-  const mailbox = await createMailbox({ name: "reload-stopping" });
-  const dir = tempDir();
-  const file = join(dir, "mailgator.toml");
-  writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "allow"));
+  const { dir, file } = await vaultSetup({ name: "reload-stopping" });
   const served = serveChild(file);
   let stopping = false;
   try {
@@ -497,11 +499,7 @@ function readsQuota(reads: number): string {
 }
 
 test("SIGHUP applies [[quotas]]: the first ones added, then changed, over the same counted minute", async () => {
-  const mailbox = await createMailbox({ name: "reload-quotas", seed: { folders: { INBOX: 3 } } });
-  const dir = tempDir();
-  const file = join(dir, "mailgator.toml");
-  const base = vaultConfig(dir, mailbox, [ALICE], "allow");
-  writeFileSync(file, base);
+  const { file, base } = await vaultSetup({ name: "reload-quotas", seed: { folders: { INBOX: 3 } } });
   const served = serveChild(file);
   try {
     const c = await imapLogin(await served.port("IMAP"), ALICE);
@@ -539,11 +537,7 @@ test("SIGHUP applies [[quotas]]: the first ones added, then changed, over the sa
 });
 
 test("the first ask rule by SIGHUP: a warning, and a send it would hold is refused with 451", async () => {
-  const mailbox = await createMailbox({ name: "reload-ask" });
-  const dir = tempDir();
-  const file = join(dir, "mailgator.toml");
-  const base = vaultConfig(dir, mailbox, [ALICE], "allow");
-  writeFileSync(file, base);
+  const { mailbox, file, base } = await vaultSetup({ name: "reload-ask" });
   const served = serveChild(file);
   try {
     const smtpPort = await served.port("SMTP");
@@ -832,10 +826,7 @@ test("mailgator reload FILE does not signal the serve of another file named in F
 });
 
 test("a stale pid file is taken over: an exited process's, a reused pid's, one with a pid alone", async () => {
-  const mailbox = await createMailbox({ name: "reload-stale" });
-  const dir = tempDir();
-  const file = join(dir, "mailgator.toml");
-  writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "allow"));
+  const { dir, file } = await vaultSetup({ name: "reload-stale" });
   const pidFile = join(dir, "mailgator.pid");
   const gone = Bun.spawn(["true"]);
   await gone.exited;
@@ -865,10 +856,7 @@ test("a stale pid file is taken over: an exited process's, a reused pid's, one w
 });
 
 test("mailgator reload fails when the process reports another file, or a revision other than FILE's", async () => {
-  const dir = tempDir();
-  const mailbox = await createMailbox({ name: "reload-revision" });
-  const file = join(dir, "mailgator.toml");
-  writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "allow"));
+  const { dir, file } = await vaultSetup({ name: "reload-revision" });
   const status = join(dir, "mailgator.reload.json");
   // A stand-in for serve that answers SIGHUP with the status `answer` gives (as serve would after the file changed
   // between the two reads, or a serve that reads another file): reload must not say "reloaded".
