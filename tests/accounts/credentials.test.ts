@@ -79,19 +79,7 @@ describe("Microsoft: a refresh token rotated on every use", () => {
     const { config, store } = microsoftSetup();
     const account = config.accounts["work"] as OAuth2AccountConfig;
     let now = 1_700_000_000_000;
-    saveTokens(
-      store,
-      "work",
-      {
-        refreshToken: "0.AAAA-rt-1",
-        accessToken: "eyJ0-at-1",
-        expiresAt: now + 4328_000,
-        obtainedAt: now,
-        clientId: account.oauth2.clientId,
-        tokenUrl: TOKEN_URL,
-      },
-      now,
-    );
+    saveTokens(store, "work", tokens(account, now, "0.AAAA-rt-1", "eyJ0-at-1"), now);
     const fake = replay([
       {
         expect: { grant_type: "refresh_token", refresh_token: "0.AAAA-rt-1" },
@@ -362,19 +350,7 @@ describe("settled(): a short-lived process waits for the refresh it started", ()
     const { config, store } = microsoftSetup();
     const account = config.accounts["work"] as OAuth2AccountConfig;
     let now = 1_700_000_000_000;
-    saveTokens(
-      store,
-      "work",
-      {
-        refreshToken: "0.rt-1",
-        accessToken: "at-1",
-        expiresAt: now + 4328_000,
-        obtainedAt: now,
-        clientId: account.oauth2.clientId,
-        tokenUrl: TOKEN_URL,
-      },
-      now,
-    );
+    saveTokens(store, "work", tokens(account, now, "0.rt-1", "at-1"), now);
     const fake = replay([{ expect: { refresh_token: "0.rt-1" }, status: 200, body: msToken("at-2", "0.rt-2") }]);
     let release: () => void = () => {};
     const gate = new Promise<void>((resolve) => {
