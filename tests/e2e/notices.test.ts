@@ -23,6 +23,30 @@ const TMP = tempRoot("mg-notices-");
 setDefaultTimeout(60_000);
 const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
 
+/**
+ * A nodemailer transport logged in as `sender` on the SMTP proxy at `port`, and `send(tag)`: a message from it to
+ * `<tag>-<m>@outside.example`, which an ask rule holds; the held message's id.
+ */
+function outsideSender(port: number, sender: { user: string; password: string }, m: string) {
+  const transport = nodemailer.createTransport({
+    host: "127.0.0.1",
+    port,
+    secure: false,
+    ignoreTLS: true,
+    auth: { user: sender.user, pass: sender.password },
+  });
+  const send = async (tag: string) => {
+    const info = await transport.sendMail({
+      from: sender.user,
+      to: `${tag}-${m}@outside.example`,
+      subject: `${tag} ${m}`,
+      text: `Hello ${tag} ${m}\n`,
+    });
+    return heldId(info.response);
+  };
+  return { transport, send };
+}
+
 test("serve notifies the approver; the link's page approves; the sender learns the results", async () => {
   const up = upstreams();
   const [alice, bob] = [up.users[0]!, up.users[1]!];
@@ -77,22 +101,7 @@ ask_groups = ["managers"]
     }
     expect(port).toBeGreaterThan(0);
     await waitFor("admin", () => (logs.includes("admin listening") ? [1] : []), 1);
-    const transport = nodemailer.createTransport({
-      host: "127.0.0.1",
-      port,
-      secure: false,
-      ignoreTLS: true,
-      auth: { user: alice.user, pass: alice.password },
-    });
-    const send = async (tag: string) => {
-      const info = await transport.sendMail({
-        from: alice.user,
-        to: `${tag}-${m}@outside.example`,
-        subject: `${tag} ${m}`,
-        text: `Hello ${tag} ${m}\n`,
-      });
-      return heldId(info.response);
-    };
+    const { transport, send } = outsideSender(port, alice, m);
 
     const approved = await send("approved");
     const [notice] = await waitFor("notices", () => noticesIn(up.sink, approved), 1);
@@ -165,22 +174,7 @@ ask_groups = ["managers"]
   writeFileSync(file, configFor(before));
   const served = serveChild(file);
   try {
-    const transport = nodemailer.createTransport({
-      host: "127.0.0.1",
-      port: await served.port("SMTP"),
-      secure: false,
-      ignoreTLS: true,
-      auth: { user: alice.user, pass: alice.password },
-    });
-    const send = async (tag: string) => {
-      const info = await transport.sendMail({
-        from: alice.user,
-        to: `${tag}-${m}@outside.example`,
-        subject: `${tag} ${m}`,
-        text: `Hello ${tag} ${m}\n`,
-      });
-      return heldId(info.response);
-    };
+    const { transport, send } = outsideSender(await served.port("SMTP"), alice, m);
     const first = await send("first");
     const [one] = await waitFor("notices", () => noticesIn(up.sink, first), 1);
     expect(one!.recipient).toBe(before);
