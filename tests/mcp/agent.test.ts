@@ -107,6 +107,15 @@ name = "Deny everything else"
 action = "deny"
 `;
 
+/** Starts `mailgator serve` on `config` (stopped after this file's tests) and waits until both proxies listen. */
+async function startServe(config: string): Promise<Served> {
+  const serve = serveChild(config);
+  served.push(serve);
+  await serve.port("IMAP");
+  await serve.port("SMTP");
+  return serve;
+}
+
 function writeConfig(name: string, text: string): string {
   const file = join(dir, `${name}.toml`);
   writeFileSync(file, text);
@@ -226,7 +235,6 @@ const READ_TOOLS = ["get_attachment", "get_message", "list_folders", "list_messa
 
 describe("seed rules, pass-through", () => {
   let mailbox: TestMailbox;
-  let serve: Served;
   let config: string;
   let mcp: McpSession;
   let visible: SeededMessage[];
@@ -236,10 +244,7 @@ describe("seed rules, pass-through", () => {
     mailbox = await createMailbox({ seed: { folders: { INBOX: 40, Archive: 4, Junk: 4 }, seed: SEED } });
     const [imap, smtp] = await freePorts(2);
     config = writeConfig("seed", listeners({ imap: imap!, smtp: smtp! }, "seed") + SEED_RULES);
-    serve = serveChild(config);
-    served.push(serve);
-    await serve.port("IMAP");
-    await serve.port("SMTP");
+    await startServe(config);
     mcp = await startMcp(config, mailbox.user, { MAILGATOR_PASSWORD: mailbox.password });
     const inbox = mailbox.manifest.folders["INBOX"]!;
     visible = inbox.filter((m) => m.from === "notifications@shop.test");
@@ -518,10 +523,7 @@ action = "deny"
     // The account's password file exists while `serve` reads the config and is gone when the MCP servers read it:
     // they start all the same, since they never read account secrets.
     writeFileSync(passwordFile(), `${mailbox.password}\n`, { mode: 0o600 });
-    const serve = serveChild(config);
-    served.push(serve);
-    await serve.port("IMAP");
-    await serve.port("SMTP");
+    await startServe(config);
     rmSync(passwordFile());
     desk = await startMcp(config, "desk", { MAILGATOR_TOKEN: deskToken });
     reader = await startMcp(config, "reader", { MAILGATOR_TOKEN: readerToken });
@@ -853,10 +855,7 @@ action = "deny"
 `;
     const config = writeConfig("refusals", text);
     writeFileSync(passwordFile(), `${mailbox.password}\n`, { mode: 0o600 });
-    const serve = serveChild(config);
-    served.push(serve);
-    await serve.port("IMAP");
-    await serve.port("SMTP");
+    await startServe(config);
     rmSync(passwordFile());
     desk = await startMcp(config, "desk", { MAILGATOR_TOKEN: deskToken });
   }, 60_000);
@@ -1039,10 +1038,7 @@ describe("TLS listeners", () => {
           `tls_key_file = "${join(up.dir, "tls", "server.key")}"`,
       );
     const config = writeConfig("tls", text + SEED_RULES);
-    const serve = serveChild(config);
-    served.push(serve);
-    await serve.port("IMAP");
-    await serve.port("SMTP");
+    await startServe(config);
     const env = { MAILGATOR_PASSWORD: mailbox.password };
     const plain = await startMcp(config, mailbox.user, env);
     try {
@@ -1088,10 +1084,7 @@ describe("the compiled binary", () => {
     const mailbox = await createMailbox({ seed: { folders: { INBOX: 10 }, seed: SEED } });
     const [imap, smtp] = await freePorts(2);
     const config = writeConfig("binary", listeners({ imap: imap!, smtp: smtp! }, "binary") + SEED_RULES);
-    const serve = serveChild(config);
-    served.push(serve);
-    await serve.port("IMAP");
-    await serve.port("SMTP");
+    await startServe(config);
     const s = await startMcp(config, mailbox.user, { MAILGATOR_PASSWORD: mailbox.password }, [binary]);
     try {
       expect(await toolNames(s)).toEqual([...READ_TOOLS, "reply", "send"].sort());
