@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { AuditLog, AuditRow } from "../../src/audit/index.ts";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
-import { TcpRelay } from "../fixtures/tcp-relay.ts";
+import { holdingClientChunk, TcpRelay } from "../fixtures/tcp-relay.ts";
 import { rawMessage } from "./filtered-fixture.ts";
 import { auditCursor, INBOX_WRITABLE, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
@@ -56,18 +56,15 @@ let upstream: { upstreamTls: "none"; upstreamAddr: string };
 
 beforeAll(async () => {
   const up = upstreams();
-  relay = await TcpRelay.start({ host: up.host, port: up.ports.imap }, () => ({
-    fromClient: (chunk, link) => {
-      const h = hold;
-      if (h !== null && h.pattern.test(chunk.toString("latin1"))) {
+  relay = await TcpRelay.start(
+    { host: up.host, port: up.ports.imap },
+    holdingClientChunk(
+      () => hold,
+      () => {
         hold = null;
-        h.held();
-        void h.release.then(() => link.target.write(chunk));
-        return;
-      }
-      link.target.write(chunk);
-    },
-  }));
+      },
+    ),
+  );
   upstream = { upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` } as const;
   proxy = await startTestProxy({ rules: INBOX_WRITABLE, ...upstream, wrapAudit: holdingAudit });
   oldRevision = proxy.config.revision;
