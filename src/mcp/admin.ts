@@ -293,10 +293,7 @@ export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer
     () =>
       answer(() => {
         const config = validated(file, readText(file, ownedOnly), env);
-        const shadowed = compilePolicy(config.rules)
-          .shadowed()
-          .map((s) => `rule ${s.index} ${JSON.stringify(s.name)} can never match: rule ${s.byIndex} decides first`);
-        return { file, revision: config.revision, rules: rulesJson(config.rules), warnings: shadowed };
+        return { file, revision: config.revision, rules: rulesJson(config.rules), warnings: shadowedRules(config) };
       }),
   );
 
@@ -370,10 +367,33 @@ function safeRead(file: string, ownedOnly: boolean): string | undefined {
   }
 }
 
+/**
+ * The rules that can never match (an earlier rule without conditions decides all their operations first), as
+ * `mailgator check` and `serve` warn of them; indexes from 0, as list_rules gives them.
+ */
+function shadowedRules(config: Config): string[] {
+  return compilePolicy(config.rules)
+    .shadowed()
+    .map(
+      (s) =>
+        `rule ${s.index} ${JSON.stringify(s.name)} can never match: rule ${s.byIndex} ${JSON.stringify(s.by)} ` +
+        "decides first",
+    );
+}
+
+/**
+ * What `mailgator check` warns of: the rules that can never match, then the config's own warnings. An edit's result
+ * carries them too: a deny appended behind an allow without conditions is written, and must not look as if it
+ * took effect.
+ */
+function warningsOf(config: Config): string[] {
+  return [...shadowedRules(config), ...config.warnings];
+}
+
 function validity(file: string, text: string, env: Env): Record<string, unknown> {
   try {
     const config = parseConfig(text, file, { env });
-    return { valid: true, revision: config.revision, rules: config.rules.length, warnings: config.warnings };
+    return { valid: true, revision: config.revision, rules: config.rules.length, warnings: warningsOf(config) };
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
     return { valid: false, problems: problemsJson(e.problems) };
@@ -493,7 +513,7 @@ function registerWriteTools(server: McpServer, file: string, ownedOnly: boolean,
       file,
       backup,
       revision: config.revision,
-      warnings: config.warnings,
+      warnings: warningsOf(config),
       reload,
       rules: rulesJson(config.rules),
     };
