@@ -15,6 +15,7 @@ import {
   fchownSync,
   fsyncSync,
   openSync,
+  realpathSync,
   renameSync,
   statSync,
   unlinkSync,
@@ -295,10 +296,16 @@ const TEMP_RANDOM_BYTES = 6;
  */
 export function removeConfigWriteLeftovers(file: string): void {
   const tail = new RegExp(`\\.[0-9a-f]{${TEMP_RANDOM_BYTES * 2}}\\.tmp`);
-  removeLeftovers(dirname(file), [
-    { prefix: `.${basename(file)}.`, tail },
-    { prefix: `.${basename(backupPath(file))}.`, tail },
-  ]);
+  // Beside the file a symbolic link names, too: writeConfig writes there.
+  let real = file;
+  try {
+    real = realpathSync(file);
+  } catch {}
+  for (const f of real === file ? [file] : [file, real])
+    removeLeftovers(dirname(f), [
+      { prefix: `.${basename(f)}.`, tail },
+      { prefix: `.${basename(backupPath(f))}.`, tail },
+    ]);
 }
 
 /** The owner, group and mode a written file gets: the config's. */
@@ -337,6 +344,10 @@ function writeTemp(target: string, data: string, owner: Ownership): string {
   return temp;
 }
 
+function errorCode(e: unknown): string {
+  return (e as NodeJS.ErrnoException).code ?? String(e);
+}
+
 function removeQuietly(file: string): void {
   try {
     unlinkSync(file);
@@ -359,24 +370,38 @@ function fsyncFolder(dir: string): void {
  * renamed into place, so an owner or group that cannot be given changes nothing, FILE.bak included. With
  * `ownedOnly` (a file the search path found), the file read again must pass the owner check (src/config/read.ts):
  * one swapped for another user's copy of the same text since it was read would otherwise give both files its owner.
+ * A `file` that is a symbolic link is written where it points: the link stays, and FILE.bak and the temporary files
+ * are beside the file it names (docs/mcp.md "Config writes").
  */
 export function writeConfig(file: string, before: string, after: string, ownedOnly = false): { backup: string } {
-  let now: string;
+  // The file itself, where `file` is a symbolic link to it: renamed over, the link would become a copy, and the file
+  // it names (the one kept, say, in a repository) would keep the old text, and later changes to it would be unread.
+  let target: string;
   try {
-    now = readConfigText(file, ownedOnly);
+    target = realpathSync(file);
   } catch (e) {
-    const why = e instanceof ConfigError ? `: ${e.problems[0]?.message ?? e.message}` : "";
-    throw new EditRefused(`the config file cannot be read again${why}; nothing written`);
+    throw new EditRefused(`the config file cannot be read again (${errorCode(e)}); nothing written`);
   }
-  if (now !== before) throw new EditRefused("the config file changed since it was read; nothing written, try again");
-  const st = statSync(file);
+  // Both names must still hold `before`: the link (with the owner check of a file the search path found), and the
+  // file it names, which is replaced.
+  for (const name of target === file ? [file] : [file, target]) {
+    let now: string;
+    try {
+      now = readConfigText(name, ownedOnly);
+    } catch (e) {
+      const why = e instanceof ConfigError ? `: ${e.problems[0]?.message ?? e.message}` : "";
+      throw new EditRefused(`the config file cannot be read again${why}; nothing written`);
+    }
+    if (now !== before) throw new EditRefused("the config file changed since it was read; nothing written, try again");
+  }
+  const st = statSync(target);
   const mode = st.mode & 0o777;
   const owner = { uid: st.uid, gid: st.gid, mode: mode & 0o022 ? 0o600 : mode };
-  const backup = backupPath(file);
+  const backup = backupPath(target);
   const oldTemp = writeTemp(backup, before, owner);
   let newTemp: string;
   try {
-    newTemp = writeTemp(file, after, owner);
+    newTemp = writeTemp(target, after, owner);
   } catch (e) {
     removeQuietly(oldTemp);
     throw e;
@@ -389,11 +414,11 @@ export function writeConfig(file: string, before: string, after: string, ownedOn
     throw e;
   }
   try {
-    renameSync(newTemp, file);
+    renameSync(newTemp, target);
   } catch (e) {
     removeQuietly(newTemp);
     throw e;
   }
-  fsyncFolder(dirname(file));
+  fsyncFolder(dirname(target));
   return { backup };
 }
