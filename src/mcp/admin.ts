@@ -391,6 +391,13 @@ function warningsOf(config: Config): string[] {
 }
 
 function validity(file: string, text: string, env: Env): Record<string, unknown> {
+  // validate_config's text is judged as the file would be: past the size every reader refuses (src/config/read.ts),
+  // serve and every command would refuse it unread, so it is not valid, however well it parses.
+  if (Buffer.byteLength(text, "utf8") > MAX_CONFIG_BYTES)
+    return {
+      valid: false,
+      problems: problemsJson([{ message: `larger than ${MAX_CONFIG_BYTES} bytes (MAX_CONFIG_BYTES); not read` }]),
+    };
   try {
     const config = parseConfig(text, file, { env });
     return { valid: true, revision: config.revision, rules: config.rules.length, warnings: warningsOf(config) };
