@@ -17,7 +17,7 @@
 
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
-import { asciiLowerCase } from "../mail/ascii.ts";
+import { loginKey } from "../net/sessions.ts";
 import { SealedRecordError, type SealedStore } from "../state/store.ts";
 
 export const HELD_KIND = "held";
@@ -438,8 +438,7 @@ export class ApprovalStore {
    * check (docs/approvals.md "Limits"). Only the proxy holds messages: other processes need no places.
    */
   reservePlace(agent: string | null, max: number): (() => void) | null {
-    // Folded as heldCount's SQLite lower() folds: ASCII letters only.
-    const key = agent === null ? "" : asciiLowerCase(agent);
+    const key = agent === null ? "" : loginKey(agent);
     const holding = this.#holding.get(key) ?? 0;
     if (this.heldCount(agent) + holding >= max) return null;
     this.#holding.set(key, holding + 1);
@@ -455,13 +454,18 @@ export class ApprovalStore {
 
   /**
    * Messages of `agent` (the login in pass-through mode) held or being sent: MAX_HELD_PER_AGENT counts these. Without
-   * case, as quotas count a login (docs/quotas.md "Who is counted"): a login's other spellings share its count.
+   * case, by the one function quotas and max_sessions_per_agent count a login with (`loginKey`, docs/quotas.md "Who
+   * is counted"): a login's other spellings share its count, in any letter's case (SQLite's lower() would fold ASCII
+   * letters only). The rows held or being sent are grouped by their agent and the groups folded here.
    */
   heldCount(agent: string | null): number {
-    const r = this.state.db
-      .query("SELECT COUNT(*) AS n FROM approvals WHERE state IN ('held', 'sending') AND lower(agent) IS lower(?)")
-      .get(agent) as { n: number };
-    return r.n;
+    const key = agent === null ? null : loginKey(agent);
+    const groups = this.state.db
+      .query("SELECT agent, COUNT(*) AS n FROM approvals WHERE state IN ('held', 'sending') GROUP BY agent")
+      .all() as { agent: string | null; n: number }[];
+    let n = 0;
+    for (const g of groups) if ((g.agent === null ? null : loginKey(g.agent)) === key) n += g.n;
+    return n;
   }
 
   /** Messages held now, waiting for a decision (the `mailgator_approvals_held` gauge, docs/operations.md). */
