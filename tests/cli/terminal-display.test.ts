@@ -104,13 +104,50 @@ beforeAll(async () => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("mailgator audit", () => {
+  test("text: an agent name with a space or `=` is quoted, so it cannot pass for the line's other fields", async () => {
+    // In pass-through mode the agent is the login the upstream accepted, which some servers allow spaces in.
+    const own = mkdtempSync(join(tmpdir(), "mg-terminal-agent-"));
+    try {
+      const config = join(own, "m.toml");
+      writeFileSync(config, `[audit]\npath = "${join(own, "audit.db")}"\n`);
+      const log = AuditLog.open(join(own, "audit.db"));
+      for (const agent of ["bob ALLOW x", 'a"b=c', "plain.agent+tag@corp-1.test"])
+        log.record({
+          session: "s2",
+          clientAddr: "127.0.0.1",
+          agent,
+          protocol: "smtp",
+          command: "RCPT TO",
+          operation: "send",
+          folder: null,
+          target: null,
+          decision: "deny",
+          rule: null,
+          ruleIndex: null,
+          reason: "no rule matched",
+          configRevision: "r",
+        });
+      await log.close();
+      const r = run("audit", "-c", config);
+      expect(r.code).toBe(0);
+      const lines = r.stdout.trim().split("\n");
+      expect(lines).toHaveLength(3);
+      expect(lines.some((l) => l.includes(' DENY  "bob ALLOW x"@127.0.0.1 smtp RCPT TO send — '))).toBe(true);
+      expect(lines.some((l) => l.includes(' DENY  "a\\"b=c"@127.0.0.1 smtp '))).toBe(true);
+      expect(lines.some((l) => l.includes(" DENY  plain.agent+tag@corp-1.test@127.0.0.1 smtp "))).toBe(true);
+    } finally {
+      rmSync(own, { recursive: true, force: true });
+    }
+  });
+
   test("text: every field an agent or upstream wrote shows its controls and format characters escaped", () => {
     const r = run("audit", "-c", file);
     expect(r.code).toBe(0);
     const line = r.stdout.trim();
     expect(line.split("\n")).toHaveLength(1);
     expect(line).not.toMatch(RAW);
-    expect(line).toContain(` bot${ESCAPED}@127.0.0.1 `);
+    // The agent is quoted too once it holds more than letters, digits and `._+@-` (ESCAPED's TAB as \t).
+    expect(line).toContain(` "bot${ESCAPED.replace("\\u0009", "\\t")}"@127.0.0.1 `);
     expect(line).toContain(` imap X${ESCAPED} folder:write `);
     // folder, target and rule are quoted as JSON strings, whose own escapes spell TAB as \t.
     const quoted = ESCAPED.replace("\\u0009", "\\t");

@@ -94,6 +94,9 @@ export function jsonRow(row: AuditRow): string {
   return terminalJson({ ...row, time: new Date(row.time).toISOString() });
 }
 
+/** An agent name shown as it is on a text line; any other is quoted (`line`). */
+const PLAIN_AGENT = /^[\p{L}\p{N}._+@-]+$/u;
+
 /**
  * A row as one text line. Agents choose folder names, targets and commands, and reasons quote them and upstream
  * replies, so every text field is shown with its controls and format characters escaped (`escapes`): none reaches
@@ -101,7 +104,10 @@ export function jsonRow(row: AuditRow): string {
  */
 function line(row: AuditRow): string {
   const when = new Date(row.time).toISOString();
-  const who = escapes(row.agent ?? "-");
+  // The agent's name is the config's, or in pass-through mode the login the upstream accepted, which some servers
+  // let hold spaces or quotes: anything but letters, digits and `._+@-` is quoted, so that `bob ALLOW x` cannot pass
+  // for the line's other fields.
+  const who = row.agent === null ? "-" : PLAIN_AGENT.test(row.agent) ? row.agent : terminalJson(row.agent);
   const what = [
     row.protocol,
     escapes(row.command),
