@@ -13,15 +13,25 @@ const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
 export type Json = any;
 
 export interface AdminClient {
+  readonly client: Client;
   call(name: string, args?: Record<string, unknown>): Promise<{ text: string; isError: boolean; json: Json }>;
   close(): Promise<void>;
 }
 
-/** Starts `mailgator mcp --admin -c FILE ARGS...` with the environment of this process minus agent credentials. */
-export async function startAdminClient(file: string, args: readonly string[] = []): Promise<AdminClient> {
+/** This process's environment without agent credentials (MAILGATOR_TOKEN*, MAILGATOR_PASSWORD*). */
+export function adminEnv(): Record<string, string> {
   const env: Record<string, string> = {};
   for (const [k, v] of Object.entries(process.env))
     if (v !== undefined && !k.startsWith("MAILGATOR_TOKEN") && !k.startsWith("MAILGATOR_PASSWORD")) env[k] = v;
+  return env;
+}
+
+/** Starts `mailgator mcp --admin -c FILE ARGS...` with `env` (default `adminEnv()`). */
+export async function startAdminClient(
+  file: string,
+  args: readonly string[] = [],
+  env: Record<string, string> = adminEnv(),
+): Promise<AdminClient> {
   const transport = new StdioClientTransport({
     command: process.execPath,
     args: [MAIN, "mcp", "--admin", "-c", file, ...args],
@@ -31,6 +41,7 @@ export async function startAdminClient(file: string, args: readonly string[] = [
   const client = new Client({ name: "mailgator-admin-test", version: "1.0.0" });
   await client.connect(transport);
   return {
+    client,
     async call(name, a = {}) {
       const r = (await client.callTool({ name, arguments: a }, undefined, { timeout: 40_000 })) as {
         content: { type: string; text: string }[];

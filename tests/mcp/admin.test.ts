@@ -11,8 +11,6 @@ import { chmodSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync }
 import { connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { Client } from "@modelcontextprotocol/sdk/client/index.js";
-import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { parse as parseToml } from "smol-toml";
 import { PROTOCOLS } from "../../src/audit/index.ts";
 import { MAX_CONFIG_BYTES } from "../../src/config/index.ts";
@@ -29,6 +27,7 @@ import {
   uniqueToken,
   upstreams,
 } from "../fixtures/index.ts";
+import { type AdminClient as Admin, startAdminClient } from "./admin-client.ts";
 
 setDefaultTimeout(90_000);
 
@@ -104,40 +103,9 @@ to = ["*@${up.userDomain}"] # trailing comment
 `;
 }
 
-// biome-ignore lint/suspicious/noExplicitAny: tool results are JSON read field by field in the tests
-type Json = any;
-
-interface Admin {
-  readonly client: Client;
-  call(name: string, args?: Record<string, unknown>): Promise<{ text: string; isError: boolean; json: Json }>;
-  close(): Promise<void>;
-}
-
-async function startAdmin(args: readonly string[] = [], extra: Record<string, string> = {}): Promise<Admin> {
-  const transport = new StdioClientTransport({
-    command: process.execPath,
-    args: [MAIN, "mcp", "--admin", "-c", file, ...args],
-    env: { ...(env as Record<string, string>), ...extra },
-    stderr: "pipe",
-  });
-  const client = new Client({ name: "mailgator-admin-test", version: "1.0.0" });
-  await client.connect(transport);
-  return {
-    client,
-    async call(name, a = {}) {
-      const r = (await client.callTool({ name, arguments: a }, undefined, { timeout: 40_000 })) as {
-        content: { type: string; text: string }[];
-        isError?: boolean;
-      };
-      const text = r.content.map((c) => c.text).join("\n");
-      let json: unknown = null;
-      try {
-        json = JSON.parse(text);
-      } catch {}
-      return { text, isError: r.isError === true, json };
-    },
-    close: () => client.close(),
-  };
+/** `mailgator mcp --admin` on the test's config, with this test's environment and `extra` beside it. */
+function startAdmin(args: readonly string[] = [], extra: Record<string, string> = {}): Promise<Admin> {
+  return startAdminClient(file, args, { ...(env as Record<string, string>), ...extra });
 }
 
 /** Logs in as alice at the IMAP proxy and answers whether EXAMINE INBOX is allowed. */
