@@ -19,6 +19,7 @@ import { readSecretFile } from "../runtime/secret-file.ts";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
 import type { ConfigLocation } from "./find.ts";
 import { DEFAULT_IMAP_LIMITS, DEFAULT_SMTP_LIMITS } from "./limits.ts";
+import { sameListenPort } from "./listen.ts";
 import { locate } from "./locate.ts";
 import { isReservedName, ownEntry, RESERVED_NAMES } from "./names.ts";
 import { readConfigText } from "./read.ts";
@@ -141,15 +142,51 @@ function schemaProblems(issues: readonly v.BaseIssue<unknown>[], problems: Probl
   }
 }
 
-/** `host:port`; a listen address may use port 0 (any free port; serve logs the one it got). */
-function parseHostPort(text: string, path: PathItem[], problems: Problems, allowZero = false): HostPort | null {
+/** `host:port`, or null; a listen address may use port 0 (any free port; serve logs the one it got). */
+function readHostPort(text: string, allowZero: boolean): HostPort | null {
   const m = /^(?:\[([0-9a-fA-F:.]+)\]|([^:[\]\s]+)):(\d{1,5})$/.exec(text);
   const port = m ? Number(m[3]) : NaN;
-  if (!m || port < (allowZero ? 0 : 1) || port > 65535) {
-    problems.add(path, `expected "host:port" (or "[ipv6]:port"), got ${JSON.stringify(text)}`);
-    return null;
-  }
+  if (!m || port < (allowZero ? 0 : 1) || port > 65535) return null;
   return { host: m[1] ?? m[2]!, port };
+}
+
+/** readHostPort, with a problem at `path` when `text` is not one. */
+function parseHostPort(text: string, path: PathItem[], problems: Problems, allowZero = false): HostPort | null {
+  const read = readHostPort(text, allowZero);
+  if (read === null) problems.add(path, `expected "host:port" (or "[ipv6]:port"), got ${JSON.stringify(text)}`);
+  return read;
+}
+
+/**
+ * Listeners that would take the same port (src/config/listen.ts): the later one is refused, naming the earlier, in
+ * the order serve binds them. Read from the written addresses, so that a listener with another problem is still
+ * compared.
+ */
+function listenConflicts(raw: RawConfig, problems: Problems): void {
+  const seen: { section: string; text: string; addr: HostPort }[] = [];
+  const sections = [
+    ["imap", raw.imap?.listen_addr, ""],
+    ["smtp", raw.smtp?.listen_addr, ""],
+    [
+      "admin",
+      raw.admin && (raw.admin.listen_addr ?? DEFAULT_ADMIN_ADDR),
+      raw.admin?.listen_addr ? "" : " (the default)",
+    ],
+  ] as const;
+  for (const [section, text, note] of sections) {
+    const addr = text === undefined ? null : readHostPort(text, true);
+    if (text === undefined || addr === null) continue;
+    const other = seen.find((s) => sameListenPort(s.addr, addr));
+    if (other !== undefined)
+      problems.add(
+        [section, "listen_addr"],
+        `${JSON.stringify(text)}${note} takes the port that [${other.section}] listen_addr ` +
+          `${JSON.stringify(other.text)} listens on: serve could bind only one of them (0.0.0.0 takes the port on ` +
+          "every IPv4 address, :: on every address; localhost may be 127.0.0.1 or ::1). Give each listener a port " +
+          "of its own",
+      );
+    seen.push({ section, text, addr });
+  }
 }
 
 function resolveFile(base: string, file: string, path: PathItem[], problems: Problems): string | null {
@@ -742,6 +779,7 @@ function build(
   const smtpIdentities = identities(raw.smtp?.identities, ["smtp", "identities"], problems);
   const smtp: SmtpConfig | null = smtpListener && { ...smtpListener, identities: smtpIdentities };
   if (!raw.imap && !raw.smtp) warnings.push("neither [imap] nor [smtp] is configured: serve has nothing to listen on");
+  listenConflicts(raw, problems);
 
   const accounts: Record<string, AccountConfig> = {};
   for (const [name, acc] of Object.entries(raw.accounts ?? {})) {

@@ -141,3 +141,14 @@ export function isLoopbackHost(host: string): boolean {
 export function isLoopbackUrlHost(url: URL): boolean {
   return isLoopbackHost(url.hostname.replace(/^\[(.*)\]$/, "$1"));
 }
+
+/**
+ * An IP literal as a listening socket binds it, or null for a name: `4:` and the IPv4 address, or `6:` and the IPv6
+ * address's bits in hex, however it is written (`::1` and `0:0:0:0:0:0:0:1` are one). An IPv4-mapped address
+ * (RFC 4291 §2.5.5.2) is the IPv4 address it stands for: a dual-stack socket on `::ffff:127.0.0.1` takes 127.0.0.1.
+ */
+export function listenKey(host: string): string | null {
+  const p = parse(host);
+  if (p === null) return null;
+  return p.width === 32 ? `4:${addressKey(host)}` : `6:${p.bits.toString(16)}`;
+}

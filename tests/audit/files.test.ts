@@ -105,12 +105,12 @@ test("under umask 000 the proxies' own start makes the log and the cache 0600 an
   process.umask(0o000);
   const dir = mkdtempSync(join(root, "serve"));
   const toml = `[imap]
-listen_addr = "127.0.0.1:1"
+listen_addr = "127.0.0.1:0"
 upstream_addr = "127.0.0.1:1"
 upstream_tls = "none"
 
 [smtp]
-listen_addr = "127.0.0.1:1"
+listen_addr = "127.0.0.1:0"
 upstream_addr = "127.0.0.1:1"
 upstream_tls = "none"
 

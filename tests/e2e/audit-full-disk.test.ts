@@ -45,8 +45,8 @@ beforeAll(async () => {
   mountTmpfs(mount, TMPFS_SIZE);
   mounted = true;
   mailbox = await createMailbox({ seed: { folders: { INBOX: 5 } } });
-  const toml = `${imapListener("127.0.0.1:1")}
-${smtpListener("127.0.0.1:1")}identities = ["me@corp.test"]
+  const toml = `${imapListener("127.0.0.1:0")}
+${smtpListener("127.0.0.1:0")}identities = ["me@corp.test"]
 
 [audit]
 path = "${join(mount, "audit.db")}"

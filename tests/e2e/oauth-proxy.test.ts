@@ -107,7 +107,7 @@ async function setup(setting: Setting): Promise<Setup> {
   expect(tokens.status).toBe(200);
   const dir = mkdtempSync(join(tmpdir(), "mailgator-oauth-"));
   const toml = oauthServeToml(dir, AGENT_TOKEN, mailbox.user, {
-    listeners: `${imapListener("127.0.0.1:1")}\n${smtpListener("127.0.0.1:1")}`,
+    listeners: `${imapListener("127.0.0.1:0")}\n${smtpListener("127.0.0.1:0")}`,
     extra: `sasl_mechanism = "${setting}"\n`,
     more: `
 [[agents]]

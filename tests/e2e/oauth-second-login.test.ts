@@ -77,13 +77,13 @@ async function setup() {
   const dir = mkdtempSync(join(tmpdir(), "mailgator-oauth-second-"));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   const toml = `[imap]
-listen_addr = "127.0.0.1:1"
+listen_addr = "127.0.0.1:0"
 upstream_addr = "${up.host}:${up.ports.imaps}"
 upstream_tls = "tls"
 upstream_ca_file = "${up.caFile}"
 
 [smtp]
-listen_addr = "127.0.0.1:1"
+listen_addr = "127.0.0.1:0"
 upstream_addr = "127.0.0.1:${relay.port}"
 upstream_tls = "starttls"
 upstream_ca_file = "${up.caFile}"

@@ -36,8 +36,8 @@ let smtp: SmtpProxy;
 beforeAll(async () => {
   mailbox = await createMailbox({ seed: { folders: { INBOX: 12, Archive: 3, Junk: 4 }, seed: 21 } });
   dir = mkdtempSync(join(tmpdir(), "mailgator-mcp-"));
-  const toml = `${imapListener("127.0.0.1:1")}
-${smtpListener("127.0.0.1:1")}
+  const toml = `${imapListener("127.0.0.1:0")}
+${smtpListener("127.0.0.1:0")}
 [audit]
 path = "${join(dir, "audit.db")}"
 
