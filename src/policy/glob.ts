@@ -146,14 +146,18 @@ function compileAddress(pattern: string): string {
  * Why an address glob could never match an address the rules are asked about, or null. Those addresses are a local
  * part, `@` and a domain (docs/filtering.md "Deciding a message"): never empty on either side, a domain neither
  * beginning nor ending with a dot (a trailing dot makes a header's address unknown and the envelope refuses it) and
- * no two dots in a row, nor a dot before the `@`, outside a quoted local part (`"a..b"@x`, which keeps its quotes in
- * the reading: a glob cannot write quotes, and reaches one only through a wildcard, as `*..*@x` would; such globs are
- * refused too, which fails closed). A deny rule on `*@evil.test.` or `*@.evil.test` would otherwise let all of
- * evil.test's mail through.
+ * no two dots in a row, nor a dot before the `@`, nor a second `@`, outside a quoted local part (`"a..b"@x`, which
+ * keeps its quotes in the reading: a glob cannot write quotes, and reaches one only through a wildcard, as `*..*@x`
+ * would; such globs are refused too, which fails closed). A deny rule on `*@evil.test.` or `*@.evil.test` would
+ * otherwise let all of evil.test's mail through.
  */
 function impossibleAddress(pattern: string): string | null {
   if (pattern.startsWith("@")) return 'it has an empty local part (for any local part write "*@domain")';
   if (pattern.endsWith("@")) return 'it has an empty domain (for any domain write "local@*")';
+  // An addr-spec has one `@` outside quotes (RFC 5322 §3.4.1; docs/filtering.md "Deciding a message"): another one
+  // stands only inside a quoted local part, which a glob reaches only through a wildcard, as with `..` below.
+  if (pattern.indexOf("@") !== pattern.lastIndexOf("@"))
+    return "it has more than one @ (an address has one outside a quoted local part; a glob cannot write quotes)";
   if (pattern.endsWith(".")) return "it ends with a dot, and addresses are compared without a trailing dot";
   if (pattern.includes("@.")) return 'its domain begins with a dot (for subdomains write "*@*.domain")';
   if (pattern.includes("..")) return "it has two dots in a row";

@@ -32,6 +32,9 @@ describe("address globs that can never match", () => {
     ["a.@evil.test", "local part ends with a dot"],
     ["@evil.test", "empty local part"],
     ["a@", "empty domain"],
+    ["spam@@evil.test", "more than one @"],
+    ["boss@corp.test@evil.test", "more than one @"],
+    ["*@*@evil.test", "more than one @"],
   ];
   for (const [glob, why] of refused) {
     test(`${JSON.stringify(glob)} is refused (${why})`, () => {
