@@ -714,6 +714,16 @@ describe("errors a person can act on", () => {
     expect(message).toContain("config errors (2)");
   });
 
+  // docs/config.md "Errors": the checks that read one table against another (an agent's account, a rule's agents,
+  // glob and operation names) run on a config whose every table has its shape, so shape problems come alone.
+  test("shape problems are reported first, alone; the other checks follow once they are fixed", () => {
+    const rule = `[[rules]]\nname = "a"\naction = "allow"\nagents = ["nobody"]\n`;
+    const shape = problems(`[audit]\nretention_days = "x"\n${rule}`);
+    expect(shape).toContain('audit.retention_days: expected number, got "x"');
+    expect(shape).not.toContain("rules[0]");
+    expect(problems(`[audit]\nretention_days = 3\n${rule}`)).toContain("rules[0].agents[0]");
+  });
+
   test("a missing file", () => {
     expect(() => loadConfig("/nonexistent/mailgator.toml")).toThrow("file not found");
   });
