@@ -37,3 +37,24 @@ function overlap(a: readonly string[], b: readonly string[]): boolean {
 export function sameListenPort(a: HostPort, b: HostPort): boolean {
   return a.port !== 0 && a.port === b.port && overlap(binds(a.host), binds(b.host));
 }
+
+/** A loopback key (listenKey): 127.0.0.0/8 or ::1. */
+function loopback(key: string): boolean {
+  return key.startsWith("4:127.") || key === "6:1";
+}
+
+/**
+ * Whether connecting to `upstream` reaches a socket listening on `listen`: the same port, and the upstream the same
+ * address or name as the listener (localhost either loopback address), or a loopback address where the listener
+ * takes every address (0.0.0.0 every IPv4 one, :: every one). Another host's name or address is not known here to
+ * be this host's, and is not refused: `0.0.0.0:993` for agents with `imap.example.com:993` upstream is the usual
+ * setup.
+ */
+export function reachesListener(listen: HostPort, upstream: HostPort): boolean {
+  if (listen.port === 0 || listen.port !== upstream.port) return false;
+  const l = binds(listen.host);
+  const u = binds(upstream.host);
+  if (u.some((k) => l.includes(k))) return true;
+  if (l.includes(ANY)) return u.some(loopback);
+  return l.includes(ANY_IPV4) && u.some((k) => k.startsWith("4:127."));
+}

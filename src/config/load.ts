@@ -19,7 +19,7 @@ import { readSecretFile } from "../runtime/secret-file.ts";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
 import type { ConfigLocation } from "./find.ts";
 import { DEFAULT_IMAP_LIMITS, DEFAULT_SMTP_LIMITS } from "./limits.ts";
-import { sameListenPort } from "./listen.ts";
+import { reachesListener, sameListenPort } from "./listen.ts";
 import { locate } from "./locate.ts";
 import { isReservedName, ownEntry, RESERVED_NAMES } from "./names.ts";
 import { readConfigText } from "./read.ts";
@@ -159,8 +159,8 @@ function parseHostPort(text: string, path: PathItem[], problems: Problems, allow
 
 /**
  * Listeners that would take the same port (src/config/listen.ts): the later one is refused, naming the earlier, in
- * the order serve binds them. Read from the written addresses, so that a listener with another problem is still
- * compared.
+ * the order serve binds them; and an `upstream_addr` that reaches one of them (`reachesListener`). Read from the
+ * written addresses, so that a listener with another problem is still compared.
  */
 function listenConflicts(raw: RawConfig, problems: Problems): void {
   const seen: { section: string; text: string; addr: HostPort }[] = [];
@@ -186,6 +186,19 @@ function listenConflicts(raw: RawConfig, problems: Problems): void {
           "of its own",
       );
     seen.push({ section, text, addr });
+  }
+  // An upstream that is one of these listeners: the proxy would connect to itself, each connection opening another.
+  for (const section of ["imap", "smtp"] as const) {
+    const text = raw[section]?.upstream_addr;
+    const addr = text === undefined ? null : readHostPort(text, false);
+    if (text === undefined || addr === null) continue;
+    const own = seen.find((s) => reachesListener(s.addr, addr));
+    if (own !== undefined)
+      problems.add(
+        [section, "upstream_addr"],
+        `${JSON.stringify(text)} is Mailgator's own [${own.section}] listen_addr ${JSON.stringify(own.text)}: the ` +
+          "proxy would connect to itself, each connection opening another. Name the mail server's address",
+      );
   }
 }
 
