@@ -6,7 +6,7 @@ export { CONFIG_ENV, type ConfigLocation, findConfig, LOCAL_CONFIG, SYSTEM_CONFI
 export type { LoadOptions } from "./load.ts";
 export { agentMailboxes, agentReading, agentSending, loadConfig, parseConfig } from "./load.ts";
 export { ownEntry } from "./names.ts";
-export { MAX_CONFIG_BYTES, readConfigText } from "./read.ts";
+export { MAX_CONFIG_BYTES, readConfigText, TOO_LARGE } from "./read.ts";
 export type { RuleContext, RuleProblem } from "./rules.ts";
 export { assertRules, configRuleProblems, ruleProblems } from "./rules.ts";
 export type {

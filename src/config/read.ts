@@ -90,8 +90,11 @@ export function ownerProblem(path: string, link: Stats | null, file: Stats): str
   return null;
 }
 
+/** Why a text past MAX_CONFIG_BYTES is refused: a file here, and a text validate_config is given (src/mcp/admin.ts). */
+export const TOO_LARGE = `larger than ${MAX_CONFIG_BYTES} bytes (MAX_CONFIG_BYTES); not read`;
+
 function tooLarge(file: string): ConfigError {
-  return new ConfigError(file, [{ message: `larger than ${MAX_CONFIG_BYTES} bytes (MAX_CONFIG_BYTES); not read` }]);
+  return new ConfigError(file, [{ message: TOO_LARGE }]);
 }
 
 function kind(mode: number): string {

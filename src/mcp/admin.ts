@@ -23,6 +23,7 @@ import {
   parseConfig,
   type RuleConfig,
   readConfigText,
+  TOO_LARGE,
 } from "../config/index.ts";
 import { errorMessage } from "../log.ts";
 import { compilePolicy } from "../policy/index.ts";
@@ -396,7 +397,7 @@ function validity(file: string, text: string, env: Env): Record<string, unknown>
   if (Buffer.byteLength(text, "utf8") > MAX_CONFIG_BYTES)
     return {
       valid: false,
-      problems: problemsJson([{ message: `larger than ${MAX_CONFIG_BYTES} bytes (MAX_CONFIG_BYTES); not read` }]),
+      problems: problemsJson([{ message: TOO_LARGE }]),
     };
   try {
     const config = parseConfig(text, file, { env });
