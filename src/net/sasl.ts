@@ -8,6 +8,21 @@
  */
 
 export type OAuthMechanism = "XOAUTH2" | "OAUTHBEARER";
+
+const SASL_TEXT = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
+
+/**
+ * The text of an agent's SASL response (PLAIN's fields, LOGIN's steps): UTF-8 (RFC 4616 §2), or null. Octets that
+ * are not UTF-8 are never read as U+FFFD, which would be a name or password the agent did not send, and go upstream
+ * in pass-through mode; a leading BOM is kept as the octets it is. Both listeners decode with it.
+ */
+export function saslText(bytes: Uint8Array): string | null {
+  try {
+    return SASL_TEXT.decode(bytes);
+  } catch {
+    return null;
+  }
+}
 export type MechanismSetting = "auto" | "xoauth2" | "oauthbearer";
 
 /** The mechanism to use given what the server offers (upper-case names), or null when none fits. */

@@ -6,6 +6,7 @@
 
 import type { AgentConfig } from "../config/types.ts";
 import { ipAllowed } from "../net/index.ts";
+import { saslText } from "../net/sasl.ts";
 import { verifyToken } from "../vault/token.ts";
 
 export type Mechanism = "PLAIN" | "LOGIN";
@@ -21,28 +22,13 @@ export function decodeBase64(text: string): Buffer | null {
   return Buffer.from(text, "base64");
 }
 
-const SASL_TEXT = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
-
-/**
- * The text of a SASL field: UTF-8 (RFC 4616 §2), or null. Invalid octets are never read as U+FFFD, which would be a
- * name or password the agent did not send, and go upstream in pass-through mode; a leading BOM is kept as the
- * octets it is. As AUTHENTICATE on the IMAP listener (docs/protocol.md §4).
- */
-function utf8(bytes: Buffer): string | null {
-  try {
-    return SASL_TEXT.decode(bytes);
-  } catch {
-    return null;
-  }
-}
-
 /**
  * `authzid NUL authcid NUL passwd`; an authzid other than the authcid is refused (no proxy authorization), and so is
  * a response that is not UTF-8.
  */
 export function decodePlain(response: string): LoginAttempt | null {
   const bytes = response === "=" ? Buffer.alloc(0) : decodeBase64(response);
-  const text = bytes === null ? null : utf8(bytes);
+  const text = bytes === null ? null : saslText(bytes);
   if (text === null) return null;
   const parts = text.split("\0");
   if (parts.length !== 3) return null;
@@ -54,7 +40,7 @@ export function decodePlain(response: string): LoginAttempt | null {
 /** One LOGIN step (a base64 user name or password, in UTF-8). */
 export function decodeLoginStep(response: string): string | null {
   const bytes = response === "=" ? Buffer.alloc(0) : decodeBase64(response);
-  return bytes === null ? null : utf8(bytes);
+  return bytes === null ? null : saslText(bytes);
 }
 
 /** The hash compared when the user name is unknown, so that unknown names take as long as wrong tokens. */

@@ -14,15 +14,12 @@ import {
 import { countLimitRefusal } from "../../admin/metrics.ts";
 import { ownEntry } from "../../config/names.ts";
 import { ipAllowed, overlongCredentials, SessionCounter, UpstreamError } from "../../net/index.ts";
-import type { MechanismSetting } from "../../net/sasl.ts";
+import { type MechanismSetting, saslText } from "../../net/sasl.ts";
 import { verifyToken } from "../../vault/token.ts";
 import { Refusal } from "../refusal.ts";
 import type { UpstreamSession } from "../upstream.ts";
 import { parseAuthenticateLine } from "../wire/index.ts";
 import type { CommandOf, LoginSession } from "./context.ts";
-
-/** A PLAIN response's decoder: invalid UTF-8 throws, and a leading BOM is kept as the octets it is. */
-const PLAIN_TEXT = new TextDecoder("utf-8", { fatal: true, ignoreBOM: true });
 
 export async function startTls(s: LoginSession, cmd: CommandOf<"STARTTLS">): Promise<void> {
   const identity = s.ctx.identity;
@@ -61,12 +58,8 @@ export async function authenticate(s: LoginSession, cmd: CommandOf<"AUTHENTICATE
   }
   // RFC 4616: [authzid] NUL authcid NUL passwd, in UTF-8. Other bytes are refused as LOGIN refuses them, not read as
   // U+FFFD: the name and password going upstream are then exactly the agent's.
-  let text: string;
-  try {
-    text = PLAIN_TEXT.decode(data);
-  } catch {
-    return s.loginFailed(tag, "AUTHENTICATE", null, "malformed PLAIN response: not valid UTF-8");
-  }
+  const text = saslText(data);
+  if (text === null) return s.loginFailed(tag, "AUTHENTICATE", null, "malformed PLAIN response: not valid UTF-8");
   const parts = text.split("\0");
   if (parts.length !== 3 || (parts[0] !== "" && parts[0] !== parts[1])) {
     return s.loginFailed(
