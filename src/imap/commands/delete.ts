@@ -5,11 +5,10 @@
 
 import { type CommandOf, cites, type Decided, type Session } from "./context.ts";
 import {
-  children,
   deselect,
   filteringRule,
   folderWriteRefusal,
-  refuseWhenEnding,
+  judgedWithChildren,
   upstreamStatus,
   visibleFolder,
 } from "./shared.ts";
@@ -18,15 +17,11 @@ import {
 const SUBTREE_DELETE = "Not permitted: folders below it are not all the agent's to delete";
 
 export async function remove(s: Session, cmd: CommandOf<"DELETE">): Promise<void> {
-  // The folder is judged before its children are listed (a refused DELETE sends nothing upstream), then again with
-  // them: a reload while upstream lists them (docs/operations.md "Reload") must not leave the folder judged by the
-  // old rules and its children by the new, each config allowing the part it was asked about.
-  const first = judgeFolder(s, cmd);
-  const below = await children(s, cmd.mailbox);
-  if (!s.followReload()) return;
-  refuseWhenEnding(s, "DELETE", first.p);
-  const { p, d } = judgeFolder(s, cmd);
-  judgeChildren(s, p, below);
+  // The folder and the folders below it, by one config across the listing (judgedWithChildren).
+  const across = await judgedWithChildren(s, "DELETE", cmd.mailbox, () => judgeFolder(s, cmd));
+  if (across === null) return;
+  const { p, d } = across.judged;
+  judgeChildren(s, p, across.below);
   await s.auditDurable({
     command: "DELETE",
     operation: "folder:write",

@@ -8,11 +8,10 @@ import type { Operation } from "../../policy/index.ts";
 import { Refusal } from "../refusal.ts";
 import { type CommandOf, cites, type Decided, type Session } from "./context.ts";
 import {
-  children,
   deselect,
   filteringRule,
   folderWriteRefusal,
-  refuseWhenEnding,
+  judgedWithChildren,
   upstreamStatus,
   visibleFolder,
 } from "./shared.ts";
@@ -28,15 +27,11 @@ const MESSAGE_RIGHTS = (from: string, to: string): [Operation, string][] => [
 ];
 
 export async function rename(s: Session, cmd: CommandOf<"RENAME">): Promise<void> {
-  // The folder and its new name are judged before the children are listed (a refused RENAME sends nothing upstream),
-  // then again with them: a reload while upstream lists them (docs/operations.md "Reload") must not leave the folder
-  // judged by the old rules and its children by the new, each config allowing the part it was asked about.
-  const first = judgeFolder(s, cmd);
-  const below = await children(s, cmd.mailbox);
-  if (!s.followReload()) return;
-  refuseWhenEnding(s, "RENAME", first.p);
-  const { p, np, d } = judgeFolder(s, cmd);
-  judgeChildren(s, cmd, p, np, below);
+  // The folder, its new name and the folders below it, by one config across the listing (judgedWithChildren).
+  const across = await judgedWithChildren(s, "RENAME", cmd.mailbox, () => judgeFolder(s, cmd));
+  if (across === null) return;
+  const { p, np, d } = across.judged;
+  judgeChildren(s, cmd, p, np, across.below);
   await s.auditDurable({
     command: "RENAME",
     operation: "folder:write",

@@ -118,28 +118,6 @@ export function folderWriteRefusal(s: Session, command: string, folder: string) 
 }
 
 /**
- * For a command that decides again after waiting on upstream (DELETE and RENAME, once the folders below are
- * listed): when a reload during the wait ends the session after this command (`endingByReload`), the rest is not
- * decided for an agent, token or login the config no longer has, even by a rule that names no agents; it is refused
- * with a deny row, and the `* BYE` follows the reply (docs/operations.md "Reload").
- */
-export function refuseWhenEnding(s: Session, command: string, folder: string): void {
-  const why = s.endingByReload();
-  if (why === null) return;
-  s.auditRow({
-    command,
-    operation: "folder:write",
-    folder,
-    target: null,
-    decision: "deny",
-    rule: null,
-    ruleIndex: null,
-    reason: `the configuration changed while the command ran and ends this session: ${why}`,
-  });
-  throw new Refusal("NO", null, "Configuration changed while the command ran; nothing was done");
-}
-
-/**
  * The rule that makes `folder` (policy name) filtered for the session's agent: the first of the rules that decide
  * its messages one by one (`MessageFilter.rules`, docs/filtering.md); null when the folder alone decides what the
  * agent reads there. DELETE and RENAME refuse a filtered folder: they would destroy or carry along the messages it
@@ -161,7 +139,7 @@ export function filteringRule(
  * agent can never see, a name that cannot be decoded or that `FolderNames.invalid` refuses, which the callers take
  * for a hidden child.
  */
-export async function children(s: Session, name: string): Promise<(string | null)[]> {
+async function children(s: Session, name: string): Promise<(string | null)[]> {
   const d = s.names.delimiter;
   if (d === null) return [];
   const out: (string | null)[] = [];
@@ -172,6 +150,41 @@ export async function children(s: Session, name: string): Promise<(string | null
     },
   );
   return out;
+}
+
+/**
+ * DELETE's and RENAME's checks around the listing of the folders below `name` (`children`): `judge` (the folder's
+ * own checks, by the rules in force, throwing a refusal) runs before the listing, so that a refused command sends
+ * nothing upstream, and again after it, so that the folder and the children the caller then judges are decided by
+ * one config, whatever a reload did meanwhile (docs/operations.md "Reload"). When that reload ends the session after
+ * this command (`endingByReload`: its agent removed, its token changed), nothing more is decided for an agent, token
+ * or login the config no longer has, even by a rule that names no agents: the command is refused with a deny row,
+ * and the `* BYE` follows its reply. Null when the session is over.
+ */
+export async function judgedWithChildren<T extends { readonly p: string }>(
+  s: Session,
+  command: string,
+  name: string,
+  judge: () => T,
+): Promise<{ judged: T; below: (string | null)[] } | null> {
+  const first = judge();
+  const below = await children(s, name);
+  if (!s.followReload()) return null;
+  const why = s.endingByReload();
+  if (why !== null) {
+    s.auditRow({
+      command,
+      operation: "folder:write",
+      folder: first.p,
+      target: null,
+      decision: "deny",
+      rule: null,
+      ruleIndex: null,
+      reason: `the configuration changed while the command ran and ends this session: ${why}`,
+    });
+    throw new Refusal("NO", null, "Configuration changed while the command ran; nothing was done");
+  }
+  return { judged: judge(), below };
 }
 
 /** The UIDs a command addresses, or a BAD refusal for a sequence number out of range (as Dovecot answers). */
