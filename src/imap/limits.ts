@@ -156,6 +156,14 @@ export const MAX_THREAD_LINK_STEPS = 100_000_000;
  */
 export const PROBE_TARGET_CHARS = 512;
 
+/**
+ * Keywords a filtered folder's `* FLAGS` may list to the agent in one selection (docs/protocol.md §3, "Keywords of
+ * a filtered folder"): each is a keyword of a message the agent was shown. Past it no further `* FLAGS` is sent
+ * (the FETCH still shows the keyword): what a session keeps and each update's length stay bounded when upstream
+ * holds keywords without end. Dovecot accepts a thousand keywords on one message.
+ */
+export const MAX_KEYWORDS_TOLD = 1000;
+
 // ---- classification of filtered folders ----------------------------------------------------------------------
 
 /** UIDs per upstream FETCH: bounds one response batch; measured in scripts/bench/classify.ts. */

@@ -15,7 +15,7 @@
  */
 
 import type { MessageFilter } from "./classify.ts";
-import { UPSTREAM_SET_RANGES } from "./limits.ts";
+import { MAX_KEYWORDS_TOLD, UPSTREAM_SET_RANGES } from "./limits.ts";
 import type { VisibleSet } from "./view.ts";
 import { type Response, type SeqRange, type SeqSet, STAR } from "./wire/index.ts";
 
@@ -168,6 +168,25 @@ export class SelectedMailbox {
    * as the FLAGS the agent was given would no longer match what it is told (ImapSession's view check).
    */
   keywordsShown = false;
+  /**
+   * Where keywords are not shown at SELECT (a filtered folder, whose FLAGS listed the system flags only): the
+   * keywords a `* FLAGS` update has listed since, each sent before the first FETCH that showed it on a message the
+   * agent sees (RFC 3501 §7.2.6; `tellKeywords`). At most MAX_KEYWORDS_TOLD.
+   */
+  readonly keywordsTold: string[] = [];
+  readonly #keywordsTold = new Set<string>();
+
+  /**
+   * Adds a keyword of a message the agent is about to be shown to `keywordsTold`: true when it is new to the agent's
+   * FLAGS, false when listed already or MAX_KEYWORDS_TOLD are (docs/protocol.md §3, "Keywords of a filtered
+   * folder").
+   */
+  tellKeyword(keyword: string): boolean {
+    if (this.#keywordsTold.has(keyword) || this.keywordsTold.length >= MAX_KEYWORDS_TOLD) return false;
+    this.#keywordsTold.add(keyword);
+    this.keywordsTold.push(keyword);
+    return true;
+  }
 
   /**
    * `uids`: every UID upstream, ascending (`UID SEARCH ALL`); `visible`: their classification, for a filtered

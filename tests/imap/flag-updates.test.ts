@@ -133,9 +133,12 @@ test("changes during the proxy's own UID FETCH and classification reach the agen
   expect(selected).not.toContain("FETCH");
   const noop = await agent.command("n", "NOOP");
   // UID 3 is the agent's 2 (UID 2 hidden); UID 1 its 1. UID 2's changes, and the flags sent with the headers the
-  // proxy fetched for itself (UID 4 not admitted yet), never.
+  // proxy fetched for itself (UID 4 not admitted yet), never. $Visible is new to the agent's FLAGS, which listed the
+  // system flags only: an update first (docs/protocol.md §3, "Keywords of a filtered folder").
   expect(noop).toBe(
-    "* 2 FETCH (FLAGS (\\Flagged))\r\n* 1 FETCH (FLAGS (\\Seen $Visible))\r\n* 3 EXISTS\r\nn OK NOOP completed\r\n",
+    "* 2 FETCH (FLAGS (\\Flagged))\r\n" +
+      `* FLAGS (${SYSTEM} $Visible)\r\n` +
+      "* 1 FETCH (FLAGS (\\Seen $Visible))\r\n* 3 EXISTS\r\nn OK NOOP completed\r\n",
   );
   // The agent's view grew: RECENT is counted again over it (docs/filtering.md "The view"), and has not changed.
   expect(received.slice(-4).map((l) => l.replace(/^\S+ /, ""))).toEqual([

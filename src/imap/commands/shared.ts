@@ -23,6 +23,7 @@ import {
   type ResponseCode,
   type SeqSet,
   type StatusItem,
+  SYSTEM_FLAGS,
   writeCommand,
 } from "../wire/index.ts";
 import { cites, type Session } from "./context.ts";
@@ -378,6 +379,10 @@ export function agentFetch(
         if (modseqRelayed(s)) attrs.push(a);
         else modseqDropped = true;
         continue;
+      case "FLAGS":
+        if (!box.keywordsShown) tellKeywords(s, box, a.flags);
+        attrs.push(a);
+        continue;
       case "UID":
         if (shape === null || shape.uid) attrs.push(a);
         continue;
@@ -399,6 +404,19 @@ export function agentFetch(
   // taken from the pool may have it on while its agent has not) is nothing to an agent sent none: not even its UID.
   if (attrs.length === 0 || (modseqDropped && attrs.every((a) => a.name === "UID"))) return null;
   return { type: "FETCH", seq, attrs };
+}
+
+/**
+ * Where the folder's FLAGS listed the system flags only (a filtered folder, `keywordsShown`), the keywords of a
+ * message the agent is about to be shown that its FLAGS did not list yet: a `* FLAGS` update listing them goes out
+ * first, as a client learns the keywords in use from FLAGS before seeing them on a message (RFC 3501 §7.2.6). Only
+ * keywords of messages the agent sees are ever listed, never upstream's list, which counts hidden messages' too
+ * (docs/protocol.md §3, "Keywords of a filtered folder").
+ */
+function tellKeywords(s: Session, box: SelectedMailbox, flags: readonly string[]): void {
+  let grew = false;
+  for (const f of flags) if (!f.startsWith("\\") && box.tellKeyword(f)) grew = true;
+  if (grew) s.send({ type: "FLAGS", flags: [...SYSTEM_FLAGS, ...box.keywordsTold] });
 }
 
 /**
