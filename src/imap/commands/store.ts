@@ -87,6 +87,26 @@ export async function store(s: Session, cmd: CommandOf<"STORE">): Promise<void> 
       if (st.code?.known && st.code.name === "MODIFIED") modified.push(...box.uidsFromUidSet(st.code.set));
     }
   }
+  // The allow rows went to disk before upstream answered, counting every message named: a conditional STORE that
+  // left some unchanged has a row per operation saying how many it stored (docs/audit.md "What a row records").
+  if (modified.length > 0) {
+    const stored = uids.length - modified.length;
+    for (const { op, d } of decided) {
+      s.auditRow({
+        command,
+        operation: op,
+        folder: p,
+        target: cmd.flags.join(" "),
+        decision: "allow",
+        ...cites(d),
+        reason:
+          `${modified.length} of ${uids.length} messages left unchanged, modified since UNCHANGEDSINCE ` +
+          `${cmd.unchangedSince} ([MODIFIED], RFC 7162 §3.1.3); ${stored} stored`,
+        count: stored,
+        detail: { unchangedSince: cmd.unchangedSince!, modified: modified.length },
+      });
+    }
+  }
   await s.sync(cmd.uid);
   // `[MODIFIED set]` in the agent's numbers: UIDs for UID STORE, its sequence numbers otherwise (RFC 7162 §3.1.3).
   const failed = modified.map((u) => (cmd.uid ? u : box.agentSeqOf(u))).filter((n) => n > 0);
