@@ -114,8 +114,12 @@ export class SelectedMailbox {
   /** The folder as the agent named it (upstream spelling) and its policy name (`/`-separated). */
   readonly name: string;
   readonly policyName: string;
-  /** Opened upstream with EXAMINE. */
-  readonly readOnly: boolean;
+  /**
+   * Read-only for the agent: opened upstream with EXAMINE or answered `[READ-ONLY]`, or made so since by an untagged
+   * `* OK [READ-ONLY]` (RFC 3501 §7.1: the mailbox's access changed while selected; `readOnlyNotice`). Never made
+   * writable again while selected: a new SELECT opens it afresh.
+   */
+  readOnly: boolean;
   readonly u = new UidArray();
   readonly v = new UidArray();
   /** Entries of U before this index have known UIDs. */

@@ -56,7 +56,7 @@ import { noop } from "./commands/noop.ts";
 import { rename } from "./commands/rename.ts";
 import { search } from "./commands/search.ts";
 import { select } from "./commands/select.ts";
-import { relayUpdate } from "./commands/shared.ts";
+import { readOnlyNotice, relayUpdate } from "./commands/shared.ts";
 import { sort } from "./commands/sort.ts";
 import { status } from "./commands/status.ts";
 import { store } from "./commands/store.ts";
@@ -1167,6 +1167,11 @@ export class ImapSession implements LoginSession, CompressSession {
         if (box !== null) {
           for (const a of r.attrs) if (a.name === "UID") box.learnUid(r.seq, a.value);
         }
+        return false;
+      case "status":
+        // The mailbox became read-only while selected (RFC 3501 §7.1): its writes are refused from now on
+        // (refuseReadOnly). Not consumed: during a command the agent is told too (forwardUntagged).
+        if (box !== null && readOnlyNotice(r)) box.readOnly = true;
         return false;
       default:
         return false;

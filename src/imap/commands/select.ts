@@ -12,7 +12,15 @@ import { Refusal } from "../refusal.ts";
 import type { UpstreamCommand } from "../upstream.ts";
 import type { Response } from "../wire/index.ts";
 import { type CommandOf, cites, type Session } from "./context.ts";
-import { agentPermanentFlags, deselect, folderFlags, keywordsShown, upstreamStatus, visibleFolder } from "./shared.ts";
+import {
+  agentPermanentFlags,
+  deselect,
+  folderFlags,
+  keywordsShown,
+  readOnlyNotice,
+  upstreamStatus,
+  visibleFolder,
+} from "./shared.ts";
 
 /** Puts `r` (FLAGS or PERMANENTFLAGS) in place of the one of its kind in `held`, or after them when there is none. */
 function replaceFolderFlags(held: Response[], r: Response): void {
@@ -104,6 +112,8 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   // cannot write) is read-only for the agent too: told `[READ-ONLY]`, its writes refused (refuseReadOnly), bodies
   // fetched with PEEK. Told `[READ-WRITE]`, its STOREs would be allowed and audited and then ignored upstream.
   if (st.code?.known && st.code.name === "READ-ONLY") readOnly = true;
+  // The same said untagged among its responses (RFC 3501 §7.1).
+  if (held.some(readOnlyNotice)) readOnly = true;
   let listed = searched !== null && (await searched).status === "OK";
   for (let searches = searched === null ? 0 : 1; !listed || changed; searches++) {
     if (searches >= SELECT_SEARCHES) {

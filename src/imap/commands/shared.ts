@@ -523,6 +523,9 @@ export function forwardUntagged(s: Session, r: Response): void {
       return;
     }
     const code = messageCommandCode(r.code);
+    // A folder read-only for the agent stays so until it is selected again (`SelectedMailbox.readOnly`): upstream's
+    // `[READ-WRITE]` would tell it otherwise.
+    if (code?.known && code.name === "READ-WRITE" && s.box?.readOnly === true) return;
     if (code !== null) s.send({ ...r, code });
   }
 }
@@ -631,10 +634,21 @@ export function chargeReads(
 }
 
 /**
+ * An untagged `* OK [READ-ONLY]` (RFC 3501 §7.1, RFC 9051 §7.1): upstream says the selected mailbox is now read-only,
+ * whether it comes during a command, between two or in IDLE (`ImapSession.model`), or among a SELECT's responses.
+ */
+export function readOnlyNotice(r: Response): boolean {
+  return (
+    r.type === "status" && r.tag === null && r.status === "OK" && r.code?.known === true && r.code.name === "READ-ONLY"
+  );
+}
+
+/**
  * Refuses a write to the selected folder when it is open read-only (RFC 3501 §6.3.2: EXAMINE permits no change to
- * the mailbox's permanent state): the agent's EXAMINE, or a SELECT opened upstream with EXAMINE (docs/imap.md
- * "Decisions"). Refused here, with its `deny` row, before any `allow` row is written or anything goes upstream:
- * Dovecot answers a STORE there `OK` and ignores it, and carries a MOVE out.
+ * the mailbox's permanent state): the agent's EXAMINE, a SELECT opened upstream with EXAMINE or answered
+ * `[READ-ONLY]`, or a folder upstream has since said is read-only (`readOnlyNotice`; docs/imap.md "Decisions").
+ * Refused here, with its `deny` row, before any `allow` row is written or anything goes upstream: Dovecot answers a
+ * STORE there `OK` and ignores it, and carries a MOVE out.
  */
 export function refuseReadOnly(s: Session, command: string, operation: Operation): void {
   const box = s.box!;
