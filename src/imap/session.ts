@@ -102,6 +102,15 @@ interface Entry<N extends Command["name"]> {
 
 type Table = { readonly [N in Command["name"]]?: Entry<N> };
 
+/** An allow row a command put on disk, and its id (`ImapSession.#durableRows`). */
+interface DurableRow {
+  readonly ev: AuditEvent;
+  readonly id: number;
+}
+
+/** No durable rows: the command under way has written none, or none is under way. Never pushed to. */
+const NO_ROWS: DurableRow[] = [];
+
 export class ImapSession implements LoginSession, CompressSession {
   /**
    * The dispatch table (docs/imap.md "Structure"): each command's handler in src/imap/commands/, and when it may
@@ -171,6 +180,11 @@ export class ImapSession implements LoginSession, CompressSession {
   #flushScheduled = false;
   /** The running command's output waits in the encoder until its allow row is accepted (`#hold`). */
   #held = false;
+  /**
+   * The running command's allow rows written with `auditDurable` (on disk before it went upstream) and their ids: if
+   * the command is then answered NO or BAD, each gets an `error` row saying so (`#writeFailed`, docs/audit.md).
+   */
+  #durableRows: DurableRow[] = NO_ROWS;
   #wake: (() => void) | null = null;
   #closed = false;
   /** Octets of the literals of the command being read (COMMAND_MEMORY_FREE of them are not counted). */
@@ -573,6 +587,8 @@ export class ImapSession implements LoginSession, CompressSession {
   }
 
   tagged(tag: string, status: "OK" | "NO" | "BAD", code: string | null, text: string): void {
+    if (status !== "OK" && this.#durableRows.length > 0)
+      this.#writeFailed(`${status} ${code ? `[${code}] ` : ""}${text}`);
     this.sendText(`${tag} ${status} ${code ? `[${code}] ` : ""}${text === "" ? "." : text}`);
   }
 
@@ -583,7 +599,34 @@ export class ImapSession implements LoginSession, CompressSession {
     code: ResponseCode | null,
   ): void {
     const kind = status.status === "OK" ? "OK" : status.status === "NO" ? "NO" : "BAD";
-    this.send({ type: "status", tag, status: kind, code, text: withoutTimings(status.text) });
+    const text = withoutTimings(status.text);
+    if (kind !== "OK" && this.#durableRows.length > 0)
+      this.#writeFailed(`${kind} ${code ? `[${code.name}] ` : ""}${text}`);
+    this.send({ type: "status", tag, status: kind, code, text });
+  }
+
+  /**
+   * The running command is answered `reply` (NO or BAD) after allow rows of it went to disk: each gets an `error`
+   * row, its fields but the decision, naming it (`detail.row`) and the reply, so the log does not read as if the write
+   * was carried out (docs/audit.md "What a row records"). Queued, as a refusal's row is.
+   */
+  #writeFailed(reply: string): void {
+    const rows = this.#durableRows;
+    this.#durableRows = NO_ROWS;
+    for (const { ev, id } of rows) {
+      const failed: AuditEvent = {
+        ...ev,
+        time: Date.now(),
+        decision: "error",
+        reason: `failed after row ${id} allowed it: the command was answered ${reply}`,
+        detail: { row: id },
+      };
+      try {
+        this.ctx.audit.record(failed);
+      } catch (error) {
+        this.log.error(`session ${this.id}: audit row lost: ${(error as Error).message}`);
+      }
+    }
   }
 
   /**
@@ -979,6 +1022,7 @@ export class ImapSession implements LoginSession, CompressSession {
       this.#fail(cmd, error);
     } finally {
       this.#release();
+      this.#durableRows = NO_ROWS;
     }
   }
 
@@ -1361,9 +1405,18 @@ export class ImapSession implements LoginSession, CompressSession {
     if (ev.decision === "allow") this.#release();
   }
 
-  /** Records and waits until the row is on disk: for writes, before they go upstream (docs/audit.md). */
-  async auditDurable(ev: Row, group?: object): Promise<void> {
-    await this.ctx.audit.durable(this.#event(ev), group === undefined ? {} : { group });
+  /**
+   * Records and waits until the row is on disk: for writes, before they go upstream (docs/audit.md). An allow row is
+   * followed by an `error` row if the command is then answered NO or BAD (`#writeFailed`), unless `followed` is false.
+   */
+  async auditDurable(ev: Row, group?: object, followed = true): Promise<void> {
+    const event = this.#event(ev);
+    // The list of the command under way: a row that became durable only after its command ended (a rejected
+    // sibling of its group ended it) goes to that command's list, not to the next command's.
+    if (followed && this.#durableRows === NO_ROWS) this.#durableRows = [];
+    const rows = this.#durableRows;
+    const id = await this.ctx.audit.durable(event, group === undefined ? {} : { group });
+    if (followed && event.decision === "allow") rows.push({ ev: event, id });
     this.#release();
   }
 

@@ -175,9 +175,10 @@ export interface Session {
   auditRow(ev: Row): void;
   /**
    * Records and waits until the row is on disk: for writes, before they go upstream (docs/audit.md). Rows of one
-   * command pass the same `group` (DurableOptions.group).
+   * command pass the same `group` (DurableOptions.group). An allow row is followed by an `error` row naming it when
+   * the command is then answered NO or BAD, unless `followed` is false (a row of the proxy's own work).
    */
-  auditDurable(ev: Row, group?: object): Promise<void>;
+  auditDurable(ev: Row, group?: object, followed?: boolean): Promise<void>;
   /** Throws AuditUnavailableError while the audit log is known to be failing. */
   requireAudit(): void;
 }

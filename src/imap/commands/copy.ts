@@ -151,17 +151,21 @@ async function undoCopies(
     copies.push(...code.destination);
     for (const r of code.destination) count += r.stop - r.start + 1;
   }
-  await s.auditDurable({
-    command,
-    operation: "mail:delete",
-    folder,
-    target: null,
-    decision: "allow",
-    rule: null,
-    ruleIndex: null,
-    reason: "undo: the COPY failed part-way; the copies its completed parts made are removed (RFC 3501 §6.4.7)",
-    count,
-  });
+  await s.auditDurable(
+    {
+      command,
+      operation: "mail:delete",
+      folder,
+      target: null,
+      decision: "allow",
+      rule: null,
+      ruleIndex: null,
+      reason: "undo: the COPY failed part-way; the copies its completed parts made are removed (RFC 3501 §6.4.7)",
+      count,
+    },
+    undefined,
+    false, // the proxy undoing its own work: the COPY's NO gets its `error` row after the COPY's own allow row
+  );
   try {
     await s.withAuxiliary(async (up) => {
       let selected: number | null = null;
