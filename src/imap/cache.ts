@@ -44,7 +44,10 @@ export interface CachedVisibility {
   readonly uidValidity: number;
   /** Every UID up to this one was classified. */
   readonly classifiedThrough: number;
-  /** The highest UID ever classified visible (0 when none). */
+  /**
+   * The highest UID ever classified visible (0 when none), by any session: it may lie above `classifiedThrough`
+   * when the row's writer never learned of that message (`put`).
+   */
   readonly highestVisible: number;
   /** Visible UIDs, ascending, none above classifiedThrough. */
   readonly visible: Uint32Array;
@@ -174,7 +177,8 @@ export class ClassificationCache {
       through < 0 ||
       through > 0xffffffff ||
       !Number.isInteger(highest) ||
-      highest > through
+      highest < 0 ||
+      highest > 0xffffffff
     )
       return this.#invalid(key);
     let last = 0;
@@ -223,7 +227,10 @@ export class ClassificationCache {
    * At the same UIDVALIDITY the highest visible UID never goes down (docs/filtering.md "UID gaps"): a session that
    * selected the folder before another saw a visible arrival, which was expunged before this one learned of it,
    * knows a lower one, and its row (written when it classifies an arrival, a hidden one too) would lower the
-   * UIDNEXT the next session is told. It is kept within the classified range, which a row must hold to be read.
+   * UIDNEXT the next session is told. It is not cut to the new row's classified range: that session may have
+   * classified only up to a hidden arrival below the visible UID another session stored, and the cut value would
+   * be that hidden UID, told as UIDNEXT - 1 (docs/filtering.md "The cache"). So it may lie above
+   * `classifiedThrough`: it only ever raises UIDNEXT, and shows nothing.
    */
   put(key: CacheKey, value: CachedVisibility): boolean {
     if (this.#broken) return false;
@@ -235,7 +242,7 @@ export class ClassificationCache {
             "highest_visible, visible, hidden, hidden_slots, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?) " +
             "ON CONFLICT (account, folder, fingerprint) DO UPDATE SET highest_visible = CASE " +
             "WHEN visibility.uid_validity = excluded.uid_validity THEN " +
-            "min(max(visibility.highest_visible, excluded.highest_visible), excluded.classified_through) " +
+            "max(visibility.highest_visible, excluded.highest_visible) " +
             "ELSE excluded.highest_visible END, uid_validity = excluded.uid_validity, " +
             "classified_through = excluded.classified_through, visible = excluded.visible, " +
             "hidden = excluded.hidden, hidden_slots = excluded.hidden_slots, updated_at = excluded.updated_at",
