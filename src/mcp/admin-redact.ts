@@ -8,10 +8,14 @@
  *   variable or the file;
  * - and except keys that name no secret (`token_url` is an OAuth2 endpoint).
  * A URL with a user name or password in it (`https://user:pass@host/`) has them replaced too.
+ * A key the config does not know at its place (configSchema, src/config/schema.ts) is replaced whole, whatever its
+ * name: a misspelled `pasword` or `client_secert` (the very mistake that makes the file invalid) or a table the
+ * config has not holds a value no rule above can tell to be a secret or not, so it is not shown (fail closed).
  * On top of that, every tool result is scrubbed of each secret value the file holds inline or names by `_env`
  * (`scrubber`), so that an error message quoting a value cannot carry it out either.
  */
 
+import { configSchema } from "../config/schema.ts";
 import { isSecretKey } from "../config/secret-keys.ts";
 
 /** The value shown instead of a secret. */
@@ -23,19 +27,66 @@ export const SCRUB_MIN_LENGTH = 4;
 const URL_CREDENTIALS = /^([a-z][a-z0-9+.-]*:\/\/)[^/@\s]*@/i;
 
 /**
- * A copy of parsed TOML data with every secret replaced by REDACTED (the rule above). The TOML parser gives tables
- * without a prototype, literal objects have Object's; both are walked. A date is shown as it is; any other kind of
- * object is not a TOML value this rule knows, so it is replaced whole rather than shown unread.
+ * What the config takes at a place, read from its valibot schema (src/config/schema.ts): a table with known keys, a
+ * table of names (`[accounts.NAME]`), a list, or a value that is none of these (LEAF). UNKNOWN: a key the config does
+ * not take there.
  */
-export function redact(value: unknown, key: string | null = null): unknown {
+interface Shape {
+  readonly type: string;
+  readonly wrapped?: Shape;
+  readonly entries?: Readonly<Record<string, Shape>>;
+  readonly value?: Shape;
+  readonly item?: Shape;
+  readonly options?: readonly Shape[];
+}
+const LEAF: Shape = { type: "leaf" };
+const UNKNOWN = null;
+const CONFIG_SHAPE = configSchema as unknown as Shape;
+
+function unwrap(shape: Shape): Shape {
+  let s = shape;
+  while (s.type === "optional" && s.wrapped !== undefined) s = s.wrapped;
+  return s;
+}
+
+/** The shape of `key` in a table of `shape`, or UNKNOWN. */
+function fieldShape(shape: Shape, key: string): Shape | typeof UNKNOWN {
+  const s = unwrap(shape);
+  if (s.type === "strict_object" || s.type === "object")
+    return s.entries !== undefined && Object.hasOwn(s.entries, key) ? s.entries[key]! : UNKNOWN;
+  if (s.type === "record") return s.value ?? UNKNOWN;
+  if (s.type === "union")
+    for (const o of s.options ?? []) {
+      const t = unwrap(o).type;
+      if (t === "strict_object" || t === "object" || t === "record") return fieldShape(o, key);
+    }
+  return UNKNOWN;
+}
+
+/** The shape of an item of a list of `shape`: a list where the config takes none holds values (LEAF). */
+function itemShape(shape: Shape): Shape {
+  const s = unwrap(shape);
+  if (s.type === "array") return s.item ?? LEAF;
+  if (s.type === "union") for (const o of s.options ?? []) if (unwrap(o).type === "array") return itemShape(o);
+  return LEAF;
+}
+
+/**
+ * A copy of parsed TOML data with every secret replaced by REDACTED (the rule above), `shape` being what the config
+ * takes at the value's place (the whole file by default). The TOML parser gives tables without a prototype, literal
+ * objects have Object's; both are walked. A date is shown as it is; any other kind of object is not a TOML value
+ * this rule knows, so it is replaced whole rather than shown unread.
+ */
+export function redact(value: unknown, key: string | null = null, shape: Shape | null = CONFIG_SHAPE): unknown {
   if (key !== null && isSecretKey(key)) return REDACTED;
+  if (shape === UNKNOWN) return REDACTED;
   if (typeof value === "string") return value.replace(URL_CREDENTIALS, `$1${REDACTED}@`);
-  if (Array.isArray(value)) return value.map((v) => redact(v));
+  if (Array.isArray(value)) return value.map((v) => redact(v, null, itemShape(shape)));
   if (value === null || typeof value !== "object" || value instanceof Date) return value;
   const proto = Object.getPrototypeOf(value);
   if (proto !== null && proto !== Object.prototype) return REDACTED;
   const out: Record<string, unknown> = {};
-  for (const [k, v] of Object.entries(value)) out[k] = redact(v, k);
+  for (const [k, v] of Object.entries(value)) out[k] = redact(v, k, fieldShape(shape, k));
   return out;
 }
 

@@ -282,12 +282,12 @@ describe("reading", () => {
   test("the redaction rule walks the TOML parser's tables (they have no prototype)", () => {
     const parsed = parseToml(
       '[accounts.o]\npassword = "pw7"\ntoken_url = "https://u:p@idp.test/t"\n' +
-        '[[rules]]\nname = "r"\nsecret_note = 1\nwhen = 1979-05-27T07:32:00Z\n',
+        '[[rules]]\nname = "r"\nsecret_note = 1\nsubject = 1979-05-27T07:32:00Z\n',
     );
     const shown = redact(parsed) as { accounts: { o: Record<string, unknown> }; rules: Record<string, unknown>[] };
     expect(shown.accounts.o).toEqual({ password: REDACTED, token_url: `https://${REDACTED}@idp.test/t` });
     expect(shown.rules[0]!["secret_note"]).toBe(REDACTED);
-    expect(shown.rules[0]!["when"]).toBeInstanceOf(Date);
+    expect(shown.rules[0]!["subject"]).toBeInstanceOf(Date);
     // An object of a kind no TOML parser gives is not shown unread.
     expect(redact({ a: new Map([["password", "x"]]) })).toEqual({ a: REDACTED });
   });
