@@ -62,6 +62,13 @@ export interface LoadOptions {
    * nor a listener's `tls_key_file`.
    */
   readonly skipSecrets?: boolean;
+  /**
+   * Read only these of the host's files and environment variables (`mailgator mcp --admin`'s validate_config of a
+   * text: only what the config file on disk names, docs/mcp.md "Admin tools"). A file the config names that is not
+   * in `files` (a resolved path) is neither opened nor checked for access, and a variable not in `variables` is not
+   * looked up: each is taken as fine, and a warning says that it was not checked.
+   */
+  readonly only?: { readonly files: ReadonlySet<string>; readonly variables: ReadonlySet<string> };
 }
 
 /** The `env` that stands for "do not read secrets" (LoadOptions.skipSecrets). */
@@ -92,10 +99,27 @@ function pathString(path: readonly PathItem[]): string {
 
 class Problems {
   readonly list: ConfigProblem[] = [];
-  constructor(private readonly source: string) {}
+  /** What LoadOptions.only kept this load from reading: warnings, once the config is built. */
+  readonly unchecked: string[] = [];
+  constructor(
+    private readonly source: string,
+    private readonly only?: LoadOptions["only"],
+  ) {}
   add(path: readonly PathItem[], message: string): void {
     const at = locate(this.source, path);
     this.list.push({ path: pathString(path), message, line: at?.line, column: at?.column });
+  }
+  /** Whether the file `full` (named at `path`) may be opened or checked; when not, a warning says so. */
+  mayOpen(full: string, path: readonly PathItem[]): boolean {
+    if (this.only === undefined || this.only.files.has(full)) return true;
+    this.unchecked.push(`${pathString(path)}: file ${JSON.stringify(full)} not checked (not named by the config file)`);
+    return false;
+  }
+  /** Whether the environment variable `name` (named at `path`) may be looked up; when not, a warning says so. */
+  mayLookUp(name: string, path: readonly PathItem[]): boolean {
+    if (this.only === undefined || this.only.variables.has(name)) return true;
+    this.unchecked.push(`${pathString(path)}: environment variable ${name} not checked (not named by the config file)`);
+    return false;
   }
 }
 
@@ -202,8 +226,18 @@ function listenConflicts(raw: RawConfig, problems: Problems): void {
   }
 }
 
-function resolveFile(base: string, file: string, path: PathItem[], problems: Problems): string | null {
+/**
+ * The file's full path when it is readable (else null, with a problem); `unchecked` when LoadOptions.only leaves it
+ * unopened (then nothing else may read it either).
+ */
+function resolveFile(
+  base: string,
+  file: string,
+  path: PathItem[],
+  problems: Problems,
+): string | null | { unchecked: string } {
   const full = resolve(base, file);
+  if (!problems.mayOpen(full, path)) return { unchecked: full };
   try {
     accessSync(full, constants.R_OK);
   } catch {
@@ -289,22 +323,30 @@ function listener(
       `[${section}] listens on ${raw.listen_addr} without TLS: agents' logins cross the network in clear text`,
     );
   }
+  /** A file that LoadOptions.only leaves unopened is not read to check its contents either. */
+  let opened = true;
+  const path = (r: string | null | { unchecked: string }): string | null => {
+    if (r === null || typeof r === "string") return r;
+    opened = false;
+    return r.unchecked;
+  };
   if (raw.tls_cert_file !== undefined)
-    cert = resolveFile(base, raw.tls_cert_file, [section, "tls_cert_file"], problems);
+    cert = path(resolveFile(base, raw.tls_cert_file, [section, "tls_cert_file"], problems));
   // The private key is a secret: without secrets (LoadOptions.skipSecrets) its path is kept but the file not opened.
   if (raw.tls_key_file !== undefined)
     key = skipSecrets
       ? resolve(base, raw.tls_key_file)
-      : resolveFile(base, raw.tls_key_file, [section, "tls_key_file"], problems);
-  if (cert !== null && key !== null && !skipSecrets) {
+      : path(resolveFile(base, raw.tls_key_file, [section, "tls_key_file"], problems));
+  if (cert !== null && key !== null && !skipSecrets && opened) {
     const problem = tlsIdentityProblem(cert, key);
     if (problem !== null) problems.add([section, "tls_cert_file"], problem);
   }
+  opened = true;
   const ca =
     raw.upstream_ca_file === undefined
       ? null
-      : resolveFile(base, raw.upstream_ca_file, [section, "upstream_ca_file"], problems);
-  if (ca !== null) {
+      : path(resolveFile(base, raw.upstream_ca_file, [section, "upstream_ca_file"], problems));
+  if (ca !== null && opened) {
     const problem = caProblem(ca);
     if (problem !== null) problems.add([section, "upstream_ca_file"], problem);
   }
@@ -505,6 +547,7 @@ function secretFrom(
     return new Secret(raw[inline]);
   }
   if (raw[fromEnv] !== undefined) {
+    if (!problems.mayLookUp(raw[fromEnv], [...at, fromEnv])) return new Secret("");
     const value = env[raw[fromEnv]];
     if (value === undefined || value === "") {
       problems.add([...at, fromEnv], `environment variable ${raw[fromEnv]} is not set`);
@@ -518,6 +561,7 @@ function secretFrom(
   }
   if (raw[fromFile] !== undefined) {
     const file = resolve(base, raw[fromFile]);
+    if (!problems.mayOpen(file, [...at, fromFile])) return new Secret("");
     const read = readSecretFile(file);
     if (typeof read !== "string") {
       problems.add([...at, fromFile], read.problem);
@@ -941,7 +985,8 @@ function build(
     approvals,
     admin: raw.admin ? admin(raw.admin, problems, warnings) : null,
     quotas: quotas(raw.quotas, raw.agents ? agentNames : null, problems),
-    warnings,
+    // Last, after the ones the fields above added: what LoadOptions.only left unread.
+    warnings: [...warnings, ...problems.unchecked],
   };
 }
 
@@ -1068,7 +1113,7 @@ export function parseConfig(text: string, file: string, options: LoadOptions = {
     }
     throw e;
   }
-  const problems = new Problems(text);
+  const problems = new Problems(text, options.only);
   reservedNames(data, problems);
   const result = v.safeParse(configSchema, data);
   if (!result.success) schemaProblems(result.issues, problems);

@@ -8,7 +8,7 @@
 
 import { randomBytes } from "node:crypto";
 import { statSync } from "node:fs";
-import { resolve } from "node:path";
+import { dirname, resolve } from "node:path";
 import { McpServer } from "@modelcontextprotocol/sdk/server/mcp.js";
 import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
@@ -19,6 +19,7 @@ import {
   type Config,
   ConfigError,
   type ConfigLocation,
+  type LoadOptions,
   MAX_CONFIG_BYTES,
   parseConfig,
   type RuleConfig,
@@ -215,13 +216,22 @@ export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer
     },
   );
 
-  /** Secrets of the config on disk (and of `extra` text), scrubbed from every result. */
+  /**
+   * Secrets of the config on disk (and of `extra` text), scrubbed from every result. The variables `extra` names are
+   * looked up only when the file names them too (namedOnDisk): a value found would be an answer of its own.
+   */
   const scrub = (extra?: string) => {
     const found: string[] = [];
-    for (const text of [safeRead(file, ownedOnly), extra]) {
+    const disk = safeRead(file, ownedOnly);
+    const onDisk = namedOnDisk(file, disk);
+    const known = Object.fromEntries([...onDisk.variables].map((name) => [name, env[name]]));
+    for (const [text, vars] of [
+      [disk, env],
+      [extra, known],
+    ] as const) {
       if (text === undefined) continue;
       try {
-        found.push(...secretStrings(parseToml(text), env));
+        found.push(...secretStrings(parseToml(text), vars));
       } catch {}
     }
     return scrubber(found);
@@ -279,7 +289,14 @@ export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer
       inputSchema: toolArgs({ text: z.string().optional().describe("TOML to validate instead of the file on disk") }),
       annotations: { readOnlyHint: true },
     },
-    ({ text }) => answer(() => ({ file, ...validity(file, text ?? readText(file, ownedOnly), env) }), text),
+    ({ text }) =>
+      answer(
+        () =>
+          text === undefined
+            ? { file, ...validity(file, readText(file, ownedOnly), env) }
+            : { file, ...validity(file, text, env, namedOnDisk(file, safeRead(file, ownedOnly))) },
+        text,
+      ),
   );
 
   server.registerTool(
@@ -360,6 +377,32 @@ export function createAdminServer(options: AdminMcpOptions, env: Env): McpServer
   return server;
 }
 
+/**
+ * The files (resolved as the loader resolves them) and environment variables the config text `disk` names, under
+ * keys ending in `_file` and `_env`: all that validate_config may read of the host when it validates a text
+ * (docs/mcp.md "Admin tools"). Whatever else a text names is not opened nor looked up: a tool that reported on it
+ * would tell the client whether any path exists on the host and its mode, as the admin's user sees it.
+ */
+export function namedOnDisk(file: string, disk: string | undefined): NonNullable<LoadOptions["only"]> {
+  const files = new Set<string>();
+  const variables = new Set<string>();
+  let data: unknown = null;
+  try {
+    if (disk !== undefined) data = parseToml(disk);
+  } catch {}
+  const walk = (v: unknown, key: string | null): void => {
+    if (typeof v === "string") {
+      const k = key?.toLowerCase();
+      if (k?.endsWith("_file")) files.add(resolve(dirname(file), v));
+      else if (k?.endsWith("_env")) variables.add(v);
+    } else if (Array.isArray(v)) for (const item of v) walk(item, key);
+    else if (v !== null && typeof v === "object" && !(v instanceof Date))
+      for (const [k, item] of Object.entries(v)) walk(item, k);
+  };
+  walk(data, null);
+  return { files, variables };
+}
+
 function safeRead(file: string, ownedOnly: boolean): string | undefined {
   try {
     return readConfigText(file, ownedOnly);
@@ -391,7 +434,7 @@ function warningsOf(config: Config): string[] {
   return [...shadowedRules(config), ...config.warnings];
 }
 
-function validity(file: string, text: string, env: Env): Record<string, unknown> {
+function validity(file: string, text: string, env: Env, only?: LoadOptions["only"]): Record<string, unknown> {
   // validate_config's text is judged as the file would be: past the size every reader refuses (src/config/read.ts),
   // serve and every command would refuse it unread, so it is not valid, however well it parses.
   if (Buffer.byteLength(text, "utf8") > MAX_CONFIG_BYTES)
@@ -400,7 +443,7 @@ function validity(file: string, text: string, env: Env): Record<string, unknown>
       problems: problemsJson([{ message: TOO_LARGE }]),
     };
   try {
-    const config = parseConfig(text, file, { env });
+    const config = parseConfig(text, file, only === undefined ? { env } : { env, only });
     return { valid: true, revision: config.revision, rules: config.rules.length, warnings: warningsOf(config) };
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
