@@ -365,8 +365,9 @@ function fsyncFolder(dir: string): void {
 
 /**
  * Replaces the config file's text `before` by `after`: refused when the file no longer holds `before` (changed
- * since it was read); the old text goes to FILE.bak first. Both files get the config's owner, group and mode (0600
- * when it had group or other bits, which the admin tools refuse anyway). Both are written in full before either is
+ * since it was read), checked first and again right before the renames; the old text goes to FILE.bak first.
+ * Both files get the config's owner, group and mode (0600 when it had group or other bits, which the admin tools
+ * refuse anyway). Both are written in full before either is
  * renamed into place, so an owner or group that cannot be given changes nothing, FILE.bak included. With
  * `ownedOnly` (a file the search path found), the file read again must pass the owner check (src/config/read.ts):
  * one swapped for another user's copy of the same text since it was read would otherwise give both files its owner.
@@ -384,16 +385,20 @@ export function writeConfig(file: string, before: string, after: string, ownedOn
   }
   // Both names must still hold `before`: the link (with the owner check of a file the search path found), and the
   // file it names, which is replaced.
-  for (const name of target === file ? [file] : [file, target]) {
-    let now: string;
-    try {
-      now = readConfigText(name, ownedOnly);
-    } catch (e) {
-      const why = e instanceof ConfigError ? `: ${e.problems[0]?.message ?? e.message}` : "";
-      throw new EditRefused(`the config file cannot be read again${why}; nothing written`);
+  const unchanged = (): void => {
+    for (const name of target === file ? [file] : [file, target]) {
+      let now: string;
+      try {
+        now = readConfigText(name, ownedOnly);
+      } catch (e) {
+        const why = e instanceof ConfigError ? `: ${e.problems[0]?.message ?? e.message}` : "";
+        throw new EditRefused(`the config file cannot be read again${why}; nothing written`);
+      }
+      if (now !== before)
+        throw new EditRefused("the config file changed since it was read; nothing written, try again");
     }
-    if (now !== before) throw new EditRefused("the config file changed since it was read; nothing written, try again");
-  }
+  };
+  unchanged();
   const st = statSync(target);
   const mode = st.mode & 0o777;
   const owner = { uid: st.uid, gid: st.gid, mode: mode & 0o022 ? 0o600 : mode };
@@ -404,6 +409,15 @@ export function writeConfig(file: string, before: string, after: string, ownedOn
     newTemp = writeTemp(target, after, owner);
   } catch (e) {
     removeQuietly(oldTemp);
+    throw e;
+  }
+  // Again, as the last thing before the renames: writing and syncing both files takes time, and a hand edit saved
+  // meanwhile (an editor's save) would be renamed over, kept neither in the config nor in FILE.bak.
+  try {
+    unchanged();
+  } catch (e) {
+    removeQuietly(oldTemp);
+    removeQuietly(newTemp);
     throw e;
   }
   try {
