@@ -463,13 +463,35 @@ function revisionOf(file: string, text: string, env: Env): string | null {
 /** The audit command of a config write (docs/mcp.md "Config writes"). */
 export const CONFIG_WRITE_COMMAND = "CONFIG WRITE";
 
-/** The audit row of a config write: protocol cli, no agent; the new revision, and the previous one in detail. */
+/**
+ * What a rule edit changed, for its audit row's detail (docs/mcp.md "Config writes"): the rule's index, the rule as
+ * written in the file before and after, as JSON (null for an added or removed one: a row's detail holds scalars,
+ * docs/audit.md "Schema"), or for a move its name and new index. Rules hold no secret (their keys are ruleSchema's,
+ * src/config/schema.ts).
+ */
+type EditDetail =
+  | { index: number; before: string | null; after: string | null }
+  | { index: number; to: number; rule: string | null };
+
+/**
+ * A rule as its audit detail holds it, redacted as get_config shows it: a key a rule does not take (which a removed
+ * rule of an invalid file may have) is not written to the log.
+ */
+function ruleDetail(rule: RawRule | null): string | null {
+  return rule === null ? null : JSON.stringify((redact({ rules: [rule] }) as { rules: unknown[] }).rules[0]);
+}
+
+/**
+ * The audit row of a config write: protocol cli, no agent; the new revision, and in detail the tool, the previous
+ * revision and what changed.
+ */
 function configWriteEvent(
   config: Config,
   tool: string,
   decision: "allow" | "error",
   reason: string,
   previousRevision: string | null,
+  change: EditDetail,
 ): AuditEvent {
   return {
     session: `mcp-admin-${randomBytes(4).toString("hex")}`,
@@ -485,7 +507,7 @@ function configWriteEvent(
     ruleIndex: null,
     reason: reason.slice(0, 300),
     configRevision: config.revision,
-    detail: { tool, previousRevision },
+    detail: { tool, previousRevision, ...change },
   };
 }
 
@@ -527,7 +549,7 @@ function registerWriteTools(server: McpServer, file: string, ownedOnly: boolean,
    * Validates `after` like `check`, records the write in the audit log (durably, before the file changes: an edit
    * that cannot be audited is not made), writes it atomically with a backup, reloads the running instance.
    */
-  const commit = async (tool: string, before: string, after: string, what: string) => {
+  const commit = async (tool: string, before: string, after: string, what: string, change: EditDetail) => {
     // A file past the size every reader refuses (src/config/read.ts) would never load again: serve's next reload
     // and every command would refuse it.
     if (Buffer.byteLength(after, "utf8") > MAX_CONFIG_BYTES)
@@ -546,7 +568,14 @@ function registerWriteTools(server: McpServer, file: string, ownedOnly: boolean,
     }
     const previous = revisionOf(file, before, env);
     const event = (decision: "allow" | "error", reason: string) =>
-      configWriteEvent(config, tool, decision, `${reason} (mailgator mcp --admin, user ${currentUser()})`, previous);
+      configWriteEvent(
+        config,
+        tool,
+        decision,
+        `${reason} (mailgator mcp --admin, user ${currentUser()})`,
+        previous,
+        change,
+      );
     await audited(config, event("allow", what));
     let backup: string;
     try {
@@ -573,7 +602,7 @@ function registerWriteTools(server: McpServer, file: string, ownedOnly: boolean,
   const edit = (
     tool: (typeof WRITE_TOOLS)[number],
     what: (rules: RawRule[]) => string,
-    change: (text: string, rules: RawRule[]) => string,
+    change: (text: string, rules: RawRule[]) => { after: string; detail: EditDetail },
   ) =>
     answer(() =>
       serial(async () => {
@@ -584,8 +613,8 @@ function registerWriteTools(server: McpServer, file: string, ownedOnly: boolean,
         } catch (e) {
           throw new ToolError(`the config file is not valid TOML (${(e as Error).message.split("\n")[0]})`);
         }
-        const after = change(before, rules);
-        return commit(tool, before, after, what(rules));
+        const { after, detail } = change(before, rules);
+        return commit(tool, before, after, what(rules), detail);
       }),
     );
 
@@ -604,7 +633,13 @@ function registerWriteTools(server: McpServer, file: string, ownedOnly: boolean,
       edit(
         "add_rule",
         () => `added rule ${JSON.stringify(rule.name)}`,
-        (text) => addRule(text, tomlRule(rule), index),
+        (text, rules) => {
+          const added = tomlRule(rule);
+          return {
+            after: addRule(text, added, index),
+            detail: { index: index ?? rules.length, before: null, after: ruleDetail(added) },
+          };
+        },
       ),
   );
 
@@ -620,7 +655,11 @@ function registerWriteTools(server: McpServer, file: string, ownedOnly: boolean,
         (rules) => `updated rule ${JSON.stringify(rules[pick(rules, { index, name })]!["name"])}`,
         (text, rules) => {
           const i = pick(rules, { index, name });
-          return replaceRule(text, i, patchRule(rules[i]!, changes as Record<string, unknown>));
+          const patched = patchRule(rules[i]!, changes as Record<string, unknown>);
+          return {
+            after: replaceRule(text, i, patched),
+            detail: { index: i, before: ruleDetail(rules[i]!), after: ruleDetail(patched) },
+          };
         },
       ),
   );
@@ -635,7 +674,14 @@ function registerWriteTools(server: McpServer, file: string, ownedOnly: boolean,
       edit(
         "move_rule",
         (rules) => `moved rule ${JSON.stringify(rules[pick(rules, { index, name })]!["name"])} to index ${to}`,
-        (text, rules) => moveRule(text, pick(rules, { index, name }), to),
+        (text, rules) => {
+          const i = pick(rules, { index, name });
+          const moved = rules[i]!["name"];
+          return {
+            after: moveRule(text, i, to),
+            detail: { index: i, to, rule: typeof moved === "string" ? moved : null },
+          };
+        },
       ),
   );
 
@@ -646,7 +692,10 @@ function registerWriteTools(server: McpServer, file: string, ownedOnly: boolean,
       edit(
         "remove_rule",
         (rules) => `removed rule ${JSON.stringify(rules[pick(rules, { index, name })]!["name"])}`,
-        (text, rules) => removeRule(text, pick(rules, { index, name })),
+        (text, rules) => {
+          const i = pick(rules, { index, name });
+          return { after: removeRule(text, i), detail: { index: i, before: ruleDetail(rules[i]!), after: null } };
+        },
       ),
   );
 }
