@@ -363,6 +363,12 @@ function fsyncFolder(dir: string): void {
   }
 }
 
+/** Points in writeConfig's work a caller can run code at (tests: a hand edit saved at a chosen moment). */
+export interface WriteSteps {
+  /** After both temporary files (the new config, FILE.bak) are written and synced, before the last comparison. */
+  readonly written?: () => void;
+}
+
 /**
  * Replaces the config file's text `before` by `after`: refused when the file no longer holds `before` (changed
  * since it was read), checked first and again right before the renames; the old text goes to FILE.bak first.
@@ -374,7 +380,13 @@ function fsyncFolder(dir: string): void {
  * A `file` that is a symbolic link is written where it points: the link stays, and FILE.bak and the temporary files
  * are beside the file it names (docs/mcp.md "Config writes").
  */
-export function writeConfig(file: string, before: string, after: string, ownedOnly = false): { backup: string } {
+export function writeConfig(
+  file: string,
+  before: string,
+  after: string,
+  ownedOnly = false,
+  steps: WriteSteps = {},
+): { backup: string } {
   // The file itself, where `file` is a symbolic link to it: renamed over, the link would become a copy, and the file
   // it names (the one kept, say, in a repository) would keep the old text, and later changes to it would be unread.
   let target: string;
@@ -411,6 +423,7 @@ export function writeConfig(file: string, before: string, after: string, ownedOn
     removeQuietly(oldTemp);
     throw e;
   }
+  steps.written?.();
   // Again, as the last thing before the renames: writing and syncing both files takes time, and a hand edit saved
   // meanwhile (an editor's save) would be renamed over, kept neither in the config nor in FILE.bak.
   try {

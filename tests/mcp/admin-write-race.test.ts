@@ -5,35 +5,21 @@
  * so a hand edit saved in between (an editor's save while the edit was being written) was renamed over: lost from
  * the config, and not in FILE.bak either (that holds the text the edit was made from).
  *
- * The hand edit is saved at a chosen moment of writeConfig's own writing: node:fs's fsyncSync is wrapped so that
- * it saves it at the first sync of a temporary file, which no timing of a real editor can do on demand.
+ * The hand edit is saved at a chosen moment of writeConfig's own writing (`WriteSteps.written`: both temporary files
+ * written and synced), which no timing of a real editor can do on demand.
  */
 
-import { afterAll, beforeAll, expect, mock, test } from "bun:test";
+import { afterAll, beforeAll, expect, test } from "bun:test";
 import * as fs from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-
-const realFsync = fs.fsyncSync;
-/** Run once, at the next fsyncSync, then cleared. */
-let atNextSync: (() => void) | null = null;
-mock.module("node:fs", () => ({
-  ...fs,
-  fsyncSync: (fd: number) => {
-    const run = atNextSync;
-    atNextSync = null;
-    run?.();
-    return realFsync(fd);
-  },
-}));
-const { addRule, backupPath, writeConfig } = await import("../../src/mcp/admin-edit.ts");
+import { addRule, backupPath, writeConfig } from "../../src/mcp/admin-edit.ts";
 
 let dir: string;
 beforeAll(() => {
   dir = fs.mkdtempSync(join(tmpdir(), "mg-admin-write-race-"));
 });
 afterAll(() => {
-  atNextSync = null;
   fs.rmSync(dir, { recursive: true, force: true });
 });
 
@@ -45,9 +31,15 @@ test("a hand edit saved while the edit's files are being written is kept: the ed
   fs.writeFileSync(file, before, { mode: 0o600 });
   fs.writeFileSync(backupPath(file), "older\n", { mode: 0o600 });
   const after = addRule(before, { name: "new", action: "allow", folders: "INBOX" }, 0);
-  atNextSync = () => fs.writeFileSync(file, hand);
-  expect(() => writeConfig(file, before, after)).toThrow("the config file changed since it was read");
-  expect(atNextSync).toBeNull(); // the hand edit was saved during the write
+  let saved = false;
+  const written = () => {
+    fs.writeFileSync(file, hand);
+    saved = true;
+  };
+  expect(() => writeConfig(file, before, after, false, { written })).toThrow(
+    "the config file changed since it was read",
+  );
+  expect(saved).toBe(true); // the hand edit was saved during the write
   expect(fs.readFileSync(file, "utf8")).toBe(hand);
   expect(fs.readFileSync(backupPath(file), "utf8")).toBe("older\n");
   expect(fs.readdirSync(dir).sort()).toEqual(["mailgator.toml", "mailgator.toml.bak"]);
