@@ -212,6 +212,38 @@ describe("an unfiltered folder: upstream's mod-sequences", () => {
     }
   });
 
+  test("a FETCH or STORE naming mod-sequences and no message still enables CONDSTORE, as at Dovecot", async () => {
+    // RFC 7162 §3.1: each of these is a CONDSTORE enabling command whatever its set names; a folder selected gets
+    // `* OK [HIGHESTMODSEQ n]`, and every later untagged FETCH carries MODSEQ (§3.1.4). A set naming no message
+    // the agent knows (a UID past the last) sends nothing upstream, so the proxy enables CONDSTORE there itself.
+    const commands = [
+      "UID FETCH 999 (MODSEQ)",
+      "UID FETCH 999 (FLAGS) (CHANGEDSINCE 1)",
+      "UID STORE 999 (UNCHANGEDSINCE 1) +FLAGS (\\Answered)",
+    ];
+    for (const command of commands) {
+      const raw = await agent();
+      const ref = await direct();
+      try {
+        expect(statusOf(await raw.command("s", "SELECT Own"), "s")).toStartWith("s OK");
+        expect(statusOf(await ref.command("s", "SELECT Own"), "s")).toStartWith("s OK");
+        const theirs = await ref.command("c", command);
+        const mine = await raw.command("c", command);
+        expect(statusOf(mine, "c"), command).toStartWith("c OK");
+        expect(highest(theirs), command).not.toBeNull();
+        expect(highest(mine), command).toBe(highest(theirs));
+        // The flag set directly, then cleared through the proxy: Own's messages are as they were.
+        const refStore = await ref.command("f", "STORE 1 +FLAGS (\\Flagged)");
+        const store = await raw.command("f", "STORE 1 -FLAGS (\\Flagged)");
+        expect(refStore, command).toMatch(/\* 1 FETCH \([^\r\n]*MODSEQ \(\d+\)/);
+        expect(store, command).toMatch(/\* 1 FETCH \([^\r\n]*MODSEQ \(\d+\)/);
+      } finally {
+        raw.close();
+        ref.close();
+      }
+    }
+  });
+
   test("STORE UNCHANGEDSINCE: MODIFIED in the agent's numbers, the others stored; FETCH carries MODSEQ", async () => {
     const raw = await agent();
     try {

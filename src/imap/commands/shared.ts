@@ -285,17 +285,16 @@ export function modseqRelayed(s: Session): boolean {
 /**
  * A command that names mod-sequences (MODSEQ, CHANGEDSINCE, UNCHANGEDSINCE): BAD where CONDSTORE is not offered
  * and in a filtered folder, which answered `[NOMODSEQ]` (RFC 7162 §3.1.2.2); otherwise it enables CONDSTORE
- * (RFC 7162 §3.1), upstream too, as the same command goes there.
+ * (RFC 7162 §3.1), upstream too, before the command runs: the command itself may send nothing upstream (a set that
+ * names no message the agent knows), and CONDSTORE must be on there all the same, for the `[HIGHESTMODSEQ]` it
+ * answers now and the MODSEQ of every later untagged FETCH (§3.1.4).
  */
 export async function requireModseq(s: Session): Promise<void> {
   if (!s.capabilities().includes("CONDSTORE")) throw new Refusal("BAD", null, "Mod-sequences are not supported");
   if (s.box === null || s.box.visible !== null) {
     throw new Refusal("BAD", null, "This folder has no mod-sequences (NOMODSEQ)");
   }
-  if (s.condstore) return;
-  const upstreamHad = s.up?.condstore === true;
-  s.condstore = true;
-  if (upstreamHad) await announceHighestModseq(s);
+  await enableCondstore(s);
 }
 
 /** Enables CONDSTORE for the session and upstream (RFC 7162 §3.1), once; true when this call enabled it. */
