@@ -10,17 +10,25 @@ import { join } from "node:path";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { hashToken } from "../../src/vault/token.ts";
 import { createMailbox, upstreams } from "../fixtures/index.ts";
+import { TcpRelay } from "../fixtures/tcp-relay.ts";
 
 setDefaultTimeout(60_000);
 const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
 const dir = mkdtempSync(join(tmpdir(), "mg-connect-"));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
+/** An OSC 52 clipboard write, an OSC 8 link, a line erase, a backspace, RIGHT-TO-LEFT OVERRIDE. */
+const HOSTILE = "\x1b]52;c;aGk=\x07 \x1b]8;;https://evil.test/\x1b\\here\x1b]8;;\x1b\\ \x1b[2K\x08 \u202e";
+/** C0 but TAB and LF, DEL, C1, general category Cf, the line separators. */
+const RAW = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\p{Cf}]/u;
+
 interface Options {
   imapPort?: number;
   smtpPort?: number;
   ca?: boolean;
   password?: string;
+  /** upstream_tls of both listeners; "tls" unless given. */
+  tls?: "tls" | "starttls";
 }
 
 async function checkConnect(name: string, options: Options = {}): Promise<{ code: number; out: string }> {
@@ -33,13 +41,13 @@ async function checkConnect(name: string, options: Options = {}): Promise<{ code
     `[imap]
 listen_addr = "127.0.0.1:0"
 upstream_addr = "127.0.0.1:${options.imapPort ?? up.ports.imaps}"
-upstream_tls = "tls"
+upstream_tls = "${options.tls ?? "tls"}"
 ${ca}
 
 [smtp]
 listen_addr = "127.0.0.1:0"
 upstream_addr = "127.0.0.1:${options.smtpPort ?? up.ports.smtps}"
-upstream_tls = "tls"
+upstream_tls = "${options.tls ?? "tls"}"
 ${ca}
 
 [audit]
@@ -107,6 +115,34 @@ test("wrong password: TLS works, the login is refused, and that is what it says"
     /\[smtp\] upstream .*: FAILED: login as account main \(.*\) refused: check its username and password/,
   );
   expect(code).toBe(1);
+});
+
+test("a greeting's controls are printed escaped: the upstream cannot write to the terminal or clipboard", async () => {
+  // With starttls the greeting comes in clear, before the handshake: anyone on the path can write it. The relay
+  // stands for one, in front of the real Dovecot and Postfix, and puts an OSC 52 clipboard write, an OSC 8 link, a
+  // line erase, a backspace and U+202E (as UTF-8) into each greeting.
+  const up = upstreams();
+  const relay = (port: number, greeting: string) =>
+    TcpRelay.start({ host: up.host, port }, () => ({
+      fromTarget: (_chunk, link) => link.client.end(Buffer.from(`${greeting} ${HOSTILE} ok\r\n`, "utf8")),
+    }));
+  const imap = await relay(up.ports.imap, "* BYE");
+  const smtp = await relay(up.ports.smtp, "554 5.3.2");
+  try {
+    const { code, out } = await checkConnect("greeting", { imapPort: imap.port, smtpPort: smtp.port, tls: "starttls" });
+    expect(code).toBe(1);
+    expect(out).not.toMatch(RAW);
+    expect(out).toContain(
+      `[imap] upstream 127.0.0.1:${imap.port}: FAILED: the upstream server refused the connection: `,
+    );
+    expect(out).toContain(`[smtp] upstream 127.0.0.1:${smtp.port}: FAILED: upstream greeting was 554 5.3.2 `);
+    // Each control as its escape; the rest of the text as it came.
+    for (const escaped of ["\\u001b]52;c;aGk=\\u0007", "\\u001b]8;;https://evil.test/\\u001b\\", "\\u001b[2K\\u0008"])
+      expect(upstreamLines(out).split(escaped).length).toBe(3);
+  } finally {
+    await imap.close();
+    await smtp.close();
+  }
 });
 
 /** The lines of `check --connect` that report on the upstreams. */

@@ -83,6 +83,9 @@ export async function check(ctx: CommandContext): Promise<number> {
   ctx.out(lines.join("\n"));
   if (!values.connect) return EXIT_OK;
   const report = await checkConnections(config);
-  ctx.out(report.lines.join("\n"));
+  // The lines quote what the upstream wrote (its greeting, a refusal), which with upstream_tls = "starttls" anyone
+  // on the path can write before the handshake: its controls are escaped as the audit log's are (docs/install.md
+  // "Checking the upstreams").
+  ctx.out(report.lines.map(escapes).join("\n"));
   return report.ok ? EXIT_OK : EXIT_FAILURE;
 }
