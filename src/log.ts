@@ -5,6 +5,7 @@
  */
 
 import { type ConsolaInstance, createConsola, type LogObject } from "consola";
+import { escapes, terminalJson } from "./mail/display.ts";
 
 export type LogFormat = "pretty" | "json";
 
@@ -28,18 +29,25 @@ function jsonReporter(): { log: (obj: LogObject) => void } {
       if (extra) Object.assign(line, extra);
       const err = rest.find((a) => a instanceof Error);
       if (err) line["error"] = String(err);
-      process.stderr.write(`${JSON.stringify(line)}\n`);
+      // Messages quote what agents and upstream servers wrote: the characters JSON.stringify leaves as they are (C1
+      // controls, bidirectional overrides, line separators) are written as escapes too, the same values for a reader.
+      process.stderr.write(`${terminalJson(line)}\n`);
     },
   };
 }
 
-/** Text lines: time stamp, level, module, message; further lines of a message are indented under it. */
+/**
+ * Text lines: time stamp, level, module, message; further lines of a message (a stack trace) are indented under it.
+ * Messages quote what agents and upstream servers wrote (a greeting, a reply, a folder name): every other control
+ * and format character is written as its `\uXXXX` escape (`escapes`, as `mailgator audit` shows them), so that none
+ * reaches the terminal of whoever reads the log, and a CR cannot hide the line's start.
+ */
 function textReporter(): { log: (obj: LogObject) => void } {
   return {
     log(obj) {
       const [msg] = obj.args;
       const tag = obj.tag ? ` [${obj.tag}]` : "";
-      const text = String(msg).replaceAll("\n", "\n    ");
+      const text = String(msg).split("\n").map(escapes).join("\n    ");
       process.stderr.write(`${obj.date.toISOString()} ${obj.type}${tag} ${text}\n`);
     },
   };

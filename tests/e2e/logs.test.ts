@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { hashToken } from "../../src/vault/token.ts";
 import { createMailbox, smtpListener, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { TcpRelay } from "../fixtures/tcp-relay.ts";
 import { lineClient, runCli, type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(60_000);
@@ -220,5 +221,52 @@ test("upstream failures say what to check; a refused connection is not a wrong p
       served.proc.kill("SIGTERM");
     }
     expect(await served.proc.exited).toBe(0);
+  }
+});
+
+test("a log line quoting the upstream shows its controls escaped, in text and in JSON", async () => {
+  // With upstream_tls = "starttls" the greeting comes in clear, before the handshake: anyone on the path can write
+  // it. The relay stands for one, in front of the real Dovecot, and puts an OSC 52 clipboard write, an OSC 8 link, a
+  // line erase, a backspace and a lone 0x9b (CSI as one C1 octet) into the greeting; the proxy logs it.
+  const mailbox = await createMailbox({ name: "logs-hostile" });
+  const up = upstreams();
+  const hostile = Buffer.concat([
+    Buffer.from("* BYE \x1b]52;c;aGk=\x07 \x1b]8;;https://evil.test/\x1b\\here\x1b]8;;\x1b\\ \x1b[2K\x08 ", "latin1"),
+    Buffer.from([0x9b]),
+    Buffer.from("1A ok\r\n", "latin1"),
+  ]);
+  const relay = await TcpRelay.start({ host: up.host, port: up.ports.imap }, () => ({
+    fromTarget: (_chunk, link) => link.client.end(hostile),
+  }));
+  const raw = /[\x00-\x08\x0b-\x1f\x7f-\x9f\u2028\u2029\p{Cf}]/u;
+  try {
+    for (const format of ["pretty", "json"] as const) {
+      const file = config(mailbox, `127.0.0.1:${relay.port}`);
+      writeFileSync(file, readFileSync(file, "utf8").replace('upstream_tls = "tls"', 'upstream_tls = "starttls"'));
+      const served = serveChild(file, format);
+      try {
+        const c = await lineClient(tcpConnect({ host: "127.0.0.1", port: await served.port("IMAP") }));
+        await c.waitFor(/^\* OK/m);
+        c.send(`a0 LOGIN agent ${TOKEN}`);
+        expect(await c.waitFor(/^a0 NO .*$/m)).toContain("[UNAVAILABLE]");
+        c.close();
+        const line = await served.waitForLog(/refused the connection/);
+        expect(served.logs()).not.toMatch(raw);
+        // The text line shows each control as its escape; the JSON line is still valid and holds the same text.
+        const msg = format === "json" ? String((JSON.parse(line) as { msg: string }).msg) : line;
+        expect(msg).toContain(
+          "the upstream server refused the connection: " +
+            (format === "json"
+              ? "\x1b]52;c;aGk=\x07 \x1b]8;;https://evil.test/\x1b\\here\x1b]8;;\x1b\\ \x1b[2K\x08 \x9b1A ok"
+              : "\\u001b]52;c;aGk=\\u0007 \\u001b]8;;https://evil.test/\\u001b\\here\\u001b]8;;\\u001b\\ " +
+                "\\u001b[2K\\u0008 \\u009b1A ok"),
+        );
+      } finally {
+        served.proc.kill("SIGTERM");
+      }
+      expect(await served.proc.exited).toBe(0);
+    }
+  } finally {
+    await relay.close();
   }
 });

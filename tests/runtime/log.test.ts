@@ -66,3 +66,30 @@ test("a JSON line of the untagged logger (the command line's config errors) name
   expect(lines).toHaveLength(1);
   expect(JSON.parse(lines[0]!)).toMatchObject({ level: "error", module: UNTAGGED_MODULE, event: "config_error" });
 });
+
+test("a message's controls are escaped in both formats: a CR hides no line start, a LF only continues it", () => {
+  const message = "upstream: 451 \rall fine\u202e\u2028\x9b2K\nsecond line\x1b[1A";
+  const written: Record<string, string[]> = {};
+  for (const format of ["pretty", "json"] as const) {
+    configureLogger(format, 3);
+    const lines: string[] = (written[format] = []);
+    const write = spyOn(process.stderr, "write").mockImplementation((chunk: string | Uint8Array) => {
+      lines.push(String(chunk));
+      return true;
+    });
+    try {
+      moduleLogger("smtp").warn(message);
+    } finally {
+      write.mockRestore();
+    }
+  }
+  const text = written["pretty"]!.join("");
+  // The text line's further lines are indented under it; nothing else is written as it is.
+  expect(text).toMatch(
+    /^\S+Z warn \[smtp\] upstream: 451 \\u000dall fine\\u202e\\u2028\\u009b2K\n {4}second line\\u001b\[1A\n$/,
+  );
+  const json = written["json"]!.join("");
+  expect(json).not.toMatch(/[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\p{Cf}]/u);
+  expect(json.split("\n")).toHaveLength(2);
+  expect((JSON.parse(json) as { msg: string }).msg).toBe(message);
+});
