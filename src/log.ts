@@ -37,18 +37,23 @@ function jsonReporter(): { log: (obj: LogObject) => void } {
 }
 
 /**
- * Text lines: time stamp, level, module, message; further lines of a message (a stack trace) are indented under it.
- * Messages quote what agents and upstream servers wrote (a greeting, a reply, a folder name): every other control
- * and format character is written as its `\uXXXX` escape (`escapes`, as `mailgator audit` shows them), so that none
- * reaches the terminal of whoever reads the log, and a CR cannot hide the line's start.
+ * Text lines: time stamp, level, module, message. Messages quote what agents and upstream servers wrote (a greeting,
+ * a reply, a folder name), so every line begins as the writer made it: a message's further lines (a stack trace)
+ * are written with the same time stamp, level and module, then `| `, never as text of their own at a line's start,
+ * where a pattern anchored there (the fail2ban filter of docs/operations.md) would take a forged line for a real
+ * one; every other control and format character is written as its `\uXXXX` escape (`escapes`, as `mailgator audit`
+ * shows them), so that none reaches the terminal of whoever reads the log, and a CR cannot hide the line's start.
  */
 function textReporter(): { log: (obj: LogObject) => void } {
   return {
     log(obj) {
       const [msg] = obj.args;
       const tag = obj.tag ? ` [${obj.tag}]` : "";
-      const text = String(msg).split("\n").map(escapes).join("\n    ");
-      process.stderr.write(`${obj.date.toISOString()} ${obj.type}${tag} ${text}\n`);
+      const head = `${obj.date.toISOString()} ${obj.type}${tag}`;
+      const [first, ...more] = String(msg).split("\n").map(escapes);
+      let text = `${head} ${first}\n`;
+      for (const line of more) text += `${head} | ${line}\n`;
+      process.stderr.write(text);
     },
   };
 }

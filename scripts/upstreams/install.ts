@@ -1,5 +1,5 @@
 /**
- * Makes sure Debian's Dovecot, Postfix, swaks and (on request) nginx and Chromium are installed.
+ * Makes sure Debian's Dovecot, Postfix, swaks and (on request) nginx, Chromium and fail2ban are installed.
  *
  * As root, missing packages are installed with apt-get; package scripts are kept
  * from starting the system daemons (they would bind *:143, *:993, *:25, *:80) by a
@@ -18,8 +18,11 @@ const MAIL_SERVERS = [
   "openssl",
 ] as const;
 const NGINX = ["nginx", "libnginx-mod-mail"] as const;
-/** The browser the approval page's test drives (tests/browser/); `npm test` asks for it. */
-const BROWSER = ["chromium"] as const;
+/**
+ * What only the tests use, `npm test` asks for them: the browser the approval page's test drives (tests/browser/),
+ * and fail2ban, whose fail2ban-regex runs the filter docs/operations.md gives (tests/fixtures/fail2ban.ts).
+ */
+const BROWSER = ["chromium", "fail2ban"] as const;
 /** Where Debian's chromium package puts the browser. */
 export const CHROMIUM = "/usr/bin/chromium";
 

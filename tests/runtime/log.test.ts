@@ -67,7 +67,7 @@ test("a JSON line of the untagged logger (the command line's config errors) name
   expect(JSON.parse(lines[0]!)).toMatchObject({ level: "error", module: UNTAGGED_MODULE, event: "config_error" });
 });
 
-test("a message's controls are escaped in both formats: a CR hides no line start, a LF only continues it", () => {
+test("a message's controls are escaped in both formats: a CR hides no line start, a LF starts a marked line", () => {
   const message = "upstream: 451 \rall fine\u202e\u2028\x9b2K\nsecond line\x1b[1A";
   const written: Record<string, string[]> = {};
   for (const format of ["pretty", "json"] as const) {
@@ -84,10 +84,11 @@ test("a message's controls are escaped in both formats: a CR hides no line start
     }
   }
   const text = written["pretty"]!.join("");
-  // The text line's further lines are indented under it; nothing else is written as it is.
-  expect(text).toMatch(
-    /^\S+Z warn \[smtp\] upstream: 451 \\u000dall fine\\u202e\\u2028\\u009b2K\n {4}second line\\u001b\[1A\n$/,
-  );
+  // The text line's further lines begin as the first does, then `| `; nothing else is written as it is.
+  const [first, second] = text.split("\n");
+  expect(first).toMatch(/^\S+Z warn \[smtp\] upstream: 451 \\u000dall fine\\u202e\\u2028\\u009b2K$/);
+  expect(second).toBe(`${first!.split(" ")[0]} warn [smtp] | second line\\u001b[1A`);
+  expect(text.endsWith("\\u001b[1A\n")).toBe(true);
   const json = written["json"]!.join("");
   expect(json).not.toMatch(/[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\p{Cf}]/u);
   expect(json.split("\n")).toHaveLength(2);
