@@ -114,6 +114,12 @@ export class AccountCredentials {
   readonly #owner = leaseOwner();
   /** `settled()` calls under way: a refresh waiting for another process's lease gives up instead of waiting on. */
   #settling = 0;
+  /**
+   * Token requests still out of runtimes a reload replaced or removed (`prepareReload`), by account: the answer of
+   * one is stored over the pair it started from (`#throwIfRetired`), and the account's next token request waits for
+   * it rather than send the refresh token it may be retiring.
+   */
+  readonly #retiring = new Set<{ readonly name: string; readonly flight: Promise<TokenRecord> }>();
 
   constructor(options: CredentialsOptions) {
     this.#config = options.config;
@@ -163,9 +169,12 @@ export class AccountCredentials {
       commit: () => {
         const previous = this.#config.accounts;
         this.#config = next;
-        for (const name of [...this.#runtime.keys()]) {
+        for (const [name, rt] of [...this.#runtime]) {
           const account = ownEntry(next.accounts, name);
-          if (account?.auth !== "oauth2") this.#runtime.delete(name);
+          if (account?.auth !== "oauth2") {
+            this.#retire(name, rt);
+            this.#runtime.delete(name);
+          }
         }
         for (const account of oauth) {
           const before = ownEntry(previous, account.name);
@@ -173,6 +182,7 @@ export class AccountCredentials {
           const same = before?.auth === "oauth2" && sameClient(before.oauth2, account.oauth2);
           const grant = before?.auth === "oauth2" && sameGrant(before.oauth2, account.oauth2);
           if (rt === undefined || (!same && !grant)) {
+            if (rt !== undefined) this.#retire(account.name, rt);
             this.#runtime.set(account.name, this.#fresh(account));
           } else if (!same) {
             // The same grant: its tokens (unwritten ones too) and a refresh out stay; a second runtime would send
@@ -183,6 +193,15 @@ export class AccountCredentials {
         }
       },
     };
+  }
+
+  /** Keeps the token request `rt` has out, if any, in #retiring until it ends. */
+  #retire(name: string, rt: Runtime): void {
+    if (rt.flight === null) return;
+    const entry = { name, flight: rt.flight };
+    this.#retiring.add(entry);
+    const done = () => this.#retiring.delete(entry);
+    rt.flight.then(done, done);
   }
 
   /**
@@ -228,6 +247,7 @@ export class AccountCredentials {
     try {
       for (;;) {
         const flights = [...this.#runtime.values()].flatMap((rt) => (rt.flight ? [rt.flight] : []));
+        for (const { flight } of this.#retiring) flights.push(flight);
         if (flights.length === 0) break;
         await Promise.allSettled(flights);
       }
@@ -316,6 +336,10 @@ export class AccountCredentials {
 
   async #tokenRequest(account: OAuth2AccountConfig, rt: Runtime, retried = false): Promise<TokenRecord> {
     if (account.oauth2.grant === "client_credentials") return this.#leasedTokenRequest(account, rt, retried);
+    // A refresh of this account that a reload retired (the account was removed, or given another client, and is
+    // back) may still be out, sending the stored refresh token: it stores its answer, which this one then reads.
+    const retired = [...this.#retiring].flatMap((r) => (r.name === account.name ? [r.flight] : []));
+    if (retired.length > 0) await Promise.allSettled(retired);
     // One refresh of the account at a time across processes (src/accounts/lease.ts).
     const lease = { held: false };
     try {
@@ -433,7 +457,13 @@ export class AccountCredentials {
       }
     } catch (e) {
       if (e instanceof AccountNeedsReauthorization) throw e;
-      this.#throwIfRetired(account, rt);
+      // The response's access token is unusable, but the refresh token it rotated may be the only good one now.
+      const rotated = e instanceof UnusableAccessToken ? e.rotatedRefreshToken() : null;
+      const kept =
+        rotated !== null && settings.grant !== "client_credentials"
+          ? withRefreshToken(current, settings, started, rotated)
+          : null;
+      this.#throwIfRetired(account, rt, kept, base);
       const error = e as Error;
       // invalid_grant ends a refresh token's grant; a client_credentials request has none (RFC 6749 §4.4): there it
       // is an error of the app's registration or the provider, retried with backoff like invalid_client.
@@ -463,11 +493,7 @@ export class AccountCredentials {
         if (newer === null) throw new AccountNeedsReauthorization(name, error.message);
         return this.#useNewer(account, rt, newer, retried, error.message);
       }
-      // The response's access token is unusable, but the refresh token it rotated may be the only good one now.
-      const rotated = e instanceof UnusableAccessToken ? e.rotatedRefreshToken() : null;
-      if (rotated !== null && settings.grant !== "client_credentials") {
-        this.#keep(account, rt, withRefreshToken(current, settings, started, rotated), base);
-      }
+      if (kept !== null) this.#keep(account, rt, kept, base);
       rt.failures++;
       rt.retryAt = this.#now() + backoffMs(rt.failures);
       rt.lastError = error.message;
@@ -486,7 +512,7 @@ export class AccountCredentials {
       clientId: settings.clientId,
       tokenUrl: settings.tokenUrl,
     };
-    this.#throwIfRetired(account, rt);
+    this.#throwIfRetired(account, rt, settings.grant === "client_credentials" ? null : record, base);
     this.#keep(account, rt, record, base);
     if (rt.failures > 0) this.#log.info(`account ${name}: token endpoint answers again`);
     recovered(rt);
@@ -524,12 +550,29 @@ export class AccountCredentials {
   /**
    * A reload replaced the account's client (grant, client id or token endpoint) or removed the account while this
    * token request was out (`prepareReload`; another secret, scopes or authorize URL keep the request's runtime): its
-   * outcome belongs to the old client and is neither stored nor recorded (it would overwrite the new client's login,
-   * or mark the account for a grant it no longer uses), and the caller gets a temporary failure: a retry uses the
-   * new settings.
+   * outcome belongs to the old client. The account does not use it, no refusal is recorded (it would mark the
+   * account for a grant it no longer uses), and the caller gets a temporary failure: a retry uses the new settings.
+   * But `obtained`, a pair with the refresh token the provider issued (and may have retired the stored one for), is
+   * stored over `base`, the pair the request started from, as any refresh's is (never over a login stored since):
+   * a later reload that brings the account or its client back uses it (docs/accounts.md "Staying logged in").
    */
-  #throwIfRetired(account: OAuth2AccountConfig, rt: Runtime): void {
+  #throwIfRetired(
+    account: OAuth2AccountConfig,
+    rt: Runtime,
+    obtained: TokenRecord | null = null,
+    base: TokenRecord | null = null,
+  ): void {
     if (this.#runtime.get(account.name) === rt) return;
+    if (obtained !== null) {
+      try {
+        saveRefreshedTokens(this.#store!, account.name, obtained, base, this.#now());
+      } catch (e) {
+        this.#log.error(
+          `account ${account.name}: the tokens of a refresh a reload retired are not written to the state database ` +
+            `(${errorMessage(e)}); the account may need \`mailgator account login ${account.name}\``,
+        );
+      }
+    }
     throw new AccountTemporarilyUnavailable(
       account.name,
       "the account's settings changed by a reload while its token was being requested",

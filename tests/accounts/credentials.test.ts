@@ -673,11 +673,11 @@ describe("a reload's accounts (prepareReload, then commit)", () => {
     return { config, store, c, fake, release };
   }
 
-  for (const [what, answer] of [
-    ["a new token", { expect: { refresh_token: "rt-1" }, status: 200, body: msToken("at-2", "rt-2") }],
-    ["invalid_grant", { expect: { refresh_token: "rt-1" }, status: 400, body: { error: "invalid_grant" } }],
+  for (const [what, answer, stored] of [
+    ["a new token", { expect: { refresh_token: "rt-1" }, status: 200, body: msToken("at-2", "rt-2") }, "rt-2"],
+    ["invalid_grant", { expect: { refresh_token: "rt-1" }, status: 400, body: { error: "invalid_grant" } }, "rt-1"],
   ] as const) {
-    test(`a refresh out when a reload changes the client, answered with ${what}: not stored or noted`, async () => {
+    test(`a refresh out when a reload changes the client, answered with ${what}: not used or noted`, async () => {
       // The stored token expired: credentialFor waits for a refresh, whose answer waits for `release`.
       const { config, store, c, release, fake } = withToken(-1000, [answer], true);
       const pending = c.credentialFor("work");
@@ -686,8 +686,11 @@ describe("a reload's accounts (prepareReload, then commit)", () => {
       release();
       await expect(pending).rejects.toBeInstanceOf(AccountTemporarilyUnavailable);
       expect(fake.sent).toHaveLength(1);
-      // The old client's answer overwrote nothing and marked nothing: what is stored is as before the reload.
-      expect(readTokens(store, "work")).toMatchObject({ refreshToken: "rt-1", accessToken: "at-1" });
+      // The old client's answer marked nothing; a rotated pair is stored over the old client's pair it started
+      // from (the provider retired rt-1), which the new client does not use.
+      expect(readTokens(store, "work")).toMatchObject({ refreshToken: stored, clientId: CLIENT });
+      await expect(c.credentialFor("work")).rejects.toBeInstanceOf(AccountNeedsReauthorization);
+      expect(fake.sent).toHaveLength(1);
       expect(readStatus(store, "work")?.state).not.toBe("needs-reauthorization");
     });
   }
