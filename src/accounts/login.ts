@@ -7,7 +7,17 @@
 import { createServer, type Server } from "node:http";
 import type { OAuth2AccountConfig } from "../config/index.ts";
 import { escapes } from "../mail/display.ts";
-import { authorizationCodeGrant, classify, type Endpoint, endpointFor, type Grant, grantOf, oauth } from "./oauth.ts";
+import {
+  authorizationCodeGrant,
+  classify,
+  type Endpoint,
+  endpointFor,
+  type Grant,
+  grantOf,
+  oauth,
+  TOKEN_REQUEST_TIMEOUT_MS,
+  TokenEndpointUnavailable,
+} from "./oauth.ts";
 import { issuerOf } from "./providers.ts";
 
 /** How long a login waits for the browser's redirect or the device approval before giving up. */
@@ -214,6 +224,47 @@ async function standardDeviceResponse(response: Response): Promise<Response> {
   return new Response(JSON.stringify(body), { status: response.status, headers: response.headers });
 }
 
+/**
+ * A failure of the transport, not an answer: what `fetch` itself threw (no connection, a connection dropped, no
+ * answer in TOKEN_REQUEST_TIMEOUT_MS), apart from the response-size refusal (src/accounts/oauth.ts `capped`).
+ */
+class PollUnanswered extends Error {
+  override name = "PollUnanswered";
+}
+
+function unanswered(inner: typeof fetch): typeof fetch {
+  return (async (input: string | URL | Request, init?: RequestInit) => {
+    try {
+      return await inner(input, init);
+    } catch (e) {
+      if (e instanceof TokenEndpointUnavailable) throw e;
+      throw new PollUnanswered("no answer", { cause: e });
+    }
+  }) as typeof fetch;
+}
+
+/** The HTTP status of a response oauth4webapi refused, where it names one. */
+function statusOf(e: unknown): number | null {
+  if (e instanceof oauth.ResponseBodyError) return e.status;
+  if (e instanceof oauth.OperationProcessingError) {
+    const cause = e.cause as { status?: unknown } | undefined;
+    return typeof cause?.status === "number" ? cause.status : null;
+  }
+  return null;
+}
+
+/**
+ * A poll to try again later (RFC 8628 §3.5: "On encountering a connection timeout, clients MUST unilaterally reduce
+ * their polling frequency before retrying"): no answer, a dropped connection, or a 5xx or 429, which are no OAuth
+ * error response (RFC 6749 §5.2) and say nothing of the device code. Any other answer that is not a token response,
+ * authorization_pending or slow_down stops the login.
+ */
+function retriable(e: unknown): boolean {
+  if (e instanceof PollUnanswered) return true;
+  const status = statusOf(e);
+  return status !== null && (status >= 500 || status === 429);
+}
+
 /** RFC 8628: prints the code and the page to enter it on, then polls the token endpoint. */
 export async function loginDevice(account: OAuth2AccountConfig, io: LoginIo): Promise<Grant> {
   if (account.oauth2.deviceUrl === null)
@@ -229,7 +280,7 @@ export async function loginDevice(account: OAuth2AccountConfig, io: LoginIo): Pr
       ep.client,
       ep.auth,
       { scope: account.oauth2.scopes.join(" ") },
-      { ...ep.options, signal },
+      { ...ep.options, signal: AbortSignal.any([signal, AbortSignal.timeout(TOKEN_REQUEST_TIMEOUT_MS)]) },
     );
     device = await oauth.processDeviceAuthorizationResponse(ep.as, ep.client, await standardDeviceResponse(response));
   } catch (e) {
@@ -242,12 +293,16 @@ export async function loginDevice(account: OAuth2AccountConfig, io: LoginIo): Pr
   const between = (s: number) => Math.min(Math.max(s, DEVICE_MIN_INTERVAL_S), DEVICE_MAX_INTERVAL_S);
   let interval = between(device.interval ?? DEVICE_DEFAULT_INTERVAL_S);
   const deadline = Date.now() + device.expires_in * 1000;
+  const redact = (t: string) => ep.redact(t, [device.device_code]);
+  const customFetch = unanswered(ep.options[oauth.customFetch] ?? fetch);
   while (Date.now() < deadline) {
     await sleep(interval * 1000, signal);
     try {
       const response = await oauth.deviceCodeGrantRequest(ep.as, ep.client, ep.auth, device.device_code, {
         ...ep.options,
-        signal,
+        [oauth.customFetch]: customFetch,
+        // Each poll gets TOKEN_REQUEST_TIMEOUT_MS: one that hangs is retried, not waited on until the login's end.
+        signal: AbortSignal.any([signal, AbortSignal.timeout(TOKEN_REQUEST_TIMEOUT_MS)]),
       });
       return grantOf(await oauth.processDeviceCodeResponse(ep.as, ep.client, response));
     } catch (e) {
@@ -257,7 +312,14 @@ export async function loginDevice(account: OAuth2AccountConfig, io: LoginIo): Pr
         continue;
       }
       if (signal.aborted) break;
-      throw new LoginError(`device login failed: ${classify(e, (t) => ep.redact(t, [device.device_code])).message}`);
+      const cause = e instanceof PollUnanswered ? e.cause : e;
+      const message = classify(cause, redact).message;
+      if (retriable(e)) {
+        interval = between(interval * 2);
+        io.say(`The poll failed (${message}); polling again in ${interval} s`);
+        continue;
+      }
+      throw new LoginError(`device login failed: ${message}`);
     }
   }
   throw new LoginError("the code was not approved in time; run the login again");
