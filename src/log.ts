@@ -120,6 +120,33 @@ export function logLoginFailure(protocol: "imap" | "smtp", client: string, user:
   });
 }
 
+/**
+ * A login lock-out that starts (docs/config.md "Who connects"): `login lock-out: client=<address> protocol=<p>
+ * user=<name> by=<address|name> until=<time>`. Not the `login failed:` line, so that the fail2ban filter of
+ * docs/operations.md counts each failure once; nor is a login refused under the lock logged as a failure.
+ */
+export function logLockout(
+  protocol: "imap" | "smtp",
+  client: string,
+  user: string | null,
+  by: "address" | "name",
+  until: number,
+): void {
+  const name = logSafeName(user);
+  const at = new Date(until).toISOString();
+  moduleLogger(protocol).warn(
+    `login lock-out: client=${client} protocol=${protocol} user=${name} by=${by} until=${at}`,
+    {
+      event: "login_lockout",
+      client,
+      protocol,
+      user: name,
+      by,
+      until: at,
+    },
+  );
+}
+
 /** The access line's `end` of a session that ended for no other reason recorded (docs/operations.md "Logs"). */
 export const CLIENT_CLOSED = "client closed the connection";
 

@@ -9,7 +9,14 @@ import type { AuditLog } from "../audit/index.ts";
 import { assertRules } from "../config/rules.ts";
 import type { Config, ImapLimits } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
-import { FailureThrottle, readCaFile, SessionCounter, SHUTDOWN_GRACE_MS, type UpstreamTarget } from "../net/index.ts";
+import {
+  FailureThrottle,
+  LoginLockout,
+  readCaFile,
+  SessionCounter,
+  SHUTDOWN_GRACE_MS,
+  type UpstreamTarget,
+} from "../net/index.ts";
 import { FILTERED_OPERATIONS, MESSAGE_FIELDS, type Policy } from "../policy/index.ts";
 import { openQuotas, type Quotas } from "../quotas/index.ts";
 import { listenForAgents } from "../runtime/agent-listener.ts";
@@ -73,6 +80,8 @@ export async function startImapProxy(deps: {
   commandMemoryBudget?: number;
   commandMemoryFree?: number;
   loginThrottle?: Partial<typeof LOGIN_THROTTLE>;
+  /** Failed logins counted across connections; `serve` gives both listeners one. Default: LOGIN_LOCKOUT's own. */
+  lockout?: LoginLockout;
 }): Promise<ImapProxy> {
   const { config, policy, audit } = deps;
   const log = moduleLogger("imap");
@@ -134,6 +143,7 @@ export async function startImapProxy(deps: {
       return current.identity;
     },
     throttle: new FailureThrottle({ ...LOGIN_THROTTLE, ...deps.loginThrottle }),
+    lockout: deps.lockout ?? new LoginLockout(),
     timeouts,
     get limits() {
       return current.limits;

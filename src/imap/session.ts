@@ -13,10 +13,14 @@ import type { AuditEvent } from "../audit/index.ts";
 import { AuditUnavailableError, waitForAuditBacklog } from "../audit/index.ts";
 import { ownEntry } from "../config/names.ts";
 import type { Config } from "../config/types.ts";
-import { CLIENT_CLOSED, errorMessage, logAccess, logLoginFailure, moduleLogger } from "../log.ts";
+import { CLIENT_CLOSED, errorMessage, logAccess, logLockout, logLoginFailure, moduleLogger } from "../log.ts";
 import {
   type Connection,
   failureDelay,
+  type Lock,
+  lockedReason,
+  lockoutName,
+  lockStartedReason,
   sameUpstream,
   type TlsIdentity,
   UpstreamError,
@@ -1588,6 +1592,33 @@ export class ImapSession implements LoginSession, CompressSession {
     this.shutdown();
   }
 
+  /**
+   * A login while its address or name is locked out (docs/config.md "Who connects"): refused before its credentials
+   * are checked, with a row but without the failed-login log line (it is not a guess), and after the failed-login
+   * delay (so that LOGINs pipelined on one connection do not write rows as fast as they come), `NO [UNAVAILABLE]`
+   * (RFC 5530 §3: a temporary failure; the client may try again later, when the lock has ended).
+   */
+  async loginLocked(tag: string, command: string, username: string, lock: Lock): Promise<void> {
+    if (this.#loginResult === "none") this.#loginResult = "failed";
+    const recorded = recordedLoginName(
+      username,
+      this.ctx.config.agents.map((a) => a.tokenHash),
+    );
+    this.auditRow({
+      command,
+      operation: null,
+      folder: null,
+      target: recorded === null ? null : recorded.slice(0, 200),
+      decision: "deny",
+      rule: null,
+      ruleIndex: null,
+      reason: lockedReason(lock),
+      detail: { lockout: lock.by, limit: lock.limit, until: new Date(lock.until).toISOString() },
+    });
+    await this.#failureDelay(this.ctx.throttle.fail(this.conn.remoteAddress));
+    this.tagged(tag, "NO", "UNAVAILABLE", "Too many failed logins; try again later");
+  }
+
   /** A login that fails after its place was taken gives the place back (a retried LOGIN takes a new one). */
   dropPlace(): void {
     this.#releasePlace?.();
@@ -1636,14 +1667,32 @@ export class ImapSession implements LoginSession, CompressSession {
       reason: `login failed: ${reason}`,
     });
     const delay = this.ctx.throttle.fail(this.conn.remoteAddress);
-    // The delay ends early when the proxy stops: the NO, then the BYE (stop).
-    if (!this.#stopping) {
-      const wait = failureDelay(delay);
-      this.#endWait = wait.end;
-      await wait.done;
-      this.#endWait = null;
+    const counted = lockoutName(this.ctx.config.agents, given, this.conn.remoteAddress);
+    for (const lock of this.ctx.lockout.fail(this.conn.remoteAddress, counted)) {
+      logLockout("imap", this.conn.remoteAddress, username, lock.by, lock.until);
+      this.auditRow({
+        command,
+        operation: null,
+        folder: null,
+        target: username === null ? null : username.slice(0, 200),
+        decision: "deny",
+        rule: null,
+        ruleIndex: null,
+        reason: lockStartedReason(lock),
+        detail: { lockout: lock.by, limit: lock.limit, until: new Date(lock.until).toISOString() },
+      });
     }
+    await this.#failureDelay(delay);
     this.tagged(tag, "NO", "AUTHENTICATIONFAILED", "Authentication failed");
+  }
+
+  /** The failed-login delay before a refused login's reply; it ends early when the proxy stops (the NO, then BYE). */
+  async #failureDelay(ms: number): Promise<void> {
+    if (this.#stopping) return;
+    const wait = failureDelay(ms);
+    this.#endWait = wait.end;
+    await wait.done;
+    this.#endWait = null;
   }
 }
 

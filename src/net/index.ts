@@ -13,6 +13,15 @@ export {
   SHUTDOWN_GRACE_MS,
   type TlsIdentity,
 } from "./listener.ts";
+export {
+  LOGIN_LOCKOUT,
+  type Lock,
+  type LockoutLimits,
+  LoginLockout,
+  lockedReason,
+  lockoutName,
+  lockStartedReason,
+} from "./lockout.ts";
 export { overloadEvent } from "./overload.ts";
 export { SessionCounter } from "./sessions.ts";
 export { FailureThrottle, failureDelay, type ThrottleLimits } from "./throttle.ts";

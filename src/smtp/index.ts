@@ -11,7 +11,14 @@ import type { AuditLog } from "../audit/index.ts";
 import { assertRules } from "../config/rules.ts";
 import type { Config } from "../config/types.ts";
 import { moduleLogger } from "../log.ts";
-import { FailureThrottle, readCaFile, SessionCounter, SHUTDOWN_GRACE_MS, type UpstreamTarget } from "../net/index.ts";
+import {
+  FailureThrottle,
+  LoginLockout,
+  readCaFile,
+  SessionCounter,
+  SHUTDOWN_GRACE_MS,
+  type UpstreamTarget,
+} from "../net/index.ts";
 import type { Policy } from "../policy/index.ts";
 import { openQuotas, type Quotas } from "../quotas/index.ts";
 import { listenForAgents } from "../runtime/agent-listener.ts";
@@ -53,6 +60,8 @@ export interface SmtpProxyOptions {
   readonly quotas?: Quotas;
   /** Tests only: shorter times (idle, login delay); connection limits and session times come from `[limits]`. */
   readonly limits?: Partial<SessionLimits>;
+  /** Failed logins counted across connections; `serve` gives both listeners one. Default: LOGIN_LOCKOUT's own. */
+  readonly lockout?: LoginLockout;
 }
 
 /** The spool directory: `mailgator-spool/` beside the audit database (docs/smtp.md). */
@@ -129,6 +138,7 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
       windowMs: AUTH_FAILURE_WINDOW_MS,
       maxTracked: AUTH_FAILURE_TRACKED_ADDRESSES,
     }),
+    lockout: opts.lockout ?? new LoginLockout(),
     hostname: validHostname(),
     sessions: new Set(),
     holds: new Set(),

@@ -25,11 +25,14 @@ import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import { AUDIT_BACKLOG_PAUSE_ROWS, waitForAuditBacklog } from "../audit/index.ts";
 import { ownEntry } from "../config/names.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
-import { CLIENT_CLOSED, errorMessage, logAccess, logLoginFailure, moduleLogger } from "../log.ts";
-import type { Connection, FailureThrottle, TlsIdentity, UpstreamTarget } from "../net/index.ts";
+import { CLIENT_CLOSED, errorMessage, logAccess, logLockout, logLoginFailure, moduleLogger } from "../log.ts";
+import type { Connection, FailureThrottle, Lock, LoginLockout, TlsIdentity, UpstreamTarget } from "../net/index.ts";
 import {
   failureDelay,
   LineFramer,
+  lockedReason,
+  lockoutName,
+  lockStartedReason,
   overlongCredentials,
   SessionCounter,
   sameUpstream,
@@ -112,6 +115,8 @@ export interface SessionContext {
   readonly identity: TlsIdentity | null;
   readonly spoolDir: string;
   readonly throttle: FailureThrottle;
+  /** Failed logins counted across connections and both listeners (src/net/lockout.ts). */
+  readonly lockout: LoginLockout;
   readonly limits: SessionLimits;
   readonly hostname: string;
   /** Sessions currently open, so that close() can end them. */
@@ -928,6 +933,9 @@ export class SmtpSession {
       this.#send(reply(501, "5.5.2", "Malformed authentication response"));
       return;
     }
+    // Locked out: refused before the credentials are checked, a correct login included (src/net/lockout.ts).
+    const lock = this.#ctx.lockout.locked(this.#conn.remoteAddress, attempt.username);
+    if (lock !== null) return this.#authLocked(attempt.username, lockedReason(lock), lock);
     const overlong = overlongCredentials(attempt.username, attempt.password);
     if (overlong !== null) return this.#authFailed(attempt.username, overlong);
     // The upstream in force now: the one a connection kept for sending is opened to, and the one a reload compares.
@@ -1067,19 +1075,61 @@ export class SmtpSession {
       reason: `login refused: ${reason}`,
       detail: { delayMs: delay },
     });
-    this.#flush();
-    // The delay ends early when the proxy stops: the 535, then the 421 (shutdown).
-    if (!this.#endAfterCommand) {
-      const wait = failureDelay(delay);
-      this.#endWait = wait.end;
-      await wait.done;
-      this.#endWait = null;
+    const counted = lockoutName(this.#ctx.config.agents, given, address);
+    for (const lock of this.#ctx.lockout.fail(address, counted)) {
+      logLockout("smtp", address, username, lock.by, lock.until);
+      this.#audit({
+        command: "AUTH",
+        target: username.slice(0, 200),
+        decision: "deny",
+        reason: lockStartedReason(lock),
+        detail: { lockout: lock.by, limit: lock.limit, until: new Date(lock.until).toISOString() },
+      });
     }
+    this.#flush();
+    await this.#failureDelay(delay);
     this.#send(reply(535, "5.7.8", "Authentication credentials invalid"));
     if (++this.#authFailures >= MAX_AUTH_FAILURES_PER_SESSION) {
       this.#send(reply(421, "4.7.0", "Too many failed logins; closing"));
       this.#close();
     }
+  }
+
+  /**
+   * A login while its address or name is locked out (docs/config.md "Who connects"): refused before its credentials
+   * are checked, with a row but without the failed-login log line (it is not a guess), and after the failed-login
+   * delay, `454 4.7.0` (RFC 4954 §6: a temporary authentication failure). It counts toward
+   * MAX_AUTH_FAILURES_PER_SESSION, as a failure does.
+   */
+  async #authLocked(given: string, reason: string, lock: Lock): Promise<void> {
+    const username = recordedLoginName(
+      given,
+      this.#ctx.config.agents.map((a) => a.tokenHash),
+    );
+    if (this.#loginResult === "none") this.#loginResult = "failed";
+    this.#audit({
+      command: "AUTH",
+      target: username.slice(0, 200),
+      decision: "deny",
+      reason,
+      detail: { lockout: lock.by, limit: lock.limit, until: new Date(lock.until).toISOString() },
+    });
+    this.#flush();
+    await this.#failureDelay(this.#ctx.throttle.fail(this.#conn.remoteAddress));
+    this.#send(reply(454, "4.7.0", "Too many failed logins; try again later"));
+    if (++this.#authFailures >= MAX_AUTH_FAILURES_PER_SESSION) {
+      this.#send(reply(421, "4.7.0", "Too many failed logins; closing"));
+      this.#close();
+    }
+  }
+
+  /** The failed-login delay before a refused AUTH's reply. It ends early when the proxy stops: the reply, then 421. */
+  async #failureDelay(ms: number): Promise<void> {
+    if (this.#endAfterCommand) return;
+    const wait = failureDelay(ms);
+    this.#endWait = wait.end;
+    await wait.done;
+    this.#endWait = null;
   }
 
   // ---- transaction ----

@@ -17,6 +17,7 @@ import type { LOGIN_THROTTLE } from "../../src/imap/limits.ts";
 import { UpstreamSession, type UpstreamTimeouts } from "../../src/imap/upstream.ts";
 import type { Value } from "../../src/imap/wire/index.ts";
 import { Connection } from "../../src/net/connection.ts";
+import type { LoginLockout } from "../../src/net/lockout.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
 import { LiveConfig } from "../../src/runtime/reload.ts";
 import { connectImap, createMailbox, upstreams } from "../fixtures/index.ts";
@@ -39,6 +40,8 @@ export interface ProxyOptions {
   readonly wrapAudit?: (log: AuditLog) => AuditLog;
   /** The failed-login delay, instead of LOGIN_THROTTLE. */
   readonly loginThrottle?: Partial<typeof LOGIN_THROTTLE>;
+  /** The failed-login count (a shorter lock, or one shared with an SMTP proxy), instead of one of its own. */
+  readonly lockout?: LoginLockout;
   /** Shorter upstream and agent TLS handshake deadlines (startImapProxy's `timeouts`). */
   readonly timeouts?: Partial<UpstreamTimeouts>;
   /** Instead of RESPONSE_MEMORY_BUDGET. */
@@ -98,6 +101,7 @@ export async function startTestProxy(options: ProxyOptions = {}): Promise<TestPr
     audit: options.wrapAudit?.(audit) ?? audit,
     live,
     ...(options.loginThrottle === undefined ? {} : { loginThrottle: options.loginThrottle }),
+    ...(options.lockout === undefined ? {} : { lockout: options.lockout }),
     ...(options.timeouts === undefined ? {} : { timeouts: options.timeouts }),
     ...(options.responseMemoryBudget === undefined ? {} : { responseMemoryBudget: options.responseMemoryBudget }),
     ...(options.responseMemoryFree === undefined ? {} : { responseMemoryFree: options.responseMemoryFree }),
@@ -172,13 +176,16 @@ export async function proxyClient(
 
 /** A raw IMAP client: send lines, read until a tagged reply; every byte visible. */
 export class RawImap extends RawSocket {
-  static async open(port: number, options: { tls?: boolean } = {}): Promise<RawImap> {
+  /** `localAddress`: the client's own address (any of 127.0.0.0/8 on loopback), for per-address limits. */
+  static async open(port: number, options: { tls?: boolean; localAddress?: string } = {}): Promise<RawImap> {
+    const local = options.localAddress === undefined ? {} : { localAddress: options.localAddress };
     const socket = await new Promise<Socket>((resolve, reject) => {
       const s = options.tls
-        ? tlsConnect({ host: "127.0.0.1", port, ca: readFileSync(upstreams().caFile), servername: "localhost" }, () =>
-            resolve(s),
+        ? tlsConnect(
+            { host: "127.0.0.1", port, ca: readFileSync(upstreams().caFile), servername: "localhost", ...local },
+            () => resolve(s),
           )
-        : connect({ host: "127.0.0.1", port }, () => resolve(s));
+        : connect({ host: "127.0.0.1", port, ...local }, () => resolve(s));
       s.once("error", reject);
     });
     const client = new RawImap(socket);

@@ -16,6 +16,7 @@ import { type ApprovalRow, ApprovalStore } from "../../src/approvals/store.ts";
 import { AuditLog, type AuditRow } from "../../src/audit/index.ts";
 import type { Config } from "../../src/config/index.ts";
 import { parseConfig } from "../../src/config/index.ts";
+import type { LoginLockout } from "../../src/net/lockout.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
 import { LiveConfig } from "../../src/runtime/reload.ts";
 import { type SmtpProxy, startSmtpProxy } from "../../src/smtp/index.ts";
@@ -56,6 +57,8 @@ export interface ProxyOptions {
   /** host:port instead of the Postfix port for the upstream mode. */
   readonly upstreamAddr?: string;
   readonly limits?: Partial<SessionLimits>;
+  /** The failed-login count (a shorter lock, or one shared with an IMAP proxy), instead of one of its own. */
+  readonly lockout?: LoginLockout;
   /** Trusted extra CA for the upstream; default the test CA, null for none. */
   readonly caFile?: string | null;
   /** What the proxy is given as its audit log, built around the real one (a slow or failing log). */
@@ -126,6 +129,7 @@ ${options.rules}
     approvals,
     ...(options.onHeld ? { onHeld: options.onHeld } : {}),
     ...(options.limits ? { limits: options.limits } : {}),
+    ...(options.lockout ? { lockout: options.lockout } : {}),
   });
   return {
     proxy,

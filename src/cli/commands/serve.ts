@@ -26,7 +26,7 @@ import {
 import { startImapProxy } from "../../imap/index.ts";
 import { errorMessage, moduleLogger } from "../../log.ts";
 import { removeConfigWriteLeftovers } from "../../mcp/admin-edit.ts";
-import { SHUTDOWN_GRACE_MS } from "../../net/index.ts";
+import { LoginLockout, SHUTDOWN_GRACE_MS } from "../../net/index.ts";
 import { compilePolicy, type Policy } from "../../policy/index.ts";
 import { openQuotas, type Quotas, type RunningQuotas } from "../../quotas/index.ts";
 import {
@@ -85,6 +85,8 @@ export interface ProxyDeps {
   readonly onHeld?: (row: ApprovalRow) => void;
   /** `[[quotas]]` counted in the state database (docs/quotas.md). */
   readonly quotas: Quotas;
+  /** Failed logins, one count for both listeners (docs/config.md "Who connects"). */
+  readonly lockout: LoginLockout;
 }
 
 type Starter = (deps: ProxyDeps) => Promise<ProxyHandle>;
@@ -399,6 +401,7 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
     approvals,
     ...(notifier === null ? {} : { onHeld: (row: ApprovalRow) => notifier?.held(row) }),
     quotas: quotas.quotas,
+    lockout: new LoginLockout(),
   };
   try {
     for (const name of ["imap", "smtp"] as const) {

@@ -9,7 +9,15 @@ import type { AccountCredentials } from "../../accounts/index.ts";
 import type { AuditEvent, AuditLog } from "../../audit/index.ts";
 import type { Config, ImapLimits } from "../../config/types.ts";
 import type { moduleLogger } from "../../log.ts";
-import type { Connection, FailureThrottle, SessionCounter, TlsIdentity, UpstreamTarget } from "../../net/index.ts";
+import type {
+  Connection,
+  FailureThrottle,
+  Lock,
+  LoginLockout,
+  SessionCounter,
+  TlsIdentity,
+  UpstreamTarget,
+} from "../../net/index.ts";
 import type { Decision, Operation, Policy } from "../../policy/index.ts";
 import type { Quotas } from "../../quotas/index.ts";
 import type { ClassificationCache } from "../cache.ts";
@@ -36,6 +44,8 @@ export interface SessionContext {
   readonly listenTls: "tls" | "starttls" | "none";
   readonly identity: TlsIdentity | null;
   readonly throttle: FailureThrottle;
+  /** Failed logins counted across connections and both listeners (src/net/lockout.ts). */
+  readonly lockout: LoginLockout;
   readonly timeouts: UpstreamTimeouts;
   /** Session limits and timeouts (`[limits]`, docs/config.md). */
   readonly limits: ImapLimits;
@@ -232,6 +242,8 @@ export interface LoginSession extends Session {
   loginFailed(tag: string, command: string, username: string | null, reason: string): Promise<void>;
   /** Over `max_sessions_per_agent`: a `deny` row, then `* BYE` and the connection closes. */
   overSessionLimit(command: string, username: string, vault: boolean): void;
+  /** A login while its address or name is locked out: a `deny` row, the failed-login delay, `NO [UNAVAILABLE]`. */
+  loginLocked(tag: string, command: string, username: string, lock: Lock): Promise<void>;
 }
 
 /** What COMPRESS (commands/compress.ts) sees besides `Session`: it changes how the connection's bytes are coded. */

@@ -119,6 +119,9 @@ async function loginAs(
   if (beforeStartTls(s)) refuseBeforeStartTls(s, command, "it carried a credential in clear");
   // A login that could not be audited is refused anyway (below): no upstream login for nothing.
   s.requireAudit();
+  // Locked out: refused before the credentials are checked, a correct login included (src/net/lockout.ts).
+  const lock = s.ctx.lockout.locked(s.conn.remoteAddress, username);
+  if (lock !== null) return s.loginLocked(tag, command, username, lock);
   const overlong = overlongCredentials(username, password);
   if (overlong !== null) return s.loginFailed(tag, command, username, overlong);
   const { config, generation } = s.ctx;

@@ -1,0 +1,57 @@
+/**
+ * LoginLockout (src/net/lockout.ts, docs/config.md "Who connects"): the counts, the lock's end, memory bounded
+ * under a flood of distinct addresses and names, and which names a failure counts under.
+ */
+
+import { expect, test } from "bun:test";
+import { LOGIN_LOCKOUT, LoginLockout, lockoutName } from "../../src/net/lockout.ts";
+
+test("an address: locked at its limit-th failure, for lockMs, and never again counted while locked", () => {
+  const l = new LoginLockout();
+  const { failuresPerAddress: limit, lockMs } = LOGIN_LOCKOUT;
+  for (let i = 1; i < limit; i++) expect(l.fail("192.0.2.1", `name-${i}`, 1000)).toEqual([]);
+  expect(l.locked("192.0.2.1", "x", 1000)).toBeNull();
+  expect(l.fail("192.0.2.1", "name-last", 1000)).toEqual([{ by: "address", limit, until: 1000 + lockMs }]);
+  expect(l.locked("192.0.2.1", "x", 1000 + lockMs - 1)).toEqual({ by: "address", limit, until: 1000 + lockMs });
+  // A failure decided before the lock and answered after it does not extend it.
+  expect(l.fail("192.0.2.1", "late", 2000)).toEqual([]);
+  expect(l.locked("192.0.2.1", "x", 1000 + lockMs)).toBeNull();
+  // After the lock the count starts over.
+  expect(l.fail("192.0.2.1", "again", 1000 + lockMs)).toEqual([]);
+  // Another address of the same IPv6 /64 is the same client; another /64 is not.
+  for (let i = 0; i < limit; i++) l.fail(`2001:db8:0:1::${i + 1}`, null, 5000);
+  expect(l.locked("2001:db8:0:1::ffff", null, 5000)?.by).toBe("address");
+  expect(l.locked("2001:db8:0:2::1", null, 5000)).toBeNull();
+});
+
+test("a window without the limit starts over; a name is counted without case, from every address", () => {
+  const l = new LoginLockout();
+  const { failuresPerName: limit, windowMs } = LOGIN_LOCKOUT;
+  for (let i = 1; i < limit; i++) l.fail(`198.51.100.${i}`, i % 2 ? "Bob" : "bob", 0);
+  // The window passes: the 29 are forgotten.
+  expect(l.fail("198.51.100.200", "BOB", windowMs)).toEqual([]);
+  for (let i = 2; i < limit; i++) l.fail(`203.0.113.${i}`, "bob", windowMs);
+  expect(l.locked("203.0.113.250", "bob", windowMs)).toBeNull();
+  expect(l.fail("203.0.113.251", "bob", windowMs)[0]?.by).toBe("name");
+  expect(l.locked("203.0.113.252", "BoB", windowMs)?.by).toBe("name");
+  expect(l.locked("203.0.113.252", "alice", windowMs)).toBeNull();
+});
+
+test("a flood of distinct addresses and names keeps at most maxTracked of each", () => {
+  const l = new LoginLockout({ ...LOGIN_LOCKOUT, maxTracked: 100 });
+  for (let i = 0; i < 20_000; i++) l.fail(`10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`, `n${i}`.repeat(50), 0);
+  expect(l.size).toBeLessThanOrEqual(200);
+});
+
+test("failures under a vault agent's name count toward it only from an address its allowed_ips let in", () => {
+  const agents = [
+    { name: "bot", allowedIps: ["10.0.0.0/8"] },
+    { name: "open", allowedIps: null },
+  ];
+  expect(lockoutName(agents, "bot", "192.0.2.1")).toBeNull();
+  expect(lockoutName(agents, "BOT", "192.0.2.1")).toBeNull();
+  expect(lockoutName(agents, "bot", "10.1.2.3")).toBe("bot");
+  expect(lockoutName(agents, "open", "192.0.2.1")).toBe("open");
+  expect(lockoutName(agents, "nobody", "192.0.2.1")).toBe("nobody");
+  expect(lockoutName(agents, null, "192.0.2.1")).toBeNull();
+});
