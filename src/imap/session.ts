@@ -1667,7 +1667,7 @@ export class ImapSession implements LoginSession, CompressSession {
       reason: `login failed: ${reason}`,
     });
     const delay = this.ctx.throttle.fail(this.conn.remoteAddress);
-    const counted = lockoutName(this.ctx.config.agents, given, this.conn.remoteAddress);
+    const counted = lockoutName(this.ctx.config.agents, given);
     for (const lock of this.ctx.lockout.fail(this.conn.remoteAddress, counted)) {
       logLockout("imap", this.conn.remoteAddress, username, lock.by, lock.until);
       this.auditRow({

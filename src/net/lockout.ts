@@ -5,7 +5,7 @@
  *
  * - per client address (`addressKey`: an IPv4 address, an IPv6 /64), and
  * - per login name tried (without case, as the mail servers compare it), whoever tries it, so that spreading the
- *   guesses over many addresses does not get past it either.
+ *   guesses over many addresses does not get past it either: in pass-through mode only (`lockoutName`).
  *
  * Failures are counted from the first one in a window; a quiet window starts over. When either count reaches its
  * limit, logins of that address, or under that name, are refused before their credentials are checked, a correct one
@@ -15,7 +15,7 @@
  */
 
 import { MAX_LOGIN_NAME_BYTES } from "./credentials.ts";
-import { addressKey, ipAllowed } from "./ip.ts";
+import { addressKey } from "./ip.ts";
 
 export interface LockoutLimits {
   /** Failures from one address within `windowMs` that lock it. */
@@ -123,20 +123,14 @@ export class LoginLockout {
 }
 
 /**
- * The name a failure counts under (`LoginLockout.fail`): none when the name is a vault agent's (compared as names are
- * counted, without case) whose `allowed_ips` all leave this address out. That address can never log in as the agent,
- * whatever it guesses, and counting its failures would let anyone outside `allowed_ips` lock the agent out.
+ * The name a failure counts under (`LoginLockout.fail`): the name given in pass-through mode, where it is the
+ * upstream account's and its password may be guessed; none in vault mode (any `[[agents]]`), where a login is an
+ * agent's name and its token, which has 256 bits (docs/config.md "Vault mode"): there is nothing to guess under a
+ * name, and counting would let anyone who knows an agent's name (names are not secret) keep the agent locked out.
+ * The address is counted in both modes.
  */
-export function lockoutName(
-  agents: readonly { readonly name: string; readonly allowedIps: readonly string[] | null }[],
-  given: string | null,
-  client: string,
-): string | null {
-  if (given === null) return null;
-  const key = nameKey(given);
-  const named = agents.filter((a) => nameKey(a.name) === key);
-  if (named.length > 0 && named.every((a) => !ipAllowed(client, a.allowedIps))) return null;
-  return given;
+export function lockoutName(agents: readonly unknown[], given: string | null): string | null {
+  return agents.length > 0 ? null : given;
 }
 
 /** A name as it is counted: without case, cut at the longest name a login may have (longer ones fail anyway). */

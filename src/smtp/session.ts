@@ -934,7 +934,10 @@ export class SmtpSession {
       return;
     }
     // Locked out: refused before the credentials are checked, a correct login included (src/net/lockout.ts).
-    const lock = this.#ctx.lockout.locked(this.#conn.remoteAddress, attempt.username);
+    const lock = this.#ctx.lockout.locked(
+      this.#conn.remoteAddress,
+      lockoutName(this.#ctx.config.agents, attempt.username),
+    );
     if (lock !== null) return this.#authLocked(attempt.username, lockedReason(lock), lock);
     const overlong = overlongCredentials(attempt.username, attempt.password);
     if (overlong !== null) return this.#authFailed(attempt.username, overlong);
@@ -1075,7 +1078,7 @@ export class SmtpSession {
       reason: `login refused: ${reason}`,
       detail: { delayMs: delay },
     });
-    const counted = lockoutName(this.#ctx.config.agents, given, address);
+    const counted = lockoutName(this.#ctx.config.agents, given);
     for (const lock of this.#ctx.lockout.fail(address, counted)) {
       logLockout("smtp", address, username, lock.by, lock.until);
       this.#audit({

@@ -13,7 +13,7 @@ import {
 } from "../../accounts/index.ts";
 import { countLimitRefusal } from "../../admin/metrics.ts";
 import { ownEntry } from "../../config/names.ts";
-import { ipAllowed, overlongCredentials, SessionCounter, UpstreamError } from "../../net/index.ts";
+import { ipAllowed, lockoutName, overlongCredentials, SessionCounter, UpstreamError } from "../../net/index.ts";
 import { type MechanismSetting, saslText } from "../../net/sasl.ts";
 import { verifyToken } from "../../vault/token.ts";
 import { Refusal } from "../refusal.ts";
@@ -120,7 +120,7 @@ async function loginAs(
   // A login that could not be audited is refused anyway (below): no upstream login for nothing.
   s.requireAudit();
   // Locked out: refused before the credentials are checked, a correct login included (src/net/lockout.ts).
-  const lock = s.ctx.lockout.locked(s.conn.remoteAddress, username);
+  const lock = s.ctx.lockout.locked(s.conn.remoteAddress, lockoutName(s.ctx.config.agents, username));
   if (lock !== null) return s.loginLocked(tag, command, username, lock);
   const overlong = overlongCredentials(username, password);
   if (overlong !== null) return s.loginFailed(tag, command, username, overlong);
