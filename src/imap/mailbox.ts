@@ -177,8 +177,12 @@ export class SelectedMailbox {
    * keywords a `* FLAGS` update has listed since, each sent before the first FETCH that showed it on a message the
    * agent sees (RFC 3501 §7.2.6; `tellKeywords`). At most MAX_KEYWORDS_TOLD.
    */
-  readonly keywordsTold: string[] = [];
   readonly #keywordsTold = new Set<string>();
+
+  /** The keywords listed so far, in the order they were first told (a Set keeps insertion order). */
+  get keywordsTold(): ReadonlySet<string> {
+    return this.#keywordsTold;
+  }
 
   /**
    * Adds a keyword of a message the agent is about to be shown to `keywordsTold`: true when it is new to the agent's
@@ -186,9 +190,8 @@ export class SelectedMailbox {
    * folder").
    */
   tellKeyword(keyword: string): boolean {
-    if (this.#keywordsTold.has(keyword) || this.keywordsTold.length >= MAX_KEYWORDS_TOLD) return false;
+    if (this.#keywordsTold.has(keyword) || this.#keywordsTold.size >= MAX_KEYWORDS_TOLD) return false;
     this.#keywordsTold.add(keyword);
-    this.keywordsTold.push(keyword);
     return true;
   }
 
