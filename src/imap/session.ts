@@ -18,6 +18,7 @@ import {
   type Connection,
   failureDelay,
   type Lock,
+  lockDetail,
   lockedReason,
   lockoutName,
   lockStartedReason,
@@ -1604,17 +1605,7 @@ export class ImapSession implements LoginSession, CompressSession {
       username,
       this.ctx.config.agents.map((a) => a.tokenHash),
     );
-    this.auditRow({
-      command,
-      operation: null,
-      folder: null,
-      target: recorded === null ? null : recorded.slice(0, 200),
-      decision: "deny",
-      rule: null,
-      ruleIndex: null,
-      reason: lockedReason(lock),
-      detail: { lockout: lock.by, limit: lock.limit, until: new Date(lock.until).toISOString() },
-    });
+    this.#lockRow(command, recorded, lockedReason(lock), lock);
     await this.#failureDelay(this.ctx.throttle.fail(this.conn.remoteAddress));
     this.tagged(tag, "NO", "UNAVAILABLE", "Too many failed logins; try again later");
   }
@@ -1670,20 +1661,25 @@ export class ImapSession implements LoginSession, CompressSession {
     const counted = lockoutName(this.ctx.config.agents, given);
     for (const lock of this.ctx.lockout.fail(this.conn.remoteAddress, counted)) {
       logLockout("imap", this.conn.remoteAddress, username, lock.by, lock.until);
-      this.auditRow({
-        command,
-        operation: null,
-        folder: null,
-        target: username === null ? null : username.slice(0, 200),
-        decision: "deny",
-        rule: null,
-        ruleIndex: null,
-        reason: lockStartedReason(lock),
-        detail: { lockout: lock.by, limit: lock.limit, until: new Date(lock.until).toISOString() },
-      });
+      this.#lockRow(command, username, lockStartedReason(lock), lock);
     }
     await this.#failureDelay(delay);
     this.tagged(tag, "NO", "AUTHENTICATIONFAILED", "Authentication failed");
+  }
+
+  /** A login's `deny` row about a lock-out: the one that started it, or a login refused under it. */
+  #lockRow(command: string, recorded: string | null, reason: string, lock: Lock): void {
+    this.auditRow({
+      command,
+      operation: null,
+      folder: null,
+      target: recorded === null ? null : recorded.slice(0, 200),
+      decision: "deny",
+      rule: null,
+      ruleIndex: null,
+      reason,
+      detail: lockDetail(lock),
+    });
   }
 
   /** The failed-login delay before a refused login's reply; it ends early when the proxy stops (the NO, then BYE). */

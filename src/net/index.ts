@@ -18,6 +18,7 @@ export {
   type Lock,
   type LockoutLimits,
   LoginLockout,
+  lockDetail,
   lockedReason,
   lockoutName,
   lockStartedReason,

@@ -143,6 +143,11 @@ export function lockCause(lock: Lock): string {
   return `${lock.limit} failed logins ${lock.by === "address" ? "from this address" : "under this name"}`;
 }
 
+/** A lock's audit row `detail`: what is locked, the limit reached, and until when. */
+export function lockDetail(lock: Lock): { lockout: Lock["by"]; limit: number; until: string } {
+  return { lockout: lock.by, limit: lock.limit, until: new Date(lock.until).toISOString() };
+}
+
 /** The audit row's reason for a login refused under a lock. */
 export function lockedReason(lock: Lock): string {
   return `login refused: locked out after ${lockCause(lock)}, until ${new Date(lock.until).toISOString()}`;

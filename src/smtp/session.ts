@@ -30,6 +30,7 @@ import type { Connection, FailureThrottle, Lock, LoginLockout, TlsIdentity, Upst
 import {
   failureDelay,
   LineFramer,
+  lockDetail,
   lockedReason,
   lockoutName,
   lockStartedReason,
@@ -1086,7 +1087,7 @@ export class SmtpSession {
         target: username.slice(0, 200),
         decision: "deny",
         reason: lockStartedReason(lock),
-        detail: { lockout: lock.by, limit: lock.limit, until: new Date(lock.until).toISOString() },
+        detail: lockDetail(lock),
       });
     }
     this.#flush();
@@ -1115,7 +1116,7 @@ export class SmtpSession {
       target: username.slice(0, 200),
       decision: "deny",
       reason,
-      detail: { lockout: lock.by, limit: lock.limit, until: new Date(lock.until).toISOString() },
+      detail: lockDetail(lock),
     });
     this.#flush();
     await this.#failureDelay(this.#ctx.throttle.fail(this.#conn.remoteAddress));
