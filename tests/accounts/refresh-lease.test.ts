@@ -17,7 +17,7 @@ import { TOKEN_REQUEST_TIMEOUT_MS } from "../../src/accounts/oauth.ts";
 import { readStatus, readTokens } from "../../src/accounts/records.ts";
 import type { AuditEvent } from "../../src/audit/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
-import { control, refresh } from "../fixtures/oauth.ts";
+import { refresh, refreshCounters, until } from "../fixtures/oauth.ts";
 import { tempRoot } from "../fixtures/temp.ts";
 import { Child, rotatingAccount as sharedRotatingAccount } from "./helpers.ts";
 
@@ -45,14 +45,6 @@ function rotatingAccount(delayMs = 0) {
   });
 }
 
-async function counters(user: string): Promise<{ refreshes: number; reuses: number }> {
-  const body = (await control("counters", {}, "GET")).body as {
-    tokenByUser: Record<string, Record<string, number>>;
-    reuseRevocations?: number;
-  };
-  return { refreshes: body.tokenByUser[user]?.["refresh_token"] ?? 0, reuses: body.reuseRevocations ?? 0 };
-}
-
 /** `fetch` that records when each refresh request was sent. */
 function recording() {
   const sent: number[] = [];
@@ -64,19 +56,11 @@ function recording() {
   return { fetch: impl, sent };
 }
 
-async function until(check: () => Promise<boolean> | boolean, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error("timed out");
-    await Bun.sleep(20);
-  }
-}
-
 test("two processes refresh together: one token request, nothing marked, both end with one valid pair", async () => {
   // The provider holds its answer back 1.5 s after rotating: the first process's refresh is under way (its old
   // refresh token already retired) when the second one needs a token.
   const { user, path, login, connect } = await rotatingAccount(1500);
-  const before = await counters(user);
+  const before = await refreshCounters(user);
   const a = new Child([CHILD, path]);
   const b = new Child([CHILD, path]);
   children.push(a, b);
@@ -84,14 +68,14 @@ test("two processes refresh together: one token request, nothing marked, both en
   await b.waitFor(/ready/);
   a.write("go\n");
   // A's refresh has reached the provider.
-  await until(async () => (await counters(user)).refreshes > before.refreshes);
+  await until(async () => (await refreshCounters(user)).refreshes > before.refreshes);
   b.write("go\n");
   const fromA = JSON.parse((await a.waitFor(/^\{.*\}$/m))[0]) as { accessToken?: string; audited: number };
   const fromB = JSON.parse((await b.waitFor(/^\{.*\}$/m))[0]) as { accessToken?: string; audited: number };
   expect(fromA.accessToken).toBeString();
   expect(fromB.accessToken).toBe(fromA.accessToken!);
   expect(fromA.audited + fromB.audited).toBe(0);
-  const after = await counters(user);
+  const after = await refreshCounters(user);
   expect(after.refreshes - before.refreshes).toBe(1);
   expect(after.reuses).toBe(before.reuses);
   const store = connect();
@@ -150,7 +134,7 @@ test("a lease whose holder was killed blocks until its expiry, not past it; then
   const { expires_at: expiresAt } = store.db
     .query("SELECT expires_at FROM account_refresh_lease WHERE account = 'mail'")
     .get() as { expires_at: number };
-  const before = await counters(user);
+  const before = await refreshCounters(user);
   const p = recording();
   const audited: AuditEvent[] = [];
   const c = new AccountCredentials({ config, store, fetch: p.fetch, log: quiet, audit: (e) => audited.push(e) });
@@ -162,7 +146,7 @@ test("a lease whose holder was killed blocks until its expiry, not past it; then
   expect(p.sent.length).toBe(1);
   expect(p.sent[0]!).toBeGreaterThanOrEqual(expiresAt);
   expect(done).toBeLessThan(expiresAt + 5_000); // generous: one poll interval is LEASE_POLL_MS
-  expect((await counters(user)).refreshes - before.refreshes).toBe(1);
+  expect((await refreshCounters(user)).refreshes - before.refreshes).toBe(1);
   expect(readStatus(store, "mail")!.state).toBe("ok");
   expect(audited).toEqual([]);
 });

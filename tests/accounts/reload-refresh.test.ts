@@ -8,7 +8,15 @@ import { AccountCredentials, type Credential } from "../../src/accounts/index.ts
 import { readStatus, readTokens, saveTokens } from "../../src/accounts/records.ts";
 import { loadConfig } from "../../src/config/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
-import { authorizationCodeFlow, control, oauthServer, oauthServeToml, refresh } from "../fixtures/oauth.ts";
+import {
+  authorizationCodeFlow,
+  control,
+  oauthServer,
+  oauthServeToml,
+  refresh,
+  refreshCounters,
+  until,
+} from "../fixtures/oauth.ts";
 import { tempRoot } from "../fixtures/temp.ts";
 import { createMailbox } from "../fixtures/upstreams.ts";
 
@@ -22,22 +30,6 @@ afterAll(() => {
 
 const quiet = { error: () => {}, warn: () => {}, info: () => {} };
 const AGENT_TOKEN = "agent-token-reload-refresh-0123456789";
-
-async function counters(user: string): Promise<{ refreshes: number; reuses: number }> {
-  const body = (await control("counters", {}, "GET")).body as {
-    tokenByUser: Record<string, Record<string, number>>;
-    reuseRevocations?: number;
-  };
-  return { refreshes: body.tokenByUser[user]?.["refresh_token"] ?? 0, reuses: body.reuseRevocations ?? 0 };
-}
-
-async function until(check: () => Promise<boolean>, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error("timed out");
-    await Bun.sleep(20);
-  }
-}
 
 test("the same client with a new device_url: the refresh out is kept and used, no token sent twice", async () => {
   const user = (await createMailbox()).user;
@@ -66,12 +58,12 @@ test("the same client with a new device_url: the refresh out is kept and used, n
   const old = { refreshToken, accessToken, expiresAt: hourAgo + 1000, obtainedAt: hourAgo - 2600_000 };
   saveTokens(store, "mail", { ...old, clientId, tokenUrl }, hourAgo);
   const c = new AccountCredentials({ config, store, log: quiet });
-  const before = await counters(user);
+  const before = await refreshCounters(user);
   const first = c.credentialFor("mail").then(
     (credential) => credential,
     (error: Error) => error,
   );
-  await until(async () => (await counters(user)).refreshes > before.refreshes);
+  await until(async () => (await refreshCounters(user)).refreshes > before.refreshes);
   // The refresh has reached the provider, which has retired the stored refresh token. A reload adds a device_url:
   // another setting, the same client and token endpoint, so the same grant.
   writeFileSync(path, oauthServeToml(dir, AGENT_TOKEN, user, { extra: `device_url = "${server.deviceUrl}"` }));
@@ -80,7 +72,7 @@ test("the same client with a new device_url: the refresh out is kept and used, n
   const got = await first;
   expect(got).not.toBeInstanceOf(Error);
   expect(await c.credentialFor("mail")).toEqual(got as Credential);
-  const after = await counters(user);
+  const after = await refreshCounters(user);
   expect(after.refreshes - before.refreshes).toBe(1);
   expect(after.reuses).toBe(before.reuses);
   expect(readStatus(store, "mail")!.state).toBe("ok");

@@ -16,7 +16,9 @@ import {
   oauthServer,
   oauthServeToml,
   refresh,
+  refreshCounters,
   storeIssuedTokens,
+  until,
 } from "../fixtures/oauth.ts";
 import { tempRoot } from "../fixtures/temp.ts";
 import { createMailbox } from "../fixtures/upstreams.ts";
@@ -31,22 +33,6 @@ afterAll(() => {
 
 const quiet = { error: () => {}, warn: () => {}, info: () => {} };
 const AGENT_TOKEN = "agent-token-reload-remove-0123456789";
-
-async function counters(user: string): Promise<{ refreshes: number; reuses: number }> {
-  const body = (await control("counters", {}, "GET")).body as {
-    tokenByUser: Record<string, Record<string, number>>;
-    reuseRevocations?: number;
-  };
-  return { refreshes: body.tokenByUser[user]?.["refresh_token"] ?? 0, reuses: body.reuseRevocations ?? 0 };
-}
-
-async function until(check: () => Promise<boolean>, ms = 15_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!(await check())) {
-    if (Date.now() > end) throw new Error("timed out");
-    await Bun.sleep(20);
-  }
-}
 
 /**
  * An account "mail" of a fresh user, logged in an hour ago (its access token expired), with rotation and reuse
@@ -90,12 +76,12 @@ async function setup() {
   };
   /** Starts the first login, which waits for a refresh; resolves once the provider has rotated (and is delaying). */
   const refreshOut = async () => {
-    const before = await counters(user);
+    const before = await refreshCounters(user);
     const first = c.credentialFor("mail").then(
       (credential) => credential,
       (error: Error) => error,
     );
-    await until(async () => (await counters(user)).refreshes > before.refreshes);
+    await until(async () => (await refreshCounters(user)).refreshes > before.refreshes);
     return { first };
   };
   return { user, store, c, reload, refreshOut, refreshToken };
@@ -115,7 +101,7 @@ for (const [gone, back] of [
   test(`${gone}, then ${back}, after the refresh out ends: its rotated token is stored and used`, async () => {
     const { user, store, c, reload, refreshOut, refreshToken } = await setup();
     const { first } = await refreshOut();
-    const before = await counters(user);
+    const before = await refreshCounters(user);
     reload(gone);
     // The refresh's answer comes while the account is gone: the login that waited for it gets a temporary failure.
     expect(await first).toBeInstanceOf(AccountTemporarilyUnavailable);
@@ -125,7 +111,7 @@ for (const [gone, back] of [
     // provider would answer by revoking the grant).
     const got = await c.credentialFor("mail");
     expect(got.kind).toBe("oauth2");
-    const after = await counters(user);
+    const after = await refreshCounters(user);
     expect(after.reuses).toBe(before.reuses);
     expect(readStatus(store, "mail")!.state).toBe("ok");
     await storedWorks(user, store);
@@ -134,14 +120,14 @@ for (const [gone, back] of [
   test(`${gone}, then ${back} while the refresh is still out: waits for it, sends no retired token`, async () => {
     const { user, store, c, reload, refreshOut } = await setup();
     const { first } = await refreshOut();
-    const before = await counters(user);
+    const before = await refreshCounters(user);
     reload(gone);
     reload("same");
     // The account is back before the answer: its login waits for the refresh out, then uses what it stored.
     const second = c.credentialFor("mail").catch((error: Error) => error);
     expect(await first).toBeInstanceOf(AccountTemporarilyUnavailable);
     expect(await second).toMatchObject({ kind: "oauth2" });
-    const after = await counters(user);
+    const after = await refreshCounters(user);
     expect(after.reuses).toBe(before.reuses);
     expect(readStatus(store, "mail")!.state).toBe("ok");
     await storedWorks(user, store);
