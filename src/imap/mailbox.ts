@@ -120,6 +120,11 @@ export class SelectedMailbox {
    * writable again while selected: a new SELECT opens it afresh.
    */
   readOnly: boolean;
+  /**
+   * Made read-only by an untagged `* OK [READ-ONLY]` the agent has not been told of yet (one that came between two
+   * commands): told before the next tagged reply (`ImapSession.tagged`), once.
+   */
+  readOnlyUntold = false;
   readonly u = new UidArray();
   readonly v = new UidArray();
   /** Entries of U before this index have known UIDs. */

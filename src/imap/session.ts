@@ -591,7 +591,16 @@ export class ImapSession implements LoginSession, CompressSession {
     this.#scheduleFlush();
   }
 
+  /** The agent is told that the selected folder became read-only, if it was not yet (`readOnlyUntold`). */
+  tellReadOnly(): void {
+    const box = this.box;
+    if (box === null || !box.readOnlyUntold) return;
+    box.readOnlyUntold = false;
+    this.sendText("* OK [READ-ONLY] Mailbox is now read-only");
+  }
+
   tagged(tag: string, status: "OK" | "NO" | "BAD", code: string | null, text: string): void {
+    this.tellReadOnly();
     if (status !== "OK" && this.#durableRows.length > 0)
       this.#writeFailed(`${status} ${code ? `[${code}] ` : ""}${text}`);
     this.sendText(`${tag} ${status} ${code ? `[${code}] ` : ""}${text === "" ? "." : text}`);
@@ -603,6 +612,7 @@ export class ImapSession implements LoginSession, CompressSession {
     status: { status: string; code: ResponseCode | null; text: string },
     code: ResponseCode | null,
   ): void {
+    this.tellReadOnly();
     const kind = status.status === "OK" ? "OK" : status.status === "NO" ? "NO" : "BAD";
     const text = withoutTimings(status.text);
     if (kind !== "OK" && this.#durableRows.length > 0)
@@ -1219,8 +1229,12 @@ export class ImapSession implements LoginSession, CompressSession {
         return false;
       case "status":
         // The mailbox became read-only while selected (RFC 3501 §7.1): its writes are refused from now on
-        // (refuseReadOnly). Not consumed: during a command the agent is told too (forwardUntagged).
-        if (box !== null && readOnlyNotice(r)) box.readOnly = true;
+        // (refuseReadOnly). Not consumed: during a command or in IDLE the agent is told now (forwardUntagged,
+        // tellReadOnly); else before the next tagged reply.
+        if (box !== null && readOnlyNotice(r)) {
+          box.readOnly = true;
+          box.readOnlyUntold = true;
+        }
         return false;
       default:
         return false;

@@ -35,6 +35,8 @@ let onNoop = "";
 /** The command lines the scripted upstream read, in order. */
 const received: string[] = [];
 let lastSocket: Socket | null = null;
+/** The tag of the IDLE the scripted upstream is in, answered at DONE. */
+let idleTag: string | null = null;
 
 function answer(socket: Socket, { line, tag, command }: ScriptedCommand): void {
   received.push(line);
@@ -55,7 +57,13 @@ function answer(socket: Socket, { line, tag, command }: ScriptedCommand): void {
     const body = "Subject: x\r\n\r\nhello\r\n";
     socket.write(`* ${uid} FETCH (UID ${uid} BODY[] {${body.length}}\r\n${body})\r\n${ok}`);
   } else if (command === "NOOP") socket.write(`${onNoop}${ok}`);
-  else if (command === "LOGOUT") socket.end(`* BYE\r\n${tag} OK Logout completed\r\n`);
+  else if (command === "IDLE") {
+    idleTag = tag;
+    socket.write("+ idling\r\n");
+  } else if (line === "DONE" && idleTag !== null) {
+    socket.write(`${idleTag} OK Idle completed\r\n`);
+    idleTag = null;
+  } else if (command === "LOGOUT") socket.end(`* BYE\r\n${tag} OK Logout completed\r\n`);
   else socket.write(ok);
 }
 
@@ -109,8 +117,8 @@ test("an untagged OK [READ-ONLY] during a command makes the selected folder read
     onNoop = "* OK [READ-ONLY] Mailbox is now read-only\r\n";
     const noop = await raw.command("n", "NOOP");
     onNoop = "";
-    // The agent is told as upstream said it.
-    expect(noop).toContain("* OK [READ-ONLY]");
+    // The agent is told as upstream said it, once.
+    expect(noop).toBe("* OK [READ-ONLY] Mailbox is now read-only\r\nn OK NOOP completed\r\n");
     // Read-only until selected again: a later [READ-WRITE] from upstream is not passed on, and changes nothing.
     onNoop = "* OK [READ-WRITE] Mailbox is writable again\r\n";
     expect(await raw.command("n2", "NOOP")).toBe("n2 OK NOOP completed\r\n");
@@ -133,10 +141,37 @@ test("an unsolicited OK [READ-ONLY] between two commands makes the selected fold
     // Upstream speaks while no command is under way.
     lastSocket!.write("* OK [READ-ONLY] Mailbox is now read-only\r\n");
     await Bun.sleep(200);
+    // The agent is told with the reply to its next command, once.
+    const next = await raw.command("n", "NOOP");
+    expect(next).toBe("* OK [READ-ONLY] Mailbox is now read-only\r\nn OK NOOP completed\r\n");
+    expect(await raw.command("n2", "NOOP")).toBe("n2 OK NOOP completed\r\n");
     await expectWritesRefused(raw, rows);
     // A new SELECT opens the folder afresh, as upstream answers it.
     expect(statusOf(await raw.command("s2", "SELECT INBOX"), "s2")).toBe("s2 OK [READ-WRITE] SELECT completed");
     expect(statusOf(await raw.command("t", "STORE 1 +FLAGS (\\Flagged)"), "t")).toStartWith("t OK");
+  } finally {
+    raw.close();
+  }
+});
+
+test("an untagged OK [READ-ONLY] in IDLE is passed to the agent and makes the folder read-only", async () => {
+  const rows = auditCursor(proxy);
+  const raw = await RawImap.login(proxy.port, { user: "agent", password: "secret" });
+  try {
+    expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toBe("s OK [READ-WRITE] SELECT completed");
+    raw.write("i IDLE\r\n");
+    expect(await raw.readUntil((b) => b.includes("+ "))).toContain("+ ");
+    raw.take();
+    for (let i = 0; idleTag === null && i < 100; i++) await Bun.sleep(20);
+    lastSocket!.write("* OK [READ-ONLY] Mailbox is now read-only\r\n");
+    // Told while it idles, before it says DONE (RFC 3501 §7.1, §6.3.2).
+    expect(await raw.readUntil((b) => b.includes("\r\n"), 3000)).toBe("* OK [READ-ONLY] Mailbox is now read-only\r\n");
+    raw.take();
+    raw.write("DONE\r\n");
+    expect(statusOf(await raw.waitTagged("i"), "i")).toStartWith("i OK");
+    // Told once: the next reply does not repeat it.
+    expect(await raw.command("n", "NOOP")).toBe("n OK NOOP completed\r\n");
+    await expectWritesRefused(raw, rows);
   } finally {
     raw.close();
   }

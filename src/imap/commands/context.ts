@@ -133,6 +133,8 @@ export interface Session {
   send(r: Response): void;
   sendText(line: string): void;
   tagged(tag: string, status: "OK" | "NO" | "BAD", code: string | null, text: string): void;
+  /** Tells the agent the selected folder became read-only, if upstream said so and it was not told yet. */
+  tellReadOnly(): void;
   /** A tagged reply carrying upstream's status, with `code` (the allowlisted one, or null) as its response code. */
   taggedFrom(
     tag: string,

@@ -68,6 +68,8 @@ async function idleUpstream(
         return;
       }
       relayUpdate(s, r);
+      // Upstream made the folder read-only (model above): the idling agent is told now (RFC 3501 §7.1).
+      s.tellReadOnly();
     });
     // An arrival reported since the last sync began and not learned by it: synced now, not at the next EXISTS.
     if (box.hasUnknown && box.arrivals !== arrivals) poke();
