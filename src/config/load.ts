@@ -33,7 +33,7 @@ import {
   type RawQuota,
   type RawRule,
 } from "./schema.ts";
-import { isSecretKey, namesSecret } from "./secret-keys.ts";
+import { isEnvName, isSecretKey, namesSecret } from "./secret-keys.ts";
 import {
   type AccountConfig,
   type AdminConfig,
@@ -536,6 +536,15 @@ function secretFrom(
   problems: Problems,
 ): Secret | null | undefined {
   const [inline, fromEnv, fromFile] = keys;
+  // A value that is no variable's name is most likely the secret itself: refused, never quoted (not even as a name).
+  if (raw[fromEnv] !== undefined && !isEnvName(raw[fromEnv])) {
+    problems.add(
+      [...at, fromEnv],
+      "must be the name of an environment variable (letters, digits and _, not starting with a digit); what it " +
+        "holds is not shown",
+    );
+    return null;
+  }
   if (env === SKIP_SECRETS) return keys.some((key) => raw[key] !== undefined) ? new Secret("") : undefined;
   // A blank secret is a mistake (an unfilled template, an empty file), not a credential: refused from every source.
   const blank = (value: string): boolean => value.trim() === "";

@@ -14,6 +14,20 @@ export function isSecretKey(key: string): boolean {
   return k.includes("password") || k.includes("secret") || k.includes("token");
 }
 
+/** The longest environment variable name a `_env` key may give (no real name comes near it). */
+export const ENV_NAME_MAX = 255;
+
+const ENV_NAME = new RegExp(`^[A-Za-z_][A-Za-z0-9_]{0,${ENV_NAME_MAX - 1}}$`);
+
+/**
+ * Whether a `_env` key's value is an environment variable's name (POSIX's portable form: letters, digits and `_`,
+ * not starting with a digit). Anything else is most likely the secret itself written in the wrong key, and is
+ * treated as one: refused by the loader without being quoted, redacted by the admin tools (docs/config.md).
+ */
+export function isEnvName(value: string): boolean {
+  return ENV_NAME.test(value);
+}
+
 /** A word that could be a key or a part of a dotted or quoted one. */
 const WORD = /[A-Za-z0-9_-]+/g;
 

@@ -5,7 +5,8 @@
  *   `REDACTED` (`password`, `client_secret`, `token_hash`, ...);
  * - except a reference to a secret, a key ending in `_env` or `_file` (`password_env`, `client_secret_file`,
  *   `secrets_file`): it is shown as written, the variable's name or the file's path; the admin tools never read the
- *   variable or the file;
+ *   variable or the file. A `_env` value that is no variable's name (isEnvName) is taken for a secret written in
+ *   the wrong key and redacted;
  * - and except keys that name no secret (`token_url` is an OAuth2 endpoint).
  * A URL with a user name or password in it (`https://user:pass@host/`) has them replaced too.
  * A key the config does not know at its place (configSchema, src/config/schema.ts) is replaced whole, whatever its
@@ -16,7 +17,7 @@
  */
 
 import { configSchema } from "../config/schema.ts";
-import { isSecretKey } from "../config/secret-keys.ts";
+import { isEnvName, isSecretKey } from "../config/secret-keys.ts";
 
 /** The value shown instead of a secret. */
 export const REDACTED = "[redacted]";
@@ -71,6 +72,11 @@ function itemShape(shape: Shape): Shape {
   return LEAF;
 }
 
+/** A `_env` key's string value that is no variable's name: the secret itself, most likely (isEnvName). */
+function misplacedSecret(key: string | null, value: unknown): boolean {
+  return typeof value === "string" && key?.toLowerCase().endsWith("_env") === true && !isEnvName(value);
+}
+
 /**
  * A copy of parsed TOML data with every secret replaced by REDACTED (the rule above), `shape` being what the config
  * takes at the value's place (the whole file by default). The TOML parser gives tables without a prototype, literal
@@ -79,7 +85,7 @@ function itemShape(shape: Shape): Shape {
  */
 export function redact(value: unknown, key: string | null = null, shape: Shape | null = CONFIG_SHAPE): unknown {
   if (key !== null && isSecretKey(key)) return REDACTED;
-  if (shape === UNKNOWN) return REDACTED;
+  if (shape === UNKNOWN || misplacedSecret(key, value)) return REDACTED;
   if (typeof value === "string") return value.replace(URL_CREDENTIALS, `$1${REDACTED}@`);
   if (Array.isArray(value)) return value.map((v) => redact(v, null, itemShape(shape)));
   if (value === null || typeof value !== "object" || value instanceof Date) return value;
@@ -98,7 +104,7 @@ export function secretStrings(value: unknown, env: Readonly<Record<string, strin
   const found = new Set<string>();
   const walk = (v: unknown, key: string | null): void => {
     if (typeof v === "string") {
-      if (key !== null && isSecretKey(key)) found.add(v);
+      if ((key !== null && isSecretKey(key)) || misplacedSecret(key, v)) found.add(v);
       else if (key?.toLowerCase().endsWith("_env") && isSecretKey(key.slice(0, -4))) {
         const named = env[v];
         if (named !== undefined) found.add(named);

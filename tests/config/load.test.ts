@@ -10,6 +10,7 @@ import {
   parseConfig,
   type Secret,
 } from "../../src/config/index.ts";
+import { ENV_NAME_MAX } from "../../src/config/secret-keys.ts";
 import { SECRET_FILE_MAX_BYTES } from "../../src/runtime/secret-file.ts";
 import { upstreams } from "../fixtures/index.ts";
 import { tempRoot } from "../fixtures/temp.ts";
@@ -705,6 +706,36 @@ describe("errors a person can act on", () => {
   test("a missing environment variable is named, never a value", () => {
     const message = problems(`[accounts.main]\nusername = "u"\npassword_env = "MAILGATOR_TEST_MISSING"\n`);
     expect(message).toContain("accounts.main.password_env: environment variable MAILGATOR_TEST_MISSING is not set");
+  });
+
+  // docs/config.md "Vault mode": a `_env` key names a variable. A password written there by mistake was quoted back
+  // in "environment variable <password> is not set", in `check`'s output and serve's log.
+  test("a secret written where a variable's name goes is refused without quoting it", () => {
+    for (const [key, value] of [
+      ["password_env", "Hunter2-Pw!9x"],
+      ["password_env", "correct horse battery"],
+      ["password_env", "1START_WITH_DIGIT"],
+      ["password_env", ""],
+      ["client_secret_env", "Cs.7f3e/a9"],
+    ] as const) {
+      const oauth = key === "client_secret_env" ? 'auth = "oauth2"\nprovider = "google"\nclient_id = "i"\n' : "";
+      const message = problems(`[accounts.main]\nusername = "u"\n${oauth}${key} = ${JSON.stringify(value)}\n`, {
+        [value]: "the-value",
+      });
+      expect(message).toContain(
+        `accounts.main.${key}: must be the name of an environment variable (letters, digits and _, not starting ` +
+          "with a digit); what it holds is not shown",
+      );
+      if (value !== "") expect(message).not.toContain(value);
+    }
+    // A name of the longest length is looked up; one longer is refused.
+    const longest = `V${"_".repeat(ENV_NAME_MAX - 1)}`;
+    expect(problems(`[accounts.main]\nusername = "u"\npassword_env = "${longest}"\n`)).toContain(
+      `environment variable ${longest} is not set`,
+    );
+    expect(problems(`[accounts.main]\nusername = "u"\npassword_env = "${longest}_"\n`)).toContain(
+      "must be the name of an environment variable",
+    );
   });
 
   test("several problems are reported together", () => {

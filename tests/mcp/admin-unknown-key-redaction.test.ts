@@ -10,7 +10,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { parse as parseToml } from "smol-toml";
-import { REDACTED, redact } from "../../src/mcp/admin-redact.ts";
+import { REDACTED, redact, secretStrings } from "../../src/mcp/admin-redact.ts";
 import { type AdminClient, startAdminClient } from "./admin-client.ts";
 
 setDefaultTimeout(60_000);
@@ -89,4 +89,14 @@ test("the redaction rule: known keys shown (dates too), account and group names 
   expect(shown["accounts"]!["o"]!["username"]).toBeInstanceOf(Date);
   expect(shown["accounts"]!["o"]!["passwd"]).toBe(REDACTED);
   expect(shown["approvals"]!["groups"]).toEqual({ team: { recipients: ["a@x.test"], recipientz: REDACTED } });
+});
+
+test("a `_env` value that is no variable's name is redacted and scrubbed, a name shown", () => {
+  const parsed = parseToml('[accounts.a]\npassword_env = "Hunter2 Pw!9x"\n[accounts.b]\npassword_env = "MAIL_PW"\n');
+  const shown = redact(parsed) as Record<string, Record<string, Record<string, unknown>>>;
+  expect(shown["accounts"]!["a"]!["password_env"]).toBe(REDACTED);
+  expect(shown["accounts"]!["b"]!["password_env"]).toBe("MAIL_PW");
+  // An error text quoting it is scrubbed too.
+  expect(secretStrings(parsed, {})).toContain("Hunter2 Pw!9x");
+  expect(secretStrings(parsed, {})).not.toContain("MAIL_PW");
 });
