@@ -264,6 +264,9 @@ describe("against Dovecot", () => {
     await direct.command("c", "CLOSE");
   });
 
+  /** What the proxy says when DELETE or RENAME closes the selected folder. */
+  const CLOSED = "* OK [CLOSED] Mailbox closed: it is being renamed or deleted";
+
   test("`inbox/x` is `INBOX/x` as at Dovecot: DELETE of it selected deselects, a CATENATE URL names it", async () => {
     // Dovecot takes the INBOX level of a name in any ASCII case; the proxy sends the agent's spelling upstream, so it
     // must know both spellings for the selected folder. DELETE of the selected folder without UNSELECT first: Dovecot
@@ -276,7 +279,8 @@ describe("against Dovecot", () => {
     ])
       expect(statusOf(await direct.command("m", command), "m")).toStartWith("m OK");
     expect(statusOf(await agent.command("s", "SELECT INBOX/Gone"), "s")).toStartWith("s OK");
-    expect(statusOf(await agent.command("d", "DELETE inbox/Gone"), "d")).toStartWith("d OK");
+    // The agent is told that its selected folder is closed (RFC 9051 §7.1).
+    expect(await agent.command("d", "DELETE inbox/Gone")).toStartWith(`${CLOSED}\r\nd OK`);
     expect(statusOf(await agent.command("n", "NOOP"), "n")).toStartWith("n OK");
     expect(listed(await agent.command("p", 'LIST "" "INBOX/Gone"'), "p")).toEqual([]);
     // RFC 4469 §5 URL of the selected folder with its INBOX level in another case: the selected folder's message.
@@ -287,7 +291,7 @@ describe("against Dovecot", () => {
     await agent.command("c", "CLOSE");
   });
 
-  test("RENAME of the selected folder, or of one above it, deselects it first: the session lives on", async () => {
+  test("RENAME of the selected folder, or of one above it, deselects it first, said with [CLOSED]", async () => {
     // Dovecot ends a session whose selected folder is renamed under it (the next FETCH: BYE "Mailbox was deleted under
     // us"); and the proxy's view and rules of the selected folder are the old name's.
     const message = "From: a@b.test\r\nSubject: renamed\r\n\r\nbody\r\n";
@@ -297,15 +301,18 @@ describe("against Dovecot", () => {
       "CREATE RenP/Child",
       `APPEND RenP/Child {${message.length}+}\r\n${message}`,
       "CREATE INBOX/RenI",
+      "CREATE RenTaken",
     ])
       expect(statusOf(await direct.command("m", command), "m")).toStartWith("m OK");
-    for (const [select, rename] of [
-      ["Ren1", "RENAME Ren1 Ren2"],
-      ["RenP/Child", "RENAME RenP RenQ"],
-      ["INBOX/RenI", "RENAME inbox/RenI INBOX/RenJ"],
+    for (const [select, rename, answer] of [
+      ["Ren1", "RENAME Ren1 Ren2", "r OK"],
+      ["RenP/Child", "RENAME RenP RenQ", "r OK"],
+      ["INBOX/RenI", "RENAME inbox/RenI INBOX/RenJ", "r OK"],
+      // Refused upstream: closed all the same, and the agent is told so.
+      ["Ren2", "RENAME Ren2 RenTaken", "r NO [ALREADYEXISTS]"],
     ] as const) {
       expect(statusOf(await agent.command("s", `SELECT ${select}`), "s")).toStartWith("s OK");
-      expect(statusOf(await agent.command("r", rename), "r")).toStartWith("r OK");
+      expect(await agent.command("r", rename)).toStartWith(`${CLOSED}\r\n${answer}`);
       expect(statusOf(await agent.command("f", "FETCH 1 (FLAGS)"), "f")).toBe("f BAD No mailbox selected");
       expect(statusOf(await agent.command("n", "NOOP"), "n")).toStartWith("n OK");
     }

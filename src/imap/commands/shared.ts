@@ -102,6 +102,18 @@ export async function deselect(s: Session): Promise<void> {
 }
 
 /**
+ * DELETE or RENAME of the selected folder (or of one above it) closes it first (`deselect`; docs/protocol.md §1), and
+ * the agent is told with an untagged `OK [CLOSED]` (RFC 9051 §7.1: the selected mailbox was closed implicitly) before
+ * the tagged reply, whether upstream then does the DELETE or RENAME or refuses it. A client that knows the code
+ * drops its selected state; one that does not ignores it (RFC 3501 §7.1).
+ */
+export async function closeForFolderWrite(s: Session): Promise<void> {
+  if (s.box === null) return;
+  await deselect(s);
+  s.sendText("* OK [CLOSED] Mailbox closed: it is being renamed or deleted");
+}
+
+/**
  * The refusals of a folder:write command (DELETE, RENAME) on `folder`: each call writes its deny row, naming
  * the rule that decides where one does (`by`), and throws the refusal the agent gets.
  */
