@@ -226,6 +226,8 @@ export class ImapSession implements LoginSession, CompressSession {
   #commands = 0;
   #loginResult: "ok" | "failed" | "none" = "none";
   #endReason = CLIENT_CLOSED;
+  /** Audit rows this session has made (`#event`): whether a refused command wrote its own (`#fail`). */
+  #rows = 0;
   /**
    * Commands refused as malformed, counted for MAX_BAD_COMMANDS: all of them before login; after it, those within
    * BAD_COMMAND_WINDOW_MS of the first one counted (`#badSince`), whatever came between.
@@ -1015,15 +1017,12 @@ export class ImapSession implements LoginSession, CompressSession {
     if (!this.followReload()) return;
     const entry = ImapSession.#table[name] as Entry<Command["name"]> | undefined;
     const when = entry?.when ?? "authenticated";
-    if (this.state === "not-authenticated" && when !== "any" && when !== "not-authenticated") {
-      return this.tagged(cmd.tag, "BAD", null, "Log in first");
-    }
-    if (this.state !== "not-authenticated" && when === "not-authenticated") {
-      return this.tagged(cmd.tag, "BAD", null, "Already logged in");
-    }
-    if (when === "selected" && this.state !== "selected") {
-      return this.tagged(cmd.tag, "BAD", null, "No mailbox selected");
-    }
+    if (this.state === "not-authenticated" && when !== "any" && when !== "not-authenticated")
+      return this.#wrongState(cmd, "Log in first");
+    if (this.state !== "not-authenticated" && when === "not-authenticated")
+      return this.#wrongState(cmd, "Already logged in");
+    if (when === "selected" && this.state !== "selected") return this.#wrongState(cmd, "No mailbox selected");
+    const rowsBefore = this.#rows;
     const audited = entry?.audited ?? false;
     if (audited) this.#hold();
     try {
@@ -1034,7 +1033,7 @@ export class ImapSession implements LoginSession, CompressSession {
       // A row that could not be recorded: the agent gets the NO and nothing the command had prepared.
       if (error instanceof AuditUnavailableError) this.#dropHeld();
       this.#release();
-      this.#fail(cmd, error);
+      this.#fail(cmd, error, rowsBefore);
     } finally {
       this.#release();
       this.#durableRows = NO_ROWS;
@@ -1132,13 +1131,48 @@ export class ImapSession implements LoginSession, CompressSession {
    * a lost upstream `BYE`, anything else logged, audited as an `error` row and `NO [SERVERBUG]`. Parse errors are
    * answered in the read loop.
    */
-  #fail(cmd: { readonly tag: string; readonly name: string }, error: unknown): void {
+  /**
+   * A command the session's state does not take (RFC 3501 §3): refused `BAD` with a deny row (docs/audit.md "What a
+   * row records": every refusal is a row), and counted with the malformed ones (MAX_BAD_COMMANDS), so that a client
+   * cannot send them without end.
+   */
+  #wrongState(cmd: Command, reason: string): void {
+    this.auditRow({
+      command: cmd.name,
+      operation: null,
+      folder: null,
+      decision: "deny",
+      rule: null,
+      ruleIndex: null,
+      reason,
+    });
+    this.tagged(cmd.tag, "BAD", null, reason);
+    this.#badCommand();
+  }
+
+  /**
+   * A command ended by `error`. A refusal that wrote no row of its own (`rowsBefore`: the session's row count when
+   * the command began; a check with no rule to cite, such as an unknown COMPRESS mechanism) gets a deny row here.
+   */
+  #fail(cmd: { readonly tag: string; readonly name: string }, error: unknown, rowsBefore = -1): void {
     if (this.#closed) {
       // The agent left (or the proxy is stopping) during the command: nobody to answer, and shutdown closed upstream.
       this.log.debug(`session ${this.id}: ${cmd.name} ended with the session: ${(error as Error)?.message}`);
       return;
     }
-    if (error instanceof Refusal) return this.tagged(cmd.tag, error.status, error.code, error.message);
+    if (error instanceof Refusal) {
+      if (this.#rows === rowsBefore)
+        this.auditRow({
+          command: cmd.name,
+          operation: null,
+          folder: this.box?.policyName ?? null,
+          decision: "deny",
+          rule: null,
+          ruleIndex: null,
+          reason: error.message,
+        });
+      return this.tagged(cmd.tag, error.status, error.code, error.message);
+    }
     if (error instanceof AuditUnavailableError) {
       this.log.error(`session ${this.id}: ${error.message}`);
       return this.tagged(cmd.tag, "NO", "UNAVAILABLE", "The audit log is unavailable; nothing was done");
@@ -1454,6 +1488,7 @@ export class ImapSession implements LoginSession, CompressSession {
    * replaced (docs/audit.md "What a row records"); any other row, the revision in force.
    */
   #event(ev: Row): AuditEvent {
+    this.#rows++;
     // Every field of AuditEvent named once (no rest and spread copies: a row per command goes through here).
     return {
       time: ev.time ?? Date.now(),

@@ -1,0 +1,67 @@
+/**
+ * Every refusal is a row (docs/audit.md "What a row records"), those that need no rule included. A command refused for
+ * the session's state (`BAD Log in first`, `BAD No mailbox selected`, `BAD Already logged in`) or refused by a
+ * command's own checks without a rule (`COMPRESS LZW`) left no row,
+ * and the state refusals did not count towards MAX_BAD_COMMANDS, so a client could send them without end before
+ * login. Against Dovecot.
+ */
+
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { MAX_BAD_COMMANDS } from "../../src/imap/limits.ts";
+import { createMailbox, type TestMailbox } from "../fixtures/index.ts";
+import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+
+let mailbox: TestMailbox;
+let proxy: TestProxy;
+
+beforeAll(async () => {
+  mailbox = await createMailbox({ seed: { folders: { INBOX: 2 }, seed: 5 } });
+  const hide = '[[rules]]\nname = "hide"\nfolders = ["Secret"]\naction = "deny"\n';
+  proxy = await startTestProxy({ rules: `${hide}[[rules]]\nname = "all"\naction = "allow"\n` });
+});
+
+afterAll(async () => {
+  await proxy?.close();
+});
+
+test("a command refused for the session's state or by its own checks has a deny row", async () => {
+  const rows = auditCursor(proxy);
+  await rows();
+  const raw = await RawImap.open(proxy.port);
+  try {
+    expect(await raw.command("a", "SELECT INBOX")).toBe("a BAD Log in first\r\n");
+    const login = await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`);
+    expect(statusOf(login, "L")).toStartWith("L OK");
+    expect(await raw.command("b", `LOGIN "${mailbox.user}" "${mailbox.password}"`)).toBe("b BAD Already logged in\r\n");
+    expect(await raw.command("c", "FETCH 1 (FLAGS)")).toBe("c BAD No mailbox selected\r\n");
+    expect(await raw.command("d", "COMPRESS LZW")).toBe("d BAD Unknown compression mechanism LZW\r\n");
+    expect(statusOf(await raw.command("e", "SELECT INBOX (CONDSTORE QRESYNC (1 2))"), "e")).toStartWith("e BAD");
+    const denied = (await rows()).filter((r) => r.decision === "deny");
+    expect(denied.map((r) => [r.command, r.reason])).toEqual([
+      ["SELECT", "Log in first"],
+      ["LOGIN", "Already logged in"],
+      ["FETCH", "No mailbox selected"],
+      ["COMPRESS", "Unknown compression mechanism LZW"],
+      // Refused as it is read: the parser's own row.
+      ["(refused)", expect.stringContaining("SELECT parameters are not supported")],
+    ]);
+    // A refusal that has its own row gets no second one: a hidden folder's SELECT.
+    expect(statusOf(await raw.command("f", "SELECT Secret"), "f")).toStartWith("f NO");
+    expect((await rows()).map((r) => [r.command, r.decision, r.rule])).toEqual([["SELECT", "deny", "hide"]]);
+  } finally {
+    raw.close();
+  }
+});
+
+test(`${MAX_BAD_COMMANDS} commands refused before login end the session (MAX_BAD_COMMANDS)`, async () => {
+  const rows = auditCursor(proxy);
+  await rows();
+  const raw = await RawImap.open(proxy.port);
+  for (let i = 1; i < MAX_BAD_COMMANDS; i++) expect(await raw.command(`s${i}`, 'LIST "" *')).toContain("BAD Log in");
+  expect(raw.closed).toBe(false);
+  raw.write("x SELECT INBOX\r\n");
+  expect(await raw.readUntil((b) => b.includes("* BYE"))).toContain("* BYE Too many invalid commands");
+  await raw.readUntil(() => false, 5000, "the session was not closed");
+  expect(raw.closed).toBe(true);
+  expect((await rows()).filter((r) => r.reason === "Log in first")).toHaveLength(MAX_BAD_COMMANDS);
+});
