@@ -155,10 +155,22 @@ const senderArg = z
   .refine(isOneSender, "not one sender address (`me@example.com` or `Name <me@example.com>`)")
   .optional();
 
+/** Whether `text` names exactly one address of the envelope's form (`me@x` or `Name <me@x>`), as `mailboxProblem`. */
 function isOneSender(text: string): boolean {
   const parsed = parseAddressList(text);
   return parsed.ok && parsed.addresses.length === 1 && mailboxProblem(parsed.addresses[0]!) === null;
 }
+
+/**
+ * One entry of `to`, `cc` or `bcc`: exactly one address, as `from` (docs/mcp.md "Agent tools"). The mail composer
+ * reads an entry as an address list and drops what it cannot read as an address (`postmaster`, `<>`, `""`, a name
+ * alone, an empty group) without a word: the message went to the others and was reported sent, though a recipient
+ * the agent named did not get it, where the SMTP listener refuses the whole message for one recipient it does not
+ * take (docs/smtp.md "All or nothing").
+ */
+const recipientArg = z
+  .string()
+  .refine(isOneSender, "not one recipient address (`you@example.com` or `Name <you@example.com>`)");
 
 /** Whether `day` (YYYY-MM-DD) names a day that exists: not `2026-02-30`, which a Date would roll into March. */
 function isCalendarDay(day: string): boolean {
@@ -196,7 +208,7 @@ const searchTerm = z
   .string()
   .max(MAX_SEARCH_TERM_CHARS)
   .refine((t) => !/[\r\n\0]/.test(t), "a search term holds no line break (CR, LF) or NUL");
-const addressList = z.array(z.string().min(1)).default([]);
+const addressList = z.array(recipientArg).default([]);
 
 const FLAGS = { seen: "\\Seen", flagged: "\\Flagged", answered: "\\Answered", draft: "\\Draft" } as const;
 const flagArg = z.array(z.enum(["seen", "flagged", "answered", "draft"])).default([]);
@@ -567,7 +579,7 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
           "Sends a plain-text message. The owner's rules decide each recipient; one refused recipient refuses the " +
           "whole message. A message the rules hold for approval is reported as held, not sent.",
         inputSchema: toolArgs({
-          to: z.array(z.string().min(1)).min(1),
+          to: z.array(recipientArg).min(1),
           cc: addressList,
           bcc: addressList,
           subject: z.string(),
