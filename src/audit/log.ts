@@ -173,11 +173,11 @@ export class AuditLog {
    */
   #walFd: number | null = null;
   /**
-   * sync "full": the device and inode of the database file and of the -wal file this connection writes, as they were
-   * at open. SQLite keeps writing those files whatever is done to their names, so each fdatasync first checks that
-   * the paths still name them (#checkInPlace).
+   * sync "full": the device and inode of the database file, the -wal file and the -shm file (the WAL index) this
+   * connection uses, as they were at open. SQLite keeps using those files whatever is done to their names, so each
+   * commit and each fdatasync first checks that the paths still name them (#checkInPlace).
    */
-  #opened: { db: FileId; wal: FileId } | null = null;
+  #opened: { db: FileId; wal: FileId; shm: FileId } | null = null;
   #syncFile: (fd: number) => Promise<void>;
   /** Committed rows whose durable() waits for the next fdatasync. */
   #unsynced: Unsynced[] = [];
@@ -197,7 +197,11 @@ export class AuditLog {
     this.#syncFile = opts.syncFile ?? fdatasyncAsync;
     if (!readonly && opts.sync !== "normal") {
       this.#walFd = openSync(walPath(path), "r");
-      this.#opened = { db: fileId(statSync(path)), wal: fileId(fstatSync(this.#walFd)) };
+      this.#opened = {
+        db: fileId(statSync(path)),
+        wal: fileId(fstatSync(this.#walFd)),
+        shm: fileId(statSync(shmPath(path))),
+      };
     }
     if (!readonly) {
       const insert = db.prepare(
@@ -409,6 +413,8 @@ export class AuditLog {
     this.#checkWritable();
     const retention = retentionDays * DAY_MS;
     try {
+      // A DELETE writes to the WAL like a commit of rows (#commitBatch).
+      if (this.#opened !== null) this.#checkInPlace();
       // The newest row before this log's last prune (the rowid's b-tree, no scan), or at the first prune any row: a
       // row written since may carry the time of a clock stepped ahead since, and counting back from it would prune
       // by that clock (docs/audit.md "Retention").
@@ -547,6 +553,9 @@ export class AuditLog {
     while (group !== null && to < this.#queue.length && this.#queue[to]!.group === group) to++;
     let ids: number[];
     try {
+      // Nothing is written once a path names another file: with another -shm, this connection's frames would go
+      // over those of any other process that opened the log since (#checkInPlace).
+      if (this.#opened !== null) this.#checkInPlace();
       ids = this.#insertBatch?.(from, to) ?? [];
     } catch (e) {
       throw this.#fail(e);
@@ -613,19 +622,32 @@ export class AuditLog {
     }
   }
 
-  /**
-   * The -wal file's descriptor, once the database file and the -wal file at their paths are checked to be those this
-   * connection opened. SQLite writes the files it opened until it closes them: when a path names another file (the
-   * log removed, rotated away by a rename, or replaced), the rows committed since are in no file a reader finds, and
-   * a removed file's rows are gone when the process ends. That throws, and the caller fails closed (#syncFailed) until
-   * a restart opens the file at the path (docs/audit.md "Failure").
-   */
+  /** The -wal file's descriptor, once #checkInPlace has found the files in place. */
   #currentWal(): number {
-    const fd = this.#walFd!;
+    this.#checkInPlace();
+    return this.#walFd!;
+  }
+
+  /**
+   * Throws unless the database file, the -wal file and the -shm file at their paths are those this connection opened
+   * (sync "full"). SQLite uses the files it opened until it closes them. When the database or -wal path names another
+   * file (the log removed, rotated away by a rename, or replaced), the rows committed since are in no file a reader
+   * finds, and a removed file's rows are gone when the process ends. When the -shm path does (the WAL index removed
+   * or replaced), a process that opens the log builds a new index there: neither sees the other's commits, and each
+   * writes its frames over the other's, rows it was told are on disk lost and the file possibly left unreadable.
+   * The caller fails closed (#fail before a commit, #syncFailed before an fdatasync) until a restart opens the files
+   * at the paths (docs/audit.md "Failure").
+   */
+  #checkInPlace(): void {
     const opened = this.#opened!;
-    for (const [file, id] of [
-      [this.path, opened.db],
-      [walPath(this.path), opened.wal],
+    for (const [file, id, what] of [
+      [this.path, opened.db, `the rows written since are not in ${this.path}`],
+      [walPath(this.path), opened.wal, `the rows written since are not in ${this.path}`],
+      [
+        shmPath(this.path),
+        opened.shm,
+        "this process and any other that opens the log would write over each other's rows",
+      ],
     ] as const) {
       let now: FileId | null;
       try {
@@ -636,10 +658,9 @@ export class AuditLog {
       if (now === null || now.dev !== id.dev || now.ino !== id.ino)
         throw new Error(
           `${file} is no longer the file this process opened (${now === null ? "removed or renamed" : "replaced"}); ` +
-            `the rows written since are not in ${this.path}: restart to write to it again`,
+            `${what}: restart to write to it again`,
         );
     }
-    return fd;
   }
 
   /**
@@ -754,6 +775,10 @@ function fileId(stats: { dev: number; ino: number }): FileId {
 
 function walPath(path: string): string {
   return `${path}-wal`;
+}
+
+function shmPath(path: string): string {
+  return `${path}-shm`;
 }
 
 function fdatasyncAsync(fd: number): Promise<void> {
