@@ -5,7 +5,7 @@
  * another user, they are given to that user (`giveToFolderOwner`).
  */
 
-import { chmodSync, closeSync, fchmodSync, fchownSync, lstatSync, openSync, type Stats, statSync } from "node:fs";
+import { chmodSync, closeSync, constants, fchmodSync, fchownSync, fstatSync, openSync, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 
 /** Owner read and write, nothing for group or others. */
@@ -35,6 +35,16 @@ export function preparePrivateDatabase(path: string): void {
 }
 
 /**
+ * Linux's open(2) O_PATH (not in node:fs's constants): a descriptor that names a file without opening it for reading or
+ * writing. Closing one leaves the process's POSIX locks on the file alone (they are released by the close of a
+ * descriptor opened for I/O only), so SQLite's locks survive it while the database is open.
+ */
+const O_PATH = 0o10000000;
+
+/** Test hooks between the checks and the mode changes of `restrictDatabaseFiles` (a swap made there must not count). */
+export const restrictSteps: { checked: (() => void) | null } = { checked: null };
+
+/**
  * Clears the group and other bits of `path` and its SQLite side files where they exist (0644 becomes 0600). Throws,
  * changing nothing, when one of them is not a regular file: a path that names a folder (`path = "."`, or a folder
  * given where a file name belongs) must be refused, never made 0700; so is a file with more than one name (a hard
@@ -42,34 +52,41 @@ export function preparePrivateDatabase(path: string): void {
  * runs a command there) could point `audit.db-wal` at a file of root's, which a chmod through the link would change
  * and SQLite would then write.
  *
- * The files are looked at with lstat and changed by path, never opened: this runs while SQLite has them open, and
- * closing any descriptor of a file drops every POSIX lock the process holds on it, SQLite's included. Another
- * process then took the WAL index for unused and rebuilt it under this one (`Audit log unavailable` at the next
- * commit). What remains is a swap of a checked file for a link between the lstat and the chmod, by whoever may
- * write the folder (docs/audit.md "Files").
+ * Each file is held by an O_PATH descriptor opened without following a link, checked through it (fstat), and its mode
+ * changed through it (`/proc/self/fd/N` names the very file the descriptor holds): a file swapped for a link after
+ * the check is not the one changed. Never a descriptor opened for I/O: this runs while SQLite has the files open, and
+ * closing such a descriptor drops every POSIX lock the process holds on the file, SQLite's included (another process
+ * then took the WAL index for unused and rebuilt it under this one: `Audit log unavailable` at the next commit).
  */
 export function restrictDatabaseFiles(path: string): void {
   const files = [path, ...SQLITE_SIDE_FILES.map((suffix) => path + suffix)];
-  const found: { file: string; mode: number }[] = [];
-  for (const file of files) {
-    let stat: Stats;
-    try {
-      stat = lstatSync(file);
-    } catch (e) {
-      if ((e as NodeJS.ErrnoException).code === "ENOENT") continue;
-      throw e;
+  const found: { fd: number; mode: number }[] = [];
+  try {
+    for (const file of files) {
+      let fd: number;
+      try {
+        fd = openSync(file, O_PATH | constants.O_NOFOLLOW);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code === "ENOENT") continue;
+        throw e;
+      }
+      found.push({ fd, mode: 0 });
+      const stat = fstatSync(fd);
+      if (stat.isSymbolicLink()) throw new Error(`${file} is a symbolic link: name the database file itself`);
+      if (!stat.isFile()) throw new Error(`${file} is not a regular file`);
+      // A second name for the file (a hard link the folder's writer made to a file of root's, where the system lets
+      // users link files they do not own: fs.protected_hardlinks=0) would have the chmod below change that file.
+      if (stat.nlink > 1)
+        throw new Error(`${file} has ${stat.nlink} names (hard links): name a database file of its own`);
+      found[found.length - 1]!.mode = stat.mode & 0o777;
     }
-    if (stat.isSymbolicLink()) throw new Error(`${file} is a symbolic link: name the database file itself`);
-    if (!stat.isFile()) throw new Error(`${file} is not a regular file`);
-    // A second name for the file (a hard link the folder's writer made to a file of root's, where the system lets
-    // users link files they do not own: fs.protected_hardlinks=0) would have the chmod below change that file.
-    if (stat.nlink > 1)
-      throw new Error(`${file} has ${stat.nlink} names (hard links): name a database file of its own`);
-    found.push({ file, mode: stat.mode & 0o777 });
-  }
-  for (const { file, mode } of found) {
-    // Group and other bits are taken away; the owner's are left as they are (a write-protected log stays so).
-    if ((mode & 0o077) !== 0) chmodSync(file, mode & 0o700);
+    restrictSteps.checked?.();
+    for (const { fd, mode } of found) {
+      // Group and other bits are taken away; the owner's are left as they are (a write-protected log stays so).
+      if ((mode & 0o077) !== 0) chmodSync(`/proc/self/fd/${fd}`, mode & 0o700);
+    }
+  } finally {
+    for (const { fd } of found) closeSync(fd);
   }
 }
 

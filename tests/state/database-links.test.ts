@@ -6,10 +6,21 @@
  * away (an /etc/passwd made 0600 stops every login), and a dangling link for the database file would have SQLite
  * create a root-owned file wherever it points.
  */
+import { Database } from "bun:sqlite";
 import { expect, test } from "bun:test";
-import { existsSync, linkSync, mkdtempSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import {
+  existsSync,
+  linkSync,
+  mkdtempSync,
+  readFileSync,
+  renameSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from "node:fs";
 import { join } from "node:path";
 import { AuditLog } from "../../src/audit/index.ts";
+import { restrictDatabaseFiles, restrictSteps } from "../../src/private-files.ts";
 import { openStateDatabase } from "../../src/state/database.ts";
 import { tempRoot } from "../fixtures/temp.ts";
 
@@ -64,5 +75,52 @@ test("a database or side file with a second name (a hard link) is refused; the o
     expect(mode(target)).toBe("644");
     expect(() => openStateDatabase(path)).toThrow("has 2 names (hard links)");
     expect(mode(target)).toBe("644");
+  }
+});
+
+test("a side file swapped for a link after its check: the file checked is made 0600, the link's target is not", () => {
+  // Before, the files were checked with lstat and changed by path: a link put in place between the two had the chmod
+  // follow it to whatever it named.
+  const dir = mkdtempSync(join(TMP, "r-"));
+  const target = victim();
+  const path = join(dir, "audit.db");
+  writeFileSync(path, "", { mode: 0o644 });
+  writeFileSync(`${path}-wal`, "", { mode: 0o644 });
+  restrictSteps.checked = () => {
+    renameSync(`${path}-wal`, `${path}-wal.checked`);
+    symlinkSync(target, `${path}-wal`);
+  };
+  try {
+    restrictDatabaseFiles(path);
+  } finally {
+    restrictSteps.checked = null;
+  }
+  expect(mode(target)).toBe("644");
+  expect(mode(`${path}-wal.checked`)).toBe("600");
+  expect(mode(path)).toBe("600");
+});
+
+test("the check leaves SQLite's locks on an open database in place", () => {
+  // Closing a descriptor opened for reading drops every POSIX lock the process holds on the file: another process
+  // could then checkpoint and truncate the WAL under a reader of this one (and rebuild its index under a writer).
+  const dir = mkdtempSync(join(TMP, "l-"));
+  const path = join(dir, "audit.db");
+  writeFileSync(path, "", { mode: 0o644 });
+  const db = new Database(path);
+  try {
+    db.exec("PRAGMA journal_mode = WAL; CREATE TABLE t (x); INSERT INTO t VALUES (1)");
+    db.exec("BEGIN");
+    expect(db.query("SELECT count(*) AS n FROM t").get()).toEqual({ n: 1 });
+    restrictDatabaseFiles(path);
+    expect(mode(`${path}-wal`)).toBe("600");
+    const script =
+      `const { Database } = require("bun:sqlite"); const d = new Database(${JSON.stringify(path)});` +
+      `d.exec("INSERT INTO t VALUES (2)"); console.log(d.query("PRAGMA wal_checkpoint(TRUNCATE)").get().busy);`;
+    const child = Bun.spawnSync([process.execPath, "-e", script]);
+    expect(child.stderr.toString()).toBe("");
+    // Busy: this process's read lock still holds the WAL.
+    expect(child.stdout.toString().trim()).toBe("1");
+  } finally {
+    db.close();
   }
 });
