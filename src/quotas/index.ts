@@ -14,8 +14,9 @@ import {
   type Charge,
   describeExceeded,
   type Exceeded,
-  firstExceeded,
+  exceededLimit,
   LONGEST_WINDOW_MS,
+  laterReset,
   ROW_WINDOW_SQL,
   used,
   WINDOWED,
@@ -182,10 +183,14 @@ export class Quotas {
                AND at <= MIN(?2, (SELECT MAX(at) FROM quota_charges WHERE subject = ?1)) - ${ROW_WINDOW_SQL}`,
           ).run(key, now);
           const charges = readCharges(db, key, now);
+          // Every entry is checked: the request is refused when one is over, and the agent is told the limit that
+          // frees last, as the request fits only once all have room (docs/quotas.md "Over a limit").
+          let worst: Exceeded | null = null;
           for (const q of applicable) {
-            const over = firstExceeded(q.name, q.limits, charges, amounts, now);
-            if (over !== null) return { ok: false, exceeded: over, message: describeExceeded(over) };
+            const over = exceededLimit(q.name, q.limits, charges, amounts, now);
+            if (over !== null) worst = worst === null ? over : laterReset(worst, over);
           }
+          if (worst !== null) return { ok: false, exceeded: worst, message: describeExceeded(worst) };
           if (counts(applicable, amounts)) {
             db.query(
               "INSERT INTO quota_charges (subject, at, sends, recipients, bytes, reads) VALUES (?, ?, ?, ?, ?, ?)",

@@ -101,18 +101,30 @@ export function describeExceeded(e: Exceeded): string {
     e.limit === "recipients_per_message"
       ? `${e.limit} ${e.max} (this message has ${e.used})`
       : `${e.limit} ${e.max} (used ${e.used})`;
+  // Shown to the second, rounded up: the request fits from `resetsAt` on, so a second cut down could name a moment
+  // at which it is still refused.
   const when =
     e.resetsAt === null
       ? "this request alone is over the limit"
-      : `resets at ${new Date(e.resetsAt).toISOString().replace(/\.\d{3}Z$/, "Z")}`;
+      : `resets at ${new Date(Math.ceil(e.resetsAt / 1000) * 1000).toISOString().replace(/\.\d{3}Z$/, "Z")}`;
   return `quota "${e.quota}" exceeded: ${what}; ${when}`;
 }
 
 /**
- * The first limit of `limits` that `request` would go over at `now`, given the subject's charges; null when every
- * limit leaves room. recipients_per_message is checked against the request itself.
+ * Of two limits a request would go over, the one it waits for longer: it fits again only once every limit has room,
+ * so the time the agent is told is the latest (null, never as it is, is the latest of all). On a tie, `a`.
  */
-export function firstExceeded(
+export function laterReset(a: Exceeded, b: Exceeded): Exceeded {
+  if (a.resetsAt === null) return a;
+  if (b.resetsAt === null) return b;
+  return b.resetsAt > a.resetsAt ? b : a;
+}
+
+/**
+ * The limit of `limits` that `request` would go over at `now` and that frees last (`laterReset`), given the subject's
+ * charges; null when every limit leaves room. recipients_per_message is checked against the request itself.
+ */
+export function exceededLimit(
   quota: string,
   limits: QuotaLimits,
   charges: readonly Charge[],
@@ -122,13 +134,15 @@ export function firstExceeded(
   const perMessage = limits.recipients_per_message;
   if (perMessage !== null && request.sends > 0 && request.recipients > perMessage)
     return { quota, limit: "recipients_per_message", max: perMessage, used: request.recipients, resetsAt: null };
+  let worst: Exceeded | null = null;
   for (const limit of Object.keys(WINDOWED) as WindowedLimit[]) {
     const max = limits[limit];
     const amount = request[WINDOWED[limit].amount];
     if (max === null || amount === 0) continue;
     const current = used(charges, limit, now);
     if (current + amount <= max) continue;
-    return { quota, limit, max, used: current, resetsAt: fitsAt(charges, limit, max, amount, now) };
+    const over = { quota, limit, max, used: current, resetsAt: fitsAt(charges, limit, max, amount, now) };
+    worst = worst === null ? over : laterReset(worst, over);
   }
-  return null;
+  return worst;
 }
