@@ -128,6 +128,8 @@ async function loginAs(
   let upstreamUser = username;
   let loginUpstream = (up: UpstreamSession) => up.login(username, password);
   let agent: string | null = null;
+  /** The agent's account (vault mode): an upstream refusal is then the account's, not the agent's (openAndLogin). */
+  let vaultAccount: string | null = null;
   /** Pass-through logins are never kept: upstream's check of the password is the login itself. */
   let poolKey: string | null = null;
   if (config.agents.length > 0) {
@@ -152,6 +154,7 @@ async function loginAs(
       poolKey = s.ctx.upstreamPool.keyOf(s.ctx.upstream, accountLoginKey(account));
     }
     agent = found.name;
+    vaultAccount = account.name;
     // Known before going upstream: an agent at its limit costs the upstream nothing.
     if (s.ctx.perAgent.count(SessionCounter.key(agent, upstreamUser)) >= s.ctx.perAgent.limit)
       return s.overSessionLimit(command, username, true);
@@ -173,7 +176,7 @@ async function loginAs(
       return s.overSessionLimit(command, username, agent !== null);
     }
   } else {
-    const opened = await openAndLogin(s, tag, command, username, agent, upstreamUser, loginUpstream);
+    const opened = await openAndLogin(s, tag, command, username, agent, vaultAccount, upstreamUser, loginUpstream);
     if (opened === null) return;
     ({ up, delimiter } = opened);
   }
@@ -240,15 +243,16 @@ async function openAndLogin(
   command: string,
   username: string,
   agent: string | null,
+  vaultAccount: string | null,
   upstreamUser: string,
   loginUpstream: (up: UpstreamSession) => Promise<boolean>,
 ): Promise<{ up: UpstreamSession; delimiter: string | null } | null> {
-  const upstreamFailed = (reason: string): void => {
+  const upstreamFailed = (reason: string, target: string | null = null): void => {
     s.auditRow({
       command,
       operation: null,
       folder: null,
-      target: null,
+      target,
       decision: "error",
       rule: null,
       ruleIndex: null,
@@ -287,6 +291,16 @@ async function openAndLogin(
   if (!ok || s.closed) {
     up.close();
     if (s.closed) return null;
+    if (vaultAccount !== null) {
+      // Vault mode: the agent's token was right, so nothing was guessed; the upstream refused the account's own
+      // credentials (changed upstream, a server-side limit). Not a failed login of the agent: not slowed, not counted
+      // toward the lock-out of its address, which would shut every agent there out (docs/config.md "Who connects"),
+      // as for an OAuth2 account. RFC 5530 UNAVAILABLE: the agent can do nothing but try again later.
+      const reason = `upstream login refused: the upstream server refused the credentials of account ${vaultAccount}`;
+      s.log.warn(`session ${s.id}: agent ${agent}: ${reason}`);
+      upstreamFailed(reason, username);
+      throw new Refusal("NO", "UNAVAILABLE", "The upstream server refused the account's login; try again later");
+    }
     await s.loginFailed(tag, command, username, "the upstream server refused the credentials");
     return null;
   }
