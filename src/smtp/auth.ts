@@ -14,6 +14,11 @@ export type Mechanism = "PLAIN" | "LOGIN";
 export interface LoginAttempt {
   readonly username: string;
   readonly password: string;
+  /**
+   * A PLAIN response that asked to act as another identity (RFC 4616 §2 authzid): never allowed, so the login fails
+   * (docs/config.md "Who connects"), as a wrong password does; not a malformed response.
+   */
+  readonly otherAuthzid?: true;
 }
 
 /** Strict base64 (RFC 4648 §4, padding required); null when the text is not base64. */
@@ -23,8 +28,8 @@ export function decodeBase64(text: string): Buffer | null {
 }
 
 /**
- * `authzid NUL authcid NUL passwd`; an authzid other than the authcid is refused (no proxy authorization), and so is
- * a response that is not UTF-8.
+ * `authzid NUL authcid NUL passwd`; null for a response that is not that, or not UTF-8 (501). An authzid other than
+ * the authcid is marked `otherAuthzid`: there is no proxy authorization, so that login fails (535).
  */
 export function decodePlain(response: string): LoginAttempt | null {
   const bytes = response === "=" ? Buffer.alloc(0) : decodeBase64(response);
@@ -33,7 +38,8 @@ export function decodePlain(response: string): LoginAttempt | null {
   const parts = text.split("\0");
   if (parts.length !== 3) return null;
   const [authzid, username, password] = parts as [string, string, string];
-  if (username === "" || (authzid !== "" && authzid !== username)) return null;
+  if (username === "") return null;
+  if (authzid !== "" && authzid !== username) return { username, password, otherAuthzid: true };
   return { username, password };
 }
 

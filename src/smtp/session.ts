@@ -942,6 +942,9 @@ export class SmtpSession {
     if (lock !== null) return this.#authLocked(attempt.username, lockedReason(lock), lock);
     const overlong = overlongCredentials(attempt.username, attempt.password);
     if (overlong !== null) return this.#authFailed(attempt.username, overlong);
+    // Asking to act as someone else (in vault mode, another agent): a failed login, checked before the credentials,
+    // as IMAP's AUTHENTICATE does (RFC 4954 §6 535: the exchange failed; it was well formed).
+    if (attempt.otherAuthzid) return this.#authFailed(attempt.username, "a different authorization identity (authzid)");
     // The upstream in force now: the one a connection kept for sending is opened to, and the one a reload compares.
     const { config, upstream: upstreamTarget } = this.#ctx;
     if (config.agents.length > 0) {
