@@ -772,7 +772,10 @@ function admin(raw: RawAdmin, problems: Problems, warnings: string[]): AdminConf
   const listenAddr = parseHostPort(raw.listen_addr ?? DEFAULT_ADMIN_ADDR, ["admin", "listen_addr"], problems, true);
   const allowRemote = raw.allow_remote ?? false;
   if (raw.token_hash !== undefined && !TOKEN_HASH.test(raw.token_hash)) {
-    problems.add(["admin", "token_hash"], 'expected "sha256:" and 64 hex digits (from `mailgator token new admin`)');
+    problems.add(
+      ["admin", "token_hash"],
+      'expected "sha256:" and 64 lowercase hex digits (from `mailgator token new admin`)',
+    );
   }
   if (listenAddr === null) return null;
   if (!isLoopbackHost(listenAddr.host)) {
@@ -879,7 +882,7 @@ function build(
     if (!TOKEN_HASH.test(a.token_hash)) {
       problems.add(
         ["agents", i, "token_hash"],
-        `expected "sha256:" and 64 hex digits (from \`mailgator token new ${a.name}\`)`,
+        `expected "sha256:" and 64 lowercase hex digits (from \`mailgator token new ${a.name}\`)`,
       );
     } else {
       const owner = tokenOwners.get(a.token_hash);

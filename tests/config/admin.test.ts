@@ -35,7 +35,7 @@ test("a non-loopback address needs allow_remote = true, and then warns", () => {
 
 test("token_hash as agents' tokens; unknown keys and bad addresses are errors at their place", () => {
   expect(problems(`${BASE}[admin]\ntoken_hash = "sha256:abc"\n`)).toEqual([
-    '5:14 admin.token_hash: expected "sha256:" and 64 hex digits (from `mailgator token new admin`)',
+    '5:14 admin.token_hash: expected "sha256:" and 64 lowercase hex digits (from `mailgator token new admin`)',
   ]);
   expect(problems(`${BASE}[admin]\nlisten = "127.0.0.1:1"\n`)[0]).toStartWith("5:10 admin.listen: unknown key");
   expect(problems(`${BASE}[admin]\nlisten_addr = "127.0.0.1"\n`)[0]).toStartWith("5:15 admin.listen_addr: expected");

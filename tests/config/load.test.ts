@@ -477,6 +477,12 @@ describe("errors a person can act on", () => {
       [`agents[0].token_hash: expected "sha256:"`],
     ],
     [
+      "token hash in upper-case hex (as some tools print digests)",
+      `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "bot"\n` +
+        `token_hash = "sha256:${"AB".repeat(32)}"\naccount = "m"\n`,
+      [`agents[0].token_hash: expected "sha256:" and 64 lowercase hex digits`],
+    ],
+    [
       "rule names an unknown agent",
       `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "bot"\ntoken_hash = "${HASH}"\naccount ` +
         `= "m"\n[[rules]]\nname = "a"\naction = "allow"\nagents = ["bott"]\n`,
