@@ -2,7 +2,17 @@
 // `mailgator account login`, client credentials, refresh ahead of expiry under concurrency, rotation across a
 // SIGKILL, revocation, token endpoint failures, and no token in clear in any file the proxy writes.
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
-import { chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync } from "node:fs";
+import {
+  chownSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  renameSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import {
@@ -118,6 +128,19 @@ describe("account login", () => {
     expect(status[0].state).toBe("ok");
     expect(status[0].expiresIn).toBeGreaterThan(3000);
     expect(JSON.stringify(status)).not.toContain(token);
+    // The config names another client since (a new registration): the proxy does not use tokens issued to the old
+    // one (src/accounts/records.ts `matches`), and status said "ok" all the same.
+    const text = readFileSync(setup.config, "utf8");
+    writeFileSync(setup.config, text.replace(/^client_id = "(.*)"$/m, 'client_id = "$1-new"'));
+    const moved = JSON.parse(cli(["account", "status", "main", "-c", setup.config, "--json"]).stdout);
+    expect(moved[0].state).toBe("other-client");
+    expect(moved[0].expiresIn).toBe(null);
+    expect(cli(["account", "status", "main", "-c", setup.config]).stdout).toContain(
+      "the stored login was made for another client_id or token_url: run `mailgator account login main`",
+    );
+    const { credentials: other } = credentials(setup.config);
+    await expect(oauthToken(other)).rejects.toBeInstanceOf(AccountNeedsReauthorization);
+    writeFileSync(setup.config, text);
   });
 
   test("root in the service user's folder: the state and key it makes are that user's, who can use them", async () => {

@@ -2,10 +2,10 @@
 
 import { createInterface } from "node:readline";
 import { LoginError, loginDevice, loginLoopback, loginPaste } from "../../accounts/login.ts";
-import { ensureSchema, readStatus, saveTokens, TOKEN_KIND } from "../../accounts/records.ts";
+import { ensureSchema, matches, readStatus, readTokens, saveTokens, TOKEN_KIND } from "../../accounts/records.ts";
 import { type AccountConfig, type Config, loadConfig, type OAuth2AccountConfig, ownEntry } from "../../config/index.ts";
 import { escapes, terminalJson } from "../../mail/display.ts";
-import { SealedStore } from "../../state/store.ts";
+import { SealedRecordError, SealedStore } from "../../state/store.ts";
 import { type CommandContext, configOf, EXIT_FAILURE, EXIT_OK, parse, UsageError } from "../args.ts";
 
 export const usage = `Usage: mailgator account login NAME [-c FILE] [--paste | --device]
@@ -114,7 +114,10 @@ export interface AccountStatusView {
   readonly auth: "password" | "oauth2";
   readonly provider: string | null;
   readonly grant: string | null;
-  /** ok, needs-reauthorization, retrying, not-logged-in, no-token-yet (client credentials), or password. */
+  /**
+   * ok, needs-reauthorization, retrying, not-logged-in, other-client (the stored login is another client's),
+   * no-token-yet (client credentials), or password.
+   */
   readonly state: string;
   /** Seconds until the cached access token expires (negative: expired), null without one. */
   readonly expiresIn: number | null;
@@ -141,27 +144,49 @@ function view(account: AccountConfig, store: SealedStore | null, tokenIds: Reado
       refreshedAt: null,
     } satisfies AccountStatusView;
   const row = store ? readStatus(store, account.name) : null;
-  const loggedIn = tokenIds.has(account.name);
+  const stored = store && tokenIds.has(account.name) ? storedLogin(store, account) : "none";
+  const loggedIn = stored === "usable";
   const state =
-    row?.state === "needs-reauthorization"
-      ? row.state
+    row?.state === "needs-reauthorization" || stored === "unreadable"
+      ? "needs-reauthorization"
       : loggedIn && row
         ? row.state
         : account.oauth2.grant === "client_credentials"
           ? "no-token-yet"
-          : "not-logged-in";
+          : stored === "other-client"
+            ? "other-client"
+            : "not-logged-in";
   return {
     account: account.name,
     auth: "oauth2",
     provider: account.oauth2.provider,
     grant: account.oauth2.grant,
     state,
-    expiresIn: row?.expiresAt == null ? null : Math.round((row.expiresAt - now) / 1000),
+    expiresIn: !loggedIn || row?.expiresAt == null ? null : Math.round((row.expiresAt - now) / 1000),
     since: iso(row?.since ?? null),
     lastError: row?.lastError ?? null,
     lastErrorAt: iso(row?.lastErrorAt ?? null),
     refreshedAt: iso(row?.refreshedAt ?? null),
   } satisfies AccountStatusView;
+}
+
+/**
+ * Whether the stored login is one the proxy uses: tokens issued to the client the config names now (the proxy ignores
+ * others, src/accounts/records.ts `matches`: the config names a new client_id or token_url since the login), and
+ * readable under the key (the proxy takes an unreadable record for a login to be made again).
+ */
+function storedLogin(
+  store: SealedStore,
+  account: OAuth2AccountConfig,
+): "usable" | "other-client" | "unreadable" | "none" {
+  try {
+    const record = readTokens(store, account.name);
+    if (record === null) return "none";
+    return matches(record, account.oauth2) ? "usable" : "other-client";
+  } catch (e) {
+    if (e instanceof SealedRecordError) return "unreadable";
+    throw e;
+  }
 }
 
 function describe(v: AccountStatusView): string {
@@ -173,6 +198,9 @@ function describe(v: AccountStatusView): string {
     retrying: "ok, but the last token request failed; retrying",
     "needs-reauthorization": `NEEDS RE-AUTHORIZATION: run \`mailgator account login ${v.account}\``,
     "not-logged-in": `not logged in: run \`mailgator account login ${v.account}\``,
+    "other-client":
+      "not logged in: the stored login was made for another client_id or token_url: run " +
+      `\`mailgator account login ${v.account}\``,
     "no-token-yet": "no token yet (the proxy fetches one when it first needs it)",
   };
   lines.push(`  state: ${what[v.state] ?? v.state}${v.since ? ` (since ${v.since})` : ""}`);
