@@ -1338,6 +1338,8 @@ export class ImapSession implements LoginSession, CompressSession {
     if (allowExpunge) for (const k of box.takeExpunges()) this.sendText(`* ${k} EXPUNGE`);
     const n = box.admitNew();
     if (n !== null) this.sendText(`* ${n} EXISTS`);
+    // A [READ-ONLY] in the replies of the sync itself: told now, which in IDLE is before DONE.
+    this.tellReadOnly();
   }
 
   /**

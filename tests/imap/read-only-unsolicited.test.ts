@@ -32,6 +32,8 @@ const SYSTEM = "\\Answered \\Flagged \\Deleted \\Seen \\Draft";
 
 /** What the scripted upstream adds before its NOOP's OK; set per test. */
 let onNoop = "";
+/** What the scripted upstream adds to its answer when the proxy learns a new message's UID; set per test. */
+let onSync = "";
 /** The command lines the scripted upstream read, in order. */
 const received: string[] = [];
 let lastSocket: Socket | null = null;
@@ -52,7 +54,10 @@ function answer(socket: Socket, { line, tag, command }: ScriptedCommand): void {
         `${tag} OK [${command === "SELECT" ? "READ-WRITE" : "READ-ONLY"}] done\r\n`,
     );
   else if (command === "UID SEARCH") socket.write(`* SEARCH 1 2 3\r\n${ok}`);
-  else if (command === "UID FETCH") {
+  else if (command === "UID FETCH" && / \(UID\)$/.test(line)) {
+    // The proxy learning the UID of an arrival (message 4, UID 4).
+    socket.write(`${onSync}* 4 FETCH (UID 4)\r\n${ok}`);
+  } else if (command === "UID FETCH") {
     const [, uid] = /^\S+ UID FETCH (\d+)/.exec(line) ?? [];
     const body = "Subject: x\r\n\r\nhello\r\n";
     socket.write(`* ${uid} FETCH (UID ${uid} BODY[] {${body.length}}\r\n${body})\r\n${ok}`);
@@ -172,6 +177,32 @@ test("an untagged OK [READ-ONLY] in IDLE is passed to the agent and makes the fo
     // Told once: the next reply does not repeat it.
     expect(await raw.command("n", "NOOP")).toBe("n OK NOOP completed\r\n");
     await expectWritesRefused(raw, rows);
+  } finally {
+    raw.close();
+  }
+});
+
+test("an OK [READ-ONLY] in the reply the proxy gets while it learns an arrival in IDLE is told then too", async () => {
+  const raw = await RawImap.login(proxy.port, { user: "agent", password: "secret" });
+  try {
+    expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toBe("s OK [READ-WRITE] SELECT completed");
+    raw.write("i IDLE\r\n");
+    await raw.readUntil((b) => b.includes("+ "), 3000);
+    raw.take();
+    for (let i = 0; idleTag === null && i < 100; i++) await Bun.sleep(20);
+    onSync = "* OK [READ-ONLY] Mailbox is now read-only\r\n";
+    // An arrival: the proxy leaves IDLE upstream, learns its UID (the reply carrying the notice), and idles again.
+    lastSocket!.write("* 4 EXISTS\r\n");
+    const told = await raw.readUntil((b) => b.includes("[READ-ONLY]") && b.includes("EXISTS"), 3000);
+    onSync = "";
+    expect(told.split("\r\n").filter((l) => l !== "")).toEqual([
+      "* 4 EXISTS",
+      "* OK [READ-ONLY] Mailbox is now read-only",
+    ]);
+    raw.take();
+    for (let i = 0; idleTag === null && i < 100; i++) await Bun.sleep(20);
+    raw.write("DONE\r\n");
+    expect(await raw.waitTagged("i")).toBe("i OK Idle completed\r\n");
   } finally {
     raw.close();
   }
