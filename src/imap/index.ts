@@ -4,6 +4,7 @@
  */
 
 import { AccountCredentials } from "../accounts/index.ts";
+import { AccountRefusals } from "../accounts/refusals.ts";
 import { keptUpstreamSessions, responseMemoryReserved, responseMemoryWaiting } from "../admin/metrics.ts";
 import type { AuditLog } from "../audit/index.ts";
 import { assertRules } from "../config/rules.ts";
@@ -82,6 +83,8 @@ export async function startImapProxy(deps: {
   loginThrottle?: Partial<typeof LOGIN_THROTTLE>;
   /** Failed logins counted across connections; `serve` gives both listeners one. Default: LOGIN_LOCKOUT's own. */
   lockout?: LoginLockout;
+  /** Tests only: a shorter ACCOUNT_REFUSAL_HOLD_MS. */
+  accountRefusalHoldMs?: number;
 }): Promise<ImapProxy> {
   const { config, policy, audit } = deps;
   const log = moduleLogger("imap");
@@ -153,6 +156,7 @@ export async function startImapProxy(deps: {
     responseMemory,
     commandMemory,
     upstreamPool: new UpstreamPool({}, (size) => keptUpstreamSessions.set({}, size)),
+    accountRefusals: new AccountRefusals(deps.accountRefusalHoldMs),
     cache: filtersMessages(config)
       ? ClassificationCache.open(cachePathBeside(config.audit.path), (m) => log.warn(m))
       : null,

@@ -42,6 +42,7 @@ export interface ProxyOptions {
   readonly loginThrottle?: Partial<typeof LOGIN_THROTTLE>;
   /** The failed-login count (a shorter lock, or one shared with an SMTP proxy), instead of one of its own. */
   readonly lockout?: LoginLockout;
+  readonly accountRefusalHoldMs?: number;
   /** Shorter upstream and agent TLS handshake deadlines (startImapProxy's `timeouts`). */
   readonly timeouts?: Partial<UpstreamTimeouts>;
   /** Instead of RESPONSE_MEMORY_BUDGET. */
@@ -102,6 +103,7 @@ export async function startTestProxy(options: ProxyOptions = {}): Promise<TestPr
     live,
     ...(options.loginThrottle === undefined ? {} : { loginThrottle: options.loginThrottle }),
     ...(options.lockout === undefined ? {} : { lockout: options.lockout }),
+    ...(options.accountRefusalHoldMs === undefined ? {} : { accountRefusalHoldMs: options.accountRefusalHoldMs }),
     ...(options.timeouts === undefined ? {} : { timeouts: options.timeouts }),
     ...(options.responseMemoryBudget === undefined ? {} : { responseMemoryBudget: options.responseMemoryBudget }),
     ...(options.responseMemoryFree === undefined ? {} : { responseMemoryFree: options.responseMemoryFree }),

@@ -6,6 +6,7 @@
  */
 
 import type { AccountCredentials } from "../../accounts/index.ts";
+import type { AccountRefusals } from "../../accounts/refusals.ts";
 import type { AuditEvent, AuditLog } from "../../audit/index.ts";
 import type { Config, ImapLimits } from "../../config/types.ts";
 import type { moduleLogger } from "../../log.ts";
@@ -60,6 +61,8 @@ export interface SessionContext {
   readonly cache: ClassificationCache | null;
   /** Upstream sessions kept after LOGOUT for the next login of the same vault account (src/imap/upstream-pool.ts). */
   readonly upstreamPool: UpstreamPool;
+  /** Vault accounts whose login upstream refused just now, by pool key (src/accounts/refusals.ts). */
+  readonly accountRefusals: AccountRefusals;
 }
 
 /** What the listener does with its sessions: end them all, or judge them after a reload. */

@@ -108,6 +108,9 @@ function recordBeforeStartTls(s: LoginSession, command: string, why: string): vo
   });
 }
 
+/** The reply to an agent whose account's login the upstream server refused (or refused just now). */
+const ACCOUNT_REFUSED = "The upstream server refused the account's login; try again later";
+
 async function loginAs(
   s: LoginSession,
   tag: string,
@@ -176,7 +179,36 @@ async function loginAs(
       return s.overSessionLimit(command, username, agent !== null);
     }
   } else {
-    const opened = await openAndLogin(s, tag, command, username, agent, vaultAccount, upstreamUser, loginUpstream);
+    // The account's login was refused upstream moments ago: not tried again yet (src/accounts/refusals.ts).
+    const held = poolKey === null ? 0 : s.ctx.accountRefusals.heldFor(poolKey);
+    if (held > 0) {
+      const reason =
+        `upstream login not tried: the upstream server refused the credentials of account ${vaultAccount} less ` +
+        `than ${Math.round(s.ctx.accountRefusals.holdMs / 1000)} s ago (tried again in ${Math.ceil(held / 1000)} s)`;
+      s.auditRow({
+        command,
+        operation: null,
+        folder: null,
+        target: username,
+        decision: "error",
+        rule: null,
+        ruleIndex: null,
+        reason,
+      });
+      throw new Refusal("NO", "UNAVAILABLE", ACCOUNT_REFUSED);
+    }
+    const refusalKey = poolKey;
+    const opened = await openAndLogin(
+      s,
+      tag,
+      command,
+      username,
+      agent,
+      vaultAccount,
+      refusalKey,
+      upstreamUser,
+      loginUpstream,
+    );
     if (opened === null) return;
     ({ up, delimiter } = opened);
   }
@@ -244,6 +276,7 @@ async function openAndLogin(
   username: string,
   agent: string | null,
   vaultAccount: string | null,
+  refusalKey: string | null,
   upstreamUser: string,
   loginUpstream: (up: UpstreamSession) => Promise<boolean>,
 ): Promise<{ up: UpstreamSession; delimiter: string | null } | null> {
@@ -299,7 +332,8 @@ async function openAndLogin(
       const reason = `upstream login refused: the upstream server refused the credentials of account ${vaultAccount}`;
       s.log.warn(`session ${s.id}: agent ${agent}: ${reason}`);
       upstreamFailed(reason, username);
-      throw new Refusal("NO", "UNAVAILABLE", "The upstream server refused the account's login; try again later");
+      if (refusalKey !== null) s.ctx.accountRefusals.refused(refusalKey);
+      throw new Refusal("NO", "UNAVAILABLE", ACCOUNT_REFUSED);
     }
     await s.loginFailed(tag, command, username, "the upstream server refused the credentials");
     return null;

@@ -1,0 +1,44 @@
+/**
+ * Vault accounts whose password login the upstream server has just refused (docs/config.md "Who connects"). The agent
+ * that asked had the right token, so the refusal is the account's: a password changed upstream and not yet in the
+ * config, a server-side limit. Its agents' logins are then answered `NO [UNAVAILABLE]` for ACCOUNT_REFUSAL_HOLD_MS
+ * without trying the account again: a server counts failed logins per client address (Dovecot's auth penalty, a
+ * provider's block of an address), and an agent retrying in a loop would otherwise have the proxy fail one login after
+ * another there, slowing or shutting out every account behind the proxy's address.
+ *
+ * The key is the upstream pool's (`UpstreamPool.keyOf`): the server, the account's user name and a digest of its
+ * password, under the config in force. A reload that fixes the password, or any reload, starts a new key, so the
+ * account is tried at once.
+ */
+
+/** How long an account's refused login is not tried again. */
+export const ACCOUNT_REFUSAL_HOLD_MS = 30_000;
+
+export class AccountRefusals {
+  readonly holdMs: number;
+  readonly #now: () => number;
+  /** Refused keys with the time their hold ends. At most one per account and config: the config bounds it. */
+  readonly #until = new Map<string, number>();
+
+  constructor(holdMs = ACCOUNT_REFUSAL_HOLD_MS, now: () => number = () => performance.now()) {
+    this.holdMs = holdMs;
+    this.#now = now;
+  }
+
+  /** The upstream server refused the login under `key` now. */
+  refused(key: string): void {
+    const now = this.#now();
+    for (const [k, until] of this.#until) if (until <= now) this.#until.delete(k);
+    this.#until.set(key, now + this.holdMs);
+  }
+
+  /** Milliseconds until a login under `key` is tried upstream again; 0 when it may be now. */
+  heldFor(key: string): number {
+    const until = this.#until.get(key);
+    if (until === undefined) return 0;
+    const left = until - this.#now();
+    if (left > 0) return left;
+    this.#until.delete(key);
+    return 0;
+  }
+}
