@@ -274,9 +274,22 @@ export class ImapSession implements LoginSession, CompressSession {
    * config is now in vault mode, ends with `* BYE` (RFC 3501 §7.1.5), after the reply of a command under way; one
    * whose selected mailbox the new rules would show otherwise (`followReload`) ends at once, command or not, whatever
    * else ends it: not one more byte of a FETCH under way is sent about a folder the new rules show otherwise
-   * (docs/operations.md "Reload"). Returns true then. Others take the new rules at their next command.
+   * (docs/operations.md "Reload"). Returns true then. Others take the new rules at their next command, and the
+   * timeouts of the new `[limits]` at once (`#checkTimers`): a lowered `login_timeout`, `idle_timeout` or
+   * `idle_command_timeout` ends a session that has waited longer, not only once the timer set under the old one
+   * fires.
    */
   reloaded(): boolean {
+    if (this.#judgeReload()) return true;
+    if (!this.#closed) {
+      if (this.#timer !== null) clearTimeout(this.#timer);
+      this.#checkTimers();
+    }
+    return false;
+  }
+
+  /** `reloaded` without the timers: whether the config in force ends this session (a login judged as it ends). */
+  #judgeReload(): boolean {
     const c = this.#credentials;
     if (c === null || this.#closed) return false;
     const upstreamChanged = !sameUpstream(c.upstream, this.ctx.upstream);
@@ -1619,7 +1632,7 @@ export class ImapSession implements LoginSession, CompressSession {
     this.#badCommands = 0;
     this.attachUpstream(up);
     // A reload while this login was checked: judged now against the config in force.
-    if (generation !== this.ctx.generation && this.reloaded()) return;
+    if (generation !== this.ctx.generation && this.#judgeReload()) return;
     this.names = new FolderNames(delimiter);
     this.state = "authenticated";
     this.tagged(tag, "OK", `CAPABILITY ${this.capabilities().join(" ")}`, "Logged in");

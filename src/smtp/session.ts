@@ -285,9 +285,21 @@ export class SmtpSession {
    * After a reload: a session whose agent was removed, whose token, account, account credentials or upstream
    * changed, whose address the agent's `allowed_ips` no longer hold, or that logged in pass-through while the
    * config is now in vault mode, ends with `421 4.3.2` (RFC 5321 §3.8); returns true then. Others take the new
-   * rules and identities at their next command.
+   * rules and identities at their next command, and the timeouts of the new `[limits]` at once: a lowered
+   * `login_timeout` or `idle_timeout` ends a session that has waited longer, not only once the timer set under the
+   * old one fires.
    */
   reloaded(): boolean {
+    if (this.#judgeReload()) return true;
+    if (this.#idleTimer !== null && !this.#closing) {
+      clearTimeout(this.#idleTimer);
+      this.#idleTimer = setTimeout(this.#onIdle, Math.max(this.#untilLimit(), 10));
+    }
+    return false;
+  }
+
+  /** `reloaded` without the timer: whether the config in force ends this session (a login judged as it ends). */
+  #judgeReload(): boolean {
     const identity = this.#identity;
     if (identity === null || this.#closing || this.#endedByReload !== null) return false;
     const login: SessionLogin =
@@ -1032,7 +1044,7 @@ export class SmtpSession {
     this.#upstreamAtLogin = upstreamTarget;
     // A reload while the login was checked upstream (the awaits above) did not judge this session, which was not
     // logged in yet: it is judged now against the config in force, before the 235, as the IMAP login does.
-    if (this.reloaded()) return;
+    if (this.#judgeReload()) return;
     this.#loginResult = "ok";
     this.#audit({ command: "AUTH", target: attempt.username, decision: "allow", reason: "login accepted" });
     this.#send(reply(235, "2.7.0", "Authentication successful"));
