@@ -571,6 +571,14 @@ export function reload(
     if (e instanceof ConfigError) return failed(e.problems.map((p) => formatProblem(e.file, p)));
     return failed([(e as Error).message]);
   }
+  // A listener is started once (docs/operations.md "Reload"): one the file adds would not listen, and one it removes
+  // would go on serving under a config without it. Each proxy refuses the removal of its own section too
+  // (src/runtime/reload.ts listenerReload); the addition of one that is not running only shows here.
+  for (const name of ["imap", "smtp"] as const)
+    if ((previous[name] === null) !== (next[name] === null))
+      return failed([
+        `[${name}] was ${next[name] === null ? "removed" : "added"}: adding or removing a listener needs a restart`,
+      ]);
   const warnings = [...next.warnings];
   const asking = next.rules.findIndex((r) => r.action === "ask");
   if (asking !== -1 && !approvals) {
