@@ -6,6 +6,7 @@
 import { hostname } from "node:os";
 import { dirname, join } from "node:path";
 import { AccountCredentials } from "../accounts/index.ts";
+import { AccountRefusals } from "../accounts/refusals.ts";
 import type { ApprovalRow, ApprovalStore } from "../approvals/store.ts";
 import type { AuditLog } from "../audit/index.ts";
 import { assertRules } from "../config/rules.ts";
@@ -62,6 +63,8 @@ export interface SmtpProxyOptions {
   readonly limits?: Partial<SessionLimits>;
   /** Failed logins counted across connections; `serve` gives both listeners one. Default: LOGIN_LOCKOUT's own. */
   readonly lockout?: LoginLockout;
+  /** Tests only: a shorter ACCOUNT_REFUSAL_HOLD_MS. */
+  readonly accountRefusalHoldMs?: number;
 }
 
 /** The spool directory: `mailgator-spool/` beside the audit database (docs/smtp.md). */
@@ -139,6 +142,7 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
       maxTracked: AUTH_FAILURE_TRACKED_ADDRESSES,
     }),
     lockout: opts.lockout ?? new LoginLockout(),
+    accountRefusals: new AccountRefusals(opts.accountRefusalHoldMs),
     hostname: validHostname(),
     sessions: new Set(),
     holds: new Set(),

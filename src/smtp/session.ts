@@ -18,6 +18,7 @@ import {
   reloadEndReason,
   type SessionLogin,
 } from "../accounts/index.ts";
+import type { AccountRefusals } from "../accounts/refusals.ts";
 import { countLimitRefusal } from "../admin/metrics.ts";
 import { buildPreview } from "../approvals/preview.ts";
 import { type ApprovalRow, type ApprovalStore, HoldStopped, newApprovalId } from "../approvals/store.ts";
@@ -118,6 +119,8 @@ export interface SessionContext {
   readonly throttle: FailureThrottle;
   /** Failed logins counted across connections and both listeners (src/net/lockout.ts). */
   readonly lockout: LoginLockout;
+  /** Vault password accounts whose upstream login was refused just now (src/accounts/refusals.ts). */
+  readonly accountRefusals: AccountRefusals;
   readonly limits: SessionLimits;
   readonly hostname: string;
   /** Sessions currently open, so that close() can end them. */
@@ -1937,12 +1940,31 @@ export class SmtpSession {
     return text;
   }
 
-  /** A new upstream connection logged in as this session's identity. */
+  /**
+   * A new upstream connection logged in as this session's identity. A vault password account whose login the
+   * upstream refused moments ago is not tried again yet (src/accounts/refusals.ts): the send fails as that one did.
+   */
   #openUpstream(): Promise<UpstreamSession> {
     const id = this.#identity!;
     const signal = this.#stopped.signal;
-    if (id.mode === "pass-through") return UpstreamSession.open(this.#ctx.upstream, id.credentials, signal);
-    return openAccountUpstream(this.#ctx.upstream, id.account, this.#ctx.credentials, signal);
+    const target = this.#ctx.upstream;
+    if (id.mode === "pass-through") return UpstreamSession.open(target, id.credentials, signal);
+    if (id.account.auth !== "password") return openAccountUpstream(target, id.account, this.#ctx.credentials, signal);
+    const refusals = this.#ctx.accountRefusals;
+    const key = `${target.host}\n${target.port}\n${target.tls}\n${accountLoginKey(id.account)}`;
+    const held = refusals.heldFor(key);
+    if (held > 0)
+      return Promise.reject(
+        new UpstreamError(
+          `login not tried: the upstream server refused the credentials of account ${id.account.name} less than ` +
+            `${Math.round(refusals.holdMs / 1000)} s ago (tried again in ${Math.ceil(held / 1000)} s)`,
+        ),
+      );
+    const opened = openAccountUpstream(target, id.account, this.#ctx.credentials, signal);
+    opened.catch((e: unknown) => {
+      if (e instanceof UpstreamAuthError) refusals.refused(key);
+    });
+    return opened;
   }
 }
 

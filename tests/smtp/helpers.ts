@@ -59,6 +59,8 @@ export interface ProxyOptions {
   readonly limits?: Partial<SessionLimits>;
   /** The failed-login count (a shorter lock, or one shared with an IMAP proxy), instead of one of its own. */
   readonly lockout?: LoginLockout;
+  /** A shorter ACCOUNT_REFUSAL_HOLD_MS (src/accounts/refusals.ts). */
+  readonly accountRefusalHoldMs?: number;
   /** Trusted extra CA for the upstream; default the test CA, null for none. */
   readonly caFile?: string | null;
   /** What the proxy is given as its audit log, built around the real one (a slow or failing log). */
@@ -130,6 +132,7 @@ ${options.rules}
     ...(options.onHeld ? { onHeld: options.onHeld } : {}),
     ...(options.limits ? { limits: options.limits } : {}),
     ...(options.lockout ? { lockout: options.lockout } : {}),
+    ...(options.accountRefusalHoldMs ? { accountRefusalHoldMs: options.accountRefusalHoldMs } : {}),
   });
   return {
     proxy,
