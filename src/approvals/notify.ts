@@ -33,7 +33,14 @@ import {
   UpstreamAuthError,
   type UpstreamSession,
 } from "../smtp/upstream.ts";
-import { attachmentsShown, headerFieldLines, MORE_TEXT, subjectShown, UNREADABLE_SUBJECT } from "./preview.ts";
+import {
+  attachmentsShown,
+  headerFieldLines,
+  MORE_TEXT,
+  otherFieldLines,
+  subjectShown,
+  UNREADABLE_SUBJECT,
+} from "./preview.ts";
 import { type ApprovalContext, approvalEvent } from "./service.ts";
 import type { ApprovalRow, HeldDetails, Preview } from "./store.ts";
 
@@ -79,6 +86,8 @@ export function approverNotice(input: ApproverNoticeInput): NoticeText {
     ),
     // What the recipient's mail client shows as sender and recipients, display names included.
     ...headerFieldLines(p, clean).map((l) => `In header:   ${l}`),
+    // The other fields go out too, though a client hides most of them.
+    ...otherFieldLines(p, clean).map((l) => `Also header: ${l}`),
     `Subject:     ${subjectShown(p, clean)}`,
     `Size:        ${p.size} octets`,
     `Attachments: ${attachmentsShown(p, clean)}`,

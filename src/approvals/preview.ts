@@ -22,6 +22,8 @@ export const PREVIEW_ATTACHMENTS = 20;
 export const PREVIEW_SUBJECT_FIELDS = 4;
 /** Header fields shown as the recipient's client shows them (From, Sender, Reply-To, To, Cc); the rest are counted. */
 export const PREVIEW_HEADER_FIELDS = 10;
+/** The message's other header fields shown (all but those and Subject); the rest are counted. */
+export const PREVIEW_OTHER_FIELDS = 20;
 /** The fields `headerFields` shows, by their lower-cased name, written as RFC 5322 §3.6 writes them. */
 const SHOWN_FIELDS: Readonly<Record<string, string>> = {
   from: "From",
@@ -57,6 +59,31 @@ function headerFieldsShown(fields: readonly HeaderField[] | null): {
   const all = (fields ?? []).filter((f) => SHOWN_FIELDS[f.name] !== undefined);
   const shown = all.slice(0, PREVIEW_HEADER_FIELDS).map((f) => ({
     name: SHOWN_FIELDS[f.name]!,
+    value: cut(decodeEncodedWords(f.value) ?? f.value, "field"),
+  }));
+  return { shown, count: all.length };
+}
+
+/**
+ * A field name as written in RFC 5322 and the RFCs that add fields, from the lower-cased name the parser keeps:
+ * each word capitalized (`x-customer-export` is shown `X-Customer-Export`; case does not matter to a reader).
+ */
+function fieldName(lower: string): string {
+  return lower.replace(/(^|-)([a-z])/g, (_, dash: string, c: string) => dash + c.toUpperCase());
+}
+
+/**
+ * Every other header field (not Subject, nor those `headerFieldsShown` shows), in the order written: a recipient's
+ * client keeps most of them out of sight, but they go out with the message, and an agent can write anything in them
+ * (`X-Notes: <the customer list>`). The approver must see them as well, decoded as the shown fields are.
+ */
+function otherFieldsShown(fields: readonly HeaderField[] | null): {
+  shown: NonNullable<Preview["otherHeaderFields"]>;
+  count: number;
+} {
+  const all = (fields ?? []).filter((f) => SHOWN_FIELDS[f.name] === undefined && f.name !== "subject");
+  const shown = all.slice(0, PREVIEW_OTHER_FIELDS).map((f) => ({
+    name: fieldName(f.name),
     value: cut(decodeEncodedWords(f.value) ?? f.value, "field"),
   }));
   return { shown, count: all.length };
@@ -126,6 +153,7 @@ export function buildPreview(
   const lines = all.slice(0, PREVIEW_LINES).map((l) => l.slice(0, PREVIEW_LINE_CHARS));
   const senderDomain = domainOf(sender);
   const authors = headerFieldsShown(fields);
+  const others = otherFieldsShown(fields);
   return {
     sender,
     recipients: recipients.map((address) => ({ address, external: domainOf(address) !== senderDomain })),
@@ -147,6 +175,8 @@ export function buildPreview(
       all.slice(0, PREVIEW_LINES).some((l) => l.length > PREVIEW_LINE_CHARS),
     headerFields: authors.shown,
     headerFieldCount: authors.count,
+    otherHeaderFields: others.shown,
+    otherHeaderFieldCount: others.count,
   };
 }
 
@@ -161,6 +191,18 @@ export function headerFieldLines(p: Preview, show: (text: string) => string): st
   if (more > 0) lines.push(`(and ${more} more such fields)`);
   return lines;
 }
+/**
+ * The other header fields of a preview (`otherHeaderFields`) as lines `Name: value`, with `show` applied to the
+ * values, and a last line counting those left out; none for records sealed before they were kept.
+ */
+export function otherFieldLines(p: Preview, show: (text: string) => string): string[] {
+  const fields = p.otherHeaderFields ?? [];
+  const lines = fields.map((f) => `${f.name}: ${show(f.value)}`);
+  const more = (p.otherHeaderFieldCount ?? fields.length) - fields.length;
+  if (more > 0) lines.push(`(and ${more} more header fields)`);
+  return lines;
+}
+
 /**
  * The subject of a preview in words, with `show` applied to what the agent wrote (each display escapes it its own
  * way): "(none)" only when there is no Subject field; one that cannot be read says so, with the fields as written.

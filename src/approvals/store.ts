@@ -115,6 +115,14 @@ export interface Preview {
   readonly headerFields?: readonly { readonly name: string; readonly value: string }[];
   /** How many such fields the message has (more than `headerFields` shows when it holds more than the limit). */
   readonly headerFieldCount?: number;
+  /**
+   * Every other header field but Subject (Date, Message-ID, Content-Type, any `X-` field...), in the order written:
+   * they go out too, whether or not a client shows them. At most PREVIEW_OTHER_FIELDS, each cut at
+   * PREVIEW_LINE_CHARS characters. Absent in records sealed before they were kept.
+   */
+  readonly otherHeaderFields?: readonly { readonly name: string; readonly value: string }[];
+  /** How many such fields the message has. */
+  readonly otherHeaderFieldCount?: number;
 }
 
 /** A held message without its bytes: what approvers, notices and the upstream login need. */

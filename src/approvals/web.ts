@@ -10,7 +10,7 @@ import { createHash } from "node:crypto";
 import { errorMessage, moduleLogger } from "../log.ts";
 import { clean } from "../mail/index.ts";
 import { settledWithin } from "../runtime/settle.ts";
-import { attachmentsShown, headerFieldLines, MORE_TEXT, subjectShown } from "./preview.ts";
+import { attachmentsShown, headerFieldLines, MORE_TEXT, otherFieldLines, subjectShown } from "./preview.ts";
 import {
   type ApprovalContext,
   AUDIT_UNAVAILABLE,
@@ -283,6 +283,9 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
           p.recipients.map((r) => `<dt>To</dt><dd>${shown(r.address)}${r.external ? OUTSIDE_MARK : ""}</dd>`).join("") +
           headerFieldLines(p, clean)
             .map((l) => `<dt>In the header</dt><dd>${html(l)}</dd>`)
+            .join("") +
+          otherFieldLines(p, clean)
+            .map((l) => `<dt>Also in the header</dt><dd>${html(l)}</dd>`)
             .join("") +
           `<dt>Subject</dt><dd>${html(subjectShown(p, clean))}</dd><dt>Size</dt><dd>${p.size} octets</dd>` +
           `<dt>Attachments</dt><dd>${html(attachmentsShown(p, clean))}</dd>` +

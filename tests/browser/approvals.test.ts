@@ -135,15 +135,19 @@ interface Held {
 
 /**
  * The agent sends (nodemailer, the agent's own login) to a colleague and to an outside address: held. `o` may name
- * the outside address and the subject.
+ * the outside address and the subject, and add header lines (CRLF-terminated) after the Subject.
  */
-async function hold(server: Server, name: string, o: { outside?: string; subject?: string } = {}): Promise<Held> {
+async function hold(
+  server: Server,
+  name: string,
+  o: { outside?: string; subject?: string; header?: string } = {},
+): Promise<Held> {
   const token = uniqueToken(name);
   const colleague = `${token}-colleague@corp.test`;
   const outside = o.outside ?? `${token}@outside.example`;
   const subject = o.subject ?? `Quarterly numbers ${token}`;
   const raw =
-    `From: ${SENDER}\r\nTo: ${colleague}, ${outside}\r\nSubject: ${subject}\r\n` +
+    `From: ${SENDER}\r\nTo: ${colleague}, ${outside}\r\nSubject: ${subject}\r\n${o.header ?? ""}` +
     `Date: Wed, 02 Dec 2026 12:00:00 +0000\r\nMessage-ID: <${token}@corp.test>\r\nMIME-Version: 1.0\r\n` +
     `Content-Type: text/plain; charset=us-ascii\r\n\r\nHello,\r\nthe figures for ${token} are attached below.\r\n`;
   const transport = nodemailer.createTransport({
@@ -361,6 +365,34 @@ describe("the approval page in Chromium", () => {
     } finally {
       await page.close();
     }
+  });
+
+  test("every header field that goes out is on the page, not only those a mail client shows", async () => {
+    // The agent's payload rides in fields a recipient's client keeps out of sight but that reach the outside
+    // recipient all the same (Postfix passes them on): the approver must see them before saying yes.
+    const secret = `card 4111-1111-1111-1111 ${uniqueToken("leak")}`;
+    const header =
+      `X-Customer-Export: ${secret}\r\n` +
+      `Comments: =?utf-8?q?Kontoliste_f=C3=BCr_Bob?=\r\n` +
+      `X-Long: ${"z".repeat(300)}\r\n`;
+    const held = await hold(server, "other-fields", { header });
+    const { page, response } = await open(linkFor(server, held.id));
+    expect(response.status()).toBe(200);
+    const other = page.locator('dt:text-is("Also in the header") + dd');
+    const lines = await other.allInnerTexts();
+    expect(lines).toContain(`X-Customer-Export: ${secret}`);
+    // Decoded as a client that shows it would show it, and cut at 200 characters saying so.
+    expect(lines).toContain("Comments: Kontoliste für Bob");
+    expect(lines).toContain(`X-Long: ${"z".repeat(200)}… (field cut)`);
+    expect(lines).toContain("Date: Wed, 02 Dec 2026 12:00:00 +0000");
+    // What was on the page is what goes out: approved, the field reaches the outside recipient as written.
+    expect((await press(page, "Approve")).status()).toBe(200);
+    const copies = await waitForSink(held.token, { count: 2, timeoutMs: WAIT_MS, settleMs: 1000 });
+    for (const copy of copies) {
+      expectSameBytes(copy.raw(), held.raw);
+      expect(copy.raw()).toContain(`X-Customer-Export: ${secret}\n`);
+    }
+    await page.close();
   });
 
   test("an altered token, or one borrowed from another message, is refused and changes nothing", async () => {

@@ -2,7 +2,13 @@
 
 import { AccountCredentials } from "../../accounts/index.ts";
 import { Notifier } from "../../approvals/notify.ts";
-import { attachmentsShown, headerFieldLines, MORE_TEXT, subjectShown } from "../../approvals/preview.ts";
+import {
+  attachmentsShown,
+  headerFieldLines,
+  MORE_TEXT,
+  otherFieldLines,
+  subjectShown,
+} from "../../approvals/preview.ts";
 import { type ApprovalContext, approve, deny } from "../../approvals/service.ts";
 import { type ApprovalRow, ApprovalStore, ID_PATTERN } from "../../approvals/store.ts";
 import { AuditLog } from "../../audit/index.ts";
@@ -121,6 +127,8 @@ export async function approvals(ctx: CommandContext): Promise<number> {
             ctx.out(`to: ${clean(r.address)}${r.external ? "  (outside the sender's domain)" : ""}`);
           // The header's names too: the recipient reads `"CEO" <bot@corp.test>`, not only the envelope.
           for (const line of headerFieldLines(p, clean)) ctx.out(`header ${line}`);
+          // And every other field, which goes out too, whether or not a client shows it.
+          for (const line of otherFieldLines(p, clean)) ctx.out(`also header ${line}`);
           ctx.out(`subject: ${subjectShown(p, clean)}`);
           ctx.out(`size: ${p.size} octets; attachments: ${attachmentsShown(p, clean)}`);
           for (const line of p.text.split("\n")) ctx.out(clean(line));
