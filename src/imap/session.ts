@@ -929,15 +929,7 @@ export class ImapSession implements LoginSession, CompressSession {
                   continue;
                 }
               }
-              this.auditRow({
-                command: "(refused)",
-                operation: null,
-                folder: null,
-                decision: "deny",
-                rule: null,
-                ruleIndex: null,
-                reason: e.message,
-              });
+              this.#refusalRow("(refused)", null, e.message);
               // An unsupported charset is NO [BADCHARSET], not BAD (RFC 9051 §6.4.4): the command was well formed.
               this.tagged(e.tag ?? "*", e.code === "bad-charset" ? "NO" : "BAD", e.responseCode, e.message);
               this.#badCommand();
@@ -1140,31 +1132,25 @@ export class ImapSession implements LoginSession, CompressSession {
   }
 
   /**
-   * The one place a command's errors become replies: a Refusal as thrown, an unavailable audit log `NO [UNAVAILABLE]`,
-   * a lost upstream `BYE`, anything else logged, audited as an `error` row and `NO [SERVERBUG]`. Parse errors are
-   * answered in the read loop.
-   */
-  /**
    * A command the session's state does not take (RFC 3501 §3): refused `BAD` with a deny row (docs/audit.md "What a
    * row records": every refusal is a row), and counted with the malformed ones (MAX_BAD_COMMANDS), so that a client
    * cannot send them without end.
    */
   #wrongState(cmd: Command, reason: string): void {
-    this.auditRow({
-      command: cmd.name,
-      operation: null,
-      folder: null,
-      decision: "deny",
-      rule: null,
-      ruleIndex: null,
-      reason,
-    });
+    this.#refusalRow(cmd.name, null, reason);
     this.tagged(cmd.tag, "BAD", null, reason);
     this.#badCommand();
   }
 
+  /** The `deny` row of a refusal no rule decided: a malformed line, a command in the wrong state, a check's own. */
+  #refusalRow(command: string, folder: string | null, reason: string): void {
+    this.auditRow({ command, operation: null, folder, decision: "deny", rule: null, ruleIndex: null, reason });
+  }
+
   /**
-   * A command ended by `error`. A refusal that wrote no row of its own (`rowsBefore`: the session's row count when
+   * The one place a command's errors become replies: a Refusal as thrown, an unavailable audit log `NO [UNAVAILABLE]`,
+   * a lost upstream `BYE`, anything else logged, audited as an `error` row and `NO [SERVERBUG]`. Parse errors are
+   * answered in the read loop. A refusal that wrote no row of its own (`rowsBefore`: the session's row count when
    * the command began; a check with no rule to cite, such as an unknown COMPRESS mechanism) gets a deny row here.
    */
   #fail(cmd: { readonly tag: string; readonly name: string }, error: unknown, rowsBefore = -1): void {
@@ -1174,16 +1160,7 @@ export class ImapSession implements LoginSession, CompressSession {
       return;
     }
     if (error instanceof Refusal) {
-      if (this.#rows === rowsBefore)
-        this.auditRow({
-          command: cmd.name,
-          operation: null,
-          folder: this.box?.policyName ?? null,
-          decision: "deny",
-          rule: null,
-          ruleIndex: null,
-          reason: error.message,
-        });
+      if (this.#rows === rowsBefore) this.#refusalRow(cmd.name, this.box?.policyName ?? null, error.message);
       return this.tagged(cmd.tag, error.status, error.code, error.message);
     }
     if (error instanceof AuditUnavailableError) {

@@ -537,11 +537,8 @@ export function forwardUntagged(s: Session, r: Response): void {
     // A folder read-only for the agent stays so until it is selected again (`SelectedMailbox.readOnly`): upstream's
     // `[READ-WRITE]` would tell it otherwise.
     if (code?.known && code.name === "READ-WRITE" && s.box?.readOnly === true) return;
-    if (code?.known && code.name === "READ-ONLY" && s.box !== null) {
-      // Told now, not again before the tagged reply (`Session.tellReadOnly`).
-      s.box.readOnly = true;
-      s.box.readOnlyUntold = false;
-    }
+    // Told now (the model made the folder read-only already), not again before the tagged reply (`tellReadOnly`).
+    if (code?.known && code.name === "READ-ONLY" && s.box !== null) s.box.readOnlyUntold = false;
     if (code !== null) s.send({ ...r, code });
   }
 }
