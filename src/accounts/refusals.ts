@@ -6,10 +6,13 @@
  * provider's block of an address), and an agent retrying in a loop would otherwise have the proxy fail one login after
  * another there, slowing or shutting out every account behind the proxy's address.
  *
- * The key is the upstream pool's (`UpstreamPool.keyOf`): the server, the account's user name and a digest of its
- * password, under the config in force. A reload that fixes the password, or any reload, starts a new key, so the
- * account is tried at once.
+ * The key (`refusalKey`) is the server and the account's login (its user name and a digest of its password,
+ * `accountLoginKey`): a reload that changes the password starts a new key, so the account is tried at once.
  */
+
+import type { PasswordAccountConfig } from "../config/types.ts";
+import type { UpstreamTarget } from "../net/index.ts";
+import { accountLoginKey } from "./identity.ts";
 
 /** How long an account's refused login is not tried again. */
 export const ACCOUNT_REFUSAL_HOLD_MS = 30_000;
@@ -32,6 +35,19 @@ export class AccountRefusals {
     this.#until.set(key, now + this.holdMs);
   }
 
+  /**
+   * Why a login of `account` under `key` is not tried upstream now ("login not tried: ..."), or null when it may be.
+   * The listeners put it in the row and refuse the login (IMAP) or the send (SMTP).
+   */
+  notTried(key: string, account: string): string | null {
+    const held = this.heldFor(key);
+    if (held === 0) return null;
+    return (
+      `login not tried: the upstream server refused the credentials of account ${account} less than ` +
+      `${Math.round(this.holdMs / 1000)} s ago (tried again in ${Math.ceil(held / 1000)} s)`
+    );
+  }
+
   /** Milliseconds until a login under `key` is tried upstream again; 0 when it may be now. */
   heldFor(key: string): number {
     const until = this.#until.get(key);
@@ -41,4 +57,9 @@ export class AccountRefusals {
     this.#until.delete(key);
     return 0;
   }
+}
+
+/** The key of a password account's logins to `target` (`AccountRefusals`). */
+export function refusalKey(target: UpstreamTarget, account: PasswordAccountConfig): string {
+  return `${target.host}\n${target.port}\n${target.tls}\n${accountLoginKey(account)}`;
 }

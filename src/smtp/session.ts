@@ -18,7 +18,7 @@ import {
   reloadEndReason,
   type SessionLogin,
 } from "../accounts/index.ts";
-import type { AccountRefusals } from "../accounts/refusals.ts";
+import { type AccountRefusals, refusalKey } from "../accounts/refusals.ts";
 import { countLimitRefusal } from "../admin/metrics.ts";
 import { buildPreview } from "../approvals/preview.ts";
 import { type ApprovalRow, type ApprovalStore, HoldStopped, newApprovalId } from "../approvals/store.ts";
@@ -1951,15 +1951,9 @@ export class SmtpSession {
     if (id.mode === "pass-through") return UpstreamSession.open(target, id.credentials, signal);
     if (id.account.auth !== "password") return openAccountUpstream(target, id.account, this.#ctx.credentials, signal);
     const refusals = this.#ctx.accountRefusals;
-    const key = `${target.host}\n${target.port}\n${target.tls}\n${accountLoginKey(id.account)}`;
-    const held = refusals.heldFor(key);
-    if (held > 0)
-      return Promise.reject(
-        new UpstreamError(
-          `login not tried: the upstream server refused the credentials of account ${id.account.name} less than ` +
-            `${Math.round(refusals.holdMs / 1000)} s ago (tried again in ${Math.ceil(held / 1000)} s)`,
-        ),
-      );
+    const key = refusalKey(target, id.account);
+    const held = refusals.notTried(key, id.account.name);
+    if (held !== null) return Promise.reject(new UpstreamError(held));
     const opened = openAccountUpstream(target, id.account, this.#ctx.credentials, signal);
     opened.catch((e: unknown) => {
       if (e instanceof UpstreamAuthError) refusals.refused(key);

@@ -11,6 +11,7 @@ import {
   AccountNeedsReauthorization,
   AccountTemporarilyUnavailable,
 } from "../../accounts/index.ts";
+import { refusalKey } from "../../accounts/refusals.ts";
 import { countLimitRefusal } from "../../admin/metrics.ts";
 import { ownEntry } from "../../config/names.ts";
 import { ipAllowed, lockoutName, overlongCredentials, SessionCounter, UpstreamError } from "../../net/index.ts";
@@ -133,6 +134,8 @@ async function loginAs(
   let agent: string | null = null;
   /** The agent's account (vault mode): an upstream refusal is then the account's, not the agent's (openAndLogin). */
   let vaultAccount: string | null = null;
+  /** A password account's key in `accountRefusals`: its refused login is not tried again for a while. */
+  let refusal: { readonly key: string; readonly account: string } | null = null;
   /** Pass-through logins are never kept: upstream's check of the password is the login itself. */
   let poolKey: string | null = null;
   if (config.agents.length > 0) {
@@ -155,6 +158,7 @@ async function loginAs(
       // Password accounts only: an OAuth2 account logs in afresh each time, so that a grant revoked or in need of
       // its owner shows at the next login (docs/imap.md "Upstream sessions kept for the next login").
       poolKey = s.ctx.upstreamPool.keyOf(s.ctx.upstream, accountLoginKey(account));
+      refusal = { key: refusalKey(s.ctx.upstream, account), account: account.name };
     }
     agent = found.name;
     vaultAccount = account.name;
@@ -180,11 +184,8 @@ async function loginAs(
     }
   } else {
     // The account's login was refused upstream moments ago: not tried again yet (src/accounts/refusals.ts).
-    const held = poolKey === null ? 0 : s.ctx.accountRefusals.heldFor(poolKey);
-    if (held > 0) {
-      const reason =
-        `upstream login not tried: the upstream server refused the credentials of account ${vaultAccount} less ` +
-        `than ${Math.round(s.ctx.accountRefusals.holdMs / 1000)} s ago (tried again in ${Math.ceil(held / 1000)} s)`;
+    const held = refusal === null ? null : s.ctx.accountRefusals.notTried(refusal.key, refusal.account);
+    if (held !== null) {
       s.auditRow({
         command,
         operation: null,
@@ -193,11 +194,10 @@ async function loginAs(
         decision: "error",
         rule: null,
         ruleIndex: null,
-        reason,
+        reason: `upstream ${held}`,
       });
       throw new Refusal("NO", "UNAVAILABLE", ACCOUNT_REFUSED);
     }
-    const refusalKey = poolKey;
     const opened = await openAndLogin(
       s,
       tag,
@@ -205,7 +205,7 @@ async function loginAs(
       username,
       agent,
       vaultAccount,
-      refusalKey,
+      refusal,
       upstreamUser,
       loginUpstream,
     );
@@ -276,7 +276,7 @@ async function openAndLogin(
   username: string,
   agent: string | null,
   vaultAccount: string | null,
-  refusalKey: string | null,
+  refusal: { readonly key: string } | null,
   upstreamUser: string,
   loginUpstream: (up: UpstreamSession) => Promise<boolean>,
 ): Promise<{ up: UpstreamSession; delimiter: string | null } | null> {
@@ -332,7 +332,7 @@ async function openAndLogin(
       const reason = `upstream login refused: the upstream server refused the credentials of account ${vaultAccount}`;
       s.log.warn(`session ${s.id}: agent ${agent}: ${reason}`);
       upstreamFailed(reason, username);
-      if (refusalKey !== null) s.ctx.accountRefusals.refused(refusalKey);
+      if (refusal !== null) s.ctx.accountRefusals.refused(refusal.key);
       throw new Refusal("NO", "UNAVAILABLE", ACCOUNT_REFUSED);
     }
     await s.loginFailed(tag, command, username, "the upstream server refused the credentials");
