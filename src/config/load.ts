@@ -112,9 +112,18 @@ class Problems {
   /** Whether the file `full` (named at `path`) may be opened or checked; when not, a warning says so. */
   mayOpen(full: string, path: readonly PathItem[]): boolean {
     if (this.only === undefined || this.only.files.has(full)) return true;
+    this.#unopened.add(full);
     this.unchecked.push(`${pathString(path)}: file ${JSON.stringify(full)} not checked (not named by the config file)`);
     return false;
   }
+  /** Files `mayOpen` kept closed: not read to check their contents either (`opened`). */
+  readonly #unopened = new Set<string>();
+
+  /** Whether the files at these full paths may be read (none of them was kept closed by LoadOptions.only). */
+  opened(...files: string[]): boolean {
+    return files.every((f) => !this.#unopened.has(f));
+  }
+
   /** Whether the environment variable `name` (named at `path`) may be looked up; when not, a warning says so. */
   mayLookUp(name: string, path: readonly PathItem[]): boolean {
     if (this.only === undefined || this.only.variables.has(name)) return true;
@@ -227,17 +236,12 @@ function listenConflicts(raw: RawConfig, problems: Problems): void {
 }
 
 /**
- * The file's full path when it is readable (else null, with a problem); `unchecked` when LoadOptions.only leaves it
- * unopened (then nothing else may read it either).
+ * The file's full path when it is readable (else null, with a problem); also when LoadOptions.only leaves it unopened
+ * (`Problems.opened` then says so, and nothing else may read it either).
  */
-function resolveFile(
-  base: string,
-  file: string,
-  path: PathItem[],
-  problems: Problems,
-): string | null | { unchecked: string } {
+function resolveFile(base: string, file: string, path: PathItem[], problems: Problems): string | null {
   const full = resolve(base, file);
-  if (!problems.mayOpen(full, path)) return { unchecked: full };
+  if (!problems.mayOpen(full, path)) return full;
   try {
     accessSync(full, constants.R_OK);
   } catch {
@@ -323,30 +327,23 @@ function listener(
       `[${section}] listens on ${raw.listen_addr} without TLS: agents' logins cross the network in clear text`,
     );
   }
-  /** A file that LoadOptions.only leaves unopened is not read to check its contents either. */
-  let opened = true;
-  const path = (r: string | null | { unchecked: string }): string | null => {
-    if (r === null || typeof r === "string") return r;
-    opened = false;
-    return r.unchecked;
-  };
   if (raw.tls_cert_file !== undefined)
-    cert = path(resolveFile(base, raw.tls_cert_file, [section, "tls_cert_file"], problems));
+    cert = resolveFile(base, raw.tls_cert_file, [section, "tls_cert_file"], problems);
   // The private key is a secret: without secrets (LoadOptions.skipSecrets) its path is kept but the file not opened.
   if (raw.tls_key_file !== undefined)
     key = skipSecrets
       ? resolve(base, raw.tls_key_file)
-      : path(resolveFile(base, raw.tls_key_file, [section, "tls_key_file"], problems));
-  if (cert !== null && key !== null && !skipSecrets && opened) {
+      : resolveFile(base, raw.tls_key_file, [section, "tls_key_file"], problems);
+  // A file that LoadOptions.only leaves unopened is not read to check its contents either.
+  if (cert !== null && key !== null && !skipSecrets && problems.opened(cert, key)) {
     const problem = tlsIdentityProblem(cert, key);
     if (problem !== null) problems.add([section, "tls_cert_file"], problem);
   }
-  opened = true;
   const ca =
     raw.upstream_ca_file === undefined
       ? null
-      : path(resolveFile(base, raw.upstream_ca_file, [section, "upstream_ca_file"], problems));
-  if (ca !== null && opened) {
+      : resolveFile(base, raw.upstream_ca_file, [section, "upstream_ca_file"], problems);
+  if (ca !== null && problems.opened(ca)) {
     const problem = caProblem(ca);
     if (problem !== null) problems.add([section, "upstream_ca_file"], problem);
   }
