@@ -177,7 +177,7 @@ export class AuditLog {
    * connection uses, as they were at open. SQLite keeps using those files whatever is done to their names, so each
    * commit and each fdatasync first checks that the paths still name them (#checkInPlace).
    */
-  #opened: { db: FileId; wal: FileId; shm: FileId } | null = null;
+  #opened: readonly OpenedFile[] | null = null;
   #syncFile: (fd: number) => Promise<void>;
   /** Committed rows whose durable() waits for the next fdatasync. */
   #unsynced: Unsynced[] = [];
@@ -197,11 +197,17 @@ export class AuditLog {
     this.#syncFile = opts.syncFile ?? fdatasyncAsync;
     if (!readonly && opts.sync !== "normal") {
       this.#walFd = openSync(walPath(path), "r");
-      this.#opened = {
-        db: fileId(statSync(path)),
-        wal: fileId(fstatSync(this.#walFd)),
-        shm: fileId(statSync(shmPath(path))),
-      };
+      // Built once: the checks before each commit and fdatasync walk it without making anything.
+      const lost = `the rows written since are not in ${path}`;
+      this.#opened = [
+        { file: path, id: fileId(statSync(path)), what: lost },
+        { file: walPath(path), id: fileId(fstatSync(this.#walFd)), what: lost },
+        {
+          file: shmPath(path),
+          id: fileId(statSync(shmPath(path))),
+          what: "this process and any other that opens the log would write over each other's rows",
+        },
+      ];
     }
     if (!readonly) {
       const insert = db.prepare(
@@ -639,16 +645,7 @@ export class AuditLog {
    * at the paths (docs/audit.md "Failure").
    */
   #checkInPlace(): void {
-    const opened = this.#opened!;
-    for (const [file, id, what] of [
-      [this.path, opened.db, `the rows written since are not in ${this.path}`],
-      [walPath(this.path), opened.wal, `the rows written since are not in ${this.path}`],
-      [
-        shmPath(this.path),
-        opened.shm,
-        "this process and any other that opens the log would write over each other's rows",
-      ],
-    ] as const) {
+    for (const { file, id, what } of this.#opened!) {
       let now: FileId | null;
       try {
         now = fileId(statSync(file));
@@ -775,6 +772,13 @@ function fileId(stats: { dev: number; ino: number }): FileId {
 
 function walPath(path: string): string {
   return `${path}-wal`;
+}
+
+/** A file of the log as this connection opened it, and what it means when its path names another file. */
+interface OpenedFile {
+  readonly file: string;
+  readonly id: FileId;
+  readonly what: string;
 }
 
 function shmPath(path: string): string {
