@@ -24,14 +24,8 @@ export const PREVIEW_SUBJECT_FIELDS = 4;
 export const PREVIEW_HEADER_FIELDS = 10;
 /** The message's other header fields shown (all but those and Subject); the rest are counted. */
 export const PREVIEW_OTHER_FIELDS = 20;
-/** The fields `headerFields` shows, by their lower-cased name, written as RFC 5322 §3.6 writes them. */
-const SHOWN_FIELDS: Readonly<Record<string, string>> = {
-  from: "From",
-  sender: "Sender",
-  "reply-to": "Reply-To",
-  to: "To",
-  cc: "Cc",
-};
+/** The fields `headerFields` shows, by their lower-cased name (RFC 5322 §3.6): the ones a mail client shows. */
+const AUTHOR_FIELDS: ReadonlySet<string> = new Set(["from", "sender", "reply-to", "to", "cc"]);
 /** Octets of the message searched for the preview. */
 const PREVIEW_SCAN_BYTES = 256 * 1024;
 
@@ -47,42 +41,29 @@ function cut(text: string, what: string): string {
 }
 
 /**
- * The header's From, Sender, Reply-To, To and Cc fields with their display names, as a mail client shows them: the
- * identities the proxy checked are the addresses (docs/smtp.md "The author in the header"), but a recipient reads
- * the name (`"CEO: urgent wire" <bot@corp.test>`), so the approver must see it too. RFC 2047 encoded words are
- * decoded where they can be; a value that does not decode is shown as written.
- */
-function headerFieldsShown(fields: readonly HeaderField[] | null): {
-  shown: NonNullable<Preview["headerFields"]>;
-  count: number;
-} {
-  const all = (fields ?? []).filter((f) => SHOWN_FIELDS[f.name] !== undefined);
-  const shown = all.slice(0, PREVIEW_HEADER_FIELDS).map((f) => ({
-    name: SHOWN_FIELDS[f.name]!,
-    value: cut(decodeEncodedWords(f.value) ?? f.value, "field"),
-  }));
-  return { shown, count: all.length };
-}
-
-/**
  * A field name as written in RFC 5322 and the RFCs that add fields, from the lower-cased name the parser keeps:
- * each word capitalized (`x-customer-export` is shown `X-Customer-Export`; case does not matter to a reader).
+ * each word capitalized (`reply-to` is shown `Reply-To`, `x-customer-export` `X-Customer-Export`).
  */
 function fieldName(lower: string): string {
   return lower.replace(/(^|-)([a-z])/g, (_, dash: string, c: string) => dash + c.toUpperCase());
 }
 
 /**
- * Every other header field (not Subject, nor those `headerFieldsShown` shows), in the order written: a recipient's
- * client keeps most of them out of sight, but they go out with the message, and an agent can write anything in them
- * (`X-Notes: <the customer list>`). The approver must see them as well, decoded as the shown fields are.
+ * The header fields `keep` takes, in the order written, at most `max` of them, and how many there are. RFC 2047
+ * encoded words are decoded where they can be; a value that does not decode is shown as written. Two sets are shown:
+ * - From, Sender, Reply-To, To and Cc with their display names (AUTHOR_FIELDS), as a mail client shows them: the
+ *   identities the proxy checked are the addresses (docs/smtp.md "The author in the header"), but a recipient reads
+ *   the name (`"CEO: urgent wire" <bot@corp.test>`), so the approver must see it too;
+ * - every other field but Subject: a client keeps most of them out of sight, but they go out with the message, and
+ *   an agent can write anything in them (`X-Notes: <the customer list>`).
  */
-function otherFieldsShown(fields: readonly HeaderField[] | null): {
-  shown: NonNullable<Preview["otherHeaderFields"]>;
-  count: number;
-} {
-  const all = (fields ?? []).filter((f) => SHOWN_FIELDS[f.name] === undefined && f.name !== "subject");
-  const shown = all.slice(0, PREVIEW_OTHER_FIELDS).map((f) => ({
+function fieldsShown(
+  fields: readonly HeaderField[] | null,
+  keep: (name: string) => boolean,
+  max: number,
+): { shown: { name: string; value: string }[]; count: number } {
+  const all = (fields ?? []).filter((f) => keep(f.name));
+  const shown = all.slice(0, max).map((f) => ({
     name: fieldName(f.name),
     value: cut(decodeEncodedWords(f.value) ?? f.value, "field"),
   }));
@@ -152,8 +133,8 @@ export function buildPreview(
   const all = bodyLines.filter((l) => !/^(--|content-[a-z-]+:)/i.test(l));
   const lines = all.slice(0, PREVIEW_LINES).map((l) => l.slice(0, PREVIEW_LINE_CHARS));
   const senderDomain = domainOf(sender);
-  const authors = headerFieldsShown(fields);
-  const others = otherFieldsShown(fields);
+  const authors = fieldsShown(fields, (name) => AUTHOR_FIELDS.has(name), PREVIEW_HEADER_FIELDS);
+  const others = fieldsShown(fields, (name) => !AUTHOR_FIELDS.has(name) && name !== "subject", PREVIEW_OTHER_FIELDS);
   return {
     sender,
     recipients: recipients.map((address) => ({ address, external: domainOf(address) !== senderDomain })),
@@ -181,25 +162,27 @@ export function buildPreview(
 }
 
 /**
- * The header fields of a preview as lines `Name: value`, with `show` applied to the values (each display escapes
- * them its own way), and a last line counting those left out; none for records sealed before they were kept.
+ * The header fields of a preview that a mail client shows (`headerFields`), or all the others (`otherHeaderFields`), as
+ * lines `Name: value`, with `show` applied to the values (each caller escapes them its own way), and a last line
+ * counting those left out; none for records sealed before they were kept.
  */
 export function headerFieldLines(p: Preview, show: (text: string) => string): string[] {
-  const fields = p.headerFields ?? [];
-  const lines = fields.map((f) => `${f.name}: ${show(f.value)}`);
-  const more = (p.headerFieldCount ?? fields.length) - fields.length;
-  if (more > 0) lines.push(`(and ${more} more such fields)`);
-  return lines;
+  return fieldLines(p.headerFields, p.headerFieldCount, show, "more such fields");
 }
-/**
- * The other header fields of a preview (`otherHeaderFields`) as lines `Name: value`, with `show` applied to the
- * values, and a last line counting those left out; none for records sealed before they were kept.
- */
+
 export function otherFieldLines(p: Preview, show: (text: string) => string): string[] {
-  const fields = p.otherHeaderFields ?? [];
+  return fieldLines(p.otherHeaderFields, p.otherHeaderFieldCount, show, "more header fields");
+}
+
+function fieldLines(
+  fields: readonly { readonly name: string; readonly value: string }[] = [],
+  count: number | undefined,
+  show: (text: string) => string,
+  more: string,
+): string[] {
   const lines = fields.map((f) => `${f.name}: ${show(f.value)}`);
-  const more = (p.otherHeaderFieldCount ?? fields.length) - fields.length;
-  if (more > 0) lines.push(`(and ${more} more header fields)`);
+  const left = (count ?? fields.length) - fields.length;
+  if (left > 0) lines.push(`(and ${left} ${more})`);
   return lines;
 }
 

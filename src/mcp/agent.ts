@@ -152,11 +152,11 @@ const dateArg = z
  */
 const senderArg = z
   .string()
-  .refine(isOneSender, "not one sender address (`me@example.com` or `Name <me@example.com>`)")
+  .refine(isOneAddress, "not one sender address (`me@example.com` or `Name <me@example.com>`)")
   .optional();
 
 /** Whether `text` names exactly one address of the envelope's form (`me@x` or `Name <me@x>`), as `mailboxProblem`. */
-function isOneSender(text: string): boolean {
+function isOneAddress(text: string): boolean {
   const parsed = parseAddressList(text);
   return parsed.ok && parsed.addresses.length === 1 && mailboxProblem(parsed.addresses[0]!) === null;
 }
@@ -170,7 +170,7 @@ function isOneSender(text: string): boolean {
  */
 const recipientArg = z
   .string()
-  .refine(isOneSender, "not one recipient address (`you@example.com` or `Name <you@example.com>`)");
+  .refine(isOneAddress, "not one recipient address (`you@example.com` or `Name <you@example.com>`)");
 
 /** Whether `day` (YYYY-MM-DD) names a day that exists: not `2026-02-30`, which a Date would roll into March. */
 function isCalendarDay(day: string): boolean {
