@@ -60,6 +60,8 @@ export const restrictSteps: { checked: (() => void) | null } = { checked: null }
  */
 export function restrictDatabaseFiles(path: string): void {
   const files = [path, ...SQLITE_SIDE_FILES.map((suffix) => path + suffix)];
+  /** Every descriptor opened, closed at the end; `found` holds those of the files checked, with their modes. */
+  const fds: number[] = [];
   const found: { fd: number; mode: number }[] = [];
   try {
     for (const file of files) {
@@ -70,7 +72,7 @@ export function restrictDatabaseFiles(path: string): void {
         if ((e as NodeJS.ErrnoException).code === "ENOENT") continue;
         throw e;
       }
-      found.push({ fd, mode: 0 });
+      fds.push(fd);
       const stat = fstatSync(fd);
       if (stat.isSymbolicLink()) throw new Error(`${file} is a symbolic link: name the database file itself`);
       if (!stat.isFile()) throw new Error(`${file} is not a regular file`);
@@ -78,7 +80,7 @@ export function restrictDatabaseFiles(path: string): void {
       // users link files they do not own: fs.protected_hardlinks=0) would have the chmod below change that file.
       if (stat.nlink > 1)
         throw new Error(`${file} has ${stat.nlink} names (hard links): name a database file of its own`);
-      found[found.length - 1]!.mode = stat.mode & 0o777;
+      found.push({ fd, mode: stat.mode & 0o777 });
     }
     restrictSteps.checked?.();
     for (const { fd, mode } of found) {
@@ -86,7 +88,7 @@ export function restrictDatabaseFiles(path: string): void {
       if ((mode & 0o077) !== 0) chmodSync(`/proc/self/fd/${fd}`, mode & 0o700);
     }
   } finally {
-    for (const { fd } of found) closeSync(fd);
+    for (const fd of fds) closeSync(fd);
   }
 }
 
