@@ -493,6 +493,35 @@ test("a SIGHUP while serve shuts down is logged, ignored, reported to reload; it
   expect(() => readFileSync(join(dir, "mailgator.pid"))).toThrow();
 });
 
+test("SIGHUPs sent all through serve's shutdown, to its very end, never end it by their default action", async () => {
+  const { dir, file } = await vaultSetup({ name: "reload-stopping-end" });
+  const served = serveChild(file);
+  const port = await served.port("IMAP");
+  // An agent that stays holds the shutdown open until it hangs up, so that the signals start before the end.
+  const c = await lineClient(tcpConnect({ host: "127.0.0.1", port, allowHalfOpen: true }));
+  await c.waitFor(/^\* OK/m);
+  const mark = served.logs().length;
+  served.proc.kill("SIGTERM");
+  await served.waitForLog(/SIGTERM: shutting down/, mark);
+  // Every millisecond until it has exited: through the stores' close, the pid file's removal and the runtime's
+  // own teardown, where a SIGHUP without a handler would end it with 129.
+  let sent = 0;
+  while (served.proc.exitCode === null && served.proc.signalCode === null) {
+    if (sent === 20) c.close();
+    try {
+      process.kill(served.proc.pid, "SIGHUP");
+      sent++;
+    } catch {
+      break; // gone between the check and the signal
+    }
+    await Bun.sleep(1);
+  }
+  expect(await served.proc.exited).toBe(0);
+  expect(served.proc.signalCode).toBeNull();
+  expect(sent).toBeGreaterThan(20);
+  expect(() => readFileSync(join(dir, "mailgator.pid"))).toThrow();
+});
+
 /** A `[[quotas]]` entry for every agent: `reads` message contents a minute. */
 function readsQuota(reads: number): string {
   return `\n[[quotas]]\nname = "Reads"\nreads_per_minute = ${reads}\n`;

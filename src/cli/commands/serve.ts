@@ -477,7 +477,10 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
   for (const f of unregister) f();
   const closed = await closeStores();
   rmSync(statusFile, { force: true }); // and the pid file once this returns (serve above)
-  process.off("SIGHUP", onHup);
+  // The handler stays until the process exits: without it a SIGHUP from here on (the pid file's removal, the
+  // runtime's own teardown) would take the default action and end serve with 129 instead of its exit code. With
+  // `hup` gone it only logs: the status file is not written again.
+  hup = null;
   return closed ? EXIT_OK : EXIT_FAILURE;
 
   /**
