@@ -532,7 +532,7 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
     server.registerTool(
       "save_draft",
       {
-        description: "Saves a draft (not sent) in the Drafts folder, or in `folder`.",
+        description: "Saves a draft (not sent) in `folder`, or without it in the folder the server marks \\Drafts.",
         inputSchema: toolArgs({
           to: addressList,
           cc: addressList,
@@ -557,8 +557,15 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
           return withImap(async (client) => {
             let folder = a.folder;
             if (folder === undefined) {
-              const drafts = (await client.list()).find((f) => f.specialUse === "\\Drafts");
-              folder = drafts?.path ?? "Drafts";
+              // Only the folder the server's LIST marks \Drafts (RFC 6154; attributes are case-insensitive, RFC 3501
+              // §6.3.8): imapflow's `specialUse` is also set from a folder's name in many languages, a guess this tool
+              // does not act on (docs/mcp.md "Agent tools").
+              const drafts = (await client.list()).find((f) =>
+                [...f.flags].some((x) => x.toLowerCase() === "\\drafts"),
+              );
+              if (drafts === undefined)
+                throw new ToolError("no folder the server marks \\Drafts is visible: name the folder with `folder`");
+              folder = drafts.path;
             }
             // The folder's name is given inside a block: the one the server marks \Drafts is the server's text,
             // mail content (docs/mcp.md "Untrusted content"), whatever it says.

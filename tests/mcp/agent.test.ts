@@ -997,6 +997,68 @@ action = "deny"
   });
 });
 
+// docs/mcp.md "Agent tools": save_draft without `folder` saves in the folder the server's LIST marks \Drafts, never
+// in one imapflow guesses from its name (`Borradores` is Spanish for drafts); the agent here cannot see Drafts.
+describe("save_draft with no folder marked \\Drafts in the agent's view", () => {
+  let mailbox: TestMailbox;
+  let desk: McpSession;
+  const deskToken = generateToken();
+  const passwordFile = () => join(dir, "account-password");
+
+  beforeAll(async () => {
+    mailbox = await createMailbox({ seed: { folders: { INBOX: 1 }, seed: 7 } });
+    const direct = await connectImap(mailbox);
+    try {
+      await direct.mailboxCreate("Borradores");
+    } finally {
+      await direct.logout();
+    }
+    const [imap, smtp] = await freePorts(2);
+    const text = `${listeners({ imap: imap!, smtp: smtp! }, "drafts-unmarked")}
+[accounts.main]
+username = "${mailbox.user}"
+password_file = ${JSON.stringify(passwordFile())}
+
+[[agents]]
+name = "desk"
+token_hash = "${hashToken(deskToken)}"
+account = "main"
+
+[[rules]]
+name = "desk works in INBOX and Borradores"
+agents = ["desk"]
+folders = ["INBOX", "Borradores"]
+action = "allow"
+
+[[rules]]
+name = "Deny everything else"
+action = "deny"
+`;
+    const config = writeConfig("drafts-unmarked", text);
+    writeFileSync(passwordFile(), `${mailbox.password}\n`, { mode: 0o600 });
+    await startServe(config);
+    rmSync(passwordFile());
+    desk = await startMcp(config, "desk", { MAILGATOR_TOKEN: deskToken });
+  }, 60_000);
+
+  afterAll(async () => {
+    await desk?.close();
+  });
+
+  test("is an error that asks for the folder; saved where the agent names it", async () => {
+    const token = uniqueToken("mcpdraftguess");
+    const out = await callRaw(desk, "save_draft", { to: ["x@corp.test"], subject: `draft ${token}`, text: "t" });
+    expect(out.isError).toBe(true);
+    expect(out.text).toContain("no folder the server marks \\Drafts is visible: name the folder with `folder`");
+    expect(mailboxMessages(mailbox, token, "Borradores").length).toBe(0);
+    expect(mailboxMessages(mailbox, token, "Drafts").length).toBe(0);
+    const named = await callRaw(desk, "save_draft", { to: [], subject: token, text: "t", folder: "Borradores" });
+    expect(named.isError).toBe(false);
+    expect(inside(named.text)).toEqual(["Borradores"]);
+    expect(mailboxMessages(mailbox, token, "Borradores").length).toBe(1);
+  });
+});
+
 describe("TLS listeners", () => {
   const TITLE = "a self-signed listener certificate is accepted as configured; another is verified (--ca-file)";
   test(TITLE, async () => {
