@@ -230,6 +230,31 @@ const outside = (text: string) => text.replace(BLOCK, "");
 const inside = (text: string) => [...text.matchAll(BLOCK)].map((m) => m[2]!);
 const BLOCK = /<<<UNTRUSTED MAIL CONTENT ([0-9a-f]{16})[^\n]*>>>\n([\s\S]*?)\n<<<END UNTRUSTED MAIL CONTENT \1>>>/g;
 
+/**
+ * A vault-mode `serve` whose one agent, `desk`, works under `rules` (TOML [[rules]] blocks) on `mailbox`'s account,
+ * and `mailgator mcp --agent` for it. The account's password file exists only while `serve` reads the config.
+ */
+async function startDesk(name: string, mailbox: TestMailbox, rules: string): Promise<McpSession> {
+  const token = generateToken();
+  const passwordFile = join(dir, "account-password");
+  const [imap, smtp] = await freePorts(2);
+  const text = `${listeners({ imap: imap!, smtp: smtp! }, name)}
+[accounts.main]
+username = "${mailbox.user}"
+password_file = ${JSON.stringify(passwordFile)}
+
+[[agents]]
+name = "desk"
+token_hash = "${hashToken(token)}"
+account = "main"
+${rules}`;
+  const config = writeConfig(name, text);
+  writeFileSync(passwordFile, `${mailbox.password}\n`, { mode: 0o600 });
+  await startServe(config);
+  rmSync(passwordFile);
+  return startMcp(config, "desk", { MAILGATOR_TOKEN: token });
+}
+
 const SEED = 16;
 const READ_TOOLS = ["get_attachment", "get_message", "list_folders", "list_messages", "search"];
 
@@ -805,22 +830,13 @@ action = "deny"
 describe("vault mode: refusals, and what of the message they carry", () => {
   let mailbox: TestMailbox;
   let desk: McpSession;
-  const deskToken = generateToken();
-  const passwordFile = () => join(dir, "account-password");
 
   beforeAll(async () => {
     mailbox = await createMailbox({ seed: { folders: { INBOX: 8, Archive: 2, Junk: 3, Private: 1 }, seed: 7 } });
-    const [imap, smtp] = await freePorts(2);
-    const text = `${listeners({ imap: imap!, smtp: smtp! }, "refusals")}
-[accounts.main]
-username = "${mailbox.user}"
-password_file = ${JSON.stringify(passwordFile())}
-
-[[agents]]
-name = "desk"
-token_hash = "${hashToken(deskToken)}"
-account = "main"
-
+    desk = await startDesk(
+      "refusals",
+      mailbox,
+      `
 [[rules]]
 name = "desk reads shop mail in INBOX"
 agents = ["desk"]
@@ -852,12 +868,8 @@ action = "allow"
 [[rules]]
 name = "Deny everything else"
 action = "deny"
-`;
-    const config = writeConfig("refusals", text);
-    writeFileSync(passwordFile(), `${mailbox.password}\n`, { mode: 0o600 });
-    await startServe(config);
-    rmSync(passwordFile());
-    desk = await startMcp(config, "desk", { MAILGATOR_TOKEN: deskToken });
+`,
+    );
   }, 60_000);
 
   afterAll(async () => {
@@ -1002,8 +1014,6 @@ action = "deny"
 describe("save_draft with no folder marked \\Drafts in the agent's view", () => {
   let mailbox: TestMailbox;
   let desk: McpSession;
-  const deskToken = generateToken();
-  const passwordFile = () => join(dir, "account-password");
 
   beforeAll(async () => {
     mailbox = await createMailbox({ seed: { folders: { INBOX: 1 }, seed: 7 } });
@@ -1013,17 +1023,10 @@ describe("save_draft with no folder marked \\Drafts in the agent's view", () => 
     } finally {
       await direct.logout();
     }
-    const [imap, smtp] = await freePorts(2);
-    const text = `${listeners({ imap: imap!, smtp: smtp! }, "drafts-unmarked")}
-[accounts.main]
-username = "${mailbox.user}"
-password_file = ${JSON.stringify(passwordFile())}
-
-[[agents]]
-name = "desk"
-token_hash = "${hashToken(deskToken)}"
-account = "main"
-
+    desk = await startDesk(
+      "drafts-unmarked",
+      mailbox,
+      `
 [[rules]]
 name = "desk works in INBOX and Borradores"
 agents = ["desk"]
@@ -1033,12 +1036,8 @@ action = "allow"
 [[rules]]
 name = "Deny everything else"
 action = "deny"
-`;
-    const config = writeConfig("drafts-unmarked", text);
-    writeFileSync(passwordFile(), `${mailbox.password}\n`, { mode: 0o600 });
-    await startServe(config);
-    rmSync(passwordFile());
-    desk = await startMcp(config, "desk", { MAILGATOR_TOKEN: deskToken });
+`,
+    );
   }, 60_000);
 
   afterAll(async () => {
