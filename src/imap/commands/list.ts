@@ -209,7 +209,9 @@ async function listStatus(s: Session, name: string, items: readonly StatusItem[]
   const st = await s.upstreamRun({ name: "STATUS", mailbox: name, items }, (r) => {
     if (r.type === "STATUS") reply = agentStatus(r, name, items) ?? reply;
   });
-  if (st.status !== "OK" || reply === null) return;
+  // Not answered (the folder went away meanwhile, say): the folder's STATUS is left out, and its row says why.
+  if (st.status !== "OK") return s.auditRow({ ...row, reason: `${d.reason}; upstream: ${st.text}` });
+  if (reply === null) return s.auditRow({ ...row, reason: `${d.reason}; upstream sent no STATUS` });
   s.auditRow(row);
   s.send({ ...(reply as Response & { type: "STATUS" }), mailbox: name });
 }
