@@ -36,6 +36,7 @@ import { capability, id } from "./commands/capability.ts";
 import { close, unselect } from "./commands/close.ts";
 import { compress } from "./commands/compress.ts";
 import {
+  type AwaitedRow,
   type CommandOf,
   type CompressSession,
   cites,
@@ -116,6 +117,9 @@ interface DurableRow {
 /** No durable rows: the command under way has written none, or none is under way. Never pushed to. */
 const NO_ROWS: DurableRow[] = [];
 
+/** The access log's `end`, and the reason in a row of a command under way, when the upstream connection is lost. */
+const UPSTREAM_LOST = "upstream connection lost";
+
 export class ImapSession implements LoginSession, CompressSession {
   /**
    * The dispatch table (docs/imap.md "Structure"): each command's handler in src/imap/commands/, and when it may
@@ -190,6 +194,11 @@ export class ImapSession implements LoginSession, CompressSession {
    * the command is then answered NO or BAD, each gets an `error` row saying so (`#writeFailed`, docs/audit.md).
    */
   #durableRows: DurableRow[] = NO_ROWS;
+  /**
+   * The running command's allow rows that wait for upstream's answer (`awaitAnswer`): written by the command once it
+   * has the answer, or by `#writeUnanswered` when the command or the session ends first.
+   */
+  #awaited = new Set<Row>();
   #wake: (() => void) | null = null;
   #closed = false;
   /** Octets of the literals of the command being read (COMMAND_MEMORY_FREE of them are not counted). */
@@ -1038,10 +1047,17 @@ export class ImapSession implements LoginSession, CompressSession {
       // A row that could not be recorded: the agent gets the NO and nothing the command had prepared.
       if (error instanceof AuditUnavailableError) this.#dropHeld();
       this.#release();
+      // The session ended under the command (the agent left, upstream was lost, the proxy is stopping) before an
+      // answer came: nobody is answered and `#fail` writes nothing, so the reads it decided and sent upstream have
+      // their rows here (docs/audit.md). Otherwise `#fail` writes the command's row: the refusal's, or the error's.
+      if (this.#closed)
+        this.#writeUnanswered(`no answer: the session ended before upstream answered (${this.#endReason})`);
+      else this.#awaited.clear();
       this.#fail(cmd, error, rowsBefore);
     } finally {
       this.#release();
       this.#durableRows = NO_ROWS;
+      this.#writeUnanswered("not completed: the command ended before its answer was read");
     }
   }
 
@@ -1274,6 +1290,8 @@ export class ImapSession implements LoginSession, CompressSession {
     up.onBatch = () => this.#scheduleFlush();
     up.onClose = (error) => {
       if (this.#closed || this.up !== up) return;
+      // The command under way ends with it: its rows say why (`#writeUnanswered`), and so does the access log.
+      if (this.#endReason === CLIENT_CLOSED) this.#endReason = UPSTREAM_LOST;
       this.auditRow({
         command: "(upstream)",
         operation: null,
@@ -1448,6 +1466,37 @@ export class ImapSession implements LoginSession, CompressSession {
       return;
     }
     if (ev.decision === "allow") this.#release();
+  }
+
+  awaitAnswer(row: Row): AwaitedRow {
+    this.#awaited.add(row);
+    return {
+      write: (changes) => {
+        // Taken off first: a row that then cannot be queued fails the command closed, and is not tried again here.
+        if (!this.#awaited.delete(row)) return;
+        this.auditRow(changes === undefined ? row : { ...row, ...changes });
+      },
+    };
+  }
+
+  /**
+   * The rows `awaitAnswer` registered that their command did not write, when the command ends (a session that ends
+   * closes its upstream connections, so a command waiting for an answer fails then): written now, with no counts and
+   * `; <why>` after their reason (docs/audit.md "What a row records"). The decision stays: it was made, and the
+   * command went upstream. A row that cannot be queued is logged: nobody waits for the answer any more.
+   */
+  #writeUnanswered(why: string): void {
+    if (this.#awaited.size === 0) return;
+    const rows = [...this.#awaited];
+    this.#awaited.clear();
+    for (const row of rows) {
+      const ev = { ...row, count: null, hiddenCount: null, reason: `${row.reason}; ${why}` };
+      try {
+        this.ctx.audit.record(this.#event(ev));
+      } catch (error) {
+        this.log.error(`session ${this.id}: audit row lost: ${(error as Error).message}`);
+      }
+    }
   }
 
   /**

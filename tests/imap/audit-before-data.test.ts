@@ -59,6 +59,8 @@ for (const [command, line] of [
   ["LIST", 'LIST "" "*"'],
   ["LSUB", 'LSUB "" "*"'],
   ["STATUS", "STATUS Archive (MESSAGES)"],
+  ["UID SORT", "UID SORT (ARRIVAL) US-ASCII ALL"],
+  ["THREAD", "THREAD REFERENCES US-ASCII ALL"],
 ] as const) {
   test(`${command} whose row is refused: NO and nothing else; the next one answers in full`, async () => {
     refuseRowOf = command;

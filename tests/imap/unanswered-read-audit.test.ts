@@ -1,8 +1,11 @@
 /**
- * LIST-STATUS (RFC 5819) of a folder whose STATUS upstream answers NO, deleted between the listing and its STATUS:
- * the folder's STATUS is left out (RFC 5819 §2), and the allow that sent it upstream has its row, saying upstream's
- * answer (docs/audit.md "What a row records": one row per evaluated operation). Against Dovecot over a raw socket,
- * through a relay that holds the STATUS line (tests/fixtures/tcp-relay.ts) while the folder is deleted directly.
+ * A read decided and sent upstream whose answer never comes, because the agent hangs up (or the session ends
+ * otherwise) first, still has its row (docs/audit.md "What a row records": one row per evaluated operation). SEARCH,
+ * SORT, THREAD, SELECT, LIST and each STATUS of a LIST-STATUS write their row once upstream has answered, as the row
+ * counts what was shown and hidden; with no answer the row is the decision's, with no counts and a reason saying the
+ * answer never came. Against Dovecot over a raw socket, through a relay that holds the command's upstream line
+ * (tests/fixtures/tcp-relay.ts) while the agent's socket is destroyed or the upstream link cut. Last, a LIST-STATUS
+ * whose STATUS upstream answers NO (the folder deleted meanwhile) has its row too.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { AuditRow } from "../../src/audit/index.ts";
@@ -53,6 +56,99 @@ beforeAll(async () => {
 afterAll(async () => {
   await proxy?.close();
   await relay?.close();
+});
+
+/**
+ * Logs in (and selects INBOX when `select`), sends `command`, and once its upstream line matching `upstream` is
+ * held at the relay, destroys the agent's socket; returns the rows written since the login, once the session ended.
+ */
+async function hangUpDuring(command: string, upstream: RegExp, select = true): Promise<AuditRow[]> {
+  const raw = await RawImap.login(proxy.port, mailbox);
+  if (select) expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+  await rows();
+  const held = Promise.withResolvers<void>();
+  hold = { pattern: upstream, held: held.resolve, release: new Promise<void>(() => {}) };
+  raw.write(`c ${command}\r\n`);
+  await held.promise;
+  raw.socket.destroy();
+  // The session ends (its upstream link is cut); its rows are queued then, and committed within the batch time.
+  await Bun.sleep(300);
+  relay.dropLinks();
+  return rows();
+}
+
+/** The one row of `command`, an allow citing `rule` at `ruleIndex`, with no counts and the reason of no answer. */
+function expectUnanswered(list: AuditRow[], command: string, rule: string, ruleIndex: number, folder = "INBOX"): void {
+  const own = list.filter((r) => r.command === command && r.folder === folder);
+  expect(own.map((r) => ({ decision: r.decision, rule: r.rule, ruleIndex: r.ruleIndex, count: r.count }))).toEqual([
+    { decision: "allow", rule, ruleIndex, count: null },
+  ]);
+  expect(own[0]!.hiddenCount).toBeNull();
+  expect(own[0]!.reason).toContain("no answer: the session ended before upstream answered");
+  expect(own[0]!.configRevision).toBe(proxy.config.revision);
+}
+
+test("SEARCH: the agent hangs up before upstream answers; the row is written, without counts", async () => {
+  expectUnanswered(await hangUpDuring("SEARCH TEXT x", /^\S+ UID SEARCH /m), "SEARCH", "Inbox", 1);
+});
+
+test("UID SEARCH RETURN (COUNT) (ESEARCH): the same", async () => {
+  expectUnanswered(await hangUpDuring("UID SEARCH RETURN (COUNT) ALL", /^\S+ UID SEARCH /m), "UID SEARCH", "Inbox", 1);
+});
+
+test("UID SORT: the same", async () => {
+  const list = await hangUpDuring("UID SORT (SUBJECT) US-ASCII ALL", /^\S+ UID SORT /m);
+  expectUnanswered(list, "UID SORT", "Inbox", 1);
+});
+
+test("THREAD: the same, while upstream searches and while it fetches the headers", async () => {
+  expectUnanswered(await hangUpDuring("THREAD REFERENCES US-ASCII ALL", /^\S+ UID SEARCH /m), "THREAD", "Inbox", 1);
+  expectUnanswered(await hangUpDuring("THREAD REFERENCES US-ASCII ALL", /^\S+ UID FETCH /m), "THREAD", "Inbox", 1);
+});
+
+test("SELECT and EXAMINE: the same", async () => {
+  expectUnanswered(await hangUpDuring("SELECT INBOX", /^\S+ SELECT /m, false), "SELECT", "Inbox", 1);
+  expectUnanswered(await hangUpDuring("EXAMINE Other", /^\S+ EXAMINE /m, false), "EXAMINE", "Other", 0, "Other");
+});
+
+test("LIST: the listing's row is written, with no counts", async () => {
+  const list = await hangUpDuring('LIST "" "*"', /^\S+ LIST /m, false);
+  const own = list.filter((r) => r.command === "LIST");
+  expect(own.map((r) => ({ decision: r.decision, target: r.target, count: r.count, hidden: r.hiddenCount }))).toEqual([
+    { decision: "allow", target: "*", count: null, hidden: null },
+  ]);
+  expect(own[0]!.reason).toContain("no answer: the session ended before upstream answered");
+});
+
+test("LIST RETURN (STATUS): the STATUS under way has its row", async () => {
+  const list = await hangUpDuring('LIST "" "*" RETURN (STATUS (MESSAGES))', /^\S+ STATUS /m, false);
+  // The listing was answered and has its row with its counts; the first folder's STATUS was sent and not answered.
+  const listing = list.filter((r) => r.command === "LIST" && r.target === "*");
+  expect(listing.map((r) => r.count)).toEqual([2]);
+  const statuses = list.filter((r) => r.command === "LIST" && r.target === "RETURN (STATUS)");
+  expect(statuses).toHaveLength(1);
+  const folder = statuses[0]!.folder!;
+  expectUnanswered(statuses, "LIST", folder === "INBOX" ? "Inbox" : "Other", folder === "INBOX" ? 1 : 0, folder);
+});
+
+test("SEARCH whose upstream connection is lost before the answer: its row, then the lost upstream's", async () => {
+  const raw = await RawImap.login(proxy.port, mailbox);
+  expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+  await rows();
+  const held = Promise.withResolvers<void>();
+  hold = { pattern: /^\S+ UID SEARCH /m, held: held.resolve, release: new Promise<void>(() => {}) };
+  raw.write("c SEARCH TEXT x\r\n");
+  await held.promise;
+  relay.dropLinks();
+  expect(await raw.readUntil(() => false)).toBe("* BYE Upstream connection lost\r\n");
+  await Bun.sleep(50);
+  const list = await rows();
+  expect(list.map((r) => [r.command, r.decision])).toEqual([
+    ["(upstream)", "error"],
+    ["SEARCH", "allow"],
+  ]);
+  expect(list[1]!.count).toBeNull();
+  expect(list[1]!.reason).toContain("no answer: the session ended before upstream answered (upstream connection lost)");
 });
 
 test("LIST RETURN (STATUS) of a folder deleted meanwhile: left out, and its row says upstream's answer", async () => {

@@ -93,6 +93,15 @@ export type Row = Omit<AuditEvent, "session" | "agent" | "clientAddr" | "protoco
   revision?: string;
 };
 
+/** A row registered with `Session.awaitAnswer`. */
+export interface AwaitedRow {
+  /**
+   * Writes the row, with `changes` (the counts, a reason, or another decision that takes its place) as `auditRow`
+   * does; an allow row that cannot be queued throws. Nothing when the session has already written it unanswered.
+   */
+  write(changes?: Partial<Row>): void;
+}
+
 /** A decision of the rules, and the revision of the config they belong to (`Session.decide`). */
 export interface Decided extends Decision {
   readonly revision: string;
@@ -188,6 +197,13 @@ export interface Session {
   require(command: string, op: Operation, folder: string, target?: string | null): Decided;
   /** Queues a row; an accepted allow row releases the command's held output. */
   auditRow(ev: Row): void;
+  /**
+   * The allow row of a read that goes upstream and is written once upstream has answered (it counts what the answer
+   * showed and hid), registered when the command is decided: when the command or the session ends before its
+   * `write` (the agent hung up, upstream was lost, the command failed), the session writes it then, with no counts and
+   * a reason saying the answer never came (docs/audit.md "What a row records").
+   */
+  awaitAnswer(row: Row): AwaitedRow;
   /**
    * Records and waits until the row is on disk: for writes, before they go upstream (docs/audit.md). Rows of one
    * command pass the same `group` (DurableOptions.group). An allow row is followed by an `error` row naming it when

@@ -85,6 +85,17 @@ export async function list(s: Session, cmd: CommandOf<"LIST" | "LSUB">): Promise
   const recursive = select.has("RECURSIVEMATCH");
   const showSubscribed = !lsub && (select.has("SUBSCRIBED") || ret.has("SUBSCRIBED"));
 
+  // Written once the listing is built, with what it shows and hides; by the session if upstream never answers.
+  const row = s.awaitAnswer({
+    command: cmd.name,
+    operation: "folder:read",
+    folder: null,
+    target: `${cmd.reference}${patterns.join(" ")}`,
+    decision: "allow",
+    rule: null,
+    ruleIndex: null,
+    reason: "listing filtered to visible folders",
+  });
   const { folders, hidden } = await upstreamFolders(s);
   const subscribed = bySubscription || showSubscribed ? await subscriptions(s) : new Set<string>();
   // Every level that holds a visible folder: those, and only those, have children (RFC 3348).
@@ -152,18 +163,7 @@ export async function list(s: Session, cmd: CommandOf<"LIST" | "LSUB">): Promise
   }
   // The listing's own row comes first: it lets the listing out, and each STATUS has its row before its data
   // (docs/imap.md "Audit before data").
-  s.auditRow({
-    command: cmd.name,
-    operation: "folder:read",
-    folder: null,
-    target: `${cmd.reference}${patterns.join(" ")}`,
-    decision: "allow",
-    rule: null,
-    ruleIndex: null,
-    reason: "listing filtered to visible folders",
-    count: responses.length,
-    hiddenCount: hidden,
-  });
+  row.write({ count: responses.length, hiddenCount: hidden });
   for (const r of responses) {
     s.send(r);
     // RFC 5819 §2: a folder's STATUS follows its LIST response.
@@ -205,13 +205,15 @@ async function listStatus(s: Session, name: string, items: readonly StatusItem[]
     s.send({ type: "STATUS", raw: "", mailbox: name, items: counted.items });
     return;
   }
+  // Written once upstream has answered; by the session if the answer never comes.
+  const written = s.awaitAnswer(row);
   let reply: Response | null = null;
   const st = await s.upstreamRun({ name: "STATUS", mailbox: name, items }, (r) => {
     if (r.type === "STATUS") reply = agentStatus(r, name, items) ?? reply;
   });
   // Not answered (the folder went away meanwhile, say): the folder's STATUS is left out, and its row says why.
-  if (st.status !== "OK") return s.auditRow({ ...row, reason: `${d.reason}; upstream: ${st.text}` });
-  if (reply === null) return s.auditRow({ ...row, reason: `${d.reason}; upstream sent no STATUS` });
-  s.auditRow(row);
+  if (st.status !== "OK") return written.write({ reason: `${d.reason}; upstream: ${st.text}` });
+  if (reply === null) return written.write({ reason: `${d.reason}; upstream sent no STATUS` });
+  written.write();
   s.send({ ...(reply as Response & { type: "STATUS" }), mailbox: name });
 }

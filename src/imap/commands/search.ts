@@ -185,6 +185,7 @@ export function visibleMatches(
  */
 async function resultModseq(
   s: Session,
+  command: string,
   matches: readonly number[],
   options: readonly SearchReturnOption[] | null,
 ): Promise<number | null> {
@@ -205,7 +206,19 @@ async function resultModseq(
       if (r.type !== "FETCH") return;
       for (const a of r.attrs) if (a.name === "MODSEQ" && a.value > highest) highest = a.value;
     });
-    if (st.status !== "OK") throw new Refusal("NO", "UNAVAILABLE", "The mod-sequences could not be read");
+    if (st.status !== "OK") {
+      // The search's own row is written: this one says why its answer did not reach the agent.
+      s.auditRow({
+        command,
+        operation: "mail:read",
+        folder: s.box!.policyName,
+        decision: "error",
+        rule: null,
+        ruleIndex: null,
+        reason: `the mod-sequences could not be read: upstream: ${st.text}`,
+      });
+      throw new Refusal("NO", "UNAVAILABLE", "The mod-sequences could not be read");
+    }
   }
   return highest;
 }
@@ -217,7 +230,17 @@ export async function search(s: Session, cmd: CommandOf<"SEARCH">): Promise<void
   const modseqKey = hasModseq(cmd.criteria);
   if (modseqKey) await requireModseq(s);
   const d = s.require(cmd.name, "mail:read", p);
-  const { criteria, local } = sessionCriteria(s, cmd.uid ? "UID SEARCH" : "SEARCH", cmd.criteria);
+  const command = cmd.uid ? "UID SEARCH" : "SEARCH";
+  const { criteria, local } = sessionCriteria(s, command, cmd.criteria);
+  // Written once upstream has answered, with the counts; by the session if the answer never comes.
+  const row = s.awaitAnswer({
+    command,
+    operation: "mail:read",
+    folder: p,
+    decision: "allow",
+    ...cites(d),
+    reason: d.reason,
+  });
   const found: number[] = [];
   const st = await s.upstreamRun(
     { name: "SEARCH", uid: true, returnOptions: null, charset: cmd.charset, criteria },
@@ -227,36 +250,21 @@ export async function search(s: Session, cmd: CommandOf<"SEARCH">): Promise<void
     },
   );
   if (st.status !== "OK") {
-    s.auditRow({
-      command: cmd.uid ? "UID SEARCH" : "SEARCH",
-      operation: "mail:read",
-      folder: p,
-      decision: "allow",
-      ...cites(d),
-      reason: `${d.reason}; upstream: ${st.text}`,
-    });
+    row.write({ reason: `${d.reason}; upstream: ${st.text}` });
     return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));
   }
   const matched = visibleMatches(box, found, local).sort((a, b) => a - b);
   const out = matched.map((uid) => (cmd.uid ? uid : box.agentSeqOf(uid)));
   out.sort((a, b) => a - b);
-  const modseq = modseqKey ? await resultModseq(s, matched, cmd.returnOptions) : null;
+  const hiddenCount = box.visible === null ? null : found.filter((uid) => !box.isVisible(uid)).length;
+  // The search was answered: its row now, before the mod-sequences are asked for (another round trip).
+  row.write({ count: out.length, hiddenCount });
+  const modseq = modseqKey ? await resultModseq(s, command, matched, cmd.returnOptions) : null;
   // ESEARCH (RFC 4731 §3.1): MIN, MAX, COUNT and ALL of the visible result, never upstream's own figures.
   if (cmd.returnOptions !== null) {
     const line = esearchResponse(cmd.tag, cmd.uid, out, cmd.returnOptions);
     s.sendText(modseq === null ? line : `${line} MODSEQ ${modseq}`);
   } else s.send(modseq === null ? { type: "SEARCH", numbers: out } : { type: "SEARCH", numbers: out, modseq });
-  const hiddenCount = box.visible === null ? null : found.filter((uid) => !box.isVisible(uid)).length;
-  s.auditRow({
-    command: cmd.uid ? "UID SEARCH" : "SEARCH",
-    operation: "mail:read",
-    folder: p,
-    decision: "allow",
-    ...cites(d),
-    reason: d.reason,
-    count: out.length,
-    hiddenCount,
-  });
   await s.sync(cmd.uid);
   s.tagged(cmd.tag, "OK", null, "Search completed");
 }

@@ -59,6 +59,15 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   let readOnly = cmd.name === "EXAMINE" || !mayChange;
   s.box = null;
   s.state = "authenticated";
+  // Written once the mailbox is open, with the counts (or what stopped it); by the session if no answer comes.
+  const row = s.awaitAnswer({
+    command: cmd.name,
+    operation: "folder:read",
+    folder: p,
+    decision: "allow",
+    ...cites(d),
+    reason: d.reason,
+  });
   const held: Response[] = [];
   let exists = 0;
   let uidValidity = 0;
@@ -98,14 +107,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   const st = await selected;
   if (st.status !== "OK") {
     await searched?.catch(() => {});
-    s.auditRow({
-      command: cmd.name,
-      operation: "folder:read",
-      folder: p,
-      decision: "allow",
-      ...cites(d),
-      reason: `${d.reason}; upstream: ${st.text}`,
-    });
+    row.write({ reason: `${d.reason}; upstream: ${st.text}` });
     return upstreamStatus(s, cmd.tag, st, true);
   }
   // A SELECT upstream opened read-only (RFC 3501 §6.3.1: `OK [READ-ONLY]`; an ACL without write rights, a folder it
@@ -118,14 +120,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   for (let searches = searched === null ? 0 : 1; !listed || changed; searches++) {
     if (searches >= SELECT_SEARCHES) {
       const why = listed ? "it changed during each search" : "upstream refused the search";
-      s.auditRow({
-        command: cmd.name,
-        operation: "folder:read",
-        folder: p,
-        decision: "error",
-        ...cites(d),
-        reason: `the folder's UIDs could not be listed: ${why}`,
-      });
+      row.write({ decision: "error", reason: `the folder's UIDs could not be listed: ${why}` });
       await s.upstreamRun({ name: "UNSELECT" }).catch(() => {});
       throw new Refusal("NO", "UNAVAILABLE", "The mailbox could not be opened; try again later");
     }
@@ -147,12 +142,9 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
       box = await openFiltered(s, o);
     } catch (error) {
       // Nothing may be shown that was not classified: the SELECT fails, and deselects upstream too (§6.3.1).
-      s.auditRow({
-        command: cmd.name,
+      row.write({
         operation: "mail:read",
-        folder: p,
         decision: "error",
-        ...cites(d),
         reason: `classification failed: ${(error as Error).message}`,
       });
       // An upstream that failed with BYE (Dovecot's default on a failed FETCH) is gone, and the session ends with
@@ -164,16 +156,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   // The allow row before anything of the mailbox reaches the agent (docs/imap.md "Audit before data"); a SELECT
   // that cannot be audited fails, and deselects upstream too.
   try {
-    s.auditRow({
-      command: cmd.name,
-      operation: "folder:read",
-      folder: p,
-      decision: "allow",
-      ...cites(d),
-      reason: d.reason,
-      count: box.agentCount,
-      hiddenCount: box.upstreamCount - box.agentCount,
-    });
+    row.write({ count: box.agentCount, hiddenCount: box.upstreamCount - box.agentCount });
   } catch (error) {
     await s.upstreamRun({ name: "UNSELECT" }).catch(() => {});
     throw error;

@@ -58,6 +58,15 @@ export async function sort(s: Session, cmd: CommandOf<"SORT">): Promise<void> {
     throw new Refusal("BAD", null, "SORT=DISPLAY is not supported");
   const d = s.require(cmd.name, "mail:read", p);
   const { criteria, local } = sessionCriteria(s, command, cmd.criteria);
+  // Written once upstream has answered, with the counts; by the session if the answer never comes.
+  const row = s.awaitAnswer({
+    command,
+    operation: "mail:read",
+    folder: p,
+    decision: "allow",
+    ...cites(d),
+    reason: d.reason,
+  });
   const found: number[] = [];
   const st = await s.upstreamRun(
     { name: "SORT", uid: true, returnOptions: null, sortCriteria: cmd.sortCriteria, charset: cmd.charset, criteria },
@@ -66,16 +75,15 @@ export async function sort(s: Session, cmd: CommandOf<"SORT">): Promise<void> {
       else forwardUntagged(s, r);
     },
   );
-  const row = { command, operation: "mail:read", folder: p, ...cites(d) } as const;
   if (st.status !== "OK") {
-    s.auditRow({ ...row, decision: "allow", reason: `${d.reason}; upstream: ${st.text}` });
+    row.write({ reason: `${d.reason}; upstream: ${st.text}` });
     return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));
   }
   const out = visibleMatches(box, found, local).map((uid) => (cmd.uid ? uid : box.agentSeqOf(uid)));
   if (cmd.returnOptions !== null) s.sendText(esortResponse(cmd.tag, cmd.uid, out, cmd.returnOptions));
   else s.send({ type: "SORT", numbers: out });
   const hiddenCount = box.visible === null ? null : found.filter((uid) => !box.isVisible(uid)).length;
-  s.auditRow({ ...row, decision: "allow", reason: d.reason, count: out.length, hiddenCount });
+  row.write({ count: out.length, hiddenCount });
   await s.sync(cmd.uid);
   s.tagged(cmd.tag, "OK", null, "Sort completed");
 }

@@ -86,8 +86,17 @@ export async function threadCommand(s: Session, cmd: CommandOf<"THREAD">): Promi
   const p = box.policyName;
   const command = cmd.uid ? "UID THREAD" : "THREAD";
   const d = s.require(cmd.name, "mail:read", p);
-  const row = { command, operation: "mail:read", folder: p, ...cites(d) } as const;
   const { criteria, local } = sessionCriteria(s, command, cmd.criteria);
+  // Written once upstream has answered (the search, then the headers), with the counts; by the session if an answer
+  // never comes.
+  const row = s.awaitAnswer({
+    command,
+    operation: "mail:read",
+    folder: p,
+    decision: "allow",
+    ...cites(d),
+    reason: d.reason,
+  });
   const found: number[] = [];
   const st = await s.upstreamRun(
     { name: "SEARCH", uid: true, returnOptions: null, charset: cmd.charset, criteria },
@@ -97,7 +106,7 @@ export async function threadCommand(s: Session, cmd: CommandOf<"THREAD">): Promi
     },
   );
   if (st.status !== "OK") {
-    s.auditRow({ ...row, decision: "allow", reason: `${d.reason}; upstream: ${st.text}` });
+    row.write({ reason: `${d.reason}; upstream: ${st.text}` });
     return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));
   }
   // Mailbox order is UID order.
@@ -120,7 +129,7 @@ export async function threadCommand(s: Session, cmd: CommandOf<"THREAD">): Promi
       else forwardUntagged(s, r);
     });
     if (fst.status !== "OK") {
-      s.auditRow({ ...row, decision: "allow", reason: `${d.reason}; upstream: ${fst.text}` });
+      row.write({ reason: `${d.reason}; upstream: ${fst.text}` });
       return s.taggedFrom(cmd.tag, fst, messageCommandCode(fst.code));
     }
   }
@@ -136,12 +145,12 @@ export async function threadCommand(s: Session, cmd: CommandOf<"THREAD">): Promi
     threads = thread(cmd.algorithm, messages);
   } catch (error) {
     if (!(error instanceof ThreadTooLarge)) throw error;
-    s.auditRow({ ...row, decision: "deny", reason: `${error.message} (MAX_THREAD_LINK_STEPS)` });
+    row.write({ decision: "deny", reason: `${error.message} (MAX_THREAD_LINK_STEPS)` });
     throw new Refusal("NO", "LIMIT", "Too much to thread; narrow the search");
   }
   s.sendText(threadResponse(threads));
   const hiddenCount = box.visible === null ? null : found.filter((uid) => !box.isVisible(uid)).length;
-  s.auditRow({ ...row, decision: "allow", reason: d.reason, count: messages.length, hiddenCount });
+  row.write({ count: messages.length, hiddenCount });
   await s.sync(cmd.uid);
   s.tagged(cmd.tag, "OK", null, "Thread completed");
 }
