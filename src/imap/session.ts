@@ -195,6 +195,12 @@ export class ImapSession implements LoginSession, CompressSession {
    */
   #durableRows: DurableRow[] = NO_ROWS;
   /**
+   * The running command's write went upstream after its allow rows were on disk (`upstreamWrite`), and its answer
+   * has not come: if the session ends now, whether upstream carried it out is not known, and each of those rows gets
+   * an `error` row saying so (`#writeUnknown`, docs/audit.md "What a row records").
+   */
+  #writeAnswerDue = false;
+  /**
    * The running command's allow rows that wait for upstream's answer (`awaitAnswer`): written by the command once it
    * has the answer, or by `#writeUnanswered` when the command or the session ends first.
    */
@@ -650,6 +656,23 @@ export class ImapSession implements LoginSession, CompressSession {
    * was carried out (docs/audit.md "What a row records"). Queued, as a refusal's row is.
    */
   #writeFailed(reply: string): void {
+    this.#followDurable((id) => `failed after row ${id} allowed it: the command was answered ${reply}`);
+  }
+
+  /**
+   * The session ended (`why`) after the running command's write went upstream and before its answer came: each of
+   * its allow rows gets an `error` row naming it and saying that whether upstream carried it out is not known, as the
+   * log would otherwise read as if it was (docs/audit.md "What a row records"). Not for a write that never went
+   * upstream (the session ended while its rows were made durable, or before its upstream step): nothing was done.
+   */
+  #writeUnknown(why: string): void {
+    if (!this.#writeAnswerDue) return;
+    this.#writeAnswerDue = false;
+    this.#followDurable((id) => `after row ${id} allowed it: ${why}; whether upstream did it is not known`);
+  }
+
+  /** An `error` row for each of the running command's durable allow rows, naming it (`detail.row`): `reason(id)`. */
+  #followDurable(reason: (id: number) => string): void {
     const rows = this.#durableRows;
     this.#durableRows = NO_ROWS;
     for (const { ev, id } of rows) {
@@ -657,7 +680,7 @@ export class ImapSession implements LoginSession, CompressSession {
         ...ev,
         time: Date.now(),
         decision: "error",
-        reason: `failed after row ${id} allowed it: the command was answered ${reply}`,
+        reason: reason(id),
         detail: { row: id },
       };
       try {
@@ -1050,13 +1073,18 @@ export class ImapSession implements LoginSession, CompressSession {
       // The session ended under the command (the agent left, upstream was lost, the proxy is stopping) before an
       // answer came: nobody is answered and `#fail` writes nothing, so the reads it decided and sent upstream have
       // their rows here (docs/audit.md). Otherwise `#fail` writes the command's row: the refusal's, or the error's.
-      if (this.#closed)
-        this.#writeUnanswered(`no answer: the session ended before upstream answered (${this.#endReason})`);
-      else this.#awaited.clear();
+      // A write that went upstream and was not answered: whether it was carried out is not known, and its allow rows
+      // are followed by error rows saying so.
+      if (this.#closed) {
+        const why = `no answer: the session ended before upstream answered (${this.#endReason})`;
+        this.#writeUnanswered(why);
+        this.#writeUnknown(why);
+      } else this.#awaited.clear();
       this.#fail(cmd, error, rowsBefore);
     } finally {
       this.#release();
       this.#durableRows = NO_ROWS;
+      this.#writeAnswerDue = false;
       this.#writeUnanswered("not completed: the command ended before its answer was read");
     }
   }
@@ -1227,6 +1255,32 @@ export class ImapSession implements LoginSession, CompressSession {
     } catch (error) {
       return Promise.reject(error);
     }
+  }
+
+  /**
+   * `upstreamRun` for the upstream step of a write whose allow rows are on disk (`auditDurable`): from when it is
+   * sent (with `gate`, when the gate opens and its literals may go) until it is answered, a session that ends leaves
+   * those rows followed by error rows saying whether upstream did it is not known (`#writeUnknown`). Sent after the
+   * session ended, it never reaches upstream, and nothing is said.
+   */
+  upstreamWrite(
+    command: Parameters<UpstreamSession["run"]>[0],
+    onData?: ((r: Response) => void) | null,
+    gate?: Promise<unknown> | null,
+  ): ReturnType<UpstreamSession["run"]> {
+    const run = this.upstreamRun(command, onData, gate);
+    const sent = (): void => {
+      if (!this.#closed) this.#writeAnswerDue = true;
+    };
+    if (gate) gate.then(sent, () => {});
+    else sent();
+    run.then(
+      () => {
+        this.#writeAnswerDue = false;
+      },
+      () => {},
+    );
+    return run;
   }
 
   /** `upstreamRun`'s handler for `onData`: the mailbox model first, then `onData`. */

@@ -51,7 +51,7 @@ export async function append(s: Session, cmd: CommandOf<"APPEND">): Promise<void
   );
   // The command line goes upstream while the rows are made durable; the messages only once they are (docs/audit.md
   // "Writing: batches and durability"): the server's `+` round trip overlaps the fdatasync, nothing appended before.
-  const appended = s.upstreamRun({ name: "APPEND", mailbox: cmd.mailbox, messages, ...messages[0]! }, null, written);
+  const appended = s.upstreamWrite({ name: "APPEND", mailbox: cmd.mailbox, messages, ...messages[0]! }, null, written);
   // Handled at once: the upstream session may fail while the rows are written (the agent or upstream gone); its
   // rejection is awaited below, after theirs.
   appended.catch(() => {});

@@ -173,6 +173,16 @@ export interface Session {
     onData?: ((r: Response) => void) | null,
     gate?: Promise<unknown> | null,
   ): Promise<UpstreamStatus>;
+  /**
+   * `upstreamRun` for the upstream step of a write whose allow rows are on disk (`auditDurable`): if the session ends
+   * after it went upstream and before it is answered, those rows get `error` rows saying whether upstream did it is
+   * not known (docs/audit.md "What a row records").
+   */
+  upstreamWrite(
+    command: Parameters<UpstreamSession["run"]>[0],
+    onData?: ((r: Response) => void) | null,
+    gate?: Promise<unknown> | null,
+  ): Promise<UpstreamStatus>;
   /** Applies an untagged response to the mailbox model; true when it was consumed. */
   model(r: Response): boolean;
   /** Before a tagged reply: new messages and (when `allowExpunge`) expunges reported to the agent. */

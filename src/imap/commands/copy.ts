@@ -60,7 +60,7 @@ export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): P
   const made: (ResponseCode | null)[] = [];
   let st!: UpstreamStatus;
   for (const [part, set] of sets.entries()) {
-    const running = s.upstreamRun({ name: cmd.name, uid: true, set, mailbox: dest }, (r) => {
+    const running = s.upstreamWrite({ name: cmd.name, uid: true, set, mailbox: dest }, (r) => {
       if (r.type === "status" && r.tag === null && r.code?.known && r.code.name === "COPYUID") {
         // MOVE's COPYUID comes untagged (RFC 6851 §4.3), before the expunges, which the agent hears of at sync.
         untagged.push({ response: r, code: agentCopyUid(s, passCode(r.code), dp) });

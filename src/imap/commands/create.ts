@@ -53,6 +53,6 @@ export async function create(s: Session, cmd: CommandOf<"CREATE">): Promise<void
     ...cites(d),
     reason: d.reason,
   });
-  const st = await s.upstreamRun({ name: "CREATE", mailbox: cmd.mailbox });
+  const st = await s.upstreamWrite({ name: "CREATE", mailbox: cmd.mailbox });
   s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));
 }

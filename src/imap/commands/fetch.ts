@@ -113,7 +113,8 @@ export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> 
   // With mail:flag the fetch goes as asked, and a body item without PEEK sets \Seen upstream: a flag write like
   // STORE +FLAGS (\Seen), so it has its own mail:flag row, on disk before anything goes upstream (docs/imap.md
   // "Decisions").
-  if (flag !== null && !peekOnly && uids.length > 0 && cmd.items.some(setsSeen)) {
+  const writes = flag !== null && !peekOnly && uids.length > 0 && cmd.items.some(setsSeen);
+  if (writes) {
     const f = flag;
     await s.auditDurable({
       command: cmd.uid ? "UID FETCH" : "FETCH",
@@ -148,7 +149,9 @@ export async function fetch(s: Session, cmd: CommandOf<"FETCH">): Promise<void> 
   };
   // One upstream command per UPSTREAM_SET_RANGES ranges (a filtered folder's UIDs are scattered).
   for (const set of uids.length > 0 ? box.upstreamSets(uids) : []) {
-    const st = await s.upstreamRun(upstreamFetch(set, items, cmd.changedSince), onData);
+    // Setting \Seen, it is a write: if the session ends before the answer, its row is followed by one saying so.
+    const fetch = upstreamFetch(set, items, cmd.changedSince);
+    const st = await (writes ? s.upstreamWrite(fetch, onData) : s.upstreamRun(fetch, onData));
     if (st.status !== "OK") {
       await s.sync(cmd.uid);
       return s.taggedFrom(cmd.tag, st, messageCommandCode(st.code));

@@ -573,7 +573,7 @@ export async function safeExpunge(s: Session, within: readonly number[] | null):
   const sets = within === null && box.visible === null ? [[{ start: 1, stop: uids[0]! }]] : box.upstreamSets([...uids]);
   const before = box.pendingExpunges.length;
   for (const set of sets) {
-    const st = await s.upstreamRun({ name: "EXPUNGE", uid: true, set });
+    const st = await s.upstreamWrite({ name: "EXPUNGE", uid: true, set });
     if (st.status !== "OK") throw new Refusal("NO", null, withoutTimings(st.text));
   }
   return box.pendingExpunges.length - before;

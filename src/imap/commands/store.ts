@@ -71,7 +71,7 @@ export async function store(s: Session, cmd: CommandOf<"STORE">): Promise<void> 
     );
     const shape: FetchShape = { uid: cmd.uid, rfc822: false, rfc822Text: false, bodyWhole: false, bodyText: false };
     for (const set of box.upstreamSets(uids)) {
-      const st = await s.upstreamRun({ ...upstream, set }, (r) => {
+      const st = await s.upstreamWrite({ ...upstream, set }, (r) => {
         if (r.type !== "FETCH") forwardUntagged(s, r);
         // With CONDSTORE on upstream a silent STORE still reports each message it changed, with only its MODSEQ
         // (RFC 7162 §3.1.3): agentFetch drops such a report for an agent that is sent no mod-sequences.

@@ -15,6 +15,6 @@ export async function subscribe(s: Session, cmd: CommandOf<"SUBSCRIBE" | "UNSUBS
     ...cites(d),
     reason: d.reason,
   });
-  const st = await s.upstreamRun({ name: cmd.name, mailbox: cmd.mailbox });
+  const st = await s.upstreamWrite({ name: cmd.name, mailbox: cmd.mailbox });
   upstreamStatus(s, cmd.tag, st, true);
 }
