@@ -542,6 +542,10 @@ export class ImapSession implements LoginSession, CompressSession {
     return this.#closed;
   }
 
+  get upstreamLost(): boolean {
+    return this.#closed && this.#endReason === UPSTREAM_LOST;
+  }
+
   #feed(chunk: Uint8Array): void {
     this.#framer.feed(chunk);
     if (this.#framer.buffered > READ_AHEAD_LIMIT) {

@@ -5,7 +5,8 @@
  * counts what was shown and hidden; with no answer the row is the decision's, with no counts and a reason saying the
  * answer never came. Against Dovecot over a raw socket, through a relay that holds the command's upstream line
  * (tests/fixtures/tcp-relay.ts) while the agent's socket is destroyed or the upstream link cut. Last, a LIST-STATUS
- * whose STATUS upstream answers NO (the folder deleted meanwhile) has its row too.
+ * whose STATUS upstream answers NO (the folder deleted meanwhile) has its row too, and a SELECT of a filtered folder
+ * cut off while its messages are classified has the allow row of an unanswered read.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { AuditRow } from "../../src/audit/index.ts";
@@ -22,6 +23,20 @@ folders = ["Other"]
 action = "allow"
 operations = ["read"]
 ${INBOX_WRITABLE}`;
+
+/** INBOX filtered (its messages classified at SELECT), nothing else. */
+const FILTERED_RULES = `
+[[rules]]
+name = "filtered inbox"
+folders = ["INBOX"]
+from = "ann@*"
+action = "allow"
+operations = ["read"]
+
+[[rules]]
+name = "nothing else"
+action = "deny"
+`;
 
 /** The next upstream command whose line matches, held at the relay until `release` (never, here: the link is cut). */
 let hold: { pattern: RegExp; held: () => void; release: Promise<void> } | null = null;
@@ -172,4 +187,34 @@ test("LIST RETURN (STATUS) of a folder deleted meanwhile: left out, and its row 
   ]);
   expect(own[0]!.reason).toContain("; upstream: ");
   raw.close();
+});
+
+test("SELECT of a filtered folder: the agent hangs up during classification; the allow row, no answer", async () => {
+  const filtered = await startTestProxy({
+    rules: FILTERED_RULES,
+    upstreamTls: "none",
+    upstreamAddr: `127.0.0.1:${relay.port}`,
+  });
+  try {
+    const since = auditCursor(filtered);
+    const raw = await RawImap.login(filtered.port, mailbox);
+    await since();
+    const held = Promise.withResolvers<void>();
+    // The classification's header fetch (nothing is cached yet for this proxy's new cache).
+    hold = { pattern: /^\S+ UID FETCH /m, held: held.resolve, release: new Promise<void>(() => {}) };
+    raw.write("c SELECT INBOX\r\n");
+    await held.promise;
+    raw.socket.destroy();
+    await Bun.sleep(300);
+    relay.dropLinks();
+    const own = (await since()).filter((r) => r.command === "SELECT");
+    expect(own.map((r) => ({ op: r.operation, decision: r.decision, rule: r.rule, count: r.count }))).toEqual([
+      { op: "folder:read", decision: "allow", rule: "filtered inbox", count: null },
+    ]);
+    expect(own[0]!.reason).toContain(
+      "no answer: the session ended before upstream answered (client closed the connection)",
+    );
+  } finally {
+    await filtered.close();
+  }
 });

@@ -125,6 +125,8 @@ export interface Session {
   readonly log: ReturnType<typeof moduleLogger>;
   /** The agent left or the proxy is stopping. */
   readonly closed: boolean;
+  /** The session ended because its upstream connection was lost (closed, failed, or cut for a bad answer). */
+  readonly upstreamLost: boolean;
   state: State;
   /** The upstream session of a logged-in agent. */
   readonly up: UpstreamSession | null;

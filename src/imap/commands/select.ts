@@ -141,6 +141,10 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
       const o = { name: cmd.mailbox, policyName: p, readOnly, uids, exists, uidValidity, filter, generation, revision };
       box = await openFiltered(s, o);
     } catch (error) {
+      // The session ended under the classification for another reason than upstream's (the agent hung up, the proxy
+      // is stopping): not a classification failure but an answer that never came, and the dispatch writes the allow
+      // row saying so (docs/audit.md "What a row records"). Upstream lost (a BYE answering the FETCH) is one.
+      if (s.closed && !s.upstreamLost) throw error;
       // Nothing may be shown that was not classified: the SELECT fails, and deselects upstream too (§6.3.1).
       row.write({
         operation: "mail:read",
