@@ -150,6 +150,9 @@ export function logLockout(
 /** The access line's `end` of a session that ended for no other reason recorded (docs/operations.md "Logs"). */
 export const CLIENT_CLOSED = "client closed the connection";
 
+/** The access line's `end` of a session ended by the proxy's shutdown, a cut after the grace included. */
+export const SHUTTING_DOWN = "proxy shutting down";
+
 /** What the access line of one session reports (docs/operations.md "Logs"). */
 export interface AccessRecord {
   readonly protocol: "imap" | "smtp";

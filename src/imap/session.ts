@@ -13,7 +13,15 @@ import type { AuditEvent } from "../audit/index.ts";
 import { AuditUnavailableError, waitForAuditBacklog } from "../audit/index.ts";
 import { ownEntry } from "../config/names.ts";
 import type { Config } from "../config/types.ts";
-import { CLIENT_CLOSED, errorMessage, logAccess, logLockout, logLoginFailure, moduleLogger } from "../log.ts";
+import {
+  CLIENT_CLOSED,
+  errorMessage,
+  logAccess,
+  logLockout,
+  logLoginFailure,
+  moduleLogger,
+  SHUTTING_DOWN,
+} from "../log.ts";
 import {
   type Connection,
   failureDelay,
@@ -474,16 +482,16 @@ export class ImapSession implements LoginSession, CompressSession {
   stop(): void {
     if (this.#closed || this.#stopping) return;
     this.#stopping = true;
+    // Said now: a command under way when the listener cuts the session after its grace was cut by the shutdown,
+    // not by the agent (the access line, and the rows of a command left without its answer).
+    this.#endReason = SHUTTING_DOWN;
     // Waiting in nextEvent() (#wake set): between commands, in IDLE, at an AUTHENTICATE prompt.
     if (!this.#busy || this.#wake !== null) this.#stopNow();
-    else if (this.#endWait !== null) {
-      this.#endReason = "shutdown";
-      this.#endWait();
-    }
+    else this.#endWait?.();
   }
 
   #stopNow(): void {
-    this.#endReason = "shutdown";
+    this.#endReason = SHUTTING_DOWN;
     this.#bye("Server shutting down");
   }
 

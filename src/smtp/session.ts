@@ -26,7 +26,15 @@ import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import { AUDIT_BACKLOG_PAUSE_ROWS, waitForAuditBacklog } from "../audit/index.ts";
 import { ownEntry } from "../config/names.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
-import { CLIENT_CLOSED, errorMessage, logAccess, logLockout, logLoginFailure, moduleLogger } from "../log.ts";
+import {
+  CLIENT_CLOSED,
+  errorMessage,
+  logAccess,
+  logLockout,
+  logLoginFailure,
+  moduleLogger,
+  SHUTTING_DOWN,
+} from "../log.ts";
 import type { Connection, FailureThrottle, Lock, LoginLockout, TlsIdentity, UpstreamTarget } from "../net/index.ts";
 import {
   failureDelay,
@@ -371,7 +379,7 @@ export class SmtpSession {
    */
   shutdown(): void {
     // A reload that ended the session while its command ran keeps its reason and its 421.
-    if (this.#endedByReload === null) this.#endReason = "proxy shutting down";
+    if (this.#endedByReload === null) this.#endReason = SHUTTING_DOWN;
     if (this.#running) {
       this.#endAfterCommand = true;
       this.#endWait?.();

@@ -96,13 +96,23 @@ test("text logs: a time stamp on every line, access lines, failed logins the fai
   const served = serveChild(config(mailbox), "pretty");
   try {
     await traffic(served);
+    // One session of each proxy still open when serve stops: their access lines say the shutdown ended them.
+    const imap = await lineClient(tcpConnect({ host: "127.0.0.1", port: await served.port("IMAP") }));
+    await imap.waitFor(/^\* OK/m);
+    const smtp = await lineClient(tcpConnect({ host: "127.0.0.1", port: await served.port("SMTP") }));
+    await smtp.waitFor(/^220 /m);
   } finally {
     served.proc.kill("SIGTERM");
   }
   expect(await served.proc.exited).toBe(0);
   const lines = served.logs().trimEnd().split("\n");
   for (const line of lines) expect(line).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (info|warn|error) /);
-  const access = lines.filter((l) => l.includes(" access: "));
+  const stopped = lines.filter((l) => l.includes(" access: ") && l.includes("login=none"));
+  expect(stopped.map((l) => `${/\[(imap|smtp)\]/.exec(l)![1]} ${/end="[^"]*"/.exec(l)![0]}`).sort()).toEqual([
+    'imap end="proxy shutting down"',
+    'smtp end="proxy shutting down"',
+  ]);
+  const access = lines.filter((l) => l.includes(" access: ") && !stopped.includes(l));
   expect(access).toHaveLength(3);
   const good = access.find((l) => l.includes("login=ok"))!;
   expect(good).toMatch(

@@ -118,16 +118,17 @@ test("sessions waiting for their agent (between commands, before login, IDLE) ge
 
 /**
  * Runs `body` while Dovecot's reply to the agent's `TAG UID STORE 1:* FLAGS` is held by the relay (Dovecot has
- * carried it out); `stop()` closes the proxy (once). The reply is released and the proxy closed afterwards.
+ * carried it out); `stop()` closes the proxy (once), its audit log staying open for `p.rows()`. The reply is released
+ * and the proxy and its audit log closed afterwards.
  */
 async function duringHeldStore(
   tag: string,
   flags: string,
-  body: (t: { c: RawImap; release(): void; stop(): Promise<void> }) => Promise<void>,
+  body: (t: { c: RawImap; p: TestProxy; release(): void; stop(): Promise<void> }) => Promise<void>,
 ): Promise<void> {
   const p = await proxyViaRelay();
   let closing: Promise<void> | null = null;
-  const stop = () => (closing ??= p.close());
+  const stop = () => (closing ??= p.proxy.close());
   let gate: ReturnType<ReplyHoldingRelay["holdReply"]> | null = null;
   try {
     const c = await RawImap.login(p.port, mailbox);
@@ -135,10 +136,11 @@ async function duringHeldStore(
     gate = relay.holdReply(/ OK .*Store completed/);
     c.write(`${tag} UID STORE 1:* ${flags}\r\n`);
     await gate.held;
-    await body({ c, release: gate.release, stop });
+    await body({ c, p, release: gate.release, stop });
   } finally {
     gate?.release();
     await stop();
+    await p.close();
   }
 }
 
@@ -160,7 +162,7 @@ test("a command under way gets its own reply, then * BYE; then the proxy has clo
 });
 
 test("past the grace a command still under way is cut: the connection closes without its reply", async () => {
-  await duringHeldStore("g", "-FLAGS (\\Flagged)", async ({ c, stop }) => {
+  await duringHeldStore("g", "-FLAGS (\\Flagged)", async ({ c, p, stop }) => {
     const started = performance.now();
     const closing = stop();
     const rest = await untilClosed(c);
@@ -168,6 +170,12 @@ test("past the grace a command still under way is cut: the connection closes wit
     expect(rest).not.toContain("g OK");
     expect(rest).not.toContain("* BYE");
     await closing;
+    // The shutdown cut it, not the agent: the STORE's allow row is followed by one saying so (docs/audit.md).
+    const store = (await p.rows()).filter((r) => r.command === "UID STORE");
+    expect(store.map((r) => r.decision)).toEqual(["allow", "error"]);
+    expect(store[1]!.reason).toContain(
+      "no answer: the session ended before upstream answered (proxy shutting down); whether upstream did it",
+    );
   });
 }, 40_000);
 
