@@ -47,6 +47,8 @@ const FROM: Record<number, string> = {
 let onNoop = "";
 let onEnable = "";
 let onStatus = "";
+/** What the scripted upstream answers to LIST and LSUB in place of its listing and OK (`TAG` is the tag); per test. */
+let onList: Partial<Record<"LIST" | "LSUB", string>> = {};
 /** A response code the scripted upstream puts in its tagged OK, by command (`CREATE`, `UID COPY`); set per test. */
 let okCodes: Record<string, string> = {};
 
@@ -54,6 +56,8 @@ let okCodes: Record<string, string> = {};
 function answer(socket: Socket, { line, tag, command }: ScriptedCommand): void {
   const ok = `${tag} OK ${okCodes[command] ?? ""}done\r\n`;
   if (command === "LOGIN") socket.write(`${tag} OK [CAPABILITY ${CAPS}] Logged in\r\n`);
+  else if ((command === "LIST" || command === "LSUB") && onList[command] !== undefined)
+    socket.write(onList[command].replaceAll("TAG", tag));
   else if (command === "LIST")
     socket.write(`* LIST (\\HasNoChildren) "/" INBOX\r\n* LIST (\\HasNoChildren) "/" Plain\r\n${ok}`);
   else if (command === "SELECT" || command === "EXAMINE")
@@ -192,4 +196,23 @@ test("a BYE the server sends without closing ends the session at once, not at th
   expect(reply).not.toContain("n OK");
   const rows = await newRows();
   expect(rows.some((r) => r.decision === "error" && /closed the session: going away/.test(r.reason ?? ""))).toBe(true);
+});
+
+test("a LIST or LSUB upstream does not complete is its NO, with the row, not a shorter listing", async () => {
+  const agent = await RawImap.login(proxy.port, { user: "agent", password: "secret" });
+  await newRows();
+  // The listing so far, then a NO: the agent must not take the part for the whole (Plain would seem gone).
+  onList = { LIST: '* LIST (\\HasNoChildren) "/" INBOX\r\nTAG NO [SERVERBUG] Internal error occurred\r\n' };
+  expect(await agent.command("l", 'LIST "" *')).toBe("l NO [SERVERBUG] Internal error occurred\r\n");
+  expect((await newRows()).map((r) => [r.command, r.decision, r.reason])).toEqual([
+    ["LIST", "allow", "listing filtered to visible folders; upstream: Internal error occurred"],
+  ]);
+  // LSUB, and LIST's SUBSCRIBED, read the subscriptions too.
+  onList = { LSUB: "TAG NO Subscriptions unavailable\r\n" };
+  expect(await agent.command("s", 'LSUB "" *')).toBe("s NO Subscriptions unavailable\r\n");
+  expect(await agent.command("t", 'LIST (SUBSCRIBED) "" *')).toBe("t NO Subscriptions unavailable\r\n");
+  onList = {};
+  expect(await agent.command("a", 'LIST "" *')).toBe(
+    '* LIST (\\HasNoChildren) "/" INBOX\r\n* LIST (\\HasNoChildren) "/" Plain\r\na OK LIST completed\r\n',
+  );
 });

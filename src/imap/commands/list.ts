@@ -12,8 +12,8 @@ import { messageFilter } from "../classify.ts";
 import { auditedFilteredStatus } from "../filtering.ts";
 import { Refusal } from "../refusal.ts";
 import type { Response, StatusItem } from "../wire/index.ts";
-import { type CommandOf, cites, type Session } from "./context.ts";
-import { agentStatus, checkStatusItems } from "./shared.ts";
+import { type CommandOf, cites, type Session, type UpstreamStatus } from "./context.ts";
+import { agentStatus, checkStatusItems, passCode } from "./shared.ts";
 
 /** An upstream folder the agent may see. */
 interface Folder {
@@ -30,34 +30,40 @@ const SPECIAL_USES = new Set(["\\ALL", "\\ARCHIVE", "\\DRAFTS", "\\FLAGGED", "\\
  * entry is left out: it is a level that holds other folders (maybe only hidden ones), and the proxy computes those
  * levels itself over the visible folders. `hidden` counts the folders left out by the rules.
  */
-async function upstreamFolders(s: Session): Promise<{ folders: Map<string, Folder>; hidden: number }> {
+async function upstreamFolders(
+  s: Session,
+): Promise<{ folders: Map<string, Folder>; hidden: number; status: UpstreamStatus }> {
   const up = s.up!;
   const folders = new Map<string, Folder>();
   let hidden = 0;
   const returnOptions = up.caps.has("LIST-EXTENDED") && up.caps.has("SPECIAL-USE") ? ["SPECIAL-USE"] : [];
-  await s.upstreamRun({ name: "LIST", reference: "", pattern: "*", selectOptions: [], returnOptions }, (r) => {
-    if (r.type !== "LIST" || r.mailbox === null) return;
-    const upper = r.attributes.map((a) => a.toUpperCase());
-    if (upper.includes("\\NOSELECT") || upper.includes("\\NONEXISTENT")) return;
-    if (!visible(s, r.mailbox)) {
-      hidden++;
-      return;
-    }
-    const attributes = r.attributes.filter(
-      (a) => LIST_ATTRIBUTES.has(a.toUpperCase()) && a.toUpperCase() !== "\\NOSELECT",
-    );
-    folders.set(r.mailbox, { name: r.mailbox, attributes, delimiter: r.delimiter });
-  });
-  return { folders, hidden };
+  const status = await s.upstreamRun(
+    { name: "LIST", reference: "", pattern: "*", selectOptions: [], returnOptions },
+    (r) => {
+      if (r.type !== "LIST" || r.mailbox === null) return;
+      const upper = r.attributes.map((a) => a.toUpperCase());
+      if (upper.includes("\\NOSELECT") || upper.includes("\\NONEXISTENT")) return;
+      if (!visible(s, r.mailbox)) {
+        hidden++;
+        return;
+      }
+      const attributes = r.attributes.filter(
+        (a) => LIST_ATTRIBUTES.has(a.toUpperCase()) && a.toUpperCase() !== "\\NOSELECT",
+      );
+      folders.set(r.mailbox, { name: r.mailbox, attributes, delimiter: r.delimiter });
+    },
+  );
+  return { folders, hidden, status };
 }
 
 /** The visible names the agent is subscribed to, existing or not (RFC 3501 §6.3.9: LSUB "" "*"). */
-async function subscriptions(s: Session): Promise<Set<string>> {
-  const out = new Set<string>();
-  await s.upstreamRun({ name: "LSUB", reference: "", pattern: "*", selectOptions: [], returnOptions: [] }, (r) => {
-    if (r.type === "LSUB" && r.mailbox !== null && visible(s, r.mailbox)) out.add(r.mailbox);
+async function subscriptions(s: Session): Promise<{ names: Set<string>; status: UpstreamStatus }> {
+  const names = new Set<string>();
+  const command = { name: "LSUB", reference: "", pattern: "*", selectOptions: [], returnOptions: [] } as const;
+  const status = await s.upstreamRun(command, (r) => {
+    if (r.type === "LSUB" && r.mailbox !== null && visible(s, r.mailbox)) names.add(r.mailbox);
   });
-  return out;
+  return { names, status };
 }
 
 function visible(s: Session, name: string): boolean {
@@ -96,8 +102,15 @@ export async function list(s: Session, cmd: CommandOf<"LIST" | "LSUB">): Promise
     ruleIndex: null,
     reason: "listing filtered to visible folders",
   });
-  const { folders, hidden } = await upstreamFolders(s);
-  const subscribed = bySubscription || showSubscribed ? await subscriptions(s) : new Set<string>();
+  const { folders, hidden, status } = await upstreamFolders(s);
+  const subs = bySubscription || showSubscribed ? await subscriptions(s) : null;
+  // A listing upstream did not complete is not shown as a shorter one: its NO or BAD, with the row saying so.
+  const failed = status.status !== "OK" ? status : subs !== null && subs.status.status !== "OK" ? subs.status : null;
+  if (failed !== null) {
+    row.write({ reason: `listing filtered to visible folders; upstream: ${failed.text}` });
+    return s.taggedFrom(cmd.tag, failed, passCode(failed.code));
+  }
+  const subscribed = subs?.names ?? new Set<string>();
   // Every level that holds a visible folder: those, and only those, have children (RFC 3348).
   const parents = new Set<string>();
   for (const name of folders.keys()) for (const a of s.names.ancestors(name)) parents.add(a);
