@@ -3,16 +3,33 @@
  * recipient (those outside the sender's domain marked), subject, size, attachment file names with the SMTP
  * inspector's verdict beside them, and the first lines of the text, saying when there is more. The subject is read
  * by the parser the policy reads it with (src/mail: `parseHeaderFields`, `readMessageFields`), so the approver sees
- * the subject the rules judged, and is told when there was none they could read. The message is read as UTF-8, as
- * the policy reads it (RFC 6532); an octet that is not UTF-8 is shown as U+FFFD. Transfer encodings are not decoded:
- * the preview is a hint for a person, the decision is about the exact stored bytes, which the link is bound to by
- * their SHA-256.
+ * the subject the rules judged, and is told when there was none they could read. The header is read as UTF-8, as
+ * the policy reads it (RFC 6532); an octet that is not UTF-8 is shown as U+FFFD.
+ *
+ * The text is the message's MIME structure as the SMTP inspector splits it (src/smtp/inspect.ts `segments`): every
+ * text part that is not an attachment, its transfer encoding (RFC 2045 §6: base64, quoted-printable) and charset
+ * decoded (src/mail/transfer.ts), each under a label naming its type (`[text/plain]`, `[text/html]`, the HTML as
+ * written, tags and all), and a preamble or epilogue that is not blank, which goes out too. What cannot be decoded
+ * (an unknown transfer encoding or charset, invalid base64 or quoted-printable, octets not in the charset, a body the
+ * inspector could not place) is shown as written and labelled `not decoded`, and the preview then says that not all
+ * of the text is shown. The preview is a hint for a person: the decision is about the exact stored bytes, which the
+ * link is bound to by their SHA-256.
  */
 
-import { decodeEncodedWords, type HeaderField, parseHeaderFields, readMessageFields } from "../mail/index.ts";
+import {
+  decodeCharset,
+  decodeEncodedWords,
+  decodeTransferEncoding,
+  type HeaderField,
+  isAttachmentEntity,
+  parameterValue,
+  parseHeaderFields,
+  readMessageFields,
+} from "../mail/index.ts";
+import { type BodySegment, MessageInspector } from "../smtp/inspect.ts";
 import type { Preview, UnreadSubject } from "./store.ts";
 
-/** Lines of text shown. */
+/** Lines of text shown, over all text parts (their labels aside). */
 export const PREVIEW_LINES = 12;
 /** Characters per shown line, and per attachment name and Subject field. */
 export const PREVIEW_LINE_CHARS = 200;
@@ -26,8 +43,11 @@ export const PREVIEW_HEADER_FIELDS = 10;
 export const PREVIEW_OTHER_FIELDS = 20;
 /** The fields `headerFields` shows, by their lower-cased name (RFC 5322 §3.6): the ones a mail client shows. */
 const AUTHOR_FIELDS: ReadonlySet<string> = new Set(["from", "sender", "reply-to", "to", "cc"]);
-/** Octets of the message searched for the preview. */
-const PREVIEW_SCAN_BYTES = 256 * 1024;
+/**
+ * Octets of the message's text parts (as sent, before decoding; attachments are not read) read for the preview, in
+ * all; and of the message searched for its header.
+ */
+export const PREVIEW_SCAN_BYTES = 256 * 1024;
 
 /** Not fatal: an octet that is not UTF-8 becomes U+FFFD, visibly, as in src/mail/headers.ts. */
 const utf8 = new TextDecoder("utf-8");
@@ -128,10 +148,7 @@ export function buildPreview(
     inspected === undefined
       ? [...new Set([...text.matchAll(/\bfilename\*?="?([^";\r\n]+)"?/gi)].map((m) => m[1]!))]
       : inspected.names.filter((n) => n !== null).slice(0, PREVIEW_ATTACHMENTS);
-  const body = split === -1 ? "" : text.slice(split).replace(/^\r?\n\r?\n/, "");
-  const bodyLines = body.split(/\r?\n/);
-  const all = bodyLines.filter((l) => !/^(--|content-[a-z-]+:)/i.test(l));
-  const lines = all.slice(0, PREVIEW_LINES).map((l) => l.slice(0, PREVIEW_LINE_CHARS));
+  const shown = textShown(message);
   const senderDomain = domainOf(sender);
   const authors = fieldsShown(fields, (name) => AUTHOR_FIELDS.has(name), PREVIEW_HEADER_FIELDS);
   const others = fieldsShown(fields, (name) => !AUTHOR_FIELDS.has(name) && name !== "subject", PREVIEW_OTHER_FIELDS);
@@ -147,18 +164,92 @@ export function buildPreview(
     ...(inspected === undefined
       ? {}
       : { attachmentParts: inspected.names.length, attachmentsComplete: inspected.complete }),
-    text: lines.join("\n").trim(),
-    // Lines left out (MIME boundaries, part headers) count too: a sender can write text that looks like them.
-    textCut:
-      message.length > PREVIEW_SCAN_BYTES ||
-      all.length < bodyLines.length ||
-      all.slice(PREVIEW_LINES).some((l) => l.trim() !== "") ||
-      all.slice(0, PREVIEW_LINES).some((l) => l.length > PREVIEW_LINE_CHARS),
+    text: shown.text,
+    textCut: shown.cut,
     headerFields: authors.shown,
     headerFieldCount: authors.count,
     otherHeaderFields: others.shown,
     otherHeaderFieldCount: others.count,
   };
+}
+
+const LF = 10;
+const CR = 13;
+
+/**
+ * The text of `message` as approvers are shown it (see the top of this file): at most PREVIEW_LINES lines of its
+ * text parts, each cut at PREVIEW_LINE_CHARS characters, a label before each part's; `cut` when anything was left
+ * out: a line or a part past those shown, a line cut, text past PREVIEW_SCAN_BYTES octets, a part not decoded, or a
+ * structure the inspector could not read all of (other readers may split it into other parts).
+ */
+function textShown(message: Buffer): { text: string; cut: boolean } {
+  const inspector = new MessageInspector({ keepSegments: true });
+  inspector.write(message);
+  const facts = inspector.finish();
+  let left = !facts.attachmentsComplete;
+  let budget = PREVIEW_SCAN_BYTES;
+  let room = PREVIEW_LINES;
+  const shown: string[] = [];
+  for (const segment of facts.segments) {
+    if (segment.kind === "leaf" && isAttachmentEntity(segment.entity)) continue;
+    // The line end before a delimiter belongs to the delimiter (RFC 2046 §5.1.1).
+    let end = segment.end;
+    if (end < message.length && end > segment.start && message[end - 1] === LF) end--;
+    if (end < message.length && end > segment.start && message[end - 1] === CR) end--;
+    const whole = message.subarray(segment.start, end);
+    const octets = whole.subarray(0, budget);
+    budget -= octets.length;
+    const partial = octets.length < whole.length;
+    if (partial) left = true;
+    const part = partShown(segment, octets, partial);
+    const lines = part.text.split(/\r?\n/);
+    while (lines.length > 0 && lines.at(-1)!.trim() === "") lines.pop();
+    if (lines.length === 0) continue;
+    if (!part.decoded || room === 0) left = true;
+    if (room === 0) continue;
+    // The type and the reason name what the agent wrote (a charset, an encoding): cut as a line is.
+    shown.push(cut(part.label, "label"));
+    for (const line of lines.slice(0, room)) {
+      if (line.length > PREVIEW_LINE_CHARS) left = true;
+      shown.push(line.slice(0, PREVIEW_LINE_CHARS));
+    }
+    if (lines.length > room) left = true;
+    room -= Math.min(room, lines.length);
+  }
+  return { text: shown.join("\n"), cut: left };
+}
+
+/**
+ * One segment of the body (`octets`, the start of it when `partial`) as shown: a text part that is not an attachment
+ * decoded, under its type; a preamble or epilogue as written (nothing in it is decoded by a reader); what cannot be
+ * decoded as written, as UTF-8 with U+FFFD for what is not, labelled so (`decoded` false).
+ */
+function partShown(
+  segment: BodySegment,
+  octets: Buffer,
+  partial: boolean,
+): { label: string; text: string; decoded: boolean } {
+  const asWritten = utf8.decode(octets);
+  const notDecoded = (what: string, why: string) => ({
+    label: `[${what}: not decoded (${why}); shown as written]`,
+    text: asWritten,
+    decoded: false,
+  });
+  if (segment.kind !== "leaf") {
+    if (segment.kind === "unread") return notDecoded("a part", "the message's structure could not be read here");
+    return { label: `[MIME ${segment.kind}: mail clients do not show it; it is sent]`, text: asWritten, decoded: true };
+  }
+  const type = segment.entity.type;
+  const encodings = segment.encodings;
+  if (encodings.length > 1) return notDecoded(type, `${encodings.length} Content-Transfer-Encoding fields`);
+  const body = decodeTransferEncoding(octets, encodings[0], partial);
+  if ("problem" in body) return notDecoded(type, body.problem);
+  // The charset in any RFC 2231 form (`charset*=utf-8''`), as readers that know it read it.
+  const charset = parameterValue(segment.entity.typeParams, "charset");
+  if (charset === null) return notDecoded(type, "its charset parameter cannot be read");
+  const text = decodeCharset(body.octets, charset, partial);
+  if ("problem" in text) return notDecoded(type, text.problem);
+  return { label: `[${type}]`, text: text.text, decoded: true };
 }
 
 /**

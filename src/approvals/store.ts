@@ -103,7 +103,10 @@ export interface Preview {
    * sealed before it was kept.
    */
   readonly attachmentsComplete?: boolean;
-  /** The first lines of the text, at most PREVIEW_LINES of them. */
+  /**
+   * The first lines of the text, at most PREVIEW_LINES of them: each text part's decoded, after a line labelling it
+   * (src/approvals/preview.ts). In records sealed before 2026-12-06 (evening), the raw lines of the body.
+   */
   readonly text: string;
   /** More text follows than `text` shows (absent in records sealed before it was kept). */
   readonly textCut?: boolean;

@@ -44,3 +44,4 @@ export {
   UNKNOWN_FIELDS,
 } from "./fields.ts";
 export { type HeaderField, parseHeaderFields } from "./headers.ts";
+export { type Decoded, decodeCharset, decodeTransferEncoding } from "./transfer.ts";

@@ -19,6 +19,7 @@ import {
   entityOf,
   type HeaderField,
   isAttachmentEntity,
+  type MimeEntity,
   missingAuthorFields,
   parseHeaderFields,
   readAuthors,
@@ -47,6 +48,31 @@ const DASH = 45;
  */
 const BODY_LINE_PREFIX = 1000;
 
+/**
+ * A stretch of the message's body as the inspector split it, for the approvers' preview (src/approvals/preview.ts),
+ * so that it reads the parts the rules judged: from the end of a header section, or of a close delimiter, to the
+ * next delimiter line of an open multipart or the end of the message. `start` and `end` are offsets in the octets fed
+ * to `write`; a segment that a delimiter ends still has the line end before it, which belongs to the delimiter
+ * (RFC 2046 §5.1.1).
+ * - `leaf`: the body of an entity that is not a multipart (`entity`, with its header `fields`);
+ * - `preamble`, `epilogue`: what precedes a multipart's first delimiter, or follows its close delimiter; mail
+ *   clients do not show it, but it goes out with the message;
+ * - `unread`: a body the inspector could not place in the structure (a header it could not read, a multipart without
+ *   a usable boundary or nested too deep, parts past MAX_MIME_PARTS); has_attachment is unknown then.
+ */
+export type BodySegment = SegmentStart & { readonly end: number };
+
+/** A segment while it is read: where it begins, not yet where it ends. */
+type SegmentStart =
+  | {
+      readonly kind: "leaf";
+      readonly entity: MimeEntity;
+      /** The values of its Content-Transfer-Encoding fields, as written (none, one, or more). */
+      readonly encodings: readonly string[];
+      readonly start: number;
+    }
+  | { readonly kind: "preamble" | "epilogue" | "unread"; readonly start: number };
+
 export interface MessageFacts {
   /** Lower-cased addr-specs of the To and Cc headers; undefined when a header could not be parsed. */
   readonly to: readonly string[] | undefined;
@@ -61,6 +87,11 @@ export interface MessageFacts {
    */
   readonly attachments: readonly (string | null)[];
   readonly attachmentsComplete: boolean;
+  /**
+   * The body's segments, in order (`BodySegment`): at most one per part, and a preamble and epilogue each. Kept only
+   * when asked for (`keepSegments`): the SMTP session does not need them for each message it inspects.
+   */
+  readonly segments: readonly BodySegment[];
   /**
    * Lower-cased addr-specs of the From, Sender, Reply-To and Resent- headers and of those that direct answers,
    * receipts and reports (`readOriginators`), checked against the session's identities; undefined when one could not
@@ -108,6 +139,12 @@ const enum Phase {
 }
 
 export class MessageInspector {
+  readonly #keepSegments: boolean;
+
+  constructor(options: { readonly keepSegments?: boolean } = {}) {
+    this.#keepSegments = options.keepSegments ?? false;
+  }
+
   #phase = Phase.TopHeaders;
   #line: Buffer[] = [];
   #lineLength = 0;
@@ -127,10 +164,20 @@ export class MessageInspector {
   /** The attachments' names (`MessageFacts.attachments`), at most one per part (MAX_MIME_PARTS bounds them). */
   #attachments: (string | null)[] = [];
   #unknown = false;
+  /** Octets fed to `write` so far; the offset in the message of the line held in `#line`. */
+  #written = 0;
+  #lineStart = 0;
+  /** The body's segments closed so far, and the one being read (none while a header section is). */
+  #segments: BodySegment[] = [];
+  #segment: SegmentStart | null = null;
+  /** Something in the part header being read left has_attachment unknown: its body is `unread`. */
+  #partHeaderUnread = false;
 
   /** Feeds message content (after dot-unstuffing, CRLF line ends). */
   write(content: Buffer): void {
     if (!this.#nul && content.indexOf(0) !== -1) this.#nul = true;
+    const base = this.#written;
+    this.#written += content.length;
     let from = 0;
     while (from < content.length) {
       // A body outside any multipart (a single part, or the epilogue after the last close delimiter) has nothing
@@ -138,30 +185,31 @@ export class MessageInspector {
       if (this.#phase === Phase.Body && this.#delimiters.length === 0) return;
       const lf = content.indexOf(LF, from);
       if (lf === -1) {
-        this.#hold(content, from, content.length);
+        this.#hold(content, from, content.length, base);
         return;
       }
       if (this.#lineLength === 0) {
         if (this.#phase !== Phase.Body) {
-          this.#onLine(content.subarray(from, lf + 1));
+          this.#onLine(content.subarray(from, lf + 1), base + from, base + lf + 1);
         } else if (content[from] === DASH && content[from + 1] === DASH) {
           // Only a body line that begins with "--" can be a boundary: the others get no view of their own. It is
           // read as far as BODY_LINE_PREFIX whether it came in one write or several, so that how the client's data
           // was split never changes what the inspector says (#hold keeps the same prefix).
-          this.#onLine(content.subarray(from, Math.min(lf + 1, from + BODY_LINE_PREFIX)));
+          this.#onLine(content.subarray(from, Math.min(lf + 1, from + BODY_LINE_PREFIX)), base + from, base + lf + 1);
         }
       } else {
-        this.#hold(content, from, lf + 1);
+        this.#hold(content, from, lf + 1, base);
         const line = Buffer.concat(this.#line);
         this.#line = [];
         this.#lineLength = 0;
-        this.#onLine(line);
+        this.#onLine(line, this.#lineStart, base + lf + 1);
       }
       from = lf + 1;
     }
   }
 
-  #hold(content: Buffer, from: number, to: number): void {
+  #hold(content: Buffer, from: number, to: number, base: number): void {
+    if (this.#lineLength === 0) this.#lineStart = base + from;
     const cap = this.#phase === Phase.Body ? BODY_LINE_PREFIX : MAX_HEADER_BYTES + 2;
     const room = cap - this.#lineLength;
     if (room <= 0) return;
@@ -170,40 +218,55 @@ export class MessageInspector {
     this.#lineLength += end - from;
   }
 
-  /** One line including its line end (CRLF, or a truncated prefix). */
-  #onLine(line: Buffer): void {
+  /**
+   * One line including its line end (CRLF, or a truncated prefix); `start` and `end`: where the whole line begins in
+   * the message, and where the next one does.
+   */
+  #onLine(line: Buffer, start: number, end: number): void {
     const blank = line.length === 2 && line[0] === CR;
     switch (this.#phase) {
       case Phase.TopHeaders:
         if (blank) {
-          this.#endTopHeaders();
+          this.#endTopHeaders(end);
           return;
         }
         this.#addHeaderLine(line, MAX_HEADER_BYTES);
         return;
       case Phase.PartHeaders:
         if (blank) {
-          this.#endPartHeaders();
+          this.#endPartHeaders(end);
           return;
         }
         // `--b: x` is a header field to src/mail, but a delimiter to a reader that takes any line beginning with the
         // boundary as one and ends this header section there (src/mail/boundary.ts).
-        if (line[0] === DASH && line[1] === DASH && this.#readBoundaryLine(line).prefixes > 0) this.#unknown = true;
+        if (line[0] === DASH && line[1] === DASH && this.#readBoundaryLine(line).prefixes > 0) this.#partUnread();
         this.#addHeaderLine(line, MAX_PART_HEADER_BYTES);
         return;
       case Phase.Body:
-        if (this.#delimiters.length > 0 && line[0] === DASH && line[1] === DASH) this.#checkBoundary(line);
+        if (this.#delimiters.length > 0 && line[0] === DASH && line[1] === DASH) this.#checkBoundary(line, start, end);
         return;
     }
+  }
+
+  /** has_attachment is unknown because of the part header being read. */
+  #partUnread(): void {
+    this.#unknown = true;
+    this.#partHeaderUnread = true;
+  }
+
+  /** Opens the body segment that begins at `start`, closing the one before (`BodySegment`). */
+  #openSegment(segment: SegmentStart | null, start: number): void {
+    if (this.#segment !== null && this.#keepSegments) this.#segments.push({ ...this.#segment, end: start });
+    this.#segment = segment;
   }
 
   #addHeaderLine(line: Buffer, cap: number): void {
     // A part's header line past the limit leaves has_attachment unknown: cut downstream, its type or disposition may
     // read otherwise (src/smtp/limits.ts). The line's length includes its CRLF.
-    if (line.length > MAX_HEADER_LINE_OCTETS + 2 && this.#phase === Phase.PartHeaders) this.#unknown = true;
+    if (line.length > MAX_HEADER_LINE_OCTETS + 2 && this.#phase === Phase.PartHeaders) this.#partUnread();
     if (this.#headerLength + line.length > cap) {
       if (this.#phase === Phase.TopHeaders) this.#headerTooLarge = true;
-      else this.#unknown = true;
+      else this.#partUnread();
       return;
     }
     this.#headerBytes.push(Buffer.from(line));
@@ -217,7 +280,8 @@ export class MessageInspector {
     return fields;
   }
 
-  #endTopHeaders(): void {
+  /** The header section ends; its body begins at `bodyStart`. */
+  #endTopHeaders(bodyStart: number): void {
     const over = overLimits(this.#headerBytes);
     this.#fieldTooLarge = over.field;
     this.#lineTooLong = over.line;
@@ -225,56 +289,64 @@ export class MessageInspector {
     this.#phase = Phase.Body;
     if (this.#topFields === null) {
       this.#unknown = true;
+      this.#openSegment({ kind: "unread", start: bodyStart }, bodyStart);
       return;
     }
-    this.#entity(this.#topFields);
+    this.#openSegment(this.#entity(this.#topFields, bodyStart), bodyStart);
   }
 
-  #endPartHeaders(): void {
+  #endPartHeaders(bodyStart: number): void {
     const fields = this.#takeHeader();
     this.#phase = Phase.Body;
+    const unread = this.#partHeaderUnread;
+    this.#partHeaderUnread = false;
     if (fields === null) {
       this.#unknown = true;
+      this.#openSegment({ kind: "unread", start: bodyStart }, bodyStart);
       return;
     }
-    this.#entity(fields, this.#partTypes.at(-1));
+    const segment = this.#entity(fields, bodyStart, this.#partTypes.at(-1));
+    this.#openSegment(unread ? { kind: "unread", start: bodyStart } : segment, bodyStart);
   }
 
   /**
    * Classifies one entity from its header fields (`partType`: the enclosing multipart's default type, none for the
-   * message itself); a multipart opens its boundary.
+   * message itself); a multipart opens its boundary. The segment its body, from `start`, is.
    */
-  #entity(fields: readonly HeaderField[], partType?: string): void {
+  #entity(fields: readonly HeaderField[], start: number, partType?: string): SegmentStart {
+    const unread = { kind: "unread", start } as const;
     const entity = entityOf(fields, partType);
     if (entity === null) {
       this.#unknown = true;
-      return;
+      return unread;
     }
     if (entity.type.startsWith("multipart/")) {
       // RFC 2045 §6.4: a multipart's own encoding is 7bit, 8bit or binary. Under another (base64, say) its parts are
       // not lines of this body, and a reader that decodes it first shows them: unknown.
       if (!identityEncoding(fields)) {
         this.#unknown = true;
-        return;
+        return unread;
       }
       // The plain boundary alone (`boundaryParameter`): beside an RFC 2231 form, readers split on different ones.
       const boundary = boundaryParameter(entity.typeParams);
       if (!usableBoundary(boundary)) {
         this.#unknown = true;
-        return;
+        return unread;
       }
       if (this.#delimiters.length >= MAX_MIME_DEPTH) {
         this.#unknown = true;
-        return;
+        return unread;
       }
       this.#delimiters.push(delimiterOf(boundary));
       this.#partTypes.push(defaultPartType(entity.type));
-      return;
+      return { kind: "preamble", start };
     }
     if (isAttachmentEntity(entity)) {
       this.#attachment = true;
       this.#attachments.push(attachmentName(entity));
     }
+    const encodings = fields.filter((f) => f.name === "content-transfer-encoding").map((f) => f.value);
+    return { kind: "leaf", entity, encodings, start };
   }
 
   /**
@@ -282,15 +354,17 @@ export class MessageInspector {
    * readers split differently (src/mail/boundary.ts: `--b junk`, `--bjunk`, a line that begins with two open
    * boundaries) leaves has_attachment unknown; the scan goes on with exact delimiters only, the innermost first.
    */
-  #checkBoundary(line: Buffer): void {
+  #checkBoundary(line: Buffer, start: number, end: number): void {
     const read = this.#readBoundaryLine(line);
     if (read.ambiguous) this.#unknown = true;
     if (read.multipart === -1) return;
     // Cut at BODY_LINE_PREFIX: the rest of the line, unseen, could be junk after the padding.
     if (line.length >= BODY_LINE_PREFIX && line[line.length - 1] !== LF) this.#unknown = true;
+    this.#openSegment(null, start);
     if (read.close) {
       // The close delimiter: what follows is the epilogue of the enclosing multipart.
       this.#open(read.multipart);
+      this.#openSegment({ kind: "epilogue", start: end }, end);
       return;
     }
     // A delimiter: a new part of this multipart; inner ones are closed implicitly.
@@ -298,6 +372,7 @@ export class MessageInspector {
     if (++this.#parts > MAX_MIME_PARTS) {
       this.#unknown = true;
       this.#open(0);
+      this.#openSegment({ kind: "unread", start: end }, end);
       return;
     }
     this.#phase = Phase.PartHeaders;
@@ -318,11 +393,13 @@ export class MessageInspector {
       const line = Buffer.concat(this.#line);
       this.#line = [];
       this.#lineLength = 0;
-      this.#onLine(line);
+      this.#onLine(line, this.#lineStart, this.#written);
     }
     // A message with no body: its header section ends at the end of the data.
-    if (this.#phase === Phase.TopHeaders && !this.#headerTooLarge) this.#endTopHeaders();
-    if (this.#phase === Phase.PartHeaders) this.#endPartHeaders();
+    if (this.#phase === Phase.TopHeaders && !this.#headerTooLarge) this.#endTopHeaders(this.#written);
+    if (this.#phase === Phase.PartHeaders) this.#endPartHeaders(this.#written);
+    this.#openSegment(null, this.#written);
+    const segments = this.#segments;
     const fields = this.#topFields;
     if (fields === null) {
       return {
@@ -332,6 +409,7 @@ export class MessageInspector {
         hasAttachment: undefined,
         attachments: this.#attachments,
         attachmentsComplete: false,
+        segments,
         originators: undefined,
         authors: undefined,
         missingAuthors: [],
@@ -351,6 +429,7 @@ export class MessageInspector {
       hasAttachment: this.#attachment ? true : this.#unknown ? undefined : false,
       attachments: this.#attachments,
       attachmentsComplete: !this.#unknown,
+      segments,
       originators: readOriginators(fields),
       authors: readAuthors(fields),
       missingAuthors: missingAuthorFields(fields),

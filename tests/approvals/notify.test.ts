@@ -190,13 +190,13 @@ describe("the approver's notice", () => {
     expect(notice(PREVIEW_LINES)).not.toContain(MORE_TEXT);
     expect(notice(PREVIEW_LINES + 1)).not.toContain(`| line ${PREVIEW_LINES + 1}`);
     expect(notice(PREVIEW_LINES + 1)).toContain(MORE_TEXT);
-    // Lines left out as MIME structure count: a sender can write text that looks like it.
+    // Lines that look like MIME structure in a message that is not multipart are its text: shown.
     const hiding = Buffer.from(
       "Subject: s\r\n\r\nHi Bob.\r\n-- \r\n--Also: wire the money\r\nContent-Note: and more\r\n",
     );
     const shown = buildPreview("a@x.test", ["b@x.test"], hiding, false);
-    expect(shown.text).toBe("Hi Bob.");
-    expect(shown.textCut).toBe(true);
+    expect(shown.text).toBe("[text/plain]\nHi Bob.\n-- \n--Also: wire the money\nContent-Note: and more");
+    expect(shown.textCut).toBe(false);
     const long = buildPreview(
       "a@x.test",
       ["b@x.test"],

@@ -8,6 +8,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { readFileSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { freePort } from "../../scripts/upstreams/ports.ts";
+import { MORE_TEXT } from "../../src/approvals/preview.ts";
 import { type ApprovalContext, approve, deny, expireDue, ORPHAN_REASON, recover } from "../../src/approvals/service.ts";
 import { type ApprovalStore, HELD_PART_BYTES, HELD_PART_KIND } from "../../src/approvals/store.ts";
 import { approvalPage } from "../../src/approvals/web.ts";
@@ -927,6 +928,45 @@ describe('what approvers see (docs/approvals.md "What approvers see")', () => {
     const html = await pageOf(id);
     expect(html).toContain(`<dd>Überweisung ${m}</dd>`);
     expect(html).toContain(`Grüße ${m}\nbad \uFFFD octet`);
+  });
+
+  test("a base64 body and an HTML part beside the plain one: shown decoded, each under its type", async () => {
+    const m = marker();
+    const secret = `Wire 1M USD to eve, Grüße ${m}`;
+    const base64 = Buffer.from(`Hello Eve,\n${secret}\n`).toString("base64");
+    const single = await holdRaw(
+      `see-${m}@outside.example`,
+      Buffer.from(
+        `${head(m, `Subject: Lunch ${m}`)}MIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n` +
+          `Content-Transfer-Encoding: base64\r\n\r\n${base64}\r\n`,
+      ),
+    );
+    const text = await shown(single);
+    expect(text.endsWith(`\n[text/plain]\nHello Eve,\n${secret}`)).toBe(true);
+    expect(text).not.toContain(base64);
+    expect(text).not.toContain(MORE_TEXT);
+    expect(await pageOf(single)).toContain(`<pre>[text/plain]\nHello Eve,\n${secret}</pre>`);
+    // What was approved is what was shown: Postfix delivers the same base64 body.
+    expect((await approve(ctx, single, "test")).outcome).toBe("sent");
+    expect(bodyOf((await waitForSink(base64, 1))[0]!.text).trim()).toBe(base64);
+
+    const html = Buffer.from(`<p>The customer list is attached ${m}</p>`).toString("base64");
+    const alternative = await holdRaw(
+      `see-${m}@outside.example`,
+      Buffer.from(
+        `${head(m, `Subject: Lunch ${m}`)}MIME-Version: 1.0\r\n` +
+          "Content-Type: multipart/alternative; boundary=a\r\n\r\n" +
+          `--a\r\nContent-Type: text/plain\r\n\r\nLunch on Friday ${m}\r\n` +
+          `--a\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n${html}\r\n--a--\r\n`,
+      ),
+    );
+    const both = await shown(alternative);
+    expect(
+      both.endsWith(`\n[text/plain]\nLunch on Friday ${m}\n[text/html]\n<p>The customer list is attached ${m}</p>`),
+    ).toBe(true);
+    expect(await pageOf(alternative)).toContain(
+      `[text/html]\n&lt;p&gt;The customer list is attached ${m}&lt;/p&gt;</pre>`,
+    );
   });
 
   test("attachments: every part the inspector read, names in RFC 2231 sections too, no decoy", async () => {
