@@ -211,7 +211,10 @@ function textShown(message: Buffer): { text: string; cut: boolean } {
     shown.push(cut(part.label, "label"));
     for (const line of lines.slice(0, room)) {
       if (line.length > PREVIEW_LINE_CHARS) left = true;
-      shown.push(line.slice(0, PREVIEW_LINE_CHARS));
+      const kept = line.slice(0, PREVIEW_LINE_CHARS);
+      // Only labels start with `[`: a line of the text that does is shown after a `\`, so that it cannot pass for
+      // the label of a part that is not there (or not shown).
+      shown.push(kept.startsWith("[") ? `\\${kept}` : kept);
     }
     if (lines.length > room) left = true;
     room -= Math.min(room, lines.length);
