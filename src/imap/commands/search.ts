@@ -8,7 +8,7 @@ import { MAX_SEARCH_NESTED_RANGES, MAX_SEARCH_SETS, UPSTREAM_SET_RANGES } from "
 import { intersectSpans, type SelectedMailbox, type Spans } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import { hasModseq, type SearchKey, type SearchReturnOption, type SeqRange, type SeqSet } from "../wire/index.ts";
-import { type CommandOf, cites, type Session } from "./context.ts";
+import { type AwaitedRow, type CommandOf, cites, type Decided, type Session } from "./context.ts";
 import { forwardUntagged, messageCommandCode, requireModseq } from "./shared.ts";
 
 /** Counts what a search costs to translate: its sequence and UID sets (at any depth). */
@@ -131,6 +131,15 @@ export function upstreamCriteria(
 }
 
 /**
+ * The allow row of a SEARCH, SORT or THREAD decided by `d` in `folder`, registered before anything goes upstream
+ * (`Session.awaitAnswer`): the command writes it with its counts once upstream has answered, the session without them
+ * if the answer never comes (docs/audit.md "What a row records").
+ */
+export function awaitSearchRow(s: Session, command: string, folder: string, d: Decided): AwaitedRow {
+  return s.awaitAnswer({ command, operation: "mail:read", folder, decision: "allow", ...cites(d), reason: d.reason });
+}
+
+/**
  * `upstreamCriteria` for a command of the session: a search past MAX_SEARCH_SETS or MAX_SEARCH_NESTED_RANGES gets
  * `NO [LIMIT]` and a deny row, and nothing goes upstream.
  */
@@ -233,14 +242,7 @@ export async function search(s: Session, cmd: CommandOf<"SEARCH">): Promise<void
   const command = cmd.uid ? "UID SEARCH" : "SEARCH";
   const { criteria, local } = sessionCriteria(s, command, cmd.criteria);
   // Written once upstream has answered, with the counts; by the session if the answer never comes.
-  const row = s.awaitAnswer({
-    command,
-    operation: "mail:read",
-    folder: p,
-    decision: "allow",
-    ...cites(d),
-    reason: d.reason,
-  });
+  const row = awaitSearchRow(s, command, p, d);
   const found: number[] = [];
   const st = await s.upstreamRun(
     { name: "SEARCH", uid: true, returnOptions: null, charset: cmd.charset, criteria },

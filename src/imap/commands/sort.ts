@@ -9,8 +9,8 @@
 import type { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import type { SearchReturnOption } from "../wire/index.ts";
-import { type CommandOf, cites, type Session } from "./context.ts";
-import { sessionCriteria, visibleMatches } from "./search.ts";
+import type { CommandOf, Session } from "./context.ts";
+import { awaitSearchRow, sessionCriteria, visibleMatches } from "./search.ts";
 import { forwardUntagged, messageCommandCode } from "./shared.ts";
 
 /**
@@ -59,14 +59,7 @@ export async function sort(s: Session, cmd: CommandOf<"SORT">): Promise<void> {
   const d = s.require(cmd.name, "mail:read", p);
   const { criteria, local } = sessionCriteria(s, command, cmd.criteria);
   // Written once upstream has answered, with the counts; by the session if the answer never comes.
-  const row = s.awaitAnswer({
-    command,
-    operation: "mail:read",
-    folder: p,
-    decision: "allow",
-    ...cites(d),
-    reason: d.reason,
-  });
+  const row = awaitSearchRow(s, command, p, d);
   const found: number[] = [];
   const st = await s.upstreamRun(
     { name: "SORT", uid: true, returnOptions: null, sortCriteria: cmd.sortCriteria, charset: cmd.charset, criteria },

@@ -12,8 +12,8 @@ import { THREAD_HEADER_OCTETS } from "../limits.ts";
 import type { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
 import type { ImapDateTime, Response } from "../wire/index.ts";
-import { type CommandOf, cites, type Session } from "./context.ts";
-import { sessionCriteria, visibleMatches } from "./search.ts";
+import type { CommandOf, Session } from "./context.ts";
+import { awaitSearchRow, sessionCriteria, visibleMatches } from "./search.ts";
 import { forwardUntagged, messageCommandCode } from "./shared.ts";
 
 /** The header fields RFC 5256 §2.2 and §4 read. */
@@ -89,14 +89,7 @@ export async function threadCommand(s: Session, cmd: CommandOf<"THREAD">): Promi
   const { criteria, local } = sessionCriteria(s, command, cmd.criteria);
   // Written once upstream has answered (the search, then the headers), with the counts; by the session if an answer
   // never comes.
-  const row = s.awaitAnswer({
-    command,
-    operation: "mail:read",
-    folder: p,
-    decision: "allow",
-    ...cites(d),
-    reason: d.reason,
-  });
+  const row = awaitSearchRow(s, command, p, d);
   const found: number[] = [];
   const st = await s.upstreamRun(
     { name: "SEARCH", uid: true, returnOptions: null, charset: cmd.charset, criteria },
