@@ -60,9 +60,10 @@ function quotedPrintable(text: string, partial: boolean): Decoded {
  * `octets` as text in `charset` (a Content-Type parameter; undefined or empty without one), or why not. Without a
  * charset, and for us-ascii (RFC 2045 §5.2's default), the text is read as UTF-8, its superset, as the policy reads
  * messages (RFC 6532). Any other charset WHATWG's TextDecoder knows (iso-8859-1 and latin1 read as windows-1252, as
- * browsers and mail clients read them). Not read: an unknown charset, or octets that are not text in it (fatal:
- * never shown as U+FFFD in place of what another reader could show). `partial`: the octets are only the start of
- * the text, so a character cut at their end is dropped.
+ * browsers and mail clients read them). Not read: an unknown charset, x-user-defined, UTF-16 without its byte order
+ * (a mark or the name), or octets that are not text in it (fatal: never shown as U+FFFD in place of what another
+ * reader could show). `partial`: the octets are only the start of the text, so a character cut at their end is
+ * dropped.
  */
 export function decodeCharset(
   octets: Uint8Array,
@@ -77,8 +78,24 @@ export function decodeCharset(
   } catch {
     return { problem: `unknown charset ${JSON.stringify(charset)}` };
   }
+  // WHATWG maps x-user-defined's octets above 0x7F to private-use characters, which no reader outside it shows as
+  // such: not text (src/mail/encoded-words.ts does not read it either).
+  if (decoder.encoding === "x-user-defined") return { problem: `charset ${JSON.stringify(charset)} is not text` };
+  // "UTF-16" and the labels WHATWG reads as it (ucs-2, unicode, ...) do not say the byte order: RFC 2781 §4.3 reads
+  // text without a byte order mark as big-endian, WHATWG's decoder (and readers built on it) as little-endian, and
+  // reads no mark. Only a byte order mark, or `utf-16le` and `utf-16be`, say which (as src/mail/encoded-words.ts
+  // reads them); without either, readers differ, and it is not read.
+  let text = octets;
+  if (decoder.encoding.startsWith("utf-16") && label !== decoder.encoding) {
+    const order =
+      text[0] === 0xfe && text[1] === 0xff ? "utf-16be" : text[0] === 0xff && text[1] === 0xfe ? "utf-16le" : null;
+    if (order === null)
+      return { problem: `charset ${JSON.stringify(charset)} without a byte order mark: its byte order is not known` };
+    decoder = new TextDecoder(order, { fatal: true, ignoreBOM: true });
+    text = text.subarray(2);
+  }
   try {
-    return { text: decoder.decode(octets, { stream: partial }) };
+    return { text: decoder.decode(text, { stream: partial }) };
   } catch {
     return { problem: `not valid ${decoder.encoding}` };
   }

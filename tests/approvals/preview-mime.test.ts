@@ -99,6 +99,60 @@ describe("a single part in a transfer encoding", () => {
     expect(p.textCut).toBe(true);
   });
 
+  test("charset x-user-defined, whose octets above 0x7F WHATWG maps to private-use characters: not decoded", () => {
+    const p = preview(
+      Buffer.concat([
+        Buffer.from(`${HEAD}Content-Type: text/plain; charset=x-user-defined\r\n\r\nHi `),
+        Buffer.from([0xe9, 0x0d, 0x0a]),
+      ]),
+    );
+    expect(p.text).toContain('[text/plain: not decoded (charset "x-user-defined" is not text)');
+    expect(p.textCut).toBe(true);
+  });
+
+  // RFC 2781 §4.3: "UTF-16" text without a byte order mark is big-endian; the WHATWG decoder reads it little-endian
+  // (and never reads a mark), as do the readers built on it. Readers differ: shown as written, never one reading.
+  test("charset utf-16 (and its aliases): the byte order is not known, so not decoded", () => {
+    // ASCII, big-endian: read little-endian, each character is a CJK ideograph, valid UTF-16 all the same.
+    const words = "Wire 1M USD to IBAN DE00 1234";
+    const bigEndian = Buffer.from(words, "utf16le").swap16();
+    for (const charset of ["utf-16", "UTF-16", "ucs-2", "unicode"]) {
+      const p = preview(
+        Buffer.concat([
+          Buffer.from(
+            `${HEAD}Content-Type: text/plain; charset=${charset}\r\nContent-Transfer-Encoding: base64\r\n\r\n`,
+          ),
+          Buffer.from(`${bigEndian.toString("base64")}\r\n`),
+        ]),
+      );
+      expect(p.text).toContain(`[text/plain: not decoded (charset "${charset}" without a byte order mark`);
+      expect(p.textCut).toBe(true);
+    }
+    // With a byte order mark, the mark says which, for every reader.
+    for (const [mark, octets] of [
+      [[0xfe, 0xff], bigEndian],
+      [[0xff, 0xfe], Buffer.from(words, "utf16le")],
+    ] as const) {
+      const marked = Buffer.concat([Buffer.from(mark), octets]).toString("base64");
+      const p = preview(
+        `${HEAD}Content-Type: text/plain; charset=utf-16\r\nContent-Transfer-Encoding: base64\r\n\r\n${marked}\r\n`,
+      );
+      expect(p.text).toBe(`[text/plain]\n${words}`);
+      expect(p.textCut).toBe(false);
+    }
+    // Named by its byte order, it is read so.
+    const le = preview(
+      `${HEAD}Content-Type: text/plain; charset=utf-16le\r\nContent-Transfer-Encoding: base64\r\n\r\n` +
+        `${Buffer.from(words, "utf16le").toString("base64")}\r\n`,
+    );
+    expect(le.text).toBe(`[text/plain]\n${words}`);
+    const be = preview(
+      `${HEAD}Content-Type: text/plain; charset=utf-16be\r\nContent-Transfer-Encoding: base64\r\n\r\n` +
+        `${bigEndian.toString("base64")}\r\n`,
+    );
+    expect(be.text).toBe(`[text/plain]\n${words}`);
+  });
+
   test("lines that look like MIME structure in a plain text part are its text, and are shown", () => {
     const p = preview("Subject: s\r\n\r\nHi Bob.\r\n-- \r\n--Also: wire the money\r\nContent-Note: and more\r\n");
     expect(p.text).toBe("[text/plain]\nHi Bob.\n-- \n--Also: wire the money\nContent-Note: and more");
