@@ -29,8 +29,13 @@ import {
 import { type BodySegment, MessageInspector } from "../smtp/inspect.ts";
 import type { Preview, UnreadSubject } from "./store.ts";
 
-/** Lines of text shown, over all text parts (their labels aside). */
+/**
+ * Lines shown of each text part (its label aside): each part has its own, so that a long plain part cannot push the
+ * HTML part beside it, which may say something else, out of view.
+ */
 export const PREVIEW_LINES = 12;
+/** Text parts shown (a preamble or epilogue counts as one); a part past them is not shown, and that is said. */
+export const PREVIEW_TEXT_PARTS = 4;
 /** Characters per shown line, and per attachment name and Subject field. */
 export const PREVIEW_LINE_CHARS = 200;
 /** Attachment names kept and shown; the rest are counted. */
@@ -44,8 +49,8 @@ export const PREVIEW_OTHER_FIELDS = 20;
 /** The fields `headerFields` shows, by their lower-cased name (RFC 5322 §3.6): the ones a mail client shows. */
 const AUTHOR_FIELDS: ReadonlySet<string> = new Set(["from", "sender", "reply-to", "to", "cc"]);
 /**
- * Octets of the message's text parts (as sent, before decoding; attachments are not read) read for the preview, in
- * all; and of the message searched for its header.
+ * Octets of each text part (as sent, before decoding; attachments are not read) read for the preview; and of the
+ * message searched for its header.
  */
 export const PREVIEW_SCAN_BYTES = 256 * 1024;
 
@@ -177,18 +182,18 @@ const LF = 10;
 const CR = 13;
 
 /**
- * The text of `message` as approvers are shown it (see the top of this file): at most PREVIEW_LINES lines of its
- * text parts, each cut at PREVIEW_LINE_CHARS characters, a label before each part's; `cut` when anything was left
- * out: a line or a part past those shown, a line cut, text past PREVIEW_SCAN_BYTES octets, a part not decoded, or a
- * structure the inspector could not read all of (other readers may split it into other parts).
+ * The text of `message` as approvers are shown it (see the top of this file): of at most PREVIEW_TEXT_PARTS text
+ * parts, each one's first PREVIEW_LINES lines read from its first PREVIEW_SCAN_BYTES octets, each line cut at
+ * PREVIEW_LINE_CHARS characters, a label before each part's; `cut` when anything was left out: a line or a part past
+ * those shown, a line cut, a part past PREVIEW_SCAN_BYTES octets, a part not decoded, or a structure the inspector
+ * could not read all of (other readers may split it into other parts).
  */
 function textShown(message: Buffer): { text: string; cut: boolean } {
   const inspector = new MessageInspector({ keepSegments: true });
   inspector.write(message);
   const facts = inspector.finish();
   let left = !facts.attachmentsComplete;
-  let budget = PREVIEW_SCAN_BYTES;
-  let room = PREVIEW_LINES;
+  let parts = 0;
   const shown: string[] = [];
   for (const segment of facts.segments) {
     if (segment.kind === "leaf" && isAttachmentEntity(segment.entity)) continue;
@@ -197,27 +202,26 @@ function textShown(message: Buffer): { text: string; cut: boolean } {
     if (end < message.length && end > segment.start && message[end - 1] === LF) end--;
     if (end < message.length && end > segment.start && message[end - 1] === CR) end--;
     const whole = message.subarray(segment.start, end);
-    const octets = whole.subarray(0, budget);
-    budget -= octets.length;
+    const octets = whole.subarray(0, PREVIEW_SCAN_BYTES);
     const partial = octets.length < whole.length;
     if (partial) left = true;
     const part = partShown(segment, octets, partial);
     const lines = part.text.split(/\r?\n/);
     while (lines.length > 0 && lines.at(-1)!.trim() === "") lines.pop();
     if (lines.length === 0) continue;
-    if (!part.decoded || room === 0) left = true;
-    if (room === 0) continue;
+    if (!part.decoded || parts === PREVIEW_TEXT_PARTS) left = true;
+    if (parts === PREVIEW_TEXT_PARTS) continue;
+    parts++;
     // The type and the reason name what the agent wrote (a charset, an encoding): cut as a line is.
     shown.push(cut(part.label, "label"));
-    for (const line of lines.slice(0, room)) {
+    for (const line of lines.slice(0, PREVIEW_LINES)) {
       if (line.length > PREVIEW_LINE_CHARS) left = true;
       const kept = line.slice(0, PREVIEW_LINE_CHARS);
       // Only labels start with `[`: a line of the text that does is shown after a `\`, so that it cannot pass for
       // the label of a part that is not there (or not shown).
       shown.push(kept.startsWith("[") ? `\\${kept}` : kept);
     }
-    if (lines.length > room) left = true;
-    room -= Math.min(room, lines.length);
+    if (lines.length > PREVIEW_LINES) left = true;
   }
   return { text: shown.join("\n"), cut: left };
 }

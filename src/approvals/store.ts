@@ -104,8 +104,9 @@ export interface Preview {
    */
   readonly attachmentsComplete?: boolean;
   /**
-   * The first lines of the text, at most PREVIEW_LINES of them: each text part's decoded, after a line labelling it
-   * (src/approvals/preview.ts). In records sealed before 2026-12-06 (evening), the raw lines of the body.
+   * The first lines of the text: of each text part (at most PREVIEW_TEXT_PARTS), its first PREVIEW_LINES decoded,
+   * after a line labelling it (src/approvals/preview.ts). In records sealed before 2026-12-06 (evening), the raw
+   * lines of the body.
    */
   readonly text: string;
   /** More text follows than `text` shows (absent in records sealed before it was kept). */

@@ -14,6 +14,7 @@ import {
   PREVIEW_LINE_CHARS,
   PREVIEW_LINES,
   PREVIEW_SCAN_BYTES,
+  PREVIEW_TEXT_PARTS,
 } from "../../src/approvals/preview.ts";
 
 const HEAD = "From: bot@corp.test\r\nTo: eve@outside.example\r\nSubject: Lunch\r\nMIME-Version: 1.0\r\n";
@@ -225,7 +226,7 @@ describe("multipart messages", () => {
   });
 });
 
-describe("the limits (PREVIEW_LINES, PREVIEW_LINE_CHARS, PREVIEW_SCAN_BYTES)", () => {
+describe("the limits (PREVIEW_LINES, PREVIEW_TEXT_PARTS, PREVIEW_LINE_CHARS, PREVIEW_SCAN_BYTES)", () => {
   const lines = (from: number, n: number) => Array.from({ length: n }, (_, i) => `line ${from + i}`).join("\r\n");
   const twoParts = (first: number, second: number) =>
     preview(
@@ -234,18 +235,41 @@ describe("the limits (PREVIEW_LINES, PREVIEW_LINE_CHARS, PREVIEW_SCAN_BYTES)", (
         `--b\r\nContent-Type: text/html\r\n\r\n${lines(first + 1, second)}\r\n--b--\r\n`,
     );
 
-  test("PREVIEW_LINES of text over two parts are all shown; one more is not, and that is said", () => {
-    const at = twoParts(PREVIEW_LINES - 1, 1);
-    expect(at.text).toContain(`[text/html]\nline ${PREVIEW_LINES}`);
+  test("PREVIEW_LINES lines of a part are all shown; one more is not, and that is said", () => {
+    const at = twoParts(PREVIEW_LINES, 1);
+    expect(at.text).toContain(`line ${PREVIEW_LINES}\n[text/html]\nline ${PREVIEW_LINES + 1}`);
     expect(at.textCut).toBe(false);
-    const past = twoParts(PREVIEW_LINES - 1, 2);
-    expect(past.text).toContain(`line ${PREVIEW_LINES}`);
-    expect(past.text).not.toContain(`line ${PREVIEW_LINES + 1}`);
+    const past = twoParts(PREVIEW_LINES + 1, 1);
+    expect(past.text).toContain(`line ${PREVIEW_LINES}\n[text/html]\nline ${PREVIEW_LINES + 2}`);
+    expect(past.text).not.toContain(`line ${PREVIEW_LINES + 1}\n`);
     expect(past.textCut).toBe(true);
-    // A whole part past the lines shown is left out, and that is said.
-    const none = twoParts(PREVIEW_LINES, 1);
-    expect(none.text).not.toContain("[text/html]");
-    expect(none.textCut).toBe(true);
+  });
+
+  // Each part has its own lines: a long plain part does not push the HTML part, which says something else, out.
+  test("a plain part far longer than PREVIEW_LINES leaves the HTML part beside it in view", () => {
+    const p = preview(
+      `${HEAD}Content-Type: multipart/alternative; boundary=b\r\n\r\n` +
+        `--b\r\nContent-Type: text/plain\r\n\r\n${lines(1, 500)}\r\n` +
+        `--b\r\nContent-Type: text/html\r\n\r\n<p>Wire 1M USD.</p>\r\n--b--\r\n`,
+    );
+    expect(p.text).toEndWith("[text/html]\n<p>Wire 1M USD.</p>");
+    expect(p.textCut).toBe(true);
+  });
+
+  test("PREVIEW_TEXT_PARTS text parts are all shown; one more is not, and that is said", () => {
+    const parts = (n: number) =>
+      preview(
+        `${HEAD}Content-Type: multipart/mixed; boundary=b\r\n\r\n` +
+          Array.from({ length: n }, (_, i) => `--b\r\nContent-Type: text/plain\r\n\r\npart ${i + 1}\r\n`).join("") +
+          "--b--\r\n",
+      );
+    const at = parts(PREVIEW_TEXT_PARTS);
+    expect(at.text).toContain(`part ${PREVIEW_TEXT_PARTS}`);
+    expect(at.textCut).toBe(false);
+    const past = parts(PREVIEW_TEXT_PARTS + 1);
+    expect(past.text).toContain(`part ${PREVIEW_TEXT_PARTS}`);
+    expect(past.text).not.toContain(`part ${PREVIEW_TEXT_PARTS + 1}`);
+    expect(past.textCut).toBe(true);
   });
 
   test("a decoded line of PREVIEW_LINE_CHARS characters is shown whole; one more is cut, and that is said", () => {
@@ -255,7 +279,7 @@ describe("the limits (PREVIEW_LINES, PREVIEW_LINE_CHARS, PREVIEW_SCAN_BYTES)", (
     expect(line(PREVIEW_LINE_CHARS + 1)).toBe(true);
   });
 
-  test("text parts of PREVIEW_SCAN_BYTES octets are read; one octet more is not, and that is said", () => {
+  test("a text part of PREVIEW_SCAN_BYTES octets is read; one octet more is not, and that is said", () => {
     const body = (n: number) => `hello\r\n${" ".repeat(n - 7)}`;
     const at = preview(`${HEAD}\r\n${body(PREVIEW_SCAN_BYTES)}`);
     expect(at.text).toBe("[text/plain]\nhello");
@@ -268,5 +292,12 @@ describe("the limits (PREVIEW_LINES, PREVIEW_LINE_CHARS, PREVIEW_SCAN_BYTES)", (
       "--b\r\nContent-Type: text/plain\r\n\r\nafter the attachment\r\n--b--\r\n";
     expect(preview(large).text).toBe("[text/plain]\nafter the attachment");
     expect(preview(large).textCut).toBe(false);
+    // Each text part is read from its own first octets: one past them does not starve the next.
+    const long =
+      `${HEAD}Content-Type: multipart/alternative; boundary=b\r\n\r\n` +
+      `--b\r\nContent-Type: text/plain\r\n\r\n${"x".repeat(PREVIEW_SCAN_BYTES + 10)}\r\n` +
+      "--b\r\nContent-Type: text/html\r\n\r\n<p>the other part</p>\r\n--b--\r\n";
+    expect(preview(long).text).toEndWith("[text/html]\n<p>the other part</p>");
+    expect(preview(long).textCut).toBe(true);
   });
 });
