@@ -6,14 +6,14 @@
  * the subject the rules judged, and is told when there was none they could read. The header is read as UTF-8, as
  * the policy reads it (RFC 6532); an octet that is not UTF-8 is shown as U+FFFD.
  *
- * The text is the message's MIME structure as the SMTP inspector splits it (src/smtp/inspect.ts `segments`): every
- * text part that is not an attachment, its transfer encoding (RFC 2045 §6: base64, quoted-printable) and charset
- * decoded (src/mail/transfer.ts), each under a label naming its type (`[text/plain]`, `[text/html]`, the HTML as
- * written, tags and all), and a preamble or epilogue that is not blank, which goes out too. What cannot be decoded
- * (an unknown transfer encoding or charset, invalid base64 or quoted-printable, octets not in the charset, a body the
- * inspector could not place) is shown as written and labelled `not decoded`, and the preview then says that not all
- * of the text is shown. The preview is a hint for a person: the decision is about the exact stored bytes, which the
- * link is bound to by their SHA-256.
+ * The text is the message's MIME structure as the SMTP inspector splits it (src/smtp/inspect.ts `segments`): every text
+ * part, an attachment of a text type included, its transfer encoding (RFC 2045 §6: base64, quoted-printable) and
+ * charset decoded (src/mail/transfer.ts), each under a label naming its type (`[text/plain]`, `[text/html]`, the HTML
+ * as written, tags and all; `[text/csv attachment]`), and a preamble or epilogue that is not blank, which goes out too.
+ * What cannot be decoded (an unknown transfer encoding or charset, invalid base64 or quoted-printable, octets not in
+ * the charset, a body the inspector could not place) is shown as written and labelled `not decoded`, and the preview
+ * then says that not all of the text is shown. The preview is a hint for a person: the decision is about the exact
+ * stored bytes, which the link is bound to by their SHA-256.
  */
 
 import {
@@ -196,7 +196,10 @@ function textShown(message: Buffer): { text: string; cut: boolean } {
   let parts = 0;
   const shown: string[] = [];
   for (const segment of facts.segments) {
-    if (segment.kind === "leaf" && isAttachmentEntity(segment.entity)) continue;
+    // An attachment of a text type is shown too (a list written out as `customers.csv`): it is the agent's text
+    // as much as the body is. Other attachments are named above, not shown.
+    const attachment = segment.kind === "leaf" && isAttachmentEntity(segment.entity);
+    if (attachment && !segment.entity.type.startsWith("text/")) continue;
     // The line end before a delimiter belongs to the delimiter (RFC 2046 §5.1.1).
     let end = segment.end;
     if (end < message.length && end > segment.start && message[end - 1] === LF) end--;
@@ -205,7 +208,7 @@ function textShown(message: Buffer): { text: string; cut: boolean } {
     const octets = whole.subarray(0, PREVIEW_SCAN_BYTES);
     const partial = octets.length < whole.length;
     if (partial) left = true;
-    const part = partShown(segment, octets, partial);
+    const part = partShown(segment, octets, partial, attachment);
     const lines = part.text.split(/\r?\n/);
     while (lines.length > 0 && lines.at(-1)!.trim() === "") lines.pop();
     if (lines.length === 0) continue;
@@ -227,14 +230,15 @@ function textShown(message: Buffer): { text: string; cut: boolean } {
 }
 
 /**
- * One segment of the body (`octets`, the start of it when `partial`) as shown: a text part that is not an attachment
- * decoded, under its type; a preamble or epilogue as written (nothing in it is decoded by a reader); what cannot be
- * decoded as written, as UTF-8 with U+FFFD for what is not, labelled so (`decoded` false).
+ * One segment of the body (`octets`, the start of it when `partial`) as shown: a text part decoded, under its type
+ * (`text/csv attachment` for an `attachment`); a preamble or epilogue as written (nothing in it is decoded by a
+ * reader); what cannot be decoded as written, as UTF-8 with U+FFFD for what is not, labelled so (`decoded` false).
  */
 function partShown(
   segment: BodySegment,
   octets: Buffer,
   partial: boolean,
+  attachment: boolean,
 ): { label: string; text: string; decoded: boolean } {
   const asWritten = utf8.decode(octets);
   const notDecoded = (what: string, why: string) => ({
@@ -246,7 +250,7 @@ function partShown(
     if (segment.kind === "unread") return notDecoded("a part", "the message's structure could not be read here");
     return { label: `[MIME ${segment.kind}: mail clients do not show it; it is sent]`, text: asWritten, decoded: true };
   }
-  const type = segment.entity.type;
+  const type = attachment ? `${segment.entity.type} attachment` : segment.entity.type;
   const encodings = segment.encodings;
   if (encodings.length > 1) return notDecoded(type, `${encodings.length} Content-Transfer-Encoding fields`);
   const body = decodeTransferEncoding(octets, encodings[0], partial);

@@ -191,7 +191,7 @@ describe("multipart messages", () => {
     expect(p.text.split("\n").filter((l) => l.startsWith("["))).toEqual(["[text/plain]", "[text/html]"]);
   });
 
-  test("nested multipart/mixed with an attachment: both text parts decoded, the attachment's content not shown", () => {
+  test("nested multipart/mixed: both text parts decoded, a text attachment shown as one, the PDF's content not", () => {
     const message =
       `${HEAD}Content-Type: multipart/mixed; boundary=mix\r\n\r\n` +
       "--mix\r\nContent-Type: multipart/alternative; boundary=alt\r\n\r\n" +
@@ -204,7 +204,11 @@ describe("multipart messages", () => {
       '--mix\r\nContent-Type: text/csv\r\nContent-Disposition: attachment; filename="db.csv"\r\n\r\nname,card\r\n' +
       "--mix--\r\n";
     const p = preview(message);
-    expect(p.text).toBe("[text/plain]\nNumbers = attached.\n[text/html]\n<b>Customer list</b> attached");
+    expect(p.text).toBe(
+      "[text/plain]\nNumbers = attached.\n[text/html]\n<b>Customer list</b> attached\n" +
+        "[text/csv attachment]\nname,card",
+    );
+    expect(p.text).not.toContain("PDF");
     expect(p.textCut).toBe(false);
   });
 

@@ -980,6 +980,12 @@ describe('what approvers see (docs/approvals.md "What approvers see")', () => {
     const id = await holdRaw(`see-${m}@outside.example`, raw);
     expect(await pageOf(id)).toContain("<dt>Attachments</dt><dd>holiday.jpg, customer-db.csv</dd>");
     expect(await shown(id)).toContain("attachments: holiday.jpg, customer-db.csv");
+    // Text attachments' lines are shown too (docs/approvals.md "What approvers see"); holiday.jpg has no Content-Type,
+    // so it is text/plain (RFC 2045 §5.2).
+    expect(await shown(id)).toEndWith(
+      `[text/plain]\nPhotos ${m}\n[text/plain attachment]\n/9j/\n[text/csv attachment]\nname,card`,
+    );
+    expect(await pageOf(id)).toContain("[text/csv attachment]\nname,card</pre>");
   });
 
   test("the upstream's refusal on the page of a decided message is cleaned too", async () => {
