@@ -48,19 +48,28 @@ const DEFAULT_IGNORABLE = /\p{Default_Ignorable_Code_Point}/gu;
 const REPLACEMENT_CHARACTER = "\ufffd";
 const PRINTABLE_ASCII = /^[\t\x20-\x7e]*$/;
 
-/** How one charset label decodes: `bom` is UTF-16 whose byte order must come from a byte order mark. */
-type Charset =
+/**
+ * How one charset label decodes: `bom` is UTF-16 whose byte order must come from a byte order mark; `not text` a label
+ * TextDecoder knows whose result no mail reader shows as the same text (x-user-defined, replacement).
+ */
+export type Charset =
   | { readonly kind: "decoder"; readonly encoding: string; readonly decoder: TextDecoder }
-  | { readonly kind: "bom" };
+  | { readonly kind: "bom" }
+  | { readonly kind: "not text" };
 
 const BOM_CHARSET: Charset = Object.freeze({ kind: "bom" });
+const NOT_TEXT: Charset = Object.freeze({ kind: "not text" });
 const utf16le = new TextDecoder("utf-16le", { fatal: true, ignoreBOM: true });
 const utf16be = new TextDecoder("utf-16be", { fatal: true, ignoreBOM: true });
 
 /** Resolved labels. Only labels TextDecoder knows are kept, so the map is bounded by the Encoding Standard's list. */
 const charsets = new Map<string, Charset>();
 
-function charsetFor(label: string): Charset | null {
+/**
+ * What `label` names, read as header words are (and a body's charset, src/mail/transfer.ts): null when TextDecoder
+ * knows no such label.
+ */
+export function charsetFor(label: string): Charset | null {
   // ASCII letters only (asciiLowerCase): `\u212Aoi8-r` is no label TextDecoder knows, so the word is unknown.
   const key = asciiLowerCase(label);
   const known = charsets.get(key);
@@ -74,11 +83,14 @@ function charsetFor(label: string): Charset | null {
     return null;
   }
   const encoding = decoder.encoding;
-  if (encoding === "x-user-defined" || encoding === "replacement") return null;
   // "utf-16", "ucs-2", "unicode", ...: the Encoding Standard maps them to little-endian, RFC 2781 §4.3 to
   // big-endian without a byte order mark. Only "utf-16le" and "utf-16be" say which.
   const charset: Charset =
-    encoding === "utf-16le" && key !== "utf-16le" ? BOM_CHARSET : Object.freeze({ kind: "decoder", encoding, decoder });
+    encoding === "x-user-defined" || encoding === "replacement"
+      ? NOT_TEXT
+      : encoding === "utf-16le" && key !== "utf-16le"
+        ? BOM_CHARSET
+        : Object.freeze({ kind: "decoder", encoding, decoder });
   charsets.set(key, charset);
   return charset;
 }
@@ -175,7 +187,7 @@ export function decodeEncodedWords(text: string): string | null {
     last = m.index + m[0].length;
     const charset = charsetFor(m[1]!.split("*")[0]!);
     const octets = charset === null ? null : wordOctets(m[2]!, m[3]!);
-    if (charset === null || octets === null) return null;
+    if (charset === null || charset.kind === "not text" || octets === null) return null;
     const word: Word = { charset, octets };
     // Whitespace between two encoded words is dropped (RFC 2047 §6.2); any other text ends the run.
     const adjacent = run.length > 0 && LINEAR_WHITESPACE.test(between);

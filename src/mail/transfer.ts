@@ -5,6 +5,7 @@
  */
 
 import { asciiLowerCase } from "./ascii.ts";
+import { charsetFor } from "./encoded-words.ts";
 
 type Label = ConstructorParameters<typeof TextDecoder>[0];
 
@@ -71,32 +72,28 @@ export function decodeCharset(
   partial = false,
 ): { readonly text: string } | { readonly problem: string } {
   const label = asciiLowerCase((charset ?? "").trim());
-  const name = label === "" || label === "us-ascii" || label === "ascii" ? "utf-8" : label;
-  let decoder: TextDecoder;
-  try {
-    decoder = new TextDecoder(name as Label, { fatal: true });
-  } catch {
-    return { problem: `unknown charset ${JSON.stringify(charset)}` };
-  }
-  // WHATWG maps x-user-defined's octets above 0x7F to private-use characters, which no reader outside it shows as
-  // such: not text (src/mail/encoded-words.ts does not read it either).
-  if (decoder.encoding === "x-user-defined") return { problem: `charset ${JSON.stringify(charset)} is not text` };
-  // "UTF-16" and the labels WHATWG reads as it (ucs-2, unicode, ...) do not say the byte order: RFC 2781 §4.3 reads
-  // text without a byte order mark as big-endian, WHATWG's decoder (and readers built on it) as little-endian, and
-  // reads no mark. Only a byte order mark, or `utf-16le` and `utf-16be`, say which (as src/mail/encoded-words.ts
-  // reads them); without either, readers differ, and it is not read.
+  // The label read as a header's encoded words read it (src/mail/encoded-words.ts): x-user-defined and replacement
+  // are not text; "UTF-16" and the labels WHATWG reads as it (ucs-2, unicode, ...) do not say the byte order, which
+  // RFC 2781 §4.3 reads big-endian without a mark and WHATWG's decoder little-endian: only a byte order mark, or
+  // `utf-16le` and `utf-16be`, say which; without either, readers differ, and it is not read.
+  const known = charsetFor(label === "" || label === "us-ascii" || label === "ascii" ? "utf-8" : label);
+  if (known === null) return { problem: `unknown charset ${JSON.stringify(charset)}` };
+  if (known.kind === "not text") return { problem: `charset ${JSON.stringify(charset)} is not text` };
   let text = octets;
-  if (decoder.encoding.startsWith("utf-16") && label !== decoder.encoding) {
+  let encoding: string;
+  if (known.kind === "bom") {
     const order =
       text[0] === 0xfe && text[1] === 0xff ? "utf-16be" : text[0] === 0xff && text[1] === 0xfe ? "utf-16le" : null;
     if (order === null)
       return { problem: `charset ${JSON.stringify(charset)} without a byte order mark: its byte order is not known` };
-    decoder = new TextDecoder(order, { fatal: true, ignoreBOM: true });
+    encoding = order;
     text = text.subarray(2);
-  }
+  } else encoding = known.encoding;
+  // A decoder of its own: `partial` leaves a cut character in it, which the shared one must never carry over.
+  const decoder = new TextDecoder(encoding as Label, { fatal: true, ignoreBOM: known.kind === "bom" });
   try {
     return { text: decoder.decode(text, { stream: partial }) };
   } catch {
-    return { problem: `not valid ${decoder.encoding}` };
+    return { problem: `not valid ${encoding}` };
   }
 }
