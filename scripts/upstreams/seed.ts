@@ -20,7 +20,7 @@
  *
  * CLI:
  *   bun scripts/upstreams/seed.ts (--user ADDRESS [--dir D] | --maildir PATH)
- *     [--count N] [--folder NAME=N ...] [--seed S] [--owner ADDRESS] [--manifest FILE]
+ *     [--count N | --folder NAME=N ...] [--seed S] [--owner ADDRESS] [--manifest FILE]
  */
 import { randomBytes } from "node:crypto";
 import { chownSync, existsSync, readdirSync, readFileSync, renameSync, utimesSync, writeFileSync } from "node:fs";
@@ -473,48 +473,86 @@ function hash(text: string): number {
   return value >>> 0;
 }
 
-if (import.meta.main) {
-  const args = process.argv.slice(2);
-  const value = (flag: string): string | undefined => {
-    const index = args.indexOf(flag);
-    return index >= 0 ? args[index + 1] : undefined;
+const USAGE =
+  "usage: bun scripts/upstreams/seed.ts (--user ADDRESS [--dir D] | --maildir PATH) " +
+  "[--count N | --folder NAME=N ...] [--seed S] [--owner ADDRESS] [--manifest FILE]";
+
+/** The command line's options, each checked: an unknown flag, a missing value or a bad number is an error. */
+export interface SeedArguments {
+  readonly user?: string;
+  readonly dir?: string;
+  readonly maildir?: string;
+  readonly options: SeedOptions;
+  readonly manifest?: string;
+}
+
+/**
+ * Parses the CLI's arguments. `--count` spreads a total over the default folders and `--folder` names each folder's
+ * count, so the two together are refused rather than one of them ignored.
+ */
+export function seedArguments(args: readonly string[]): SeedArguments {
+  const single = new Map<string, string>();
+  const folders: [string, number][] = [];
+  const whole = (flag: string, text: string): number => {
+    if (!/^\d+$/.test(text)) throw new Error(`${flag} takes a whole number, got "${text}"`);
+    return Number(text);
   };
-  const folderArgs = args.flatMap((arg, index) => (arg === "--folder" ? [args[index + 1] ?? ""] : []));
-  const user = value("--user");
-  let maildir = value("--maildir");
-  if (maildir === undefined && user !== undefined) {
-    const { layout, userMaildir } = await import("./layout.ts");
-    maildir = userMaildir(layout(value("--dir")).maildirRoot, user);
+  for (let i = 0; i < args.length; i += 2) {
+    const flag = args[i] as string;
+    const text = args[i + 1];
+    if (text === undefined || text.startsWith("--")) throw new Error(`${flag} needs a value`);
+    if (flag === "--folder") {
+      const at = text.lastIndexOf("=");
+      if (at <= 0) throw new Error(`--folder takes NAME=N, got "${text}"`);
+      folders.push([text.slice(0, at), whole("--folder", text.slice(at + 1))]);
+      continue;
+    }
+    if (!["--user", "--dir", "--maildir", "--count", "--seed", "--owner", "--manifest"].includes(flag))
+      throw new Error(`unknown option "${flag}"`);
+    if (single.has(flag)) throw new Error(`${flag} given twice`);
+    single.set(flag, text);
   }
-  if (maildir === undefined) {
-    console.error(
-      "usage: bun scripts/upstreams/seed.ts (--user ADDRESS [--dir D] | --maildir PATH) [--count N] " +
-        "[--folder NAME=N ...] [--seed S] [--owner ADDRESS] [--manifest FILE]",
-    );
+  const user = single.get("--user");
+  const maildir = single.get("--maildir");
+  if ((user === undefined) === (maildir === undefined)) throw new Error("give one of --user and --maildir");
+  const count = single.get("--count");
+  if (count !== undefined && folders.length > 0) throw new Error("give --count or --folder, not both");
+  const seed = single.get("--seed");
+  const owner = single.get("--owner") ?? user;
+  const options: SeedOptions = {
+    ...(folders.length === 0 ? {} : { folders: Object.fromEntries(folders) }),
+    ...(count === undefined ? {} : { count: whole("--count", count) }),
+    ...(seed === undefined ? {} : { seed: whole("--seed", seed) }),
+    ...(owner === undefined ? {} : { owner }),
+  };
+  const dir = single.get("--dir");
+  const manifest = single.get("--manifest");
+  return {
+    ...(user === undefined ? {} : { user }),
+    ...(dir === undefined ? {} : { dir }),
+    ...(maildir === undefined ? {} : { maildir }),
+    options,
+    ...(manifest === undefined ? {} : { manifest }),
+  };
+}
+
+if (import.meta.main) {
+  let parsed: SeedArguments;
+  try {
+    parsed = seedArguments(process.argv.slice(2));
+  } catch (error) {
+    console.error(`seed: ${(error as Error).message}\n${USAGE}`);
     process.exit(2);
   }
-  const folders =
-    folderArgs.length === 0
-      ? undefined
-      : Object.fromEntries(
-          folderArgs.map((spec) => {
-            const at = spec.lastIndexOf("=");
-            return [spec.slice(0, at), Number(spec.slice(at + 1))];
-          }),
-        );
-  const count = value("--count");
-  const seed = value("--seed");
-  const owner = value("--owner") ?? user;
+  let maildir = parsed.maildir;
+  if (maildir === undefined && parsed.user !== undefined) {
+    const { layout, userMaildir } = await import("./layout.ts");
+    maildir = userMaildir(layout(parsed.dir).maildirRoot, parsed.user);
+  }
   const started = performance.now();
-  const manifest = seedMaildir(maildir, {
-    ...(folders === undefined ? {} : { folders }),
-    ...(count === undefined ? {} : { count: Number(count) }),
-    ...(seed === undefined ? {} : { seed: Number(seed) }),
-    ...(owner === undefined ? {} : { owner }),
-  });
+  const manifest = seedMaildir(maildir as string, parsed.options);
   const seconds = (performance.now() - started) / 1000;
-  const manifestFile = value("--manifest");
-  if (manifestFile !== undefined) writeFileSync(manifestFile, JSON.stringify(manifest));
+  if (parsed.manifest !== undefined) writeFileSync(parsed.manifest, JSON.stringify(manifest));
   const total = Object.values(manifest.folders).reduce((sum, list) => sum + list.length, 0);
   const perFolder = Object.entries(manifest.folders)
     .map(([folder, list]) => `${folder}=${list.length}`)
