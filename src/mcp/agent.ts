@@ -761,7 +761,9 @@ export function attachmentResult(
   // One line, and without the bidirectional controls JSON.stringify leaves as they are (`a\u202Etxt.exe`).
   const named = untrusted(`${JSON.stringify(oneLine(filename))} (${oneLine(type)})`);
   if (bytes === null)
-    return failure(`get_attachment: the attachment uses a transfer encoding that is not known:\n${named}`);
+    return failure(
+      `get_attachment: the attachment was not decoded: its transfer encoding is unknown or not well formed:\n${named}`,
+    );
   if (bytes.length > MAX_ATTACHMENT_BYTES)
     return failure(
       `get_attachment: the attachment is ${bytes.length} bytes; ` +

@@ -3,14 +3,14 @@
  * turned into readable text), its attachments. Header sections and MIME entities are read by src/mail, the reader
  * both proxies decide with, so a part is an attachment here exactly when it is one for `has_attachment` rules.
  *
- * What cannot be read is said, never guessed: an unknown charset or transfer encoding, a multipart without a
- * boundary, a part header src/mail refuses, a line that mail readers split differently (src/mail/boundary.ts; the
- * SMTP inspector calls has_attachment unknown for the same lines). Limits: MAX_MIME_DEPTH and MAX_MIME_PARTS, past
- * which the rest of the message is reported as unread. A part without Content-Type is text/plain, or message/rfc822
- * (an attachment) in a multipart/digest (RFC 2046 §5.1.5).
+ * What cannot be read is said, never guessed: an unknown charset or transfer encoding, a body that is not well formed
+ * in its transfer encoding or charset (read by src/mail/transfer.ts, as the approvers' preview reads it), a multipart
+ * without a boundary, a part header src/mail refuses, a line that mail readers split differently
+ * (src/mail/boundary.ts; the SMTP inspector calls has_attachment unknown for the same lines). Limits: MAX_MIME_DEPTH
+ * and MAX_MIME_PARTS, past which the rest of the message is reported as unread. A part without Content-Type is
+ * text/plain, or message/rfc822 (an attachment) in a multipart/digest (RFC 2046 §5.1.5).
  */
 
-import { asciiLowerCase } from "../mail/ascii.ts";
 import {
   attachmentName,
   boundaryParameter,
@@ -26,6 +26,7 @@ import {
   readUnstructured,
   usableBoundary,
 } from "../mail/index.ts";
+import { decodeCharset, decodeTransferEncoding } from "../mail/transfer.ts";
 
 /** Deepest multipart nesting read (RFC 2046 sets none; the SMTP inspector stops at a similar depth). */
 export const MAX_MIME_DEPTH = 16;
@@ -54,8 +55,6 @@ interface Part {
   readonly headers: readonly HeaderField[] | null;
   readonly body: Uint8Array;
 }
-
-type Label = ConstructorParameters<typeof TextDecoder>[0];
 
 const CRLF_CRLF = /\r?\n\r?\n/;
 
@@ -132,50 +131,6 @@ function splitMultipart(body: Uint8Array, delimiter: string, place: Place): { pa
 
 function field(headers: readonly HeaderField[], name: string): string | undefined {
   return headers.find((f) => f.name === name)?.value;
-}
-
-/** Decodes a transfer encoding (RFC 2045 §6); null for one that is not known. */
-export function decodeTransfer(body: Uint8Array, encoding: string): Uint8Array | null {
-  const e = encoding.trim().toLowerCase();
-  if (e === "" || e === "7bit" || e === "8bit" || e === "binary") return body;
-  const text = Buffer.from(body.buffer, body.byteOffset, body.byteLength).toString("latin1");
-  if (e === "base64") return new Uint8Array(Buffer.from(text.replace(/[^A-Za-z0-9+/]/g, ""), "base64"));
-  if (e === "quoted-printable") {
-    // RFC 2045 §6.7: soft line breaks removed, `=XX` decoded; anything else is kept as it stands. The output is
-    // never longer than the input, so one array of the input's length holds it (no per-octet growth).
-    const unfolded = text.replace(/=\r?\n/g, "");
-    const out = new Uint8Array(unfolded.length);
-    let n = 0;
-    for (let i = 0; i < unfolded.length; i++) {
-      const c = unfolded.charCodeAt(i);
-      const hi = c === 61 ? hexValue(unfolded.charCodeAt(i + 1)) : -1;
-      const lo = hi >= 0 ? hexValue(unfolded.charCodeAt(i + 2)) : -1;
-      if (lo >= 0) {
-        out[n++] = hi * 16 + lo;
-        i += 2;
-      } else out[n++] = c;
-    }
-    return out.subarray(0, n);
-  }
-  return null;
-}
-
-/** The value of one hexadecimal digit's character code, or -1 (NaN past the end of a string is -1 too). */
-function hexValue(c: number): number {
-  if (c >= 48 && c <= 57) return c - 48;
-  if (c >= 65 && c <= 70) return c - 55;
-  if (c >= 97 && c <= 102) return c - 87;
-  return -1;
-}
-
-/** Text in a charset TextDecoder knows; null for one it does not. */
-function decodeCharset(bytes: Uint8Array, charset: string | undefined): string | null {
-  const label = asciiLowerCase((charset ?? "us-ascii").trim()) || "us-ascii";
-  try {
-    return new TextDecoder((label === "us-ascii" ? "utf-8" : label) as Label).decode(bytes);
-  } catch {
-    return null;
-  }
 }
 
 const ENTITIES: Readonly<Record<string, string>> = {
@@ -356,27 +311,21 @@ function walk(part: Part, depth: number, state: Walk, place: Place): void {
     for (const child of children) walk(child.part, depth + 1, state, child.place);
     return;
   }
-  const encoding = field(part.headers, "content-transfer-encoding") ?? "";
-  const decoded = decodeTransfer(part.body, encoding);
+  // Read as the approvers' preview reads a body (src/mail/transfer.ts): base64 with a character outside its alphabet,
+  // a quoted-printable `=` that is no escape, an unknown or byte-order-less charset, or octets that are not text in
+  // theirs are not decoded, since readers differ on what they stand for.
+  const decoded = decodeTransferEncoding(Buffer.from(part.body), field(part.headers, "content-transfer-encoding"));
+  const octets = "octets" in decoded ? decoded.octets : null;
   const isText = entity.type === "text/plain" || entity.type === "text/html";
-  if (isText && !isAttachmentEntity(entity)) {
-    if (decoded === null) {
-      state.problems.push(`a text part in transfer encoding ${JSON.stringify(encoding)} was not decoded`);
+  if (!isAttachmentEntity(entity)) {
+    // text/plain and text/html, or another text/* leaf (text/calendar, ...): shown as text too.
+    const read = "octets" in decoded ? decodeCharset(decoded.octets, entity.typeParams.get("charset")) : decoded;
+    if ("problem" in read) {
+      state.problems.push(`a ${isText ? "text" : entity.type} part was not decoded: ${read.problem}`);
       return;
     }
-    const text = decodeCharset(decoded, entity.typeParams.get("charset"));
-    if (text === null) {
-      state.problems.push(`a text part in charset ${JSON.stringify(entity.typeParams.get("charset"))} was not decoded`);
-      return;
-    }
-    state.texts.push(entity.type === "text/html" ? htmlToText(text) : text.replace(/\r\n/g, "\n").trimEnd());
-    return;
-  }
-  if (!isAttachmentEntity(entity) && !isText) {
-    // Another text/* leaf (text/calendar, ...): shown as text too.
-    const text = decoded === null ? null : decodeCharset(decoded, entity.typeParams.get("charset"));
-    if (text !== null) state.texts.push(text.replace(/\r\n/g, "\n").trimEnd());
-    else state.problems.push(`a ${entity.type} part was not decoded`);
+    if (entity.type === "text/html") state.texts.push(htmlToText(read.text));
+    else state.texts.push(read.text.replace(/\r\n/g, "\n").trimEnd());
     return;
   }
   // Content-Disposition `filename`, else Content-Type `name`, RFC 2231 forms and continuations included.
@@ -385,8 +334,8 @@ function walk(part: Part, depth: number, state: Walk, place: Place): void {
     index: state.attachments.length + 1,
     filename: named ?? `part-${state.attachments.length + 1}`,
     type: entity.type || "application/octet-stream",
-    size: decoded === null ? null : decoded.length,
-    bytes: decoded,
+    size: octets === null ? null : octets.length,
+    bytes: octets,
   });
 }
 

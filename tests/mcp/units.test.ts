@@ -22,7 +22,6 @@ import {
 } from "../../src/mcp/agent.ts";
 import {
   attachmentBytes,
-  decodeTransfer,
   htmlToText,
   MAX_MIME_DEPTH,
   MAX_MIME_PARTS,
@@ -562,18 +561,62 @@ action = "allow"
   }, 60_000);
 });
 
-describe("quoted-printable (RFC 2045 §6.7)", () => {
-  const qp = (text: string) => Buffer.from(decodeTransfer(Buffer.from(text, "latin1"), "quoted-printable")!);
+describe("bodies the reader does not guess at (RFC 2045 §6, src/mail/transfer.ts)", () => {
+  const body = (headers: string, text: string) => readMessage(bytes(`Subject: s\n${headers}\n${text}\n`));
 
-  test("=XX in either case, soft line breaks; malformed escapes are kept as they stand", () => {
-    expect(qp("Caf=C3=a9 au l=\r\nait=\n!")).toEqual(Buffer.from("Café au lait!"));
-    expect(qp("=zz =4 ==41 =")).toEqual(Buffer.from("=zz =4 =A =", "latin1"));
-    expect(qp("=00=FF")).toEqual(Buffer.from([0, 255]));
+  test("quoted-printable: =XX in either case and soft line breaks read; an = that is no escape is not", () => {
+    const good = body(
+      "Content-Transfer-Encoding: quoted-printable\nContent-Type: text/plain; charset=utf-8\n",
+      "Caf=C3=a9 l=\nait",
+    );
+    expect(good.text).toBe("Café lait");
+    expect(good.problems).toEqual([]);
+    for (const bad of ["=zz", "a =4 b", "x ==41"]) {
+      const read = body("Content-Transfer-Encoding: quoted-printable\n", bad);
+      expect(read.text).toBe("");
+      expect(read.problems).toEqual(["a text part was not decoded: invalid quoted-printable"]);
+    }
   });
 
-  test("a large body decodes into one array the size of its output", () => {
-    const out = decodeTransfer(Buffer.from("=41".repeat(1_000_000), "latin1"), "quoted-printable")!;
-    expect(out.length).toBe(1_000_000);
-    expect(out.every((b) => b === 65)).toBe(true);
+  test("base64 with a character outside its alphabet, or cut padding, is not read as some other base64", () => {
+    const good = body("Content-Transfer-Encoding: base64\n", Buffer.from("hello there").toString("base64"));
+    expect(good.text).toBe("hello there");
+    for (const bad of ["aGVs*bG8=", "aGVsbG8", "aGVsbG8=="]) {
+      const read = body("Content-Transfer-Encoding: base64\n", bad);
+      expect(read.text).toBe("");
+      expect(read.problems).toEqual(["a text part was not decoded: invalid base64"]);
+    }
+    const raw = bytes(
+      'Content-Type: multipart/mixed; boundary="b"\n\n--b\nContent-Type: text/plain\n\nsee attached\n--b\n' +
+        'Content-Type: application/pdf; name="a.pdf"\nContent-Transfer-Encoding: base64\n\nJVBE!Rg==\n--b--\n',
+    );
+    const attachment = readMessage(raw);
+    expect(attachment.attachments).toEqual([{ index: 1, filename: "a.pdf", type: "application/pdf", size: null }]);
+    expect(attachmentBytes(raw, 1)?.bytes).toBeNull();
+    const refused = attachmentResult(7, 1, "a.pdf", "application/pdf", null);
+    expect(refused.isError).toBe(true);
+    expect(JSON.stringify(refused.content)).toContain(
+      "not decoded: its transfer encoding is unknown or not well formed",
+    );
+  });
+
+  test("text that is not valid in its charset, or whose byte order is not said, is not shown with replacements", () => {
+    const utf8 = readMessage(
+      new Uint8Array([...Buffer.from("Subject: s\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nab"), 0xff]),
+    );
+    expect(utf8.text).toBe("");
+    expect(utf8.problems).toEqual(["a text part was not decoded: not valid utf-8"]);
+    const utf16 = body("Content-Type: text/plain; charset=utf-16\nContent-Transfer-Encoding: base64\n", "AGEAYg==");
+    expect(utf16.problems[0]).toContain("byte order");
+    const userDefined = body("Content-Type: text/calendar; charset=x-user-defined\n", "abc");
+    expect(userDefined.problems).toEqual([
+      'a text/calendar part was not decoded: charset "x-user-defined" is not text',
+    ]);
+  });
+
+  test("a large quoted-printable body decodes", () => {
+    const read = body("Content-Transfer-Encoding: quoted-printable\n", "=41".repeat(1_000_000));
+    expect(read.text.length).toBe(1_000_000);
+    expect(/^A+$/.test(read.text)).toBe(true);
   });
 });
