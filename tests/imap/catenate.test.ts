@@ -338,4 +338,19 @@ describe("limits", () => {
     expect(await count("Big")).toBe(2);
     raw.close();
   }, 120_000);
+
+  test("a plain literal message after a CATENATE one counts towards MAX_COMMAND_BYTES too: TOOBIG", async () => {
+    const raw = await RawImap.login(allowAll.port, mailbox);
+    expect(statusOf(await raw.command("s", "EXAMINE Big"), "s")).toStartWith("s OK");
+    const before = await count("Big");
+    const full = cat(...Array(25).fill(url("/Big/;UID=1")));
+    const rest = MAX_COMMAND_BYTES - MAX_APPEND_MESSAGE;
+    const literal = (n: number): string => `{${n}+}\r\n${"z".repeat(n)}`;
+    // The literal before the CATENATE message or after it: the same command, the same octets, the same answer.
+    for (const [i, args] of [`${literal(rest + 1)} ${full}`, `${full} ${literal(rest + 1)}`].entries()) {
+      expect(statusOf(await raw.command(`b${i}`, `APPEND Big ${args}`), `b${i}`)).toStartWith(`b${i} NO [TOOBIG]`);
+    }
+    expect(await count("Big")).toBe(before);
+    raw.close();
+  }, 120_000);
 });

@@ -15,7 +15,7 @@ import type { Decision } from "../../policy/index.ts";
 import { type MessageUrl, parseMessageUrl } from "../ext/imap-url.ts";
 import { MAX_APPEND_MESSAGE, MAX_COMMAND_BYTES } from "../limits.ts";
 import { Refusal } from "../refusal.ts";
-import type { AppendMessage, Response } from "../wire/index.ts";
+import { type AppendMessage, appendMessageSize, type Response } from "../wire/index.ts";
 import { type CommandOf, cites, type Session } from "./context.ts";
 import { auditProbe, chargeReads, forwardUntagged, TRYCREATE } from "./shared.ts";
 
@@ -58,33 +58,37 @@ export async function assembleCatenate(s: Session, cmd: CommandOf<"APPEND">, fol
       count: urls.length,
     });
   }
+  // The command's own octets, wherever they stand (literal messages, TEXT parts, before or after a URL): the parts
+  // fetched have what MAX_COMMAND_BYTES leaves of them, so that the command holds no more than its literals could.
+  let literalBytes = 0;
+  for (const m of cmd.messages) literalBytes += appendMessageSize(m);
   let next = 0;
-  let commandBytes = 0;
+  let fetchedBytes = 0;
   const out: AppendMessage[] = [];
   for (const m of cmd.messages) {
     if (m.catenate === null) {
-      commandBytes += m.message.length;
       out.push(m);
       continue;
     }
     const pieces: Uint8Array[] = [];
     let size = 0;
     for (const part of m.catenate) {
-      const room = Math.min(MAX_APPEND_MESSAGE - size, MAX_COMMAND_BYTES - commandBytes - size);
       let data: Uint8Array;
+      let room = MAX_APPEND_MESSAGE - size;
       if (part.type === "TEXT") {
         data = part.data;
       } else {
+        room = Math.max(0, Math.min(room, MAX_COMMAND_BYTES - literalBytes - fetchedBytes));
         const u = urls[next++] as { url: string; target: MessageUrl };
         const fetched = await fetchPart(s, u.target, room);
         if (typeof fetched === "string") return refuseUrl(s, cmd.mailbox, folder, u.url, fetched);
         data = fetched;
+        fetchedBytes += data.length;
       }
       if (data.length > room) return tooBig(s, folder);
       pieces.push(data);
       size += data.length;
     }
-    commandBytes += size;
     // Kept as the pieces they are: the encoder writes them as one literal without joining them (a second copy).
     out.push({ ...m, catenate: pieces.map((data) => ({ type: "TEXT", data })) });
   }
