@@ -1280,17 +1280,25 @@ export class ImapSession implements LoginSession, CompressSession {
     onData?: ((r: Response) => void) | null,
     gate?: Promise<unknown> | null,
   ): ReturnType<UpstreamSession["run"]> {
+    const up = this.up;
     const run = this.upstreamRun(command, onData, gate);
+    let over = false;
     const sent = (): void => {
-      if (!this.#closed) this.#writeAnswerDue = true;
+      if (!this.#closed && !over) this.#writeAnswerDue = true;
     };
     if (gate) gate.then(sent, () => {});
     else sent();
     run.then(
       () => {
+        over = true;
         this.#writeAnswerDue = false;
       },
-      () => {},
+      () => {
+        over = true;
+        // Its literal never went (an APPEND's message waiting for `+`): upstream did nothing, as for a write that
+        // never went upstream, and the allow rows stand alone (docs/audit.md "What a row records").
+        if (up?.cutMidCommand === true) this.#writeAnswerDue = false;
+      },
     );
     return run;
   }

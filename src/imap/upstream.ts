@@ -113,6 +113,11 @@ export class UpstreamSession {
    */
   afterDelivery: (release: () => void) => void = (release) => release();
   caps = new Set<string>();
+  /**
+   * Set when the session ends: the command in flight then still had a literal to send, so the server never read it
+   * whole and acted on none of it (RFC 9051 §4.3). A write's audit rows then say nothing of an unknown outcome.
+   */
+  cutMidCommand = false;
   /** Between a STARTTLS OK and the handshake: everything received is discarded (RFC 9051 §6.2.1). */
   #discarding = false;
   #greeting: ((r: Response) => void) | null = null;
@@ -805,6 +810,7 @@ export class UpstreamSession {
     for (const release of [...this.#undelivered]) release();
     if (this.#watchdog !== null) clearTimeout(this.#watchdog);
     this.#watchdog = null;
+    this.cutMidCommand = this.#pending !== null && this.#pending.rounds.length > 0;
     for (const pending of [this.#pending, this.#queued]) pending?.reject(reason);
     this.#pending = null;
     this.#queued = null;

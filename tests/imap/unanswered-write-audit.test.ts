@@ -109,6 +109,18 @@ test("APPEND: the agent hangs up once the message went upstream, before the tagg
   expectUnknown(list, "APPEND", ["mail:append"], "client closed the connection");
 });
 
+test("APPEND cut while its literal waits for upstream's `+`: never sent, the allow row stands alone", async () => {
+  // The proxy sends an APPEND's literal synchronizing (docs/protocol.md §4): the command's first line goes, the
+  // message only on upstream's `+`. Held here with that line, the message never reaches the server, which acts on no
+  // command it has not read whole (RFC 9051 §4.3): upstream was never asked, as for a write cut before it went.
+  for (const end of ["hang up", "upstream lost"] as const) {
+    const message = "Subject: never sent\r\n\r\nhello\r\n";
+    const list = await endDuring(`APPEND INBOX {${message.length}+}\r\n${message}`, /^\S+ APPEND INBOX/m, end);
+    const own = list.filter((r) => r.command === "APPEND");
+    expect(own.map((r) => [r.operation, r.decision])).toEqual([["mail:append", "allow"]]);
+  }
+});
+
 test("UID MOVE: the same", async () => {
   const list = await endDuring("UID MOVE 1:* Archive", /^\S+ UID MOVE /m);
   expectUnknown(list, "UID MOVE", ["mail:move"], "client closed the connection");
