@@ -576,7 +576,15 @@ export async function safeExpunge(s: Session, within: readonly number[] | null):
     const st = await s.upstreamWrite({ name: "EXPUNGE", uid: true, set });
     if (st.status !== "OK") throw new Refusal("NO", null, withoutTimings(st.text));
   }
-  return box.pendingExpunges.length - before;
+  // The expunges reported meanwhile include other sessions' (RFC 9051 §7.5.1): relayed, but counted as the agent's
+  // only when the command asked for the UID. An unfiltered EXPUNGE asks for every \Deleted message up to the last
+  // UID the agent sees, and each reported one counts.
+  const reported = box.pendingExpunges.slice(before);
+  if (within === null && box.visible === null) return reported.length;
+  const asked = new Set(uids);
+  let n = 0;
+  for (const uid of reported) if (asked.has(uid)) n++;
+  return n;
 }
 
 /**
