@@ -90,6 +90,15 @@ to = "*@corp.test"
     expect(fake.messages[0]!.toString()).toBe(text.replace(/\n/g, "\r\n").replace("\r\n..dot", "\r\n...dot"));
   });
 
+  test("a recipient given again, in another case, is one: its first spelling goes upstream once", async () => {
+    const { p, fake } = await setup(RULES);
+    const text = "To: a@corp.test\nSubject: s\n\nhi\n";
+    const r = await send(p.port, ["a@corp.test", "A@Corp.TEST", "a@corp.test"], text);
+    expect(r.rcpt).toEqual([250, 250, 250]);
+    expect(r.final).toStartWith("250");
+    expect(sent(fake)).toEqual(["MAIL FROM:<alice@mailgator.test> SIZE=35", "RCPT TO:<a@corp.test>", "DATA"]);
+  });
+
   test("an unparseable To header leaves the class unknown, which a bcc rule resolves to deny", async () => {
     const { p, fake } = await setup(RULES);
     const r = await send(p.port, ["a@corp.test"], "To: <a@corp.test\nSubject: s\n\nhi\n");
