@@ -68,3 +68,20 @@ test("a command after an IDLE that failed inside is answered, not swallowed as D
   expect(statusOf(noop, "n")).toStartWith("n OK");
   raw.close();
 });
+
+test("a line other than DONE ends the IDLE with BAD, has its deny row, and the session goes on", async () => {
+  const raw = await RawImap.login(proxy.port, mailbox);
+  expect(statusOf(await raw.command("s", "EXAMINE INBOX"), "s")).toStartWith("s OK");
+  const before = (await proxy.rows()).length;
+  raw.write("i IDLE\r\n");
+  await raw.readUntil((b) => b.includes("+ "));
+  raw.take();
+  raw.write("n2 NOOP\r\n");
+  expect(statusOf(await raw.waitTagged("i"), "i")).toBe("i BAD Expected DONE");
+  // docs/audit.md "What a row records": every refusal is a row.
+  await Bun.sleep(300);
+  const rows = (await proxy.rows()).slice(before).filter((r) => r.command === "IDLE");
+  expect(rows.map((r) => [r.decision, r.reason, r.folder])).toEqual([["deny", "Expected DONE", "INBOX"]]);
+  expect(statusOf(await raw.command("n", "NOOP"), "n")).toStartWith("n OK");
+  raw.close();
+});

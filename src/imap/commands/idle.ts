@@ -7,6 +7,7 @@
 
 import { UpstreamError } from "../../net/index.ts";
 import { IDLE_RENEW_MS } from "../limits.ts";
+import { Refusal } from "../refusal.ts";
 import { type FramerEvent, isIdleDone } from "../wire/index.ts";
 import type { CommandOf, Session } from "./context.ts";
 import { relayUpdate } from "./shared.ts";
@@ -36,7 +37,8 @@ export async function idle(s: Session, cmd: CommandOf<"IDLE">): Promise<void> {
   if (ended === undefined) ended = await agentLine;
   if (ended === null) return;
   if (ended.kind === "line" && isIdleDone(ended.line)) return s.tagged(tag, "OK", null, "Idle completed");
-  s.tagged(tag, "BAD", null, "Expected DONE");
+  // A refusal, with its deny row (docs/audit.md "What a row records": every refusal is a row).
+  throw new Refusal("BAD", null, "Expected DONE");
 }
 
 /** Idles upstream until `agentDone()` (the agent's line came) or the session ends, renewing and syncing meanwhile. */
