@@ -7,7 +7,7 @@
 import {
   type Connection,
   connectUpstream,
-  tlsOptions,
+  startUpstreamTls,
   UpstreamError,
   type UpstreamTarget,
   upstreamHint,
@@ -286,7 +286,7 @@ export class UpstreamSession {
     this.#framer.discardBuffered();
     this.#framer = this.#newFramer();
     try {
-      await this.#conn.startTlsClient(tlsOptions(this.#target), this.#timeouts.handshakeMs);
+      await startUpstreamTls(this.#conn, this.#target, this.#timeouts.handshakeMs);
     } catch (error) {
       throw new UpstreamError(
         `STARTTLS with the upstream server failed: ${(error as Error).message}${upstreamHint(error as Error)}`,

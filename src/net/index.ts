@@ -30,6 +30,7 @@ export {
   connectUpstream,
   readCaFile,
   sameUpstream,
+  startUpstreamTls,
   tlsOptions,
   UpstreamError,
   type UpstreamTarget,

@@ -94,6 +94,21 @@ export function upstreamHint(error: Error): string {
   return "";
 }
 
+/**
+ * The client side of STARTTLS on an upstream connection (`Connection.startTlsClient` with `tlsOptions(target)`): a
+ * handshake that fails (a certificate that cannot be verified, a timeout) is an upstream connection attempt that
+ * failed, counted in `mailgator_upstream_errors_total` as one with implicit TLS is (docs/operations.md "Health and
+ * metrics"), and rethrown for the protocol to word.
+ */
+export async function startUpstreamTls(conn: Connection, target: UpstreamTarget, handshakeMs: number): Promise<void> {
+  try {
+    await conn.startTlsClient(tlsOptions(target), handshakeMs);
+  } catch (error) {
+    upstreamErrors.inc({ upstream: `${target.host}:${target.port}` });
+    throw error;
+  }
+}
+
 /** Why an upstream connection failed, in words fit for a reply to the agent. */
 export class UpstreamError extends Error {
   override name = "UpstreamError";

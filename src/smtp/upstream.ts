@@ -16,7 +16,7 @@ import {
   type Connection,
   connectUpstream,
   LineFramer,
-  tlsOptions,
+  startUpstreamTls,
   UpstreamError,
   type UpstreamTarget,
   upstreamHint,
@@ -326,7 +326,7 @@ export class UpstreamSession {
       this.#lines = [];
       this.#replies.length = 0;
       try {
-        await this.#conn.startTlsClient(tlsOptions(target), TLS_HANDSHAKE_TIMEOUT_MS);
+        await startUpstreamTls(this.#conn, target, TLS_HANDSHAKE_TIMEOUT_MS);
       } catch (e) {
         throw new UpstreamError(`upstream TLS handshake failed: ${(e as Error).message}${upstreamHint(e as Error)}`);
       }
