@@ -56,6 +56,11 @@ export interface Upstreams {
     readonly smtp: number;
     /** Postfix over implicit TLS (like 465); same rules as `smtp`. */
     readonly smtps: number;
+    /**
+     * Postfix, plain, whose EHLO does not offer 8BITMIME (RFC 6152; `smtpd_discard_ehlo_keywords`); otherwise the
+     * same as `smtp`. Postfix itself still accepts 8-bit data there: what a client sends is the client's choice.
+     */
+    readonly smtp7bit: number;
     /** The local OAuth2 authorization server (HTTP); its URLs are under `oauth`. */
     readonly oauth: number;
     /** nginx mail proxy relaying IMAP to Dovecot's plain port (only with --nginx). */

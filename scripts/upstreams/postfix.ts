@@ -1,6 +1,6 @@
 /**
- * Postfix from a private config directory: loopback SMTP (plain with STARTTLS, and implicit
- * TLS), relay without AUTH from 127.0.0.0/8, optional AUTH through Dovecot's SASL socket.
+ * Postfix from a private config directory: loopback SMTP (plain with STARTTLS, implicit TLS, and
+ * plain without 8BITMIME), relay without AUTH from 127.0.0.0/8, optional AUTH through Dovecot's SASL socket.
  * Delivery: `local@mailgator.test` goes over LMTP to Dovecot, which saves it in that user's
  * Maildir (users come and go with Dovecot's passwd-file, so Postfix needs no table change and
  * no reload; the `virtual` transport would need one, as it refuses regexp substitution in
@@ -95,11 +95,19 @@ default_process_limit = 200
 `;
 }
 
-export function masterCf(ports: { smtp: number; smtps: number }): string {
+/** The SMTP listeners of master.cf: `smtp7bit` is `smtp` without the 8BITMIME keyword in its EHLO (RFC 6152). */
+export interface PostfixPorts {
+  readonly smtp: number;
+  readonly smtps: number;
+  readonly smtp7bit: number;
+}
+
+export function masterCf(ports: PostfixPorts): string {
   // Debian's default chroots services; every chroot column here is "n".
   return `# service type  private unpriv  chroot  wakeup  maxproc command + args
 127.0.0.1:${ports.smtp} inet n - n - - smtpd
 127.0.0.1:${ports.smtps} inet n - n - - smtpd -o smtpd_tls_wrappermode=yes
+127.0.0.1:${ports.smtp7bit} inet n - n - - smtpd -o smtpd_discard_ehlo_keywords=8bitmime
 pickup    unix  n       -       n       60      1       pickup
 cleanup   unix  n       -       n       -       0       cleanup
 qmgr      unix  n       -       n       300     1       qmgr
@@ -134,7 +142,7 @@ export function recipientHooks(): string {
 `;
 }
 
-export function writePostfixFiles(paths: Layout, tls: TlsFiles, ports: { smtp: number; smtps: number }): void {
+export function writePostfixFiles(paths: Layout, tls: TlsFiles, ports: PostfixPorts): void {
   mkdirSync(paths.postfixConf, { recursive: true, mode: 0o755 });
   mkdirSync(paths.postfixQueue, { recursive: true, mode: 0o755 });
   chownSync(paths.postfixQueue, 0, 0);

@@ -4,8 +4,8 @@
  * description and writes it to `<dir>/upstreams.json`. Idempotent: when they already run, prints the same description.
  *
  *   bun scripts/upstreams/start.ts [--dir D] [--nginx] [--imap-port N] [--imaps-port N]
- *                                  [--smtp-port N] [--smtps-port N] [--oauth-port N] [--nginx-port N]
- *                                  [--no-install]
+ *                                  [--smtp-port N] [--smtps-port N] [--smtp7bit-port N] [--oauth-port N]
+ *                                  [--nginx-port N] [--no-install]
  */
 import { existsSync, mkdirSync, renameSync, rmSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
@@ -37,6 +37,7 @@ export interface StartOptions {
     readonly imaps?: number;
     readonly smtp?: number;
     readonly smtps?: number;
+    readonly smtp7bit?: number;
     readonly oauth?: number;
     readonly nginxImap?: number;
   };
@@ -82,8 +83,10 @@ async function runningDescription(paths: Layout): Promise<Upstreams | undefined>
   } catch {
     return undefined;
   }
-  // A folder started by a version of these scripts without the OAuth2 server is started afresh.
+  // A folder started by a version of these scripts without the OAuth2 server or the listener without 8BITMIME is
+  // started afresh.
   if (description.oauth === undefined || description.ports.oauth === undefined) return undefined;
+  if (description.ports.smtp7bit === undefined) return undefined;
   if (!description.processes.every(isAlive)) return undefined;
   const ports = Object.values(description.ports);
   const up = await Promise.all(ports.map((port) => isListening(port)));
@@ -100,6 +103,7 @@ async function startFresh(paths: Layout, options: StartOptions, log: (line: stri
     imaps: options.ports?.imaps ?? (await freePort()),
     smtp: options.ports?.smtp ?? (await freePort()),
     smtps: options.ports?.smtps ?? (await freePort()),
+    smtp7bit: options.ports?.smtp7bit ?? (await freePort()),
     oauth: options.ports?.oauth ?? (await freePort()),
   };
   if (new Set(Object.values(ports)).size !== Object.keys(ports).length)
@@ -195,6 +199,7 @@ function parseArgs(argv: string[]): StartOptions {
     "--imaps-port": "imaps",
     "--smtp-port": "smtp",
     "--smtps-port": "smtps",
+    "--smtp7bit-port": "smtp7bit",
     "--oauth-port": "oauth",
     "--nginx-port": "nginxImap",
   };
@@ -211,7 +216,8 @@ function parseArgs(argv: string[]): StartOptions {
     } else
       throw new Error(
         `upstreams: unknown argument ${arg}\nusage: bun scripts/upstreams/start.ts [--dir D] [--nginx] [--no-install]` +
-          " [--imap-port N] [--imaps-port N] [--smtp-port N] [--smtps-port N] [--oauth-port N] [--nginx-port N]",
+          " [--imap-port N] [--imaps-port N] [--smtp-port N] [--smtps-port N] [--smtp7bit-port N] [--oauth-port N]" +
+          " [--nginx-port N]",
       );
   }
   return options;
