@@ -15,6 +15,7 @@
  * replaced first, so a subject with CR or LF in it cannot add a header.
  */
 
+import { isAscii } from "node:buffer";
 import { randomBytes } from "node:crypto";
 import type { AccountCredentials } from "../accounts/index.ts";
 import { agentReading, agentSending, ownEntry } from "../config/index.ts";
@@ -26,6 +27,7 @@ import { smtpUpstreamTarget } from "../smtp/index.ts";
 import { SPOOL_BLOCK } from "../smtp/spool.ts";
 import {
   CommitGate,
+  EightBitRefused,
   type MessageSource,
   OAuthUnavailable,
   openAccountUpstream,
@@ -508,7 +510,8 @@ export class Notifier {
       const from = fromAddress(job.account);
       // Nothing to wait for before the final dot: the notice's audit row follows the upstream's reply.
       const result = await upstream.send(
-        { from, recipients: [job.to], eightBit: false },
+        // A notice is 7-bit (base64, RFC 2047 words): should it ever not be, the replay refuses it (EightBitRefused).
+        { from, recipients: [job.to], eightBit: false, eightBitContent: !isAscii(job.message) },
         source(job.message),
         new CommitGate(Promise.resolve()),
         cut,
@@ -522,7 +525,11 @@ export class Notifier {
         const reason = `the process stopped while it was being sent${sent ? " (it may have arrived)" : ""}`;
         return { ok: false, permanent: true, reason };
       }
-      const permanent = e instanceof PermanentError || e instanceof UpstreamAuthError || e instanceof OAuthUnavailable;
+      const permanent =
+        e instanceof PermanentError ||
+        e instanceof UpstreamAuthError ||
+        e instanceof OAuthUnavailable ||
+        e instanceof EightBitRefused;
       return { ok: false, permanent, reason: (e as Error).message.slice(0, 200) };
     } finally {
       await upstream?.quit().catch(() => {});

@@ -24,11 +24,12 @@ import {
   sessionIdentities,
 } from "../smtp/decide.ts";
 import { smtpUpstreamTarget } from "../smtp/index.ts";
-import { MessageInspector, unsendable } from "../smtp/inspect.ts";
+import { type MessageFacts, MessageInspector, unsendable } from "../smtp/inspect.ts";
 import { MAX_HEADER_BYTES, MAX_MESSAGE_BYTES, MAX_RECIPIENTS } from "../smtp/limits.ts";
 import { SPOOL_BLOCK } from "../smtp/spool.ts";
 import {
   CommitGate,
+  checkEightBit,
   type MessageSource,
   openAccountUpstream,
   type SendResult,
@@ -295,7 +296,7 @@ const REFUSED_AS_SENT_NOW = "the message is refused as a send of it would be now
  * stored as it was then: approving it must not send what a send now would not. Returns what the inspector read, for
  * the rules (`stillAllowedByRules`).
  */
-function checkMessage(held: HeldMessage): SendFacts {
+function checkMessage(held: HeldMessage): MessageFacts {
   const refuse = (why: string): never => {
     throw new Error(`${REFUSED_AS_SENT_NOW}: ${why}`);
   };
@@ -375,6 +376,8 @@ export async function approve(
   if (!ctx.audit.healthy) return { outcome: "not-sent", reason: AUDIT_UNAVAILABLE };
   let upstream: UpstreamSession | null = null;
   let pending: HeldMessage | null;
+  // Whether the stored bytes hold an 8-bit octet (`checkMessage` reads them); until read, taken as holding one.
+  let eightBitContent = true;
   try {
     pending = before.expires > Date.now() ? await ctx.store.readMessage(id) : null;
   } catch (e) {
@@ -392,6 +395,7 @@ export async function approve(
     try {
       // The stored bytes do not change: checked once, before anything goes upstream.
       const facts = checkMessage(pending);
+      eightBitContent = facts.eightBit;
       const { upstream: opened, made } = await login(ctx, pending, facts, signal ?? null);
       if (signal?.aborted === true) {
         // Logged in just as the process began to stop: nothing is claimed.
@@ -401,6 +405,9 @@ export async function approve(
       try {
         // Nothing awaits from here to the claim: the config judged here is the one in force when it is claimed.
         stillSender(ctx, pending, facts, made);
+        // 8-bit content to a server that did not offer 8BITMIME is refused before the claim (RFC 6152 §3): the
+        // message stays held, to be denied, or approved again once the upstream offers 8BITMIME (docs/approvals.md).
+        checkEightBit(opened, facts.eightBit);
       } catch (e) {
         await opened.quit().catch(() => {});
         throw e;
@@ -474,7 +481,12 @@ export async function approve(
   let endOfDataSent = false;
   try {
     result = await upstream.send(
-      { from: held.envelope.from, recipients: held.envelope.recipients, eightBit: held.envelope.eightBit },
+      {
+        from: held.envelope.from,
+        recipients: held.envelope.recipients,
+        eightBit: held.envelope.eightBit,
+        eightBitContent,
+      },
       source(pending.message),
       gate,
       signal ?? null,

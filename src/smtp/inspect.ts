@@ -9,6 +9,7 @@
  * (RFC 2046 §5.1.5): an attachment either way when it is a message.
  */
 
+import { isAscii } from "node:buffer";
 import {
   ADDRESS_FIELD_NAMES,
   attachmentName,
@@ -130,6 +131,12 @@ export interface MessageFacts {
    * message must be refused.
    */
   readonly hasNul: boolean;
+  /**
+   * The message holds an 8-bit octet (0x80 or above, anywhere in it). Such a message may go only to an upstream server
+   * that offers 8BITMIME (RFC 6152 §3); to any other the replay refuses it (src/smtp/upstream.ts, docs/smtp.md
+   * "Replay"). Not a reason to refuse it at the end of DATA: Mailgator offers 8BITMIME itself.
+   */
+  readonly eightBit: boolean;
 }
 
 const enum Phase {
@@ -154,6 +161,7 @@ export class MessageInspector {
   #fieldTooLarge: string | null = null;
   #lineTooLong: string | null = null;
   #nul = false;
+  #eightBit = false;
   #topFields: HeaderField[] | null = null;
   /** The open multiparts (whose close delimiter has not been seen), innermost last: `delimiterOf` their boundary. */
   #delimiters: string[] = [];
@@ -176,6 +184,7 @@ export class MessageInspector {
   /** Feeds message content (after dot-unstuffing, CRLF line ends). */
   write(content: Buffer): void {
     if (!this.#nul && content.indexOf(0) !== -1) this.#nul = true;
+    if (!this.#eightBit && !isAscii(content)) this.#eightBit = true;
     const base = this.#written;
     this.#written += content.length;
     let from = 0;
@@ -418,6 +427,7 @@ export class MessageInspector {
         fieldTooLarge: this.#fieldTooLarge,
         lineTooLong: this.#lineTooLong,
         hasNul: this.#nul,
+        eightBit: this.#eightBit,
       };
     }
     const read = readMessageFields(fields);
@@ -438,6 +448,7 @@ export class MessageInspector {
       fieldTooLarge: this.#fieldTooLarge,
       lineTooLong: this.#lineTooLong,
       hasNul: this.#nul,
+      eightBit: this.#eightBit,
     };
   }
 }

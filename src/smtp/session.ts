@@ -80,6 +80,8 @@ import {
   CommitFailedError,
   CommitGate,
   type Credentials,
+  EIGHT_BIT_REFUSED,
+  EightBitRefused,
   openAccountUpstream,
   SendStopped,
   UpstreamAuthError,
@@ -1669,7 +1671,7 @@ export class SmtpSession {
     const gate = new CommitGate(Promise.all(rows.map((row) => audit.durableWithin(row, wait, { group }))), () =>
       audit.commitNow(),
     );
-    const answer = await this.#replay(tx, facts.messageId, gate);
+    const answer = await this.#replay(tx, facts.messageId, facts.eightBit, gate);
     if (answer !== "") this.#send(answer);
   }
 
@@ -1858,8 +1860,18 @@ export class SmtpSession {
    * Sends the approved transaction upstream; returns the reply for the agent and records the result. Empty: not
    * sent, for the session's end (the 421 after the command) is the reply.
    */
-  async #replay(tx: Transaction, messageId: string | null, gate: CommitGate): Promise<string> {
-    const envelope = { from: tx.sender, recipients: tx.recipients.map((r) => r.address), eightBit: tx.eightBit };
+  async #replay(
+    tx: Transaction,
+    messageId: string | null,
+    eightBitContent: boolean,
+    gate: CommitGate,
+  ): Promise<string> {
+    const envelope = {
+      from: tx.sender,
+      recipients: tx.recipients.map((r) => r.address),
+      eightBit: tx.eightBit,
+      eightBitContent,
+    };
     let upstreamReply: Reply;
     let text: string;
     let used: UpstreamSession | null = null;
@@ -1880,6 +1892,25 @@ export class SmtpSession {
         text = reply(result.reply.code, status, `Upstream refused ${what}: ${rest}; nothing was sent`);
       }
     } catch (e) {
+      if (e instanceof EightBitRefused) {
+        // Refused before anything of the transaction went upstream (RFC 6152 §3; docs/smtp.md "Replay"): the upstream
+        // replied nothing, and its connection is as it was. The rows the rules wrote say "allow"; this one says why
+        // the message was not sent after all.
+        this.#audit({
+          command: "DATA",
+          operation: "mail:send",
+          target: messageId,
+          decision: "deny",
+          reason: `not sent (nothing went upstream): ${EIGHT_BIT_REFUSED}`,
+          detail: { eightBit: true },
+        });
+        const hint = "send it as 7-bit (base64 or quoted-printable)";
+        return reply(
+          EightBitRefused.code,
+          EightBitRefused.status,
+          `${capitalize(EIGHT_BIT_REFUSED)}; nothing was sent; ${hint}`,
+        );
+      }
       // The agent learns of a failed commit whichever failure came first: nothing was delivered either way.
       await gate.settled;
       if (gate.state() === "failed" || e instanceof CommitFailedError) {

@@ -146,7 +146,39 @@ export type MessageSource = Pick<Spool, "length" | "blocks">;
 export interface Envelope {
   readonly from: string;
   readonly recipients: readonly string[];
+  /** The client declared `BODY=8BITMIME` (RFC 6152): passed on as such when the upstream offers 8BITMIME. */
   readonly eightBit: boolean;
+  /**
+   * The content holds an 8-bit octet (0x80 or above; src/smtp/inspect.ts `MessageFacts.eightBit`), declared or not.
+   * RFC 6152 §3: such content must not go to a server that did not offer 8BITMIME, and Mailgator does not convert it
+   * (`EightBitRefused`).
+   */
+  readonly eightBitContent: boolean;
+}
+
+/**
+ * The content holds 8-bit octets and the upstream server does not offer 8BITMIME: RFC 6152 §3 forbids sending it
+ * there, and the relay that does not convert it must refuse it. Mailgator never converts (a converted message is not
+ * the one the rules and an approver read): nothing of the transaction was sent, not even MAIL, and the connection is
+ * as it was (docs/smtp.md "Replay"). The refusal is permanent: RFC 3463 X.6.3, conversion required but not supported.
+ */
+export class EightBitRefused extends Error {
+  override name = "EightBitRefused";
+  static readonly code = 554;
+  static readonly status = "5.6.3";
+  constructor() {
+    super(EIGHT_BIT_REFUSED);
+  }
+}
+
+/** Why an 8-bit message is not sent (EightBitRefused), as the reply, the audit rows and the approvers read it. */
+export const EIGHT_BIT_REFUSED =
+  "the upstream server does not accept 8-bit messages (it does not offer 8BITMIME, RFC 6152) and this message " +
+  "holds 8-bit octets";
+
+/** Throws EightBitRefused when the content holds 8-bit octets and `upstream` does not offer 8BITMIME (RFC 6152 §3). */
+export function checkEightBit(upstream: Pick<UpstreamSession, "extensions">, eightBitContent: boolean): void {
+  if (eightBitContent && !upstream.extensions.has("8BITMIME")) throw new EightBitRefused();
 }
 
 export type SendResult =
@@ -404,6 +436,9 @@ export class UpstreamSession {
    * transaction (RFC 5321 §4.1.1.4: only the end-of-data sequence completes a message), and the next
    * transaction reconnects. Without PIPELINING, DATA is sent only after every RCPT was accepted.
    *
+   * Content with 8-bit octets to a server that did not offer 8BITMIME is refused before anything goes out: rejects
+   * with EightBitRefused, and the connection stays usable (RFC 6152 §3).
+   *
    * A failed commit abandons the transaction the same way, at whatever stage it is (nothing at all is sent if it
    * failed before the call): rejects with CommitFailedError, and the connection is closed. An aborted `signal`
    * drops the connection too, at whatever stage: rejects with SendStopped, which says whether the dot had gone out.
@@ -452,6 +487,8 @@ export class UpstreamSession {
   }
 
   async #send(envelope: Envelope, spool: MessageSource, gate: CommitGate): Promise<SendResult> {
+    // Before anything of the transaction goes out: a server that did not offer 8BITMIME gets no 8-bit content.
+    checkEightBit(this, envelope.eightBitContent);
     const params: string[] = [];
     if (this.extensions.has("SIZE")) params.push(`SIZE=${spool.length}`);
     if (envelope.eightBit && this.extensions.has("8BITMIME")) params.push("BODY=8BITMIME");

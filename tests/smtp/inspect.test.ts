@@ -297,3 +297,27 @@ describe("body lines", () => {
     });
   }
 });
+
+describe("8-bit octets (RFC 6152: the replay refuses them to an upstream without 8BITMIME)", () => {
+  const read = (chunks: readonly Buffer[]): MessageFacts => {
+    const inspector = new MessageInspector();
+    for (const chunk of chunks) inspector.write(chunk);
+    return inspector.finish();
+  };
+  const ascii = Buffer.from("Subject: hi\r\n\r\nplain text\r\n".repeat(200));
+
+  test("7-bit content is not 8-bit; one octet of 0x80 or above anywhere is, whatever the chunking", () => {
+    expect(read([ascii]).eightBit).toBe(false);
+    expect(read([]).eightBit).toBe(false);
+    for (const octet of [0x80, 0xc3, 0xff]) {
+      // In the header, deep in a single part's body (which the inspector does not read line by line), at the end.
+      for (const at of [3, ascii.length - 5, ascii.length - 1]) {
+        const bytes = Buffer.from(ascii);
+        bytes[at] = octet;
+        expect(read([bytes]).eightBit).toBe(true);
+        expect(read([bytes.subarray(0, 10), bytes.subarray(10, at), bytes.subarray(at)]).eightBit).toBe(true);
+        expect(read([bytes.subarray(0, at), bytes.subarray(at, at + 1), bytes.subarray(at + 1)]).eightBit).toBe(true);
+      }
+    }
+  });
+});
