@@ -1,7 +1,7 @@
 /**
  * The test runner behind `npm test`: starts Dovecot and Postfix in a runtime folder of its
- * own (installing them, and the Chromium the approval page's test drives, first when missing
- * and root), runs `bun test --parallel` with
+ * own (installing them, and what only the tests run (Chromium, fail2ban, mutt, isync), first when
+ * missing and root), runs `bun test --parallel` with
  * MAILGATOR_UPSTREAMS pointing at their description, stops them, and fails the run if any of
  * their processes or ports is left. Extra arguments go to `bun test`.
  *
@@ -88,7 +88,8 @@ async function main(): Promise<number> {
   }
 
   try {
-    // One apt-get for the mail servers and the browser tests/browser/ drives (Debian's chromium).
+    // One apt-get for the mail servers, the browser tests/browser/ drives (Debian's chromium) and the other tools
+    // only the tests run (fail2ban, mutt, isync).
     ensurePackages({ nginx: false, browser: true, log });
   } catch (error) {
     console.error(

@@ -1,5 +1,6 @@
 /**
- * Makes sure Debian's Dovecot, Postfix, swaks and (on request) nginx, Chromium and fail2ban are installed.
+ * Makes sure Debian's Dovecot, Postfix, swaks and (on request) nginx, and Chromium, fail2ban, mutt and isync are
+ * installed.
  *
  * As root, missing packages are installed with apt-get; package scripts are kept
  * from starting the system daemons (they would bind *:143, *:993, *:25, *:80) by a
@@ -20,9 +21,11 @@ const MAIL_SERVERS = [
 const NGINX = ["nginx", "libnginx-mod-mail"] as const;
 /**
  * What only the tests use, `npm test` asks for them: the browser the approval page's test drives (tests/browser/),
- * and fail2ban, whose fail2ban-regex runs the filter docs/operations.md gives (tests/fixtures/fail2ban.ts).
+ * fail2ban, whose fail2ban-regex runs the filter docs/operations.md gives (tests/fixtures/fail2ban.ts), and the mail
+ * clients tests/e2e/ runs as an agent would: mutt (tests/e2e/mutt.test.ts) and isync's mbsync
+ * (tests/e2e/mbsync.test.ts).
  */
-const BROWSER = ["chromium", "fail2ban"] as const;
+const BROWSER = ["chromium", "fail2ban", "mutt", "isync"] as const;
 /** Where Debian's chromium package puts the browser. */
 export const CHROMIUM = "/usr/bin/chromium";
 
@@ -66,7 +69,7 @@ export function ensurePackages(options: { nginx: boolean; browser?: boolean; log
   if (!existsSync("/usr/bin/apt-get")) {
     throw new Error(
       `upstreams: missing packages ${missing.join(", ")} and no apt-get here; install Dovecot 2.3, ` +
-        `Postfix 3.x, swaks, nginx with its mail module and Chromium`,
+        `Postfix 3.x, swaks, nginx with its mail module, Chromium, fail2ban, mutt and isync (mbsync)`,
     );
   }
   options.log(`upstreams: installing ${missing.join(" ")} (apt-get, about a minute)`);
