@@ -209,6 +209,11 @@ export class ImapSession implements LoginSession, CompressSession {
    */
   #writeAnswerDue = false;
   /**
+   * An upstream write of the running command was answered (`upstreamWrite`): a write carried out in parts (a filtered
+   * folder's COPY or MOVE over several upstream commands) went upstream, whatever becomes of its later parts.
+   */
+  #writeAnswered = false;
+  /**
    * The running command's allow rows that wait for upstream's answer (`awaitAnswer`): written by the command once it
    * has the answer, or by `#writeUnanswered` when the command or the session ends first.
    */
@@ -1097,6 +1102,7 @@ export class ImapSession implements LoginSession, CompressSession {
       this.#release();
       this.#durableRows = NO_ROWS;
       this.#writeAnswerDue = false;
+      this.#writeAnswered = false;
       this.#writeUnanswered("not completed: the command ended before its answer was read");
     }
   }
@@ -1292,12 +1298,14 @@ export class ImapSession implements LoginSession, CompressSession {
       () => {
         over = true;
         this.#writeAnswerDue = false;
+        this.#writeAnswered = true;
       },
       () => {
         over = true;
         // Its literal never went (an APPEND's message waiting for `+`): upstream did nothing, as for a write that
-        // never went upstream, and the allow rows stand alone (docs/audit.md "What a row records").
-        if (up?.cutMidCommand === true) this.#writeAnswerDue = false;
+        // never went upstream, and the allow rows stand alone (docs/audit.md "What a row records"). Not when an
+        // earlier part of the same write was carried out: the write as a whole did go upstream.
+        if (up?.cutMidCommand === true && !this.#writeAnswered) this.#writeAnswerDue = false;
       },
     );
     return run;
