@@ -146,7 +146,10 @@ export type MessageSource = Pick<Spool, "length" | "blocks">;
 export interface Envelope {
   readonly from: string;
   readonly recipients: readonly string[];
-  /** The client declared `BODY=8BITMIME` (RFC 6152): passed on as such when the upstream offers 8BITMIME. */
+  /**
+   * The client declared `BODY=8BITMIME` (RFC 6152): passed on as such when the upstream offers 8BITMIME, as it is for
+   * 8-bit content the client did not declare (`eightBitContent`).
+   */
   readonly eightBit: boolean;
   /**
    * The content holds an 8-bit octet (0x80 or above; src/smtp/inspect.ts `MessageFacts.eightBit`), declared or not.
@@ -491,7 +494,10 @@ export class UpstreamSession {
     checkEightBit(this, envelope.eightBitContent);
     const params: string[] = [];
     if (this.extensions.has("SIZE")) params.push(`SIZE=${spool.length}`);
-    if (envelope.eightBit && this.extensions.has("8BITMIME")) params.push("BODY=8BITMIME");
+    // RFC 6152 §3: 8-bit content goes declared, whether or not the agent declared it (refused before here when the
+    // upstream does not offer 8BITMIME, checkEightBit).
+    if ((envelope.eightBit || envelope.eightBitContent) && this.extensions.has("8BITMIME"))
+      params.push("BODY=8BITMIME");
     const commands = [
       `MAIL FROM:<${envelope.from}>${params.map((p) => ` ${p}`).join("")}`,
       ...envelope.recipients.map((r) => `RCPT TO:<${r}>`),

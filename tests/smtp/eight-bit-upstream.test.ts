@@ -200,3 +200,41 @@ test("on the wire: the 8-bit message sends no MAIL at all; the 7-bit one goes wi
 function sizeOf(headers: Record<string, string>): number {
   return Buffer.from(message(headers, ""), "latin1").length + 4;
 }
+
+test("to an upstream offering 8BITMIME, 8-bit content goes with BODY=8BITMIME, declared or not", async () => {
+  // RFC 6152 §3: 8-bit content is sent with BODY=8BITMIME. Through a relay to Postfix's usual listener (it offers it).
+  const up = upstreams();
+  let written = "";
+  const relay = await TcpRelay.start({ host: up.host, port: up.ports.smtp }, () => ({
+    fromClient: (chunk, link) => {
+      written += chunk.toString("latin1");
+      link.target.write(chunk);
+    },
+  }));
+  const wire = await startTestProxy({
+    rules: CORP_ONLY_RULES,
+    upstreamAddr: `127.0.0.1:${relay.port}`,
+    upstreamTls: "none",
+  });
+  try {
+    const m = marker();
+    const c = await loggedIn(wire.port);
+    const eight = { From: "alice@mailgator.test", To: `u8-${m}@corp.test`, Subject: `8-bit ${m}` };
+    const body = Buffer.from(`Grüße ${m}\r\n`, "utf8");
+    expect(await send(c, "MAIL FROM:<alice@mailgator.test>", `u8-${m}@corp.test`, eight, body)).toMatch(/^250 /);
+    const seven = { From: "alice@mailgator.test", To: `u7-${m}@corp.test`, Subject: `7-bit ${m}` };
+    expect(await send(c, "MAIL FROM:<alice@mailgator.test>", `u7-${m}@corp.test`, seven, "hi\r\n")).toMatch(/^250 /);
+    c.close();
+    const mails = written.match(/^MAIL FROM:.*$/gm) ?? [];
+    expect(mails.length).toBe(2);
+    expect(mails[0]).toEndWith(" BODY=8BITMIME");
+    expect(mails[1]).not.toContain("BODY=");
+    expect((await waitForSink(m, 2)).map((x) => x.recipient).sort()).toEqual([
+      `u7-${m}@corp.test`,
+      `u8-${m}@corp.test`,
+    ]);
+  } finally {
+    await wire.close();
+    await relay.close();
+  }
+});
