@@ -504,7 +504,9 @@ export function seedArguments(args: readonly string[]): SeedArguments {
     if (flag === "--folder") {
       const at = text.lastIndexOf("=");
       if (at <= 0) throw new Error(`--folder takes NAME=N, got "${text}"`);
-      folders.push([text.slice(0, at), whole("--folder", text.slice(at + 1))]);
+      const name = text.slice(0, at);
+      if (folders.some(([n]) => n === name)) throw new Error(`--folder ${name} given twice`);
+      folders.push([name, whole("--folder", text.slice(at + 1))]);
       continue;
     }
     if (!["--user", "--dir", "--maildir", "--count", "--seed", "--owner", "--manifest"].includes(flag))
@@ -515,6 +517,7 @@ export function seedArguments(args: readonly string[]): SeedArguments {
   const user = single.get("--user");
   const maildir = single.get("--maildir");
   if ((user === undefined) === (maildir === undefined)) throw new Error("give one of --user and --maildir");
+  if (maildir !== undefined && single.has("--dir")) throw new Error("--dir goes with --user, not --maildir");
   const count = single.get("--count");
   if (count !== undefined && folders.length > 0) throw new Error("give --count or --folder, not both");
   const seed = single.get("--seed");

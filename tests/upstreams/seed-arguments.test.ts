@@ -36,6 +36,8 @@ test("a command line that would be half ignored or guessed is refused", () => {
     [["--maildir", "/m", "--seed", "1", "--seed", "2"], /given twice/],
     [["--count", "3"], /one of --user and --maildir/],
     [["--user", "a@b.test", "--maildir", "/m"], /one of --user and --maildir/],
+    [["--maildir", "/m", "--folder", "INBOX=1", "--folder", "INBOX=2"], /--folder INBOX given twice/],
+    [["--maildir", "/m", "--dir", "/d"], /--dir goes with --user/],
   ];
   for (const [args, why] of refused) expect(() => seedArguments(args), args.join(" ")).toThrow(why);
 });
