@@ -1,6 +1,6 @@
 /** `mailgator audit`: read the audit log, optionally following new rows while the proxy writes. */
 
-import { existsSync } from "node:fs";
+import { existsSync, statSync } from "node:fs";
 import {
   type AuditFilter,
   AuditLog,
@@ -23,7 +23,9 @@ duration ago (90s, 15m, 1h, 7d) or an ISO 8601 date (2026-12-01,
 2026-12-01T10:00, UTC unless an offset is given); --until excludes that time.
 --command matches the protocol command without regard to case ("UID FETCH",
 "RCPT TO"). --json prints one object per row, its time in ISO 8601 UTC.
---follow keeps printing new rows as they are written, until interrupted.
+--follow keeps printing new rows as they are written, until interrupted; when
+the log is rotated (another file at its path), it says so and follows the new
+file.
 
 Options:
   -c, --config FILE   the config file (default: $MAILGATOR_CONFIG, else
@@ -181,8 +183,8 @@ export async function audit(ctx: CommandContext): Promise<number> {
     ctx.out(`no audit log yet at ${escapes(config.audit.path)}`);
     return EXIT_OK;
   }
-  while (values.follow && !existsSync(config.audit.path)) await Bun.sleep(FOLLOW_INTERVAL_MS);
-  const log = AuditLog.open(config.audit.path, { readonly: true });
+  const path = config.audit.path;
+  let { log, id: opened } = await openLog(path, values.follow === true);
   const show = (rows: AuditRow[]) => {
     for (const row of rows) ctx.out(values.json ? jsonRow(row) : line(row));
   };
@@ -201,15 +203,80 @@ export async function audit(ctx: CommandContext): Promise<number> {
       if (left > 0) note(`${left} more row${left === 1 ? "" : "s"} not shown; raise --limit (now ${filter.limit})`);
     }
     if (!values.follow) return EXIT_OK;
+    // One batch a poll; `drain`: until the newest row (before the file is left).
+    const poll = (drain = false) => {
+      for (;;) {
+        const top = log.newestId();
+        if (top <= last) return;
+        const fresh = log.query({ ...filter, afterId: last, beforeId: top + 1, order: "asc", limit: FOLLOW_BATCH });
+        show(fresh);
+        last = fresh.length === FOLLOW_BATCH ? fresh.at(-1)!.id : top;
+        if (!drain || fresh.length < FOLLOW_BATCH) return;
+      }
+    };
     for (;;) {
       await Bun.sleep(FOLLOW_INTERVAL_MS);
-      const top = log.newestId();
-      if (top <= last) continue;
-      const fresh = log.query({ ...filter, afterId: last, beforeId: top + 1, order: "asc", limit: FOLLOW_BATCH });
-      show(fresh);
-      last = fresh.length === FOLLOW_BATCH ? fresh.at(-1)!.id : top;
+      poll();
+      // The log rotated (serve stopped, the files moved, serve started again: docs/audit.md "Failure") or removed:
+      // this connection still reads the file it opened, where no row is written again. What the old file holds
+      // past the last poll is printed, then the file at the path is followed from its first row (its ids start
+      // again).
+      if (sameFile(fileAt(path), opened)) continue;
+      poll(true);
+      await log.close();
+      note(`${escapes(path)} is another file now (rotated, replaced or removed): following it from its first row`);
+      ({ log, id: opened } = await openLog(path, true));
+      last = 0;
     }
   } finally {
+    await log.close();
+  }
+}
+
+interface FileId {
+  readonly dev: number;
+  readonly ino: number;
+}
+
+function fileAt(path: string): FileId | null {
+  try {
+    const s = statSync(path);
+    return { dev: s.dev, ino: s.ino };
+  } catch {
+    return null;
+  }
+}
+
+function sameFile(a: FileId | null, b: FileId | null): boolean {
+  return a !== null && b !== null && a.dev === b.dev && a.ino === b.ino;
+}
+
+/** How long `--follow` retries a log it cannot open yet: serve creates the file, then its schema. */
+const FOLLOW_OPEN_RETRY_MS = 10_000;
+
+/**
+ * Opens the log read-only, and which file it opened: the file at the path before and after the open, the same one
+ * (else opened again: it was replaced meanwhile). With `wait` (--follow), once a file is at the path, and a file
+ * that does not open is tried again for FOLLOW_OPEN_RETRY_MS: one serve has just created has no schema yet.
+ */
+async function openLog(path: string, wait: boolean): Promise<{ log: AuditLog; id: FileId }> {
+  let failingSince: number | null = null;
+  for (;;) {
+    const before = fileAt(path);
+    if (before === null && wait) {
+      await Bun.sleep(FOLLOW_INTERVAL_MS);
+      continue;
+    }
+    let log: AuditLog;
+    try {
+      log = AuditLog.open(path, { readonly: true });
+    } catch (e) {
+      failingSince ??= Date.now();
+      if (!wait || Date.now() - failingSince >= FOLLOW_OPEN_RETRY_MS) throw e;
+      await Bun.sleep(FOLLOW_INTERVAL_MS);
+      continue;
+    }
+    if (sameFile(fileAt(path), before)) return { log, id: before! };
     await log.close();
   }
 }
