@@ -23,7 +23,8 @@ export interface ConfigLocation {
 }
 
 /**
- * The config file to read. A `-c` value is taken as given (loading it reports a missing file). A set
+ * The config file to read. A `-c` value is taken as given (loading it reports a missing file); an empty one is an
+ * error, never the search path. A set
  * MAILGATOR_CONFIG is taken as given too: a variable naming a file that does not exist is an error, never a
  * reason to fall back to another file. Otherwise the first of ./mailgator.toml and /etc/mailgator/mailgator.toml
  * that exists; none is an error listing where it looked. A file found so (never one named by -c or the variable) is
@@ -38,7 +39,11 @@ export function findConfig(
   cwd = process.cwd(),
   system = SYSTEM_CONFIG,
 ): ConfigLocation {
-  if (given !== undefined && given !== "") return { path: given, ownedOnly: false };
+  // An empty -c names no file: read as "not given", `-c "$CONFIG"` with the variable unset in a script would act
+  // on ./mailgator.toml or the system file instead (approve a held message, reload a serve) without a word.
+  if (given === "")
+    throw new ConfigError("(no config file)", [{ message: "-c names no file (an empty value): give -c FILE" }]);
+  if (given !== undefined) return { path: given, ownedOnly: false };
   const fromEnv = env[CONFIG_ENV];
   if (fromEnv !== undefined && fromEnv !== "") {
     if (existsSync(fromEnv)) return { path: fromEnv, ownedOnly: false };

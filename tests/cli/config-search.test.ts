@@ -122,3 +122,20 @@ test("approvals and account find the config as every other command does (README,
     }
   }
 });
+
+test("an empty -c is an error, never the search path: a script's unset variable must not pick ./mailgator.toml", () => {
+  expect(() => findConfig("", {}, here, system)).toThrow("-c names no file (an empty value)");
+  for (const args of [
+    ["check", "-c", ""],
+    ["check", "--config="],
+    ["audit", "-c", ""],
+  ]) {
+    const p = Bun.spawnSync([process.execPath, join(ROOT, "src/cli/main.ts"), ...args], {
+      cwd: here,
+      env: { PATH: process.env["PATH"] ?? "" },
+    });
+    expect(p.exitCode).toBe(2);
+    expect(p.stdout.toString()).toBe("");
+    expect(p.stderr.toString()).toContain("-c names no file (an empty value)");
+  }
+});
