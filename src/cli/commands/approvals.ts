@@ -85,9 +85,14 @@ export async function approvals(ctx: CommandContext): Promise<number> {
     env: ctx.env,
     create: false,
   });
+  // With --json, stdout holds JSON only (a script reads it): a note that there is nothing to act on goes to stderr.
+  const err = ctx.err ?? ((text: string) => process.stderr.write(`${text}\n`));
+  const fail = (text: string) => (values.json ? err(text) : ctx.out(text), EXIT_FAILURE);
   if (state === null) {
-    ctx.out(values.json ? "[]" : `no state database at ${escapes(config.state.path)}: nothing was ever held`);
-    return verb === "list" ? EXIT_OK : EXIT_FAILURE;
+    const none = `no state database at ${escapes(config.state.path)}: nothing was ever held`;
+    if (verb !== "list") return fail(none);
+    ctx.out(values.json ? "[]" : none);
+    return EXIT_OK;
   }
   try {
     const store = new ApprovalStore(state);
@@ -101,10 +106,7 @@ export async function approvals(ctx: CommandContext): Promise<number> {
       return EXIT_OK;
     }
     const row = store.row(id!);
-    if (row === null) {
-      ctx.out(`no held message ${id}`);
-      return EXIT_FAILURE;
-    }
+    if (row === null) return fail(`no held message ${id}`);
     if (verb === "show") {
       // A record that does not open (altered, or sealed with another key) still has its row to show; what it held
       // cannot be shown, and the command says so and fails (docs/approvals.md "Deciding").
