@@ -58,6 +58,8 @@ export interface FuzzReport {
   readonly rss: { start: number; max: number; end: number; series: string };
   readonly relay: { imap: Relay["stats"]; smtp: Relay["stats"] };
   readonly leftover: { agents: number; upstream: number };
+  /** The fuzzer's own valid logins (LOGIN, AUTH PLAIN) before its inputs, by how the proxy answered them. */
+  readonly logins: { ok: number; locked: number; refused: number };
   readonly problems: string[];
 }
 
@@ -217,13 +219,29 @@ interface Outcome {
   closedByProxy: boolean;
   /** Inputs written while the connection was open. */
   written: number;
+  /** The fuzzer's own valid login before the inputs: not tried, accepted, refused by the lock-out, or else refused. */
+  login: "none" | "ok" | "locked" | "refused";
+}
+
+/** What the proxy answers a login refused under a failed-login lock-out (docs/config.md "Who connects"). */
+const LOCKED_OUT = /Too many failed logins/;
+
+/**
+ * The loopback address the `n`th fuzzing connection comes from: each its own, never 127.0.0.1 (which the checks
+ * after the run use). The mutated LOGINs and AUTHs fail, and 10 failures from one address lock it out for 15
+ * minutes (docs/config.md "Who connects"); from one address for all, the fuzzer's own valid logins were refused
+ * within seconds and the inputs meant for logged-in sessions fuzzed the lock-out's refusal instead. Linux answers
+ * every address of 127.0.0.0/8 on the loopback interface.
+ */
+export function fuzzAddress(n: number): string {
+  return `127.${1 + (Math.floor(n / (256 * 254)) % 254)}.${Math.floor(n / 254) % 256}.${1 + (n % 254)}`;
 }
 
 /** A socket that discards what it reads but can wait for a pattern; latin1 throughout. */
 class Sink {
   #tail = "";
   #want: RegExp | null = null;
-  #found: (() => void) | null = null;
+  #found: ((match?: RegExpExecArray) => void) | null = null;
   closed = false;
   #closedWaiters: (() => void)[] = [];
 
@@ -232,10 +250,11 @@ class Sink {
     socket.on("data", (d: string) => {
       if (this.#want === null) return;
       this.#tail = (this.#tail + d).slice(-4096);
-      if (this.#want.test(this.#tail)) {
+      const match = this.#want.exec(this.#tail);
+      if (match !== null) {
         this.#want = null;
         this.#tail = "";
-        this.#found?.();
+        this.#found?.(match);
       }
     });
     socket.on("error", () => {});
@@ -246,29 +265,37 @@ class Sink {
     });
   }
 
-  static open(port: number): Promise<Sink> {
+  static open(port: number, localAddress: string): Promise<Sink> {
     return new Promise((resolve, reject) => {
-      const socket = connect({ host: LOOPBACK, port });
+      const socket = connect({ host: LOOPBACK, port, localAddress });
       socket.once("connect", () => resolve(new Sink(socket)));
       socket.once("error", reject);
     });
   }
 
   /** Resolves true when `re` matches what arrives (from now on), false on close or timeout. */
-  wait(re: RegExp, ms: number): Promise<boolean> {
-    if (this.closed) return Promise.resolve(false);
+  async wait(re: RegExp, ms: number): Promise<boolean> {
+    return (await this.reply(re, ms)) !== null;
+  }
+
+  /**
+   * Resolves with what `re`'s second group matched in what arrives (from now on; the whole match when it has
+   * none), or null on close or timeout.
+   */
+  reply(re: RegExp, ms: number): Promise<string | null> {
+    if (this.closed) return Promise.resolve(null);
     this.#want = re;
     this.#tail = "";
     return new Promise((resolve) => {
       const timer = setTimeout(() => {
         this.#want = null;
         this.#found = null;
-        resolve(false);
+        resolve(null);
       }, ms);
-      this.#found = () => {
+      this.#found = (match) => {
         clearTimeout(timer);
         this.#found = null;
-        resolve(!this.closed);
+        resolve(this.closed || match === undefined ? null : (match[2] ?? match[0]));
       };
     });
   }
@@ -316,14 +343,23 @@ async function sendChunks(
   return written;
 }
 
-async function imapConnection(port: number, user: SoakUser, inputs: string[], random: () => number): Promise<Outcome> {
-  const sink = await Sink.open(port);
+async function imapConnection(
+  port: number,
+  from: string,
+  user: SoakUser,
+  inputs: string[],
+  random: () => number,
+): Promise<Outcome> {
+  const sink = await Sink.open(port, from);
   try {
     if (!(await sink.wait(/^\* (OK|BYE)[^\r\n]*\r\n/m, LOGIN_WAIT_MS)))
-      return { closedByProxy: sink.closed, written: 0 };
+      return { closedByProxy: sink.closed, written: 0, login: "none" };
+    let login: Outcome["login"] = "none";
     if (random() < 0.85) {
       sink.write(`L1 LOGIN "${user.user}" "${user.password}"\r\n`);
-      if (!(await sink.wait(/(^|\n)L1 [^\r\n]*\r\n/, LOGIN_WAIT_MS))) return { closedByProxy: sink.closed, written: 0 };
+      const reply = await sink.reply(/(^|\n)(L1 [^\r\n]*)\r\n/, LOGIN_WAIT_MS);
+      if (reply === null) return { closedByProxy: sink.closed, written: 0, login: "refused" };
+      login = reply.startsWith("L1 OK") ? "ok" : LOCKED_OUT.test(reply) ? "locked" : "refused";
       if (random() < 0.8) {
         sink.write("L2 SELECT INBOX\r\n");
         await sink.wait(/(^|\n)L2 [^\r\n]*\r\n/, LOGIN_WAIT_MS);
@@ -336,21 +372,31 @@ async function imapConnection(port: number, user: SoakUser, inputs: string[], ra
       (n) => [`y${n} NOOP\r\n`, new RegExp(`(^|\n)y${n} [^\r\n]*\r\n`)],
     );
     sink.write("\r\nZZ LOGOUT\r\n");
-    return { closedByProxy: await sink.waitClosed(CLOSE_WAIT_MS), written };
+    return { closedByProxy: await sink.waitClosed(CLOSE_WAIT_MS), written, login };
   } finally {
     sink.socket.destroy();
   }
 }
 
-async function smtpConnection(port: number, user: SoakUser, inputs: string[], random: () => number): Promise<Outcome> {
-  const sink = await Sink.open(port);
+async function smtpConnection(
+  port: number,
+  from: string,
+  user: SoakUser,
+  inputs: string[],
+  random: () => number,
+): Promise<Outcome> {
+  const sink = await Sink.open(port, from);
   try {
-    if (!(await sink.wait(/^\d{3} [^\r\n]*\r\n/m, LOGIN_WAIT_MS))) return { closedByProxy: sink.closed, written: 0 };
+    if (!(await sink.wait(/^\d{3} [^\r\n]*\r\n/m, LOGIN_WAIT_MS)))
+      return { closedByProxy: sink.closed, written: 0, login: "none" };
+    let login: Outcome["login"] = "none";
     if (random() < 0.85) {
       sink.write("EHLO fuzz.test\r\n");
       await sink.wait(/(^|\n)250 [^\r\n]*\r\n/, LOGIN_WAIT_MS);
       sink.write(`AUTH PLAIN ${plainAuth(user.user, user.password)}\r\n`);
-      await sink.wait(/(^|\n)\d{3} [^\r\n]*\r\n/, LOGIN_WAIT_MS);
+      const reply = await sink.reply(/(^|\n)(\d{3} [^\r\n]*)\r\n/, LOGIN_WAIT_MS);
+      login =
+        reply === null ? "refused" : reply.startsWith("235") ? "ok" : LOCKED_OUT.test(reply) ? "locked" : "refused";
     }
     const written = await sendChunks(
       sink,
@@ -359,7 +405,7 @@ async function smtpConnection(port: number, user: SoakUser, inputs: string[], ra
       () => ["NOOP\r\n", /(^|\n)250 2\.0\.0 OK\r\n/],
     );
     sink.write("\r\n.\r\nQUIT\r\n");
-    return { closedByProxy: await sink.waitClosed(CLOSE_WAIT_MS), written };
+    return { closedByProxy: await sink.waitClosed(CLOSE_WAIT_MS), written, login };
   } finally {
     sink.socket.destroy();
   }
@@ -390,6 +436,8 @@ export async function runFuzz(options: FuzzOptions, proxyIn?: MailgatorProcess):
   const deadline = started + options.maxSeconds * 1000;
   const inputs = { imap: 0, smtp: 0 };
   const connections = { imap: 0, smtp: 0, closedByProxy: 0, destroyedByUs: 0 };
+  const logins = { ok: 0, locked: 0, refused: 0 };
+  let opened = 0;
   const problems: string[] = [];
   let sent = 0;
   let nextProgress = started + 10_000;
@@ -408,10 +456,12 @@ export async function runFuzz(options: FuzzOptions, proxyIn?: MailgatorProcess):
             random() < VALID_SHARE ? corpus[Math.floor(random() * corpus.length)]! : mutate(corpus, random),
           );
           const user = users[Math.floor(random() * users.length)]!;
+          const from = fuzzAddress(opened++);
           try {
             const outcome = imap
-              ? await imapConnection(proxy.imapPort, user, batch, random)
-              : await smtpConnection(proxy.smtpPort, user, batch, random);
+              ? await imapConnection(proxy.imapPort, from, user, batch, random)
+              : await smtpConnection(proxy.smtpPort, from, user, batch, random);
+            if (outcome.login !== "none") logins[outcome.login]++;
             if (outcome.closedByProxy) connections.closedByProxy++;
             else connections.destroyedByUs++;
             // Inputs not written (the proxy closed the connection first) go back to the count still to send.
@@ -459,6 +509,14 @@ export async function runFuzz(options: FuzzOptions, proxyIn?: MailgatorProcess):
     const smtp = tcpConnections(proxy.pid, { remote: smtpRelay.port });
     problems.push(`upstream connections still held by the proxy 20 s after the run: IMAP ${imap}, SMTP ${smtp}`);
   }
+
+  // The inputs meant to follow a login did: a lock-out of the fuzzer's address (its mutated logins fail) would leave
+  // them to fuzz the lock-out's refusal instead of the sessions behind a login.
+  if (logins.locked > 0)
+    problems.push(
+      `${logins.locked} of the fuzzer's ${logins.ok + logins.locked + logins.refused} own logins were refused ` +
+        "under a failed-login lock-out",
+    );
 
   // A normal agent still gets in and is served, on both listeners.
   if (proxy.alive()) {
@@ -527,6 +585,7 @@ export async function runFuzz(options: FuzzOptions, proxyIn?: MailgatorProcess):
     },
     relay: { imap: imapRelay.stats, smtp: smtpRelay.stats },
     leftover: { agents, upstream },
+    logins,
     problems,
   };
 }
@@ -550,6 +609,8 @@ function print(report: FuzzReport, options: FuzzOptions): void {
         `connections, malformed ${report.relay.imap.malformed}: ${names(report.relay.imap.names)}`,
       `fuzz: upstream SMTP commands ${report.relay.smtp.commands} over ${report.relay.smtp.connections} ` +
         `connections, malformed ${report.relay.smtp.malformed}: ${names(report.relay.smtp.names)}`,
+      `fuzz: the fuzzer's own logins: ${report.logins.ok} accepted, ${report.logins.locked} refused under a ` +
+        `lock-out, ${report.logins.refused} refused otherwise (max_sessions_per_agent, a slow upstream)`,
       `fuzz: connections left in the proxy: ${report.leftover.agents} agent, ${report.leftover.upstream} upstream`,
       `fuzz: RSS MiB: start ${report.rss.start.toFixed(1)}, max ${report.rss.max.toFixed(1)} (limit ` +
         `${options.rssLimitMiB}), end ${report.rss.end.toFixed(1)}`,
