@@ -639,7 +639,7 @@ if (import.meta.main) {
       "max-seconds": { default: "1800", help: "stop sending after this long, whatever the count" },
       "rss-limit-mib": { default: "400", help: "fail when the proxy's RSS exceeds this" },
       "sample-ms": { default: "2000", help: "RSS sampling interval" },
-      "purge-delay": { default: "", help: "MIMALLOC_PURGE_DELAY for the proxy (default: what serve sets, -1)" },
+      "purge-delay": { default: "", help: "MIMALLOC_PURGE_DELAY for the proxy (default: what serve sets, 1000)" },
       seed: { default: "1", help: "PRNG seed" },
       "extra-config": { default: "", help: "TOML appended to the proxy's config, e.g. a [limits] table" },
     },

@@ -347,7 +347,7 @@ if (import.meta.main) {
       "sample-ms": { default: "5000", help: "RSS sampling interval" },
       "rss-tolerance": { default: "0.2", help: "allowed RSS growth over the warm-up value" },
       "check-rss": { default: "yes", help: "yes or no: fail when RSS exceeds the tolerance" },
-      "purge-delay": { default: "", help: "MIMALLOC_PURGE_DELAY for the proxy (default: what serve sets, -1)" },
+      "purge-delay": { default: "", help: "MIMALLOC_PURGE_DELAY for the proxy (default: what serve sets, 1000)" },
       "heap-probe": { default: "no", help: "yes: the proxy writes heap statistics to heap.jsonl in the run folder" },
       seed: { default: "1", help: "PRNG seed" },
       "extra-config": { default: "", help: "TOML appended to the proxy's config, e.g. a [limits] table" },
