@@ -126,3 +126,34 @@ test("--follow waits for the log to come back after it is moved away, then print
     await next?.close();
   }
 });
+
+test("--follow does not print a row twice when the log it followed is moved back to the path", async () => {
+  const { dir, file, db } = fixture();
+  let log = AuditLog.open(db);
+  for (const target of ["one@x.test", "two@x.test"]) await log.durable({ ...ev, target });
+  await log.close();
+  const f = follow(file, ["--json"]);
+  try {
+    await f.until("two@x.test");
+    mkdirSync(join(dir, "old"));
+    const names = readdirSync(dir).filter((name) => name.startsWith("mailgator-audit.db"));
+    for (const name of names) renameSync(join(dir, name), join(dir, "old", name));
+    await f.until("is another file now", "err");
+    // The same file, back where it was (a move undone): its ids go on, so do the rows printed.
+    for (const name of names) renameSync(join(dir, "old", name), join(dir, name));
+    log = AuditLog.open(db);
+    await log.durable({ ...ev, target: "three@x.test" });
+    await f.until("three@x.test");
+    await Bun.sleep(1_000);
+    const targets = f
+      .out()
+      .trim()
+      .split("\n")
+      .map((l) => (JSON.parse(l) as { target: string }).target);
+    expect(targets).toEqual(["one@x.test", "two@x.test", "three@x.test"]);
+    expect(f.err()).toContain(`${db} is the file followed before, back: going on after row #2`);
+  } finally {
+    f.stop();
+    await log.close();
+  }
+});

@@ -223,10 +223,16 @@ export async function audit(ctx: CommandContext): Promise<number> {
       // again).
       if (sameFile(fileAt(path), opened)) continue;
       poll(true);
+      // The file left, told from any other by its device and inode and its newest row: one moved back to the path
+      // (a move undone) still has both, and its ids go on, so following it from its first row would print every
+      // row again. An inode freed and given to a new file does not hold that row.
+      const left = { id: opened, top: last, row: rowAt(log, last) };
       await log.close();
       note(`${escapes(path)} is another file now (rotated, replaced or removed): following it from its first row`);
       ({ log, id: opened } = await openLog(path, true));
-      last = 0;
+      if (sameFile(opened, left.id) && left.row !== null && left.row === rowAt(log, left.top))
+        note(`${escapes(path)} is the file followed before, back: going on after row #${left.top}`);
+      else last = 0;
     }
   } finally {
     await log.close();
@@ -245,6 +251,12 @@ function fileAt(path: string): FileId | null {
   } catch {
     return null;
   }
+}
+
+/** Row `id` of the log, whatever the filter, as text to compare (null: none). */
+function rowAt(log: AuditLog, id: number): string | null {
+  const row = log.query({ afterId: id - 1, beforeId: id + 1, order: "asc", limit: 1 })[0];
+  return row === undefined ? null : JSON.stringify(row);
 }
 
 function sameFile(a: FileId | null, b: FileId | null): boolean {
