@@ -171,6 +171,18 @@ function capped(inner: typeof fetch): typeof fetch {
   }) as typeof fetch;
 }
 
+/**
+ * The ways a secret the request carried can come back in a provider's text: percent-encoded as the request body
+ * sends it (application/x-www-form-urlencoded, WHATWG URL "urlencoded serializer": "/" is %2F, "~" is %7E, a space
+ * "+"), or as a URI component; then as it is. The encoded forms come first: a provider that echoes the raw body
+ * would otherwise show the bulk of a Google refresh token ("1//0g..." sent as "1%2F%2F0g...").
+ */
+function spellings(secret: string): string[] {
+  if (secret === "") return [];
+  const form = new URLSearchParams({ s: secret }).toString().slice(2);
+  return [...new Set([form, encodeURIComponent(secret), secret])];
+}
+
 /** The oauth4webapi view of an account's client registration; `fetchImpl` is for tests. */
 export function endpointFor(settings: OAuth2Settings, fetchImpl?: typeof fetch): Endpoint {
   const as: oauth.AuthorizationServer = {
@@ -188,7 +200,7 @@ export function endpointFor(settings: OAuth2Settings, fetchImpl?: typeof fetch):
     client: { client_id: settings.clientId },
     auth: secret === undefined ? oauth.None() : oauth.ClientSecretPost(secret),
     redact: (text, sent = []) =>
-      [secret ?? "", ...sent].reduce((t, s) => (s === "" ? t : t.replaceAll(s, "[redacted]")), text),
+      [secret ?? "", ...sent].flatMap(spellings).reduce((t, s) => (s === "" ? t : t.replaceAll(s, "[redacted]")), text),
     options: {
       ...(insecure ? { [oauth.allowInsecureRequests]: true } : {}),
       [oauth.customFetch]: capped(fetchImpl ?? fetch),

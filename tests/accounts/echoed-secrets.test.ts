@@ -115,3 +115,61 @@ test("login: the code exchange and the device flow, refused with the code and se
   expect(device).toBeInstanceOf(LoginError);
   expectNoSecret(device.message);
 });
+
+// What the request carried is the form-encoded body (application/x-www-form-urlencoded): a Google refresh token or
+// authorization code has "/" in it ("1//0g...", "4/0A..."), a Microsoft client secret "~", each sent percent-encoded.
+// A provider (or a gateway before it) that echoes the raw body puts the encoded form in its description.
+const ENCODED_REFRESH = "1//0gRefreshSecret0006";
+const ENCODED_CLIENT_SECRET = "cs~Secret+0007/x";
+
+/** Answers every request with `error`, its description echoing the raw request body. */
+function echoingRaw(error: string, status: number) {
+  return (async (input: string | URL | Request, init?: RequestInit) => {
+    const body = await new Request(input as string, init).text();
+    return Response.json({ error, error_description: `refused: ${body}` }, { status });
+  }) as typeof fetch;
+}
+
+test("refresh refused with the raw, percent-encoded request body echoed: nothing of the secrets shows", async () => {
+  const dir = mkdtempSync(join(TMP, "t-"));
+  const config = parseConfig(
+    [
+      "[accounts.main]",
+      'username = "me@example.test"',
+      'auth = "oauth2"',
+      'provider = "custom"',
+      'client_id = "client-1"',
+      `client_secret = "${ENCODED_CLIENT_SECRET}"`,
+      'authorize_url = "https://idp.example.test/authorize"',
+      `token_url = "${TOKEN_URL}"`,
+      'scopes = ["mail"]',
+      "[audit]",
+      'path = "audit.db"',
+    ].join("\n"),
+    join(dir, "m.toml"),
+  );
+  const store = SealedStore.open(config.state.path, { secretsFile: config.state.secretsFile, env: {}, create: true })!;
+  const now = 1_700_000_000_000;
+  const tokens = { clientId: "client-1", tokenUrl: TOKEN_URL, obtainedAt: now, expiresAt: null };
+  saveTokens(store, "main", { ...tokens, refreshToken: ENCODED_REFRESH, accessToken: null }, now);
+  const logged: string[] = [];
+  const audited: AuditEvent[] = [];
+  const log = { error: (m: string) => logged.push(m), warn: (m: string) => logged.push(m), info: () => {} };
+  const c = new AccountCredentials({
+    config,
+    store,
+    fetch: echoingRaw("invalid_grant", 400),
+    now: () => now,
+    log,
+    audit: (e) => audited.push(e),
+  });
+  const e = (await c.credentialFor("main").catch((x: unknown) => x)) as Error;
+  expect(e).toBeInstanceOf(AccountNeedsReauthorization);
+  const seen = [e.message, readStatus(store, "main")!.lastError!, logged.join("\n"), JSON.stringify(audited)];
+  for (const text of seen) {
+    expect(text).toContain("[redacted]");
+    // Neither the secret nor its encoded form, nor the part of it that encoding leaves as it is.
+    for (const secret of ["0gRefreshSecret0006", "Secret+0007", "Secret%2B0007"]) expect(text).not.toContain(secret);
+  }
+  store.close();
+});
