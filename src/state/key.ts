@@ -37,6 +37,11 @@ function decode(text: string, where: string): Buffer {
   return key;
 }
 
+/** The secrets file is missing (and the environment gives no key) where no key may be created. */
+export class SecretsKeyMissing extends SecretsKeyError {
+  override name = "SecretsKeyMissing";
+}
+
 /** Reads (or creates) the key; throws SecretsKeyError with a sentence a person can act on. */
 export function loadSecretsKey(source: KeySource): Buffer {
   const fromEnv = source.env[SECRETS_KEY_ENV];
@@ -64,7 +69,7 @@ function readOrCreate(source: KeySource): Buffer {
   if (typeof read === "string") return decode(read, source.file);
   if (read.code !== "ENOENT") throw new SecretsKeyError(`the secrets file: ${read.problem}`);
   if (!source.mayCreate)
-    throw new SecretsKeyError(
+    throw new SecretsKeyMissing(
       `the secrets file ${source.file} is missing and ${SECRETS_KEY_ENV} is not set, but the state database holds ` +
         `sealed records: restore the file (or set ${SECRETS_KEY_ENV}); a new key could not open them`,
     );

@@ -12,7 +12,7 @@ import { Database } from "bun:sqlite";
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
 import { preparePrivateDatabase, restrictDatabaseFiles } from "../private-files.ts";
-import { KEY_BYTES, loadSecretsKey, SecretsKeyError } from "./key.ts";
+import { KEY_BYTES, loadSecretsKey, SecretsKeyError, SecretsKeyMissing } from "./key.ts";
 
 /** GCM's recommended nonce size (NIST SP 800-38D section 8.2). */
 const NONCE_BYTES = 12;
@@ -66,7 +66,7 @@ export class SealedStore {
   /**
    * Opens the state database at `path` with the key from the environment or the secrets file. Throws
    * SecretsKeyError when the key is missing, malformed or not the one the records were sealed with; returns null when
-   * `create` is false and there is no database yet.
+   * `create` is false and there is no database yet, or one without sealed records and no key (nothing to open).
    */
   static open(path: string, options: StateOpenOptions): SealedStore | null {
     const existed = existsSync(path);
@@ -84,11 +84,22 @@ export class SealedStore {
       migrate(db);
       restrictDatabaseFiles(path);
       const sealed = (db.query("SELECT count(*) AS n FROM sealed").get() as { n: number }).n;
-      const key = loadSecretsKey({
-        file: options.secretsFile,
-        env: options.env,
-        mayCreate: sealed === 0 && options.create,
-      });
+      let key: Buffer;
+      try {
+        key = loadSecretsKey({
+          file: options.secretsFile,
+          env: options.env,
+          mayCreate: sealed === 0 && options.create,
+        });
+      } catch (e) {
+        // A read-only use (`account status`, `approvals list`) of a database with nothing sealed in it yet (made
+        // keyless for the quota counters, docs/quotas.md): nothing to read, and no key to make; as if none existed.
+        if (e instanceof SecretsKeyMissing && sealed === 0 && !options.create) {
+          db.close();
+          return null;
+        }
+        throw e;
+      }
       const store = new SealedStore(path, db, key);
       store.#checkKey(sealed > 0, options.secretsFile);
       restrictDatabaseFiles(path);
