@@ -106,7 +106,10 @@ export class SealedStore {
       return store;
     } catch (e) {
       db.close();
-      throw e;
+      // A key problem names its file already; SQLite's own errors ("file is not a database") name none, and the
+      // audit log is opened too at start: the error says which file (as the audit log's does, docs/audit.md).
+      if (e instanceof SecretsKeyError) throw e;
+      throw new Error(`state database ${path}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
     }
   }
 
