@@ -314,7 +314,9 @@ function walk(part: Part, depth: number, state: Walk, place: Place): void {
   // Read as the approvers' preview reads a body (src/mail/transfer.ts): base64 with a character outside its alphabet,
   // a quoted-printable `=` that is no escape, an unknown or byte-order-less charset, or octets that are not text in
   // theirs are not decoded, since readers differ on what they stand for.
-  const decoded = decodeTransferEncoding(Buffer.from(part.body), field(part.headers, "content-transfer-encoding"));
+  // A view of the part's octets, not a copy (Buffer.from of a Uint8Array copies it; a part may be megabytes).
+  const body = Buffer.from(part.body.buffer, part.body.byteOffset, part.body.byteLength);
+  const decoded = decodeTransferEncoding(body, field(part.headers, "content-transfer-encoding"));
   const octets = "octets" in decoded ? decoded.octets : null;
   const isText = entity.type === "text/plain" || entity.type === "text/html";
   if (!isAttachmentEntity(entity)) {
