@@ -129,12 +129,22 @@ function wordOctets(encoding: string, text: string): Uint8Array | null {
   return out.subarray(0, k);
 }
 
+/**
+ * The byte order a UTF-16 text's byte order mark says (RFC 2781 §3.2), for a `bom` charset: null without one, when
+ * readers differ on the order (see `Charset`).
+ */
+export function byteOrderOf(octets: Uint8Array): "utf-16be" | "utf-16le" | null {
+  if (octets[0] === 0xfe && octets[1] === 0xff) return "utf-16be";
+  if (octets[0] === 0xff && octets[1] === 0xfe) return "utf-16le";
+  return null;
+}
+
 function decodeOctets(charset: Charset, octets: Uint8Array): string | null {
   try {
     if (charset.kind === "decoder") return charset.decoder.decode(octets);
-    if (octets[0] === 0xfe && octets[1] === 0xff) return utf16be.decode(octets.subarray(2));
-    if (octets[0] === 0xff && octets[1] === 0xfe) return utf16le.decode(octets.subarray(2));
-    return null;
+    const order = byteOrderOf(octets);
+    if (order === null) return null;
+    return (order === "utf-16be" ? utf16be : utf16le).decode(octets.subarray(2));
   } catch {
     return null;
   }

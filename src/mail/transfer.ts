@@ -5,7 +5,7 @@
  */
 
 import { asciiLowerCase } from "./ascii.ts";
-import { charsetFor } from "./encoded-words.ts";
+import { byteOrderOf, charsetFor } from "./encoded-words.ts";
 
 type Label = ConstructorParameters<typeof TextDecoder>[0];
 
@@ -82,8 +82,7 @@ export function decodeCharset(
   let text = octets;
   let encoding: string;
   if (known.kind === "bom") {
-    const order =
-      text[0] === 0xfe && text[1] === 0xff ? "utf-16be" : text[0] === 0xff && text[1] === 0xfe ? "utf-16le" : null;
+    const order = byteOrderOf(text);
     if (order === null)
       return { problem: `charset ${JSON.stringify(charset)} without a byte order mark: its byte order is not known` };
     encoding = order;
