@@ -157,11 +157,15 @@ test("a 7-bit message, even declared BODY=8BITMIME, is delivered", async () => {
   expect(rows[1]?.[2]).toStartWith("upstream replied 250 ");
 });
 
-test("on the wire: the 8-bit message sends no MAIL at all; the 7-bit one goes without BODY=", async () => {
-  // In clear through a relay that keeps every line Mailgator writes to Postfix's smtp7bit listener.
-  const up = upstreams();
+/**
+ * A proxy whose upstream is Postfix's listener on `port`, in clear through a relay that keeps every octet Mailgator
+ * writes there (`written()`).
+ */
+async function recordedUpstream(
+  port: number,
+): Promise<{ wire: TestProxy; written: () => string; close(): Promise<void> }> {
   let written = "";
-  const relay = await TcpRelay.start({ host: up.host, port: up.ports.smtp7bit }, () => ({
+  const relay = await TcpRelay.start({ host: upstreams().host, port }, () => ({
     fromClient: (chunk, link) => {
       written += chunk.toString("latin1");
       link.target.write(chunk);
@@ -172,6 +176,19 @@ test("on the wire: the 8-bit message sends no MAIL at all; the 7-bit one goes wi
     upstreamAddr: `127.0.0.1:${relay.port}`,
     upstreamTls: "none",
   });
+  return {
+    wire,
+    written: () => written,
+    close: async () => {
+      await wire.close();
+      await relay.close();
+    },
+  };
+}
+
+test("on the wire: the 8-bit message sends no MAIL at all; the 7-bit one goes without BODY=", async () => {
+  const recorded = await recordedUpstream(upstreams().ports.smtp7bit);
+  const { wire } = recorded;
   try {
     const m = marker();
     const c = await loggedIn(wire.port);
@@ -180,19 +197,20 @@ test("on the wire: the 8-bit message sends no MAIL at all; the 7-bit one goes wi
     expect(await send(c, "MAIL FROM:<alice@mailgator.test> BODY=8BITMIME", `w8-${m}@corp.test`, eight, body)).toBe(
       REFUSAL,
     );
-    expect(written).toContain("AUTH PLAIN");
-    expect(written).not.toContain("MAIL FROM");
-    expect(written).not.toContain(m);
+    expect(recorded.written()).toContain("AUTH PLAIN");
+    expect(recorded.written()).not.toContain("MAIL FROM");
+    expect(recorded.written()).not.toContain(m);
     const seven = { From: "alice@mailgator.test", To: `w7-${m}@corp.test`, Subject: `7-bit ${m}` };
     const final = await send(c, "MAIL FROM:<alice@mailgator.test> BODY=8BITMIME", `w7-${m}@corp.test`, seven, "hi\r\n");
     expect(final).toMatch(/^250 /);
     c.close();
-    expect(written.match(/^MAIL FROM:.*$/gm)).toEqual([`MAIL FROM:<alice@mailgator.test> SIZE=${sizeOf(seven)}`]);
-    expect(written).not.toContain("BODY=");
-    expect(written).not.toContain(`w8-${m}`);
+    expect(recorded.written().match(/^MAIL FROM:.*$/gm)).toEqual([
+      `MAIL FROM:<alice@mailgator.test> SIZE=${sizeOf(seven)}`,
+    ]);
+    expect(recorded.written()).not.toContain("BODY=");
+    expect(recorded.written()).not.toContain(`w8-${m}`);
   } finally {
-    await wire.close();
-    await relay.close();
+    await recorded.close();
   }
 });
 
@@ -203,19 +221,8 @@ function sizeOf(headers: Record<string, string>): number {
 
 test("to an upstream offering 8BITMIME, 8-bit content goes with BODY=8BITMIME, declared or not", async () => {
   // RFC 6152 §3: 8-bit content is sent with BODY=8BITMIME. Through a relay to Postfix's usual listener (it offers it).
-  const up = upstreams();
-  let written = "";
-  const relay = await TcpRelay.start({ host: up.host, port: up.ports.smtp }, () => ({
-    fromClient: (chunk, link) => {
-      written += chunk.toString("latin1");
-      link.target.write(chunk);
-    },
-  }));
-  const wire = await startTestProxy({
-    rules: CORP_ONLY_RULES,
-    upstreamAddr: `127.0.0.1:${relay.port}`,
-    upstreamTls: "none",
-  });
+  const recorded = await recordedUpstream(upstreams().ports.smtp);
+  const { wire } = recorded;
   try {
     const m = marker();
     const c = await loggedIn(wire.port);
@@ -225,7 +232,7 @@ test("to an upstream offering 8BITMIME, 8-bit content goes with BODY=8BITMIME, d
     const seven = { From: "alice@mailgator.test", To: `u7-${m}@corp.test`, Subject: `7-bit ${m}` };
     expect(await send(c, "MAIL FROM:<alice@mailgator.test>", `u7-${m}@corp.test`, seven, "hi\r\n")).toMatch(/^250 /);
     c.close();
-    const mails = written.match(/^MAIL FROM:.*$/gm) ?? [];
+    const mails = recorded.written().match(/^MAIL FROM:.*$/gm) ?? [];
     expect(mails.length).toBe(2);
     expect(mails[0]).toEndWith(" BODY=8BITMIME");
     expect(mails[1]).not.toContain("BODY=");
@@ -234,7 +241,6 @@ test("to an upstream offering 8BITMIME, 8-bit content goes with BODY=8BITMIME, d
       `u8-${m}@corp.test`,
     ]);
   } finally {
-    await wire.close();
-    await relay.close();
+    await recorded.close();
   }
 });
