@@ -7,24 +7,15 @@
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
-import { type HeldChunk, holdingClientChunk, TcpRelay } from "../fixtures/tcp-relay.ts";
+import { HoldingRelay } from "../fixtures/tcp-relay.ts";
 import { ALLOW_ALL, auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
-let hold: HeldChunk | null = null;
-let relay: TcpRelay;
+let relay: HoldingRelay;
 let proxy: TestProxy;
 
 beforeAll(async () => {
   const up = upstreams();
-  relay = await TcpRelay.start(
-    { host: up.host, port: up.ports.imap },
-    holdingClientChunk(
-      () => hold,
-      () => {
-        hold = null;
-      },
-    ),
-  );
+  relay = await HoldingRelay.start({ host: up.host, port: up.ports.imap });
   proxy = await startTestProxy({ rules: ALLOW_ALL, upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` });
 });
 
@@ -45,11 +36,10 @@ async function expungeDuringOther(mailbox: TestMailbox, command: string) {
     expect(statusOf(await agent.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
     expect(statusOf(await agent.command("d", "UID STORE 1 +FLAGS.SILENT (\\Deleted)"), "d")).toStartWith("d OK");
     expect(statusOf(await other.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
-    const held = Promise.withResolvers<void>();
     const release = Promise.withResolvers<void>();
-    hold = { pattern: /^\S+ UID EXPUNGE /m, held: held.resolve, release: release.promise };
+    const held = relay.hold(/^\S+ UID EXPUNGE /m, release.promise);
     const answer = agent.command("x", command);
-    await held.promise;
+    await held;
     expect(statusOf(await other.command("o", "UID STORE 2 +FLAGS.SILENT (\\Deleted)"), "o")).toStartWith("o OK");
     const gone = await other.command("o2", "UID EXPUNGE 2");
     expect(gone).toContain("* 2 EXPUNGE");

@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { AuditLog, AuditRow } from "../../src/audit/index.ts";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
-import { holdingClientChunk, TcpRelay } from "../fixtures/tcp-relay.ts";
+import { HoldingRelay } from "../fixtures/tcp-relay.ts";
 import { rawMessage } from "./filtered-fixture.ts";
 import { auditCursor, INBOX_WRITABLE, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
@@ -20,8 +20,6 @@ folders = ["Archive"]
 action = "allow"
 ${INBOX_WRITABLE}`;
 
-/** The next upstream command whose line matches, and what holds it at the relay until `release`. */
-let hold: { pattern: RegExp; held: () => void; release: Promise<void> } | null = null;
 /** The next durable row of this command waits, once committed, until the promise settles. */
 let holdDurable: { command: string; held: () => void; release: Promise<void> } | null = null;
 
@@ -46,7 +44,7 @@ function holdingAudit(log: AuditLog): AuditLog {
   });
 }
 
-let relay: TcpRelay;
+let relay: HoldingRelay;
 let proxy: TestProxy;
 let mailbox: TestMailbox;
 let rows: () => Promise<AuditRow[]>;
@@ -56,15 +54,7 @@ let upstream: { upstreamTls: "none"; upstreamAddr: string };
 
 beforeAll(async () => {
   const up = upstreams();
-  relay = await TcpRelay.start(
-    { host: up.host, port: up.ports.imap },
-    holdingClientChunk(
-      () => hold,
-      () => {
-        hold = null;
-      },
-    ),
-  );
+  relay = await HoldingRelay.start({ host: up.host, port: up.ports.imap });
   upstream = { upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` } as const;
   proxy = await startTestProxy({ rules: INBOX_WRITABLE, ...upstream, wrapAudit: holdingAudit });
   oldRevision = proxy.config.revision;
@@ -97,7 +87,7 @@ async function acrossReload(
   on: { upstream: RegExp } | { durable: string },
 ): Promise<string> {
   const g = gate();
-  if ("upstream" in on) hold = { pattern: on.upstream, held: g.heldFn, release: g.releasing };
+  if ("upstream" in on) void relay.hold(on.upstream, g.releasing).then(g.heldFn);
   else holdDurable = { command: on.durable, held: g.heldFn, release: g.releasing };
   raw.write(`c ${command}\r\n`);
   await g.held;

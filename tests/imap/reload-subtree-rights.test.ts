@@ -8,7 +8,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
-import { holdingClientChunk, TcpRelay } from "../fixtures/tcp-relay.ts";
+import { HoldingRelay } from "../fixtures/tcp-relay.ts";
 import { rawMessage } from "./filtered-fixture.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
 
@@ -48,23 +48,13 @@ name = "Rest"
 action = "deny"
 `;
 
-/** The next upstream line that matches is held at the relay until `release` settles. */
-let hold: { pattern: RegExp; held: () => void; release: Promise<void> } | null = null;
-let relay: TcpRelay;
+let relay: HoldingRelay;
 let proxy: TestProxy;
 let upstream: { upstreamTls: "none"; upstreamAddr: string };
 
 beforeAll(async () => {
   const up = upstreams();
-  relay = await TcpRelay.start(
-    { host: up.host, port: up.ports.imap },
-    holdingClientChunk(
-      () => hold,
-      () => {
-        hold = null;
-      },
-    ),
-  );
+  relay = await HoldingRelay.start({ host: up.host, port: up.ports.imap });
   upstream = { upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` };
   proxy = await startTestProxy({ rules: OLD, ...upstream });
 });
@@ -94,17 +84,15 @@ for (const command of ["DELETE Work", "RENAME Work Done"]) {
       expect(statusOf(await raw.command("n", command), "n")).toStartWith("n NO [NOPERM]");
       proxy.reload({ rules: OLD, ...upstream });
 
-      let heldFn!: () => void;
-      let release!: () => void;
-      const held = new Promise<void>((resolve) => (heldFn = resolve));
-      hold = { pattern: /LIST "" "?Work\/\*"?/, held: heldFn, release: new Promise((r) => (release = r)) };
+      const release = Promise.withResolvers<void>();
+      const held = relay.hold(/LIST "" "?Work\/\*"?/, release.promise);
       raw.write(`c ${command}\r\n`);
       await held;
       proxy.reload({ rules: NEW, ...upstream });
-      release();
+      release.resolve();
       expect(statusOf(await raw.waitTagged("c"), "c")).toStartWith("c NO [NOPERM]");
     } finally {
-      hold = null;
+      relay.clear();
       raw.close();
     }
     expect(await upstreamState(mailbox)).toEqual(before);
@@ -153,14 +141,12 @@ for (const command of ["DELETE Work", "RENAME Work Done"]) {
     const raw = await RawImap.open(vaultProxy.port);
     try {
       expect(statusOf(await raw.command("L", `LOGIN bot ${AGENT_TOKEN}`), "L")).toStartWith("L OK");
-      let heldFn!: () => void;
-      let release!: () => void;
-      const held = new Promise<void>((resolve) => (heldFn = resolve));
-      hold = { pattern: /LIST "" "?Work\/\*"?/, held: heldFn, release: new Promise((r) => (release = r)) };
+      const release = Promise.withResolvers<void>();
+      const held = relay.hold(/LIST "" "?Work\/\*"?/, release.promise);
       raw.write(`c ${command}\r\n`);
       await held;
       expect(vaultProxy.reload({ ...vault(mailbox, false), ...upstream })).toBe(1);
-      release();
+      release.resolve();
       const text = await raw.readUntil(() => false, 10_000, "the proxy did not close the session");
       expect(text).toMatch(/^c NO .*\r\n\* BYE Configuration changed; this session ends, log in again\r\n$/m);
       expect(text).not.toContain("c OK");
@@ -171,7 +157,7 @@ for (const command of ["DELETE Work", "RENAME Work Done"]) {
         "the configuration changed while the command ran and ends this session: the agent was removed",
       ]);
     } finally {
-      hold = null;
+      relay.clear();
       raw.close();
       await vaultProxy.close();
     }

@@ -11,7 +11,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { AuditRow } from "../../src/audit/index.ts";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
-import { holdingClientChunk, TcpRelay } from "../fixtures/tcp-relay.ts";
+import { HoldingRelay } from "../fixtures/tcp-relay.ts";
 import { rawMessage } from "./filtered-fixture.ts";
 import { auditCursor, INBOX_WRITABLE, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
@@ -38,25 +38,14 @@ name = "nothing else"
 action = "deny"
 `;
 
-/** The next upstream command whose line matches, held at the relay until `release` (never, here: the link is cut). */
-let hold: { pattern: RegExp; held: () => void; release: Promise<void> } | null = null;
-
-let relay: TcpRelay;
+let relay: HoldingRelay;
 let proxy: TestProxy;
 let mailbox: TestMailbox;
 let rows: () => Promise<AuditRow[]>;
 
 beforeAll(async () => {
   const up = upstreams();
-  relay = await TcpRelay.start(
-    { host: up.host, port: up.ports.imap },
-    holdingClientChunk(
-      () => hold,
-      () => {
-        hold = null;
-      },
-    ),
-  );
+  relay = await HoldingRelay.start({ host: up.host, port: up.ports.imap });
   proxy = await startTestProxy({ rules: RULES, upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` });
   rows = auditCursor(proxy);
   mailbox = await createMailbox({ name: "unanswered-read" });
@@ -81,10 +70,9 @@ async function hangUpDuring(command: string, upstream: RegExp, select = true): P
   const raw = await RawImap.login(proxy.port, mailbox);
   if (select) expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
   await rows();
-  const held = Promise.withResolvers<void>();
-  hold = { pattern: upstream, held: held.resolve, release: new Promise<void>(() => {}) };
+  const held = relay.hold(upstream);
   raw.write(`c ${command}\r\n`);
-  await held.promise;
+  await held;
   raw.socket.destroy();
   // The session ends (its upstream link is cut); its rows are queued then, and committed within the batch time.
   await Bun.sleep(300);
@@ -150,10 +138,9 @@ test("SEARCH whose upstream connection is lost before the answer: its row, then 
   const raw = await RawImap.login(proxy.port, mailbox);
   expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
   await rows();
-  const held = Promise.withResolvers<void>();
-  hold = { pattern: /^\S+ UID SEARCH /m, held: held.resolve, release: new Promise<void>(() => {}) };
+  const held = relay.hold(/^\S+ UID SEARCH /m);
   raw.write("c SEARCH TEXT x\r\n");
-  await held.promise;
+  await held;
   relay.dropLinks();
   expect(await raw.readUntil(() => false)).toBe("* BYE Upstream connection lost\r\n");
   await Bun.sleep(50);
@@ -169,11 +156,10 @@ test("SEARCH whose upstream connection is lost before the answer: its row, then 
 test("LIST RETURN (STATUS) of a folder deleted meanwhile: left out, and its row says upstream's answer", async () => {
   const raw = await RawImap.login(proxy.port, mailbox);
   await rows();
-  const held = Promise.withResolvers<void>();
   const release = Promise.withResolvers<void>();
-  hold = { pattern: /^\S+ STATUS "?Other/m, held: held.resolve, release: release.promise };
+  const held = relay.hold(/^\S+ STATUS "?Other/m, release.promise);
   raw.write('c LIST "" "*" RETURN (STATUS (MESSAGES))\r\n');
-  await held.promise;
+  await held;
   const direct = await connectImap(mailbox);
   await direct.mailboxDelete("Other");
   await direct.logout();
@@ -199,11 +185,10 @@ test("SELECT of a filtered folder: the agent hangs up during classification; the
     const since = auditCursor(filtered);
     const raw = await RawImap.login(filtered.port, mailbox);
     await since();
-    const held = Promise.withResolvers<void>();
     // The classification's header fetch (nothing is cached yet for this proxy's new cache).
-    hold = { pattern: /^\S+ UID FETCH /m, held: held.resolve, release: new Promise<void>(() => {}) };
+    const held = relay.hold(/^\S+ UID FETCH /m);
     raw.write("c SELECT INBOX\r\n");
-    await held.promise;
+    await held;
     raw.socket.destroy();
     await Bun.sleep(300);
     relay.dropLinks();

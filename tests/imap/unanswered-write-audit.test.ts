@@ -9,28 +9,17 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import type { AuditRow } from "../../src/audit/index.ts";
 import { createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
-import { holdingClientChunk, TcpRelay } from "../fixtures/tcp-relay.ts";
+import { HoldingRelay } from "../fixtures/tcp-relay.ts";
 import { ALLOW_ALL, auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
-/** The next upstream chunk that matches, held at the relay for good (the link is cut afterwards). */
-let hold: { pattern: RegExp; held: () => void; release: Promise<void> } | null = null;
-
-let relay: TcpRelay;
+let relay: HoldingRelay;
 let proxy: TestProxy;
 let mailbox: TestMailbox;
 let rows: () => Promise<AuditRow[]>;
 
 beforeAll(async () => {
   const up = upstreams();
-  relay = await TcpRelay.start(
-    { host: up.host, port: up.ports.imap },
-    holdingClientChunk(
-      () => hold,
-      () => {
-        hold = null;
-      },
-    ),
-  );
+  relay = await HoldingRelay.start({ host: up.host, port: up.ports.imap });
   proxy = await startTestProxy({ rules: ALLOW_ALL, upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` });
   rows = auditCursor(proxy);
   mailbox = await createMailbox({ seed: { folders: { INBOX: 6, Archive: 1 }, seed: 31 } });
@@ -55,10 +44,9 @@ async function endDuring(
   const raw = await RawImap.login(proxy.port, mailbox);
   expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
   await rows();
-  const held = Promise.withResolvers<void>();
-  hold = { pattern: upstream, held: held.resolve, release: new Promise<void>(() => {}) };
+  const held = relay.hold(upstream);
   raw.write(`c ${command}\r\n`);
-  await held.promise;
+  await held;
   if (end === "hang up") {
     raw.socket.destroy();
     await Bun.sleep(300);
@@ -150,10 +138,9 @@ test("DELETE of the selected folder, the agent gone while it is closed first: ne
   expect(statusOf(await raw.command("m", "CREATE Doomed"), "m")).toStartWith("m OK");
   expect(statusOf(await raw.command("s", "SELECT Doomed"), "s")).toStartWith("s OK");
   await rows();
-  const held = Promise.withResolvers<void>();
-  hold = { pattern: /^\S+ UNSELECT/m, held: held.resolve, release: new Promise<void>(() => {}) };
+  const held = relay.hold(/^\S+ UNSELECT/m);
   raw.write("d DELETE Doomed\r\n");
-  await held.promise;
+  await held;
   raw.socket.destroy();
   await Bun.sleep(300);
   relay.dropLinks();

@@ -11,7 +11,7 @@ import type { ImapFlow } from "imapflow";
 import type { AuditRow } from "../../src/audit/index.ts";
 import { UPSTREAM_SET_RANGES } from "../../src/imap/limits.ts";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
-import { type HeldChunk, holdingClientChunk, TcpRelay } from "../fixtures/tcp-relay.ts";
+import { HoldingRelay } from "../fixtures/tcp-relay.ts";
 import { expected } from "./filtered-fixture.ts";
 import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
@@ -44,8 +44,7 @@ name = "nothing else"
 action = "deny"
 `;
 
-let hold: HeldChunk | null = null;
-let relay: TcpRelay;
+let relay: HoldingRelay;
 let proxy: TestProxy;
 let mailbox: TestMailbox;
 let human: ImapFlow;
@@ -53,15 +52,7 @@ let rows: () => Promise<AuditRow[]>;
 
 beforeAll(async () => {
   const up = upstreams();
-  relay = await TcpRelay.start(
-    { host: up.host, port: up.ports.imap },
-    holdingClientChunk(
-      () => hold,
-      () => {
-        hold = null;
-      },
-    ),
-  );
+  relay = await HoldingRelay.start({ host: up.host, port: up.ports.imap });
   mailbox = await createMailbox({ seed: { folders: { INBOX: 5000 }, seed: 23 } });
   const e = expected(mailbox.manifest.folders["INBOX"]!);
   const runs = e.visibleUids.filter((u, i) => i === 0 || e.visibleUids[i - 1] !== u - 1 || e.hiddenUids.has(u - 1));
@@ -85,10 +76,9 @@ test("UID MOVE in two parts, cut while the second waits for `+`: the first was d
   // The second upstream UID MOVE line is held (never reaches Dovecot); the first goes and is answered.
   let seen = 0;
   const second = { test: (chunk: string) => /^\S+ UID MOVE /m.test(chunk) && ++seen === 2 } as unknown as RegExp;
-  const held = Promise.withResolvers<void>();
-  hold = { pattern: second, held: held.resolve, release: new Promise<void>(() => {}) };
+  const held = relay.hold(second);
   agent.write(`m UID MOVE 1:* ${JSON.stringify(DEST)}\r\n`);
-  await held.promise;
+  await held;
   agent.socket.destroy();
   await Bun.sleep(300);
   relay.dropLinks();
