@@ -82,6 +82,7 @@ import {
   type Credentials,
   EIGHT_BIT_REFUSED,
   EightBitRefused,
+  offers8BitMime,
   openAccountUpstream,
   SendStopped,
   UpstreamAuthError,
@@ -1435,6 +1436,26 @@ export class SmtpSession {
     );
   }
 
+  /**
+   * Whether the upstream is known not to offer 8BITMIME (RFC 6152 §3): the session's connection, kept from AUTH or
+   * opened while the message came in (#prepareUpstream), answered its last EHLO without it. Waits for the connection
+   * being opened; opens none. Not known (false) when it could not be opened or has closed, or when the session is
+   * ending: the replay then checks on the connection it sends on, and an approval on its own (docs/smtp.md "Replay").
+   */
+  async #upstreamLacks8BitMime(): Promise<boolean> {
+    let upstream = this.#upstream;
+    const opening = this.#opening;
+    if (opening !== null) {
+      try {
+        upstream = await opening.promise;
+      } catch {
+        return false; // Kept for the replay, which reports it (#prepareUpstream).
+      }
+    }
+    if (this.#ending || upstream === null || upstream.closed) return false;
+    return !offers8BitMime(upstream);
+  }
+
   /** The upstream connection for a replay: the one being opened, the open one, or a new one. */
   async #connectedUpstream(): Promise<UpstreamSession> {
     const opening = this.#opening;
@@ -1489,6 +1510,11 @@ export class SmtpSession {
       this.#send(reply(code, status, `${capitalize(reason)}; nothing was sent`));
       return;
     }
+    // 8-bit content goes only to an upstream that offers 8BITMIME (RFC 6152 §3). Whether this one does is learned
+    // here, before the rules decide (nothing waits between their decision and the charge, the hold or the send), so
+    // that a message the upstream cannot take is refused alike whether the rules allow it or hold it: before it is
+    // charged or held (docs/smtp.md "Replay", docs/approvals.md "Holding").
+    const eightBitRefused = facts.eightBit && (await this.#upstreamLacks8BitMime());
     const senders = this.#senders;
     if (senderNotIdentity(senders, tx.senderKey)) {
       // A reload took the sender from the session's identities while the message came in (docs/smtp.md
@@ -1603,6 +1629,43 @@ export class SmtpSession {
           `Message refused: not allowed for ${refused.map((r) => `<${r}>`).join(", ")}; nothing was sent`,
         ),
       );
+      return;
+    }
+    if (eightBitRefused) {
+      // The upstream's EHLO, read above, lacks 8BITMIME: the refusal the replay would give (EightBitRefused), given
+      // before anything is charged, held or sent, and before any approver is asked. No quota is charged, as for the
+      // other refusals of the message itself (`unsendable`): nothing went anywhere (docs/quotas.md).
+      if (verdict.held.length === 0) {
+        rows.push(
+          this.#event({
+            command: "DATA",
+            operation: "mail:send",
+            target: facts.messageId,
+            decision: "allow",
+            reason: "every recipient allowed",
+            count: tx.recipients.length,
+            detail,
+          }),
+        );
+      }
+      rows.push(
+        this.#event({
+          command: "DATA",
+          operation: "mail:send",
+          target: facts.messageId,
+          decision: "deny",
+          reason:
+            verdict.held.length === 0
+              ? `not sent (nothing went upstream): ${EIGHT_BIT_REFUSED}`
+              : `not held for approval, no approver asked (nothing went upstream): ${EIGHT_BIT_REFUSED}`,
+          // As the replay's row (#replay) when sent; held, the only row with the message's details.
+          ...(verdict.held.length === 0
+            ? { detail: { eightBit: true } }
+            : { count: tx.recipients.length, detail: { ...detail, eightBit: true } }),
+        }),
+      );
+      for (const row of rows) this.#audit(row);
+      this.#send(eightBitRefusal());
       return;
     }
     this.#flush();
@@ -1904,12 +1967,7 @@ export class SmtpSession {
           reason: `not sent (nothing went upstream): ${EIGHT_BIT_REFUSED}`,
           detail: { eightBit: true },
         });
-        const hint = "send it as 7-bit (base64 or quoted-printable)";
-        return reply(
-          EightBitRefused.code,
-          EightBitRefused.status,
-          `${capitalize(EIGHT_BIT_REFUSED)}; nothing was sent; ${hint}`,
-        );
+        return eightBitRefusal();
       }
       // The agent learns of a failed commit whichever failure came first: nothing was delivered either way.
       await gate.settled;
@@ -1999,6 +2057,16 @@ export class SmtpSession {
     });
     return opened;
   }
+}
+
+/** The reply to a message refused for its 8-bit octets (EightBitRefused; docs/smtp.md "Replay"). */
+function eightBitRefusal(): string {
+  const hint = "send it as 7-bit (base64 or quoted-printable)";
+  return reply(
+    EightBitRefused.code,
+    EightBitRefused.status,
+    `${capitalize(EIGHT_BIT_REFUSED)}; nothing was sent; ${hint}`,
+  );
 }
 
 function capitalize(text: string): string {

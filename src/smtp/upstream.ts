@@ -179,9 +179,14 @@ export const EIGHT_BIT_REFUSED =
   "the upstream server does not accept 8-bit messages (it does not offer 8BITMIME, RFC 6152) and this message " +
   "holds 8-bit octets";
 
+/** Whether `upstream` offered 8BITMIME in its last EHLO reply (RFC 6152 §2). */
+export function offers8BitMime(upstream: Pick<UpstreamSession, "extensions">): boolean {
+  return upstream.extensions.has("8BITMIME");
+}
+
 /** Throws EightBitRefused when the content holds 8-bit octets and `upstream` does not offer 8BITMIME (RFC 6152 §3). */
 export function checkEightBit(upstream: Pick<UpstreamSession, "extensions">, eightBitContent: boolean): void {
-  if (eightBitContent && !upstream.extensions.has("8BITMIME")) throw new EightBitRefused();
+  if (eightBitContent && !offers8BitMime(upstream)) throw new EightBitRefused();
 }
 
 export type SendResult =

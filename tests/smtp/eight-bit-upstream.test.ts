@@ -244,3 +244,37 @@ test("to an upstream offering 8BITMIME, 8-bit content goes with BODY=8BITMIME, d
     await recorded.close();
   }
 });
+
+test("the refusal is not charged to the quotas: nothing went anywhere (docs/quotas.md)", async () => {
+  // Refused before the charge, as the message's other refusals are: with one send an hour, two 8-bit messages
+  // refused leave it for a 7-bit one, and only then is the quota used.
+  const charged = await startTestProxy({
+    rules: `${CORP_ONLY_RULES}\n[[quotas]]\nname = "one"\nsends_per_hour = 1\n`,
+    approvals: true,
+    upstreamAddr: `${upstreams().host}:${upstreams().ports.smtp7bit}`,
+  });
+  try {
+    const m = marker();
+    const c = await loggedIn(charged.port);
+    for (const i of [1, 2]) {
+      const to = `q${i}-${m}@corp.test`;
+      const headers = { From: "alice@mailgator.test", To: to, Subject: `8-bit ${i} ${m}` };
+      expect(await send(c, "MAIL FROM:<alice@mailgator.test>", to, headers, Buffer.from(`Grüße ${m}\r\n`))).toBe(
+        REFUSAL,
+      );
+    }
+    const n = marker();
+    const seven = { From: "alice@mailgator.test", To: `q-${n}@corp.test`, Subject: `7-bit ${n}` };
+    expect(await send(c, "MAIL FROM:<alice@mailgator.test>", `q-${n}@corp.test`, seven, "hi\r\n")).toMatch(/^250 /);
+    const over = { From: "alice@mailgator.test", To: `over-${n}@corp.test`, Subject: `over ${n}` };
+    expect(await send(c, "MAIL FROM:<alice@mailgator.test>", `over-${n}@corp.test`, over, "hi\r\n")).toStartWith(
+      '452 4.7.1 Quota "one" exceeded: sends_per_hour 1 (used 1)',
+    );
+    await c.command("QUIT");
+    c.close();
+    expect((await waitForSink(n, 1)).map((x) => x.recipient)).toEqual([`q-${n}@corp.test`]);
+    expect(sinkCopies(m)).toEqual([]);
+  } finally {
+    await charged.close();
+  }
+});
