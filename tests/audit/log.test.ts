@@ -2,6 +2,7 @@ import { Database } from "bun:sqlite";
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { AuditLog, type AuditRow, MAX_TEXT_CHARS, SCHEMA_VERSION } from "../../src/audit/index.ts";
+import { loginKey } from "../../src/net/sessions.ts";
 import { sampleEvent, scratchDir } from "./helpers.ts";
 
 let scratch: ReturnType<typeof scratchDir>;
@@ -337,6 +338,36 @@ describe("query", () => {
     expect(log.query({ agent: "BOB@corp.test" }).map((r) => r.agent)).toEqual(["bob@corp.test"]);
     expect(log.query({ agent: "alice" })).toEqual([]);
     await log.close();
+  });
+
+  test("the agent is folded as quotas fold a login, in any letter's case, not ASCII's alone", async () => {
+    const path = scratch.file("agent-fold.db");
+    const log = AuditLog.open(path);
+    // U+212A KELVIN SIGN lower-cases to `k`: one login for quotas (loginKey), so one for the filter.
+    const stored = ["Élodie@x.test", "ÉLODIE@X.TEST", "élodie@x.test", "elodie@x.test", "\u212Aate@x.test", null];
+    const ids: number[] = [];
+    for (const agent of stored) ids.push(await log.durable(sampleEvent({ agent })));
+    await log.close();
+    // The reader the CLI opens, read-only, folds the same way as the writer's connection.
+    const reader = AuditLog.open(path, { readonly: true });
+    const agents = (agent: string) => reader.query({ agent, order: "asc" }).map((r) => r.agent);
+    expect(agents("élodie@x.test")).toEqual(["Élodie@x.test", "ÉLODIE@X.TEST", "élodie@x.test"]);
+    expect(agents("ÉLODIE@x.test")).toEqual(["Élodie@x.test", "ÉLODIE@X.TEST", "élodie@x.test"]);
+    expect(reader.count({ agent: "Élodie@X.test" })).toBe(3);
+    // Another name: without the accent, or at another domain.
+    expect(agents("elodie@x.test")).toEqual(["elodie@x.test"]);
+    expect(agents("élodie@y.test")).toEqual([]);
+    expect(agents("KATE@x.test")).toEqual(["\u212Aate@x.test"]);
+    // With the other filters: the range of a --follow poll, and --limit's newest first.
+    expect(reader.query({ agent: "élodie@x.test", afterId: ids[1]! }).map((r) => r.id)).toEqual([ids[2]!]);
+    expect(reader.query({ agent: "élodie@x.test", limit: 1 }).map((r) => r.id)).toEqual([ids[2]!]);
+    // Each stored spelling matches exactly the names quotas count as the same login.
+    for (const agent of stored) {
+      if (agent === null) continue;
+      const same = stored.filter((a) => a !== null && loginKey(a) === loginKey(agent));
+      expect(agents(agent)).toEqual(same);
+    }
+    await reader.close();
   });
 });
 

@@ -22,7 +22,9 @@ says how many older rows --limit left out. --since and --until take a
 duration ago (90s, 15m, 1h, 7d) or an ISO 8601 date (2026-12-01,
 2026-12-01T10:00, UTC unless an offset is given); --until excludes that time.
 --command matches the protocol command without regard to case ("UID FETCH",
-"RCPT TO"). --json prints one object per row, its time in ISO 8601 UTC.
+"RCPT TO"). --agent matches the agent or pass-through login without regard
+to case, in any letter's (élodie@x.test finds Élodie@X.test too), as quotas
+count a login. --json prints one object per row, its time in ISO 8601 UTC.
 --follow keeps printing new rows as they are written, until interrupted; when
 the log is rotated (another file at its path), it says so and follows the new
 file.
