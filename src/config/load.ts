@@ -14,6 +14,7 @@ import { mailboxProblem, subaddressMailbox } from "../mail/address.ts";
 import { unreadableGlobText } from "../mail/encoded-words.ts";
 import { MAX_LOGIN_NAME_BYTES } from "../net/credentials.ts";
 import { isLoopbackHost, isLoopbackUrlHost, readIpEntry } from "../net/ip.ts";
+import { loginKey } from "../net/sessions.ts";
 import { compileGlob, expandOperation, GlobError, type GlobKind, type Operation } from "../policy/index.ts";
 import { readSecretFile } from "../runtime/secret-file.ts";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
@@ -855,13 +856,14 @@ function build(
 
   const agents: AgentConfig[] = [];
   const agentNames = new Set<string>();
-  // Lower-cased name → the name as first written: names compare without case, as the audit log's agent filter does.
+  // Folded name (`loginKey`) → the name as first written: names compare without case, by the one fold the audit
+  // log's agent filter uses, so that filter never merges two agents (docs/audit.md "Reading the log").
   const agentKeys = new Map<string, string>();
   // token_hash → the first agent with it. A login is an agent's name and token, and names are no secret: two agents
   // sharing a hash would let either's token log in as the other, with its account and rules (docs/config.md).
   const tokenOwners = new Map<string, { name: string; index: number }>();
   (raw.agents ?? []).forEach((a, i) => {
-    const taken = agentKeys.get(a.name.toLowerCase());
+    const taken = agentKeys.get(loginKey(a.name));
     if (taken === a.name) problems.add(["agents", i, "name"], `duplicate agent name ${JSON.stringify(a.name)}`);
     else if (taken !== undefined)
       problems.add(
@@ -869,7 +871,7 @@ function build(
         `duplicate agent name ${JSON.stringify(a.name)} (agent names compare without case; ${JSON.stringify(taken)} ` +
           "is taken)",
       );
-    else agentKeys.set(a.name.toLowerCase(), a.name);
+    else agentKeys.set(loginKey(a.name), a.name);
     if (Buffer.byteLength(a.name) > MAX_LOGIN_NAME_BYTES)
       problems.add(
         ["agents", i, "name"],

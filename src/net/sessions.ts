@@ -9,7 +9,8 @@
  * A pass-through login as one client: its name without case, as the mail servers in use treat logins (Dovecot,
  * Postfix's SASL, Gmail and Microsoft 365 all accept `Me@X` for `me@x`). What is counted per login, the sessions
  * under `max_sessions_per_agent` and the `[[quotas]]` windows and `agents` entries (docs/quotas.md), uses this one
- * key, so a login typed in another case is the same client and gets no fresh count.
+ * key, so a login typed in another case is the same client and gets no fresh count. So do the audit log's agent
+ * filter (`mailgator audit --agent`, docs/audit.md) and the check that no two vault agent names differ only in case.
  */
 export function loginKey(login: string): string {
   return login.toLowerCase();

@@ -554,6 +554,12 @@ describe("errors a person can act on", () => {
       [`agents[1].name: duplicate agent name "Bot" (agent names compare without case; "bot" is taken)`],
     ],
     [
+      "agent names that differ only in the case of a letter outside ASCII (--agent folds it, docs/audit.md)",
+      `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "élodie"\ntoken_hash = "${HASH}"\naccount = ` +
+        `"m"\n[[agents]]\nname = "Élodie"\ntoken_hash = "${HASH}"\naccount = "m"\n`,
+      [`agents[1].name: duplicate agent name "Élodie" (agent names compare without case; "élodie" is taken)`],
+    ],
+    [
       "an agent name longer than a login name may be",
       `[accounts.m]\nusername = "u"\npassword = "p"\n[[agents]]\nname = "${"b".repeat(256)}"\n` +
         `token_hash = "${HASH}"\naccount = "m"\n`,
