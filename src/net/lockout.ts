@@ -16,6 +16,7 @@
 
 import { MAX_LOGIN_NAME_BYTES } from "./credentials.ts";
 import { addressKey } from "./ip.ts";
+import { loginKey } from "./sessions.ts";
 
 export interface LockoutLimits {
   /** Failures from one address within `windowMs` that lock it. */
@@ -133,9 +134,12 @@ export function lockoutName(agents: readonly unknown[], given: string | null): s
   return agents.length > 0 ? null : given;
 }
 
-/** A name as it is counted: without case, cut at the longest name a login may have (longer ones fail anyway). */
+/**
+ * A name as it is counted: folded as every per-login count folds it (loginKey), cut at the longest name a login may
+ * have (longer ones fail anyway).
+ */
 function nameKey(name: string): string {
-  return name.slice(0, MAX_LOGIN_NAME_BYTES).toLowerCase();
+  return loginKey(name.slice(0, MAX_LOGIN_NAME_BYTES));
 }
 
 /** Why a lock refuses: "after 10 failed logins from this address" (the audit rows of docs/config.md). */
