@@ -3,8 +3,9 @@
  *
  * For an OAuth2 account it hands out a cached access token and refreshes it ahead of expiry, once per account
  * however many sessions ask at the same moment (single flight). A revoked grant (invalid_grant) marks the account
- * "needs re-authorization", persisted, with one error log line and one audit row per transition; a token endpoint
- * that is down, slow, 5xx or 429 is retried with capped exponential backoff and never costs the stored token.
+ * "needs re-authorization", persisted (held in memory while the state database does not take the mark), with one
+ * error log line and one audit row per transition; a token endpoint that is down, slow, 5xx or 429 is retried with
+ * capped exponential backoff and never costs the stored token.
  */
 
 import type { AuditEvent } from "../audit/index.ts";
@@ -100,6 +101,23 @@ interface Runtime {
    */
   /** `base`: the stored pair the refresh that obtained them started from (`saveRefreshedTokens`). */
   unsaved: { readonly record: TokenRecord; readonly base: TokenRecord | null } | null;
+  /** A refusal of the grant whose mark the state database did not take (`#holdRefusal`); null when none. */
+  held: HeldRefusal | null;
+}
+
+/**
+ * The provider refused the grant (invalid_grant) and the state database did not take the "needs re-authorization"
+ * mark (locked past its busy timeout, full, read-only): the account is refused from memory, and no refresh is sent,
+ * until the mark is stored or a newer pair is (docs/accounts.md "When an account needs re-authorization").
+ */
+interface HeldRefusal {
+  /** The provider's refusal, as the mark would hold it. */
+  readonly message: string;
+  /** The stored pair the refused refresh started from: a pair stored over it (a new login) ends the hold. */
+  readonly base: TokenRecord | null;
+  /** Failed writes of the mark so far, and when to write it again (backoffMs). */
+  failures: number;
+  storeAt: number;
 }
 
 export class AccountCredentials {
@@ -146,6 +164,7 @@ export class AccountCredentials {
       lastError: null,
       rejected: null,
       unsaved: null,
+      held: null,
     };
   }
 
@@ -214,7 +233,7 @@ export class AccountCredentials {
     if (account.auth === "password")
       return { kind: "password", username: account.username, password: account.password.reveal() };
     const rt = this.#runtime.get(accountName)!;
-    this.#checkAuthorized(account);
+    this.#checkAuthorized(account, rt);
     const record = this.#load(account, rt);
     const now = this.#now();
     const token = record?.accessToken ?? null;
@@ -240,7 +259,8 @@ export class AccountCredentials {
   /**
    * Resolves once no token request is in flight, whatever its outcome. A short-lived process (`mailgator approvals
    * approve`) awaits it before closing the state database, so that a refresh started ahead of expiry is written
-   * before the process ends (a rotated refresh token would otherwise be lost).
+   * before the process ends (a rotated refresh token would otherwise be lost), as is the mark of a refusal held in
+   * memory (`#holdRefusal`), if the state database takes it now.
    */
   async settled(): Promise<void> {
     this.#settling++;
@@ -254,7 +274,12 @@ export class AccountCredentials {
     } finally {
       this.#settling--;
     }
-    for (const [name, rt] of this.#runtime) this.#saveUnsaved(name, rt);
+    for (const [name, rt] of this.#runtime) {
+      this.#saveUnsaved(name, rt);
+      // A refusal held in memory: its mark is written now, before the process ends, whatever its backoff.
+      const account = ownEntry(this.#config.accounts, name);
+      if (rt.held !== null && account?.auth === "oauth2") this.#storeHeld(account, rt, rt.held);
+    }
   }
 
   /** Writes tokens whose first write failed; true when none are left unwritten. */
@@ -298,14 +323,76 @@ export class AccountCredentials {
     return [...this.#runtime.keys()].flatMap((name) => readStatus(this.#store!, name) ?? []);
   }
 
-  #checkAuthorized(account: OAuth2AccountConfig): void {
+  #checkAuthorized(account: OAuth2AccountConfig, rt: Runtime): void {
     // A client_credentials account has no login to fix a mark with: its token requests are retried instead (and a
     // mark an earlier version left is no reason to stop).
     if (account.oauth2.grant === "client_credentials") return;
     // Read from the database each time: `mailgator account login` may have fixed it since.
     const status = readStatus(this.#store!, account.name);
-    if (status?.state === "needs-reauthorization")
+    if (status?.state === "needs-reauthorization") {
+      // Stored (by this process or another): the stored mark stands for the one held, and a login clears it.
+      if (rt.held !== null) this.#endHold(account, rt, null);
       throw new AccountNeedsReauthorization(account.name, status.lastError ?? "the provider refused the grant");
+    }
+    if (rt.held !== null) this.#checkHeld(account, rt, rt.held);
+  }
+
+  /**
+   * An account whose refusal is held in memory (`#holdRefusal`): refused, with no token request, unless a pair was
+   * stored over the refused one since (`mailgator account login`), which ends the hold. Once its backoff has passed,
+   * the mark is written again; stored, it ends the hold (a login then clears it as any mark).
+   */
+  #checkHeld(account: OAuth2AccountConfig, rt: Runtime, held: HeldRefusal): void {
+    let stored: TokenRecord | null;
+    try {
+      stored = readTokens(this.#store!, account.name);
+    } catch {
+      stored = null; // unreadable: no newer login to be seen, the account stays refused
+    }
+    if (stored !== null && !sameTokens(stored, held.base)) return this.#endHold(account, rt, stored);
+    // Refused whether the mark is stored now or not; only a newer pair lets the account go on.
+    if (this.#now() >= held.storeAt && this.#storeHeld(account, rt, held) === "newer") return;
+    throw new AccountNeedsReauthorization(account.name, held.message);
+  }
+
+  /**
+   * Writes a held refusal's mark (`#markNeedsReauthorization`; its audit row is recorded already): "stored" ends the
+   * hold, as does "newer" (a pair stored over the refused one, used instead); "failed" keeps it, with a longer backoff.
+   */
+  #storeHeld(account: OAuth2AccountConfig, rt: Runtime, held: HeldRefusal): "stored" | "newer" | "failed" {
+    let newer: TokenRecord | null;
+    try {
+      newer = this.#markNeedsReauthorization(account, held.message, held.base, { recorded: true });
+    } catch (e) {
+      held.failures++;
+      const waitMs = backoffMs(held.failures);
+      held.storeAt = this.#now() + waitMs;
+      this.#log.error(
+        `account ${account.name}: the needs-reauthorization mark is still not stored in the state database ` +
+          `(${errorMessage(e)}); the account stays refused and no refresh is sent; tried again in ` +
+          `${Math.round(waitMs / 1000)} s`,
+      );
+      return "failed";
+    }
+    this.#endHold(account, rt, newer);
+    return newer === null ? "stored" : "newer";
+  }
+
+  /**
+   * The hold of a refusal ends: its mark is stored (`newer` null; the stored mark refuses the account from now on),
+   * or `newer`, a pair stored over the refused one, is there. Used where it is for the configured client; one of
+   * another client (a login for a new `client_id`, this process not reloaded yet) is not, and the refused pair is
+   * not either: the account has no login to refresh until the reload.
+   */
+  #endHold(account: OAuth2AccountConfig, rt: Runtime, newer: TokenRecord | null): void {
+    rt.held = null;
+    recovered(rt);
+    if (newer === null) {
+      this.#log.info(`account ${account.name}: the needs-reauthorization mark is stored in the state database now`);
+      return;
+    }
+    rt.record = matches(newer, account.oauth2) ? newer : null;
+    this.#log.info(`account ${account.name}: a newer login is stored; the refusal held in memory ends`);
   }
 
   #load(account: OAuth2AccountConfig, rt: Runtime): TokenRecord | null {
@@ -380,7 +467,7 @@ export class AccountCredentials {
         // Taken. The holder before may have stored its pair just before it released the lease: used if good.
         const newer = rt.unsaved === null ? this.#storedSince(account, rt, known) : null;
         // Or its refresh was refused and it marked the account: this one would be refused too.
-        if (newer === null && waiting) this.#checkAuthorized(account);
+        if (newer === null && waiting) this.#checkAuthorized(account, rt);
         return newer;
       }
       if (!waiting) this.#log.info(`account ${name}: another process is refreshing the token; waiting for it`);
@@ -472,23 +559,16 @@ export class AccountCredentials {
         // process on the same database, whose rotation retired the token refused here). Checked in the transaction
         // that would mark the account, against `base` (not the refused token, which may be one held in memory only),
         // so that no pair written between the check and the mark is missed.
+        const row = { recorded: false };
         let newer: TokenRecord | null;
         try {
-          newer = this.#markNeedsReauthorization(account, error.message, base);
+          newer = this.#markNeedsReauthorization(account, error.message, base, row);
         } catch (e) {
-          if (!(e instanceof UnrecordedMark)) throw e;
-          // Not marked: the refusal is retried with backoff, and marked with its row once the log takes it.
-          rt.unsaved = null;
-          rt.failures++;
-          rt.retryAt = this.#now() + backoffMs(rt.failures);
-          rt.lastError = error.message;
-          const retryS = Math.round((rt.retryAt - this.#now()) / 1000);
-          this.#log.error(
-            `account ${name}: refresh refused (${error.message}), not marked as needing re-authorization: its ` +
-              `audit row cannot be written (${errorMessage(e.cause)}); retry in ${retryS} s`,
-          );
-          this.#noteError(account, error.message);
-          throw new AccountTemporarilyUnavailable(name, error.message, rt.retryAt);
+          // Not marked, as its audit row cannot be written: retried with backoff, marked with its row later.
+          if (e instanceof UnrecordedMark) throw this.#unrecorded(account, rt, error.message, e.cause);
+          // The state database did not take the mark (a lock held past its busy timeout, a full disk): the refusal
+          // is held in memory, so that the refused refresh token is not sent again meanwhile.
+          throw this.#holdRefusal(account, rt, error.message, base, row, e);
         }
         if (newer === null) throw new AccountNeedsReauthorization(name, error.message);
         return this.#useNewer(account, rt, newer, retried, error.message);
@@ -518,6 +598,61 @@ export class AccountCredentials {
     recovered(rt);
     rt.rejected = null;
     return record;
+  }
+
+  /**
+   * A refusal of the grant whose mark and audit row could not be recorded, as the audit log refused the row: not
+   * marked, retried with backoff like a token endpoint error, and marked with its row once the log takes it.
+   */
+  #unrecorded(account: OAuth2AccountConfig, rt: Runtime, message: string, cause: unknown): Error {
+    rt.unsaved = null;
+    rt.failures++;
+    rt.retryAt = this.#now() + backoffMs(rt.failures);
+    rt.lastError = message;
+    const retryS = Math.round((rt.retryAt - this.#now()) / 1000);
+    this.#log.error(
+      `account ${account.name}: refresh refused (${message}), not marked as needing re-authorization: its ` +
+        `audit row cannot be written (${errorMessage(cause)}); retry in ${retryS} s`,
+    );
+    this.#noteError(account, message);
+    return new AccountTemporarilyUnavailable(account.name, message, rt.retryAt);
+  }
+
+  /**
+   * The provider refused the grant, and the state database did not take the mark (`cause`: a lock held past its
+   * busy timeout, a full disk, a read-only file). The refusal is held in this process instead (`Runtime.held`): the
+   * account is refused and no refresh is sent until the mark is stored (tried again at the account's next use after
+   * a backoff, and at `settled()`) or a newer pair is (docs/accounts.md "When an account needs re-authorization").
+   * Its audit row is recorded now unless the failed transaction queued it (`row`); an audit log that refuses it too
+   * leaves the refusal unrecorded (`#unrecorded`).
+   */
+  #holdRefusal(
+    account: OAuth2AccountConfig,
+    rt: Runtime,
+    message: string,
+    base: TokenRecord | null,
+    row: { recorded: boolean },
+    cause: unknown,
+  ): Error {
+    const name = account.name;
+    const now = this.#now();
+    const refusal = new AccountNeedsReauthorization(name, message);
+    if (!row.recorded) {
+      try {
+        this.#audit?.(this.#markRow(account, refusal.message, now, false));
+      } catch (e) {
+        return this.#unrecorded(account, rt, message, e);
+      }
+      row.recorded = true;
+    }
+    // Tokens held unwritten belong to the grant the provider just refused: nothing to keep.
+    rt.unsaved = null;
+    rt.held = { message, base, failures: 1, storeAt: now + backoffMs(1) };
+    this.#log.error(
+      `${refusal.message}; the mark is not stored in the state database (${errorMessage(cause)}): the account is ` +
+        `refused from memory and no refresh is sent; the mark is stored again in ${Math.round(backoffMs(1) / 1000)} s`,
+    );
+    return refusal;
   }
 
   /**
@@ -580,7 +715,20 @@ export class AccountCredentials {
     );
   }
 
+  /**
+   * The failure in the account's status row (`account status`). A row the state database does not take (locked past
+   * its busy timeout, full) is logged, and the failure is reported to the caller all the same, as the temporary
+   * failure it is.
+   */
   #noteError(account: OAuth2AccountConfig, message: string): void {
+    try {
+      this.#writeRetrying(account, message);
+    } catch (e) {
+      this.#log.error(`account ${account.name}: its status is not written to the state database (${errorMessage(e)})`);
+    }
+  }
+
+  #writeRetrying(account: OAuth2AccountConfig, message: string): void {
     const store = this.#store!;
     const now = this.#now();
     store.transaction(() => {
@@ -640,18 +788,22 @@ export class AccountCredentials {
    * Marks the account, unless the stored pair is no longer `base`, the one the refused refresh started from: then
    * another process stored a newer one, which is returned and nothing is marked. Check and mark are one
    * transaction (BEGIN IMMEDIATE): a pair stored before is seen, and one stored after clears the mark
-   * (saveTokens). Logs and audits only when the account was not already marked. The audit row is queued inside that
+   * (saveTokens). Logs and audits only when the account was not already marked, and its row not recorded yet
+   * (`row`: a refusal held in memory recorded it when the hold began). The audit row is queued inside that
    * transaction: a log that refuses it (docs/audit.md "Failure") rolls the mark back and throws UnrecordedMark, so
    * that the transition is never made without its row (docs/accounts.md "When an account needs re-authorization").
+   * Any other error is the state database's: nothing is marked (and `row` says whether the row was queued).
    */
   #markNeedsReauthorization(
     account: OAuth2AccountConfig,
     message: string,
     base: TokenRecord | null,
+    row: { recorded: boolean },
   ): TokenRecord | null {
     const store = this.#store!;
     const now = this.#now();
     const reason = new AccountNeedsReauthorization(account.name, message).message;
+    let recordedHere = false;
     const outcome = store.transaction((): { newer: TokenRecord } | { changed: boolean } => {
       let stored: TokenRecord | null;
       try {
@@ -671,25 +823,14 @@ export class AccountCredentials {
         expiresAt: before?.expiresAt ?? null,
         refreshedAt: before?.refreshedAt ?? null,
       });
-      try {
-        this.#audit?.({
-          time: now,
-          session: "-",
-          agent: null,
-          clientAddr: null,
-          protocol: "oauth2",
-          command: "oauth-refresh",
-          operation: null,
-          folder: null,
-          target: account.name,
-          decision: "error",
-          rule: null,
-          ruleIndex: null,
-          reason,
-          configRevision: this.#config.revision,
-        });
-      } catch (e) {
-        throw new UnrecordedMark(e);
+      if (!row.recorded) {
+        try {
+          this.#audit?.(this.#markRow(account, reason, now, true));
+        } catch (e) {
+          throw new UnrecordedMark(e);
+        }
+        row.recorded = true;
+        recordedHere = true;
       }
       return { changed: true };
     });
@@ -697,8 +838,32 @@ export class AccountCredentials {
     // Tokens held unwritten belong to the grant the provider just refused: nothing to keep.
     const rt = this.#runtime.get(account.name);
     if (rt !== undefined) rt.unsaved = null;
-    if (outcome.changed) this.#log.error(reason);
+    if (outcome.changed && recordedHere) this.#log.error(reason);
     return null;
+  }
+
+  /**
+   * The audit row of a "needs re-authorization" transition (docs/accounts.md); `stored` false: the state database
+   * did not take the mark, which is held in memory (`#holdRefusal`), and the row says so in its `detail`.
+   */
+  #markRow(account: OAuth2AccountConfig, reason: string, now: number, stored: boolean): AuditEvent {
+    return {
+      time: now,
+      session: "-",
+      agent: null,
+      clientAddr: null,
+      protocol: "oauth2",
+      command: "oauth-refresh",
+      operation: null,
+      folder: null,
+      target: account.name,
+      decision: "error",
+      rule: null,
+      ruleIndex: null,
+      reason,
+      configRevision: this.#config.revision,
+      ...(stored ? {} : { detail: { stored: false } }),
+    };
   }
 }
 
