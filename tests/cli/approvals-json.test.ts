@@ -10,6 +10,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ApprovalStore } from "../../src/approvals/store.ts";
 import { loadConfig } from "../../src/config/index.ts";
+import { openStateDatabase } from "../../src/state/database.ts";
 import { SealedStore } from "../../src/state/store.ts";
 
 const ROOT = join(import.meta.dir, "../..");
@@ -37,6 +38,24 @@ test("no state database: show, approve and deny --json print nothing on stdout a
   expect(run("list", "--json")).toMatchObject({ code: 0, stdout: "[]\n" });
   // Text output is unchanged: the note on stdout.
   expect(run("show", ID).stdout).toContain("nothing was ever held");
+});
+
+test("a state database the quota counters made, with no key and nothing sealed: not called missing", () => {
+  const config = loadConfig({ path: file, ownedOnly: false });
+  const db = openStateDatabase(config.state.path);
+  db.run("CREATE TABLE quota_counter (k TEXT PRIMARY KEY, n INTEGER)");
+  db.close();
+  try {
+    for (const r of [run("list"), run("show", ID)]) {
+      expect(r.stdout).toContain("nothing was ever held: the state database at");
+      expect(r.stdout).toContain("holds no sealed record");
+      expect(r.stdout).not.toContain("no state database");
+    }
+    expect(run("list", "--json")).toMatchObject({ code: 0, stdout: "[]\n" });
+    expect(run("show", ID, "--json")).toMatchObject({ code: 1, stdout: "" });
+  } finally {
+    for (const suffix of ["", "-wal", "-shm"]) rmSync(`${config.state.path}${suffix}`, { force: true });
+  }
 });
 
 test("an unknown ID: show, approve and deny --json print nothing on stdout and exit 1", () => {

@@ -1,5 +1,6 @@
 /** `mailgator approvals list|show ID|approve ID|deny ID` (docs/approvals.md "Deciding"). */
 
+import { existsSync } from "node:fs";
 import { AccountCredentials } from "../../accounts/index.ts";
 import { Notifier } from "../../approvals/notify.ts";
 import {
@@ -89,7 +90,12 @@ export async function approvals(ctx: CommandContext): Promise<number> {
   const err = ctx.err ?? ((text: string) => process.stderr.write(`${text}\n`));
   const fail = (text: string) => (values.json ? err(text) : ctx.out(text), EXIT_FAILURE);
   if (state === null) {
-    const none = `no state database at ${escapes(config.state.path)}: nothing was ever held`;
+    // None at all, or one that other features made before any record was sealed (the quota counters open it
+    // without a key, docs/quotas.md): a held message is always a sealed record, so either way none was ever held.
+    const where = escapes(config.state.path);
+    const none = existsSync(config.state.path)
+      ? `nothing was ever held: the state database at ${where} holds no sealed record (and there is no secrets key)`
+      : `no state database at ${where}: nothing was ever held`;
     if (verb !== "list") return fail(none);
     ctx.out(values.json ? "[]" : none);
     return EXIT_OK;
