@@ -2,6 +2,7 @@ import { Database } from "bun:sqlite";
 import { afterEach, beforeEach, describe, expect, test } from "bun:test";
 import { existsSync } from "node:fs";
 import { AuditLog, type AuditRow, MAX_TEXT_CHARS, SCHEMA_VERSION } from "../../src/audit/index.ts";
+import { COLUMNS } from "../../src/audit/schema.ts";
 import { loginKey } from "../../src/net/sessions.ts";
 import { sampleEvent, scratchDir } from "./helpers.ts";
 
@@ -368,6 +369,29 @@ describe("query", () => {
       expect(agents(agent)).toEqual(same);
     }
     await reader.close();
+  });
+
+  test("no view or trigger of the file can call the agent filter's function, only the log's own queries", async () => {
+    // A file from elsewhere whose `audit` is a view calling it, read as `mailgator audit` reads: refused, as
+    // docs/audit.md "Schema" says (directOnly), rather than run by SQL the file brings.
+    const foreign = scratch.file("foreign-view.db");
+    const db = new Database(foreign, { create: true });
+    db.exec(
+      `CREATE TABLE real (id INTEGER PRIMARY KEY, ${COLUMNS.join(", ")});
+       CREATE VIEW audit AS SELECT * FROM real WHERE mailgator_same_agent(agent, 'bob') = 1;
+       PRAGMA user_version = ${SCHEMA_VERSION};`,
+    );
+    db.close();
+    const reader = AuditLog.open(foreign, { readonly: true });
+    expect(() => reader.query()).toThrow("unsafe use of mailgator_same_agent()");
+    await reader.close();
+    // A trigger on the table of a log the proxy would write: the log does not open (its insert is refused).
+    const path = scratch.file("trigger.db");
+    await AuditLog.open(path).close();
+    const raw = new Database(path);
+    raw.exec("CREATE TRIGGER t AFTER INSERT ON audit BEGIN SELECT mailgator_same_agent(new.agent, 'x'); END");
+    raw.close();
+    expect(() => AuditLog.open(path)).toThrow("unsafe use of mailgator_same_agent()");
   });
 });
 
