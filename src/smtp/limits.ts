@@ -115,6 +115,21 @@ export const UPSTREAM_CONNECT_TIMEOUT_MS = 15_000;
 export const UPSTREAM_REPLY_TIMEOUT_MS = 10 * 60 * 1000;
 
 /**
+ * How long the end of DATA of a message holding 8-bit octets waits for the session's upstream connection while it is
+ * still being opened (a vault password account opens it while the message comes in), to read in its EHLO whether the
+ * upstream offers 8BITMIME (RFC 6152 §3). Past it the upstream's extensions are not known, and the message goes on as
+ * when that connection could not be opened: an allowed one to the replay, which sends on that same connection,
+ * waiting for it within UPSTREAM_CONNECT_TIMEOUT_MS, TLS_HANDSHAKE_TIMEOUT_MS and UPSTREAM_REPLY_TIMEOUT_MS, and checks
+ * there; a held one is held, and its approval checks on its own connection (docs/smtp.md "Replay", docs/approvals.md
+ * "Holding"). Holding needs no upstream: unbounded, an upstream that accepts the connection and then says nothing
+ * would delay the answer to a held message by those timeouts, over ten minutes.
+ * 10 s is far more than a healthy server takes to greet, do STARTTLS and accept a login, even one that delays its
+ * greeting for a reverse DNS lookup (a resolver's default timeout is 5 s) or for Postfix postscreen's greeting wait
+ * (6 s), and short beside the 10 minutes an agent waits for the answer to its final dot (RFC 5321 §4.5.3.2.6).
+ */
+export const UPSTREAM_OPENING_WAIT_MS = 10_000;
+
+/**
  * Waiting for the upstream server to take one block of a replayed message (RFC 5321 §4.5.3.2.5: 3 minutes for each
  * TCP SEND of a data block). A server that stops reading would otherwise hold the session, and its place under
  * `max_sessions_per_agent`, for as long as the kernel keeps the connection; past it the connection is dropped
@@ -158,6 +173,8 @@ export interface SessionLimits {
   readonly sendCommitWaitMs: number;
   /** UPSTREAM_DATA_BLOCK_TIMEOUT_MS. */
   readonly upstreamBlockTimeoutMs: number;
+  /** UPSTREAM_OPENING_WAIT_MS. */
+  readonly upstreamOpeningWaitMs: number;
 }
 
 export const DEFAULT_LIMITS: SessionLimits = Object.freeze({
@@ -173,4 +190,5 @@ export const DEFAULT_LIMITS: SessionLimits = Object.freeze({
   authFailureStepMs: AUTH_FAILURE_STEP_MS,
   sendCommitWaitMs: SEND_COMMIT_WAIT_MS,
   upstreamBlockTimeoutMs: UPSTREAM_DATA_BLOCK_TIMEOUT_MS,
+  upstreamOpeningWaitMs: UPSTREAM_OPENING_WAIT_MS,
 });

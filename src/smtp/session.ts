@@ -1439,17 +1439,33 @@ export class SmtpSession {
   /**
    * Whether the upstream is known not to offer 8BITMIME (RFC 6152 §3): the session's connection, kept from AUTH or
    * opened while the message came in (#prepareUpstream), answered its last EHLO without it. Waits for the connection
-   * being opened; opens none. Not known (false) when it could not be opened or has closed, or when the session is
-   * ending: the replay then checks on the connection it sends on, and an approval on its own (docs/smtp.md "Replay").
+   * being opened, at most UPSTREAM_OPENING_WAIT_MS; opens none. Not known (false) when it could not be opened, is
+   * not open by then, or has closed, or when the session is ending: the replay then checks on the connection it sends
+   * on (one still being opened is left to it, or to the next message), and an approval on its own (docs/smtp.md
+   * "Replay", docs/approvals.md "Holding").
    */
   async #upstreamLacks8BitMime(): Promise<boolean> {
     let upstream = this.#upstream;
     const opening = this.#opening;
     if (opening !== null) {
+      const waitMs = this.#ctx.limits.upstreamOpeningWaitMs;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<null>((resolve) => {
+        timer = setTimeout(() => resolve(null), waitMs);
+      });
       try {
-        upstream = await opening.promise;
+        upstream = await Promise.race([opening.promise, late]);
       } catch {
         return false; // Kept for the replay, which reports it (#prepareUpstream).
+      } finally {
+        clearTimeout(timer);
+      }
+      if (upstream === null) {
+        moduleLogger("smtp").info(
+          `session ${this.id}: the upstream connection was not open ${waitMs} ms after the end of DATA; ` +
+            "whether the upstream offers 8BITMIME is not known",
+        );
+        return false;
       }
     }
     if (this.#ending || upstream === null || upstream.closed) return false;

@@ -15,6 +15,7 @@ import {
   MAX_MESSAGE_BYTES,
   MAX_RECIPIENTS,
   UPSTREAM_DATA_BLOCK_TIMEOUT_MS,
+  UPSTREAM_OPENING_WAIT_MS,
 } from "../../src/smtp/limits.ts";
 import { type FakeUpstream, startFakeUpstream } from "./fake-upstream.ts";
 import { RawClient, startTestProxy, type TestProxy } from "./helpers.ts";
@@ -60,6 +61,9 @@ test("the values are what docs/smtp.md says", () => {
   expect(MAX_AUTH_FAILURES_PER_SESSION).toBe(3);
   // RFC 5321 §4.5.3.2.5; exercised with a shorter value in upstream.test.ts (a server that stops reading).
   expect(UPSTREAM_DATA_BLOCK_TIMEOUT_MS).toBe(3 * 60 * 1000);
+  // Exercised with a shorter value, within it and past it, in eight-bit-upstream-wait.test.ts; at this value against
+  // `mailgator serve` in tests/e2e/eight-bit-silent-upstream.test.ts.
+  expect(UPSTREAM_OPENING_WAIT_MS).toBe(10_000);
 });
 
 describe("MAX_COMMAND_LINE", () => {
