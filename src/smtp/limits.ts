@@ -115,14 +115,18 @@ export const UPSTREAM_CONNECT_TIMEOUT_MS = 15_000;
 export const UPSTREAM_REPLY_TIMEOUT_MS = 10 * 60 * 1000;
 
 /**
- * How long the end of DATA of a message holding 8-bit octets waits for the session's upstream connection while it is
- * still being opened (a vault password account opens it while the message comes in), to read in its EHLO whether the
- * upstream offers 8BITMIME (RFC 6152 §3). Past it the upstream's extensions are not known, and the message goes on as
- * when that connection could not be opened: an allowed one to the replay, which sends on that same connection,
- * waiting for it within UPSTREAM_CONNECT_TIMEOUT_MS, TLS_HANDSHAKE_TIMEOUT_MS and UPSTREAM_REPLY_TIMEOUT_MS, and checks
- * there; a held one is held, and its approval checks on its own connection (docs/smtp.md "Replay", docs/approvals.md
- * "Holding"). Holding needs no upstream: unbounded, an upstream that accepts the connection and then says nothing
- * would delay the answer to a held message by those timeouts, over ten minutes.
+ * How long the session's upstream connection, while it is still being opened (a vault password account opens it while
+ * the message comes in), is waited for where nothing needs it open:
+ * - At the end of DATA of a message holding 8-bit octets, to read in its EHLO whether the upstream offers 8BITMIME
+ *   (RFC 6152 §3). Past it the upstream's extensions are not known, and the message goes on as when that connection
+ *   could not be opened: an allowed one to the replay, which sends on that same connection, waiting for it within
+ *   UPSTREAM_CONNECT_TIMEOUT_MS, TLS_HANDSHAKE_TIMEOUT_MS and UPSTREAM_REPLY_TIMEOUT_MS, and checks there; a held one
+ *   is held, and its approval checks on its own connection (docs/smtp.md "Replay", docs/approvals.md "Holding").
+ *   Holding needs no upstream: unbounded, an upstream that accepts the connection and then says nothing would delay
+ *   the answer to a held message by those timeouts, over ten minutes.
+ * - Once the session has ended: the connection gets this long to finish opening, so that it is quit (RFC 5321
+ *   §4.1.1.10) rather than cut in the middle of its login, which a server logs as a lost connection; past it, it is
+ *   dropped, not kept open for those timeouts after the session that wanted it is gone (docs/smtp.md "Connections").
  * 10 s is far more than a healthy server takes to greet, do STARTTLS and accept a login, even one that delays its
  * greeting for a reverse DNS lookup (a resolver's default timeout is 5 s) or for Postfix postscreen's greeting wait
  * (6 s), and short beside the 10 minutes an agent waits for the answer to its final dot (RFC 5321 §4.5.3.2.6).

@@ -213,6 +213,11 @@ interface HoldPlace {
 interface Opening {
   readonly promise: Promise<UpstreamSession>;
   failed: boolean;
+  /**
+   * Drops the connection at whatever step it is: the session has ended, and it was not open in time
+   * (#releaseUpstream).
+   */
+  readonly cancel: AbortController;
 }
 
 type Identity =
@@ -596,17 +601,27 @@ export class SmtpSession {
     this.#releaseUpstream();
   }
 
-  /** Quits the upstream connection and the one being opened, if any: the session sends nothing more. */
+  /**
+   * Quits the upstream connection and the one being opened, if any: the session sends nothing more. One still being
+   * opened (an upstream slow to answer, or one that never does) gets UPSTREAM_OPENING_WAIT_MS to finish, so that it is
+   * quit rather than cut in the middle of its login; past it, it is dropped at whatever step it is.
+   */
   #releaseUpstream(): void {
     const upstream = this.#upstream;
     this.#upstream = null;
     void upstream?.quit().catch(() => {});
     const opening = this.#opening;
     this.#opening = null;
-    opening?.promise
+    if (opening === null) return;
+    const cut = setTimeout(() => opening.cancel.abort(), this.#ctx.limits.upstreamOpeningWaitMs);
+    cut.unref();
+    opening.promise
       .then(
-        (late) => late.quit(),
-        () => {},
+        (late) => {
+          clearTimeout(cut);
+          return late.quit();
+        },
+        () => clearTimeout(cut),
       )
       .catch(() => {});
   }
@@ -1418,9 +1433,11 @@ export class SmtpSession {
     if (this.#upstream !== null && !this.#upstream.closed) return;
     this.#upstream?.destroy();
     this.#upstream = null;
+    const cancel = new AbortController();
     const opening: Opening = {
-      promise: this.#openUpstream(),
+      promise: this.#openUpstream(AbortSignal.any([this.#stopped.signal, cancel.signal])),
       failed: false,
+      cancel,
     };
     this.#opening = opening;
     opening.promise.then(
@@ -2057,9 +2074,8 @@ export class SmtpSession {
    * A new upstream connection logged in as this session's identity. A vault password account whose login the
    * upstream refused moments ago is not tried again yet (src/accounts/refusals.ts): the send fails as that one did.
    */
-  #openUpstream(): Promise<UpstreamSession> {
+  #openUpstream(signal: AbortSignal = this.#stopped.signal): Promise<UpstreamSession> {
     const id = this.#identity!;
-    const signal = this.#stopped.signal;
     const target = this.#ctx.upstream;
     if (id.mode === "pass-through") return UpstreamSession.open(target, id.credentials, signal);
     if (id.account.auth !== "password") return openAccountUpstream(target, id.account, this.#ctx.credentials, signal);

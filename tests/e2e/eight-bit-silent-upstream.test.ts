@@ -4,8 +4,10 @@
  * greeting's alone is 10 minutes). The end of DATA waits that long for the password account's connection, opened
  * while the message came in, to learn whether the upstream offers 8BITMIME; past it that is not known, and holding
  * needs no upstream (docs/approvals.md "Holding", docs/smtp.md "Replay"). The agent sends with nodemailer; the message
- * is in `mailgator approvals list` and the audit rows are those of any held message. The wait within and past a
- * shorter value, and the connection then used: tests/smtp/eight-bit-upstream-wait.test.ts.
+ * is in `mailgator approvals list`, the audit rows are those of any held message, and the connection still being
+ * opened is dropped 10 s after the agent has left (the time it gets to finish opening, so that it could be quit).
+ * The wait within and past a shorter value, and the connection then used or quit:
+ * tests/smtp/eight-bit-upstream-wait.test.ts.
  */
 
 import { Database } from "bun:sqlite";
@@ -120,7 +122,7 @@ async function auditRows(targets: readonly string[], count: number): Promise<Row
   return rows;
 }
 
-test("an 8-bit message an ask rule holds is held after 10 s, listed and audited", async () => {
+test("an 8-bit message an ask rule holds: held after 10 s, listed, audited; the connection dropped", async () => {
   const m = uniqueToken("silent8");
   const to = `out-${m}@outside.example`;
   const raw = Buffer.from(
@@ -167,4 +169,11 @@ test("an 8-bit message an ask rule holds is held after 10 s, listed and audited"
     ["DATA", id, "ask", "outside needs a manager"],
   ]);
   expect(rows[2]!.reason).toBe(`held for approval (managers): asked for ${to}`);
+
+  // The session's connection, accepted while the message came in and never answered: once the agent has left
+  // (nodemailer quits after its message) it gets the same 10 s to finish opening, so that it could be quit, and is
+  // dropped then, not kept for the upstream's timeouts.
+  const opened = silent.accepted[0]!;
+  expect(await SilentUpstream.closesWithin(opened, 2000)).toBe(false);
+  expect(await SilentUpstream.closesWithin(opened, WAIT_MS - 2000 + SLACK_MS)).toBe(true);
 });

@@ -4,8 +4,8 @@
  * mode a password account's connection is opened while the message comes in; at the final dot of an 8-bit message the
  * proxy waits for it at most that long, then goes on with the upstream's extensions not known: a message an `ask` rule
  * holds is held (holding needs no upstream), an allowed one goes on to the replay, which waits for that same
- * connection and checks there. The connection still being opened is then used by the session, or dropped when the
- * session ends.
+ * connection and checks there. The connection still being opened is then used by the session; if the session ends
+ * first, it gets the same wait to finish opening and be quit, and is dropped past it (docs/smtp.md "Connections").
  *
  * The wait is shortened to WAIT_MS here (the session's limit overrides). The upstream is an address that accepts TCP
  * and never says anything, or a relay that joins each connection to the real Postfix's `smtp7bit` listener (no
@@ -16,7 +16,7 @@ import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import nodemailer from "nodemailer";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { heldId } from "../fixtures/delivery.ts";
-import { SilentUpstream } from "../fixtures/silent-upstream.ts";
+import { type SilentConnection, SilentUpstream } from "../fixtures/silent-upstream.ts";
 import { TcpRelay } from "../fixtures/tcp-relay.ts";
 import { marker, postfixLog, sinkCopies, startTestProxy, type TestProxy, upstreams, waitForSink } from "./helpers.ts";
 
@@ -73,10 +73,11 @@ password = "${sender.password}"
 `;
 
 let silent: SilentUpstream;
-/** Joins each connection to Postfix's smtp7bit listener after `relayDelayMs`; counts them. */
+/** Joins each connection to Postfix's smtp7bit listener after `relayDelayMs`; keeps the proxy's side of each. */
 let relay: TcpRelay;
 let relayDelayMs = 0;
 let relayed = 0;
+const relayedSides: SilentConnection[] = [];
 /** In front of the silent upstream. */
 let quiet: TestProxy;
 /** In front of the delaying relay. */
@@ -85,8 +86,9 @@ let slow: TestProxy;
 beforeAll(async () => {
   const up = upstreams();
   silent = await SilentUpstream.start();
-  relay = await TcpRelay.start({ host: up.host, port: up.ports.smtp7bit }, async () => {
+  relay = await TcpRelay.start({ host: up.host, port: up.ports.smtp7bit }, async (client) => {
     relayed++;
+    relayedSides.push({ socket: client, closed: new Promise((resolve) => client.once("close", () => resolve())) });
     await Bun.sleep(relayDelayMs);
     return undefined;
   });
@@ -155,7 +157,7 @@ async function rowsOf(p: TestProxy, targets: readonly string[]): Promise<(string
 }
 
 describe("an upstream that accepts the connection and never answers", () => {
-  test("an 8-bit message an ask rule holds is held once the wait is over", async () => {
+  test("an 8-bit message an ask rule holds is held after the wait; its connection is dropped later", async () => {
     const before = silent.accepted.length;
     const transport = agent(quiet);
     const m = marker();
@@ -180,6 +182,12 @@ describe("an upstream that accepts the connection and never answers", () => {
     } finally {
       transport.close();
     }
+    // The agent has left. The connection still being opened gets the same wait to finish, so that it could be quit;
+    // it never does, and is dropped then, not left to the upstream's timeouts (the greeting's alone is 10 minutes).
+    const opened = silent.accepted.at(-1)!;
+    expect(await SilentUpstream.closesWithin(opened, WAIT_MS - 1000)).toBe(false);
+    expect(await SilentUpstream.closesWithin(opened, 1000 + SLACK_MS)).toBe(true);
+    expect(silent.accepted.length).toBe(before + 1);
   });
 });
 
@@ -258,6 +266,27 @@ describe("an upstream whose connection is opened past the wait (one past the lim
     } finally {
       transport.close();
     }
+  });
+
+  test("the agent leaves once its message is held: the connection, open within the wait, is quit", async () => {
+    relayDelayMs = WAIT_MS + 1000;
+    const transport = agent(slow);
+    let id: string;
+    try {
+      const m = marker();
+      const to = `out-${m}@outside.example`;
+      const { reply, ms } = await send(transport, to, raw(to, m, `Grüße ${m}`));
+      id = heldId(reply);
+      expect(ms).toBeLessThan(relayDelayMs);
+    } finally {
+      transport.close();
+    }
+    // Not dropped when the session ends (it is still logging in: a server would log a lost connection), but closed
+    // once open, well before the wait after the session's end is over: the proxy quit it.
+    const side = relayedSides.at(-1)!;
+    expect(await SilentUpstream.closesWithin(side, 500)).toBe(false);
+    expect(await SilentUpstream.closesWithin(side, WAIT_MS)).toBe(true);
+    expect(slow.approvals!.row(id)!.state).toBe("held");
   });
 
   test("an allowed 8-bit message goes on to the replay, which waits for that connection and refuses it", async () => {
