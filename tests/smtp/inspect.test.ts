@@ -3,7 +3,7 @@
 import { describe, expect, test } from "bun:test";
 import { classify } from "../../src/smtp/decide.ts";
 import { type MessageFacts, MessageInspector } from "../../src/smtp/inspect.ts";
-import { MAX_HEADER_BYTES, MAX_MIME_DEPTH, MAX_MIME_PARTS } from "../../src/smtp/limits.ts";
+import { MAX_HEADER_BYTES, MAX_MIME_DEPTH, MAX_MIME_PARTS, MAX_PART_HEADER_BYTES } from "../../src/smtp/limits.ts";
 
 function facts(text: string, chunk = 0): MessageFacts {
   const inspector = new MessageInspector();
@@ -255,6 +255,25 @@ describe("has_attachment", () => {
     const part = "Content-Type: text/plain\n\nx";
     expect(facts(multipart(Array(MAX_MIME_PARTS).fill(part))).hasAttachment).toBe(false);
     expect(facts(multipart(Array(MAX_MIME_PARTS + 1).fill(part))).hasAttachment).toBeUndefined();
+  });
+
+  test(`a part header of MAX_PART_HEADER_BYTES (${MAX_PART_HEADER_BYTES}) is read; one more octet: unknown`, () => {
+    // Lines of at most 900 octets with their CRLF (under MAX_HEADER_LINE_OCTETS), `n` octets in all.
+    const header = (n: number): string => {
+      const lines = ["Content-Type: text/plain\r\n"];
+      let left = n - lines[0]!.length;
+      while (left > 0) {
+        const size = left > 1800 ? 900 : left > 900 ? Math.ceil(left / 2) : left;
+        lines.push(`X-Pad: ${"a".repeat(size - 9)}\r\n`);
+        left -= size;
+      }
+      const text = lines.join("");
+      expect(Buffer.byteLength(text)).toBe(n);
+      return text;
+    };
+    const message = (n: number) => multipart([`${header(n)}\r\nx`]);
+    expect(facts(message(MAX_PART_HEADER_BYTES)).hasAttachment).toBe(false);
+    expect(facts(message(MAX_PART_HEADER_BYTES + 1)).hasAttachment).toBeUndefined();
   });
 
   test(`MAX_MIME_DEPTH (${MAX_MIME_DEPTH}) nested multiparts are read; one more leaves it unknown`, () => {

@@ -5,6 +5,7 @@
 
 import { afterEach, describe, expect, test } from "bun:test";
 import {
+  AUTH_FAILURE_TRACKED_ADDRESSES,
   IDLE_TIMEOUT_MS,
   MAX_AUTH_FAILURES_PER_SESSION,
   MAX_COMMAND_LINE,
@@ -13,6 +14,7 @@ import {
   MAX_HEADER_BYTES,
   MAX_HEADER_LINE_OCTETS,
   MAX_MESSAGE_BYTES,
+  MAX_PART_HEADER_BYTES,
   MAX_RECIPIENTS,
   UPSTREAM_DATA_BLOCK_TIMEOUT_MS,
   UPSTREAM_OPENING_WAIT_MS,
@@ -59,6 +61,9 @@ test("the values are what docs/smtp.md says", () => {
   expect(IDLE_TIMEOUT_MS).toBe(5 * 60 * 1000);
   expect(MAX_CONNECTIONS).toBe(100);
   expect(MAX_AUTH_FAILURES_PER_SESSION).toBe(3);
+  // At the limit and one past it in inspect.test.ts; the throttle's eviction in tests/net/ip.test.ts.
+  expect(MAX_PART_HEADER_BYTES).toBe(64 * 1024);
+  expect(AUTH_FAILURE_TRACKED_ADDRESSES).toBe(10_000);
   // RFC 5321 §4.5.3.2.5; exercised with a shorter value in upstream.test.ts (a server that stops reading).
   expect(UPSTREAM_DATA_BLOCK_TIMEOUT_MS).toBe(3 * 60 * 1000);
   // Exercised with a shorter value, within it and past it, in eight-bit-upstream-wait.test.ts; at this value against
