@@ -33,8 +33,11 @@ export const DEVICE_MIN_INTERVAL_S = 1;
 /** The longest: the login waits LOGIN_TIMEOUT_MS in all, and a timer cannot wait 2^31 ms or more. */
 export const DEVICE_MAX_INTERVAL_S = 60;
 const DEVICE_SLOW_DOWN_S = 5;
-/** Longest line read from stdin for `--paste`. */
-const MAX_PASTE_BYTES = 16 * 1024;
+/**
+ * Longest line taken from stdin for `--paste` (docs/accounts.md "Logging in"): a redirect URL is far shorter; a longer
+ * line is refused before it is parsed.
+ */
+export const MAX_PASTE_BYTES = 16 * 1024;
 
 export class LoginError extends Error {
   override name = "LoginError";
