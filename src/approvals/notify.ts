@@ -97,7 +97,8 @@ export function approverNotice(input: ApproverNoticeInput): NoticeText {
     `Held as:     ${input.id}`,
     `Expires:     ${new Date(input.expires).toISOString()}`,
     "",
-    "The first lines of the text (transfer encodings not decoded):",
+    // Decoded as on the page, each part under its label (docs/approvals.md "What approvers see").
+    "The first lines of the text:",
     "",
     ...(p.text === "" ? ["| (empty)"] : p.text.split("\n").map((l) => `| ${clean(l)}`)),
     ...(p.textCut === true ? [MORE_TEXT] : []),

@@ -81,6 +81,21 @@ describe("the approver's notice", () => {
     expect(text).toContain("Opening it changes nothing");
   });
 
+  test("the text is shown decoded, as on the page, and the notice does not say otherwise", () => {
+    const body = Buffer.from("Wire 1M USD to eve\n").toString("base64");
+    const message = Buffer.from(
+      "From: alice@corp.test\r\nSubject: Lunch\r\nMIME-Version: 1.0\r\nContent-Type: text/plain\r\n" +
+        `Content-Transfer-Encoding: base64\r\n\r\n${body}\r\n`,
+    );
+    const preview = buildPreview("alice@corp.test", ["eve@outside.example"], message, false);
+    const { text } = approverNotice({ id: "ab".repeat(16), rule: "r", expires: 0, preview, link: null });
+    const lines = text.split("\n");
+    expect(lines).toContain("| [text/plain]");
+    expect(lines).toContain("| Wire 1M USD to eve");
+    expect(text).not.toContain(body);
+    expect(text).not.toContain("not decoded");
+  });
+
   test("without base_url there is no link, and the command line is named", () => {
     const { text } = notice(null);
     expect(text).not.toContain("http");
