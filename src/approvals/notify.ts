@@ -249,6 +249,14 @@ function fromAddress(account: AccountConfig): string {
   return address;
 }
 
+/** What became of a decided message, for the log line of its sender's notice that was not sent. */
+const DECIDED: Partial<Record<ApprovalRow["state"], string>> = {
+  sent: "the message was sent",
+  failed: "the upstream refused the message after approval",
+  denied: "the message was denied",
+  expired: "the message expired",
+};
+
 class PermanentError extends Error {
   override name = "PermanentError";
 }
@@ -547,9 +555,15 @@ export class Notifier {
     return false;
   }
 
+  /**
+   * A notice not sent: its row and an error log line. An approver's notice changes nothing (the message stays held);
+   * the sender's is about a message already decided, and the line says what became of it (docs/approvals.md).
+   */
   #failed(row: ApprovalRow, command: string, to: string, why: string): void {
     const reason = `notice to ${to} not sent: ${why}`;
-    this.#log.error(`approval ${row.id}: ${reason}; the message stays held`);
+    const after =
+      command === "APPROVAL SENDER NOTIFIED" ? ` (${DECIDED[row.state] ?? row.state})` : "; the message stays held";
+    this.#log.error(`approval ${row.id}: ${reason}${after}`);
     this.#ctx.audit.record(approvalEvent(this.#ctx, row, command, "error", reason));
   }
 
