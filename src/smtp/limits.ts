@@ -88,6 +88,23 @@ export const MAX_PART_HEADER_BYTES = 64 * 1024;
 export const MAX_COMMANDS_PER_SESSION = 10_000;
 
 /**
+ * Octets of agent input held while the session waits inside a command (for the upstream, a login, the audit log's
+ * backlog): what the agent sends meanwhile is queued, and past this much reading from its connection is paused, so
+ * TCP pushes back on the agent; reading resumes once the session has worked through half of it. A client that sends
+ * on while a command waits costs one session this much of the proxy's memory at most, with the one read that passed
+ * it. 1 MiB is far more than a pipelined group of commands needs (RFC 2920 §3.1; some 85 lines of MAX_COMMAND_LINE).
+ */
+export const MAX_QUEUED_INPUT = 1024 * 1024;
+
+/**
+ * Octets of a refused command's argument kept as its audit row's `target` (a MAIL FROM or RCPT TO that could not be
+ * read or is refused for its syntax, parameters or limits), and of a refused RCPT's argument named in DATA's reply
+ * (docs/smtp.md "All or nothing"): the rest is cut. A path is at most 256 octets (RFC 5321 §4.5.3.1.3), so
+ * any address is kept whole; a longer argument is the agent's own text, which need not fill the audit log.
+ */
+export const MAX_REFUSED_TARGET = 256;
+
+/**
  * Idle time before the proxy closes the connection with `421 4.4.2`: RFC 5321 §4.5.3.2.7 asks a server to
  * wait at least 5 minutes for the next command. Default of `[limits] idle_timeout`.
  */

@@ -71,6 +71,8 @@ import {
   MAX_AUTH_FAILURES_PER_SESSION,
   MAX_HEADER_BYTES,
   MAX_HELD_PER_AGENT,
+  MAX_QUEUED_INPUT,
+  MAX_REFUSED_TARGET,
   type SessionLimits,
   TLS_HANDSHAKE_TIMEOUT_MS,
 } from "./limits.ts";
@@ -91,9 +93,6 @@ import {
 
 /** DATA octets between two hints to the garbage collector (see the DATA sink). */
 const GC_HINT_BYTES = 2 * 1024 * 1024;
-
-/** Input held while the session is busy; beyond it the socket is paused (TCP pushes back on the agent). */
-const MAX_QUEUED_INPUT = 1024 * 1024;
 
 /** Commands accepted before AUTH (RFC 4954 §4, docs/smtp.md "AUTH": everything else gets 530). */
 const BEFORE_AUTH = new Set(["EHLO", "HELO", "STARTTLS", "AUTH", "NOOP", "RSET", "QUIT"]);
@@ -172,9 +171,6 @@ interface Refusal {
 
 /** Refused RCPTs of one transaction kept to be named in DATA's reply and audit row; the rest are only counted. */
 const MAX_REFUSALS_KEPT = 10;
-
-/** Octets of a refused RCPT's argument kept for the reply and the audit (an address is at most 254). */
-const MAX_REFUSED_TARGET = 256;
 
 /** The enhanced status of the DATA refusal for each kind of RCPT refusal (RFC 3463 X.7.1, X.5.3, X.5.4). */
 const REFUSAL_STATUS: Record<RefusalKind, string> = { rules: "5.7.1", count: "5.5.3", argument: "5.5.4" };

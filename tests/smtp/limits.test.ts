@@ -4,6 +4,8 @@
  */
 
 import { afterEach, describe, expect, test } from "bun:test";
+import { AUDIT_BACKLOG_PAUSE_ROWS } from "../../src/audit/index.ts";
+import { Connection } from "../../src/net/connection.ts";
 import {
   AUTH_FAILURE_TRACKED_ADDRESSES,
   IDLE_TIMEOUT_MS,
@@ -15,10 +17,13 @@ import {
   MAX_HEADER_LINE_OCTETS,
   MAX_MESSAGE_BYTES,
   MAX_PART_HEADER_BYTES,
+  MAX_QUEUED_INPUT,
   MAX_RECIPIENTS,
+  MAX_REFUSED_TARGET,
   UPSTREAM_DATA_BLOCK_TIMEOUT_MS,
   UPSTREAM_OPENING_WAIT_MS,
 } from "../../src/smtp/limits.ts";
+import { backlogAudit } from "../fixtures/audit-backlog.ts";
 import { type FakeUpstream, startFakeUpstream } from "./fake-upstream.ts";
 import { RawClient, startTestProxy, type TestProxy } from "./helpers.ts";
 
@@ -61,6 +66,8 @@ test("the values are what docs/smtp.md says", () => {
   expect(IDLE_TIMEOUT_MS).toBe(5 * 60 * 1000);
   expect(MAX_CONNECTIONS).toBe(100);
   expect(MAX_AUTH_FAILURES_PER_SESSION).toBe(3);
+  expect(MAX_QUEUED_INPUT).toBe(1024 * 1024);
+  expect(MAX_REFUSED_TARGET).toBe(256);
   // At the limit and one past it in inspect.test.ts; the throttle's eviction in tests/net/ip.test.ts.
   expect(MAX_PART_HEADER_BYTES).toBe(64 * 1024);
   expect(AUTH_FAILURE_TRACKED_ADDRESSES).toBe(10_000);
@@ -180,6 +187,85 @@ describe("MAX_COMMANDS_PER_SESSION", () => {
     for (let i = 0; i < MAX_COMMANDS_PER_SESSION - 1; i++) expect((await c.reply()).code).toBe(250);
     expect((await c.command("NOOP")).raw).toStartWith("421 4.7.0");
     await c.waitClosed();
+  });
+});
+
+describe("MAX_QUEUED_INPUT", () => {
+  test("what comes while a command waits: reading goes on at the limit, pauses one octet past it", async () => {
+    // The audit log's backlog holds the session inside its NOOP (AUDIT_BACKLOG_PAUSE_ROWS) while input arrives.
+    const backlog = backlogAudit();
+    const p = await startTestProxy({ rules: "", wrapAudit: backlog.wrap });
+    cleanups.push(() => p.close());
+    cleanups.push(async () => backlog.release());
+    // The proxy runs in this process: its side of the agent's connection, and its calls of pause().
+    const conns = new Set<Connection>();
+    const paused = new Set<Connection>();
+    const original = { onData: Connection.prototype.onData, pause: Connection.prototype.pause };
+    Connection.prototype.onData = function (this: Connection, handler) {
+      conns.add(this);
+      original.onData.call(this, handler);
+    };
+    Connection.prototype.pause = function (this: Connection) {
+      paused.add(this);
+      original.pause.call(this);
+    };
+    cleanups.push(async () => {
+      Object.assign(Connection.prototype, original);
+    });
+    const c = await client(p.port, false);
+    const conn = [...conns].find((x) => x.remotePort === c.socket.localPort)!;
+    expect(conn).toBeDefined();
+    /** Waits until the proxy has read `n` octets of the connection in all. */
+    const readTo = async (n: number) => {
+      for (let t = 0; t < 500 && conn.bytesIn < n; t++) await Bun.sleep(10);
+      expect(conn.bytesIn).toBe(n);
+    };
+    backlog.setQueued(AUDIT_BACKLOG_PAUSE_ROWS + 1);
+    c.write("NOOP\r\n");
+    await backlog.flushing;
+    // The NOOP is read and waits; exactly MAX_QUEUED_INPUT octets more come in: 8 KiB NOOP lines.
+    const base = conn.bytesIn;
+    const line = `NOOP ${"x".repeat(8192 - 7)}\r\n`;
+    const lines = MAX_QUEUED_INPUT / line.length;
+    expect(lines).toBe(128);
+    c.write(line.repeat(lines));
+    await readTo(base + MAX_QUEUED_INPUT);
+    expect(paused.has(conn)).toBe(false);
+    // One octet more: reading stops (the rest of that NOOP stays in the kernel's buffers).
+    c.write("N");
+    await readTo(base + MAX_QUEUED_INPUT + 1);
+    for (let t = 0; t < 100 && !paused.has(conn); t++) await Bun.sleep(10);
+    expect(paused.has(conn)).toBe(true);
+    c.write("OOP\r\n");
+    await Bun.sleep(100);
+    expect(conn.bytesIn).toBe(base + MAX_QUEUED_INPUT + 1);
+    // Once the command goes on, the queue is worked through, reading resumes, and every NOOP is answered.
+    backlog.release();
+    for (let i = 0; i < 1 + lines + 1; i++) expect((await c.reply()).raw).toStartWith("250 2.0.0");
+    expect(conn.bytesIn).toBe(base + MAX_QUEUED_INPUT + 6);
+  });
+});
+
+describe("MAX_REFUSED_TARGET", () => {
+  test("a refused argument of the limit is kept whole in its row and DATA's reply; one octet more is cut", async () => {
+    const { p } = await setup();
+    const c = await client(p.port);
+    for (const length of [MAX_REFUSED_TARGET, MAX_REFUSED_TARGET + 1]) {
+      // No <...>: the argument is refused as written, and named as written.
+      const sender = "s".repeat(length);
+      expect((await c.command(`MAIL FROM:${sender}`)).raw).toStartWith("501 5.5.4");
+      expect((await c.command("MAIL FROM:<alice@mailgator.test>")).code).toBe(250);
+      const recipient = "r".repeat(length);
+      expect((await c.command(`RCPT TO:${recipient}`)).raw).toStartWith("501 5.5.4");
+      const kept = recipient.slice(0, MAX_REFUSED_TARGET);
+      const data = await c.command("DATA");
+      expect(data.raw).toStartWith(`554 5.5.4 Message refused: 1 recipient(s) refused at RCPT (<${kept}>: Syntax`);
+      expect((await c.command("RSET")).code).toBe(250);
+      const rows = await p.rows();
+      const target = (command: string) => rows.filter((r) => r.command === command).at(-1)?.target;
+      expect(target("MAIL FROM")).toBe(sender.slice(0, MAX_REFUSED_TARGET));
+      expect(target("RCPT TO")).toBe(kept);
+    }
   });
 });
 
