@@ -114,6 +114,13 @@ interface Failure {
   readonly user: string | null;
 }
 
+interface SlowDown {
+  /** Polls left to answer slow_down. */
+  remaining: number;
+  /** Only polls of this user's device codes (null: every device code). */
+  readonly user: string | null;
+}
+
 interface Settings {
   accessTokenLifetime: number;
   rotation: boolean;
@@ -123,6 +130,8 @@ interface Settings {
   deviceAutoApprove: boolean;
   denyAuthorize: boolean;
   failures: Failure[];
+  /** Device-code polls to answer slow_down whenever they come (/control/slow_down). */
+  slowDowns?: SlowDown[];
   /** Per user: token responses are held back this long after the grant was made (a slow provider). */
   tokenDelays?: Record<string, number>;
 }
@@ -376,6 +385,16 @@ export class Authority {
     return failure;
   }
 
+  /** True when a slow_down of /control/slow_down applies to this poll (and is used up by it). */
+  #takeSlowDown(user: string): boolean {
+    const slowDowns = this.state.settings.slowDowns ?? [];
+    const index = slowDowns.findIndex((slowDown) => slowDown.user === null || slowDown.user === user);
+    const slowDown = slowDowns[index];
+    if (slowDown === undefined) return false;
+    if (--slowDown.remaining <= 0) slowDowns.splice(index, 1);
+    return true;
+  }
+
   #codeGrant(body: URLSearchParams, confidential: boolean): Reply {
     const code = body.get("code") ?? "";
     const record = this.state.codes[code];
@@ -457,6 +476,7 @@ export class Authority {
     record.lastPollAt = now;
     if (record.state === "denied") throw new OAuthError(400, "access_denied", "the user denied the request");
     if (early) throw new OAuthError(400, "slow_down", `poll at most every ${DEVICE_POLL_INTERVAL_S} s`);
+    if (this.#takeSlowDown(record.user)) throw new OAuthError(400, "slow_down", "injected by /control/slow_down");
     if (record.state === "pending") {
       if (this.state.settings.deviceAutoApprove) record.state = "approved";
       throw new OAuthError(400, "authorization_pending", "waiting for the user");
@@ -692,6 +712,12 @@ export class Authority {
       const ms = integerParam(params, "ms", 0);
       settings.tokenDelays = { ...settings.tokenDelays, [user]: ms };
       return ok({ ms });
+    }
+    if (name === "slow_down") {
+      const count = integerParam(params, "count", 0);
+      const kept = (settings.slowDowns ?? []).filter((slowDown) => user !== null && slowDown.user !== user);
+      settings.slowDowns = count === 0 ? kept : [...kept, { remaining: count, user }];
+      return ok({ slowDowns: settings.slowDowns.length });
     }
     if (name === "device") {
       settings.deviceAutoApprove = booleanParam(params, "auto_approve");

@@ -1,6 +1,7 @@
 // The local OAuth2 server's limits, in process (a private instance on a free port): the request
 // body limit at the limit and one past it, and the code and device-code lifetimes at the second
-// they end. The shared instance is tested against Dovecot and Postfix in tests/e2e/oauth.test.ts.
+// they end; and its slow_down control. The shared instance is tested against Dovecot and Postfix in
+// tests/e2e/oauth.test.ts.
 import { afterAll, beforeAll, describe, expect, setSystemTime, test } from "bun:test";
 import { createHash } from "node:crypto";
 import {
@@ -194,5 +195,39 @@ describe("refresh-token rotation with reuse revocation", () => {
     const second = refresh(authority, first.refresh).body;
     expect(refresh(authority, first.refresh).body["error"]).toBe("invalid_grant");
     expect(refresh(authority, second["refresh_token"] as string).status).toBe(200);
+  });
+});
+
+describe("/control/slow_down (clock set by the test)", () => {
+  const start = new Date("2026-01-01T00:00:00Z");
+  afterAll(() => setSystemTime());
+
+  function call(authority: Authority, method: string, path: string, body: Record<string, string> = {}) {
+    const reply = authority.handle(method, new URL(path, authority.baseUrl), basic, new URLSearchParams(body));
+    if (reply === "close") throw new Error("unexpected close");
+    return reply as { status: number; body: Record<string, unknown> };
+  }
+
+  test("the next N polls of the user's device codes get slow_down, however slowly they come; count=0 clears", () => {
+    const authority = new Authority(config(1));
+    setSystemTime(start);
+    const device = (user: string) =>
+      call(authority, "POST", "/device_authorization", { scope: "mail", login_hint: user }).body[
+        "device_code"
+      ] as string;
+    const [mine, other] = [device("a@mailgator.test"), device("b@mailgator.test")];
+    let minutes = 0;
+    /** Polls `code` a minute after the last poll: never too fast by the server's own interval. */
+    const poll = (code: string) => {
+      setSystemTime(new Date(start.getTime() + ++minutes * 60_000));
+      const grant = "urn:ietf:params:oauth:grant-type:device_code";
+      return call(authority, "POST", "/token", { grant_type: grant, device_code: code }).body["error"];
+    };
+    expect(call(authority, "POST", "/control/slow_down?count=2&user=a@mailgator.test").status).toBe(200);
+    expect(poll(other)).toBe("authorization_pending");
+    expect([poll(mine), poll(mine), poll(mine)]).toEqual(["slow_down", "slow_down", "authorization_pending"]);
+    call(authority, "POST", "/control/slow_down?count=5&user=b@mailgator.test");
+    call(authority, "POST", "/control/slow_down?count=0&user=b@mailgator.test");
+    expect(poll(other)).toBeUndefined();
   });
 });
