@@ -26,13 +26,17 @@ export const LOGIN_TIMEOUT_MS = 10 * 60_000;
 export const CALLBACK_PATH = "/callback";
 /** The redirect of `--paste`: nothing listens there; the person copies the URL the browser stopped at. */
 export const PASTE_REDIRECT_URI = `http://127.0.0.1${CALLBACK_PATH}`;
-/** RFC 8628 section 3.5: the polling interval when the provider gives none, and the slow_down increment. */
+/** RFC 8628 section 3.5: the polling interval when the provider gives none. */
 const DEVICE_DEFAULT_INTERVAL_S = 5;
 /** The shortest polling interval taken from a provider (an `interval` of 0 would poll without pause). */
 export const DEVICE_MIN_INTERVAL_S = 1;
 /** The longest: the login waits LOGIN_TIMEOUT_MS in all, and a timer cannot wait 2^31 ms or more. */
 export const DEVICE_MAX_INTERVAL_S = 60;
-const DEVICE_SLOW_DOWN_S = 5;
+/**
+ * Seconds added to the polling interval each time the token endpoint answers slow_down, for that poll and all those
+ * after it (RFC 8628 section 3.5: "the interval MUST be increased by 5 seconds"), up to DEVICE_MAX_INTERVAL_S.
+ */
+export const DEVICE_SLOW_DOWN_S = 5;
 /**
  * Longest line taken from stdin for `--paste` (docs/accounts.md "Logging in"): a redirect URL is far shorter; a longer
  * line is refused before it is parsed.

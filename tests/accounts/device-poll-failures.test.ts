@@ -1,11 +1,12 @@
 // `mailgator account login --device` while the token endpoint misbehaves between the polls (RFC 8628 §3.5,
 // docs/accounts.md "Logging in"): a dropped connection, a 5xx and a poll that gets no answer are retried at a longer
-// interval until the code expires; a nonsense answer or an error code other than authorization_pending and
-// slow_down stops the login with a clear error, and nothing is stored.
+// interval until the code expires; slow_down lengthens the interval by DEVICE_SLOW_DOWN_S for good; a nonsense answer
+// or an error code other than authorization_pending and slow_down stops the login with a clear error, and nothing is
+// stored.
 import { afterAll, afterEach, expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { LoginError, loginDevice } from "../../src/accounts/login.ts";
+import { DEVICE_SLOW_DOWN_S, LoginError, loginDevice } from "../../src/accounts/login.ts";
 import { TOKEN_REQUEST_TIMEOUT_MS } from "../../src/accounts/oauth.ts";
 import { readTokens } from "../../src/accounts/records.ts";
 import { loadConfig, type OAuth2AccountConfig, parseConfig } from "../../src/config/index.ts";
@@ -25,6 +26,7 @@ afterAll(() => {
 const DEFAULT_USER = () => oauthServer().user.user;
 afterEach(async () => {
   await control("fail", { user: DEFAULT_USER(), mode: "off" });
+  await control("slow_down", { user: DEFAULT_USER(), count: "0" });
 });
 
 /** Starts `account login main --device`; returns the child once it prints the code, and the code. */
@@ -62,6 +64,37 @@ test("a dropped connection, then a 503, while polling: polled again, less often;
   expect(child.stdout).toMatch(/HTTP 503.*; polling again in 4 s/);
   expect(storedRefreshToken(setup.config)).not.toBeNull();
 });
+
+test(`slow_down: the interval grows by DEVICE_SLOW_DOWN_S (${DEVICE_SLOW_DOWN_S} s), for each poll after`, async () => {
+  // The local server's device codes ask for polls every second (`interval` 1); its first poll is answered slow_down.
+  await control("slow_down", { user: DEFAULT_USER(), count: "1" });
+  const setup = oauthConfig(DEFAULT_USER());
+  const polls: { at: number; answer: string }[] = [];
+  let interval = 0;
+  const recording = (async (input: string | URL | Request, init?: RequestInit) => {
+    const response = await fetch(input, init);
+    const url = String(input instanceof Request ? input.url : input);
+    if (url === oauthServer().deviceUrl) ({ interval } = (await response.clone().json()) as { interval: number });
+    if (url === oauthServer().tokenUrl) {
+      const body = (await response.clone().json()) as { error?: string };
+      polls.push({ at: performance.now(), answer: body.error ?? "tokens" });
+    }
+    return response;
+  }) as typeof fetch;
+  const account = loadConfig(setup.config).accounts["main"] as OAuth2AccountConfig;
+  const grant = await loginDevice(account, { say: () => {}, fetch: recording });
+  expect(grant.refreshToken).toBeString();
+  // The second poll is pending and approves the code (the server's auto-approval); the third gets the tokens.
+  expect(polls.map((p) => p.answer)).toEqual(["slow_down", "authorization_pending", "tokens"]);
+  expect(interval).toBe(1);
+  // Both waits after the slow_down are the server's interval plus DEVICE_SLOW_DOWN_S, and shorter than one second
+  // more (what DEVICE_SLOW_DOWN_S + 1 would wait): the poll's own round trip is a few milliseconds.
+  for (const i of [1, 2]) {
+    const gap = polls[i]!.at - polls[i - 1]!.at;
+    expect(gap).toBeGreaterThanOrEqual((interval + DEVICE_SLOW_DOWN_S) * 1000 - 50);
+    expect(gap).toBeLessThan((interval + DEVICE_SLOW_DOWN_S + 1) * 1000 - 200);
+  }
+}, 30_000);
 
 function microsoft(): OAuth2AccountConfig {
   const config = parseConfig(
