@@ -1,6 +1,13 @@
 import { expect, test } from "bun:test";
+import { LOGIN_THROTTLE } from "../../src/imap/limits.ts";
 import { ipAllowed, readIpEntry } from "../../src/net/ip.ts";
 import { FailureThrottle, failureDelay } from "../../src/net/throttle.ts";
+import {
+  AUTH_FAILURE_MAX_DELAY_MS,
+  AUTH_FAILURE_STEP_MS,
+  AUTH_FAILURE_TRACKED_ADDRESSES,
+  AUTH_FAILURE_WINDOW_MS,
+} from "../../src/smtp/limits.ts";
 
 test("allowed_ips: exact addresses, CIDR ranges, IPv4-mapped IPv6, null = any", () => {
   expect(ipAllowed("127.0.0.1", null)).toBe(true);
@@ -23,10 +30,45 @@ test("failed logins: each failure adds a step, up to the maximum; the window for
   expect(t.fail("a", 20)).toBe(250);
   expect(t.fail("a", 2000)).toBe(100);
   t.fail("b", 2000);
+  expect(t.failures("a", 2000)).toBe(1);
   t.fail("c", 2000);
   expect(t.failures("a", 2000)).toBe(0);
+  expect(t.failures("b", 2000)).toBe(1);
   expect(t.failures("c", 2000)).toBe(1);
 });
+
+// docs/config.md "Who connects", docs/smtp.md "Limits", docs/reliability.md "Long runs".
+const listeners = {
+  imap: LOGIN_THROTTLE,
+  smtp: {
+    stepMs: AUTH_FAILURE_STEP_MS,
+    maxMs: AUTH_FAILURE_MAX_DELAY_MS,
+    windowMs: AUTH_FAILURE_WINDOW_MS,
+    maxTracked: AUTH_FAILURE_TRACKED_ADDRESSES,
+  },
+};
+
+test("the failed-login delays of both listeners are what docs/config.md says", () => {
+  expect(listeners.imap).toEqual({ stepMs: 500, maxMs: 10_000, windowMs: 15 * 60_000, maxTracked: 10_000 });
+  expect(listeners.smtp).toEqual({ stepMs: 1000, maxMs: 10_000, windowMs: 15 * 60_000, maxTracked: 10_000 });
+});
+
+for (const [name, limits] of Object.entries(listeners)) {
+  test(`${name}: ${limits.maxTracked} addresses are counted at once; one more forgets the oldest`, () => {
+    const t = new FailureThrottle(limits);
+    const address = (i: number) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+    expect(t.fail(address(0), 0)).toBe(limits.stepMs);
+    expect(t.fail(address(0), 0)).toBe(2 * limits.stepMs);
+    for (let i = 1; i < limits.maxTracked; i++) t.fail(address(i), 0);
+    // At the limit the first is still counted: its next failure waits three steps.
+    expect(t.failures(address(0), 0)).toBe(2);
+    t.fail(address(limits.maxTracked), 0);
+    // One more: the address whose failure is oldest is forgotten, its delay starting afresh; the next one is kept.
+    expect(t.failures(address(0), 0)).toBe(0);
+    expect(t.failures(address(1), 0)).toBe(1);
+    expect(t.fail(address(0), 0)).toBe(limits.stepMs);
+  });
+}
 
 test("failed logins are counted by addressKey: an IPv6 /64 shares one delay, IPv4 addresses do not", () => {
   const t = new FailureThrottle({ stepMs: 100, maxMs: 1000, windowMs: 1000, maxTracked: 10 });

@@ -43,6 +43,26 @@ test("a flood of distinct addresses and names keeps at most maxTracked of each",
   expect(l.size).toBeLessThanOrEqual(200);
 });
 
+test(`each table counts ${LOGIN_LOCKOUT.maxTracked} entries at once; one more forgets the oldest`, () => {
+  const { failuresPerAddress, failuresPerName, maxTracked } = LOGIN_LOCKOUT;
+  const address = (i: number) => `10.${(i >> 16) & 255}.${(i >> 8) & 255}.${i & 255}`;
+  for (const more of [0, 1]) {
+    const kept = more === 0;
+    // An address a failure short of its lock, then other addresses: `maxTracked` of them in all, or one more.
+    const byAddress = new LoginLockout();
+    for (let i = 1; i < failuresPerAddress; i++) byAddress.fail(address(0), null, 0);
+    for (let i = 1; i < maxTracked + more; i++) byAddress.fail(address(i), null, 0);
+    expect(byAddress.size).toBe(maxTracked);
+    expect(byAddress.fail(address(0), null, 0)).toEqual(kept ? [expect.objectContaining({ by: "address" })] : []);
+    // The same for a name (all from one address, which the address table holds apart).
+    const byName = new LoginLockout();
+    for (let i = 1; i < failuresPerName; i++) byName.fail("192.0.2.1", "bob", 0);
+    for (let i = 1; i < maxTracked + more; i++) byName.fail("192.0.2.1", `name-${i}`, 0);
+    expect(byName.size).toBe(1 + maxTracked);
+    expect(byName.fail("192.0.2.1", "bob", 0)).toEqual(kept ? [expect.objectContaining({ by: "name" })] : []);
+  }
+});
+
 test("a name is counted in pass-through mode only: vault agents log in with 256-bit tokens", () => {
   expect(lockoutName([], "bob@corp.test")).toBe("bob@corp.test");
   expect(lockoutName([], null)).toBeNull();
