@@ -11,7 +11,9 @@
  * limit, logins of that address, or under that name, are refused before their credentials are checked, a correct one
  * included, until the lock ends `lockMs` later. Attempts refused while locked are not counted: the lock always ends.
  * A login that succeeds clears nothing (a client that holds one good login would otherwise reset its count with it).
- * Each table keeps at most `maxTracked` entries; past that the one touched longest ago is forgotten.
+ * Each table keeps at most `maxTracked` entries; past that the one touched longest ago that is not a lock in force is
+ * forgotten, so that failures under many other addresses or names cannot end a lock early (the oldest lock goes only
+ * when every other entry is a lock in force).
  */
 
 import { MAX_LOGIN_NAME_BYTES } from "./credentials.ts";
@@ -103,11 +105,28 @@ export class LoginLockout {
     if (starts) entry.until = now + this.limits.lockMs;
     table.delete(key);
     table.set(key, entry);
-    if (table.size > this.limits.maxTracked) {
-      const oldest = table.keys().next().value;
-      if (oldest !== undefined) table.delete(oldest);
-    }
+    if (table.size > this.limits.maxTracked) this.#forgetOne(table, key, now);
     return starts;
+  }
+
+  /**
+   * Forgets one entry of a table past `maxTracked`, other than `counted` (the one just counted): the one touched
+   * longest ago whose lock is not in force (counting, or its window or lock over). Forgetting the oldest whatever it
+   * held would let anyone end a lock by failing under `maxTracked` other addresses or names (an IPv6 /48 holds 65,536
+   * /64s); now that takes `maxTracked` locks in force, each `failuresPerAddress` or `failuresPerName` failures. When
+   * every other entry is a lock in force, the oldest lock goes, so that new failures go on being counted.
+   */
+  #forgetOne(table: Map<string, Entry>, counted: string, now: number): void {
+    let oldestLock: string | undefined;
+    for (const [key, entry] of table) {
+      if (key === counted) continue;
+      if (entry.until === 0 || now >= entry.until) {
+        table.delete(key);
+        return;
+      }
+      oldestLock ??= key;
+    }
+    if (oldestLock !== undefined) table.delete(oldestLock);
   }
 
   /** The entry of `key`, or undefined once its lock has ended or its window has passed without a lock. */

@@ -1,6 +1,7 @@
 /**
  * LoginLockout (src/net/lockout.ts, docs/config.md "Who connects"): the counts, the lock's end, memory bounded
- * under a flood of distinct addresses and names, and which names a failure counts under.
+ * under a flood of distinct addresses and names (which never ends a lock in force early), and which names a failure
+ * counts under.
  */
 
 import { expect, test } from "bun:test";
@@ -61,6 +62,36 @@ test(`each table counts ${LOGIN_LOCKOUT.maxTracked} entries at once; one more fo
     expect(byName.size).toBe(1 + maxTracked);
     expect(byName.fail("192.0.2.1", "bob", 0)).toEqual(kept ? [expect.objectContaining({ by: "name" })] : []);
   }
+});
+
+test("failures under other addresses or names do not end a lock: the oldest entry not locked is forgotten", () => {
+  const l = new LoginLockout({ ...LOGIN_LOCKOUT, maxTracked: 3 });
+  const { failuresPerAddress: perAddress, failuresPerName: perName } = LOGIN_LOCKOUT;
+  for (let i = 0; i < perAddress; i++) l.fail("192.0.2.1", null, 0);
+  for (let i = 0; i < perName; i++) l.fail(`198.51.100.${i}`, "bob", 0);
+  expect(l.locked("192.0.2.1", null, 1)?.by).toBe("address");
+  expect(l.locked("203.0.113.9", "BOB", 1)?.by).toBe("name");
+  // A flood of other addresses and names, each failing once: the two locks stay, memory stays bounded.
+  for (let i = 0; i < 1000; i++) l.fail(`10.0.${i >> 8}.${i & 255}`, `other-${i}`, 2);
+  expect(l.size).toBe(6);
+  expect(l.locked("192.0.2.1", null, 3)?.by).toBe("address");
+  expect(l.locked("203.0.113.9", "bob", 3)?.by).toBe("name");
+});
+
+test("when every other entry is a lock in force, the oldest lock goes and new failures are still counted", () => {
+  const l = new LoginLockout({ ...LOGIN_LOCKOUT, maxTracked: 3 });
+  const lock = (client: string) => {
+    for (let i = 0; i < LOGIN_LOCKOUT.failuresPerAddress; i++) l.fail(client, null, 0);
+  };
+  lock("192.0.2.1");
+  lock("192.0.2.2");
+  lock("192.0.2.3");
+  expect(l.fail("192.0.2.4", null, 1)).toEqual([]);
+  expect(l.locked("192.0.2.1", null, 1)).toBeNull();
+  expect(l.locked("192.0.2.2", null, 1)?.by).toBe("address");
+  expect(l.locked("192.0.2.3", null, 1)?.by).toBe("address");
+  for (let i = 1; i < LOGIN_LOCKOUT.failuresPerAddress - 1; i++) l.fail("192.0.2.4", null, 1);
+  expect(l.fail("192.0.2.4", null, 1)).toEqual([expect.objectContaining({ by: "address" })]);
 });
 
 test("a name is counted in pass-through mode only: vault agents log in with 256-bit tokens", () => {
