@@ -128,6 +128,14 @@ export const AUTH_FAILURE_TRACKED_ADDRESSES = 10_000;
 /** Connecting to the upstream server, including implicit TLS. */
 export const UPSTREAM_CONNECT_TIMEOUT_MS = 15_000;
 
+/**
+ * The longest reason an SMTP audit row is given (its `reason` column; docs/audit.md): what a reason quotes (refused
+ * recipients and their replies, an upstream's reply, the authors of a message refused as a whole) is cut to fit.
+ * DATA's row after refused RCPTs names as many of them as fit and counts the rest, so that the count is never cut
+ * (docs/smtp.md "All or nothing").
+ */
+export const MAX_ROW_REASON = 300;
+
 /** Waiting for one upstream reply. RFC 5321 §4.5.3.2.6 asks clients to wait 10 minutes after the final dot. */
 export const UPSTREAM_REPLY_TIMEOUT_MS = 10 * 60 * 1000;
 

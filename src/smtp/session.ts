@@ -73,6 +73,7 @@ import {
   MAX_HELD_PER_AGENT,
   MAX_QUEUED_INPUT,
   MAX_REFUSED_TARGET,
+  MAX_ROW_REASON,
   type SessionLimits,
   TLS_HANDSHAKE_TIMEOUT_MS,
 } from "./limits.ts";
@@ -698,7 +699,7 @@ export class SmtpSession {
   static #notIdentity(senders: ReadonlySet<string>, when: string): Pick<AuditEvent, "decision" | "reason" | "rule"> {
     const known = [...senders].join(", ");
     const reason = `sender is not one of this account's identities${when} (${known === "" ? NO_IDENTITIES : known})`;
-    return { decision: "deny", rule: null, reason: reason.slice(0, 300) };
+    return { decision: "deny", rule: null, reason: reason.slice(0, MAX_ROW_REASON) };
   }
 
   /** The agent as the policy sees it: a name in vault mode, null in pass-through mode. */
@@ -1342,8 +1343,6 @@ export class SmtpSession {
     const kinds = tx.firstOfKind;
     const kind: RefusalKind = kinds.rules ? "rules" : kinds.count ? "count" : "argument";
     const first = kinds[kind]!;
-    const named = tx.refusals.map((r) => `<${r.target}>: ${r.text}`).join("; ");
-    const more = tx.refused > tx.refusals.length ? ` and ${tx.refused - tx.refusals.length} more` : "";
     const why =
       kind === "rules"
         ? `<${first.target}> is not allowed`
@@ -1355,7 +1354,7 @@ export class SmtpSession {
     return {
       status: REFUSAL_STATUS[kind],
       text,
-      reason: `refused before the message was read: recipients refused at RCPT: ${named}${more}`.slice(0, 300),
+      reason: refusedReason(tx.refusals, tx.refused),
     };
   }
 
@@ -1575,7 +1574,7 @@ export class SmtpSession {
         operation: "mail:send",
         target: facts.messageId,
         decision: "deny",
-        reason: `refused as a whole: ${authors}`.slice(0, 300),
+        reason: `refused as a whole: ${authors}`.slice(0, MAX_ROW_REASON),
         count: tx.recipients.length,
       });
       const text =
@@ -2018,7 +2017,7 @@ export class SmtpSession {
           operation: "mail:send",
           target: messageId,
           decision: "deny",
-          reason: `not sent: the session was ended by a reload (${this.#endedByReload})`.slice(0, 300),
+          reason: `not sent: the session was ended by a reload (${this.#endedByReload})`.slice(0, MAX_ROW_REASON),
         });
         this.#upstream?.destroy();
         this.#upstream = null;
@@ -2060,7 +2059,7 @@ export class SmtpSession {
       operation: "mail:send",
       target: messageId,
       decision: ok ? "allow" : "error",
-      reason: `upstream replied ${upstreamReply.code} ${upstreamReply.lines.at(-1) ?? ""}`.slice(0, 300),
+      reason: `upstream replied ${upstreamReply.code} ${upstreamReply.lines.at(-1) ?? ""}`.slice(0, MAX_ROW_REASON),
       detail: { upstreamCode: upstreamReply.code },
     });
     return text;
@@ -2095,6 +2094,30 @@ function eightBitRefusal(): string {
     EightBitRefused.status,
     `${capitalize(EIGHT_BIT_REFUSED)}; nothing was sent; ${hint}`,
   );
+}
+
+/**
+ * DATA's audit reason after refused RCPTs: names the kept refusals (the first MAX_REFUSALS_KEPT) with their replies,
+ * as many as fit in MAX_ROW_REASON with the count of the others after them ("and N more"), so that a cut never takes
+ * the count. A first refusal too long to fit whole is cut to leave room for the count.
+ */
+export function refusedReason(refusals: readonly { target: string; text: string }[], refused: number): string {
+  const head = "refused before the message was read: recipients refused at RCPT: ";
+  const more = (named: number) => (refused > named ? ` and ${refused - named} more` : "");
+  const parts = refusals.map((r) => `<${r.target}>: ${r.text}`);
+  let named = "";
+  let shown = 0;
+  for (const part of parts) {
+    const next = shown === 0 ? part : `${named}; ${part}`;
+    if (head.length + next.length + more(shown + 1).length > MAX_ROW_REASON) break;
+    named = next;
+    shown++;
+  }
+  if (shown === 0 && parts.length > 0) {
+    const tail = more(1);
+    return `${`${head}${parts[0]}`.slice(0, MAX_ROW_REASON - tail.length)}${tail}`;
+  }
+  return `${head}${named}${more(shown)}`;
 }
 
 function capitalize(text: string): string {
