@@ -3,6 +3,7 @@ import {
   Framer,
   findLiteralMarker,
   MAX_ARGUMENT_LITERAL,
+  MAX_BUFFERED_INPUT,
   MAX_LINE,
   MAX_NONSYNC_DRAIN,
   MIN_ACCEPTED_LINE,
@@ -442,6 +443,20 @@ describe("framer: limits at the limit and one past it", () => {
     f.feed(bytes("a LOGIN {3}\r\n"));
     expect(f.next()?.kind).toBe("literal");
     f.feed(new Uint8Array(200));
+    f.feed(new Uint8Array(1));
+    expect(summarize([f.next()!])).toEqual(["error input-overflow fatal"]);
+  });
+
+  test("MAX_BUFFERED_INPUT octets ahead of the reader take more input; one octet more is fatal", () => {
+    const f = new Framer({ role: "server" });
+    f.feed(bytes("a LOGIN {3}\r\n"));
+    expect(f.next()?.kind).toBe("literal");
+    expect(f.buffered).toBe(0);
+    // The reader has stopped pulling (the literal waits for its decision): input piles up.
+    f.feed(new Uint8Array(MAX_BUFFERED_INPUT));
+    f.feed(new Uint8Array(1));
+    expect(f.next()).toBeNull();
+    expect(f.buffered).toBe(MAX_BUFFERED_INPUT + 1);
     f.feed(new Uint8Array(1));
     expect(summarize([f.next()!])).toEqual(["error input-overflow fatal"]);
   });
