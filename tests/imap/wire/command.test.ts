@@ -1,6 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import { type Command, Encoder, Framer, parseCommand, STAR, writeCommand } from "../../../src/imap/wire/index.ts";
-import { MAX_CATENATE_URLS } from "../../../src/imap/wire/limits.ts";
+import { MAX_CATENATE_URLS, MAX_SEARCH_DEPTH } from "../../../src/imap/wire/limits.ts";
 import { bytes, frameOf, run, td } from "./helpers.ts";
 
 function parse(s: string): ReturnType<typeof parseCommand> {
@@ -350,6 +350,24 @@ const INVALID: Array<[string, string]> = [
   ["a AUTHENTICATE PLAIN AGJvYgBwdw=", "syntax"],
   ["a ENABLE", "syntax"],
 ];
+
+describe("commands: SEARCH nesting at MAX_SEARCH_DEPTH and one past it", () => {
+  // Each NOT, OR operand or parenthesized list is one level; the key inside the last is at its depth.
+  const nested: Array<[string, (n: number) => string]> = [
+    ["NOT", (n) => "NOT ".repeat(n) + "ALL"],
+    ["OR", (n) => "OR SEEN ".repeat(n) + "ALL"],
+    ["parentheses", (n) => "(".repeat(n) + "ALL" + ")".repeat(n)],
+  ];
+  for (const [name, criteria] of nested) {
+    test(name, () => {
+      const at = parse(`a SEARCH ${criteria(MAX_SEARCH_DEPTH)}`);
+      if (!at.ok) throw new Error(at.error.message);
+      const past = parse(`a SEARCH ${criteria(MAX_SEARCH_DEPTH + 1)}`);
+      expect(past.ok).toBe(false);
+      if (!past.ok) expect(past.error.code).toBe("nesting-too-deep");
+    });
+  }
+});
 
 describe("commands: invalid or refused", () => {
   for (const [input, code] of INVALID) {
