@@ -12,7 +12,7 @@ import {
   messageFilter,
   type UpstreamRunner,
 } from "../../src/imap/classify.ts";
-import { CLASSIFY_CHUNK, CLASSIFY_PARALLEL_MIN } from "../../src/imap/limits.ts";
+import { CLASSIFY_CHUNK, CLASSIFY_PARALLEL_MIN, MAX_STRUCTURE_DEPTH } from "../../src/imap/limits.ts";
 import type { StatusResponse, UpstreamCommand } from "../../src/imap/upstream.ts";
 import { NO_HIDING_RULE } from "../../src/imap/view.ts";
 import type { Response, Value } from "../../src/imap/wire/index.ts";
@@ -174,6 +174,25 @@ describe("has_attachment from BODYSTRUCTURE", () => {
     expect(hasAttachment(list())).toBeUndefined();
     expect(hasAttachment(list(s("text"), s("plain"), list(s("odd"))))).toBeUndefined();
     expect(hasAttachment(list(text(), list(), s("mixed")))).toBeUndefined();
+  });
+
+  test("parts nested in MAX_STRUCTURE_DEPTH multiparts are read; one level deeper is unknown", () => {
+    const nested = (leaf: Value, levels: number): Value => {
+      let v = leaf;
+      for (let i = 0; i < levels; i++) v = list(v, s("mixed"));
+      return v;
+    };
+    expect(hasAttachment(nested(text(), MAX_STRUCTURE_DEPTH))).toBe(false);
+    expect(hasAttachment(nested(pdf, MAX_STRUCTURE_DEPTH))).toBe(true);
+    expect(hasAttachment(nested(text(), MAX_STRUCTURE_DEPTH + 1))).toBeUndefined();
+    expect(hasAttachment(nested(pdf, MAX_STRUCTURE_DEPTH + 1))).toBeUndefined();
+    // Unknown denies where a rule reads has_attachment.
+    const policy = compilePolicy([
+      { name: "no attachments", folders: ["INBOX"], hasAttachment: false, action: "allow" },
+    ]);
+    const filter = messageFilter(policy, "INBOX", null)!;
+    expect(filter.decideFetched(undefined, nested(text(), MAX_STRUCTURE_DEPTH)).action).toBe("allow");
+    expect(filter.decideFetched(undefined, nested(text(), MAX_STRUCTURE_DEPTH + 1)).action).toBe("deny");
   });
 
   test("a has_attachment rule fetches BODYSTRUCTURE and no headers", () => {
