@@ -273,6 +273,19 @@ describe("classifying through an upstream", () => {
     expect([...visible]).toEqual(asked.filter((u) => u % 3 === 0 && u <= 100));
   });
 
+  test("CLASSIFY_CHUNK UIDs go upstream in one FETCH; one more takes a second", async () => {
+    const messages = new Map<number, string>();
+    for (let uid = 1; uid <= CLASSIFY_CHUNK + 1; uid++) messages.set(uid, from(uid));
+    const all = [...messages.keys()];
+    const at = new FakeUpstream(messages);
+    const visible = await classifyUids(at, filter, all.slice(0, CLASSIFY_CHUNK));
+    expect(at.ranges()).toEqual([`1:${CLASSIFY_CHUNK}`]);
+    expect(visible.length).toBe(Math.floor(CLASSIFY_CHUNK / 3));
+    const past = new FakeUpstream(messages);
+    expect([...(await classifyUids(past, filter, all))]).toEqual(all.filter((u) => u % 3 === 0));
+    expect(past.ranges()).toEqual([`1:${CLASSIFY_CHUNK}`, `${CLASSIFY_CHUNK + 1}:${CLASSIFY_CHUNK + 1}`]);
+  });
+
   test("a failed FETCH throws instead of guessing", async () => {
     const up = new FakeUpstream(new Map([[1, from(3)]]), "NO");
     await expect(classifyUids(up, filter, [1])).rejects.toThrow(/UID FETCH failed/);
