@@ -60,11 +60,12 @@ test("a lock let go within BUSY_TIMEOUT_MS is waited for; one held past it turns
     const within = await holdLock(BUSY_TIMEOUT_MS - 1000);
     let started = performance.now();
     expect(cache.put(KEY, VALUE)).toBe(true);
-    expect(performance.now() - started).toBeGreaterThan(500);
+    expect(performance.now() - started).toBeGreaterThan(200);
     expect(await within.exited).toBe(0);
     expect(logged).toEqual([]);
     // Held well past it: the write fails after about BUSY_TIMEOUT_MS, and the cache stays off after the lock goes.
-    const past = await holdLock(BUSY_TIMEOUT_MS + 1500);
+    // (4 s past, so that a host slow to run this process after the lock is taken still finds it held.)
+    const past = await holdLock(BUSY_TIMEOUT_MS + 4000);
     started = performance.now();
     expect(cache.put(KEY, VALUE)).toBe(false);
     const waited = performance.now() - started;
@@ -78,4 +79,4 @@ test("a lock let go within BUSY_TIMEOUT_MS is waited for; one held past it turns
   } finally {
     cache.close();
   }
-}, 20_000);
+}, 30_000);
