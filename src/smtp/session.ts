@@ -1659,23 +1659,22 @@ export class SmtpSession {
       );
       return;
     }
+    // DATA's row when the rules allow every recipient: before the replay, or before the 8-bit refusal below.
+    const allowedRow = (): AuditEvent =>
+      this.#event({
+        command: "DATA",
+        operation: "mail:send",
+        target: facts.messageId,
+        decision: "allow",
+        reason: "every recipient allowed",
+        count: tx.recipients.length,
+        detail,
+      });
     if (eightBitRefused) {
       // The upstream's EHLO, read above, lacks 8BITMIME: the refusal the replay would give (EightBitRefused), given
       // before anything is charged, held or sent, and before any approver is asked. No quota is charged, as for the
       // other refusals of the message itself (`unsendable`): nothing went anywhere (docs/quotas.md).
-      if (verdict.held.length === 0) {
-        rows.push(
-          this.#event({
-            command: "DATA",
-            operation: "mail:send",
-            target: facts.messageId,
-            decision: "allow",
-            reason: "every recipient allowed",
-            count: tx.recipients.length,
-            detail,
-          }),
-        );
-      }
+      if (verdict.held.length === 0) rows.push(allowedRow());
       rows.push(
         this.#event({
           command: "DATA",
@@ -1742,17 +1741,7 @@ export class SmtpSession {
     }
     // A held message was charged above, when held: asking again and again does not bypass a quota (docs/quotas.md).
     if (place !== null) return this.#hold(place, tx, verdict.held, rows, detail, facts);
-    rows.push(
-      this.#event({
-        command: "DATA",
-        operation: "mail:send",
-        target: facts.messageId,
-        decision: "allow",
-        reason: "every recipient allowed",
-        count: tx.recipients.length,
-        detail,
-      }),
-    );
+    rows.push(allowedRow());
     // The rows must be on disk before the message reaches the upstream (docs/audit.md "What a row records"), that is
     // before the final dot. They wait for company (at most SEND_COMMIT_WAIT_MS) while MAIL, the RCPTs and DATA go
     // upstream; the replay commits them once DATA is accepted, and holds its end of data until they are on disk.
