@@ -5,6 +5,7 @@
  */
 
 import * as oauth from "oauth4webapi";
+import { MAX_ROW_REASON } from "../audit/row.ts";
 import type { OAuth2Settings } from "../config/index.ts";
 import { escapes } from "../mail/display.ts";
 import { isLoopbackUrlHost } from "../net/ip.ts";
@@ -238,7 +239,7 @@ function describe(e: oauth.ResponseBodyError, redact: (text: string) => string):
   return escapes(
     redact(`${text} (HTTP ${e.status})`)
       .replace(/[\r\n]+/g, " ")
-      .slice(0, 300),
+      .slice(0, MAX_ROW_REASON),
   );
 }
 
@@ -268,7 +269,10 @@ export function classify(e: unknown, redact: (text: string) => string = (text) =
     const code = typeof status === "number" ? status : response instanceof Response ? response.status : null;
     // The message names the check that failed (never a value from the body).
     const message = escapes(
-      redact(`unexpected token endpoint response${code ? ` (HTTP ${code})` : ""}: ${e.message}`).slice(0, 300),
+      redact(`unexpected token endpoint response${code ? ` (HTTP ${code})` : ""}: ${e.message}`).slice(
+        0,
+        MAX_ROW_REASON,
+      ),
     );
     // A successful answer the library refused (a negative expires_in, a scope that is no string) may still carry
     // the refresh token the provider rotated, retiring the one it was sent: kept like an unusable access token's.
@@ -279,7 +283,7 @@ export function classify(e: unknown, redact: (text: string) => string = (text) =
   const name = (e as Error)?.name;
   if (name === "TimeoutError" || name === "AbortError") return new TokenEndpointUnavailable("token request timed out");
   return new TokenEndpointUnavailable(
-    escapes(redact(`token endpoint unreachable (${(e as Error)?.message ?? String(e)})`).slice(0, 300)),
+    escapes(redact(`token endpoint unreachable (${(e as Error)?.message ?? String(e)})`).slice(0, MAX_ROW_REASON)),
   );
 }
 

@@ -6,6 +6,36 @@ export const MAX_TEXT_CHARS = 1024;
 /** The JSON of `detail` is cut to this; a cut detail is stored as {"truncated": "<start of the JSON>"}. */
 export const MAX_DETAIL_CHARS = 2048;
 
+/**
+ * A login name as a row's `target` (a failed or refused login, IMAP and SMTP): its first 200 characters
+ * (docs/config.md "Who connects"). An address is at most 64 + 1 + 255 octets (RFC 5321 §4.5.3.1.1–2); a longer name is
+ * not one a server takes, and the row needs only enough of it to tell attempts apart.
+ */
+export const MAX_ROW_LOGIN_NAME = 200;
+
+/**
+ * A Message-ID as an SMTP row's `target`: its first 256 characters. RFC 5322 §3.6.4 sets no length; ids that mail
+ * programs make are under 100.
+ */
+export const MAX_ROW_MESSAGE_ID = 256;
+
+/**
+ * The longest reason a row is given when it quotes text from elsewhere (an upstream's or a provider's reply, an error
+ * message, refused recipients and their replies): the quote is cut to fit. SMTP's DATA row after refused RCPTs names
+ * as many as fit and counts the rest, so that the count is never cut (docs/smtp.md "All or nothing").
+ */
+export const MAX_ROW_REASON = 300;
+
+/**
+ * The first `max` UTF-16 units of `value` (all of it when shorter), one fewer where the cut would split a surrogate
+ * pair: a lone half is not text SQLite can store as written.
+ */
+export function cutText(value: string, max: number): string {
+  if (value.length <= max) return value;
+  const last = value.charCodeAt(max - 1);
+  return value.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max);
+}
+
 export type StoredRow = (string | number | null)[];
 
 function cut(value: string, max: number): string {

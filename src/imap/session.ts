@@ -11,6 +11,7 @@ import { randomBytes } from "node:crypto";
 import { accountLoginKey, agentReason, reloadEndReason, type SessionLogin } from "../accounts/index.ts";
 import type { AuditEvent } from "../audit/index.ts";
 import { AuditUnavailableError, waitForAuditBacklog } from "../audit/index.ts";
+import { cutText, MAX_ROW_LOGIN_NAME } from "../audit/row.ts";
 import { ownEntry } from "../config/names.ts";
 import type { Config } from "../config/types.ts";
 import {
@@ -1823,7 +1824,7 @@ export class ImapSession implements LoginSession, CompressSession {
       command,
       operation: null,
       folder: null,
-      target: username === null ? null : username.slice(0, 200),
+      target: username === null ? null : cutText(username, MAX_ROW_LOGIN_NAME),
       decision: "deny",
       rule: null,
       ruleIndex: null,
@@ -1845,7 +1846,7 @@ export class ImapSession implements LoginSession, CompressSession {
       command,
       operation: null,
       folder: null,
-      target: recorded === null ? null : recorded.slice(0, 200),
+      target: recorded === null ? null : cutText(recorded, MAX_ROW_LOGIN_NAME),
       decision: "deny",
       rule: null,
       ruleIndex: null,

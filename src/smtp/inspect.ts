@@ -10,6 +10,7 @@
  */
 
 import { isAscii } from "node:buffer";
+import { cutText, MAX_ROW_MESSAGE_ID } from "../audit/row.ts";
 import {
   ADDRESS_FIELD_NAMES,
   attachmentName,
@@ -443,7 +444,7 @@ export class MessageInspector {
       originators: readOriginators(fields),
       authors: readAuthors(fields),
       missingAuthors: missingAuthorFields(fields),
-      messageId: messageId === undefined ? null : messageId.slice(0, 256),
+      messageId: messageId === undefined ? null : cutText(messageId, MAX_ROW_MESSAGE_ID),
       headerTooLarge: this.#headerTooLarge,
       fieldTooLarge: this.#fieldTooLarge,
       lineTooLong: this.#lineTooLong,

@@ -128,13 +128,21 @@ export const AUTH_FAILURE_TRACKED_ADDRESSES = 10_000;
 /** Connecting to the upstream server, including implicit TLS. */
 export const UPSTREAM_CONNECT_TIMEOUT_MS = 15_000;
 
+/** The longest reason an audit row is given when it quotes outside text (src/audit/row.ts, docs/audit.md). */
+export { MAX_ROW_REASON } from "../audit/row.ts";
+
 /**
- * The longest reason an SMTP audit row is given (its `reason` column; docs/audit.md): what a reason quotes (refused
- * recipients and their replies, an upstream's reply, the authors of a message refused as a whole) is cut to fit.
- * DATA's row after refused RCPTs names as many of them as fit and counts the rest, so that the count is never cut
- * (docs/smtp.md "All or nothing").
+ * Characters of outside text (an upstream's reply, an address, a client's words) put into one of our reply lines,
+ * after each octet outside printable ASCII became `?` (src/smtp/reply.ts `clean`). RFC 5321 §4.5.3.1.5 caps a reply
+ * line at 512 octets with its code and CRLF; 400 leaves room for the code, status and our own words around it.
  */
-export const MAX_ROW_REASON = 300;
+export const MAX_REPLY_TEXT = 400;
+
+/**
+ * Characters of the client's EHLO name echoed in our greeting line (`250-host greets NAME`, RFC 5321 §4.1.1.1). A
+ * domain is at most 255 octets (RFC 5321 §4.5.3.1.2); the echo is a courtesy, so its first 100 are enough.
+ */
+export const MAX_EHLO_ECHO = 100;
 
 /** Waiting for one upstream reply. RFC 5321 §4.5.3.2.6 asks clients to wait 10 minutes after the final dot. */
 export const UPSTREAM_REPLY_TIMEOUT_MS = 10 * 60 * 1000;

@@ -1,5 +1,7 @@
 /** SMTP replies (RFC 5321 §4.2) with enhanced status codes (RFC 2034, RFC 3463). */
 
+import { MAX_REPLY_TEXT } from "./limits.ts";
+
 export interface Reply {
   readonly code: number;
   /** Lines of text, each without the code; the enhanced status code, when present, is part of each line. */
@@ -21,5 +23,5 @@ export function reply(code: number, status: string, text: string): string {
 /** Text from elsewhere (upstream replies, addresses) made safe for one reply line. */
 export function clean(text: string): string {
   // eslint-disable-next-line no-control-regex
-  return text.replace(/[^\x20-\x7e]/g, "?").slice(0, 400);
+  return text.replace(/[^\x20-\x7e]/g, "?").slice(0, MAX_REPLY_TEXT);
 }

@@ -24,6 +24,7 @@ import { buildPreview } from "../approvals/preview.ts";
 import { type ApprovalRow, type ApprovalStore, HoldStopped, newApprovalId } from "../approvals/store.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import { AUDIT_BACKLOG_PAUSE_ROWS, waitForAuditBacklog } from "../audit/index.ts";
+import { cutText, MAX_ROW_LOGIN_NAME } from "../audit/row.ts";
 import { ownEntry } from "../config/names.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
 import {
@@ -69,6 +70,7 @@ import {
 import { type MessageFacts, MessageInspector, unsendable } from "./inspect.ts";
 import {
   MAX_AUTH_FAILURES_PER_SESSION,
+  MAX_EHLO_ECHO,
   MAX_HEADER_BYTES,
   MAX_HELD_PER_AGENT,
   MAX_QUEUED_INPUT,
@@ -834,7 +836,7 @@ export class SmtpSession {
       return undefined;
     }
     const lines = [
-      `${host} greets ${clean(args.trim()).slice(0, 100)}`,
+      `${host} greets ${clean(args.trim()).slice(0, MAX_EHLO_ECHO)}`,
       "PIPELINING",
       `SIZE ${this.#ctx.limits.maxMessageBytes}`,
       "8BITMIME",
@@ -1047,7 +1049,7 @@ export class SmtpSession {
         const message = (e as Error).message;
         this.#audit({
           command: "AUTH",
-          target: recordedLoginName(attempt.username).slice(0, 200),
+          target: cutText(recordedLoginName(attempt.username), MAX_ROW_LOGIN_NAME),
           decision: "error",
           reason: `upstream unavailable: ${message}`,
         });
@@ -1091,7 +1093,7 @@ export class SmtpSession {
     const limit = this.#ctx.perAgent.limit;
     this.#audit({
       command: "AUTH",
-      target: username.slice(0, 200),
+      target: cutText(username, MAX_ROW_LOGIN_NAME),
       decision: "deny",
       reason: `login refused: max_sessions_per_agent (${limit}) reached`,
       detail: { limit: "max_sessions_per_agent", value: limit },
@@ -1115,7 +1117,7 @@ export class SmtpSession {
     const delay = this.#ctx.throttle.fail(address);
     this.#audit({
       command: "AUTH",
-      target: username.slice(0, 200),
+      target: cutText(username, MAX_ROW_LOGIN_NAME),
       decision: "deny",
       reason: `login refused: ${reason}`,
       detail: { delayMs: delay },
@@ -1125,7 +1127,7 @@ export class SmtpSession {
       logLockout("smtp", address, username, lock.by, lock.until);
       this.#audit({
         command: "AUTH",
-        target: username.slice(0, 200),
+        target: cutText(username, MAX_ROW_LOGIN_NAME),
         decision: "deny",
         reason: lockStartedReason(lock),
         detail: lockDetail(lock),
@@ -1154,7 +1156,7 @@ export class SmtpSession {
     if (this.#loginResult === "none") this.#loginResult = "failed";
     this.#audit({
       command: "AUTH",
-      target: username.slice(0, 200),
+      target: cutText(username, MAX_ROW_LOGIN_NAME),
       decision: "deny",
       reason,
       detail: lockDetail(lock),

@@ -11,6 +11,7 @@
 
 import { hostname } from "node:os";
 import type { AccountCredentials } from "../accounts/index.ts";
+import { MAX_ROW_REASON } from "../audit/row.ts";
 import type { AccountConfig } from "../config/types.ts";
 import {
   type Connection,
@@ -707,7 +708,7 @@ export class UpstreamSession {
 }
 
 function describe(r: Reply): string {
-  return `${r.code} ${r.lines.join(" / ")}`.slice(0, 300);
+  return `${r.code} ${r.lines.join(" / ")}`.slice(0, MAX_ROW_REASON);
 }
 
 let cachedName: string | null = null;

@@ -13,6 +13,7 @@ import {
   MAX_COMMAND_LINE,
   MAX_COMMANDS_PER_SESSION,
   MAX_CONNECTIONS,
+  MAX_EHLO_ECHO,
   MAX_HEADER_BYTES,
   MAX_HEADER_LINE_OCTETS,
   MAX_MESSAGE_BYTES,
@@ -20,9 +21,12 @@ import {
   MAX_QUEUED_INPUT,
   MAX_RECIPIENTS,
   MAX_REFUSED_TARGET,
+  MAX_REPLY_TEXT,
+  MAX_ROW_REASON,
   UPSTREAM_DATA_BLOCK_TIMEOUT_MS,
   UPSTREAM_OPENING_WAIT_MS,
 } from "../../src/smtp/limits.ts";
+import { clean, reply } from "../../src/smtp/reply.ts";
 import { backlogAudit } from "../fixtures/audit-backlog.ts";
 import { type FakeUpstream, startFakeUpstream } from "./fake-upstream.ts";
 import { RawClient, startTestProxy, type TestProxy } from "./helpers.ts";
@@ -68,6 +72,10 @@ test("the values are what docs/smtp.md says", () => {
   expect(MAX_AUTH_FAILURES_PER_SESSION).toBe(3);
   expect(MAX_QUEUED_INPUT).toBe(1024 * 1024);
   expect(MAX_REFUSED_TARGET).toBe(256);
+  // At the limit and one past it in tests/smtp/refused-reason.test.ts.
+  expect(MAX_ROW_REASON).toBe(300);
+  expect(MAX_REPLY_TEXT).toBe(400);
+  expect(MAX_EHLO_ECHO).toBe(100);
   // At the limit and one past it in inspect.test.ts; the throttle's eviction in tests/net/ip.test.ts.
   expect(MAX_PART_HEADER_BYTES).toBe(64 * 1024);
   expect(AUTH_FAILURE_TRACKED_ADDRESSES).toBe(10_000);
@@ -265,6 +273,31 @@ describe("MAX_REFUSED_TARGET", () => {
       const target = (command: string) => rows.filter((r) => r.command === command).at(-1)?.target;
       expect(target("MAIL FROM")).toBe(sender.slice(0, MAX_REFUSED_TARGET));
       expect(target("RCPT TO")).toBe(kept);
+    }
+  });
+});
+
+describe("MAX_EHLO_ECHO", () => {
+  test("an EHLO name of the limit is echoed whole in the greeting; one character more is cut", async () => {
+    const { p } = await setup();
+    const c = await RawClient.connect(p.port);
+    await c.reply();
+    for (const length of [MAX_EHLO_ECHO, MAX_EHLO_ECHO + 1]) {
+      const name = `${"h".repeat(length - 5)}.test`;
+      const first = (await c.command(`EHLO ${name}`)).raw.split("\r\n")[0]!;
+      expect(first).toEndWith(` greets ${name.slice(0, MAX_EHLO_ECHO)}`);
+    }
+    c.close();
+  });
+});
+
+describe("MAX_REPLY_TEXT", () => {
+  test("outside text of the limit goes into a reply line whole; one character more is cut", () => {
+    for (const length of [MAX_REPLY_TEXT, MAX_REPLY_TEXT + 1]) {
+      const text = `${"x".repeat(length - 1)}\u00e9`;
+      const kept = `${"x".repeat(length - 1)}?`.slice(0, MAX_REPLY_TEXT);
+      expect(clean(text)).toBe(kept);
+      expect(reply(550, "5.1.1", text)).toBe(`550 5.1.1 ${kept}\r\n`);
     }
   });
 });
