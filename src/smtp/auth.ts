@@ -4,10 +4,7 @@
  * (session.ts).
  */
 
-import type { AgentConfig } from "../config/types.ts";
-import { ipAllowed } from "../net/index.ts";
 import { saslText } from "../net/sasl.ts";
-import { verifyToken } from "../vault/token.ts";
 
 export type Mechanism = "PLAIN" | "LOGIN";
 
@@ -47,26 +44,4 @@ export function decodePlain(response: string): LoginAttempt | null {
 export function decodeLoginStep(response: string): string | null {
   const bytes = response === "=" ? Buffer.alloc(0) : decodeBase64(response);
   return bytes === null ? null : saslText(bytes);
-}
-
-/** The hash compared when the user name is unknown, so that unknown names take as long as wrong tokens. */
-const NO_AGENT_HASH = `sha256:${"0".repeat(64)}`;
-
-export type VaultResult =
-  | { readonly ok: true; readonly agent: AgentConfig }
-  | { readonly ok: false; readonly reason: string };
-
-/** Checks an agent's name and token, and its client address against allowed_ips. */
-export function checkAgentLogin(
-  agents: readonly AgentConfig[],
-  attempt: LoginAttempt,
-  clientAddr: string,
-): VaultResult {
-  const agent = agents.find((a) => a.name === attempt.username);
-  const tokenOk = verifyToken(attempt.password, agent?.tokenHash ?? NO_AGENT_HASH);
-  if (agent === undefined) return { ok: false, reason: "unknown agent name" };
-  if (!tokenOk) return { ok: false, reason: "wrong token" };
-  if (!ipAllowed(clientAddr, agent.allowedIps))
-    return { ok: false, reason: `client address ${clientAddr} is not in the agent's allowed_ips` };
-  return { ok: true, agent };
 }

@@ -51,9 +51,10 @@ import {
 } from "../net/index.ts";
 import type { Decision, Outcome, Policy } from "../policy/index.ts";
 import { describeExceeded, type QuotaSubject, type Quotas, quotaSubject } from "../quotas/index.ts";
+import { checkAgentLogin } from "../vault/login.ts";
 import { recordedLoginName } from "../vault/token.ts";
 import { parsePathArgument } from "./address.ts";
-import { checkAgentLogin, decodeLoginStep, decodePlain, type LoginAttempt, type Mechanism } from "./auth.ts";
+import { decodeLoginStep, decodePlain, type LoginAttempt, type Mechanism } from "./auth.ts";
 import { DataReader } from "./data.ts";
 import {
   decideMessage,
@@ -988,7 +989,7 @@ export class SmtpSession {
     // The upstream in force now: the one a connection kept for sending is opened to, and the one a reload compares.
     const { config, upstream: upstreamTarget } = this.#ctx;
     if (config.agents.length > 0) {
-      const result = checkAgentLogin(config.agents, attempt, this.#conn.remoteAddress);
+      const result = checkAgentLogin(config.agents, attempt.username, attempt.password, this.#conn.remoteAddress);
       if (!result.ok) return this.#authFailed(attempt.username, result.reason);
       const account = ownEntry(config.accounts, result.agent.account);
       if (account === undefined)

@@ -104,7 +104,7 @@ test("the upstream refusing a right token's account is the account's failure, no
   const after = await rows();
   expect(after.map((r) => [r.decision, r.reason])).toEqual([
     ["allow", "logged in"],
-    ["deny", "login failed: unknown agent or wrong token"],
+    ["deny", "login failed: wrong token"],
   ]);
   // Once the hold is over, the account is tried upstream again.
   await Bun.sleep(HOLD_MS + 100);

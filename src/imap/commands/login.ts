@@ -14,9 +14,9 @@ import {
 import { refusalKey } from "../../accounts/refusals.ts";
 import { countLimitRefusal } from "../../admin/metrics.ts";
 import { ownEntry } from "../../config/names.ts";
-import { ipAllowed, lockoutName, overlongCredentials, SessionCounter, UpstreamError } from "../../net/index.ts";
+import { lockoutName, overlongCredentials, SessionCounter, UpstreamError } from "../../net/index.ts";
 import { type MechanismSetting, saslText } from "../../net/sasl.ts";
-import { verifyToken } from "../../vault/token.ts";
+import { checkAgentLogin } from "../../vault/login.ts";
 import { Refusal } from "../refusal.ts";
 import type { UpstreamSession } from "../upstream.ts";
 import { parseAuthenticateLine } from "../wire/index.ts";
@@ -139,12 +139,9 @@ async function loginAs(
   /** Pass-through logins are never kept: upstream's check of the password is the login itself. */
   let poolKey: string | null = null;
   if (config.agents.length > 0) {
-    const found = config.agents.find((a) => a.name === username);
-    // Verify even for an unknown name, so the timing does not tell names apart.
-    const tokenOk = verifyToken(password, found?.tokenHash ?? "sha256:" + "0".repeat(64)) && found !== undefined;
-    if (!tokenOk || found === undefined) return s.loginFailed(tag, command, username, "unknown agent or wrong token");
-    if (!ipAllowed(s.conn.remoteAddress, found.allowedIps))
-      return s.loginFailed(tag, command, username, "client address not in allowed_ips");
+    const checked = checkAgentLogin(config.agents, username, password, s.conn.remoteAddress);
+    if (!checked.ok) return s.loginFailed(tag, command, username, checked.reason);
+    const found = checked.agent;
     const account = ownEntry(config.accounts, found.account);
     if (account === undefined)
       return s.loginFailed(tag, command, username, `account ${found.account} is not configured`);
