@@ -61,6 +61,14 @@ export const MAX_TOOL_UIDS = 1000;
  * end the connection and the tool would answer only "Connection not available".
  */
 export const MAX_SEARCH_TERM_CHARS = 1000;
+/**
+ * Longest folder name a tool takes (`folder`, `to_folder`), in characters (docs/mcp.md "Agent tools"). A name goes to
+ * the proxy in a SELECT, EXAMINE, LIST, APPEND or MOVE line, quoted (a quote or backslash doubled) and in modified
+ * UTF-7 (RFC 3501 §5.1.3; at most 5 octets a character, `&APw-` for a lone `ü`): at most some 20 KB, beside a MOVE's
+ * UIDs (MAX_TOOL_UIDS, some 11 KB), below the proxy's 64 KB line limit (MAX_LINE), where a name of some 64 KB ended
+ * the connection and the tool answered only "Connection not available".
+ */
+export const MAX_FOLDER_NAME_CHARS = 4096;
 /** Largest message `get_message` and `get_attachment` fetch (RFC822.SIZE). */
 export const MAX_MESSAGE_BYTES = 25 * 1024 * 1024;
 /** Largest attachment `get_attachment` returns (decoded bytes; the result carries them base64-encoded). */
@@ -133,7 +141,7 @@ function notTakenForInbox(name: string): boolean {
   return name.toUpperCase() !== "INBOX" || isInbox(name);
 }
 const NOT_INBOX = "a name that is not INBOX but upper-cases to it (a dotless ı) cannot be reached through this client";
-const folderName = z.string().min(1).refine(notTakenForInbox, NOT_INBOX);
+const folderName = z.string().min(1).max(MAX_FOLDER_NAME_CHARS).refine(notTakenForInbox, NOT_INBOX);
 const folderArg = folderName.default("INBOX").describe("folder name, `/` between levels (default INBOX)");
 const uidArg = z.number().int().positive().describe("the message's UID in the folder");
 const pageArgs = {

@@ -21,7 +21,7 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { ErrorCode, McpError } from "@modelcontextprotocol/sdk/types.js";
 import { freePorts } from "../../scripts/upstreams/ports.ts";
-import { MAX_PAGE_SIZE, MAX_SEARCH_TERM_CHARS, MAX_TOOL_UIDS } from "../../src/mcp/agent.ts";
+import { MAX_FOLDER_NAME_CHARS, MAX_PAGE_SIZE, MAX_SEARCH_TERM_CHARS, MAX_TOOL_UIDS } from "../../src/mcp/agent.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { runCli, type Served, serveChild } from "../e2e/serve-child.ts";
 import {
@@ -737,6 +737,41 @@ action = "deny"
     }
     // The session goes on: the next call is answered as usual.
     expect(totalOf(await call(desk, "list_messages", { folder: "INBOX" }))).toBeGreaterThan(0);
+  });
+
+  // docs/mcp.md "Agent tools": a folder name goes to the proxy quoted and in modified UTF-7; one of some 64 KB made a
+  // line the proxy does not read, so it ended the connection and the tool said only "Connection not available".
+  test("a folder name of MAX_FOLDER_NAME_CHARS characters is asked for; one more is an invalid argument", async () => {
+    const uid = uidsOf(await call(desk, "list_messages", { folder: "INBOX" }))[0]!;
+    // The worst case for the line: a quote is written twice, a lone `ü` as `&APw-`.
+    const longest = '"ü'.repeat(MAX_FOLDER_NAME_CHARS / 2);
+    expect(longest.length).toBe(MAX_FOLDER_NAME_CHARS);
+    const calls = (name: string): [string, Record<string, unknown>][] => [
+      ["list_messages", { folder: name }],
+      ["search", { folder: name, subject: "a" }],
+      ["get_message", { folder: name, uid }],
+      ["get_attachment", { folder: name, uid, index: 1 }],
+      ["reply", { folder: name, uid, text: "t" }],
+      ["save_draft", { to: [], subject: "s", text: "t", folder: name }],
+      ["set_flags", { folder: name, uids: [uid], add: ["seen"] }],
+      ["delete", { folder: name, uids: [uid] }],
+      ["move", { folder: name, uids: [uid], to_folder: "Archive" }],
+      ["move", { folder: "INBOX", uids: [uid], to_folder: name }],
+    ];
+    // At the limit: asked for, and answered as any folder that does not exist for the agent.
+    for (const [tool, args] of calls(longest)) {
+      const out = await callRaw(desk, tool, args);
+      expect(`${tool}: ${out.isError} ${out.text.includes("Mailbox does not exist")}`).toBe(`${tool}: true true`);
+    }
+    // One past it, and a name of 70,000 characters: invalid arguments, and nothing reaches the proxy.
+    for (const name of [`${longest}a`, "a".repeat(70_000)])
+      for (const [tool, args] of calls(name)) {
+        const out = await callRaw(desk, tool, args);
+        expect(`${tool} ${name.length}: ${out.isError} ${out.text.includes(String(MAX_FOLDER_NAME_CHARS))}`).toBe(
+          `${tool} ${name.length}: true true`,
+        );
+      }
+    expect(uidsOf(await call(desk, "list_messages", { folder: "INBOX", page_size: 100 }))).toContain(uid);
   });
 
   // docs/mcp.md "Untrusted content": a folder name is mail content, and the one save_draft picks comes from the
