@@ -3,12 +3,13 @@
  * ranges, and every hidden message between two visible ones breaks a range), against Dovecot: the agent gets one
  * COPYUID for the whole command, pairing each of its UIDs with its copy's, as when one upstream command did it.
  * Before, a COPY split over several upstream commands lost its COPYUID and a MOVE gave one per part, so whether
- * COPYUID came, and how many, told the agent where hidden messages lay, and when one was expunged.
+ * COPYUID came, and how many, told the agent where hidden messages lay, and when one was expunged. Then the one
+ * COPYUID still showed the seam (`1:1462,1463:1482` where one command gives `1:1482`): it must equal Dovecot's own.
  */
 import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
 import type { ImapFlow } from "imapflow";
 import { UPSTREAM_SET_RANGES } from "../../src/imap/limits.ts";
-import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
+import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { type Expected, expected, expectNoLeak, FILTERED_INBOX_AND_OWN_RULES } from "./filtered-fixture.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
@@ -55,6 +56,25 @@ function expand(set: string): number[] {
   return out;
 }
 
+/**
+ * The source and destination sets of the COPYUID that Dovecot itself gives a `UID COPY` of `uids` from INBOX to a new,
+ * empty folder: one upstream command, the reference the proxy's answer must equal however many it took.
+ */
+async function directCopyUid(uids: readonly number[]): Promise<string> {
+  const folder = `Ref${Date.now()}`;
+  await human.mailboxCreate(folder);
+  const direct = await RawImap.login(upstreams().ports.imap, mailbox);
+  try {
+    await direct.command("s", "EXAMINE INBOX");
+    const reply = await direct.command("c", `UID COPY ${uids.join(",")} ${folder}`);
+    const m = /^c OK \[COPYUID \d+ (\S+) (\S+)\] /m.exec(reply);
+    expect(m).not.toBeNull();
+    return `${m![1]} ${m![2]}`;
+  } finally {
+    direct.close();
+  }
+}
+
 /** Asserts that upstream's Own holds, at each destination UID, the copy of the source UID paired with it. */
 async function expectCopies(source: number[], destination: number[]): Promise<void> {
   expect(source).toEqual([...e.visibleUids]);
@@ -80,6 +100,9 @@ test("UID COPY of every visible message, over two upstream commands: one COPYUID
   const m = /^c OK \[COPYUID (\d+) (\S+) (\S+)\] /m.exec(reply);
   expect(m).not.toBeNull();
   await expectCopies(expand(m![2]!), expand(m![3]!));
+  // Written as one upstream command writes it: Dovecot's own COPYUID for the same UIDs into an empty folder, as Own
+  // was. Before, the parts' sets were only put one after the other, and the destination read `1:1462,1463:1482`.
+  expect(`${m![2]} ${m![3]}`).toBe(await directCopyUid(e.visibleUids));
   expectNoLeak(reply, e);
   agent.close();
   // Own empty again, for the MOVE below.
@@ -92,6 +115,7 @@ test("UID COPY of every visible message, over two upstream commands: one COPYUID
 });
 
 test("UID MOVE of every visible message in two upstream commands: one untagged COPYUID, then EXPUNGEs", async () => {
+  const reference = await directCopyUid(e.visibleUids);
   const agent = await RawImap.login(proxy.port, mailbox);
   await agent.command("s", "SELECT INBOX");
   const reply = await agent.command("m", "UID MOVE 1:* Own");
@@ -102,6 +126,13 @@ test("UID MOVE of every visible message in two upstream commands: one untagged C
   expect(expunges).toHaveLength(e.visibleUids.length);
   expect(reply.indexOf("[COPYUID")).toBeLessThan(reply.indexOf(" EXPUNGE\r\n"));
   await expectCopies(expand(codes[0]![2]!), expand(codes[0]![3]!));
+  // As one upstream command writes it: Dovecot's source set, and one destination range (Own was emptied, so its UIDs
+  // go on from the COPY's, where the reference's folder was new).
+  const destination = expand(codes[0]![3]!);
+  expect(`${codes[0]![2]} ${codes[0]![3]}`).toBe(
+    reference.replace(/ \d+:\d+$/, ` ${destination[0]}:${destination.at(-1)}`),
+  );
+  expect(reference).toEndWith(` 1:${destination.length}`);
   expectNoLeak(reply, e);
   agent.close();
   // The hidden messages stayed where they were.

@@ -108,6 +108,9 @@ export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): P
  * and their destination sets each written one after the other. The parts ran in ascending source UID order and each
  * was given destination UIDs above the last part's, so the n-th source UID still pairs with the n-th destination
  * UID. Null unless every part had one, all with the same UIDVALIDITY; a single part's code as it came.
+ * Where one part's set ends on the UID before the next part's begins, the two ranges are written as one (`joinRuns`),
+ * as one upstream command writes them: the destination UIDs of the parts follow on, and `1:1462,1463:1482` where one
+ * command gives `1:1482` told the agent that its set had been cut, which hidden messages between its own decide.
  */
 function mergeCopyUids(codes: readonly (ResponseCode | null)[]): ResponseCode | null {
   if (codes.length === 1) return codes[0] ?? null;
@@ -118,11 +121,31 @@ function mergeCopyUids(codes: readonly (ResponseCode | null)[]): ResponseCode | 
     if (code === null || !code.known || code.name !== "COPYUID") return null;
     if (uidValidity !== null && code.uidValidity !== uidValidity) return null;
     uidValidity = code.uidValidity;
-    source.push(...code.source);
-    destination.push(...code.destination);
+    joinRuns(source, code.source);
+    joinRuns(destination, code.destination);
   }
   if (uidValidity === null) return null;
   return { known: true, name: "COPYUID", uidValidity, source, destination };
+}
+
+/**
+ * Appends `ranges` to `into`, the first joined to the last of `into` when both ascend (no `*`) and it begins on the UID
+ * after that one's end: the same UIDs in the same order (RFC 4315 §3 pairs source and destination by position), written
+ * as a single command's set is.
+ */
+function joinRuns(into: SeqRange[], ranges: readonly SeqRange[]): void {
+  for (const r of ranges) {
+    const last = into.at(-1);
+    if (
+      last !== undefined &&
+      last.start >= 1 &&
+      last.start <= last.stop &&
+      r.start <= r.stop &&
+      last.stop + 1 === r.start
+    ) {
+      into[into.length - 1] = { start: last.start, stop: r.stop };
+    } else into.push(r);
+  }
 }
 
 /**
