@@ -556,6 +556,10 @@ export class ImapSession implements LoginSession, CompressSession {
     return this.#closed;
   }
 
+  get endReason(): string {
+    return this.#endReason;
+  }
+
   get upstreamLost(): boolean {
     return this.#closed && this.#endReason === UPSTREAM_LOST;
   }
@@ -1558,6 +1562,9 @@ export class ImapSession implements LoginSession, CompressSession {
         // Taken off first: a row that then cannot be queued fails the command closed, and is not tried again here.
         if (!this.#awaited.delete(row)) return;
         this.auditRow(changes === undefined ? row : { ...row, ...changes });
+      },
+      drop: () => {
+        this.#awaited.delete(row);
       },
     };
   }

@@ -100,6 +100,8 @@ export interface AwaitedRow {
    * does; an allow row that cannot be queued throws. Nothing when the session has already written it unanswered.
    */
   write(changes?: Partial<Row>): void;
+  /** Takes the row off unwritten: the command decided after all, and writes the rows of that decision itself. */
+  drop(): void;
 }
 
 /** A decision of the rules, and the revision of the config they belong to (`Session.decide`). */
@@ -125,6 +127,8 @@ export interface Session {
   readonly log: ReturnType<typeof moduleLogger>;
   /** The agent left or the proxy is stopping. */
   readonly closed: boolean;
+  /** How the session ended (`client closed the connection`, `upstream connection lost`, `reload: ...`), once closed. */
+  readonly endReason: string;
   /** The session ended because its upstream connection was lost (closed, failed, or cut for a bad answer). */
   readonly upstreamLost: boolean;
   state: State;

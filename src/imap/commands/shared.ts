@@ -26,7 +26,7 @@ import {
   SYSTEM_FLAGS,
   writeCommand,
 } from "../wire/index.ts";
-import { cites, type Session } from "./context.ts";
+import { cites, type Decided, type Session } from "./context.ts";
 
 export const NONEXISTENT = new Refusal("NO", "NONEXISTENT", "Mailbox does not exist");
 
@@ -173,16 +173,35 @@ async function children(s: Session, name: string): Promise<(string | null)[]> {
  * this command (`endingByReload`: its agent removed, its token changed), nothing more is decided for an agent, token
  * or login the config no longer has, even by a rule that names no agents: the command is refused with a deny row,
  * and the `* BYE` follows its reply. Null when the session is over.
+ *
+ * A session that ends during the listing (the agent hangs up, upstream is lost, the proxy stops) or at its end (a
+ * reload that leaves the selected folder's view stale) leaves the command undecided and unsent: it has an `error`
+ * row citing the folder's own decision, and saying so and why (docs/audit.md "What a row records").
  */
-export async function judgedWithChildren<T extends { readonly p: string }>(
+export async function judgedWithChildren<T extends { readonly p: string; readonly np?: string; readonly d: Decided }>(
   s: Session,
   command: string,
   name: string,
   judge: () => T,
 ): Promise<{ judged: T; below: (string | null)[] } | null> {
   const first = judge();
+  const undecided = `${command} not decided (the folders below it were being listed) and not sent upstream`;
+  // Written by the session, with why it ended, if it ends before the listing is answered.
+  const row = s.awaitAnswer({
+    command,
+    operation: "folder:write",
+    folder: first.p,
+    target: first.np ?? null,
+    decision: "error",
+    ...cites(first.d),
+    reason: undecided,
+  });
   const below = await children(s, name);
-  if (!s.followReload()) return null;
+  if (!s.followReload()) {
+    row.write({ reason: `${undecided}; the session ended (${s.endReason})` });
+    return null;
+  }
+  row.drop();
   const why = s.endingByReload();
   if (why !== null) {
     s.auditRow({
