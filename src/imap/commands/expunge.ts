@@ -20,17 +20,25 @@ export async function expunge(s: Session, cmd: CommandOf<"EXPUNGE">): Promise<vo
     ...cites(d),
     reason: d.reason,
   });
-  const n = await safeExpunge(s, within);
-  s.auditRow({
-    command,
-    operation: "mail:delete",
-    folder: p,
-    target: null,
-    decision: "allow",
-    ...cites(d),
-    reason: "expunged",
-    count: n,
+  const expunged = (count: number, reason: string) =>
+    s.auditRow({
+      command,
+      operation: "mail:delete",
+      folder: p,
+      target: null,
+      decision: "allow",
+      ...cites(d),
+      reason,
+      count,
+    });
+  // Cut before the last part was answered: the messages upstream reported expunged are gone, and counted; whether
+  // it expunged more is not known (docs/audit.md "What a row records"). With none reported, nothing is known to count.
+  const n = await safeExpunge(s, within, (reported) => {
+    if (reported === 0) return;
+    const why = `before the session ended (${s.endReason}): whether it expunged more is not known`;
+    expunged(reported, `expunged as upstream reported ${why}`);
   });
+  expunged(n, "expunged");
   await s.sync(true);
   s.tagged(cmd.tag, "OK", null, "Expunge completed");
 }

@@ -26,7 +26,7 @@ import {
   SYSTEM_FLAGS,
   writeCommand,
 } from "../wire/index.ts";
-import { cites, type Decided, type Session } from "./context.ts";
+import { cites, type Decided, type Session, type UpstreamStatus } from "./context.ts";
 
 export const NONEXISTENT = new Refusal("NO", "NONEXISTENT", "Mailbox does not exist");
 
@@ -570,8 +570,16 @@ export function forwardUntagged(s: Session, r: Response): void {
  * folder `1:<highest UID in the agent's view>`, which holds no message the agent was not told of (a later arrival
  * has a higher UID). A filtered folder's bare EXPUNGE first asks upstream which messages are `\Deleted`
  * (`UID SEARCH DELETED`), as its view is scattered among hidden UIDs.
+ *
+ * When the session ends before the last of its upstream commands is answered (`UPSTREAM_SET_RANGES` ranges each),
+ * `cut` is told how many of them upstream had reported expunged by then (the earlier parts' at least): those are
+ * gone, whatever became of the rest (docs/audit.md "What a row records").
  */
-export async function safeExpunge(s: Session, within: readonly number[] | null): Promise<number> {
+export async function safeExpunge(
+  s: Session,
+  within: readonly number[] | null,
+  cut?: (reported: number) => void,
+): Promise<number> {
   const box = s.box!;
   let uids: readonly number[];
   if (within !== null)
@@ -591,19 +599,28 @@ export async function safeExpunge(s: Session, within: readonly number[] | null):
   if (uids.length === 0) return 0;
   const sets = within === null && box.visible === null ? [[{ start: 1, stop: uids[0]! }]] : box.upstreamSets([...uids]);
   const before = box.pendingExpunges.length;
-  for (const set of sets) {
-    const st = await s.upstreamWrite({ name: "EXPUNGE", uid: true, set });
-    if (st.status !== "OK") throw new Refusal("NO", null, withoutTimings(st.text));
-  }
   // The expunges reported meanwhile include other sessions' (RFC 9051 §7.5.1): relayed, but counted as the agent's
   // only when the command asked for the UID. An unfiltered EXPUNGE asks for every \Deleted message up to the last
   // UID the agent sees, and each reported one counts.
-  const reported = box.pendingExpunges.slice(before);
-  if (within === null && box.visible === null) return reported.length;
-  const asked = new Set(uids);
-  let n = 0;
-  for (const uid of reported) if (asked.has(uid)) n++;
-  return n;
+  const counted = (): number => {
+    const reported = box.pendingExpunges.slice(before);
+    if (within === null && box.visible === null) return reported.length;
+    const asked = new Set(uids);
+    let n = 0;
+    for (const uid of reported) if (asked.has(uid)) n++;
+    return n;
+  };
+  for (const set of sets) {
+    let st: UpstreamStatus;
+    try {
+      st = await s.upstreamWrite({ name: "EXPUNGE", uid: true, set });
+    } catch (error) {
+      if (s.closed) cut?.(counted());
+      throw error;
+    }
+    if (st.status !== "OK") throw new Refusal("NO", null, withoutTimings(st.text));
+  }
+  return counted();
 }
 
 /**
