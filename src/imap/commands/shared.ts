@@ -152,17 +152,20 @@ export function filteringRule(
  * agent can never see, a name that cannot be decoded or that `FolderNames.invalid` refuses, which the callers take
  * for a hidden child.
  */
-async function children(s: Session, name: string): Promise<(string | null)[]> {
+async function children(
+  s: Session,
+  name: string,
+): Promise<{ below: (string | null)[]; status: UpstreamStatus | null }> {
   const d = s.names.delimiter;
-  if (d === null) return [];
-  const out: (string | null)[] = [];
-  await s.upstreamRun(
+  if (d === null) return { below: [], status: null };
+  const below: (string | null)[] = [];
+  const status = await s.upstreamRun(
     { name: "LIST", reference: "", pattern: `${name}${d}*`, selectOptions: [], returnOptions: [] },
     (r) => {
-      if (r.type === "LIST") out.push(r.mailbox === null || s.names.invalid(r.mailbox) ? null : r.mailbox);
+      if (r.type === "LIST") below.push(r.mailbox === null || s.names.invalid(r.mailbox) ? null : r.mailbox);
     },
   );
-  return out;
+  return { below, status };
 }
 
 /**
@@ -196,10 +199,16 @@ export async function judgedWithChildren<T extends { readonly p: string; readonl
     ...cites(first.d),
     reason: undecided,
   });
-  const below = await children(s, name);
+  const { below, status } = await children(s, name);
   if (!s.followReload()) {
     row.write({ reason: `${undecided}; the session ended (${s.endReason})` });
     return null;
+  }
+  // A listing upstream did not complete is not an empty one: the folders below could be read-only, filtered or
+  // hidden, and DELETE or RENAME would reach them unchecked. Refused (fail closed), with the row saying why.
+  if (status !== null && status.status !== "OK") {
+    row.write({ reason: `${undecided}; upstream did not list them: ${status.status} ${status.text}` });
+    throw new Refusal("NO", "UNAVAILABLE", "The folders below it could not be listed; nothing was done");
   }
   row.drop();
   const why = s.endingByReload();
