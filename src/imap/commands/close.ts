@@ -1,7 +1,7 @@
 /** CLOSE (RFC 3501 §6.4.2) and UNSELECT (RFC 3691): back to the authenticated state. */
 
 import { type CommandOf, cites, type Session } from "./context.ts";
-import { safeExpunge } from "./shared.ts";
+import { auditedExpunge } from "./shared.ts";
 
 /** CLOSE expunges silently (RFC 3501 §6.4.2): never forwarded; the safe expunge if allowed, then UNSELECT. */
 export async function close(s: Session, cmd: CommandOf<"CLOSE">): Promise<void> {
@@ -30,7 +30,7 @@ export async function close(s: Session, cmd: CommandOf<"CLOSE">): Promise<void> 
         ...cites(d),
         reason: d.reason,
       });
-      await safeExpunge(s, null);
+      await auditedExpunge(s, "CLOSE", d, null);
     } else {
       s.auditRow({
         command: "CLOSE",

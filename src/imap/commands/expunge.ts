@@ -1,7 +1,7 @@
 /** EXPUNGE and UID EXPUNGE (RFC 3501 §6.4.3, RFC 4315 §2.1; mail:delete): only the agent's visible messages. */
 
 import { type CommandOf, cites, type Session } from "./context.ts";
-import { auditProbe, refuseReadOnly, safeExpunge } from "./shared.ts";
+import { auditedExpunge, auditProbe, refuseReadOnly } from "./shared.ts";
 
 export async function expunge(s: Session, cmd: CommandOf<"EXPUNGE">): Promise<void> {
   const box = s.box!;
@@ -20,25 +20,7 @@ export async function expunge(s: Session, cmd: CommandOf<"EXPUNGE">): Promise<vo
     ...cites(d),
     reason: d.reason,
   });
-  const expunged = (count: number, reason: string) =>
-    s.auditRow({
-      command,
-      operation: "mail:delete",
-      folder: p,
-      target: null,
-      decision: "allow",
-      ...cites(d),
-      reason,
-      count,
-    });
-  // Cut before the last part was answered: the messages upstream reported expunged are gone, and counted; whether
-  // it expunged more is not known (docs/audit.md "What a row records"). With none reported, nothing is known to count.
-  const n = await safeExpunge(s, within, (reported) => {
-    if (reported === 0) return;
-    const why = `before the session ended (${s.endReason}): whether it expunged more is not known`;
-    expunged(reported, `expunged as upstream reported ${why}`);
-  });
-  expunged(n, "expunged");
+  await auditedExpunge(s, command, d, within);
   await s.sync(true);
   s.tagged(cmd.tag, "OK", null, "Expunge completed");
 }

@@ -581,13 +581,14 @@ export function forwardUntagged(s: Session, r: Response): void {
  * (`UID SEARCH DELETED`), as its view is scattered among hidden UIDs.
  *
  * When the session ends before the last of its upstream commands is answered (`UPSTREAM_SET_RANGES` ranges each),
- * `cut` is told how many of them upstream had reported expunged by then (the earlier parts' at least): those are
- * gone, whatever became of the rest (docs/audit.md "What a row records").
+ * or one of them is answered NO or BAD, `partial` is told how many of the agent's messages upstream had reported
+ * expunged by then (the earlier parts' at least), and why it stopped: those are gone, whatever became of the rest
+ * (docs/audit.md "What a row records").
  */
-export async function safeExpunge(
+async function safeExpunge(
   s: Session,
   within: readonly number[] | null,
-  cut?: (reported: number) => void,
+  partial?: (reported: number, why: string) => void,
 ): Promise<number> {
   const box = s.box!;
   let uids: readonly number[];
@@ -619,17 +620,54 @@ export async function safeExpunge(
     for (const uid of reported) if (asked.has(uid)) n++;
     return n;
   };
-  for (const set of sets) {
+  for (const [part, set] of sets.entries()) {
     let st: UpstreamStatus;
     try {
       st = await s.upstreamWrite({ name: "EXPUNGE", uid: true, set });
     } catch (error) {
-      if (s.closed) cut?.(counted());
+      if (s.closed)
+        partial?.(counted(), `before the session ended (${s.endReason}): whether it expunged more is not known`);
       throw error;
     }
-    if (st.status !== "OK") throw new Refusal("NO", null, withoutTimings(st.text));
+    if (st.status !== "OK") {
+      // The parts answered OK before it were carried out, and so was whatever upstream reported expunged before
+      // this answer: those messages are gone, and counted (docs/audit.md "What a row records").
+      const text = withoutTimings(st.text);
+      partial?.(counted(), `before upstream answered part ${part + 1} of ${sets.length} ${st.status} (${text})`);
+      throw new Refusal("NO", null, text);
+    }
   }
   return counted();
+}
+
+/**
+ * The safe expunge of EXPUNGE, UID EXPUNGE and CLOSE (`safeExpunge`; the `allow` row `d` made durable before), and
+ * the `expunged` row after it, counting the agent's messages upstream reported expunged. One stopped part-way (the
+ * session ended, a part answered NO or BAD) counts those reported until then, saying why, and throws as before.
+ */
+export async function auditedExpunge(
+  s: Session,
+  command: string,
+  d: Decided,
+  within: readonly number[] | null,
+): Promise<number> {
+  const expunged = (count: number, reason: string) =>
+    s.auditRow({
+      command,
+      operation: "mail:delete",
+      folder: s.box!.policyName,
+      target: null,
+      decision: "allow",
+      ...cites(d),
+      reason,
+      count,
+    });
+  const n = await safeExpunge(s, within, (reported, why) => {
+    // With none reported, nothing is known to count.
+    if (reported > 0) expunged(reported, `expunged as upstream reported ${why}`);
+  });
+  expunged(n, "expunged");
+  return n;
 }
 
 /**
