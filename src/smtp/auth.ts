@@ -40,8 +40,13 @@ export function decodePlain(response: string): LoginAttempt | null {
   return { username, password };
 }
 
-/** One LOGIN step (a base64 user name or password, in UTF-8). */
+/**
+ * One LOGIN step (a base64 user name or password, in UTF-8); null (501) for one that holds a NUL. RFC 4616 §2 allows
+ * none in PLAIN's authcid or passwd, and a pass-through login goes upstream as PLAIN (`NUL name NUL password`): a NUL
+ * in the name would move the line between name and password, a name and password the agent did not send.
+ */
 export function decodeLoginStep(response: string): string | null {
   const bytes = response === "=" ? Buffer.alloc(0) : decodeBase64(response);
-  return bytes === null ? null : saslText(bytes);
+  const text = bytes === null ? null : saslText(bytes);
+  return text === null || text.includes("\0") ? null : text;
 }

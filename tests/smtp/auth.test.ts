@@ -211,6 +211,44 @@ describe("pass-through mode", () => {
     const rows = (await p.rows()).filter((r) => r.command === "AUTH");
     expect(rows).toEqual([]);
   });
+
+  test("a LOGIN name or password holding a NUL gets 501: it would go upstream as another PLAIN split", async () => {
+    const p = await startTestProxy({
+      rules: `[[rules]]\nname = "all"\naction = "allow"\n`,
+      limits: { authFailureStepMs: 1 },
+    });
+    cleanups.push(() => p.close());
+    const user = upstreams().users[0]!;
+    const b64 = (text: string) => Buffer.from(text).toString("base64");
+    // Sent upstream as PLAIN (`NUL name NUL password`), the name `alice NUL pw` and the password `x` would be the name
+    // alice with the password `pw NUL x`: a server that ends the password at its NUL would log in as alice with `pw`,
+    // a login the agent never sent. RFC 4616 §2 has no NUL in a name or password. Refused at the step that has it.
+    const cases: string[][] = [
+      ["AUTH LOGIN", b64(`${user.user}\0${user.password}`)],
+      [`AUTH LOGIN ${b64(`${user.user}\0`)}`],
+      ["AUTH LOGIN", b64(user.user), b64(`${user.password}\0x`)],
+      ["AUTH LOGIN", b64(`\0${user.user}`)],
+    ];
+    for (const lines of cases) {
+      const c = await RawClient.connect(p.port);
+      await c.reply();
+      await c.command("EHLO client.test");
+      let last = "";
+      for (const line of lines) last = (await c.command(line)).raw;
+      expect(last, lines.join(" / ")).toStartWith("501 5.5.2");
+      c.close();
+    }
+    // Nothing was tried upstream: no AUTH row (a malformed response is a syntax error, docs/smtp.md).
+    expect((await p.rows()).filter((r) => r.command === "AUTH")).toEqual([]);
+    // The same name and password without the NUL still log in.
+    const c = await RawClient.connect(p.port);
+    await c.reply();
+    await c.command("EHLO client.test");
+    expect((await c.command("AUTH LOGIN")).code).toBe(334);
+    expect((await c.command(b64(user.user))).code).toBe(334);
+    expect((await c.command(b64(user.password))).raw).toStartWith("235");
+    c.close();
+  });
 });
 
 describe("credential sizes", () => {
