@@ -60,6 +60,17 @@ export function cachePathBeside(auditPath: string): string {
   return join(dirname(auditPath), "mailgator-cache.db");
 }
 
+/**
+ * A folder opened without a UIDVALIDITY (upstream's SELECT or EXAMINE sent none, recorded as 0; RFC 3501 §6.3.1 makes
+ * it required, and a valid one is a non-zero number, §9 `nz-number`): nothing says that its UIDs are those of the
+ * folder a row was stored for. One deleted and created again under the same name numbers its messages from 1 again,
+ * and a cached visible UID would show whatever message holds it now. Such a folder is neither read from nor stored in
+ * the cache: it is classified afresh at each SELECT (docs/filtering.md "The cache").
+ */
+function unknownValidity(uidValidity: number): boolean {
+  return !(Number.isInteger(uidValidity) && uidValidity >= 1 && uidValidity <= 0xffffffff);
+}
+
 interface Row {
   uid_validity: number;
   classified_through: number;
@@ -148,9 +159,12 @@ export class ClassificationCache {
     }
   }
 
-  /** The stored classification for `key` at this UIDVALIDITY, or null (none, another UIDVALIDITY, unreadable). */
+  /**
+   * The stored classification for `key` at this UIDVALIDITY, or null (none, another UIDVALIDITY, unreadable, or no
+   * UIDVALIDITY: `unknownValidity`).
+   */
   get(key: CacheKey, uidValidity: number): CachedVisibility | null {
-    if (this.#broken) return null;
+    if (this.#broken || unknownValidity(uidValidity)) return null;
     let row: Row | null;
     try {
       row = this.#db
@@ -233,7 +247,7 @@ export class ClassificationCache {
    * `classifiedThrough`: it only ever raises UIDNEXT, and shows nothing.
    */
   put(key: CacheKey, value: CachedVisibility): boolean {
-    if (this.#broken) return false;
+    if (this.#broken || unknownValidity(value.uidValidity)) return false;
     const bytes = (v: Uint32Array | Uint16Array) => new Uint8Array(v.buffer, v.byteOffset, v.byteLength);
     try {
       this.#db
