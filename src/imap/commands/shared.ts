@@ -578,7 +578,8 @@ export function forwardUntagged(s: Session, r: Response): void {
  * short: the agent's own set (`within`, already limited to its view) as it is; for a bare EXPUNGE in an unfiltered
  * folder `1:<highest UID in the agent's view>`, which holds no message the agent was not told of (a later arrival
  * has a higher UID). A filtered folder's bare EXPUNGE first asks upstream which messages are `\Deleted`
- * (`UID SEARCH DELETED`), as its view is scattered among hidden UIDs.
+ * (`UID SEARCH DELETED`), as its view is scattered among hidden UIDs; a search upstream did not complete refuses the
+ * command (`command` names it in the `error` row).
  *
  * When the session ends before the last of its upstream commands is answered (`UPSTREAM_SET_RANGES` ranges each),
  * or one of them is answered NO or BAD, `partial` is told how many of the agent's messages upstream had reported
@@ -587,6 +588,7 @@ export function forwardUntagged(s: Session, r: Response): void {
  */
 async function safeExpunge(
   s: Session,
+  command: string,
   within: readonly number[] | null,
   partial?: (reported: number, why: string) => void,
 ): Promise<number> {
@@ -597,13 +599,29 @@ async function safeExpunge(
   else if (box.visible === null) uids = box.agentCount === 0 ? [] : [box.v.get(box.agentCount - 1)];
   else {
     const deleted: number[] = [];
-    await s.upstreamRun(
+    const searched = await s.upstreamRun(
       { name: "SEARCH", uid: true, returnOptions: null, charset: null, criteria: [{ key: "DELETED" }] },
       (r) => {
         if (r.type === "SEARCH") for (const n of r.numbers) deleted.push(n);
         else forwardUntagged(s, r);
       },
     );
+    // A search upstream did not complete is not "none is \Deleted": the command would be answered OK with nothing
+    // expunged. Refused, nothing expunged, with a row saying why (docs/imap.md "Decisions").
+    if (searched.status !== "OK") {
+      const why = withoutTimings(searched.text);
+      s.auditRow({
+        command,
+        operation: "mail:delete",
+        folder: box.policyName,
+        target: null,
+        decision: "error",
+        rule: null,
+        ruleIndex: null,
+        reason: `the deleted messages could not be listed; nothing expunged: upstream: ${searched.status} ${why}`,
+      });
+      throw new Refusal("NO", "UNAVAILABLE", "The deleted messages could not be listed; nothing was expunged");
+    }
     uids = deleted.filter((u) => box.agentSeqOf(u) > 0).sort((a, b) => a - b);
   }
   if (uids.length === 0) return 0;
@@ -662,7 +680,7 @@ export async function auditedExpunge(
       reason,
       count,
     });
-  const n = await safeExpunge(s, within, (reported, why) => {
+  const n = await safeExpunge(s, command, within, (reported, why) => {
     // With none reported, nothing is known to count.
     if (reported > 0) expunged(reported, `expunged as upstream reported ${why}`);
   });

@@ -1,0 +1,130 @@
+/**
+ * EXPUNGE and CLOSE in a filtered folder first ask upstream which messages are `\Deleted` (`UID SEARCH DELETED`,
+ * commands/shared.ts `safeExpunge`), as the agent's view is scattered among hidden UIDs. When upstream answers that
+ * search NO or BAD, the search did not say "none": the command is refused with `NO [UNAVAILABLE]`, nothing is
+ * expunged, and an `error` row says why (docs/imap.md "Decisions"). Before, the failed search counted as "no message
+ * is \Deleted", and the agent was told `OK Expunge completed` (CLOSE: `OK`, the folder closed) with its \Deleted
+ * messages still there. Against Dovecot, through a relay that answers the proxy's `UID SEARCH DELETED` itself
+ * (tests/fixtures/tcp-relay.ts); Dovecot is read directly after each attempt.
+ */
+
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { TcpRelay } from "../fixtures/tcp-relay.ts";
+import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
+
+/** Box shows shop@ messages only; the agent may flag and delete there. */
+const RULES = `
+[[rules]]
+name = "box: shop only"
+folders = ["Box"]
+from = "shop@*"
+action = "allow"
+operations = ["read"]
+
+[[rules]]
+name = "box: tidy"
+folders = ["Box"]
+action = "allow"
+operations = ["folder:read", "mail:flag", "mail:delete"]
+
+[[rules]]
+name = "nothing else"
+action = "deny"
+`;
+
+/** The proxy's search for the \Deleted messages, with its tag. */
+const SEARCH_DELETED = /^(\S+) UID SEARCH DELETED\r\n/;
+
+let relay: TcpRelay;
+let proxy: TestProxy;
+let mailbox: TestMailbox;
+let rows: ReturnType<typeof auditCursor>;
+/** What the relay answers the search with, instead of passing it on; null passes it on. */
+let answer: ((tag: string) => string) | null = null;
+
+beforeAll(async () => {
+  mailbox = await createMailbox({ name: "expunge-search-refused" });
+  const human = await connectImap(mailbox);
+  await human.mailboxCreate("Box");
+  const message = (from: string, subject: string) =>
+    `From: ${from}\r\nTo: me@corp.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject}@corp.test>\r\n\r\nx\r\n`;
+  await human.append("Box", message("shop@s.test", "receipt-1"));
+  await human.append("Box", message("bank@corp.test", "hidden-statement"));
+  await human.append("Box", message("shop@s.test", "receipt-2"));
+  await human.logout();
+  const up = upstreams();
+  relay = await TcpRelay.start({ host: up.host, port: up.ports.imap }, () => ({
+    fromClient: (chunk, link) => {
+      const m = SEARCH_DELETED.exec(chunk.toString("latin1"));
+      if (m !== null && answer !== null) link.client.write(answer(m[1]!));
+      else link.target.write(chunk);
+    },
+  }));
+  proxy = await startTestProxy({ rules: RULES, upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` });
+  rows = auditCursor(proxy);
+});
+
+afterAll(async () => {
+  await proxy?.close();
+  await relay?.close();
+});
+
+const ANSWERS = [
+  [
+    "NO",
+    (tag: string) => `${tag} NO [SERVERBUG] Internal error occurred. Refer to server log for more information.\r\n`,
+  ],
+  ["BAD", (tag: string) => `${tag} BAD Error in IMAP command SEARCH: unexpected\r\n`],
+] as const;
+
+for (const [status, line] of ANSWERS) {
+  for (const command of ["EXPUNGE", "CLOSE"] as const) {
+    test(`${command}: the search for \\Deleted answered ${status} refuses it; nothing is expunged`, async () => {
+      const raw = await RawImap.login(proxy.port, mailbox);
+      try {
+        expect(statusOf(await raw.command("s", "SELECT Box"), "s")).toBe("s OK [READ-WRITE] SELECT completed");
+        expect(statusOf(await raw.command("f", "STORE 1 +FLAGS.SILENT (\\Deleted)"), "f")).toStartWith("f OK");
+        const before = await upstreamState(mailbox);
+        await rows();
+        answer = line;
+        let reply: string;
+        try {
+          reply = await raw.command("c", command);
+        } finally {
+          answer = null;
+        }
+        expect(reply).toBe("c NO [UNAVAILABLE] The deleted messages could not be listed; nothing was expunged\r\n");
+        expect(await upstreamState(mailbox)).toEqual(before);
+        const own = (await rows()).filter((r) => r.command === command);
+        expect(own.map((r) => [r.operation, r.folder, r.decision])).toEqual([
+          ["mail:delete", "Box", "allow"],
+          ["mail:delete", "Box", "error"],
+          ["mail:delete", "Box", "error"],
+        ]);
+        expect(own[1]!.reason).toStartWith(
+          `the deleted messages could not be listed; nothing expunged: upstream: ${status} `,
+        );
+        expect(own[2]!.reason).toContain("failed after row");
+        // Still selected: the folder is there as it was, the message still \Deleted and shown.
+        expect(await raw.command("n", "FETCH 1 (FLAGS)")).toMatch(/^\* 1 FETCH \(FLAGS \(\\Deleted[^)]*\)\)\r\nn OK /);
+        expect(statusOf(await raw.command("u", "STORE 1 -FLAGS.SILENT (\\Deleted)"), "u")).toStartWith("u OK");
+      } finally {
+        raw.close();
+      }
+    });
+  }
+}
+
+test("with the search answered, EXPUNGE removes the agent's \\Deleted message as before (not the relay)", async () => {
+  const raw = await RawImap.login(proxy.port, mailbox);
+  try {
+    await raw.command("s", "SELECT Box");
+    expect(statusOf(await raw.command("a", "STORE 1:* -FLAGS.SILENT (\\Deleted)"), "a")).toStartWith("a OK");
+    expect(statusOf(await raw.command("f", "STORE 2 +FLAGS.SILENT (\\Deleted)"), "f")).toStartWith("f OK");
+    expect(await raw.command("c", "EXPUNGE")).toBe("* 2 EXPUNGE\r\nc OK Expunge completed\r\n");
+  } finally {
+    raw.close();
+  }
+  expect((await upstreamState(mailbox)).messages["Box"]!.uids).toHaveLength(2);
+});
