@@ -26,6 +26,7 @@ import type { Row, Session } from "./commands/context.ts";
 import { relayUpdate } from "./commands/shared.ts";
 import { SelectedMailbox } from "./mailbox.ts";
 import { Refusal } from "./refusal.ts";
+import { withoutTimings } from "./upstream-text.ts";
 import { VisibleSet } from "./view.ts";
 import { type ResponseCode, SYSTEM_FLAGS } from "./wire/index.ts";
 
@@ -148,7 +149,16 @@ export async function classifyNew(s: Session, box: SelectedMailbox): Promise<voi
   if (cache !== null) saveVisibility(cache, cacheKey(s.account, box.name, filter), box.uidValidity, visible);
 }
 
-/** UIDs an upstream `UID SEARCH <key>` returns in the selected mailbox. */
+/** `searchUids`' refusal: upstream did not complete the search; `why` says which and how it answered, for the row. */
+export class SearchRefused extends Refusal {
+  readonly why: string;
+  constructor(why: string) {
+    super("NO", "UNAVAILABLE", "Mailbox could not be read upstream");
+    this.why = why;
+  }
+}
+
+/** UIDs an upstream `UID SEARCH <key>` returns in the selected mailbox; a search not completed throws SearchRefused. */
 export async function searchUids(run: UpstreamRunner, key: "UNSEEN" | "RECENT" | "ALL"): Promise<number[]> {
   const out: number[] = [];
   const st = await run.run(
@@ -157,7 +167,8 @@ export async function searchUids(run: UpstreamRunner, key: "UNSEEN" | "RECENT" |
       if (r.type === "SEARCH") for (const n of r.numbers) out.push(n);
     },
   );
-  if (st.status !== "OK") throw new Refusal("NO", "UNAVAILABLE", "Mailbox could not be read upstream");
+  if (st.status !== "OK")
+    throw new SearchRefused(`UID SEARCH ${key} upstream: ${st.status} ${withoutTimings(st.text)}`);
   return out.sort((a, b) => a - b);
 }
 

@@ -5,7 +5,7 @@
  */
 
 import { messageFilter } from "../classify.ts";
-import { openFiltered, SYSTEM_FLAGS, searchUids, sessionRunner } from "../filtering.ts";
+import { openFiltered, SearchRefused, SYSTEM_FLAGS, searchUids, sessionRunner } from "../filtering.ts";
 import { SELECT_SEARCHES } from "../limits.ts";
 import { SelectedMailbox } from "../mailbox.ts";
 import { Refusal } from "../refusal.ts";
@@ -172,6 +172,25 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   s.state = "selected";
   try {
     await respond(s, box, held, p);
+  } catch (error) {
+    // A SELECT that fails leaves no mailbox selected (RFC 3501 §6.3.1), upstream too: the agent that is told NO must
+    // not find the folder open at its next command. Upstream did not complete a search of a filtered folder's unseen
+    // or recent messages (`searchUids`): an `error` row says so after the allow row written above.
+    if (s.box === box) {
+      s.box = null;
+      s.state = "authenticated";
+      if (error instanceof SearchRefused)
+        s.auditRow({
+          command: cmd.name,
+          operation: "folder:read",
+          folder: p,
+          decision: "error",
+          ...cites(d),
+          reason: `${d.reason}; opened, then closed again: ${error.why}`,
+        });
+      if (!s.closed) await s.upstreamRun({ name: "UNSELECT" }).catch(() => {});
+    }
+    throw error;
   } finally {
     box.opening = false;
     box.openingUpdates.length = 0;

@@ -1,0 +1,101 @@
+/**
+ * SELECT of a filtered folder counts its unseen and recent messages over the visible ones (`UID SEARCH UNSEEN`,
+ * `UID SEARCH RECENT` upstream, src/imap/commands/select.ts), after the folder is open. When upstream answers one of
+ * those searches NO or BAD, the SELECT is refused (`NO [UNAVAILABLE]`) and, as for any failed SELECT (RFC 3501
+ * §6.3.1), no mailbox is left selected, upstream either; an `error` row follows the allow row and says why. Before,
+ * the agent was told NO while the proxy kept the folder open: its next FETCH was answered from it. Against Dovecot,
+ * through a relay that answers the proxy's search itself (tests/fixtures/tcp-relay.ts).
+ */
+
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { TcpRelay } from "../fixtures/tcp-relay.ts";
+import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+
+/** Box shows shop@ messages only. */
+const RULES = `
+[[rules]]
+name = "box: shop only"
+folders = ["Box"]
+from = "shop@*"
+action = "allow"
+operations = ["read"]
+
+[[rules]]
+name = "nothing else"
+action = "deny"
+`;
+
+let relay: TcpRelay;
+let proxy: TestProxy;
+let mailbox: TestMailbox;
+let rows: ReturnType<typeof auditCursor>;
+/** The search the relay answers itself (its key), and how; null passes every command on. */
+let refused: { key: string; line: (tag: string) => string } | null = null;
+
+beforeAll(async () => {
+  mailbox = await createMailbox({ name: "select-search-refused" });
+  const human = await connectImap(mailbox);
+  await human.mailboxCreate("Box");
+  const message = (from: string, subject: string) =>
+    `From: ${from}\r\nTo: me@corp.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject}@corp.test>\r\n\r\nx\r\n`;
+  await human.append("Box", message("shop@s.test", "receipt"));
+  await human.append("Box", message("bank@corp.test", "hidden-statement"));
+  await human.logout();
+  const up = upstreams();
+  relay = await TcpRelay.start({ host: up.host, port: up.ports.imap }, () => ({
+    fromClient: (chunk, link) => {
+      const m = /^(\S+) UID SEARCH (\S+)\r\n/.exec(chunk.toString("latin1"));
+      if (m !== null && refused !== null && m[2] === refused.key) link.client.write(refused.line(m[1]!));
+      else link.target.write(chunk);
+    },
+  }));
+  proxy = await startTestProxy({ rules: RULES, upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` });
+  rows = auditCursor(proxy);
+});
+
+afterAll(async () => {
+  await proxy?.close();
+  await relay?.close();
+});
+
+const ANSWERS = [
+  [
+    "NO",
+    (tag: string) => `${tag} NO [SERVERBUG] Internal error occurred. Refer to server log for more information.\r\n`,
+  ],
+  ["BAD", (tag: string) => `${tag} BAD Error in IMAP command SEARCH: unexpected\r\n`],
+] as const;
+
+for (const [status, line] of ANSWERS) {
+  for (const key of ["UNSEEN", "RECENT"]) {
+    test(`SELECT: UID SEARCH ${key} answered ${status} refuses it and leaves no mailbox selected`, async () => {
+      const raw = await RawImap.login(proxy.port, mailbox);
+      try {
+        await rows();
+        refused = { key, line };
+        let reply: string;
+        try {
+          reply = await raw.command("s", "SELECT Box");
+        } finally {
+          refused = null;
+        }
+        expect(statusOf(reply, "s")).toBe("s NO [UNAVAILABLE] Mailbox could not be read upstream");
+        // No mailbox is selected: a message command is refused as in the authenticated state.
+        const fetch = await raw.command("f", "FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
+        expect(fetch).not.toContain("Subject");
+        expect(statusOf(fetch, "f")).toStartWith("f BAD");
+        const own = (await rows()).filter((r) => r.command === "SELECT");
+        expect(own.map((r) => [r.operation, r.folder, r.decision, r.rule])).toEqual([
+          ["folder:read", "Box", "allow", "box: shop only"],
+          ["folder:read", "Box", "error", "box: shop only"],
+        ]);
+        expect(own[1]!.reason).toContain(`; opened, then closed again: UID SEARCH ${key} upstream: ${status} `);
+        // Upstream was left without a mailbox too: the next SELECT opens it afresh and is answered as before.
+        expect(statusOf(await raw.command("t", "SELECT Box"), "t")).toBe("t OK [READ-ONLY] SELECT completed");
+      } finally {
+        raw.close();
+      }
+    });
+  }
+}
