@@ -16,7 +16,6 @@ import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { SealedStore } from "../../src/state/store.ts";
-import { hashToken } from "../../src/vault/token.ts";
 import { createMailbox, heldId, sinkMessages, type TestMailbox, uniqueToken, upstreams } from "../fixtures/index.ts";
 import {
   authorizationCodeFlow,
@@ -27,6 +26,7 @@ import {
 } from "../fixtures/oauth.ts";
 import { tempRoot } from "../fixtures/temp.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
+import { agentToml, serveConfig } from "./config.ts";
 import { runCli, type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(90_000);
@@ -68,39 +68,12 @@ beforeAll(async () => {
   sender = await createMailbox({ name: "sender-notice-agent" });
   notices = await createMailbox({ name: "sender-notice-notices" });
   const adminPort = await freePort();
-  const up = upstreams();
   writeFileSync(
     file,
-    `[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.smtp}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-
-[audit]
-path = "${join(dir, "audit.db")}"
-
-[state]
-path = "${join(dir, "state.db")}"
-secrets_file = "${join(dir, "secrets.key")}"
-
-[admin]
-listen_addr = "127.0.0.1:${adminPort}"
-
-[approvals]
-timeout = "1h"
-base_url = "http://127.0.0.1:${adminPort}"
-notify_account = "notices"
-notify_sender = true
-
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-
-[[agents]]
-name = "bot"
-token_hash = "${hashToken(agentToken)}"
-account = "mail"
-
+    serveConfig(
+      { dir, adminPort, approvals: { timeout: "1h", notifyAccount: "notices", notifySender: true } },
+      `
+${agentToml("bot", agentToken, "mail")}
 ${oauthAccountToml("mail", sender.user)}
 ${oauthAccountToml("notices", notices.user)}
 [[rules]]
@@ -109,6 +82,7 @@ action = "ask"
 operations = ["send"]
 ask_groups = ["managers"]
 `,
+    ),
   );
   // `check` takes it as it is: approvals set up, the notices sent as an account no agent uses.
   const checked = runCli(["check", "-c", file]);

@@ -17,9 +17,9 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { freePort } from "../../scripts/upstreams/ports.ts";
-import { hashToken } from "../../src/vault/token.ts";
-import { createMailbox, heldId, type TestMailbox, uniqueToken, upstreams } from "../fixtures/index.ts";
+import { createMailbox, heldId, type TestMailbox, uniqueToken } from "../fixtures/index.ts";
 import { SilentUpstream } from "../fixtures/silent-upstream.ts";
+import { accountToml, agentToml, serveConfig, smtpTo } from "./config.ts";
 import { runCli, type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(60_000);
@@ -44,43 +44,23 @@ beforeAll(async () => {
   file = join(dir, "mailgator.toml");
   writeFileSync(
     file,
-    `[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "127.0.0.1:${silent.port}"
-upstream_tls = "starttls"
-upstream_ca_file = "${upstreams().caFile}"
-
-[audit]
-path = "${join(dir, "audit.db")}"
-
-[state]
-path = "${join(dir, "state.db")}"
-secrets_file = "${join(dir, "secrets.key")}"
-
-[admin]
-listen_addr = "127.0.0.1:${await freePort()}"
-
-[approvals]
-timeout = "1h"
-
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-
-[accounts.mail]
-username = "${sender.user}"
-password = "${sender.password}"
-
-[[agents]]
-name = "bot"
-token_hash = "${hashToken(agentToken)}"
-account = "mail"
-
+    serveConfig(
+      {
+        listeners: smtpTo(`127.0.0.1:${silent.port}`),
+        dir,
+        adminPort: await freePort(),
+        approvals: { timeout: "1h", baseUrl: false },
+      },
+      `
+${accountToml("mail", sender)}
+${agentToml("bot", agentToken, "mail")}
 [[rules]]
 name = "outside needs a manager"
 action = "ask"
 operations = ["send"]
 ask_groups = ["managers"]
 `,
+    ),
   );
   served = serveChild(file);
   port = await served.port("SMTP");

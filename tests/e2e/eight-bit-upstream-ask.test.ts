@@ -15,10 +15,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { freePort } from "../../scripts/upstreams/ports.ts";
-import { hashToken } from "../../src/vault/token.ts";
 import { createMailbox, heldId, sinkMessages, type TestMailbox, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { postfixLog } from "../smtp/helpers.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
+import { accountToml, agentToml, serveConfig, smtpTo } from "./config.ts";
 import { runCli, type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(60_000);
@@ -60,45 +60,20 @@ async function start(mode: "pass-through" | "vault"): Promise<Setup> {
   const sender = await createMailbox({ name: `eight-bit-ask-${mode}` });
   const agentToken = `mg_${uniqueToken("agent")}`;
   const vault = `
-[accounts.mail]
-username = "${sender.user}"
-password = "${sender.password}"
-
-[[agents]]
-name = "bot"
-token_hash = "${hashToken(agentToken)}"
-account = "mail"
-`;
+${accountToml("mail", sender)}
+${agentToml("bot", agentToken, "mail")}`;
   const file = join(dir, "mailgator.toml");
   writeFileSync(
     file,
-    `[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.smtp7bit}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-
-[audit]
-path = "${join(dir, "audit.db")}"
-
-[state]
-path = "${join(dir, "state.db")}"
-secrets_file = "${join(dir, "secrets.key")}"
-
-[admin]
-listen_addr = "127.0.0.1:${await freePort()}"
-
-[approvals]
-timeout = "1h"
-notify_account = "notices"
-
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-
-[accounts.notices]
-username = "${bob.user}"
-password = "${bob.password}"
-${mode === "vault" ? vault : ""}
+    serveConfig(
+      {
+        listeners: smtpTo(`${up.host}:${up.ports.smtp7bit}`),
+        dir,
+        adminPort: await freePort(),
+        approvals: { timeout: "1h", baseUrl: false, notifyAccount: "notices" },
+      },
+      `
+${accountToml("notices", bob)}${mode === "vault" ? vault : ""}
 [[quotas]]
 name = "tight"
 sends_per_hour = 1
@@ -115,6 +90,7 @@ action = "ask"
 operations = ["send"]
 ask_groups = ["managers"]
 `,
+    ),
   );
   const served = serveChild(file);
   children.push(served);
