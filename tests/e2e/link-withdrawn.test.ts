@@ -11,11 +11,12 @@ import { mkdtempSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import nodemailer from "nodemailer";
 import { freePort } from "../../scripts/upstreams/ports.ts";
-import { generateToken, hashToken } from "../../src/vault/token.ts";
-import { heldId, smtpListener, uniqueToken, upstreams } from "../fixtures/index.ts";
+import { generateToken } from "../../src/vault/token.ts";
+import { heldId, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { tempRoot } from "../fixtures/temp.ts";
 import { sinkCopies } from "../smtp/helpers.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
+import { accountToml, agentToml, serveConfig } from "./config.ts";
 import { runCli, serveChild } from "./serve-child.ts";
 
 /** Every folder this file makes is in here, removed after its tests. */
@@ -30,45 +31,20 @@ setDefaultTimeout(60_000);
 function configFor(admin: number, boss: string, botToken: string, bobReader: boolean): string {
   const up = upstreams();
   const [alice, bob] = [up.users[0]!, up.users[1]!];
-  return `${smtpListener()}
-[admin]
-listen_addr = "127.0.0.1:${admin}"
-
-[approvals]
-base_url = "http://127.0.0.1:${admin}"
-notify_account = "notices"
-
-[approvals.groups.managers]
-recipients = ["${boss}"]
-
-[[agents]]
-name = "bot"
-token_hash = "${hashToken(botToken)}"
-account = "main"
-${
-  bobReader
-    ? `
-[[agents]]
-name = "reader"
-token_hash = "${hashToken(generateToken())}"
-account = "notices"
-`
-    : ""
-}
-[accounts.main]
-username = "${alice.user}"
-password = "${alice.password}"
-
-[accounts.notices]
-username = "${bob.user}"
-password = "${bob.password}"
-
+  const reader = bobReader ? `\n${agentToml("reader", generateToken(), "notices")}` : "";
+  return serveConfig(
+    { adminPort: admin, approvals: { notifyAccount: "notices", managers: [boss] } },
+    `
+${agentToml("bot", botToken, "main")}${reader}
+${accountToml("main", alice)}
+${accountToml("notices", bob)}
 [[rules]]
 name = "every send needs a manager"
 action = "ask"
 operations = ["send"]
 ask_groups = ["managers"]
-`;
+`,
+  );
 }
 
 /** Sends one message as "bot" through the SMTP listener on `port`; returns its approval id. */

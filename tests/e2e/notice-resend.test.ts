@@ -14,9 +14,9 @@ import nodemailer from "nodemailer";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { ApprovalStore } from "../../src/approvals/store.ts";
 import { SealedStore } from "../../src/state/store.ts";
-import { hashToken } from "../../src/vault/token.ts";
 import { heldId, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
+import { accountToml, agentToml, serveConfig, smtpTo } from "./config.ts";
 import { type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(120_000);
@@ -44,45 +44,19 @@ async function setup(approvers: readonly string[]) {
   const writeConfig = (upstream: string, timeout: string) =>
     writeFileSync(
       file,
-      `[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${upstream}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-
-[audit]
-path = "${join(dir, "audit.db")}"
-
-[state]
-path = "${join(dir, "state.db")}"
-secrets_file = "${join(dir, "secrets.key")}"
-
-[approvals]
-timeout = "${timeout}"
-notify_account = "notices"
-
-[accounts.notices]
-username = "${bob.user}"
-password = "${bob.password}"
-
-[accounts.mail]
-username = "${alice.user}"
-password = "${alice.password}"
-
-[[agents]]
-name = "bot"
-token_hash = "${hashToken(agentToken)}"
-account = "mail"
-
-[approvals.groups.managers]
-recipients = [${approvers.map((a) => JSON.stringify(a)).join(", ")}]
-
+      serveConfig(
+        { listeners: smtpTo(upstream), dir, approvals: { timeout, notifyAccount: "notices", managers: approvers } },
+        `
+${accountToml("notices", bob)}
+${accountToml("mail", alice)}
+${agentToml("bot", agentToken, "mail")}
 [[rules]]
 name = "every send needs a manager"
 action = "ask"
 operations = ["send"]
 ask_groups = ["managers"]
 `,
+      ),
     );
   const start = async (): Promise<{ served: Served; port: number }> => {
     const served = serveChild(file);

@@ -11,16 +11,27 @@ import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { userMaildir } from "../../scripts/upstreams/layout.ts";
 import { freePort } from "../../scripts/upstreams/ports.ts";
-import { heldId, smtpListener, uniqueToken, upstreams } from "../fixtures/index.ts";
+import { heldId, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { tempRoot } from "../fixtures/temp.ts";
 import { sinkCopies } from "../smtp/helpers.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
+import { accountToml, serveConfig } from "./config.ts";
 import { serveChild } from "./serve-child.ts";
 
 /** Every folder this file makes is in here, removed after its tests. */
 const TMP = tempRoot("mg-notices-");
 
 setDefaultTimeout(60_000);
+
+/** The one rule of these configs: every send is held for the group `managers`. */
+const EVERY_SEND_ASKS = `
+[[rules]]
+name = "every send needs a manager"
+action = "ask"
+operations = ["send"]
+ask_groups = ["managers"]
+`;
+
 const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
 
 /**
@@ -57,28 +68,10 @@ test("serve notifies the approver; the link's page approves; the sender learns t
   const config = join(dir, "mailgator.toml");
   writeFileSync(
     config,
-    `${smtpListener()}
-[admin]
-listen_addr = "127.0.0.1:${admin}"
-
-[approvals]
-base_url = "http://127.0.0.1:${admin}"
-notify_account = "notices"
-notify_sender = true
-
-[accounts.notices]
-username = "${bob.user}"
-password = "${bob.password}"
-
-[approvals.groups.managers]
-recipients = ["${boss}"]
-
-[[rules]]
-name = "every send needs a manager"
-action = "ask"
-operations = ["send"]
-ask_groups = ["managers"]
-`,
+    serveConfig(
+      { adminPort: admin, approvals: { notifyAccount: "notices", notifySender: true, managers: [boss] } },
+      `\n${accountToml("notices", bob)}${EVERY_SEND_ASKS}`,
+    ),
   );
   const proc = Bun.spawn([process.execPath, MAIN, "serve", "-c", config, "--log-format", "json"], {
     stdout: "pipe",
@@ -153,23 +146,11 @@ test("approvers changed by SIGHUP: the next held message's notice goes to the ne
   const m = uniqueToken("r");
   const dir = mkdtempSync(join(TMP, "mg-notices-reload-"));
   const file = join(dir, "mailgator.toml");
-  const configFor = (boss: string) => `${smtpListener()}
-[approvals]
-notify_account = "notices"
-
-[accounts.notices]
-username = "${bob.user}"
-password = "${bob.password}"
-
-[approvals.groups.managers]
-recipients = ["${boss}"]
-
-[[rules]]
-name = "every send needs a manager"
-action = "ask"
-operations = ["send"]
-ask_groups = ["managers"]
-`;
+  const configFor = (boss: string) =>
+    serveConfig(
+      { approvals: { notifyAccount: "notices", managers: [boss] } },
+      `\n${accountToml("notices", bob)}${EVERY_SEND_ASKS}`,
+    );
   const [before, after] = [`before-${m}@corp.test`, `after-${m}@corp.test`];
   writeFileSync(file, configFor(before));
   const served = serveChild(file);
