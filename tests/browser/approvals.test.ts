@@ -16,7 +16,8 @@ import { CHROMIUM, installCommand } from "../../scripts/upstreams/install.ts";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { ApprovalStore } from "../../src/approvals/store.ts";
 import { SealedStore } from "../../src/state/store.ts";
-import { approvalsConfig, runCli, type Served, serveChild } from "../e2e/serve-child.ts";
+import { serveConfig } from "../e2e/config.ts";
+import { runCli, type Served, serveChild } from "../e2e/serve-child.ts";
 import {
   createMailbox,
   sinkMessages,
@@ -91,9 +92,10 @@ async function startServe(timeout: string): Promise<Server> {
     const port = await freePort();
     const dir = mkdtempSync(join(tmpdir(), "mg-browser-"));
     const config = join(dir, "mailgator.toml");
+    const listeners = `${smtpListener()}identities = ["${SENDER}"]\n`;
     writeFileSync(
       config,
-      `${approvalsConfig({ smtp: `${smtpListener()}identities = ["${SENDER}"]\n`, dir, adminPort: port, timeout })}
+      `${serveConfig({ listeners, dir, adminPort: port, approvals: { timeout } })}
 [[rules]]
 name = "Colleagues"
 to = "*@corp.test"

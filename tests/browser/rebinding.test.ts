@@ -15,7 +15,8 @@ import { CHROMIUM, installCommand } from "../../scripts/upstreams/install.ts";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { ApprovalStore } from "../../src/approvals/store.ts";
 import { SealedStore } from "../../src/state/store.ts";
-import { approvalsConfig, type Served, serveChild } from "../e2e/serve-child.ts";
+import { serveConfig } from "../e2e/config.ts";
+import { type Served, serveChild } from "../e2e/serve-child.ts";
 import { createMailbox, heldId, smtpListener, type TestMailbox, uniqueToken, waitForSink } from "../fixtures/index.ts";
 
 setDefaultTimeout(180_000);
@@ -37,14 +38,11 @@ beforeAll(async () => {
   port = await freePort();
   dir = mkdtempSync(join(tmpdir(), "mg-browser-host-"));
   const config = join(dir, "mailgator.toml");
+  const listeners = `${smtpListener()}identities = ["${SENDER}"]\n`;
+  const approvals = { baseUrl: `http://${NAME}:${port}` };
   writeFileSync(
     config,
-    `${approvalsConfig({
-      smtp: `${smtpListener()}identities = ["${SENDER}"]\n`,
-      dir,
-      adminPort: port,
-      baseUrl: `http://${NAME}:${port}`,
-    })}
+    `${serveConfig({ listeners, dir, adminPort: port, approvals })}
 [[rules]]
 name = "Everything needs a manager"
 operations = ["send"]

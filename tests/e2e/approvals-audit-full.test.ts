@@ -19,7 +19,8 @@ import { type ApprovalRow, ApprovalStore } from "../../src/approvals/store.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { fillUp, mountTmpfs, unmountTmpfs } from "../fixtures/full-disk.ts";
 import { createMailbox, heldId, type TestMailbox, uniqueToken } from "../fixtures/index.ts";
-import { approvalsConfig, runCli, type Served, serveChild } from "./serve-child.ts";
+import { serveConfig } from "./config.ts";
+import { runCli, type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(90_000);
 
@@ -53,7 +54,7 @@ beforeAll(async () => {
 function writeConfig(timeout: string): void {
   writeFileSync(
     file,
-    `${approvalsConfig({ dir, adminPort, auditPath: join(mount, "audit.db"), timeout })}
+    `${serveConfig({ dir, auditPath: join(mount, "audit.db"), adminPort, approvals: { timeout } })}
 [[rules]]
 name = "outside needs a manager"
 action = "ask"

@@ -18,7 +18,8 @@ import { type ApprovalRow, ApprovalStore } from "../../src/approvals/store.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { createMailbox, heldId, sinkMessages, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { SmtpRelay } from "../fixtures/smtp-relay.ts";
-import { approvalsConfig, type Served, serveChild } from "./serve-child.ts";
+import { serveConfig } from "./config.ts";
+import { type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(120_000);
 
@@ -45,7 +46,7 @@ upstream_tls = "none"
 `;
   writeFileSync(
     file,
-    `${approvalsConfig({ smtp, dir, adminPort, timeout: "1h" })}
+    `${serveConfig({ listeners: smtp, dir, adminPort, approvals: { timeout: "1h" } })}
 [[rules]]
 name = "outside needs a manager"
 action = "ask"

@@ -14,11 +14,16 @@ import { ApprovalStore } from "../../src/approvals/store.ts";
 import { AuditLog } from "../../src/audit/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { createMailbox, heldId, smtpListener, type TestMailbox, uniqueToken } from "../fixtures/index.ts";
-import { approvalsConfig, type Served, serveChild } from "./serve-child.ts";
+import { serveConfig } from "./config.ts";
+import { type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(60_000);
 
 const SENDER = "me@corp.test";
+
+/** The SMTP listener, with the sender's address as its one identity. */
+const listeners = () => `${smtpListener()}identities = ["${SENDER}"]\n`;
+
 let dir: string;
 let mailbox: TestMailbox;
 let adminPort: number;
@@ -36,18 +41,7 @@ afterAll(() => {
 /** Writes `<folder>/mailgator.toml`: the SMTP listener, the audit log and state database in `folder`, then `rest`. */
 function writeConfigIn(folder: string, rest: string): string {
   const file = join(folder, "mailgator.toml");
-  writeFileSync(
-    file,
-    `${smtpListener()}identities = ["${SENDER}"]
-
-[audit]
-path = "${join(folder, "audit.db")}"
-
-[state]
-path = "${join(folder, "state.db")}"
-secrets_file = "${join(folder, "secrets.key")}"
-${rest}`,
-  );
+  writeFileSync(file, serveConfig({ listeners: listeners(), dir: folder }, rest));
   return file;
 }
 
@@ -56,7 +50,7 @@ function writeConfig(outside: "ask" | "deny"): string {
   const file = join(dir, "mailgator.toml");
   writeFileSync(
     file,
-    `${approvalsConfig({ smtp: `${smtpListener()}identities = ["${SENDER}"]\n`, dir, adminPort, timeout: "1h" })}
+    `${serveConfig({ listeners: listeners(), dir, adminPort, approvals: { timeout: "1h" } })}
 [[rules]]
 name = "Outside"
 operations = ["send"]

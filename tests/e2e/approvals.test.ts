@@ -28,12 +28,12 @@ import { type ApprovalRow, ApprovalStore } from "../../src/approvals/store.ts";
 import { DECISION_WIND_UP_MS } from "../../src/approvals/web.ts";
 import { SHUTDOWN_GRACE_MS } from "../../src/net/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
-import { hashToken } from "../../src/vault/token.ts";
 import { createMailbox, heldId, sinkMessages, type TestMailbox, uniqueToken, upstreams } from "../fixtures/index.ts";
-import { authorizationCodeFlow, control, oauthServer, storeIssuedTokens } from "../fixtures/oauth.ts";
+import { authorizationCodeFlow, control, oauthAccountToml, storeIssuedTokens } from "../fixtures/oauth.ts";
 import { SmtpRelay as Relay } from "../fixtures/smtp-relay.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
-import { approvalsConfig, lineClient, type Served, serveChild, smtpSay } from "./serve-child.ts";
+import { agentToml, serveConfig, smtpTo } from "./config.ts";
+import { lineClient, type Served, serveChild, smtpSay } from "./serve-child.ts";
 
 setDefaultTimeout(120_000);
 
@@ -71,14 +71,8 @@ interface ConfigOptions {
 }
 
 function configToml(dir: string, o: ConfigOptions): string {
-  const up = upstreams();
-  const smtp = `[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${o.upstream.addr}"
-upstream_tls = "${o.upstream.tls}"
-upstream_ca_file = "${up.caFile}"
-`;
-  return `${approvalsConfig({ smtp, dir, adminPort: o.adminPort, timeout: o.timeout })}${o.vault ?? ""}
+  const listeners = smtpTo(o.upstream.addr, o.upstream.tls);
+  return `${serveConfig({ listeners, dir, adminPort: o.adminPort, approvals: { timeout: o.timeout } })}${o.vault ?? ""}
 [[rules]]
 name = "colleagues"
 action = "allow"
@@ -708,29 +702,12 @@ describe("an OAuth2 vault account", () => {
   const agentToken = `mg_${uniqueToken("approver")}`;
   const auth = { user: "bot", pass: agentToken };
   let up: ReturnType<typeof upstreams>;
-  let server: ReturnType<typeof oauthServer>;
   let s: Setup;
   beforeAll(async () => {
     up = upstreams();
-    server = oauthServer();
     s = await setup("oauth", { upstream: { addr: `${up.host}:${up.ports.smtp}`, tls: "starttls" }, timeout: "1h" });
     // The account is the sender's mailbox, with tokens from the local authorization server.
-    const vault = `
-[[agents]]
-name = "bot"
-token_hash = "${hashToken(agentToken)}"
-account = "mail"
-
-[accounts.mail]
-username = "${s.sender.user}"
-auth = "oauth2"
-provider = "custom"
-client_id = "${server.clientId}"
-client_secret = "${server.clientSecret}"
-authorize_url = "${server.authorizeUrl}"
-token_url = "${server.tokenUrl}"
-scopes = ["mail"]
-`;
+    const vault = `\n${agentToml("bot", agentToken, "mail")}\n${oauthAccountToml("mail", s.sender.user)}`;
     const upstream = { addr: `${up.host}:${up.ports.smtp}`, tls: "starttls" } as const;
     writeFileSync(s.file, configToml(s.dir, { upstream, adminPort: s.adminPort, timeout: "1h", vault }));
   });

@@ -22,7 +22,8 @@ import { freePort } from "../../scripts/upstreams/ports.ts";
 import { ApprovalStore } from "../../src/approvals/store.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { createMailbox, heldId, sinkMessages, type TestMailbox, uniqueToken } from "../fixtures/index.ts";
-import { approvalsConfig, runCli, type Served, serveChild } from "./serve-child.ts";
+import { serveConfig } from "./config.ts";
+import { runCli, type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(120_000);
 
@@ -66,7 +67,7 @@ let admin: string;
 let smtpPort: number;
 
 function configToml(adminPort: number, rules: string): string {
-  return `${approvalsConfig({ dir, adminPort, timeout: "1h" })}${rules}`;
+  return serveConfig({ dir, adminPort, approvals: { timeout: "1h" } }, rules);
 }
 
 let adminPort: number;

@@ -1,7 +1,6 @@
 /** `mailgator serve` as a child process, and a line-oriented socket client, for the reload and log tests. */
 import type { Socket } from "node:net";
 import { join } from "node:path";
-import { smtpListener } from "../fixtures/index.ts";
 
 const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
 
@@ -51,47 +50,6 @@ export function serveChild(config: string, format: "pretty" | "json" = "pretty",
       return Number(/127\.0\.0\.1:(\d+)/.exec(line)![1]);
     },
   };
-}
-
-export interface ApprovalsConfigOptions {
-  /** The folder of the state database and its secrets file, and (without `auditPath`) of the audit log. */
-  readonly dir: string;
-  /** The admin listener's port on 127.0.0.1, where the approval page is served. */
-  readonly adminPort: number;
-  /** `[approvals] timeout`; none: the line is left out (the default). */
-  readonly timeout?: string;
-  /** `[approvals] base_url`; default `http://127.0.0.1:<adminPort>`. */
-  readonly baseUrl?: string;
-  /** The audit log's path; default `<dir>/audit.db`. */
-  readonly auditPath?: string;
-  /** The `[smtp]` section; default smtpListener(): in front of the test Postfix. */
-  readonly smtp?: string;
-}
-
-/**
- * The start of a `mailgator serve` config that holds messages for approval, as the approvals tests share it: `[smtp]`,
- * `[audit]`, `[state]` (database and secrets file in `dir`), `[admin]` on `adminPort`, `[approvals]` and one group
- * `managers` (boss@corp.test). The caller appends its rules (and accounts or agents).
- */
-export function approvalsConfig(o: ApprovalsConfigOptions): string {
-  const timeout = o.timeout === undefined ? "" : `timeout = "${o.timeout}"\n`;
-  return `${o.smtp ?? smtpListener()}
-[audit]
-path = "${o.auditPath ?? join(o.dir, "audit.db")}"
-
-[state]
-path = "${join(o.dir, "state.db")}"
-secrets_file = "${join(o.dir, "secrets.key")}"
-
-[admin]
-listen_addr = "127.0.0.1:${o.adminPort}"
-
-[approvals]
-${timeout}base_url = "${o.baseUrl ?? `http://127.0.0.1:${o.adminPort}`}"
-
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-`;
 }
 
 /** Runs a mailgator command to completion. */
