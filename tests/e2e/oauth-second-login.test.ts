@@ -15,9 +15,9 @@ import { type ImapProxy, startImapProxy } from "../../src/imap/index.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
 import { type SmtpProxy, startSmtpProxy } from "../../src/smtp/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
-import { hashToken } from "../../src/vault/token.ts";
-import { createMailbox, uniqueToken, upstreams } from "../fixtures/index.ts";
+import { createMailbox, imapListener, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { authorizationCodeFlow, control, LineClient, oauthAccountToml, storeIssuedTokens } from "../fixtures/oauth.ts";
+import { agentToml, serveConfig, smtpTo } from "./config.ts";
 
 setDefaultTimeout(60_000);
 
@@ -76,25 +76,10 @@ async function setup() {
   cleanups.push(() => relay.close());
   const dir = mkdtempSync(join(tmpdir(), "mailgator-oauth-second-"));
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  const toml = `[imap]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "${up.host}:${up.ports.imaps}"
-upstream_tls = "tls"
-upstream_ca_file = "${up.caFile}"
-
-[smtp]
-listen_addr = "127.0.0.1:0"
-upstream_addr = "127.0.0.1:${relay.port}"
-upstream_tls = "starttls"
-upstream_ca_file = "${up.caFile}"
-
-[audit]
-path = "${join(dir, "audit.db")}"
-
-[state]
-path = "${join(dir, "state.db")}"
-secrets_file = "${join(dir, "secrets.key")}"
-
+  const listeners = `${imapListener()}\n${smtpTo(`127.0.0.1:${relay.port}`)}`;
+  const toml = serveConfig(
+    { listeners, dir },
+    `
 [[rules]]
 name = "notifications in the inbox"
 folders = ["INBOX"]
@@ -111,12 +96,9 @@ action = "allow"
 name = "nothing else"
 action = "deny"
 
-[[agents]]
-name = "bot"
-token_hash = "${hashToken(AGENT_TOKEN)}"
-account = "mail"
-
-${oauthAccountToml("mail", mailbox.user)}`;
+${agentToml("bot", AGENT_TOKEN, "mail")}
+${oauthAccountToml("mail", mailbox.user)}`,
+  );
   const parsed = parseConfig(toml, join(dir, "mailgator.toml"));
   const any = { host: "127.0.0.1", port: 0 };
   const config: Config = {
