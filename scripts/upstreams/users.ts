@@ -77,6 +77,20 @@ export function addUser(store: UserStore, address: string, password: string): Up
   return { user, password, address: user, maildir };
 }
 
+/**
+ * Adds a second login for an existing user's mailbox: `login` (lower case, no `@`: a server's account name, which it
+ * maps to a mailbox itself) with its own password, reading the same Maildir as `user`.
+ */
+export function addLogin(store: UserStore, login: string, password: string, user: UpstreamUser): void {
+  if (login.includes("@") || login !== login.toLowerCase())
+    throw new Error(`upstreams: login "${login}": lower case, without "@"`);
+  const { gid } = statSync(store.usersDir);
+  const temporary = join(store.usersDir, `.new-${process.pid}-${Math.random().toString(36).slice(2)}`);
+  writeFileSync(temporary, `${passwdLine(login, password, dirname(user.maildir))}\n`, { mode: 0o640 });
+  chownSync(temporary, 0, gid);
+  renameSync(temporary, join(store.usersDir, login));
+}
+
 if (import.meta.main) {
   // bun scripts/upstreams/users.ts ADDRESS PASSWORD [--dir D]
   const { layout } = await import("./layout.ts");

@@ -1145,27 +1145,48 @@ export function loadConfig(location: string | ConfigLocation, options: LoadOptio
 }
 
 /**
- * The vault agent whose account's mailbox `address` is (its `username` or one of its `identities`, without case and
- * without a subaddress), or null: mail to that address is mail the agent can read through the proxy
+ * The vault agent whose account's mailbox `address` may be (its `username` or one of its `identities`, as
+ * `sameMailbox` compares them), or null: mail to that address is mail the agent can read through the proxy
  * (docs/approvals.md "Notices").
  */
 export function agentReading(
   config: Pick<Config, "agents" | "accounts">,
   address: string,
 ): Config["agents"][number] | null {
-  const wanted = mailboxOf(address);
   for (const agent of config.agents) {
     const account = ownEntry(config.accounts, agent.account);
     if (account === undefined) continue;
-    if ([account.username, ...account.identities].some((mine) => mailboxOf(mine) === wanted)) return agent;
+    if ([account.username, ...account.identities].some((mine) => sameMailbox(mine, address))) return agent;
   }
   return null;
 }
 
 /**
+ * Whether two logins or addresses may name one mailbox, as far as the config can tell: the same address without case
+ * and without a subaddress (mailboxOf); and a login without `@` (`boss`, or `CORP\boss` as Exchange takes it) is
+ * the mailbox the server finds for that name, most often in its own domain (Dovecot's `auth_default_realm`, a
+ * directory's account name), so it is taken for any address whose local part is that name (`boss@corp.test`,
+ * `Boss+x@corp.test`). That errs towards a notice without the link, never towards a link where an agent reads.
+ */
+function sameMailbox(a: string, b: string): boolean {
+  const x = mailboxOf(a);
+  const y = mailboxOf(b);
+  if (x === y) return true;
+  if (x.includes("@") && y.includes("@")) return false;
+  return loginName(x) === loginName(y);
+}
+
+/** The name a login or address (mailboxOf) stands for: its local part, or a login without `@` after any `DOMAIN\`. */
+function loginName(mailbox: string): string {
+  const at = mailbox.lastIndexOf("@");
+  return at === -1 ? mailbox.slice(mailbox.lastIndexOf("\\") + 1) : mailbox.slice(0, at);
+}
+
+/**
  * Every mailbox a vault agent can read through the proxy: its account's `username` and `identities`, as mailboxOf
- * reads them. An address is agentReading's exactly when its mailbox is one of these, and an account is agentSending's
- * when one of its own is (docs/approvals.md "Links").
+ * reads them. An address is agentReading's when it is one of these mailboxes as sameMailbox compares them, and an
+ * account is agentSending's when one of its own is (docs/approvals.md "Links"): the set gains a member whenever
+ * either may answer yes where it did not.
  */
 export function agentMailboxes(config: Pick<Config, "agents" | "accounts">): Set<string> {
   const out = new Set<string>();

@@ -248,6 +248,44 @@ describe("the approver's notice", () => {
     expect(noticeFor(config, input, "botany@corp.test", "notices").text).toContain(link);
   });
 
+  test("a login without @ stands for any address of its name: no link to boss@ when an agent logs in as boss", () => {
+    // The agent reads the mailbox the server finds for `boss` (its default domain, a directory's account name), and
+    // sends as another identity or not at all: nothing in the config names boss@corp.test.
+    const config = (username: string) =>
+      parseConfig(
+        `[accounts.inbox]\nusername = ${JSON.stringify(username)}\npassword = "p"\n` +
+          `[accounts.notices]\nusername = "notices@corp.test"\npassword = "p"\n` +
+          `[[agents]]\nname = "triage"\ntoken_hash = "sha256:${"0".repeat(64)}"\naccount = "inbox"\n`,
+        "/cfg/mailgator.toml",
+      );
+    const link = "https://admin.example/approvals/ab?t=tok";
+    const input = {
+      id: "ab".repeat(16),
+      rule: "r",
+      expires: 0,
+      preview: buildPreview("a@x.test", ["b@x.test"], MESSAGE, true),
+      link,
+    };
+    for (const username of ["boss", "Boss", "CORP\\boss"])
+      for (const approver of ["boss@corp.test", "BOSS@other.test", "boss+approvals@corp.test"]) {
+        const { text } = noticeFor(config(username), input, approver, "notices");
+        expect(text).not.toContain("?t=");
+        expect(text).toContain(
+          "No link: this address is the mailbox of agent triage's account, which that agent can read.",
+        );
+      }
+    expect(noticeFor(config("boss"), input, "bossy@corp.test", "notices").text).toContain(link);
+    expect(noticeFor(config("boss"), input, "chief@corp.test", "notices").text).toContain(link);
+    // The notices sent as an account whose login is that name: its Sent folder is the agent's mailbox too.
+    const sentAs = parseConfig(
+      `[accounts.inbox]\nusername = "notices"\npassword = "p"\n` +
+        `[accounts.notices]\nusername = "notices@corp.test"\npassword = "p"\n` +
+        `[[agents]]\nname = "triage"\ntoken_hash = "sha256:${"0".repeat(64)}"\naccount = "inbox"\n`,
+      "/cfg/mailgator.toml",
+    );
+    expect(noticeFor(sentAs, input, "chief@corp.test", "notices").text).toContain("sent as agent triage's account");
+  });
+
   test("a notice sent as an account an agent uses has no link: its Sent folder may keep a copy the agent reads", () => {
     const config = parseConfig(
       `[accounts.main]\nusername = "bot@corp.test"\npassword = "p"\n` +
