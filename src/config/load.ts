@@ -1163,17 +1163,32 @@ export function agentReading(
 
 /**
  * Whether two logins or addresses may name one mailbox, as far as the config can tell: the same address without case
- * and without a subaddress (mailboxOf); and a login without `@` (`boss`, or `CORP\boss` as Exchange takes it) is
- * the mailbox the server finds for that name, most often in its own domain (Dovecot's `auth_default_realm`, a
- * directory's account name), so it is taken for any address whose local part is that name (`boss@corp.test`,
- * `Boss+x@corp.test`). That errs towards a notice without the link, never towards a link where an agent reads.
+ * and without a subaddress (mailboxOf), with Gmail's spellings of one address taken for it (providerMailbox); and a
+ * login without `@` (`boss`, or `CORP\boss` as Exchange takes it) is the mailbox the server finds for that name, most
+ * often in its own domain (Dovecot's `auth_default_realm`, a directory's account name), so it is taken for any
+ * address whose local part is that name (`boss@corp.test`, `Boss+x@corp.test`). That errs towards a notice without
+ * the link, never towards a link where an agent reads.
  */
 function sameMailbox(a: string, b: string): boolean {
-  const x = mailboxOf(a);
-  const y = mailboxOf(b);
+  const x = providerMailbox(mailboxOf(a));
+  const y = providerMailbox(mailboxOf(b));
   if (x === y) return true;
   if (x.includes("@") && y.includes("@")) return false;
   return loginName(x) === loginName(y);
+}
+
+/** The domains of Gmail, which takes them for one another and ignores dots in local parts. */
+const GMAIL_DOMAINS: ReadonlySet<string> = new Set(["gmail.com", "googlemail.com"]);
+
+/**
+ * A mailbox (mailboxOf) in the one spelling its provider delivers every spelling of to, where the provider says how:
+ * Gmail ignores the dots of a local part and takes `googlemail.com` for `gmail.com` (`j.doe@googlemail.com` is
+ * `jdoe@gmail.com`). Other addresses as they are.
+ */
+function providerMailbox(mailbox: string): string {
+  const at = mailbox.lastIndexOf("@");
+  if (at === -1 || !GMAIL_DOMAINS.has(mailbox.slice(at + 1))) return mailbox;
+  return `${mailbox.slice(0, at).replaceAll(".", "")}@gmail.com`;
 }
 
 /** The name a login or address (mailboxOf) stands for: its local part, or a login without `@` after any `DOMAIN\`. */

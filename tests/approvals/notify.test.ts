@@ -286,6 +286,37 @@ describe("the approver's notice", () => {
     expect(noticeFor(sentAs, input, "chief@corp.test", "notices").text).toContain("sent as agent triage's account");
   });
 
+  test("Gmail's spellings of an agent's address are its mailbox: dots and googlemail.com keep the link out", () => {
+    const config = parseConfig(
+      `[accounts.main]\nusername = "jdoe@gmail.com"\npassword = "p"\nidentities = ["sales.desk@googlemail.com"]\n` +
+        `[accounts.notices]\nusername = "j.doe@googlemail.com"\npassword = "p"\n` +
+        `[[agents]]\nname = "bot"\ntoken_hash = "sha256:${"0".repeat(64)}"\naccount = "main"\n`,
+      "/cfg/mailgator.toml",
+    );
+    const link = "https://admin.example/approvals/ab?t=tok";
+    const input = {
+      id: "ab".repeat(16),
+      rule: "r",
+      expires: 0,
+      preview: buildPreview("a@x.test", ["b@x.test"], MESSAGE, true),
+      link,
+    };
+    for (const approver of ["j.doe@gmail.com", "J.D.O.E@googlemail.com", "jdoe+x@gmail.com", "salesdesk@gmail.com"])
+      expect(noticeFor(config, input, approver, "other").text).toContain(
+        "No link: this address is the mailbox of agent bot's account, which that agent can read.",
+      );
+    // Sent as Gmail's other spelling of the agent's own address: its Sent folder.
+    expect(noticeFor(config, input, "boss@corp.test", "notices").text).toContain("sent as agent bot's account");
+    // Only Gmail's domains: elsewhere a dot is part of the name.
+    const corp = parseConfig(
+      `[accounts.main]\nusername = "jdoe@corp.test"\npassword = "p"\n` +
+        `[[agents]]\nname = "bot"\ntoken_hash = "sha256:${"0".repeat(64)}"\naccount = "main"\n`,
+      "/cfg/mailgator.toml",
+    );
+    expect(noticeFor(corp, input, "j.doe@corp.test", "other").text).toContain(link);
+    expect(noticeFor(config, input, "jdoe@gmail.example", "other").text).toContain(link);
+  });
+
   test("a notice sent as an account an agent uses has no link: its Sent folder may keep a copy the agent reads", () => {
     const config = parseConfig(
       `[accounts.main]\nusername = "bot@corp.test"\npassword = "p"\n` +
