@@ -13,10 +13,11 @@ import { ImapFlow } from "imapflow";
 import nodemailer from "nodemailer";
 import { freePort } from "../../scripts/upstreams/ports.ts";
 import { addLogin } from "../../scripts/upstreams/users.ts";
-import { generateToken, hashToken } from "../../src/vault/token.ts";
+import { generateToken } from "../../src/vault/token.ts";
 import { createMailbox, heldId, imapListener, smtpListener, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { tempRoot } from "../fixtures/temp.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
+import { accountToml, agentToml, serveConfig } from "./config.ts";
 import { serveChild } from "./serve-child.ts";
 
 const TMP = tempRoot("mg-bare-login-");
@@ -32,42 +33,12 @@ test("an agent logged in as boss reads boss@'s mailbox: the notice there has no 
   const admin = await freePort();
   const [botToken, triageToken] = [generateToken(), generateToken()];
   const file = join(mkdtempSync(join(TMP, "cfg-")), "mailgator.toml");
-  writeFileSync(
-    file,
-    `${imapListener()}
-${smtpListener()}
-[admin]
-listen_addr = "127.0.0.1:${admin}"
-
-[approvals]
-base_url = "http://127.0.0.1:${admin}"
-notify_account = "notices"
-
-[approvals.groups.managers]
-recipients = ["${boss.address}"]
-
-[[agents]]
-name = "bot"
-token_hash = "${hashToken(botToken)}"
-account = "main"
-
-[[agents]]
-name = "triage"
-token_hash = "${hashToken(triageToken)}"
-account = "inbox"
-
-[accounts.main]
-username = "${alice.user}"
-password = "${alice.password}"
-
-[accounts.inbox]
-username = "${login}"
-password = "${boss.password}"
-
-[accounts.notices]
-username = "${bob.user}"
-password = "${bob.password}"
-
+  const rest = `
+${agentToml("bot", botToken, "main")}
+${agentToml("triage", triageToken, "inbox")}
+${accountToml("main", alice)}
+${accountToml("inbox", { user: login, password: boss.password })}
+${accountToml("notices", bob)}
 [[rules]]
 name = "triage reads"
 agents = ["triage"]
@@ -79,8 +50,10 @@ name = "every send needs a manager"
 action = "ask"
 operations = ["send"]
 ask_groups = ["managers"]
-`,
-  );
+`;
+  const listeners = `${imapListener()}\n${smtpListener()}`;
+  const approvals = { notifyAccount: "notices", managers: [boss.address] };
+  writeFileSync(file, serveConfig({ listeners, adminPort: admin, approvals }, rest));
   const served = serveChild(file);
   try {
     await served.waitForLog(/admin listening/);
