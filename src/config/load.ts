@@ -489,7 +489,7 @@ function rule(
     operations,
     askGroups: raw.ask_groups,
   };
-  for (const p of ruleProblems(compiled, context)) {
+  for (const p of ruleProblems(compiled, context, fields["operations"])) {
     problems.add(at(p.key === "operations" && raw.operations === undefined ? "operation" : p.key), p.message);
   }
   return problems.list.length > before ? null : compiled;

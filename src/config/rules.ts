@@ -30,12 +30,13 @@ const KEY_OF: Readonly<Record<MessageField, string>> = {
 };
 
 /**
- * The problems of one rule (already checked for shape, globs and operation names). Message conditions are honoured
- * for reading (the IMAP proxy filters a folder message by message, docs/filtering.md) and for sending (the SMTP
- * proxy decides each recipient); on any other IMAP operation the proxy could only ignore them, so a config with an
- * `[imap]` section must not put them there.
+ * The problems of one rule (already checked for shape, globs and operation names); `written` is its `operations` as
+ * the file gives them, before shorthands are expanded (a Config built without loadConfig has only the expansion).
+ * Message conditions are honoured for reading (the IMAP proxy filters a folder message by message,
+ * docs/filtering.md) and for sending (the SMTP proxy decides each recipient); on any other IMAP operation the proxy
+ * could only ignore them, so a config with an `[imap]` section must not put them there.
  */
-export function ruleProblems(rule: RuleConfig, context: RuleContext): RuleProblem[] {
+export function ruleProblems(rule: RuleConfig, context: RuleContext, written?: readonly string[]): RuleProblem[] {
   const out: RuleProblem[] = [];
   // `ask` holds a send for a person's decision (docs/approvals.md): only a send can be held, and someone must be
   // asked. Whether the groups exist is checked with the whole config (load.ts).
@@ -59,9 +60,15 @@ export function ruleProblems(rule: RuleConfig, context: RuleContext): RuleProble
   // A message being sent is in no folder (the SMTP proxy asks with `folder: null`, docs/smtp.md "Send semantics"), so
   // `folders` never holds for mail:send: a rule that names a send and has folders would never match it, and a deny
   // rule written so would let every send through (docs/config.md "[[rules]]"). With operations omitted or "all" (every
-  // operation), the rule is about everything done in those folders, and a send is not done in one.
+  // operation), the rule is about everything done in those folders, and a send is not done in one. Whether send is
+  // named is read from the names as written when there are some: `["read", "write", "send"]` covers every operation
+  // as "all" does, yet names a send as plainly as `["read", "send"]`.
   const named = rule.operations;
-  if (rule.folders !== undefined && named?.includes("mail:send") && named.length < OPERATIONS.length)
+  const namesSend =
+    written !== undefined
+      ? written.some((name) => name === "send" || name === "mail:send")
+      : named?.includes("mail:send") === true && named.length < OPERATIONS.length;
+  if (rule.folders !== undefined && namesSend)
     out.push({
       key: "operations",
       message:

@@ -4,8 +4,9 @@
  * `operations` name a send and that has `folders` would never match that send: `deny` with `folders = ["**"]`,
  * `to = "*@competitor.test"` and `operations = "send"` before `allow send` loaded, `check` listed it as
  * `when folders "**"; to "*@competitor.test"`, and `explain` (as the proxy) allowed the send to the competitor. It is
- * now a config error at the rule's operations; `folders` with `operations` omitted or `"all"` (everything done in
- * those folders, and a send is done in none) still loads, and so does a send rule without `folders`.
+ * now a config error at the rule's operations, whenever they name `send` or `mail:send` (also among all eight);
+ * `folders` with `operations` omitted or `"all"` (everything done in those folders, and a send is done in none) still
+ * loads, and so does a send rule without `folders`.
  */
 
 import { describe, expect, test } from "bun:test";
@@ -53,6 +54,22 @@ describe("folders on a rule that covers sending", () => {
     expect(problems(`${SMTP}${deny('"send"', 'folder = "INBOX"').replace("operations =", "operation =")}`)).toContain(
       "mailgator.toml:9:13: rules[0].operation: folders never hold for a send",
     );
+  });
+
+  test("is refused when send is named among every operation, as when among fewer", () => {
+    // Each of these covers all eight operations, as "all" does, yet names a send: it loaded, `check` listed the rule
+    // as `mail:send; when folders "**"; to "*@competitor.test"`, and the send to the competitor was allowed.
+    const every = [
+      '["read", "write", "send"]',
+      '["all", "send"]',
+      '["mail:send", "all"]',
+      '["folder:read", "folder:write", "mail:read", "mail:flag", "mail:delete", "mail:move", "mail:append", ' +
+        '"mail:send"]',
+    ];
+    for (const ops of every)
+      expect(problems(`${SMTP}${deny(ops)}`)).toContain(
+        "mailgator.toml:9:14: rules[0].operations: folders never hold for a send",
+      );
   });
 
   test("folders with operations omitted or all (everything done in a folder), and sends without folders, load", () => {
