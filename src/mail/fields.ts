@@ -71,9 +71,15 @@ function subject(fields: readonly HeaderField[]): string | undefined {
     if (value !== null) return undefined;
     value = field.value;
   }
-  if (value === null) return "";
-  // As it was read before field values kept the white space that is not WSP (src/mail/headers.ts): a Subject is
-  // matched without the spaces of any kind at its ends.
+  return value === null ? "" : readSubject(value);
+}
+
+/**
+ * A Subject field's value as rules match it; undefined when it cannot be read. As it was read before field values
+ * kept the white space that is not WSP (src/mail/headers.ts): without the spaces of any kind at its ends, then
+ * decoded (`readUnstructured`). `mailgator explain --subject` reads its argument with this too.
+ */
+export function readSubject(value: string): string | undefined {
   return readUnstructured(value.trim()) ?? undefined;
 }
 

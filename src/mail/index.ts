@@ -41,6 +41,7 @@ export {
   readAuthors,
   readMessageFields,
   readOriginators,
+  readSubject,
   UNKNOWN_FIELDS,
 } from "./fields.ts";
 export { type HeaderField, parseHeaderFields } from "./headers.ts";

@@ -57,6 +57,12 @@ operations = ["send"]
 subject = "*invoice*"
 
 [[rules]]
+name = "no secrets out"
+action = "deny"
+operations = ["send"]
+subject = "secret *"
+
+[[rules]]
 name = "no attachments to partners"
 action = "deny"
 operations = ["send"]
@@ -249,6 +255,8 @@ const SENDS: readonly SendCase[] = [
     expect: "sent",
   },
   { name: "a denied subject", from: "login", to: ["a@corp.test"], subject: "invoice 12", expect: "refused" },
+  // The proxy matches a Subject without the white space at its ends; explain read `--subject` with it, and allowed.
+  { name: "a denied subject after spaces", from: "login", to: ["a@corp.test"], subject: "  secret", expect: "refused" },
   { name: "a sender denied by a rule", from: "blocked@corp.test", to: ["a@corp.test"], expect: "refused" },
   {
     name: "an identity, three classes",

@@ -9,7 +9,7 @@ import { loadConfig, ownEntry } from "../../config/index.ts";
 import type { MessageFacts } from "../../imap/classify.ts";
 import { decideImap, type ImapVerdict } from "../../imap/decide.ts";
 import { FolderNames } from "../../imap/folders.ts";
-import { escapes, parseAddressList, readEnvelopeAddress, readUnstructured, terminalJson } from "../../mail/index.ts";
+import { escapes, parseAddressList, readEnvelopeAddress, readSubject, terminalJson } from "../../mail/index.ts";
 import {
   compilePolicy,
   type Decision,
@@ -140,9 +140,9 @@ export function explain(ctx: CommandContext): number {
   const to = addresses(strings(values.to), "--to");
   const cc = addresses(strings(values.cc), "--cc");
   const bcc = addresses(strings(values.bcc), "--bcc");
-  // Read as the proxies read a Subject (docs/filtering.md "Deciding a message"): encoded words decoded, invisible
-  // characters removed, NFC; one they could not read is unknown, as if not given.
-  const subject = values.subject === undefined ? undefined : (readUnstructured(values.subject) ?? undefined);
+  // Read as the proxies read a Subject (docs/filtering.md "Deciding a message"): white space at its ends dropped,
+  // encoded words decoded, invisible characters removed, NFC; one they could not read is unknown, as if not given.
+  const subject = values.subject === undefined ? undefined : readSubject(values.subject);
   const hasAttachment = values.attachment;
   const agents = config.agents.map((a) => a.name);
   const note =
