@@ -976,6 +976,17 @@ function build(
     }
   }
   if (rules.length === 0 && problems.list.length === 0) warnings.push("no [[rules]]: everything is denied");
+  // With [smtp] and no [imap], only sends are decided, and `folders` never holds for a send (docs/config.md
+  // "[[rules]]"): a rule with folders matches nothing, and `deny` with `folders = ["**"]` and `to` would read as if it
+  // held sends back. As a shadowed rule, it draws a warning.
+  if (raw.smtp !== undefined && raw.imap === undefined)
+    rules.forEach((r, i) => {
+      if (r.folders !== undefined)
+        warnings.push(
+          `rule ${i + 1} ${JSON.stringify(r.name)} can never match: it has folders, and without [imap] only sends ` +
+            "are decided, which are in no folder",
+        );
+    });
 
   const auditPath = resolve(base, raw.audit?.path ?? "mailgator-audit.db");
   const state = {

@@ -80,4 +80,19 @@ describe("folders on a rule that covers sending", () => {
       problems(`${SMTP}[[rules]]\nname = "mine"\naction = "allow"\nfolders = ["Agent/**"]\noperations = "all"\n`),
     ).toBe("");
   });
+
+  test("without [imap], a rule with folders draws a warning: only sends are decided, and it never matches one", () => {
+    // `deny` with `folders = ["**"]` and `to`, operations omitted (everything done in those folders): it loaded
+    // without a word in a config whose only listener is [smtp], and every send to the competitor was allowed.
+    const rule = `[[rules]]\nname = "competitors"\naction = "deny"\nfolders = ["**"]\nto = "*@competitor.test"\n`;
+    const warning = 'rule 1 "competitors" can never match: it has folders, and without [imap] only sends are decided';
+    const warnings = (toml: string) => parseConfig(toml, "/x/mailgator.toml").warnings.join("\n");
+    expect(warnings(`${SMTP}${rule}`)).toContain(warning);
+    const IMAP = `[imap]\nlisten_addr = "127.0.0.1:1143"\nupstream_addr = "127.0.0.1:993"\n`;
+    const inFolders = `[[rules]]\nname = "competitors"\naction = "deny"\nfolders = ["**"]\n`;
+    expect(warnings(`${IMAP}${SMTP}${inFolders}`)).not.toContain("can never match");
+    // A rules-only config is for check and explain, which answer for IMAP operations too.
+    expect(warnings(rule)).not.toContain("can never match");
+    expect(warnings(`${SMTP}${deny('"send"', "")}`)).not.toContain("can never match");
+  });
 });
