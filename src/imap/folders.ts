@@ -10,6 +10,48 @@ import type { Operation, Policy } from "../policy/index.ts";
 import { FOLDER_RIGHTS_CHARS, FOLDER_RIGHTS_ENTRIES } from "./limits.ts";
 import { isInbox } from "./wire/index.ts";
 
+/** A rule whose folder glob can never match on a server, and the glob (`deadFolderRule`). */
+export interface DeadFolderRule {
+  readonly index: number;
+  readonly name: string;
+  readonly glob: string;
+}
+
+/**
+ * The first rule that is not an allow and has a folder glob holding the server's hierarchy delimiter, where that is
+ * neither `/` nor absent; null when there is none. Rules separate levels with `/` whatever the delimiter
+ * (docs/config.md "Globs"): on a server whose delimiter is `.`, the folder `INBOX.Private` is `INBOX/Private` to the
+ * rules, and no name they see holds a `.` between levels, so `folders = ["INBOX.Private"]` never matches. A deny or
+ * ask rule that never matches lets through what its owner meant to stop or hold, and which folder it was meant for
+ * is not the proxy's to guess: the login is refused instead (docs/imap.md "Decisions"). An allow rule that never
+ * matches gives nothing, and is left to the rules after it.
+ */
+export function deadFolderRule(
+  rules: readonly {
+    readonly name: string;
+    readonly action: string;
+    readonly folders?: readonly string[] | undefined;
+  }[],
+  delimiter: string | null,
+): DeadFolderRule | null {
+  if (delimiter === null || delimiter === "/") return null;
+  for (const [index, rule] of rules.entries()) {
+    if (rule.action === "allow") continue;
+    const glob = rule.folders?.find((g) => g.includes(delimiter));
+    if (glob !== undefined) return { index, name: rule.name, glob };
+  }
+  return null;
+}
+
+/** Why a session is not served under rules with a `deadFolderRule`, for its row and the log. */
+export function deadFolderReason(dead: DeadFolderRule, delimiter: string): string {
+  return (
+    `rule ${dead.index + 1} "${dead.name}" names the folder glob ${JSON.stringify(dead.glob)}, which holds the ` +
+    `server's hierarchy delimiter ${JSON.stringify(delimiter)}: rules separate levels with "/" (docs/config.md ` +
+    `"Globs"), so it never matches; write it with "/"`
+  );
+}
+
 export class FolderNames {
   /** Upstream hierarchy delimiter; null for a flat namespace. */
   readonly delimiter: string | null;

@@ -17,6 +17,7 @@ import { ownEntry } from "../../config/names.ts";
 import { lockoutName, overlongCredentials, SessionCounter, UpstreamError } from "../../net/index.ts";
 import { type MechanismSetting, saslText } from "../../net/sasl.ts";
 import { checkAgentLogin } from "../../vault/login.ts";
+import { deadFolderReason, deadFolderRule } from "../folders.ts";
 import { Refusal } from "../refusal.ts";
 import type { UpstreamSession } from "../upstream.ts";
 import { parseAuthenticateLine } from "../wire/index.ts";
@@ -183,16 +184,7 @@ async function loginAs(
     // The account's login was refused upstream moments ago: not tried again yet (src/accounts/refusals.ts).
     const held = refusal === null ? null : s.ctx.accountRefusals.notTried(refusal.key, refusal.account);
     if (held !== null) {
-      s.auditRow({
-        command,
-        operation: null,
-        folder: null,
-        target: username,
-        decision: "error",
-        rule: null,
-        ruleIndex: null,
-        reason: `upstream ${held}`,
-      });
+      loginError(s, command, username, `upstream ${held}`);
       throw new Refusal("NO", "UNAVAILABLE", ACCOUNT_REFUSED);
     }
     const opened = await openAndLogin(
@@ -208,6 +200,16 @@ async function loginAs(
     );
     if (opened === null) return;
     ({ up, delimiter } = opened);
+  }
+  // A deny or ask rule whose folder glob holds the server's delimiter never matches: not served (fail closed).
+  const dead = deadFolderRule(config.rules, delimiter);
+  if (dead !== null) {
+    const why = deadFolderReason(dead, delimiter!);
+    s.dropPlace();
+    up.close();
+    s.log.error(`login refused: ${why}`);
+    loginError(s, command, username, `login refused: ${why}`, dead);
+    throw new Refusal("NO", "UNAVAILABLE", "The proxy's rules do not fit this server's folder names; see its log");
   }
   // The login's row is on disk before the session is logged in (docs/imap.md "Audit before data"): if it cannot
   // be written, the agent gets NO [UNAVAILABLE], stays unauthenticated, and the upstream login is closed.
@@ -232,6 +234,26 @@ async function loginAs(
   }
   if (s.closed) return up.close();
   s.loggedIn({ tag, up, agent, upstreamUser, loginUpstream, generation, delimiter, config, poolKey });
+}
+
+/** A login's `error` row: not the agent's failure, but why it is not served (`rule`: the rule that is why). */
+function loginError(
+  s: LoginSession,
+  command: string,
+  username: string,
+  reason: string,
+  rule: { readonly name: string; readonly index: number } | null = null,
+): void {
+  s.auditRow({
+    command,
+    operation: null,
+    folder: null,
+    target: username,
+    decision: "error",
+    rule: rule?.name ?? null,
+    ruleIndex: rule?.index ?? null,
+    reason,
+  });
 }
 
 /** The upstream refused a fresh access token too: a temporary failure for the agent (docs/imap.md). */
