@@ -14,6 +14,7 @@ import { mailboxProblem, subaddressMailbox } from "../mail/address.ts";
 import { unreadableGlobText } from "../mail/encoded-words.ts";
 import { MAX_LOGIN_NAME_BYTES } from "../net/credentials.ts";
 import { isLoopbackHost, isLoopbackUrlHost, readIpEntry } from "../net/ip.ts";
+import { KeyFileReadable, loadIdentity } from "../net/listener.ts";
 import { loginKey } from "../net/sessions.ts";
 import { compileGlob, expandOperation, GlobError, type GlobKind, type Operation } from "../policy/index.ts";
 import { readSecretFile } from "../runtime/secret-file.ts";
@@ -257,13 +258,21 @@ function resolveFile(base: string, file: string, path: PathItem[], problems: Pro
  * certificate's, is a config error here rather than a proxy that fails to start (implicit TLS) or fails every
  * STARTTLS. OpenSSL's reason never includes the key.
  */
-function tlsIdentityProblem(certFile: string, keyFile: string): string | null {
+function tlsIdentityProblem(
+  certFile: string,
+  keyFile: string,
+): { readonly key: "tls_cert_file" | "tls_key_file"; readonly problem: string } | null {
   try {
-    createSecureContext({ cert: readFileSync(certFile), key: readFileSync(keyFile) });
+    const { cert, key } = loadIdentity(certFile, keyFile);
+    createSecureContext({ cert, key });
     return null;
   } catch (e) {
+    if (e instanceof KeyFileReadable) return { key: "tls_key_file", problem: e.message.replace(/^net: /, "") };
     const files = `${JSON.stringify(certFile)} and ${JSON.stringify(keyFile)}`;
-    return `${files} are not a PEM certificate and its private key (${(e as Error).message})`;
+    return {
+      key: "tls_cert_file",
+      problem: `${files} are not a PEM certificate and its private key (${(e as Error).message})`,
+    };
   }
 }
 
@@ -337,8 +346,8 @@ function listener(
       : resolveFile(base, raw.tls_key_file, [section, "tls_key_file"], problems);
   // A file that LoadOptions.only leaves unopened is not read to check its contents either.
   if (cert !== null && key !== null && !skipSecrets && problems.opened(cert, key)) {
-    const problem = tlsIdentityProblem(cert, key);
-    if (problem !== null) problems.add([section, "tls_cert_file"], problem);
+    const found = tlsIdentityProblem(cert, key);
+    if (found !== null) problems.add([section, found.key], found.problem);
   }
   const ca =
     raw.upstream_ca_file === undefined

@@ -4,7 +4,7 @@
  * (see connection.ts for why).
  */
 
-import { readFileSync } from "node:fs";
+import { closeSync, fstatSync, openSync, readFileSync } from "node:fs";
 import { type AddressInfo, createServer as createTcpServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer, type Server as TlsServer } from "node:tls";
 import { Connection, normalizeAddress } from "./connection.ts";
@@ -81,16 +81,42 @@ export interface Listener {
  */
 export const SHUTDOWN_GRACE_MS = 10_000;
 
-/** Reads a PEM key and certificate pair; throws with the file name when one is unreadable. */
+/**
+ * Reads a PEM key and certificate pair; throws with the file name when one is unreadable, or when the key file is
+ * readable by every user of the host (docs/config.md `tls_key_file`): a private key any local account can copy lets
+ * it pose as the proxy to the agents. Group read is the install layout's (docs/install.md: the `mailgator` group).
+ * The mode is checked on the descriptor the key is read from, so what is read is what was checked.
+ */
 export function loadIdentity(certFile: string, keyFile: string): TlsIdentity {
-  const read = (file: string, what: string): Buffer => {
+  const read = (file: string, what: string, check?: (mode: number) => void): Buffer => {
+    let fd: number;
     try {
-      return readFileSync(file);
+      fd = openSync(file, "r");
     } catch (e) {
       throw new Error(`net: cannot read the TLS ${what} file ${file}: ${(e as Error).message}`);
     }
+    try {
+      check?.(fstatSync(fd).mode);
+      return readFileSync(fd);
+    } catch (e) {
+      if (e instanceof KeyFileReadable) throw e;
+      throw new Error(`net: cannot read the TLS ${what} file ${file}: ${(e as Error).message}`);
+    } finally {
+      closeSync(fd);
+    }
   };
-  return { cert: read(certFile, "certificate"), key: read(keyFile, "key") };
+  const keyMode = (mode: number): void => {
+    if ((mode & 0o004) !== 0)
+      throw new KeyFileReadable(
+        `net: the TLS key file ${keyFile} is readable by every user (mode ${(mode & 0o777).toString(8)}): chmod o-r it`,
+      );
+  };
+  return { cert: read(certFile, "certificate"), key: read(keyFile, "key", keyMode) };
+}
+
+/** A TLS key file readable by every user (`loadIdentity`): refused, with its own message. */
+export class KeyFileReadable extends Error {
+  override name = "KeyFileReadable";
 }
 
 export async function listen(options: ListenOptions): Promise<Listener> {

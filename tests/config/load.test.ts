@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { chmodSync, mkdtempSync, writeFileSync } from "node:fs";
+import { chmodSync, mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { AccountCredentials } from "../../src/accounts/credentials.ts";
 import {
@@ -11,6 +11,7 @@ import {
   type Secret,
 } from "../../src/config/index.ts";
 import { ENV_NAME_MAX } from "../../src/config/secret-keys.ts";
+import { loadIdentity } from "../../src/net/listener.ts";
 import { SECRET_FILE_MAX_BYTES } from "../../src/runtime/secret-file.ts";
 import { upstreams } from "../fixtures/index.ts";
 import { tempRoot } from "../fixtures/temp.ts";
@@ -307,6 +308,30 @@ describe("what a rule may say", () => {
     expect(mismatch).toContain("imap.tls_cert_file:");
     expect(mismatch).toMatch(/KEY_VALUES_MISMATCH|key values mismatch/i);
     expect(mismatch).not.toContain("PRIVATE KEY");
+  });
+
+  test("a listener's key file readable by every user is refused; readable by its group is taken", () => {
+    const tls = join(upstreams().caFile, "..");
+    const dir = mkdtempSync(join(TMP, "mg-cfg-"));
+    const key = join(dir, "server.key");
+    const listener =
+      `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:993"\nlisten_tls = "tls"\n` +
+      `tls_cert_file = "${join(tls, "server.pem")}"\ntls_key_file = "${key}"\n`;
+    writeFileSync(key, readFileSync(join(tls, "server.key")));
+    for (const mode of [0o600, 0o640, 0o660]) {
+      chmodSync(key, mode);
+      expect(parseConfig(listener, join(dir, "m.toml")).imap?.tlsKeyFile).toBe(key);
+    }
+    for (const mode of [0o604, 0o644, 0o666]) {
+      chmodSync(key, mode);
+      const found = problems(listener);
+      expect(found).toContain("imap.tls_key_file:");
+      expect(found).toContain(`is readable by every user (mode ${mode.toString(8)}): chmod o-r it`);
+    }
+    // The proxies read it the same way, at start and at a reload (src/runtime/reload.ts).
+    expect(() => loadIdentity(join(tls, "server.pem"), key)).toThrow("is readable by every user");
+    chmodSync(key, 0o640);
+    expect(loadIdentity(join(tls, "server.pem"), key).key.length).toBeGreaterThan(0);
   });
 
   test("skipSecrets: a listener's private key is not read (a missing or bad key loads; the cert is checked)", () => {

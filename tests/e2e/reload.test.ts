@@ -346,7 +346,7 @@ test("a renewed certificate is served to the next TLS client after SIGHUP; a bro
   const second = makeCert(dir, "second");
   const live = { cert: join(dir, "live.crt"), key: join(dir, "live.key") };
   writeFileSync(live.cert, readFileSync(first.cert));
-  writeFileSync(live.key, readFileSync(first.key));
+  writeFileSync(live.key, readFileSync(first.key), { mode: 0o600 });
   const file = join(dir, "mailgator.toml");
   writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "allow", live));
   const served = serveChild(file);
