@@ -332,6 +332,35 @@ describe("sets inside NOT or OR: one upstream range per run of the agent's view"
     }
   });
 
+  test("a set that names none of the view is worked out here, never sent as NOT ALL inside NOT or OR", () => {
+    // Four visible messages among eight: sets past the agent's fourth name nothing, whatever is hidden beyond.
+    const uids = [1, 2, 3, 4, 5, 6, 7, 8];
+    const box = new SelectedMailbox("INBOX", "INBOX", true, uids, new VisibleSet([2, 4, 6, 7], 8));
+    const seq = (start: number, stop = start): SearchKey => ({ key: "SEQ", set: [{ start, stop }] });
+    const none = seq(5, 6);
+    const not = (operand: SearchKey): SearchKey => ({ key: "NOT", operand });
+    const or = (left: SearchKey, right: SearchKey): SearchKey => ({ key: "OR", left, right });
+    const and = (...operands: SearchKey[]): SearchKey => ({ key: "AND", operands });
+    const criteria = (...keys: SearchKey[]) => upstreamCriteria(box, keys).criteria;
+    const NONE: SearchKey = { key: "NOT", operand: { key: "ALL" } };
+    expect(criteria(or(not(and(none)), seq(7)))).toEqual([{ key: "ALL" }]);
+    expect(criteria(not(or(not(and(none)), seq(7))))).toEqual([NONE]);
+    expect(criteria(or(and(none, { key: "SEEN" }), seq(2)), { key: "FLAGGED" })).toEqual([
+      { key: "UID", set: [{ start: 4, stop: 4 }] },
+      { key: "FLAGGED" },
+    ]);
+    expect(criteria(and(not(none), { key: "SEEN" }))).toEqual([{ key: "SEEN" }]);
+    expect(criteria(not(and(not(none), { key: "SEEN" })))).toEqual([
+      { key: "NOT", operand: { key: "AND", operands: [{ key: "SEEN" }] } },
+    ]);
+    expect(criteria(or(not(none), { key: "SEEN" }), seq(1, 2))).toEqual([{ key: "UID", set: [{ start: 2, stop: 4 }] }]);
+    // Among the keys that must all match, a set of none still empties the search, the other keys kept.
+    expect(criteria(none, or(seq(1), { key: "SEEN" }))).toEqual([
+      NONE,
+      { key: "OR", left: { key: "UID", set: [{ start: 2, stop: 2 }] }, right: { key: "SEEN" } },
+    ]);
+  });
+
   test("the limit counts the agent's runs: hidden messages between visible ones change nothing", () => {
     // 40 visible messages, a hidden one after each: counted in upstream runs, NOT 1:* would be 40 ranges.
     const uids = Array.from({ length: 80 }, (_, i) => i + 1);

@@ -118,6 +118,35 @@ test("MAX_SEARCH_NESTED_RANGES ranges inside NOT or OR answer as Dovecot does; o
   );
 });
 
+test("a set that names no message inside NOT or OR answers as Dovecot does: no NOT ALL there upstream", async () => {
+  // Dovecot 2.3 answers `OR NOT (NOT ALL) NOT ALL` with nothing; sent for sets past the end, as before, the first
+  // search found no message where Dovecot, asked it directly, finds all (commands/search.ts `translateKey`).
+  const { writes, restore } = recordWrites();
+  try {
+    expect(await sameAsDovecot("SEARCH OR NOT (3000) 3001")).toHaveLength(MESSAGES);
+    expect(await sameAsDovecot("SEARCH OR NOT (3000:3001 2) 3000")).toHaveLength(MESSAGES);
+    expect(await sameAsDovecot("UID SEARCH OR NOT (UID 9000) UID 9001 UNDELETED")).toHaveLength(MESSAGES);
+    expect(await sameAsDovecot("SEARCH (OR NOT (3000) 3001) 5:9")).toHaveLength(5);
+    expect(await sameAsDovecot("SEARCH OR 3000 NOT (3001 5)")).toHaveLength(MESSAGES);
+    expect(await sameAsDovecot("SEARCH NOT OR NOT (3000) 3001")).toHaveLength(0);
+    expect(await sameAsDovecot("SEARCH OR (3000 UNDELETED) 7")).toEqual([7]);
+    const upstream = writes.filter((w) => / UID SEARCH /.test(w));
+    expect(upstream).toHaveLength(7);
+    // Worked out here: what every message matches is left out, and only a search that matches none says NOT ALL.
+    expect(upstream.map((w) => w.slice(w.indexOf(" UID SEARCH ") + 12).trim())).toEqual([
+      "ALL",
+      "ALL",
+      "UNDELETED",
+      "UID 5:9",
+      "ALL",
+      "NOT ALL",
+      "UID 7",
+    ]);
+  } finally {
+    restore();
+  }
+});
+
 test("an unfiltered folder: a long range goes upstream as the range, not as ALL applied locally", async () => {
   // What the proxy writes to Dovecot (the agent's socket gets no SEARCH command).
   const { writes, restore } = recordWrites();

@@ -47,13 +47,19 @@ class SearchLimit extends Refusal {
  * on the agent's view alone: counted in upstream runs, the number of hidden messages between two visible ones, and
  * its changes, could be read off the limit. Together they may put at most MAX_SEARCH_NESTED_RANGES ranges into the
  * upstream command (`budget` counts what is left).
+ *
+ * A set that names no message of the view is `false`, and what holds it is worked out here (`true` for a key every
+ * message matches): NOT of a constant is the other one, an OR with `true` or a list with `false` is that constant,
+ * and a constant that decides nothing is left out. Upstream is never sent `NOT ALL` inside NOT or OR: Dovecot
+ * 2.3 answers `OR NOT (NOT ALL) NOT ALL` with no message (it should be every one, RFC 9051 §6.4.4), so `SEARCH OR
+ * NOT (30) 31` in a folder of 16 messages found nothing where Dovecot, asked directly, finds all 16.
  */
-function translateKey(box: SelectedMailbox, k: SearchKey, budget: { ranges: number }): SearchKey {
+function translateKey(box: SelectedMailbox, k: SearchKey, budget: { ranges: number }): SearchKey | boolean {
   switch (k.key) {
     case "SEQ":
     case "UID": {
       const spans = spansOf(box, k);
-      if (spans.length === 0) return { key: "NOT", operand: { key: "ALL" } };
+      if (spans.length === 0) return false;
       const ranges = spans.length / 2;
       if (ranges > budget.ranges) {
         throw new SearchLimit(
@@ -67,12 +73,30 @@ function translateKey(box: SelectedMailbox, k: SearchKey, budget: { ranges: numb
       for (let i = 0; i < flat.length; i += 2) set.push({ start: flat[i]!, stop: flat[i + 1]! });
       return { key: "UID", set };
     }
-    case "NOT":
-      return { key: "NOT", operand: translateKey(box, k.operand, budget) };
-    case "OR":
-      return { key: "OR", left: translateKey(box, k.left, budget), right: translateKey(box, k.right, budget) };
-    case "AND":
-      return { key: "AND", operands: k.operands.map((o) => translateKey(box, o, budget)) };
+    case "NOT": {
+      const operand = translateKey(box, k.operand, budget);
+      return typeof operand === "boolean" ? !operand : { key: "NOT", operand };
+    }
+    case "OR": {
+      // Both sides are translated (their sets count against the budget) before either decides.
+      const left = translateKey(box, k.left, budget);
+      const right = translateKey(box, k.right, budget);
+      if (left === true || right === true) return true;
+      if (left === false) return right;
+      if (right === false) return left;
+      return { key: "OR", left, right };
+    }
+    case "AND": {
+      const operands: SearchKey[] = [];
+      let none = false;
+      for (const o of k.operands) {
+        const t = translateKey(box, o, budget);
+        if (t === false) none = true;
+        else if (t !== true) operands.push(t);
+      }
+      if (none) return false;
+      return operands.length === 0 ? true : { key: "AND", operands };
+    }
     default:
       return k;
   }
@@ -113,9 +137,17 @@ export function upstreamCriteria(
     } else rest.push(k);
   }
   const budget = { ranges: MAX_SEARCH_NESTED_RANGES };
-  const out = rest.map((k) => translateKey(box, k, budget));
-  if (spans === null) return { criteria: out, local: null };
-  if (spans.length === 0) return { criteria: [{ key: "NOT", operand: { key: "ALL" } }, ...out], local: null };
+  // Keys every message matches are left out; one that none matches makes the whole search match nothing, said at the
+  // top level only (`translateKey`), where the other keys still go upstream to be checked.
+  const out: SearchKey[] = [];
+  let none = spans !== null && spans.length === 0;
+  for (const k of rest) {
+    const t = translateKey(box, k, budget);
+    if (t === false) none = true;
+    else if (t !== true) out.push(t);
+  }
+  if (none) return { criteria: [{ key: "NOT", operand: { key: "ALL" } }, ...out], local: null };
+  if (spans === null) return { criteria: out.length === 0 ? [{ key: "ALL" }] : out, local: null };
   // The top-level set goes upstream as the nested ones do: one UID range per span of the agent's view, from its
   // first UID to its last (`uidRangesOf`), hidden messages between covered (every match is confined to the view,
   // `visibleMatches`). A range broken at each hidden message, as before, made the command sent upstream longer
