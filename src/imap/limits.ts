@@ -65,8 +65,10 @@ export const UPSTREAM_POOL_UNSELECT_MS = 5_000;
  * Commands refused as malformed (a line that does not parse, a framing error) after which the session ends with
  * `* BYE`: every one counts before login, and after it those within BAD_COMMAND_WINDOW_MS of the first one counted
  * (a well-formed command between them does not start the count again: alternating the two would otherwise write
- * refusal rows at line speed). Each such line costs an audit row (`(refused)`), so a client that sends garbage
- * cannot fill the audit log or its queue from one connection. Dovecot ends a session after 20 bad commands too.
+ * refusal rows at line speed). Before login any refused command counts (a cancelled AUTHENTICATE, a second
+ * STARTTLS), as nothing else paces them. Each such line costs an audit row (`(refused)`), so a client that sends
+ * garbage cannot fill the audit log or its queue from one connection. Dovecot ends a session after 20 bad commands
+ * too.
  */
 export const MAX_BAD_COMMANDS = 20;
 

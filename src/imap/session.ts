@@ -1231,7 +1231,12 @@ export class ImapSession implements LoginSession, CompressSession {
     }
     if (error instanceof Refusal) {
       if (this.#rows === rowsBefore) this.#refusalRow(cmd.name, this.box?.policyName ?? null, error.message);
-      return this.tagged(cmd.tag, error.status, error.code, error.message);
+      this.tagged(cmd.tag, error.status, error.code, error.message);
+      // Before login every refused command counts with the malformed ones (MAX_BAD_COMMANDS): a cancelled or
+      // refused AUTHENTICATE, a second STARTTLS, a login before STARTTLS each have their row, and no failed-login
+      // delay paces them (docs/reliability.md "Malformed commands").
+      if (this.state === "not-authenticated") this.#badCommand();
+      return;
     }
     if (error instanceof AuditUnavailableError) {
       this.log.error(`session ${this.id}: ${error.message}`);

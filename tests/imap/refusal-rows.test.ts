@@ -65,3 +65,45 @@ test(`${MAX_BAD_COMMANDS} commands refused before login end the session (MAX_BAD
   expect(raw.closed).toBe(true);
   expect((await rows()).filter((r) => r.reason === "Log in first")).toHaveLength(MAX_BAD_COMMANDS);
 });
+
+test(`refused AUTHENTICATE and STARTTLS before login count too: ${MAX_BAD_COMMANDS} end the session`, async () => {
+  // Each is refused by the command itself, with a deny row and no failed-login delay: before, none counted, and one
+  // connection that never logged in wrote some 10,000 rows a second until its login_timeout.
+  const refusals: [string, string, string][] = [
+    ["AUTHENTICATE PLAIN", "*", "BAD AUTHENTICATE cancelled"],
+    ["AUTHENTICATE PLAIN", "!!!!", "BAD Invalid SASL response"],
+    ["AUTHENTICATE XOAUTH2", "", "NO [CANNOT] Only AUTHENTICATE PLAIN is supported"],
+    ["STARTTLS", "", "BAD STARTTLS is not available"],
+  ];
+  const refuse = async (raw: RawImap, i: number): Promise<string> => {
+    const [command, response] = refusals[i % refusals.length]!;
+    raw.write(`r${i} ${command}\r\n`);
+    if (response !== "") {
+      expect(await raw.readUntil((b) => b.includes("+ "))).toStartWith("+ ");
+      raw.take();
+      raw.write(`${response}\r\n`);
+    }
+    return raw.waitTagged(`r${i}`);
+  };
+  const rows = auditCursor(proxy);
+  await rows();
+  const raw = await RawImap.open(proxy.port);
+  for (let i = 1; i < MAX_BAD_COMMANDS; i++) {
+    expect(await refuse(raw, i)).toBe(`r${i} ${refusals[i % refusals.length]![2]}\r\n`);
+  }
+  expect(raw.closed).toBe(false);
+  // At the limit: a login is still taken, and does not count as a refusal.
+  expect(statusOf(await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "L")).toStartWith("L OK");
+  raw.close();
+  const denied = (await rows()).filter((r) => r.decision === "deny");
+  expect(denied).toHaveLength(MAX_BAD_COMMANDS - 1);
+
+  // One past it: the session ends.
+  const past = await RawImap.open(proxy.port);
+  for (let i = 1; i < MAX_BAD_COMMANDS; i++) await refuse(past, i);
+  expect(await refuse(past, MAX_BAD_COMMANDS)).toContain(`r${MAX_BAD_COMMANDS} `);
+  expect(await past.readUntil((b) => b.includes("* BYE"))).toContain("* BYE Too many invalid commands");
+  await past.readUntil(() => false, 5000, "the session was not closed");
+  expect(past.closed).toBe(true);
+  expect((await rows()).filter((r) => r.decision === "deny")).toHaveLength(MAX_BAD_COMMANDS);
+});
