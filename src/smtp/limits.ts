@@ -88,6 +88,15 @@ export const MAX_PART_HEADER_BYTES = 64 * 1024;
 export const MAX_COMMANDS_PER_SESSION = 10_000;
 
 /**
+ * Commands refused before a successful AUTH (each with its `deny` row: unrecognized, not offered, out of turn, MAIL or
+ * RCPT before AUTH, AUTH before STARTTLS) after which the connection is closed with `421 4.7.0`. Nothing else paces
+ * them (a failed AUTH has its delay and lock-out, and does not count here): one connection that never logged in
+ * wrote MAX_COMMANDS_PER_SESSION rows, and 88 such connections 880,000 rows in 5 s. A client that logs in sends a
+ * handful of commands first. 20: IMAP's MAX_BAD_COMMANDS, and Postfix's smtpd_hard_error_limit.
+ */
+export const MAX_REFUSED_BEFORE_LOGIN = 20;
+
+/**
  * Octets of agent input held while the session waits inside a command (for the upstream, a login, the audit log's
  * backlog): what the agent sends meanwhile is queued, and past this much reading from its connection is paused, so
  * TCP pushes back on the agent; reading resumes once the session has worked through half of it. A client that sends

@@ -75,6 +75,7 @@ import {
   MAX_HEADER_BYTES,
   MAX_HELD_PER_AGENT,
   MAX_QUEUED_INPUT,
+  MAX_REFUSED_BEFORE_LOGIN,
   MAX_REFUSED_TARGET,
   MAX_ROW_REASON,
   type SessionLimits,
@@ -259,6 +260,8 @@ export class SmtpSession {
   #authFailures = 0;
   #auth: { mechanism: Mechanism; username: string | null } | null = null;
   #commands = 0;
+  /** Refusal rows written before login, against MAX_REFUSED_BEFORE_LOGIN. */
+  #refusedBeforeLogin = 0;
   #tx: Transaction | null = null;
 
   #data: DataReader | null = null;
@@ -467,6 +470,7 @@ export class SmtpSession {
           this.#unreadDuringTransaction("(a line too long)");
           this.#refused("(command)", null, `command line longer than ${this.#ctx.limits.maxCommandLine} octets`);
           this.#send(reply(500, "5.5.2", `Line too long (limit ${this.#ctx.limits.maxCommandLine} octets)`));
+          this.#tooManyRefused();
         } else {
           // The audit log is far behind (sessions flooding it with refused commands' rows): this command waits until
           // it has caught up, as on the IMAP listener (docs/reliability.md "Output back-pressure").
@@ -478,6 +482,7 @@ export class SmtpSession {
           }
           const pending = this.#line(event.line.toString("latin1"));
           if (pending !== undefined) await pending;
+          this.#tooManyRefused();
         }
       }
     } catch (e) {
@@ -522,6 +527,18 @@ export class SmtpSession {
     this.#queueOffset = 0;
     this.#queuedBytes = 0;
     this.#framer.clear();
+  }
+
+  /**
+   * Closes with `421 4.7.0` once MAX_REFUSED_BEFORE_LOGIN commands were refused before login, after the last one's
+   * reply: each wrote a row, and nothing else paces them (docs/smtp.md "Limits").
+   */
+  #tooManyRefused(): void {
+    if (this.#refusedBeforeLogin < MAX_REFUSED_BEFORE_LOGIN || this.#closing) return;
+    this.#send(
+      reply(421, "4.7.0", `Too many refused commands before login (limit ${MAX_REFUSED_BEFORE_LOGIN}); closing`),
+    );
+    this.#close();
   }
 
   #countCommand(): boolean {
@@ -741,6 +758,7 @@ export class SmtpSession {
    * sent out of turn (an AUTH response after a refused AUTH).
    */
   #refused(command: string, target: string | null, reason: string, send = false): void {
+    if (this.#identity === null) this.#refusedBeforeLogin++;
     this.#audit({
       command,
       operation: send ? "mail:send" : null,

@@ -20,6 +20,7 @@ import {
   MAX_PART_HEADER_BYTES,
   MAX_QUEUED_INPUT,
   MAX_RECIPIENTS,
+  MAX_REFUSED_BEFORE_LOGIN,
   MAX_REFUSED_TARGET,
   MAX_REPLY_TEXT,
   MAX_ROW_REASON,
@@ -72,6 +73,7 @@ test("the values are what docs/smtp.md says", () => {
   expect(MAX_AUTH_FAILURES_PER_SESSION).toBe(3);
   expect(MAX_QUEUED_INPUT).toBe(1024 * 1024);
   expect(MAX_REFUSED_TARGET).toBe(256);
+  expect(MAX_REFUSED_BEFORE_LOGIN).toBe(20);
   // At the limit and one past it in tests/smtp/refused-reason.test.ts.
   expect(MAX_ROW_REASON).toBe(300);
   expect(MAX_REPLY_TEXT).toBe(400);
@@ -195,6 +197,45 @@ describe("MAX_COMMANDS_PER_SESSION", () => {
     for (let i = 0; i < MAX_COMMANDS_PER_SESSION - 1; i++) expect((await c.reply()).code).toBe(250);
     expect((await c.command("NOOP")).raw).toStartWith("421 4.7.0");
     await c.waitClosed();
+  });
+});
+
+describe("MAX_REFUSED_BEFORE_LOGIN", () => {
+  // Refused before login, each with its deny row and no failed-login delay: before, only MAX_COMMANDS_PER_SESSION
+  // ended such a connection, after 10,000 rows.
+  const refused = ["XYZZY", "MAIL FROM:<alice@mailgator.test>", "RCPT TO:<bob@corp.test>", "BDAT 10 LAST", "DATA"];
+  const codes = [500, 530, 530, 502, 530];
+
+  test("the last allowed refusal is answered and a login still works", async () => {
+    const { p } = await setup();
+    const before = (await p.rows()).length;
+    const c = await client(p.port, false);
+    for (let i = 0; i < MAX_REFUSED_BEFORE_LOGIN - 1; i++)
+      expect((await c.command(refused[i % refused.length]!)).code).toBe(codes[i % refused.length]!);
+    const login = await c.command(`AUTH PLAIN ${Buffer.from("\0alice@mailgator.test\0p").toString("base64")}`);
+    expect(login.code).toBe(235);
+    // Refusals after login are the rules' business, not this limit's.
+    for (let i = 0; i < 3; i++) expect((await c.command("XYZZY")).code).toBe(500);
+    expect((await c.command("NOOP")).code).toBe(250);
+    const rows = (await p.rows()).slice(before).filter((r) => r.decision === "deny");
+    expect(rows).toHaveLength(MAX_REFUSED_BEFORE_LOGIN - 1 + 3);
+  });
+
+  test("one more gets its reply, then 421 and the connection closes", async () => {
+    const { p } = await setup();
+    const before = (await p.rows()).length;
+    const c = await client(p.port, false);
+    c.write(
+      Array.from({ length: MAX_REFUSED_BEFORE_LOGIN + 5 }, (_, i) => `${refused[i % refused.length]}\r\n`).join(""),
+    );
+    for (let i = 0; i < MAX_REFUSED_BEFORE_LOGIN; i++) expect((await c.reply()).code).toBe(codes[i % refused.length]!);
+    const last = await c.reply();
+    expect(last.raw).toBe(
+      `421 4.7.0 Too many refused commands before login (limit ${MAX_REFUSED_BEFORE_LOGIN}); closing\r\n`,
+    );
+    await c.waitClosed();
+    const rows = (await p.rows()).slice(before);
+    expect(rows.filter((r) => r.decision === "deny")).toHaveLength(MAX_REFUSED_BEFORE_LOGIN);
   });
 });
 
