@@ -450,13 +450,16 @@ describe("a notice that cannot be sent", () => {
   });
 
   test("close gives up retries still waiting: a failure row, at once", async () => {
-    const RETRY_MS = 600_000;
+    // Not 600,000: that is the SMTP client's reply timeout (UPSTREAM_REPLY_TIMEOUT_MS), set for every command of the
+    // attempt still under way, which the probe below would take for the retry's timer.
+    const RETRY_MS = 654_321;
     const notifier = new Notifier(failing.ctx, { retryDelaysMs: [RETRY_MS] });
     const m = marker();
     const id = await sendHeld(failing.proxy.port, [`c-${m}@outside.example`], `close ${m}`, `Hello ${m}\n`);
     await waitRows(failing.proxy, id, "APPROVAL NOTIFIED", 3);
-    // The deferred notice waits 10 minutes for its second attempt: seen when its timer is set (the two notices are
-    // tried at once, so the refused one's row can come while the deferred one's first attempt is still running).
+    // The deferred notice waits RETRY_MS (some 11 minutes) for its second attempt: seen when its timer is set (the two
+    // notices are tried at once, so the refused one's row can come while the deferred one's first attempt is still
+    // running).
     let waiting = false;
     const realSetTimeout = globalThis.setTimeout;
     globalThis.setTimeout = ((f: () => void, ms?: number, ...rest: unknown[]) => {
