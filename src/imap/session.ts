@@ -1755,9 +1755,11 @@ export class ImapSession implements LoginSession, CompressSession {
     // After login malformed commands count within BAD_COMMAND_WINDOW_MS (MAX_BAD_COMMANDS): the count starts again.
     this.#badCommands = 0;
     this.attachUpstream(up);
+    // Before the reload is judged: a deny or ask rule the reload brought in is checked against this server's
+    // delimiter (docs/config.md "Globs"), not the default `/` that holds until login.
+    this.names = new FolderNames(delimiter);
     // A reload while this login was checked: judged now against the config in force.
     if (generation !== this.ctx.generation && this.#judgeReload()) return;
-    this.names = new FolderNames(delimiter);
     this.state = "authenticated";
     this.tagged(tag, "OK", `CAPABILITY ${this.capabilities().join(" ")}`, "Logged in");
   }

@@ -45,6 +45,11 @@ let relay: TcpRelay;
 let proxy: TestProxy;
 let mailbox: TestMailbox;
 let rows: ReturnType<typeof auditCursor>;
+/**
+ * When set, the upstream's answer with the delimiter waits for `held.until` (a login held at its last upstream step),
+ * and `held.reached` is called as it arrives.
+ */
+let held: { until: Promise<void>; reached: () => void } | null = null;
 const upstream = (): { upstreamTls: "none"; upstreamAddr: string } => ({
   upstreamTls: "none",
   upstreamAddr: `127.0.0.1:${relay.port}`,
@@ -53,13 +58,22 @@ const upstream = (): { upstreamTls: "none"; upstreamAddr: string } => ({
 beforeAll(async () => {
   mailbox = await createMailbox({ name: "delimiter-in-rules" });
   const up = upstreams();
-  relay = await TcpRelay.start({ host: up.host, port: up.ports.imap }, () => ({
-    fromTarget: (chunk, link) => {
-      const slashed = '* LIST (\\Noselect) "/" ""\r\n';
-      const text = chunk.toString("latin1").replace(slashed, '* LIST (\\Noselect) "." ""\r\n');
-      link.client.write(Buffer.from(text, "latin1"));
-    },
-  }));
+  relay = await TcpRelay.start({ host: up.host, port: up.ports.imap }, () => {
+    // Chunks go on in order; from the delimiter's answer on, after `held` (when a test sets it) has settled.
+    let queue: Promise<void> = Promise.resolve();
+    return {
+      fromTarget: (chunk, link) => {
+        const slashed = '* LIST (\\Noselect) "/" ""\r\n';
+        const text = chunk.toString("latin1").replace(slashed, '* LIST (\\Noselect) "." ""\r\n');
+        const wait = text.includes('"." ""') && held !== null ? held : null;
+        wait?.reached();
+        queue = queue.then(async () => {
+          if (wait !== null) await wait.until;
+          link.client.write(Buffer.from(text, "latin1"));
+        });
+      },
+    };
+  });
   proxy = await startTestProxy({ rules: DENY_DOTTED, ...upstream() });
   rows = auditCursor(proxy);
 });
@@ -111,6 +125,36 @@ test("a reload that brings such a rule in ends a session logged in before it", a
     const rest = await raw.readUntil(() => false);
     expect(rest).toContain("* BYE Configuration changed");
   } finally {
+    raw.close();
+  }
+});
+
+test("a reload that brings such a rule in while a login waits for the delimiter ends that session", async () => {
+  // The login was checked against the rules before the reload, which had no such rule; the reload is judged when
+  // the login ends, against the delimiter that login learnt.
+  proxy.reload({ rules: DENY_SLASHED, ...upstream() });
+  let release = (): void => {};
+  let reached = (): void => {};
+  const arrived = new Promise<void>((resolve) => {
+    reached = resolve;
+  });
+  held = {
+    until: new Promise<void>((resolve) => {
+      release = resolve;
+    }),
+    reached,
+  };
+  const raw = await RawImap.open(proxy.port);
+  try {
+    raw.write(`a LOGIN "${mailbox.user}" "${mailbox.password}"\r\n`);
+    // The proxy's login is upstream (its LOGIN answered, the delimiter's answer held): the reload comes now.
+    await arrived;
+    proxy.reload({ rules: DENY_DOTTED, ...upstream() });
+    release();
+    const rest = await raw.readUntil(() => false);
+    expect(rest).toContain("* BYE Configuration changed");
+  } finally {
+    held = null;
     raw.close();
   }
 });
