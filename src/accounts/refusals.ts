@@ -1,16 +1,20 @@
 /**
- * Vault accounts whose password login the upstream server has just refused (docs/config.md "Who connects"). The agent
- * that asked had the right token, so the refusal is the account's: a password changed upstream and not yet in the
- * config, a server-side limit. Its agents' logins are then answered `NO [UNAVAILABLE]` for ACCOUNT_REFUSAL_HOLD_MS
- * without trying the account again: a server counts failed logins per client address (Dovecot's auth penalty, a
- * provider's block of an address), and an agent retrying in a loop would otherwise have the proxy fail one login after
- * another there, slowing or shutting out every account behind the proxy's address.
+ * Vault accounts whose login the upstream server has just refused (docs/config.md "Who connects"): a password account's
+ * password, or an OAuth2 account's fresh access token after the one it held (docs/imap.md, docs/smtp.md "OAuth2
+ * accounts"). The agent that asked had the right token, so the refusal is the account's: a password changed upstream
+ * and not yet in the config, a server-side limit, a mailbox whose IMAP or SMTP access is turned off for tokens. Its
+ * agents' logins are then answered `NO [UNAVAILABLE]` (SMTP: 454 or 451) for ACCOUNT_REFUSAL_HOLD_MS without trying
+ * the account again: a server counts failed logins per client address (Dovecot's auth penalty, a provider's block of
+ * an address), and an agent retrying in a loop would otherwise have the proxy fail one login after another there,
+ * slowing or shutting out every account behind the proxy's address (and, for an OAuth2 account, ask the token
+ * endpoint for a new token at every attempt).
  *
- * The key (`refusalKey`) is the server and the account's login (its user name and a digest of its password,
- * `accountLoginKey`): a reload that changes the password starts a new key, so the account is tried at once.
+ * The key (`refusalKey`) is the server and the account's login (its user name and a digest of its password, or its
+ * OAuth2 client settings: `accountLoginKey`): a reload that changes them starts a new key, so the account is tried at
+ * once.
  */
 
-import type { PasswordAccountConfig } from "../config/types.ts";
+import type { AccountConfig } from "../config/types.ts";
 import type { UpstreamTarget } from "../net/index.ts";
 import { accountLoginKey } from "./identity.ts";
 
@@ -59,7 +63,7 @@ export class AccountRefusals {
   }
 }
 
-/** The key of a password account's logins to `target` (`AccountRefusals`). */
-export function refusalKey(target: UpstreamTarget, account: PasswordAccountConfig): string {
+/** The key of an account's logins to `target` (`AccountRefusals`). */
+export function refusalKey(target: UpstreamTarget, account: AccountConfig): string {
   return `${target.host}\n${target.port}\n${target.tls}\n${accountLoginKey(account)}`;
 }

@@ -89,6 +89,7 @@ import {
   type Credentials,
   EIGHT_BIT_REFUSED,
   EightBitRefused,
+  FreshTokenRefused,
   offers8BitMime,
   openAccountUpstream,
   SendStopped,
@@ -1018,12 +1019,7 @@ export class SmtpSession {
         // endpoint that is down, is a 454 now rather than a surprise after DATA. The connection is kept for sending.
         this.#flush();
         try {
-          const opened = await openAccountUpstream(
-            this.#ctx.upstream,
-            account,
-            this.#ctx.credentials,
-            this.#stopped.signal,
-          );
+          const opened = await this.#openAccount(this.#ctx.upstream, account, this.#stopped.signal);
           if (this.#closing) {
             // The agent left, or the proxy is stopping, while upstream checked the login.
             void opened.quit().catch(() => {});
@@ -2083,14 +2079,22 @@ export class SmtpSession {
     const id = this.#identity!;
     const target = this.#ctx.upstream;
     if (id.mode === "pass-through") return UpstreamSession.open(target, id.credentials, signal);
-    if (id.account.auth !== "password") return openAccountUpstream(target, id.account, this.#ctx.credentials, signal);
+    return this.#openAccount(target, id.account, signal);
+  }
+
+  /**
+   * A new upstream connection logged in as a vault account, unless the upstream refused its login moments ago
+   * (src/accounts/refusals.ts): a password account's password, or an OAuth2 account's fresh access token after the
+   * one it held (FreshTokenRefused). Then the login is not tried again yet: no token request, no upstream login.
+   */
+  #openAccount(target: UpstreamTarget, account: AccountConfig, signal: AbortSignal): Promise<UpstreamSession> {
     const refusals = this.#ctx.accountRefusals;
-    const key = refusalKey(target, id.account);
-    const held = refusals.notTried(key, id.account.name);
+    const key = refusalKey(target, account);
+    const held = refusals.notTried(key, account.name);
     if (held !== null) return Promise.reject(new UpstreamError(held));
-    const opened = openAccountUpstream(target, id.account, this.#ctx.credentials, signal);
+    const opened = openAccountUpstream(target, account, this.#ctx.credentials, signal);
     opened.catch((e: unknown) => {
-      if (e instanceof UpstreamAuthError) refusals.refused(key);
+      if (e instanceof UpstreamAuthError || e instanceof FreshTokenRefused) refusals.refused(key);
     });
     return opened;
   }

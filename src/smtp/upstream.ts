@@ -85,7 +85,15 @@ export async function openOAuthUpstream(
       if (!(e instanceof UpstreamAuthError)) throw e;
     }
   }
-  throw new UpstreamError(`account ${account}: the upstream server refused a fresh access token`);
+  throw new FreshTokenRefused(`account ${account}: the upstream server refused a fresh access token`);
+}
+
+/**
+ * The upstream server refused an OAuth2 account's fresh access token after the one it held: the account's refusal
+ * (src/accounts/refusals.ts), not the agent's; the sessions do not try the account again for a while.
+ */
+export class FreshTokenRefused extends UpstreamError {
+  override name = "FreshTokenRefused";
 }
 
 /**

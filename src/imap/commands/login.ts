@@ -112,6 +112,8 @@ function recordBeforeStartTls(s: LoginSession, command: string, why: string): vo
 
 /** The reply to an agent whose account's login the upstream server refused (or refused just now). */
 const ACCOUNT_REFUSED = "The upstream server refused the account's login; try again later";
+/** The reply to an agent whose OAuth2 account has no access token the upstream server takes now (docs/imap.md). */
+const OAUTH_UNAVAILABLE = "Upstream login temporarily unavailable; try again later";
 
 async function loginAs(
   s: LoginSession,
@@ -135,8 +137,11 @@ async function loginAs(
   let agent: string | null = null;
   /** The agent's account (vault mode): an upstream refusal is then the account's, not the agent's (openAndLogin). */
   let vaultAccount: string | null = null;
-  /** A password account's key in `accountRefusals`: its refused login is not tried again for a while. */
-  let refusal: { readonly key: string; readonly account: string } | null = null;
+  /**
+   * The account's key in `accountRefusals`: its refused login (a password, or a fresh access token) is not tried
+   * again for a while; `reply`, what its agents are told meanwhile (the words of the refusal itself).
+   */
+  let refusal: { readonly key: string; readonly account: string; readonly reply: string } | null = null;
   /** Pass-through logins are never kept: upstream's check of the password is the login itself. */
   let poolKey: string | null = null;
   if (config.agents.length > 0) {
@@ -150,13 +155,14 @@ async function loginAs(
     if (account.auth === "oauth2") {
       const setting = account.oauth2.saslMechanism;
       loginUpstream = (up) => oauthLogin(s.ctx.credentials, account.name, up, setting);
+      refusal = { key: refusalKey(s.ctx.upstream, account), account: account.name, reply: OAUTH_UNAVAILABLE };
     } else {
       const secret = account.password;
       loginUpstream = (up) => up.login(account.username, secret.reveal());
       // Password accounts only: an OAuth2 account logs in afresh each time, so that a grant revoked or in need of
       // its owner shows at the next login (docs/imap.md "Upstream sessions kept for the next login").
       poolKey = s.ctx.upstreamPool.keyOf(s.ctx.upstream, accountLoginKey(account));
-      refusal = { key: refusalKey(s.ctx.upstream, account), account: account.name };
+      refusal = { key: refusalKey(s.ctx.upstream, account), account: account.name, reply: ACCOUNT_REFUSED };
     }
     agent = found.name;
     vaultAccount = account.name;
@@ -185,7 +191,7 @@ async function loginAs(
     const held = refusal === null ? null : s.ctx.accountRefusals.notTried(refusal.key, refusal.account);
     if (held !== null) {
       loginError(s, command, username, `upstream ${held}`);
-      throw new Refusal("NO", "UNAVAILABLE", ACCOUNT_REFUSED);
+      throw new Refusal("NO", "UNAVAILABLE", refusal!.reply);
     }
     const opened = await openAndLogin(
       s,
@@ -336,8 +342,11 @@ async function openAndLogin(
         "UNAVAILABLE",
         `Account ${error.account} needs re-authorization by its owner (mailgator account login ${error.account})`,
       );
+    // A fresh token refused too: the account is not tried again for a while (src/accounts/refusals.ts), so that an
+    // agent retrying in a loop costs neither a token request nor two failed upstream logins each time.
+    if (error instanceof OAuthRefused && refusal !== null) s.ctx.accountRefusals.refused(refusal.key);
     if (error instanceof AccountTemporarilyUnavailable || error instanceof OAuthRefused)
-      throw new Refusal("NO", "UNAVAILABLE", "Upstream login temporarily unavailable; try again later");
+      throw new Refusal("NO", "UNAVAILABLE", OAUTH_UNAVAILABLE);
     throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
   }
   if (!ok || s.closed) {
