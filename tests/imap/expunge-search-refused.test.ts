@@ -10,7 +10,7 @@
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
-import { TcpRelay } from "../fixtures/tcp-relay.ts";
+import { AnsweringRelay, UPSTREAM_REFUSALS } from "../fixtures/tcp-relay.ts";
 import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
 
 /** Box shows shop@ messages only; the agent may flag and delete there. */
@@ -36,12 +36,10 @@ action = "deny"
 /** The proxy's search for the \Deleted messages, with its tag. */
 const SEARCH_DELETED = /^(\S+) UID SEARCH DELETED\r\n/;
 
-let relay: TcpRelay;
+let relay: AnsweringRelay;
 let proxy: TestProxy;
 let mailbox: TestMailbox;
 let rows: ReturnType<typeof auditCursor>;
-/** What the relay answers the search with, instead of passing it on; null passes it on. */
-let answer: ((tag: string) => string) | null = null;
 
 beforeAll(async () => {
   mailbox = await createMailbox({ name: "expunge-search-refused" });
@@ -54,13 +52,7 @@ beforeAll(async () => {
   await human.append("Box", message("shop@s.test", "receipt-2"));
   await human.logout();
   const up = upstreams();
-  relay = await TcpRelay.start({ host: up.host, port: up.ports.imap }, () => ({
-    fromClient: (chunk, link) => {
-      const m = SEARCH_DELETED.exec(chunk.toString("latin1"));
-      if (m !== null && answer !== null) link.client.write(answer(m[1]!));
-      else link.target.write(chunk);
-    },
-  }));
+  relay = await AnsweringRelay.start({ host: up.host, port: up.ports.imap });
   proxy = await startTestProxy({ rules: RULES, upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` });
   rows = auditCursor(proxy);
 });
@@ -70,15 +62,7 @@ afterAll(async () => {
   await relay?.close();
 });
 
-const ANSWERS = [
-  [
-    "NO",
-    (tag: string) => `${tag} NO [SERVERBUG] Internal error occurred. Refer to server log for more information.\r\n`,
-  ],
-  ["BAD", (tag: string) => `${tag} BAD Error in IMAP command SEARCH: unexpected\r\n`],
-] as const;
-
-for (const [status, line] of ANSWERS) {
+for (const [status, line] of UPSTREAM_REFUSALS) {
   for (const command of ["EXPUNGE", "CLOSE"] as const) {
     test(`${command}: the search for \\Deleted answered ${status} refuses it; nothing is expunged`, async () => {
       const raw = await RawImap.login(proxy.port, mailbox);
@@ -87,13 +71,7 @@ for (const [status, line] of ANSWERS) {
         expect(statusOf(await raw.command("f", "STORE 1 +FLAGS.SILENT (\\Deleted)"), "f")).toStartWith("f OK");
         const before = await upstreamState(mailbox);
         await rows();
-        answer = line;
-        let reply: string;
-        try {
-          reply = await raw.command("c", command);
-        } finally {
-          answer = null;
-        }
+        const reply = await relay.answering(SEARCH_DELETED, line, () => raw.command("c", command));
         expect(reply).toBe("c NO [UNAVAILABLE] The deleted messages could not be listed; nothing was expunged\r\n");
         expect(await upstreamState(mailbox)).toEqual(before);
         const own = (await rows()).filter((r) => r.command === command);

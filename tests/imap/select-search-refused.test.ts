@@ -9,7 +9,7 @@
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
-import { TcpRelay } from "../fixtures/tcp-relay.ts";
+import { AnsweringRelay, UPSTREAM_REFUSALS } from "../fixtures/tcp-relay.ts";
 import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
 /** Box shows shop@ messages only. */
@@ -26,12 +26,10 @@ name = "nothing else"
 action = "deny"
 `;
 
-let relay: TcpRelay;
+let relay: AnsweringRelay;
 let proxy: TestProxy;
 let mailbox: TestMailbox;
 let rows: ReturnType<typeof auditCursor>;
-/** The search the relay answers itself (its key), and how; null passes every command on. */
-let refused: { key: string; line: (tag: string) => string } | null = null;
 
 beforeAll(async () => {
   mailbox = await createMailbox({ name: "select-search-refused" });
@@ -43,13 +41,7 @@ beforeAll(async () => {
   await human.append("Box", message("bank@corp.test", "hidden-statement"));
   await human.logout();
   const up = upstreams();
-  relay = await TcpRelay.start({ host: up.host, port: up.ports.imap }, () => ({
-    fromClient: (chunk, link) => {
-      const m = /^(\S+) UID SEARCH (\S+)\r\n/.exec(chunk.toString("latin1"));
-      if (m !== null && refused !== null && m[2] === refused.key) link.client.write(refused.line(m[1]!));
-      else link.target.write(chunk);
-    },
-  }));
+  relay = await AnsweringRelay.start({ host: up.host, port: up.ports.imap });
   proxy = await startTestProxy({ rules: RULES, upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` });
   rows = auditCursor(proxy);
 });
@@ -59,27 +51,14 @@ afterAll(async () => {
   await relay?.close();
 });
 
-const ANSWERS = [
-  [
-    "NO",
-    (tag: string) => `${tag} NO [SERVERBUG] Internal error occurred. Refer to server log for more information.\r\n`,
-  ],
-  ["BAD", (tag: string) => `${tag} BAD Error in IMAP command SEARCH: unexpected\r\n`],
-] as const;
-
-for (const [status, line] of ANSWERS) {
+for (const [status, line] of UPSTREAM_REFUSALS) {
   for (const key of ["UNSEEN", "RECENT"]) {
     test(`SELECT: UID SEARCH ${key} answered ${status} refuses it and leaves no mailbox selected`, async () => {
       const raw = await RawImap.login(proxy.port, mailbox);
       try {
         await rows();
-        refused = { key, line };
-        let reply: string;
-        try {
-          reply = await raw.command("s", "SELECT Box");
-        } finally {
-          refused = null;
-        }
+        const search = new RegExp(`^(\\S+) UID SEARCH ${key}\r\n`);
+        const reply = await relay.answering(search, line, () => raw.command("s", "SELECT Box"));
         expect(statusOf(reply, "s")).toBe("s NO [UNAVAILABLE] Mailbox could not be read upstream");
         // No mailbox is selected: a message command is refused as in the authenticated state.
         const fetch = await raw.command("f", "FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])");

@@ -10,7 +10,7 @@
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
-import { TcpRelay } from "../fixtures/tcp-relay.ts";
+import { AnsweringRelay, UPSTREAM_REFUSALS } from "../fixtures/tcp-relay.ts";
 import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
 
 /** Box is the agent's, except that its child Box/Filtered shows shop@ messages only. */
@@ -41,12 +41,10 @@ action = "deny"
 /** The proxy's listing of the folders below Box, with its tag. */
 const LISTING = /^(\S+) LIST "" "?Box\/\*"?\r\n/;
 
-let relay: TcpRelay;
+let relay: AnsweringRelay;
 let proxy: TestProxy;
 let mailbox: TestMailbox;
 let rows: ReturnType<typeof auditCursor>;
-/** What the relay answers the listing with, instead of passing it on; null passes it on. */
-let answer: ((tag: string) => string) | null = null;
 
 beforeAll(async () => {
   mailbox = await createMailbox({ name: "subtree-listing-refused" });
@@ -58,13 +56,7 @@ beforeAll(async () => {
   await human.append("Box/Filtered", message("bank@corp.test", "hidden-statement"));
   await human.logout();
   const up = upstreams();
-  relay = await TcpRelay.start({ host: up.host, port: up.ports.imap }, () => ({
-    fromClient: (chunk, link) => {
-      const m = LISTING.exec(chunk.toString("latin1"));
-      if (m !== null && answer !== null) link.client.write(answer(m[1]!));
-      else link.target.write(chunk);
-    },
-  }));
+  relay = await AnsweringRelay.start({ host: up.host, port: up.ports.imap });
   proxy = await startTestProxy({ rules: RULES, upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` });
   rows = auditCursor(proxy);
 });
@@ -77,13 +69,7 @@ afterAll(async () => {
 const UNDECIDED = (command: string) =>
   `${command} not decided (the folders below it were being listed) and not sent upstream; upstream did not list them`;
 
-for (const [status, line] of [
-  [
-    "NO",
-    (tag: string) => `${tag} NO [SERVERBUG] Internal error occurred. Refer to server log for more information.\r\n`,
-  ],
-  ["BAD", (tag: string) => `${tag} BAD Error in IMAP command LIST: unexpected\r\n`],
-] as const) {
+for (const [status, line] of UPSTREAM_REFUSALS) {
   for (const [command, target] of [
     ["DELETE Box", null],
     ["RENAME Box Done", "Done"],
@@ -93,13 +79,12 @@ for (const [status, line] of [
       const before = await upstreamState(mailbox);
       const raw = await RawImap.login(proxy.port, mailbox);
       await rows();
-      answer = line;
       try {
-        expect(statusOf(await raw.command("c", command), "c")).toBe(
+        const reply = await relay.answering(LISTING, line, () => raw.command("c", command));
+        expect(statusOf(reply, "c")).toBe(
           "c NO [UNAVAILABLE] The folders below it could not be listed; nothing was done",
         );
       } finally {
-        answer = null;
         raw.close();
       }
       expect(await upstreamState(mailbox)).toEqual(before);
