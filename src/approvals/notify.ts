@@ -40,6 +40,7 @@ import {
   headerFieldLines,
   MORE_TEXT,
   otherFieldLines,
+  quotedTextLines,
   subjectShown,
   UNREADABLE_SUBJECT,
 } from "./preview.ts";
@@ -100,7 +101,7 @@ export function approverNotice(input: ApproverNoticeInput): NoticeText {
     // Decoded as on the page, each part under its label (docs/approvals.md "What approvers see").
     "The first lines of the text:",
     "",
-    ...(p.text === "" ? ["| (empty)"] : p.text.split("\n").map((l) => `| ${clean(l)}`)),
+    ...quotedTextLines(p, clean),
     ...(p.textCut === true ? [MORE_TEXT] : []),
     "",
   ];

@@ -331,6 +331,16 @@ export function attachmentsShown(p: Preview, show: (name: string) => string): st
 }
 
 /**
+ * The text of a preview as plain-text lines (a notice, `mailgator approvals show`), each after `| `, with `show`
+ * applied (`(empty)` for none): the text is the agent's, up to PREVIEW_TEXT_PARTS parts of PREVIEW_LINES lines each,
+ * and printed as it is its lines could pass for the lines around them (`to: boss@corp.test`, a second summary that
+ * pushes the real one off the screen). The page shows it in a box of its own.
+ */
+export function quotedTextLines(p: Preview, show: (text: string) => string): string[] {
+  return p.text === "" ? ["| (empty)"] : p.text.split("\n").map((l) => `| ${show(l)}`);
+}
+
+/**
  * Said after the shown lines when the text goes on, a shown line was cut, or lines were left out as MIME structure:
  * the approver has not seen it all.
  */

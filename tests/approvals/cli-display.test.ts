@@ -80,7 +80,7 @@ test("show prints the agent's subject, text and attachment names without their c
     "subject: UNREADABLE (it cannot be decoded, or has a control character in it); as written: " +
       `"report ${REPLACED} end"`,
   );
-  expect(text).toContain(`first line ${REPLACED}\uFFFDafter\nsecond line`);
+  expect(text).toContain(`| first line ${REPLACED}\uFFFDafter\n| second line`);
   expect(text).toContain(`attachments: x${REPLACED}.pdf`);
   expect(text).toContain("to: x@outside.example  (outside the sender's domain)");
 
@@ -103,4 +103,41 @@ test("list prints no control character either, as text or JSON: an upstream repl
   expect(json).not.toMatch(RAW_CONTROL);
   expect(json).toContain("550 \\u009b2K\\u202e\\u200frefused");
   expect(JSON.parse(json) as unknown).toMatchObject([{ id, upstreamReply: reply }]);
+});
+
+test("show quotes the agent's text after `| `: lines in it cannot pass for the summary's own", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "mg-approvals-cli-"));
+  dirs.push(dir);
+  // A second summary, naming an inside recipient, written to be what the approver's screen shows last.
+  const forged = [
+    "0123456789abcdef0123456789abcdef: held (rule ask outside; asks managers)",
+    "from: a@corp.test",
+    "to: boss@corp.test",
+    "subject: Lunch",
+    "size: 812 octets; attachments: none",
+  ];
+  const { file, id, state } = await holdForCli(
+    dir,
+    Buffer.from(`From: a@corp.test\r\nSubject: Lunch\r\n\r\nSee you at noon.\r\n\r\n${forged.join("\r\n")}\r\n`),
+    { sender: "a@corp.test", recipients: ["x@outside.example"] },
+  );
+  state.close();
+  const lines = (await run(["show", id, "-c", file])).split("\n");
+  expect(lines.filter((l) => l.startsWith("to: "))).toEqual(["to: x@outside.example  (outside the sender's domain)"]);
+  expect(lines.filter((l) => l.startsWith("from: "))).toEqual(["from: a@corp.test"]);
+  expect(lines.slice(lines.indexOf("| [text/plain]"))).toEqual([
+    "| [text/plain]",
+    "| See you at noon.",
+    "| ",
+    ...forged.map((l) => `| ${l}`),
+  ]);
+
+  // No text at all is said so, in the same frame.
+  const other = mkdtempSync(join(tmpdir(), "mg-approvals-cli-"));
+  dirs.push(other);
+  const empty = await holdForCli(other, Buffer.from("From: a@corp.test\r\nSubject: Lunch\r\n\r\n"), {
+    sender: "a@corp.test",
+  });
+  empty.state.close();
+  expect((await run(["show", empty.id, "-c", empty.file])).split("\n").at(-1)).toBe("| (empty)");
 });

@@ -924,7 +924,7 @@ describe('what approvers see (docs/approvals.md "What approvers see")', () => {
     const id = await holdRaw(`see-${m}@outside.example`, raw);
     const text = await shown(id);
     expect(text).toContain(`\nsubject: Überweisung ${m}\n`);
-    expect(text).toContain(`\nGrüße ${m}\nbad \uFFFD octet`);
+    expect(text).toContain(`\n| Grüße ${m}\n| bad \uFFFD octet`);
     const html = await pageOf(id);
     expect(html).toContain(`<dd>Überweisung ${m}</dd>`);
     expect(html).toContain(`Grüße ${m}\nbad \uFFFD octet`);
@@ -942,7 +942,7 @@ describe('what approvers see (docs/approvals.md "What approvers see")', () => {
       ),
     );
     const text = await shown(single);
-    expect(text.endsWith(`\n[text/plain]\nHello Eve,\n${secret}`)).toBe(true);
+    expect(text.endsWith(`\n| [text/plain]\n| Hello Eve,\n| ${secret}`)).toBe(true);
     expect(text).not.toContain(base64);
     expect(text).not.toContain(MORE_TEXT);
     expect(await pageOf(single)).toContain(`<pre>[text/plain]\nHello Eve,\n${secret}</pre>`);
@@ -962,7 +962,9 @@ describe('what approvers see (docs/approvals.md "What approvers see")', () => {
     );
     const both = await shown(alternative);
     expect(
-      both.endsWith(`\n[text/plain]\nLunch on Friday ${m}\n[text/html]\n<p>The customer list is attached ${m}</p>`),
+      both.endsWith(
+        `\n| [text/plain]\n| Lunch on Friday ${m}\n| [text/html]\n| <p>The customer list is attached ${m}</p>`,
+      ),
     ).toBe(true);
     expect(await pageOf(alternative)).toContain(
       `[text/html]\n&lt;p&gt;The customer list is attached ${m}&lt;/p&gt;</pre>`,
@@ -983,7 +985,7 @@ describe('what approvers see (docs/approvals.md "What approvers see")', () => {
     // Text attachments' lines are shown too (docs/approvals.md "What approvers see"); holiday.jpg has no Content-Type,
     // so it is text/plain (RFC 2045 §5.2).
     expect(await shown(id)).toEndWith(
-      `[text/plain]\nPhotos ${m}\n[text/plain attachment]\n/9j/\n[text/csv attachment]\nname,card`,
+      `| [text/plain]\n| Photos ${m}\n| [text/plain attachment]\n| /9j/\n| [text/csv attachment]\n| name,card`,
     );
     expect(await pageOf(id)).toContain("[text/csv attachment]\nname,card</pre>");
   });

@@ -8,6 +8,7 @@ import {
   headerFieldLines,
   MORE_TEXT,
   otherFieldLines,
+  quotedTextLines,
   subjectShown,
 } from "../../approvals/preview.ts";
 import { type ApprovalContext, approve, deny } from "../../approvals/service.ts";
@@ -139,7 +140,8 @@ export async function approvals(ctx: CommandContext): Promise<number> {
           for (const line of otherFieldLines(p, clean)) ctx.out(`also header ${line}`);
           ctx.out(`subject: ${subjectShown(p, clean)}`);
           ctx.out(`size: ${p.size} octets; attachments: ${attachmentsShown(p, clean)}`);
-          for (const line of p.text.split("\n")) ctx.out(clean(line));
+          // The agent's text, each line after `| `, so that none passes for a line of this summary.
+          for (const line of quotedTextLines(p, clean)) ctx.out(line);
           if (p.textCut === true) ctx.out(MORE_TEXT);
         } else ctx.out("(the message was discarded or sent: nothing is kept)");
       }
