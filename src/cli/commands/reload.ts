@@ -2,6 +2,7 @@
 
 import { realpathSync } from "node:fs";
 import { ConfigError, loadConfig } from "../../config/index.ts";
+import { escapes } from "../../mail/index.ts";
 import { pidFileFor, readPidFile, readStatusFile, statusFileFor } from "../../runtime/state-files.ts";
 import { type CommandContext, configOf, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse } from "../args.ts";
 
@@ -36,14 +37,18 @@ function sameFile(a: string, b: string): boolean {
 export async function reload(ctx: CommandContext): Promise<number> {
   const { values } = parse(ctx.argv, { config: { type: "string", short: "c" } }, usage);
   if (values.help) return (ctx.out(usage), EXIT_OK);
+  // What serve reports quotes the config (a rule's name, which an `mcp --admin` edit can write, docs/mcp.md) and
+  // errors from elsewhere: each line is shown with its controls and format characters escaped, as `mailgator check`
+  // shows the same warnings, so that none reaches the terminal as it is (docs/operations.md "Reload").
+  const out = (text: string) => ctx.out(text.split("\n").map(escapes).join("\n"));
   const file = configOf(ctx, values.config);
   let config: ReturnType<typeof loadConfig>;
   try {
     config = loadConfig(file, { env: ctx.env });
   } catch (e) {
     if (!(e instanceof ConfigError)) throw e;
-    ctx.out("not reloaded: the config does not load, so no signal was sent; the running config stays in force");
-    ctx.out(e.message);
+    out("not reloaded: the config does not load, so no signal was sent; the running config stays in force");
+    out(e.message);
     return EXIT_USAGE;
   }
   const pidFile = pidFileFor(config);
@@ -52,7 +57,7 @@ export async function reload(ctx: CommandContext): Promise<number> {
   if (entry.state === "none") {
     // The pid file lives beside the audit database: a serve of this file that started with another [audit] path
     // keeps its own there, and cannot take the new path without a restart anyway (docs/operations.md "Reload").
-    ctx.out(
+    out(
       `not reloaded: no running mailgator for this config (no pid in ${pidFile}). If a serve of this file ` +
         "started with another [audit] path, its pid file is in that path's folder: a changed [audit] path needs " +
         "a restart, or send that process SIGHUP (kill -HUP PID) to apply the rest of the file without it",
@@ -60,7 +65,7 @@ export async function reload(ctx: CommandContext): Promise<number> {
     return EXIT_FAILURE;
   }
   if (entry.state === "stale") {
-    ctx.out(
+    out(
       `not reloaded: no running mailgator for this config (${pidFile} names process ${entry.pid}, which is not ` +
         "the mailgator that wrote it: that one has exited; no signal was sent)",
     );
@@ -70,14 +75,14 @@ export async function reload(ctx: CommandContext): Promise<number> {
   // The serve holding the pid file must be the one running this file: two configs whose audit databases are in one
   // folder would share it (docs/operations.md "Reload"), and signalling the other one reloads its own file.
   if (entry.config === null) {
-    ctx.out(
+    out(
       `not reloaded: ${pidFile} (process ${pid}) does not say which config file that process runs (a mailgator ` +
         "from before it did); no signal was sent: restart it",
     );
     return EXIT_FAILURE;
   }
   if (!sameFile(entry.config, config.file)) {
-    ctx.out(
+    out(
       `not reloaded: the mailgator in ${pidFile} (process ${pid}) runs ${entry.config}, not ${config.file}; no ` +
         "signal was sent. Two configs cannot share the folder of their audit databases: give each its own",
     );
@@ -88,7 +93,7 @@ export async function reload(ctx: CommandContext): Promise<number> {
   try {
     process.kill(pid, "SIGHUP");
   } catch (e) {
-    ctx.out(`not reloaded: cannot signal process ${pid} from ${pidFile}: ${(e as Error).message}`);
+    out(`not reloaded: cannot signal process ${pid} from ${pidFile}: ${(e as Error).message}`);
     return EXIT_FAILURE;
   }
   for (let waited = 0; waited < RELOAD_WAIT_MS; waited += POLL_MS) {
@@ -99,47 +104,47 @@ export async function reload(ctx: CommandContext): Promise<number> {
       // gone with the process), as readPidFile judges a stale file.
       const now = readPidFile(pidFile);
       if (now.state !== "running" || now.pid !== pid) {
-        ctx.out(`not reloaded: process ${pid} exited before it reported an outcome`);
+        out(`not reloaded: process ${pid} exited before it reported an outcome`);
         return EXIT_FAILURE;
       }
       continue;
     }
     if (status.config === undefined || !sameFile(status.config, config.file)) {
-      ctx.out(
+      out(
         `not reloaded: process ${pid} reported the outcome for ${status.config ?? "a config file it does not name"}, ` +
           `not ${config.file}; see its log`,
       );
       return EXIT_FAILURE;
     }
     if (status.ok && status.revision !== config.revision) {
-      ctx.out(
+      out(
         `not reloaded as read: process ${pid} now runs config revision ${status.revision}, but ${config.file} was ` +
           `revision ${config.revision} when this command read it (the file changed in between); run it again`,
       );
       return EXIT_FAILURE;
     }
     if (status.ok && status.errors.length > 0) {
-      ctx.out(
+      out(
         `reloaded in part: config revision ${status.previousRevision} -> ${status.revision} is in force (process ` +
           `${pid}), but a step failed; restart it to be sure:`,
       );
-      for (const e of status.errors) ctx.out(`  ${e}`);
+      for (const e of status.errors) out(`  ${e}`);
       return EXIT_FAILURE;
     }
     if (status.ok) {
-      ctx.out(`reloaded: config revision ${status.previousRevision} -> ${status.revision} (process ${pid})`);
-      for (const w of status.warnings) ctx.out(`warning: ${w}`);
+      out(`reloaded: config revision ${status.previousRevision} -> ${status.revision} (process ${pid})`);
+      for (const w of status.warnings) out(`warning: ${w}`);
       if (status.sessionsEnded > 0)
-        ctx.out(
+        out(
           `${status.sessionsEnded} session(s) ended (their agent or account changed, or the rules changed what ` +
             "their selected folder shows)",
         );
       return EXIT_OK;
     }
-    ctx.out(`not reloaded: the running config (revision ${status.revision}) stays in force (process ${pid}):`);
-    for (const e of status.errors) ctx.out(`  ${e.replaceAll("\n", "\n  ")}`);
+    out(`not reloaded: the running config (revision ${status.revision}) stays in force (process ${pid}):`);
+    for (const e of status.errors) out(`  ${e.replaceAll("\n", "\n  ")}`);
     return EXIT_FAILURE;
   }
-  ctx.out(`sent SIGHUP to process ${pid}, but it reported no outcome within ${RELOAD_WAIT_MS / 1000} s; see its log`);
+  out(`sent SIGHUP to process ${pid}, but it reported no outcome within ${RELOAD_WAIT_MS / 1000} s; see its log`);
   return EXIT_FAILURE;
 }
