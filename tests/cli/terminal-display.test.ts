@@ -217,3 +217,26 @@ describe("mailgator account", () => {
     expect(error?.message).not.toMatch(RAW);
   });
 });
+
+describe("error messages", () => {
+  test("a config error quoting a rule's name, and a usage error quoting an argument, are shown escaped", () => {
+    // A rule's name is the config's, which an `mcp --admin` edit can write (docs/mcp.md); the same name twice is an
+    // error that quotes it.
+    const own = mkdtempSync(join(tmpdir(), "mg-terminal-errors-"));
+    try {
+      const config = join(own, "m.toml");
+      const rule = `[[rules]]\nname = ${JSON.stringify(`r${HOSTILE}`)}\noperations = ["send"]\naction = "allow"\n`;
+      writeFileSync(config, `[audit]\npath = "${join(own, "audit.db")}"\n${rule}${rule}`);
+      const r = run("check", "-c", config);
+      expect(r.code).toBe(2);
+      expect(r.stderr).not.toMatch(RAW);
+      expect(r.stderr).toContain(`duplicate rule name "r${ESCAPED.replace("\\u0009", "\\t")}"`);
+      const usage = run("explain", "--op", `x${HOSTILE}`, "-c", config);
+      expect(usage.code).toBe(2);
+      expect(usage.stderr).not.toMatch(RAW);
+      expect(usage.stderr).toContain(`mailgator: --op: unknown operation "x${ESCAPED.replace("\\u0009", "\\t")}"`);
+    } finally {
+      rmSync(own, { recursive: true, force: true });
+    }
+  });
+});
