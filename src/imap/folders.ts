@@ -10,11 +10,11 @@ import type { Operation, Policy } from "../policy/index.ts";
 import { FOLDER_RIGHTS_CHARS, FOLDER_RIGHTS_ENTRIES } from "./limits.ts";
 import { isInbox } from "./wire/index.ts";
 
-/** A rule whose folder glob can never match on a server, and the glob (`deadFolderRule`). */
+/** A rule whose folder glob can never match on a server (`deadFolderRule`), and why, for its row and the log. */
 export interface DeadFolderRule {
   readonly index: number;
   readonly name: string;
-  readonly glob: string;
+  readonly reason: string;
 }
 
 /**
@@ -38,18 +38,14 @@ export function deadFolderRule(
   for (const [index, rule] of rules.entries()) {
     if (rule.action === "allow") continue;
     const glob = rule.folders?.find((g) => g.includes(delimiter));
-    if (glob !== undefined) return { index, name: rule.name, glob };
+    if (glob === undefined) continue;
+    const reason =
+      `rule ${index + 1} "${rule.name}" names the folder glob ${JSON.stringify(glob)}, which holds the server's ` +
+      `hierarchy delimiter ${JSON.stringify(delimiter)}: rules separate levels with "/" (docs/config.md "Globs"), ` +
+      `so it never matches; write it with "/"`;
+    return { index, name: rule.name, reason };
   }
   return null;
-}
-
-/** Why a session is not served under rules with a `deadFolderRule`, for its row and the log. */
-export function deadFolderReason(dead: DeadFolderRule, delimiter: string): string {
-  return (
-    `rule ${dead.index + 1} "${dead.name}" names the folder glob ${JSON.stringify(dead.glob)}, which holds the ` +
-    `server's hierarchy delimiter ${JSON.stringify(delimiter)}: rules separate levels with "/" (docs/config.md ` +
-    `"Globs"), so it never matches; write it with "/"`
-  );
 }
 
 export class FolderNames {

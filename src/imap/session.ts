@@ -79,7 +79,7 @@ import { subscribe } from "./commands/subscribe.ts";
 import { threadCommand } from "./commands/thread.ts";
 import { Deflate } from "./compress.ts";
 import { classifyNew, decideInFolder, searchUids, sessionRunner } from "./filtering.ts";
-import { deadFolderReason, deadFolderRule, FolderNames, FolderRights } from "./folders.ts";
+import { deadFolderRule, FolderNames, FolderRights } from "./folders.ts";
 import { AUDIT_BACKLOG_PAUSE_ROWS, BAD_COMMAND_WINDOW_MS, MAX_BAD_COMMANDS, READ_AHEAD_LIMIT } from "./limits.ts";
 import type { SelectedMailbox } from "./mailbox.ts";
 import { Refusal } from "./refusal.ts";
@@ -322,10 +322,10 @@ export class ImapSession implements LoginSession, CompressSession {
     const c = this.#credentials;
     if (c === null || this.#closed) return false;
     const upstreamChanged = !sameUpstream(c.upstream, this.ctx.upstream);
-    const dead = deadFolderRule(this.ctx.config.rules, this.names.delimiter);
     const why =
       reloadEndReason(this.ctx.config, c.login, this.conn.remoteAddress, upstreamChanged) ??
-      (dead === null ? null : deadFolderReason(dead, this.names.delimiter!));
+      deadFolderRule(this.ctx.config.rules, this.names.delimiter)?.reason ??
+      null;
     // The view first: an agent removed with the rules that named it must not be shown the rest of its FETCH.
     if (!this.followReload()) return true;
     if (why === null) return false;

@@ -17,7 +17,7 @@ import { ownEntry } from "../../config/names.ts";
 import { lockoutName, overlongCredentials, SessionCounter, UpstreamError } from "../../net/index.ts";
 import { type MechanismSetting, saslText } from "../../net/sasl.ts";
 import { checkAgentLogin } from "../../vault/login.ts";
-import { deadFolderReason, deadFolderRule } from "../folders.ts";
+import { deadFolderRule } from "../folders.ts";
 import { Refusal } from "../refusal.ts";
 import type { UpstreamSession } from "../upstream.ts";
 import { parseAuthenticateLine } from "../wire/index.ts";
@@ -210,11 +210,10 @@ async function loginAs(
   // A deny or ask rule whose folder glob holds the server's delimiter never matches: not served (fail closed).
   const dead = deadFolderRule(config.rules, delimiter);
   if (dead !== null) {
-    const why = deadFolderReason(dead, delimiter!);
     s.dropPlace();
     up.close();
-    s.log.error(`login refused: ${why}`);
-    loginError(s, command, username, `login refused: ${why}`, dead);
+    s.log.error(`login refused: ${dead.reason}`);
+    loginError(s, command, username, `login refused: ${dead.reason}`, dead);
     throw new Refusal("NO", "UNAVAILABLE", "The proxy's rules do not fit this server's folder names; see its log");
   }
   // The login's row is on disk before the session is logged in (docs/imap.md "Audit before data"): if it cannot

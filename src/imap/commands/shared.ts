@@ -207,7 +207,7 @@ export async function judgedWithChildren<T extends { readonly p: string; readonl
   // A listing upstream did not complete is not an empty one: the folders below could be read-only, filtered or
   // hidden, and DELETE or RENAME would reach them unchecked. Refused (fail closed), with the row saying why.
   if (status !== null && status.status !== "OK") {
-    row.write({ reason: `${undecided}; upstream did not list them: ${status.status} ${status.text}` });
+    row.write({ reason: `${undecided}; upstream did not list them: ${status.status} ${withoutTimings(status.text)}` });
     throw new Refusal("NO", "UNAVAILABLE", "The folders below it could not be listed; nothing was done");
   }
   row.drop();
@@ -590,7 +590,7 @@ async function safeExpunge(
   s: Session,
   command: string,
   within: readonly number[] | null,
-  partial?: (reported: number, why: string) => void,
+  partial: (reported: number, why: string) => void,
 ): Promise<number> {
   const box = s.box!;
   let uids: readonly number[];
@@ -644,14 +644,14 @@ async function safeExpunge(
       st = await s.upstreamWrite({ name: "EXPUNGE", uid: true, set });
     } catch (error) {
       if (s.closed)
-        partial?.(counted(), `before the session ended (${s.endReason}): whether it expunged more is not known`);
+        partial(counted(), `before the session ended (${s.endReason}): whether it expunged more is not known`);
       throw error;
     }
     if (st.status !== "OK") {
       // The parts answered OK before it were carried out, and so was whatever upstream reported expunged before
       // this answer: those messages are gone, and counted (docs/audit.md "What a row records").
       const text = withoutTimings(st.text);
-      partial?.(counted(), `before upstream answered part ${part + 1} of ${sets.length} ${st.status} (${text})`);
+      partial(counted(), `before upstream answered part ${part + 1} of ${sets.length} ${st.status} (${text})`);
       throw new Refusal("NO", null, text);
     }
   }
@@ -669,11 +669,12 @@ export async function auditedExpunge(
   d: Decided,
   within: readonly number[] | null,
 ): Promise<number> {
+  const folder = s.box!.policyName;
   const expunged = (count: number, reason: string) =>
     s.auditRow({
       command,
       operation: "mail:delete",
-      folder: s.box!.policyName,
+      folder,
       target: null,
       decision: "allow",
       ...cites(d),
