@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { TcpRelay } from "../fixtures/tcp-relay.ts";
-import { RawImap, startTestProxy, type TestProxy } from "./helpers.ts";
+import { fromMessage, RawImap, startTestProxy, type TestProxy } from "./helpers.ts";
 
 /** Box shows shop@ messages only. */
 const RULES = `
@@ -31,9 +31,6 @@ const VALIDITY = /\* OK \[UIDVALIDITY \d+\][^\r\n]*\r\n/g;
 let relay: TcpRelay;
 let proxy: TestProxy;
 let mailbox: TestMailbox;
-
-const message = (from: string, subject: string) =>
-  `From: ${from}\r\nTo: me@corp.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject}@corp.test>\r\n\r\nx\r\n`;
 
 beforeAll(async () => {
   mailbox = await createMailbox({ name: "cache-no-uidvalidity" });
@@ -67,7 +64,7 @@ test("no UIDVALIDITY, no cache: a re-created folder's hidden message UID 1 stays
   const human = await connectImap(mailbox);
   try {
     await human.mailboxCreate("Box");
-    await human.append("Box", message("shop@s.test", "receipt"));
+    await human.append("Box", fromMessage("shop@s.test", "receipt"));
     const first = await shown();
     expect(first.examine).not.toContain("UIDVALIDITY");
     expect(first.examine).toContain("* 1 EXISTS");
@@ -75,7 +72,7 @@ test("no UIDVALIDITY, no cache: a re-created folder's hidden message UID 1 stays
     // The same name, a new folder: its first message is UID 1 again, and it is not the agent's to read.
     await human.mailboxDelete("Box");
     await human.mailboxCreate("Box");
-    await human.append("Box", message("bank@corp.test", "hidden-statement"));
+    await human.append("Box", fromMessage("bank@corp.test", "hidden-statement"));
   } finally {
     await human.logout();
   }

@@ -11,7 +11,15 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { AnsweringRelay, UPSTREAM_REFUSALS } from "../fixtures/tcp-relay.ts";
-import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
+import {
+  auditCursor,
+  fromMessage,
+  RawImap,
+  startTestProxy,
+  statusOf,
+  type TestProxy,
+  upstreamState,
+} from "./helpers.ts";
 
 /** Box shows shop@ messages only; the agent may flag and delete there. */
 const RULES = `
@@ -45,11 +53,9 @@ beforeAll(async () => {
   mailbox = await createMailbox({ name: "expunge-search-refused" });
   const human = await connectImap(mailbox);
   await human.mailboxCreate("Box");
-  const message = (from: string, subject: string) =>
-    `From: ${from}\r\nTo: me@corp.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject}@corp.test>\r\n\r\nx\r\n`;
-  await human.append("Box", message("shop@s.test", "receipt-1"));
-  await human.append("Box", message("bank@corp.test", "hidden-statement"));
-  await human.append("Box", message("shop@s.test", "receipt-2"));
+  await human.append("Box", fromMessage("shop@s.test", "receipt-1"));
+  await human.append("Box", fromMessage("bank@corp.test", "hidden-statement"));
+  await human.append("Box", fromMessage("shop@s.test", "receipt-2"));
   await human.logout();
   const up = upstreams();
   relay = await AnsweringRelay.start({ host: up.host, port: up.ports.imap });

@@ -11,7 +11,15 @@
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
-import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
+import {
+  auditCursor,
+  fromMessage,
+  RawImap,
+  startTestProxy,
+  statusOf,
+  type TestProxy,
+  upstreamState,
+} from "./helpers.ts";
 
 const RULES = `
 [[rules]]
@@ -58,19 +66,15 @@ let proxy: TestProxy;
 let mailbox: TestMailbox;
 let newRows: ReturnType<typeof auditCursor>;
 
-function message(from: string, subject: string): string {
-  return `From: ${from}\r\nTo: me@corp.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject}@corp.test>\r\n\r\nx\r\n`;
-}
-
 beforeAll(async () => {
   mailbox = await createMailbox();
   const human = await connectImap(mailbox);
   for (const f of ["Receipts", "Box", "Box/Filtered", "Agent", "Agent/Tmp"]) await human.mailboxCreate(f);
-  await human.append("Receipts", message("shop@s.test", "receipt-1"));
-  await human.append("Receipts", message("bank@corp.test", "hidden-bank-statement"));
-  await human.append("Box", message("me@corp.test", "box-note"));
-  await human.append("Box/Filtered", message("shop@s.test", "receipt-2"));
-  await human.append("Box/Filtered", message("bank@corp.test", "hidden-box-statement"));
+  await human.append("Receipts", fromMessage("shop@s.test", "receipt-1"));
+  await human.append("Receipts", fromMessage("bank@corp.test", "hidden-bank-statement"));
+  await human.append("Box", fromMessage("me@corp.test", "box-note"));
+  await human.append("Box/Filtered", fromMessage("shop@s.test", "receipt-2"));
+  await human.append("Box/Filtered", fromMessage("bank@corp.test", "hidden-box-statement"));
   await human.logout();
   proxy = await startTestProxy({ rules: RULES });
   newRows = auditCursor(proxy);

@@ -225,6 +225,11 @@ export class RawImap extends RawSocket {
   }
 }
 
+/** A one-line message from `from` to me@corp.test, its Message-ID made of `subject`: for sender-filtered folders. */
+export function fromMessage(from: string, subject: string): string {
+  return `From: ${from}\r\nTo: me@corp.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject}@corp.test>\r\n\r\nx\r\n`;
+}
+
 /** The tagged status line of a reply. */
 export function statusOf(reply: string, tag: string): string {
   const line = reply.split("\r\n").find((l) => l.startsWith(`${tag} `));

@@ -10,7 +10,7 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { AnsweringRelay, UPSTREAM_REFUSALS } from "../fixtures/tcp-relay.ts";
-import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+import { auditCursor, fromMessage, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
 /** Box shows shop@ messages only. */
 const RULES = `
@@ -35,10 +35,8 @@ beforeAll(async () => {
   mailbox = await createMailbox({ name: "select-search-refused" });
   const human = await connectImap(mailbox);
   await human.mailboxCreate("Box");
-  const message = (from: string, subject: string) =>
-    `From: ${from}\r\nTo: me@corp.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject}@corp.test>\r\n\r\nx\r\n`;
-  await human.append("Box", message("shop@s.test", "receipt"));
-  await human.append("Box", message("bank@corp.test", "hidden-statement"));
+  await human.append("Box", fromMessage("shop@s.test", "receipt"));
+  await human.append("Box", fromMessage("bank@corp.test", "hidden-statement"));
   await human.logout();
   const up = upstreams();
   relay = await AnsweringRelay.start({ host: up.host, port: up.ports.imap });

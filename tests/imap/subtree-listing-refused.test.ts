@@ -11,7 +11,15 @@
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { AnsweringRelay, UPSTREAM_REFUSALS } from "../fixtures/tcp-relay.ts";
-import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy, upstreamState } from "./helpers.ts";
+import {
+  auditCursor,
+  fromMessage,
+  RawImap,
+  startTestProxy,
+  statusOf,
+  type TestProxy,
+  upstreamState,
+} from "./helpers.ts";
 
 /** Box is the agent's, except that its child Box/Filtered shows shop@ messages only. */
 const RULES = `
@@ -50,10 +58,8 @@ beforeAll(async () => {
   mailbox = await createMailbox({ name: "subtree-listing-refused" });
   const human = await connectImap(mailbox);
   for (const f of ["Box", "Box/Filtered"]) await human.mailboxCreate(f);
-  const message = (from: string, subject: string) =>
-    `From: ${from}\r\nTo: me@corp.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject}@corp.test>\r\n\r\nx\r\n`;
-  await human.append("Box/Filtered", message("shop@s.test", "receipt"));
-  await human.append("Box/Filtered", message("bank@corp.test", "hidden-statement"));
+  await human.append("Box/Filtered", fromMessage("shop@s.test", "receipt"));
+  await human.append("Box/Filtered", fromMessage("bank@corp.test", "hidden-statement"));
   await human.logout();
   const up = upstreams();
   relay = await AnsweringRelay.start({ host: up.host, port: up.ports.imap });
