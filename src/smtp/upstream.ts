@@ -403,6 +403,10 @@ export class UpstreamSession {
     let r: Reply;
     if ("accessToken" in credentials) {
       r = await this.#authOAuth(mechanisms, credentials);
+    } else if (credentials.username.includes("\0") || credentials.password.includes("\0")) {
+      // RFC 4616 §2: PLAIN's fields hold no NUL, and one in the name would move the line between name and password,
+      // a login nobody gave (the agent-facing decoders refuse such a name or password before it comes here).
+      throw new UpstreamError("a user name or password holding NUL cannot be sent upstream (RFC 4616 §2)");
     } else if (mechanisms.includes("PLAIN")) {
       const token = Buffer.from(`\0${credentials.username}\0${credentials.password}`, "utf8").toString("base64");
       r = await this.command(`AUTH PLAIN ${token}`);
