@@ -5,7 +5,7 @@
  */
 
 import * as oauth from "oauth4webapi";
-import { MAX_ROW_REASON } from "../audit/row.ts";
+import { cutText, MAX_ROW_REASON } from "../audit/row.ts";
 import type { OAuth2Settings } from "../config/index.ts";
 import { escapes } from "../mail/display.ts";
 import { isLoopbackUrlHost } from "../net/ip.ts";
@@ -236,11 +236,7 @@ export function grantOf(response: oauth.TokenEndpointResponse): Grant {
  */
 function describe(e: oauth.ResponseBodyError, redact: (text: string) => string): string {
   const text = e.error_description ? `${e.error}: ${e.error_description}` : e.error;
-  return escapes(
-    redact(`${text} (HTTP ${e.status})`)
-      .replace(/[\r\n]+/g, " ")
-      .slice(0, MAX_ROW_REASON),
-  );
+  return escapes(cutText(redact(`${text} (HTTP ${e.status})`).replace(/[\r\n]+/g, " "), MAX_ROW_REASON));
 }
 
 /**
@@ -283,7 +279,7 @@ export function classify(e: unknown, redact: (text: string) => string = (text) =
   const name = (e as Error)?.name;
   if (name === "TimeoutError" || name === "AbortError") return new TokenEndpointUnavailable("token request timed out");
   return new TokenEndpointUnavailable(
-    escapes(redact(`token endpoint unreachable (${(e as Error)?.message ?? String(e)})`).slice(0, MAX_ROW_REASON)),
+    escapes(cutText(redact(`token endpoint unreachable (${(e as Error)?.message ?? String(e)})`), MAX_ROW_REASON)),
   );
 }
 

@@ -8,7 +8,7 @@
 import { randomBytes } from "node:crypto";
 import { type AccountCredentials, accountLoginKey } from "../accounts/index.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
-import { MAX_ROW_REASON } from "../audit/row.ts";
+import { cutText, MAX_ROW_REASON } from "../audit/row.ts";
 import { agentMailboxes } from "../config/index.ts";
 import { ownEntry } from "../config/names.ts";
 import type { AccountConfig, Config } from "../config/types.ts";
@@ -112,7 +112,7 @@ export function approvalEvent(
     decision,
     rule: row.rule,
     ruleIndex: row.ruleIndex,
-    reason: reason.slice(0, MAX_ROW_REASON),
+    reason: cutText(reason, MAX_ROW_REASON),
     // The config whose rule held the message, which reloads since may have replaced (docs/audit.md).
     configRevision: row.configRevision ?? ctx.config.revision,
     detail,
@@ -385,7 +385,7 @@ export async function approve(
     // A part missing or altered, or the record sealed with another key (docs/approvals.md "Holding"): nothing can be
     // sent; it stays held, and can be denied (its details still open) or left to expire.
     if (!(e instanceof SealedRecordError)) throw e;
-    const reason = `the stored message cannot be read: ${e.message}`.slice(0, MAX_ROW_REASON);
+    const reason = cutText(`the stored message cannot be read: ${e.message}`, MAX_ROW_REASON);
     await written(
       ctx,
       approvalEvent(ctx, before, "APPROVE", "error", `approved by ${by}; not sent, still held: ${reason}`),
@@ -416,7 +416,7 @@ export async function approve(
       upstream = opened;
     } catch (e) {
       // A login cut off fails as a dropped connection would: the reason says why it was dropped.
-      const reason = signal?.aborted === true ? SHUTTING_DOWN : (e as Error).message.slice(0, MAX_ROW_REASON);
+      const reason = signal?.aborted === true ? SHUTTING_DOWN : cutText((e as Error).message, MAX_ROW_REASON);
       if (signal?.aborted === true) moduleLogger("approvals").warn(`approval ${id}: not sent, still held: ${reason}`);
       await written(
         ctx,
@@ -530,8 +530,8 @@ export async function approve(
   }
   const reply =
     result !== null
-      ? `${result.reply.code} ${result.reply.lines.at(-1) ?? ""}`.slice(0, MAX_ROW_REASON)
-      : `upstream failed: ${failure?.message ?? "unknown error"}`.slice(0, MAX_ROW_REASON);
+      ? cutText(`${result.reply.code} ${result.reply.lines.at(-1) ?? ""}`, MAX_ROW_REASON)
+      : cutText(`upstream failed: ${failure?.message ?? "unknown error"}`, MAX_ROW_REASON);
   if (result === null && endOfDataSent) {
     // The final dot went out and the reply never came (the connection was lost): only the upstream knows whether it
     // took the message. Never "failed" (the sender would be told it was not sent, and send it again): "needs-check"

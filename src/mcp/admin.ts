@@ -14,7 +14,7 @@ import { parse as parseToml } from "smol-toml";
 import { z } from "zod";
 import pkg from "../../package.json" with { type: "json" };
 import { type AuditEvent, AuditLog, type DurableOptions, PROTOCOLS } from "../audit/index.ts";
-import { MAX_ROW_REASON } from "../audit/row.ts";
+import { cutText, MAX_ROW_REASON } from "../audit/row.ts";
 import { currentUser } from "../cli/user.ts";
 import {
   type Config,
@@ -506,7 +506,7 @@ function configWriteEvent(
     decision,
     rule: null,
     ruleIndex: null,
-    reason: reason.slice(0, MAX_ROW_REASON),
+    reason: cutText(reason, MAX_ROW_REASON),
     configRevision: config.revision,
     detail: { tool, previousRevision, ...change },
   };

@@ -720,7 +720,7 @@ export class SmtpSession {
   static #notIdentity(senders: ReadonlySet<string>, when: string): Pick<AuditEvent, "decision" | "reason" | "rule"> {
     const known = [...senders].join(", ");
     const reason = `sender is not one of this account's identities${when} (${known === "" ? NO_IDENTITIES : known})`;
-    return { decision: "deny", rule: null, reason: reason.slice(0, MAX_ROW_REASON) };
+    return { decision: "deny", rule: null, reason: cutText(reason, MAX_ROW_REASON) };
   }
 
   /** The agent as the policy sees it: a name in vault mode, null in pass-through mode. */
@@ -1591,7 +1591,7 @@ export class SmtpSession {
         operation: "mail:send",
         target: facts.messageId,
         decision: "deny",
-        reason: `refused as a whole: ${authors}`.slice(0, MAX_ROW_REASON),
+        reason: cutText(`refused as a whole: ${authors}`, MAX_ROW_REASON),
         count: tx.recipients.length,
       });
       const text =
@@ -2023,7 +2023,7 @@ export class SmtpSession {
           operation: "mail:send",
           target: messageId,
           decision: "deny",
-          reason: `not sent: the session was ended by a reload (${this.#endedByReload})`.slice(0, MAX_ROW_REASON),
+          reason: cutText(`not sent: the session was ended by a reload (${this.#endedByReload})`, MAX_ROW_REASON),
         });
         this.#upstream?.destroy();
         this.#upstream = null;
@@ -2065,7 +2065,7 @@ export class SmtpSession {
       operation: "mail:send",
       target: messageId,
       decision: ok ? "allow" : "error",
-      reason: `upstream replied ${upstreamReply.code} ${upstreamReply.lines.at(-1) ?? ""}`.slice(0, MAX_ROW_REASON),
+      reason: cutText(`upstream replied ${upstreamReply.code} ${upstreamReply.lines.at(-1) ?? ""}`, MAX_ROW_REASON),
       detail: { upstreamCode: upstreamReply.code },
     });
     return text;
@@ -2129,7 +2129,7 @@ export function refusedReason(refusals: readonly { target: string; text: string 
   }
   if (shown === 0 && parts.length > 0) {
     const tail = more(1);
-    return `${`${head}${parts[0]}`.slice(0, MAX_ROW_REASON - tail.length)}${tail}`;
+    return `${cutText(`${head}${parts[0]}`, MAX_ROW_REASON - tail.length)}${tail}`;
   }
   return `${head}${named}${more(shown)}`;
 }

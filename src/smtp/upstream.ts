@@ -11,7 +11,7 @@
 
 import { hostname } from "node:os";
 import type { AccountCredentials } from "../accounts/index.ts";
-import { MAX_ROW_REASON } from "../audit/row.ts";
+import { cutText, MAX_ROW_REASON } from "../audit/row.ts";
 import type { AccountConfig } from "../config/types.ts";
 import {
   type Connection,
@@ -720,7 +720,7 @@ export class UpstreamSession {
 }
 
 function describe(r: Reply): string {
-  return `${r.code} ${r.lines.join(" / ")}`.slice(0, MAX_ROW_REASON);
+  return cutText(`${r.code} ${r.lines.join(" / ")}`, MAX_ROW_REASON);
 }
 
 let cachedName: string | null = null;

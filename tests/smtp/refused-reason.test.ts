@@ -69,3 +69,13 @@ test("end to end: twelve recipients refused by the rules, DATA's row counts all 
   expect(named).toBeGreaterThanOrEqual(1);
   expect(named + more).toBe(12);
 });
+
+test("a reason cut at MAX_ROW_REASON never keeps half of a surrogate pair (cutText)", () => {
+  // One refusal too long to fit, its text placing U+1F600 (two UTF-16 units) across the cut.
+  const target = "t@corp.test";
+  const fill = MAX_ROW_REASON - 1 - `${HEAD}<${target}>: `.length;
+  const reason = refusedReason([{ target, text: `${"x".repeat(fill)}\u{1f600}tail` }], 1);
+  expect(reason.length).toBe(MAX_ROW_REASON - 1);
+  expect(reason.endsWith("x")).toBe(true);
+  expect(reason.isWellFormed()).toBe(true);
+});
