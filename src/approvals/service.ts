@@ -292,10 +292,10 @@ const REFUSED_AS_SENT_NOW = "the message is refused as a send of it would be now
  * Throws unless the held envelope and bytes pass the checks the SMTP proxy makes of a send today (docs/approvals.md
  * "Deciding", step 1): each envelope address as MAIL FROM and RCPT TO read it (docs/smtp.md "Addresses"), the
  * number of recipients and the size, and what the end of DATA refuses of the message itself (docs/smtp.md "What the
- * message says": the header section's size, a NUL, a field or a header line longer than the upstream passes on, the
- * null reverse path without an author). A message held by an older Mailgator, before one of these was checked, is
- * stored as it was then: approving it must not send what a send now would not. Returns what the inspector read, for
- * the rules (`stillAllowedByRules`).
+ * message says": the header section's size, a NUL, a control character in a header, a field or a header line longer
+ * than the upstream passes on, the null reverse path without an author). A message held by an older Mailgator, before
+ * one of these was checked, is stored as it was then: approving it must not send what a send now would not. Returns
+ * what the inspector read, for the rules (`stillAllowedByRules`).
  */
 function checkMessage(held: HeldMessage): MessageFacts {
   const refuse = (why: string): never => {

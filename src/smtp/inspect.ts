@@ -133,6 +133,16 @@ export interface MessageFacts {
    */
   readonly hasNul: boolean;
   /**
+   * The first control character in a header line the inspector reads (the message's header section and each MIME
+   * part's): a C0 control other than HTAB, or DEL, as `0xNN in the header field name` (`in a MIME part's header field
+   * name` for a part's). RFC 5322 allows none in a field body outside its obsolete syntax (§3.2.2, §4: obs-NO-WS-CTL
+   * in obs-utext, obs-ctext, obs-qtext), which must not be generated, and none at all in a msg-id (§3.6.4); a reader
+   * may act on it as it likes (a terminal on an escape sequence). The message must be refused (docs/smtp.md "What the
+   * message says"). Null when there is none. The CRLF ending a line is not one. A bare CR or LF cannot reach the
+   * inspector in a send (src/smtp/data.ts closes the connection); a bare CR that does (a held message's bytes) is one.
+   */
+  readonly headerControl: string | null;
+  /**
    * The message holds an 8-bit octet (0x80 or above, anywhere in it). Such a message may go only to an upstream server
    * that offers 8BITMIME (RFC 6152 §3); to any other the replay refuses it (src/smtp/upstream.ts, docs/smtp.md
    * "Replay"). Not a reason to refuse it at the end of DATA: Mailgator offers 8BITMIME itself.
@@ -163,6 +173,12 @@ export class MessageInspector {
   #lineTooLong: string | null = null;
   #nul = false;
   #eightBit = false;
+  /** `MessageFacts.headerControl`, once found. */
+  #headerControl: string | null = null;
+  /** The name of the header field being read (`fieldName`), which a continuation line belongs to. */
+  #fieldName = "";
+  /** A control found in the part of a header line #hold cut off (past its cap): named when the line ends. */
+  #controlPastCap = -1;
   #topFields: HeaderField[] | null = null;
   /** The open multiparts (whose close delimiter has not been seen), innermost last: `delimiterOf` their boundary. */
   #delimiters: string[] = [];
@@ -222,8 +238,11 @@ export class MessageInspector {
     if (this.#lineLength === 0) this.#lineStart = base + from;
     const cap = this.#phase === Phase.Body ? BODY_LINE_PREFIX : MAX_HEADER_BYTES + 2;
     const room = cap - this.#lineLength;
+    const end = Math.min(to, from + Math.max(room, 0));
+    // The part of a header line past its cap is not kept, but a control in it still refuses the message.
+    if (this.#phase !== Phase.Body && end < to && this.#headerControl === null && this.#controlPastCap === -1)
+      this.#controlPastCap = controlIn(content, end, to);
     if (room <= 0) return;
-    const end = Math.min(to, from + room);
     this.#line.push(Buffer.from(content.subarray(from, end)));
     this.#lineLength += end - from;
   }
@@ -240,6 +259,7 @@ export class MessageInspector {
           this.#endTopHeaders(end);
           return;
         }
+        this.#checkControls(line, "the header");
         this.#addHeaderLine(line, MAX_HEADER_BYTES);
         return;
       case Phase.PartHeaders:
@@ -250,12 +270,29 @@ export class MessageInspector {
         // `--b: x` is a header field to src/mail, but a delimiter to a reader that takes any line beginning with the
         // boundary as one and ends this header section there (src/mail/boundary.ts).
         if (line[0] === DASH && line[1] === DASH && this.#readBoundaryLine(line).prefixes > 0) this.#partUnread();
+        this.#checkControls(line, "a MIME part's header");
         this.#addHeaderLine(line, MAX_PART_HEADER_BYTES);
         return;
       case Phase.Body:
         if (this.#delimiters.length > 0 && line[0] === DASH && line[1] === DASH) this.#checkBoundary(line, start, end);
         return;
     }
+  }
+
+  /**
+   * Notes the first control character of a header line (`MessageFacts.headerControl`), or of the part of it #hold cut
+   * off, naming the field the line begins or continues (RFC 5322 §2.2.3).
+   */
+  #checkControls(line: Buffer, where: string): void {
+    if (line[0] !== 0x20 && line[0] !== 0x09) this.#fieldName = fieldName(line);
+    const past = this.#controlPastCap;
+    this.#controlPastCap = -1;
+    if (this.#headerControl !== null) return;
+    let code = controlIn(line, 0, line.length);
+    if (code === -1) code = past;
+    if (code === -1) return;
+    const hex = `0x${code.toString(16).toUpperCase().padStart(2, "0")}`;
+    this.#headerControl = `${hex} in ${where}${this.#fieldName === "" ? "" : ` field ${this.#fieldName}`}`;
   }
 
   /** has_attachment is unknown because of the part header being read. */
@@ -428,6 +465,7 @@ export class MessageInspector {
         fieldTooLarge: this.#fieldTooLarge,
         lineTooLong: this.#lineTooLong,
         hasNul: this.#nul,
+        headerControl: this.#headerControl,
         eightBit: this.#eightBit,
       };
     }
@@ -449,6 +487,7 @@ export class MessageInspector {
       fieldTooLarge: this.#fieldTooLarge,
       lineTooLong: this.#lineTooLong,
       hasNul: this.#nul,
+      headerControl: this.#headerControl,
       eightBit: this.#eightBit,
     };
   }
@@ -462,13 +501,16 @@ export interface Unsendable {
 }
 
 /**
- * Why the upstream server would not pass on the message the rules read (docs/smtp.md "What the message says"), or
- * null: a NUL, a field longer than the server keeps, or a header line longer than it sends on whole would let it cut
- * an address the rules saw. The session refuses such a message at the end of DATA, and an approval such a held
+ * Why the message may not go upstream as it is (docs/smtp.md "What the message says"), or null: a NUL, a field longer
+ * than the server keeps, or a header line longer than it sends on whole would let it cut an address the rules saw;
+ * a control character in a header is syntax RFC 5322 forbids to generate (§3.2.2, §4), which readers may act on in
+ * ways the rules never saw. The session refuses such a message at the end of DATA, and an approval such a held
  * message (docs/approvals.md "Deciding").
  */
 export function unsendable(facts: MessageFacts): Unsendable | null {
   if (facts.hasNul) return { code: 554, status: "5.6.0", reason: "NUL octet in the message" };
+  if (facts.headerControl !== null)
+    return { code: 554, status: "5.6.0", reason: `control character ${facts.headerControl}` };
   if (facts.fieldTooLarge !== null)
     return { code: 552, status: "5.3.4", reason: `header field too long: ${facts.fieldTooLarge}` };
   if (facts.lineTooLong !== null)
@@ -504,6 +546,24 @@ function overLimits(lines: readonly Buffer[]): { field: string | null; line: str
   }
   field ??= check();
   return { field, line };
+}
+
+/**
+ * The first control character in `bytes[from, to)` that RFC 5322 allows no generator to write in a header line: a C0
+ * control other than HTAB (§2.2, §3.2.2 and §4.1: obs-NO-WS-CTL is obsolete syntax), or DEL; -1 when there is none.
+ * The CRLF (or the LF) that ends the range is the line's end, not a control; a CR anywhere else is. Octets of 0x80
+ * and above are not looked at: UTF-8 (RFC 6532) is read as it is today, and no UTF-8 sequence holds an octet below
+ * 0x80.
+ */
+function controlIn(bytes: Uint8Array, from: number, to: number): number {
+  let end = to;
+  if (end > from && bytes[end - 1] === LF) end--;
+  if (end > from && bytes[end - 1] === CR) end--;
+  for (let i = from; i < end; i++) {
+    const c = bytes[i]!;
+    if ((c < 0x20 && c !== 0x09) || c === 0x7f) return c;
+  }
+  return -1;
 }
 
 /** The name of the field a header line begins, lower-cased, as it may be shown; "" when the line has no colon. */

@@ -5,7 +5,8 @@
  * the message through. Dovecot's ENVELOPE reads such a list as `a` with no domain and nothing after it, and Postfix's
  * address rewriting turns the rest of the field into one quoted local part (`"[b <x@corp.test>, rcpt@corp.test]"@…`):
  * no reader is shown rcpt@corp.test. The same for a display name that begins with a dot (`.a <x@corp.test>, …`).
- * Now such a list is unparseable, and the bcc rule denies.
+ * Now such a list is unparseable, and the bcc rule denies. A control character (0x01, DEL) now refuses the message
+ * before any rule is asked (docs/smtp.md "What the message says"); the list is still unparseable.
  */
 
 import { expect, test } from "bun:test";
@@ -13,15 +14,13 @@ import { parseAddressList } from "../../src/mail/index.ts";
 import { useBlindCopyProxy } from "./blind-copy-fixture.ts";
 import { marker, waitForSink } from "./helpers.ts";
 
-const { send, expectBlindCopyRefused } = useBlindCopyProxy();
+const { send, expectBlindCopyRefused, expectControlRefused } = useBlindCopyProxy();
 const run = marker();
 
 const REFUSED: Record<string, (rcpt: string) => string> = {
   "bracket-name": (r) => `a[b <other@corp.test>, ${r}`,
   "close-bracket-name": (r) => `a]b <other@corp.test>, ${r}`,
   "backslash-name": (r) => `a\\b <other@corp.test>, ${r}`,
-  "control-name": (r) => `a\x01b <other@corp.test>, ${r}`,
-  "delete-name": (r) => `a\x7fb <other@corp.test>, ${r}`,
   "bracket-local": (r) => `a[b@corp.test, ${r}`,
   "backslash-local": (r) => `a\\b@corp.test, ${r}`,
   "bracket-domain": (r) => `a@corp[.test, ${r}`,
@@ -35,6 +34,20 @@ for (const [name, form] of Object.entries(REFUSED)) {
     const id = `${run}-${name}`;
     const rcpt = `rcpt-${id}@corp.test`;
     await expectBlindCopyRefused(id, rcpt, form(rcpt));
+  });
+}
+
+// A control character now refuses the message before any rule is asked (docs/smtp.md "What the message says"); the
+// reader still reads no address after it, as the IMAP filter reads a fetched header.
+const CONTROLS: Record<string, (rcpt: string) => string> = {
+  "control-name": (r) => `a\x01b <other@corp.test>, ${r}`,
+  "delete-name": (r) => `a\x7fb <other@corp.test>, ${r}`,
+};
+
+for (const [name, form] of Object.entries(CONTROLS)) {
+  test(`To with ${name} is refused for its control character, nothing reaches Postfix`, async () => {
+    const id = `${run}-${name}`;
+    await expectControlRefused(id, `rcpt-${id}@corp.test`, form(`rcpt-${id}@corp.test`));
   });
 }
 

@@ -3,9 +3,10 @@
  * checks the SMTP proxy makes of a message at the end of DATA (docs/smtp.md "What the message says") and of its
  * envelope addresses ("Addresses") are made again of the stored envelope and bytes before anything goes upstream.
  * A message held by an older Mailgator, before a check was added (a header line over 998 octets, RFC 5322 §2.1.1;
- * a recipient domain of one label, RFC 5321 §2.3.5), is in the state database as that version wrote it: these
- * tests write such records directly, as it did, approve them against Postfix, and see nothing reach it. The message
- * stays held with an `APPROVE` row of decision `error`, as for any check failed at approval.
+ * a recipient domain of one label, RFC 5321 §2.3.5; a control character in a header, RFC 5322 §3.2.2), is in the
+ * state database as that version wrote it: these tests write such records directly, as it did, approve them against
+ * Postfix, and see nothing reach it. The message stays held with an `APPROVE` row of decision `error`, as for any
+ * check failed at approval.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { buildPreview } from "../../src/approvals/preview.ts";
@@ -90,6 +91,14 @@ const CASES: readonly Case[] = [
       to: `x-${m}@outside.example`,
       text: message({ From: ALICE, Subject: `nul ${m}` }, `Hello ${m}\0 there\n`),
       reason: "NUL octet in the message",
+    }),
+  },
+  {
+    what: "an escape sequence in the Message-ID",
+    make: (m) => ({
+      to: `x-${m}@outside.example`,
+      text: message({ From: ALICE, "Message-ID": `<${m}\x1b[2K@mailgator.test>`, Subject: `esc ${m}` }, `Hi ${m}\n`),
+      reason: "control character 0x1B in the header field message-id",
     }),
   },
   {

@@ -6,6 +6,7 @@
  * leave that recipient undecided (a blind copy, so denied), never classed as a To recipient.
  */
 import { afterAll, beforeAll, expect } from "bun:test";
+import { parseAddressList } from "../../src/mail/index.ts";
 import {
   dataPayload,
   loggedIn,
@@ -42,6 +43,12 @@ export interface BlindCopySession {
    * 5.7.1`, the RCPT TO row's deny by no rule ("undecided without bcc"), and no copy delivered.
    */
   expectBlindCopyRefused(id: string, rcpt: string, to: string): Promise<void>;
+  /**
+   * Sends `id` to `rcpt` with `to` as the To field, which holds a control character, and checks it was refused for
+   * that at the end of DATA (`554 5.6.0`, docs/smtp.md "What the message says") before any rule was asked, and that
+   * the header reader still reads no address in `to` (as the IMAP filter reads a fetched header).
+   */
+  expectControlRefused(id: string, rcpt: string, to: string): Promise<void>;
 }
 
 /** Registers the proxy and the session for the calling test file (call at its top level). */
@@ -71,5 +78,16 @@ export function useBlindCopyProxy(): BlindCopySession {
     expect(row!.reason).toContain("undecided without bcc");
     expect(sinkCopies(id)).toEqual([]);
   };
-  return { send, expectBlindCopyRefused };
+  const expectControlRefused = async (id: string, rcpt: string, to: string): Promise<void> => {
+    const control = /[\x00-\x08\x0a-\x1f\x7f]/.exec(to)![0].charCodeAt(0);
+    const hex = `0x${control.toString(16).toUpperCase().padStart(2, "0")}`;
+    expect(await send(id, rcpt, to)).toBe(
+      `554 5.6.0 Control character ${hex} in the header field to; nothing was sent\r\n`,
+    );
+    const row = (await proxy.rows()).findLast((r) => r.command === "DATA" && r.target === `<${id}@blind-copy.test>`);
+    expect(row).toMatchObject({ decision: "deny", reason: `control character ${hex} in the header field to` });
+    expect(parseAddressList(to)).toEqual({ addresses: [], ok: false });
+    expect(sinkCopies(id)).toEqual([]);
+  };
+  return { send, expectBlindCopyRefused, expectControlRefused };
 }

@@ -2,7 +2,7 @@
 
 import { describe, expect, test } from "bun:test";
 import { classify } from "../../src/smtp/decide.ts";
-import { type MessageFacts, MessageInspector } from "../../src/smtp/inspect.ts";
+import { type MessageFacts, MessageInspector, unsendable } from "../../src/smtp/inspect.ts";
 import { MAX_HEADER_BYTES, MAX_MIME_DEPTH, MAX_MIME_PARTS, MAX_PART_HEADER_BYTES } from "../../src/smtp/limits.ts";
 
 function facts(text: string, chunk = 0): MessageFacts {
@@ -338,5 +338,63 @@ describe("8-bit octets (RFC 6152: the replay refuses them to an upstream without
         expect(read([bytes.subarray(0, at), bytes.subarray(at, at + 1), bytes.subarray(at + 1)]).eightBit).toBe(true);
       }
     }
+  });
+});
+
+describe("control characters in a header (RFC 5322 §3.2.2, §4: obsolete syntax, never to be generated)", () => {
+  const raw = (text: string, chunk = 0): MessageFacts => {
+    const inspector = new MessageInspector();
+    const bytes = Buffer.from(text, "utf8");
+    if (chunk === 0) inspector.write(bytes);
+    else for (let i = 0; i < bytes.length; i += chunk) inspector.write(bytes.subarray(i, i + chunk));
+    return inspector.finish();
+  };
+  const controls = [...Array.from({ length: 32 }, (_, c) => c).filter((c) => c !== 9 && c !== 10), 0x7f];
+
+  test("each C0 control but HTAB and LF, and DEL, in any field, named with its field, however it is chunked", () => {
+    for (const c of controls) {
+      const hex = `0x${c.toString(16).toUpperCase().padStart(2, "0")}`;
+      const text = `From: a@corp.test\r\nMessage-ID: <a${String.fromCharCode(c)}b@corp.test>\r\n\r\nbody\r\n`;
+      for (const chunk of [0, 1, 7])
+        expect(raw(text, chunk).headerControl).toBe(`${hex} in the header field message-id`);
+    }
+  });
+
+  test("a folded line is named by the field it continues; a part's header is named as such", () => {
+    expect(raw("Subject: a\r\n\tb \x1b[2K c\r\n\r\nx\r\n").headerControl).toBe("0x1B in the header field subject");
+    const part =
+      'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n' +
+      'Content-Disposition: attachment; filename="x\x07.pdf"\r\n\r\nAAAA\r\n--b--\r\n';
+    expect(raw(part).headerControl).toBe("0x07 in a MIME part's header field content-disposition");
+    // A line that is no field (no colon) is named by none.
+    expect(raw("\x1bjunk\r\n\r\nx\r\n").headerControl).toBe("0x1B in the header");
+  });
+
+  test("HTAB, the CRLF, UTF-8 (RFC 6532) and controls in a body are not header controls", () => {
+    const clean =
+      'From: "Zoë" <a@corp.test>\r\nSubject: Grüße\t– café ☕\r\n\tfolded\r\nMessage-ID: <ü@corp.test>\r\n' +
+      'Content-Type: multipart/mixed; boundary="b"\r\n\r\nbody \x1b[2K \x07 \x7f\r\n--b\r\n' +
+      'Content-Disposition: attachment; filename="résumé.txt"\r\n\r\n\x0c text\r\n--b--\r\n';
+    for (const chunk of [0, 1, 5]) expect(raw(clean, chunk).headerControl).toBeNull();
+    // C1 controls are UTF-8 (U+0080–U+009F) and out of this rule, as before.
+    expect(raw("Subject: a\u009bb\r\n\r\nx\r\n").headerControl).toBeNull();
+  });
+
+  test("a bare CR in a header line is one; a control past the part of a long line the inspector keeps, too", () => {
+    expect(raw("Subject: a\rb\r\n\r\nx\r\n").headerControl).toBe("0x0D in the header field subject");
+    // The header section is too large (and refused for that), but the control past the cut is still found.
+    const long = `X-Pad: ${"a".repeat(MAX_HEADER_BYTES + 10)}\x1b\r\n\r\nx\r\n`;
+    for (const chunk of [0, 65536]) expect(raw(long, chunk).headerControl).toBe("0x1B in the header field x-pad");
+  });
+
+  test("a NUL in a header is reported as the NUL it is", () => {
+    const f = raw("Message-ID: <a\0b@corp.test>\r\n\r\nx\r\n");
+    expect(f.hasNul).toBe(true);
+    expect(unsendable(f)).toEqual({ code: 554, status: "5.6.0", reason: "NUL octet in the message" });
+    expect(unsendable(raw("Message-ID: <a\x1bb@corp.test>\r\n\r\nx\r\n"))).toEqual({
+      code: 554,
+      status: "5.6.0",
+      reason: "control character 0x1B in the header field message-id",
+    });
   });
 });
