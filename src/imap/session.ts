@@ -11,7 +11,7 @@ import { randomBytes } from "node:crypto";
 import { accountLoginKey, agentReason, reloadEndReason, type SessionLogin } from "../accounts/index.ts";
 import type { AuditEvent } from "../audit/index.ts";
 import { AuditUnavailableError, waitForAuditBacklog } from "../audit/index.ts";
-import { cutText, MAX_ROW_LOGIN_NAME } from "../audit/row.ts";
+import { cutText, MAX_ROW_LOGIN_NAME, MAX_ROW_REASON } from "../audit/row.ts";
 import { ownEntry } from "../config/names.ts";
 import type { Config } from "../config/types.ts";
 import {
@@ -875,10 +875,15 @@ export class ImapSession implements LoginSession, CompressSession {
       }
       const ev = this.#framer.next();
       if (ev !== null && ev.kind === "error" && ev.error.fatal) {
-        // The framer cannot go on (a line past the limit, a `{n+}` past the drain cap: `[TOOBIG]`, RFC 7888 §4):
-        // the session ends here, whoever was reading (the command loop, AUTHENTICATE's response, IDLE's DONE).
+        // The framer cannot go on (a line past MAX_LINE, a `{n+}` past the drain cap: `[TOOBIG]`, RFC 7888 §4):
+        // the session ends here, whoever was reading (the command loop, AUTHENTICATE's response, IDLE's DONE). Ending
+        // it is a refusal like a malformed line's, with its `deny` row (docs/audit.md "What a row records"), queued
+        // before the untagged BYE (RFC 9051 §7.1.5) goes out and the connection closes.
         const e = ev.error;
-        this.sendText(`* BYE ${e.responseCode === null ? "" : `[${e.responseCode}] `}${e.message}`);
+        const text = e.message.replace(/^imap-wire: /, "");
+        this.#endReason = `refused: ${text}`;
+        this.#refusalRow("(refused)", null, cutText(`${text}; the session was ended`, MAX_ROW_REASON));
+        this.sendText(`* BYE ${e.responseCode === null ? "" : `[${e.responseCode}] `}${text}`);
         this.flush();
         this.shutdown();
         return null;

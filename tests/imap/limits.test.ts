@@ -542,11 +542,44 @@ describe("hostile input", () => {
       const c = await RawImap.open(p.port);
       await start(c);
       await c.readUntil((b) => b.includes("+ "));
+      const rows = auditCursor(p);
+      await rows();
       c.write(`${"A".repeat(MAX_LINE + 1)}\r\n`);
-      expect(await c.readUntil((b) => b.includes("* BYE"))).toContain("* BYE ");
+      expect(await c.readUntil((b) => b.includes("* BYE"))).toContain(
+        `* BYE [TOOBIG] line longer than ${MAX_LINE} octets\r\n`,
+      );
       await c.readUntil(() => false, 5000, "the session was not closed");
       expect(c.closed).toBe(true);
+      expect((await rows()).filter((r) => r.command === "(refused)").map((r) => [r.decision, r.reason])).toEqual([
+        ["deny", `line longer than ${MAX_LINE} octets; the session was ended`],
+      ]);
     });
+
+  test(`a command line of MAX_LINE (${MAX_LINE}) octets is run; one more: * BYE [TOOBIG] and a deny row`, async () => {
+    const rows = auditCursor(p);
+    const c = await RawImap.login(p.port, mailbox);
+    try {
+      // A LIST pattern that fills the line: answered as before (no folder matches it), and the session goes on.
+      const list = (tag: string): string => `${tag} LIST "" "${"x".repeat(MAX_LINE - 13)}%"`;
+      expect(list("a")).toHaveLength(MAX_LINE);
+      c.write(`${list("a")}\r\n`);
+      expect(await c.waitTagged("a")).toBe("a OK LIST completed\r\n");
+      expect(statusOf(await c.command("n", "NOOP"), "n")).toStartWith("n OK");
+      await rows();
+      // One octet past the limit (a longer tag): the session ends, the agent told why first (RFC 9051 §7.1.5).
+      expect(list("bb")).toHaveLength(MAX_LINE + 1);
+      c.write(`${list("bb")}\r\n`);
+      const bye = await c.readUntil(() => false, 5000, "the session was not closed");
+      expect(bye).toBe(`* BYE [TOOBIG] line longer than ${MAX_LINE} octets\r\n`);
+      expect(c.closed).toBe(true);
+      const own = await rows();
+      expect(own.map((r) => [r.command, r.decision, r.rule, r.reason])).toEqual([
+        ["(refused)", "deny", null, `line longer than ${MAX_LINE} octets; the session was ended`],
+      ]);
+    } finally {
+      c.close();
+    }
+  });
 
   test("login names and passwords at MAX_LOGIN_NAME_BYTES, MAX_LOGIN_PASSWORD_BYTES and one octet past", async () => {
     const audit = auditCursor(p);

@@ -605,7 +605,7 @@ export class Framer {
         // +1: the CR of the CRLF may be in this piece.
         if (this.partsLen + piece.length > max + 1) {
           if (!this.server) return this.startSkip();
-          this.fail("line-too-long", `line longer than ${max} octets`);
+          this.fail("line-too-long", `line longer than ${max} octets`, "TOOBIG");
           return null;
         }
         if (this.needsLineGrant(piece.length)) return undefined;
@@ -617,7 +617,7 @@ export class Framer {
       const total = this.partsLen + (lf - start);
       if (total > max + 1) {
         if (!this.server) return this.startSkip();
-        this.fail("line-too-long", `line longer than ${max} octets`);
+        this.fail("line-too-long", `line longer than ${max} octets`, "TOOBIG");
         return null;
       }
       if (this.needsLineGrant(lf + 1 - start)) return undefined;
@@ -641,7 +641,7 @@ export class Framer {
       }
       this.consume(lf + 1 - start);
       if (line.length > max) {
-        this.fail("line-too-long", `line longer than ${max} octets`);
+        this.fail("line-too-long", `line longer than ${max} octets`, this.server ? "TOOBIG" : null);
         return null;
       }
       return line;
