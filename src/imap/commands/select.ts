@@ -70,11 +70,13 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   });
   const held: Response[] = [];
   let exists = 0;
+  // The messages upstream had told of when the search in use began to be answered (`checkListing`).
+  let told = 0;
   let uidValidity = 0;
   // No mailbox is modelled yet: every untagged reply is held and rewritten below.
   const upCmd = { name: readOnly ? ("EXAMINE" as const) : ("SELECT" as const), mailbox: cmd.mailbox };
   const selected = s.up!.run(s.condstore ? { ...upCmd, condstore: true } : upCmd, (r) => {
-    if (r.type === "EXISTS") exists = r.n;
+    if (r.type === "EXISTS") told = exists = r.n;
     if (r.type === "status" && r.code?.known && r.code.name === "UIDVALIDITY") uidValidity = r.code.value;
     held.push(r);
   });
@@ -126,9 +128,16 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     }
     uids = [];
     changed = false;
+    told = exists;
     listed = (await s.up!.run(searchAll, collect)).status === "OK";
   }
   uids.sort((a, b) => a - b);
+  const wrong = checkListing(uids, told, exists);
+  if (wrong !== null) {
+    row.write({ decision: "error", reason: `the folder's UIDs could not be listed: ${wrong}` });
+    await s.upstreamRun({ name: "UNSELECT" }).catch(() => {});
+    throw new Refusal("NO", "UNAVAILABLE", "The mailbox could not be opened: the server listed its messages wrongly");
+  }
   const filter = messageFilter(policy, p, s.agent);
   let box: SelectedMailbox;
   if (filter === null) {
@@ -200,6 +209,25 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     s.sendText("* OK [NOMODSEQ] No mod-sequences in a filtered folder");
   }
   s.tagged(cmd.tag, "OK", readOnly ? "READ-ONLY" : "READ-WRITE", `${cmd.name} completed`);
+}
+
+/**
+ * Why upstream's `UID SEARCH ALL` at SELECT cannot be the folder's sequence map (U, src/imap/mailbox.ts), or null
+ * when it can. `uids` are sorted (RFC 3501 §7.2.5 sets no order); `told` is how many messages upstream had reported
+ * (EXISTS, less the EXPUNGEs before) when it began to answer the search, `exists` how many once it had answered.
+ * A search during which upstream reported an EXPUNGE is never used (it is run again), and every message upstream
+ * told of is still there until it reports its EXPUNGE, so the search lists each of them: at least `told` UIDs. It
+ * lists no message upstream does not report in its answer: at most `exists` (Dovecot lists exactly `told`, and
+ * reports an arrival after them, `tests/imap/select-race.test.ts`). A UID missing, repeated or added would put every
+ * later sequence number on another message's UID, a hidden one among them: the SELECT fails closed instead
+ * (`tests/imap/select-uid-list.test.ts`).
+ */
+function checkListing(uids: readonly number[], told: number, exists: number): string | null {
+  for (let i = 1; i < uids.length; i++)
+    if (uids[i] === uids[i - 1]) return `upstream listed UID ${uids[i]} twice in UID SEARCH ALL`;
+  if (uids.length >= told && uids.length <= exists) return null;
+  const count = told === exists ? `${told}` : `${told} to ${exists}`;
+  return `upstream listed ${uids.length} UIDs in UID SEARCH ALL for ${count} messages it reported`;
 }
 
 /**
