@@ -1329,6 +1329,34 @@ export class ImapSession implements LoginSession, CompressSession {
     return run;
   }
 
+  /**
+   * UNSELECT upstream (RFC 3691) for a folder the agent is told is not selected: a SELECT refused after upstream opened
+   * it, CLOSE, UNSELECT, a DELETE or RENAME of the selected folder. Upstream that answers it NO or BAD while it still
+   * has a mailbox selected (`UpstreamSession.mailboxSelected`) keeps the folder open under a session the proxy and its
+   * agent take for one with none: its responses would come with later commands, and at the next SELECT before that
+   * one's `[CLOSED]` (RFC 9051 §7.1), where they would be taken for the new folder's. Fail closed: an `error` row,
+   * `* BYE`, and the session ends (docs/imap.md "Decisions"); the caller gets an UpstreamError.
+   */
+  async unselectUpstream(command: string, folder: string | null): Promise<void> {
+    const up = this.up;
+    const st = await this.upstreamRun({ name: "UNSELECT" });
+    if (st.status === "OK" || this.#closed || up === null || up !== this.up || !up.mailboxSelected) return;
+    const answer = `${st.status}${st.code === null ? "" : ` [${st.code.name}]`} ${withoutTimings(st.text)}`;
+    const why = cutText(`the upstream server kept the mailbox selected: UNSELECT answered ${answer}`, MAX_ROW_REASON);
+    this.auditRow({
+      command,
+      operation: null,
+      folder,
+      decision: "error",
+      rule: null,
+      ruleIndex: null,
+      reason: `${why}; the session was ended`,
+    });
+    this.#endReason = "upstream kept a mailbox selected";
+    this.#bye("[UNAVAILABLE] The server did not close the mailbox");
+    throw new UpstreamError(why);
+  }
+
   /** `upstreamRun`'s handler for `onData`: the mailbox model first, then `onData`. */
   #routed(onData: (r: Response) => void): (r: Response) => void {
     return (r) => {

@@ -45,13 +45,14 @@ export async function close(s: Session, cmd: CommandOf<"CLOSE">): Promise<void> 
   }
   s.box = null;
   s.state = "authenticated";
-  await s.upstreamRun({ name: "UNSELECT" });
+  await s.unselectUpstream("CLOSE", p);
   s.tagged(cmd.tag, "OK", null, "Close completed");
 }
 
 export async function unselect(s: Session, cmd: CommandOf<"UNSELECT">): Promise<void> {
+  const p = s.box?.policyName ?? null;
   s.box = null;
   s.state = "authenticated";
-  await s.upstreamRun({ name: "UNSELECT" });
+  await s.unselectUpstream("UNSELECT", p);
   s.tagged(cmd.tag, "OK", null, "Unselect completed");
 }

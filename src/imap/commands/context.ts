@@ -189,6 +189,11 @@ export interface Session {
     onData?: ((r: Response) => void) | null,
     gate?: Promise<unknown> | null,
   ): Promise<UpstreamStatus>;
+  /**
+   * UNSELECT upstream for a folder the agent is told is not selected (any more): `command` and `folder` name it in the
+   * row if upstream keeps it selected all the same, which ends the session (and rejects).
+   */
+  unselectUpstream(command: string, folder: string | null): Promise<void>;
   /** Applies an untagged response to the mailbox model; true when it was consumed. */
   model(r: Response): boolean;
   /** Before a tagged reply: new messages and (when `allowExpunge`) expunges reported to the agent. */

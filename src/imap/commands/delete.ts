@@ -32,7 +32,7 @@ export async function remove(s: Session, cmd: CommandOf<"DELETE">): Promise<void
     reason: d.reason,
   });
   // The selected folder in any spelling of its INBOX level: upstream would end the session for a deleted selected one.
-  if (s.box !== null && s.names.same(s.box.name, cmd.mailbox)) await closeForFolderWrite(s);
+  if (s.box !== null && s.names.same(s.box.name, cmd.mailbox)) await closeForFolderWrite(s, cmd.name);
   const st = await s.upstreamWrite({ name: "DELETE", mailbox: cmd.mailbox });
   upstreamStatus(s, cmd.tag, st);
 }

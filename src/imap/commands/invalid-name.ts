@@ -47,7 +47,7 @@ export async function invalidName(s: Session, tag: string, command: string, reas
     s.tagged(tag, "OK", null, `${command} completed`);
     return true;
   }
-  if (command === "SELECT" || command === "EXAMINE") await deselect(s);
+  if (command === "SELECT" || command === "EXAMINE") await deselect(s, command);
   s.tagged(tag, "NO", "CANNOT", "Invalid mailbox name");
   return true;
 }

@@ -44,7 +44,7 @@ export async function rename(s: Session, cmd: CommandOf<"RENAME">): Promise<void
   // The selected folder, or one below the renamed folder, is deselected first, as DELETE does: its view and the rules
   // it was opened under belong to the old name, and Dovecot ends a session whose selected folder was renamed ("Mailbox
   // was deleted under us"). The agent is told (`[CLOSED]`); its next message command gets `BAD` (docs/protocol.md §1).
-  if (s.box !== null && s.names.within(s.box.name, cmd.mailbox)) await closeForFolderWrite(s);
+  if (s.box !== null && s.names.within(s.box.name, cmd.mailbox)) await closeForFolderWrite(s, cmd.name);
   const st = await s.upstreamWrite({ name: "RENAME", mailbox: cmd.mailbox, newName: cmd.newName });
   upstreamStatus(s, cmd.tag, st);
 }

@@ -49,7 +49,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     s.require(cmd.name, "folder:read", p);
   } catch (refusal) {
     // A failed SELECT deselects (RFC 3501 §6.3.1): upstream too.
-    await deselect(s);
+    await deselect(s, cmd.name);
     throw refusal;
   }
   const d = s.decide("folder:read", p);
@@ -123,7 +123,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     if (searches >= SELECT_SEARCHES) {
       const why = listed ? "it changed during each search" : "upstream refused the search";
       row.write({ decision: "error", reason: `the folder's UIDs could not be listed: ${why}` });
-      await s.upstreamRun({ name: "UNSELECT" }).catch(() => {});
+      await s.unselectUpstream(cmd.name, p).catch(() => {});
       throw new Refusal("NO", "UNAVAILABLE", "The mailbox could not be opened; try again later");
     }
     uids = [];
@@ -135,7 +135,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   const wrong = checkListing(uids, told, exists);
   if (wrong !== null) {
     row.write({ decision: "error", reason: `the folder's UIDs could not be listed: ${wrong}` });
-    await s.upstreamRun({ name: "UNSELECT" }).catch(() => {});
+    await s.unselectUpstream(cmd.name, p).catch(() => {});
     throw new Refusal("NO", "UNAVAILABLE", "The mailbox could not be opened: the server listed its messages wrongly");
   }
   const filter = messageFilter(policy, p, s.agent);
@@ -162,7 +162,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
       });
       // An upstream that failed with BYE (Dovecot's default on a failed FETCH) is gone, and the session ends with
       // it; UNSELECT can only fail then, and the refusal below is its one answer (no second audit row).
-      await s.upstreamRun({ name: "UNSELECT" }).catch(() => {});
+      await s.unselectUpstream(cmd.name, p).catch(() => {});
       throw new Refusal("NO", "UNAVAILABLE", "The mailbox could not be filtered; try again later");
     }
   }
@@ -171,7 +171,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   try {
     row.write({ count: box.agentCount, hiddenCount: box.upstreamCount - box.agentCount });
   } catch (error) {
-    await s.upstreamRun({ name: "UNSELECT" }).catch(() => {});
+    await s.unselectUpstream(cmd.name, p).catch(() => {});
     throw error;
   }
   box.opening = true;
@@ -197,7 +197,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
           ...cites(d),
           reason: `${d.reason}; opened, then closed again: ${error.why}`,
         });
-      if (!s.closed) await s.upstreamRun({ name: "UNSELECT" }).catch(() => {});
+      if (!s.closed) await s.unselectUpstream(cmd.name, p).catch(() => {});
     }
     throw error;
   } finally {

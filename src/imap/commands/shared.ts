@@ -94,11 +94,13 @@ export function upstreamStatus(
   s.taggedFrom(tag, st, code !== null && MAILBOX_STATE_CODES.has(code.name) && code.name !== uidCode ? null : code);
 }
 
-export async function deselect(s: Session): Promise<void> {
-  if (s.box === null) return;
+/** Leaves the selected folder, upstream too (`Session.unselectUpstream`); `command` is the agent's, for its row. */
+export async function deselect(s: Session, command: string): Promise<void> {
+  const box = s.box;
+  if (box === null) return;
   s.box = null;
   s.state = "authenticated";
-  await s.upstreamRun({ name: "UNSELECT" });
+  await s.unselectUpstream(command, box.policyName);
 }
 
 /**
@@ -107,9 +109,9 @@ export async function deselect(s: Session): Promise<void> {
  * the tagged reply, whether upstream then does the DELETE or RENAME or refuses it. A client that knows the code
  * drops its selected state; one that does not ignores it (RFC 3501 §7.1).
  */
-export async function closeForFolderWrite(s: Session): Promise<void> {
+export async function closeForFolderWrite(s: Session, command: string): Promise<void> {
   if (s.box === null) return;
-  await deselect(s);
+  await deselect(s, command);
   s.sendText("* OK [CLOSED] Mailbox closed: it is being renamed or deleted");
 }
 
