@@ -76,6 +76,13 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   // No mailbox is modelled yet: every untagged reply is held and rewritten below.
   const upCmd = { name: readOnly ? ("EXAMINE" as const) : ("SELECT" as const), mailbox: cmd.mailbox };
   const selected = s.up!.run(s.condstore ? { ...upCmd, condstore: true } : upCmd, (r) => {
+    // Everything before `[CLOSED]` was about the folder selected before (RFC 9051 §7.1), perhaps a filtered one: its
+    // FLAGS, RECENT, UIDNEXT or EXISTS would be taken for this folder's and some sent to the agent as they are.
+    if (r.type === "status" && r.tag === null && r.code?.known && r.code.name === "CLOSED") {
+      held.length = 0;
+      told = exists = uidValidity = 0;
+      return;
+    }
     if (r.type === "EXISTS") told = exists = r.n;
     if (r.type === "status" && r.code?.known && r.code.name === "UIDVALIDITY") uidValidity = r.code.value;
     held.push(r);
