@@ -880,7 +880,7 @@ export class ImapSession implements LoginSession, CompressSession {
         // it is a refusal like a malformed line's, with its `deny` row (docs/audit.md "What a row records"), queued
         // before the untagged BYE (RFC 9051 §7.1.5) goes out and the connection closes.
         const e = ev.error;
-        const text = e.message.replace(/^imap-wire: /, "");
+        const text = e.detail;
         this.#endReason = `refused: ${text}`;
         this.#refusalRow("(refused)", null, cutText(`${text}; the session was ended`, MAX_ROW_REASON));
         this.sendText(`* BYE ${e.responseCode === null ? "" : `[${e.responseCode}] `}${text}`);
@@ -913,11 +913,9 @@ export class ImapSession implements LoginSession, CompressSession {
           const r = ev.request;
           const allowed = this.state !== "not-authenticated" || r.command === "LOGIN";
           if (!allowed) {
-            this.#framer.refuseLiteral();
-            this.#releaseCommand();
-            this.tagged(r.tag ?? "*", "BAD", null, "Literal refused before login");
             // A refused command like any other (docs/reliability.md "Malformed commands"): counted, or a client
             // could send refused literals without end.
+            this.#refuseLiteral(r, "BAD", null, "Literal refused before login");
             this.#badCommand();
           } else if (
             r.command === "LOGIN" &&
@@ -925,22 +923,14 @@ export class ImapSession implements LoginSession, CompressSession {
             refuseLoginLiteralBeforeStartTls(this, r.nonSync)
           ) {
             // Before STARTTLS no `+` asks for a LOGIN's user name or password in clear (commands/login.ts).
-            this.#framer.refuseLiteral();
-            this.#releaseCommand();
-            this.tagged(r.tag ?? "*", "NO", "PRIVACYREQUIRED", "Use STARTTLS first");
-            // Counted as the refused literal above is: each writes a row.
+            this.#refuseLiteral(r, "NO", "PRIVACYREQUIRED", "Use STARTTLS first");
             this.#badCommand();
           } else if (r.binary && !this.#literal8(r.command)) {
-            this.#framer.refuseLiteral();
-            // An earlier literal of this command may hold a reservation: the command is over.
-            this.#releaseCommand();
-            this.tagged(r.tag ?? "*", "BAD", "CLIENTBUG", "literal8 is allowed in APPEND only, with BINARY");
+            this.#refuseLiteral(r, "BAD", "CLIENTBUG", "literal8 is allowed in APPEND only, with BINARY");
             this.#badCommand();
           } else if (!(await this.#reserveLiteral(r))) {
             if (this.#closed) break;
-            this.#framer.refuseLiteral();
-            this.#releaseCommand();
-            this.tagged(r.tag ?? "*", "NO", "LIMIT", "Too many large literals at once on this server; try again later");
+            this.#refuseLiteral(r, "NO", "LIMIT", "Too many large literals at once on this server; try again later");
           } else {
             this.#framer.acceptLiteral();
             if (!r.nonSync) {
@@ -954,7 +944,8 @@ export class ImapSession implements LoginSession, CompressSession {
           // Not fatal: nextEvent() ends the session on a fatal one.
           this.#releaseCommand();
           const e = ev.error;
-          this.tagged(e.tag ?? "*", "BAD", e.responseCode, e.message);
+          this.#refusalRow(e.command ?? "(refused)", null, cutText(e.detail, MAX_ROW_REASON));
+          this.tagged(e.tag ?? "*", "BAD", e.responseCode, e.detail);
           this.#badCommand();
           continue;
         }
@@ -979,7 +970,7 @@ export class ImapSession implements LoginSession, CompressSession {
                 this.#busy = true;
                 let answered = false;
                 try {
-                  answered = await invalidName(this, e.tag, e.command, e.message.replace(/^imap-wire: /, ""));
+                  answered = await invalidName(this, e.tag, e.command, e.detail);
                 } catch (error) {
                   answered = true;
                   this.#fail({ tag: e.tag, name: e.command }, error);
@@ -991,9 +982,9 @@ export class ImapSession implements LoginSession, CompressSession {
                   continue;
                 }
               }
-              this.#refusalRow("(refused)", null, e.message);
+              this.#refusalRow("(refused)", null, cutText(e.detail, MAX_ROW_REASON));
               // An unsupported charset is NO [BADCHARSET], not BAD (RFC 9051 §6.4.4): the command was well formed.
-              this.tagged(e.tag ?? "*", e.code === "bad-charset" ? "NO" : "BAD", e.responseCode, e.message);
+              this.tagged(e.tag ?? "*", e.code === "bad-charset" ? "NO" : "BAD", e.responseCode, e.detail);
               this.#badCommand();
               continue;
             }
@@ -1218,6 +1209,19 @@ export class ImapSession implements LoginSession, CompressSession {
   }
 
   /** The `deny` row of a refusal no rule decided: a malformed line, a command in the wrong state, a check's own. */
+  /**
+   * Refuses the literal the read loop was asked about, and with it its command: the framer skips it (no `+`), the
+   * command's literal reservation goes, the refusal has its deny row (docs/audit.md "What a row records": every
+   * refusal, those that need no rule included) and the tagged reply.
+   */
+  #refuseLiteral(r: LiteralRequest, status: "NO" | "BAD", code: string | null, text: string): void {
+    this.#framer.refuseLiteral();
+    // An earlier literal of this command may hold a reservation: the command is over.
+    this.#releaseCommand();
+    this.#refusalRow(r.command ?? "(refused)", null, text);
+    this.tagged(r.tag ?? "*", status, code, text);
+  }
+
   #refusalRow(command: string, folder: string | null, reason: string): void {
     this.auditRow({ command, operation: null, folder, decision: "deny", rule: null, ruleIndex: null, reason });
   }

@@ -8,6 +8,7 @@
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { MAX_BAD_COMMANDS } from "../../src/imap/limits.ts";
+import { MAX_ARGUMENT_LITERAL } from "../../src/imap/wire/limits.ts";
 import { createMailbox, type TestMailbox } from "../fixtures/index.ts";
 import { auditCursor, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
@@ -106,4 +107,36 @@ test(`refused AUTHENTICATE and STARTTLS before login count too: ${MAX_BAD_COMMAN
   await past.readUntil(() => false, 5000, "the session was not closed");
   expect(past.closed).toBe(true);
   expect((await rows()).filter((r) => r.decision === "deny")).toHaveLength(MAX_BAD_COMMANDS);
+});
+
+test("a command refused at its literal or as it is read has a deny row, and no module prefix in its BAD", async () => {
+  // Before, a literal refused for its size or kind, or before login, was answered with no row, and a parse error's
+  // BAD and row began with the parser module's name.
+  const rows = auditCursor(proxy);
+  await rows();
+  const raw = await RawImap.open(proxy.port);
+  try {
+    expect(await raw.command("a", "SEARCH {3}")).toBe("a BAD Literal refused before login\r\n");
+    const login = await raw.command("L", `LOGIN "${mailbox.user}" "${mailbox.password}"`);
+    expect(statusOf(login, "L")).toStartWith("L OK");
+    expect(statusOf(await raw.command("s", "SELECT INBOX"), "s")).toStartWith("s OK");
+    const tooBig = await raw.command("b", `SEARCH SUBJECT {${MAX_ARGUMENT_LITERAL + 1}}`);
+    expect(tooBig).toBe(`b BAD [TOOBIG] literal of ${MAX_ARGUMENT_LITERAL + 1} octets\r\n`);
+    expect(await raw.command("c", "SEARCH SUBJECT ~{3}")).toBe(
+      "c BAD [CLIENTBUG] literal8 is allowed in APPEND only, with BINARY\r\n",
+    );
+    const sequence = Array.from({ length: 32_000 }, () => "1").join(",");
+    const parse = await raw.command("d", `SEARCH ${sequence}`);
+    expect(parse).toStartWith("d BAD ");
+    expect(parse).not.toContain("imap-wire");
+    const denied = (await rows()).filter((r) => r.decision === "deny");
+    expect(denied.map((r) => [r.command, r.reason])).toEqual([
+      ["SEARCH", "Literal refused before login"],
+      ["SEARCH", `literal of ${MAX_ARGUMENT_LITERAL + 1} octets`],
+      ["SEARCH", "literal8 is allowed in APPEND only, with BINARY"],
+      ["(refused)", parse.slice("d BAD ".length, -2)],
+    ]);
+  } finally {
+    raw.close();
+  }
 });

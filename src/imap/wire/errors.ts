@@ -37,6 +37,8 @@ export class WireError extends Error {
   readonly offset: number;
   /** The command's name (after `UID`, if any), when the error belongs to a command whose name could be read. */
   readonly command: string | null;
+  /** The message without the module's prefix: what a peer is told (`BAD`, `BYE`) and an audit row records. */
+  readonly detail: string;
 
   constructor(
     code: WireErrorCode,
@@ -50,6 +52,7 @@ export class WireError extends Error {
     } = {},
   ) {
     super(`imap-wire: ${message}`);
+    this.detail = message;
     this.code = code;
     this.fatal = opts.fatal ?? false;
     this.tag = opts.tag ?? null;
@@ -60,7 +63,7 @@ export class WireError extends Error {
 
   /** The same error, attributed to a command tag (and the command's name, when known). */
   withTag(tag: string | null, command: string | null = this.command): WireError {
-    return new WireError(this.code, this.message.slice("imap-wire: ".length), {
+    return new WireError(this.code, this.detail, {
       fatal: this.fatal,
       tag,
       responseCode: this.responseCode,

@@ -518,7 +518,7 @@ export class Framer {
   }
 
   private badLiteral(code: WireError["code"], message: string, responseCode: string | null): WireError {
-    return new WireError(code, message, { tag: this.tag, responseCode });
+    return new WireError(code, message, { tag: this.tag, responseCode, command: this.command });
   }
 
   private tooBig(): FramerEvent | null {
