@@ -135,11 +135,12 @@ export interface MessageFacts {
   /**
    * The first control character in a header line the inspector reads (the message's header section and each MIME
    * part's): a C0 control other than HTAB, or DEL, as `0xNN in the header field name` (`in a MIME part's header field
-   * name` for a part's). RFC 5322 allows none in a field body outside its obsolete syntax (§3.2.2, §4: obs-NO-WS-CTL
-   * in obs-utext, obs-ctext, obs-qtext), which must not be generated, and none at all in a msg-id (§3.6.4); a reader
-   * may act on it as it likes (a terminal on an escape sequence). The message must be refused (docs/smtp.md "What the
-   * message says"). Null when there is none. The CRLF ending a line is not one. A bare CR or LF cannot reach the
-   * inspector in a send (src/smtp/data.ts closes the connection); a bare CR that does (a held message's bytes) is one.
+   * name` for a part's), or a C1 control in UTF-8 as `U+00NN ...` (`controlIn`). RFC 5322 allows none in a field body
+   * outside its obsolete syntax (§3.2.2, §4: obs-NO-WS-CTL in obs-utext, obs-ctext, obs-qtext), which must not be
+   * generated, and none at all in a msg-id (§3.6.4); a reader may act on it as it likes (a terminal on an escape
+   * sequence). The message must be refused (docs/smtp.md "What the message says"). Null when there is none. The CRLF
+   * ending a line is not one. A bare CR or LF cannot reach the inspector in a send (src/smtp/data.ts closes the
+   * connection); a bare CR that does (a held message's bytes) is one.
    */
   readonly headerControl: string | null;
   /**
@@ -179,6 +180,8 @@ export class MessageInspector {
   #fieldName = "";
   /** A control found in the part of a header line #hold cut off (past its cap): named when the line ends. */
   #controlPastCap = -1;
+  /** The last octet #hold was given: one of a UTF-8 pair that a piece boundary or the cap splits (`controlIn`). */
+  #lastOctet = -1;
   #topFields: HeaderField[] | null = null;
   /** The open multiparts (whose close delimiter has not been seen), innermost last: `delimiterOf` their boundary. */
   #delimiters: string[] = [];
@@ -241,7 +244,8 @@ export class MessageInspector {
     const end = Math.min(to, from + Math.max(room, 0));
     // The part of a header line past its cap is not kept, but a control in it still refuses the message.
     if (this.#phase !== Phase.Body && end < to && this.#headerControl === null && this.#controlPastCap === -1)
-      this.#controlPastCap = controlIn(content, end, to);
+      this.#controlPastCap = controlIn(content, end, to, end > from ? content[end - 1]! : this.#lastOctet);
+    this.#lastOctet = content[to - 1]!;
     if (room <= 0) return;
     this.#line.push(Buffer.from(content.subarray(from, end)));
     this.#lineLength += end - from;
@@ -288,10 +292,11 @@ export class MessageInspector {
     const past = this.#controlPastCap;
     this.#controlPastCap = -1;
     if (this.#headerControl !== null) return;
-    let code = controlIn(line, 0, line.length);
+    let code = controlIn(line, 0, line.length, -1);
     if (code === -1) code = past;
     if (code === -1) return;
-    const hex = `0x${code.toString(16).toUpperCase().padStart(2, "0")}`;
+    const digits = code.toString(16).toUpperCase();
+    const hex = code < 0x80 ? `0x${digits.padStart(2, "0")}` : `U+${digits.padStart(4, "0")}`;
     this.#headerControl = `${hex} in ${where}${this.#fieldName === "" ? "" : ` field ${this.#fieldName}`}`;
   }
 
@@ -549,19 +554,23 @@ function overLimits(lines: readonly Buffer[]): { field: string | null; line: str
 }
 
 /**
- * The first control character in `bytes[from, to)` that RFC 5322 allows no generator to write in a header line: a C0
- * control other than HTAB (§2.2, §3.2.2 and §4.1: obs-NO-WS-CTL is obsolete syntax), or DEL; -1 when there is none.
- * The CRLF (or the LF) that ends the range is the line's end, not a control; a CR anywhere else is. Octets of 0x80
- * and above are not looked at: UTF-8 (RFC 6532) is read as it is today, and no UTF-8 sequence holds an octet below
- * 0x80.
+ * The first control character in `bytes[from, to)` that no generator may write in a header line, as its code point,
+ * or -1: a C0 control other than HTAB, or DEL (RFC 5322 §2.2, §3.2.2 and §4.1: obs-NO-WS-CTL is obsolete syntax), or
+ * a C1 control written in UTF-8 (U+0080-U+009F, the octets 0xC2 0x80-0x9F: RFC 6532 §3.1 lets a field hold UTF-8,
+ * and RFC 5198 §2 allows no C1 control in text for interchange). The CRLF (or the LF) that ends the range is the
+ * line's end, not a control; a CR anywhere else is. Other octets of 0x80 and above are read as they are today.
+ * `before` is the octet before `from` (-1 for none), so that a pair split there is still read.
  */
-function controlIn(bytes: Uint8Array, from: number, to: number): number {
+function controlIn(bytes: Uint8Array, from: number, to: number, before: number): number {
   let end = to;
   if (end > from && bytes[end - 1] === LF) end--;
   if (end > from && bytes[end - 1] === CR) end--;
+  let previous = before;
   for (let i = from; i < end; i++) {
     const c = bytes[i]!;
     if ((c < 0x20 && c !== 0x09) || c === 0x7f) return c;
+    if (previous === 0xc2 && c >= 0x80 && c <= 0x9f) return c;
+    previous = c;
   }
   return -1;
 }

@@ -1,11 +1,11 @@
 /**
- * A control character in a header line (a C0 control other than HTAB, or DEL) refuses the message at the end of DATA
- * (docs/smtp.md "What the message says"): RFC 5322 allows one only in its obsolete syntax (§3.2.2, §4), which must not
- * be generated, and none in a msg-id (§3.6.4). Before, an allowed send whose Message-ID (or Subject, To, a MIME part's
- * Content-Disposition, ...) held an escape sequence was relayed as written; only its audit row escaped it. Against the
- * real Postfix and Dovecot, with nodemailer sending each message as written (`raw`): `554 5.6.0` naming the field,
- * nothing in the recipient's mailbox or in Postfix's log, and the `DATA` row `deny`; a message with UTF-8 header
- * fields (RFC 6532), tabs and controls in its body, over the same listener, is delivered.
+ * A control character in a header line (a C0 control other than HTAB, DEL, or a C1 control in UTF-8) refuses the
+ * message at the end of DATA (docs/smtp.md "What the message says"): RFC 5322 allows one only in its obsolete syntax
+ * (§3.2.2, §4), which must not be generated, and none in a msg-id (§3.6.4). Before, an allowed send whose Message-ID
+ * (or Subject, To, a MIME part's Content-Disposition, ...) held an escape sequence was relayed as written; only its
+ * audit row escaped it. Against the real Postfix and Dovecot, with nodemailer sending each message as written (`raw`):
+ * `554 5.6.0` naming the field, nothing in the recipient's mailbox or in Postfix's log, and the `DATA` row `deny`; a
+ * message with UTF-8 header fields (RFC 6532), tabs and controls in its body, over the same listener, is delivered.
  */
 
 import { describe, expect, test } from "bun:test";
@@ -128,6 +128,16 @@ const CASES: readonly Case[] = [
     name: "0x0E in a field no rule reads",
     fields: (t) => `Message-ID: <${t}@mailgator.test>\nSubject: s ${t}\nX-Mailer: shift\x0eout\n`,
     named: "0x0E in the header field x-mailer",
+  },
+  {
+    name: "an 8-bit CSI (U+009B, UTF-8) in Message-ID",
+    fields: (t) => `Message-ID: <${t}\u009b2K@mailgator.test>\nSubject: c1 ${t}\n`,
+    named: "U+009B in the header field message-id",
+  },
+  {
+    name: "U+0085 (NEL, UTF-8) in Subject",
+    fields: (t) => `Message-ID: <${t}@mailgator.test>\nSubject: next ${t}\u0085line\n`,
+    named: "U+0085 in the header field subject",
   },
   {
     name: "an escape in a MIME part's file name",

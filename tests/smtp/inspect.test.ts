@@ -376,8 +376,22 @@ describe("control characters in a header (RFC 5322 §3.2.2, §4: obsolete syntax
       'Content-Type: multipart/mixed; boundary="b"\r\n\r\nbody \x1b[2K \x07 \x7f\r\n--b\r\n' +
       'Content-Disposition: attachment; filename="résumé.txt"\r\n\r\n\x0c text\r\n--b--\r\n';
     for (const chunk of [0, 1, 5]) expect(raw(clean, chunk).headerControl).toBeNull();
-    // C1 controls are UTF-8 (U+0080–U+009F) and out of this rule, as before.
-    expect(raw("Subject: a\u009bb\r\n\r\nx\r\n").headerControl).toBeNull();
+    // The code points around the C1 block, in UTF-8, are not controls: U+007E, U+00A0, U+0100, U+0C80.
+    expect(raw("Subject: ~\u00a0\u0100\u0c80 \u00c2\r\n\r\nx\r\n").headerControl).toBeNull();
+  });
+
+  test("each C1 control in UTF-8 (U+0080-U+009F), however it is chunked, a pair split at the cut too", () => {
+    for (let c = 0x80; c <= 0x9f; c++) {
+      const name = `U+00${c.toString(16).toUpperCase()}`;
+      const text = `Subject: ok\r\nMessage-ID: <a${String.fromCharCode(c)}b@corp.test>\r\n\r\nbody\r\n`;
+      for (const chunk of [0, 1, 2, 3, 7])
+        expect(raw(text, chunk).headerControl).toBe(`${name} in the header field message-id`);
+    }
+    // The pair's first octet is the last one the inspector keeps of a long line, its second the first it cuts.
+    const prefix = "X-Pad: ";
+    const long = `${prefix}${"a".repeat(MAX_HEADER_BYTES + 1 - prefix.length)}\u009b\r\n\r\nx\r\n`;
+    for (const chunk of [0, 65536, MAX_HEADER_BYTES + 2])
+      expect(raw(long, chunk).headerControl).toBe("U+009B in the header field x-pad");
   });
 
   test("a bare CR in a header line is one; a control past the part of a long line the inspector keeps, too", () => {
