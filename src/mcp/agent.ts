@@ -337,6 +337,14 @@ function replyThreading(headers: readonly HeaderField[]): {
 }
 
 /**
+ * A reply to a message whose Reply-To field names no address (RFC 5322 §3.6.2: replies go to Reply-To when it is
+ * present; an empty group there means the author gave no address to reply to).
+ */
+export const NO_REPLY_ADDRESS =
+  "the message's Reply-To names no address (an empty group, such as `undisclosed-recipients:;`, or no value): " +
+  "its author asked for no reply (RFC 5322 §3.6.2), so the reply goes neither there nor to From; nothing was sent";
+
+/**
  * The result of a send, held or sent. The listener's reply and the refused recipients are given inside an untrusted
  * block: a reply's recipients are the message's Reply-To, From, To and Cc, the sender's words, and a listener's
  * reply may quote them (docs/mcp.md "Untrusted content"). What the tool itself says (sent, held and its id, the
@@ -613,7 +621,8 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
       "reply",
       {
         description:
-          "Replies to a message: to its Reply-To or From (and, with reply_all, its other recipients), subject " +
+          "Replies to a message: to its Reply-To or From (and, with reply_all, its other recipients; refused when " +
+          "the Reply-To names no address: its author asked for no reply), subject " +
           "prefixed Re:, In-Reply-To and References set so the reply threads. Same rules as send.",
         inputSchema: toolArgs({
           folder: folderArg,
@@ -632,8 +641,13 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
             if (values.some((v) => !v.ok)) throw new ToolError(`the message's ${name} cannot be read`);
             return values.flatMap((v) => (v.ok ? v.addresses : []));
           };
+          // RFC 5322 §3.6.2: when Reply-To is present, replies go to its addresses, never to From. One that names
+          // none (an empty group, `Reply-To: undisclosed-recipients:;`, or a blank value) is the author asking for
+          // no reply: refused, not sent to From instead (docs/mcp.md "Agent tools").
+          const hasReplyTo = headers.some((f) => f.name === "reply-to");
           const replyTo = addresses("reply-to");
-          const to = replyTo.length > 0 ? replyTo : addresses("from");
+          if (hasReplyTo && replyTo.length === 0) throw new ToolError(NO_REPLY_ADDRESS);
+          const to = hasReplyTo ? replyTo : addresses("from");
           if (to.length === 0) throw new ToolError("the message names no sender to reply to");
           // The sender's own address, bare and lower-cased as parseAddressList gives the others: `from` may be
           // `Name <me@x>` (senderArg).

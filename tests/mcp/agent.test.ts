@@ -21,7 +21,13 @@ import { Client } from "@modelcontextprotocol/sdk/client/index.js";
 import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js";
 import { ErrorCode, McpError } from "@modelcontextprotocol/sdk/types.js";
 import { freePorts } from "../../scripts/upstreams/ports.ts";
-import { MAX_FOLDER_NAME_CHARS, MAX_PAGE_SIZE, MAX_SEARCH_TERM_CHARS, MAX_TOOL_UIDS } from "../../src/mcp/agent.ts";
+import {
+  MAX_FOLDER_NAME_CHARS,
+  MAX_PAGE_SIZE,
+  MAX_SEARCH_TERM_CHARS,
+  MAX_TOOL_UIDS,
+  NO_REPLY_ADDRESS,
+} from "../../src/mcp/agent.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { runCli, type Served, serveChild } from "../e2e/serve-child.ts";
 import {
@@ -1009,6 +1015,47 @@ action = "deny"
         "an address",
     ]);
     expect(sinkMessages(token)).toEqual([]);
+  });
+
+  // docs/mcp.md "Agent tools", RFC 5322 §3.6.2: a Reply-To that is present decides where a reply goes; one that names
+  // no address (an empty group, a blank value) is the author asking for no reply, so it is refused, not sent to From.
+  test("reply: a Reply-To naming no address refuses it (nothing to From); a group's addresses are used", async () => {
+    const token = uniqueToken("mcpnoreply");
+    const append = async (replyTo: string, label: string): Promise<number> => {
+      const direct = await connectImap(mailbox);
+      try {
+        const appended = await direct.append(
+          "INBOX",
+          `From: notifications@shop.test\r\nReply-To:${replyTo}\r\nTo: ${mailbox.address}\r\n` +
+            `Subject: ${label} ${token}\r\nMessage-ID: <${label}-${token}@shop.test>\r\n\r\nhello\r\n`,
+        );
+        return (appended as { uid: number }).uid;
+      } finally {
+        await direct.logout();
+      }
+    };
+    for (const [label, replyTo] of [
+      ["undisclosed", " undisclosed-recipients:;"],
+      ["emptygroup", " Nobody: ;"],
+      ["blank", ""],
+    ] as const) {
+      const uid = await append(replyTo, label);
+      for (const reply_all of [false, true]) {
+        const out = await callRaw(desk, "reply", { folder: "INBOX", uid, text: `no ${label} ${token}`, reply_all });
+        expect(out.isError).toBe(true);
+        expect(out.text).toBe(`reply: ${NO_REPLY_ADDRESS}`);
+      }
+    }
+    // A group that names an address: the reply goes there, not to From.
+    const uid = await append(` Team: team-${token}@shop.test;`, "group");
+    const out = await call(desk, "reply", { folder: "INBOX", uid, text: `to the team ${token}` });
+    const messageId = /^The reply was sent \(Message-ID <([^>]+)>\)\./.exec(out)?.[1];
+    expect(messageId).toBeDefined();
+    const copies = await waitForSink(messageId!, { settleMs: 1000 });
+    expect(copies.map((c) => c.originalTo)).toEqual([`team-${token}@shop.test`]);
+    // The refused replies reached no one, From included: the sink keeps every delivery, and each of them would have
+    // carried the token in its Subject, as the team's copy does.
+    expect(sinkMessages(token).map((c) => c.originalTo)).toEqual([`team-${token}@shop.test`]);
   });
 
   // docs/mcp.md: reply_all goes to the message's To and Cc "without the sender's own address", also when `from`
