@@ -1,9 +1,12 @@
 /**
- * The approval page (docs/approvals.md "Links"): `GET /approvals/<id>?t=<token>` shows the preview and two
- * buttons and changes nothing (mail scanners open links before people do); `POST /approvals/<id>` with the token
- * and `action=approve|deny` acts, once. The token is the link's HMAC (store.ts), bound to the id, the message's
- * SHA-256 and its expiry; it is used up by the first POST. A POST must come from the page's own origin (its Origin
- * header, or failing that its Referer, names `[approvals] base_url`'s origin): a form on another site cannot act.
+ * The approval page (docs/approvals.md "Links"): `GET /approvals/<id>?t=<token>` shows the preview and two forms,
+ * Deny then Approve, and changes nothing (mail scanners open links before people do); `POST /approvals/<id>` with the
+ * token, `action=approve|deny` and its confirmation acts, once. The token is the link's HMAC (store.ts), bound to
+ * the id, the message's SHA-256 and its expiry; it is used up by the first POST. A POST must come from the page's
+ * own origin (its Origin header, or failing that its Referer, names `[approvals] base_url`'s origin): a form on
+ * another site cannot act. And it must carry the approver's confirmation (CONFIRM_FIELD naming its action): a mail
+ * scanner that opens the link and submits a form of the page as it comes passes the origin check, but sends no
+ * confirmation, so it decides nothing (docs/approvals.md "Links").
  */
 
 import { createHash } from "node:crypto";
@@ -27,8 +30,17 @@ const log = moduleLogger("approvals");
 /** Marks a recipient outside the sender's domain in the preview. */
 const OUTSIDE_MARK = " <strong>(outside the sender's domain)</strong>";
 
-/** The largest POST body read (the form has two short fields). */
+/** The largest POST body read (the form has three short fields). */
 export const MAX_FORM_BYTES = 4096;
+
+/**
+ * The form field that confirms a decision: a POST decides only when it holds the word of its action, `approve` or
+ * `deny` (white space around it and the letters' case aside). The page's Deny form is first and carries it in a
+ * checkbox, unticked; its Approve form asks the approver to type the word (`required`, so a browser does not send the
+ * form without it). A mail scanner that fetches the link and submits the page's first form, as it comes, sends no
+ * confirmation and decides nothing: not an approval, which a word must be typed for, nor even a denial.
+ */
+export const CONFIRM_FIELD = "confirm";
 
 function html(text: string): string {
   return text.replace(/[&<>"']/g, (c) => ({ "&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;" })[c]!);
@@ -217,7 +229,7 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
     const body = await req.text();
     if (body.length > MAX_FORM_BYTES) return page(413, "Refused", "<p>Request too large.</p>");
     const form = new URLSearchParams(body);
-    return act(id, form.get("t") ?? "", form.get("action") ?? "");
+    return act(id, form.get("t") ?? "", form.get("action") ?? "", form.getAll(CONFIRM_FIELD));
   }
 
   /** Gives the link of `id` back after a decision that changed nothing; owed (owedBack) when that write fails. */
@@ -291,19 +303,31 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
           `<dt>Attachments</dt><dd>${html(attachmentsShown(p, clean))}</dd>` +
           `<dt>Rule</dt><dd>${shown(row.rule)}</dd></dl><pre>${html(p.text.split("\n").map(clean).join("\n"))}</pre>` +
           (p.textCut === true ? `<p>${html(MORE_TEXT)}</p>` : "");
-    const form =
-      // Relative, so that a base_url with a path (a reverse proxy that strips it) gets the POST at the same prefix.
-      `<form method="post" action="./${id}"><input type="hidden" name="t" value="${html(token)}">` +
-      `<button type="submit" name="action" value="approve">Approve</button> ` +
-      `<button type="submit" name="action" value="deny">Deny</button></form>`;
-    return page(200, "Approve this message?", `${preview}<p>Expires ${new Date(row.expires).toISOString()}</p>${form}`);
+    // Relative, so that a base_url with a path (a reverse proxy that strips it) gets the POST at the same prefix.
+    const open = `<form method="post" action="./${id}"><input type="hidden" name="t" value="${html(token)}">`;
+    // Deny first, and each form holds its confirmation (CONFIRM_FIELD): what a scanner submits as it comes decides
+    // nothing. The Approve form's word is typed: nothing on the page fills it in.
+    const forms =
+      `${open}<p><label><input type="checkbox" name="${CONFIRM_FIELD}" value="deny" required> ` +
+      `Yes, discard this message</label> <button type="submit" name="action" value="deny">Deny</button></p></form>` +
+      `${open}<p><label>To send it, type <strong>approve</strong>: <input type="text" name="${CONFIRM_FIELD}" ` +
+      `required autocomplete="off" autocapitalize="none" spellcheck="false" size="10" ` +
+      `pattern="\\s*[Aa][Pp][Pp][Rr][Oo][Vv][Ee]\\s*" title="the word approve"></label> ` +
+      `<button type="submit" name="action" value="approve">Approve</button></p></form>`;
+    return page(
+      200,
+      "Approve this message?",
+      `${preview}<p>Expires ${new Date(row.expires).toISOString()}</p>${forms}`,
+    );
   }
 
-  async function act(id: string, token: string, action: string): Promise<Response> {
+  async function act(id: string, token: string, action: string, confirm: readonly string[]): Promise<Response> {
     const row = check(id, token);
     if (row instanceof Response) return row;
     if (action !== "approve" && action !== "deny") return page(400, "Refused", "<p>Unknown action.</p>");
     if (row.state !== "held") return decided(row);
+    // Before the token is used: a POST without its confirmation (a scanner's) leaves the link as it was.
+    if (!confirmed(action, confirm)) return unconfirmed(action);
     // Checked before the token is used, in the same turn: a decision refused here leaves the link as it was.
     if (stopping)
       return page(
@@ -398,6 +422,29 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
       return page(410, "Expired", "<p>This message expired before anyone decided; it was discarded.</p>");
     return decided(ctx.store.row(id)!);
   }
+}
+
+/**
+ * Whether a POST confirms its action (CONFIRM_FIELD): exactly one such field, holding the action's word. Two (one
+ * ticked, one typed, from a form put together by hand) confirm nothing.
+ */
+function confirmed(action: "approve" | "deny", confirm: readonly string[]): boolean {
+  return confirm.length === 1 && confirm[0]!.trim().toLowerCase() === action;
+}
+
+/** The answer to a POST without its confirmation: nothing decided, the message still held, the link unused. */
+function unconfirmed(action: "approve" | "deny"): Response {
+  const how =
+    action === "approve"
+      ? "type <strong>approve</strong> in the box beside the Approve button"
+      : "tick the box beside the Deny button";
+  return page(
+    400,
+    action === "approve" ? "Not approved" : "Not denied",
+    `<p>Nothing was decided: the form did not carry its confirmation. To ${action} the message, ${how}. A mail ` +
+      "scanner that opens the link and sends the page's form as it comes sends none, so it cannot decide.</p>" +
+      "<p>The message is still held; this link can be used again.</p>",
+  );
 }
 
 /** A POST is accepted only from the page's origin (Origin, or Referer when a browser sends no Origin). */

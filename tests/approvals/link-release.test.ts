@@ -34,7 +34,7 @@ function hold(to: string, m: string): Promise<string> {
 }
 
 function post(id: string, token: string, action: string): Request {
-  const body = `t=${encodeURIComponent(token)}&action=${action}`;
+  const body = `t=${encodeURIComponent(token)}&action=${action}&confirm=${action}`;
   return new Request(`${BASE}/approvals/${id}`, {
     method: "POST",
     headers: {

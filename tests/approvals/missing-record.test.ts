@@ -130,7 +130,7 @@ test("the page of a held message whose record is missing: cannot be read, and an
   const page = approvalPage(ctx);
   const viewed = await page.handle(new Request(`http://admin.test/approvals/${id}?t=${token}`));
   const viewedText = await viewed.text();
-  const body = `t=${encodeURIComponent(token)}&action=approve`;
+  const body = `t=${encodeURIComponent(token)}&action=approve&confirm=approve`;
   const posted = await page.handle(
     new Request(`http://admin.test/approvals/${id}`, {
       method: "POST",

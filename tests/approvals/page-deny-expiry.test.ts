@@ -45,7 +45,7 @@ async function denyAtExpiry(name: string, failAfterRow: boolean) {
   });
   const ctx: ApprovalContext = { config, store, audit, protocol: "smtp" };
   const row = await store.hold(heldMessage(), ASK_RULE, Date.now() + 50);
-  const body = `t=${store.token(row)}&action=deny`;
+  const body = `t=${store.token(row)}&action=deny&confirm=deny`;
   const res = await approvalPage(ctx).handle(
     new Request(`http://admin.test/approvals/${row.id}`, {
       method: "POST",

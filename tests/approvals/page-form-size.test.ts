@@ -22,7 +22,7 @@ test(`a form of MAX_FORM_BYTES (${MAX_FORM_BYTES}) decides; one octet more is 41
     const page = approvalPage(ctx);
     /** A deny of `id` whose form, padded with a field the page ignores, is `size` octets. */
     const post = (id: string, token: string, size: number) => {
-      const form = `t=${token}&action=deny&pad=`;
+      const form = `t=${token}&action=deny&confirm=deny&pad=`;
       const body = `${form}${"x".repeat(size - form.length)}`;
       expect(Buffer.byteLength(body)).toBe(size);
       return page.handle(

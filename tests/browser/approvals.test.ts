@@ -210,14 +210,39 @@ async function open(url: string): Promise<{ page: Page; response: Response }> {
   return { page, response };
 }
 
-/** Presses a button of the page's form: the POST's response, once the page it returned has loaded. */
+/**
+ * Presses a button of the page's forms as an approver does, its confirmation given first (the word typed beside
+ * Approve, the box beside Deny ticked: CONFIRM_FIELD): the POST's response, once the page it returned has loaded.
+ */
 async function press(page: Page, name: "Approve" | "Deny"): Promise<Response> {
+  if (name === "Approve") await page.getByRole("textbox").fill("approve");
+  else await page.getByRole("checkbox").check();
   const [response] = await Promise.all([
     page.waitForResponse((r) => r.request().method() === "POST"),
     page.getByRole("button", { name, exact: true }).click(),
   ]);
   await page.waitForLoadState("load");
   return response;
+}
+
+/**
+ * The page's forms as a program that submits them as they come sends them (a mail scanner): each form's address
+ * resolved against the page's, its fields with the values the page gives them (hidden and text inputs as written, a
+ * checkbox only when ticked), and its first button's name and value.
+ */
+function formsAsSubmitted(html: string, pageUrl: string): { url: URL; body: URLSearchParams }[] {
+  return [...html.matchAll(/<form [^>]*action="([^"]+)"[^>]*>([\s\S]*?)<\/form>/g)].map(([, action, inner]) => {
+    const body = new URLSearchParams();
+    const attr = (tag: string, name: string) => new RegExp(`\\b${name}="([^"]*)"`).exec(tag)?.[1];
+    for (const [tag] of inner!.matchAll(/<input [^>]*>/g)) {
+      const type = attr(tag, "type") ?? "text";
+      if (type === "checkbox" && !/\bchecked\b/.test(tag)) continue;
+      body.append(attr(tag, "name")!, attr(tag, "value") ?? (type === "checkbox" ? "on" : ""));
+    }
+    const button = /<button [^>]*>/.exec(inner!)?.[0];
+    if (button !== undefined) body.append(attr(button, "name")!, attr(button, "value")!);
+    return { url: new URL(action!, pageUrl), body };
+  });
 }
 
 /** The text a person sees (rendered, as Chromium lays it out). */
@@ -286,7 +311,7 @@ describe("the approval page in Chromium", () => {
       expect(await seen(page.locator(envelopeTo, { hasText: held.colleague }))).toBe(held.colleague);
       // The header's fields as the recipient's client shows them (docs/approvals.md "What approvers see").
       expect(await seen(page.locator('dt:text-is("In the header") + dd', { hasText: "From: " }))).toContain(SENDER);
-      expect(await buttons(page)).toEqual(["Approve", "Deny"]);
+      expect(await buttons(page)).toEqual(["Deny", "Approve"]);
     }
     // Opening it changed nothing: still held, the same message, nothing upstream.
     const after = show(server, held.id);
@@ -344,6 +369,78 @@ describe("the approval page in Chromium", () => {
     await control(server);
     expect(sinkMessages(held.token)).toHaveLength(2);
     for (const tab of [first, second, reopened]) await tab.page.close();
+  });
+
+  // docs/approvals.md "Links": a mail scanner fetches the link and submits the page's form as it comes. It passes the
+  // origin check (it posts from the page's own address), so only the confirmation (CONFIRM_FIELD) keeps it from
+  // deciding: Deny is the first form, and neither form decides without its confirmation.
+  test("a scanner posting the page's forms as they come decides nothing; a person types approve: sent", async () => {
+    const held = await hold(server, "scanner");
+    const link = linkFor(server, held.id);
+    const scanned = await fetch(link);
+    expect(scanned.status).toBe(200);
+    const forms = formsAsSubmitted(await scanned.text(), link);
+    // Deny first: a scanner that submits the first form never sends an approval.
+    expect(forms.map((f) => f.body.get("action"))).toEqual(["deny", "approve"]);
+    const scannerPosts: [string, URL, string][] = forms.map((f) => [
+      `form ${f.body.get("action")}`,
+      f.url,
+      `${f.body}`,
+    ]);
+    const t = forms[0]!.body.get("t")!;
+    const target = forms[0]!.url;
+    // Forged by hand: the token and an action with no confirmation, a confirmation of another word or action, two.
+    for (const body of [
+      `t=${t}&action=approve`,
+      `t=${t}&action=approve&confirm=yes`,
+      `t=${t}&action=approve&confirm=deny`,
+      `t=${t}&action=approve&confirm=approve&confirm=approve`,
+      `t=${t}&action=deny&confirm=`,
+    ])
+      scannerPosts.push([body.replace(t, "T"), target, body]);
+    for (const [what, url, body] of scannerPosts) {
+      const r = await fetch(url, {
+        method: "POST",
+        headers: { "content-type": "application/x-www-form-urlencoded", origin: server.base, referer: link },
+        body,
+      });
+      const text = await r.text();
+      expect(`${what}: ${r.status} ${text.includes("Nothing was decided")}`).toBe(`${what}: 400 true`);
+      expect(text).toContain("The message is still held; this link can be used again.");
+      expect(show(server, held.id).state).toBe("held");
+    }
+    // Nothing decided, nothing recorded as a decision, nothing upstream.
+    expect(auditRows(server, held.id).map((r) => r.command)).toEqual(["DATA", "APPROVAL VIEWED"]);
+    await control(server);
+    expect(sinkMessages(held.token)).toHaveLength(0);
+
+    // In Chromium the buttons send nothing without their confirmation (the fields are `required`): no POST.
+    const { page } = await open(link);
+    expect(await buttons(page)).toEqual(["Deny", "Approve"]);
+    const posts: string[] = [];
+    page.on("request", (r) => {
+      if (r.method() === "POST") posts.push(r.postData() ?? "");
+    });
+    await page.getByRole("button", { name: "Deny", exact: true }).click();
+    await page.getByRole("button", { name: "Approve", exact: true }).click();
+    await page.getByRole("textbox").fill("yes");
+    await page.getByRole("button", { name: "Approve", exact: true }).click();
+    await Bun.sleep(1000);
+    expect(posts).toEqual([]);
+    expect(await heading(page)).toBe("Approve this message?");
+    expect(show(server, held.id).state).toBe("held");
+
+    // A person types the word: the same link approves, and the held bytes go out once per recipient.
+    const approved = await press(page, "Approve");
+    expect(approved.status()).toBe(200);
+    expect(await heading(page)).toBe("Approved");
+    expect(posts).toHaveLength(1);
+    expect(new URLSearchParams(posts[0]).getAll("confirm")).toEqual(["approve"]);
+    const copies = await waitForSink(held.token, { count: 2, timeoutMs: WAIT_MS, settleMs: 1000 });
+    expect(copies.map((c) => c.originalTo).sort()).toEqual([held.colleague, held.outside].sort());
+    for (const copy of copies) expectSameBytes(copy.raw(), held.raw);
+    expect(show(server, held.id).state).toBe("sent");
+    await page.close();
   });
 
   test("a long outside domain and subject wrap: nothing runs off the page, the mark stays in view", async () => {
@@ -421,8 +518,8 @@ describe("the approval page in Chromium", () => {
 
     // A genuine page whose hidden token was altered before Approve is pressed: refused, nothing sent.
     const { page } = await open(link);
-    await page.locator('input[name="t"]').evaluate((input, value) => {
-      (input as { value: string }).value = value;
+    await page.locator('input[name="t"]').evaluateAll((inputs, value) => {
+      for (const input of inputs) (input as { value: string }).value = value;
     }, altered);
     const refused = await press(page, "Approve");
     expect(refused.status()).toBe(403);
@@ -445,7 +542,7 @@ describe("the approval page in Chromium", () => {
     const held = await hold(server, "deny");
     const link = linkFor(server, held.id);
     const { page } = await open(link);
-    expect(await buttons(page)).toEqual(["Approve", "Deny"]);
+    expect(await buttons(page)).toEqual(["Deny", "Approve"]);
     const denied = await press(page, "Deny");
     expect(denied.status()).toBe(200);
     expect(await heading(page)).toBe("Denied");
@@ -478,7 +575,7 @@ describe("an expired message in Chromium", () => {
     const late = await hold(server, "late");
     const { page } = await open(linkFor(server, opened.id));
     expect(await heading(page)).toBe("Approve this message?");
-    expect(await buttons(page)).toEqual(["Approve", "Deny"]);
+    expect(await buttons(page)).toEqual(["Deny", "Approve"]);
     const lateLink = linkFor(server, late.id);
 
     const expires = Math.max(Date.parse(show(server, opened.id).expires), Date.parse(show(server, late.id).expires));

@@ -129,6 +129,7 @@ test("base_url's name serves the page and its Approve; a rebound name is refused
   expect(text).toContain("<b onmouseover=x>.pdf");
   expect(text).toContain(`<script>document.title='pwned'</script>${token}`);
   expect(await page.locator("img, script, b").count()).toBe(0);
+  await page.getByRole("textbox").fill("approve");
   const [response] = await Promise.all([
     page.waitForResponse((r) => r.request().method() === "POST"),
     page.getByRole("button", { name: "Approve", exact: true }).click(),

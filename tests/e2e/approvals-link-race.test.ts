@@ -92,7 +92,7 @@ ask_groups = ["managers"]
   const greeting = relay.holdNext("greeting");
   const pressed = fetch(`${admin}/approvals/${id}`, {
     method: "POST",
-    body: `t=${encodeURIComponent(t)}&action=approve`,
+    body: `t=${encodeURIComponent(t)}&action=approve&confirm=approve`,
     headers: { "content-type": "application/x-www-form-urlencoded", origin: admin },
   });
   await greeting;
@@ -112,7 +112,7 @@ ask_groups = ["managers"]
   expect(await again.text()).toContain("Approve this message?");
   const approved = await fetch(`${admin}/approvals/${id}`, {
     method: "POST",
-    body: `t=${encodeURIComponent(t)}&action=approve`,
+    body: `t=${encodeURIComponent(t)}&action=approve&confirm=approve`,
     headers: { "content-type": "application/x-www-form-urlencoded", origin: admin },
   });
   expect(approved.status).toBe(200);

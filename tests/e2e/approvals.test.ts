@@ -164,7 +164,7 @@ function link(s: Setup, admin: string, id: string): { url: string; token: string
 function post(admin: string, id: string, token: string, action: "approve" | "deny"): Promise<Response> {
   return fetch(`${admin}/approvals/${id}`, {
     method: "POST",
-    body: `t=${encodeURIComponent(token)}&action=${action}`,
+    body: `t=${encodeURIComponent(token)}&action=${action}&confirm=${action}`,
     headers: { "content-type": "application/x-www-form-urlencoded", origin: admin },
   });
 }

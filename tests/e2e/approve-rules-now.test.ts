@@ -131,7 +131,7 @@ function post(id: string, action: "approve" | "deny"): Promise<Response> {
   const token = withStore((store) => store.token(store.row(id)!));
   return fetch(`${admin}/approvals/${id}`, {
     method: "POST",
-    body: `t=${encodeURIComponent(token)}&action=${action}`,
+    body: `t=${encodeURIComponent(token)}&action=${action}&confirm=${action}`,
     headers: { "content-type": "application/x-www-form-urlencoded", origin: admin },
   });
 }

@@ -104,7 +104,7 @@ test("a reload giving an agent the notices' account withdraws the links sent; th
     expect(await page.text()).toContain("This link was withdrawn");
     const post = await fetch(`http://127.0.0.1:${admin}/approvals/${id}`, {
       method: "POST",
-      body: `t=${encodeURIComponent(new URL(link).searchParams.get("t")!)}&action=approve`,
+      body: `t=${encodeURIComponent(new URL(link).searchParams.get("t")!)}&action=approve&confirm=approve`,
       headers: { "content-type": "application/x-www-form-urlencoded", origin: `http://127.0.0.1:${admin}` },
     });
     expect(post.status).toBe(403);

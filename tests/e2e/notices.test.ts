@@ -110,7 +110,7 @@ test("serve notifies the approver; the link's page approves; the sender learns t
     const token = new URL(link!).searchParams.get("t")!;
     const post = await fetch(`http://127.0.0.1:${admin}/approvals/${approved}`, {
       method: "POST",
-      body: `t=${encodeURIComponent(token)}&action=approve`,
+      body: `t=${encodeURIComponent(token)}&action=approve&confirm=approve`,
       headers: { "content-type": "application/x-www-form-urlencoded", origin: `http://127.0.0.1:${admin}` },
     });
     expect(post.status).toBe(200);

@@ -508,7 +508,7 @@ describe("deny, expiry and the start-up check with a full audit log (docs/approv
       const deny = () =>
         fetch(`${origin}/approvals/${id}`, {
           method: "POST",
-          body: `t=${token}&action=deny`,
+          body: `t=${token}&action=deny&confirm=deny`,
           headers: { "content-type": "application/x-www-form-urlencoded", origin },
         });
       const view = await fetch(`${origin}/approvals/${id}?t=${token}`);
@@ -1052,18 +1052,20 @@ describe("the approval page", () => {
         });
       const altered = `${token.slice(0, -2)}${token.endsWith("AA") ? "BB" : "AA"}`;
       expect((await fetch(`${origin}/approvals/${id}?t=${altered}`)).status).toBe(403);
-      expect((await post(`t=${altered}&action=approve`)).status).toBe(403);
-      expect((await post(`t=${token}&action=approve`, { origin: "http://evil.example" })).status).toBe(403);
-      expect((await post(`t=${token}&action=approve`, {})).status).toBe(403);
+      expect((await post(`t=${altered}&action=approve&confirm=approve`)).status).toBe(403);
+      expect((await post(`t=${token}&action=approve&confirm=approve`, { origin: "http://evil.example" })).status).toBe(
+        403,
+      );
+      expect((await post(`t=${token}&action=approve&confirm=approve`, {})).status).toBe(403);
       expect(store.row(id)!.state).toBe("held");
       await Bun.sleep(1000);
       expect(sinkCopies(`Hello ${m}`)).toHaveLength(0);
 
-      const ok = await post(`t=${token}&action=approve`);
+      const ok = await post(`t=${token}&action=approve&confirm=approve`);
       expect(ok.status).toBe(200);
       expect(await ok.text()).toContain("The message was sent.");
       await waitForSink(`Hello ${m}`, 1);
-      const again = await post(`t=${token}&action=approve`);
+      const again = await post(`t=${token}&action=approve&confirm=approve`);
       expect(again.status).toBe(409);
       expect(await again.text()).toContain("already approved");
       expect((await fetch(link)).status).toBe(409);
@@ -1102,7 +1104,7 @@ describe("the approval page", () => {
       const post = () =>
         fetch(`${origin}/approvals/${id}`, {
           method: "POST",
-          body: `t=${token}&action=deny`,
+          body: `t=${token}&action=deny&confirm=deny`,
           headers: { "content-type": "application/x-www-form-urlencoded", origin },
         });
       store.deny = () => {
@@ -1146,7 +1148,7 @@ describe("the approval page", () => {
       const token = store.token(store.row(id)!);
       const res = await fetch(`${origin}/approvals/${id}`, {
         method: "POST",
-        body: `t=${token}&action=approve`,
+        body: `t=${token}&action=approve&confirm=approve`,
         headers: { "content-type": "application/x-www-form-urlencoded", origin },
       });
       expect(res.status).toBe(200);
@@ -1189,7 +1191,7 @@ describe("the approval page", () => {
       const t = /name="t" value="([^"]+)"/.exec(html)![1]!;
       const posted = await fetch(target, {
         method: "POST",
-        body: `t=${t}&action=approve`,
+        body: `t=${t}&action=approve&confirm=approve`,
         headers: { "content-type": "application/x-www-form-urlencoded", origin: new URL(base).origin },
       });
       expect(posted.status).toBe(200);
