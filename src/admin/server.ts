@@ -17,7 +17,8 @@
  * - Routes may be registered before or after the listener starts; the returned function removes the route.
  *
  * A path that no route serves gets 404; a known path with another method gets 405 with `Allow`; a route's request
- * past ADMIN_MAX_REQUESTS in flight gets 503. Every answer carries `X-Content-Type-Options: nosniff` (`secured`).
+ * whose body does not arrive within ADMIN_BODY_MS gets 408, one larger than ADMIN_MAX_BODY_BYTES 413, and one past
+ * ADMIN_MAX_REQUESTS in flight 503. Every answer carries `X-Content-Type-Options: nosniff` (`secured`).
  */
 
 import type { AdminConfig } from "../config/types.ts";
@@ -30,24 +31,43 @@ export type AdminAuth = "none" | "token";
 export type AdminHandler = (request: Request, url: URL) => Response | Promise<Response>;
 
 /**
- * Seconds a connection to the admin listener may stay silent (Bun.serve's `idleTimeout`): a client that sends nothing,
- * or its request a byte at a time, is cut after it. The runtime goes on timing a request without a body (a GET) while
- * its answer is made, but not one with a body: an approval (a POST that waits for the upstream's replay, minutes at
- * worst) gets its answer however long that takes (tests/e2e/approvals.test.ts), and every GET is answered at once.
+ * Seconds a connection to the admin listener may stay silent (Bun.serve's `idleTimeout`): a client that sends nothing
+ * is cut after it (a request's body has its own, shorter deadline, ADMIN_BODY_MS). The runtime goes on timing a
+ * request without a body (a GET) while its answer is made, but not one whose body has been read: an approval (a POST
+ * that waits for the upstream's replay, minutes at worst) gets its answer however long that takes
+ * (tests/e2e/approvals.test.ts), and every GET is answered at once.
  */
 export const ADMIN_IDLE_SECONDS = 10;
 
 /**
  * Requests a registered route (the approval pages) may have in flight at once on one admin listener, from the moment
- * its handler is called until its Response is made: reading the body and, for an approval, the upstream's replay,
- * which holds an upstream SMTP connection. One more gets a 503 at once (`Retry-After: 1`, `Connection: close`) and
- * its handler is not called; requests in flight are untouched. `/healthz`, `/metrics` and the listener's own
- * refusals (400, 404, 405, 401, 403, 421) are answered without waiting on anything and are never refused: a service
- * manager's probe must not fail because the pages are busy. Bun.serve has no limit on connections, so this is no
- * connection limit (docs/reliability.md "Connections and timeouts"). 32 is far more decisions than a team of
- * approvers makes at once, and a small share next to the proxies' own connection limits (docs/config.md "[limits]").
+ * its handler is called, its body read already (ADMIN_BODY_MS), until its Response is made: for an approval, the
+ * upstream's replay, which holds an upstream SMTP connection. One more gets a 503 at once (`Retry-After: 1`,
+ * `Connection: close`) and its handler is not called; requests in flight are untouched. `/healthz`, `/metrics` and
+ * the listener's own refusals (400, 404, 405, 401, 403, 421) are answered without waiting on anything and are never
+ * refused: a service manager's probe must not fail because the pages are busy. Bun.serve has no limit on
+ * connections, so this is no connection limit (docs/reliability.md "Connections and timeouts"). 32 is far more
+ * decisions than a team of approvers makes at once, and a small share next to the proxies' own connection limits
+ * (docs/config.md "[limits]").
  */
 export const ADMIN_MAX_REQUESTS = 32;
+
+/**
+ * How long a route's request may take to deliver its body, from the moment its header has been read. The listener
+ * reads the body itself, before the request takes one of the ADMIN_MAX_REQUESTS places and before its handler is
+ * called: a client that sends its body slowly, or stops halfway, holds no place, and is answered `408` with
+ * `Connection: close` at this deadline (the connection closed, its body not read further). A browser sends the
+ * approval page's form, some hundred octets, with its header. Shorter than ADMIN_IDLE_SECONDS, after which the runtime
+ * cuts a request whose body is still being read without an answer.
+ */
+export const ADMIN_BODY_MS = 5000;
+
+/**
+ * The largest body the listener reads for a route: one declared larger (Content-Length), or that grows larger, gets
+ * `413` with `Connection: close` and its handler is not called. The approval page's form is at most MAX_FORM_BYTES
+ * (src/approvals/web.ts), far below.
+ */
+export const ADMIN_MAX_BODY_BYTES = 64 * 1024;
 
 interface Route {
   readonly method: string;
@@ -209,6 +229,9 @@ async function handle(options: AdminOptions, inFlight: InFlight, request: Reques
         { "www-authenticate": "Bearer" },
       );
   }
+  // The body is read before the request takes a place: a slow one holds none (ADMIN_BODY_MS).
+  const read = await readBody(request, url);
+  if (read instanceof Response) return read;
   if (inFlight.count >= ADMIN_MAX_REQUESTS)
     return json(
       503,
@@ -217,10 +240,57 @@ async function handle(options: AdminOptions, inFlight: InFlight, request: Reques
     );
   inFlight.count++;
   try {
-    return await route.handler(request, url);
+    return await route.handler(read, url);
   } finally {
     inFlight.count--;
   }
+}
+
+/**
+ * The request with its body read, at most ADMIN_MAX_BODY_BYTES within ADMIN_BODY_MS of the call (the header is read
+ * by then); a request without a body as it came. Else the answer: `408` past the deadline, `413` past the size, both
+ * with `Connection: close`, so that the runtime closes the connection rather than read the rest.
+ */
+async function readBody(request: Request, url: URL): Promise<Request | Response> {
+  if (request.body === null) return request;
+  const close = { connection: "close" };
+  const tooLarge = () => json(413, { error: `request body too large (at most ${ADMIN_MAX_BODY_BYTES} octets)` }, close);
+  const declared = request.headers.get("content-length");
+  if (declared !== null && !(Number(declared) <= ADMIN_MAX_BODY_BYTES)) return tooLarge();
+  const reader = request.body.getReader();
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<"late">((resolve) => {
+    timer = setTimeout(() => resolve("late"), ADMIN_BODY_MS);
+  });
+  const whole = (async (): Promise<"read" | "too large"> => {
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) return "read";
+      size += value.byteLength;
+      if (size > ADMIN_MAX_BODY_BYTES) return "too large";
+      chunks.push(value);
+    }
+  })();
+  // A read that fails once the answer is decided (the connection closed under it) has nothing left to tell.
+  whole.catch(() => {});
+  let outcome: "read" | "too large" | "late";
+  try {
+    outcome = await Promise.race([whole, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+  if (outcome !== "read") {
+    reader.cancel().catch(() => {});
+    if (outcome === "too large") return tooLarge();
+    return json(
+      408,
+      { error: `request body not received within ${ADMIN_BODY_MS} ms (ADMIN_BODY_MS); nothing was done` },
+      close,
+    );
+  }
+  return new Request(url.href, { method: request.method, headers: request.headers, body: Buffer.concat(chunks) });
 }
 
 /**
