@@ -39,7 +39,7 @@ const LINEAR_WHITESPACE = /^[ \t\r\n]*$/;
 
 /**
  * C0 controls but TAB, DEL, C1 controls, and the Unicode line and paragraph separators, which a client may draw as a
- * line break (the characters src/mail/display.ts never shows, but for the bidirectional ones below and the marks).
+ * line break (some of the characters src/mail/display.ts never shows; the bidirectional ones are below).
  */
 const CONTROL = /[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]/;
 /** Bidirectional embeddings, overrides and isolates: the text shown is not the text in order. */

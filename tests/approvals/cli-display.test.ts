@@ -11,7 +11,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ApprovalStore } from "../../src/approvals/store.ts";
 import { approvals } from "../../src/cli/commands/approvals.ts";
-import { holdForCli } from "./cli-fixture.ts";
+import { holdForCli, runCli } from "./cli-fixture.ts";
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -140,4 +140,43 @@ test("show quotes the agent's text after `| `: lines in it cannot pass for the s
   });
   empty.state.close();
   expect((await run(["show", empty.id, "-c", empty.file])).split("\n").at(-1)).toBe("| (empty)");
+});
+
+test("show, run as a process, marks what a terminal draws as nothing or piles up, and keeps text in use", async () => {
+  const dir = mkdtempSync(join(tmpdir(), "mg-approvals-cli-"));
+  dirs.push(dir);
+  // A variation selector, the Hangul fillers, the combining grapheme joiner, an unassigned tag character, U+2065, a
+  // private-use character, a mark with no base (after a space) and five marks on one letter, one past
+  // MAX_COMBINING_MARKS (src/mail/display.ts): each is shown as U+FFFD.
+  const invisible =
+    "x\ufe0f \u115f\u1160\u3164\uffa0 c\u034fd \u{e0000}\u2065 \ue000 \u0301 b\u0301\u0302\u0303\u0304\u0305";
+  const replaced = `x\uFFFD ${"\uFFFD".repeat(4)} c\uFFFDd ${"\uFFFD".repeat(2)} \uFFFD \uFFFD b${"\uFFFD".repeat(5)}`;
+  // Decomposed é, Vietnamese with two marks on a vowel, Hindi, and four marks on one letter: shown as they are.
+  const readable = "re\u0301sume\u0301 Vie\u0323\u0302t \u0928\u092e\u0938\u094d\u0924\u0947 a\u0301\u0302\u0303\u0304";
+  const { file, id, state } = await holdForCli(
+    dir,
+    Buffer.from(
+      `From: a@corp.test\r\nSubject: ${readable}\r\nMIME-Version: 1.0\r\n` +
+        'Content-Type: multipart/mixed; boundary="b"\r\n\r\n' +
+        `--b\r\nContent-Type: text/plain; charset=utf-8\r\n\r\n${readable}\r\n${invisible}\r\n` +
+        `--b\r\nContent-Disposition: attachment; filename="report${invisible}.pdf"\r\n\r\nAAAA\r\n--b--\r\n`,
+      "utf8",
+    ),
+    { sender: "a@corp.test", recipients: ["x@outside.example"], hasAttachment: true },
+  );
+  state.close();
+  const r = runCli("approvals", "show", id, "-c", file);
+  expect(r.code).toBe(0);
+  expect(r.stdout).not.toMatch(/[\p{Default_Ignorable_Code_Point}\p{Cn}\p{Co}]|(?<![\p{L}\p{M}])\p{M}|\p{M}{5}/u);
+  // The subject is read as the policy reads it, in NFC: é and ệ composed, the Hindi and the four marks as they are.
+  expect(r.stdout).toContain(`subject: ${readable.normalize("NFC")}\n`);
+  expect(r.stdout).toContain(`| ${readable}\n| ${replaced}\n`);
+  expect(r.stdout).toContain(`attachments: report${replaced}.pdf\n`);
+
+  const json = runCli("approvals", "show", id, "-c", file, "--json");
+  expect(json.code).toBe(0);
+  expect(json.stdout).not.toMatch(/[\p{Default_Ignorable_Code_Point}\p{Cn}\p{Co}]|(?<![\p{L}\p{M}])\p{M}|\p{M}{5}/u);
+  const parsed = JSON.parse(json.stdout) as { preview: { attachments: string[]; text: string } };
+  expect(parsed.preview.attachments).toEqual([`report${invisible}.pdf`]);
+  expect(parsed.preview.text).toContain(`${readable}\n${invisible}`);
 });

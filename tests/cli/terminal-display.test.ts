@@ -13,6 +13,7 @@ import { loginDevice } from "../../src/accounts/login.ts";
 import { ensureSchema, saveTokens, writeStatus } from "../../src/accounts/records.ts";
 import { type AuditEvent, AuditLog } from "../../src/audit/index.ts";
 import { loadConfig, type OAuth2AccountConfig } from "../../src/config/index.ts";
+import { MAX_COMBINING_MARKS } from "../../src/mail/display.ts";
 import { SealedStore } from "../../src/state/store.ts";
 
 const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
@@ -168,6 +169,69 @@ describe("mailgator audit", () => {
     expect(row["agent"]).toBe(`bot${HOSTILE}`);
     expect(row["command"]).toBe(`X${HOSTILE}`);
     expect(row["reason"]).toBe(`parent folder Archive/a${HOSTILE}gnp.exe is hidden; upstream: NO ${HOSTILE}`);
+  });
+});
+
+/**
+ * Text drawn as nothing, or as what it is not: a variation selector (U+FE0F; U+E0100 beyond U+FFFF), the Hangul
+ * fillers, the combining grapheme joiner, an unassigned tag (U+E0000) and U+2065, a private-use character, a
+ * combining mark after a space (no base), and MAX_COMBINING_MARKS + 1 marks on one letter. Each is escaped.
+ */
+const INVISIBLE =
+  "x\ufe0f \u115f\u1160\u3164\uffa0 c\u034fd \u{e0100}\u{e0000}\u2065 \ue000 \u0301 b\u0301\u0302\u0303\u0304\u0305";
+const INVISIBLE_ESCAPED =
+  "x\\ufe0f \\u115f\\u1160\\u3164\\uffa0 c\\u034fd \\udb40\\udd00\\udb40\\udc00\\u2065 \\ue000 \\u0301 " +
+  "b\\u0301\\u0302\\u0303\\u0304\\u0305";
+/**
+ * Text in use, shown as it is: decomposed é (e, U+0301), Vietnamese with two marks on a vowel, Hindi with its vowel
+ * signs and virama, and MAX_COMBINING_MARKS marks on one letter.
+ */
+const READABLE =
+  "re\u0301sume\u0301 Vie\u0323\u0302t Nam \u0928\u092e\u0938\u094d\u0924\u0947 a\u0301\u0302\u0303\u0304";
+/** What a terminal draws as nothing or a font as anything: INVISIBLE's characters, found raw. */
+const RAW_INVISIBLE = /[\p{Default_Ignorable_Code_Point}\p{Cn}\p{Co}]|(?<![\p{L}\p{M}])\p{M}|\p{M}{5}/u;
+
+describe("mailgator audit: characters drawn as nothing, or piled up", () => {
+  test("are escaped in text, kept in --json; accented, Vietnamese and Hindi text is shown as it is", async () => {
+    expect(MAX_COMBINING_MARKS).toBe(4);
+    const own = mkdtempSync(join(tmpdir(), "mg-terminal-invisible-"));
+    try {
+      const config = join(own, "m.toml");
+      writeFileSync(config, `[audit]\npath = "${join(own, "audit.db")}"\n`);
+      const log = AuditLog.open(join(own, "audit.db"));
+      log.record({
+        session: "s3",
+        clientAddr: "127.0.0.1",
+        agent: "bot",
+        protocol: "imap",
+        command: "SELECT",
+        operation: "folder:read",
+        folder: `${READABLE}/${INVISIBLE}`,
+        target: null,
+        decision: "deny",
+        rule: "r",
+        ruleIndex: 0,
+        reason: `folder ${READABLE} ${INVISIBLE} is hidden`,
+        configRevision: "r",
+      });
+      await log.close();
+      const r = run("audit", "-c", config);
+      expect(r.code).toBe(0);
+      const line = r.stdout.trim();
+      expect(line).not.toMatch(RAW_INVISIBLE);
+      expect(line).toContain(`folder="${READABLE}/${INVISIBLE_ESCAPED}"`);
+      expect(line).toContain(`— folder ${READABLE} ${INVISIBLE_ESCAPED} is hidden`);
+
+      const json = run("audit", "-c", config, "--json");
+      expect(json.code).toBe(0);
+      expect(json.stdout).not.toMatch(RAW_INVISIBLE);
+      expect(json.stdout).toContain(READABLE);
+      const row = JSON.parse(json.stdout) as Record<string, unknown>;
+      expect(row["folder"]).toBe(`${READABLE}/${INVISIBLE}`);
+      expect(row["reason"]).toBe(`folder ${READABLE} ${INVISIBLE} is hidden`);
+    } finally {
+      rmSync(own, { recursive: true, force: true });
+    }
   });
 });
 
