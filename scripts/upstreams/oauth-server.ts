@@ -121,6 +121,15 @@ interface SlowDown {
   readonly user: string | null;
 }
 
+interface DeviceInterval {
+  /** The `interval` the device authorization answers (RFC 8628 §3.2). */
+  readonly seconds: number;
+  /** Device authorizations left to answer it. */
+  remaining: number;
+  /** Only device authorizations for this user (null: every one). */
+  readonly user: string | null;
+}
+
 interface Settings {
   accessTokenLifetime: number;
   rotation: boolean;
@@ -132,6 +141,8 @@ interface Settings {
   failures: Failure[];
   /** Device-code polls to answer slow_down whenever they come (/control/slow_down). */
   slowDowns?: SlowDown[];
+  /** Device authorizations to answer another `interval` (/control/device_interval). */
+  deviceIntervals?: DeviceInterval[];
   /** Per user: token responses are held back this long after the grant was made (a slow provider). */
   tokenDelays?: Record<string, number>;
 }
@@ -395,6 +406,16 @@ export class Authority {
     return true;
   }
 
+  /** The `interval` a device authorization for `user` answers: one of /control/device_interval (used up), else 1 s. */
+  #takeDeviceInterval(user: string): number {
+    const intervals = this.state.settings.deviceIntervals ?? [];
+    const index = intervals.findIndex((interval) => interval.user === null || interval.user === user);
+    const interval = intervals[index];
+    if (interval === undefined) return DEVICE_POLL_INTERVAL_S;
+    if (--interval.remaining <= 0) intervals.splice(index, 1);
+    return interval.seconds;
+  }
+
   #codeGrant(body: URLSearchParams, confidential: boolean): Reply {
     const code = body.get("code") ?? "";
     const record = this.state.codes[code];
@@ -571,9 +592,11 @@ export class Authority {
     this.#clientAuth(headers, body);
     const device = randomToken();
     const code = userCode();
+    const user = body.get("login_hint") || this.config.defaultUser;
+    const interval = this.#takeDeviceInterval(user);
     this.state.devices[device] = {
       userCode: code,
-      user: body.get("login_hint") || this.config.defaultUser,
+      user,
       clientId: this.config.client.id,
       scope: body.get("scope") ?? "",
       expiresAt: Date.now() + DEVICE_CODE_LIFETIME_S * 1000,
@@ -590,7 +613,7 @@ export class Authority {
         verification_uri: `${this.baseUrl}/device`,
         verification_uri_complete: `${this.baseUrl}/device?user_code=${code}`,
         expires_in: DEVICE_CODE_LIFETIME_S,
-        interval: DEVICE_POLL_INTERVAL_S,
+        interval,
       },
     };
   }
@@ -718,6 +741,13 @@ export class Authority {
       const kept = (settings.slowDowns ?? []).filter((slowDown) => user !== null && slowDown.user !== user);
       settings.slowDowns = count === 0 ? kept : [...kept, { remaining: count, user }];
       return ok({ slowDowns: settings.slowDowns.length });
+    }
+    if (name === "device_interval") {
+      const count = params.has("count") ? integerParam(params, "count", 0) : 1;
+      const kept = (settings.deviceIntervals ?? []).filter((interval) => user !== null && interval.user !== user);
+      settings.deviceIntervals =
+        count === 0 ? kept : [...kept, { seconds: integerParam(params, "seconds", 1), remaining: count, user }];
+      return ok({ deviceIntervals: settings.deviceIntervals.length });
     }
     if (name === "device") {
       settings.deviceAutoApprove = booleanParam(params, "auto_approve");

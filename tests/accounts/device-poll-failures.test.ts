@@ -3,10 +3,10 @@
 // interval until the code expires; slow_down lengthens the interval by DEVICE_SLOW_DOWN_S for good; a nonsense answer
 // or an error code other than authorization_pending and slow_down stops the login with a clear error, and nothing is
 // stored.
-import { afterAll, afterEach, expect, setDefaultTimeout, test } from "bun:test";
+import { afterAll, afterEach, expect, jest, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { join } from "node:path";
-import { DEVICE_SLOW_DOWN_S, LoginError, loginDevice } from "../../src/accounts/login.ts";
+import { DEVICE_MAX_INTERVAL_S, DEVICE_SLOW_DOWN_S, LoginError, loginDevice } from "../../src/accounts/login.ts";
 import { TOKEN_REQUEST_TIMEOUT_MS } from "../../src/accounts/oauth.ts";
 import { readTokens } from "../../src/accounts/records.ts";
 import { loadConfig, type OAuth2AccountConfig, parseConfig } from "../../src/config/index.ts";
@@ -27,6 +27,7 @@ const DEFAULT_USER = () => oauthServer().user.user;
 afterEach(async () => {
   await control("fail", { user: DEFAULT_USER(), mode: "off" });
   await control("slow_down", { user: DEFAULT_USER(), count: "0" });
+  await control("device_interval", { user: DEFAULT_USER(), count: "0" });
 });
 
 /** Starts `account login main --device`; returns the child once it prints the code, and the code. */
@@ -95,6 +96,62 @@ test(`slow_down: the interval grows by DEVICE_SLOW_DOWN_S (${DEVICE_SLOW_DOWN_S}
     expect(gap).toBeLessThan((interval + DEVICE_SLOW_DOWN_S + 1) * 1000 - 200);
   }
 }, 30_000);
+
+for (const seconds of [DEVICE_MAX_INTERVAL_S, DEVICE_MAX_INTERVAL_S + 1])
+  test(`interval ${seconds} s, then grown by a 503 and slow_down: polled at ${DEVICE_MAX_INTERVAL_S} s`, async () => {
+    // The server's device code asks for `seconds` between polls; its first poll is answered 503, its second slow_down.
+    await control("device_interval", { user: DEFAULT_USER(), seconds: String(seconds) });
+    await control("fail", { user: DEFAULT_USER(), status: "503", count: "1" });
+    await control("slow_down", { user: DEFAULT_USER(), count: "1" });
+    const setup = oauthConfig(DEFAULT_USER());
+    const account = loadConfig(setup.config).accounts["main"] as OAuth2AccountConfig;
+    const said: string[] = [];
+    const polls: { at: number; answer: string }[] = [];
+    let interval = 0;
+    const recording = (async (input: string | URL | Request, init?: RequestInit) => {
+      const response = await fetch(input, init);
+      const url = String(input instanceof Request ? input.url : input);
+      if (url === oauthServer().deviceUrl) ({ interval } = (await response.clone().json()) as { interval: number });
+      if (url === oauthServer().tokenUrl) {
+        const body = (await response.clone().json()) as { error?: string };
+        polls.push({ at: Date.now(), answer: `${response.status} ${body.error ?? "tokens"}` });
+      }
+      return response;
+    }) as typeof fetch;
+    /** Lets the login's fetches and promises run (the timers are fake: nothing else moves time). */
+    const settle = async (done: () => boolean) => {
+      for (let i = 0; i < 100_000 && !done(); i++) await new Promise((resolve) => setImmediate(resolve));
+      expect(done()).toBe(true);
+    };
+    // Minutes of polling, on the fake clock (Date.now() too): each wait is seen to the millisecond.
+    jest.useFakeTimers();
+    const stop = new AbortController();
+    try {
+      const start = Date.now();
+      const login = loginDevice(account, { say: (t) => said.push(t), fetch: recording, signal: stop.signal }).catch(
+        (e: Error) => e,
+      );
+      await settle(() => said.some((t) => t.startsWith("Sign in as")));
+      expect(interval).toBe(seconds);
+      const limit = DEVICE_MAX_INTERVAL_S * 1000;
+      for (const n of [1, 2, 3]) {
+        jest.advanceTimersByTime(limit - 1);
+        for (let i = 0; i < 100; i++) await new Promise((resolve) => setImmediate(resolve));
+        expect(polls).toHaveLength(n - 1);
+        jest.advanceTimersByTime(1);
+        await settle(() => polls.length === n);
+        expect(polls[n - 1]!.at - start).toBe(n * limit);
+      }
+      // The 503 doubled the interval, past the limit; the slow_down added DEVICE_SLOW_DOWN_S, past it too.
+      expect(polls.slice(0, 2).map((p) => p.answer)).toEqual(["503 server_error", "400 slow_down"]);
+      expect(said.join("\n")).toMatch(new RegExp(`HTTP 503.*; polling again in ${DEVICE_MAX_INTERVAL_S} s`));
+      stop.abort();
+      expect(await login).toBeInstanceOf(LoginError);
+    } finally {
+      stop.abort();
+      jest.useRealTimers();
+    }
+  });
 
 function microsoft(): OAuth2AccountConfig {
   const config = parseConfig(
