@@ -59,6 +59,19 @@ export const restrictSteps: { checked: (() => void) | null } = { checked: null }
  * then took the WAL index for unused and rebuilt it under this one: `Audit log unavailable` at the next commit).
  */
 export function restrictDatabaseFiles(path: string): void {
+  inspectDatabaseFiles(path, true);
+}
+
+/**
+ * The checks of `restrictDatabaseFiles` without its changes, for a command that only reads the database: a link or a
+ * second name is refused as by every other, and no mode is changed
+ * (docs/operations.md "Commands that only read the state database").
+ */
+export function checkDatabaseFiles(path: string): void {
+  inspectDatabaseFiles(path, false);
+}
+
+function inspectDatabaseFiles(path: string, restrict: boolean): void {
   const files = [path, ...SQLITE_SIDE_FILES.map((suffix) => path + suffix)];
   /** Every descriptor opened, closed at the end; `found` holds those of the files checked, with their modes. */
   const fds: number[] = [];
@@ -82,6 +95,7 @@ export function restrictDatabaseFiles(path: string): void {
         throw new Error(`${file} has ${stat.nlink} names (hard links): name a database file of its own`);
       found.push({ fd, mode: stat.mode & 0o777 });
     }
+    if (!restrict) return;
     restrictSteps.checked?.();
     for (const { fd, mode } of found) {
       // Group and other bits are taken away; the owner's are left as they are (a write-protected log stays so).

@@ -11,7 +11,7 @@
 import { Database } from "bun:sqlite";
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
 import { existsSync } from "node:fs";
-import { preparePrivateDatabase, restrictDatabaseFiles } from "../private-files.ts";
+import { checkDatabaseFiles, preparePrivateDatabase, restrictDatabaseFiles } from "../private-files.ts";
 import { KEY_BYTES, loadSecretsKey, SecretsKeyError, SecretsKeyMissing } from "./key.ts";
 
 /** GCM's recommended nonce size (NIST SP 800-38D section 8.2). */
@@ -44,8 +44,14 @@ export class SealedRecordError extends Error {
 export interface StateOpenOptions {
   readonly secretsFile: string;
   readonly env: Readonly<Record<string, string | undefined>>;
-  /** Create the database and the key when missing (serve, `account login`); false for read-only uses. */
+  /** Create the database and the key when missing (serve, `account login`); false for uses of one in place. */
   readonly create: boolean;
+  /**
+   * For a command that only reads (`approvals list` and `show`, `account status`): the database is opened read-only,
+   * never created, migrated, given a key check or a mode, and null when there is none or nothing is sealed in it
+   * (docs/operations.md "Commands that only read the state database"). Writes through it fail.
+   */
+  readonly readOnly?: boolean;
 }
 
 function aad(kind: string, id: string): Buffer {
@@ -55,11 +61,14 @@ function aad(kind: string, id: string): Buffer {
 export class SealedStore {
   readonly path: string;
   readonly db: Database;
+  /** Opened with `readOnly`: the tables other modules keep may be missing, and nothing may be written. */
+  readonly readOnly: boolean;
   readonly #key: Buffer;
 
-  private constructor(path: string, db: Database, key: Buffer) {
+  private constructor(path: string, db: Database, key: Buffer, readOnly = false) {
     this.path = path;
     this.db = db;
+    this.readOnly = readOnly;
     this.#key = key;
   }
 
@@ -69,6 +78,7 @@ export class SealedStore {
    * `create` is false and there is no database yet, or one without sealed records and no key (nothing to open).
    */
   static open(path: string, options: StateOpenOptions): SealedStore | null {
+    if (options.readOnly) return SealedStore.#openReadOnly(path, options);
     const existed = existsSync(path);
     if (!existed && !options.create) return null;
     // Created 0600 before SQLite opens it, so that it is never briefly readable under a lax umask (and, made by root
@@ -108,6 +118,36 @@ export class SealedStore {
       db.close();
       // A key problem names its file already; SQLite's own errors ("file is not a database") name none, and the
       // audit log is opened too at start: the error says which file (as the audit log's does, docs/audit.md).
+      if (e instanceof SecretsKeyError) throw e;
+      throw new Error(`state database ${path}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
+    }
+  }
+
+  /**
+   * `open` for a command that only reads: SQLite opens the file read-only (it may make the -wal and -shm files a
+   * reader of a database in WAL mode needs, with the database's mode and owner); a database without the sealed table
+   * (made keyless for the quota counters) or without a sealed record holds nothing to read, and needs no key.
+   */
+  static #openReadOnly(path: string, options: StateOpenOptions): SealedStore | null {
+    if (!existsSync(path)) return null;
+    // A link or a second name is refused as by every other open (src/private-files.ts); no mode is changed.
+    checkDatabaseFiles(path);
+    const db = new Database(path, { readonly: true, strict: true });
+    try {
+      db.run(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+      const version = (db.query("PRAGMA user_version").get() as { user_version: number }).user_version;
+      checkVersion(version);
+      const sealed = version === 0 ? 0 : (db.query("SELECT count(*) AS n FROM sealed").get() as { n: number }).n;
+      if (sealed === 0) {
+        db.close();
+        return null;
+      }
+      const key = loadSecretsKey({ file: options.secretsFile, env: options.env, mayCreate: false });
+      const store = new SealedStore(path, db, key, true);
+      store.#checkKey(true, options.secretsFile);
+      return store;
+    } catch (e) {
+      db.close();
       if (e instanceof SecretsKeyError) throw e;
       throw new Error(`state database ${path}: ${(e as Error)?.message ?? String(e)}`, { cause: e });
     }
@@ -208,10 +248,7 @@ export class SealedStore {
  */
 function migrate(db: Database): void {
   const version = (): number => (db.query("PRAGMA user_version").get() as { user_version: number }).user_version;
-  const check = (v: number): void => {
-    if (v > MIGRATIONS.length)
-      throw new Error(`state database schema version ${v} is newer than this mailgator (${MIGRATIONS.length})`);
-  };
+  const check = checkVersion;
   const before = version();
   check(before);
   if (before === MIGRATIONS.length) return;
@@ -223,6 +260,12 @@ function migrate(db: Database): void {
       db.run(`PRAGMA user_version = ${v + 1}`);
     }
   }).immediate();
+}
+
+/** Throws when the schema is newer than this version of Mailgator knows. */
+function checkVersion(v: number): void {
+  if (v > MIGRATIONS.length)
+    throw new Error(`state database schema version ${v} is newer than this mailgator (${MIGRATIONS.length})`);
 }
 
 export { KEY_BYTES };

@@ -222,7 +222,14 @@ function status(ctx: CommandContext, config: Config, name: string | undefined, j
   const accounts = Object.values(config.accounts).filter((a) => name === undefined || a.name === name);
   const needsState = accounts.some((a) => a.auth === "oauth2");
   const store = needsState
-    ? SealedStore.open(config.state.path, { secretsFile: config.state.secretsFile, env: ctx.env, create: false })
+    ? SealedStore.open(config.state.path, {
+        secretsFile: config.state.secretsFile,
+        env: ctx.env,
+        create: false,
+        // Status only reads: nothing is created, migrated or written
+        // (docs/operations.md "Commands that only read the state database").
+        readOnly: true,
+      })
     : null;
   try {
     if (store) ensureSchema(store);

@@ -82,10 +82,12 @@ export async function approvals(ctx: CommandContext): Promise<number> {
     throw new UsageError(verb === "list" ? "list takes no ID" : `${verb} needs an ID (32 hex digits)`, usage);
   if (values.reason !== undefined && verb !== "deny") throw new UsageError("--reason is for deny", usage);
   const config = loadConfig(configOf(ctx, values.config), { env: ctx.env });
+  // list and show only read: the database is opened read-only, and one with nothing sealed in it reads as empty.
   const state = SealedStore.open(config.state.path, {
     secretsFile: config.state.secretsFile,
     env: ctx.env,
     create: false,
+    readOnly: verb === "list" || verb === "show",
   });
   // With --json, stdout holds JSON only (a script reads it): a note that there is nothing to act on goes to stderr.
   const err = ctx.err ?? ((text: string) => process.stderr.write(`${text}\n`));
@@ -95,7 +97,7 @@ export async function approvals(ctx: CommandContext): Promise<number> {
     // without a key, docs/quotas.md): a held message is always a sealed record, so either way none was ever held.
     const where = escapes(config.state.path);
     const none = existsSync(config.state.path)
-      ? `nothing was ever held: the state database at ${where} holds no sealed record (and there is no secrets key)`
+      ? `nothing was ever held: the state database at ${where} holds no sealed record`
       : `no state database at ${where}: nothing was ever held`;
     if (verb !== "list") return fail(none);
     ctx.out(values.json ? "[]" : none);
