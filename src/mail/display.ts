@@ -11,12 +11,12 @@
  * Unicode line and paragraph separators, every format character (general category Cf: the bidirectional marks,
  * embeddings, overrides and isolates of UAX #9, which reorder what a reader sees so that a link or an address could
  * read as another; the zero-width space and joiners, which hide a difference; the tag characters, text no one sees),
- * every default-ignorable code point (The Unicode Standard §5.21: drawn as nothing, so that two texts that differ
- * look the same; the variation selectors, the Hangul fillers U+115F, U+1160, U+3164 and U+FFA0, the combining
- * grapheme joiner, U+180E, U+2065 and the whole tag block U+E0000–E0FFF among them), unassigned code points and
- * noncharacters (general category Cn: no glyph anyone agreed on, and a terminal may draw nothing), private-use
- * characters (Co: a font may draw them as anything) and surrogates that are not half of a pair (no character at all:
- * The Unicode Standard §3.9).
+ * every code point of the Unicode property Default_Ignorable_Code_Point (drawn as nothing, so that two texts that
+ * differ look the same: the variation selectors, the Hangul fillers U+115F, U+1160, U+3164 and U+FFA0, the combining
+ * grapheme joiner, U+180E, U+2065, and all of U+E0000–E0FFF, tag characters and supplementary variation
+ * selectors), unassigned code points and noncharacters (general category Cn: no glyph anyone agreed on, and a
+ * terminal may draw nothing), private-use characters (Co: a font may draw them as anything) and surrogates that are
+ * not half of a pair (no character at all: The Unicode Standard §3.9).
  */
 const UNSAFE_WITHOUT_C0 = "\\x7f-\\x9f\\u2028\\u2029\\p{Cf}\\p{Cs}\\p{Cn}\\p{Co}\\p{Default_Ignorable_Code_Point}";
 const UNSAFE = new RegExp(`[\\x00-\\x08\\x0a-\\x1f${UNSAFE_WITHOUT_C0}]`, "u");
