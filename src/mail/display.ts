@@ -20,13 +20,21 @@
  */
 const UNSAFE_WITHOUT_C0 = "\\x7f-\\x9f\\u2028\\u2029\\p{Cf}\\p{Cs}\\p{Cn}\\p{Co}\\p{Default_Ignorable_Code_Point}";
 const UNSAFE = new RegExp(`[\\x00-\\x08\\x0a-\\x1f${UNSAFE_WITHOUT_C0}]`, "u");
-/** The same and TAB, for escapes(): a field on one line of a listing has no tab stops to keep. */
-const UNSAFE_OR_TAB = new RegExp(`[\\x00-\\x1f${UNSAFE_WITHOUT_C0}]`, "u");
+/**
+ * Blanks other than the space: the space separators of general category Zs but U+0020 (the no-break spaces U+00A0
+ * and U+202F, the ideographic space U+3000, the spaces of U+2000-U+200A, U+1680, U+205F) and the blank Braille
+ * pattern U+2800, each drawn as a space or as nothing. In a listing of names (escapes(), terminalJson()) they make two
+ * names look alike (`My Folder`, `My\u00a0Folder`), and are escaped; in a message's text shown to a person (clean(),
+ * oneLine()), where text converted from HTML is full of no-break spaces, they are shown as they are.
+ */
+const BLANKS = "\\u00a0\\u1680\\u2000-\\u200a\\u202f\\u205f\\u3000\\u2800";
+/** The same and TAB and BLANKS, for escapes(): a field on one line of a listing has no tab stops to keep. */
+const UNSAFE_OR_TAB = new RegExp(`[\\x00-\\x1f${UNSAFE_WITHOUT_C0}${BLANKS}]`, "u");
 /**
  * The same characters but C0: JSON.stringify already writes C0 controls and lone surrogates as escapes, and its
  * indentation is made of the only C0 characters it leaves as they are (LF, and spaces), between tokens.
  */
-const UNSAFE_IN_JSON = new RegExp(`[${UNSAFE_WITHOUT_C0}]`, "u");
+const UNSAFE_IN_JSON = new RegExp(`[${UNSAFE_WITHOUT_C0}${BLANKS}]`, "u");
 
 /**
  * The most combining marks (general category M) shown on one base character: more are drawn stacked above and below
@@ -39,7 +47,7 @@ export const MAX_COMBINING_MARKS = 4;
 const MARK = /\p{M}/u;
 const WHITE_SPACE = /\p{White_Space}/u;
 /** Any character the rules below may have to act on: text without one is shown as it is, unscanned. */
-const SUSPECT = new RegExp(`[\\x00-\\x1f\\p{M}${UNSAFE_WITHOUT_C0}]`, "u");
+const SUSPECT = new RegExp(`[\\x00-\\x1f\\p{M}${UNSAFE_WITHOUT_C0}${BLANKS}]`, "u");
 
 /**
  * Which code points of `text` are not shown as they are: the unsafe ones (`unsafe`), and the combining marks that

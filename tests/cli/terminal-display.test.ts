@@ -175,21 +175,24 @@ describe("mailgator audit", () => {
 /**
  * Text drawn as nothing, or as what it is not: a variation selector (U+FE0F; U+E0100 beyond U+FFFF), the Hangul
  * fillers, the combining grapheme joiner, an unassigned tag (U+E0000) and U+2065, a private-use character, a
- * combining mark after a space (no base), and MAX_COMBINING_MARKS + 1 marks on one letter. Each is escaped.
+ * combining mark after a space (no base), MAX_COMBINING_MARKS + 1 marks on one letter, and blanks other than the
+ * space (no-break spaces, the ideographic and figure spaces, the blank Braille pattern). Each is escaped.
  */
 const INVISIBLE =
-  "x\ufe0f \u115f\u1160\u3164\uffa0 c\u034fd \u{e0100}\u{e0000}\u2065 \ue000 \u0301 b\u0301\u0302\u0303\u0304\u0305";
+  "x\ufe0f \u115f\u1160\u3164\uffa0 c\u034fd \u{e0100}\u{e0000}\u2065 \ue000 \u0301 b\u0301\u0302\u0303\u0304\u0305" +
+  " My\u00a0Folder\u202f\u3000\u2007\u2800";
 const INVISIBLE_ESCAPED =
   "x\\ufe0f \\u115f\\u1160\\u3164\\uffa0 c\\u034fd \\udb40\\udd00\\udb40\\udc00\\u2065 \\ue000 \\u0301 " +
-  "b\\u0301\\u0302\\u0303\\u0304\\u0305";
+  "b\\u0301\\u0302\\u0303\\u0304\\u0305 My\\u00a0Folder\\u202f\\u3000\\u2007\\u2800";
 /**
  * Text in use, shown as it is: decomposed é (e, U+0301), Vietnamese with two marks on a vowel, Hindi with its vowel
  * signs and virama, and MAX_COMBINING_MARKS marks on one letter.
  */
 const READABLE =
   "re\u0301sume\u0301 Vie\u0323\u0302t Nam \u0928\u092e\u0938\u094d\u0924\u0947 a\u0301\u0302\u0303\u0304";
-/** What a terminal draws as nothing or a font as anything: INVISIBLE's characters, found raw. */
-const RAW_INVISIBLE = /[\p{Default_Ignorable_Code_Point}\p{Cn}\p{Co}]|(?<![\p{L}\p{M}])\p{M}|\p{M}{5}/u;
+/** What a terminal draws as nothing or a font as anything, or as a space: INVISIBLE's characters, found raw. */
+const RAW_INVISIBLE =
+  /[\p{Default_Ignorable_Code_Point}\p{Cn}\p{Co}\u00a0\u202f\u3000\u2007\u2800]|(?<![\p{L}\p{M}])\p{M}|\p{M}{5}/u;
 
 describe("mailgator audit: characters drawn as nothing, or piled up", () => {
   test("are escaped in text, kept in --json; accented, Vietnamese and Hindi text is shown as it is", async () => {
