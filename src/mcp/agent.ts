@@ -345,6 +345,17 @@ export const NO_REPLY_ADDRESS =
   "its author asked for no reply (RFC 5322 §3.6.2), so the reply goes neither there nor to From; nothing was sent";
 
 /**
+ * A reply to a message with more than one Reply-To field (RFC 5322 §3.6 allows one): the address the reply would go
+ * to is not known.
+ */
+export function duplicateReplyTo(count: number): string {
+  return (
+    `the message has ${count} Reply-To fields (RFC 5322 §3.6 allows one), so where a reply should go is not known; ` +
+    "nothing was sent"
+  );
+}
+
+/**
  * The result of a send, held or sent. The listener's reply and the refused recipients are given inside an untrusted
  * block: a reply's recipients are the message's Reply-To, From, To and Cc, the sender's words, and a listener's
  * reply may quote them (docs/mcp.md "Untrusted content"). What the tool itself says (sent, held and its id, the
@@ -644,6 +655,10 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
           // RFC 5322 §3.6.2: when Reply-To is present, replies go to its addresses, never to From. One that names
           // none (an empty group, `Reply-To: undisclosed-recipients:;`, or a blank value) is the author asking for
           // no reply: refused, not sent to From instead (docs/mcp.md "Agent tools").
+          // RFC 5322 §3.6 allows one Reply-To: with two (one an empty group, say), which one the author meant cannot
+          // be told (a reader may take either), so a reply to such a message is refused rather than sent to one.
+          const replyToFields = headers.filter((f) => f.name === "reply-to").length;
+          if (replyToFields > 1) throw new ToolError(duplicateReplyTo(replyToFields));
           const hasReplyTo = headers.some((f) => f.name === "reply-to");
           const replyTo = addresses("reply-to");
           if (hasReplyTo && replyTo.length === 0) throw new ToolError(NO_REPLY_ADDRESS);

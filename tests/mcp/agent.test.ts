@@ -22,6 +22,7 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import { ErrorCode, McpError } from "@modelcontextprotocol/sdk/types.js";
 import { freePorts } from "../../scripts/upstreams/ports.ts";
 import {
+  duplicateReplyTo,
   MAX_FOLDER_NAME_CHARS,
   MAX_PAGE_SIZE,
   MAX_SEARCH_TERM_CHARS,
@@ -1053,6 +1054,14 @@ action = "deny"
     expect(messageId).toBeDefined();
     const copies = await waitForSink(messageId!, { settleMs: 1000 });
     expect(copies.map((c) => c.originalTo)).toEqual([`team-${token}@shop.test`]);
+    // Two Reply-To fields, one naming no address: which the author meant cannot be told (RFC 5322 §3.6 allows one).
+    // Before, the reply went to the address the other one named.
+    const twice = await append(` undisclosed-recipients:;\r\nReply-To: other-${token}@shop.test`, "tworeplyto");
+    for (const reply_all of [false, true]) {
+      const refused = await callRaw(desk, "reply", { folder: "INBOX", uid: twice, text: `two ${token}`, reply_all });
+      expect(refused.isError).toBe(true);
+      expect(refused.text).toBe(`reply: ${duplicateReplyTo(2)}`);
+    }
     // The refused replies reached no one, From included: the sink keeps every delivery, and each of them would have
     // carried the token in its Subject, as the team's copy does.
     expect(sinkMessages(token).map((c) => c.originalTo)).toEqual([`team-${token}@shop.test`]);
