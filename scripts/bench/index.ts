@@ -20,7 +20,21 @@ const ALL = [
   ...(process.env["IMAPTEST"] ? ["stress"] : []),
 ];
 const NEEDS_SERVERS = new Set(["seed", "smtp", "imap", "classify", "filtered", "stress"]);
+const KNOWN = [...ALL.filter((n) => n !== "stress"), "stress"];
 const chosen = process.argv.length > 2 ? process.argv.slice(2) : ALL;
+if (chosen.includes("--help") || chosen.includes("-h")) {
+  console.log(
+    `usage: bun scripts/bench/index.ts [name ...]   (names: ${KNOWN.join(" ")}; ` +
+      "none: all, stress only when IMAPTEST names imaptest)",
+  );
+  process.exit(0);
+}
+// A name that is no benchmark (a typo) runs nothing at all: said, and exit 2, rather than a run that reports nothing.
+const unknown = chosen.filter((name) => !KNOWN.includes(name));
+if (unknown.length > 0) {
+  console.error(`bench: no benchmark named ${unknown.join(", ")} (names: ${KNOWN.join(" ")})`);
+  process.exit(2);
+}
 const present = chosen.filter((name) => existsSync(join(import.meta.dir, `${name}.ts`)));
 
 let dir: string | null = null;
