@@ -70,6 +70,8 @@ interface Pending {
   enables: ReadonlySet<string> | null;
   /** What the command does to the selected state once answered: SELECT/EXAMINE, UNSELECT/CLOSE, or nothing. */
   selection: "select" | "unselect" | null;
+  /** The mailbox a SELECT or EXAMINE names; null for other commands. */
+  mailbox: string | null;
   /** When the session fails if the tagged reply has not come (performance.now(); Infinity: never). */
   deadline: number;
   /** What the failure says then. */
@@ -136,6 +138,8 @@ export class UpstreamSession {
    * selected before), no UNSELECT/CLOSE since.
    */
   #mailboxSelected = false;
+  /** The name the mailbox selected upstream was selected by (`#mailboxSelected`); null when none or not known. */
+  #selectedName: string | null = null;
   /**
    * A command changed the session beyond its selected mailbox and CONDSTORE (`changesSession`): it is not handed to
    * another agent's login (src/imap/upstream-pool.ts).
@@ -211,6 +215,26 @@ export class UpstreamSession {
   /** A mailbox is selected upstream. */
   get mailboxSelected(): boolean {
     return this.#mailboxSelected;
+  }
+
+  /**
+   * A SELECT or EXAMINE of `mailbox` sent now, while a mailbox is selected, must be answered with `* OK [CLOSED]`
+   * between the responses that still belong to the mailbox it closes and the new mailbox's own, which is the only
+   * boundary between them (RFC 9051 §7.1); false when the server owes none, and the caller closes the mailbox with
+   * UNSELECT first (src/imap/commands/select.ts, docs/imap.md "Switching folders"). The server owes one:
+   * - under IMAP4rev2 whenever a selected mailbox is closed (RFC 9051 §6.3.2). A server that offers IMAP4rev1 too
+   *   answers as RFC 3501 has it until the client uses IMAP4rev2 (RFC 9051 §7.2.2), which the proxy never does
+   *   (it enables CONDSTORE only): so only a server that offers IMAP4rev2 and not IMAP4rev1;
+   * - when it offers QRESYNC, at a SELECT or EXAMINE "on another mailbox" (RFC 7162 §3.2.11: a server implementing
+   *   the extension MUST return it), whether or not QRESYNC is enabled (the proxy never enables it, docs/protocol.md
+   *   §2). The mailbox selected again is not another one: no CLOSED is owed there.
+   * RFC 3501 has no CLOSED.
+   */
+  closedAtSelect(mailbox: string): boolean {
+    if (!this.#mailboxSelected) return false;
+    if (this.caps.has("IMAP4REV2") && !this.caps.has("IMAP4REV1")) return true;
+    const current = this.#selectedName;
+    return this.caps.has("QRESYNC") && current !== null && !sameMailbox(current, mailbox);
   }
 
   /**
@@ -420,6 +444,7 @@ export class UpstreamSession {
       const pending = this.#pendingOf(tag, onData ?? null, rounds, onChallenge ?? null, done, reject, timeout);
       if (command.name === "ENABLE") pending.enables = new Set(command.capabilities.map((c) => c.toUpperCase()));
       pending.selection = selectionOf(command);
+      pending.mailbox = selectedName(command);
       this.#pending = pending;
       if (gate && pending.rounds.length > 0) this.#holdLiterals(pending, gate);
       for (const chunk of first) this.#conn.write(chunk);
@@ -469,6 +494,7 @@ export class UpstreamSession {
     return new Promise<StatusResponse>((resolve, reject) => {
       const queued = this.#pendingOf(tag, onData, [], null, resolve, reject, timeoutMs);
       queued.selection = selectionOf(command);
+      queued.mailbox = selectedName(command);
       this.#queued = queued;
       for (const chunk of rounds[0]!) this.#conn.write(chunk);
     });
@@ -528,6 +554,7 @@ export class UpstreamSession {
       plusWaiting: false,
       enables: null,
       selection: null,
+      mailbox: null,
       resolve,
       reject,
       deadline,
@@ -770,8 +797,13 @@ export class UpstreamSession {
       // RFC 9051 §6.3.2: a failed SELECT or EXAMINE leaves no mailbox selected, as UNSELECT and CLOSE do (§6.4.2).
       // A BAD is a command the server did not carry out (§7.1.3): whatever was selected may still be, and the pool
       // unselects such a session before it is kept (src/imap/upstream-pool.ts).
-      if (pending.selection === "select" && r.status !== "BAD") this.#mailboxSelected = r.status === "OK";
-      else if (pending.selection === "unselect" && r.status === "OK") this.#mailboxSelected = false;
+      if (pending.selection === "select" && r.status !== "BAD") {
+        this.#mailboxSelected = r.status === "OK";
+        this.#selectedName = r.status === "OK" ? pending.mailbox : null;
+      } else if (pending.selection === "unselect" && r.status === "OK") {
+        this.#mailboxSelected = false;
+        this.#selectedName = null;
+      }
       pending.resolve(r);
       return;
     }
@@ -890,6 +922,16 @@ function changesSession(command: UpstreamCommand): "condstore" | "session" | nul
       return "session";
     }
   }
+}
+
+/** The mailbox a SELECT or EXAMINE selects; null for any other command. */
+function selectedName(command: UpstreamCommand): string | null {
+  return command.name === "SELECT" || command.name === "EXAMINE" ? command.mailbox : null;
+}
+
+/** Two names of the same mailbox: the same name, or INBOX in any case (RFC 3501 §5.1). */
+function sameMailbox(a: string, b: string): boolean {
+  return a === b || (a.toUpperCase() === "INBOX" && b.toUpperCase() === "INBOX");
 }
 
 /** `run`'s resolution when something must run first, synchronously, as the tagged reply is parsed. */

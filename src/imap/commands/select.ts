@@ -57,8 +57,17 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   // docs/protocol.md §1).
   const mayChange = s.rights.may("mail:flag", p) || s.rights.may("mail:delete", p) || s.rights.may("mail:move", p);
   let readOnly = cmd.name === "EXAMINE" || !mayChange;
+  const previous = s.box?.policyName ?? null;
   s.box = null;
   s.state = "authenticated";
+  const up = s.up!;
+  // The folder selected upstream is closed by this SELECT, and the responses upstream still sends of it come before
+  // the new folder's: only a `* OK [CLOSED]` between them tells where the new folder's begin (RFC 9051 §7.1), and
+  // without it a filtered folder's FLAGS (its hidden messages' keywords), RECENT, UIDNEXT or EXISTS would be taken for
+  // the new folder's. Where upstream does not owe one (`closedAtSelect`), the folder is closed with UNSELECT first:
+  // what comes before its tagged OK is the closed folder's, and reaches the agent no more than at the agent's own
+  // UNSELECT. An UNSELECT refused while the folder stays open ends the session (`unselectUpstream`).
+  if (up.mailboxSelected && !up.closedAtSelect(cmd.mailbox)) await s.unselectUpstream(cmd.name, previous);
   // Written once the mailbox is open, with the counts (or what stopped it); by the session if no answer comes.
   const row = s.awaitAnswer({
     command: cmd.name,
@@ -75,7 +84,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   let uidValidity = 0;
   // No mailbox is modelled yet: every untagged reply is held and rewritten below.
   const upCmd = { name: readOnly ? ("EXAMINE" as const) : ("SELECT" as const), mailbox: cmd.mailbox };
-  const selected = s.up!.run(s.condstore ? { ...upCmd, condstore: true } : upCmd, (r) => {
+  const selected = up.run(s.condstore ? { ...upCmd, condstore: true } : upCmd, (r) => {
     // Everything before `[CLOSED]` was about the folder selected before (RFC 9051 §7.1), perhaps a filtered one: its
     // FLAGS, RECENT, UIDNEXT or EXISTS would be taken for this folder's and some sent to the agent as they are.
     if (r.type === "status" && r.tag === null && r.code?.known && r.code.name === "CLOSED") {
@@ -111,7 +120,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     criteria: [{ key: "ALL" }],
   };
   // Not through the session's model: no mailbox is modelled yet, and the changes are what `collect` watches for.
-  const searched = s.up!.pipeline(searchAll, collect);
+  const searched = up.pipeline(searchAll, collect);
   searched?.catch(() => {}); // a lost connection rejects the SELECT too, which reports it
   const st = await selected;
   if (st.status !== "OK") {
@@ -136,7 +145,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     uids = [];
     changed = false;
     told = exists;
-    listed = (await s.up!.run(searchAll, collect)).status === "OK";
+    listed = (await up.run(searchAll, collect)).status === "OK";
   }
   uids.sort((a, b) => a - b);
   const wrong = checkListing(uids, told, exists);

@@ -1,0 +1,205 @@
+/**
+ * A SELECT while another folder is selected closes that folder upstream, and the responses the server still sends of
+ * it come before the new folder's. Only a `* OK [CLOSED]` between them says where the new folder's begin (RFC 9051
+ * §7.1), and a server owes one only under IMAP4rev2 or when it offers QRESYNC and the folder is another one (RFC 9051
+ * §6.3.2, §7.2.2; RFC 7162 §3.2.11; `UpstreamSession.closedAtSelect`). Elsewhere the proxy closes the folder with
+ * UNSELECT first, one round trip more (docs/imap.md "Switching folders"). Against Dovecot, which offers QRESYNC and
+ * sends `[CLOSED]`, through a relay that takes QRESYNC out of its capabilities and its `[CLOSED]` out of its answers,
+ * adds what a server may say of the folder it closes, and counts the proxy's commands (tests/fixtures/tcp-relay.ts).
+ */
+
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { LineRelay } from "../fixtures/tcp-relay.ts";
+import { auditCursor, fromMessage, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+
+/** Box shows shop@ messages only; Open shows every message, its keywords too. */
+const RULES = `
+[[rules]]
+name = "box: shop only"
+folders = ["Box"]
+from = "shop@*"
+action = "allow"
+operations = ["read"]
+
+[[rules]]
+name = "open"
+folders = ["Open"]
+action = "allow"
+operations = ["read"]
+
+[[rules]]
+name = "nothing else"
+action = "deny"
+`;
+
+/** What a server may say of Box as it closes it: a hidden message's keyword and flags, counts, its next UID. */
+const BOX_LEFTOVERS =
+  "* FLAGS (\\Seen $HiddenKeyword)\r\n* 1 FETCH (FLAGS (\\Seen $HiddenKeyword))\r\n* 7 RECENT\r\n* 9 EXISTS\r\n" +
+  "* OK [UIDNEXT 999] Predicted\r\n";
+const LEFTOVER_WORDS = ["$HiddenKeyword", "FETCH", "7 RECENT", "9 EXISTS", "UIDNEXT 999"];
+
+/** Upstream's first line of its answer to the proxy's next command, whichever it is: UNSELECT's OK or the FLAGS. */
+const NEXT_ANSWER = /^(\* FLAGS |\S+ OK Unselect)/;
+
+/** What opening the filtered Box asks upstream after its SELECT: its first unseen and its recent visible messages. */
+const BOX_SEARCHES = ["|", "UID SEARCH UNSEEN", "|", "UID SEARCH RECENT"];
+
+/** The capability lists of servers that owe no `[CLOSED]` to the proxy, made of Dovecot's. */
+const WITHOUT_CLOSED = [
+  ["neither QRESYNC nor IMAP4rev2 (RFC 3501)", (caps: string) => withoutQresync(caps)],
+  [
+    "IMAP4rev2 beside IMAP4rev1, never enabled",
+    (caps: string) => withoutQresync(caps).replace("IMAP4rev1", "IMAP4rev1 IMAP4rev2"),
+  ],
+] as const;
+
+let relay: LineRelay;
+let proxy: TestProxy;
+let mailbox: TestMailbox;
+let rows: ReturnType<typeof auditCursor>;
+
+function withoutQresync(line: string): string {
+  return line.replace(/ QRESYNC(?=[ \]])/, "");
+}
+
+beforeAll(async () => {
+  mailbox = await createMailbox({ name: "select-switch" });
+  const human = await connectImap(mailbox);
+  for (const folder of ["Box", "Open"]) await human.mailboxCreate(folder);
+  await human.append("Box", fromMessage("bank@corp.test", "hidden-statement"), ["$HiddenKeyword"]);
+  await human.append("Box", fromMessage("shop@s.test", "order"));
+  await human.append("Open", fromMessage("shop@s.test", "receipt"));
+  await human.logout();
+  const up = upstreams();
+  relay = await LineRelay.start({ host: up.host, port: up.ports.imap });
+  proxy = await startTestProxy({ rules: RULES, upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` });
+  rows = auditCursor(proxy);
+});
+
+afterAll(async () => {
+  await proxy?.close();
+  await relay?.close();
+});
+
+/** Logs in with the server's capabilities as `caps` makes them; returns the agent's session. */
+async function login(caps: (line: string) => string = (line) => line): Promise<RawImap> {
+  const stop = relay.rewriteEvery(/\[CAPABILITY /, caps);
+  try {
+    return await RawImap.login(proxy.port, mailbox);
+  } finally {
+    stop();
+  }
+}
+
+/** Open's answer with nothing selected before, from a new session, tagged `o`. */
+async function plainOpen(): Promise<string> {
+  const raw = await login();
+  try {
+    return await raw.command("o", "SELECT Open");
+  } finally {
+    raw.close();
+  }
+}
+
+for (const [name, caps] of WITHOUT_CLOSED) {
+  test(`${name}: UNSELECT before another folder's SELECT; nothing of the folder closed reaches the agent`, async () => {
+    const plain = await plainOpen();
+    // Such a server sends no [CLOSED]; Dovecot sends none after an UNSELECT anyway.
+    const noClosed = relay.rewriteEvery(/^\* OK \[CLOSED\]/, () => "");
+    const raw = await login(caps);
+    try {
+      expect(statusOf(await raw.command("b", "SELECT Box"), "b")).toStartWith("b OK");
+      const mark = relay.transcript.length;
+      // What it still says of Box comes first in its answer to the proxy's next command (before UNSELECT's OK; on
+      // a SELECT sent at once, before Open's FLAGS, where nothing tells it from Open's own).
+      const added = relay.rewrite(NEXT_ANSWER, (line) => `${BOX_LEFTOVERS}${line}`);
+      const reply = await raw.command("o", "SELECT Open");
+      await added;
+      for (const word of LEFTOVER_WORDS) expect(reply).not.toContain(word);
+      expect(reply).toBe(plain);
+      expect(relay.commandsSince(mark)).toEqual(["UNSELECT", "|", "EXAMINE Open", "UID SEARCH ALL"]);
+      // The folder opened is Open, as it is.
+      const fetched = await raw.command("f", "FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
+      expect(statusOf(fetched, "f")).toStartWith("f OK");
+      expect(fetched).toContain("Subject: receipt");
+    } finally {
+      raw.close();
+      noClosed();
+      relay.clear();
+    }
+  });
+}
+
+test("no [CLOSED] owed, and the UNSELECT refused while the folder stays open: * BYE, no SELECT", async () => {
+  const raw = await login(withoutQresync);
+  try {
+    expect(statusOf(await raw.command("b", "SELECT Box"), "b")).toStartWith("b OK");
+    await rows();
+    const mark = relay.transcript.length;
+    const refused = relay.answer(/^\S+ UNSELECT\r\n$/, (tag) => `${tag} NO Not now\r\n`);
+    raw.write("o SELECT Open\r\n");
+    const out = await raw.readUntil(() => false, 5000, "the session was not closed");
+    await refused;
+    expect(out).toBe("* BYE [UNAVAILABLE] The server did not close the mailbox\r\n");
+    expect(relay.commandsSince(mark)).toEqual(["UNSELECT"]);
+    const own = (await rows()).filter((r) => r.decision === "error");
+    expect(own.map((r) => [r.command, r.folder])).toEqual([["SELECT", "Box"]]);
+    expect(own[0]!.reason).toStartWith("the upstream server kept the mailbox selected: UNSELECT answered NO ");
+  } finally {
+    raw.close();
+    relay.clear();
+  }
+});
+
+test("Dovecot as it is (QRESYNC): another folder in one round trip, what precedes [CLOSED] dropped", async () => {
+  const plain = await plainOpen();
+  const raw = await login();
+  try {
+    expect(statusOf(await raw.command("b", "SELECT Box"), "b")).toStartWith("b OK");
+    const mark = relay.transcript.length;
+    const added = relay.rewrite(/^\* OK \[CLOSED\]/, (line) => `${BOX_LEFTOVERS}${line}`);
+    const reply = await raw.command("o", "SELECT Open");
+    await added;
+    expect(relay.commandsSince(mark)).toEqual(["EXAMINE Open", "UID SEARCH ALL"]);
+    expect(reply).toBe(plain);
+    // And back, to the filtered folder.
+    const back = relay.transcript.length;
+    expect(statusOf(await raw.command("c", "EXAMINE Box"), "c")).toStartWith("c OK");
+    expect(relay.commandsSince(back)).toEqual(["EXAMINE Box", "UID SEARCH ALL", ...BOX_SEARCHES]);
+  } finally {
+    raw.close();
+    relay.clear();
+  }
+});
+
+test("Dovecot as it is, the folder selected again: UNSELECT first (RFC 7162 owes [CLOSED] for another)", async () => {
+  const plain = await plainOpen();
+  const raw = await login();
+  try {
+    expect(statusOf(await raw.command("p", "SELECT Open"), "p")).toStartWith("p OK");
+    const mark = relay.transcript.length;
+    const reply = await raw.command("o", "SELECT Open");
+    expect(relay.commandsSince(mark)).toEqual(["UNSELECT", "|", "EXAMINE Open", "UID SEARCH ALL"]);
+    expect(reply).toBe(plain);
+  } finally {
+    raw.close();
+    relay.clear();
+  }
+});
+
+test("IMAP4rev2 without IMAP4rev1: [CLOSED] owed at every SELECT, one round trip, the same folder too", async () => {
+  const raw = await login((line) => withoutQresync(line).replace("IMAP4rev1", "IMAP4rev2"));
+  try {
+    expect(statusOf(await raw.command("b", "SELECT Box"), "b")).toStartWith("b OK");
+    for (const folder of ["Open", "Open", "Box"]) {
+      const mark = relay.transcript.length;
+      expect(statusOf(await raw.command("o", `EXAMINE ${folder}`), "o")).toStartWith("o OK");
+      const searches = folder === "Box" ? BOX_SEARCHES : [];
+      expect(relay.commandsSince(mark)).toEqual([`EXAMINE ${folder}`, "UID SEARCH ALL", ...searches]);
+    }
+  } finally {
+    raw.close();
+    relay.clear();
+  }
+});
