@@ -140,6 +140,8 @@ export class UpstreamSession {
   #mailboxSelected = false;
   /** The name the mailbox selected upstream was selected by (`#mailboxSelected`); null when none or not known. */
   #selectedName: string | null = null;
+  /** The server left out a `* OK [CLOSED]` it owed (`missedClosed`): not counted on any more (`closedAtSelect`). */
+  #closedMissed = false;
   /**
    * A command changed the session beyond its selected mailbox and CONDSTORE (`changesSession`): it is not handed to
    * another agent's login (src/imap/upstream-pool.ts).
@@ -228,13 +230,18 @@ export class UpstreamSession {
    * - when it offers QRESYNC, at a SELECT or EXAMINE "on another mailbox" (RFC 7162 §3.2.11: a server implementing
    *   the extension MUST return it), whether or not QRESYNC is enabled (the proxy never enables it, docs/protocol.md
    *   §2). The mailbox selected again is not another one: no CLOSED is owed there.
-   * RFC 3501 has no CLOSED.
+   * RFC 3501 has no CLOSED. A server that left out one it owed (`missedClosed`) is not counted on again.
    */
   closedAtSelect(mailbox: string): boolean {
-    if (!this.#mailboxSelected) return false;
+    if (!this.#mailboxSelected || this.#closedMissed) return false;
     if (this.caps.has("IMAP4REV2") && !this.caps.has("IMAP4REV1")) return true;
     const current = this.#selectedName;
     return this.caps.has("QRESYNC") && current !== null && !sameMailbox(current, mailbox);
+  }
+
+  /** A SELECT or EXAMINE that `closedAtSelect` said owed `[CLOSED]` was answered without it. */
+  missedClosed(): void {
+    this.#closedMissed = true;
   }
 
   /**

@@ -3,9 +3,10 @@
  * it come before the new folder's. Only a `* OK [CLOSED]` between them says where the new folder's begin (RFC 9051
  * §7.1), and a server owes one only under IMAP4rev2 or when it offers QRESYNC and the folder is another one (RFC 9051
  * §6.3.2, §7.2.2; RFC 7162 §3.2.11; `UpstreamSession.closedAtSelect`). Elsewhere the proxy closes the folder with
- * UNSELECT first, one round trip more (docs/imap.md "Switching folders"). Against Dovecot, which offers QRESYNC and
- * sends `[CLOSED]`, through a relay that takes QRESYNC out of its capabilities and its `[CLOSED]` out of its answers,
- * adds what a server may say of the folder it closes, and counts the proxy's commands (tests/fixtures/tcp-relay.ts).
+ * UNSELECT first, one round trip more; a server that leaves out a `[CLOSED]` it owed gets the SELECT refused
+ * (docs/imap.md "Switching folders"). Against Dovecot, which offers QRESYNC and sends `[CLOSED]`, through a relay that
+ * takes QRESYNC out of its capabilities and its `[CLOSED]` out of its answers, adds what a server may say of the
+ * folder it closes, and counts the proxy's commands (tests/fixtures/tcp-relay.ts).
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
@@ -198,6 +199,40 @@ test("IMAP4rev2 without IMAP4rev1: [CLOSED] owed at every SELECT, one round trip
       const searches = folder === "Box" ? BOX_SEARCHES : [];
       expect(relay.commandsSince(mark)).toEqual([`EXAMINE ${folder}`, "UID SEARCH ALL", ...searches]);
     }
+  } finally {
+    raw.close();
+    relay.clear();
+  }
+});
+
+test("a [CLOSED] owed and left out: the SELECT is refused, and this session closes folders with UNSELECT", async () => {
+  const plain = await plainOpen();
+  const raw = await login();
+  try {
+    expect(statusOf(await raw.command("b", "SELECT Box"), "b")).toStartWith("b OK");
+    await rows();
+    const mark = relay.transcript.length;
+    const dropped = relay.rewrite(/^\* OK \[CLOSED\]/, () => BOX_LEFTOVERS);
+    const reply = await raw.command("o", "SELECT Open");
+    await dropped;
+    expect(reply).toBe("o NO [UNAVAILABLE] The mailbox could not be opened; try again later\r\n");
+    expect(relay.commandsSince(mark)).toEqual(["EXAMINE Open", "UID SEARCH ALL", "|", "UNSELECT"]);
+    const own = (await rows()).filter((r) => r.command === "SELECT");
+    expect(own.map((r) => [r.folder, r.decision, r.rule])).toEqual([["Open", "error", "open"]]);
+    expect(own[0]!.reason).toBe(
+      "upstream closed the folder selected before without [CLOSED]: its responses and this folder's could not be " +
+        "told apart",
+    );
+    // No folder is selected, here or upstream.
+    expect(statusOf(await raw.command("f", "FETCH 1 (FLAGS)"), "f")).toStartWith("f BAD");
+    // Tried again: nothing to close, Open as it is.
+    const again = relay.transcript.length;
+    expect(await raw.command("o", "SELECT Open")).toBe(plain);
+    expect(relay.commandsSince(again)).toEqual(["EXAMINE Open", "UID SEARCH ALL"]);
+    // This server is not counted on any more: UNSELECT before the next folder.
+    const next = relay.transcript.length;
+    expect(statusOf(await raw.command("b", "SELECT Box"), "b")).toStartWith("b OK");
+    expect(relay.commandsSince(next)).toEqual(["UNSELECT", "|", "EXAMINE Box", "UID SEARCH ALL", ...BOX_SEARCHES]);
   } finally {
     raw.close();
     relay.clear();

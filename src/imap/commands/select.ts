@@ -22,6 +22,11 @@ import {
   visibleFolder,
 } from "./shared.ts";
 
+/** The `error` row's reason of a SELECT whose answer upstream sent without the `[CLOSED]` it owed. */
+const CLOSED_MISSING =
+  "upstream closed the folder selected before without [CLOSED]: " +
+  "its responses and this folder's could not be told apart";
+
 /** Puts `r` (FLAGS or PERMANENTFLAGS) in place of the one of its kind in `held`, or after them when there is none. */
 function replaceFolderFlags(held: Response[], r: Response): void {
   const i = held.findIndex((h) => folderFlags(h) && (h.type === "FLAGS") === (r.type === "FLAGS"));
@@ -68,6 +73,9 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   // what comes before its tagged OK is the closed folder's, and reaches the agent no more than at the agent's own
   // UNSELECT. An UNSELECT refused while the folder stays open ends the session (`unselectUpstream`).
   if (up.mailboxSelected && !up.closedAtSelect(cmd.mailbox)) await s.unselectUpstream(cmd.name, previous);
+  // Upstream owes a `[CLOSED]` in this SELECT's answer (checked below).
+  const closing = up.mailboxSelected;
+  let closed = false;
   // Written once the mailbox is open, with the counts (or what stopped it); by the session if no answer comes.
   const row = s.awaitAnswer({
     command: cmd.name,
@@ -90,6 +98,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     if (r.type === "status" && r.tag === null && r.code?.known && r.code.name === "CLOSED") {
       held.length = 0;
       told = exists = uidValidity = 0;
+      closed = true;
       return;
     }
     if (r.type === "EXISTS") told = exists = r.n;
@@ -127,6 +136,16 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     await searched?.catch(() => {});
     row.write({ reason: `${d.reason}; upstream: ${st.text}` });
     return upstreamStatus(s, cmd.tag, st, true);
+  }
+  // Upstream closed a folder without the `[CLOSED]` it owed: what it sent of that folder cannot be told from this
+  // one's, so none of it is used. The SELECT fails closed, and this upstream session closes a folder with UNSELECT
+  // before every later SELECT (docs/imap.md "Switching folders").
+  if (closing && !closed) {
+    await searched?.catch(() => {});
+    up.missedClosed();
+    row.write({ decision: "error", reason: CLOSED_MISSING });
+    await s.unselectUpstream(cmd.name, p).catch(() => {});
+    throw new Refusal("NO", "UNAVAILABLE", "The mailbox could not be opened; try again later");
   }
   // A SELECT upstream opened read-only (RFC 3501 §6.3.1: `OK [READ-ONLY]`; an ACL without write rights, a folder it
   // cannot write) is read-only for the agent too: told `[READ-ONLY]`, its writes refused (refuseReadOnly), bodies
