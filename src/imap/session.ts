@@ -922,8 +922,9 @@ export class ImapSession implements LoginSession, CompressSession {
             this.state === "not-authenticated" &&
             refuseLoginLiteralBeforeStartTls(this, r.nonSync)
           ) {
-            // Before STARTTLS no `+` asks for a LOGIN's user name or password in clear (commands/login.ts).
-            this.#refuseLiteral(r, "NO", "PRIVACYREQUIRED", "Use STARTTLS first");
+            // Before STARTTLS no `+` asks for a LOGIN's user name or password in clear (commands/login.ts, which
+            // wrote the refusal's row).
+            this.#refuseLiteral(r, "NO", "PRIVACYREQUIRED", "Use STARTTLS first", false);
             this.#badCommand();
           } else if (r.binary && !this.#literal8(r.command)) {
             this.#refuseLiteral(r, "BAD", "CLIENTBUG", "literal8 is allowed in APPEND only, with BINARY");
@@ -1212,13 +1213,13 @@ export class ImapSession implements LoginSession, CompressSession {
   /**
    * Refuses the literal the read loop was asked about, and with it its command: the framer skips it (no `+`), the
    * command's literal reservation goes, the refusal has its deny row (docs/audit.md "What a row records": every
-   * refusal, those that need no rule included) and the tagged reply.
+   * refusal, those that need no rule included; `row` false when the caller wrote it) and the tagged reply.
    */
-  #refuseLiteral(r: LiteralRequest, status: "NO" | "BAD", code: string | null, text: string): void {
+  #refuseLiteral(r: LiteralRequest, status: "NO" | "BAD", code: string | null, text: string, row = true): void {
     this.#framer.refuseLiteral();
     // An earlier literal of this command may hold a reservation: the command is over.
     this.#releaseCommand();
-    this.#refusalRow(r.command ?? "(refused)", null, text);
+    if (row) this.#refusalRow(r.command ?? "(refused)", null, text);
     this.tagged(r.tag ?? "*", status, code, text);
   }
 
