@@ -17,8 +17,9 @@
  * - Routes may be registered before or after the listener starts; the returned function removes the route.
  *
  * A path that no route serves gets 404; a known path with another method gets 405 with `Allow`; a route's request
- * whose body does not arrive within ADMIN_BODY_MS gets 408, one larger than ADMIN_MAX_BODY_BYTES 413, and one past
- * ADMIN_MAX_REQUESTS in flight 503. Every answer carries `X-Content-Type-Options: nosniff` (`secured`).
+ * whose body does not arrive within ADMIN_BODY_MS gets 408, one larger than its route takes (its maxBodyBytes, at
+ * most ADMIN_MAX_BODY_BYTES) 413, and one past ADMIN_MAX_REQUESTS in flight 503. Every answer carries
+ * `X-Content-Type-Options: nosniff` (`secured`).
  */
 
 import type { AdminConfig } from "../config/types.ts";
@@ -63,17 +64,26 @@ export const ADMIN_MAX_REQUESTS = 32;
 export const ADMIN_BODY_MS = 5000;
 
 /**
- * The largest body the listener reads for a route: one declared larger (Content-Length), or that grows larger, gets
- * `413` with `Connection: close` and its handler is not called. The approval page's form is at most MAX_FORM_BYTES
- * (src/approvals/web.ts), far below.
+ * The largest body the listener reads for a route that names no smaller `maxBodyBytes` of its own: one declared
+ * larger (Content-Length), or that grows larger, gets `413` with `Connection: close` and its handler is not called.
+ * What the listener has read of a body is held until the body ends or ADMIN_BODY_MS passes, for as many connections
+ * as clients open (Bun.serve has no limit on them): a route takes no more than it needs. The approval pages take
+ * MAX_FORM_BYTES (src/approvals/web.ts, registered so by serve).
  */
 export const ADMIN_MAX_BODY_BYTES = 64 * 1024;
+
+/** How a route is served: `auth` (the module comment), and the largest body read for it (ADMIN_MAX_BODY_BYTES). */
+export interface AdminRouteOptions {
+  readonly auth: AdminAuth;
+  readonly maxBodyBytes?: number;
+}
 
 interface Route {
   readonly method: string;
   readonly pathPrefix: string;
   readonly handler: AdminHandler;
   readonly auth: AdminAuth;
+  readonly maxBodyBytes: number;
 }
 
 const RESERVED = ["/healthz", "/metrics"];
@@ -88,13 +98,16 @@ export function registerAdminRoute(
   method: string,
   pathPrefix: string,
   handler: AdminHandler,
-  options: { readonly auth: AdminAuth },
+  options: AdminRouteOptions,
 ): () => void {
   if (!pathPrefix.startsWith("/")) throw new Error(`admin: a route's path must start with "/", got ${pathPrefix}`);
   if (RESERVED.some((r) => under(r, pathPrefix) || under(pathPrefix, r)))
     throw new Error(`admin: ${pathPrefix} overlaps a built-in route (${RESERVED.join(", ")})`);
   if (options.auth !== "none" && options.auth !== "token") throw new Error(`admin: unknown auth ${options.auth}`);
-  const route: Route = { method: method.toUpperCase(), pathPrefix, handler, auth: options.auth };
+  const maxBodyBytes = options.maxBodyBytes ?? ADMIN_MAX_BODY_BYTES;
+  if (!Number.isSafeInteger(maxBodyBytes) || maxBodyBytes < 0 || maxBodyBytes > ADMIN_MAX_BODY_BYTES)
+    throw new Error(`admin: a route's maxBodyBytes must be 0 to ${ADMIN_MAX_BODY_BYTES}, got ${maxBodyBytes}`);
+  const route: Route = { method: method.toUpperCase(), pathPrefix, handler, auth: options.auth, maxBodyBytes };
   if (routes.some((r) => r.method === route.method && r.pathPrefix === pathPrefix))
     throw new Error(`admin: ${route.method} ${pathPrefix} is already registered`);
   routes.push(route);
@@ -230,7 +243,7 @@ async function handle(options: AdminOptions, inFlight: InFlight, request: Reques
       );
   }
   // The body is read before the request takes a place: a slow one holds none (ADMIN_BODY_MS).
-  const read = await readBody(request, url);
+  const read = await readBody(request, url, route.maxBodyBytes);
   if (read instanceof Response) return read;
   if (inFlight.count >= ADMIN_MAX_REQUESTS)
     return json(
@@ -247,16 +260,16 @@ async function handle(options: AdminOptions, inFlight: InFlight, request: Reques
 }
 
 /**
- * The request with its body read, at most ADMIN_MAX_BODY_BYTES within ADMIN_BODY_MS of the call (the header is read
- * by then); a request without a body as it came. Else the answer: `408` past the deadline, `413` past the size, both
- * with `Connection: close`, so that the runtime closes the connection rather than read the rest.
+ * The request with its body read, at most `max` octets (the route's maxBodyBytes) within ADMIN_BODY_MS of the call
+ * (the header is read by then); a request without a body as it came. Else the answer: `408` past the deadline, `413`
+ * past the size, both with `Connection: close`, so that the runtime closes the connection rather than read the rest.
  */
-async function readBody(request: Request, url: URL): Promise<Request | Response> {
+async function readBody(request: Request, url: URL, max: number): Promise<Request | Response> {
   if (request.body === null) return request;
   const close = { connection: "close" };
-  const tooLarge = () => json(413, { error: `request body too large (at most ${ADMIN_MAX_BODY_BYTES} octets)` }, close);
+  const tooLarge = () => json(413, { error: `request body too large (at most ${max} octets)` }, close);
   const declared = request.headers.get("content-length");
-  if (declared !== null && !(Number(declared) <= ADMIN_MAX_BODY_BYTES)) return tooLarge();
+  if (declared !== null && !(Number(declared) <= max)) return tooLarge();
   const reader = request.body.getReader();
   const chunks: Uint8Array[] = [];
   let size = 0;
@@ -269,7 +282,7 @@ async function readBody(request: Request, url: URL): Promise<Request | Response>
       const { done, value } = await reader.read();
       if (done) return "read";
       size += value.byteLength;
-      if (size > ADMIN_MAX_BODY_BYTES) return "too large";
+      if (size > max) return "too large";
       chunks.push(value);
     }
   })();

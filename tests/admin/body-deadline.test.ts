@@ -4,7 +4,9 @@
  * timeouts"). Over real sockets: a body that arrives just within the deadline is served; one that stalls past it is
  * answered 408 at the deadline and its connection closed, its handler never called; clients stalled in their bodies,
  * more of them than there are places, hold none, so a normal request is served meanwhile and after; a body of
- * exactly ADMIN_MAX_BODY_BYTES is served, one octet more is 413, declared or sent in chunks.
+ * exactly ADMIN_MAX_BODY_BYTES is served, one octet more is 413, declared or sent in chunks. A route that takes less
+ * (the approval pages: MAX_FORM_BYTES) names its own limit, and the listener holds no more of a body for it: a body
+ * declared one octet longer is refused before any of it is sent, instead of being waited for and kept.
  */
 import { afterAll, expect, test } from "bun:test";
 import { connect } from "node:net";
@@ -17,6 +19,7 @@ import {
   registerAdminRoute,
   startAdmin,
 } from "../../src/admin/server.ts";
+import { MAX_FORM_BYTES } from "../../src/approvals/web.ts";
 
 const servers: AdminServer[] = [];
 const removes: (() => void)[] = [];
@@ -25,8 +28,11 @@ afterAll(async () => {
   for (const s of servers) await s.close();
 });
 
-/** A listener with a POST route that answers the length of the body its handler was given; `calls` counts them. */
-function start(path: string): { port: number; calls: string[] } {
+/**
+ * A listener with a POST route that answers the length of the body its handler was given; `calls` counts them.
+ * `maxBodyBytes`: the route's own limit, as serve gives the approval pages (MAX_FORM_BYTES).
+ */
+function start(path: string, maxBodyBytes?: number): { port: number; calls: string[] } {
   const calls: string[] = [];
   removes.push(
     registerAdminRoute(
@@ -37,7 +43,7 @@ function start(path: string): { port: number; calls: string[] } {
         calls.push(body.slice(0, 16));
         return new Response(`got ${body.length}`);
       },
-      { auth: "none" },
+      maxBodyBytes === undefined ? { auth: "none" } : { auth: "none", maxBodyBytes },
     ),
   );
   const s = startAdmin({
@@ -176,4 +182,34 @@ test(`a body of ADMIN_MAX_BODY_BYTES (${ADMIN_MAX_BODY_BYTES}) is served; one oc
   expect(chunked.status).toBe(413);
   expect(chunked.text).toContain(`at most ${ADMIN_MAX_BODY_BYTES} octets`);
   expect(calls).toEqual(["a".repeat(16)]);
+});
+
+test(`a route's own maxBodyBytes (${MAX_FORM_BYTES}): served at it, one past refused at once`, async () => {
+  const { port, calls } = start("/form", MAX_FORM_BYTES);
+  const base = `http://127.0.0.1:${port}`;
+  const exact = await fetch(`${base}/form`, { method: "POST", body: "a".repeat(MAX_FORM_BYTES) });
+  expect(exact.status).toBe(200);
+  expect(await exact.text()).toBe(`got ${MAX_FORM_BYTES}`);
+  // Declared one octet longer, nothing of it sent: refused at once, not waited for until ADMIN_BODY_MS (and its
+  // octets, sent, held until then) as under the listener's own ADMIN_MAX_BODY_BYTES.
+  const declared = await rawClient(port, post("/form", MAX_FORM_BYTES + 1), []);
+  expect(declared.status).toBe(413);
+  expect(declared.text).toContain(`at most ${MAX_FORM_BYTES} octets`);
+  expect(declared.answeredAt!).toBeLessThan(1000);
+  // Sent in chunks: refused as soon as the octets read pass it, the rest never awaited.
+  const chunk = (data: string) => `${data.length.toString(16)}\r\n${data}\r\n`;
+  const chunked = await rawClient(port, `${post("/form", "chunked")}${chunk("b".repeat(MAX_FORM_BYTES + 1))}`, []);
+  expect(chunked.status).toBe(413);
+  expect(chunked.answeredAt!).toBeLessThan(1000);
+  expect(calls).toEqual(["a".repeat(16)]);
+});
+
+test(`a route's maxBodyBytes is 0 to ADMIN_MAX_BODY_BYTES: one past it is refused at registration`, () => {
+  const handler = () => new Response("x");
+  removes.push(registerAdminRoute("POST", "/at-limit", handler, { auth: "none", maxBodyBytes: ADMIN_MAX_BODY_BYTES }));
+  removes.push(registerAdminRoute("POST", "/none", handler, { auth: "none", maxBodyBytes: 0 }));
+  for (const bad of [ADMIN_MAX_BODY_BYTES + 1, -1, 1.5])
+    expect(() => registerAdminRoute("POST", "/past", handler, { auth: "none", maxBodyBytes: bad })).toThrow(
+      `admin: a route's maxBodyBytes must be 0 to ${ADMIN_MAX_BODY_BYTES}, got ${bad}`,
+    );
 });

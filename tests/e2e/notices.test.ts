@@ -7,10 +7,12 @@
 
 import { expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
+import { connect } from "node:net";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { userMaildir } from "../../scripts/upstreams/layout.ts";
 import { freePort } from "../../scripts/upstreams/ports.ts";
+import { MAX_FORM_BYTES } from "../../src/approvals/web.ts";
 import { heldId, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { tempRoot } from "../fixtures/temp.ts";
 import { sinkCopies } from "../smtp/helpers.ts";
@@ -56,6 +58,25 @@ function outsideSender(port: number, sender: { user: string; password: string },
     return heldId(info.response);
   };
   return { transport, send };
+}
+
+/** A POST's request line and header alone, declaring `length` octets of body: what the listener answers, as text. */
+function headerOnlyPost(port: number, path: string, length: number): Promise<string> {
+  return new Promise((resolve) => {
+    let text = "";
+    const socket = connect(port, "127.0.0.1", () =>
+      socket.write(
+        `POST ${path} HTTP/1.1\r\nHost: 127.0.0.1:${port}\r\nOrigin: http://127.0.0.1:${port}\r\n` +
+          `Content-Type: application/x-www-form-urlencoded\r\nContent-Length: ${length}\r\n\r\n`,
+      ),
+    );
+    socket.on("data", (d) => {
+      text += d.toString("latin1");
+    });
+    socket.on("error", () => {});
+    socket.on("close", () => resolve(text));
+    setTimeout(() => socket.destroy(), 10_000);
+  });
 }
 
 test("serve notifies the approver; the link's page approves; the sender learns the results", async () => {
@@ -108,6 +129,13 @@ test("serve notifies the approver; the link's page approves; the sender learns t
     expect(page.status).toBe(200);
     expect(await page.text()).toContain(`approved ${m}`);
     const token = new URL(link!).searchParams.get("t")!;
+    // The page's form is at most MAX_FORM_BYTES, and serve registers it so (src/admin/server.ts maxBodyBytes): a POST
+    // declared one octet longer is refused before any of its body is sent, not waited for and kept ADMIN_BODY_MS.
+    const t0 = performance.now();
+    const oversized = await headerOnlyPost(admin, `/approvals/${approved}`, MAX_FORM_BYTES + 1);
+    expect(oversized).toStartWith("HTTP/1.1 413 ");
+    expect(oversized).toContain(`at most ${MAX_FORM_BYTES} octets`);
+    expect(performance.now() - t0).toBeLessThan(1000);
     const post = await fetch(`http://127.0.0.1:${admin}/approvals/${approved}`, {
       method: "POST",
       body: `t=${encodeURIComponent(token)}&action=approve&confirm=approve`,

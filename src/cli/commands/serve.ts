@@ -13,7 +13,7 @@ import { type AdminServer, type HealthReport, registerAdminRoute, startAdmin } f
 import { Notifier } from "../../approvals/notify.ts";
 import { type ApprovalContext, expireDue, recover, withdrawExposedLinks } from "../../approvals/service.ts";
 import { type ApprovalRow, ApprovalStore } from "../../approvals/store.ts";
-import { type ApprovalPage, approvalPage } from "../../approvals/web.ts";
+import { type ApprovalPage, approvalPage, MAX_FORM_BYTES } from "../../approvals/web.ts";
 import { AuditLog } from "../../audit/index.ts";
 import {
   type Config,
@@ -315,8 +315,14 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
     // The approval page on the admin listener; the link's signed token is its only credential (docs/approvals.md).
     const page = approvalPage(actx);
     approvalsPage = page;
+    // Its form is at most MAX_FORM_BYTES: the listener holds no more of a body for it (ADMIN_MAX_BODY_BYTES).
     for (const method of ["GET", "POST"])
-      unregister.push(registerAdminRoute(method, "/approvals", (req) => page.handle(req), { auth: "none" }));
+      unregister.push(
+        registerAdminRoute(method, "/approvals", (req) => page.handle(req), {
+          auth: "none",
+          maxBodyBytes: MAX_FORM_BYTES,
+        }),
+      );
   } else if (held.some((h) => h.pidFile === statePid) && existsSync(config.state.path)) {
     // No rule asks any more, but messages held under an earlier config may still wait in the state database: they
     // still expire on time, wiping their bytes and any agent credentials with them, and a replay a dead process left
