@@ -1209,7 +1209,6 @@ export class ImapSession implements LoginSession, CompressSession {
     this.#badCommand();
   }
 
-  /** The `deny` row of a refusal no rule decided: a malformed line, a command in the wrong state, a check's own. */
   /**
    * Refuses the literal the read loop was asked about, and with it its command: the framer skips it (no `+`), the
    * command's literal reservation goes, the refusal has its deny row (docs/audit.md "What a row records": every
@@ -1223,6 +1222,7 @@ export class ImapSession implements LoginSession, CompressSession {
     this.tagged(r.tag ?? "*", status, code, text);
   }
 
+  /** The `deny` row of a refusal no rule decided: a malformed line, a command in the wrong state, a check's own. */
   #refusalRow(command: string, folder: string | null, reason: string): void {
     this.auditRow({ command, operation: null, folder, decision: "deny", rule: null, ruleIndex: null, reason });
   }
