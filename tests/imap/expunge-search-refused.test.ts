@@ -9,13 +9,14 @@
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
 import { AnsweringRelay, UPSTREAM_REFUSALS } from "../fixtures/tcp-relay.ts";
 import {
   auditCursor,
+  dovecotImap,
   fromMessage,
   RawImap,
-  startTestProxy,
+  startRelayedProxy,
   statusOf,
   type TestProxy,
   upstreamState,
@@ -57,9 +58,8 @@ beforeAll(async () => {
   await human.append("Box", fromMessage("bank@corp.test", "hidden-statement"));
   await human.append("Box", fromMessage("shop@s.test", "receipt-2"));
   await human.logout();
-  const up = upstreams();
-  relay = await AnsweringRelay.start({ host: up.host, port: up.ports.imap });
-  proxy = await startTestProxy({ rules: RULES, upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` });
+  relay = await AnsweringRelay.start(dovecotImap());
+  proxy = await startRelayedProxy(relay, RULES);
   rows = auditCursor(proxy);
 });
 

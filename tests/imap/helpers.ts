@@ -225,6 +225,40 @@ export class RawImap extends RawSocket {
   }
 }
 
+/** Box shows shop@ messages only; Open shows every message; nothing else is allowed: the rules of the SELECT tests. */
+export const BOX_SHOP_RULES = `
+[[rules]]
+name = "box: shop only"
+folders = ["Box"]
+from = "shop@*"
+action = "allow"
+operations = ["read"]
+
+[[rules]]
+name = "open"
+folders = ["Open"]
+action = "allow"
+operations = ["read"]
+
+[[rules]]
+name = "nothing else"
+action = "deny"
+`;
+
+/** The plain IMAP port of the test Dovecot, for a relay (tests/fixtures/tcp-relay.ts) to put itself in front of. */
+export function dovecotImap(): { readonly host: string; readonly port: number } {
+  const up = upstreams();
+  return { host: up.host, port: up.ports.imap };
+}
+
+/**
+ * A proxy under `rules` whose upstream is `relay`, in front of Dovecot's plain IMAP port (`dovecotImap`): for the
+ * answers a real server does not give, made by changing one of Dovecot's.
+ */
+export function startRelayedProxy(relay: { readonly port: number }, rules: string): Promise<TestProxy> {
+  return startTestProxy({ rules, upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` });
+}
+
 /** A one-line message from `from` to me@corp.test, its Message-ID made of `subject`: for sender-filtered folders. */
 export function fromMessage(from: string, subject: string): string {
   return `From: ${from}\r\nTo: me@corp.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject}@corp.test>\r\n\r\nx\r\n`;

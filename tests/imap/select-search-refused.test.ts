@@ -8,9 +8,17 @@
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
 import { AnsweringRelay, UPSTREAM_REFUSALS } from "../fixtures/tcp-relay.ts";
-import { auditCursor, fromMessage, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+import {
+  auditCursor,
+  dovecotImap,
+  fromMessage,
+  RawImap,
+  startRelayedProxy,
+  statusOf,
+  type TestProxy,
+} from "./helpers.ts";
 
 /** Box shows shop@ messages only. */
 const RULES = `
@@ -38,9 +46,8 @@ beforeAll(async () => {
   await human.append("Box", fromMessage("shop@s.test", "receipt"));
   await human.append("Box", fromMessage("bank@corp.test", "hidden-statement"));
   await human.logout();
-  const up = upstreams();
-  relay = await AnsweringRelay.start({ host: up.host, port: up.ports.imap });
-  proxy = await startTestProxy({ rules: RULES, upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` });
+  relay = await AnsweringRelay.start(dovecotImap());
+  proxy = await startRelayedProxy(relay, RULES);
   rows = auditCursor(proxy);
 });
 

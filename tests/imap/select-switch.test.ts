@@ -10,29 +10,18 @@
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
 import { LineRelay } from "../fixtures/tcp-relay.ts";
-import { auditCursor, fromMessage, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
-
-/** Box shows shop@ messages only; Open shows every message, its keywords too. */
-const RULES = `
-[[rules]]
-name = "box: shop only"
-folders = ["Box"]
-from = "shop@*"
-action = "allow"
-operations = ["read"]
-
-[[rules]]
-name = "open"
-folders = ["Open"]
-action = "allow"
-operations = ["read"]
-
-[[rules]]
-name = "nothing else"
-action = "deny"
-`;
+import {
+  auditCursor,
+  BOX_SHOP_RULES,
+  dovecotImap,
+  fromMessage,
+  RawImap,
+  startRelayedProxy,
+  statusOf,
+  type TestProxy,
+} from "./helpers.ts";
 
 /** What a server may say of Box as it closes it: a hidden message's keyword and flags, counts, its next UID. */
 const BOX_LEFTOVERS =
@@ -72,9 +61,8 @@ beforeAll(async () => {
   await human.append("Box", fromMessage("shop@s.test", "order"));
   await human.append("Open", fromMessage("shop@s.test", "receipt"));
   await human.logout();
-  const up = upstreams();
-  relay = await LineRelay.start({ host: up.host, port: up.ports.imap });
-  proxy = await startTestProxy({ rules: RULES, upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` });
+  relay = await LineRelay.start(dovecotImap());
+  proxy = await startRelayedProxy(relay, BOX_SHOP_RULES);
   rows = auditCursor(proxy);
 });
 

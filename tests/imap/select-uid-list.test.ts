@@ -10,29 +10,18 @@
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
 import { LineRelay } from "../fixtures/tcp-relay.ts";
-import { auditCursor, fromMessage, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
-
-/** Box shows shop@ messages only (its second message is hidden); Open shows every message. */
-const RULES = `
-[[rules]]
-name = "box: shop only"
-folders = ["Box"]
-from = "shop@*"
-action = "allow"
-operations = ["read"]
-
-[[rules]]
-name = "open"
-folders = ["Open"]
-action = "allow"
-operations = ["read"]
-
-[[rules]]
-name = "nothing else"
-action = "deny"
-`;
+import {
+  auditCursor,
+  BOX_SHOP_RULES,
+  dovecotImap,
+  fromMessage,
+  RawImap,
+  startRelayedProxy,
+  statusOf,
+  type TestProxy,
+} from "./helpers.ts";
 
 let relay: LineRelay;
 let proxy: TestProxy;
@@ -50,9 +39,8 @@ beforeAll(async () => {
     await human.append(folder, fromMessage("shop@s.test", `${folder}-4`));
   }
   await human.logout();
-  const up = upstreams();
-  relay = await LineRelay.start({ host: up.host, port: up.ports.imap });
-  proxy = await startTestProxy({ rules: RULES, upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` });
+  relay = await LineRelay.start(dovecotImap());
+  proxy = await startRelayedProxy(relay, BOX_SHOP_RULES);
   rows = auditCursor(proxy);
 });
 

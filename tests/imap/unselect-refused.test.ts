@@ -9,9 +9,17 @@
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
+import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
 import { LineRelay, UPSTREAM_REFUSALS } from "../fixtures/tcp-relay.ts";
-import { auditCursor, fromMessage, RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
+import {
+  auditCursor,
+  dovecotImap,
+  fromMessage,
+  RawImap,
+  startRelayedProxy,
+  statusOf,
+  type TestProxy,
+} from "./helpers.ts";
 
 /** Box shows shop@ messages only; the agent may delete there (so SELECT opens it read-write upstream). */
 const RULES = `
@@ -48,9 +56,8 @@ beforeAll(async () => {
   await human.append("Box", fromMessage("shop@s.test", "receipt"));
   await human.append("Box", fromMessage("bank@corp.test", "hidden-statement"));
   await human.logout();
-  const up = upstreams();
-  relay = await LineRelay.start({ host: up.host, port: up.ports.imap });
-  proxy = await startTestProxy({ rules: RULES, upstreamTls: "none", upstreamAddr: `127.0.0.1:${relay.port}` });
+  relay = await LineRelay.start(dovecotImap());
+  proxy = await startRelayedProxy(relay, RULES);
   rows = auditCursor(proxy);
 });
 
