@@ -300,18 +300,23 @@ async function main(): Promise<number> {
         `and Postfix (127.0.0.1:${servers.ports.smtps}).`,
     );
     say(`Agents connect to IMAP 127.0.0.1:${ports.imap} and SMTP 127.0.0.1:${ports.smtp} as ${USER} / ${PASSWORD}.\n`);
+    // Each title with its command (and in a smoke run its output) in one write, and without a smoke run all of them
+    // in one: Mailgator's log lines share the terminal (the access lines of the listener probes above come a moment
+    // later), and none must come between a title and its command.
+    const blocks: string[] = [];
     for (const example of examples) {
-      say(`# ${example.title}`);
-      say(example.argv.map(shellQuote).join(" "));
+      const block = [`# ${example.title}`, example.argv.map(shellQuote).join(" ")];
       if (smoke)
-        say(
+        block.push(
           run(example.argv)
             .split("\n")
             .map((line) => `    ${line}`)
             .join("\n"),
         );
-      say();
+      if (smoke) say(`${block.join("\n")}\n`);
+      else blocks.push(`${block.join("\n")}\n`);
     }
+    if (blocks.length > 0) say(blocks.join("\n"));
     say(`Run them from ${ROOT} (the audit command uses its node_modules).`);
     say(`Sent mail lands in ${servers.sink} (one file per recipient). Config: ${CONFIG}`);
     if (smoke) return 0;
