@@ -99,6 +99,9 @@ test("wrong CA: the certificate is not trusted, and the message names upstream_c
   expect(out).toMatch(/\[imap\] upstream .*: TCP ok/);
   expect(out).toMatch(/\[imap\] upstream .*: FAILED: .*set upstream_ca_file to the CA that signed it/);
   expect(out).toMatch(/\[smtp\] upstream .*: FAILED: .*set upstream_ca_file to the CA that signed it/);
+  // The advice once per line: the connection's own error comes without the hint the proxy's log lines add to it.
+  for (const line of out.split("\n").filter((l) => l.includes(": FAILED: ")))
+    expect([line, line.match(/upstream_ca_file/g)?.length]).toEqual([line, 1]);
   expect(out).toContain("login not tried");
   // The connection report (check's own account listing says "password" as the account's login kind).
   expect(upstreamLines(out)).not.toContain("password");

@@ -34,6 +34,15 @@ function tcp(host: string, port: number): Promise<string | null> {
   });
 }
 
+/**
+ * A failed TLS or greeting step's line: the error without the hint the connection adds for the proxy's log
+ * (`upstreamHint`, src/net/upstream.ts), which would say again, less exactly, what `advice` says.
+ */
+function failed(label: string, message: string, listener: ListenerConfig): string {
+  const hint = message.indexOf("; check ");
+  return `${label}: FAILED: ${hint === -1 ? message : message.slice(0, hint)}: ${advice(message, listener)}`;
+}
+
 /** What to check for a failed TLS or greeting step. */
 function advice(message: string, listener: ListenerConfig): string {
   if (/certificate|self[- ]signed|issuer|altnames|hostname\/ip/i.test(message))
@@ -90,7 +99,7 @@ async function one(name: "imap" | "smtp", config: Config, lines: string[]): Prom
       session = await ImapUpstream.open(target, timeouts);
     } catch (e) {
       const message = (e as Error).message;
-      lines.push(`${label}: FAILED: ${message}: ${advice(message, listener)}`);
+      lines.push(failed(label, message, listener));
       lines.push(`${label}: login not tried`);
       return false;
     }
@@ -120,7 +129,7 @@ async function one(name: "imap" | "smtp", config: Config, lines: string[]): Prom
       await (await SmtpUpstream.open(target, null)).quit();
     } catch (e) {
       const message = (e as Error).message;
-      lines.push(`${label}: FAILED: ${message}: ${advice(message, listener)}`);
+      lines.push(failed(label, message, listener));
       lines.push(`${label}: login not tried`);
       return false;
     }
