@@ -105,12 +105,15 @@ export class FolderNames {
   }
 
   /**
-   * A name an agent may give a new folder (CREATE, a RENAME target): valid, and written as the rules read it (NFC,
-   * without default-ignorable characters). Another spelling of a name would be judged as that name while the server
-   * makes a folder apart, which looks like it: `Agent` + U+200B at the top, for an agent confined to `Agent/**`.
+   * Why `name` may not be given to a new folder (CREATE, a RENAME target), in words for its audit row; null when it
+   * may: valid, and written as the rules read it (NFC, without default-ignorable characters). Another spelling of a
+   * name would be judged as that name while the server makes a folder apart, which looks like it: `Agent` + U+200B at
+   * the top, for an agent confined to `Agent/**`.
    */
-  creatable(name: string): boolean {
-    return !this.invalid(name) && readableText(name) === name;
+  uncreatableWhy(name: string): string | null {
+    const invalid = this.invalidWhy(name);
+    if (invalid !== null) return invalid;
+    return readableText(name) === name ? null : "not written as the rules read it (NFC, no invisible characters)";
   }
 
   /** Every ancestor of `name`, nearest last (`a/b/c` → `a`, `a/b`). */

@@ -147,6 +147,27 @@ action = "allow"
         (e: { serverResponseCode?: string }) => `refused ${e.serverResponseCode}`,
       );
       expect(renamed).toBe("refused CANNOT");
+      expect(await made("Agent/../x")).toBe("refused CANNOT");
+      // Each refusal's row says which cause it was (docs/imap.md "Decisions"), as a SELECT's does.
+      const refused = (await confined.rows()).filter((r) => r.decision === "deny");
+      expect(refused.map((r) => [r.command, r.target, r.reason])).toEqual([
+        [
+          "CREATE",
+          "Agent\u200b/x",
+          "invalid mailbox name: not written as the rules read it (NFC, no invisible characters)",
+        ],
+        [
+          "CREATE",
+          "Agent/Gescha\u0308ft",
+          "invalid mailbox name: not written as the rules read it (NFC, no invisible characters)",
+        ],
+        [
+          "RENAME",
+          "Agent\u200b",
+          "invalid new mailbox name: not written as the rules read it (NFC, no invisible characters)",
+        ],
+        ["CREATE", "Agent/../x", "invalid mailbox name: an empty, . or .. level (a trailing delimiter among them)"],
+      ]);
       const owner = await connectImap(mailbox);
       try {
         const paths = (await owner.list()).map((f) => f.path);

@@ -13,7 +13,8 @@ export async function create(s: Session, cmd: CommandOf<"CREATE">): Promise<void
   const delimiter = s.names.delimiter;
   const name =
     delimiter !== null && cmd.mailbox.endsWith(delimiter) ? cmd.mailbox.slice(0, -delimiter.length) : cmd.mailbox;
-  if (!s.names.creatable(name)) {
+  const uncreatable = s.names.uncreatableWhy(name);
+  if (uncreatable !== null) {
     s.auditRow({
       command: "CREATE",
       operation: "folder:write",
@@ -22,7 +23,7 @@ export async function create(s: Session, cmd: CommandOf<"CREATE">): Promise<void
       decision: "deny",
       rule: null,
       ruleIndex: null,
-      reason: "invalid mailbox name (or not written as the rules read it: NFC, no invisible characters)",
+      reason: `invalid mailbox name: ${uncreatable}`,
     });
     throw new Refusal("NO", "CANNOT", "Invalid mailbox name");
   }

@@ -55,13 +55,9 @@ function judgeFolder(s: Session, cmd: CommandOf<"RENAME">): { p: string; np: str
   const refuse = folderWriteRefusal(s, "RENAME", p);
   // RENAME INBOX moves every message, hidden ones included (RFC 3501 §6.3.5, docs/protocol.md §7.25).
   if (cmd.mailbox === "INBOX") refuse("RENAME INBOX is never allowed", "NOPERM", "Not permitted: RENAME INBOX", null);
-  if (!s.names.creatable(cmd.newName))
-    refuse(
-      "invalid new mailbox name (or not written as the rules read it: NFC, no invisible characters)",
-      "CANNOT",
-      "Invalid mailbox name",
-      cmd.newName,
-    );
+  const uncreatable = s.names.uncreatableWhy(cmd.newName);
+  if (uncreatable !== null)
+    refuse(`invalid new mailbox name: ${uncreatable}`, "CANNOT", "Invalid mailbox name", cmd.newName);
   const np = s.names.toPolicy(cmd.newName);
   const d = s.require("RENAME", "folder:write", p, np);
   s.require("RENAME", "folder:write", np, p);
