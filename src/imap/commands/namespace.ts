@@ -4,6 +4,8 @@ import type { CommandOf, Session } from "./context.ts";
 
 export async function namespace(s: Session, cmd: CommandOf<"NAMESPACE">): Promise<void> {
   const d = s.names.delimiter;
-  s.sendText(`* NAMESPACE (("" ${d === null ? "NIL" : `"${d}"`})) NIL NIL`);
+  // A quoted string (RFC 3501 §9: QUOTED-CHAR): a backslash or a double quote is escaped with a backslash.
+  const quoted = d === null ? "NIL" : d === "\\" || d === '"' ? `"\\${d}"` : `"${d}"`;
+  s.sendText(`* NAMESPACE (("" ${quoted})) NIL NIL`);
   s.tagged(cmd.tag, "OK", null, "NAMESPACE completed");
 }
