@@ -105,14 +105,15 @@ beforeAll(async () => {
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe("mailgator audit", () => {
-  test("text: an agent name with a space or `=` is quoted, so it cannot pass for the line's other fields", async () => {
+  test("text: an agent name with a space, `=` or a filler is quoted: it cannot pass for other fields", async () => {
     // In pass-through mode the agent is the login the upstream accepted, which some servers allow spaces in.
     const own = mkdtempSync(join(tmpdir(), "mg-terminal-agent-"));
     try {
       const config = join(own, "m.toml");
       writeFileSync(config, `[audit]\npath = "${join(own, "audit.db")}"\n`);
       const log = AuditLog.open(join(own, "audit.db"));
-      for (const agent of ["bob ALLOW x", 'a"b=c', "plain.agent+tag@corp-1.test"])
+      // A Hangul filler is a letter (Lo) drawn as nothing: a login that a server ignoring the domain accepted.
+      for (const agent of ["bob ALLOW x", 'a"b=c', "plain.agent+tag@corp-1.test", "bob@corp\u3164.test"])
         log.record({
           session: "s2",
           clientAddr: "127.0.0.1",
@@ -132,10 +133,12 @@ describe("mailgator audit", () => {
       const r = run("audit", "-c", config);
       expect(r.code).toBe(0);
       const lines = r.stdout.trim().split("\n");
-      expect(lines).toHaveLength(3);
+      expect(lines).toHaveLength(4);
       expect(lines.some((l) => l.includes(' DENY  "bob ALLOW x"@127.0.0.1 smtp RCPT TO send — '))).toBe(true);
       expect(lines.some((l) => l.includes(' DENY  "a\\"b=c"@127.0.0.1 smtp '))).toBe(true);
       expect(lines.some((l) => l.includes(" DENY  plain.agent+tag@corp-1.test@127.0.0.1 smtp "))).toBe(true);
+      expect(lines.some((l) => l.includes(' DENY  "bob@corp\\u3164.test"@127.0.0.1 smtp '))).toBe(true);
+      expect(r.stdout).not.toContain("\u3164");
     } finally {
       rmSync(own, { recursive: true, force: true });
     }

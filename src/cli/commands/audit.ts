@@ -98,7 +98,10 @@ export function jsonRow(row: AuditRow): string {
   return terminalJson({ ...row, time: new Date(row.time).toISOString() });
 }
 
-/** An agent name shown as it is on a text line; any other is quoted (`line`). */
+/**
+ * An agent name shown as it is on a text line, unless `escapes` would change it (the Hangul fillers U+115F, U+1160,
+ * U+3164 and U+FFA0 are letters drawn as nothing); any other is quoted (`line`).
+ */
 const PLAIN_AGENT = /^[\p{L}\p{N}._+@-]+$/u;
 
 /**
@@ -111,7 +114,8 @@ function line(row: AuditRow): string {
   // The agent's name is the config's, or in pass-through mode the login the upstream accepted, which some servers
   // let hold spaces or quotes: anything but letters, digits and `._+@-` is quoted, so that `bob ALLOW x` cannot pass
   // for the line's other fields.
-  const who = row.agent === null ? "-" : PLAIN_AGENT.test(row.agent) ? row.agent : terminalJson(row.agent);
+  const plain = row.agent !== null && PLAIN_AGENT.test(row.agent) && escapes(row.agent) === row.agent;
+  const who = row.agent === null ? "-" : plain ? row.agent : terminalJson(row.agent);
   const what = [
     row.protocol,
     escapes(row.command),
