@@ -157,9 +157,12 @@ export async function queryAudit(
     `--limit=${limit + 1}`,
     "--json",
   ];
-  const { lines } = await runCommand(audit, argv, config, env);
-  const rows = lines.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as unknown);
-  const notes = lines.filter((l) => l.trim() !== "" && !l.startsWith("{"));
+  const result = await runCommand(audit, argv, config, env);
+  const rows = result.lines.filter((l) => l.startsWith("{")).map((l) => JSON.parse(l) as unknown);
+  // The command's notes but the count of rows left out, which names the internal --limit (`truncated` says it).
+  const notes = [...result.lines.filter((l) => !l.startsWith("{")), ...result.notes].filter(
+    (l) => l.trim() !== "" && !/ not shown; raise --limit /.test(l),
+  );
   const truncated = rows.length > limit;
   return {
     untrusted: AUDIT_UNTRUSTED,

@@ -58,6 +58,18 @@ test("an empty result says so, on stdout as text and on stderr with --json", () 
   expect(json.stderr).toBe("no matching rows\n");
 });
 
+test("no log file yet: said on stdout as text, on stderr with --json (stdout holds only JSON rows)", () => {
+  const none = join(dir, "none.toml");
+  writeFileSync(none, `[audit]\npath = "${join(dir, "never-written.db")}"\n`);
+  const cli = (...args: string[]) =>
+    Bun.spawnSync([process.execPath, MAIN, "audit", "-c", none, ...args], { env: { PATH: process.env["PATH"] ?? "" } });
+  const said = `no audit log yet at ${join(dir, "never-written.db")}\n`;
+  const text = cli();
+  expect([text.exitCode, text.stdout.toString(), text.stderr.toString()]).toEqual([0, said, ""]);
+  const json = cli("--json");
+  expect([json.exitCode, json.stdout.toString(), json.stderr.toString()]).toEqual([0, "", said]);
+});
+
 test("rows left out by --limit are counted; at the limit exactly, nothing is said", () => {
   const two = run("--limit", "2");
   expect(two.lines).toHaveLength(3);

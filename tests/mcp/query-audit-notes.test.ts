@@ -42,3 +42,11 @@ test("query_audit over more rows than its limit, and over none: nothing on the s
   }
   expect(written).toEqual([]);
 });
+
+test("query_audit without a log file yet: no rows, and its note says so", async () => {
+  const file = join(dir, "none.toml");
+  const path = join(dir, "never-written.db");
+  writeFileSync(file, `[audit]\npath = "${path}"\n\n[[rules]]\nname = "all"\naction = "allow"\n`);
+  const none = await queryAudit({ path: file, ownedOnly: false }, {}, {});
+  expect(none).toMatchObject({ rows: [], truncated: false, note: `no audit log yet at ${path}` });
+});

@@ -185,8 +185,11 @@ export async function audit(ctx: CommandContext): Promise<number> {
       );
     filter.limit = Number(values.limit);
   }
+  // Notes go to stdout with text and to stderr with --json, so that stdout stays one JSON object per line.
+  const err = ctx.err ?? ((text: string) => process.stderr.write(`${text}\n`));
+  const note = (text: string) => (values.json ? err(text) : ctx.out(text));
   if (!existsSync(config.audit.path) && !values.follow) {
-    ctx.out(`no audit log yet at ${escapes(config.audit.path)}`);
+    note(`no audit log yet at ${escapes(config.audit.path)}`);
     return EXIT_OK;
   }
   const path = config.audit.path;
@@ -194,9 +197,6 @@ export async function audit(ctx: CommandContext): Promise<number> {
   const show = (rows: AuditRow[]) => {
     for (const row of rows) ctx.out(values.json ? jsonRow(row) : line(row));
   };
-  // Notes go to stdout with text and to stderr with --json, so that stdout stays one JSON object per line.
-  const err = ctx.err ?? ((text: string) => process.stderr.write(`${text}\n`));
-  const note = (text: string) => (values.json ? err(text) : ctx.out(text));
   try {
     // Each poll looks only at rows newer than the newest one seen, matching or not: a filter that matches rarely
     // must not rescan the log every time (the decision, agent and rule columns have no index).
