@@ -345,13 +345,13 @@ export const NO_REPLY_ADDRESS =
   "its author asked for no reply (RFC 5322 §3.6.2), so the reply goes neither there nor to From; nothing was sent";
 
 /**
- * A reply to a message with more than one Reply-To field (RFC 5322 §3.6 allows one): the address the reply would go
- * to is not known.
+ * A reply to a message with more than one field of those it would go to (RFC 5322 §3.6 allows one Reply-To and one
+ * From): Reply-To, or From when there is no Reply-To. The address the reply would go to is not known.
  */
-export function duplicateReplyTo(count: number): string {
+export function duplicateReplyTo(count: number, field: "Reply-To" | "From" = "Reply-To"): string {
   return (
-    `the message has ${count} Reply-To fields (RFC 5322 §3.6 allows one), so where a reply should go is not known; ` +
-    "nothing was sent"
+    `the message has ${count} ${field} fields (RFC 5322 §3.6 allows one), so where a reply should go is not ` +
+    "known; nothing was sent"
   );
 }
 
@@ -633,7 +633,8 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
       {
         description:
           "Replies to a message: to its Reply-To or From (and, with reply_all, its other recipients; refused when " +
-          "the Reply-To names no address: its author asked for no reply), subject " +
+          "the Reply-To names no address: its author asked for no reply, or when the Reply-To, or the From when " +
+          "there is none, is doubled), subject " +
           "prefixed Re:, In-Reply-To and References set so the reply threads. Same rules as send.",
         inputSchema: toolArgs({
           folder: folderArg,
@@ -662,6 +663,10 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
           const hasReplyTo = headers.some((f) => f.name === "reply-to");
           const replyTo = addresses("reply-to");
           if (hasReplyTo && replyTo.length === 0) throw new ToolError(NO_REPLY_ADDRESS);
+          // Without Reply-To the reply goes to From, which RFC 5322 §3.6 allows once too: with two, as with two
+          // Reply-To fields, which one a reader shows as the author is not ours to guess.
+          const fromFields = headers.filter((f) => f.name === "from").length;
+          if (!hasReplyTo && fromFields > 1) throw new ToolError(duplicateReplyTo(fromFields, "From"));
           const to = hasReplyTo ? replyTo : addresses("from");
           if (to.length === 0) throw new ToolError("the message names no sender to reply to");
           // The sender's own address, bare and lower-cased as parseAddressList gives the others: `from` may be

@@ -624,6 +624,36 @@ action = "deny"
     expect(copy!.headerText).not.toContain("<Bcc:>");
   });
 
+  // docs/mcp.md "Agent tools": without Reply-To a reply goes to From, which RFC 5322 §3.6 allows once. With two, which
+  // one the author meant cannot be told, as with two Reply-To fields. Before, the reply went to both.
+  test("a reply to a message with two From fields and no Reply-To is refused; nothing is sent", async () => {
+    const token = uniqueToken("mcptwofrom");
+    const append = async (from: string, label: string): Promise<number> => {
+      const direct = await connectImap(mailbox);
+      try {
+        const appended = await direct.append(
+          "INBOX",
+          `${from}To: ${mailbox.address}\r\nSubject: ${label} ${token}\r\n` +
+            `Message-ID: <${label}-${token}@shop.test>\r\n\r\nhello\r\n`,
+        );
+        return (appended as { uid: number }).uid;
+      } finally {
+        await direct.logout();
+      }
+    };
+    const uid = await append(`From: notifications@shop.test\r\nFrom: other-${token}@shop.test\r\n`, "twofrom");
+    for (const reply_all of [false, true]) {
+      const refused = await callRaw(desk, "reply", { folder: "INBOX", uid, text: `from ${token}`, reply_all });
+      expect(refused.isError).toBe(true);
+      expect(refused.text).toBe(`reply: ${duplicateReplyTo(2, "From")}`);
+    }
+    // The barrier: a reply to a message with one From is sent and arrives; none of the refused ones did.
+    const one = await append(`From: one-${token}@shop.test\r\n`, "onefrom");
+    expect(await call(desk, "reply", { folder: "INBOX", uid: one, text: `one ${token}` })).toContain("was sent");
+    const copies = await waitForSink(token, { settleMs: 1000 });
+    expect(copies.map((c) => c.originalTo)).toEqual([`one-${token}@shop.test`]);
+  });
+
   test("a reply to a message whose Message-ID holds no msg-id sends no In-Reply-To", async () => {
     const token = uniqueToken("mcpnoid");
     const direct = await connectImap(mailbox);
