@@ -303,7 +303,12 @@ async function readBody(request: Request, url: URL, max: number): Promise<Reques
       close,
     );
   }
-  return new Request(url.href, { method: request.method, headers: request.headers, body: Buffer.concat(chunks) });
+  // The body is whole now, so its length is known, sent in chunks or not: a handler that checks Content-Length (the
+  // approval pages, MAX_FORM_BYTES) reads the octets it is given, not a header the request may not have had.
+  const headers = new Headers(request.headers);
+  headers.delete("transfer-encoding");
+  headers.set("content-length", String(size));
+  return new Request(url.href, { method: request.method, headers, body: Buffer.concat(chunks) });
 }
 
 /**

@@ -1,12 +1,15 @@
 /**
  * The approval page reads a POST of at most MAX_FORM_BYTES (src/approvals/web.ts, docs/approvals.md "Links"): a form
  * of exactly that size decides, one octet more gets 413 and changes nothing (the message stays held, its link unused).
+ * Through the admin listener, as serve registers it, a form sent in chunks (no Content-Length) decides too.
  */
 
 import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
+import { connect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { registerAdminRoute, startAdmin } from "../../src/admin/server.ts";
 import type { ApprovalContext } from "../../src/approvals/service.ts";
 import { approvalPage, MAX_FORM_BYTES } from "../../src/approvals/web.ts";
 import { ASK_RULE, askManagersConfig, heldMessage, openApprovalStores } from "./helpers.ts";
@@ -49,6 +52,58 @@ test(`a form of MAX_FORM_BYTES (${MAX_FORM_BYTES}) decides; one octet more is 41
     expect(await denied.text()).toContain("Denied");
     expect(store.row(exact.id)!.state).toBe("denied");
   } finally {
+    audit.close();
+    state.close();
+  }
+});
+
+test("through the admin listener, a form sent in chunks (no length declared) decides; one past it is 413", async () => {
+  const auditPath = join(dir, "chunked-audit.db");
+  const { state, store, audit } = openApprovalStores(join(dir, "chunked.db"), join(dir, "chunked-key"), auditPath);
+  const ctx: ApprovalContext = { config: askManagersConfig(dir, auditPath), store, audit, protocol: "smtp" };
+  const page = approvalPage(ctx);
+  // As serve registers the pages (src/cli/commands/serve.ts).
+  const remove = registerAdminRoute("POST", "/approvals", (req) => page.handle(req), {
+    auth: "none",
+    maxBodyBytes: MAX_FORM_BYTES,
+  });
+  const admin = startAdmin({
+    config: { listenAddr: { host: "127.0.0.1", port: 0 }, allowRemote: false, tokenHash: null },
+    health: () => ({ problems: [], checks: {} }),
+  });
+  /** POSTs `body` to `id`'s page in HTTP/1.1 chunks of 100 octets; the status line's code. */
+  const chunked = (id: string, body: string) =>
+    new Promise<number>((resolve, reject) => {
+      const socket = connect(admin.address.port, "127.0.0.1");
+      let answer = "";
+      socket.on("data", (d) => {
+        answer += d.toString("latin1");
+        if (answer.includes("\r\n")) {
+          resolve(Number(answer.split(" ")[1]));
+          socket.destroy();
+        }
+      });
+      socket.on("error", reject);
+      const chunks = body.match(/[\s\S]{1,100}/g)!.map((c) => `${c.length.toString(16)}\r\n${c}\r\n`);
+      socket.write(
+        `POST /approvals/${id} HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://admin.test\r\n` +
+          "Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n\r\n" +
+          `${chunks.join("")}0\r\n\r\n`,
+      );
+    });
+  try {
+    const over = await store.hold(heldMessage(), ASK_RULE, Date.now() + 3_600_000);
+    const form = `t=${store.token(over)}&action=deny&confirm=deny&pad=`;
+    expect(await chunked(over.id, `${form}${"x".repeat(MAX_FORM_BYTES + 1 - form.length)}`)).toBe(413);
+    expect(store.row(over.id)!.state).toBe("held");
+    expect(store.tokenUsed(over.id)).toBe(false);
+
+    const small = await store.hold(heldMessage(), ASK_RULE, Date.now() + 3_600_000);
+    expect(await chunked(small.id, `t=${store.token(small)}&action=deny&confirm=deny`)).toBe(200);
+    expect(store.row(small.id)!.state).toBe("denied");
+  } finally {
+    remove();
+    await admin.close();
     audit.close();
     state.close();
   }
