@@ -50,11 +50,7 @@ const SCHEMA = `CREATE TABLE IF NOT EXISTS account_status (
  * reads as an empty one: a temporary table of the connection's own (SQLite reads temp before main), the file unwritten.
  */
 export function ensureSchema(store: SealedStore): void {
-  if (!store.readOnly) store.db.run(SCHEMA);
-  else if (
-    store.db.query("SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = 'account_status'").get() === null
-  )
-    store.db.run(SCHEMA.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE IF NOT EXISTS"));
+  store.ensureTable("account_status", SCHEMA);
 }
 
 /** Does this record belong to the account's current client registration? */

@@ -259,41 +259,46 @@ function toRow(r: RawRow): ApprovalRow {
   };
 }
 
-/** The columns later versions added to `approvals`, with the values rows made before them read as (above). */
-const ADDED_COLUMNS: readonly (readonly [string, string])[] = [
-  ["notified", "0"],
-  ["claimed_by", "NULL"],
-  ["link_generation", "0"],
-  ["config_revision", "NULL"],
+/**
+ * The columns later versions added to `approvals`, each with its definition; a row made before a column was added
+ * reads as its DEFAULT (NULL without one):
+ * - notified: held messages of a database made before notices were recorded count as not notified, so the next
+ *   start sends their notices (at least once, docs/approvals.md "Notices");
+ * - claimed_by: a "sending" row made before claims named their process is taken for a dead process's at the next
+ *   start, as before (`recover`);
+ * - link_generation: every link made before links could be withdrawn is of the first generation;
+ * - config_revision: the rows of a message held before held messages recorded the config that held them carry the
+ *   revision in force when they are written, as before.
+ */
+const ADDED_COLUMNS: readonly { readonly name: string; readonly definition: string }[] = [
+  { name: "notified", definition: "INTEGER NOT NULL DEFAULT 0" },
+  { name: "claimed_by", definition: "TEXT" },
+  { name: "link_generation", definition: "INTEGER NOT NULL DEFAULT 0" },
+  { name: "config_revision", definition: "TEXT" },
 ];
 
 /**
- * The tables of a state database opened read-only (`approvals list` and `show`), which cannot be given the missing
- * ones or columns: a missing table reads as an empty one, a temporary table of the connection's own; an `approvals`
- * table made before a column was added reads through a temporary view with the column's value for old rows. Temporary
- * names come first in SQLite's search (temp, then main), so the queries below read them unchanged; the file is not
- * written.
+ * Makes the tables of approvals and gives `approvals` the columns later versions added (ADDED_COLUMNS), inside BEGIN
+ * IMMEDIATE, so that two processes opening the same old database add each column once. A state database opened
+ * read-only (`approvals list` and `show`) is not written: a missing table reads as an empty one
+ * (`SealedStore.ensureTable`), and an `approvals` table made before a column was added reads through a temporary view
+ * that gives the column's value for old rows (temp names come first in SQLite's search, so the queries below read it
+ * unchanged).
  */
-function readOnlySchema(state: SealedStore): void {
+function setUpSchema(state: SealedStore): void {
   const db = state.db;
-  const has = (table: string) =>
-    db.query("SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?").get(table) !== null;
-  for (const [table, schema] of [
-    ["approvals", SCHEMA],
-    ["approval_notices", NOTICES_SCHEMA],
-    ["approval_link_readers", READERS_SCHEMA],
-  ] as const)
-    if (!has(table)) db.run(schema.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE"));
-  if (!has("approvals")) return;
+  const madeEmpty = state.ensureTable("approvals", SCHEMA);
   const columns = new Set(
     (db.query("PRAGMA main.table_info(approvals)").all() as { name: string }[]).map((c) => c.name),
   );
-  const missing = ADDED_COLUMNS.filter(([name]) => !columns.has(name));
-  if (missing.length > 0)
-    db.run(
-      `CREATE TEMP VIEW approvals AS SELECT *, ${missing.map(([name, value]) => `${value} AS ${name}`).join(", ")} ` +
-        "FROM main.approvals",
-    );
+  const missing = madeEmpty ? [] : ADDED_COLUMNS.filter((c) => !columns.has(c.name));
+  if (!state.readOnly) for (const c of missing) db.run(`ALTER TABLE approvals ADD COLUMN ${c.name} ${c.definition}`);
+  else if (missing.length > 0) {
+    const values = missing.map((c) => `${/ DEFAULT (\S+)$/.exec(c.definition)?.[1] ?? "NULL"} AS ${c.name}`);
+    db.run(`CREATE TEMP VIEW approvals AS SELECT *, ${values.join(", ")} FROM main.approvals`);
+  }
+  state.ensureTable("approval_notices", NOTICES_SCHEMA);
+  state.ensureTable("approval_link_readers", READERS_SCHEMA);
 }
 
 /** Ids are 16 random bytes in hex: not guessable, and safe in a path, a reply text and a command line. */
@@ -322,30 +327,8 @@ export class ApprovalStore {
 
   constructor(state: SealedStore) {
     this.state = state;
-    if (state.readOnly) readOnlySchema(state);
-    else
-      state.transaction(() => {
-        state.db.run(SCHEMA);
-        // A database made before notices were recorded: its held messages count as not notified, so the next start
-        // sends their notices (at least once, docs/approvals.md "Notices"). Re-checked inside BEGIN IMMEDIATE: two
-        // processes opening the same old database add the column once.
-        const columns = state.db.query("PRAGMA table_info(approvals)").all() as { name: string }[];
-        if (!columns.some((c) => c.name === "notified"))
-          state.db.run("ALTER TABLE approvals ADD COLUMN notified INTEGER NOT NULL DEFAULT 0");
-        // A database made before claims named their process: a "sending" row without one is taken for a dead
-        // process's at the next start, as before (`recover`).
-        if (!columns.some((c) => c.name === "claimed_by"))
-          state.db.run("ALTER TABLE approvals ADD COLUMN claimed_by TEXT");
-        // A database made before links could be withdrawn: every link is of the first generation.
-        if (!columns.some((c) => c.name === "link_generation"))
-          state.db.run("ALTER TABLE approvals ADD COLUMN link_generation INTEGER NOT NULL DEFAULT 0");
-        // A database made before held messages recorded the config that held them: their rows carry the revision in
-        // force when they are written, as before.
-        if (!columns.some((c) => c.name === "config_revision"))
-          state.db.run("ALTER TABLE approvals ADD COLUMN config_revision TEXT");
-        state.db.run(NOTICES_SCHEMA);
-        state.db.run(READERS_SCHEMA);
-      });
+    if (state.readOnly) setUpSchema(state);
+    else state.transaction(() => setUpSchema(state));
     this.#tokenKey = state.deriveKey("mailgator approval links v1");
     this.#noticeKey = state.deriveKey("mailgator approval notices v1");
     this.#readerKey = state.deriveKey("mailgator approval link readers v1");

@@ -230,6 +230,22 @@ export class SealedStore {
     return Buffer.from(hkdfSync("sha256", this.#key, Buffer.alloc(0), Buffer.from(label, "utf8"), KEY_BYTES));
   }
 
+  /**
+   * Creates the table `table` with `schema` (a `CREATE TABLE IF NOT EXISTS`) when missing. Opened `readOnly`, the
+   * file is not written: a missing table reads as an empty one, a temporary table of the connection's own (SQLite
+   * looks in temp before main), and true says so; false when the table is in the file (or was just made there).
+   */
+  ensureTable(table: string, schema: string): boolean {
+    if (!this.readOnly) {
+      this.db.run(schema);
+      return false;
+    }
+    if (this.db.query("SELECT 1 FROM main.sqlite_master WHERE type = 'table' AND name = ?").get(table) !== null)
+      return false;
+    this.db.run(schema.replace("CREATE TABLE IF NOT EXISTS", "CREATE TEMP TABLE IF NOT EXISTS"));
+    return true;
+  }
+
   /** Runs `fn` in one transaction (BEGIN IMMEDIATE): all its writes commit together or not at all. */
   transaction<T>(fn: () => T): T {
     return this.db.transaction(fn).immediate();
@@ -248,13 +264,12 @@ export class SealedStore {
  */
 function migrate(db: Database): void {
   const version = (): number => (db.query("PRAGMA user_version").get() as { user_version: number }).user_version;
-  const check = checkVersion;
   const before = version();
-  check(before);
+  checkVersion(before);
   if (before === MIGRATIONS.length) return;
   db.transaction(() => {
     const from = version();
-    check(from);
+    checkVersion(from);
     for (let v = from; v < MIGRATIONS.length; v++) {
       db.run(MIGRATIONS[v]!);
       db.run(`PRAGMA user_version = ${v + 1}`);
