@@ -176,8 +176,8 @@ export class MessageInspector {
   #eightBit = false;
   /** `MessageFacts.headerControl`, once found. */
   #headerControl: string | null = null;
-  /** The name of the header field being read (`fieldName`), which a continuation line belongs to. */
-  #fieldName = "";
+  /** The line that began the header field being read, which a continuation line belongs to (named by `fieldName`). */
+  #fieldLine: Buffer | null = null;
   /** A control found in the part of a header line #hold cut off (past its cap): named when the line ends. */
   #controlPastCap = -1;
   /** The last octet #hold was given: one of a UTF-8 pair that a piece boundary or the cap splits (`controlIn`). */
@@ -288,16 +288,18 @@ export class MessageInspector {
    * off, naming the field the line begins or continues (RFC 5322 §2.2.3).
    */
   #checkControls(line: Buffer, where: string): void {
-    if (line[0] !== 0x20 && line[0] !== 0x09) this.#fieldName = fieldName(line);
     const past = this.#controlPastCap;
     this.#controlPastCap = -1;
     if (this.#headerControl !== null) return;
+    if (line[0] !== 0x20 && line[0] !== 0x09) this.#fieldLine = line;
     let code = controlIn(line, 0, line.length, -1);
     if (code === -1) code = past;
     if (code === -1) return;
+    // The field is named only now: most messages have no control, and their lines need no name.
+    const name = this.#fieldLine === null ? "" : fieldName(this.#fieldLine);
     const digits = code.toString(16).toUpperCase();
     const hex = code < 0x80 ? `0x${digits.padStart(2, "0")}` : `U+${digits.padStart(4, "0")}`;
-    this.#headerControl = `${hex} in ${where}${this.#fieldName === "" ? "" : ` field ${this.#fieldName}`}`;
+    this.#headerControl = `${hex} in ${where}${name === "" ? "" : ` field ${name}`}`;
   }
 
   /** has_attachment is unknown because of the part header being read. */
