@@ -7,7 +7,7 @@
 import pkg from "../../package.json" with { type: "json" };
 import { ConfigError, formatProblem } from "../config/index.ts";
 import { configureLogger, logFormat, logger } from "../log.ts";
-import { escapes } from "../mail/index.ts";
+import { escapedLines } from "../mail/index.ts";
 import { tuneAllocator } from "./allocator.ts";
 import { type CommandContext, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse, UsageError } from "./args.ts";
 import { account, usage as accountUsage } from "./commands/account.ts";
@@ -96,15 +96,6 @@ function takeLogFormat(argv: string[]): "pretty" | "json" {
   return (format ?? "pretty") as "pretty" | "json";
 }
 
-/**
- * An error message for the terminal, each of its lines with its controls and format characters escaped (`escapes`):
- * a config error quotes the config (a rule's name, which an `mcp --admin` edit can write, docs/mcp.md), and a usage
- * error the arguments given.
- */
-function shown(message: string): string {
-  return message.split("\n").map(escapes).join("\n");
-}
-
 export async function main(argv: string[], env = process.env, out = (t: string) => console.log(t)): Promise<number> {
   const args = [...argv];
   let usage = HELP;
@@ -132,8 +123,9 @@ export async function main(argv: string[], env = process.env, out = (t: string) 
     const rest = first.startsWith("-") ? args : args.slice(1);
     return await entry[0]({ argv: rest, out, env });
   } catch (e) {
+    // Escaped line by line: a usage error quotes the arguments given, a config error the config.
     if (e instanceof UsageError) {
-      process.stderr.write(`mailgator: ${shown(e.message)}\n\n${e.usage ?? usage}\n`);
+      process.stderr.write(`mailgator: ${escapedLines(e.message)}\n\n${e.usage ?? usage}\n`);
       return EXIT_USAGE;
     }
     if (e instanceof ConfigError) {
@@ -147,7 +139,7 @@ export async function main(argv: string[], env = process.env, out = (t: string) 
             column: p.column ?? null,
             path: p.path ?? null,
           });
-      } else process.stderr.write(`mailgator: ${shown(e.message)}\n`);
+      } else process.stderr.write(`mailgator: ${escapedLines(e.message)}\n`);
       return EXIT_USAGE;
     }
     logger.error(`mailgator: ${(e as Error).message}`);

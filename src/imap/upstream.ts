@@ -27,6 +27,7 @@ import {
   Encoder,
   type FetchItem,
   Framer,
+  isInbox,
   parseResponse,
   type Response,
   type SearchKey,
@@ -938,7 +939,7 @@ function selectedName(command: UpstreamCommand): string | null {
 
 /** Two names of the same mailbox: the same name, or INBOX in any case (RFC 3501 §5.1). */
 function sameMailbox(a: string, b: string): boolean {
-  return a === b || (a.toUpperCase() === "INBOX" && b.toUpperCase() === "INBOX");
+  return a === b || (isInbox(a) && isInbox(b));
 }
 
 /** `run`'s resolution when something must run first, synchronously, as the tagged reply is parsed. */

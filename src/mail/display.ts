@@ -146,6 +146,14 @@ export function escapes(text: string): string {
 }
 
 /**
+ * Text of several lines made safe for a terminal: each line as `escapes` writes it, the line breaks kept (an error or
+ * a report that quotes the config, whose rule names an `mcp --admin` edit can write, docs/mcp.md).
+ */
+export function escapedLines(text: string): string {
+  return text.split("\n").map(escapes).join("\n");
+}
+
+/**
  * JSON for a terminal: JSON.stringify's output with the unsafe characters it leaves as they are written as `\uXXXX`
  * escapes (RFC 8259 §7), so a JSON reader gets the same values and a terminal shows none of them as it is.
  */

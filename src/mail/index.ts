@@ -32,7 +32,7 @@ export {
   readBoundaryLine,
   usableBoundary,
 } from "./boundary.ts";
-export { clean, escapes, oneLine, terminalJson } from "./display.ts";
+export { clean, escapedLines, escapes, oneLine, terminalJson } from "./display.ts";
 export { decodeEncodedWords, readableText, readUnstructured, unreadableGlobText } from "./encoded-words.ts";
 export {
   ADDRESS_FIELD_NAMES,

@@ -348,7 +348,7 @@ export const NO_REPLY_ADDRESS =
  * A reply to a message with more than one field of those it would go to (RFC 5322 §3.6 allows one Reply-To and one
  * From): Reply-To, or From when there is no Reply-To. The address the reply would go to is not known.
  */
-export function duplicateReplyTo(count: number, field: "Reply-To" | "From" = "Reply-To"): string {
+export function duplicateField(count: number, field: "Reply-To" | "From"): string {
   return (
     `the message has ${count} ${field} fields (RFC 5322 §3.6 allows one), so where a reply should go is not ` +
     "known; nothing was sent"
@@ -659,14 +659,14 @@ export function buildAgentServer(options: AgentMcpOptions): { server: McpServer;
           // RFC 5322 §3.6 allows one Reply-To: with two (one an empty group, say), which one the author meant cannot
           // be told (a reader may take either), so a reply to such a message is refused rather than sent to one.
           const replyToFields = headers.filter((f) => f.name === "reply-to").length;
-          if (replyToFields > 1) throw new ToolError(duplicateReplyTo(replyToFields));
+          if (replyToFields > 1) throw new ToolError(duplicateField(replyToFields, "Reply-To"));
           const hasReplyTo = headers.some((f) => f.name === "reply-to");
           const replyTo = addresses("reply-to");
           if (hasReplyTo && replyTo.length === 0) throw new ToolError(NO_REPLY_ADDRESS);
           // Without Reply-To the reply goes to From, which RFC 5322 §3.6 allows once too: with two, as with two
           // Reply-To fields, which one a reader shows as the author is not ours to guess.
           const fromFields = headers.filter((f) => f.name === "from").length;
-          if (!hasReplyTo && fromFields > 1) throw new ToolError(duplicateReplyTo(fromFields, "From"));
+          if (!hasReplyTo && fromFields > 1) throw new ToolError(duplicateField(fromFields, "From"));
           const to = hasReplyTo ? replyTo : addresses("from");
           if (to.length === 0) throw new ToolError("the message names no sender to reply to");
           // The sender's own address, bare and lower-cased as parseAddressList gives the others: `from` may be

@@ -22,7 +22,7 @@ import { StdioClientTransport } from "@modelcontextprotocol/sdk/client/stdio.js"
 import { ErrorCode, McpError } from "@modelcontextprotocol/sdk/types.js";
 import { freePorts } from "../../scripts/upstreams/ports.ts";
 import {
-  duplicateReplyTo,
+  duplicateField,
   MAX_FOLDER_NAME_CHARS,
   MAX_PAGE_SIZE,
   MAX_SEARCH_TERM_CHARS,
@@ -645,7 +645,7 @@ action = "deny"
     for (const reply_all of [false, true]) {
       const refused = await callRaw(desk, "reply", { folder: "INBOX", uid, text: `from ${token}`, reply_all });
       expect(refused.isError).toBe(true);
-      expect(refused.text).toBe(`reply: ${duplicateReplyTo(2, "From")}`);
+      expect(refused.text).toBe(`reply: ${duplicateField(2, "From")}`);
     }
     // The barrier: a reply to a message with one From is sent and arrives; none of the refused ones did.
     const one = await append(`From: one-${token}@shop.test\r\n`, "onefrom");
@@ -1090,7 +1090,7 @@ action = "deny"
     for (const reply_all of [false, true]) {
       const refused = await callRaw(desk, "reply", { folder: "INBOX", uid: twice, text: `two ${token}`, reply_all });
       expect(refused.isError).toBe(true);
-      expect(refused.text).toBe(`reply: ${duplicateReplyTo(2)}`);
+      expect(refused.text).toBe(`reply: ${duplicateField(2, "Reply-To")}`);
     }
     // The refused replies reached no one, From included: the sink keeps every delivery, and each of them would have
     // carried the token in its Subject, as the team's copy does.

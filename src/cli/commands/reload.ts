@@ -2,7 +2,7 @@
 
 import { realpathSync } from "node:fs";
 import { ConfigError, loadConfig } from "../../config/index.ts";
-import { escapes } from "../../mail/index.ts";
+import { escapedLines } from "../../mail/index.ts";
 import { pidFileFor, readPidFile, readStatusFile, statusFileFor } from "../../runtime/state-files.ts";
 import { type CommandContext, configOf, EXIT_FAILURE, EXIT_OK, EXIT_USAGE, parse } from "../args.ts";
 
@@ -40,7 +40,7 @@ export async function reload(ctx: CommandContext): Promise<number> {
   // What serve reports quotes the config (a rule's name, which an `mcp --admin` edit can write, docs/mcp.md) and
   // errors from elsewhere: each line is shown with its controls and format characters escaped, as `mailgator check`
   // shows the same warnings, so that none reaches the terminal as it is (docs/operations.md "Reload").
-  const out = (text: string) => ctx.out(text.split("\n").map(escapes).join("\n"));
+  const out = (text: string) => ctx.out(escapedLines(text));
   const file = configOf(ctx, values.config);
   let config: ReturnType<typeof loadConfig>;
   try {
