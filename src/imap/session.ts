@@ -83,7 +83,7 @@ import { deadFolderRule, FolderNames, FolderRights } from "./folders.ts";
 import { AUDIT_BACKLOG_PAUSE_ROWS, BAD_COMMAND_WINDOW_MS, MAX_BAD_COMMANDS, READ_AHEAD_LIMIT } from "./limits.ts";
 import type { SelectedMailbox } from "./mailbox.ts";
 import { Refusal } from "./refusal.ts";
-import { UpstreamSession } from "./upstream.ts";
+import { type StatusResponse, UpstreamSession } from "./upstream.ts";
 import { withoutTimings } from "./upstream-text.ts";
 import {
   type Command,
@@ -1341,11 +1341,20 @@ export class ImapSession implements LoginSession, CompressSession {
    * agent take for one with none: its responses would come with later commands, and at the next SELECT before that
    * one's `[CLOSED]` (RFC 9051 §7.1), where they would be taken for the new folder's. Fail closed: an `error` row,
    * `* BYE`, and the session ends (docs/imap.md "Decisions"); the caller gets an UpstreamError.
+   *
+   * `sent`: an UNSELECT the caller sent itself while a mailbox was selected, with a SELECT pipelined behind it
+   * (src/imap/commands/select.ts). Once this runs, that SELECT's answer may have changed `mailboxSelected`, so a
+   * refusal alone ends the session.
    */
-  async unselectUpstream(command: string, folder: string | null): Promise<void> {
+  async unselectUpstream(
+    command: string,
+    folder: string | null,
+    sent: Promise<StatusResponse> | null = null,
+  ): Promise<void> {
     const up = this.up;
-    const st = await this.upstreamRun({ name: "UNSELECT" });
-    if (st.status === "OK" || this.#closed || up === null || up !== this.up || !up.mailboxSelected) return;
+    const st = await (sent ?? this.upstreamRun({ name: "UNSELECT" }));
+    if (st.status === "OK" || this.#closed || up === null || up !== this.up) return;
+    if (sent === null && !up.mailboxSelected) return;
     const answer = `${st.status}${st.code === null ? "" : ` [${st.code.name}]`} ${withoutTimings(st.text)}`;
     const why = cutText(`the upstream server kept the mailbox selected: UNSELECT answered ${answer}`, MAX_ROW_REASON);
     this.auditRow({

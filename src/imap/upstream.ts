@@ -98,8 +98,10 @@ export class UpstreamSession {
   readonly #undelivered = new Set<() => void>();
   #tagCount = 0;
   #pending: Pending | null = null;
-  /** A command written behind the one in flight (`pipeline`), answered after it. */
-  #queued: Pending | null = null;
+  /** Commands written behind the one in flight (`pipeline`), answered after it in this order. */
+  readonly #queued: Pending[] = [];
+  /** What `together` gathers to write at once; null outside it. */
+  #gathered: Uint8Array[] | null = null;
   #error: Error | null = null;
   /** Continuation handler while a command without rounds waits for `+` (IDLE). */
   #onContinue: (() => void) | null = null;
@@ -245,6 +247,11 @@ export class UpstreamSession {
     this.#closedMissed = true;
   }
 
+  /** The server left out a `[CLOSED]` it owed (`missedClosed`). */
+  get leftOutClosed(): boolean {
+    return this.#closedMissed;
+  }
+
   /**
    * Nothing is under way (no command in flight or queued, no IDLE, no response half read or waiting for memory), the
    * session has not failed, and no command changed it beyond its selected mailbox and CONDSTORE: another login of
@@ -255,7 +262,7 @@ export class UpstreamSession {
       !this.#conn.closed &&
       this.#error === null &&
       this.#pending === null &&
-      this.#queued === null &&
+      this.#queued.length === 0 &&
       this.#onContinue === null &&
       !this.#loggingOut &&
       !this.#discarding &&
@@ -455,7 +462,7 @@ export class UpstreamSession {
       pending.mailbox = selectedName(command);
       this.#pending = pending;
       if (gate && pending.rounds.length > 0) this.#holdLiterals(pending, gate);
-      for (const chunk of first) this.#conn.write(chunk);
+      this.#send(first);
     } catch (error) {
       // As a promise's executor would: whatever failed here is the command's rejection.
       reject(error);
@@ -482,12 +489,13 @@ export class UpstreamSession {
   }
 
   /**
-   * Writes `command` now, behind the command in flight, when that one has been sent whole (no literal waiting for
+   * Writes `command` now, behind the commands in flight, when the first has been sent whole (no literal waiting for
    * `+`) and this one needs no `+` either: a server answers pipelined commands in order (RFC 9051 §5.5). Its
-   * untagged responses go to `onData` once the earlier command's tagged reply has been dispatched. Null when it
-   * cannot be pipelined (nothing in flight, a literal round or a challenge pending, another command already queued,
-   * or the session failed); the caller then runs it the usual way. Dovecot answers a pipelined command from the
-   * mailbox state of the command before it: new mail shows up only after both (docs/imap.md "Round trips upstream").
+   * untagged responses go to `onData` once the tagged reply of the command before it has been dispatched. Null when
+   * it cannot be pipelined (nothing in flight, a literal round or a challenge pending, or the session failed); the
+   * caller then runs it the usual way. Callers pipeline a fixed few commands (src/imap/commands/select.ts), never one
+   * per item of the agent's. Dovecot answers a pipelined command from the mailbox state of the command before it: new
+   * mail shows up only after both (docs/imap.md "Round trips upstream").
    */
   pipeline(
     command: UpstreamCommand,
@@ -496,16 +504,37 @@ export class UpstreamSession {
   ): Promise<StatusResponse> | null {
     const head = this.#pending;
     if (this.#error !== null || head === null || head.rounds.length > 0 || head.onChallenge !== null) return null;
-    if (this.#queued !== null) return null;
     const { tag, rounds } = this.#encode(command);
     if (rounds.length !== 1) return null; // a tag number left unused is harmless
     return new Promise<StatusResponse>((resolve, reject) => {
       const queued = this.#pendingOf(tag, onData, [], null, resolve, reject, timeoutMs);
       queued.selection = selectionOf(command);
       queued.mailbox = selectedName(command);
-      this.#queued = queued;
-      for (const chunk of rounds[0]!) this.#conn.write(chunk);
+      this.#queued.push(queued);
+      this.#send(rounds[0]!);
     });
+  }
+
+  /**
+   * Runs `f`, which starts commands (`run`, then `pipeline`), and writes the lines they send then in one write, so
+   * that commands pipelined together reach the server together.
+   */
+  together<T>(f: () => T): T {
+    if (this.#gathered !== null) return f();
+    const gathered: Uint8Array[] = [];
+    this.#gathered = gathered;
+    try {
+      return f();
+    } finally {
+      this.#gathered = null;
+      if (gathered.length > 0) this.#conn.write(gathered.length === 1 ? gathered[0]! : Buffer.concat(gathered));
+    }
+  }
+
+  /** A command's round, written now or gathered by `together`. */
+  #send(round: Uint8Array[]): void {
+    if (this.#gathered !== null) this.#gathered.push(...round);
+    else for (const chunk of round) this.#conn.write(chunk);
   }
 
   /**
@@ -583,10 +612,10 @@ export class UpstreamSession {
     this.#watchdog = null;
     this.#watchdogAt = Number.POSITIVE_INFINITY;
     const now = performance.now();
-    for (const pending of [this.#pending, this.#queued]) {
+    for (const pending of [this.#pending, ...this.#queued]) {
       if (pending !== null && pending.deadline <= now) return this.#fail(new UpstreamError(pending.expiry));
     }
-    for (const pending of [this.#pending, this.#queued]) if (pending !== null) this.#arm(pending.deadline);
+    for (const pending of [this.#pending, ...this.#queued]) if (pending !== null) this.#arm(pending.deadline);
   };
 
   /** Starts IDLE upstream; resolves once the server sent `+`. The returned promise of `done()` ends it. */
@@ -800,8 +829,7 @@ export class UpstreamSession {
     if (r.type === "status" && r.tag !== null) {
       if (pending === null || r.tag !== pending.tag)
         return this.#fail(new UpstreamError("the upstream server answered a command that was not sent"));
-      this.#pending = this.#queued;
-      this.#queued = null;
+      this.#pending = this.#queued.shift() ?? null;
       // RFC 9051 §6.3.2: a failed SELECT or EXAMINE leaves no mailbox selected, as UNSELECT and CLOSE do (§6.4.2).
       // A BAD is a command the server did not carry out (§7.1.3): whatever was selected may still be, and the pool
       // unselects such a session before it is kept (src/imap/upstream-pool.ts).
@@ -851,9 +879,9 @@ export class UpstreamSession {
     if (this.#watchdog !== null) clearTimeout(this.#watchdog);
     this.#watchdog = null;
     this.cutMidCommand = this.#pending !== null && this.#pending.rounds.length > 0;
-    for (const pending of [this.#pending, this.#queued]) pending?.reject(reason);
+    for (const pending of [this.#pending, ...this.#queued]) pending?.reject(reason);
     this.#pending = null;
-    this.#queued = null;
+    this.#queued.length = 0;
     this.#greeting?.({ type: "status", tag: null, status: "BYE", code: null, text: reason.message });
     this.onClose(reason);
   }

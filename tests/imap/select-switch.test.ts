@@ -3,15 +3,17 @@
  * it come before the new folder's. Only a `* OK [CLOSED]` between them says where the new folder's begin (RFC 9051
  * §7.1), and a server owes one only under IMAP4rev2 or when it offers QRESYNC and the folder is another one (RFC 9051
  * §6.3.2, §7.2.2; RFC 7162 §3.2.11; `UpstreamSession.closedAtSelect`). Elsewhere the proxy closes the folder with
- * UNSELECT first, one round trip more; a server that leaves out a `[CLOSED]` it owed gets the SELECT refused
- * (docs/imap.md "Switching folders"). Against Dovecot, which offers QRESYNC and sends `[CLOSED]`, through a relay that
- * takes QRESYNC out of its capabilities and its `[CLOSED]` out of its answers, adds what a server may say of the
- * folder it closes, and counts the proxy's commands (tests/fixtures/tcp-relay.ts).
+ * UNSELECT first and pipelines the SELECT behind it, so that UNSELECT's tagged reply is the boundary at no extra round
+ * trip (before, the SELECT waited for that reply); a server that leaves out a `[CLOSED]` it owed gets the SELECT
+ * refused, and its UNSELECT answered before the next SELECT goes (docs/imap.md "Switching folders"). Against
+ * Dovecot, which offers QRESYNC and sends `[CLOSED]`, through a relay that takes QRESYNC out of its capabilities and
+ * its `[CLOSED]` out of its answers, adds what a server may say of the folder it closes, answers or refuses in its
+ * place, and counts the proxy's commands (tests/fixtures/tcp-relay.ts).
  */
 
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { connectImap, createMailbox, type TestMailbox } from "../fixtures/index.ts";
-import { LineRelay } from "../fixtures/tcp-relay.ts";
+import { LineRelay, UPSTREAM_REFUSALS } from "../fixtures/tcp-relay.ts";
 import {
   auditCursor,
   BOX_SHOP_RULES,
@@ -32,8 +34,23 @@ const LEFTOVER_WORDS = ["$HiddenKeyword", "FETCH", "7 RECENT", "9 EXISTS", "UIDN
 /** Upstream's first line of its answer to the proxy's next command, whichever it is: UNSELECT's OK or the FLAGS. */
 const NEXT_ANSWER = /^(\* FLAGS |\S+ OK Unselect)/;
 
+/** The proxy's commands when it leaves Box for Open where no `[CLOSED]` is owed: all three sent together. */
+const PIPELINED = ["UNSELECT", "EXAMINE Open", "UID SEARCH ALL"];
+
 /** What opening the filtered Box asks upstream after its SELECT: its first unseen and its recent visible messages. */
 const BOX_SEARCHES = ["|", "UID SEARCH UNSEEN", "|", "UID SEARCH RECENT"];
+
+/** A folder whose name goes upstream as a literal (a quoted string holds no `"`, src/imap/wire/encoder.ts). */
+const QUOTED = 'Say "hi"';
+
+/** The SELECT tests' rules, and the quoted folder shown as it is. */
+const RULES = `
+[[rules]]
+name = "quoted"
+folders = ['${QUOTED}']
+action = "allow"
+operations = ["read"]
+${BOX_SHOP_RULES}`;
 
 /** The capability lists of servers that owe no `[CLOSED]` to the proxy, made of Dovecot's. */
 const WITHOUT_CLOSED = [
@@ -56,13 +73,13 @@ function withoutQresync(line: string): string {
 beforeAll(async () => {
   mailbox = await createMailbox({ name: "select-switch" });
   const human = await connectImap(mailbox);
-  for (const folder of ["Box", "Open"]) await human.mailboxCreate(folder);
+  for (const folder of ["Box", "Open", QUOTED]) await human.mailboxCreate(folder);
   await human.append("Box", fromMessage("bank@corp.test", "hidden-statement"), ["$HiddenKeyword"]);
   await human.append("Box", fromMessage("shop@s.test", "order"));
   await human.append("Open", fromMessage("shop@s.test", "receipt"));
   await human.logout();
   relay = await LineRelay.start(dovecotImap());
-  proxy = await startRelayedProxy(relay, BOX_SHOP_RULES);
+  proxy = await startRelayedProxy(relay, RULES);
   rows = auditCursor(proxy);
 });
 
@@ -92,7 +109,7 @@ async function plainOpen(): Promise<string> {
 }
 
 for (const [name, caps] of WITHOUT_CLOSED) {
-  test(`${name}: UNSELECT before another folder's SELECT; nothing of the folder closed reaches the agent`, async () => {
+  test(`${name}: UNSELECT with the SELECT pipelined; nothing of the folder closed reaches the agent`, async () => {
     const plain = await plainOpen();
     // Such a server sends no [CLOSED]; Dovecot sends none after an UNSELECT anyway.
     const noClosed = relay.rewriteEvery(/^\* OK \[CLOSED\]/, () => "");
@@ -100,14 +117,19 @@ for (const [name, caps] of WITHOUT_CLOSED) {
     try {
       expect(statusOf(await raw.command("b", "SELECT Box"), "b")).toStartWith("b OK");
       const mark = relay.transcript.length;
-      // What it still says of Box comes first in its answer to the proxy's next command (before UNSELECT's OK; on
-      // a SELECT sent at once, before Open's FLAGS, where nothing tells it from Open's own).
+      // What it still says of Box comes first in its answer to the proxy's next command (before UNSELECT's OK, by
+      // then behind the EXAMINE already sent; on a SELECT sent without UNSELECT, before Open's FLAGS, where nothing
+      // tells it from Open's own).
       const added = relay.rewrite(NEXT_ANSWER, (line) => `${BOX_LEFTOVERS}${line}`);
       const reply = await raw.command("o", "SELECT Open");
       await added;
       for (const word of LEFTOVER_WORDS) expect(reply).not.toContain(word);
       expect(reply).toBe(plain);
-      expect(relay.commandsSince(mark)).toEqual(["UNSELECT", "|", "EXAMINE Open", "UID SEARCH ALL"]);
+      // The EXAMINE reached upstream before UNSELECT's OK came back: no round trip between them.
+      expect(relay.commandsSince(mark)).toEqual(PIPELINED);
+      const lines = relay.transcript.slice(mark).map((l) => l.line);
+      const unselected = lines.findIndex((line) => /^\S+ OK Unselect/.test(line));
+      expect(lines.findIndex((line) => line.endsWith(" EXAMINE Open\r\n"))).toBeLessThan(unselected);
       // The folder opened is Open, as it is.
       const fetched = await raw.command("f", "FETCH 1 (BODY.PEEK[HEADER.FIELDS (SUBJECT)])");
       expect(statusOf(fetched, "f")).toStartWith("f OK");
@@ -120,21 +142,106 @@ for (const [name, caps] of WITHOUT_CLOSED) {
   });
 }
 
-test("no [CLOSED] owed, and the UNSELECT refused while the folder stays open: * BYE, no SELECT", async () => {
+/** Logs in to a server that owes no `[CLOSED]` and selects Box; returns the session, and the transcript's mark. */
+async function inBox(): Promise<{ raw: RawImap; mark: number }> {
   const raw = await login(withoutQresync);
+  expect(statusOf(await raw.command("b", "SELECT Box"), "b")).toStartWith("b OK");
+  await rows();
+  return { raw, mark: relay.transcript.length };
+}
+
+/** The SELECT's own rows of the session's end: the `error` row naming Box, then Open's allow row, unanswered. */
+async function expectEndRows(unselect: string, end: string): Promise<void> {
+  const own = (await rows()).filter((r) => r.command === "SELECT");
+  expect(own.map((r) => [r.folder, r.decision])).toEqual([
+    ["Box", "error"],
+    ["Open", "allow"],
+  ]);
+  expect(own[0]!.reason).toStartWith(`the upstream server kept the mailbox selected: UNSELECT answered ${unselect} `);
+  expect(own[1]!.reason).toEndWith(`; no answer: the session ended before upstream answered (${end})`);
+}
+
+for (const [status, line] of UPSTREAM_REFUSALS) {
+  test(`no [CLOSED] owed, UNSELECT refused ${status}, the folder still open: * BYE, the SELECT unused`, async () => {
+    const { raw, mark } = await inBox();
+    try {
+      const refused = relay.answer(/^\S+ UNSELECT\r\n$/, line);
+      raw.write("o SELECT Open\r\n");
+      const out = await raw.readUntil(() => false, 5000, "the session was not closed");
+      await refused;
+      // Dovecot, still in Box, opened Open and answered the EXAMINE: none of it reached the agent.
+      expect(out).toBe("* BYE [UNAVAILABLE] The server did not close the mailbox\r\n");
+      expect(relay.commandsSince(mark)).toEqual(PIPELINED);
+      await expectEndRows(status, "upstream kept a mailbox selected");
+    } finally {
+      raw.close();
+      relay.clear();
+    }
+  });
+}
+
+test("the UNSELECT refused and the SELECT answered NO in the same read: * BYE, the NO not relayed", async () => {
+  const { raw, mark } = await inBox();
   try {
-    expect(statusOf(await raw.command("b", "SELECT Box"), "b")).toStartWith("b OK");
-    await rows();
-    const mark = relay.transcript.length;
-    const refused = relay.answer(/^\S+ UNSELECT\r\n$/, (tag) => `${tag} NO Not now\r\n`);
+    // UNSELECT's OK held back, then sent as a refusal in one write with EXAMINE's tagged reply made a NO: the proxy
+    // reads both before it acts on the first, and by then the SELECT's NO says no mailbox is selected upstream.
+    let unselectTag = "";
+    const held = relay.rewrite(/^\S+ OK Unselect/, (line) => {
+      unselectTag = line.split(" ")[0]!;
+      return "";
+    });
+    const refused = relay.rewrite(
+      /^\S+ OK \[READ-ONLY\] Examine/,
+      (line) => `${unselectTag} NO Not now\r\n${line.split(" ")[0]} NO Examine refused\r\n`,
+    );
     raw.write("o SELECT Open\r\n");
     const out = await raw.readUntil(() => false, 5000, "the session was not closed");
+    await held;
     await refused;
     expect(out).toBe("* BYE [UNAVAILABLE] The server did not close the mailbox\r\n");
-    expect(relay.commandsSince(mark)).toEqual(["UNSELECT"]);
-    const own = (await rows()).filter((r) => r.decision === "error");
-    expect(own.map((r) => [r.command, r.folder])).toEqual([["SELECT", "Box"]]);
-    expect(own[0]!.reason).toStartWith("the upstream server kept the mailbox selected: UNSELECT answered NO ");
+    expect(relay.commandsSince(mark)).toEqual(PIPELINED);
+    await expectEndRows("NO", "upstream kept a mailbox selected");
+  } finally {
+    raw.close();
+    relay.clear();
+  }
+});
+
+test("the upstream connection lost before UNSELECT is answered: * BYE, Open's row unanswered", async () => {
+  const { raw, mark } = await inBox();
+  try {
+    // The three commands never reach Dovecot, and no answer comes; then the connection is cut.
+    const seen = [/ UNSELECT\r\n$/, / EXAMINE Open\r\n$/, / UID SEARCH ALL\r\n$/].map((p) => relay.answer(p, () => ""));
+    raw.write("o SELECT Open\r\n");
+    const all = Promise.all(seen).then(() => true);
+    expect(await Promise.race([all, Bun.sleep(5000).then(() => false)])).toBe(true);
+    relay.dropLinks();
+    const out = await raw.readUntil(() => false, 5000, "the session was not closed");
+    expect(out).toBe("* BYE Upstream connection lost\r\n");
+    expect(relay.commandsSince(mark)).toEqual(PIPELINED);
+    const own = await rows();
+    expect(own.map((r) => [r.command, r.folder, r.decision])).toEqual([
+      ["(upstream)", null, "error"],
+      ["SELECT", "Open", "allow"],
+    ]);
+    expect(own[1]!.reason).toEndWith(
+      "; no answer: the session ended before upstream answered (upstream connection lost)",
+    );
+  } finally {
+    raw.close();
+    relay.clear();
+  }
+});
+
+test("no [CLOSED] owed, a name sent as a literal: the SELECT waits for UNSELECT's answer, then opens", async () => {
+  const { raw, mark } = await inBox();
+  try {
+    const reply = await raw.command("q", 'SELECT "Say \\"hi\\""');
+    expect(statusOf(reply, "q")).toBe("q OK [READ-ONLY] SELECT completed");
+    expect(reply).toContain("* 0 EXISTS");
+    // It waits for `+` (its literal's line is `"hi"` here, its first word taken for a tag), so it cannot be
+    // pipelined behind UNSELECT: sent once UNSELECT's OK has come, and its search once it is answered, as before.
+    expect(relay.commandsSince(mark)).toEqual(["UNSELECT", "|", "EXAMINE {8}", '"hi"', "|", "UID SEARCH ALL"]);
   } finally {
     raw.close();
     relay.clear();
@@ -162,14 +269,14 @@ test("Dovecot as it is (QRESYNC): another folder in one round trip, what precede
   }
 });
 
-test("Dovecot as it is, the folder selected again: UNSELECT first (RFC 7162 owes [CLOSED] for another)", async () => {
+test("Dovecot as it is, the same folder again: UNSELECT pipelined (RFC 7162 owes [CLOSED] for another)", async () => {
   const plain = await plainOpen();
   const raw = await login();
   try {
     expect(statusOf(await raw.command("p", "SELECT Open"), "p")).toStartWith("p OK");
     const mark = relay.transcript.length;
     const reply = await raw.command("o", "SELECT Open");
-    expect(relay.commandsSince(mark)).toEqual(["UNSELECT", "|", "EXAMINE Open", "UID SEARCH ALL"]);
+    expect(relay.commandsSince(mark)).toEqual(PIPELINED);
     expect(reply).toBe(plain);
   } finally {
     raw.close();
@@ -217,7 +324,7 @@ test("a [CLOSED] owed and left out: the SELECT is refused, and this session clos
     const again = relay.transcript.length;
     expect(await raw.command("o", "SELECT Open")).toBe(plain);
     expect(relay.commandsSince(again)).toEqual(["EXAMINE Open", "UID SEARCH ALL"]);
-    // This server is not counted on any more: UNSELECT before the next folder.
+    // This server is not counted on any more: UNSELECT before the next folder, answered before the SELECT goes.
     const next = relay.transcript.length;
     expect(statusOf(await raw.command("b", "SELECT Box"), "b")).toStartWith("b OK");
     expect(relay.commandsSince(next)).toEqual(["UNSELECT", "|", "EXAMINE Box", "UID SEARCH ALL", ...BOX_SEARCHES]);

@@ -191,9 +191,10 @@ export interface Session {
   ): Promise<UpstreamStatus>;
   /**
    * UNSELECT upstream for a folder the agent is told is not selected (any more): `command` and `folder` name it in the
-   * row if upstream keeps it selected all the same, which ends the session (and rejects).
+   * row if upstream keeps it selected all the same, which ends the session (and rejects). `sent`: the UNSELECT's
+   * answer, when the caller sent it with a SELECT pipelined behind it.
    */
-  unselectUpstream(command: string, folder: string | null): Promise<void>;
+  unselectUpstream(command: string, folder: string | null, sent?: Promise<UpstreamStatus> | null): Promise<void>;
   /** Applies an untagged response to the mailbox model; true when it was consumed. */
   model(r: Response): boolean;
   /** Before a tagged reply: new messages and (when `allowExpunge`) expunges reported to the agent. */

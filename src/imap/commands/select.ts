@@ -71,10 +71,16 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   // without it a filtered folder's FLAGS (its hidden messages' keywords), RECENT, UIDNEXT or EXISTS would be taken for
   // the new folder's. Where upstream does not owe one (`closedAtSelect`), the folder is closed with UNSELECT first:
   // what comes before its tagged OK is the closed folder's, and reaches the agent no more than at the agent's own
-  // UNSELECT. An UNSELECT refused while the folder stays open ends the session (`unselectUpstream`).
-  if (up.mailboxSelected && !up.closedAtSelect(cmd.mailbox)) await s.unselectUpstream(cmd.name, previous);
+  // UNSELECT. The SELECT is pipelined behind it (below), except on a server that left out a `[CLOSED]` it owed: its
+  // UNSELECT is answered before the SELECT goes (docs/imap.md "Switching folders"). An UNSELECT refused while the
+  // folder stays open ends the session (`unselectUpstream`).
+  let unselecting = up.mailboxSelected && !up.closedAtSelect(cmd.mailbox);
+  if (unselecting && up.leftOutClosed) {
+    await s.unselectUpstream(cmd.name, previous);
+    unselecting = false;
+  }
   // Upstream owes a `[CLOSED]` in this SELECT's answer (checked below).
-  const closing = up.mailboxSelected;
+  const closing = up.mailboxSelected && !unselecting;
   let closed = false;
   // Written once the mailbox is open, with the counts (or what stopped it); by the session if no answer comes.
   const row = s.awaitAnswer({
@@ -92,7 +98,8 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   let uidValidity = 0;
   // No mailbox is modelled yet: every untagged reply is held and rewritten below.
   const upCmd = { name: readOnly ? ("EXAMINE" as const) : ("SELECT" as const), mailbox: cmd.mailbox };
-  const selected = up.run(s.condstore ? { ...upCmd, condstore: true } : upCmd, (r) => {
+  const selectCmd = s.condstore ? { ...upCmd, condstore: true } : upCmd;
+  const onSelected = (r: Response) => {
     // Everything before `[CLOSED]` was about the folder selected before (RFC 9051 §7.1), perhaps a filtered one: its
     // FLAGS, RECENT, UIDNEXT or EXISTS would be taken for this folder's and some sent to the agent as they are.
     if (r.type === "status" && r.tag === null && r.code?.known && r.code.name === "CLOSED") {
@@ -104,7 +111,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     if (r.type === "EXISTS") told = exists = r.n;
     if (r.type === "status" && r.code?.known && r.code.name === "UIDVALIDITY") uidValidity = r.code.value;
     held.push(r);
-  });
+  };
   // Every UID of the folder, asked right behind the SELECT (one round trip for both): Dovecot answers it from the
   // session's view, then reports what changed since (another session's EXPUNGE, an arrival) before its OK. A search
   // during which upstream reported an EXPUNGE is not used: its UIDs and the sequence numbers upstream counts in from
@@ -128,9 +135,25 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     charset: null,
     criteria: [{ key: "ALL" }],
   };
-  // Not through the session's model: no mailbox is modelled yet, and the changes are what `collect` watches for.
-  const searched = up.pipeline(searchAll, collect);
+  // The SELECT and its search in one write, behind the UNSELECT when one goes first. The server carries them out in
+  // order (RFC 9051 §5.5: each changes what the next acts on), so the SELECT's own responses are those after
+  // UNSELECT's tagged OK, as when it was sent once that OK had come. The search goes through no model: no mailbox is
+  // modelled yet, and `collect` watches for the changes.
+  const sent = up.together(() => {
+    const unselected = unselecting ? s.upstreamRun({ name: "UNSELECT" }) : null;
+    const selected = unselected === null ? up.run(selectCmd, onSelected) : up.pipeline(selectCmd, onSelected);
+    return { unselected, selected, searched: selected === null ? null : up.pipeline(searchAll, collect) };
+  });
+  const searched = sent.searched;
   searched?.catch(() => {}); // a lost connection rejects the SELECT too, which reports it
+  let selected = sent.selected;
+  if (sent.unselected !== null) {
+    // Nothing of the SELECT is used unless UNSELECT is answered OK: refused, it ends the session.
+    selected?.catch(() => {});
+    await s.unselectUpstream(cmd.name, previous, sent.unselected);
+  }
+  // Not pipelined (a name sent as a literal waits for `+`): sent now that UNSELECT is answered.
+  selected ??= up.run(selectCmd, onSelected);
   const st = await selected;
   if (st.status !== "OK") {
     await searched?.catch(() => {});
