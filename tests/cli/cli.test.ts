@@ -5,6 +5,7 @@ import { AuditLog } from "../../src/audit/index.ts";
 import { runsProxies } from "../../src/cli/main.ts";
 import { loadConfig, parseConfig } from "../../src/config/index.ts";
 import { verifyToken } from "../../src/vault/token.ts";
+import { ALONE_ENV, buildAlone } from "../fixtures/compiled.ts";
 import { tempRoot } from "../fixtures/temp.ts";
 
 /** Every folder this file makes is in here, removed after its tests. */
@@ -426,25 +427,11 @@ function followAudit(
 
 describe("compiled executable", () => {
   test("dist/mailgator runs alone in an empty directory with no Bun on PATH", () => {
-    const dir = tempDir();
-    const out = join(dir, "build", "mailgator");
-    // The same command as `npm run build`, with another output file.
-    const script: string = JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")).scripts.build;
-    const argv = script
-      .split(" ")
-      .slice(1)
-      .map((a) => (a === "dist/mailgator" ? out : a));
-    expect(argv).toContain(out);
-    const build = Bun.spawnSync([process.execPath, ...argv], { cwd: ROOT });
-    expect(build.exitCode).toBe(0);
-    const alone = join(dir, "alone");
-    Bun.spawnSync(["mkdir", alone]);
-    copyFileSync(out, join(alone, "mailgator"));
-    Bun.spawnSync(["chmod", "+x", join(alone, "mailgator")]);
+    const alone = buildAlone(tempDir());
     copyFileSync(SEED, join(alone, "seed.toml"));
     const p = Bun.spawnSync(["./mailgator", "check", "-c", "seed.toml"], {
       cwd: alone,
-      env: { PATH: "/usr/bin:/bin" },
+      env: ALONE_ENV,
     });
     expect(p.exitCode).toBe(0);
     const text = p.stdout.toString();

@@ -12,12 +12,30 @@ export interface Served {
   waitForLog(re: RegExp, from?: number): Promise<string>;
 }
 
+/** How a mailgator command is started: from source under this Bun (the default), or as another executable. */
+export interface Runner {
+  /** The argv before the command's own arguments; default this Bun and src/cli/main.ts. */
+  readonly command?: readonly string[];
+  /** The folder it runs in; default this process's. */
+  readonly cwd?: string;
+}
+
+function argv(runner: Runner, args: readonly string[]): string[] {
+  return [...(runner.command ?? [process.execPath, MAIN]), ...args];
+}
+
 /** `env`: the child's environment (Bun.spawn does not see later changes to process.env); default process.env. */
-export function serveChild(config: string, format: "pretty" | "json" = "pretty", env = process.env): Served {
-  const proc = Bun.spawn([process.execPath, MAIN, "serve", "-c", config, "--log-format", format], {
+export function serveChild(
+  config: string,
+  format: "pretty" | "json" = "pretty",
+  env = process.env,
+  runner: Runner = {},
+): Served {
+  const proc = Bun.spawn(argv(runner, ["serve", "-c", config, "--log-format", format]), {
     stderr: "pipe",
     stdout: "pipe",
     env,
+    ...(runner.cwd === undefined ? {} : { cwd: runner.cwd }),
   });
   let text = "";
   const reader = (proc.stderr as ReadableStream<Uint8Array>).getReader();
@@ -56,8 +74,14 @@ export function serveChild(config: string, format: "pretty" | "json" = "pretty",
 export function runCli(
   args: readonly string[],
   env = process.env,
+  runner: Runner = {},
 ): { exitCode: number; stdout: string; stderr: string } {
-  const r = Bun.spawnSync([process.execPath, MAIN, ...args], { stdout: "pipe", stderr: "pipe", env });
+  const r = Bun.spawnSync(argv(runner, args), {
+    stdout: "pipe",
+    stderr: "pipe",
+    env,
+    ...(runner.cwd === undefined ? {} : { cwd: runner.cwd }),
+  });
   return { exitCode: r.exitCode, stdout: r.stdout.toString(), stderr: r.stderr.toString() };
 }
 
