@@ -233,6 +233,60 @@ test("the upstream connection lost before UNSELECT is answered: * BYE, Open's ro
   }
 });
 
+/**
+ * UNSELECT's answer made something else by the relay, the EXAMINE and its search already at Dovecot behind it: the
+ * session ends as when the connection is lost. A tagged reply is never taken for another command's (the EXAMINE's,
+ * read first, for UNSELECT's, which would make the EXAMINE's responses UNSELECT's and UNSELECT's OK the EXAMINE's),
+ * and a BYE in UNSELECT's place ends it at once, the closed folder's responses before it unused.
+ */
+const UNSELECT_UNANSWERED = [
+  [
+    "the EXAMINE's tagged reply before UNSELECT's",
+    "the upstream server answered a command that was not sent",
+    async (): Promise<void> => {
+      // UNSELECT's OK held back and sent after the EXAMINE's, whose untagged responses then come first.
+      let unselected = "";
+      const held = relay.rewrite(/^\S+ OK Unselect/, (line) => {
+        unselected = line;
+        return "";
+      });
+      const swapped = relay.rewrite(/^\S+ OK \[READ-ONLY\] Examine/, (line) => `${line}${unselected}`);
+      await Promise.all([held, swapped]);
+    },
+  ],
+  [
+    "UNSELECT answered by an untagged BYE",
+    "the upstream server closed the session: Shutting down",
+    () => relay.rewrite(/^\S+ OK Unselect/, () => `${BOX_LEFTOVERS}* BYE Shutting down\r\n`),
+  ],
+] as const;
+
+for (const [name, why, answer] of UNSELECT_UNANSWERED) {
+  test(`no [CLOSED] owed, ${name}: * BYE, nothing of either folder relayed`, async () => {
+    const { raw, mark } = await inBox();
+    try {
+      const answered = answer();
+      raw.write("o SELECT Open\r\n");
+      const out = await raw.readUntil(() => false, 5000, "the session was not closed");
+      await answered;
+      expect(out).toBe("* BYE Upstream connection lost\r\n");
+      expect(relay.commandsSince(mark)).toEqual(PIPELINED);
+      const own = await rows();
+      expect(own.map((r) => [r.command, r.folder, r.decision])).toEqual([
+        ["(upstream)", null, "error"],
+        ["SELECT", "Open", "allow"],
+      ]);
+      expect(own[0]!.reason).toBe(why);
+      expect(own[1]!.reason).toEndWith(
+        "; no answer: the session ended before upstream answered (upstream connection lost)",
+      );
+    } finally {
+      raw.close();
+      relay.clear();
+    }
+  });
+}
+
 test("no [CLOSED] owed, a name sent as a literal: the SELECT waits for UNSELECT's answer, then opens", async () => {
   const { raw, mark } = await inBox();
   try {
