@@ -233,7 +233,8 @@ export class UpstreamSession {
    * - when it offers QRESYNC, at a SELECT or EXAMINE "on another mailbox" (RFC 7162 §3.2.11: a server implementing
    *   the extension MUST return it), whether or not QRESYNC is enabled (the proxy never enables it, docs/protocol.md
    *   §2). The mailbox selected again is not another one: no CLOSED is owed there.
-   * RFC 3501 has no CLOSED. A server that left out one it owed (`missedClosed`) is not counted on again.
+   * RFC 3501 has no CLOSED. A server that left out one it owed, or sent responses of the folder closed after it or
+   * after UNSELECT's tagged OK (`missedClosed`), is not counted on again.
    */
   closedAtSelect(mailbox: string): boolean {
     if (!this.#mailboxSelected || this.#closedMissed) return false;
@@ -242,12 +243,16 @@ export class UpstreamSession {
     return this.caps.has("QRESYNC") && current !== null && !sameMailbox(current, mailbox);
   }
 
-  /** A SELECT or EXAMINE that `closedAtSelect` said owed `[CLOSED]` was answered without it. */
+  /**
+   * A SELECT or EXAMINE that `closedAtSelect` said owed `[CLOSED]` was answered without it, or a folder's answer
+   * said twice what it says once (src/imap/commands/select.ts `onceInAnswer`): the server's boundary between two
+   * folders' responses is not counted on again.
+   */
   missedClosed(): void {
     this.#closedMissed = true;
   }
 
-  /** The server left out a `[CLOSED]` it owed (`missedClosed`). */
+  /** The server left out a `[CLOSED]` it owed, or answered past its boundary (`missedClosed`). */
   get leftOutClosed(): boolean {
     return this.#closedMissed;
   }

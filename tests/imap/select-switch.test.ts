@@ -387,3 +387,48 @@ test("a [CLOSED] owed and left out: the SELECT is refused, and this session clos
     relay.clear();
   }
 });
+
+/** Where a server may put Box's responses after the point the proxy takes as the boundary, on each kind of server. */
+const PAST_BOUNDARY = [
+  ["no [CLOSED] owed, Box's responses after UNSELECT's OK", withoutQresync, /^\S+ OK Unselect/, PIPELINED],
+  [
+    "Dovecot as it is, Box's responses after its [CLOSED]",
+    (line: string) => line,
+    /^\* OK \[CLOSED\]/,
+    ["EXAMINE Open", "UID SEARCH ALL"],
+  ],
+] as const;
+
+for (const [name, caps, boundary, sent] of PAST_BOUNDARY) {
+  test(`${name}: FLAGS said twice, the SELECT refused, UNSELECT answered first from then on`, async () => {
+    const plain = await plainOpen();
+    const noClosed = caps === withoutQresync ? relay.rewriteEvery(/^\* OK \[CLOSED\]/, () => "") : () => {};
+    const raw = await login(caps);
+    try {
+      expect(statusOf(await raw.command("b", "SELECT Box"), "b")).toStartWith("b OK");
+      await rows();
+      const mark = relay.transcript.length;
+      const added = relay.rewrite(boundary, (line) => `${line}${BOX_LEFTOVERS}`);
+      const reply = await raw.command("o", "SELECT Open");
+      await added;
+      expect(reply).toBe("o NO [UNAVAILABLE] The mailbox could not be opened; try again later\r\n");
+      expect(relay.commandsSince(mark)).toEqual([...sent, "|", "UNSELECT"]);
+      const own = (await rows()).filter((r) => r.command === "SELECT");
+      expect(own.map((r) => [r.folder, r.decision, r.rule])).toEqual([["Open", "error", "open"]]);
+      expect(own[0]!.reason).toBe(
+        "upstream's answer said FLAGS twice: another folder's responses could not be told from this folder's",
+      );
+      // Nothing is selected; Open again, as it is.
+      expect(statusOf(await raw.command("f", "FETCH 1 (FLAGS)"), "f")).toStartWith("f BAD");
+      expect(await raw.command("o", "SELECT Open")).toBe(plain);
+      // This server's boundary is not counted on any more: UNSELECT, answered, before the next folder.
+      const next = relay.transcript.length;
+      expect(statusOf(await raw.command("b", "SELECT Box"), "b")).toStartWith("b OK");
+      expect(relay.commandsSince(next)).toEqual(["UNSELECT", "|", "EXAMINE Box", "UID SEARCH ALL", ...BOX_SEARCHES]);
+    } finally {
+      raw.close();
+      noClosed();
+      relay.clear();
+    }
+  });
+}

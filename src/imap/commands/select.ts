@@ -27,6 +27,23 @@ const CLOSED_MISSING =
   "upstream closed the folder selected before without [CLOSED]: " +
   "its responses and this folder's could not be told apart";
 
+/** The `error` row's reason of a SELECT whose answer said `what` twice (`onceInAnswer`). */
+const twiceIn = (what: string): string =>
+  `upstream's answer said ${what} twice: another folder's responses could not be told from this folder's`;
+
+/**
+ * What a SELECT's answer says once of the folder it opens (RFC 9051 §6.3.2, RFC 3501 §6.3.1): FLAGS, RECENT, and
+ * the PERMANENTFLAGS, UIDVALIDITY and UIDNEXT codes; null for any other response. One said twice before the tagged
+ * reply means responses of the folder closed came after the point taken as the boundary (`[CLOSED]`, or UNSELECT's
+ * tagged OK), where they would be taken for this folder's (docs/imap.md "Switching folders").
+ */
+function onceInAnswer(r: Response): string | null {
+  if (r.type === "FLAGS" || r.type === "RECENT") return r.type;
+  if (r.type !== "status" || r.tag !== null || !r.code?.known) return null;
+  const name = r.code.name;
+  return name === "PERMANENTFLAGS" || name === "UIDVALIDITY" || name === "UIDNEXT" ? `[${name}]` : null;
+}
+
 /** Puts `r` (FLAGS or PERMANENTFLAGS) in place of the one of its kind in `held`, or after them when there is none. */
 function replaceFolderFlags(held: Response[], r: Response): void {
   const i = held.findIndex((h) => folderFlags(h) && (h.type === "FLAGS") === (r.type === "FLAGS"));
@@ -99,14 +116,24 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   // No mailbox is modelled yet: every untagged reply is held and rewritten below.
   const upCmd = { name: readOnly ? ("EXAMINE" as const) : ("SELECT" as const), mailbox: cmd.mailbox };
   const selectCmd = s.condstore ? { ...upCmd, condstore: true } : upCmd;
+  // What the answer said that it says once (`onceInAnswer`), and the first said twice.
+  const said = new Set<string>();
+  let twice: string | null = null;
   const onSelected = (r: Response) => {
     // Everything before `[CLOSED]` was about the folder selected before (RFC 9051 §7.1), perhaps a filtered one: its
     // FLAGS, RECENT, UIDNEXT or EXISTS would be taken for this folder's and some sent to the agent as they are.
     if (r.type === "status" && r.tag === null && r.code?.known && r.code.name === "CLOSED") {
       held.length = 0;
       told = exists = uidValidity = 0;
+      said.clear();
+      twice = null;
       closed = true;
       return;
+    }
+    const once = onceInAnswer(r);
+    if (once !== null) {
+      if (said.has(once)) twice ??= once;
+      said.add(once);
     }
     if (r.type === "EXISTS") told = exists = r.n;
     if (r.type === "status" && r.code?.known && r.code.name === "UIDVALIDITY") uidValidity = r.code.value;
@@ -167,6 +194,15 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     await searched?.catch(() => {});
     up.missedClosed();
     row.write({ decision: "error", reason: CLOSED_MISSING });
+    await s.unselectUpstream(cmd.name, p).catch(() => {});
+    throw new Refusal("NO", "UNAVAILABLE", "The mailbox could not be opened; try again later");
+  }
+  // Responses of the folder closed came after the boundary, in this folder's answer: none of it is used, as when the
+  // `[CLOSED]` was left out, and this session waits for UNSELECT's answer before every later SELECT.
+  if (twice !== null) {
+    await searched?.catch(() => {});
+    up.missedClosed();
+    row.write({ decision: "error", reason: twiceIn(twice) });
     await s.unselectUpstream(cmd.name, p).catch(() => {});
     throw new Refusal("NO", "UNAVAILABLE", "The mailbox could not be opened; try again later");
   }
