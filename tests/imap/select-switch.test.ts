@@ -390,25 +390,44 @@ test("a [CLOSED] owed and left out: the SELECT is refused, and this session clos
 
 /** Where a server may put Box's responses after the point the proxy takes as the boundary, on each kind of server. */
 const PAST_BOUNDARY = [
-  ["no [CLOSED] owed, Box's responses after UNSELECT's OK", withoutQresync, /^\S+ OK Unselect/, PIPELINED],
-  [
-    "Dovecot as it is, Box's responses after its [CLOSED]",
-    (line: string) => line,
-    /^\* OK \[CLOSED\]/,
-    ["EXAMINE Open", "UID SEARCH ALL"],
-  ],
-] as const;
+  {
+    name: "no [CLOSED] owed, Box's responses after UNSELECT's OK",
+    caps: withoutQresync,
+    boundary: /^\S+ OK Unselect/,
+    sent: PIPELINED,
+    late: BOX_LEFTOVERS,
+    twice: "FLAGS",
+  },
+  {
+    name: "Dovecot as it is, Box's responses after its [CLOSED]",
+    caps: (line: string) => line,
+    boundary: /^\* OK \[CLOSED\]/,
+    sent: ["EXAMINE Open", "UID SEARCH ALL"],
+    late: BOX_LEFTOVERS,
+    twice: "FLAGS",
+  },
+  {
+    name: "no [CLOSED] owed, Box's first unseen alone after UNSELECT's OK",
+    caps: withoutQresync,
+    boundary: /^\S+ OK Unselect/,
+    sent: PIPELINED,
+    late: "* OK [UNSEEN 2] First unseen\r\n",
+    twice: "[UNSEEN]",
+  },
+];
 
-for (const [name, caps, boundary, sent] of PAST_BOUNDARY) {
-  test(`${name}: FLAGS said twice, the SELECT refused, UNSELECT answered first from then on`, async () => {
+for (const { name, caps, boundary, sent, late, twice } of PAST_BOUNDARY) {
+  test(`${name}: ${twice} said twice, the SELECT refused, UNSELECT answered first from then on`, async () => {
     const plain = await plainOpen();
+    // Open's own answer says each once, UNSEEN too (its message is unseen).
+    expect(plain).toContain("* OK [UNSEEN 1]");
     const noClosed = caps === withoutQresync ? relay.rewriteEvery(/^\* OK \[CLOSED\]/, () => "") : () => {};
     const raw = await login(caps);
     try {
       expect(statusOf(await raw.command("b", "SELECT Box"), "b")).toStartWith("b OK");
       await rows();
       const mark = relay.transcript.length;
-      const added = relay.rewrite(boundary, (line) => `${line}${BOX_LEFTOVERS}`);
+      const added = relay.rewrite(boundary, (line) => `${line}${late}`);
       const reply = await raw.command("o", "SELECT Open");
       await added;
       expect(reply).toBe("o NO [UNAVAILABLE] The mailbox could not be opened; try again later\r\n");
@@ -416,7 +435,7 @@ for (const [name, caps, boundary, sent] of PAST_BOUNDARY) {
       const own = (await rows()).filter((r) => r.command === "SELECT");
       expect(own.map((r) => [r.folder, r.decision, r.rule])).toEqual([["Open", "error", "open"]]);
       expect(own[0]!.reason).toBe(
-        "upstream's answer said FLAGS twice: another folder's responses could not be told from this folder's",
+        `upstream's answer said ${twice} twice: another folder's responses could not be told from this folder's`,
       );
       // Nothing is selected; Open again, as it is.
       expect(statusOf(await raw.command("f", "FETCH 1 (FLAGS)"), "f")).toStartWith("f BAD");

@@ -32,16 +32,19 @@ const twiceIn = (what: string): string =>
   `upstream's answer said ${what} twice: another folder's responses could not be told from this folder's`;
 
 /**
- * What a SELECT's answer says once of the folder it opens (RFC 9051 §6.3.2, RFC 3501 §6.3.1): FLAGS, RECENT, and
- * the PERMANENTFLAGS, UIDVALIDITY and UIDNEXT codes; null for any other response. One said twice before the tagged
+ * What a SELECT's answer says once of the folder it opens (RFC 9051 §6.3.2, RFC 3501 §6.3.1, RFC 7162 §3.1.2): FLAGS,
+ * RECENT, and the PERMANENTFLAGS, UIDVALIDITY, UIDNEXT, UNSEEN, HIGHESTMODSEQ and NOMODSEQ codes; null for any other
+ * response. One said twice before the tagged
  * reply means responses of the folder closed came after the point taken as the boundary (`[CLOSED]`, or UNSELECT's
  * tagged OK), where they would be taken for this folder's (docs/imap.md "Switching folders").
  */
+const ONCE_CODES = new Set(["PERMANENTFLAGS", "UIDVALIDITY", "UIDNEXT", "UNSEEN", "HIGHESTMODSEQ", "NOMODSEQ"]);
+
 function onceInAnswer(r: Response): string | null {
   if (r.type === "FLAGS" || r.type === "RECENT") return r.type;
   if (r.type !== "status" || r.tag !== null || !r.code?.known) return null;
   const name = r.code.name;
-  return name === "PERMANENTFLAGS" || name === "UIDVALIDITY" || name === "UIDNEXT" ? `[${name}]` : null;
+  return ONCE_CODES.has(name) ? `[${name}]` : null;
 }
 
 /** Puts `r` (FLAGS or PERMANENTFLAGS) in place of the one of its kind in `held`, or after them when there is none. */
