@@ -5,7 +5,8 @@
  * behaviour without authentication (it listens on 127.0.0.1 only).
  *
  * Endpoints (docs/upstreams.md "OAuth2"):
- *   GET  /authorize              RFC 6749 §4.1.1; auto-consent: 302 to redirect_uri with code and state;
+ *   GET  /authorize              RFC 6749 §4.1.1; auto-consent (unless /control/authorize denies it): 302 to
+ *                                redirect_uri with code and state;
  *                                PKCE S256 (RFC 7636); `login_hint` picks the user (default: the OAuth user)
  *   POST /token                  RFC 6749 §4.1.3, §6 (refresh, optional rotation), §4.4 (client_credentials),
  *                                RFC 8628 §3.4 (device_code)
@@ -99,7 +100,8 @@ interface DeviceRecord {
   readonly user: string;
   readonly clientId: string;
   readonly scope: string;
-  readonly expiresAt: number;
+  /** Milliseconds since the epoch; /control/device_expire moves it to the past. */
+  expiresAt: number;
   state: "pending" | "approved" | "denied" | "used";
   polls: number;
   lastPollAt: number;
@@ -135,8 +137,19 @@ interface Settings {
   rotation: boolean;
   /** With rotation: a rotated refresh token presented again revokes its whole family (reuse detection). */
   reuseRevocation?: boolean;
-  perUser: Record<string, { accessTokenLifetime?: number; rotation?: boolean; reuseRevocation?: boolean }>;
+  perUser: Record<
+    string,
+    {
+      accessTokenLifetime?: number;
+      rotation?: boolean;
+      reuseRevocation?: boolean;
+      deviceAutoApprove?: boolean;
+      denyAuthorize?: boolean;
+    }
+  >;
+  /** Whether a device code is approved by its first poll (/control/device). */
   deviceAutoApprove: boolean;
+  /** Whether the authorize endpoint redirects with access_denied (/control/authorize). */
   denyAuthorize: boolean;
   failures: Failure[];
   /** Device-code polls to answer slow_down whenever they come (/control/slow_down). */
@@ -255,7 +268,8 @@ export class Authority {
       const path = url.pathname;
       if (path === "/authorize" && method === "GET") return this.#authorize(url.searchParams);
       if (path === "/token" && method === "POST") return this.#token(headers, body);
-      if (path === "/device_authorization" && method === "POST") return this.#deviceAuthorization(headers, body);
+      if (path === "/device_authorization" && method === "POST")
+        return this.#deviceAuthorization(headers, body, url.searchParams);
       if (path === "/device" && method === "GET") return this.#devicePage(url.searchParams);
       if ((path === "/device/approve" || path === "/device/deny") && (method === "GET" || method === "POST"))
         return this.#deviceDecision(
@@ -303,11 +317,12 @@ export class Authority {
       return redirect({ error: "invalid_request", error_description: "code_challenge_method must be S256" });
     if (challenge !== null && !/^[A-Za-z0-9_-]{43}$/.test(challenge))
       return redirect({ error: "invalid_request", error_description: "code_challenge is not a base64url SHA-256" });
-    if (this.state.settings.denyAuthorize)
+    const user = params.get("login_hint") || this.config.defaultUser;
+    if (this.state.settings.perUser[user]?.denyAuthorize ?? this.state.settings.denyAuthorize)
       return redirect({ error: "access_denied", error_description: "denied by /control/authorize" });
     const code = randomToken();
     this.state.codes[code] = {
-      user: params.get("login_hint") || this.config.defaultUser,
+      user,
       clientId,
       redirectUri: redirectUri as string,
       scope: params.get("scope") ?? "",
@@ -499,7 +514,8 @@ export class Authority {
     if (early) throw new OAuthError(400, "slow_down", `poll at most every ${DEVICE_POLL_INTERVAL_S} s`);
     if (this.#takeSlowDown(record.user)) throw new OAuthError(400, "slow_down", "injected by /control/slow_down");
     if (record.state === "pending") {
-      if (this.state.settings.deviceAutoApprove) record.state = "approved";
+      if (this.state.settings.perUser[record.user]?.deviceAutoApprove ?? this.state.settings.deviceAutoApprove)
+        record.state = "approved";
       throw new OAuthError(400, "authorization_pending", "waiting for the user");
     }
     record.state = "used";
@@ -588,11 +604,16 @@ export class Authority {
 
   // --- device authorization (RFC 8628) ---
 
-  #deviceAuthorization(headers: Record<string, string | undefined>, body: URLSearchParams): Reply {
+  /**
+   * `login_hint` picks the user, from the body or else from the endpoint's query: a client keeps a configured
+   * endpoint URL's query (as RFC 6749 §3.1 and §3.2 ask for the other endpoints), so a config can name the user for a
+   * client that sends no `login_hint` (RFC 8628 §3.1 has none).
+   */
+  #deviceAuthorization(headers: Record<string, string | undefined>, body: URLSearchParams, query: URLSearchParams) {
     this.#clientAuth(headers, body);
     const device = randomToken();
     const code = userCode();
-    const user = body.get("login_hint") || this.config.defaultUser;
+    const user = body.get("login_hint") || query.get("login_hint") || this.config.defaultUser;
     const interval = this.#takeDeviceInterval(user);
     this.state.devices[device] = {
       userCode: code,
@@ -750,12 +771,26 @@ export class Authority {
       return ok({ deviceIntervals: settings.deviceIntervals.length });
     }
     if (name === "device") {
-      settings.deviceAutoApprove = booleanParam(params, "auto_approve");
-      return ok({ deviceAutoApprove: settings.deviceAutoApprove });
+      const on = booleanParam(params, "auto_approve");
+      if (user === null) settings.deviceAutoApprove = on;
+      else settings.perUser[user] = { ...settings.perUser[user], deviceAutoApprove: on };
+      return ok({ deviceAutoApprove: on });
+    }
+    if (name === "device_expire") {
+      if (user === null) throw new OAuthError(400, "invalid_request", "device_expire needs user=");
+      const now = Date.now();
+      const expired = Object.values(this.state.devices).filter(
+        (device) => device.user === user && device.state !== "used" && device.expiresAt >= now,
+      );
+      // #deviceGrant answers expired_token once expiresAt is in the past.
+      for (const device of expired) device.expiresAt = now - 1;
+      return ok({ devices: expired.length });
     }
     if (name === "authorize") {
-      settings.denyAuthorize = booleanParam(params, "deny");
-      return ok({ denyAuthorize: settings.denyAuthorize });
+      const on = booleanParam(params, "deny");
+      if (user === null) settings.denyAuthorize = on;
+      else settings.perUser[user] = { ...settings.perUser[user], denyAuthorize: on };
+      return ok({ denyAuthorize: on });
     }
     if (name === "reset") {
       const fresh = freshState();

@@ -1,7 +1,7 @@
 // The local OAuth2 server's limits, in process (a private instance on a free port): the request
 // body limit at the limit and one past it, and the code and device-code lifetimes at the second
-// they end; and its slow_down control. The shared instance is tested against Dovecot and Postfix in
-// tests/e2e/oauth.test.ts.
+// they end; its slow_down control; the per-user consent denial, device approval and device expiry,
+// and reset. The shared instance is tested against Dovecot and Postfix in tests/e2e/oauth.test.ts.
 import { afterAll, beforeAll, describe, expect, setSystemTime, test } from "bun:test";
 import { createHash } from "node:crypto";
 import {
@@ -229,5 +229,124 @@ describe("/control/slow_down (clock set by the test)", () => {
     call(authority, "POST", "/control/slow_down?count=5&user=b@mailgator.test");
     call(authority, "POST", "/control/slow_down?count=0&user=b@mailgator.test");
     expect(poll(other)).toBeUndefined();
+  });
+});
+
+describe("/control/authorize, /control/device, /control/device_expire for one user (clock set by the test)", () => {
+  const start = new Date("2026-01-01T00:00:00Z");
+  afterAll(() => setSystemTime());
+  const [A, B] = ["a@mailgator.test", "b@mailgator.test"];
+  const DEVICE = "urn:ietf:params:oauth:grant-type:device_code";
+
+  function call(authority: Authority, method: string, path: string, body: Record<string, string> = {}) {
+    const reply = authority.handle(method, new URL(path, authority.baseUrl), basic, new URLSearchParams(body));
+    if (reply === "close") throw new Error("unexpected close");
+    return reply as { status: number; headers?: Record<string, string>; body: Record<string, unknown> };
+  }
+
+  /** The authorize endpoint's redirect for `user`: its query (code or error, and the state). */
+  function authorize(authority: Authority, user: string): URLSearchParams {
+    const query = new URLSearchParams({
+      response_type: "code",
+      client_id: CLIENT.id,
+      redirect_uri: "http://127.0.0.1:9/cb",
+      state: "s-1",
+      login_hint: user,
+    });
+    const reply = call(authority, "GET", `/authorize?${query}`);
+    expect(reply.status).toBe(302);
+    return new URL(reply.headers?.["location"] ?? "").searchParams;
+  }
+
+  let seconds = 0;
+  /** Polls `code` ten seconds after the last poll: never too fast by the server's own interval. */
+  function poll(authority: Authority, code: string): string {
+    setSystemTime(new Date(start.getTime() + (seconds += 10) * 1000));
+    const body = call(authority, "POST", "/token", { grant_type: DEVICE, device_code: code }).body;
+    return (body["error"] as string | undefined) ?? `tokens for ${(body["access_token"] as string).length} chars`;
+  }
+
+  const settings = (authority: Authority) =>
+    call(authority, "GET", "/control/settings").body as {
+      denyAuthorize: boolean;
+      deviceAutoApprove: boolean;
+      perUser: Record<string, { denyAuthorize?: boolean; deviceAutoApprove?: boolean }>;
+    };
+
+  test("authorize?deny=true&user=: that user's consent is denied (access_denied, with the state); others' not", () => {
+    const authority = new Authority(config(1));
+    expect(call(authority, "POST", `/control/authorize?deny=true&user=${A}`).status).toBe(200);
+    expect(Object.fromEntries(authorize(authority, A))).toEqual({
+      error: "access_denied",
+      error_description: "denied by /control/authorize",
+      state: "s-1",
+    });
+    expect(authorize(authority, B).get("code")).toBeString();
+    expect(settings(authority).perUser[A]?.denyAuthorize).toBe(true);
+    expect(settings(authority).denyAuthorize).toBe(false);
+    call(authority, "POST", `/control/authorize?deny=false&user=${A}`);
+    expect(authorize(authority, A).get("code")).toBeString();
+    // Without user=, everyone's (a user's own setting still wins).
+    call(authority, "POST", "/control/authorize?deny=true");
+    expect(authorize(authority, B).get("error")).toBe("access_denied");
+    expect(authorize(authority, A).get("code")).toBeString();
+  });
+
+  test("device?auto_approve=false&user=: that user's codes stay pending until approved; login_hint in a query", () => {
+    const authority = new Authority(config(1));
+    setSystemTime(start);
+    expect(call(authority, "POST", `/control/device?auto_approve=false&user=${A}`).status).toBe(200);
+    // The user comes from the body's login_hint, else from the endpoint's query, else it is the default user.
+    const device = (path: string, body: Record<string, string> = {}) =>
+      call(authority, "POST", path, { scope: "mail", ...body }).body as { device_code: string; user_code: string };
+    const mine = device(`/device_authorization?login_hint=${encodeURIComponent(A)}`);
+    const other = device(`/device_authorization?login_hint=${encodeURIComponent(A)}`, { login_hint: B });
+    expect([poll(authority, mine.device_code), poll(authority, other.device_code)]).toEqual([
+      "authorization_pending",
+      "authorization_pending",
+    ]);
+    expect(poll(authority, other.device_code)).toBe("tokens for 43 chars");
+    expect([poll(authority, mine.device_code), poll(authority, mine.device_code)]).toEqual([
+      "authorization_pending",
+      "authorization_pending",
+    ]);
+    expect(call(authority, "GET", `/device/approve?user_code=${mine.user_code}`).body["user"]).toBe(A);
+    expect(poll(authority, mine.device_code)).toBe("tokens for 43 chars");
+    const users = (call(authority, "GET", "/control/tokens").body["tokens"] as { user: string }[]).map((t) => t.user);
+    expect(users.sort()).toEqual([A, A, B, B]);
+    expect(settings(authority).perUser[A]?.deviceAutoApprove).toBe(false);
+    expect(settings(authority).deviceAutoApprove).toBe(true);
+  });
+
+  test("device_expire?user=: that user's codes answer expired_token from now on; others' are untouched", () => {
+    const authority = new Authority(config(1));
+    setSystemTime(start);
+    call(authority, "POST", `/control/device?auto_approve=false&user=${A}`);
+    call(authority, "POST", `/control/device?auto_approve=false&user=${B}`);
+    const device = (user: string) =>
+      call(authority, "POST", "/device_authorization", { scope: "mail", login_hint: user }).body as {
+        device_code: string;
+        user_code: string;
+      };
+    const [mine, other] = [device(A), device(B)];
+    expect(poll(authority, mine.device_code)).toBe("authorization_pending");
+    expect(call(authority, "POST", "/control/device_expire").status).toBe(400);
+    expect(call(authority, "POST", `/control/device_expire?user=${A}`).body["devices"]).toBe(1);
+    expect(poll(authority, mine.device_code)).toBe("expired_token");
+    call(authority, "GET", `/device/approve?user_code=${mine.user_code}`);
+    expect(poll(authority, mine.device_code)).toBe("expired_token");
+    expect(poll(authority, other.device_code)).toBe("authorization_pending");
+    expect(call(authority, "POST", `/control/device_expire?user=${A}`).body["devices"]).toBe(0);
+  });
+
+  test("reset: every setting back to its default, each user's too", () => {
+    const authority = new Authority(config(1));
+    call(authority, "POST", `/control/authorize?deny=true&user=${A}`);
+    call(authority, "POST", "/control/device?auto_approve=false");
+    call(authority, "POST", `/control/device?auto_approve=false&user=${B}`);
+    expect(settings(authority)).toMatchObject({ deviceAutoApprove: false, perUser: { [A]: { denyAuthorize: true } } });
+    expect(call(authority, "POST", "/control/reset").status).toBe(200);
+    expect(settings(authority)).toMatchObject({ denyAuthorize: false, deviceAutoApprove: true, perUser: {} });
+    expect(authorize(authority, A).get("code")).toBeString();
   });
 });
