@@ -121,10 +121,13 @@ async function finish(ep: Endpoint, auth: Authorization, redirected: URL): Promi
   try {
     params = oauth.validateAuthResponse(ep.as, ep.client, checked, auth.state);
   } catch (e) {
-    if (e instanceof oauth.AuthorizationResponseError)
-      throw new LoginError(
-        escapes(`the provider refused: ${e.error}${e.error_description ? ` (${e.error_description})` : ""}`),
-      );
+    if (e instanceof oauth.AuthorizationResponseError) {
+      const refusal = `${e.error}${e.error_description ? ` (${e.error_description})` : ""}`;
+      // RFC 6749 section 4.1.2.1: the person (or the provider for them) did not give consent; another try may.
+      if (e.error === "access_denied")
+        throw new LoginError(escapes(`the sign-in was denied at the provider; run the login again (${refusal})`));
+      throw new LoginError(escapes(`the provider refused: ${refusal}`));
+    }
     throw new LoginError(`the redirect is not this login's answer (${(e as Error).message})`);
   }
   return exchange(() => authorizationCodeGrant(ep, params, auth.redirectUri, auth.verifier));
@@ -166,7 +169,11 @@ export async function loginLoopback(account: OAuth2AccountConfig, io: LoginIo): 
         res.writeHead(404, { "content-type": "text/plain" }).end("not found\n");
         return;
       }
-      res.writeHead(200, { "content-type": "text/plain" }).end("mailgator: login received; you can close this page.\n");
+      // An error response (RFC 6749 section 4.1.2.1) with this login's state is its answer too: the login ends.
+      const text = url.searchParams.has("error")
+        ? "mailgator: the provider refused the login; the terminal says why. You can close this page.\n"
+        : "mailgator: login received; you can close this page.\n";
+      res.writeHead(200, { "content-type": "text/plain" }).end(text);
       arrived.resolve(url);
     });
     const listening = server;
@@ -230,6 +237,15 @@ async function standardDeviceResponse(response: Response): Promise<Response> {
     body["verification_uri"] = body["verification_url"];
   return new Response(JSON.stringify(body), { status: response.status, headers: response.headers });
 }
+
+/**
+ * RFC 8628 section 3.5's error codes that end a device login, said plainly before the provider's code and description
+ * (a provider may send the code alone).
+ */
+const DEVICE_LOGIN_ENDINGS: Readonly<Record<string, string>> = {
+  access_denied: "the code was denied at the provider's page",
+  expired_token: "the code expired before it was approved",
+};
 
 /**
  * A failure of the transport, not an answer: what `fetch` itself threw (no connection, a connection dropped, no
@@ -326,6 +342,11 @@ export async function loginDevice(account: OAuth2AccountConfig, io: LoginIo): Pr
         io.say(`The poll failed (${message}); polling again in ${interval} s`);
         continue;
       }
+      const ending =
+        e instanceof oauth.ResponseBodyError && Object.hasOwn(DEVICE_LOGIN_ENDINGS, e.error)
+          ? DEVICE_LOGIN_ENDINGS[e.error]
+          : undefined;
+      if (ending !== undefined) throw new LoginError(`${ending}; run the login again (${message})`);
       throw new LoginError(`device login failed: ${message}`);
     }
   }

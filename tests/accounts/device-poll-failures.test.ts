@@ -209,7 +209,7 @@ test(`a poll unanswered in TOKEN_REQUEST_TIMEOUT_MS (${TOKEN_REQUEST_TIMEOUT_MS}
   expect(got.polls[1]! - got.polls[0]!).toBeGreaterThanOrEqual(TOKEN_REQUEST_TIMEOUT_MS + 2000 - 50);
 });
 
-test("a 502 page is polled again; an HTML page with 200, or access_denied, stop the login", async () => {
+test("a 502 page is polled again; an HTML page with 200, access_denied or expired_token stop the login", async () => {
   const html = (status: number) =>
     new Response("<html><body><h1>Bad Gateway</h1></body></html>", {
       status,
@@ -228,6 +228,15 @@ test("a 502 page is polled again; an HTML page with 200, or access_denied, stop 
   expect(page.left).toBe(1);
 
   const denied = await scripted([() => Response.json({ error: "access_denied" }, { status: 400 }), token]);
-  expect((denied.outcome as Error).message).toBe("device login failed: access_denied (HTTP 400)");
+  expect((denied.outcome as Error).message).toBe(
+    "the code was denied at the provider's page; run the login again (access_denied (HTTP 400))",
+  );
   expect(denied.left).toBe(1);
+
+  // A provider may send the code alone: the two that end the login (RFC 8628 §3.5) are said plainly.
+  const expired = await scripted([() => Response.json({ error: "expired_token" }, { status: 400 }), token]);
+  expect((expired.outcome as Error).message).toBe(
+    "the code expired before it was approved; run the login again (expired_token (HTTP 400))",
+  );
+  expect(expired.left).toBe(1);
 });

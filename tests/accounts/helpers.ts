@@ -7,6 +7,7 @@ import { expect } from "bun:test";
 import { mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { readTokens, type TokenRecord } from "../../src/accounts/records.ts";
 import { type Config, loadConfig, parseConfig } from "../../src/config/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
 import { authorizationCodeFlow, control, oauthServer, oauthServeToml, storeServeTokens } from "../fixtures/oauth.ts";
@@ -22,10 +23,18 @@ export interface AccountSetup {
 /** The folders `oauthConfig` made: the test file that uses it removes them after its tests. */
 export const madeDirs: string[] = [];
 
-/** A config with one OAuth2 account `main` for `username`, its state and key in `dir` (fresh unless given). */
+/**
+ * A config with one OAuth2 account `main` for `username`, its state and key in `dir` (fresh unless given).
+ * `deviceUrl`: its `device_url` (default the server's).
+ */
 export function oauthConfig(
   username: string,
-  options: { grant?: "authorization_code" | "client_credentials"; dir?: string; name?: string } = {},
+  options: {
+    grant?: "authorization_code" | "client_credentials";
+    dir?: string;
+    name?: string;
+    deviceUrl?: string;
+  } = {},
 ): AccountSetup {
   const server = oauthServer();
   let dir = options.dir;
@@ -46,7 +55,7 @@ export function oauthConfig(
       `client_secret = ${JSON.stringify(server.clientSecret)}`,
       `authorize_url = ${JSON.stringify(server.authorizeUrl)}`,
       `token_url = ${JSON.stringify(server.tokenUrl)}`,
-      `device_url = ${JSON.stringify(server.deviceUrl)}`,
+      `device_url = ${JSON.stringify(options.deviceUrl ?? server.deviceUrl)}`,
       `scopes = ["mail"]`,
       `[audit]`,
       `path = "audit.db"`,
@@ -177,4 +186,23 @@ export async function rotatingAccount(o: {
     return store;
   };
   return { user, path, config, login, connect };
+}
+
+/** The tokens `account login` stored for account `main` of `config` (null: none), read as the proxy reads them. */
+export function storedTokens(config: string): TokenRecord | null {
+  const cfg = loadConfig(config);
+  const store = SealedStore.open(cfg.state.path, { secretsFile: cfg.state.secretsFile, env: {}, create: false });
+  if (store === null) return null;
+  try {
+    return readTokens(store, "main");
+  } finally {
+    store.close();
+  }
+}
+
+/** What the local server says it issued for `user` (docs/upstreams.md: `GET tokens`). */
+export async function issuedTokens(user: string): Promise<{ kind: string; value: string; grant: string }[]> {
+  return (
+    (await control("tokens", { user }, "GET")).body as { tokens: { kind: string; value: string; grant: string }[] }
+  ).tokens;
 }
