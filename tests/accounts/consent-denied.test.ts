@@ -8,9 +8,17 @@ import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { rmSync } from "node:fs";
 import { connect } from "node:net";
 import { createMailbox } from "../fixtures/index.ts";
-import { control, LineClient, xoauth2 } from "../fixtures/oauth.ts";
-import { upstreams } from "../fixtures/upstreams.ts";
-import { Child, cli, issuedTokens, MAIN, madeDirs, oauthConfig, storedTokens } from "./helpers.ts";
+import { control } from "../fixtures/oauth.ts";
+import {
+  Child,
+  dovecotAccepts,
+  issuedTokens,
+  MAIN,
+  madeDirs,
+  oauthConfig,
+  accountState as status,
+  storedTokens,
+} from "./helpers.ts";
 
 setDefaultTimeout(120_000);
 
@@ -52,21 +60,6 @@ async function login(config: string): Promise<void> {
   expect((await fetch(url)).status).toBe(200);
   expect(await child.exit()).toBe(0);
   expect(child.stdout).toContain("logged in");
-}
-
-function status(config: string): string {
-  return JSON.parse(cli(["account", "status", "main", "-c", config, "--json"]).stdout)[0].state;
-}
-
-async function dovecotAccepts(user: string, token: string): Promise<boolean> {
-  const imap = await LineClient.open(upstreams().ports.imap);
-  try {
-    await imap.until(/^\* OK/);
-    imap.send(`a AUTHENTICATE XOAUTH2 ${xoauth2(user, token)}`);
-    return /^a OK/m.test(await imap.until(/^a /));
-  } finally {
-    imap.close();
-  }
 }
 
 /** Whether anything listens on 127.0.0.1:`port`. */

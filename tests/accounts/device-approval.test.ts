@@ -8,9 +8,17 @@
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { createMailbox } from "../fixtures/index.ts";
-import { control, DEVICE_GRANT, LineClient, oauthServer, until, xoauth2 } from "../fixtures/oauth.ts";
-import { upstreams } from "../fixtures/upstreams.ts";
-import { Child, cli, issuedTokens, MAIN, madeDirs, oauthConfig, storedTokens } from "./helpers.ts";
+import { control, DEVICE_GRANT, oauthServer, until } from "../fixtures/oauth.ts";
+import {
+  Child,
+  dovecotAccepts,
+  issuedTokens,
+  MAIN,
+  madeDirs,
+  oauthConfig,
+  accountState as status,
+  storedTokens,
+} from "./helpers.ts";
 
 // A device login is a CLI start plus a poll or two a second apart; several of them per test on a loaded machine.
 setDefaultTimeout(120_000);
@@ -65,21 +73,6 @@ async function approvedLogin(config: string): Promise<void> {
   await decide("approve", code);
   expect(await child.exit()).toBe(0);
   expect(child.stdout).toContain("logged in");
-}
-
-function status(config: string): string {
-  return JSON.parse(cli(["account", "status", "main", "-c", config, "--json"]).stdout)[0].state;
-}
-
-async function dovecotAccepts(user: string, token: string): Promise<boolean> {
-  const imap = await LineClient.open(upstreams().ports.imap);
-  try {
-    await imap.until(/^\* OK/);
-    imap.send(`a AUTHENTICATE XOAUTH2 ${xoauth2(user, token)}`);
-    return /^a OK/m.test(await imap.until(/^a /));
-  } finally {
-    imap.close();
-  }
 }
 
 /** The login refused: exit status 1 within one poll or two, no "logged in", the reason on stderr. */

@@ -10,8 +10,16 @@ import { join } from "node:path";
 import { readTokens, type TokenRecord } from "../../src/accounts/records.ts";
 import { type Config, loadConfig, parseConfig } from "../../src/config/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
-import { authorizationCodeFlow, control, oauthServer, oauthServeToml, storeServeTokens } from "../fixtures/oauth.ts";
-import { createMailbox } from "../fixtures/upstreams.ts";
+import {
+  authorizationCodeFlow,
+  control,
+  LineClient,
+  oauthServer,
+  oauthServeToml,
+  storeServeTokens,
+  xoauth2,
+} from "../fixtures/oauth.ts";
+import { createMailbox, upstreams } from "../fixtures/upstreams.ts";
 
 export const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
 
@@ -205,4 +213,21 @@ export async function issuedTokens(user: string): Promise<{ kind: string; value:
   return (
     (await control("tokens", { user }, "GET")).body as { tokens: { kind: string; value: string; grant: string }[] }
   ).tokens;
+}
+
+/** `mailgator account status main --json`'s state of the account in `config`. */
+export function accountState(config: string): string {
+  return JSON.parse(cli(["account", "status", "main", "-c", config, "--json"]).stdout)[0].state;
+}
+
+/** Whether the project's Dovecot takes `token` as `user`'s (AUTHENTICATE XOAUTH2). */
+export async function dovecotAccepts(user: string, token: string): Promise<boolean> {
+  const imap = await LineClient.open(upstreams().ports.imap);
+  try {
+    await imap.until(/^\* OK/);
+    imap.send(`a AUTHENTICATE XOAUTH2 ${xoauth2(user, token)}`);
+    return /^a OK/m.test(await imap.until(/^a /));
+  } finally {
+    imap.close();
+  }
 }
