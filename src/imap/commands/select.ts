@@ -31,15 +31,16 @@ const CLOSED_MISSING =
 const twiceIn = (what: string): string =>
   `upstream's answer said ${what} twice: another folder's responses could not be told from this folder's`;
 
+/** The response codes a SELECT's answer says once (`onceInAnswer`). */
+const ONCE_CODES = new Set(["PERMANENTFLAGS", "UIDVALIDITY", "UIDNEXT", "UNSEEN", "HIGHESTMODSEQ", "NOMODSEQ"]);
+
 /**
  * What a SELECT's answer says once of the folder it opens (RFC 9051 §6.3.2, RFC 3501 §6.3.1, RFC 7162 §3.1.2): FLAGS,
  * RECENT, and the PERMANENTFLAGS, UIDVALIDITY, UIDNEXT, UNSEEN, HIGHESTMODSEQ and NOMODSEQ codes; null for any other
- * response. One said twice before the tagged
- * reply means responses of the folder closed came after the point taken as the boundary (`[CLOSED]`, or UNSELECT's
- * tagged OK), where they would be taken for this folder's (docs/imap.md "Switching folders").
+ * response. One said twice before the tagged reply means responses of the folder closed came after the point taken
+ * as the boundary (`[CLOSED]`, or UNSELECT's tagged OK), where they would be taken for this folder's (docs/imap.md
+ * "Switching folders").
  */
-const ONCE_CODES = new Set(["PERMANENTFLAGS", "UIDVALIDITY", "UIDNEXT", "UNSEEN", "HIGHESTMODSEQ", "NOMODSEQ"]);
-
 function onceInAnswer(r: Response): string | null {
   if (r.type === "FLAGS" || r.type === "RECENT") return r.type;
   if (r.type !== "status" || r.tag !== null || !r.code?.known) return null;
@@ -190,22 +191,15 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     row.write({ reason: `${d.reason}; upstream: ${st.text}` });
     return upstreamStatus(s, cmd.tag, st, true);
   }
-  // Upstream closed a folder without the `[CLOSED]` it owed: what it sent of that folder cannot be told from this
-  // one's, so none of it is used. The SELECT fails closed, and this upstream session closes a folder with UNSELECT
-  // before every later SELECT (docs/imap.md "Switching folders").
-  if (closing && !closed) {
+  // Upstream closed a folder without the `[CLOSED]` it owed, or sent responses of the folder closed after the
+  // boundary (its answer said twice what it says once): what it sent of that folder cannot be told from this one's,
+  // so none of it is used. The SELECT fails closed, and this upstream session closes a folder with UNSELECT, answered
+  // before the SELECT goes, before every later SELECT (docs/imap.md "Switching folders").
+  const unbounded = closing && !closed ? CLOSED_MISSING : twice === null ? null : twiceIn(twice);
+  if (unbounded !== null) {
     await searched?.catch(() => {});
     up.missedClosed();
-    row.write({ decision: "error", reason: CLOSED_MISSING });
-    await s.unselectUpstream(cmd.name, p).catch(() => {});
-    throw new Refusal("NO", "UNAVAILABLE", "The mailbox could not be opened; try again later");
-  }
-  // Responses of the folder closed came after the boundary, in this folder's answer: none of it is used, as when the
-  // `[CLOSED]` was left out, and this session waits for UNSELECT's answer before every later SELECT.
-  if (twice !== null) {
-    await searched?.catch(() => {});
-    up.missedClosed();
-    row.write({ decision: "error", reason: twiceIn(twice) });
+    row.write({ decision: "error", reason: unbounded });
     await s.unselectUpstream(cmd.name, p).catch(() => {});
     throw new Refusal("NO", "UNAVAILABLE", "The mailbox could not be opened; try again later");
   }
