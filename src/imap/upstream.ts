@@ -143,8 +143,12 @@ export class UpstreamSession {
   #mailboxSelected = false;
   /** The name the mailbox selected upstream was selected by (`#mailboxSelected`); null when none or not known. */
   #selectedName: string | null = null;
-  /** The server left out a `* OK [CLOSED]` it owed (`missedClosed`): not counted on any more (`closedAtSelect`). */
-  #closedMissed = false;
+  /**
+   * The server left out a `* OK [CLOSED]` it owed, or sent a closed folder's responses after the boundary
+   * (`distrustBoundary`): neither its `[CLOSED]` (`closedAtSelect`) nor its UNSELECT's OK with a SELECT pipelined
+   * behind it (src/imap/commands/select.ts) is counted on any more.
+   */
+  #boundaryDistrusted = false;
   /**
    * A command changed the session beyond its selected mailbox and CONDSTORE (`changesSession`): it is not handed to
    * another agent's login (src/imap/upstream-pool.ts).
@@ -234,10 +238,10 @@ export class UpstreamSession {
    *   the extension MUST return it), whether or not QRESYNC is enabled (the proxy never enables it, docs/protocol.md
    *   §2). The mailbox selected again is not another one: no CLOSED is owed there.
    * RFC 3501 has no CLOSED. A server that left out one it owed, or sent responses of the folder closed after it or
-   * after UNSELECT's tagged OK (`missedClosed`), is not counted on again.
+   * after UNSELECT's tagged OK (`distrustBoundary`), is not counted on again.
    */
   closedAtSelect(mailbox: string): boolean {
-    if (!this.#mailboxSelected || this.#closedMissed) return false;
+    if (!this.#mailboxSelected || this.#boundaryDistrusted) return false;
     if (this.caps.has("IMAP4REV2") && !this.caps.has("IMAP4REV1")) return true;
     const current = this.#selectedName;
     return this.caps.has("QRESYNC") && current !== null && !sameMailbox(current, mailbox);
@@ -248,13 +252,13 @@ export class UpstreamSession {
    * said twice what it says once (src/imap/commands/select.ts `onceInAnswer`): the server's boundary between two
    * folders' responses is not counted on again.
    */
-  missedClosed(): void {
-    this.#closedMissed = true;
+  distrustBoundary(): void {
+    this.#boundaryDistrusted = true;
   }
 
-  /** The server left out a `[CLOSED]` it owed, or answered past its boundary (`missedClosed`). */
-  get leftOutClosed(): boolean {
-    return this.#closedMissed;
+  /** The server left out a `[CLOSED]` it owed, or answered past its boundary (`distrustBoundary`). */
+  get boundaryDistrusted(): boolean {
+    return this.#boundaryDistrusted;
   }
 
   /**

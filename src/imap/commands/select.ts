@@ -92,11 +92,12 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   // without it a filtered folder's FLAGS (its hidden messages' keywords), RECENT, UIDNEXT or EXISTS would be taken for
   // the new folder's. Where upstream does not owe one (`closedAtSelect`), the folder is closed with UNSELECT first:
   // what comes before its tagged OK is the closed folder's, and reaches the agent no more than at the agent's own
-  // UNSELECT. The SELECT is pipelined behind it (below), except on a server that left out a `[CLOSED]` it owed: its
-  // UNSELECT is answered before the SELECT goes (docs/imap.md "Switching folders"). An UNSELECT refused while the
-  // folder stays open ends the session (`unselectUpstream`).
+  // UNSELECT. The SELECT is pipelined behind it (below), except on a server whose boundary failed before (it left out
+  // a `[CLOSED]` it owed, or sent a closed folder's responses past the boundary, `boundaryDistrusted`): its UNSELECT
+  // is answered before the SELECT goes (docs/imap.md "Switching folders"). An UNSELECT refused while the folder stays
+  // open ends the session (`unselectUpstream`).
   let unselecting = up.mailboxSelected && !up.closedAtSelect(cmd.mailbox);
-  if (unselecting && up.leftOutClosed) {
+  if (unselecting && up.boundaryDistrusted) {
     await s.unselectUpstream(cmd.name, previous);
     unselecting = false;
   }
@@ -198,7 +199,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   const unbounded = closing && !closed ? CLOSED_MISSING : twice === null ? null : twiceIn(twice);
   if (unbounded !== null) {
     await searched?.catch(() => {});
-    up.missedClosed();
+    up.distrustBoundary();
     row.write({ decision: "error", reason: unbounded });
     await s.unselectUpstream(cmd.name, p).catch(() => {});
     throw new Refusal("NO", "UNAVAILABLE", "The mailbox could not be opened; try again later");
