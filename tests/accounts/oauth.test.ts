@@ -24,6 +24,7 @@ import { readStatus, readTokens } from "../../src/accounts/records.ts";
 import { AuditLog } from "../../src/audit/index.ts";
 import { type Config, loadConfig } from "../../src/config/index.ts";
 import { SealedStore } from "../../src/state/store.ts";
+import { ALONE_ENV, buildAlone } from "../fixtures/compiled.ts";
 import { createMailbox } from "../fixtures/index.ts";
 import { control, LineClient, oauthServer, xoauth2 } from "../fixtures/oauth.ts";
 import { upstreams } from "../fixtures/upstreams.ts";
@@ -367,16 +368,15 @@ describe("staying logged in", () => {
 test("the compiled binary logs in (oauth4webapi inside it) and reports status", async () => {
   const binDir = mkdtempSync(join(tmpdir(), "mg-bin-"));
   binDirs.push(binDir);
-  const out = join(binDir, "mailgator");
-  const build = Bun.spawnSync([process.execPath, "build", "--compile", MAIN, "--outfile", out]);
-  expect(build.exitCode).toBe(0);
+  // As `npm run build` makes it, alone in a folder, with no Bun on PATH (README "Two commands").
+  const out = join(buildAlone(binDir), "mailgator");
   const setup = oauthConfig(await user());
   dirs.push(setup.dir);
-  const child = new Child(["account", "login", "main", "-c", setup.config], {}, out);
+  const child = new Child(["account", "login", "main", "-c", setup.config], ALONE_ENV, out);
   const [url] = await child.waitFor(/http:\/\/127\.0\.0\.1:\d+\/authorize\?\S+/);
   expect((await fetch(url!)).status).toBe(200);
   expect(await child.exit()).toBe(0);
-  const status = Bun.spawnSync([out, "account", "status", "-c", setup.config, "--json"]);
+  const status = Bun.spawnSync([out, "account", "status", "-c", setup.config, "--json"], { env: ALONE_ENV });
   expect(status.exitCode).toBe(0);
   expect(JSON.parse(status.stdout.toString())[0]).toMatchObject({ account: "main", state: "ok" });
 });

@@ -31,6 +31,7 @@ import {
 } from "../../src/mcp/agent.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { runCli, type Served, serveChild } from "../e2e/serve-child.ts";
+import { ALONE_ENV, buildAlone } from "../fixtures/compiled.ts";
 import {
   connectImap,
   createMailbox,
@@ -1256,18 +1257,13 @@ describe("TLS listeners", () => {
 
 describe("the compiled binary", () => {
   test("`mailgator mcp --agent` from bun build --compile lists, reads and sends", async () => {
-    const binary = join(dir, "mailgator");
-    const build = Bun.spawnSync(
-      [process.execPath, "build", "--compile", "--bytecode", "--format=esm", MAIN, "--outfile", binary],
-      { cwd: ROOT, stdout: "pipe", stderr: "pipe" },
-    );
-    expect(build.stderr.toString()).not.toContain("error");
-    expect(build.exitCode).toBe(0);
+    // As `npm run build` makes it, alone in a folder, run with no Bun on PATH.
+    const binary = join(buildAlone(mkdtempSync(join(dir, "compiled-"))), "mailgator");
     const mailbox = await createMailbox({ seed: { folders: { INBOX: 10 }, seed: SEED } });
     const [imap, smtp] = await freePorts(2);
     const config = writeConfig("binary", listeners({ imap: imap!, smtp: smtp! }, "binary") + SEED_RULES);
     await startServe(config);
-    const s = await startMcp(config, mailbox.user, { MAILGATOR_PASSWORD: mailbox.password }, [binary]);
+    const s = await startMcp(config, mailbox.user, { ...ALONE_ENV, MAILGATOR_PASSWORD: mailbox.password }, [binary]);
     try {
       expect(await toolNames(s)).toEqual([...READ_TOOLS, "reply", "send"].sort());
       const visible = mailbox.manifest.folders["INBOX"]!.filter((m) => m.from === "notifications@shop.test");
