@@ -264,6 +264,15 @@ export function fromMessage(from: string, subject: string): string {
   return `From: ${from}\r\nTo: me@corp.test\r\nSubject: ${subject}\r\nMessage-ID: <${subject}@corp.test>\r\n\r\nx\r\n`;
 }
 
+/**
+ * An unfiltered folder's SELECT answer as the agent gets it right after a filtered folder was closed: without
+ * upstream's `[UNSEEN]` (src/imap/commands/select.ts `respond`). `answer` must have one to take out.
+ */
+export function withoutUnseen(answer: string): string {
+  expect(answer).toMatch(/^\* OK \[UNSEEN \d+\]/m);
+  return answer.replace(/^\* OK \[UNSEEN \d+\][^\r\n]*\r\n/m, "");
+}
+
 /** The tagged status line of a reply. */
 export function statusOf(reply: string, tag: string): string {
   const line = reply.split("\r\n").find((l) => l.startsWith(`${tag} `));

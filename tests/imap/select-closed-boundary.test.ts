@@ -18,6 +18,7 @@ import {
   startRelayedProxy,
   statusOf,
   type TestProxy,
+  withoutUnseen,
 } from "./helpers.ts";
 
 /** What a server may say of Box while it closes it: its flags, recent count and next UID. */
@@ -54,8 +55,9 @@ test("responses before upstream's [CLOSED] belong to the folder closed: none rea
     await added;
     for (const leftover of ["$HiddenKeyword", "7 RECENT", "9 EXISTS", "UIDNEXT 999"])
       expect(reply).not.toContain(leftover);
-    // Open's own answer, as when nothing was selected before.
-    expect(reply.replace(/^o /m, "p ")).toBe(plain);
+    // Open's own answer, as when nothing was selected before, but for its first unseen: left out after the filtered
+    // Box, whose late [UNSEEN] it could be.
+    expect(reply.replace(/^o /m, "p ")).toBe(withoutUnseen(plain));
   } finally {
     raw.close();
   }

@@ -32,19 +32,21 @@ const twiceIn = (what: string): string =>
   `upstream's answer said ${what} twice: another folder's responses could not be told from this folder's`;
 
 /** The response codes a SELECT's answer says once (`onceInAnswer`). */
-const ONCE_CODES = new Set(["PERMANENTFLAGS", "UIDVALIDITY", "UIDNEXT", "UNSEEN", "HIGHESTMODSEQ", "NOMODSEQ"]);
+const ONCE_CODES = new Set(["PERMANENTFLAGS", "UIDVALIDITY", "UIDNEXT", "UNSEEN"]);
 
 /**
  * What a SELECT's answer says once of the folder it opens (RFC 9051 §6.3.2, RFC 3501 §6.3.1, RFC 7162 §3.1.2): FLAGS,
- * RECENT, and the PERMANENTFLAGS, UIDVALIDITY, UIDNEXT, UNSEEN, HIGHESTMODSEQ and NOMODSEQ codes; null for any other
- * response. One said twice before the tagged reply means responses of the folder closed came after the point taken
- * as the boundary (`[CLOSED]`, or UNSELECT's tagged OK), where they would be taken for this folder's (docs/imap.md
+ * RECENT, and the PERMANENTFLAGS, UIDVALIDITY, UIDNEXT and UNSEEN codes, and one of HIGHESTMODSEQ and NOMODSEQ (either
+ * counts as the other: a late HIGHESTMODSEQ beside the new folder's NOMODSEQ is said twice); null for any other
+ * response. One said twice before the tagged reply means responses of the folder closed came after the point taken as
+ * the boundary (`[CLOSED]`, or UNSELECT's tagged OK), where they would be taken for this folder's (docs/imap.md
  * "Switching folders").
  */
 function onceInAnswer(r: Response): string | null {
   if (r.type === "FLAGS" || r.type === "RECENT") return r.type;
   if (r.type !== "status" || r.tag !== null || !r.code?.known) return null;
   const name = r.code.name;
+  if (name === "HIGHESTMODSEQ" || name === "NOMODSEQ") return "[HIGHESTMODSEQ] or [NOMODSEQ]";
   return ONCE_CODES.has(name) ? `[${name}]` : null;
 }
 
@@ -84,6 +86,8 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   const mayChange = s.rights.may("mail:flag", p) || s.rights.may("mail:delete", p) || s.rights.may("mail:move", p);
   let readOnly = cmd.name === "EXAMINE" || !mayChange;
   const previous = s.box?.policyName ?? null;
+  // The folder closed hid messages: upstream's [UNSEEN] is not passed on in the next one (`respond`).
+  const afterFiltered = s.box !== null && s.box.visible !== null;
   s.box = null;
   s.state = "authenticated";
   const up = s.up!;
@@ -272,7 +276,7 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
   box.keywordsShown = keywordsShown(s);
   s.state = "selected";
   try {
-    await respond(s, box, held, p);
+    await respond(s, box, held, p, afterFiltered);
   } catch (error) {
     // A SELECT that fails leaves no mailbox selected (RFC 3501 §6.3.1), upstream too: the agent that is told NO must
     // not find the folder open at its next command. Upstream did not complete a search of a filtered folder's unseen
@@ -325,8 +329,19 @@ function checkListing(uids: readonly number[], told: number, exists: number): st
 /**
  * The opened folder's own responses, in the agent's view: what arrived meanwhile (sync, expunges not yet), then
  * upstream's SELECT responses as held, renumbered (RECENT and UNSEEN over the visible messages of a filtered folder).
+ * `afterFiltered`: the folder closed by this SELECT hid messages. Then an unfiltered folder's answer goes without
+ * upstream's `[UNSEEN]`: one the closed folder's answer sent late, past the boundary, where this folder's says none,
+ * would be taken for this folder's and tell where a hidden unseen message is (`onceInAnswer` catches it only where
+ * this folder's answer says one too). RFC 3501 §6.3.1 lets the answer leave it out (the client then searches), and
+ * RFC 9051 has none.
  */
-async function respond(s: Session, box: SelectedMailbox, held: Response[], p: string): Promise<void> {
+async function respond(
+  s: Session,
+  box: SelectedMailbox,
+  held: Response[],
+  p: string,
+  afterFiltered: boolean,
+): Promise<void> {
   // Expunges upstream reported since the search wait for the next command: before the EXISTS below the agent knows
   // of no message, and cannot apply `* n EXPUNGE` (RFC 9051 §7.5.1). Until then they are in its count.
   await s.sync(false);
@@ -357,6 +372,7 @@ async function respond(s: Session, box: SelectedMailbox, held: Response[], p: st
         if (code.name === "PERMANENTFLAGS") {
           s.send({ ...r, code: { ...code, flags: agentPermanentFlags(s, p, code.flags) } });
         } else if (code.name === "UNSEEN") {
+          if (!filtered && afterFiltered) break;
           const k = filtered ? unseenSeq : box.agentSeqOf(box.uidOf(code.value));
           if (k > 0) s.send({ ...r, code: { ...code, value: k } });
         } else if (code.name === "UIDNEXT") {
