@@ -418,6 +418,14 @@ const PAST_BOUNDARY = [
     twice: "[UNSEEN]",
   },
   {
+    name: "Dovecot as it is, a second [CLOSED] after its own",
+    caps: (line: string) => line,
+    boundary: /^\* OK \[CLOSED\]/,
+    sent: ["EXAMINE Open", "UID SEARCH ALL"],
+    late: `${BOX_LEFTOVERS}* OK [CLOSED] Previous mailbox closed.\r\n`,
+    twice: "[CLOSED]",
+  },
+  {
     name: "no [CLOSED] owed, CONDSTORE on, a [NOMODSEQ] beside Open's HIGHESTMODSEQ",
     caps: withoutQresync,
     boundary: /^\S+ OK Unselect/,

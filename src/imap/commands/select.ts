@@ -132,6 +132,11 @@ export async function select(s: Session, cmd: CommandOf<"SELECT" | "EXAMINE">): 
     // Everything before `[CLOSED]` was about the folder selected before (RFC 9051 §7.1), perhaps a filtered one: its
     // FLAGS, RECENT, UIDNEXT or EXISTS would be taken for this folder's and some sent to the agent as they are.
     if (r.type === "status" && r.tag === null && r.code?.known && r.code.name === "CLOSED") {
+      // One boundary per answer (RFC 9051 §7.1): a second leaves what came between the two unplaced.
+      if (closed) {
+        twice ??= "[CLOSED]";
+        return;
+      }
       held.length = 0;
       told = exists = uidValidity = 0;
       said.clear();
