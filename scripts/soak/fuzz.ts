@@ -47,6 +47,8 @@ export interface FuzzOptions {
   readonly env: Readonly<Record<string, string>>;
   /** TOML appended to the proxy's config (e.g. a `[limits]` table raising per-address limits for one client host). */
   readonly extraConfig?: string;
+  /** The IMAP relay takes QRESYNC out of Dovecot's capabilities (relay.ts): folder switches go by UNSELECT. */
+  readonly hideQresync?: boolean;
   readonly log: (line: string) => void;
 }
 
@@ -418,7 +420,7 @@ export async function runFuzz(options: FuzzOptions, proxyIn?: MailgatorProcess):
   const { upstreams } = await servers(log);
   const dir = runDir("fuzz");
   const users = makeUsers(upstreams, "fuzz", 4, 30);
-  const imapRelay = await startRelay("imap", upstreams.ports.imap);
+  const imapRelay = await startRelay("imap", upstreams.ports.imap, { hideQresync: options.hideQresync === true });
   const smtpRelay = await startRelay("smtp", upstreams.ports.smtp);
   const proxy =
     proxyIn ??
@@ -566,6 +568,8 @@ export async function runFuzz(options: FuzzOptions, proxyIn?: MailgatorProcess):
       );
     if (relay.stats.commands === 0) problems.push(`no ${name} command reached upstream: the relay saw nothing`);
   }
+  if (options.hideQresync === true && imapRelay.stats.qresyncHidden === 0)
+    problems.push("the IMAP relay took QRESYNC out of no capability list");
   if (proxyIn === undefined) {
     const code = await proxy.stop();
     if (code !== 0) problems.push(`mailgator exited with ${code} on SIGTERM`);
@@ -607,6 +611,9 @@ function print(report: FuzzReport, options: FuzzOptions): void {
         `${report.connections.destroyedByUs}`,
       `fuzz: upstream IMAP commands ${report.relay.imap.commands} over ${report.relay.imap.connections} ` +
         `connections, malformed ${report.relay.imap.malformed}: ${names(report.relay.imap.names)}`,
+      options.hideQresync === true
+        ? `fuzz: QRESYNC hidden from ${report.relay.imap.qresyncHidden} capability lists`
+        : "",
       `fuzz: upstream SMTP commands ${report.relay.smtp.commands} over ${report.relay.smtp.connections} ` +
         `connections, malformed ${report.relay.smtp.malformed}: ${names(report.relay.smtp.names)}`,
       `fuzz: the fuzzer's own logins: ${report.logins.ok} accepted, ${report.logins.locked} refused under a ` +
@@ -642,8 +649,16 @@ if (import.meta.main) {
       "purge-delay": { default: "", help: "MIMALLOC_PURGE_DELAY for the proxy (default: what serve sets, 1000)" },
       seed: { default: "1", help: "PRNG seed" },
       "extra-config": { default: "", help: "TOML appended to the proxy's config, e.g. a [limits] table" },
+      qresync: {
+        default: "offered",
+        help: "hidden: the IMAP relay takes QRESYNC out of Dovecot's capabilities (folder switches by UNSELECT)",
+      },
     },
   );
+  if (flags.qresync !== "offered" && flags.qresync !== "hidden") {
+    console.error(`--qresync: expected offered or hidden, got ${JSON.stringify(flags.qresync)}`);
+    process.exit(2);
+  }
   const options: FuzzOptions = {
     inputs: intFlag("inputs", flags.inputs, 10_000_000),
     concurrency: Math.max(1, intFlag("concurrency", flags.concurrency, 500)),
@@ -655,6 +670,7 @@ if (import.meta.main) {
     seed: intFlag("seed", flags.seed, 2 ** 31),
     env: flags["purge-delay"] === "" ? {} : { MIMALLOC_PURGE_DELAY: flags["purge-delay"] },
     extraConfig: flags["extra-config"],
+    hideQresync: flags.qresync === "hidden",
     log: (line) => console.error(line),
   };
   const report = await runFuzz(options);

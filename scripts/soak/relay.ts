@@ -6,6 +6,10 @@
  * command lines at most 1000 octets (RFC 5321 §4.5.3.1.6) and the message between DATA and the final dot checked
  * for bare CR or LF (§2.3.8). Anything that does not parse, or is not on the list, is counted as malformed with a
  * sample.
+ *
+ * With `hideQresync`, the IMAP server's answers pass with QRESYNC (RFC 7162) taken out of every capability list, so
+ * that the proxy sees a server that owes no `[CLOSED]` and switches folders with UNSELECT and the SELECT pipelined
+ * behind it (docs/imap.md "Switching folders"); everything else passes unchanged.
  */
 
 import { createServer, type Server, type Socket, connect as tcpConnect } from "node:net";
@@ -69,6 +73,8 @@ export interface RelayStats {
   connections: number;
   commands: number;
   malformed: number;
+  /** Capability lists from the server that QRESYNC was taken out of (`hideQresync`). */
+  qresyncHidden: number;
   readonly samples: string[];
   readonly names: Map<string, number>;
 }
@@ -81,8 +87,24 @@ export interface Relay {
   close(): Promise<void>;
 }
 
-export async function startRelay(protocol: "imap" | "smtp", upstreamPort: number): Promise<Relay> {
-  const stats: RelayStats = { connections: 0, commands: 0, malformed: 0, samples: [], names: new Map() };
+export interface RelayOptions {
+  /** IMAP: take QRESYNC out of the server's capability lists (`withoutQresync`). */
+  readonly hideQresync?: boolean;
+}
+
+export async function startRelay(
+  protocol: "imap" | "smtp",
+  upstreamPort: number,
+  options: RelayOptions = {},
+): Promise<Relay> {
+  const stats: RelayStats = {
+    connections: 0,
+    commands: 0,
+    malformed: 0,
+    qresyncHidden: 0,
+    samples: [],
+    names: new Map(),
+  };
   const sockets = new Set<Socket>();
   const bad = (what: string, bytes: Uint8Array | string): void => {
     stats.malformed++;
@@ -101,11 +123,18 @@ export async function startRelay(protocol: "imap" | "smtp", upstreamPort: number
     sockets.add(down);
     sockets.add(up);
     const check = protocol === "imap" ? imapChecker(count, bad) : smtpChecker(count, bad);
+    const answers =
+      protocol === "imap" && options.hideQresync === true
+        ? withoutQresync(() => stats.qresyncHidden++)
+        : (chunk: Uint8Array) => chunk;
     down.on("data", (chunk: Buffer) => {
       check(chunk);
       up.write(chunk);
     });
-    up.on("data", (chunk: Buffer) => down.write(chunk));
+    up.on("data", (chunk: Buffer) => {
+      const out = answers(chunk);
+      if (out.length > 0) down.write(out);
+    });
     const end = () => {
       down.destroy();
       up.destroy();
@@ -141,6 +170,45 @@ export async function startRelay(protocol: "imap" | "smtp", upstreamPort: number
 }
 
 type Bad = (what: string, bytes: Uint8Array | string) => void;
+
+/** A capability list: a CAPABILITY response, or the `[CAPABILITY …]` code of a greeting or tagged OK (RFC 9051 §7). */
+const CAPABILITY_LINE = /^\S+ (CAPABILITY |(OK|PREAUTH) \[CAPABILITY )/i;
+const QRESYNC = / QRESYNC(?=[ \]\r])/gi;
+
+/**
+ * The IMAP server's output with QRESYNC taken out of every capability list. Lines pass once their LF has come; the
+ * octets of a literal (a line ending in `{n}` announces n of them, RFC 9051 §4.3) pass as they are, so that a
+ * message's text is never rewritten.
+ */
+export function withoutQresync(onHidden: () => void): (chunk: Uint8Array) => Uint8Array {
+  let pending: Buffer = Buffer.alloc(0);
+  let literal = 0;
+  return (chunk) => {
+    const buffer = pending.length === 0 ? Buffer.from(chunk) : Buffer.concat([pending, chunk]);
+    const out: Buffer[] = [];
+    let at = 0;
+    while (at < buffer.length) {
+      if (literal > 0) {
+        const n = Math.min(literal, buffer.length - at);
+        out.push(buffer.subarray(at, at + n));
+        at += n;
+        literal -= n;
+        continue;
+      }
+      const lf = buffer.indexOf(10, at);
+      if (lf === -1) break;
+      const line = buffer.subarray(at, lf + 1);
+      at = lf + 1;
+      const text = line.toString("latin1");
+      literal = Number(/\{(\d+)\}\r?\n$/.exec(text)?.[1] ?? 0);
+      const hidden = CAPABILITY_LINE.test(text) ? text.replace(QRESYNC, "") : text;
+      if (hidden !== text) onHidden();
+      out.push(hidden === text ? line : Buffer.from(hidden, "latin1"));
+    }
+    pending = Buffer.from(buffer.subarray(at));
+    return out.length === 1 ? out[0]! : Buffer.concat(out);
+  };
+}
 
 /** Frames and parses the proxy's IMAP commands; IDLE's DONE and AUTHENTICATE's continuations are raw lines. */
 function imapChecker(count: (name: string) => void, bad: Bad): (chunk: Uint8Array) => void {

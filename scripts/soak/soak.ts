@@ -9,6 +9,9 @@
  *   npx bun scripts/soak/soak.ts [--sessions 100] [--minutes 10] [--idle-seconds 60] [--think-ms 250] ...
  *
  * Uses MAILGATOR_UPSTREAMS when set, otherwise starts the servers with scripts/upstreams/start.ts (loopback).
+ * `--qresync hidden` puts the checking relay (relay.ts) between the proxy and Dovecot, taking QRESYNC out of its
+ * capabilities: every folder switch then goes through UNSELECT with the SELECT pipelined behind it (docs/imap.md
+ * "Switching folders"), and the relay's check of the proxy's commands is one more check of the run.
  */
 
 import {
@@ -33,6 +36,7 @@ import {
   startProxy,
   tcpConnections,
 } from "./lib.ts";
+import { type Relay, startRelay } from "./relay.ts";
 
 export interface SoakOptions {
   readonly sessions: number;
@@ -57,6 +61,8 @@ export interface SoakOptions {
   /** TOML appended to the proxy's config (e.g. a `[limits]` table raising per-address limits for one client host). */
   readonly extraConfig?: string;
   readonly heapProbe: boolean;
+  /** Dovecot behind the checking relay with QRESYNC taken out of its capabilities (relay.ts). */
+  readonly hideQresync?: boolean;
   readonly log: (line: string) => void;
 }
 
@@ -69,6 +75,8 @@ export interface SoakReport {
   readonly cycles: { imap: number; smtp: number; commands: number; sends: number };
   readonly rss: { warm: number; end: number; idle: number; max: number; series: string };
   readonly leftover: { agents: number; upstream: number };
+  /** What the relay saw of the proxy's IMAP commands, with `hideQresync` (null without). */
+  readonly relay: Relay["stats"] | null;
   /** The proxy's CPU seconds (user + system) during the traffic. */
   readonly cpuSeconds: number;
   readonly problems: string[];
@@ -82,11 +90,14 @@ export async function runSoak(options: SoakOptions, proxyIn?: MailgatorProcess):
   const { upstreams } = await servers(log);
   const dir = runDir("soak");
   const users = makeUsers(upstreams, "soak", options.users, options.messages);
+  const relay = options.hideQresync ? await startRelay("imap", upstreams.ports.imap, { hideQresync: true }) : null;
+  const imapUpstreamPort = relay?.port ?? upstreams.ports.imap;
   const proxy =
     proxyIn ??
     (await startProxy({
       dir,
       upstreams,
+      imapUpstreamPort,
       env: options.env,
       heapProbe: options.heapProbe,
       extraConfig: options.extraConfig ?? "",
@@ -146,7 +157,7 @@ export async function runSoak(options: SoakOptions, proxyIn?: MailgatorProcess):
   );
   const upstream = await settle(
     () =>
-      tcpConnections(proxy.pid, { remote: upstreams.ports.imap }) +
+      tcpConnections(proxy.pid, { remote: imapUpstreamPort }) +
       tcpConnections(proxy.pid, { remote: upstreams.ports.smtp }),
     0,
     10_000,
@@ -160,12 +171,19 @@ export async function runSoak(options: SoakOptions, proxyIn?: MailgatorProcess):
     const code = await proxy.stop();
     if (code !== 0) fail(`mailgator exited with ${code} on SIGTERM`);
   }
+  await relay?.close();
 
   const problems: string[] = [];
   if (errorCount > 0) problems.push(`${errorCount} client error(s), first: ${errors.slice(0, 3).join(" | ")}`);
   problems.push(...compareCounts(client, audit));
   if (agents !== 0) problems.push(`${agents} agent connection(s) still open in the proxy after the clients left`);
   if (upstream !== 0) problems.push(`${upstream} upstream connection(s) still open after the clients left`);
+  if (relay !== null) {
+    const { stats } = relay;
+    if (stats.malformed > 0)
+      problems.push(`${stats.malformed} malformed IMAP command(s) upstream: ${stats.samples.join(" | ")}`);
+    if (stats.qresyncHidden === 0) problems.push("the relay took QRESYNC out of no capability list");
+  }
   const limit = warmRss * (1 + options.rssTolerance);
   if (options.checkRss) {
     if (!(endRss <= limit))
@@ -188,6 +206,7 @@ export async function runSoak(options: SoakOptions, proxyIn?: MailgatorProcess):
       series: rss.format(Math.max(1, Math.round(rss.series.length / 40))),
     },
     leftover: { agents, upstream },
+    relay: relay?.stats ?? null,
     cpuSeconds: cpu,
     problems,
   };
@@ -318,6 +337,14 @@ function print(report: SoakReport, options: SoakOptions): void {
     `soak: proxy CPU during the traffic: ${report.cpuSeconds.toFixed(1)} s ` +
       `(${((report.cpuSeconds / report.cycles.commands) * 1e3).toFixed(2)} ms per command)`,
     `soak: connections left in the proxy: ${report.leftover.agents} agent, ${report.leftover.upstream} upstream`,
+    report.relay === null
+      ? "soak: Dovecot as it is (QRESYNC offered)"
+      : `soak: QRESYNC hidden from ${report.relay.qresyncHidden} capability lists; upstream IMAP commands ` +
+        `${report.relay.commands} over ${report.relay.connections} connections, malformed ` +
+        `${report.relay.malformed}: ${[...report.relay.names]
+          .sort((a, b) => b[1] - a[1])
+          .map(([k, v]) => `${k} ${v}`)
+          .join(", ")}`,
     `soak: RSS MiB: after ${options.warmupSeconds} s ${report.rss.warm.toFixed(1)}, ` +
       `end ${report.rss.end.toFixed(1)}, after ${options.idleSeconds} s idle ${report.rss.idle.toFixed(1)}, ` +
       `max ${report.rss.max.toFixed(1)}` +
@@ -351,8 +378,16 @@ if (import.meta.main) {
       "heap-probe": { default: "no", help: "yes: the proxy writes heap statistics to heap.jsonl in the run folder" },
       seed: { default: "1", help: "PRNG seed" },
       "extra-config": { default: "", help: "TOML appended to the proxy's config, e.g. a [limits] table" },
+      qresync: {
+        default: "offered",
+        help: "hidden: Dovecot behind a relay that takes QRESYNC out of its capabilities (folder switches by UNSELECT)",
+      },
     },
   );
+  if (flags.qresync !== "offered" && flags.qresync !== "hidden") {
+    console.error(`--qresync: expected offered or hidden, got ${JSON.stringify(flags.qresync)}`);
+    process.exit(2);
+  }
   const seconds =
     flags.seconds !== "" ? intFlag("seconds", flags.seconds, 7200) : intFlag("minutes", flags.minutes, 120) * 60;
   const options: SoakOptions = {
@@ -371,6 +406,7 @@ if (import.meta.main) {
     env: flags["purge-delay"] === "" ? {} : { MIMALLOC_PURGE_DELAY: flags["purge-delay"] },
     extraConfig: flags["extra-config"],
     heapProbe: flags["heap-probe"] === "yes",
+    hideQresync: flags.qresync === "hidden",
     log: (line) => console.error(line),
   };
   const report = await runSoak(options);

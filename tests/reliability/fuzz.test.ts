@@ -10,7 +10,7 @@ import { expect, test } from "bun:test";
 import { connect } from "node:net";
 import { runFuzz } from "../../scripts/soak/fuzz.ts";
 import { LOOPBACK } from "../../scripts/soak/lib.ts";
-import { startRelay } from "../../scripts/soak/relay.ts";
+import { startRelay, withoutQresync } from "../../scripts/soak/relay.ts";
 import { upstreams } from "../fixtures/index.ts";
 
 /** Sends `bytes` through the relay and waits until it has counted `lines` of them (at most 10 s). */
@@ -44,6 +44,31 @@ test("the relay counts what it cannot parse or that is not on the allowlist", as
     await imap.close();
     await smtp.close();
   }
+});
+
+test("the relay's --qresync hidden takes QRESYNC out of capability lists, never out of a literal", () => {
+  let hidden = 0;
+  const filter = withoutQresync(() => hidden++);
+  const literal = "* CAPABILITY IMAP4rev1 QRESYNC\r\n";
+  const input =
+    "* OK [CAPABILITY IMAP4rev1 ID QRESYNC] ready\r\n" +
+    "a1 OK [CAPABILITY IMAP4rev1 CONDSTORE QRESYNC ESEARCH] Logged in\r\n" +
+    "* CAPABILITY IMAP4rev1 QRESYNC MOVE\r\n" +
+    `* 1 FETCH (BODY[] {${literal.length}}\r\n${literal})\r\n` +
+    "* OK QRESYNC is not a capability here\r\n" +
+    "a2 OK done\r\n";
+  // A byte at a time: lines and literals cut anywhere.
+  let out = "";
+  for (const byte of Buffer.from(input, "latin1")) out += Buffer.from(filter(Uint8Array.of(byte))).toString("latin1");
+  expect(out).toBe(
+    "* OK [CAPABILITY IMAP4rev1 ID] ready\r\n" +
+      "a1 OK [CAPABILITY IMAP4rev1 CONDSTORE ESEARCH] Logged in\r\n" +
+      "* CAPABILITY IMAP4rev1 MOVE\r\n" +
+      `* 1 FETCH (BODY[] {${literal.length}}\r\n${literal})\r\n` +
+      "* OK QRESYNC is not a capability here\r\n" +
+      "a2 OK done\r\n",
+  );
+  expect(hidden).toBe(3);
 });
 
 test("40,000 fuzzed inputs: proxy up, no slot lost, RSS bounded, upstream gets only well-formed commands", async () => {
