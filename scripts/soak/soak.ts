@@ -226,6 +226,10 @@ async function imapWorker(ctx: WorkerContext): Promise<void> {
   const { random, think, client, user } = ctx;
   const imap = await ImapClient.connect(ctx.port);
   const messages = user.manifest.folders["INBOX"]!.length;
+  // What the rules let the agent see of Archive: the messages from notifications@… (RULES in lib.ts).
+  const archive = user.manifest.folders["Archive"]!.filter((m) => m.from.startsWith("notifications@")).map(
+    (m) => m.uid,
+  );
   const expect = async (command: string, status: string, row: string | null): Promise<string> => {
     const reply = await imap.command(command);
     ctx.cycles.commands++;
@@ -237,7 +241,7 @@ async function imapWorker(ctx: WorkerContext): Promise<void> {
   };
   try {
     await expect(`LOGIN "${user.user}" "${user.password}"`, "OK", "LOGIN allow");
-    await expect("SELECT INBOX", "OK", "SELECT allow");
+    opened("INBOX", await expect("SELECT INBOX", "OK", "SELECT allow"), messages);
     const steps = 2 + Math.floor(random() * 5);
     for (let s = 0; s < steps; s++) {
       const a = 1 + Math.floor(random() * messages);
@@ -257,13 +261,13 @@ async function imapWorker(ctx: WorkerContext): Promise<void> {
         ctx.cycles.commands++;
         if (status !== "OK") throw new Error(`IDLE ended with ${status}`);
       } else if (pick < 0.93) {
-        await expect("SELECT Archive", "OK", "SELECT allow");
-        await expect("UID FETCH 1:* (FLAGS ENVELOPE)", "OK", "UID FETCH allow");
-        await expect("SELECT INBOX", "OK", "SELECT allow");
+        opened("Archive", await expect("SELECT Archive", "OK", "SELECT allow"), archive.length);
+        listed(await expect("UID FETCH 1:* (FLAGS ENVELOPE)", "OK", "UID FETCH allow"), archive);
+        opened("INBOX", await expect("SELECT INBOX", "OK", "SELECT allow"), messages);
       } else {
         // A hidden folder: refused; a failed SELECT leaves no folder selected (RFC 9051 §6.3.2), so INBOX again.
         await expect("SELECT Trash", "NO", "SELECT deny");
-        await expect("SELECT INBOX", "OK", "SELECT allow");
+        opened("INBOX", await expect("SELECT INBOX", "OK", "SELECT allow"), messages);
       }
     }
     await expect("LOGOUT", "OK", null);
@@ -271,6 +275,27 @@ async function imapWorker(ctx: WorkerContext): Promise<void> {
   } finally {
     imap.destroy();
   }
+}
+
+/**
+ * A SELECT's answer tells the agent of `visible` messages, in one EXISTS: no count of the folder closed before, and
+ * in Archive none of its hidden messages. The soak changes no folder's messages, only their flags.
+ */
+function opened(folder: string, reply: string, visible: number): void {
+  const counts = [...reply.matchAll(/^\* (\d+) EXISTS\r?$/gm)].map((m) => Number(m[1]));
+  if (counts.length !== 1 || counts[0] !== visible)
+    throw new Error(
+      `SELECT ${folder}: EXISTS ${counts.join(", ") || "none"}, expected ${visible} (what the agent may see)`,
+    );
+}
+
+/** Archive's `UID FETCH 1:* (FLAGS ENVELOPE)` lists exactly the messages from notifications@… (`uids`). */
+function listed(reply: string, uids: readonly number[]): void {
+  const lines = reply.split("\r\n").filter((l) => /^\* \d+ FETCH /.test(l));
+  const got = lines.map((l) => Number(/\bUID (\d+)/.exec(l)?.[1] ?? 0));
+  const from = lines.every((l) => l.includes('NIL "notifications" "shop.test")'));
+  if (!from || got.join(",") !== uids.join(","))
+    throw new Error(`UID FETCH 1:* in Archive: UIDs ${got.join(",")}, expected ${uids.join(",")} from notifications@`);
 }
 
 let sendCounter = 0;
