@@ -67,6 +67,8 @@ async function send(
 ): Promise<string> {
   const smtp = await SmtpClient.connect(port);
   try {
+    // A connection refused at a limit is greeted with its 421 and closed: that is the send's answer.
+    if (!smtp.greeting.startsWith("220")) return smtp.greeting;
     for (const [command, want] of [
       ["EHLO faults.test", "250"],
       [`AUTH PLAIN ${plainAuth(user.user, user.password)}`, "235"],
@@ -366,11 +368,24 @@ async function auditFull(ctx: Context): Promise<Check[]> {
 
 // ------------------------------------------------------------------------------------------- kill-sends
 
+/** The proxy's defaults (docs/config.md "[limits]") that the senders of kill-sends must stay under. */
+const SESSIONS_PER_AGENT = 10;
+const SMTP_CONNECTIONS_PER_IP = 50;
+
 async function killSends(ctx: Context): Promise<Check[]> {
   const checks = new Checks("kill-sends");
   const dir = runDir("fault-kill-sends");
-  const users = makeUsers(ctx.upstreams, "fault-kill", 4, 1);
-  let proxy = await startProxy({ dir, upstreams: ctx.upstreams });
+  // Every sender logged in at once, and from 127.0.0.1: enough users for max_sessions_per_agent, and the SMTP
+  // listener's connection limits raised past the senders when they would refuse some. Twice the senders: a sender
+  // connects again at once after its send, and its previous connection (and session) holds its place until the proxy
+  // has seen it close.
+  const places = 2 * ctx.senders;
+  const users = makeUsers(ctx.upstreams, "fault-kill", Math.max(4, Math.ceil(places / SESSIONS_PER_AGENT)), 1);
+  const extraConfig =
+    places < SMTP_CONNECTIONS_PER_IP
+      ? ""
+      : `[limits.smtp]\nmax_connections = ${places + 20}\nmax_connections_per_ip = ${places + 10}\n`;
+  let proxy = await startProxy({ dir, upstreams: ctx.upstreams, extraConfig });
   const since = Date.now();
   const run = `k${Date.now().toString(36)}`;
   const outcomes = new Map<string, string>();
@@ -395,12 +410,26 @@ async function killSends(ctx: Context): Promise<Check[]> {
   await Promise.all(senders);
   const accepted = [...outcomes].filter(([, r]) => r.startsWith("250")).map(([t]) => t);
   const cut = [...outcomes].filter(([, r]) => r.startsWith("lost")).length;
+  const refused = [...outcomes].filter(([, r]) => !r.startsWith("250") && !r.startsWith("lost")).map(([, r]) => r);
   checks.add(
     "the proxy was killed while sends were in flight",
     cut > 0,
     `${outcomes.size} sends, ${accepted.length} accepted, ${cut} cut by the kill (pid ${killedPid})`,
   );
-  proxy = await startProxy({ dir, upstreams: ctx.upstreams, imapPort: proxy.imapPort, smtpPort: proxy.smtpPort });
+  // Before the kill the proxy is healthy: a refusal (a connection or session limit, say) means the senders did not
+  // all send at once, and the kill fell on fewer sends than asked for.
+  checks.add(
+    "no send was refused before the kill",
+    refused.length === 0,
+    `${refused.length} refused${refused.length > 0 ? `, first: ${refused[0]}` : ""}`,
+  );
+  proxy = await startProxy({
+    dir,
+    upstreams: ctx.upstreams,
+    imapPort: proxy.imapPort,
+    smtpPort: proxy.smtpPort,
+    extraConfig,
+  });
   try {
     const after = await send(proxy.smtpPort, users[0]!, `${run}-after`);
     checks.add("restarted on the same files, it accepts a send", after.startsWith("250"), after);
