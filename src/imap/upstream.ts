@@ -712,7 +712,7 @@ export class UpstreamSession {
       if (ev.kind === "error")
         return this.#fail(new UpstreamError(`the upstream server sent an invalid response: ${ev.error.message}`));
       if (ev.kind === "literal") {
-        if (!this.#reserve(ev.request.size, () => this.#framer.acceptLiteral())) break;
+        if (!this.#reserve(ev.request.size, () => this.#framer.acceptLiteral(true))) break;
         continue;
       }
       if (ev.kind === "line-memory") {

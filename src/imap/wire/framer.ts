@@ -268,6 +268,8 @@ export class Framer {
   private litBuf: Uint8Array | null = null;
   private litView: Uint8Array | null = null;
   private litFilled = 0;
+  /** The literal's memory is reserved (`acceptLiteral(true)`): its buffer is allocated whole, not grown. */
+  private litWhole = false;
 
   constructor(options: FramerOptions) {
     this.server = options.role === "server";
@@ -333,10 +335,16 @@ export class Framer {
     return out.filter((c) => c.length > 0);
   }
 
-  /** Accepts the pending literal; for a synchronizing one the owner now writes `+`. */
-  acceptLiteral(): void {
+  /**
+   * Accepts the pending literal; for a synchronizing one the owner now writes `+`. `reserved`: the owner has
+   * reserved memory for all of its octets (src/imap/memory.ts), so its buffer is allocated at its announced size
+   * when its first octets arrive, instead of growing by doubling (which holds up to about twice the literal while
+   * the old buffer is copied into the new one, and leaves the old ones to the garbage collector).
+   */
+  acceptLiteral(reserved = false): void {
     if (this.state !== "decide") throw new Error("imap-wire: acceptLiteral without a pending literal");
     this.startLiteral(false);
+    this.litWhole = reserved;
   }
 
   /** Grants `octets` more of the response's lines after a `line-memory` event; framing goes on. */
@@ -532,6 +540,7 @@ export class Framer {
     this.litBuf = null;
     this.litView = null;
     this.litFilled = 0;
+    this.litWhole = false;
     this.discarding = this.discarding || discard;
     this.state = "literal";
   }
@@ -549,12 +558,13 @@ export class Framer {
         if (this.litFilled === 0 && take === size) {
           this.litView = c.subarray(this.head, this.head + take);
         } else {
-          // Spans chunks: grow with the bytes actually received (doubling, capped at the
-          // checked size), so announcing a large literal and stalling costs no memory.
+          // Spans chunks: grow with the bytes actually received (doubling, capped at the checked size), so
+          // announcing a large literal and stalling costs no memory; one buffer of the whole size when that
+          // memory is reserved already (`acceptLiteral(true)`).
           const filled = this.litFilled + take;
           const buf = this.litBuf;
           if (buf === null || buf.length < filled) {
-            let cap = buf === null ? LITERAL_INITIAL : buf.length * 2;
+            let cap = this.litWhole ? size : buf === null ? LITERAL_INITIAL : buf.length * 2;
             while (cap < filled) cap *= 2;
             const next = new Uint8Array(cap < size ? cap : size);
             if (buf !== null) next.set(buf.subarray(0, this.litFilled));
