@@ -35,6 +35,7 @@ import {
   type TlsIdentity,
   UpstreamError,
   type UpstreamTarget,
+  WRITE_PIECE,
 } from "../net/index.ts";
 import type { Operation, Policy } from "../policy/index.ts";
 import { recordedLoginName } from "../vault/token.ts";
@@ -784,7 +785,8 @@ export class ImapSession implements LoginSession, CompressSession {
     let full = false;
     let taken = true;
     for (const part of parts) {
-      if (!this.conn.writeIdle) taken = false;
+      // A part longer than WRITE_PIECE is kept by reference until written (src/net/connection.ts).
+      if (!this.conn.writeIdle || part.length > WRITE_PIECE) taken = false;
       full = !this.conn.write(part) || full;
     }
     if (taken) this.#enc.recycle();

@@ -26,6 +26,16 @@ export const END_GRACE_MS = 5_000;
 
 const EMPTY = new Uint8Array(0);
 
+/**
+ * Octets of a longer write handed to the runtime's socket at a time. Bun's socket copies what the kernel does not
+ * take of a write at once, and joins the writes queued behind it into one more copy when it drains: a fetched
+ * message of 100 MiB for an agent that does not read held 100 MiB more than the response memory budget counts
+ * (docs/reliability.md "Response memory"). A write longer than this is kept here by reference instead and handed
+ * on a piece at a time, each once the socket has given the one before to the kernel, so the runtime holds at
+ * most one piece of it; writes made meanwhile wait behind it, in order.
+ */
+export const WRITE_PIECE = 256 * 1024;
+
 export class Connection {
   #socket: Socket;
   #onData: DataHandler | null = null;
@@ -34,6 +44,18 @@ export class Connection {
   #error: Error | null = null;
   #paused = false;
   #endTimer: ReturnType<typeof setTimeout> | null = null;
+  /**
+   * What waits to be handed to the socket behind a write longer than WRITE_PIECE, by reference and in order, with
+   * the `afterWrites` callbacks among it; `#offset` octets of the first entry were handed on already.
+   */
+  #queue: (Uint8Array | string | (() => void))[] = [];
+  #offset = 0;
+  /** The piece handed to the socket last, until its write callback: the next one waits for it. */
+  #piece: object | null = null;
+  /** `end()` was called while `#queue` held output: the socket is ended once it is handed on. */
+  #endQueued = false;
+  /** `drained()` calls waiting for `#queue` to be handed on. */
+  #queueDrained: (() => void)[] = [];
   /** True once the connection is encrypted (implicit TLS, or after STARTTLS). */
   secure: boolean;
   readonly remoteAddress: string;
@@ -77,6 +99,8 @@ export class Connection {
     this.#closed = true;
     if (this.#endTimer !== null) clearTimeout(this.#endTimer);
     this.#endTimer = null;
+    // What was queued will not be sent: its callbacks run now, as the socket's own do when it closes.
+    this.#dropQueue();
     for (const handler of this.#onClose) handler(this.#error);
   };
 
@@ -100,31 +124,97 @@ export class Connection {
    * runtime would end the connection with a "write after end" error instead of the clean close `end()` began.
    */
   get #writable(): boolean {
-    return !this.#closed && !this.#socket.destroyed && !this.#socket.writableEnded;
+    return !this.#closed && !this.#socket.destroyed && !this.#socket.writableEnded && !this.#endQueued;
   }
 
   /**
-   * Queues bytes; returns false when the kernel buffer is full (wait for `drained()`), or when the connection is
-   * ending or closed (the bytes are dropped).
+   * Queues bytes; returns false when the kernel buffer is full or a longer write is still being handed on (wait for
+   * `drained()`), or when the connection is ending or closed (the bytes are dropped). Bytes longer than WRITE_PIECE
+   * are kept by reference until `afterWrites` says they are written: the caller must not change them before.
    */
   write(data: Uint8Array | string): boolean {
     if (!this.#writable) return false;
-    this.bytesOut += typeof data === "string" ? Buffer.byteLength(data) : data.byteLength;
-    return this.#socket.write(data);
+    const size = typeof data === "string" ? Buffer.byteLength(data) : data.byteLength;
+    this.bytesOut += size;
+    if (this.#queue.length === 0 && size <= WRITE_PIECE) return this.#socket.write(data);
+    this.#queue.push(data);
+    this.#pump();
+    return this.#queue.length === 0 && this.#piece === null && !this.#socket.writableNeedDrain;
   }
 
   /**
-   * True when nothing is queued on the socket: a `write` now goes straight to Bun's native socket, which sends
-   * the bytes or copies what the kernel did not take, so the caller may overwrite its buffer as soon as `write`
-   * returns (tests/net/connection.test.ts checks this). Otherwise a write is queued by reference.
+   * Hands what `#queue` holds to the socket, a piece (WRITE_PIECE) at a time: the next once the socket has given the
+   * one before to the kernel (at once if the kernel took it whole), so that the socket never copies more than one
+   * piece, nor joins queued writes into one copy.
+   */
+  #pump(): void {
+    while (this.#piece === null && this.#queue.length > 0) {
+      if (this.#closed || this.#socket.destroyed) return this.#dropQueue();
+      const head = this.#queue[0]!;
+      if (typeof head === "function") {
+        // Everything before it was handed to the kernel: the socket calls it after what it still holds, if any.
+        this.#queue.shift();
+        this.#socket.write(EMPTY, () => head());
+        continue;
+      }
+      let piece: Uint8Array | string;
+      if (typeof head === "string" || head.byteLength - this.#offset <= WRITE_PIECE) {
+        piece = typeof head === "string" || this.#offset === 0 ? head : head.subarray(this.#offset);
+        this.#queue.shift();
+        this.#offset = 0;
+      } else {
+        piece = head.subarray(this.#offset, this.#offset + WRITE_PIECE);
+        this.#offset += WRITE_PIECE;
+      }
+      const token = {};
+      this.#piece = token;
+      this.#socket.write(piece, () => {
+        if (this.#piece !== token) return;
+        this.#piece = null;
+        this.#pump();
+      });
+      // Taken whole by the kernel (the socket holds nothing): the next piece goes now.
+      if (this.#socket.writableLength === 0) this.#piece = null;
+    }
+    if (this.#piece !== null) return;
+    if (this.#endQueued) {
+      this.#endQueued = false;
+      this.#socket.end();
+    }
+    const waiting = this.#queueDrained;
+    this.#queueDrained = [];
+    for (const done of waiting) done();
+  }
+
+  /** The connection is gone: what `#queue` holds is dropped, its `afterWrites` callbacks run, `drained()` resolves. */
+  #dropQueue(): void {
+    const queue = this.#queue;
+    this.#queue = [];
+    this.#offset = 0;
+    this.#piece = null;
+    for (const entry of queue) if (typeof entry === "function") entry();
+    const waiting = this.#queueDrained;
+    this.#queueDrained = [];
+    for (const done of waiting) done();
+  }
+
+  /**
+   * True when nothing is queued: a `write` of at most WRITE_PIECE octets now goes straight to Bun's native socket,
+   * which sends the bytes or copies what the kernel did not take, so the caller may overwrite its buffer as soon
+   * as `write` returns (tests/net/connection.test.ts checks this). Otherwise a write is queued by reference, and so
+   * is a longer one.
    */
   get writeIdle(): boolean {
-    return this.#socket.writableLength === 0;
+    return this.#queue.length === 0 && this.#piece === null && this.#socket.writableLength === 0;
   }
 
   /** Calls `done` once everything written so far has been handed to the kernel (or the connection closed). */
   afterWrites(done: () => void): void {
     if (!this.#writable) return done();
+    if (this.#queue.length > 0) {
+      this.#queue.push(done);
+      return;
+    }
     this.#socket.write(EMPTY, () => done());
   }
 
@@ -134,14 +224,17 @@ export class Connection {
    */
   writeFlushed(data: Uint8Array): Promise<void> {
     if (!this.#writable) return Promise.resolve();
-    this.bytesOut += data.byteLength;
     return new Promise((resolve) => {
-      this.#socket.write(data, () => resolve());
+      this.write(data);
+      this.afterWrites(resolve);
     });
   }
 
   /** Resolves when written data has been handed to the kernel, or the connection closed. */
   drained(): Promise<void> {
+    if (this.#queue.length > 0 || this.#piece !== null) {
+      return new Promise<void>((resolve) => this.#queueDrained.push(resolve)).then(() => this.drained());
+    }
     if (this.#closed || this.#socket.writableLength === 0 || !this.#socket.writableNeedDrain) return Promise.resolve();
     return new Promise((resolve) => {
       const done = (): void => {
@@ -175,6 +268,7 @@ export class Connection {
    * on only decrypted bytes reach the data handler.
    */
   async startTlsServer(key: Buffer, cert: Buffer, handshakeTimeoutMs: number): Promise<void> {
+    this.#assertNothingQueued();
     const raw = this.#socket;
     this.#detach(raw);
     const secure = new TLSSocket(raw, { isServer: true, key, cert });
@@ -188,6 +282,7 @@ export class Connection {
    * any failure rejects and destroys the connection.
    */
   async startTlsClient(options: ConnectionOptions, handshakeTimeoutMs: number): Promise<void> {
+    this.#assertNothingQueued();
     const raw = this.#socket;
     this.#detach(raw);
     raw.on("error", () => {});
@@ -195,6 +290,12 @@ export class Connection {
     this.#socket = secure;
     this.#attach(secure);
     await this.#handshake(secure, "secureConnect", handshakeTimeoutMs);
+  }
+
+  /** Output queued in clear (`#queue`) would go out encrypted after the upgrade: never expected, refused. */
+  #assertNothingQueued(): void {
+    if (this.#queue.length > 0 || this.#piece !== null)
+      throw new Error("output is still queued: the connection cannot be upgraded to TLS now");
   }
 
   #handshake(socket: TLSSocket, event: "secure" | "secureConnect", timeoutMs: number): Promise<void> {
@@ -232,7 +333,9 @@ export class Connection {
     if (this.#closed || this.#endTimer !== null) return;
     this.#onData = null;
     this.resume();
-    this.#socket.end();
+    // What is queued goes first; the grace covers it too.
+    if (this.#queue.length > 0 || this.#piece !== null) this.#endQueued = true;
+    else this.#socket.end();
     this.#endTimer = setTimeout(() => {
       this.#endTimer = null;
       this.#socket.destroy();

@@ -1,5 +1,5 @@
 /** Network plumbing shared by the IMAP and SMTP proxies: listeners, upstream connections, TLS, line framing. */
-export { Connection, END_GRACE_MS, normalizeAddress } from "./connection.ts";
+export { Connection, END_GRACE_MS, normalizeAddress, WRITE_PIECE } from "./connection.ts";
 export { MAX_LOGIN_NAME_BYTES, MAX_LOGIN_PASSWORD_BYTES, overlongCredentials } from "./credentials.ts";
 export { addressKey, ipAllowed } from "./ip.ts";
 export { type LineEvent, LineFramer } from "./lines.ts";

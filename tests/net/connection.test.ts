@@ -1,11 +1,13 @@
 /**
- * What the IMAP session's output path builds on (src/imap/session.ts `flush`): a write made while nothing is queued
- * on the socket (`writeIdle`) is sent or copied by Bun before `write` returns, so the caller may overwrite its
- * buffer at once; plain TCP and TLS alike. Once `end()` was called, writes are dropped and the close stays clean.
+ * What the IMAP session's output path builds on (src/imap/session.ts `flush`): a write of at most WRITE_PIECE octets
+ * made while nothing is queued (`writeIdle`) is sent or copied by Bun before `write` returns, so the caller may
+ * overwrite its buffer at once; a longer one is kept by reference and handed to the socket a piece at a time, so
+ * that the runtime holds no copy of it (docs/reliability.md "Response memory"); plain TCP and TLS alike. Once
+ * `end()` was called, writes are dropped and the close stays clean.
  */
 
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import {
   type AddressInfo,
   createServer as createTcpServer,
@@ -16,7 +18,7 @@ import {
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createServer as createTlsServer, connect as tlsConnect } from "node:tls";
-import { Connection } from "../../src/net/connection.ts";
+import { Connection, WRITE_PIECE } from "../../src/net/connection.ts";
 import { localhostCertificate } from "../fixtures/certificate.ts";
 
 const SIZE = 8 * 1024 * 1024;
@@ -70,16 +72,107 @@ describe("Connection.write while writeIdle", () => {
       const peer = await slowPeer(tls);
       const conn = await open(peer.port, tls);
       expect(conn.writeIdle).toBe(true);
-      const buf = new Uint8Array(SIZE).fill(0x41);
-      const accepted = conn.write(buf);
-      // Far more than the kernel buffers hold: the rest waits in the socket, which must have copied it.
+      // Pieces of WRITE_PIECE octets from one buffer, each overwritten as soon as written, until the kernel buffers
+      // are full and the socket had to copy what it was given last.
+      const buf = new Uint8Array(WRITE_PIECE);
+      let bytes = 0;
+      let accepted = true;
+      while (accepted && bytes < SIZE) {
+        expect(conn.writeIdle).toBe(true);
+        accepted = conn.write(buf.fill(0x41));
+        buf.fill(0x42);
+        bytes += WRITE_PIECE;
+      }
       expect(accepted).toBe(false);
       expect(conn.writeIdle).toBe(false);
-      buf.fill(0x42);
       await conn.drained();
       expect(conn.writeIdle).toBe(true);
       conn.end();
-      expect(await peer.result).toEqual({ bytes: SIZE, wrong: 0 });
+      expect(await peer.result).toEqual({ bytes, wrong: 0 });
+      peer.server.close();
+    });
+  }
+});
+
+/** This process's resident memory, in MiB (VmRSS). */
+function rssMiB(): number {
+  return Number(/VmRSS:\s+(\d+) kB/.exec(readFileSync("/proc/self/status", "utf8"))![1]) / 1024;
+}
+
+/** A peer that reads nothing until `read()`, then collects everything until the connection ends. */
+function pausedPeer(tls: boolean): Promise<{ server: Server; port: number; read(): Promise<Buffer> }> {
+  let accepted!: (s: Socket) => void;
+  const socket = new Promise<Socket>((resolve) => (accepted = resolve));
+  const onSocket = (s: Socket): void => {
+    s.pause();
+    accepted(s);
+  };
+  const server = tls ? createTlsServer({ key, cert }, onSocket) : createTcpServer(onSocket);
+  const read = async (): Promise<Buffer> => {
+    const s = await socket;
+    const chunks: Buffer[] = [];
+    s.on("data", (chunk: Buffer) => chunks.push(chunk));
+    const ended = new Promise<void>((resolve) => s.on("end", resolve));
+    s.resume();
+    await ended;
+    return Buffer.concat(chunks);
+  };
+  return new Promise((resolve) =>
+    server.listen(0, "127.0.0.1", () => resolve({ server, port: (server.address() as AddressInfo).port, read })),
+  );
+}
+
+describe("Connection.write longer than WRITE_PIECE", () => {
+  const LONG = 64 * 1024 * 1024;
+  for (const tls of [false, true]) {
+    test(`${tls ? "TLS" : "plain"}: kept by reference and handed on a piece at a time, in order`, async () => {
+      const peer = await pausedPeer(tls);
+      const conn = await open(peer.port, tls);
+      const long = new Uint8Array(LONG);
+      for (let i = 0; i < LONG; i += 4096) long[i] = (i / 4096) & 0xff;
+      Bun.gc(true);
+      const before = rssMiB();
+      expect(conn.write(long)).toBe(false);
+      // The runtime copied one piece at most, not the 60-odd MiB the kernel did not take (it did, and 64 MiB
+      // more of RSS here, before WRITE_PIECE). 16 MiB of margin for whatever else the process allocates.
+      expect(rssMiB() - before).toBeLessThan(16);
+      expect(conn.writeIdle).toBe(false);
+      // Writes made meanwhile follow it, and so does a callback for everything written so far.
+      expect(conn.write("tail")).toBe(false);
+      let written = false;
+      conn.afterWrites(() => (written = true));
+      let drained = false;
+      void conn.drained().then(() => (drained = true));
+      await Bun.sleep(200);
+      expect(written).toBe(false);
+      expect(drained).toBe(false);
+      // end() waits for what is queued.
+      conn.end(30_000);
+      const received = await peer.read();
+      expect(received.length).toBe(LONG + 4);
+      expect(received.subarray(0, LONG).equals(long)).toBe(true);
+      expect(received.subarray(LONG).toString("latin1")).toBe("tail");
+      expect(written).toBe(true);
+      expect(drained).toBe(true);
+      expect(conn.bytesOut).toBe(LONG + 4);
+      peer.server.close();
+    });
+
+    test(`${tls ? "TLS" : "plain"}: a connection destroyed with output queued runs its callbacks`, async () => {
+      const peer = await pausedPeer(tls);
+      const conn = await open(peer.port, tls);
+      expect(conn.write(new Uint8Array(16 * 1024 * 1024))).toBe(false);
+      let written = false;
+      conn.afterWrites(() => (written = true));
+      const drained = conn.drained();
+      await Bun.sleep(100);
+      expect(written).toBe(false);
+      conn.destroy();
+      await drained;
+      while (!conn.closed) await Bun.sleep(10);
+      expect(written).toBe(true);
+      // Nothing is written any more, nor queued.
+      expect(conn.write(new Uint8Array(WRITE_PIECE + 1))).toBe(false);
       peer.server.close();
     });
   }
