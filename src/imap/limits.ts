@@ -250,6 +250,15 @@ export const RESPONSE_MEMORY_FREE = 1024 * 1024;
 export const RESPONSE_LINE_RESERVATION = MAX_RESPONSE_LINE + 2;
 
 /**
+ * The share of RESPONSE_MEMORY_BUDGET that counted responses may leave to the garbage collector before the proxy
+ * asks it to collect (src/imap/memory.ts `discarded`): an eighth, 64 MiB. A counted response leaves its read
+ * chunks once copied into its literal, and itself once delivered; the runtime collected them late, and 9 agents
+ * not reading a 100 MiB message each took the proxy to twice the budget (docs/reliability.md "Response memory").
+ * A collection costs some 5 to 20 ms of the proxy's one thread, about two per 64 MiB of large messages relayed.
+ */
+export const RESPONSE_GARBAGE_SHARE = 8;
+
+/**
  * Octets of agents' command literals (an APPEND's message above all) that all sessions together may hold while their
  * commands are read and run (docs/reliability.md "Command memory"): a command is framed whole before it is parsed
  * and decided, so each session may hold up to MAX_COMMAND_BYTES, and one agent's MAX_SESSIONS_PER_AGENT sessions

@@ -13,9 +13,13 @@
  * dropped (a hidden message), or the session ended. A response never waits while it holds a reservation (its next large
  * literal goes ahead of those waiting, or fails the upstream session when the budget is short), so no two sessions
  * can wait on each other.
+ *
+ * What counted responses leave behind (their read chunks, once copied into a literal; the response itself, once
+ * delivered) is garbage the runtime frees only when it collects, which it did late enough for the proxy to hold
+ * twice the budget: it is noted (`discarded`), and collected every RESPONSE_GARBAGE_SHARE-th of the budget.
  */
 
-import { RESPONSE_MEMORY_FREE } from "./limits.ts";
+import { RESPONSE_GARBAGE_SHARE, RESPONSE_MEMORY_FREE } from "./limits.ts";
 
 interface Waiter {
   readonly size: number;
@@ -29,12 +33,29 @@ export class ResponseMemory {
   #used = 0;
   #waiters: Waiter[] = [];
   readonly #report: (used: number, waiting: number) => void;
+  /** Octets of counted memory left to the garbage collector since it last collected (`discarded`). */
+  #garbage = 0;
+  /** `discarded` collects once this many octets wait for the garbage collector: a share of the budget. */
+  readonly collectAfter: number;
+  readonly #collect: () => void;
+  /** Collections asked for so far (`discarded`). */
+  collections = 0;
 
-  /** `report` hears of every change (the admin listener's gauges). */
-  constructor(budget: number, report: (used: number, waiting: number) => void = () => {}, free = RESPONSE_MEMORY_FREE) {
+  /**
+   * `report` hears of every change (the admin listener's gauges); `collect` runs the garbage collector (tests
+   * count its calls).
+   */
+  constructor(
+    budget: number,
+    report: (used: number, waiting: number) => void = () => {},
+    free = RESPONSE_MEMORY_FREE,
+    collect: () => void = () => Bun.gc(true),
+  ) {
     this.budget = budget;
     this.free = free;
     this.#report = report;
+    this.collectAfter = Math.floor(budget / RESPONSE_GARBAGE_SHARE);
+    this.#collect = collect;
   }
 
   /** Octets reserved now. */
@@ -86,6 +107,19 @@ export class ResponseMemory {
         this.give(0);
       },
     };
+  }
+
+  /**
+   * Notes `size` octets of counted memory that are garbage now, and collects once `collectAfter` of them have
+   * gathered: before a waiting reservation is let in, what was given back is then free in fact, not only in the
+   * count (docs/reliability.md "Response memory").
+   */
+  discarded(size: number): void {
+    this.#garbage += size;
+    if (this.#garbage < this.collectAfter) return;
+    this.#garbage = 0;
+    this.collections++;
+    this.#collect();
   }
 
   /** Gives back `size` reserved octets and lets waiting reservations in, in order, while they fit. */

@@ -88,6 +88,8 @@ export class UpstreamSession {
   readonly #memory: ResponseMemory | null;
   /** Octets of the response being framed that were reserved in `#memory`. */
   #frameReserved = 0;
+  /** Reservations taken so far (`#reserve`): tells `#onData` whether a chunk's response became counted. */
+  #reservations = 0;
   /** Waiting for `#memory` to give a literal's octets: reading from upstream is paused meanwhile. */
   #memoryWait = false;
   /** Paused by the owner (`pause()`), for the agent's back-pressure. */
@@ -696,8 +698,14 @@ export class UpstreamSession {
 
   #onData(chunk: Buffer): void {
     if (this.#discarding) return;
+    const reservations = this.#reservations;
+    const counted = this.#frameReserved > 0;
     this.#framer.feed(chunk);
     if (!this.#memoryWait) this.#frameAll();
+    // A counted response's chunks are garbage once copied into its literal (src/imap/memory.ts `discarded`): the
+    // response was counted when the chunk came, or became counted (and maybe was framed whole) while it was read.
+    if (counted || this.#frameReserved > 0 || this.#reservations !== reservations)
+      this.#memory!.discarded(chunk.length);
   }
 
   /** Frames and dispatches what has been read, until more input (or memory for a literal) is needed. */
@@ -758,6 +766,7 @@ export class UpstreamSession {
     const memory = this.#memory!;
     // A response holding a reservation passes those waiting: it will not wait itself, and gives all back once out.
     if (memory.tryTake(size, this.#frameReserved > 0)) {
+      this.#reservations++;
       this.#frameReserved += size;
       accept();
       return true;
@@ -779,6 +788,7 @@ export class UpstreamSession {
       this.#cancelMemoryWait = null;
       if (this.#conn.closed || this.#error !== null) return memory.give(size);
       this.#memoryWait = false;
+      this.#reservations++;
       this.#frameReserved += size;
       accept();
       if (!this.#ownerPaused) this.#conn.resume();
@@ -795,6 +805,8 @@ export class UpstreamSession {
       if (given) return;
       given = true;
       this.#undelivered.delete(release);
+      // Delivered, the response is garbage: collected before those waiting allocate theirs, when enough gathered.
+      memory.discarded(size);
       memory.give(size);
     };
     this.#undelivered.add(release);

@@ -5,6 +5,7 @@
 
 import { expect, test } from "bun:test";
 import { createServer, type Server, type Socket } from "node:net";
+import { RESPONSE_GARBAGE_SHARE } from "../../src/imap/limits.ts";
 import { ResponseMemory } from "../../src/imap/memory.ts";
 import { UpstreamSession } from "../../src/imap/upstream.ts";
 
@@ -73,6 +74,34 @@ test("the whole budget can be reserved; one octet more never can", () => {
   expect(() => m.give(1)).toThrow(/given back than taken/);
 });
 
+test("garbage of counted responses is collected once an eighth of the budget of it gathered, not before", () => {
+  expect(RESPONSE_GARBAGE_SHARE).toBe(8);
+  let collected = 0;
+  const m = new ResponseMemory(
+    800,
+    () => {},
+    10,
+    () => collected++,
+  );
+  expect(m.collectAfter).toBe(100);
+  m.discarded(60);
+  m.discarded(39);
+  expect(collected).toBe(0);
+  // At the limit: collected, and the count starts again.
+  m.discarded(1);
+  expect(collected).toBe(1);
+  expect(m.collections).toBe(1);
+  m.discarded(99);
+  expect(collected).toBe(1);
+  // One past it, in one step.
+  m.discarded(2);
+  expect(collected).toBe(2);
+  m.discarded(99);
+  expect(collected).toBe(2);
+  // What is discarded changes nothing of what is reserved.
+  expect(m.used).toBe(0);
+});
+
 test("a response that holds a reservation goes ahead of those waiting, within the budget", () => {
   const reports: [number, number][] = [];
   const m = new ResponseMemory(100, (used, waiting) => reports.push([used, waiting]));
@@ -133,6 +162,41 @@ test("upstream: a response's second large literal goes ahead of a waiting sessio
     // Delivered (no owner's hook: at once), the 4 MiB are back; the waiter is let in.
     await waiting.granted;
     expect(memory.used).toBe(9 * MiB);
+  } finally {
+    up.close();
+    server.close();
+  }
+});
+
+test("upstream: a counted response's read chunks, and the response once delivered, are garbage collected", async () => {
+  // A budget of 8 MiB collects once a MiB of garbage gathered; a response of 4 MiB leaves its 4 MiB of read chunks
+  // (collected two to four times, by how the reads fall), then itself once delivered (once more). One of half a MiB
+  // is not counted, and leaves nothing to collect.
+  let collected = 0;
+  const memory = new ResponseMemory(
+    8 * MiB,
+    () => {},
+    MiB,
+    () => collected++,
+  );
+  let commands = 0;
+  const { server, port } = await fakeServer((socket, line) => {
+    const tag = line.split(" ")[0];
+    const size = ++commands === 1 ? MiB / 2 : 4 * MiB;
+    socket.write(`* 1 FETCH (BODY[] {${size}}\r\n`);
+    socket.write(Buffer.alloc(size, 0x61));
+    socket.write(`)\r\n${tag} OK done\r\n`);
+  });
+  const up = await openWith(port, memory);
+  try {
+    const small = await up.run({ name: "NOOP" }, () => {});
+    expect(small.status).toBe("OK");
+    expect(collected).toBe(0);
+    const large = await up.run({ name: "NOOP" }, () => {});
+    expect(large.status).toBe("OK");
+    expect(collected).toBeGreaterThanOrEqual(3);
+    expect(collected).toBeLessThanOrEqual(5);
+    expect(memory.used).toBe(0);
   } finally {
     up.close();
     server.close();
