@@ -24,9 +24,9 @@ import { ClassificationCache } from "../../src/imap/cache.ts";
 import { type ClassifyStats, classifyMailbox, classifyUids, messageFilter } from "../../src/imap/classify.ts";
 import { UpstreamSession } from "../../src/imap/upstream.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
-import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
 import { seedMaildir } from "../upstreams/seed.ts";
 import { addUser } from "../upstreams/users.ts";
+import { upstreamDescription } from "./proxy-child.ts";
 
 const argv = process.argv.slice(2);
 const flag = (name: string, fallback: string): string => {
@@ -35,13 +35,6 @@ const flag = (name: string, fallback: string): string => {
 };
 const count = Number(flag("count", "100000"));
 const chunks = flag("chunks", "500,2000,5000").split(",").map(Number);
-
-async function upstreamDescription(): Promise<Upstreams> {
-  const path = process.env["MAILGATOR_UPSTREAMS"];
-  if (path) return readUpstreams(path);
-  const { startUpstreams } = await import("../upstreams/start.ts");
-  return startUpstreams({});
-}
 
 const servers = await upstreamDescription();
 const address = `bench-classify-${Date.now().toString(36)}@${servers.userDomain}`;

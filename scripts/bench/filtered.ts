@@ -18,9 +18,9 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
+import type { Upstreams } from "../upstreams/description.ts";
 import { cpuTime } from "../upstreams/processes.ts";
-import { imapBenchConfig, type ProxyChild, startProxyChild } from "./proxy-child.ts";
+import { imapBenchConfig, type ProxyChild, startProxyChild, upstreamDescription } from "./proxy-child.ts";
 
 const argv = process.argv.slice(2);
 const flag = (name: string, fallback: string): string => {
@@ -112,13 +112,6 @@ class Client {
   close(): void {
     this.#socket.end(`B${++this.#tag} LOGOUT\r\n`);
   }
-}
-
-async function upstreamDescription(): Promise<Upstreams> {
-  const path = process.env["MAILGATOR_UPSTREAMS"];
-  if (path) return readUpstreams(path);
-  const { startUpstreams } = await import("../upstreams/start.ts");
-  return startUpstreams({});
 }
 
 function median(values: number[]): number {

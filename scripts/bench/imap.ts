@@ -22,9 +22,8 @@ import { mkdtempSync, readFileSync, rmSync } from "node:fs";
 import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
 import { cpuTime as cpuSeconds } from "../upstreams/processes.ts";
-import { imapBenchConfig, startChild, startProxyChild } from "./proxy-child.ts";
+import { imapBenchConfig, startChild, startProxyChild, upstreamDescription } from "./proxy-child.ts";
 
 const argv = process.argv.slice(2);
 const flag = (name: string, fallback: string): string => {
@@ -89,13 +88,6 @@ async function serve(tomlPath: string): Promise<void> {
       .then(() => audit.close())
       .then(() => process.exit(0));
   });
-}
-
-async function upstreamDescription(): Promise<Upstreams> {
-  const path = process.env["MAILGATOR_UPSTREAMS"];
-  if (path) return readUpstreams(path);
-  const { startUpstreams } = await import("../upstreams/start.ts");
-  return startUpstreams({});
 }
 
 /**

@@ -9,6 +9,7 @@
 import { writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ALLOCATOR_ENV } from "../../src/cli/allocator.ts";
+import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
 
 export interface ProxyChild {
   readonly port: number;
@@ -81,4 +82,12 @@ upstream_tls = "none"
 path = "${join(o.dir, "audit.db")}"
 
 ${rules}${o.extra ?? ""}`;
+}
+
+/** The servers MAILGATOR_UPSTREAMS describes, else ones started for this run (docs/upstreams.md). */
+export async function upstreamDescription(): Promise<Upstreams> {
+  const path = process.env["MAILGATOR_UPSTREAMS"];
+  if (path) return readUpstreams(path);
+  const { startUpstreams } = await import("../upstreams/start.ts");
+  return startUpstreams({});
 }

@@ -19,8 +19,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
-import { imapBenchConfig, startChild } from "./proxy-child.ts";
+import { imapBenchConfig, startChild, upstreamDescription } from "./proxy-child.ts";
 
 const MiB = 1024 * 1024;
 const argv = process.argv.slice(2);
@@ -62,13 +61,6 @@ async function serve(tomlPath: string, budget: number, statsFile: string): Promi
       .then(() => audit.close())
       .then(() => process.exit(0));
   });
-}
-
-async function upstreamDescription(): Promise<Upstreams> {
-  const path = process.env["MAILGATOR_UPSTREAMS"];
-  if (path) return readUpstreams(path);
-  const { startUpstreams } = await import("../upstreams/start.ts");
-  return startUpstreams({});
 }
 
 /** A raw IMAP session that counts what it received and can stop reading. */
