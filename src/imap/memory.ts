@@ -38,8 +38,6 @@ export class ResponseMemory {
   /** `discarded` collects once this many octets wait for the garbage collector: a share of the budget. */
   readonly collectAfter: number;
   readonly #collect: () => void;
-  /** Collections asked for so far (`discarded`). */
-  collections = 0;
 
   /**
    * `report` hears of every change (the admin listener's gauges); `collect` runs the garbage collector (tests
@@ -118,7 +116,6 @@ export class ResponseMemory {
     this.#garbage += size;
     if (this.#garbage < this.collectAfter) return;
     this.#garbage = 0;
-    this.collections++;
     this.#collect();
   }
 
