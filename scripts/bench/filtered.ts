@@ -14,13 +14,19 @@
  * Uses MAILGATOR_UPSTREAMS when set, otherwise starts the servers with scripts/upstreams. Prints one JSON line.
  */
 
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Upstreams } from "../upstreams/description.ts";
 import { cpuTime } from "../upstreams/processes.ts";
-import { imapBenchConfig, type ProxyChild, startProxyChild, upstreamDescription } from "./proxy-child.ts";
+import {
+  imapBenchConfig,
+  type ProxyChild,
+  serveImapChild,
+  startProxyChild,
+  upstreamDescription,
+} from "./proxy-child.ts";
 
 const argv = process.argv.slice(2);
 const flag = (name: string, fallback: string): string => {
@@ -33,28 +39,7 @@ else await main();
 
 /** Child mode: the IMAP proxy from a config file; prints its port. */
 async function serve(tomlPath: string): Promise<void> {
-  const { parseConfig } = await import("../../src/config/index.ts");
-  const { AuditLog } = await import("../../src/audit/index.ts");
-  const { compilePolicy } = await import("../../src/policy/index.ts");
-  const { startImapProxy } = await import("../../src/imap/index.ts");
-  const parsed = parseConfig(readFileSync(tomlPath, "utf8"), tomlPath);
-  const config = { ...parsed, imap: { ...parsed.imap!, listenAddr: { host: "127.0.0.1", port: 0 } } };
-  const audit = AuditLog.open(config.audit.path);
-  const proxy = await startImapProxy({
-    config,
-    policy: compilePolicy(config.rules),
-    audit,
-    timeouts: { commandMs: 600_000 },
-  });
-  process.stdout.write(`${JSON.stringify({ port: proxy.address.port })}\n`);
-  process.on(
-    "SIGTERM",
-    () =>
-      void proxy
-        .close()
-        .then(() => audit.close())
-        .then(() => process.exit(0)),
-  );
+  await serveImapChild(tomlPath, { timeouts: { commandMs: 600_000 } });
 }
 
 /** A raw client that counts bytes and finds its tagged replies by scanning each chunk's tail. */

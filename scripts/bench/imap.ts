@@ -18,12 +18,12 @@
  * writes a CPU profile of the proxy there.
  */
 
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, rmSync } from "node:fs";
 import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { cpuTime as cpuSeconds } from "../upstreams/processes.ts";
-import { imapBenchConfig, startChild, startProxyChild, upstreamDescription } from "./proxy-child.ts";
+import { imapBenchConfig, serveImapChild, startChild, startProxyChild, upstreamDescription } from "./proxy-child.ts";
 
 const argv = process.argv.slice(2);
 const flag = (name: string, fallback: string): string => {
@@ -71,23 +71,7 @@ function relay(upstreamPort: number): void {
 
 /** Child mode: run the IMAP proxy from a config file and print its port. */
 async function serve(tomlPath: string): Promise<void> {
-  const { parseConfig } = await import("../../src/config/index.ts");
-  const { AuditLog } = await import("../../src/audit/index.ts");
-  const { compilePolicy } = await import("../../src/policy/index.ts");
-  const { startImapProxy } = await import("../../src/imap/index.ts");
-  const { configureLogger } = await import("../../src/log.ts");
-  configureLogger("pretty", 1);
-  const parsed = parseConfig(readFileSync(tomlPath, "utf8"), tomlPath);
-  const config = { ...parsed, imap: { ...parsed.imap!, listenAddr: { host: "127.0.0.1", port: 0 } } };
-  const audit = AuditLog.open(config.audit.path);
-  const proxy = await startImapProxy({ config, policy: compilePolicy(config.rules), audit });
-  process.stdout.write(`${JSON.stringify({ port: proxy.address.port })}\n`);
-  process.on("SIGTERM", () => {
-    void proxy
-      .close()
-      .then(() => audit.close())
-      .then(() => process.exit(0));
-  });
+  await serveImapChild(tomlPath);
 }
 
 /**

@@ -6,9 +6,10 @@
  * (src/cli/allocator.ts); a value already in the environment wins, so `MIMALLOC_PURGE_DELAY=10` measures without.
  */
 
-import { writeFileSync } from "node:fs";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ALLOCATOR_ENV } from "../../src/cli/allocator.ts";
+import type { startImapProxy } from "../../src/imap/index.ts";
 import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
 
 export interface ProxyChild {
@@ -90,4 +91,32 @@ export async function upstreamDescription(): Promise<Upstreams> {
   if (path) return readUpstreams(path);
   const { startUpstreams } = await import("../upstreams/start.ts");
   return startUpstreams({});
+}
+
+/** What a benchmark's child passes to the IMAP proxy beside its config, policy and audit log. */
+type ImapExtras = Omit<Parameters<typeof startImapProxy>[0], "config" | "policy" | "audit">;
+
+/**
+ * The child mode of an IMAP benchmark: runs the IMAP proxy from `tomlPath` on a free port with `extras`, prints
+ * `{"port": N}` and stops on SIGTERM; returns the proxy.
+ */
+export async function serveImapChild(tomlPath: string, extras: ImapExtras = {}) {
+  const { parseConfig } = await import("../../src/config/index.ts");
+  const { AuditLog } = await import("../../src/audit/index.ts");
+  const { compilePolicy } = await import("../../src/policy/index.ts");
+  const { startImapProxy } = await import("../../src/imap/index.ts");
+  const { configureLogger } = await import("../../src/log.ts");
+  configureLogger("pretty", 1);
+  const parsed = parseConfig(readFileSync(tomlPath, "utf8"), tomlPath);
+  const config = { ...parsed, imap: { ...parsed.imap!, listenAddr: { host: "127.0.0.1", port: 0 } } };
+  const audit = AuditLog.open(config.audit.path);
+  const proxy = await startImapProxy({ ...extras, config, policy: compilePolicy(config.rules), audit });
+  process.stdout.write(`${JSON.stringify({ port: proxy.address.port })}\n`);
+  process.on("SIGTERM", () => {
+    void proxy
+      .close()
+      .then(() => audit.close())
+      .then(() => process.exit(0));
+  });
+  return proxy;
 }

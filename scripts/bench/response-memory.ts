@@ -19,7 +19,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { imapBenchConfig, startChild, upstreamDescription } from "./proxy-child.ts";
+import { imapBenchConfig, serveImapChild, startChild, upstreamDescription } from "./proxy-child.ts";
 
 const MiB = 1024 * 1024;
 const argv = process.argv.slice(2);
@@ -33,34 +33,13 @@ else await main();
 
 /** Child mode: the proxy with a budget of `budget` octets; its bookkeeping written to `statsFile` every 50 ms. */
 async function serve(tomlPath: string, budget: number, statsFile: string): Promise<void> {
-  const { parseConfig } = await import("../../src/config/index.ts");
-  const { AuditLog } = await import("../../src/audit/index.ts");
-  const { compilePolicy } = await import("../../src/policy/index.ts");
-  const { startImapProxy } = await import("../../src/imap/index.ts");
-  const { configureLogger } = await import("../../src/log.ts");
-  configureLogger("pretty", 1);
-  const parsed = parseConfig(readFileSync(tomlPath, "utf8"), tomlPath);
-  const config = { ...parsed, imap: { ...parsed.imap!, listenAddr: { host: "127.0.0.1", port: 0 } } };
-  const audit = AuditLog.open(config.audit.path);
-  const proxy = await startImapProxy({
-    config,
-    policy: compilePolicy(config.rules),
-    audit,
-    responseMemoryBudget: budget,
-  });
+  const proxy = await serveImapChild(tomlPath, { responseMemoryBudget: budget });
   let peak = 0;
   setInterval(() => {
     const { used, waiting } = proxy.responseMemory;
     peak = Math.max(peak, used);
     writeFileSync(statsFile, JSON.stringify({ used, waiting, peak }));
   }, 50);
-  process.stdout.write(`${JSON.stringify({ port: proxy.address.port })}\n`);
-  process.on("SIGTERM", () => {
-    void proxy
-      .close()
-      .then(() => audit.close())
-      .then(() => process.exit(0));
-  });
 }
 
 /** A raw IMAP session that counts what it received and can stop reading. */
