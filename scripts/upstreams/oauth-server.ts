@@ -145,6 +145,11 @@ interface Settings {
       reuseRevocation?: boolean;
       deviceAutoApprove?: boolean;
       denyAuthorize?: boolean;
+      /**
+       * The `expires_in` this user's device authorizations announce (/control/device_lifetime); the codes themselves
+       * stay valid for DEVICE_CODE_LIFETIME_S, as a provider's may outlive what it said.
+       */
+      deviceAnnouncedLifetime?: number;
     }
   >;
   /** Whether a device code is approved by its first poll (/control/device). */
@@ -633,7 +638,7 @@ export class Authority {
         user_code: code,
         verification_uri: `${this.baseUrl}/device`,
         verification_uri_complete: `${this.baseUrl}/device?user_code=${code}`,
-        expires_in: DEVICE_CODE_LIFETIME_S,
+        expires_in: this.state.settings.perUser[user]?.deviceAnnouncedLifetime ?? DEVICE_CODE_LIFETIME_S,
         interval,
       },
     };
@@ -775,6 +780,13 @@ export class Authority {
       if (user === null) settings.deviceAutoApprove = on;
       else settings.perUser[user] = { ...settings.perUser[user], deviceAutoApprove: on };
       return ok({ deviceAutoApprove: on });
+    }
+    if (name === "device_lifetime") {
+      if (user === null) throw new OAuthError(400, "invalid_request", "device_lifetime needs user=");
+      const seconds = integerParam(params, "seconds", 0);
+      const { deviceAnnouncedLifetime: _, ...rest } = settings.perUser[user] ?? {};
+      settings.perUser[user] = seconds === 0 ? rest : { ...rest, deviceAnnouncedLifetime: seconds };
+      return ok({ deviceAnnouncedLifetime: seconds === 0 ? DEVICE_CODE_LIFETIME_S : seconds });
     }
     if (name === "device_expire") {
       if (user === null) throw new OAuthError(400, "invalid_request", "device_expire needs user=");

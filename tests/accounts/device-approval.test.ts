@@ -4,7 +4,9 @@
 // seconds; the CLI shows the page and the code, polls at the interval and never faster, and logs in once the code is
 // approved, its tokens sealed and accepted by Dovecot. A code denied at the page (access_denied) or expired before
 // approval (expired_token) ends the login at the next poll, non-zero, with a clear reason: nothing is stored, the
-// server issued nothing, a login stored before stays, and a later login works.
+// server issued nothing, a login stored before stays, and a later login works. A code whose announced lifetime
+// (`expires_in`) passes unapproved ends the login at the CLI's own deadline, however long the server would still
+// answer authorization_pending.
 import { afterAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, readFileSync, rmSync } from "node:fs";
 import { createMailbox } from "../fixtures/index.ts";
@@ -163,5 +165,30 @@ describe("account login --device, the code not approved yet", () => {
     const after = storedTokens(setup.config)!;
     expect(after.refreshToken).not.toBe(before.refreshToken);
     expect(await dovecotAccepts(user, after.accessToken!)).toBe(true);
+  });
+
+  test("its announced lifetime passes unapproved: the CLI stops polling at its own deadline, with why", async () => {
+    const { user, setup } = await pendingUser();
+    // This user's next code says it lives 3 s; the server would answer authorization_pending for 600 s.
+    const lifetime = 3;
+    expect((await control("device_lifetime", { user, seconds: String(lifetime) })).status).toBe(200);
+    const { child } = await deviceLogin(setup.config);
+    const shown = performance.now();
+    expect(await child.exit()).toBe(1);
+    const took = performance.now() - shown;
+    // Ended by the deadline, not before it, and within a poll's interval (1 s) after it on a loaded machine.
+    expect(took).toBeGreaterThanOrEqual(lifetime * 1000 - 500);
+    expect(took).toBeLessThan(lifetime * 1000 + 5_000);
+    expect(child.stdout).not.toContain("logged in");
+    expect(child.stderr).toContain("the code was not approved in time; run the login again");
+    const made = await polls(user);
+    expect(made).toBeGreaterThanOrEqual(1);
+    expect(made).toBeLessThanOrEqual(lifetime + 1);
+    // No poll after the end, nothing issued or stored.
+    await Bun.sleep(1_500);
+    expect(await polls(user)).toBe(made);
+    expect(await issuedTokens(user)).toEqual([]);
+    expect(storedTokens(setup.config)).toBeNull();
+    expect((await control("device_lifetime", { user, seconds: "0" })).status).toBe(200);
   });
 });

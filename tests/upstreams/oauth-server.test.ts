@@ -232,7 +232,7 @@ describe("/control/slow_down (clock set by the test)", () => {
   });
 });
 
-describe("/control/authorize, /control/device, /control/device_expire for one user (clock set by the test)", () => {
+describe("/control/authorize, device, device_expire, device_lifetime for one user (clock set by the test)", () => {
   const start = new Date("2026-01-01T00:00:00Z");
   afterAll(() => setSystemTime());
   const [A, B] = ["a@mailgator.test", "b@mailgator.test"];
@@ -270,7 +270,10 @@ describe("/control/authorize, /control/device, /control/device_expire for one us
     call(authority, "GET", "/control/settings").body as {
       denyAuthorize: boolean;
       deviceAutoApprove: boolean;
-      perUser: Record<string, { denyAuthorize?: boolean; deviceAutoApprove?: boolean }>;
+      perUser: Record<
+        string,
+        { denyAuthorize?: boolean; deviceAutoApprove?: boolean; deviceAnnouncedLifetime?: number }
+      >;
     };
 
   test("authorize?deny=true&user=: that user's consent is denied (access_denied, with the state); others' not", () => {
@@ -337,6 +340,29 @@ describe("/control/authorize, /control/device, /control/device_expire for one us
     expect(poll(authority, mine.device_code)).toBe("expired_token");
     expect(poll(authority, other.device_code)).toBe("authorization_pending");
     expect(call(authority, "POST", `/control/device_expire?user=${A}`).body["devices"]).toBe(0);
+  });
+
+  test("device_lifetime?user=&seconds=: the expires_in that user's codes announce; the codes stay valid longer", () => {
+    const authority = new Authority(config(1));
+    setSystemTime(start);
+    call(authority, "POST", `/control/device?auto_approve=false&user=${A}`);
+    const device = (user: string) =>
+      call(authority, "POST", "/device_authorization", { scope: "mail", login_hint: user }).body as {
+        device_code: string;
+        expires_in: number;
+      };
+    expect(call(authority, "POST", "/control/device_lifetime?seconds=2").status).toBe(400);
+    expect(call(authority, "POST", `/control/device_lifetime?user=${A}`).status).toBe(400);
+    expect(call(authority, "POST", `/control/device_lifetime?user=${A}&seconds=2`).status).toBe(200);
+    const mine = device(A);
+    expect(mine.expires_in).toBe(2);
+    expect(device(B).expires_in).toBe(DEVICE_CODE_LIFETIME_S);
+    // Past what it announced, the code is still pending: only the client's own deadline stops its polls.
+    setSystemTime(new Date(start.getTime() + 60_000));
+    expect(poll(authority, mine.device_code)).toBe("authorization_pending");
+    expect(call(authority, "POST", `/control/device_lifetime?user=${A}&seconds=0`).status).toBe(200);
+    expect(device(A).expires_in).toBe(DEVICE_CODE_LIFETIME_S);
+    expect(settings(authority).perUser[A]?.deviceAnnouncedLifetime).toBeUndefined();
   });
 
   test("reset: every setting back to its default, each user's too", () => {
