@@ -1,29 +1,23 @@
 /**
  * The compiled executable (`npm run build`) writes audit rows through its writer thread and reads them back: the
- * build line must name the writer as an entrypoint, or every row fails. Built with package.json's own build line,
- * into a scratch directory; a login that the (closed) upstream port cannot check is audited as an error.
+ * build line must name the writer as an entrypoint, or every row fails. Built with package.json's own build line
+ * (tests/fixtures/compiled.ts) and run from a folder of its own; a login that the (closed) upstream port cannot check
+ * is audited as an error.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
 import { readFileSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { ALLOCATOR_ENV } from "../../src/cli/allocator.ts";
+import { buildAlone } from "../fixtures/compiled.ts";
 import { scratchDir } from "./helpers.ts";
 
-const ROOT = join(import.meta.dir, "../..");
 let scratch: ReturnType<typeof scratchDir>;
 let exe: string;
 
 beforeAll(() => {
   scratch = scratchDir();
-  exe = scratch.file("mailgator");
-  const build = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { scripts: { build: string } }).scripts
-    .build;
-  const argv = build.split(" ");
-  expect(argv.slice(0, 2)).toEqual(["bun", "build"]);
-  expect(argv.at(-2)).toBe("--outfile");
-  const run = Bun.spawnSync([process.execPath, ...argv.slice(1, -1), exe], { cwd: ROOT, stderr: "pipe" });
-  if (run.exitCode !== 0) throw new Error(`build failed: ${run.stderr.toString()}`);
+  exe = join(buildAlone(scratch.dir), "mailgator");
 });
 
 afterAll(() => scratch.remove());

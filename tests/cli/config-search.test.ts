@@ -4,10 +4,11 @@
  * compiled executable (`npm run build`'s own line) run from a folder holding mailgator.toml.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { ConfigError, findConfig } from "../../src/config/index.ts";
+import { buildAlone } from "../fixtures/compiled.ts";
 
 const ROOT = join(import.meta.dir, "../..");
 const scratch = mkdtempSync(join(tmpdir(), "mailgator-find-"));
@@ -28,16 +29,11 @@ beforeAll(() => {
   mkdirSync(here);
   mkdirSync(join(scratch, "etc"));
   mkdirSync(join(scratch, "empty"));
+  mkdirSync(join(scratch, "exe"));
   writeFileSync(join(here, "mailgator.toml"), CONFIG);
   writeFileSync(system, CONFIG);
   writeFileSync(other, CONFIG);
-  exe = join(scratch, "mailgator");
-  const build = (JSON.parse(readFileSync(join(ROOT, "package.json"), "utf8")) as { scripts: { build: string } }).scripts
-    .build;
-  const argv = build.split(" ");
-  expect(argv.slice(0, 2)).toEqual(["bun", "build"]);
-  const run = Bun.spawnSync([process.execPath, ...argv.slice(1, -1), exe], { cwd: ROOT, stderr: "pipe" });
-  if (run.exitCode !== 0) throw new Error(`build failed: ${run.stderr.toString()}`);
+  exe = join(buildAlone(join(scratch, "exe")), "mailgator");
 }, 120_000);
 afterAll(() => rmSync(scratch, { recursive: true, force: true }));
 
