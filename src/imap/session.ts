@@ -931,11 +931,16 @@ export class ImapSession implements LoginSession, CompressSession {
           } else if (r.binary && !this.#literal8(r.command)) {
             this.#refuseLiteral(r, "BAD", "CLIENTBUG", "literal8 is allowed in APPEND only, with BINARY");
             this.#badCommand();
-          } else if (!(await this.#reserveLiteral(r))) {
-            if (this.#closed) break;
-            this.#refuseLiteral(r, "NO", "LIMIT", "Too many large literals at once on this server; try again later");
           } else {
-            this.#framer.acceptLiteral();
+            const reserved = await this.#reserveLiteral(r);
+            if (reserved === "refused") {
+              if (this.#closed) break;
+              this.#refuseLiteral(r, "NO", "LIMIT", "Too many large literals at once on this server; try again later");
+              continue;
+            }
+            // A literal counted against the budget is read into one buffer of its announced size: its memory is
+            // reserved already (docs/reliability.md "Command memory").
+            this.#framer.acceptLiteral(reserved === "counted");
             if (!r.nonSync) {
               this.sendText("+ Ready for literal data");
               this.flush();
@@ -1029,19 +1034,21 @@ export class ImapSession implements LoginSession, CompressSession {
    * first come, first served, with reading held (a `{n}` gets no `+`; a `{n+}` stays in the agent's socket behind
    * READ_AHEAD_LIMIT). A command that already holds a reservation never waits, or two sessions could each hold part
    * and wait for the other: its next literal goes ahead of those waiting if the budget has room, and is refused
-   * otherwise (false), as is one larger than the whole budget. False too when the session ended while it waited.
+   * otherwise ("refused"), as is one larger than the whole budget; "refused" too when the session ended while it
+   * waited. "free" when none of the literal is counted (it fits in COMMAND_MEMORY_FREE with the command's earlier
+   * ones), "counted" when some is and that memory is now reserved.
    */
-  async #reserveLiteral(r: LiteralRequest): Promise<boolean> {
+  async #reserveLiteral(r: LiteralRequest): Promise<"refused" | "free" | "counted"> {
     const memory = this.ctx.commandMemory;
     if (r.index === 0) this.#releaseCommand();
     const before = Math.max(0, this.#commandLiterals - memory.free);
     this.#commandLiterals += r.size;
     const counted = Math.max(0, this.#commandLiterals - memory.free) - before;
-    if (counted === 0) return true;
+    if (counted === 0) return "free";
     if (this.#commandReserved > 0 || counted > memory.budget) {
-      if (!memory.tryTake(counted, true)) return false;
+      if (!memory.tryTake(counted, true)) return "refused";
       this.#commandReserved += counted;
-      return true;
+      return "counted";
     }
     const wait = memory.take(counted);
     const granted = wait.granted.then(() => {
@@ -1054,9 +1061,9 @@ export class ImapSession implements LoginSession, CompressSession {
       else this.#ending.signal.addEventListener("abort", () => resolve(), { once: true });
     });
     await Promise.race([granted, ended]);
-    if (!this.#closed) return true;
+    if (!this.#closed) return "counted";
     wait.cancel();
-    return false;
+    return "refused";
   }
 
   /** The command being read is over (run, refused or failed): its literals' reservation is given back. */
