@@ -362,10 +362,20 @@ export class SelectedMailbox {
     return n;
   }
 
-  /** Agent sequence numbers of pending expunges, in the order to announce them; removes them from V. */
+  /**
+   * Agent sequence numbers of pending expunges, in the order to announce them: highest first, as Dovecot reports
+   * the expunges of one command, whatever order upstream told them in; removes them from V. Upstream's order is
+   * not kept: a MOVE or UID EXPUNGE carried out over several upstream commands (`UPSTREAM_SET_RANGES` ranges each,
+   * and hidden messages between the agent's break the ranges) reports each part's expunges highest first, so the
+   * seams in that order told the agent where the set had been cut, and so whether a hidden message between two of
+   * its own still existed (docs/protocol.md §3).
+   */
   takeExpunges(): number[] {
     const out: number[] = [];
-    for (const uid of this.pendingExpunges) {
+    // V is sorted by UID: the highest UID first is the highest sequence number first, and each number announced is
+    // then the message's number before the batch, as no message below it has gone yet (RFC 3501 §7.4.1).
+    const uids = this.pendingExpunges.slice().sort((a, b) => b - a);
+    for (const uid of uids) {
       const i = this.v.indexOf(uid);
       if (i === -1) continue;
       out.push(i + 1);

@@ -84,7 +84,7 @@ describe("a filtered SelectedMailbox (Vagent over Vtrue)", () => {
     ]);
   });
 
-  test("hidden expunges are silent; visible ones wait and are renumbered in order", () => {
+  test("hidden expunges are silent; visible ones wait and are announced highest first", () => {
     const box = filtered();
     box.onExpunge(3); // UID 3, hidden
     expect(box.pendingExpunges).toEqual([]);
@@ -96,7 +96,8 @@ describe("a filtered SelectedMailbox (Vagent over Vtrue)", () => {
     expect(box.visible!.has(4)).toBe(false);
     // Not announced yet: agent numbers do not shift under a running FETCH (§7 case 11).
     expect(box.uidsFromSeqSet([{ start: 4, stop: 4 }])).toEqual([9]);
-    expect(box.takeExpunges()).toEqual([2, 3]); // UID 4 was 2; then UID 9 was 4, now 3
+    // Highest first, whatever order upstream told them in: UID 9 is 4, then UID 4 is still 2.
+    expect(box.takeExpunges()).toEqual([4, 2]);
     expect(box.agentCount).toBe(2);
     expect(box.allUids()).toEqual([2, 5]);
   });

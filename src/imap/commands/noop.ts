@@ -1,7 +1,8 @@
 /**
  * NOOP (RFC 3501 §6.1.2) and CHECK (§6.4.1): a NOOP upstream, then what changed meanwhile reported to the agent in
- * its own view: other sessions' flag changes (`* n FETCH (FLAGS ...)`, §7.4.2) and expunges in the order upstream
- * told them, then new messages (EXISTS) and RECENT (§7.3). A filtered folder relays them for visible messages only,
+ * its own view: other sessions' flag changes (`* n FETCH (FLAGS ...)`, §7.4.2), each after the expunges upstream
+ * told before it (those highest first, `SelectedMailbox.takeExpunges`), then new messages (EXISTS) and RECENT (§7.3).
+ * A filtered folder relays them for visible messages only,
  * renumbered (docs/filtering.md): a hidden message's change says nothing.
  */
 
