@@ -75,6 +75,12 @@ export const MAX_MESSAGE_BYTES = 25 * 1024 * 1024;
 export const MAX_ATTACHMENT_BYTES = 2 * 1024 * 1024;
 /** Longest message text `get_message` returns, in characters; the rest is cut with a note. */
 export const MAX_TEXT_CHARS = 100_000;
+/**
+ * Longest header value a listing or `get_message` shows, in characters; the rest is cut with a note (docs/mcp.md
+ * "Agent tools"). Whoever mails the account writes them: without a bound a Subject of some megabytes was shown whole,
+ * in each listing line and beside a text cut at MAX_TEXT_CHARS.
+ */
+export const MAX_HEADER_CHARS = 10_000;
 
 export interface AgentMcpOptions {
   /** The config, loaded without secrets. */
@@ -221,12 +227,28 @@ const addressList = z.array(recipientArg).default([]);
 const FLAGS = { seen: "\\Seen", flagged: "\\Flagged", answered: "\\Answered", draft: "\\Draft" } as const;
 const flagArg = z.array(z.enum(["seen", "flagged", "answered", "draft"])).default([]);
 
+/**
+ * A header value as shown: at most MAX_HEADER_CHARS characters, the rest cut with a note; never cut between the two
+ * halves of a surrogate pair.
+ */
+export function cutHeader(text: string): string {
+  if (text.length <= MAX_HEADER_CHARS) return text;
+  const high = /[\uD800-\uDBFF]/.test(text[MAX_HEADER_CHARS - 1]!);
+  return `${text.slice(0, high ? MAX_HEADER_CHARS - 1 : MAX_HEADER_CHARS)} [... cut at ${MAX_HEADER_CHARS} characters]`;
+}
+
+/** A header of `fields` as shown (`headerText`, cut at MAX_HEADER_CHARS); undefined when absent. */
+function shownHeader(fields: readonly HeaderField[], name: string): string | undefined {
+  const value = headerText(fields, name);
+  return value === undefined ? undefined : cutHeader(value);
+}
+
 /** One line of a listing: UID, date, sender, subject, flags. Header text is src/mail's reading of it. */
 function listingLine(uid: number, headerBytes: Uint8Array | undefined, flags: Set<string> | undefined): string {
   const fields = headerBytes === undefined ? null : parseHeaderFields(headerBytes);
-  const from = fields === null ? "?" : (headerText(fields, "from") ?? "");
-  const subject = fields === null ? "?" : (headerText(fields, "subject") ?? "");
-  const date = fields === null ? "" : (headerText(fields, "date") ?? "");
+  const from = fields === null ? "?" : (shownHeader(fields, "from") ?? "");
+  const subject = fields === null ? "?" : (shownHeader(fields, "subject") ?? "");
+  const date = fields === null ? "" : (shownHeader(fields, "date") ?? "");
   const f = [...(flags ?? [])].map((x) => x.replace(/^\\/, "").toLowerCase()).join(",");
   return `uid ${uid} | ${date} | from: ${from} | subject: ${subject}${f ? ` | flags: ${f}` : ""}`;
 }
@@ -288,7 +310,7 @@ export function cutText(text: string): string {
 export function messageResultText(folder: string, uid: number, message: ReadMessage): string {
   const lines: string[] = [];
   for (const name of ["date", "from", "reply-to", "to", "cc", "subject", "message-id"]) {
-    const value = headerText(message.headers, name);
+    const value = shownHeader(message.headers, name);
     if (value !== undefined) lines.push(`${name}: ${value}`);
   }
   lines.push("", cutText(message.text));

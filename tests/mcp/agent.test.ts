@@ -24,6 +24,7 @@ import { freePorts } from "../../scripts/upstreams/ports.ts";
 import {
   duplicateField,
   MAX_FOLDER_NAME_CHARS,
+  MAX_HEADER_CHARS,
   MAX_PAGE_SIZE,
   MAX_SEARCH_TERM_CHARS,
   MAX_TOOL_UIDS,
@@ -810,6 +811,57 @@ action = "deny"
         );
       }
     expect(uidsOf(await call(desk, "list_messages", { folder: "INBOX", page_size: 100 }))).toContain(uid);
+  });
+
+  // docs/mcp.md "Agent tools": whoever mails the account writes its header fields; a Subject of some megabytes was
+  // shown whole, in every listing line and by get_message beside a text cut at MAX_TEXT_CHARS.
+  test("a header value of MAX_HEADER_CHARS characters is shown whole; a longer one is cut with a note", async () => {
+    const token = uniqueToken("mcplonghdr");
+    const cut = ` [... cut at ${MAX_HEADER_CHARS} characters]`;
+    // Words of 99 letters: a writer folds a long field at its spaces (RFC 5322 §2.2.3), which unfolding keeps.
+    const words = (length: number, letter: string) =>
+      `${token} ${`${letter.repeat(99)} `.repeat(Math.ceil(length / 100))}`.slice(0, length - 1) + letter;
+    const fold = (text: string) => text.replaceAll(" ", "\r\n ");
+    const exact = words(MAX_HEADER_CHARS, "s");
+    const past = words(MAX_HEADER_CHARS + 1, "t");
+    const huge = words(1_000_000, "h");
+    const direct = await connectImap(mailbox);
+    const uids: number[] = [];
+    try {
+      for (const [subject, from] of [
+        [exact, "notifications@shop.test"],
+        [past, "notifications@shop.test"],
+        [huge, `"${fold(words(MAX_HEADER_CHARS, "f"))}" <notifications@shop.test>`],
+      ]) {
+        const appended = await direct.append(
+          "INBOX",
+          `From: ${from}\r\nTo: ${mailbox.address}\r\nSubject: ${fold(subject!)}\r\n` +
+            `Message-ID: <${uids.length}-${token}@shop.test>\r\n\r\nhello\r\n`,
+        );
+        uids.push((appended as { uid: number }).uid);
+      }
+    } finally {
+      await direct.logout();
+    }
+    const [atLimit, onePast, oneMillion] = uids as [number, number, number];
+    const listing = await call(desk, "search", { folder: "INBOX", subject: token, page_size: 10 });
+    expect(uidsOf(listing).sort()).toEqual([...uids].sort());
+    const line = (uid: number) => listing.split("\n").find((l) => l.startsWith(`uid ${uid} |`))!;
+    // Compared as booleans: a failure prints no megabyte.
+    expect(line(atLimit).includes(`subject: ${exact} |`)).toBe(true);
+    expect(line(atLimit).includes(cut)).toBe(false);
+    expect(line(onePast).includes(`subject: ${past.slice(0, -1)}${cut} |`)).toBe(true);
+    // Its From (a name of MAX_HEADER_CHARS characters and the address) is cut too.
+    expect(line(oneMillion).includes(`f${cut} | subject: ${huge.slice(0, MAX_HEADER_CHARS)}${cut}`)).toBe(true);
+    expect(line(oneMillion).length).toBeLessThan(3 * MAX_HEADER_CHARS);
+    expect(listing.length).toBeLessThan(10 * MAX_HEADER_CHARS);
+    const whole = await call(desk, "get_message", { folder: "INBOX", uid: atLimit });
+    expect(whole.includes(`subject: ${exact}\n`)).toBe(true);
+    const cutOne = await call(desk, "get_message", { folder: "INBOX", uid: onePast });
+    expect(cutOne.includes(`subject: ${past.slice(0, -1)}${cut}\n`)).toBe(true);
+    const big = await call(desk, "get_message", { folder: "INBOX", uid: oneMillion });
+    expect(big.includes(`subject: ${huge.slice(0, MAX_HEADER_CHARS)}${cut}\n`)).toBe(true);
+    expect(big.length).toBeLessThan(4 * MAX_HEADER_CHARS);
   });
 
   // docs/mcp.md "Untrusted content": a folder name is mail content, and the one save_draft picks comes from the

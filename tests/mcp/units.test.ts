@@ -10,8 +10,10 @@ import { join } from "node:path";
 import { parseConfig } from "../../src/config/index.ts";
 import {
   attachmentResult,
+  cutHeader,
   cutText,
   MAX_ATTACHMENT_BYTES,
+  MAX_HEADER_CHARS,
   MAX_MESSAGE_BYTES,
   MAX_TEXT_CHARS,
   messageResultText,
@@ -240,6 +242,20 @@ describe("tool limits and untrusted blocks", () => {
     const exact = "x".repeat(MAX_TEXT_CHARS);
     expect(cutText(exact)).toBe(exact);
     expect(cutText(`${exact}y`)).toBe(`${exact}\n[... cut at ${MAX_TEXT_CHARS} characters]`);
+  });
+
+  test(`a header value is shown up to ${MAX_HEADER_CHARS} characters, never cut inside a surrogate pair`, () => {
+    const exact = "x".repeat(MAX_HEADER_CHARS);
+    const cut = ` [... cut at ${MAX_HEADER_CHARS} characters]`;
+    expect(cutHeader(exact)).toBe(exact);
+    expect(cutHeader(`${exact}y`)).toBe(`${exact}${cut}`);
+    // Characters are counted as `length` counts them (UTF-16 units, as MAX_TEXT_CHARS): an emoji (two) across the
+    // limit goes whole to the part cut off, not half of it.
+    const across = `${"x".repeat(MAX_HEADER_CHARS - 1)}\u{1F600}`;
+    expect(cutHeader(across)).toBe(`${"x".repeat(MAX_HEADER_CHARS - 1)}${cut}`);
+    expect(cutHeader(`${"x".repeat(MAX_HEADER_CHARS - 2)}\u{1F600}`)).toBe(
+      `${"x".repeat(MAX_HEADER_CHARS - 2)}\u{1F600}`,
+    );
   });
 
   /** The text outside every untrusted block of a tool result's text. */
