@@ -147,7 +147,16 @@ function notTakenForInbox(name: string): boolean {
   return name.toUpperCase() !== "INBOX" || isInbox(name);
 }
 const NOT_INBOX = "a name that is not INBOX but upper-cases to it (a dotless ı) cannot be reached through this client";
-const folderName = z.string().min(1).max(MAX_FOLDER_NAME_CHARS).refine(notTakenForInbox, NOT_INBOX);
+/**
+ * A folder name goes to the proxy as a quoted string, which holds no CR, LF or NUL (RFC 3501 §9 `quoted`); the IMAP
+ * client refused such a name itself, and the tool reported that refusal as if it were the listener's reply.
+ */
+const folderName = z
+  .string()
+  .min(1)
+  .max(MAX_FOLDER_NAME_CHARS)
+  .refine((name) => !/[\r\n\0]/.test(name), "a folder name holds no line break (CR, LF) or NUL")
+  .refine(notTakenForInbox, NOT_INBOX);
 const folderArg = folderName.default("INBOX").describe("folder name, `/` between levels (default INBOX)");
 const uidArg = z.number().int().positive().describe("the message's UID in the folder");
 const pageArgs = {

@@ -752,6 +752,18 @@ action = "deny"
       const out = await callRaw(desk, tool, args);
       expect(`${tool}: ${out.isError} ${out.text.includes("dotless")}`).toBe(`${tool}: true true`);
     }
+    // A line break or NUL in a folder name is an invalid argument for every tool that takes one, not a refusal of the
+    // IMAP client reported as the listener's reply.
+    for (const name of ["Archive\r\n", "Arch\nive", "Archive\0"])
+      for (const [tool, args] of [
+        ["list_messages", { folder: name }],
+        ["move", { folder: "INBOX", uids: [still], to_folder: name }],
+        ["save_draft", { to: ["x@corp.test"], subject: "s", text: "t", folder: name }],
+      ] as const) {
+        const out = await callRaw(desk, tool, args);
+        expect(`${tool}: ${out.isError} ${out.text.includes("holds no line break")}`).toBe(`${tool}: true true`);
+        expect(out.text).not.toContain("the listener's reply");
+      }
     expect(uidsOf(await call(desk, "list_messages", { folder: "inbox", page_size: 100 }))).toContain(still);
     // The reader may not do any of it: the tools are not there, and the proxy refuses what it is asked anyway.
     const unknown = await callRaw(reader, "delete", { folder: "INBOX", uids: [target.uid] });
