@@ -11,6 +11,7 @@ import { connect, type Socket } from "node:net";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { ADMIN_CLOSE_MS } from "../../src/admin/server.ts";
+import { cleanExit } from "../e2e/serve-child.ts";
 import { createMailbox, sinkRecipients, smtpListener, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { tempRoot } from "../fixtures/temp.ts";
 import { RawImap, statusOf } from "../imap/helpers.ts";
@@ -207,7 +208,7 @@ test("/healthz is 200 with both proxies up; /metrics counts a known IMAP and SMT
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
 });
 
 test("a connection over max_connections_per_ip and a login over max_sessions_per_agent: counted by limit", async () => {
@@ -250,7 +251,7 @@ test("a connection over max_connections_per_ip and a login over max_sessions_per
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
 });
 
 test("/healthz is 503 while the proxies close (an agent that never hangs up holds them open)", async () => {

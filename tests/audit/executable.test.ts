@@ -9,6 +9,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { connect } from "node:net";
 import { join } from "node:path";
 import { ALLOCATOR_ENV } from "../../src/cli/allocator.ts";
+import { cleanExit } from "../e2e/serve-child.ts";
 import { buildAlone } from "../fixtures/compiled.ts";
 import { scratchDir } from "./helpers.ts";
 
@@ -90,7 +91,7 @@ test("the executable audits through its writer thread, and its audit command rea
   } finally {
     server.kill("SIGTERM");
   }
-  expect(await server.exited).toBe(0);
+  await cleanExit({ proc: server, logs: () => logs });
   await pump;
   expect(logs).not.toContain("writer thread");
 

@@ -8,6 +8,7 @@ import { join } from "node:path";
 import nodemailer from "nodemailer";
 import { ALLOCATOR_ENV } from "../../src/cli/allocator.ts";
 import { END_GRACE_MS } from "../../src/net/connection.ts";
+import { cleanExit, stopServed } from "../e2e/serve-child.ts";
 import { proxyListeners, sinkRecipients, smtpListener, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { tempRoot } from "../fixtures/temp.ts";
 
@@ -125,7 +126,7 @@ test("serve runs the SMTP proxy from a config file, audits, and stops cleanly on
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
   expect(served.logs()).toContain("SIGTERM: shutting down");
 
   const audit = Bun.spawnSync([process.execPath, MAIN, "audit", "-c", config, "--json", "--limit", "1000"]);
@@ -162,7 +163,7 @@ test("serve leaves an allocator setting the operator made alone", async () => {
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
 });
 
 test("serve under bun passes BUN_OPTIONS' flags once when it re-executes itself: in its arguments", async () => {
@@ -178,7 +179,7 @@ test("serve under bun passes BUN_OPTIONS' flags once when it re-executes itself:
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
 });
 
 test("serve with a config the validator refuses: exit 2, each problem at file:line:col, nothing listens", async () => {
@@ -244,8 +245,7 @@ test("SIGTERM ends serve even when an agent never hangs up (connections destroye
   stubborn.on("error", () => {});
   await new Promise<void>((resolve) => stubborn.once("data", () => resolve()));
   const started = Date.now();
-  served.proc.kill("SIGTERM");
-  expect(await served.proc.exited).toBe(0);
+  await stopServed(served);
   // The agent's connection was held for the end grace (it never closed), then destroyed.
   const took = Date.now() - started;
   expect(took).toBeGreaterThanOrEqual(END_GRACE_MS - 100);

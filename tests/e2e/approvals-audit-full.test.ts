@@ -20,7 +20,7 @@ import { SealedStore } from "../../src/state/store.ts";
 import { fillUp, mountTmpfs, unmountTmpfs } from "../fixtures/full-disk.ts";
 import { createMailbox, heldId, type TestMailbox, uniqueToken } from "../fixtures/index.ts";
 import { serveConfig } from "./config.ts";
-import { runCli, type Served, serveChild } from "./serve-child.ts";
+import { runCli, type Served, serveChild, stopServed } from "./serve-child.ts";
 
 setDefaultTimeout(90_000);
 
@@ -168,8 +168,7 @@ test("a full audit log: nothing expires without its row, the timer lives on; all
     async () => (await withStore((store) => store.row(id)!.state)) === "expired",
     3 * TIMEOUT_MS,
   );
-  served.proc.kill("SIGTERM");
-  expect(await served.proc.exited).toBe(0);
+  await stopServed(served);
   expect(auditRows(id)).toEqual([
     ["DATA", "ask"],
     ...(view === 200 ? [["APPROVAL VIEWED", "ask"] as [string, string]] : []),
@@ -189,8 +188,7 @@ test("approvals deny, full audit log: nothing changes, the command fails; once t
   const token = uniqueToken("deny-full");
   const id = await sendHeld(port, token, token);
   // serve stops (nothing expires the message meanwhile); the command's own log is the only writer.
-  served.proc.kill("SIGTERM");
-  expect(await served.proc.exited).toBe(0);
+  await stopServed(served);
 
   // The disk is full but for the room the command's log needs to open (its -shm, and the -wal with the one page
   // its open writes): it opens, reads healthy, and the commit of its first rows is where the full disk shows.

@@ -27,7 +27,7 @@ import {
 import { tempRoot } from "../fixtures/temp.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
 import { agentToml, serveConfig } from "./config.ts";
-import { runCli, type Served, serveChild } from "./serve-child.ts";
+import { runCli, type Served, serveChild, stopServed } from "./serve-child.ts";
 
 setDefaultTimeout(90_000);
 
@@ -95,8 +95,7 @@ ask_groups = ["managers"]
 
 afterAll(async () => {
   if (served !== undefined && served.proc.exitCode === null) {
-    served.proc.kill("SIGTERM");
-    expect(await served.proc.exited).toBe(0);
+    await stopServed(served);
   }
 });
 

@@ -33,7 +33,7 @@ import { authorizationCodeFlow, control, oauthAccountToml, storeIssuedTokens } f
 import { SmtpRelay as Relay } from "../fixtures/smtp-relay.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
 import { agentToml, serveConfig, smtpTo } from "./config.ts";
-import { lineClient, type Served, serveChild, smtpSay } from "./serve-child.ts";
+import { lineClient, type Served, serveChild, smtpSay, stopServed } from "./serve-child.ts";
 
 setDefaultTimeout(120_000);
 
@@ -883,8 +883,7 @@ describe("an OAuth2 vault account", () => {
       const pressed = post(running.admin, id, t, "approve").catch(() => null);
       for (let i = 0; i < 200 && (await refreshes()) === before; i++) await Bun.sleep(50);
       expect(await refreshes()).toBe(before + 1);
-      running.served.proc.kill("SIGTERM");
-      expect(await running.served.proc.exited).toBe(0);
+      await stopServed(running.served);
       await pressed;
       // The decision's row is in the log, and the message is held, its link unused.
       const approve = auditRows(s, id).filter((r) => r.command === "APPROVE");

@@ -31,7 +31,7 @@ import { tempRoot } from "../fixtures/temp.ts";
 import { proxyClient, RawImap, statusOf } from "../imap/helpers.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
 import { accountToml, agentToml, serveConfig } from "./config.ts";
-import { runCli, type Served, serveChild } from "./serve-child.ts";
+import { runCli, type Served, serveChild, stopServed } from "./serve-child.ts";
 
 setDefaultTimeout(60_000);
 
@@ -270,8 +270,7 @@ describe("the compiled binary serves", () => {
   });
 
   test("SIGTERM: serve closes and exits 0, having logged no warning or error", async () => {
-    served.proc.kill("SIGTERM");
-    expect(await served.proc.exited).toBe(0);
+    await stopServed(served);
     const lines = served
       .logs()
       .split("\n")

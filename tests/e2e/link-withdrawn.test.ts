@@ -17,7 +17,7 @@ import { tempRoot } from "../fixtures/temp.ts";
 import { sinkCopies } from "../smtp/helpers.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
 import { accountToml, agentToml, serveConfig } from "./config.ts";
-import { runCli, serveChild } from "./serve-child.ts";
+import { cleanExit, runCli, serveChild } from "./serve-child.ts";
 
 /** Every folder this file makes is in here, removed after its tests. */
 const TMP = tempRoot("mg-link-");
@@ -133,7 +133,7 @@ test("a reload giving an agent the notices' account withdraws the links sent; th
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
 });
 
 test("a restart under such a config withdraws them too; another restart under it withdraws nothing more", async () => {
@@ -152,7 +152,7 @@ test("a restart under such a config withdraws them too; another restart under it
   } finally {
     first.proc.kill("SIGTERM");
   }
-  expect(await first.proc.exited).toBe(0);
+  await cleanExit(first);
 
   writeFileSync(file, configFor(admin, boss, token, true));
   const second = serveChild(file);
@@ -163,7 +163,7 @@ test("a restart under such a config withdraws them too; another restart under it
   } finally {
     second.proc.kill("SIGTERM");
   }
-  expect(await second.proc.exited).toBe(0);
+  await cleanExit(second);
   const third = serveChild(file);
   try {
     await third.port("SMTP");
@@ -173,7 +173,7 @@ test("a restart under such a config withdraws them too; another restart under it
   } finally {
     third.proc.kill("SIGTERM");
   }
-  expect(await third.proc.exited).toBe(0);
+  await cleanExit(third);
 });
 
 /** Makes the state database beside `file` refuse to record the readers' set: a withdrawal that cannot be done. */
@@ -202,7 +202,7 @@ test("links that cannot be checked: serve does not start; a reload says so and i
   } finally {
     first.proc.kill("SIGTERM");
   }
-  expect(await first.proc.exited).toBe(0);
+  await cleanExit(first);
   refuseReaders(file);
 
   // A start whose agents may read a mailbox more, with the set not recordable: it does not start.
@@ -224,5 +224,5 @@ test("links that cannot be checked: serve does not start; a reload says so and i
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
 });

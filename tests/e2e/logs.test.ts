@@ -12,7 +12,7 @@ import { hashToken } from "../../src/vault/token.ts";
 import { fail2banMatches } from "../fixtures/fail2ban.ts";
 import { createMailbox, smtpListener, type TestMailbox, upstreams } from "../fixtures/index.ts";
 import { TcpRelay } from "../fixtures/tcp-relay.ts";
-import { lineClient, runCli, type Served, serveChild } from "./serve-child.ts";
+import { cleanExit, lineClient, runCli, type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(60_000);
 
@@ -104,7 +104,7 @@ test("text logs: a time stamp on every line, access lines, failed logins the fai
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
   const lines = served.logs().trimEnd().split("\n");
   for (const line of lines) expect(line).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z (info|warn|error) /);
   const stopped = lines.filter((l) => l.includes(" access: ") && l.includes("login=none"));
@@ -141,7 +141,7 @@ test("JSON logs: every line is an object with a time; access and failed-login ev
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
   const lines = served.logs().trimEnd().split("\n");
   const objects = lines.map((l) => JSON.parse(l) as Record<string, unknown>);
   for (const o of objects) expect(String(o["time"])).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
@@ -200,7 +200,7 @@ test("upstream failures say what to check; a refused connection is not a wrong p
     } finally {
       served.proc.kill("SIGTERM");
     }
-    expect(await served.proc.exited).toBe(0);
+    await cleanExit(served);
   }
 });
 
@@ -244,7 +244,7 @@ test("a log line quoting the upstream shows its controls escaped, in text and in
       } finally {
         served.proc.kill("SIGTERM");
       }
-      expect(await served.proc.exited).toBe(0);
+      await cleanExit(served);
     }
   } finally {
     await relay.close();

@@ -17,7 +17,7 @@ import { SealedStore } from "../../src/state/store.ts";
 import { heldId, uniqueToken, upstreams } from "../fixtures/index.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
 import { accountToml, agentToml, serveConfig, smtpTo } from "./config.ts";
-import { type Served, serveChild } from "./serve-child.ts";
+import { type Served, serveChild, stopServed } from "./serve-child.ts";
 
 setDefaultTimeout(120_000);
 
@@ -114,16 +114,14 @@ test("owed notices arrive once after a restart (SIGTERM, SIGKILL); none twice, n
   await waitFor("notices", () => notices(notified), 1);
   for (let i = 0; i < 100 && !rows().find((r) => r.id === notified)?.notified; i++) await Bun.sleep(50);
   expect(rows().find((r) => r.id === notified)?.notified).toBe(true);
-  run.served.proc.kill("SIGTERM");
-  expect(await run.served.proc.exited).toBe(0);
+  await stopServed(run.served);
 
   // 2. The upstream is unreachable; serve stops cleanly (SIGTERM) with the notice still owed.
   writeConfig(closed, "1h");
   run = await start();
   const afterTerm = await send(run.port, "term");
   await failedOnce(run.served, afterTerm);
-  run.served.proc.kill("SIGTERM");
-  expect(await run.served.proc.exited).toBe(0);
+  await stopServed(run.served);
 
   // 3. Still unreachable; the owed notice is tried again at start; a new one is held; serve is killed.
   run = await start();
@@ -164,16 +162,14 @@ test("owed notices arrive once after a restart (SIGTERM, SIGKILL); none twice, n
   const [notice] = notices(afterKill);
   expect(notice!.recipient).toBe(boss);
   expect(notice!.body).toContain(`kill-${m}@outside.example`);
-  run.served.proc.kill("SIGTERM");
-  expect(await run.served.proc.exited).toBe(0);
+  await stopServed(run.served);
 
   // 6. Another start owes nothing: no notice is sent twice.
   run = await start();
   const late = await send(run.port, "late");
   await waitFor("notices", () => notices(late), 1);
   expect(run.served.logs()).not.toContain("notices still owed");
-  run.served.proc.kill("SIGTERM");
-  expect(await run.served.proc.exited).toBe(0);
+  await stopServed(run.served);
   for (const id of [notified, afterTerm, afterKill]) expect(notices(id)).toHaveLength(1);
   expect(notices(expired)).toHaveLength(0);
 
@@ -209,6 +205,5 @@ test("an approver already told is not told again when another's notice is owed a
   await Bun.sleep(2_000);
   expect(toBoss(id)).toHaveLength(1);
   expect(rows().find((r) => r.id === id)?.notified).toBe(false);
-  run.served.proc.kill("SIGTERM");
-  expect(await run.served.proc.exited).toBe(0);
+  await stopServed(run.served);
 });

@@ -18,7 +18,7 @@ import { tempRoot } from "../fixtures/temp.ts";
 import { sinkCopies } from "../smtp/helpers.ts";
 import { noticesIn, waitFor } from "../smtp/notice-reader.ts";
 import { accountToml, serveConfig } from "./config.ts";
-import { serveChild } from "./serve-child.ts";
+import { cleanExit, serveChild, stopServed } from "./serve-child.ts";
 
 /** Every folder this file makes is in here, removed after its tests. */
 const TMP = tempRoot("mg-notices-");
@@ -163,8 +163,7 @@ test("serve notifies the approver; the link's page approves; the sender learns t
     expect(gone!.body).toContain("was denied");
     transport.close();
   } finally {
-    proc.kill("SIGTERM");
-    expect(await proc.exited).toBe(0);
+    await stopServed({ proc, logs: () => logs });
   }
 });
 
@@ -199,5 +198,5 @@ test("approvers changed by SIGHUP: the next held message's notice goes to the ne
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
 });

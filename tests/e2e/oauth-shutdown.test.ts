@@ -13,7 +13,7 @@ import { join } from "node:path";
 import { SHUTDOWN_GRACE_MS } from "../../src/net/index.ts";
 import { createMailbox, uniqueToken } from "../fixtures/index.ts";
 import { authorizationCodeFlow, control, oauthServeToml, storeServeTokens } from "../fixtures/oauth.ts";
-import { lineClient, serveChild } from "./serve-child.ts";
+import { cleanExit, lineClient, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(90_000);
 
@@ -92,7 +92,7 @@ async function stopDuringRefresh(signals: readonly ("SIGTERM" | "SIGINT")[]): Pr
   } finally {
     again.proc.kill("SIGTERM");
   }
-  expect(await again.proc.exited).toBe(0);
+  await cleanExit(again);
 }
 
 test("SIGTERM during a token refresh: serve stores the rotated refresh token; the next start logs in", async () => {

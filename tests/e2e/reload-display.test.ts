@@ -8,7 +8,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { smtpListener } from "../fixtures/index.ts";
-import { runCli, serveChild } from "./serve-child.ts";
+import { cleanExit, runCli, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(60_000);
 
@@ -43,5 +43,5 @@ test("reload: a warning quoting a rule's name shows its controls and format char
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
 });

@@ -12,7 +12,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createMailbox, uniqueToken } from "../fixtures/index.ts";
 import { authorizationCodeFlow, oauthServer, oauthServeToml, storeServeTokens } from "../fixtures/oauth.ts";
-import { lineClient, type Served, serveChild } from "./serve-child.ts";
+import { cleanExit, lineClient, type Served, serveChild } from "./serve-child.ts";
 
 setDefaultTimeout(60_000);
 
@@ -70,5 +70,5 @@ test("SIGHUP, another client_id: new logins use it, not the old client's token; 
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
 });

@@ -20,7 +20,7 @@ import {
   type TestMailbox,
   upstreams,
 } from "../fixtures/index.ts";
-import { type LineClient, lineClient, runCli, type Served, serveChild, smtpSay } from "./serve-child.ts";
+import { cleanExit, type LineClient, lineClient, runCli, type Served, serveChild, smtpSay } from "./serve-child.ts";
 
 setDefaultTimeout(60_000);
 
@@ -155,7 +155,7 @@ test("SIGHUP: a session opened before gets the new rules at its next command; PI
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
   writeFileSync(file, vaultConfig(dir, mailbox, [ALICE], "deny")); // the audit command reads the log it names
   const rows = runCli(["audit", "-c", file, "--json", "--limit", "1000"])
     .stdout.trim()
@@ -191,7 +191,7 @@ test("a removed agent's sessions end at once (IMAP * BYE, SMTP 421 4.3.2); anoth
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
 });
 
 /** An IMAP and an SMTP session that a reload ends: `* BYE` and `421 4.3.2`, then each connection closes. */
@@ -271,7 +271,7 @@ test("SIGHUP: a rule hiding a message of the selected folder ends that session; 
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
 });
 
 test("allowed_ips narrowed by SIGHUP: sessions from an address the agent no longer may use end at once", async () => {
@@ -300,7 +300,7 @@ test("allowed_ips narrowed by SIGHUP: sessions from an address the agent no long
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
 });
 
 /** A self-signed certificate and key made by openssl; returns the certificate's PEM. */
@@ -371,7 +371,7 @@ test("a renewed certificate is served to the next TLS client after SIGHUP; a bro
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
 });
 
 test("mailgator reload: reloaded or the errors; a pid file while serve runs, a stale one not signalled", async () => {
@@ -456,7 +456,7 @@ test("mailgator reload: reloaded or the errors; a pid file while serve runs, a s
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
   expect(() => readFileSync(join(dir, "mailgator.pid"))).toThrow();
 });
 
@@ -488,7 +488,7 @@ test("a SIGHUP while serve shuts down is logged, ignored, reported to reload; it
     // A second SIGTERM would end the process by its default action: only when the first was not sent.
     if (!stopping) served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
   expect(served.proc.signalCode).toBeNull();
   expect(() => readFileSync(join(dir, "mailgator.pid"))).toThrow();
 });
@@ -562,7 +562,7 @@ test("SIGHUP applies [[quotas]]: the first ones added, then changed, over the sa
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
 });
 
 test("the first ask rule by SIGHUP: a warning, and a send it would hold is refused with 451", async () => {
@@ -594,7 +594,7 @@ test("the first ask rule by SIGHUP: a warning, and a send it would hold is refus
   } finally {
     served.proc.kill("SIGTERM");
   }
-  expect(await served.proc.exited).toBe(0);
+  await cleanExit(served);
 });
 
 /** Pass-through, the SMTP proxy only, with `[smtp] identities`; every send allowed. */
@@ -669,7 +669,7 @@ for (const mode of ["pass-through", "vault"] as const) {
     } finally {
       served.proc.kill("SIGTERM");
     }
-    expect(await served.proc.exited).toBe(0);
+    await cleanExit(served);
   });
 }
 
@@ -735,7 +735,7 @@ test("a second serve with its audit database in the first's folder is refused; t
     if (second !== null && second.proc.exitCode === null) second.proc.kill("SIGTERM");
     first.proc.kill("SIGTERM");
   }
-  expect(await first.proc.exited).toBe(0);
+  await cleanExit(first);
   expect(existsSync(join(dir, "mailgator.pid"))).toBe(false);
 });
 
@@ -781,7 +781,7 @@ test("a second serve with the first's [state] path is refused (audit folders apa
     third?.proc.kill("SIGTERM");
     first.proc.kill("SIGTERM");
   }
-  expect(await first.proc.exited).toBe(0);
+  await cleanExit(first);
   expect(await third.proc.exited).toBe(0);
   expect(existsSync(join(stateDir, "state.db.pid"))).toBe(false);
   expect(existsSync(join(stateDir, "other.db.pid"))).toBe(false);
@@ -851,7 +851,7 @@ test("mailgator reload FILE does not signal the serve of another file named in F
   } finally {
     served2.proc.kill("SIGTERM");
   }
-  expect(await served2.proc.exited).toBe(0);
+  await cleanExit(served2);
 });
 
 test("a stale pid file is taken over: an exited process's, a reused pid's, one with a pid alone", async () => {
@@ -875,7 +875,7 @@ test("a stale pid file is taken over: an exited process's, a reused pid's, one w
       } finally {
         served.proc.kill("SIGTERM");
       }
-      expect(await served.proc.exited).toBe(0);
+      await cleanExit(served);
     }
     expect(reused.exitCode).toBeNull();
     expect(reused.signalCode).toBeNull();

@@ -7,6 +7,8 @@ const MAIN = join(import.meta.dir, "../../src/cli/main.ts");
 export interface Served {
   readonly proc: ReturnType<typeof Bun.spawn>;
   logs(): string;
+  /** Settles once the child's stderr has ended: all of its log is in `logs()`. */
+  readonly logsEnded: Promise<void>;
   port(name: "SMTP" | "IMAP"): Promise<number>;
   /** The first log line after offset `from` that matches `re`; waits for it up to 20 s. */
   waitForLog(re: RegExp, from?: number): Promise<string>;
@@ -39,10 +41,10 @@ export function serveChild(
   });
   let text = "";
   const reader = (proc.stderr as ReadableStream<Uint8Array>).getReader();
-  void (async () => {
+  const logsEnded = (async () => {
     const decoder = new TextDecoder();
     for (;;) {
-      const { value, done } = await reader.read();
+      const { value, done } = await reader.read().catch(() => ({ value: undefined, done: true }));
       if (done) return;
       text += decoder.decode(value, { stream: true });
     }
@@ -62,12 +64,50 @@ export function serveChild(
   return {
     proc,
     logs: () => text,
+    logsEnded,
     waitForLog,
     async port(name) {
       const line = await waitForLog(new RegExp(`${name} proxy listening on 127\\.0\\.0\\.1:\\d+`));
       return Number(/127\.0\.0\.1:(\d+)/.exec(line)![1]);
     },
   };
+}
+
+/** Lines of a child's log that the error of stopServed shows: the shutdown and what came just before it. */
+export const STOP_LOG_TAIL_LINES = 40;
+/** How long stopServed waits, after the exit, for the rest of the child's log. */
+const STOP_LOG_DRAIN_MS = 2_000;
+
+/** A child with its log: serveChild's, or another test file's own `serve` helper's. */
+export interface ChildWithLogs {
+  readonly proc: ReturnType<typeof Bun.spawn>;
+  logs(): string;
+  /** Settles once all of its log is in `logs()`; without it the log is taken as it is at the exit. */
+  readonly logsEnded?: Promise<void>;
+}
+
+/** Stops a `mailgator serve` child as a supervisor does: SIGTERM, then cleanExit. */
+export async function stopServed(served: ChildWithLogs): Promise<void> {
+  if (served.proc.exitCode === null && served.proc.signalCode === null) served.proc.kill("SIGTERM");
+  await cleanExit(served);
+}
+
+/**
+ * Waits for a child that was sent SIGTERM (by stopServed, or by a `finally` that must not throw over the test's own
+ * error). Exit code 0 is a clean stop; any other is an Error that says the code or the signal and shows the tail of
+ * the child's log, which says why (an audit log that could not be closed, an error thrown during the shutdown).
+ */
+export async function cleanExit(served: ChildWithLogs): Promise<void> {
+  const code = await served.proc.exited;
+  if (code === 0) return;
+  // The last lines may still be in the pipe when the exit is seen.
+  if (served.logsEnded !== undefined) await Promise.race([served.logsEnded, Bun.sleep(STOP_LOG_DRAIN_MS)]);
+  const tail = served.logs().trimEnd().split("\n").slice(-STOP_LOG_TAIL_LINES).join("\n");
+  const signal = served.proc.signalCode === null ? "" : ` (signal ${served.proc.signalCode})`;
+  throw new Error(
+    `mailgator serve (pid ${served.proc.pid}) exited ${code}${signal} after SIGTERM, not 0; ` +
+      `the last ${STOP_LOG_TAIL_LINES} lines of its log:\n${tail}`,
+  );
 }
 
 /** Runs a mailgator command to completion. */

@@ -10,6 +10,7 @@ import { mkdtempSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
+import { stopServed } from "../e2e/serve-child.ts";
 import {
   createMailbox,
   proxyListeners,
@@ -64,8 +65,7 @@ function serve(config: string): Served {
 }
 
 async function stop(served: Served): Promise<void> {
-  served.proc.kill("SIGTERM");
-  expect(await served.proc.exited).toBe(0);
+  await stopServed(served);
 }
 
 let dir: string;

@@ -9,7 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import nodemailer from "nodemailer";
-import { runCli, type Served, serveChild } from "../e2e/serve-child.ts";
+import { runCli, type Served, serveChild, stopServed } from "../e2e/serve-child.ts";
 import {
   createMailbox,
   proxyListeners,
@@ -67,8 +67,7 @@ reads_per_minute = 2
 });
 
 afterAll(async () => {
-  served.proc.kill("SIGTERM");
-  expect(await served.proc.exited).toBe(0);
+  await stopServed(served);
   rmSync(dir, { recursive: true, force: true });
 });
 

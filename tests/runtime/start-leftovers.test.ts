@@ -11,6 +11,7 @@ import { expect, setDefaultTimeout, test } from "bun:test";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, symlinkSync, utimesSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ALLOCATOR_ENV } from "../../src/cli/allocator.ts";
+import { cleanExit } from "../e2e/serve-child.ts";
 import { smtpListener } from "../fixtures/index.ts";
 import { tempRoot } from "../fixtures/temp.ts";
 
@@ -135,7 +136,7 @@ async function serveOnce(config: string): Promise<string> {
   } finally {
     proc.kill("SIGTERM");
   }
-  expect(await proc.exited).toBe(0);
+  await cleanExit({ proc, logs: () => text });
   return text;
 }
 

@@ -42,13 +42,27 @@ export function noticesIn(dir: string, needle: string): Notice[] {
   return out;
 }
 
-/** Waits until `get` finds `count` items. */
+/**
+ * Waits until `get` finds `count` items, for `timeoutMs` on the monotonic clock (performance.now()): a step of the
+ * wall clock (Date.now(), which a time sync or a paused virtual machine can move by seconds) neither cuts the wait
+ * short nor makes it longer. The error says how long it waited, how many times it looked, and how far the wall clock
+ * moved meanwhile when that differs.
+ */
 export async function waitFor<T>(what: string, get: () => T[], count: number, timeoutMs = 15_000): Promise<T[]> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
+  const started = performance.now();
+  const wallStarted = Date.now();
+  for (let looks = 1; ; looks++) {
     const found = get();
     if (found.length >= count) return found;
-    if (Date.now() > deadline) throw new Error(`only ${found.length} of ${count} ${what}`);
+    const waited = performance.now() - started;
+    if (waited > timeoutMs) {
+      const wall = Date.now() - wallStarted;
+      const skew = Math.abs(wall - waited) > 1000 ? `; the wall clock moved ${wall} ms meanwhile` : "";
+      throw new Error(
+        `only ${found.length} of ${count} ${what} after waiting ${Math.round(waited)} ms ` +
+          `(limit ${timeoutMs} ms, ${looks} looks${skew})`,
+      );
+    }
     await Bun.sleep(50);
   }
 }
