@@ -11,19 +11,12 @@ import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
 import type { ImapFlow } from "imapflow";
 import { UPSTREAM_SET_RANGES } from "../../src/imap/limits.ts";
 import { connectImap, createMailbox, type TestMailbox, upstreams } from "../fixtures/index.ts";
-import { type Expected, expected, expectNoLeak, FILTERED_INBOX_AND_OWN_RULES } from "./filtered-fixture.ts";
+import { type Expected, expected, expectNoLeak, INBOX_MOVES_RULES } from "./filtered-fixture.ts";
 import { RawImap, startTestProxy, statusOf, type TestProxy } from "./helpers.ts";
 
 setDefaultTimeout(60_000);
 
-/** MOVE out of INBOX, before the fixture's filtered INBOX (read) and the agent's own folder (everything). */
-const RULES = `
-[[rules]]
-name = "inbox moves"
-folders = ["INBOX"]
-action = "allow"
-operations = ["mail:move"]
-${FILTERED_INBOX_AND_OWN_RULES}`;
+const RULES = INBOX_MOVES_RULES;
 
 let mailbox: TestMailbox;
 let e: Expected;

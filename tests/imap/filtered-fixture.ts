@@ -39,6 +39,15 @@ name = "nothing else"
 action = "deny"
 `;
 
+/** MOVE out of INBOX, before the filtered INBOX (read) and the agent's own folder (everything). */
+export const INBOX_MOVES_RULES = `
+[[rules]]
+name = "inbox moves"
+folders = ["INBOX"]
+action = "allow"
+operations = ["mail:move"]
+${FILTERED_INBOX_AND_OWN_RULES}`;
+
 export interface Expected {
   readonly visible: readonly SeededMessage[];
   readonly hidden: readonly SeededMessage[];

@@ -239,17 +239,7 @@ async function removeMoved(
 
 /** The `error` row of a MOVE in parts whose copies in `folder` stay after it failed (`removeMoved`). */
 function moveStays(s: Session, command: string, folder: string, why: string): void {
-  s.log.warn(`session ${s.id}: ${command} failed and its copies in ${folder} stay: ${why}`);
-  s.auditRow({
-    command,
-    operation: "mail:delete",
-    folder,
-    target: null,
-    decision: "error",
-    rule: null,
-    ruleIndex: null,
-    reason: `the MOVE failed after its copies were made, and they stay: ${why}`,
-  });
+  copiesStay(s, command, folder, `the MOVE failed after its copies were made, and they stay: ${why}`);
 }
 
 /**
@@ -381,7 +371,12 @@ async function undoCopies(
 }
 
 function copiesRemain(s: Session, command: string, name: "COPY" | "MOVE", folder: string, why: string): void {
-  s.log.warn(`session ${s.id}: ${command} failed part-way and its copies in ${folder} stay: ${why}`);
+  copiesStay(s, command, folder, `the ${name} failed part-way and the copies its completed parts made stay: ${why}`);
+}
+
+/** The `error` row and log line of copies in `folder` that a failed COPY or MOVE leaves there; `reason` says why. */
+function copiesStay(s: Session, command: string, folder: string, reason: string): void {
+  s.log.warn(`session ${s.id}: ${command} to ${folder}: ${reason}`);
   s.auditRow({
     command,
     operation: "mail:delete",
@@ -390,6 +385,6 @@ function copiesRemain(s: Session, command: string, name: "COPY" | "MOVE", folder
     decision: "error",
     rule: null,
     ruleIndex: null,
-    reason: `the ${name} failed part-way and the copies its completed parts made stay: ${why}`,
+    reason,
   });
 }
