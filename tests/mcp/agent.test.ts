@@ -958,6 +958,14 @@ action = "deny"
     await Bun.sleep(500);
     expect(sinkMessages(token)).toEqual([]);
     expect(mailboxMessages(mailbox, token, "Drafts")).toEqual([]);
+    // The exception docs/mcp.md names: the SDK drops a `__proto__` key of the arguments before the check sees it,
+    // so the call runs with no arguments (INBOX), the key neither refused nor used. A `__proto__` that reached the
+    // check would be refused as any unknown key, and this would fail.
+    const proto = JSON.parse('{"__proto__": {"folder": "Private"}}') as Record<string, unknown>;
+    expect(Object.keys(proto)).toEqual(["__proto__"]);
+    const dropped = await callRaw(desk, "list_messages", proto);
+    expect(dropped.isError).toBeFalsy();
+    expect(dropped.text).toContain("INBOX");
     // The tool list says so: no property beyond those named.
     for (const tool of (await desk.client.listTools()).tools)
       expect(`${tool.name}: ${tool.inputSchema["additionalProperties"]}`).toBe(`${tool.name}: false`);
