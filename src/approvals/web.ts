@@ -224,7 +224,11 @@ export function approvalPage(ctx: ApprovalContext): ApprovalPage {
     if (req.method === "GET") return show(id, url.searchParams.get("t") ?? "");
     if (req.method !== "POST") return page(405, "Method not allowed", "<p>Use the buttons on the page.</p>");
     if (!sameOrigin(req, origin)) return page(403, "Refused", "<p>This form must be sent from its own page.</p>");
-    const length = Number(req.headers.get("content-length") ?? "NaN");
+    // The admin listener has read the body and declares its length (chunked bodies included): a POST without one
+    // sent no form. Said so (411, RFC 9110 §15.5.12), not taken for one too large; nothing is decided either way.
+    const declared = req.headers.get("content-length");
+    if (declared === null) return page(411, "Refused", "<p>No form was sent.</p>");
+    const length = Number(declared);
     if (!(length <= MAX_FORM_BYTES)) return page(413, "Refused", "<p>Request too large.</p>");
     const body = await req.text();
     if (body.length > MAX_FORM_BYTES) return page(413, "Refused", "<p>Request too large.</p>");

@@ -57,7 +57,7 @@ test(`a form of MAX_FORM_BYTES (${MAX_FORM_BYTES}) decides; one octet more is 41
   }
 });
 
-test("through the admin listener, a form sent in chunks (no length declared) decides; one past it is 413", async () => {
+test("through the admin listener, a chunked form decides; one past it is 413; no body at all is 411", async () => {
   const auditPath = join(dir, "chunked-audit.db");
   const { state, store, audit } = openApprovalStores(join(dir, "chunked.db"), join(dir, "chunked-key"), auditPath);
   const ctx: ApprovalContext = { config: askManagersConfig(dir, auditPath), store, audit, protocol: "smtp" };
@@ -95,6 +95,25 @@ test("through the admin listener, a form sent in chunks (no length declared) dec
     const over = await store.hold(heldMessage(), ASK_RULE, Date.now() + 3_600_000);
     const form = `t=${store.token(over)}&action=deny&confirm=deny&pad=`;
     expect(await chunked(over.id, `${form}${"x".repeat(MAX_FORM_BYTES + 1 - form.length)}`)).toBe(413);
+    expect(store.row(over.id)!.state).toBe("held");
+    expect(store.tokenUsed(over.id)).toBe(false);
+
+    // A POST with no body at all sent no form: 411 says so (it was 413, "Request too large"), and nothing changes.
+    const bare = await new Promise<string>((resolve, reject) => {
+      const socket = connect(admin.address.port, "127.0.0.1");
+      let answer = "";
+      socket.on("data", (d) => {
+        answer += d.toString("latin1");
+        if (answer.includes("</html>")) {
+          resolve(answer);
+          socket.destroy();
+        }
+      });
+      socket.on("error", reject);
+      socket.write(`POST /approvals/${over.id} HTTP/1.1\r\nHost: 127.0.0.1\r\nOrigin: http://admin.test\r\n\r\n`);
+    });
+    expect(bare).toStartWith("HTTP/1.1 411 ");
+    expect(bare).toContain("No form was sent.");
     expect(store.row(over.id)!.state).toBe("held");
     expect(store.tokenUsed(over.id)).toBe(false);
 
