@@ -170,10 +170,15 @@ function authorized(request: Request, tokenHash: string): boolean {
  * (`a b`), which no browser sends, is not (`handle` answers 400). A listener that `allow_remote` put on another
  * address is reached by names of the operator's choosing: every Host is answered.
  */
+const HOST_HEADER = /^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9\-._~%!$&'()*+,;=]+)(?::[0-9]*)?$/;
+
 function servedHost(options: AdminOptions, request: Request): boolean | "malformed" {
   if (!isLoopbackHost(options.config.listenAddr.host)) return true;
   const header = request.headers.get("host");
   if (header === null) return true;
+  // RFC 9110 §7.2: uri-host [":" port], the host an IP-literal or a reg-name (RFC 3986 §3.2.2). Anything else is no
+  // host name, however a URL parser would read it: `localhost#.evil.test` is `localhost` to it.
+  if (!HOST_HEADER.test(header)) return "malformed";
   let name: string;
   try {
     name = new URL(`http://${header}`).hostname;

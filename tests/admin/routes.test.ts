@@ -95,8 +95,16 @@ test("no Host header is served; a Host that is no host name, or a target that is
   expect(await raw("GET /healthz HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")).toStartWith(
     "HTTP/1.1 200 ",
   );
-  // Hosts no browser sends, two of them read by a URL parser as a loopback name: refused, never served.
-  for (const host of ["a b", "evil.example@localhost", "localhost/x", "?x"]) {
+  // Hosts no browser sends, some of them read by a URL parser as a loopback name: refused, never served.
+  for (const host of [
+    "a b",
+    "evil.example@localhost",
+    "localhost/x",
+    "?x",
+    "localhost#.evil.example",
+    "localhost?.evil.example",
+    "localhost\\.evil.example",
+  ]) {
     const out = await raw(`GET /healthz HTTP/1.1\r\nHost: ${host}\r\nConnection: close\r\n\r\n`);
     expect(out).toStartWith("HTTP/1.1 400 ");
     expect(out).toContain("the Host header is not a host name");
