@@ -9,7 +9,7 @@
  * allowlisted commands run, and nothing reaches the upstream server.
  */
 
-import { afterAll, beforeAll, describe, expect, test } from "bun:test";
+import { afterAll, beforeAll, describe, expect, spyOn, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
@@ -92,6 +92,38 @@ describe("pass-through", () => {
     const rows = (await proxy.rows()).slice(before);
     expect(rows.map((r) => r.reason)).toEqual(["login failed: malformed PLAIN response: not valid UTF-8"]);
     expect(JSON.stringify(rows)).not.toContain("\uFFFD");
+  }, 30_000);
+
+  test("a PLAIN response without its three fields records no name: its second field may be the password", async () => {
+    // `name NUL password` (the leading NUL left out): the second field is the upstream password, which must reach
+    // neither the failed login's row nor its log line; with four fields no field is known to be the name either.
+    const logged: string[] = [];
+    const original = process.stderr.write.bind(process.stderr);
+    const spy = spyOn(process.stderr, "write").mockImplementation((chunk: string | Uint8Array, ...rest: unknown[]) => {
+      logged.push(typeof chunk === "string" ? chunk : Buffer.from(chunk).toString("utf8"));
+      return (original as (c: string | Uint8Array, ...r: unknown[]) => boolean)(chunk, ...rest);
+    });
+    const before = (await proxy.rows()).length;
+    try {
+      for (const plain of [`${mailbox.user}\0${mailbox.password}`, `\0${mailbox.password}\0${mailbox.user}\0x`]) {
+        const { status } = await attempt(proxy.port, `AUTHENTICATE PLAIN ${b64(plain)}`);
+        expect(status).toBe(FAILED);
+      }
+    } finally {
+      spy.mockRestore();
+    }
+    const rows = (await proxy.rows()).slice(before);
+    expect(rows.map((r) => [r.command, r.target, r.reason])).toEqual([
+      ["AUTHENTICATE", null, "login failed: malformed PLAIN response or a different authorization identity"],
+      ["AUTHENTICATE", null, "login failed: malformed PLAIN response or a different authorization identity"],
+    ]);
+    const failures = logged
+      .join("")
+      .split("\n")
+      .filter((l) => l.includes("login failed:"));
+    expect(failures).toHaveLength(2);
+    for (const line of failures) expect(line).toContain(" user=- ");
+    expect(logged.join("")).not.toContain(mailbox.password);
   }, 30_000);
 });
 

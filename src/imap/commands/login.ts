@@ -64,10 +64,13 @@ export async function authenticate(s: LoginSession, cmd: CommandOf<"AUTHENTICATE
   if (text === null) return s.loginFailed(tag, "AUTHENTICATE", null, "malformed PLAIN response: not valid UTF-8");
   const parts = text.split("\0");
   if (parts.length !== 3 || (parts[0] !== "" && parts[0] !== parts[1])) {
+    // The name is recorded only when the three fields are there: in `name NUL password` (the leading NUL left out)
+    // the second field is the password, and with any other count no field is known to be the name. A password is
+    // never written to the audit log or the log (docs/audit.md "What is never in it").
     return s.loginFailed(
       tag,
       "AUTHENTICATE",
-      parts[1] ?? null,
+      parts.length === 3 ? parts[1]! : null,
       "malformed PLAIN response or a different authorization identity",
     );
   }
