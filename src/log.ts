@@ -5,6 +5,7 @@
  */
 
 import { type ConsolaInstance, createConsola, type LogObject } from "consola";
+import { cutText } from "./audit/row.ts";
 import { escapes, terminalJson } from "./mail/display.ts";
 
 export type LogFormat = "pretty" | "json";
@@ -17,18 +18,47 @@ const tagged = new Map<string, ConsolaInstance>();
 /** The `module` of a JSON line from the untagged logger (the command line's own messages). */
 export const UNTAGGED_MODULE = "mailgator";
 
+/**
+ * The most characters (UTF-16 units, before escaping) of a message, and of each text field of a JSON line, that are
+ * logged: the rest is left out and counted (`logCutMark`). Messages quote what upstream servers and agents wrote,
+ * and an upstream reply line may be megabytes long (an IMAP greeting comes in clear before STARTTLS: anyone on the
+ * path can write it). Without a bound each login would write it into the log whole, and the journal, which splits a
+ * longer line than it takes into records of their own, would start a record with the quoted text, where the fail2ban
+ * filter anchors (docs/operations.md "Logs"). Escaped, a UTF-16 unit takes at most 6 octets (`\u001b`), so a text
+ * line stays under 25,000 octets. Longer than any message of the proxy's own.
+ */
+export const MAX_LOG_TEXT_CHARS = 4096;
+
+/** What follows a text cut at MAX_LOG_TEXT_CHARS: how many characters were left out. */
+export function logCutMark(left: number): string {
+  return `… (${left} more characters not logged)`;
+}
+
+/** `text` as logged: at most MAX_LOG_TEXT_CHARS characters of it, then logCutMark when it was longer. */
+function bounded(text: string): string {
+  if (text.length <= MAX_LOG_TEXT_CHARS) return text;
+  const kept = cutText(text, MAX_LOG_TEXT_CHARS);
+  return `${kept}${logCutMark(text.length - kept.length)}`;
+}
+
 function jsonReporter(): { log: (obj: LogObject) => void } {
   return {
     log(obj) {
       const [msg, ...rest] = obj.args;
-      const line: Record<string, unknown> = { time: obj.date.toISOString(), level: obj.type, msg: String(msg) };
+      const line: Record<string, unknown> = {
+        time: obj.date.toISOString(),
+        level: obj.type,
+        msg: bounded(String(msg)),
+      };
       // Every JSON line names its module (docs/operations.md "Logs"); the command line's own lines (a config error,
       // a fatal error) come from the untagged logger.
       line["module"] = obj.tag || UNTAGGED_MODULE;
       const extra = rest.find((a) => a && typeof a === "object" && !(a instanceof Error));
-      if (extra) Object.assign(line, extra);
+      if (extra)
+        for (const [key, value] of Object.entries(extra))
+          line[key] = typeof value === "string" ? bounded(value) : value;
       const err = rest.find((a) => a instanceof Error);
-      if (err) line["error"] = String(err);
+      if (err) line["error"] = bounded(String(err));
       // Messages quote what agents and upstream servers wrote: the characters JSON.stringify leaves as they are (C1
       // controls, bidirectional overrides, line separators) are written as escapes too, the same values for a reader.
       process.stderr.write(`${terminalJson(line)}\n`);
@@ -50,7 +80,7 @@ function textReporter(): { log: (obj: LogObject) => void } {
       const [msg] = obj.args;
       const tag = obj.tag ? ` [${obj.tag}]` : "";
       const head = `${obj.date.toISOString()} ${obj.type}${tag}`;
-      const [first, ...more] = String(msg).split("\n").map(escapes);
+      const [first, ...more] = bounded(String(msg)).split("\n").map(escapes);
       let text = `${head} ${first}\n`;
       for (const line of more) text += `${head} | ${line}\n`;
       process.stderr.write(text);

@@ -8,6 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { createServer, connect as tcpConnect } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { logCutMark, MAX_LOG_TEXT_CHARS } from "../../src/log.ts";
 import { hashToken } from "../../src/vault/token.ts";
 import { fail2banMatches } from "../fixtures/fail2ban.ts";
 import { createMailbox, smtpListener, type TestMailbox, upstreams } from "../fixtures/index.ts";
@@ -174,6 +175,54 @@ test("--log-format json: config errors are JSON lines with file, line and column
   for (const o of objects) expect(o).toMatchObject({ level: "error", event: "config_error", file });
   expect(objects.some((o) => typeof o["line"] === "number" && typeof o["column"] === "number")).toBe(true);
   expect(String(objects[0]!["msg"])).toMatch(new RegExp(`${file.replaceAll(".", "\\.")}:\\d+:\\d+`));
+});
+
+/** The longest line the journal keeps as one record: journald's LineMax default, 48K (docs/operations.md "Logs"). */
+const JOURNAL_LINE_MAX = 48 * 1024;
+
+test("a log line quoting a long upstream greeting is cut: no journal record starts with its text", async () => {
+  // A greeting that comes in clear (starttls) may be as long as anyone on the path makes it. Before, the proxy logged
+  // it whole, once per login: a line of any length, which the journal splits into records of JOURNAL_LINE_MAX
+  // octets. This one puts a forged failed-login line where the second record starts, for fail2ban to ban
+  // 198.51.100.9; and with a long enough greeting each login wrote megabytes.
+  const mailbox = await createMailbox({ name: "logs-long" });
+  const up = upstreams();
+  const stamp = new Date().toISOString();
+  const head = `${stamp} warn [imap] session 0123456789ab: the upstream server refused the connection: `;
+  const forged = `${stamp} warn [imap] login failed: client=198.51.100.9 protocol=imap user=x`;
+  const greeting = `* BYE ${"p".repeat(JOURNAL_LINE_MAX - head.length)}${forged} ${"q".repeat(1_000_000)}\r\n`;
+  const relay = await TcpRelay.start({ host: up.host, port: up.ports.imap }, () => ({
+    fromTarget: (_chunk, link) => link.client.end(Buffer.from(greeting, "latin1")),
+  }));
+  try {
+    const file = config(mailbox, `127.0.0.1:${relay.port}`);
+    writeFileSync(file, readFileSync(file, "utf8").replace('upstream_tls = "tls"', 'upstream_tls = "starttls"'));
+    const served = serveChild(file, "pretty");
+    try {
+      const c = await lineClient(tcpConnect({ host: "127.0.0.1", port: await served.port("IMAP") }));
+      await c.waitFor(/^\* OK/m);
+      c.send(`a0 LOGIN agent ${TOKEN}`);
+      expect(await c.waitFor(/^a0 NO .*$/m)).toContain("[UNAVAILABLE]");
+      c.close();
+      await served.waitForLog(/refused the connection/);
+    } finally {
+      served.proc.kill("SIGTERM");
+    }
+    await cleanExit(served);
+    const lines = served.logs().trimEnd().split("\n");
+    const quoted = lines.find((l) => l.includes("refused the connection"))!;
+    // The message (after `<time> warn [imap] `) is cut at MAX_LOG_TEXT_CHARS, and says how much was left out.
+    const lead = `${stamp} warn [imap] `.length;
+    const message = head.length - lead + greeting.length - "* BYE \r\n".length;
+    expect(quoted).toEndWith(logCutMark(message - MAX_LOG_TEXT_CHARS));
+    expect(quoted.length).toBe(lead + MAX_LOG_TEXT_CHARS + logCutMark(message - MAX_LOG_TEXT_CHARS).length);
+    for (const line of lines) expect(Buffer.byteLength(line)).toBeLessThan(JOURNAL_LINE_MAX);
+    // The journal's records: each line in pieces of at most JOURNAL_LINE_MAX octets (here all ASCII).
+    const records = lines.flatMap((l) => l.match(new RegExp(`[^]{1,${JOURNAL_LINE_MAX}}`, "g")) ?? []);
+    expect(fail2banMatches(records.map((r) => `mailhost mailgator[4242]: ${r}`))).toEqual([]);
+  } finally {
+    await relay.close();
+  }
 });
 
 test("upstream failures say what to check; a refused connection is not a wrong password to the agent", async () => {

@@ -3,7 +3,14 @@
  * format chosen at start-up (docs/operations.md "Logs").
  */
 import { afterAll, expect, spyOn, test } from "bun:test";
-import { configureLogger, logger, moduleLogger, UNTAGGED_MODULE } from "../../src/log.ts";
+import {
+  configureLogger,
+  logCutMark,
+  logger,
+  MAX_LOG_TEXT_CHARS,
+  moduleLogger,
+  UNTAGGED_MODULE,
+} from "../../src/log.ts";
 
 afterAll(() => {
   configureLogger("pretty", 3);
@@ -93,4 +100,50 @@ test("a message's controls are escaped in both formats: a CR hides no line start
   expect(json).not.toMatch(/[\x00-\x09\x0b-\x1f\x7f-\x9f\u2028\u2029\p{Cf}]/u);
   expect(json.split("\n")).toHaveLength(2);
   expect((JSON.parse(json) as { msg: string }).msg).toBe(message);
+});
+
+/** What the logger writes in `format` for the calls of `run`, as one string. */
+function capture(format: "pretty" | "json", run: () => void): string {
+  configureLogger(format, 3);
+  const chunks: string[] = [];
+  const write = spyOn(process.stderr, "write").mockImplementation((chunk: string | Uint8Array) => {
+    chunks.push(String(chunk));
+    return true;
+  });
+  try {
+    run();
+  } finally {
+    write.mockRestore();
+  }
+  return chunks.join("");
+}
+
+test("a message and a JSON field are logged whole up to MAX_LOG_TEXT_CHARS; one more and the rest is counted", () => {
+  const at = `q${"x".repeat(MAX_LOG_TEXT_CHARS - 1)}`;
+  const past = `${at}y`;
+  // A cut never leaves half of a surrogate pair: the pair that would be split is left out whole.
+  const pair = `${"x".repeat(MAX_LOG_TEXT_CHARS - 1)}\u{1F600}z`;
+  const text = capture("pretty", () => {
+    for (const m of [at, past, pair]) moduleLogger("imap").warn(m);
+  }).split("\n");
+  expect(text[0]).toEndWith(` warn [imap] ${at}`);
+  expect(text[1]).toEndWith(` warn [imap] ${at}${logCutMark(1)}`);
+  expect(text[2]).toEndWith(` warn [imap] ${"x".repeat(MAX_LOG_TEXT_CHARS - 1)}${logCutMark(3)}`);
+  const json = capture("json", () => {
+    moduleLogger("imap").warn(at, { event: "x", reason: at });
+    moduleLogger("imap").warn(past, { event: "x", reason: past }, new Error(past));
+  })
+    .trimEnd()
+    .split("\n")
+    .map((l) => JSON.parse(l) as Record<string, string>);
+  expect(json[0]).toMatchObject({ msg: at, reason: at });
+  expect(json[1]).toMatchObject({ msg: `${at}${logCutMark(1)}`, reason: `${at}${logCutMark(1)}` });
+  expect(json[1]!["error"]).toBe(`Error: ${past.slice(0, MAX_LOG_TEXT_CHARS - 7)}${logCutMark(8)}`);
+});
+
+test("a message of megabytes is one line under 25,000 octets, even when every character is written escaped", () => {
+  const line = capture("pretty", () => moduleLogger("imap").warn(`upstream said: ${"\x1b".repeat(4_000_000)}`));
+  expect(line.split("\n")).toHaveLength(2);
+  expect(Buffer.byteLength(line)).toBeLessThan(25_000);
+  expect(line).toEndWith(`${"\\u001b".repeat(10)}${logCutMark(4_000_015 - MAX_LOG_TEXT_CHARS)}\n`);
 });
