@@ -19,7 +19,7 @@ import {
   oauthFailureAnswer,
   oauthInitialResponse,
 } from "../net/sasl.ts";
-import { RESPONSE_LINE_RESERVATION } from "./limits.ts";
+import { MAX_RESPONSE_LINE, RESPONSE_LINE_RESERVATION } from "./limits.ts";
 import type { ResponseMemory } from "./memory.ts";
 import { withoutTimings } from "./upstream-text.ts";
 import {
@@ -127,7 +127,10 @@ export class UpstreamSession {
   cutMidCommand = false;
   /** Between a STARTTLS OK and the handshake: everything received is discarded (RFC 9051 §6.2.1). */
   #discarding = false;
-  #greeting: ((r: Response) => void) | null = null;
+  /** While the greeting is awaited: takes it, or why there is none (`#readGreeting`). */
+  #greeting: ((r: Response | UpstreamError) => void) | null = null;
+  /** Octets received while the greeting was awaited: a deadline or a close then says how much of it came. */
+  #greetingOctets = 0;
   /**
    * One timer watches the deadlines of the commands in flight, instead of a timer set and cleared for every
    * command: it fires at the earliest deadline it was armed for, and re-arms itself for the command then in flight.
@@ -295,17 +298,36 @@ export class UpstreamSession {
     if (this.#ownerPaused) this.resume();
   }
 
+  /**
+   * The greeting (RFC 9051 §7.1: an untagged OK, PREAUTH or BYE) says exactly what went wrong: nothing came in time,
+   * part of a line came, the connection closed first, the line was longer than MAX_RESPONSE_LINE, or it was not a
+   * greeting (docs/install.md "Checking the upstreams").
+   */
   #readGreeting(): Promise<void> {
     return new Promise((resolve, reject) => {
+      const ms = this.#timeouts.handshakeMs;
       const timer = setTimeout(
-        () => reject(new UpstreamError("no greeting from the upstream server")),
-        this.#timeouts.handshakeMs,
+        () =>
+          reject(
+            new UpstreamError(
+              this.#greetingOctets === 0
+                ? `no greeting from the upstream server within ${ms} ms`
+                : `the upstream server's greeting was not complete within ${ms} ms ` +
+                    `(${this.#greetingOctets} octets of it came, no line end)`,
+            ),
+          ),
+        ms,
       );
       this.#greeting = (r) => {
         clearTimeout(timer);
         this.#greeting = null;
-        if (r.type !== "status" || r.tag !== null)
-          return reject(new UpstreamError("the upstream server sent no greeting"));
+        if (r instanceof UpstreamError) return reject(r);
+        if (
+          r.type !== "status" ||
+          r.tag !== null ||
+          (r.status !== "OK" && r.status !== "BYE" && r.status !== "PREAUTH")
+        )
+          return reject(malformedGreeting("not an untagged OK, PREAUTH or BYE"));
         if (r.status === "OK") {
           if (r.code?.known && r.code.name === "CAPABILITY")
             this.caps = new Set(r.code.capabilities.map((c) => c.toUpperCase()));
@@ -698,6 +720,7 @@ export class UpstreamSession {
 
   #onData(chunk: Buffer): void {
     if (this.#discarding) return;
+    if (this.#greeting !== null) this.#greetingOctets += chunk.length;
     const reservations = this.#reservations;
     const counted = this.#frameReserved > 0;
     this.#framer.feed(chunk);
@@ -717,8 +740,14 @@ export class UpstreamSession {
       }
       const ev = this.#framer.next();
       if (ev === null) break;
-      if (ev.kind === "error")
-        return this.#fail(new UpstreamError(`the upstream server sent an invalid response: ${ev.error.message}`));
+      if (ev.kind === "error") {
+        if (this.#greeting === null)
+          return this.#fail(new UpstreamError(`the upstream server sent an invalid response: ${ev.error.message}`));
+        // A greeting is one line (RFC 9051 §7.1): past MAX_RESPONSE_BYTES it is a line past MAX_RESPONSE_LINE too.
+        return this.#fail(
+          ev.error.code === "response-too-big" ? greetingTooLong() : malformedGreeting(ev.error.detail),
+        );
+      }
       if (ev.kind === "literal") {
         if (!this.#reserve(ev.request.size, () => this.#framer.acceptLiteral(true))) break;
         continue;
@@ -742,6 +771,12 @@ export class UpstreamSession {
       const parsed = parseResponse(ev.frame);
       if (!parsed.ok) {
         if (reserved > 0) this.#memory!.give(reserved);
+        if (this.#greeting !== null)
+          return this.#fail(
+            ev.frame.truncated === true && ev.frame.literals.length === 0
+              ? greetingTooLong()
+              : malformedGreeting(parsed.error.detail),
+          );
         return this.#fail(new UpstreamError(`the upstream server sent an invalid response: ${parsed.error.message}`));
       }
       try {
@@ -885,6 +920,7 @@ export class UpstreamSession {
   }
 
   #closed(error: Error | null): void {
+    const failed = this.#error;
     const reason =
       this.#error ??
       (error
@@ -903,9 +939,34 @@ export class UpstreamSession {
     for (const pending of [this.#pending, ...this.#queued]) pending?.reject(reason);
     this.#pending = null;
     this.#queued.length = 0;
-    this.#greeting?.({ type: "status", tag: null, status: "BYE", code: null, text: reason.message });
+    if (this.#greeting !== null) {
+      // A failure found in what came (`#frameAll`) says so; otherwise the connection ended before a whole line did.
+      const before =
+        this.#greetingOctets === 0
+          ? "before its greeting"
+          : `before its greeting was complete (${this.#greetingOctets} octets of it came, no line end)`;
+      this.#greeting(
+        failed ??
+          new UpstreamError(
+            error
+              ? `the upstream connection failed ${before}: ${error.message}`
+              : `the upstream server closed the connection ${before}`,
+          ),
+      );
+    }
     this.onClose(reason);
   }
+}
+
+/** A greeting line longer than the longest response line the proxy reads (MAX_RESPONSE_LINE). */
+function greetingTooLong(): UpstreamError {
+  return new UpstreamError(
+    `the upstream server's greeting is too long: a line longer than MAX_RESPONSE_LINE (${MAX_RESPONSE_LINE} octets)`,
+  );
+}
+
+function malformedGreeting(why: string): UpstreamError {
+  return new UpstreamError(`the upstream server's greeting is malformed: ${why}`);
 }
 
 /** The selected state a command changes once answered (RFC 9051 §6.3.2, §6.4.2, RFC 3691). */

@@ -310,6 +310,8 @@ export class UpstreamSession {
    * every reply after it one command late (`#onLine`).
    */
   #owed = 1;
+  /** The greeting was read: what fails from now on is a reply, before it the greeting (`#what`). */
+  #greeted = false;
   /** How long the server may take to accept one block of a replayed message (UPSTREAM_DATA_BLOCK_TIMEOUT_MS). */
   blockTimeoutMs = UPSTREAM_DATA_BLOCK_TIMEOUT_MS;
 
@@ -655,7 +657,10 @@ export class UpstreamSession {
       if (event.kind !== "line") {
         this.#fail(
           new UpstreamError(
-            event.kind === "too-long" ? "upstream reply line too long" : "upstream reply with a bare CR or LF",
+            event.kind === "too-long"
+              ? `upstream ${this.#what()} line too long: longer than MAX_UPSTREAM_REPLY_LINE ` +
+                  `(${MAX_UPSTREAM_REPLY_LINE} octets)`
+              : `upstream ${this.#what()} with a bare CR or LF`,
           ),
         );
         this.#conn.destroy();
@@ -668,7 +673,14 @@ export class UpstreamSession {
   #onLine(line: string): void {
     const m = /^([2-5]\d\d)([ -])(.*)$/.exec(line) ?? /^([2-5]\d\d)()$/.exec(line);
     if (m === null || this.#lines.length >= MAX_UPSTREAM_REPLY_LINES) {
-      this.#fail(new UpstreamError(`malformed upstream reply: ${JSON.stringify(line.slice(0, 80))}`));
+      this.#fail(
+        new UpstreamError(
+          m === null
+            ? `malformed upstream ${this.#what()}: ${JSON.stringify(line.slice(0, 80))}`
+            : `upstream ${this.#what()} too long: more than MAX_UPSTREAM_REPLY_LINES ` +
+                `(${MAX_UPSTREAM_REPLY_LINES}) lines`,
+        ),
+      );
       this.#conn.destroy();
       return;
     }
@@ -686,9 +698,15 @@ export class UpstreamSession {
       return;
     }
     this.#owed--;
+    this.#greeted = true;
     const waiter = this.#waiters.shift();
     if (waiter) waiter.resolve(reply);
     else this.#replies.push(reply);
+  }
+
+  /** What a line being read belongs to, for a failure's message. */
+  #what(): "greeting" | "reply" {
+    return this.#greeted ? "reply" : "greeting";
   }
 
   #next(): Promise<Reply> {

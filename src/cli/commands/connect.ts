@@ -6,14 +6,33 @@
  */
 
 import { connect as tcpConnect } from "node:net";
+import { cutText } from "../../audit/row.ts";
 import type { Config, ListenerConfig, PasswordAccountConfig } from "../../config/index.ts";
 import { DEFAULT_TIMEOUTS } from "../../imap/index.ts";
 import { UpstreamSession as ImapUpstream } from "../../imap/upstream.ts";
 import { readCaFile, type UpstreamTarget } from "../../net/index.ts";
 import { UpstreamSession as SmtpUpstream, UpstreamAuthError } from "../../smtp/upstream.ts";
 
-/** Each step gives up after this long. */
+/**
+ * The TCP step, and the connection each later step opens, give up after this long. The IMAP greeting, STARTTLS and
+ * login then wait as long as `serve` waits for them (DEFAULT_TIMEOUTS.handshakeMs, 15 s): a greeting `serve` reads
+ * is read here too. The SMTP steps wait as `serve` does as well (src/smtp/upstream.ts).
+ */
 export const CONNECT_CHECK_TIMEOUT_MS = 10_000;
+
+/**
+ * Characters of a failure's message (which quotes the upstream's greeting or refusal, any length it chose) that a
+ * report line shows at most; past it the line says how many more there were (docs/install.md "Checking the
+ * upstreams").
+ */
+export const MAX_QUOTED_MESSAGE = 500;
+
+/** `message` cut to MAX_QUOTED_MESSAGE characters, saying how many were left out. */
+function quoted(message: string): string {
+  if (message.length <= MAX_QUOTED_MESSAGE) return message;
+  const kept = cutText(message, MAX_QUOTED_MESSAGE);
+  return `${kept}… (${message.length - kept.length} more characters not shown)`;
+}
 
 export interface ConnectReport {
   readonly lines: string[];
@@ -40,7 +59,7 @@ function tcp(host: string, port: number): Promise<string | null> {
  */
 function failed(label: string, message: string, listener: ListenerConfig): string {
   const hint = message.indexOf("; check ");
-  return `${label}: FAILED: ${hint === -1 ? message : message.slice(0, hint)}: ${advice(message, listener)}`;
+  return `${label}: FAILED: ${quoted(hint === -1 ? message : message.slice(0, hint))}: ${advice(message, listener)}`;
 }
 
 /** What to check for a failed TLS or greeting step. */
@@ -91,7 +110,7 @@ async function one(name: "imap" | "smtp", config: Config, lines: string[]): Prom
   for (const a of all)
     if (a.auth === "oauth2")
       lines.push(`${label}: account ${a.name}: OAuth2, login not tried here (mailgator account status)`);
-  const timeouts = { ...DEFAULT_TIMEOUTS, connectMs: CONNECT_CHECK_TIMEOUT_MS, handshakeMs: CONNECT_CHECK_TIMEOUT_MS };
+  const timeouts = { ...DEFAULT_TIMEOUTS, connectMs: CONNECT_CHECK_TIMEOUT_MS };
   let ok = true;
   if (name === "imap") {
     let session: ImapUpstream;
@@ -118,7 +137,7 @@ async function one(name: "imap" | "smtp", config: Config, lines: string[]): Prom
         );
         ok &&= good;
       } catch (e) {
-        lines.push(`${label}: FAILED: login as account ${account.name}: ${(e as Error).message}`);
+        lines.push(`${label}: FAILED: login as account ${account.name}: ${quoted((e as Error).message)}`);
         ok = false;
       } finally {
         s?.close();
@@ -144,7 +163,7 @@ async function one(name: "imap" | "smtp", config: Config, lines: string[]): Prom
           e instanceof UpstreamAuthError
             ? `${label}: FAILED: login as account ${account.name} (${account.username}) refused: ` +
                 "check its username and password"
-            : `${label}: FAILED: login as account ${account.name}: ${(e as Error).message}`,
+            : `${label}: FAILED: login as account ${account.name}: ${quoted((e as Error).message)}`,
         );
         ok = false;
       }
