@@ -32,6 +32,7 @@ export {
   sameUpstream,
   startUpstreamTls,
   tlsOptions,
+  UPSTREAM_HINTS,
   UpstreamError,
   type UpstreamTarget,
   type UpstreamTls,

@@ -74,6 +74,16 @@ const UNVERIFIED_CERT_CODES = new Set([
   "ERR_TLS_CERT_ALTNAME_INVALID",
 ]);
 
+/** The suffixes `upstreamHint` gives, each beginning "; check ": `mailgator check --connect` takes them off. */
+export const UPSTREAM_HINTS = {
+  certificate:
+    "; check upstream_ca_file (the CA that signed the upstream certificate) and that upstream_addr is a name the " +
+    "certificate holds",
+  refused: "; check upstream_addr and that the upstream server is running and listening there",
+  name: "; check the host name in upstream_addr",
+  unreachable: "; check upstream_addr and the network (firewall, routing) between the proxy and the upstream server",
+} as const;
+
 /**
  * What to check after an upstream connection failed, as a suffix for the log line (docs/operations.md "Logs"):
  * an unverifiable certificate points at `upstream_ca_file`, a refused or unreachable address at `upstream_addr`.
@@ -82,15 +92,10 @@ export function upstreamHint(error: Error): string {
   const code = (error as NodeJS.ErrnoException).code ?? "";
   const text = `${code} ${error.message}`;
   if (UNVERIFIED_CERT_CODES.has(code) || /certificate|self[- ]signed|issuer/i.test(text))
-    return (
-      "; check upstream_ca_file (the CA that signed the upstream certificate)" +
-      " and that upstream_addr is a name the certificate holds"
-    );
-  if (code === "ECONNREFUSED" || /refused/i.test(text))
-    return "; check upstream_addr and that the upstream server is running and listening there";
-  if (code === "ENOTFOUND" || code === "EAI_AGAIN") return "; check the host name in upstream_addr";
-  if (/timed out|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH/i.test(text))
-    return "; check upstream_addr and the network (firewall, routing) between the proxy and the upstream server";
+    return UPSTREAM_HINTS.certificate;
+  if (code === "ECONNREFUSED" || /refused/i.test(text)) return UPSTREAM_HINTS.refused;
+  if (code === "ENOTFOUND" || code === "EAI_AGAIN") return UPSTREAM_HINTS.name;
+  if (/timed out|ETIMEDOUT|EHOSTUNREACH|ENETUNREACH/i.test(text)) return UPSTREAM_HINTS.unreachable;
   return "";
 }
 

@@ -358,7 +358,7 @@ test("a long BYE greeting is quoted up to MAX_QUOTED_MESSAGE characters, escaped
     const quotedText = (i: number) => failedLine(runs[i]!.out, relays[i]!.port).split(`FAILED: ${lead}`)[1] ?? "";
     const escapedAt = `\\u001b[2K${"a".repeat(MAX_QUOTED_MESSAGE - lead.length - 4)}`;
     expect(quotedText(0)).toStartWith(`${escapedAt}: check upstream_addr`);
-    expect(quotedText(1)).toStartWith(`${escapedAt}… (1 more characters not shown): check upstream_addr`);
+    expect(quotedText(1)).toStartWith(`${escapedAt}… (1 more character not shown): check upstream_addr`);
     expect(quotedText(2)).toStartWith(`${escapedAt}… (1000000 more characters not shown): check upstream_addr`);
     for (const run of runs) {
       expect(run.out).not.toMatch(RAW);
@@ -367,5 +367,20 @@ test("a long BYE greeting is quoted up to MAX_QUOTED_MESSAGE characters, escaped
     }
   } finally {
     for (const relay of relays) await relay.close();
+  }
+});
+
+test('a greeting holding "; check " is quoted whole: only the proxy\'s own hint at the end is taken off', async () => {
+  const up = upstreams();
+  const relay = await greetingRelay(up.ports.imap, () => ({ bytes: Buffer.from("* BYE a; check b\r\n"), end: true }));
+  try {
+    const run = await checkConnect("bye-check", { imapPort: relay.port, tls: "starttls" });
+    // Before, the quote was cut at the first "; check ": "... refused the connection: a".
+    expect(failedLine(run.out, relay.port)).toContain(
+      "FAILED: the upstream server refused the connection: a; check b: check upstream_addr",
+    );
+    expect(run.code).toBe(1);
+  } finally {
+    await relay.close();
   }
 });

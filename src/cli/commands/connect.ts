@@ -10,7 +10,7 @@ import { cutText } from "../../audit/row.ts";
 import type { Config, ListenerConfig, PasswordAccountConfig } from "../../config/index.ts";
 import { DEFAULT_TIMEOUTS } from "../../imap/index.ts";
 import { UpstreamSession as ImapUpstream } from "../../imap/upstream.ts";
-import { readCaFile, type UpstreamTarget } from "../../net/index.ts";
+import { readCaFile, UPSTREAM_HINTS, type UpstreamTarget } from "../../net/index.ts";
 import { UpstreamSession as SmtpUpstream, UpstreamAuthError } from "../../smtp/upstream.ts";
 
 /**
@@ -31,7 +31,8 @@ export const MAX_QUOTED_MESSAGE = 500;
 function quoted(message: string): string {
   if (message.length <= MAX_QUOTED_MESSAGE) return message;
   const kept = cutText(message, MAX_QUOTED_MESSAGE);
-  return `${kept}… (${message.length - kept.length} more characters not shown)`;
+  const more = message.length - kept.length;
+  return `${kept}… (${more} more character${more === 1 ? "" : "s"} not shown)`;
 }
 
 export interface ConnectReport {
@@ -58,8 +59,11 @@ function tcp(host: string, port: number): Promise<string | null> {
  * (`upstreamHint`, src/net/upstream.ts), which would say again, less exactly, what `advice` says.
  */
 function failed(label: string, message: string, listener: ListenerConfig): string {
-  const hint = message.indexOf("; check ");
-  return `${label}: FAILED: ${quoted(hint === -1 ? message : message.slice(0, hint))}: ${advice(message, listener)}`;
+  // Only the proxy's own hint at the end is taken off (its advice follows instead): "; check " inside the text an
+  // upstream wrote (a greeting) is that text, shown as it is.
+  const hint = Object.values(UPSTREAM_HINTS).find((h) => message.endsWith(h));
+  const text = hint === undefined ? message : message.slice(0, -hint.length);
+  return `${label}: FAILED: ${quoted(text)}: ${advice(message, listener)}`;
 }
 
 /** What to check for a failed TLS or greeting step. */
