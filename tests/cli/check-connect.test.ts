@@ -8,11 +8,12 @@ import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { freePort } from "../../scripts/upstreams/ports.ts";
-import { CONNECT_CHECK_TIMEOUT_MS, MAX_QUOTED_MESSAGE } from "../../src/cli/commands/connect.ts";
+import { CONNECT_CHECK_SMTP_MS, CONNECT_CHECK_TIMEOUT_MS, MAX_QUOTED_MESSAGE } from "../../src/cli/commands/connect.ts";
 import { DEFAULT_TIMEOUTS, MAX_RESPONSE_LINE } from "../../src/imap/limits.ts";
 import { MAX_UPSTREAM_REPLY_LINE, MAX_UPSTREAM_REPLY_LINES } from "../../src/smtp/limits.ts";
 import { hashToken } from "../../src/vault/token.ts";
 import { createMailbox, upstreams } from "../fixtures/index.ts";
+import { SilentUpstream } from "../fixtures/silent-upstream.ts";
 import { TcpRelay } from "../fixtures/tcp-relay.ts";
 
 setDefaultTimeout(60_000);
@@ -384,3 +385,23 @@ test('a greeting holding "; check " is quoted whole: only the proxy\'s own hint 
     await relay.close();
   }
 });
+
+test("an SMTP upstream that accepts and says nothing is reported after CONNECT_CHECK_SMTP_MS, not 10 min", async () => {
+  const silent = await SilentUpstream.start();
+  try {
+    const started = performance.now();
+    const run = await checkConnect("silent-smtp", { smtpPort: silent.port, tls: "starttls" });
+    const took = performance.now() - started;
+    expect(failedLine(run.out, silent.port)).toContain(
+      `FAILED: no complete answer within ${CONNECT_CHECK_SMTP_MS} ms (greeting, EHLO, STARTTLS and login)`,
+    );
+    expect(run.code).toBe(1);
+    // Before, the check waited UPSTREAM_REPLY_TIMEOUT_MS (10 minutes) for the greeting.
+    expect(took).toBeGreaterThanOrEqual(CONNECT_CHECK_SMTP_MS - 1_000);
+    expect(took).toBeLessThan(CONNECT_CHECK_SMTP_MS + 20_000);
+    // The check hung up: the connection it opened is closed.
+    expect(await SilentUpstream.closesWithin(silent.accepted[0]!, 5_000)).toBe(true);
+  } finally {
+    await silent.close();
+  }
+}, 120_000);

@@ -16,9 +16,29 @@ import { UpstreamSession as SmtpUpstream, UpstreamAuthError } from "../../smtp/u
 /**
  * The TCP step, and the connection each later step opens, give up after this long. The IMAP greeting, STARTTLS and
  * login then wait as long as `serve` waits for them (DEFAULT_TIMEOUTS.handshakeMs, 15 s): a greeting `serve` reads
- * is read here too. The SMTP steps wait as `serve` does as well (src/smtp/upstream.ts).
+ * is read here too. An SMTP connection gets CONNECT_CHECK_SMTP_MS in all.
  */
 export const CONNECT_CHECK_TIMEOUT_MS = 10_000;
+
+/**
+ * How long one SMTP connection of the check may take in all, from the TCP connection to its greeting, EHLO, STARTTLS
+ * and login: `serve` waits UPSTREAM_REPLY_TIMEOUT_MS (10 minutes) for each reply, as RFC 5321 §4.5.3.2 asks of a
+ * client sending mail, which left the check waiting ten minutes on an upstream that accepts and says nothing. A
+ * server's greeting pause or a failed login's delay are seconds.
+ */
+export const CONNECT_CHECK_SMTP_MS = 30_000;
+
+/** An SMTP session opened as `serve` opens it, within CONNECT_CHECK_SMTP_MS. */
+async function openSmtp(target: UpstreamTarget, login: { username: string; password: string } | null) {
+  const signal = AbortSignal.timeout(CONNECT_CHECK_SMTP_MS);
+  try {
+    return await SmtpUpstream.open(target, login, signal);
+  } catch (e) {
+    if (signal.aborted && !(e instanceof UpstreamAuthError))
+      throw new Error(`no complete answer within ${CONNECT_CHECK_SMTP_MS} ms (greeting, EHLO, STARTTLS and login)`);
+    throw e;
+  }
+}
 
 /**
  * Characters of a failure's message (which quotes the upstream's greeting or refusal, any length it chose) that a
@@ -149,7 +169,7 @@ async function one(name: "imap" | "smtp", config: Config, lines: string[]): Prom
     }
   } else {
     try {
-      await (await SmtpUpstream.open(target, null)).quit();
+      await (await openSmtp(target, null)).quit();
     } catch (e) {
       const message = (e as Error).message;
       lines.push(failed(label, message, listener));
@@ -159,7 +179,7 @@ async function one(name: "imap" | "smtp", config: Config, lines: string[]): Prom
     lines.push(`${label}: ${tlsWord}; SMTP greeting and EHLO ok`);
     for (const account of accounts) {
       try {
-        const s = await SmtpUpstream.open(target, { username: account.username, password: account.password.reveal() });
+        const s = await openSmtp(target, { username: account.username, password: account.password.reveal() });
         await s.quit();
         lines.push(`${label}: login as account ${account.name} (${account.username}) ok`);
       } catch (e) {
