@@ -157,6 +157,7 @@ export async function startImapProxy(deps: {
     commandMemory,
     upstreamPool: new UpstreamPool({}, (size) => keptUpstreamSessions.set({}, size)),
     accountRefusals: new AccountRefusals(deps.accountRefusalHoldMs),
+    abandonedLogins: new Set(),
     cache: filtersMessages(config)
       ? ClassificationCache.open(cachePathBeside(config.audit.path), (m) => log.warn(m))
       : null,
@@ -191,6 +192,11 @@ export async function startImapProxy(deps: {
       const closed = listener.close(SHUTDOWN_GRACE_MS);
       for (const session of ctx.sessions) session.stop();
       await closed;
+      // Logins upstream was still checking after their agent left: cut, their rows written (an `error` row each,
+      // the verdict not known) before the caller closes the audit log.
+      const abandoned = [...ctx.abandonedLogins];
+      for (const login of abandoned) login.cut();
+      await Promise.all(abandoned.map((login) => login.written));
       await cleared;
       if (pruning !== null) clearInterval(pruning);
       ctx.cache?.close();

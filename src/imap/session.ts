@@ -232,6 +232,14 @@ export class ImapSession implements LoginSession, CompressSession {
   #poolKey: string | null = null;
   /** Aborted by `shutdown`: cancels upstream connection attempts not yet connected. */
   readonly #ending = new AbortController();
+  /** The upstream connection whose login upstream is checking (`checkingLogin`): not cut when the agent leaves. */
+  #loginCheck: UpstreamSession | null = null;
+  /** Called when the session ends while that check goes on (`checkingLogin`). */
+  #loginAbandoned: (() => void) | null = null;
+  /** Ends the check `shutdown` left running (`ctx.abandonedLogins`) once its rows are written. */
+  #loginCheckWritten: (() => void) | null = null;
+  /** The listener closing cut that check (`ctx.abandonedLogins`). */
+  #loginCheckCut = false;
   state: State = "not-authenticated";
   up: UpstreamSession | null = null;
   /** Name in audit rows: the agent (vault) or the upstream user (pass-through). */
@@ -525,8 +533,14 @@ export class ImapSession implements LoginSession, CompressSession {
     this.#outputLeft();
     // Not one whose IDLE is ending after its agent hung up: offered to the pool, or closed, when that is over.
     if (this.up !== this.#offerAfterIdle) this.up?.close();
-    // Including one still connecting or logging in, or opened by a command the agent left in the middle of.
-    for (const up of this.#upstreams) up.close();
+    // Including one still connecting, or opened by a command the agent left in the middle of. Not one whose login
+    // upstream is checking, unless the proxy is stopping: its answer is the login's verdict, which its rows, its
+    // log line and (a failure) the lock-out's count need (docs/audit.md "What a row records"); the login command
+    // closes it once answered, within its deadline (`DEFAULT_TIMEOUTS.handshakeMs`), or the listener's close cuts it.
+    for (const up of this.#upstreams) {
+      if (up === this.#loginCheck && !this.#stopping) this.#abandonLoginCheck(up);
+      else up.close();
+    }
     this.#upstreams.clear();
     this.#ending.abort();
     this.#releaseCommand();
@@ -1862,6 +1876,41 @@ export class ImapSession implements LoginSession, CompressSession {
     this.#releasePlace = null;
   }
 
+  checkingLogin(up: UpstreamSession, abandoned: () => void): void {
+    this.#loginCheck = up;
+    this.#loginAbandoned = abandoned;
+  }
+
+  get loginCheckCut(): boolean {
+    return this.#loginCheckCut;
+  }
+
+  loginChecked(): void {
+    this.#loginCheck = null;
+    this.#loginAbandoned = null;
+    const written = this.#loginCheckWritten;
+    this.#loginCheckWritten = null;
+    written?.();
+  }
+
+  /** The session ends while upstream checks its login: the check goes on, registered with the listener. */
+  #abandonLoginCheck(up: UpstreamSession): void {
+    const { promise, resolve } = Promise.withResolvers<void>();
+    const check = {
+      cut: () => {
+        this.#loginCheckCut = true;
+        up.close();
+      },
+      written: promise,
+    };
+    this.ctx.abandonedLogins.add(check);
+    this.#loginCheckWritten = () => {
+      this.ctx.abandonedLogins.delete(check);
+      resolve();
+    };
+    this.#loginAbandoned?.();
+  }
+
   /** Opens an upstream connection owned by this session: closed by `shutdown` from the moment it is connected. */
   async openUpstream(): Promise<UpstreamSession> {
     return UpstreamSession.open(
@@ -1884,14 +1933,17 @@ export class ImapSession implements LoginSession, CompressSession {
     this.#upstreams.add(up);
   }
 
-  async loginFailed(tag: string, command: string, given: string | null, reason: string): Promise<void> {
+  async loginFailed(
+    tag: string,
+    command: string,
+    given: string | null,
+    reason: string,
+    counted = false,
+  ): Promise<void> {
     this.user = null;
     if (this.#loginResult === "none") this.#loginResult = "failed";
     // A token given as the name is never recorded (docs/audit.md "What is never in it").
-    const username = recordedLoginName(
-      given,
-      this.ctx.config.agents.map((a) => a.tokenHash),
-    );
+    const username = this.#recordedName(given);
     logLoginFailure("imap", this.conn.remoteAddress, username, reason);
     this.auditRow({
       command,
@@ -1903,14 +1955,26 @@ export class ImapSession implements LoginSession, CompressSession {
       ruleIndex: null,
       reason: `login failed: ${reason}`,
     });
+    const delay = counted ? 0 : this.countFailedLogin(command, given);
+    await this.#failureDelay(delay);
+    this.tagged(tag, "NO", "AUTHENTICATIONFAILED", "Authentication failed");
+  }
+
+  countFailedLogin(command: string, given: string | null): number {
     const delay = this.ctx.throttle.fail(this.conn.remoteAddress);
-    const counted = lockoutName(this.ctx.config.agents, given);
-    for (const lock of this.ctx.lockout.fail(this.conn.remoteAddress, counted)) {
+    const username = this.#recordedName(given);
+    for (const lock of this.ctx.lockout.fail(this.conn.remoteAddress, lockoutName(this.ctx.config.agents, given))) {
       logLockout("imap", this.conn.remoteAddress, username, lock.by, lock.until);
       this.#lockRow(command, username, lockStartedReason(lock), lock);
     }
-    await this.#failureDelay(delay);
-    this.tagged(tag, "NO", "AUTHENTICATIONFAILED", "Authentication failed");
+    return delay;
+  }
+
+  #recordedName(given: string | null): string | null {
+    return recordedLoginName(
+      given,
+      this.ctx.config.agents.map((a) => a.tokenHash),
+    );
   }
 
   /** A login's `deny` row about a lock-out: the one that started it, or a login refused under it. */
@@ -1930,7 +1994,8 @@ export class ImapSession implements LoginSession, CompressSession {
 
   /** The failed-login delay before a refused login's reply; it ends early when the proxy stops (the NO, then BYE). */
   async #failureDelay(ms: number): Promise<void> {
-    if (this.#stopping) return;
+    // Nobody to answer: a login whose agent left before upstream refused it (`checkingLogin`) waits for nothing.
+    if (this.#stopping || this.#closed) return;
     const wait = failureDelay(ms);
     this.#endWait = wait.end;
     await wait.done;

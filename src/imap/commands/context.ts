@@ -63,6 +63,19 @@ export interface SessionContext {
   readonly upstreamPool: UpstreamPool;
   /** Vault accounts whose login upstream refused just now, by pool key (src/accounts/refusals.ts). */
   readonly accountRefusals: AccountRefusals;
+  /**
+   * Logins upstream is still checking after their session ended (`LoginSession.checkingLogin`): the listener cuts
+   * them when it closes, and waits until each has written its rows.
+   */
+  readonly abandonedLogins: Set<AbandonedLogin>;
+}
+
+/** A login whose upstream check goes on after its session ended, so that its rows have upstream's verdict. */
+export interface AbandonedLogin {
+  /** Closes its upstream connection: the check ends at once, its verdict not known. */
+  cut(): void;
+  /** Settles once its rows are written. */
+  readonly written: Promise<void>;
 }
 
 /** What the listener does with its sessions: end them all, or judge them after a reload. */
@@ -277,12 +290,30 @@ export interface LoginSession extends Session {
   takePlace(key: string): boolean;
   /** A login that fails after its place was taken gives the place back (a retried LOGIN takes a new one). */
   dropPlace(): void;
+  /**
+   * Upstream checks the login on `up` from now on: if the session ends meanwhile, but for the proxy stopping, `up` is
+   * left open until upstream has answered (`ctx.abandonedLogins`), so that the login's rows have its verdict, and
+   * `abandoned` is called then.
+   */
+  checkingLogin(up: UpstreamSession, abandoned: () => void): void;
+  /** The login checked by `checkingLogin` has its rows: an abandoned check is over. */
+  loginChecked(): void;
+  /** The listener closed the upstream connection of that check, its agent gone (`SessionContext.abandonedLogins`). */
+  readonly loginCheckCut: boolean;
   /** The name audit rows carry: set just before the login's own row, cleared if that row fails. */
   setUser(user: string | null): void;
   /** Completes the login and replies OK (or ends the session, if a reload meanwhile took its access away). */
   loggedIn(o: LoggedIn): void;
-  /** A failed login: audited, logged, throttled, then `NO [AUTHENTICATIONFAILED]`. */
-  loginFailed(tag: string, command: string, username: string | null, reason: string): Promise<void>;
+  /**
+   * A failed login: audited, logged, throttled and counted toward the lock-out (not again when `counted`: see
+   * `countFailedLogin`), then `NO [AUTHENTICATIONFAILED]`.
+   */
+  loginFailed(tag: string, command: string, username: string | null, reason: string, counted?: boolean): Promise<void>;
+  /**
+   * Counts a failed login of `username` toward the failed-login delay and the lock-out (docs/config.md "Who
+   * connects"), with the row and log line of a lock it starts; returns the delay the failure earns.
+   */
+  countFailedLogin(command: string, username: string | null): number;
   /** Over `max_sessions_per_agent`: a `deny` row, then `* BYE` and the connection closes. */
   overSessionLimit(command: string, username: string, vault: boolean): void;
   /** A login while its address or name is locked out: a `deny` row, the failed-login delay, `NO [UNAVAILABLE]`. */

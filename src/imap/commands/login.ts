@@ -13,10 +13,13 @@ import {
 } from "../../accounts/index.ts";
 import { refusalKey } from "../../accounts/refusals.ts";
 import { countLimitRefusal } from "../../admin/metrics.ts";
+import { cutText, MAX_ROW_LOGIN_NAME } from "../../audit/row.ts";
 import { ownEntry } from "../../config/names.ts";
+import { SHUTTING_DOWN } from "../../log.ts";
 import { lockoutName, overlongCredentials, SessionCounter, UpstreamError } from "../../net/index.ts";
 import { type MechanismSetting, saslText } from "../../net/sasl.ts";
 import { checkAgentLogin } from "../../vault/login.ts";
+import { recordedLoginName } from "../../vault/token.ts";
 import { deadFolderRule } from "../folders.ts";
 import { Refusal } from "../refusal.ts";
 import type { UpstreamSession } from "../upstream.ts";
@@ -323,55 +326,90 @@ async function openAndLogin(
   try {
     up = await s.openUpstream();
   } catch (error) {
-    if (s.closed) return null;
+    if (s.closed) return notChecked(s, command, username);
     const reason = (error as Error).message;
     s.log.warn(`session ${s.id}: ${reason}`);
     upstreamFailed(reason);
     throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
   }
+  if (s.closed) {
+    up.close();
+    return notChecked(s, command, username);
+  }
+  // Pass-through: upstream's answer is the login's verdict, awaited even if the agent leaves meanwhile (its row and
+  // its log line: docs/audit.md "What a row records"). Vault mode decided the agent's login before (its token), and
+  // the upstream login is the account's: it ends with the session. A pass-through login whose agent leaves before
+  // the answer is counted as a failure toward the lock-out at once, whatever the answer (docs/config.md "Who
+  // connects"): a hang-up frees the agent's connection, and guesses abandoned one after another would otherwise all
+  // be under way upstream, past `max_connections_per_ip`, before the first answer counted one.
+  let counted = false;
+  if (vaultAccount === null)
+    s.checkingLogin(up, () => {
+      counted = true;
+      s.countFailedLogin(command, username);
+    });
   let ok: boolean;
   try {
-    ok = await loginUpstream(up);
-  } catch (error) {
-    up.close();
-    if (s.closed) return null;
-    upstreamFailed((error as Error).message);
-    // docs/imap.md "OAuth2 accounts": the agent learns that the account needs its owner, or to come back later;
-    // never anything of the token exchange.
-    if (error instanceof AccountNeedsReauthorization)
-      throw new Refusal(
-        "NO",
-        "UNAVAILABLE",
-        `Account ${error.account} needs re-authorization by its owner (mailgator account login ${error.account})`,
-      );
-    // A fresh token refused too: the account is not tried again for a while (src/accounts/refusals.ts), so that an
-    // agent retrying in a loop costs neither a token request nor two failed upstream logins each time.
-    if (error instanceof OAuthRefused && refusal !== null) s.ctx.accountRefusals.refused(refusal.key);
-    if (error instanceof AccountTemporarilyUnavailable || error instanceof OAuthRefused)
-      throw new Refusal("NO", "UNAVAILABLE", OAUTH_UNAVAILABLE);
-    throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
-  }
-  if (!ok || s.closed) {
-    up.close();
-    if (s.closed) return null;
-    if (vaultAccount !== null) {
-      // Vault mode: the agent's token was right, so nothing was guessed; the upstream refused the account's own
-      // credentials (changed upstream, a server-side limit). Not a failed login of the agent: not slowed, not counted
-      // toward the lock-out of its address, which would shut every agent there out (docs/config.md "Who connects"),
-      // as for an OAuth2 account. RFC 5530 UNAVAILABLE: the agent can do nothing but try again later.
-      const reason = `upstream login refused: the upstream server refused the credentials of account ${vaultAccount}`;
-      s.log.warn(`session ${s.id}: agent ${agent}: ${reason}`);
-      upstreamFailed(reason, username);
-      if (refusal !== null) s.ctx.accountRefusals.refused(refusal.key);
-      throw new Refusal("NO", "UNAVAILABLE", ACCOUNT_REFUSED);
+    try {
+      ok = await loginUpstream(up);
+    } catch (error) {
+      up.close();
+      if (s.closed) {
+        const cause = s.loginCheckCut ? SHUTTING_DOWN : (error as Error).message;
+        const why = `${ended(s)}, and then the check failed (${cause})`;
+        // Fail closed: an answer that never came may have been a refusal (counted at the hang-up, or now when the
+        // proxy's stopping cut it).
+        if (vaultAccount === null)
+          await s.loginFailed(tag, command, username, `${why}: not known, counted as refused`, counted);
+        else upstreamFailed(`login not completed: ${why}`, recordedTarget(username));
+        return null;
+      }
+      upstreamFailed((error as Error).message);
+      // docs/imap.md "OAuth2 accounts": the agent learns that the account needs its owner, or to come back later;
+      // never anything of the token exchange.
+      if (error instanceof AccountNeedsReauthorization)
+        throw new Refusal(
+          "NO",
+          "UNAVAILABLE",
+          `Account ${error.account} needs re-authorization by its owner (mailgator account login ${error.account})`,
+        );
+      // A fresh token refused too: the account is not tried again for a while (src/accounts/refusals.ts), so that
+      // an agent retrying in a loop costs neither a token request nor two failed upstream logins each time.
+      if (error instanceof OAuthRefused && refusal !== null) s.ctx.accountRefusals.refused(refusal.key);
+      if (error instanceof AccountTemporarilyUnavailable || error instanceof OAuthRefused)
+        throw new Refusal("NO", "UNAVAILABLE", OAUTH_UNAVAILABLE);
+      throw new Refusal("NO", "UNAVAILABLE", "Upstream server unavailable");
     }
-    await s.loginFailed(tag, command, username, "the upstream server refused the credentials");
-    return null;
+    if (ok && s.closed) {
+      up.close();
+      return acceptedUnserved(s, command, username, agent);
+    }
+    if (!ok) {
+      up.close();
+      if (vaultAccount !== null) {
+        // Vault mode: the agent's token was right, so nothing was guessed; the upstream refused the account's own
+        // credentials (changed upstream, a server-side limit). Not a failed login of the agent: not slowed, not
+        // counted toward the lock-out of its address, which would shut every agent there out (docs/config.md
+        // "Who connects"), as for an OAuth2 account. RFC 5530 UNAVAILABLE: the agent can do nothing but try again
+        // later.
+        const reason = `upstream login refused: the upstream server refused the credentials of account ${vaultAccount}`;
+        s.log.warn(`session ${s.id}: agent ${agent}: ${reason}`);
+        upstreamFailed(reason, username);
+        if (refusal !== null) s.ctx.accountRefusals.refused(refusal.key);
+        throw new Refusal("NO", "UNAVAILABLE", ACCOUNT_REFUSED);
+      }
+      // A refusal after the agent left has its row and log line all the same (counted at the hang-up).
+      const after = s.closed ? `; ${ended(s)}` : "";
+      await s.loginFailed(tag, command, username, `the upstream server refused the credentials${after}`, counted);
+      return null;
+    }
+  } finally {
+    s.loginChecked();
   }
   // Counted once the login is known to be good (pass-through: per upstream login name).
   if (!s.takePlace(SessionCounter.key(agent, upstreamUser))) {
     up.close();
-    if (s.closed) return null;
+    if (s.closed) return acceptedUnserved(s, command, username, agent);
     countLimitRefusal("imap", "max_sessions_per_agent");
     s.overSessionLimit(command, username, agent !== null);
     return null;
@@ -387,11 +425,12 @@ async function openAndLogin(
   } catch (error) {
     s.dropPlace();
     up.close();
+    if (s.closed) return acceptedUnserved(s, command, username, agent);
     throw error;
   }
   if (s.closed) {
     up.close();
-    return null;
+    return acceptedUnserved(s, command, username, agent);
   }
   if (listed.status !== "OK" || delimiter === undefined) {
     s.dropPlace();
@@ -399,4 +438,58 @@ async function openAndLogin(
     throw new UpstreamError("the upstream server did not tell its hierarchy delimiter");
   }
   return { up, delimiter: delimiter ?? null };
+}
+
+/** Why a login was left without its answer: how its session ended (docs/audit.md "What a row records"). */
+function ended(s: LoginSession): string {
+  return `the session ended before upstream answered (${s.endReason})`;
+}
+
+/** A login name as the rows of a login record it (docs/config.md "Who connects"). */
+function recordedTarget(username: string): string {
+  return cutText(recordedLoginName(username), MAX_ROW_LOGIN_NAME);
+}
+
+/**
+ * The row of a login whose session ended before its upstream connection was open: nothing was sent upstream, so
+ * nothing was checked, nor guessed (not counted toward the lock-out).
+ */
+function notChecked(s: LoginSession, command: string, username: string): null {
+  s.auditRow({
+    command,
+    operation: null,
+    folder: null,
+    target: recordedTarget(username),
+    decision: "error",
+    rule: null,
+    ruleIndex: null,
+    reason:
+      `login not checked: the session ended before the upstream connection was open (${s.endReason}); ` +
+      "nothing was sent upstream",
+  });
+  return null;
+}
+
+/**
+ * The row of a login upstream accepted after its session had ended: allowed, and never served (the upstream
+ * connection is closed). An `allow` row that cannot be queued is logged: nobody is left to refuse.
+ */
+function acceptedUnserved(s: LoginSession, command: string, username: string, agent: string | null): null {
+  s.dropPlace();
+  s.setUser(agent ?? username);
+  try {
+    s.auditRow({
+      command,
+      operation: null,
+      folder: null,
+      target: null,
+      decision: "allow",
+      rule: null,
+      ruleIndex: null,
+      reason: `logged in upstream, not served: ${ended(s)}`,
+    });
+  } catch (error) {
+    s.log.error(`session ${s.id}: audit row lost: ${(error as Error).message}`);
+  }
+  return null;
 }
