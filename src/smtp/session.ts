@@ -260,6 +260,8 @@ export class SmtpSession {
   #identity: Identity | null = null;
   #authFailures = 0;
   #auth: { mechanism: Mechanism; username: string | null } | null = null;
+  /** The pass-through AUTH upstream is checking, and whether it was counted as a failure when its agent left. */
+  #authCheck: { readonly username: string; counted: boolean } | null = null;
   #commands = 0;
   /** Refusal rows written before login, against MAX_REFUSED_BEFORE_LOGIN. */
   #refusedBeforeLogin = 0;
@@ -390,8 +392,9 @@ export class SmtpSession {
    * again a message that may have been delivered (docs/reliability.md "Shutdown").
    */
   shutdown(): void {
-    // A reload that ended the session while its command ran keeps its reason and its 421.
-    if (this.#endedByReload === null) this.#endReason = SHUTTING_DOWN;
+    // A reload that ended the session while its command ran keeps its reason and its 421; so does a session that
+    // had ended already (its agent gone while a login was checked upstream).
+    if (this.#endedByReload === null && !this.#closing) this.#endReason = SHUTTING_DOWN;
     if (this.#running) {
       this.#endAfterCommand = true;
       this.#endWait?.();
@@ -583,6 +586,12 @@ export class SmtpSession {
    */
   #cleanup(): void {
     this.#closing = true;
+    // A pass-through AUTH under way upstream: counted as a failed login now, whatever upstream answers (#finishAuth).
+    const check = this.#authCheck;
+    if (check !== null && !check.counted) {
+      check.counted = true;
+      this.#countFailure(check.username);
+    }
     if (this.#idleTimer !== null) clearTimeout(this.#idleTimer);
     this.#idleTimer = null;
     if (this.#running) {
@@ -1023,7 +1032,7 @@ export class SmtpSession {
           if (this.#closing) {
             // The agent left, or the proxy is stopping, while upstream checked the login.
             void opened.quit().catch(() => {});
-            return;
+            return this.#acceptedUnserved(attempt.username);
           }
           this.#upstream = opened;
         } catch (e) {
@@ -1055,13 +1064,33 @@ export class SmtpSession {
       // for sending.
       this.#flush();
       const credentials: Credentials = { username: attempt.username, password: attempt.password };
+      // The agent may leave while upstream checks: upstream's answer is the verdict all the same (its row, its log
+      // line: docs/audit.md "What a row records"), and the login is counted as a failure toward the lock-out at the
+      // hang-up, whatever the answer (#cleanup): a hang-up frees the agent's connection, and guesses abandoned one
+      // after another would otherwise all be under way upstream, past `max_connections_per_ip`, before the first
+      // answer counted one (docs/config.md "Who connects").
+      const check = { username: attempt.username, counted: false };
+      this.#authCheck = check;
       let opened: UpstreamSession;
       try {
         opened = await UpstreamSession.open(upstreamTarget, credentials, this.#stopped.signal);
       } catch (e) {
+        this.#authCheck = null;
+        const left = this.#closing ? `; ${this.#unanswered()}` : "";
         if (e instanceof UpstreamAuthError)
-          return this.#authFailed(attempt.username, `upstream refused the login (${e.reply.code})`);
-        const message = (e as Error).message;
+          return this.#authFailed(
+            attempt.username,
+            `upstream refused the login (${e.reply.code})${left}`,
+            check.counted,
+          );
+        const message = this.#stopped.signal.aborted ? SHUTTING_DOWN : (e as Error).message;
+        // No answer after the agent left (the proxy stopping cut it, upstream failed): fail closed, a refusal.
+        if (this.#closing)
+          return this.#authFailed(
+            attempt.username,
+            `${this.#unanswered()}, and then the check failed (${message}): not known, counted as refused`,
+            check.counted,
+          );
         this.#audit({
           command: "AUTH",
           target: cutText(recordedLoginName(attempt.username), MAX_ROW_LOGIN_NAME),
@@ -1071,10 +1100,11 @@ export class SmtpSession {
         this.#send(reply(454, "4.7.0", `Temporary authentication failure: ${message}`));
         return;
       }
+      this.#authCheck = null;
       if (this.#closing) {
         // The agent left, or the proxy is stopping, while upstream checked the login: nothing to keep it for.
         void opened.quit().catch(() => {});
-        return;
+        return this.#acceptedUnserved(attempt.username);
       }
       // Counted once the upstream has accepted the login: per upstream login name.
       if (!this.#takePlace(SessionCounter.key(null, attempt.username), attempt.username, false)) {
@@ -1091,6 +1121,21 @@ export class SmtpSession {
     this.#loginResult = "ok";
     this.#audit({ command: "AUTH", target: attempt.username, decision: "allow", reason: "login accepted" });
     this.#send(reply(235, "2.7.0", "Authentication successful"));
+  }
+
+  /** Why a login was left without its answer: how its session ended (docs/audit.md "What a row records"). */
+  #unanswered(): string {
+    return `the session ended before upstream answered (${this.#endReason})`;
+  }
+
+  /** The row of a login upstream accepted after the session had ended: allowed, never served. */
+  #acceptedUnserved(username: string): void {
+    this.#audit({
+      command: "AUTH",
+      target: cutText(username, MAX_ROW_LOGIN_NAME),
+      decision: "allow",
+      reason: `login accepted upstream, not served: ${this.#unanswered()}`,
+    });
   }
 
   /**
@@ -1120,16 +1165,14 @@ export class SmtpSession {
     return false;
   }
 
-  async #authFailed(given: string, reason: string): Promise<void> {
+  /** A failed login (not counted again when `counted`: `#cleanup`), then `535 5.7.8` after the failed-login delay. */
+  async #authFailed(given: string, reason: string, counted = false): Promise<void> {
     const address = this.#conn.remoteAddress;
     // A token given as the name is never recorded (docs/audit.md "What is never in it").
-    const username = recordedLoginName(
-      given,
-      this.#ctx.config.agents.map((a) => a.tokenHash),
-    );
+    const username = this.#recordedName(given);
     if (this.#loginResult === "none") this.#loginResult = "failed";
     logLoginFailure("smtp", address, username, reason);
-    const delay = this.#ctx.throttle.fail(address);
+    const delay = counted ? 0 : this.#ctx.throttle.fail(address);
     this.#audit({
       command: "AUTH",
       target: cutText(username, MAX_ROW_LOGIN_NAME),
@@ -1137,8 +1180,27 @@ export class SmtpSession {
       reason: `login refused: ${reason}`,
       detail: { delayMs: delay },
     });
-    const counted = lockoutName(this.#ctx.config.agents, given);
-    for (const lock of this.#ctx.lockout.fail(address, counted)) {
+    if (!counted) this.#countLockout(given);
+    this.#flush();
+    await this.#failureDelay(delay);
+    this.#send(reply(535, "5.7.8", "Authentication credentials invalid"));
+    if (++this.#authFailures >= MAX_AUTH_FAILURES_PER_SESSION) {
+      this.#send(reply(421, "4.7.0", "Too many failed logins; closing"));
+      this.#close();
+    }
+  }
+
+  /** Counts a failed login toward the failed-login delay and the lock-out, as `#authFailed` does. */
+  #countFailure(given: string): void {
+    this.#ctx.throttle.fail(this.#conn.remoteAddress);
+    this.#countLockout(given);
+  }
+
+  /** Counts a failed login toward the lock-out, with the row and log line of a lock it starts. */
+  #countLockout(given: string): void {
+    const address = this.#conn.remoteAddress;
+    const username = this.#recordedName(given);
+    for (const lock of this.#ctx.lockout.fail(address, lockoutName(this.#ctx.config.agents, given))) {
       logLockout("smtp", address, username, lock.by, lock.until);
       this.#audit({
         command: "AUTH",
@@ -1148,13 +1210,14 @@ export class SmtpSession {
         detail: lockDetail(lock),
       });
     }
-    this.#flush();
-    await this.#failureDelay(delay);
-    this.#send(reply(535, "5.7.8", "Authentication credentials invalid"));
-    if (++this.#authFailures >= MAX_AUTH_FAILURES_PER_SESSION) {
-      this.#send(reply(421, "4.7.0", "Too many failed logins; closing"));
-      this.#close();
-    }
+  }
+
+  /** A failed login's name as its rows and log lines record it: never a token (docs/audit.md "What is never in it"). */
+  #recordedName(given: string): string {
+    return recordedLoginName(
+      given,
+      this.#ctx.config.agents.map((a) => a.tokenHash),
+    );
   }
 
   /**
@@ -1187,7 +1250,8 @@ export class SmtpSession {
 
   /** The failed-login delay before a refused AUTH's reply. It ends early when the proxy stops: the reply, then 421. */
   async #failureDelay(ms: number): Promise<void> {
-    if (this.#endAfterCommand) return;
+    // Nobody to answer: an AUTH whose agent left before upstream refused it waits for nothing.
+    if (this.#endAfterCommand || this.#closing) return;
     const wait = failureDelay(ms);
     this.#endWait = wait.end;
     await wait.done;
