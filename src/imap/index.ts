@@ -9,7 +9,7 @@ import { keptUpstreamSessions, responseMemoryReserved, responseMemoryWaiting } f
 import type { AuditLog } from "../audit/index.ts";
 import { assertRules } from "../config/rules.ts";
 import type { Config, ImapLimits } from "../config/types.ts";
-import { moduleLogger } from "../log.ts";
+import { moduleLogger, SHUTTING_DOWN } from "../log.ts";
 import {
   FailureThrottle,
   LoginLockout,
@@ -49,6 +49,8 @@ export interface ImapProxy {
   readonly commandMemory: { readonly budget: number; readonly used: number; readonly waiting: number };
   /** Upstream sessions kept now for the next login of their account (src/imap/upstream-pool.ts). */
   readonly keptUpstreamSessions: number;
+  /** Logins upstream is checking now after their agents left (MAX_ABANDONED_LOGIN_CHECKS at most). */
+  readonly abandonedLogins: number;
 }
 
 /** Upstream connect, TLS handshake and per-command deadlines (src/imap/limits.ts). */
@@ -186,6 +188,9 @@ export async function startImapProxy(deps: {
     get keptUpstreamSessions() {
       return ctx.upstreamPool.size;
     },
+    get abandonedLogins() {
+      return ctx.abandonedLogins.size;
+    },
     async close() {
       // Kept upstream sessions are logged out, and none is kept from now on.
       const cleared = ctx.upstreamPool.clear(true);
@@ -195,7 +200,7 @@ export async function startImapProxy(deps: {
       // Logins upstream was still checking after their agent left: cut, their rows written (an `error` row each,
       // the verdict not known) before the caller closes the audit log.
       const abandoned = [...ctx.abandonedLogins];
-      for (const login of abandoned) login.cut();
+      for (const login of abandoned) login.cut(SHUTTING_DOWN);
       await Promise.all(abandoned.map((login) => login.written));
       await cleared;
       if (pruning !== null) clearInterval(pruning);

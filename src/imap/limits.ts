@@ -72,6 +72,15 @@ export const UPSTREAM_POOL_UNSELECT_MS = 5_000;
  */
 export const MAX_BAD_COMMANDS = 20;
 
+/**
+ * Pass-through logins whose upstream check goes on after their agents hung up (docs/audit.md "What a row records":
+ * the row waits for upstream's verdict), at once on one listener. Those agents hold no connection any more, so
+ * max_connections does not bound these upstream connections; each lasts until upstream answers (Dovecot refuses
+ * after 2 s), at most DEFAULT_TIMEOUTS.handshakeMs. One more is cut at once: its verdict not known, it is a refused
+ * login, counted toward the lock-out. Legitimate clients rarely hang up in the middle of a login.
+ */
+export const MAX_ABANDONED_LOGIN_CHECKS = 32;
+
 /** After login, MAX_BAD_COMMANDS malformed commands within this end the session; a client's slip now and then not. */
 export const BAD_COMMAND_WINDOW_MS = 60_000;
 

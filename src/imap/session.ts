@@ -81,7 +81,13 @@ import { threadCommand } from "./commands/thread.ts";
 import { Deflate } from "./compress.ts";
 import { classifyNew, decideInFolder, searchUids, sessionRunner } from "./filtering.ts";
 import { deadFolderRule, FolderNames, FolderRights } from "./folders.ts";
-import { AUDIT_BACKLOG_PAUSE_ROWS, BAD_COMMAND_WINDOW_MS, MAX_BAD_COMMANDS, READ_AHEAD_LIMIT } from "./limits.ts";
+import {
+  AUDIT_BACKLOG_PAUSE_ROWS,
+  BAD_COMMAND_WINDOW_MS,
+  MAX_ABANDONED_LOGIN_CHECKS,
+  MAX_BAD_COMMANDS,
+  READ_AHEAD_LIMIT,
+} from "./limits.ts";
 import type { SelectedMailbox } from "./mailbox.ts";
 import { Refusal } from "./refusal.ts";
 import { type StatusResponse, UpstreamSession } from "./upstream.ts";
@@ -238,8 +244,8 @@ export class ImapSession implements LoginSession, CompressSession {
   #loginAbandoned: (() => void) | null = null;
   /** Ends the check `shutdown` left running (`ctx.abandonedLogins`) once its rows are written. */
   #loginCheckWritten: (() => void) | null = null;
-  /** The listener closing cut that check (`ctx.abandonedLogins`). */
-  #loginCheckCut = false;
+  /** Why that check was cut after its agent left (`ctx.abandonedLogins`), or null. */
+  #loginCheckCut: string | null = null;
   state: State = "not-authenticated";
   up: UpstreamSession | null = null;
   /** Name in audit rows: the agent (vault) or the upstream user (pass-through). */
@@ -1881,7 +1887,7 @@ export class ImapSession implements LoginSession, CompressSession {
     this.#loginAbandoned = abandoned;
   }
 
-  get loginCheckCut(): boolean {
+  get loginCheckCut(): string | null {
     return this.#loginCheckCut;
   }
 
@@ -1893,22 +1899,33 @@ export class ImapSession implements LoginSession, CompressSession {
     written?.();
   }
 
-  /** The session ends while upstream checks its login: the check goes on, registered with the listener. */
+  /**
+   * The session ends while upstream checks its login: the check goes on, registered with the listener. At most
+   * MAX_ABANDONED_LOGIN_CHECKS go on at once: the agents who left hold no connection to the listener any more, so
+   * max_connections does not bound their upstream connections. One more is cut at once, its verdict not known, which
+   * counts it as refused (commands/login.ts).
+   */
   #abandonLoginCheck(up: UpstreamSession): void {
     const { promise, resolve } = Promise.withResolvers<void>();
     const check = {
-      cut: () => {
-        this.#loginCheckCut = true;
+      cut: (why: string) => {
+        this.#loginCheckCut = why;
         up.close();
       },
       written: promise,
     };
+    const over = this.ctx.abandonedLogins.size >= MAX_ABANDONED_LOGIN_CHECKS;
     this.ctx.abandonedLogins.add(check);
     this.#loginCheckWritten = () => {
       this.ctx.abandonedLogins.delete(check);
       resolve();
     };
     this.#loginAbandoned?.();
+    if (over)
+      check.cut(
+        `more than MAX_ABANDONED_LOGIN_CHECKS (${MAX_ABANDONED_LOGIN_CHECKS}) logins were being checked ` +
+          "after their agents left",
+      );
   }
 
   /** Opens an upstream connection owned by this session: closed by `shutdown` from the moment it is connected. */

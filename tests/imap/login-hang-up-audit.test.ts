@@ -12,6 +12,7 @@
 import { afterEach, beforeAll, expect, spyOn, test } from "bun:test";
 import { rmSync } from "node:fs";
 import type { AuditRow } from "../../src/audit/index.ts";
+import { MAX_ABANDONED_LOGIN_CHECKS } from "../../src/imap/limits.ts";
 import { configureLogger } from "../../src/log.ts";
 import { LOGIN_LOCKOUT, LoginLockout } from "../../src/net/lockout.ts";
 import { generateToken, hashToken } from "../../src/vault/token.ts";
@@ -223,4 +224,31 @@ test("the proxy stopping cuts a check whose agent left: a deny row, the verdict 
     await p.audit.close();
     rmSync(p.dir, { recursive: true, force: true });
   }
+});
+
+test("MAX_ABANDONED_LOGIN_CHECKS checks go on after their agents left; one more is cut at once, counted", async () => {
+  relay = await HoldingRelay.start(dovecotImap());
+  // No lock-out in the way: this test is about the checks kept going, from addresses of their own.
+  const lockout = new LoginLockout({ ...LOGIN_LOCKOUT, failuresPerAddress: 1000, failuresPerName: 1000 });
+  proxy = await startTestProxy({
+    upstreamTls: "none",
+    upstreamAddr: `127.0.0.1:${relay.port}`,
+    lockout,
+    loginThrottle: { stepMs: 0, maxMs: 0 },
+  });
+  // At the limit: every check held at the relay (Dovecot never gets them), none answered, so none has a row yet.
+  for (let i = 0; i < MAX_ABANDONED_LOGIN_CHECKS; i++)
+    await hangUpDuringCheck(relay, proxy.port, `LOGIN "${mailbox.user}" "wrong-${i}"`, "127.0.1.1", "never");
+  expect(proxy.proxy.abandonedLogins).toBe(MAX_ABANDONED_LOGIN_CHECKS);
+  expect(await loginRows(proxy, 0)).toEqual([]);
+  // One more: cut at once, its row written without an answer, a refusal whose verdict is not known.
+  await hangUpDuringCheck(relay, proxy.port, `LOGIN "${mailbox.user}" "wrong-past"`, "127.0.1.2", "never");
+  const rows = await loginRows(proxy, 1);
+  expect(rows.map((r) => [r.decision, r.target, r.clientAddr])).toEqual([["deny", mailbox.user, "127.0.1.2"]]);
+  expect(rows[0]!.reason).toBe(
+    "login failed: the session ended before upstream answered (client closed the connection), and then the check " +
+      `failed (more than MAX_ABANDONED_LOGIN_CHECKS (${MAX_ABANDONED_LOGIN_CHECKS}) logins were being checked ` +
+      "after their agents left): not known, counted as refused",
+  );
+  expect(proxy.proxy.abandonedLogins).toBe(MAX_ABANDONED_LOGIN_CHECKS);
 });

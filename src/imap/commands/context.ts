@@ -72,8 +72,8 @@ export interface SessionContext {
 
 /** A login whose upstream check goes on after its session ended, so that its rows have upstream's verdict. */
 export interface AbandonedLogin {
-  /** Closes its upstream connection: the check ends at once, its verdict not known. */
-  cut(): void;
+  /** Closes its upstream connection, `why` given: the check ends at once, its verdict not known. */
+  cut(why: string): void;
   /** Settles once its rows are written. */
   readonly written: Promise<void>;
 }
@@ -298,8 +298,11 @@ export interface LoginSession extends Session {
   checkingLogin(up: UpstreamSession, abandoned: () => void): void;
   /** The login checked by `checkingLogin` has its rows: an abandoned check is over. */
   loginChecked(): void;
-  /** The listener closed the upstream connection of that check, its agent gone (`SessionContext.abandonedLogins`). */
-  readonly loginCheckCut: boolean;
+  /**
+   * Why the upstream connection of that check was closed after its agent had gone (`SessionContext.abandonedLogins`):
+   * the listener closing, or more such checks than MAX_ABANDONED_LOGIN_CHECKS allows; null while it was not.
+   */
+  readonly loginCheckCut: string | null;
   /** The name audit rows carry: set just before the login's own row, cleared if that row fails. */
   setUser(user: string | null): void;
   /** Completes the login and replies OK (or ends the session, if a reload meanwhile took its access away). */

@@ -15,7 +15,6 @@ import { refusalKey } from "../../accounts/refusals.ts";
 import { countLimitRefusal } from "../../admin/metrics.ts";
 import { cutText, MAX_ROW_LOGIN_NAME } from "../../audit/row.ts";
 import { ownEntry } from "../../config/names.ts";
-import { SHUTTING_DOWN } from "../../log.ts";
 import { lockoutName, overlongCredentials, SessionCounter, UpstreamError } from "../../net/index.ts";
 import { type MechanismSetting, saslText } from "../../net/sasl.ts";
 import { checkAgentLogin } from "../../vault/login.ts";
@@ -355,7 +354,7 @@ async function openAndLogin(
     } catch (error) {
       up.close();
       if (s.closed) {
-        const cause = s.loginCheckCut ? SHUTTING_DOWN : (error as Error).message;
+        const cause = s.loginCheckCut ?? (error as Error).message;
         const why = `${ended(s)}, and then the check failed (${cause})`;
         // Fail closed: an answer that never came may have been a refusal (counted at the hang-up, or now when the
         // proxy's stopping cut it).
