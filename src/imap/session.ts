@@ -1987,6 +1987,11 @@ export class ImapSession implements LoginSession, CompressSession {
     return delay;
   }
 
+  withdrawFailedLogin(given: string | null): void {
+    this.ctx.throttle.withdraw(this.conn.remoteAddress);
+    this.ctx.lockout.withdraw(this.conn.remoteAddress, lockoutName(this.ctx.config.agents, given));
+  }
+
   #recordedName(given: string | null): string | null {
     return recordedLoginName(
       given,

@@ -91,6 +91,23 @@ export class LoginLockout {
     return started;
   }
 
+  /**
+   * Takes back one failure counted before its verdict was known: a login whose agent hung up is counted at the
+   * hang-up (docs/config.md "Who connects"), and upstream then accepted it. A lock that failure started ends when
+   * the count falls below the limit again; one the other failures hold stays.
+   */
+  withdraw(client: string, name: string | null, now = Date.now()): void {
+    this.#uncount(this.#addresses, addressKey(client), this.limits.failuresPerAddress, now);
+    if (name !== null) this.#uncount(this.#names, nameKey(name), this.limits.failuresPerName, now);
+  }
+
+  #uncount(table: Map<string, Entry>, key: string, limit: number, now: number): void {
+    const entry = this.#current(table, key, now);
+    if (entry === undefined) return;
+    entry.count = Math.max(0, entry.count - 1);
+    if (entry.until !== 0 && entry.count < limit) entry.until = 0;
+  }
+
   /** Entries held now, both tables (tests: memory stays bounded). */
   get size(): number {
     return this.#addresses.size + this.#names.size;

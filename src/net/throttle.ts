@@ -38,6 +38,12 @@ export class FailureThrottle {
     return Math.min(count * this.#limits.stepMs, this.#limits.maxMs);
   }
 
+  /** Takes back a failure counted before its verdict was known that turned out a success (`LoginLockout.withdraw`). */
+  withdraw(client: string, now = Date.now()): void {
+    const entry = this.#current(addressKey(client), now);
+    if (entry !== undefined && entry.count > 0) entry.count -= 1;
+  }
+
   /** Failures counted for this client's address (its `addressKey`) now. */
   failures(client: string, now = Date.now()): number {
     return this.#current(addressKey(client), now)?.count ?? 0;

@@ -1066,9 +1066,9 @@ export class SmtpSession {
       const credentials: Credentials = { username: attempt.username, password: attempt.password };
       // The agent may leave while upstream checks: upstream's answer is the verdict all the same (its row, its log
       // line: docs/audit.md "What a row records"), and the login is counted as a failure toward the lock-out at the
-      // hang-up, whatever the answer (#cleanup): a hang-up frees the agent's connection, and guesses abandoned one
-      // after another would otherwise all be under way upstream, past `max_connections_per_ip`, before the first
-      // answer counted one (docs/config.md "Who connects").
+      // hang-up, taken back if upstream accepts it (#cleanup): a hang-up frees the agent's connection, and guesses
+      // abandoned one after another would otherwise all be under way upstream, past `max_connections_per_ip`, before
+      // the first answer counted one (docs/config.md "Who connects").
       const check = { username: attempt.username, counted: false };
       this.#authCheck = check;
       let opened: UpstreamSession;
@@ -1104,7 +1104,7 @@ export class SmtpSession {
       if (this.#closing) {
         // The agent left, or the proxy is stopping, while upstream checked the login: nothing to keep it for.
         void opened.quit().catch(() => {});
-        return this.#acceptedUnserved(attempt.username);
+        return this.#acceptedUnserved(attempt.username, check.counted);
       }
       // Counted once the upstream has accepted the login: per upstream login name.
       if (!this.#takePlace(SessionCounter.key(null, attempt.username), attempt.username, false)) {
@@ -1129,7 +1129,13 @@ export class SmtpSession {
   }
 
   /** The row of a login upstream accepted after the session had ended: allowed, never served. */
-  #acceptedUnserved(username: string): void {
+  #acceptedUnserved(username: string, counted = false): void {
+    // Counted as a failure at the hang-up, before the verdict (#cleanup): upstream accepted it, so it is taken back,
+    // as a client that knows its password and hangs up is no guesser (docs/config.md "Who connects").
+    if (counted) {
+      this.#ctx.throttle.withdraw(this.#conn.remoteAddress);
+      this.#ctx.lockout.withdraw(this.#conn.remoteAddress, lockoutName(this.#ctx.config.agents, username));
+    }
     this.#audit({
       command: "AUTH",
       target: cutText(username, MAX_ROW_LOGIN_NAME),

@@ -155,6 +155,19 @@ test("logins abandoned before their answer count toward the lock-out at the hang
   expect(rows.filter((r) => r.reason.startsWith("login failed:"))).toEqual([]);
 });
 
+test("the right password hung up LOCK_AT times: each counted at the hang-up, taken back once accepted", async () => {
+  const { relay, proxy } = await start();
+  const from = "127.0.0.57";
+  for (let i = 0; i < LOCK_AT; i++)
+    await hangUpDuringCheck(relay, proxy.port, `LOGIN "${mailbox.user}" "${mailbox.password}"`, from, "after");
+  const rows = await loginRows(proxy, LOCK_AT);
+  expect(rows.filter((r) => r.decision === "allow").length).toBe(LOCK_AT);
+  // Counted as failures at the hang-ups (a lock may have started meanwhile), then taken back: not locked now.
+  const raw = await RawImap.open(proxy.port, { localAddress: from });
+  expect(statusOf(await raw.command("a", `LOGIN "${mailbox.user}" "${mailbox.password}"`), "a")).toStartWith("a OK");
+  raw.close();
+});
+
 test("the right password, the agent gone before Dovecot accepted it: an allow row, not served", async () => {
   const { relay, proxy } = await start();
   await hangUpDuringCheck(relay, proxy.port, `LOGIN "${mailbox.user}" "${mailbox.password}"`, "127.0.0.54", "after");

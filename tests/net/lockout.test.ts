@@ -101,3 +101,23 @@ test("a name is counted in pass-through mode only: vault agents log in with 256-
   expect(lockoutName(agents, "bot")).toBeNull();
   expect(lockoutName(agents, "nobody")).toBeNull();
 });
+
+test("withdraw: a failure counted before its verdict, then accepted, is taken back; a lock it started ends", () => {
+  const l = new LoginLockout();
+  const { failuresPerAddress: limit, lockMs } = LOGIN_LOCKOUT;
+  // limit - 1 failures, then one counted at a hang-up whose login upstream then accepted: no lock after all.
+  for (let i = 1; i < limit; i++) l.fail("192.0.2.7", null, 1000);
+  expect(l.fail("192.0.2.7", null, 1000)).toEqual([{ by: "address", limit, until: 1000 + lockMs }]);
+  l.withdraw("192.0.2.7", null, 1001);
+  expect(l.locked("192.0.2.7", null, 1001)).toBeNull();
+  // The limit-1 real failures still count: the next one locks again.
+  expect(l.fail("192.0.2.7", null, 1002)[0]?.by).toBe("address");
+  // A lock that the other failures hold stays: limit + 1 counted, one taken back, limit remain.
+  const m = new LoginLockout();
+  for (let i = 0; i <= limit; i++) m.fail("192.0.2.8", null, 1000);
+  m.withdraw("192.0.2.8", null, 1001);
+  expect(m.locked("192.0.2.8", null, 1001)?.by).toBe("address");
+  // Nothing to take back: nothing happens.
+  m.withdraw("192.0.2.9", "nobody", 1001);
+  expect(m.locked("192.0.2.9", "nobody", 1001)).toBeNull();
+});

@@ -317,6 +317,11 @@ export interface LoginSession extends Session {
    * connects"), with the row and log line of a lock it starts; returns the delay the failure earns.
    */
   countFailedLogin(command: string, username: string | null): number;
+  /**
+   * Takes back a failure `countFailedLogin` counted at the hang-up, once upstream accepted that login: a client that
+   * knows its password and hangs up is no guesser (docs/config.md "Who connects").
+   */
+  withdrawFailedLogin(username: string | null): void;
   /** Over `max_sessions_per_agent`: a `deny` row, then `* BYE` and the connection closes. */
   overSessionLimit(command: string, username: string, vault: boolean): void;
   /** A login while its address or name is locked out: a `deny` row, the failed-login delay, `NO [UNAVAILABLE]`. */

@@ -335,12 +335,12 @@ async function openAndLogin(
     up.close();
     return notChecked(s, command, username);
   }
-  // Pass-through: upstream's answer is the login's verdict, awaited even if the agent leaves meanwhile (its row and
-  // its log line: docs/audit.md "What a row records"). Vault mode decided the agent's login before (its token), and
-  // the upstream login is the account's: it ends with the session. A pass-through login whose agent leaves before
-  // the answer is counted as a failure toward the lock-out at once, whatever the answer (docs/config.md "Who
-  // connects"): a hang-up frees the agent's connection, and guesses abandoned one after another would otherwise all
-  // be under way upstream, past `max_connections_per_ip`, before the first answer counted one.
+  // Pass-through: upstream's answer is the login's verdict, awaited even if the agent leaves meanwhile (its row and its
+  // log line: docs/audit.md "What a row records"). Vault mode decided the agent's login before (its token), and the
+  // upstream login is the account's: it ends with the session. A pass-through login whose agent leaves before the
+  // answer is counted as a failure toward the lock-out at once, taken back if upstream accepts it (docs/config.md "Who
+  // connects"): a hang-up frees the agent's connection, and guesses abandoned one after another would otherwise all be
+  // under way upstream, past `max_connections_per_ip`, before the first answer counted one.
   let counted = false;
   if (vaultAccount === null)
     s.checkingLogin(up, () => {
@@ -381,7 +381,7 @@ async function openAndLogin(
     }
     if (ok && s.closed) {
       up.close();
-      return acceptedUnserved(s, command, username, agent);
+      return acceptedUnserved(s, command, username, agent, counted);
     }
     if (!ok) {
       up.close();
@@ -408,7 +408,7 @@ async function openAndLogin(
   // Counted once the login is known to be good (pass-through: per upstream login name).
   if (!s.takePlace(SessionCounter.key(agent, upstreamUser))) {
     up.close();
-    if (s.closed) return acceptedUnserved(s, command, username, agent);
+    if (s.closed) return acceptedUnserved(s, command, username, agent, counted);
     countLimitRefusal("imap", "max_sessions_per_agent");
     s.overSessionLimit(command, username, agent !== null);
     return null;
@@ -424,12 +424,12 @@ async function openAndLogin(
   } catch (error) {
     s.dropPlace();
     up.close();
-    if (s.closed) return acceptedUnserved(s, command, username, agent);
+    if (s.closed) return acceptedUnserved(s, command, username, agent, counted);
     throw error;
   }
   if (s.closed) {
     up.close();
-    return acceptedUnserved(s, command, username, agent);
+    return acceptedUnserved(s, command, username, agent, counted);
   }
   if (listed.status !== "OK" || delimiter === undefined) {
     s.dropPlace();
@@ -473,8 +473,16 @@ function notChecked(s: LoginSession, command: string, username: string): null {
  * The row of a login upstream accepted after its session had ended: allowed, and never served (the upstream
  * connection is closed). An `allow` row that cannot be queued is logged: nobody is left to refuse.
  */
-function acceptedUnserved(s: LoginSession, command: string, username: string, agent: string | null): null {
+function acceptedUnserved(
+  s: LoginSession,
+  command: string,
+  username: string,
+  agent: string | null,
+  counted = false,
+): null {
   s.dropPlace();
+  // Counted as a failure at the hang-up, before the verdict: upstream accepted it, so it is taken back.
+  if (counted) s.withdrawFailedLogin(username);
   s.setUser(agent ?? username);
   try {
     s.auditRow({
