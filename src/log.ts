@@ -5,7 +5,7 @@
  */
 
 import { type ConsolaInstance, createConsola, type LogObject } from "consola";
-import { cutText } from "./audit/row.ts";
+import { cutCounted, cutMark } from "./audit/row.ts";
 import { escapes, terminalJson } from "./mail/display.ts";
 
 export type LogFormat = "pretty" | "json";
@@ -31,14 +31,12 @@ export const MAX_LOG_TEXT_CHARS = 4096;
 
 /** What follows a text cut at MAX_LOG_TEXT_CHARS: how many characters were left out. */
 export function logCutMark(left: number): string {
-  return `… (${left} more characters not logged)`;
+  return cutMark(left, "logged");
 }
 
 /** `text` as logged: at most MAX_LOG_TEXT_CHARS characters of it, then logCutMark when it was longer. */
 function bounded(text: string): string {
-  if (text.length <= MAX_LOG_TEXT_CHARS) return text;
-  const kept = cutText(text, MAX_LOG_TEXT_CHARS);
-  return `${kept}${logCutMark(text.length - kept.length)}`;
+  return cutCounted(text, MAX_LOG_TEXT_CHARS, "logged");
 }
 
 function jsonReporter(): { log: (obj: LogObject) => void } {

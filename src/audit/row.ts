@@ -36,6 +36,21 @@ export function cutText(value: string, max: number): string {
   return value.slice(0, last >= 0xd800 && last <= 0xdbff ? max - 1 : max);
 }
 
+/**
+ * `value` cut to `max` characters as `cutText` cuts it, followed by how many were left out (`cutMark`): what the log
+ * and `check --connect` show of a text someone else chose the length of.
+ */
+export function cutCounted(value: string, max: number, verb: string): string {
+  if (value.length <= max) return value;
+  const kept = cutText(value, max);
+  return `${kept}${cutMark(value.length - kept.length, verb)}`;
+}
+
+/** What follows a cut text: `… (N more characters not VERB)`. */
+export function cutMark(left: number, verb: string): string {
+  return `… (${left} more character${left === 1 ? "" : "s"} not ${verb})`;
+}
+
 export type StoredRow = (string | number | null)[];
 
 function cut(value: string, max: number): string {

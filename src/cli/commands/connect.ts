@@ -6,7 +6,7 @@
  */
 
 import { connect as tcpConnect } from "node:net";
-import { cutText } from "../../audit/row.ts";
+import { cutCounted } from "../../audit/row.ts";
 import type { Config, ListenerConfig, PasswordAccountConfig } from "../../config/index.ts";
 import { DEFAULT_TIMEOUTS } from "../../imap/index.ts";
 import { UpstreamSession as ImapUpstream } from "../../imap/upstream.ts";
@@ -49,10 +49,7 @@ export const MAX_QUOTED_MESSAGE = 500;
 
 /** `message` cut to MAX_QUOTED_MESSAGE characters, saying how many were left out. */
 function quoted(message: string): string {
-  if (message.length <= MAX_QUOTED_MESSAGE) return message;
-  const kept = cutText(message, MAX_QUOTED_MESSAGE);
-  const more = message.length - kept.length;
-  return `${kept}… (${more} more character${more === 1 ? "" : "s"} not shown)`;
+  return cutCounted(message, MAX_QUOTED_MESSAGE, "shown");
 }
 
 export interface ConnectReport {
