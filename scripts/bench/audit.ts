@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { type AuditEvent, AuditLog, type AuditOpenOptions } from "../../src/audit/index.ts";
+import { benchOptions } from "./args.ts";
 
 export interface AuditBenchResult {
   name: string;
@@ -125,7 +126,9 @@ export async function benchAudit(rows = 500_000): Promise<AuditBenchResult[]> {
 }
 
 if (import.meta.main) {
-  const rows = Number(process.argv[2] ?? 500_000);
+  const rows = benchOptions(process.argv.slice(2), "bun scripts/bench/audit.ts [rows]", {
+    positional: "rows",
+  }).positional(500_000);
   for (const r of await benchAudit(rows)) {
     const figure = Math.round(r.rowsPerSecond).toLocaleString("en-US").padStart(9);
     console.log(`${r.name.padEnd(40)} ${figure} rows/s${r.note ? `  (${r.note})` : ""}`);

@@ -11,16 +11,18 @@
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { parseArgs } from "node:util";
 import { ClassificationCache } from "../../src/imap/cache.ts";
 import { VisibleSet } from "../../src/imap/view.ts";
+import { benchOptions } from "./args.ts";
 
-const { values } = parseArgs({
-  options: { count: { type: "string" }, visible: { type: "string" }, rounds: { type: "string" } },
-});
-const count = Number(values.count ?? 100_000);
-const share = Number(values.visible ?? 0.3);
-const rounds = Number(values.rounds ?? 8);
+const opts = benchOptions(
+  process.argv.slice(2),
+  "bun scripts/bench/cache.ts [--count 100000] [--visible 0.3] [--rounds 8]",
+  { values: ["count", "visible", "rounds"] },
+);
+const count = opts.number("count", 100_000);
+const share = opts.number("visible", 0.3);
+const rounds = opts.number("rounds", 8);
 const REPEAT = 20;
 
 const all = Array.from({ length: count }, (_, i) => i + 1);

@@ -26,15 +26,14 @@ import { UpstreamSession } from "../../src/imap/upstream.ts";
 import { compilePolicy } from "../../src/policy/index.ts";
 import { seedMaildir } from "../upstreams/seed.ts";
 import { addUser } from "../upstreams/users.ts";
+import { benchOptions } from "./args.ts";
 import { upstreamDescription } from "./proxy-child.ts";
 
-const argv = process.argv.slice(2);
-const flag = (name: string, fallback: string): string => {
-  const at = argv.indexOf(`--${name}`);
-  return at === -1 ? fallback : (argv[at + 1] ?? fallback);
-};
-const count = Number(flag("count", "100000"));
-const chunks = flag("chunks", "500,2000,5000").split(",").map(Number);
+const USAGE = "bun scripts/bench/classify.ts [--count N] [--chunks 500,2000,5000]";
+const OPTIONS = { values: ["count", "chunks"], switches: [] };
+const opts = benchOptions(process.argv.slice(2), USAGE, OPTIONS);
+const count = opts.number("count", 100000);
+const chunks = opts.text("chunks", "500,2000,5000").split(",").map(Number);
 
 const servers = await upstreamDescription();
 const address = `bench-classify-${Date.now().toString(36)}@${servers.userDomain}`;

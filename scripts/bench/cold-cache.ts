@@ -7,8 +7,11 @@
  *   bun scripts/bench/cold-cache.ts [calls per size, default 20000]
  */
 import { Framer, type FramerEvent, parseCommand } from "../../src/imap/wire/index.ts";
+import { benchOptions } from "./args.ts";
 
-const CALLS = Number(process.argv[2] ?? 20_000);
+const CALLS = benchOptions(process.argv.slice(2), "bun scripts/bench/cold-cache.ts [calls per size]", {
+  positional: "calls per size",
+}).positional(20_000);
 const SIZES_KIB = [0, 256, 1024, 4096, 16384];
 
 /** 1,000 framed `UID FETCH n (FLAGS)` commands, as the session's framer hands them to the parser. */

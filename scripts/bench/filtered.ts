@@ -20,6 +20,7 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import type { Upstreams } from "../upstreams/description.ts";
 import { cpuTime } from "../upstreams/processes.ts";
+import { benchOptions } from "./args.ts";
 import {
   imapBenchConfig,
   type ProxyChild,
@@ -29,10 +30,8 @@ import {
 } from "./proxy-child.ts";
 
 const argv = process.argv.slice(2);
-const flag = (name: string, fallback: string): string => {
-  const at = argv.indexOf(`--${name}`);
-  return at === -1 ? fallback : (argv[at + 1] ?? fallback);
-};
+const USAGE = "bun scripts/bench/filtered.ts [--count N] [--rounds 3]";
+const OPTIONS = { values: ["count", "rounds"], switches: [] };
 
 if (argv[0] === "serve") await serve(argv[1]!);
 else await main();
@@ -138,8 +137,9 @@ async function timed<T>(f: () => Promise<T>): Promise<[number, T]> {
 }
 
 async function main(): Promise<void> {
-  const count = Number(flag("count", "100000"));
-  const rounds = Number(flag("rounds", "3"));
+  const opts = benchOptions(argv, USAGE, OPTIONS);
+  const count = opts.number("count", 100000);
+  const rounds = opts.number("rounds", 3);
   const up = await upstreamDescription();
   const { addUser } = await import("../upstreams/users.ts");
   const { seedMaildir } = await import("../upstreams/seed.ts");

@@ -12,21 +12,19 @@
 
 import { readFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
+import { benchOptions } from "./args.ts";
 
-const argv = process.argv.slice(2);
-const flag = (name: string, fallback?: string): string => {
-  const at = argv.indexOf(`--${name}`);
-  const v = at === -1 ? fallback : argv[at + 1];
-  if (v === undefined) throw new Error(`idle-sessions: --${name} is required`);
-  return v;
-};
+const USAGE =
+  "bun scripts/bench/idle-sessions.ts --port P --pid PID --user U --pass P [--sessions 1000] [--parallel 50]";
+const OPTIONS = { values: ["port", "pid", "user", "pass", "sessions", "parallel"], switches: [] };
+const opts = benchOptions(process.argv.slice(2), USAGE, OPTIONS);
 
-const port = Number(flag("port"));
-const pid = Number(flag("pid"));
-const user = flag("user");
-const pass = flag("pass");
-const sessions = Number(flag("sessions", "1000"));
-const parallel = Number(flag("parallel", "50"));
+const port = opts.number("port");
+const pid = opts.number("pid");
+const user = opts.text("user");
+const pass = opts.text("pass");
+const sessions = opts.number("sessions", 1000);
+const parallel = opts.number("parallel", 50);
 
 function rssMiB(): number {
   const m = /VmRSS:\s+(\d+) kB/.exec(readFileSync(`/proc/${pid}/status`, "utf8"));

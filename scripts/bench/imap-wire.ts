@@ -6,8 +6,11 @@
  *   bun scripts/bench/imap-wire.ts [total MiB, default 256]
  */
 import { Encoder, Framer, parseResponse, writeResponse } from "../../src/imap/wire/index.ts";
+import { benchOptions } from "./args.ts";
 
-const TOTAL_MIB = Number(process.argv[2] ?? 256);
+const TOTAL_MIB = benchOptions(process.argv.slice(2), "bun scripts/bench/imap-wire.ts [total MiB]", {
+  positional: "total MiB",
+}).positional(256);
 const BODY_SIZE = 4096;
 const CHUNK = 64 * 1024;
 

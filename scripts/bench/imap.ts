@@ -23,12 +23,16 @@ import { connect, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { cpuTime as cpuSeconds } from "../upstreams/processes.ts";
+import { benchOptions } from "./args.ts";
 import { imapBenchConfig, serveImapChild, startChild, startProxyChild, upstreamDescription } from "./proxy-child.ts";
 
 const argv = process.argv.slice(2);
-const flag = (name: string, fallback: string): string => {
-  const at = argv.indexOf(`--${name}`);
-  return at === -1 ? fallback : (argv[at + 1] ?? fallback);
+const USAGE =
+  "bun scripts/bench/imap.ts [--messages 1000] [--size 4096] [--repeat 20] [--rounds 9]" +
+  " [--latency 1000] [--warmup 30000] [--warm-sessions 8] [--no-relay]";
+const OPTIONS = {
+  values: ["messages", "size", "repeat", "rounds", "latency", "warmup", "warm-sessions"],
+  switches: ["no-relay"],
 };
 
 if (argv[0] === "serve") {
@@ -230,14 +234,15 @@ function quantile(values: number[], q: number): number {
 }
 
 async function main(): Promise<void> {
-  const messages = Number(flag("messages", "1000"));
-  const repeat = Number(flag("repeat", "20"));
+  const opts = benchOptions(argv, USAGE, OPTIONS);
+  const messages = opts.number("messages", 1000);
+  const repeat = opts.number("repeat", 20);
   // Nine rounds (about 10 s each way): on a shared 2-core machine a median of 3 swung by ±0.05 between runs.
-  const rounds = Number(flag("rounds", "9"));
-  const size = Number(flag("size", "4096"));
-  const latency = Number(flag("latency", "1000"));
-  const warmup = Number(flag("warmup", "30000"));
-  const warmSessions = Math.max(1, Number(flag("warm-sessions", "8")));
+  const rounds = opts.number("rounds", 9);
+  const size = opts.number("size", 4096);
+  const latency = opts.number("latency", 1000);
+  const warmup = opts.number("warmup", 30000);
+  const warmSessions = Math.max(1, opts.number("warm-sessions", 8));
   const up = await upstreamDescription();
   const { addUser } = await import("../upstreams/users.ts");
   const address = `bench-imap-${Date.now().toString(36)}@${up.userDomain}`;
@@ -254,9 +259,7 @@ async function main(): Promise<void> {
     join(dir, "mailgator.toml"),
     imapBenchConfig({ upstream: { host: up.host, port: up.ports.imap }, dir }),
   );
-  const relayChild = argv.includes("--no-relay")
-    ? null
-    : await startChild([import.meta.path, "relay", String(up.ports.imap)]);
+  const relayChild = opts.has("no-relay") ? null : await startChild([import.meta.path, "relay", String(up.ports.imap)]);
   try {
     const proxyPort = child.port;
     const nginxPort = (up.ports as Record<string, number | undefined>)["nginxImap"];

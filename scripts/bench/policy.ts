@@ -7,8 +7,11 @@
  */
 
 import { compilePolicy, type Request, type RuleSpec } from "../../src/policy/index.ts";
+import { benchOptions } from "./args.ts";
 
-const seconds = Number(process.argv[process.argv.indexOf("--seconds") + 1]) || 2;
+const seconds = benchOptions(process.argv.slice(2), "bun scripts/bench/policy.ts [--seconds 2]", {
+  values: ["seconds"],
+}).number("seconds", 2);
 
 function rules(n: number): RuleSpec[] {
   const out: RuleSpec[] = [];

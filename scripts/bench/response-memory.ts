@@ -19,14 +19,13 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { connect, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { benchOptions } from "./args.ts";
 import { imapBenchConfig, serveImapChild, startChild, upstreamDescription } from "./proxy-child.ts";
 
 const MiB = 1024 * 1024;
 const argv = process.argv.slice(2);
-const flag = (name: string, fallback: string): string => {
-  const at = argv.indexOf(`--${name}`);
-  return at === -1 ? fallback : (argv[at + 1] ?? fallback);
-};
+const USAGE = "bun scripts/bench/response-memory.ts [--agents 9] [--size 100] [--budget 512] [--hold 10] [--trace]";
+const OPTIONS = { values: ["agents", "size", "budget", "hold"], switches: ["trace"] };
 
 if (argv[0] === "serve") await serve(argv[1]!, Number(argv[2]), argv[3]!);
 else await main();
@@ -93,11 +92,12 @@ function proc(pid: number): { rss: number; hwm: number } {
 }
 
 async function main(): Promise<void> {
-  const agents = Number(flag("agents", "9"));
-  const size = Number(flag("size", "100")) * MiB;
-  const budget = Number(flag("budget", "512")) * MiB;
-  const holdMs = Number(flag("hold", "10")) * 1000;
-  const trace = argv.includes("--trace");
+  const opts = benchOptions(argv, USAGE, OPTIONS);
+  const agents = opts.number("agents", 9);
+  const size = opts.number("size", 100) * MiB;
+  const budget = opts.number("budget", 512) * MiB;
+  const holdMs = opts.number("hold", 10) * 1000;
+  const trace = opts.has("trace");
   const up = await upstreamDescription();
   const { addUser } = await import("../upstreams/users.ts");
   const user = addUser(up, `bench-memory-${Date.now().toString(36)}@${up.userDomain}`, "bench-password");

@@ -12,14 +12,14 @@ import { ImapFlow } from "imapflow";
 import { seedMaildir } from "../upstreams/seed.ts";
 import { startUpstreams } from "../upstreams/start.ts";
 import { addUser } from "../upstreams/users.ts";
+import { benchOptions } from "./args.ts";
 
-const args = process.argv.slice(2);
-const option = (flag: string): string | undefined => {
-  const index = args.indexOf(flag);
-  return index >= 0 ? args[index + 1] : undefined;
-};
-const count = Number(option("--count") ?? 100_000);
-const dir = option("--dir");
+const opts = benchOptions(process.argv.slice(2), "bun scripts/bench/seed.ts [--count N] [--dir D] [--keep]", {
+  values: ["count", "dir"],
+  switches: ["keep"],
+});
+const count = opts.number("count", 100_000);
+const dir = opts.text("dir", "") || undefined;
 
 const upstreams = await startUpstreams(dir === undefined ? {} : { dir });
 const address = `bench-${Date.now().toString(36)}@${upstreams.userDomain}`;
@@ -60,7 +60,7 @@ const fetchSeconds = (performance.now() - started) / 1000;
 await client.logout();
 if (mailbox.exists !== count || uids.length !== count)
   throw new Error(`bench: Dovecot sees ${mailbox.exists} messages, seeded ${count}`);
-if (!args.includes("--keep")) rmSync(dirname(user.maildir), { recursive: true, force: true });
+if (!opts.has("keep")) rmSync(dirname(user.maildir), { recursive: true, force: true });
 
 console.log(
   JSON.stringify({

@@ -19,13 +19,14 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { connect as tlsConnect } from "node:tls";
 import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
+import { benchOptions } from "./args.ts";
 import { startProxyChild } from "./proxy-child.ts";
 
 const argv = process.argv.slice(2);
-const flag = (name: string, fallback: string): string => {
-  const at = argv.indexOf(`--${name}`);
-  return at === -1 ? fallback : (argv[at + 1] ?? fallback);
-};
+const USAGE =
+  "bun scripts/bench/smtp.ts [--messages 1000] [--size 10240] [--connections 4] [--rounds 7]" +
+  " [--big 25000000] [--upstream-tls starttls|none]";
+const OPTIONS = { values: ["messages", "size", "connections", "rounds", "big", "upstream-tls"], switches: [] };
 
 if (argv[0] === "serve") {
   await serve(argv[1]!);
@@ -224,13 +225,14 @@ function rssKb(pid: number): number {
 }
 
 async function main(): Promise<void> {
-  const messages = Number(flag("messages", "1000"));
-  const size = Number(flag("size", "10240"));
-  const connections = Number(flag("connections", "4"));
-  const big = Number(flag("big", "25000000"));
-  const upstreamTls = flag("upstream-tls", "starttls");
+  const opts = benchOptions(argv, USAGE, OPTIONS);
+  const messages = opts.number("messages", 1000);
+  const size = opts.number("size", 10240);
+  const connections = opts.number("connections", 4);
+  const big = opts.number("big", 25000000);
+  const upstreamTls = opts.text("upstream-tls", "starttls");
   // Seven rounds: on a shared 2-core machine single rounds swing by 20 % and more; the medians of 3 did not settle.
-  const rounds = Number(flag("rounds", "7"));
+  const rounds = opts.number("rounds", 7);
   const servers = await upstreamDescription();
   const up = servers.up;
   const user = up.users[0]!;

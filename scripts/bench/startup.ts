@@ -16,9 +16,12 @@ import { join, resolve } from "node:path";
 import { ALLOCATOR_ENV } from "../../src/cli/allocator.ts";
 import { freePort } from "../upstreams/ports.ts";
 import { cpuTime } from "../upstreams/processes.ts";
+import { benchOptions } from "./args.ts";
 
 const ROOT = resolve(import.meta.dir, "../..");
-const RUNS = Number(process.argv[2] ?? 10);
+const RUNS = benchOptions(process.argv.slice(2), "bun scripts/bench/startup.ts [runs]", {
+  positional: "runs",
+}).positional(10);
 const POLL_MS = 1;
 const GIVE_UP_MS = 10_000;
 

@@ -31,6 +31,7 @@ import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { readUpstreams, type Upstreams } from "../upstreams/description.ts";
 import { freePort, waitForPorts } from "../upstreams/ports.ts";
 import { cpuTime } from "../upstreams/processes.ts";
+import { benchOptions } from "./args.ts";
 import { imapBenchConfig } from "./proxy-child.ts";
 
 /** imaptest's column names, as its reports head them, for the commands the targets are about. */
@@ -80,10 +81,10 @@ export function parseStress(output: string, seconds: number): StressResult {
 }
 
 const argv = process.argv.slice(2);
-const flag = (name: string, fallback: string): string => {
-  const at = argv.indexOf(`--${name}`);
-  return at === -1 ? fallback : (argv[at + 1] ?? fallback);
-};
+const USAGE =
+  "bun scripts/bench/stress.ts --imaptest PATH [--rounds 3] [--secs 20] [--warmup 10] [--clients 10]" +
+  " [--targets direct,vault,pass]";
+const OPTIONS = { values: ["imaptest", "rounds", "secs", "warmup", "clients", "targets"], switches: [] };
 
 type Target = "direct" | "vault" | "pass";
 
@@ -227,18 +228,19 @@ function describe(run: Run, direct: Run | undefined): string {
 }
 
 async function main(): Promise<void> {
-  const binary = flag("imaptest", process.env["IMAPTEST"] ?? "");
+  const opts = benchOptions(argv, USAGE, OPTIONS);
+  const binary = opts.text("imaptest", process.env["IMAPTEST"] ?? "");
   if (binary === "" || !existsSync(binary)) {
     console.error(
       "stress: needs Dovecot's imaptest: --imaptest PATH or IMAPTEST=PATH (docs/conformance.md says how to build it)",
     );
     process.exit(2);
   }
-  const rounds = Number(flag("rounds", "3"));
-  const secs = Number(flag("secs", "20"));
-  const warmup = Number(flag("warmup", "10"));
-  const clients = Number(flag("clients", "10"));
-  const targets = flag("targets", "direct,vault,pass").split(",") as Target[];
+  const rounds = opts.number("rounds", 3);
+  const secs = opts.number("secs", 20);
+  const warmup = opts.number("warmup", 10);
+  const clients = opts.number("clients", 10);
+  const targets = opts.text("targets", "direct,vault,pass").split(",") as Target[];
   for (const t of targets) if (!["direct", "vault", "pass"].includes(t)) throw new Error(`stress: no target ${t}`);
 
   let servers: string | null = null;
