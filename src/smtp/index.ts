@@ -42,6 +42,8 @@ import { prepareSpoolDir } from "./spool.ts";
 export interface SmtpProxy {
   readonly address: { readonly host: string; readonly port: number };
   close(): Promise<void>;
+  /** AUTHs upstream is checking now after their agents left (MAX_ABANDONED_LOGIN_CHECKS at most). */
+  readonly abandonedLogins: number;
   /** Checks a new config for this proxy (TLS files readable, listener unchanged); see `PreparedReload`. */
   prepareReload(next: Config): PreparedReload;
 }
@@ -145,6 +147,7 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
     accountRefusals: new AccountRefusals(opts.accountRefusalHoldMs),
     hostname: validHostname(),
     sessions: new Set(),
+    abandonedLogins: new Set(),
     holds: new Set(),
     perAgent: new SessionCounter(limits.maxSessionsPerAgent),
     approvals: opts.approvals ?? null,
@@ -164,6 +167,9 @@ export async function startSmtpProxy(opts: SmtpProxyOptions): Promise<SmtpProxy>
   });
   return {
     address: listener.address,
+    get abandonedLogins() {
+      return ctx.abandonedLogins.size;
+    },
     async close() {
       const closed = listener.close(SHUTDOWN_GRACE_MS);
       for (const session of ctx.sessions) session.shutdown();

@@ -122,6 +122,13 @@ export const IDLE_TIMEOUT_MS = SMTP_IDLE_TIMEOUT_MS;
 /** Agent connections open at once; one more gets `421 4.7.0` and is closed. Default of `[limits] max_connections`. */
 export const MAX_CONNECTIONS = SMTP_MAX_CONNECTIONS;
 
+/**
+ * Pass-through AUTHs checked on upstream after their agents hung up (docs/smtp.md "AUTH"): the agents hold no
+ * connection, so `max_connections` does not bound these upstream connections. One more is cut at once, its verdict
+ * not known, a refusal counted toward the lock-out.
+ */
+export const MAX_ABANDONED_LOGIN_CHECKS = 32;
+
 /** AUTH attempts in one session; after the last failure the connection is closed with `421 4.7.0`. */
 export const MAX_AUTH_FAILURES_PER_SESSION = 3;
 

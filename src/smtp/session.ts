@@ -70,6 +70,7 @@ import {
 } from "./decide.ts";
 import { type MessageFacts, MessageInspector, unsendable } from "./inspect.ts";
 import {
+  MAX_ABANDONED_LOGIN_CHECKS,
   MAX_AUTH_FAILURES_PER_SESSION,
   MAX_EHLO_ECHO,
   MAX_HEADER_BYTES,
@@ -141,6 +142,8 @@ export interface SessionContext {
   readonly hostname: string;
   /** Sessions currently open, so that close() can end them. */
   readonly sessions: Set<SmtpSession>;
+  /** Sessions whose agents left while upstream checked their AUTH: MAX_ABANDONED_LOGIN_CHECKS at most. */
+  readonly abandonedLogins: Set<SmtpSession>;
   /**
    * Messages being held for approval (stored over several turns, docs/approvals.md "Limits"): the proxy's close
    * waits for them, so that the row each ends with is written before the audit log closes.
@@ -261,7 +264,13 @@ export class SmtpSession {
   #authFailures = 0;
   #auth: { mechanism: Mechanism; username: string | null } | null = null;
   /** The pass-through AUTH upstream is checking, and whether it was counted as a failure when its agent left. */
-  #authCheck: { readonly username: string; counted: boolean } | null = null;
+  #authCheck: {
+    readonly username: string;
+    counted: boolean;
+    /** Cuts the check (more than MAX_ABANDONED_LOGIN_CHECKS); `why` says so in its row. */
+    readonly cut: AbortController;
+    why: string | null;
+  } | null = null;
   #commands = 0;
   /** Refusal rows written before login, against MAX_REFUSED_BEFORE_LOGIN. */
   #refusedBeforeLogin = 0;
@@ -591,6 +600,14 @@ export class SmtpSession {
     if (check !== null && !check.counted) {
       check.counted = true;
       this.#countFailure(check.username);
+      // The check goes on without its agent (its verdict is the login's row), within MAX_ABANDONED_LOGIN_CHECKS.
+      this.#ctx.abandonedLogins.add(this);
+      if (this.#ctx.abandonedLogins.size > MAX_ABANDONED_LOGIN_CHECKS) {
+        check.why =
+          `more than MAX_ABANDONED_LOGIN_CHECKS (${MAX_ABANDONED_LOGIN_CHECKS}) logins were being checked after ` +
+          "their agents left";
+        check.cut.abort();
+      }
     }
     if (this.#idleTimer !== null) clearTimeout(this.#idleTimer);
     this.#idleTimer = null;
@@ -1069,13 +1086,18 @@ export class SmtpSession {
       // hang-up, taken back if upstream accepts it (#cleanup): a hang-up frees the agent's connection, and guesses
       // abandoned one after another would otherwise all be under way upstream, past `max_connections_per_ip`, before
       // the first answer counted one (docs/config.md "Who connects").
-      const check = { username: attempt.username, counted: false };
+      const check = { username: attempt.username, counted: false, cut: new AbortController(), why: null };
       this.#authCheck = check;
       let opened: UpstreamSession;
       try {
-        opened = await UpstreamSession.open(upstreamTarget, credentials, this.#stopped.signal);
+        opened = await UpstreamSession.open(
+          upstreamTarget,
+          credentials,
+          AbortSignal.any([this.#stopped.signal, check.cut.signal]),
+        );
       } catch (e) {
         this.#authCheck = null;
+        this.#ctx.abandonedLogins.delete(this);
         const left = this.#closing ? `; ${this.#unanswered()}` : "";
         if (e instanceof UpstreamAuthError)
           return this.#authFailed(
@@ -1083,7 +1105,7 @@ export class SmtpSession {
             `upstream refused the login (${e.reply.code})${left}`,
             check.counted,
           );
-        const message = this.#stopped.signal.aborted ? SHUTTING_DOWN : (e as Error).message;
+        const message = this.#stopped.signal.aborted ? SHUTTING_DOWN : (check.why ?? (e as Error).message);
         // No answer after the agent left (the proxy stopping cut it, upstream failed): fail closed, a refusal.
         if (this.#closing)
           return this.#authFailed(
@@ -1101,6 +1123,7 @@ export class SmtpSession {
         return;
       }
       this.#authCheck = null;
+      this.#ctx.abandonedLogins.delete(this);
       if (this.#closing) {
         // The agent left, or the proxy is stopping, while upstream checked the login: nothing to keep it for.
         void opened.quit().catch(() => {});

@@ -11,6 +11,7 @@ import { afterEach, expect, test } from "bun:test";
 import { rmSync } from "node:fs";
 import type { AuditRow } from "../../src/audit/index.ts";
 import { LOGIN_LOCKOUT, LoginLockout } from "../../src/net/lockout.ts";
+import { MAX_ABANDONED_LOGIN_CHECKS } from "../../src/smtp/limits.ts";
 import { HoldingRelay } from "../fixtures/tcp-relay.ts";
 import { RawClient, startTestProxy, type TestProxy, upstreams } from "./helpers.ts";
 
@@ -164,4 +165,31 @@ test("the proxy stopping cuts an AUTH whose agent left: a deny row, the verdict 
     await p.audit.close();
     rmSync(p.dir, { recursive: true, force: true });
   }
+});
+
+test("MAX_ABANDONED_LOGIN_CHECKS AUTHs go on after their agents left; one more is cut at once, counted", async () => {
+  // No lock-out in the way: this test is about the checks kept going.
+  const { relay, proxy } = await start(
+    new LoginLockout({ ...LOGIN_LOCKOUT, failuresPerAddress: 1000, failuresPerName: 1000 }),
+  );
+  const user = upstreams().users[0]!;
+  // At the limit: every AUTH held at the relay (Postfix never gets them), none answered, so none has a row yet.
+  for (let i = 0; i < MAX_ABANDONED_LOGIN_CHECKS; i++)
+    await hangUpDuringAuth(relay, proxy.port, user.user, `wrong-${i}`, "127.0.1.1", false);
+  expect(proxy.proxy.abandonedLogins).toBe(MAX_ABANDONED_LOGIN_CHECKS);
+  expect(await authRows(proxy, 0)).toEqual([]);
+  // One more: cut at once, its row written without an answer, a refusal whose verdict is not known.
+  await hangUpDuringAuth(relay, proxy.port, user.user, "wrong-past", "127.0.1.2", false);
+  const rows = await authRows(proxy, 1);
+  expect(rows.map((r) => [r.decision, r.target, r.clientAddr, r.reason])).toEqual([
+    [
+      "deny",
+      user.user,
+      "127.0.1.2",
+      "login refused: the session ended before upstream answered (client closed the connection), and then the " +
+        `check failed (more than MAX_ABANDONED_LOGIN_CHECKS (${MAX_ABANDONED_LOGIN_CHECKS}) logins were being ` +
+        "checked after their agents left): not known, counted as refused",
+    ],
+  ]);
+  expect(proxy.proxy.abandonedLogins).toBe(MAX_ABANDONED_LOGIN_CHECKS);
 });
