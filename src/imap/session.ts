@@ -560,6 +560,13 @@ export class ImapSession implements LoginSession, CompressSession {
     const wake = this.#wake;
     this.#wake = null;
     wake?.();
+    // A login check going on without its agent: the access line waits for its verdict (loginChecked), so that it
+    // says how the login ended, as the login's row and log line do.
+    if (this.#loginCheckWritten === null) this.#logAccess();
+  }
+
+  /** The access line (docs/operations.md "Access lines"): once per session, when it has ended. */
+  #logAccess(): void {
     logAccess({
       protocol: "imap",
       session: this.id,
@@ -1896,7 +1903,10 @@ export class ImapSession implements LoginSession, CompressSession {
     this.#loginAbandoned = null;
     const written = this.#loginCheckWritten;
     this.#loginCheckWritten = null;
-    written?.();
+    if (written !== null) {
+      this.#logAccess();
+      written();
+    }
   }
 
   /**

@@ -120,6 +120,10 @@ test("a wrong password, the agent gone before Dovecot refused it: a deny row and
     ],
   ]);
   expect(log).toContain(`login failed: client=127.0.0.51 protocol=imap user=${mailbox.user} reason=`);
+  // The session's access line waits for the verdict: it says the login failed (before, `login=none`).
+  expect(log.match(/access: session=\w+ client=127\.0\.0\.51:\d+ connected=\S+ login=\w+/g)).toEqual([
+    expect.stringMatching(/ login=failed$/),
+  ]);
   expect(JSON.stringify(rows)).not.toContain("wrong-1");
 });
 
