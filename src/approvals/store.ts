@@ -16,7 +16,8 @@
  */
 
 import { createHash, createHmac, randomBytes, timingSafeEqual } from "node:crypto";
-import { readFileSync } from "node:fs";
+import { readFileSync, statfsSync } from "node:fs";
+import { dirname } from "node:path";
 import { loginKey } from "../net/sessions.ts";
 import { SealedRecordError, type SealedStore } from "../state/store.ts";
 
@@ -46,6 +47,21 @@ export const ORPHAN_PART_AGE_MS = 10 * 60 * 1000;
  * Rows held, being sent, or needing a check are never taken.
  */
 export const DECIDED_APPROVALS_KEPT_MS = 30 * 24 * 3600_000;
+
+/**
+ * Free space a hold leaves on the state database's file system, beyond twice the message (a copy in the database
+ * file and one in its write-ahead log until a checkpoint). A message that would leave less is not held (`452 4.3.1`,
+ * docs/approvals.md "Limits"): on a full disk SQLite can write nothing, not even the deletion that denies or expires
+ * a held message (WAL needs room to record it, and a checkpoint room to grow the database file), nor a quota charge,
+ * and `serve` cannot start; this keeps room for those, whatever the agents hold.
+ */
+export const HELD_DISK_RESERVE_BYTES = 64 * 1024 * 1024;
+
+/** Octets an unprivileged writer may still write on the file system of `path`'s folder (statfs(2) f_bavail). */
+export function freeSpace(path: string): number {
+  const fs = statfsSync(dirname(path));
+  return fs.bavail * fs.bsize;
+}
 
 /** The id of part `n` of held message `id`. Ids are hex (ID_PATTERN), so `<id>.` and `<id>/` bound its parts. */
 function partId(id: string, n: number): string {
@@ -324,8 +340,14 @@ export class ApprovalStore {
   readonly #tokenKey: Buffer;
   readonly #noticeKey: Buffer;
   readonly #readerKey: Buffer;
+  /**
+   * Free octets on the state database's file system (`freeSpace`); replaced by tests, which cannot fill a real
+   * disk.
+   */
+  diskFree: () => number;
 
   constructor(state: SealedStore) {
+    this.diskFree = () => freeSpace(state.path);
     this.state = state;
     if (state.readOnly) setUpSchema(state);
     else state.transaction(() => setUpSchema(state));
@@ -483,6 +505,33 @@ export class ApprovalStore {
       const left = (this.#holding.get(key) ?? 1) - 1;
       if (left > 0) this.#holding.set(key, left);
       else this.#holding.delete(key);
+    };
+  }
+
+  /** Octets of the messages this process is about to store or storing (`reserveSpace`), each counted twice. */
+  #spaceTaken = 0;
+
+  /**
+   * Room on the state database's file system for a message of `bytes` octets: twice its size (database file and
+   * write-ahead log) beyond HELD_DISK_RESERVE_BYTES, counting the messages other sessions of this process are storing
+   * meanwhile. Returns the function that gives the room back (once the message is stored or given up), or what was
+   * free and what was needed. statfs failing counts as no room: the hold is refused (fail closed).
+   */
+  reserveSpace(bytes: number): (() => void) | { readonly free: number; readonly needed: number } {
+    const needed = 2 * bytes + HELD_DISK_RESERVE_BYTES;
+    let free: number;
+    try {
+      free = this.diskFree() - this.#spaceTaken;
+    } catch {
+      free = 0;
+    }
+    if (free < needed) return { free: Math.max(0, free), needed };
+    this.#spaceTaken += 2 * bytes;
+    let given = false;
+    return () => {
+      if (given) return;
+      given = true;
+      this.#spaceTaken -= 2 * bytes;
     };
   }
 

@@ -21,7 +21,13 @@ import {
 import { type AccountRefusals, refusalKey } from "../accounts/refusals.ts";
 import { countLimitRefusal } from "../admin/metrics.ts";
 import { buildPreview } from "../approvals/preview.ts";
-import { type ApprovalRow, type ApprovalStore, HoldStopped, newApprovalId } from "../approvals/store.ts";
+import {
+  type ApprovalRow,
+  type ApprovalStore,
+  HELD_DISK_RESERVE_BYTES,
+  HoldStopped,
+  newApprovalId,
+} from "../approvals/store.ts";
 import type { AuditEvent, AuditLog } from "../audit/index.ts";
 import { AUDIT_BACKLOG_PAUSE_ROWS, waitForAuditBacklog } from "../audit/index.ts";
 import { cutText, MAX_ROW_LOGIN_NAME } from "../audit/row.ts";
@@ -1869,9 +1875,9 @@ export class SmtpSession {
    * A message that an `ask` rule holds takes its place under MAX_HELD_PER_AGENT (messages of the agent, the login in
    * pass-through mode, held or being stored), before its quota charge: each is up to 50 MiB in the state database
    * until decided or expired (docs/approvals.md "Limits"), and a send refused for that limit is not charged
-   * (docs/quotas.md "Over a limit"). The place is taken before the rows go to disk, so that another session of the
-   * agent sees it taken meanwhile. Null: refused, the transaction's rows and the DATA row that says why are written
-   * and the agent has its answer.
+   * (docs/quotas.md "Over a limit"). So does its room on the state database's disk (HELD_DISK_RESERVE_BYTES). The
+   * place is taken before the rows go to disk, so that another session of the agent sees it taken meanwhile. Null:
+   * refused, the transaction's rows and the DATA row that says why are written and the agent has its answer.
    */
   #takeHoldPlace(rows: readonly AuditEvent[]): HoldPlace | null {
     const notHeld = (decision: "deny" | "error", reason: string): null => {
@@ -1885,8 +1891,23 @@ export class SmtpSession {
       this.#send(reply(451, "4.3.0", "Cannot hold the message for approval; nothing was sent, try again later"));
       return null;
     }
-    const release = store.reservePlace(this.#auditAgent, MAX_HELD_PER_AGENT);
-    if (release === null) {
+    // Room on the state database's disk first (HELD_DISK_RESERVE_BYTES): a full disk would refuse every quota charge
+    // and the very deletions that deny or expire held messages (docs/approvals.md "Limits").
+    const space = store.reserveSpace(this.#spool.length);
+    if (typeof space !== "function") {
+      notHeld(
+        "deny",
+        `held for approval, but the state database's file system has ${space.free} octets free, fewer than the ` +
+          `${space.needed} a hold of this message needs (twice its size and ${HELD_DISK_RESERVE_BYTES} more)`,
+      );
+      this.#send(
+        reply(452, "4.3.1", "Insufficient storage to hold the message for approval; nothing was sent, try later"),
+      );
+      return null;
+    }
+    const place = store.reservePlace(this.#auditAgent, MAX_HELD_PER_AGENT);
+    if (place === null) {
+      space();
       notHeld(
         "deny",
         `held for approval, but ${MAX_HELD_PER_AGENT} messages of this agent already wait for a decision`,
@@ -1896,7 +1917,13 @@ export class SmtpSession {
       );
       return null;
     }
-    return { store, release };
+    return {
+      store,
+      release: () => {
+        place();
+        space();
+      },
+    };
   }
 
   /**
