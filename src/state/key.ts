@@ -88,13 +88,18 @@ function createKeyFile(file: string): Buffer {
   const tmp = `${file}.${process.pid}.tmp`;
   try {
     writeKeyFile(tmp, key, true);
+    let linked = false;
     try {
       linkSync(tmp, file);
-      return key;
+      linked = true;
     } catch (e) {
       const code = (e as NodeJS.ErrnoException).code;
       if (code === "EEXIST") return readOrCreate({ file, env: {}, mayCreate: false });
       if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP" && code !== "ENOSYS") throw e;
+    }
+    if (linked) {
+      syncFolder(file);
+      return key;
     }
     try {
       writeKeyFile(file, key, false);
@@ -102,6 +107,7 @@ function createKeyFile(file: string): Buffer {
       if ((e as NodeJS.ErrnoException).code === "EEXIST") return readOrCreate({ file, env: {}, mayCreate: false });
       throw e;
     }
+    syncFolder(file);
     return key;
   } catch (e) {
     if (e instanceof SecretsKeyError) throw e;
@@ -109,6 +115,29 @@ function createKeyFile(file: string): Buffer {
     throw new SecretsKeyError(`cannot create the secrets file ${file} (${code})`);
   } finally {
     rmSync(tmp, { force: true });
+  }
+}
+
+/**
+ * Syncs the folder of the key file just linked or created: its name is an entry of that folder, which the file's own
+ * fsync does not make durable (fsync(2)). Records are sealed with the key as soon as it is returned, in a database
+ * committed with synchronous = FULL; without this, power lost soon after could keep them and lose the key's name, and
+ * with it every held message and OAuth2 token. A failure is the creation's failure (SecretsKeyError: this process
+ * seals nothing with it; the file stays, for another process may have read it already). A file system that cannot
+ * sync a folder at all (EINVAL) is left as it is.
+ */
+function syncFolder(file: string): void {
+  try {
+    const fd = openSync(dirname(file), constants.O_RDONLY | constants.O_DIRECTORY);
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch (e) {
+    // EINVAL: a file system whose folders cannot be synced (fsync(2)); nothing more can be done there.
+    if ((e as NodeJS.ErrnoException).code === "EINVAL") return;
+    throw e;
   }
 }
 
