@@ -14,7 +14,15 @@ import { ownEntry } from "../config/names.ts";
 import { errorMessage } from "../log.ts";
 import { SealedRecordError, type SealedStore } from "../state/store.ts";
 import { AccountNeedsReauthorization, AccountTemporarilyUnavailable } from "./errors.ts";
-import { LEASE_MAX_WAIT_MS, LEASE_POLL_MS, leaseOwner, releaseLease, renewLease, takeLease } from "./lease.ts";
+import {
+  heldLease,
+  LEASE_MAX_WAIT_MS,
+  LEASE_POLL_MS,
+  leaseOwner,
+  releaseLease,
+  renewLease,
+  takeLease,
+} from "./lease.ts";
 import {
   clientCredentialsGrant,
   type Endpoint,
@@ -459,8 +467,20 @@ export class AccountCredentials {
       try {
         heldUntil = takeLease(store, name, this.#owner, this.#now());
       } catch (e) {
-        this.#log.warn(`account ${name}: refresh lease not taken (${errorMessage(e)}); refreshing without it`);
-        return null;
+        // Not taken (the write lock held past the busy timeout, a database this process cannot write). A live lease
+        // of another process that can still be read is waited for all the same: its holder is sending the refresh
+        // token this process would send, and a provider that rotates may take the second one for a reuse.
+        let seen: number | null = null;
+        try {
+          seen = heldLease(store, name, this.#owner, this.#now());
+        } catch {}
+        if (seen === null) {
+          this.#log.warn(`account ${name}: refresh lease not taken (${errorMessage(e)}); refreshing without it`);
+          return null;
+        }
+        if (!waiting)
+          this.#log.warn(`account ${name}: refresh lease not taken (${errorMessage(e)}); another process holds it`);
+        heldUntil = seen;
       }
       if (heldUntil === null) {
         lease.held = true;

@@ -50,6 +50,24 @@ export function takeLease(store: SealedStore, account: string, owner: string, no
   });
 }
 
+/**
+ * The expiry (ms) of the live lease another owner than `owner` holds on the account, read without a write
+ * transaction; null when there is none (no row, an expired one, `owner`'s own, no table yet). For a process that
+ * could not take the lease (`takeLease` threw: the write lock held past the busy timeout): a live lease it can still
+ * read is waited for as one `takeLease` found. Throws when the database cannot be read.
+ */
+export function heldLease(store: SealedStore, account: string, owner: string, now: number): number | null {
+  const table = store.db
+    .query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'account_refresh_lease'")
+    .get();
+  if (table === null) return null;
+  const row = store.db.query("SELECT owner, expires_at FROM account_refresh_lease WHERE account = ?").get(account) as {
+    owner: string;
+    expires_at: number;
+  } | null;
+  return row !== null && row.owner !== owner && row.expires_at > now ? row.expires_at : null;
+}
+
 /** Removes the account's lease if `owner` still holds it. Throws when the database cannot be written. */
 export function releaseLease(store: SealedStore, account: string, owner: string): void {
   store.transaction(() => {

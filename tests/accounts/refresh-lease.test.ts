@@ -6,6 +6,7 @@ import { mkdtempSync } from "node:fs";
 import { join } from "node:path";
 import { AccountCredentials } from "../../src/accounts/index.ts";
 import {
+  heldLease,
   LEASE_MARGIN_MS,
   LEASE_MAX_WAIT_MS,
   LEASE_TTL_MS,
@@ -96,7 +97,13 @@ test("the lease: taken for LEASE_TTL_MS, held one ms before its expiry, free at 
   const store = SealedStore.open(join(dir, "state.db"), { secretsFile: join(dir, "key"), env: {}, create: true })!;
   open.push(store);
   const t = 1_000_000;
+  // No table yet: no lease to read.
+  expect(heldLease(store, "x", "B", t)).toBeNull();
   expect(takeLease(store, "x", "A", t)).toBeNull();
+  // Read without taking it (heldLease): another owner's while it lives, never one's own.
+  expect(heldLease(store, "x", "B", t + LEASE_TTL_MS - 1)).toBe(t + LEASE_TTL_MS);
+  expect(heldLease(store, "x", "B", t + LEASE_TTL_MS)).toBeNull();
+  expect(heldLease(store, "x", "A", t)).toBeNull();
   expect(takeLease(store, "x", "B", t + LEASE_TTL_MS - 1)).toBe(t + LEASE_TTL_MS);
   expect(takeLease(store, "x", "B", t + LEASE_TTL_MS)).toBeNull();
   // Its owner renews it; another account's lease is another row.
@@ -219,4 +226,46 @@ test("a database locked past the busy timeout: the refresh works as without the 
   expect(p.sent.length).toBe(1);
   await c.settled();
   expect(readTokens(store, "mail")!.accessToken).toBe(second.accessToken);
+});
+
+test("a lease held by a process refreshing, the database locked past the busy timeout: waited for", async () => {
+  // The provider rotates at once and holds its answer back 3 s: the other process's refresh has retired the stored
+  // refresh token when this one finds the lease out of reach (another connection holds the write lock for longer
+  // than the busy timeout), though it can read that the lease is held. Sent now, the stored refresh token would be
+  // a reuse, and the provider would revoke the grant, the other process's new pair with it.
+  const { user, path, config, connect } = await rotatingAccount(3000);
+  const before = await refreshCounters(user);
+  const holder = new Child([CHILD, path]);
+  children.push(holder);
+  await holder.waitFor(/ready/);
+  const store = connect();
+  const locker = connect();
+  const p = recording();
+  const warned: string[] = [];
+  const c = new AccountCredentials({ config, store, fetch: p.fetch, log: { ...quiet, warn: (m) => warned.push(m) } });
+  const first = (await c.credentialFor("mail")) as { accessToken: string };
+  c.reportRejected("mail", first.accessToken);
+  holder.write("go\n");
+  // The holder's refresh has reached the provider, under its lease.
+  await until(async () => (await refreshCounters(user)).refreshes > before.refreshes);
+  locker.db.run("BEGIN IMMEDIATE");
+  let second: Promise<unknown>;
+  try {
+    // The lease is not taken: BEGIN IMMEDIATE waits the busy timeout, 5 s, longer than the holder's answer takes.
+    second = c.credentialFor("mail");
+  } finally {
+    locker.db.run("ROLLBACK");
+  }
+  const credential = (await second) as { accessToken: string };
+  const fromHolder = JSON.parse((await holder.waitFor(/^\{.*\}$/m))[0]) as { accessToken?: string };
+  expect(warned.some((m) => m.includes("refresh lease not taken"))).toBe(true);
+  // Nothing sent: the holder's pair is used.
+  expect(p.sent.length).toBe(0);
+  expect(credential.accessToken).toBe(fromHolder.accessToken!);
+  const after = await refreshCounters(user);
+  expect(after.refreshes - before.refreshes).toBe(1);
+  expect(after.reuses).toBe(before.reuses);
+  expect(readStatus(store, "mail")!.state).toBe("ok");
+  expect((await refresh(readTokens(store, "mail")!.refreshToken!)).status).toBe(200);
+  expect(await holder.exit()).toBe(0);
 });
