@@ -104,13 +104,23 @@ interface Runtime {
   rejected: string | null;
   /**
    * Tokens obtained but not yet written to the state database (the write failed: a full disk, a lock held too
-   * long). They are in use from memory and written again before the next token request and at `settled()`; the
-   * provider may already have retired the stored refresh token when it issued them, so they must not be dropped.
+   * long). They are in use from memory and written again at the account's next use once `retryAt` has passed (the
+   * lease kept for them then released), before the next token request and at `settled()`; the provider may already
+   * have retired the stored refresh token when it issued them, so they must not be dropped.
    */
-  /** `base`: the stored pair the refresh that obtained them started from (`saveRefreshedTokens`). */
-  unsaved: { readonly record: TokenRecord; readonly base: TokenRecord | null } | null;
+  unsaved: Unsaved | null;
   /** A refusal of the grant whose mark the state database did not take (`#holdRefusal`); null when none. */
   held: HeldRefusal | null;
+}
+
+/** Tokens a refresh obtained whose write failed (`Runtime.unsaved`). */
+interface Unsaved {
+  readonly record: TokenRecord;
+  /** The stored pair the refresh that obtained them started from (`saveRefreshedTokens`). */
+  readonly base: TokenRecord | null;
+  /** Failed writes so far, and when to write them again at the account's next use (backoffMs). */
+  failures: number;
+  retryAt: number;
 }
 
 /**
@@ -242,6 +252,11 @@ export class AccountCredentials {
       return { kind: "password", username: account.username, password: account.password.reveal() };
     const rt = this.#runtime.get(accountName)!;
     this.#checkAuthorized(account, rt);
+    // Tokens whose write failed, written again once their backoff has passed, and the lease they kept released: a
+    // process waiting for it would send the stored refresh token, which they may have retired, once it expires.
+    const unsaved = rt.unsaved;
+    if (unsaved !== null && rt.flight === null && this.#now() >= unsaved.retryAt && this.#saveUnsaved(accountName, rt))
+      this.#releaseLease(account, rt);
     const record = this.#load(account, rt);
     const now = this.#now();
     const token = record?.accessToken ?? null;
@@ -303,6 +318,8 @@ export class AccountCredentials {
         return true;
       }
     } catch (e) {
+      unsaved.failures++;
+      unsaved.retryAt = this.#now() + backoffMs(unsaved.failures);
       this.#log.error(
         `account ${name}: the new tokens are still not written to the state database: ${errorMessage(e)}`,
       );
@@ -533,8 +550,8 @@ export class AccountCredentials {
   }
 
   #releaseLease(account: OAuth2AccountConfig, rt: Runtime): void {
-    // Tokens this process could not write: the stored refresh token may be retired, so the lease is left to expire
-    // rather than let another process send it at once.
+    // Tokens this process could not write: the stored refresh token may be retired, so the lease is left in place
+    // rather than let another process send it at once (released once they are written: credentialFor).
     if (rt.unsaved !== null) return;
     try {
       releaseLease(this.#store!, account.name, this.#owner);
@@ -691,10 +708,10 @@ export class AccountCredentials {
       rt.unsaved = null;
     } catch (e) {
       // The tokens are good and the old refresh token may be retired: use these from memory, write them later.
-      rt.unsaved = { record, base };
+      rt.unsaved = { record, base, failures: 1, retryAt: this.#now() + backoffMs(1) };
       this.#log.error(
         `account ${name}: new tokens obtained but not written to the state database (${errorMessage(e)}); kept in ` +
-          "memory and written again before the next token request",
+          `memory and written again at the account's next use in ${Math.round(backoffMs(1) / 1000)} s or later`,
       );
     }
     rt.record = record;

@@ -4,6 +4,7 @@
 import { afterAll, expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync } from "node:fs";
 import { join } from "node:path";
+import { BACKOFF_INITIAL_MS } from "../../src/accounts/credentials.ts";
 import { AccountCredentials } from "../../src/accounts/index.ts";
 import {
   heldLease,
@@ -268,4 +269,44 @@ test("a lease held by a process refreshing, the database locked past the busy ti
   expect(readStatus(store, "mail")!.state).toBe("ok");
   expect((await refresh(readTokens(store, "mail")!.refreshToken!)).status).toBe(200);
   expect(await holder.exit()).toBe(0);
+});
+
+test("a pair whose write failed is written at the next use: the process waiting for its lease uses it", async () => {
+  // This process's refresh rotates the refresh token, and its write of the new pair fails (another connection holds
+  // the write lock past the busy timeout): the stored refresh token is retired, and the lease is left to expire so
+  // that the other process does not send it at once. The new pair must be stored before that expiry, or the other
+  // process sends the retired token then, and the provider revokes the grant.
+  const { user, path, config, connect } = await rotatingAccount(1500);
+  const before = await refreshCounters(user);
+  const waiter = new Child([CHILD, path]);
+  children.push(waiter);
+  await waiter.waitFor(/ready/);
+  const store = connect();
+  const locker = connect();
+  const c = new AccountCredentials({ config, store, log: quiet });
+  const first = (await c.credentialFor("mail")) as { accessToken: string };
+  c.reportRejected("mail", first.accessToken);
+  const refreshed = c.credentialFor("mail");
+  await until(async () => (await refreshCounters(user)).refreshes > before.refreshes);
+  locker.db.run("BEGIN IMMEDIATE");
+  let second: { accessToken: string };
+  try {
+    second = (await refreshed) as { accessToken: string };
+  } finally {
+    locker.db.run("ROLLBACK");
+  }
+  expect(readTokens(store, "mail")!.accessToken).toBe(first.accessToken);
+  waiter.write("go\n");
+  // The account's next use, once the write's backoff (BACKOFF_INITIAL_MS) has passed.
+  await Bun.sleep(BACKOFF_INITIAL_MS + 500);
+  expect(((await c.credentialFor("mail")) as { accessToken: string }).accessToken).toBe(second.accessToken);
+  expect(readTokens(store, "mail")!.accessToken).toBe(second.accessToken);
+  const fromWaiter = JSON.parse((await waiter.waitFor(/^\{.*\}$/m, 40_000))[0]) as { accessToken?: string };
+  expect(fromWaiter.accessToken).toBe(second.accessToken);
+  const after = await refreshCounters(user);
+  expect(after.refreshes - before.refreshes).toBe(1);
+  expect(after.reuses).toBe(before.reuses);
+  expect(readStatus(store, "mail")!.state).toBe("ok");
+  expect((await refresh(readTokens(store, "mail")!.refreshToken!)).status).toBe(200);
+  expect(await waiter.exit()).toBe(0);
 });
