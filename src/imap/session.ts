@@ -325,10 +325,7 @@ export class ImapSession implements LoginSession, CompressSession {
    */
   reloaded(): boolean {
     if (this.#judgeReload()) return true;
-    if (!this.#closed) {
-      if (this.#timer !== null) clearTimeout(this.#timer);
-      this.#checkTimers();
-    }
+    this.#rearmTimers();
     return false;
   }
 
@@ -488,6 +485,18 @@ export class ImapSession implements LoginSession, CompressSession {
     }
     this.#timer = setTimeout(this.#checkTimers, Math.max(next, 10));
   };
+
+  /**
+   * Sets the timer again for the deadlines as they are now: at a reload, and as IDLE begins and ends. The timer is
+   * otherwise set only when it fires, so a deadline that became nearer than the one it was set for (an
+   * `idle_command_timeout` shorter than `idle_timeout`, or after DONE an `idle_timeout` that ends before the IDLE's
+   * limit would have) would be kept only once it fired (docs/reliability.md "Timeouts").
+   */
+  #rearmTimers(): void {
+    if (this.#closed) return;
+    if (this.#timer !== null) clearTimeout(this.#timer);
+    this.#checkTimers();
+  }
 
   #autologout(why: string): void {
     this.log.info(`session ${this.id}: autologout, ${why}`);
@@ -1227,10 +1236,13 @@ export class ImapSession implements LoginSession, CompressSession {
   /** IDLE has its own time limit, `idle_command_timeout`, instead of the inactivity timeout (`#checkTimers`). */
   async #idle(cmd: CommandOf<"IDLE">): Promise<void> {
     this.#idleSince = performance.now();
+    this.#rearmTimers();
     try {
       await idle(this, cmd);
     } finally {
       this.#idleSince = null;
+      // DONE counts as activity: `idle_timeout` runs from here, not from when the IDLE's own limit would have ended.
+      this.#rearmTimers();
     }
   }
 

@@ -403,6 +403,56 @@ describe("timeouts", () => {
   });
 });
 
+describe("timeouts that become nearer during a session: IDLE beginning and ending", () => {
+  test("idle_command_timeout shorter than idle_timeout: the IDLE gets BYE at its own limit", async () => {
+    const p = await startTestProxy({
+      extra: `${vault(1)}\n[limits]\nidle_timeout = 10\n\n[limits.imap]\nidle_command_timeout = 2\n`,
+    });
+    try {
+      const c = await RawImap.open(p.port);
+      expect(statusOf(await c.command("a", `LOGIN a0 ${tokenOf("a0")}`), "a")).toStartWith("a OK");
+      expect(statusOf(await c.command("b", "SELECT INBOX"), "b")).toStartWith("b OK");
+      const started = performance.now();
+      c.write("i IDLE\r\n");
+      await c.readUntil(() => c.closed, 15_000);
+      const after = performance.now() - started;
+      // At the limit, not before; and not at idle_timeout, where the timer set before the IDLE would fire.
+      expect(after).toBeGreaterThanOrEqual(1900);
+      expect(after).toBeLessThan(6000);
+      expect(c.take()).toBe("+ idling\r\n* BYE Autologout; IDLE for 2 s\r\n");
+    } finally {
+      await p.close();
+    }
+  });
+
+  test("after DONE idle_timeout counts from the DONE, not from the IDLE's limit", async () => {
+    const p = await startTestProxy({
+      extra: `${vault(1)}\n[limits]\nidle_timeout = 2\n\n[limits.imap]\nidle_command_timeout = 10\n`,
+    });
+    try {
+      const c = await RawImap.open(p.port);
+      expect(statusOf(await c.command("a", `LOGIN a0 ${tokenOf("a0")}`), "a")).toStartWith("a OK");
+      expect(statusOf(await c.command("b", "SELECT INBOX"), "b")).toStartWith("b OK");
+      c.write("i IDLE\r\n");
+      await c.readUntil((b) => b.includes("+ idling\r\n"));
+      c.take();
+      // Past idle_timeout in IDLE: the timer fires there and is set for the IDLE's limit, 10 s.
+      await Bun.sleep(3000);
+      expect(c.closed).toBe(false);
+      c.write("DONE\r\n");
+      expect(statusOf(await c.waitTagged("i"), "i")).toBe("i OK Idle completed");
+      const started = performance.now();
+      await c.readUntil(() => c.closed, 15_000);
+      const after = performance.now() - started;
+      expect(after).toBeGreaterThanOrEqual(1900);
+      expect(after).toBeLessThan(5000);
+      expect(c.take()).toBe("* BYE Autologout; idle for 2 s\r\n");
+    } finally {
+      await p.close();
+    }
+  });
+});
+
 describe("a session that ends while reading is paused", () => {
   test("LOGOUT followed by 2 MiB of pipelined commands: its place is free at once, not at the grace", async () => {
     // One place per address: the next connection from it is accepted only once the proxy has closed this one.
