@@ -19,13 +19,19 @@ export async function idle(s: Session, cmd: CommandOf<"IDLE">): Promise<void> {
   s.expectRawLine();
   const agentLine = s.nextEvent();
   let ended: FramerEvent | null | undefined;
-  void agentLine.then((ev) => (ended = ev));
+  // The wait under way upstream (`Wake`) ends when the agent's line comes: one reaction on `agentLine` for the
+  // whole IDLE, not one more per renewal or arrival (a race with it each time would keep every one until DONE).
+  const wake: Wake = { now: null };
+  void agentLine.then((ev) => {
+    ended = ev;
+    wake.now?.();
+  });
   const box = s.box;
   if (s.up === null || box === null) {
     ended = await agentLine;
   } else {
     try {
-      await idleUpstream(s, box, agentLine, () => ended !== undefined);
+      await idleUpstream(s, box, wake, () => ended !== undefined);
     } catch (error) {
       // The IDLE failed inside (a refusal or a classification error; a lost upstream ends the session with BYE).
       // The agent is still idling and its next line is its DONE (RFC 2177 §3): it is read as such before the error
@@ -41,11 +47,27 @@ export async function idle(s: Session, cmd: CommandOf<"IDLE">): Promise<void> {
   throw new Refusal("BAD", null, "Expected DONE");
 }
 
+/** Ends the wait of the loop upstream; set while it waits, called when the agent's line comes (or the session ends). */
+interface Wake {
+  now: (() => void) | null;
+}
+
+/** Waits until `ms` have passed or `wake.now` is called. */
+async function waitFor(wake: Wake, ms: number): Promise<void> {
+  let timer!: ReturnType<typeof setTimeout>;
+  await new Promise<void>((resolve) => {
+    wake.now = resolve;
+    timer = setTimeout(resolve, ms);
+  });
+  clearTimeout(timer);
+  wake.now = null;
+}
+
 /** Idles upstream until `agentDone()` (the agent's line came) or the session ends, renewing and syncing meanwhile. */
 async function idleUpstream(
   s: Session,
   box: NonNullable<Session["box"]>,
-  agentLine: Promise<FramerEvent | null>,
+  wake: Wake,
   agentDone: () => boolean,
 ): Promise<void> {
   // Arrivals upstream reports during a sync (in reply to the proxy's own UID FETCH or SEARCH) come after that sync
@@ -54,8 +76,12 @@ async function idleUpstream(
   await s.sync(true);
   s.flush();
   while (!agentDone() && !s.closed) {
-    let poke!: () => void;
-    const changed = new Promise<void>((resolve) => (poke = resolve));
+    // Something to learn (an arrival): the wait ends now, or is not begun.
+    let changed = false;
+    const poke = (): void => {
+      changed = true;
+      wake.now?.();
+    };
     const up = s.up;
     if (up === null) return;
     const handle = await up.idle((r) => {
@@ -75,9 +101,7 @@ async function idleUpstream(
     });
     // An arrival reported since the last sync began and not learned by it: synced now, not at the next EXISTS.
     if (box.hasUnknown && box.arrivals !== arrivals) poke();
-    const timer = setTimeout(poke, IDLE_RENEW_MS);
-    await Promise.race([agentLine, changed]);
-    clearTimeout(timer);
+    if (!changed && !agentDone() && !s.closed) await waitFor(wake, IDLE_RENEW_MS);
     await handle.done();
     // The agent has gone: nothing to learn or tell it (its session may be kept for the next login, unchanged).
     if (s.closed) break;
