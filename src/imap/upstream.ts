@@ -45,6 +45,11 @@ export interface UpstreamTimeouts {
   readonly handshakeMs: number;
   /** Any other command, from sending it to its tagged reply. */
   readonly commandMs: number;
+  /**
+   * How often the proxy renews its own IDLE upstream while an agent idles (IDLE_RENEW_MS when absent; shorter in
+   * tests only, to run many renewals).
+   */
+  readonly idleRenewMs?: number;
 }
 
 /** A command encoder that grew past this many bytes is dropped after the command (see `#encode`). */

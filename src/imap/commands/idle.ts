@@ -2,7 +2,8 @@
  * IDLE (RFC 2177), run by the proxy: the agent's IDLE is answered locally while a separate IDLE runs upstream.
  * When upstream reports new messages, the proxy ends its IDLE, learns their UIDs and classifies them in a filtered
  * folder, reports the visible ones, and idles again (docs/protocol.md §3 "IDLE flow"). Upstream IDLE is renewed well
- * before the 30-minute inactivity timeout servers may apply (RFC 2177 §3).
+ * before the 30-minute inactivity timeout servers may apply (RFC 2177 §3); with no mailbox selected there is nothing
+ * to idle on, and a NOOP upstream at the same interval keeps the session from that timeout instead.
  */
 
 import { UpstreamError } from "../../net/index.ts";
@@ -27,11 +28,12 @@ export async function idle(s: Session, cmd: CommandOf<"IDLE">): Promise<void> {
     wake.now?.();
   });
   const box = s.box;
-  if (s.up === null || box === null) {
+  if (s.up === null) {
     ended = await agentLine;
   } else {
     try {
-      await idleUpstream(s, box, wake, () => ended !== undefined);
+      if (box === null) await keepAlive(s, wake, () => ended !== undefined);
+      else await idleUpstream(s, box, wake, () => ended !== undefined);
     } catch (error) {
       // The IDLE failed inside (a refusal or a classification error; a lost upstream ends the session with BYE).
       // The agent is still idling and its next line is its DONE (RFC 2177 §3): it is read as such before the error
@@ -50,6 +52,24 @@ export async function idle(s: Session, cmd: CommandOf<"IDLE">): Promise<void> {
 /** Ends the wait of the loop upstream; set while it waits, called when the agent's line comes (or the session ends). */
 interface Wake {
   now: (() => void) | null;
+}
+
+/** How often the proxy's own IDLE upstream is renewed (IDLE_RENEW_MS; shorter in tests). */
+function renewMs(s: Session): number {
+  return s.ctx.timeouts.idleRenewMs ?? IDLE_RENEW_MS;
+}
+
+/**
+ * No mailbox selected: upstream has nothing to report, but would log out a session silent for its inactivity
+ * timeout (30 minutes, RFC 9051 §5.4) while the agent's IDLE may last up to `idle_command_timeout`: a NOOP upstream
+ * at every renewal until `agentDone()`.
+ */
+async function keepAlive(s: Session, wake: Wake, agentDone: () => boolean): Promise<void> {
+  while (!agentDone() && !s.closed) {
+    await waitFor(wake, renewMs(s));
+    if (agentDone() || s.closed) return;
+    await s.upstreamRun({ name: "NOOP" }, () => {});
+  }
 }
 
 /** Waits until `ms` have passed or `wake.now` is called. */
@@ -101,7 +121,7 @@ async function idleUpstream(
     });
     // An arrival reported since the last sync began and not learned by it: synced now, not at the next EXISTS.
     if (box.hasUnknown && box.arrivals !== arrivals) poke();
-    if (!changed && !agentDone() && !s.closed) await waitFor(wake, IDLE_RENEW_MS);
+    if (!changed && !agentDone() && !s.closed) await waitFor(wake, renewMs(s));
     await handle.done();
     // The agent has gone: nothing to learn or tell it (its session may be kept for the next login, unchanged).
     if (s.closed) break;
