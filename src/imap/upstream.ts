@@ -666,9 +666,16 @@ export class UpstreamSession {
     });
     this.#onContinue = () => {
       this.#onContinue = null;
+      // Idling now: no deadline until DONE (docs/imap.md "Deadlines").
+      const pending = this.#pending;
+      if (pending !== null) pending.deadline = Number.POSITIVE_INFINITY;
       started();
     };
-    const finished = this.run({ name: "IDLE" }, onData, 0);
+    // Until its `+` the IDLE is a command like any other, with `commandMs`: a server that never starts it would
+    // otherwise hold the session, and the agent whose DONE waits for it, until `idle_command_timeout`.
+    const finished = this.run({ name: "IDLE" }, onData, this.#timeouts.commandMs);
+    const pending = this.#pending;
+    if (pending !== null && pending.onData === onData) pending.expiry = "the upstream server did not start IDLE";
     finished.then(
       // The text ends in the agent's BYE: without upstream's timings, as a tagged reply's.
       (s) => failed(new UpstreamError(`the upstream server refused IDLE: ${withoutTimings(s.text)}`)),

@@ -1,7 +1,8 @@
 /**
  * Deadlines of upstream commands (src/imap/upstream.ts): one watchdog timer per upstream session fails the session
- * when the command in flight has not had its tagged reply by its deadline (`commandMs`; `handshakeMs` for the end of
- * an IDLE), and only then. A stand-in server, because a real one does not stall on purpose.
+ * when the command in flight has not had its tagged reply by its deadline (`commandMs`, and for an IDLE its `+`;
+ * `handshakeMs` for the end of an IDLE), and only then. A stand-in server, because a real one does not stall on
+ * purpose.
  */
 import { afterEach, expect, test } from "bun:test";
 import { createServer, type Server, type Socket } from "node:net";
@@ -21,7 +22,8 @@ afterEach(() => {
   for (const s of servers.splice(0)) s.close();
 });
 
-async function scripted(script: Script): Promise<number> {
+/** `idlePlus: false`: a server that never starts IDLE (no `+`), as one stalled right after reading it. */
+async function scripted(script: Script, { idlePlus = true } = {}): Promise<number> {
   const server = createServer((socket: Socket) => {
     socket.on("error", () => {});
     socket.write("* OK [CAPABILITY IMAP4rev1 UIDPLUS UNSELECT IDLE] ready\r\n");
@@ -45,7 +47,7 @@ async function scripted(script: Script): Promise<number> {
         const tag = line.split(" ")[0]!;
         const delay = script[next++] ?? null;
         if (line.endsWith(" IDLE")) {
-          socket.write("+ idling\r\n");
+          if (idlePlus) socket.write("+ idling\r\n");
           idle = { tag, delay };
         } else answer(tag, delay);
       }
@@ -137,6 +139,25 @@ test("IDLE has no deadline until DONE; then the reply must come within the hands
   expect(result).toBe("the upstream server did not end IDLE");
   expect(ms).toBeGreaterThanOrEqual(500);
   expect(ms).toBeLessThan(2500);
+});
+
+test("IDLE never started (no `+`): the session fails at commandMs, not before", async () => {
+  // Before, an IDLE had no deadline until its `+`: the session, and the agent's DONE, waited for good.
+  const up = await open(await scripted([null], { idlePlus: false }), 1000);
+  const { result, ms } = await outcome(() => up.idle(() => {}));
+  expect(result).toBe("the upstream server did not start IDLE");
+  expect(ms).toBeGreaterThanOrEqual(1000);
+  expect(ms).toBeLessThan(3000);
+  expect(up.closed).toBe(true);
+});
+
+test("an IDLE started in time has no deadline from its `+` until DONE, past commandMs", async () => {
+  const up = await open(await scripted([0, 0]), 1000);
+  const idle = await up.idle(() => {});
+  await Bun.sleep(1500);
+  expect(up.closed).toBe(false);
+  expect((await outcome(() => idle.done())).result).toBe("ok");
+  expect((await outcome(() => up.run({ name: "NOOP" }))).result).toBe("ok");
 });
 
 test("DONE's deadline, earlier than the one the watchdog was armed for, is kept", async () => {
