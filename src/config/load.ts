@@ -4,7 +4,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { accessSync, constants, readFileSync } from "node:fs";
+import { accessSync, constants } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { createSecureContext } from "node:tls";
 import { parse as parseToml, TomlError } from "smol-toml";
@@ -14,8 +14,9 @@ import { mailboxProblem, subaddressMailbox } from "../mail/address.ts";
 import { unreadableGlobText } from "../mail/encoded-words.ts";
 import { MAX_LOGIN_NAME_BYTES } from "../net/credentials.ts";
 import { isLoopbackHost, isLoopbackUrlHost, readIpEntry } from "../net/ip.ts";
-import { KeyFileReadable, loadIdentity } from "../net/listener.ts";
+import { KeyFileReadable, loadIdentity, TlsIdentityUnreadable } from "../net/listener.ts";
 import { loginKey } from "../net/sessions.ts";
+import { readTlsFile, TlsFileError } from "../net/tls-file.ts";
 import { compileGlob, expandOperation, GlobError, type GlobKind, type Operation } from "../policy/index.ts";
 import { readSecretFile } from "../runtime/secret-file.ts";
 import { ConfigError, type ConfigProblem } from "./errors.ts";
@@ -268,6 +269,8 @@ function tlsIdentityProblem(
     return null;
   } catch (e) {
     if (e instanceof KeyFileReadable) return { key: "tls_key_file", problem: e.message.replace(/^net: /, "") };
+    if (e instanceof TlsIdentityUnreadable)
+      return { key: e.what === "key" ? "tls_key_file" : "tls_cert_file", problem: e.message.replace(/^net: /, "") };
     const files = `${JSON.stringify(certFile)} and ${JSON.stringify(keyFile)}`;
     return {
       key: "tls_cert_file",
@@ -278,8 +281,15 @@ function tlsIdentityProblem(
 
 /** The upstream CA file as each upstream connection will use it (src/net/upstream.ts): otherwise every one fails. */
 function caProblem(file: string): string | null {
+  let ca: string;
   try {
-    createSecureContext({ ca: readFileSync(file, "utf8") });
+    ca = readTlsFile(file).toString("utf8");
+  } catch (e) {
+    if (e instanceof TlsFileError) return `${JSON.stringify(file)} ${e.message}`;
+    throw e;
+  }
+  try {
+    createSecureContext({ ca });
     return null;
   } catch (e) {
     return `${JSON.stringify(file)} holds no PEM certificate TLS can use as a CA (${(e as Error).message})`;

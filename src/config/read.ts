@@ -6,6 +6,7 @@
  */
 
 import { closeSync, constants, fstatSync, lstatSync, openSync, readSync, type Stats } from "node:fs";
+import { fileKind } from "../net/tls-file.ts";
 import { ConfigError } from "./errors.ts";
 
 /** The largest config file read (1 MiB): some thousands of rules; a larger file is refused, not read in part. */
@@ -44,7 +45,9 @@ export function readConfigText(file: string, ownedOnly = false): string {
         throw new ConfigError(file, [{ message: "replaced while it was being opened; not read" }]);
     }
     if (!stat.isFile())
-      throw new ConfigError(file, [{ message: `not a regular file (${kind(stat.mode)}); a config must be a file` }]);
+      throw new ConfigError(file, [
+        { message: `not a regular file (${fileKind(stat.mode)}); a config must be a file` },
+      ]);
     if (stat.size > MAX_CONFIG_BYTES) throw tooLarge(file);
     // One byte more than the limit is asked for: a file that grew since fstat is refused too, not cut short.
     const buf = Buffer.alloc(Math.min(MAX_CONFIG_BYTES + 1, stat.size + 1));
@@ -95,21 +98,4 @@ export const TOO_LARGE = `larger than ${MAX_CONFIG_BYTES} bytes (MAX_CONFIG_BYTE
 
 function tooLarge(file: string): ConfigError {
   return new ConfigError(file, [{ message: TOO_LARGE }]);
-}
-
-function kind(mode: number): string {
-  switch (mode & constants.S_IFMT) {
-    case constants.S_IFDIR:
-      return "a folder";
-    case constants.S_IFIFO:
-      return "a pipe";
-    case constants.S_IFCHR:
-      return "a character device";
-    case constants.S_IFBLK:
-      return "a block device";
-    case constants.S_IFSOCK:
-      return "a socket";
-    default:
-      return "not a file";
-  }
 }

@@ -9,11 +9,11 @@
  */
 
 import { X509Certificate } from "node:crypto";
-import { readFileSync } from "node:fs";
 import { type ConnectionOptions, checkServerIdentity, type PeerCertificate, rootCertificates } from "node:tls";
 import { ImapFlow } from "imapflow";
 import nodemailer from "nodemailer";
 import type { HostPort, ListenerConfig } from "../config/index.ts";
+import { readTlsFile } from "../net/tls-file.ts";
 
 /** Connect, greeting and login to a listener: past this a tool call fails instead of hanging. */
 export const PROXY_CONNECT_TIMEOUT_MS = 15_000;
@@ -36,11 +36,11 @@ export function connectHost(addr: HostPort): string {
 
 const PEM = /-----BEGIN CERTIFICATE-----[\s\S]*?-----END CERTIFICATE-----/g;
 
-/** The certificates in a PEM file; none when it cannot be read. */
+/** The certificates in a PEM file; none when it cannot be read (as src/net/tls-file.ts reads: never a FIFO). */
 function pemCertificates(file: string | null): string[] {
   if (file === null) return [];
   try {
-    return readFileSync(file, "utf8").match(PEM) ?? [];
+    return readTlsFile(file).toString("utf8").match(PEM) ?? [];
   } catch {
     return [];
   }

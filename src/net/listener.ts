@@ -4,11 +4,12 @@
  * (see connection.ts for why).
  */
 
-import { closeSync, fstatSync, openSync, readFileSync } from "node:fs";
+import type { Stats } from "node:fs";
 import { type AddressInfo, createServer as createTcpServer, type Server, type Socket } from "node:net";
 import { createServer as createTlsServer, type Server as TlsServer } from "node:tls";
 import { Connection, normalizeAddress } from "./connection.ts";
 import { addressKey } from "./ip.ts";
+import { readTlsFile, TlsFileError } from "./tls-file.ts";
 
 export type ListenTls = "tls" | "starttls" | "none";
 
@@ -85,33 +86,37 @@ export const SHUTDOWN_GRACE_MS = 10_000;
  * Reads a PEM key and certificate pair; throws with the file name when one is unreadable, or when the key file is
  * readable by every user of the host (docs/config.md `tls_key_file`): a private key any local account can copy lets
  * it pose as the proxy to the agents. Group read is the install layout's (docs/install.md: the `mailgator` group).
- * The mode is checked on the descriptor the key is read from, so what is read is what was checked.
+ * The mode is checked on the descriptor the key is read from, so what is read is what was checked. Each file is read
+ * as src/net/tls-file.ts reads it: a regular file of at most MAX_TLS_FILE_BYTES, never a FIFO or a device.
  */
 export function loadIdentity(certFile: string, keyFile: string): TlsIdentity {
-  const read = (file: string, what: string, check?: (mode: number) => void): Buffer => {
-    let fd: number;
+  const read = (file: string, what: "certificate" | "key", check?: (stat: Stats) => void): Buffer => {
     try {
-      fd = openSync(file, "r");
+      return readTlsFile(file, check);
     } catch (e) {
-      throw new Error(`net: cannot read the TLS ${what} file ${file}: ${(e as Error).message}`);
-    }
-    try {
-      check?.(fstatSync(fd).mode);
-      return readFileSync(fd);
-    } catch (e) {
-      if (e instanceof KeyFileReadable) throw e;
-      throw new Error(`net: cannot read the TLS ${what} file ${file}: ${(e as Error).message}`);
-    } finally {
-      closeSync(fd);
+      if (e instanceof TlsFileError)
+        throw new TlsIdentityUnreadable(`net: the TLS ${what} file ${file} ${e.message}`, what);
+      throw e;
     }
   };
-  const keyMode = (mode: number): void => {
+  const keyMode = ({ mode }: Stats): void => {
     if ((mode & 0o004) !== 0)
       throw new KeyFileReadable(
         `net: the TLS key file ${keyFile} is readable by every user (mode ${(mode & 0o777).toString(8)}): chmod o-r it`,
       );
   };
   return { cert: read(certFile, "certificate"), key: read(keyFile, "key", keyMode) };
+}
+
+/** A listener's certificate or key file that could not be read (src/net/tls-file.ts): `what` says which. */
+export class TlsIdentityUnreadable extends Error {
+  override name = "TlsIdentityUnreadable";
+  constructor(
+    message: string,
+    readonly what: "certificate" | "key",
+  ) {
+    super(message);
+  }
 }
 
 /** A TLS key file readable by every user (`loadIdentity`): refused, with its own message. */

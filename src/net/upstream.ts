@@ -6,11 +6,11 @@
  * `upstream_ca_file`, and against the host name (or IP address) of `upstream_addr`.
  */
 
-import { readFileSync } from "node:fs";
 import { isIP, type Socket, connect as tcpConnect } from "node:net";
 import { type ConnectionOptions, rootCertificates, connect as tlsConnect } from "node:tls";
 import { upstreamConnectSeconds, upstreamErrors } from "../admin/metrics.ts";
 import { Connection } from "./connection.ts";
+import { readTlsFile, TlsFileError } from "./tls-file.ts";
 
 export type UpstreamTls = "tls" | "starttls" | "none";
 
@@ -39,13 +39,17 @@ export function sameUpstream(a: UpstreamTarget, b: UpstreamTarget): boolean {
   );
 }
 
-/** Reads upstream_ca_file once at startup; throws with the file name when unreadable. */
+/**
+ * Reads upstream_ca_file (at start and at each reload) as src/net/tls-file.ts reads a TLS file; throws with the file
+ * name when it cannot be read.
+ */
 export function readCaFile(file: string | null): string | null {
   if (file === null) return null;
   try {
-    return readFileSync(file, "utf8");
+    return readTlsFile(file).toString("utf8");
   } catch (e) {
-    throw new Error(`net: cannot read upstream_ca_file ${file}: ${(e as Error).message}`);
+    if (e instanceof TlsFileError) throw new TlsFileError(`net: upstream_ca_file ${file} ${e.message}`);
+    throw e;
   }
 }
 

@@ -12,6 +12,8 @@ import {
 } from "../../src/config/index.ts";
 import { ENV_NAME_MAX } from "../../src/config/secret-keys.ts";
 import { loadIdentity } from "../../src/net/listener.ts";
+import { MAX_TLS_FILE_BYTES, readTlsFile } from "../../src/net/tls-file.ts";
+import { readCaFile } from "../../src/net/upstream.ts";
 import { SECRET_FILE_MAX_BYTES } from "../../src/runtime/secret-file.ts";
 import { upstreams } from "../fixtures/index.ts";
 import { tempRoot } from "../fixtures/temp.ts";
@@ -358,6 +360,52 @@ describe("what a rule may say", () => {
     const garbage = problems(imap(join(dir, "garbage.pem")));
     expect(garbage).toContain(`mailgator.toml:4:20: imap.upstream_ca_file: "${join(dir, "garbage.pem")}" holds no PEM`);
   });
+
+  test("a TLS file of MAX_TLS_FILE_BYTES is read; one byte more is refused, not read", () => {
+    const dir = mkdtempSync(join(TMP, "mg-cfg-"));
+    const ca = join(dir, "bundle.pem");
+    // The test CA, then blank lines up to the size: OpenSSL reads the certificate and skips the rest.
+    const pem = readFileSync(upstreams().caFile, "utf8");
+    const imap = `${IMAP}upstream_ca_file = "${ca}"\n`;
+    writeFileSync(ca, pem + "\n".repeat(MAX_TLS_FILE_BYTES - Buffer.byteLength(pem)));
+    expect(readTlsFile(ca).length).toBe(MAX_TLS_FILE_BYTES);
+    expect(parseConfig(imap, join(dir, "m.toml")).imap?.upstreamCaFile).toBe(ca);
+    writeFileSync(ca, pem + "\n".repeat(MAX_TLS_FILE_BYTES + 1 - Buffer.byteLength(pem)));
+    expect(() => readTlsFile(ca)).toThrow(`is larger than ${MAX_TLS_FILE_BYTES} bytes (MAX_TLS_FILE_BYTES)`);
+    expect(problems(imap)).toContain(`imap.upstream_ca_file: "${ca}" is larger than ${MAX_TLS_FILE_BYTES} bytes`);
+    expect(() => readCaFile(ca)).toThrow("is larger than");
+  });
+
+  test("a FIFO or a device as a TLS file is refused at once, never read", () => {
+    const tls = join(upstreams().caFile, "..");
+    const dir = mkdtempSync(join(TMP, "mg-cfg-"));
+    const fifo = join(dir, "tls.fifo");
+    expect(Bun.spawnSync(["mkfifo", "-m", "600", fifo]).exitCode).toBe(0);
+    const key = join(dir, "server.key");
+    writeFileSync(key, readFileSync(join(tls, "server.key")), { mode: 0o600 });
+    const listener = (cert: string, k: string, ca: string) =>
+      `[imap]\nlisten_addr = "127.0.0.1:1"\nupstream_addr = "h:993"\nlisten_tls = "tls"\n` +
+      `tls_cert_file = "${cert}"\ntls_key_file = "${k}"\nupstream_ca_file = "${ca}"\n`;
+    const cert = join(tls, "server.pem");
+    const ca = upstreams().caFile;
+    // No writer ever opens the FIFO: a read that waited for one would fail the test by its time limit.
+    for (const odd of [fifo, "/dev/zero", dir]) {
+      const kind = odd === fifo ? "(a pipe)" : odd === dir ? "(a folder)" : "(a character device)";
+      expect(problems(listener(odd, key, ca))).toContain(
+        `imap.tls_cert_file: the TLS certificate file ${odd} is not a regular file ${kind}`,
+      );
+      expect(problems(listener(cert, odd, ca))).toContain(
+        `imap.tls_key_file: the TLS key file ${odd} is not a regular file ${kind}`,
+      );
+      expect(problems(listener(cert, key, odd))).toContain(
+        `imap.upstream_ca_file: ${JSON.stringify(odd)} is not a regular file ${kind}`,
+      );
+      expect(() => loadIdentity(cert, odd)).toThrow(`is not a regular file ${kind}`);
+      expect(() => readCaFile(odd)).toThrow(`is not a regular file ${kind}`);
+    }
+    // A regular file that reads other than its size (the kernel's /proc makes it up as it is read) is not read either.
+    expect(() => readTlsFile("/proc/self/status")).toThrow("read more than 0 bytes where its size is 0");
+  }, 5000);
 });
 
 describe("errors a person can act on", () => {
