@@ -9,6 +9,9 @@ import { closeSync, constants, fstatSync, lstatSync, openSync, readSync, type St
 import { fileKind } from "../net/tls-file.ts";
 import { ConfigError } from "./errors.ts";
 
+/** Test hook between the checks of `readConfigText` and its read (a file that changes then must be refused). */
+export const configReadSteps: { checked: ((file: string) => void) | null } = { checked: null };
+
 /** The largest config file read (1 MiB): some thousands of rules; a larger file is refused, not read in part. */
 export const MAX_CONFIG_BYTES = 1024 * 1024;
 
@@ -49,17 +52,24 @@ export function readConfigText(file: string, ownedOnly = false): string {
         { message: `not a regular file (${fileKind(stat.mode)}); a config must be a file` },
       ]);
     if (stat.size > MAX_CONFIG_BYTES) throw tooLarge(file);
-    // One byte more than the limit is asked for: a file that grew since fstat is refused too, not cut short.
-    const buf = Buffer.alloc(Math.min(MAX_CONFIG_BYTES + 1, stat.size + 1));
+    configReadSteps.checked?.(file);
+    // One byte more than its size is asked for: a file that grew since fstat (past the limit or not) is refused, not
+    // cut short at the size fstat gave, and so is one that reads less (being rewritten, or made up by the kernel).
+    const buf = Buffer.alloc(stat.size + 1);
     let length = 0;
     for (;;) {
       const n = readSync(fd, buf, length, buf.length - length, null);
-      if (n === 0) break;
-      length += n;
-      if (length === buf.length) {
-        if (length > MAX_CONFIG_BYTES) throw tooLarge(file);
-        break;
-      }
+      if (n === 0 || (length += n) === buf.length) break;
+    }
+    if (length !== stat.size) {
+      const read = length === buf.length ? `more than ${stat.size}` : String(length);
+      throw new ConfigError(file, [
+        {
+          message:
+            `read ${read} bytes where its size is ${stat.size}: changed while it was read (or made up by the kernel ` +
+            "as it is read); not read",
+        },
+      ]);
     }
     try {
       return utf8.decode(buf.subarray(0, length));

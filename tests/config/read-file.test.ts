@@ -5,9 +5,10 @@
  */
 import { expect, test } from "bun:test";
 import { execFileSync } from "node:child_process";
-import { readFileSync, writeFileSync } from "node:fs";
+import { appendFileSync, readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { ConfigError, loadConfig, MAX_CONFIG_BYTES } from "../../src/config/index.ts";
+import { configReadSteps } from "../../src/config/read.ts";
 import { tempRoot } from "../fixtures/temp.ts";
 
 const TMP = tempRoot("mg-read-");
@@ -82,4 +83,28 @@ test("bytes that are not UTF-8 are refused, not read as U+FFFD", () => {
 
 test("a missing file is still named as such", () => {
   expect(problem(join(TMP, "none.toml"))).toBe("file not found");
+});
+
+test("a file that grows while it is read is refused, not cut at the size it had", () => {
+  // The rules that follow the seed's are what a cut would drop: here, a deny rule ahead of the seed's allows.
+  const file = join(TMP, "growing.toml");
+  writeFileSync(file, SEED);
+  configReadSteps.checked = (f) => appendFileSync(f, '\n[[rules]]\nname = "late"\naction = "deny"\n');
+  try {
+    expect(problem(file)).toBe(
+      `read more than ${Buffer.byteLength(SEED)} bytes where its size is ${Buffer.byteLength(SEED)}: changed while ` +
+        "it was read (or made up by the kernel as it is read); not read",
+    );
+  } finally {
+    configReadSteps.checked = null;
+  }
+  // Read again once it no longer changes: all of it.
+  expect(loadConfig(file).rules.at(-1)?.name).toBe("late");
+});
+
+test("a file that reads other than its size (the kernel's /proc) is refused", () => {
+  expect(problem("/proc/self/status")).toBe(
+    "read more than 0 bytes where its size is 0: changed while it was read (or made up by the kernel as it is read); " +
+      "not read",
+  );
 });
