@@ -6,7 +6,7 @@
 
 import { Database } from "bun:sqlite";
 import { existsSync } from "node:fs";
-import { preparePrivateDatabase, restrictDatabaseFiles } from "../private-files.ts";
+import { checkDatabaseFiles, preparePrivateDatabase, restrictDatabaseFiles } from "../private-files.ts";
 
 /** The proxy and the CLI wait this long for each other's locks. */
 const BUSY_TIMEOUT_MS = 5000;
@@ -27,9 +27,14 @@ export function openStateDatabase(path: string): Database {
   }
 }
 
-/** Opens the state database read-only (explain); null when there is none yet. Never creates or changes it. */
+/**
+ * Opens the state database read-only (explain); null when there is none yet. Never creates or changes it. Its files
+ * are checked first as every other opening checks them (`checkDatabaseFiles`): SQLite would wait for ever to read a
+ * FIFO at the path.
+ */
 export function openStateDatabaseReadOnly(path: string): Database | null {
   if (!existsSync(path)) return null;
+  checkDatabaseFiles(path);
   const db = new Database(path, { readonly: true, strict: true });
   db.run(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
   return db;

@@ -28,6 +28,7 @@ import { errorMessage, moduleLogger } from "../../log.ts";
 import { removeConfigWriteLeftovers } from "../../mcp/admin-edit.ts";
 import { LoginLockout, SHUTDOWN_GRACE_MS } from "../../net/index.ts";
 import { compilePolicy, type Policy } from "../../policy/index.ts";
+import { checkDatabaseFiles } from "../../private-files.ts";
 import { openQuotas, type Quotas, type RunningQuotas } from "../../quotas/index.ts";
 import {
   emitReload,
@@ -675,6 +676,8 @@ export function reload(
  * (src/state/store.ts): 0 when the file has no approvals at all.
  */
 function heldWaiting(path: string): number {
+  // Checked as every opening checks it: SQLite would wait for ever to read a FIFO at the path, before serve listens.
+  checkDatabaseFiles(path);
   const db = new Database(path, { readonly: true });
   try {
     if (db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'approvals'").get() === null) return 0;
