@@ -245,6 +245,8 @@ export class AuditLog {
     try {
       if (readonly) {
         if (!existsSync(path)) throw new Error("no such file");
+        // SQLite would wait for ever to read a FIFO there (a folder or a device is no log either).
+        if (!statSync(path).isFile()) throw new Error(`${path} is not a regular file`);
         db = new Database(path, { readonly: true, strict: true });
         db.exec(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
         const version = schemaVersion(db);
