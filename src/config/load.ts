@@ -23,7 +23,7 @@ import { ConfigError, type ConfigProblem } from "./errors.ts";
 import type { ConfigLocation } from "./find.ts";
 import { DEFAULT_IMAP_LIMITS, DEFAULT_SMTP_LIMITS } from "./limits.ts";
 import { reachesListener, sameListenPort } from "./listen.ts";
-import { locate } from "./locate.ts";
+import { locator } from "./locate.ts";
 import { isReservedName, ownEntry, RESERVED_NAMES } from "./names.ts";
 import { readConfigText } from "./read.ts";
 import { type RuleContext, ruleProblems } from "./rules.ts";
@@ -104,12 +104,16 @@ class Problems {
   readonly list: ConfigProblem[] = [];
   /** What LoadOptions.only kept this load from reading: warnings, once the config is built. */
   readonly unchecked: string[] = [];
+  /** Where a key path is in the text, which it reads once (src/config/locate.ts). */
+  readonly #locate: ReturnType<typeof locator>;
   constructor(
-    private readonly source: string,
+    source: string,
     private readonly only?: LoadOptions["only"],
-  ) {}
+  ) {
+    this.#locate = locator(source);
+  }
   add(path: readonly PathItem[], message: string): void {
-    const at = locate(this.source, path);
+    const at = this.#locate(path);
     this.list.push({ path: pathString(path), message, line: at?.line, column: at?.column });
   }
   /** Whether the file `full` (named at `path`) may be opened or checked; when not, a warning says so. */
