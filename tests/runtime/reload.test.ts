@@ -189,3 +189,33 @@ test("a changed or added [admin]: a warning that the admin listener keeps what i
   writeFileSync(file, `${readFileSync(file, "utf8")}token_hash = "sha256:${"ab".repeat(32)}"\n`);
   expect(warnedOf(reload(file, {}, live, [], first.audit.path, { admin: started }))).toHaveLength(1);
 });
+
+test("a reload that removes the last [[agents]] is refused: it would switch vault mode to pass-through", () => {
+  const file = write("allow");
+  const base = readFileSync(file, "utf8");
+  const vault =
+    `${base}\n[accounts.m]\nusername = "u"\npassword = "p"\n\n[[agents]]\nname = "bot"\n` +
+    `token_hash = "sha256:${"a".repeat(64)}"\naccount = "m"\n`;
+  writeFileSync(file, vault);
+  const first = loadConfig(file);
+  const live = new LiveConfig(first, compilePolicy(first.rules));
+  // The agent removed, the account kept: refused, the vault config stays in force.
+  writeFileSync(file, `${base}\n[accounts.m]\nusername = "u"\npassword = "p"\n`);
+  const refused = reload(file, {}, live, [], first.audit.path);
+  expect(refused.ok).toBe(false);
+  expect(refused.errors).toEqual([
+    "the new config has no [[agents]]: that would switch from vault mode to pass-through, where any login the " +
+      "upstream accepts is let in; a reload does not switch modes (restart serve to do it; to shut every agent " +
+      "out, stop serve)",
+  ]);
+  expect(live.config.agents.map((a) => a.name)).toEqual(["bot"]);
+  // Another agent in its place is a reload as any other; pass-through to vault mode too.
+  writeFileSync(file, vault.replace('name = "bot"', 'name = "other"'));
+  expect(reload(file, {}, live, [], first.audit.path).ok).toBe(true);
+  expect(live.config.agents.map((a) => a.name)).toEqual(["other"]);
+  const passThrough = loadConfig(write("allow"));
+  const fromPassThrough = new LiveConfig(passThrough, compilePolicy(passThrough.rules));
+  writeFileSync(file, vault);
+  expect(reload(file, {}, fromPassThrough, [], passThrough.audit.path).ok).toBe(true);
+  expect(fromPassThrough.config.agents.map((a) => a.name)).toEqual(["bot"]);
+});

@@ -589,6 +589,15 @@ export function reload(
       return failed([
         `[${name}] was ${next[name] === null ? "removed" : "added"}: adding or removing a listener needs a restart`,
       ]);
+  // Vault mode to pass-through (docs/operations.md "Reload"): a file without [[agents]] would admit every login the
+  // upstream accepts where only the agents' tokens were taken. An operator who removes the last agent most likely
+  // means to shut agents out, not to open the proxy to anyone holding a mailbox password: refused, a restart switches.
+  if (previous.agents.length > 0 && next.agents.length === 0)
+    return failed([
+      "the new config has no [[agents]]: that would switch from vault mode to pass-through, where any login the " +
+        "upstream accepts is let in; a reload does not switch modes (restart serve to do it; to shut every agent " +
+        "out, stop serve)",
+    ]);
   const warnings = [...next.warnings];
   const asking = next.rules.findIndex((r) => r.action === "ask");
   if (asking !== -1 && !approvals) {
