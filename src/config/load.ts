@@ -4,7 +4,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { accessSync, constants } from "node:fs";
+import { accessSync, constants, statSync } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { createSecureContext } from "node:tls";
 import { parse as parseToml, TomlError } from "smol-toml";
@@ -72,6 +72,8 @@ export interface LoadOptions {
    * looked up: each is taken as fine, and a warning says that it was not checked.
    */
   readonly only?: { readonly files: ReadonlySet<string>; readonly variables: ReadonlySet<string> };
+  /** The config file's mode bits (loadConfig): an inline account secret in a file others may read is warned of. */
+  readonly fileMode?: number;
 }
 
 /** The `env` that stands for "do not read secrets" (LoadOptions.skipSecrets). */
@@ -1163,9 +1165,29 @@ export function parseConfig(text: string, file: string, options: LoadOptions = {
   const result = v.safeParse(configSchema, data);
   if (!result.success) schemaProblems(result.issues, problems);
   if (!result.success || problems.list.length > 0) throw new ConfigError(file, problems.list);
-  const config = build(result.output, file, text, env, problems);
+  const built = build(result.output, file, text, env, problems);
   if (problems.list.length > 0) throw new ConfigError(file, problems.list);
-  return deepFreeze(config);
+  const exposed = exposedSecrets(result.output, options.fileMode);
+  return deepFreeze(exposed === null ? built : { ...built, warnings: [...built.warnings, exposed] });
+}
+
+/**
+ * An account secret written in a config file that its group or others may read (docs/config.md "Vault mode"): a
+ * `password_file` or `client_secret_file` that open would be refused; the config itself is not (it holds no secret
+ * unless one is written in it), so a warning names the first such account and the fix. Null when none is exposed.
+ */
+function exposedSecrets(raw: RawConfig, mode: number | undefined): string | null {
+  if (mode === undefined || (mode & 0o044) === 0) return null;
+  for (const [name, account] of Object.entries(raw.accounts ?? {})) {
+    const key =
+      account.password !== undefined ? "password" : account.client_secret !== undefined ? "client_secret" : null;
+    if (key !== null)
+      return (
+        `[accounts.${name}] ${key} is written in the config, which users other than its owner may read (mode ` +
+        `${(mode & 0o777).toString(8)}): chmod 600 it, or give the secret by ${key}_file or ${key}_env`
+      );
+  }
+  return null;
 }
 
 /**
@@ -1175,7 +1197,14 @@ export function parseConfig(text: string, file: string, options: LoadOptions = {
 export function loadConfig(location: string | ConfigLocation, options: LoadOptions = {}): Config {
   const { path, ownedOnly } = typeof location === "string" ? { path: location, ownedOnly: false } : location;
   const file = resolve(path);
-  return parseConfig(readConfigText(file, ownedOnly), file, options);
+  const text = readConfigText(file, ownedOnly);
+  let mode: { fileMode?: number } = {};
+  try {
+    mode = { fileMode: statSync(file).mode };
+  } catch {
+    // Read a moment ago and gone now: nothing to warn of.
+  }
+  return parseConfig(text, file, { ...mode, ...options });
 }
 
 /**
