@@ -5,6 +5,7 @@
  * any of them may reach the terminal as it is: each is shown as its `\uXXXX` escape, and `--json` stays valid JSON
  * with the same values.
  */
+import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, describe, expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -159,6 +160,32 @@ describe("mailgator audit", () => {
     expect(line).toContain(`target="user${quoted}@corp.test"`);
     expect(line).toContain(`rule="rule${quoted}"`);
     expect(line).toContain(`— parent folder Archive/a${ESCAPED}gnp.exe is hidden; upstream: NO ${ESCAPED}`);
+  });
+
+  test("text: protocol and decision are escaped too, though only another program writes them so", async () => {
+    // The writer checks protocol and decision against their lists, but the file is SQLite's: anything that can write
+    // it (a tool, another build) can put any text there, and reading it must not hand the terminal a sequence.
+    const own = mkdtempSync(join(tmpdir(), "mg-terminal-foreign-"));
+    try {
+      const config = join(own, "m.toml");
+      writeFileSync(config, `[audit]\npath = "${join(own, "audit.db")}"\n`);
+      const log = AuditLog.open(join(own, "audit.db"));
+      await log.close();
+      const db = new Database(join(own, "audit.db"));
+      db.run(
+        "INSERT INTO audit (time, session, protocol, command, decision, reason, config_revision) " +
+          "VALUES (?, 's', ?, 'NOOP', ?, 'r', 'x')",
+        [Date.now(), `imap${HOSTILE}`, `deny${HOSTILE}`],
+      );
+      db.close();
+      const r = run("audit", "-c", config);
+      expect(r.code).toBe(0);
+      expect(r.stdout).not.toMatch(RAW);
+      expect(r.stdout).toContain(` imap${ESCAPED} NOOP — r`);
+      expect(r.stdout).toContain(` DENY${ESCAPED} `);
+    } finally {
+      rmSync(own, { recursive: true, force: true });
+    }
   });
 
   test("--json: valid JSON holding the exact values, with none of those characters raw", () => {

@@ -117,7 +117,8 @@ function line(row: AuditRow): string {
   const plain = row.agent !== null && PLAIN_AGENT.test(row.agent) && escapes(row.agent) === row.agent;
   const who = row.agent === null ? "-" : plain ? row.agent : terminalJson(row.agent);
   const what = [
-    row.protocol,
+    // Checked when a row is written (PROTOCOLS), but read from a file another program may have written.
+    escapes(row.protocol),
     escapes(row.command),
     escapes(row.operation ?? ""),
     row.folder ? `folder=${terminalJson(row.folder)}` : "",
