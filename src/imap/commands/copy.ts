@@ -40,8 +40,7 @@ export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): P
   const dp = visibleFolder(s, command, "mail:append", dest, new Refusal("NO", "TRYCREATE", "Mailbox does not exist"));
   const dd = s.require(command, "mail:append", dp, `${uids.length} messages`);
   checkUpstreamRest(s, command, op, { name: cmd.name, uid: true, set: [], mailbox: dest });
-  if (uids.length === 0) return s.tagged(cmd.tag, "OK", null, "No messages");
-  await s.auditDurable({
+  const row = {
     command,
     operation: cmd.name === "MOVE" ? "mail:move" : "mail:read",
     folder: p,
@@ -50,7 +49,14 @@ export async function copyOrMove(s: Session, cmd: CommandOf<"COPY" | "MOVE">): P
     ...cites(d),
     reason: `${d.reason}; destination: ${dd.reason}`,
     count: uids.length,
-  });
+  } as const;
+  // Decided and allowed, with nothing to send upstream: the decision has its row all the same, counting no message
+  // (docs/audit.md "What a row records"), queued as a read's is, since nothing changes.
+  if (uids.length === 0) {
+    s.auditRow(row);
+    return s.tagged(cmd.tag, "OK", null, "No messages");
+  }
+  await s.auditDurable(row);
   const sets = box.upstreamSets(uids);
   // A filtered folder's MOVE that takes more than one upstream command goes as a COPY in parts, and the messages leave
   // the source only once every part is done (`removeMoved`): parts of MOVEs cannot be undone, and which of them were

@@ -49,6 +49,20 @@ export async function store(s: Session, cmd: CommandOf<"STORE">): Promise<void> 
   checkUpstreamRest(s, command, deleted ? "mail:delete" : "mail:flag", { ...upstream, set: [] });
   // The messages a conditional STORE left unchanged, as UIDs: upstream's `[MODIFIED]` of each UID STORE.
   const modified: number[] = [];
+  // Decided and allowed, with no message to store to: the decision has its row all the same, counting none
+  // (docs/audit.md "What a row records"), queued as a read's is, since nothing goes upstream.
+  if (uids.length === 0)
+    for (const { op, d } of decided)
+      s.auditRow({
+        command,
+        operation: op,
+        folder: p,
+        target: cmd.flags.join(" "),
+        decision: "allow",
+        ...cites(d),
+        reason: d.reason,
+        count: 0,
+      });
   if (uids.length > 0) {
     // Queued in the same turn, the rows share one commit and are never split (docs/audit.md).
     const group = {};
