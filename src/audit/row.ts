@@ -126,6 +126,19 @@ export function fromColumns(c: Columns): AuditRow {
     configRevision: str(c["config_revision"]),
     count: optNum(c["count"]),
     hiddenCount: optNum(c["hidden_count"]),
-    detail: detail === null ? null : (JSON.parse(detail) as AuditDetail),
+    detail: detail === null ? null : storedDetail(detail),
   };
+}
+
+/**
+ * A row's `detail` as stored: JSON this build wrote. Text that does not parse (a file another program wrote) is read
+ * as `{"unreadable": TEXT}`, so that one such row does not make every query of the log fail (docs/audit.md "What a
+ * row may hold").
+ */
+function storedDetail(text: string): AuditDetail {
+  try {
+    return JSON.parse(text) as AuditDetail;
+  } catch {
+    return { unreadable: text };
+  }
 }

@@ -2,6 +2,7 @@
  * `mailgator audit` as a person reads it: an empty result says so, rows left out by --limit are counted, JSON times
  * are ISO 8601 like the text, and the --until, --protocol and --command filters (docs/audit.md "Reading the log").
  */
+import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, expect, setDefaultTimeout, test } from "bun:test";
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -118,5 +119,56 @@ test("--limit takes a whole number up to MAX_LIMIT; one past it is a usage error
     const r = run("--limit", past);
     expect(r.code).toBe(2);
     expect(r.stderr).toContain(`--limit: expected a whole number from 1 to ${MAX_LIMIT}, got "${past}"`);
+  }
+});
+
+test("a row another program wrote with no valid time or a detail that is not JSON is shown; the rest still are", () => {
+  // The file is SQLite's: any program can write it. Before, such a row failed the whole listing (`Invalid Date`,
+  // `JSON Parse error`), hiding every other row from the operator.
+  const own = mkdtempSync(join(tmpdir(), "mg-audit-foreign-"));
+  try {
+    const config = join(own, "m.toml");
+    writeFileSync(config, `[audit]\npath = "${join(own, "audit.db")}"\n`);
+    const db = new Database(join(own, "audit.db"));
+    db.exec(
+      "CREATE TABLE audit (id INTEGER PRIMARY KEY AUTOINCREMENT, time INTEGER NOT NULL, session TEXT NOT NULL, " +
+        "agent TEXT, client_addr TEXT, protocol TEXT NOT NULL, command TEXT NOT NULL, operation TEXT, folder TEXT, " +
+        "target TEXT, decision TEXT NOT NULL, rule TEXT, rule_index INTEGER, reason TEXT NOT NULL, " +
+        "config_revision TEXT NOT NULL, count INTEGER, hidden_count INTEGER, detail TEXT); PRAGMA user_version = 2",
+    );
+    const insert = db.prepare(
+      "INSERT INTO audit (time, session, protocol, command, decision, reason, config_revision, detail) " +
+        "VALUES (?, 's', 'imap', ?, 'allow', 'r', 'x', ?)",
+    );
+    insert.run(now, "FIRST", null);
+    insert.run("yesterday", "BADTIME", null);
+    insert.run(now, "BADDETAIL", '{"a": "\x1b[2J');
+    insert.run(now, "LAST", '{"ok":1}');
+    db.close();
+    const p = (...args: string[]) =>
+      Bun.spawnSync([process.execPath, MAIN, "audit", "-c", config, ...args], {
+        env: { PATH: process.env["PATH"] ?? "" },
+      });
+    const text = p();
+    expect(text.exitCode).toBe(0);
+    const lines = text.stdout.toString().trim().split("\n");
+    expect(lines.map((l) => /imap (\w+)/.exec(l)?.[1])).toEqual(["FIRST", "BADTIME", "BADDETAIL", "LAST"]);
+    expect(lines[1]).toStartWith("(no valid time) #2 ALLOW ");
+    const json = p("--json");
+    expect(json.exitCode).toBe(0);
+    const rows = json.stdout
+      .toString()
+      .trim()
+      .split("\n")
+      .map((l) => JSON.parse(l) as Record<string, unknown>);
+    expect(rows.map((r) => [r["command"], r["time"] === null, r["detail"]])).toEqual([
+      ["FIRST", false, null],
+      ["BADTIME", true, null],
+      ["BADDETAIL", false, { unreadable: '{"a": "\x1b[2J' }],
+      ["LAST", false, { ok: 1 }],
+    ]);
+    expect(json.stdout.toString()).not.toContain("\x1b");
+  } finally {
+    rmSync(own, { recursive: true, force: true });
   }
 });

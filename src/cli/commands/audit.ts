@@ -95,7 +95,16 @@ function isoTime(d: RegExpExecArray): number {
  * on written as JSON escapes, which a JSON reader decodes to the same values (docs/audit.md).
  */
 export function jsonRow(row: AuditRow): string {
-  return terminalJson({ ...row, time: new Date(row.time).toISOString() });
+  return terminalJson({ ...row, time: rowTime(row.time) });
+}
+
+/**
+ * A row's time in ISO 8601 UTC; null for one that is no time (not a number of milliseconds a Date holds: a row another
+ * program wrote), which is shown and not fatal: toISOString would throw and end the whole listing.
+ */
+function rowTime(ms: number): string | null {
+  const date = new Date(ms);
+  return Number.isNaN(date.getTime()) ? null : date.toISOString();
 }
 
 /**
@@ -110,7 +119,7 @@ const PLAIN_AGENT = /^[\p{L}\p{N}._+@-]+$/u;
  * the terminal as it is (docs/audit.md "Reading the log").
  */
 function line(row: AuditRow): string {
-  const when = new Date(row.time).toISOString();
+  const when = rowTime(row.time) ?? "(no valid time)";
   // The agent's name is the config's, or in pass-through mode the login the upstream accepted, which some servers
   // let hold spaces or quotes: anything but letters, digits and `._+@-` is quoted, so that `bob ALLOW x` cannot pass
   // for the line's other fields.
