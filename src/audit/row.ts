@@ -53,8 +53,9 @@ export function cutMark(left: number, verb: string): string {
 
 export type StoredRow = (string | number | null)[];
 
+/** `value` in at most `max` characters, a cut one ending in `…`; never half of a surrogate pair (`cutText`). */
 function cut(value: string, max: number): string {
-  return value.length > max ? `${value.slice(0, max - 1)}…` : value;
+  return value.length > max ? `${cutText(value, max - 1)}…` : value;
 }
 
 function text(value: string): string {

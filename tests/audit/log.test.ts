@@ -475,4 +475,22 @@ describe("what a row may hold", () => {
     expect(Object.keys(long?.detail ?? {})).toEqual(["truncated"]);
     await reader.close();
   });
+
+  test("a cut never leaves half of a surrogate pair, which SQLite would store as U+FFFD", async () => {
+    const path = scratch.file("pair.db");
+    const log = AuditLog.open(path);
+    // "😀" (two UTF-16 units) straddles the cut: a text field keeps MAX_TEXT_CHARS - 1 units before its `…`.
+    const text = `${"x".repeat(MAX_TEXT_CHARS - 2)}😀tail`;
+    const json = JSON.stringify({ note: "" }).length;
+    await log.durable(sampleEvent({ reason: text, folder: text, detail: { note: `${"y".repeat(2048 - json)}😀` } }));
+    await log.close();
+    const reader = AuditLog.open(path, { readonly: true });
+    const [row] = reader.query();
+    for (const field of [row?.reason, row?.folder]) {
+      expect(field).toBe(`${"x".repeat(MAX_TEXT_CHARS - 2)}…`);
+      expect(field).not.toContain("\ufffd");
+    }
+    expect(String(row?.detail?.["truncated"])).not.toContain("\ufffd");
+    await reader.close();
+  });
 });
