@@ -80,8 +80,11 @@ export interface AuditOpenOptions {
   maxBytes?: number;
   /** prune rows older than this many days at open and hourly */
   retentionDays?: number;
-  /** where failures and recoveries are reported; default console.error */
-  log?: (message: string) => void;
+  /**
+   * Where failures (`error`), recoveries and pruning (`info`) and a clock ahead of the rows (`warn`) are reported;
+   * default console.error.
+   */
+  log?: (message: string, level: AuditLogLevel) => void;
 }
 
 interface Waiter {
@@ -141,6 +144,9 @@ const SAME_AGENT = "mailgator_same_agent";
 
 type Timer = ReturnType<typeof setTimeout>;
 
+/** How much a message of the log's own matters (serve logs each at its level, docs/audit.md "Failure"). */
+export type AuditLogLevel = "error" | "warn" | "info";
+
 export class AuditLog {
   readonly path: string;
   readonly readonly: boolean;
@@ -148,7 +154,7 @@ export class AuditLog {
   #insertBatch: ((from: number, to: number) => number[]) | null = null;
   #batchMs: number;
   #maxBatch: number;
-  #log: (message: string) => void;
+  #log: (message: string, level: AuditLogLevel) => void;
 
   /** Rows not yet committed are #queue[#head..]; committed slots are cleared and compacted away. */
   #queue: (Pending | undefined)[] = [];
@@ -488,7 +494,7 @@ export class AuditLog {
           `audit: closing ${this.path} with ${this.queued} rows that could not be written: ${errorMessage(cause)}`,
           { cause },
         );
-        this.#log(failure.message);
+        this.#log(failure.message, "error");
       }
     }
     if (this.#timer !== null) clearTimeout(this.#timer);
@@ -602,7 +608,7 @@ export class AuditLog {
     }
     if (this.#error !== null) {
       this.#error = null;
-      this.#log(`audit: writing to ${this.path} again; rows kept in memory have been committed`);
+      this.#log(`audit: writing to ${this.path} again; rows kept in memory have been committed`, "info");
     }
   }
 
@@ -632,7 +638,7 @@ export class AuditLog {
       for (const u of batch) u.waiter.resolve(u.id);
       if (this.#syncError !== null) {
         this.#syncError = null;
-        this.#log(`audit: ${this.path} is synced to disk again`);
+        this.#log(`audit: ${this.path} is synced to disk again`, "info");
       }
     }
   }
@@ -678,7 +684,7 @@ export class AuditLog {
       `audit: cannot sync ${this.path} to disk: ${errorMessage(cause)}; operations that need the audit log are refused`,
       { cause },
     );
-    if (this.#syncError === null) this.#log(error.message);
+    if (this.#syncError === null) this.#log(error.message, "error");
     this.#syncError = error;
     for (const u of [...batch, ...this.#unsynced]) {
       u.waiter.reject(error);
@@ -716,7 +722,7 @@ export class AuditLog {
         "operations that need the audit log are refused",
       { cause },
     );
-    if (this.#error === null) this.#log(error.message);
+    if (this.#error === null) this.#log(error.message, "error");
     this.#error = error;
     if (this.#deferred !== null) {
       // The retry below takes over; the waiting rows' promises are rejected here.
@@ -750,17 +756,18 @@ export class AuditLog {
       try {
         const now = Date.now();
         const { removed, kept, newest } = this.#prune(days, now);
-        if (removed > 0) this.#log(`audit: pruned ${removed} rows older than ${days} days`);
+        if (removed > 0) this.#log(`audit: pruned ${removed} rows older than ${days} days`, "info");
         if (kept > 0 && kept !== reported && newest !== null)
           this.#log(
             `audit: kept ${kept} rows older than ${days} days by the clock: the newest row ` +
               `(${new Date(newest).toISOString()}) is ${aheadBy(now - newest)} before the clock; rows are pruned ` +
               `counting back from an hour after it until a newer row is written, so that a clock set ahead cannot ` +
               `empty the log (docs/audit.md "Retention")`,
+            "warn",
           );
         reported = kept;
       } catch (e) {
-        this.#log(errorMessage(e));
+        this.#log(errorMessage(e), "error");
       }
     };
     prune();

@@ -111,12 +111,16 @@ describe("prune with a clock ahead of the newest row", () => {
     const path = await logWithRows("open.db", real);
     const messages: string[] = [];
     // The clock (Date.now()) is 400 days past the newest row: by the clock alone every row would be pruned.
-    const log = AuditLog.open(path, { retentionDays: 30, sync: "normal", log: (m) => messages.push(m) });
+    const log = AuditLog.open(path, {
+      retentionDays: 30,
+      sync: "normal",
+      log: (m, level) => messages.push(`${level}: ${m}`),
+    });
     expect(log.query({ order: "asc" }).map((r) => r.target)).toEqual(["20d", "2d", "newest"]);
     expect(messages).toHaveLength(2);
-    expect(messages[0]).toBe("audit: pruned 1 rows older than 30 days");
+    expect(messages[0]).toBe("info: audit: pruned 1 rows older than 30 days");
     expect(messages[1]).toMatch(
-      /^audit: kept 3 rows older than 30 days by the clock: the newest row \(\S+Z\) is 400 days before the clock;/,
+      /^warn: audit: kept 3 rows older than 30 days by the clock: the newest row \(\S+Z\) is 400 days before the /,
     );
     await log.close();
   });

@@ -218,7 +218,7 @@ async function serveHolding(ctx: CommandContext, held: { pidFile: string; text: 
   }
   const audit = AuditLog.open(config.audit.path, {
     ...(config.audit.retentionDays ? { retentionDays: config.audit.retentionDays } : {}),
-    log: (m) => log.error(m),
+    log: (m, level) => log[level](m),
   });
   log.info(`audit log: ${config.audit.path} (config revision ${config.revision})`);
   let accounts: ReturnType<typeof openAccountCredentials>;
