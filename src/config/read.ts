@@ -5,8 +5,8 @@
  * would be read as U+FFFD, so a rule's glob or a password file's name would silently be another text.
  */
 
-import { closeSync, constants, fstatSync, lstatSync, openSync, readSync, type Stats } from "node:fs";
-import { fileKind } from "../net/tls-file.ts";
+import { closeSync, constants, fstatSync, lstatSync, openSync, type Stats } from "node:fs";
+import { fileKind, readWhole } from "../runtime/whole-file.ts";
 import { ConfigError } from "./errors.ts";
 
 /** Test hook between the checks of `readConfigText` and its read (a file that changes then must be refused). */
@@ -53,26 +53,20 @@ export function readConfigText(file: string, ownedOnly = false): string {
       ]);
     if (stat.size > MAX_CONFIG_BYTES) throw tooLarge(file);
     configReadSteps.checked?.(file);
-    // One byte more than its size is asked for: a file that grew since fstat (past the limit or not) is refused, not
-    // cut short at the size fstat gave, and so is one that reads less (being rewritten, or made up by the kernel).
-    const buf = Buffer.alloc(stat.size + 1);
-    let length = 0;
-    for (;;) {
-      const n = readSync(fd, buf, length, buf.length - length, null);
-      if (n === 0 || (length += n) === buf.length) break;
-    }
-    if (length !== stat.size) {
-      const read = length === buf.length ? `more than ${stat.size}` : String(length);
+    // A file that grew since fstat (past the limit or not) is refused, not cut short at the size fstat gave, and so is
+    // one that reads less (being rewritten, or made up by the kernel).
+    const whole = readWhole(fd, stat.size);
+    if (!Buffer.isBuffer(whole)) {
       throw new ConfigError(file, [
         {
           message:
-            `read ${read} bytes where its size is ${stat.size}: changed while it was read (or made up by the kernel ` +
-            "as it is read); not read",
+            `read ${whole.read} bytes where its size is ${stat.size}: changed while it was read (or made up by the ` +
+            "kernel as it is read); not read",
         },
       ]);
     }
     try {
-      return utf8.decode(buf.subarray(0, length));
+      return utf8.decode(whole);
     } catch {
       throw new ConfigError(file, [{ message: "not valid UTF-8 text; a config is read as UTF-8 (TOML v1.0.0)" }]);
     }

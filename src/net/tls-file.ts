@@ -6,7 +6,8 @@
  * a device such as /dev/zero would be read until memory runs out.
  */
 
-import { closeSync, constants, fstatSync, openSync, readSync, type Stats } from "node:fs";
+import { closeSync, constants, fstatSync, openSync, type Stats } from "node:fs";
+import { fileKind, readWhole } from "../runtime/whole-file.ts";
 
 /** The largest TLS file read (1 MiB): a certificate chain is a few KiB, a system CA bundle some hundreds. */
 export const MAX_TLS_FILE_BYTES = 1024 * 1024;
@@ -34,21 +35,13 @@ export function readTlsFile(file: string, check?: (stat: Stats) => void): Buffer
     if (!stat.isFile()) throw new TlsFileError(`is not a regular file (${fileKind(stat.mode)})`);
     check?.(stat);
     if (stat.size > MAX_TLS_FILE_BYTES) throw tooLarge();
-    // One byte more than its size is asked for: a file that grew since fstat is refused, not cut short.
-    const buf = Buffer.alloc(stat.size + 1);
-    let length = 0;
-    for (;;) {
-      const n = readSync(fd, buf, length, buf.length - length, null);
-      if (n === 0 || (length += n) === buf.length) break;
-    }
-    if (length !== stat.size) {
-      const read = length === buf.length ? `more than ${stat.size}` : String(length);
+    const whole = readWhole(fd, stat.size);
+    if (!Buffer.isBuffer(whole))
       throw new TlsFileError(
-        `read ${read} bytes where its size is ${stat.size}: a file being written, or one the kernel makes up as ` +
-          "it is read, is not read",
+        `read ${whole.read} bytes where its size is ${stat.size}: a file being written, or one the kernel makes up ` +
+          "as it is read, is not read",
       );
-    }
-    return buf.subarray(0, length);
+    return whole;
   } catch (e) {
     if (e instanceof TlsFileError || !(e instanceof Error) || !("code" in e)) throw e;
     throw new TlsFileError(`cannot be read (${e.message})`);
@@ -59,22 +52,4 @@ export function readTlsFile(file: string, check?: (stat: Stats) => void): Buffer
 
 function tooLarge(): TlsFileError {
   return new TlsFileError(`is larger than ${MAX_TLS_FILE_BYTES} bytes (MAX_TLS_FILE_BYTES); not read`);
-}
-
-/** What a file that is not a regular one is, in words (`a pipe`, `a character device`). */
-export function fileKind(mode: number): string {
-  switch (mode & constants.S_IFMT) {
-    case constants.S_IFDIR:
-      return "a folder";
-    case constants.S_IFIFO:
-      return "a pipe";
-    case constants.S_IFCHR:
-      return "a character device";
-    case constants.S_IFBLK:
-      return "a block device";
-    case constants.S_IFSOCK:
-      return "a socket";
-    default:
-      return "not a file";
-  }
 }

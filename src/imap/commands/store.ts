@@ -49,40 +49,25 @@ export async function store(s: Session, cmd: CommandOf<"STORE">): Promise<void> 
   checkUpstreamRest(s, command, deleted ? "mail:delete" : "mail:flag", { ...upstream, set: [] });
   // The messages a conditional STORE left unchanged, as UIDs: upstream's `[MODIFIED]` of each UID STORE.
   const modified: number[] = [];
+  // The allow row of each operation decided, counting the messages named.
+  const allowed = ({ op, d }: (typeof decided)[number]) =>
+    ({
+      command,
+      operation: op,
+      folder: p,
+      target: cmd.flags.join(" "),
+      decision: "allow",
+      ...cites(d),
+      reason: d.reason,
+      count: uids.length,
+    }) as const;
   // Decided and allowed, with no message to store to: the decision has its row all the same, counting none
   // (docs/audit.md "What a row records"), queued as a read's is, since nothing goes upstream.
-  if (uids.length === 0)
-    for (const { op, d } of decided)
-      s.auditRow({
-        command,
-        operation: op,
-        folder: p,
-        target: cmd.flags.join(" "),
-        decision: "allow",
-        ...cites(d),
-        reason: d.reason,
-        count: 0,
-      });
+  if (uids.length === 0) for (const one of decided) s.auditRow(allowed(one));
   if (uids.length > 0) {
     // Queued in the same turn, the rows share one commit and are never split (docs/audit.md).
     const group = {};
-    await Promise.all(
-      decided.map(({ op, d }) =>
-        s.auditDurable(
-          {
-            command,
-            operation: op,
-            folder: p,
-            target: cmd.flags.join(" "),
-            decision: "allow",
-            ...cites(d),
-            reason: d.reason,
-            count: uids.length,
-          },
-          group,
-        ),
-      ),
-    );
+    await Promise.all(decided.map((one) => s.auditDurable(allowed(one), group)));
     const shape: FetchShape = { uid: cmd.uid, rfc822: false, rfc822Text: false, bodyWhole: false, bodyText: false };
     for (const set of box.upstreamSets(uids)) {
       const st = await s.upstreamWrite({ ...upstream, set }, (r) => {
