@@ -105,7 +105,9 @@ beforeAll(async () => {
     approvals: { notifyAccount: "approvals", managers: [approver.address] },
   });
   const vault = `${accountToml("main", owner)}${accountToml("approvals", approver)}${agentToml(AGENT, TOKEN, "main")}`;
-  writeConfig = (folders) => writeFileSync(file, `${base}\n${vault}${rules(["INBOX", ...folders], friend.address)}`);
+  // 0600, as a config holding the accounts' passwords should be: one others may read draws a warning at each load.
+  writeConfig = (folders) =>
+    writeFileSync(file, `${base}\n${vault}${rules(["INBOX", ...folders], friend.address)}`, { mode: 0o600 });
   writeConfig(["Archive"]);
   served = serveChild(file, "pretty", ALONE_ENV, { command: ["./mailgator"], cwd: alone });
   imapPort = await served.port("IMAP");
