@@ -4,7 +4,7 @@
  */
 
 import { createHash } from "node:crypto";
-import { accessSync, constants, statSync } from "node:fs";
+import { accessSync, constants } from "node:fs";
 import { dirname, resolve } from "node:path";
 import { createSecureContext } from "node:tls";
 import { parse as parseToml, TomlError } from "smol-toml";
@@ -25,7 +25,7 @@ import { DEFAULT_IMAP_LIMITS, DEFAULT_SMTP_LIMITS } from "./limits.ts";
 import { reachesListener, sameListenPort } from "./listen.ts";
 import { locator } from "./locate.ts";
 import { isReservedName, ownEntry, RESERVED_NAMES } from "./names.ts";
-import { readConfigText } from "./read.ts";
+import { readConfigFile } from "./read.ts";
 import { type RuleContext, ruleProblems } from "./rules.ts";
 import {
   configSchema,
@@ -1197,14 +1197,8 @@ function exposedSecrets(raw: RawConfig, mode: number | undefined): string | null
 export function loadConfig(location: string | ConfigLocation, options: LoadOptions = {}): Config {
   const { path, ownedOnly } = typeof location === "string" ? { path: location, ownedOnly: false } : location;
   const file = resolve(path);
-  const text = readConfigText(file, ownedOnly);
-  let mode: { fileMode?: number } = {};
-  try {
-    mode = { fileMode: statSync(file).mode };
-  } catch {
-    // Read a moment ago and gone now: nothing to warn of.
-  }
-  return parseConfig(text, file, { ...mode, ...options });
+  const { text, mode } = readConfigFile(file, ownedOnly);
+  return parseConfig(text, file, { fileMode: mode, ...options });
 }
 
 /**

@@ -24,6 +24,11 @@ const utf8 = new TextDecoder("utf-8", { fatal: true });
  * open: checking by name and then opening by name would read whatever replaced the file in between.
  */
 export function readConfigText(file: string, ownedOnly = false): string {
+  return readConfigFile(file, ownedOnly).text;
+}
+
+/** As readConfigText, with the mode bits of the file read (its `fstat`: what loadConfig warns of, load.ts). */
+export function readConfigFile(file: string, ownedOnly = false): { readonly text: string; readonly mode: number } {
   let fd: number;
   let link: Stats | null = null;
   try {
@@ -66,7 +71,7 @@ export function readConfigText(file: string, ownedOnly = false): string {
       ]);
     }
     try {
-      return utf8.decode(whole);
+      return { text: utf8.decode(whole), mode: stat.mode };
     } catch {
       throw new ConfigError(file, [{ message: "not valid UTF-8 text; a config is read as UTF-8 (TOML v1.0.0)" }]);
     }
