@@ -9,27 +9,9 @@
 import { expect, test } from "bun:test";
 import { HELD_DISK_RESERVE_BYTES } from "../../src/approvals/store.ts";
 import { heldId } from "../fixtures/index.ts";
-import { dataPayload, loggedIn, message, startTestProxy } from "../smtp/helpers.ts";
+import { ASK_OUTSIDE_RULES, dataPayload, loggedIn, message, startTestProxy } from "../smtp/helpers.ts";
 
-const RULES = `
-[approvals]
-base_url = "http://127.0.0.1:1"
-
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-
-[[rules]]
-name = "colleagues"
-action = "allow"
-operations = ["send"]
-to = "*@corp.test"
-
-[[rules]]
-name = "outside needs a manager"
-action = "ask"
-operations = ["send"]
-ask_groups = ["managers"]
-
+const RULES = `${ASK_OUTSIDE_RULES}
 [[quotas]]
 name = "Default"
 sends_per_hour = 2

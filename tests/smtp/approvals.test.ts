@@ -18,6 +18,7 @@ import { MAX_HELD_PER_AGENT } from "../../src/smtp/limits.ts";
 import { fillAgain, freeSpace, fullAuditLog, healthyAgain, rowsAbout, syncFailingLog } from "../audit/unhealthy.ts";
 import { heldId } from "../fixtures/index.ts";
 import {
+  ASK_OUTSIDE_RULES,
   bodyOf,
   dataPayload,
   loggedIn,
@@ -33,25 +34,7 @@ import {
   waitForSink,
 } from "./helpers.ts";
 
-const RULES = `
-[approvals]
-base_url = "http://127.0.0.1:1"
-
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-
-[[rules]]
-name = "colleagues"
-action = "allow"
-operations = ["send"]
-to = "*@corp.test"
-
-[[rules]]
-name = "outside needs a manager"
-action = "ask"
-operations = ["send"]
-ask_groups = ["managers"]
-`;
+const RULES = ASK_OUTSIDE_RULES;
 
 let proxy: TestProxy;
 let store: ApprovalStore;

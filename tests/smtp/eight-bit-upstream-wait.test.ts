@@ -18,7 +18,16 @@ import { generateToken, hashToken } from "../../src/vault/token.ts";
 import { heldId } from "../fixtures/delivery.ts";
 import { type SilentConnection, SilentUpstream } from "../fixtures/silent-upstream.ts";
 import { TcpRelay } from "../fixtures/tcp-relay.ts";
-import { marker, postfixLog, sinkCopies, startTestProxy, type TestProxy, upstreams, waitForSink } from "./helpers.ts";
+import {
+  ASK_OUTSIDE_RULES,
+  marker,
+  postfixLog,
+  sinkCopies,
+  startTestProxy,
+  type TestProxy,
+  upstreams,
+  waitForSink,
+} from "./helpers.ts";
 
 /** The wait in these tests (UPSTREAM_OPENING_WAIT_MS is 10 s: tests/e2e/eight-bit-silent-upstream.test.ts). */
 const WAIT_MS = 3000;
@@ -43,25 +52,7 @@ const agentToken = generateToken();
 const sender = upstreams().users[0]!;
 
 /** Vault mode: the agent "bot" sends as the first test user; colleagues allowed, everyone else held for managers. */
-const RULES = `
-[approvals]
-base_url = "http://127.0.0.1:1"
-
-[approvals.groups.managers]
-recipients = ["boss@corp.test"]
-
-[[rules]]
-name = "colleagues"
-action = "allow"
-operations = ["send"]
-to = "*@corp.test"
-
-[[rules]]
-name = "outside needs a manager"
-action = "ask"
-operations = ["send"]
-ask_groups = ["managers"]
-
+const RULES = `${ASK_OUTSIDE_RULES}
 [[agents]]
 name = "bot"
 token_hash = "${hashToken(agentToken)}"

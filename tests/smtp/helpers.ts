@@ -374,6 +374,27 @@ name = "nothing else"
 action = "deny"
 `;
 
+/** Approval rules: recipients at corp.test allowed, any other held for the group "managers" (boss@corp.test). */
+export const ASK_OUTSIDE_RULES = `
+[approvals]
+base_url = "http://127.0.0.1:1"
+
+[approvals.groups.managers]
+recipients = ["boss@corp.test"]
+
+[[rules]]
+name = "colleagues"
+action = "allow"
+operations = ["send"]
+to = "*@corp.test"
+
+[[rules]]
+name = "outside needs a manager"
+action = "ask"
+operations = ["send"]
+ask_groups = ["managers"]
+`;
+
 /** One proxy for the whole test file: started before its first test, closed after its last. */
 export function useTestProxy(options: ProxyOptions, set: (proxy: TestProxy) => void): void {
   let proxy: TestProxy | undefined;
